@@ -1,0 +1,57 @@
+"""napari-promptseg: segment and register microscopy, histology and medical images from prompts.
+
+From the napari console or a script::
+
+    from napari_promptseg import segment
+    labels = segment(image, boxes=[(x0, y0, x1, y1)])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["segment", "__version__"]
+
+
+def segment(
+    image: np.ndarray,
+    *,
+    boxes: Sequence[Sequence[float]] = (),
+    points: Sequence[Sequence[float]] = (),
+    negative_points: Sequence[Sequence[float]] = (),
+    model: str = "litemedsam",
+    weights: str | None = None,
+    device: str = "auto",
+    channel_axis: int | None = None,
+    channels: list[int] | None = None,
+    normalize: str = "auto",
+) -> np.ndarray:
+    """Instance labels (0 = background, one id per object) for boxes and points in pixel x = column, y = row.
+
+    Each box is one object; points inside a box refine it; points outside all boxes make one more object.
+    """
+    from .methods.interactive import segment_prompts
+    from .models import load_segmenter
+
+    segmenter = load_segmenter(model, weights=weights, device=device)
+    result = segment_prompts(
+        image,
+        segmenter,
+        boxes=boxes,
+        positive_points=points,
+        negative_points=negative_points,
+        channel_axis=channel_axis,
+        channels=channels,
+        normalize=normalize,  # type: ignore[arg-type]
+    )
+    for warning in result.warnings:
+        import warnings
+
+        warnings.warn(warning, stacklevel=2)
+    return result.labels

@@ -1,0 +1,66 @@
+"""Image, mask and label files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from ..errors import PromptsegError
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read a 2D image file (TIFF, PNG, JPEG, BMP, ...) as a numpy array in its stored dtype."""
+    path = Path(path)
+    if not path.is_file():
+        raise PromptsegError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            return tifffile.imread(path)
+        import imageio.v3 as iio
+
+        return np.asarray(iio.imread(path))
+    except Exception as exc:  # every reader has its own exception types; the user needs the file name
+        raise PromptsegError(f"{path}: cannot be read as an image ({exc})") from exc
+
+
+def read_mask(path: str | Path, threshold: int = 127) -> np.ndarray:
+    """Binary mask from a file; JPEG masks are thresholded (compression blurs their edges)."""
+    mask = read_image(path)
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    return mask > threshold if mask.dtype == np.uint8 and mask.max() > 1 else mask > 0
+
+
+def write_labels(path: str | Path, labels: np.ndarray) -> Path:
+    """Instance labels as a compressed TIFF (uint16, or uint32 past 65535 objects)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
+    tifffile.imwrite(path, labels.astype(dtype, copy=False), compression="zlib")
+    return path
+
+
+def write_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray) -> Path:
+    """PNG of the image with coloured instances and their outlines, for a quick look."""
+    import imageio.v3 as iio
+    from skimage.color import label2rgb
+    from skimage.segmentation import find_boundaries
+
+    from ..models.preprocessing import as_channels_last
+
+    hwc = as_channels_last(image).astype(np.float32)
+    lo, hi = np.percentile(hwc, (0.5, 99.5))
+    base = np.clip((hwc - lo) / max(hi - lo, 1e-8), 0, 1)
+    if base.shape[2] < 3:  # gray -> repeated, two channels -> red/green (as the model sees them)
+        fill = [base[..., :1]] * 2 if base.shape[2] == 1 else [np.zeros_like(base[..., :1])]
+        base = np.concatenate([base, *fill], axis=2)
+    rgb = label2rgb(labels, image=base, alpha=0.35, bg_label=0, image_alpha=1.0)
+    rgb[find_boundaries(labels, mode="outer")] = (1.0, 1.0, 0.0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, (rgb * 255).astype(np.uint8))
+    return path

@@ -1,0 +1,1 @@
+"""Methods: numpy/torch only, no Qt, no napari. They take model protocols, not concrete backends."""

@@ -1,0 +1,159 @@
+"""Image and coordinate transforms shared by every SAM-family segmenter.
+
+Any 2D input (uint8/uint16/float, gray/RGB/multichannel, any size) becomes a padded square tensor of the model's
+input size; the :class:`ResizeTransform` maps prompts into that frame and masks back to the original pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import PromptsegError
+
+Normalization = Literal["auto", "percentile", "minmax", "none"]
+NORMALIZATIONS: tuple[str, ...] = ("auto", "percentile", "minmax", "none")
+
+#: Larger inputs are refused with a clear message instead of exhausting memory (about 12k x 12k pixels).
+DEFAULT_MAX_PIXELS = 150_000_000
+#: Robust intensity window for non-uint8 data (fluorescence, MRI, CT): a few hot pixels must not wash out the image.
+PERCENTILES = (0.5, 99.5)
+
+
+def as_channels_last(
+    image: np.ndarray,
+    *,
+    channel_axis: int | None = None,
+    channels: Sequence[int] | None = None,
+    name: str = "image",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Validate a 2D image and return it as (H, W, C) with C in {1, 2, 3}, in its original dtype.
+
+    ``(H, W)`` is gray; ``(H, W, 3|4)`` is RGB(A) (alpha dropped). Any other 3D array needs ``channel_axis``;
+    ``channels`` picks up to three channels (e.g. nuclei + membrane) to feed the model's three colour inputs.
+    """
+    arr = np.asarray(image)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if arr.dtype.kind not in "uif":
+        raise PromptsegError(f"{name}: unsupported pixel type {arr.dtype}; expected integers or floats")
+    if arr.size == 0 or 0 in arr.shape:
+        raise PromptsegError(f"{name}: image is empty (shape {arr.shape})")
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    elif arr.ndim == 3:
+        if channel_axis is not None:
+            arr = np.moveaxis(arr, channel_axis, -1)
+        elif arr.shape[-1] in (3, 4):
+            arr = arr[..., :3]
+        else:
+            raise PromptsegError(
+                f"{name}: 3D array of shape {arr.shape} is ambiguous; pass channel_axis for a multichannel image "
+                "or segment one 2D plane of the stack at a time"
+            )
+    else:
+        raise PromptsegError(
+            f"{name}: expected a 2D image (H, W), (H, W, RGB) or (H, W, C) with channel_axis; got {arr.ndim}D "
+            f"shape {arr.shape}. Select a single 2D plane first."
+        )
+    h, w, c = arr.shape
+    if min(h, w) < 2:
+        raise PromptsegError(f"{name}: image of {h}x{w} pixels is too small to segment")
+    if h * w > max_pixels:
+        raise PromptsegError(
+            f"{name}: {h}x{w} = {h * w:,} pixels exceeds the limit of {max_pixels:,}; downsample or tile the image "
+            "(or raise max_pixels if you have the memory)"
+        )
+    if channels is not None:
+        channels = list(channels)
+        if not 1 <= len(channels) <= 3:
+            raise PromptsegError(f"{name}: choose 1 to 3 channels, got {channels}")
+        bad = [ch for ch in channels if not -c <= ch < c]
+        if bad:
+            raise PromptsegError(f"{name}: channel index {bad} out of range for {c} channels")
+        arr = arr[..., channels]
+    elif arr.shape[-1] > 3:
+        raise PromptsegError(
+            f"{name}: {arr.shape[-1]} channels; choose up to three with channels=[...] (CLI: --channels)"
+        )
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise PromptsegError(f"{name}: contains NaN or infinite values; fill or mask them first")
+    return arr
+
+
+def normalize_intensity(x: torch.Tensor, *, source_dtype: np.dtype, mode: Normalization = "auto") -> torch.Tensor:
+    """Map a (C, h, w) float tensor to [0, 1].
+
+    ``auto``: uint8 data is min-max scaled over the whole image (what LiteMedSAM's reference inference does);
+    other dtypes get a per-channel percentile window, robust to hot pixels and 12/16-bit ranges.
+    """
+    if mode not in NORMALIZATIONS:
+        raise PromptsegError(f"normalize must be one of {NORMALIZATIONS}, got {mode!r}")
+    if mode == "none":
+        return x.clamp(0, 1) if np.dtype(source_dtype).kind == "f" else x / float(np.iinfo(source_dtype).max)
+    if mode == "minmax" or (mode == "auto" and np.dtype(source_dtype) == np.uint8):
+        lo, hi = x.min(), x.max()
+        return (x - lo) / torch.clamp(hi - lo, min=1e-8)
+    flat = x.reshape(x.shape[0], -1)
+    q = torch.tensor([p / 100 for p in PERCENTILES], dtype=x.dtype)
+    lo_hi = torch.quantile(flat, q, dim=1)  # (2, C)
+    lo, hi = lo_hi[0][:, None, None], lo_hi[1][:, None, None]
+    return ((x - lo) / torch.clamp(hi - lo, min=1e-8)).clamp(0, 1)
+
+
+@dataclass(frozen=True)
+class ResizeTransform:
+    """Resize-longest-side-then-pad-bottom-right, as in SAM and LiteMedSAM."""
+
+    original_shape: tuple[int, int]
+    input_size: int
+
+    @property
+    def resized_shape(self) -> tuple[int, int]:
+        h, w = self.original_shape
+        scale = self.input_size / max(h, w)
+        return int(h * scale + 0.5), int(w * scale + 0.5)
+
+    def coords_to_input(self, xy: np.ndarray) -> np.ndarray:
+        """Pixel (x=column, y=row) coordinates in the original image -> model input frame."""
+        xy = np.asarray(xy, dtype=np.float32)
+        (h, w), (nh, nw) = self.original_shape, self.resized_shape
+        out = xy.copy()
+        out[..., 0] = xy[..., 0] * (nw / w)
+        out[..., 1] = xy[..., 1] * (nh / h)
+        return out
+
+    def boxes_to_input(self, boxes: np.ndarray) -> np.ndarray:
+        boxes = np.asarray(boxes, dtype=np.float32)
+        return self.coords_to_input(boxes.reshape(-1, 2, 2)).reshape(boxes.shape)
+
+    def image_to_input(self, image_hwc: np.ndarray, normalize: Normalization = "auto") -> torch.Tensor:
+        """(H, W, C) array -> (1, 3, S, S) float tensor in [0, 1], zero padded."""
+        nh, nw = self.resized_shape
+        x = torch.from_numpy(np.ascontiguousarray(image_hwc)).permute(2, 0, 1).float()[None]
+        if (nh, nw) != tuple(x.shape[-2:]):
+            # antialias: a 4000 px slide shrunk to 256 must average, not alias
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+        x = normalize_intensity(x[0], source_dtype=image_hwc.dtype, mode=normalize)
+        if x.shape[0] == 1:
+            x = x.expand(3, -1, -1)
+        elif x.shape[0] == 2:  # two channels -> red/green, blue empty
+            x = torch.cat([x, torch.zeros_like(x[:1])], 0)
+        padded = x.new_zeros((3, self.input_size, self.input_size))
+        padded[:, :nh, :nw] = x
+        return padded[None]
+
+    def logits_to_original(self, low_res_logits: torch.Tensor) -> torch.Tensor:
+        """(N, K, s, s) low-resolution mask logits -> (N, K, H, W) logits on the original pixel grid."""
+        x = low_res_logits
+        if x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        nh, nw = self.resized_shape
+        x = x[..., :nh, :nw]
+        return F.interpolate(x, size=self.original_shape, mode="bilinear", align_corners=False)

