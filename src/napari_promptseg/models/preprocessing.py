@@ -50,7 +50,7 @@ def as_channels_last(
     elif arr.ndim == 3:
         if channel_axis is not None:
             arr = np.moveaxis(arr, channel_axis, -1)
-        elif arr.shape[-1] in (3, 4):
+        elif arr.shape[-1] in (1, 3, 4):  # gray with a trailing axis, RGB, RGBA
             arr = arr[..., :3]
         else:
             raise PromptsegError(
