@@ -63,6 +63,26 @@ def check_box(box: Sequence[float], shape: tuple[int, int], name: str = "box") -
     return max(x0, 0.0), max(y0, 0.0), min(x1, w - 1.0), min(y1, h - 1.0)
 
 
+def boxes_from_labels(labels: np.ndarray, min_area: int = 1) -> list[tuple[int, int, int, int]]:
+    """One box (x0, y0, x1, y1, inclusive pixel bounds) per labelled object or connected component of a binary mask.
+
+    Turns an existing Labels layer or a ground-truth mask into prompts; objects one pixel thin get a box one pixel
+    wide so that every box has x0 < x1 and y0 < y1.
+    """
+    from skimage.measure import label, regionprops
+
+    labels = np.asarray(labels)
+    if labels.dtype == bool or labels.max(initial=0) <= 1:
+        labels = label(labels > 0)
+    boxes = []
+    for region in regionprops(labels):
+        if region.area < min_area:
+            continue
+        y0, x0, y1, x1 = region.bbox  # exclusive ends
+        boxes.append((x0, y0, max(x1 - 1, x0 + 1), max(y1 - 1, y0 + 1)))
+    return boxes
+
+
 def check_point(point: Sequence[float], shape: tuple[int, int], name: str = "point") -> tuple[float, float]:
     if len(point) != 2:
         raise PromptsegError(f"{name}: expected 2 numbers x y, got {len(point)}")
@@ -107,36 +127,91 @@ def group_prompts(
     return objects
 
 
+#: Half-sizes (fraction of the longest image side) of the boxes tried around clicks for box-trained models.
+CLICK_BOX_FRACTIONS = (0.04, 0.07, 0.1, 0.14, 0.2, 0.28, 0.4)
+
+
+def click_to_box_candidates(obj: ObjectPrompt, shape: tuple[int, int]) -> list[ObjectPrompt]:
+    """Boxes of several sizes around an object's positive clicks, each keeping the clicks.
+
+    Box-trained models (LiteMedSAM) give tiny blobs for a click alone; a box search around the click, choosing the
+    candidate with the best predicted IoU that contains every positive and no negative click, recovers the object
+    (measured on the shared datasets: mean Dice of one central click 0.14 -> about 0.45; see tests).
+    """
+    h, w = shape
+    pos = np.array([p for p, label in zip(obj.points, obj.labels, strict=True) if label == 1], dtype=np.float32)
+    (x0, y0), (x1, y1) = pos.min(0), pos.max(0)
+    side = max(h, w)
+    candidates = []
+    for fraction in CLICK_BOX_FRACTIONS:
+        pad = fraction * side
+        box = (max(x0 - pad, 0.0), max(y0 - pad, 0.0), min(x1 + pad, w - 1.0), min(y1 + pad, h - 1.0))
+        candidates.append(ObjectPrompt(box=box, points=list(obj.points), labels=list(obj.labels)))
+    return candidates
+
+
+def _decode(
+    segmenter: PromptableSegmenter, embedding: Embedding, objects: Sequence[ObjectPrompt]
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Decode objects of one structure (all with a box, or none) in one batched call; (n, 1, s, s), (n,)."""
+    with_box = objects[0].box is not None
+    n_pts = max(len(o.points) for o in objects)
+    boxes = np.array([o.box for o in objects], dtype=np.float32) if with_box else None
+    points = labels = None
+    if n_pts:  # pad with SAM's "not a point" label -1
+        points = np.zeros((len(objects), n_pts, 2), dtype=np.float32)
+        labels = -np.ones((len(objects), n_pts), dtype=np.int64)
+        for row, o in enumerate(objects):
+            if o.points:
+                points[row, : len(o.points)] = o.points
+                labels[row, : len(o.points)] = o.labels
+    pred = segmenter.predict(embedding, boxes=boxes, points=points, point_labels=labels)
+    return pred.low_res_logits[:, :1], pred.scores[:, 0]
+
+
+def _best_click_candidate(obj: ObjectPrompt, logits: torch.Tensor, scores: np.ndarray, embedding: Embedding) -> int:
+    """Index of the candidate mask with the best predicted IoU that honours every click (or just the best IoU)."""
+    full = embedding.transform.logits_to_original(logits)[:, 0] > 0
+    h, w = full.shape[-2:]
+    ok = []
+    for i in range(len(full)):
+        hits = [
+            bool(full[i, min(int(y), h - 1), min(int(x), w - 1)]) == (label == 1)
+            for (x, y), label in zip(obj.points, obj.labels, strict=True)
+        ]
+        if all(hits):
+            ok.append(i)
+    return max(ok or range(len(full)), key=lambda i: scores[i])
+
+
 def predict_objects(
     segmenter: PromptableSegmenter, embedding: Embedding, objects: Sequence[ObjectPrompt]
 ) -> tuple[list[torch.Tensor], np.ndarray]:
     """Decode every object; returns low-res logits per object (1, s, s) in object order and their scores.
 
     Objects with and without a box are decoded in separate batches (SAM's prompt encoder needs one structure per
-    batch); point lists are padded with SAM's "not a point" label -1.
+    batch). For models trained on boxes only, click-only objects go through :func:`click_to_box_candidates`.
     """
-    logits: list[torch.Tensor | None] = [None] * len(objects)
+    logits: list[torch.Tensor] = [torch.empty(0)] * len(objects)
     scores = np.zeros(len(objects), dtype=np.float32)
-    for with_box in (True, False):
-        idx = [i for i, o in enumerate(objects) if (o.box is not None) == with_box]
-        if not idx:
-            continue
-        n_pts = max(len(objects[i].points) for i in idx)
-        boxes = np.array([objects[i].box for i in idx], dtype=np.float32) if with_box else None
-        points = labels = None
-        if n_pts:
-            points = np.zeros((len(idx), n_pts, 2), dtype=np.float32)
-            labels = -np.ones((len(idx), n_pts), dtype=np.int64)
-            for row, i in enumerate(idx):
-                k = len(objects[i].points)
-                if k:
-                    points[row, :k] = objects[i].points
-                    labels[row, :k] = objects[i].labels
-        pred = segmenter.predict(embedding, boxes=boxes, points=points, point_labels=labels)
-        for row, i in enumerate(idx):
-            logits[i] = pred.low_res_logits[row, :1]
-            scores[i] = pred.scores[row, 0]
-    return logits, scores  # type: ignore[return-value]
+    boxed = [i for i, o in enumerate(objects) if o.box is not None]
+    clicked = [i for i, o in enumerate(objects) if o.box is None]
+    if boxed:
+        low, sc = _decode(segmenter, embedding, [objects[i] for i in boxed])
+        for row, i in enumerate(boxed):
+            logits[i], scores[i] = low[row], sc[row]
+    if clicked and segmenter.points_reliable:
+        low, sc = _decode(segmenter, embedding, [objects[i] for i in clicked])
+        for row, i in enumerate(clicked):
+            logits[i], scores[i] = low[row], sc[row]
+    elif clicked:
+        shape = embedding.transform.original_shape
+        for i in clicked:
+            candidates = click_to_box_candidates(objects[i], shape)
+            low, sc = _decode(segmenter, embedding, candidates)
+            best = _best_click_candidate(objects[i], low, sc, embedding)
+            logits[i], scores[i] = low[best], sc[best]
+    return logits, scores
 
 
 def paint_instances(prediction: Prediction, *, chunk: int = 8, cancel: Callable[[], bool] | None = None) -> np.ndarray:
@@ -175,7 +250,10 @@ def segment_prompts(
     objects = group_prompts(hwc.shape[:2], boxes, positive_points, negative_points)
     warnings = []
     if not segmenter.points_reliable and any(o.box is None for o in objects):
-        warnings.append(f"{segmenter.name} was trained on box prompts; point-only objects are unreliable, draw a box")
+        warnings.append(
+            f"{segmenter.name} was trained on box prompts: clicks without a box were answered by searching boxes "
+            "around them; draw a box for a reliable mask"
+        )
     timings: dict[str, float] = {}
     report = progress or (lambda fraction, message: None)
 

@@ -43,12 +43,16 @@ def as_channels_last(
         arr = arr.astype(np.uint8)
     if arr.dtype.kind not in "uif":
         raise PromptsegError(f"{name}: unsupported pixel type {arr.dtype}; expected integers or floats")
+    if not arr.dtype.isnative:  # big-endian TIFFs: torch only takes native byte order
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.size == 0 or 0 in arr.shape:
         raise PromptsegError(f"{name}: image is empty (shape {arr.shape})")
     if arr.ndim == 2:
         arr = arr[..., None]
     elif arr.ndim == 3:
         if channel_axis is not None:
+            if not -3 <= channel_axis < 3:
+                raise PromptsegError(f"{name}: channel_axis {channel_axis} out of range for shape {arr.shape}")
             arr = np.moveaxis(arr, channel_axis, -1)
         elif arr.shape[-1] in (1, 3, 4):  # gray with a trailing axis, RGB, RGBA
             arr = arr[..., :3]
@@ -91,18 +95,20 @@ def normalize_intensity(x: torch.Tensor, *, source_dtype: np.dtype, mode: Normal
     """Map a (C, h, w) float tensor to [0, 1].
 
     ``auto``: uint8 data is min-max scaled over the whole image (what LiteMedSAM's reference inference does);
-    other dtypes get a per-channel percentile window, robust to hot pixels and 12/16-bit ranges.
+    other dtypes get a percentile window, robust to hot pixels and 12/16-bit ranges: per channel for 1-2 channels
+    (fluorescence), one window for all three channels of colour data (keeps the colour balance).
     """
     if mode not in NORMALIZATIONS:
         raise PromptsegError(f"normalize must be one of {NORMALIZATIONS}, got {mode!r}")
     if mode == "none":
-        return x.clamp(0, 1) if np.dtype(source_dtype).kind == "f" else x / float(np.iinfo(source_dtype).max)
+        scaled = x if np.dtype(source_dtype).kind == "f" else x / float(np.iinfo(source_dtype).max)
+        return scaled.clamp(0, 1)  # signed integers may be negative
     if mode == "minmax" or (mode == "auto" and np.dtype(source_dtype) == np.uint8):
         lo, hi = x.min(), x.max()
         return (x - lo) / torch.clamp(hi - lo, min=1e-8)
-    flat = x.reshape(x.shape[0], -1)
+    flat = x.reshape(1, -1) if x.shape[0] == 3 else x.reshape(x.shape[0], -1)
     q = torch.tensor([p / 100 for p in PERCENTILES], dtype=x.dtype)
-    lo_hi = torch.quantile(flat, q, dim=1)  # (2, C)
+    lo_hi = torch.quantile(flat, q, dim=1)  # (2, 1 or C)
     lo, hi = lo_hi[0][:, None, None], lo_hi[1][:, None, None]
     return ((x - lo) / torch.clamp(hi - lo, min=1e-8)).clamp(0, 1)
 
@@ -118,7 +124,8 @@ class ResizeTransform:
     def resized_shape(self) -> tuple[int, int]:
         h, w = self.original_shape
         scale = self.input_size / max(h, w)
-        return int(h * scale + 0.5), int(w * scale + 0.5)
+        # at least one pixel: a 2 x 5000 strip must not resize to nothing (SAM's own rounding would give 0)
+        return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
 
     def coords_to_input(self, xy: np.ndarray) -> np.ndarray:
         """Pixel (x=column, y=row) coordinates in the original image -> model input frame."""
