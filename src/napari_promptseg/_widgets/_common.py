@@ -1,0 +1,369 @@
+"""Pieces every promptseg widget needs: layer pickers, one background task at a time, errors as notifications.
+
+Widgets stay thin: they gather inputs on the main thread, hand a plain function to :class:`TaskRunner` (which runs it
+in a ``napari.qt.threading`` worker with progress and cancel) and push the result back into layers on the main thread.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import napari
+import napari.layers
+from napari.qt.threading import create_worker
+from napari.utils import progress as napari_progress
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+from ..errors import CancelledError, PromptsegError, WeightsError
+
+logger = logging.getLogger(__name__)
+
+#: progress(fraction_done, message), as the core functions take it
+ProgressCallback = Callable[[float, str], None]
+#: task(progress, cancel) -> result; runs in a worker thread and must not touch Qt or napari layers
+Task = Callable[[ProgressCallback, Callable[[], bool]], Any]
+
+
+def load_triton_safely() -> None:
+    """Import triton (pulled in by torch/torchvision) with its own LLVM symbols, before any worker needs it.
+
+    On Linux without a GPU driver, OpenGL is Mesa's llvmpipe, which loads libLLVM into the process once napari's
+    canvas exists; triton's libtriton bundles another LLVM and segfaults in its static initialisers when its symbols
+    bind to Mesa's (first model load after the viewer is open). RTLD_DEEPBIND makes libtriton use its own copy.
+    Call on the main thread from every widget's constructor; a no-op when triton is absent or already imported.
+    """
+    deepbind = getattr(os, "RTLD_DEEPBIND", 0)
+    if not deepbind or "triton" in sys.modules or importlib.util.find_spec("triton") is None:
+        return
+    flags = sys.getdlopenflags()
+    sys.setdlopenflags(flags | deepbind)
+    try:
+        import triton  # noqa: F401
+    except Exception as exc:  # torch treats a broken triton as absent too
+        logger.debug("triton import failed: %s", exc)
+    finally:
+        sys.setdlopenflags(flags)
+
+
+def notify_exception(exc: BaseException, context: str = "") -> None:
+    """Show an exception as a napari notification: user errors by their message, bugs with their type."""
+    prefix = f"{context}: " if context else ""
+    if isinstance(exc, CancelledError):
+        show_info(f"{prefix}cancelled")
+    elif isinstance(exc, PromptsegError | WeightsError):
+        show_error(f"{prefix}{exc}")
+    else:  # a bug: keep the traceback in the log, show one line to the user
+        logger.error("%s failed", context or "promptseg task", exc_info=exc)
+        show_error(f"{prefix}{type(exc).__name__}: {exc}")
+
+
+def notify_once(message: str, shown: set[str]) -> None:
+    """A warning that repeats on every preview (e.g. 'points are unreliable') is shown once per widget."""
+    if message not in shown:
+        shown.add(message)
+        show_warning(message)
+
+
+# -- layer pickers -------------------------------------------------------------------------------------------------
+
+
+class LayerPicker(QComboBox):
+    """Combo box of the viewer's layers of one type; follows additions, removals and renames.
+
+    ``none_text`` adds a first entry that stands for "no layer" (e.g. "new layer on commit").
+    ``auto_select`` picks the first matching layer while nothing is selected (prompt layers: the one just added).
+    ``layer_changed`` fires with the newly selected layer (or None) only when the selection really changes.
+    """
+
+    layer_changed = Signal(object)
+
+    def __init__(
+        self,
+        viewer: napari.viewer.Viewer,
+        layer_type: type[napari.layers.Layer],
+        *,
+        none_text: str | None = None,
+        exclude: Callable[[napari.layers.Layer], bool] | None = None,
+        auto_select: bool = False,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._viewer = viewer
+        self._layer_type = layer_type
+        self._none_text = none_text
+        self._exclude = exclude
+        self._auto_select = auto_select
+        self._none_chosen = False  # the user picked "no layer": auto_select must not override that
+        self._layers: list[napari.layers.Layer | None] = []
+        self._current: napari.layers.Layer | None = None
+        self._refreshing = False
+        self.currentIndexChanged.connect(self._on_index_changed)
+        self.activated.connect(self._on_user_choice)
+        viewer.layers.events.inserted.connect(self._on_inserted)
+        viewer.layers.events.removed.connect(self.refresh)
+        viewer.layers.events.moved.connect(self.refresh)
+        for layer in viewer.layers:
+            layer.events.name.connect(self.refresh)
+        self.refresh()
+
+    def _on_inserted(self, event) -> None:
+        event.value.events.name.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self, event=None) -> None:
+        """Rebuild the entries, keeping the selected layer if it still exists."""
+        layers: list[napari.layers.Layer | None] = [None] if self._none_text is not None else []
+        layers += [
+            layer
+            for layer in self._viewer.layers
+            if isinstance(layer, self._layer_type) and not (self._exclude and self._exclude(layer))
+        ]
+        keep = self._current if any(layer is self._current for layer in layers) else None
+        if keep is None and self._auto_select and not self._none_chosen:
+            keep = next((layer for layer in layers if layer is not None), None)
+        self._refreshing = True
+        try:
+            self.clear()
+            self._layers = layers
+            for layer in layers:
+                self.addItem(self._none_text if layer is None else layer.name)
+            if layers:
+                index = next((i for i, layer in enumerate(layers) if layer is keep), 0)
+                self.setCurrentIndex(index)
+        finally:
+            self._refreshing = False
+        self._on_index_changed(self.currentIndex())
+
+    def _on_index_changed(self, index: int) -> None:
+        if self._refreshing:
+            return
+        layer = self._layers[index] if 0 <= index < len(self._layers) else None
+        if layer is not self._current:
+            self._current = layer
+            self.layer_changed.emit(layer)
+
+    def _on_user_choice(self, index: int) -> None:
+        self._none_chosen = 0 <= index < len(self._layers) and self._layers[index] is None
+
+    def layer(self) -> napari.layers.Layer | None:
+        return self._current
+
+    def set_layer(self, layer: napari.layers.Layer | None) -> None:
+        self._none_chosen = layer is None
+        self.refresh()
+        for i, candidate in enumerate(self._layers):
+            if candidate is layer:
+                self.setCurrentIndex(i)
+                return
+
+
+# -- background work -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Outcome:
+    """What a task produced; errors travel as values so napari never turns them into traceback pop-ups."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+
+@dataclass
+class _Job:
+    key: str
+    description: str
+    task: Task
+    on_done: Callable[[Any], None]
+    on_error: Callable[[BaseException], None] | None = None
+
+
+class TaskRunner(QObject):
+    """Runs one task at a time in a napari thread worker, with progress and a cancel that works.
+
+    Submitting a task under a key that is already waiting replaces it ("latest wins"), so a burst of prompt edits
+    costs one decode, not one per edit. ``busy`` is True while a task runs or waits.
+    """
+
+    _progressed = Signal(object, float, str)  # (job, fraction, message) from the worker thread, to the main thread
+    idle = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._pending: dict[str, _Job] = {}
+        self._worker = None
+        self._job: _Job | None = None
+        self._cancel_event: threading.Event | None = None
+        self._pbar: napari_progress | None = None
+        self.widget = _ProgressPanel(self, parent)
+        self._progressed.connect(self._on_progress)
+        # when the widget is closed mid-task, the worker must stop and its late signals must not touch dead Qt
+        # objects; the flag lives outside this QObject so the `destroyed` handler holds no reference to it
+        self._alive = alive = threading.Event()
+        alive.set()
+        self.destroyed.connect(lambda *_: alive.clear())
+
+    @property
+    def busy(self) -> bool:
+        return self._job is not None or bool(self._pending)
+
+    @property
+    def running_key(self) -> str | None:
+        return None if self._job is None else self._job.key
+
+    def submit(
+        self,
+        key: str,
+        description: str,
+        task: Task,
+        on_done: Callable[[Any], None],
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self._pending.pop(key, None)
+        self._pending[key] = _Job(key, description, task, on_done, on_error)
+        if self._job is None:
+            self._start_next()
+
+    def cancel(self) -> None:
+        """Drop waiting tasks and ask the running one to stop (it stops at its next cancel check)."""
+        self._pending.clear()
+        if self._job is not None:
+            assert self._cancel_event is not None
+            self._cancel_event.set()
+            if self._worker is not None:
+                self._worker.quit()
+            self.widget.set_message(f"cancelling {self._job.description} ...")
+
+    def _start_next(self) -> None:
+        if not self._pending:
+            self._job = None
+            self.widget.set_idle()
+            self.idle.emit()
+            return
+        key = next(iter(self._pending))
+        job = self._job = self._pending.pop(key)
+        cancel_event = self._cancel_event = threading.Event()
+        alive = self._alive
+        worker_ref: list = []
+
+        def cancelled() -> bool:  # the cancel button, napari's quit-all on exit, or the widget being closed
+            return cancel_event.is_set() or not alive.is_set() or bool(worker_ref and worker_ref[0].abort_requested)
+
+        def emit(fraction: float, message: str) -> None:
+            if alive.is_set():
+                self._progressed.emit(job, fraction, message)
+
+        def run() -> _Outcome:
+            with warnings.catch_warnings():
+                # library deprecation chatter (timm, torch) is not for the user's notification area
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", FutureWarning)
+                try:
+                    return _Outcome(value=job.task(emit, cancelled))
+                except BaseException as exc:  # noqa: BLE001 - reported on the main thread
+                    return _Outcome(error=exc)
+
+        self._pbar = napari_progress(total=100, desc=job.description)
+        self.widget.set_busy(job.description)
+        worker = self._worker = create_worker(run, _start_thread=False, _ignore_errors=True)
+        worker_ref.append(worker)
+        outcome: list[_Outcome] = []
+        worker.returned.connect(outcome.append)
+        pbar = self._pbar
+
+        def finished() -> None:
+            if alive.is_set():
+                self._on_finished(job, outcome, cancelled())
+            elif pbar is not None:  # the widget is gone: only the activity-dock bar is left to close
+                pbar.close()
+
+        worker.finished.connect(finished)
+        worker.start()
+
+    def _on_progress(self, job: _Job, fraction: float, message: str) -> None:
+        pbar = self._pbar
+        if job is not self._job or pbar is None:
+            return  # a late signal of a task that has finished
+        pbar.n = int(round(100 * max(0.0, min(1.0, fraction))))
+        self.widget.set_progress(fraction, message)
+        pbar.set_description(message)  # refreshes the bar; may process events
+
+    def _on_finished(self, job: _Job, outcome: list[_Outcome], cancelled: bool) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self._worker = None
+        try:
+            if cancelled or not outcome:  # quit() suppresses `returned`
+                show_info(f"{job.description}: cancelled")
+            elif outcome[0].error is not None:
+                error = outcome[0].error
+                if job.on_error is not None:
+                    job.on_error(error)
+                notify_exception(error, job.description)
+            else:
+                job.on_done(outcome[0].value)
+        except Exception as exc:  # a failing result handler must not leave the runner stuck
+            notify_exception(exc, job.description)
+        finally:
+            self._start_next()
+
+
+class _ProgressPanel(QWidget):
+    """Progress bar, status line and the cancel button of a :class:`TaskRunner`."""
+
+    def __init__(self, runner: TaskRunner, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 100)
+        self.bar.setTextVisible(False)
+        self.bar.setMaximumHeight(10)
+        self.status = QLabel("ready")
+        self.status.setWordWrap(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the running computation")
+        self.cancel_button.clicked.connect(runner.cancel)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.bar, 1)
+        row.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(row)
+        layout.addWidget(self.status)
+        self.set_idle()
+
+    def set_busy(self, description: str) -> None:
+        self.bar.setValue(0)
+        self.status.setText(f"{description} ...")
+        self.cancel_button.setEnabled(True)
+
+    def set_progress(self, fraction: float, message: str) -> None:
+        self.bar.setValue(int(round(100 * max(0.0, min(1.0, fraction)))))
+        if message:
+            self.status.setText(message)
+
+    def set_message(self, message: str) -> None:
+        self.status.setText(message)
+
+    def set_idle(self) -> None:
+        self.bar.setValue(0)
+        self.cancel_button.setEnabled(False)
+
+
+def debounce_timer(parent: QObject, msec: int, callback: Callable[[], None]) -> QTimer:
+    """A single-shot timer: call ``.start()`` on every event; ``callback`` runs once, ``msec`` after the last."""
+    timer = QTimer(parent)
+    timer.setSingleShot(True)
+    timer.setInterval(msec)
+    timer.timeout.connect(callback)
+    return timer

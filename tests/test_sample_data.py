@@ -1,0 +1,81 @@
+"""Sample-data functions return the real images, and the npe2 manifest that declares them is valid and resolves."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+import numpy as np
+import pytest
+from npe2 import PluginManager, PluginManifest
+
+from napari_promptseg import _sample_data
+
+PLUGIN = "napari-promptseg"
+
+# key in napari.yaml -> (function, shape of the image, rgb)
+EXPECTED = {
+    "cell": (_sample_data.cell, (660, 550), False),
+    "immunohistochemistry": (_sample_data.immunohistochemistry, (512, 512, 3), True),
+    "retina": (_sample_data.retina, (1411, 1411, 3), True),
+    "nuclei": (_sample_data.nuclei, (256, 256), False),
+}
+
+
+def check_image_layer(layer_data: tuple, shape: tuple[int, ...], rgb: bool) -> None:
+    data, meta, kind = layer_data
+    assert kind == "image"
+    assert isinstance(data, np.ndarray) and data.shape == shape and data.dtype == np.uint8
+    assert meta["rgb"] is rgb and meta["name"] and meta["metadata"]["source"]
+    # a real picture, not a placeholder: wide intensity range and plenty of distinct values
+    assert int(data.max()) - int(data.min()) > 100
+    assert len(np.unique(data)) > 50
+
+
+@pytest.mark.parametrize("key", list(EXPECTED))
+def test_sample_function_returns_real_image(key):
+    function, shape, rgb = EXPECTED[key]
+    layers = function()
+    check_image_layer(layers[0], shape, rgb)
+
+
+def test_nuclei_sample_has_matching_instance_labels():
+    (image, _, _), (labels, meta, kind) = _sample_data.nuclei()
+    assert kind == "labels" and meta["name"] == "nuclei ground truth"
+    assert labels.shape == image.shape and labels.dtype.kind in "iu"
+    ids = np.unique(labels)
+    assert ids[0] == 0 and len(ids) - 1 == 50  # 50 nuclei in the DSB2018 annotation
+    # the labels sit on the bright nuclei of the fluorescence image
+    assert image[labels > 0].mean() > 2 * image[labels == 0].mean()
+
+
+def test_manifest_is_valid_and_complete():
+    # what `npe2 validate napari-promptseg --imports` does
+    manifest = PluginManifest._from_package_or_name(PLUGIN)
+    manifest.validate_imports()
+    from_file = PluginManifest.from_file(str(files("napari_promptseg") / "napari.yaml"))
+    assert from_file.name == manifest.name == PLUGIN
+    assert {s.key for s in manifest.contributions.sample_data} == set(EXPECTED)
+    assert [w.display_name for w in manifest.contributions.widgets] == ["Interactive (boxes and points)"]
+
+
+@pytest.fixture
+def plugin_manager():
+    pm = PluginManager.instance()  # the manager napari uses; discovery must find the installed entry point
+    pm.discover()
+    return pm
+
+
+def test_manifest_sample_data_resolves(plugin_manager):
+    groups = dict(plugin_manager.iter_sample_data())
+    contributions = {c.key: c for c in groups[PLUGIN]}
+    assert set(contributions) == set(EXPECTED)
+    for key, contribution in contributions.items():
+        _, shape, rgb = EXPECTED[key]
+        check_image_layer(contribution.open()[0], shape, rgb)
+
+
+def test_manifest_widget_resolves(plugin_manager):
+    from napari_promptseg._widgets.interactive import InteractiveWidget
+
+    (widget,) = [w for w in plugin_manager.iter_widgets() if w.command.startswith(f"{PLUGIN}.")]
+    assert plugin_manager.commands.get(widget.command) is InteractiveWidget
