@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import importlib.resources
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 import warnings
@@ -151,8 +153,9 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
 def _stamp(card: ModelCard, path: Path) -> tuple[Path, str]:
     """Sidecar that records a successful check, so a 2.5 GB checkpoint is hashed once, not at every start."""
     st = path.stat()
+    # the inode catches a file replaced by another of the same size within one timestamp tick
     return path.with_name(path.name + ".verified"), json.dumps(
-        {"sha256": card.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        {"sha256": card.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
     )
 
 
@@ -162,30 +165,34 @@ def _write_stamp(card: ModelCard, path: Path) -> None:
         stamp_file.write_text(signature)
 
 
+def _mismatch(card: ModelCard, path: Path) -> str | None:
+    """Why ``path`` is not the card's file (size first: cheap), or None when it is."""
+    size = path.stat().st_size
+    if card.size is not None and size != card.size:
+        return f"{size:,} bytes, expected {card.size:,}"
+    if card.sha256 is None:
+        return None
+    stamp_file, signature = _stamp(card, path)
+    try:
+        if stamp_file.read_text() == signature:
+            return None
+    except OSError:
+        pass
+    actual = sha256_of(path)
+    return None if actual == card.sha256 else f"sha256 {actual}, expected {card.sha256}"
+
+
 def verify_file(card: ModelCard, path: Path, *, stamp: bool = True) -> None:
     """Raise WeightsError unless ``path`` has the card's size and sha256."""
     if not path.is_file():
         raise WeightsError(f"{card.name}: weights file {path} does not exist")
-    size = path.stat().st_size
-    if card.size is not None and size != card.size:
+    problem = _mismatch(card, path)
+    if problem is not None:
         raise WeightsError(
-            f"{card.name}: {path} has {size:,} bytes, expected {card.size:,} (truncated or a different file)"
+            f"{card.name}: {path} is truncated, corrupt or not the published file ({problem}); "
+            "delete it and fetch it again"
         )
-    if card.sha256 is None:
-        return
-    stamp_file, signature = _stamp(card, path)
-    try:
-        if stamp_file.read_text() == signature:
-            return
-    except OSError:
-        pass
-    actual = sha256_of(path)
-    if actual != card.sha256:
-        raise WeightsError(
-            f"{card.name}: {path} is corrupt or not the published file (sha256 {actual[:12]}..., expected "
-            f"{card.sha256[:12]}...); delete it and fetch it again"
-        )
-    if stamp:
+    if stamp and card.sha256 is not None:
         _write_stamp(card, path)
 
 
@@ -197,7 +204,7 @@ def _package_file(card: ModelCard) -> Path | None:
         with warnings.catch_warnings():  # importing the package may import deprecated timm paths
             warnings.simplefilter("ignore", FutureWarning)
             path = Path(str(importlib.resources.files(package).joinpath(filename)))
-    except ModuleNotFoundError:
+    except ImportError:  # not installed, or installed but broken (a missing dependency): not a weights source
         return None
     return path if path.is_file() else None
 
@@ -225,6 +232,8 @@ def resolve_weights(
     if path is not None:
         # an explicit file is the user's choice (often a fine-tuned checkpoint): not held to the published checksum
         explicit = Path(path).expanduser()
+        if explicit.is_dir():
+            raise WeightsError(f"{card.name}: weights path {explicit} is a directory, not a checkpoint file")
         if not explicit.is_file():
             raise WeightsError(f"{card.name}: weights file {explicit} does not exist")
         return explicit
@@ -240,15 +249,25 @@ def resolve_weights(
     if card.url is None:
         raise WeightsError(f"{card.name}: no weights found and no download source; {where}")
     if offline() or not download:
-        raise WeightsError(f"{card.name}: weights not found and downloads are off; {where}")
+        why = f"${OFFLINE_ENV} is set" if offline() else "downloads are off"
+        raise WeightsError(f"{card.name}: weights not found and {why}; {where}; it is published at {card.url}")
     try:
         return download_weights(card, cached, progress=progress)
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         raise WeightsError(f"{card.name}: download from {card.url} failed ({exc}); {where}") from exc
 
 
+def _content_range_start(value: str | None) -> int | None:
+    """Start byte of a ``Content-Range: bytes START-END/TOTAL`` header."""
+    match = re.match(r"bytes\s+(\d+)-", value or "")
+    return int(match.group(1)) if match else None
+
+
 def download_weights(card: ModelCard, dest: Path, *, url: str | None = None, progress: Progress | None = None) -> Path:
-    """Download to ``dest`` via ``dest.part``; resume a partial file with an HTTP Range request; verify; rename."""
+    """Download to ``dest`` via ``dest.part``; resume a partial file with an HTTP Range request; verify; rename.
+
+    An interrupted transfer keeps ``dest.part`` so the next call resumes it; a complete but corrupt one is deleted.
+    """
     url = url or card.url
     if url is None:
         raise WeightsError(f"{card.name}: no download URL")
@@ -258,23 +277,50 @@ def download_weights(card: ModelCard, dest: Path, *, url: str | None = None, pro
     if card.size is not None and done > card.size:
         part.unlink()
         done = 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        if done and response.status != 206:  # server ignored the Range: start over
-            done = 0
-        length = response.headers.get("Content-Length")
-        total = done + int(length) if length is not None else card.size
-        with open(part, "ab" if done else "wb") as fh:
-            while block := response.read(1 << 20):
-                fh.write(block)
-                done += len(block)
-                if progress is not None:
-                    progress(done, total)
-    try:
-        verify_file(card, part, stamp=False)
-    except WeightsError:
-        part.unlink(missing_ok=True)  # a corrupt download must not be resumed
-        raise
+    # a .part of the full size was fully received but not verified (e.g. the process was killed): no request needed
+    if card.size is None or done < card.size:
+        request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
+        try:
+            response = urllib.request.urlopen(request, timeout=60)
+        except urllib.error.HTTPError as exc:
+            if done and exc.code == 416:  # the server cannot serve our resume point: start over
+                part.unlink(missing_ok=True)
+                return download_weights(card, dest, url=url, progress=progress)
+            raise
+        with response:
+            if done and response.status == 206 and _content_range_start(response.headers.get("Content-Range")) != done:
+                response.close()  # a range we did not ask for cannot be appended: start over without one
+                part.unlink(missing_ok=True)
+                return download_weights(card, dest, url=url, progress=progress)
+            if done and response.status != 206:
+                done = 0  # the server ignored the Range and sends the whole file: overwrite the partial one
+            length_header = response.headers.get("Content-Length")
+            length = int(length_header) if length_header is not None else None
+            total = done + length if length is not None else card.size
+            received = 0
+            with open(part, "ab" if done else "wb") as fh:
+                try:
+                    while block := response.read(1 << 20):
+                        fh.write(block)
+                        received += len(block)
+                        if progress is not None:
+                            progress(done + received, total)
+                except http.client.IncompleteRead:
+                    pass  # reported below as an interruption, the bytes so far are kept
+            done += received
+        if total is not None and done < total:
+            # urllib returns a short body silently when the connection drops; keep it for the next call to resume
+            raise WeightsError(
+                f"{card.name}: download from {url} was interrupted after {done:,} of {total:,} bytes; "
+                f"run again to resume (partial file {part})"
+            )
+    problem = _mismatch(card, part)
+    if problem is not None:
+        part.unlink(missing_ok=True)  # a complete but wrong file must not be resumed
+        raise WeightsError(
+            f"{card.name}: the file downloaded from {url} is corrupt or not the published {card.filename} "
+            f"({problem}); it was removed, run again to download it anew"
+        )
     part.replace(dest)
     _write_stamp(card, dest)
     return dest
