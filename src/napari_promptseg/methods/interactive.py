@@ -107,9 +107,10 @@ def group_prompts(
     objects = [ObjectPrompt(box=check_box(b, shape, f"box {i + 1}")) for i, b in enumerate(boxes)]
     loose_points: list[tuple[float, float]] = []
     loose_labels: list[int] = []
-    tagged = [(p, 1, "positive point") for p in positive_points] + [(p, 0, "negative point") for p in negative_points]
-    for i, (p, label, kind) in enumerate(tagged):
-        x, y = check_point(p, shape, f"{kind} {i + 1}")
+    tagged = [(p, 1, f"positive point {i + 1}") for i, p in enumerate(positive_points)]
+    tagged += [(p, 0, f"negative point {i + 1}") for i, p in enumerate(negative_points)]
+    for p, label, point_name in tagged:
+        x, y = check_point(p, shape, point_name)
         inside = [o for o in objects if o.box[0] <= x <= o.box[2] and o.box[1] <= y <= o.box[3]]
         if inside:
             target = min(inside, key=lambda o: (o.box[2] - o.box[0]) * (o.box[3] - o.box[1]))
