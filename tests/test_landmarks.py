@@ -1,0 +1,84 @@
+"""Landmark files (ANHIR/BIRL CSV ``,X,Y`` and ``.pts``): reading the shared data, round trips, bad files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_promptseg.errors import PromptsegError
+from napari_promptseg.io.landmarks import Landmarks, paired_landmarks, read_landmarks, write_landmarks
+
+
+@pytest.fixture(scope="module")
+def kidney(shared_data):
+    return shared_data / "registration_birl" / "data-images" / "rat-kidney_" / "scale-5pc"
+
+
+def test_csv_and_pts_of_birl_agree(kidney):
+    csv_lm = read_landmarks(kidney / "Rat-Kidney_HE.csv")
+    pts_lm = read_landmarks(kidney / "Rat-Kidney_HE.pts")
+    assert len(csv_lm) == 71
+    assert csv_lm.header == ("", "X", "Y")
+    assert csv_lm.index[:3] == ("1", "2", "3")
+    np.testing.assert_allclose(csv_lm.xy[0], [63, 309])
+    np.testing.assert_allclose(csv_lm.xy, pts_lm.xy)
+
+
+def test_csv_round_trip_keeps_columns_and_index(kidney, tmp_path):
+    original = read_landmarks(kidney / "Rat-Kidney_PanCytokeratin.csv")
+    moved = original.with_xy(original.xy + [0.25, -1.5])
+    out = write_landmarks(tmp_path / "warped.csv", moved)
+    lines = out.read_text().splitlines()
+    assert lines[0] == ",X,Y"
+    assert lines[1] == "1,62.25,288.5"
+    back = read_landmarks(out)
+    np.testing.assert_allclose(back.xy, moved.xy)
+    assert back.index == original.index
+
+
+def test_pts_round_trip(tmp_path):
+    xy = np.array([[1.5, 2.0], [300.25, 17.75]])
+    path = write_landmarks(tmp_path / "p.pts", xy)
+    assert path.read_text().splitlines()[:2] == ["point", "2"]
+    np.testing.assert_allclose(read_landmarks(path).xy, xy)
+
+
+def test_count_mismatch_is_an_error_unless_truncation_is_asked(kidney):
+    fixed = read_landmarks(kidney / "Rat-Kidney_HE.csv")
+    moving = read_landmarks(kidney / "Rat-Kidney_PanCytokeratin.csv")
+    with pytest.raises(PromptsegError, match="landmark count mismatch: fixed has 71, moving has 69"):
+        paired_landmarks(fixed, moving)
+    a, b = paired_landmarks(fixed, moving, allow_truncate=True)
+    assert a.shape == b.shape == (69, 2)
+    np.testing.assert_allclose(a, fixed.xy[:69])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a,b\n1,2\n", "must contain X and Y"),
+        (",X,Y\n1,3,oops\n", "line 2: cannot read X, Y"),
+        (",X,Y\n", "no landmarks"),
+    ],
+)
+def test_bad_csv_names_the_file_and_problem(tmp_path, text, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(PromptsegError, match=message) as info:
+        read_landmarks(path)
+    assert "bad.csv" in str(info.value)
+
+
+def test_bad_pts_and_missing_file(tmp_path):
+    path = tmp_path / "bad.pts"
+    path.write_text("point\n3\n1 2\n3 4\n")
+    with pytest.raises(PromptsegError, match="header says 3 points but 2"):
+        read_landmarks(path)
+    with pytest.raises(PromptsegError, match="no such landmark file"):
+        read_landmarks(tmp_path / "missing.csv")
+
+
+def test_landmarks_with_xy_checks_shape():
+    lm = Landmarks(xy=np.zeros((3, 2)))
+    with pytest.raises(PromptsegError, match=r"expected \(3, 2\)"):
+        lm.with_xy(np.zeros((2, 2)))
