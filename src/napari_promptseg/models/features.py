@@ -1,0 +1,228 @@
+"""Patch feature extractors: an image -> an L2-normalised (h, w, c) grid of patch features at a known stride.
+
+Two backends implement :class:`PatchFeatureExtractor`:
+
+- :class:`SegmenterFeatures` reuses the promptable segmenter's own image encoder (offline default; PerSAM's choice).
+  The encoding is the segmenter's cached :class:`~.protocols.Embedding`, so SAT's matching and the final decoding
+  share one encoder pass. LiteMedSAM gives a 64x64x256 grid of its 256 px padded input, i.e. one cell per 4 input
+  pixels = ``max(H, W) / 64`` image pixels; cells that fall entirely in the zero padding are cropped off.
+- :class:`Dinov2Features` runs a DINOv2 ViT through ``transformers`` (SAT/GBMSeg's choice; any local directory or
+  hub id, or a ready ``Dinov2Model``). The image is resized so its longer side is ``image_size`` and each side a
+  multiple of the 14 px patch, keeping the aspect ratio; stride = image pixels per patch along each axis.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import PromptsegError
+from .preprocessing import Normalization, as_channels_last, normalize_intensity
+from .protocols import PromptableSegmenter
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PatchFeatures:
+    """L2-normalised patch features of one 2D image.
+
+    ``grid[i, j]`` describes image pixels rows ``[i*sy, (i+1)*sy)`` x columns ``[j*sx, (j+1)*sx)`` with
+    ``(sy, sx) = stride``; the grid covers the whole image (the last row/column may extend past its border).
+    """
+
+    grid: torch.Tensor  # (h, w, c) float32, unit norm along c
+    stride: tuple[float, float]  # (rows, columns) image pixels per cell
+    image_shape: tuple[int, int]
+    extractor: str
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.grid.shape[0]), int(self.grid.shape[1])
+
+    def flat(self) -> torch.Tensor:
+        """(h*w, c) in row-major cell order."""
+        return self.grid.reshape(-1, self.grid.shape[-1])
+
+    def centres_xy(self) -> np.ndarray:
+        """(h*w, 2) pixel coordinates (x = column, y = row) of the cell centres, clipped into the image."""
+        (gh, gw), (sy, sx), (h, w) = self.shape, self.stride, self.image_shape
+        ys = np.minimum((np.arange(gh) + 0.5) * sy, h - 1)
+        xs = np.minimum((np.arange(gw) + 0.5) * sx, w - 1)
+        yy, xx = np.meshgrid(ys, xs, indexing="ij")
+        return np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float32)
+
+    def cell_fraction(self, mask: np.ndarray) -> np.ndarray:
+        """(h, w) fraction of each cell's image pixels inside a binary mask of the image's shape."""
+        mask = np.asarray(mask, bool)
+        if mask.shape != self.image_shape:
+            raise PromptsegError(f"mask of shape {mask.shape} does not match the image shape {self.image_shape}")
+        (gh, gw), (sy, sx) = self.shape, self.stride
+        rows = np.minimum((np.arange(mask.shape[0]) / sy).astype(np.int64), gh - 1)
+        cols = np.minimum((np.arange(mask.shape[1]) / sx).astype(np.int64), gw - 1)
+        cell = (rows[:, None] * gw + cols[None, :]).ravel()
+        inside = np.bincount(cell, weights=mask.ravel().astype(np.float64), minlength=gh * gw)
+        total = np.bincount(cell, minlength=gh * gw).astype(np.float64)
+        return (inside / np.maximum(total, 1)).reshape(gh, gw)
+
+
+@runtime_checkable
+class PatchFeatureExtractor(Protocol):
+    """Image -> :class:`PatchFeatures` at a known stride, for any 2D image size."""
+
+    name: str
+
+    def features(
+        self,
+        image: np.ndarray,
+        *,
+        channel_axis: int | None = None,
+        channels: list[int] | None = None,
+        normalize: Normalization = "auto",
+        name: str = "image",
+    ) -> PatchFeatures: ...
+
+
+def _check_grid(
+    gh: int, gw: int, stride: tuple[float, float], shape: tuple[int, int], name: str, min_cells: int, min_side: float
+) -> None:
+    # a target smaller than one native patch (or than one grid cell) carries no patch feature of its own
+    if min(shape) < max(max(stride), min_side) or min(gh, gw) < min_cells:
+        raise PromptsegError(
+            f"{name}: {shape[1]}x{shape[0]} pixels (width x height) gives a {gw}x{gh} feature grid at "
+            f"{stride[1]:.1f}x{stride[0]:.1f} px per patch; the image is smaller than a patch along one side "
+            f"(need at least {min_cells} patches per side). Use a larger or less elongated image."
+        )
+
+
+class SegmenterFeatures:
+    """Patch features from a SAM-family segmenter's image encoder (shares the segmenter's embedding cache)."""
+
+    def __init__(self, segmenter: PromptableSegmenter, *, min_cells: int = 2) -> None:
+        self.segmenter = segmenter
+        self.name = f"{segmenter.name}-encoder"
+        self.min_cells = min_cells
+
+    def features(
+        self,
+        image: np.ndarray,
+        *,
+        channel_axis: int | None = None,
+        channels: list[int] | None = None,
+        normalize: Normalization = "auto",
+        name: str = "image",
+    ) -> PatchFeatures:
+        hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
+        embedding = self.segmenter.embed(hwc, normalize=normalize, name=name)
+        feats = embedding.features[0].float()  # (C, g, g) over the padded square input
+        grid_size = feats.shape[-1]
+        transform = embedding.transform
+        h, w = transform.original_shape
+        nh, nw = transform.resized_shape
+        per_cell = transform.input_size / grid_size  # input pixels per cell
+        gh, gw = math.ceil(nh / per_cell), math.ceil(nw / per_cell)  # drop cells that are all padding
+        stride = max(h, w) / grid_size
+        _check_grid(gh, gw, (stride, stride), (h, w), name, self.min_cells, per_cell)
+        grid = F.normalize(feats[:, :gh, :gw].permute(1, 2, 0), dim=-1).contiguous().cpu()
+        return PatchFeatures(grid=grid, stride=(stride, stride), image_shape=(h, w), extractor=self.name)
+
+
+class Dinov2Features:
+    """DINOv2 patch tokens through ``transformers.Dinov2Model`` (ViT-S/B/L/G, any local dir or hub id).
+
+    ``image_size``: target length of the longer side before rounding each side to a multiple of the patch size
+    (GBMSeg resizes to a 560x560 square, Matcher to 518; we keep the aspect ratio so non-square images are not
+    distorted — ``keep_aspect=False`` reproduces GBMSeg's square resize).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | torch.nn.Module = "facebook/dinov2-small",
+        *,
+        image_size: int = 518,
+        keep_aspect: bool = True,
+        device: str | torch.device = "cpu",
+        min_cells: int = 2,
+    ) -> None:
+        if isinstance(model, torch.nn.Module):
+            self.model = model
+            self.name = f"dinov2:{type(model).__name__}"
+        else:
+            try:
+                from transformers import Dinov2Model
+            except ImportError as exc:  # pragma: no cover - depends on the environment
+                raise PromptsegError(
+                    "DINOv2 features need `transformers`: pip install 'napari-promptseg[dino]'"
+                ) from exc
+            try:
+                self.model = Dinov2Model.from_pretrained(os.fspath(model))
+            except OSError as exc:
+                raise PromptsegError(
+                    f"DINOv2 weights {os.fspath(model)!r} not found locally and cannot be downloaded ({exc}); "
+                    "pass a local directory holding config.json + model.safetensors"
+                ) from exc
+            self.name = f"dinov2:{os.fspath(model)}"
+        self.device = torch.device(device)
+        self.model = self.model.eval().to(self.device)
+        self.patch_size = int(self.model.config.patch_size)
+        self.num_register_tokens = int(getattr(self.model.config, "num_register_tokens", 0) or 0)
+        self.image_size = image_size
+        self.keep_aspect = keep_aspect
+        self.min_cells = min_cells
+
+    def _input_shape(self, h: int, w: int) -> tuple[int, int]:
+        p = self.patch_size
+        if not self.keep_aspect:
+            side = max(p, round(self.image_size / p) * p)
+            return side, side
+        scale = self.image_size / max(h, w)
+        return max(p, round(h * scale / p) * p), max(p, round(w * scale / p) * p)
+
+    @torch.inference_mode()
+    def features(
+        self,
+        image: np.ndarray,
+        *,
+        channel_axis: int | None = None,
+        channels: list[int] | None = None,
+        normalize: Normalization = "auto",
+        name: str = "image",
+    ) -> PatchFeatures:
+        hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
+        h, w = hwc.shape[:2]
+        ih, iw = self._input_shape(h, w)
+        gh, gw = ih // self.patch_size, iw // self.patch_size
+        stride = (h / gh, w / gw)
+        _check_grid(gh, gw, stride, (h, w), name, self.min_cells, self.patch_size)
+        x = torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1).float()
+        x = normalize_intensity(x, source_dtype=hwc.dtype, mode=normalize)
+        if x.shape[0] == 1:
+            x = x.expand(3, -1, -1)
+        elif x.shape[0] == 2:
+            x = torch.cat([x, torch.zeros_like(x[:1])], 0)
+        x = F.interpolate(x[None], size=(ih, iw), mode="bilinear", align_corners=False, antialias=True)
+        x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        out = self.model(pixel_values=x.to(self.device)).last_hidden_state[0]
+        tokens = out[1 + self.num_register_tokens :].float().cpu()  # drop CLS and register tokens
+        grid = F.normalize(tokens.reshape(gh, gw, -1), dim=-1).contiguous()
+        return PatchFeatures(grid=grid, stride=stride, image_shape=(h, w), extractor=self.name)
+
+
+def load_feature_extractor(
+    name: str, *, segmenter: PromptableSegmenter | None = None, device: str = "cpu", image_size: int = 518
+) -> PatchFeatureExtractor:
+    """``"segmenter"`` (the segmenter's encoder) or ``"dinov2:<local dir or hub id>"``."""
+    if name in ("segmenter", "encoder", ""):
+        if segmenter is None:
+            raise PromptsegError("feature extractor 'segmenter' needs a segmenter")
+        return SegmenterFeatures(segmenter)
+    if name.startswith("dinov2:"):
+        return Dinov2Features(name.split(":", 1)[1], device=device, image_size=image_size)
+    raise PromptsegError(f"unknown feature extractor {name!r}; use 'segmenter' or 'dinov2:<directory or hub id>'")
