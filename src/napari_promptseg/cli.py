@@ -47,6 +47,37 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--overlay", action="store_true", help="also write OUT/<stem>_overlay.png")
     _add_model_options(seg)
     seg.set_defaults(func=cmd_segment)
+
+    reg = sub.add_parser(
+        "register",
+        help="register MOVING onto FIXED from corresponding regions (Tell2Reg) and/or intensity (SimpleITK)",
+        description="Writes OUT/moving_warped.tif, OUT/displacement.tif ((H, W, 2) float32 dx, dy in pixels on the "
+        "fixed grid: fixed pixel x corresponds to moving pixel x + u(x)), OUT/landmarks_warped.csv (moving landmarks "
+        "mapped into the fixed frame) and OUT/report.json (TRE/rTRE before and after).",
+    )
+    reg.add_argument("fixed", type=Path, help="fixed (target) 2D image")
+    reg.add_argument("moving", type=Path, help="moving (source) 2D image, warped onto the fixed grid")
+    reg.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    reg.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        help="region prompt; 'auto' (default) = automatic regions matched by embedding similarity",
+    )
+    reg.add_argument("--method", default="prompts", choices=["prompts", "prompts+intensity", "intensity"])
+    reg.add_argument("--landmarks-fixed", type=Path, help="fixed-image landmarks (ANHIR CSV ',X,Y' or .pts)")
+    reg.add_argument("--landmarks-moving", type=Path, help="moving-image landmarks, same order as the fixed ones")
+    reg.add_argument(
+        "--truncate-landmarks",
+        action="store_true",
+        help="compare the first min(n) landmarks when the counts differ (as ANHIR does)",
+    )
+    reg.add_argument("--similarity", type=float, default=0.8, help="region-pair cosine threshold (%(default)s)")
+    reg.add_argument("--smoothness", type=float, help="bending-energy weight of the dense field")
+    reg.add_argument("--no-dense", action="store_true", help="affine only (no dense field) for the prompt method")
+    _add_model_options(reg)
+    reg.set_defaults(func=cmd_register)
+    _add_oneshot_parser(sub)
     return parser
 
 
@@ -152,6 +183,309 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_register(args: argparse.Namespace) -> int:
+    import tifffile
+
+    from .io import read_image
+    from .io.landmarks import paired_landmarks, read_landmarks, write_landmarks
+    from .methods.registration import RegistrationOptions, image_diagonal, landmark_errors, register
+
+    for path in (args.fixed, args.moving):
+        if not path.is_file():
+            raise PromptsegError(f"input image not found: {path}")
+    if (args.landmarks_fixed is None) != (args.landmarks_moving is None):
+        raise PromptsegError("give both --landmarks-fixed and --landmarks-moving, or neither")
+    if args.channels is not None or args.normalize != "auto":
+        raise PromptsegError("register does not support --channels/--normalize yet; use --channel-axis or RGB images")
+    prompts = [p for p in args.prompt if p != "auto"]
+    if len(prompts) > 1:
+        raise PromptsegError("several text prompts are not supported yet; use one --prompt or 'auto'")
+    t0 = time.perf_counter()
+    fixed, moving = read_image(args.fixed), read_image(args.moving)
+    landmarks = None
+    if args.landmarks_fixed is not None:
+        lm_fixed, lm_moving = read_landmarks(args.landmarks_fixed), read_landmarks(args.landmarks_moving)
+        landmarks = paired_landmarks(lm_fixed, lm_moving, allow_truncate=args.truncate_landmarks)
+    options = RegistrationOptions(similarity_threshold=args.similarity, dense=not args.no_dense)
+    if args.smoothness is not None:
+        options.smoothness = args.smoothness
+    segmenter = None
+    load_s = 0.0
+    if args.method != "intensity":
+        from .models import load_segmenter
+
+        segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
+        load_s = time.perf_counter() - t0
+    result = register(
+        fixed,
+        moving,
+        prompts[0] if prompts else None,
+        segmenter=segmenter,
+        method=args.method,
+        options=options,
+        channel_axis=args.channel_axis,
+        fixed_name=str(args.fixed),
+        moving_name=str(args.moving),
+    )
+    args.output.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(args.output / "moving_warped.tif", result.warp_image(moving), compression="zlib")
+    tifffile.imwrite(args.output / "displacement.tif", result.displacement, compression="zlib")
+    record: dict[str, object] = {}
+    if landmarks is not None:
+        fixed_xy, moving_xy = landmarks
+        mapped = result.moving_points_to_fixed(moving_xy)
+        full = lm_moving.xy.copy()
+        full[: len(mapped)] = mapped
+        if len(full) > len(mapped):  # unpaired extra points are mapped too: the file keeps every input row
+            full[len(mapped) :] = result.moving_points_to_fixed(lm_moving.xy[len(mapped) :])
+        write_landmarks(args.output / "landmarks_warped.csv", lm_moving.with_xy(full))
+        diagonal = image_diagonal(fixed.shape)
+        record = {
+            "landmarks_fixed": str(args.landmarks_fixed),
+            "landmarks_moving": str(args.landmarks_moving),
+            "landmarks_warped": str(args.output / "landmarks_warped.csv"),
+            "pairs_compared": len(fixed_xy),
+            "image_diagonal": round(diagonal, 2),
+            "before": landmark_errors(fixed_xy, moving_xy, diagonal),
+            "after": landmark_errors(fixed_xy, mapped, diagonal),
+        }
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    summary = f"{args.moving} -> {args.output / 'moving_warped.tif'} ({result.method}, {len(result.pairs)} pairs"
+    if record:
+        summary += f", TRE {record['before']['tre_mean']:.2f} -> {record['after']['tre_mean']:.2f} px"
+    print(summary + ")")
+    _write_report(
+        args.output,
+        command="register",
+        model=None if segmenter is None else segmenter.name,
+        route=result.method,
+        parameters={
+            "fixed": str(args.fixed),
+            "moving": str(args.moving),
+            "prompts": prompts or ["auto"],
+            "method": args.method,
+            "similarity": args.similarity,
+            "smoothness": options.smoothness,
+            "dense": options.dense,
+            "weights": args.weights,
+            "device": args.device,
+        },
+        convention="displacement.tif is (H, W, 2) float32 on the fixed grid, last axis (dx, dy) in pixels: fixed "
+        "pixel (x, y) corresponds to moving pixel (x + dx, y + dy); moving_warped = moving(x + u(x)); "
+        "landmarks_warped = moving landmarks mapped into the fixed frame (solving x + u(x) = p)",
+        shapes={"fixed": list(fixed.shape), "moving": list(moving.shape)},
+        region_pairs={
+            "count": len(result.pairs),
+            "pairing": None if result.pairing is None else vars(result.pairing),
+            "dice_before_mean": _mean_or_none(result.pair_dice_before),
+            "dice_after_mean": _mean_or_none(result.pair_dice_after),
+        },
+        landmarks=record or None,
+        warnings=result.warnings,
+        timings_s={
+            **{k: round(v, 4) for k, v in result.timings.items()},
+            "model_load": round(load_s, 4),
+            "total": round(time.perf_counter() - t0, 4),
+        },
+    )
+    return 0
+
+
+def _mean_or_none(values: Sequence[float]) -> float | None:
+    return round(float(sum(values) / len(values)), 4) if values else None
+
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+
+
+def _add_oneshot_parser(sub: argparse._SubParsersAction) -> None:
+    one = sub.add_parser(
+        "oneshot",
+        help="segment in TARGETs what a labelled reference shows (SAT one-shot; PerSAM-/Matcher-style)",
+        description="Writes OUT/<stem>.tif (labels) per target and OUT/report.json (chosen prompts, scheme scores, "
+        "timings). Repeat --reference/--reference-mask for an ensemble over several references.",
+    )
+    one.add_argument("targets", nargs="+", type=Path, help="target 2D images or folders of images")
+    one.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    one.add_argument("--reference", type=Path, action="append", required=True, help="reference image (repeatable)")
+    one.add_argument(
+        "--reference-mask", type=Path, action="append", required=True, help="its mask/labels (non-zero = object)"
+    )
+    one.add_argument("--strategy", default="sat", choices=["sat", "persam", "matcher"])
+    one.add_argument(
+        "--features", default="segmenter", help="'segmenter' (the model's encoder) or 'dinov2:<dir or hub id>'"
+    )
+    one.add_argument("--ensemble", default="vote", choices=["vote", "union"], help="combining several references")
+    one.add_argument("--keep-largest", action="store_true", help="keep only the largest connected component")
+    one.add_argument("--use-points", action=argparse.BooleanOptionalAction, default=None, help="add points to boxes")
+    one.add_argument(
+        "--instances",
+        action="store_true",
+        help="many-instances mode: every object like the reference's labelled objects, as instance labels",
+    )
+    one.add_argument("--overlay", action="store_true", help="also write OUT/<stem>_overlay.png")
+    _add_model_options(one)
+    one.set_defaults(func=cmd_oneshot)
+
+
+def _expand_images(paths: list[Path]) -> list[Path]:
+    out = []
+    for path in paths:
+        if path.is_dir():
+            out.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise PromptsegError(f"input image not found: {path}")
+    if not out:
+        raise PromptsegError(f"no image files in {', '.join(map(str, paths))}")
+    return out
+
+
+def cmd_oneshot(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .io import read_image, write_labels, write_overlay
+    from .methods.oneshot import segment_like
+    from .models import load_segmenter
+    from .models.features import load_feature_extractor
+
+    if len(args.reference) != len(args.reference_mask):
+        raise PromptsegError(
+            f"{len(args.reference)} --reference but {len(args.reference_mask)} --reference-mask; give one mask each"
+        )
+    targets = _expand_images(args.targets)
+    t0 = time.perf_counter()
+    segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
+    extractor = load_feature_extractor(args.features, segmenter=segmenter, device=args.device)
+    load_s = time.perf_counter() - t0
+    references = [read_image(p) for p in args.reference]
+    masks = [_mask_2d(read_image(m), r, m) for m, r in zip(args.reference_mask, references, strict=True)]
+    if args.instances and len(references) > 1:
+        raise PromptsegError("--instances takes one --reference (with its instance labels)")
+    args.output.mkdir(parents=True, exist_ok=True)
+    records = []
+    for path in targets:
+        image = read_image(path)
+        if args.instances:
+            records.append(_oneshot_instances(args, path, image, references[0], segmenter, extractor))
+            continue
+        result = segment_like(
+            references,
+            masks,
+            image,
+            segmenter=segmenter,
+            extractor=extractor,
+            strategy=args.strategy,
+            ensemble=args.ensemble,
+            keep_largest=args.keep_largest,
+            use_points=args.use_points,
+            channel_axis=args.channel_axis,
+            channels=args.channels,
+            normalize=args.normalize,
+            names=[str(path)],
+        )[0]
+        out = write_labels(args.output / f"{path.stem}.tif", result.labels)
+        record = {
+            "input": str(path),
+            "output": str(out),
+            "shape": list(image.shape),
+            "area_px": int(result.mask.sum()),
+            "score": round(float(result.score), 4),
+            "positive_points_xy": np.round(result.positives, 1).tolist(),
+            "negative_points_xy": np.round(result.negatives, 1).tolist(),
+            "boxes_xyxy": np.round(result.boxes, 1).tolist(),
+            "schemes": result.schemes,
+            "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
+            "warnings": result.warnings,
+        }
+        if args.overlay:
+            record["overlay"] = str(write_overlay(args.output / f"{path.stem}_overlay.png", image, result.labels))
+        for warning in result.warnings:
+            print(f"warning: {path}: {warning}", file=sys.stderr)
+        print(f"{path} -> {out} ({record['area_px']} px, score {record['score']})")
+        records.append(record)
+    _write_report(
+        args.output,
+        command="oneshot",
+        model=segmenter.name,
+        route=f"one-shot reference ({'instances' if args.instances else args.strategy}, features: {extractor.name})",
+        parameters={
+            "references": [str(p) for p in args.reference],
+            "reference_masks": [str(p) for p in args.reference_mask],
+            "strategy": args.strategy,
+            "features": args.features,
+            "ensemble": args.ensemble,
+            "keep_largest": args.keep_largest,
+            "use_points": args.use_points,
+            "instances": args.instances,
+            "weights": args.weights,
+            "device": str(getattr(segmenter, "device", args.device)),
+            "channel_axis": args.channel_axis,
+            "channels": args.channels,
+            "normalize": args.normalize,
+        },
+        images=records,
+        timings_s={"model_load": round(load_s, 4), "total": round(time.perf_counter() - t0, 4)},
+    )
+    return 0
+
+
+def _oneshot_instances(args: argparse.Namespace, path: Path, image, reference, segmenter, extractor) -> dict:
+    import numpy as np
+
+    from .io import read_image, write_labels, write_overlay
+    from .methods.instances import segment_instances_like
+
+    labels = read_image(args.reference_mask[0])
+    if labels.ndim == 3 and labels.shape[:2] == reference.shape[:2]:
+        labels = labels[..., 0]
+    if labels.dtype == np.uint8 and args.reference_mask[0].suffix.lower() in (".jpg", ".jpeg"):
+        labels = labels > 127
+    result = segment_instances_like(
+        reference,
+        labels,
+        image,
+        segmenter=segmenter,
+        extractor=extractor,
+        channel_axis=args.channel_axis,
+        channels=args.channels,
+        normalize=args.normalize,
+        name=str(path),
+    )
+    out = write_labels(args.output / f"{path.stem}.tif", result.labels)
+    record = {
+        "input": str(path),
+        "output": str(out),
+        "shape": list(image.shape),
+        "objects": int(len(result.scores)),
+        "candidates": result.candidates,
+        "boxes_xyxy": np.round(result.boxes, 1).tolist(),
+        "predicted_iou": [round(float(s), 4) for s in result.scores],
+        "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
+        "warnings": result.warnings,
+    }
+    if args.overlay:
+        record["overlay"] = str(write_overlay(args.output / f"{path.stem}_overlay.png", image, result.labels))
+    for warning in result.warnings:
+        print(f"warning: {path}: {warning}", file=sys.stderr)
+    print(f"{path} -> {out} ({record['objects']} object(s))")
+    return record
+
+
+def _mask_2d(mask: np.ndarray, image: np.ndarray, path: Path) -> np.ndarray:  # noqa: F821 (numpy imported lazily)
+    """Reference mask as 2D non-zero = object; JPEG masks are thresholded at 127 (compression blurs their edges)."""
+    import numpy as np
+
+    mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[:2] == image.shape[:2]:
+        mask = mask[..., 0]
+    if mask.dtype == np.uint8 and path.suffix.lower() in (".jpg", ".jpeg"):
+        return mask > 127
+    return mask > 0
+
+
 def _write_report(output: Path, **report: object) -> Path:
     path = output / "report.json"
     path.write_text(json.dumps({"version": __version__, **report}, indent=2))
@@ -164,7 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (PromptsegError, WeightsError) as exc:
-        print(f"promptseg {args.command}: error: {exc}", file=sys.stderr)
+        reason = " ".join(str(exc).split())  # one line, even when a reader's own message has several
+        print(f"promptseg {args.command}: error: {reason}", file=sys.stderr)
         return 2
     except CancelledError:
         print(f"promptseg {args.command}: cancelled", file=sys.stderr)

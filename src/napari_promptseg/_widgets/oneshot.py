@@ -1,0 +1,268 @@
+"""One-shot reference widget: a reference image + its Labels layer -> the same tissue in a target image, stack or
+folder.
+
+Thin: it gathers layers and options on the main thread, runs :func:`napari_promptseg.methods.oneshot.segment_like`
+(or :func:`..methods.instances.segment_instances_like` for many instances) in a :class:`._common.TaskRunner` worker
+with progress and cancel, and adds the result as a *new* Labels layer plus the chosen prompt points as a Points
+layer (positive lime, negative red). Existing layers are never modified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import napari
+import napari.layers
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import CancelledError, PromptsegError
+from ..models import load_segmenter
+from ._common import LayerPicker, TaskRunner, load_triton_safely
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+POSITIVE_COLOUR, NEGATIVE_COLOUR = "lime", "red"
+
+
+@dataclass
+class OneShotOutput:
+    """Everything the main thread needs to add layers: one entry per target plane or file."""
+
+    labels: list[np.ndarray]
+    positives: list[np.ndarray]  # (P, 2) x, y per target
+    negatives: list[np.ndarray]
+    names: list[str]
+    stacked: bool  # True: targets were the planes of one layer -> one 3D Labels layer
+    warnings: list[str] = field(default_factory=list)
+
+
+def target_planes(data: np.ndarray, rgb: bool) -> tuple[list[np.ndarray], bool]:
+    """A 2D (or RGB) image -> [image]; a stack (first axis = planes) -> its planes."""
+    data = np.asarray(data)
+    plane_ndim = 3 if rgb else 2
+    if data.ndim == plane_ndim:
+        return [data], False
+    if data.ndim == plane_ndim + 1:
+        return [np.asarray(data[i]) for i in range(data.shape[0])], True
+    raise PromptsegError(f"target layer has {data.ndim} dimensions; expected a 2D image or a stack of 2D planes")
+
+
+def run_oneshot(
+    reference: np.ndarray,
+    reference_labels: np.ndarray,
+    targets: list[np.ndarray],
+    names: list[str],
+    *,
+    stacked: bool,
+    strategy: str,
+    instances: bool,
+    progress,
+    cancel,
+) -> OneShotOutput:
+    """The worker body (no Qt, no layers)."""
+    from ..io import read_image
+    from ..methods.instances import segment_instances_like
+    from ..methods.oneshot import segment_like
+
+    progress(0.0, "loading model")
+    segmenter = load_segmenter()
+    out = OneShotOutput([], [], [], [], stacked)
+    for k, (target, name) in enumerate(zip(targets, names, strict=True)):
+        if cancel():
+            raise CancelledError("cancelled")
+        image = read_image(target) if isinstance(target, (str, Path)) else target
+
+        def sub(fraction: float, message: str, k=k, name=name) -> None:
+            progress((k + fraction) / len(targets), f"{name}: {message}")
+
+        if instances:
+            res = segment_instances_like(
+                reference, reference_labels, image, segmenter=segmenter, name=name, progress=sub, cancel=cancel
+            )
+            centres = (res.boxes[:, :2] + res.boxes[:, 2:]) / 2 if len(res.boxes) else np.zeros((0, 2))
+            out.labels.append(res.labels)
+            out.positives.append(centres)
+            out.negatives.append(np.zeros((0, 2)))
+            out.warnings += res.warnings
+        else:
+            res = segment_like(
+                reference,
+                reference_labels > 0,
+                image,
+                segmenter=segmenter,
+                strategy=strategy,  # type: ignore[arg-type]
+                names=[name],
+                progress=sub,
+                cancel=cancel,
+            )[0]
+            out.labels.append(res.labels)
+            out.positives.append(res.positives)
+            out.negatives.append(res.negatives)
+            out.warnings += res.warnings
+        out.names.append(name)
+    progress(1.0, "done")
+    return out
+
+
+class OneShotWidget(QWidget):
+    """Reference image + Labels -> target layer/stack/folder -> new Labels layer + prompt Points layer."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        load_triton_safely()
+        self.viewer = napari_viewer
+        self.runner = TaskRunner(self)
+        self.reference = LayerPicker(napari_viewer, napari.layers.Image)
+        self.reference_labels = LayerPicker(napari_viewer, napari.layers.Labels)
+        self.target = LayerPicker(napari_viewer, napari.layers.Image, none_text="(folder below)")
+        self.folder = QLineEdit()
+        self.folder.setPlaceholderText("optional: folder of target images")
+        browse = QPushButton("…")
+        browse.clicked.connect(self._browse)
+        self.strategy = QComboBox()
+        self.strategy.addItems(["sat", "persam", "matcher"])
+        self.strategy.setToolTip("SAT (default), PerSAM-style or Matcher-style prompt search")
+        self.instances = QCheckBox("many instances (all similar objects)")
+        self.show_points = QCheckBox("show prompt points")
+        self.show_points.setChecked(True)
+        self.run_button = QPushButton("Segment like the reference")
+        self.run_button.clicked.connect(self.run)
+
+        form = QFormLayout()
+        form.addRow("reference image", self.reference)
+        form.addRow("reference labels", self.reference_labels)
+        form.addRow("target", self.target)
+        row = QHBoxLayout()
+        row.addWidget(self.folder, 1)
+        row.addWidget(browse)
+        form.addRow("target folder", row)
+        form.addRow("strategy", self.strategy)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.instances)
+        layout.addWidget(self.show_points)
+        layout.addWidget(self.run_button)
+        layout.addWidget(self.runner.widget)
+        layout.addStretch(1)
+        self.last_output: OneShotOutput | None = None
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder of target images")
+        if folder:
+            self.folder.setText(folder)
+
+    @property
+    def is_idle(self) -> bool:
+        return not self.runner.busy
+
+    def _inputs(self):
+        ref, ref_labels = self.reference.layer(), self.reference_labels.layer()
+        if ref is None:
+            raise PromptsegError("choose a reference image layer")
+        if ref_labels is None:
+            raise PromptsegError("choose the Labels layer that marks the object in the reference image")
+        reference = np.asarray(ref.data)
+        labels = np.asarray(ref_labels.data)
+        if labels.shape != reference.shape[: labels.ndim] or labels.ndim != 2:
+            raise PromptsegError(
+                f"reference labels '{ref_labels.name}' of shape {labels.shape} do not match the 2D reference image "
+                f"'{ref.name}' of shape {reference.shape}"
+            )
+        if not labels.any():
+            raise PromptsegError(f"reference labels '{ref_labels.name}' are empty; paint the object first")
+        folder = self.folder.text().strip()
+        target = self.target.layer()
+        if target is not None:
+            planes, stacked = target_planes(target.data, target.rgb)
+            names = [f"{target.name} [{i}]" for i in range(len(planes))] if stacked else [target.name]
+            return reference, labels, planes, names, stacked, target
+        if not folder:
+            raise PromptsegError("choose a target image layer or a folder of target images")
+        path = Path(folder)
+        if not path.is_dir():
+            raise PromptsegError(f"target folder {folder} does not exist")
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise PromptsegError(f"no image files in {folder}")
+        return reference, labels, files, [p.stem for p in files], False, None
+
+    def run(self) -> None:
+        from ._common import notify_exception
+
+        try:
+            reference, labels, targets, names, stacked, layer = self._inputs()
+        except PromptsegError as exc:
+            notify_exception(exc, "one-shot")
+            return
+        strategy, instances = self.strategy.currentText(), self.instances.isChecked()
+
+        def task(progress, cancel) -> OneShotOutput:
+            return run_oneshot(
+                reference,
+                labels,
+                targets,
+                names,
+                stacked=stacked,
+                strategy=strategy,
+                instances=instances,
+                progress=progress,
+                cancel=cancel,
+            )
+
+        def done(output: OneShotOutput) -> None:
+            self.last_output = output
+            self._add_layers(output, layer)
+
+        self.runner.submit("oneshot", f"one-shot ({strategy})", task, done)
+
+    def _add_layers(self, output: OneShotOutput, layer: napari.layers.Image | None) -> None:
+        from napari.utils.notifications import show_warning
+
+        kw = {} if layer is None else {"scale": layer.scale[: 3 if output.stacked else 2], "translate": layer.translate}
+        if layer is not None:
+            kw["translate"] = layer.translate[: 3 if output.stacked else 2]
+        if output.stacked:
+            data = np.stack(output.labels)
+            self.viewer.add_labels(data, name=f"{layer.name} one-shot", **kw)
+            points = [
+                np.column_stack([np.full(len(p), k), p[:, 1], p[:, 0]]) if len(p) else np.zeros((0, 3))
+                for k, p in enumerate(output.positives)
+            ]
+            negatives = [
+                np.column_stack([np.full(len(p), k), p[:, 1], p[:, 0]]) if len(p) else np.zeros((0, 3))
+                for k, p in enumerate(output.negatives)
+            ]
+            self._add_points(np.concatenate(points), np.concatenate(negatives), f"{layer.name} one-shot prompts", kw)
+        else:
+            for labels, pos, neg, name in zip(
+                output.labels, output.positives, output.negatives, output.names, strict=True
+            ):
+                self.viewer.add_labels(labels, name=f"{name} one-shot", **kw)
+                self._add_points(pos[:, ::-1], neg[:, ::-1], f"{name} one-shot prompts", kw)
+        for warning in dict.fromkeys(output.warnings):
+            show_warning(warning)
+
+    def _add_points(self, positives: np.ndarray, negatives: np.ndarray, name: str, kw: dict) -> None:
+        if not self.show_points.isChecked() or len(positives) + len(negatives) == 0:
+            return
+        data = np.concatenate([positives, negatives])
+        colours = [POSITIVE_COLOUR] * len(positives) + [NEGATIVE_COLOUR] * len(negatives)
+        self.viewer.add_points(
+            data,
+            name=name,
+            face_color=colours,
+            size=8,
+            properties={"positive": np.r_[np.ones(len(positives), bool), np.zeros(len(negatives), bool)]},
+            **kw,
+        )

@@ -1,0 +1,247 @@
+"""Registration widget: fixed + moving Image layers (+ optional landmark Points) -> warped overlay, region pairs,
+deformation grid, mapped landmarks and TRE.
+
+The work is :func:`napari_promptseg.methods.registration.register` in a thread worker (:class:`._common.TaskRunner`).
+Layers hold (row, col) data coordinates; the core takes x = column, y = row, so points are flipped on the way in and
+out. Results are new layers placed with the fixed layer's scale/translate (nothing is overwritten).
+"""
+
+from __future__ import annotations
+
+import napari
+import napari.layers
+import numpy as np
+import torch
+import torch.nn.functional as F
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import PromptsegError
+from ..methods.registration import (
+    METHODS,
+    RegistrationOptions,
+    RegistrationResult,
+    image_diagonal,
+    landmark_errors,
+    register,
+)
+from ._common import LayerPicker, TaskRunner, load_triton_safely, notify_exception
+
+GRID_LINES = 12
+
+
+def _plane(layer: napari.layers.Image, role: str) -> np.ndarray:
+    data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
+    spatial = data.ndim - (1 if layer.rgb else 0)
+    if spatial != 2:
+        raise PromptsegError(
+            f"{role} layer '{layer.name}' has {spatial} spatial dimensions (shape {data.shape}); registration "
+            "works on 2D images: pick one plane first"
+        )
+    return data
+
+
+def _points_xy(layer: napari.layers.Points, image: napari.layers.Image) -> np.ndarray:
+    """Points layer -> (N, 2) x, y pixel coordinates of ``image`` (through world coordinates)."""
+    rows_cols = np.array([image.world_to_data(layer.data_to_world(p)) for p in layer.data]).reshape(-1, 2)
+    return rows_cols[:, ::-1].astype(float)
+
+
+def _resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    t = torch.from_numpy(mask.astype(np.float32))[None, None]
+    return (F.interpolate(t, size=shape, mode="bilinear", align_corners=False)[0, 0] > 0.5).numpy()
+
+
+def pair_labels(result: RegistrationResult, fixed_shape, moving_shape) -> tuple[np.ndarray, np.ndarray]:
+    """Two label images in which region pair k has id k + 1 on both sides (napari colours them alike)."""
+    fixed = np.zeros(fixed_shape, np.uint16)
+    moving = np.zeros(moving_shape, np.uint16)
+    # largest first, so that small regions stay visible on top
+    order = sorted(range(len(result.pairs)), key=lambda k: -result.pairs[k].fixed.area_fraction)
+    for k in order:
+        pair = result.pairs[k]
+        fixed[_resize_mask(pair.fixed.mask, fixed_shape)] = k + 1
+        moving[_resize_mask(pair.moving.mask, moving_shape)] = k + 1
+    return fixed, moving
+
+
+def deformation_grid(result: RegistrationResult, moving_shape: tuple[int, int], lines: int = GRID_LINES):
+    """Lines of a regular grid on the moving image, mapped into the fixed frame: (row, col) paths."""
+    h, w = moving_shape
+    paths = []
+    samples = 64
+    for y in np.linspace(0, h - 1, lines):
+        xy = np.stack([np.linspace(0, w - 1, samples), np.full(samples, y)], 1)
+        paths.append(result.moving_points_to_fixed(xy)[:, ::-1])
+    for x in np.linspace(0, w - 1, lines):
+        xy = np.stack([np.full(samples, x), np.linspace(0, h - 1, samples)], 1)
+        paths.append(result.moving_points_to_fixed(xy)[:, ::-1])
+    return paths
+
+
+class RegistrationWidget(QWidget):
+    """Pick fixed/moving layers (and landmarks), register, and inspect the result as layers."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        load_triton_safely()
+        self.viewer = napari_viewer
+        self.runner = TaskRunner(self)
+        self.last_result: RegistrationResult | None = None
+        self.last_errors: dict[str, dict] = {}
+
+        self.fixed_picker = LayerPicker(napari_viewer, napari.layers.Image)
+        self.moving_picker = LayerPicker(napari_viewer, napari.layers.Image)
+        self.fixed_points = LayerPicker(napari_viewer, napari.layers.Points, none_text="none")
+        self.moving_points = LayerPicker(napari_viewer, napari.layers.Points, none_text="none")
+        self.method = QComboBox()
+        self.method.addItems(list(METHODS))
+        self.method.setToolTip(
+            "prompts: automatic LiteMedSAM regions matched across the images (Tell2Reg); "
+            "prompts+intensity: then SimpleITK refinement; intensity: SimpleITK only (baseline)"
+        )
+        self.similarity = QDoubleSpinBox()
+        self.similarity.setRange(0.0, 1.0)
+        self.similarity.setSingleStep(0.05)
+        self.similarity.setValue(0.8)
+        self.similarity.setToolTip("cosine similarity needed to pair two regions (Tell2Reg: 0.8)")
+        self.show_pairs = QCheckBox("show region pairs")
+        self.show_pairs.setChecked(True)
+        self.show_grid = QCheckBox("show deformation grid")
+        self.run_button = QPushButton("Register")
+        self.run_button.clicked.connect(self.run)
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("fixed image", self.fixed_picker)
+        form.addRow("moving image", self.moving_picker)
+        form.addRow("fixed landmarks", self.fixed_points)
+        form.addRow("moving landmarks", self.moving_points)
+        form.addRow("method", self.method)
+        form.addRow("pair similarity", self.similarity)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.show_pairs)
+        layout.addWidget(self.show_grid)
+        layout.addWidget(self.run_button)
+        layout.addWidget(self.runner.widget)
+        layout.addWidget(self.summary)
+        layout.addStretch(1)
+
+    def run(self) -> None:
+        try:
+            fixed_layer, moving_layer = self.fixed_picker.layer(), self.moving_picker.layer()
+            if fixed_layer is None or moving_layer is None:
+                raise PromptsegError("choose a fixed and a moving image layer")
+            if fixed_layer is moving_layer:
+                raise PromptsegError(f"fixed and moving are the same layer '{fixed_layer.name}'")
+            fixed, moving = _plane(fixed_layer, "fixed"), _plane(moving_layer, "moving")
+            lm_fixed_layer, lm_moving_layer = self.fixed_points.layer(), self.moving_points.layer()
+            landmarks = None
+            if (lm_fixed_layer is None) != (lm_moving_layer is None):
+                raise PromptsegError("choose both landmark Points layers, or neither")
+            if lm_fixed_layer is not None:
+                a = _points_xy(lm_fixed_layer, fixed_layer)
+                b = _points_xy(lm_moving_layer, moving_layer)
+                if len(a) != len(b):
+                    raise PromptsegError(
+                        f"landmark count mismatch: '{lm_fixed_layer.name}' has {len(a)} points, "
+                        f"'{lm_moving_layer.name}' has {len(b)}"
+                    )
+                landmarks = (a, b)
+        except PromptsegError as exc:
+            notify_exception(exc, "registration")
+            return
+        method = self.method.currentText()
+        options = RegistrationOptions(similarity_threshold=float(self.similarity.value()))
+        names = (fixed_layer.name, moving_layer.name)
+
+        def task(progress, cancel) -> RegistrationResult:
+            segmenter = None
+            if method != "intensity":
+                from ..models import load_segmenter
+
+                progress(0.0, "loading the model")
+                segmenter = load_segmenter()
+            return register(
+                fixed,
+                moving,
+                segmenter=segmenter,
+                method=method,
+                options=options,
+                progress=progress,
+                cancel=cancel,
+                fixed_name=f"layer '{names[0]}'",
+                moving_name=f"layer '{names[1]}'",
+            )
+
+        def done(result: RegistrationResult) -> None:
+            self._show(result, fixed_layer, moving_layer, fixed, moving, landmarks)
+
+        self.runner.submit("register", f"registering '{names[1]}' onto '{names[0]}'", task, done)
+
+    def _show(self, result, fixed_layer, moving_layer, fixed, moving, landmarks) -> None:
+        self.last_result = result
+        place = {"scale": fixed_layer.scale, "translate": fixed_layer.translate}
+        fixed_shape, moving_shape = fixed.shape[:2], moving.shape[:2]
+        warped = result.warp_image(moving)
+        self.viewer.add_image(
+            warped,
+            name=f"{moving_layer.name} registered",
+            rgb=moving_layer.rgb,
+            opacity=0.5,
+            blending="translucent",
+            contrast_limits=moving_layer.contrast_limits,
+            colormap=None if moving_layer.rgb else moving_layer.colormap,
+            **place,
+        )
+        lines = [f"{result.method}: {len(result.pairs)} region pairs" if result.pairs else result.method]
+        if result.pairs:
+            lines.append(f"pair Dice {np.mean(result.pair_dice_before):.3f} -> {np.mean(result.pair_dice_after):.3f}")
+            if self.show_pairs.isChecked():
+                fixed_labels, moving_labels = pair_labels(result, fixed_shape, moving_shape)
+                self.viewer.add_labels(fixed_labels, name="region pairs (fixed)", opacity=0.4, **place)
+                self.viewer.add_labels(
+                    moving_labels,
+                    name="region pairs (moving)",
+                    opacity=0.4,
+                    scale=moving_layer.scale,
+                    translate=moving_layer.translate,
+                )
+        if self.show_grid.isChecked():
+            self.viewer.add_shapes(
+                deformation_grid(result, moving_shape),
+                shape_type="path",
+                edge_color="yellow",
+                edge_width=max(fixed_shape) / 400,
+                name="deformation grid",
+                **place,
+            )
+        self.last_errors = {}
+        if landmarks is not None:
+            a, b = landmarks
+            mapped = result.moving_points_to_fixed(b)
+            self.viewer.add_points(
+                mapped[:, ::-1], name="landmarks (moving -> fixed)", face_color="magenta", size=8, **place
+            )
+            diagonal = image_diagonal(fixed_shape)
+            self.last_errors = {
+                "before": landmark_errors(a, b, diagonal),
+                "after": landmark_errors(a, mapped, diagonal),
+            }
+            before, after = self.last_errors["before"], self.last_errors["after"]
+            lines.append(
+                f"TRE {before['tre_mean']:.2f} -> {after['tre_mean']:.2f} px "
+                f"(rTRE {100 * before['rtre_mean']:.2f} % -> {100 * after['rtre_mean']:.2f} %)"
+            )
+        lines += [f"warning: {w}" for w in result.warnings]
+        self.summary.setText("\n".join(lines))

@@ -1,0 +1,77 @@
+"""The One-shot reference widget in a real napari viewer with real LiteMedSAM on shared chest X-rays.
+
+Run under a display: ``xvfb-run -a python -m pytest tests/test_widget_oneshot.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.qt.threading import WorkerBase
+from napari.utils.notifications import NotificationSeverity, notification_manager
+
+from napari_promptseg._widgets.oneshot import OneShotWidget
+from napari_promptseg.io import read_image, read_mask
+from napari_promptseg.methods.metrics import dice
+
+from .conftest import dataset_pairs
+
+pytestmark = pytest.mark.gui
+RUN_MS = 600_000  # model load + 2 targets; the 2-core CPU is often shared
+
+
+@pytest.fixture
+def make_viewer(make_napari_viewer):
+    yield make_napari_viewer
+    WorkerBase.await_workers(msecs=120_000)
+
+
+@pytest.fixture(scope="module")
+def lungs(shared_data):
+    pairs = dataset_pairs(shared_data / "lungs_cxr_shenzhen")[:3]
+    return [(read_image(i)[..., 0], read_mask(m)) for i, m in pairs]  # the X-rays are gray stored as RGB
+
+
+def test_stack_target_gives_labels_and_prompt_points(make_viewer, qtbot, lungs):
+    viewer = make_viewer()
+    (ref, ref_mask), targets = lungs[0], lungs[1:]
+    ref_layer = viewer.add_image(ref, name="reference")
+    labels_layer = viewer.add_labels(ref_mask.astype(np.uint8), name="reference lungs")
+    stack = viewer.add_image(np.stack([t for t, _ in targets]), name="targets", scale=(1, 0.5, 0.5))
+    widget = OneShotWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="one-shot")
+    widget.reference.set_layer(ref_layer)
+    widget.reference_labels.set_layer(labels_layer)
+    widget.target.set_layer(stack)
+    before = [layer.name for layer in viewer.layers]
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+
+    result = viewer.layers["targets one-shot"]
+    assert result.data.shape == (2, 512, 512)
+    assert tuple(result.scale) == (1, 0.5, 0.5)  # lands on the target's pixels
+    for plane, (_, truth) in zip(result.data, targets, strict=True):
+        assert dice(plane > 0, truth) > 0.85  # SAT reaches ~0.95 on these X-rays (tests/test_oneshot.py)
+    points = viewer.layers["targets one-shot prompts"]
+    assert points.data.shape[1] == 3 and set(points.data[:, 0]) == {0.0, 1.0}
+    positive = points.properties["positive"]
+    assert positive.any()
+    # positive points lie in the lungs of their plane (data coords are (plane, row, col) of the target)
+    inside = [targets[int(p)][1][int(r), int(c)] for p, r, c in points.data[positive]]
+    assert np.mean(inside) > 0.5
+    assert set(before) <= {layer.name for layer in viewer.layers}  # nothing replaced
+
+
+def test_empty_reference_labels_is_reported_not_run(make_viewer, qtbot, lungs):
+    viewer = make_viewer()
+    (ref, ref_mask), (target, _) = lungs[0], lungs[1]
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(viewer.add_image(ref, name="reference"))
+    widget.reference_labels.set_layer(viewer.add_labels(np.zeros_like(ref_mask, np.uint8), name="empty"))
+    widget.target.set_layer(viewer.add_image(target, name="target"))
+    start = len(notification_manager.records)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=10_000)
+    errors = [n.message for n in notification_manager.records[start:] if n.severity == NotificationSeverity.ERROR]
+    assert any("empty" in message for message in errors), errors
+    assert len(viewer.layers) == 3
