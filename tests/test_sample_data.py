@@ -55,7 +55,11 @@ def test_manifest_is_valid_and_complete():
     from_file = PluginManifest.from_file(str(files("napari_promptseg") / "napari.yaml"))
     assert from_file.name == manifest.name == PLUGIN
     assert {s.key for s in manifest.contributions.sample_data} == set(EXPECTED)
-    assert [w.display_name for w in manifest.contributions.widgets] == ["Interactive (boxes and points)"]
+    assert [w.display_name for w in manifest.contributions.widgets] == [
+        "Interactive (boxes and points)",
+        "One-shot reference",
+        "Registration",
+    ]
 
 
 @pytest.fixture
@@ -76,6 +80,9 @@ def test_manifest_sample_data_resolves(plugin_manager):
 
 def test_manifest_widget_resolves(plugin_manager):
     from napari_promptseg._widgets.interactive import InteractiveWidget
+    from napari_promptseg._widgets.oneshot import OneShotWidget
+    from napari_promptseg._widgets.registration import RegistrationWidget
 
-    (widget,) = [w for w in plugin_manager.iter_widgets() if w.command.startswith(f"{PLUGIN}.")]
-    assert plugin_manager.commands.get(widget.command) is InteractiveWidget
+    widgets = [w for w in plugin_manager.iter_widgets() if w.command.startswith(f"{PLUGIN}.")]
+    resolved = [plugin_manager.commands.get(w.command) for w in widgets]
+    assert resolved == [InteractiveWidget, OneShotWidget, RegistrationWidget]
