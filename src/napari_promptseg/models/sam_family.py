@@ -12,13 +12,17 @@ import torch
 from torch import nn
 
 from ..errors import PromptsegError
+from . import sam_decoder_fast
 from .cache import EmbeddingCache, content_key
 from .preprocessing import Normalization, ResizeTransform, as_channels_last
 from .protocols import Embedding, Prediction
 
-#: Prompts decoded per forward pass. The decoder repeats the image embedding for every prompt, so one huge batch
-#: thrashes the cache; chunks keep batched decoding at least as fast as one-by-one (see benchmarks/).
-DECODE_CHUNK = 16
+#: Prompts decoded per forward pass on CPU. Every prompt carries ~30 MB of (4096, 256) image tokens and upsampled
+#: maps; beyond 2-4 prompts a chunk no longer fits in cache and its element-wise passes stream from memory, so
+#: bigger batches are slower per prompt than one-by-one (benchmarks/bench_segmenter.py sweeps the chunk size).
+DECODE_CHUNK = 2
+#: on GPUs, where bandwidth is plentiful and every kernel launch costs, decode in big chunks
+DECODE_CHUNK_ACCELERATOR = 32
 
 
 class SamFamilySegmenter:
@@ -37,7 +41,10 @@ class SamFamilySegmenter:
         points_reliable: bool,
         device: torch.device,
         cache: EmbeddingCache | None = None,
+        fast: bool = True,
     ) -> None:
+        """``fast``: use the optimised encoder (TinyViT) and decoder, equal to the reference modules up to float
+        rounding (tests/test_fast_paths.py); ``False`` runs the reference modules as published."""
         self.name = name
         self.input_size = input_size
         self.points_reliable = points_reliable
@@ -49,6 +56,45 @@ class SamFamilySegmenter:
         self._mean = None if pixel_mean is None else torch.tensor(pixel_mean).view(1, 3, 1, 1) / 255.0
         self._std = None if pixel_std is None else torch.tensor(pixel_std).view(1, 3, 1, 1) / 255.0
         self.cache = cache if cache is not None else EmbeddingCache()
+        self._fast_encoder: nn.Module | None = None  # a snapshot of image_encoder's weights, see _encoder()
+        self._fast_encoder_versions: tuple[int, ...] = ()
+        self._context: tuple | None = None  # (features, weight versions, sam_decoder_fast.ImageContext)
+        self.fast = fast
+        self._encoder()  # build the fast encoder now, not on the first (interactive) embed
+
+    @property
+    def fast(self) -> bool:
+        return self._fast
+
+    @fast.setter
+    def fast(self, value: bool) -> None:
+        self._fast = bool(value)
+        self._fast_decoder = self._fast and sam_decoder_fast.supports(self.mask_decoder)
+
+    def _encoder(self) -> nn.Module:
+        """What computes the features: the fast TinyViT (rebuilt after the weights changed) or the original."""
+        if not self._fast or type(self.image_encoder).__name__ != "TinyViT":
+            return self.image_encoder
+        versions = _weight_versions(self.image_encoder)
+        if self._fast_encoder is None or self._fast_encoder_versions != versions:
+            from .tinyvit_fast import FastTinyViT
+
+            self._fast_encoder = FastTinyViT(self.image_encoder).to(self.device)
+            self._fast_encoder_versions = versions
+        return self._fast_encoder
+
+    def _image_context(self, features: torch.Tensor) -> sam_decoder_fast.ImageContext:
+        """The decoder's prompt-independent work on these features, kept for the next prompt on the same image."""
+        versions = _weight_versions(self.prompt_encoder, self.mask_decoder)
+        cached = self._context
+        if cached is not None and cached[0] is features and cached[1] == versions:
+            return cached[2]
+        pe = self.prompt_encoder.get_dense_pe()
+        context = sam_decoder_fast.image_context(
+            self.mask_decoder, features, pe, self.prompt_encoder.no_mask_embed.weight
+        )
+        self._context = (features, versions, context)
+        return context
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, input_size={self.input_size}, device={self.device})"
@@ -80,7 +126,7 @@ class SamFamilySegmenter:
 
         def compute() -> Embedding:
             x, transform = self.preprocess(arr, normalize)
-            features = self.image_encoder(x.to(self.device))
+            features = self._encoder()(x.to(self.device))
             return Embedding(features=features, transform=transform, model_name=self.name, key=key)
 
         return self.cache.get_or_compute(key, compute)
@@ -112,24 +158,46 @@ class SamFamilySegmenter:
             pts_t = torch.from_numpy(transform.coords_to_input(points)).to(self.device)
             lab_t = torch.as_tensor(np.asarray(point_labels), dtype=torch.int64, device=self.device)
         logits, scores = [], []
-        pe = self.prompt_encoder.get_dense_pe()
-        for start in range(0, n, DECODE_CHUNK):
-            sl = slice(start, start + DECODE_CHUNK)
+        features = embedding.features
+        # fast path without a mask prompt: the image side (incl. positional encoding) comes from the cached context
+        context = self._image_context(features) if self._fast_decoder and mask_input is None else None
+        pe = None if context is not None else self.prompt_encoder.get_dense_pe()
+        chunk = DECODE_CHUNK if self.device.type == "cpu" else DECODE_CHUNK_ACCELERATOR
+        for start in range(0, n, chunk):
+            sl = slice(start, start + chunk)
             sparse, dense = self.prompt_encoder(
                 points=None if pts_t is None else (pts_t[sl], lab_t[sl]),
                 boxes=None if box_t is None else box_t[sl],
                 masks=None if mask_input is None else mask_input[sl].to(self.device),
             )
-            low, iou = self.mask_decoder(
-                image_embeddings=embedding.features,
-                image_pe=pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask,
-            )
+            if self._fast_decoder:
+                # without a mask prompt the dense embedding is one learned vector: the image side is the context
+                low, iou = sam_decoder_fast.decode(
+                    self.mask_decoder,
+                    features,
+                    pe,
+                    sparse,
+                    None if context is not None else dense,
+                    multimask,
+                    context,
+                )
+            else:
+                low, iou = self.mask_decoder(
+                    image_embeddings=features,
+                    image_pe=pe,
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=multimask,
+                )
             logits.append(low.float().cpu())
             scores.append(iou.float().cpu())
         return Prediction(low_res_logits=torch.cat(logits), scores=torch.cat(scores).numpy(), transform=transform)
+
+
+def _weight_versions(*modules: nn.Module) -> tuple[int, ...]:
+    """Version counters of all weights: an in-place update (training step, load_state_dict) bumps them, so
+    tensors derived from the weights (fast encoder, decoder image context) know when to be recomputed."""
+    return tuple(t._version for m in modules for t in (*m.parameters(), *m.buffers()))
 
 
 def _prompt_count(boxes, points, point_labels, mask_input) -> int:
