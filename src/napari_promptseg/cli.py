@@ -119,7 +119,7 @@ def _print_progress(done: int, total: int | None) -> None:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .io import read_image, write_labels, write_overlay
+    from .io import read_image, write_labels
     from .methods.interactive import segment_prompts
     from .models import load_segmenter
 
@@ -156,11 +156,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
             "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
             "warnings": result.warnings,
         }
-        if args.overlay:
-            record["overlay"] = str(write_overlay(args.output / f"{path.stem}_overlay.png", image, result.labels))
-        for warning in result.warnings:
-            print(f"warning: {path}: {warning}", file=sys.stderr)
-        print(f"{path} -> {out} ({record['objects']} object(s), {sum(result.timings.values()):.2f} s)")
+        _finish_image(
+            args,
+            path,
+            image,
+            result.labels,
+            record,
+            f"{record['objects']} object(s), {sum(result.timings.values()):.2f} s",
+        )
         records.append(record)
     _write_report(
         args.output,
@@ -346,7 +349,7 @@ def _expand_images(paths: list[Path]) -> list[Path]:
 def cmd_oneshot(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .io import read_image, write_labels, write_overlay
+    from .io import read_image, write_labels
     from .methods.oneshot import segment_like
     from .models import load_segmenter
     from .models.features import load_feature_extractor
@@ -400,11 +403,7 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
             "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
             "warnings": result.warnings,
         }
-        if args.overlay:
-            record["overlay"] = str(write_overlay(args.output / f"{path.stem}_overlay.png", image, result.labels))
-        for warning in result.warnings:
-            print(f"warning: {path}: {warning}", file=sys.stderr)
-        print(f"{path} -> {out} ({record['area_px']} px, score {record['score']})")
+        _finish_image(args, path, image, result.labels, record, f"{record['area_px']} px, score {record['score']}")
         records.append(record)
     _write_report(
         args.output,
@@ -435,7 +434,7 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
 def _oneshot_instances(args: argparse.Namespace, path: Path, image, reference, segmenter, extractor) -> dict:
     import numpy as np
 
-    from .io import read_image, write_labels, write_overlay
+    from .io import read_image, write_labels
     from .methods.instances import segment_instances_like
 
     labels = read_image(args.reference_mask[0])
@@ -466,11 +465,7 @@ def _oneshot_instances(args: argparse.Namespace, path: Path, image, reference, s
         "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
         "warnings": result.warnings,
     }
-    if args.overlay:
-        record["overlay"] = str(write_overlay(args.output / f"{path.stem}_overlay.png", image, result.labels))
-    for warning in result.warnings:
-        print(f"warning: {path}: {warning}", file=sys.stderr)
-    print(f"{path} -> {out} ({record['objects']} object(s))")
+    _finish_image(args, path, image, result.labels, record, f"{record['objects']} object(s)")
     return record
 
 
@@ -484,6 +479,19 @@ def _mask_2d(mask: np.ndarray, image: np.ndarray, path: Path) -> np.ndarray:  # 
     if mask.dtype == np.uint8 and path.suffix.lower() in (".jpg", ".jpeg"):
         return mask > 127
     return mask > 0
+
+
+def _finish_image(
+    args: argparse.Namespace, path: Path, image: object, labels: object, record: dict, summary: str
+) -> None:
+    """Per-image tail shared by the segmenting subcommands: optional overlay, warnings, one summary line."""
+    from .io import write_overlay
+
+    if args.overlay:
+        record["overlay"] = str(write_overlay(args.output / f"{path.stem}_overlay.png", image, labels))
+    for warning in record.get("warnings", []):
+        print(f"warning: {path}: {warning}", file=sys.stderr)
+    print(f"{path} -> {record['output']} ({summary})")
 
 
 def _write_report(output: Path, **report: object) -> Path:
