@@ -58,7 +58,9 @@ def write_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray) -> Pa
     if base.shape[2] < 3:  # gray -> repeated, two channels -> red/green (as the model sees them)
         fill = [base[..., :1]] * 2 if base.shape[2] == 1 else [np.zeros_like(base[..., :1])]
         base = np.concatenate([base, *fill], axis=2)
-    rgb = label2rgb(labels, image=base, alpha=0.35, bg_label=0, image_alpha=1.0)
+    # blend by hand: label2rgb(image=...) would turn a colour image gray
+    colours = label2rgb(labels, bg_label=0, bg_color=(0, 0, 0))
+    rgb = np.where((labels > 0)[..., None], 0.65 * base + 0.35 * colours, base)
     rgb[find_boundaries(labels, mode="outer")] = (1.0, 1.0, 0.0)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

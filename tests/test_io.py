@@ -1,0 +1,30 @@
+"""Image, label and overlay files."""
+
+from __future__ import annotations
+
+import imageio.v3 as iio
+import numpy as np
+import tifffile
+from skimage import data
+
+from napari_promptseg.io import read_image, write_labels, write_overlay
+
+
+def test_overlay_keeps_the_image_colour_and_marks_objects(tmp_path):
+    image = data.immunohistochemistry()
+    labels = np.zeros(image.shape[:2], np.uint16)
+    labels[100:200, 100:200] = 1
+    png = iio.imread(write_overlay(tmp_path / "overlay.png", image, labels)).astype(int)
+    assert png.shape == image.shape
+    outside = png[300:400, 300:400]
+    assert np.abs(outside[..., 0] - outside[..., 2]).mean() > 5  # H&E/DAB colours survive, not turned gray
+    assert np.abs(png[140:160, 140:160] - image[140:160, 140:160].astype(int)).mean() > 5  # object is tinted
+    assert (png[99, 100:200] == (255, 255, 0)).all()  # yellow outline just outside the object
+
+
+def test_labels_round_trip_as_uint16_or_uint32(tmp_path):
+    small = np.arange(12, dtype=np.int64).reshape(3, 4)
+    assert tifffile.imread(write_labels(tmp_path / "a.tif", small)).dtype == np.uint16
+    big = small * 10_000
+    back = read_image(write_labels(tmp_path / "b.tif", big))
+    assert back.dtype == np.uint32 and (back == big).all()
