@@ -9,7 +9,6 @@ import torch
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 
 from .cache import EmbeddingCache
-from .checkpoint import load_state_dict
 from .sam_family import SamFamilySegmenter
 
 with warnings.catch_warnings():  # the vendored TinyViT imports deprecated timm paths
@@ -58,17 +57,11 @@ def build_prompt_decoder(input_size: int, embedding_size: int = 64) -> tuple[Pro
 def load_litemedsam(
     weights: Path, *, device: torch.device, name: str = "litemedsam", cache: EmbeddingCache | None = None
 ) -> SamFamilySegmenter:
-    image_encoder = build_tinyvit(INPUT_SIZE)
-    prompt_encoder, mask_decoder = build_prompt_decoder(INPUT_SIZE)
-    modules = torch.nn.ModuleDict(
-        {"image_encoder": image_encoder, "prompt_encoder": prompt_encoder, "mask_decoder": mask_decoder}
-    )
-    load_state_dict(modules, weights, name)
-    return SamFamilySegmenter(
+    return SamFamilySegmenter.from_checkpoint(
         name,
-        image_encoder,
-        prompt_encoder,
-        mask_decoder,
+        weights,
+        build_tinyvit(INPUT_SIZE),
+        *build_prompt_decoder(INPUT_SIZE),
         input_size=INPUT_SIZE,
         pixel_mean=None,
         pixel_std=None,

@@ -10,7 +10,6 @@ from segment_anything.modeling import ImageEncoderViT
 
 from ..errors import WeightsError
 from .cache import EmbeddingCache
-from .checkpoint import load_state_dict
 from .litemedsam import build_prompt_decoder, build_tinyvit
 from .sam_family import SamFamilySegmenter
 
@@ -82,16 +81,10 @@ def load_sam(
     vit_config: tuple[int, int, int, tuple[int, ...]] | None = None,
     cache: EmbeddingCache | None = None,
 ) -> SamFamilySegmenter:
-    image_encoder, prompt_encoder, mask_decoder = build_sam_modules(variant, vit_config)
-    modules = torch.nn.ModuleDict(
-        {"image_encoder": image_encoder, "prompt_encoder": prompt_encoder, "mask_decoder": mask_decoder}
-    )
-    load_state_dict(modules, weights, name)
-    return SamFamilySegmenter(
+    return SamFamilySegmenter.from_checkpoint(
         name,
-        image_encoder,
-        prompt_encoder,
-        mask_decoder,
+        weights,
+        *build_sam_modules(variant, vit_config),
         input_size=INPUT_SIZE,
         pixel_mean=PIXEL_MEAN,
         pixel_std=PIXEL_STD,

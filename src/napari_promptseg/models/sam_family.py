@@ -7,6 +7,9 @@ adapters (:mod:`.litemedsam`, :mod:`.sam`) supply.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -14,6 +17,7 @@ from torch import nn
 from ..errors import PromptsegError
 from . import sam_decoder_fast
 from .cache import EmbeddingCache, content_key
+from .checkpoint import load_state_dict
 from .preprocessing import Normalization, ResizeTransform, as_channels_last
 from .protocols import Embedding, Prediction
 
@@ -61,6 +65,23 @@ class SamFamilySegmenter:
         self._context: tuple | None = None  # (features, weight versions, sam_decoder_fast.ImageContext)
         self.fast = fast
         self._encoder()  # build the fast encoder now, not on the first (interactive) embed
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        name: str,
+        weights: Path,
+        image_encoder: nn.Module,
+        prompt_encoder: nn.Module,
+        mask_decoder: nn.Module,
+        **options: Any,
+    ) -> SamFamilySegmenter:
+        """Load a checkpoint in SAM's key layout (image_encoder.*, prompt_encoder.*, mask_decoder.*) and wrap it."""
+        modules = nn.ModuleDict(
+            {"image_encoder": image_encoder, "prompt_encoder": prompt_encoder, "mask_decoder": mask_decoder}
+        )
+        load_state_dict(modules, weights, name)
+        return cls(name, image_encoder, prompt_encoder, mask_decoder, **options)
 
     @property
     def fast(self) -> bool:
