@@ -372,7 +372,10 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
     extractor = load_feature_extractor(args.features, segmenter=segmenter, device=args.device)
     load_s = time.perf_counter() - t0
     references = [read_image(p) for p in args.reference]
-    masks = [_mask_2d(read_image(m), r, m) for m, r in zip(args.reference_mask, references, strict=True)]
+    reference_labels = [
+        _reference_labels(read_image(m), r, m) for m, r in zip(args.reference_mask, references, strict=True)
+    ]
+    masks = [labels > 0 for labels in reference_labels]
     if args.instances and len(references) > 1:
         raise PromptsegError("--instances takes one --reference (with its instance labels)")
     args.output.mkdir(parents=True, exist_ok=True)
@@ -380,7 +383,9 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
     for path in targets:
         image = read_image(path)
         if args.instances:
-            records.append(_oneshot_instances(args, path, image, references[0], segmenter, extractor))
+            records.append(
+                _oneshot_instances(args, path, image, references[0], reference_labels[0], segmenter, extractor)
+            )
             continue
         result = segment_like(
             references,
@@ -439,17 +444,12 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _oneshot_instances(args: argparse.Namespace, path: Path, image, reference, segmenter, extractor) -> dict:
+def _oneshot_instances(args: argparse.Namespace, path: Path, image, reference, labels, segmenter, extractor) -> dict:
     import numpy as np
 
-    from .io import read_image, write_labels
+    from .io import write_labels
     from .methods.instances import segment_instances_like
 
-    labels = read_image(args.reference_mask[0])
-    if labels.ndim == 3 and labels.shape[:2] == reference.shape[:2]:
-        labels = labels[..., 0]
-    if labels.dtype == np.uint8 and args.reference_mask[0].suffix.lower() in (".jpg", ".jpeg"):
-        labels = labels > 127
     result = segment_instances_like(
         reference,
         labels,
@@ -477,8 +477,9 @@ def _oneshot_instances(args: argparse.Namespace, path: Path, image, reference, s
     return record
 
 
-def _mask_2d(mask: np.ndarray, image: np.ndarray, path: Path) -> np.ndarray:  # noqa: F821 (numpy imported lazily)
-    """Reference mask as 2D non-zero = object; JPEG masks are thresholded at 127 (compression blurs their edges)."""
+def _reference_labels(mask: np.ndarray, image: np.ndarray, path: Path) -> np.ndarray:  # noqa: F821 (lazy numpy)
+    """Reference mask/labels as 2D (0 = background, ids kept); JPEG masks are thresholded at 127 (compression blurs
+    their edges), so they come back as one binary object."""
     import numpy as np
 
     mask = np.asarray(mask)
@@ -486,7 +487,7 @@ def _mask_2d(mask: np.ndarray, image: np.ndarray, path: Path) -> np.ndarray:  # 
         mask = mask[..., 0]
     if mask.dtype == np.uint8 and path.suffix.lower() in (".jpg", ".jpeg"):
         return mask > 127
-    return mask > 0
+    return mask
 
 
 def _finish_image(
