@@ -115,8 +115,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"weights cache: {cache_dir()}")
     for row in rows:
         mark = "available" if row["weights"] != "missing" else "not downloaded"
-        print(f"{row['name']:<12} {row['role']:<10} {mark:<15} {row['description']}")
-        print(f"{'':<12} {'':<10} {'':<15} {row['path']}")
+        print(f"{row['name']:<24} {row['role']:<13} {mark:<15} {row['description']}")
+        print(f"{'':<24} {'':<13} {'':<15} {row['path']}")
     return 0
 
 

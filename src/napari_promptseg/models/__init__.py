@@ -6,23 +6,38 @@ import os
 import threading
 
 from .device import resolve_device
-from .protocols import Embedding, Prediction, PromptableSegmenter
-from .registry import DEFAULT_SEGMENTER, MODELS, ModelCard, Progress, get_card, resolve_weights
+from .protocols import Detections, Embedding, Prediction, PromptableSegmenter, TextGrounder, TextHeatmapper
+from .registry import (
+    DEFAULT_SEGMENTER,
+    DEFAULT_TEXT_EMBEDDER,
+    MODELS,
+    ModelCard,
+    Progress,
+    get_card,
+    resolve_weights,
+)
 
 __all__ = [
     "DEFAULT_SEGMENTER",
+    "DEFAULT_TEXT_EMBEDDER",
     "MODELS",
+    "Detections",
     "Embedding",
     "ModelCard",
     "Prediction",
     "PromptableSegmenter",
+    "TextGrounder",
+    "TextHeatmapper",
     "get_card",
+    "load_grounder",
+    "load_heatmapper",
     "load_segmenter",
+    "load_text_embedder",
     "resolve_device",
     "resolve_weights",
 ]
 
-_loaded: dict[tuple, PromptableSegmenter] = {}
+_loaded: dict[tuple, object] = {}
 _lock = threading.Lock()
 
 
@@ -34,9 +49,45 @@ def load_segmenter(
     progress: Progress | None = None,
 ) -> PromptableSegmenter:
     """Load (once per process) the named promptable segmenter; weights resolve through the registry."""
+    return _load(name, "segmenter", weights, device, progress)
+
+
+def load_grounder(
+    name: str = "grounding_dino_tiny",
+    *,
+    weights: str | os.PathLike | None = None,
+    device: str = "auto",
+    progress: Progress | None = None,
+) -> TextGrounder:
+    """Load (once per process) a text -> boxes model (GroundingDINO through transformers or groundingdino-py)."""
+    return _load(name, "grounder", weights, device, progress)
+
+
+def load_heatmapper(
+    name: str = "clipseg_rd64_refined",
+    *,
+    weights: str | os.PathLike | None = None,
+    device: str = "auto",
+    progress: Progress | None = None,
+) -> TextHeatmapper:
+    """Load (once per process) a text -> heatmap model (CLIPSeg, or a medvlsm-style fine-tuned checkpoint dir)."""
+    return _load(name, "heatmapper", weights, device, progress)
+
+
+def load_text_embedder(
+    name: str = DEFAULT_TEXT_EMBEDDER,
+    *,
+    weights: str | os.PathLike | None = None,
+    device: str = "auto",
+):
+    """Load (once per process) the sentence-embedding model that matches prompts to reference-library entries."""
+    return _load(name, "text_embedder", weights, device, None)
+
+
+def _load(name: str, role: str, weights, device: str, progress: Progress | None):
     card = get_card(name)
-    if card.role != "segmenter":
-        raise ValueError(f"{name} is a {card.role}, not a promptable segmenter")
+    if card.role != role:
+        raise ValueError(f"{name} is a {card.role}, not a {role}")
     dev = resolve_device(device)
     key = (name, None if weights is None else os.fspath(weights), str(dev))
     with _lock:
@@ -47,9 +98,27 @@ def load_segmenter(
             from .litemedsam import load_litemedsam
 
             model = load_litemedsam(path, device=dev, name=name)
-        else:
+        elif card.backend == "sam":
             from .sam import load_sam
 
             model = load_sam(path, variant=card.options["variant"], device=dev, name=name)
+        elif card.backend == "hf_grounding_dino":
+            from .grounding import load_hf_grounding_dino
+
+            model = load_hf_grounding_dino(path, device=dev, name=name)
+        elif card.backend == "groundingdino":
+            from .grounding import load_groundingdino_py
+
+            model = load_groundingdino_py(path, device=dev, name=name, config=card.options.get("config"))
+        elif card.backend == "hf_clipseg":
+            from .clipseg import load_clipseg
+
+            model = load_clipseg(path, device=dev, name=name)
+        elif card.backend == "sentence_minilm":
+            from .text_embedding import load_sentence_embedder
+
+            model = load_sentence_embedder(path, device=dev, name=name)
+        else:  # a card added without its adapter
+            raise ValueError(f"{name}: no adapter for backend {card.backend!r}")
         _loaded[key] = model
         return model

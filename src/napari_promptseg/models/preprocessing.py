@@ -164,3 +164,24 @@ class ResizeTransform:
         nh, nw = self.resized_shape
         x = x[..., :nh, :nw]
         return F.interpolate(x, size=self.original_shape, mode="bilinear", align_corners=False)
+
+
+def to_rgb_uint8(image_hwc: np.ndarray, normalize: Normalization = "auto") -> np.ndarray:
+    """(H, W, 3) uint8 for models trained on 8-bit photographs (GroundingDINO, CLIPSeg, CLIP).
+
+    ``image_hwc`` comes from :func:`as_channels_last`. With ``auto``, uint8 data keeps its raw values (those
+    models were trained on raw 0-255 colours); other dtypes get :func:`normalize_intensity`'s window. Gray is
+    repeated to three channels; a second channel fills green with blue empty (a two-stain fluorescence overlay).
+    """
+    if normalize == "auto" and image_hwc.dtype == np.uint8:
+        rgb = image_hwc
+    else:
+        x = torch.from_numpy(np.ascontiguousarray(image_hwc)).permute(2, 0, 1).float()
+        scaled = normalize_intensity(x, source_dtype=image_hwc.dtype, mode=normalize)
+        rgb = (scaled * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    c = rgb.shape[2]
+    if c == 1:
+        rgb = np.repeat(rgb, 3, axis=2)
+    elif c == 2:
+        rgb = np.concatenate([rgb, np.zeros_like(rgb[..., :1])], axis=2)
+    return np.ascontiguousarray(rgb[..., :3])

@@ -69,3 +69,43 @@ class PromptableSegmenter(Protocol):
         mask_input: torch.Tensor | None = None,
         multimask: bool = False,
     ) -> Prediction: ...
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Boxes a text grounder found for one prompt, in the original image's pixel frame."""
+
+    boxes: np.ndarray  # (N, 4) float x0, y0, x1, y1 (x = column, y = row), clipped to the image
+    scores: np.ndarray  # (N,) box confidence in [0, 1]
+    phrases: list[str]  # (N,) the part of the prompt each box answers
+    prompt: str  # the caption the model saw (after normalisation, e.g. "gland . nuclei .")
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+
+@runtime_checkable
+class TextGrounder(Protocol):
+    """Text -> boxes (GroundingDINO and its ports)."""
+
+    name: str
+
+    def boxes(
+        self,
+        image: np.ndarray,
+        prompt: str,
+        *,
+        box_threshold: float = 0.35,
+        text_threshold: float = 0.25,
+    ) -> Detections: ...
+
+
+@runtime_checkable
+class TextHeatmapper(Protocol):
+    """Text -> per-pixel probability (CLIPSeg and medvlsm-style fine-tuned vision-language segmenters)."""
+
+    name: str
+
+    def heatmap(self, image: np.ndarray, prompt: str) -> np.ndarray:
+        """(H, W) float32 probabilities in [0, 1] on the original image grid."""
+        ...

