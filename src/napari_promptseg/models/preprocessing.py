@@ -35,8 +35,9 @@ def as_channels_last(
 ) -> np.ndarray:
     """Validate a 2D image and return it as (H, W, C) with C in {1, 2, 3}, in its original dtype.
 
-    ``(H, W)`` is gray; ``(H, W, 3|4)`` is RGB(A) (alpha dropped). Any other 3D array needs ``channel_axis``;
-    ``channels`` picks up to three channels (e.g. nuclei + membrane) to feed the model's three colour inputs.
+    ``(H, W)`` is gray; ``(H, W, 3|4)`` is RGB(A) (alpha dropped); ``(H, W, 2)`` is two channels. Any other 3D
+    array needs ``channel_axis``; ``channels`` picks up to three channels (e.g. nuclei + membrane) to feed the
+    model's three colour inputs.
     """
     arr = np.asarray(image)
     if arr.dtype == bool:
@@ -56,6 +57,10 @@ def as_channels_last(
             arr = np.moveaxis(arr, channel_axis, -1)
         elif arr.shape[-1] in (1, 3, 4):  # gray with a trailing axis, RGB, RGBA
             arr = arr[..., :3]
+        elif arr.shape[-1] == 2 and min(arr.shape[:2]) >= 8:
+            # two channels last (e.g. nuclei + membrane, or this function's own output): a stack of two planes
+            # would be (2, H, W), so this reading is the only sensible one and keeps the function idempotent
+            pass
         else:
             raise PromptsegError(
                 f"{name}: 3D array of shape {arr.shape} is ambiguous; pass channel_axis for a multichannel image "

@@ -97,6 +97,7 @@ class TextGrounder(Protocol):
         *,
         box_threshold: float = 0.35,
         text_threshold: float = 0.25,
+        normalize: Normalization = "auto",
     ) -> Detections: ...
 
 
@@ -106,6 +107,6 @@ class TextHeatmapper(Protocol):
 
     name: str
 
-    def heatmap(self, image: np.ndarray, prompt: str) -> np.ndarray:
+    def heatmap(self, image: np.ndarray, prompt: str, *, normalize: Normalization = "auto") -> np.ndarray:
         """(H, W) float32 probabilities in [0, 1] on the original image grid."""
         ...
