@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	# torch first, pinned, so nothing later resolves a different (CUDA, multi-GB) build
 	$(PY) -m pip install -q -c $(CONSTRAINTS) torch torchvision
 	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[all,dev]"
+	# the authors' GroundingDINO (tested backend): its own requirements pin an old supervision and a Qt build of
+	# OpenCV that clashes with napari's Qt, so it goes in without them plus the headless pieces it imports
+	$(PY) -m pip install -q -c $(CONSTRAINTS) --no-deps "groundingdino-py>=0.4" addict yapf
+	$(PY) -m pip install -q -c $(CONSTRAINTS) opencv-python-headless pycocotools matplotlib
 	touch $(STAMP)
 
 sysdeps:

@@ -21,8 +21,6 @@ from napari_promptseg.errors import PromptsegError, WeightsError
 from napari_promptseg.methods.heatmap import heatmap_to_instances
 from napari_promptseg.models import load_heatmapper
 
-transformers = pytest.importorskip("transformers")
-
 INPUT_SIZE = 64  # the processor's square input (352 for the real model); 4 x 4 patches of 16 px
 WORDS = ("lung", "cell", "polyp", "nuclei", "left", "right")
 SPECIAL = {

@@ -89,11 +89,12 @@ def _load(name: str, role: str, weights, device: str, progress: Progress | None)
     if card.role != role:
         raise ValueError(f"{name} is a {card.role}, not a {role}")
     dev = resolve_device(device)
-    key = (name, None if weights is None else os.fspath(weights), str(dev))
     with _lock:
+        # keyed by the resolved file, so weights that appear later (a download, a new cache dir) are picked up
+        path = resolve_weights(name, weights, progress=progress)
+        key = (name, os.fspath(path), str(dev))
         if key in _loaded:
             return _loaded[key]
-        path = resolve_weights(name, weights, progress=progress)
         if card.backend == "litemedsam":
             from .litemedsam import load_litemedsam
 
