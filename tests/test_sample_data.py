@@ -59,6 +59,7 @@ def test_manifest_is_valid_and_complete():
         "Interactive (boxes and points)",
         "One-shot reference",
         "Registration",
+        "Text prompt",
     ]
 
 
@@ -82,7 +83,8 @@ def test_manifest_widget_resolves(plugin_manager):
     from napari_promptseg._widgets.interactive import InteractiveWidget
     from napari_promptseg._widgets.oneshot import OneShotWidget
     from napari_promptseg._widgets.registration import RegistrationWidget
+    from napari_promptseg._widgets.text import TextPromptWidget
 
     widgets = [w for w in plugin_manager.iter_widgets() if w.command.startswith(f"{PLUGIN}.")]
     resolved = [plugin_manager.commands.get(w.command) for w in widgets]
-    assert resolved == [InteractiveWidget, OneShotWidget, RegistrationWidget]
+    assert resolved == [InteractiveWidget, OneShotWidget, RegistrationWidget, TextPromptWidget]

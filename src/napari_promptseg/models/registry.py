@@ -54,6 +54,9 @@ class ModelCard:
     files: tuple[str, ...] = ()
     #: sha256 per file of a directory model, where published
     file_sha256: dict[str, str] = field(default_factory=dict)
+    #: the files whose presence makes a directory usable (default: all ``files``); the adapter checks the rest,
+    #: as a checkpoint saved by another transformers version names its processor/tokenizer files differently
+    required: tuple[str, ...] = ()
 
     @property
     def is_directory(self) -> bool:
@@ -163,6 +166,7 @@ MODELS: dict[str, ModelCard] = {
                 "vocab.txt",
                 "model.safetensors",
             ),
+            required=("config.json", "model.safetensors"),
         ),
         ModelCard(
             name="groundingdino_swint_ogc",
@@ -194,6 +198,7 @@ MODELS: dict[str, ModelCard] = {
                 "merges.txt",
                 "model.safetensors",
             ),
+            required=("config.json", "model.safetensors"),
         ),
         ModelCard(
             name="all_minilm_l6_v2",
@@ -287,7 +292,7 @@ def verify_file(card: ModelCard, path: Path, *, stamp: bool = True) -> None:
 def _complete(card: ModelCard, path: Path) -> bool:
     """``path`` holds the card's weights: the file, or the directory with every listed file."""
     if card.is_directory:
-        return path.is_dir() and all((path / f).is_file() for f in card.files)
+        return path.is_dir() and all((path / f).is_file() for f in card.required or card.files)
     return path.is_file()
 
 
@@ -377,7 +382,8 @@ def _verify(card: ModelCard, path: Path) -> None:
         verify_file(card, path)
         return
     for file in card.files:
-        verify_file(card.file_card(file), path / file)
+        if (path / file).is_file():
+            verify_file(card.file_card(file), path / file)
 
 
 def _content_range_start(value: str | None) -> int | None:

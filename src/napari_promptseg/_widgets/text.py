@@ -1,0 +1,240 @@
+"""Text prompt widget: type "nuclei" or "gland" and get a Labels layer (plus the boxes as a Shapes layer).
+
+Thin: it gathers the image layer, prompt and options on the main thread, runs
+:func:`napari_promptseg.methods.text.segment_text` in a :class:`._common.TaskRunner` worker with progress and cancel,
+and adds *new* layers: Labels (one id per object), Shapes (a rectangle per object, with its phrase and score) and,
+on the CLIPSeg route, the heatmap. It shows which route answered (GroundingDINO, CLIPSeg or the reference library)
+and why. Existing layers are never modified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import napari
+import napari.layers
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import CancelledError, PromptsegError
+from ..methods.prompt_templates import LEVELS, PromptAttributes, expand_prompt
+from ..methods.text import ROUTES, TextResult, split_phrases
+from ._common import LayerPicker, TaskRunner, load_triton_safely
+from .oneshot import target_planes
+
+BOX_COLOUR = "yellow"
+
+
+@dataclass
+class TextOutput:
+    """Results per plane of the target layer, for the main thread to turn into layers."""
+
+    results: list[TextResult]
+    stacked: bool
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def route_text(self) -> str:
+        return f"route: {self.results[0].route} — {self.results[0].reason}" if self.results else ""
+
+
+def run_text(planes: list[np.ndarray], prompt: str, *, options: dict, progress, cancel) -> TextOutput:
+    """The worker body (no Qt, no layers): choose the route once, then segment every plane."""
+    from ..methods.text import choose_route, segment_text
+    from ..models import load_segmenter
+
+    progress(0.0, "loading models")
+    route = choose_route(options.pop("route"), library=options.pop("library") or None)
+    segmenter = load_segmenter()
+    results = []
+    for k, plane in enumerate(planes):
+        if cancel():
+            raise CancelledError("cancelled")
+
+        def sub(fraction: float, message: str, k=k) -> None:
+            progress((k + fraction) / len(planes), message if len(planes) == 1 else f"plane {k}: {message}")
+
+        results.append(
+            segment_text(plane, prompt, route=route, segmenter=segmenter, progress=sub, cancel=cancel, **options)
+        )
+    progress(1.0, "done")
+    return TextOutput(results, stacked=len(planes) > 1, warnings=[w for r in results for w in r.warnings])
+
+
+class TextPromptWidget(QWidget):
+    """Image layer + text prompt -> new Labels + Shapes (boxes) layers, with the route that answered."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        load_triton_safely()
+        self.viewer = napari_viewer
+        self.runner = TaskRunner(self)
+        self.image = LayerPicker(napari_viewer, napari.layers.Image)
+        self.prompt = QLineEdit()
+        self.prompt.setPlaceholderText("e.g. nuclei   or   gland, stroma")
+        self.prompt.returnPressed.connect(self.run)
+        self.route = QComboBox()
+        self.route.addItems(list(ROUTES))
+        self.route.setToolTip(
+            "auto: GroundingDINO if its weights are present, else CLIPSeg, else your reference library"
+        )
+        self.template = QComboBox()
+        self.template.addItems(list(LEVELS))
+        self.template.setCurrentText("p1")
+        self.template.setToolTip("medvlsm prompt template: p1 class name, p2 + shape, p3 + colour, p7 + description")
+        self.shape = QLineEdit()
+        self.shape.setPlaceholderText("optional, e.g. round")
+        self.colour = QLineEdit()
+        self.colour.setPlaceholderText("optional, e.g. pink")
+        self.expanded = QLabel()
+        self.expanded.setWordWrap(True)
+        self.box_threshold = self._spin(0.35, "GroundingDINO: keep boxes scoring at least this")
+        self.text_threshold = self._spin(0.25, "GroundingDINO: phrase tokens scoring at least this")
+        self.heatmap_threshold = self._spin(0.5, "CLIPSeg: pixels above this probability (medvlsm uses 0.5)")
+        self.refine = QCheckBox("refine CLIPSeg regions with the segmenter")
+        self.refine.setChecked(True)
+        self.library = QLineEdit()
+        self.library.setPlaceholderText("default user library")
+        self.show_boxes = QCheckBox("show boxes")
+        self.show_boxes.setChecked(True)
+        self.run_button = QPushButton("Segment")
+        self.run_button.clicked.connect(self.run)
+        self.route_label = QLabel()
+        self.route_label.setWordWrap(True)
+        for edit in (self.prompt, self.shape, self.colour):
+            edit.textChanged.connect(self._update_expanded)
+        self.template.currentTextChanged.connect(self._update_expanded)
+
+        form = QFormLayout()
+        form.addRow("image", self.image)
+        form.addRow("prompt", self.prompt)
+        form.addRow("route", self.route)
+        form.addRow("template", self.template)
+        form.addRow("shape", self.shape)
+        form.addRow("colour", self.colour)
+        form.addRow("model sees", self.expanded)
+        form.addRow("box threshold", self.box_threshold)
+        form.addRow("text threshold", self.text_threshold)
+        form.addRow("heatmap threshold", self.heatmap_threshold)
+        form.addRow("library", self.library)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.refine)
+        layout.addWidget(self.show_boxes)
+        layout.addWidget(self.run_button)
+        layout.addWidget(self.runner.widget)
+        layout.addWidget(self.route_label)
+        layout.addStretch(1)
+        self.last_output: TextOutput | None = None
+        self._update_expanded()
+
+    @staticmethod
+    def _spin(value: float, tip: str) -> QDoubleSpinBox:
+        spin = QDoubleSpinBox()
+        spin.setRange(0.0, 1.0)
+        spin.setSingleStep(0.05)
+        spin.setDecimals(2)
+        spin.setValue(value)
+        spin.setToolTip(tip)
+        return spin
+
+    @property
+    def is_idle(self) -> bool:
+        return not self.runner.busy
+
+    def _attributes(self) -> PromptAttributes:
+        return PromptAttributes(shape=self.shape.text().strip() or None, colour=self.colour.text().strip() or None)
+
+    def _update_expanded(self, *_) -> None:
+        try:
+            phrases = split_phrases(self.prompt.text())
+            texts = [expand_prompt(p, self.template.currentText(), self._attributes()) for p in phrases]
+            self.expanded.setText(" . ".join(texts))
+        except PromptsegError:
+            self.expanded.setText("")
+
+    def run(self) -> None:
+        from ._common import notify_exception
+
+        layer = self.image.layer()
+        prompt = self.prompt.text().strip()
+        try:
+            if layer is None:
+                raise PromptsegError("choose an image layer to segment")
+            split_phrases(prompt)  # an empty prompt is refused here, before any model loads
+            planes, stacked = target_planes(layer.data, layer.rgb)
+        except PromptsegError as exc:
+            notify_exception(exc, "text prompt")
+            return
+        options = {
+            "route": self.route.currentText(),
+            "library": self.library.text().strip(),
+            "template": self.template.currentText(),
+            "attributes": self._attributes(),
+            "box_threshold": self.box_threshold.value(),
+            "text_threshold": self.text_threshold.value(),
+            "heatmap_threshold": self.heatmap_threshold.value(),
+            "refine": self.refine.isChecked(),
+            "name": layer.name,
+        }
+
+        def task(progress, cancel) -> TextOutput:
+            return run_text(planes, prompt, options=options, progress=progress, cancel=cancel)
+
+        def done(output: TextOutput) -> None:
+            self.last_output = output
+            self._add_layers(output, layer, prompt, stacked)
+
+        self.runner.submit("text", f"text prompt {prompt!r}", task, done)
+
+    def _add_layers(self, output: TextOutput, layer: napari.layers.Image, prompt: str, stacked: bool) -> None:
+        from napari.utils.notifications import show_info, show_warning
+
+        ndim = 3 if stacked else 2
+        kw = {"scale": layer.scale[:ndim], "translate": layer.translate[:ndim]}
+        name = f"{layer.name} text: {prompt}"
+        labels = [r.labels for r in output.results]
+        self.viewer.add_labels(np.stack(labels) if stacked else labels[0], name=name, **kw)
+        heatmaps = [r.heatmap for r in output.results]
+        if all(h is not None for h in heatmaps):
+            heat = np.stack(heatmaps) if stacked else heatmaps[0]
+            self.viewer.add_image(heat, name=f"{name} heatmap", colormap="magma", opacity=0.5, visible=False, **kw)
+        self._add_boxes(output, f"{name} boxes", stacked, kw)
+        self.route_label.setText(output.route_text)
+        show_info(output.route_text)
+        for warning in dict.fromkeys(output.warnings):
+            show_warning(warning)
+
+    def _add_boxes(self, output: TextOutput, name: str, stacked: bool, kw: dict) -> None:
+        rectangles, phrases, scores = [], [], []
+        for k, result in enumerate(output.results):
+            for (x0, y0, x1, y1), phrase, score in zip(result.boxes, result.phrases, result.scores, strict=True):
+                corners = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
+                if stacked:
+                    corners = np.column_stack([np.full(4, k), corners])
+                rectangles.append(corners)
+                phrases.append(phrase)
+                scores.append(round(float(score), 2))
+        if not self.show_boxes.isChecked() or not rectangles:
+            return
+        self.viewer.add_shapes(
+            rectangles,
+            shape_type="rectangle",
+            name=name,
+            edge_color=BOX_COLOUR,
+            face_color="transparent",
+            edge_width=2,
+            features={"phrase": phrases, "score": scores},
+            text={"string": "{phrase} {score}", "color": BOX_COLOUR, "anchor": "upper_left", "size": 9},
+            **kw,
+        )

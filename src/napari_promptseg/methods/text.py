@@ -1,0 +1,422 @@
+"""Segment what a text prompt names, by whichever route can answer it here.
+
+Routes, tried in this order by ``route="auto"``:
+
+1. **groundingdino**: a text grounder (GroundingDINO through transformers or groundingdino-py) gives boxes per
+   phrase; each box is decoded to a mask by the promptable segmenter (Grounded-SAM, Tell2Reg's prompting).
+2. **clipseg**: a text heatmapper (CLIPSeg or a medvlsm-style fine-tuned checkpoint) gives a per-pixel
+   probability; it is thresholded and, optionally, refined by the segmenter from boxes of its components.
+3. **library**: offline, no vision-language weights: the prompt is matched to named exemplars of the user's
+   reference library with the bundled sentence model and answered by one-shot SAT with the best exemplars.
+
+The result says which route answered and why the earlier ones did not.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import CancelledError, PromptsegError, WeightsError
+from ..models.preprocessing import Normalization, as_channels_last
+from ..models.protocols import PromptableSegmenter, TextGrounder, TextHeatmapper
+from .prompt_templates import PromptAttributes, expand_prompt
+
+Route = Literal["auto", "groundingdino", "clipseg", "library"]
+ROUTES: tuple[str, ...] = ("auto", "groundingdino", "clipseg", "library")
+#: registry names tried, in order, when no model object is given
+GROUNDER_MODELS: tuple[str, ...] = ("grounding_dino_tiny", "groundingdino_swint_ogc")
+HEATMAPPER_MODELS: tuple[str, ...] = ("clipseg_rd64_refined",)
+
+#: progress(fraction_done, message)
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass
+class TextResult:
+    """Instance labels for one image and what produced them."""
+
+    labels: np.ndarray  # (H, W) uint16/uint32, 0 = background, one id per object
+    route: str  # "groundingdino" | "clipseg" | "library"
+    reason: str  # which model/entry answered and why the earlier routes did not
+    prompt: str  # what the user typed
+    model_prompts: list[str]  # the expanded phrase(s) the model saw
+    phrases: list[str] = field(default_factory=list)  # per label id - 1: the phrase that found it
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # per label id - 1, x0 y0 x1 y1
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # per label id - 1
+    heatmap: np.ndarray | None = None  # CLIPSeg route: (H, W) probability (max over phrases)
+    matches: list = field(default_factory=list)  # library route: the entries used, with their similarity
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {
+            "route": self.route,
+            "reason": self.reason,
+            "prompt": self.prompt,
+            "model_prompts": self.model_prompts,
+            "objects": int(len(self.phrases)),
+            "phrases": self.phrases,
+            "scores": [round(float(s), 4) for s in self.scores],
+            "boxes": np.round(self.boxes, 1).tolist(),
+            "warnings": self.warnings,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def split_phrases(prompt: str) -> list[str]:
+    """'gland, nuclei. stroma' -> ['gland', 'nuclei', 'stroma'] (GroundingDINO separates phrases with '.')."""
+    phrases = [" ".join(p.split()) for p in re.split(r"[.,;\n]+", prompt)]
+    phrases = [p for p in phrases if p]
+    if not phrases:
+        raise PromptsegError("the text prompt is empty; type what to segment, e.g. 'nuclei' or 'gland'")
+    return phrases
+
+
+@dataclass
+class TextRoute:
+    """The model (or library) chosen to answer, and why."""
+
+    route: str
+    model: object  # TextGrounder | TextHeatmapper | ReferenceLibrary
+    name: str
+    skipped: list[str] = field(default_factory=list)  # why earlier routes were not taken, briefly
+    details: list[str] = field(default_factory=list)  # the full messages (which file is missing, where to put it)
+
+    def because(self, answer: str) -> str:
+        return "; ".join([*self.skipped, answer])
+
+
+def _try_load(kind: str, names: Sequence[str], weights: str | None, device: str) -> tuple[object, str, list[str]]:
+    from ..models import load_grounder, load_heatmapper
+
+    loader = load_grounder if kind == "grounder" else load_heatmapper
+    problems = []
+    for model_name in names:
+        try:
+            return loader(model_name, weights=weights, device=device), model_name, problems
+        except (WeightsError, ImportError) as exc:
+            problems.append(str(exc))
+    return None, "", problems
+
+
+def choose_route(
+    route: Route = "auto",
+    *,
+    grounder: TextGrounder | str | None = None,
+    heatmapper: TextHeatmapper | str | None = None,
+    library: object | None = None,
+    weights: str | None = None,
+    device: str = "auto",
+) -> TextRoute:
+    """Pick the route that can answer: a given model object, else registry models whose weights resolve, else the
+    reference library (``library``: a :class:`~..io.library.ReferenceLibrary`, a path, or None for the default)."""
+    if route not in ROUTES:
+        raise PromptsegError(f"route must be one of {ROUTES}, got {route!r}")
+    skipped: list[str] = []
+    details: list[str] = []
+    if route in ("auto", "groundingdino"):
+        if grounder is not None and not isinstance(grounder, str):
+            return TextRoute("groundingdino", grounder, getattr(grounder, "name", "grounder"))
+        names = [grounder] if isinstance(grounder, str) else GROUNDER_MODELS
+        model, model_name, problems = _try_load("grounder", names, weights, device)
+        if model is not None:
+            return TextRoute("groundingdino", model, model_name)
+        if route == "groundingdino":
+            raise WeightsError("no GroundingDINO model could be loaded: " + "; ".join(problems))
+        skipped.append("no GroundingDINO weights")
+        details.extend(problems)
+    if route in ("auto", "clipseg"):
+        if heatmapper is not None and not isinstance(heatmapper, str):
+            return TextRoute("clipseg", heatmapper, getattr(heatmapper, "name", "heatmapper"), skipped, details)
+        names = [heatmapper] if isinstance(heatmapper, str) else HEATMAPPER_MODELS
+        model, model_name, problems = _try_load("heatmapper", names, weights, device)
+        if model is not None:
+            return TextRoute("clipseg", model, model_name, skipped, details)
+        if route == "clipseg":
+            raise WeightsError("no CLIPSeg model could be loaded: " + "; ".join(problems))
+        skipped.append("no CLIPSeg weights")
+        details.extend(problems)
+    from ..io.library import ReferenceLibrary
+
+    lib = library if isinstance(library, ReferenceLibrary) else ReferenceLibrary.open(library)
+    if not lib.entries:
+        where = "; ".join(skipped) + ", and " if skipped else ""
+        raise PromptsegError(
+            f"{where}the reference library at {lib.path} has no entries: save a named exemplar from the One-shot "
+            "widget ('Save reference to library') or with `promptseg library add NAME --image IMG --mask MASK`, or put "
+            "GroundingDINO/CLIPSeg weights in place (`promptseg models` lists where)"
+        )
+    return TextRoute("library", lib, str(lib.path), skipped, details)
+
+
+def segment_text(
+    image: np.ndarray,
+    prompt: str,
+    *,
+    route: Route | TextRoute = "auto",
+    grounder: TextGrounder | str | None = None,
+    heatmapper: TextHeatmapper | str | None = None,
+    library: object | None = None,
+    segmenter: PromptableSegmenter | None = None,
+    weights: str | None = None,
+    device: str = "auto",
+    template: str = "p1",
+    attributes: PromptAttributes | None = None,
+    box_threshold: float = 0.35,
+    text_threshold: float = 0.25,
+    nms_iou: float = 0.5,
+    heatmap_threshold: float = 0.5,
+    refine: bool = True,
+    top_k: int = 3,
+    min_similarity: float | None = None,
+    channel_axis: int | None = None,
+    channels: list[int] | None = None,
+    normalize: Normalization = "auto",
+    name: str = "image",
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> TextResult:
+    """Instance labels of what ``prompt`` names in ``image`` ("nuclei", "gland, stroma").
+
+    ``route``: "auto" takes the first that can answer of GroundingDINO, CLIPSeg, the reference library (or pass a
+    :class:`TextRoute` from :func:`choose_route` to reuse loaded models over many images). ``template``: medvlsm
+    prompt level p0-p9 (:func:`~.prompt_templates.expand_prompt`) applied to each phrase for the vision-language
+    models. ``refine``: decode CLIPSeg components with the segmenter (default LiteMedSAM) instead of thresholding
+    alone. The library route uses ``top_k`` matching exemplars above ``min_similarity`` (see
+    :func:`~.library.match_library`).
+    """
+    if not 0 <= box_threshold <= 1 or not 0 <= text_threshold <= 1 or not 0 <= heatmap_threshold <= 1:
+        raise PromptsegError("box, text and heatmap thresholds must lie in [0, 1]")
+    report = progress or (lambda fraction, message: None)
+
+    def check_cancel() -> None:
+        if cancel is not None and cancel():
+            raise CancelledError("cancelled")
+
+    phrases = split_phrases(prompt)
+    hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    report(0.0, "choosing the text route")
+    if isinstance(route, TextRoute):
+        chosen = route
+    else:
+        chosen = choose_route(
+            route, grounder=grounder, heatmapper=heatmapper, library=library, weights=weights, device=device
+        )
+    timings["load_s"] = time.perf_counter() - t0
+    check_cancel()
+    needs_segmenter = chosen.route in ("groundingdino", "library") or (chosen.route == "clipseg" and refine)
+    if segmenter is None and needs_segmenter:
+        from ..models import load_segmenter
+
+        segmenter = load_segmenter(device=device)
+    model_prompts = [expand_prompt(p, template, attributes) for p in phrases]
+    t0 = time.perf_counter()
+    if chosen.route == "groundingdino":
+        result = _grounding_route(
+            hwc,
+            prompt,
+            phrases,
+            model_prompts,
+            chosen,
+            segmenter,
+            box_threshold,
+            text_threshold,
+            nms_iou,
+            normalize,
+            report,
+            cancel,
+        )
+    elif chosen.route == "clipseg":
+        result = _clipseg_route(
+            hwc,
+            prompt,
+            phrases,
+            model_prompts,
+            chosen,
+            segmenter if refine else None,
+            heatmap_threshold,
+            normalize,
+            report,
+            check_cancel,
+        )
+    else:
+        result = _library_route(
+            image,
+            prompt,
+            phrases,
+            chosen,
+            segmenter,
+            top_k,
+            min_similarity,
+            channel_axis,
+            channels,
+            normalize,
+            name,
+            report,
+            cancel,
+        )
+    timings["segment_s"] = time.perf_counter() - t0
+    result.timings = timings
+    if not result.phrases:
+        result.warnings.append(f"{name}: nothing found for {prompt!r} ({result.reason})")
+    report(1.0, "done")
+    return result
+
+
+def _grounding_route(
+    hwc,
+    prompt,
+    phrases,
+    model_prompts,
+    chosen,
+    segmenter,
+    box_threshold,
+    text_threshold,
+    nms_iou,
+    normalize,
+    report,
+    cancel,
+) -> TextResult:
+    from .grounded import boxes_to_instances
+
+    report(0.1, f"{chosen.name}: finding boxes")
+    caption = " . ".join(model_prompts)
+    detections = chosen.model.boxes(
+        hwc, caption, box_threshold=box_threshold, text_threshold=text_threshold, normalize=normalize
+    )
+    report(0.5, f"{len(detections)} boxes; segmenting each")
+    labels, kept = boxes_to_instances(hwc, detections, segmenter, nms_iou=nms_iou, normalize=normalize, cancel=cancel)
+    kept = np.asarray(kept, dtype=int)
+    answer = (
+        f"GroundingDINO ({chosen.name}): {len(kept)} object(s) from {len(detections)} box(es) above box threshold "
+        f"{box_threshold} / text threshold {text_threshold}"
+    )
+    return TextResult(
+        labels=labels,
+        route="groundingdino",
+        reason=chosen.because(answer),
+        prompt=prompt,
+        model_prompts=[detections.prompt or caption],
+        phrases=[detections.phrases[i] for i in kept],
+        boxes=detections.boxes[kept].astype(np.float32),
+        scores=detections.scores[kept].astype(np.float32),
+    )
+
+
+def _clipseg_route(
+    hwc, prompt, phrases, model_prompts, chosen, segmenter, threshold, normalize, report, check_cancel
+) -> TextResult:
+    from .heatmap import heatmap_to_instances
+
+    labels = np.zeros(hwc.shape[:2], np.uint32)
+    found_phrases, boxes, scores, heatmaps = [], [], [], []
+    for k, (phrase, model_prompt) in enumerate(zip(phrases, model_prompts, strict=True)):
+        report(0.1 + 0.8 * k / len(phrases), f"{chosen.name}: heatmap of {model_prompt!r}")
+        heat = chosen.model.heatmap(hwc, model_prompt, normalize=normalize)
+        heatmaps.append(heat)
+        check_cancel()
+        found = heatmap_to_instances(hwc, heat, threshold=threshold, segmenter=segmenter, normalize=normalize)
+        for obj_id in range(1, int(found.labels.max()) + 1):
+            free = (found.labels == obj_id) & (labels == 0)  # earlier phrases keep their pixels
+            if not free.any():
+                continue
+            labels[free] = len(found_phrases) + 1
+            found_phrases.append(phrase)
+            boxes.append(found.boxes[obj_id - 1])
+            scores.append(float(heat[free].mean()))
+        check_cancel()
+    how = "refined by the segmenter" if segmenter is not None else "thresholded"
+    answer = f"CLIPSeg ({chosen.name}): heatmap above {threshold}, {how}, {len(found_phrases)} object(s)"
+    return TextResult(
+        labels=_compact(labels),
+        route="clipseg",
+        reason=chosen.because(answer),
+        prompt=prompt,
+        model_prompts=list(model_prompts),
+        phrases=found_phrases,
+        boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+        scores=np.asarray(scores, np.float32),
+        heatmap=np.max(heatmaps, axis=0).astype(np.float32),
+    )
+
+
+def _library_route(
+    image,
+    prompt,
+    phrases,
+    chosen,
+    segmenter,
+    top_k,
+    min_similarity,
+    channel_axis,
+    channels,
+    normalize,
+    name,
+    report,
+    cancel,
+) -> TextResult:
+    from .library import segment_with_library
+
+    h, w = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name).shape[:2]
+    labels = np.zeros((h, w), np.uint32)
+    found_phrases, boxes, scores, matches, reasons, warnings = [], [], [], [], [], []
+    for k, phrase in enumerate(phrases):
+        span = (k / len(phrases), (k + 1) / len(phrases))
+
+        def sub_progress(fraction: float, message: str, span=span, phrase=phrase) -> None:
+            report(span[0] + fraction * (span[1] - span[0]), f"{phrase!r}: {message}")
+
+        kwargs = {} if min_similarity is None else {"min_similarity": min_similarity}
+        answer = segment_with_library(
+            image,
+            phrase,
+            chosen.model,
+            segmenter=segmenter,
+            top_k=top_k,
+            channel_axis=channel_axis,
+            channels=channels,
+            normalize=normalize,
+            progress=sub_progress,
+            cancel=cancel,
+            **kwargs,
+        )
+        matches.extend(answer.matches)
+        reasons.append(answer.reason)
+        warnings.extend(getattr(answer.oneshot_result, "warnings", []))
+        # one-shot SAT answers with one mask: its connected components become the objects
+        components, n = ndimage.label(answer.mask)
+        similarity = max((m.similarity for m in answer.matches), default=0.0)
+        for sl_index, sl in enumerate(ndimage.find_objects(components), start=1):
+            free = (components == sl_index) & (labels == 0)
+            if not free.any():
+                continue
+            labels[free] = len(found_phrases) + 1
+            found_phrases.append(phrase)
+            boxes.append([sl[1].start, sl[0].start, sl[1].stop - 1, sl[0].stop - 1])
+            scores.append(similarity)
+    return TextResult(
+        labels=_compact(labels),
+        route="library",
+        reason=chosen.because("used " + "; ".join(reasons)),
+        prompt=prompt,
+        model_prompts=phrases,
+        phrases=found_phrases,
+        boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+        scores=np.asarray(scores, np.float32),
+        matches=matches,
+        warnings=warnings,
+    )
+
+
+def _compact(labels: np.ndarray) -> np.ndarray:
+    """The smallest unsigned dtype that holds the ids (uint16 up to 65535 objects)."""
+    return labels.astype(np.uint16) if labels.max(initial=0) < 2**16 else labels

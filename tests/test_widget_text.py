@@ -1,0 +1,118 @@
+"""The Text prompt widget in a real napari viewer: the offline library route with real LiteMedSAM on chest X-rays,
+and the GroundingDINO route (tiny random-weight model) giving a Shapes layer of boxes.
+
+Run under a display: ``xvfb-run -a python -m pytest tests/test_widget_text.py``.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from napari.qt.threading import WorkerBase
+from napari.utils.notifications import NotificationSeverity, notification_manager
+
+from napari_promptseg._widgets.text import TextPromptWidget
+from napari_promptseg.io import read_image, read_mask
+from napari_promptseg.io.library import ReferenceLibrary
+from napari_promptseg.methods.metrics import dice
+from napari_promptseg.models import get_card
+from napari_promptseg.models.registry import cache_dir
+
+from .conftest import dataset_pairs
+from .test_grounding import hf_dir  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.gui
+RUN_MS = 600_000  # model load + SAT on a shared 2-core CPU
+
+
+@pytest.fixture
+def make_viewer(make_napari_viewer):
+    yield make_napari_viewer
+    WorkerBase.await_workers(msecs=120_000)
+
+
+@pytest.fixture(scope="module")
+def lungs(shared_data):
+    pairs = dataset_pairs(shared_data / "lungs_cxr_shenzhen")[:3]
+    return [(read_image(i)[..., 0], read_mask(m)) for i, m in pairs]
+
+
+def _widget(viewer, image_layer) -> TextPromptWidget:
+    widget = TextPromptWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="text prompt")
+    widget.image.set_layer(image_layer)
+    return widget
+
+
+def test_library_route_on_a_stack_shows_labels_and_the_route(make_viewer, qtbot, lungs, tmp_path):
+    library = ReferenceLibrary.open(tmp_path / "library")
+    library.add("lung", *lungs[0], description="lung fields of a chest X-ray")
+    viewer = make_viewer()
+    targets = lungs[1:]
+    stack = viewer.add_image(np.stack([t for t, _ in targets]), name="xrays", scale=(1, 0.5, 0.5))
+    widget = _widget(viewer, stack)
+    widget.library.setText(str(library.path))
+    widget.prompt.setText("lungs")
+    widget.template.setCurrentText("p3")
+    widget.colour.setText("dark")
+    assert widget.expanded.text() == "dark lungs"  # the expanded prompt is shown as the user types
+    widget.template.setCurrentText("p1")
+    before = [layer.name for layer in viewer.layers]
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+
+    result = viewer.layers["xrays text: lungs"]
+    assert result.data.shape == (2, 512, 512) and tuple(result.scale) == (1, 0.5, 0.5)
+    for plane, (_, truth) in zip(result.data, targets, strict=True):
+        assert dice(plane > 0, truth) > 0.85  # the library route reaches ~0.95 here (tests/test_text.py)
+    boxes = viewer.layers["xrays text: lungs boxes"]
+    assert {int(k) for k in np.unique(np.concatenate(boxes.data)[:, 0])} == {0, 1}  # rectangles on both planes
+    assert set(boxes.features["phrase"]) == {"lungs"}
+    assert "used library entry 'lung'" in widget.route_label.text()
+    assert widget.route_label.text().startswith("route: library — no GroundingDINO weights; no CLIPSeg weights")
+    assert [layer.name for layer in viewer.layers][: len(before)] == before  # nothing the user made was replaced
+
+
+def test_groundingdino_route_adds_box_shapes_on_the_image(make_viewer, qtbot, lungs, hf_dir):  # noqa: F811
+    shutil.copytree(hf_dir, cache_dir() / get_card("grounding_dino_tiny").filename)
+    viewer = make_viewer()
+    image = viewer.add_image(lungs[0][0], name="xray")
+    widget = _widget(viewer, image)
+    widget.prompt.setText("lung")
+    widget.box_threshold.setValue(0.0)  # random weights: keep what the tiny model finds
+    widget.text_threshold.setValue(0.0)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+
+    labels = viewer.layers["xray text: lung"].data
+    n = int(labels.max())
+    assert labels.shape == (512, 512) and n >= 1
+    assert np.unique(labels[labels > 0]).tolist() == list(range(1, n + 1))
+    boxes = viewer.layers["xray text: lung boxes"]
+    assert len(boxes.data) == n and set(boxes.shape_type) == {"rectangle"}
+    result = widget.last_output.results[0]
+    for corners, (x0, y0, x1, y1) in zip(boxes.data, result.boxes, strict=True):  # (row, col) corners, box per id
+        np.testing.assert_allclose(corners.min(0), [y0, x0], atol=1e-3)
+        np.testing.assert_allclose(corners.max(0), [y1, x1], atol=1e-3)
+    assert list(boxes.features["phrase"]) == result.phrases == ["lung"] * n
+    assert widget.route_label.text().startswith("route: groundingdino — GroundingDINO (grounding_dino_tiny)")
+
+
+def test_empty_prompt_and_empty_library_are_reported_not_raised(make_viewer, qtbot, lungs, tmp_path):
+    viewer = make_viewer()
+    image = viewer.add_image(lungs[0][0], name="xray")
+    widget = _widget(viewer, image)
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    widget.run()  # no prompt: refused before any model loads
+    assert widget.is_idle
+    widget.prompt.setText("nuclei")
+    widget.library.setText(str(tmp_path / "empty-library"))
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    errors = [n.message for n in seen if n.severity == NotificationSeverity.ERROR]
+    assert any("empty" in m for m in errors)
+    assert any("no entries" in m and "promptseg library add" in m for m in errors)
+    assert [layer.name for layer in viewer.layers] == ["xray"]
