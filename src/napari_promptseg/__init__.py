@@ -2,8 +2,9 @@
 
 From the napari console or a script::
 
-    from napari_promptseg import segment
+    from napari_promptseg import segment, segment_text, segment_like, register
     labels = segment(image, boxes=[(x0, y0, x1, y1)])
+    result = segment_text(image, "nuclei")  # result.labels, result.route, result.reason
 """
 
 from __future__ import annotations
@@ -16,7 +17,22 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["segment", "__version__"]
+__all__ = ["register", "segment", "segment_like", "segment_text", "__version__"]
+
+#: the other entry points load lazily: importing the package (napari does at start-up) stays cheap
+_LAZY = {
+    "segment_text": "napari_promptseg.methods.text",
+    "segment_like": "napari_promptseg.methods.oneshot",
+    "register": "napari_promptseg.methods.registration",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'napari_promptseg' has no attribute {name!r}")
 
 
 def segment(
