@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 
 import numpy as np
@@ -43,10 +44,10 @@ def test_register_cli_writes_warped_image_field_landmarks_and_report(shared_data
     report = json.loads((out / "report.json").read_text())
     lm = report["landmarks"]
     assert lm["pairs_compared"] == 12
-    # measured 73.2 -> 24.3 px with prompts+intensity, and 73.2 -> 43.3 px with the unfused LiteMedSAM encoder
-    # (logits equal to 1e-4, yet a different region start): the region route is fragile on this strong affine
-    # (issue 5), so this plumbing test only asks for a clear improvement
-    assert lm["after"]["tre_mean"] < 0.65 * lm["before"]["tre_mean"]
+    # measured 73.2 -> 4.0 px: the starts are judged by image similarity (the baseline's moments start wins here)
+    # and the SimpleITK stages repeat exactly, so the bound no longer has to allow for an unstable region start
+    assert lm["after"]["tre_mean"] < 0.1 * lm["before"]["tre_mean"]
+    assert report["start"]["chosen"] in report["start"]["scores"]
     assert (
         lm["after"]["rtre_mean"] == lm["after"]["tre_mean"] / lm["image_diagonal"]
         or abs(lm["after"]["rtre_mean"] * lm["image_diagonal"] - lm["after"]["tre_mean"]) < 0.05
@@ -68,6 +69,14 @@ def test_register_cli_writes_warped_image_field_landmarks_and_report(shared_data
     inside = (xi >= 0) & (yi >= 0) & (xi < fixed.shape[1]) & (yi < fixed.shape[0])
     back = np.stack([xi, yi], 1)[inside] + field[yi[inside], xi[inside]]
     assert np.abs(back - moving_lm[inside]).max() < 2.5  # rounding x to the pixel grid moves it by <= 0.71 px
+
+
+def test_register_default_method_is_the_same_in_python_and_cli():
+    from napari_promptseg.cli import build_parser
+    from napari_promptseg.methods.registration import DEFAULT_METHOD, register
+
+    assert build_parser().parse_args(["register", "f.png", "m.png", "-o", "out"]).method == DEFAULT_METHOD
+    assert inspect.signature(register).parameters["method"].default == DEFAULT_METHOD
 
 
 def test_register_cli_refuses_landmark_count_mismatch(shared_data, tmp_path, capsys):

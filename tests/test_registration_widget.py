@@ -15,7 +15,7 @@ from napari.utils.notifications import NotificationSeverity, notification_manage
 from napari_promptseg._widgets.registration import RegistrationWidget, deformation_grid, pair_labels
 from napari_promptseg.io import read_image
 from napari_promptseg.io.landmarks import read_landmarks
-from napari_promptseg.methods.registration import register
+from napari_promptseg.methods.registration import DEFAULT_METHOD, register
 from napari_promptseg.methods.warp import Deformation
 
 pytestmark = pytest.mark.gui
@@ -52,6 +52,7 @@ def test_widget_registers_and_maps_landmarks(make_viewer, qtbot, pair):
     viewer.add_points(lm_fixed[:, ::-1], name="lm fixed")
     viewer.add_points(lm_moving[:, ::-1], name="lm moving")
     widget = RegistrationWidget(viewer)
+    assert widget.method.currentText() == DEFAULT_METHOD  # one default: Python register(), CLI and widget
     widget.fixed_picker.set_layer(fixed_layer)
     widget.moving_picker.set_layer(moving_layer)
     widget.fixed_points.set_layer(viewer.layers["lm fixed"])
@@ -105,7 +106,7 @@ def test_region_pairs_are_colour_matched_and_grid_follows_the_transform(pair):
     regions = np.zeros(shape, np.uint8)
     regions[25:80, 40:120], regions[110:170, 130:220] = 1, 2
     moved = s.warp_labels(regions)
-    result = register(fixed, moving, prompts=[(regions == i, moved == i) for i in (1, 2)])
+    result = register(fixed, moving, prompts=[(regions == i, moved == i) for i in (1, 2)], method="prompts")
     fixed_labels, moving_labels = pair_labels(result, shape, shape)
     for k in (1, 2):  # pair k has the same id on both sides, at the places of its two masks
         assert ((fixed_labels == k) == (regions == k)).mean() > 0.99

@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import PromptsegError
 from ..methods.registration import (
+    DEFAULT_METHOD,
     METHODS,
     RegistrationOptions,
     RegistrationResult,
@@ -104,10 +105,11 @@ class RegistrationWidget(QWidget):
         self.moving_points = LayerPicker(napari_viewer, napari.layers.Points, none_text="none")
         self.method = QComboBox()
         self.method.addItems(list(METHODS))
-        self.method.setCurrentText("intensity")  # best on every BIRL pair so far (benchmarks/); regions are opt-in
+        self.method.setCurrentText(DEFAULT_METHOD)
         self.method.setToolTip(
             "prompts: automatic LiteMedSAM regions matched across the images (Tell2Reg); "
-            "prompts+intensity: then SimpleITK refinement; intensity: SimpleITK only (baseline)"
+            "prompts+intensity: the region start and the baseline's start, each refined by SimpleITK, the one that "
+            "aligns the images best (mutual information) kept; intensity: SimpleITK only (baseline)"
         )
         self.similarity = QDoubleSpinBox()
         self.similarity.setRange(0.0, 1.0)

@@ -78,6 +78,23 @@ class PairingReport:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class PairingOptions:
+    """How the regions of the two images become pairs; :class:`~.registration.RegistrationOptions` extends it."""
+
+    #: Tell2Reg pairs prototypes with cosine similarity > 0.8
+    similarity_threshold: float = 0.8
+    #: pairs whose areas (fractions of their images) differ by more than this factor are dropped
+    max_area_ratio: float = 2.0
+    #: RANSAC tolerance on pair centroids, normalised units
+    consistency_tolerance: float = 0.15
+    #: prompt the moving image with the fixed regions' boxes mapped through the first (affine) estimate
+    transfer_prompts: bool = True
+    #: local pairs whose centroids disagree with the global-region affine by more than this fraction of the
+    #: moving-image diagonal are dropped
+    local_tolerance: float = 0.04
+
+
 @runtime_checkable
 class RegionSource(Protocol):
     """Image -> regions. Called once per image; the same source on both images gives comparable regions."""
@@ -300,9 +317,7 @@ def pair_regions(
     fixed_regions: Sequence[Region],
     moving_regions: Sequence[Region],
     *,
-    similarity_threshold: float = 0.8,
-    max_area_ratio: float = 2.0,
-    consistency_tolerance: float = 0.15,
+    options: PairingOptions | None = None,
     report: PairingReport | None = None,
 ) -> list[RegionPair]:
     """Pair regions prompt by prompt, then drop pairs of very different size and geometric outliers.
@@ -310,6 +325,7 @@ def pair_regions(
     Prototypes must already be set (see :func:`attach_prototypes`). A prompt with exactly one region on each side
     pairs directly (the prompt is the correspondence); otherwise by greedy cosine matching.
     """
+    opts = options or PairingOptions()
     report = report if report is not None else PairingReport()
     report.fixed_regions, report.moving_regions = len(fixed_regions), len(moving_regions)
     prompts = sorted({r.prompt or "" for r in fixed_regions} & {r.prompt or "" for r in moving_regions})
@@ -323,18 +339,19 @@ def pair_regions(
         if prompt and len(fi) == 1 and len(mi) == 1:  # the same prompt is the correspondence
             matches = [(0, 0, float(sim[0, 0]))]
         else:
-            matches = greedy_match(sim, similarity_threshold)
+            matches = greedy_match(sim, opts.similarity_threshold)
         pairs += [RegionPair(fixed_regions[fi[a]], moving_regions[mi[b]], s) for a, b, s in matches]
     report.matched = len(pairs)
-    sized = [
-        p
-        for p in pairs
-        if 1 / max_area_ratio <= p.moving.area_fraction / max(p.fixed.area_fraction, 1e-9) <= max_area_ratio
-    ]
+    sized = [p for p in pairs if similar_size(p, opts.max_area_ratio)]
     report.dropped_size = len(pairs) - len(sized)
-    consistent = consistent_pairs(sized, consistency_tolerance)
+    consistent = consistent_pairs(sized, opts.consistency_tolerance)
     report.dropped_inconsistent = len(sized) - len(consistent)
     return consistent
+
+
+def similar_size(pair: RegionPair, max_ratio: float) -> bool:
+    """The two regions cover similar fractions of their images (within a factor ``max_ratio``)."""
+    return 1 / max_ratio <= pair.moving.area_fraction / max(pair.fixed.area_fraction, 1e-9) <= max_ratio
 
 
 def consistent_pairs(pairs: list[RegionPair], tolerance: float, iterations: int = 200, seed: int = 0):

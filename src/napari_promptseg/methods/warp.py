@@ -229,6 +229,8 @@ class Deformation:
         """
         if inner.moving_shape != self.fixed_shape or inner.fixed_shape != self.fixed_shape:
             raise PromptsegError("compose: the inner transform must map the fixed frame to itself")
+        if self.residual is None and inner.residual is None:  # two affines: exact, no resampling
+            return Deformation(self.fixed_shape, self.moving_shape, self.affine @ inner.affine, None)
         inner_map = inner.norm_map(grid_shape, torch.float64)
         outer = self._norm_points(inner_map.reshape(-1, 2)).reshape(inner_map.shape)
         return Deformation.from_norm_grid(outer, self.fixed_shape, self.moving_shape)
