@@ -38,3 +38,9 @@ def isolated_weights_cache(tmp_path_factory, monkeypatch):
     """No test reads or writes the user's weights cache or reaches the network for weights."""
     monkeypatch.setenv("PROMPTSEG_CACHE_DIR", str(tmp_path_factory.mktemp("weights-cache")))
     monkeypatch.setenv("PROMPTSEG_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def isolated_reference_library(tmp_path_factory, monkeypatch):
+    """No test reads or writes the user's reference library (io/library.py's default location)."""
+    monkeypatch.setenv("PROMPTSEG_LIBRARY", str(tmp_path_factory.mktemp("reference-library")))

@@ -64,14 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="region prompt; 'auto' (default) = automatic regions matched by embedding similarity",
     )
-    # default: the intensity route, which beats the region route on every BIRL pair so far
-    # (benchmarks/results/bench_registration.md); the region route is opt-in until it is better
     reg.add_argument(
         "--method",
-        default="intensity",
+        default="prompts+intensity",  # = methods.registration.DEFAULT_METHOD (not imported here: torch is slow)
         choices=["prompts", "prompts+intensity", "intensity"],
-        help="prompts: corresponding regions (Tell2Reg); intensity: SimpleITK; prompts+intensity: both "
-        "(default: %(default)s)",
+        help="prompts: corresponding regions (Tell2Reg); intensity: SimpleITK; prompts+intensity: SimpleITK from "
+        "the region start and from its own, the better by mutual information (default: %(default)s)",
     )
     reg.add_argument("--landmarks-fixed", type=Path, help="fixed-image landmarks (ANHIR CSV ',X,Y' or .pts)")
     reg.add_argument("--landmarks-moving", type=Path, help="moving-image landmarks, same order as the fixed ones")
@@ -86,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(reg)
     reg.set_defaults(func=cmd_register)
     _add_oneshot_parser(sub)
+    _add_text_parser(sub)
+    _add_library_parser(sub)
     return parser
 
 
@@ -293,6 +293,8 @@ def cmd_register(args: argparse.Namespace) -> int:
             "dice_after_mean": _mean_or_none(result.pair_dice_after),
         },
         landmarks=record or None,
+        # which start won the image-similarity (NMI) choice, and every start's score
+        start={"chosen": result.start, "scores": {k: round(v, 4) for k, v in result.start_scores.items()}},
         warnings=result.warnings,
         timings_s={
             **{k: round(v, 4) for k, v in result.timings.items()},
@@ -488,6 +490,222 @@ def _reference_labels(mask: np.ndarray, image: np.ndarray, path: Path) -> np.nda
     if mask.dtype == np.uint8 and path.suffix.lower() in (".jpg", ".jpeg"):
         return mask > 127
     return mask
+
+
+def _add_text_parser(sub: argparse._SubParsersAction) -> None:
+    text = sub.add_parser(
+        "text",
+        help="segment what a text prompt names (GroundingDINO + SAM, CLIPSeg, or the offline reference library)",
+        description="Writes OUT/<stem>.tif (instance labels) per image and OUT/report.json (route, why, boxes, "
+        "phrases). The route is the first that can answer: GroundingDINO, CLIPSeg, then the reference library "
+        "(`promptseg library add`), unless --route picks one.",
+    )
+    text.add_argument("prompt", help="what to segment, e.g. 'nuclei' or 'gland, stroma' (phrases split on , . ;)")
+    text.add_argument("images", nargs="+", type=Path, help="2D images or folders of images")
+    text.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    text.add_argument("--route", default="auto", choices=["auto", "groundingdino", "clipseg", "library"])
+    text.add_argument("--grounder", help="GroundingDINO model name from `promptseg models` (default: any available)")
+    text.add_argument("--heatmapper", help="CLIPSeg model name from `promptseg models` (default: any available)")
+    text.add_argument("--text-weights", help="weights of the text model (checkpoint file or model directory)")
+    text.add_argument("--library", type=Path, help="reference library directory (default: the user library)")
+    text.add_argument(
+        "--template", default="p1", choices=[f"p{i}" for i in range(10)], help="medvlsm prompt level (%(default)s)"
+    )
+    text.add_argument("--shape", help="prompt attribute for templates p2+, e.g. 'round'")
+    text.add_argument("--colour", "--color", dest="colour", help="prompt attribute for templates p3+, e.g. 'pink'")
+    text.add_argument("--description", help="prompt attribute for templates p7-p9")
+    text.add_argument("--box-threshold", type=float, default=0.35, help="GroundingDINO box threshold (%(default)s)")
+    text.add_argument("--text-threshold", type=float, default=0.25, help="GroundingDINO text threshold (%(default)s)")
+    text.add_argument("--heatmap-threshold", type=float, default=0.5, help="CLIPSeg threshold (%(default)s)")
+    text.add_argument("--no-refine", action="store_true", help="CLIPSeg: threshold only, no SAM refinement")
+    text.add_argument("--top-k", type=int, default=3, help="library: exemplars to ensemble (%(default)s)")
+    text.add_argument("--min-similarity", type=float, help="library: lowest prompt-to-entry similarity accepted")
+    text.add_argument("--overlay", action="store_true", help="also write OUT/<stem>_overlay.png")
+    _add_model_options(text)
+    text.set_defaults(func=cmd_text)
+
+
+def cmd_text(args: argparse.Namespace) -> int:
+    from .io import read_image, write_labels
+    from .methods.prompt_templates import PromptAttributes
+    from .methods.text import choose_route, segment_text
+    from .models import load_segmenter
+
+    images = _expand_images(args.images)
+    t0 = time.perf_counter()
+    route = choose_route(
+        args.route,
+        grounder=args.grounder,
+        heatmapper=args.heatmapper,
+        library=args.library,
+        weights=args.text_weights,
+        device=args.device,
+    )
+    segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
+    load_s = time.perf_counter() - t0
+    attributes = PromptAttributes(shape=args.shape, colour=args.colour, description=args.description)
+    args.output.mkdir(parents=True, exist_ok=True)
+    records = []
+    for path in images:
+        image = read_image(path)
+        result = segment_text(
+            image,
+            args.prompt,
+            route=route,
+            segmenter=segmenter,
+            template=args.template,
+            attributes=attributes,
+            box_threshold=args.box_threshold,
+            text_threshold=args.text_threshold,
+            heatmap_threshold=args.heatmap_threshold,
+            refine=not args.no_refine,
+            top_k=args.top_k,
+            min_similarity=args.min_similarity,
+            channel_axis=args.channel_axis,
+            channels=args.channels,
+            normalize=args.normalize,
+            name=str(path),
+        )
+        out = write_labels(args.output / f"{path.stem}.tif", result.labels)
+        record = {"input": str(path), "output": str(out), "shape": list(image.shape), **result.summary()}
+        _finish_image(args, path, image, result.labels, record, f"{record['objects']} object(s); {result.reason}")
+        records.append(record)
+    _write_report(
+        args.output,
+        command="text",
+        model=segmenter.name,
+        route=route.route,
+        text_model=route.name,
+        parameters={
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in vars(args).items()
+            if k not in ("func", "images", "output", "command")
+        },
+        images=records,
+        timings_s={"model_load": round(load_s, 4), "total": round(time.perf_counter() - t0, 4)},
+    )
+    return 0
+
+
+def _add_library_parser(sub: argparse._SubParsersAction) -> None:
+    lib = sub.add_parser(
+        "library",
+        help="manage the reference library: named exemplars that answer text prompts offline",
+        description="Named one-shot exemplars (image crop + mask + description). `promptseg text --route library` "
+        "matches a prompt to their names/descriptions and segments with SAT. Default location: $PROMPTSEG_LIBRARY, "
+        "else the user data directory.",
+    )
+    lib_sub = lib.add_subparsers(dest="library_command", required=True)
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--library", type=Path, help="library directory (default: $PROMPTSEG_LIBRARY or the user one)")
+
+    add = lib_sub.add_parser("add", parents=[where], help="save an exemplar: an image and the mask of one structure")
+    add.add_argument("name", help="what the structure is called, e.g. 'gland' (matched against text prompts)")
+    add.add_argument("--image", type=Path, required=True, help="2D image file")
+    add.add_argument("--mask", type=Path, required=True, help="its mask/labels (non-zero = the structure)")
+    add.add_argument("--description", default="", help="optional text; synonyms separated by ',' are matched too")
+    add.add_argument("--channel-axis", type=int, help="axis of the channels in a multichannel image")
+    add.add_argument("--channels", type=int, nargs="+", help="up to three channels to keep (after --channel-axis)")
+    add.add_argument("--pixel-size", type=float, nargs=2, metavar=("DY", "DX"), help="physical pixel size")
+    add.add_argument(
+        "--margin", type=float, default=None, help="crop margin around the mask, x its box's longer side (default 1.0)"
+    )
+    add.add_argument("--min-crop", type=int, default=1024, help="smallest crop side in pixels (%(default)s)")
+    add.add_argument("--no-crop", action="store_true", help="keep the whole image instead of a crop around the mask")
+    add.set_defaults(func=cmd_library_add)
+
+    listing = lib_sub.add_parser("list", parents=[where], help="list the entries")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=cmd_library_list)
+
+    remove = lib_sub.add_parser("remove", parents=[where], help="remove an entry by id or name")
+    remove.add_argument("name", help="entry id, or name")
+    remove.add_argument("--all", action="store_true", help="remove every entry with this name")
+    remove.set_defaults(func=cmd_library_remove)
+
+    export = lib_sub.add_parser("export", parents=[where], help="write the library to one zip file")
+    export.add_argument("zip", type=Path, help="FILE.zip to write")
+    export.add_argument("--force", action="store_true", help="overwrite FILE.zip if it exists")
+    export.set_defaults(func=cmd_library_export)
+
+    imp = lib_sub.add_parser("import", parents=[where], help="merge an exported zip into the library")
+    imp.add_argument("zip", type=Path, help="FILE.zip written by `promptseg library export`")
+    imp.set_defaults(func=cmd_library_import)
+
+
+def cmd_library_add(args: argparse.Namespace) -> int:
+    from .io import read_image
+    from .io.library import DEFAULT_MARGIN, ReferenceLibrary
+
+    for path in (args.image, args.mask):
+        if not path.is_file():
+            raise PromptsegError(f"input file not found: {path}")
+    if args.no_crop and args.margin is not None:
+        raise PromptsegError("give --margin or --no-crop, not both")
+    image = read_image(args.image)
+    mask = _reference_labels(read_image(args.mask), image, args.mask)
+    library = ReferenceLibrary.open(args.library)
+    entry = library.add(
+        args.name,
+        image,
+        mask,
+        args.description,
+        source=str(args.image),
+        channel_axis=args.channel_axis,
+        channels=args.channels,
+        pixel_size=args.pixel_size,
+        margin=None if args.no_crop else (DEFAULT_MARGIN if args.margin is None else args.margin),
+        min_crop=args.min_crop,
+    )
+    size = "x".join(str(s) for s in entry.shape[:2][::-1])
+    print(f"added '{entry.name}' (id {entry.id}, {size} px crop) to {library.path}")
+    return 0
+
+
+def cmd_library_list(args: argparse.Namespace) -> int:
+    from .io.library import ReferenceLibrary
+
+    library = ReferenceLibrary.open(args.library)
+    rows = [{k: v for k, v in e.to_json().items() if k != "sha256"} for e in library.entries]
+    if args.json:
+        print(json.dumps({"library": str(library.path), "entries": rows}, indent=2))
+        return 0
+    print(f"reference library: {library.path} ({len(rows)} entries)")
+    for e in library.entries:
+        size = "x".join(str(s) for s in e.shape[:2][::-1])
+        described = f"  {e.description}" if e.description else ""
+        print(f"{e.name:<20} {e.id:<28} {size:>9} px  {e.source or '-'}{described}")
+    return 0
+
+
+def cmd_library_remove(args: argparse.Namespace) -> int:
+    from .io.library import ReferenceLibrary
+
+    library = ReferenceLibrary.open(args.library)
+    for entry in library.remove(args.name, all_with_name=args.all):
+        print(f"removed '{entry.name}' (id {entry.id})")
+    return 0
+
+
+def cmd_library_export(args: argparse.Namespace) -> int:
+    from .io.library import ReferenceLibrary
+
+    library = ReferenceLibrary.open(args.library)
+    path = library.export(args.zip, overwrite=args.force)
+    print(f"exported {len(library)} entries from {library.path} to {path}")
+    return 0
+
+
+def cmd_library_import(args: argparse.Namespace) -> int:
+    from .io.library import ReferenceLibrary
+
+    result = ReferenceLibrary.import_zip(args.zip, into=args.library)
+    for entry in result.added:
+        print(f"imported '{entry.name}' (id {entry.id})")
+    if result.skipped:
+        print(f"skipped (already in the library): {', '.join(result.skipped)}")
+    print(f"{len(result.added)} entries added to {result.library.path}")
+    return 0
 
 
 def _finish_image(

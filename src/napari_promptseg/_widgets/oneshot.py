@@ -138,6 +138,17 @@ class OneShotWidget(QWidget):
         self.show_points.setChecked(True)
         self.run_button = QPushButton("Segment like the reference")
         self.run_button.clicked.connect(self.run)
+        # reference library: the reference + its labels saved under a name answer text prompts later (offline)
+        self.library_name = QLineEdit()
+        self.library_name.setPlaceholderText("e.g. gland")
+        self.library_description = QLineEdit()
+        self.library_description.setPlaceholderText("optional; synonyms separated by commas")
+        self.save_button = QPushButton("Save reference to library…")
+        self.save_button.setToolTip(
+            "Save the reference image (cropped around its labels) and labels as a named exemplar; typed prompts "
+            "are matched to its name. Saving a name again adds another exemplar (nothing is overwritten)."
+        )
+        self.save_button.clicked.connect(self.save_to_library)
 
         form = QFormLayout()
         form.addRow("reference image", self.reference)
@@ -154,6 +165,11 @@ class OneShotWidget(QWidget):
         layout.addWidget(self.show_points)
         layout.addWidget(self.run_button)
         layout.addWidget(self.runner.widget)
+        library_form = QFormLayout()
+        library_form.addRow("library name", self.library_name)
+        library_form.addRow("description", self.library_description)
+        layout.addLayout(library_form)
+        layout.addWidget(self.save_button)
         layout.addStretch(1)
         self.last_output: OneShotOutput | None = None
 
@@ -196,6 +212,42 @@ class OneShotWidget(QWidget):
         if not files:
             raise PromptsegError(f"no image files in {folder}")
         return reference, labels, files, [p.stem for p in files], False, None
+
+    def save_to_library(self):
+        """Save the reference layer + its labels as a named library entry (small files, written right here)."""
+        from napari.utils.notifications import show_info
+
+        from ..io.library import ReferenceLibrary
+        from ._common import notify_exception
+
+        try:
+            ref, ref_labels = self.reference.layer(), self.reference_labels.layer()
+            if ref is None or ref_labels is None:
+                raise PromptsegError("choose the reference image and its Labels layer to save to the library")
+            name = self.library_name.text().strip()
+            if not name:
+                raise PromptsegError("type a library name for the reference (e.g. 'gland')")
+            image, labels = np.asarray(ref.data), np.asarray(ref_labels.data)
+            if labels.ndim != 2 or labels.shape != image.shape[:2]:
+                raise PromptsegError(
+                    f"reference labels '{ref_labels.name}' of shape {labels.shape} do not match the 2D reference "
+                    f"image '{ref.name}' of shape {image.shape}"
+                )
+            scale = tuple(float(s) for s in ref.scale[-2:])
+            library = ReferenceLibrary.open()
+            entry = library.add(
+                name,
+                image,
+                labels > 0,
+                self.library_description.text(),
+                source=ref.name,
+                pixel_size=None if scale == (1.0, 1.0) else scale,
+            )
+        except (PromptsegError, OSError) as exc:
+            notify_exception(exc, "save to library")
+            return None
+        show_info(f"saved '{entry.name}' to the reference library {library.path} (id {entry.id})")
+        return entry
 
     def run(self) -> None:
         from ._common import notify_exception

@@ -1,0 +1,323 @@
+"""Offline text route: a typed prompt -> the matching reference-library exemplars -> SAT one-shot segmentation.
+
+1. :func:`match_library` compares the prompt with every entry's name, with "name: description" and, when the
+   description lists phrases separated by ',', ';' or '/', with each of them (synonyms), using the
+   bundled sentence model (all-MiniLM-L6-v2, cosine similarity of L2-normalised embeddings). A name equal to the
+   prompt up to case, punctuation and plural ("Glands" / "gland", "nuclei" / "nucleus") scores 1.0.
+2. Entries at or above ``min_similarity`` and within ``max_gap`` of the best one answer the prompt (at most
+   ``top_k``; several -> SAT ensemble).
+3. :func:`segment_with_library` runs :func:`.oneshot.segment_like` with their images and masks as references.
+
+``min_similarity`` = 0.6, measured with all-MiniLM-L6-v2 (``benchmarks/eval_library.py``, results/library_route.json):
+synonyms and plurals score 0.64-0.93 ("colorectal polyp"/"polyp" 0.64, "colon polyp"/"polyp" 0.73, "lung fields"/
+"lung" 0.76, "cell nuclei"/"nucleus" 0.81, "nuclei"/"nucleus" 0.86, "neurons"/"neuron" 0.91, "glands"/"gland" 0.93),
+unrelated structure words 0.22-0.51 ("nucleus"/"lung" 0.22, "lung"/"polyp" 0.23, "kidney"/"lung" 0.49,
+"membrane"/"cell interior" 0.51). 0.6 sits 0.04 below the weakest synonym and 0.09 above the strongest unrelated
+pair; with one exemplar per shared dataset, 15/15 prompt variants chose the right entry and 6/6 unrelated prompts
+none. ``max_gap`` = 0.1 keeps a clearly weaker second entry (e.g. "cell interior" for the prompt "nuclei") out of
+the ensemble.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import PromptsegError, WeightsError
+from ..io.library import LibraryEntry, ReferenceLibrary
+from ..models.preprocessing import Normalization, as_channels_last
+from ..models.protocols import PromptableSegmenter
+from .oneshot import OneShotResult, segment_like
+
+ProgressCallback = Callable[[float, str], None]
+
+DEFAULT_MIN_SIMILARITY = 0.6
+DEFAULT_MAX_GAP = 0.1
+DEFAULT_TOP_K = 3
+
+_IRREGULAR_PLURALS = {
+    "nuclei": "nucleus",
+    "nucleoli": "nucleolus",
+    "mitochondria": "mitochondrion",
+    "bacteria": "bacterium",
+    "vertebrae": "vertebra",
+    "lumina": "lumen",
+    "foci": "focus",
+    "fungi": "fungus",
+    "cortices": "cortex",
+    "apices": "apex",
+    "stomata": "stoma",
+    "teeth": "tooth",
+    "feet": "foot",
+    "villi": "villus",
+    "alveoli": "alveolus",
+    "glomeruli": "glomerulus",
+    "tubuli": "tubulus",
+}
+
+
+class TextEmbedder(Protocol):
+    """What matching needs from a sentence model (:class:`..models.text_embedding.SentenceEmbedder`)."""
+
+    name: str
+
+    def embed(self, texts: str | Sequence[str]) -> np.ndarray: ...
+
+
+def _singular(word: str) -> str:
+    if word in _IRREGULAR_PLURALS:
+        return _IRREGULAR_PLURALS[word]
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 4 and word.endswith(("sses", "xes", "ches", "shes", "zes")):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def normalize_name(text: str) -> str:
+    """Case-, punctuation- and plural-insensitive key: 'Colon Polyps!' -> 'colon polyp', 'nuclei' -> 'nucleus'."""
+    words = re.sub(r"[^0-9a-z]+", " ", text.casefold()).split()
+    return " ".join(_singular(w) for w in words)
+
+
+@dataclass(frozen=True)
+class LibraryMatch:
+    """One library entry and how well it matches the prompt."""
+
+    entry: LibraryEntry
+    similarity: float  # cosine similarity in [-1, 1]; 1.0 for an exact (plural-insensitive) name match
+    matched_text: str  # the entry text that scored best: its name or "name: description"
+    exact: bool = False
+
+    def describe(self) -> str:
+        return f"'{self.entry.name}' (similarity {self.similarity:.2f})"
+
+
+@dataclass
+class LibraryResult:
+    """The library route's answer for one image."""
+
+    labels: np.ndarray  # (H, W) uint16, 1 on the mask
+    mask: np.ndarray  # (H, W) bool
+    matches: list[LibraryMatch]
+    reason: str  # which entries answered and why, for the UI/report ("library entry 'gland' (similarity 0.93)")
+    oneshot_result: OneShotResult
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+# embeddings of entry texts are recomputed per process (never stored on disk) but kept here between prompts
+_EMBED_CACHE: dict[tuple[int, str], np.ndarray] = {}
+_EMBED_CACHE_MAX = 4096
+_cache_lock = threading.Lock()
+
+
+def _embed_cached(embedder: TextEmbedder, texts: list[str]) -> np.ndarray:
+    key = id(embedder)
+    with _cache_lock:
+        missing = list(dict.fromkeys(t for t in texts if (key, t) not in _EMBED_CACHE))
+    if missing:
+        vectors = np.asarray(embedder.embed(missing), np.float32)
+        with _cache_lock:
+            if len(_EMBED_CACHE) + len(missing) > _EMBED_CACHE_MAX:
+                _EMBED_CACHE.clear()
+            _EMBED_CACHE.update({(key, t): v for t, v in zip(missing, vectors, strict=True)})
+    with _cache_lock:
+        return np.stack([_EMBED_CACHE[(key, t)] for t in texts])
+
+
+def _as_library(library: ReferenceLibrary | str | Path | None) -> ReferenceLibrary:
+    return library if isinstance(library, ReferenceLibrary) else ReferenceLibrary.open(library)
+
+
+def _check_prompt(prompt: str) -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise PromptsegError("the text prompt is empty; type what to segment (e.g. 'gland')")
+    return " ".join(prompt.split())
+
+
+def rank_library(
+    prompt: str, library: ReferenceLibrary | str | Path | None, embedder: TextEmbedder | None = None
+) -> list[LibraryMatch]:
+    """Every entry with its similarity to the prompt, best first (no threshold).
+
+    ``embedder=None`` loads the bundled sentence model; when it cannot be loaded, exact name matches still work
+    (the others are then missing from the ranking).
+    """
+    prompt = _check_prompt(prompt)
+    entries = _as_library(library).entries
+    if not entries:
+        return []
+    key = normalize_name(prompt)
+    exact = [LibraryMatch(e, 1.0, e.name, True) for e in entries if normalize_name(e.name) == key]
+    if embedder is None:
+        from ..models import load_text_embedder
+
+        try:
+            embedder = load_text_embedder()
+        except (WeightsError, ImportError):
+            if exact:
+                return exact
+            raise
+    texts = sorted({t for e in entries for t in e.match_texts()})
+    vectors = _embed_cached(embedder, [prompt, *texts])
+    similarity = dict(zip(texts, (vectors[1:] @ vectors[0]).astype(float), strict=True))
+    exact_ids = {m.entry.id for m in exact}
+    ranked = list(exact)
+    for entry in entries:
+        if entry.id in exact_ids:
+            continue
+        best = max(entry.match_texts(), key=lambda t: similarity[t])
+        ranked.append(LibraryMatch(entry, float(similarity[best]), best))
+    # stable: among equal scores the older entry first
+    return sorted(ranked, key=lambda m: -m.similarity)
+
+
+def match_library(
+    prompt: str,
+    library: ReferenceLibrary | str | Path | None = None,
+    embedder: TextEmbedder | None = None,
+    *,
+    top_k: int = DEFAULT_TOP_K,
+    min_similarity: float = DEFAULT_MIN_SIMILARITY,
+    max_gap: float = DEFAULT_MAX_GAP,
+) -> list[LibraryMatch]:
+    """Entries that answer ``prompt``: similarity >= ``min_similarity`` and within ``max_gap`` of the best, at most
+    ``top_k``, best first. Empty when nothing matches (or the library is empty); see the module docstring."""
+    return select_matches(
+        rank_library(prompt, library, embedder), top_k=top_k, min_similarity=min_similarity, max_gap=max_gap
+    )
+
+
+def select_matches(
+    ranked: Sequence[LibraryMatch],
+    *,
+    top_k: int = DEFAULT_TOP_K,
+    min_similarity: float = DEFAULT_MIN_SIMILARITY,
+    max_gap: float = DEFAULT_MAX_GAP,
+) -> list[LibraryMatch]:
+    """The answering entries of a :func:`rank_library` ranking (see :func:`match_library`)."""
+    if top_k < 1:
+        raise PromptsegError(f"top_k must be at least 1, got {top_k}")
+    if not ranked or ranked[0].similarity < min_similarity:
+        return []
+    floor = max(min_similarity, ranked[0].similarity - max_gap)
+    return [m for m in ranked if m.similarity >= floor][:top_k]
+
+
+def no_match_message(
+    prompt: str,
+    library: ReferenceLibrary,
+    ranked: Sequence[LibraryMatch] = (),
+    min_similarity: float = DEFAULT_MIN_SIMILARITY,
+) -> str:
+    """What to tell the user when the library cannot answer a prompt, and what to do about it."""
+    howto = (
+        "label the structure in the One-shot widget and press 'Save reference to library…', or run "
+        f"`promptseg library add '{prompt}' --image IMAGE --mask MASK`"
+    )
+    if not len(library):
+        return (
+            f"the reference library ({library.path}) is empty, so the text prompt '{prompt}' cannot be answered "
+            f"offline; save an exemplar first: {howto}"
+        )
+    closest = ", ".join(f"'{m.entry.name}' {m.similarity:.2f}" for m in list(ranked)[:3]) or ", ".join(
+        f"'{n}'" for n in library.names()[:5]
+    )
+    return (
+        f"no reference-library entry matches '{prompt}' (closest: {closest}; a match needs similarity >= "
+        f"{min_similarity:.2f}); use one of the library's names, or save an exemplar of '{prompt}': {howto}"
+    )
+
+
+def describe_matches(matches: Sequence[LibraryMatch]) -> str:
+    """'library entry 'gland' (similarity 0.93)' or 'library entries ... (SAT ensemble of 2)'."""
+    if len(matches) == 1:
+        return f"library entry {matches[0].describe()}"
+    return f"library entries {', '.join(m.describe() for m in matches)} (SAT ensemble of {len(matches)})"
+
+
+def segment_with_library(
+    image: np.ndarray,
+    prompt: str,
+    library: ReferenceLibrary | str | Path | None = None,
+    *,
+    segmenter: PromptableSegmenter | None = None,
+    embedder: TextEmbedder | None = None,
+    top_k: int = DEFAULT_TOP_K,
+    min_similarity: float = DEFAULT_MIN_SIMILARITY,
+    max_gap: float = DEFAULT_MAX_GAP,
+    matches: Sequence[LibraryMatch] | None = None,
+    channel_axis: int | None = None,
+    channels: list[int] | None = None,
+    normalize: Normalization = "auto",
+    name: str = "image",
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+    **segment_like_kwargs: Any,
+) -> LibraryResult:
+    """Segment what ``prompt`` names in ``image`` with the matching library exemplars (SAT one-shot).
+
+    ``matches`` skips matching (e.g. the route chooser already matched). ``channel_axis``/``channels`` describe
+    ``image``; each exemplar carries its own layout. Other keyword arguments go to :func:`.oneshot.segment_like`
+    (``strategy``, ``ensemble``, ``keep_largest``, ``extractor``, ...). Raises :class:`PromptsegError` with what to
+    do when the library is empty or nothing matches.
+    """
+    report = progress or (lambda fraction, message: None)
+    prompt = _check_prompt(prompt)
+    lib = _as_library(library)
+    t0 = time.perf_counter()
+    if matches is None:
+        report(0.0, f"matching '{prompt}' to the reference library")
+        ranked = rank_library(prompt, lib, embedder)
+        matches = select_matches(ranked, top_k=top_k, min_similarity=min_similarity, max_gap=max_gap)
+        if not matches:
+            raise PromptsegError(no_match_message(prompt, lib, ranked, min_similarity))
+    matches = list(matches)
+    if not matches:
+        raise PromptsegError(no_match_message(prompt, lib, (), min_similarity))
+    match_s = time.perf_counter() - t0
+    target = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
+    references, masks = [], []
+    for match in matches:
+        entry = match.entry
+        references.append(
+            as_channels_last(entry.image(), channel_axis=entry.channel_axis, name=f"library entry '{entry.name}'")
+        )
+        masks.append(entry.mask())
+
+    def sub(fraction: float, message: str) -> None:
+        report(0.05 + 0.95 * fraction, message)
+
+    # every array is channels-last now; -1 is a no-op for them and ignored for 2D ones
+    result = segment_like(
+        references,
+        masks,
+        target,
+        segmenter=segmenter,
+        channel_axis=-1,
+        normalize=normalize,
+        names=[name],
+        progress=sub,
+        cancel=cancel,
+        **segment_like_kwargs,
+    )[0]
+    reason = describe_matches(matches)
+    return LibraryResult(
+        labels=result.labels,
+        mask=result.mask,
+        matches=matches,
+        reason=reason,
+        oneshot_result=result,
+        timings={"match_s": match_s, **result.timings},
+        warnings=list(result.warnings),
+    )

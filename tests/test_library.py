@@ -1,0 +1,339 @@
+"""Reference library (on-disk format, CLI), the bundled sentence model, prompt matching, and the library text route
+with real LiteMedSAM on shared chest X-rays."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import tifffile
+from skimage import data as skdata
+
+from napari_promptseg.cli import main
+from napari_promptseg.errors import PromptsegError
+from napari_promptseg.io import read_image, read_mask
+from napari_promptseg.io.library import FORMAT, VERSION, ReferenceLibrary, bounding_crop, default_library_path
+from napari_promptseg.methods.library import (
+    DEFAULT_MIN_SIMILARITY,
+    match_library,
+    normalize_name,
+    rank_library,
+    segment_with_library,
+)
+from napari_promptseg.methods.metrics import dice
+
+from .conftest import dataset_pairs
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from napari_promptseg.models import load_text_embedder
+
+    return load_text_embedder(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def lungs(shared_data):
+    pairs = dataset_pairs(shared_data / "lungs_cxr_shenzhen")[:3]
+    return [(read_image(i), read_mask(m), i.name) for i, m in pairs]
+
+
+@pytest.fixture
+def cell():
+    """skimage's real fluorescence `cell` image (uint8) with a mask of its bright cell."""
+    image = skdata.cell()
+    mask = np.zeros(image.shape, bool)
+    mask[200:300, 250:400] = image[200:300, 250:400] > np.percentile(image, 60)
+    return image, mask
+
+
+# -- on-disk format ------------------------------------------------------------------------------------------------
+
+
+def test_default_location_is_the_env_var(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMPTSEG_LIBRARY", str(tmp_path / "lib"))
+    assert default_library_path() == tmp_path / "lib"
+    assert ReferenceLibrary.open().path == tmp_path / "lib"
+
+
+def test_add_crops_keeps_dtype_and_round_trips(tmp_path, lungs, cell):
+    lib = ReferenceLibrary.open(tmp_path / "lib")
+    assert len(lib) == 0 and not (tmp_path / "lib").exists()  # nothing is written until the first add
+
+    image16 = cell[0].astype(np.uint16) * 257  # a 16-bit image must come back 16-bit, not rescaled
+    entry = lib.add("Cell", image16, cell[1], "bright cell, soma", source="cell.tif", pixel_size=(0.5, 0.5), min_crop=0)
+    index = json.loads((tmp_path / "lib" / "library.json").read_text())
+    assert index["format"] == FORMAT and index["version"] == VERSION == 1
+    (record,) = index["entries"]
+    assert record["id"] == entry.id and record["name"] == "Cell" and record["dtype"] == "uint16"
+    assert record["image"] == f"entries/{entry.id}/image.tif" and record["mask"] == f"entries/{entry.id}/mask.png"
+    assert record["source"] == "cell.tif" and record["pixel_size"] == [0.5, 0.5] and "created" in record
+    # crop = bounding box grown by its longer side on each side (default margin 1.0), clipped to the image
+    rows, cols = np.nonzero(cell[1])
+    pad = max(np.ptp(rows), np.ptp(cols)) + 1
+    h, w = image16.shape
+    expected = [max(rows.min() - pad, 0), max(cols.min() - pad, 0), min(rows.max() + 1 + pad, h)]
+    expected.append(min(cols.max() + 1 + pad, w))
+    assert record["crop"] == expected
+    r0, c0, r1, c1 = expected
+    stored = tifffile.imread(tmp_path / "lib" / record["image"])
+    assert stored.dtype == np.uint16 and np.array_equal(stored, image16[r0:r1, c0:c1])
+
+    rgb, lung_mask, name = lungs[0]
+    lung = lib.add("lung", rgb, lung_mask, source=name, margin=None)
+    stack = np.stack([cell[0], 255 - cell[0]])  # (2, H, W) two channels
+    two = lib.add("two channel", stack, cell[1], channel_axis=0)
+    assert two.crop == (0, 0, *cell[0].shape)  # by default a source up to 1024 px is kept whole
+
+    again = ReferenceLibrary.open(tmp_path / "lib")  # a second process sees the same entries
+    assert [e.id for e in again.entries] == [entry.id, lung.id, two.id]
+    e_lung = again.get("lung")
+    assert e_lung.rgb and e_lung.channel_axis is None and e_lung.shape == rgb.shape
+    assert np.array_equal(e_lung.image(), rgb) and np.array_equal(e_lung.mask(), lung_mask)
+    e_two = again.get(two.id)
+    assert e_two.channel_axis == 2 and not e_two.rgb and e_two.image().shape[-1] == 2
+    r0, c0, r1, c1 = e_two.crop
+    assert np.array_equal(e_two.image()[..., 1], 255 - cell[0][r0:r1, c0:c1])
+    assert again.get("cell").synonyms == ["bright cell", "soma"]
+    assert not list((tmp_path / "lib").glob(".library.json.*"))  # atomic writes leave no temporary files
+
+    assert [e.id for e in again.remove("lung")] == [lung.id]
+    assert not (tmp_path / "lib" / "entries" / lung.id).exists()
+    assert [e.name for e in ReferenceLibrary.open(tmp_path / "lib")] == ["Cell", "two channel"]
+
+
+def test_crop_of_a_large_source_keeps_a_1024_window_around_the_object():
+    mask = np.zeros((3000, 2000), bool)
+    mask[100:150, 1900:1990] = True  # near the top right corner
+    r0, c0, r1, c1 = bounding_crop(mask, 1.0, 1024)
+    assert (r1 - r0, c1 - c0) == (1024, 1024) and (r0, c1) == (0, 2000)  # shifted inside the image
+    assert mask[r0:r1, c0:c1].sum() == mask.sum()
+    assert bounding_crop(mask, 1.0, 0) == (10, 1810, 240, 2000)  # box grown by its longer side (90 px)
+
+
+def test_add_refuses_bad_input_and_versions_duplicates(tmp_path, cell):
+    lib = ReferenceLibrary.open(tmp_path)
+    image, mask = cell
+    with pytest.raises(PromptsegError, match="mask is empty"):
+        lib.add("cell", image, np.zeros_like(mask))
+    with pytest.raises(PromptsegError, match=r"mask of shape \(10, 10\) does not match"):
+        lib.add("cell", image, mask[:10, :10])
+    bad = image.astype(np.float32)
+    bad[5, 5] = np.nan
+    with pytest.raises(PromptsegError, match="NaN"):
+        lib.add("cell", bad, mask, source="noisy.tif")
+    with pytest.raises(PromptsegError, match="needs a name"):
+        lib.add("  ", image, mask)
+    first = lib.add("cell", image, mask)
+    with pytest.raises(PromptsegError, match="already saved"):
+        lib.add("Cell", image, mask)  # same name, same pixels: refused, nothing overwritten
+    shifted = np.roll(mask, 5, axis=1)
+    second = lib.add("cell", image, shifted)  # another exemplar of the same structure: a new id
+    assert second.id != first.id and len(lib) == 2
+    with pytest.raises(PromptsegError, match="2 library entries are named 'cell'"):
+        lib.remove("cell")
+    assert len(lib.remove("cell", all_with_name=True)) == 2 and len(lib) == 0
+    with pytest.raises(PromptsegError, match="no entry 'cell'"):
+        lib.remove("cell")
+
+
+def test_export_import_merges_and_rejects_bad_zips(tmp_path, cell):
+    image, mask = cell
+    source = ReferenceLibrary.open(tmp_path / "a")
+    a = source.add("nucleus", image, mask, "cell nucleus")
+    zip_path = source.export(tmp_path / "lib.zip")
+    with pytest.raises(PromptsegError, match="already exists"):
+        source.export(zip_path)
+
+    other = ReferenceLibrary.open(tmp_path / "b")
+    own = other.add("nucleus", image, np.roll(mask, 3, axis=0))  # same name, other pixels
+    result = ReferenceLibrary.import_zip(zip_path, into=other)
+    (imported,) = result.added
+    assert imported.name == "nucleus" and imported.id not in (a.id, own.id)  # new id: nothing overwritten
+    assert np.array_equal(imported.image(), a.image()) and imported.description == "cell nucleus"
+    assert [e.id for e in ReferenceLibrary.open(tmp_path / "b")] == [own.id, imported.id]
+    again = ReferenceLibrary.import_zip(zip_path, into=tmp_path / "b")
+    assert again.added == [] and again.skipped == ["nucleus"] and len(again.library) == 2
+
+    with zipfile.ZipFile(zip_path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    index = json.loads(members["library.json"])
+
+    def write_zip(name: str, files: dict[str, bytes]):
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w") as zf:
+            for member, content in files.items():
+                zf.writestr(member, content)
+        return path
+
+    newer = write_zip("newer.zip", {**members, "library.json": json.dumps({**index, "version": 2})})
+    with pytest.raises(PromptsegError, match="version 2 was written by a newer napari-promptseg"):
+        ReferenceLibrary.import_zip(newer, into=tmp_path / "c")
+    evil = write_zip("evil.zip", {**members, "../../evil.txt": b"x"})
+    with pytest.raises(PromptsegError, match="unsafe path"):
+        ReferenceLibrary.import_zip(evil, into=tmp_path / "c")
+    record = dict(index["entries"][0], image="../outside/image.tif")
+    escaping = write_zip("escaping.zip", {**members, "library.json": json.dumps({**index, "entries": [record]})})
+    with pytest.raises(PromptsegError, match="unsafe path"):
+        ReferenceLibrary.import_zip(escaping, into=tmp_path / "c")
+    foreign = write_zip("foreign.zip", {"library.json": json.dumps({"format": "something-else", "version": 1})})
+    with pytest.raises(PromptsegError, match="not a napari-promptseg reference library"):
+        ReferenceLibrary.import_zip(foreign, into=tmp_path / "c")
+    assert not (tmp_path / "c").exists() and not (tmp_path / "outside").exists()  # bad zips change nothing
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "library.json").write_text(json.dumps({"format": FORMAT, "version": 3, "entries": []}))
+    with pytest.raises(PromptsegError, match="version 3 was written by a newer"):
+        ReferenceLibrary.open(tmp_path / "d")
+
+
+# -- sentence model and matching -----------------------------------------------------------------------------------
+
+
+def test_embedder_matches_sentence_transformers(embedder):
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["glands", "colon polyp", "cell nuclei", "lung: lung field on a chest X-ray", "a much longer " * 20]
+    ours = embedder.embed(texts)
+    reference = SentenceTransformer(str(embedder.model_dir), device="cpu").encode(texts, convert_to_numpy=True)
+    assert ours.shape == (5, 384) and ours.dtype == np.float32
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    assert np.abs(ours - reference).max() < 1e-5
+
+
+def test_normalize_name_is_case_punctuation_and_plural_insensitive():
+    assert normalize_name("Glands") == normalize_name("gland") == "gland"
+    assert normalize_name("cell nuclei") == "cell nucleus" and normalize_name("nucleus") == "nucleus"
+    assert normalize_name("Colon-Polyps!") == "colon polyp" and normalize_name("bodies") == "body"
+    assert normalize_name("glass") == "glass" and normalize_name("villi") == "villus"
+
+
+def test_prompts_match_the_right_entries(tmp_path, cell, embedder):
+    image, mask = cell
+    lib = ReferenceLibrary.open(tmp_path)
+    masks = [np.roll(mask, k, axis=1) for k in range(5)]  # distinct pixels per entry; matching reads only text
+    lib.add("lung", image, masks[0], "lung field on a chest X-ray")
+    lib.add("polyp", image, masks[1], "colon polyp in colonoscopy")
+    lib.add("gland", image, masks[2], "colon gland in H&E histology")
+    lib.add("nucleus", image, masks[3], "fluorescent cell nucleus")
+    lib.add("cell interior", image, masks[4], "neuron, neural tissue in electron microscopy")
+
+    def best(prompt):
+        return [(m.entry.name, round(m.similarity, 2)) for m in match_library(prompt, lib, embedder)]
+
+    assert best("lungs") == [("lung", 1.0)] and best("Glands") == [("gland", 1.0)] and best("nuclei")[0][0] == "nucleus"
+    for prompt, name in [("colon polyp", "polyp"), ("cell nuclei", "nucleus"), ("colon glands", "gland")]:
+        (match,) = match_library(prompt, lib, embedder)
+        assert match.entry.name == name and DEFAULT_MIN_SIMILARITY < match.similarity < 1.0
+    (neuron,) = match_library("neurons", lib, embedder)  # through the description's synonym list
+    assert neuron.entry.name == "cell interior" and neuron.matched_text == "neuron"
+    for unrelated in ("kidney", "bone", "background"):
+        assert match_library(unrelated, lib, embedder) == []
+    ranked = rank_library("kidney", lib, embedder)
+    assert len(ranked) == 5 and all(m.similarity < DEFAULT_MIN_SIMILARITY for m in ranked)
+    assert ranked == sorted(ranked, key=lambda m: -m.similarity)
+
+
+def test_empty_library_and_no_match_messages_say_what_to_do(tmp_path, cell, embedder, lungs):
+    target = lungs[1][0]
+    with pytest.raises(PromptsegError, match=r"library \(.*\) is empty.*One-shot widget.*promptseg library add"):
+        segment_with_library(target, "lungs", tmp_path / "empty", embedder=embedder)
+    lib = ReferenceLibrary.open(tmp_path / "lib")
+    lib.add("polyp", cell[0], cell[1])
+    with pytest.raises(PromptsegError, match=r"no reference-library entry matches 'lungs' \(closest: 'polyp' 0\.\d\d"):
+        segment_with_library(target, "lungs", lib, embedder=embedder)
+    with pytest.raises(PromptsegError, match="prompt is empty"):
+        match_library("  ", lib, embedder)
+
+
+# -- the route on real pixels --------------------------------------------------------------------------------------
+
+
+def test_library_route_segments_lungs_from_a_saved_exemplar(tmp_path, lungs, litemedsam, embedder):
+    (ref, ref_mask, ref_name), (target, truth, _), (ref2, ref2_mask, ref2_name) = lungs
+    lib = ReferenceLibrary.open(tmp_path)
+    lib.add("lung", ref, ref_mask, "lung field on a chest X-ray", source=ref_name)
+    lib.add("polyp", ref, ref_mask[::-1])  # a wrong entry that must not answer "lungs"
+    steps = []
+    result = segment_with_library(
+        target, "lungs", lib, segmenter=litemedsam, embedder=embedder, progress=lambda f, m: steps.append(f)
+    )
+    assert [m.entry.name for m in result.matches] == ["lung"] and result.matches[0].exact
+    assert result.reason == "library entry 'lung' (similarity 1.00)"
+    assert result.labels.shape == truth.shape and result.labels.dtype == np.uint16
+    assert dice(result.mask, truth) > 0.90  # measured 0.952 (SAT with the whole reference: 0.952)
+    assert steps[0] == 0.0 and steps[-1] == pytest.approx(1.0)
+
+    lib.add("lung", ref2, ref2_mask, source=ref2_name)  # a second exemplar: SAT ensemble of both
+    both = segment_with_library(target, "lung fields", lib, segmenter=litemedsam, embedder=embedder)
+    assert [m.entry.name for m in both.matches] == ["lung", "lung"]
+    assert both.reason.startswith("library entries 'lung'") and "SAT ensemble of 2" in both.reason
+    assert len(both.oneshot_result.per_reference) == 2
+    assert dice(both.mask, truth) > 0.90  # measured 0.952
+
+
+# -- CLI -----------------------------------------------------------------------------------------------------------
+
+
+def test_library_cli_add_list_remove_export_import(shared_data, tmp_path, capsys):
+    image, mask = dataset_pairs(shared_data / "glands_glas")[0]
+    where = ["--library", str(tmp_path / "lib")]
+    code = main(["library", "add", "gland", "--image", str(image), "--mask", str(mask), "--description", "H&E", *where])
+    assert code == 0 and "added 'gland'" in capsys.readouterr().out
+    assert main(["library", "list", "--json", *where]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    (entry,) = listing["entries"]
+    assert entry["name"] == "gland" and entry["description"] == "H&E" and entry["source"] == str(image)
+    stored = ReferenceLibrary.open(tmp_path / "lib").get("gland")
+    r0, c0, r1, c1 = entry["crop"]
+    assert np.array_equal(stored.mask(), read_mask(mask)[r0:r1, c0:c1])  # JPEG masks thresholded at 127
+
+    assert main(["library", "export", str(tmp_path / "g.zip"), *where]) == 0
+    assert main(["library", "import", str(tmp_path / "g.zip"), "--library", str(tmp_path / "other")]) == 0
+    assert "1 entries added" in capsys.readouterr().out
+    assert main(["library", "remove", "gland", *where]) == 0
+    assert "removed 'gland'" in capsys.readouterr().out
+    assert main(["library", "list", *where]) == 0 and "(0 entries)" in capsys.readouterr().out
+
+    assert main(["library", "add", "gland", "--image", str(tmp_path / "nope.png"), "--mask", str(mask), *where]) == 2
+    assert "input file not found" in capsys.readouterr().err
+    assert main(["library", "remove", "gland", *where]) == 2
+    assert "no entry 'gland'" in capsys.readouterr().err
+    assert main(["library", "import", str(tmp_path / "nope.zip"), *where]) == 2
+
+
+# -- widget --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gui
+def test_oneshot_widget_saves_the_reference_to_the_library(make_napari_viewer, lungs):
+    """Under a display: ``xvfb-run -a python -m pytest tests/test_library.py``."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    from napari_promptseg._widgets.oneshot import OneShotWidget
+
+    viewer = make_napari_viewer()
+    image, mask, _ = lungs[0]
+    ref = viewer.add_image(image, name="cxr 1", rgb=True, scale=(0.5, 0.5))
+    labels = viewer.add_labels(mask.astype(np.uint8), name="cxr 1 lungs")
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(ref)
+    widget.reference_labels.set_layer(labels)
+
+    start = len(notification_manager.records)
+    assert widget.save_to_library() is None  # no name yet: refused with a message, nothing written
+    errors = [n.message for n in notification_manager.records[start:] if n.severity == NotificationSeverity.ERROR]
+    assert any("library name" in message for message in errors), errors
+    assert len(ReferenceLibrary.open()) == 0
+
+    widget.library_name.setText("lung")
+    widget.library_description.setText("chest X-ray lung field")
+    widget.save_button.click()
+    (entry,) = ReferenceLibrary.open().entries  # the default library = the test's tmp dir (conftest)
+    assert entry.name == "lung" and entry.source == "cxr 1" and entry.pixel_size == (0.5, 0.5)
+    assert entry.rgb and np.array_equal(entry.mask(), mask) and entry.description == "chest X-ray lung field"
+    assert [layer.name for layer in viewer.layers] == ["cxr 1", "cxr 1 lungs"]  # layers untouched
+    widget.save_button.click()  # the same pixels under the same name again: refused, not duplicated
+    assert len(ReferenceLibrary.open()) == 1
