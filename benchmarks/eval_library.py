@@ -28,7 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_oneshot import dataset_pairs, load, nuclei_subset  # noqa: E402
+from napari_promptseg.io import read_image  # noqa: E402
 from napari_promptseg.io.library import DEFAULT_MARGIN, ReferenceLibrary  # noqa: E402
+from napari_promptseg.methods.instances import match_instances  # noqa: E402
 from napari_promptseg.methods.library import (  # noqa: E402
     DEFAULT_MAX_GAP,
     DEFAULT_MIN_SIMILARITY,
@@ -52,6 +54,8 @@ ENTRIES = {
     ),
     "nuclei_dsb2018": ("nucleus", "fluorescent cell nucleus", ["nuclei", "cell nuclei", "nucleus"]),
 }
+#: entries saved with "many instances": a prompt finds every object like the exemplar's (instance labels)
+INSTANCE_ENTRIES = {"nuclei_dsb2018"}
 UNRELATED_PROMPTS = ["kidney", "bone", "tumor", "background", "membranes", "blood vessels"]
 #: word pairs behind the threshold: (a, b, related?)
 PAIRS = [
@@ -83,12 +87,15 @@ def build_library(path: Path, max_targets: int) -> tuple[ReferenceLibrary, dict]
         if dataset == "nuclei_dsb2018":
             pairs, loaded = nuclei_subset(pairs, loaded)
         (ref, ref_mask), targets = loaded[0], loaded[1 : 1 + max_targets]
-        entry = library.add(name, ref, ref_mask, description, source=pairs[0][0].name)
+        entry = library.add(
+            name, ref, ref_mask, description, source=pairs[0][0].name, instances=dataset in INSTANCE_ENTRIES
+        )
         data[dataset] = {
             "entry": entry,
             "reference": (ref, ref_mask),
             "targets": targets,
             "target_names": [p.name for p, _ in pairs[1 : 1 + max_targets]],
+            "target_labels": [p for _, p in pairs[1 : 1 + max_targets]],
         }
     return library, data
 
@@ -158,7 +165,7 @@ def main() -> None:
             d = data[dataset]
             prompt = ENTRIES[dataset][2][0]
             rows = []
-            for target, truth in d["targets"]:
+            for (target, truth), labels_path in zip(d["targets"], d["target_labels"], strict=True):
                 t = time.perf_counter()
                 answer = segment_with_library(target, prompt, library, segmenter=segmenter, embedder=embedder)
                 route_s = time.perf_counter() - t
@@ -174,6 +181,9 @@ def main() -> None:
                         "reason": answer.reason,
                     }
                 )
+                if d["entry"].instances:  # instance F1 against the ground-truth instance labels
+                    f1 = match_instances(answer.labels, read_image(labels_path))
+                    rows[-1]["f1_iou50"] = round(f1["f1"], 4)
             for row, name in zip(rows, d["target_names"], strict=True):
                 row["image"] = name
             entry = d["entry"]
@@ -184,6 +194,8 @@ def main() -> None:
                 "mean_dice_library": round(float(np.mean([r["dice_library"] for r in rows])), 4),
                 "mean_dice_whole_reference": round(float(np.mean([r["dice_whole_reference"] for r in rows])), 4),
                 "mean_route_s": round(float(np.mean([r["route_s"] for r in rows])), 3),
+                "instances": entry.instances,
+                "mean_f1_iou50": round(float(np.mean([r["f1_iou50"] for r in rows])), 4) if entry.instances else None,
                 "targets": rows,
             }
             print(f"{dataset}: Dice {results[dataset]['mean_dice_library']:.3f}", flush=True)

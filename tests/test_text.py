@@ -109,3 +109,50 @@ def test_library_route_answers_offline_on_real_xrays(lungs, litemedsam, empty_li
     _check_instances(result, target.shape)
     assert 1 <= len(result.phrases) <= 4  # two lung fields (and perhaps a stray piece)
     assert dice(result.labels > 0, truth) > 0.88  # measured 0.95 (SAT on these X-rays, tests/test_oneshot.py)
+
+
+def test_cli_text_answers_from_the_library_and_reports_the_route(shared_data, tmp_path, capsys):
+    import json
+
+    import tifffile
+
+    from napari_promptseg.cli import main
+
+    pairs = dataset_pairs(shared_data / "lungs_cxr_shenzhen")
+    library = tmp_path / "library"
+    (ref, ref_mask), targets = pairs[0], pairs[1:3]
+    assert (
+        main(["library", "add", "lung", "--image", str(ref), "--mask", str(ref_mask), "--library", str(library)]) == 0
+    )
+    out = tmp_path / "out"
+    code = main(["text", "lungs", *[str(t) for t, _ in targets], "-o", str(out), "--library", str(library)])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["command"] == "text" and report["route"] == "library"
+    for record, (image_path, mask_path) in zip(report["images"], targets, strict=True):
+        assert record["reason"].endswith("used library entry 'lung' (similarity 1.00)")
+        labels = tifffile.imread(out / f"{image_path.stem}.tif")
+        assert dice(labels > 0, read_mask(mask_path)) > 0.88  # measured 0.95
+    assert "used library entry 'lung'" in capsys.readouterr().out
+
+    code = main(["text", "nuclei", str(targets[0][0]), "-o", str(tmp_path / "out2"), "--library", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "no entries" in err[0] and "promptseg library add" in err[0]
+
+
+def test_library_entry_saved_with_instances_answers_with_every_object(shared_data, litemedsam, empty_library):
+    from skimage.measure import label
+
+    from napari_promptseg.methods.instances import match_instances
+
+    by_name = {p[0].name: p for p in dataset_pairs(shared_data / "glands_glas")}
+    (ref, ref_mask), (target, truth_mask) = [
+        (read_image(i), read_mask(m)) for i, m in (by_name["testA_25.jpg"], by_name["testA_28.jpg"])
+    ]
+    empty_library.add("gland", ref, ref_mask, "colon gland in H&E", instances=True)
+    result = segment_text(target, "glands", library=empty_library, segmenter=litemedsam, device="cpu")
+    assert result.route == "library" and "many-instances mode" in result.reason
+    _check_instances(result, target.shape[:2])
+    # the same exemplar through the instances mode directly: F1@0.5 0.81 (tests/test_oneshot_instances.py)
+    assert match_instances(result.labels, label(truth_mask))["f1"] > 0.7

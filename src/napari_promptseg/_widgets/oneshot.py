@@ -242,6 +242,7 @@ class OneShotWidget(QWidget):
                 self.library_description.text(),
                 source=ref.name,
                 pixel_size=None if scale == (1.0, 1.0) else scale,
+                instances=self.instances.isChecked(),  # "many instances" now: find every one like them later too
             )
         except (PromptsegError, OSError) as exc:
             notify_exception(exc, "save to library")

@@ -21,6 +21,8 @@ On-disk format, version 1 (a directory)::
       "source": "slide_01.tif",          file or layer name it came from
       "source_shape": [H, W], "crop": [row0, col0, row1, col1],   where the crop lies in the source (end exclusive)
       "pixel_size": null|[dy, dx],       physical size of a pixel if known
+      "instances": false,                true: the mask marks many objects and a prompt finds every one like them
+                                         (the many-instances mode); optional, false when absent
       "mask_pixels": 1234, "sha256": "...",  content hash of image + mask (identical re-imports are skipped)
       "created_with": "napari-promptseg 0.1.0"
     }
@@ -123,6 +125,7 @@ class LibraryEntry:
     mask_pixels: int = 0
     sha256: str = ""
     created_with: str = ""
+    instances: bool = False
     root: Path | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -171,6 +174,7 @@ class LibraryEntry:
             "mask_pixels": self.mask_pixels,
             "sha256": self.sha256,
             "created_with": self.created_with,
+            "instances": self.instances,
         }
 
     @classmethod
@@ -203,6 +207,7 @@ class LibraryEntry:
             description=str(record.get("description") or ""),
             created=str(record.get("created") or ""),
             rgb=bool(record.get("rgb", False)),
+            instances=bool(record.get("instances", False)),
             channel_axis=channel_axis,
             source=str(record.get("source") or ""),
             source_shape=None if optional["source_shape"] is None else tuple(optional["source_shape"]),
@@ -397,6 +402,7 @@ class ReferenceLibrary:
         channel_axis: int | None = None,
         channels: list[int] | None = None,
         pixel_size: tuple[float, float] | None = None,
+        instances: bool = False,
         margin: float | None = DEFAULT_MARGIN,
         min_crop: int = DEFAULT_MIN_CROP,
     ) -> LibraryEntry:
@@ -475,6 +481,7 @@ class ReferenceLibrary:
             mask_pixels=int(stored_mask.sum()),
             sha256=digest,
             created_with=f"napari-promptseg {__version__}",
+            instances=bool(instances),
             root=self.path,
         )
         self._write_entry_files(entry, _tiff_bytes(stored), _png_bytes(stored_mask))

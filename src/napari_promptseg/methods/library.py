@@ -34,6 +34,7 @@ from ..errors import PromptsegError, WeightsError
 from ..io.library import LibraryEntry, ReferenceLibrary
 from ..models.preprocessing import Normalization, as_channels_last
 from ..models.protocols import PromptableSegmenter
+from .instances import InstanceResult, segment_instances_like
 from .oneshot import OneShotResult, segment_like
 
 ProgressCallback = Callable[[float, str], None]
@@ -106,11 +107,11 @@ class LibraryMatch:
 class LibraryResult:
     """The library route's answer for one image."""
 
-    labels: np.ndarray  # (H, W) uint16, 1 on the mask
+    labels: np.ndarray  # (H, W) uint16: 1 on the mask, or instance ids 1..N for an entry saved with instances
     mask: np.ndarray  # (H, W) bool
     matches: list[LibraryMatch]
     reason: str  # which entries answered and why, for the UI/report ("library entry 'gland' (similarity 0.93)")
-    oneshot_result: OneShotResult
+    oneshot_result: OneShotResult | InstanceResult
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -298,6 +299,32 @@ def segment_with_library(
     def sub(fraction: float, message: str) -> None:
         report(0.05 + 0.95 * fraction, message)
 
+    if matches[0].entry.instances:
+        # the best entry marks many objects (saved with "many instances"): find every object like them, from that
+        # one exemplar (the instances mode takes one reference; its connected components are the objects)
+        from scipy import ndimage
+
+        objects = ndimage.label(masks[0])[0]
+        found = segment_instances_like(
+            references[0],
+            objects,
+            target,
+            segmenter=segmenter,
+            channel_axis=-1,
+            normalize=normalize,
+            name=name,
+            progress=sub,
+            cancel=cancel,
+        )
+        return LibraryResult(
+            labels=found.labels,
+            mask=found.labels > 0,
+            matches=matches[:1],
+            reason=describe_matches(matches[:1]) + f", many-instances mode: {len(found.scores)} object(s)",
+            oneshot_result=found,
+            timings={"match_s": match_s, **found.timings},
+            warnings=list(found.warnings),
+        )
     # every array is channels-last now; -1 is a no-op for them and ignored for 2D ones
     result = segment_like(
         references,

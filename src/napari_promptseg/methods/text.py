@@ -392,8 +392,9 @@ def _library_route(
         matches.extend(answer.matches)
         reasons.append(answer.reason)
         warnings.extend(getattr(answer.oneshot_result, "warnings", []))
-        # one-shot SAT answers with one mask: its connected components become the objects
-        components, n = ndimage.label(answer.mask)
+        # one-shot SAT answers with one mask: its connected components become the objects; an entry saved with
+        # "many instances" answers with instance labels already
+        components = answer.labels if answer.labels.max() > 1 else ndimage.label(answer.mask)[0]
         similarity = max((m.similarity for m in answer.matches), default=0.0)
         for sl_index, sl in enumerate(ndimage.find_objects(components), start=1):
             free = (components == sl_index) & (labels == 0)
