@@ -195,12 +195,7 @@ def segment_text(
     if not 0 <= box_threshold <= 1 or not 0 <= text_threshold <= 1 or not 0 <= heatmap_threshold <= 1:
         raise PromptsegError("box, text and heatmap thresholds must lie in [0, 1]")
     report = progress or (lambda fraction, message: None)
-
-    def check_cancel() -> None:
-        if cancel is not None and cancel():
-            raise CancelledError("cancelled")
-
-    phrases = split_phrases(prompt)
+    phrases = split_phrases(prompt)  # bad input is refused before any model loads
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -212,58 +207,31 @@ def segment_text(
             route, grounder=grounder, heatmapper=heatmapper, library=library, weights=weights, device=device
         )
     timings["load_s"] = time.perf_counter() - t0
-    check_cancel()
+    if cancel is not None and cancel():
+        raise CancelledError("cancelled")
     needs_segmenter = chosen.route in ("groundingdino", "library") or (chosen.route == "clipseg" and refine)
     if segmenter is None and needs_segmenter:
         from ..models import load_segmenter
 
         segmenter = load_segmenter(device=device)
-    model_prompts = [expand_prompt(p, template, attributes) for p in phrases]
+    request = _Request(
+        hwc=hwc,
+        prompt=prompt,
+        phrases=phrases,
+        model_prompts=[expand_prompt(p, template, attributes) for p in phrases],
+        chosen=chosen,
+        segmenter=segmenter if needs_segmenter else None,
+        normalize=normalize,
+        report=report,
+        cancel=cancel,
+    )
     t0 = time.perf_counter()
     if chosen.route == "groundingdino":
-        result = _grounding_route(
-            hwc,
-            prompt,
-            phrases,
-            model_prompts,
-            chosen,
-            segmenter,
-            box_threshold,
-            text_threshold,
-            nms_iou,
-            normalize,
-            report,
-            cancel,
-        )
+        result = _grounding_route(request, box_threshold, text_threshold, nms_iou)
     elif chosen.route == "clipseg":
-        result = _clipseg_route(
-            hwc,
-            prompt,
-            phrases,
-            model_prompts,
-            chosen,
-            segmenter if refine else None,
-            heatmap_threshold,
-            normalize,
-            report,
-            check_cancel,
-        )
+        result = _clipseg_route(request, heatmap_threshold)
     else:
-        result = _library_route(
-            image,
-            prompt,
-            phrases,
-            chosen,
-            segmenter,
-            top_k,
-            min_similarity,
-            channel_axis,
-            channels,
-            normalize,
-            name,
-            report,
-            cancel,
-        )
+        result = _library_route(request, top_k, min_similarity)
     timings["segment_s"] = time.perf_counter() - t0
     result.timings = timings
     if not result.phrases:
@@ -272,29 +240,38 @@ def segment_text(
     return result
 
 
-def _grounding_route(
-    hwc,
-    prompt,
-    phrases,
-    model_prompts,
-    chosen,
-    segmenter,
-    box_threshold,
-    text_threshold,
-    nms_iou,
-    normalize,
-    report,
-    cancel,
-) -> TextResult:
+@dataclass
+class _Request:
+    """One image and prompt on its way through a route."""
+
+    hwc: np.ndarray  # the validated (H, W, C) image
+    prompt: str
+    phrases: list[str]
+    model_prompts: list[str]  # the phrases expanded by the prompt template
+    chosen: TextRoute
+    segmenter: PromptableSegmenter | None
+    normalize: Normalization
+    report: ProgressCallback
+    cancel: Callable[[], bool] | None
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel():
+            raise CancelledError("cancelled")
+
+
+def _grounding_route(req: _Request, box_threshold: float, text_threshold: float, nms_iou: float) -> TextResult:
     from .grounded import boxes_to_instances
 
-    report(0.1, f"{chosen.name}: finding boxes")
-    caption = " . ".join(model_prompts)
+    chosen = req.chosen
+    req.report(0.1, f"{chosen.name}: finding boxes")
+    caption = " . ".join(req.model_prompts)
     detections = chosen.model.boxes(
-        hwc, caption, box_threshold=box_threshold, text_threshold=text_threshold, normalize=normalize
+        req.hwc, caption, box_threshold=box_threshold, text_threshold=text_threshold, normalize=req.normalize
     )
-    report(0.5, f"{len(detections)} boxes; segmenting each")
-    labels, kept = boxes_to_instances(hwc, detections, segmenter, nms_iou=nms_iou, normalize=normalize, cancel=cancel)
+    req.report(0.5, f"{len(detections)} boxes; segmenting each")
+    labels, kept = boxes_to_instances(
+        req.hwc, detections, req.segmenter, nms_iou=nms_iou, normalize=req.normalize, cancel=req.cancel
+    )
     kept = np.asarray(kept, dtype=int)
     answer = (
         f"GroundingDINO ({chosen.name}): {len(kept)} object(s) from {len(detections)} box(es) above box threshold "
@@ -304,7 +281,7 @@ def _grounding_route(
         labels=labels,
         route="groundingdino",
         reason=chosen.because(answer),
-        prompt=prompt,
+        prompt=req.prompt,
         model_prompts=[detections.prompt or caption],
         phrases=[detections.phrases[i] for i in kept],
         boxes=detections.boxes[kept].astype(np.float32),
@@ -312,19 +289,19 @@ def _grounding_route(
     )
 
 
-def _clipseg_route(
-    hwc, prompt, phrases, model_prompts, chosen, segmenter, threshold, normalize, report, check_cancel
-) -> TextResult:
+def _clipseg_route(req: _Request, threshold: float) -> TextResult:
     from .heatmap import heatmap_to_instances
 
-    labels = np.zeros(hwc.shape[:2], np.uint32)
+    labels = np.zeros(req.hwc.shape[:2], np.uint32)
     found_phrases, boxes, scores, heatmaps = [], [], [], []
-    for k, (phrase, model_prompt) in enumerate(zip(phrases, model_prompts, strict=True)):
-        report(0.1 + 0.8 * k / len(phrases), f"{chosen.name}: heatmap of {model_prompt!r}")
-        heat = chosen.model.heatmap(hwc, model_prompt, normalize=normalize)
+    for k, (phrase, model_prompt) in enumerate(zip(req.phrases, req.model_prompts, strict=True)):
+        req.report(0.1 + 0.8 * k / len(req.phrases), f"{req.chosen.name}: heatmap of {model_prompt!r}")
+        heat = req.chosen.model.heatmap(req.hwc, model_prompt, normalize=req.normalize)
         heatmaps.append(heat)
-        check_cancel()
-        found = heatmap_to_instances(hwc, heat, threshold=threshold, segmenter=segmenter, normalize=normalize)
+        req.check_cancel()
+        found = heatmap_to_instances(
+            req.hwc, heat, threshold=threshold, segmenter=req.segmenter, normalize=req.normalize, cancel=req.cancel
+        )
         for obj_id in range(1, int(found.labels.max()) + 1):
             free = (found.labels == obj_id) & (labels == 0)  # earlier phrases keep their pixels
             if not free.any():
@@ -333,15 +310,15 @@ def _clipseg_route(
             found_phrases.append(phrase)
             boxes.append(found.boxes[obj_id - 1])
             scores.append(float(heat[free].mean()))
-        check_cancel()
-    how = "refined by the segmenter" if segmenter is not None else "thresholded"
-    answer = f"CLIPSeg ({chosen.name}): heatmap above {threshold}, {how}, {len(found_phrases)} object(s)"
+        req.check_cancel()
+    how = "refined by the segmenter" if req.segmenter is not None else "thresholded"
+    answer = f"CLIPSeg ({req.chosen.name}): heatmap above {threshold}, {how}, {len(found_phrases)} object(s)"
     return TextResult(
         labels=_compact(labels),
         route="clipseg",
-        reason=chosen.because(answer),
-        prompt=prompt,
-        model_prompts=list(model_prompts),
+        reason=req.chosen.because(answer),
+        prompt=req.prompt,
+        model_prompts=list(req.model_prompts),
         phrases=found_phrases,
         boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
         scores=np.asarray(scores, np.float32),
@@ -349,54 +326,40 @@ def _clipseg_route(
     )
 
 
-def _library_route(
-    image,
-    prompt,
-    phrases,
-    chosen,
-    segmenter,
-    top_k,
-    min_similarity,
-    channel_axis,
-    channels,
-    normalize,
-    name,
-    report,
-    cancel,
-) -> TextResult:
+def _library_route(req: _Request, top_k: int, min_similarity: float | None) -> TextResult:
     from .library import segment_with_library
 
-    h, w = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name).shape[:2]
-    labels = np.zeros((h, w), np.uint32)
+    labels = np.zeros(req.hwc.shape[:2], np.uint32)
     found_phrases, boxes, scores, matches, reasons, warnings = [], [], [], [], [], []
-    for k, phrase in enumerate(phrases):
-        span = (k / len(phrases), (k + 1) / len(phrases))
+    for k, phrase in enumerate(req.phrases):
+        span = (k / len(req.phrases), (k + 1) / len(req.phrases))
 
         def sub_progress(fraction: float, message: str, span=span, phrase=phrase) -> None:
-            report(span[0] + fraction * (span[1] - span[0]), f"{phrase!r}: {message}")
+            req.report(span[0] + fraction * (span[1] - span[0]), f"{phrase!r}: {message}")
 
         kwargs = {} if min_similarity is None else {"min_similarity": min_similarity}
         answer = segment_with_library(
-            image,
+            req.hwc,
             phrase,
-            chosen.model,
-            segmenter=segmenter,
+            req.chosen.model,
+            segmenter=req.segmenter,
             top_k=top_k,
-            channel_axis=channel_axis,
-            channels=channels,
-            normalize=normalize,
+            channel_axis=-1,  # the validated channels-last image
+            normalize=req.normalize,
             progress=sub_progress,
-            cancel=cancel,
+            cancel=req.cancel,
             **kwargs,
         )
         matches.extend(answer.matches)
         reasons.append(answer.reason)
-        warnings.extend(getattr(answer.oneshot_result, "warnings", []))
+        warnings.extend(answer.warnings)
         # one-shot SAT answers with one mask: its connected components become the objects; an entry saved with
         # "many instances" answers with instance labels already
         components = answer.labels if answer.labels.max() > 1 else ndimage.label(answer.mask)[0]
         similarity = max((m.similarity for m in answer.matches), default=0.0)
         for sl_index, sl in enumerate(ndimage.find_objects(components), start=1):
+            if sl is None:
+                continue
             free = (components == sl_index) & (labels == 0)
             if not free.any():
                 continue
@@ -407,9 +370,9 @@ def _library_route(
     return TextResult(
         labels=_compact(labels),
         route="library",
-        reason=chosen.because("used " + "; ".join(reasons)),
-        prompt=prompt,
-        model_prompts=phrases,
+        reason=req.chosen.because("used " + "; ".join(reasons)),
+        prompt=req.prompt,
+        model_prompts=list(req.phrases),
         phrases=found_phrases,
         boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
         scores=np.asarray(scores, np.float32),
