@@ -120,3 +120,27 @@ def test_region_pairs_are_colour_matched_and_grid_follows_the_transform(pair):
     # and they follow the transform: the middle of the moving image lands where the known affine puts it
     centre = np.array([np.linspace(0, shape[1] - 1, 64)[32], (shape[0] - 1) / 2, 1.0])
     np.testing.assert_allclose(paths[1][32][::-1], (AFFINE @ centre)[:2], atol=4.0)
+
+
+def test_widget_text_prompts_reach_register(make_viewer, qtbot, pair):
+    """The comma-separated text prompts go to register(): with an empty reference library (the isolated one) and no
+    text-model weights, register's route chooser refuses them by name, and the error reaches the user."""
+    fixed, moving, _, _ = pair
+    viewer = make_viewer()
+    errors = []
+    notification_manager.notification_ready.connect(
+        lambda n: errors.append(n.message) if n.severity == NotificationSeverity.ERROR else None
+    )
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(viewer.add_image(fixed[..., 0], name="fixed"))
+    widget.moving_picker.set_layer(viewer.add_image(moving[..., 0], name="moving"))
+    widget.text_prompts.setText(" gland,, nuclei ")
+    assert widget.prompts() == ["gland", "nuclei"]
+    widget.method.setCurrentText("intensity")
+    widget.run()
+    assert any("text prompts gland, nuclei: choose a prompts method" in m for m in errors)
+    widget.method.setCurrentText("prompts")
+    widget.run()
+    _wait(qtbot, widget)
+    assert any("text prompt 'gland', 'nuclei': no GroundingDINO weights" in m for m in errors), errors
+    assert any("has no entries" in m for m in errors) and widget.last_result is None

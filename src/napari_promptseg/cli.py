@@ -62,8 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--prompt",
         action="append",
         default=[],
-        help="region prompt; 'auto' (default) = automatic regions matched by embedding similarity",
+        help="text prompt naming regions to pair (repeatable: --prompt gland --prompt nuclei; 'gland, nuclei' is "
+        "two phrases of one prompt); 'auto' (default) = automatic regions matched by embedding similarity",
     )
+    reg.add_argument(
+        "--text-route",
+        default="auto",
+        choices=["auto", "groundingdino", "clipseg", "library"],
+        help="what answers the text prompts: the first available of GroundingDINO, CLIPSeg, the reference library "
+        "(default: %(default)s)",
+    )
+    reg.add_argument("--library", type=Path, help="reference library directory (default: the user library)")
+    reg.add_argument("--box-threshold", type=float, default=0.35, help="GroundingDINO box threshold (%(default)s)")
+    reg.add_argument("--text-threshold", type=float, default=0.25, help="GroundingDINO text threshold (%(default)s)")
+    reg.add_argument("--heatmap-threshold", type=float, default=0.5, help="CLIPSeg threshold (%(default)s)")
     reg.add_argument(
         "--method",
         default="prompts+intensity",  # = methods.registration.DEFAULT_METHOD (not imported here: torch is slow)
@@ -209,8 +221,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     if args.channels is not None or args.normalize != "auto":
         raise PromptsegError("register does not support --channels/--normalize yet; use --channel-axis or RGB images")
     prompts = [p for p in args.prompt if p != "auto"]
-    if len(prompts) > 1:
-        raise PromptsegError("several text prompts are not supported yet; use one --prompt or 'auto'")
+    if prompts and args.method == "intensity":
+        raise PromptsegError(f"--prompt {prompts[0]!r} needs --method prompts or prompts+intensity, not intensity")
     t0 = time.perf_counter()
     fixed, moving = read_image(args.fixed), read_image(args.moving)
     landmarks = None
@@ -230,13 +242,21 @@ def cmd_register(args: argparse.Namespace) -> int:
     result = register(
         fixed,
         moving,
-        prompts[0] if prompts else None,
+        prompts or None,
         segmenter=segmenter,
         method=args.method,
         options=options,
         channel_axis=args.channel_axis,
         fixed_name=str(args.fixed),
         moving_name=str(args.moving),
+        text_route=args.text_route,
+        library=args.library,
+        text_options={
+            "box_threshold": args.box_threshold,
+            "text_threshold": args.text_threshold,
+            "heatmap_threshold": args.heatmap_threshold,
+            "device": args.device,
+        },
     )
     args.output.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(args.output / "moving_warped.tif", result.warp_image(moving), compression="zlib")
@@ -266,6 +286,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     if record:
         summary += f", TRE {record['before']['tre_mean']:.2f} -> {record['after']['tre_mean']:.2f} px"
     print(summary + ")")
+    if result.text_route:
+        print(f"text prompts answered by {result.text_route}: {result.text_reason}")
     _write_report(
         args.output,
         command="register",
@@ -275,6 +297,11 @@ def cmd_register(args: argparse.Namespace) -> int:
             "fixed": str(args.fixed),
             "moving": str(args.moving),
             "prompts": prompts or ["auto"],
+            "text_route": args.text_route,
+            "library": None if args.library is None else str(args.library),
+            "box_threshold": args.box_threshold,
+            "text_threshold": args.text_threshold,
+            "heatmap_threshold": args.heatmap_threshold,
             "method": args.method,
             "similarity": args.similarity,
             "smoothness": options.smoothness,
@@ -288,6 +315,8 @@ def cmd_register(args: argparse.Namespace) -> int:
         shapes={"fixed": list(fixed.shape), "moving": list(moving.shape)},
         region_pairs={
             "count": len(result.pairs),
+            # the prompt (text phrase, "<phrase> (all)" for a phrase's union; None: automatic) of each pair
+            "prompts": [p.prompt for p in result.pairs],
             "pairing": None if result.pairing is None else vars(result.pairing),
             "dice_before_mean": _mean_or_none(result.pair_dice_before),
             "dice_after_mean": _mean_or_none(result.pair_dice_after),
@@ -295,6 +324,9 @@ def cmd_register(args: argparse.Namespace) -> int:
         landmarks=record or None,
         # which start won the image-similarity (NMI) choice, and every start's score
         start={"chosen": result.start, "scores": {k: round(v, 4) for k, v in result.start_scores.items()}},
+        # text prompts: the route that answered them and why (None for automatic/given regions), per prompt below
+        text_route={"route": result.text_route, "reason": result.text_reason} if result.text_route else None,
+        prompt_sources=result.prompt_sources,
         warnings=result.warnings,
         timings_s={
             **{k: round(v, 4) for k, v in result.timings.items()},
@@ -608,6 +640,11 @@ def _add_library_parser(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--channels", type=int, nargs="+", help="up to three channels to keep (after --channel-axis)")
     add.add_argument("--pixel-size", type=float, nargs=2, metavar=("DY", "DX"), help="physical pixel size")
     add.add_argument(
+        "--instances",
+        action="store_true",
+        help="the mask marks many objects (e.g. nuclei): a prompt finds every object like them, as instance labels",
+    )
+    add.add_argument(
         "--margin", type=float, default=None, help="crop margin around the mask, x its box's longer side (default 1.0)"
     )
     add.add_argument("--min-crop", type=int, default=1024, help="smallest crop side in pixels (%(default)s)")
@@ -654,6 +691,7 @@ def cmd_library_add(args: argparse.Namespace) -> int:
         channel_axis=args.channel_axis,
         channels=args.channels,
         pixel_size=args.pixel_size,
+        instances=args.instances,
         margin=None if args.no_crop else (DEFAULT_MARGIN if args.margin is None else args.margin),
         min_crop=args.min_crop,
     )

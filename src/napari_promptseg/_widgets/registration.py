@@ -13,12 +13,14 @@ import napari.layers
 import numpy as np
 import torch
 import torch.nn.functional as F
+from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QLabel,
+    QLineEdit,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -116,6 +118,13 @@ class RegistrationWidget(QWidget):
         self.similarity.setSingleStep(0.05)
         self.similarity.setValue(0.8)
         self.similarity.setToolTip("cosine similarity needed to pair two regions (Tell2Reg: 0.8)")
+        self.text_prompts = QLineEdit()
+        self.text_prompts.setPlaceholderText("automatic regions")
+        self.text_prompts.setToolTip(
+            "comma-separated text prompts, e.g. 'gland, nuclei': each is found in both images (GroundingDINO, "
+            "CLIPSeg, or offline the reference library) and its regions pair with the same prompt's; empty = "
+            "automatic LiteMedSAM regions matched by similarity"
+        )
         self.show_pairs = QCheckBox("show region pairs")
         self.show_pairs.setChecked(True)
         self.show_grid = QCheckBox("show deformation grid")
@@ -131,6 +140,7 @@ class RegistrationWidget(QWidget):
         form.addRow("moving landmarks", self.moving_points)
         form.addRow("method", self.method)
         form.addRow("pair similarity", self.similarity)
+        form.addRow("text prompts", self.text_prompts)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.show_pairs)
@@ -161,10 +171,15 @@ class RegistrationWidget(QWidget):
                         f"'{lm_moving_layer.name}' has {len(b)}"
                     )
                 landmarks = (a, b)
+            method = self.method.currentText()
+            prompts = self.prompts()
+            if prompts and method == "intensity":
+                raise PromptsegError(
+                    f"text prompts {', '.join(prompts)}: choose a prompts method (intensity registration uses none)"
+                )
         except PromptsegError as exc:
             notify_exception(exc, "registration")
             return
-        method = self.method.currentText()
         options = RegistrationOptions(similarity_threshold=float(self.similarity.value()))
         names = (fixed_layer.name, moving_layer.name)
 
@@ -178,6 +193,7 @@ class RegistrationWidget(QWidget):
             return register(
                 fixed,
                 moving,
+                prompts,
                 segmenter=segmenter,
                 method=method,
                 options=options,
@@ -191,6 +207,11 @@ class RegistrationWidget(QWidget):
             self._show(result, fixed_layer, moving_layer, fixed, moving, landmarks)
 
         self.runner.submit("register", f"registering '{names[1]}' onto '{names[0]}'", task, done)
+
+    def prompts(self) -> list[str] | None:
+        """The text prompts typed (comma-separated), or None for automatic regions."""
+        typed = [p.strip() for p in self.text_prompts.text().split(",")]
+        return [p for p in typed if p] or None
 
     def _show(self, result, fixed_layer, moving_layer, fixed, moving, landmarks) -> None:
         self.last_result = result
@@ -208,6 +229,10 @@ class RegistrationWidget(QWidget):
             **place,
         )
         lines = [f"{result.method}: {len(result.pairs)} region pairs" if result.pairs else result.method]
+        if result.text_route:
+            route = f"text prompts answered by {result.text_route}: {result.text_reason}"
+            lines.append(route)
+            show_info(route)
         if result.pairs:
             lines.append(f"pair Dice {np.mean(result.pair_dice_before):.3f} -> {np.mean(result.pair_dice_after):.3f}")
             if self.show_pairs.isChecked():

@@ -5,7 +5,8 @@ Pipeline of :func:`register` with ``method="prompts"`` (see :mod:`.regions` for 
 1. region pairs from the same prompts (default, offline: automatic LiteMedSAM regions from a grid of box prompts,
    matched greedily by prototype cosine similarity >= 0.8 as in Tell2Reg; the whole-image box gives a "global"
    pair; then the fixed regions' boxes, mapped through the global-pair affine, prompt the moving image again and
-   are kept when their prototypes agree);
+   are kept when their prototypes agree; or text prompts / one-shot references on both images, whose objects pair
+   within their phrase, :mod:`.prompt_regions`);
 2. affine: candidate starts (all pair centroids by least squares, each of the largest pairs alone, identity, and
    the similarity from the second moments of the two largest pairs), each refined briefly by maximising the Dice of
    the warped moving masks with their fixed partners; the candidate whose transform aligns the *images* best
@@ -36,17 +37,19 @@ Coordinates, the displacement convention and point mapping are described in :mod
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import CancelledError, PromptsegError
+from ..errors import CancelledError, PromptsegError, WeightsError
 from ..models.preprocessing import as_channels_last
 from ..models.protocols import PromptableSegmenter
+from .prompt_regions import OneShotRegions, TextRegions
 from .regions import (
     GLOBAL_PROMPT,
     AutomaticRegions,
@@ -61,6 +64,7 @@ from .regions import (
     similar_size,
     transfer_regions,
 )
+from .text import TextRoute, choose_route
 from .warp import Deformation, apply_affine_norm, fit_affine_lstsq, norm_grid
 
 #: progress(fraction_done, message)
@@ -112,6 +116,11 @@ class RegistrationResult:
     #: which start won (``"moments"``: the intensity baseline's; ``"regions"``...) and every start's NMI score
     start: str = ""
     start_scores: dict[str, float] = field(default_factory=dict)
+    #: text prompts: the route that answered ("groundingdino" | "clipseg" | "library", "" without text) and why
+    text_route: str = ""
+    text_reason: str = ""
+    #: one record per region source: prompt, regions per image, route and reasons (see :func:`region_pairs`)
+    prompt_sources: list[dict] = field(default_factory=list)
 
     @property
     def displacement(self) -> np.ndarray:
@@ -144,14 +153,23 @@ def register(
     cancel: Callable[[], bool] | None = None,
     fixed_name: str = "fixed",
     moving_name: str = "moving",
+    text_route: str | TextRoute = "auto",
+    library: object | None = None,
+    text_options: Mapping[str, Any] | None = None,
 ) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` (2D, gray or RGB/multichannel; the sizes may differ).
 
     ``prompts`` selects the region source for the prompt-based methods:
 
     * ``None`` or ``"auto"``: automatic regions (grid of box prompts) matched by embedding similarity (offline);
+    * a text prompt (``"gland"``; ``"gland, nuclei"`` is two phrases) or a list of them: each prompt is answered on
+      both images by :func:`~.text.segment_text` through one route chosen once (``text_route``: "auto",
+      "groundingdino", "clipseg", "library", or a :class:`~.text.TextRoute`; ``library``: the reference library for
+      the offline route; ``text_options``: more :func:`~.text.segment_text` arguments such as ``box_threshold``);
+      its objects pair only with objects of the same phrase (see :class:`~.prompt_regions.TextRegions`);
     * a callable ``image -> regions`` (:class:`~.regions.RegionSource`; masks or :class:`~.regions.Region` with a
-      ``prompt`` name), or a list of them; regions only pair with regions of the same prompt;
+      ``prompt`` name, e.g. :class:`~.prompt_regions.OneShotRegions` for a labelled reference image), or a list of
+      them, text prompts and callables mixed; regions only pair with regions of the same prompt;
     * a list of :class:`~.regions.RegionPair` or of ``(fixed_mask, moving_mask)`` tuples: pairs given directly.
 
     ``segmenter`` defaults to :func:`napari_promptseg.models.load_segmenter()` when one is needed.
@@ -179,7 +197,10 @@ def register(
         return RegistrationResult(deformation, method, timings=timings, start=start, start_scores=scores)
 
     report(0.0, "finding region pairs")
+    if cancel is not None and is_text_prompts(prompts):  # the text routes stop inside long segmentations too
+        text_options = {"cancel": cancel, **(text_options or {})}
     pairing = PairingReport()
+    sources: list[dict] = []
     pairs = region_pairs(
         fixed_hwc,
         moving_hwc,
@@ -189,8 +210,19 @@ def register(
         report=pairing,
         check_cancel=check_cancel,
         images=images,
+        text_route=text_route,
+        library=library,
+        text_options=text_options,
+        sources_report=sources,
     )
     timings["regions"] = time.perf_counter() - t0
+    text = [s for s in sources if s["kind"] == "text"]
+    route_info = {
+        "text_route": text[0]["route"] if text else "",
+        "text_reason": text[0].get("reason_fixed", "") if text else "",
+        "prompt_sources": sources,
+    }
+    warnings.extend(pairing.notes)
     if not pairs:
         raise PromptsegError(
             f"no region pairs between {fixed_name} and {moving_name}: {pairing.fixed_regions} fixed and "
@@ -231,6 +263,7 @@ def register(
         warnings=warnings,
         start=start,
         start_scores=scores,
+        **route_info,
     )
 
 
@@ -266,18 +299,23 @@ def region_pairs(
     report: PairingReport | None = None,
     check_cancel: Callable[[], None] = lambda: None,
     images: IntensityImages | None = None,
+    text_route: str | TextRoute = "auto",
+    library: object | None = None,
+    text_options: Mapping[str, Any] | None = None,
+    sources_report: list[dict] | None = None,
 ) -> list[RegionPair]:
     """Corresponding regions of the two images from ``prompts`` (see :func:`register`); ``images`` lets the
-    image similarity pick the first estimate that the automatic route's box transfer relies on."""
+    image similarity pick the first estimate that the automatic route's box transfer relies on. ``sources_report``
+    (a list) receives one record per region source: its prompt, regions found per image, and for text prompts the
+    route that answered and why."""
     opts = options or RegistrationOptions()
     report = report if report is not None else PairingReport()
-    if isinstance(prompts, str) and prompts != "auto":
-        raise PromptsegError(
-            f"text prompt {prompts!r}: text grounding is not wired into registration yet; pass prompts=None for "
-            "automatic matched regions, or a callable image -> masks (e.g. a text segmenter) as the region source"
-        )
     if isinstance(prompts, Sequence) and not isinstance(prompts, str) and len(prompts) == 0:
         raise PromptsegError("prompts: empty list of regions/region sources")
+    if is_text_prompts(prompts):
+        prompts = text_sources(prompts, segmenter, text_route=text_route, library=library, text_options=text_options)
+        if segmenter is None:  # the one text_sources loaded, for the prototypes
+            segmenter = next(p.segmenter for p in prompts if isinstance(p, TextRegions))
     if isinstance(prompts, Sequence) and not isinstance(prompts, str) and not callable(prompts[0]):
         return _given_pairs(prompts)
     automatic = prompts is None or prompts == "auto"
@@ -297,15 +335,41 @@ def region_pairs(
     else:
         sources = list(prompts) if isinstance(prompts, Sequence) else [prompts]
         fixed_regions, moving_regions = [], []
+        empty: list[str] = []  # per source that found nothing in one image: what it was and where
         for k, src in enumerate(sources):
             if not callable(src):
                 raise PromptsegError(f"prompts[{k}]: expected a callable image -> masks, got {type(src).__name__}")
-            for image, bucket, name in ((fixed, fixed_regions, "fixed"), (moving, moving_regions, "moving")):
-                regions = as_region_list(src(image), f"prompts[{k}] on the {name} image")
+            record = _source_record(src)
+            found: list[list[Region]] = []
+            for image, name in ((fixed, "fixed"), (moving, "moving")):
+                named = isinstance(src, (TextRegions, OneShotRegions))
+                out = src(image, name=f"{name} image") if named else src(image)
+                regions = as_region_list(out, f"prompts[{k}] on the {name} image")
+                record[f"{name}_regions"] = len(regions)
+                if isinstance(src, TextRegions) and src.results:
+                    answer = src.results[-1]
+                    record[f"reason_{name}"] = answer.reason
+                    # objects per phrase: what the prompt found in this image (regions pair only within a phrase)
+                    phrases = [phrase or src.prompt for phrase in answer.phrases]
+                    record[f"objects_{name}"] = {ph: phrases.count(ph) for ph in dict.fromkeys(phrases)}
+                check_cancel()
+                if not regions:  # nothing to pair with: the other image need not be searched
+                    empty.append(_nothing_found(src, name, record.get(f"reason_{name}")))
+                    break
+                found.append(regions)
+            if sources_report is not None:
+                sources_report.append(record)
+            if len(found) < 2:
+                continue
+            for bucket, regions in zip((fixed_regions, moving_regions), found, strict=True):
                 for r in regions:
                     r.prompt = f"{k}:{r.prompt}" if len(sources) > 1 and r.prompt is not None else r.prompt
                 bucket.extend(regions)
-            check_cancel()
+        if empty and fixed_regions and moving_regions:  # other prompts still give regions: say which did not
+            report.notes.extend(f"empty region set: {e}" for e in empty)
+        elif empty:
+            report.fixed_regions, report.moving_regions = len(fixed_regions), len(moving_regions)
+            raise PromptsegError("empty region set: " + "; ".join(empty))
     if not fixed_regions or not moving_regions:
         report.fixed_regions, report.moving_regions = len(fixed_regions), len(moving_regions)
         side = "fixed" if not fixed_regions else "moving"
@@ -366,6 +430,78 @@ def region_pairs(
         if key not in best or p.similarity > best[key].similarity:
             best[key] = p
     return global_pairs + consistent_pairs(list(best.values()), opts.consistency_tolerance)
+
+
+def is_text_prompts(prompts: object) -> bool:
+    """A text prompt other than "auto", or a list holding at least one string."""
+    if isinstance(prompts, str):
+        return prompts != "auto"
+    return isinstance(prompts, Sequence) and any(isinstance(p, str) for p in prompts)
+
+
+def text_sources(
+    prompts: object,
+    segmenter: PromptableSegmenter | None,
+    *,
+    text_route: str | TextRoute = "auto",
+    library: object | None = None,
+    text_options: Mapping[str, Any] | None = None,
+) -> object:
+    """Text prompts -> one :class:`~.prompt_regions.TextRegions` per prompt, all answered by one route chosen once
+    (:func:`~.text.choose_route`); callables in a mixed list stay as they are; other ``prompts`` pass unchanged."""
+    if not is_text_prompts(prompts):
+        return prompts
+    items = [prompts] if isinstance(prompts, str) else list(prompts)
+    texts = [p for p in items if isinstance(p, str)]
+    for k, item in enumerate(items):
+        if isinstance(item, str) and (item == "auto" or not item.strip()):
+            raise PromptsegError(
+                f"prompts[{k}]: {item!r} in a list of text prompts; automatic regions are prompts=None or 'auto' "
+                "alone, and a text prompt names what to find (e.g. 'gland')"
+            )
+        if not isinstance(item, str) and not callable(item):
+            raise PromptsegError(
+                f"prompts[{k}]: text prompts mix only with region sources (callables image -> masks), not with "
+                f"{type(item).__name__}"
+            )
+    options = dict(text_options or {})
+    route = text_route
+    if not isinstance(route, TextRoute):
+        keys = ("grounder", "heatmapper", "weights", "device")
+        try:
+            route = choose_route(route, library=library, **{k: options.pop(k) for k in keys if k in options})
+        except (PromptsegError, WeightsError) as exc:
+            # the route chooser's own message (which weights are missing, how to fill the library), for these prompts
+            raise type(exc)(f"text prompt {', '.join(map(repr, texts))}: {exc}") from exc
+    if segmenter is None:  # after the route: a prompt nothing can answer fails before the model loads
+        from ..models import load_segmenter
+
+        segmenter = load_segmenter()
+    options.setdefault("channel_axis", -1)  # registration hands over channels-last images
+    return [TextRegions(p, route, segmenter, **options) if isinstance(p, str) else p for p in items]
+
+
+def _source_record(src: object) -> dict:
+    if isinstance(src, TextRegions):
+        route = src.route if isinstance(src.route, TextRoute) else None
+        return {
+            "kind": "text",
+            "prompt": src.prompt,
+            "route": route.route if route else str(src.route),
+            "text_model": route.name if route else None,
+        }
+    if isinstance(src, OneShotRegions):
+        return {"kind": "oneshot", "prompt": src.name}
+    return {"kind": "callable", "prompt": getattr(src, "__name__", type(src).__name__)}
+
+
+def _nothing_found(src: object, side: str, reason: str | None) -> str:
+    if isinstance(src, TextRegions):
+        why = f" ({reason})" if reason else ""
+        return f"prompt {src.prompt!r} found no region in the {side} image{why}"
+    if isinstance(src, OneShotRegions):
+        return f"the one-shot reference {src.name!r} found no region in the {side} image"
+    return f"the region source found no region in the {side} image"
 
 
 def _given_pairs(items: Sequence) -> list[RegionPair]:
