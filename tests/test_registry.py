@@ -339,3 +339,46 @@ def test_cli_models_lists_litemedsam_available_from_its_package(capsys):
     # the empty per-test cache has no SAM file: reported missing, with the path to put it at
     assert rows["sam_vit_b"]["weights"] == "missing"
     assert rows["sam_vit_b"]["path"] == str(registry.cache_dir() / "sam_vit_b_01ec64.pth")
+
+
+def register_directory_card(monkeypatch, server: WeightsServer, files: tuple[str, ...]) -> ModelCard:
+    """A transformers-style directory model whose files the loopback server serves."""
+    base = server.url.removesuffix(FILENAME)
+    card = dataclasses.replace(
+        MODELS["clipseg_rd64_refined"],
+        name=CARD_NAME,
+        filename="tiny-model-dir",
+        url=base,
+        files=files,
+        file_sha256={FILENAME: PAYLOAD_SHA},
+        required=(),
+    )
+    monkeypatch.setitem(MODELS, CARD_NAME, card)
+    return card
+
+
+def test_directory_model_downloads_every_file_once_and_verifies_them(server, cache, monkeypatch):
+    register_directory_card(monkeypatch, server, (FILENAME,))
+    path = resolve_weights(CARD_NAME)
+    assert path == cache / "tiny-model-dir" and path.is_dir()
+    assert (path / FILENAME).read_bytes() == PAYLOAD
+    assert resolve_weights(CARD_NAME) == path and len(server.requests) == 1  # complete: no second download
+
+    explicit = path / FILENAME  # a directory model's explicit weights must be its directory
+    with pytest.raises(WeightsError, match="is not a directory; give the model directory"):
+        resolve_weights(CARD_NAME, explicit)
+    assert resolve_weights(CARD_NAME, path) == path
+
+
+def test_directory_model_with_a_corrupt_or_missing_file_fails_clearly(server, cache, monkeypatch):
+    register_directory_card(monkeypatch, server, (FILENAME,))
+    server.mode = "corrupt"
+    with pytest.raises(WeightsError, match=f"{CARD_NAME}/{FILENAME}.*corrupt"):
+        resolve_weights(CARD_NAME)
+    assert not (cache / "tiny-model-dir" / FILENAME).exists()
+
+    server.mode = "range"
+    register_directory_card(monkeypatch, server, (FILENAME, "config.json"))  # the server has no config.json
+    with pytest.raises(WeightsError, match="download from .* failed .*404.*tiny-model-dir/ with"):
+        resolve_weights(CARD_NAME)
+    assert (cache / "tiny-model-dir" / FILENAME).read_bytes() == PAYLOAD  # what arrived is kept for the next run
