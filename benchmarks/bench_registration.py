@@ -68,6 +68,8 @@ def evaluate_pair(paths, methods, segmenter) -> dict:
         entry["timings"] = {k: round(v, 3) for k, v in result.timings.items()}
         entry["start"] = result.start
         entry["start_scores"] = {k: round(v, 4) for k, v in result.start_scores.items()}
+        if result.refinement:
+            entry["refinement"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.refinement.items()}
         if result.pairs:
             entry["region_pairs"] = len(result.pairs)
             entry["pair_dice_before"] = round(float(np.mean(result.pair_dice_before)), 4)
@@ -131,12 +133,15 @@ def markdown(results: dict) -> str:
             cell = "–" if e is None else f"{100 * e['rtre_mean']:.2f} % ({e['tre_mean']:.1f} px, {e['seconds']:.0f} s"
             if e is not None and m == "prompts+intensity":
                 cell += f", start: {e['start']}"
+                if "refinement" in e:
+                    cell += ", joint refinement " + ("kept" if e["refinement"]["accepted"] else "rejected")
             cells.append(cell if e is None else cell + ")")
         lines.append(f"| {name} | {rec['landmarks']} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
         "Cells: mean rTRE (mean TRE in pixels, wall time; for prompts+intensity the start that won on image "
-        "similarity). rTRE = TRE / fixed-image diagonal."
+        "similarity and whether the joint refinement improved the image similarity and was kept). "
+        "rTRE = TRE / fixed-image diagonal."
     )
     load = results["machine"].get("load_average_1min")
     if load:

@@ -48,6 +48,8 @@ def test_register_cli_writes_warped_image_field_landmarks_and_report(shared_data
     # and the SimpleITK stages repeat exactly, so the bound no longer has to allow for an unstable region start
     assert lm["after"]["tre_mean"] < 0.1 * lm["before"]["tre_mean"]
     assert report["start"]["chosen"] in report["start"]["scores"]
+    refinement = report["refinement"]  # kept only if the image score rose
+    assert refinement["accepted"] == (refinement["score_after"] > refinement["score_before"])
     assert (
         lm["after"]["rtre_mean"] == lm["after"]["tre_mean"] / lm["image_diagonal"]
         or abs(lm["after"]["rtre_mean"] * lm["image_diagonal"] - lm["after"]["tre_mean"]) < 0.05

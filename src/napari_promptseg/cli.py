@@ -324,6 +324,8 @@ def cmd_register(args: argparse.Namespace) -> int:
         landmarks=record or None,
         # which start won the image-similarity (NMI) choice, and every start's score
         start={"chosen": result.start, "scores": {k: round(v, 4) for k, v in result.start_scores.items()}},
+        # the joint refinement after the intensity stage: kept only when the image score (NMI) rose
+        refinement={k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.refinement.items()} or None,
         # text prompts: the route that answered them and why (None for automatic/given regions), per prompt below
         text_route={"route": result.text_route, "reason": result.text_reason} if result.text_route else None,
         prompt_sources=result.prompt_sources,
