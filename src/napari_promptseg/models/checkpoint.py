@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -51,10 +54,24 @@ def _examples(items: list[str], n: int = 3) -> str:
     return ", ".join(items[:n]) + (", ..." if len(items) > n else "")
 
 
-def load_state_dict(module: torch.nn.Module, path: Path, name: str) -> None:
-    """Strict load; a file of another architecture gets a one-line summary of what does not fit, not torch's list."""
-    state = {k: v for k, v in read_state_dict(path, name).items() if k not in IGNORED_KEYS}
+def load_state_dict(
+    module: torch.nn.Module,
+    path: Path,
+    name: str,
+    *,
+    ignore: Callable[[str], bool] = IGNORED_KEYS.__contains__,
+    strip_prefix: str = "",
+    architecture: str | None = None,
+) -> None:
+    """Strict load; a file of another architecture gets a one-line summary of what does not fit, not torch's list.
+
+    Keys of the file the module does not have are dropped when ``ignore(key)`` says so (buffers rebuilt by the
+    constructor); ``strip_prefix`` comes off every key (e.g. ``module.`` of a DataParallel save).
+    """
     expected = module.state_dict()
+    state = {k.removeprefix(strip_prefix) if strip_prefix else k: v for k, v in read_state_dict(path, name).items()}
+    state = {k: v for k, v in state.items() if k in expected or not ignore(k)}
+    architecture = architecture or f"{name} architecture"
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     mismatched = [
@@ -71,10 +88,52 @@ def load_state_dict(module: torch.nn.Module, path: Path, name: str) -> None:
         problems.append(f"{len(unexpected)} unexpected ({_examples(unexpected)})")
     if problems:
         raise WeightsError(
-            f"{name}: {path} does not fit the {name} architecture: {'; '.join(problems)}. "
+            f"{name}: {path} does not fit the {architecture}: {'; '.join(problems)}. "
             "Is it a checkpoint of another model?"
         )
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # e.g. a dtype torch cannot copy; keys and shapes were checked above
-        raise WeightsError(f"{name}: {path} does not fit the {name} architecture ({_reason(exc)})") from exc
+        raise WeightsError(f"{name}: {path} does not fit the {architecture} ({_reason(exc)})") from exc
+
+
+#: a needed part of a model directory: (how the error names it, alternative file sets, any one set complete will do)
+DirectoryPart = tuple[str, Sequence[Sequence[str]]]
+#: weight files transformers writes (single file, or sharded with an index)
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
+#: transformers < 5 saves the image processor as preprocessor_config.json, 5.x as part of processor_config.json
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
+def check_model_directory(
+    path: str | os.PathLike, parts: Sequence[DirectoryPart], *, model_type: str, what: str, name: str
+) -> Path:
+    """A transformers-layout model directory, checked before transformers sees it (its errors name neither the
+    model nor what to fetch): it exists, holds every part, and ``config.json`` says ``model_type``."""
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        raise WeightsError(f"{name}: {directory} is not a directory; give a transformers {what} model directory")
+    missing = [
+        label
+        for label, alternatives in (("config.json", [["config.json"]]), *parts)
+        if not any(all((directory / f).is_file() for f in files) for files in alternatives)
+    ]
+    if missing:
+        raise WeightsError(
+            f"{name}: {directory} is not a complete {what} model directory: missing {'; '.join(missing)}"
+        )
+    config = directory / "config.json"
+    try:
+        found = json.loads(config.read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise WeightsError(f"{name}: {config} is not readable JSON ({exc})") from exc
+    if found != model_type:
+        raise WeightsError(
+            f"{name}: {config} has model_type {found!r}, not {model_type!r}: a {found!r} model, not {what}"
+        )
+    return directory

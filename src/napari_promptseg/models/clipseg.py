@@ -12,42 +12,27 @@ batch of prompts.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import PromptsegError, WeightsError
+from .checkpoint import PROCESSOR_FILES, WEIGHT_FILES, check_model_directory
 from .preprocessing import Normalization, as_channels_last, to_rgb_uint8
 
-WEIGHT_FILES = (
-    "model.safetensors",
-    "pytorch_model.bin",
-    "model.safetensors.index.json",
-    "pytorch_model.bin.index.json",
+#: what a CLIPSeg directory needs besides config.json
+CLIPSEG_PARTS = (
+    ("the weights (model.safetensors or pytorch_model.bin)", [[f] for f in WEIGHT_FILES]),
+    ("preprocessor_config.json", [[f] for f in PROCESSOR_FILES]),
+    (
+        "the CLIP tokenizer (vocab.json + merges.txt, or tokenizer.json)",
+        [["vocab.json", "merges.txt"], ["tokenizer.json"]],
+    ),
 )
-#: transformers < 5 saves the image processor as preprocessor_config.json, 5.x as part of processor_config.json
-PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
-
-
-def _missing_files(model_dir: Path) -> list[str]:
-    """What a CLIPSeg directory lacks, each phrased for the error message."""
-    missing = []
-    if not (model_dir / "config.json").is_file():
-        missing.append("config.json")
-    if not any((model_dir / f).is_file() for f in WEIGHT_FILES):
-        missing.append("the weights (model.safetensors or pytorch_model.bin)")
-    if not any((model_dir / f).is_file() for f in PROCESSOR_FILES):
-        missing.append("preprocessor_config.json")
-    has_bpe = (model_dir / "vocab.json").is_file() and (model_dir / "merges.txt").is_file()
-    if not (has_bpe or (model_dir / "tokenizer.json").is_file()):
-        missing.append("the CLIP tokenizer (vocab.json + merges.txt, or tokenizer.json)")
-    return missing
 
 
 class ClipSegHeatmapper:
@@ -144,20 +129,7 @@ def load_clipseg(
     path: str | os.PathLike, *, device: str | torch.device = "cpu", name: str = "clipseg"
 ) -> ClipSegHeatmapper:
     """Load a CLIPSeg checkpoint directory (transformers layout) offline."""
-    model_dir = Path(path).expanduser()
-    if not model_dir.is_dir():
-        raise WeightsError(f"{name}: CLIPSeg model directory {model_dir} does not exist or is not a directory")
-    missing = _missing_files(model_dir)
-    if missing:
-        raise WeightsError(
-            f"{name}: {model_dir} is not a complete CLIPSeg model directory: missing {'; '.join(missing)}"
-        )
-    try:
-        model_type = json.loads((model_dir / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError) as exc:
-        raise WeightsError(f"{name}: cannot read {model_dir / 'config.json'} ({exc})") from exc
-    if model_type != "clipseg":
-        raise WeightsError(f"{name}: {model_dir} holds a {model_type!r} model, not CLIPSeg (model_type 'clipseg')")
+    model_dir = check_model_directory(path, CLIPSEG_PARTS, model_type="clipseg", what="CLIPSeg", name=name)
     try:
         from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
     except ImportError as exc:  # pragma: no cover - depends on the environment

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import PromptsegError, WeightsError
+from .checkpoint import PROCESSOR_FILES, WEIGHT_FILES, check_model_directory
 from .preprocessing import Normalization, as_channels_last, to_rgb_uint8
 from .protocols import Detections
 
@@ -149,29 +150,17 @@ class HFGroundingDino:
         )
 
 
-#: files a transformers GroundingDINO directory needs (any one of each group)
-_HF_REQUIRED = (
-    ("config.json",),
-    ("preprocessor_config.json", "processor_config.json"),  # the hub's, or what transformers 5 saves
-    ("vocab.txt", "tokenizer.json"),
-    ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json"),
-)
+#: what a transformers GroundingDINO directory needs besides config.json: any one file of each group (the hub's
+#: files, or what transformers 5 saves)
+_HF_PARTS = [
+    (" or ".join(group), [[f] for f in group])
+    for group in (PROCESSOR_FILES, ("vocab.txt", "tokenizer.json"), WEIGHT_FILES)
+]
 
 
 def load_hf_grounding_dino(path: str | os.PathLike, *, device: torch.device | str, name: str) -> HFGroundingDino:
     """Load a transformers GroundingDINO directory offline (``local_files_only``)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise WeightsError(f"{name}: {path} is not a directory; give a transformers GroundingDINO model directory")
-    missing = [" or ".join(group) for group in _HF_REQUIRED if not any((path / f).is_file() for f in group)]
-    if missing:
-        raise WeightsError(f"{name}: model directory {path} lacks {', '.join(missing)}")
-    try:
-        model_type = json.loads((path / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError) as exc:
-        raise WeightsError(f"{name}: {path / 'config.json'} is not readable JSON ({exc})") from exc
-    if model_type != "grounding-dino":
-        raise WeightsError(f"{name}: {path / 'config.json'} describes a {model_type!r} model, not 'grounding-dino'")
+    path = check_model_directory(path, _HF_PARTS, model_type="grounding-dino", what="GroundingDINO", name=name)
     try:
         from transformers import AutoProcessor, GroundingDinoForObjectDetection
     except ImportError as exc:
@@ -307,30 +296,17 @@ def _config_file(config: str | os.PathLike | None, name: str) -> Path:
 
 def _load_checkpoint_into(model: nn.Module, path: Path, name: str) -> None:
     """The checkpoint must fill every parameter (BERT included: it was built with random weights)."""
-    from .checkpoint import read_state_dict
+    from .checkpoint import load_state_dict
 
-    state = {k.removeprefix("module."): v for k, v in read_state_dict(path, name).items()}
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    mismatched = [k for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    # older transformers saved BERT's position_ids buffer; newer ones rebuild it
-    unexpected = [k for k in state if k not in expected and not k.endswith("position_ids")]
-    problems = []
-    if mismatched:
-        k = mismatched[0]
-        problems.append(
-            f"{len(mismatched)} of another shape (e.g. {k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)})"
-        )
-    if missing:
-        problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-    if problems:
-        raise WeightsError(
-            f"{name}: {path} does not fit the GroundingDINO config: {'; '.join(problems)}. "
-            "Is it a checkpoint of another model or of another config?"
-        )
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=True)
+    load_state_dict(
+        model,
+        path,
+        name,
+        # older transformers saved BERT's position_ids buffer; newer ones rebuild it
+        ignore=lambda key: key.endswith("position_ids"),
+        strip_prefix="module.",
+        architecture="GroundingDINO config",
+    )
 
 
 class GroundingDinoPy:
