@@ -840,6 +840,18 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def next_level_control(
+    control: torch.Tensor | None, size: tuple[int, int], spacing: float, min_points: int
+) -> torch.Tensor:
+    """(2, gh, gw) control grid of a free-form field for a level of ``size`` pixels, a point every ``spacing``
+    pixels: zeros at the first level, else the previous level's grid resampled (coarse-to-fine); ready for Adam."""
+    gsize = (max(min_points, round(size[0] / spacing)), max(min_points, round(size[1] / spacing)))
+    if control is None:
+        return torch.zeros((2, *gsize), requires_grad=True)
+    init = F.interpolate(control.detach()[None], size=gsize, mode="bilinear", align_corners=False)[0]
+    return init.clone().requires_grad_(True)
+
+
 def adam(param: torch.Tensor, loss_fn: Callable[[], torch.Tensor], iterations: int, lr: float) -> None:
     """Plain Adam on one tensor, in place. (torch.optim's first use imports torch._dynamo: seconds per process.)"""
     m = torch.zeros_like(param)
@@ -894,12 +906,7 @@ def _fit_field(
         f, m = level_masks(side)
         size = tuple(f.shape[-2:])
         base = apply_affine_norm(affine, norm_grid(size, torch.float64)).float()
-        gsize = (max(3, round(size[0] / opts.control_spacing)), max(3, round(size[1] / opts.control_spacing)))
-        if control is None:
-            init = torch.zeros((2, *gsize))
-        else:
-            init = F.interpolate(control.detach()[None], size=gsize, mode="bilinear", align_corners=False)[0]
-        control = init.clone().requires_grad_(True)
+        control = next_level_control(control, size, opts.control_spacing, min_points=3)
 
         def field_loss(control=control, f=f, m=m, base=base, size=size) -> torch.Tensor:
             residual = F.interpolate(control[None], size=size, mode="bicubic", align_corners=False)[0]
@@ -1242,12 +1249,7 @@ def _joint_refine(fixed_hwc, moving_hwc, deformation, pairs, opts, check_cancel)
         local_f = _box_mean(torch.cat([f, f * f], 1), opts.refine_window)
         fixed_stats = (f, local_f[:, :1], local_f[:, 1:] - local_f[:, :1] ** 2)
         base = deformation.norm_map(size)
-        gsize = (max(4, round(size[0] / opts.refine_spacing)), max(4, round(size[1] / opts.refine_spacing)))
-        if control is None:
-            init = torch.zeros((2, *gsize))
-        else:
-            init = F.interpolate(control.detach()[None], size=gsize, mode="bilinear", align_corners=False)[0]
-        control = init.clone().requires_grad_(True)
+        control = next_level_control(control, size, opts.refine_spacing, min_points=4)
         masks = None
         # the region masks (from 256 px decoder outputs) are coarse: their Dice is taken on every ``stride``-th pixel
         stride = max(1, round(max(size) / 256))
@@ -1258,7 +1260,7 @@ def _joint_refine(fixed_hwc, moving_hwc, deformation, pairs, opts, check_cancel)
             moving_side = max(round(s / stride) for s in m.shape[-2:])
             masks = (_blur(fixed_masks, 1.0), _blur(_stack_masks([p.moving for p in pairs], moving_side), 1.0))
 
-        up_y, up_x = _upsample_matrix(gsize[0], size[0]), _upsample_matrix(gsize[1], size[1])
+        up_y, up_x = _upsample_matrix(control.shape[1], size[0]), _upsample_matrix(control.shape[2], size[1])
 
         def loss_fn(
             control=control, f=f, m=m, base=base, up=(up_y, up_x), fixed_stats=fixed_stats, masks=masks, stride=stride
