@@ -51,11 +51,9 @@ class TextOutput:
 def run_text(planes: list[np.ndarray], prompt: str, *, options: dict, progress, cancel) -> TextOutput:
     """The worker body (no Qt, no layers): choose the route once, then segment every plane."""
     from ..methods.text import choose_route, segment_text
-    from ..models import load_segmenter
 
     progress(0.0, "loading models")
     route = choose_route(options.pop("route"), library=options.pop("library") or None)
-    segmenter = load_segmenter()
     results = []
     for k, plane in enumerate(planes):
         if cancel():
@@ -65,7 +63,8 @@ def run_text(planes: list[np.ndarray], prompt: str, *, options: dict, progress, 
             progress((k + fraction) / len(planes), message if len(planes) == 1 else f"plane {k}: {message}")
 
         results.append(
-            segment_text(plane, prompt, route=route, segmenter=segmenter, progress=sub, cancel=cancel, **options)
+            # the default segmenter loads (once per process) only when the route needs it
+            segment_text(plane, prompt, route=route, progress=sub, cancel=cancel, **options)
         )
     progress(1.0, "done")
     return TextOutput(results, stacked=len(planes) > 1, warnings=[w for r in results for w in r.warnings])
