@@ -1,0 +1,259 @@
+"""Scale-aware tiling: one layer under every method, so any 2D size reaches the model at a scale it segments well.
+
+SAM-family models see a fixed square input (LiteMedSAM 256 px, SAM 1024 px). Squeezing a whole 2000 px image into
+it shrinks nuclei to a pixel or two. Instead:
+
+1. the **working scale** (model-input pixels per image pixel) is chosen from the prompt so that a typical object
+   spans :data:`OBJECT_FRACTION` of the model input: the reference objects' size (one-shot, library entries), the
+   boxes the user drew (interactive) or an explicit object size. The whole image is never shown smaller than it
+   would be resized to fit the input (``fit scale``), and never enlarged more than :data:`MAX_UPSCALE` times;
+2. the image is cut into square **tiles** of ``input_size / scale`` image pixels with an overlap of a few object
+   sizes; every tile is embedded by the segmenter at exactly the working scale (its own resize transform maps
+   prompts in and masks out), and the segmenter's embedding cache keeps the embeddings;
+3. **stitching**: each tile owns the objects whose centre lies in its *core* (the tile less half the overlap on
+   every side it shares with a neighbour); since the overlap exceeds an object, an owned object lies whole inside its
+   tile, so nothing is lost or doubled at a seam (a duplicate check by overlap catches the rest). Semantic maps are
+   blended with weights that fall linearly across the overlap.
+
+Tiles are read one at a time from the caller's array (which may be a memory-mapped or dask-backed array), normalised
+with one intensity window measured on the whole image (so tiles agree on what "bright" is), and dropped after use.
+No module here imports Qt or napari.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from .errors import PromptsegError
+from .models.preprocessing import PERCENTILES, Normalization
+
+#: a typical object should span this fraction of the model input (LiteMedSAM: 26 of 256 px, 6-7 feature cells)
+OBJECT_FRACTION = 0.1
+#: never enlarge the image more than this (tiny objects in a small image are not made up by interpolation)
+MAX_UPSCALE = 4.0
+#: the overlap between tiles in typical-object sizes (an owned object must lie whole inside its tile)
+OVERLAP_OBJECTS = 2.5
+#: tiles may be up to this much larger than ideal (objects this much smaller) when that saves tiles
+SCALE_SLACK = 1.35
+SLACK_STEPS = tuple(1 + (SCALE_SLACK - 1) * k / 8 for k in range(9))
+#: pixels sampled to measure the global intensity window of a large image
+WINDOW_SAMPLE = 2_000_000
+
+
+@dataclass(frozen=True)
+class WorkingScale:
+    """Where the working scale came from and what it is; goes into results and report.json."""
+
+    scale: float  # model-input pixels per image pixel
+    object_size: float | None  # typical object diameter in image pixels (None: whole image)
+    source: str  # "reference objects", "boxes", "object size", "whole image"
+    tile: int  # tile side in image pixels
+    overlap: int  # overlap between neighbouring tiles in image pixels
+    tiles: int = 1  # number of tiles over the image
+
+    def summary(self) -> dict:
+        out = asdict(self)
+        out["scale"] = round(self.scale, 4)
+        if self.object_size is not None:
+            out["object_size"] = round(self.object_size, 1)
+        return out
+
+
+def typical_object_size(labels: np.ndarray) -> float:
+    """Median equivalent diameter (pixels) of the labelled objects (ids, or connected components of a mask)."""
+    from scipy import ndimage
+
+    labels = np.asarray(labels)
+    if labels.dtype == bool or labels.max() <= 1:
+        labels, _ = ndimage.label(labels > 0)
+    _, areas = np.unique(labels[labels > 0], return_counts=True)
+    if len(areas) == 0:
+        raise PromptsegError("no labelled object to measure the object size from")
+    return float(np.sqrt(4 * np.median(areas) / np.pi))
+
+
+def box_object_size(boxes: np.ndarray) -> float:
+    """Typical object diameter from user boxes (x0, y0, x1, y1): the median of the boxes' geometric mean side."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(boxes) == 0:
+        raise PromptsegError("no box to measure the object size from")
+    sides = np.sqrt(np.maximum(boxes[:, 2] - boxes[:, 0], 1) * np.maximum(boxes[:, 3] - boxes[:, 1], 1))
+    return float(np.median(sides))
+
+
+def choose_scale(
+    image_shape: Sequence[int],
+    input_size: int,
+    object_size: float | None,
+    *,
+    source: str = "object size",
+    object_fraction: float | None = None,
+) -> WorkingScale:
+    """The working scale for an image of ``image_shape`` (H, W, ...) and objects of ``object_size`` pixels."""
+    h, w = int(image_shape[0]), int(image_shape[1])
+    fit = input_size / max(h, w)
+    if object_size is None:
+        return WorkingScale(fit, None, "whole image", max(h, w), 0, 1)
+    if not np.isfinite(object_size) or object_size <= 0:
+        raise PromptsegError(f"object size must be a positive number of pixels, got {object_size}")
+    fraction = OBJECT_FRACTION if object_fraction is None else object_fraction
+    ideal = min(MAX_UPSCALE, max(fit, fraction * input_size / float(object_size)))
+    overlap_px = math.ceil(OVERLAP_OBJECTS * object_size)
+    best = None
+    # tiles up to SCALE_SLACK x larger than ideal (objects that much smaller) when that saves tiles: a 300 px
+    # working image is one tile, not four
+    for tile in sorted({max(2, min(int(math.floor(input_size * f / ideal)), max(h, w))) for f in SLACK_STEPS}):
+        overlap = 0 if tile >= max(h, w) else int(min(tile // 2, max(tile // 8, overlap_px)))
+        n = len(TileGrid((h, w), tile, overlap))
+        if best is None or n < best[0]:
+            best = (n, tile, overlap)
+    n, tile, overlap = best
+    scale = input_size / tile  # what the model really sees: a tile of `tile` pixels resized to the input
+    return WorkingScale(scale, float(object_size), source, tile, overlap, n)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: image rows ``y0:y1`` and columns ``x0:x1``, and the core it owns objects in."""
+
+    index: int
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    core: tuple[float, float, float, float]  # cy0, cy1, cx0, cx1 (half-open, image pixels)
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.y1 - self.y0, self.x1 - self.x0
+
+    def owns(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Which image points (x = column, y = row) lie in this tile's core."""
+        cy0, cy1, cx0, cx1 = self.core
+        return (y >= cy0) & (y < cy1) & (x >= cx0) & (x < cx1)
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    if tile >= length:
+        return [0]
+    n = math.ceil((length - overlap) / (tile - overlap))
+    # spread evenly: the overlap is at least the requested one, the last tile ends at the border
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+def _cores(starts: list[int], tile: int, length: int) -> list[tuple[float, float]]:
+    bounds = [0.0] + [(starts[i] + tile + starts[i + 1]) / 2 for i in range(len(starts) - 1)] + [float(length)]
+    return [(bounds[i], bounds[i + 1]) for i in range(len(starts))]
+
+
+class TileGrid:
+    """Square tiles of ``tile`` pixels over an (H, W) image, neighbours overlapping by at least ``overlap``."""
+
+    def __init__(self, image_shape: Sequence[int], tile: int, overlap: int = 0) -> None:
+        h, w = int(image_shape[0]), int(image_shape[1])
+        if tile < 2 or overlap < 0 or overlap >= tile:
+            raise PromptsegError(f"invalid tiling: tile {tile} px with overlap {overlap} px")
+        self.shape = (h, w)
+        self.tile, self.overlap = tile, overlap
+        ys, xs = _starts(h, tile, overlap), _starts(w, tile, overlap)
+        cys, cxs = _cores(ys, tile, h), _cores(xs, tile, w)
+        self.tiles = [
+            Tile(i * len(xs) + j, y, min(y + tile, h), x, min(x + tile, w), (*cys[i], *cxs[j]))
+            for i, y in enumerate(ys)
+            for j, x in enumerate(xs)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __iter__(self) -> Iterator[Tile]:
+        return iter(self.tiles)
+
+    def blend_weights(self, tile: Tile) -> np.ndarray:
+        """(h, w) weights rising linearly across the overlap on the sides shared with a neighbour (sum > 0)."""
+        h, w = tile.shape
+
+        def ramp(n: int, start: int, stop: int, length: int) -> np.ndarray:
+            r = np.ones(n, np.float32)
+            if self.overlap > 0:
+                k = np.arange(n, dtype=np.float32) + 0.5
+                if start > 0:
+                    r = np.minimum(r, k / self.overlap)
+                if stop < length:
+                    r = np.minimum(r, (n - k) / self.overlap)
+            return np.clip(r, 1e-3, 1.0)
+
+        return np.outer(ramp(h, tile.y0, tile.y1, self.shape[0]), ramp(w, tile.x0, tile.x1, self.shape[1]))
+
+
+@dataclass(frozen=True)
+class IntensityWindow:
+    """One intensity window for a whole image, so every tile is normalised alike (see ``normalize_intensity``)."""
+
+    lo: np.ndarray  # (C,) or (1,)
+    hi: np.ndarray
+    dtype: str
+    mean: np.ndarray | None = None  # (C,) mean and spread of the normalised image, per channel
+    std: np.ndarray | None = None
+
+    @classmethod
+    def measure(cls, image_hwc: np.ndarray, mode: Normalization = "auto") -> IntensityWindow:
+        """The window ``normalize_intensity`` would use on the whole image, measured on at most a few million
+        pixels (a regular subsample of a large image)."""
+        arr = image_hwc
+        step = max(1, int(math.sqrt(arr.shape[0] * arr.shape[1] / WINDOW_SAMPLE)))
+        sample = np.asarray(arr[::step, ::step]).astype(np.float32)
+        c = sample.shape[-1]
+        if mode == "none":
+            if np.dtype(arr.dtype).kind == "f":
+                lo, hi = np.zeros(c, np.float32), np.ones(c, np.float32)
+            else:
+                lo, hi = np.zeros(c, np.float32), np.full(c, float(np.iinfo(arr.dtype).max), np.float32)
+        elif mode == "minmax" or (mode == "auto" and np.dtype(arr.dtype) == np.uint8):
+            lo, hi = np.full(c, sample.min(), np.float32), np.full(c, sample.max(), np.float32)
+        elif mode in ("auto", "percentile"):
+            flat = sample.reshape(-1, 1) if c == 3 else sample.reshape(-1, c)
+            lo, hi = np.percentile(flat, PERCENTILES, axis=0).astype(np.float32)
+            if c == 3:
+                lo, hi = np.repeat(lo, 3), np.repeat(hi, 3)
+        else:
+            raise PromptsegError(f"unknown normalisation {mode!r}")
+        scaled = np.clip((sample - lo) / np.maximum(hi - lo, 1e-8), 0, 1).reshape(-1, c)
+        return cls(lo=lo, hi=hi, dtype=str(arr.dtype), mean=scaled.mean(0), std=scaled.std(0))
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        """(h, w, C) pixels -> float32 in [0, 1] with this window."""
+        x = np.asarray(pixels, np.float32)
+        return np.clip((x - self.lo) / np.maximum(self.hi - self.lo, 1e-8), 0.0, 1.0)
+
+    def standardize(self, normalized: np.ndarray) -> np.ndarray:
+        """Normalised pixels -> zero mean, unit spread per channel over the whole image: what a pixel classifier
+        sees, so slides with another stain strength or exposure look alike to it."""
+        if self.mean is None or self.std is None:
+            return normalized
+        return ((normalized - self.mean) / np.maximum(self.std, 1e-3)).astype(np.float32)
+
+
+def read_tile(image_hwc: np.ndarray, tile: Tile, window: IntensityWindow) -> np.ndarray:
+    """The tile's pixels, normalised with the image's window: (h, w, C) float32 in [0, 1]."""
+    return window.apply(image_hwc[tile.slices])
+
+
+def to_working(tile_pixels: np.ndarray, scale: float) -> np.ndarray:
+    """(h, w, C) tile pixels resized by ``scale`` (antialiased when shrinking) -> (h', w', C) float32."""
+    h, w = tile_pixels.shape[:2]
+    size = max(1, round(h * scale)), max(1, round(w * scale))
+    if size == (h, w):
+        return np.ascontiguousarray(tile_pixels, np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(tile_pixels, np.float32)).permute(2, 0, 1)[None]
+    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+    return x[0].permute(1, 2, 0).numpy()

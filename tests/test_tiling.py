@@ -1,0 +1,86 @@
+"""The scale-aware tiling layer: working scale from the object size, tiles whose cores partition the image, one
+intensity window for all tiles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_promptseg.errors import PromptsegError
+from napari_promptseg.tiling import (
+    OBJECT_FRACTION,
+    SCALE_SLACK,
+    IntensityWindow,
+    TileGrid,
+    box_object_size,
+    choose_scale,
+    read_tile,
+    to_working,
+    typical_object_size,
+)
+
+
+def test_small_objects_in_a_large_image_get_many_tiles_at_their_scale():
+    scale = choose_scale((4096, 4096), 256, 20.0)
+    ideal = OBJECT_FRACTION * 256 / 20.0
+    # a typical object spans ~10 % of the model input, give or take the slack that saves tiles
+    assert ideal / SCALE_SLACK - 1e-6 <= scale.scale <= ideal + 1e-6
+    assert scale.tiles > 100 and scale.overlap >= 2.5 * 20
+    assert scale.summary()["source"] == "object size"
+
+
+def test_whole_image_when_objects_are_large_or_unknown():
+    assert choose_scale((512, 700), 256, None).tiles == 1
+    big = choose_scale((522, 775), 256, 100.0)  # glands: the whole image already shows them large enough
+    assert big.tiles == 1 and big.scale == pytest.approx(256 / 775)
+    # a 256 px image with 22 px objects is one tile: not four tiles for 15 % more pixels per object
+    assert choose_scale((256, 256), 256, 22.0).tiles == 1
+
+
+def test_object_size_must_be_positive():
+    with pytest.raises(PromptsegError, match="positive"):
+        choose_scale((100, 100), 256, 0.0)
+    with pytest.raises(PromptsegError, match="no labelled object"):
+        typical_object_size(np.zeros((10, 10), int))
+
+
+@pytest.mark.parametrize("shape,tile,overlap", [((1000, 1000), 300, 60), ((700, 1100), 326, 63), ((90, 5000), 64, 8)])
+def test_tile_cores_partition_the_image(shape, tile, overlap):
+    grid = TileGrid(shape, tile, overlap)
+    owners = np.zeros(shape, int)
+    ys, xs = np.mgrid[: shape[0], : shape[1]]
+    for t in grid:
+        assert 0 <= t.y0 < t.y1 <= shape[0] and 0 <= t.x0 < t.x1 <= shape[1]
+        core = t.owns(xs + 0.5, ys + 0.5)
+        owners += core
+        # a core lies inside its tile, at least half the overlap from every border shared with a neighbour
+        rows, cols = np.nonzero(core)
+        assert rows.min() >= t.y0 and rows.max() < t.y1 and cols.min() >= t.x0 and cols.max() < t.x1
+        if t.y0 > 0:
+            assert rows.min() - t.y0 >= overlap // 2
+        if t.x1 < shape[1]:
+            assert t.x1 - 1 - cols.max() >= overlap // 2 - 1
+    assert (owners == 1).all()  # every pixel has exactly one owner: nothing lost, nothing doubled
+
+
+def test_one_intensity_window_for_every_tile():
+    rng = np.random.default_rng(0)
+    image = rng.integers(30000, 36000, size=(600, 900, 1), dtype=np.uint16)  # 16-bit fluorescence-like
+    image[100, 100] = 65535  # a hot pixel must not set the window
+    window = IntensityWindow.measure(image)
+    assert window.hi[0] < 36000
+    grid = TileGrid(image.shape, 300, 50)
+    tiles = [read_tile(image, t, window) for t in grid]
+    # the same raw value maps to the same normalised value in every tile
+    value = 33000
+    expected = (value - window.lo[0]) / (window.hi[0] - window.lo[0])
+    for t, pixels in zip(grid, tiles, strict=True):
+        raw = image[t.slices]
+        sel = raw[..., 0] == value
+        if sel.any():
+            assert np.allclose(pixels[..., 0][sel], expected, atol=1e-5)
+    assert to_working(tiles[0], 0.5).shape[:2] == (150, 150)
+
+
+def test_box_object_size():
+    assert box_object_size(np.array([[0, 0, 10, 40], [5, 5, 25, 25]])) == pytest.approx(20.0)
