@@ -1,0 +1,335 @@
+"""Many instances from one reference image, side by side with Otsu + watershed and the GT-box bound, in one run.
+
+Sets (``../shared/data``), one reference each, every other image a target:
+
+- ``dsb_fluorescence``: DSB2018 fluorescence images; reference the first with >= 20 nuclei (as eval_oneshot.py);
+- ``ctc_gowt1`` / ``ctc_hela``: Cell Tracking Challenge frames, reference the first frame of the cell line;
+- ``monuseg``: H&E nuclei, 1000 px, touching nuclei merged in the masks (Dice is the measure that counts);
+- ``glas``: H&E glands, object F1 on mask components;
+- ``mosaic``: the DSB fluorescence targets (or CTC frames) tiled into one 4096 px mosaic, to check that stitching
+  loses nothing (F1 within 0.02 of the same images one by one) and time/memory on a large image.
+
+Methods: ``ours`` with each refinement (fused = decoder + classifier, sam = decoder alone, none = watershed regions),
+``ours-no-encoder`` (filters only), Otsu + distance-transform watershed (polarity and split distance from the
+reference), and the GT-box bound (the segmenter prompted with every ground-truth object's box at the same working
+scale and tiles). Writes ``results/eval_instances.json`` and prints markdown tables.
+
+    python benchmarks/eval_instances.py [--sets dsb_fluorescence ctc_gowt1 ...] [--max-targets N] [--no-mosaic]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from eval_oneshot import DATA, dataset_pairs, gray, load, nuclei_subset
+from scipy import ndimage
+from skimage.feature import peak_local_max
+from skimage.filters import threshold_otsu
+from skimage.measure import label
+from skimage.segmentation import watershed
+
+import napari_promptseg.methods.instances as instances_module
+from napari_promptseg.io import read_image
+from napari_promptseg.methods.instances import (
+    _Timer,
+    fit_exemplars,
+    match_instances,
+    segment_with_exemplars,
+)
+from napari_promptseg.methods.metrics import dice
+from napari_promptseg.models import load_segmenter
+from napari_promptseg.models.preprocessing import as_channels_last
+from napari_promptseg.tiling import IntensityWindow, TileGrid, choose_scale, read_tile, typical_object_size
+
+SETS = ("dsb_fluorescence", "ctc_gowt1", "ctc_hela", "monuseg", "glas")
+VARIANTS = {
+    "fused": {"refine": "fused", "use_encoder": True},
+    "sam": {"refine": "sam", "use_encoder": True},
+    "none": {"refine": "none", "use_encoder": True},
+    "fused-no-encoder": {"refine": "fused", "use_encoder": False},
+    "none-no-encoder": {"refine": "none", "use_encoder": False},
+    "none-fixed-size": {"refine": "none", "use_encoder": True, "fixed_size": True},
+    "none-interior-seeds": {"refine": "none", "use_encoder": True, "seeds": "interior"},
+}
+
+
+def load_set(name: str) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """(names, images, instance labels), the reference first."""
+    if name == "dsb_fluorescence":
+        pairs = dataset_pairs("nuclei_dsb2018")
+        loaded = [load("nuclei_dsb2018", i, m) for i, m in pairs]
+        pairs, loaded = nuclei_subset(pairs, loaded)
+        return [p.name for p, _ in pairs], [img for img, _ in loaded], [read_image(m) for _, m in pairs]
+    if name.startswith("ctc_"):
+        line = {"ctc_gowt1": "GOWT1", "ctc_hela": "HeLa"}[name]
+        root = DATA / "nuclei_ctc_fluo_instances"
+        with open(root / "pairs.csv") as fh:
+            pairs = [(root / r["image"], root / r["label"]) for r in csv.DictReader(fh) if line in r["image"]]
+        return [p.name for p, _ in pairs], [read_image(p) for p, _ in pairs], [read_image(m) for _, m in pairs]
+    folder = {"monuseg": "nuclei_monuseg_train_text", "glas": "glands_glas"}[name]
+    pairs = dataset_pairs(folder)
+    loaded = [load(folder, i, m) for i, m in pairs]
+    return [p.name for p, _ in pairs], [img for img, _ in loaded], [label(m) for _, m in loaded]
+
+
+def otsu_watershed(image: np.ndarray, bright: bool, object_size: float) -> np.ndarray:
+    """Baseline: Otsu foreground (polarity from the reference), split by a distance-transform watershed whose
+    seeds are at least 0.4 typical diameters apart (the reference's size), objects below 1/16 of typical dropped."""
+    g = ndimage.gaussian_filter(gray(image), 1.0)
+    fg = g > threshold_otsu(g) if bright else g <= threshold_otsu(g)
+    fg = ndimage.binary_opening(fg)
+    dist = ndimage.distance_transform_edt(fg)
+    peaks = peak_local_max(dist, min_distance=max(2, int(0.4 * object_size)), labels=label(fg), exclude_border=False)
+    markers = np.zeros(fg.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    labels = watershed(-dist, markers, mask=fg)
+    areas = np.bincount(labels.ravel())
+    small = areas < (object_size**2) * np.pi / 4 / 16
+    small[0] = False
+    labels[small[labels]] = 0
+    return labels
+
+
+def otsu_bright(reference: np.ndarray, labels: np.ndarray) -> bool:
+    g = gray(reference)
+    bright = g > threshold_otsu(g)
+    return dice(bright, labels > 0) >= dice(~bright, labels > 0)
+
+
+def gt_box_bound(segmenter, image: np.ndarray, truth: np.ndarray, object_size: float, normalize="auto") -> np.ndarray:
+    """The segmenter prompted with every true object's box, in the tile that owns its centre, at the working scale."""
+    hwc = as_channels_last(image)
+    scale = choose_scale(hwc.shape, segmenter.input_size, object_size)
+    grid = TileGrid(hwc.shape, scale.tile, scale.overlap)
+    window = IntensityWindow.measure(hwc, normalize)
+    out = np.zeros(truth.shape, np.int32)
+    slices = ndimage.find_objects(truth)
+    for tile in grid:
+        owned = []
+        for i, sl in enumerate(slices, start=1):
+            if sl is None:
+                continue
+            cy, cx = (sl[0].start + sl[0].stop) / 2, (sl[1].start + sl[1].stop) / 2
+            if tile.owns(np.array(cx), np.array(cy)) and sl[0].start >= tile.y0 and sl[1].start >= tile.x0:
+                owned.append((i, sl))
+        if not owned:
+            continue
+        emb = segmenter.embed(read_tile(hwc, tile, window), normalize="none")
+        boxes = np.array(
+            [
+                (s[1].start - tile.x0, s[0].start - tile.y0, s[1].stop - 1 - tile.x0, s[0].stop - 1 - tile.y0)
+                for _, s in owned
+            ],
+            np.float32,
+        )
+        pred = segmenter.predict(emb, boxes=boxes)
+        for start in range(0, len(owned), 16):
+            masks = pred.masks(slice(start, start + 16))[:, 0]
+            for (i, _), m in zip(owned[start : start + 16], masks, strict=True):
+                view = out[tile.slices]
+                view[m & (view == 0)] = i
+    return out
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def evaluate_set(segmenter, name: str, max_targets: int, variants: list[str]) -> dict:
+    names, images, truths = load_set(name)
+    last = min(len(names), max_targets + 1) if max_targets else len(names)
+    ref_img, ref_lab = as_channels_last(images[0]), truths[0]
+    object_size = typical_object_size(ref_lab)
+    bright = otsu_bright(images[0], ref_lab)
+    models, fit_s = {}, {}
+    for enc in sorted({VARIANTS[v]["use_encoder"] for v in variants}):
+        timer = _Timer()
+        t0 = time.perf_counter()
+        models[enc] = fit_exemplars(segmenter, ref_img, ref_lab, use_encoder=enc, timer=timer)
+        fit_s[enc] = time.perf_counter() - t0
+    rows = []
+    for k in range(1, last):
+        img, truth = as_channels_last(images[k]), truths[k]
+        row = {"image": names[k], "true_objects": int(len(np.unique(truth)) - 1), "methods": {}}
+        segmenter.cache.clear()  # the first variant pays for the embeddings, as a user would
+        for v in variants:
+            opts = VARIANTS[v]
+            model = models[opts["use_encoder"]]
+            instances_module.SEED_MODE = opts.get("seeds", "distance")
+            t0 = time.perf_counter()
+            res = segment_with_exemplars(
+                segmenter,
+                model,
+                img,
+                refine=opts["refine"],
+                object_size=model.object_size if opts.get("fixed_size") else None,
+            )
+            instances_module.SEED_MODE = "distance"
+            seconds = time.perf_counter() - t0
+            row["methods"][v] = {
+                **match_instances(res.labels, truth),
+                "dice": dice(res.labels > 0, truth > 0),
+                "seconds": seconds,
+                "timings_s": {k2: round(v2, 3) for k2, v2 in res.timings.items()},
+                "tiles": res.scale.tiles,
+                "scale": round(res.scale.scale, 3),
+                "object_size": round(res.scale.object_size, 1),
+                "true_object_size": round(typical_object_size(truth), 1),
+            }
+        t0 = time.perf_counter()
+        ows = otsu_watershed(img, bright, object_size)
+        row["methods"]["otsu_watershed"] = {
+            **match_instances(ows, truth),
+            "dice": dice(ows > 0, truth > 0),
+            "seconds": time.perf_counter() - t0,
+        }
+        t0 = time.perf_counter()
+        gtb = gt_box_bound(segmenter, img, truth, object_size)
+        row["methods"]["gt_boxes"] = {
+            **match_instances(gtb, truth),
+            "dice": dice(gtb > 0, truth > 0),
+            "seconds": time.perf_counter() - t0,
+        }
+        rows.append(row)
+        print(
+            name,
+            names[k],
+            {m: (round(r["f1"], 3), round(r["dice"], 3), round(r["seconds"], 2)) for m, r in row["methods"].items()},
+            flush=True,
+        )
+    methods = list(rows[0]["methods"]) if rows else []
+    mean = {
+        m: {
+            key: float(np.mean([r["methods"][m][key] for r in rows]))
+            for key in ("f1", "precision", "recall", "dice", "seconds")
+        }
+        for m in methods
+    }
+    return {
+        "reference": names[0],
+        "reference_objects": int(len(np.unique(ref_lab)) - 1),
+        "object_size_px": round(object_size, 1),
+        "fit_s": {("encoder" if k else "filters"): round(v, 3) for k, v in fit_s.items()},
+        "targets": len(rows),
+        "mean": mean,
+        "per_image": rows,
+    }
+
+
+def mosaic(images: list[np.ndarray], truths: list[np.ndarray], side: int = 4096) -> tuple[np.ndarray, np.ndarray, list]:
+    """Tile images (cropped/padded cells of equal size) into a side x side mosaic; labels follow with new ids."""
+    cell = max(max(i.shape[0] for i in images), max(i.shape[1] for i in images))
+    per_row = side // cell
+    c = images[0].shape[-1]
+    out = np.zeros((side, side, c), images[0].dtype)
+    lab = np.zeros((side, side), np.uint32)
+    placed, offset, k = [], 0, 0
+    for r in range(per_row):
+        for q in range(per_row):
+            img, t = images[k % len(images)], truths[k % len(truths)]
+            y, x = r * cell, q * cell
+            out[y : y + img.shape[0], x : x + img.shape[1]] = img
+            lab[y : y + t.shape[0], x : x + t.shape[1]] = np.where(t > 0, t.astype(np.uint32) + offset, 0)
+            offset += int(t.max())
+            placed.append((k % len(images), y, x))
+            k += 1
+    return out, lab, placed
+
+
+def evaluate_mosaic(segmenter, variant: str = "fused") -> dict:
+    names, images, truths = load_set("dsb_fluorescence")
+    ref_img, ref_lab = as_channels_last(images[0]), truths[0]
+    targets = [as_channels_last(i)[..., :1] for i in images[1:]]
+    ref_img = ref_img[..., :1]
+    tl = truths[1:]
+    big, big_truth, placed = mosaic(targets, tl)
+    model = fit_exemplars(segmenter, ref_img, ref_lab, use_encoder=VARIANTS[variant]["use_encoder"])
+    segmenter.cache.clear()
+    rss0 = peak_rss_gb()
+    t0 = time.perf_counter()
+    res = segment_with_exemplars(segmenter, model, big, refine=VARIANTS[variant]["refine"])
+    seconds = time.perf_counter() - t0
+    big_metrics = {**match_instances(res.labels, big_truth), "dice": dice(res.labels > 0, big_truth > 0)}
+    # the same images one by one (each placed copy), pooled counts
+    singles = {}
+    for idx in sorted({p[0] for p in placed}):
+        singles[idx] = segment_with_exemplars(segmenter, model, targets[idx], refine=VARIANTS[variant]["refine"]).labels
+    one_by_one = np.zeros_like(big_truth)
+    offset = 0
+    for idx, y, x in placed:
+        s = singles[idx]
+        one_by_one[y : y + s.shape[0], x : x + s.shape[1]] = np.where(s > 0, s.astype(np.uint32) + offset, 0)
+        offset += int(s.max())
+    single_metrics = {**match_instances(one_by_one, big_truth), "dice": dice(one_by_one > 0, big_truth > 0)}
+    return {
+        "shape": list(big.shape),
+        "true_objects": int(len(np.unique(big_truth)) - 1),
+        "found": int(len(res.scores)),
+        "seconds": seconds,
+        "timings_s": {k: round(v, 2) for k, v in res.timings.items()},
+        "tiles": res.scale.tiles,
+        "scale": res.scale.summary(),
+        "peak_rss_gb_before": round(rss0, 2),
+        "peak_rss_gb": round(peak_rss_gb(), 2),
+        "mosaic": big_metrics,
+        "one_by_one": single_metrics,
+    }
+
+
+def markdown(results: dict) -> str:
+    sets = results["sets"]
+    methods = list(next(iter(sets.values()))["mean"]) if sets else []
+    lines = [
+        "| set | targets | " + " | ".join(f"{m} F1 / Dice / s" for m in methods) + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
+    for name, s in sets.items():
+        cells = [
+            f"{s['mean'][m]['f1']:.3f} / {s['mean'][m]['dice']:.3f} / {s['mean'][m]['seconds']:.2f}" for m in methods
+        ]
+        lines.append(f"| {name} | {s['targets']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--max-targets", type=int, default=0, help="targets per set (0 = all)")
+    parser.add_argument("--no-mosaic", action="store_true")
+    parser.add_argument("-o", "--output", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    segmenter = load_segmenter(device="cpu")
+    segmenter.cache.maxsize = 256
+    results = {"sets": {}, "variants": {v: VARIANTS[v] for v in args.variants}}
+    for name in args.sets:
+        t0 = time.perf_counter()
+        results["sets"][name] = evaluate_set(segmenter, name, args.max_targets, args.variants)
+        print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    if not args.no_mosaic:
+        results["mosaic"] = evaluate_mosaic(segmenter, args.variants[0])
+        print("mosaic", json.dumps(results["mosaic"], indent=1), flush=True)
+    results["machine"] = {
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "load_average_1min": os.getloadavg()[0],
+    }
+    args.output.mkdir(parents=True, exist_ok=True)
+    path = args.output / "eval_instances.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(markdown(results))
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()
