@@ -15,6 +15,7 @@ import torch
 from ..errors import CancelledError, PromptsegError
 from ..models.preprocessing import Normalization, as_channels_last
 from ..models.protocols import Embedding, Prediction, PromptableSegmenter
+from ..tiling import IntensityWindow, Tile, TileGrid, WorkingScale, box_object_size, choose_scale, read_tile
 
 #: progress(fraction_done, message)
 ProgressCallback = Callable[[float, str], None]
@@ -41,6 +42,7 @@ class SegmentationResult:
     scores: np.ndarray  # (N,) predicted IoU per object
     timings: dict[str, float]
     warnings: list[str] = field(default_factory=list)
+    scale: WorkingScale | None = None  # the working scale the boxes chose (None: whole image, no box)
 
 
 def check_box(box: Sequence[float], shape: tuple[int, int], name: str = "box") -> tuple[float, float, float, float]:
@@ -239,6 +241,7 @@ def segment_prompts(
     boxes: Sequence[Sequence[float]] = (),
     positive_points: Sequence[Sequence[float]] = (),
     negative_points: Sequence[Sequence[float]] = (),
+    object_size: float | None = None,
     channel_axis: int | None = None,
     channels: list[int] | None = None,
     normalize: Normalization = "auto",
@@ -246,7 +249,12 @@ def segment_prompts(
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> SegmentationResult:
-    """Segment one 2D image from boxes/points; one instance label per object (see :func:`group_prompts`)."""
+    """Segment one 2D image from boxes/points; one instance label per object (see :func:`group_prompts`).
+
+    The working scale comes from ``object_size`` (pixels) or the boxes' size (:mod:`..tiling`): when the objects
+    are small for the whole image, each object is decoded in the tile around it at that scale instead of in the
+    whole image squeezed into the model's input. Click-only prompts use the whole image.
+    """
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
     objects = group_prompts(hwc.shape[:2], boxes, positive_points, negative_points)
     warnings = []
@@ -255,24 +263,69 @@ def segment_prompts(
             f"{segmenter.name} was trained on box prompts: clicks without a box were answered by searching boxes "
             "around them; draw a box for a reliable mask"
         )
+    boxed = [o.box for o in objects if o.box is not None]
+    size = object_size if object_size is not None else (box_object_size(np.array(boxed)) if boxed else None)
+    scale = choose_scale(hwc.shape, segmenter.input_size, size, source="object size" if object_size else "boxes")
     timings: dict[str, float] = {}
     report = progress or (lambda fraction, message: None)
-
-    report(0.0, f"encoding {name} with {segmenter.name}")
-    t0 = time.perf_counter()
-    embedding = segmenter.embed(hwc, normalize=normalize, name=name)
-    timings["embed_s"] = time.perf_counter() - t0
-    if cancel is not None and cancel():
-        raise CancelledError("cancelled")
-
-    report(0.6, f"decoding {len(objects)} object(s)")
-    t0 = time.perf_counter()
-    logits, scores = predict_objects(segmenter, embedding, objects)
-    timings["decode_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    stacked = Prediction(torch.stack(logits), scores[:, None], embedding.transform)
-    labels = paint_instances(stacked, cancel=cancel)
-    timings["paint_s"] = time.perf_counter() - t0
+    h, w = hwc.shape[:2]
+    grid = TileGrid((h, w), scale.tile, scale.overlap)
+    window = IntensityWindow.measure(hwc, normalize) if len(grid) > 1 else None
+    # each object goes to the tile whose core holds its centre (the box's, else its first positive click)
+    by_tile: dict[int, list[int]] = {}
+    for i, obj in enumerate(objects):
+        x, y = _centre(obj)
+        tile = next(t for t in grid if t.owns(np.array(x), np.array(y)))
+        if obj.box is not None and not _fits(obj.box, tile):
+            tile = None  # far larger than the boxes that set the scale: decoded in the whole image
+        by_tile.setdefault(-1 if tile is None else tile.index, []).append(i)
+    labels = np.zeros((h, w), np.uint16 if len(objects) < 2**16 else np.uint32)
+    scores = np.zeros(len(objects), np.float32)
+    timings = {"embed_s": 0.0, "decode_s": 0.0, "paint_s": 0.0}
+    for n, (index, members) in enumerate(sorted(by_tile.items())):
+        tile = grid.tiles[index] if index >= 0 else Tile(-1, 0, h, 0, w, (0.0, h, 0.0, w))
+        report(0.9 * n / len(by_tile), f"encoding {name} with {segmenter.name}" + (
+            f" (tile {n + 1}/{len(by_tile)})" if len(grid) > 1 else ""))
+        t0 = time.perf_counter()
+        if window is None or index < 0:
+            embedding = segmenter.embed(hwc, normalize=normalize, name=name)
+        else:
+            embedding = segmenter.embed(read_tile(hwc, tile, window), normalize="none", name=f"{name} tile")
+        timings["embed_s"] += time.perf_counter() - t0
+        if cancel is not None and cancel():
+            raise CancelledError("cancelled")
+        t0 = time.perf_counter()
+        local = [_shifted(objects[i], -tile.x0, -tile.y0) for i in members]
+        logits, tile_scores = predict_objects(segmenter, embedding, local)
+        scores[members] = tile_scores
+        timings["decode_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        stacked = Prediction(torch.stack(logits), tile_scores[:, None], embedding.transform)
+        tile_labels = paint_instances(stacked, cancel=cancel)
+        ids = np.zeros(len(members) + 1, labels.dtype)
+        ids[1:] = np.array(members) + 1
+        view = labels[tile.slices]
+        free = (tile_labels > 0) & (view == 0)
+        view[free] = ids[tile_labels[free]]
+        timings["paint_s"] += time.perf_counter() - t0
     report(1.0, "done")
-    return SegmentationResult(labels=labels, scores=scores, timings=timings, warnings=warnings)
+    return SegmentationResult(
+        labels=labels, scores=scores, timings=timings, warnings=warnings, scale=scale if size else None
+    )
+
+
+def _fits(box: tuple[float, float, float, float], tile: Tile) -> bool:
+    return box[0] >= tile.x0 and box[1] >= tile.y0 and box[2] <= tile.x1 - 1 and box[3] <= tile.y1 - 1
+
+
+def _centre(obj: ObjectPrompt) -> tuple[float, float]:
+    if obj.box is not None:
+        x0, y0, x1, y1 = obj.box
+        return (x0 + x1) / 2, (y0 + y1) / 2
+    return next(p for p, label in zip(obj.points, obj.labels, strict=True) if label == 1)
+
+
+def _shifted(obj: ObjectPrompt, dx: float, dy: float) -> ObjectPrompt:
+    """The same prompt in a tile's frame."""
+    box = None if obj.box is None else (obj.box[0] + dx, obj.box[1] + dy, obj.box[2] + dx, obj.box[3] + dy)
+    return ObjectPrompt(box=box, points=[(x + dx, y + dy) for x, y in obj.points], labels=list(obj.labels))
