@@ -1,8 +1,11 @@
 """`promptseg` command line. Every subcommand calls the same functions as the Python API and the widgets.
 
 Output convention (all subcommands): ``-o OUT`` is a directory; each input image gives ``OUT/<stem>.tif``
-(uint16/uint32 instance labels, 0 = background) and the run writes ``OUT/report.json``. Bad input exits
-non-zero with a one-line reason.
+(uint16/uint32 instance labels, 0 = background) and the run writes ``OUT/report.json``.
+
+Exit codes: 0 every output was written (an input where nothing was found, or whose processing failed, gets an empty
+label image and its reason in report.json); 1 some input could not be read, so it has no output (the others do);
+2 bad invocation, input that stops the whole run, or every input failed (one-line reason); 130 cancelled.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
@@ -44,6 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--box", nargs=4, type=float, action="append", default=[], metavar=("X0", "Y0", "X1", "Y1"))
     seg.add_argument("--point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"))
     seg.add_argument("--negative-point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"))
+    seg.add_argument(
+        "--find-all",
+        action="store_true",
+        help="find every object like the boxed ones (the boxes are examples; needs a few --box)",
+    )
+    seg.add_argument(
+        "--object-size",
+        type=float,
+        metavar="PX",
+        help="typical object diameter in pixels; sets the working scale (default: from the boxes)",
+    )
     seg.add_argument("--overlay", action="store_true", help="also write OUT/<stem>_overlay.png")
     _add_model_options(seg)
     seg.set_defaults(func=cmd_segment)
@@ -139,12 +153,15 @@ def _print_progress(done: int, total: int | None) -> None:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .io import read_image, write_labels
+    from .io import write_labels
+    from .methods.instances import find_all_like
     from .methods.interactive import segment_prompts
     from .models import load_segmenter
 
     if not args.box and not args.point:
         raise PromptsegError("give at least one --box X0 Y0 X1 Y1 or --point X Y")
+    if args.find_all and not args.box:
+        raise PromptsegError("--find-all needs the boxes of a few example objects (--box X0 Y0 X1 Y1, repeated)")
     missing = [str(p) for p in args.images if not p.is_file()]
     if missing:
         raise PromptsegError(f"input image not found: {', '.join(missing)}")
@@ -152,15 +169,27 @@ def cmd_segment(args: argparse.Namespace) -> int:
     segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
     load_s = time.perf_counter() - t0
     args.output.mkdir(parents=True, exist_ok=True)
-    records = []
-    for path in args.images:
-        image = read_image(path)
+
+    def process(path: Path, image) -> dict:
+        if args.find_all:
+            found = find_all_like(
+                image,
+                args.box,
+                segmenter=segmenter,
+                object_size=args.object_size,
+                channel_axis=args.channel_axis,
+                channels=args.channels,
+                normalize=args.normalize,
+                name=str(path),
+            )
+            return _instances_record(args, path, image, found)
         result = segment_prompts(
             image,
             segmenter,
             boxes=args.box,
             positive_points=args.point,
             negative_points=args.negative_point,
+            object_size=args.object_size,
             channel_axis=args.channel_axis,
             channels=args.channels,
             normalize=args.normalize,
@@ -172,28 +201,27 @@ def cmd_segment(args: argparse.Namespace) -> int:
             "output": str(out),
             "shape": list(image.shape),
             "objects": int(len(result.scores)),
+            "working_scale": result.scale.summary() if result.scale is not None else None,
             "predicted_iou": [round(float(s), 4) for s in result.scores],
             "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
             "warnings": result.warnings,
         }
-        _finish_image(
-            args,
-            path,
-            image,
-            result.labels,
-            record,
-            f"{record['objects']} object(s), {sum(result.timings.values()):.2f} s",
-        )
-        records.append(record)
+        summary = f"{record['objects']} object(s), {sum(result.timings.values()):.2f} s"
+        _finish_image(args, path, image, result.labels, record, summary)
+        return record
+
+    records, code = _run_batch(args, args.images, process)
     _write_report(
         args.output,
         command="segment",
         model=segmenter.name,
-        route="box/point prompts",
+        route="find all like the boxed objects" if args.find_all else "box/point prompts",
         parameters={
             "boxes": args.box,
             "points": args.point,
             "negative_points": args.negative_point,
+            "find_all": args.find_all,
+            "object_size": args.object_size,
             "weights": args.weights,
             "device": str(getattr(segmenter, "device", args.device)),
             "channel_axis": args.channel_axis,
@@ -203,7 +231,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         images=records,
         timings_s={"model_load": round(load_s, 4), "total": round(time.perf_counter() - t0, 4)},
     )
-    return 0
+    return code
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -368,8 +396,17 @@ def _add_oneshot_parser(sub: argparse._SubParsersAction) -> None:
     one.add_argument("--use-points", action=argparse.BooleanOptionalAction, default=None, help="add points to boxes")
     one.add_argument(
         "--instances",
-        action="store_true",
-        help="many-instances mode: every object like the reference's labelled objects, as instance labels",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="many-instances mode: every object like the reference's labelled objects, as instance labels "
+        "(default: on when the reference labels hold several objects, ids or separate components)",
+    )
+    one.add_argument(
+        "--object-size",
+        type=float,
+        metavar="PX",
+        help="typical object diameter in pixels; sets the working scale (default: measured on the reference's "
+        "objects, and on each target when its objects differ)",
     )
     one.add_argument("--overlay", action="store_true", help="also write OUT/<stem>_overlay.png")
     _add_model_options(one)
@@ -394,9 +431,11 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .io import read_image, write_labels
+    from .methods.instances import fit_exemplars, is_many_objects, segment_with_exemplars
     from .methods.oneshot import segment_like
     from .models import load_segmenter
     from .models.features import load_feature_extractor
+    from .models.preprocessing import as_channels_last
 
     if len(args.reference) != len(args.reference_mask):
         raise PromptsegError(
@@ -412,17 +451,26 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
         _reference_labels(read_image(m), r, m) for m, r in zip(args.reference_mask, references, strict=True)
     ]
     masks = [labels > 0 for labels in reference_labels]
-    if args.instances and len(references) > 1:
-        raise PromptsegError("--instances takes one --reference (with its instance labels)")
+    # a reference whose labels hold many objects asks for every such object: instances without a flag
+    instances = args.instances if args.instances is not None else is_many_objects(reference_labels[0])
+    if instances and len(references) > 1:
+        raise PromptsegError("the many-instances mode takes one --reference (with its instance labels)")
     args.output.mkdir(parents=True, exist_ok=True)
-    records = []
-    for path in targets:
-        image = read_image(path)
-        if args.instances:
-            records.append(
-                _oneshot_instances(args, path, image, references[0], reference_labels[0], segmenter, extractor)
-            )
-            continue
+    exemplars = None
+    if instances:
+        exemplars = fit_exemplars(
+            segmenter,
+            as_channels_last(references[0], channel_axis=args.channel_axis, channels=args.channels, name="reference"),
+            reference_labels[0],
+            object_size=args.object_size,
+            normalize=args.normalize,
+        )
+
+    def process(path: Path, image) -> dict:
+        if exemplars is not None:
+            hwc = as_channels_last(image, channel_axis=args.channel_axis, channels=args.channels, name=str(path))
+            found = segment_with_exemplars(segmenter, exemplars, hwc, object_size=args.object_size, name=str(path))
+            return _instances_record(args, path, image, found)
         result = segment_like(
             references,
             masks,
@@ -443,6 +491,7 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
             "input": str(path),
             "output": str(out),
             "shape": list(image.shape),
+            "objects": int(result.mask.any()),
             "area_px": int(result.mask.sum()),
             "score": round(float(result.score), 4),
             "positive_points_xy": np.round(result.positives, 1).tolist(),
@@ -452,22 +501,31 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
             "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
             "warnings": result.warnings,
         }
+        if not result.mask.any():
+            record["reason"] = "; ".join(result.warnings) or "the chosen prompts gave an empty mask"
         _finish_image(args, path, image, result.labels, record, f"{record['area_px']} px, score {record['score']}")
-        records.append(record)
+        return record
+
+    records, code = _run_batch(args, targets, process)
+    mode = "instances" if instances else args.strategy
     _write_report(
         args.output,
         command="oneshot",
         model=segmenter.name,
-        route=f"one-shot reference ({'instances' if args.instances else args.strategy}, features: {extractor.name})",
+        route=f"one-shot reference ({mode}, features: {'pixel classifier' if instances else extractor.name})",
         parameters={
             "references": [str(p) for p in args.reference],
             "reference_masks": [str(p) for p in args.reference_mask],
+            "mode": mode,
+            "instances": instances,
+            "instances_chosen_by": "flag" if args.instances is not None else "reference labels",
+            "object_size": args.object_size,
+            "exemplar_object_size_px": None if exemplars is None else round(exemplars.object_size, 2),
             "strategy": args.strategy,
             "features": args.features,
             "ensemble": args.ensemble,
             "keep_largest": args.keep_largest,
             "use_points": args.use_points,
-            "instances": args.instances,
             "weights": args.weights,
             "device": str(getattr(segmenter, "device", args.device)),
             "channel_axis": args.channel_axis,
@@ -477,39 +535,32 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
         images=records,
         timings_s={"model_load": round(load_s, 4), "total": round(time.perf_counter() - t0, 4)},
     )
-    return 0
+    return code
 
 
-def _oneshot_instances(args: argparse.Namespace, path: Path, image, reference, labels, segmenter, extractor) -> dict:
+def _instances_record(args: argparse.Namespace, path: Path, image, found) -> dict:
+    """Write one many-instances result and describe it for report.json (oneshot, segment --find-all)."""
     import numpy as np
 
     from .io import write_labels
-    from .methods.instances import segment_instances_like
 
-    result = segment_instances_like(
-        reference,
-        labels,
-        image,
-        segmenter=segmenter,
-        extractor=extractor,
-        channel_axis=args.channel_axis,
-        channels=args.channels,
-        normalize=args.normalize,
-        name=str(path),
-    )
-    out = write_labels(args.output / f"{path.stem}.tif", result.labels)
+    out = write_labels(args.output / f"{path.stem}.tif", found.labels)
     record = {
         "input": str(path),
         "output": str(out),
-        "shape": list(image.shape),
-        "objects": int(len(result.scores)),
-        "candidates": result.candidates,
-        "boxes_xyxy": np.round(result.boxes, 1).tolist(),
-        "predicted_iou": [round(float(s), 4) for s in result.scores],
-        "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
-        "warnings": result.warnings,
+        "shape": list(np.shape(image)),
+        "objects": int(len(found.scores)),
+        "candidates": found.candidates,
+        "working_scale": found.scale.summary() if found.scale is not None else None,
+        "boxes_xyxy": np.round(found.boxes, 1).tolist(),
+        "scores": [round(float(s), 4) for s in found.scores],
+        "timings_s": {k: round(v, 4) for k, v in found.timings.items()},
+        "warnings": found.warnings,
     }
-    _finish_image(args, path, image, result.labels, record, f"{record['objects']} object(s)")
+    if not len(found.scores):
+        record["reason"] = "; ".join(found.warnings) or "no object found"
+    scale = f", scale {found.scale.scale:.2f} in {found.scale.tiles} tile(s)" if found.scale is not None else ""
+    _finish_image(args, path, image, found.labels, record, f"{record['objects']} object(s){scale}")
     return record
 
 
@@ -560,7 +611,7 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_text(args: argparse.Namespace) -> int:
-    from .io import read_image, write_labels
+    from .io import write_labels
     from .methods.prompt_templates import PromptAttributes
     from .methods.text import choose_route, segment_text
     from .models import load_segmenter
@@ -579,9 +630,8 @@ def cmd_text(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - t0
     attributes = PromptAttributes(shape=args.shape, colour=args.colour, description=args.description)
     args.output.mkdir(parents=True, exist_ok=True)
-    records = []
-    for path in images:
-        image = read_image(path)
+
+    def process(path: Path, image) -> dict:
         result = segment_text(
             image,
             args.prompt,
@@ -602,8 +652,12 @@ def cmd_text(args: argparse.Namespace) -> int:
         )
         out = write_labels(args.output / f"{path.stem}.tif", result.labels)
         record = {"input": str(path), "output": str(out), "shape": list(image.shape), **result.summary()}
+        if not record.get("objects"):
+            record["reason"] = "; ".join(result.warnings) or f"nothing answered '{args.prompt}'"
         _finish_image(args, path, image, result.labels, record, f"{record['objects']} object(s); {result.reason}")
-        records.append(record)
+        return record
+
+    records, code = _run_batch(args, images, process)
     _write_report(
         args.output,
         command="text",
@@ -618,7 +672,7 @@ def cmd_text(args: argparse.Namespace) -> int:
         images=records,
         timings_s={"model_load": round(load_s, 4), "total": round(time.perf_counter() - t0, 4)},
     )
-    return 0
+    return code
 
 
 def _add_library_parser(sub: argparse._SubParsersAction) -> None:
@@ -765,6 +819,54 @@ def _write_report(output: Path, **report: object) -> Path:
     path = output / "report.json"
     path.write_text(json.dumps({"version": __version__, **report}, indent=2))
     return path
+
+
+def _run_batch(
+    args: argparse.Namespace, paths: Sequence[Path], process: Callable[[Path, object], dict]
+) -> tuple[list[dict], int]:
+    """Run ``process(path, image) -> record`` on every input and never lose work: a target that fails (bad file,
+    nothing found, an error in a method) gets an empty label image where its shape is known, a record with the
+    reason, and the batch goes on. Returns the records and the exit code: 0 when every output was written (some
+    may be empty: see each record's ``status``), 1 when an input could not be read and so has no output."""
+    import numpy as np
+
+    from .io import read_image, write_labels
+
+    records, unwritten = [], 0
+    for path in paths:
+        image = None
+        try:
+            image = read_image(path)
+            record = process(path, image)
+            record.setdefault("status", "ok" if record.get("objects", 1) else "empty")
+        except (CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad target must not stop the batch
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            if not isinstance(exc, (PromptsegError, WeightsError)):
+                reason = f"{type(exc).__name__}: {reason}"
+            record = {"input": str(path), "status": "failed", "reason": reason}
+            if image is not None and np.ndim(image) >= 2:
+                shape = np.shape(image)[:2]
+                record["output"] = str(write_labels(args.output / f"{path.stem}.tif", np.zeros(shape, np.uint16)))
+                record["shape"] = list(np.shape(image))
+                print(f"{path} -> {record['output']} (empty: {reason})", file=sys.stderr)
+            else:
+                unwritten += 1
+                print(f"{path}: no output: {reason}", file=sys.stderr)
+        records.append(record)
+    failed = [r for r in records if r["status"] == "failed"]
+    empty = [r for r in records if r["status"] == "empty"]
+    if failed or empty:
+        print(
+            f"{len(records)} input(s): {len(records) - len(failed) - len(empty)} segmented, {len(empty)} with no "
+            f"object, {len(failed)} failed ({unwritten} without output); reasons in report.json",
+            file=sys.stderr,
+        )
+    if records and len(failed) == len(records):
+        print(f"every input failed; the first: {failed[0]['reason']}", file=sys.stderr)
+        return records, 2
+    return records, (1 if unwritten else 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
