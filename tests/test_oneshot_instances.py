@@ -12,7 +12,7 @@ from skimage.measure import label
 from napari_promptseg.cli import main
 from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io import read_image, read_mask
-from napari_promptseg.methods.instances import candidate_boxes, match_instances, segment_instances_like
+from napari_promptseg.methods.instances import match_instances, segment_instances_like
 
 from .conftest import dataset_pairs
 
@@ -43,19 +43,6 @@ def test_bad_reference_labels(glands, litemedsam):
         segment_instances_like(ref, np.zeros_like(ref_labels), target, segmenter=litemedsam)
     with pytest.raises(PromptsegError, match="does not match"):
         segment_instances_like(ref, ref_labels[:100], target, segmenter=litemedsam)
-
-
-def test_candidate_boxes_split_touching_objects():
-    """Two touching discs of the reference size -> one box for the pair plus one box per disc."""
-    yy, xx = np.mgrid[:100, :160]
-    margin = np.full((100, 160), -1.0)
-    margin[(yy - 50) ** 2 + (xx - 50) ** 2 < 20**2] = 1
-    margin[(yy - 50) ** 2 + (xx - 86) ** 2 < 20**2] = 1
-    stats = {"median_area": np.pi * 400, "median_height": 40, "median_width": 40}
-    boxes = candidate_boxes(margin, stats)
-    assert len(boxes) == 3
-    centres = sorted(((b[0] + b[2]) / 2) for b in boxes)
-    assert centres[0] == pytest.approx(50, abs=6) and centres[2] == pytest.approx(86, abs=6)
 
 
 def test_match_instances_counts():

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -38,6 +39,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import CancelledError, PromptsegError
+from ..methods.instances import InstanceResult, find_all_like
 from ..methods.interactive import SegmentationResult, segment_prompts
 from ..models import DEFAULT_SEGMENTER, MODELS, load_segmenter
 from ..models.preprocessing import NORMALIZATIONS, as_channels_last
@@ -388,6 +390,19 @@ class InteractiveWidget(QWidget):
                 f"Polarity of new clicks; '{TOGGLE_KEY}' on the points layer toggles (and flips selected)"
             )
         self.clear_button = QPushButton("Clear prompts")
+        self.object_size_spin = QDoubleSpinBox()
+        self.object_size_spin.setRange(0, 100_000)
+        self.object_size_spin.setDecimals(0)
+        self.object_size_spin.setSuffix(" px")
+        self.object_size_spin.setSpecialValueText("auto (from the boxes)")
+        self.object_size_spin.setToolTip(
+            "Typical object diameter in pixels: sets the scale the model sees (small objects in a large image are "
+            "segmented in tiles around them). Auto: the boxes' median size"
+        )
+        self.find_all_button = QPushButton("Find all like these")
+        self.find_all_button.setToolTip(
+            "Every object in the image like the boxed examples, as a new Labels layer (box 2-5 typical objects)"
+        )
 
         self.model_combo = QComboBox()
         for card in MODELS.values():
@@ -430,6 +445,8 @@ class InteractiveWidget(QWidget):
         row.addWidget(self.new_prompts_button)
         row.addWidget(self.clear_button)
         form.addRow(row)
+        form.addRow("object size", self.object_size_spin)
+        form.addRow(self.find_all_button)
 
         model_box = QGroupBox("Model")
         form = QFormLayout(model_box)
@@ -458,6 +475,8 @@ class InteractiveWidget(QWidget):
         self.new_prompts_button.clicked.connect(self.new_prompt_layers)
         self.positive_radio.toggled.connect(self._on_polarity_changed)
         self.clear_button.clicked.connect(self.clear_prompts)
+        self.object_size_spin.valueChanged.connect(self._on_image_options_changed)
+        self.find_all_button.clicked.connect(self.find_all)
         self.model_combo.currentIndexChanged.connect(self._on_image_options_changed)
         self.device_combo.currentIndexChanged.connect(self._on_image_options_changed)
         self.embed_button.clicked.connect(self.compute_embedding)
@@ -475,6 +494,10 @@ class InteractiveWidget(QWidget):
     @property
     def positive_clicks(self) -> bool:
         return self.positive_radio.isChecked()
+
+    @property
+    def object_size(self) -> float | None:
+        return float(self.object_size_spin.value()) or None
 
     @property
     def is_idle(self) -> bool:
@@ -749,7 +772,7 @@ class InteractiveWidget(QWidget):
             notify_exception(exc, "preview")
             return
         model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
-        version = self._version
+        version, object_size = self._version, self.object_size
 
         def task(progress, cancel) -> SegmentationResult:
             segmenter = load_segmenter(model, device=device)
@@ -759,6 +782,7 @@ class InteractiveWidget(QWidget):
                 boxes=prompts.boxes,
                 positive_points=prompts.positive,
                 negative_points=prompts.negative,
+                object_size=object_size,
                 channel_axis=channel_axis,
                 channels=channels,
                 normalize=normalize,
@@ -787,6 +811,58 @@ class InteractiveWidget(QWidget):
                 self._clear_preview()
 
         self.runner.submit("preview", "preview", task, done, failed)
+
+    def find_all(self) -> None:
+        """Every object like the boxed examples on the displayed plane -> a new Labels layer (nothing else changes)."""
+        try:
+            image, geom = self._geometry()
+            prompts = gather_prompts(self.viewer, image, geom, self.shapes_picker.layer(), None)
+            if not prompts.boxes:
+                raise PromptsegError("find all: draw boxes around a few example objects on this plane first")
+            plane, channel_axis = extract_plane(image, geom)
+            channels = self._channels()
+        except PromptsegError as exc:
+            notify_exception(exc, "find all")
+            return
+        model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
+        boxes, object_size = prompts.boxes, self.object_size
+
+        def task(progress, cancel) -> InstanceResult:
+            progress(0.0, f"loading {model}")
+            segmenter = load_segmenter(model, device=device)
+            return find_all_like(
+                plane,
+                boxes,
+                segmenter=segmenter,
+                object_size=object_size,
+                channel_axis=channel_axis,
+                channels=channels,
+                normalize=normalize,
+                name=f"image layer '{name}'",
+                progress=progress,
+                cancel=cancel,
+            )
+
+        def done(result: InstanceResult) -> None:
+            target = napari.layers.Labels(
+                np.zeros(geom.labels_shape, dtype=np.uint32),
+                name=f"{name} find-all",
+                scale=geom.scale,
+                translate=geom.translate,
+                **({"affine": geom.affine} if geom.affine is not None else {}),
+            )
+            above = self.viewer.layers.index(image) + 1 if image in self.viewer.layers else len(self.viewer.layers)
+            self.viewer.layers.insert(above, target)
+            commit_to_labels(target, result.labels, geom)
+            for message in result.warnings:
+                notify_once(message, self._shown_warnings)
+            scale = result.scale
+            where = f" at scale {scale.scale:.2f} in {scale.tiles} tile(s)" if scale is not None else ""
+            self.runner.widget.set_message(
+                f"found {len(result.scores)} object(s) like the {len(boxes)} example(s){where} -> '{target.name}'"
+            )
+
+        self.runner.submit("find-all", f"finding all like the {len(boxes)} example(s)", task, done)
 
     def commit(self) -> None:
         """Write the preview objects into the target Labels layer as new ids; existing labels are never replaced."""

@@ -18,6 +18,7 @@ import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -32,6 +33,8 @@ from ..models import load_segmenter
 from ._common import LayerPicker, TaskRunner, load_triton_safely
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+#: mode choice -> run_oneshot's ``instances`` (None: decided by the reference labels)
+MODES = {"auto": None, "single region": False, "many instances": True}
 POSITIVE_COLOUR, NEGATIVE_COLOUR = "lime", "red"
 
 
@@ -45,6 +48,7 @@ class OneShotOutput:
     names: list[str]
     stacked: bool  # True: targets were the planes of one layer -> one 3D Labels layer
     warnings: list[str] = field(default_factory=list)
+    scales: list[dict] = field(default_factory=list)  # working scale per target (many-instances mode)
 
 
 def target_planes(data: np.ndarray, rgb: bool) -> tuple[list[np.ndarray], bool]:
@@ -66,18 +70,28 @@ def run_oneshot(
     *,
     stacked: bool,
     strategy: str,
-    instances: bool,
+    instances: bool | None,
+    object_size: float | None = None,
     progress,
     cancel,
 ) -> OneShotOutput:
-    """The worker body (no Qt, no layers)."""
+    """The worker body (no Qt, no layers). ``instances=None``: many instances when the reference labels hold
+    several objects (as the CLI decides)."""
     from ..io import read_image
-    from ..methods.instances import segment_instances_like
+    from ..methods.instances import fit_exemplars, is_many_objects, segment_with_exemplars
     from ..methods.oneshot import segment_like
+    from ..models.preprocessing import as_channels_last
 
     progress(0.0, "loading model")
     segmenter = load_segmenter()
     out = OneShotOutput([], [], [], [], stacked)
+    if instances is None:
+        instances = is_many_objects(reference_labels)
+    exemplars = None
+    if instances:
+        progress(0.0, "learning the reference objects")
+        ref = as_channels_last(reference, name="reference")
+        exemplars = fit_exemplars(segmenter, ref, reference_labels, object_size=object_size)
     for k, (target, name) in enumerate(zip(targets, names, strict=True)):
         if cancel():
             raise CancelledError("cancelled")
@@ -86,15 +100,23 @@ def run_oneshot(
         def sub(fraction: float, message: str, k=k, name=name) -> None:
             progress((k + fraction) / len(targets), f"{name}: {message}")
 
-        if instances:
-            res = segment_instances_like(
-                reference, reference_labels, image, segmenter=segmenter, name=name, progress=sub, cancel=cancel
+        if exemplars is not None:
+            res = segment_with_exemplars(
+                segmenter,
+                exemplars,
+                as_channels_last(image, name=name),
+                object_size=object_size,
+                name=name,
+                progress=sub,
+                cancel=cancel,
             )
             centres = (res.boxes[:, :2] + res.boxes[:, 2:]) / 2 if len(res.boxes) else np.zeros((0, 2))
             out.labels.append(res.labels)
             out.positives.append(centres)
             out.negatives.append(np.zeros((0, 2)))
             out.warnings += res.warnings
+            if res.scale is not None:
+                out.scales.append(res.scale.summary())
         else:
             res = segment_like(
                 reference,
@@ -133,7 +155,17 @@ class OneShotWidget(QWidget):
         self.strategy = QComboBox()
         self.strategy.addItems(["sat", "persam", "matcher"])
         self.strategy.setToolTip("SAT (default), PerSAM-style or Matcher-style prompt search")
-        self.instances = QCheckBox("many instances (all similar objects)")
+        self.mode = QComboBox()
+        self.mode.addItems(list(MODES))
+        self.mode.setToolTip(
+            "auto: every similar object (instances) when the reference labels hold several objects, else one region"
+        )
+        self.object_size = QDoubleSpinBox()
+        self.object_size.setRange(0, 100_000)
+        self.object_size.setDecimals(0)
+        self.object_size.setSuffix(" px")
+        self.object_size.setSpecialValueText("auto (from the reference)")
+        self.object_size.setToolTip("Typical object diameter in pixels (many instances): sets the working scale")
         self.show_points = QCheckBox("show prompt points")
         self.show_points.setChecked(True)
         self.run_button = QPushButton("Segment like the reference")
@@ -159,9 +191,10 @@ class OneShotWidget(QWidget):
         row.addWidget(browse)
         form.addRow("target folder", row)
         form.addRow("strategy", self.strategy)
+        form.addRow("mode", self.mode)
+        form.addRow("object size", self.object_size)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self.instances)
         layout.addWidget(self.show_points)
         layout.addWidget(self.run_button)
         layout.addWidget(self.runner.widget)
@@ -218,6 +251,7 @@ class OneShotWidget(QWidget):
         from napari.utils.notifications import show_info
 
         from ..io.library import ReferenceLibrary
+        from ..methods.instances import is_many_objects
         from ._common import notify_exception
 
         try:
@@ -242,7 +276,8 @@ class OneShotWidget(QWidget):
                 self.library_description.text(),
                 source=ref.name,
                 pixel_size=None if scale == (1.0, 1.0) else scale,
-                instances=self.instances.isChecked(),  # "many instances" now: find every one like them later too
+                # many objects now: find every one like them later too
+                instances=MODES[self.mode.currentText()] is not False and is_many_objects(labels),
             )
         except (PromptsegError, OSError) as exc:
             notify_exception(exc, "save to library")
@@ -258,7 +293,8 @@ class OneShotWidget(QWidget):
         except PromptsegError as exc:
             notify_exception(exc, "one-shot")
             return
-        strategy, instances = self.strategy.currentText(), self.instances.isChecked()
+        strategy, instances = self.strategy.currentText(), MODES[self.mode.currentText()]
+        object_size = float(self.object_size.value()) or None
 
         def task(progress, cancel) -> OneShotOutput:
             return run_oneshot(
@@ -269,6 +305,7 @@ class OneShotWidget(QWidget):
                 stacked=stacked,
                 strategy=strategy,
                 instances=instances,
+                object_size=object_size,
                 progress=progress,
                 cancel=cancel,
             )
@@ -305,6 +342,12 @@ class OneShotWidget(QWidget):
                 self._add_points(pos[:, ::-1], neg[:, ::-1], f"{name} one-shot prompts", kw)
         for warning in dict.fromkeys(output.warnings):
             show_warning(warning)
+        if output.scales:
+            first = output.scales[0]
+            self.runner.widget.set_message(
+                f"{len(output.labels)} target(s); working scale {first['scale']} ({first['source']}), "
+                f"{first['tiles']} tile(s)"
+            )
 
     def _add_points(self, positives: np.ndarray, negatives: np.ndarray, name: str, kw: dict) -> None:
         if not self.show_points.isChecked() or len(positives) + len(negatives) == 0:
