@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from eval_oneshot import DATA, dataset_pairs, gray, load, nuclei_subset
 from scipy import ndimage
 from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
@@ -38,6 +37,7 @@ from skimage.measure import label
 from skimage.segmentation import watershed
 
 import napari_promptseg.methods.instances as instances_module
+from eval_oneshot import DATA, dataset_pairs, gray, load, nuclei_subset
 from napari_promptseg.io import read_image
 from napari_promptseg.methods.instances import (
     _Timer,

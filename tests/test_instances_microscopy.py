@@ -99,8 +99,7 @@ def test_objects_cut_by_a_tile_border_come_back_once_and_whole(sample, litemedsa
     for obj in np.unique(a[a > 0]):
         mask = a == obj
         cols = np.nonzero(mask.any(0))[0]
-        crosses = lambda seams: any(cols.min() < s <= cols.max() for s in seams)  # noqa: E731
-        if not crosses(seams_a) or crosses(seams_b):
+        if not _crosses(cols, seams_a) or _crosses(cols, seams_b):
             continue
         checked += 1
         ids, counts = np.unique(b[mask], return_counts=True)
@@ -108,6 +107,10 @@ def test_objects_cut_by_a_tile_border_come_back_once_and_whole(sample, litemedsa
         assert len(hits) == 1, f"object at columns {cols.min()}-{cols.max()} comes back as {hits}"
         assert dice(b == hits[0], mask) > 0.9
     assert checked >= 3
+
+
+def _crosses(cols: np.ndarray, seams: list[int]) -> bool:
+    return any(cols.min() < s <= cols.max() for s in seams)
 
 
 def _grid(result):
