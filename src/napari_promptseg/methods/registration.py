@@ -504,7 +504,8 @@ def text_sources(
             route = choose_route(route, library=library, **{k: options.pop(k) for k in keys if k in options})
         except (PromptsegError, WeightsError) as exc:
             # the route chooser's own message (which weights are missing, how to fill the library), for these prompts
-            raise type(exc)(f"text prompt {', '.join(map(repr, texts))}: {exc}") from exc
+            prompts_text = ", ".join(map(repr, texts))
+            raise type(exc)(f"text prompt {prompts_text}: {exc.message}", details=exc.details) from exc
     if segmenter is None:  # after the route: a prompt nothing can answer fails before the model loads
         from ..models import load_segmenter
 

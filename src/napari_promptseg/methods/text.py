@@ -129,7 +129,7 @@ def choose_route(
         if model is not None:
             return TextRoute("groundingdino", model, model_name)
         if route == "groundingdino":
-            raise WeightsError("no GroundingDINO model could be loaded: " + "; ".join(problems))
+            raise WeightsError("no GroundingDINO weights (route groundingdino)", details="; ".join(problems))
         skipped.append("no GroundingDINO weights")
         details.extend(problems)
     if route in ("auto", "clipseg"):
@@ -140,7 +140,7 @@ def choose_route(
         if model is not None:
             return TextRoute("clipseg", model, model_name, skipped, details)
         if route == "clipseg":
-            raise WeightsError("no CLIPSeg model could be loaded: " + "; ".join(problems))
+            raise WeightsError("no CLIPSeg weights (route clipseg)", details="; ".join(problems))
         skipped.append("no CLIPSeg weights")
         details.extend(problems)
     from ..io.library import ReferenceLibrary
@@ -149,9 +149,11 @@ def choose_route(
     if not lib.entries:
         where = "; ".join(skipped) + ", and " if skipped else ""
         raise PromptsegError(
-            f"{where}the reference library at {lib.path} has no entries: save a named exemplar from the One-shot "
-            "widget ('Save reference to library') or with `promptseg library add NAME --image IMG --mask MASK`, or put "
-            "GroundingDINO/CLIPSeg weights in place (`promptseg models` lists where)"
+            f"{where}the reference library has no entries",
+            details=f"library: {lib.path}. Save a named exemplar from the One-shot widget ('Save reference to "
+            "library…'), or the Text prompt widget's 'Add exemplar', or run `promptseg library add NAME --image IMG "
+            "--mask MASK` (`promptseg library starter` adds the bundled nuclei exemplar); or put GroundingDINO/CLIPSeg "
+            "weights in place (`promptseg models` lists where)",
         )
     return TextRoute("library", lib, str(lib.path), skipped, details)
 
