@@ -108,8 +108,9 @@ class TextPromptWidget(QWidget):
         self.show_boxes.setChecked(True)
         self.run_button = QPushButton("Segment")
         self.run_button.clicked.connect(self.run)
-        self.route_label = QLabel()
-        self.route_label.setWordWrap(True)
+        # which route answered and why: the shared panel's summary, cleared when a run starts (a failed run never
+        # shows the previous run's route)
+        self.route_label = self.runner.widget.summary
         for edit in (self.prompt, self.shape, self.colour):
             edit.textChanged.connect(self._update_expanded)
         self.template.currentTextChanged.connect(self._update_expanded)
@@ -132,7 +133,6 @@ class TextPromptWidget(QWidget):
         layout.addWidget(self.show_boxes)
         layout.addWidget(self.run_button)
         layout.addWidget(self.runner.widget)
-        layout.addWidget(self.route_label)
         layout.addStretch(1)
         self.last_output: TextOutput | None = None
         self._update_expanded()
@@ -209,7 +209,7 @@ class TextPromptWidget(QWidget):
             heat = np.stack(heatmaps) if stacked else heatmaps[0]
             self.viewer.add_image(heat, name=f"{name} heatmap", colormap="magma", opacity=0.5, visible=False, **kw)
         self._add_boxes(output, f"{name} boxes", stacked, kw)
-        self.route_label.setText(output.route_text)
+        self.runner.widget.set_summary(output.route_text)
         show_info(output.route_text)
         for warning in dict.fromkeys(output.warnings):
             show_warning(warning)
