@@ -153,15 +153,15 @@ def test_automatic_regions_with_litemedsam_recover_affine(birl, litemedsam):
 
 def test_intensity_route_repeats(birl):
     """SimpleITK's multi-threaded sampled metric made one affine stage land at 1.4 % or 4.1 % rTRE on the same pair;
-    the affine stages now run single-threaded with a fixed sampling seed (exactly repeatable), and the B-spline
-    stage on both cores repeats to float noise."""
+    every stage now runs single-threaded with a fixed sampling seed: exactly repeatable, B-spline stage included
+    (on two threads its float noise once grew into a degenerate field, issue 14)."""
     _, moving = make_known_pair(birl["image"], ROTATE_SCALE)
     affine_only = RegistrationOptions(intensity_bspline=False, intensity_max_side=256)
     first, second = (register(birl["image"], moving, method="intensity", options=affine_only) for _ in range(2))
     np.testing.assert_array_equal(first.deformation.affine, second.deformation.affine)
     with_bspline = RegistrationOptions(intensity_max_side=256)
     first, second = (register(birl["image"], moving, method="intensity", options=with_bspline) for _ in range(2))
-    np.testing.assert_allclose(first.displacement, second.displacement, atol=1e-3)
+    np.testing.assert_array_equal(first.displacement, second.displacement)
 
 
 def test_region_start_beats_the_intensity_baseline_on_a_rotated_lesion(shared_data, litemedsam):

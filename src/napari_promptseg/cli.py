@@ -326,6 +326,8 @@ def cmd_register(args: argparse.Namespace) -> int:
         start={"chosen": result.start, "scores": {k: round(v, 4) for k, v in result.start_scores.items()}},
         # the joint refinement after the intensity stage: kept only when the image score (NMI) rose
         refinement={k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.refinement.items()} or None,
+        # each stage that was checked, accepted or rejected (a degenerate stage gives way to the one before, why here)
+        stages=result.stages,
         # text prompts: the route that answered them and why (None for automatic/given regions), per prompt below
         text_route={"route": result.text_route, "reason": result.text_reason} if result.text_route else None,
         prompt_sources=result.prompt_sources,
