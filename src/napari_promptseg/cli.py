@@ -673,6 +673,14 @@ def _add_library_parser(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("zip", type=Path, help="FILE.zip written by `promptseg library export`")
     imp.set_defaults(func=cmd_library_import)
 
+    starter = lib_sub.add_parser(
+        "starter",
+        parents=[where],
+        help="add the starter exemplars built from the bundled samples ('nucleus'); a new default library gets them "
+        "on its first text prompt",
+    )
+    starter.set_defaults(func=cmd_library_starter)
+
 
 def cmd_library_add(args: argparse.Namespace) -> int:
     from .io import read_image
@@ -717,6 +725,19 @@ def cmd_library_list(args: argparse.Namespace) -> int:
         size = "x".join(str(s) for s in e.shape[:2][::-1])
         described = f"  {e.description}" if e.description else ""
         print(f"{e.name:<20} {e.id:<28} {size:>9} px  {e.source or '-'}{described}")
+    return 0
+
+
+def cmd_library_starter(args: argparse.Namespace) -> int:
+    from .io.library import ReferenceLibrary
+    from .io.starter import STARTER, add_starter
+
+    library = ReferenceLibrary.open(args.library)
+    added = add_starter(library)
+    for entry in added:
+        print(f"added '{entry.name}' (id {entry.id}, {'many instances' if entry.instances else 'one object'})")
+    kept = len(STARTER) - len(added)
+    print(f"reference library: {library.path}" + (f" ({kept} starter exemplar(s) already there)" if kept else ""))
     return 0
 
 

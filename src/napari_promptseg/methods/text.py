@@ -143,9 +143,9 @@ def choose_route(
             raise WeightsError("no CLIPSeg weights (route clipseg)", details="; ".join(problems))
         skipped.append("no CLIPSeg weights")
         details.extend(problems)
-    from ..io.library import ReferenceLibrary
+    from ..io.starter import open_library
 
-    lib = library if isinstance(library, ReferenceLibrary) else ReferenceLibrary.open(library)
+    lib = open_library(library)  # the default library gets the starter exemplars (nuclei) on first use
     if not lib.entries:
         where = "; ".join(skipped) + ", and " if skipped else ""
         raise PromptsegError(
