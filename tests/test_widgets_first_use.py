@@ -155,3 +155,32 @@ def test_text_failure_replaces_progress_and_route(make_viewer, qtbot, notificati
     status = widget.runner.widget.status.text()
     assert widget.runner.state == "failed" and status.startswith("failed: text prompt 'nuclei'"), status
     assert "loading" not in status and widget.route_label.text() == ""
+
+
+def test_text_widget_offers_what_the_route_uses_and_adds_exemplars(make_viewer, qtbot, notifications, tmp_path):
+    """No GroundingDINO/CLIPSeg weights (the isolated cache): the library answers, so templates, thresholds and
+    'model sees' are hidden; an exemplar is one button away from the image and Labels layers."""
+    from napari_promptseg.io.library import ReferenceLibrary
+
+    viewer = make_viewer()
+    widget = TextPromptWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="text")
+    assert widget.effective_route == "library"
+    for hidden in (widget.template, widget.expanded, widget.box_threshold, widget.heatmap_threshold, widget.refine):
+        assert not hidden.isVisibleTo(widget)
+    assert widget.library.isVisibleTo(widget) and widget.add_exemplar_button.isVisibleTo(widget)
+    widget.route.setCurrentText("clipseg")  # chosen explicitly: its options appear
+    assert widget.heatmap_threshold.isVisibleTo(widget) and widget.expanded.isVisibleTo(widget)
+    assert not widget.box_threshold.isVisibleTo(widget)
+    widget.route.setCurrentText("auto")
+
+    (image, meta, _), (truth, _, _) = nuclei()
+    widget.image.set_layer(viewer.add_image(image, **meta))
+    widget.exemplar_labels.set_layer(viewer.add_labels(truth, name="my nuclei"))
+    widget.prompt.setText("nuclei")
+    widget.exemplar_instances.setChecked(True)
+    widget.library.setText(str(tmp_path / "library"))
+    entry = widget.add_exemplar()
+    assert entry is not None and entry.name == "nuclei" and entry.instances
+    assert [e.name for e in ReferenceLibrary.open(tmp_path / "library").entries] == ["nuclei"]
+    assert _errors(notifications) == [] and "saved exemplar 'nuclei'" in widget.runner.widget.status.text()

@@ -106,6 +106,20 @@ def _try_load(kind: str, names: Sequence[str], weights: str | None, device: str)
     return None, "", problems
 
 
+def available_route(route: Route = "auto") -> str:
+    """The route ``route`` would take, judged from which weights are in place (nothing is loaded): for "auto" the
+    first of GroundingDINO, CLIPSeg, library whose weights resolve locally. For the UI (which options apply)."""
+    if route != "auto":
+        return route
+    from ..models import get_card
+    from ..models.registry import weights_status
+
+    for answer, names in (("groundingdino", GROUNDER_MODELS), ("clipseg", HEATMAPPER_MODELS)):
+        if any(weights_status(get_card(name))[0] != "missing" for name in names):
+            return answer
+    return "library"
+
+
 def choose_route(
     route: Route = "auto",
     *,
