@@ -239,10 +239,13 @@ def test_empty_region_set_is_refused(birl):
         register(small, small, prompts=[(np.zeros(small.shape[:2], bool), np.ones(small.shape[:2], bool))])
 
 
-def test_unknown_method_and_unanswerable_text_prompt_are_refused(birl):
+def test_unknown_method_and_unanswerable_text_prompt_are_refused(birl, tmp_path):
     small = birl["image"][::4, ::4]
     with pytest.raises(PromptsegError, match="method must be one of"):
         register(small, small, method="magic")
     # offline, no text-model weights and an empty library: the route chooser's message, naming the prompt
     with pytest.raises(PromptsegError, match="text prompt 'gland': no GroundingDINO weights.*promptseg library add"):
+        register(small, small, prompts="gland", library=tmp_path / "empty")
+    # the default library starts with the starter 'nucleus' exemplar only: 'gland' is refused by name
+    with pytest.raises(PromptsegError, match="no reference-library entry matches 'gland'"):
         register(small, small, prompts="gland")
