@@ -14,16 +14,16 @@ APT_PACKAGES := xvfb xauth libgl1-mesa-dri libglx-mesa0 libegl1 libxkbcommon-x11
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml $(CONSTRAINTS)
+$(STAMP): pyproject.toml $(CONSTRAINTS) Makefile requirements/install_groundingdino.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned, so nothing later resolves a different (CUDA, multi-GB) build
 	$(PY) -m pip install -q -c $(CONSTRAINTS) torch torchvision
 	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[all,dev]"
-	# the authors' GroundingDINO (tested backend): its own requirements pin an old supervision and a Qt build of
-	# OpenCV that clashes with napari's Qt, so it goes in without them plus the headless pieces it imports
-	$(PY) -m pip install -q -c $(CONSTRAINTS) --no-deps "groundingdino-py>=0.4" addict yapf
-	$(PY) -m pip install -q -c $(CONSTRAINTS) opencv-python-headless pycocotools matplotlib
+	# the authors' GroundingDINO (tested backend) with headless requirements, so pip's dependency check stays
+	# clean (see the script: upstream asks for a Qt build of OpenCV and an old supervision its model never imports)
+	requirements/install_groundingdino.sh $(PY) $(CONSTRAINTS)
+	$(PY) -m pip check
 	touch $(STAMP)
 
 sysdeps:

@@ -226,7 +226,7 @@ def test_register_cli_with_repeated_text_prompts_reports_the_route(
 def test_text_prompt_with_an_empty_library_says_how_to_fill_it(known_pair, tmp_path, capsys):
     fixed, moving, _ = known_pair
     with pytest.raises(PromptsegError) as info:
-        register(fixed, moving, prompts=["gland", "nuclei"], method="prompts")
+        register(fixed, moving, prompts=["gland", "nuclei"], method="prompts", library=tmp_path / "empty")
     message = str(info.value)
     assert message.startswith("text prompt 'gland', 'nuclei': no GroundingDINO weights; no CLIPSeg weights")
     assert "has no entries" in message and "promptseg library add" in message

@@ -123,8 +123,9 @@ def test_region_pairs_are_colour_matched_and_grid_follows_the_transform(pair):
 
 
 def test_widget_text_prompts_reach_register(make_viewer, qtbot, pair):
-    """The comma-separated text prompts go to register(): with an empty reference library (the isolated one) and no
-    text-model weights, register's route chooser refuses them by name, and the error reaches the user."""
+    """The comma-separated text prompts go to register(): with no text-model weights the (new, isolated) default
+    reference library answers; it holds only the starter 'nucleus' exemplar, so 'gland' is refused by name, before
+    any model loads, and the error reaches the user."""
     fixed, moving, _, _ = pair
     viewer = make_viewer()
     errors = []
@@ -142,5 +143,5 @@ def test_widget_text_prompts_reach_register(make_viewer, qtbot, pair):
     widget.method.setCurrentText("prompts")
     widget.run()
     _wait(qtbot, widget)
-    assert any("text prompt 'gland', 'nuclei': no GroundingDINO weights" in m for m in errors), errors
-    assert any("has no entries" in m for m in errors) and widget.last_result is None
+    assert any("no reference-library entry matches 'gland'" in m for m in errors), errors
+    assert widget.last_result is None and widget.runner.state == "failed"

@@ -18,6 +18,8 @@ EXPECTED = {
     "immunohistochemistry": (_sample_data.immunohistochemistry, (512, 512, 3), True),
     "retina": (_sample_data.retina, (1411, 1411, 3), True),
     "nuclei": (_sample_data.nuclei, (256, 256), False),
+    "nuclei_text": (_sample_data.nuclei_for_text, (256, 256), False),
+    "registration_pair": (_sample_data.registration_pair, (600, 800, 3), True),
 }
 
 
@@ -46,6 +48,14 @@ def test_nuclei_sample_has_matching_instance_labels():
     assert ids[0] == 0 and len(ids) - 1 == 50  # 50 nuclei in the DSB2018 annotation
     # the labels sit on the bright nuclei of the fluorescence image
     assert image[labels > 0].mean() > 2 * image[labels == 0].mean()
+
+
+def test_registration_pair_has_landmarks_on_both_images():
+    fixed, fixed_points, moving, moving_points = _sample_data.registration_pair()
+    assert fixed[0].shape == moving[0].shape == (600, 800, 3)
+    assert fixed_points[2] == moving_points[2] == "points" and len(fixed_points[0]) == len(moving_points[0]) == 12
+    # the pair is not aligned yet: that is what the Registration widget is for
+    assert np.linalg.norm(fixed_points[0] - moving_points[0], axis=1).mean() > 10
 
 
 def test_manifest_is_valid_and_complete():

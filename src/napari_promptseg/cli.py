@@ -354,6 +354,8 @@ def cmd_register(args: argparse.Namespace) -> int:
         start={"chosen": result.start, "scores": {k: round(v, 4) for k, v in result.start_scores.items()}},
         # the joint refinement after the intensity stage: kept only when the image score (NMI) rose
         refinement={k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.refinement.items()} or None,
+        # each stage that was checked, accepted or rejected (a degenerate stage gives way to the one before, why here)
+        stages=result.stages,
         # text prompts: the route that answered them and why (None for automatic/given regions), per prompt below
         text_route={"route": result.text_route, "reason": result.text_reason} if result.text_route else None,
         prompt_sources=result.prompt_sources,
@@ -725,6 +727,14 @@ def _add_library_parser(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("zip", type=Path, help="FILE.zip written by `promptseg library export`")
     imp.set_defaults(func=cmd_library_import)
 
+    starter = lib_sub.add_parser(
+        "starter",
+        parents=[where],
+        help="add the starter exemplars built from the bundled samples ('nucleus'); a new default library gets them "
+        "on its first text prompt",
+    )
+    starter.set_defaults(func=cmd_library_starter)
+
 
 def cmd_library_add(args: argparse.Namespace) -> int:
     from .io import read_image
@@ -769,6 +779,19 @@ def cmd_library_list(args: argparse.Namespace) -> int:
         size = "x".join(str(s) for s in e.shape[:2][::-1])
         described = f"  {e.description}" if e.description else ""
         print(f"{e.name:<20} {e.id:<28} {size:>9} px  {e.source or '-'}{described}")
+    return 0
+
+
+def cmd_library_starter(args: argparse.Namespace) -> int:
+    from .io.library import ReferenceLibrary
+    from .io.starter import STARTER, add_starter
+
+    library = ReferenceLibrary.open(args.library)
+    added = add_starter(library)
+    for entry in added:
+        print(f"added '{entry.name}' (id {entry.id}, {'many instances' if entry.instances else 'one object'})")
+    kept = len(STARTER) - len(added)
+    print(f"reference library: {library.path}" + (f" ({kept} starter exemplar(s) already there)" if kept else ""))
     return 0
 
 

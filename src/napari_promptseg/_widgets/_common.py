@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,11 +21,26 @@ import napari
 import napari.layers
 from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
-from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QObject, QTimer, Signal
-from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from napari.utils.notifications import (
+    Notification,
+    NotificationSeverity,
+    notification_manager,
+    show_info,
+    show_warning,
+)
+from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
-from ..errors import CancelledError, PromptsegError, WeightsError
+from ..errors import CancelledError, PromptsegError, WeightsError, split_message
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +71,49 @@ def load_triton_safely() -> None:
         sys.setdlopenflags(flags)
 
 
+def show_details(title: str, short: str, details: str, parent: QWidget | None = None) -> QMessageBox:
+    """A non-modal box with an error's details (which file goes where), selectable for copying."""
+    box = QMessageBox(QMessageBox.Icon.Information, title, short, QMessageBox.StandardButton.Close, parent)
+    box.setInformativeText(details)
+    box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    box.setModal(False)
+    box.show()
+    return box
+
+
 def notify_exception(exc: BaseException, context: str = "") -> None:
-    """Show an exception as a napari notification: user errors by their message, bugs with their type."""
+    """Show an exception as a napari notification: user errors by their short message (details, e.g. where to put
+    which weights file, one click away and in the log), bugs with their type and the traceback in the log."""
     prefix = f"{context}: " if context else ""
     if isinstance(exc, CancelledError):
         show_info(f"{prefix}cancelled")
-    elif isinstance(exc, PromptsegError | WeightsError):
-        show_error(f"{prefix}{exc}")
-    else:  # a bug: keep the traceback in the log, show one line to the user
+        return
+    short, details = split_message(exc)
+    if not isinstance(exc, PromptsegError | WeightsError):  # a bug: keep the traceback in the log
         logger.error("%s failed", context or "promptseg task", exc_info=exc)
-        show_error(f"{prefix}{type(exc).__name__}: {exc}")
+        short = f"{type(exc).__name__}: {short}"
+    elif details:
+        logger.warning("%s%s\n  details: %s", prefix, short, details)
+    actions = []
+    if details:
+        title = f"promptseg: {context}" if context else "promptseg"
+
+        def open_details(_toast, title=title, short=f"{prefix}{short}", details=details) -> None:
+            # the box is parented to nothing: the notification's toast closes right after the click
+            _keep(show_details(title, short, details))
+
+        actions.append(("Details…", open_details))
+    message = f"{prefix}{short}"
+    notification_manager.dispatch(Notification(message, severity=NotificationSeverity.ERROR, actions=actions))
+
+
+_open_boxes: list[QMessageBox] = []
+
+
+def _keep(box: QMessageBox) -> None:
+    """Keep a parentless details box alive until it is closed."""
+    _open_boxes.append(box)
+    box.finished.connect(lambda *_: _open_boxes.remove(box) if box in _open_boxes else None)
 
 
 def notify_once(message: str, shown: set[str]) -> None:
@@ -185,6 +234,7 @@ class _Job:
     task: Task
     on_done: Callable[[Any], None]
     on_error: Callable[[BaseException], None] | None = None
+    started: float = 0.0
 
 
 class TaskRunner(QObject):
@@ -215,6 +265,11 @@ class TaskRunner(QObject):
     @property
     def busy(self) -> bool:
         return self._job is not None or bool(self._pending)
+
+    @property
+    def state(self) -> str:
+        """'ready', 'running', 'done', 'failed' or 'cancelled' (see :data:`STATES`)."""
+        return self.widget.state
 
     @property
     def running_key(self) -> str | None:
@@ -272,8 +327,9 @@ class TaskRunner(QObject):
                 except BaseException as exc:  # noqa: BLE001 - reported on the main thread
                     return _Outcome(error=exc)
 
+        job.started = time.perf_counter()
         self._pbar = napari_progress(total=100, desc=job.description)
-        self.widget.set_busy(job.description)
+        self.widget.start(job.description)
         worker = self._worker = create_worker(run, _start_thread=False, _ignore_errors=True)
         worker_ref.append(worker)
         outcome: list[_Outcome] = []
@@ -302,33 +358,55 @@ class TaskRunner(QObject):
             self._pbar.close()
             self._pbar = None
         self._worker = None
+        seconds = time.perf_counter() - job.started
         try:
-            if cancelled or not outcome:  # quit() suppresses `returned`
+            error = outcome[0].error if outcome else None
+            if cancelled or not outcome or isinstance(error, CancelledError):  # quit() suppresses `returned`
+                self.widget.cancelled(job.description)
                 show_info(f"{job.description}: cancelled")
-            elif outcome[0].error is not None:
-                error = outcome[0].error
+            elif error is not None:
+                self.widget.failed(job.description, error)
                 if job.on_error is not None:
                     job.on_error(error)
                 notify_exception(error, job.description)
             else:
+                # the result handler may say more (``widget.done(...)``/``set_message``): it runs after this default
+                self.widget.done(f"{job.description}: done in {seconds:.1f} s")
                 job.on_done(outcome[0].value)
         except Exception as exc:  # a failing result handler must not leave the runner stuck
+            self.widget.failed(job.description, exc)
             notify_exception(exc, job.description)
         finally:
             self._start_next()
 
 
+#: what a :class:`_ProgressPanel` shows: nothing run yet, running, and how the last run ended
+STATES = ("ready", "running", "done", "failed", "cancelled")
+
+
 class _ProgressPanel(QWidget):
-    """Progress bar, status line and the cancel button of a :class:`TaskRunner`."""
+    """The one run/status display of every promptseg widget: progress bar, Cancel, a status line that always says
+    what is happening or how the last run ended (ready / running / done / failed / cancelled), a Details button
+    after a failure with details, and a summary of the last successful run (cleared when a run starts, so a failed
+    run never shows the previous run's route or metrics)."""
 
     def __init__(self, runner: TaskRunner, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.state = "ready"
+        self._details: tuple[str, str, str] | None = None
         self.bar = QProgressBar()
         self.bar.setRange(0, 100)
         self.bar.setTextVisible(False)
         self.bar.setMaximumHeight(10)
         self.status = QLabel("ready")
         self.status.setWordWrap(True)
+        self.details_button = QPushButton("Details…")
+        self.details_button.setToolTip("What went wrong in full (e.g. which weights file to put where)")
+        self.details_button.clicked.connect(self.show_details)
+        self.details_button.hide()
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Stop the running computation")
         self.cancel_button.clicked.connect(runner.cancel)
@@ -336,28 +414,85 @@ class _ProgressPanel(QWidget):
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.bar, 1)
         row.addWidget(self.cancel_button)
+        status_row = QHBoxLayout()
+        status_row.setContentsMargins(0, 0, 0, 0)
+        status_row.addWidget(self.status, 1)
+        status_row.addWidget(self.details_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(row)
-        layout.addWidget(self.status)
+        layout.addLayout(status_row)
+        layout.addWidget(self.summary)
         self.set_idle()
 
-    def set_busy(self, description: str) -> None:
+    # -- the run's life ----------------------------------------------------------------------------------------
+    def start(self, description: str) -> None:
+        self.state = "running"
         self.bar.setValue(0)
         self.status.setText(f"{description} ...")
         self.cancel_button.setEnabled(True)
+        self._set_details(None)
+        self.summary.setText("")
+
+    set_busy = start
 
     def set_progress(self, fraction: float, message: str) -> None:
+        if self.state != "running":
+            return
         self.bar.setValue(int(round(100 * max(0.0, min(1.0, fraction)))))
         if message:
             self.status.setText(message)
 
-    def set_message(self, message: str) -> None:
+    def done(self, message: str) -> None:
+        self.state = "done"
         self.status.setText(message)
+
+    def failed(self, description: str, exc: BaseException) -> None:
+        self.state = "failed"
+        short, details = split_message(exc)
+        if not isinstance(exc, PromptsegError | WeightsError):
+            short = f"{type(exc).__name__}: {short}"
+        self.status.setText(f"failed: {description}: {short}")
+        self._set_details(None if details is None else (description, short, details))
+
+    def cancelled(self, description: str) -> None:
+        self.state = "cancelled"
+        self.status.setText(f"{description}: cancelled")
+
+    def set_message(self, message: str) -> None:
+        """Replace the status text (e.g. a result handler's own 'done' line, or 'cancelling ...')."""
+        self.status.setText(message)
+
+    def note(self, message: str) -> None:
+        """A normal situation that needs the user (e.g. no image layer yet): said quietly, only while idle."""
+        if self.state == "running":
+            return
+        self.state = "ready"
+        self.status.setText(message)
+        self._set_details(None)
+
+    def set_summary(self, text: str) -> None:
+        """What the last successful run produced (route, counts, metrics); cleared when the next run starts."""
+        self.summary.setText(text)
 
     def set_idle(self) -> None:
         self.bar.setValue(0)
         self.cancel_button.setEnabled(False)
+
+    # -- details -----------------------------------------------------------------------------------------------
+    def _set_details(self, details: tuple[str, str, str] | None) -> None:
+        self._details = details
+        self.details_button.setVisible(details is not None)
+
+    @property
+    def details(self) -> str | None:
+        return None if self._details is None else self._details[2]
+
+    def show_details(self) -> QMessageBox | None:
+        if self._details is None:
+            return None
+        description, short, details = self._details
+        return show_details(f"promptseg: {description}", short, details, self)
 
 
 def debounce_timer(parent: QObject, msec: int, callback: Callable[[], None]) -> QTimer:

@@ -47,6 +47,7 @@ from ..models.registry import weights_status
 from ._common import LayerPicker, TaskRunner, debounce_timer, load_triton_safely, notify_exception, notify_once
 
 PREVIEW_NAME = "promptseg preview"
+NO_IMAGE = "no image layer: open an image (File > Open Sample > Prompt segmentation), then draw boxes or click"
 TARGET_NAME = "promptseg labels"
 BOXES_NAME = "promptseg boxes"
 POINTS_NAME = "promptseg points"
@@ -351,6 +352,7 @@ class InteractiveWidget(QWidget):
         self._preview_timer = debounce_timer(self, PREVIEW_DELAY_MS, self._run_preview)
         self._plane_timer = debounce_timer(self, PLANE_DELAY_MS, self._on_plane_settled)
         self._build()
+        self.runner.idle.connect(self._on_runner_idle)
         self.viewer.dims.events.current_step.connect(self._on_dims_changed)
         self._on_image_changed(self.image_picker.layer())
         self._on_prompt_layer_changed("shapes", self.shapes_picker.layer())
@@ -519,8 +521,22 @@ class InteractiveWidget(QWidget):
     def _geometry(self) -> tuple[napari.layers.Image, PlaneGeometry]:
         image = self.image_picker.layer()
         if image is None:
-            raise PromptsegError("no image layer: open an image (File > Open Sample > Prompt segmentation) first")
+            raise PromptsegError(NO_IMAGE)
         return image, plane_geometry(self.viewer, image, self._channel_axis())
+
+    def _on_runner_idle(self) -> None:
+        if self.image_picker.layer() is None:
+            self.runner.widget.note(NO_IMAGE)
+
+    def _no_image(self) -> bool:
+        """No image layer is a normal state (an empty viewer, the image just removed): said in the status line."""
+        if self.image_picker.layer() is not None:
+            return False
+        self._version += 1  # a preview still on its way belongs to the image that is gone
+        self._clear_preview()
+        self._commit_after_preview = False
+        self.runner.widget.note(NO_IMAGE)
+        return True
 
     # -- reactions ---------------------------------------------------------------------------------------------
     def _on_image_changed(self, layer) -> None:
@@ -536,7 +552,7 @@ class InteractiveWidget(QWidget):
     def _on_image_options_changed(self, *_) -> None:
         self._clear_preview()
         self._last_plane = None
-        if self.image_picker.layer() is None:
+        if self._no_image():
             return
         if self._has_prompt_layers():
             self._schedule_preview()
@@ -648,6 +664,8 @@ class InteractiveWidget(QWidget):
 
     def new_prompt_layers(self) -> None:
         """Add a Shapes layer (rectangle tool on) and a Points layer with positive/negative colours."""
+        if self._no_image():
+            return
         try:
             image, geom = self._geometry()
         except PromptsegError as exc:
@@ -728,6 +746,8 @@ class InteractiveWidget(QWidget):
     # -- actions -----------------------------------------------------------------------------------------------
     def compute_embedding(self) -> None:
         """Encode the displayed plane now, so the first prompt previews in a fraction of a second."""
+        if self._no_image():
+            return
         try:
             image, geom = self._geometry()
             plane, channel_axis = extract_plane(image, geom)
@@ -756,6 +776,8 @@ class InteractiveWidget(QWidget):
         self.runner.submit("embed", f"embedding '{name}'", task, done)
 
     def _run_preview(self) -> None:
+        if self._no_image():
+            return
         shapes, points = self.shapes_picker.layer(), self.points_picker.layer()
         try:
             image, geom = self._geometry()

@@ -340,6 +340,8 @@ class OneShotWidget(QWidget):
             ):
                 self.viewer.add_labels(labels, name=f"{name} one-shot", **kw)
                 self._add_points(pos[:, ::-1], neg[:, ::-1], f"{name} one-shot prompts", kw)
+        objects = sum(int(len(np.unique(labels))) - int((labels == 0).any()) for labels in output.labels)
+        self.runner.widget.set_summary(f"one-shot: {objects} object(s) in {len(output.labels)} target(s)")
         for warning in dict.fromkeys(output.warnings):
             show_warning(warning)
         if output.scales:

@@ -19,7 +19,6 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
-    QLabel,
     QLineEdit,
     QPushButton,
     QVBoxLayout,
@@ -130,8 +129,8 @@ class RegistrationWidget(QWidget):
         self.show_grid = QCheckBox("show deformation grid")
         self.run_button = QPushButton("Register")
         self.run_button.clicked.connect(self.run)
-        self.summary = QLabel("")
-        self.summary.setWordWrap(True)
+        # what the last run found (route, pairs, Dice, TRE): the shared panel's summary, cleared when a run starts
+        self.summary = self.runner.widget.summary
 
         form = QFormLayout()
         form.addRow("fixed image", self.fixed_picker)
@@ -147,8 +146,11 @@ class RegistrationWidget(QWidget):
         layout.addWidget(self.show_grid)
         layout.addWidget(self.run_button)
         layout.addWidget(self.runner.widget)
-        layout.addWidget(self.summary)
         layout.addStretch(1)
+
+    @property
+    def is_idle(self) -> bool:
+        return not self.runner.busy
 
     def run(self) -> None:
         try:
@@ -272,4 +274,4 @@ class RegistrationWidget(QWidget):
                 f"(rTRE {100 * before['rtre_mean']:.2f} % -> {100 * after['rtre_mean']:.2f} %)"
             )
         lines += [f"warning: {w}" for w in result.warnings]
-        self.summary.setText("\n".join(lines))
+        self.runner.widget.set_summary("\n".join(lines))

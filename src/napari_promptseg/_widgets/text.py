@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import CancelledError, PromptsegError
 from ..methods.prompt_templates import LEVELS, PromptAttributes, expand_prompt
-from ..methods.text import ROUTES, TextResult, split_phrases
+from ..methods.text import ROUTES, TextResult, available_route, split_phrases
 from ._common import LayerPicker, TaskRunner, load_triton_safely
 from .oneshot import target_planes
 
@@ -104,12 +104,24 @@ class TextPromptWidget(QWidget):
         self.refine.setChecked(True)
         self.library = QLineEdit()
         self.library.setPlaceholderText("default user library")
+        # the obvious path to a library entry: the image above + a Labels layer marking the structure, under a name
+        self.exemplar_labels = LayerPicker(napari_viewer, napari.layers.Labels, none_text="(choose a Labels layer)")
+        self.exemplar_labels.setToolTip("Labels layer marking the structure in the image above (non-zero = it)")
+        self.exemplar_name = QLineEdit()
+        self.exemplar_name.setPlaceholderText("name, default: the prompt (e.g. gland)")
+        self.exemplar_instances = QCheckBox("many instances (e.g. nuclei: find every one)")
+        self.add_exemplar_button = QPushButton("Add exemplar from these layers")
+        self.add_exemplar_button.setToolTip(
+            "Save the image and the Labels layer as a named library exemplar: typed prompts are matched to its name"
+        )
+        self.add_exemplar_button.clicked.connect(self.add_exemplar)
         self.show_boxes = QCheckBox("show boxes")
         self.show_boxes.setChecked(True)
         self.run_button = QPushButton("Segment")
         self.run_button.clicked.connect(self.run)
-        self.route_label = QLabel()
-        self.route_label.setWordWrap(True)
+        # which route answered and why: the shared panel's summary, cleared when a run starts (a failed run never
+        # shows the previous run's route)
+        self.route_label = self.runner.widget.summary
         for edit in (self.prompt, self.shape, self.colour):
             edit.textChanged.connect(self._update_expanded)
         self.template.currentTextChanged.connect(self._update_expanded)
@@ -126,16 +138,24 @@ class TextPromptWidget(QWidget):
         form.addRow("text threshold", self.text_threshold)
         form.addRow("heatmap threshold", self.heatmap_threshold)
         form.addRow("library", self.library)
+        self._form = form
+        exemplar = QFormLayout()
+        exemplar.addRow("exemplar labels", self.exemplar_labels)
+        exemplar.addRow("exemplar name", self.exemplar_name)
+        exemplar.addRow(self.exemplar_instances)
+        exemplar.addRow(self.add_exemplar_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addLayout(exemplar)
         layout.addWidget(self.refine)
         layout.addWidget(self.show_boxes)
         layout.addWidget(self.run_button)
         layout.addWidget(self.runner.widget)
-        layout.addWidget(self.route_label)
         layout.addStretch(1)
         self.last_output: TextOutput | None = None
+        self.route.currentTextChanged.connect(self._update_route_options)
         self._update_expanded()
+        self._update_route_options()
 
     @staticmethod
     def _spin(value: float, tip: str) -> QDoubleSpinBox:
@@ -150,6 +170,65 @@ class TextPromptWidget(QWidget):
     @property
     def is_idle(self) -> bool:
         return not self.runner.busy
+
+    def _update_route_options(self, *_) -> None:
+        """Show only the options the route that will answer uses (templates and thresholds are GroundingDINO's and
+        CLIPSeg's; the library field the library's), so nothing suggests a model that is not there."""
+        answer = available_route(self.route.currentText())
+        vlm = answer in ("groundingdino", "clipseg")
+        self.effective_route = answer
+        for control, shown in (
+            (self.template, vlm),
+            (self.shape, vlm),
+            (self.colour, vlm),
+            (self.expanded, vlm),
+            (self.box_threshold, answer == "groundingdino"),
+            (self.text_threshold, answer == "groundingdino"),
+            (self.heatmap_threshold, answer == "clipseg"),
+            (self.library, answer == "library"),
+        ):
+            control.setVisible(shown)
+            label = self._form.labelForField(control)
+            if label is not None:
+                label.setVisible(shown)
+        self.refine.setVisible(answer == "clipseg")
+        if self.route.currentText() == "auto":
+            self.route.setToolTip(
+                f"auto: GroundingDINO if its weights are present, else CLIPSeg, else your reference library "
+                f"(here: {answer})"
+            )
+
+    def add_exemplar(self):
+        """Save the chosen image layer + Labels layer as a named exemplar of the library (default: the user's)."""
+        from napari.utils.notifications import show_info
+
+        from ..io.starter import open_library
+        from ._common import notify_exception
+
+        try:
+            image_layer, labels_layer = self.image.layer(), self.exemplar_labels.layer()
+            if image_layer is None or labels_layer is None:
+                raise PromptsegError("choose the image and a Labels layer that marks the structure in it")
+            name = self.exemplar_name.text().strip() or self.prompt.text().strip()
+            if not name:
+                raise PromptsegError("type a name for the exemplar (or a prompt): what the structure is called")
+            image, labels = np.asarray(image_layer.data), np.asarray(labels_layer.data)
+            if labels.ndim != 2 or labels.shape != image.shape[:2]:
+                raise PromptsegError(
+                    f"labels '{labels_layer.name}' of shape {labels.shape} do not match the 2D image "
+                    f"'{image_layer.name}' of shape {image.shape}"
+                )
+            library = open_library(self.library.text().strip() or None)
+            entry = library.add(
+                name, image, labels > 0, source=image_layer.name, instances=self.exemplar_instances.isChecked()
+            )
+        except (PromptsegError, OSError) as exc:
+            notify_exception(exc, "add exemplar")
+            return None
+        message = f"saved exemplar '{entry.name}' to the reference library {library.path}"
+        self.runner.widget.note(message)
+        show_info(message)
+        return entry
 
     def _attributes(self) -> PromptAttributes:
         return PromptAttributes(shape=self.shape.text().strip() or None, colour=self.colour.text().strip() or None)
@@ -209,7 +288,7 @@ class TextPromptWidget(QWidget):
             heat = np.stack(heatmaps) if stacked else heatmaps[0]
             self.viewer.add_image(heat, name=f"{name} heatmap", colormap="magma", opacity=0.5, visible=False, **kw)
         self._add_boxes(output, f"{name} boxes", stacked, kw)
-        self.route_label.setText(output.route_text)
+        self.runner.widget.set_summary(output.route_text)
         show_info(output.route_text)
         for warning in dict.fromkeys(output.warnings):
             show_warning(warning)

@@ -32,14 +32,15 @@ aligns the images better (no landmarks are looked at). Then a joint refinement (
 a residual free-form deformation at finer resolution (256 -> 512 px, control points every 16 px) minimising the local
 (9 px window) squared NCC of the gray images, suited to two stains whose intensities relate only locally, + 0.2 x
 (1 - region-pair Dice) + bending energy; it is kept only if :func:`alignment_score` improves, the rule that judges
-the starts. The SimpleITK stages run single-threaded with a fixed seed, so a call repeats exactly.
+the starts. The SimpleITK stages run single-threaded with a fixed seed, so a call repeats exactly. A stage whose
+result is degenerate (:func:`~.warp.degenerate_reason`: non-finite, folding, mostly outside the moving image) is
+rejected in favour of the stage before it, with the reason in ``RegistrationResult.stages`` and its warnings.
 
 Coordinates, the displacement convention and point mapping are described in :mod:`.warp`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -72,7 +73,7 @@ from .regions import (
     transfer_regions,
 )
 from .text import TextRoute, choose_route
-from .warp import Deformation, apply_affine_norm, fit_affine_lstsq, norm_grid
+from .warp import Deformation, apply_affine_norm, degenerate_reason, fit_affine_lstsq, norm_grid
 
 #: progress(fraction_done, message)
 ProgressCallback = Callable[[float, str], None]
@@ -141,6 +142,10 @@ class RegistrationResult:
     prompt_sources: list[dict] = field(default_factory=list)
     #: the joint refinement of "prompts+intensity": ``accepted`` and the image score (NMI) before and after
     refinement: dict[str, Any] = field(default_factory=dict)
+    #: every stage that can be rejected, in order: ``{"stage", "accepted", "reason", "degenerate"}``; a degenerate
+    #: stage (non-finite, folding, mostly outside the moving image; :func:`~.warp.degenerate_reason`) gives way to
+    #: the stage before it
+    stages: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def displacement(self) -> np.ndarray:
@@ -207,14 +212,23 @@ def register(
     fixed_shape, moving_shape = fixed_hwc.shape[:2], moving_hwc.shape[:2]
     timings: dict[str, float] = {}
     warnings: list[str] = []
+    stages: list[dict[str, Any]] = []
     t0 = time.perf_counter()
 
     images = IntensityImages.from_images(fixed_hwc, moving_hwc, opts.intensity_max_side)
     if method == "intensity":
         report(0.1, "intensity registration (SimpleITK)")
-        deformation, start, scores = intensity_route(images, opts, {"moments": None}, check_cancel)
+        deformation, start, scores = intensity_route(images, opts, {"moments": None}, check_cancel, stages)
         timings["intensity"] = time.perf_counter() - t0
-        return RegistrationResult(deformation, method, timings=timings, start=start, start_scores=scores)
+        return RegistrationResult(
+            deformation,
+            method,
+            timings=timings,
+            warnings=_stage_warnings(stages),
+            start=start,
+            start_scores=scores,
+            stages=stages,
+        )
 
     report(0.0, "finding region pairs")
     if cancel is not None and is_text_prompts(prompts):  # the text routes stop inside long segmentations too
@@ -259,6 +273,13 @@ def register(
         pairs, fixed_shape, moving_shape, options=opts, check_cancel=check_cancel, progress=report, images=images
     )
     timings["transform"] = time.perf_counter() - t1
+    if deformation.residual is not None:  # the dense field on top of the region affine
+        affine_part = Deformation(fixed_shape, moving_shape, deformation.affine, None)
+        reason = degenerate_reason(deformation, affine_part)
+        stages.append(_stage("region field", reason))
+        if reason is not None:
+            deformation = affine_part
+            dice_after = pair_dice(pairs, deformation)
     start, scores = "regions", {"regions": images.score(deformation)}
     refinement: dict[str, Any] = {}
     if method == "prompts+intensity":
@@ -269,20 +290,25 @@ def register(
         starts: dict[str, Deformation | None] = {"moments": None, "regions": deformation}
         if deformation.residual is not None:
             starts["regions (affine)"] = Deformation(fixed_shape, moving_shape, deformation.affine, None)
-        deformation, start, scores = intensity_route(images, opts, starts, check_cancel)
+        deformation, start, scores = intensity_route(images, opts, starts, check_cancel, stages)
         timings["intensity"] = time.perf_counter() - t2
         if opts.joint_refinement:
             report(0.93, "joint refinement (local NCC + region Dice)")
             t3 = time.perf_counter()
             refined = joint_refine(fixed_hwc, moving_hwc, deformation, pairs, opts, check_cancel)
-            # kept only if the images agree better by the same judge as the starts (NMI; no landmarks)
+            # kept only if not degenerate and the images agree better by the same judge as the starts (NMI; no
+            # landmarks)
             before, after = images.score(deformation), images.score(refined)
-            refinement = {"accepted": after > before, "score_before": before, "score_after": after}
-            if after > before:
+            degenerate = degenerate_reason(refined, deformation)
+            reason = degenerate or (None if after > before else f"no better by NMI ({after:.4f} <= {before:.4f})")
+            refinement = {"accepted": reason is None, "score_before": before, "score_after": after, "reason": reason}
+            stages.append(_stage("joint refinement", reason, degenerate=degenerate is not None))
+            if reason is None:
                 deformation = refined
             timings["refinement"] = time.perf_counter() - t3
         dice_after = pair_dice(pairs, deformation)
     report(1.0, "done")
+    warnings.extend(_stage_warnings(stages))
     return RegistrationResult(
         deformation=deformation,
         method=method,
@@ -295,8 +321,27 @@ def register(
         start=start,
         start_scores=scores,
         refinement=refinement,
+        stages=stages,
         **route_info,
     )
+
+
+def _stage(name: str, reason: str | None, *, degenerate: bool | None = None) -> dict[str, Any]:
+    """A record of ``RegistrationResult.stages``; ``reason`` None = accepted; by default a reason means degenerate."""
+    return {
+        "stage": name,
+        "accepted": reason is None,
+        "reason": reason,
+        "degenerate": reason is not None if degenerate is None else degenerate,
+    }
+
+
+def _stage_warnings(stages: Sequence[dict[str, Any]]) -> list[str]:
+    return [
+        f"{s['stage']} stage rejected as degenerate ({s['reason']}); the previous stage's result is kept"
+        for s in stages
+        if s["degenerate"]
+    ]
 
 
 def check_pair(
@@ -504,7 +549,8 @@ def text_sources(
             route = choose_route(route, library=library, **{k: options.pop(k) for k in keys if k in options})
         except (PromptsegError, WeightsError) as exc:
             # the route chooser's own message (which weights are missing, how to fill the library), for these prompts
-            raise type(exc)(f"text prompt {', '.join(map(repr, texts))}: {exc}") from exc
+            prompts_text = ", ".join(map(repr, texts))
+            raise type(exc)(f"text prompt {prompts_text}: {exc.message}", details=exc.details) from exc
     if segmenter is None:  # after the route: a prompt nothing can answer fails before the model loads
         from ..models import load_segmenter
 
@@ -1060,11 +1106,12 @@ def intensity_stage(
         reg.SetMetricSamplingStrategy(reg.RANDOM)
         reg.SetMetricSamplingPercentage(0.25, opts.seed + 1)
         reg.SetInterpolator(sitk.sitkLinear)
+        reg.SetNumberOfThreads(1)
         return reg
 
-    # the affine stage runs on one thread (see sitk_single_threaded); the B-spline stage (LBFGS-B) uses every core:
-    # its field repeats between runs to < 1e-5 px (kidney pair), and 1 vs 2 threads moved the BIRL TREs by <= 0.2 px
-    with sitk_single_threaded() if affine else contextlib.nullcontext():
+    # every stage runs on one thread (see sitk_single_threaded): with two, the B-spline stage (LBFGS-B) differed
+    # between runs of the same pair (float noise that sometimes grew into a different, even degenerate, field)
+    with sitk_single_threaded():
         transforms = _sitk_stages(sitk, method, f_img, m_img, opts, initial, start_affine, affine, bspline)
     composite = sitk.CompositeTransform(transforms) if transforms else sitk.Transform(2, sitk.sitkIdentity)
     field_img = sitk.TransformToDisplacementField(
@@ -1134,11 +1181,15 @@ def intensity_route(
     opts: RegistrationOptions,
     starts: dict[str, Deformation | None],
     check_cancel: Callable[[], None] = lambda: None,
+    stages: list[dict[str, Any]] | None = None,
 ) -> tuple[Deformation, str, dict[str, float]]:
     """Refine every start by the intensity affine stage, keep the one whose result aligns the images best by
     :func:`alignment_score` (NMI on the fixed grid; no landmarks), then run the B-spline stage on it. ``None`` is
     the intensity baseline's own (moments) start, so a wrong region start cannot win unless it also aligns the
-    intensities better. Returns the transform, the winning start's name and every start's score."""
+    intensities better. A degenerate result (:func:`~.warp.degenerate_reason`) is not a candidate, and a degenerate
+    B-spline stage gives way to the affine result; each check is appended to ``stages``. Returns the transform, the
+    winning start's name and every start's score."""
+    stages = [] if stages is None else stages
 
     def refine(start: Deformation | None) -> Deformation:
         return intensity_stage(images, opts, initial=start, affine=opts.intensity_affine, bspline=False)
@@ -1148,10 +1199,19 @@ def intensity_route(
         refined = dict(zip(starts, pool.map(refine, starts.values()), strict=True))
     check_cancel()
     scores = {name: images.score(deformation) for name, deformation in refined.items()}
-    best = max(scores, key=lambda k: scores[k])
+    reasons = {name: degenerate_reason(deformation) for name, deformation in refined.items()}
+    for name, reason in reasons.items():
+        if reason is not None:
+            stages.append(_stage(f"affine from {name}", reason))
+    usable = [name for name in refined if reasons[name] is None] or list(refined)
+    best = max(usable, key=lambda k: scores[k])
     deformation = refined[best]
     if opts.intensity_bspline:
-        deformation = intensity_stage(images, opts, initial=deformation, affine=False, bspline=True)
+        bspline = intensity_stage(images, opts, initial=deformation, affine=False, bspline=True)
+        reason = degenerate_reason(bspline, deformation)
+        stages.append(_stage("bspline", reason))
+        if reason is None:
+            deformation = bspline
     return deformation, best, scores
 
 

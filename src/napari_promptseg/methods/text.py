@@ -106,6 +106,20 @@ def _try_load(kind: str, names: Sequence[str], weights: str | None, device: str)
     return None, "", problems
 
 
+def available_route(route: Route = "auto") -> str:
+    """The route ``route`` would take, judged from which weights are in place (nothing is loaded): for "auto" the
+    first of GroundingDINO, CLIPSeg, library whose weights resolve locally. For the UI (which options apply)."""
+    if route != "auto":
+        return route
+    from ..models import get_card
+    from ..models.registry import weights_status
+
+    for answer, names in (("groundingdino", GROUNDER_MODELS), ("clipseg", HEATMAPPER_MODELS)):
+        if any(weights_status(get_card(name))[0] != "missing" for name in names):
+            return answer
+    return "library"
+
+
 def choose_route(
     route: Route = "auto",
     *,
@@ -129,7 +143,7 @@ def choose_route(
         if model is not None:
             return TextRoute("groundingdino", model, model_name)
         if route == "groundingdino":
-            raise WeightsError("no GroundingDINO model could be loaded: " + "; ".join(problems))
+            raise WeightsError("no GroundingDINO weights (route groundingdino)", details="; ".join(problems))
         skipped.append("no GroundingDINO weights")
         details.extend(problems)
     if route in ("auto", "clipseg"):
@@ -140,18 +154,20 @@ def choose_route(
         if model is not None:
             return TextRoute("clipseg", model, model_name, skipped, details)
         if route == "clipseg":
-            raise WeightsError("no CLIPSeg model could be loaded: " + "; ".join(problems))
+            raise WeightsError("no CLIPSeg weights (route clipseg)", details="; ".join(problems))
         skipped.append("no CLIPSeg weights")
         details.extend(problems)
-    from ..io.library import ReferenceLibrary
+    from ..io.starter import open_library
 
-    lib = library if isinstance(library, ReferenceLibrary) else ReferenceLibrary.open(library)
+    lib = open_library(library)  # the default library gets the starter exemplars (nuclei) on first use
     if not lib.entries:
         where = "; ".join(skipped) + ", and " if skipped else ""
         raise PromptsegError(
-            f"{where}the reference library at {lib.path} has no entries: save a named exemplar from the One-shot "
-            "widget ('Save reference to library') or with `promptseg library add NAME --image IMG --mask MASK`, or put "
-            "GroundingDINO/CLIPSeg weights in place (`promptseg models` lists where)"
+            f"{where}the reference library has no entries",
+            details=f"library: {lib.path}. Save a named exemplar from the One-shot widget ('Save reference to "
+            "library…'), or the Text prompt widget's 'Add exemplar', or run `promptseg library add NAME --image IMG "
+            "--mask MASK` (`promptseg library starter` adds the bundled nuclei exemplar); or put GroundingDINO/CLIPSeg "
+            "weights in place (`promptseg models` lists where)",
         )
     return TextRoute("library", lib, str(lib.path), skipped, details)
 

@@ -266,3 +266,46 @@ def _points(xy: np.ndarray, name: str) -> np.ndarray:
 
 def _apply_h(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return xy @ matrix[:2, :2].T + matrix[:2, 2]
+
+
+#: a stage whose transform folds on more than this fraction of the fixed image is degenerate
+MAX_FOLDING = 0.01
+#: ... or maps less than this fraction of the fixed image inside the moving image (the image judge then scores 0)
+MIN_INSIDE = 0.25
+
+
+def inside_fraction(deformation: Deformation, shape: tuple[int, int] = (128, 128)) -> float:
+    """Fraction of a fixed grid of ``shape`` that ``deformation`` maps inside the moving image."""
+    grid = deformation.norm_map(shape)
+    return float((grid.abs() <= 1).all(dim=-1).float().mean())
+
+
+def degenerate_reason(
+    deformation: Deformation, previous: Deformation | None = None, *, side: int = 128
+) -> str | None:
+    """Why ``deformation`` is not a usable registration result, or None: non-finite values, folding (det of the
+    Jacobian <= 0 on more than :data:`MAX_FOLDING` of the fixed image), or mostly outside the moving image (less
+    than :data:`MIN_INSIDE` of the fixed image inside it, or less than half of what ``previous``, the stage before,
+    kept inside). Checked on a grid with ``side`` points along the fixed image's longest side."""
+    if not np.isfinite(deformation.affine).all() or (
+        deformation.residual is not None and not np.isfinite(deformation.residual).all()
+    ):
+        return "non-finite values (NaN or inf) in the transform"
+    h, w = deformation.fixed_shape
+    scale = side / max(h, w)
+    shape = (max(8, round(h * scale)), max(8, round(w * scale)))
+    inside = inside_fraction(deformation, shape)
+    if inside < MIN_INSIDE:
+        return f"maps {100 * (1 - inside):.0f} % of the fixed image outside the moving image"
+    if previous is not None:
+        before = inside_fraction(previous, shape)
+        if inside < 0.5 * before:
+            return (
+                f"maps only {100 * inside:.0f} % of the fixed image inside the moving image "
+                f"({100 * before:.0f} % before this stage)"
+            )
+    if deformation.residual is not None:
+        folding = float((deformation.jacobian_determinant(shape) <= 0).mean())
+        if folding > MAX_FOLDING:
+            return f"folds: det J <= 0 on {100 * folding:.1f} % of the fixed image"
+    return None

@@ -358,10 +358,12 @@ def resolve_weights(
     what = f"the directory {card.filename}/ with {', '.join(card.files)}" if card.is_directory else card.filename
     where = f"put {what} in {cached.parent} (or set ${CACHE_ENV}, or pass the path with --weights)"
     if card.url is None:
-        raise WeightsError(f"{card.name}: no weights found and no download source; {where}")
+        raise WeightsError(f"{card.name}: no weights found and no download source", details=where)
     if offline() or not download:
         why = f"${OFFLINE_ENV} is set" if offline() else "downloads are off"
-        raise WeightsError(f"{card.name}: weights not found and {why}; {where}; it is published at {card.url}")
+        raise WeightsError(
+            f"{card.name}: weights not found and {why}", details=f"{where}; it is published at {card.url}"
+        )
     try:
         if not card.is_directory:
             return download_weights(card, cached, progress=progress)
@@ -374,7 +376,7 @@ def resolve_weights(
                 download_weights(file_card, target, progress=progress)
         return cached
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-        raise WeightsError(f"{card.name}: download from {card.url} failed ({exc}); {where}") from exc
+        raise WeightsError(f"{card.name}: download from {card.url} failed ({exc})", details=where) from exc
 
 
 def _verify(card: ModelCard, path: Path) -> None:
