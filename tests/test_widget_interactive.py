@@ -264,3 +264,33 @@ def test_task_runner_cancel_and_errors(make_viewer, qtbot):
     runner.submit("good", "good task", lambda progress, cancel: 42, results.append)
     qtbot.waitUntil(lambda: not runner.busy, timeout=10_000)
     assert results == [42]
+
+
+def test_find_all_like_three_boxes(make_viewer, qtbot, sample):
+    """'Find all like these': three boxed nuclei -> a new Labels layer with most nuclei of the image; the boxes and
+    the user's layers stay as they were."""
+    from napari_promptseg.methods.instances import match_instances
+
+    image, truth, _, _ = sample
+    viewer = make_viewer()
+    scale = np.array([0.5, 0.5])
+    viewer.add_image(image, name="nuclei", scale=scale)
+    widget = add_widget(viewer)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    shapes = viewer.add_shapes(name="examples")
+    regions = sorted(regionprops(truth), key=lambda r: -r.area)
+    for r in (regions[5], regions[15], regions[25]):
+        r0, c0, r1, c1 = r.bbox
+        shapes.add_rectangles(np.array([[r0, c0], [r1 - 1, c1 - 1]]) * scale)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    start = len(notification_manager.records)
+    widget.find_all()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    found = viewer.layers["nuclei find-all"]
+    np.testing.assert_allclose(found.scale, scale)
+    assert found.data.shape == truth.shape
+    m = match_instances(found.data, truth)
+    assert m["recall"] > 0.45, m  # measured 0.6 through the Python function
+    assert len(shapes.data) == 3, "the example boxes stay"
+    assert not records_since(start, NotificationSeverity.ERROR)
+    assert "found" in widget.runner.widget.summary.text()

@@ -836,6 +836,8 @@ class InteractiveWidget(QWidget):
 
     def find_all(self) -> None:
         """Every object like the boxed examples on the displayed plane -> a new Labels layer (nothing else changes)."""
+        if self._no_image():
+            return
         try:
             image, geom = self._geometry()
             prompts = gather_prompts(self.viewer, image, geom, self.shapes_picker.layer(), None)
@@ -880,7 +882,7 @@ class InteractiveWidget(QWidget):
                 notify_once(message, self._shown_warnings)
             scale = result.scale
             where = f" at scale {scale.scale:.2f} in {scale.tiles} tile(s)" if scale is not None else ""
-            self.runner.widget.set_message(
+            self.runner.widget.set_summary(
                 f"found {len(result.scores)} object(s) like the {len(boxes)} example(s){where} -> '{target.name}'"
             )
 

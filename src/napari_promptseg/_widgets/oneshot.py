@@ -341,15 +341,13 @@ class OneShotWidget(QWidget):
                 self.viewer.add_labels(labels, name=f"{name} one-shot", **kw)
                 self._add_points(pos[:, ::-1], neg[:, ::-1], f"{name} one-shot prompts", kw)
         objects = sum(int(len(np.unique(labels))) - int((labels == 0).any()) for labels in output.labels)
-        self.runner.widget.set_summary(f"one-shot: {objects} object(s) in {len(output.labels)} target(s)")
-        for warning in dict.fromkeys(output.warnings):
-            show_warning(warning)
+        scale = ""
         if output.scales:
             first = output.scales[0]
-            self.runner.widget.set_message(
-                f"{len(output.labels)} target(s); working scale {first['scale']} ({first['source']}), "
-                f"{first['tiles']} tile(s)"
-            )
+            scale = f"; working scale {first['scale']} ({first['source']}), {first['tiles']} tile(s)"
+        self.runner.widget.set_summary(f"one-shot: {objects} object(s) in {len(output.labels)} target(s){scale}")
+        for warning in dict.fromkeys(output.warnings):
+            show_warning(warning)
 
     def _add_points(self, positives: np.ndarray, negatives: np.ndarray, name: str, kw: dict) -> None:
         if not self.show_points.isChecked() or len(positives) + len(negatives) == 0:

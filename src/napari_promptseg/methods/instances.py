@@ -60,6 +60,8 @@ Refinement = Literal["fused", "sam", "none"]
 REFINEMENTS: tuple[str, ...] = ("fused", "sam", "none")
 #: reference tiles the classifier learns from at most (those holding the most labelled pixels)
 MAX_REFERENCE_TILES = 6
+#: fewer exemplar objects than this get a strongly regularised classifier
+FEW_EXEMPLARS = 10
 #: a target's own object size may differ from the exemplars' by this factor at most
 MAX_SIZE_CHANGE = 3.0
 #: a quick foreground covering more of the target than this has not found separate objects
@@ -220,7 +222,10 @@ def fit_exemplars(
     flat_known = [c != 255 for c in classes]
     taught_x = [f[k] for f, k in zip(feats, flat_known, strict=True)]
     taught_y = [c[k] for c, k in zip(classes, flat_known, strict=True)]
-    classifier = PixelClassifier().fit(taught_x, taught_y)
+    # a few exemplars (find all like these: 2-5 boxes) are memorised pixel by pixel by deep trees; shallow trees
+    # with large leaves generalise from them (measured: recall 0.08 -> 0.6 from 3 nuclei, benchmarks/README.md)
+    few = len(ids) < FEW_EXEMPLARS
+    classifier = (PixelClassifier(max_depth=5, min_leaf=50) if few else PixelClassifier()).fit(taught_x, taught_y)
     n_filters = filter_features(workings[0][:4, :4], channels).shape[-1]
     size_classifier = PixelClassifier(trees=12, max_depth=10).fit([x[:, :n_filters] for x in taught_x], taught_y)
     widths = [_object_widths(size_classifier.predict(f[..., :n_filters]), scale.scale) for f in feats]

@@ -28,7 +28,7 @@ SIGMAS = (1.0, 2.0, 4.0)
 ENCODER_COMPONENTS = 8
 #: training pixels drawn per class from the reference
 SAMPLES_PER_CLASS = 6_000
-#: smallest leaf of a tree: a few exemplars must not be memorised pixel by pixel
+#: smallest leaf of a tree
 MIN_LEAF = 3
 
 
@@ -116,8 +116,9 @@ def encoder_pixel_features(
 class PixelClassifier:
     """Random forest over per-pixel features; ``fit`` on reference tiles, ``predict`` class probabilities."""
 
-    def __init__(self, *, trees: int = 24, max_depth: int = 14, seed: int = 0) -> None:
+    def __init__(self, *, trees: int = 24, max_depth: int = 14, min_leaf: int | None = None, seed: int = 0) -> None:
         self.trees, self.max_depth, self.seed = trees, max_depth, seed
+        self.min_leaf = MIN_LEAF if min_leaf is None else min_leaf
         self._forest = None
         self.n_features = 0
 
@@ -142,7 +143,7 @@ class PixelClassifier:
         self._forest = RandomForestClassifier(
             n_estimators=self.trees,
             max_depth=self.max_depth,
-            min_samples_leaf=MIN_LEAF,
+            min_samples_leaf=self.min_leaf,
             max_features="sqrt",
             class_weight="balanced",
             random_state=self.seed,
