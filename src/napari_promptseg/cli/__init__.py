@@ -1,0 +1,132 @@
+"""`promptseg` command line. Every subcommand calls the same functions as the Python API and the widgets.
+
+Output convention (all subcommands): ``-o OUT`` is a directory; each input image gives ``OUT/<stem>.tif``
+(uint16/uint32 instance labels, 0 = background) and the run writes ``OUT/report.json``.
+
+Exit codes: 0 every output was written (an input where nothing was found, or whose processing failed, gets an empty
+label image and its reason in report.json); 1 some input could not be read, so it has no output (the others do);
+2 bad invocation, input that stops the whole run, or every input failed (one-line reason); 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import __version__
+from ..errors import CancelledError, PromptsegError, WeightsError
+from ._common import _add_model_options
+from .library import _add_library_parser
+from .models import cmd_models
+from .oneshot import _add_oneshot_parser
+from .register import cmd_register
+from .segment import cmd_segment
+from .text import _add_text_parser
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="promptseg", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="list models and whether their weights are available")
+    models.add_argument("--json", action="store_true", help="machine-readable output")
+    models.set_defaults(func=cmd_models)
+
+    seg = sub.add_parser("segment", help="segment images from boxes and points (pixel x = column, y = row)")
+    seg.add_argument("images", nargs="+", type=Path, help="2D image files")
+    seg.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    seg.add_argument("--box", nargs=4, type=float, action="append", default=[], metavar=("X0", "Y0", "X1", "Y1"))
+    seg.add_argument("--point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"))
+    seg.add_argument("--negative-point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"))
+    seg.add_argument(
+        "--find-all",
+        action="store_true",
+        help="find every object like the boxed ones (the boxes are examples; needs a few --box)",
+    )
+    seg.add_argument(
+        "--object-size",
+        type=float,
+        metavar="PX",
+        help="typical object diameter in pixels; sets the working scale (default: from the boxes)",
+    )
+    seg.add_argument("--overlay", action="store_true", help="also write OUT/<stem>_overlay.png")
+    _add_model_options(seg)
+    seg.set_defaults(func=cmd_segment)
+
+    reg = sub.add_parser(
+        "register",
+        help="register MOVING onto FIXED from corresponding regions (Tell2Reg) and/or intensity (SimpleITK)",
+        description="Writes OUT/moving_warped.tif, OUT/displacement.tif ((H, W, 2) float32 dx, dy in pixels on the "
+        "fixed grid: fixed pixel x corresponds to moving pixel x + u(x)), OUT/landmarks_warped.csv (moving landmarks "
+        "mapped into the fixed frame) and OUT/report.json (TRE/rTRE before and after).",
+    )
+    reg.add_argument("fixed", type=Path, help="fixed (target) 2D image")
+    reg.add_argument("moving", type=Path, help="moving (source) 2D image, warped onto the fixed grid")
+    reg.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    reg.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        help="text prompt naming regions to pair (repeatable: --prompt gland --prompt nuclei; 'gland, nuclei' is "
+        "two phrases of one prompt); 'auto' (default) = automatic regions matched by embedding similarity",
+    )
+    reg.add_argument(
+        "--text-route",
+        default="auto",
+        choices=["auto", "groundingdino", "clipseg", "library"],
+        help="what answers the text prompts: the first available of GroundingDINO, CLIPSeg, the reference library "
+        "(default: %(default)s)",
+    )
+    reg.add_argument("--library", type=Path, help="reference library directory (default: the user library)")
+    reg.add_argument("--box-threshold", type=float, default=0.35, help="GroundingDINO box threshold (%(default)s)")
+    reg.add_argument("--text-threshold", type=float, default=0.25, help="GroundingDINO text threshold (%(default)s)")
+    reg.add_argument("--heatmap-threshold", type=float, default=0.5, help="CLIPSeg threshold (%(default)s)")
+    reg.add_argument(
+        "--method",
+        default="prompts+intensity",  # = methods.registration.DEFAULT_METHOD (not imported here: torch is slow)
+        choices=["prompts", "prompts+intensity", "intensity"],
+        help="prompts: corresponding regions (Tell2Reg); intensity: SimpleITK; prompts+intensity: SimpleITK from "
+        "the region start and from its own, the better by mutual information (default: %(default)s)",
+    )
+    reg.add_argument("--landmarks-fixed", type=Path, help="fixed-image landmarks (ANHIR CSV ',X,Y' or .pts)")
+    reg.add_argument("--landmarks-moving", type=Path, help="moving-image landmarks, same order as the fixed ones")
+    reg.add_argument(
+        "--truncate-landmarks",
+        action="store_true",
+        help="compare the first min(n) landmarks when the counts differ (as ANHIR does)",
+    )
+    reg.add_argument("--similarity", type=float, default=0.8, help="region-pair cosine threshold (%(default)s)")
+    reg.add_argument("--smoothness", type=float, help="bending-energy weight of the dense field")
+    reg.add_argument("--no-dense", action="store_true", help="affine only (no dense field) for the prompt method")
+    _add_model_options(reg)
+    reg.set_defaults(func=cmd_register)
+    _add_oneshot_parser(sub)
+    _add_text_parser(sub)
+    _add_library_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (PromptsegError, WeightsError) as exc:
+        reason = " ".join(str(exc).split())  # one line, even when a reader's own message has several
+        print(f"promptseg {args.command}: error: {reason}", file=sys.stderr)
+        return 2
+    except CancelledError:
+        print(f"promptseg {args.command}: cancelled", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"\npromptseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""`promptseg library ...`: the reference library (add/list/starter/remove/export/import)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import PromptsegError
+from ._common import _reference_labels
+
+
+def _add_library_parser(sub: argparse._SubParsersAction) -> None:
+    lib = sub.add_parser(
+        "library",
+        help="manage the reference library: named exemplars that answer text prompts offline",
+        description="Named one-shot exemplars (image crop + mask + description). `promptseg text --route library` "
+        "matches a prompt to their names/descriptions and segments with SAT. Default location: $PROMPTSEG_LIBRARY, "
+        "else the user data directory.",
+    )
+    lib_sub = lib.add_subparsers(dest="library_command", required=True)
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--library", type=Path, help="library directory (default: $PROMPTSEG_LIBRARY or the user one)")
+
+    add = lib_sub.add_parser("add", parents=[where], help="save an exemplar: an image and the mask of one structure")
+    add.add_argument("name", help="what the structure is called, e.g. 'gland' (matched against text prompts)")
+    add.add_argument("--image", type=Path, required=True, help="2D image file")
+    add.add_argument("--mask", type=Path, required=True, help="its mask/labels (non-zero = the structure)")
+    add.add_argument("--description", default="", help="optional text; synonyms separated by ',' are matched too")
+    add.add_argument("--channel-axis", type=int, help="axis of the channels in a multichannel image")
+    add.add_argument("--channels", type=int, nargs="+", help="up to three channels to keep (after --channel-axis)")
+    add.add_argument("--pixel-size", type=float, nargs=2, metavar=("DY", "DX"), help="physical pixel size")
+    add.add_argument(
+        "--instances",
+        action="store_true",
+        help="the mask marks many objects (e.g. nuclei): a prompt finds every object like them, as instance labels",
+    )
+    add.add_argument(
+        "--margin", type=float, default=None, help="crop margin around the mask, x its box's longer side (default 1.0)"
+    )
+    add.add_argument("--min-crop", type=int, default=1024, help="smallest crop side in pixels (%(default)s)")
+    add.add_argument("--no-crop", action="store_true", help="keep the whole image instead of a crop around the mask")
+    add.set_defaults(func=cmd_library_add)
+
+    listing = lib_sub.add_parser("list", parents=[where], help="list the entries")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=cmd_library_list)
+
+    remove = lib_sub.add_parser("remove", parents=[where], help="remove an entry by id or name")
+    remove.add_argument("name", help="entry id, or name")
+    remove.add_argument("--all", action="store_true", help="remove every entry with this name")
+    remove.set_defaults(func=cmd_library_remove)
+
+    export = lib_sub.add_parser("export", parents=[where], help="write the library to one zip file")
+    export.add_argument("zip", type=Path, help="FILE.zip to write")
+    export.add_argument("--force", action="store_true", help="overwrite FILE.zip if it exists")
+    export.set_defaults(func=cmd_library_export)
+
+    imp = lib_sub.add_parser("import", parents=[where], help="merge an exported zip into the library")
+    imp.add_argument("zip", type=Path, help="FILE.zip written by `promptseg library export`")
+    imp.set_defaults(func=cmd_library_import)
+
+    starter = lib_sub.add_parser(
+        "starter",
+        parents=[where],
+        help="add the starter exemplars built from the bundled samples ('nucleus'); a new default library gets them "
+        "on its first text prompt",
+    )
+    starter.set_defaults(func=cmd_library_starter)
+
+
+def cmd_library_add(args: argparse.Namespace) -> int:
+    from ..io import read_image
+    from ..io.library import DEFAULT_MARGIN, ReferenceLibrary
+
+    for path in (args.image, args.mask):
+        if not path.is_file():
+            raise PromptsegError(f"input file not found: {path}")
+    if args.no_crop and args.margin is not None:
+        raise PromptsegError("give --margin or --no-crop, not both")
+    image = read_image(args.image)
+    mask = _reference_labels(read_image(args.mask), image, args.mask)
+    library = ReferenceLibrary.open(args.library)
+    entry = library.add(
+        args.name,
+        image,
+        mask,
+        args.description,
+        source=str(args.image),
+        channel_axis=args.channel_axis,
+        channels=args.channels,
+        pixel_size=args.pixel_size,
+        instances=args.instances,
+        margin=None if args.no_crop else (DEFAULT_MARGIN if args.margin is None else args.margin),
+        min_crop=args.min_crop,
+    )
+    size = "x".join(str(s) for s in entry.shape[:2][::-1])
+    print(f"added '{entry.name}' (id {entry.id}, {size} px crop) to {library.path}")
+    return 0
+
+
+def cmd_library_list(args: argparse.Namespace) -> int:
+    from ..io.library import ReferenceLibrary
+
+    library = ReferenceLibrary.open(args.library)
+    rows = [{k: v for k, v in e.to_json().items() if k != "sha256"} for e in library.entries]
+    if args.json:
+        print(json.dumps({"library": str(library.path), "entries": rows}, indent=2))
+        return 0
+    print(f"reference library: {library.path} ({len(rows)} entries)")
+    for e in library.entries:
+        size = "x".join(str(s) for s in e.shape[:2][::-1])
+        described = f"  {e.description}" if e.description else ""
+        print(f"{e.name:<20} {e.id:<28} {size:>9} px  {e.source or '-'}{described}")
+    return 0
+
+
+def cmd_library_starter(args: argparse.Namespace) -> int:
+    from ..io.library import ReferenceLibrary
+    from ..io.starter import STARTER, add_starter
+
+    library = ReferenceLibrary.open(args.library)
+    added = add_starter(library)
+    for entry in added:
+        print(f"added '{entry.name}' (id {entry.id}, {'many instances' if entry.instances else 'one object'})")
+    kept = len(STARTER) - len(added)
+    print(f"reference library: {library.path}" + (f" ({kept} starter exemplar(s) already there)" if kept else ""))
+    return 0
+
+
+def cmd_library_remove(args: argparse.Namespace) -> int:
+    from ..io.library import ReferenceLibrary
+
+    library = ReferenceLibrary.open(args.library)
+    for entry in library.remove(args.name, all_with_name=args.all):
+        print(f"removed '{entry.name}' (id {entry.id})")
+    return 0
+
+
+def cmd_library_export(args: argparse.Namespace) -> int:
+    from ..io.library import ReferenceLibrary
+
+    library = ReferenceLibrary.open(args.library)
+    path = library.export(args.zip, overwrite=args.force)
+    print(f"exported {len(library)} entries from {library.path} to {path}")
+    return 0
+
+
+def cmd_library_import(args: argparse.Namespace) -> int:
+    from ..io.library import ReferenceLibrary
+
+    result = ReferenceLibrary.import_zip(args.zip, into=args.library)
+    for entry in result.added:
+        print(f"imported '{entry.name}' (id {entry.id})")
+    if result.skipped:
+        print(f"skipped (already in the library): {', '.join(result.skipped)}")
+    print(f"{len(result.added)} entries added to {result.library.path}")
+    return 0

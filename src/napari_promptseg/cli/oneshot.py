@@ -1,0 +1,169 @@
+"""`promptseg oneshot`: segment what a labelled reference shows (SAT one region, or many instances)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..errors import PromptsegError
+from ._common import (
+    _add_model_options,
+    _expand_images,
+    _finish_image,
+    _instances_record,
+    _print_progress,
+    _reference_labels,
+    _run_batch,
+    _write_report,
+)
+
+
+def _add_oneshot_parser(sub: argparse._SubParsersAction) -> None:
+    one = sub.add_parser(
+        "oneshot",
+        help="segment in TARGETs what a labelled reference shows (SAT one-shot; PerSAM-/Matcher-style)",
+        description="Writes OUT/<stem>.tif (labels) per target and OUT/report.json (chosen prompts, scheme scores, "
+        "timings). Repeat --reference/--reference-mask for an ensemble over several references.",
+    )
+    one.add_argument("targets", nargs="+", type=Path, help="target 2D images or folders of images")
+    one.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    one.add_argument("--reference", type=Path, action="append", required=True, help="reference image (repeatable)")
+    one.add_argument(
+        "--reference-mask", type=Path, action="append", required=True, help="its mask/labels (non-zero = object)"
+    )
+    one.add_argument("--strategy", default="sat", choices=["sat", "persam", "matcher"])
+    one.add_argument(
+        "--features", default="segmenter", help="'segmenter' (the model's encoder) or 'dinov2:<dir or hub id>'"
+    )
+    one.add_argument("--ensemble", default="vote", choices=["vote", "union"], help="combining several references")
+    one.add_argument("--keep-largest", action="store_true", help="keep only the largest connected component")
+    one.add_argument("--use-points", action=argparse.BooleanOptionalAction, default=None, help="add points to boxes")
+    one.add_argument(
+        "--instances",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="many-instances mode: every object like the reference's labelled objects, as instance labels "
+        "(default: on when the reference labels hold several objects, ids or separate components)",
+    )
+    one.add_argument(
+        "--object-size",
+        type=float,
+        metavar="PX",
+        help="typical object diameter in pixels; sets the working scale (default: measured on the reference's "
+        "objects, and on each target when its objects differ)",
+    )
+    one.add_argument("--overlay", action="store_true", help="also write OUT/<stem>_overlay.png")
+    _add_model_options(one)
+    one.set_defaults(func=cmd_oneshot)
+
+
+def cmd_oneshot(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..io import read_image, write_labels
+    from ..methods.instances import fit_exemplars, is_many_objects, segment_with_exemplars
+    from ..methods.oneshot import segment_like
+    from ..models import load_segmenter
+    from ..models.features import load_feature_extractor
+    from ..models.preprocessing import as_channels_last
+
+    if len(args.reference) != len(args.reference_mask):
+        raise PromptsegError(
+            f"{len(args.reference)} --reference but {len(args.reference_mask)} --reference-mask; give one mask each"
+        )
+    targets = _expand_images(args.targets)
+    t0 = time.perf_counter()
+    segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
+    extractor = load_feature_extractor(args.features, segmenter=segmenter, device=args.device)
+    load_s = time.perf_counter() - t0
+    references = [read_image(p) for p in args.reference]
+    reference_labels = [
+        _reference_labels(read_image(m), r, m) for m, r in zip(args.reference_mask, references, strict=True)
+    ]
+    masks = [labels > 0 for labels in reference_labels]
+    # a reference whose labels hold many objects asks for every such object: instances without a flag
+    instances = args.instances if args.instances is not None else is_many_objects(reference_labels[0])
+    if instances and len(references) > 1:
+        raise PromptsegError("the many-instances mode takes one --reference (with its instance labels)")
+    args.output.mkdir(parents=True, exist_ok=True)
+    exemplars = None
+    if instances:
+        exemplars = fit_exemplars(
+            segmenter,
+            as_channels_last(references[0], channel_axis=args.channel_axis, channels=args.channels, name="reference"),
+            reference_labels[0],
+            object_size=args.object_size,
+            normalize=args.normalize,
+        )
+
+    def process(path: Path, image) -> dict:
+        if exemplars is not None:
+            hwc = as_channels_last(image, channel_axis=args.channel_axis, channels=args.channels, name=str(path))
+            found = segment_with_exemplars(segmenter, exemplars, hwc, object_size=args.object_size, name=str(path))
+            return _instances_record(args, path, image, found)
+        result = segment_like(
+            references,
+            masks,
+            image,
+            segmenter=segmenter,
+            extractor=extractor,
+            strategy=args.strategy,
+            ensemble=args.ensemble,
+            keep_largest=args.keep_largest,
+            use_points=args.use_points,
+            channel_axis=args.channel_axis,
+            channels=args.channels,
+            normalize=args.normalize,
+            names=[str(path)],
+        )[0]
+        out = write_labels(args.output / f"{path.stem}.tif", result.labels)
+        record = {
+            "input": str(path),
+            "output": str(out),
+            "shape": list(image.shape),
+            "objects": int(result.mask.any()),
+            "area_px": int(result.mask.sum()),
+            "score": round(float(result.score), 4),
+            "positive_points_xy": np.round(result.positives, 1).tolist(),
+            "negative_points_xy": np.round(result.negatives, 1).tolist(),
+            "boxes_xyxy": np.round(result.boxes, 1).tolist(),
+            "schemes": result.schemes,
+            "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
+            "warnings": result.warnings,
+        }
+        if not result.mask.any():
+            record["reason"] = "; ".join(result.warnings) or "the chosen prompts gave an empty mask"
+        _finish_image(args, path, image, result.labels, record, f"{record['area_px']} px, score {record['score']}")
+        return record
+
+    records, code = _run_batch(args, targets, process)
+    mode = "instances" if instances else args.strategy
+    _write_report(
+        args.output,
+        command="oneshot",
+        model=segmenter.name,
+        route=f"one-shot reference ({mode}, features: {'pixel classifier' if instances else extractor.name})",
+        parameters={
+            "references": [str(p) for p in args.reference],
+            "reference_masks": [str(p) for p in args.reference_mask],
+            "mode": mode,
+            "instances": instances,
+            "instances_chosen_by": "flag" if args.instances is not None else "reference labels",
+            "object_size": args.object_size,
+            "exemplar_object_size_px": None if exemplars is None else round(exemplars.object_size, 2),
+            "strategy": args.strategy,
+            "features": args.features,
+            "ensemble": args.ensemble,
+            "keep_largest": args.keep_largest,
+            "use_points": args.use_points,
+            "weights": args.weights,
+            "device": str(getattr(segmenter, "device", args.device)),
+            "channel_axis": args.channel_axis,
+            "channels": args.channels,
+            "normalize": args.normalize,
+        },
+        images=records,
+        timings_s={"model_load": round(load_s, 4), "total": round(time.perf_counter() - t0, 4)},
+    )
+    return code

@@ -1,0 +1,145 @@
+"""`promptseg register`: Tell2Reg regions and/or SimpleITK intensity registration."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from ..errors import PromptsegError
+from ._common import _mean_or_none, _print_progress, _write_report
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    import tifffile
+
+    from ..io import read_image
+    from ..io.landmarks import paired_landmarks, read_landmarks, write_landmarks
+    from ..methods.registration import RegistrationOptions, image_diagonal, landmark_errors, register
+
+    for path in (args.fixed, args.moving):
+        if not path.is_file():
+            raise PromptsegError(f"input image not found: {path}")
+    if (args.landmarks_fixed is None) != (args.landmarks_moving is None):
+        raise PromptsegError("give both --landmarks-fixed and --landmarks-moving, or neither")
+    if args.channels is not None or args.normalize != "auto":
+        raise PromptsegError("register does not support --channels/--normalize yet; use --channel-axis or RGB images")
+    prompts = [p for p in args.prompt if p != "auto"]
+    if prompts and args.method == "intensity":
+        raise PromptsegError(f"--prompt {prompts[0]!r} needs --method prompts or prompts+intensity, not intensity")
+    t0 = time.perf_counter()
+    fixed, moving = read_image(args.fixed), read_image(args.moving)
+    landmarks = None
+    if args.landmarks_fixed is not None:
+        lm_fixed, lm_moving = read_landmarks(args.landmarks_fixed), read_landmarks(args.landmarks_moving)
+        landmarks = paired_landmarks(lm_fixed, lm_moving, allow_truncate=args.truncate_landmarks)
+    options = RegistrationOptions(similarity_threshold=args.similarity, dense=not args.no_dense)
+    if args.smoothness is not None:
+        options.smoothness = args.smoothness
+    segmenter = None
+    load_s = 0.0
+    if args.method != "intensity":
+        from ..models import load_segmenter
+
+        segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
+        load_s = time.perf_counter() - t0
+    result = register(
+        fixed,
+        moving,
+        prompts or None,
+        segmenter=segmenter,
+        method=args.method,
+        options=options,
+        channel_axis=args.channel_axis,
+        fixed_name=str(args.fixed),
+        moving_name=str(args.moving),
+        text_route=args.text_route,
+        library=args.library,
+        text_options={
+            "box_threshold": args.box_threshold,
+            "text_threshold": args.text_threshold,
+            "heatmap_threshold": args.heatmap_threshold,
+            "device": args.device,
+        },
+    )
+    args.output.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(args.output / "moving_warped.tif", result.warp_image(moving), compression="zlib")
+    tifffile.imwrite(args.output / "displacement.tif", result.displacement, compression="zlib")
+    record: dict[str, object] = {}
+    if landmarks is not None:
+        fixed_xy, moving_xy = landmarks
+        mapped = result.moving_points_to_fixed(moving_xy)
+        full = lm_moving.xy.copy()
+        full[: len(mapped)] = mapped
+        if len(full) > len(mapped):  # unpaired extra points are mapped too: the file keeps every input row
+            full[len(mapped) :] = result.moving_points_to_fixed(lm_moving.xy[len(mapped) :])
+        write_landmarks(args.output / "landmarks_warped.csv", lm_moving.with_xy(full))
+        diagonal = image_diagonal(fixed.shape)
+        record = {
+            "landmarks_fixed": str(args.landmarks_fixed),
+            "landmarks_moving": str(args.landmarks_moving),
+            "landmarks_warped": str(args.output / "landmarks_warped.csv"),
+            "pairs_compared": len(fixed_xy),
+            "image_diagonal": round(diagonal, 2),
+            "before": landmark_errors(fixed_xy, moving_xy, diagonal),
+            "after": landmark_errors(fixed_xy, mapped, diagonal),
+        }
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    summary = f"{args.moving} -> {args.output / 'moving_warped.tif'} ({result.method}, {len(result.pairs)} pairs"
+    if record:
+        summary += f", TRE {record['before']['tre_mean']:.2f} -> {record['after']['tre_mean']:.2f} px"
+    print(summary + ")")
+    if result.text_route:
+        print(f"text prompts answered by {result.text_route}: {result.text_reason}")
+    _write_report(
+        args.output,
+        command="register",
+        model=None if segmenter is None else segmenter.name,
+        route=result.method,
+        parameters={
+            "fixed": str(args.fixed),
+            "moving": str(args.moving),
+            "prompts": prompts or ["auto"],
+            "text_route": args.text_route,
+            "library": None if args.library is None else str(args.library),
+            "box_threshold": args.box_threshold,
+            "text_threshold": args.text_threshold,
+            "heatmap_threshold": args.heatmap_threshold,
+            "method": args.method,
+            "similarity": args.similarity,
+            "smoothness": options.smoothness,
+            "dense": options.dense,
+            "weights": args.weights,
+            "device": args.device,
+        },
+        convention="displacement.tif is (H, W, 2) float32 on the fixed grid, last axis (dx, dy) in pixels: fixed "
+        "pixel (x, y) corresponds to moving pixel (x + dx, y + dy); moving_warped = moving(x + u(x)); "
+        "landmarks_warped = moving landmarks mapped into the fixed frame (solving x + u(x) = p)",
+        shapes={"fixed": list(fixed.shape), "moving": list(moving.shape)},
+        region_pairs={
+            "count": len(result.pairs),
+            # the prompt (text phrase, "<phrase> (all)" for a phrase's union; None: automatic) of each pair
+            "prompts": [p.prompt for p in result.pairs],
+            "pairing": None if result.pairing is None else vars(result.pairing),
+            "dice_before_mean": _mean_or_none(result.pair_dice_before),
+            "dice_after_mean": _mean_or_none(result.pair_dice_after),
+        },
+        landmarks=record or None,
+        # which start won the image-similarity (NMI) choice, and every start's score
+        start={"chosen": result.start, "scores": {k: round(v, 4) for k, v in result.start_scores.items()}},
+        # the joint refinement after the intensity stage: kept only when the image score (NMI) rose
+        refinement={k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.refinement.items()} or None,
+        # each stage that was checked, accepted or rejected (a degenerate stage gives way to the one before, why here)
+        stages=result.stages,
+        # text prompts: the route that answered them and why (None for automatic/given regions), per prompt below
+        text_route={"route": result.text_route, "reason": result.text_reason} if result.text_route else None,
+        prompt_sources=result.prompt_sources,
+        warnings=result.warnings,
+        timings_s={
+            **{k: round(v, 4) for k, v in result.timings.items()},
+            "model_load": round(load_s, 4),
+            "total": round(time.perf_counter() - t0, 4),
+        },
+    )
+    return 0

@@ -1,0 +1,107 @@
+"""`promptseg text`: typed prompts through GroundingDINO, CLIPSeg or the reference library."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ._common import _add_model_options, _expand_images, _finish_image, _print_progress, _run_batch, _write_report
+
+
+def _add_text_parser(sub: argparse._SubParsersAction) -> None:
+    text = sub.add_parser(
+        "text",
+        help="segment what a text prompt names (GroundingDINO + SAM, CLIPSeg, or the offline reference library)",
+        description="Writes OUT/<stem>.tif (instance labels) per image and OUT/report.json (route, why, boxes, "
+        "phrases). The route is the first that can answer: GroundingDINO, CLIPSeg, then the reference library "
+        "(`promptseg library add`), unless --route picks one.",
+    )
+    text.add_argument("prompt", help="what to segment, e.g. 'nuclei' or 'gland, stroma' (phrases split on , . ;)")
+    text.add_argument("images", nargs="+", type=Path, help="2D images or folders of images")
+    text.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    text.add_argument("--route", default="auto", choices=["auto", "groundingdino", "clipseg", "library"])
+    text.add_argument("--grounder", help="GroundingDINO model name from `promptseg models` (default: any available)")
+    text.add_argument("--heatmapper", help="CLIPSeg model name from `promptseg models` (default: any available)")
+    text.add_argument("--text-weights", help="weights of the text model (checkpoint file or model directory)")
+    text.add_argument("--library", type=Path, help="reference library directory (default: the user library)")
+    text.add_argument(
+        "--template", default="p1", choices=[f"p{i}" for i in range(10)], help="medvlsm prompt level (%(default)s)"
+    )
+    text.add_argument("--shape", help="prompt attribute for templates p2+, e.g. 'round'")
+    text.add_argument("--colour", "--color", dest="colour", help="prompt attribute for templates p3+, e.g. 'pink'")
+    text.add_argument("--description", help="prompt attribute for templates p7-p9")
+    text.add_argument("--box-threshold", type=float, default=0.35, help="GroundingDINO box threshold (%(default)s)")
+    text.add_argument("--text-threshold", type=float, default=0.25, help="GroundingDINO text threshold (%(default)s)")
+    text.add_argument("--heatmap-threshold", type=float, default=0.5, help="CLIPSeg threshold (%(default)s)")
+    text.add_argument("--no-refine", action="store_true", help="CLIPSeg: threshold only, no SAM refinement")
+    text.add_argument("--top-k", type=int, default=3, help="library: exemplars to ensemble (%(default)s)")
+    text.add_argument("--min-similarity", type=float, help="library: lowest prompt-to-entry similarity accepted")
+    text.add_argument("--overlay", action="store_true", help="also write OUT/<stem>_overlay.png")
+    _add_model_options(text)
+    text.set_defaults(func=cmd_text)
+
+
+def cmd_text(args: argparse.Namespace) -> int:
+    from ..io import write_labels
+    from ..methods.prompt_templates import PromptAttributes
+    from ..methods.text import choose_route, segment_text
+    from ..models import load_segmenter
+
+    images = _expand_images(args.images)
+    t0 = time.perf_counter()
+    route = choose_route(
+        args.route,
+        grounder=args.grounder,
+        heatmapper=args.heatmapper,
+        library=args.library,
+        weights=args.text_weights,
+        device=args.device,
+    )
+    segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
+    load_s = time.perf_counter() - t0
+    attributes = PromptAttributes(shape=args.shape, colour=args.colour, description=args.description)
+    args.output.mkdir(parents=True, exist_ok=True)
+
+    def process(path: Path, image) -> dict:
+        result = segment_text(
+            image,
+            args.prompt,
+            route=route,
+            segmenter=segmenter,
+            template=args.template,
+            attributes=attributes,
+            box_threshold=args.box_threshold,
+            text_threshold=args.text_threshold,
+            heatmap_threshold=args.heatmap_threshold,
+            refine=not args.no_refine,
+            top_k=args.top_k,
+            min_similarity=args.min_similarity,
+            channel_axis=args.channel_axis,
+            channels=args.channels,
+            normalize=args.normalize,
+            name=str(path),
+        )
+        out = write_labels(args.output / f"{path.stem}.tif", result.labels)
+        record = {"input": str(path), "output": str(out), "shape": list(image.shape), **result.summary()}
+        if not record.get("objects"):
+            record["reason"] = "; ".join(result.warnings) or f"nothing answered '{args.prompt}'"
+        _finish_image(args, path, image, result.labels, record, f"{record['objects']} object(s); {result.reason}")
+        return record
+
+    records, code = _run_batch(args, images, process)
+    _write_report(
+        args.output,
+        command="text",
+        model=segmenter.name,
+        route=route.route,
+        text_model=route.name,
+        parameters={
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in vars(args).items()
+            if k not in ("func", "images", "output", "command")
+        },
+        images=records,
+        timings_s={"model_load": round(load_s, 4), "total": round(time.perf_counter() - t0, 4)},
+    )
+    return code
