@@ -84,3 +84,13 @@ def test_one_intensity_window_for_every_tile():
 
 def test_box_object_size():
     assert box_object_size(np.array([[0, 0, 10, 40], [5, 5, 25, 25]])) == pytest.approx(20.0)
+
+
+def test_pyramid_level_matches_the_working_scale():
+    from napari_promptseg.tiling import pyramid_level
+
+    shapes = [(40000, 30000), (20000, 15000), (10000, 7500), (5000, 3750)]
+    assert pyramid_level(shapes, 1.0) == (0, 1.0)
+    assert pyramid_level(shapes, 0.3) == (1, 2.0)  # 1/0.3 = 3.3: level 1/2 still has the resolution, 1/4 not
+    assert pyramid_level(shapes, 0.25) == (2, 4.0)
+    assert pyramid_level(shapes, 0.01) == (3, 8.0)

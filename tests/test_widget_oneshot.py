@@ -10,7 +10,7 @@ import pytest
 from napari.qt.threading import WorkerBase
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
-from napari_promptseg._widgets.oneshot import OneShotWidget
+from napari_promptseg._widgets.oneshot import OneShotOutput, OneShotWidget
 from napari_promptseg.io import read_image, read_mask
 from napari_promptseg.methods.metrics import dice
 
@@ -75,3 +75,27 @@ def test_empty_reference_labels_is_reported_not_run(make_viewer, qtbot, lungs):
     errors = [n.message for n in notification_manager.records[start:] if n.severity == NotificationSeverity.ERROR]
     assert any("empty" in message for message in errors), errors
     assert len(viewer.layers) == 3
+
+
+def test_multiscale_target_is_read_at_the_level_of_the_working_scale(make_viewer):
+    """A pyramid target: the level whose resolution matches the objects' working scale is segmented, and the
+    result layer is scaled to lie on the full-resolution image."""
+    from napari_promptseg._sample_data import nuclei
+
+    (image, _, _), (truth, _, _) = nuclei()
+    base = np.tile(image, (4, 4))  # 1024 px
+    pyramid = [base, base[::2, ::2], base[::4, ::4]]
+    viewer = make_viewer()
+    viewer.add_image(image, name="reference")
+    viewer.add_labels(truth, name="reference nuclei")
+    target = viewer.add_image(pyramid, name="slide", multiscale=True, scale=(0.5, 0.5))
+    widget = OneShotWidget(viewer)
+    widget.target.set_layer(target)
+    widget.object_size.setValue(60)  # objects of 60 px: a working scale of 0.43, so the 1/2 level has enough pixels
+    _, _, planes, _, stacked, layer = widget._inputs()
+    assert layer is target and not stacked
+    assert planes[0].shape == (512, 512) and widget._level_factor == 2.0
+    output = OneShotOutput([np.ones((512, 512), np.uint16)], [np.zeros((0, 2))], [np.zeros((0, 2))], ["slide"], False)
+    widget._add_layers(output, target, widget._level_factor)
+    result = viewer.layers["slide one-shot"]
+    np.testing.assert_allclose(result.scale, (1.0, 1.0))  # 0.5 x 2: covers the full-resolution extent

@@ -243,6 +243,19 @@ class IntensityWindow:
         return ((normalized - self.mean) / np.maximum(self.std, 1e-3)).astype(np.float32)
 
 
+def pyramid_level(level_shapes: Sequence[Sequence[int]], scale: float) -> tuple[int, float]:
+    """The level of an image pyramid to read for a working scale (model-input pixels per full-resolution pixel):
+    the coarsest level that still has at least the working resolution, and its downsampling factor. A 40k px
+    slide whose nuclei need a scale of 0.3 is read at its 1/2 level, not at full resolution."""
+    base = float(level_shapes[0][0])
+    best, factor = 0, 1.0
+    for k, shape in enumerate(level_shapes):
+        f = base / float(shape[0])
+        if f <= 1.0 / scale + 1e-6 and f > factor:
+            best, factor = k, f
+    return best, factor
+
+
 def read_tile(image_hwc: np.ndarray, tile: Tile, window: IntensityWindow) -> np.ndarray:
     """The tile's pixels, normalised with the image's window: (h, w, C) float32 in [0, 1]."""
     return window.apply(image_hwc[tile.slices])

@@ -205,6 +205,7 @@ class OneShotWidget(QWidget):
         layout.addWidget(self.save_button)
         layout.addStretch(1)
         self.last_output: OneShotOutput | None = None
+        self._level_factor = 1.0
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder of target images")
@@ -233,7 +234,10 @@ class OneShotWidget(QWidget):
         folder = self.folder.text().strip()
         target = self.target.layer()
         if target is not None:
-            planes, stacked = target_planes(target.data, target.rgb)
+            data, self._level_factor = target.data, 1.0
+            if target.multiscale:
+                data, self._level_factor = self._pyramid_level(target, labels)
+            planes, stacked = target_planes(data, target.rgb)
             names = [f"{target.name} [{i}]" for i in range(len(planes))] if stacked else [target.name]
             return reference, labels, planes, names, stacked, target
         if not folder:
@@ -245,6 +249,19 @@ class OneShotWidget(QWidget):
         if not files:
             raise PromptsegError(f"no image files in {folder}")
         return reference, labels, files, [p.stem for p in files], False, None
+
+    def _pyramid_level(self, target: napari.layers.Image, labels: np.ndarray) -> tuple[np.ndarray, float]:
+        """A multiscale target is read at the pyramid level that matches the working scale of the reference's
+        objects (assumed at the target's full-resolution pixel size), not at full resolution."""
+        from ..methods.instances import reference_objects
+        from ..tiling import choose_scale, pyramid_level, typical_object_size
+
+        size = float(self.object_size.value()) or typical_object_size(reference_objects(labels))
+        shapes = [level.shape[:-1] if target.rgb else level.shape for level in target.data]
+        # LiteMedSAM, the widget's model, sees 256 px
+        scale = choose_scale(shapes[0][-2:], 256, size)
+        level, factor = pyramid_level([shp[-2:] for shp in shapes], scale.scale)
+        return np.asarray(target.data[level]), factor
 
     def save_to_library(self):
         """Save the reference layer + its labels as a named library entry (small files, written right here)."""
@@ -295,6 +312,9 @@ class OneShotWidget(QWidget):
             return
         strategy, instances = self.strategy.currentText(), MODES[self.mode.currentText()]
         object_size = float(self.object_size.value()) or None
+        factor = self._level_factor if layer is not None else 1.0
+        if object_size is not None:
+            object_size /= factor  # in the pixels of the pyramid level read
 
         def task(progress, cancel) -> OneShotOutput:
             return run_oneshot(
@@ -312,14 +332,18 @@ class OneShotWidget(QWidget):
 
         def done(output: OneShotOutput) -> None:
             self.last_output = output
-            self._add_layers(output, layer)
+            self._add_layers(output, layer, factor)
 
         self.runner.submit("oneshot", f"one-shot ({strategy})", task, done)
 
-    def _add_layers(self, output: OneShotOutput, layer: napari.layers.Image | None) -> None:
+    def _add_layers(self, output: OneShotOutput, layer: napari.layers.Image | None, factor: float = 1.0) -> None:
+        """``factor``: the downsampling of the pyramid level that was segmented (its pixels are that much larger)."""
         from napari.utils.notifications import show_warning
 
         kw = {} if layer is None else {"scale": layer.scale[: 3 if output.stacked else 2], "translate": layer.translate}
+        if layer is not None and factor != 1.0:
+            kw["scale"] = np.array(kw["scale"], float)
+            kw["scale"][-2:] *= factor
         if layer is not None:
             kw["translate"] = layer.translate[: 3 if output.stacked else 2]
         if output.stacked:
