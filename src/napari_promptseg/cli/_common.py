@@ -24,6 +24,17 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _model_parameters(args: argparse.Namespace, segmenter: object) -> dict:
+    """The model options of report.json's parameters, as every segmenting subcommand records them."""
+    return {
+        "weights": args.weights,
+        "device": str(getattr(segmenter, "device", args.device)),
+        "channel_axis": args.channel_axis,
+        "channels": args.channels,
+        "normalize": args.normalize,
+    }
+
+
 def _print_progress(done: int, total: int | None) -> None:
     mb = done / 2**20
     text = f"\rdownloading weights: {mb:.1f} MB" + (f" / {total / 2**20:.1f} MB" if total else "")

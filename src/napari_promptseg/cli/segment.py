@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from ..errors import PromptsegError
-from ._common import _finish_image, _instances_record, _print_progress, _run_batch, _write_report
+from ._common import _finish_image, _instances_record, _model_parameters, _print_progress, _run_batch, _write_report
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -80,11 +80,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             "negative_points": args.negative_point,
             "find_all": args.find_all,
             "object_size": args.object_size,
-            "weights": args.weights,
-            "device": str(getattr(segmenter, "device", args.device)),
-            "channel_axis": args.channel_axis,
-            "channels": args.channels,
-            "normalize": args.normalize,
+            **_model_parameters(args, segmenter),
         },
         images=records,
         timings_s={"model_load": round(load_s, 4), "total": round(time.perf_counter() - t0, 4)},
