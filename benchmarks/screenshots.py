@@ -46,8 +46,11 @@ def _viewer(napari, title: str):
 
 
 def _save(viewer, path: Path) -> int:
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
     from PIL import Image
 
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        toast.hide()  # notification toasts would cover the canvas
     viewer.reset_view()  # fit the image to the canvas as it is now, with the widget docked
     for _ in range(10):
         QApplication.processEvents()
@@ -169,13 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PROMPTSEG_OFFLINE"] = "1"
     library = tempfile.TemporaryDirectory(prefix="promptseg-screenshots-")
     os.environ["PROMPTSEG_LIBRARY"] = str(Path(library.name) / "library")  # a new library: the starter exemplar
-    # napari settings of our own (no notification toasts over the canvas); the user's settings file is not touched
+    # napari settings of our own: the user's settings file is neither read nor changed
     os.environ["NAPARI_CONFIG"] = str(Path(library.name) / "napari-settings.yaml")
 
     import napari
-    from napari.settings import get_settings
-
-    get_settings().application.gui_notification_level = "none"
 
     from napari_promptseg._widgets._common import load_triton_safely
 
