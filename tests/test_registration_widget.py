@@ -221,3 +221,29 @@ def test_widget_text_prompts_reach_register(make_viewer, qtbot, pair):
     _wait(qtbot, widget)
     assert any("no reference-library entry matches 'gland'" in m for m in errors), errors
     assert widget.last_result is None and widget.runner.state == "failed"
+
+
+def test_widget_compares_the_first_landmarks_of_the_kidney_pair(make_viewer, qtbot, shared_data):
+    """BIRL's rat-kidney pair has 71 and 69 landmarks (only the first 69 correspond, as ANHIR evaluates): the widget
+    compares the first 69, says so, and the error drops (the CLI's --truncate-landmarks gives the same numbers)."""
+    root = shared_data / "registration_birl" / "data-images" / "rat-kidney_" / "scale-5pc"
+    viewer = make_viewer()
+    layers = {}
+    for role, stem in (("fixed", "Rat-Kidney_HE"), ("moving", "Rat-Kidney_PanCytokeratin")):
+        layers[role] = viewer.add_image(read_image(root / f"{stem}.jpg"), name=role, rgb=True)
+        layers[f"{role} landmarks"] = viewer.add_points(read_landmarks(root / f"{stem}.csv").xy[:, ::-1], name=stem)
+    assert (len(layers["fixed landmarks"].data), len(layers["moving landmarks"].data)) == (71, 69)
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(layers["fixed"])
+    widget.moving_picker.set_layer(layers["moving"])
+    widget.fixed_points.set_layer(layers["fixed landmarks"])
+    widget.moving_points.set_layer(layers["moving landmarks"])
+    widget.method.setCurrentText("intensity")
+    widget.run()
+    _wait(qtbot, widget)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    text = widget.summary.text()
+    assert "'Rat-Kidney_HE' has 71 points, 'Rat-Kidney_PanCytokeratin' has 69; comparing the first 69" in text, text
+    assert len(viewer.layers["landmarks (moving -> fixed)"].data) == 69
+    before, after = widget.last_errors["before"]["tre_mean"], widget.last_errors["after"]["tre_mean"]
+    assert before > 20 and after < 0.5 * before, (before, after)
