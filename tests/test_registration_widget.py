@@ -2,7 +2,8 @@
 
 Run under a display: ``xvfb-run -a python -m pytest tests/test_registration_widget.py``. The widget test uses the
 SimpleITK method (seconds); the prompt method goes through the same ``register`` call (tested in
-test_registration.py) and its region-pair display is checked here with pairs given directly.
+test_registration.py); its region-pair display is checked with pairs given directly and, through the widget with the
+default method and automatic regions, against a known transform.
 """
 
 from __future__ import annotations
