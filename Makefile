@@ -10,7 +10,7 @@ APT_PACKAGES := xvfb xauth libgl1-mesa-dri libglx-mesa0 libegl1 libxkbcommon-x11
 	libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xfixes0 \
 	libdbus-1-3 libfontconfig1
 
-.PHONY: demo test lint benchmark sysdeps venv clean
+.PHONY: demo test lint benchmark screenshots sysdeps venv clean
 
 venv: $(STAMP)
 
@@ -43,6 +43,10 @@ lint: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/bench_segmenter.py --output benchmarks/results
+
+# the README's screenshots: each widget docked in a real viewer under Xvfb, run on the bundled sample data
+screenshots: $(STAMP) sysdeps
+	PROMPTSEG_OFFLINE=1 xvfb-run -a -s "-screen 0 1280x1024x24" $(PY) benchmarks/screenshots.py --output docs/images
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

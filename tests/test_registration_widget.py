@@ -2,7 +2,8 @@
 
 Run under a display: ``xvfb-run -a python -m pytest tests/test_registration_widget.py``. The widget test uses the
 SimpleITK method (seconds); the prompt method goes through the same ``register`` call (tested in
-test_registration.py) and its region-pair display is checked here with pairs given directly.
+test_registration.py); its region-pair display is checked with pairs given directly and, through the widget with the
+default method and automatic regions, against a known transform.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def test_widget_registers_and_maps_landmarks(make_viewer, qtbot, pair):
     assert viewer.layers["moving"].data is moving_layer.data and np.array_equal(moving_layer.data, moving)
 
 
-def test_widget_refuses_a_stack_and_mismatched_landmarks(make_viewer, qtbot, pair):
+def test_widget_refuses_a_stack_and_empty_landmarks(make_viewer, qtbot, pair):
     fixed, moving, lm_fixed, lm_moving = pair
     viewer = make_viewer()
     errors = []
@@ -91,12 +92,88 @@ def test_widget_refuses_a_stack_and_mismatched_landmarks(make_viewer, qtbot, pai
     assert not widget.runner.busy
     viewer.add_image(moving[..., 0], name="moving")
     viewer.add_points(lm_fixed[:, ::-1], name="a")
-    viewer.add_points(lm_moving[:5, ::-1], name="b")
+    viewer.add_points(np.zeros((0, 2)), name="b")
     widget.moving_picker.set_layer(viewer.layers["moving"])
     widget.fixed_points.set_layer(viewer.layers["a"])
     widget.moving_points.set_layer(viewer.layers["b"])
     widget.run()
-    assert any("landmark count mismatch: 'a' has 12 points, 'b' has 5" in m for m in errors)
+    assert any("landmark layer 'b' has no points" in m for m in errors)
+    assert not widget.runner.busy
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * (a & b).sum() / max(1, a.sum() + b.sum())
+
+
+def test_region_pairs_are_warped_hidden_colour_matched_and_replaced_by_a_rerun(make_viewer, qtbot, pair):
+    """Issue 14, defect 5: the moving regions are shown warped into the fixed frame (they land where the known
+    transform puts them, unlike the unwarped ones), hidden by default, pair k in one colour on both sides; a rerun
+    replaces this widget's result layers and nothing else; landmark layers of unequal counts (BIRL kidney: 71 vs
+    69) are compared over the first min(n), and the summary says so. Default method, automatic LiteMedSAM regions.
+    """
+    fixed = pair[0]
+    shape = fixed.shape[:2]
+    c, s = np.cos(np.radians(8)), np.sin(np.radians(8))
+    affine = np.array([[c, -s, 30.0], [s, c, -25.0], [0.0, 0.0, 1.0]])  # fixed pixel -> moving pixel
+    to_moving = Deformation.from_pixel_affine(affine, shape, shape)
+    moving = to_moving.warp_image(fixed)
+    truth = Deformation.from_pixel_affine(np.linalg.inv(affine), shape, shape)  # moving content -> fixed frame
+    lm_fixed = pair[2]
+    lm_moving = to_moving.points_to_fixed(lm_fixed)[:10]  # 12 fixed landmarks, 10 moving ones
+    viewer = make_viewer()
+    fixed_layer = viewer.add_image(fixed, name="fixed", rgb=True)
+    moving_layer = viewer.add_image(moving, name="moving", rgb=True)
+    viewer.add_points(lm_fixed[:, ::-1], name="lm fixed")
+    viewer.add_points(lm_moving[:, ::-1], name="lm moving")
+    mine = viewer.add_labels(np.zeros(shape, np.uint8), name="region pairs (fixed)")  # the user's own layer
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(fixed_layer)
+    widget.moving_picker.set_layer(moving_layer)
+    widget.fixed_points.set_layer(viewer.layers["lm fixed"])
+    widget.moving_points.set_layer(viewer.layers["lm moving"])
+    assert widget.method.currentText() == DEFAULT_METHOD and not widget.show_pairs.isChecked()
+    user_layers = list(viewer.layers)
+
+    def ours():
+        return [layer for layer in viewer.layers if not any(layer is u for u in user_layers)]
+
+    widget.run()
+    _wait(qtbot, widget)
+    result = widget.last_result
+    assert result is not None and len(result.pairs) >= 2, widget.summary.text()
+    first = ours()
+    assert {layer.name for layer in first} == {
+        "moving registered",
+        "region pairs (fixed) [1]",  # napari's suffix: the user's layer keeps its name
+        "region pairs (moving, warped)",
+        "landmarks (moving -> fixed)",
+    }
+    fixed_regions = next(layer for layer in first if layer.name.startswith("region pairs (fixed)"))
+    warped_regions = viewer.layers["region pairs (moving, warped)"]
+    assert not fixed_regions.visible and not warped_regions.visible
+    assert warped_regions.data.shape == shape and np.allclose(warped_regions.scale, fixed_layer.scale)
+    _, unwarped = pair_labels(result, shape, shape)
+    expected = truth.warp_labels(unwarped)  # where the moving regions belong in the fixed frame
+    for k in range(1, len(result.pairs) + 1):
+        if (unwarped == k).sum() < 200:
+            continue  # covered by smaller regions drawn on top
+        after = _dice(warped_regions.data == k, expected == k)
+        before = _dice(unwarped == k, expected == k)
+        assert after > 0.9 and after > before + 0.1, (k, before, after)
+        assert np.allclose(fixed_regions.get_color(k), warped_regions.get_color(k))  # pair k: one colour
+    text = widget.summary.text()
+    assert "'lm fixed' has 12 points, 'lm moving' has 10; comparing the first 10" in text, text
+    assert "over the first 10 landmarks" in text
+    assert widget.last_errors["before"]["tre_mean"] > 20 and widget.last_errors["after"]["tre_mean"] < 3.0
+
+    widget.run()  # the same again: one set of result layers, the user's layers untouched
+    _wait(qtbot, widget)
+    second = ours()
+    assert len(second) == len(first) and not any(layer is old for layer in second for old in first)
+    assert sorted(layer.name for layer in second) == sorted(layer.name for layer in first)
+    assert all(any(u is layer for layer in viewer.layers) for u in user_layers)
+    assert viewer.layers["region pairs (fixed)"] is mine and not mine.data.any()
+    assert np.array_equal(moving_layer.data, moving)
 
 
 def test_region_pairs_are_colour_matched_and_grid_follows_the_transform(pair):
@@ -145,3 +222,29 @@ def test_widget_text_prompts_reach_register(make_viewer, qtbot, pair):
     _wait(qtbot, widget)
     assert any("no reference-library entry matches 'gland'" in m for m in errors), errors
     assert widget.last_result is None and widget.runner.state == "failed"
+
+
+def test_widget_compares_the_first_landmarks_of_the_kidney_pair(make_viewer, qtbot, shared_data):
+    """BIRL's rat-kidney pair has 71 and 69 landmarks (only the first 69 correspond, as ANHIR evaluates): the widget
+    compares the first 69, says so, and the error drops (the CLI's --truncate-landmarks gives the same numbers)."""
+    root = shared_data / "registration_birl" / "data-images" / "rat-kidney_" / "scale-5pc"
+    viewer = make_viewer()
+    layers = {}
+    for role, stem in (("fixed", "Rat-Kidney_HE"), ("moving", "Rat-Kidney_PanCytokeratin")):
+        layers[role] = viewer.add_image(read_image(root / f"{stem}.jpg"), name=role, rgb=True)
+        layers[f"{role} landmarks"] = viewer.add_points(read_landmarks(root / f"{stem}.csv").xy[:, ::-1], name=stem)
+    assert (len(layers["fixed landmarks"].data), len(layers["moving landmarks"].data)) == (71, 69)
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(layers["fixed"])
+    widget.moving_picker.set_layer(layers["moving"])
+    widget.fixed_points.set_layer(layers["fixed landmarks"])
+    widget.moving_points.set_layer(layers["moving landmarks"])
+    widget.method.setCurrentText("intensity")
+    widget.run()
+    _wait(qtbot, widget)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    text = widget.summary.text()
+    assert "'Rat-Kidney_HE' has 71 points, 'Rat-Kidney_PanCytokeratin' has 69; comparing the first 69" in text, text
+    assert len(viewer.layers["landmarks (moving -> fixed)"].data) == 69
+    before, after = widget.last_errors["before"]["tre_mean"], widget.last_errors["after"]["tre_mean"]
+    assert before > 20 and after < 0.5 * before, (before, after)

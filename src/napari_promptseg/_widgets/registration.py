@@ -1,6 +1,12 @@
 """Registration widget: fixed + moving Image layers (+ optional landmark Points) -> warped overlay, region pairs,
 deformation grid, mapped landmarks and TRE.
 
+Everything is shown in the fixed frame: the moving image and the moving regions are warped onto the fixed grid, so
+region pair k (same id, same colour on both sides) lies on its fixed partner where the registration is right. The
+region layers start hidden (they would cover the tissue). A rerun replaces the layers the previous run of this
+widget added, and nothing else. Landmark layers with different counts are compared over their first min(n) points
+(as ANHIR and ``promptseg register --truncate-landmarks`` do), and the summary says so.
+
 The work is :func:`napari_promptseg.methods.registration.register` in a thread worker (:class:`._common.TaskRunner`).
 Layers hold (row, col) data coordinates; the core takes x = column, y = row, so points are flipped on the way in and
 out. Results are new layers placed with the fixed layer's scale/translate (nothing is overwritten).
@@ -63,7 +69,8 @@ def _resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def pair_labels(result: RegistrationResult, fixed_shape, moving_shape) -> tuple[np.ndarray, np.ndarray]:
-    """Two label images in which region pair k has id k + 1 on both sides (napari colours them alike)."""
+    """Two label images in which region pair k has id k + 1 on both sides (napari colours them alike); the moving
+    one is in the moving frame (see :func:`warped_pair_labels` for the fixed frame)."""
     fixed = np.zeros(fixed_shape, np.uint16)
     moving = np.zeros(moving_shape, np.uint16)
     # largest first, so that small regions stay visible on top
@@ -73,6 +80,13 @@ def pair_labels(result: RegistrationResult, fixed_shape, moving_shape) -> tuple[
         fixed[_resize_mask(pair.fixed.mask, fixed_shape)] = k + 1
         moving[_resize_mask(pair.moving.mask, moving_shape)] = k + 1
     return fixed, moving
+
+
+def warped_pair_labels(result: RegistrationResult, fixed_shape, moving_shape) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pair_labels` with the moving regions warped into the fixed frame by the registration's displacement
+    field (nearest neighbour, ids kept): both images are on the fixed grid."""
+    fixed, moving = pair_labels(result, fixed_shape, moving_shape)
+    return fixed, result.warp_labels(moving)
 
 
 def deformation_grid(result: RegistrationResult, moving_shape: tuple[int, int], lines: int = GRID_LINES):
@@ -99,6 +113,8 @@ class RegistrationWidget(QWidget):
         self.runner = TaskRunner(self)
         self.last_result: RegistrationResult | None = None
         self.last_errors: dict[str, dict] = {}
+        #: the layers the last successful run added; the next run removes these (and only these) before adding its own
+        self.result_layers: list[napari.layers.Layer] = []
 
         self.fixed_picker = LayerPicker(napari_viewer, napari.layers.Image)
         self.moving_picker = LayerPicker(napari_viewer, napari.layers.Image)
@@ -125,7 +141,10 @@ class RegistrationWidget(QWidget):
             "automatic LiteMedSAM regions matched by similarity"
         )
         self.show_pairs = QCheckBox("show region pairs")
-        self.show_pairs.setChecked(True)
+        self.show_pairs.setToolTip(
+            "the region pairs are always added as two Labels layers in the fixed frame (the moving regions warped, "
+            "pair k in the same colour on both); ticked, they are visible at once, else hidden until you show them"
+        )
         self.show_grid = QCheckBox("show deformation grid")
         self.run_button = QPushButton("Register")
         self.run_button.clicked.connect(self.run)
@@ -162,16 +181,22 @@ class RegistrationWidget(QWidget):
             fixed, moving = _plane(fixed_layer, "fixed"), _plane(moving_layer, "moving")
             lm_fixed_layer, lm_moving_layer = self.fixed_points.layer(), self.moving_points.layer()
             landmarks = None
+            truncated = ""
             if (lm_fixed_layer is None) != (lm_moving_layer is None):
                 raise PromptsegError("choose both landmark Points layers, or neither")
             if lm_fixed_layer is not None:
                 a = _points_xy(lm_fixed_layer, fixed_layer)
                 b = _points_xy(lm_moving_layer, moving_layer)
-                if len(a) != len(b):
-                    raise PromptsegError(
-                        f"landmark count mismatch: '{lm_fixed_layer.name}' has {len(a)} points, "
-                        f"'{lm_moving_layer.name}' has {len(b)}"
+                if min(len(a), len(b)) == 0:
+                    empty = lm_fixed_layer if len(a) == 0 else lm_moving_layer
+                    raise PromptsegError(f"landmark layer '{empty.name}' has no points")
+                if len(a) != len(b):  # as ANHIR / --truncate-landmarks: only the first min(n) correspond
+                    n = min(len(a), len(b))
+                    truncated = (
+                        f"landmarks: '{lm_fixed_layer.name}' has {len(a)} points, '{lm_moving_layer.name}' has "
+                        f"{len(b)}; comparing the first {n}"
                     )
+                    a, b = a[:n], b[:n]
                 landmarks = (a, b)
             method = self.method.currentText()
             prompts = self.prompts()
@@ -206,7 +231,7 @@ class RegistrationWidget(QWidget):
             )
 
         def done(result: RegistrationResult) -> None:
-            self._show(result, fixed_layer, moving_layer, fixed, moving, landmarks)
+            self._show(result, fixed_layer, moving_layer, fixed, moving, landmarks, truncated)
 
         self.runner.submit("register", f"registering '{names[1]}' onto '{names[0]}'", task, done)
 
@@ -215,12 +240,24 @@ class RegistrationWidget(QWidget):
         typed = [p.strip() for p in self.text_prompts.text().split(",")]
         return [p for p in typed if p] or None
 
-    def _show(self, result, fixed_layer, moving_layer, fixed, moving, landmarks) -> None:
+    def _remove_previous_results(self, keep=()) -> None:
+        """Remove the layers this widget's previous run added (if the user has not removed them already), except
+        those in ``keep`` (this run's inputs: a previous result picked as the fixed or moving image stays)."""
+        for layer in self.result_layers:
+            if any(existing is layer for existing in self.viewer.layers) and not any(k is layer for k in keep):
+                self.viewer.layers.remove(layer)
+        self.result_layers = []
+
+    def _show(self, result, fixed_layer, moving_layer, fixed, moving, landmarks, truncated="") -> None:
         self.last_result = result
         place = {"scale": fixed_layer.scale, "translate": fixed_layer.translate}
         fixed_shape, moving_shape = fixed.shape[:2], moving.shape[:2]
         warped = result.warp_image(moving)
-        self.viewer.add_image(
+        self._remove_previous_results(
+            keep=(fixed_layer, moving_layer, self.fixed_points.layer(), self.moving_points.layer())
+        )
+        added = self.result_layers
+        layer = self.viewer.add_image(
             warped,
             name=f"{moving_layer.name} registered",
             rgb=moving_layer.rgb,
@@ -230,6 +267,7 @@ class RegistrationWidget(QWidget):
             colormap=None if moving_layer.rgb else moving_layer.colormap,
             **place,
         )
+        added.append(layer)
         lines = [f"{result.method}: {len(result.pairs)} region pairs" if result.pairs else result.method]
         if result.text_route:
             route = f"text prompts answered by {result.text_route}: {result.text_reason}"
@@ -237,18 +275,24 @@ class RegistrationWidget(QWidget):
             show_info(route)
         if result.pairs:
             lines.append(f"pair Dice {np.mean(result.pair_dice_before):.3f} -> {np.mean(result.pair_dice_after):.3f}")
-            if self.show_pairs.isChecked():
-                fixed_labels, moving_labels = pair_labels(result, fixed_shape, moving_shape)
-                self.viewer.add_labels(fixed_labels, name="region pairs (fixed)", opacity=0.4, **place)
-                self.viewer.add_labels(
-                    moving_labels,
-                    name="region pairs (moving)",
-                    opacity=0.4,
-                    scale=moving_layer.scale,
-                    translate=moving_layer.translate,
-                )
+            fixed_labels, warped_labels = warped_pair_labels(result, fixed_shape, moving_shape)
+            visible = self.show_pairs.isChecked()
+            pairs_fixed = self.viewer.add_labels(
+                fixed_labels, name="region pairs (fixed)", opacity=0.4, visible=visible, **place
+            )
+            pairs_moving = self.viewer.add_labels(
+                warped_labels,
+                name="region pairs (moving, warped)",
+                opacity=0.4,
+                visible=visible,
+                colormap=pairs_fixed.colormap,  # pair k: one colour on both sides
+                **place,
+            )
+            added += [pairs_fixed, pairs_moving]
+            if not visible:
+                lines.append("region pairs: hidden layers (fixed, moving warped into the fixed frame)")
         if self.show_grid.isChecked():
-            self.viewer.add_shapes(
+            layer = self.viewer.add_shapes(
                 deformation_grid(result, moving_shape),
                 shape_type="path",
                 edge_color="yellow",
@@ -256,13 +300,15 @@ class RegistrationWidget(QWidget):
                 name="deformation grid",
                 **place,
             )
+            added.append(layer)
         self.last_errors = {}
         if landmarks is not None:
             a, b = landmarks
             mapped = result.moving_points_to_fixed(b)
-            self.viewer.add_points(
+            layer = self.viewer.add_points(
                 mapped[:, ::-1], name="landmarks (moving -> fixed)", face_color="magenta", size=8, **place
             )
+            added.append(layer)
             diagonal = image_diagonal(fixed_shape)
             self.last_errors = {
                 "before": landmark_errors(a, b, diagonal),
@@ -272,6 +318,9 @@ class RegistrationWidget(QWidget):
             lines.append(
                 f"TRE {before['tre_mean']:.2f} -> {after['tre_mean']:.2f} px "
                 f"(rTRE {100 * before['rtre_mean']:.2f} % -> {100 * after['rtre_mean']:.2f} %)"
+                + (f" over the first {len(a)} landmarks" if truncated else "")
             )
+            if truncated:
+                lines.append(truncated)
         lines += [f"warning: {w}" for w in result.warnings]
         self.runner.widget.set_summary("\n".join(lines))
