@@ -36,15 +36,14 @@ from skimage.filters import threshold_otsu
 from skimage.measure import label
 from skimage.segmentation import watershed
 
-import napari_promptseg.methods.instances as instances_module
 from eval_oneshot import DATA, dataset_pairs, gray, load, nuclei_subset
 from napari_promptseg.io import read_image
 from napari_promptseg.methods.instances import (
-    _Timer,
     fit_exemplars,
     match_instances,
     segment_with_exemplars,
 )
+from napari_promptseg.methods.instances.exemplars import _Timer
 from napari_promptseg.methods.metrics import dice
 from napari_promptseg.models import load_segmenter
 from napari_promptseg.models.preprocessing import as_channels_last
@@ -58,7 +57,6 @@ VARIANTS = {
     "fused-no-encoder": {"refine": "fused", "use_encoder": False},
     "none-no-encoder": {"refine": "none", "use_encoder": False},
     "none-fixed-size": {"refine": "none", "use_encoder": True, "fixed_size": True},
-    "none-interior-seeds": {"refine": "none", "use_encoder": True, "seeds": "interior"},
 }
 
 
@@ -164,7 +162,6 @@ def evaluate_set(segmenter, name: str, max_targets: int, variants: list[str]) ->
         for v in variants:
             opts = VARIANTS[v]
             model = models[opts["use_encoder"]]
-            instances_module.SEED_MODE = opts.get("seeds", "distance")
             t0 = time.perf_counter()
             res = segment_with_exemplars(
                 segmenter,
@@ -173,7 +170,6 @@ def evaluate_set(segmenter, name: str, max_targets: int, variants: list[str]) ->
                 refine=opts["refine"],
                 object_size=model.object_size if opts.get("fixed_size") else None,
             )
-            instances_module.SEED_MODE = "distance"
             seconds = time.perf_counter() - t0
             row["methods"][v] = {
                 **match_instances(res.labels, truth),

@@ -1,0 +1,48 @@
+"""Many instances from exemplars: every object in a target that looks like the labelled objects of a reference.
+
+Microscopy needs all nuclei / all glands of an image, not one mask, at the image's own resolution. The pipeline
+(each stage measured in ``benchmarks/eval_instances.py``):
+
+1. **working scale** from the exemplars' typical size (:mod:`..tiling`): a typical object spans ~10 % of the model
+   input; reference and target are tiled at that scale (same pixel size assumed, or ``object_size`` given);
+2. **foreground probability** learned from the reference (:mod:`.pixel_classifier`, ilastik's recipe): a random
+   forest on intensity filters plus the segmenter's encoder features, three classes (background, object interior,
+   object rim), fitted on the reference's labels;
+3. **seeds and splitting**: interior components are the seeds; a seed much larger than a typical object is split
+   at the maxima of its distance transform; a watershed of the background probability from the seeds, inside the
+   foreground, gives one candidate per object (foreground without a seed becomes a candidate of its own);
+4. **one box prompt per candidate**, decoded in batches by the segmenter in the tile's cached embedding; the
+   decoder's probability and the classifier's foreground probability are averaged (``refine="fused"``), limited to
+   pixels no other candidate claims; ``"sam"`` keeps the decoder's mask alone, ``"none"`` the watershed region;
+5. **stitching** (:mod:`..tiling`): the tile whose core holds an object's centre paints it; a mask mostly covering
+   objects already painted is a duplicate; objects down to ``min_area_fraction`` of the smallest exemplar are kept.
+
+"Find all like these" (:func:`find_all_like`) is the same pipeline with the user's boxed objects as exemplars: their
+masks come from the segmenter, and background is learned only near the boxes (elsewhere unlabelled objects hide).
+"""
+
+from .exemplars import ExemplarModel, estimate_object_size, fit_exemplars, is_many_objects, reference_objects
+from .pipeline import (
+    REFINEMENTS,
+    InstanceResult,
+    Refinement,
+    find_all_like,
+    match_instances,
+    segment_instances_like,
+    segment_with_exemplars,
+)
+
+__all__ = [
+    "REFINEMENTS",
+    "ExemplarModel",
+    "InstanceResult",
+    "Refinement",
+    "estimate_object_size",
+    "find_all_like",
+    "fit_exemplars",
+    "is_many_objects",
+    "match_instances",
+    "reference_objects",
+    "segment_instances_like",
+    "segment_with_exemplars",
+]

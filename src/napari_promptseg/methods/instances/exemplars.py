@@ -1,0 +1,301 @@
+"""The exemplars: what the reference (or the boxed examples) teaches, and how big a target's objects are."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from ...errors import PromptsegError
+from ...models.preprocessing import Normalization
+from ...models.protocols import Embedding, PromptableSegmenter
+from ...tiling import (
+    IntensityWindow,
+    Tile,
+    TileGrid,
+    choose_scale,
+    read_tile,
+    to_working,
+    typical_object_size,
+)
+from ..pixel_classifier import (
+    EncoderProjection,
+    PixelClassifier,
+    encoder_pixel_features,
+    filter_features,
+    informative_channels,
+    training_classes,
+)
+
+ProgressCallback = Callable[[float, str], None]
+
+
+#: reference tiles the classifier learns from at most (those holding the most labelled pixels)
+MAX_REFERENCE_TILES = 6
+
+
+#: fewer exemplar objects than this get a strongly regularised classifier
+FEW_EXEMPLARS = 10
+
+
+#: a target's own object size may differ from the exemplars' by this factor at most
+MAX_SIZE_CHANGE = 3.0
+
+
+#: a quick foreground covering more of the target than this has not found separate objects
+MAX_FOREGROUND = 0.5
+
+
+def reference_objects(labels: np.ndarray) -> np.ndarray:
+    """Instance labels from a labels array (kept) or a binary mask (its connected components)."""
+    labels = np.asarray(labels)
+    if labels.dtype == bool or labels.max() <= 1:
+        labels, _ = ndimage.label(labels > 0)
+    return labels
+
+
+def is_many_objects(labels: np.ndarray, min_objects: int = 3) -> bool:
+    """True when reference labels hold several objects (instance ids, or several components of a mask): the
+    reference then asks for instances, not one region."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        return False
+    if labels.dtype != bool and labels.max() > 1:
+        return len(np.unique(labels[labels > 0])) >= min_objects
+    return ndimage.label(labels > 0)[1] >= min_objects
+
+
+@dataclass
+class _Timer:
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def add(self, key: str, t0: float) -> None:
+        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
+
+
+@dataclass
+class ExemplarModel:
+    """What the exemplars taught: the working scale's object size, the object statistics and the classifier."""
+
+    object_size: float  # typical object diameter, image pixels
+    min_area: float  # smallest exemplar, image pixels
+    max_area: float  # largest exemplar, image pixels
+    median_area: float
+    classifier: PixelClassifier
+    projection: EncoderProjection | None
+    use_encoder: bool
+    normalize: Normalization
+    channels: tuple[int, ...]  # image channels the filters read (one for gray stored as RGB)
+    standardize: bool = False  # colour images: classifier input z-scored per channel over each image
+    size_classifier: PixelClassifier | None = None  # filters only: a quick foreground to measure targets' objects
+    reference_width: float = 0.0  # that foreground's typical object width on the reference, image pixels
+
+
+def _tile_inputs(
+    segmenter: PromptableSegmenter,
+    image: np.ndarray,
+    tile: Tile,
+    window: IntensityWindow,
+    name: str,
+) -> tuple[Embedding, np.ndarray]:
+    """Embedding of one tile and its pixels at the working scale (what the encoder saw, before padding)."""
+    pixels = read_tile(image, tile, window)
+    embedding = segmenter.embed(pixels, normalize="none", name=f"{name} tile {tile.index}")
+    nh, nw = embedding.transform.resized_shape
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None]
+    if (nh, nw) != pixels.shape[:2]:
+        x = torch.nn.functional.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    return embedding, x[0].permute(1, 2, 0).numpy()
+
+
+def _pixel_features(
+    channels: tuple[int, ...],
+    projection: EncoderProjection | None,
+    embedding: Embedding,
+    working: np.ndarray,
+    use_encoder: bool,
+) -> np.ndarray:
+    feats = [filter_features(working, channels)]
+    if use_encoder and projection is not None:
+        transform = embedding.transform
+        feats.append(encoder_pixel_features(embedding.features, projection, transform.input_size, working.shape[:2]))
+    return np.concatenate(feats, axis=-1)
+
+
+def _labels_to_working(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of labels to the working grid (pixel centres, as torch's align_corners=False)."""
+    h, w = labels.shape
+    rows = np.minimum(((np.arange(shape[0]) + 0.5) * h / shape[0]).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(shape[1]) + 0.5) * w / shape[1]).astype(np.int64), w - 1)
+    return labels[np.ix_(rows, cols)]
+
+
+def fit_exemplars(
+    segmenter: PromptableSegmenter,
+    image: np.ndarray,
+    labels: np.ndarray,
+    *,
+    known: np.ndarray | None = None,
+    object_size: float | None = None,
+    use_encoder: bool = True,
+    normalize: Normalization = "auto",
+    name: str = "reference",
+    timer: _Timer | None = None,
+) -> ExemplarModel:
+    """Learn the exemplars' objects from ``image`` (H, W, C) and ``labels`` (instance ids). ``known``: where the
+    labels are complete (default everywhere); only there is unlabelled ground taught as background."""
+    timer = timer or _Timer()
+    labels = reference_objects(labels)
+    ids, areas = np.unique(labels[labels > 0], return_counts=True)
+    if len(ids) == 0:
+        raise PromptsegError(f"{name}: no labelled object; label at least one object (non-zero pixels)")
+    size = float(object_size) if object_size else typical_object_size(labels)
+    scale = choose_scale(image.shape, segmenter.input_size, size, source="reference objects")
+    grid = TileGrid(image.shape, scale.tile, scale.overlap)
+    window = IntensityWindow.measure(image, normalize)
+    known_mask = np.ones(labels.shape, bool) if known is None else np.asarray(known, bool)
+    # tiles with the most labelled pixels teach the classifier
+    counts = [int((labels[t.slices] > 0).sum()) for t in grid]
+    order = sorted(range(len(grid)), key=lambda i: (-counts[i], i))
+    chosen = [grid.tiles[i] for i in order[:MAX_REFERENCE_TILES] if counts[i] > 0]
+    t0 = time.perf_counter()
+    embeddings, workings = [], []
+    for tile in chosen:
+        emb, work = _tile_inputs(segmenter, image, tile, window, name)
+        embeddings.append(emb)
+        workings.append(work)
+    timer.add("reference_embed_s", t0)
+    t0 = time.perf_counter()
+    projection = None
+    if use_encoder:
+        grids = []
+        for emb, work in zip(embeddings, workings, strict=True):
+            g = emb.features.shape[-1]
+            per_cell = emb.transform.input_size / g
+            gh, gw = int(np.ceil(work.shape[0] / per_cell)), int(np.ceil(work.shape[1] / per_cell))
+            grids.append(emb.features[0, :, :gh, :gw].float().permute(1, 2, 0))
+        projection = EncoderProjection.fit(grids)
+    rim = max(1, round(scale.scale * size / 12))
+    channels = informative_channels(image)
+    # stained slides (colour) differ in stain strength: the classifier sees each image z-scored per channel. Not
+    # fluorescence: with a dark background, mean and spread follow the number of objects (measured: DSB F1 0.67 ->
+    # 0.20 z-scored; MoNuSeg Dice 0.25 -> 0.69 z-scored; benchmarks/README.md)
+    standardize = len(channels) > 1
+    feats, classes = [], []
+    for tile, emb, work in zip(chosen, embeddings, workings, strict=True):
+        tile_labels = _labels_to_working(labels[tile.slices], work.shape[:2])
+        tile_known = _labels_to_working(known_mask[tile.slices], work.shape[:2])
+        cls = training_classes(tile_labels, rim)
+        cls = np.where(tile_known | (tile_labels > 0), cls, 255).astype(np.uint8)  # 255 = not taught
+        feats.append(
+            _pixel_features(channels, projection, emb, _classifier_input(window, work, standardize), use_encoder)
+        )
+        classes.append(cls)
+    flat_known = [c != 255 for c in classes]
+    taught_x = [f[k] for f, k in zip(feats, flat_known, strict=True)]
+    taught_y = [c[k] for c, k in zip(classes, flat_known, strict=True)]
+    # a few exemplars (find all like these: 2-5 boxes) are memorised pixel by pixel by deep trees; shallow trees
+    # with large leaves generalise from them (measured: recall 0.08 -> 0.6 from 3 nuclei, benchmarks/README.md)
+    few = len(ids) < FEW_EXEMPLARS
+    classifier = (PixelClassifier(max_depth=5, min_leaf=50) if few else PixelClassifier()).fit(taught_x, taught_y)
+    n_filters = filter_features(workings[0][:4, :4], channels).shape[-1]
+    size_classifier = PixelClassifier(trees=12, max_depth=10).fit([x[:, :n_filters] for x in taught_x], taught_y)
+    widths = [_object_widths(size_classifier.predict(f[..., :n_filters]), scale.scale) for f in feats]
+    reference_width = _median_width(np.concatenate(widths)) / scale.scale
+    true_width = _median_width(_object_widths(np.where(labels > 0, 0.0, 1.0)[..., None], 1.0))
+    if len(channels) > 1 or not 1 / SIZE_TOLERANCE <= reference_width / max(true_width, 1e-6) <= SIZE_TOLERANCE:
+        # targets' objects are measured only where the quick foreground measures the exemplars right, and on
+        # single-channel images: stain variation between colour slides misleads it (benchmarks/README.md)
+        size_classifier, reference_width = None, 0.0
+    timer.add("fit_classifier_s", t0)
+    return ExemplarModel(
+        object_size=size,
+        min_area=float(areas.min()),
+        max_area=float(areas.max()),
+        median_area=float(np.median(areas)),
+        classifier=classifier,
+        projection=projection,
+        use_encoder=use_encoder,
+        normalize=normalize,
+        channels=channels,
+        standardize=standardize,
+        size_classifier=size_classifier,
+        reference_width=reference_width,
+    )
+
+
+def _classifier_input(window: IntensityWindow, working: np.ndarray, standardize: bool) -> np.ndarray:
+    return window.standardize(working) if standardize else working
+
+
+def _object_widths(proba: np.ndarray, scale: float, min_area: float = 9.0) -> np.ndarray:
+    """Widths (working pixels: twice the largest inscribed radius) of the foreground components of class
+    probabilities. Touching objects merge into one component but keep their width, so this measures single
+    objects where areas would measure clusters."""
+    fg = proba[..., 0] < 0.5
+    comps, n = ndimage.label(fg)
+    if n == 0:
+        return np.zeros(0)
+    dist = ndimage.distance_transform_edt(np.pad(fg, 1))[1:-1, 1:-1]
+    widths = 2 * ndimage.maximum(dist, comps, np.arange(1, n + 1))
+    areas = ndimage.sum_labels(fg, comps, np.arange(1, n + 1))
+    return np.asarray(widths)[np.asarray(areas) >= min_area]
+
+
+def _median_width(widths: np.ndarray) -> float:
+    return float(np.median(widths)) if len(widths) else 0.0
+
+
+#: a target's objects are measured; outside this ratio to the exemplars' size, the target gets its own scale
+SIZE_TOLERANCE = 1.3
+
+
+MAX_SAMPLE_TILES = 4
+
+
+def estimate_object_size(model: ExemplarModel, image: np.ndarray, input_size: int) -> tuple[float, str]:
+    """Typical object diameter in ``image`` (pixels): the exemplars' size, unless a quick foreground (filters only,
+    at the exemplars' working scale, on up to 4 tiles) shows objects of another width. Microscopes image the same
+    cells at several magnifications; one reference must serve them all."""
+    if model.size_classifier is None or model.reference_width <= 0:
+        return model.object_size, "reference objects"
+    scale = choose_scale(image.shape, input_size, model.object_size)
+    grid = TileGrid(image.shape, scale.tile, scale.overlap)
+    window = IntensityWindow.measure(image, model.normalize)
+    picks = np.unique(np.linspace(0, len(grid) - 1, min(MAX_SAMPLE_TILES, len(grid))).round().astype(int))
+    widths, fg = [], []
+    for i in picks:
+        tile = grid.tiles[int(i)]
+        work = to_working(read_tile(image, tile, window), scale.scale)
+        proba = model.size_classifier.predict(
+            filter_features(_classifier_input(window, work, model.standardize), model.channels)
+        )
+        widths.append(_object_widths(proba, scale.scale))
+        fg.append(float((proba[..., 0] < 0.5).mean()))
+    width = _median_width(np.concatenate(widths)) / scale.scale
+    if width <= 0 or not 0.002 <= float(np.mean(fg)) <= MAX_FOREGROUND:
+        return model.object_size, "reference objects"  # nothing, or everything, looks like an object: no measure
+    ratio = width / model.reference_width
+    if 1 / SIZE_TOLERANCE <= ratio <= SIZE_TOLERANCE:
+        return model.object_size, "reference objects"
+    ratio = float(np.clip(ratio, 1 / MAX_SIZE_CHANGE, MAX_SIZE_CHANGE))
+    return model.object_size * ratio, f"reference objects, rescaled x{ratio:.2f} to the target's objects"
+
+
+def _check_reference_labels(ref_hwc: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim == 3 and labels.shape[-1] in (3, 4) and labels.shape[:2] == ref_hwc.shape[:2]:
+        labels = labels[..., 0]
+    if labels.shape != ref_hwc.shape[:2]:
+        raise PromptsegError(
+            f"reference labels: shape {labels.shape} does not match the reference image's {ref_hwc.shape[:2]}"
+        )
+    if not (labels > 0).any():
+        raise PromptsegError("reference labels: empty; label the objects to find (non-zero pixels)")
+    if (labels > 0).all():
+        raise PromptsegError("reference labels: everything is labelled; leave background unlabelled (0)")
+    return reference_objects(labels)
