@@ -327,7 +327,7 @@ def segment_instances_like(
     working scale. ``model``: an :class:`ExemplarModel` from :func:`fit_exemplars` to reuse across targets.
     """
     if segmenter is None:
-        from ..models import load_segmenter
+        from ...models import load_segmenter
 
         segmenter = load_segmenter()
     timer = _Timer()
@@ -378,10 +378,10 @@ def find_all_like(
     objects are everywhere in the image, so background is learned only near the exemplars: inside each box outside
     its object, and in a ring of half a box around it. Returns the boxed objects and all the others as instances.
     """
-    from .interactive import check_box, segment_prompts
+    from ..interactive import check_box, segment_prompts
 
     if segmenter is None:
-        from ..models import load_segmenter
+        from ...models import load_segmenter
 
         segmenter = load_segmenter()
     report = progress or (lambda fraction, message: None)
