@@ -94,3 +94,11 @@ def test_pyramid_level_matches_the_working_scale():
     assert pyramid_level(shapes, 0.3) == (1, 2.0)  # 1/0.3 = 3.3: level 1/2 still has the resolution, 1/4 not
     assert pyramid_level(shapes, 0.25) == (2, 4.0)
     assert pyramid_level(shapes, 0.01) == (3, 8.0)
+
+
+def test_empty_border_does_not_stretch_the_window():
+    rng = np.random.default_rng(1)
+    image = np.zeros((400, 400, 1), np.uint16)
+    image[:300, :300] = rng.integers(33000, 36000, size=(300, 300, 1))  # a frame in a larger, empty canvas
+    window = IntensityWindow.measure(image)
+    assert window.lo[0] > 30000  # the window is the frame's, not 0..36000

@@ -41,6 +41,8 @@ OVERLAP_OBJECTS = 2.5
 #: tiles may be up to this much larger than ideal (objects this much smaller) when that saves tiles
 SCALE_SLACK = 1.35
 SLACK_STEPS = tuple(1 + (SCALE_SLACK - 1) * k / 8 for k in range(9))
+#: more pixels than this at exactly the minimum value are padding, left out of the intensity window
+PADDING_FRACTION = 0.05
 #: pixels sampled to measure the global intensity window of a large image
 WINDOW_SAMPLE = 2_000_000
 
@@ -222,7 +224,15 @@ class IntensityWindow:
             lo, hi = np.full(c, sample.min(), np.float32), np.full(c, sample.max(), np.float32)
         elif mode in ("auto", "percentile"):
             flat = sample.reshape(-1, 1) if c == 3 else sample.reshape(-1, c)
-            lo, hi = np.percentile(flat, PERCENTILES, axis=0).astype(np.float32)
+            lo, hi = np.empty(flat.shape[1], np.float32), np.empty(flat.shape[1], np.float32)
+            for k in range(flat.shape[1]):
+                values = flat[:, k]
+                # a mosaic's or a slide's empty fill (many pixels at exactly the minimum) is not signal: the window
+                # of a 16-bit image with a zero border must not stretch down to zero
+                floor = values.min()
+                if (values == floor).mean() > PADDING_FRACTION and (values > floor).any():
+                    values = values[values > floor]
+                lo[k], hi[k] = np.percentile(values, PERCENTILES)
             if c == 3:
                 lo, hi = np.repeat(lo, 3), np.repeat(hi, 3)
         else:
