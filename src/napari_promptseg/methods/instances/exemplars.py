@@ -11,7 +11,7 @@ import torch
 from scipy import ndimage
 
 from ...errors import PromptsegError
-from ...models.preprocessing import Normalization
+from ...models.preprocessing import Normalization, as_channels_last
 from ...models.protocols import Embedding, PromptableSegmenter
 from ...tiling import (
     IntensityWindow,
@@ -149,6 +149,7 @@ def fit_exemplars(
     """Learn the exemplars' objects from ``image`` (H, W, C) and ``labels`` (instance ids). ``known``: where the
     labels are complete (default everywhere); only there is unlabelled ground taught as background."""
     timer = timer or _Timer()
+    image = as_channels_last(image, name=name)  # (H, W) or (H, W, C): the console passes either
     labels = reference_objects(labels)
     ids, areas = np.unique(labels[labels > 0], return_counts=True)
     if len(ids) == 0:

@@ -230,6 +230,7 @@ def segment_with_exemplars(
     if refine not in REFINEMENTS:
         raise PromptsegError(f"refine must be one of {REFINEMENTS}, got {refine!r}")
     timer = timer or _Timer()
+    image = as_channels_last(image, name=name)  # (H, W) or (H, W, C): the console passes either
     report = progress or (lambda fraction, message: None)
     if max(model.channels) >= image.shape[-1]:
         raise PromptsegError(
