@@ -272,11 +272,15 @@ def read_tile(image_hwc: np.ndarray, tile: Tile, window: IntensityWindow) -> np.
 
 
 def to_working(tile_pixels: np.ndarray, scale: float) -> np.ndarray:
-    """(h, w, C) tile pixels resized by ``scale`` (antialiased when shrinking) -> (h', w', C) float32."""
+    """(h, w, C) tile pixels resized by ``scale`` -> (h', w', C) float32."""
     h, w = tile_pixels.shape[:2]
-    size = max(1, round(h * scale)), max(1, round(w * scale))
-    if size == (h, w):
-        return np.ascontiguousarray(tile_pixels, np.float32)
-    x = torch.from_numpy(np.ascontiguousarray(tile_pixels, np.float32)).permute(2, 0, 1)[None]
-    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+    return resize_pixels(tile_pixels, (max(1, round(h * scale)), max(1, round(w * scale))))
+
+
+def resize_pixels(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w, C) pixels -> (size, C) float32, bilinear and antialiased as the segmenters resize their input."""
+    if tuple(size) == pixels.shape[:2]:
+        return np.ascontiguousarray(pixels, np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(pixels, np.float32)).permute(2, 0, 1)[None]
+    x = torch.nn.functional.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
     return x[0].permute(1, 2, 0).numpy()

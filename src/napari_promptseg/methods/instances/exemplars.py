@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from ...errors import PromptsegError
@@ -19,6 +18,7 @@ from ...tiling import (
     TileGrid,
     choose_scale,
     read_tile,
+    resize_pixels,
     to_working,
     typical_object_size,
 )
@@ -105,11 +105,7 @@ def _tile_inputs(
     """Embedding of one tile and its pixels at the working scale (what the encoder saw, before padding)."""
     pixels = read_tile(image, tile, window)
     embedding = segmenter.embed(pixels, normalize="none", name=f"{name} tile {tile.index}")
-    nh, nw = embedding.transform.resized_shape
-    x = torch.from_numpy(pixels).permute(2, 0, 1)[None]
-    if (nh, nw) != pixels.shape[:2]:
-        x = torch.nn.functional.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-    return embedding, x[0].permute(1, 2, 0).numpy()
+    return embedding, resize_pixels(pixels, embedding.transform.resized_shape)
 
 
 def _pixel_features(
@@ -203,11 +199,11 @@ def fit_exemplars(
     # with large leaves generalise from them (measured: recall 0.08 -> 0.6 from 3 nuclei, benchmarks/README.md)
     few = len(ids) < FEW_EXEMPLARS
     classifier = (PixelClassifier(max_depth=5, min_leaf=50) if few else PixelClassifier()).fit(taught_x, taught_y)
-    n_filters = filter_features(workings[0][:4, :4], channels).shape[-1]
+    n_filters = feats[0].shape[-1] - (projection.components.shape[1] if projection is not None else 0)
     size_classifier = PixelClassifier(trees=12, max_depth=10).fit([x[:, :n_filters] for x in taught_x], taught_y)
-    widths = [_object_widths(size_classifier.predict(f[..., :n_filters]), scale.scale) for f in feats]
+    widths = [_object_widths(size_classifier.predict(f[..., :n_filters])) for f in feats]
     reference_width = _median_width(np.concatenate(widths)) / scale.scale
-    true_width = _median_width(_object_widths(np.where(labels > 0, 0.0, 1.0)[..., None], 1.0))
+    true_width = _median_width(_object_widths(np.where(labels > 0, 0.0, 1.0)[..., None]))
     if len(channels) > 1 or not 1 / SIZE_TOLERANCE <= reference_width / max(true_width, 1e-6) <= SIZE_TOLERANCE:
         # targets' objects are measured only where the quick foreground measures the exemplars right, and on
         # single-channel images: stain variation between colour slides misleads it (benchmarks/README.md)
@@ -233,7 +229,7 @@ def _classifier_input(window: IntensityWindow, working: np.ndarray, standardize:
     return window.standardize(working) if standardize else working
 
 
-def _object_widths(proba: np.ndarray, scale: float, min_area: float = 9.0) -> np.ndarray:
+def _object_widths(proba: np.ndarray, min_area: float = 9.0) -> np.ndarray:
     """Widths (working pixels: twice the largest inscribed radius) of the foreground components of class
     probabilities. Touching objects merge into one component but keep their width, so this measures single
     objects where areas would measure clusters."""
@@ -258,15 +254,18 @@ SIZE_TOLERANCE = 1.3
 MAX_SAMPLE_TILES = 4
 
 
-def estimate_object_size(model: ExemplarModel, image: np.ndarray, input_size: int) -> tuple[float, str]:
+def estimate_object_size(
+    model: ExemplarModel, image: np.ndarray, input_size: int, window: IntensityWindow | None = None
+) -> tuple[float, str]:
     """Typical object diameter in ``image`` (pixels): the exemplars' size, unless a quick foreground (filters only,
     at the exemplars' working scale, on up to 4 tiles) shows objects of another width. Microscopes image the same
-    cells at several magnifications; one reference must serve them all."""
+    cells at several magnifications; one reference must serve them all. ``window``: the image's intensity window
+    when the caller has measured it."""
     if model.size_classifier is None or model.reference_width <= 0:
         return model.object_size, "reference objects"
     scale = choose_scale(image.shape, input_size, model.object_size)
     grid = TileGrid(image.shape, scale.tile, scale.overlap)
-    window = IntensityWindow.measure(image, model.normalize)
+    window = window or IntensityWindow.measure(image, model.normalize)
     picks = np.unique(np.linspace(0, len(grid) - 1, min(MAX_SAMPLE_TILES, len(grid))).round().astype(int))
     widths, fg = [], []
     for i in picks:
@@ -275,7 +274,7 @@ def estimate_object_size(model: ExemplarModel, image: np.ndarray, input_size: in
         proba = model.size_classifier.predict(
             filter_features(_classifier_input(window, work, model.standardize), model.channels)
         )
-        widths.append(_object_widths(proba, scale.scale))
+        widths.append(_object_widths(proba))
         fg.append(float((proba[..., 0] < 0.5).mean()))
     width = _median_width(np.concatenate(widths)) / scale.scale
     if width <= 0 or not 0.002 <= float(np.mean(fg)) <= MAX_FOREGROUND:
@@ -288,15 +287,14 @@ def estimate_object_size(model: ExemplarModel, image: np.ndarray, input_size: in
 
 
 def _check_reference_labels(ref_hwc: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Reference labels checked as one-shot checks a reference mask (shape, not empty), plus: not all labelled;
+    returned as instance labels (ids kept, a mask's components numbered)."""
+    from ..oneshot import check_reference
+
+    check_reference(ref_hwc, labels, "reference labels")
     labels = np.asarray(labels)
-    if labels.ndim == 3 and labels.shape[-1] in (3, 4) and labels.shape[:2] == ref_hwc.shape[:2]:
+    if labels.ndim == 3:  # an RGB(A) label image, as check_reference accepts it
         labels = labels[..., 0]
-    if labels.shape != ref_hwc.shape[:2]:
-        raise PromptsegError(
-            f"reference labels: shape {labels.shape} does not match the reference image's {ref_hwc.shape[:2]}"
-        )
-    if not (labels > 0).any():
-        raise PromptsegError("reference labels: empty; label the objects to find (non-zero pixels)")
     if (labels > 0).all():
         raise PromptsegError("reference labels: everything is labelled; leave background unlabelled (0)")
     return reference_objects(labels)

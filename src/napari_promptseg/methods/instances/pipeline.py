@@ -18,7 +18,6 @@ from ...tiling import (
     IntensityWindow,
     TileGrid,
     WorkingScale,
-    box_object_size,
     choose_scale,
 )
 from .exemplars import (
@@ -112,8 +111,8 @@ def _segment_tile(
     min_area_fraction: float,
     scale: float,
     timer: _Timer,
-) -> list[tuple[np.ndarray, int, int, float, np.ndarray]]:
-    """Objects of one tile: (mask over tile pixels, row origin, column origin, score, box in tile pixels)."""
+) -> list[tuple[np.ndarray, int, int, float]]:
+    """Objects of one tile: (mask over tile pixels, row origin, column origin, score)."""
     t0 = time.perf_counter()
     feats = _pixel_features(model.channels, model.projection, embedding, working, model.use_encoder)
     proba = model.classifier.predict(feats)
@@ -175,7 +174,7 @@ def _segment_tile(
                 score = float(scores[k])
             mask, oy, ox = _to_image(soft, win, factors, (th, tw))
             if mask.any():
-                objects.append((mask, oy, ox, score, bw[k] / np.array([factors[1], factors[0]] * 2)))
+                objects.append((mask, oy, ox, score))
     timer.add("decode_s" if refine != "none" else "regions_s", t0)
     return objects
 
@@ -238,9 +237,10 @@ def segment_with_exemplars(
             f"{max(model.channels) + 1}; use targets of the exemplars' kind"
         )
     h, w = image.shape[:2]
+    window = IntensityWindow.measure(image, model.normalize)
     t0 = time.perf_counter()
     if object_size is None:
-        object_size, source = estimate_object_size(model, image, segmenter.input_size)
+        object_size, source = estimate_object_size(model, image, segmenter.input_size, window)
     else:
         source = "object size"
     timer.add("object_size_s", t0)
@@ -256,7 +256,6 @@ def segment_with_exemplars(
         )
     scale = choose_scale(image.shape, segmenter.input_size, object_size, source=source)
     grid = TileGrid((h, w), scale.tile, scale.overlap)
-    window = IntensityWindow.measure(image, model.normalize)
     painter = _Painter((h, w), max(4.0, min_area_fraction * model.min_area), duplicate_overlap)
     max_area = max_area_factor * model.max_area
     candidates = 0
@@ -279,7 +278,7 @@ def segment_with_exemplars(
         )
         candidates += len(objects)
         t0 = time.perf_counter()
-        for mask, oy, ox, score, _ in sorted(objects, key=lambda o: -o[3]):
+        for mask, oy, ox, score in sorted(objects, key=lambda o: -o[3]):
             area = int(mask.sum())
             if area > max_area:
                 continue
@@ -350,6 +349,7 @@ def segment_instances_like(
         model,
         hwc,
         refine=refine,
+        object_size=object_size,
         duplicate_overlap=duplicate_overlap,
         min_area_fraction=min_area_fraction,
         name=name,
@@ -400,7 +400,7 @@ def find_all_like(
     timer.add("examples_s", t0)
     if not (examples.labels > 0).any():
         raise PromptsegError(f"{name}: the boxed examples gave empty masks; draw boxes tightly around objects")
-    size = object_size or box_object_size(checked)
+    size = examples.scale.object_size  # the given size, else the boxes' (segment_prompts chose the scale from it)
     known = np.zeros((h, w), bool)
     ring = 0.5 * size
     for x0, y0, x1, y1 in checked:
@@ -416,11 +416,9 @@ def find_all_like(
     def sub(fraction: float, message: str) -> None:
         report(0.2 + 0.8 * fraction, message)
 
-    found = segment_with_exemplars(
+    return segment_with_exemplars(
         segmenter, model, hwc, refine=refine, object_size=size, name=name, progress=sub, cancel=cancel, timer=timer
     )
-    found.timings = dict(timer.timings)
-    return found
 
 
 def match_instances(prediction: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
