@@ -52,6 +52,7 @@ from napari_promptseg.tiling import IntensityWindow, TileGrid, choose_scale, rea
 SETS = ("dsb_fluorescence", "ctc_gowt1", "ctc_hela", "monuseg", "glas")
 VARIANTS = {
     "fused": {"refine": "fused", "use_encoder": True},
+    "fused-whole-image": {"refine": "fused", "use_encoder": True, "local_decoding": False},
     "sam": {"refine": "sam", "use_encoder": True},
     "none": {"refine": "none", "use_encoder": True},
     "fused-no-encoder": {"refine": "fused", "use_encoder": False},
@@ -169,6 +170,7 @@ def evaluate_set(segmenter, name: str, max_targets: int, variants: list[str]) ->
                 img,
                 refine=opts["refine"],
                 object_size=model.object_size if opts.get("fixed_size") else None,
+                local_decoding=opts.get("local_decoding", True),
             )
             seconds = time.perf_counter() - t0
             row["methods"][v] = {

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..errors import PromptsegError
 from .preprocessing import Normalization, as_channels_last, normalize_intensity
-from .protocols import PromptableSegmenter
+from .protocols import Embedding, PromptableSegmenter
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -121,17 +121,26 @@ class SegmenterFeatures:
     ) -> PatchFeatures:
         hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
         embedding = self.segmenter.embed(hwc, normalize=normalize, name=name)
-        feats = embedding.features[0].float()  # (C, g, g) over the padded square input
-        grid_size = feats.shape[-1]
-        transform = embedding.transform
-        h, w = transform.original_shape
-        nh, nw = transform.resized_shape
-        per_cell = transform.input_size / grid_size  # input pixels per cell
-        gh, gw = math.ceil(nh / per_cell), math.ceil(nw / per_cell)  # drop cells that are all padding
-        stride = max(h, w) / grid_size
-        _check_grid(gh, gw, (stride, stride), (h, w), name, self.min_cells, per_cell)
-        grid = F.normalize(feats[:, :gh, :gw].permute(1, 2, 0), dim=-1).contiguous().cpu()
-        return PatchFeatures(grid=grid, stride=(stride, stride), image_shape=(h, w), extractor=self.name)
+        return embedding_patch_features(embedding, name=name, min_cells=self.min_cells, extractor=self.name)
+
+
+def embedding_patch_features(
+    embedding: Embedding, *, name: str = "image", min_cells: int = 1, extractor: str | None = None
+) -> PatchFeatures:
+    """The unit-norm patch features of a SAM-family embedding, without the cells that are all padding."""
+    feats = embedding.features[0].float()  # (C, g, g) over the padded square input
+    grid_size = feats.shape[-1]
+    transform = embedding.transform
+    h, w = transform.original_shape
+    nh, nw = transform.resized_shape
+    per_cell = transform.input_size / grid_size  # input pixels per cell
+    gh, gw = math.ceil(nh / per_cell), math.ceil(nw / per_cell)  # drop cells that are all padding
+    stride = max(h, w) / grid_size
+    _check_grid(gh, gw, (stride, stride), (h, w), name, min_cells, per_cell)
+    grid = F.normalize(feats[:, :gh, :gw].permute(1, 2, 0), dim=-1).contiguous().cpu()
+    return PatchFeatures(
+        grid=grid, stride=(stride, stride), image_shape=(h, w), extractor=extractor or f"{embedding.model_name}-encoder"
+    )
 
 
 class Dinov2Features:

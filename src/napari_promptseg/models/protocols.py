@@ -68,7 +68,10 @@ class PromptableSegmenter(Protocol):
         point_labels: np.ndarray | None = None,
         mask_input: torch.Tensor | None = None,
         multimask: bool = False,
-    ) -> Prediction: ...
+        local: bool = False,
+    ) -> Prediction:
+        """``local``: the adapter may decode each box from the image near it only (faster for small boxes)."""
+        ...
 
 
 @dataclass(frozen=True)

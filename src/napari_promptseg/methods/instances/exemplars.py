@@ -30,6 +30,7 @@ from ..pixel_classifier import (
     informative_channels,
     training_classes,
 )
+from .correspondence import PatchReference
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -93,6 +94,8 @@ class ExemplarModel:
     standardize: bool = False  # colour images: classifier input z-scored per channel over each image
     size_classifier: PixelClassifier | None = None  # filters only: a quick foreground to measure targets' objects
     reference_width: float = 0.0  # that foreground's typical object width on the reference, image pixels
+    candidates: str = "watershed"  # how the foreground is cut into candidate objects (pipeline._candidates)
+    patch_reference: PatchReference | None = None  # the reference tile's patches, for correspondence candidates
 
 
 def _tile_inputs(
@@ -209,6 +212,7 @@ def fit_exemplars(
         # single-channel images: stain variation between colour slides misleads it (benchmarks/README.md)
         size_classifier, reference_width = None, 0.0
     timer.add("fit_classifier_s", t0)
+    patch_reference = PatchReference.from_tile(embeddings[0], labels[chosen[0].slices] > 0)
     return ExemplarModel(
         object_size=size,
         min_area=float(areas.min()),
@@ -222,6 +226,7 @@ def fit_exemplars(
         standardize=standardize,
         size_classifier=size_classifier,
         reference_width=reference_width,
+        patch_reference=patch_reference,
     )
 
 

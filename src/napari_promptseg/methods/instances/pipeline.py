@@ -20,6 +20,7 @@ from ...tiling import (
     WorkingScale,
     choose_scale,
 )
+from .correspondence import margin_pixels, margin_regions
 from .exemplars import (
     ExemplarModel,
     ProgressCallback,
@@ -33,6 +34,7 @@ from .exemplars import (
 )
 
 Refinement = Literal["fused", "sam", "none"]
+CandidateMode = Literal["watershed", "components", "both", "correspondence"]
 
 
 REFINEMENTS: tuple[str, ...] = ("fused", "sam", "none")
@@ -53,20 +55,25 @@ class InstanceResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _candidates(proba: np.ndarray, diameter: float) -> np.ndarray:
-    """Candidate objects (labels over working pixels) from class probabilities. Seeds at the maxima of the
-    foreground's distance transform (plus a little interior probability), at least a third of a typical object
-    (``diameter`` working pixels) apart; watershed of that score inside the foreground. Holes are filled first, so
-    textured nuclei are not cut along their texture; foreground without a seed becomes a candidate of its own.
-    (Seeds from interior-class components did worse: benchmarks/README.md.)"""
+def _candidates(proba: np.ndarray, diameter: float, mode: CandidateMode = "watershed") -> _Candidates:
+    """Candidate objects over working pixels from class probabilities.
+
+    ``watershed``: seeds at the maxima of the foreground's distance transform (plus a little interior probability),
+    at least a third of a typical object (``diameter`` working pixels) apart; watershed of that score inside the
+    foreground. Holes are filled first, so textured nuclei are not cut along their texture; foreground without a
+    seed becomes a candidate of its own. (Seeds from interior-class components did worse: benchmarks/README.md.)
+    ``components``: every connected foreground component is one candidate (objects that touch are one object, as
+    in glands annotated as a binary mask). ``both``: the watershed's parts, and the whole of every component it
+    split; the decoder's confidence decides between them when painting.
+    """
     from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
     fg, p_in = proba[..., 0] < 0.5, proba[..., 1]
     fg = ndimage.binary_opening(ndimage.binary_fill_holes(fg))
     comps, n = ndimage.label(fg)
-    if n == 0:
-        return np.zeros(fg.shape, np.int32)
+    if n == 0 or mode == "components":
+        return _Candidates(comps.astype(np.int32), n, comps.astype(np.int32))
     dist = ndimage.distance_transform_edt(np.pad(fg, 1))[1:-1, 1:-1]
     score = ndimage.gaussian_filter(dist, max(1.0, 0.1 * diameter)) + 0.15 * diameter * ndimage.gaussian_filter(
         p_in, 1.0
@@ -84,7 +91,41 @@ def _candidates(proba: np.ndarray, diameter: float) -> np.ndarray:
     orphans, m = ndimage.label(fg & (regions == 0))
     if m:
         regions = np.where(orphans > 0, orphans + regions.max(), regions)
-    return regions.astype(np.int32)
+    regions = regions.astype(np.int32)
+    if mode == "watershed":
+        return _Candidates(regions, int(regions.max()), comps.astype(np.int32))
+    # components split into several parts come back whole, with ids after the parts'
+    parts_per_comp = ndimage.maximum(regions, comps, np.arange(1, n + 1)) - ndimage.minimum(
+        regions, comps, np.arange(1, n + 1)
+    )
+    split = np.flatnonzero(np.asarray(parts_per_comp) > 0) + 1
+    whole_ids = np.zeros(n + 1, np.int32)
+    whole_ids[split] = np.arange(1, len(split) + 1)
+    whole = whole_ids[comps]
+    return _Candidates(regions, int(regions.max()), comps.astype(np.int32), whole, len(split))
+
+
+@dataclass
+class _Candidates:
+    """Candidate objects of one tile: ``parts`` (labels 1..n) and, with mode ``both``, ``whole`` components
+    (labels 1..m) that overlap the parts; ``foreground`` labels the foreground's components."""
+
+    parts: np.ndarray
+    n: int
+    foreground: np.ndarray
+    whole: np.ndarray | None = None
+    m: int = 0
+
+    def masks(self) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+        """(bounding slices, own mask within them) of every candidate, parts first."""
+        out = []
+        for labels in (self.parts, self.whole):
+            if labels is None:
+                continue
+            for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+                if sl is not None:
+                    out.append((sl, labels[sl] == i))
+        return out
 
 
 def _to_image(
@@ -111,23 +152,32 @@ def _segment_tile(
     min_area_fraction: float,
     scale: float,
     timer: _Timer,
+    local_decoding: bool = True,
 ) -> list[tuple[np.ndarray, int, int, float]]:
     """Objects of one tile: (mask over tile pixels, row origin, column origin, score)."""
-    t0 = time.perf_counter()
-    feats = _pixel_features(model.channels, model.projection, embedding, working, model.use_encoder)
-    proba = model.classifier.predict(feats)
-    timer.add("classify_s", t0)
-    t0 = time.perf_counter()
-    regions = _candidates(proba, model.object_size * scale)
-    slices = ndimage.find_objects(regions)
-    timer.add("seeds_s", t0)
     # candidates far smaller than the smallest exemplar are noise: not worth a decoder pass
-    areas = np.bincount(regions.ravel(), minlength=len(slices) + 1)
     min_area = min_area_fraction * model.min_area * scale * scale
-    ids = [i for i, sl in enumerate(slices, start=1) if sl is not None and areas[i] >= min_area]
-    if not ids:
+    margin = None
+    if model.candidates == "correspondence":
+        t0 = time.perf_counter()
+        margin = margin_pixels(model.patch_reference, embedding, working.shape[:2])
+        items = margin_regions(margin, model.median_area * scale * scale, model.object_size * scale)
+        p_fg = foreground = None
+        timer.add("seeds_s", t0)
+    else:
+        t0 = time.perf_counter()
+        feats = _pixel_features(model.channels, model.projection, embedding, working, model.use_encoder)
+        proba = model.classifier.predict(feats)
+        p_fg = 1.0 - proba[..., 0]
+        timer.add("classify_s", t0)
+        t0 = time.perf_counter()
+        cands = _candidates(proba, model.object_size * scale, model.candidates)
+        items = cands.masks()
+        foreground = cands.foreground
+        timer.add("seeds_s", t0)
+    items = [(sl, own) for sl, own in items if own.sum() >= min_area]
+    if not items:
         return []
-    p_fg = 1.0 - proba[..., 0]
     wh, ww = working.shape[:2]
     th, tw = embedding.transform.original_shape
     factors = (wh / th, ww / tw)
@@ -135,46 +185,55 @@ def _segment_tile(
     boxes_w = np.array(
         [
             (
-                max(0.0, slices[i - 1][1].start - pad),
-                max(0.0, slices[i - 1][0].start - pad),
-                min(ww - 1.0, slices[i - 1][1].stop - 1 + pad),
-                min(wh - 1.0, slices[i - 1][0].stop - 1 + pad),
+                max(0.0, sl[1].start - pad),
+                max(0.0, sl[0].start - pad),
+                min(ww - 1.0, sl[1].stop - 1 + pad),
+                min(wh - 1.0, sl[0].stop - 1 + pad),
             )
-            for i in ids
+            for sl, _ in items
         ],
         np.float32,
     )
     objects = []
     t0 = time.perf_counter()
-    for start in range(0, len(ids), DECODE_BATCH):
-        batch = ids[start : start + DECODE_BATCH]
+    for start in range(0, len(items), DECODE_BATCH):
+        batch = items[start : start + DECODE_BATCH]
         bw = boxes_w[start : start + DECODE_BATCH]
         probs, scores = None, None
         if refine != "none":
             boxes_tile = bw / np.array([factors[1], factors[0], factors[1], factors[0]], np.float32)
-            pred = segmenter.predict(embedding, boxes=boxes_tile)
+            pred = segmenter.predict(embedding, boxes=boxes_tile, local=local_decoding)
             low = pred.low_res_logits[:, :1]
             size = embedding.transform.input_size
             if low.shape[-1] != size:
                 low = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
             probs = torch.sigmoid(low[:, 0, :wh, :ww]).numpy()
             scores = pred.scores[:, 0]
-        for k, i in enumerate(batch):
+        for k, (own_sl, own_mask) in enumerate(batch):
             x0, y0, x1, y1 = bw[k]
             win = (int(y0), int(y1) + 1, int(x0), int(x1) + 1)
             sl = (slice(win[0], win[1]), slice(win[2], win[3]))
-            own = regions[sl] == i
+            own = np.zeros((win[1] - win[0], win[3] - win[2]), bool)
+            oy, ox = own_sl[0].start - win[0], own_sl[1].start - win[2]
+            own[oy : oy + own_mask.shape[0], ox : ox + own_mask.shape[1]] = own_mask
             if refine == "none":
                 soft = own.astype(np.float32)
-                score = float(p_fg[sl][own].mean())
+                score = float((p_fg[sl] if margin is None else margin[sl] > 0)[own].mean())
+            elif margin is not None:
+                # the decoder's whole mask: a region's box may hold a whole object that the margin cut short
+                soft = probs[k][sl]
+                inside = soft > 0.5
+                if not inside.any() or margin[sl][inside].mean() <= 0:
+                    continue  # more like the reference background than its objects
+                score = float(scores[k])
             else:
-                free = own | (regions[sl] == 0)  # pixels no other candidate claims
+                free = own | (foreground[sl] == 0)  # pixels no other candidate claims
                 sam = probs[k][sl]
                 soft = (0.5 * (sam + p_fg[sl]) if refine == "fused" else sam) * free
                 score = float(scores[k])
-            mask, oy, ox = _to_image(soft, win, factors, (th, tw))
+            mask, my, mx = _to_image(soft, win, factors, (th, tw))
             if mask.any():
-                objects.append((mask, oy, ox, score))
+                objects.append((mask, my, mx, score))
     timer.add("decode_s" if refine != "none" else "regions_s", t0)
     return objects
 
@@ -218,6 +277,7 @@ def segment_with_exemplars(
     duplicate_overlap: float = 0.5,
     min_area_fraction: float = 0.25,
     max_area_factor: float = 4.0,
+    local_decoding: bool = True,
     name: str = "target",
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
@@ -225,7 +285,8 @@ def segment_with_exemplars(
 ) -> InstanceResult:
     """Every object like the exemplars in ``image`` (H, W, C), tile by tile at the working scale of the objects'
     size: ``object_size`` (pixels) when given, else the exemplars' size, or the target's own when its objects are
-    measurably larger or smaller (:func:`estimate_object_size`)."""
+    measurably larger or smaller (:func:`estimate_object_size`). ``local_decoding``: decode each candidate's box
+    from the tile's tokens near it (the segmenter's ``local``; ~4x faster, benchmarks/README.md)."""
     if refine not in REFINEMENTS:
         raise PromptsegError(f"refine must be one of {REFINEMENTS}, got {refine!r}")
     timer = timer or _Timer()
@@ -275,6 +336,7 @@ def segment_with_exemplars(
             min_area_fraction,
             scale.scale,
             timer,
+            local_decoding,
         )
         candidates += len(objects)
         t0 = time.perf_counter()
