@@ -94,7 +94,8 @@ class ExemplarModel:
     standardize: bool = False  # colour images: classifier input z-scored per channel over each image
     size_classifier: PixelClassifier | None = None  # filters only: a quick foreground to measure targets' objects
     reference_width: float = 0.0  # that foreground's typical object width on the reference, image pixels
-    candidates: str = "watershed"  # how the foreground is cut into candidate objects (pipeline._candidates)
+    candidates: str = "watershed"  # how targets are cut into candidate objects (pipeline._candidates)
+    candidate_scores: dict[str, float] = field(default_factory=dict)  # F1 of each source on the reference halves
     patch_reference: PatchReference | None = None  # the reference tile's patches, for correspondence candidates
 
 
@@ -142,11 +143,19 @@ def fit_exemplars(
     object_size: float | None = None,
     use_encoder: bool = True,
     normalize: Normalization = "auto",
+    candidates: str = "auto",
+    few_exemplars: bool | None = None,
     name: str = "reference",
     timer: _Timer | None = None,
 ) -> ExemplarModel:
     """Learn the exemplars' objects from ``image`` (H, W, C) and ``labels`` (instance ids). ``known``: where the
-    labels are complete (default everywhere); only there is unlabelled ground taught as background."""
+    labels are complete (default everywhere); only there is unlabelled ground taught as background.
+
+    ``candidates``: how targets are cut into candidate objects (``watershed`` of the classifier's foreground, or
+    patch ``correspondence``); ``auto`` measures both on the reference's two halves when its labels are complete
+    (:func:`.selection.choose_candidates`), else keeps the watershed. ``few_exemplars``: force (or forbid) the
+    regularised classifier of few exemplars (default: fewer than ``FEW_EXEMPLARS`` objects).
+    """
     timer = timer or _Timer()
     image = as_channels_last(image, name=name)  # (H, W) or (H, W, C): the console passes either
     labels = reference_objects(labels)
@@ -200,7 +209,7 @@ def fit_exemplars(
     taught_y = [c[k] for c, k in zip(classes, flat_known, strict=True)]
     # a few exemplars (find all like these: 2-5 boxes) are memorised pixel by pixel by deep trees; shallow trees
     # with large leaves generalise from them (measured: recall 0.08 -> 0.6 from 3 nuclei, benchmarks/README.md)
-    few = len(ids) < FEW_EXEMPLARS
+    few = len(ids) < FEW_EXEMPLARS if few_exemplars is None else few_exemplars
     classifier = (PixelClassifier(max_depth=5, min_leaf=50) if few else PixelClassifier()).fit(taught_x, taught_y)
     n_filters = feats[0].shape[-1] - (projection.components.shape[1] if projection is not None else 0)
     size_classifier = PixelClassifier(trees=12, max_depth=10).fit([x[:, :n_filters] for x in taught_x], taught_y)
@@ -211,9 +220,9 @@ def fit_exemplars(
         # targets' objects are measured only where the quick foreground measures the exemplars right, and on
         # single-channel images: stain variation between colour slides misleads it (benchmarks/README.md)
         size_classifier, reference_width = None, 0.0
-    timer.add("fit_classifier_s", t0)
     patch_reference = PatchReference.from_tile(embeddings[0], labels[chosen[0].slices] > 0)
-    return ExemplarModel(
+    timer.add("fit_classifier_s", t0)
+    model = ExemplarModel(
         object_size=size,
         min_area=float(areas.min()),
         max_area=float(areas.max()),
@@ -227,7 +236,15 @@ def fit_exemplars(
         size_classifier=size_classifier,
         reference_width=reference_width,
         patch_reference=patch_reference,
+        candidates="watershed" if candidates == "auto" else candidates,
     )
+    if candidates == "auto" and known is None:
+        from .selection import choose_candidates
+
+        t0 = time.perf_counter()
+        model.candidates, model.candidate_scores = choose_candidates(segmenter, model, image, labels)
+        timer.add("choose_candidates_s", t0)
+    return model
 
 
 def _classifier_input(window: IntensityWindow, working: np.ndarray, standardize: bool) -> np.ndarray:
