@@ -155,7 +155,7 @@ def test_fine_tuned_checkpoints_given_as_hub_ids(fake_hub, tiny_clipseg_dir, tmp
 
     monkeypatch.setenv("PROMPTSEG_OFFLINE", "1")  # now cached: found offline through the cache's refs/main
     assert resolve_weights("sam_vit_b", "lab/sam-finetuned/sam_finetuned.pth") == path
-    offline_error = r"weights not found and \$PROMPTSEG_OFFLINE is set; lab/other@main is not a local path; as a hub id"
+    offline_error = r"weights not found and \$PROMPTSEG_OFFLINE is set; lab/other is not a local path; as a hub id"
     with pytest.raises(WeightsError, match=offline_error):
         resolve_weights(CLIPSEG.name, "lab/other")
     monkeypatch.delenv("PROMPTSEG_OFFLINE")

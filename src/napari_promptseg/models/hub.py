@@ -62,9 +62,6 @@ class HubRef:
     revision: str = "main"
     file: str | None = None
 
-    def __str__(self) -> str:
-        return self.repo_id + (f"/{self.file}" if self.file else "") + f"@{self.revision}"
-
 
 _HUB_ID = re.compile(r"(?:hf://)?(?P<repo>[\w.-]+/[\w.-]+)(?:/(?P<file>[\w./-]+?))?(?:@(?P<rev>[\w./-]+))?")
 

@@ -38,6 +38,8 @@ DOWNLOAD_RETRIES = 2
 
 __all__ = [
     "CACHE_ENV",
+    "DEFAULT_SEGMENTER",
+    "DEFAULT_TEXT_EMBEDDER",
     "MODELS",
     "OFFLINE_ENV",
     "ModelCard",
@@ -271,7 +273,7 @@ def cache_dir() -> Path:
 def resolve_weights(name: str, path: str | os.PathLike | None = None, *, progress: Progress | None = None) -> Path:
     """Local weights for model ``name``: a verified file, or a directory for directory models (order: module doc).
 
-    ``progress(done, total)`` hears about downloads (the libraries' own bars show as well)."""
+    ``progress(done, total)`` hears about downloads (huggingface_hub's own bars show as well)."""
     card = get_card(name)
     if path is not None:
         return _explicit(card, path, progress)
@@ -281,7 +283,7 @@ def resolve_weights(name: str, path: str | os.PathLike | None = None, *, progres
             _verify(card, packaged)
         return packaged
     if card.repo_id is not None:
-        return _hub_model(card, progress)
+        return _from_hub(card, card.repo_id, _revisions(card), card.files, card.required, progress)
     return _single_file(card, progress)
 
 
@@ -291,7 +293,7 @@ def weights_status(card: ModelCard) -> tuple[str, Path | None]:
     if packaged is not None:
         return "bundled", packaged
     if card.repo_id is not None:
-        snapshot = _cached_hub_model(card)[0]
+        snapshot = _in_hf_cache(card.repo_id, _revisions(card), card.files, card.required)[0]
         return ("hf_cache", snapshot) if snapshot is not None else ("missing", None)
     cached = cache_dir() / card.filename
     return ("cache", cached) if card.filename and cached.is_file() else ("missing", None)
@@ -312,52 +314,49 @@ def _package_path(card: ModelCard) -> Path | None:
     return path if path.is_file() else None
 
 
-def _cached_hub_model(card: ModelCard) -> tuple[Path | None, list[str]]:
-    """The pinned revision in the Hugging Face cache, else whatever the cache's ``main`` is (the user fetched the
-    model with transformers, say: a model on disk is not fetched again for another commit); and the files it lacks."""
-    assert card.repo_id is not None
-    for revision in dict.fromkeys((card.revision or "main", "main")):
-        snapshot, lacking = hub.cached_snapshot(card.repo_id, revision, card.files, card.required)
+def _revisions(card: ModelCard) -> tuple[str, ...]:
+    """The pinned revision, then whatever the cache's ``main`` is (the user fetched the model with transformers,
+    say): a model on disk is not fetched again for another commit. Downloads take the first."""
+    return tuple(dict.fromkeys((card.revision or "main", "main")))
+
+
+def _in_hf_cache(
+    repo_id: str, revisions: tuple[str, ...], files: tuple[str, ...], required: tuple[str, ...]
+) -> tuple[Path | None, list[str]]:
+    """The first cached snapshot with every required file, and the listed files it lacks."""
+    for revision in revisions:
+        snapshot, lacking = hub.cached_snapshot(repo_id, revision, files, required)
         if snapshot is not None:
             return snapshot, lacking
     return None, []
 
 
-def _hub_model(card: ModelCard, progress: Progress | None) -> Path:
-    assert card.repo_id is not None
-    snapshot, lacking = _cached_hub_model(card)
-    if snapshot is None:
-        return _download_hub(card, card.repo_id, card.revision or "main", card.files, card.required, progress)
-    return _completed(snapshot, card.repo_id, lacking, progress)
-
-
-def _completed(snapshot: Path, repo_id: str, lacking: list[str], progress: Progress | None) -> Path:
-    """A cached snapshot with the files it lacks fetched, when online; whatever that gives, the adapter checks
-    the directory and names a file it cannot do without."""
-    if lacking and not offline():
-        with contextlib.suppress(Exception):  # best effort: the snapshot has the weights
-            hub.download_snapshot(repo_id, snapshot.name, lacking, (), progress)  # snapshots/<commit>
-    return snapshot
-
-
-def _download_hub(
+def _from_hub(
     card: ModelCard,
     repo_id: str,
-    revision: str,
+    revisions: tuple[str, ...],
     files: tuple[str, ...],
     required: tuple[str, ...],
     progress: Progress | None,
     *,
     named: str = "",
 ) -> Path:
-    where = named + _hub_where(repo_id, revision, required)
+    """The Hugging Face cache's snapshot (online, with the files it lacks fetched: best effort, the adapter names
+    a file it cannot do without), else a download into the cache, else one error that says what to do."""
+    snapshot, lacking = _in_hf_cache(repo_id, revisions, files, required)
+    if snapshot is not None:
+        if lacking and not offline():
+            with contextlib.suppress(Exception):
+                hub.download_snapshot(repo_id, snapshot.name, lacking, (), progress)  # snapshots/<commit>
+        return snapshot
+    where = named + _hub_where(repo_id, revisions[0], required)
     if offline():
         raise WeightsError(f"{card.name}: weights not found and ${hub.offline_variable()} is set", details=where)
     try:
-        return hub.download_snapshot(repo_id, revision, files, required, progress)
-    except Exception as exc:  # whatever the hub or the network raised: one error that says what to do
+        return hub.download_snapshot(repo_id, revisions[0], files, required, progress)
+    except Exception as exc:  # whatever the hub or the network raised
         raise WeightsError(
-            f"{card.name}: download of {repo_id}@{revision[:12]} from {hub.endpoint()} failed ({_reason(exc)})",
+            f"{card.name}: download of {repo_id}@{revisions[0][:12]} from {hub.endpoint()} failed ({_reason(exc)})",
             details=where,
         ) from exc
 
@@ -445,10 +444,15 @@ def _explicit(card: ModelCard, path: str | os.PathLike, progress: Progress | Non
     """Weights the user named: not held to the published checksum (often fine-tuned)."""
     explicit = Path(path).expanduser()
     ref = None if explicit.exists() else hub.parse_hub_id(os.fspath(path))
-    if ref is not None and ref.repo_id == card.repo_id and "@" not in os.fspath(path):
-        return _hub_model(card, progress)  # the card's own repository: at its pinned revision
     if ref is not None and (ref.file is None) == card.is_directory:
-        return _explicit_hub(card, ref, progress)
+        # the card's own repository comes at its pinned revision
+        own = ref.repo_id == card.repo_id and "@" not in os.fspath(path)
+        revisions = _revisions(card) if own else (ref.revision,)
+        files = card.files if card.is_directory else (str(ref.file),)
+        required = card.required if card.is_directory else files
+        named = f"{os.fspath(path)} is not a local path; as a hub id, "
+        snapshot = _from_hub(card, ref.repo_id, revisions, files, required, progress, named=named)
+        return snapshot if card.is_directory else snapshot / str(ref.file)
     if card.is_directory:
         if not explicit.is_dir():
             raise WeightsError(
@@ -461,18 +465,6 @@ def _explicit(card: ModelCard, path: str | os.PathLike, progress: Progress | Non
     if not explicit.is_file():
         raise WeightsError(f"{card.name}: weights file {explicit} does not exist")
     return explicit
-
-
-def _explicit_hub(card: ModelCard, ref: hub.HubRef, progress: Progress | None) -> Path:
-    files = card.files if card.is_directory else (str(ref.file),)
-    required = card.required if card.is_directory else files
-    snapshot, lacking = hub.cached_snapshot(ref.repo_id, ref.revision, files, required)
-    if snapshot is None:
-        named = f"{ref} is not a local path; as a hub id, "
-        snapshot = _download_hub(card, ref.repo_id, ref.revision, files, required, progress, named=named)
-    else:
-        snapshot = _completed(snapshot, ref.repo_id, lacking, progress)
-    return snapshot if card.is_directory else snapshot / str(ref.file)
 
 
 def _reason(exc: BaseException, limit: int = 200) -> str:
