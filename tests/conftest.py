@@ -1,11 +1,14 @@
-"""Shared fixtures: real data from ../shared/data, the real LiteMedSAM model, an isolated weights cache."""
+"""Shared fixtures: real data from ../shared/data, the real LiteMedSAM model, isolated weights caches, a fake hub."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from .fake_hub import FakeHub, put_in_hf_cache
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -35,9 +38,32 @@ def litemedsam():
 
 @pytest.fixture(autouse=True)
 def isolated_weights_cache(tmp_path_factory, monkeypatch):
-    """No test reads or writes the user's weights cache or reaches the network for weights."""
+    """No test reads or writes the user's weights caches (ours, Hugging Face's) or reaches the network for weights."""
     monkeypatch.setenv("PROMPTSEG_CACHE_DIR", str(tmp_path_factory.mktemp("weights-cache")))
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ENDPOINT", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("PROMPTSEG_OFFLINE", "1")
+
+
+@pytest.fixture
+def fake_hub(monkeypatch) -> Iterator[FakeHub]:
+    """The loopback hub as $HF_ENDPOINT, with downloads allowed."""
+    server = FakeHub()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.delenv("PROMPTSEG_OFFLINE")
+    yield server
+    server.close()
+
+
+def in_hf_cache(model: str, directory: Path) -> Path:
+    """A model directory put in the (isolated) Hugging Face cache as model ``model``'s repository at its pinned
+    revision, where ``hf download`` would leave it; returns the snapshot."""
+    from napari_promptseg.models import get_card
+    from napari_promptseg.models.hub import hf_cache_dir
+
+    card = get_card(model)
+    return put_in_hf_cache(directory, card.repo_id, card.revision, hf_cache_dir())
 
 
 @pytest.fixture(autouse=True)

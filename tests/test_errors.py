@@ -8,6 +8,7 @@ import pytest
 from napari_promptseg.errors import SHORT_LIMIT, PromptsegError, WeightsError, split_message
 from napari_promptseg.methods.text import choose_route
 from napari_promptseg.models import get_card, load_grounder
+from napari_promptseg.models.hub import hf_cache_dir
 from napari_promptseg.models.registry import cache_dir
 
 
@@ -18,9 +19,9 @@ def test_missing_weights_error_is_short_with_the_details_apart():
     assert len(short) <= SHORT_LIMIT and short.startswith("no GroundingDINO weights"), short
     assert "http" not in short and str(cache_dir()) not in short
     # where to put which file: in the details (and in str(exc), the CLI's one-line reason)
-    for card in ("grounding_dino_tiny", "groundingdino_swint_ogc"):
-        assert get_card(card).filename in details
-    assert str(cache_dir()) in details and str(cache_dir()) in str(caught.value)
+    assert get_card("grounding_dino_tiny").repo_id in details and str(hf_cache_dir()) in details
+    assert get_card("groundingdino_swint_ogc").filename in details and str(cache_dir()) in details
+    assert str(cache_dir()) in str(caught.value)
 
 
 def test_one_model_missing_says_which_and_where_apart():
@@ -28,7 +29,7 @@ def test_one_model_missing_says_which_and_where_apart():
         load_grounder("grounding_dino_tiny", device="cpu")
     short, details = split_message(caught.value)
     assert short == "grounding_dino_tiny: weights not found and $PROMPTSEG_OFFLINE is set"
-    assert str(cache_dir()) in details and "config.json" in details and "https://" in details
+    assert str(hf_cache_dir()) in details and "config.json" in details and "https://huggingface.co/" in details
 
 
 def test_long_messages_without_details_are_cut_at_a_clause():

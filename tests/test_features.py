@@ -9,7 +9,7 @@ import pytest
 import torch
 from skimage import data
 
-from napari_promptseg.errors import PromptsegError
+from napari_promptseg.errors import PromptsegError, WeightsError
 from napari_promptseg.models.features import Dinov2Features, PatchFeatureExtractor, SegmenterFeatures
 
 
@@ -49,8 +49,10 @@ def test_dinov2_tall_image_and_square_mode(tiny_dinov2):
 
 
 def test_dinov2_missing_weights_is_a_clear_error(tmp_path):
-    with pytest.raises(PromptsegError, match="DINOv2 weights"):
+    with pytest.raises(WeightsError, match=r"dinov2_small: weights path .*no-such-model is not a directory"):
         Dinov2Features(tmp_path / "no-such-model")
+    with pytest.raises(WeightsError, match=r"dinov2_small: weights not found and \$PROMPTSEG_OFFLINE is set"):
+        Dinov2Features("facebook/dinov2-base")  # a hub id, not in the (isolated, offline) Hugging Face cache
 
 
 def test_segmenter_features_account_for_padding(litemedsam):

@@ -22,6 +22,7 @@ from napari_promptseg.errors import PromptsegError, WeightsError
 from napari_promptseg.methods.grounded import boxes_to_instances, select_boxes
 from napari_promptseg.models import Detections, TextGrounder, load_grounder, registry
 from napari_promptseg.models.grounding import normalize_caption
+from napari_promptseg.models.hub import hf_cache_dir
 
 PROMPT = "Gland, nuclei. stroma"
 PROMPT_WORDS = {"gland", "nuclei", "stroma"}
@@ -213,8 +214,11 @@ def test_directory_without_config_is_named(hf_dir, tmp_path):
 def test_offline_without_weights_names_the_cache(name):
     with pytest.raises(WeightsError) as info:
         load_grounder(name, device="cpu")
-    message = str(info.value)
-    assert str(registry.cache_dir()) in message and registry.get_card(name).filename in message
+    message, card = str(info.value), registry.get_card(name)
+    if card.repo_id:  # hub-hosted: the Hugging Face cache
+        assert str(hf_cache_dir()) in message and card.repo_id in message
+    else:
+        assert str(registry.cache_dir()) in message and card.filename in message
     assert "PROMPTSEG_OFFLINE" in message
 
 

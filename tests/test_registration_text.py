@@ -9,7 +9,6 @@ and in report.json, and the errors.
 from __future__ import annotations
 
 import json
-import shutil
 
 import imageio.v3 as iio
 import numpy as np
@@ -25,10 +24,9 @@ from napari_promptseg.methods.prompt_regions import UNION_SUFFIX, OneShotRegions
 from napari_promptseg.methods.registration import RegistrationOptions, register
 from napari_promptseg.methods.text import choose_route
 from napari_promptseg.methods.warp import Deformation
-from napari_promptseg.models import get_card, load_grounder
-from napari_promptseg.models.registry import cache_dir
+from napari_promptseg.models import load_grounder
 
-from .conftest import dataset_pairs
+from .conftest import dataset_pairs, in_hf_cache
 from .test_grounding import hf_dir  # noqa: F401 (fixture)
 
 #: fixed pixel -> moving pixel: a rotation of ~6 degrees, anisotropic scaling and a shift (24 px mean displacement)
@@ -72,8 +70,8 @@ def lung_library(tmp_path, xrays):
 
 @pytest.fixture
 def tiny_grounder(hf_dir):  # noqa: F811
-    """The tiny random GroundingDINO where the registry looks for grounding_dino_tiny (the isolated cache)."""
-    shutil.copytree(hf_dir, cache_dir() / get_card("grounding_dino_tiny").filename)
+    """The tiny random GroundingDINO where the registry looks for grounding_dino_tiny (the isolated HF cache)."""
+    in_hf_cache("grounding_dino_tiny", hf_dir)
     return load_grounder("grounding_dino_tiny", device="cpu")
 
 

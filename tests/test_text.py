@@ -6,8 +6,6 @@ assert the plumbing; the offline library route runs real LiteMedSAM on real ches
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -18,9 +16,10 @@ from napari_promptseg.io.library import ReferenceLibrary
 from napari_promptseg.methods.metrics import dice
 from napari_promptseg.methods.text import choose_route, segment_text
 from napari_promptseg.models import get_card, load_heatmapper
+from napari_promptseg.models.hub import hf_cache_dir
 from napari_promptseg.models.registry import cache_dir
 
-from .conftest import dataset_pairs
+from .conftest import dataset_pairs, in_hf_cache
 from .test_clipseg import tiny_clipseg_dir  # noqa: F401 (fixture)
 from .test_grounding import hf_dir  # noqa: F401 (fixture)
 
@@ -57,16 +56,16 @@ def test_empty_library_and_no_weights_give_one_clear_message(empty_library):
 
 
 def test_forced_route_without_weights_names_where_to_put_them():
-    where = cache_dir() / get_card("grounding_dino_tiny").filename
     with pytest.raises(WeightsError, match="grounding-dino-tiny") as info:
         choose_route("groundingdino")
-    assert str(where.parent) in str(info.value)
+    assert str(hf_cache_dir()) in str(info.value)  # the hub-hosted GroundingDINO
+    assert f"put {get_card('groundingdino_swint_ogc').filename} in {cache_dir()}" in str(info.value)  # authors' file
     with pytest.raises(WeightsError, match="clipseg"):
         choose_route("clipseg")
 
 
 def test_auto_route_takes_clipseg_when_its_weights_are_in_the_cache(tiny_clipseg_dir, lungs):  # noqa: F811
-    shutil.copytree(tiny_clipseg_dir, cache_dir() / get_card("clipseg_rd64_refined").filename)
+    in_hf_cache("clipseg_rd64_refined", tiny_clipseg_dir)
     image = lungs[0][0]
     heat = load_heatmapper(device="cpu").heatmap(image, "lung")
     threshold = float(np.quantile(heat, 0.7))  # random weights: a threshold that leaves some blobs
@@ -83,8 +82,8 @@ def test_auto_route_takes_clipseg_when_its_weights_are_in_the_cache(tiny_clipseg
 
 
 def test_auto_route_prefers_groundingdino_and_segments_each_box(hf_dir, tiny_clipseg_dir, lungs, litemedsam):  # noqa: F811
-    shutil.copytree(hf_dir, cache_dir() / get_card("grounding_dino_tiny").filename)
-    shutil.copytree(tiny_clipseg_dir, cache_dir() / get_card("clipseg_rd64_refined").filename)
+    in_hf_cache("grounding_dino_tiny", hf_dir)
+    in_hf_cache("clipseg_rd64_refined", tiny_clipseg_dir)
     image = lungs[0][0]
     grounder = choose_route("auto", device="cpu").model
     scores = grounder.boxes(image, "lung . cell", box_threshold=0.0, text_threshold=0.0).scores

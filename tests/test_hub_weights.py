@@ -1,0 +1,192 @@
+"""Hub-hosted models through huggingface_hub against a loopback hub ($HF_ENDPOINT): downloaded into the user's
+Hugging Face cache at the card's pinned revision, found there offline ($HF_HOME, $HF_HUB_CACHE), used end to end by
+`promptseg text`; fine-tuned checkpoints and DINOv2 given as hub ids; the one error when nothing is cached offline.
+The models are tiny random-weight builds of the real architectures (tests/test_clipseg.py, tests/test_grounding.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_promptseg import cli
+from napari_promptseg.errors import WeightsError
+from napari_promptseg.io import read_image
+from napari_promptseg.models import MODELS, get_card, load_grounder, load_heatmapper, registry, resolve_weights
+from napari_promptseg.models.features import load_feature_extractor
+from napari_promptseg.models.hub import hf_cache_dir
+
+from .conftest import dataset_pairs, in_hf_cache
+from .fake_hub import FakeHub, put_in_hf_cache
+from .test_clipseg import tiny_clipseg_dir  # noqa: F401 (fixture)
+from .test_grounding import hf_dir  # noqa: F401 (fixture)
+
+CLIPSEG = get_card("clipseg_rd64_refined")
+GDINO = get_card("grounding_dino_tiny")
+
+
+def _snapshot(repo_id: str, revision: str) -> Path:
+    return hf_cache_dir() / ("models--" + repo_id.replace("/", "--")) / "snapshots" / revision
+
+
+@pytest.fixture(scope="module")
+def hf_home_with_tiny_models(tmp_path_factory, tiny_clipseg_dir, hf_dir) -> Path:  # noqa: F811
+    """A Hugging Face home whose cache got the tiny CLIPSeg and GroundingDINO the way a user's does: downloaded by
+    huggingface_hub (here from the loopback hub) through resolve_weights."""
+    home = tmp_path_factory.mktemp("hf-home-tiny")
+    hub = FakeHub()
+    hub.add(CLIPSEG.repo_id, tiny_clipseg_dir, CLIPSEG.revision)
+    hub.add(GDINO.repo_id, hf_dir, GDINO.revision)
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("HF_HOME", str(home))
+            env.setenv("HF_ENDPOINT", hub.url)
+            env.delenv("PROMPTSEG_OFFLINE", raising=False)
+            assert hf_cache_dir() == home / "hub"
+            for card in (CLIPSEG, GDINO):
+                assert resolve_weights(card.name) == _snapshot(card.repo_id, card.revision)
+    finally:
+        hub.close()
+    return home
+
+
+def test_hub_model_downloads_into_the_hf_cache_at_the_pinned_revision_once(fake_hub, tiny_clipseg_dir):  # noqa: F811
+    fake_hub.add(CLIPSEG.repo_id, tiny_clipseg_dir, CLIPSEG.revision)
+    seen: list[tuple[int, int | None]] = []
+
+    path = resolve_weights(CLIPSEG.name, progress=lambda done, total: seen.append((done, total)))
+
+    assert path == _snapshot(CLIPSEG.repo_id, CLIPSEG.revision)
+    served = sorted(p.name for p in tiny_clipseg_dir.iterdir())  # the card's files but transformers 5's names
+    assert sorted(p.name for p in path.iterdir()) == served and set(served) < set(CLIPSEG.files)
+    assert all((path / f).is_symlink() for f in served)  # the hub's layout: snapshots link to blobs
+    weights_size = (tiny_clipseg_dir / "model.safetensors").stat().st_size
+    assert (weights_size, weights_size) in seen  # huggingface_hub's progress bar also reports to ours
+    assert sorted(fake_hub.downloads()) == [f"/{CLIPSEG.repo_id}/resolve/{CLIPSEG.revision}/{f}" for f in served]
+    assert registry.weights_status(CLIPSEG) == ("hf_cache", path)
+    asked = len(fake_hub.requests)
+    assert resolve_weights(CLIPSEG.name) == path  # a complete pinned snapshot: not even a HEAD request
+    assert len(fake_hub.requests) == asked
+    heat = load_heatmapper(device="cpu").heatmap(np.zeros((40, 50), np.uint8), "lung")
+    assert heat.shape == (40, 50)
+
+
+def test_text_cli_routes_run_the_tiny_models_found_in_the_hf_cache(
+    hf_home_with_tiny_models, shared_data, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HF_HOME", str(hf_home_with_tiny_models))  # offline (conftest): only the cache can answer
+    image_path = dataset_pairs(shared_data / "lungs_cxr_shenzhen")[0][0]
+    # random weights: thresholds that leave a few blobs and boxes (each box is one LiteMedSAM decoding)
+    image = read_image(image_path)
+    heat = load_heatmapper(device="cpu").heatmap(image, "lung")
+    scores = load_grounder(device="cpu").boxes(image, "lung .", box_threshold=0.0, text_threshold=0.0).scores
+    routes = {
+        "clipseg": ["--heatmap-threshold", str(np.quantile(heat, 0.7)), "--no-refine"],
+        "groundingdino": ["--box-threshold", str(np.sort(scores)[-3]), "--text-threshold", "0"],
+    }
+    for route, options in routes.items():
+        out = tmp_path / route
+        assert cli.main(["text", "lung", str(image_path), "-o", str(out), "--route", route, *options]) == 0
+        report = json.loads((out / "report.json").read_text())
+        card = CLIPSEG if route == "clipseg" else GDINO
+        assert (report["route"], report["text_model"]) == (route, card.name)
+        labels = tifffile.imread(out / f"{image_path.stem}.tif")
+        assert report["images"][0]["objects"] == labels.max() >= 1
+
+
+def test_hf_hub_cache_wins_over_hf_home_as_huggingface_hub_has_it(tmp_path, monkeypatch, tiny_clipseg_dir):  # noqa: F811
+    home_snapshot = put_in_hf_cache(tiny_clipseg_dir, CLIPSEG.repo_id, CLIPSEG.revision, tmp_path / "home" / "hub")
+    shared_snapshot = put_in_hf_cache(tiny_clipseg_dir, CLIPSEG.repo_id, CLIPSEG.revision, tmp_path / "lab-drive")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    assert resolve_weights(CLIPSEG.name) == home_snapshot
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "lab-drive"))
+    assert resolve_weights(CLIPSEG.name) == shared_snapshot
+
+
+def test_a_cached_model_at_another_revision_is_used_not_fetched_again(fake_hub, tiny_clipseg_dir, capsys):  # noqa: F811
+    other = "b" * 40  # the user's cache holds `main` at another commit (e.g. fetched by transformers)
+    snapshot = put_in_hf_cache(tiny_clipseg_dir, CLIPSEG.repo_id, other, hf_cache_dir())
+
+    assert resolve_weights(CLIPSEG.name) == snapshot and fake_hub.downloads() == []
+    assert cli.main(["models"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(CLIPSEG.name))
+    assert "HF cache (other rev.)" in line
+
+
+def test_offline_with_nothing_cached_gives_the_one_clear_error(fake_hub, shared_data, tmp_path, monkeypatch, capsys):
+    for variable in ("PROMPTSEG_OFFLINE", "HF_HUB_OFFLINE"):
+        with monkeypatch.context() as env:
+            env.setenv(variable, "1")
+            with pytest.raises(WeightsError) as info:
+                resolve_weights(GDINO.name)
+        assert info.value.message == f"{GDINO.name}: weights not found and ${variable} is set"
+        details = info.value.details
+        assert f"{GDINO.repo_id} (config.json, model.safetensors, revision {GDINO.revision[:12]})" in details
+        assert f"not in the Hugging Face cache {hf_cache_dir()}" in details and "$HF_HOME" in details
+        assert f"hf download {GDINO.repo_id} --revision {GDINO.revision}" in details
+    assert fake_hub.requests == []
+
+    monkeypatch.setenv("PROMPTSEG_OFFLINE", "1")
+    image = dataset_pairs(shared_data / "lungs_cxr_shenzhen")[0][0]
+    assert cli.main(["text", "lung", str(image), "-o", str(tmp_path / "out"), "--route", "clipseg"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no CLIPSeg weights (route clipseg)" in err[0]
+    assert f"{CLIPSEG.name}: weights not found and $PROMPTSEG_OFFLINE is set" in err[0]
+    assert str(hf_cache_dir()) in err[0] and CLIPSEG.repo_id in err[0]
+
+
+def test_fine_tuned_checkpoints_given_as_hub_ids(fake_hub, tiny_clipseg_dir, tmp_path, monkeypatch):  # noqa: F811
+    commit = "c" * 40
+    fake_hub.add("lab/clipseg-finetuned", tiny_clipseg_dir, commit)
+    model = load_heatmapper(weights="lab/clipseg-finetuned", device="cpu")
+    assert model.heatmap(np.zeros((20, 20), np.uint8), "cell").shape == (20, 20)
+    assert resolve_weights(CLIPSEG.name, "lab/clipseg-finetuned") == _snapshot("lab/clipseg-finetuned", commit)
+
+    sam = tmp_path / "sam-repo"
+    sam.mkdir()
+    (sam / "sam_finetuned.pth").write_bytes(b"a fine-tuned SAM; explicit weights are not held to a checksum")
+    fake_hub.add("lab/sam-finetuned", sam, commit)
+    path = resolve_weights("sam_vit_b", "lab/sam-finetuned/sam_finetuned.pth")
+    assert path == _snapshot("lab/sam-finetuned", commit) / "sam_finetuned.pth"
+
+    monkeypatch.setenv("PROMPTSEG_OFFLINE", "1")  # now cached: found offline through the cache's refs/main
+    assert resolve_weights("sam_vit_b", "lab/sam-finetuned/sam_finetuned.pth") == path
+    offline_error = r"weights not found and \$PROMPTSEG_OFFLINE is set; lab/other is not a local path; as a hub id"
+    with pytest.raises(WeightsError, match=offline_error):
+        resolve_weights(CLIPSEG.name, "lab/other")
+    monkeypatch.delenv("PROMPTSEG_OFFLINE")
+    with pytest.raises(WeightsError, match=r"clipseg_rd64_refined: download of lab/other@main from .* failed"):
+        resolve_weights(CLIPSEG.name, "lab/other")
+
+
+def test_dinov2_by_hub_id_comes_at_the_cards_pinned_revision(fake_hub, tmp_path):
+    from transformers import Dinov2Config, Dinov2Model
+
+    card = get_card("dinov2_small")
+    torch.manual_seed(0)
+    config = Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=14, image_size=98
+    )
+    Dinov2Model(config).save_pretrained(tmp_path / "tiny-dinov2")  # no preprocessor_config.json: an optional file
+    fake_hub.add(card.repo_id, tmp_path / "tiny-dinov2", card.revision)
+
+    extractor = load_feature_extractor(f"dinov2:{card.repo_id}", image_size=112)
+
+    assert extractor.features(np.zeros((60, 90), np.uint8)).shape == (5, 8)
+    assert registry.weights_status(card) == ("hf_cache", _snapshot(card.repo_id, card.revision))
+
+
+def test_bundled_minilm_first_then_the_hf_cache(tmp_path, monkeypatch):
+    card = MODELS["all_minilm_l6_v2"]
+    assert registry.weights_status(card)[0] == "bundled"
+    monkeypatch.setitem(MODELS, card.name, card.__class__(**{**card.__dict__, "package_resource": ("not_here", "m")}))
+    assert registry.weights_status(MODELS[card.name]) == ("missing", None)
+    (tmp_path / "m").mkdir()
+    for file in ("config.json", "model.safetensors"):
+        (tmp_path / "m" / file).write_text("{}")
+    snapshot = in_hf_cache(card.name, tmp_path / "m")
+    assert registry.weights_status(MODELS[card.name]) == ("hf_cache", snapshot)
