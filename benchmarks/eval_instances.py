@@ -217,6 +217,11 @@ def evaluate_set(segmenter, name: str, max_targets: int, variants: list[str]) ->
         "reference_objects": int(len(np.unique(ref_lab)) - 1),
         "object_size_px": round(object_size, 1),
         "fit_s": {("encoder" if k else "filters"): round(v, 3) for k, v in fit_s.items()},
+        "candidates": {("encoder" if k else "filters"): m.candidates for k, m in models.items()},
+        "candidate_scores_on_reference": {
+            ("encoder" if k else "filters"): {c: round(f, 3) for c, f in m.candidate_scores.items()}
+            for k, m in models.items()
+        },
         "targets": len(rows),
         "mean": mean,
         "per_image": rows,
