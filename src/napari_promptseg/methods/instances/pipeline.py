@@ -178,6 +178,8 @@ def _segment_tile(
     items = [(sl, own) for sl, own in items if own.sum() >= min_area]
     if not items:
         return []
+    # similar sizes decode together: a batch's token window is as large as its largest box (local decoding)
+    items.sort(key=lambda item: max(item[1].shape))
     wh, ww = working.shape[:2]
     th, tw = embedding.transform.original_shape
     factors = (wh / th, ww / tw)
