@@ -8,12 +8,15 @@ Microscopy needs all nuclei / all glands of an image, not one mask, at the image
 2. **foreground probability** learned from the reference (:mod:`.pixel_classifier`, ilastik's recipe): a random
    forest on intensity filters plus the segmenter's encoder features, three classes (background, object interior,
    object rim), fitted on the reference's labels;
-3. **seeds and splitting**: interior components are the seeds; a seed much larger than a typical object is split
-   at the maxima of its distance transform; a watershed of the background probability from the seeds, inside the
-   foreground, gives one candidate per object (foreground without a seed becomes a candidate of its own);
-4. **one box prompt per candidate**, decoded in batches by the segmenter in the tile's cached embedding; the
-   decoder's probability and the classifier's foreground probability are averaged (``refine="fused"``), limited to
-   pixels no other candidate claims; ``"sam"`` keeps the decoder's mask alone, ``"none"`` the watershed region;
+3. **candidates**, from one of two sources chosen on the reference itself (:mod:`.selection`: the source whose
+   candidates reproduce the reference's own objects best): the *watershed* of the foreground's distance transform
+   (nuclei: seeds at its maxima, one candidate per object, foreground without a seed a candidate of its own), or
+   SAT's *patch correspondence* (:mod:`.correspondence`; glands: regions whose encoder patches resemble the
+   reference objects more than its background, whole and split);
+4. **one box prompt per candidate**, decoded in batches by the segmenter in the tile's cached embedding, each box
+   from the image tokens near it (``local`` decoding); for watershed candidates the decoder's probability and the
+   classifier's foreground probability are averaged (``refine="fused"``), limited to pixels no other candidate
+   claims; ``"sam"`` keeps the decoder's mask alone, ``"none"`` the candidate region;
 5. **stitching** (:mod:`..tiling`): the tile whose core holds an object's centre paints it; a mask mostly covering
    objects already painted is a duplicate; objects down to ``min_area_fraction`` of the smallest exemplar are kept.
 
