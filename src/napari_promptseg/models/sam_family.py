@@ -66,6 +66,8 @@ class SamFamilySegmenter:
         self._fingerprint: tuple[tuple[int, ...], str] | None = None  # (encoder weight versions, fingerprint)
         self.fast = fast
         self._encoder()  # build the fast encoder now, not on the first (interactive) embed
+        self.embedding_signature()  # and the weights fingerprint of the disk cache's signature
+        self._warm_up_decoder()
 
     @classmethod
     def from_checkpoint(
@@ -118,6 +120,16 @@ class SamFamilySegmenter:
         self._context = (features, versions, context)
         return context
 
+    def _warm_up_decoder(self) -> None:
+        """One decode on zero features at load: the first real prompt (a disk-cache hit in a new process, the
+        widget's first click) then runs at steady speed instead of paying for kernel set-up and first allocations."""
+        size = self.input_size
+        grid = tuple(self.prompt_encoder.image_embedding_size)
+        features = torch.zeros((1, self.prompt_encoder.embed_dim, *grid), device=self.device)
+        embedding = Embedding(features, ResizeTransform((size, size), size), self.name, "warm-up")
+        self.predict(embedding, boxes=np.array([[0.0, 0.0, size / 2, size / 2]])).masks()
+        self._context = None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, input_size={self.input_size}, device={self.device})"
 
@@ -168,10 +180,11 @@ class SamFamilySegmenter:
         versions = _weight_versions(self.image_encoder)
         if self._fingerprint is None or self._fingerprint[0] != versions:
             self._fingerprint = (versions, weights_fingerprint(self.image_encoder))
+        encoder = type(self.image_encoder).__name__
         return {
             "model": self.name,
             "encoder_weights": self._fingerprint[1],
-            "encoder": type(self._encoder()).__name__,
+            "encoder": f"{encoder} (fast)" if self._fast and encoder == "TinyViT" else encoder,
             "input_size": self.input_size,
             "pixel_mean": None if self._mean is None else self._mean.flatten().tolist(),
             "pixel_std": None if self._std is None else self._std.flatten().tolist(),
