@@ -154,7 +154,7 @@ def test_tcp_scheduler_gives_the_outputs_of_one_process(inputs, unreadable, refe
     assert run([*inputs, unreadable], out, "--scheduler", tcp_scheduler) == 1
     assert_same_outputs(out, reference, inputs)
     assert_unreadable_recorded(out, unreadable)
-    assert report_of(out)["batch"]["scheduler"] == tcp_scheduler
+    assert (report_of(out)["batch"]["scheduler"], report_of(out)["batch"]["workers"]) == (tcp_scheduler, 1)
 
 
 def test_resume_after_a_killed_run_loses_nothing(inputs, reference, tmp_path, capsys):

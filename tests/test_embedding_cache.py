@@ -130,7 +130,7 @@ def test_two_processes_writing_one_key_do_not_corrupt_it(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(tmp_path), "25"], env=env, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", WRITER, str(tmp_path), "12"], env=env, stdout=subprocess.PIPE, text=True
         )
         for _ in range(2)
     ]

@@ -32,6 +32,8 @@ from .journal import Journal, is_done, run_signature
 SCHEDULER_ENV = "PROMPTSEG_SCHEDULER"
 #: torch threads of each process that segments (``--threads``); fixed, so results do not depend on the scheduler
 DEFAULT_THREADS = 1
+#: how long a scheduler address may have no worker before the run gives up
+WORKER_WAIT_S = 60.0
 #: run states a long-lived worker keeps (one per run; models themselves are cached by ``load_segmenter``)
 KEPT_STATES = 2
 
@@ -172,7 +174,7 @@ def run_batch(
     kept = {str(p): previous[str(p)] for p in paths if str(p) in previous and is_done(previous[str(p)])}
     todo = [p for p in paths if str(p) not in kept]
     mode = resolve_scheduler(scheduler, len(todo))
-    n_workers = max(1, min(workers or default_workers(), len(todo) or 1)) if mode == "local" else None
+    n_workers = max(1, min(workers or default_workers(), len(todo) or 1)) if mode == "local" else None  # tcp: seen
     if kept:
         print(f"resuming: {len(kept)} of {len(paths)} input(s) already done in {output}", file=sys.stderr)
     if journal is not None:
@@ -200,7 +202,7 @@ def run_batch(
         if todo and mode == "none":
             _run_here(job, todo, single, deliver)
         elif todo:
-            _run_on_dask(job, todo, single, mode, n_workers, deliver)
+            n_workers = _run_on_dask(job, todo, single, mode, n_workers, deliver)
         finished = True
     finally:
         if progress is not None:
@@ -210,7 +212,7 @@ def run_batch(
     records = [{k: v for k, v in results[str(p)].items() if not k.startswith("_")} for p in paths]
     summary = {
         "scheduler": mode,
-        "workers": n_workers if mode == "local" else (1 if mode == "none" else "cluster"),
+        "workers": 1 if mode == "none" else n_workers,
         "threads_per_worker": getattr(args, "threads", DEFAULT_THREADS),
         "resumed": len(kept),
         "signature": journal.signature if journal is not None else run_signature(args),
@@ -226,8 +228,11 @@ def _announce(record: dict, progress: _Progress | None) -> None:
     for warning in record.get("warnings", []):
         write(f"warning: {path}: {warning}", err=True)
     if record["status"] == "failed":
-        where = f" -> {record['output']} (empty: " if "output" in record else ": no output ("
-        write(f"{path}{where}{record['reason']})", err=True)
+        reason = record["reason"]
+        write(
+            f"{path} -> {record['output']} (empty: {reason})" if "output" in record else f"{path}: no output: {reason}",
+            err=True,
+        )
     else:
         summary = record.get("_summary", record["status"])
         write(f"{path} -> {record['output']} ({summary})" if "output" in record else f"{path}: {summary}")
@@ -283,8 +288,9 @@ def _run_on_dask(
     mode: str,
     n_workers: int | None,
     deliver: Callable[[str, dict], None],
-) -> None:
-    """One task per input on Dask distributed; a failed task is submitted once more as the final attempt."""
+) -> int:
+    """One task per input on Dask distributed; a failed task is submitted once more as the final attempt. Returns
+    the number of workers."""
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None
@@ -303,6 +309,11 @@ def _run_on_dask(
         except OSError as exc:
             raise PromptsegError(f"cannot reach the Dask scheduler at {mode}: {exc}") from exc
     try:
+        try:
+            client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+        except TimeoutError:
+            raise PromptsegError(f"the Dask scheduler at {mode} has no worker (waited {WORKER_WAIT_S:.0f} s)") from None
+        n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
         tasks = {}
         for i, path in enumerate(todo):
             future = client.submit(run_target, job, str(path), False, key=f"promptseg-{job.run_id}-{i}", pure=False)
@@ -328,6 +339,7 @@ def _run_on_dask(
                 result = {"record": failed_record(None, Path(path), None, exc), "meta": {}}
                 result["record"]["attempts"] = 2
             deliver(path, result)
+        return n_workers
     finally:
         client.close()
         if cluster is not None:
