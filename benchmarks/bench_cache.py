@@ -5,7 +5,9 @@ throughput for 1 vs 2 local workers and for no scheduler vs a `tcp://` scheduler
    Then, per repeat and image, a **new process** imports, loads the model and reads the image (not timed), and times
    ``segment_prompts(image, box)`` from the loaded image to the mask: the embedding comes from the disk (target
    <= 60 ms). The same process then times a second box (the in-memory path, for comparison); a process without the
-   cache times the uncached first mask (the encoder).
+   cache times the uncached first mask (the encoder). The model load includes one decoder warm-up (as in the
+   widgets); the first mask still computes the decoder's per-image context. Torch threads: ``--hit-threads``
+   (default: every core, as the widgets run).
 2. **Batch throughput**: ``promptseg segment FOLDER --box ...`` on ``--images`` (24) real images, each configuration
    a fresh process timed end to end (import, model load in every worker, cluster start): ``--scheduler none``,
    ``local`` with 1 and 2 workers, and a ``dask scheduler`` + ``dask worker --nworkers 2`` already running on
@@ -49,12 +51,15 @@ def env() -> dict:
 
 
 # -- 1. cache hit in a new process --------------------------------------------------------------------------------
-def probe(image_path: str, box: list[float], cache: str | None) -> dict:
+def probe(image_path: str, box: list[float], cache: str | None, threads: int) -> dict:
     """Run in a child process: time the first and a second mask of one image (model and image loaded untimed)."""
+    import torch
+
     from napari_promptseg.io import read_image
     from napari_promptseg.methods.interactive import segment_prompts
     from napari_promptseg.models import embedding_cache, load_segmenter
 
+    torch.set_num_threads(threads)
     segmenter = load_segmenter("litemedsam", device="cpu")
     disk = embedding_cache.configure(cache) if cache else None
     image = read_image(image_path)
@@ -72,17 +77,26 @@ def probe(image_path: str, box: list[float], cache: str | None) -> dict:
         "first_timings_s": first.timings,
         "disk_hits": None if disk is None else disk.hits,
         "objects": int(first.labels.max()),
-        "torch_threads": __import__("torch").get_num_threads(),
+        "torch_threads": torch.get_num_threads(),
     }
 
 
-def run_probe(image: Path, box: list[float], cache: str | None) -> dict:
+def run_probe(image: Path, box: list[float], cache: str | None, threads: int) -> dict:
     code = (
         "import json, sys; sys.path.insert(0, sys.argv[1]); from bench_cache import probe; "
-        "print(json.dumps(probe(sys.argv[2], json.loads(sys.argv[3]), sys.argv[4] or None)))"
+        "print(json.dumps(probe(sys.argv[2], json.loads(sys.argv[3]), sys.argv[4] or None, int(sys.argv[5]))))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, str(Path(__file__).parent), str(image), json.dumps(box), cache or ""],
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(Path(__file__).parent),
+            str(image),
+            json.dumps(box),
+            cache or "",
+            str(threads),
+        ],
         env=env(),
         capture_output=True,
         text=True,
@@ -91,7 +105,7 @@ def run_probe(image: Path, box: list[float], cache: str | None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_hits(repeats: int, workdir: Path) -> dict:
+def bench_hits(repeats: int, threads: int, workdir: Path) -> dict:
     from napari_promptseg.io import read_image
     from napari_promptseg.methods.precompute import precompute_embeddings
     from napari_promptseg.models import embedding_cache, load_segmenter
@@ -104,9 +118,9 @@ def bench_hits(repeats: int, workdir: Path) -> dict:
             precompute_embeddings(read_image(path), segmenter)
     per_image = {}
     for path, box in hit_images():
-        hits = [run_probe(path, box, str(cache)) for _ in range(repeats)]
+        hits = [run_probe(path, box, str(cache), threads) for _ in range(repeats)]
         assert all(h["disk_hits"] == 1 for h in hits), "the first mask did not come from the disk cache"
-        cold = run_probe(path, box, None)
+        cold = run_probe(path, box, None, threads)
         per_image[path.name] = {
             "box": box,
             "first_mask_disk_hit_ms": [round(1000 * h["first_mask_s"], 1) for h in hits],
@@ -227,26 +241,35 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--images", type=int, default=24, help="batch size of the throughput runs")
     parser.add_argument("--repeats", type=int, default=5, help="new processes per image for the cache hit")
-    parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument(
+        "--hit-threads",
+        type=int,
+        default=os.cpu_count(),
+        help="torch threads of the cache-hit processes (default: every core, as the widgets run)",
+    )
+    parser.add_argument("--skip-batch", action="store_true", help="keep the batch part of an earlier run")
+    parser.add_argument("--skip-hits", action="store_true", help="keep the cache-hit part of an earlier run")
     args = parser.parse_args()
-    results = {
-        "benchmark": "bench_cache",
-        "machine": {
-            "logical_cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_average_before": os.getloadavg(),
-        },
-    }
+    path = args.output / "bench_cache.json"
+    # a part not rerun keeps its earlier result (each part records when and under which load it ran)
+    results = json.loads(path.read_text()) if path.is_file() else {"benchmark": "bench_cache"}
+    machine = {"logical_cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
     with tempfile.TemporaryDirectory(prefix="bench_cache_") as tmp:
-        results["cache_hit"] = bench_hits(args.repeats, Path(tmp))
-        print(json.dumps(results["cache_hit"], indent=1), flush=True)
+        parts = [] if args.skip_hits else [("cache_hit", lambda: bench_hits(args.repeats, args.hit_threads, Path(tmp)))]
         if not args.skip_batch:
-            results["batch"] = bench_batch(args.images, Path(tmp))
-            print(json.dumps(results["batch"], indent=1), flush=True)
-    results["machine"]["load_average_after"] = os.getloadavg()
+            parts.append(("batch", lambda: bench_batch(args.images, Path(tmp))))
+        for name, run in parts:
+            load_before = os.getloadavg()
+            results[name] = run()
+            results[name]["machine"] = {
+                **machine,
+                "date": time.strftime("%Y-%m-%d %H:%M"),
+                "load_average_before": load_before,
+                "load_average_after": os.getloadavg(),
+            }
+            print(json.dumps(results[name], indent=1), flush=True)
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "bench_cache.json").write_text(json.dumps(results, indent=2) + "\n")
+    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=cmd_models)
 
     seg = sub.add_parser("segment", help="segment images from boxes and points (pixel x = column, y = row)")
-    seg.add_argument("images", nargs="+", type=Path, help="2D image files")
+    seg.add_argument("images", nargs="+", type=Path, help="2D image files or folders of images")
     seg.add_argument("-o", "--output", type=Path, required=True, help="output directory")
     seg.add_argument("--box", nargs=4, type=float, action="append", default=[], metavar=("X0", "Y0", "X1", "Y1"))
     seg.add_argument("--point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"))

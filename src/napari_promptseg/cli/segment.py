@@ -7,7 +7,15 @@ import time
 from pathlib import Path
 
 from ..errors import PromptsegError
-from ._common import _finish_image, _instances_record, _model_parameters, _print_progress, _run_batch, _write_report
+from ._common import (
+    _expand_images,
+    _finish_image,
+    _instances_record,
+    _model_parameters,
+    _print_progress,
+    _run_batch,
+    _write_report,
+)
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -15,12 +23,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise PromptsegError("give at least one --box X0 Y0 X1 Y1 or --point X Y")
     if args.find_all and not args.box:
         raise PromptsegError("--find-all needs the boxes of a few example objects (--box X0 Y0 X1 Y1, repeated)")
-    missing = [str(p) for p in args.images if not p.is_file()]
-    if missing:
-        raise PromptsegError(f"input image not found: {', '.join(missing)}")
+    images = _expand_images(args.images)
     t0 = time.perf_counter()
     args.output.mkdir(parents=True, exist_ok=True)
-    outcome, code = _run_batch(args, args.images, _setup, _process)
+    outcome, code = _run_batch(args, images, _setup, _process)
     meta = outcome.meta
     _write_report(
         args.output,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import threading
@@ -28,6 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 #: bump when the layout or the meaning of an entry changes: older entries are then refused and recomputed
 FORMAT_VERSION = 1
@@ -58,6 +61,7 @@ class DiskEmbeddingCache:
         self.max_bytes = int(DEFAULT_MAX_GB * 1e9 if max_bytes is None else max_bytes)
         self.hits = self.misses = self.refused = self.stored = self.evicted = 0
         self._written_since_scan: int | None = None  # None: scan on the next store
+        self._write_warned = False
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -102,8 +106,18 @@ class DiskEmbeddingCache:
         return (self.entry_path(key) / "zarr.json").is_file()
 
     # -- write -----------------------------------------------------------------------------------------------
-    def store(self, embedding, signature: dict) -> Path:
-        """Write ``embedding`` under its key (atomically; a valid entry another process placed first is kept)."""
+    def store(self, embedding, signature: dict) -> Path | None:
+        """Write ``embedding`` under its key (atomically; a valid entry another process placed first is kept).
+        A cache that cannot be written (read-only, disk full) is logged and skipped: the embedding is still used."""
+        try:
+            return self._store(embedding, signature)
+        except OSError as exc:
+            if not self._write_warned:
+                logger.warning("embedding cache %s cannot be written (%s); going on without storing", self.root, exc)
+                self._write_warned = True
+            return None
+
+    def _store(self, embedding, signature: dict) -> Path:
         import zarr
 
         features = np.ascontiguousarray(embedding.features.detach().cpu().numpy())
