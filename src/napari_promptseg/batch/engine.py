@@ -78,6 +78,8 @@ def worker_state(job: BatchJob) -> tuple[Any, dict]:
     with _states_lock:
         if job.run_id not in _states:
             apply_process_settings(job.args)
+            if _in_dask_worker():
+                _keep_freed_memory()
             t0 = time.perf_counter()
             state, meta = job.setup(job.args)
             _states[job.run_id] = (state, {**meta, "setup_s": round(time.perf_counter() - t0, 4)})
@@ -94,6 +96,37 @@ def apply_process_settings(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(max(1, int(getattr(args, "threads", DEFAULT_THREADS) or DEFAULT_THREADS)))
     embedding_cache.configure(getattr(args, "cache", None), getattr(args, "cache_max_gb", None))
+
+
+def _in_dask_worker() -> bool:
+    if "distributed" not in sys.modules:
+        return False
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def _keep_freed_memory() -> None:
+    """glibc in a Dask worker process returns torch's freed buffers to the system after every image (5x the page
+    faults of the same work in a plain process, a third of the run in kernel time): keep up to 512 MB of freed
+    memory for reuse, and map only buffers over 256 MB on their own. Linux/glibc only; elsewhere nothing changes."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if sys.platform != "linux" or name is None:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+        libc.mallopt(m_mmap_threshold, 256 << 20)
+        libc.mallopt(m_trim_threshold, 512 << 20)
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        pass
 
 
 def run_target(job: BatchJob, path: str, final: bool) -> dict:
@@ -291,17 +324,20 @@ def _run_on_dask(
 ) -> int:
     """One task per input on Dask distributed; a failed task is submitted once more as the final attempt. Returns
     the number of workers."""
+    import dask
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None
     if mode == "local":
-        cluster = LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
+        # no dashboard, so no use for the workers' statistical profiler (it samples every thread 100 times a second)
+        with dask.config.set({"distributed.worker.profile.enabled": False}):
+            cluster = LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
         client = Client(cluster)
     else:
         try:
