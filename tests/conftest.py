@@ -70,3 +70,11 @@ def in_hf_cache(model: str, directory: Path) -> Path:
 def isolated_reference_library(tmp_path_factory, monkeypatch):
     """No test reads or writes the user's reference library (io/library.py's default location)."""
     monkeypatch.setenv("PROMPTSEG_LIBRARY", str(tmp_path_factory.mktemp("reference-library")))
+
+
+@pytest.fixture(autouse=True)
+def batches_in_process(monkeypatch):
+    """CLI batches run in the test's process (a LocalCluster per multi-image test would cost seconds); the tests of
+    Dask batches ask for their scheduler with --scheduler. No test uses the user's embedding cache."""
+    monkeypatch.setenv("PROMPTSEG_SCHEDULER", "none")
+    monkeypatch.delenv("PROMPTSEG_EMBEDDING_CACHE", raising=False)

@@ -6,18 +6,30 @@ Output convention (all subcommands): ``-o OUT`` is a directory; each input image
 Exit codes: 0 every output was written (an input where nothing was found, or whose processing failed, gets an empty
 label image and its reason in report.json); 1 some input could not be read, so it has no output (the others do);
 2 bad invocation, input that stops the whole run, or every input failed (one-line reason); 130 cancelled.
+
+Batches (segment, oneshot, text, embed): one task per image on Dask distributed. ``--scheduler local`` (the default
+for several inputs) starts a LocalCluster with ``--workers`` processes (one per core); ``tcp://HOST:PORT`` uses a
+running ``dask scheduler`` and its workers; ``none`` (the default for one input) runs here. Each worker loads the
+model once and writes its outputs; a failed input is retried once, then recorded; every mode gives the same outputs
+(``--threads`` torch threads per worker, 1 by default). ``--resume`` skips inputs a killed or finished run into the
+same ``-o`` already wrote (``OUT/report.partial.jsonl`` is the running journal).
+
+Embedding cache: ``--cache DIR`` (or ``$PROMPTSEG_EMBEDDING_CACHE``) keeps image embeddings on disk (zarr), shared
+by runs, workers and the widgets; ``promptseg embed`` fills it ahead of time.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from .. import __version__
 from ..errors import CancelledError, PromptsegError, WeightsError
-from ._common import _add_model_options
+from ._common import _add_batch_options, _add_model_options
+from .embed import _add_embed_parser
 from .library import _add_library_parser
 from .models import cmd_models
 from .oneshot import _add_oneshot_parser
@@ -38,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=cmd_models)
 
     seg = sub.add_parser("segment", help="segment images from boxes and points (pixel x = column, y = row)")
-    seg.add_argument("images", nargs="+", type=Path, help="2D image files")
+    seg.add_argument("images", nargs="+", type=Path, help="2D image files or folders of images")
     seg.add_argument("-o", "--output", type=Path, required=True, help="output directory")
     seg.add_argument("--box", nargs=4, type=float, action="append", default=[], metavar=("X0", "Y0", "X1", "Y1"))
     seg.add_argument("--point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"))
@@ -56,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--overlay", action="store_true", help="also write OUT/<stem>_overlay.png")
     _add_model_options(seg)
+    _add_batch_options(seg)
     seg.set_defaults(func=cmd_segment)
 
     reg = sub.add_parser(
@@ -108,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_oneshot_parser(sub)
     _add_text_parser(sub)
     _add_library_parser(sub)
+    _add_embed_parser(sub)
     return parser
 
 
@@ -115,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        with _disk_cache(args):
+            return int(args.func(args))
     except (PromptsegError, WeightsError) as exc:
         reason = " ".join(str(exc).split())  # one line, even when a reader's own message has several
         print(f"promptseg {args.command}: error: {reason}", file=sys.stderr)
@@ -126,6 +141,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\npromptseg {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+@contextmanager
+def _disk_cache(args: argparse.Namespace) -> Iterator[None]:
+    """``--cache`` for this run only (the process may go on: tests, the console)."""
+    from ..models import embedding_cache
+
+    with embedding_cache.settings_restored():
+        if getattr(args, "cache", None) is not None:
+            embedding_cache.configure(args.cache, args.cache_max_gb)
+        yield
 
 
 if __name__ == "__main__":

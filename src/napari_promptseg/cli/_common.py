@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..errors import CancelledError, PromptsegError, WeightsError
+from ..errors import PromptsegError
+
+if TYPE_CHECKING:
+    from ..batch import BatchOutcome
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -22,13 +27,49 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--normalize", default="auto", choices=["auto", "percentile", "minmax", "none"], help="intensity scaling"
     )
+    parser.add_argument(
+        "--cache",
+        nargs="?",
+        const="default",
+        metavar="DIR",
+        help="on-disk embedding cache (zarr) shared by runs, Dask workers and the widgets; without DIR: the user "
+        "cache directory's embeddings/ (default: $PROMPTSEG_EMBEDDING_CACHE, else none)",
+    )
+    parser.add_argument(
+        "--cache-max-gb", type=float, metavar="GB", help="size cap of --cache, least recently used evicted (10)"
+    )
 
 
-def _model_parameters(args: argparse.Namespace, segmenter: object) -> dict:
-    """The model options of report.json's parameters, as every segmenting subcommand records them."""
+def _add_batch_options(parser: argparse.ArgumentParser, resume: bool = True) -> None:
+    """Where the images of a batch are processed (Dask distributed) and resuming an interrupted run."""
+    group = parser.add_argument_group("batch")
+    group.add_argument(
+        "--scheduler",
+        metavar="none|local|tcp://HOST:PORT",
+        help="none: this process; local: a Dask LocalCluster on this machine; tcp://HOST:PORT: a running Dask "
+        "scheduler (its workers need this package and the same paths). Default: $PROMPTSEG_SCHEDULER, else local "
+        "for several inputs and none for one",
+    )
+    group.add_argument("--workers", type=int, metavar="N", help="worker processes of `local` (default: one per core)")
+    group.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch threads per worker (default: %(default)s; fixed, so outputs do not depend on the scheduler)",
+    )
+    if resume:
+        group.add_argument(
+            "--resume", action="store_true", help="skip inputs whose outputs and report entries exist (same options)"
+        )
+
+
+def _model_parameters(args: argparse.Namespace, meta: dict) -> dict:
+    """The model options of report.json's parameters, as every segmenting subcommand records them (``meta``: what
+    the workers' setup reported)."""
     return {
         "weights": args.weights,
-        "device": str(getattr(segmenter, "device", args.device)),
+        "device": meta.get("device", args.device),
         "channel_axis": args.channel_axis,
         "channels": args.channels,
         "normalize": args.normalize,
@@ -91,52 +132,59 @@ def _instances_record(args: argparse.Namespace, path: Path, image, found) -> dic
 def _finish_image(
     args: argparse.Namespace, path: Path, image: object, labels: object, record: dict, summary: str
 ) -> None:
-    """Per-image tail shared by the segmenting subcommands: optional overlay, warnings, one summary line."""
+    """Per-image tail shared by the segmenting subcommands: the optional overlay and the summary the driver prints
+    (private ``_`` keys stay out of report.json)."""
     from ..io import write_overlay
 
     if args.overlay:
         record["overlay"] = str(write_overlay(args.output / f"{path.stem}_overlay.png", image, labels))
-    for warning in record.get("warnings", []):
-        print(f"warning: {path}: {warning}", file=sys.stderr)
-    print(f"{path} -> {record['output']} ({summary})")
+    record["_summary"] = summary
 
 
 def _write_report(output: Path, **report: object) -> Path:
+    """OUT/report.json, replaced whole (a resumed run reads it)."""
     path = output / "report.json"
-    path.write_text(json.dumps({"version": __version__, **report}, indent=2))
+    temp = path.with_suffix(".json.tmp")
+    temp.write_text(json.dumps({"version": __version__, **report}, indent=2))
+    os.replace(temp, path)
     return path
 
 
 def _run_batch(
-    args: argparse.Namespace, paths: Sequence[Path], process: Callable[[Path, object], dict]
-) -> tuple[list[dict], int]:
-    """Run ``process(path, image) -> record`` on every input and never lose work: a target that fails (bad file,
-    nothing found, an error in a method) gets an empty label image where its shape is known, a record with the
-    reason, and the batch goes on. Returns the records and the exit code: 0 when every output was written (some
-    may be empty: see each record's ``status``), 1 when an input could not be read and so has no output, 2 when
-    every input failed. With a single input, its error is the run's error (exit 2, one line, no report)."""
-    from ..io import read_image
+    args: argparse.Namespace,
+    paths: Sequence[Path],
+    setup: Callable[[argparse.Namespace], tuple[object, dict]],
+    process: Callable[[argparse.Namespace, object, Path, object], dict],
+) -> tuple[BatchOutcome, int]:
+    """Run ``process(args, state, path, image) -> record`` on every input, in this process or on Dask workers
+    (``--scheduler``), each worker running ``setup(args) -> (state, meta)`` once. Never loses work: a target that
+    fails (bad file, nothing found, an error in a method) is retried once, then gets an empty label image where its
+    shape is known and a record with the reason, and the batch goes on; ``--resume`` skips what a killed or
+    finished run already wrote. Returns the outcome (records in input order) and the exit code: 0 when every output
+    was written (some may be empty: see each record's ``status``), 1 when an input could not be read and so has no
+    output, 2 when every input failed. With a single input, its error is the run's error (exit 2, one line, no
+    report)."""
+    from ..batch import BatchJob, run_batch
+    from ..models import embedding_cache
 
-    records, unwritten = [], 0
-    for path in paths:
-        image = None
-        try:
-            image = read_image(path)
-            record = process(path, image)
-            record.setdefault("status", "ok" if record.get("objects", 1) else "empty")
-        except (CancelledError, KeyboardInterrupt):
-            raise
-        except (PromptsegError, WeightsError):
-            if len(paths) == 1:
-                raise  # one input: its error is the run's (exit 2, one line, no report)
-            record = _failed(args, path, image, sys.exc_info()[1])
-        except Exception as exc:  # noqa: BLE001 - one bad target must not stop the batch
-            record = _failed(args, path, image, exc)
-        if record["status"] == "failed" and "output" not in record:
-            unwritten += 1
-        records.append(record)
+    # workers may run elsewhere (another cwd, a cluster node): absolute paths, and the disk cache this process uses
+    paths = [Path(p).absolute() for p in paths]
+    if getattr(args, "output", None) is not None:
+        args.output = Path(args.output).absolute()
+    cache = embedding_cache.active()
+    args.cache = str(cache.root) if cache is not None else None
+    args.cache_max_gb = cache.max_bytes / 1e9 if cache is not None else None
+    outcome = run_batch(
+        BatchJob(setup, process, args),
+        paths,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        resume=getattr(args, "resume", False),
+    )
+    records = outcome.records
     failed = [r for r in records if r["status"] == "failed"]
     empty = [r for r in records if r["status"] == "empty"]
+    unwritten = sum(1 for r in failed if "output" not in r)
     if failed or empty:
         print(
             f"{len(records)} input(s): {len(records) - len(failed) - len(empty)} segmented, {len(empty)} with no "
@@ -145,28 +193,8 @@ def _run_batch(
         )
     if records and len(failed) == len(records):
         print(f"every input failed; the first: {failed[0]['reason']}", file=sys.stderr)
-        return records, 2
-    return records, (1 if unwritten else 0)
-
-
-def _failed(args: argparse.Namespace, path: Path, image: object, exc: BaseException) -> dict:
-    """The record of a target that failed, with an empty label image where its shape is known."""
-    import numpy as np
-
-    from ..io import write_labels
-
-    reason = " ".join(str(exc).split()) or type(exc).__name__
-    if not isinstance(exc, (PromptsegError, WeightsError)):
-        reason = f"{type(exc).__name__}: {reason}"
-    record = {"input": str(path), "status": "failed", "reason": reason}
-    if image is not None and np.ndim(image) >= 2:
-        empty = np.zeros(np.shape(image)[:2], np.uint16)
-        record["output"] = str(write_labels(args.output / f"{path.stem}.tif", empty))
-        record["shape"] = list(np.shape(image))
-        print(f"{path} -> {record['output']} (empty: {reason})", file=sys.stderr)
-    else:
-        print(f"{path}: no output: {reason}", file=sys.stderr)
-    return record
+        return outcome, 2
+    return outcome, (1 if unwritten else 0)
 
 
 def _reference_labels(mask: np.ndarray, image: np.ndarray, path: Path) -> np.ndarray:  # noqa: F821 (lazy numpy)

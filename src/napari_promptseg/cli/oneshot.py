@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PromptsegError
 from ._common import (
+    _add_batch_options,
     _add_model_options,
     _expand_images,
     _finish_image,
@@ -56,38 +58,80 @@ def _add_oneshot_parser(sub: argparse._SubParsersAction) -> None:
     )
     one.add_argument("--overlay", action="store_true", help="also write OUT/<stem>_overlay.png")
     _add_model_options(one)
+    _add_batch_options(one)
     one.set_defaults(func=cmd_oneshot)
 
 
 def cmd_oneshot(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from ..io import read_image, write_labels
-    from ..methods.instances import fit_exemplars, is_many_objects, segment_with_exemplars
-    from ..methods.oneshot import segment_like
-    from ..models import load_segmenter
-    from ..models.features import load_feature_extractor
-    from ..models.preprocessing import as_channels_last
-
     if len(args.reference) != len(args.reference_mask):
         raise PromptsegError(
             f"{len(args.reference)} --reference but {len(args.reference_mask)} --reference-mask; give one mask each"
         )
     targets = _expand_images(args.targets)
+    args.reference = [p.absolute() for p in args.reference]  # workers may run in another directory
+    args.reference_mask = [p.absolute() for p in args.reference_mask]
     t0 = time.perf_counter()
+    args.output.mkdir(parents=True, exist_ok=True)
+    outcome, code = _run_batch(args, targets, _setup, _process)
+    meta = outcome.meta
+    instances = meta.get("instances", args.instances)
+    mode = "instances" if instances else args.strategy
+    _write_report(
+        args.output,
+        command="oneshot",
+        model=meta.get("model", args.model),
+        route=f"one-shot reference ({mode}, features: {meta.get('features', args.features)})",
+        parameters={
+            "references": [str(p) for p in args.reference],
+            "reference_masks": [str(p) for p in args.reference_mask],
+            "mode": mode,
+            "instances": instances,
+            "instances_chosen_by": "flag" if args.instances is not None else "reference labels",
+            "object_size": args.object_size,
+            "exemplar_object_size_px": meta.get("exemplar_object_size_px"),
+            "strategy": args.strategy,
+            "features": args.features,
+            "ensemble": args.ensemble,
+            "keep_largest": args.keep_largest,
+            "use_points": args.use_points,
+            **_model_parameters(args, meta),
+        },
+        images=outcome.records,
+        timings_s={"model_load": meta.get("setup_s"), "total": round(time.perf_counter() - t0, 4)},
+        batch=outcome.summary,
+    )
+    outcome.finish()
+    return code
+
+
+@dataclass
+class _OneShot:
+    """What every worker prepares once: models, references, and the exemplars of the many-instances mode."""
+
+    segmenter: object
+    extractor: object
+    references: list
+    masks: list
+    exemplars: object | None
+
+
+def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
+    from ..io import read_image
+    from ..methods.instances import fit_exemplars, is_many_objects
+    from ..models import load_segmenter
+    from ..models.features import load_feature_extractor
+    from ..models.preprocessing import as_channels_last
+
     segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
     extractor = load_feature_extractor(args.features, segmenter=segmenter, device=args.device)
-    load_s = time.perf_counter() - t0
     references = [read_image(p) for p in args.reference]
     reference_labels = [
         _reference_labels(read_image(m), r, m) for m, r in zip(args.reference_mask, references, strict=True)
     ]
-    masks = [labels > 0 for labels in reference_labels]
     # a reference whose labels hold many objects asks for every such object: instances without a flag
     instances = args.instances if args.instances is not None else is_many_objects(reference_labels[0])
     if instances and len(references) > 1:
         raise PromptsegError("the many-instances mode takes one --reference (with its instance labels)")
-    args.output.mkdir(parents=True, exist_ok=True)
     exemplars = None
     if instances:
         exemplars = fit_exemplars(
@@ -97,70 +141,60 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
             object_size=args.object_size,
             normalize=args.normalize,
         )
+    meta = {
+        "model": segmenter.name,
+        "device": str(segmenter.device),
+        "instances": bool(instances),
+        "features": "pixel classifier" if instances else extractor.name,
+        "exemplar_object_size_px": None if exemplars is None else round(exemplars.object_size, 2),
+    }
+    masks = [labels > 0 for labels in reference_labels]
+    return _OneShot(segmenter, extractor, references, masks, exemplars), meta
 
-    def process(path: Path, image) -> dict:
-        if exemplars is not None:
-            hwc = as_channels_last(image, channel_axis=args.channel_axis, channels=args.channels, name=str(path))
-            found = segment_with_exemplars(segmenter, exemplars, hwc, object_size=args.object_size, name=str(path))
-            return _instances_record(args, path, image, found)
-        result = segment_like(
-            references,
-            masks,
-            image,
-            segmenter=segmenter,
-            extractor=extractor,
-            strategy=args.strategy,
-            ensemble=args.ensemble,
-            keep_largest=args.keep_largest,
-            use_points=args.use_points,
-            channel_axis=args.channel_axis,
-            channels=args.channels,
-            normalize=args.normalize,
-            names=[str(path)],
-        )[0]
-        out = write_labels(args.output / f"{path.stem}.tif", result.labels)
-        record = {
-            "input": str(path),
-            "output": str(out),
-            "shape": list(image.shape),
-            "objects": int(result.mask.any()),
-            "area_px": int(result.mask.sum()),
-            "score": round(float(result.score), 4),
-            "positive_points_xy": np.round(result.positives, 1).tolist(),
-            "negative_points_xy": np.round(result.negatives, 1).tolist(),
-            "boxes_xyxy": np.round(result.boxes, 1).tolist(),
-            "schemes": result.schemes,
-            "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
-            "warnings": result.warnings,
-        }
-        if not result.mask.any():
-            record["reason"] = "; ".join(result.warnings) or "the chosen prompts gave an empty mask"
-        _finish_image(args, path, image, result.labels, record, f"{record['area_px']} px, score {record['score']}")
-        return record
 
-    records, code = _run_batch(args, targets, process)
-    mode = "instances" if instances else args.strategy
-    _write_report(
-        args.output,
-        command="oneshot",
-        model=segmenter.name,
-        route=f"one-shot reference ({mode}, features: {'pixel classifier' if instances else extractor.name})",
-        parameters={
-            "references": [str(p) for p in args.reference],
-            "reference_masks": [str(p) for p in args.reference_mask],
-            "mode": mode,
-            "instances": instances,
-            "instances_chosen_by": "flag" if args.instances is not None else "reference labels",
-            "object_size": args.object_size,
-            "exemplar_object_size_px": None if exemplars is None else round(exemplars.object_size, 2),
-            "strategy": args.strategy,
-            "features": args.features,
-            "ensemble": args.ensemble,
-            "keep_largest": args.keep_largest,
-            "use_points": args.use_points,
-            **_model_parameters(args, segmenter),
-        },
-        images=records,
-        timings_s={"model_load": round(load_s, 4), "total": round(time.perf_counter() - t0, 4)},
-    )
-    return code
+def _process(args: argparse.Namespace, one: _OneShot, path: Path, image) -> dict:
+    import numpy as np
+
+    from ..io import write_labels
+    from ..methods.instances import segment_with_exemplars
+    from ..methods.oneshot import segment_like
+    from ..models.preprocessing import as_channels_last
+
+    if one.exemplars is not None:
+        hwc = as_channels_last(image, channel_axis=args.channel_axis, channels=args.channels, name=str(path))
+        found = segment_with_exemplars(one.segmenter, one.exemplars, hwc, object_size=args.object_size, name=str(path))
+        return _instances_record(args, path, image, found)
+    result = segment_like(
+        one.references,
+        one.masks,
+        image,
+        segmenter=one.segmenter,
+        extractor=one.extractor,
+        strategy=args.strategy,
+        ensemble=args.ensemble,
+        keep_largest=args.keep_largest,
+        use_points=args.use_points,
+        channel_axis=args.channel_axis,
+        channels=args.channels,
+        normalize=args.normalize,
+        names=[str(path)],
+    )[0]
+    out = write_labels(args.output / f"{path.stem}.tif", result.labels)
+    record = {
+        "input": str(path),
+        "output": str(out),
+        "shape": list(image.shape),
+        "objects": int(result.mask.any()),
+        "area_px": int(result.mask.sum()),
+        "score": round(float(result.score), 4),
+        "positive_points_xy": np.round(result.positives, 1).tolist(),
+        "negative_points_xy": np.round(result.negatives, 1).tolist(),
+        "boxes_xyxy": np.round(result.boxes, 1).tolist(),
+        "schemes": result.schemes,
+        "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
+        "warnings": result.warnings,
+    }
+    if not result.mask.any():
+        record["reason"] = "; ".join(result.warnings) or "the chosen prompts gave an empty mask"
+    _finish_image(args, path, image, result.labels, record, f"{record['area_px']} px, score {record['score']}")
+    return record

@@ -6,7 +6,15 @@ import argparse
 import time
 from pathlib import Path
 
-from ._common import _add_model_options, _expand_images, _finish_image, _print_progress, _run_batch, _write_report
+from ._common import (
+    _add_batch_options,
+    _add_model_options,
+    _expand_images,
+    _finish_image,
+    _print_progress,
+    _run_batch,
+    _write_report,
+)
 
 
 def _add_text_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,17 +47,42 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
     text.add_argument("--min-similarity", type=float, help="library: lowest prompt-to-entry similarity accepted")
     text.add_argument("--overlay", action="store_true", help="also write OUT/<stem>_overlay.png")
     _add_model_options(text)
+    _add_batch_options(text)
     text.set_defaults(func=cmd_text)
 
 
 def cmd_text(args: argparse.Namespace) -> int:
-    from ..io import write_labels
-    from ..methods.prompt_templates import PromptAttributes
-    from ..methods.text import choose_route, segment_text
+    images = _expand_images(args.images)
+    if args.library is not None:
+        args.library = args.library.absolute()  # workers may run in another directory
+    t0 = time.perf_counter()
+    args.output.mkdir(parents=True, exist_ok=True)
+    outcome, code = _run_batch(args, images, _setup, _process)
+    meta = outcome.meta
+    _write_report(
+        args.output,
+        command="text",
+        model=meta.get("model", args.model),
+        route=meta.get("route", args.route),
+        text_model=meta.get("text_model"),
+        parameters={
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in vars(args).items()
+            if k not in ("func", "images", "output", "command")
+        },
+        images=outcome.records,
+        timings_s={"model_load": meta.get("setup_s"), "total": round(time.perf_counter() - t0, 4)},
+        batch=outcome.summary,
+    )
+    outcome.finish()
+    return code
+
+
+def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
+    """Once per worker: the text route (its models) and the segmenter."""
+    from ..methods.text import choose_route
     from ..models import load_segmenter
 
-    images = _expand_images(args.images)
-    t0 = time.perf_counter()
     route = choose_route(
         args.route,
         grounder=args.grounder,
@@ -59,49 +92,37 @@ def cmd_text(args: argparse.Namespace) -> int:
         device=args.device,
     )
     segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
-    load_s = time.perf_counter() - t0
-    attributes = PromptAttributes(shape=args.shape, colour=args.colour, description=args.description)
-    args.output.mkdir(parents=True, exist_ok=True)
+    meta = {"model": segmenter.name, "device": str(segmenter.device), "route": route.route, "text_model": route.name}
+    return (route, segmenter), meta
 
-    def process(path: Path, image) -> dict:
-        result = segment_text(
-            image,
-            args.prompt,
-            route=route,
-            segmenter=segmenter,
-            template=args.template,
-            attributes=attributes,
-            box_threshold=args.box_threshold,
-            text_threshold=args.text_threshold,
-            heatmap_threshold=args.heatmap_threshold,
-            refine=not args.no_refine,
-            top_k=args.top_k,
-            min_similarity=args.min_similarity,
-            channel_axis=args.channel_axis,
-            channels=args.channels,
-            normalize=args.normalize,
-            name=str(path),
-        )
-        out = write_labels(args.output / f"{path.stem}.tif", result.labels)
-        record = {"input": str(path), "output": str(out), "shape": list(image.shape), **result.summary()}
-        if not record.get("objects"):
-            record["reason"] = "; ".join(result.warnings) or f"nothing answered '{args.prompt}'"
-        _finish_image(args, path, image, result.labels, record, f"{record['objects']} object(s); {result.reason}")
-        return record
 
-    records, code = _run_batch(args, images, process)
-    _write_report(
-        args.output,
-        command="text",
-        model=segmenter.name,
-        route=route.route,
-        text_model=route.name,
-        parameters={
-            k: (str(v) if isinstance(v, Path) else v)
-            for k, v in vars(args).items()
-            if k not in ("func", "images", "output", "command")
-        },
-        images=records,
-        timings_s={"model_load": round(load_s, 4), "total": round(time.perf_counter() - t0, 4)},
+def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
+    from ..io import write_labels
+    from ..methods.prompt_templates import PromptAttributes
+    from ..methods.text import segment_text
+
+    route, segmenter = state
+    result = segment_text(
+        image,
+        args.prompt,
+        route=route,
+        segmenter=segmenter,
+        template=args.template,
+        attributes=PromptAttributes(shape=args.shape, colour=args.colour, description=args.description),
+        box_threshold=args.box_threshold,
+        text_threshold=args.text_threshold,
+        heatmap_threshold=args.heatmap_threshold,
+        refine=not args.no_refine,
+        top_k=args.top_k,
+        min_similarity=args.min_similarity,
+        channel_axis=args.channel_axis,
+        channels=args.channels,
+        normalize=args.normalize,
+        name=str(path),
     )
-    return code
+    out = write_labels(args.output / f"{path.stem}.tif", result.labels)
+    record = {"input": str(path), "output": str(out), "shape": list(image.shape), **result.summary()}
+    if not record.get("objects"):
+        record["reason"] = "; ".join(result.warnings) or f"nothing answered '{args.prompt}'"
+    _finish_image(args, path, image, result.labels, record, f"{record['objects']} object(s); {result.reason}")
+    return record

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import PromptsegError
-from . import sam_decoder_fast
+from . import embedding_cache, sam_decoder_fast
 from .cache import EmbeddingCache, content_key
 from .checkpoint import load_state_dict
 from .preprocessing import Normalization, ResizeTransform, as_channels_last
@@ -63,8 +63,11 @@ class SamFamilySegmenter:
         self._fast_encoder: nn.Module | None = None  # a snapshot of image_encoder's weights, see _encoder()
         self._fast_encoder_versions: tuple[int, ...] = ()
         self._context: tuple | None = None  # (features, weight versions, sam_decoder_fast.ImageContext)
+        self._fingerprint: tuple[tuple[int, ...], str] | None = None  # (encoder weight versions, fingerprint)
         self.fast = fast
         self._encoder()  # build the fast encoder now, not on the first (interactive) embed
+        self.embedding_signature()  # and the weights fingerprint of the disk cache's signature
+        self._warm_up_decoder()
 
     @classmethod
     def from_checkpoint(
@@ -117,6 +120,16 @@ class SamFamilySegmenter:
         self._context = (features, versions, context)
         return context
 
+    def _warm_up_decoder(self) -> None:
+        """One decode on zero features at load: the first real prompt (a disk-cache hit in a new process, the
+        widget's first click) then runs at steady speed instead of paying for kernel set-up and first allocations."""
+        size = self.input_size
+        grid = tuple(self.prompt_encoder.image_embedding_size)
+        features = torch.zeros((1, self.prompt_encoder.embed_dim, *grid), device=self.device)
+        embedding = Embedding(features, ResizeTransform((size, size), size), self.name, "warm-up")
+        self.predict(embedding, boxes=np.array([[0.0, 0.0, size / 2, size / 2]])).masks()
+        self._context = None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, input_size={self.input_size}, device={self.device})"
 
@@ -148,11 +161,35 @@ class SamFamilySegmenter:
         key = content_key(arr, self.name, normalize)
 
         def compute() -> Embedding:
+            disk = embedding_cache.active()  # under the in-memory cache: what another process computed
+            signature = self.embedding_signature(normalize) if disk is not None else {}
+            if disk is not None and (found := disk.load(key, signature, self.device)) is not None:
+                return found
             x, transform = self.preprocess(arr, normalize)
             features = self._encoder()(x.to(self.device))
-            return Embedding(features=features, transform=transform, model_name=self.name, key=key)
+            embedding = Embedding(features=features, transform=transform, model_name=self.name, key=key)
+            if disk is not None:
+                disk.store(embedding, signature)
+            return embedding
 
         return self.cache.get_or_compute(key, compute)
+
+    def embedding_signature(self, normalize: Normalization = "auto") -> dict:
+        """What makes this model's features what they are, beyond the image: a disk-cache entry whose signature
+        differs (other weights under the same name, another encoder variant) is refused."""
+        versions = _weight_versions(self.image_encoder)
+        if self._fingerprint is None or self._fingerprint[0] != versions:
+            self._fingerprint = (versions, weights_fingerprint(self.image_encoder))
+        encoder = type(self.image_encoder).__name__
+        return {
+            "model": self.name,
+            "encoder_weights": self._fingerprint[1],
+            "encoder": f"{encoder} (fast)" if self._fast and encoder == "TinyViT" else encoder,
+            "input_size": self.input_size,
+            "pixel_mean": None if self._mean is None else self._mean.flatten().tolist(),
+            "pixel_std": None if self._std is None else self._std.flatten().tolist(),
+            "normalize": normalize,
+        }
 
     # -- decoder ---------------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -228,6 +265,22 @@ class SamFamilySegmenter:
             logits.append(low.float().cpu())
             scores.append(iou.float().cpu())
         return Prediction(low_res_logits=torch.cat(logits), scores=torch.cat(scores).numpy(), transform=transform)
+
+
+def weights_fingerprint(module: nn.Module, samples: int = 1024) -> str:
+    """``<parameter count>:<hash>`` of a module's weights: names, shapes, dtypes and an even sample of at most
+    ``samples`` values per tensor (fine-tuning changes nearly every value; hashing all of ViT-H would take seconds)."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    count = 0
+    for name, tensor in module.state_dict().items():
+        flat = tensor.detach().reshape(-1)
+        count += flat.numel()
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        sample = flat[:: max(1, flat.numel() // samples)].to("cpu", torch.float64).numpy()
+        digest.update(sample.tobytes())
+    return f"{count}:{digest.hexdigest()}"
 
 
 def _weight_versions(*modules: nn.Module) -> tuple[int, ...]:

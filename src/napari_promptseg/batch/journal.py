@@ -1,0 +1,111 @@
+"""What a batch has finished, kept on disk as it goes, so a killed run resumes without losing or redoing work.
+
+Beside ``report.json`` the driver appends one JSON line per finished input to ``report.partial.jsonl`` (flushed at
+once): a header with the run's signature, the run-level fields (``meta``), then the records. ``--resume`` takes
+the records of inputs whose outputs exist from the journal when there is one (a killed run), else from report.json
+(a finished one); an input that failed is run again. The signature (a hash of the options that change outputs)
+must match: results of other options are never mixed into one report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from ..errors import PromptsegError
+
+JOURNAL_NAME = "report.partial.jsonl"
+#: options that say where and how a batch runs, not what it computes
+NOT_IN_SIGNATURE = frozenset(
+    {"func", "images", "targets", "output", "scheduler", "workers", "threads", "resume", "cache", "cache_max_gb"}
+)
+
+
+def run_signature(args: argparse.Namespace) -> str:
+    """Hash of the subcommand and every option that changes its outputs."""
+    options = {k: v for k, v in vars(args).items() if k not in NOT_IN_SIGNATURE}
+    text = json.dumps(options, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def is_done(record: dict) -> bool:
+    """A finished input: segmented (objects or none) and every file it names still there."""
+    files = [record.get(k) for k in ("output", "overlay") if record.get(k)]
+    return record.get("status") in ("ok", "empty") and bool(files) and all(Path(f).is_file() for f in files)
+
+
+class Journal:
+    """The append-only record of one run in ``output``."""
+
+    def __init__(self, output: Path, signature: str) -> None:
+        self.output = output
+        self.path = output / JOURNAL_NAME
+        self.signature = signature
+        self._file = None
+        self._records = 0
+
+    def previous(self) -> tuple[dict[str, dict], dict]:
+        """Records (by input) and run-level fields of earlier runs with this signature."""
+        if self.path.is_file():
+            return self._read_journal()
+        report = self.output / "report.json"
+        if not report.is_file():
+            return {}, {}
+        try:
+            data = json.loads(report.read_text())
+        except (OSError, ValueError) as exc:
+            raise PromptsegError(f"{report}: cannot be read to resume ({exc}); drop --resume") from exc
+        batch = data.get("batch") or {}
+        self._check(batch.get("signature"), report)
+        return {r["input"]: r for r in data.get("images", []) if "input" in r}, batch.get("meta") or {}
+
+    def _read_journal(self) -> tuple[dict[str, dict], dict]:
+        records, meta = {}, {}
+        with open(self.path) as fh:
+            for line in fh:
+                try:
+                    item = json.loads(line)
+                except ValueError:  # the last line, cut by the kill
+                    continue
+                if "signature" in item:
+                    self._check(item["signature"], self.path)
+                elif "meta" in item:
+                    meta = item["meta"]
+                elif "record" in item:
+                    records[item["record"]["input"]] = item["record"]
+        return records, meta
+
+    def _check(self, signature: str | None, where: Path) -> None:
+        if signature != self.signature:
+            raise PromptsegError(
+                f"{where}: results of another run (other subcommand or options); drop --resume to start over, "
+                "or write to another -o"
+            )
+
+    def start(self, kept: list[dict], meta: dict) -> None:
+        """A new journal holding the header and what is kept from earlier runs (written whole, then renamed)."""
+        self.output.mkdir(parents=True, exist_ok=True)
+        temp = self.path.with_suffix(".tmp")
+        lines = [{"signature": self.signature}, *([{"meta": meta}] if meta else []), *({"record": r} for r in kept)]
+        self._records = len(kept)
+        temp.write_text("".join(json.dumps(item) + "\n" for item in lines))
+        os.replace(temp, self.path)
+        self._file = open(self.path, "a")  # noqa: SIM115 - appended to for the whole run, closed by close()
+
+    def add(self, **item: dict) -> None:
+        self._records += "record" in item
+        if self._file is not None:
+            self._file.write(json.dumps(item) + "\n")
+            self._file.flush()
+
+    def close(self, finished: bool) -> None:
+        """Close; a finished run's journal goes (report.json holds everything), an interrupted one stays when it
+        holds work (a run stopped before its first input leaves nothing behind)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if finished or not self._records:
+            self.path.unlink(missing_ok=True)

@@ -1,0 +1,76 @@
+"""`promptseg embed`: precompute embeddings into the disk cache, so later prompts on these images start at once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ._common import _add_batch_options, _add_model_options, _expand_images, _print_progress, _run_batch
+
+
+def _add_embed_parser(sub: argparse._SubParsersAction) -> None:
+    embed = sub.add_parser(
+        "embed",
+        help="precompute image embeddings into the on-disk cache (--cache) for later prompts, widgets and batches",
+        description="Encodes each image (and, with --object-size, each tile at that working scale) and stores the "
+        "embeddings in the disk cache: --cache DIR, else $PROMPTSEG_EMBEDDING_CACHE, else the user cache "
+        "directory's embeddings/. Use the same --model, --channels and --normalize as the later runs.",
+    )
+    embed.add_argument("images", nargs="+", type=Path, help="2D images or folders of images")
+    embed.add_argument(
+        "--object-size",
+        type=float,
+        metavar="PX",
+        help="typical object diameter in pixels: also embed the tiles at that working scale (as segment "
+        "--object-size, segment --find-all and oneshot's many-instances mode see them)",
+    )
+    _add_model_options(embed)
+    _add_batch_options(embed, resume=False)
+    embed.set_defaults(func=cmd_embed)
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from ..models import embedding_cache
+
+    images = _expand_images(args.images)
+    cache = embedding_cache.active() or embedding_cache.configure("default", args.cache_max_gb)
+    outcome, code = _run_batch(args, images, _setup, _process)
+    done = [r for r in outcome.records if r["status"] != "failed"]
+    total = sum(r["embeddings"] for r in done)
+    cached = sum(r["from_cache"] for r in done)
+    print(f"{len(done)} image(s): {total} embedding(s) in {cache.root} ({cached} were cached)", file=sys.stderr)
+    return code
+
+
+def _setup(args: argparse.Namespace) -> tuple[object, dict]:
+    from ..models import load_segmenter
+
+    segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
+    return segmenter, {"model": segmenter.name, "device": str(segmenter.device)}
+
+
+def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
+    from ..methods.precompute import precompute_embeddings
+    from ..models import embedding_cache
+
+    disk = embedding_cache.active()
+    hits = disk.hits if disk is not None else 0
+    embeddings = precompute_embeddings(
+        image,
+        segmenter,
+        object_size=args.object_size,
+        channel_axis=args.channel_axis,
+        channels=args.channels,
+        normalize=args.normalize,
+        name=str(path),
+    )
+    from_cache = (disk.hits if disk is not None else 0) - hits
+    tiles = f" + {len(embeddings) - 1} tile(s)" if args.object_size is not None else ""
+    return {
+        "input": str(path),
+        "status": "ok",
+        "embeddings": len(embeddings),
+        "from_cache": from_cache,
+        "_summary": f"whole image{tiles}, {from_cache} of {len(embeddings)} already cached",
+    }

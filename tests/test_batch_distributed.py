@@ -1,0 +1,201 @@
+"""Batches on Dask distributed with real cluster objects and the real LiteMedSAM: a LocalCluster (2 worker processes,
+1 thread each) and a `dask scheduler` + `dask worker` started as subprocesses on loopback give the outputs of
+`--scheduler none` byte for byte; an unreadable input is retried, then recorded; a run killed midway resumes
+without losing or redoing work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_promptseg.batch import JOURNAL_NAME
+from napari_promptseg.cli import main
+from napari_promptseg.io import read_image
+
+from .conftest import REPO
+
+BOX = ["--box", "10", "12", "50", "56"]
+N_INPUTS = 5
+
+
+def subprocess_env(tmp: Path) -> dict:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "src"),
+        "OMP_NUM_THREADS": "1",
+        "PROMPTSEG_OFFLINE": "1",
+        "PROMPTSEG_CACHE_DIR": str(tmp / "weights-cache"),
+        "PROMPTSEG_SCHEDULER": "none",
+    }
+
+
+@pytest.fixture(scope="module")
+def inputs(shared_data, tmp_path_factory) -> list[Path]:
+    """Small crops (96 px) of real nuclei images, each of other pixels (no in-memory cache hit between them)."""
+    folder = tmp_path_factory.mktemp("inputs")
+    sources = sorted((shared_data / "nuclei_dsb2018" / "images").iterdir())[:N_INPUTS]
+    paths = []
+    for i, source in enumerate(sources):
+        path = folder / f"nuclei_{i}.tif"
+        tifffile.imwrite(path, read_image(source)[:96, :96, :3])
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def unreadable(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bad") / "truncated.tif"
+    path.write_bytes(b"II*\x00 not really a TIFF")
+    return path
+
+
+def run(inputs, out: Path, *options: str) -> int:
+    return main(["segment", *map(str, inputs), *BOX, "-o", str(out), *options])
+
+
+def report_of(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(inputs, unreadable, tmp_path_factory) -> Path:
+    """The run in this process: what every scheduler must reproduce."""
+    out = tmp_path_factory.mktemp("none")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PROMPTSEG_OFFLINE", "1")
+        assert run([*inputs, unreadable], out, "--scheduler", "none") == 1  # one input has no output
+    return out
+
+
+def assert_same_outputs(out: Path, reference: Path, inputs: list[Path]) -> None:
+    for path in inputs:
+        written = (out / f"{path.stem}.tif").read_bytes()
+        assert written == (reference / f"{path.stem}.tif").read_bytes(), path.name
+    records = {Path(r["input"]).name: r for r in report_of(out)["images"]}
+    assert [records[p.name]["status"] for p in inputs] == ["ok"] * len(inputs)
+    assert tifffile.imread(out / f"{inputs[0].stem}.tif").any()
+
+
+def assert_unreadable_recorded(out: Path, unreadable: Path) -> None:
+    record = report_of(out)["images"][-1]
+    assert record["input"] == str(unreadable) and record["status"] == "failed"
+    assert record["attempts"] == 2 and "truncated.tif" in record["reason"] and "output" not in record
+
+
+def test_local_cluster_gives_the_outputs_of_one_process(inputs, unreadable, reference, tmp_path):
+    assert_unreadable_recorded(reference, unreadable)
+    out = tmp_path / "local"
+    assert run([*inputs, unreadable], out, "--scheduler", "local", "--workers", "2") == 1
+    assert_same_outputs(out, reference, inputs)
+    assert_unreadable_recorded(out, unreadable)
+    batch = report_of(out)["batch"]
+    assert (batch["scheduler"], batch["workers"], batch["threads_per_worker"]) == ("local", 2, 1)
+    assert report_of(out)["model"] == "litemedsam" and batch["meta"]["setup_s"] > 0
+    assert not (out / JOURNAL_NAME).exists()
+
+
+@pytest.fixture
+def tcp_scheduler(tmp_path):
+    """`dask scheduler` and one `dask worker` as subprocesses on loopback (free ports), stopped after the test."""
+    from distributed import Client
+
+    env = subprocess_env(tmp_path)
+    address_file = tmp_path / "scheduler.json"
+    dask = [sys.executable, "-m", "dask"]
+    procs = [
+        subprocess.Popen(
+            [*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
+            + ["--scheduler-file", str(address_file)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not address_file.is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        procs.append(
+            subprocess.Popen(
+                [*dask, "worker", "--scheduler-file", str(address_file), "--nthreads", "1", "--no-nanny"]
+                + ["--no-dashboard", "--host", "127.0.0.1", "--local-directory", str(tmp_path / "worker")],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        address = json.loads(address_file.read_text())["address"]
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(1, timeout=120)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in reversed(procs):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_tcp_scheduler_gives_the_outputs_of_one_process(inputs, unreadable, reference, tcp_scheduler, tmp_path):
+    assert tcp_scheduler.startswith("tcp://127.0.0.1:")
+    out = tmp_path / "tcp"
+    assert run([*inputs, unreadable], out, "--scheduler", tcp_scheduler) == 1
+    assert_same_outputs(out, reference, inputs)
+    assert_unreadable_recorded(out, unreadable)
+    assert (report_of(out)["batch"]["scheduler"], report_of(out)["batch"]["workers"]) == (tcp_scheduler, 1)
+
+
+def test_resume_after_a_killed_run_loses_nothing(inputs, reference, tmp_path, capsys):
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "napari_promptseg.cli", "segment", *map(str, inputs), *BOX, "-o", str(out)]
+    proc = subprocess.Popen(
+        [*command, "--scheduler", "none"],
+        env=subprocess_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    journal = out / JOURNAL_NAME
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.is_file() and journal.read_text().count('"record"') >= 2:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed midway"
+    assert not (out / "report.json").exists()
+    done = [json.loads(line)["record"] for line in journal.read_text().splitlines() if '"record"' in line]
+    assert 2 <= len(done) < N_INPUTS
+    stamps = {r["output"]: os.stat(r["output"]).st_mtime_ns for r in done}
+
+    assert run(inputs, out, "--scheduler", "none", "--resume") == 0
+    assert f"resuming: {len(done)} of {N_INPUTS}" in capsys.readouterr().err
+    assert_same_outputs(out, reference, inputs)
+    report = report_of(out)
+    assert len(report["images"]) == N_INPUTS and report["batch"]["resumed"] == len(done)
+    assert {path: os.stat(path).st_mtime_ns for path in stamps} == stamps  # kept, not recomputed
+    assert not journal.exists()
+
+    # a finished run resumes to itself without loading anything; other options are refused, nothing is touched
+    assert run(inputs, out, "--scheduler", "none", "--resume") == 0
+    assert report_of(out)["batch"]["resumed"] == N_INPUTS and report_of(out)["model"] == "litemedsam"
+    before = (out / "report.json").read_bytes()
+    assert main(["segment", *map(str, inputs), "--box", "0", "0", "30", "30", "-o", str(out), "--resume"]) == 2
+    assert "results of another run" in capsys.readouterr().err
+    assert (out / "report.json").read_bytes() == before
+    assert np.array_equal(tifffile.imread(out / f"{inputs[0].stem}.tif"), tifffile.imread(reference / "nuclei_0.tif"))

@@ -1,0 +1,162 @@
+"""On-disk embedding cache (zarr) with the real LiteMedSAM: hits equal misses, refused entries are recomputed, the
+size cap evicts the least recently used, concurrent writers of one key never corrupt it, `promptseg embed` fills it
+with what the methods ask for."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from napari_promptseg.cli import main
+from napari_promptseg.io import read_image
+from napari_promptseg.methods.interactive import segment_prompts
+from napari_promptseg.models import embedding_cache
+from napari_promptseg.models.embedding_cache import DiskEmbeddingCache
+from napari_promptseg.models.preprocessing import ResizeTransform
+from napari_promptseg.models.protocols import Embedding
+from napari_promptseg.tiling import choose_scale
+
+from .conftest import REPO
+
+BOX = [[30.0, 40.0, 110.0, 120.0]]
+
+
+@pytest.fixture
+def disk(tmp_path):
+    """A disk cache for this test only (the process setting is put back after)."""
+    with embedding_cache.settings_restored():
+        yield embedding_cache.configure(tmp_path / "embeddings")
+
+
+@pytest.fixture(scope="module")
+def crop(shared_data):
+    """A real nuclei image no other test embeds (so the in-memory cache never answers for the disk)."""
+    path = sorted((shared_data / "nuclei_dsb2018" / "images").iterdir())[5]
+    return np.ascontiguousarray(read_image(path)[:160, :200, :3][::-1])
+
+
+def fake_embedding(key: str, seed: int) -> Embedding:
+    features = torch.from_numpy(np.random.default_rng(seed).standard_normal((1, 256, 64, 64), dtype=np.float32))
+    return Embedding(features, ResizeTransform((100, 120), 256), "litemedsam", key)
+
+
+def test_hit_in_a_fresh_cache_gives_the_masks_of_the_miss(litemedsam, disk, crop):
+    litemedsam.cache.clear()
+    miss = segment_prompts(crop, litemedsam, boxes=BOX)
+    assert (disk.misses, disk.stored, disk.hits) == (1, 1, 0)
+    litemedsam.cache.clear()  # as in a new process: only the disk has it
+    hit = segment_prompts(crop, litemedsam, boxes=BOX)
+    assert (disk.hits, disk.stored) == (1, 1)
+    assert miss.labels.any() and np.array_equal(hit.labels, miss.labels)
+    np.testing.assert_array_equal(hit.scores, miss.scores)
+
+
+def test_damaged_or_foreign_entries_are_refused_and_recomputed(litemedsam, disk, crop):
+    image = crop[:96, :128]
+    litemedsam.cache.clear()
+    truth = litemedsam.embed(image).features.clone()
+    key = litemedsam.embed(image).key
+    signature = litemedsam.embedding_signature("auto")
+    chunk = next(p for p in disk.entry_path(key).rglob("*") if p.is_file() and p.name != "zarr.json")
+
+    # damaged: flipped bytes in the stored features
+    raw = bytearray(chunk.read_bytes())
+    raw[1000:1010] = bytes(10)
+    chunk.write_bytes(bytes(raw))
+    assert disk.load(key, signature) is None and disk.refused == 1
+    litemedsam.cache.clear()
+    assert torch.equal(litemedsam.embed(image).features, truth)  # recomputed ...
+    assert disk.load(key, signature) is not None  # ... and the entry replaced
+
+    # foreign: the same key written by other weights (a fine-tuned model under the same name) or an older format
+    meta = disk.entry_path(key) / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["attributes"]["signature"]["encoder_weights"] = "5736623:0123456789abcdef"
+    meta.write_text(json.dumps(doc))
+    refused = disk.refused
+    litemedsam.cache.clear()
+    assert torch.equal(litemedsam.embed(image).features, truth)
+    assert disk.refused == refused + 1 and disk.load(key, signature) is not None
+    assert disk.load(key, {**signature, "normalize": "minmax"}) is None  # other preprocessing: not served
+
+    # a truncated chunk (a writer killed mid-way without the temp + rename) reads as refused, never as zeros
+    chunk.write_bytes(chunk.read_bytes()[:5000])
+    assert disk.load(key, signature) is None
+
+
+def test_size_cap_evicts_the_least_recently_used(tmp_path):
+    entry = 256 * 64 * 64 * 4
+    cache = DiskEmbeddingCache(tmp_path, max_bytes=int(2.5 * entry))
+    first, second, third = (fake_embedding(f"{k:032x}", k) for k in (1, 2, 3))
+    cache.store(first, {"model": "x"})
+    time.sleep(0.02)
+    cache.store(second, {"model": "x"})
+    time.sleep(0.02)
+    assert torch.equal(cache.load(first.key, {"model": "x"}).features, first.features)  # first is now the newer
+    time.sleep(0.02)
+    cache.store(third, {"model": "x"})
+    assert first.key in cache and third.key in cache and second.key not in cache
+    assert cache.evicted == 1 and cache.size_bytes() <= cache.max_bytes
+
+
+WRITER = """
+import sys, numpy as np, torch
+from napari_promptseg.models.embedding_cache import DiskEmbeddingCache
+from napari_promptseg.models.preprocessing import ResizeTransform
+from napari_promptseg.models.protocols import Embedding
+from napari_promptseg.tiling import choose_scale
+root, rounds = sys.argv[1], int(sys.argv[2])
+features = torch.from_numpy(np.random.default_rng(7).standard_normal((1, 256, 64, 64), dtype=np.float32))
+cache = DiskEmbeddingCache(root, max_bytes=10**9)
+key = "ab" * 16
+for i in range(rounds):
+    if i % 3 == 0:  # replacing a stale entry while the other process reads or writes it
+        cache._discard(cache.entry_path(key))
+    cache.store(Embedding(features, ResizeTransform((64, 64), 256), "m", key), {"model": "m"})
+    got = cache.load(key, {"model": "m"})
+    assert got is None or torch.equal(got.features, features), "a load returned other features"
+print(cache.stored, cache.hits, cache.refused)
+"""
+
+
+def test_two_processes_writing_one_key_do_not_corrupt_it(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tmp_path), "12"], env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=180)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    cache = DiskEmbeddingCache(tmp_path)
+    expected = np.random.default_rng(7).standard_normal((1, 256, 64, 64), dtype=np.float32)
+    assert np.array_equal(cache.load("ab" * 16, {"model": "m"}).features.numpy(), expected)
+    assert not list((tmp_path / "tmp").iterdir())  # no temporary left behind
+
+
+def test_embed_command_precomputes_what_segment_prompts_reads(litemedsam, tmp_path, crop, capsys):
+    import tifffile
+
+    path = tmp_path / "crop.tif"
+    tifffile.imwrite(path, crop[:, ::-1])
+    cache_dir = tmp_path / "cache"
+    assert main(["embed", str(path), "--cache", str(cache_dir), "--object-size", "8"]) == 0
+    tiles = choose_scale(crop.shape, litemedsam.input_size, 8).tiles
+    assert tiles > 1 and f"0 of {tiles + 1} already cached" in capsys.readouterr().out
+    # the whole image and its tiles at the working scale of 8 px objects
+    assert len(DiskEmbeddingCache(cache_dir).entries()) == tiles + 1
+    with embedding_cache.settings_restored():
+        disk = embedding_cache.configure(cache_dir)
+        litemedsam.cache.clear()
+        result = segment_prompts(read_image(path), litemedsam, boxes=[[40, 40, 60, 60]], object_size=8)
+        assert result.scale.tiles == tiles and result.labels.any()
+        assert disk.hits >= 1 and disk.misses == 0 and disk.stored == 0  # every embedding came from the disk
+    assert embedding_cache.active() is None  # the CLI and the fixture put the setting back
