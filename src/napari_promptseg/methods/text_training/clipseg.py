@@ -111,11 +111,11 @@ def finetune_clipseg(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
             optimizer.step()
-            total += float(loss)
+            total += float(loss.detach())
             done += 1
             eta = (time.perf_counter() - t_train) / done * (steps * epochs - done)
             report(
-                done / (steps * epochs), f"epoch {epoch + 1}/{epochs}, loss {float(loss):.3f}, ETA {format_eta(eta)}"
+                done / (steps * epochs), f"epoch {epoch + 1}/{epochs}, loss {float(loss.detach()):.3f}, ETA {format_eta(eta)}"
             )
         record = {
             "epoch": epoch + 1,

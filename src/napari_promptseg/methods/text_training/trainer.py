@@ -188,11 +188,12 @@ def train_text_segmenter(
     for epoch in range(epoch0, config.epochs):
         order = np.random.default_rng([config.seed, epoch]).permutation(len(train))
         decoder.train()
-        parts_sum: dict[str, float] = {}
         start = step0 if epoch == epoch0 else 0
+        # the loss sums of the steps before a cancel come back with the resume, so the epoch's record is the same
+        parts_sum: dict[str, float] = dict(state.get("partial", {})) if state is not None and start else {}
         for step in range(start, steps_per_epoch):
             if stop():
-                _save_last(out, decoder, optimizer, config, epoch, step, best, history)
+                _save_last(out, decoder, optimizer, config, epoch, step, best, history, parts_sum)
                 raise CancelledError(f"cancelled at epoch {epoch + 1}, step {step}; resume from {out / 'last'}")
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
             batch = make_batch([train[i] for i in idx], text, dev)
@@ -211,8 +212,7 @@ def train_text_segmenter(
                 f"epoch {epoch + 1}/{config.epochs}, step {step + 1}/{steps_per_epoch}, loss {parts['loss']:.3f}, "
                 f"ETA {format_eta(eta)}",
             )
-        n = steps_per_epoch - start
-        record = {"epoch": epoch + 1, **{f"train_{k}": round(v / max(1, n), 5) for k, v in parts_sum.items()}}
+        record = {"epoch": epoch + 1, **{f"train_{k}": round(v / steps_per_epoch, 5) for k, v in parts_sum.items()}}
         record.update(validate(decoder, val, text, dev, config.threshold))
         history.append(record)
         improved = record["val_dice"] > best["val_dice"]
@@ -294,7 +294,9 @@ def _optimizer(decoder: TextPromptDecoder, config: TrainingConfig) -> torch.opti
 # -- resume state (safetensors + JSON, no pickle) ----------------------------------------------------------------
 
 
-def _save_last(out: Path, decoder, optimizer, config: TrainingConfig, epoch: int, step: int, best, history) -> None:
+def _save_last(
+    out: Path, decoder, optimizer, config: TrainingConfig, epoch: int, step: int, best, history, partial=None
+) -> None:
     last = out / "last"
     tmp = out / "last.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -311,6 +313,7 @@ def _save_last(out: Path, decoder, optimizer, config: TrainingConfig, epoch: int
         "best": best,
         "history": history,
         "param_groups": groups,
+        "partial": partial or {},
     }
     (tmp / "state.json").write_text(json.dumps(state, indent=1))
     shutil.rmtree(last, ignore_errors=True)
