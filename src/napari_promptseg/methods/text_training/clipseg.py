@@ -114,9 +114,8 @@ def finetune_clipseg(
             total += float(loss.detach())
             done += 1
             eta = (time.perf_counter() - t_train) / done * (steps * epochs - done)
-            report(
-                done / (steps * epochs), f"epoch {epoch + 1}/{epochs}, loss {float(loss.detach()):.3f}, ETA {format_eta(eta)}"
-            )
+            message = f"epoch {epoch + 1}/{epochs}, loss {float(loss.detach()):.3f}, ETA {format_eta(eta)}"
+            report(done / (steps * epochs), message)
         record = {
             "epoch": epoch + 1,
             "train_loss": round(total / steps, 5),

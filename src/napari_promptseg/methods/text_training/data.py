@@ -197,9 +197,9 @@ class FeatureStore:
         if path.is_file():
             try:
                 tensors = load_tensors(path, "feature cache")
-                if self.low == ("low" in tensors):
+                if "low" in tensors or not self.low:
                     self.hits += 1
-                    return tensors["features"], tensors.get("low"), transform
+                    return tensors["features"], tensors.get("low") if self.low else None, transform
             except Exception:  # noqa: BLE001 - a damaged cache file is recomputed, never fatal
                 pass
         self.misses += 1
