@@ -52,7 +52,7 @@ class TrainingConfig:
     loss: str = "dicece"  # dicece (medvlsm) | tmca | reclmis
     epochs: int = 8
     batch_size: int = 8
-    lr: float = 1e-3  # new modules (text projections, fusion, seed-paper heads); cosine decay over the epochs
+    lr: float = 1e-3  # new modules (text projections, fusion, seed-paper heads); constant (cosine decay: no better)
     decoder_lr: float = 1e-4  # the pretrained SAM mask decoder; 0 keeps it frozen
     weight_decay: float = 1e-3  # medvlsm's AdamW weight decay
     patience: int = 3  # epochs without a better validation Dice before stopping
@@ -198,8 +198,6 @@ def train_text_segmenter(
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
             batch = make_batch([train[i] for i in idx], text, dev)
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 10_007 + step)
-            for group, base in zip(optimizer.param_groups, _base_lrs(config), strict=True):
-                group["lr"] = base * 0.5 * (1 + math.cos(math.pi * done_steps / total_steps))
             loss, parts = batch_loss(config.loss, decoder, batch, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -279,10 +277,6 @@ def validate(
         dices.extend(torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total)).tolist())
     decoder.train()
     return {"val_dice": round(float(np.mean(dices)), 5), "val_loss": round(sum(losses) / len(samples), 5)}
-
-
-def _base_lrs(config: TrainingConfig) -> list[float]:
-    return [config.lr] + ([config.decoder_lr] if config.decoder_lr > 0 else [])
 
 
 def _optimizer(decoder: TextPromptDecoder, config: TrainingConfig) -> torch.optim.AdamW:
