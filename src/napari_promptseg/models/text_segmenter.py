@@ -33,6 +33,7 @@ FORMAT = "napari-promptseg/text-segmenter"
 FORMAT_VERSION = 1
 #: bump when the cached features change meaning (which levels, pooling, dtype)
 FEATURE_VERSION = "levels-v1"
+_HOOK_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -63,21 +64,6 @@ def _as_grid(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 1, 2)
 
 
-def low_level_dim(segmenter) -> int:
-    """Channels of the segmenter's first-stage features, 0 when its encoder has none we can read."""
-    stage = _first_stage(segmenter._encoder())
-    if stage is None:
-        return 0
-    captured = []
-    handle = stage.register_forward_hook(lambda m, i, o: captured.append(o.shape[-1]) and None)
-    try:
-        with torch.inference_mode():
-            segmenter._encoder()(torch.zeros(1, 3, segmenter.input_size, segmenter.input_size, device=segmenter.device))
-    finally:
-        handle.remove()
-    return int(captured[0])
-
-
 @torch.inference_mode()
 def encode_levels(segmenter, hwc: np.ndarray, normalize: Normalization = "auto", *, low: bool = True) -> ImageLevels:
     """Image embedding (+ first-stage features pooled to its grid) of a validated (H, W, C) image."""
@@ -85,12 +71,13 @@ def encode_levels(segmenter, hwc: np.ndarray, normalize: Normalization = "auto",
     encoder = segmenter._encoder()
     stage = _first_stage(encoder) if low else None
     captured: list[torch.Tensor] = []
-    handle = None if stage is None else stage.register_forward_hook(lambda m, i, o: captured.append(o) and None)
-    try:
-        features = encoder(x.to(segmenter.device)).float()
-    finally:
-        if handle is not None:
-            handle.remove()
+    with _HOOK_LOCK:  # a hook sees every forward of the module: one encode at a time (widget worker + console)
+        handle = None if stage is None else stage.register_forward_hook(lambda m, i, o: captured.append(o) and None)
+        try:
+            features = encoder(x.to(segmenter.device)).float()
+        finally:
+            if handle is not None:
+                handle.remove()
     low_grid = None
     if captured:
         low_grid = _as_grid(captured[0]).float()
@@ -109,17 +96,19 @@ class TextTokens:
         self.dim = int(embedder.dim)
         self._memo: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self.maxsize = maxsize
+        self._lock = threading.Lock()
 
     def get(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(words (N, T, dim), mask (N, T) bool, sentence (N, dim)) padded to the longest text."""
-        missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
-        if missing:
-            hidden, mask, pooled = self.embedder.encode_tokens(missing)
-            for k, text in enumerate(missing):
-                self._memo[text] = (hidden[k, mask[k]].clone(), pooled[k].clone())
+        with self._lock:  # the widget's worker and the console may share a model
+            missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
+            if missing:
+                hidden, mask, pooled = self.embedder.encode_tokens(missing)
+                for k, text in enumerate(missing):
+                    self._memo[text] = (hidden[k, mask[k]].clone(), pooled[k].clone())
+            items = [self._memo[t] for t in texts]
             while len(self._memo) > self.maxsize:
                 self._memo.popitem(last=False)
-        items = [self._memo[t] for t in texts]
         length = max(h.shape[0] for h, _ in items)
         words = torch.zeros(len(items), length, self.dim)
         mask = torch.zeros(len(items), length, dtype=torch.bool)

@@ -20,7 +20,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -131,12 +131,22 @@ def train_text_segmenter(
         if overrides.get("epochs"):  # the one setting a resume may change: train for longer
             config = replace(config, epochs=int(overrides["epochs"]))
     else:
-        if not overwrite and ((out / CONFIG_FILE).exists() or (out / "last").exists()):
-            raise PromptsegError(
-                f"{out} already holds a trained model; resume it (--resume), overwrite it (--overwrite) "
-                "or choose another output directory"
-            )
+        unknown = sorted(set(overrides) - {f.name for f in fields(TrainingConfig)})
+        if unknown:
+            raise PromptsegError(f"unknown training setting(s) {', '.join(unknown)}")
         config = replace(config or TrainingConfig(), **overrides)
+        held = [out / CONFIG_FILE, out / WEIGHTS_FILE, out / "last"]
+        if any(p.exists() for p in held):
+            if not overwrite:
+                raise PromptsegError(
+                    f"{out} already holds a trained model; resume it (--resume), overwrite it (--overwrite) "
+                    "or choose another output directory"
+                )
+            for path in held:  # nothing of the old model may pass for the new one
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
     triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else list(data)
     train_set, val_set = split_triplets(triplets, val_fraction=config.val_fraction, seed=config.seed)
     out.mkdir(parents=True, exist_ok=True)
