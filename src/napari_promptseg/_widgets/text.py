@@ -103,9 +103,9 @@ class TextPromptWidget(QWidget):
         self.browse_model.setToolTip("choose a trained text model directory")
         self.browse_model.clicked.connect(self._browse_model)
         self._list_trained_models()
-        from .train_text import _listeners
+        from .train_text import on_model_trained
 
-        _listeners.append(self._list_trained_models)
+        on_model_trained(self._list_trained_models)
         self.template = QComboBox()
         self.template.addItems(list(LEVELS))
         self.template.setCurrentText("p1")

@@ -7,6 +7,7 @@ progress (ETA in the status line) and cancel, and, when done, offers the model i
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import napari
@@ -32,18 +33,26 @@ from .oneshot import target_planes
 
 #: model directories trained in this session, newest first; the Text prompt widget lists them
 TRAINED_MODELS: list[str] = []
-_listeners: list = []
+_listeners: list[weakref.WeakMethod] = []
+
+
+def on_model_trained(method) -> None:
+    """Call the bound ``method`` after each training run (held weakly: a closed widget is not kept alive)."""
+    _listeners.append(weakref.WeakMethod(method))
 
 
 def remember_model(path: str) -> None:
     if path in TRAINED_MODELS:
         TRAINED_MODELS.remove(path)
     TRAINED_MODELS.insert(0, path)
-    for listener in list(_listeners):
+    for ref in list(_listeners):
+        method = ref()
         try:
-            listener()
-        except RuntimeError:  # a closed widget's Qt object
-            _listeners.remove(listener)
+            if method is None:
+                raise RuntimeError("gone")
+            method()
+        except RuntimeError:  # collected, or a closed widget's deleted Qt object
+            _listeners.remove(ref)
 
 
 def layer_triplets(rows: list[tuple[np.ndarray, bool, np.ndarray, str, str]]) -> list:
