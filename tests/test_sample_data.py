@@ -70,6 +70,7 @@ def test_manifest_is_valid_and_complete():
         "One-shot reference",
         "Registration",
         "Text prompt",
+        "Train text model",
     ]
 
 
@@ -94,7 +95,8 @@ def test_manifest_widget_resolves(plugin_manager):
     from napari_promptseg._widgets.oneshot import OneShotWidget
     from napari_promptseg._widgets.registration import RegistrationWidget
     from napari_promptseg._widgets.text import TextPromptWidget
+    from napari_promptseg._widgets.train_text import TrainTextWidget
 
     widgets = [w for w in plugin_manager.iter_widgets() if w.command.startswith(f"{PLUGIN}.")]
     resolved = [plugin_manager.commands.get(w.command) for w in widgets]
-    assert resolved == [InteractiveWidget, OneShotWidget, RegistrationWidget, TextPromptWidget]
+    assert resolved == [InteractiveWidget, OneShotWidget, RegistrationWidget, TextPromptWidget, TrainTextWidget]

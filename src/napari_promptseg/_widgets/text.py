@@ -3,8 +3,9 @@
 Thin: it gathers the image layer, prompt and options on the main thread, runs
 :func:`napari_promptseg.methods.text.segment_text` in a :class:`._common.TaskRunner` worker with progress and cancel,
 and adds *new* layers: Labels (one id per object), Shapes (a rectangle per object, with its phrase and score) and,
-on the CLIPSeg route, the heatmap. It shows which route answered (GroundingDINO, CLIPSeg or the reference library)
-and why. Existing layers are never modified.
+on the CLIPSeg and trained routes, the heatmap. It shows which route answered (a trained text model, GroundingDINO,
+CLIPSeg or the reference library) and why. Existing layers are never modified. Models trained in this session
+(Train text model widget) are listed under "text model"; any model directory can be browsed to.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -53,7 +56,9 @@ def run_text(planes: list[np.ndarray], prompt: str, *, options: dict, progress, 
     from ..methods.text import choose_route, segment_text
 
     progress(0.0, "loading models")
-    route = choose_route(options.pop("route"), library=options.pop("library") or None)
+    route = choose_route(
+        options.pop("route"), library=options.pop("library") or None, text_model=options.pop("text_model") or None
+    )
     results = []
     for k, plane in enumerate(planes):
         if cancel():
@@ -85,8 +90,22 @@ class TextPromptWidget(QWidget):
         self.route = QComboBox()
         self.route.addItems(list(ROUTES))
         self.route.setToolTip(
-            "auto: GroundingDINO if its weights are present, else CLIPSeg, else your reference library"
+            "auto: your trained text model if one is chosen, else GroundingDINO if its weights are present, else "
+            "CLIPSeg, else your reference library"
         )
+        # a model trained with `promptseg train-text` or the Train text model widget (directory)
+        self.text_model = QComboBox()
+        self.text_model.setEditable(True)
+        self.text_model.setToolTip("a trained text model directory; empty = none")
+        self.text_model.lineEdit().setPlaceholderText("none (train one in 'Train text model')")
+        self.browse_model = QPushButton("…")
+        self.browse_model.setMaximumWidth(30)
+        self.browse_model.setToolTip("choose a trained text model directory")
+        self.browse_model.clicked.connect(self._browse_model)
+        self._list_trained_models()
+        from .train_text import on_model_trained
+
+        on_model_trained(self._list_trained_models)
         self.template = QComboBox()
         self.template.addItems(list(LEVELS))
         self.template.setCurrentText("p1")
@@ -130,6 +149,10 @@ class TextPromptWidget(QWidget):
         form.addRow("image", self.image)
         form.addRow("prompt", self.prompt)
         form.addRow("route", self.route)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.text_model, 1)
+        model_row.addWidget(self.browse_model)
+        form.addRow("text model", model_row)
         form.addRow("template", self.template)
         form.addRow("shape", self.shape)
         form.addRow("colour", self.colour)
@@ -154,6 +177,7 @@ class TextPromptWidget(QWidget):
         layout.addStretch(1)
         self.last_output: TextOutput | None = None
         self.route.currentTextChanged.connect(self._update_route_options)
+        self.text_model.currentTextChanged.connect(self._update_route_options)
         self._update_expanded()
         self._update_route_options()
 
@@ -171,11 +195,27 @@ class TextPromptWidget(QWidget):
     def is_idle(self) -> bool:
         return not self.runner.busy
 
+    def _list_trained_models(self) -> None:
+        """Offer the models trained in this session (newest first), keeping what the user typed or chose."""
+        from .train_text import TRAINED_MODELS
+
+        current = self.text_model.currentText()
+        self.text_model.blockSignals(True)
+        self.text_model.clear()
+        self.text_model.addItems(["", *TRAINED_MODELS])
+        self.text_model.setCurrentText(current)
+        self.text_model.blockSignals(False)
+
+    def _browse_model(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Trained text model directory")
+        if path:
+            self.text_model.setCurrentText(path)
+
     def _update_route_options(self, *_) -> None:
         """Show only the options the route that will answer uses (templates and thresholds are GroundingDINO's and
         CLIPSeg's; the library field the library's), so nothing suggests a model that is not there."""
-        answer = available_route(self.route.currentText())
-        vlm = answer in ("groundingdino", "clipseg")
+        answer = available_route(self.route.currentText(), self.text_model.currentText().strip())
+        vlm = answer in ("groundingdino", "clipseg", "trained")
         self.effective_route = answer
         for control, shown in (
             (self.template, vlm),
@@ -184,7 +224,7 @@ class TextPromptWidget(QWidget):
             (self.expanded, vlm),
             (self.box_threshold, answer == "groundingdino"),
             (self.text_threshold, answer == "groundingdino"),
-            (self.heatmap_threshold, answer == "clipseg"),
+            (self.heatmap_threshold, answer in ("clipseg", "trained")),
             (self.library, answer == "library"),
         ):
             control.setVisible(shown)
@@ -194,8 +234,8 @@ class TextPromptWidget(QWidget):
         self.refine.setVisible(answer == "clipseg")
         if self.route.currentText() == "auto":
             self.route.setToolTip(
-                f"auto: GroundingDINO if its weights are present, else CLIPSeg, else your reference library "
-                f"(here: {answer})"
+                f"auto: your trained text model if one is chosen, else GroundingDINO if its weights are present, "
+                f"else CLIPSeg, else your reference library (here: {answer})"
             )
 
     def add_exemplar(self):
@@ -256,6 +296,7 @@ class TextPromptWidget(QWidget):
             return
         options = {
             "route": self.route.currentText(),
+            "text_model": self.text_model.currentText().strip(),
             "library": self.library.text().strip(),
             "template": self.template.currentText(),
             "attributes": self._attributes(),

@@ -36,6 +36,7 @@ from .oneshot import _add_oneshot_parser
 from .register import cmd_register
 from .segment import cmd_segment
 from .text import _add_text_parser
+from .train_text import _add_train_text_parser
 
 __all__ = ["build_parser", "main"]
 
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     reg.set_defaults(func=cmd_register)
     _add_oneshot_parser(sub)
     _add_text_parser(sub)
+    _add_train_text_parser(sub)
     _add_library_parser(sub)
     _add_embed_parser(sub)
     return parser

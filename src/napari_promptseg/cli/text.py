@@ -1,4 +1,4 @@
-"""`promptseg text`: typed prompts through GroundingDINO, CLIPSeg or the reference library."""
+"""`promptseg text`: typed prompts through a trained text model, GroundingDINO, CLIPSeg or the reference library."""
 
 from __future__ import annotations
 
@@ -20,15 +20,22 @@ from ._common import (
 def _add_text_parser(sub: argparse._SubParsersAction) -> None:
     text = sub.add_parser(
         "text",
-        help="segment what a text prompt names (GroundingDINO + SAM, CLIPSeg, or the offline reference library)",
+        help="segment what a text prompt names (a trained text model, GroundingDINO + SAM, CLIPSeg, or the offline "
+        "reference library)",
         description="Writes OUT/<stem>.tif (instance labels) per image and OUT/report.json (route, why, boxes, "
-        "phrases). The route is the first that can answer: GroundingDINO, CLIPSeg, then the reference library "
-        "(`promptseg library add`), unless --route picks one.",
+        "phrases). The route is the first that can answer: a trained model given with --text-model, GroundingDINO, "
+        "CLIPSeg, then the reference library (`promptseg library add`), unless --route picks one.",
     )
     text.add_argument("prompt", help="what to segment, e.g. 'nuclei' or 'gland, stroma' (phrases split on , . ;)")
     text.add_argument("images", nargs="+", type=Path, help="2D images or folders of images")
     text.add_argument("-o", "--output", type=Path, required=True, help="output directory")
-    text.add_argument("--route", default="auto", choices=["auto", "groundingdino", "clipseg", "library"])
+    text.add_argument("--route", default="auto", choices=["auto", "trained", "groundingdino", "clipseg", "library"])
+    text.add_argument(
+        "--text-model",
+        type=Path,
+        metavar="MODEL_DIR",
+        help="a text model trained with `promptseg train-text` (route 'trained'; auto takes it first)",
+    )
     text.add_argument("--grounder", help="GroundingDINO model name from `promptseg models` (default: any available)")
     text.add_argument("--heatmapper", help="CLIPSeg model name from `promptseg models` (default: any available)")
     text.add_argument("--text-weights", help="weights of the text model (checkpoint file or model directory)")
@@ -41,7 +48,9 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
     text.add_argument("--description", help="prompt attribute for templates p7-p9")
     text.add_argument("--box-threshold", type=float, default=0.35, help="GroundingDINO box threshold (%(default)s)")
     text.add_argument("--text-threshold", type=float, default=0.25, help="GroundingDINO text threshold (%(default)s)")
-    text.add_argument("--heatmap-threshold", type=float, default=0.5, help="CLIPSeg threshold (%(default)s)")
+    text.add_argument(
+        "--heatmap-threshold", type=float, default=0.5, help="CLIPSeg / trained model threshold (%(default)s)"
+    )
     text.add_argument("--no-refine", action="store_true", help="CLIPSeg: threshold only, no SAM refinement")
     text.add_argument("--top-k", type=int, default=3, help="library: exemplars to ensemble (%(default)s)")
     text.add_argument("--min-similarity", type=float, help="library: lowest prompt-to-entry similarity accepted")
@@ -90,6 +99,7 @@ def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
         library=args.library,
         weights=args.text_weights,
         device=args.device,
+        text_model=args.text_model,
     )
     segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
     meta = {"model": segmenter.name, "device": str(segmenter.device), "route": route.route, "text_model": route.name}

@@ -2,6 +2,9 @@
 
 Routes, tried in this order by ``route="auto"``:
 
+0. **trained**: a text segmenter trained on the user's triplets (``promptseg train-text``), when one is given
+   (``text_model``): its mask probability is thresholded (0.5) and split into objects. It reads the prompt as one
+   sentence (trained prompts such as "one small polyp, located in top of the image" contain commas);
 1. **groundingdino**: a text grounder (GroundingDINO through transformers or groundingdino-py) gives boxes per
    phrase; each box is decoded to a mask by the promptable segmenter (Grounded-SAM, Tell2Reg's prompting).
 2. **clipseg**: a text heatmapper (CLIPSeg or a medvlsm-style fine-tuned checkpoint) gives a per-pixel
@@ -14,10 +17,12 @@ The result says which route answered and why the earlier ones did not.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -25,11 +30,11 @@ from scipy import ndimage
 
 from ..errors import CancelledError, PromptsegError, WeightsError
 from ..models.preprocessing import Normalization, as_channels_last
-from ..models.protocols import PromptableSegmenter, TextGrounder, TextHeatmapper
+from ..models.protocols import PromptableSegmenter, TextGrounder, TextHeatmapper, TextSegmenter
 from .prompt_templates import PromptAttributes, expand_prompt
 
-Route = Literal["auto", "groundingdino", "clipseg", "library"]
-ROUTES: tuple[str, ...] = ("auto", "groundingdino", "clipseg", "library")
+Route = Literal["auto", "trained", "groundingdino", "clipseg", "library"]
+ROUTES: tuple[str, ...] = ("auto", "trained", "groundingdino", "clipseg", "library")
 #: registry names tried, in order, when no model object is given
 GROUNDER_MODELS: tuple[str, ...] = ("grounding_dino_tiny", "groundingdino_swint_ogc")
 HEATMAPPER_MODELS: tuple[str, ...] = ("clipseg_rd64_refined",)
@@ -43,14 +48,14 @@ class TextResult:
     """Instance labels for one image and what produced them."""
 
     labels: np.ndarray  # (H, W) uint16/uint32, 0 = background, one id per object
-    route: str  # "groundingdino" | "clipseg" | "library"
+    route: str  # "trained" | "groundingdino" | "clipseg" | "library"
     reason: str  # which model/entry answered and why the earlier routes did not
     prompt: str  # what the user typed
     model_prompts: list[str]  # the expanded phrase(s) the model saw
     phrases: list[str] = field(default_factory=list)  # per label id - 1: the phrase that found it
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # per label id - 1, x0 y0 x1 y1
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # per label id - 1
-    heatmap: np.ndarray | None = None  # CLIPSeg route: (H, W) probability (max over phrases)
+    heatmap: np.ndarray | None = None  # CLIPSeg and trained routes: (H, W) probability (max over phrases)
     matches: list = field(default_factory=list)  # library route: the entries used, with their similarity
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -106,11 +111,14 @@ def _try_load(kind: str, names: Sequence[str], weights: str | None, device: str)
     return None, "", problems
 
 
-def available_route(route: Route = "auto") -> str:
-    """The route ``route`` would take, judged from which weights are in place (nothing is loaded): for "auto" the
-    first of GroundingDINO, CLIPSeg, library whose weights resolve locally. For the UI (which options apply)."""
+def available_route(route: Route = "auto", text_model: object | None = None) -> str:
+    """The route ``route`` would take, judged from which weights are in place (nothing is loaded): for "auto" a
+    given trained model, else the first of GroundingDINO, CLIPSeg, library whose weights resolve locally. For the UI
+    (which options apply)."""
     if route != "auto":
         return route
+    if text_model:
+        return "trained"
     from ..models import get_card
     from ..models.registry import weights_status
 
@@ -128,13 +136,28 @@ def choose_route(
     library: object | None = None,
     weights: str | None = None,
     device: str = "auto",
+    text_model: TextSegmenter | str | os.PathLike | None = None,
 ) -> TextRoute:
-    """Pick the route that can answer: a given model object, else registry models whose weights resolve, else the
-    reference library (``library``: a :class:`~..io.library.ReferenceLibrary`, a path, or None for the default)."""
+    """Pick the route that can answer: a trained text model when given (``text_model``: a model directory or a
+    loaded :class:`~..models.protocols.TextSegmenter`), a given model object, else registry models whose weights
+    resolve, else the reference library (``library``: a :class:`~..io.library.ReferenceLibrary`, a path, or None
+    for the default)."""
     if route not in ROUTES:
         raise PromptsegError(f"route must be one of {ROUTES}, got {route!r}")
     skipped: list[str] = []
     details: list[str] = []
+    if route in ("auto", "trained") and text_model:
+        if isinstance(text_model, (str, os.PathLike)):
+            from ..models import load_text_segmenter
+
+            directory = Path(text_model)
+            return TextRoute("trained", load_text_segmenter(directory, device=device), directory.name)
+        return TextRoute("trained", text_model, getattr(text_model, "name", "trained"))
+    if route == "trained":
+        raise PromptsegError(
+            "route 'trained' needs a trained text model: give its directory (--text-model MODEL_DIR; train one "
+            "with `promptseg train-text`)"
+        )
     if route in ("auto", "groundingdino"):
         if grounder is not None and not isinstance(grounder, str):
             return TextRoute("groundingdino", grounder, getattr(grounder, "name", "grounder"))
@@ -196,12 +219,14 @@ def segment_text(
     channels: list[int] | None = None,
     normalize: Normalization = "auto",
     name: str = "image",
+    text_model: TextSegmenter | str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> TextResult:
     """Instance labels of what ``prompt`` names in ``image`` ("nuclei", "gland, stroma").
 
-    ``route``: "auto" takes the first that can answer of GroundingDINO, CLIPSeg, the reference library (or pass a
+    ``route``: "auto" takes the trained ``text_model`` when given, else the first that can answer of
+    GroundingDINO, CLIPSeg, the reference library (or pass a
     :class:`TextRoute` from :func:`choose_route` to reuse loaded models over many images). ``template``: medvlsm
     prompt level p0-p9 (:func:`~.prompt_templates.expand_prompt`) applied to each phrase for the vision-language
     models. ``refine``: decode CLIPSeg components with the segmenter (default LiteMedSAM) instead of thresholding
@@ -220,7 +245,13 @@ def segment_text(
         chosen = route
     else:
         chosen = choose_route(
-            route, grounder=grounder, heatmapper=heatmapper, library=library, weights=weights, device=device
+            route,
+            grounder=grounder,
+            heatmapper=heatmapper,
+            library=library,
+            weights=weights,
+            device=device,
+            text_model=text_model,
         )
     timings["load_s"] = time.perf_counter() - t0
     if cancel is not None and cancel():
@@ -230,6 +261,8 @@ def segment_text(
         from ..models import load_segmenter
 
         segmenter = load_segmenter(device=device)
+    if chosen.route == "trained":
+        phrases = [" ".join(prompt.split())]  # one sentence: trained prompts carry commas
     request = _Request(
         hwc=hwc,
         prompt=prompt,
@@ -244,8 +277,8 @@ def segment_text(
     t0 = time.perf_counter()
     if chosen.route == "groundingdino":
         result = _grounding_route(request, box_threshold, text_threshold, nms_iou)
-    elif chosen.route == "clipseg":
-        result = _clipseg_route(request, heatmap_threshold)
+    elif chosen.route in ("clipseg", "trained"):
+        result = _heatmap_route(request, heatmap_threshold)
     else:
         result = _library_route(request, top_k, min_similarity)
     timings["segment_s"] = time.perf_counter() - t0
@@ -305,7 +338,8 @@ def _grounding_route(req: _Request, box_threshold: float, text_threshold: float,
     )
 
 
-def _clipseg_route(req: _Request, threshold: float) -> TextResult:
+def _heatmap_route(req: _Request, threshold: float) -> TextResult:
+    """CLIPSeg or a trained text segmenter: probability map per phrase -> threshold -> objects."""
     from .heatmap import heatmap_to_instances
 
     labels = np.zeros(req.hwc.shape[:2], np.uint32)
@@ -328,10 +362,11 @@ def _clipseg_route(req: _Request, threshold: float) -> TextResult:
             scores.append(float(heat[free].mean()))
         req.check_cancel()
     how = "refined by the segmenter" if req.segmenter is not None else "thresholded"
-    answer = f"CLIPSeg ({req.chosen.name}): heatmap above {threshold}, {how}, {len(found_phrases)} object(s)"
+    what = "trained text model" if req.chosen.route == "trained" else "CLIPSeg"
+    answer = f"{what} ({req.chosen.name}): probability above {threshold}, {how}, {len(found_phrases)} object(s)"
     return TextResult(
         labels=_compact(labels),
-        route="clipseg",
+        route=req.chosen.route,
         reason=req.chosen.because(answer),
         prompt=req.prompt,
         model_prompts=list(req.model_prompts),

@@ -6,7 +6,15 @@ import os
 import threading
 
 from .device import resolve_device
-from .protocols import Detections, Embedding, Prediction, PromptableSegmenter, TextGrounder, TextHeatmapper
+from .protocols import (
+    Detections,
+    Embedding,
+    Prediction,
+    PromptableSegmenter,
+    TextGrounder,
+    TextHeatmapper,
+    TextSegmenter,
+)
 from .registry import (
     DEFAULT_SEGMENTER,
     DEFAULT_TEXT_EMBEDDER,
@@ -28,11 +36,13 @@ __all__ = [
     "PromptableSegmenter",
     "TextGrounder",
     "TextHeatmapper",
+    "TextSegmenter",
     "get_card",
     "load_grounder",
     "load_heatmapper",
     "load_segmenter",
     "load_text_embedder",
+    "load_text_segmenter",
     "resolve_device",
     "resolve_weights",
 ]
@@ -82,6 +92,39 @@ def load_text_embedder(
 ):
     """Load (once per process) the sentence-embedding model that matches prompts to reference-library entries."""
     return _load(name, "text_embedder", weights, device, None)
+
+
+def load_text_segmenter(path: str | os.PathLike, *, device: str = "auto") -> TextSegmenter:
+    """Load (once per process and version of its weights) a trained text model directory: the output of
+    ``promptseg train-text`` / :func:`~napari_promptseg.methods.text_training.train_text_segmenter` (fusion
+    decoder over the bundled encoders) or of the CLIPSeg fine-tune (transformers layout)."""
+    from pathlib import Path
+
+    from .text_segmenter import WEIGHTS_FILE, load_fusion_model, read_config
+
+    directory = Path(path).expanduser().resolve()
+    config = read_config(directory)
+    kind = config.get("kind")
+    weights = directory / WEIGHTS_FILE
+    stamp = weights.stat().st_mtime_ns if weights.is_file() else 0
+    dev = resolve_device(device)
+    key = ("text_segmenter", str(directory), stamp, str(dev))
+    with _lock:
+        if key in _loaded:
+            return _loaded[key]
+    if kind == "fusion":
+        model = load_fusion_model(directory, config, device=device)
+    elif kind == "clipseg":
+        from .clipseg import load_clipseg
+
+        model = load_clipseg(directory, device=dev, name=directory.name)
+    else:
+        from ..errors import WeightsError
+
+        raise WeightsError(f"text model {directory}: unknown kind {kind!r} (expected fusion or clipseg)")
+    with _lock:
+        _loaded[key] = model
+    return model
 
 
 def _load(name: str, role: str, weights, device: str, progress: Progress | None):

@@ -76,6 +76,22 @@ class ClipSegHeatmapper:
         name: str = "image",
     ) -> np.ndarray:
         """(P, H, W) float32 probabilities, one map per prompt; the image is encoded once for all prompts."""
+        logits = self.mask_logits(
+            image, prompts, channel_axis=channel_axis, channels=channels, normalize=normalize, name=name
+        )
+        return (1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))).astype(np.float32)
+
+    def mask_logits(
+        self,
+        image: np.ndarray,
+        prompts: Sequence[str],
+        *,
+        channel_axis: int | None = None,
+        channels: list[int] | None = None,
+        normalize: Normalization = "auto",
+        name: str = "image",
+    ) -> np.ndarray:
+        """(P, H, W) float32 logits on the original image grid (the ``TextSegmenter`` view of CLIPSeg)."""
         if isinstance(prompts, str):
             raise PromptsegError("prompts: give a list of strings (a single string is heatmap()'s job)")
         prompts = list(prompts)
@@ -97,7 +113,7 @@ class ClipSegHeatmapper:
                 align_corners=False,
                 antialias=h < logits.shape[-2] or w < logits.shape[-1],  # shrinking must average, not alias
             )
-            out[i] = torch.sigmoid(up[0, 0]).cpu().numpy()
+            out[i] = up[0, 0].cpu().numpy()
         return out
 
     @torch.inference_mode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -112,4 +113,21 @@ class TextHeatmapper(Protocol):
 
     def heatmap(self, image: np.ndarray, prompt: str, *, normalize: Normalization = "auto") -> np.ndarray:
         """(H, W) float32 probabilities in [0, 1] on the original image grid."""
+        ...
+
+
+@runtime_checkable
+class TextSegmenter(Protocol):
+    """Image + text -> mask logits (a trained fusion decoder over frozen encoders, or a fine-tuned CLIPSeg)."""
+
+    name: str
+
+    def mask_logits(
+        self, image: np.ndarray, prompts: Sequence[str], *, normalize: Normalization = "auto"
+    ) -> np.ndarray:
+        """(P, H, W) float32 logits on the original image grid, one map per prompt; logit > 0 is the mask."""
+        ...
+
+    def heatmaps(self, image: np.ndarray, prompts: Sequence[str], *, normalize: Normalization = "auto") -> np.ndarray:
+        """(P, H, W) float32 probabilities (the sigmoid of :meth:`mask_logits`)."""
         ...

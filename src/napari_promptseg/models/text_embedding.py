@@ -110,6 +110,25 @@ class SentenceEmbedder:
                 out.append(pooled.float().cpu().numpy())
         return np.concatenate(out).astype(np.float32, copy=False)
 
+    @torch.inference_mode()
+    def encode_tokens(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Token states for text-conditioned decoders: ``hidden`` (N, T, dim) float32 last hidden states (zero
+        past each text's end), ``mask`` (N, T) bool (True = a real token, [CLS] and [SEP] included) and
+        ``pooled`` (N, dim), the sentence embedding :meth:`embed` returns. On the CPU."""
+        items = list(texts)
+        with self._lock:
+            batch = self.tokenizer(
+                items, padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="pt"
+            ).to(self.device)
+            hidden = self.model(**batch).last_hidden_state.float()
+        mask = batch["attention_mask"].bool()
+        hidden = hidden * mask.unsqueeze(-1)
+        mean = hidden.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        pooled = hidden[:, 0] if self.pooling == "cls" else mean
+        if self.normalize:
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return hidden.cpu(), mask.cpu(), pooled.cpu()
+
     def similarity(self, a: str | Sequence[str], b: str | Sequence[str]) -> np.ndarray:
         """(len(a), len(b)) cosine similarities."""
         return self.embed(a) @ self.embed(b).T

@@ -1,0 +1,223 @@
+"""Train text model widget: image + Labels layers with a text each (or a triplet CSV) -> a trained text model.
+
+Thin: it gathers the rows (layer data copied on the main thread) and the options, runs
+:func:`napari_promptseg.methods.text_training.train_text_segmenter` in a :class:`._common.TaskRunner` worker with
+progress (ETA in the status line) and cancel, and, when done, offers the model in every open Text prompt widget.
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+
+import napari
+import napari.layers
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import PromptsegError
+from ._common import LayerPicker, TaskRunner, load_triton_safely
+from .oneshot import target_planes
+
+#: model directories trained in this session, newest first; the Text prompt widget lists them
+TRAINED_MODELS: list[str] = []
+_listeners: list[weakref.WeakMethod] = []
+
+
+def on_model_trained(method) -> None:
+    """Call the bound ``method`` after each training run (held weakly: a closed widget is not kept alive)."""
+    _listeners.append(weakref.WeakMethod(method))
+
+
+def remember_model(path: str) -> None:
+    if path in TRAINED_MODELS:
+        TRAINED_MODELS.remove(path)
+    TRAINED_MODELS.insert(0, path)
+    for ref in list(_listeners):
+        method = ref()
+        try:
+            if method is None:
+                raise RuntimeError("gone")
+            method()
+        except RuntimeError:  # collected, or a closed widget's deleted Qt object
+            _listeners.remove(ref)
+
+
+def layer_triplets(rows: list[tuple[np.ndarray, bool, np.ndarray, str, str]]) -> list:
+    """(image data, rgb, labels data, text, name) per table row -> one ArrayTriplet per 2D plane."""
+    from ..methods.text_training import ArrayTriplet
+
+    triplets = []
+    for image, rgb, labels, text, name in rows:
+        if not text.strip():
+            raise PromptsegError(f"{name}: type the text that names what the labels mark (e.g. 'polyp')")
+        planes, stacked = target_planes(image, rgb)
+        labels = np.asarray(labels)
+        masks = [labels[i] for i in range(labels.shape[0])] if stacked and labels.ndim == 3 else [labels]
+        if len(masks) != len(planes):
+            raise PromptsegError(f"{name}: {len(planes)} image planes but {len(masks)} label planes")
+        for k, (plane, mask) in enumerate(zip(planes, masks, strict=True)):
+            where = f"{name} plane {k}" if stacked else name
+            triplets.append(ArrayTriplet(plane, mask > 0, text.strip(), name=where))
+    return triplets
+
+
+class TrainTextWidget(QWidget):
+    """Pairs of layers with a text each, or a CSV -> a text model directory, with progress and cancel."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        load_triton_safely()
+        self.viewer = napari_viewer
+        self.runner = TaskRunner(self)
+        self.source = QComboBox()
+        self.source.addItems(["layers", "CSV"])
+        self.source.setToolTip("train on the layer pairs below, or on a triplet CSV (image, mask, text, split)")
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["image", "labels", "text"])
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.add_row_button = QPushButton("Add pair")
+        self.add_row_button.setToolTip("one more image layer + Labels layer (non-zero = target) + its text")
+        self.add_row_button.clicked.connect(self.add_row)
+        self.remove_row_button = QPushButton("Remove pair")
+        self.remove_row_button.clicked.connect(lambda: self.table.removeRow(self.table.rowCount() - 1))
+        self.csv = QLineEdit()
+        self.csv.setPlaceholderText("triplets.csv: columns image, mask, text[, split]")
+        self.output = QLineEdit()
+        self.output.setPlaceholderText("model directory, e.g. ~/models/polyp-text")
+        self.loss = QComboBox()
+        self.loss.addItems(["dicece", "tmca", "reclmis"])
+        self.loss.setToolTip(
+            "dicece: medvlsm's Dice + CE; tmca: + target-informed contrastive alignment and target enhancement; "
+            "reclmis: + conditioned interaction, masked reconstruction and contrastive loss"
+        )
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 500)
+        self.epochs.setValue(8)
+        self.resume = QCheckBox("resume the run in this directory")
+        self.overwrite = QCheckBox("overwrite a model in this directory")
+        self.train_button = QPushButton("Train")
+        self.train_button.clicked.connect(self.train)
+
+        rows = QHBoxLayout()
+        rows.addWidget(self.add_row_button)
+        rows.addWidget(self.remove_row_button)
+        csv_row = QHBoxLayout()
+        csv_row.addWidget(self.csv, 1)
+        csv_row.addWidget(self._browse(self.csv, directory=False))
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.output, 1)
+        out_row.addWidget(self._browse(self.output, directory=True))
+        form = QFormLayout()
+        form.addRow("train on", self.source)
+        form.addRow(self.table)
+        form.addRow(rows)
+        form.addRow("CSV", csv_row)
+        form.addRow("output", out_row)
+        form.addRow("loss", self.loss)
+        form.addRow("epochs", self.epochs)
+        form.addRow(self.resume)
+        form.addRow(self.overwrite)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.train_button)
+        layout.addWidget(self.runner.widget)
+        layout.addStretch(1)
+        self.last_result = None
+        self.add_row()
+
+    def _browse(self, edit: QLineEdit, *, directory: bool) -> QPushButton:
+        button = QPushButton("…")
+        button.setMaximumWidth(30)
+
+        def choose() -> None:
+            if directory:
+                path = QFileDialog.getExistingDirectory(self, "Model directory")
+            else:
+                path = QFileDialog.getOpenFileName(self, "Triplet CSV", filter="CSV (*.csv)")[0]
+            if path:
+                edit.setText(path)
+
+        button.clicked.connect(choose)
+        return button
+
+    def add_row(self) -> int:
+        row = self.table.rowCount()
+        self.table.insertRow(row)
+        self.table.setCellWidget(row, 0, LayerPicker(self.viewer, napari.layers.Image))
+        self.table.setCellWidget(row, 1, LayerPicker(self.viewer, napari.layers.Labels))
+        text = QLineEdit()
+        text.setPlaceholderText("e.g. polyp")
+        self.table.setCellWidget(row, 2, text)
+        return row
+
+    def set_row(self, row: int, image: napari.layers.Image, labels: napari.layers.Labels, text: str) -> None:
+        while self.table.rowCount() <= row:
+            self.add_row()
+        self.table.cellWidget(row, 0).set_layer(image)
+        self.table.cellWidget(row, 1).set_layer(labels)
+        self.table.cellWidget(row, 2).setText(text)
+
+    def _layer_rows(self) -> list:
+        rows = []
+        for r in range(self.table.rowCount()):
+            image, labels = self.table.cellWidget(r, 0).layer(), self.table.cellWidget(r, 1).layer()
+            text = self.table.cellWidget(r, 2).text()
+            if image is None or labels is None:
+                raise PromptsegError(f"pair {r + 1}: choose an image layer and a Labels layer")
+            name = f"{image.name} / {labels.name}"
+            rows.append((np.asarray(image.data), image.rgb, np.asarray(labels.data), text, name))
+        if not rows:
+            raise PromptsegError("add at least one pair of layers (Add pair)")
+        return rows
+
+    def train(self) -> None:
+        from ._common import notify_exception
+
+        try:
+            output = self.output.text().strip()
+            if not output:
+                raise PromptsegError("choose an output directory for the model")
+            if self.source.currentText() == "CSV":
+                data = self.csv.text().strip()
+                if not data:
+                    raise PromptsegError("choose a triplet CSV")
+            else:
+                data = layer_triplets(self._layer_rows())  # copies of the layers, taken on the main thread
+        except PromptsegError as exc:
+            notify_exception(exc, "train text model")
+            return
+        options = {
+            "loss": self.loss.currentText(),
+            "epochs": self.epochs.value(),
+            "resume": self.resume.isChecked(),
+            "overwrite": self.overwrite.isChecked(),
+        }
+
+        def task(progress, cancel):
+            from ..methods.text_training import train_text_segmenter
+
+            return train_text_segmenter(data, Path(output).expanduser(), progress=progress, cancel=cancel, **options)
+
+        def done(result) -> None:
+            self.last_result = result
+            remember_model(str(result.path))
+            summary = (
+                f"best validation Dice {result.best_val_dice:.3f} at epoch {result.best_epoch} of "
+                f"{result.epochs_run}; model in {result.path} (pick it in the Text prompt widget)"
+            )
+            self.runner.widget.set_summary(summary)
+
+        self.runner.submit("train", f"training a text model ({options['loss']})", task, done)

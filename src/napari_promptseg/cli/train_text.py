@@ -1,0 +1,116 @@
+"""`promptseg train-text`: train a text-conditioned segmenter on image-mask-text triplets (a CSV)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _add_train_text_parser(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser(
+        "train-text",
+        help="train a text-conditioned segmenter on your image-mask-text triplets (CSV)",
+        description="Trains a fusion decoder over the bundled LiteMedSAM image encoder and MiniLM text encoder "
+        "(frozen; image features cached in MODEL_DIR/cache) and writes MODEL_DIR/text_segmenter.json + "
+        "model.safetensors (the best epoch by validation Dice) and MODEL_DIR/last/ (for --resume). Use the model "
+        "with `promptseg text PROMPT IMAGES --text-model MODEL_DIR`. --clipseg fine-tunes CLIPSeg instead "
+        "(medvlsm's recipe; needs its weights).",
+    )
+    train.add_argument(
+        "csv",
+        type=Path,
+        help="CSV with columns image, mask, text and optionally split "
+        "(train/val/test; test rows are not trained on); paths relative to the CSV",
+    )
+    train.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL_DIR", help="model directory")
+    train.add_argument("--image-col", default="image", help="column of the image paths (%(default)s)")
+    train.add_argument("--mask-col", default="mask", help="column of the mask paths (%(default)s)")
+    train.add_argument("--text-col", default="text", help="column of the texts (%(default)s)")
+    train.add_argument("--split-col", default="split", help="column of train/val/test (%(default)s)")
+    train.add_argument(
+        "--loss",
+        default="dicece",
+        choices=["dicece", "tmca", "reclmis"],
+        help="objective: dicece = medvlsm's Dice + CE; tmca = + target-informed multi-level contrastive "
+        "alignment and target enhancement; reclmis = + conditioned interaction, masked image/text reconstruction "
+        "and contrastive loss (default: %(default)s)",
+    )
+    train.add_argument("--epochs", type=int, help="maximum epochs (default: 8; CLIPSeg 20)")
+    train.add_argument("--batch-size", type=int, default=8, help="(%(default)s)")
+    train.add_argument("--lr", type=float, help="learning rate of the new modules (default 1e-3; CLIPSeg 2e-4)")
+    train.add_argument("--decoder-lr", type=float, default=1e-4, help="of the SAM decoder; 0 freezes it (%(default)s)")
+    train.add_argument("--patience", type=int, help="epochs without a better validation Dice before stopping (3)")
+    train.add_argument("--seed", type=int, default=0, help="(%(default)s)")
+    train.add_argument("--val-fraction", type=float, default=0.2, help="held out when the CSV has no split")
+    train.add_argument("--cache-dir", type=Path, help="image feature cache (default: MODEL_DIR/cache)")
+    train.add_argument("--resume", action="store_true", help="continue the run saved in MODEL_DIR/last")
+    train.add_argument("--overwrite", action="store_true", help="replace a model already in MODEL_DIR")
+    train.add_argument("--clipseg", action="store_true", help="fine-tune CLIPSeg (medvlsm) instead")
+    train.add_argument("--clipseg-weights", type=Path, help="CLIPSeg model directory (default: from the registry)")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: %(default)s)")
+    train.set_defaults(func=cmd_train_text)
+
+
+def cmd_train_text(args: argparse.Namespace) -> int:
+    from ..methods.text_training import finetune_clipseg, train_text_segmenter
+
+    columns = {
+        "image_col": args.image_col,
+        "mask_col": args.mask_col,
+        "text_col": args.text_col,
+        "split_col": args.split_col,
+    }
+    last = [-1.0]
+
+    def progress(fraction: float, message: str) -> None:
+        # one line per epoch and per tenth of the bar, so a log file stays readable
+        if fraction >= 1.0 or message.startswith("epoch") and "val Dice" in message or fraction - last[0] >= 0.1:
+            last[0] = fraction
+            print(f"[{100 * fraction:5.1f}%] {message}", file=sys.stderr, flush=True)
+
+    if args.clipseg:
+        options = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("patience", args.patience)) if v}
+        result = finetune_clipseg(
+            args.csv,
+            args.output,
+            weights=args.clipseg_weights,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            val_fraction=args.val_fraction,
+            overwrite=args.overwrite,
+            columns=columns,
+            device=args.device,
+            progress=progress,
+            **options,
+        )
+    else:
+        options = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("patience", args.patience)) if v}
+        result = train_text_segmenter(
+            args.csv,
+            args.output,
+            cache_dir=args.cache_dir,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            device=args.device,
+            columns=columns,
+            progress=progress,
+            loss=args.loss,
+            batch_size=args.batch_size,
+            decoder_lr=args.decoder_lr,
+            seed=args.seed,
+            val_fraction=args.val_fraction,
+            **options,
+        )
+    summary = {
+        "model": str(result.path),
+        "best_epoch": result.best_epoch,
+        "best_val_dice": round(result.best_val_dice, 4),
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "seconds": round(result.seconds, 1),
+        "feature_cache": result.feature_cache,
+    }
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,177 @@
+"""medvlsm's own route: fine-tune CLIPSeg (transformers) on image-mask-text triplets with the paper's recipe.
+
+Recipe (medvlsm, MIDL 2024, and its ``configs/experiment/clipseg.yaml``): the whole model trained (encoders not
+frozen), AdamW lr 2e-4, weight decay 1e-3, Dice + CE (1 : 0.2 as the paper reports), gradient norm clipped at
+0.5, the image squashed to the processor's square input (352 px) with ImageNet statistics, the mask resized the
+same way; prediction = sigmoid > 0.5. Validation Dice every epoch, early stopping, the best epoch saved in the
+transformers layout (``save_pretrained``: config, safetensors weights, processor and tokenizer files) plus
+``text_segmenter.json`` (kind ``clipseg``), so the directory loads with :func:`...models.load_text_segmenter`,
+``promptseg text --text-model`` and as a ``--heatmapper`` checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...errors import CancelledError, PromptsegError
+from ...models.preprocessing import to_rgb_uint8
+from ...models.text_segmenter import CONFIG_FILE, write_config
+from .data import ArrayTriplet, Triplet, format_eta, read_triplets, split_triplets
+from .losses import dice_ce
+from .trainer import TrainingResult
+
+ProgressCallback = Callable[[float, str], None]
+
+
+def _prepare(model, processor, items: Sequence[Triplet | ArrayTriplet]) -> list[tuple[torch.Tensor, torch.Tensor, str]]:
+    """(pixels (3, s, s), mask (s, s) float, text) per triplet in the processor's square frame."""
+    out = []
+    for t in items:
+        image, mask = t.load()
+        rgb = to_rgb_uint8(image)
+        pixels = processor.image_processor(images=[rgb], return_tensors="pt", input_data_format="channels_last")
+        pixels = pixels.pixel_values[0]
+        target = F.interpolate(
+            torch.from_numpy(mask.astype(np.float32))[None, None], size=pixels.shape[-2:], mode="nearest-exact"
+        )[0, 0]
+        out.append((pixels, target, t.text))
+    return out
+
+
+def _logits(model, processor, pixels: torch.Tensor, texts: list[str], max_length: int) -> torch.Tensor:
+    tokens = processor.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    logits = model(pixel_values=pixels, input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).logits
+    return logits.reshape(len(texts), 1, *logits.shape[-2:])  # transformers squeezes a batch of one
+
+
+def finetune_clipseg(
+    data: str | Path | Sequence[Triplet | ArrayTriplet],
+    output_dir: str | Path,
+    *,
+    weights: str | Path | None = None,
+    epochs: int = 20,
+    batch_size: int = 8,
+    lr: float = 2e-4,
+    weight_decay: float = 1e-3,
+    patience: int = 5,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    overwrite: bool = False,
+    columns: dict[str, str] | None = None,
+    device: str = "auto",
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> TrainingResult:
+    """Fine-tune CLIPSeg (registry ``clipseg_rd64_refined``, or the checkpoint directory ``weights``)."""
+    from ...models import resolve_device, resolve_weights
+    from ...models.clipseg import load_clipseg
+
+    report = progress or (lambda fraction, message: None)
+    stop = cancel or (lambda: False)
+    out = Path(output_dir)
+    if not overwrite and (out / CONFIG_FILE).exists():
+        raise PromptsegError(f"{out} already holds a trained model; choose another directory or overwrite it")
+    triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else list(data)
+    train_set, val_set = split_triplets(triplets, val_fraction=val_fraction, seed=seed)
+    t_start = time.perf_counter()
+    report(0.0, "loading CLIPSeg")
+    source = resolve_weights("clipseg_rd64_refined", weights)
+    dev = resolve_device(device)
+    base = load_clipseg(source, device=dev, name="clipseg")  # a private copy: the registry's stays untouched
+    model, processor = base.model, base.processor
+    max_length = base.max_text_length
+    train, val = _prepare(model, processor, train_set), _prepare(model, processor, val_set)
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = math.ceil(len(train) / batch_size)
+    best = {"epoch": 0, "val_dice": -1.0}
+    history: list[dict] = []
+    t_train, done = time.perf_counter(), 0
+    stopped_early = False
+    for epoch in range(epochs):
+        model.train()
+        order = np.random.default_rng([seed, epoch]).permutation(len(train))
+        total = 0.0
+        for step in range(steps):
+            if stop():
+                raise CancelledError(f"cancelled at epoch {epoch + 1}; the best epoch so far is in {out}")
+            items = [train[i] for i in order[step * batch_size : (step + 1) * batch_size]]
+            pixels = torch.stack([p for p, _, _ in items]).to(dev)
+            target = torch.stack([m for _, m, _ in items]).unsqueeze(1).to(dev)
+            logits = _logits(model, processor, pixels, [t for _, _, t in items], max_length)
+            loss, _ = dice_ce(logits, target, torch.ones_like(target, dtype=torch.bool))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            optimizer.step()
+            total += float(loss.detach())
+            done += 1
+            eta = (time.perf_counter() - t_train) / done * (steps * epochs - done)
+            message = f"epoch {epoch + 1}/{epochs}, loss {float(loss.detach()):.3f}, ETA {format_eta(eta)}"
+            report(done / (steps * epochs), message)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": round(total / steps, 5),
+            **_validate(model, processor, val, dev, max_length),
+        }
+        history.append(record)
+        if record["val_dice"] > best["val_dice"]:
+            best = {"epoch": epoch + 1, "val_dice": record["val_dice"]}
+            model.save_pretrained(out)
+            processor.save_pretrained(out)
+        write_config(
+            out,
+            {
+                "kind": "clipseg",
+                "training": {
+                    "recipe": "medvlsm",
+                    "lr": lr,
+                    "weight_decay": weight_decay,
+                    "epochs": epochs,
+                    "batch_size": batch_size,
+                    "seed": seed,
+                    "train": len(train),
+                    "val": len(val),
+                    "base": str(source),
+                },
+                "threshold": 0.5,
+                "best": best,
+                "history": history,
+            },
+        )
+        if epoch + 1 - best["epoch"] >= patience:
+            stopped_early = epoch + 1 < epochs
+            break
+    model.eval()
+    return TrainingResult(
+        out,
+        int(best["epoch"]),
+        float(best["val_dice"]),
+        len(history),
+        stopped_early,
+        history,
+        time.perf_counter() - t_start,
+    )
+
+
+@torch.no_grad()
+def _validate(model, processor, val, dev, max_length: int) -> dict:
+    model.eval()
+    dices = []
+    for start in range(0, len(val), 8):
+        items = val[start : start + 8]
+        pixels = torch.stack([p for p, _, _ in items]).to(dev)
+        target = torch.stack([m for _, m, _ in items]).unsqueeze(1).to(dev) > 0.5
+        pred = _logits(model, processor, pixels, [t for _, _, t in items], max_length) > 0
+        inter = (pred & target).sum((1, 2, 3)).float()
+        total = (pred.sum((1, 2, 3)) + target.sum((1, 2, 3))).float()
+        dices.extend(torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total)).tolist())
+    model.train()
+    return {"val_dice": round(float(np.mean(dices)), 5)}

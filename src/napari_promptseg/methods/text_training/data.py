@@ -1,0 +1,242 @@
+"""Image-mask-text triplets: the CSV, its checks, and the frozen features cached once on disk.
+
+CSV: one row per triplet, columns ``image``, ``mask``, ``text`` and optionally ``split`` (train / val / test; test
+rows are never trained on), other names mapped by the caller; paths relative to the CSV's folder. Every problem is
+reported with the CSV row (the line number a spreadsheet shows, header = line 1).
+
+Feature cache: the image encoder runs once per image; its embedding and first-stage features are stored as
+float16 safetensors under ``cache_dir/<content hash of the pixels, encoder and normalisation>.safetensors``, so a
+second training run (another loss, more epochs, a resume) starts without encoding. The cache is a plain folder:
+delete it to free the space.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...errors import CancelledError, PromptsegError
+from ...io import read_image
+from ...models.cache import content_key
+from ...models.preprocessing import Normalization, ResizeTransform, as_channels_last
+from ...models.text_segmenter import FEATURE_VERSION, encode_levels, load_tensors, save_tensors
+
+SPLITS = ("train", "val", "test")
+#: progress(fraction_done, message)
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class Triplet:
+    image: Path
+    mask: Path
+    text: str
+    split: str  # "train" | "val" | "test" | "" (not given)
+    row: int  # line of the CSV (header = 1); 0 for triplets built in memory
+    source: str = ""  # the CSV, for messages
+
+    def where(self) -> str:
+        return f"{self.source}: row {self.row}" if self.row else str(self.image)
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W, C) image and (H, W) bool mask; a size mismatch names the row."""
+        image = as_channels_last(read_image(self.image), name=str(self.image))
+        return image, _binary_mask(read_image(self.mask), image.shape[:2], self.where(), self.mask.name)
+
+
+@dataclass(frozen=True)
+class ArrayTriplet:
+    """A triplet from arrays in memory (napari layers): image, mask (non-zero = target) and text."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    text: str
+    split: str = ""
+    name: str = "layer"
+
+    def where(self) -> str:
+        return self.name
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.text.strip():
+            raise PromptsegError(f"{self.name}: empty text; say what the mask shows (e.g. 'polyp')")
+        image = as_channels_last(self.image, name=self.name)
+        return image, _binary_mask(np.asarray(self.mask), image.shape[:2], self.name, "mask")
+
+
+def read_triplets(
+    csv_path: str | Path,
+    *,
+    image_col: str = "image",
+    mask_col: str = "mask",
+    text_col: str = "text",
+    split_col: str = "split",
+) -> list[Triplet]:
+    """Rows of a triplet CSV, checked: columns present, no empty cell, files exist, split values known."""
+    path = Path(csv_path)
+    if not path.is_file():
+        raise PromptsegError(f"{path}: no such CSV file")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = reader.fieldnames or []
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise PromptsegError(f"{path}: cannot be read as a CSV file ({exc})") from exc
+    missing = [c for c in (image_col, mask_col, text_col) if c not in columns]
+    if missing:
+        raise PromptsegError(
+            f"{path}: no column {', '.join(map(repr, missing))}; the columns are {', '.join(columns) or 'none'} "
+            "(map other names with --image-col/--mask-col/--text-col)"
+        )
+    has_split = split_col in columns
+    triplets, problems = [], []
+    for line, row in enumerate(rows, start=2):
+        cells = {
+            k: (row.get(c) or "").strip() for k, c in (("image", image_col), ("mask", mask_col), ("text", text_col))
+        }
+        empty = [k for k, v in cells.items() if not v]
+        if empty:
+            problems.append(f"row {line}: empty {' and '.join(empty)}")
+            continue
+        split = (row.get(split_col) or "").strip().lower() if has_split else ""
+        if split and split not in SPLITS:
+            problems.append(f"row {line}: split {split!r} is not one of {', '.join(SPLITS)}")
+            continue
+        image, mask = path.parent / cells["image"], path.parent / cells["mask"]
+        absent = [f"{k} file {p}" for k, p in (("image", image), ("mask", mask)) if not p.is_file()]
+        if absent:
+            problems.append(f"row {line}: no {' and no '.join(absent)}")
+            continue
+        triplets.append(Triplet(image, mask, cells["text"], split, line, str(path)))
+    if problems:
+        more = f" (and {len(problems) - 3} more rows)" if len(problems) > 3 else ""
+        raise PromptsegError(f"{path}: {'; '.join(problems[:3])}{more}")
+    if not triplets:
+        raise PromptsegError(f"{path}: no rows")
+    return triplets
+
+
+def split_triplets(
+    triplets: Sequence[Triplet], *, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[Triplet], list[Triplet]]:
+    """(train, val): the CSV's split when it has train and val rows (test rows left out), else a seeded random
+    ``val_fraction`` of the non-test rows (at least one) is held out for validation."""
+    usable = [t for t in triplets if t.split != "test"]
+    train = [t for t in usable if t.split == "train"]
+    val = [t for t in usable if t.split == "val"]
+    if train and val and len(train) + len(val) == len(usable):
+        return train, val
+    if len(usable) < 2:
+        raise PromptsegError(f"{len(usable)} training row(s): need at least 2 (one to train on, one to validate on)")
+    order = np.random.default_rng(seed).permutation(len(usable))
+    n_val = min(len(usable) - 1, max(1, int(round(val_fraction * len(usable)))))
+    held = set(order[:n_val].tolist())
+    return [t for i, t in enumerate(usable) if i not in held], [t for i, t in enumerate(usable) if i in held]
+
+
+def _binary_mask(mask: np.ndarray, shape: tuple[int, ...], where: str, what: str) -> np.ndarray:
+    if mask.ndim == 3 and mask.shape[:2] == tuple(shape):
+        mask = mask[..., 0]
+    if mask.shape != tuple(shape):
+        raise PromptsegError(
+            f"{where}: {what} is {'x'.join(map(str, mask.shape))} but the image is {shape[0]}x{shape[1]}"
+        )
+    # 8-bit masks (PNG 0/255, JPEG with blurred edges) at half range; label images: any id is the target
+    return mask > 127 if mask.dtype == np.uint8 and mask.max() > 1 else mask > 0
+
+
+def mask_to_input(mask: np.ndarray, transform: ResizeTransform) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s, s) float target (area-averaged where shrunk) and (s, s) valid-region mask in the padded model frame."""
+    nh, nw = transform.resized_shape
+    s = transform.input_size
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    shrink = nh < mask.shape[0]
+    m = F.interpolate(m, size=(nh, nw), mode="area" if shrink else "bilinear", align_corners=None if shrink else False)
+    target = torch.zeros(s, s)
+    target[:nh, :nw] = m[0, 0].clamp(0, 1)
+    valid = torch.zeros(s, s, dtype=torch.bool)
+    valid[:nh, :nw] = True
+    return target, valid
+
+
+@dataclass
+class Sample:
+    """One triplet ready for the decoder (features kept float16 in memory: ~3 MB per image)."""
+
+    features: torch.Tensor  # (C, g, g) float16
+    low: torch.Tensor | None  # (C_low, g, g) float16
+    target: torch.Tensor  # (s, s) float16 in [0, 1]
+    valid: torch.Tensor  # (s, s) bool
+    text: str
+    triplet: Triplet | ArrayTriplet
+
+
+class FeatureStore:
+    """Frozen image features per image content, computed once and kept on disk (see the module docstring)."""
+
+    def __init__(self, directory: str | Path, segmenter, *, normalize: Normalization = "auto", low: bool = True):
+        self.directory = Path(directory)
+        self.segmenter = segmenter
+        self.normalize = normalize
+        self.low = low
+        self.hits = 0
+        self.misses = 0
+
+    def _levels(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None, ResizeTransform]:
+        key = content_key(image, self.segmenter.name, self.normalize, FEATURE_VERSION)
+        path = self.directory / f"{key}.safetensors"
+        transform = ResizeTransform(image.shape[:2], self.segmenter.input_size)
+        if path.is_file():
+            try:
+                tensors = load_tensors(path, "feature cache")
+                if "low" in tensors or not self.low:
+                    self.hits += 1
+                    return tensors["features"], tensors.get("low") if self.low else None, transform
+            except Exception:  # noqa: BLE001 - a damaged cache file is recomputed, never fatal
+                pass
+        self.misses += 1
+        levels = encode_levels(self.segmenter, image, self.normalize, low=self.low)
+        tensors = {"features": levels.features[0].half()}
+        if levels.low is not None:
+            tensors["low"] = levels.low[0].half()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        save_tensors(path, tensors, {"encoder": self.segmenter.name, "version": FEATURE_VERSION})
+        return tensors["features"], tensors.get("low"), transform
+
+    def samples(
+        self,
+        triplets: Sequence[Triplet | ArrayTriplet],
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> list[Sample]:
+        """Every triplet's sample; images are encoded (and cached) where the cache has no entry yet."""
+        out, t0 = [], time.perf_counter()
+        for k, t in enumerate(triplets):
+            if cancel is not None and cancel():
+                raise CancelledError("cancelled")
+            image, mask = t.load()
+            features, low, transform = self._levels(image)
+            target, valid = mask_to_input(mask, transform)
+            out.append(Sample(features, low, target.half(), valid, t.text, t))
+            if progress is not None:
+                done = k + 1
+                eta = (time.perf_counter() - t0) / done * (len(triplets) - done)
+                progress(done / len(triplets), f"image features {done}/{len(triplets)}, ETA {format_eta(eta)}")
+        return out
+
+
+def format_eta(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

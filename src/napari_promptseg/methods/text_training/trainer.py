@@ -1,0 +1,350 @@
+"""Training loop of the fusion text segmenter: seeded, validated every epoch, early stopping, best weights kept,
+progress with ETA, cancel and resume.
+
+Output directory (a model directory, :mod:`...models.text_segmenter`)::
+
+    MODEL_DIR/text_segmenter.json   what the model is, the training settings, the history, the best epoch
+    MODEL_DIR/model.safetensors     the best epoch's decoder weights (by validation Dice)
+    MODEL_DIR/last/                 the last finished step: weights, optimizer moments, state.json (for resume)
+    MODEL_DIR/cache/                the frozen image features (default cache location)
+
+Repeatable: the decoder's initial weights, the batch order of every epoch and the RecLMIS masking of every step
+are drawn from generators seeded by (seed, epoch, step), so a run resumed from ``last/`` continues exactly as an
+uninterrupted one (same thread count assumed: CPU reductions depend on it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...errors import CancelledError, PromptsegError
+from ...models.text_decoder import DecoderConfig, TextPromptDecoder
+from ...models.text_segmenter import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    TextTokens,
+    load_decoder_weights,
+    load_tensors,
+    save_tensors,
+    write_config,
+)
+from .data import ArrayTriplet, FeatureStore, Sample, Triplet, format_eta, read_triplets, split_triplets
+from .losses import LOSSES, Batch, batch_loss, dice_ce
+
+ProgressCallback = Callable[[float, str], None]
+#: share of the progress bar the feature pass takes when nothing is cached (the rest is training)
+FEATURE_SHARE = 0.2
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Settings of one training run; recorded in the model's JSON config."""
+
+    loss: str = "dicece"  # dicece (medvlsm) | tmca | reclmis
+    epochs: int = 8
+    batch_size: int = 8
+    lr: float = 1e-3  # new modules (text projections, fusion, seed-paper heads); constant (cosine decay: no better)
+    decoder_lr: float = 1e-4  # the pretrained SAM mask decoder; 0 keeps it frozen
+    weight_decay: float = 1e-3  # medvlsm's AdamW weight decay
+    patience: int = 3  # epochs without a better validation Dice before stopping
+    seed: int = 0
+    val_fraction: float = 0.2  # held out when the CSV has no train/val split
+    image_encoder: str = "litemedsam"  # a SAM-family segmenter from the registry
+    text_encoder: str = "all_minilm_l6_v2"  # a BERT-family sentence model from the registry
+    normalize: str = "auto"
+    low_level: bool = True  # fuse the encoder's first-stage features
+    enhance: bool = True  # TMCA's language-guided target enhancement (loss tmca only)
+    threshold: float = 0.5  # on the sigmoid, as medvlsm
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise PromptsegError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise PromptsegError("epochs, batch size and patience must be at least 1")
+        if self.lr <= 0 or self.decoder_lr < 0:
+            raise PromptsegError("learning rates must be positive (decoder_lr 0 freezes the SAM decoder)")
+
+    def decoder_config(self, text_dim: int, low_level_dim: int) -> DecoderConfig:
+        return DecoderConfig(
+            text_dim=text_dim,
+            low_level_dim=low_level_dim if self.low_level else 0,
+            alignment=self.loss == "tmca",
+            enhance=self.loss == "tmca" and self.enhance,
+            interaction=self.loss == "reclmis",
+        )
+
+
+@dataclass
+class TrainingResult:
+    path: Path  # the model directory
+    best_epoch: int
+    best_val_dice: float
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    feature_cache: dict = field(default_factory=dict)  # hits / misses of the disk cache
+
+
+Data = str | Path | Sequence[Triplet | ArrayTriplet]
+
+
+def train_text_segmenter(
+    data: Data,
+    output_dir: str | Path,
+    *,
+    config: TrainingConfig | None = None,
+    cache_dir: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str = "auto",
+    columns: dict[str, str] | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+    **overrides,
+) -> TrainingResult:
+    """Train a text-conditioned segmenter on image-mask-text triplets and save it in ``output_dir``.
+
+    ``data``: a triplet CSV (``columns`` maps ``image_col``/``mask_col``/``text_col``/``split_col`` to other
+    names) or triplets (:class:`Triplet`, :class:`ArrayTriplet` for arrays such as napari layers). ``config``
+    and keyword ``overrides`` (e.g. ``loss="tmca", epochs=4``) set the run. ``resume`` continues from
+    ``output_dir/last`` with the settings saved there. ``progress(fraction, message)`` reports with an ETA;
+    ``cancel()`` returning True stops after the current step, keeping ``last/`` for a resume.
+    """
+    from ...models import load_segmenter, load_text_embedder
+
+    report = progress or (lambda fraction, message: None)
+    stop = cancel or (lambda: False)
+    out = Path(output_dir)
+    state = _read_state(out) if resume else None
+    if state is not None:
+        config = TrainingConfig(**state["config"])
+        if overrides.get("epochs"):  # the one setting a resume may change: train for longer
+            config = replace(config, epochs=int(overrides["epochs"]))
+    else:
+        unknown = sorted(set(overrides) - {f.name for f in fields(TrainingConfig)})
+        if unknown:
+            raise PromptsegError(f"unknown training setting(s) {', '.join(unknown)}")
+        config = replace(config or TrainingConfig(), **overrides)
+        held = [out / CONFIG_FILE, out / WEIGHTS_FILE, out / "last"]
+        if any(p.exists() for p in held):
+            if not overwrite:
+                raise PromptsegError(
+                    f"{out} already holds a trained model; resume it (--resume), overwrite it (--overwrite) "
+                    "or choose another output directory"
+                )
+            for path in held:  # nothing of the old model may pass for the new one
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+    triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else list(data)
+    train_set, val_set = split_triplets(triplets, val_fraction=config.val_fraction, seed=config.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    report(0.0, f"loading {config.image_encoder} and {config.text_encoder}")
+    segmenter = load_segmenter(config.image_encoder, device=device)
+    if not hasattr(segmenter, "mask_decoder"):
+        raise PromptsegError(f"{config.image_encoder}: not a SAM-family segmenter; its decoder cannot be trained")
+    embedder = load_text_embedder(config.text_encoder, device=device)
+    store = FeatureStore(cache_dir or out / "cache", segmenter, normalize=config.normalize, low=config.low_level)
+
+    def feature_progress(fraction: float, message: str) -> None:
+        report(FEATURE_SHARE * fraction, message)
+
+    train = store.samples(train_set, progress=feature_progress, cancel=stop)
+    val = store.samples(val_set, progress=None, cancel=stop)
+    text = TextTokens(embedder)
+    low_dim = 0 if train[0].low is None else int(train[0].low.shape[0])
+
+    torch.manual_seed(config.seed)
+    decoder = TextPromptDecoder(config.decoder_config(embedder.dim, low_dim))
+    decoder.init_from_segmenter(segmenter)
+    decoder.to(segmenter.device)
+    optimizer = _optimizer(decoder, config)
+    epoch0, step0, best, history = 0, 0, {"epoch": 0, "val_dice": -1.0}, []
+    if state is not None:
+        epoch0, step0, best, history = state["epoch"], state["step"], state["best"], state["history"]
+        _load_last(out, decoder, optimizer, state)
+    model_info = {
+        "kind": "fusion",
+        "encoders": {"image": config.image_encoder, "text": config.text_encoder},
+        "decoder": decoder.config.to_dict(),
+        "training": {
+            **asdict(config),
+            "data": str(data) if isinstance(data, (str, Path)) else f"{len(triplets)} triplets",
+            "train": len(train),
+            "val": len(val),
+        },
+        "threshold": config.threshold,
+    }
+    dev = segmenter.device
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    done_steps = epoch0 * steps_per_epoch + step0
+    t_train, first_step = time.perf_counter(), done_steps
+    stopped_early = False
+    epoch = epoch0
+    for epoch in range(epoch0, config.epochs):
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(train))
+        decoder.train()
+        start = step0 if epoch == epoch0 else 0
+        # the loss sums of the steps before a cancel come back with the resume, so the epoch's record is the same
+        parts_sum: dict[str, float] = dict(state.get("partial", {})) if state is not None and start else {}
+        for step in range(start, steps_per_epoch):
+            if stop():
+                _save_last(out, decoder, optimizer, config, epoch, step, best, history, parts_sum)
+                raise CancelledError(f"cancelled at epoch {epoch + 1}, step {step}; resume from {out / 'last'}")
+            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            batch = make_batch([train[i] for i in idx], text, dev)
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 10_007 + step)
+            loss, parts = batch_loss(config.loss, decoder, batch, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v
+            done_steps += 1
+            rate = (time.perf_counter() - t_train) / max(1, done_steps - first_step)
+            eta = rate * (total_steps - done_steps) * 1.1  # + validation
+            report(
+                FEATURE_SHARE + (1 - FEATURE_SHARE) * done_steps / total_steps,
+                f"epoch {epoch + 1}/{config.epochs}, step {step + 1}/{steps_per_epoch}, loss {parts['loss']:.3f}, "
+                f"ETA {format_eta(eta)}",
+            )
+        record = {"epoch": epoch + 1, **{f"train_{k}": round(v / steps_per_epoch, 5) for k, v in parts_sum.items()}}
+        record.update(validate(decoder, val, text, dev, config.threshold))
+        history.append(record)
+        improved = record["val_dice"] > best["val_dice"]
+        if improved:
+            best = {"epoch": epoch + 1, "val_dice": record["val_dice"], "val_loss": record["val_loss"]}
+            save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
+        write_config(out, {**model_info, "best": best, "history": history})
+        _save_last(out, decoder, optimizer, config, epoch + 1, 0, best, history)
+        report(
+            FEATURE_SHARE + (1 - FEATURE_SHARE) * done_steps / total_steps,
+            f"epoch {epoch + 1}: val Dice {record['val_dice']:.3f} (best {best['val_dice']:.3f} at epoch "
+            f"{best['epoch']})",
+        )
+        if epoch + 1 - best["epoch"] >= config.patience:
+            stopped_early = epoch + 1 < config.epochs
+            break
+    report(1.0, f"done: best val Dice {best['val_dice']:.3f} at epoch {best['epoch']}")
+    return TrainingResult(
+        path=out,
+        best_epoch=int(best["epoch"]),
+        best_val_dice=float(best["val_dice"]),
+        epochs_run=len(history),
+        stopped_early=stopped_early,
+        history=history,
+        seconds=time.perf_counter() - t_start,
+        feature_cache={"hits": store.hits, "misses": store.misses},
+    )
+
+
+def make_batch(samples: Sequence[Sample], text: TextTokens, device: torch.device) -> Batch:
+    words, word_mask, sentence = text.get([s.text for s in samples])
+    low = None if samples[0].low is None else torch.stack([s.low for s in samples]).float().to(device)
+    return Batch(
+        features=torch.stack([s.features for s in samples]).float().to(device),
+        low=low,
+        target=torch.stack([s.target for s in samples]).float().unsqueeze(1).to(device),
+        valid=torch.stack([s.valid for s in samples]).unsqueeze(1).to(device),
+        words=words.to(device),
+        word_mask=word_mask.to(device),
+        sentence=sentence.to(device),
+        texts=[s.text for s in samples],
+    )
+
+
+@torch.no_grad()
+def validate(
+    decoder: TextPromptDecoder, samples: Sequence[Sample], text: TextTokens, device, threshold: float = 0.5
+) -> dict:
+    """Mean Dice (at ``threshold``, in the model frame) and Dice + CE loss over ``samples``."""
+    decoder.eval()
+    dices, losses = [], []
+    cut = math.log(threshold / (1 - threshold))
+    for start in range(0, len(samples), 8):
+        batch = make_batch(samples[start : start + 8], text, device)
+        logits = decoder(batch.features, batch.low, batch.words, batch.word_mask, batch.sentence).logits
+        loss, _ = dice_ce(logits, batch.target, batch.valid)
+        losses.append(float(loss) * len(batch.texts))
+        pred = (logits > cut) & batch.valid
+        truth = (batch.target > 0.5) & batch.valid
+        inter = (pred & truth).sum((1, 2, 3)).float()
+        total = (pred.sum((1, 2, 3)) + truth.sum((1, 2, 3))).float()
+        dices.extend(torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total)).tolist())
+    decoder.train()
+    return {"val_dice": round(float(np.mean(dices)), 5), "val_loss": round(sum(losses) / len(samples), 5)}
+
+
+def _optimizer(decoder: TextPromptDecoder, config: TrainingConfig) -> torch.optim.AdamW:
+    sam = list(decoder.mask_decoder.parameters())
+    sam_ids = {id(p) for p in sam}
+    new = [p for p in decoder.parameters() if id(p) not in sam_ids]
+    groups = [{"params": new, "lr": config.lr}]
+    if config.decoder_lr > 0:
+        groups.append({"params": sam, "lr": config.decoder_lr})
+    else:
+        decoder.mask_decoder.requires_grad_(False)
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+# -- resume state (safetensors + JSON, no pickle) ----------------------------------------------------------------
+
+
+def _save_last(
+    out: Path, decoder, optimizer, config: TrainingConfig, epoch: int, step: int, best, history, partial=None
+) -> None:
+    last = out / "last"
+    tmp = out / "last.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_tensors(tmp / WEIGHTS_FILE, decoder.state_dict())
+    opt = optimizer.state_dict()
+    tensors = {f"{i}.{k}": v for i, s in opt["state"].items() for k, v in s.items() if torch.is_tensor(v)}
+    save_tensors(tmp / "optimizer.safetensors", tensors)
+    groups = [{k: v for k, v in g.items()} for g in opt["param_groups"]]
+    state = {
+        "config": asdict(config),
+        "epoch": epoch,
+        "step": step,
+        "best": best,
+        "history": history,
+        "param_groups": groups,
+        "partial": partial or {},
+    }
+    (tmp / "state.json").write_text(json.dumps(state, indent=1))
+    shutil.rmtree(last, ignore_errors=True)
+    tmp.rename(last)  # a crash leaves either the old or the new state, never half of one
+
+
+def _read_state(out: Path) -> dict | None:
+    path = out / "last" / "state.json"
+    if not path.is_file():
+        raise PromptsegError(f"{out}: nothing to resume (no last/state.json); train without --resume first")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise PromptsegError(f"{path}: not readable ({exc}); train again without --resume") from exc
+
+
+def _load_last(out: Path, decoder, optimizer, state: dict) -> None:
+    load_decoder_weights(decoder, out / "last" / WEIGHTS_FILE, str(out / "last"))
+    tensors = load_tensors(out / "last" / "optimizer.safetensors", str(out / "last"))
+    per_param: dict[int, dict] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        per_param.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})

@@ -1,0 +1,287 @@
+"""Trained text-conditioned segmenter (implements ``TextSegmenter``): frozen image and text encoders + a trained
+:class:`~.text_decoder.TextPromptDecoder`, saved as a directory anyone can load without pickle.
+
+A model directory holds ``text_segmenter.json`` (what the model is: kind, encoders by registry name, decoder
+architecture, training settings and validation metrics) and ``model.safetensors`` (the decoder's weights). The
+encoders are not copied: they resolve through the registry (LiteMedSAM and MiniLM are bundled), so a model
+directory is a few MB. ``kind: clipseg`` marks a fine-tuned CLIPSeg, stored in the transformers layout in the same
+directory (:func:`load_text_segmenter` loads both).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import PromptsegError, WeightsError
+from .cache import content_key
+from .preprocessing import Normalization, ResizeTransform, as_channels_last
+from .text_decoder import DecoderConfig, TextPromptDecoder
+
+CONFIG_FILE = "text_segmenter.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "napari-promptseg/text-segmenter"
+FORMAT_VERSION = 1
+#: bump when the cached features change meaning (which levels, pooling, dtype)
+FEATURE_VERSION = "levels-v1"
+_HOOK_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ImageLevels:
+    """Frozen image features of one image, as the decoder takes them."""
+
+    features: torch.Tensor  # (1, C, g, g) image embedding
+    low: torch.Tensor | None  # (1, C_low, g, g) first-stage features average-pooled to the embedding grid
+    transform: ResizeTransform
+    key: str
+
+
+def _first_stage(encoder: torch.nn.Module) -> torch.nn.Module | None:
+    """The module whose output is the encoder's first-stage features (TinyViT: fast or reference), else None."""
+    stages = getattr(encoder, "stages", None)  # FastTinyViT
+    if stages is not None:
+        return stages[0]
+    if type(encoder).__name__ == "TinyViT":
+        return encoder.layers[0]
+    return None
+
+
+def _as_grid(x: torch.Tensor) -> torch.Tensor:
+    """(B, h, w, C) channels-last or (B, h w, C) tokens -> (B, C, h, w)."""
+    if x.ndim == 3:
+        side = int(round(x.shape[1] ** 0.5))
+        return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], side, side)
+    return x.permute(0, 3, 1, 2)
+
+
+@torch.inference_mode()
+def encode_levels(segmenter, hwc: np.ndarray, normalize: Normalization = "auto", *, low: bool = True) -> ImageLevels:
+    """Image embedding (+ first-stage features pooled to its grid) of a validated (H, W, C) image."""
+    x, transform = segmenter.preprocess(hwc, normalize)
+    encoder = segmenter._encoder()
+    stage = _first_stage(encoder) if low else None
+    captured: list[torch.Tensor] = []
+    with _HOOK_LOCK:  # a hook sees every forward of the module: one encode at a time (widget worker + console)
+        handle = None if stage is None else stage.register_forward_hook(lambda m, i, o: captured.append(o) and None)
+        try:
+            features = encoder(x.to(segmenter.device)).float()
+        finally:
+            if handle is not None:
+                handle.remove()
+    low_grid = None
+    if captured:
+        low_grid = _as_grid(captured[0]).float()
+        if low_grid.shape[-1] != features.shape[-1]:
+            low_grid = F.adaptive_avg_pool2d(low_grid, features.shape[-2:])
+        low_grid = low_grid.contiguous()
+    key = content_key(hwc, segmenter.name, normalize, FEATURE_VERSION)
+    return ImageLevels(features.contiguous(), low_grid, transform, key)
+
+
+class TextTokens:
+    """The frozen text encoder's token states, memoised per text (training sees the same prompts every epoch)."""
+
+    def __init__(self, embedder, maxsize: int = 4096) -> None:
+        self.embedder = embedder
+        self.dim = int(embedder.dim)
+        self._memo: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self.maxsize = maxsize
+        self._lock = threading.Lock()
+
+    def get(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(words (N, T, dim), mask (N, T) bool, sentence (N, dim)) padded to the longest text."""
+        with self._lock:  # the widget's worker and the console may share a model
+            missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
+            if missing:
+                hidden, mask, pooled = self.embedder.encode_tokens(missing)
+                for k, text in enumerate(missing):
+                    self._memo[text] = (hidden[k, mask[k]].clone(), pooled[k].clone())
+            items = [self._memo[t] for t in texts]
+            while len(self._memo) > self.maxsize:
+                self._memo.popitem(last=False)
+        length = max(h.shape[0] for h, _ in items)
+        words = torch.zeros(len(items), length, self.dim)
+        mask = torch.zeros(len(items), length, dtype=torch.bool)
+        for k, (h, _) in enumerate(items):
+            words[k, : h.shape[0]] = h
+            mask[k, : h.shape[0]] = True
+        return words, mask, torch.stack([p for _, p in items])
+
+
+class TrainedTextSegmenter:
+    """Image + text -> mask logits with a trained fusion decoder (implements ``TextSegmenter``)."""
+
+    def __init__(
+        self, decoder: TextPromptDecoder, segmenter, embedder, *, name: str = "trained", info: dict | None = None
+    ) -> None:
+        self.decoder = decoder.eval().to(segmenter.device)
+        self.segmenter = segmenter
+        self.text = TextTokens(embedder)
+        self.name = name
+        self.info = info or {}
+        self.device = segmenter.device
+        self._levels: OrderedDict[str, ImageLevels] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"TrainedTextSegmenter(name={self.name!r}, encoder={self.segmenter.name!r})"
+
+    def levels(self, hwc: np.ndarray, normalize: Normalization = "auto") -> ImageLevels:
+        key = content_key(hwc, self.segmenter.name, normalize, FEATURE_VERSION)
+        with self._lock:
+            if key in self._levels:
+                self._levels.move_to_end(key)
+                return self._levels[key]
+        levels = encode_levels(self.segmenter, hwc, normalize, low=bool(self.decoder.config.low_level_dim))
+        with self._lock:
+            self._levels[key] = levels
+            while len(self._levels) > 4:
+                self._levels.popitem(last=False)
+        return levels
+
+    @torch.inference_mode()
+    def low_res_logits(self, levels: ImageLevels, prompts: Sequence[str]) -> torch.Tensor:
+        """(P, 1, s, s) logits in the padded model frame, one per prompt."""
+        words, mask, sentence = self.text.get(list(prompts))
+        n = len(prompts)
+        dev = self.device
+        low = None if levels.low is None else levels.low.expand(n, -1, -1, -1)
+        out = self.decoder(levels.features.expand(n, -1, -1, -1), low, words.to(dev), mask.to(dev), sentence.to(dev))
+        return out.logits.float().cpu()
+
+    def mask_logits(
+        self,
+        image: np.ndarray,
+        prompts: Sequence[str],
+        *,
+        channel_axis: int | None = None,
+        channels: list[int] | None = None,
+        normalize: Normalization = "auto",
+        name: str = "image",
+    ) -> np.ndarray:
+        """(P, H, W) float32 logits on the original image grid; sigmoid > 0.5 (logit > 0) is the mask."""
+        prompts = _check_prompts(prompts)
+        hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
+        levels = self.levels(hwc, normalize)
+        low_res = self.low_res_logits(levels, prompts)
+        return np.stack(
+            [levels.transform.logits_to_original(low_res[i : i + 1])[0, 0].numpy() for i in range(len(prompts))]
+        )
+
+    def heatmaps(self, image: np.ndarray, prompts: Sequence[str], **kwargs) -> np.ndarray:
+        """(P, H, W) float32 probabilities (the ``TextHeatmapper`` view of the model)."""
+        logits = self.mask_logits(image, prompts, **kwargs)
+        return (1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))).astype(np.float32)
+
+    def heatmap(self, image: np.ndarray, prompt: str, **kwargs) -> np.ndarray:
+        return self.heatmaps(image, [prompt], **kwargs)[0]
+
+
+def _check_prompts(prompts: Sequence[str]) -> list[str]:
+    if isinstance(prompts, str):
+        raise PromptsegError("prompts: give a list of strings")
+    prompts = list(prompts)
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise PromptsegError("prompts: give one or more strings")
+    return prompts
+
+
+# -- model directories -----------------------------------------------------------------------------------------------
+
+
+def write_config(directory: Path, config: dict) -> Path:
+    path = Path(directory) / CONFIG_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **config}, indent=2))
+    os.replace(tmp, path)  # a reader never sees half a file
+    return path
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+def load_tensors(path: Path, name: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise WeightsError(f"{name}: {path} does not exist")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{name}: {path} is not a readable safetensors file ({exc})") from exc
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """The JSON config of a model directory, checked; raises WeightsError naming the directory."""
+    directory = Path(path).expanduser()
+    config_path = directory / CONFIG_FILE
+    if not directory.is_dir():
+        raise WeightsError(f"text model {directory}: not a directory (train one with `promptseg train-text`)")
+    if not config_path.is_file():
+        raise WeightsError(
+            f"text model {directory}: no {CONFIG_FILE}; is it the output directory of `promptseg train-text`?"
+        )
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"text model {config_path}: not readable JSON ({exc})") from exc
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise WeightsError(f"text model {config_path}: not a napari-promptseg text model config")
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise WeightsError(f"text model {config_path}: written by a newer napari-promptseg; update to load it")
+    return config
+
+
+def build_decoder(config: dict, name: str) -> TextPromptDecoder:
+    try:
+        return TextPromptDecoder(DecoderConfig.from_dict(config["decoder"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"{name}: bad decoder settings in {CONFIG_FILE} ({exc})") from exc
+
+
+def load_decoder_weights(decoder: TextPromptDecoder, path: Path, name: str) -> None:
+    state = load_tensors(path, name)
+    expected = decoder.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        raise WeightsError(
+            f"{name}: {path} does not fit the decoder in {CONFIG_FILE} "
+            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} of another shape)"
+        )
+    decoder.load_state_dict(state)
+
+
+def load_fusion_model(directory: Path, config: dict, *, device: str = "auto") -> TrainedTextSegmenter:
+    from . import load_segmenter, load_text_embedder
+
+    name = directory.name
+    decoder = build_decoder(config, str(directory))
+    load_decoder_weights(decoder, directory / WEIGHTS_FILE, str(directory))
+    encoders = config.get("encoders", {})
+    segmenter = load_segmenter(encoders.get("image", "litemedsam"), device=device)
+    embedder = load_text_embedder(encoders.get("text", "all_minilm_l6_v2"), device=device)
+    if embedder.dim != decoder.config.text_dim:
+        raise WeightsError(
+            f"{directory}: the text encoder gives {embedder.dim}-d tokens, the decoder takes {decoder.config.text_dim}"
+        )
+    return TrainedTextSegmenter(decoder, segmenter, embedder, name=name, info=config)

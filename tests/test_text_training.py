@@ -1,0 +1,274 @@
+"""Training text-conditioned segmenters on real Kvasir triplets with the real LiteMedSAM + MiniLM encoders.
+
+Tiny runs (4 training and 2 validation frames, image features cached once for the module): the trained decoder
+must beat the untrained one, a checkpoint must load to identical logits, a cancelled run must resume to exactly the
+weights of an uninterrupted one, the TMCA and RecLMIS objectives must train their own modules, bad CSV rows must be
+named, and the CLI must train and answer `promptseg text --text-model`. medvlsm's CLIPSeg fine-tune runs end to end
+on a tiny random-weight CLIPSeg (no CLIPSeg weights can be downloaded here).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_promptseg.cli import main
+from napari_promptseg.errors import CancelledError, PromptsegError, WeightsError
+from napari_promptseg.methods.text import segment_text
+from napari_promptseg.methods.text_training import (
+    dice,
+    evaluate_text_segmenter,
+    finetune_clipseg,
+    read_triplets,
+    train_text_segmenter,
+)
+from napari_promptseg.methods.text_training.data import FeatureStore
+from napari_promptseg.methods.text_training.losses import batch_loss
+from napari_promptseg.methods.text_training.trainer import TrainingConfig, make_batch, validate
+from napari_promptseg.models import load_text_embedder, load_text_segmenter
+from napari_promptseg.models.text_decoder import TextPromptDecoder
+from napari_promptseg.models.text_segmenter import TextTokens, TrainedTextSegmenter, save_tensors, write_config
+
+from .test_clipseg import tiny_clipseg_dir  # noqa: F401 (fixture)
+
+FAST = {"epochs": 2, "batch_size": 2}
+
+
+@pytest.fixture(scope="module")
+def kvasir(shared_data):
+    """Six real Kvasir-SEG train triplets (medvlsm p6 prompts): four to train on, two to validate on."""
+    rows = [t for t in read_triplets(shared_data / "polyps_kvasir_triplets" / "pairs.csv") if t.split == "train"]
+    return [replace(t, split="train") for t in rows[:4]] + [replace(t, split="val") for t in rows[4:6]]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("text-features")
+
+
+@pytest.fixture(scope="module")
+def trained(kvasir, cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "dicece"
+    return train_text_segmenter(kvasir, out, cache_dir=cache, device="cpu", **FAST)
+
+
+def _untrained(litemedsam, loss: str = "dicece") -> TextPromptDecoder:
+    torch.manual_seed(0)
+    decoder = TextPromptDecoder(TrainingConfig(loss=loss).decoder_config(384, 128))
+    decoder.init_from_segmenter(litemedsam)
+    return decoder
+
+
+def test_training_beats_the_untrained_decoder(trained, kvasir, cache, litemedsam):
+    assert (trained.path / "model.safetensors").is_file() and (trained.path / "last" / "state.json").is_file()
+    config = json.loads((trained.path / "text_segmenter.json").read_text())
+    assert config["kind"] == "fusion" and config["encoders"] == {"image": "litemedsam", "text": "all_minilm_l6_v2"}
+    assert [h["epoch"] for h in config["history"]] == [1, 2] and config["best"]["epoch"] == trained.best_epoch
+    assert trained.feature_cache["misses"] + trained.feature_cache["hits"] == 6
+
+    store = FeatureStore(cache, litemedsam)
+    samples = store.samples(kvasir)
+    assert store.misses == 0  # computed once, by the training run
+    text = TextTokens(load_text_embedder(device="cpu"))
+    before = validate(_untrained(litemedsam), samples[4:], text, litemedsam.device)
+    assert min(h["val_loss"] for h in trained.history) < before["val_loss"]
+    assert trained.best_val_dice > before["val_dice"]
+
+    model = load_text_segmenter(trained.path, device="cpu")
+    on_train = validate(model.decoder, samples[:4], text, litemedsam.device)["val_dice"]
+    assert on_train > validate(_untrained(litemedsam), samples[:4], text, litemedsam.device)["val_dice"] + 0.1
+    assert on_train > 0.6
+    # the same at the frame's own resolution, through the inference path (encoder + decoder + resize back)
+    assert evaluate_text_segmenter(model, kvasir[:1])[0] > 0.6
+
+
+def test_checkpoint_round_trip_gives_identical_logits(kvasir, litemedsam, tmp_path):
+    decoder = _untrained(litemedsam, "tmca")
+    with torch.no_grad():
+        for p in decoder.parameters():  # make every weight count, zero-initialised gates included
+            p.add_(0.01 * torch.randn_like(p))
+    save_tensors(tmp_path / "model.safetensors", decoder.state_dict())
+    write_config(
+        tmp_path,
+        {
+            "kind": "fusion",
+            "encoders": {"image": "litemedsam", "text": "all_minilm_l6_v2"},
+            "decoder": decoder.config.to_dict(),
+        },
+    )
+    in_memory = TrainedTextSegmenter(decoder, litemedsam, load_text_embedder(device="cpu"))
+    loaded = load_text_segmenter(tmp_path, device="cpu")
+    image, _ = kvasir[0].load()
+    prompts = [kvasir[0].text, "polyp"]
+    expected = in_memory.mask_logits(image, prompts)
+    assert expected.shape == (2, *image.shape[:2]) and expected.dtype == np.float32
+    np.testing.assert_array_equal(loaded.mask_logits(image, prompts), expected)
+    assert not np.allclose(expected[0], expected[1])  # the text changes the answer
+
+
+def test_cancelled_run_resumes_to_the_uninterrupted_weights(trained, kvasir, cache, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "resumed"
+    messages: list[str] = []
+
+    def cancel_in_epoch_two() -> bool:  # after its first step (two steps per epoch)
+        return any(m.startswith("epoch 2/2, step 1/2") for m in messages)
+
+    with pytest.raises(CancelledError, match="resume"):
+        train_text_segmenter(
+            kvasir,
+            out,
+            cache_dir=cache,
+            cancel=cancel_in_epoch_two,
+            progress=lambda f, m: messages.append(m),
+            device="cpu",
+            **FAST,
+        )
+    assert any("ETA" in m for m in messages)
+    state = json.loads((out / "last" / "state.json").read_text())
+    assert (state["epoch"], state["step"]) == (1, 1)
+    with pytest.raises(PromptsegError, match="already holds"):  # never overwritten silently
+        train_text_segmenter(kvasir, out, cache_dir=cache, device="cpu", **FAST)
+    result = train_text_segmenter(kvasir, out, cache_dir=cache, resume=True, device="cpu")
+    assert result.epochs_run == 2 and result.feature_cache["misses"] == 0
+    resumed = load_file(out / "last" / "model.safetensors")
+    straight = load_file(trained.path / "last" / "model.safetensors")
+    assert resumed.keys() == straight.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=1e-6)
+    assert result.history == trained.history
+
+
+@pytest.mark.parametrize(
+    ("loss", "heads"),
+    [
+        ("tmca", ["align_text.high", "align_image.low", "align_image.mask", "enhance_gain"]),
+        ("reclmis", ["image_reconstructor", "text_reconstructor", "contrast_image", "word_score", "patch_score"]),
+    ],
+)
+def test_seed_objectives_train_their_own_modules(kvasir, cache, litemedsam, loss, heads):
+    samples = FeatureStore(cache, litemedsam).samples(kvasir[:4])
+    decoder = _untrained(litemedsam, loss)
+    batch = make_batch(samples, TextTokens(load_text_embedder(device="cpu")), litemedsam.device)
+    value, parts = batch_loss(loss, decoder, batch, torch.Generator().manual_seed(0))
+    value.backward()
+    assert np.isfinite(parts["loss"]) and parts["loss"] > parts["dice_loss"] + 0.2 * parts["ce"] - 1e-6
+    expected = {"tmca": {"align_high", "align_low", "align_mask"}, "reclmis": {"contrast", "rec_image", "rec_text"}}
+    assert expected[loss] <= set(parts)
+    for head in heads:
+        grads = [p.grad for n, p in decoder.named_parameters() if n.startswith(head)]
+        assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), head
+
+
+def _write_csv(path, rows, columns=("image", "mask", "text", "split")) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        writer.writerows(rows)
+
+
+def test_bad_rows_are_named(kvasir, shared_data, tmp_path):
+    image, mask = str(kvasir[0].image), str(kvasir[0].mask)
+    other_mask = str(kvasir[1].mask)  # another frame's mask: another size
+    cases = [
+        ([(image, mask, "polyp", "train"), (image, str(tmp_path / "gone.png"), "polyp", "train")], "row 3: no mask"),
+        ([(image, mask, "   ", "train")], "row 2: empty text"),
+        ([(image, mask, "polyp", "holdout")], "row 2: split 'holdout'"),
+    ]
+    for k, (rows, message) in enumerate(cases):
+        path = tmp_path / f"bad{k}.csv"
+        _write_csv(path, rows)
+        with pytest.raises(PromptsegError, match=message):
+            read_triplets(path)
+    _write_csv(tmp_path / "cols.csv", [(image, mask, "polyp")], ("img", "mask", "text"))
+    with pytest.raises(PromptsegError, match="no column 'image'.*--image-col"):
+        read_triplets(tmp_path / "cols.csv")
+    assert kvasir[0].load()[0].shape[:2] != kvasir[1].load()[0].shape[:2]
+    _write_csv(tmp_path / "size.csv", [(image, mask, "polyp", "train"), (image, other_mask, "polyp", "val")])
+    with pytest.raises(PromptsegError, match=r"size.csv: row 3: .*png is \d+x\d+ but the image is"):
+        train_text_segmenter(tmp_path / "size.csv", tmp_path / "model", device="cpu", epochs=1)
+    with pytest.raises(WeightsError, match="train-text"):
+        load_text_segmenter(tmp_path, device="cpu")
+
+
+def test_cli_trains_and_answers_with_the_trained_route(trained, kvasir, cache, tmp_path, capsys):
+    mine = tmp_path / "mine.csv"  # other column names (absolute paths; the fixture read relative ones)
+    _write_csv(mine, [(t.image, t.mask, t.text, t.split) for t in kvasir], ("frame", "mask", "caption", "split"))
+    out = tmp_path / "model"
+    code = main(
+        [
+            "train-text",
+            str(mine),
+            "-o",
+            str(out),
+            "--image-col",
+            "frame",
+            "--text-col",
+            "caption",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--cache-dir",
+            str(cache),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["epochs_run"] == 1 and summary["feature_cache"] == {"hits": 6, "misses": 0}
+
+    answer = tmp_path / "answer"
+    code = main(
+        [
+            "text",
+            kvasir[0].text,
+            str(kvasir[0].image),
+            str(kvasir[4].image),
+            "--text-model",
+            str(trained.path),
+            "-o",
+            str(answer),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert code == 0
+    report = json.loads((answer / "report.json").read_text())
+    assert report["route"] == "trained" and report["text_model"] == trained.path.name
+    assert report["images"][0]["model_prompts"] == [kvasir[0].text]  # one sentence, commas kept
+    labels = tifffile.imread(answer / f"{kvasir[0].image.stem}.tif")
+    image, truth = kvasir[0].load()
+    assert labels.shape == truth.shape and labels.max() >= 1
+    model = load_text_segmenter(trained.path, device="cpu")
+    expected = model.heatmap(image, kvasir[0].text) > 0.5  # less specks below the route's min_area
+    assert not (labels > 0)[~expected].any() and dice(labels > 0, expected) > 0.98
+    with pytest.raises(PromptsegError, match="--text-model"):
+        segment_text(image, "polyp", route="trained")
+
+
+def test_clipseg_finetune_end_to_end_with_a_tiny_model(tiny_clipseg_dir, kvasir, tmp_path):  # noqa: F811
+    result = finetune_clipseg(
+        kvasir, tmp_path / "clipseg", weights=tiny_clipseg_dir, epochs=2, batch_size=2, device="cpu"
+    )
+    config = json.loads((result.path / "text_segmenter.json").read_text())
+    assert config["kind"] == "clipseg" and config["training"]["lr"] == 2e-4
+    assert len(result.history) == 2 and all(np.isfinite(h["train_loss"]) for h in result.history)
+    model = load_text_segmenter(result.path, device="cpu")
+    from napari_promptseg.models.clipseg import load_clipseg
+
+    base = load_clipseg(tiny_clipseg_dir, device="cpu")
+    image, _ = kvasir[0].load()
+    tuned = model.heatmaps(image, ["polyp"])
+    assert tuned.shape == (1, *image.shape[:2])
+    assert not np.allclose(tuned, base.heatmaps(image, ["polyp"]), atol=1e-4)  # the weights were trained
+    answer = segment_text(image, "polyp", text_model=result.path, device="cpu")
+    assert answer.route == "trained" and answer.labels.shape == image.shape[:2]

@@ -1,0 +1,97 @@
+"""Train text model widget in a real napari viewer: real Kvasir frames and masks as layers, real LiteMedSAM + MiniLM,
+one short training run with progress, the model offered in the Text prompt widget, which then answers by the
+trained route; and a cancel.
+
+Run under a display: ``xvfb-run -a python -m pytest tests/test_widget_train_text.py``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from napari.qt.threading import WorkerBase
+
+from napari_promptseg._widgets.text import TextPromptWidget
+from napari_promptseg._widgets.train_text import TRAINED_MODELS, TrainTextWidget
+from napari_promptseg.io import read_image, read_mask
+
+from .conftest import dataset_pairs
+
+pytestmark = pytest.mark.gui
+RUN_MS = 600_000  # model load + encoding on a shared 2-core CPU
+
+
+@pytest.fixture
+def make_viewer(make_napari_viewer):
+    yield make_napari_viewer
+    WorkerBase.await_workers(msecs=120_000)
+
+
+@pytest.fixture(scope="module")
+def polyps(shared_data):
+    pairs = dataset_pairs(shared_data / "polyps_kvasir_triplets")[:3]
+    return [(read_image(i), read_mask(m)) for i, m in pairs]
+
+
+def test_train_from_layers_then_segment_with_the_trained_model(make_viewer, qtbot, polyps, tmp_path):
+    viewer = make_viewer()
+    layers = []
+    for k, (image, mask) in enumerate(polyps):
+        layers.append(
+            (viewer.add_image(image, name=f"frame {k}"), viewer.add_labels(mask.astype(np.uint8), name=f"polyp {k}"))
+        )
+    text_widget = TextPromptWidget(viewer)
+    widget = TrainTextWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="train text")
+    for k, (image, labels) in enumerate(layers):
+        widget.set_row(k, image, labels, "polyp")
+    widget.output.setText(str(tmp_path / "model"))
+    widget.epochs.setValue(1)
+    messages = []
+    widget.runner._progressed.connect(lambda job, fraction, message: messages.append(message))
+    widget.train()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
+
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    assert any("ETA" in m for m in messages) and any(m.startswith("epoch 1/1") for m in messages)
+    result = widget.last_result
+    config = json.loads((result.path / "text_segmenter.json").read_text())
+    assert config["training"]["train"] + config["training"]["val"] == 3 and config["training"]["loss"] == "dicece"
+    assert "best validation Dice" in widget.runner.widget.summary.text()
+    assert TRAINED_MODELS[0] == str(result.path)
+    # the Text prompt widget offers the model and answers with it
+    items = [text_widget.text_model.itemText(i) for i in range(text_widget.text_model.count())]
+    assert str(result.path) in items
+    text_widget.text_model.setCurrentText(str(result.path))
+    assert text_widget.effective_route == "trained"
+    text_widget.image.set_layer(layers[0][0])
+    text_widget.prompt.setText("polyp")
+    text_widget.run()
+    qtbot.waitUntil(lambda: text_widget.is_idle, timeout=RUN_MS)
+    assert text_widget.runner.state == "done", text_widget.runner.widget.status.text()
+    labels = viewer.layers["frame 0 text: polyp"].data
+    assert labels.shape == polyps[0][1].shape
+    assert text_widget.route_label.text().startswith("route: trained — trained text model (model)")
+    assert viewer.layers["frame 0 text: polyp heatmap"].data.max() <= 1.0
+
+
+def test_training_can_be_cancelled_and_bad_input_is_reported(make_viewer, qtbot, polyps, tmp_path):
+    viewer = make_viewer()
+    image = viewer.add_image(polyps[0][0], name="frame")
+    labels = viewer.add_labels(polyps[0][1].astype(np.uint8), name="polyp")
+    widget = TrainTextWidget(viewer)
+    widget.set_row(0, image, labels, "")
+    widget.output.setText(str(tmp_path / "model"))
+    widget.train()  # empty text: refused on the main thread, nothing runs
+    assert not widget.runner.busy and widget.runner.state == "ready"
+    widget.table.cellWidget(0, 2).setText("polyp")
+    widget.add_row()
+    widget.set_row(1, image, labels, "polyp")
+    widget.epochs.setValue(50)
+    widget.train()
+    widget.runner.cancel()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
+    assert widget.runner.state == "cancelled"
+    assert not (tmp_path / "model" / "text_segmenter.json").exists()
