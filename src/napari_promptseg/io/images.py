@@ -10,11 +10,22 @@ import tifffile
 from ..errors import PromptsegError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
+#: longest side of an overlay PNG
+OVERLAY_SIDE = 4096
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read a 2D image file (TIFF, PNG, JPEG, BMP, ...) as a numpy array in its stored dtype."""
+    """Read an image file (TIFF, PNG, JPEG, BMP, ...) as a numpy array in its stored dtype.
+
+    OME-Zarr image directories and pyramidal TIFFs are opened lazily: their full-resolution level as a dask array in
+    the order (Z, ) Y, X (, C) (see :mod:`.multiscale`); nothing is read until a tile or plane is asked for."""
+    from .multiscale import is_lazy_image, open_multiscale
+
     path = Path(path)
+    if path.is_dir() or is_lazy_image(path):
+        if not is_lazy_image(path):
+            raise PromptsegError(f"{path}: a directory, not an image (OME-Zarr images carry 'multiscales' metadata)")
+        return open_multiscale(path).levels[0]
     if not path.is_file():
         raise PromptsegError(f"{path}: no such file")
     try:
@@ -52,7 +63,10 @@ def write_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray) -> Pa
 
     from ..models.preprocessing import as_channels_last
 
-    hwc = as_channels_last(image).astype(np.float32)
+    # a quick look: a big image is shown at most OVERLAY_SIDE pixels wide (a slide in float would not fit memory)
+    step = max(1, -(-max(np.shape(labels)) // OVERLAY_SIDE))
+    image, labels = image[::step, ::step], np.asarray(labels[::step, ::step])
+    hwc = np.asarray(as_channels_last(image)).astype(np.float32)
     lo, hi = np.percentile(hwc, (0.5, 99.5))
     base = np.clip((hwc - lo) / max(hi - lo, 1e-8), 0, 1)
     if base.shape[2] < 3:  # gray -> repeated, two channels -> red/green (as the model sees them)
