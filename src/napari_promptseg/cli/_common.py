@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import CancelledError, PromptsegError, WeightsError
+from ._stacks import _labels_shape, _stack_for, _stem, _write_output
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -49,10 +50,14 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
 
 def _expand_images(paths: list[Path]) -> list[Path]:
+    from ..io.multiscale import is_ome_zarr
+
     out = []
     for path in paths:
-        if path.is_dir():
-            out.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        if is_ome_zarr(path):
+            out.append(path)
+        elif path.is_dir():
+            out.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES or is_ome_zarr(p)))
         elif path.is_file():
             out.append(path)
         else:
@@ -66,9 +71,7 @@ def _instances_record(args: argparse.Namespace, path: Path, image, found) -> dic
     """Write one many-instances result and describe it for report.json (oneshot, segment --find-all)."""
     import numpy as np
 
-    from ..io import write_labels
-
-    out = write_labels(args.output / f"{path.stem}.tif", found.labels)
+    out = _write_output(args, path, found.labels)
     record = {
         "input": str(path),
         "output": str(out),
@@ -92,10 +95,16 @@ def _finish_image(
     args: argparse.Namespace, path: Path, image: object, labels: object, record: dict, summary: str
 ) -> None:
     """Per-image tail shared by the segmenting subcommands: optional overlay, warnings, one summary line."""
+    import numpy as np
+
     from ..io import write_overlay
 
     if args.overlay:
-        record["overlay"] = str(write_overlay(args.output / f"{path.stem}_overlay.png", image, labels))
+        if np.ndim(labels) == 3:  # a stack: the overlay shows the seed plane, or the middle one
+            z = getattr(args, "plane", None)
+            z = np.shape(labels)[0] // 2 if z is None else z
+            image, labels = _stack_for(args, image)[z], labels[z]
+        record["overlay"] = str(write_overlay(args.output / f"{_stem(path)}_overlay.png", image, labels))
     for warning in record.get("warnings", []):
         print(f"warning: {path}: {warning}", file=sys.stderr)
     print(f"{path} -> {record['output']} ({summary})")
@@ -160,8 +169,8 @@ def _failed(args: argparse.Namespace, path: Path, image: object, exc: BaseExcept
         reason = f"{type(exc).__name__}: {reason}"
     record = {"input": str(path), "status": "failed", "reason": reason}
     if image is not None and np.ndim(image) >= 2:
-        empty = np.zeros(np.shape(image)[:2], np.uint16)
-        record["output"] = str(write_labels(args.output / f"{path.stem}.tif", empty))
+        empty = np.zeros(_labels_shape(args, image), np.uint16)
+        record["output"] = str(write_labels(args.output / f"{_stem(path)}.tif", empty))
         record["shape"] = list(np.shape(image))
         print(f"{path} -> {record['output']} (empty: {reason})", file=sys.stderr)
     else:

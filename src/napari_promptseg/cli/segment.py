@@ -7,68 +7,96 @@ import time
 from pathlib import Path
 
 from ..errors import PromptsegError
-from ._common import _finish_image, _instances_record, _model_parameters, _print_progress, _run_batch, _write_report
+from ._common import (
+    _expand_images,
+    _finish_image,
+    _instances_record,
+    _model_parameters,
+    _print_progress,
+    _run_batch,
+    _write_report,
+)
+from ._stacks import _at_level, _full_resolution, _plane_channel_axis, _stack_for, _stack_record, _write_output
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from ..io import write_labels
+    import numpy as np
+
     from ..methods.instances import find_all_like
     from ..methods.interactive import segment_prompts
     from ..models import load_segmenter
+    from ..tiling import box_object_size, choose_scale
 
     if not args.box and not args.point:
         raise PromptsegError("give at least one --box X0 Y0 X1 Y1 or --point X Y")
     if args.find_all and not args.box:
         raise PromptsegError("--find-all needs the boxes of a few example objects (--box X0 Y0 X1 Y1, repeated)")
-    missing = [str(p) for p in args.images if not p.is_file()]
-    if missing:
-        raise PromptsegError(f"input image not found: {', '.join(missing)}")
+    if args.propagate and not args.box:
+        raise PromptsegError("--propagate carries boxed objects through a stack: give --box X0 Y0 X1 Y1 on --plane")
+    images = _expand_images(args.images)
     t0 = time.perf_counter()
     segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
     load_s = time.perf_counter() - t0
     args.output.mkdir(parents=True, exist_ok=True)
 
-    def process(path: Path, image) -> dict:
+    def segment(image, name: str, channel_axis: int | None, factor: float = 1.0):
+        """The boxes and points (or find-all) on one 2D image; prompts given in full-resolution pixels."""
+        boxes = np.asarray(args.box, np.float64).reshape(-1, 4) / factor
+        size = None if args.object_size is None else args.object_size / factor
+        options = {"channel_axis": channel_axis, "channels": args.channels, "normalize": args.normalize}
         if args.find_all:
-            found = find_all_like(
-                image,
-                args.box,
-                segmenter=segmenter,
-                object_size=args.object_size,
-                channel_axis=args.channel_axis,
-                channels=args.channels,
-                normalize=args.normalize,
-                name=str(path),
-            )
-            return _instances_record(args, path, image, found)
-        result = segment_prompts(
+            return find_all_like(image, boxes, segmenter=segmenter, object_size=size, name=name, **options)
+        return segment_prompts(
             image,
             segmenter,
-            boxes=args.box,
-            positive_points=args.point,
-            negative_points=args.negative_point,
-            object_size=args.object_size,
-            channel_axis=args.channel_axis,
-            channels=args.channels,
-            normalize=args.normalize,
-            name=str(path),
+            boxes=boxes,
+            positive_points=np.asarray(args.point, np.float64).reshape(-1, 2) / factor,
+            negative_points=np.asarray(args.negative_point, np.float64).reshape(-1, 2) / factor,
+            object_size=size,
+            name=name,
+            **options,
         )
-        out = write_labels(args.output / f"{path.stem}.tif", result.labels)
+
+    def process(path: Path, image) -> dict:
+        if np.ndim(image) > 2 and _stack_for(args, image, path) is not None:
+            if args.plane is None:
+                raise PromptsegError(
+                    f"{path}: a stack of {np.shape(image)[0]} planes; give --plane Z, the plane the boxes were drawn "
+                    "on (and --propagate to carry the objects through the stack)"
+                )
+
+            def plane_labels(plane, z: int):
+                return segment(plane, f"{path} plane {z}", _plane_channel_axis(args)).labels
+
+            boxes = args.box if args.propagate and not args.find_all else ()
+            return _stack_record(args, path, image, plane_labels, segmenter, boxes=boxes)
+        # a pyramid is read at the level of the boxes' working scale
+        size = args.object_size or (box_object_size(np.array(args.box)) if args.box else None)
+        scale = choose_scale(np.shape(image), segmenter.input_size, size).scale
+        level, index, factor = _at_level(path, image, scale)
+        result = segment(level, str(path), args.channel_axis, factor)
+        if args.find_all:
+            result.labels = _full_resolution(result.labels, image, factor)
+            result.boxes = result.boxes * factor
+            return {**_instances_record(args, path, image, result), "pyramid_level": index, "level_factor": factor}
+        labels = _full_resolution(result.labels, image, factor)
         record = {
             "input": str(path),
-            "output": str(out),
-            "shape": list(image.shape),
+            "output": _write_output(args, path, labels),
+            "shape": list(np.shape(image)),
             "objects": int(len(result.scores)),
             "working_scale": result.scale.summary() if result.scale is not None else None,
+            "pyramid_level": index,
+            "level_factor": factor,
             "predicted_iou": [round(float(s), 4) for s in result.scores],
             "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
             "warnings": result.warnings,
         }
         summary = f"{record['objects']} object(s), {sum(result.timings.values()):.2f} s"
-        _finish_image(args, path, image, result.labels, record, summary)
+        _finish_image(args, path, image, labels, record, summary)
         return record
 
-    records, code = _run_batch(args, args.images, process)
+    records, code = _run_batch(args, images, process)
     _write_report(
         args.output,
         command="segment",
@@ -80,6 +108,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
             "negative_points": args.negative_point,
             "find_all": args.find_all,
             "object_size": args.object_size,
+            "plane": args.plane,
+            "propagate": args.propagate,
+            "stop_iou": args.stop_iou,
+            "output_format": args.output_format,
             **_model_parameters(args, segmenter),
         },
         images=records,
