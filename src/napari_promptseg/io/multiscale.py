@@ -130,7 +130,8 @@ def _open_ome_zarr(path: Path) -> MultiscaleImage:
         if transform.get("type") == "scale":
             scale = [float(s) for s in transform["scale"]]
     levels, order, stack = _project_axes(arrays, axes, path)
-    version = attrs.get("version") or multiscale.get("version")
+    # unversioned metadata: the layout tells (zarr v3 is NGFF 0.5)
+    version = attrs.get("version") or multiscale.get("version") or ("0.5" if (path / "zarr.json").is_file() else "0.4")
     return MultiscaleImage(path, levels, order, axes, stack, dict(zip(axes, scale, strict=True)), str(version))
 
 
