@@ -5,6 +5,7 @@ From the napari console or a script::
     from napari_promptseg import segment, segment_text, segment_like, register
     labels = segment(image, boxes=[(x0, y0, x1, y1)])
     result = segment_text(image, "nuclei")  # result.labels, result.route, result.reason
+    volume_result = propagate_through_stack(volume, 40, boxes=[(x0, y0, x1, y1)])  # 3D: .labels (Z, Y, X)
 """
 
 from __future__ import annotations
@@ -17,13 +18,23 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["register", "segment", "segment_like", "segment_text", "__version__"]
+__all__ = [
+    "propagate_through_stack",
+    "register",
+    "segment",
+    "segment_like",
+    "segment_stack",
+    "segment_text",
+    "__version__",
+]
 
 #: the other entry points load lazily: importing the package (napari does at start-up) stays cheap
 _LAZY = {
     "segment_text": "napari_promptseg.methods.text",
     "segment_like": "napari_promptseg.methods.oneshot",
     "register": "napari_promptseg.methods.registration",
+    "segment_stack": "napari_promptseg.methods.volume",
+    "propagate_through_stack": "napari_promptseg.methods.volume",
 }
 
 
