@@ -47,11 +47,12 @@ def read_mask(path: str | Path, threshold: int = 127) -> np.ndarray:
 
 
 def write_labels(path: str | Path, labels: np.ndarray) -> Path:
-    """Instance labels as a compressed TIFF (uint16, or uint32 past 65535 objects)."""
+    """Instance labels ((Y, X) or (Z, Y, X)) as a compressed TIFF (uint16, or uint32 past 65535 objects)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
-    tifffile.imwrite(path, labels.astype(dtype, copy=False), compression="zlib")
+    # minisblack: a stack of 3 or 4 planes is planes, not the colour samples tifffile would otherwise take them for
+    tifffile.imwrite(path, labels.astype(dtype, copy=False), compression="zlib", photometric="minisblack")
     return path
 
 
