@@ -189,11 +189,13 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
         pytest.param("no-prompt", r"give at least one --box X0 Y0 X1 Y1 or --point X Y", id="no-prompt"),
         pytest.param("missing-image", r"input image not found: .*missing\.tif", id="missing-image"),
         pytest.param("not-an-image", r"notes\.png: cannot be read as an image", id="not-an-image"),
-        pytest.param("4d", r"coins4d\.tif: expected a 2D image .*got 4D", id="4d"),
         pytest.param(
-            "ambiguous",
-            r"stack\.tif: 3D array of shape \(5, 303, 384\) is ambiguous; pass channel_axis",
-            id="ambiguous",
+            "4d", r"coins4d\.tif: 4D array of shape \(2, 2, 303, 384\): which axis holds the channels", id="4d"
+        ),
+        pytest.param(
+            "stack-without-plane",
+            r"stack\.tif: a stack of 5 planes; give --plane Z, the plane the boxes were drawn on",
+            id="stack-without-plane",
         ),
         pytest.param(
             "5-channels",
@@ -226,7 +228,7 @@ def test_cli_exits_2_with_a_one_line_reason(litemedsam, tmp_path, capsys, coins_
         "missing-image": [str(tmp_path / "missing.tif"), "-o", out, *box],
         "not-an-image": [str(write_notes(tmp_path)), "-o", out, *box],
         "4d": [str(write_tif(tmp_path, "coins4d.tif", np.stack([stack[:2]] * 2))), "-o", out, *box],
-        "ambiguous": [str(write_tif(tmp_path, "stack.tif", stack)), "-o", out, *box],
+        "stack-without-plane": [str(write_tif(tmp_path, "stack.tif", stack)), "-o", out, *box],
         "5-channels": [str(write_tif(tmp_path, "stack.tif", stack)), "-o", out, "--channel-axis", "0", *box],
         "nan": [
             str(write_tif(tmp_path, "nan.tif", np.where(COINS > 200, np.nan, COINS.astype("f4")))),

@@ -294,3 +294,43 @@ def test_find_all_like_three_boxes(make_viewer, qtbot, sample):
     assert len(shapes.data) == 3, "the example boxes stay"
     assert not records_since(start, NotificationSeverity.ERROR)
     assert "found" in widget.runner.widget.summary.text()
+
+
+def test_propagate_through_stack_on_real_mri(make_viewer, qtbot, shared_data):
+    """Propagate through stack: a box on the displayed plane of a 3D image -> a new Labels layer with the object
+    on the planes above and below (the left thalamus of the real MRI volume, 9 planes)."""
+    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
+    truth = scan["seg"] == 10
+    z = int(np.argmax(truth.sum((1, 2))))
+    vol, truth = scan["vol"][z - 4 : z + 5].astype(np.float32), truth[z - 4 : z + 5]
+    viewer = make_viewer()
+    viewer.add_image(vol, name="mri", scale=(2.0, 1.0, 1.0))
+    viewer.dims.set_current_step(0, 4)  # plane 4 (world z = 8)
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    shapes = widget.shapes_picker.layer()
+    rows, cols = np.nonzero(truth[4])
+    r0, c0, r1, c1 = rows.min(), cols.min(), rows.max(), cols.max()
+    shapes.add_rectangles(np.array([[4, r0, c0], [4, r0, c1], [4, r1, c1], [4, r1, c0]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    start = len(notification_manager.records)
+    widget.propagate_button.click()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert not records_since(start, NotificationSeverity.ERROR)
+    result = viewer.layers["mri propagated"]
+    np.testing.assert_allclose(result.scale, (2.0, 1.0, 1.0))
+    assert result.data.shape == truth.shape
+    planes = np.nonzero(result.data.any(axis=(1, 2)))[0]
+    assert planes.min() < 4 < planes.max(), "carried above and below the boxed plane"
+    assert dice(result.data > 0, truth) > 0.75
+    assert "propagated from plane 4" in widget.runner.widget.summary.text()
+    assert len(shapes.data) == 1, "the box stays"
+
+    # a 2D image has no stack to propagate through: said in a notification, nothing added
+    viewer.add_image(vol[4], name="one plane")
+    widget.image_picker.set_layer(viewer.layers["one plane"])
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    start = len(notification_manager.records)
+    widget.propagate()
+    assert any("propagat" in m for m in records_since(start, NotificationSeverity.ERROR))
+    assert "one plane propagated" not in viewer.layers

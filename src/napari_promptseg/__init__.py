@@ -6,6 +6,7 @@ From the napari console or a script::
     labels = segment(image, boxes=[(x0, y0, x1, y1)])
     result = segment_text(image, "nuclei")  # result.labels, result.route, result.reason
     train_text_segmenter("triplets.csv", "my-model/")  # then segment_text(image, "polyp", text_model="my-model/")
+    volume_result = propagate_through_stack(volume, 40, boxes=[(x0, y0, x1, y1)])  # 3D: .labels (Z, Y, X)
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "load_text_segmenter",
+    "propagate_through_stack",
     "register",
     "segment",
     "segment_like",
+    "segment_stack",
     "segment_text",
     "train_text_segmenter",
     "__version__",
@@ -35,6 +38,8 @@ _LAZY = {
     "register": "napari_promptseg.methods.registration",
     "train_text_segmenter": "napari_promptseg.methods.text_training",
     "load_text_segmenter": "napari_promptseg.models",
+    "segment_stack": "napari_promptseg.methods.volume",
+    "propagate_through_stack": "napari_promptseg.methods.volume",
 }
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .errors import PromptsegError
-from .models.preprocessing import PERCENTILES, Normalization
+from .models.preprocessing import PERCENTILES, Normalization, to_numpy
 
 #: a typical object should span this fraction of the model input (LiteMedSAM: 26 of 256 px, 6-7 feature cells)
 OBJECT_FRACTION = 0.1
@@ -213,7 +213,7 @@ class IntensityWindow:
         pixels (a regular subsample of a large image)."""
         arr = image_hwc
         step = max(1, int(math.sqrt(arr.shape[0] * arr.shape[1] / WINDOW_SAMPLE)))
-        sample = np.asarray(arr[::step, ::step]).astype(np.float32)
+        sample = to_numpy(arr[::step, ::step]).astype(np.float32)
         c = sample.shape[-1]
         if mode == "none":
             if np.dtype(arr.dtype).kind == "f":
@@ -266,9 +266,17 @@ def pyramid_level(level_shapes: Sequence[Sequence[int]], scale: float) -> tuple[
     return best, factor
 
 
+def upsample_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Labels computed on a pyramid level -> the full-resolution (..., H, W) grid, nearest pixel centre."""
+    h, w = labels.shape[-2:]
+    rows = np.minimum(((np.arange(shape[-2]) + 0.5) * h / shape[-2]).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(shape[-1]) + 0.5) * w / shape[-1]).astype(np.int64), w - 1)
+    return labels[..., rows[:, None], cols[None, :]]
+
+
 def read_tile(image_hwc: np.ndarray, tile: Tile, window: IntensityWindow) -> np.ndarray:
     """The tile's pixels, normalised with the image's window: (h, w, C) float32 in [0, 1]."""
-    return window.apply(image_hwc[tile.slices])
+    return window.apply(to_numpy(image_hwc[tile.slices]))
 
 
 def to_working(tile_pixels: np.ndarray, scale: float) -> np.ndarray:

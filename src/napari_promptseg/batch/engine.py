@@ -78,7 +78,7 @@ def worker_state(job: BatchJob) -> tuple[Any, dict]:
     with _states_lock:
         if job.run_id not in _states:
             apply_process_settings(job.args)
-            if _in_dask_worker():
+            if in_dask_worker():
                 _keep_freed_memory()
             t0 = time.perf_counter()
             state, meta = job.setup(job.args)
@@ -98,7 +98,8 @@ def apply_process_settings(args: argparse.Namespace) -> None:
     embedding_cache.configure(getattr(args, "cache", None), getattr(args, "cache_max_gb", None))
 
 
-def _in_dask_worker() -> bool:
+def in_dask_worker() -> bool:
+    """Whether this code runs in a task on a Dask distributed worker."""
     if "distributed" not in sys.modules:
         return False
     from distributed import get_worker
@@ -149,21 +150,26 @@ def run_target(job: BatchJob, path: str, final: bool) -> dict:
     except Exception as exc:  # noqa: BLE001 - one bad input must not stop the batch
         if not final:
             raise
-        record = failed_record(getattr(job.args, "output", None), Path(path), image, exc)
+        output, channel_axis = getattr(job.args, "output", None), getattr(job.args, "channel_axis", None)
+        record = failed_record(output, Path(path), image, exc, channel_axis=channel_axis)
         record["attempts"] = 2
     return {"record": record, "meta": meta}
 
 
-def failed_record(output: Path | None, path: Path, image: object, exc: BaseException | str) -> dict:
-    """The record of an input that failed, with an empty label image where its shape is known."""
+def failed_record(
+    output: Path | None, path: Path, image: object, exc: BaseException | str, *, channel_axis: int | None = None
+) -> dict:
+    """The record of an input that failed, with an empty label image where its shape is known: (Y, X), or (Z, Y, X)
+    for a stack (``channel_axis`` as the run read it)."""
     import numpy as np
 
-    from ..io import write_labels
+    from ..io import output_stem, write_labels
+    from ..methods.volume import labels_shape
 
     record = {"input": str(path), "status": "failed", "reason": exc if isinstance(exc, str) else _reason(exc)}
     if output is not None and image is not None and np.ndim(image) >= 2:
-        empty = np.zeros(np.shape(image)[:2], np.uint16)
-        record["output"] = str(write_labels(Path(output) / f"{path.stem}.tif", empty))
+        empty = np.zeros(labels_shape(image, channel_axis=channel_axis), np.uint16)
+        record["output"] = str(write_labels(Path(output) / f"{output_stem(path)}.tif", empty))
         record["shape"] = list(np.shape(image))
     return record
 

@@ -32,9 +32,10 @@ def run_signature(args: argparse.Namespace) -> str:
 
 
 def is_done(record: dict) -> bool:
-    """A finished input: segmented (objects or none) and every file it names still there."""
+    """A finished input: segmented (objects or none) and every file it names still there (an OME-Zarr labels
+    output is a directory)."""
     files = [record.get(k) for k in ("output", "overlay") if record.get(k)]
-    return record.get("status") in ("ok", "empty") and bool(files) and all(Path(f).is_file() for f in files)
+    return record.get("status") in ("ok", "empty") and bool(files) and all(Path(f).exists() for f in files)
 
 
 class Journal:

@@ -29,6 +29,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import CancelledError, PromptsegError, WeightsError
 from ._common import _add_batch_options, _add_model_options
+from ._stacks import _add_stack_options
 from .embed import _add_embed_parser
 from .library import _add_library_parser
 from .models import cmd_models
@@ -51,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=cmd_models)
 
     seg = sub.add_parser("segment", help="segment images from boxes and points (pixel x = column, y = row)")
-    seg.add_argument("images", nargs="+", type=Path, help="2D image files or folders of images")
+    seg.add_argument(
+        "images", nargs="+", type=Path, help="images: 2D, (Z, Y, X[, C]) stacks, OME-Zarr, or folders of them"
+    )
     seg.add_argument("-o", "--output", type=Path, required=True, help="output directory")
     seg.add_argument("--box", nargs=4, type=float, action="append", default=[], metavar=("X0", "Y0", "X1", "Y1"))
     seg.add_argument("--point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"))
@@ -68,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="typical object diameter in pixels; sets the working scale (default: from the boxes)",
     )
     seg.add_argument("--overlay", action="store_true", help="also write OUT/<stem>_overlay.png")
+    _add_stack_options(seg, seeds="segment the boxed objects")
     _add_model_options(seg)
     _add_batch_options(seg)
     seg.set_defaults(func=cmd_segment)

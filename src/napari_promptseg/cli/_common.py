@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..errors import PromptsegError
+from ._stacks import _stack_for, _write_output
 
 if TYPE_CHECKING:
     from ..batch import BatchOutcome
@@ -90,10 +91,14 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
 
 def _expand_images(paths: list[Path]) -> list[Path]:
+    from ..io.multiscale import is_ome_zarr
+
     out = []
     for path in paths:
-        if path.is_dir():
-            out.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        if is_ome_zarr(path):
+            out.append(path)
+        elif path.is_dir():
+            out.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES or is_ome_zarr(p)))
         elif path.is_file():
             out.append(path)
         else:
@@ -107,9 +112,7 @@ def _instances_record(args: argparse.Namespace, path: Path, image, found) -> dic
     """Write one many-instances result and describe it for report.json (oneshot, segment --find-all)."""
     import numpy as np
 
-    from ..io import write_labels
-
-    out = write_labels(args.output / f"{path.stem}.tif", found.labels)
+    out = _write_output(args, path, found.labels)
     record = {
         "input": str(path),
         "output": str(out),
@@ -134,10 +137,16 @@ def _finish_image(
 ) -> None:
     """Per-image tail shared by the segmenting subcommands: the optional overlay and the summary the driver prints
     (private ``_`` keys stay out of report.json)."""
-    from ..io import write_overlay
+    import numpy as np
+
+    from ..io import output_stem, write_overlay
 
     if args.overlay:
-        record["overlay"] = str(write_overlay(args.output / f"{path.stem}_overlay.png", image, labels))
+        if np.ndim(labels) == 3:  # a stack: the overlay shows the seed plane, or the middle one
+            z = getattr(args, "plane", None)
+            z = np.shape(labels)[0] // 2 if z is None else z
+            image, labels = _stack_for(args, image)[z], labels[z]
+        record["overlay"] = str(write_overlay(args.output / f"{output_stem(path)}_overlay.png", image, labels))
     record["_summary"] = summary
 
 

@@ -20,6 +20,16 @@ from ._common import (
     _run_batch,
     _write_report,
 )
+from ._stacks import (
+    _add_stack_options,
+    _at_level,
+    _full_resolution,
+    _plane_channel_axis,
+    _stack_for,
+    _stack_record,
+    _whole_image_level,
+    _write_output,
+)
 
 
 def _add_oneshot_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +39,9 @@ def _add_oneshot_parser(sub: argparse._SubParsersAction) -> None:
         description="Writes OUT/<stem>.tif (labels) per target and OUT/report.json (chosen prompts, scheme scores, "
         "timings). Repeat --reference/--reference-mask for an ensemble over several references.",
     )
-    one.add_argument("targets", nargs="+", type=Path, help="target 2D images or folders of images")
+    one.add_argument(
+        "targets", nargs="+", type=Path, help="targets: 2D images, (Z, Y, X[, C]) stacks, OME-Zarr, or folders of them"
+    )
     one.add_argument("-o", "--output", type=Path, required=True, help="output directory")
     one.add_argument("--reference", type=Path, action="append", required=True, help="reference image (repeatable)")
     one.add_argument(
@@ -57,6 +69,7 @@ def _add_oneshot_parser(sub: argparse._SubParsersAction) -> None:
         "objects, and on each target when its objects differ)",
     )
     one.add_argument("--overlay", action="store_true", help="also write OUT/<stem>_overlay.png")
+    _add_stack_options(one, seeds="segment the reference's objects")
     _add_model_options(one)
     _add_batch_options(one)
     one.set_defaults(func=cmd_oneshot)
@@ -94,6 +107,10 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
             "ensemble": args.ensemble,
             "keep_largest": args.keep_largest,
             "use_points": args.use_points,
+            "plane": args.plane,
+            "propagate": args.propagate,
+            "stop_iou": args.stop_iou,
+            "output_format": args.output_format,
             **_model_parameters(args, meta),
         },
         images=outcome.records,
@@ -152,19 +169,19 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
     return _OneShot(segmenter, extractor, references, masks, exemplars), meta
 
 
-def _process(args: argparse.Namespace, one: _OneShot, path: Path, image) -> dict:
-    import numpy as np
-
-    from ..io import write_labels
+def _segment(args: argparse.Namespace, one: _OneShot, image, name: str, channel_axis: int | None, factor=1.0):
+    """One 2D target (a pyramid level ``factor`` times smaller than full resolution)."""
     from ..methods.instances import segment_with_exemplars
     from ..methods.oneshot import segment_like
     from ..models.preprocessing import as_channels_last
 
     if one.exemplars is not None:
-        hwc = as_channels_last(image, channel_axis=args.channel_axis, channels=args.channels, name=str(path))
-        found = segment_with_exemplars(one.segmenter, one.exemplars, hwc, object_size=args.object_size, name=str(path))
-        return _instances_record(args, path, image, found)
-    result = segment_like(
+        hwc = as_channels_last(image, channel_axis=channel_axis, channels=args.channels, name=name)
+        # on a coarser level the objects are smaller than the exemplars: no measuring, their size / factor
+        size = args.object_size or (one.exemplars.object_size if factor != 1.0 else None)
+        size = None if size is None else size / factor
+        return segment_with_exemplars(one.segmenter, one.exemplars, hwc, object_size=size, name=name)
+    return segment_like(
         one.references,
         one.masks,
         image,
@@ -174,27 +191,53 @@ def _process(args: argparse.Namespace, one: _OneShot, path: Path, image) -> dict
         ensemble=args.ensemble,
         keep_largest=args.keep_largest,
         use_points=args.use_points,
-        channel_axis=args.channel_axis,
+        channel_axis=channel_axis,
         channels=args.channels,
         normalize=args.normalize,
-        names=[str(path)],
+        names=[name],
     )[0]
-    out = write_labels(args.output / f"{path.stem}.tif", result.labels)
+
+
+def _process(args: argparse.Namespace, one: _OneShot, path: Path, image) -> dict:
+    import numpy as np
+
+    from ..tiling import choose_scale
+
+    if np.ndim(image) > 2 and _stack_for(args, image, path) is not None:
+
+        def plane_labels(plane, z: int):
+            return _segment(args, one, plane, f"{path} plane {z}", _plane_channel_axis(args)).labels
+
+        return _stack_record(args, path, image, plane_labels, one.segmenter)
+    if one.exemplars is not None:  # a pyramid is read at the level of the objects' working scale
+        size = args.object_size or one.exemplars.object_size
+        scale = choose_scale(np.shape(image), one.segmenter.input_size, size).scale
+        level, index, factor = _at_level(path, image, scale)
+    else:
+        level, index, factor = _whole_image_level(path, image)
+    result = _segment(args, one, level, str(path), args.channel_axis, factor)
+    if one.exemplars is not None:
+        result.labels = _full_resolution(result.labels, image, factor)
+        result.boxes = result.boxes * factor
+        return {**_instances_record(args, path, image, result), "pyramid_level": index, "level_factor": factor}
+    labels = _full_resolution(result.labels, image, factor)
     record = {
         "input": str(path),
-        "output": str(out),
-        "shape": list(image.shape),
+        "output": _write_output(args, path, labels),
+        "shape": list(np.shape(image)),
+        "pyramid_level": index,
+        "level_factor": factor,
         "objects": int(result.mask.any()),
-        "area_px": int(result.mask.sum()),
+        "area_px": int((labels > 0).sum()),
         "score": round(float(result.score), 4),
-        "positive_points_xy": np.round(result.positives, 1).tolist(),
-        "negative_points_xy": np.round(result.negatives, 1).tolist(),
-        "boxes_xyxy": np.round(result.boxes, 1).tolist(),
+        "positive_points_xy": np.round(result.positives * factor, 1).tolist(),
+        "negative_points_xy": np.round(result.negatives * factor, 1).tolist(),
+        "boxes_xyxy": np.round(result.boxes * factor, 1).tolist(),
         "schemes": result.schemes,
         "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
         "warnings": result.warnings,
     }
     if not result.mask.any():
         record["reason"] = "; ".join(result.warnings) or "the chosen prompts gave an empty mask"
-    _finish_image(args, path, image, result.labels, record, f"{record['area_px']} px, score {record['score']}")
+    _finish_image(args, path, image, labels, record, f"{record['area_px']} px, score {record['score']}")
     return record

@@ -16,6 +16,7 @@ from ._common import (
     _run_batch,
     _write_report,
 )
+from ._stacks import _at_level, _full_resolution, _plane_channel_axis, _stack_for, _stack_record, _write_output
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -23,6 +24,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise PromptsegError("give at least one --box X0 Y0 X1 Y1 or --point X Y")
     if args.find_all and not args.box:
         raise PromptsegError("--find-all needs the boxes of a few example objects (--box X0 Y0 X1 Y1, repeated)")
+    if args.propagate and not args.box:
+        raise PromptsegError("--propagate carries boxed objects through a stack: give --box X0 Y0 X1 Y1 on --plane")
     images = _expand_images(args.images)
     t0 = time.perf_counter()
     args.output.mkdir(parents=True, exist_ok=True)
@@ -39,6 +42,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
             "negative_points": args.negative_point,
             "find_all": args.find_all,
             "object_size": args.object_size,
+            "plane": args.plane,
+            "propagate": args.propagate,
+            "stop_iou": args.stop_iou,
+            "output_format": args.output_format,
             **_model_parameters(args, meta),
         },
         images=outcome.records,
@@ -57,46 +64,70 @@ def _setup(args: argparse.Namespace) -> tuple[object, dict]:
     return segmenter, {"model": segmenter.name, "device": str(segmenter.device)}
 
 
-def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
-    from ..io import write_labels
+def _segment(args: argparse.Namespace, segmenter, image, name: str, channel_axis: int | None, factor: float = 1.0):
+    """The boxes and points (or find-all) on one 2D image (a pyramid level ``factor`` times smaller than full
+    resolution); prompts are given in full-resolution pixels."""
+    import numpy as np
+
     from ..methods.instances import find_all_like
     from ..methods.interactive import segment_prompts
 
+    boxes = np.asarray(args.box, np.float64).reshape(-1, 4) / factor
+    size = None if args.object_size is None else args.object_size / factor
+    options = {"channel_axis": channel_axis, "channels": args.channels, "normalize": args.normalize}
     if args.find_all:
-        found = find_all_like(
-            image,
-            args.box,
-            segmenter=segmenter,
-            object_size=args.object_size,
-            channel_axis=args.channel_axis,
-            channels=args.channels,
-            normalize=args.normalize,
-            name=str(path),
-        )
-        return _instances_record(args, path, image, found)
-    result = segment_prompts(
+        return find_all_like(image, boxes, segmenter=segmenter, object_size=size, name=name, **options)
+    return segment_prompts(
         image,
         segmenter,
-        boxes=args.box,
-        positive_points=args.point,
-        negative_points=args.negative_point,
-        object_size=args.object_size,
-        channel_axis=args.channel_axis,
-        channels=args.channels,
-        normalize=args.normalize,
-        name=str(path),
+        boxes=boxes,
+        positive_points=np.asarray(args.point, np.float64).reshape(-1, 2) / factor,
+        negative_points=np.asarray(args.negative_point, np.float64).reshape(-1, 2) / factor,
+        object_size=size,
+        name=name,
+        **options,
     )
-    out = write_labels(args.output / f"{path.stem}.tif", result.labels)
+
+
+def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
+    import numpy as np
+
+    from ..tiling import box_object_size, choose_scale
+
+    if np.ndim(image) > 2 and _stack_for(args, image, path) is not None:
+        if args.plane is None:
+            raise PromptsegError(
+                f"{path}: a stack of {np.shape(image)[0]} planes; give --plane Z, the plane the boxes were drawn "
+                "on (and --propagate to carry the objects through the stack)"
+            )
+
+        def plane_labels(plane, z: int):
+            return _segment(args, segmenter, plane, f"{path} plane {z}", _plane_channel_axis(args)).labels
+
+        boxes = args.box if args.propagate and not args.find_all else ()
+        return _stack_record(args, path, image, plane_labels, segmenter, boxes=boxes)
+    # a pyramid is read at the level of the boxes' working scale
+    size = args.object_size or (box_object_size(np.array(args.box)) if args.box else None)
+    scale = choose_scale(np.shape(image), segmenter.input_size, size).scale
+    level, index, factor = _at_level(path, image, scale)
+    result = _segment(args, segmenter, level, str(path), args.channel_axis, factor)
+    if args.find_all:
+        result.labels = _full_resolution(result.labels, image, factor)
+        result.boxes = result.boxes * factor
+        return {**_instances_record(args, path, image, result), "pyramid_level": index, "level_factor": factor}
+    labels = _full_resolution(result.labels, image, factor)
     record = {
         "input": str(path),
-        "output": str(out),
-        "shape": list(image.shape),
+        "output": _write_output(args, path, labels),
+        "shape": list(np.shape(image)),
         "objects": int(len(result.scores)),
         "working_scale": result.scale.summary() if result.scale is not None else None,
+        "pyramid_level": index,
+        "level_factor": factor,
         "predicted_iou": [round(float(s), 4) for s in result.scores],
         "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
         "warnings": result.warnings,
     }
     summary = f"{record['objects']} object(s), {sum(result.timings.values()):.2f} s"
-    _finish_image(args, path, image, result.labels, record, summary)
+    _finish_image(args, path, image, labels, record, summary)
     return record

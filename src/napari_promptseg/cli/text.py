@@ -15,6 +15,15 @@ from ._common import (
     _run_batch,
     _write_report,
 )
+from ._stacks import (
+    _add_stack_options,
+    _full_resolution,
+    _plane_channel_axis,
+    _stack_for,
+    _stack_record,
+    _whole_image_level,
+    _write_output,
+)
 
 
 def _add_text_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +36,9 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
         "CLIPSeg, then the reference library (`promptseg library add`), unless --route picks one.",
     )
     text.add_argument("prompt", help="what to segment, e.g. 'nuclei' or 'gland, stroma' (phrases split on , . ;)")
-    text.add_argument("images", nargs="+", type=Path, help="2D images or folders of images")
+    text.add_argument(
+        "images", nargs="+", type=Path, help="images: 2D, (Z, Y, X[, C]) stacks, OME-Zarr, or folders of them"
+    )
     text.add_argument("-o", "--output", type=Path, required=True, help="output directory")
     text.add_argument("--route", default="auto", choices=["auto", "trained", "groundingdino", "clipseg", "library"])
     text.add_argument(
@@ -55,6 +66,7 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
     text.add_argument("--top-k", type=int, default=3, help="library: exemplars to ensemble (%(default)s)")
     text.add_argument("--min-similarity", type=float, help="library: lowest prompt-to-entry similarity accepted")
     text.add_argument("--overlay", action="store_true", help="also write OUT/<stem>_overlay.png")
+    _add_stack_options(text, seeds="segment what the prompt names")
     _add_model_options(text)
     _add_batch_options(text)
     text.set_defaults(func=cmd_text)
@@ -106,13 +118,12 @@ def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
     return (route, segmenter), meta
 
 
-def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
-    from ..io import write_labels
+def _segment(args: argparse.Namespace, state: tuple, image, name: str, channel_axis: int | None):
     from ..methods.prompt_templates import PromptAttributes
     from ..methods.text import segment_text
 
     route, segmenter = state
-    result = segment_text(
+    return segment_text(
         image,
         args.prompt,
         route=route,
@@ -125,14 +136,36 @@ def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
         refine=not args.no_refine,
         top_k=args.top_k,
         min_similarity=args.min_similarity,
-        channel_axis=args.channel_axis,
+        channel_axis=channel_axis,
         channels=args.channels,
         normalize=args.normalize,
-        name=str(path),
+        name=name,
     )
-    out = write_labels(args.output / f"{path.stem}.tif", result.labels)
-    record = {"input": str(path), "output": str(out), "shape": list(image.shape), **result.summary()}
+
+
+def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
+    import numpy as np
+
+    if np.ndim(image) > 2 and _stack_for(args, image, path) is not None:
+
+        def plane_labels(plane, z: int):
+            return _segment(args, state, plane, f"{path} plane {z}", _plane_channel_axis(args))
+
+        return _stack_record(args, path, image, plane_labels, state[1])
+    level, index, factor = _whole_image_level(path, image)  # a pyramid: the level a text model sees
+    result = _segment(args, state, level, str(path), args.channel_axis)
+    labels = _full_resolution(result.labels, image, factor)
+    record = {
+        "input": str(path),
+        "output": _write_output(args, path, labels),
+        "shape": list(np.shape(image)),
+        "pyramid_level": index,
+        "level_factor": factor,
+        **result.summary(),
+    }
+    if factor != 1.0:
+        record["boxes"] = np.round(np.asarray(result.boxes) * factor, 1).tolist()
     if not record.get("objects"):
         record["reason"] = "; ".join(result.warnings) or f"nothing answered '{args.prompt}'"
-    _finish_image(args, path, image, result.labels, record, f"{record['objects']} object(s); {result.reason}")
+    _finish_image(args, path, image, labels, record, f"{record['objects']} object(s); {result.reason}")
     return record

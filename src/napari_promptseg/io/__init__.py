@@ -1,5 +1,17 @@
-"""Reading and writing images, masks and labels. No Qt, no napari."""
+"""Reading and writing images, masks and labels (TIFF, PNG, ..., OME-Zarr and pyramidal TIFF lazily). No Qt, no
+napari."""
 
-from .images import read_image, read_mask, write_labels, write_overlay
+from .images import output_stem, read_image, read_mask, write_labels, write_overlay
+from .multiscale import MultiscaleImage, is_ome_zarr, open_multiscale, write_ome_zarr_labels
 
-__all__ = ["read_image", "read_mask", "write_labels", "write_overlay"]
+__all__ = [
+    "MultiscaleImage",
+    "is_ome_zarr",
+    "open_multiscale",
+    "output_stem",
+    "read_image",
+    "read_mask",
+    "write_labels",
+    "write_ome_zarr_labels",
+    "write_overlay",
+]

@@ -10,21 +10,46 @@ import tifffile
 from ..errors import PromptsegError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
+#: longest side of an overlay PNG
+OVERLAY_SIDE = 4096
+
+
+def output_stem(path: str | Path) -> str:
+    """Output name of an input: 'slide.ome.zarr' and 'slide.ome.tif' -> 'slide', 'cells.png' -> 'cells'."""
+    path = Path(path)
+    name = path.name
+    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read a 2D image file (TIFF, PNG, JPEG, BMP, ...) as a numpy array in its stored dtype."""
+    """Read an image file (TIFF, PNG, JPEG, BMP, ...) as a numpy array in its stored dtype.
+
+    OME-Zarr image directories and pyramidal TIFFs are opened lazily: their full-resolution level as a dask array in
+    the order (Z, ) Y, X (, C) (see :mod:`.multiscale`); nothing is read until a tile or plane is asked for."""
+    from .multiscale import is_lazy_image, open_multiscale
+
     path = Path(path)
+    if path.is_dir() or is_lazy_image(path):
+        if not is_lazy_image(path):
+            raise PromptsegError(f"{path}: a directory, not an image (OME-Zarr images carry 'multiscales' metadata)")
+        return open_multiscale(path).levels[0]
     if not path.is_file():
         raise PromptsegError(f"{path}: no such file")
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
-            return tifffile.imread(path)
-        import imageio.v3 as iio
+            image = tifffile.imread(path)
+        else:
+            import imageio.v3 as iio
 
-        return np.asarray(iio.imread(path))
+            image = np.asarray(iio.imread(path))
     except Exception as exc:  # every reader has its own exception types; the user needs the file name
         raise PromptsegError(f"{path}: cannot be read as an image ({exc})") from exc
+    if image.ndim < 2 or not image.size:  # tifffile reads a TIFF without pages as an empty array, with a warning
+        raise PromptsegError(f"{path}: cannot be read as an image (no pixels: shape {image.shape})")
+    return image
 
 
 def read_mask(path: str | Path, threshold: int = 127) -> np.ndarray:
@@ -36,11 +61,12 @@ def read_mask(path: str | Path, threshold: int = 127) -> np.ndarray:
 
 
 def write_labels(path: str | Path, labels: np.ndarray) -> Path:
-    """Instance labels as a compressed TIFF (uint16, or uint32 past 65535 objects)."""
+    """Instance labels ((Y, X) or (Z, Y, X)) as a compressed TIFF (uint16, or uint32 past 65535 objects)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
-    tifffile.imwrite(path, labels.astype(dtype, copy=False), compression="zlib")
+    # minisblack: a stack of 3 or 4 planes is planes, not the colour samples tifffile would otherwise take them for
+    tifffile.imwrite(path, labels.astype(dtype, copy=False), compression="zlib", photometric="minisblack")
     return path
 
 
@@ -52,7 +78,10 @@ def write_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray) -> Pa
 
     from ..models.preprocessing import as_channels_last
 
-    hwc = as_channels_last(image).astype(np.float32)
+    # a quick look: a big image is shown at most OVERLAY_SIDE pixels wide (a slide in float would not fit memory)
+    step = max(1, -(-max(np.shape(labels)) // OVERLAY_SIDE))
+    image, labels = image[::step, ::step], np.asarray(labels[::step, ::step])
+    hwc = np.asarray(as_channels_last(image)).astype(np.float32)
     lo, hi = np.percentile(hwc, (0.5, 99.5))
     base = np.clip((hwc - lo) / max(hi - lo, 1e-8), 0, 1)
     if base.shape[2] < 3:  # gray -> repeated, two channels -> red/green (as the model sees them)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ..errors import PromptsegError
+from ..models.preprocessing import to_numpy
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 #: filter scales in working pixels (a typical object spans ~26 working pixels)
@@ -36,7 +37,7 @@ def informative_channels(image: np.ndarray) -> tuple[int, ...]:
     """Channels worth filtering: one for gray stored as RGB (identical channels), else all."""
     c = image.shape[-1]
     step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / 250_000)))
-    sample = np.asarray(image[::step, ::step])
+    sample = to_numpy(image[::step, ::step])
     if c > 1 and all(np.array_equal(sample[..., 0], sample[..., k]) for k in range(1, c)):
         return (0,)
     return tuple(range(c))

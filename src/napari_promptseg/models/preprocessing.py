@@ -37,9 +37,11 @@ def as_channels_last(
 
     ``(H, W)`` is gray; ``(H, W, 3|4)`` is RGB(A) (alpha dropped); ``(H, W, 2)`` is two channels. Any other 3D
     array needs ``channel_axis``; ``channels`` picks up to three channels (e.g. nuclei + membrane) to feed the
-    model's three colour inputs.
+    model's three colour inputs. A dask array (an OME-Zarr or pyramidal TIFF level) stays lazy: the tiled methods
+    read it tile by tile (its values are checked for NaN tile by tile, not here).
     """
-    arr = np.asarray(image)
+    lazy = is_lazy(image)
+    arr = image if lazy else np.asarray(image)
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     if arr.dtype.kind not in "uif":
@@ -54,7 +56,7 @@ def as_channels_last(
         if channel_axis is not None:
             if not -3 <= channel_axis < 3:
                 raise PromptsegError(f"{name}: channel_axis {channel_axis} out of range for shape {arr.shape}")
-            arr = np.moveaxis(arr, channel_axis, -1)
+            arr = arr.transpose([a for a in range(3) if a != channel_axis % 3] + [channel_axis % 3])
         elif arr.shape[-1] in (1, 3, 4):  # gray with a trailing axis, RGB, RGBA
             arr = arr[..., :3]
         elif arr.shape[-1] == 2 and min(arr.shape[:2]) >= 8:
@@ -69,7 +71,8 @@ def as_channels_last(
     else:
         raise PromptsegError(
             f"{name}: expected a 2D image (H, W), (H, W, RGB) or (H, W, C) with channel_axis; got {arr.ndim}D "
-            f"shape {arr.shape}. Select a single 2D plane first."
+            f"shape {arr.shape}. Select a single 2D plane first, or use the stack functions of "
+            "napari_promptseg.methods.volume (segment_stack, propagate_through_stack)."
         )
     h, w, c = arr.shape
     if min(h, w) < 2:
@@ -91,9 +94,22 @@ def as_channels_last(
         raise PromptsegError(
             f"{name}: {arr.shape[-1]} channels; choose up to three with channels=[...] (CLI: --channels)"
         )
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+    if arr.dtype.kind == "f" and not lazy and not np.isfinite(arr).all():
         raise PromptsegError(f"{name}: contains NaN or infinite values; fill or mask them first")
     return arr
+
+
+def is_lazy(image: object) -> bool:
+    """A dask array (read chunk by chunk when indexed), not an in-memory one."""
+    return hasattr(image, "dask") and hasattr(image, "compute")
+
+
+def to_numpy(pixels: object) -> np.ndarray:
+    """An in-memory array of ``pixels``; a dask array is computed in this thread (no worker pool under the tiles'
+    own torch threads, and deterministic)."""
+    if is_lazy(pixels):
+        return np.asarray(pixels.compute(scheduler="synchronous"))
+    return np.asarray(pixels)
 
 
 def normalize_intensity(x: torch.Tensor, *, source_dtype: np.dtype, mode: Normalization = "auto") -> torch.Tensor:

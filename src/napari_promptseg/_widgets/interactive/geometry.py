@@ -1,0 +1,281 @@
+"""Which 2D plane of an image layer the prompts are on, how prompts map onto it, and how results go into Labels.
+
+Coordinates: napari layers hold (row, col) *data* coordinates, each layer with its own scale/translate. Prompts are
+taken to world coordinates with their own layer's transform and back into the image layer's data coordinates, so a
+box drawn on any Shapes layer lands on the right pixels; the core library then receives x = column, y = row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import napari
+import napari.layers
+import numpy as np
+
+from ...errors import PromptsegError
+
+#: feature of the points layer: True for a positive click, False for a negative one
+POSITIVE = "positive"
+
+
+@dataclass(frozen=True)
+class PlaneGeometry:
+    """The 2D plane being segmented, in the *labels space* of the image layer.
+
+    Labels space is the image layer's data space without the RGB axis and without the channel axis (if the user
+    chose one). Labels layers that go with the image have ``labels_shape`` and the same scale/translate.
+    """
+
+    image_name: str
+    labels_shape: tuple[int, ...]
+    row_axis: int
+    col_axis: int
+    index: tuple[int, ...]  # position of the plane along every labels axis (0 on the two plane axes)
+    channel_axis: int | None  # image-data axis that holds channels (always 0 when set; see plane_geometry)
+    scale: tuple[float, ...]
+    translate: tuple[float, ...]
+    affine: np.ndarray | None  # (n+1, n+1) matrix in labels space, None when the image layer has none
+
+    @property
+    def plane_shape(self) -> tuple[int, int]:
+        return self.labels_shape[self.row_axis], self.labels_shape[self.col_axis]
+
+    @property
+    def fixed_axes(self) -> tuple[int, ...]:
+        return tuple(a for a in range(len(self.labels_shape)) if a not in (self.row_axis, self.col_axis))
+
+    @property
+    def plane_slices(self) -> tuple:
+        """Index of the plane in a labels-space array: an (H, W) view."""
+        return tuple(slice(None) if a in (self.row_axis, self.col_axis) else self.index[a] for a in self._axes)
+
+    @property
+    def preview_shape(self) -> tuple[int, ...]:
+        """The preview layer holds only this plane: size 1 along the other axes, placed by its translate."""
+        return tuple(n if a in (self.row_axis, self.col_axis) else 1 for a, n in enumerate(self.labels_shape))
+
+    @property
+    def preview_translate(self) -> tuple[float, ...]:
+        return tuple(t + (self.index[a] * s if a in self.fixed_axes else 0.0) for a, (t, s) in self._scaled)
+
+    @property
+    def _axes(self) -> range:
+        return range(len(self.labels_shape))
+
+    @property
+    def _scaled(self):
+        return enumerate(zip(self.translate, self.scale, strict=True))
+
+    def labels_indices(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Full labels-space fancy index of plane pixels (rows, cols)."""
+        out = []
+        for a in self._axes:
+            if a == self.row_axis:
+                out.append(rows)
+            elif a == self.col_axis:
+                out.append(cols)
+            else:
+                out.append(np.full(rows.shape, self.index[a], dtype=rows.dtype))
+        return tuple(out)
+
+
+def _image_data(layer: napari.layers.Image):
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def plane_geometry(
+    viewer: napari.viewer.Viewer, layer: napari.layers.Image, channel_axis: int | None = None
+) -> PlaneGeometry:
+    """Locate the displayed 2D plane of ``layer`` (raises PromptsegError naming the layer when it can't)."""
+    name = f"image layer '{layer.name}'"
+    if viewer.dims.ndisplay != 2:
+        raise PromptsegError(f"{name}: prompts segment one 2D plane; switch the viewer to 2D (Ctrl+Y)")
+    shape = tuple(_image_data(layer).shape)
+    spatial = shape[:-1] if layer.rgb else shape
+    ndim = len(spatial)
+    if ndim < 2:
+        raise PromptsegError(f"{name}: needs at least two dimensions, got shape {shape}")
+    offset = viewer.dims.ndim - layer.ndim
+    displayed = sorted(d - offset for d in viewer.dims.displayed)
+    if any(d < 0 for d in displayed):
+        raise PromptsegError(f"{name}: the displayed axes {viewer.dims.displayed} are not axes of this layer")
+    if channel_axis is not None:
+        if layer.rgb:
+            raise PromptsegError(f"{name}: an RGB layer has no separate channel axis; choose 'none'")
+        if ndim < 3:
+            raise PromptsegError(f"{name}: a 2D layer has no channel axis; choose 'none'")
+        if channel_axis != 0:
+            # labels layers drop the channel axis; napari aligns layers by their trailing axes, so only a leading
+            # channel axis keeps the labels on top of the image
+            raise PromptsegError(
+                f"{name}: the channel axis must be the first axis (got {channel_axis}); split the channels "
+                "(layer menu: Split Stack) or reorder the axes"
+            )
+        if channel_axis in displayed:
+            raise PromptsegError(f"{name}: the channel axis {channel_axis} is displayed; show the image plane instead")
+    position = layer.world_to_data(viewer.dims.point)
+    data_index = [int(np.clip(np.round(position[a]), 0, spatial[a] - 1)) for a in range(ndim)]
+    keep = [a for a in range(ndim) if a != channel_axis]
+    labels_of = {a: i for i, a in enumerate(keep)}  # image-data axis -> labels axis
+    index = tuple(0 if a in displayed else data_index[a] for a in keep)
+    affine = None
+    matrix = np.asarray(layer.affine.affine_matrix, dtype=float)
+    if not np.allclose(matrix, np.eye(ndim + 1)):
+        homogeneous = [*keep, ndim]
+        affine = matrix[np.ix_(homogeneous, homogeneous)]
+    return PlaneGeometry(
+        image_name=layer.name,
+        labels_shape=tuple(spatial[a] for a in keep),
+        row_axis=labels_of[displayed[0]],
+        col_axis=labels_of[displayed[1]],
+        index=index,
+        channel_axis=channel_axis,
+        scale=tuple(float(layer.scale[a]) for a in keep),
+        translate=tuple(float(layer.translate[a]) for a in keep),
+        affine=affine,
+    )
+
+
+def extract_plane(layer: napari.layers.Image, geom: PlaneGeometry) -> tuple[np.ndarray, int | None]:
+    """The plane's pixels (H, W), (H, W, RGB) or (C, H, W), and the channel axis to pass to the core function."""
+    data = _image_data(layer)
+    ndim = len(geom.labels_shape) + (geom.channel_axis is not None)
+    labels_axis = 0
+    index = []
+    for a in range(ndim):
+        if a == geom.channel_axis:
+            index.append(slice(None))
+            continue
+        if labels_axis in (geom.row_axis, geom.col_axis):
+            index.append(slice(None))
+        else:
+            index.append(geom.index[labels_axis])
+        labels_axis += 1
+    return np.asarray(data[tuple(index)]), (0 if geom.channel_axis is not None else None)
+
+
+def extract_volume(layer: napari.layers.Image, geom: PlaneGeometry) -> tuple[object, int]:
+    """A 3D layer as a (Z, H, W[, C]) stack through the displayed plane (Z = the one labels axis not displayed,
+    channels last), without copying; and that axis in labels space."""
+    if len(geom.fixed_axes) != 1:
+        raise PromptsegError(
+            f"image layer '{geom.image_name}': propagation runs along the one axis besides the displayed plane; "
+            f"this layer's planes are {geom.labels_shape} (axes without channels)"
+        )
+    z = geom.fixed_axes[0]
+    data = _image_data(layer)
+    offset = 0 if geom.channel_axis is None else 1  # the channel axis is always the first (see plane_geometry)
+    order = [z + offset, geom.row_axis + offset, geom.col_axis + offset]
+    if geom.channel_axis is not None:
+        order.append(0)
+    elif layer.rgb:
+        order.append(data.ndim - 1)
+    return data.transpose(order), z
+
+
+def to_labels_coords(
+    viewer: napari.viewer.Viewer, image: napari.layers.Image, geom: PlaneGeometry, layer, coords: np.ndarray
+) -> np.ndarray:
+    """Data coordinates of ``layer`` (N, layer.ndim) -> labels-space coordinates of the image (N, labels ndim).
+
+    Through world coordinates, so each layer's own scale/translate counts. Axes a prompt layer lacks (a 2D layer
+    over a stack) take the viewer's current position, i.e. the prompt applies to the displayed plane.
+    """
+    out = np.empty((len(coords), len(geom.labels_shape)), dtype=float)
+    point = np.asarray(viewer.dims.point, dtype=float)
+    for i, c in enumerate(np.asarray(coords, dtype=float)):
+        world = point.copy()
+        w = np.asarray(layer.data_to_world(c), dtype=float)
+        world[len(world) - len(w) :] = w
+        data = np.asarray(image.world_to_data(world), dtype=float)
+        out[i] = np.delete(data, geom.channel_axis) if geom.channel_axis is not None else data
+    return out
+
+
+def _on_plane(coords: np.ndarray, geom: PlaneGeometry) -> np.ndarray:
+    """Which rows of labels-space ``coords`` lie on the plane (rounding along the non-displayed axes)."""
+    keep = np.ones(len(coords), dtype=bool)
+    for a in geom.fixed_axes:
+        keep &= np.round(coords[:, a]).astype(int) == geom.index[a]
+    return keep
+
+
+@dataclass
+class PlanePrompts:
+    """Prompts of one plane in the library's convention (x = column, y = row), and where they came from."""
+
+    boxes: list[tuple[float, float, float, float]]
+    positive: list[tuple[float, float]]
+    negative: list[tuple[float, float]]
+    shape_indices: list[int]  # rows of the Shapes layer used (removed after a commit)
+    point_indices: list[int]
+
+    def __bool__(self) -> bool:
+        return bool(self.boxes or self.positive or self.negative)
+
+
+def gather_prompts(
+    viewer: napari.viewer.Viewer,
+    image: napari.layers.Image,
+    geom: PlaneGeometry,
+    shapes: napari.layers.Shapes | None,
+    points: napari.layers.Points | None,
+) -> PlanePrompts:
+    """Boxes (bounding box of each shape) and clicks that lie on the plane, in image pixels x = col, y = row."""
+    prompts = PlanePrompts([], [], [], [], [])
+    if shapes is not None:
+        for i, vertices in enumerate(shapes.data):
+            c = to_labels_coords(viewer, image, geom, shapes, vertices)
+            if not _on_plane(c, geom).all():
+                continue
+            rows, cols = c[:, geom.row_axis], c[:, geom.col_axis]
+            prompts.boxes.append((float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max())))
+            prompts.shape_indices.append(i)
+    if points is not None and len(points.data):
+        c = to_labels_coords(viewer, image, geom, points, points.data)
+        features = points.features
+        positive = (
+            features[POSITIVE].to_numpy(dtype=bool)
+            if POSITIVE in features and len(features) == len(c)
+            else np.ones(len(c), dtype=bool)
+        )
+        for i in np.flatnonzero(_on_plane(c, geom)):
+            xy = (float(c[i, geom.col_axis]), float(c[i, geom.row_axis]))
+            (prompts.positive if positive[i] else prompts.negative).append(xy)
+            prompts.point_indices.append(int(i))
+    return prompts
+
+
+def commit_to_labels(target: napari.layers.Labels, preview: np.ndarray, geom: PlaneGeometry) -> list[int]:
+    """Write the preview objects into ``target`` as new ids (max + 1, ...), only where ``target`` is 0.
+
+    Goes through ``Labels.data_setitem`` so the whole commit is one undo step (Ctrl+Z). Returns the new ids.
+    """
+    name = f"labels layer '{target.name}'"
+    if tuple(target.data.shape) != geom.labels_shape:
+        raise PromptsegError(
+            f"{name}: shape {tuple(target.data.shape)} does not match image '{geom.image_name}' "
+            f"{geom.labels_shape}; choose another target or a new layer"
+        )
+    dtype = np.dtype(target.data.dtype)
+    if dtype.kind not in "iu":
+        raise PromptsegError(f"{name}: labels must be integers, got {dtype}")
+    free = np.asarray(target.data[geom.plane_slices]) == 0
+    placed = np.where(free, preview, 0)
+    objects = [int(k) for k in np.unique(placed) if k != 0]
+    if not objects:
+        return []
+    start = int(np.asarray(target.data).max()) + 1
+    new_ids = list(range(start, start + len(objects)))
+    if new_ids[-1] > np.iinfo(dtype).max:
+        raise PromptsegError(
+            f"{name}: dtype {dtype} cannot hold label id {new_ids[-1]}; convert the layer to uint32 or commit to a "
+            "new layer"
+        )
+    lut = np.zeros(int(placed.max()) + 1, dtype=np.int64)
+    lut[objects] = new_ids
+    rows, cols = np.nonzero(placed)
+    values = lut[placed[rows, cols]].astype(dtype)
+    target.data_setitem(geom.labels_indices(rows, cols), values)
+    return new_ids

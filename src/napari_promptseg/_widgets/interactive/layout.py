@@ -1,0 +1,191 @@
+"""The Interactive widget's names, keys and controls (built here, wired to the widget's handlers)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import napari
+import napari.layers
+import torch
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QRadioButton,
+    QVBoxLayout,
+)
+
+from ...models import DEFAULT_SEGMENTER, MODELS
+from ...models.preprocessing import NORMALIZATIONS
+from ...models.registry import weights_status
+from .._common import LayerPicker
+from .geometry import POSITIVE
+
+if TYPE_CHECKING:
+    from .widget import InteractiveWidget
+
+PREVIEW_NAME = "promptseg preview"
+NO_IMAGE = "no image layer: open an image (File > Open Sample > Prompt segmentation), then draw boxes or click"
+TARGET_NAME = "promptseg labels"
+BOXES_NAME = "promptseg boxes"
+POINTS_NAME = "promptseg points"
+#: metadata tag of the preview layer, so it is never offered as a commit target (also across widget instances)
+ROLE_KEY = "promptseg_role"
+POLARITY_COLOURS = {True: "lime", False: "red"}
+TOGGLE_KEY = "T"
+COMMIT_KEY = "Shift-C"
+PREVIEW_DELAY_MS = 150  # prompt edits come in bursts (add + select + move events); decode once per burst
+PLANE_DELAY_MS = 300  # scrubbing a slider must not encode every plane it passes
+
+
+def _is_preview(layer) -> bool:
+    return layer.metadata.get(ROLE_KEY) == "preview"
+
+
+def _available_devices() -> list[str]:
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def build_controls(widget: InteractiveWidget) -> None:
+    """Create the widget's controls as its attributes, lay them out and connect them to its handlers."""
+    v = widget.viewer
+    widget.image_picker = LayerPicker(v, napari.layers.Image)
+    widget.image_picker.setToolTip("Image to segment; for a stack, the displayed 2D plane")
+    widget.channel_combo = QComboBox()
+    widget.channel_combo.setToolTip("For a multichannel image stored as one layer: the axis holding the channels")
+    widget.channels_edit = QLineEdit()
+    widget.channels_edit.setPlaceholderText("all (up to 3), e.g. 0,2")
+    widget.channels_edit.setToolTip("Up to three channels fed to the model's colour inputs")
+    widget.normalize_combo = QComboBox()
+    widget.normalize_combo.addItems(list(NORMALIZATIONS))
+    widget.normalize_combo.setToolTip("Intensity scaling before the model: auto = 0-255 for 8-bit, else percentiles")
+
+    widget.shapes_picker = LayerPicker(v, napari.layers.Shapes, none_text="(no boxes)", auto_select=True)
+    widget.shapes_picker.setToolTip("Shapes layer whose rectangles are box prompts (one object per box)")
+    widget.points_picker = LayerPicker(v, napari.layers.Points, none_text="(no clicks)", auto_select=True)
+    widget.points_picker.setToolTip(
+        f"Points layer of clicks; feature '{POSITIVE}' marks positive (green) / negative (red)"
+    )
+    widget.new_prompts_button = QPushButton("New prompt layers")
+    widget.new_prompts_button.setToolTip("Add a Shapes layer for boxes and a Points layer for clicks on this image")
+    widget.positive_radio = QRadioButton("positive")
+    widget.negative_radio = QRadioButton("negative")
+    widget.positive_radio.setChecked(True)
+    polarity = QButtonGroup(widget)
+    polarity.addButton(widget.positive_radio)
+    polarity.addButton(widget.negative_radio)
+    widget._polarity_group = polarity
+    for button in (widget.positive_radio, widget.negative_radio):
+        button.setToolTip(f"Polarity of new clicks; '{TOGGLE_KEY}' on the points layer toggles (and flips selected)")
+    widget.clear_button = QPushButton("Clear prompts")
+    widget.object_size_spin = QDoubleSpinBox()
+    widget.object_size_spin.setRange(0, 100_000)
+    widget.object_size_spin.setDecimals(0)
+    widget.object_size_spin.setSuffix(" px")
+    widget.object_size_spin.setSpecialValueText("auto (from the boxes)")
+    widget.object_size_spin.setToolTip(
+        "Typical object diameter in pixels: sets the scale the model sees (small objects in a large image are "
+        "segmented in tiles around them). Auto: the boxes' median size"
+    )
+    widget.propagate_button = QPushButton("Propagate through stack")
+    widget.propagate_button.setToolTip(
+        "3D image: segment the objects boxed on this plane and carry each plane by plane through the stack, both "
+        "ways, until it ends; the result is a new Labels layer"
+    )
+    widget.find_all_button = QPushButton("Find all like these")
+    widget.find_all_button.setToolTip(
+        "Every object in the image like the boxed examples, as a new Labels layer (box 2-5 typical objects)"
+    )
+
+    widget.model_combo = QComboBox()
+    for card in MODELS.values():
+        if card.role != "segmenter":
+            continue
+        status, _ = weights_status(card)
+        label = card.name if status != "missing" else f"{card.name} (weights missing)"
+        widget.model_combo.addItem(label, card.name)
+        widget.model_combo.setItemData(widget.model_combo.count() - 1, card.description, Qt.ToolTipRole)
+    widget.model_combo.setCurrentIndex(max(0, widget.model_combo.findData(DEFAULT_SEGMENTER)))
+    widget.device_combo = QComboBox()
+    widget.device_combo.addItems(_available_devices())
+    widget.auto_embed_check = QCheckBox("embed when the image or plane changes")
+    widget.auto_embed_check.setChecked(True)
+    widget.embed_button = QPushButton("Compute embedding")
+
+    widget.target_picker = LayerPicker(
+        v, napari.layers.Labels, none_text=f"new layer '{TARGET_NAME}'", exclude=_is_preview
+    )
+    widget.target_picker.setToolTip("Labels layer that receives committed objects as new ids; existing labels stay")
+    widget.commit_button = QPushButton(f"Commit ({COMMIT_KEY})")
+    widget.commit_button.setToolTip("Write the preview into the target as new labels (undo: Ctrl+Z on the target)")
+
+    image_box = QGroupBox("Image")
+    form = QFormLayout(image_box)
+    form.addRow("image", widget.image_picker)
+    form.addRow("channel axis", widget.channel_combo)
+    form.addRow("channels", widget.channels_edit)
+    form.addRow("intensity", widget.normalize_combo)
+
+    prompt_box = QGroupBox("Prompts")
+    form = QFormLayout(prompt_box)
+    form.addRow("boxes", widget.shapes_picker)
+    form.addRow("clicks", widget.points_picker)
+    row = QHBoxLayout()
+    row.addWidget(widget.positive_radio)
+    row.addWidget(widget.negative_radio)
+    form.addRow("new clicks", row)
+    row = QHBoxLayout()
+    row.addWidget(widget.new_prompts_button)
+    row.addWidget(widget.clear_button)
+    form.addRow(row)
+    form.addRow("object size", widget.object_size_spin)
+    form.addRow(widget.find_all_button)
+    form.addRow(widget.propagate_button)
+
+    model_box = QGroupBox("Model")
+    form = QFormLayout(model_box)
+    form.addRow("model", widget.model_combo)
+    form.addRow("device", widget.device_combo)
+    form.addRow(widget.auto_embed_check)
+    form.addRow(widget.embed_button)
+
+    result_box = QGroupBox("Result")
+    form = QFormLayout(result_box)
+    form.addRow("target", widget.target_picker)
+    form.addRow(widget.commit_button)
+
+    layout = QVBoxLayout(widget)
+    for box in (image_box, prompt_box, model_box, result_box):
+        layout.addWidget(box)
+    layout.addWidget(widget.runner.widget)
+    layout.addStretch(1)
+
+    widget.image_picker.layer_changed.connect(widget._on_image_changed)
+    widget.channel_combo.currentIndexChanged.connect(widget._on_image_options_changed)
+    widget.channels_edit.editingFinished.connect(widget._on_image_options_changed)
+    widget.normalize_combo.currentIndexChanged.connect(widget._on_image_options_changed)
+    widget.shapes_picker.layer_changed.connect(lambda layer: widget._on_prompt_layer_changed("shapes", layer))
+    widget.points_picker.layer_changed.connect(lambda layer: widget._on_prompt_layer_changed("points", layer))
+    widget.new_prompts_button.clicked.connect(widget.new_prompt_layers)
+    widget.positive_radio.toggled.connect(widget._on_polarity_changed)
+    widget.clear_button.clicked.connect(widget.clear_prompts)
+    widget.object_size_spin.valueChanged.connect(widget._on_image_options_changed)
+    widget.find_all_button.clicked.connect(widget.find_all)
+    widget.propagate_button.clicked.connect(widget.propagate)
+    widget.model_combo.currentIndexChanged.connect(widget._on_image_options_changed)
+    widget.device_combo.currentIndexChanged.connect(widget._on_image_options_changed)
+    widget.embed_button.clicked.connect(widget.compute_embedding)
+    widget.commit_button.clicked.connect(widget.commit)

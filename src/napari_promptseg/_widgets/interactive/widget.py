@@ -1,0 +1,598 @@
+"""The Interactive widget: boxes (Shapes) and positive/negative clicks (Points) -> live preview -> commit to Labels;
+"find all like these"; and "propagate through stack" for 3D images.
+
+The widget only gathers inputs and moves results between layers; segmentation is
+:func:`napari_promptseg.methods.interactive.segment_prompts` (and ``find_all_like``, ``propagate_through_stack``)
+with a model from :func:`napari_promptseg.models.load_segmenter`, run in a thread worker by
+:class:`.._common.TaskRunner`.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass
+
+import napari
+import napari.layers
+import numpy as np
+from napari.utils.notifications import show_info, show_warning
+from qtpy.QtWidgets import QWidget
+
+from ...errors import CancelledError, PromptsegError
+from ...methods.instances import InstanceResult, find_all_like
+from ...methods.interactive import SegmentationResult, segment_prompts
+from ...methods.volume import PropagationResult, propagate_through_stack
+from ...models import load_segmenter
+from ...models.preprocessing import as_channels_last
+from .._common import TaskRunner, debounce_timer, load_triton_safely, notify_exception, notify_once
+from .geometry import (
+    POSITIVE,
+    PlaneGeometry,
+    PlanePrompts,
+    _image_data,
+    commit_to_labels,
+    extract_plane,
+    extract_volume,
+    gather_prompts,
+    plane_geometry,
+)
+from .layout import (
+    BOXES_NAME,
+    COMMIT_KEY,
+    NO_IMAGE,
+    PLANE_DELAY_MS,
+    POINTS_NAME,
+    POLARITY_COLOURS,
+    PREVIEW_DELAY_MS,
+    PREVIEW_NAME,
+    ROLE_KEY,
+    TARGET_NAME,
+    TOGGLE_KEY,
+    _is_preview,
+    build_controls,
+)
+
+
+@dataclass
+class _Preview:
+    geom: PlaneGeometry
+    labels: np.ndarray  # (H, W)
+    version: int
+    prompts: PlanePrompts
+    shapes: napari.layers.Shapes | None
+    points: napari.layers.Points | None
+
+
+class InteractiveWidget(QWidget):
+    """Boxes and clicks -> live preview -> commit new objects into a Labels layer (undo with Ctrl+Z)."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        load_triton_safely()
+        self.viewer = napari_viewer
+        self.runner = TaskRunner(self)
+        self.preview: _Preview | None = None
+        self._preview_layer: napari.layers.Labels | None = None
+        self._version = 0  # bumped by every prompt edit; a preview computed for an older version is stale
+        self._commit_after_preview = False
+        self._shown_warnings: set[str] = set()
+        self._connected: dict[str, napari.layers.Layer] = {}
+        self._last_plane: tuple | None = None
+        self._preview_timer = debounce_timer(self, PREVIEW_DELAY_MS, self._run_preview)
+        self._plane_timer = debounce_timer(self, PLANE_DELAY_MS, self._on_plane_settled)
+        build_controls(self)
+        self.runner.idle.connect(self._on_runner_idle)
+        self.viewer.dims.events.current_step.connect(self._on_dims_changed)
+        self._on_image_changed(self.image_picker.layer())
+        self._on_prompt_layer_changed("shapes", self.shapes_picker.layer())
+        self._on_prompt_layer_changed("points", self.points_picker.layer())
+
+    # -- state read from the controls --------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.model_combo.currentData()
+
+    @property
+    def device(self) -> str:
+        return self.device_combo.currentText()
+
+    @property
+    def positive_clicks(self) -> bool:
+        return self.positive_radio.isChecked()
+
+    @property
+    def object_size(self) -> float | None:
+        return float(self.object_size_spin.value()) or None
+
+    @property
+    def is_idle(self) -> bool:
+        """No computation running or about to start (tests and scripts wait on this)."""
+        return not (self.runner.busy or self._preview_timer.isActive() or self._plane_timer.isActive())
+
+    def _channel_axis(self) -> int | None:
+        return self.channel_combo.currentData()
+
+    def _channels(self) -> list[int] | None:
+        text = self.channels_edit.text().strip()
+        if not text or self._channel_axis() is None:
+            return None
+        try:
+            return [int(part) for part in text.replace(" ", ",").split(",") if part]
+        except ValueError:
+            raise PromptsegError(f"channels: expected comma-separated channel numbers like 0,2; got {text!r}") from None
+
+    def _geometry(self) -> tuple[napari.layers.Image, PlaneGeometry]:
+        image = self.image_picker.layer()
+        if image is None:
+            raise PromptsegError(NO_IMAGE)
+        return image, plane_geometry(self.viewer, image, self._channel_axis())
+
+    def _on_runner_idle(self) -> None:
+        if self.image_picker.layer() is None:
+            self.runner.widget.note(NO_IMAGE)
+
+    def _no_image(self) -> bool:
+        """No image layer is a normal state (an empty viewer, the image just removed): said in the status line."""
+        if self.image_picker.layer() is not None:
+            return False
+        self._version += 1  # a preview still on its way belongs to the image that is gone
+        self._clear_preview()
+        self._commit_after_preview = False
+        self.runner.widget.note(NO_IMAGE)
+        return True
+
+    # -- reactions ---------------------------------------------------------------------------------------------
+    def _on_image_changed(self, layer) -> None:
+        self.channel_combo.blockSignals(True)
+        self.channel_combo.clear()
+        self.channel_combo.addItem("none (gray or RGB)", None)
+        if layer is not None and not layer.rgb and layer.ndim >= 3:
+            self.channel_combo.addItem(f"axis 0 ({_image_data(layer).shape[0]} channels)", 0)
+        self.channel_combo.blockSignals(False)
+        self.channels_edit.setEnabled(self.channel_combo.count() > 1)
+        self._on_image_options_changed()
+
+    def _on_image_options_changed(self, *_) -> None:
+        self._clear_preview()
+        self._last_plane = None
+        if self._no_image():
+            return
+        if self._has_prompt_layers():
+            self._schedule_preview()
+        elif self.auto_embed_check.isChecked():
+            self.compute_embedding()
+
+    def _has_prompt_layers(self) -> bool:
+        shapes, points = self.shapes_picker.layer(), self.points_picker.layer()
+        return bool((shapes is not None and len(shapes.data)) or (points is not None and len(points.data)))
+
+    def _on_prompt_layer_changed(self, role: str, layer) -> None:
+        old = self._connected.pop(role, None)
+        if old is not None:
+            old.events.data.disconnect(self._on_prompts_edited)
+            if role == "points":
+                old.bind_key(TOGGLE_KEY, None)
+            old.bind_key(COMMIT_KEY, None)
+        if layer is not None:
+            layer.events.data.connect(self._on_prompts_edited)
+            self._bind_keys(role, layer)
+            self._connected[role] = layer
+            if role == "points":
+                self._apply_polarity_default(layer)
+        self._on_prompts_edited()
+
+    def _bind_keys(self, role: str, layer) -> None:
+        # the keymap would otherwise keep the whole widget alive after it is closed
+        me = weakref.ref(self)
+
+        def commit(_layer) -> None:
+            widget = me()
+            if widget is not None:
+                widget.commit()
+
+        def toggle(_layer) -> None:
+            widget = me()
+            if widget is not None:
+                widget.toggle_polarity()
+
+        layer.bind_key(COMMIT_KEY, commit, overwrite=True)
+        if role == "points":
+            layer.bind_key(TOGGLE_KEY, toggle, overwrite=True)
+
+    def _on_prompts_edited(self, event=None) -> None:
+        self._version += 1
+        self._schedule_preview()
+
+    def _schedule_preview(self) -> None:
+        self._preview_timer.start()
+
+    def _on_dims_changed(self, event=None) -> None:
+        self._plane_timer.start()
+
+    def _on_plane_settled(self) -> None:
+        try:
+            _, geom = self._geometry()
+        except PromptsegError:
+            return  # e.g. 3D view: nothing to do until the user comes back to 2D
+        plane = (geom.image_name, geom.index)
+        if plane == self._last_plane:
+            return
+        self._last_plane = plane
+        if self._has_prompt_layers():
+            self._version += 1
+            self._schedule_preview()
+        elif self.auto_embed_check.isChecked():
+            self.compute_embedding()
+
+    # -- polarity ----------------------------------------------------------------------------------------------
+    def _on_polarity_changed(self, *_) -> None:
+        points = self.points_picker.layer()
+        if points is not None:
+            self._apply_polarity_default(points)
+
+    def _apply_polarity_default(self, points: napari.layers.Points) -> None:
+        if POSITIVE in points.features:
+            points.feature_defaults = {POSITIVE: self.positive_clicks}
+
+    def toggle_polarity(self) -> None:
+        """Switch new clicks between positive and negative; selected clicks flip too."""
+        points = self.points_picker.layer()
+        (self.negative_radio if self.positive_clicks else self.positive_radio).setChecked(True)
+        if points is None:
+            return
+        if POSITIVE not in points.features:  # a user's own points layer: its clicks so far count as positive
+            points.features = {POSITIVE: np.ones(len(points.data), dtype=bool)}
+            points.face_color_cycle = POLARITY_COLOURS
+            points.face_color = POSITIVE
+            self._apply_polarity_default(points)
+        selected = sorted(points.selected_data)
+        if selected:
+            features = points.features.copy()
+            features.loc[selected, POSITIVE] = ~features.loc[selected, POSITIVE].astype(bool)
+            points.features = features
+            points.refresh_colors()
+            self._on_prompts_edited()
+        self.viewer.status = f"new clicks are {'positive' if self.positive_clicks else 'negative'}"
+
+    # -- layers the widget makes -------------------------------------------------------------------------------
+    def _keep_active_layer(self):
+        """Adding a layer makes it the active one; the user's drawing tool must stay selected."""
+        active = self.viewer.layers.selection.active
+
+        def restore() -> None:
+            if active is not None and active in self.viewer.layers:
+                self.viewer.layers.selection.active = active
+
+        return restore
+
+    def new_prompt_layers(self) -> None:
+        """Add a Shapes layer (rectangle tool on) and a Points layer with positive/negative colours."""
+        if self._no_image():
+            return
+        try:
+            image, geom = self._geometry()
+        except PromptsegError as exc:
+            notify_exception(exc)
+            return
+        ndim = len(geom.labels_shape)
+        h, w = geom.plane_shape
+        size = max(3.0, max(h, w) / 80)  # data pixels: napari scales it with the layer
+        common = {"ndim": ndim, "scale": geom.scale, "translate": geom.translate}
+        if geom.affine is not None:
+            common["affine"] = geom.affine
+        points = napari.layers.Points(
+            None,
+            name=POINTS_NAME,
+            features={POSITIVE: np.zeros(0, dtype=bool)},
+            feature_defaults={POSITIVE: self.positive_clicks},
+            face_color=POSITIVE,
+            face_color_cycle=POLARITY_COLOURS,
+            border_color="white",
+            size=size,
+            **common,
+        )
+        shapes = napari.layers.Shapes(
+            None,
+            name=BOXES_NAME,
+            edge_color="yellow",
+            face_color="transparent",
+            edge_width=max(1.0, size / 4),
+            **common,
+        )
+        self.viewer.add_layer(points)
+        self.viewer.add_layer(shapes)
+        self.shapes_picker.set_layer(shapes)
+        self.points_picker.set_layer(points)
+        shapes.mode = "add_rectangle"
+        self.viewer.layers.selection.active = shapes
+        show_info(
+            f"draw boxes on '{shapes.name}' (R), click on '{points.name}' (P; {TOGGLE_KEY} toggles positive/negative);"
+            f" {COMMIT_KEY} commits"
+        )
+
+    def _show_preview(self, geom: PlaneGeometry, labels: np.ndarray) -> None:
+        data = labels.reshape(geom.preview_shape)
+        layer = self._preview_layer
+        if layer is None or layer not in self.viewer.layers:
+            layer = next((ly for ly in self.viewer.layers if _is_preview(ly)), None)
+        if layer is not None and layer.ndim != data.ndim:
+            self.viewer.layers.remove(layer)
+            layer = None
+        if layer is None:
+            restore = self._keep_active_layer()
+            kwargs = {"affine": geom.affine} if geom.affine is not None else {}
+            layer = napari.layers.Labels(
+                data,
+                name=PREVIEW_NAME,
+                scale=geom.scale,
+                translate=geom.preview_translate,
+                opacity=0.6,
+                metadata={ROLE_KEY: "preview"},
+                **kwargs,
+            )
+            image = self.image_picker.layer()
+            above = self.viewer.layers.index(image) + 1 if image in self.viewer.layers else len(self.viewer.layers)
+            self.viewer.layers.insert(above, layer)
+            restore()
+        else:
+            layer.scale = geom.scale
+            layer.translate = geom.preview_translate
+            layer.data = data
+        self._preview_layer = layer
+
+    def _clear_preview(self) -> None:
+        self.preview = None
+        layer = self._preview_layer
+        if layer is not None and layer in self.viewer.layers and layer.data.any():
+            layer.data = np.zeros_like(layer.data)
+
+    # -- actions -----------------------------------------------------------------------------------------------
+    def compute_embedding(self) -> None:
+        """Encode the displayed plane now, so the first prompt previews in a fraction of a second."""
+        if self._no_image():
+            return
+        try:
+            image, geom = self._geometry()
+            plane, channel_axis = extract_plane(image, geom)
+            channels = self._channels()
+        except PromptsegError as exc:
+            notify_exception(exc, "embedding")
+            return
+        model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
+        self._last_plane = (geom.image_name, geom.index)
+
+        def task(progress, cancel):
+            progress(0.0, f"loading {model}")
+            segmenter = load_segmenter(model, device=device)
+            if cancel():
+                raise CancelledError("cancelled")
+            progress(0.3, f"encoding '{name}' with {model}")
+            t0 = time.perf_counter()
+            # the same array segment_prompts will build, so the model's content-hash cache serves the previews
+            hwc = as_channels_last(plane, channel_axis=channel_axis, channels=channels, name=f"image layer '{name}'")
+            segmenter.embed(hwc, normalize=normalize, name=f"image layer '{name}'")
+            return time.perf_counter() - t0
+
+        def done(seconds: float) -> None:
+            self.runner.widget.set_message(f"embedding of '{name}' ready ({seconds:.2f} s)")
+
+        self.runner.submit("embed", f"embedding '{name}'", task, done)
+
+    def _run_preview(self) -> None:
+        if self._no_image():
+            return
+        shapes, points = self.shapes_picker.layer(), self.points_picker.layer()
+        try:
+            image, geom = self._geometry()
+            prompts = gather_prompts(self.viewer, image, geom, shapes, points)
+            if not prompts:
+                self._clear_preview()
+                self._commit_after_preview = False
+                return
+            plane, channel_axis = extract_plane(image, geom)
+            channels = self._channels()
+        except PromptsegError as exc:
+            self._clear_preview()
+            self._commit_after_preview = False
+            notify_exception(exc, "preview")
+            return
+        model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
+        version, object_size = self._version, self.object_size
+
+        def task(progress, cancel) -> SegmentationResult:
+            segmenter = load_segmenter(model, device=device)
+            return segment_prompts(
+                plane,
+                segmenter,
+                boxes=prompts.boxes,
+                positive_points=prompts.positive,
+                negative_points=prompts.negative,
+                object_size=object_size,
+                channel_axis=channel_axis,
+                channels=channels,
+                normalize=normalize,
+                name=f"image layer '{name}'",
+                progress=progress,
+                cancel=cancel,
+            )
+
+        def done(result: SegmentationResult) -> None:
+            if version != self._version:
+                return  # the prompts changed meanwhile; the preview for the newer prompts is on its way
+            for message in result.warnings:
+                notify_once(message, self._shown_warnings)
+            self.preview = _Preview(geom, result.labels, version, prompts, shapes, points)
+            self._show_preview(geom, result.labels)
+            n = int(result.labels.max())
+            seconds = sum(result.timings.values())
+            self.runner.widget.set_message(f"preview: {n} object(s) in {seconds:.2f} s")
+            if self._commit_after_preview:
+                self._commit_after_preview = False
+                self.commit()
+
+        def failed(exc: BaseException) -> None:
+            self._commit_after_preview = False
+            if version == self._version:
+                self._clear_preview()
+
+        self.runner.submit("preview", "preview", task, done, failed)
+
+    def find_all(self) -> None:
+        """Every object like the boxed examples on the displayed plane -> a new Labels layer (nothing else changes)."""
+        if self._no_image():
+            return
+        try:
+            image, geom = self._geometry()
+            prompts = gather_prompts(self.viewer, image, geom, self.shapes_picker.layer(), None)
+            if not prompts.boxes:
+                raise PromptsegError("find all: draw boxes around a few example objects on this plane first")
+            plane, channel_axis = extract_plane(image, geom)
+            channels = self._channels()
+        except PromptsegError as exc:
+            notify_exception(exc, "find all")
+            return
+        model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
+        boxes, object_size = prompts.boxes, self.object_size
+
+        def task(progress, cancel) -> InstanceResult:
+            progress(0.0, f"loading {model}")
+            segmenter = load_segmenter(model, device=device)
+            return find_all_like(
+                plane,
+                boxes,
+                segmenter=segmenter,
+                object_size=object_size,
+                channel_axis=channel_axis,
+                channels=channels,
+                normalize=normalize,
+                name=f"image layer '{name}'",
+                progress=progress,
+                cancel=cancel,
+            )
+
+        def done(result: InstanceResult) -> None:
+            target = self._add_result_layer(np.zeros(geom.labels_shape, dtype=np.uint32), geom, f"{name} find-all")
+            commit_to_labels(target, result.labels, geom)
+            for message in result.warnings:
+                notify_once(message, self._shown_warnings)
+            scale = result.scale
+            where = f" at scale {scale.scale:.2f} in {scale.tiles} tile(s)" if scale is not None else ""
+            self.runner.widget.set_summary(
+                f"found {len(result.scores)} object(s) like the {len(boxes)} example(s){where} -> '{target.name}'"
+            )
+
+        self.runner.submit("find-all", f"finding all like the {len(boxes)} example(s)", task, done)
+
+    def propagate(self) -> None:
+        """Carry the objects boxed on the displayed plane of a 3D image through the stack -> a new Labels layer."""
+        if self._no_image():
+            return
+        try:
+            image, geom = self._geometry()
+            prompts = gather_prompts(self.viewer, image, geom, self.shapes_picker.layer(), None)
+            volume, z_axis = extract_volume(image, geom)
+            if not prompts.boxes:
+                raise PromptsegError("draw boxes around the objects on this plane first")
+            channels = self._channels()
+        except PromptsegError as exc:
+            notify_exception(exc, "propagate")
+            return
+        model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
+        boxes, object_size, plane = prompts.boxes, self.object_size, geom.index[z_axis]
+
+        def task(progress, cancel) -> PropagationResult:
+            progress(0.0, f"loading {model}")
+            return propagate_through_stack(
+                volume,
+                plane,
+                boxes=boxes,
+                segmenter=load_segmenter(model, device=device),
+                object_size=object_size,
+                channel_axis=-1 if geom.channel_axis is not None else None,
+                channels=channels,
+                normalize=normalize,
+                name=f"image layer '{name}'",
+                progress=progress,
+                cancel=cancel,
+            )
+
+        def done(result: PropagationResult) -> None:
+            axes = [z_axis, geom.row_axis, geom.col_axis]  # the result's axes, in labels space
+            labels = np.transpose(result.labels, np.argsort(axes))
+            layer = self._add_result_layer(labels, geom, f"{name} propagated")
+            for message in result.warnings:
+                notify_once(message, self._shown_warnings)
+            spans = ", ".join(f"{k}: planes {a}-{b}" for k, (a, b) in result.extents.items())
+            self.runner.widget.set_summary(
+                f"{result.objects} object(s) propagated from plane {plane} ({spans}) -> '{layer.name}'"
+            )
+
+        self.runner.submit("propagate", f"propagating {len(boxes)} object(s) through '{name}'", task, done)
+
+    def _add_result_layer(self, data: np.ndarray, geom: PlaneGeometry, name: str) -> napari.layers.Labels:
+        """A new Labels layer over the image (results never overwrite the user's layers)."""
+        layer = napari.layers.Labels(
+            data,
+            name=name,
+            scale=geom.scale,
+            translate=geom.translate,
+            **({"affine": geom.affine} if geom.affine is not None else {}),
+        )
+        image = self.image_picker.layer()
+        above = self.viewer.layers.index(image) + 1 if image in self.viewer.layers else len(self.viewer.layers)
+        self.viewer.layers.insert(above, layer)
+        return layer
+
+    def commit(self) -> None:
+        """Write the preview objects into the target Labels layer as new ids; existing labels are never replaced."""
+        fresh = self.preview is not None and self.preview.version == self._version
+        if not fresh and (self._preview_timer.isActive() or self.runner.busy):
+            self._commit_after_preview = True  # commit as soon as the preview of the current prompts arrives
+            self.runner.widget.set_message("commit waits for the preview ...")
+            return
+        if not fresh or self.preview is None or not self.preview.labels.any():
+            show_warning("nothing to commit: draw a box or click a positive point, and wait for the preview")
+            return
+        preview = self.preview
+        restore = self._keep_active_layer()
+        try:
+            target = self.target_picker.layer()
+            if target is None:
+                target = self._new_target(preview.geom)
+            new_ids = commit_to_labels(target, preview.labels, preview.geom)
+        except PromptsegError as exc:
+            notify_exception(exc, "commit")
+            return
+        finally:
+            restore()
+        if not new_ids:
+            show_warning(f"nothing committed: every preview pixel is already labelled in '{target.name}'")
+            return
+        ids = f"{new_ids[0]}" if len(new_ids) == 1 else f"{new_ids[0]}-{new_ids[-1]}"
+        self.runner.widget.set_message(f"committed {len(new_ids)} object(s) to '{target.name}' as id {ids}")
+        self._remove_prompts(preview)
+        self._clear_preview()
+
+    def _new_target(self, geom: PlaneGeometry) -> napari.layers.Labels:
+        target = self._add_result_layer(np.zeros(geom.labels_shape, dtype=np.uint32), geom, TARGET_NAME)
+        self.target_picker.set_layer(target)
+        return target
+
+    def _remove_prompts(self, preview: _Preview) -> None:
+        """Remove the prompts that made the committed objects (only those of that plane)."""
+        if preview.shapes is not None and preview.prompts.shape_indices and preview.shapes in self.viewer.layers:
+            preview.shapes.selected_data = set()
+            preview.shapes.remove(preview.prompts.shape_indices)
+        if preview.points is not None and preview.prompts.point_indices and preview.points in self.viewer.layers:
+            preview.points.selected_data = set()
+            preview.points.remove(preview.prompts.point_indices)
+
+    def clear_prompts(self) -> None:
+        """Remove every box and click from the prompt layers and clear the preview."""
+        shapes, points = self.shapes_picker.layer(), self.points_picker.layer()
+        if shapes is not None and len(shapes.data):
+            shapes.data = []
+        if points is not None and len(points.data):
+            points.remove(list(range(len(points.data))))
+        self._clear_preview()

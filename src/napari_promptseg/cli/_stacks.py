@@ -1,0 +1,186 @@
+"""Big images and 3D stacks in the segmenting subcommands: where labels go (TIFF, or an OME-Zarr input's labels/
+group), which pyramid level a lazy input is read at, and (Z, Y, X[, C]) inputs plane by plane or propagated."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..errors import PromptsegError
+
+#: whole-image methods (text, SAT one-shot) read a pyramid at the level with at least this many pixels per side
+WHOLE_IMAGE_SIDE = 1024
+
+
+def _add_stack_options(parser: argparse.ArgumentParser, *, seeds: str) -> None:
+    """Options for 3D stacks and for where labels are written; ``seeds`` says what starts a propagation."""
+    parser.add_argument(
+        "--plane",
+        type=int,
+        metavar="Z",
+        help="3D stacks (Z, Y, X[, C]): the plane to segment (alone, or as the seed of --propagate); default: every "
+        "plane, ids linked across planes by overlap",
+    )
+    parser.add_argument(
+        "--propagate",
+        action="store_true",
+        help=f"3D stacks: {seeds} on --plane (default: the middle plane), then carry each object plane by plane "
+        "through the stack, both ways, until it ends",
+    )
+    parser.add_argument(
+        "--stop-iou",
+        type=float,
+        default=0.5,  # = methods.volume.STOP_IOU (not imported here: torch is slow)
+        metavar="IOU",
+        help="--propagate: an object ends where its mask overlaps the previous plane's by less than this "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--output-format",
+        default="auto",
+        choices=["auto", "tiff", "ome-zarr"],
+        help="labels as OUT/<stem>.tif, or into an OME-Zarr input's labels/<--labels-name> group with its levels and "
+        "pixel sizes (auto: ome-zarr for OME-Zarr inputs)",
+    )
+    parser.add_argument("--labels-name", default="promptseg", help="name of the OME-Zarr labels image (%(default)s)")
+
+
+def _write_output(args: argparse.Namespace, path: Path, labels: object) -> str:
+    """Write one input's labels where --output-format says; returns where."""
+    from ..io import output_stem, write_labels
+    from ..io.multiscale import is_ome_zarr, write_ome_zarr_labels
+
+    fmt = getattr(args, "output_format", "auto")
+    if fmt == "ome-zarr" or (fmt == "auto" and is_ome_zarr(path)):
+        if not is_ome_zarr(path):
+            raise PromptsegError(
+                f"{path}: --output-format ome-zarr writes into an OME-Zarr input's labels/ group; this input is not "
+                "one (use --output-format tiff)"
+            )
+        return str(write_ome_zarr_labels(path, labels, getattr(args, "labels_name", "promptseg")))
+    return str(write_labels(args.output / f"{output_stem(path)}.tif", labels))
+
+
+def _stack_for(args: argparse.Namespace, image: object, path: Path | None = None) -> object | None:
+    """The input as a (Z, Y, X[, C]) stack, or None for a 2D image (see methods.volume.as_stack)."""
+    from ..methods.volume import as_stack
+
+    return as_stack(image, channel_axis=args.channel_axis, name=str(path or "image"))[0]
+
+
+def _at_level(path: Path, image: object, scale: float) -> tuple[object, int, float]:
+    """A lazily read pyramid's level for a working scale (model-input pixels per full-resolution pixel): the array,
+    its index and its downsampling factor. Any other input: itself, level 0, factor 1."""
+    from ..io.multiscale import is_lazy_image, open_multiscale
+    from ..models.preprocessing import is_lazy
+
+    if not is_lazy(image) or not is_lazy_image(path):
+        return image, 0, 1.0
+    pyramid = open_multiscale(path)
+    level, factor = pyramid.level_for_scale(scale)
+    return pyramid.levels[level], level, factor
+
+
+def _whole_image_level(path: Path, image: object) -> tuple[object, int, float]:
+    """The pyramid level a whole-image method (text, SAT) reads: the coarsest with WHOLE_IMAGE_SIDE px per side."""
+    import numpy as np
+
+    return _at_level(path, image, WHOLE_IMAGE_SIDE / max(np.shape(image)[:2]))
+
+
+def _full_resolution(labels: object, image: object, factor: float) -> object:
+    """Labels found on a pyramid level, back on the input's full-resolution grid."""
+    import numpy as np
+
+    from ..tiling import upsample_labels
+
+    return labels if factor == 1.0 else upsample_labels(np.asarray(labels), np.shape(image)[:2])
+
+
+def _stack_record(
+    args: argparse.Namespace,
+    path: Path,
+    image: object,
+    segment_plane: Callable[[object, int], object],
+    segmenter: object,
+    *,
+    boxes: Sequence[Sequence[float]] = (),
+) -> dict:
+    """Segment a (Z, Y, X[, C]) input: one plane (--plane), every plane with linked ids, or objects propagated from
+    a seed plane (--propagate; seeded by ``boxes`` when given, else by ``segment_plane`` on that plane). Writes the
+    (Z, Y, X) labels and returns the record for report.json."""
+    import numpy as np
+
+    from ..batch.engine import in_dask_worker
+    from ..methods.volume import as_stack, object_extents, propagate_through_stack, segment_stack
+    from ..models.preprocessing import to_numpy
+    from ._common import _finish_image
+
+    volume, warnings = as_stack(image, channel_axis=args.channel_axis, name=str(path))
+    n = int(np.shape(volume)[0])
+    plane = args.plane if args.plane is not None or not args.propagate else n // 2
+    if plane is not None and not 0 <= plane < n:
+        raise PromptsegError(f"{path}: --plane {plane} is outside the stack's {n} planes (0-{n - 1})")
+    record: dict = {"input": str(path), "shape": list(np.shape(image)), "planes": n}
+    # per-plane progress on this process's terminal; Dask workers leave it to the driver's progress bar
+    progress = None if in_dask_worker() else _plane_progress
+    common = {"channel_axis": args.channel_axis, "name": str(path), "progress": progress}
+    if args.propagate:
+        seed = None if len(boxes) else _plane_labels(segment_plane(to_numpy(volume[plane]), plane))
+        result = propagate_through_stack(
+            image,
+            plane,
+            boxes=boxes,
+            labels=seed,
+            segmenter=segmenter,
+            object_size=getattr(args, "object_size", None),
+            channels=args.channels,
+            normalize=args.normalize,
+            stop_iou=args.stop_iou,
+            **common,
+        )
+        labels, warnings = result.labels, result.warnings
+        record.update(
+            mode=f"propagated from plane {plane}",
+            stops={str(k): v for k, v in result.stops.items()},
+            scores={str(k): round(v, 4) for k, v in result.scores.items()},
+        )
+    elif plane is not None:
+        found = np.asarray(_plane_labels(segment_plane(to_numpy(volume[plane]), plane)))
+        labels = np.zeros((n, *found.shape), found.dtype)
+        labels[plane] = found
+        record["mode"] = f"plane {plane} only"
+    else:
+        result = segment_stack(image, segment_plane, **common)
+        labels, warnings = result.labels, result.warnings
+        record["mode"] = "plane by plane, ids linked across planes"
+    if progress is not None:
+        print(file=sys.stderr)  # ends the progress line
+    extents = object_extents(labels)
+    objects = len(extents)
+    record.update(
+        output=_write_output(args, path, labels),
+        objects=objects,
+        extents={str(k): list(v) for k, v in extents.items()},
+        warnings=warnings,
+    )
+    if not objects:
+        record["reason"] = "; ".join(warnings) or "no object found"
+    _finish_image(args, path, image, labels, record, f"{objects} object(s) in {n} planes, {record['mode']}")
+    return record
+
+
+def _plane_channel_axis(args: argparse.Namespace) -> int | None:
+    """The channel axis of one plane of a stack: last when the stack had one (else colour/gray rules apply)."""
+    return -1 if args.channel_axis is not None else None
+
+
+def _plane_labels(out: object) -> object:
+    """Labels of a 2D method's result (or the labels themselves)."""
+    return getattr(out, "labels", out)
+
+
+def _plane_progress(fraction: float, message: str) -> None:
+    print(f"\r{message} ({100 * fraction:.0f}%)", end="", file=sys.stderr, flush=True)

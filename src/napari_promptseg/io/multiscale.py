@@ -1,0 +1,237 @@
+"""Big images read lazily: OME-Zarr and multiscale (pyramidal) TIFF as dask arrays, one per pyramid level; instance
+labels written into an OME-Zarr's ``labels/`` group (ome-zarr-py) with the image's levels and pixel sizes.
+
+Every level comes in the project's axis order: an optional stack axis first (OME ``z``, or ``t`` for a time-lapse of
+2D frames), then ``y``, ``x``, and the channels last when there are several: (Y, X), (Y, X, C), (Z, Y, X) or
+(Z, Y, X, C), so the methods see what they see for any other image. Nothing is read until a tile or a plane is
+asked for. No Qt, no napari.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import PromptsegError
+from .images import TIFF_SUFFIXES
+
+#: tifffile's axis codes -> OME names (S = samples of an RGB pixel; I and Q = a sequence of unnamed planes)
+TIFF_AXES = {"X": "x", "Y": "y", "Z": "z", "T": "t", "C": "c", "S": "c", "I": "z", "Q": "z"}
+#: chunk side of written labels (pixels)
+LABEL_CHUNK = 1024
+
+
+@dataclass
+class MultiscaleImage:
+    """A lazily read image pyramid: ``levels[0]`` is full resolution, every level in the axis order ``axes``."""
+
+    path: Path
+    levels: list  # dask arrays, largest first
+    axes: str  # "yx", "yxc", "zyx" or "zyxc"
+    source_axes: tuple[str, ...]  # the file's own axes (OME names), in the file's order
+    stack_axis: str | None = None  # the source axis that became the first axis ("z" or "t"), None for 2D
+    pixel_size: dict[str, float] = field(default_factory=dict)  # level-0 size per source axis (OME-Zarr scale)
+    ome_version: str | None = None  # NGFF version of an OME-Zarr; None for a TIFF
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.levels[0].shape)
+
+    @property
+    def plane_shapes(self) -> list[tuple[int, int]]:
+        """(Y, X) of every level."""
+        y, x = self.axes.index("y"), self.axes.index("x")
+        return [(int(level.shape[y]), int(level.shape[x])) for level in self.levels]
+
+    def level_for_scale(self, scale: float) -> tuple[int, float]:
+        """The coarsest level that still has the working scale's resolution, and its downsampling factor."""
+        from ..tiling import pyramid_level
+
+        return pyramid_level(self.plane_shapes, scale)
+
+
+def _ome_attributes(path: Path) -> dict | None:
+    """The OME attributes of a zarr group (NGFF 0.4 ``.zattrs`` or 0.5 ``zarr.json``), read without zarr."""
+    for name in ("zarr.json", ".zattrs"):
+        meta_file = path / name
+        if meta_file.is_file():
+            try:
+                meta = json.loads(meta_file.read_text())
+            except (OSError, ValueError):
+                return None
+            attrs = meta.get("attributes", {}) if name == "zarr.json" else meta
+            return attrs.get("ome", attrs)  # NGFF 0.5 nests its metadata under "ome"
+    return None
+
+
+def is_ome_zarr(path: str | Path) -> bool:
+    """True for a directory holding an OME-Zarr image (a zarr group with ``multiscales`` metadata)."""
+    path = Path(path)
+    attrs = _ome_attributes(path) if path.is_dir() else None
+    return bool(attrs and attrs.get("multiscales"))
+
+
+def is_multiscale_tiff(path: str | Path) -> bool:
+    """True for a TIFF whose first series holds a pyramid (several resolution levels)."""
+    import tifffile
+
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
+        return False
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return len(tif.series[0].levels) > 1
+    except Exception:  # noqa: BLE001 - not a readable TIFF: the ordinary reader says why
+        return False
+
+
+def is_lazy_image(path: str | Path) -> bool:
+    """Images read level by level, tile by tile: OME-Zarr and pyramidal TIFF."""
+    return is_ome_zarr(path) or is_multiscale_tiff(path)
+
+
+def open_multiscale(path: str | Path) -> MultiscaleImage:
+    """Open an OME-Zarr image directory or a (pyramidal) TIFF lazily; no pixel is read."""
+    path = Path(path)
+    if path.is_dir():
+        return _open_ome_zarr(path)
+    if path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
+        return _open_tiff(path)
+    raise PromptsegError(f"{path}: not an OME-Zarr image directory or a TIFF file")
+
+
+def _open_ome_zarr(path: Path) -> MultiscaleImage:
+    import dask.array as da
+    import zarr
+
+    attrs = _ome_attributes(path)
+    if not attrs or not attrs.get("multiscales"):
+        raise PromptsegError(
+            f"{path}: not an OME-Zarr image (no 'multiscales' metadata); plates, wells and bare zarr arrays are "
+            "not read, open one image of them"
+        )
+    multiscale = attrs["multiscales"][0]
+    try:
+        root = zarr.open_group(str(path), mode="r")
+        datasets = multiscale["datasets"]
+        arrays = [da.from_zarr(root[d["path"]]) for d in datasets]
+    except Exception as exc:  # zarr and ome metadata errors come in many types; the user needs the path
+        raise PromptsegError(f"{path}: cannot read the OME-Zarr levels ({exc})") from exc
+    ndim = arrays[0].ndim
+    # NGFF >= 0.3 names the axes; older files are the last ndim of t, c, z, y, x
+    names = multiscale.get("axes") or list("tczyx"[-ndim:])
+    axes = tuple(str(a["name"] if isinstance(a, dict) else a).lower() for a in names)
+    scale = [1.0] * ndim
+    for transform in datasets[0].get("coordinateTransformations", []):
+        if transform.get("type") == "scale":
+            scale = [float(s) for s in transform["scale"]]
+    levels, order, stack = _project_axes(arrays, axes, path)
+    # unversioned metadata: the layout tells (zarr v3 is NGFF 0.5)
+    version = attrs.get("version") or multiscale.get("version") or ("0.5" if (path / "zarr.json").is_file() else "0.4")
+    return MultiscaleImage(path, levels, order, axes, stack, dict(zip(axes, scale, strict=True)), str(version))
+
+
+def _open_tiff(path: Path) -> MultiscaleImage:
+    import dask.array as da
+    import tifffile
+    import zarr
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            codes, n_levels = series.axes, len(series.levels)
+        store = tifffile.imread(path, aszarr=True)  # owns its file handle for as long as the arrays live
+        node = zarr.open(store, mode="r")
+        arrays = [da.from_zarr(node[str(k)]) for k in range(n_levels)] if n_levels > 1 else [da.from_zarr(node)]
+    except Exception as exc:  # tifffile and zarr raise many types; the user needs the file name
+        raise PromptsegError(f"{path}: cannot be read as a TIFF ({exc})") from exc
+    axes = []
+    for code, size in zip(codes, arrays[0].shape, strict=True):
+        name = TIFF_AXES.get(code)
+        if name is None or name in axes:
+            if size > 1:
+                raise PromptsegError(f"{path}: TIFF axes '{codes}' (shape {arrays[0].shape}) are not supported")
+            name = f"drop{len(axes)}"  # a singleton axis of another kind: dropped below
+        axes.append(name)
+    levels, order, stack = _project_axes(arrays, tuple(axes), path)
+    return MultiscaleImage(path, levels, order, tuple(axes), stack)
+
+
+def _project_axes(arrays: list, axes: tuple[str, ...], path: Path) -> tuple[list, str, str | None]:
+    """The levels in the project's axis order (stack axis z or t first, y, x, channels last; singletons dropped),
+    that order's name, and the source axis of the stack."""
+    size = dict(zip(axes, arrays[0].shape, strict=True))
+    if "y" not in size or "x" not in size:
+        raise PromptsegError(f"{path}: axes {axes} have no y and x")
+    stack = [a for a in ("z", "t") if size.get(a, 1) > 1]
+    if len(stack) > 1:
+        raise PromptsegError(
+            f"{path}: a time-lapse of volumes (t={size['t']}, z={size['z']}); select one time point first"
+        )
+    keep = {"y", "x", *stack} | ({"c"} if size.get("c", 1) > 1 else set())
+    index = tuple(slice(None) if a in keep else 0 for a in axes)
+    kept = [a for a in axes if a in keep]
+    target = [*stack, "y", "x", *(["c"] if "c" in keep else [])]
+    order = [kept.index(a) for a in target]
+    levels = [array[index].transpose(order) for array in arrays]
+    return levels, "".join("z" if a == "t" else a for a in target), (stack[0] if stack else None)
+
+
+def write_ome_zarr_labels(image_path: str | Path, labels: np.ndarray, name: str = "promptseg") -> Path:
+    """Write full-resolution instance labels ((Y, X) or (Z, Y, X), as the image's level 0 without channels) into
+    ``image_path/labels/<name>``: one level per image level, the image's pixel sizes, the image's NGFF version.
+    An earlier labels image of the same name is replaced. Returns the labels group's path."""
+    import zarr
+
+    with warnings.catch_warnings():  # ome_zarr.writer's own defaults use its deprecated Scaler on import
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ome_zarr.format import format_from_version
+        from ome_zarr.writer import add_metadata, get_metadata, write_labels
+
+    image = open_multiscale(image_path)
+    if image.ome_version is None:
+        raise PromptsegError(f"{image.path}: labels go into an OME-Zarr image; write a TIFF for this input")
+    expected = tuple(n for n, a in zip(image.shape, image.axes, strict=True) if a != "c")
+    labels = np.asarray(labels)
+    if labels.shape != expected:
+        raise PromptsegError(f"{image.path}: labels of shape {labels.shape} do not match the image {expected}")
+    # back to the file's axes (without channels): the dropped singleton axes return with size 1
+    axes = [a for a in image.source_axes if a != "c"]
+    sizes = {"y": expected[-2], "x": expected[-1]}
+    if image.stack_axis is not None:
+        sizes[image.stack_axis] = expected[0]
+    shape = [sizes.get(a, 1) for a in axes]
+    full = labels.reshape(shape)
+    factors = []  # each level's downsampling per spatial axis, from the image's own level shapes
+    for level in image.levels[1:]:
+        ratio = {a: round(n / m) for a, n, m in zip(image.axes, image.shape, level.shape, strict=True)}
+        factors.append({a: ratio.get("z" if a == image.stack_axis else a, 1) for a in axes if a in ("z", "y", "x")})
+    chunks = [min(LABEL_CHUNK, n) if a in ("y", "x") else 1 for a, n in zip(axes, shape, strict=True)]
+    dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
+    try:
+        fmt = format_from_version(image.ome_version)
+        root = zarr.open_group(str(image.path), mode="a")
+        if "labels" in root and name in root["labels"]:  # replace: drop the group and its entry in the list
+            del root["labels"][name]
+            others = [n for n in get_metadata(root["labels"]).get("labels", []) if n != name]
+            add_metadata(root["labels"], {"labels": others}, fmt=fmt)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            write_labels(
+                full.astype(dtype, copy=False),
+                root,
+                name,
+                scaler=None,
+                scale_factors=factors,
+                fmt=fmt,
+                axes=axes,
+                scale={a: image.pixel_size.get(a, 1.0) for a in axes},
+                storage_options={"chunks": tuple(chunks)},
+            )
+    except PermissionError as exc:
+        raise PromptsegError(f"{image.path}: cannot write its labels/ group ({exc}); write TIFF labels") from exc
+    return image.path / "labels" / name

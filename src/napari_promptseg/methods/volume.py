@@ -1,0 +1,370 @@
+"""3D stacks (Z, Y, X[, C]): plane by plane with object ids linked across planes, and propagation of prompted objects
+through the stack.
+
+Propagation follows micro-sam's volumetric annotator (``segment_mask_in_volume``): an object segmented on one plane
+prompts its neighbour with its mask (the mask's box, grown a little since objects may widen; plus the mask's most
+interior point for segmenters trained with points), and so on outwards in both directions until the object ends:
+its mask vanishes, its overlap (IoU) with the previous plane's mask falls below a threshold, or the decoder's score
+drops. All objects still alive on a plane are decoded together, so each plane is embedded once.
+No Qt, no napari.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import CancelledError, PromptsegError
+from ..models.preprocessing import Normalization, to_numpy
+from ..models.protocols import PromptableSegmenter
+from ..tiling import WorkingScale, box_object_size
+
+ProgressCallback = Callable[[float, str], None]
+
+#: an object stops where its mask overlaps the previous plane's by less than this (IoU)
+STOP_IOU = 0.5
+#: ... or where the decoder's own quality estimate (predicted IoU) falls below this
+MIN_SCORE = 0.5
+#: ... or where its mask shrinks below this fraction of its seed-plane area
+MIN_AREA_FRACTION = 0.02
+#: the box carried to the next plane is the mask's box grown by this fraction of its side on every side
+BOX_MARGIN = 0.1
+#: plane by plane: objects of consecutive planes overlapping at least this much (IoU) are one object
+LINK_IOU = 0.3
+
+
+def as_stack(image: object, *, channel_axis: int | None = None, name: str = "image") -> tuple[object, list[str]]:
+    """``image`` as a (Z, Y, X) or (Z, Y, X, C) stack (channels last), or ``None`` for a single 2D image, and
+    warnings about how it was read.
+
+    3D arrays are 2D images when their last axis holds colours or channels (1-4 values; 2 only with at least 8 px
+    per side, as :func:`..models.preprocessing.as_channels_last` reads them), when ``channel_axis`` is given, or
+    when their planes would be too thin to be images (under 8 px: channels last, which the 2D functions ask about);
+    any other 3D array is a stack of planes along its first axis. 4D arrays are stacks with channels last or at
+    ``channel_axis``. Dask arrays stay lazy.
+    """
+    shape = tuple(np.shape(image))
+    ndim = len(shape)
+    if ndim == 2:
+        return None, []
+    if ndim == 3:
+        colours = shape[-1] in (1, 3, 4) or (shape[-1] == 2 and min(shape[:2]) >= 8)
+        if channel_axis is not None or colours or min(shape[1:]) < 8:
+            return None, []
+        warnings = []
+        if shape[0] <= 4:
+            warnings.append(
+                f"{name}: read as a stack of {shape[0]} planes of {shape[1]}x{shape[2]} pixels; if the first axis "
+                "holds channels, pass channel_axis=0 (CLI: --channel-axis 0)"
+            )
+        return image, warnings
+    if ndim == 4:
+        if channel_axis is not None:
+            if not -4 <= channel_axis < 4:
+                raise PromptsegError(f"{name}: channel_axis {channel_axis} out of range for shape {shape}")
+            axis = channel_axis % 4
+            if axis == 0:
+                raise PromptsegError(f"{name}: the first axis of a (Z, Y, X, C) stack holds the planes, not channels")
+            return image.transpose([a for a in range(4) if a != axis] + [axis]), []
+        if shape[-1] <= 4:
+            return image, []
+        raise PromptsegError(
+            f"{name}: 4D array of shape {shape}: which axis holds the channels? pass channel_axis (CLI: --channel-axis)"
+        )
+    raise PromptsegError(f"{name}: {ndim}D array of shape {shape}; expected a 2D image or a (Z, Y, X[, C]) stack")
+
+
+def labels_shape(image: object, *, channel_axis: int | None = None) -> tuple[int, ...]:
+    """The shape of an image's labels: (Z, Y, X) for a stack, else (Y, X) (also for an input whose shape is no
+    image's: its first two axes)."""
+    try:
+        stack = as_stack(image, channel_axis=channel_axis)[0]
+    except PromptsegError:
+        stack = None
+    return tuple(np.shape(stack)[:3]) if stack is not None else tuple(np.shape(image)[:2])
+
+
+def _stack(volume: object, channel_axis: int | None, name: str) -> tuple[object, list[str]]:
+    vol, warnings = as_stack(volume, channel_axis=channel_axis, name=name)
+    if vol is None:
+        raise PromptsegError(f"{name}: a 2D image of shape {tuple(np.shape(volume))}; expected a (Z, Y, X[, C]) stack")
+    return vol, warnings
+
+
+@dataclass
+class StackResult:
+    """Instance labels of a stack, one id per object across its planes."""
+
+    labels: np.ndarray  # (Z, Y, X) uint16/uint32, 0 background
+    extents: dict[int, tuple[int, int]]  # id -> first and last plane
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def objects(self) -> int:
+        return len(self.extents)
+
+
+def segment_stack(
+    volume: object,
+    segment_plane: Callable[[np.ndarray, int], object],
+    *,
+    channel_axis: int | None = None,
+    link_iou: float = LINK_IOU,
+    name: str = "stack",
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> StackResult:
+    """Segment every plane of a (Z, Y, X[, C]) stack with ``segment_plane(plane, z)`` (any 2D method: it returns
+    labels, or a result with ``.labels`` and ``.warnings``) and link the planes' objects: an object overlapping one
+    of the previous plane by IoU >= ``link_iou`` (best match first, one to one) keeps its id.
+
+    Example: ``segment_stack(vol, lambda plane, z: segment_text(plane, "nuclei"))``.
+    """
+    vol, warnings = _stack(volume, channel_axis, name)
+    report = progress or (lambda fraction, message: None)
+    n = vol.shape[0]
+    labels = np.zeros(vol.shape[:3], np.uint32)
+    next_id = 1
+    t0 = time.perf_counter()
+    for z in range(n):
+        if cancel is not None and cancel():
+            raise CancelledError("cancelled")
+        report(z / n, f"{name}: plane {z + 1}/{n}")
+        out = segment_plane(to_numpy(vol[z]), z)
+        for message in getattr(out, "warnings", []):
+            warnings.append(f"plane {z}: {message}")
+        plane = np.asarray(getattr(out, "labels", out))
+        if plane.shape != labels.shape[1:]:
+            raise PromptsegError(f"{name}: plane {z} gave labels of shape {plane.shape}, not {labels.shape[1:]}")
+        labels[z], next_id = _link(labels[z - 1] if z else None, plane, next_id, link_iou)
+    report(1.0, f"{name}: {next_id - 1} object(s)")
+    return StackResult(_compact(labels), object_extents(labels), {"total_s": time.perf_counter() - t0}, warnings)
+
+
+def _link(previous: np.ndarray | None, plane: np.ndarray, next_id: int, min_iou: float) -> tuple[np.ndarray, int]:
+    """``plane``'s objects renumbered: the id of the previous plane's object each overlaps best (IoU >= min_iou, one
+    to one, best pairs first), else a new id from ``next_id``."""
+    local = np.unique(plane[plane > 0])
+    mapping: dict[int, int] = {}
+    if previous is not None and len(local):
+        for a, b, _ in _pairs_by_iou(previous, plane, min_iou):
+            if b not in mapping and a not in mapping.values():
+                mapping[b] = a
+    for b in local:
+        if int(b) not in mapping:
+            mapping[int(b)] = next_id
+            next_id += 1
+    lut = np.zeros(int(plane.max(initial=0)) + 1, np.uint32)
+    for b, a in mapping.items():
+        lut[b] = a
+    return lut[plane], next_id
+
+
+def _pairs_by_iou(a: np.ndarray, b: np.ndarray, min_iou: float) -> list[tuple[int, int, float]]:
+    """Object pairs (id in a, id in b, IoU) with IoU >= min_iou, best first."""
+    both = (a > 0) & (b > 0)
+    if not both.any():
+        return []
+    a_ids, b_ids = a[both].astype(np.int64), b[both].astype(np.int64)
+    width = int(b_ids.max()) + 1
+    keys, inter = np.unique(a_ids * width + b_ids, return_counts=True)
+    area_a = np.bincount(a.ravel().astype(np.int64))
+    area_b = np.bincount(b.ravel().astype(np.int64))
+    pa, pb = keys // width, keys % width
+    iou = inter / (area_a[pa] + area_b[pb] - inter)
+    order = np.argsort(-iou, kind="stable")
+    return [(int(pa[i]), int(pb[i]), float(iou[i])) for i in order if iou[i] >= min_iou]
+
+
+def _compact(labels: np.ndarray) -> np.ndarray:
+    return labels.astype(np.uint16) if labels.max(initial=0) < 2**16 else labels
+
+
+def object_extents(labels: np.ndarray) -> dict[int, tuple[int, int]]:
+    """First and last plane of every object of (Z, Y, X) labels."""
+    extents = {}
+    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is not None:
+            extents[k] = (int(sl[0].start), int(sl[0].stop - 1))
+    return extents
+
+
+@dataclass
+class PropagationResult:
+    """Objects carried from a seed plane through the stack."""
+
+    labels: np.ndarray  # (Z, Y, X) uint16/uint32; ids are the seed's (boxes: 1..N in box order)
+    seed_plane: int
+    extents: dict[int, tuple[int, int]]  # id -> first and last plane
+    stops: dict[int, dict[str, str]]  # id -> {"up": why it ended above the seed, "down": below}
+    scores: dict[int, float]  # id -> mean decoder score over its planes
+    scale: WorkingScale | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def objects(self) -> int:
+        return len(self.extents)
+
+
+def propagate_through_stack(
+    volume: object,
+    plane: int,
+    *,
+    boxes: Sequence[Sequence[float]] = (),
+    labels: np.ndarray | None = None,
+    segmenter: PromptableSegmenter | None = None,
+    object_size: float | None = None,
+    channel_axis: int | None = None,
+    channels: list[int] | None = None,
+    normalize: Normalization = "auto",
+    stop_iou: float = STOP_IOU,
+    min_score: float = MIN_SCORE,
+    name: str = "stack",
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> PropagationResult:
+    """Segment objects on ``plane`` of a (Z, Y, X[, C]) stack and carry each through the stack in both directions.
+
+    The seed is ``boxes`` (x0, y0, x1, y1 on that plane; one object each) or ``labels``, a (Y, X) label image of
+    that plane from any method (one-shot, text, a user's drawing). On every further plane each live object is
+    prompted with the previous plane's mask (see the module's docstring) and ends where its IoU with that mask falls
+    below ``stop_iou``, its score below ``min_score``, or its area below a fiftieth of its seed area. The working
+    scale stays the seed's (``object_size`` or the boxes' size), so objects shrinking at their ends are seen alike.
+    """
+    from ..models import load_segmenter
+    from .interactive import segment_prompts
+
+    vol, warnings = _stack(volume, channel_axis, name)
+    n = vol.shape[0]
+    if not 0 <= plane < n:
+        raise PromptsegError(f"{name}: plane {plane} is outside the stack's {n} planes (0-{n - 1})")
+    if segmenter is None:
+        segmenter = load_segmenter()
+    report = progress or (lambda fraction, message: None)
+    plane_channels = -1 if channel_axis is not None else None  # as_stack moved the channels last
+    timings: dict[str, float] = {}
+
+    def segment(z: int, prompt_boxes, points, size):
+        result = segment_prompts(
+            to_numpy(vol[z]),
+            segmenter,
+            boxes=prompt_boxes,
+            positive_points=points,
+            object_size=size,
+            channel_axis=plane_channels,
+            channels=channels,
+            normalize=normalize,
+            name=f"{name} plane {z}",
+        )
+        for key, seconds in result.timings.items():
+            timings[key] = timings.get(key, 0.0) + seconds
+        return result
+
+    report(0.0, f"{name}: seed plane {plane}")
+    scale = None
+    if labels is not None:
+        seed = np.asarray(labels)
+        if seed.shape != tuple(vol.shape[1:3]):
+            raise PromptsegError(f"{name}: seed labels of shape {seed.shape} do not match a plane {vol.shape[1:3]}")
+        seed = seed.astype(np.uint32)
+        seed_scores = dict.fromkeys((int(k) for k in np.unique(seed[seed > 0])), 1.0)
+    elif len(boxes):
+        result = segment(plane, boxes, [], object_size)
+        seed, scale = result.labels.astype(np.uint32), result.scale
+        seed_scores = {k + 1: float(s) for k, s in enumerate(result.scores)}
+        warnings += result.warnings
+    else:
+        raise PromptsegError(f"{name}: give boxes on plane {plane}, or that plane's labels, to propagate")
+    ids = [int(k) for k in np.unique(seed[seed > 0])]
+    empty = sorted(set(seed_scores) - set(ids))
+    if empty:
+        warnings.append(f"{name}: object(s) {empty} have an empty mask on the seed plane and were not propagated")
+    if not ids:
+        raise PromptsegError(f"{name}: nothing to propagate: the seed plane {plane} has no object")
+    size = object_size or box_object_size(np.array([_box(seed == k) for k in ids]))
+    out = np.zeros(vol.shape[:3], np.uint32)
+    out[plane] = seed
+    seed_area = {k: int((seed == k).sum()) for k in ids}
+    scores = {k: [seed_scores[k]] for k in ids}
+    stops: dict[int, dict[str, str]] = {k: {} for k in ids}
+    done, total = 0, n - 1
+    for direction, side in ((1, "up"), (-1, "down")):
+        alive = {k: seed == k for k in ids}
+        z = plane + direction
+        while alive and 0 <= z < n:
+            if cancel is not None and cancel():
+                raise CancelledError("cancelled")
+            done += 1
+            report(done / max(total, 1), f"{name}: plane {z} ({len(alive)} object(s), {side} from {plane})")
+            keys = list(alive)
+            prompt_boxes = [_grown_box(alive[k], BOX_MARGIN) for k in keys]
+            points = [_interior_point(alive[k]) for k in keys] if segmenter.points_reliable else []
+            result = segment(z, prompt_boxes, points, size)
+            for i, k in enumerate(keys):
+                mask = result.labels == i + 1
+                reason = _stop_reason(alive[k], mask, float(result.scores[i]), seed_area[k], stop_iou, min_score)
+                if reason:
+                    stops[k][side] = f"{reason} at plane {z}"
+                    del alive[k]
+                    continue
+                out[z][mask] = k
+                alive[k] = mask
+                scores[k].append(float(result.scores[i]))
+            z += direction
+        for k in alive:
+            stops[k][side] = "reached the end of the stack"
+        done = n - 1 - plane  # the planes above count as done, however early the objects ended there
+    report(1.0, f"{name}: {len(ids)} object(s) propagated")
+    return PropagationResult(
+        labels=_compact(out),
+        seed_plane=plane,
+        extents=object_extents(out),
+        stops=stops,
+        scores={k: float(np.mean(v)) for k, v in scores.items()},
+        scale=scale,
+        timings=timings,
+        warnings=warnings,
+    )
+
+
+def _stop_reason(
+    previous: np.ndarray, mask: np.ndarray, score: float, seed_area: int, stop_iou: float, min_score: float
+) -> str | None:
+    area = int(mask.sum())
+    if area == 0 or area < MIN_AREA_FRACTION * seed_area:
+        return "vanished"
+    inter = int((previous & mask).sum())
+    iou = inter / (int(previous.sum()) + area - inter)
+    if iou < stop_iou:
+        return f"IoU with the previous plane {iou:.2f} < {stop_iou}"
+    if score < min_score:
+        return f"score {score:.2f} < {min_score}"
+    return None
+
+
+def _box(mask: np.ndarray) -> tuple[float, float, float, float]:
+    rows, cols = np.nonzero(mask)
+    return float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max())
+
+
+def _grown_box(mask: np.ndarray, margin: float) -> tuple[float, float, float, float]:
+    """The mask's box (x0, y0, x1, y1) grown by ``margin`` of its side (at least a pixel), clipped to the plane."""
+    x0, y0, x1, y1 = _box(mask)
+    h, w = mask.shape
+    dx, dy = max(1.0, margin * (x1 - x0 + 1)), max(1.0, margin * (y1 - y0 + 1))
+    return max(0.0, x0 - dx), max(0.0, y0 - dy), min(w - 1.0, x1 + dx), min(h - 1.0, y1 + dy)
+
+
+def _interior_point(mask: np.ndarray) -> tuple[float, float]:
+    """The pixel (x, y) deepest inside the mask."""
+    x0, y0, x1, y1 = (int(v) for v in _box(mask))
+    crop = np.pad(mask[y0 : y1 + 1, x0 : x1 + 1], 1)
+    dist = ndimage.distance_transform_edt(crop)[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return float(x0 + x), float(y0 + y)

@@ -1,0 +1,153 @@
+"""Big images: OME-Zarr and pyramidal TIFF read lazily in the project's axis order, the pyramid level chosen for the
+working scale, the tiled instance pipeline on a lazy array, and labels written into an OME-Zarr that napari's reader
+(napari-ome-zarr) opens."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import dask.array as da
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from ome_zarr.format import FormatV04, FormatV05
+from ome_zarr.writer import write_image
+
+from napari_promptseg._sample_data import nuclei
+from napari_promptseg.cli import main
+from napari_promptseg.io import read_image
+from napari_promptseg.io.multiscale import is_ome_zarr, open_multiscale, write_ome_zarr_labels
+from napari_promptseg.methods.instances import fit_exemplars, match_instances, segment_with_exemplars
+from napari_promptseg.methods.metrics import dice
+from napari_promptseg.tiling import upsample_labels
+
+#: the bundled nuclei image enlarged this much: its nuclei (about 15 px) become slide-sized objects
+ZOOM = 4
+
+
+def write_ome_zarr(path, image_cyx: np.ndarray, fmt, pixel_size: float = 0.5, levels: int = 3) -> None:
+    root = zarr.open_group(str(path), mode="w", zarr_format=fmt.zarr_format)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        write_image(
+            image_cyx,
+            root,
+            axes="cyx",
+            fmt=fmt,
+            scale_factors=[2**k for k in range(1, levels)],
+            scale={"c": 1.0, "y": pixel_size, "x": pixel_size},
+            storage_options={"chunks": (1, 256, 256)},
+        )
+
+
+@pytest.fixture(scope="module")
+def zoomed():
+    """(image, truth) of the bundled nuclei image enlarged ZOOM times (nearest), and the box of its largest nucleus."""
+    (image, _, _), (truth, _, _) = nuclei()
+    big, big_truth = np.kron(image, np.ones((ZOOM, ZOOM), image.dtype)), np.kron(truth, np.ones((ZOOM, ZOOM), int))
+    largest = np.bincount(big_truth.ravel())[1:].argmax() + 1
+    rows, cols = np.nonzero(big_truth == largest)
+    return big, big_truth == largest, (cols.min(), rows.min(), cols.max(), rows.max())
+
+
+@pytest.mark.parametrize("fmt", [FormatV04(), FormatV05()], ids=["ngff0.4", "ngff0.5"])
+def test_ome_zarr_is_read_lazily_channels_last(tmp_path, fmt):
+    rng = np.random.default_rng(0)
+    cyx = rng.integers(0, 255, (3, 300, 400), dtype=np.uint8)
+    path = tmp_path / "image.ome.zarr"
+    write_ome_zarr(path, cyx, fmt)
+    assert is_ome_zarr(path)
+    image = read_image(path)
+    assert isinstance(image, da.Array) and image.shape == (300, 400, 3)
+    np.testing.assert_array_equal(np.asarray(image[10:20, 30:40]), np.moveaxis(cyx, 0, -1)[10:20, 30:40])
+    pyramid = open_multiscale(path)
+    assert pyramid.axes == "yxc" and pyramid.plane_shapes == [(300, 400), (150, 200), (75, 100)]
+    assert pyramid.pixel_size["y"] == 0.5
+
+
+def test_pyramidal_tiff_levels_and_the_level_for_a_scale(tmp_path):
+    rng = np.random.default_rng(0)
+    zyx = rng.integers(0, 2**16, (2, 512, 640), dtype=np.uint16)
+    path = tmp_path / "pyramid.ome.tif"
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        tif.write(zyx, subifds=2, tile=(128, 128), metadata={"axes": "ZYX"})
+        for k in (2, 4):
+            tif.write(zyx[:, ::k, ::k], subfiletype=1, tile=(128, 128))
+    pyramid = open_multiscale(path)
+    assert pyramid.axes == "zyx" and pyramid.plane_shapes == [(512, 640), (256, 320), (128, 160)]
+    np.testing.assert_array_equal(np.asarray(pyramid.levels[1][1]), zyx[1, ::2, ::2])
+    assert pyramid.level_for_scale(1.0) == (0, 1.0)
+    assert pyramid.level_for_scale(0.4) == (1, 2.0)  # 1/0.4 = 2.5: the 1/2 level still has the resolution
+    assert pyramid.level_for_scale(0.1) == (2, 4.0)
+    labels = np.arange(6).reshape(2, 3)
+    assert upsample_labels(labels, (4, 6)).tolist() == [[0, 0, 1, 1, 2, 2]] * 2 + [[3, 3, 4, 4, 5, 5]] * 2
+
+
+def test_cli_reads_the_pyramid_level_of_the_boxes_and_writes_labels_napari_opens(litemedsam, zoomed, tmp_path):
+    from napari.components import ViewerModel
+    from napari.plugins import _initialize_plugins
+
+    image, nucleus, box = zoomed
+    path = tmp_path / "nuclei.ome.zarr"
+    write_ome_zarr(path, image[None], FormatV04(), pixel_size=0.25)
+    out = tmp_path / "out"
+    args = ["segment", str(path), "-o", str(out), "--box", *map(str, box)]
+    assert main(args) == 0
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    # the nucleus spans ~136 px: LiteMedSAM (256 px input) sees the whole 1024 px image at scale 0.25 and the
+    # objects at the size it segments well, so the 1/4 level (256 px) has all the resolution it needs
+    assert record["pyramid_level"] == 2
+    assert record["output"] == str(path / "labels" / "promptseg")
+    assert main(args) == 0  # a second run replaces the labels image, it does not add another
+
+    _initialize_plugins()
+    viewer = ViewerModel()
+    viewer.open(str(path), plugin="napari-ome-zarr")
+    labels_layers = [layer for layer in viewer.layers if layer._type_string == "labels"]
+    assert len(labels_layers) == 1
+    layer = labels_layers[0]
+    assert layer.multiscale and len(layer.data) == 3
+    np.testing.assert_allclose(layer.scale, [0.25, 0.25])  # the image's pixel size
+    np.testing.assert_allclose(viewer.layers[0].scale, layer.scale)
+    written = np.asarray(layer.data[0])
+    assert written.shape == nucleus.shape
+    assert dice(written == 1, nucleus) > 0.7
+
+
+def test_lazy_image_gives_the_in_memory_result(litemedsam, tmp_path):
+    """The tiled instance pipeline on a dask array (read tile by tile) finds what it finds in memory."""
+    (image, _, _), (truth, _, _) = nuclei()
+    mosaic = np.block([[image, image[:, ::-1]], [image[::-1], image]])
+    model = fit_exemplars(litemedsam, image[..., None], truth)
+    in_memory = segment_with_exemplars(litemedsam, model, mosaic[..., None], object_size=model.object_size)
+    assert in_memory.scale.tiles > 1
+    lazy = da.from_array(mosaic[..., None], chunks=(128, 128, 1))
+    result = segment_with_exemplars(litemedsam, model, lazy, object_size=model.object_size)
+    np.testing.assert_array_equal(result.labels, in_memory.labels)
+    assert match_instances(result.labels[256:, 256:], truth)["f1"] > 0.5
+
+
+def test_stack_labels_round_trip_with_the_image_levels(tmp_path):
+    path = tmp_path / "volume.ome.zarr"
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        write_image(
+            np.zeros((4, 128, 96), np.uint16),
+            root,
+            axes="zyx",
+            fmt=FormatV05(),
+            scale_factors=[2],
+            scale={"z": 2.0, "y": 0.5, "x": 0.5},
+            storage_options={"chunks": (1, 64, 64)},
+        )
+    labels = np.zeros((4, 128, 96), np.uint16)
+    labels[1:3, 10:50, 20:40] = 7
+    written = open_multiscale(write_ome_zarr_labels(path, labels))
+    assert written.axes == "zyx" and [lv.shape for lv in written.levels] == [(4, 128, 96), (4, 64, 48)]
+    assert written.pixel_size == {"z": 2.0, "y": 0.5, "x": 0.5}
+    np.testing.assert_array_equal(np.asarray(written.levels[0]), labels)
+    with pytest.raises(ValueError, match="do not match"):
+        write_ome_zarr_labels(path, labels[0])

@@ -1,0 +1,192 @@
+"""3D stacks: which arrays are stacks, plane-by-plane ids linked across planes, propagation through the real MRI
+volume (a few planes), and (Z, Y, X) inputs through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from ome_zarr.format import FormatV04
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+from skimage.measure import label
+
+from napari_promptseg._sample_data import nuclei, nuclei_for_text
+from napari_promptseg.cli import main
+from napari_promptseg.errors import PromptsegError
+from napari_promptseg.io import read_image
+from napari_promptseg.methods.instances import match_instances
+from napari_promptseg.methods.metrics import dice
+from napari_promptseg.methods.volume import as_stack, propagate_through_stack, segment_stack
+
+#: the MRI structure used here: the left thalamus (FreeSurfer 10), planes along the volume's first axis
+THALAMUS = 10
+
+
+def nuclei_stack(planes: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A (Z, Y, X) stack from the bundled DSB nuclei: each nucleus a spheroid whose cross-section shrinks away from
+    its own centre plane (real texture inside, the image's own background pixels where it is cut away), with 3D
+    ground-truth ids."""
+    (image, _, _), (truth, _, _) = nuclei()
+    rng = np.random.default_rng(seed)
+    inside = ndimage.distance_transform_edt(truth > 0)
+    ids = np.arange(1, truth.max() + 1)
+    radius = np.zeros(truth.max() + 1)
+    radius[ids] = ndimage.maximum(inside, truth, ids)
+    centre = np.zeros(truth.max() + 1)
+    centre[ids] = planes // 2 + rng.integers(-1, 2, len(ids))
+    fill = rng.choice(image[truth == 0], size=truth.shape)  # the image's own background where a nucleus is cut
+    stack, labels = [], []
+    for z in range(planes):
+        d = np.abs(z - centre[truth]) / (planes / 2 + 0.5)
+        keep = (truth > 0) & (d < 1) & (inside >= radius[truth] * (1 - np.sqrt(np.clip(1 - d * d, 0, 1))))
+        stack.append(np.where(keep | (truth == 0), image, fill).astype(image.dtype))
+        labels.append(np.where(keep, truth, 0))
+    return np.stack(stack), np.stack(labels)
+
+
+@pytest.fixture(scope="module")
+def mri(shared_data):
+    """Nine planes of the real MRI volume around the left thalamus' largest cross-section."""
+    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
+    vol, truth = scan["vol"].astype(np.float32), scan["seg"] == THALAMUS
+    z = int(np.argmax(truth.sum((1, 2))))
+    return vol[z - 4 : z + 5], truth[z - 4 : z + 5]
+
+
+def test_which_arrays_are_stacks():
+    assert as_stack(np.zeros((64, 64)))[0] is None
+    assert as_stack(np.zeros((64, 64, 3)))[0] is None  # RGB
+    assert as_stack(np.zeros((64, 64, 2)))[0] is None  # two channels last
+    assert as_stack(np.zeros((5, 64, 64)), channel_axis=0)[0] is None  # a multichannel 2D image
+    assert as_stack(np.zeros((64, 64, 5)))[0] is None  # channels last: the 2D functions ask which to use
+    vol, warnings = as_stack(np.zeros((5, 64, 64)))
+    assert vol.shape == (5, 64, 64) and not warnings
+    assert as_stack(np.zeros((3, 64, 64)))[1], "three planes might be channels: say how they were read"
+    assert as_stack(np.zeros((5, 64, 64, 3)))[0].shape == (5, 64, 64, 3)
+    assert as_stack(np.zeros((5, 2, 64, 64)), channel_axis=1)[0].shape == (5, 64, 64, 2)
+    with pytest.raises(PromptsegError, match="channel"):
+        as_stack(np.zeros((5, 6, 64, 64)))
+    with pytest.raises(PromptsegError, match="5D"):
+        as_stack(np.zeros((2, 2, 2, 8, 8)))
+
+
+def test_plane_by_plane_links_each_nucleus_to_one_id():
+    stack, truth = nuclei_stack()
+    rng = np.random.default_rng(1)
+
+    def plane_truth(plane, z):  # each plane's objects under ids of its own, in no particular order
+        ids = np.unique(truth[z][truth[z] > 0])
+        lut = np.zeros(truth.max() + 1, np.int64)
+        lut[ids] = rng.permutation(len(ids)) + 1
+        return lut[truth[z]]
+
+    result = segment_stack(stack, plane_truth)
+    assert result.labels.shape == stack.shape
+    linked = match_instances(result.labels, truth)
+    assert linked["f1"] > 0.9, linked
+    # unlinked, every plane's objects would be new objects: precision about 1 / planes
+    unlinked = np.stack([plane_truth(p, z) + 1000 * z * (truth[z] > 0) for z, p in enumerate(stack)])
+    assert match_instances(unlinked, truth)["precision"] < 0.4
+    assert all(a <= b for a, b in result.extents.values())
+    # a plain 2D method (Otsu + components) through the same loop: touching nuclei merge, but planes still link
+    otsu = segment_stack(stack, lambda plane, z: label(plane > threshold_otsu(stack)))
+    assert match_instances(otsu.labels, truth)["f1"] > 0.6
+
+
+def test_propagation_through_real_mri_planes(litemedsam, mri):
+    vol, truth = mri
+    seed = len(vol) // 2
+    rows, cols = np.nonzero(truth[seed])
+    box = (cols.min(), rows.min(), cols.max(), rows.max())
+    result = propagate_through_stack(vol, seed, boxes=[box], segmenter=litemedsam, name="mri")
+    assert result.labels.shape == truth.shape and set(np.unique(result.labels)) <= {0, 1}
+    first, last = result.extents[1]
+    assert first < seed < last, "carried both ways from the seed plane"
+    assert set(result.stops[1]) == {"up", "down"}
+    # one box on one plane (measured 0.87); a box at the ground truth on every plane gives 0.87 too
+    assert dice(result.labels > 0, truth) > 0.75
+
+
+def test_cli_propagates_boxes_through_a_tiff_stack(litemedsam, mri, tmp_path, capsys):
+    vol, truth = mri
+    path = tmp_path / "mri.tif"
+    tifffile.imwrite(path, vol)
+    seed = len(vol) // 2
+    rows, cols = np.nonzero(truth[seed])
+    box = [str(v) for v in (cols.min(), rows.min(), cols.max(), rows.max())]
+    out = tmp_path / "out"
+    assert main(["segment", str(path), "-o", str(out), "--box", *box]) == 2
+    assert "--plane" in capsys.readouterr().err, "boxes on a stack need the plane they were drawn on"
+    code = main(["segment", str(path), "-o", str(out), "--box", *box, "--plane", str(seed), "--propagate"])
+    assert code == 0
+    labels = tifffile.imread(out / "mri.tif")
+    assert labels.shape == truth.shape
+    assert dice(labels > 0, truth) > 0.7
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    assert record["planes"] == len(vol) and record["mode"] == f"propagated from plane {seed}"
+    assert set(record["stops"]["1"]) == {"up", "down"}
+
+
+def test_cli_oneshot_on_a_stack_plane_by_plane(litemedsam, tmp_path):
+    """One-shot instances (reference: another DSB image) on every plane of a nuclei stack; ids linked in 3D."""
+    stack, truth = nuclei_stack(planes=3)
+    (image, _, _), (reference_labels, _, _) = nuclei_for_text()
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "reference.tif", image)
+    tifffile.imwrite(tmp_path / "reference_labels.tif", reference_labels)
+    out = tmp_path / "out"
+    code = main(
+        [
+            "oneshot",
+            str(tmp_path / "stack.tif"),
+            "--reference",
+            str(tmp_path / "reference.tif"),
+            "--reference-mask",
+            str(tmp_path / "reference_labels.tif"),
+            "-o",
+            str(out),
+            "--overlay",
+        ]
+    )
+    assert code == 0
+    labels = tifffile.imread(out / "stack.tif")
+    assert labels.shape == stack.shape
+    assert match_instances(labels, truth)["f1"] > 0.5
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    assert record["mode"] == "plane by plane, ids linked across planes" and record["planes"] == 3
+    assert (out / "stack_overlay.png").is_file()
+
+
+def test_stacks_and_ome_zarr_through_dask_workers(litemedsam, mri, tmp_path):
+    """A stack, an OME-Zarr and a stack too short for --plane on a LocalCluster: the workers write the stack's
+    (Z, Y, X) labels and the OME-Zarr's labels/ group; the failed stack gets empty labels of its own (Z, Y, X) shape;
+    --resume keeps the written ones (an OME-Zarr labels output is a directory)."""
+    from .test_bigimage import write_ome_zarr
+
+    vol, truth = mri
+    seed = len(vol) // 2
+    tifffile.imwrite(tmp_path / "mri.tif", vol)
+    tifffile.imwrite(tmp_path / "short.tif", vol[:3], photometric="minisblack")
+    write_ome_zarr(tmp_path / "plane.ome.zarr", vol[seed][None], FormatV04(), levels=2)
+    rows, cols = np.nonzero(truth[seed])
+    box = [str(v) for v in (cols.min(), rows.min(), cols.max(), rows.max())]
+    inputs = [str(tmp_path / name) for name in ("mri.tif", "plane.ome.zarr", "short.tif")]
+    out = tmp_path / "out"
+    command = ["segment", *inputs, "-o", str(out), "--box", *box, "--plane", str(seed), "--propagate"]
+    assert main([*command, "--scheduler", "local", "--workers", "2"]) == 0  # every input has an output
+    report = json.loads((out / "report.json").read_text())
+    assert report["batch"]["scheduler"] == "local"
+    stack, plane, short = report["images"]
+    assert stack["status"] == "ok" and dice(tifffile.imread(stack["output"]) > 0, truth) > 0.7
+    assert plane["output"] == str(tmp_path / "plane.ome.zarr" / "labels" / "promptseg")
+    written = np.asarray(read_image(tmp_path / "plane.ome.zarr" / "labels" / "promptseg"))
+    assert dice(written > 0, truth[seed]) > 0.7
+    assert short["status"] == "failed" and "outside the stack's 3 planes" in short["reason"]
+    empty = tifffile.imread(short["output"])
+    assert empty.shape == vol[:3].shape and not empty.any()
+
+    assert main([*command, "--scheduler", "none", "--resume"]) == 0
+    assert json.loads((out / "report.json").read_text())["batch"]["resumed"] == 2
