@@ -334,3 +334,34 @@ def test_propagate_through_stack_on_real_mri(make_viewer, qtbot, shared_data):
     widget.propagate()
     assert any("propagat" in m for m in records_since(start, NotificationSeverity.ERROR))
     assert "one plane propagated" not in viewer.layers
+
+
+def test_multiscale_image_is_segmented_at_the_pyramid_level_of_the_boxes(make_viewer, qtbot, sample):
+    """A pyramid layer (the sample magnified 4x, so its nuclei are 4x larger): a box is segmented on the coarse level
+    that has the boxes' working resolution, not on the full resolution, and the preview lies on the full-resolution
+    grid over the right nucleus."""
+    from napari_promptseg._widgets.interactive.geometry import plane_source
+    from napari_promptseg.tiling import box_object_size
+
+    image, truth, label, (r0, c0, r1, c1) = sample
+    big = np.repeat(np.repeat(image, 4, axis=0), 4, axis=1)
+    nucleus = np.repeat(np.repeat(truth == label, 4, axis=0), 4, axis=1)
+    pyramid = [big, big[::2, ::2], big[::4, ::4]]
+    viewer = make_viewer()
+    layer = viewer.add_image(pyramid, name="slide", multiscale=True)
+    widget = add_widget(viewer)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    box = (4 * c0, 4 * r0, 4 * c1 + 3, 4 * r1 + 3)  # x0, y0, x1, y1 at full resolution
+
+    # the level read for this box: coarser than full resolution, and no coarser than the working scale needs
+    source = plane_source(layer, plane_geometry(viewer, layer))
+    plane, _, factor = source.read(256, box_object_size(np.array([box])))
+    assert factor > 1 and plane.shape == pyramid[int(np.log2(factor))].shape
+    assert source.read(256, None)[2] == 4.0  # the whole plane: the coarsest level still has 256 px per side
+
+    shapes = viewer.add_shapes(name="boxes")
+    shapes.add_rectangles(np.array([[box[1], box[0]], [box[3], box[2]]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    preview = preview_layer(viewer)
+    assert preview.data.shape == big.shape
+    assert dice(preview.data == 1, nucleus) > MIN_DICE

@@ -14,6 +14,7 @@ import napari.layers
 import numpy as np
 
 from ...errors import PromptsegError
+from ...tiling import choose_scale, pyramid_level, upsample_labels
 
 #: feature of the points layer: True for a positive click, False for a negative one
 POSITIVE = "positive"
@@ -139,7 +140,10 @@ def plane_geometry(
 
 def extract_plane(layer: napari.layers.Image, geom: PlaneGeometry) -> tuple[np.ndarray, int | None]:
     """The plane's pixels (H, W), (H, W, RGB) or (C, H, W), and the channel axis to pass to the core function."""
-    data = _image_data(layer)
+    return _plane_of(_image_data(layer), geom)
+
+
+def _plane_of(data, geom: PlaneGeometry) -> tuple[np.ndarray, int | None]:
     ndim = len(geom.labels_shape) + (geom.channel_axis is not None)
     labels_axis = 0
     index = []
@@ -153,6 +157,40 @@ def extract_plane(layer: napari.layers.Image, geom: PlaneGeometry) -> tuple[np.n
             index.append(geom.index[labels_axis])
         labels_axis += 1
     return np.asarray(data[tuple(index)]), (0 if geom.channel_axis is not None else None)
+
+
+@dataclass(frozen=True)
+class PlaneSource:
+    """The displayed plane of an image layer, read by the worker that needs it. A 2D pyramid (multiscale layer) is
+    read at the coarsest level that still has the working scale's resolution, as the CLI reads OME-Zarr: a box
+    around a nucleus on an 8k slide reads a 1/2 level, a whole-slide embedding a 1/8 level, never the full
+    resolution. Levels are the layer's own arrays (numpy, dask or zarr); nothing is read until :meth:`read`."""
+
+    levels: tuple  # full resolution first; one array for a plain layer
+    geom: PlaneGeometry
+
+    def read(self, input_size: int, object_size: float | None) -> tuple[np.ndarray, int | None, float]:
+        """(the plane's pixels, the channel axis for the core function, the level's downsampling factor) for
+        objects of ``object_size`` full-resolution pixels (None: the whole plane) and a model of ``input_size``."""
+        level, factor = 0, 1.0
+        if len(self.levels) > 1 and len(self.geom.labels_shape) == 2 and self.geom.channel_axis is None:
+            scale = choose_scale(self.geom.plane_shape, input_size, object_size).scale
+            level, factor = pyramid_level([np.shape(data)[:2] for data in self.levels], scale)
+        plane, channel_axis = _plane_of(self.levels[level], self.geom)
+        return plane, channel_axis, factor
+
+    def full_resolution(self, labels: np.ndarray, factor: float) -> np.ndarray:
+        """Labels of a plane read at a pyramid level -> the full-resolution plane."""
+        return labels if factor == 1.0 else upsample_labels(labels, self.geom.plane_shape)
+
+
+def at_level(coords, width: int, factor: float) -> np.ndarray:
+    """Full-resolution prompt coordinates (boxes: width 4, points: 2) on a pyramid level ``factor`` times smaller."""
+    return np.asarray(coords, np.float64).reshape(-1, width) / factor
+
+
+def plane_source(layer: napari.layers.Image, geom: PlaneGeometry) -> PlaneSource:
+    return PlaneSource(tuple(layer.data) if layer.multiscale else (layer.data,), geom)
 
 
 def extract_volume(layer: napari.layers.Image, geom: PlaneGeometry) -> tuple[object, int]:

@@ -20,22 +20,22 @@ from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import QWidget
 
 from ...errors import CancelledError, PromptsegError
-from ...methods.instances import InstanceResult, find_all_like
 from ...methods.interactive import SegmentationResult, segment_prompts
-from ...methods.volume import PropagationResult, propagate_through_stack
 from ...models import load_segmenter
 from ...models.preprocessing import as_channels_last
+from ...tiling import box_object_size
 from .._common import TaskRunner, debounce_timer, load_triton_safely, notify_exception, notify_once
+from .actions import NewLayerActions
 from .geometry import (
     POSITIVE,
     PlaneGeometry,
     PlanePrompts,
     _image_data,
+    at_level,
     commit_to_labels,
-    extract_plane,
-    extract_volume,
     gather_prompts,
     plane_geometry,
+    plane_source,
 )
 from .layout import (
     BOXES_NAME,
@@ -64,7 +64,7 @@ class _Preview:
     points: napari.layers.Points | None
 
 
-class InteractiveWidget(QWidget):
+class InteractiveWidget(NewLayerActions, QWidget):
     """Boxes and clicks -> live preview -> commit new objects into a Labels layer (undo with Ctrl+Z)."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -354,7 +354,7 @@ class InteractiveWidget(QWidget):
             return
         try:
             image, geom = self._geometry()
-            plane, channel_axis = extract_plane(image, geom)
+            source = plane_source(image, geom)
             channels = self._channels()
         except PromptsegError as exc:
             notify_exception(exc, "embedding")
@@ -369,6 +369,7 @@ class InteractiveWidget(QWidget):
                 raise CancelledError("cancelled")
             progress(0.3, f"encoding '{name}' with {model}")
             t0 = time.perf_counter()
+            plane, channel_axis, _ = source.read(segmenter.input_size, None)
             # the same array segment_prompts will build, so the model's content-hash cache serves the previews
             hwc = as_channels_last(plane, channel_axis=channel_axis, channels=channels, name=f"image layer '{name}'")
             segmenter.embed(hwc, normalize=normalize, name=f"image layer '{name}'")
@@ -390,7 +391,7 @@ class InteractiveWidget(QWidget):
                 self._clear_preview()
                 self._commit_after_preview = False
                 return
-            plane, channel_axis = extract_plane(image, geom)
+            source = plane_source(image, geom)
             channels = self._channels()
         except PromptsegError as exc:
             self._clear_preview()
@@ -402,13 +403,15 @@ class InteractiveWidget(QWidget):
 
         def task(progress, cancel) -> SegmentationResult:
             segmenter = load_segmenter(model, device=device)
-            return segment_prompts(
+            size = object_size or (box_object_size(np.array(prompts.boxes)) if prompts.boxes else None)
+            plane, channel_axis, factor = source.read(segmenter.input_size, size)
+            result = segment_prompts(
                 plane,
                 segmenter,
-                boxes=prompts.boxes,
-                positive_points=prompts.positive,
-                negative_points=prompts.negative,
-                object_size=object_size,
+                boxes=at_level(prompts.boxes, 4, factor),
+                positive_points=at_level(prompts.positive, 2, factor),
+                negative_points=at_level(prompts.negative, 2, factor),
+                object_size=None if object_size is None else object_size / factor,
                 channel_axis=channel_axis,
                 channels=channels,
                 normalize=normalize,
@@ -416,6 +419,8 @@ class InteractiveWidget(QWidget):
                 progress=progress,
                 cancel=cancel,
             )
+            result.labels = source.full_resolution(result.labels, factor)
+            return result
 
         def done(result: SegmentationResult) -> None:
             if version != self._version:
@@ -437,112 +442,6 @@ class InteractiveWidget(QWidget):
                 self._clear_preview()
 
         self.runner.submit("preview", "preview", task, done, failed)
-
-    def find_all(self) -> None:
-        """Every object like the boxed examples on the displayed plane -> a new Labels layer (nothing else changes)."""
-        if self._no_image():
-            return
-        try:
-            image, geom = self._geometry()
-            prompts = gather_prompts(self.viewer, image, geom, self.shapes_picker.layer(), None)
-            if not prompts.boxes:
-                raise PromptsegError("find all: draw boxes around a few example objects on this plane first")
-            plane, channel_axis = extract_plane(image, geom)
-            channels = self._channels()
-        except PromptsegError as exc:
-            notify_exception(exc, "find all")
-            return
-        model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
-        boxes, object_size = prompts.boxes, self.object_size
-
-        def task(progress, cancel) -> InstanceResult:
-            progress(0.0, f"loading {model}")
-            segmenter = load_segmenter(model, device=device)
-            return find_all_like(
-                plane,
-                boxes,
-                segmenter=segmenter,
-                object_size=object_size,
-                channel_axis=channel_axis,
-                channels=channels,
-                normalize=normalize,
-                name=f"image layer '{name}'",
-                progress=progress,
-                cancel=cancel,
-            )
-
-        def done(result: InstanceResult) -> None:
-            target = self._add_result_layer(np.zeros(geom.labels_shape, dtype=np.uint32), geom, f"{name} find-all")
-            commit_to_labels(target, result.labels, geom)
-            for message in result.warnings:
-                notify_once(message, self._shown_warnings)
-            scale = result.scale
-            where = f" at scale {scale.scale:.2f} in {scale.tiles} tile(s)" if scale is not None else ""
-            self.runner.widget.set_summary(
-                f"found {len(result.scores)} object(s) like the {len(boxes)} example(s){where} -> '{target.name}'"
-            )
-
-        self.runner.submit("find-all", f"finding all like the {len(boxes)} example(s)", task, done)
-
-    def propagate(self) -> None:
-        """Carry the objects boxed on the displayed plane of a 3D image through the stack -> a new Labels layer."""
-        if self._no_image():
-            return
-        try:
-            image, geom = self._geometry()
-            prompts = gather_prompts(self.viewer, image, geom, self.shapes_picker.layer(), None)
-            volume, z_axis = extract_volume(image, geom)
-            if not prompts.boxes:
-                raise PromptsegError("draw boxes around the objects on this plane first")
-            channels = self._channels()
-        except PromptsegError as exc:
-            notify_exception(exc, "propagate")
-            return
-        model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
-        boxes, object_size, plane = prompts.boxes, self.object_size, geom.index[z_axis]
-
-        def task(progress, cancel) -> PropagationResult:
-            progress(0.0, f"loading {model}")
-            return propagate_through_stack(
-                volume,
-                plane,
-                boxes=boxes,
-                segmenter=load_segmenter(model, device=device),
-                object_size=object_size,
-                channel_axis=-1 if geom.channel_axis is not None else None,
-                channels=channels,
-                normalize=normalize,
-                name=f"image layer '{name}'",
-                progress=progress,
-                cancel=cancel,
-            )
-
-        def done(result: PropagationResult) -> None:
-            axes = [z_axis, geom.row_axis, geom.col_axis]  # the result's axes, in labels space
-            labels = np.transpose(result.labels, np.argsort(axes))
-            layer = self._add_result_layer(labels, geom, f"{name} propagated")
-            for message in result.warnings:
-                notify_once(message, self._shown_warnings)
-            spans = ", ".join(f"{k}: planes {a}-{b}" for k, (a, b) in result.extents.items())
-            self.runner.widget.set_summary(
-                f"{result.objects} object(s) propagated from plane {plane} ({spans}) -> '{layer.name}'"
-            )
-
-        self.runner.submit("propagate", f"propagating {len(boxes)} object(s) through '{name}'", task, done)
-
-    def _add_result_layer(self, data: np.ndarray, geom: PlaneGeometry, name: str) -> napari.layers.Labels:
-        """A new Labels layer over the image (results never overwrite the user's layers)."""
-        layer = napari.layers.Labels(
-            data,
-            name=name,
-            scale=geom.scale,
-            translate=geom.translate,
-            **({"affine": geom.affine} if geom.affine is not None else {}),
-        )
-        image = self.image_picker.layer()
-        above = self.viewer.layers.index(image) + 1 if image in self.viewer.layers else len(self.viewer.layers)
-        self.viewer.layers.insert(above, layer)
-        return layer
 
     def commit(self) -> None:
         """Write the preview objects into the target Labels layer as new ids; existing labels are never replaced."""

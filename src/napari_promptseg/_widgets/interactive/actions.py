@@ -1,0 +1,131 @@
+"""The Interactive widget's actions that make a new Labels layer from the displayed plane or stack: "find all like
+these" (:func:`napari_promptseg.methods.instances.find_all_like`) and "propagate through stack"
+(:func:`napari_promptseg.methods.volume.propagate_through_stack`). A mixin of :class:`.widget.InteractiveWidget`:
+it uses the widget's pickers, settings and task runner."""
+
+from __future__ import annotations
+
+import napari
+import napari.layers
+import numpy as np
+
+from ...errors import PromptsegError
+from ...methods.instances import InstanceResult, find_all_like
+from ...methods.volume import PropagationResult, propagate_through_stack
+from ...models import load_segmenter
+from ...tiling import box_object_size
+from .._common import notify_exception, notify_once
+from .geometry import PlaneGeometry, at_level, commit_to_labels, extract_volume, gather_prompts, plane_source
+
+
+class NewLayerActions:
+    """Find all and propagate: results go to new Labels layers over the image, never into the user's layers."""
+
+    def find_all(self) -> None:
+        """Every object like the boxed examples on the displayed plane -> a new Labels layer (nothing else changes)."""
+        if self._no_image():
+            return
+        try:
+            image, geom = self._geometry()
+            prompts = gather_prompts(self.viewer, image, geom, self.shapes_picker.layer(), None)
+            if not prompts.boxes:
+                raise PromptsegError("find all: draw boxes around a few example objects on this plane first")
+            source = plane_source(image, geom)
+            channels = self._channels()
+        except PromptsegError as exc:
+            notify_exception(exc, "find all")
+            return
+        model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
+        boxes, object_size = prompts.boxes, self.object_size
+
+        def task(progress, cancel) -> InstanceResult:
+            progress(0.0, f"loading {model}")
+            segmenter = load_segmenter(model, device=device)
+            plane, channel_axis, factor = source.read(segmenter.input_size, object_size or box_object_size(boxes))
+            result = find_all_like(
+                plane,
+                at_level(boxes, 4, factor),
+                segmenter=segmenter,
+                object_size=None if object_size is None else object_size / factor,
+                channel_axis=channel_axis,
+                channels=channels,
+                normalize=normalize,
+                name=f"image layer '{name}'",
+                progress=progress,
+                cancel=cancel,
+            )
+            result.labels = source.full_resolution(result.labels, factor)
+            return result
+
+        def done(result: InstanceResult) -> None:
+            target = self._add_result_layer(np.zeros(geom.labels_shape, dtype=np.uint32), geom, f"{name} find-all")
+            commit_to_labels(target, result.labels, geom)
+            for message in result.warnings:
+                notify_once(message, self._shown_warnings)
+            scale = result.scale
+            where = f" at scale {scale.scale:.2f} in {scale.tiles} tile(s)" if scale is not None else ""
+            self.runner.widget.set_summary(
+                f"found {len(result.scores)} object(s) like the {len(boxes)} example(s){where} -> '{target.name}'"
+            )
+
+        self.runner.submit("find-all", f"finding all like the {len(boxes)} example(s)", task, done)
+
+    def propagate(self) -> None:
+        """Carry the objects boxed on the displayed plane of a 3D image through the stack -> a new Labels layer."""
+        if self._no_image():
+            return
+        try:
+            image, geom = self._geometry()
+            prompts = gather_prompts(self.viewer, image, geom, self.shapes_picker.layer(), None)
+            volume, z_axis = extract_volume(image, geom)
+            if not prompts.boxes:
+                raise PromptsegError("draw boxes around the objects on this plane first")
+            channels = self._channels()
+        except PromptsegError as exc:
+            notify_exception(exc, "propagate")
+            return
+        model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
+        boxes, object_size, plane = prompts.boxes, self.object_size, geom.index[z_axis]
+
+        def task(progress, cancel) -> PropagationResult:
+            progress(0.0, f"loading {model}")
+            return propagate_through_stack(
+                volume,
+                plane,
+                boxes=boxes,
+                segmenter=load_segmenter(model, device=device),
+                object_size=object_size,
+                channel_axis=-1 if geom.channel_axis is not None else None,
+                channels=channels,
+                normalize=normalize,
+                name=f"image layer '{name}'",
+                progress=progress,
+                cancel=cancel,
+            )
+
+        def done(result: PropagationResult) -> None:
+            axes = [z_axis, geom.row_axis, geom.col_axis]  # the result's axes, in labels space
+            labels = np.transpose(result.labels, np.argsort(axes))
+            layer = self._add_result_layer(labels, geom, f"{name} propagated")
+            for message in result.warnings:
+                notify_once(message, self._shown_warnings)
+            spans = ", ".join(f"{k}: planes {a}-{b}" for k, (a, b) in result.extents.items())
+            self.runner.widget.set_summary(
+                f"{result.objects} object(s) propagated from plane {plane} ({spans}) -> '{layer.name}'"
+            )
+
+        self.runner.submit("propagate", f"propagating {len(boxes)} object(s) through '{name}'", task, done)
+
+    def _add_result_layer(self, data: np.ndarray, geom: PlaneGeometry, name: str) -> napari.layers.Labels:
+        """A new Labels layer over the image (results never overwrite the user's layers)."""
+        layer = napari.layers.Labels(
+            data,
+            name=name,
+            scale=geom.scale,
+            translate=geom.translate,
+            **({"affine": geom.affine} if geom.affine is not None else {}),
+        )
+        image = self.image_picker.layer()
+        above = self.viewer.layers.index(image) + 1 if image in self.viewer.layers else len(self.viewer.layers)
+        self.viewer.layers.insert(above, layer)
+        return layer
