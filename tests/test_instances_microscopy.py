@@ -176,3 +176,36 @@ def test_batch_with_a_hopeless_target_writes_every_output_and_a_report(shared_da
     assert corrupt["status"] == "failed" and "c_corrupt.png" in corrupt["reason"] and "output" not in corrupt
     assert (out2 / "a_good.tif").is_file() and (out2 / "b_blank.tif").is_file()
     assert "failed" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def dsb_exemplars(shared_data, litemedsam):
+    ref, ref_labels = dsb(shared_data, REFERENCE)
+    return fit_exemplars(litemedsam, read_image(ref), read_image(ref_labels), candidates="watershed")
+
+
+def test_a_camera_offset_does_not_turn_the_background_into_objects(shared_data, litemedsam, dsb_exemplars):
+    """The reference's background is black; the same target with a grey offset (as DSB images with a background of
+    34/255 have) must give the same nuclei. Without the window starting at the background, the reference's pixel
+    classifier called the whole offset image foreground and found no nucleus."""
+    target, truth_path = dsb(shared_data, TARGET)
+    image, truth = read_image(target), read_image(truth_path)
+    offset = (40 + image.astype(np.float32) * (215 / 255)).astype(np.uint8)  # background 40, same nuclei
+    plain = segment_with_exemplars(litemedsam, dsb_exemplars, image)
+    shifted = segment_with_exemplars(litemedsam, dsb_exemplars, offset)
+    f1_plain, f1_shifted = match_instances(plain.labels, truth)["f1"], match_instances(shifted.labels, truth)["f1"]
+    assert f1_plain > 0.5 and f1_shifted > f1_plain - 0.1, (f1_plain, f1_shifted)
+
+
+def test_a_target_size_is_kept_only_when_it_is_confirmed(shared_data, dsb_exemplars):
+    """Four nuclei five times larger than the reference's: their texture reads as small objects at the reference's
+    scale; the size it suggests (a third) is not confirmed at its own scale, so the reference's size is kept. A
+    target whose nuclei really are half the size still gets its own size."""
+    from napari_promptseg.methods.instances.exemplars import estimate_object_size
+
+    large, _ = dsb(shared_data, "1879f4f4f05e2bada0ffeb46c128b8df7a79b14c84f38c3e216a69653495153b")
+    size, source = estimate_object_size(dsb_exemplars, read_image(large)[..., :3], 256)  # RGB, as the pipeline
+    assert size == dsb_exemplars.object_size and "not confirmed" in source
+    small, _ = dsb(shared_data, "0ed3555a4bd48046d3b63d8baf03a5aa97e523aa483aaa07459e7afa39fb96c6")  # nuclei of 9 px
+    size, source = estimate_object_size(dsb_exemplars, read_image(small)[..., :3], 256)
+    assert size < 0.7 * dsb_exemplars.object_size and "rescaled" in source

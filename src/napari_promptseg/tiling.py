@@ -206,6 +206,7 @@ class IntensityWindow:
     dtype: str
     mean: np.ndarray | None = None  # (C,) mean and spread of the normalised image, per channel
     std: np.ndarray | None = None
+    median: np.ndarray | None = None  # (C,) median of the raw image, per channel
 
     @classmethod
     def measure(cls, image_hwc: np.ndarray, mode: Normalization = "auto") -> IntensityWindow:
@@ -238,7 +239,19 @@ class IntensityWindow:
         else:
             raise PromptsegError(f"unknown normalisation {mode!r}")
         scaled = np.clip((sample - lo) / np.maximum(hi - lo, 1e-8), 0, 1).reshape(-1, c)
-        return cls(lo=lo, hi=hi, dtype=str(arr.dtype), mean=scaled.mean(0), std=scaled.std(0))
+        median = np.median(sample.reshape(-1, c), axis=0).astype(np.float32)
+        return cls(lo=lo, hi=hi, dtype=str(arr.dtype), mean=scaled.mean(0), std=scaled.std(0), median=median)
+
+    def without_background(self, normalized: np.ndarray) -> np.ndarray:
+        """Normalised pixels of a dark-background image (its median in the lower half of the window: bright
+        objects on a dark field, as in fluorescence, where the median pixel is background) re-scaled to start at
+        that background; other images unchanged. A target imaged with a grey camera offset then looks like a
+        reference with a black background to a pixel classifier fitted on that reference."""
+        if self.median is None:
+            return normalized
+        level = (self.median - self.lo) / np.maximum(self.hi - self.lo, 1e-8)
+        level = np.where(level < 0.5, np.clip(level, 0.0, None), 0.0).astype(np.float32)
+        return np.clip((normalized - level) / (1.0 - level), 0.0, 1.0).astype(np.float32)
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
         """(h, w, C) pixels -> float32 in [0, 1] with this window."""
