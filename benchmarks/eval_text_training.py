@@ -8,12 +8,15 @@ All models: frozen LiteMedSAM image encoder + frozen MiniLM text encoder + the t
    dicece with the SAM decoder frozen, without the low-level fusion, tmca, tmca without target enhancement,
    reclmis). Each model is chosen on val (best epoch by val Dice); test Dice at the original resolution.
 2. **Prompt templates** (medvlsm p0 = empty ... p9), dicece, fewer epochs.
-3. **Text sensitivity**: one model trained on polyps, lungs, glands and nuclei with their names (plus, per image,
-   a wrong name with an empty mask); right-name Dice against single-target models trained on the same images,
-   wrong-name Dice (prediction vs the true target) and how often a wrong name gives an empty mask.
-4. **Cost**: encoder time per image (the cache), training time, inference time per image, peak memory.
+3. **Text sensitivity**: one model trained on polyps, lungs, glands and nuclei with their names, wrong names
+   trained to give nothing (``MULTI_RUNS``: static extra triplets, or the trainer's balanced texts and negative
+   pairs); right-name Dice against single-target models trained on the same images, and for each wrong name the
+   Dice against the true target and how often the mask is empty.
+4. **Cost**: inference stage by stage and per image, and (``--train-cost``) a whole training run on the 359 Kvasir
+   train+val triplets from an empty feature cache, at ``--threads`` threads, with the load average.
 
     OMP_NUM_THREADS=1 python benchmarks/eval_text_training.py [--epochs 5] [--sections kvasir,templates,multi,cost]
+    python benchmarks/eval_text_training.py --sections cost --threads 2 --train-cost
 
 Results accumulate in ``results/eval_text_training.json`` (a finished run is not repeated unless ``--fresh``).
 """
@@ -24,6 +27,7 @@ import argparse
 import json
 import platform
 import resource
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -143,7 +147,7 @@ def train_run(name: str, data, args, **settings) -> dict:
     result = train_text_segmenter(
         data,
         out,
-        cache_dir=args.cache_dir,
+        cache_dir=settings.pop("cache_dir", args.cache_dir),
         overwrite=True,
         device="cpu",
         epochs=settings.pop("epochs", args.epochs),
@@ -217,17 +221,25 @@ def _target_triplets(name: str) -> dict[str, list[Triplet]]:
     return {s: [replace(t, text=name, split=s) for t in ts] for s, ts in chosen.items()}
 
 
-def section_multi(args, results: dict, store, text) -> None:
-    """One model for four targets named by text, with wrong names trained to give nothing."""
+#: multi-target training settings. "static": one wrong name per image, drawn once, as extra triplets with an empty
+#: mask file (the first run); "balanced": the trainer's own options, every text equally often per epoch and one
+#: negative pair per training sample drawn again every epoch (all wrong names over the epochs)
+MULTI_RUNS = {
+    "static": {},
+    "balanced": {"balance": True, "negatives": 1.0},
+    # the "balanced" run continued for two more epochs (its validation Dice was still rising)
+    "balanced_6_epochs": {"balance": True, "negatives": 1.0, "epochs": 6, "resume_from": "balanced"},
+}
+
+
+def _static_negatives(sets: dict[str, dict[str, list[Triplet]]]) -> list[Triplet]:
     import tempfile
 
     import imageio.v3 as iio
 
-    multi = results.setdefault("multi_target", {})
-    sets = {name: _target_triplets(name) for name in TARGETS}
-    names = list(TARGETS)
     empty_dir = Path(tempfile.mkdtemp(prefix="empty-masks-"))
     rng = np.random.default_rng(0)
+    names = list(sets)
     mixed = []
     for name, split in sets.items():
         for t in split["train"] + split["val"]:
@@ -238,61 +250,221 @@ def section_multi(args, results: dict, store, text) -> None:
                 iio.imwrite(empty, np.zeros(image.shape[:2], np.uint8))
             wrong = names[(names.index(name) + 1 + rng.integers(len(names) - 1)) % len(names)]
             mixed.append(replace(t, text=wrong, mask=empty))
-    if "model" not in multi:
-        multi["model"] = train_run("multi_target", mixed, args)
-        save(args, results)
-    decoder = load_text_segmenter(multi["model"]["model"], device="cpu").decoder
-    per_target = multi.setdefault("targets", {})
+    return mixed
+
+
+def text_sensitivity(decoder: TextPromptDecoder, sets, store, text) -> dict:
+    """Per target: Dice with its own name; with each wrong name, Dice against the true target and how often the
+    prediction is empty (< 16 pixels in the 256 px frame)."""
+    names = list(sets)
+    out = {}
     for name, split in sets.items():
-        if name in per_target:
-            continue
         test = store.samples(split["test"])
-        single = train_run(f"single_{name}", split["train"] + split["val"], args)
-        single_decoder = load_text_segmenter(single["model"], device="cpu").decoder
-        right = test_dice(decoder, test, text)
-        wrong_names = [n for n in names if n != name]
-        wrong = [test_dice(decoder, test, text, [w] * len(test)) for w in wrong_names]
-        empty_rate = []
-        with torch.no_grad():
-            for w in wrong_names:
+        entry = {"right_name": summary(test_dice(decoder, test, text)), "wrong_names": {}}
+        wrong_all, empty_all = [], []
+        for w in (n for n in names if n != name):
+            scores = test_dice(decoder, test, text, [w] * len(test))
+            empty = []
+            with torch.no_grad():
                 for s in test:
                     batch = make_batch([replace(s, text=w)], text, torch.device("cpu"))
                     logits = decoder(batch.features, batch.low, batch.words, batch.word_mask, batch.sentence).logits
-                    empty_rate.append(bool(((logits > 0) & batch.valid).sum() < 16))
-        single_dice = summary(test_dice(single_decoder, test, text))
-        right_dice = summary(right)
-        per_target[name] = {
-            "right_name": right_dice,
-            "single_target": single_dice,
-            "ratio_to_single": round(right_dice["mean"] / max(single_dice["mean"], 1e-6), 3),
-            "wrong_name": summary([x for w in wrong for x in w]),
-            "wrong_name_empty_fraction": round(float(np.mean(empty_rate)), 3),
-            "single_model": single,
-        }
+                    empty.append(bool(((logits > 0) & batch.valid).sum() < 16))
+            entry["wrong_names"][w] = {
+                "dice": round(float(np.mean(scores)), 4),
+                "empty": round(float(np.mean(empty)), 3),
+            }
+            wrong_all += scores
+            empty_all += empty
+        entry["wrong_name"] = summary(wrong_all)
+        entry["wrong_name_empty_fraction"] = round(float(np.mean(empty_all)), 3)
+        out[name] = entry
+    return out
+
+
+def section_multi(args, results: dict, store, text) -> None:
+    """One model for four targets named by text (wrong names trained to give nothing), against single-target
+    models trained on the same images."""
+    multi = results.setdefault("multi_target", {})
+    sets = {name: _target_triplets(name) for name in TARGETS}
+    runs = multi.setdefault("runs", {})
+    for setting, options in MULTI_RUNS.items():
+        if args.multi_runs and setting not in args.multi_runs.split(","):
+            continue
+        epochs = options.get("epochs", args.epochs)
+        single = multi.setdefault("single_target", {}).setdefault(f"{epochs}_epochs", {})  # as many epochs at most
+        for name, split in sets.items():
+            if name not in single and args.singles != "no":
+                run = train_run(f"single_{name}_{epochs}", split["train"] + split["val"], args, epochs=epochs)
+                decoder = load_text_segmenter(run["model"], device="cpu").decoder
+                single[name] = {"test_dice": summary(test_dice(decoder, store.samples(split["test"]), text)), **run}
+                save(args, results)
+        if args.singles == "only":
+            continue
+        run = runs.get(setting)
+        if run is None and "resume_from" in options:  # a copy of that run's model directory, trained on
+            source = Path(runs[options["resume_from"]]["model"])
+            target = Path(args.models) / f"multi_target_{setting}"
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(source, target)
+            positives = [t for split in sets.values() for t in split["train"] + split["val"]]
+            result = train_text_segmenter(
+                positives, target, resume=True, epochs=epochs, cache_dir=args.cache_dir, device="cpu"
+            )
+            config = json.loads((target / "text_segmenter.json").read_text())
+            run = {
+                "settings": options,
+                "best_epoch": result.best_epoch,
+                "epochs_run": result.epochs_run,
+                "best_val_dice": round(result.best_val_dice, 4),
+                "history": config["history"],
+                "model": str(target),
+            }
+        elif run is None:
+            if options:
+                positives = [t for split in sets.values() for t in split["train"] + split["val"]]
+                run = {"settings": options, **train_run(f"multi_target_{setting}", positives, args, **dict(options))}
+            else:
+                run = {"settings": options, **train_run("multi_target", _static_negatives(sets), args)}
+        if "wrong_names" not in next(iter(run.get("targets", {}).values()), {}):  # (re)evaluate, no retraining
+            decoder = load_text_segmenter(run["model"], device="cpu").decoder
+            run["targets"] = text_sensitivity(decoder, sets, store, text)
+            for name, entry in run["targets"].items():
+                entry["ratio_to_single"] = (
+                    round(entry["right_name"]["mean"] / max(single[name]["test_dice"]["mean"], 1e-6), 3)
+                    if name in single
+                    else None
+                )
+        runs[setting] = run
         save(args, results)
 
 
-def section_cost(args, results: dict, segmenter, embedder) -> None:
+class Clock:
+    """Wall and CPU seconds (all threads of the process) of a block: on a loaded machine the CPU time is what the
+    work costs, the wall time what it took."""
+
+    def __enter__(self) -> Clock:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+    def per(self, n: int) -> dict:
+        return {"wall_s": round(self.wall / n, 4), "cpu_s": round(self.cpu / n, 4)}
+
+
+def _timed(fn, repeats: int) -> dict:
+    """Mean wall and CPU seconds of ``repeats`` calls (after one call that warms up)."""
+    fn()
+    with Clock() as clock:
+        for _ in range(repeats):
+            fn()
+    return clock.per(repeats)
+
+
+def training_estimate(args, segmenter, embedder, text) -> dict:
+    """Per-item costs of a training run, measured on a few items, and the run on the 359 Kvasir train+val triplets
+    they add up to (``args.epochs`` epochs; CPU seconds = the wall time of an idle machine at this thread count)."""
+    import tempfile
+
+    from napari_promptseg.methods.text_training.losses import batch_loss
+    from napari_promptseg.methods.text_training.trainer import _optimizer, validate
+
+    split = kvasir_split()
+    with tempfile.TemporaryDirectory() as tmp, Clock() as feature_pass:
+        FeatureStore(tmp, segmenter).samples(split["train"][:6])  # read, encode, write the cache entry
+    samples = FeatureStore(args.cache_dir, segmenter).samples(split["train"][:24])
+    config = TrainingConfig()
+    torch.manual_seed(0)
+    decoder = TextPromptDecoder(config.decoder_config(embedder.dim, int(samples[0].low.shape[0])))
+    decoder.init_from_segmenter(segmenter)
+    optimizer = _optimizer(decoder, config)
+    batches = [make_batch(samples[k : k + 8], text, torch.device("cpu")) for k in range(0, 24, 8)]
+
+    def step(batch) -> None:
+        loss, _ = batch_loss("dicece", decoder, batch, torch.Generator().manual_seed(0))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step(batches[0])
+    with Clock() as training:
+        step(batches[1])
+        step(batches[2])
+    with Clock() as validation:
+        validate(decoder, samples[:16], text, torch.device("cpu"))
+    per = {
+        "feature_pass_per_image": feature_pass.per(6),
+        "training_per_sample": training.per(16),
+        "validation_per_sample": validation.per(16),
+    }
+    n_train, n_val, epochs = len(split["train"]), len(split["val"]), args.epochs
+    for kind in ("wall_s", "cpu_s"):
+        features = (n_train + n_val) * per["feature_pass_per_image"][kind]
+        train = epochs * (n_train * per["training_per_sample"][kind] + n_val * per["validation_per_sample"][kind])
+        per[f"run_{kind}"] = {"feature_pass": round(features, 1), "training": round(train, 1), "epochs": epochs}
+    return per
+
+
+def section_cost(args, results: dict, segmenter, embedder, text) -> None:
+    """Where the time goes at inference (stage by stage), and (``--train-cost``) a whole training run on the 359
+    Kvasir train+val triplets from an empty feature cache, at this process's torch threads, with the load."""
+    import os
+
     cost = results.setdefault("cost", {})
+    threads = torch.get_num_threads()
+    entry = cost.setdefault(f"threads_{threads}", {})
+    entry["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
     test = kvasir_split()["test"][:10]
     images = [t.load()[0] for t in test]
-    t0 = time.perf_counter()
-    for image in images:
-        encode_levels(segmenter, image)
-    cost["encode_s_per_image"] = round((time.perf_counter() - t0) / len(images), 3)
-    model_dir = results.get("kvasir_ablation", {}).get("dicece", {}).get("model")
-    if model_dir:
-        trained = load_text_segmenter(model_dir, device="cpu")
-        model = TrainedTextSegmenter(trained.decoder, segmenter, embedder)  # an empty feature cache
-        t0 = time.perf_counter()
+    trained = load_text_segmenter(results["kvasir_ablation"]["dicece"]["model"], device="cpu")
+    model = TrainedTextSegmenter(trained.decoder, segmenter, embedder)  # no feature cache
+    levels = encode_levels(segmenter, images[0])
+    words = [f"{t.text} ({k})" for k, t in enumerate(test * 20)]  # a new text every call: not memoised
+    w, m, sent = model.text.get([test[0].text])
+    with torch.inference_mode():
+        entry["inference_stages"] = {
+            "encoder_with_first_stage_hook": _timed(lambda: encode_levels(segmenter, images[0]), 5),
+            "encoder_alone": _timed(lambda: segmenter._encoder()(segmenter.preprocess(images[0], "auto")[0]), 5),
+            "text_new_prompt": _timed(lambda: model.text.get([words.pop()]), 5),
+            "decoder": _timed(lambda: model.decoder(levels.features, levels.low, w, m, sent), 5),
+            "to_original_grid": _timed(lambda: levels.transform.logits_to_original(torch.zeros(1, 1, 256, 256)), 5),
+        }
+    with Clock() as clock:
         for image, t in zip(images, test, strict=True):
-            model.mask_logits(image, [t.text])
-        cost["inference_s_per_image"] = round((time.perf_counter() - t0) / len(images), 3)
-        run = results["kvasir_ablation"]["dicece"]
-        cost["dicece_train_seconds_cached_features"] = run["train_seconds"]
-        cost["dicece_epochs_run"] = run["epochs_run"]
-        cost["train_plus_cache_359_estimate_s"] = round(run["train_seconds"] + 359 * cost["encode_s_per_image"], 1)
-    cost["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+            model.mask_logits(image, [t.text])  # a new image and a new prompt: encoder + text + decoder
+    entry["inference_per_image"] = clock.per(len(images))
+    with Clock() as clock:
+        for image in images[-4:]:  # the model keeps the features of the last 4 images: one more prompt each
+            model.mask_logits(image, ["polyp"])
+    entry["inference_per_prompt_features_cached"] = clock.per(4)
+    save(args, results)
+    entry["training_359_estimate"] = training_estimate(args, segmenter, embedder, text)
+    save(args, results)
+    if args.train_cost:  # the whole run from nothing: feature pass (cache), then training
+        split = kvasir_split()
+        cache = Path(args.models) / f"cost_cache_{threads}"
+        shutil.rmtree(cache, ignore_errors=True)
+        data = split["train"] + split["val"]
+        with Clock() as features:
+            FeatureStore(cache, segmenter).samples(data)
+        with Clock() as training:
+            run = train_run(f"cost_dicece_{threads}", data, args, cache_dir=cache)
+        entry["train_359"] = {
+            "feature_pass": features.per(1),
+            "training": training.per(1),
+            "total_wall_s": round(features.wall + training.wall, 1),
+            "total_cpu_s": round(features.cpu + training.cpu, 1),
+            **{k: run[k] for k in ("best_epoch", "epochs_run", "best_val_dice")},
+        }
+        decoder = load_text_segmenter(run["model"], device="cpu").decoder
+        entry["train_359"]["test_dice"] = summary(
+            test_dice(decoder, FeatureStore(args.cache_dir, segmenter).samples(split["test"]), text)
+        )
+    entry["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    entry["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def save(args, results: dict) -> None:
@@ -318,7 +490,15 @@ def main() -> None:
     parser.add_argument("--models", default="/tmp/promptseg-text-models")
     parser.add_argument("-o", "--output", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
+    parser.add_argument(
+        "--threads", type=int, help="torch threads (default: torch's, i.e. the cores or OMP_NUM_THREADS)"
+    )
+    parser.add_argument("--multi-runs", default="", help="multi: only these settings of MULTI_RUNS (comma-separated)")
+    parser.add_argument("--singles", default="yes", choices=["yes", "no", "only"], help="multi: single-target models")
+    parser.add_argument("--train-cost", action="store_true", help="cost: also time a whole training run (~15 min)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     path = Path(args.output) / "eval_text_training.json"
     results = {} if args.fresh or not path.is_file() else json.loads(path.read_text())
     segmenter = load_segmenter("litemedsam", device="cpu")
@@ -335,7 +515,7 @@ def main() -> None:
     if "extras" in sections:
         section_kvasir(args, results, segmenter, store, text, EXTRAS)
     if "cost" in sections:
-        section_cost(args, results, segmenter, embedder)
+        section_cost(args, results, segmenter, embedder, text)
     save(args, results)
     print(json.dumps({k: v for k, v in results.items() if k != "environment"}, indent=1)[:4000])
 

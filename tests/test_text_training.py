@@ -30,6 +30,7 @@ from napari_promptseg.methods.text_training import (
 )
 from napari_promptseg.methods.text_training.data import FeatureStore
 from napari_promptseg.methods.text_training.losses import batch_loss
+from napari_promptseg.methods.text_training.sampling import epoch_samples
 from napari_promptseg.methods.text_training.trainer import TrainingConfig, make_batch, validate
 from napari_promptseg.models import load_text_embedder, load_text_segmenter
 from napari_promptseg.models.text_decoder import TextPromptDecoder
@@ -272,3 +273,73 @@ def test_clipseg_finetune_end_to_end_with_a_tiny_model(tiny_clipseg_dir, kvasir,
     assert not np.allclose(tuned, base.heatmaps(image, ["polyp"]), atol=1e-4)  # the weights were trained
     answer = segment_text(image, "polyp", text_model=result.path, device="cpu")
     assert answer.route == "trained" and answer.labels.shape == image.shape[:2]
+
+
+def test_epochs_balance_texts_and_draw_negative_pairs(kvasir, cache, litemedsam):
+    """Five frames named "polyp" and one "adenoma" (any two class names do): the epoch plan, not the model."""
+    samples = FeatureStore(cache, litemedsam).samples(kvasir)
+    samples = [replace(s, text="adenoma" if k == 5 else "polyp") for k, s in enumerate(samples)]
+    plain = epoch_samples(samples, 3, seed=7)
+    expected = np.random.default_rng([7, 3]).permutation(6)  # the order runs without the options always had
+    assert [id(s) for s in plain] == [id(samples[i]) for i in expected]
+
+    balanced = epoch_samples(samples, 0, seed=0, balance=True)
+    assert len(balanced) == 6 and sorted(s.text for s in balanced) == ["adenoma"] * 3 + ["polyp"] * 3
+    assert all(any(s is b for s in samples) for b in balanced)  # the positives themselves, not copies
+
+    epochs = [epoch_samples(samples, e, seed=0, negatives=1.0) for e in range(4)]
+    assert [len(e) for e in epochs] == [12] * 4
+    drawn = []
+    for epoch in epochs:
+        negatives = [s for s in epoch if not any(s is p for p in samples)]
+        assert len(negatives) == 6
+        for s in negatives:
+            own = {p.text for p in samples if p.triplet.image == s.triplet.image}
+            assert s.text in {"polyp", "adenoma"} and s.text not in own
+            assert s.target.shape == samples[0].target.shape and not s.target.any()
+        drawn.append([(str(s.triplet.image), s.text) for s in negatives])
+    assert drawn[0] != drawn[1]  # drawn again every epoch ...
+    again = epoch_samples(samples, 1, seed=0, negatives=1.0)
+    assert [(str(s.triplet.image), s.text) for s in again if not any(s is p for p in samples)] == drawn[1]  # seeded
+    with pytest.raises(PromptsegError, match="negative pairs need texts"):
+        epoch_samples([replace(s, text="polyp") for s in samples], 0, seed=0, negatives=1.0)
+    with pytest.raises(PromptsegError, match="negatives"):
+        TrainingConfig(negatives=-1)
+
+
+def test_training_with_negatives_validates_wrong_names_too(kvasir, cache, tmp_path):
+    named = [replace(t, text="adenoma" if k in (3, 5) else "polyp") for k, t in enumerate(kvasir)]
+    messages: list[str] = []
+    result = train_text_segmenter(
+        named,
+        tmp_path / "negatives",
+        cache_dir=cache,
+        device="cpu",
+        epochs=1,
+        batch_size=4,
+        balance=True,
+        negatives=1.0,
+        progress=lambda f, m: messages.append(m),
+    )
+    config = json.loads((result.path / "text_segmenter.json").read_text())
+    training = config["training"]
+    assert (training["train"], training["val"], training["val_negatives"], training["texts"]) == (4, 2, 2, 2)
+    assert training["balance"] and training["negatives"] == 1.0
+    assert any(m.startswith("epoch 1/1, step 2/2") for m in messages)  # 4 positives + 4 negatives per epoch
+
+
+def test_images_trained_on_are_not_encoded_again(trained, kvasir, litemedsam):
+    model = load_text_segmenter(trained.path, device="cpu")
+    assert model.feature_dirs  # the training run's cache, recorded in the model's config
+    image, _ = kvasir[0].load()
+    encoder = model.segmenter._encoder()
+    calls = []
+    handle = encoder.register_forward_hook(lambda m, i, o: calls.append(1) and None)
+    try:
+        cached = model.mask_logits(image, ["polyp"])
+        assert calls == []
+        fresh = TrainedTextSegmenter(model.decoder, model.segmenter, model.text.embedder).mask_logits(image, ["polyp"])
+        assert calls == [1]
+    finally:
+        handle.remove()
+    np.testing.assert_allclose(cached, fresh, atol=1e-4)  # fresh features are rounded as the cache stores them

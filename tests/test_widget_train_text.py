@@ -95,3 +95,11 @@ def test_training_can_be_cancelled_and_bad_input_is_reported(make_viewer, qtbot,
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
     assert widget.runner.state == "cancelled"
     assert not (tmp_path / "model" / "text_segmenter.json").exists()
+    # class names: one name for every pair leaves no wrong name to train with, and the worker says so
+    widget.class_names.setChecked(True)
+    widget.epochs.setValue(1)
+    widget.overwrite.setChecked(True)
+    widget.train()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
+    assert widget.runner.state == "failed"
+    assert "negative pairs need texts" in widget.runner.widget.status.text()

@@ -106,6 +106,11 @@ class TrainTextWidget(QWidget):
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 500)
         self.epochs.setValue(8)
+        self.class_names = QCheckBox("texts are class names: balance them, wrong names give nothing")
+        self.class_names.setToolTip(
+            "every text equally often per epoch, and each image also trained with a text of another pair and an "
+            "empty mask (one per pair and epoch), so naming what is not there gives an empty result"
+        )
         self.resume = QCheckBox("resume the run in this directory")
         self.overwrite = QCheckBox("overwrite a model in this directory")
         self.train_button = QPushButton("Train")
@@ -128,6 +133,7 @@ class TrainTextWidget(QWidget):
         form.addRow("output", out_row)
         form.addRow("loss", self.loss)
         form.addRow("epochs", self.epochs)
+        form.addRow(self.class_names)
         form.addRow(self.resume)
         form.addRow(self.overwrite)
         layout = QVBoxLayout(self)
@@ -202,6 +208,7 @@ class TrainTextWidget(QWidget):
         options = {
             "loss": self.loss.currentText(),
             "epochs": self.epochs.value(),
+            **({"balance": True, "negatives": 1.0} if self.class_names.isChecked() else {}),
             "resume": self.resume.isChecked(),
             "overwrite": self.overwrite.isChecked(),
         }

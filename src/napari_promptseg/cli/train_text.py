@@ -42,6 +42,18 @@ def _add_train_text_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--lr", type=float, help="learning rate of the new modules (default 1e-3; CLIPSeg 2e-4)")
     train.add_argument("--decoder-lr", type=float, default=1e-4, help="of the SAM decoder; 0 freezes it (%(default)s)")
     train.add_argument("--patience", type=int, help="epochs without a better validation Dice before stopping (3)")
+    train.add_argument(
+        "--balance",
+        action="store_true",
+        help="every distinct text equally often per epoch (texts that are class names, some rarer than others)",
+    )
+    train.add_argument(
+        "--negatives",
+        type=float,
+        default=0.0,
+        help="negative pairs per training sample and epoch: an image with a training text it is not paired with "
+        "and an empty mask, so a wrong name gives nothing (texts that are class names; default %(default)s)",
+    )
     train.add_argument("--seed", type=int, default=0, help="(%(default)s)")
     train.add_argument("--val-fraction", type=float, default=0.2, help="held out when the CSV has no split")
     train.add_argument("--cache-dir", type=Path, help="image feature cache (default: MODEL_DIR/cache)")
@@ -99,6 +111,8 @@ def cmd_train_text(args: argparse.Namespace) -> int:
             loss=args.loss,
             batch_size=args.batch_size,
             decoder_lr=args.decoder_lr,
+            balance=args.balance,
+            negatives=args.negatives,
             seed=args.seed,
             val_fraction=args.val_fraction,
             **options,

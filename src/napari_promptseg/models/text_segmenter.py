@@ -88,6 +88,12 @@ def encode_levels(segmenter, hwc: np.ndarray, normalize: Normalization = "auto",
     return ImageLevels(features.contiguous(), low_grid, transform, key)
 
 
+def _as_stored(x: torch.Tensor | None) -> torch.Tensor | None:
+    """Features rounded to float16 as the training cache stores them (the decoder was trained on those), so an image
+    answers the same whether its features come from the cache or from the encoder."""
+    return None if x is None else x.half().float()
+
+
 class TextTokens:
     """The frozen text encoder's token states, memoised per text (training sees the same prompts every epoch)."""
 
@@ -122,9 +128,18 @@ class TrainedTextSegmenter:
     """Image + text -> mask logits with a trained fusion decoder (implements ``TextSegmenter``)."""
 
     def __init__(
-        self, decoder: TextPromptDecoder, segmenter, embedder, *, name: str = "trained", info: dict | None = None
+        self,
+        decoder: TextPromptDecoder,
+        segmenter,
+        embedder,
+        *,
+        name: str = "trained",
+        info: dict | None = None,
+        feature_dirs: Sequence[str | os.PathLike] = (),
     ) -> None:
         self.decoder = decoder.eval().to(segmenter.device)
+        #: feature caches of training runs (read only): an image trained on is not encoded again
+        self.feature_dirs = [Path(d) for d in feature_dirs]
         self.segmenter = segmenter
         self.text = TextTokens(embedder)
         self.name = name
@@ -142,12 +157,36 @@ class TrainedTextSegmenter:
             if key in self._levels:
                 self._levels.move_to_end(key)
                 return self._levels[key]
-        levels = encode_levels(self.segmenter, hwc, normalize, low=bool(self.decoder.config.low_level_dim))
+        levels = self._stored_levels(hwc, key)
+        if levels is None:
+            fresh = encode_levels(self.segmenter, hwc, normalize, low=bool(self.decoder.config.low_level_dim))
+            levels = ImageLevels(_as_stored(fresh.features), _as_stored(fresh.low), fresh.transform, key)
         with self._lock:
             self._levels[key] = levels
             while len(self._levels) > 4:
                 self._levels.popitem(last=False)
         return levels
+
+    def _stored_levels(self, hwc: np.ndarray, key: str) -> ImageLevels | None:
+        """The image's features from a training run's cache, or None."""
+        low = bool(self.decoder.config.low_level_dim)
+        for directory in self.feature_dirs:
+            path = directory / f"{key}.safetensors"
+            if not path.is_file():
+                continue
+            try:
+                tensors = load_tensors(path, "feature cache")
+            except WeightsError:  # a damaged entry: encode instead
+                continue
+            if low and "low" not in tensors:
+                continue
+            return ImageLevels(
+                tensors["features"][None].float().to(self.device),
+                tensors["low"][None].float().to(self.device) if low else None,
+                ResizeTransform(hwc.shape[:2], self.segmenter.input_size),
+                key,
+            )
+        return None
 
     @torch.inference_mode()
     def low_res_logits(self, levels: ImageLevels, prompts: Sequence[str]) -> torch.Tensor:
@@ -284,4 +323,6 @@ def load_fusion_model(directory: Path, config: dict, *, device: str = "auto") ->
         raise WeightsError(
             f"{directory}: the text encoder gives {embedder.dim}-d tokens, the decoder takes {decoder.config.text_dim}"
         )
-    return TrainedTextSegmenter(decoder, segmenter, embedder, name=name, info=config)
+    caches = [directory / "cache", config.get("training", {}).get("cache_dir") or directory / "cache"]
+    feature_dirs = [Path(d) for d in dict.fromkeys(map(str, caches)) if Path(d).is_dir()]
+    return TrainedTextSegmenter(decoder, segmenter, embedder, name=name, info=config, feature_dirs=feature_dirs)

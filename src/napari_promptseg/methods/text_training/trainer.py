@@ -39,6 +39,7 @@ from ...models.text_segmenter import (
 )
 from .data import ArrayTriplet, FeatureStore, Sample, Triplet, format_eta, read_triplets, split_triplets
 from .losses import LOSSES, Batch, batch_loss, dice_ce
+from .sampling import epoch_samples, validation_negatives
 
 ProgressCallback = Callable[[float, str], None]
 #: share of the progress bar the feature pass takes when nothing is cached (the rest is training)
@@ -64,6 +65,8 @@ class TrainingConfig:
     low_level: bool = True  # fuse the encoder's first-stage features
     enhance: bool = True  # TMCA's language-guided target enhancement (loss tmca only)
     threshold: float = 0.5  # on the sigmoid, as medvlsm
+    balance: bool = False  # every distinct text equally often per epoch (class-name texts; see .sampling)
+    negatives: float = 0.0  # negative pairs (image, a text it is not paired with, empty mask) per training sample
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -72,6 +75,8 @@ class TrainingConfig:
             raise PromptsegError("epochs, batch size and patience must be at least 1")
         if self.lr <= 0 or self.decoder_lr < 0:
             raise PromptsegError("learning rates must be positive (decoder_lr 0 freezes the SAM decoder)")
+        if not 0 <= self.negatives <= 4:
+            raise PromptsegError(f"negatives is a share of the training samples in [0, 4], got {self.negatives}")
 
     def decoder_config(self, text_dim: int, low_level_dim: int) -> DecoderConfig:
         return DecoderConfig(
@@ -157,13 +162,16 @@ def train_text_segmenter(
     if not hasattr(segmenter, "mask_decoder"):
         raise PromptsegError(f"{config.image_encoder}: not a SAM-family segmenter; its decoder cannot be trained")
     embedder = load_text_embedder(config.text_encoder, device=device)
-    store = FeatureStore(cache_dir or out / "cache", segmenter, normalize=config.normalize, low=config.low_level)
+    cache = Path(cache_dir or out / "cache").absolute()
+    store = FeatureStore(cache, segmenter, normalize=config.normalize, low=config.low_level)
 
     def feature_progress(fraction: float, message: str) -> None:
         report(FEATURE_SHARE * fraction, message)
 
     train = store.samples(train_set, progress=feature_progress, cancel=stop)
     val = store.samples(val_set, progress=None, cancel=stop)
+    texts = sorted({s.text for s in train})
+    val_negatives = validation_negatives(val, texts, seed=config.seed, negatives=config.negatives)
     text = TextTokens(embedder)
     low_dim = 0 if train[0].low is None else int(train[0].low.shape[0])
 
@@ -185,18 +193,23 @@ def train_text_segmenter(
             "data": str(data) if isinstance(data, (str, Path)) else f"{len(triplets)} triplets",
             "train": len(train),
             "val": len(val),
+            "val_negatives": len(val_negatives),
+            "texts": len(texts),
+            "cache_dir": str(cache),  # read at inference: images trained on are not encoded again
         },
         "threshold": config.threshold,
     }
+    val = val + val_negatives
     dev = segmenter.device
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    epoch_length = len(train) + int(round(config.negatives * len(train)))
+    steps_per_epoch = math.ceil(epoch_length / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     done_steps = epoch0 * steps_per_epoch + step0
     t_train, first_step = time.perf_counter(), done_steps
     stopped_early = False
     epoch = epoch0
     for epoch in range(epoch0, config.epochs):
-        order = np.random.default_rng([config.seed, epoch]).permutation(len(train))
+        seen = epoch_samples(train, epoch, seed=config.seed, balance=config.balance, negatives=config.negatives)
         decoder.train()
         start = step0 if epoch == epoch0 else 0
         # the loss sums of the steps before a cancel come back with the resume, so the epoch's record is the same
@@ -205,8 +218,7 @@ def train_text_segmenter(
             if stop():
                 _save_last(out, decoder, optimizer, config, epoch, step, best, history, parts_sum)
                 raise CancelledError(f"cancelled at epoch {epoch + 1}, step {step}; resume from {out / 'last'}")
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            batch = make_batch([train[i] for i in idx], text, dev)
+            batch = make_batch(seen[step * config.batch_size : (step + 1) * config.batch_size], text, dev)
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 10_007 + step)
             loss, parts = batch_loss(config.loss, decoder, batch, generator)
             optimizer.zero_grad(set_to_none=True)

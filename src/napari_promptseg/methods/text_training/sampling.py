@@ -1,0 +1,95 @@
+"""What one training epoch sees: the order of the training samples, optionally balanced across texts, and optional
+negative pairs (an image with a text that names none of its targets, and an empty mask).
+
+Both options are for data whose texts name classes ("polyp", "nuclei", ...):
+
+- ``balance``: every distinct text gets the same share of the epoch (minority texts are repeated, majority texts
+  subsampled; the epoch keeps its length). With one text per image (captions) this is a plain shuffle.
+- ``negatives``: ``negatives x (training samples)`` negative pairs per epoch, drawn again every epoch, so over a
+  few epochs every image meets every other text. The candidates of an image are the texts of the training set that
+  are never paired with it. This is what "a wrong name gives an empty mask" asks of the model; a text that does
+  describe something in the image (e.g. "nuclei" on an H&E gland image) is still taught as empty, so give it only
+  when the training texts exclude each other.
+
+Every draw comes from a generator seeded by (seed, epoch): a resumed run sees the same epoch as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from ...errors import PromptsegError
+from .data import Sample
+
+
+def _image_id(sample: Sample) -> object:
+    image = sample.triplet.image
+    return image if not isinstance(image, np.ndarray) else id(image)
+
+
+def balanced_order(texts: Sequence[str], rng: np.random.Generator) -> np.ndarray:
+    """Indices of one epoch (as many as ``texts``) with every distinct text equally often (± 1), shuffled."""
+    groups: dict[str, list[int]] = {}
+    for i, text in enumerate(texts):
+        groups.setdefault(text, []).append(i)
+    members = list(groups.values())
+    n, k = len(texts), len(members)
+    quota = np.full(k, n // k)
+    quota[rng.permutation(k)[: n % k]] += 1  # the remainder goes to texts drawn at random
+    chosen = []
+    for group, m in zip(members, quota, strict=True):
+        repeats = -(-m // len(group))  # whole passes over the group, each in its own order
+        drawn = np.concatenate([rng.permutation(group) for _ in range(repeats)])
+        chosen.append(drawn[:m])
+    order = np.concatenate(chosen)
+    return order[rng.permutation(len(order))]
+
+
+def negative_pairs(
+    samples: Sequence[Sample], count: int, rng: np.random.Generator, texts: Sequence[str] = ()
+) -> list[Sample]:
+    """``count`` samples of (image, a text never paired with it, empty mask); images taken in turn. The texts are
+    ``texts`` (default: those of ``samples``)."""
+    texts = sorted(set(texts) or {s.text for s in samples})
+    own: dict[object, set[str]] = {}
+    for s in samples:
+        own.setdefault(_image_id(s), set()).add(s.text)
+    usable = [i for i, s in enumerate(samples) if len(own[_image_id(s)]) < len(texts)]
+    if count and not usable:
+        raise PromptsegError(
+            "negative pairs need texts that some image is not paired with; every image has every training text"
+        )
+    out: list[Sample] = []
+    while len(out) < count:
+        for i in rng.permutation(usable)[: count - len(out)]:
+            s = samples[i]
+            wrong = [t for t in texts if t not in own[_image_id(s)]]
+            out.append(replace(s, text=wrong[rng.integers(len(wrong))], target=torch.zeros_like(s.target)))
+    return out
+
+
+def epoch_samples(
+    samples: Sequence[Sample], epoch: int, *, seed: int, balance: bool = False, negatives: float = 0.0
+) -> list[Sample]:
+    """The samples of epoch ``epoch`` in training order. Without options: a seeded permutation of ``samples``."""
+    rng = np.random.default_rng([seed, epoch])
+    order = balanced_order([s.text for s in samples], rng) if balance else rng.permutation(len(samples))
+    chosen = [samples[i] for i in order]
+    if negatives > 0:
+        chosen += negative_pairs(samples, int(round(negatives * len(samples))), rng)
+        chosen = [chosen[i] for i in rng.permutation(len(chosen))]
+    return chosen
+
+
+def validation_negatives(
+    samples: Sequence[Sample], texts: Sequence[str], *, seed: int, negatives: float
+) -> list[Sample]:
+    """Fixed negative pairs of the validation images with the training ``texts`` (the same every epoch), so the
+    best epoch is also one whose wrong names come out empty."""
+    if negatives <= 0 or not samples:
+        return []
+    return negative_pairs(samples, int(round(negatives * len(samples))), np.random.default_rng([seed, 0, 1]), texts)
