@@ -94,7 +94,9 @@ def test_a_degenerate_bspline_stage_gives_way_to_the_affine_stage(cima, monkeypa
             found.residual = np.full((8, 8, 2), 1.6, np.float32)  # shifted by 80 % of the moving image
         return found
 
-    options = RegistrationOptions(intensity_max_side=192, intensity_iterations=20)
+    options = RegistrationOptions(
+        intensity_max_side=192, intensity_iterations=20, bspline_iterations=20, joint_refinement=False
+    )
     monkeypatch.setattr(intensity_module, "intensity_stage", bad_bspline)
     result = register(fixed, moving, method="intensity", options=options)
     monkeypatch.undo()
@@ -102,7 +104,9 @@ def test_a_degenerate_bspline_stage_gives_way_to_the_affine_stage(cima, monkeypa
         fixed,
         moving,
         method="intensity",
-        options=RegistrationOptions(intensity_max_side=192, intensity_iterations=20, intensity_bspline=False),
+        options=RegistrationOptions(
+            intensity_max_side=192, intensity_iterations=20, intensity_bspline=False, joint_refinement=False
+        ),
     )
     assert result.stages[-1]["stage"] == "bspline" and not result.stages[-1]["accepted"]
     assert "outside the moving image" in result.stages[-1]["reason"]

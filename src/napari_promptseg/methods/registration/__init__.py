@@ -24,21 +24,25 @@ steps on one global Dice): the affine stage and its multi-start, the box transfe
 grid, a few hundred steps in total, Dice averaged per pair (weighted by similarity x sqrt(area)), the consistency
 filters on the pairs, and the image similarity as the judge of starts.
 
-``method="intensity"`` is the SimpleITK baseline (Mattes mutual information on grayscale, affine from the image
-moments, then B-spline). ``"prompts+intensity"`` (the default) gives the SimpleITK affine stage several starts — the
-baseline's own (moments), the region transform and its affine part — keeps the one whose result has the best
-:func:`alignment_score` and runs the B-spline stage on it: it can only differ from the baseline where a region start
-aligns the images better (no landmarks are looked at). Then a joint refinement (:func:`joint_refine`, our addition):
-a residual free-form deformation at finer resolution (256 -> 512 px, control points every 16 px) minimising the local
-(9 px window) squared NCC of the gray images, suited to two stains whose intensities relate only locally, + 0.2 x
-(1 - region-pair Dice) + bending energy; it is kept only if :func:`alignment_score` improves, the rule that judges
-the starts. The SimpleITK stages run single-threaded with a fixed seed, so a call repeats exactly. A stage whose
-result is degenerate (:func:`~.warp.degenerate_reason`: non-finite, folding, mostly outside the moving image) is
-rejected in favour of the stage before it, with the reason in ``RegistrationResult.stages`` and its warnings.
+``method="intensity"`` registers on the images alone: SimpleITK (Mattes mutual information on grayscale) affine
+stages from several starts — the image moments (the v1 baseline) and the best rotations/flips of a coarse global
+search (:mod:`.search`, our addition: serial sections come rotated by any angle or mirrored) — the one whose result
+has the best :func:`alignment_score` wins; then the B-spline stage and the joint refinement below, each kept only
+when it raises that score. ``"prompts+intensity"`` (the default) adds the region transform and its affine part as
+starts: it can only differ from the image route where a region start aligns the images better (no landmarks are
+looked at). The joint refinement (:func:`joint_refine`, our addition): a residual free-form deformation at finer
+resolution (control points every 16 px) minimising the local (9 px window) squared NCC of the gray images (or MIND
+descriptors, ``refine_similarity="mind"``), suited to two stains whose intensities relate only locally, + 0.2 x
+(1 - region-pair Dice) + bending energy. The SimpleITK stages run single-threaded with a fixed seed, so a call
+repeats exactly. A stage whose result is degenerate (:func:`~.warp.degenerate_reason`: non-finite, folding, mostly
+outside the moving image) is rejected in favour of the stage before it, with the reason in
+``RegistrationResult.stages`` and its warnings; ``RegistrationResult.quality`` (:mod:`.quality`) sums up, without
+landmarks, the image similarity before/after, the Jacobian range and the stages rejected.
 
 Coordinates, the displacement convention and point mapping are described in :mod:`..warp`. Modules: :mod:`.pipeline`
 (:func:`register`), :mod:`.sources` (region pairs), :mod:`.from_pairs` (transform from pairs), :mod:`.intensity`
-(SimpleITK stages, the image judge), :mod:`.refine` (joint refinement), :mod:`.torch_ops`, :mod:`.options`.
+(SimpleITK stages, the image judge), :mod:`.search` (global start), :mod:`.refine` (joint refinement),
+:mod:`.quality`, :mod:`.torch_ops`, :mod:`.options`.
 """
 
 from .from_pairs import fit_pairs, fit_similarity, initial_affine, moment_similarity, pair_dice, plausible

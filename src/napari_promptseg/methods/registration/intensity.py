@@ -49,15 +49,28 @@ def sitk_single_threaded() -> Iterator[None]:
 
 
 # -- intensity baseline (SimpleITK) -------------------------------------------------------------------------------
-def to_gray(image_hwc: np.ndarray) -> np.ndarray:
+def to_gray(image_hwc: np.ndarray, mode: str = "mean") -> np.ndarray:
     """Float gray in [0, 1], tissue bright: brightfield images (bright background) are inverted so that image
-    moments and zero padding agree with the background."""
+    moments and zero padding agree with the background.
+
+    ``mode="od"``: for brightfield colour images, the summed optical density -log(I / I_background) of the channels
+    (Beer-Lambert: what every stain absorbs adds up, whatever its colour), which survives a change of stain better
+    than the mean intensity; other images fall back to ``"mean"``."""
+    if mode not in ("mean", "od"):
+        raise PromptsegError(f"gray must be 'mean' or 'od', got {mode!r}")
     x = image_hwc.astype(np.float32)
     g = x.mean(axis=2) if x.shape[2] > 1 else x[..., 0]
+    border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
+    bright_background = np.median(border) > np.median(g)
+    if mode == "od" and bright_background and x.shape[2] >= 3:
+        rgb = x[..., :3]
+        edges = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+        white = np.maximum(np.percentile(edges, 90, axis=0), 1e-3)
+        g = -np.log(np.clip(rgb / white, 1e-3, 1.0)).sum(axis=2)
+        bright_background = False  # density is already high where the tissue is
     lo, hi = np.percentile(g, (0.5, 99.5))
     g = np.clip((g - lo) / max(hi - lo, 1e-8), 0, 1)
-    border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
-    if np.median(border) > np.median(g):
+    if bright_background:
         g = 1 - g
     return g.astype(np.float32)
 
@@ -92,11 +105,16 @@ class IntensityImages:
     moving_shape: tuple[int, int]
 
     @classmethod
-    def from_images(cls, fixed_hwc: np.ndarray, moving_hwc: np.ndarray, max_side: int) -> IntensityImages:
+    def from_images(
+        cls, fixed_hwc: np.ndarray, moving_hwc: np.ndarray, max_side: int, gray: str = "mean"
+    ) -> IntensityImages:
         fixed_shape, moving_shape = tuple(fixed_hwc.shape[:2]), tuple(moving_hwc.shape[:2])
         scale = min(1.0, max_side / max(*fixed_shape, *moving_shape))
         return cls(
-            _downsample(to_gray(fixed_hwc), scale), _downsample(to_gray(moving_hwc), scale), fixed_shape, moving_shape
+            _downsample(to_gray(fixed_hwc, gray), scale),
+            _downsample(to_gray(moving_hwc, gray), scale),
+            fixed_shape,
+            moving_shape,
         )
 
     def score(self, deformation: Deformation) -> float:
@@ -112,7 +130,7 @@ def intensity_register(
 ) -> Deformation:
     """SimpleITK registration (Mattes MI, affine then B-spline) at low resolution; optionally after ``initial``."""
     opts = options or RegistrationOptions()
-    images = IntensityImages.from_images(fixed_hwc, moving_hwc, opts.intensity_max_side)
+    images = IntensityImages.from_images(fixed_hwc, moving_hwc, opts.intensity_max_side, opts.gray)
     found = intensity_stage(images, opts, initial=initial, affine=opts.intensity_affine, bspline=False)
     if not opts.intensity_bspline:
         return found
@@ -223,11 +241,11 @@ def _sitk_stages(sitk, method, f_img, m_img, opts, initial, start_affine, affine
             reg.SetMovingInitialTransform(transforms[0])
         reg.SetOptimizerAsLBFGSB(
             gradientConvergenceTolerance=1e-5,
-            numberOfIterations=opts.intensity_iterations,
+            numberOfIterations=opts.bspline_iterations,
             maximumNumberOfCorrections=5,
         )
-        reg.SetShrinkFactorsPerLevel([2, 1])
-        reg.SetSmoothingSigmasPerLevel([1, 0])
+        reg.SetShrinkFactorsPerLevel(list(opts.bspline_shrink))
+        reg.SetSmoothingSigmasPerLevel([s // 2 for s in opts.bspline_shrink])
         reg.SetInitialTransform(bspline_transform, inPlace=True)
         reg.Execute(f_img, m_img)
         transforms.append(bspline_transform)
@@ -244,9 +262,9 @@ def intensity_route(
     """Refine every start by the intensity affine stage, keep the one whose result aligns the images best by
     :func:`alignment_score` (NMI on the fixed grid; no landmarks), then run the B-spline stage on it. ``None`` is
     the intensity baseline's own (moments) start, so a wrong region start cannot win unless it also aligns the
-    intensities better. A degenerate result (:func:`~.warp.degenerate_reason`) is not a candidate, and a degenerate
-    B-spline stage gives way to the affine result; each check is appended to ``stages``. Returns the transform, the
-    winning start's name and every start's score."""
+    intensities better. A degenerate result (:func:`~.warp.degenerate_reason`) is not a candidate, and a B-spline
+    stage that is degenerate or does not raise the score gives way to the affine result; each check is appended to
+    ``stages``. Returns the transform, the winning start's name and every start's score."""
     stages = [] if stages is None else stages
 
     def refine(start: Deformation | None) -> Deformation:
@@ -266,8 +284,11 @@ def intensity_route(
     deformation = refined[best]
     if opts.intensity_bspline:
         bspline = intensity_stage(images, opts, initial=deformation, affine=False, bspline=True)
-        reason = degenerate_reason(bspline, deformation)
-        stages.append(_stage("bspline", reason))
+        degenerate = degenerate_reason(bspline, deformation)
+        # nonrigid is kept only when the images agree better (the judge of the starts; no landmarks)
+        before, after = images.score(deformation), images.score(bspline)
+        reason = degenerate or (None if after > before else f"no better by NMI ({after:.4f} <= {before:.4f})")
+        stages.append(_stage("bspline", reason, degenerate=degenerate is not None))
         if reason is None:
             deformation = bspline
     return deformation, best, scores

@@ -41,13 +41,26 @@ class RegistrationOptions(PairingOptions):
     smoothness: float = 0.1
     learning_rate: float = 0.01
     dense: bool = True
-    # intensity baseline / refinement
+    # intensity stages / refinement
+    #: gray image the intensity stages and the image judge see: "mean" of the channels or summed optical density
+    #: "od" (brightfield colour images; see :func:`~.intensity.to_gray`)
+    gray: str = "mean"
     intensity_max_side: int = 384
     intensity_affine: bool = True
     intensity_bspline: bool = True
     bspline_mesh: int = 6
     intensity_iterations: int = 60
+    #: the B-spline stage (LBFGS-B) per level: shrink factors of the small images, iterations
+    bspline_shrink: tuple[int, ...] = (2, 1)
+    bspline_iterations: int = 60
     seed: int = 0
+    # global start (:mod:`.search`): rotations every ``search_step_deg`` (and flipped), scored by NMI at
+    # ``search_side`` px; the ``search_starts`` best become starts of the intensity stage next to the others
+    global_search: bool = True
+    search_flip: bool = True
+    search_step_deg: float = 15.0
+    search_side: int = 128
+    search_starts: int = 2
     # joint refinement ("prompts+intensity"): local NCC of the gray images + region-pair Dice + bending energy
     joint_refinement: bool = True
     refine_levels: tuple[int, ...] = (256, 512)
@@ -56,6 +69,8 @@ class RegistrationOptions(PairingOptions):
     refine_spacing: int = 16
     #: local NCC window radius in pixels of each level's grid
     refine_window: int = 4
+    #: image term of the refinement: "ncc" (squared local NCC) or "mind" (MIND self-similarity descriptors)
+    refine_similarity: str = "ncc"
     refine_dice: float = 0.2
     refine_smoothness: float = 0.05
     refine_learning_rate: float = 0.001
@@ -87,6 +102,9 @@ class RegistrationResult:
     #: stage (non-finite, folding, mostly outside the moving image; :func:`~.warp.degenerate_reason`) gives way to
     #: the stage before it
     stages: list[dict[str, Any]] = field(default_factory=list)
+    #: what a user can read without landmarks (:func:`~.quality.quality_report`): image similarity (NMI) before and
+    #: after, the Jacobian range, stages rejected, and a verdict
+    quality: dict[str, Any] = field(default_factory=dict)
 
     @property
     def displacement(self) -> np.ndarray:

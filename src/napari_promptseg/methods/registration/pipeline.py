@@ -27,7 +27,9 @@ from .options import (
     _stage,
     _stage_warnings,
 )
+from .quality import quality_report
 from .refine import joint_refine
+from .search import rotation_flip_search
 from .sources import is_text_prompts, region_pairs
 
 
@@ -82,11 +84,24 @@ def register(
     stages: list[dict[str, Any]] = []
     t0 = time.perf_counter()
 
-    images = IntensityImages.from_images(fixed_hwc, moving_hwc, opts.intensity_max_side)
+    images = IntensityImages.from_images(fixed_hwc, moving_hwc, opts.intensity_max_side, opts.gray)
+    search_starts: dict[str, Deformation] = {}
+    if opts.global_search and method != "prompts":
+        report(0.02, "coarse rotation and flip search")
+        search_starts, _ = rotation_flip_search(images, opts)
+        timings["search"] = time.perf_counter() - t0
     if method == "intensity":
         report(0.1, "intensity registration (SimpleITK)")
-        deformation, start, scores = intensity_route(images, opts, {"moments": None}, check_cancel, stages)
-        timings["intensity"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        starts: dict[str, Deformation | None] = {"moments": None, **search_starts}
+        deformation, start, scores = intensity_route(images, opts, starts, check_cancel, stages)
+        timings["intensity"] = time.perf_counter() - t1
+        refinement: dict[str, Any] = {}
+        if opts.joint_refinement:
+            report(0.8, "joint refinement (local NCC)")
+            deformation, refinement = _joint_stage(
+                fixed_hwc, moving_hwc, deformation, [], images, opts, check_cancel, stages, timings
+            )
         return RegistrationResult(
             deformation,
             method,
@@ -94,7 +109,9 @@ def register(
             warnings=_stage_warnings(stages),
             start=start,
             start_scores=scores,
+            refinement=refinement,
             stages=stages,
+            quality=quality_report(images, deformation, stages),
         )
 
     report(0.0, "finding region pairs")
@@ -102,6 +119,7 @@ def register(
         text_options = {"cancel": cancel, **(text_options or {})}
     pairing = PairingReport()
     sources: list[dict] = []
+    t_regions = time.perf_counter()
     pairs = region_pairs(
         fixed_hwc,
         moving_hwc,
@@ -116,7 +134,7 @@ def register(
         text_options=text_options,
         sources_report=sources,
     )
-    timings["regions"] = time.perf_counter() - t0
+    timings["regions"] = time.perf_counter() - t_regions
     text = [s for s in sources if s["kind"] == "text"]
     route_info = {
         "text_route": text[0]["route"] if text else "",
@@ -154,25 +172,16 @@ def register(
         t2 = time.perf_counter()
         # several starts, each refined by intensity, the best by image similarity (no landmarks): the baseline's own
         # start competes, so the region route can only win where it aligns the images better
-        starts: dict[str, Deformation | None] = {"moments": None, "regions": deformation}
+        starts = {"moments": None, **search_starts, "regions": deformation}
         if deformation.residual is not None:
             starts["regions (affine)"] = Deformation(fixed_shape, moving_shape, deformation.affine, None)
         deformation, start, scores = intensity_route(images, opts, starts, check_cancel, stages)
         timings["intensity"] = time.perf_counter() - t2
         if opts.joint_refinement:
             report(0.93, "joint refinement (local NCC + region Dice)")
-            t3 = time.perf_counter()
-            refined = joint_refine(fixed_hwc, moving_hwc, deformation, pairs, opts, check_cancel)
-            # kept only if not degenerate and the images agree better by the same judge as the starts (NMI; no
-            # landmarks)
-            before, after = images.score(deformation), images.score(refined)
-            degenerate = degenerate_reason(refined, deformation)
-            reason = degenerate or (None if after > before else f"no better by NMI ({after:.4f} <= {before:.4f})")
-            refinement = {"accepted": reason is None, "score_before": before, "score_after": after, "reason": reason}
-            stages.append(_stage("joint refinement", reason, degenerate=degenerate is not None))
-            if reason is None:
-                deformation = refined
-            timings["refinement"] = time.perf_counter() - t3
+            deformation, refinement = _joint_stage(
+                fixed_hwc, moving_hwc, deformation, pairs, images, opts, check_cancel, stages, timings
+            )
         dice_after = pair_dice(pairs, deformation)
     report(1.0, "done")
     warnings.extend(_stage_warnings(stages))
@@ -189,8 +198,33 @@ def register(
         start_scores=scores,
         refinement=refinement,
         stages=stages,
+        quality=quality_report(images, deformation, stages),
         **route_info,
     )
+
+
+def _joint_stage(
+    fixed_hwc: np.ndarray,
+    moving_hwc: np.ndarray,
+    deformation: Deformation,
+    pairs: list,
+    images: IntensityImages,
+    opts: RegistrationOptions,
+    check_cancel: Callable[[], None],
+    stages: list[dict[str, Any]],
+    timings: dict[str, float],
+) -> tuple[Deformation, dict[str, Any]]:
+    """:func:`~.refine.joint_refine`, kept only if not degenerate and the images agree better by the judge of the
+    starts (NMI; no landmarks). Returns the transform kept and the refinement record."""
+    t0 = time.perf_counter()
+    refined = joint_refine(fixed_hwc, moving_hwc, deformation, pairs, opts, check_cancel)
+    before, after = images.score(deformation), images.score(refined)
+    degenerate = degenerate_reason(refined, deformation)
+    reason = degenerate or (None if after > before else f"no better by NMI ({after:.4f} <= {before:.4f})")
+    refinement = {"accepted": reason is None, "score_before": before, "score_after": after, "reason": reason}
+    stages.append(_stage("joint refinement", reason, degenerate=degenerate is not None))
+    timings["refinement"] = time.perf_counter() - t0
+    return (refined if reason is None else deformation), refinement
 
 
 def check_pair(

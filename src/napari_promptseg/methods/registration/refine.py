@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...errors import PromptsegError
 from ..regions import (
     RegionPair,
 )
@@ -45,6 +46,27 @@ def local_ncc_loss(
     return 1 - (ncc2 * inside).sum() / inside.sum().clamp(min=1)
 
 
+def mind_descriptor(x: torch.Tensor, radius: int, distance: int = 2) -> torch.Tensor:
+    """(1, 4, h, w) MIND (Heinrich et al. 2012) of a (1, 1, h, w) image: for the 4 neighbours at ``distance`` px,
+    exp(-patch SSD / local variance estimate), patches of ``radius``. A self-similarity descriptor: it describes
+    the local structure of each image in its own terms, so two stains with unrelated intensities can agree on it."""
+    d = distance
+    padded = F.pad(x, (d, d, d, d), mode="replicate")
+    h, w = x.shape[-2:]
+    shifted = [padded[..., d + dy : d + dy + h, d + dx : d + dx + w] for dy, dx in ((0, d), (0, -d), (d, 0), (-d, 0))]
+    ssd = _box_mean(torch.cat([(x - s) ** 2 for s in shifted], 1), radius)
+    variance = ssd.mean(1, keepdim=True)
+    variance = variance.clamp(min=1e-3 * float(variance.mean()) + 1e-8)
+    mind = torch.exp(-ssd / variance)
+    return mind / mind.amax(1, keepdim=True).clamp(min=1e-8)
+
+
+def mind_loss(fixed_mind: torch.Tensor, warped: torch.Tensor, inside: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean absolute MIND difference over ``inside``."""
+    diff = (mind_descriptor(warped, radius) - fixed_mind).abs().mean(1, keepdim=True)
+    return (diff * inside).sum() / inside.sum().clamp(min=1)
+
+
 def joint_refine(
     fixed_hwc: np.ndarray,
     moving_hwc: np.ndarray,
@@ -59,6 +81,8 @@ def joint_refine(
 
     Our addition: Tell2Reg optimises the region Dice alone; SimpleITK's B-spline (Mattes MI, 6x6 mesh, 384 px) is
     global and coarse. The caller keeps the result only if :func:`alignment_score` improves."""
+    if opts.refine_similarity not in ("ncc", "mind"):
+        raise PromptsegError(f"refine_similarity must be 'ncc' or 'mind', got {opts.refine_similarity!r}")
     with single_thread():
         return _joint_refine(fixed_hwc, moving_hwc, deformation, pairs, opts, check_cancel)
 
@@ -66,7 +90,10 @@ def joint_refine(
 def _joint_refine(fixed_hwc, moving_hwc, deformation, pairs, opts, check_cancel):
     fixed_shape, moving_shape = deformation.fixed_shape, deformation.moving_shape
     finest = min(1.0, max(opts.refine_levels) / max(*fixed_shape, *moving_shape))
-    fixed_fine, moving_fine = _downsample(to_gray(fixed_hwc), finest), _downsample(to_gray(moving_hwc), finest)
+    fixed_fine, moving_fine = (
+        _downsample(to_gray(fixed_hwc, opts.gray), finest),
+        _downsample(to_gray(moving_hwc, opts.gray), finest),
+    )
     weights = torch.tensor([max(p.similarity, 1e-3) * np.sqrt(p.fixed.area_fraction) for p in pairs])
     weights = (weights / weights.sum()).float() if len(pairs) else weights.float()
     control: torch.Tensor | None = None
@@ -76,8 +103,11 @@ def _joint_refine(fixed_hwc, moving_hwc, deformation, pairs, opts, check_cancel)
         f = _blur(torch.from_numpy(_downsample(fixed_fine, scale))[None], 1.0)[None]
         m = _blur(torch.from_numpy(_downsample(moving_fine, scale))[None], 1.0)[None]
         size = tuple(f.shape[-2:])
-        local_f = _box_mean(torch.cat([f, f * f], 1), opts.refine_window)
-        fixed_stats = (f, local_f[:, :1], local_f[:, 1:] - local_f[:, :1] ** 2)
+        if opts.refine_similarity == "mind":
+            fixed_stats = (mind_descriptor(f, opts.refine_window),)
+        else:
+            local_f = _box_mean(torch.cat([f, f * f], 1), opts.refine_window)
+            fixed_stats = (f, local_f[:, :1], local_f[:, 1:] - local_f[:, :1] ** 2)
         base = deformation.norm_map(size)
         control = next_level_control(control, size, opts.refine_spacing, min_points=4)
         masks = None
@@ -99,7 +129,10 @@ def _joint_refine(fixed_hwc, moving_hwc, deformation, pairs, opts, check_cancel)
             grid = base + residual.permute(1, 2, 0)
             warped = F.grid_sample(m, grid[None], align_corners=False)
             inside = _inside(grid)[None, None]
-            loss = local_ncc_loss(fixed_stats, warped, inside, opts.refine_window)
+            if len(fixed_stats) == 1:
+                loss = mind_loss(fixed_stats[0], warped, inside, opts.refine_window)
+            else:
+                loss = local_ncc_loss(fixed_stats, warped, inside, opts.refine_window)
             if masks is not None:
                 fixed_masks, moving_masks = masks
                 coarse = grid[::stride, ::stride]
