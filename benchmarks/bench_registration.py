@@ -84,18 +84,19 @@ def dev_pairs() -> dict[str, tuple[Path, Path, Path, Path]]:
     return out
 
 
-def map_to_deformation(map_xy: np.ndarray, fixed_shape, moving_shape) -> Deformation:
-    """Dense fixed -> moving pixel map (H, W, 2; NaN where undefined, filled from the nearest defined pixel)."""
+def map_to_deformation(map_xy: np.ndarray, fixed_shape, moving_shape) -> tuple[Deformation, np.ndarray]:
+    """Dense fixed -> moving pixel map (H, W, 2; NaN where undefined, filled from the nearest defined pixel) and
+    the mask of where it was defined."""
     invalid = ~np.isfinite(map_xy).all(-1)
     if invalid.any():
         index = ndimage.distance_transform_edt(invalid, return_distances=False, return_indices=True)
         map_xy = map_xy[index[0], index[1]]
     hm, wm = moving_shape
     grid = np.stack([(2 * map_xy[..., 0] + 1) / wm - 1, (2 * map_xy[..., 1] + 1) / hm - 1], -1)
-    return Deformation.from_norm_grid(grid, fixed_shape, moving_shape)
+    return Deformation.from_norm_grid(grid, fixed_shape, moving_shape), ~invalid
 
 
-def run_elastix(fixed_gray: np.ndarray, moving_gray: np.ndarray) -> tuple[Deformation, float]:
+def run_elastix(fixed_gray: np.ndarray, moving_gray: np.ndarray) -> tuple[tuple[Deformation, np.ndarray], float]:
     import itk
 
     fixed_img, moving_img = itk.GetImageFromArray(fixed_gray), itk.GetImageFromArray(moving_gray)
@@ -115,7 +116,9 @@ def run_elastix(fixed_gray: np.ndarray, moving_gray: np.ndarray) -> tuple[Deform
     return map_to_deformation(map_xy, fixed_gray.shape, moving_gray.shape), seconds
 
 
-def run_ants(fixed_gray: np.ndarray, moving_gray: np.ndarray, python: str) -> tuple[Deformation, float]:
+def run_ants(
+    fixed_gray: np.ndarray, moving_gray: np.ndarray, python: str
+) -> tuple[tuple[Deformation, np.ndarray], float]:
     with tempfile.TemporaryDirectory() as tmp:
         pair, out = Path(tmp) / "pair.npz", Path(tmp) / "out.npz"
         np.savez(pair, fixed=fixed_gray, moving=moving_gray)
@@ -126,8 +129,14 @@ def run_ants(fixed_gray: np.ndarray, moving_gray: np.ndarray, python: str) -> tu
     return map_to_deformation(map_xy, fixed_gray.shape, moving_gray.shape), seconds
 
 
-def min_jacobian(deformation: Deformation) -> float:
-    return float((deformation.orientation * deformation.jacobian_determinant(deformation.fixed_shape)).min())
+def min_jacobian(deformation: Deformation, defined: np.ndarray | None = None) -> float:
+    """Over the fixed pixels mapped inside the moving image (and where the map was defined, 1 px in from its edge:
+    ANTs leaves pixels that sample outside the moving image undefined, and their nearest-value fill is flat)."""
+    jacobian = deformation.orientation * deformation.jacobian_determinant(deformation.fixed_shape)
+    inside = (deformation.norm_map().abs() < 1).all(-1).numpy()
+    if defined is not None:
+        inside &= ndimage.binary_erosion(defined, iterations=2)
+    return float(jacobian[inside].min())
 
 
 def evaluate_pair(paths, methods, ablations, segmenter, ants_python) -> dict:
@@ -156,7 +165,9 @@ def evaluate_pair(paths, methods, ablations, segmenter, ants_python) -> dict:
                 grays += (to_gray(moving[..., None] if moving.ndim == 2 else moving),)
             if name == "ants" and not ants_python:
                 continue
-            deformation, seconds = run_elastix(*grays) if name == "elastix" else run_ants(*grays, ants_python)
+            (deformation, defined), seconds = (
+                run_elastix(*grays) if name == "elastix" else run_ants(*grays, ants_python)
+            )
         else:
             method, changes = ablation or ("prompts+intensity", {})
             segmenter.cache.clear()  # every run encodes its images: the timing is that of a first registration
@@ -166,6 +177,7 @@ def evaluate_pair(paths, methods, ablations, segmenter, ants_python) -> dict:
             )
             seconds = time.perf_counter() - t0
             deformation = result.deformation
+            defined = None
             entry["timings"] = {k: round(v, 3) for k, v in result.timings.items()}
             entry["start"] = result.start
             entry["start_scores"] = {k: round(v, 4) for k, v in result.start_scores.items()}
@@ -175,7 +187,7 @@ def evaluate_pair(paths, methods, ablations, segmenter, ants_python) -> dict:
         entry = {
             **landmark_errors(fixed_xy, mapped, diagonal),
             "seconds": round(seconds, 3),
-            "min_jacobian": round(min_jacobian(deformation), 4),
+            "min_jacobian": round(min_jacobian(deformation, defined), 4),
             **entry,
         }
         record["methods"][name] = entry

@@ -3,6 +3,8 @@ strong deformation, bit-identical repeats, and a quality indicator that drops on
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -12,8 +14,10 @@ from napari_promptseg.methods.registration import RegistrationOptions, register,
 from napari_promptseg.methods.warp import Deformation, degenerate_reason
 
 CIMA = "registration_cima_lung_lesion_1/scale-5pc"
+#: half-size work images: what is tested does not depend on the resolution, the test time does
+SMALL = RegistrationOptions(intensity_max_side=192, refine_levels=(128, 256))
 #: affine stages only: the global start is what is tested, the B-spline and the refinement would only add time
-AFFINE_ONLY = RegistrationOptions(intensity_bspline=False, joint_refinement=False)
+AFFINE_ONLY = replace(SMALL, intensity_bspline=False, joint_refinement=False)
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +53,7 @@ def test_global_search_recovers_a_large_rotation_and_a_flip(cima, flip):
     assert result.start.startswith("search"), result.start_scores
     assert np.median(error) < 2.0 and error.max() < 5.0, (np.median(error), result.start)
     assert result.quality["mirrored"] == flip and result.quality["verdict"] == "good", result.quality
-    without = register(
-        fixed, moving, method="intensity", options=RegistrationOptions(**{**vars(AFFINE_ONLY), "global_search": False})
-    )
+    without = register(fixed, moving, method="intensity", options=replace(AFFINE_ONLY, global_search=False))
     assert np.median(np.linalg.norm(without.fixed_points_to_moving(points) - truth, axis=1)) > 50
 
 
@@ -73,7 +75,7 @@ def test_no_folding_on_a_strong_synthetic_deformation(cima):
     moving = np.stack(
         [ndimage.map_coordinates(fixed[..., c], [ys - dy, xs - dx], order=1, cval=255) for c in range(3)], -1
     )
-    result = register(fixed, moving, method="intensity")
+    result = register(fixed, moving, method="intensity", options=SMALL)
     points = _grid_points((h, w))
     # a fixed point p carries content moving(p + d(p)) approximately: the truth is the inverse field, close enough
     # for a 2-px tolerance at this smoothness
@@ -87,7 +89,7 @@ def test_no_folding_on_a_strong_synthetic_deformation(cima):
 
 def test_image_route_repeats_bit_for_bit(cima):
     fixed, moving = cima
-    first, second = (register(fixed, moving, method="intensity") for _ in range(2))
+    first, second = (register(fixed, moving, method="intensity", options=SMALL) for _ in range(2))
     assert np.array_equal(first.displacement, second.displacement)
     assert first.start_scores == second.start_scores and first.quality == second.quality
 

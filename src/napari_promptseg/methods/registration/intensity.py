@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -146,10 +146,12 @@ def intensity_stage(
     initial: Deformation | None,
     affine: bool,
     bspline: bool,
+    affine_shrink: Sequence[int] = (4, 2, 1),
 ) -> Deformation:
     """One SimpleITK run (affine and/or B-spline) from ``initial``; ``initial=None`` starts from the image moments
     (SimpleITK's centred initialiser), the baseline. With ``initial``, the moving image is warped by it first and
-    the run registers the fixed frame to itself; the result is ``initial`` composed with what it found."""
+    the run registers the fixed frame to itself; the result is ``initial`` composed with what it found.
+    ``affine_shrink``: the affine stage's pyramid (shrink factors of the small images, coarse to fine)."""
     try:
         import SimpleITK as sitk
     except ImportError as exc:  # optional dependency
@@ -188,7 +190,9 @@ def intensity_stage(
     # every stage runs on one thread (see sitk_single_threaded): with two, the B-spline stage (LBFGS-B) differed
     # between runs of the same pair (float noise that sometimes grew into a different, even degenerate, field)
     with sitk_single_threaded():
-        transforms = _sitk_stages(sitk, method, f_img, m_img, opts, initial, start_affine, affine, bspline)
+        transforms = _sitk_stages(
+            sitk, method, f_img, m_img, opts, initial, start_affine, affine, bspline, affine_shrink
+        )
     composite = sitk.CompositeTransform(transforms) if transforms else sitk.Transform(2, sitk.sitkIdentity)
     field_img = sitk.TransformToDisplacementField(
         composite,
@@ -211,7 +215,9 @@ def intensity_stage(
     return initial.compose(found, (h, w)) if prewarped else found
 
 
-def _sitk_stages(sitk, method, f_img, m_img, opts, initial, start_affine, affine: bool, bspline: bool) -> list:
+def _sitk_stages(
+    sitk, method, f_img, m_img, opts, initial, start_affine, affine: bool, bspline: bool, affine_shrink
+) -> list:
     """The SimpleITK runs of :func:`intensity_stage`: affine (from the moments, ``start_affine`` or identity) and/or
     B-spline on top of it. Returns the transforms, outermost first."""
     transforms = []
@@ -227,8 +233,8 @@ def _sitk_stages(sitk, method, f_img, m_img, opts, initial, start_affine, affine
             learningRate=2.0, minStep=1e-3, numberOfIterations=opts.intensity_iterations * 2, relaxationFactor=0.6
         )
         reg.SetOptimizerScalesFromPhysicalShift()
-        reg.SetShrinkFactorsPerLevel([4, 2, 1])
-        reg.SetSmoothingSigmasPerLevel([2, 1, 0])
+        reg.SetShrinkFactorsPerLevel(list(affine_shrink))
+        reg.SetSmoothingSigmasPerLevel([s // 2 for s in affine_shrink])
         reg.SetInitialTransform(start, inPlace=True)
         reg.Execute(f_img, m_img)
         transforms.append(start)
@@ -262,13 +268,20 @@ def intensity_route(
     """Refine every start by the intensity affine stage, keep the one whose result aligns the images best by
     :func:`alignment_score` (NMI on the fixed grid; no landmarks), then run the B-spline stage on it. ``None`` is
     the intensity baseline's own (moments) start, so a wrong region start cannot win unless it also aligns the
-    intensities better. A degenerate result (:func:`~.warp.degenerate_reason`) is not a candidate, and a B-spline
-    stage that is degenerate or does not raise the score gives way to the affine result; each check is appended to
-    ``stages``. Returns the transform, the winning start's name and every start's score."""
+    intensities better. With several starts and ``coarse_first``, the starts compete after the coarser pyramid
+    levels and the winner alone goes on to the finest (a start that loses does not pay for the costliest
+    level). A degenerate result (:func:`~.warp.degenerate_reason`) is not a candidate, and a B-spline stage that
+    is degenerate or does not raise the score gives way to the affine result; each check is appended to ``stages``.
+    Returns the transform, the winning start's name and every start's score."""
     stages = [] if stages is None else stages
+    levels = tuple(opts.affine_shrink)
+    coarse_first = opts.coarse_first and len(starts) > 1 and len(levels) > 1
+    first = levels[:-1] if coarse_first else levels
 
-    def refine(start: Deformation | None) -> Deformation:
-        return intensity_stage(images, opts, initial=start, affine=opts.intensity_affine, bspline=False)
+    def refine(start: Deformation | None, shrink: Sequence[int] = first) -> Deformation:
+        return intensity_stage(
+            images, opts, initial=start, affine=opts.intensity_affine, bspline=False, affine_shrink=shrink
+        )
 
     # the starts are independent single-threaded SimpleITK runs (which release the GIL): one per core
     with sitk_single_threaded(), ThreadPoolExecutor(max_workers=min(len(starts), os.cpu_count() or 1)) as pool:
@@ -282,6 +295,10 @@ def intensity_route(
     usable = [name for name in refined if reasons[name] is None] or list(refined)
     best = max(usable, key=lambda k: scores[k])
     deformation = refined[best]
+    if coarse_first:
+        finer = refine(deformation, levels[-1:])
+        if degenerate_reason(finer, deformation) is None and images.score(finer) >= scores[best]:
+            deformation = finer
     if opts.intensity_bspline:
         bspline = intensity_stage(images, opts, initial=deformation, affine=False, bspline=True)
         degenerate = degenerate_reason(bspline, deformation)

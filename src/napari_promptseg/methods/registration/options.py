@@ -50,6 +50,10 @@ class RegistrationOptions(PairingOptions):
     intensity_bspline: bool = True
     bspline_mesh: int = 6
     intensity_iterations: int = 60
+    #: the affine stage's pyramid (shrink factors of the small images); with several starts and ``coarse_first``,
+    #: the starts compete after all but the finest level and only the winner runs the finest
+    affine_shrink: tuple[int, ...] = (4, 2, 1)
+    coarse_first: bool = True
     #: the B-spline stage (LBFGS-B) per level: shrink factors of the small images, iterations
     bspline_shrink: tuple[int, ...] = (2, 1)
     bspline_iterations: int = 60

@@ -56,7 +56,7 @@ def mind_descriptor(x: torch.Tensor, radius: int, distance: int = 2) -> torch.Te
     shifted = [padded[..., d + dy : d + dy + h, d + dx : d + dx + w] for dy, dx in ((0, d), (0, -d), (d, 0), (-d, 0))]
     ssd = _box_mean(torch.cat([(x - s) ** 2 for s in shifted], 1), radius)
     variance = ssd.mean(1, keepdim=True)
-    variance = variance.clamp(min=1e-3 * float(variance.mean()) + 1e-8)
+    variance = variance.clamp(min=1e-3 * float(variance.detach().mean()) + 1e-8)
     mind = torch.exp(-ssd / variance)
     return mind / mind.amax(1, keepdim=True).clamp(min=1e-8)
 
