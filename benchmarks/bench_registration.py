@@ -55,12 +55,14 @@ METHODS = ["unregistered", "ours", "elastix", "ants"]
 REAL_PAIRS = ("Rat-Kidney", "Izd2-29-041-w35", "cima-lung-lesion-1-5pc", "cima-lung-lesion-1-10pc")
 #: one change of the default each: (method, options changes)
 ABLATIONS: dict[str, tuple[str, dict]] = {
-    "no global search": ("prompts+intensity", {"global_search": False}),
     "no region pairs (intensity route)": ("intensity", {}),
     "no region Dice in refinement": ("prompts+intensity", {"refine_dice": 0.0}),
-    "no joint refinement": ("prompts+intensity", {"joint_refinement": False}),
+    "no global search": ("prompts+intensity", {"global_search": False}),
+    "no coarse-first starts": ("prompts+intensity", {"coarse_first": False}),
     "no SimpleITK B-spline": ("prompts+intensity", {"intensity_bspline": False}),
+    "no joint refinement": ("prompts+intensity", {"joint_refinement": False}),
     "optical density gray": ("prompts+intensity", {"gray": "od"}),
+    "MIND refinement": ("prompts+intensity", {"refine_similarity": "mind"}),
     "SimpleITK baseline (v1 intensity)": ("intensity", {"global_search": False, "joint_refinement": False}),
 }
 
@@ -274,13 +276,14 @@ def main() -> None:
         "ablations": {a: {"method": ABLATIONS[a][0], "options": ABLATIONS[a][1]} for a in ablations},
         "pairs": {},
     }
+    args.output.mkdir(parents=True, exist_ok=True)
     for name, paths in pairs.items():
         print(name, flush=True)
         results["pairs"][name] = evaluate_pair(paths, args.methods.split(","), ablations, segmenter, args.ants_python)
-    results["machine"]["load_average_1min"] = [load_start, round(os.getloadavg()[0], 2)]
-    results["summary"] = summary(results)
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / f"{args.name}.json").write_text(json.dumps(results, indent=2))
+        results["machine"]["load_average_1min"] = [load_start, round(os.getloadavg()[0], 2)]
+        results["summary"] = summary(results)
+        # after every pair: a run stopped early keeps what it measured
+        (args.output / f"{args.name}.json").write_text(json.dumps(results, indent=2))
     table = markdown(results)
     (args.output / f"{args.name}.md").write_text(table)
     print(table)
