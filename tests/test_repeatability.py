@@ -88,8 +88,8 @@ def test_a_degenerate_bspline_stage_gives_way_to_the_affine_stage(cima, monkeypa
     fixed, moving = cima
     real_stage = intensity_module.intensity_stage
 
-    def bad_bspline(images, opts, *, initial, affine, bspline):
-        found = real_stage(images, opts, initial=initial, affine=affine, bspline=bspline)
+    def bad_bspline(images, opts, *, initial, affine, bspline, **kwargs):
+        found = real_stage(images, opts, initial=initial, affine=affine, bspline=bspline, **kwargs)
         if bspline:
             found.residual = np.full((8, 8, 2), 1.6, np.float32)  # shifted by 80 % of the moving image
         return found
