@@ -58,7 +58,7 @@ ABLATIONS: dict[str, tuple[str, dict]] = {
     "no region pairs (intensity route)": ("intensity", {}),
     "no region Dice in refinement": ("prompts+intensity", {"refine_dice": 0.0}),
     "no global search": ("prompts+intensity", {"global_search": False}),
-    "no coarse-first starts": ("prompts+intensity", {"coarse_first": False}),
+    "coarse-first starts": ("prompts+intensity", {"coarse_first": True}),
     "no SimpleITK B-spline": ("prompts+intensity", {"intensity_bspline": False}),
     "no joint refinement": ("prompts+intensity", {"joint_refinement": False}),
     "optical density gray": ("prompts+intensity", {"gray": "od"}),

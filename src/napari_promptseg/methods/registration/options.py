@@ -51,9 +51,10 @@ class RegistrationOptions(PairingOptions):
     bspline_mesh: int = 6
     intensity_iterations: int = 60
     #: the affine stage's pyramid (shrink factors of the small images); with several starts and ``coarse_first``,
-    #: the starts compete after all but the finest level and only the winner runs the finest
+    #: the starts compete after all but the finest level and only the winner runs the finest (faster, but on the
+    #: synthetic-affine pair it picked a start whose B-spline stage then folded: off by default)
     affine_shrink: tuple[int, ...] = (4, 2, 1)
-    coarse_first: bool = True
+    coarse_first: bool = False
     #: the B-spline stage (LBFGS-B) per level: shrink factors of the small images, iterations
     bspline_shrink: tuple[int, ...] = (2, 1)
     bspline_iterations: int = 60
