@@ -65,7 +65,9 @@ from .options import (
     landmark_errors,
 )
 from .pipeline import check_pair, register
-from .refine import joint_refine, local_ncc_loss
+from .quality import quality_report
+from .refine import joint_refine, local_ncc_loss, mind_descriptor
+from .search import rotation_flip_search
 from .sources import is_text_prompts, region_pairs, text_sources
 from .torch_ops import adam, bending_energy, next_level_control, single_thread
 
@@ -91,12 +93,15 @@ __all__ = [
     "joint_refine",
     "landmark_errors",
     "local_ncc_loss",
+    "mind_descriptor",
     "moment_similarity",
     "next_level_control",
     "pair_dice",
     "plausible",
+    "quality_report",
     "region_pairs",
     "register",
+    "rotation_flip_search",
     "single_thread",
     "sitk_single_threaded",
     "text_sources",
