@@ -61,7 +61,7 @@ def region_pairs(
         return _given_pairs(prompts)
     automatic = prompts is None or prompts == "auto"
     if segmenter is None and automatic:
-        from ..models import load_segmenter
+        from ...models import load_segmenter
 
         segmenter = load_segmenter()
     if automatic:
@@ -117,7 +117,7 @@ def region_pairs(
         raise PromptsegError(f"empty region set: the region source found no region in the {side} image")
     if not automatic:  # embeddings only for the prototypes, once the sources have found regions
         if segmenter is None:
-            from ..models import load_segmenter
+            from ...models import load_segmenter
 
             segmenter = load_segmenter()
         fixed_emb = segmenter.embed(fixed)
@@ -216,7 +216,7 @@ def text_sources(
             prompts_text = ", ".join(map(repr, texts))
             raise type(exc)(f"text prompt {prompts_text}: {exc.message}", details=exc.details) from exc
     if segmenter is None:  # after the route: a prompt nothing can answer fails before the model loads
-        from ..models import load_segmenter
+        from ...models import load_segmenter
 
         segmenter = load_segmenter()
     options.setdefault("channel_axis", -1)  # registration hands over channels-last images
