@@ -111,7 +111,9 @@ def run_elastix(fixed_gray: np.ndarray, moving_gray: np.ndarray) -> tuple[tuple[
     )
     seconds = time.perf_counter() - t0
     # displacement on the fixed grid in physical units = pixels (spacing 1, origin 0), (dx, dy)
-    field = itk.GetArrayFromImage(itk.transformix_deformation_field(moving_img, transform)).astype(np.float64)
+    with tempfile.TemporaryDirectory() as tmp:  # transformix writes deformationField.nii there (else: the cwd)
+        field = itk.transformix_deformation_field(moving_img, transform, output_directory=tmp)
+    field = itk.GetArrayFromImage(field).astype(np.float64)
     h, w = fixed_gray.shape
     ys, xs = np.mgrid[0:h, 0:w]
     map_xy = np.stack([xs + field[..., 0], ys + field[..., 1]], -1)
