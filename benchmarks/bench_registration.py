@@ -1,11 +1,22 @@
-"""Registration accuracy and speed on the BIRL pairs (2 real two-stain histology pairs + 3 synthetic), side by side:
-unregistered / SimpleITK intensity baseline / ours (Tell2Reg-style region pairs) / ours + SimpleITK refinement.
+"""Registration accuracy and speed on every dev pair with landmarks, ours against itk-elastix and ANTs in one run.
 
-TRE is measured in the fixed (target) frame after mapping the moving (source) landmarks with the transform;
-rTRE = TRE / fixed-image diagonal (ANHIR). The rat-kidney pair has 71 vs 69 landmarks: the first 69 correspond.
-Also times the full prompt pipeline on a 1024 x 1024 pair (target: <= 10 s on the 2-core CPU).
+Pairs: BIRL (3 synthetic + rat kidney HE/PanCytokeratin + lesions HE/proSPC) and CIMA lung-lesion_1 (HE vs CC10 at
+5 % and 10 %). Methods, each timed on the same pair in the same run (the machine's load affects all alike):
 
-    python benchmarks/bench_registration.py --output benchmarks/results [--pairs rigid,kidney] [--methods ...]
+* ``ours``: :func:`register` with its defaults (Python, CLI and widget route);
+* ``elastix``: itk-elastix with its default rigid + affine + B-spline parameter maps;
+* ``ants``: ANTsPy ``registration(type_of_transform="SyN")`` with its defaults, run in its own venv
+  (``--ants-python``; antspyx needs numpy < 2.4, see ``benchmarks/ants_worker.py``);
+* ablations of ours (``--ablations``): one part switched off or changed at a time.
+
+Elastix and ANTs get the same gray images as our intensity stages (:func:`to_gray`, full resolution). Every
+method's transform becomes a :class:`~napari_promptseg.methods.warp.Deformation` (elastix and ANTs through their
+dense fixed -> moving maps), so landmarks are evaluated one way for all: moving landmarks mapped into the fixed
+frame, TRE there, rTRE = TRE / fixed-image diagonal (ANHIR); min Jacobian relative to the orientation on the fixed
+grid (<= 0: folding). The rat-kidney pair has 71 vs 69 landmarks: the first 69 correspond.
+
+    python benchmarks/bench_registration.py [--pairs ...] [--methods ours,elastix,ants] [--ablations ...]
+        [--ants-python /tmp/ants/bin/python]
 """
 
 from __future__ import annotations
@@ -15,183 +26,268 @@ import csv
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from napari_promptseg.io import read_image
 from napari_promptseg.io.landmarks import paired_landmarks, read_landmarks
-from napari_promptseg.methods.registration import image_diagonal, landmark_errors, register
+from napari_promptseg.methods.registration import (
+    RegistrationOptions,
+    image_diagonal,
+    landmark_errors,
+    register,
+    to_gray,
+)
+from napari_promptseg.methods.warp import Deformation
 from napari_promptseg.models import load_segmenter
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ["unregistered", "intensity", "prompts", "prompts+intensity"]
+DATA = REPO.parent / "shared" / "data"
+METHODS = ["unregistered", "ours", "elastix", "ants"]
+REAL_PAIRS = ("Rat-Kidney", "Izd2-29-041-w35", "cima-lung-lesion-1-5pc", "cima-lung-lesion-1-10pc")
+#: one change of the default each: (method, options changes)
+ABLATIONS: dict[str, tuple[str, dict]] = {
+    "no region pairs (intensity route)": ("intensity", {}),
+    "no region Dice in refinement": ("prompts+intensity", {"refine_dice": 0.0}),
+    "no global search": ("prompts+intensity", {"global_search": False}),
+    "coarse-first starts": ("prompts+intensity", {"coarse_first": True}),
+    "no SimpleITK B-spline": ("prompts+intensity", {"intensity_bspline": False}),
+    "no joint refinement": ("prompts+intensity", {"joint_refinement": False}),
+    "optical density gray": ("prompts+intensity", {"gray": "od"}),
+    "MIND refinement": ("prompts+intensity", {"refine_similarity": "mind"}),
+    "SimpleITK baseline (v1 intensity)": ("intensity", {"global_search": False, "joint_refinement": False}),
+}
 
 
-def birl_pairs(root: Path) -> dict[str, tuple[Path, Path, Path, Path]]:
+def dev_pairs() -> dict[str, tuple[Path, Path, Path, Path]]:
     out = {}
-    with open(root / "pairs-imgs-lnds_mix.csv") as fh:
+    birl = DATA / "registration_birl" / "data-images"
+    with open(birl / "pairs-imgs-lnds_mix.csv") as fh:
         for row in csv.DictReader(fh):
-            paths = [
-                root.parent / row[k] for k in ("Target image", "Source image", "Target landmarks", "Source landmarks")
-            ]
+            keys = ("Target image", "Source image", "Target landmarks", "Source landmarks")
+            paths = [birl.parent / row[k] for k in keys]
             stem = paths[1].stem
             name = stem.replace("artificial_moving-", "synthetic-") if "artificial" in stem else stem.split("_")[0]
             out[name] = tuple(paths)
+    cima = DATA / "registration_cima_lung_lesion_1"
+    with open(cima / "pairs.csv") as fh:
+        for row in csv.DictReader(fh):
+            keys = ("fixed_image", "moving_image", "fixed_landmarks", "moving_landmarks")
+            paths = [cima / row[k] for k in keys]
+            out[f"cima-lung-lesion-1-{paths[0].parent.name.split('-')[1]}"] = tuple(paths)
     return out
 
 
-def evaluate_pair(paths, methods, segmenter) -> dict:
+def map_to_deformation(map_xy: np.ndarray, fixed_shape, moving_shape) -> tuple[Deformation, np.ndarray]:
+    """Dense fixed -> moving pixel map (H, W, 2; NaN where undefined, filled from the nearest defined pixel) and
+    the mask of where it was defined."""
+    invalid = ~np.isfinite(map_xy).all(-1)
+    if invalid.any():
+        index = ndimage.distance_transform_edt(invalid, return_distances=False, return_indices=True)
+        map_xy = map_xy[index[0], index[1]]
+    hm, wm = moving_shape
+    grid = np.stack([(2 * map_xy[..., 0] + 1) / wm - 1, (2 * map_xy[..., 1] + 1) / hm - 1], -1)
+    return Deformation.from_norm_grid(grid, fixed_shape, moving_shape), ~invalid
+
+
+def run_elastix(fixed_gray: np.ndarray, moving_gray: np.ndarray) -> tuple[tuple[Deformation, np.ndarray], float]:
+    import itk
+
+    fixed_img, moving_img = itk.GetImageFromArray(fixed_gray), itk.GetImageFromArray(moving_gray)
+    parameters = itk.ParameterObject.New()
+    for name in ("rigid", "affine", "bspline"):
+        parameters.AddParameterMap(parameters.GetDefaultParameterMap(name))
+    t0 = time.perf_counter()
+    _, transform = itk.elastix_registration_method(
+        fixed_img, moving_img, parameter_object=parameters, log_to_console=False
+    )
+    seconds = time.perf_counter() - t0
+    # displacement on the fixed grid in physical units = pixels (spacing 1, origin 0), (dx, dy)
+    with tempfile.TemporaryDirectory() as tmp:  # transformix writes deformationField.nii there (else: the cwd)
+        field = itk.transformix_deformation_field(moving_img, transform, output_directory=tmp)
+    field = itk.GetArrayFromImage(field).astype(np.float64)
+    h, w = fixed_gray.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    map_xy = np.stack([xs + field[..., 0], ys + field[..., 1]], -1)
+    return map_to_deformation(map_xy, fixed_gray.shape, moving_gray.shape), seconds
+
+
+def run_ants(
+    fixed_gray: np.ndarray, moving_gray: np.ndarray, python: str
+) -> tuple[tuple[Deformation, np.ndarray], float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        pair, out = Path(tmp) / "pair.npz", Path(tmp) / "out.npz"
+        np.savez(pair, fixed=fixed_gray, moving=moving_gray)
+        subprocess.run([python, str(REPO / "benchmarks" / "ants_worker.py"), str(pair), str(out)], check=True)
+        result = np.load(out)
+        map_xy = np.stack([result["x"], result["y"]], -1).astype(np.float64)
+        seconds = float(result["seconds"])
+    return map_to_deformation(map_xy, fixed_gray.shape, moving_gray.shape), seconds
+
+
+def min_jacobian(deformation: Deformation, defined: np.ndarray | None = None) -> float:
+    """Over the fixed pixels mapped inside the moving image (and where the map was defined, 1 px in from its edge:
+    ANTs leaves pixels that sample outside the moving image undefined, and their nearest-value fill is flat)."""
+    jacobian = deformation.orientation * deformation.jacobian_determinant(deformation.fixed_shape)
+    inside = (deformation.norm_map().abs() < 1).all(-1).numpy()
+    if defined is not None:
+        inside &= ndimage.binary_erosion(defined, iterations=2)
+    return float(jacobian[inside].min())
+
+
+def evaluate_pair(paths, methods, ablations, segmenter, ants_python) -> dict:
     fixed_path, moving_path, lf, lm = paths
     fixed, moving = read_image(fixed_path), read_image(moving_path)
     fixed_xy, moving_xy = paired_landmarks(read_landmarks(lf), read_landmarks(lm), allow_truncate=True)
     diagonal = image_diagonal(fixed.shape)
     record = {
-        "fixed": str(fixed_path.relative_to(fixed_path.parents[2])),
-        "moving": str(moving_path.relative_to(moving_path.parents[2])),
+        "fixed": str(fixed_path.relative_to(DATA)),
+        "moving": str(moving_path.relative_to(DATA)),
         "fixed_shape": list(fixed.shape),
         "moving_shape": list(moving.shape),
         "landmarks": len(fixed_xy),
         "methods": {},
     }
-    for method in methods:
-        if method == "unregistered":
-            record["methods"][method] = {**landmark_errors(fixed_xy, moving_xy, diagonal), "seconds": 0.0}
+    grays = None
+    runs = [(m, None) for m in methods] + [(f"ours: {a}", ABLATIONS[a]) for a in ablations]
+    for name, ablation in runs:
+        entry: dict = {}
+        if name == "unregistered":
+            record["methods"][name] = {**landmark_errors(fixed_xy, moving_xy, diagonal), "seconds": 0.0}
             continue
-        t0 = time.perf_counter()
-        result = register(fixed, moving, segmenter=segmenter, method=method)
-        seconds = time.perf_counter() - t0
-        mapped = result.moving_points_to_fixed(moving_xy)
-        entry = {**landmark_errors(fixed_xy, mapped, diagonal), "seconds": round(seconds, 3)}
-        entry["timings"] = {k: round(v, 3) for k, v in result.timings.items()}
-        entry["start"] = result.start
-        entry["start_scores"] = {k: round(v, 4) for k, v in result.start_scores.items()}
-        if result.refinement:
-            entry["refinement"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.refinement.items()}
-        if result.pairs:
-            entry["region_pairs"] = len(result.pairs)
-            entry["pair_dice_before"] = round(float(np.mean(result.pair_dice_before)), 4)
-            entry["pair_dice_after"] = round(float(np.mean(result.pair_dice_after)), 4)
-            entry["pairing"] = vars(result.pairing) if result.pairing else None
-        entry["min_jacobian"] = round(float(result.deformation.jacobian_determinant().min()), 4)
-        record["methods"][method] = entry
+        if name in ("elastix", "ants"):
+            if grays is None:
+                grays = (to_gray(fixed[..., None] if fixed.ndim == 2 else fixed),)
+                grays += (to_gray(moving[..., None] if moving.ndim == 2 else moving),)
+            if name == "ants" and not ants_python:
+                continue
+            (deformation, defined), seconds = (
+                run_elastix(*grays) if name == "elastix" else run_ants(*grays, ants_python)
+            )
+        else:
+            method, changes = ablation or ("prompts+intensity", {})
+            segmenter.cache.clear()  # every run encodes its images: the timing is that of a first registration
+            t0 = time.perf_counter()
+            result = register(
+                fixed, moving, segmenter=segmenter, method=method, options=replace(RegistrationOptions(), **changes)
+            )
+            seconds = time.perf_counter() - t0
+            deformation = result.deformation
+            defined = None
+            entry["timings"] = {k: round(v, 3) for k, v in result.timings.items()}
+            entry["start"] = result.start
+            entry["start_scores"] = {k: round(v, 4) for k, v in result.start_scores.items()}
+            entry["stages"] = [f"{s['stage']}: {'kept' if s['accepted'] else 'rejected'}" for s in result.stages]
+            entry["quality"] = result.quality
+        mapped = deformation.points_to_fixed(moving_xy)
+        entry = {
+            **landmark_errors(fixed_xy, mapped, diagonal),
+            "seconds": round(seconds, 3),
+            "min_jacobian": round(min_jacobian(deformation, defined), 4),
+            **entry,
+        }
+        record["methods"][name] = entry
         print(
-            f"  {method:<18} rTRE {entry['rtre_mean']:.4f}  TRE {entry['tre_mean']:7.2f} px  {seconds:6.1f} s"
-            f"  start {result.start}",
+            f"  {name:<40} rTRE median {entry['rtre_median']:.4f} mean {entry['rtre_mean']:.4f}"
+            f"  {seconds:6.1f} s  min J {entry['min_jacobian']:.3f}  {entry.get('start', '')}",
             flush=True,
         )
     return record
 
 
-def time_1024(paths, segmenter, repeats: int) -> dict:
-    """The default route (region pairs, transform, intensity refinement of the starts) plus the full-resolution
-    warp on a 1024^2 pair."""
-    from skimage.transform import resize
-
-    fixed = (resize(read_image(paths[0]), (1024, 1024), anti_aliasing=True) * 255).astype(np.uint8)
-    moving = (resize(read_image(paths[1]), (1024, 1024), anti_aliasing=True) * 255).astype(np.uint8)
-    runs = []
-    for i in range(repeats):
-        # a fresh pixel each run defeats the embedding cache: we time the uncached pipeline
-        fixed[0, 0, 0] = i % 255
-        moving[0, 0, 0] = i % 255
-        t0 = time.perf_counter()
-        result = register(fixed, moving, segmenter=segmenter)
-        t1 = time.perf_counter()
-        result.warp_image(moving)
-        t2 = time.perf_counter()
-        runs.append(
-            {
-                "register": round(t1 - t0, 3),
-                "warp_full_res": round(t2 - t1, 3),
-                "total": round(t2 - t0, 3),
-                "stages": {k: round(v, 3) for k, v in result.timings.items()},
+def summary(results: dict) -> dict:
+    """Median over the real pairs of each method's per-pair median rTRE, and its median time."""
+    out = {}
+    names = {m for rec in results["pairs"].values() for m in rec["methods"]}
+    for m in sorted(names):
+        recs = [results["pairs"][p]["methods"].get(m) for p in REAL_PAIRS if p in results["pairs"]]
+        recs = [r for r in recs if r is not None]
+        if recs:
+            out[m] = {
+                "median_rtre_real": round(float(np.median([r["rtre_median"] for r in recs])), 5),
+                "median_seconds_real": round(float(np.median([r["seconds"] for r in recs])), 2),
+                "pairs": len(recs),
             }
-        )
-    best = min(runs, key=lambda r: r["total"])
-    return {
-        "shape": [1024, 1024],
-        "method": result.method,
-        "runs": runs,
-        "best_total_s": best["total"],
-        "target_s": 10.0,
-        "load_average_1min": round(os.getloadavg()[0], 2),
-    }
+    return out
 
 
 def markdown(results: dict) -> str:
-    lines = [
-        "| pair | landmarks | " + " | ".join(results["methods"]) + " |",
-        "|---|---|" + "---|" * len(results["methods"]),
-    ]
-    for name, rec in results["pairs"].items():
+    names = list(dict.fromkeys(m for rec in results["pairs"].values() for m in rec["methods"]))
+    lines = ["| pair | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for pair, rec in results["pairs"].items():
         cells = []
-        for m in results["methods"]:
+        for m in names:
             e = rec["methods"].get(m)
-            cell = "–" if e is None else f"{100 * e['rtre_mean']:.2f} % ({e['tre_mean']:.1f} px, {e['seconds']:.0f} s"
-            if e is not None and m == "prompts+intensity":
-                cell += f", start: {e['start']}"
-                if "refinement" in e:
-                    cell += ", joint refinement " + ("kept" if e["refinement"]["accepted"] else "rejected")
-            cells.append(cell if e is None else cell + ")")
-        lines.append(f"| {name} | {rec['landmarks']} | " + " | ".join(cells) + " |")
-    lines.append("")
+            if e is None:
+                cells.append("–")
+                continue
+            cell = f"{e['rtre_median']:.4f} ({e['seconds']:.1f} s"
+            cell += f", J≥{e['min_jacobian']:.2f})" if "min_jacobian" in e else ")"
+            cells.append(cell)
+        lines.append(f"| {pair} ({rec['landmarks']} lm) | " + " | ".join(cells) + " |")
+    med = results["summary"]
     lines.append(
-        "Cells: mean rTRE (mean TRE in pixels, wall time; for prompts+intensity the start that won on image "
-        "similarity and whether the joint refinement improved the image similarity and was kept). "
-        "rTRE = TRE / fixed-image diagonal."
+        "| **median of the real pairs** | "
+        + " | ".join(
+            f"**{med[m]['median_rtre_real']:.4f}** ({med[m]['median_seconds_real']:.1f} s)" if m in med else "–"
+            for m in names
+        )
+        + " |"
     )
-    load = results["machine"].get("load_average_1min")
-    if load:
-        lines.append(
-            f"1-minute load average on the 2-core machine: {load[0]:.1f} at the start, {load[1]:.1f} at the end."
-        )
-    if "timing_1024" in results:
-        t = results["timing_1024"]
-        lines.append(
-            f"1024² pair, {t.get('method', 'prompts')} route incl. full-resolution warp: best of {len(t['runs'])} = "
-            f"{t['best_total_s']:.1f} s (target ≤ {t['target_s']:.0f} s; load average "
-            f"{t.get('load_average_1min', '?')})."
-        )
+    lines += [
+        "",
+        "Cells: median rTRE of the pair's landmarks (wall time of the registration call, min Jacobian determinant "
+        "on the fixed grid). rTRE = TRE / fixed-image diagonal.",
+        f"1-minute load average on the 2-core machine: {results['machine']['load_average_1min']} (start, end).",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data", type=Path, default=REPO.parent / "shared" / "data" / "registration_birl" / "data-images"
-    )
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--pairs", help="comma-separated subset of pair names")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--timing-repeats", type=int, default=2, help="1024^2 timing runs (0 = skip)")
+    parser.add_argument("--ablations", default="", help="comma-separated names of ABLATIONS, or 'all'")
+    parser.add_argument("--ants-python", default="", help="python of a venv with antspyx (empty: skip ANTs)")
+    parser.add_argument("--name", default="bench_registration_v2")
     args = parser.parse_args()
-    load_start = round(os.getloadavg()[0], 2)  # other jobs share the 2 cores: timings depend on it
+    load_start = round(os.getloadavg()[0], 2)
     segmenter = load_segmenter(device="cpu")
-    pairs = birl_pairs(args.data)
+    pairs = dev_pairs()
     if args.pairs:
         pairs = {k: v for k, v in pairs.items() if k in args.pairs.split(",")}
-    methods = args.methods.split(",")
+    ablations = list(ABLATIONS) if args.ablations == "all" else [a for a in args.ablations.split(",") if a]
     results: dict = {
-        "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads()},
+        "machine": {
+            "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+        },
         "model": segmenter.name,
-        "methods": methods,
+        "methods": args.methods.split(","),
+        "ablations": {a: {"method": ABLATIONS[a][0], "options": ABLATIONS[a][1]} for a in ablations},
         "pairs": {},
     }
+    args.output.mkdir(parents=True, exist_ok=True)
     for name, paths in pairs.items():
         print(name, flush=True)
-        results["pairs"][name] = evaluate_pair(paths, methods, segmenter)
-    if args.timing_repeats:
-        kidney = next(v for k, v in birl_pairs(args.data).items() if "Kidney" in k)
-        results["timing_1024"] = time_1024(kidney, segmenter, args.timing_repeats)
-        print(f"1024^2 pair: {results['timing_1024']['best_total_s']:.1f} s", flush=True)
-    results["machine"]["load_average_1min"] = [load_start, round(os.getloadavg()[0], 2)]
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "bench_registration.json").write_text(json.dumps(results, indent=2))
+        results["pairs"][name] = evaluate_pair(paths, args.methods.split(","), ablations, segmenter, args.ants_python)
+        results["machine"]["load_average_1min"] = [load_start, round(os.getloadavg()[0], 2)]
+        results["summary"] = summary(results)
+        # after every pair: a run stopped early keeps what it measured
+        (args.output / f"{args.name}.json").write_text(json.dumps(results, indent=2))
     table = markdown(results)
-    (args.output / "bench_registration.md").write_text(table)
+    (args.output / f"{args.name}.md").write_text(table)
     print(table)
 
 

@@ -55,6 +55,10 @@ def test_register_cli_writes_warped_image_field_landmarks_and_report(shared_data
         or abs(lm["after"]["rtre_mean"] * lm["image_diagonal"] - lm["after"]["tre_mean"]) < 0.05
     )
     assert report["region_pairs"]["count"] >= 1
+    # readable without landmarks: the images agree better than before, nothing folds, a verdict
+    quality = report["quality"]
+    assert quality["similarity_after"] > quality["similarity_before"] and quality["jacobian_min"] > 0
+    assert quality["verdict"] == "good", quality
     # landmarks_warped.csv keeps the input columns and index, and holds the mapped points the report measured
     rows = list(csv.reader((out / "landmarks_warped.csv").read_text().splitlines()))
     assert rows[0] == ["", "X", "Y"] and rows[1][0] == "1" and len(rows) == 13

@@ -70,7 +70,7 @@ def test_widget_registers_and_maps_landmarks(make_viewer, qtbot, pair):
     assert np.linalg.norm(mapped - lm_fixed, axis=1).mean() < 3.0
     errors = widget.last_errors
     assert errors["before"]["tre_mean"] > 10 and errors["after"]["tre_mean"] < 3.0
-    assert "TRE" in widget.summary.text()
+    assert "TRE" in widget.summary.text() and "quality: good" in widget.summary.text()
     # the user's layers are untouched
     assert viewer.layers["moving"].data is moving_layer.data and np.array_equal(moving_layer.data, moving)
 

@@ -11,8 +11,8 @@ import pytest
 
 from napari_promptseg._sample_data import nuclei
 from napari_promptseg.io import read_image
-from napari_promptseg.methods import registration
 from napari_promptseg.methods.registration import RegistrationOptions, register
+from napari_promptseg.methods.registration import intensity as intensity_module
 from napari_promptseg.methods.warp import Deformation, degenerate_reason
 
 CIMA = "registration_cima_lung_lesion_1/scale-5pc"
@@ -86,23 +86,27 @@ def test_a_degenerate_bspline_stage_gives_way_to_the_affine_stage(cima, monkeypa
     """The stage's own output is replaced by a field that pushes the image out of the frame (what the bad run's
     B-spline did): the affine result is kept and the report says why."""
     fixed, moving = cima
-    real_stage = registration.intensity_stage
+    real_stage = intensity_module.intensity_stage
 
-    def bad_bspline(images, opts, *, initial, affine, bspline):
-        found = real_stage(images, opts, initial=initial, affine=affine, bspline=bspline)
+    def bad_bspline(images, opts, *, initial, affine, bspline, **kwargs):
+        found = real_stage(images, opts, initial=initial, affine=affine, bspline=bspline, **kwargs)
         if bspline:
             found.residual = np.full((8, 8, 2), 1.6, np.float32)  # shifted by 80 % of the moving image
         return found
 
-    options = RegistrationOptions(intensity_max_side=192, intensity_iterations=20)
-    monkeypatch.setattr(registration, "intensity_stage", bad_bspline)
+    options = RegistrationOptions(
+        intensity_max_side=192, intensity_iterations=20, bspline_iterations=20, joint_refinement=False
+    )
+    monkeypatch.setattr(intensity_module, "intensity_stage", bad_bspline)
     result = register(fixed, moving, method="intensity", options=options)
     monkeypatch.undo()
     affine_only = register(
         fixed,
         moving,
         method="intensity",
-        options=RegistrationOptions(intensity_max_side=192, intensity_iterations=20, intensity_bspline=False),
+        options=RegistrationOptions(
+            intensity_max_side=192, intensity_iterations=20, intensity_bspline=False, joint_refinement=False
+        ),
     )
     assert result.stages[-1]["stage"] == "bspline" and not result.stages[-1]["accepted"]
     assert "outside the moving image" in result.stages[-1]["reason"]

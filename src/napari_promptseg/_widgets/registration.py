@@ -41,6 +41,7 @@ from ..methods.registration import (
     landmark_errors,
     register,
 )
+from ..methods.registration.quality import quality_line
 from ._common import LayerPicker, TaskRunner, load_triton_safely, notify_exception
 
 GRID_LINES = 12
@@ -125,8 +126,9 @@ class RegistrationWidget(QWidget):
         self.method.setCurrentText(DEFAULT_METHOD)
         self.method.setToolTip(
             "prompts: automatic LiteMedSAM regions matched across the images (Tell2Reg); "
-            "prompts+intensity: the region start and the baseline's start, each refined by SimpleITK, the one that "
-            "aligns the images best (mutual information) kept; intensity: SimpleITK only (baseline)"
+            "prompts+intensity: the region starts, the image moments and a rotation/flip search, each refined by "
+            "SimpleITK, the one that aligns the images best (mutual information) kept; intensity: the same without "
+            "regions"
         )
         self.similarity = QDoubleSpinBox()
         self.similarity.setRange(0.0, 1.0)
@@ -273,6 +275,8 @@ class RegistrationWidget(QWidget):
             route = f"text prompts answered by {result.text_route}: {result.text_reason}"
             lines.append(route)
             show_info(route)
+        if result.quality:  # readable without landmarks: did the images come to agree, does the field fold
+            lines.append(quality_line(result.quality))
         if result.pairs:
             lines.append(f"pair Dice {np.mean(result.pair_dice_before):.3f} -> {np.mean(result.pair_dice_after):.3f}")
             fixed_labels, warped_labels = warped_pair_labels(result, fixed_shape, moving_shape)

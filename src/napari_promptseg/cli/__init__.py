@@ -108,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         default="prompts+intensity",  # = methods.registration.DEFAULT_METHOD (not imported here: torch is slow)
         choices=["prompts", "prompts+intensity", "intensity"],
-        help="prompts: corresponding regions (Tell2Reg); intensity: SimpleITK; prompts+intensity: SimpleITK from "
-        "the region start and from its own, the better by mutual information (default: %(default)s)",
+        help="prompts: corresponding regions (Tell2Reg); intensity: images only (SimpleITK from the image moments and "
+        "from a rotation/flip search, then a local refinement); prompts+intensity: the region starts compete too, "
+        "the best by mutual information (default: %(default)s)",
     )
     reg.add_argument("--landmarks-fixed", type=Path, help="fixed-image landmarks (ANHIR CSV ',X,Y' or .pts)")
     reg.add_argument("--landmarks-moving", type=Path, help="moving-image landmarks, same order as the fixed ones")

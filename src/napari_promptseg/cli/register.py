@@ -16,6 +16,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     from ..io import read_image
     from ..io.landmarks import paired_landmarks, read_landmarks, write_landmarks
     from ..methods.registration import RegistrationOptions, image_diagonal, landmark_errors, register
+    from ..methods.registration.quality import quality_line
 
     for path in (args.fixed, args.moving):
         if not path.is_file():
@@ -90,6 +91,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     if record:
         summary += f", TRE {record['before']['tre_mean']:.2f} -> {record['after']['tre_mean']:.2f} px"
     print(summary + ")")
+    if result.quality:
+        print(quality_line(result.quality))
     if result.text_route:
         print(f"text prompts answered by {result.text_route}: {result.text_reason}")
     _write_report(
@@ -132,6 +135,8 @@ def cmd_register(args: argparse.Namespace) -> int:
         refinement={k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.refinement.items()} or None,
         # each stage that was checked, accepted or rejected (a degenerate stage gives way to the one before, why here)
         stages=result.stages,
+        # read without landmarks: image similarity (NMI) before/after, Jacobian range, stages rejected, verdict
+        quality=result.quality,
         # text prompts: the route that answered them and why (None for automatic/given regions), per prompt below
         text_route={"route": result.text_route, "reason": result.text_reason} if result.text_route else None,
         prompt_sources=result.prompt_sources,

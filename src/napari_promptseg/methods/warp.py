@@ -235,8 +235,15 @@ class Deformation:
         outer = self._norm_points(inner_map.reshape(-1, 2)).reshape(inner_map.shape)
         return Deformation.from_norm_grid(outer, self.fixed_shape, self.moving_shape)
 
+    @property
+    def orientation(self) -> float:
+        """+1, or -1 when the affine part mirrors (a section mounted upside down): folding is a Jacobian whose sign
+        differs from this."""
+        return 1.0 if np.linalg.det(self.affine[:2, :2]) >= 0 else -1.0
+
     def jacobian_determinant(self, shape: tuple[int, int] | None = None) -> np.ndarray:
-        """det(dT/dx) in pixel units on a fixed grid of ``shape`` (default: the residual grid); < 0 means folding."""
+        """det(dT/dx) in pixel units on a fixed grid of ``shape`` (default: the residual grid); a sign other than
+        :attr:`orientation` (< 0 without a mirror) means folding."""
         if shape is None:
             shape = self.fixed_shape if self.residual is None else tuple(self.residual.shape[:2])
         g = self.norm_map(shape, torch.float64).numpy()
@@ -280,9 +287,7 @@ def inside_fraction(deformation: Deformation, shape: tuple[int, int] = (128, 128
     return float((grid.abs() <= 1).all(dim=-1).float().mean())
 
 
-def degenerate_reason(
-    deformation: Deformation, previous: Deformation | None = None, *, side: int = 128
-) -> str | None:
+def degenerate_reason(deformation: Deformation, previous: Deformation | None = None, *, side: int = 128) -> str | None:
     """Why ``deformation`` is not a usable registration result, or None: non-finite values, folding (det of the
     Jacobian <= 0 on more than :data:`MAX_FOLDING` of the fixed image), or mostly outside the moving image (less
     than :data:`MIN_INSIDE` of the fixed image inside it, or less than half of what ``previous``, the stage before,
@@ -305,7 +310,7 @@ def degenerate_reason(
                 f"({100 * before:.0f} % before this stage)"
             )
     if deformation.residual is not None:
-        folding = float((deformation.jacobian_determinant(shape) <= 0).mean())
+        folding = float((deformation.orientation * deformation.jacobian_determinant(shape) <= 0).mean())
         if folding > MAX_FOLDING:
             return f"folds: det J <= 0 on {100 * folding:.1f} % of the fixed image"
     return None

@@ -1,0 +1,168 @@
+"""Options and result of :func:`~.pipeline.register`, and landmark errors (rTRE)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ...errors import PromptsegError
+from ..regions import (
+    PairingOptions,
+    PairingReport,
+    RegionPair,
+)
+from ..warp import Deformation
+
+#: progress(fraction_done, message)
+ProgressCallback = Callable[[float, str], None]
+METHODS = ("prompts", "prompts+intensity", "intensity")
+#: the route that measures best on the BIRL pairs (benchmarks/results/bench_registration.md); Python, CLI and widget
+DEFAULT_METHOD = "prompts+intensity"
+
+
+@dataclass
+class RegistrationOptions(PairingOptions):
+    """Pairing (inherited from :class:`~.regions.PairingOptions`), transform from pairs, intensity stages."""
+
+    # transform from pairs
+    affine_iterations: tuple[int, ...] = (40, 30, 20)
+    field_levels: tuple[int, ...] = (64, 128, 256)
+    field_iterations: tuple[int, ...] = (50, 40, 30)
+    control_spacing: int = 6
+    #: pairs with Dice below this under a candidate start are outliers (RANSAC-like start selection)
+    inlier_dice: float = 0.8
+    max_start_candidates: int = 8
+    #: prior on the affine: larger rotations/scalings are not considered (raise for strongly rotated sections)
+    max_rotation_deg: float = 45.0
+    max_scale: float = 2.0
+    smoothness: float = 0.1
+    learning_rate: float = 0.01
+    dense: bool = True
+    # intensity stages / refinement
+    #: gray image the intensity stages and the image judge see: "mean" of the channels or summed optical density
+    #: "od" (brightfield colour images; see :func:`~.intensity.to_gray`)
+    gray: str = "mean"
+    intensity_max_side: int = 384
+    intensity_affine: bool = True
+    intensity_bspline: bool = True
+    bspline_mesh: int = 6
+    intensity_iterations: int = 60
+    #: the affine stage's pyramid (shrink factors of the small images); with several starts and ``coarse_first``,
+    #: the starts compete after all but the finest level and only the winner runs the finest (faster, but on the
+    #: synthetic-affine pair it picked a start whose B-spline stage then folded: off by default)
+    affine_shrink: tuple[int, ...] = (4, 2, 1)
+    coarse_first: bool = False
+    #: the B-spline stage (LBFGS-B) per level: shrink factors of the small images, iterations
+    bspline_shrink: tuple[int, ...] = (2, 1)
+    bspline_iterations: int = 60
+    seed: int = 0
+    # global start (:mod:`.search`): rotations every ``search_step_deg`` (and flipped), scored by NMI at
+    # ``search_side`` px; the ``search_starts`` best become starts of the intensity stage next to the others
+    global_search: bool = True
+    search_flip: bool = True
+    search_step_deg: float = 15.0
+    search_side: int = 128
+    search_starts: int = 2
+    # joint refinement ("prompts+intensity"): local NCC of the gray images + region-pair Dice + bending energy
+    joint_refinement: bool = True
+    refine_levels: tuple[int, ...] = (256, 512)
+    refine_iterations: tuple[int, ...] = (40, 20)
+    #: control-point spacing in pixels of each level's grid (16 px at 512 = 32 px at 1024)
+    refine_spacing: int = 16
+    #: local NCC window radius in pixels of each level's grid
+    refine_window: int = 4
+    #: image term of the refinement: "ncc" (squared local NCC) or "mind" (MIND self-similarity descriptors)
+    refine_similarity: str = "ncc"
+    refine_dice: float = 0.2
+    refine_smoothness: float = 0.05
+    refine_learning_rate: float = 0.001
+
+
+@dataclass
+class RegistrationResult:
+    """Transform fixed -> moving plus what was used to find it. ``displacement`` is (H, W, 2) (dx, dy) pixels."""
+
+    deformation: Deformation
+    method: str
+    pairs: list[RegionPair] = field(default_factory=list)
+    pair_dice_before: list[float] = field(default_factory=list)
+    pair_dice_after: list[float] = field(default_factory=list)
+    pairing: PairingReport | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    #: which start won (``"moments"``: the intensity baseline's; ``"regions"``...) and every start's NMI score
+    start: str = ""
+    start_scores: dict[str, float] = field(default_factory=dict)
+    #: text prompts: the route that answered ("groundingdino" | "clipseg" | "library", "" without text) and why
+    text_route: str = ""
+    text_reason: str = ""
+    #: one record per region source: prompt, regions per image, route and reasons (see :func:`region_pairs`)
+    prompt_sources: list[dict] = field(default_factory=list)
+    #: the joint refinement of "prompts+intensity": ``accepted`` and the image score (NMI) before and after
+    refinement: dict[str, Any] = field(default_factory=dict)
+    #: every stage that can be rejected, in order: ``{"stage", "accepted", "reason", "degenerate"}``; a degenerate
+    #: stage (non-finite, folding, mostly outside the moving image; :func:`~.warp.degenerate_reason`) gives way to
+    #: the stage before it
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    #: what a user can read without landmarks (:func:`~.quality.quality_report`): image similarity (NMI) before and
+    #: after, the Jacobian range, stages rejected, and a verdict
+    quality: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def displacement(self) -> np.ndarray:
+        return self.deformation.displacement()
+
+    def warp_image(self, moving: np.ndarray, *, order: int = 1) -> np.ndarray:
+        return self.deformation.warp_image(moving, order=order)
+
+    def warp_labels(self, labels: np.ndarray) -> np.ndarray:
+        return self.deformation.warp_labels(labels)
+
+    def moving_points_to_fixed(self, moving_xy: np.ndarray) -> np.ndarray:
+        return self.deformation.points_to_fixed(moving_xy)
+
+    def fixed_points_to_moving(self, fixed_xy: np.ndarray) -> np.ndarray:
+        return self.deformation.points_to_moving(fixed_xy)
+
+
+# -- landmarks ----------------------------------------------------------------------------------------------------
+def _stage(name: str, reason: str | None, *, degenerate: bool | None = None) -> dict[str, Any]:
+    """A record of ``RegistrationResult.stages``; ``reason`` None = accepted; by default a reason means degenerate."""
+    return {
+        "stage": name,
+        "accepted": reason is None,
+        "reason": reason,
+        "degenerate": reason is not None if degenerate is None else degenerate,
+    }
+
+
+def _stage_warnings(stages: Sequence[dict[str, Any]]) -> list[str]:
+    return [
+        f"{s['stage']} stage rejected as degenerate ({s['reason']}); the previous stage's result is kept"
+        for s in stages
+        if s["degenerate"]
+    ]
+
+
+def landmark_errors(fixed_xy: np.ndarray, mapped_xy: np.ndarray, diagonal: float) -> dict[str, float]:
+    """TRE (pixels) and ANHIR rTRE (TRE / fixed-image diagonal) summary of corresponding points."""
+    a, b = np.asarray(fixed_xy, float), np.asarray(mapped_xy, float)
+    if a.shape != b.shape:
+        raise PromptsegError(f"landmark count mismatch: {len(a)} fixed vs {len(b)} mapped points")
+    tre = np.linalg.norm(a - b, axis=1)
+    return {
+        "n": int(len(tre)),
+        "tre_mean": float(tre.mean()),
+        "tre_median": float(np.median(tre)),
+        "tre_max": float(tre.max()),
+        "rtre_mean": float(tre.mean() / diagonal),
+        "rtre_median": float(np.median(tre) / diagonal),
+        "rtre_max": float(tre.max() / diagonal),
+    }
+
+
+def image_diagonal(shape: Sequence[int]) -> float:
+    return float(np.hypot(shape[0], shape[1]))

@@ -1,0 +1,248 @@
+"""The public entry point :func:`register`: the three routes and their stage bookkeeping."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ...errors import CancelledError, PromptsegError
+from ...models.preprocessing import as_channels_last
+from ...models.protocols import PromptableSegmenter
+from ..regions import (
+    PairingReport,
+)
+from ..text import TextRoute
+from ..warp import Deformation, degenerate_reason
+from .from_pairs import fit_pairs, pair_dice
+from .intensity import IntensityImages, intensity_route
+from .options import (
+    DEFAULT_METHOD,
+    METHODS,
+    ProgressCallback,
+    RegistrationOptions,
+    RegistrationResult,
+    _stage,
+    _stage_warnings,
+)
+from .quality import quality_report
+from .refine import joint_refine
+from .search import rotation_flip_search
+from .sources import is_text_prompts, region_pairs
+
+
+# -- public entry point -------------------------------------------------------------------------------------------
+def register(
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    prompts: object = None,
+    *,
+    segmenter: PromptableSegmenter | None = None,
+    method: str = DEFAULT_METHOD,
+    options: RegistrationOptions | None = None,
+    channel_axis: int | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+    fixed_name: str = "fixed",
+    moving_name: str = "moving",
+    text_route: str | TextRoute = "auto",
+    library: object | None = None,
+    text_options: Mapping[str, Any] | None = None,
+) -> RegistrationResult:
+    """Register ``moving`` onto ``fixed`` (2D, gray or RGB/multichannel; the sizes may differ).
+
+    ``prompts`` selects the region source for the prompt-based methods:
+
+    * ``None`` or ``"auto"``: automatic regions (grid of box prompts) matched by embedding similarity (offline);
+    * a text prompt (``"gland"``; ``"gland, nuclei"`` is two phrases) or a list of them: each prompt is answered on
+      both images by :func:`~.text.segment_text` through one route chosen once (``text_route``: "auto",
+      "groundingdino", "clipseg", "library", or a :class:`~.text.TextRoute`; ``library``: the reference library for
+      the offline route; ``text_options``: more :func:`~.text.segment_text` arguments such as ``box_threshold``);
+      its objects pair only with objects of the same phrase (see :class:`~.prompt_regions.TextRegions`);
+    * a callable ``image -> regions`` (:class:`~.regions.RegionSource`; masks or :class:`~.regions.Region` with a
+      ``prompt`` name, e.g. :class:`~.prompt_regions.OneShotRegions` for a labelled reference image), or a list of
+      them, text prompts and callables mixed; regions only pair with regions of the same prompt;
+    * a list of :class:`~.regions.RegionPair` or of ``(fixed_mask, moving_mask)`` tuples: pairs given directly.
+
+    ``segmenter`` defaults to :func:`napari_promptseg.models.load_segmenter()` when one is needed.
+    """
+    opts = options or RegistrationOptions()
+    if method not in METHODS:
+        raise PromptsegError(f"method must be one of {METHODS}, got {method!r}")
+    report = progress or (lambda fraction, message: None)
+
+    def check_cancel() -> None:
+        if cancel is not None and cancel():
+            raise CancelledError("registration cancelled")
+
+    fixed_hwc, moving_hwc = check_pair(fixed, moving, channel_axis, fixed_name, moving_name)
+    fixed_shape, moving_shape = fixed_hwc.shape[:2], moving_hwc.shape[:2]
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
+    stages: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+
+    images = IntensityImages.from_images(fixed_hwc, moving_hwc, opts.intensity_max_side, opts.gray)
+    search_starts: dict[str, Deformation] = {}
+    if opts.global_search and method != "prompts":
+        report(0.02, "coarse rotation and flip search")
+        search_starts, _ = rotation_flip_search(images, opts)
+        timings["search"] = time.perf_counter() - t0
+    if method == "intensity":
+        report(0.1, "intensity registration (SimpleITK)")
+        t1 = time.perf_counter()
+        starts: dict[str, Deformation | None] = {"moments": None, **search_starts}
+        deformation, start, scores = intensity_route(images, opts, starts, check_cancel, stages)
+        timings["intensity"] = time.perf_counter() - t1
+        refinement: dict[str, Any] = {}
+        if opts.joint_refinement:
+            report(0.8, "joint refinement (local NCC)")
+            deformation, refinement = _joint_stage(
+                fixed_hwc, moving_hwc, deformation, [], images, opts, check_cancel, stages, timings
+            )
+        return RegistrationResult(
+            deformation,
+            method,
+            timings=timings,
+            warnings=_stage_warnings(stages),
+            start=start,
+            start_scores=scores,
+            refinement=refinement,
+            stages=stages,
+            quality=quality_report(images, deformation, stages),
+        )
+
+    report(0.0, "finding region pairs")
+    if cancel is not None and is_text_prompts(prompts):  # the text routes stop inside long segmentations too
+        text_options = {"cancel": cancel, **(text_options or {})}
+    pairing = PairingReport()
+    sources: list[dict] = []
+    t_regions = time.perf_counter()
+    pairs = region_pairs(
+        fixed_hwc,
+        moving_hwc,
+        prompts,
+        segmenter=segmenter,
+        options=opts,
+        report=pairing,
+        check_cancel=check_cancel,
+        images=images,
+        text_route=text_route,
+        library=library,
+        text_options=text_options,
+        sources_report=sources,
+    )
+    timings["regions"] = time.perf_counter() - t_regions
+    text = [s for s in sources if s["kind"] == "text"]
+    route_info = {
+        "text_route": text[0]["route"] if text else "",
+        "text_reason": text[0].get("reason_fixed", "") if text else "",
+        "prompt_sources": sources,
+    }
+    warnings.extend(pairing.notes)
+    if not pairs:
+        raise PromptsegError(
+            f"no region pairs between {fixed_name} and {moving_name}: {pairing.fixed_regions} fixed and "
+            f"{pairing.moving_regions} moving regions, {pairing.matched} matched above similarity "
+            f"{opts.similarity_threshold}; lower the similarity threshold or give prompts"
+        )
+    if len(pairs) < 3:
+        warnings.append(f"only {len(pairs)} region pair(s): the start is a translation/similarity, not an affine")
+    report(0.4, f"{len(pairs)} region pairs; fitting the transform")
+    check_cancel()
+
+    t1 = time.perf_counter()
+    deformation, dice_before, dice_after = fit_pairs(
+        pairs, fixed_shape, moving_shape, options=opts, check_cancel=check_cancel, progress=report, images=images
+    )
+    timings["transform"] = time.perf_counter() - t1
+    if deformation.residual is not None:  # the dense field on top of the region affine
+        affine_part = Deformation(fixed_shape, moving_shape, deformation.affine, None)
+        reason = degenerate_reason(deformation, affine_part)
+        stages.append(_stage("region field", reason))
+        if reason is not None:
+            deformation = affine_part
+            dice_after = pair_dice(pairs, deformation)
+    start, scores = "regions", {"regions": images.score(deformation)}
+    refinement: dict[str, Any] = {}
+    if method == "prompts+intensity":
+        report(0.85, "intensity refinement (SimpleITK) of the region start and of the baseline start")
+        t2 = time.perf_counter()
+        # several starts, each refined by intensity, the best by image similarity (no landmarks): the baseline's own
+        # start competes, so the region route can only win where it aligns the images better
+        starts = {"moments": None, **search_starts, "regions": deformation}
+        if deformation.residual is not None:
+            starts["regions (affine)"] = Deformation(fixed_shape, moving_shape, deformation.affine, None)
+        deformation, start, scores = intensity_route(images, opts, starts, check_cancel, stages)
+        timings["intensity"] = time.perf_counter() - t2
+        if opts.joint_refinement:
+            report(0.93, "joint refinement (local NCC + region Dice)")
+            deformation, refinement = _joint_stage(
+                fixed_hwc, moving_hwc, deformation, pairs, images, opts, check_cancel, stages, timings
+            )
+        dice_after = pair_dice(pairs, deformation)
+    report(1.0, "done")
+    warnings.extend(_stage_warnings(stages))
+    return RegistrationResult(
+        deformation=deformation,
+        method=method,
+        pairs=pairs,
+        pair_dice_before=dice_before,
+        pair_dice_after=dice_after,
+        pairing=pairing,
+        timings=timings,
+        warnings=warnings,
+        start=start,
+        start_scores=scores,
+        refinement=refinement,
+        stages=stages,
+        quality=quality_report(images, deformation, stages),
+        **route_info,
+    )
+
+
+def _joint_stage(
+    fixed_hwc: np.ndarray,
+    moving_hwc: np.ndarray,
+    deformation: Deformation,
+    pairs: list,
+    images: IntensityImages,
+    opts: RegistrationOptions,
+    check_cancel: Callable[[], None],
+    stages: list[dict[str, Any]],
+    timings: dict[str, float],
+) -> tuple[Deformation, dict[str, Any]]:
+    """:func:`~.refine.joint_refine`, kept only if not degenerate and the images agree better by the judge of the
+    starts (NMI; no landmarks). Returns the transform kept and the refinement record."""
+    t0 = time.perf_counter()
+    refined = joint_refine(fixed_hwc, moving_hwc, deformation, pairs, opts, check_cancel)
+    before, after = images.score(deformation), images.score(refined)
+    degenerate = degenerate_reason(refined, deformation)
+    reason = degenerate or (None if after > before else f"no better by NMI ({after:.4f} <= {before:.4f})")
+    refinement = {"accepted": reason is None, "score_before": before, "score_after": after, "reason": reason}
+    stages.append(_stage("joint refinement", reason, degenerate=degenerate is not None))
+    timings["refinement"] = time.perf_counter() - t0
+    return (refined if reason is None else deformation), refinement
+
+
+def check_pair(
+    fixed: np.ndarray, moving: np.ndarray, channel_axis: int | None, fixed_name: str, moving_name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both images must be single 2D planes (gray, RGB or multichannel with ``channel_axis``)."""
+    f, m = np.asarray(fixed), np.asarray(moving)
+
+    def is_plane(a: np.ndarray) -> bool:
+        return a.ndim == 2 or (a.ndim == 3 and (channel_axis is not None or a.shape[-1] in (1, 3, 4)))
+
+    if not (is_plane(f) and is_plane(m)):
+        raise PromptsegError(
+            f"{fixed_name} has shape {f.shape} ({f.ndim}D) and {moving_name} has shape {m.shape} ({m.ndim}D): "
+            "registration needs two 2D images (gray, RGB, or multichannel with channel_axis); "
+            "pick one plane of a stack first"
+        )
+    return (
+        as_channels_last(f, channel_axis=channel_axis if f.ndim == 3 else None, name=fixed_name),
+        as_channels_last(m, channel_axis=channel_axis if m.ndim == 3 else None, name=moving_name),
+    )

@@ -1,0 +1,84 @@
+"""A global start that large rotations and mirrored sections cannot fool: a coarse rotation (and flip) search, scored
+by the image similarity alone (no landmarks, no regions).
+
+Serial sections come rotated by any angle, and mirrored when a section was mounted upside down; the intensity stages
+(SimpleITK affine from the image moments) and the region starts (rotation <= ``max_rotation_deg``, no reflection)
+only see a neighbourhood of the identity. Here every rotation in steps of ``search_step_deg``, with and without a
+left-right flip, turns the moving image about its intensity centroid onto the fixed image's centroid; each is scored
+by :func:`~.intensity.alignment_score` (NMI) on small images, and the best ones that are not already near the
+identity become starts of :func:`~.intensity.intensity_route`, where they compete with the others by the same judge.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..warp import Deformation
+from .intensity import IntensityImages, _downsample, alignment_score
+from .options import RegistrationOptions
+
+
+def _centroid(gray: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Intensity centroid (x, y) in full-resolution pixels of a small tissue-bright gray image of a ``shape`` image."""
+    h, w = gray.shape
+    weights = gray.astype(np.float64)
+    total = max(weights.sum(), 1e-12)
+    ys, xs = np.mgrid[0:h, 0:w]
+    sx, sy = shape[1] / w, shape[0] / h
+    return (
+        np.array([((xs + 0.5) * sx - 0.5).ravel() @ weights.ravel(), ((ys + 0.5) * sy - 0.5).ravel() @ weights.ravel()])
+        / total
+    )
+
+
+def rigid_about_centroids(angle_deg: float, flip: bool, fixed_c: np.ndarray, moving_c: np.ndarray) -> np.ndarray:
+    """3x3 pixel map fixed -> moving: rotate by ``angle_deg`` (and mirror x first when ``flip``) about the centroids."""
+    a = np.radians(angle_deg)
+    linear = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    if flip:
+        linear = linear @ np.diag([-1.0, 1.0])
+    out = np.eye(3)
+    out[:2, :2] = linear
+    out[:2, 2] = moving_c - linear @ fixed_c
+    return out
+
+
+def rotation_flip_search(
+    images: IntensityImages, opts: RegistrationOptions
+) -> tuple[dict[str, Deformation], dict[str, float]]:
+    """Starts from the coarse search: the ``search_starts`` best (angle, flip) by NMI on images of longest side
+    ``search_side``, skipping any within 2 steps of a better one and the plain identity neighbourhood (the moments
+    start covers it). Returns ``{name: start}`` and every candidate's score (for the report)."""
+    scale = min(1.0, opts.search_side / max(images.fixed.shape))
+    fixed = _downsample(images.fixed, scale)
+    moving = _downsample(images.moving, min(1.0, opts.search_side / max(images.moving.shape)))
+    fixed_c = _centroid(fixed, images.fixed_shape)
+    moving_c = _centroid(moving, images.moving_shape)
+    scores: dict[tuple[float, bool], float] = {}
+    for flip in (False, True) if opts.search_flip else (False,):
+        for angle in np.arange(0.0, 360.0, opts.search_step_deg):
+            matrix = rigid_about_centroids(float(angle), flip, fixed_c, moving_c)
+            deformation = Deformation.from_pixel_affine(matrix, images.fixed_shape, images.moving_shape)
+            scores[(float(angle), flip)] = alignment_score(fixed, moving, deformation)
+    step = opts.search_step_deg
+
+    def near(a: tuple[float, bool], b: tuple[float, bool]) -> bool:
+        diff = abs((a[0] - b[0] + 180) % 360 - 180)
+        return a[1] == b[1] and diff <= 2 * step + 1e-6
+
+    chosen: list[tuple[float, bool]] = []
+    for key in sorted(scores, key=lambda k: -scores[k]):
+        if len(chosen) == opts.search_starts:
+            break
+        if any(near(key, c) for c in chosen):
+            continue
+        chosen.append(key)
+    starts = {}
+    for angle, flip in chosen:
+        if near((angle, flip), (0.0, False)):  # the moments start (identity rotation) is a start already
+            continue
+        matrix = rigid_about_centroids(angle, flip, fixed_c, moving_c)
+        name = f"search {angle:.0f} deg" + (" flipped" if flip else "")
+        starts[name] = Deformation.from_pixel_affine(matrix, images.fixed_shape, images.moving_shape)
+    report = {f"{a:.0f}{' flipped' if f else ''}": round(s, 4) for (a, f), s in scores.items()}
+    return starts, report

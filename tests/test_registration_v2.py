@@ -1,0 +1,115 @@
+"""Registration v2 (issue 16): a global start that large rotations and mirrored sections cannot fool, no folding on a
+strong deformation, bit-identical repeats, and a quality indicator that drops on a mismatched pair."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_promptseg.io import read_image
+from napari_promptseg.methods.registration import RegistrationOptions, register, to_gray
+from napari_promptseg.methods.warp import Deformation, degenerate_reason
+
+CIMA = "registration_cima_lung_lesion_1/scale-5pc"
+#: half-size work images: what is tested does not depend on the resolution, the test time does
+SMALL = RegistrationOptions(intensity_max_side=192, refine_levels=(128, 256))
+#: affine stages only: the global start is what is tested, the B-spline and the refinement would only add time
+AFFINE_ONLY = replace(SMALL, intensity_bspline=False, joint_refinement=False)
+
+
+@pytest.fixture(scope="module")
+def cima(shared_data):
+    root = shared_data / CIMA
+    fixed = read_image(root / "29-041-Izd2-w35-He-les1_gaussian-filtered.jpg")
+    moving = read_image(root / "29-041-Izd2-w35-Cc10-5-les1.jpg")
+    return fixed, moving
+
+
+def _grid_points(shape: tuple[int, int], margin: int = 120, step: int = 60) -> np.ndarray:
+    ys, xs = np.mgrid[margin : shape[0] - margin : step, margin : shape[1] - margin : step]
+    return np.stack([xs.ravel(), ys.ravel()], 1).astype(float)
+
+
+@pytest.mark.parametrize("flip", [False, True], ids=["rotated 100 deg", "rotated 100 deg and mirrored"])
+def test_global_search_recovers_a_large_rotation_and_a_flip(cima, flip):
+    """The H&E section turned by 100 degrees about its centre (and mirrored left-right, a section mounted upside
+    down): without the search the start stays near the identity and the registration fails."""
+    fixed = cima[0]
+    h, w = fixed.shape[:2]
+    moving = ndimage.rotate(fixed, 100, axes=(1, 0), reshape=False, order=1, mode="constant", cval=255)
+    # truth: fixed pixel -> moving pixel (scipy's rotate with axes=(1, 0) turns content by -100 deg in x, y)
+    a, centre = np.radians(-100), np.array([(w - 1) / 2, (h - 1) / 2])
+    rotation = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    points = _grid_points((h, w))
+    truth = (points - centre) @ rotation.T + centre
+    if flip:
+        moving = np.ascontiguousarray(moving[:, ::-1])
+        truth[:, 0] = w - 1 - truth[:, 0]
+    result = register(fixed, moving, method="intensity", options=AFFINE_ONLY)
+    error = np.linalg.norm(result.fixed_points_to_moving(points) - truth, axis=1)
+    assert result.start.startswith("search"), result.start_scores
+    assert np.median(error) < 2.0 and error.max() < 5.0, (np.median(error), result.start)
+    assert result.quality["mirrored"] == flip and result.quality["verdict"] == "good", result.quality
+    without = register(fixed, moving, method="intensity", options=replace(AFFINE_ONLY, global_search=False))
+    assert np.median(np.linalg.norm(without.fixed_points_to_moving(points) - truth, axis=1)) > 50
+
+
+def test_a_mirrored_transform_is_not_folding():
+    shape = (60, 80)
+    mirror = Deformation.from_pixel_affine(np.array([[-1.0, 0, 79], [0, 1, 0], [0, 0, 1]]), shape, shape)
+    field = Deformation(shape, shape, mirror.affine, np.zeros((6, 8, 2), np.float32))
+    assert mirror.orientation == -1 and degenerate_reason(field) is None
+
+
+def test_no_folding_on_a_strong_synthetic_deformation(cima):
+    """The H&E warped by a smooth field of up to 18 px (2 % of the image): the default image route undoes most of it
+    and its transform stays invertible (Jacobian > 0 everywhere)."""
+    fixed = cima[0]
+    h, w = fixed.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    dx = 18 * np.sin(2 * np.pi * ys / h) * np.cos(np.pi * xs / w)
+    dy = 14 * np.sin(2 * np.pi * xs / w + 1.0)
+    moving = np.stack(
+        [ndimage.map_coordinates(fixed[..., c], [ys - dy, xs - dx], order=1, cval=255) for c in range(3)], -1
+    )
+    result = register(fixed, moving, method="intensity", options=SMALL)
+    points = _grid_points((h, w))
+    # a fixed point p carries content moving(p + d(p)) approximately: the truth is the inverse field, close enough
+    # for a 2-px tolerance at this smoothness
+    px, py = points[:, 0].astype(int), points[:, 1].astype(int)
+    truth = points + np.stack([dx[py, px], dy[py, px]], 1)
+    error = np.linalg.norm(result.fixed_points_to_moving(points) - truth, axis=1)
+    before = np.linalg.norm(points - truth, axis=1)
+    assert np.median(error) < 0.4 * np.median(before), (np.median(error), np.median(before))
+    assert result.quality["jacobian_min"] > 0 and result.quality["folding_fraction"] == 0, result.quality
+
+
+def test_image_route_repeats_bit_for_bit(cima):
+    fixed, moving = cima
+    first, second = (register(fixed, moving, method="intensity", options=SMALL) for _ in range(2))
+    assert np.array_equal(first.displacement, second.displacement)
+    assert first.start_scores == second.start_scores and first.quality == second.quality
+
+
+def test_quality_indicator_drops_on_a_mismatched_pair(cima, shared_data):
+    """H&E to CC10 of the same lesion against H&E to a kidney section (another organ, another stain): the image
+    similarity after registration and its gain drop, and the verdict says so."""
+    fixed, moving = cima
+    kidney = "registration_birl/data-images/rat-kidney_/scale-5pc/Rat-Kidney_PanCytokeratin.jpg"
+    other = read_image(shared_data / kidney)
+    matched = register(fixed, moving, method="intensity", options=AFFINE_ONLY).quality
+    mismatched = register(fixed, other, method="intensity", options=AFFINE_ONLY).quality
+    assert mismatched["similarity_after"] < matched["similarity_after"] - 0.02, (matched, mismatched)
+    assert mismatched["similarity_gain"] < matched["similarity_gain"]
+    assert matched["verdict"] == "good" and mismatched["verdict"] != "good", (matched, mismatched)
+
+
+def test_optical_density_gray_is_tissue_bright(cima):
+    he = cima[0]
+    od, mean = to_gray(he, "od"), to_gray(he, "mean")
+    tissue = mean > 0.3  # the mean gray is inverted (tissue bright) too
+    assert od[tissue].mean() > od[~tissue].mean() + 0.2
+    assert np.corrcoef(od.ravel(), mean.ravel())[0, 1] > 0.5
