@@ -242,16 +242,20 @@ class IntensityWindow:
         median = np.median(sample.reshape(-1, c), axis=0).astype(np.float32)
         return cls(lo=lo, hi=hi, dtype=str(arr.dtype), mean=scaled.mean(0), std=scaled.std(0), median=median)
 
-    def without_background(self, normalized: np.ndarray) -> np.ndarray:
-        """Normalised pixels of a dark-background image (its median in the lower half of the window: bright
-        objects on a dark field, as in fluorescence, where the median pixel is background) re-scaled to start at
-        that background; other images unchanged. A target imaged with a grey camera offset then looks like a
-        reference with a black background to a pixel classifier fitted on that reference."""
+    def background_level(self) -> np.ndarray:
+        """(C,) the background in normalised units of a dark-background image (its median, when that lies in the
+        lower half of the window: bright objects on a dark field, as in fluorescence, where the median pixel is
+        background); 0 for other images."""
         if self.median is None:
-            return normalized
+            return np.zeros_like(self.lo)
         level = (self.median - self.lo) / np.maximum(self.hi - self.lo, 1e-8)
-        level = np.where(level < 0.5, np.clip(level, 0.0, None), 0.0).astype(np.float32)
-        return np.clip((normalized - level) / (1.0 - level), 0.0, 1.0).astype(np.float32)
+        return np.where(level < 0.5, np.clip(level, 0.0, None), 0.0).astype(np.float32)
+
+    def with_background(self, normalized: np.ndarray, level: np.ndarray) -> np.ndarray:
+        """Normalised pixels shifted so that this image's background lies at ``level`` (another image's
+        :meth:`background_level`)."""
+        shift = self.background_level() - np.asarray(level, np.float32)
+        return np.clip(normalized - shift, 0.0, 1.0).astype(np.float32)
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
         """(h, w, C) pixels -> float32 in [0, 1] with this window."""

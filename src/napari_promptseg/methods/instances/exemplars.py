@@ -94,6 +94,7 @@ class ExemplarModel:
     standardize: bool = False  # colour images: classifier input z-scored per channel over each image
     size_classifier: PixelClassifier | None = None  # filters only: a quick foreground to measure targets' objects
     reference_width: float = 0.0  # that foreground's typical object width on the reference, image pixels
+    background: np.ndarray | None = None  # grey references: their background level (targets are shifted to it)
     candidates: str = "watershed"  # how targets are cut into candidate objects (pipeline._candidates)
     candidate_scores: dict[str, float] = field(default_factory=dict)  # F1 of each source on the reference halves
     patch_reference: PatchReference | None = None  # the reference tile's patches, for correspondence candidates
@@ -235,6 +236,7 @@ def fit_exemplars(
         standardize=standardize,
         size_classifier=size_classifier,
         reference_width=reference_width,
+        background=None if standardize else window.background_level(),
         patch_reference=patch_reference,
         candidates="watershed" if candidates == "auto" else candidates,
     )
@@ -247,12 +249,17 @@ def fit_exemplars(
     return model
 
 
-def _classifier_input(window: IntensityWindow, working: np.ndarray, standardize: bool) -> np.ndarray:
-    """What the pixel classifiers see. Colour: z-scored per channel. Grey: re-scaled to start at the background
-    (:meth:`IntensityWindow.without_background`): a DSB target with a camera offset (a background of 34/255 where
-    the reference's is black) was all foreground to the reference's classifier and gave no object at all. The
-    encoder keeps the plain window: its input anchored at the background lost 0.1 F1 in "find all"."""
-    return window.standardize(working) if standardize else window.without_background(working)
+def _classifier_input(
+    window: IntensityWindow, working: np.ndarray, standardize: bool, background: np.ndarray | None = None
+) -> np.ndarray:
+    """What the pixel classifiers see. Colour: z-scored per channel. Grey, on a target: shifted so that its
+    background lies where the reference's did (``background``, :meth:`IntensityWindow.background_level`). A DSB
+    target with a camera offset (a background of 34/255 where the reference's is black) was all foreground to the
+    reference's classifier and gave no object at all. The encoder keeps the plain window: its input re-scaled at
+    the background lost 0.1 F1 in "find all"."""
+    if standardize:
+        return window.standardize(working)
+    return working if background is None else window.with_background(working, background)
 
 
 def _object_widths(proba: np.ndarray, min_area: float = 9.0) -> np.ndarray:
@@ -320,7 +327,7 @@ def _quick_width(
     for i in picks:
         work = to_working(read_tile(image, grid.tiles[int(i)], window), scale.scale)
         proba = model.size_classifier.predict(
-            filter_features(_classifier_input(window, work, model.standardize), model.channels)
+            filter_features(_classifier_input(window, work, model.standardize, model.background), model.channels)
         )
         widths.append(_object_widths(proba))
         fg.append(float((proba[..., 0] < 0.5).mean()))

@@ -333,7 +333,7 @@ def segment_with_exemplars(
             segmenter,
             model,
             embedding,
-            _classifier_input(window, working, model.standardize),
+            _classifier_input(window, working, model.standardize, model.background),
             refine,
             min_area_fraction,
             scale.scale,
