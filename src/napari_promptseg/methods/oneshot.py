@@ -118,6 +118,25 @@ class PromptScheme:
 
 
 @dataclass
+class SchemeDiagnostics:
+    """Every candidate of SAT's bank on one target, kept when asked (``segment_like(..., diagnostics=True)``).
+
+    For benchmarks that ask where a result lost: the correspondence (positives on the object?), the scheme score
+    (was a better candidate in the bank?) or the decoder.
+    """
+
+    margin: np.ndarray  # (Nt,) fg_sim - bg_sim per target feature cell
+    grid_shape: tuple[int, int]
+    positive_xy: np.ndarray  # (P, 2) centres of the cycle-consistent positive cells (before physical sampling)
+    candidate_logits: torch.Tensor  # (S, s, s) low-res decoder logits of each scheme's mask
+    predicted_iou: np.ndarray  # (S,) the decoder's own IoU estimate of each scheme's mask
+    scores: np.ndarray  # (S,) each scheme's score
+    chosen: int
+    affinity: float  # see :attr:`Correspondence.affinity`
+    transform: object  # the embedding's ResizeTransform (low-res logits -> target pixels)
+
+
+@dataclass
 class OneShotResult:
     """Segmentation of one target."""
 
@@ -133,6 +152,7 @@ class OneShotResult:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     per_reference: list[OneShotResult] = field(default_factory=list)
+    diagnostics: SchemeDiagnostics | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -157,6 +177,15 @@ class Correspondence:
     def margin(self) -> np.ndarray:
         """(Nt,) fg_sim - bg_sim: > 0 where a target patch looks more like the reference object than its surround."""
         return self.fg_sim - self.bg_sim
+
+    @property
+    def affinity(self) -> float:
+        """Median over target cells of the best cosine similarity to a labelled reference cell (fg or bg).
+
+        Low when the target's patches resemble nothing in the reference (another modality or stain): the
+        correspondence is then a guess, whatever the scheme score says.
+        """
+        return float(np.median(np.maximum(self.fg_sim, self.bg_sim)))
 
     @property
     def region(self) -> np.ndarray:
@@ -395,6 +424,7 @@ class _Decoder:
     def __init__(self, segmenter: PromptableSegmenter, embedding: Embedding, use_points: bool) -> None:
         self.segmenter, self.embedding, self.use_points = segmenter, embedding, use_points
         self._cache: dict[tuple, torch.Tensor] = {}
+        self._iou: dict[tuple, float] = {}
 
     @staticmethod
     def _key(box: np.ndarray | None, pos: np.ndarray, neg: np.ndarray) -> tuple:
@@ -431,10 +461,15 @@ class _Decoder:
             pred = self.segmenter.predict(self.embedding, boxes=boxes, points=points, point_labels=labels)
             for row, (key, *_rest) in enumerate(items):
                 self._cache[key] = pred.low_res_logits[row, 0]
+                self._iou[key] = float(pred.scores[row, 0])
 
     def logits(self, prompts: list[tuple]) -> torch.Tensor:
         """Low-res logits of the union of the prompts' masks (elementwise max)."""
         return torch.stack([self._cache[self._key(*p)] for p in prompts]).max(dim=0).values
+
+    def predicted_iou(self, prompts: list[tuple]) -> float:
+        """The decoder's own IoU estimate of the prompts' masks (mean over the boxes of a multi-box scheme)."""
+        return float(np.mean([self._iou[self._key(*p)] for p in prompts]))
 
 
 def _inside(points: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -506,7 +541,9 @@ def _finish(
     )
 
 
-def run_sat(pair: _Pair, bank: Sequence[SatSetting], temperature: float | None = None) -> OneShotResult:
+def run_sat(
+    pair: _Pair, bank: Sequence[SatSetting], temperature: float | None = None, diagnostics: bool = False
+) -> OneShotResult:
     """SAT on one reference: every bank setting -> prompt scheme -> mask -> score; keep the best scheme."""
     decoder = _Decoder(pair.segmenter, pair.embedding, pair.use_points)
     builder = SchemeBuilder(pair.corr)
@@ -518,7 +555,20 @@ def run_sat(pair: _Pair, bank: Sequence[SatSetting], temperature: float | None =
     for scheme, grid in zip(schemes, grids, strict=True):
         scheme.score = score_mask(grid, pair.corr, temperature)
     best = int(np.argmax([s.score for s in schemes]))
-    return _finish(unions[best], pair.embedding, schemes[best], "sat", [s.summary() for s in schemes])
+    result = _finish(unions[best], pair.embedding, schemes[best], "sat", [s.summary() for s in schemes])
+    if diagnostics:
+        result.diagnostics = SchemeDiagnostics(
+            margin=pair.corr.margin,
+            grid_shape=pair.corr.target.shape,
+            positive_xy=pair.corr.target.centres_xy()[pair.corr.positive_cells],
+            candidate_logits=unions,
+            predicted_iou=np.array([decoder.predicted_iou(p) for p in prompts]),
+            scores=np.array([s.score for s in schemes]),
+            chosen=best,
+            affinity=pair.corr.affinity,
+            transform=pair.embedding.transform,
+        )
+    return result
 
 
 def run_persam(pair: _Pair, refinements: int = 2) -> OneShotResult:
@@ -676,6 +726,7 @@ def segment_like(
     names: Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
+    diagnostics: bool = False,
 ) -> list[OneShotResult]:
     """Segment in every target what the reference mask marks in the reference image(s).
 
@@ -685,6 +736,7 @@ def segment_like(
     ``segmenter`` defaults to LiteMedSAM; ``extractor`` to the segmenter's own encoder
     (:class:`~..models.features.SegmenterFeatures`). ``use_points`` (default: the segmenter's ``points_reliable``)
     adds the scheme's points to its boxes. ``keep_largest``: GBMSeg's optional largest-component post-processing.
+    ``diagnostics``: SAT keeps every candidate mask of its bank on each result (:class:`SchemeDiagnostics`).
     """
     if strategy not in STRATEGIES:
         raise PromptsegError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -749,7 +801,7 @@ def segment_like(
             search += time.perf_counter() - t0
             t0 = time.perf_counter()
             if strategy == "sat":
-                res = run_sat(pair, bank, score_temperature)
+                res = run_sat(pair, bank, score_temperature, diagnostics)
             elif strategy == "persam":
                 res = run_persam(pair)
             else:

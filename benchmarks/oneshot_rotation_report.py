@@ -1,0 +1,207 @@
+"""Reference-rotation run of eval_oneshot.py (``--rotate N``): every set, N references in turn, one JSON.
+
+Writes results/eval_oneshot_rotation.json after every set (a set not rerun keeps its last result) and prints
+the rotation table, the ensemble curve, the loss breakdown and the scheme-selection rules (chosen on the dev half
+of the references, reported on the other half).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+from eval_oneshot import DATA, dataset_pairs, load, nuclei_subset
+from napari_promptseg.methods.oneshot import segment_like
+from napari_promptseg.methods.oneshot_rotation import (
+    SELECTION_RULES,
+    evenly_spaced,
+    loss_breakdown,
+    rotate_references,
+    summarize,
+)
+from napari_promptseg.models import load_segmenter
+
+ROTATION_SETS = (
+    "lungs_cxr_shenzhen",
+    "polyps_kvasir_text",
+    "glands_glas",
+    "em_isbi2012",
+    "nuclei_dsb2018",
+    "nuclei_monuseg_train_text",
+    "polyps_kvasir_triplets",
+)
+METHODS = ("sat", "persam", "matcher", "otsu")
+
+
+def rotation_set(name: str, n_refs: int, max_targets: int, kvasir_refs: int) -> dict:
+    """Images, masks, names and the reference / target indices of one set."""
+    if name == "polyps_kvasir_triplets":
+        with open(DATA / name / "pairs.csv") as fh:
+            rows = list(csv.DictReader(fh))
+        train = [r for r in rows if r["split"] == "train"]
+        test = [r for r in rows if r["split"] == "test"]
+        train = [train[i] for i in evenly_spaced(len(train), kvasir_refs)]
+        if max_targets:
+            test = [test[i] for i in evenly_spaced(len(test), max_targets)]
+        chosen = train + test
+        pairs = [(DATA / name / r["image"], DATA / name / r["mask"]) for r in chosen]
+        loaded = [load(name, i, m) for i, m in pairs]
+        refs, targets = list(range(len(train))), list(range(len(train), len(chosen)))
+    else:
+        pairs = dataset_pairs(name)
+        loaded = [load(name, i, m) for i, m in pairs]
+        if name == "nuclei_dsb2018":  # fluorescence only (one modality per set); the order does not matter here
+            pairs, loaded = nuclei_subset(pairs, loaded, min_objects=0)
+        refs = evenly_spaced(len(pairs), n_refs)
+        targets = [k for k in range(len(pairs)) if k not in refs]
+        if max_targets and len(targets) > max_targets:
+            targets = [targets[i] for i in evenly_spaced(len(targets), max_targets)]
+    return {
+        "images": [i for i, _ in loaded],
+        "masks": [m for _, m in loaded],
+        "names": [p.name for p, _ in pairs],
+        "references": refs,
+        "targets": targets,
+    }
+
+
+def _method(rule: str) -> str:
+    """SAT with the default rule is "sat"; with another selection rule "sat[rule]"."""
+    return "sat" if rule == "score" else f"sat[{rule}]"
+
+
+def set_summary(run: dict, refs: list[str]) -> dict:
+    """Rotation table row, ensemble curve and loss breakdown of one set."""
+    methods = [*METHODS, *(_method(r) for r in SELECTION_RULES if r != "score"), "sat_oracle"]
+    dev, test = refs[0::2], refs[1::2]
+    out = {
+        "references": refs,
+        "targets": len(run["targets"]),
+        "all": summarize(run, methods),
+        "gt_box": float(np.mean([t["gt_box"] for t in run["targets"]])),
+        "loss_breakdown": {rule: loss_breakdown(run, rule) for rule in SELECTION_RULES},
+    }
+    for half, names in (("dev", dev), ("test", test)):
+        sub = {"records": [r for r in run["records"] if r["reference"] in names], "targets": run["targets"]}
+        out[half] = {m: v["mean"] for m, v in summarize(sub, methods).items()} if sub["records"] else {}
+    curve = {}
+    for rule in SELECTION_RULES:
+        per_size = {"1": out["all"][_method(rule)]["mean"]}
+        for k in run["targets"][0]["ensembles"][rule]:
+            per_size[k] = float(np.mean([np.mean(t["ensembles"][rule][k]) for t in run["targets"]]))
+        curve[rule] = per_size
+    out["ensemble_curve"] = curve
+    return out
+
+
+def transfer_runs(samples: dict, segmenter) -> list[dict]:
+    """A reference of one set on targets of another set: the score and affinity of references that do not transfer."""
+    rows = []
+    for a, (ref, mask, _) in samples.items():
+        for b, (_, _, targets) in samples.items():
+            if a == b:
+                continue
+            for tname, image in targets:
+                res = segment_like(ref, mask, image, segmenter=segmenter, diagnostics=True)[0]
+                rows.append(
+                    {
+                        "reference_set": a,
+                        "target_set": b,
+                        "target": tname,
+                        "score": float(res.score),
+                        "affinity": res.diagnostics.affinity,
+                        "warnings": res.warnings,
+                    }
+                )
+    return rows
+
+
+def run_rotation(args: argparse.Namespace) -> None:
+    torch.manual_seed(0)
+    segmenter = load_segmenter(device="cpu")
+    path = args.output / "eval_oneshot_rotation.json"
+    args.output.mkdir(parents=True, exist_ok=True)
+    out = json.loads(path.read_text()) if path.is_file() else {}
+    out.setdefault("sets", {})
+    out["protocol"] = {
+        "references_per_set": args.rotate,
+        "kvasir_triplets_references": args.kvasir_references,
+        "max_targets": args.max_targets,
+        "selection_rules": list(SELECTION_RULES),
+    }
+    sets = [s for s in ROTATION_SETS if not args.datasets or s in args.datasets]
+    samples = {}
+    for name in sets:
+        t0 = time.perf_counter()
+        data = rotation_set(name, args.rotate, args.max_targets, args.kvasir_references)
+        refs, targets = data["references"], data["targets"]
+        print(f"{name}: {len(refs)} references x {len(targets)} targets", flush=True)
+        run = rotate_references(
+            data["images"],
+            data["masks"],
+            refs,
+            targets,
+            segmenter=segmenter,
+            names=data["names"],
+            progress=lambda msg, name=name: print(f"  {name} {msg} {time.strftime('%H:%M:%S')}", flush=True),
+        )
+        summary = set_summary(run, [data["names"][r] for r in refs])
+        summary["seconds"] = time.perf_counter() - t0
+        summary["load_average_1min"] = os.getloadavg()[0]
+        out["sets"][name] = {"summary": summary, **run}
+        samples[name] = (
+            data["images"][refs[0]],
+            data["masks"][refs[0]],
+            [(data["names"][t], data["images"][t]) for t in targets[:2]],
+        )
+        path.write_text(json.dumps(out, indent=1))
+        row = summary["all"]
+        print(name, {m: round(row[m]["mean"], 3) for m in row}, f"{summary['seconds']:.0f}s", flush=True)
+    if len(samples) > 1 and not args.no_transfer:
+        out["transfer"] = transfer_runs(samples, segmenter)
+        path.write_text(json.dumps(out, indent=1))
+    print(report(out))
+    print(f"\nwritten {path}")
+
+
+def report(out: dict) -> str:
+    """Markdown: rotation table, ensemble curve, loss breakdown."""
+    lines = [
+        "| set | refs x targets | SAT mean / median / worst decile | PerSAM | Matcher | Otsu | GT-box bound |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, ds in out["sets"].items():
+        s = ds["summary"]
+        a = s["all"]
+        lines.append(
+            f"| {name} | {len(s['references'])} x {s['targets']} | {100 * a['sat']['mean']:.1f} / "
+            f"{100 * a['sat']['median']:.1f} / {100 * a['sat']['worst_decile']:.1f} | "
+            + " | ".join(f"{100 * a[m]['mean']:.1f}" for m in ("persam", "matcher", "otsu"))
+            + f" | {100 * s['gt_box']:.1f} |"
+        )
+    rules = list(SELECTION_RULES)
+    lines += [
+        "",
+        "| set | " + " | ".join(f"{r}: 1 / 2 / 4 refs" for r in rules) + " |",
+        "|---" * (len(rules) + 1) + "|",
+    ]
+    for name, ds in out["sets"].items():
+        c = ds["summary"]["ensemble_curve"]
+        lines.append(
+            f"| {name} | " + " | ".join(" / ".join(f"{100 * v:.1f}" for v in c[r].values()) for r in rules) + " |"
+        )
+    lines += ["", "| set | rule | failures / pairs | correspondence | scheme score | prompt scheme | decoder |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for name, ds in out["sets"].items():
+        for rule, b in ds["summary"]["loss_breakdown"].items():
+            lines.append(
+                f"| {name} | {rule} | {b['failures']} / {b['pairs']} | {b['correspondence']} | {b['scheme score']} | "
+                f"{b['prompt scheme']} | {b['decoder']} |"
+            )
+    return "\n".join(lines)
