@@ -131,8 +131,11 @@ class SchemeDiagnostics:
     candidate_logits: torch.Tensor  # (S, s, s) low-res decoder logits of each scheme's mask
     predicted_iou: np.ndarray  # (S,) the decoder's own IoU estimate of each scheme's mask
     scores: np.ndarray  # (S,) each scheme's score
+    area: np.ndarray  # (S,) share of the target's feature cells inside each scheme's mask
+    contrast: np.ndarray  # (S,) mean fg-bg margin inside the mask minus outside, in standard deviations of it
     chosen: int
     affinity: float  # see :attr:`Correspondence.affinity`
+    reference_area: float  # share of the reference image inside its mask
     transform: object  # the embedding's ResizeTransform (low-res logits -> target pixels)
 
 
@@ -171,6 +174,7 @@ class Correspondence:
     positive_cells: np.ndarray  # target cell indices kept by forward/backward matching to fg
     negative_cells: np.ndarray  # the same for bg
     prototype: torch.Tensor  # (C,) mean reference feature inside the mask, normalised (PerSAM's target embedding)
+    reference_area: float = float("nan")  # share of the reference image inside its mask
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -268,6 +272,7 @@ def correspond(
         positive_cells=positives,
         negative_cells=negatives,
         prototype=prototype,
+        reference_area=float(frac.mean()),
         warnings=warnings,
     )
 
@@ -564,11 +569,22 @@ def run_sat(
             candidate_logits=unions,
             predicted_iou=np.array([decoder.predicted_iou(p) for p in prompts]),
             scores=np.array([s.score for s in schemes]),
+            area=grids.reshape(len(grids), -1).mean(axis=1),
+            contrast=_contrast(grids, pair.corr.margin),
             chosen=best,
             affinity=pair.corr.affinity,
+            reference_area=pair.corr.reference_area,
             transform=pair.embedding.transform,
         )
     return result
+
+
+def _contrast(grids: np.ndarray, margin: np.ndarray) -> np.ndarray:
+    """(S,) mean margin inside each mask grid minus outside, over the margin's standard deviation."""
+    m = grids.reshape(len(grids), -1).astype(np.float64)
+    inside = (m @ margin) / np.maximum(m.sum(1), 1e-9)
+    outside = ((1 - m) @ margin) / np.maximum((1 - m).sum(1), 1e-9)
+    return (inside - outside) / (float(margin.std()) + 1e-9)
 
 
 def run_persam(pair: _Pair, refinements: int = 2) -> OneShotResult:

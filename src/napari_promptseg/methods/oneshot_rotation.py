@@ -31,6 +31,9 @@ SELECTION_RULES: dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]] = {
     "score_x_iou": lambda f: f["score"] * f["predicted_iou"],
     "score_x_stability": lambda f: f["score"] * f["stability"],
     "score_x_iou_x_stability": lambda f: f["score"] * f["predicted_iou"] * f["stability"],
+    "contrast": lambda f: f["contrast"],
+    "score_x_contrast": lambda f: f["score"] * np.maximum(f["contrast"], 0),
+    "score_area_prior": lambda f: f["score"] * np.exp(-0.5 * f["area_log_ratio"]),
 }
 FAILURE = 0.5  # Dice below this is a failure for the loss breakdown
 
@@ -85,6 +88,9 @@ def candidate_features(diag: SchemeDiagnostics) -> dict[str, np.ndarray]:
         "score": diag.scores.astype(np.float64),
         "predicted_iou": np.clip(diag.predicted_iou, 0, 1).astype(np.float64),
         "stability": stability(diag.candidate_logits).astype(np.float64),
+        "contrast": diag.contrast.astype(np.float64),
+        # |log| of the mask's area share over the reference's: 0 when the target object is as large as the reference's
+        "area_log_ratio": np.abs(np.log((diag.area + 1e-3) / (diag.reference_area + 1e-3))),
     }
 
 
