@@ -26,6 +26,7 @@ from napari_promptseg.methods.oneshot_rotation import (
     summarize,
 )
 from napari_promptseg.models import load_segmenter
+from napari_promptseg.models.features import load_feature_extractor
 
 ROTATION_SETS = (
     "lungs_cxr_shenzhen",
@@ -36,7 +37,6 @@ ROTATION_SETS = (
     "nuclei_monuseg_train_text",
     "polyps_kvasir_triplets",
 )
-METHODS = ("sat", "persam", "matcher", "otsu")
 
 
 def rotation_set(name: str, n_refs: int, max_targets: int, kvasir_refs: int) -> dict:
@@ -76,9 +76,9 @@ def _method(rule: str) -> str:
     return "sat" if rule == "score" else f"sat[{rule}]"
 
 
-def set_summary(run: dict, refs: list[str]) -> dict:
+def set_summary(run: dict, refs: list[str], strategies: list[str]) -> dict:
     """Rotation table row, ensemble curve and loss breakdown of one set."""
-    methods = [*METHODS, *(_method(r) for r in SELECTION_RULES if r != "score"), "sat_oracle"]
+    methods = [*strategies, "otsu", *(_method(r) for r in SELECTION_RULES if r != "score"), "sat_oracle"]
     dev, test = refs[0::2], refs[1::2]
     out = {
         "references": refs,
@@ -125,7 +125,9 @@ def transfer_runs(samples: dict, segmenter) -> list[dict]:
 def run_rotation(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     segmenter = load_segmenter(device="cpu")
-    path = args.output / "eval_oneshot_rotation.json"
+    extractor = load_feature_extractor(args.features, segmenter=segmenter)
+    suffix = "" if args.features == "segmenter" and args.half == "all" else f"_{args.features}_{args.half}"
+    path = args.output / f"eval_oneshot_rotation{suffix.replace(':', '-').replace('/', '-')}.json"
     args.output.mkdir(parents=True, exist_ok=True)
     out = json.loads(path.read_text()) if path.is_file() else {}
     out.setdefault("sets", {})
@@ -133,6 +135,9 @@ def run_rotation(args: argparse.Namespace) -> None:
         "references_per_set": args.rotate,
         "kvasir_triplets_references": args.kvasir_references,
         "max_targets": args.max_targets,
+        "features": extractor.name,
+        "strategies": args.strategies,
+        "references": args.half,
         "selection_rules": list(SELECTION_RULES),
     }
     sets = [s for s in ROTATION_SETS if not args.datasets or s in args.datasets]
@@ -141,6 +146,8 @@ def run_rotation(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         data = rotation_set(name, args.rotate, args.max_targets, args.kvasir_references)
         refs, targets = data["references"], data["targets"]
+        if args.half != "all":  # dev = every other reference from the first, test = the rest
+            refs = refs[0::2] if args.half == "dev" else refs[1::2]
         print(f"{name}: {len(refs)} references x {len(targets)} targets", flush=True)
         run = rotate_references(
             data["images"],
@@ -148,10 +155,12 @@ def run_rotation(args: argparse.Namespace) -> None:
             refs,
             targets,
             segmenter=segmenter,
+            extractor=extractor,
+            strategies=args.strategies,
             names=data["names"],
             progress=lambda msg, name=name: print(f"  {name} {msg} {time.strftime('%H:%M:%S')}", flush=True),
         )
-        summary = set_summary(run, [data["names"][r] for r in refs])
+        summary = set_summary(run, [data["names"][r] for r in refs], args.strategies)
         summary["seconds"] = time.perf_counter() - t0
         summary["load_average_1min"] = os.getloadavg()[0]
         out["sets"][name] = {"summary": summary, **run}
@@ -182,7 +191,7 @@ def report(out: dict) -> str:
         lines.append(
             f"| {name} | {len(s['references'])} x {s['targets']} | {100 * a['sat']['mean']:.1f} / "
             f"{100 * a['sat']['median']:.1f} / {100 * a['sat']['worst_decile']:.1f} | "
-            + " | ".join(f"{100 * a[m]['mean']:.1f}" for m in ("persam", "matcher", "otsu"))
+            + " | ".join(f"{100 * a[m]['mean']:.1f}" if m in a else "–" for m in ("persam", "matcher", "otsu"))
             + f" | {100 * s['gt_box']:.1f} |"
         )
     rules = list(SELECTION_RULES)

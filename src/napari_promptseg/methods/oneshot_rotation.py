@@ -20,6 +20,7 @@ import torch
 from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops
 
+from ..models.features import PatchFeatureExtractor
 from ..models.preprocessing import as_channels_last
 from ..models.protocols import PromptableSegmenter
 from .metrics import dice
@@ -153,12 +154,14 @@ def rotate_references(
     strategies: Sequence[str] = ("sat", "persam", "matcher"),
     ensemble_sizes: Sequence[int] = (2, 4),
     baselines: bool = True,
+    extractor: PatchFeatureExtractor | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Every reference segments every target. Returns per (reference, target) records and per-target extras.
 
     ``images``/``masks``: the whole set; ``references``/``targets``: indices into it (disjoint).
     SAT's records keep every candidate's features and Dice, so other selection rules can be judged from them.
+    ``extractor``: patch features for the matching (default: the segmenter's encoder).
     """
     names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
     if set(references) & set(targets):
@@ -166,7 +169,7 @@ def rotate_references(
     cache = getattr(segmenter, "cache", None)
     old_size = None if cache is None else cache.maxsize
     if cache is not None:  # every reference's embedding stays cached across targets
-        cache.maxsize = max(old_size, len(references) + 4)
+        cache.maxsize = max(old_size, 2 * len(references) + 4)  # x2: a flip extractor caches the mirror images
     ref_imgs, ref_masks = [images[r] for r in references], [masks[r] for r in references]
     polarity = [otsu_polarity(i, m) for i, m in zip(ref_imgs, ref_masks, strict=True)] if baselines else []
     records, per_target = [], []
@@ -182,6 +185,7 @@ def rotate_references(
                     ref_masks,
                     images[t],
                     segmenter=segmenter,
+                    extractor=extractor,
                     strategy=strategy,
                     diagnostics=strategy == "sat",
                     names=[names[t]],
