@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -58,7 +59,7 @@ def rotation_set(name: str, n_refs: int, max_targets: int, kvasir_refs: int) -> 
         loaded = [load(name, i, m) for i, m in pairs]
         if name == "nuclei_dsb2018":  # fluorescence only (one modality per set); the order does not matter here
             pairs, loaded = nuclei_subset(pairs, loaded, min_objects=0)
-        refs = evenly_spaced(len(pairs), n_refs)
+        refs = evenly_spaced(len(pairs), min(n_refs, len(pairs) // 2))  # small sets: half references
         targets = [k for k in range(len(pairs)) if k not in refs]
         if max_targets and len(targets) > max_targets:
             targets = [targets[i] for i in evenly_spaced(len(targets), max_targets)]
@@ -123,15 +124,16 @@ def transfer_runs(samples: dict, segmenter) -> list[dict]:
 
 
 def run_rotation(args: argparse.Namespace) -> None:
+    """Each set's run goes to its own file (runs of different sets may go in parallel processes), then every set
+    file present is assembled into one JSON with the cross-set transfer runs."""
     torch.manual_seed(0)
     segmenter = load_segmenter(device="cpu")
     extractor = load_feature_extractor(args.features, segmenter=segmenter)
     suffix = "" if args.features == "segmenter" and args.half == "all" else f"_{args.features}_{args.half}"
-    path = args.output / f"eval_oneshot_rotation{suffix.replace(':', '-').replace('/', '-')}.json"
-    args.output.mkdir(parents=True, exist_ok=True)
-    out = json.loads(path.read_text()) if path.is_file() else {}
-    out.setdefault("sets", {})
-    out["protocol"] = {
+    suffix = suffix.replace(":", "-").replace("/", "-")
+    parts = args.output / f"eval_oneshot_rotation{suffix}.d"  # one file per set, not committed
+    parts.mkdir(parents=True, exist_ok=True)
+    protocol = {
         "references_per_set": args.rotate,
         "kvasir_triplets_references": args.kvasir_references,
         "max_targets": args.max_targets,
@@ -141,8 +143,7 @@ def run_rotation(args: argparse.Namespace) -> None:
         "selection_rules": list(SELECTION_RULES),
     }
     sets = [s for s in ROTATION_SETS if not args.datasets or s in args.datasets]
-    samples = {}
-    for name in sets:
+    for name in sets if not args.only_transfer else []:
         t0 = time.perf_counter()
         data = rotation_set(name, args.rotate, args.max_targets, args.kvasir_references)
         refs, targets = data["references"], data["targets"]
@@ -163,20 +164,38 @@ def run_rotation(args: argparse.Namespace) -> None:
         summary = set_summary(run, [data["names"][r] for r in refs], args.strategies)
         summary["seconds"] = time.perf_counter() - t0
         summary["load_average_1min"] = os.getloadavg()[0]
-        out["sets"][name] = {"summary": summary, **run}
-        samples[name] = (
-            data["images"][refs[0]],
-            data["masks"][refs[0]],
-            [(data["names"][t], data["images"][t]) for t in targets[:2]],
-        )
-        path.write_text(json.dumps(out, indent=1))
+        summary["torch_threads"] = torch.get_num_threads()
+        (parts / f"{name}.json").write_text(json.dumps({"protocol": protocol, "summary": summary, **run}))
         row = summary["all"]
         print(name, {m: round(row[m]["mean"], 3) for m in row}, f"{summary['seconds']:.0f}s", flush=True)
-    if len(samples) > 1 and not args.no_transfer:
-        out["transfer"] = transfer_runs(samples, segmenter)
-        path.write_text(json.dumps(out, indent=1))
+    if args.only_transfer:
+        samples = {}
+        for name in sets:
+            data = rotation_set(name, args.rotate, args.max_targets, args.kvasir_references)
+            r, targets = data["references"][0], data["targets"][:2]
+            samples[name] = (
+                data["images"][r],
+                data["masks"][r],
+                [(data["names"][t], data["images"][t]) for t in targets],
+            )
+        (parts / "transfer.json").write_text(json.dumps(transfer_runs(samples, segmenter)))
+    out = assemble(parts)
+    path = args.output / f"eval_oneshot_rotation{suffix}.json"
+    path.write_text(json.dumps(out, indent=None, separators=(",", ":")))
     print(report(out))
     print(f"\nwritten {path}")
+
+
+def assemble(parts: Path) -> dict:
+    out: dict = {"sets": {}}
+    for name in ROTATION_SETS:
+        if (parts / f"{name}.json").is_file():
+            data = json.loads((parts / f"{name}.json").read_text())
+            out["protocol"] = data.pop("protocol")
+            out["sets"][name] = data
+    if (parts / "transfer.json").is_file():
+        out["transfer"] = json.loads((parts / "transfer.json").read_text())
+    return out
 
 
 def report(out: dict) -> str:
@@ -213,4 +232,41 @@ def report(out: dict) -> str:
                 f"| {name} | {rule} | {b['failures']} / {b['pairs']} | {b['correspondence']} | {b['scheme score']} | "
                 f"{b['prompt scheme']} | {b['decoder']} |"
             )
+    lines += ["", rule_table(out), "", transfer_table(out)]
+    return "\n".join(lines)
+
+
+def transfer_table(out: dict) -> str:
+    """Affinity and score of same-set pairs (by outcome) and of references from another set."""
+    same = [r for ds in out["sets"].values() for r in ds["records"]]
+    groups = {
+        "same set, SAT Dice >= 0.5": [r for r in same if r["sat"] >= 0.5],
+        "same set, SAT Dice < 0.5": [r for r in same if r["sat"] < 0.5],
+        "reference from another set": out.get("transfer", []),
+    }
+    lines = ["| pairs | n | affinity p5 / p50 / p95 | score p5 / p50 / p95 |", "|---|---|---|---|"]
+    for label, rows in groups.items():
+        if not rows:
+            continue
+        cells = [
+            " / ".join(f"{v:.3f}" for v in np.percentile([r[k] for r in rows], [5, 50, 95]))
+            for k in ("affinity", "score")
+        ]
+        lines.append(f"| {label} | {len(rows)} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+def rule_table(out: dict) -> str:
+    """Selection rules: mean over sets of the dev-half and test-half references' mean Dice; the dev winner marked."""
+    sets = [ds["summary"] for ds in out["sets"].values() if ds["summary"].get("dev")]
+    if not sets:
+        return ""
+    rules = [*SELECTION_RULES, "oracle"]
+    dev = {r: float(np.mean([s["dev"][_method(r) if r != "oracle" else "sat_oracle"] for s in sets])) for r in rules}
+    test = {r: float(np.mean([s["test"][_method(r) if r != "oracle" else "sat_oracle"] for s in sets])) for r in rules}
+    best = max(SELECTION_RULES, key=dev.get)
+    lines = ["| selection rule | dev references | test references |", "|---|---|---|"]
+    for r in rules:
+        mark = " (chosen on dev)" if r == best else ""
+        lines.append(f"| {r}{mark} | {100 * dev[r]:.1f} | {100 * test[r]:.1f} |")
     return "\n".join(lines)
