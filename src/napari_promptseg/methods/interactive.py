@@ -283,10 +283,8 @@ def segment_prompts(
     timings = {"embed_s": 0.0, "decode_s": 0.0, "paint_s": 0.0}
     for n, (index, members) in enumerate(sorted(by_tile.items())):
         tile = grid.tiles[index] if index >= 0 else Tile(-1, 0, h, 0, w, (0.0, h, 0.0, w))
-        report(
-            0.9 * n / len(by_tile),
-            f"encoding {name} with {segmenter.name}" + (f" (tile {n + 1}/{len(by_tile)})" if len(grid) > 1 else ""),
-        )
+        report(0.9 * n / len(by_tile), f"encoding {name} with {segmenter.name}" + (
+            f" (tile {n + 1}/{len(by_tile)})" if len(grid) > 1 else ""))
         t0 = time.perf_counter()
         if window is None or index < 0:
             embedding = segmenter.embed(hwc, normalize=normalize, name=name)

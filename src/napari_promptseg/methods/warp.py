@@ -280,7 +280,9 @@ def inside_fraction(deformation: Deformation, shape: tuple[int, int] = (128, 128
     return float((grid.abs() <= 1).all(dim=-1).float().mean())
 
 
-def degenerate_reason(deformation: Deformation, previous: Deformation | None = None, *, side: int = 128) -> str | None:
+def degenerate_reason(
+    deformation: Deformation, previous: Deformation | None = None, *, side: int = 128
+) -> str | None:
     """Why ``deformation`` is not a usable registration result, or None: non-finite values, folding (det of the
     Jacobian <= 0 on more than :data:`MAX_FOLDING` of the fixed image), or mostly outside the moving image (less
     than :data:`MIN_INSIDE` of the fixed image inside it, or less than half of what ``previous``, the stage before,
