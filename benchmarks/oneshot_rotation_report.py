@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from eval_oneshot import DATA, dataset_pairs, load, nuclei_subset
-from napari_promptseg.methods.oneshot import segment_like
+from napari_promptseg.methods.oneshot import segment_like, self_affinity
 from napari_promptseg.methods.oneshot_rotation import (
     SELECTION_RULES,
     evenly_spaced,
@@ -27,7 +27,7 @@ from napari_promptseg.methods.oneshot_rotation import (
     summarize,
 )
 from napari_promptseg.models import load_segmenter
-from napari_promptseg.models.features import load_feature_extractor
+from napari_promptseg.models.features import SegmenterFeatures, load_feature_extractor
 
 ROTATION_SETS = (
     "lungs_cxr_shenzhen",
@@ -110,6 +110,7 @@ def transfer_runs(samples: dict, segmenter) -> list[dict]:
                 continue
             for tname, image in targets:
                 res = segment_like(ref, mask, image, segmenter=segmenter, diagnostics=True)[0]
+                ref_affinity = self_affinity(SegmenterFeatures(segmenter).features(ref))
                 rows.append(
                     {
                         "reference_set": a,
@@ -117,6 +118,7 @@ def transfer_runs(samples: dict, segmenter) -> list[dict]:
                         "target": tname,
                         "score": float(res.score),
                         "affinity": res.diagnostics.affinity,
+                        "reference_self_affinity": ref_affinity,
                         "warnings": res.warnings,
                     }
                 )

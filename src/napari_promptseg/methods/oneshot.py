@@ -197,6 +197,19 @@ class Correspondence:
         return (self.margin > 0).reshape(self.target.shape)
 
 
+def self_affinity(features: PatchFeatures, exclude: int = 2) -> float:
+    """Median over an image's cells of the best cosine similarity to a cell of the same image outside its
+    (2 * exclude + 1)^2 neighbourhood: how alike the patches of one image of this kind are. A target whose
+    :attr:`Correspondence.affinity` falls far below its reference's self-affinity is of another kind."""
+    flat = features.flat()
+    h, w = features.shape
+    sim = flat @ flat.T
+    yy, xx = np.divmod(np.arange(h * w), w)
+    near = (np.abs(yy[:, None] - yy[None]) <= exclude) & (np.abs(xx[:, None] - xx[None]) <= exclude)
+    sim[torch.from_numpy(near)] = -1.0
+    return float(sim.max(dim=1).values.median())
+
+
 def label_reference_patches(
     reference: PatchFeatures, mask: np.ndarray, *, fg_purity: float = 1.0, bg_purity: float = 0.0, name: str = "mask"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:

@@ -20,11 +20,11 @@ import torch
 from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops
 
-from ..models.features import PatchFeatureExtractor
+from ..models.features import PatchFeatureExtractor, SegmenterFeatures
 from ..models.preprocessing import as_channels_last
 from ..models.protocols import PromptableSegmenter
 from .metrics import dice
-from .oneshot import OneShotResult, SchemeDiagnostics, segment_like
+from .oneshot import OneShotResult, SchemeDiagnostics, segment_like, self_affinity
 
 #: selection rules over SAT's candidates: name -> candidate features -> ranking value (the highest wins)
 SELECTION_RULES: dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]] = {
@@ -171,6 +171,8 @@ def rotate_references(
     if cache is not None:  # every reference's embedding stays cached across targets
         cache.maxsize = max(old_size, 2 * len(references) + 4)  # x2: a flip extractor caches the mirror images
     ref_imgs, ref_masks = [images[r] for r in references], [masks[r] for r in references]
+    features = extractor or SegmenterFeatures(segmenter)
+    ref_affinity = [self_affinity(features.features(i)) for i in ref_imgs]
     polarity = [otsu_polarity(i, m) for i, m in zip(ref_imgs, ref_masks, strict=True)] if baselines else []
     records, per_target = [], []
     try:
@@ -208,6 +210,7 @@ def rotate_references(
                     rec.update(
                         score=float(sat.score),
                         affinity=diag.affinity,
+                        reference_self_affinity=ref_affinity[j],
                         positives_on_object=positives_on_object(diag, truth),
                         chosen=int(diag.chosen),
                         candidates={
