@@ -246,15 +246,20 @@ def transfer_table(out: dict) -> str:
         "same set, SAT Dice < 0.5": [r for r in same if r["sat"] < 0.5],
         "reference from another set": out.get("transfer", []),
     }
-    lines = ["| pairs | n | affinity p5 / p50 / p95 | score p5 / p50 / p95 |", "|---|---|---|---|"]
+    lines = [
+        "| pairs | n | affinity p5 / p50 / p95 | affinity / reference self-affinity | score p5 / p50 / p95 |",
+        "|---|---|---|---|---|",
+    ]
     for label, rows in groups.items():
         if not rows:
             continue
-        cells = [
-            " / ".join(f"{v:.3f}" for v in np.percentile([r[k] for r in rows], [5, 50, 95]))
-            for k in ("affinity", "score")
-        ]
-        lines.append(f"| {label} | {len(rows)} | {cells[0]} | {cells[1]} |")
+        values = {
+            "affinity": [r["affinity"] for r in rows],
+            "ratio": [r["affinity"] / r["reference_self_affinity"] for r in rows],
+            "score": [r["score"] for r in rows],
+        }
+        cells = [" / ".join(f"{x:.3f}" for x in np.percentile(v, [5, 50, 95])) for v in values.values()]
+        lines.append(f"| {label} | {len(rows)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
