@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from eval_oneshot import DATA, dataset_pairs, load, nuclei_subset
-from napari_promptseg.methods.oneshot import segment_like, self_affinity
+from napari_promptseg.methods.oneshot import DEFAULT_RULE, SELECTION_RULES, segment_like, self_affinity
 from napari_promptseg.methods.oneshot_rotation import (
-    SELECTION_RULES,
     evenly_spaced,
     loss_breakdown,
     rotate_references,
@@ -74,12 +73,12 @@ def rotation_set(name: str, n_refs: int, max_targets: int, kvasir_refs: int) -> 
 
 def _method(rule: str) -> str:
     """SAT with the default rule is "sat"; with another selection rule "sat[rule]"."""
-    return "sat" if rule == "score" else f"sat[{rule}]"
+    return "sat" if rule == DEFAULT_RULE else f"sat[{rule}]"
 
 
 def set_summary(run: dict, refs: list[str], strategies: list[str]) -> dict:
     """Rotation table row, ensemble curve and loss breakdown of one set."""
-    methods = [*strategies, "otsu", *(_method(r) for r in SELECTION_RULES if r != "score"), "sat_oracle"]
+    methods = [*strategies, "otsu", *(_method(r) for r in SELECTION_RULES if r != DEFAULT_RULE), "sat_oracle"]
     dev, test = refs[0::2], refs[1::2]
     out = {
         "references": refs,

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from napari_promptseg.io import read_image, read_mask
-from napari_promptseg.methods.oneshot import segment_like
+from napari_promptseg.methods.oneshot import DEFAULT_RULE, SELECTION_RULES, segment_like
 from napari_promptseg.methods.oneshot_rotation import (
-    SELECTION_RULES,
     ensemble_groups,
     evenly_spaced,
     loss_breakdown,
@@ -53,8 +52,8 @@ def test_rotation_on_two_references_and_two_targets(lungs, litemedsam):
     for rec in records:
         cand = rec["candidates"]
         assert len(cand["dice"]) == len(cand["score"]) == len(cand["predicted_iou"]) > 1
-        # the method's own choice is the "score" rule over the recorded candidates (offline rules are comparable)
-        assert rule_dice(rec, "score") == pytest.approx(rec["sat"], abs=1e-3)
+        # the method's own choice is its default rule over the recorded candidates (offline rules are comparable)
+        assert rule_dice(rec, DEFAULT_RULE) == pytest.approx(rec["sat"], abs=1e-3)
         assert max(cand["dice"]) >= rec["sat"] - 1e-6  # the oracle is an upper bound of the chosen candidate
         assert 0 <= rec["positives_on_object"] <= 1 and 0 <= rec["otsu"] <= 1
     # lungs from a lung reference: measured Dice 0.93-0.96 per pair; 0.8 catches a broken protocol or decoder

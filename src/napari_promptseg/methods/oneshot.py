@@ -125,17 +125,11 @@ class SchemeDiagnostics:
     (was a better candidate in the bank?) or the decoder.
     """
 
-    margin: np.ndarray  # (Nt,) fg_sim - bg_sim per target feature cell
-    grid_shape: tuple[int, int]
     positive_xy: np.ndarray  # (P, 2) centres of the cycle-consistent positive cells (before physical sampling)
     candidate_logits: torch.Tensor  # (S, s, s) low-res decoder logits of each scheme's mask
-    predicted_iou: np.ndarray  # (S,) the decoder's own IoU estimate of each scheme's mask
-    scores: np.ndarray  # (S,) each scheme's score
-    area: np.ndarray  # (S,) share of the target's feature cells inside each scheme's mask
-    contrast: np.ndarray  # (S,) mean fg-bg margin inside the mask minus outside, in standard deviations of it
+    features: dict[str, np.ndarray]  # (S,) each: see :func:`candidate_features`
     chosen: int
     affinity: float  # see :attr:`Correspondence.affinity`
-    reference_area: float  # share of the reference image inside its mask
     transform: object  # the embedding's ResizeTransform (low-res logits -> target pixels)
 
 
@@ -559,10 +553,50 @@ def _finish(
     )
 
 
+def stability(logits: torch.Tensor, offset: float = 1.0) -> np.ndarray:
+    """SAM's stability score per mask: IoU of the masks at logit thresholds +offset and -offset."""
+    hi, lo = (logits > offset).flatten(1).sum(1), (logits > -offset).flatten(1).sum(1)
+    return (hi.float() / lo.clamp(min=1).float()).numpy()
+
+
+def candidate_features(
+    scores: np.ndarray,
+    predicted_iou: np.ndarray,
+    logits: torch.Tensor,
+    contrast: np.ndarray,
+    area_log_ratio: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Ground-truth-free features of SAT's candidate masks, the inputs of :data:`SELECTION_RULES`."""
+    return {
+        "score": np.asarray(scores, np.float64),
+        "predicted_iou": np.clip(predicted_iou, 0, 1).astype(np.float64),
+        "stability": stability(logits).astype(np.float64),
+        "contrast": np.asarray(contrast, np.float64),
+        "area_log_ratio": np.asarray(area_log_ratio, np.float64),
+    }
+
+
+#: how SAT picks one candidate of its bank: name -> candidate features -> ranking value (the highest wins)
+SELECTION_RULES: dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]] = {
+    "score": lambda f: f["score"],
+    "score_x_iou": lambda f: f["score"] * f["predicted_iou"],
+    "score_x_stability": lambda f: f["score"] * f["stability"],
+    "score_x_iou_x_stability": lambda f: f["score"] * f["predicted_iou"] * f["stability"],
+    "contrast": lambda f: f["contrast"],
+    "score_x_contrast": lambda f: f["score"] * np.maximum(f["contrast"], 0),
+    "score_area_prior": lambda f: f["score"] * np.exp(-0.5 * f["area_log_ratio"]),
+}
+DEFAULT_RULE = "score"
+
+
 def run_sat(
-    pair: _Pair, bank: Sequence[SatSetting], temperature: float | None = None, diagnostics: bool = False
+    pair: _Pair,
+    bank: Sequence[SatSetting],
+    temperature: float | None = None,
+    diagnostics: bool = False,
+    rule: str = DEFAULT_RULE,
 ) -> OneShotResult:
-    """SAT on one reference: every bank setting -> prompt scheme -> mask -> score; keep the best scheme."""
+    """SAT on one reference: every bank setting -> prompt scheme -> mask -> score; keep the best by ``rule``."""
     decoder = _Decoder(pair.segmenter, pair.embedding, pair.use_points)
     builder = SchemeBuilder(pair.corr)
     schemes = [builder.build(setting) for setting in bank]
@@ -572,28 +606,31 @@ def run_sat(
     grids = low_res_to_grid(unions, pair.embedding, pair.corr.target.shape).numpy()
     for scheme, grid in zip(schemes, grids, strict=True):
         scheme.score = score_mask(grid, pair.corr, temperature)
-    best = int(np.argmax([s.score for s in schemes]))
+    area = grids.reshape(len(grids), -1).mean(axis=1)
+    area_log_ratio = np.abs(np.log((area + 1e-3) / (pair.corr.reference_area + 1e-3)))
+    features = candidate_features(
+        np.array([s.score for s in schemes]),
+        np.array([decoder.predicted_iou(p) for p in prompts]),
+        unions,
+        _contrast(grids, pair.corr.margin),
+        area_log_ratio,
+    )
+    best = int(np.argmax(SELECTION_RULES[rule](features)))
     result = _finish(unions[best], pair.embedding, schemes[best], "sat", [s.summary() for s in schemes])
     if diagnostics:
         result.diagnostics = SchemeDiagnostics(
-            margin=pair.corr.margin,
-            grid_shape=pair.corr.target.shape,
             positive_xy=pair.corr.target.centres_xy()[pair.corr.positive_cells],
             candidate_logits=unions,
-            predicted_iou=np.array([decoder.predicted_iou(p) for p in prompts]),
-            scores=np.array([s.score for s in schemes]),
-            area=grids.reshape(len(grids), -1).mean(axis=1),
-            contrast=_contrast(grids, pair.corr.margin),
+            features=features,
             chosen=best,
             affinity=pair.corr.affinity,
-            reference_area=pair.corr.reference_area,
             transform=pair.embedding.transform,
         )
     return result
 
 
 def _contrast(grids: np.ndarray, margin: np.ndarray) -> np.ndarray:
-    """(S,) mean margin inside each mask grid minus outside, over the margin's standard deviation."""
+    """(S,) mean fg-bg margin inside each mask grid minus outside, over the margin's standard deviation."""
     m = grids.reshape(len(grids), -1).astype(np.float64)
     inside = (m @ margin) / np.maximum(m.sum(1), 1e-9)
     outside = ((1 - m) @ margin) / np.maximum((1 - m).sum(1), 1e-9)

@@ -24,18 +24,8 @@ from ..models.features import PatchFeatureExtractor, SegmenterFeatures
 from ..models.preprocessing import as_channels_last
 from ..models.protocols import PromptableSegmenter
 from .metrics import dice
-from .oneshot import OneShotResult, SchemeDiagnostics, segment_like, self_affinity
+from .oneshot import DEFAULT_RULE, SELECTION_RULES, OneShotResult, SchemeDiagnostics, segment_like, self_affinity
 
-#: selection rules over SAT's candidates: name -> candidate features -> ranking value (the highest wins)
-SELECTION_RULES: dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]] = {
-    "score": lambda f: f["score"],
-    "score_x_iou": lambda f: f["score"] * f["predicted_iou"],
-    "score_x_stability": lambda f: f["score"] * f["stability"],
-    "score_x_iou_x_stability": lambda f: f["score"] * f["predicted_iou"] * f["stability"],
-    "contrast": lambda f: f["contrast"],
-    "score_x_contrast": lambda f: f["score"] * np.maximum(f["contrast"], 0),
-    "score_area_prior": lambda f: f["score"] * np.exp(-0.5 * f["area_log_ratio"]),
-}
 FAILURE = 0.5  # Dice below this is a failure for the loss breakdown
 
 
@@ -75,24 +65,6 @@ def gt_box_mask(segmenter: PromptableSegmenter, image: np.ndarray, mask: np.ndar
     for start in range(0, len(boxes), 16):
         out |= pred.masks(slice(start, start + 16))[:, 0].any(axis=0)
     return out
-
-
-def stability(logits: torch.Tensor, offset: float = 1.0) -> np.ndarray:
-    """SAM's stability score per mask: IoU of the masks at logit thresholds +offset and -offset."""
-    hi, lo = (logits > offset).flatten(1).sum(1), (logits > -offset).flatten(1).sum(1)
-    return (hi.float() / lo.clamp(min=1).float()).numpy()
-
-
-def candidate_features(diag: SchemeDiagnostics) -> dict[str, np.ndarray]:
-    """Ground-truth-free features of each SAT candidate (inputs of the selection rules)."""
-    return {
-        "score": diag.scores.astype(np.float64),
-        "predicted_iou": np.clip(diag.predicted_iou, 0, 1).astype(np.float64),
-        "stability": stability(diag.candidate_logits).astype(np.float64),
-        "contrast": diag.contrast.astype(np.float64),
-        # |log| of the mask's area share over the reference's: 0 when the target object is as large as the reference's
-        "area_log_ratio": np.abs(np.log((diag.area + 1e-3) / (diag.reference_area + 1e-3))),
-    }
 
 
 def _probabilities(diag: SchemeDiagnostics, index: Sequence[int]) -> torch.Tensor:
@@ -206,7 +178,7 @@ def rotate_references(
                 if "sat" in per_strategy:
                     sat = per_strategy["sat"][j]
                     diag = sat.diagnostics
-                    feats = candidate_features(diag)
+                    feats = diag.features
                     rec.update(
                         score=float(sat.score),
                         affinity=diag.affinity,
@@ -229,12 +201,12 @@ def rotate_references(
     return {"records": records, "targets": per_target}
 
 
-def _ensembles(results: list[OneShotResult], truth: np.ndarray, sizes: Sequence[int]) -> dict:
+def _ensembles(results: list[OneShotResult], truth: np.ndarray, sizes: Sequence[int]) -> dict[str, dict]:
     """Dice of soft-vote ensembles (mean probability > 0.5, as ``segment_like(ensemble="vote")``) per rule and size."""
     out: dict = {}
     diags = [r.diagnostics for r in results]
     for rule, rank in SELECTION_RULES.items():
-        chosen = [int(np.argmax(rank(candidate_features(d)))) for d in diags]
+        chosen = [int(np.argmax(rank(d.features))) for d in diags]
         probs = torch.stack([_probabilities(d, [c])[0] for d, c in zip(diags, chosen, strict=True)])
         out[rule] = {
             str(k): [
@@ -286,7 +258,7 @@ def _value(record: dict, method: str) -> float:
     raise KeyError(method)
 
 
-def loss_breakdown(run: dict, rule: str = "score") -> dict:
+def loss_breakdown(run: dict, rule: str = DEFAULT_RULE) -> dict:
     """Failures (Dice < 0.5) of SAT with a selection rule, counted by cause (see :func:`failure_cause`)."""
     gt_box = {t["target"]: t["gt_box"] for t in run["targets"]}
     counts = dict.fromkeys(("correspondence", "scheme score", "prompt scheme", "decoder"), 0)
