@@ -217,13 +217,6 @@ def _ensembles(results: list[OneShotResult], truth: np.ndarray, sizes: Sequence[
     return out
 
 
-def choose_rule(records: list[dict], references: Sequence[str]) -> tuple[str, dict[str, float]]:
-    """The selection rule with the best mean Dice over the given references' records (e.g. the dev half)."""
-    mine = [r for r in records if r["reference"] in set(references)]
-    means = {name: float(np.mean([rule_dice(r, name) for r in mine])) for name in SELECTION_RULES}
-    return max(means, key=means.get), means
-
-
 def rule_dice(record: dict, rule: str) -> float:
     """Dice of the candidate a selection rule picks, from a SAT record's candidate table."""
     c = record["candidates"]
