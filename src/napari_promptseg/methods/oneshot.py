@@ -199,8 +199,11 @@ def self_affinity(features: PatchFeatures, exclude: int = 2) -> float:
     h, w = features.shape
     sim = flat @ flat.T
     yy, xx = np.divmod(np.arange(h * w), w)
-    near = (np.abs(yy[:, None] - yy[None]) <= exclude) & (np.abs(xx[:, None] - xx[None]) <= exclude)
-    sim[torch.from_numpy(near)] = -1.0
+    for dy in range(-exclude, exclude + 1):  # blank each cell's neighbourhood, one offset at a time
+        for dx in range(-exclude, exclude + 1):
+            ok = (yy + dy >= 0) & (yy + dy < h) & (xx + dx >= 0) & (xx + dx < w)
+            rows = np.flatnonzero(ok)
+            sim[rows, rows + dy * w + dx] = -1.0
     return float(sim.max(dim=1).values.median())
 
 
