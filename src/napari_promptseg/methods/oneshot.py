@@ -150,6 +150,8 @@ class OneShotResult:
     warnings: list[str] = field(default_factory=list)
     per_reference: list[OneShotResult] = field(default_factory=list)
     diagnostics: SchemeDiagnostics | None = None
+    #: how well the reference transfers to this target, 0-1 (see :func:`transfer_confidence`); ``score`` includes it
+    transfer: float = 1.0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -205,6 +207,22 @@ def self_affinity(features: PatchFeatures, exclude: int = 2) -> float:
             rows = np.flatnonzero(ok)
             sim[rows, rows + dy * w + dx] = -1.0
     return float(sim.max(dim=1).values.median())
+
+
+#: the target's affinity over the reference's self-affinity (:func:`self_affinity`): at or below TRANSFER_RATIO_LOW
+#: the reference is taken not to transfer (confidence 0), at or above TRANSFER_RATIO_HIGH it transfers (1); linear in
+#: between, warning below 0.5. Measured with the LiteMedSAM encoder on the shared sets (benchmarks/README.md):
+#: same-set pairs 0.77-0.98; a reference from another modality (X-ray vs colour vs fluorescence) 0.46-0.73; colour
+#: images among themselves (H&E vs endoscopy) overlap the same-set range and are not caught.
+TRANSFER_RATIO_LOW = 0.70
+TRANSFER_RATIO_HIGH = 0.80
+
+
+def transfer_confidence(affinity: float, reference_self_affinity: float) -> float:
+    """0-1: does a target look like the reference's kind of image? From how well the reference's patches explain the
+    target's (:attr:`Correspondence.affinity`) relative to how well they explain each other (:func:`self_affinity`)."""
+    ratio = affinity / max(reference_self_affinity, 1e-6)
+    return float(np.clip((ratio - TRANSFER_RATIO_LOW) / (TRANSFER_RATIO_HIGH - TRANSFER_RATIO_LOW), 0.0, 1.0))
 
 
 def label_reference_patches(
@@ -841,13 +859,14 @@ def segment_like(
             raise CancelledError("cancelled")
 
     t0 = time.perf_counter()
-    ref_feats, ref_masks = [], []
+    ref_feats, ref_masks, ref_self = [], [], []
     for i, (img, m) in enumerate(zip(refs, masks, strict=True)):
         rname = f"reference {i + 1}" if len(refs) > 1 else "reference"
         hwc = as_channels_last(img, channel_axis=channel_axis, channels=channels, name=rname)
         ref_masks.append(check_reference(hwc, m, f"{rname} mask"))
         report(0.0, f"features of {rname}")
         ref_feats.append(extractor.features(hwc, normalize=normalize, name=rname))
+        ref_self.append(self_affinity(ref_feats[-1]))
         check_cancel()
     ref_time = time.perf_counter() - t0
 
@@ -863,7 +882,7 @@ def segment_like(
         check_cancel()
         per_ref = []
         search = decode = 0.0
-        for rf, rm in zip(ref_feats, ref_masks, strict=True):
+        for rf, rm, rs in zip(ref_feats, ref_masks, ref_self, strict=True):
             t0 = time.perf_counter()
             corr = correspond(rf, rm, tfeat, fg_purity=fg_purity, name=tname)
             pair = _Pair(corr, segmenter, embedding, use_points, rf)
@@ -877,6 +896,7 @@ def segment_like(
                 res = run_matcher(pair)
             decode += time.perf_counter() - t0  # prompt building + decoding + scoring
             res.warnings.extend(corr.warnings)
+            _check_transfer(res, corr.affinity, rs, tname)
             per_ref.append(res)
             check_cancel()
         timings["match_s"] = search
@@ -895,6 +915,17 @@ def segment_like(
     return results
 
 
+def _check_transfer(result: OneShotResult, affinity: float, reference_self_affinity: float, name: str) -> None:
+    """Scale the score by the transfer confidence; below 0.5 say that the reference does not transfer."""
+    result.transfer = transfer_confidence(affinity, reference_self_affinity)
+    result.score = float(result.score) * result.transfer
+    if result.transfer < 0.5:
+        result.warnings.append(
+            f"{name}: this reference does not transfer (its patches match this image's at {affinity:.2f} mean "
+            f"similarity, its own at {reference_self_affinity:.2f}: another kind of image?); the mask is a guess"
+        )
+
+
 def _combine(per_ref: list[OneShotResult], ensemble: str) -> OneShotResult:
     # GUESS(SAT): the paper ensembles several references without public details; "vote" averages the decoder's
     # probabilities over references (a soft majority vote, no tie rule needed); "union" keeps any reference's mask
@@ -908,6 +939,7 @@ def _combine(per_ref: list[OneShotResult], ensemble: str) -> OneShotResult:
         negatives=np.concatenate([r.negatives for r in per_ref]),
         boxes=np.concatenate([r.boxes for r in per_ref]),
         score=float(np.mean([r.score for r in per_ref])),
+        transfer=float(np.mean([r.transfer for r in per_ref])),
         strategy=f"{per_ref[0].strategy}-ensemble-{ensemble}",
         schemes=[s for r in per_ref for s in r.schemes],
         warnings=[w for r in per_ref for w in r.warnings],
