@@ -199,13 +199,15 @@ def self_affinity(features: PatchFeatures, exclude: int = 2) -> float:
     :attr:`Correspondence.affinity` falls far below its reference's self-affinity is of another kind."""
     flat = features.flat()
     h, w = features.shape
-    sim = flat @ flat.T
     yy, xx = np.divmod(np.arange(h * w), w)
+    query = np.flatnonzero((yy % 2 == 0) & (xx % 2 == 0))  # every other cell per axis: the median, 4x cheaper
+    sim = flat[query] @ flat.T
+    qy, qx = yy[query], xx[query]
+    rows = np.arange(len(query))
     for dy in range(-exclude, exclude + 1):  # blank each cell's neighbourhood, one offset at a time
         for dx in range(-exclude, exclude + 1):
-            ok = (yy + dy >= 0) & (yy + dy < h) & (xx + dx >= 0) & (xx + dx < w)
-            rows = np.flatnonzero(ok)
-            sim[rows, rows + dy * w + dx] = -1.0
+            ok = (qy + dy >= 0) & (qy + dy < h) & (qx + dx >= 0) & (qx + dx < w)
+            sim[rows[ok], query[ok] + dy * w + dx] = -1.0
     return float(sim.max(dim=1).values.median())
 
 
