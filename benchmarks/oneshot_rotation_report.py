@@ -18,7 +18,14 @@ import numpy as np
 import torch
 
 from eval_oneshot import DATA, dataset_pairs, load, nuclei_subset
-from napari_promptseg.methods.oneshot import DEFAULT_RULE, SELECTION_RULES, segment_like, self_affinity
+from napari_promptseg.errors import PromptsegError
+from napari_promptseg.methods.oneshot import (
+    DEFAULT_RULE,
+    SELECTION_RULES,
+    correspond,
+    self_affinity,
+    transfer_confidence,
+)
 from napari_promptseg.methods.oneshot_rotation import (
     evenly_spaced,
     loss_breakdown,
@@ -101,26 +108,27 @@ def set_summary(run: dict, refs: list[str], strategies: list[str]) -> dict:
 
 
 def transfer_runs(samples: dict, segmenter) -> list[dict]:
-    """A reference of one set on targets of another set: the score and affinity of references that do not transfer."""
+    """The first reference of each set against two targets of every set (its own included): the affinity ratio and
+    transfer confidence segment_like would give (no decoding: the check comes before it), or its refusal."""
+    features = SegmenterFeatures(segmenter)
+    feats = {
+        name: [features.features(i) for i in (ref, *(t for _, t in targets))]
+        for name, (ref, _, targets) in samples.items()
+    }
     rows = []
-    for a, (ref, mask, _) in samples.items():
+    for a, (_, mask, _) in samples.items():
+        ref = feats[a][0]
+        ref_self = self_affinity(ref)
         for b, (_, _, targets) in samples.items():
-            if a == b:
-                continue
-            for tname, image in targets:
-                res = segment_like(ref, mask, image, segmenter=segmenter, diagnostics=True)[0]
-                ref_affinity = self_affinity(SegmenterFeatures(segmenter).features(ref))
-                rows.append(
-                    {
-                        "reference_set": a,
-                        "target_set": b,
-                        "target": tname,
-                        "score": float(res.score),
-                        "affinity": res.diagnostics.affinity,
-                        "reference_self_affinity": ref_affinity,
-                        "warnings": res.warnings,
-                    }
-                )
+            for (tname, _), target in zip(targets, feats[b][1:], strict=True):
+                row = {"reference_set": a, "target_set": b, "target": tname, "reference_self_affinity": ref_self}
+                try:
+                    corr = correspond(ref, mask, target)
+                except PromptsegError as exc:  # the method refuses: nothing in the target resembles the object
+                    row.update(refused=str(exc), transfer=0.0)
+                else:
+                    row.update(affinity=corr.affinity, transfer=transfer_confidence(corr.affinity, ref_self))
+                rows.append(row)
     return rows
 
 
@@ -238,27 +246,30 @@ def report(out: dict) -> str:
 
 
 def transfer_table(out: dict) -> str:
-    """Affinity and score of same-set pairs (by outcome) and of references from another set."""
+    """Affinity ratio and transfer confidence of same-set pairs (by SAT outcome) and of other sets' references."""
     same = [r for ds in out["sets"].values() for r in ds["records"]]
+    cross = [r for r in out.get("transfer", []) if r["reference_set"] != r["target_set"]]
     groups = {
         "same set, SAT Dice >= 0.5": [r for r in same if r["sat"] >= 0.5],
         "same set, SAT Dice < 0.5": [r for r in same if r["sat"] < 0.5],
-        "reference from another set": out.get("transfer", []),
+        "reference from another set": [r for r in cross if "affinity" in r],
     }
     lines = [
-        "| pairs | n | affinity p5 / p50 / p95 | affinity / reference self-affinity | score p5 / p50 / p95 |",
-        "|---|---|---|---|---|",
+        "| pairs | n | affinity / reference self-affinity p5 / p50 / p95 | warned (confidence < 0.5) |",
+        "|---|---|---|---|",
     ]
     for label, rows in groups.items():
         if not rows:
             continue
-        values = {
-            "affinity": [r["affinity"] for r in rows],
-            "ratio": [r["affinity"] / r["reference_self_affinity"] for r in rows],
-            "score": [r["score"] for r in rows],
-        }
-        cells = [" / ".join(f"{x:.3f}" for x in np.percentile(v, [5, 50, 95])) for v in values.values()]
-        lines.append(f"| {label} | {len(rows)} | " + " | ".join(cells) + " |")
+        ratio = [r["affinity"] / r["reference_self_affinity"] for r in rows]
+        warned = sum(transfer_confidence(r["affinity"], r["reference_self_affinity"]) < 0.5 for r in rows)
+        cells = " / ".join(f"{x:.3f}" for x in np.percentile(ratio, [5, 50, 95]))
+        lines.append(f"| {label} | {len(rows)} | {cells} | {warned} |")
+    refused = sum("refused" in r for r in cross)
+    if cross:
+        lines.append(
+            f"\nOther sets' references refused outright (nothing resembles the object): {refused} / {len(cross)}"
+        )
     return "\n".join(lines)
 
 
