@@ -8,7 +8,7 @@ ensemble curve and the loss breakdown of SAT's failures -> results/eval_oneshot_
 Legacy protocol (``--rotate 0``): the first image is the reference, the following images the targets
 (results/eval_oneshot.json), then one 1024x1024 target is timed.
 
-    python benchmarks/eval_oneshot.py --rotate 8 [--max-targets 16] [--datasets ...] [-o benchmarks/results]
+    python benchmarks/eval_oneshot.py --rotate 6 [--max-targets 8] [--datasets ...] [-o benchmarks/results]
     python benchmarks/eval_oneshot.py --rotate 0 [--max-targets 8] [--strategies sat persam matcher]
 """
 
@@ -241,7 +241,7 @@ def main() -> None:
     parser.add_argument("--only-instances", action="store_true")
     parser.add_argument("--only-timing", action="store_true", help="time the 1024x1024 target only")
     parser.add_argument("-o", "--output", type=Path, default=Path(__file__).parent / "results")
-    parser.add_argument("--rotate", type=int, default=8, help="references per set (evenly spaced); 0 = legacy")
+    parser.add_argument("--rotate", type=int, default=6, help="references per set (evenly spaced); 0 = legacy")
     parser.add_argument("--kvasir-references", type=int, default=20, help="train-split references (Kvasir triplets)")
     parser.add_argument("--only-transfer", action="store_true", help="rotation: only the cross-set reference runs")
     parser.add_argument("--features", default="segmenter", help="rotation: 'segmenter', 'segmenter+flip', 'dinov2:…'")
