@@ -1,10 +1,15 @@
 """One-shot reference segmentation on the shared datasets: SAT vs PerSAM-/Matcher-style vs Otsu vs GT-box upper bound.
 
-For each dataset the first image (nuclei: the first fluorescence image) is the reference, the following images of
-the same kind are the targets. Writes JSON (per image and mean Dice/IoU) and prints a markdown table, then times
-one 1024x1024 target (features / matching / scheme decoding+scoring shares).
+Default protocol (``--rotate N``, the one we report): N references evenly spaced over each set segment the same
+targets (the set's other images; Kvasir triplets: references from the train split, targets from the test split), each
+reference in turn; per set the mean / median / worst decile of the per-reference mean Dice, the 1/2/4-reference
+ensemble curve and the loss breakdown of SAT's failures -> results/eval_oneshot_rotation.json.
 
-    python benchmarks/eval_oneshot.py [--max-targets 8] [--strategies sat persam matcher] [-o benchmarks/results]
+Legacy protocol (``--rotate 0``): the first image is the reference, the following images the targets
+(results/eval_oneshot.json), then one 1024x1024 target is timed.
+
+    python benchmarks/eval_oneshot.py --rotate 6 [--max-targets 8] [--datasets ...] [-o benchmarks/results]
+    python benchmarks/eval_oneshot.py --rotate 0 [--max-targets 8] [--strategies sat persam matcher]
 """
 
 from __future__ import annotations
@@ -19,14 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from skimage.filters import threshold_otsu
-from skimage.measure import label, regionprops
+from skimage.measure import label
 
 from napari_promptseg.io import read_image, read_mask
 from napari_promptseg.methods.metrics import dice, iou
 from napari_promptseg.methods.oneshot import segment_like
+from napari_promptseg.methods.oneshot_rotation import gt_box_mask, otsu_mask, otsu_polarity
 from napari_promptseg.models import load_segmenter
-from napari_promptseg.models.preprocessing import as_channels_last
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BINARY_DATASETS = ("lungs_cxr_shenzhen", "polyps_kvasir_text", "glands_glas", "em_isbi2012")
@@ -69,39 +73,6 @@ def load(name: str, image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.n
         image = image[..., :3]
     mask = read_image(mask_path) > 0 if name == "nuclei_dsb2018" else read_mask(mask_path)
     return image, mask
-
-
-def gray(image: np.ndarray) -> np.ndarray:
-    hwc = as_channels_last(image).astype(np.float32)
-    return hwc.mean(axis=2)
-
-
-def otsu_polarity(reference: np.ndarray, reference_mask: np.ndarray) -> bool:
-    """True when the object is brighter than Otsu's threshold on the reference (polarity that fits it better)."""
-    g = gray(reference)
-    bright = g > threshold_otsu(g)
-    return dice(bright, reference_mask) >= dice(~bright, reference_mask)
-
-
-def otsu_mask(image: np.ndarray, bright: bool) -> np.ndarray:
-    g = gray(image)
-    m = g > threshold_otsu(g)
-    return m if bright else ~m
-
-
-def gt_box_mask(segmenter, image: np.ndarray, mask: np.ndarray, min_area: int = 20) -> np.ndarray:
-    """Upper bound: the model prompted with one ground-truth box per connected component, masks united."""
-    boxes = [
-        (r.bbox[1], r.bbox[0], r.bbox[3] - 1, r.bbox[2] - 1) for r in regionprops(label(mask)) if r.area >= min_area
-    ]
-    if not boxes:
-        return np.zeros_like(mask)
-    emb = segmenter.embed(image)
-    pred = segmenter.predict(emb, boxes=np.asarray(boxes, np.float32))
-    out = np.zeros(mask.shape, bool)
-    for start in range(0, len(boxes), 16):
-        out |= pred.masks(slice(start, start + 16))[:, 0].any(axis=0)
-    return out
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -270,7 +241,17 @@ def main() -> None:
     parser.add_argument("--only-instances", action="store_true")
     parser.add_argument("--only-timing", action="store_true", help="time the 1024x1024 target only")
     parser.add_argument("-o", "--output", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--rotate", type=int, default=6, help="references per set (evenly spaced); 0 = legacy")
+    parser.add_argument("--kvasir-references", type=int, default=20, help="train-split references (Kvasir triplets)")
+    parser.add_argument("--only-transfer", action="store_true", help="rotation: only the cross-set reference runs")
+    parser.add_argument("--features", default="segmenter", help="rotation: 'segmenter', 'segmenter+flip', 'dinov2:…'")
+    parser.add_argument("--half", default="all", choices=["all", "dev", "test"], help="rotation: which references")
     args = parser.parse_args()
+    if args.rotate:
+        from oneshot_rotation_report import run_rotation
+
+        run_rotation(args)
+        return
     if args.only_timing:
         timing = time_1024()
         print(json.dumps(timing, indent=2))

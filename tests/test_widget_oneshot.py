@@ -99,3 +99,18 @@ def test_multiscale_target_is_read_at_the_level_of_the_working_scale(make_viewer
     widget._add_layers(output, target, widget._level_factor)
     result = viewer.layers["slide one-shot"]
     np.testing.assert_allclose(result.scale, (1.0, 1.0))  # 0.5 x 2: covers the full-resolution extent
+
+
+def test_reference_of_another_modality_is_warned_in_the_summary(make_viewer, qtbot, lungs, shared_data):
+    """A chest X-ray reference on an H&E gland image: the result comes with 'does not transfer' in the summary."""
+    viewer = make_viewer()
+    (ref, ref_mask) = lungs[0]
+    gland = read_image(dataset_pairs(shared_data / "glands_glas")[0][0])
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(viewer.add_image(ref, name="reference"))
+    widget.reference_labels.set_layer(viewer.add_labels(ref_mask.astype(np.uint8), name="lungs"))
+    widget.target.set_layer(viewer.add_image(gland, name="gland", rgb=True))
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert "gland one-shot" in [layer.name for layer in viewer.layers]
+    assert "does not transfer" in widget.runner.widget.summary.text()

@@ -369,7 +369,15 @@ class OneShotWidget(QWidget):
         if output.scales:
             first = output.scales[0]
             scale = f"; working scale {first['scale']} ({first['source']}), {first['tiles']} tile(s)"
-        self.runner.widget.set_summary(f"one-shot: {objects} object(s) in {len(output.labels)} target(s){scale}")
+        # a reference that does not transfer is said where the result is read, not only in a passing notification
+        untransferred = [w for w in dict.fromkeys(output.warnings) if "does not transfer" in w]
+        caution = ""
+        if untransferred:
+            more = f" (+{len(untransferred) - 1} more)" if len(untransferred) > 1 else ""
+            caution = f"\nwarning: {untransferred[0]}{more}"
+        self.runner.widget.set_summary(
+            f"one-shot: {objects} object(s) in {len(output.labels)} target(s){scale}{caution}"
+        )
         for warning in dict.fromkeys(output.warnings):
             show_warning(warning)
 

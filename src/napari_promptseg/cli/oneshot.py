@@ -230,6 +230,7 @@ def _process(args: argparse.Namespace, one: _OneShot, path: Path, image) -> dict
         "objects": int(result.mask.any()),
         "area_px": int((labels > 0).sum()),
         "score": round(float(result.score), 4),
+        "transfer": round(float(result.transfer), 4),  # 0: the reference does not look like this image's kind
         "positive_points_xy": np.round(result.positives * factor, 1).tolist(),
         "negative_points_xy": np.round(result.negatives * factor, 1).tolist(),
         "boxes_xyxy": np.round(result.boxes * factor, 1).tolist(),

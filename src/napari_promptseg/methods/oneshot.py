@@ -118,6 +118,22 @@ class PromptScheme:
 
 
 @dataclass
+class SchemeDiagnostics:
+    """Every candidate of SAT's bank on one target, kept when asked (``segment_like(..., diagnostics=True)``).
+
+    For benchmarks that ask where a result lost: the correspondence (positives on the object?), the scheme score
+    (was a better candidate in the bank?) or the decoder.
+    """
+
+    positive_xy: np.ndarray  # (P, 2) centres of the cycle-consistent positive cells (before physical sampling)
+    candidate_logits: torch.Tensor  # (S, s, s) low-res decoder logits of each scheme's mask
+    features: dict[str, np.ndarray]  # (S,) each: see :func:`candidate_features`
+    chosen: int
+    affinity: float  # see :attr:`Correspondence.affinity`
+    transform: object  # the embedding's ResizeTransform (low-res logits -> target pixels)
+
+
+@dataclass
 class OneShotResult:
     """Segmentation of one target."""
 
@@ -133,6 +149,9 @@ class OneShotResult:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     per_reference: list[OneShotResult] = field(default_factory=list)
+    diagnostics: SchemeDiagnostics | None = None
+    #: how well the reference transfers to this target, 0-1 (see :func:`transfer_confidence`); ``score`` includes it
+    transfer: float = 1.0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -151,6 +170,7 @@ class Correspondence:
     positive_cells: np.ndarray  # target cell indices kept by forward/backward matching to fg
     negative_cells: np.ndarray  # the same for bg
     prototype: torch.Tensor  # (C,) mean reference feature inside the mask, normalised (PerSAM's target embedding)
+    reference_area: float = float("nan")  # share of the reference image inside its mask
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -159,9 +179,52 @@ class Correspondence:
         return self.fg_sim - self.bg_sim
 
     @property
+    def affinity(self) -> float:
+        """Median over target cells of the best cosine similarity to a labelled reference cell (fg or bg).
+
+        Low when the target's patches resemble nothing in the reference (another modality or stain): the
+        correspondence is then a guess, whatever the scheme score says.
+        """
+        return float(np.median(np.maximum(self.fg_sim, self.bg_sim)))
+
+    @property
     def region(self) -> np.ndarray:
         """(h, w) bool grid: cells whose nearest reference patch (by max similarity) is foreground."""
         return (self.margin > 0).reshape(self.target.shape)
+
+
+def self_affinity(features: PatchFeatures, exclude: int = 2) -> float:
+    """Median over an image's cells of the best cosine similarity to a cell of the same image outside its
+    (2 * exclude + 1)^2 neighbourhood: how alike the patches of one image of this kind are. A target whose
+    :attr:`Correspondence.affinity` falls far below its reference's self-affinity is of another kind."""
+    flat = features.flat()
+    h, w = features.shape
+    yy, xx = np.divmod(np.arange(h * w), w)
+    query = np.flatnonzero((yy % 2 == 0) & (xx % 2 == 0))  # every other cell per axis: the median, 4x cheaper
+    sim = flat[query] @ flat.T
+    qy, qx = yy[query], xx[query]
+    rows = np.arange(len(query))
+    for dy in range(-exclude, exclude + 1):  # blank each cell's neighbourhood, one offset at a time
+        for dx in range(-exclude, exclude + 1):
+            ok = (qy + dy >= 0) & (qy + dy < h) & (qx + dx >= 0) & (qx + dx < w)
+            sim[rows[ok], query[ok] + dy * w + dx] = -1.0
+    return float(sim.max(dim=1).values.median())
+
+
+#: the target's affinity over the reference's self-affinity (:func:`self_affinity`): at or below TRANSFER_RATIO_LOW
+#: the reference is taken not to transfer (confidence 0), at or above TRANSFER_RATIO_HIGH it transfers (1); linear in
+#: between, warning below 0.5. Measured with the LiteMedSAM encoder on the shared sets (benchmarks/README.md):
+#: same-set pairs 0.77-0.98; a reference from another modality (X-ray vs colour vs fluorescence) 0.46-0.73; colour
+#: images among themselves (H&E vs endoscopy) overlap the same-set range and are not caught.
+TRANSFER_RATIO_LOW = 0.70
+TRANSFER_RATIO_HIGH = 0.80
+
+
+def transfer_confidence(affinity: float, reference_self_affinity: float) -> float:
+    """0-1: does a target look like the reference's kind of image? From how well the reference's patches explain the
+    target's (:attr:`Correspondence.affinity`) relative to how well they explain each other (:func:`self_affinity`)."""
+    ratio = affinity / max(reference_self_affinity, 1e-6)
+    return float(np.clip((ratio - TRANSFER_RATIO_LOW) / (TRANSFER_RATIO_HIGH - TRANSFER_RATIO_LOW), 0.0, 1.0))
 
 
 def label_reference_patches(
@@ -239,6 +302,7 @@ def correspond(
         positive_cells=positives,
         negative_cells=negatives,
         prototype=prototype,
+        reference_area=float(frac.mean()),
         warnings=warnings,
     )
 
@@ -395,6 +459,7 @@ class _Decoder:
     def __init__(self, segmenter: PromptableSegmenter, embedding: Embedding, use_points: bool) -> None:
         self.segmenter, self.embedding, self.use_points = segmenter, embedding, use_points
         self._cache: dict[tuple, torch.Tensor] = {}
+        self._iou: dict[tuple, float] = {}
 
     @staticmethod
     def _key(box: np.ndarray | None, pos: np.ndarray, neg: np.ndarray) -> tuple:
@@ -431,10 +496,15 @@ class _Decoder:
             pred = self.segmenter.predict(self.embedding, boxes=boxes, points=points, point_labels=labels)
             for row, (key, *_rest) in enumerate(items):
                 self._cache[key] = pred.low_res_logits[row, 0]
+                self._iou[key] = float(pred.scores[row, 0])
 
     def logits(self, prompts: list[tuple]) -> torch.Tensor:
         """Low-res logits of the union of the prompts' masks (elementwise max)."""
         return torch.stack([self._cache[self._key(*p)] for p in prompts]).max(dim=0).values
+
+    def predicted_iou(self, prompts: list[tuple]) -> float:
+        """The decoder's own IoU estimate of the prompts' masks (mean over the boxes of a multi-box scheme)."""
+        return float(np.mean([self._iou[self._key(*p)] for p in prompts]))
 
 
 def _inside(points: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -506,8 +576,50 @@ def _finish(
     )
 
 
-def run_sat(pair: _Pair, bank: Sequence[SatSetting], temperature: float | None = None) -> OneShotResult:
-    """SAT on one reference: every bank setting -> prompt scheme -> mask -> score; keep the best scheme."""
+def stability(logits: torch.Tensor, offset: float = 1.0) -> np.ndarray:
+    """SAM's stability score per mask: IoU of the masks at logit thresholds +offset and -offset."""
+    hi, lo = (logits > offset).flatten(1).sum(1), (logits > -offset).flatten(1).sum(1)
+    return (hi.float() / lo.clamp(min=1).float()).numpy()
+
+
+def candidate_features(
+    scores: np.ndarray,
+    predicted_iou: np.ndarray,
+    logits: torch.Tensor,
+    contrast: np.ndarray,
+    area_log_ratio: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Ground-truth-free features of SAT's candidate masks, the inputs of :data:`SELECTION_RULES`."""
+    return {
+        "score": np.asarray(scores, np.float64),
+        "predicted_iou": np.clip(predicted_iou, 0, 1).astype(np.float64),
+        "stability": stability(logits).astype(np.float64),
+        "contrast": np.asarray(contrast, np.float64),
+        "area_log_ratio": np.asarray(area_log_ratio, np.float64),
+    }
+
+
+#: how SAT picks one candidate of its bank: name -> candidate features -> ranking value (the highest wins)
+SELECTION_RULES: dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]] = {
+    "score": lambda f: f["score"],
+    "score_x_iou": lambda f: f["score"] * f["predicted_iou"],
+    "score_x_stability": lambda f: f["score"] * f["stability"],
+    "score_x_iou_x_stability": lambda f: f["score"] * f["predicted_iou"] * f["stability"],
+    "contrast": lambda f: f["contrast"],
+    "score_x_contrast": lambda f: f["score"] * np.maximum(f["contrast"], 0),
+    "score_area_prior": lambda f: f["score"] * np.exp(-0.5 * f["area_log_ratio"]),
+}
+DEFAULT_RULE = "score"
+
+
+def run_sat(
+    pair: _Pair,
+    bank: Sequence[SatSetting],
+    temperature: float | None = None,
+    diagnostics: bool = False,
+    rule: str = DEFAULT_RULE,
+) -> OneShotResult:
+    """SAT on one reference: every bank setting -> prompt scheme -> mask -> score; keep the best by ``rule``."""
     decoder = _Decoder(pair.segmenter, pair.embedding, pair.use_points)
     builder = SchemeBuilder(pair.corr)
     schemes = [builder.build(setting) for setting in bank]
@@ -517,8 +629,35 @@ def run_sat(pair: _Pair, bank: Sequence[SatSetting], temperature: float | None =
     grids = low_res_to_grid(unions, pair.embedding, pair.corr.target.shape).numpy()
     for scheme, grid in zip(schemes, grids, strict=True):
         scheme.score = score_mask(grid, pair.corr, temperature)
-    best = int(np.argmax([s.score for s in schemes]))
-    return _finish(unions[best], pair.embedding, schemes[best], "sat", [s.summary() for s in schemes])
+    area = grids.reshape(len(grids), -1).mean(axis=1)
+    area_log_ratio = np.abs(np.log((area + 1e-3) / (pair.corr.reference_area + 1e-3)))
+    features = candidate_features(
+        np.array([s.score for s in schemes]),
+        np.array([decoder.predicted_iou(p) for p in prompts]),
+        unions,
+        _contrast(grids, pair.corr.margin),
+        area_log_ratio,
+    )
+    best = int(np.argmax(SELECTION_RULES[rule](features)))
+    result = _finish(unions[best], pair.embedding, schemes[best], "sat", [s.summary() for s in schemes])
+    if diagnostics:
+        result.diagnostics = SchemeDiagnostics(
+            positive_xy=pair.corr.target.centres_xy()[pair.corr.positive_cells],
+            candidate_logits=unions,
+            features=features,
+            chosen=best,
+            affinity=pair.corr.affinity,
+            transform=pair.embedding.transform,
+        )
+    return result
+
+
+def _contrast(grids: np.ndarray, margin: np.ndarray) -> np.ndarray:
+    """(S,) mean fg-bg margin inside each mask grid minus outside, over the margin's standard deviation."""
+    m = grids.reshape(len(grids), -1).astype(np.float64)
+    inside = (m @ margin) / np.maximum(m.sum(1), 1e-9)
+    outside = ((1 - m) @ margin) / np.maximum((1 - m).sum(1), 1e-9)
+    return (inside - outside) / (float(margin.std()) + 1e-9)
 
 
 def run_persam(pair: _Pair, refinements: int = 2) -> OneShotResult:
@@ -676,6 +815,7 @@ def segment_like(
     names: Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
+    diagnostics: bool = False,
 ) -> list[OneShotResult]:
     """Segment in every target what the reference mask marks in the reference image(s).
 
@@ -685,6 +825,7 @@ def segment_like(
     ``segmenter`` defaults to LiteMedSAM; ``extractor`` to the segmenter's own encoder
     (:class:`~..models.features.SegmenterFeatures`). ``use_points`` (default: the segmenter's ``points_reliable``)
     adds the scheme's points to its boxes. ``keep_largest``: GBMSeg's optional largest-component post-processing.
+    ``diagnostics``: SAT keeps every candidate mask of its bank on each result (:class:`SchemeDiagnostics`).
     """
     if strategy not in STRATEGIES:
         raise PromptsegError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -720,13 +861,14 @@ def segment_like(
             raise CancelledError("cancelled")
 
     t0 = time.perf_counter()
-    ref_feats, ref_masks = [], []
+    ref_feats, ref_masks, ref_self = [], [], []
     for i, (img, m) in enumerate(zip(refs, masks, strict=True)):
         rname = f"reference {i + 1}" if len(refs) > 1 else "reference"
         hwc = as_channels_last(img, channel_axis=channel_axis, channels=channels, name=rname)
         ref_masks.append(check_reference(hwc, m, f"{rname} mask"))
         report(0.0, f"features of {rname}")
         ref_feats.append(extractor.features(hwc, normalize=normalize, name=rname))
+        ref_self.append(self_affinity(ref_feats[-1]))
         check_cancel()
     ref_time = time.perf_counter() - t0
 
@@ -742,20 +884,21 @@ def segment_like(
         check_cancel()
         per_ref = []
         search = decode = 0.0
-        for rf, rm in zip(ref_feats, ref_masks, strict=True):
+        for rf, rm, rs in zip(ref_feats, ref_masks, ref_self, strict=True):
             t0 = time.perf_counter()
             corr = correspond(rf, rm, tfeat, fg_purity=fg_purity, name=tname)
             pair = _Pair(corr, segmenter, embedding, use_points, rf)
             search += time.perf_counter() - t0
             t0 = time.perf_counter()
             if strategy == "sat":
-                res = run_sat(pair, bank, score_temperature)
+                res = run_sat(pair, bank, score_temperature, diagnostics)
             elif strategy == "persam":
                 res = run_persam(pair)
             else:
                 res = run_matcher(pair)
             decode += time.perf_counter() - t0  # prompt building + decoding + scoring
             res.warnings.extend(corr.warnings)
+            _check_transfer(res, corr.affinity, rs, tname)
             per_ref.append(res)
             check_cancel()
         timings["match_s"] = search
@@ -774,6 +917,17 @@ def segment_like(
     return results
 
 
+def _check_transfer(result: OneShotResult, affinity: float, reference_self_affinity: float, name: str) -> None:
+    """Scale the score by the transfer confidence; below 0.5 say that the reference does not transfer."""
+    result.transfer = transfer_confidence(affinity, reference_self_affinity)
+    result.score = float(result.score) * result.transfer
+    if result.transfer < 0.5:
+        result.warnings.append(
+            f"{name}: this reference does not transfer (its patches match this image's at {affinity:.2f} mean "
+            f"similarity, its own at {reference_self_affinity:.2f}: another kind of image?); the mask is a guess"
+        )
+
+
 def _combine(per_ref: list[OneShotResult], ensemble: str) -> OneShotResult:
     # GUESS(SAT): the paper ensembles several references without public details; "vote" averages the decoder's
     # probabilities over references (a soft majority vote, no tie rule needed); "union" keeps any reference's mask
@@ -787,6 +941,7 @@ def _combine(per_ref: list[OneShotResult], ensemble: str) -> OneShotResult:
         negatives=np.concatenate([r.negatives for r in per_ref]),
         boxes=np.concatenate([r.boxes for r in per_ref]),
         score=float(np.mean([r.score for r in per_ref])),
+        transfer=float(np.mean([r.transfer for r in per_ref])),
         strategy=f"{per_ref[0].strategy}-ensemble-{ensemble}",
         schemes=[s for r in per_ref for s in r.schemes],
         warnings=[w for r in per_ref for w in r.warnings],

@@ -103,11 +103,16 @@ def _check_grid(
 
 
 class SegmenterFeatures:
-    """Patch features from a SAM-family segmenter's image encoder (shares the segmenter's embedding cache)."""
+    """Patch features from a SAM-family segmenter's image encoder (shares the segmenter's embedding cache).
 
-    def __init__(self, segmenter: PromptableSegmenter, *, min_cells: int = 2) -> None:
+    ``flip=True``: test-time augmentation — the features of the image and of its mirror image (mirrored back) are
+    averaged, so a patch is described by what both views of it look like (one more encoder pass per image).
+    """
+
+    def __init__(self, segmenter: PromptableSegmenter, *, min_cells: int = 2, flip: bool = False) -> None:
         self.segmenter = segmenter
-        self.name = f"{segmenter.name}-encoder"
+        self.flip = flip
+        self.name = f"{segmenter.name}-encoder" + ("+flip" if flip else "")
         self.min_cells = min_cells
 
     def features(
@@ -121,7 +126,13 @@ class SegmenterFeatures:
     ) -> PatchFeatures:
         hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
         embedding = self.segmenter.embed(hwc, normalize=normalize, name=name)
-        return embedding_patch_features(embedding, name=name, min_cells=self.min_cells, extractor=self.name)
+        feats = embedding_patch_features(embedding, name=name, min_cells=self.min_cells, extractor=self.name)
+        if not self.flip:
+            return feats
+        mirrored = self.segmenter.embed(np.ascontiguousarray(hwc[:, ::-1]), normalize=normalize, name=name)
+        other = embedding_patch_features(mirrored, name=name, min_cells=self.min_cells).grid.flip(1)
+        grid = F.normalize(feats.grid + other, dim=-1).contiguous()
+        return PatchFeatures(grid=grid, stride=feats.stride, image_shape=feats.image_shape, extractor=self.name)
 
 
 def embedding_patch_features(
@@ -230,10 +241,12 @@ def load_feature_extractor(
     name: str, *, segmenter: PromptableSegmenter | None = None, device: str = "cpu", image_size: int = 518
 ) -> PatchFeatureExtractor:
     """``"segmenter"`` (the segmenter's encoder) or ``"dinov2:<local dir or hub id>"``."""
-    if name in ("segmenter", "encoder", ""):
+    if name in ("segmenter", "encoder", "", "segmenter+flip"):
         if segmenter is None:
             raise PromptsegError("feature extractor 'segmenter' needs a segmenter")
-        return SegmenterFeatures(segmenter)
+        return SegmenterFeatures(segmenter, flip=name.endswith("+flip"))
     if name.startswith("dinov2:"):
         return Dinov2Features(name.split(":", 1)[1], device=device, image_size=image_size)
-    raise PromptsegError(f"unknown feature extractor {name!r}; use 'segmenter' or 'dinov2:<directory or hub id>'")
+    raise PromptsegError(
+        f"unknown feature extractor {name!r}; use 'segmenter', 'segmenter+flip' or 'dinov2:<directory or hub id>'"
+    )
