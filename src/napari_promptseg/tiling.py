@@ -209,9 +209,10 @@ class IntensityWindow:
     median: np.ndarray | None = None  # (C,) median of the raw image, per channel
 
     @classmethod
-    def measure(cls, image_hwc: np.ndarray, mode: Normalization = "auto") -> IntensityWindow:
+    def measure(cls, image_hwc: np.ndarray, mode: Normalization = "auto", background: bool = False) -> IntensityWindow:
         """The window ``normalize_intensity`` would use on the whole image, measured on at most a few million
-        pixels (a regular subsample of a large image)."""
+        pixels (a regular subsample of a large image). ``background``: also measure the median for
+        :meth:`background_level` (it doubles the cost on a large image, so only the callers that use it ask)."""
         arr = image_hwc
         step = max(1, int(math.sqrt(arr.shape[0] * arr.shape[1] / WINDOW_SAMPLE)))
         sample = to_numpy(arr[::step, ::step]).astype(np.float32)
@@ -239,7 +240,7 @@ class IntensityWindow:
         else:
             raise PromptsegError(f"unknown normalisation {mode!r}")
         scaled = np.clip((sample - lo) / np.maximum(hi - lo, 1e-8), 0, 1).reshape(-1, c)
-        median = np.median(sample.reshape(-1, c), axis=0).astype(np.float32)
+        median = np.median(sample.reshape(-1, c), axis=0).astype(np.float32) if background else None
         return cls(lo=lo, hi=hi, dtype=str(arr.dtype), mean=scaled.mean(0), std=scaled.std(0), median=median)
 
     def background_level(self) -> np.ndarray:

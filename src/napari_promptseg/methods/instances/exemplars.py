@@ -166,7 +166,7 @@ def fit_exemplars(
     size = float(object_size) if object_size else typical_object_size(labels)
     scale = choose_scale(image.shape, segmenter.input_size, size, source="reference objects")
     grid = TileGrid(image.shape, scale.tile, scale.overlap)
-    window = IntensityWindow.measure(image, normalize)
+    window = IntensityWindow.measure(image, normalize, background=True)
     known_mask = np.ones(labels.shape, bool) if known is None else np.asarray(known, bool)
     # tiles with the most labelled pixels teach the classifier
     counts = [int((labels[t.slices] > 0).sum()) for t in grid]
@@ -300,7 +300,7 @@ def estimate_object_size(
     exemplars' reads as small objects at the exemplars' scale, and not at the proposed one."""
     if model.size_classifier is None or model.reference_width <= 0:
         return model.object_size, "reference objects"
-    window = window or IntensityWindow.measure(image, model.normalize)
+    window = window or IntensityWindow.measure(image, model.normalize, background=True)
     width = _quick_width(model, image, input_size, window, model.object_size)
     if width <= 0:
         return model.object_size, "reference objects"  # nothing, or everything, looks like an object: no measure
