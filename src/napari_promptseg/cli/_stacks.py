@@ -99,6 +99,35 @@ def _full_resolution(labels: object, image: object, factor: float) -> object:
     return labels if factor == 1.0 else upsample_labels(np.asarray(labels), np.shape(image)[:2])
 
 
+def _level_record(
+    args: argparse.Namespace, path: Path, image: object, labels: object, index: int, factor: float
+) -> tuple[dict, object]:
+    """Labels found on pyramid level ``index`` (``factor`` times smaller than the input), back at full resolution
+    and written: the start of the image's report record, and those full-resolution labels."""
+    import numpy as np
+
+    labels = _full_resolution(labels, image, factor)
+    record = {
+        "input": str(path),
+        "output": _write_output(args, path, labels),
+        "shape": list(np.shape(image)),
+        "pyramid_level": index,
+        "level_factor": factor,
+    }
+    return record, labels
+
+
+def _instances_level_record(
+    args: argparse.Namespace, path: Path, image: object, found: object, index: int, factor: float
+) -> dict:
+    """Instances found on pyramid level ``index``: labels and boxes back at full resolution, written and recorded."""
+    from ._common import _instances_record
+
+    found.labels = _full_resolution(found.labels, image, factor)
+    found.boxes = found.boxes * factor
+    return {**_instances_record(args, path, image, found), "pyramid_level": index, "level_factor": factor}
+
+
 def _stack_record(
     args: argparse.Namespace,
     path: Path,

@@ -13,7 +13,6 @@ from ._common import (
     _add_model_options,
     _expand_images,
     _finish_image,
-    _instances_record,
     _model_parameters,
     _print_progress,
     _reference_labels,
@@ -23,12 +22,12 @@ from ._common import (
 from ._stacks import (
     _add_stack_options,
     _at_level,
-    _full_resolution,
+    _instances_level_record,
+    _level_record,
     _plane_channel_axis,
     _stack_for,
     _stack_record,
     _whole_image_level,
-    _write_output,
 )
 
 
@@ -217,16 +216,9 @@ def _process(args: argparse.Namespace, one: _OneShot, path: Path, image) -> dict
         level, index, factor = _whole_image_level(path, image)
     result = _segment(args, one, level, str(path), args.channel_axis, factor)
     if one.exemplars is not None:
-        result.labels = _full_resolution(result.labels, image, factor)
-        result.boxes = result.boxes * factor
-        return {**_instances_record(args, path, image, result), "pyramid_level": index, "level_factor": factor}
-    labels = _full_resolution(result.labels, image, factor)
-    record = {
-        "input": str(path),
-        "output": _write_output(args, path, labels),
-        "shape": list(np.shape(image)),
-        "pyramid_level": index,
-        "level_factor": factor,
+        return _instances_level_record(args, path, image, result, index, factor)
+    record, labels = _level_record(args, path, image, result.labels, index, factor)
+    record |= {
         "objects": int(result.mask.any()),
         "area_px": int((labels > 0).sum()),
         "score": round(float(result.score), 4),

@@ -10,13 +10,19 @@ from ..errors import PromptsegError
 from ._common import (
     _expand_images,
     _finish_image,
-    _instances_record,
     _model_parameters,
     _print_progress,
     _run_batch,
     _write_report,
 )
-from ._stacks import _at_level, _full_resolution, _plane_channel_axis, _stack_for, _stack_record, _write_output
+from ._stacks import (
+    _at_level,
+    _instances_level_record,
+    _level_record,
+    _plane_channel_axis,
+    _stack_for,
+    _stack_record,
+)
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -112,18 +118,11 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     level, index, factor = _at_level(path, image, scale)
     result = _segment(args, segmenter, level, str(path), args.channel_axis, factor)
     if args.find_all:
-        result.labels = _full_resolution(result.labels, image, factor)
-        result.boxes = result.boxes * factor
-        return {**_instances_record(args, path, image, result), "pyramid_level": index, "level_factor": factor}
-    labels = _full_resolution(result.labels, image, factor)
-    record = {
-        "input": str(path),
-        "output": _write_output(args, path, labels),
-        "shape": list(np.shape(image)),
+        return _instances_level_record(args, path, image, result, index, factor)
+    record, labels = _level_record(args, path, image, result.labels, index, factor)
+    record |= {
         "objects": int(len(result.scores)),
         "working_scale": result.scale.summary() if result.scale is not None else None,
-        "pyramid_level": index,
-        "level_factor": factor,
         "predicted_iou": [round(float(s), 4) for s in result.scores],
         "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
         "warnings": result.warnings,

@@ -17,12 +17,11 @@ from ._common import (
 )
 from ._stacks import (
     _add_stack_options,
-    _full_resolution,
+    _level_record,
     _plane_channel_axis,
     _stack_for,
     _stack_record,
     _whole_image_level,
-    _write_output,
 )
 
 
@@ -154,15 +153,8 @@ def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
         return _stack_record(args, path, image, plane_labels, state[1])
     level, index, factor = _whole_image_level(path, image)  # a pyramid: the level a text model sees
     result = _segment(args, state, level, str(path), args.channel_axis)
-    labels = _full_resolution(result.labels, image, factor)
-    record = {
-        "input": str(path),
-        "output": _write_output(args, path, labels),
-        "shape": list(np.shape(image)),
-        "pyramid_level": index,
-        "level_factor": factor,
-        **result.summary(),
-    }
+    record, labels = _level_record(args, path, image, result.labels, index, factor)
+    record |= result.summary()
     if factor != 1.0:
         record["boxes"] = np.round(np.asarray(result.boxes) * factor, 1).tolist()
     if not record.get("objects"):
