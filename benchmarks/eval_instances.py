@@ -290,6 +290,49 @@ def evaluate_mosaic(segmenter, variant: str = "fused", side: int = 4096) -> dict
     }
 
 
+def evaluate_speed(segmenter, sets: list[str], side: int = 512, repeats: int = 3) -> dict:
+    """Seconds per ``side``-px image, end to end from a cold embedding cache: the centre crop of every target of
+    ``sets`` whose sides are both >= ``side`` (the reference of each set fits the model once, not timed)."""
+    out: dict = {"side": side, "repeats": repeats, "images": []}
+    for name in sets:
+        names, images, truths = load_set(name)
+        model = fit_exemplars(segmenter, as_channels_last(images[0]), truths[0])
+        for k in range(1, len(names)):
+            img, truth = as_channels_last(images[k]), truths[k]
+            h, w = truth.shape
+            if min(h, w) < side:
+                continue
+            y, x = (h - side) // 2, (w - side) // 2
+            crop, crop_truth = (
+                np.ascontiguousarray(img[y : y + side, x : x + side]),
+                truth[y : y + side, x : x + side],
+            )
+            times, res = [], None
+            for _ in range(repeats):
+                segmenter.cache.clear()
+                t0 = time.perf_counter()
+                res = segment_with_exemplars(segmenter, model, crop)
+                times.append(time.perf_counter() - t0)
+            row = {
+                "set": name,
+                "image": names[k],
+                "true_objects": int(len(np.unique(crop_truth)) - 1),
+                "found": int(len(res.scores)),
+                "f1": match_instances(res.labels, crop_truth)["f1"],
+                "seconds_median": float(np.median(times)),
+                "seconds": [round(t, 3) for t in times],
+                "timings_s": {k2: round(v2, 3) for k2, v2 in res.timings.items()},
+                "tiles": res.scale.tiles,
+                "load_average_1min": os.getloadavg()[0],
+            }
+            out["images"].append(row)
+            print("speed", {k2: v2 for k2, v2 in row.items() if k2 != "timings_s"}, flush=True)
+    secs = [r["seconds_median"] for r in out["images"]]
+    out["median_seconds"] = float(np.median(secs)) if secs else None
+    out["max_seconds"] = float(np.max(secs)) if secs else None
+    return out
+
+
 def markdown(results: dict) -> str:
     sets = results["sets"]
     methods = list(next(iter(sets.values()))["mean"]) if sets else []
@@ -313,11 +356,27 @@ def main() -> None:
     parser.add_argument("--no-mosaic", action="store_true")
     parser.add_argument("--only-mosaic", action="store_true")
     parser.add_argument("--mosaic-side", type=int, default=4096)
+    parser.add_argument(
+        "--speed", action="store_true", help="only time 512 px centre crops of the targets (eval_instances_speed.json)"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--name", default="eval_instances", help="name of the JSON written to --output")
     parser.add_argument("-o", "--output", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     segmenter = load_segmenter(device="cpu")
     segmenter.cache.maxsize = 256
+    args.output.mkdir(parents=True, exist_ok=True)
+    if args.speed:
+        load_before = os.getloadavg()
+        speed = evaluate_speed(segmenter, args.sets)
+        speed["machine"] = {"threads": torch.get_num_threads(), "load_average": [load_before, os.getloadavg()]}
+        path = args.output / "eval_instances_speed.json"
+        path.write_text(json.dumps(speed, indent=2))
+        print(f"median {speed['median_seconds']} s, worst {speed['max_seconds']} s; written {path}")
+        return
     results = {"sets": {}, "variants": {v: VARIANTS[v] for v in args.variants}}
     for name in [] if args.only_mosaic else args.sets:
         t0 = time.perf_counter()
@@ -331,8 +390,7 @@ def main() -> None:
         "python": platform.python_version(),
         "load_average_1min": os.getloadavg()[0],
     }
-    args.output.mkdir(parents=True, exist_ok=True)
-    path = args.output / "eval_instances.json"
+    path = args.output / f"{args.name}.json"
     path.write_text(json.dumps(results, indent=2))
     print(markdown(results))
     print(f"written {path}")

@@ -23,7 +23,7 @@ from ..errors import PromptsegError
 from ..models.preprocessing import to_numpy
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
-#: filter scales in working pixels (a typical object spans ~26 working pixels)
+#: filter scales in working pixels (a typical object spans ~20 working pixels)
 SIGMAS = (1.0, 2.0, 4.0)
 #: encoder features kept after the projection (principal components of the reference's features)
 ENCODER_COMPONENTS = 8
