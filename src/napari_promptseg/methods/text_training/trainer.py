@@ -136,7 +136,7 @@ def train_text_segmenter(
     out = Path(output_dir)
     state = _read_state(out) if resume else None
     if state is not None:
-        config = TrainingConfig(**state["config"])
+        config = TrainingConfig(**{"presence": False, **state["config"]})  # runs from before the presence head
         if overrides.get("epochs"):  # the one setting a resume may change: train for longer
             config = replace(config, epochs=int(overrides["epochs"]))
     else:
