@@ -10,8 +10,8 @@ All models: frozen LiteMedSAM image encoder + frozen MiniLM text encoder + the t
 2. **Prompt templates** (medvlsm p0 = empty ... p9), dicece, fewer epochs.
 3. **Text sensitivity**: one model trained on polyps, lungs, glands and nuclei with their names, wrong names
    trained to give nothing (``MULTI_RUNS``: static extra triplets, or the trainer's balanced texts and negative
-   pairs); right-name Dice against single-target models trained on the same images, and for each wrong name the
-   Dice against the true target and how often the mask is empty.
+   pairs, with or without the presence classifier); right-name Dice against single-target models trained on the
+   same images, and for each wrong name the Dice against the true target and how often the mask is empty.
 4. **Cost**: inference stage by stage and per image, and (``--train-cost``) a whole training run on the 359 Kvasir
    train+val triplets from an empty feature cache, at ``--threads`` threads, with the load average.
 
@@ -230,7 +230,7 @@ MULTI_RUNS = {
     "balanced": {"balance": True, "negatives": 1.0, "presence": False},
     # the "balanced" run continued for two more epochs (its validation Dice was still rising)
     "balanced_6_epochs": {"balance": True, "negatives": 1.0, "epochs": 6, "resume_from": "balanced"},
-    # + the decoder's target-presence head (the default with negative pairs)
+    # + the decoder's image-text presence classifier gating the mask (the default with negative pairs)
     "presence": {"balance": True, "negatives": 1.0, "presence": True},
 }
 
