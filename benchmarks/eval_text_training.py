@@ -10,8 +10,8 @@ All models: frozen LiteMedSAM image encoder + frozen MiniLM text encoder + the t
 2. **Prompt templates** (medvlsm p0 = empty ... p9), dicece, fewer epochs.
 3. **Text sensitivity**: one model trained on polyps, lungs, glands and nuclei with their names, wrong names
    trained to give nothing (``MULTI_RUNS``: static extra triplets, or the trainer's balanced texts and negative
-   pairs); right-name Dice against single-target models trained on the same images, and for each wrong name the
-   Dice against the true target and how often the mask is empty.
+   pairs, with or without the presence classifier); right-name Dice against single-target models trained on the
+   same images, and for each wrong name the Dice against the true target and how often the mask is empty.
 4. **Cost**: inference stage by stage and per image, and (``--train-cost``) a whole training run on the 359 Kvasir
    train+val triplets from an empty feature cache, at ``--threads`` threads, with the load average.
 
@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from napari_promptseg.methods.interactive import boxes_from_labels
+from napari_promptseg.methods.text import TextRoute, segment_text
 from napari_promptseg.methods.text_training import dice, read_triplets, train_text_segmenter
 from napari_promptseg.methods.text_training.data import FeatureStore, Triplet
 from napari_promptseg.methods.text_training.trainer import TrainingConfig, make_batch
@@ -225,10 +226,12 @@ def _target_triplets(name: str) -> dict[str, list[Triplet]]:
 #: mask file (the first run); "balanced": the trainer's own options, every text equally often per epoch and one
 #: negative pair per training sample drawn again every epoch (all wrong names over the epochs)
 MULTI_RUNS = {
-    "static": {},
-    "balanced": {"balance": True, "negatives": 1.0},
+    "static": {"presence": False},
+    "balanced": {"balance": True, "negatives": 1.0, "presence": False},
     # the "balanced" run continued for two more epochs (its validation Dice was still rising)
     "balanced_6_epochs": {"balance": True, "negatives": 1.0, "epochs": 6, "resume_from": "balanced"},
+    # + the decoder's image-text presence classifier gating the mask (the default with negative pairs)
+    "presence": {"balance": True, "negatives": 1.0, "presence": True},
 }
 
 
@@ -321,11 +324,11 @@ def section_multi(args, results: dict, store, text) -> None:
                 "model": str(target),
             }
         elif run is None:
-            if options:
+            if setting != "static":
                 positives = [t for split in sets.values() for t in split["train"] + split["val"]]
                 run = {"settings": options, **train_run(f"multi_target_{setting}", positives, args, **dict(options))}
             else:
-                run = {"settings": options, **train_run("multi_target", _static_negatives(sets), args)}
+                run = {"settings": options, **train_run("multi_target", _static_negatives(sets), args, **options)}
         if "wrong_names" not in next(iter(run.get("targets", {}).values()), {}):  # (re)evaluate, no retraining
             decoder = load_text_segmenter(run["model"], device="cpu").decoder
             run["targets"] = text_sensitivity(decoder, sets, store, text)
@@ -440,7 +443,19 @@ def section_cost(args, results: dict, segmenter, embedder, text) -> None:
         for image in images[-4:]:  # the model keeps the features of the last 4 images: one more prompt each
             model.mask_logits(image, ["polyp"])
     entry["inference_per_prompt_features_cached"] = clock.per(4)
+    # what `promptseg text PROMPT IMAGES --text-model DIR` does per image once the models are loaded: encode,
+    # decode, threshold, objects (one prompt, memoised after the first image)
+    route = TextRoute("trained", model, "kvasir_dicece")
+    segment_text(images[0], test[0].text, route=route)  # warm-up (and the prompt's text tokens)
+    model._levels.clear()
+    with Clock() as clock:
+        for image in images[1:]:
+            segment_text(image, test[0].text, route=route)
+    entry["segment_text_per_image"] = clock.per(len(images) - 1)
     save(args, results)
+    if args.inference_only:
+        entry["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+        return
     entry["training_359_estimate"] = training_estimate(args, segmenter, embedder, text)
     save(args, results)
     if args.train_cost:  # the whole run from nothing: feature pass (cache), then training
@@ -496,6 +511,7 @@ def main() -> None:
     parser.add_argument("--multi-runs", default="", help="multi: only these settings of MULTI_RUNS (comma-separated)")
     parser.add_argument("--singles", default="yes", choices=["yes", "no", "only"], help="multi: single-target models")
     parser.add_argument("--train-cost", action="store_true", help="cost: also time a whole training run (~15 min)")
+    parser.add_argument("--inference-only", action="store_true", help="cost: inference only, no training estimate")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -139,7 +139,7 @@ def _image_to_token(
     return torch.bmm(p.transpose(1, 2), v_out)
 
 
-def _two_way_transformer(
+def two_way_transformer(
     transformer: nn.Module,
     keys: torch.Tensor,
     key_pe: torch.Tensor,
@@ -217,6 +217,23 @@ def _gather_windows(x: torch.Tensor, origins: torch.Tensor, side: int, grid_w: i
     return x[0].index_select(0, index).view(origins.shape[0], side * side, x.shape[-1])
 
 
+def upscaled_masks(mask_decoder: nn.Module, keys: torch.Tensor, hyper_in: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The decoder's upscaling of its (N, h w, C) output image tokens, read by (N, K, C') hypernetwork outputs:
+    (N, K, 4 h, 4 w) mask logits."""
+    up = mask_decoder.output_upscaling  # ConvTranspose2d, LayerNorm2d, GELU, ConvTranspose2d, GELU
+    w1, b1 = _transposed_conv_as_linear(up[0])
+    w2, b2 = _transposed_conv_as_linear(up[3])
+    c1, c2 = up[0].out_channels, up[3].out_channels
+    n, k = hyper_in.shape[:2]
+    masks = keys.new_empty((n, h * w * 16, k))
+    for i in range(n):  # one prompt at a time: its ~12 MB of upsampled maps stay in cache for the next step
+        x = linear(keys[i], w1, b1).view(h * w * 4, c1)  # per pixel (dy, dx, C1): its 2x2 output patch
+        x = gelu_(F.layer_norm(x, (c1,), up[1].weight, up[1].bias, up[1].eps))  # LayerNorm2d = LN over channels
+        x = linear(x, w2, b2, gelu=True).view(h * w * 16, c2)  # per pixel (dy, dx, dy2, dx2, C2)
+        torch.mm(x, hyper_in[i].t(), out=masks[i])
+    return masks.view(n, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(n, k, 4 * h, 4 * w)
+
+
 def decode(
     mask_decoder: nn.Module,
     features: torch.Tensor,
@@ -256,12 +273,12 @@ def decode(
     full_h, full_w = h, w
     if windows is not None:
         origins, side = windows
-        hs, keys = _two_way_transformer(
+        hs, keys = two_way_transformer(
             mask_decoder.transformer, keys, key_pe, tokens, context, window=(origins, side, w)
         )
         h = w = side
     else:
-        hs, keys = _two_way_transformer(mask_decoder.transformer, keys, key_pe, tokens, context)
+        hs, keys = two_way_transformer(mask_decoder.transformer, keys, key_pe, tokens, context)
     keys = keys.expand(n, -1, -1)  # a no-op unless the transformer has no block (then keys are still shared)
 
     # the reference computes all 4 masks and slices; only the hypernetworks of the returned masks run here
@@ -269,20 +286,9 @@ def decode(
     hyper_in = torch.stack([mask_decoder.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in wanted], dim=1)
     iou_pred = mask_decoder.iou_prediction_head(hs[:, 0, :])[:, wanted.start : wanted.stop]
 
-    up = mask_decoder.output_upscaling  # ConvTranspose2d, LayerNorm2d, GELU, ConvTranspose2d, GELU
-    w1, b1 = _transposed_conv_as_linear(up[0])
-    w2, b2 = _transposed_conv_as_linear(up[3])
-    c1, c2 = up[0].out_channels, up[3].out_channels
-    k = hyper_in.shape[1]
-    masks = keys.new_empty((n, h * w * 16, k))
-    for i in range(n):  # one prompt at a time: its ~12 MB of upsampled maps stay in cache for the next step
-        x = linear(keys[i], w1, b1).view(h * w * 4, c1)  # per pixel (dy, dx, C1): its 2x2 output patch
-        x = gelu_(F.layer_norm(x, (c1,), up[1].weight, up[1].bias, up[1].eps))  # LayerNorm2d = LN over channels
-        x = linear(x, w2, b2, gelu=True).view(h * w * 16, c2)  # per pixel (dy, dx, dy2, dx2, C2)
-        torch.mm(x, hyper_in[i].t(), out=masks[i])
-    masks = masks.view(n, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(n, k, 4 * h, 4 * w)
+    masks = upscaled_masks(mask_decoder, keys, hyper_in, h, w)
     if windows is not None:
-        full = masks.new_full((n, k, 4 * full_h, 4 * full_w), OUTSIDE_WINDOW_LOGIT)
+        full = masks.new_full((n, masks.shape[1], 4 * full_h, 4 * full_w), OUTSIDE_WINDOW_LOGIT)
         for i, (r, c) in enumerate(windows[0].tolist()):
             full[i, :, 4 * r : 4 * (r + h), 4 * c : 4 * (c + w)] = masks[i]
         masks = full

@@ -22,6 +22,15 @@ Switchable modules of the seed papers (zero-initialised where they join the base
   interaction); scores of patches and words of interest; the conditioned words replace the word prompt tokens and
   the conditioned patches join the dense prompt; heads that reconstruct masked patches from words and masked
   words from patches.
+
+``presence`` (for class-name texts with negative pairs): an image-text classifier (:class:`PresenceHead`) scores
+whether the named target is in the image at all, trained by binary cross-entropy on positive and negative pairs.
+Where it says absent (logit < 0) the mask logits are capped at the presence logit, so the mask is empty and the
+heatmap no higher than the presence probability. Why a classifier and not only empty masks: on an empty target the
+soft Dice term is 1 - 1 / (1 + sum of probabilities), whose gradient vanishes once the false positive is large (a
+whole lung field), so a large wrong-name mask is pushed down only by the weak per-pixel CE; the classifier gets one
+full-strength decision per pair. It reads the frozen inputs, not the decoder's tokens, so the mask path trains
+exactly as without it (a head on SAM's output tokens, tried first, cost nuclei a quarter of their Dice).
 """
 
 from __future__ import annotations
@@ -35,6 +44,9 @@ from segment_anything.modeling import MaskDecoder, TwoWayTransformer
 from segment_anything.modeling.common import LayerNorm2d
 from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
 from torch import nn
+
+from . import sam_decoder_fast
+from .fused_ops import linear
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,7 @@ class DecoderConfig:
     align_dim: int = 128
     interaction: bool = False  # RecLMIS conditioned interaction + reconstruction heads
     interaction_grid: int = 16  # patches of the interaction: the embedding average-pooled to this grid
+    presence: bool = False  # target-presence head gating the mask (trained on negative pairs)
     heads: int = 8
 
     @classmethod
@@ -68,7 +81,9 @@ class DecoderConfig:
 
 @dataclass
 class DecoderOutput:
-    logits: torch.Tensor  # (B, 1, 4 grid, 4 grid) mask logits in the padded model-input frame
+    logits: torch.Tensor  # (B, 1, 4 grid, 4 grid) mask logits in the padded model-input frame (presence-gated)
+    mask_logits: torch.Tensor | None = None  # the logits before the presence gate (what the mask loss trains)
+    presence_logits: torch.Tensor | None = None  # (B,) is the named target in the image (presence head)
     mask_features: torch.Tensor | None = None  # (B, 32, 4 grid, 4 grid) the decoder's upscaled features
     word_tokens: torch.Tensor | None = None  # (B, T, C) projected word tokens before the interaction
     conditioned_words: torch.Tensor | None = None  # (B, T, C) after the interaction (RecLMIS)
@@ -129,6 +144,22 @@ class Reconstructor(nn.Module):
         return self.out(x)
 
 
+class PresenceHead(nn.Module):
+    """Is the named target in the image: the image levels mean- and max-pooled, the sentence, and their product."""
+
+    def __init__(self, image_dim: int, text_dim: int, dim: int = 256) -> None:
+        super().__init__()
+        self.image = nn.Sequential(nn.LayerNorm(2 * image_dim), nn.Linear(2 * image_dim, dim))
+        self.text = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, dim))
+        self.score = nn.Sequential(nn.Linear(3 * dim, dim), nn.ReLU(), nn.Linear(dim, 1))
+
+    def forward(self, levels: list[torch.Tensor], sentence: torch.Tensor) -> torch.Tensor:
+        """levels [(B, C_k, h, w)], sentence (B, text_dim) -> (B,) presence logits."""
+        pooled = torch.cat([x.mean((2, 3)) for x in levels] + [x.amax((2, 3)) for x in levels], dim=1)
+        image, text = self.image(pooled), self.text(sentence)
+        return self.score(torch.cat([image, text, image * text], dim=1))[:, 0]
+
+
 class TextPromptDecoder(nn.Module):
     """Image embedding (B, C, g, g) [+ first-stage features] + word states + sentence -> mask logits."""
 
@@ -146,6 +177,7 @@ class TextPromptDecoder(nn.Module):
             iou_head_hidden_dim=256,
         )
         self.pe_layer = PositionEmbeddingRandom(d // 2)
+        self._inference_pe: tuple | None = None
         self.dense_embed = nn.Parameter(torch.zeros(d))
         self.sentence_proj = nn.Sequential(nn.Linear(c.text_dim, d), nn.GELU(), nn.Linear(d, c.sentence_tokens * d))
         if c.word_tokens:
@@ -180,6 +212,8 @@ class TextPromptDecoder(nn.Module):
             self.text_reconstructor = Reconstructor(d, c.text_dim, 4)
             self.contrast_image = nn.Linear(d, d)
             self.contrast_logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        if c.presence:  # created last: the other modules' initial weights stay those of a run without it
+            self.presence_head = PresenceHead(d + c.low_level_dim, c.text_dim)
 
     # -- initialisation from a SAM-family segmenter --------------------------------------------------------------
     @torch.no_grad()
@@ -201,7 +235,21 @@ class TextPromptDecoder(nn.Module):
     # -- forward -------------------------------------------------------------------------------------------------
     def image_pe(self) -> torch.Tensor:
         g = self.config.grid
-        return self.pe_layer((g, g)).unsqueeze(0)
+        if torch.is_grad_enabled():
+            return self.pe_layer((g, g)).unsqueeze(0)
+        # a constant of the (frozen) random projection: computed once for inference, again if it is reloaded
+        gaussian = self.pe_layer.positional_encoding_gaussian_matrix
+        key = (gaussian.data_ptr(), gaussian._version)
+        if self._inference_pe is None or self._inference_pe[0] != key:
+            self._inference_pe = (key, self.pe_layer((g, g)).unsqueeze(0))
+        return self._inference_pe[1]
+
+    def _low_tokens(self, low: torch.Tensor) -> torch.Tensor:
+        """``low_adapter`` on token-major features (inference path): (B, C_low, g, g) -> (B, g g, C)."""
+        conv1, norm, _, conv2 = self.low_adapter
+        x = F.linear(_token_major(low), conv1.weight.flatten(1), conv1.bias)
+        x = F.gelu(F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps))
+        return linear(x, conv2.weight.flatten(1), conv2.bias)
 
     def text_similarity(self, level: str, image: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
         """(B, h, w) cosine similarity of each pixel of an image level with the sentence in the aligned space."""
@@ -225,6 +273,7 @@ class TextPromptDecoder(nn.Module):
         b, d, g = features.shape[0], c.embed_dim, c.grid
         if self.config.low_level_dim and low is None:
             raise ValueError("this decoder fuses first-stage features: give `low`")
+        image_levels = [features] + ([low] if c.low_level_dim else [])  # before any text-guided enhancement
         pe = self.image_pe()
         dense = self.dense_embed.view(1, d, 1, 1).expand(b, d, g, g)
         out = DecoderOutput(logits=features.new_empty(0))
@@ -242,26 +291,44 @@ class TextPromptDecoder(nn.Module):
             gate = torch.sigmoid(self.enhance_scale * torch.stack(sims).mean(0) + self.enhance_bias).unsqueeze(1)
             features = features + self.enhance_gain.view(1, d, 1, 1) * gate * features
             dense = dense + self.enhance_dense.view(1, d, 1, 1) * gate
-        low_tokens = self.low_adapter(low) if c.low_level_dim else None
+        # inference: SAM's decoder through sam_decoder_fast (same maths, folded projections, fused CPU kernels)
+        fast = not torch.is_grad_enabled() and not return_features and sam_decoder_fast.supports(self.mask_decoder)
+        low_tokens = None
+        if c.low_level_dim:
+            low_tokens = self._low_tokens(low) if fast else self.low_adapter(low)
         logits, mask_features = [], []
         for i in range(b):  # one image at a time: word counts differ and SAM's transformer has no padding mask
             prompt = sparse[i : i + 1]
             if tokens is not None:
                 prompt = torch.cat([prompt, tokens[i : i + 1, word_mask[i]]], dim=1)
-            lo, up = self._decode(features[i : i + 1], dense[i : i + 1], pe, prompt, low_tokens, i)
+            lo, up = self._decode(features[i : i + 1], dense[i : i + 1], pe, prompt, low_tokens, i, fast)
             logits.append(lo)
             if return_features:
                 mask_features.append(up)
-        out.logits = torch.cat(logits)
+        out.logits = out.mask_logits = torch.cat(logits)
         if return_features:
             out.mask_features = torch.cat(mask_features)
+        if c.presence:
+            out.presence_logits = self.presence_head(image_levels, sentence)
+            out.logits = gate_by_presence(out.mask_logits, out.presence_logits)
         return out
 
-    def _decode(self, features, dense, pe, prompt, low_tokens, i) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode(
+        self, features, dense, pe, prompt, low_tokens, i, fast: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits (1, 1, 4g, 4g), upscaled features (None on the fast path))."""
         md = self.mask_decoder
         output_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight]).unsqueeze(0)
-        hs, src = md.transformer(features + dense, pe, torch.cat([output_tokens, prompt], dim=1))
+        tokens = torch.cat([output_tokens, prompt], dim=1)
         g = self.config.grid
+        if fast:
+            keys = _token_major(features + dense)
+            hs, keys = sam_decoder_fast.two_way_transformer(md.transformer, keys, _token_major(pe), tokens, None)
+            if low_tokens is not None:
+                keys = keys + low_tokens[i : i + 1]
+            hyper = md.output_hypernetworks_mlps[0](hs[:, 1])
+            return sam_decoder_fast.upscaled_masks(md, keys, hyper[:, None], g, g), None
+        hs, src = md.transformer(features + dense, pe, tokens)
         src = src.transpose(1, 2).reshape(1, -1, g, g)
         if low_tokens is not None:
             src = src + low_tokens[i : i + 1]
@@ -288,3 +355,14 @@ class TextPromptDecoder(nn.Module):
         # the prompt tokens move from the plain word tokens by a zero-initialised step (the SAM decoder was trained
         # on tokens of another scale than the normalised conditioned words)
         return (tokens + self.word_update(update)) * word_mask.unsqueeze(-1), dense
+
+
+def _token_major(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) -> contiguous (B, h w, C)."""
+    return x.flatten(2).transpose(1, 2).contiguous()
+
+
+def gate_by_presence(logits: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
+    """(B, 1, s, s) mask logits capped at the (B,) presence logit where it is negative (target absent)."""
+    cap = presence.view(-1, 1, 1, 1)
+    return torch.where(cap < 0, torch.minimum(logits, cap), logits)

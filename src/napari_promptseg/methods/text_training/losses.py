@@ -13,6 +13,9 @@
   their interest, rebuilt from the words; 30 % of the words rebuilt from the patches; MSE to the frozen encoders'
   features). Published weights seg 5, contrastive 0.2, reconstruction 1 + 1, divided by 5 here so the
   segmentation term has the same scale in every option.
+
+With the decoder's presence head (any option), binary cross-entropy of its presence logit against "the target
+mask is not empty", weight ``PRESENCE_WEIGHT``; the mask terms train the logits before the presence gate.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ CE_WEIGHT = 0.2  # medvlsm: Dice 1, CE 0.2
 ALIGN_WEIGHT = 0.1
 RECLMIS_WEIGHTS = {"seg": 5.0, "contrast": 0.2, "rec_image": 1.0, "rec_text": 1.0}
 IMAGE_MASK_RATE, TEXT_MASK_RATE = 0.5, 0.3  # RecLMIS
+PRESENCE_WEIGHT = 0.5
 
 
 @dataclass
@@ -164,7 +168,12 @@ def batch_loss(
     out = decoder(
         batch.features, batch.low, batch.words, batch.word_mask, batch.sentence, return_features=name == "tmca"
     )
-    loss, parts = dice_ce(out.logits, batch.target, batch.valid)
+    loss, parts = dice_ce(out.mask_logits, batch.target, batch.valid)
+    if out.presence_logits is not None:
+        present = ((batch.target * batch.valid).sum((1, 2, 3)) > 0).float()
+        presence = F.binary_cross_entropy_with_logits(out.presence_logits, present)
+        loss = loss + PRESENCE_WEIGHT * presence
+        parts["presence"] = float(presence.detach())
     if name == "tmca":
         extra, more = tmca_alignment(decoder, out, batch)
         loss = loss + ALIGN_WEIGHT * extra

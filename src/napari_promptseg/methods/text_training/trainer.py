@@ -67,6 +67,9 @@ class TrainingConfig:
     threshold: float = 0.5  # on the sigmoid, as medvlsm
     balance: bool = False  # every distinct text equally often per epoch (class-name texts; see .sampling)
     negatives: float = 0.0  # negative pairs (image, a text it is not paired with, empty mask) per training sample
+    #: target-presence head gating the mask (models.text_decoder); None = when the run has negative pairs or
+    #: empty training masks (a wrong name must give nothing)
+    presence: bool | None = None
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -78,13 +81,14 @@ class TrainingConfig:
         if not 0 <= self.negatives <= 4:
             raise PromptsegError(f"negatives is a share of the training samples in [0, 4], got {self.negatives}")
 
-    def decoder_config(self, text_dim: int, low_level_dim: int) -> DecoderConfig:
+    def decoder_config(self, text_dim: int, low_level_dim: int, presence: bool = False) -> DecoderConfig:
         return DecoderConfig(
             text_dim=text_dim,
             low_level_dim=low_level_dim if self.low_level else 0,
             alignment=self.loss == "tmca",
             enhance=self.loss == "tmca" and self.enhance,
             interaction=self.loss == "reclmis",
+            presence=presence if self.presence is None else self.presence,
         )
 
 
@@ -132,7 +136,7 @@ def train_text_segmenter(
     out = Path(output_dir)
     state = _read_state(out) if resume else None
     if state is not None:
-        config = TrainingConfig(**state["config"])
+        config = TrainingConfig(**{"presence": False, **state["config"]})  # runs from before the presence head
         if overrides.get("epochs"):  # the one setting a resume may change: train for longer
             config = replace(config, epochs=int(overrides["epochs"]))
     else:
@@ -176,7 +180,8 @@ def train_text_segmenter(
     low_dim = 0 if train[0].low is None else int(train[0].low.shape[0])
 
     torch.manual_seed(config.seed)
-    decoder = TextPromptDecoder(config.decoder_config(embedder.dim, low_dim))
+    has_empty = any(not s.target.any() for s in train)
+    decoder = TextPromptDecoder(config.decoder_config(embedder.dim, low_dim, config.negatives > 0 or has_empty))
     decoder.init_from_segmenter(segmenter)
     decoder.to(segmenter.device)
     optimizer = _optimizer(decoder, config)
