@@ -66,9 +66,12 @@ def rotation_flip_search(
         diff = abs((a[0] - b[0] + 180) % 360 - 180)
         return a[1] == b[1] and diff <= 2 * step + 1e-6
 
+    # a candidate that scores below the unrotated one (the moments start's neighbour) would lose to the moments
+    # start by the same judge after its affine stage: it is not worth that stage
+    identity_score = scores[(0.0, False)]
     chosen: list[tuple[float, bool]] = []
     for key in sorted(scores, key=lambda k: -scores[k]):
-        if len(chosen) == opts.search_starts:
+        if len(chosen) == opts.search_starts or scores[key] <= identity_score:
             break
         if any(near(key, c) for c in chosen):
             continue
