@@ -64,7 +64,7 @@ ABLATIONS: dict[str, tuple[str, dict]] = {
     "optical density gray": ("prompts+intensity", {"gray": "od"}),
     "MIND refinement": ("prompts+intensity", {"refine_similarity": "mind"}),
     "SimpleITK baseline (v1 intensity)": ("intensity", {"global_search": False, "joint_refinement": False}),
-    "intensity route, near-identity search": ("intensity", {"search_near_identity": True}),
+    "intensity route with near-identity search": ("intensity", {"search_near_identity": True}),
 }
 
 
