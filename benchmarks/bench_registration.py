@@ -64,6 +64,7 @@ ABLATIONS: dict[str, tuple[str, dict]] = {
     "optical density gray": ("prompts+intensity", {"gray": "od"}),
     "MIND refinement": ("prompts+intensity", {"refine_similarity": "mind"}),
     "SimpleITK baseline (v1 intensity)": ("intensity", {"global_search": False, "joint_refinement": False}),
+    "intensity route with near-identity search": ("intensity", {"search_near_identity": True}),
 }
 
 
@@ -154,6 +155,7 @@ def evaluate_pair(paths, methods, ablations, segmenter, ants_python) -> dict:
         "fixed_shape": list(fixed.shape),
         "moving_shape": list(moving.shape),
         "landmarks": len(fixed_xy),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "methods": {},
     }
     grays = None
@@ -258,7 +260,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--ablations", default="", help="comma-separated names of ABLATIONS, or 'all'")
     parser.add_argument("--ants-python", default="", help="python of a venv with antspyx (empty: skip ANTs)")
-    parser.add_argument("--name", default="bench_registration_v2")
+    parser.add_argument("--name", default="bench_registration_v3")
     args = parser.parse_args()
     load_start = round(os.getloadavg()[0], 2)
     segmenter = load_segmenter(device="cpu")

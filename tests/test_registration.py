@@ -15,8 +15,10 @@ from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io import read_image
 from napari_promptseg.io.landmarks import paired_landmarks, read_landmarks
 from napari_promptseg.methods.registration import (
+    IntensityImages,
     RegistrationOptions,
     image_diagonal,
+    intensity_route,
     landmark_errors,
     register,
 )
@@ -162,6 +164,25 @@ def test_intensity_route_repeats(birl):
     with_bspline = RegistrationOptions(intensity_max_side=256)
     first, second = (register(birl["image"], moving, method="intensity", options=with_bspline) for _ in range(2))
     np.testing.assert_array_equal(first.displacement, second.displacement)
+
+
+def test_intensity_route_running_ahead_gives_the_same_result(birl):
+    """The baseline start is refined (affine and B-spline) while the region route runs: whether the later start
+    wins (the true transform) or loses (a 120 px shift), the result is the one of all starts ranked at once."""
+    _, moving = make_known_pair(birl["image"], ROTATE_SCALE)
+    opts = RegistrationOptions(intensity_max_side=128)
+    images = IntensityImages.from_images(birl["image"], moving, opts.intensity_max_side)
+    shape = birl["image"].shape[:2]
+    shifted = np.array([[1.0, 0.0, 120.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    winners = []
+    for later in (np.linalg.inv(ROTATE_SCALE), shifted):
+        start = {"later": Deformation.from_pixel_affine(later, shape, shape)}
+        at_once = intensity_route(images, opts, {"moments": None, **start})
+        ahead = intensity_route(images, opts, {"moments": None}, later_starts=lambda start=start: start)
+        assert ahead[1:] == at_once[1:]
+        np.testing.assert_array_equal(ahead[0].displacement(), at_once[0].displacement())
+        winners.append(ahead[1])
+    assert winners == ["later", "moments"]
 
 
 def test_region_start_beats_the_intensity_baseline_on_a_rotated_lesion(shared_data, litemedsam):

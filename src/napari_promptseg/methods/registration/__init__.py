@@ -30,12 +30,14 @@ search (:mod:`.search`, our addition: serial sections come rotated by any angle 
 has the best :func:`alignment_score` wins; then the B-spline stage and the joint refinement below, each kept only
 when it raises that score. ``"prompts+intensity"`` (the default) adds the region transform and its affine part as
 starts: it can only differ from the image route where a region start aligns the images better (no landmarks are
-looked at). The joint refinement (:func:`joint_refine`, our addition): a residual free-form deformation at finer
-resolution (control points every 16 px) minimising the local (9 px window) squared NCC of the gray images (or MIND
-descriptors, ``refine_similarity="mind"``), suited to two stains whose intensities relate only locally, + 0.2 x
-(1 - region-pair Dice) + bending energy. The SimpleITK stages run single-threaded with a fixed seed, so a call
-repeats exactly. A stage whose result is degenerate (:func:`~.warp.degenerate_reason`: non-finite, folding, mostly
-outside the moving image) is rejected in favour of the stage before it, with the reason in
+looked at). The image starts are refined, and the B-spline stage runs on the best of them, in a background thread
+while the region pairs are found; if a region start wins, its B-spline stage runs after (same result as ranking
+all starts at once, less waiting). The joint refinement (:func:`joint_refine`, our addition): a residual free-form
+deformation at finer resolution (control points every 16 px) minimising the local (9 px window) squared NCC of the
+gray images (or MIND descriptors, ``refine_similarity="mind"``), suited to two stains whose intensities relate only
+locally, + 0.2 x (1 - region-pair Dice) + bending energy. The SimpleITK stages run single-threaded with a fixed
+seed, so a call repeats exactly. A stage whose result is degenerate (:func:`~.warp.degenerate_reason`: non-finite,
+folding, mostly outside the moving image) is rejected in favour of the stage before it, with the reason in
 ``RegistrationResult.stages`` and its warnings; ``RegistrationResult.quality`` (:mod:`.quality`) sums up, without
 landmarks, the image similarity before/after, the Jacobian range and the stages rejected.
 

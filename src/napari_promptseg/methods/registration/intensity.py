@@ -249,6 +249,7 @@ def _sitk_stages(
             gradientConvergenceTolerance=1e-5,
             numberOfIterations=opts.bspline_iterations,
             maximumNumberOfCorrections=5,
+            costFunctionConvergenceFactor=opts.bspline_convergence_factor,
         )
         reg.SetShrinkFactorsPerLevel(list(opts.bspline_shrink))
         reg.SetSmoothingSigmasPerLevel([s // 2 for s in opts.bspline_shrink])
@@ -264,6 +265,7 @@ def intensity_route(
     starts: dict[str, Deformation | None],
     check_cancel: Callable[[], None] = lambda: None,
     stages: list[dict[str, Any]] | None = None,
+    later_starts: Callable[[], dict[str, Deformation]] | None = None,
 ) -> tuple[Deformation, str, dict[str, float]]:
     """Refine every start by the intensity affine stage, keep the one whose result aligns the images best by
     :func:`alignment_score` (NMI on the fixed grid; no landmarks), then run the B-spline stage on it. ``None`` is
@@ -272,42 +274,107 @@ def intensity_route(
     levels and the winner alone goes on to the finest (a start that loses does not pay for the costliest
     level). A degenerate result (:func:`~.warp.degenerate_reason`) is not a candidate, and a B-spline stage that
     is degenerate or does not raise the score gives way to the affine result; each check is appended to ``stages``.
+
+    ``later_starts`` (the region route) runs on the calling thread while ``starts`` are refined in the background,
+    and the B-spline stage runs ahead on the best of them: its result is used if that start also wins against the
+    later ones, else the stage runs again on the winner. The result is the same as with all starts given at once
+    (every stage is a deterministic function of its start); only the waiting overlaps.
     Returns the transform, the winning start's name and every start's score."""
     stages = [] if stages is None else stages
-    levels = tuple(opts.affine_shrink)
-    coarse_first = opts.coarse_first and len(starts) > 1 and len(levels) > 1
-    first = levels[:-1] if coarse_first else levels
+    if later_starts is None or opts.coarse_first:  # coarse_first ranks all starts together: no run ahead
+        return _route(images, opts, {**starts, **(later_starts() if later_starts else {})}, check_cancel, stages)
 
-    def refine(start: Deformation | None, shrink: Sequence[int] = first) -> Deformation:
+    with ThreadPoolExecutor(max_workers=2) as background:
+        refined_early = background.submit(_refine_starts, images, opts, starts, opts.affine_shrink)
+
+        def early_bspline() -> tuple[str, Deformation | None]:
+            refined = refined_early.result()
+            best = _best_start(images, refined)[0]
+            return best, (_bspline(images, opts, refined[best]) if opts.intensity_bspline else None)
+
+        bspline_early = background.submit(early_bspline)
+        later = later_starts()
+        check_cancel()
+        refined = {**refined_early.result(), **_refine_starts(images, opts, later, opts.affine_shrink)}
+        best, scores, reasons = _best_start(images, refined)
+        stages.extend(_stage(f"affine from {name}", r) for name, r in reasons.items() if r is not None)
+        deformation = refined[best]
+        if opts.intensity_bspline:
+            # a later start that wins has its B-spline stage run now, next to the one running ahead
+            early_best, bspline = bspline_early.result() if best in starts else (None, None)
+            if early_best != best:
+                bspline = _bspline(images, opts, deformation)
+            deformation = _keep_bspline(images, deformation, bspline, stages)
+    return deformation, best, scores
+
+
+def _refine_starts(
+    images: IntensityImages, opts: RegistrationOptions, starts: dict[str, Deformation | None], shrink: Sequence[int]
+) -> dict[str, Deformation]:
+    """The affine stage from every start; the starts are independent single-threaded SimpleITK runs (which release
+    the GIL): one per core."""
+    if not starts:
+        return {}
+
+    def refine(start: Deformation | None) -> Deformation:
         return intensity_stage(
             images, opts, initial=start, affine=opts.intensity_affine, bspline=False, affine_shrink=shrink
         )
 
-    # the starts are independent single-threaded SimpleITK runs (which release the GIL): one per core
     with sitk_single_threaded(), ThreadPoolExecutor(max_workers=min(len(starts), os.cpu_count() or 1)) as pool:
-        refined = dict(zip(starts, pool.map(refine, starts.values()), strict=True))
-    check_cancel()
+        return dict(zip(starts, pool.map(refine, starts.values()), strict=True))
+
+
+def _best_start(
+    images: IntensityImages, refined: dict[str, Deformation]
+) -> tuple[str, dict[str, float], dict[str, str | None]]:
+    """The start with the best score among the non-degenerate ones (all, if every one is degenerate); every score
+    and every degeneracy reason."""
     scores = {name: images.score(deformation) for name, deformation in refined.items()}
     reasons = {name: degenerate_reason(deformation) for name, deformation in refined.items()}
-    for name, reason in reasons.items():
-        if reason is not None:
-            stages.append(_stage(f"affine from {name}", reason))
     usable = [name for name in refined if reasons[name] is None] or list(refined)
-    best = max(usable, key=lambda k: scores[k])
+    return max(usable, key=lambda k: scores[k]), scores, reasons
+
+
+def _bspline(images: IntensityImages, opts: RegistrationOptions, deformation: Deformation) -> Deformation:
+    return intensity_stage(images, opts, initial=deformation, affine=False, bspline=True)
+
+
+def _keep_bspline(
+    images: IntensityImages, deformation: Deformation, bspline: Deformation, stages: list[dict[str, Any]]
+) -> Deformation:
+    """Nonrigid is kept only when not degenerate and the images agree better (the judge of the starts; no
+    landmarks); the check goes to ``stages``."""
+    degenerate = degenerate_reason(bspline, deformation)
+    before, after = images.score(deformation), images.score(bspline)
+    reason = degenerate or (None if after > before else f"no better by NMI ({after:.4f} <= {before:.4f})")
+    stages.append(_stage("bspline", reason, degenerate=degenerate is not None))
+    return bspline if reason is None else deformation
+
+
+def _route(
+    images: IntensityImages,
+    opts: RegistrationOptions,
+    starts: dict[str, Deformation | None],
+    check_cancel: Callable[[], None],
+    stages: list[dict[str, Any]],
+) -> tuple[Deformation, str, dict[str, float]]:
+    """:func:`intensity_route` with every start known up front."""
+    levels = tuple(opts.affine_shrink)
+    coarse_first = opts.coarse_first and len(starts) > 1 and len(levels) > 1
+    refined = _refine_starts(images, opts, starts, levels[:-1] if coarse_first else levels)
+    check_cancel()
+    best, scores, reasons = _best_start(images, refined)
+    stages.extend(_stage(f"affine from {name}", reason) for name, reason in reasons.items() if reason is not None)
     deformation = refined[best]
     if coarse_first:
-        finer = refine(deformation, levels[-1:])
+        finer = intensity_stage(
+            images, opts, initial=deformation, affine=opts.intensity_affine, bspline=False, affine_shrink=levels[-1:]
+        )
         if degenerate_reason(finer, deformation) is None and images.score(finer) >= scores[best]:
             deformation = finer
     if opts.intensity_bspline:
-        bspline = intensity_stage(images, opts, initial=deformation, affine=False, bspline=True)
-        degenerate = degenerate_reason(bspline, deformation)
-        # nonrigid is kept only when the images agree better (the judge of the starts; no landmarks)
-        before, after = images.score(deformation), images.score(bspline)
-        reason = degenerate or (None if after > before else f"no better by NMI ({after:.4f} <= {before:.4f})")
-        stages.append(_stage("bspline", reason, degenerate=degenerate is not None))
-        if reason is None:
-            deformation = bspline
+        deformation = _keep_bspline(images, deformation, _bspline(images, opts, deformation), stages)
     return deformation, best, scores
 
 

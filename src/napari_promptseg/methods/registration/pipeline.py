@@ -114,83 +114,95 @@ def register(
             quality=quality_report(images, deformation, stages),
         )
 
-    report(0.0, "finding region pairs")
     if cancel is not None and is_text_prompts(prompts):  # the text routes stop inside long segmentations too
         text_options = {"cancel": cancel, **(text_options or {})}
     pairing = PairingReport()
     sources: list[dict] = []
-    t_regions = time.perf_counter()
-    pairs = region_pairs(
-        fixed_hwc,
-        moving_hwc,
-        prompts,
-        segmenter=segmenter,
-        options=opts,
-        report=pairing,
-        check_cancel=check_cancel,
-        images=images,
-        text_route=text_route,
-        library=library,
-        text_options=text_options,
-        sources_report=sources,
-    )
-    timings["regions"] = time.perf_counter() - t_regions
+    found: dict[str, Any] = {}
+
+    def region_start() -> dict[str, Deformation]:
+        """Region pairs and the transform fitted to them (with its affine part if it has a field): the region
+        route's starts. Fills ``found`` with the pairs and their Dice."""
+        report(0.0, "finding region pairs")
+        t_regions = time.perf_counter()
+        pairs = region_pairs(
+            fixed_hwc,
+            moving_hwc,
+            prompts,
+            segmenter=segmenter,
+            options=opts,
+            report=pairing,
+            check_cancel=check_cancel,
+            images=images,
+            text_route=text_route,
+            library=library,
+            text_options=text_options,
+            sources_report=sources,
+        )
+        timings["regions"] = time.perf_counter() - t_regions
+        warnings.extend(pairing.notes)
+        if not pairs:
+            raise PromptsegError(
+                f"no region pairs between {fixed_name} and {moving_name}: {pairing.fixed_regions} fixed and "
+                f"{pairing.moving_regions} moving regions, {pairing.matched} matched above similarity "
+                f"{opts.similarity_threshold}; lower the similarity threshold or give prompts"
+            )
+        if len(pairs) < 3:
+            warnings.append(f"only {len(pairs)} region pair(s): the start is a translation/similarity, not an affine")
+        report(0.4, f"{len(pairs)} region pairs; fitting the transform")
+        check_cancel()
+        t1 = time.perf_counter()
+        deformation, dice_before, dice_after = fit_pairs(
+            pairs, fixed_shape, moving_shape, options=opts, check_cancel=check_cancel, progress=report, images=images
+        )
+        timings["transform"] = time.perf_counter() - t1
+        starts = {"regions": deformation}
+        if deformation.residual is not None:  # the dense field on top of the region affine
+            affine_part = Deformation(fixed_shape, moving_shape, deformation.affine, None)
+            reason = degenerate_reason(deformation, affine_part)
+            stages.append(_stage("region field", reason))
+            if reason is not None:
+                starts["regions"] = affine_part
+                dice_after = pair_dice(pairs, affine_part)
+            else:
+                starts["regions (affine)"] = affine_part
+        found.update(pairs=pairs, dice_before=dice_before, dice_after=dice_after)
+        return starts
+
+    refinement: dict[str, Any] = {}
+    if method == "prompts":
+        deformation = region_start()["regions"]
+        start, scores = "regions", {"regions": images.score(deformation)}
+    else:
+        t2 = time.perf_counter()
+        # several starts, each refined by intensity, the best by image similarity (no landmarks): the baseline's own
+        # start competes, so the region route can only win where it aligns the images better; the baseline and
+        # search starts are refined while the region route runs
+        starts = {"moments": None, **search_starts}
+        deformation, start, scores = intensity_route(
+            images, opts, starts, check_cancel, stages, later_starts=region_start
+        )
+        timings["intensity"] = time.perf_counter() - t2 - timings["regions"] - timings["transform"]
+        if opts.joint_refinement:
+            report(0.93, "joint refinement (local NCC + region Dice)")
+            deformation, refinement = _joint_stage(
+                fixed_hwc, moving_hwc, deformation, found["pairs"], images, opts, check_cancel, stages, timings
+            )
+        found["dice_after"] = pair_dice(found["pairs"], deformation)
     text = [s for s in sources if s["kind"] == "text"]
     route_info = {
         "text_route": text[0]["route"] if text else "",
         "text_reason": text[0].get("reason_fixed", "") if text else "",
         "prompt_sources": sources,
     }
-    warnings.extend(pairing.notes)
-    if not pairs:
-        raise PromptsegError(
-            f"no region pairs between {fixed_name} and {moving_name}: {pairing.fixed_regions} fixed and "
-            f"{pairing.moving_regions} moving regions, {pairing.matched} matched above similarity "
-            f"{opts.similarity_threshold}; lower the similarity threshold or give prompts"
-        )
-    if len(pairs) < 3:
-        warnings.append(f"only {len(pairs)} region pair(s): the start is a translation/similarity, not an affine")
-    report(0.4, f"{len(pairs)} region pairs; fitting the transform")
-    check_cancel()
-
-    t1 = time.perf_counter()
-    deformation, dice_before, dice_after = fit_pairs(
-        pairs, fixed_shape, moving_shape, options=opts, check_cancel=check_cancel, progress=report, images=images
-    )
-    timings["transform"] = time.perf_counter() - t1
-    if deformation.residual is not None:  # the dense field on top of the region affine
-        affine_part = Deformation(fixed_shape, moving_shape, deformation.affine, None)
-        reason = degenerate_reason(deformation, affine_part)
-        stages.append(_stage("region field", reason))
-        if reason is not None:
-            deformation = affine_part
-            dice_after = pair_dice(pairs, deformation)
-    start, scores = "regions", {"regions": images.score(deformation)}
-    refinement: dict[str, Any] = {}
-    if method == "prompts+intensity":
-        report(0.85, "intensity refinement (SimpleITK) of the region start and of the baseline start")
-        t2 = time.perf_counter()
-        # several starts, each refined by intensity, the best by image similarity (no landmarks): the baseline's own
-        # start competes, so the region route can only win where it aligns the images better
-        starts = {"moments": None, **search_starts, "regions": deformation}
-        if deformation.residual is not None:
-            starts["regions (affine)"] = Deformation(fixed_shape, moving_shape, deformation.affine, None)
-        deformation, start, scores = intensity_route(images, opts, starts, check_cancel, stages)
-        timings["intensity"] = time.perf_counter() - t2
-        if opts.joint_refinement:
-            report(0.93, "joint refinement (local NCC + region Dice)")
-            deformation, refinement = _joint_stage(
-                fixed_hwc, moving_hwc, deformation, pairs, images, opts, check_cancel, stages, timings
-            )
-        dice_after = pair_dice(pairs, deformation)
     report(1.0, "done")
     warnings.extend(_stage_warnings(stages))
     return RegistrationResult(
         deformation=deformation,
         method=method,
-        pairs=pairs,
-        pair_dice_before=dice_before,
-        pair_dice_after=dice_after,
+        pairs=found["pairs"],
+        pair_dice_before=found["dice_before"],
+        pair_dice_after=found["dice_after"],
         pairing=pairing,
         timings=timings,
         warnings=warnings,

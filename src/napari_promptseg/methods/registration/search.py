@@ -7,6 +7,8 @@ only see a neighbourhood of the identity. Here every rotation in steps of ``sear
 left-right flip, turns the moving image about its intensity centroid onto the fixed image's centroid; each is scored
 by :func:`~.intensity.alignment_score` (NMI) on small images, and the best ones that are not already near the
 identity become starts of :func:`~.intensity.intensity_route`, where they compete with the others by the same judge.
+A candidate that scores below the unrotated one is not a start: it would lose to the moments start after paying
+for an affine stage (on the real dev pairs every such start lost).
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ def rotation_flip_search(
     images: IntensityImages, opts: RegistrationOptions
 ) -> tuple[dict[str, Deformation], dict[str, float]]:
     """Starts from the coarse search: the ``search_starts`` best (angle, flip) by NMI on images of longest side
-    ``search_side``, skipping any within 2 steps of a better one and the plain identity neighbourhood (the moments
-    start covers it). Returns ``{name: start}`` and every candidate's score (for the report)."""
+    ``search_side``, skipping any within 2 steps of a better one, any that scores no better than the unrotated
+    candidate, and the plain identity neighbourhood (the moments start covers it; ``search_near_identity``: not
+    skipped). Returns ``{name: start}`` and every candidate's score (for the report)."""
     scale = min(1.0, opts.search_side / max(images.fixed.shape))
     fixed = _downsample(images.fixed, scale)
     moving = _downsample(images.moving, min(1.0, opts.search_side / max(images.moving.shape)))
@@ -66,16 +69,19 @@ def rotation_flip_search(
         diff = abs((a[0] - b[0] + 180) % 360 - 180)
         return a[1] == b[1] and diff <= 2 * step + 1e-6
 
+    # a candidate that scores below the unrotated one (the moments start's neighbour) would lose to the moments
+    # start by the same judge after its affine stage: it is not worth that stage
+    identity_score = scores[(0.0, False)]
     chosen: list[tuple[float, bool]] = []
     for key in sorted(scores, key=lambda k: -scores[k]):
-        if len(chosen) == opts.search_starts:
+        if len(chosen) == opts.search_starts or scores[key] <= identity_score:
             break
         if any(near(key, c) for c in chosen):
             continue
         chosen.append(key)
     starts = {}
     for angle, flip in chosen:
-        if near((angle, flip), (0.0, False)):  # the moments start (identity rotation) is a start already
+        if not opts.search_near_identity and near((angle, flip), (0.0, False)):  # the moments start covers it
             continue
         matrix = rigid_about_centroids(angle, flip, fixed_c, moving_c)
         name = f"search {angle:.0f} deg" + (" flipped" if flip else "")

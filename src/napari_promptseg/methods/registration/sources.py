@@ -69,7 +69,7 @@ def region_pairs(
         check_cancel()
         moving_emb = segmenter.embed(moving)
         check_cancel()
-        source = AutomaticRegions(segmenter)
+        source = AutomaticRegions(segmenter, grids=tuple(opts.region_grids))
         fixed_regions = source(fixed, embedding=fixed_emb)
         check_cancel()
         moving_regions = source(moving, embedding=moving_emb)
