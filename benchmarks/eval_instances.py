@@ -36,7 +36,7 @@ from skimage.filters import threshold_otsu
 from skimage.measure import label
 from skimage.segmentation import watershed
 
-from eval_oneshot import DATA, dataset_pairs, gray, load, nuclei_subset
+from eval_oneshot import DATA, dataset_pairs, load, nuclei_subset
 from napari_promptseg.io import read_image
 from napari_promptseg.methods.instances import (
     fit_exemplars,
@@ -45,6 +45,7 @@ from napari_promptseg.methods.instances import (
 )
 from napari_promptseg.methods.instances.exemplars import _Timer
 from napari_promptseg.methods.metrics import dice
+from napari_promptseg.methods.oneshot_rotation import gray
 from napari_promptseg.models import load_segmenter
 from napari_promptseg.models.preprocessing import as_channels_last
 from napari_promptseg.tiling import IntensityWindow, TileGrid, choose_scale, read_tile, typical_object_size

@@ -183,6 +183,19 @@ class PlaneSource:
         """Labels of a plane read at a pyramid level -> the full-resolution plane."""
         return labels if factor == 1.0 else upsample_labels(labels, self.geom.plane_shape)
 
+    def segment_at_level(
+        self, method, input_size: int, object_size: float | None, prompt_size: float | None, **options
+    ):
+        """``method(plane, factor, object_size=..., channel_axis=..., **options)`` on the plane read at the level
+        for objects of ``object_size`` full-resolution pixels (the user's setting; None: ``prompt_size``, what the
+        prompts suggest); ``method`` divides its prompts by ``factor`` (:func:`at_level`). The result's labels come
+        back at full resolution."""
+        plane, channel_axis, factor = self.read(input_size, object_size or prompt_size)
+        level_size = None if object_size is None else object_size / factor
+        result = method(plane, factor, object_size=level_size, channel_axis=channel_axis, **options)
+        result.labels = self.full_resolution(result.labels, factor)
+        return result
+
 
 def at_level(coords, width: int, factor: float) -> np.ndarray:
     """Full-resolution prompt coordinates (boxes: width 4, points: 2) on a pyramid level ``factor`` times smaller."""
