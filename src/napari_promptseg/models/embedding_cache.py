@@ -270,9 +270,8 @@ def _read_node(path: Path, node_type: str) -> dict:
     return meta
 
 
-#: the only array layout :meth:`DiskEmbeddingCache.store` writes: one chunk of little-endian float32, uncompressed
+#: the only array layout :meth:`DiskEmbeddingCache.store` writes: one uncompressed little-endian chunk
 _LAYOUT = {
-    "data_type": "float32",
     "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
     "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
 }
@@ -285,7 +284,8 @@ def _read_array(path: Path) -> tuple[np.ndarray, dict]:
     shape = meta["shape"]
     if any(meta.get(k) != v for k, v in _LAYOUT.items()) or meta["chunk_grid"]["configuration"]["chunk_shape"] != shape:
         raise ValueError(f"{path}: not the cache's array layout")
-    data = np.fromfile(path.joinpath("c", *["0"] * len(shape)), dtype="<f4")
+    dtype = np.dtype(meta["data_type"]).newbyteorder("<")
+    data = np.fromfile(path.joinpath("c", *["0"] * len(shape)), dtype=dtype)
     attrs = meta.get("attributes", {})
     if data.size != math.prod(shape) or data.nbytes != attrs.get("nbytes") or _crc(data) != attrs.get("crc32"):
         raise ValueError(f"{path}: damaged (size or CRC)")
