@@ -7,7 +7,9 @@ box drawn on any Shapes layer lands on the right pixels; the core library then r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import napari
 import napari.layers
@@ -159,6 +161,10 @@ def _plane_of(data, geom: PlaneGeometry) -> tuple[np.ndarray, int | None]:
     return np.asarray(data[tuple(index)]), (0 if geom.channel_axis is not None else None)
 
 
+#: a core function's result: SegmentationResult or InstanceResult (both have ``labels``)
+Result = TypeVar("Result")
+
+
 @dataclass(frozen=True)
 class PlaneSource:
     """The displayed plane of an image layer, read by the worker that needs it. A 2D pyramid (multiscale layer) is
@@ -184,8 +190,13 @@ class PlaneSource:
         return labels if factor == 1.0 else upsample_labels(labels, self.geom.plane_shape)
 
     def segment_at_level(
-        self, method, input_size: int, object_size: float | None, prompt_size: float | None, **options
-    ):
+        self,
+        method: Callable[..., Result],
+        input_size: int,
+        object_size: float | None,
+        prompt_size: float | None,
+        **options,
+    ) -> Result:
         """``method(plane, factor, object_size=..., channel_axis=..., **options)`` on the plane read at the level
         for objects of ``object_size`` full-resolution pixels (the user's setting; None: ``prompt_size``, what the
         prompts suggest); ``method`` divides its prompts by ``factor`` (:func:`at_level`). The result's labels come
