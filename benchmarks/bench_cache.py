@@ -5,9 +5,9 @@ throughput for 1 vs 2 local workers and for no scheduler vs a `tcp://` scheduler
    Then, per repeat and image, a **new process** imports, loads the model and reads the image (not timed), and times
    ``segment_prompts(image, box)`` from the loaded image to the mask: the embedding comes from the disk (target
    <= 60 ms). The same process then times a second box (the in-memory path, for comparison); a process without the
-   cache times the uncached first mask (the encoder). The model load includes one decoder warm-up (as in the
-   widgets); the first mask still computes the decoder's per-image context. Torch threads: ``--hit-threads``
-   (default: every core, as the widgets run).
+   cache times the uncached first mask (the encoder). The model load includes the decoder warm-up (as in the
+   widgets); the decoder's per-image context comes from the disk with the features. Torch threads:
+   ``--hit-threads`` (default: every core, as the widgets run).
 2. **Batch throughput**: ``promptseg segment FOLDER --box ...`` on ``--images`` (24) real images, each configuration
    a fresh process timed end to end (import, model load in every worker, cluster start): ``--scheduler none``,
    ``local`` with 1 and 2 workers, and a ``dask scheduler`` + ``dask worker --nworkers 2`` already running on

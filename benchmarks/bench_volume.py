@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from eval_instances import DATA, load_set
+from napari_promptseg._sample_data import spheroid_stack
 from napari_promptseg.methods.instances import fit_exemplars, match_instances, segment_with_exemplars
 from napari_promptseg.methods.interactive import segment_prompts
 from napari_promptseg.methods.metrics import dice
@@ -114,27 +114,6 @@ def mri(segmenter, labels: list[int]) -> dict:
     return rows
 
 
-def nuclei_stack(image: np.ndarray, truth: np.ndarray, planes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Spheroid nuclei with the image's texture, each centred on its own plane (see the module docstring); ``image``
-    is 2D (one channel)."""
-    rng = np.random.default_rng(seed)
-    inside = ndimage.distance_transform_edt(truth > 0)
-    ids = np.arange(1, truth.max() + 1)
-    radius, centre = np.zeros(truth.max() + 1), np.zeros(truth.max() + 1)
-    radius[ids] = ndimage.maximum(inside, truth, ids)
-    centre[ids] = planes // 2 + rng.integers(-2, 3, len(ids))
-    # where a nucleus is cut away, background pixels of the same image fill in (its noise, not a flat value: a flat
-    # background changes what the model segments)
-    fill = rng.choice(image[truth == 0], size=truth.shape)
-    stack, labels = [], []
-    for z in range(planes):
-        d = np.abs(z - centre[truth]) / (planes / 2 + 0.5)
-        keep = (truth > 0) & (d < 1) & (inside >= radius[truth] * (1 - np.sqrt(np.clip(1 - d * d, 0, 1))))
-        stack.append(np.where(keep | (truth == 0), image, fill).astype(image.dtype))
-        labels.append(np.where(keep, truth, 0))
-    return np.stack(stack), np.stack(labels)
-
-
 def nuclei(segmenter, n_stacks: int, planes: int = 9) -> dict:
     names, images, truths = load_set("dsb_fluorescence")
     reference = as_channels_last(images[0])
@@ -142,7 +121,7 @@ def nuclei(segmenter, n_stacks: int, planes: int = 9) -> dict:
     rows = []
     for k in range(1, n_stacks + 1):
         image = as_channels_last(images[k])[..., 0]
-        stack, truth = nuclei_stack(image, truths[k].astype(np.int64), planes, seed=k)
+        stack, truth = spheroid_stack(image, truths[k].astype(np.int64), planes, seed=k)
         middle = planes // 2
         ids = [int(i) for i in np.unique(truth[middle]) if i]
         boxes = [gt_box(truth[middle] == i) for i in ids]

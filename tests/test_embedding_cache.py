@@ -64,7 +64,7 @@ def test_damaged_or_foreign_entries_are_refused_and_recomputed(litemedsam, disk,
     truth = litemedsam.embed(image).features.clone()
     key = litemedsam.embed(image).key
     signature = litemedsam.embedding_signature("auto")
-    chunk = next(p for p in disk.entry_path(key).rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk = disk.entry_path(key) / "features" / "c" / "0" / "0" / "0" / "0"
 
     # damaged: flipped bytes in the stored features
     raw = bytearray(chunk.read_bytes())
@@ -89,6 +89,74 @@ def test_damaged_or_foreign_entries_are_refused_and_recomputed(litemedsam, disk,
     # a truncated chunk (a writer killed mid-way without the temp + rename) reads as refused, never as zeros
     chunk.write_bytes(chunk.read_bytes()[:5000])
     assert disk.load(key, signature) is None
+
+
+def test_stored_decoder_context_gives_the_masks_of_a_fresh_computation(litemedsam, disk, crop):
+    image = crop[32:, 40:]
+    litemedsam.cache.clear()
+    miss = litemedsam.embed(image)  # stores the features with the decoder's context
+    assert (disk.entry_path(miss.key) / "decoder_context" / "zarr.json").is_file()
+    litemedsam.cache.clear()
+    litemedsam._context = None  # as in a new process
+    hit = litemedsam.embed(image)
+    assert disk.hits == 1 and disk.context_refused == 0
+    loaded = litemedsam._context  # set by the disk hit, before any prompt
+    assert loaded is not None and loaded[0] is hit.features
+    with torch.inference_mode():
+        from_disk = litemedsam.predict(hit, boxes=np.array(BOX))
+        assert litemedsam._context is loaded  # the prompt used the context read from the disk
+        litemedsam._context = None
+        fresh = litemedsam.predict(hit, boxes=np.array(BOX))
+    assert litemedsam._context is not loaded
+    assert torch.equal(loaded[2].projections(), litemedsam._context[2].projections())
+    assert torch.equal(from_disk.low_res_logits, fresh.low_res_logits) and from_disk.masks().any()
+    np.testing.assert_array_equal(from_disk.scores, fresh.scores)
+
+
+def test_context_of_another_decoder_is_refused_and_a_damaged_one_refuses_the_entry(litemedsam, disk, crop):
+    image = crop[:128, 64:]
+    litemedsam.cache.clear()
+    key = litemedsam.embed(image).key
+    signature, context_signature = litemedsam.embedding_signature("auto"), litemedsam.context_signature()
+    embedding, context = disk.load_with_context(key, signature, context_signature)
+    assert context is not None and context.shape[0] == 3
+
+    # a decoder fine-tuned in place has another signature: its context is refused, the features are still served
+    weight = litemedsam.mask_decoder.transformer.layers[0].cross_attn_token_to_image.k_proj.weight
+    original = weight[0, 0].clone()
+    with torch.no_grad():
+        weight[0, 0] += 1.0
+        try:
+            other = litemedsam.context_signature()
+        finally:
+            weight[0, 0] = original
+    assert other != context_signature and litemedsam.context_signature() == context_signature
+    served, refused_context = disk.load_with_context(key, signature, other)
+    assert refused_context is None and disk.context_refused == 1
+    assert torch.equal(served.features, embedding.features)
+
+    # a foreign context (its signature edited) is refused the same way; the segmenter then computes its own
+    meta = disk.entry_path(key) / "decoder_context" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["attributes"]["signature"]["decoder_weights"] = "4058340:0123456789abcdef"
+    meta.write_text(json.dumps(doc))
+    litemedsam.cache.clear()
+    litemedsam._context = None
+    hit = litemedsam.embed(image)
+    assert disk.context_refused == 2 and disk.refused == 0 and litemedsam._context is None
+    with torch.inference_mode():
+        litemedsam.predict(hit, boxes=np.array(BOX))
+    assert torch.equal(litemedsam._context[2].projections(), context)
+
+    # damaged context bytes refuse the whole entry, which is recomputed and replaced
+    chunk = disk.entry_path(key) / "decoder_context" / "c" / "0" / "0" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[2000:2010] = bytes(10)
+    chunk.write_bytes(bytes(raw))
+    assert disk.load_with_context(key, signature, context_signature) is None and disk.refused == 1
+    litemedsam.cache.clear()
+    assert torch.equal(litemedsam.embed(image).features, embedding.features)
+    assert torch.equal(disk.load_with_context(key, signature, context_signature)[1], context)
 
 
 def test_size_cap_evicts_the_least_recently_used(tmp_path):

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import tifffile
 from ome_zarr.format import FormatV04
-from scipy import ndimage
 from skimage.filters import threshold_otsu
 from skimage.measure import label
 
-from napari_promptseg._sample_data import nuclei, nuclei_for_text
+from napari_promptseg._sample_data import nuclei, nuclei_for_text, spheroid_stack
 from napari_promptseg.cli import main
 from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io import read_image
@@ -26,25 +25,9 @@ THALAMUS = 10
 
 
 def nuclei_stack(planes: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A (Z, Y, X) stack from the bundled DSB nuclei: each nucleus a spheroid whose cross-section shrinks away from
-    its own centre plane (real texture inside, the image's own background pixels where it is cut away), with 3D
-    ground-truth ids."""
+    """A (Z, Y, X) stack of spheroid nuclei from the bundled DSB image, with 3D ground-truth ids."""
     (image, _, _), (truth, _, _) = nuclei()
-    rng = np.random.default_rng(seed)
-    inside = ndimage.distance_transform_edt(truth > 0)
-    ids = np.arange(1, truth.max() + 1)
-    radius = np.zeros(truth.max() + 1)
-    radius[ids] = ndimage.maximum(inside, truth, ids)
-    centre = np.zeros(truth.max() + 1)
-    centre[ids] = planes // 2 + rng.integers(-1, 2, len(ids))
-    fill = rng.choice(image[truth == 0], size=truth.shape)  # the image's own background where a nucleus is cut
-    stack, labels = [], []
-    for z in range(planes):
-        d = np.abs(z - centre[truth]) / (planes / 2 + 0.5)
-        keep = (truth > 0) & (d < 1) & (inside >= radius[truth] * (1 - np.sqrt(np.clip(1 - d * d, 0, 1))))
-        stack.append(np.where(keep | (truth == 0), image, fill).astype(image.dtype))
-        labels.append(np.where(keep, truth, 0))
-    return np.stack(stack), np.stack(labels)
+    return spheroid_stack(image, truth, planes, seed, jitter=1)
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import numpy.ma  # noqa: F401 - np.median imports it on its first call: ~15 ms added to the first prompt's mask
 import torch
 
 from .errors import PromptsegError

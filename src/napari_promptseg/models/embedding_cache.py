@@ -1,13 +1,21 @@
 """On-disk embedding cache (zarr), under the in-memory one: a new process, a Dask worker or a widget reuses what
 any of them computed.
 
-One entry per key (image content + model + preprocessing, :func:`.cache.content_key`): a zarr array of the features
-with attributes that say what made them. Reading checks the **signature** (format version, model name, a fingerprint
-of the encoder's weights, input size, pixel statistics, normalisation, encoder variant) and a CRC of the bytes: a
-stale entry (other weights under the same name, an older format), a foreign one (copied in from elsewhere) or a
-damaged one is refused, recomputed and replaced. Writers build an entry in ``tmp/`` and rename it into place (atomic
-on one filesystem), so concurrent writers of one key never mix their files and readers never see half an entry.
-The size cap evicts the least recently used entries (a hit refreshes the entry's time).
+One entry per key (image content + model + preprocessing, :func:`.cache.content_key`): a zarr group whose attributes
+say what made it, holding the ``features`` and, optionally, the ``decoder_context``: the decoder's prompt-independent
+work on those features (:func:`.sam_decoder_fast.image_context`), so that the first prompt on a cached image in a new
+process decodes as fast as the next ones. Reading checks the **signature** (format version, model name, a
+fingerprint of the encoder's weights, input size, pixel statistics, normalisation, encoder variant) and a CRC of the
+bytes: a stale entry (other weights under the same name, an older format), a foreign one (copied in from elsewhere)
+or a damaged one is refused, recomputed and replaced. The context has its own signature (a fingerprint of the
+decoder's weights): a context made by another decoder is refused and recomputed, the features are still served.
+Writers build an entry in ``tmp/`` and rename it into place (atomic on one filesystem), so concurrent writers of one
+key never mix their files and readers never see half an entry. The size cap evicts the least recently used entries
+(a hit refreshes the entry's time).
+
+Entries are written with zarr (readable by any zarr reader) as one uncompressed chunk per array and read back by
+:func:`_read_array` straight from that chunk: zarr's first read in a process costs ~10 ms of set-up, the raw read of
+4 MB ~1 ms, and the first mask on a cached image is what the cache is for.
 
 Where: ``--cache DIR`` (CLI), :func:`configure`, or ``$PROMPTSEG_EMBEDDING_CACHE`` (``default`` means
 :func:`default_location`); the cap is ``$PROMPTSEG_EMBEDDING_CACHE_GB`` (default 10 GB). Unset: no disk cache.
@@ -18,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import threading
@@ -33,7 +42,9 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 #: bump when the layout or the meaning of an entry changes: older entries are then refused and recomputed
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+FEATURES = "features"
+CONTEXT = "decoder_context"
 CACHE_ENV = "PROMPTSEG_EMBEDDING_CACHE"
 MAX_GB_ENV = "PROMPTSEG_EMBEDDING_CACHE_GB"
 DEFAULT_MAX_GB = 10.0
@@ -55,11 +66,12 @@ class DiskEmbeddingCache:
     """Embeddings as zarr arrays under ``root``, at most ``max_bytes`` (least recently used evicted first)."""
 
     def __init__(self, root: str | os.PathLike, max_bytes: int | None = None) -> None:
-        import zarr  # noqa: F401 - imported with the cache, not on the first (interactive) hit
+        import zarr  # noqa: F401 - imported with the cache, not on the first store (reads do not use it)
 
         self.root = Path(root).expanduser().absolute()
         self.max_bytes = int(DEFAULT_MAX_GB * 1e9 if max_bytes is None else max_bytes)
         self.hits = self.misses = self.refused = self.stored = self.evicted = 0
+        self.context_refused = 0  # contexts made by another decoder (the features were served)
         self._written_since_scan: int | None = None  # None: scan on the next store
         self._write_warned = False
         self._lock = threading.Lock()
@@ -74,6 +86,13 @@ class DiskEmbeddingCache:
     def load(self, key: str, signature: dict, device=None):
         """The :class:`~.protocols.Embedding` stored under ``key`` when its signature and bytes check out, else
         None (a refused entry is counted in ``refused`` and replaced by the next :meth:`store`)."""
+        found = self.load_with_context(key, signature, None, device)
+        return None if found is None else found[0]
+
+    def load_with_context(self, key: str, signature: dict, context_signature: dict | None, device=None):
+        """(embedding, decoder context or None) stored under ``key``, or None as :meth:`load`. The context is
+        returned when its signature equals ``context_signature``; one made by another decoder is counted in
+        ``context_refused`` (the features are still served). A damaged context refuses the whole entry."""
         import torch
 
         from .preprocessing import ResizeTransform
@@ -83,10 +102,16 @@ class DiskEmbeddingCache:
         if not (path / "zarr.json").is_file():
             self._count("misses")
             return None
+        context = None
         try:
-            features, attrs = _read_entry(path)
+            attrs = _read_node(path, "group")["attributes"]
             ok = attrs.get("key") == key and attrs.get("signature") == _canonical(signature, FORMAT_VERSION)
-            ok = ok and features.nbytes == attrs.get("nbytes") and _crc(features) == attrs.get("crc32")
+            features = _read_array(path / FEATURES)[0] if ok else None
+            if ok and context_signature is not None and (path / CONTEXT / "zarr.json").is_file():
+                context, context_attrs = _read_array(path / CONTEXT)
+                if context_attrs.get("signature") != _canonical(context_signature, FORMAT_VERSION):
+                    context = None
+                    self._count("context_refused")
         except Exception:  # noqa: BLE001 - damaged metadata, a chunk evicted or replaced while reading: refuse
             ok = False
         if not ok:
@@ -94,64 +119,80 @@ class DiskEmbeddingCache:
             return None
         _touch(path)
         self._count("hits")
-        tensor = torch.from_numpy(features)
-        return Embedding(
-            features=tensor if device is None else tensor.to(device),
+        tensors = [None if a is None else torch.from_numpy(a) for a in (features, context)]
+        if device is not None:
+            tensors = [None if t is None else t.to(device) for t in tensors]
+        embedding = Embedding(
+            features=tensors[0],
             transform=ResizeTransform(tuple(attrs["original_shape"]), int(attrs["input_size"])),
             model_name=attrs["model_name"],
             key=key,
         )
+        return embedding, tensors[1]
 
     def __contains__(self, key: str) -> bool:
         return (self.entry_path(key) / "zarr.json").is_file()
 
     # -- write -----------------------------------------------------------------------------------------------
-    def store(self, embedding, signature: dict) -> Path | None:
-        """Write ``embedding`` under its key (atomically; a valid entry another process placed first is kept).
+    def store(self, embedding, signature: dict, context=None, context_signature: dict | None = None) -> Path | None:
+        """Write ``embedding`` under its key, with the decoder ``context`` (a tensor) made by the decoder that
+        ``context_signature`` describes (atomically; a valid entry another process placed first is kept).
         A cache that cannot be written (read-only, disk full) is logged and skipped: the embedding is still used."""
         try:
-            return self._store(embedding, signature)
+            return self._store(embedding, signature, context, context_signature)
         except OSError as exc:
             if not self._write_warned:
                 logger.warning("embedding cache %s cannot be written (%s); going on without storing", self.root, exc)
                 self._write_warned = True
             return None
 
-    def _store(self, embedding, signature: dict) -> Path:
+    def _store(self, embedding, signature: dict, context, context_signature: dict | None) -> Path:
         import zarr
 
-        features = np.ascontiguousarray(embedding.features.detach().cpu().numpy())
+        arrays = {FEATURES: (_as_array(embedding.features), {})}
+        if context is not None:
+            if context_signature is None:
+                raise ValueError("a decoder context is stored with the signature of the decoder that made it")
+            arrays[CONTEXT] = (_as_array(context), {"signature": _canonical(context_signature, FORMAT_VERSION)})
+        for array, array_attrs in arrays.values():
+            array_attrs.update(nbytes=int(array.nbytes), crc32=_crc(array))
         attrs = {
             "key": embedding.key,
             "signature": _canonical(signature, FORMAT_VERSION),
             "model_name": embedding.model_name,
             "original_shape": list(embedding.transform.original_shape),
             "input_size": int(embedding.transform.input_size),
-            "nbytes": int(features.nbytes),
-            "crc32": _crc(features),
             "created": time.time(),
         }
         final = self.entry_path(embedding.key)
         temp = self.root / "tmp" / f"{embedding.key}.{os.getpid()}.{uuid.uuid4().hex}.zarr"
         temp.parent.mkdir(parents=True, exist_ok=True)
         try:
-            array = zarr.create_array(
-                temp, shape=features.shape, dtype=features.dtype, chunks=features.shape, compressors=None
-            )
-            array[...] = features
-            array.attrs.update(attrs)
+            group = zarr.create_group(temp, attributes=attrs)
+            for name, (array, array_attrs) in arrays.items():
+                # one uncompressed chunk, written even when all zeros: the layout _read_array reads
+                stored = group.create_array(
+                    name,
+                    shape=array.shape,
+                    dtype=array.dtype,
+                    chunks=array.shape,
+                    compressors=None,
+                    attributes=array_attrs,
+                    config={"write_empty_chunks": True},
+                )
+                stored[...] = array
             final.parent.mkdir(parents=True, exist_ok=True)
             if final.exists():
-                if _valid(final, attrs):
-                    return final  # another writer was first with the same features
-                self._discard(final)  # stale, foreign or damaged: replaced
+                if _same_entry(final, attrs, {name: a for name, (_, a) in arrays.items()}):
+                    return final  # another writer was first with the same entry
+                self._discard(final)  # stale, foreign, damaged or without this context: replaced
             with contextlib.suppress(OSError):  # a concurrent writer renamed its copy into place first: keep it
                 os.rename(temp, final)
         finally:
             if temp.exists():
                 shutil.rmtree(temp, ignore_errors=True)
         self._count("stored")
-        self._after_write(features.nbytes)
+        self._after_write(sum(array.nbytes for array, _ in arrays.values()))
         return final
 
     # -- size cap --------------------------------------------------------------------------------------------
@@ -218,26 +259,56 @@ class DiskEmbeddingCache:
             setattr(self, name, getattr(self, name) + n)
 
 
-def _read_entry(path: Path) -> tuple[np.ndarray, dict]:
-    import zarr
-
-    array = zarr.open_array(path, mode="r")
-    return np.ascontiguousarray(array[...]), array.attrs.asdict()
+def _as_array(tensor) -> np.ndarray:
+    return np.ascontiguousarray(tensor.detach().cpu().numpy())
 
 
-def _valid(path: Path, attrs: dict) -> bool:
+def _read_node(path: Path, node_type: str) -> dict:
+    meta = json.loads((path / "zarr.json").read_text())
+    if meta.get("zarr_format") != 3 or meta.get("node_type") != node_type:
+        raise ValueError(f"{path}: not a zarr v3 {node_type}")
+    return meta
+
+
+#: the only array layout :meth:`DiskEmbeddingCache.store` writes: one uncompressed little-endian chunk
+_LAYOUT = {
+    "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+    "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+}
+
+
+def _read_array(path: Path) -> tuple[np.ndarray, dict]:
+    """(data, attributes) of a zarr array in the layout of :data:`_LAYOUT`, read from its one chunk file; raises
+    ValueError on another layout, a short chunk or a CRC that does not match."""
+    meta = _read_node(path, "array")
+    shape = meta["shape"]
+    if any(meta.get(k) != v for k, v in _LAYOUT.items()) or meta["chunk_grid"]["configuration"]["chunk_shape"] != shape:
+        raise ValueError(f"{path}: not the cache's array layout")
+    dtype = np.dtype(meta["data_type"]).newbyteorder("<")
+    data = np.fromfile(path.joinpath("c", *["0"] * len(shape)), dtype=dtype)
+    attrs = meta.get("attributes", {})
+    if data.size != math.prod(shape) or data.nbytes != attrs.get("nbytes") or _crc(data) != attrs.get("crc32"):
+        raise ValueError(f"{path}: damaged (size or CRC)")
+    return data.reshape(shape), attrs
+
+
+def _same_entry(path: Path, attrs: dict, array_attrs: dict[str, dict]) -> bool:
+    """Whether the entry at ``path`` is intact and holds what a writer with these attributes would write."""
     try:
-        features, stored = _read_entry(path)
+        stored = _read_node(path, "group")["attributes"]
+        if any(stored.get(k) != attrs[k] for k in ("key", "signature")):
+            return False
+        names = {p.name for p in path.iterdir() if (p / "zarr.json").is_file()}
+        return names == set(array_attrs) and all(
+            {k: _read_array(path / name)[1].get(k) for k in expected} == expected
+            for name, expected in array_attrs.items()
+        )
     except Exception:  # noqa: BLE001 - unreadable counts as invalid
         return False
-    same = {k: stored.get(k) for k in ("key", "signature", "nbytes", "crc32")} == {
-        k: attrs[k] for k in ("key", "signature", "nbytes", "crc32")
-    }
-    return same and _crc(features) == attrs["crc32"]
 
 
-def _crc(features: np.ndarray) -> int:
-    return zlib.crc32(memoryview(np.ascontiguousarray(features)).cast("B"))
+def _crc(array: np.ndarray) -> int:
+    return zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"))
 
 
 def _canonical(signature: dict, version: int) -> dict:

@@ -61,12 +61,25 @@ class ImageContext:
     first_v: torch.Tensor  # (1, HW, Ci) first block, token->image values
     first_q: torch.Tensor  # (1, HW, Ci) first block, image->token queries
 
+    def projections(self) -> torch.Tensor:
+        """(3, HW, Ci) first_k, first_v, first_q: the costly part, what the disk cache stores with the features
+        and gives back to :func:`image_context`."""
+        return torch.cat((self.first_k, self.first_v, self.first_q))
+
 
 def image_context(
-    mask_decoder: nn.Module, features: torch.Tensor, dense_pe: torch.Tensor, no_mask_embed: torch.Tensor
+    mask_decoder: nn.Module,
+    features: torch.Tensor,
+    dense_pe: torch.Tensor,
+    no_mask_embed: torch.Tensor,
+    projections: torch.Tensor | None = None,
 ) -> ImageContext:
+    """The context of ``features``; ``projections``: :meth:`ImageContext.projections` computed earlier for these
+    features by this decoder (not checked here: the disk cache checks the decoder's signature)."""
     keys = _tokens(features + no_mask_embed.reshape(1, -1, 1, 1))
     key_pe = _tokens(dense_pe)
+    if projections is not None:
+        return ImageContext(keys, key_pe, projections[0:1], projections[1:2], projections[2:3])
     layer = mask_decoder.transformer.layers[0]
     keys_pe = keys + key_pe
     t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token

@@ -63,10 +63,13 @@ class SamFamilySegmenter:
         self._fast_encoder: nn.Module | None = None  # a snapshot of image_encoder's weights, see _encoder()
         self._fast_encoder_versions: tuple[int, ...] = ()
         self._context: tuple | None = None  # (features, weight versions, sam_decoder_fast.ImageContext)
+        self._dense_pe: tuple | None = None  # (prompt encoder weight versions, its dense positional encoding)
         self._fingerprint: tuple[tuple[int, ...], str] | None = None  # (encoder weight versions, fingerprint)
+        self._decoder_fingerprint: tuple[tuple[int, ...], str] | None = None  # the same for the decoder
         self.fast = fast
         self._encoder()  # build the fast encoder now, not on the first (interactive) embed
-        self.embedding_signature()  # and the weights fingerprint of the disk cache's signature
+        self.embedding_signature()  # and the weights fingerprints of the disk cache's signatures
+        self.context_signature()
         self._warm_up_decoder()
 
     @classmethod
@@ -107,27 +110,43 @@ class SamFamilySegmenter:
             self._fast_encoder_versions = versions
         return self._fast_encoder
 
-    def _image_context(self, features: torch.Tensor) -> sam_decoder_fast.ImageContext:
-        """The decoder's prompt-independent work on these features, kept for the next prompt on the same image."""
+    def _image_context(
+        self, features: torch.Tensor, projections: torch.Tensor | None = None
+    ) -> sam_decoder_fast.ImageContext:
+        """The decoder's prompt-independent work on these features, kept for the next prompt on the same image;
+        ``projections``: its costly part read from the disk cache with the features."""
         versions = _weight_versions(self.prompt_encoder, self.mask_decoder)
         cached = self._context
-        if cached is not None and cached[0] is features and cached[1] == versions:
+        if projections is None and cached is not None and cached[0] is features and cached[1] == versions:
             return cached[2]
-        pe = self.prompt_encoder.get_dense_pe()
         context = sam_decoder_fast.image_context(
-            self.mask_decoder, features, pe, self.prompt_encoder.no_mask_embed.weight
+            self.mask_decoder,
+            features,
+            self._positional_encoding(),
+            self.prompt_encoder.no_mask_embed.weight,
+            projections,
         )
         self._context = (features, versions, context)
         return context
 
+    def _positional_encoding(self) -> torch.Tensor:
+        """The prompt encoder's dense positional encoding (1, C, h, w): the same for every image, computed once."""
+        versions = _weight_versions(self.prompt_encoder)
+        if self._dense_pe is None or self._dense_pe[0] != versions:
+            self._dense_pe = (versions, self.prompt_encoder.get_dense_pe())
+        return self._dense_pe[1]
+
     def _warm_up_decoder(self) -> None:
-        """One decode on zero features at load: the first real prompt (a disk-cache hit in a new process, the
-        widget's first click) then runs at steady speed instead of paying for kernel set-up and first allocations."""
+        """Two decodes on zero features at load: the first real prompt (a disk-cache hit in a new process, the
+        widget's first click) then runs at steady speed instead of paying for kernel set-up and first allocations.
+        The first decode's ~30 MB of buffers come from fresh pages and go back to the OS when freed; the second
+        runs on memory the allocator then keeps (measured: ~7000 page faults, 10-30 ms, less on the first mask)."""
         size = self.input_size
         grid = tuple(self.prompt_encoder.image_embedding_size)
         features = torch.zeros((1, self.prompt_encoder.embed_dim, *grid), device=self.device)
         embedding = Embedding(features, ResizeTransform((size, size), size), self.name, "warm-up")
-        self.predict(embedding, boxes=np.array([[0.0, 0.0, size / 2, size / 2]])).masks()
+        for _ in range(2):
+            self.predict(embedding, boxes=np.array([[0.0, 0.0, size / 2, size / 2]])).masks()
         self._context = None
 
     def __repr__(self) -> str:
@@ -162,14 +181,23 @@ class SamFamilySegmenter:
 
         def compute() -> Embedding:
             disk = embedding_cache.active()  # under the in-memory cache: what another process computed
-            signature = self.embedding_signature(normalize) if disk is not None else {}
-            if disk is not None and (found := disk.load(key, signature, self.device)) is not None:
-                return found
+            if disk is not None:
+                signature = self.embedding_signature(normalize)
+                # with the fast decoder, its per-image context is stored with the features: the first prompt on
+                # a cached image in a new process then decodes as fast as the next ones
+                context_signature = self.context_signature() if self._fast_decoder else None
+                found = disk.load_with_context(key, signature, context_signature, self.device)
+                if found is not None:
+                    embedding, projections = found
+                    if projections is not None:
+                        self._image_context(embedding.features, projections)
+                    return embedding
             x, transform = self.preprocess(arr, normalize)
             features = self._encoder()(x.to(self.device))
             embedding = Embedding(features=features, transform=transform, model_name=self.name, key=key)
             if disk is not None:
-                disk.store(embedding, signature)
+                context = self._image_context(features).projections() if self._fast_decoder else None
+                disk.store(embedding, signature, context, context_signature)
             return embedding
 
         return self.cache.get_or_compute(key, compute)
@@ -189,6 +217,19 @@ class SamFamilySegmenter:
             "pixel_mean": None if self._mean is None else self._mean.flatten().tolist(),
             "pixel_std": None if self._std is None else self._std.flatten().tolist(),
             "normalize": normalize,
+        }
+
+    def context_signature(self) -> dict:
+        """What makes the decoder's per-image context (stored with the features) what it is, beyond the features:
+        a context whose signature differs (a fine-tuned decoder under the same name) is refused."""
+        versions = _weight_versions(self.prompt_encoder, self.mask_decoder)
+        if self._decoder_fingerprint is None or self._decoder_fingerprint[0] != versions:
+            fingerprint = weights_fingerprint(nn.ModuleList([self.prompt_encoder, self.mask_decoder]))
+            self._decoder_fingerprint = (versions, fingerprint)
+        return {
+            "model": self.name,
+            "decoder_weights": self._decoder_fingerprint[1],
+            "context": "sam_decoder_fast first block k, v, q projections (3, HW, Ci)",
         }
 
     # -- decoder ---------------------------------------------------------------------------------------------
@@ -225,7 +266,7 @@ class SamFamilySegmenter:
         features = embedding.features
         # fast path without a mask prompt: the image side (incl. positional encoding) comes from the cached context
         context = self._image_context(features) if self._fast_decoder and mask_input is None else None
-        pe = None if context is not None else self.prompt_encoder.get_dense_pe()
+        pe = None if context is not None else self._positional_encoding()
         chunk = DECODE_CHUNK if self.device.type == "cpu" else DECODE_CHUNK_ACCELERATOR
         windows = None
         if local and context is not None and box_t is not None and points is None:

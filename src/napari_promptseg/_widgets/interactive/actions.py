@@ -41,21 +41,19 @@ class NewLayerActions:
         def task(progress, cancel) -> InstanceResult:
             progress(0.0, f"loading {model}")
             segmenter = load_segmenter(model, device=device)
-            plane, channel_axis, factor = source.read(segmenter.input_size, object_size or box_object_size(boxes))
-            result = find_all_like(
-                plane,
-                at_level(boxes, 4, factor),
-                segmenter=segmenter,
-                object_size=None if object_size is None else object_size / factor,
-                channel_axis=channel_axis,
+            return source.segment_at_level(
+                lambda plane, factor, **level: find_all_like(
+                    plane, at_level(boxes, 4, factor), segmenter=segmenter, **level
+                ),
+                segmenter.input_size,
+                object_size,
+                box_object_size(boxes),
                 channels=channels,
                 normalize=normalize,
                 name=f"image layer '{name}'",
                 progress=progress,
                 cancel=cancel,
             )
-            result.labels = source.full_resolution(result.labels, factor)
-            return result
 
         def done(result: InstanceResult) -> None:
             target = self._add_result_layer(np.zeros(geom.labels_shape, dtype=np.uint32), geom, f"{name} find-all")

@@ -7,7 +7,9 @@ box drawn on any Shapes layer lands on the right pixels; the core library then r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import napari
 import napari.layers
@@ -159,6 +161,10 @@ def _plane_of(data, geom: PlaneGeometry) -> tuple[np.ndarray, int | None]:
     return np.asarray(data[tuple(index)]), (0 if geom.channel_axis is not None else None)
 
 
+#: a core function's result: SegmentationResult or InstanceResult (both have ``labels``)
+Result = TypeVar("Result")
+
+
 @dataclass(frozen=True)
 class PlaneSource:
     """The displayed plane of an image layer, read by the worker that needs it. A 2D pyramid (multiscale layer) is
@@ -182,6 +188,24 @@ class PlaneSource:
     def full_resolution(self, labels: np.ndarray, factor: float) -> np.ndarray:
         """Labels of a plane read at a pyramid level -> the full-resolution plane."""
         return labels if factor == 1.0 else upsample_labels(labels, self.geom.plane_shape)
+
+    def segment_at_level(
+        self,
+        method: Callable[..., Result],
+        input_size: int,
+        object_size: float | None,
+        prompt_size: float | None,
+        **options,
+    ) -> Result:
+        """``method(plane, factor, object_size=..., channel_axis=..., **options)`` on the plane read at the level
+        for objects of ``object_size`` full-resolution pixels (the user's setting; None: ``prompt_size``, what the
+        prompts suggest); ``method`` divides its prompts by ``factor`` (:func:`at_level`). The result's labels come
+        back at full resolution."""
+        plane, channel_axis, factor = self.read(input_size, object_size or prompt_size)
+        level_size = None if object_size is None else object_size / factor
+        result = method(plane, factor, object_size=level_size, channel_axis=channel_axis, **options)
+        result.labels = self.full_resolution(result.labels, factor)
+        return result
 
 
 def at_level(coords, width: int, factor: float) -> np.ndarray:

@@ -403,24 +403,28 @@ class InteractiveWidget(NewLayerActions, QWidget):
 
         def task(progress, cancel) -> SegmentationResult:
             segmenter = load_segmenter(model, device=device)
-            size = object_size or (box_object_size(np.array(prompts.boxes)) if prompts.boxes else None)
-            plane, channel_axis, factor = source.read(segmenter.input_size, size)
-            result = segment_prompts(
-                plane,
-                segmenter,
-                boxes=at_level(prompts.boxes, 4, factor),
-                positive_points=at_level(prompts.positive, 2, factor),
-                negative_points=at_level(prompts.negative, 2, factor),
-                object_size=None if object_size is None else object_size / factor,
-                channel_axis=channel_axis,
+
+            def at(plane: np.ndarray, factor: float, **level) -> SegmentationResult:
+                return segment_prompts(
+                    plane,
+                    segmenter,
+                    boxes=at_level(prompts.boxes, 4, factor),
+                    positive_points=at_level(prompts.positive, 2, factor),
+                    negative_points=at_level(prompts.negative, 2, factor),
+                    **level,
+                )
+
+            return source.segment_at_level(
+                at,
+                segmenter.input_size,
+                object_size,
+                box_object_size(np.array(prompts.boxes)) if prompts.boxes else None,
                 channels=channels,
                 normalize=normalize,
                 name=f"image layer '{name}'",
                 progress=progress,
                 cancel=cancel,
             )
-            result.labels = source.full_resolution(result.labels, factor)
-            return result
 
         def done(result: SegmentationResult) -> None:
             if version != self._version:
