@@ -78,7 +78,7 @@ def run_oneshot(
     """The worker body (no Qt, no layers). ``instances=None``: many instances when the reference labels hold
     several objects (as the CLI decides)."""
     from ..io import read_image
-    from ..methods.instances import fit_exemplars, is_many_objects, segment_with_exemplars
+    from ..methods.instances import fit_exemplars, is_many_objects, segment_with_exemplars, stack_object_size
     from ..methods.oneshot import segment_like
     from ..models.preprocessing import as_channels_last
 
@@ -92,6 +92,8 @@ def run_oneshot(
         progress(0.0, "learning the reference objects")
         ref = as_channels_last(reference, name="reference")
         exemplars = fit_exemplars(segmenter, ref, reference_labels, object_size=object_size)
+        if stacked and object_size is None:  # the planes of one stack share one size (as the CLI's stacks)
+            object_size = stack_object_size(exemplars, targets, segmenter.input_size)
     for k, (target, name) in enumerate(zip(targets, names, strict=True)):
         if cancel():
             raise CancelledError("cancelled")

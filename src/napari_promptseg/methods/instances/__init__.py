@@ -24,7 +24,14 @@ Microscopy needs all nuclei / all glands of an image, not one mask, at the image
 masks come from the segmenter, and background is learned only near the boxes (elsewhere unlabelled objects hide).
 """
 
-from .exemplars import ExemplarModel, estimate_object_size, fit_exemplars, is_many_objects, reference_objects
+from .exemplars import (
+    ExemplarModel,
+    estimate_object_size,
+    fit_exemplars,
+    is_many_objects,
+    reference_objects,
+    stack_object_size,
+)
 from .pipeline import (
     REFINEMENTS,
     InstanceResult,
@@ -41,6 +48,7 @@ __all__ = [
     "InstanceResult",
     "Refinement",
     "estimate_object_size",
+    "stack_object_size",
     "find_all_like",
     "fit_exemplars",
     "is_many_objects",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -313,6 +313,19 @@ def estimate_object_size(
     if not 1 / SIZE_TOLERANCE**2 <= again <= SIZE_TOLERANCE**2:
         return model.object_size, f"reference objects (a size x{ratio:.2f} was measured, but not confirmed)"
     return proposed, f"reference objects, rescaled x{ratio:.2f} to the target's objects"
+
+
+def stack_object_size(
+    model: ExemplarModel,
+    planes: Sequence,
+    input_size: int,
+    read: Callable[[object], np.ndarray] = as_channels_last,
+) -> float:
+    """One object size for every plane of a stack, measured on its middle plane (``read`` turns a plane into an
+    (H, W, C) array). A stack's planes share one magnification, and a plane near an end (caps of nuclei, little
+    texture) can mislead a size measured plane by plane (measured: F1 0.11 on the first plane of a nuclei stack,
+    0.86 on the middle one)."""
+    return estimate_object_size(model, read(planes[len(planes) // 2]), input_size)[0]
 
 
 def _quick_width(
