@@ -6,6 +6,7 @@ The models are tiny random-weight builds of the real architectures (tests/test_c
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,36 @@ def test_offline_with_nothing_cached_gives_the_one_clear_error(fake_hub, shared_
     assert len(err) == 1 and "no CLIPSeg weights (route clipseg)" in err[0]
     assert f"{CLIPSEG.name}: weights not found and $PROMPTSEG_OFFLINE is set" in err[0]
     assert str(hf_cache_dir()) in err[0] and CLIPSEG.repo_id in err[0]
+
+
+def test_an_unreachable_hub_fails_at_once_and_is_not_probed_again(monkeypatch):
+    """Without a network huggingface_hub retries for up to a minute; the probe of the endpoint fails in one try,
+    and the failure is remembered, so the next model (GroundingDINO after CLIPSeg in `promptseg text`) fails at once."""
+    from napari_promptseg.models import hub
+
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("PROMPTSEG_OFFLINE")
+    monkeypatch.setattr(hub, "_failed_probes", {})
+    monkeypatch.setattr(hub, "download_snapshot", _no_download)
+
+    with pytest.raises(WeightsError) as info:
+        resolve_weights(CLIPSEG.name)
+    assert info.value.message.startswith(
+        f"{CLIPSEG.name}: weights not found, and http://127.0.0.1:{port} cannot be reached "
+        f"(no connection to 127.0.0.1:{port}: "
+    )
+    assert f"hf download {CLIPSEG.repo_id} --revision {CLIPSEG.revision}" in info.value.details
+
+    monkeypatch.setattr(hub.socket, "create_connection", _no_download)  # remembered: no second probe
+    with pytest.raises(WeightsError, match=f"{GDINO.name}: weights not found, and .* cannot be reached"):
+        resolve_weights(GDINO.name)
+
+
+def _no_download(*args, **kwargs):
+    raise AssertionError("the network was used after the probe had failed")
 
 
 def test_fine_tuned_checkpoints_given_as_hub_ids(fake_hub, tiny_clipseg_dir, tmp_path, monkeypatch):  # noqa: F811

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,37 @@ def offline() -> bool:
 def offline_variable() -> str:
     """The variable that made us offline, for the error message."""
     return next(v for v in (OFFLINE_ENV, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if _is_set(v))
+
+
+#: seconds to wait for the hub's host to accept a connection before calling the network absent
+PROBE_TIMEOUT_S = 3.0
+#: seconds a failed probe is remembered (a napari session may get its network back)
+PROBE_MEMORY_S = 60.0
+_failed_probes: dict[str, tuple[float, str]] = {}
+
+
+def unreachable_reason(url: str | None = None) -> str | None:
+    """Why the host of ``url`` (default: the hub, :func:`endpoint`) cannot be reached now (its name does not
+    resolve, or no connection opens within :data:`PROBE_TIMEOUT_S`), else None. huggingface_hub 2.x retries a failed
+    metadata request for up to a minute before it gives up, pooch a few seconds: without a network, `promptseg text`
+    waited 66 s for two models it could not fetch anyway. A failure is remembered for :data:`PROBE_MEMORY_S`."""
+    url = url or endpoint()
+    now = time.monotonic()
+    failed = _failed_probes.get(url)
+    if failed is not None and now - failed[0] < PROBE_MEMORY_S:
+        return failed[1]
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        reason = f"no connection to {host}:{port}: {exc.strerror or exc}"
+        _failed_probes[url] = (now, reason)
+        return reason
+    _failed_probes.pop(url, None)
+    return None
 
 
 def hf_cache_dir() -> Path:

@@ -345,13 +345,18 @@ def _from_hub(
     a file it cannot do without), else a download into the cache, else one error that says what to do."""
     snapshot, lacking = _in_hf_cache(repo_id, revisions, files, required)
     if snapshot is not None:
-        if lacking and not offline():
+        if lacking and not offline() and hub.unreachable_reason() is None:
             with contextlib.suppress(Exception):
                 hub.download_snapshot(repo_id, snapshot.name, lacking, (), progress)  # snapshots/<commit>
         return snapshot
     where = named + _hub_where(repo_id, revisions[0], required)
     if offline():
         raise WeightsError(f"{card.name}: weights not found and ${hub.offline_variable()} is set", details=where)
+    unreachable = hub.unreachable_reason()
+    if unreachable is not None:  # fail now, not after the hub's minute of retries
+        raise WeightsError(
+            f"{card.name}: weights not found, and {hub.endpoint()} cannot be reached ({unreachable})", details=where
+        )
     try:
         return hub.download_snapshot(repo_id, revisions[0], files, required, progress)
     except Exception as exc:  # whatever the hub or the network raised
@@ -389,6 +394,13 @@ def _single_file(card: ModelCard, progress: Progress | None) -> Path:
     if offline():
         raise WeightsError(
             f"{card.name}: weights not found and ${hub.offline_variable()} is set",
+            details=f"{where}; it is published at {card.url}",
+        )
+    unreachable = hub.unreachable_reason(card.url)
+    if unreachable is not None:  # fail now, not after pooch's retries
+        state = "does not verify" if target.is_file() else "not found"
+        raise WeightsError(
+            f"{card.name}: weights {state}, and {card.url} cannot be reached ({unreachable})",
             details=f"{where}; it is published at {card.url}",
         )
     return _download_file(card, target, where, progress)
