@@ -166,6 +166,21 @@ def test_an_unreachable_hub_fails_at_once_and_is_not_probed_again(monkeypatch):
         resolve_weights(GDINO.name)
 
 
+def test_behind_a_proxy_the_proxy_is_what_the_probe_asks(monkeypatch):
+    from napari_promptseg.models import hub
+
+    monkeypatch.setattr(hub, "_failed_probes", {})
+    for variable in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    with socket.socket() as proxy:  # listens: a proxy that accepts connections
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen()
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+        assert hub.unreachable_reason("https://hub.invalid") is None  # the name need not resolve here
+        monkeypatch.setenv("NO_PROXY", "hub.invalid")  # reached directly: the name must resolve
+        assert "no connection to hub.invalid:443" in hub.unreachable_reason("https://hub.invalid")
+
+
 def _no_download(*args, **kwargs):
     raise AssertionError("the network was used after the probe had failed")
 

@@ -11,6 +11,7 @@ import re
 import socket
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,10 @@ def unreachable_reason(url: str | None = None) -> str | None:
     if failed is not None and now - failed[0] < PROBE_MEMORY_S:
         return failed[1]
     parts = urllib.parse.urlsplit(url)
+    proxies = urllib.request.getproxies()  # $HTTPS_PROXY & co.: behind a proxy, the proxy is what must answer
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
