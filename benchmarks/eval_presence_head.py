@@ -37,16 +37,17 @@ from napari_promptseg.methods.text_training.trainer import make_batch
 from napari_promptseg.models.preprocessing import ResizeTransform
 from napari_promptseg.models.text_segmenter import load_fusion_model, read_config
 
-#: variant -> (refit settings or None for the jointly trained head, pooling)
+#: variant -> refit settings; None: the jointly trained head; "calibrate": that head, its gate moved on validation
 VARIANTS = {
-    "joint head (as trained)": (None, "grid"),
-    "joint head, gate calibrated on val": (PresenceFit(epochs=0, calibrate=True), "grid"),
-    "refit, whole-grid pooling": (PresenceFit(), "grid"),
-    "refit, valid-region pooling": (PresenceFit(), "valid"),
-    "refit, valid, unbalanced BCE": (PresenceFit(balance=False), "valid"),
-    "refit, valid, fresh head": (PresenceFit(restart=True), "valid"),
-    "refit, valid, calibrated gate": (PresenceFit(calibrate=True), "valid"),
-    "refit, valid, weight decay 0.1": (PresenceFit(weight_decay=0.1), "valid"),
+    "joint head (as trained)": None,
+    "joint head, gate calibrated on val": "calibrate",
+    "refit (the trainer's default)": PresenceFit(),
+    "refit, unbalanced BCE": PresenceFit(balance=False),
+    "refit, fresh head": PresenceFit(restart=True),
+    "refit, weight decay 0.1": PresenceFit(weight_decay=0.1),
+    "refit, 10 epochs": PresenceFit(epochs=10),
+    "refit, 30 epochs": PresenceFit(epochs=30),
+    "refit, 300 epochs (min_delta 0)": PresenceFit(min_delta=0.0, patience=300),
 }
 
 
@@ -59,9 +60,7 @@ def mask_outcomes(decoder, samples, names, text) -> dict:
             _, truth = s.triplet.load()
             for name in names:
                 batch = make_batch([replace(s, text=name)], text, torch.device("cpu"))
-                res = decoder(
-                    batch.features, batch.low, batch.words, batch.word_mask, batch.sentence, valid=batch.valid
-                )
+                res = decoder(batch.features, batch.low, batch.words, batch.word_mask, batch.sentence)
                 logits = res.mask_logits
                 pred = (ResizeTransform(truth.shape, 256).logits_to_original(logits)[0, 0] > 0).numpy()
                 out[i, name] = (dice(pred, truth), bool(((logits > 0) & batch.valid).sum() < 16))
@@ -75,7 +74,7 @@ def presence_logits(decoder, samples, names, text) -> np.ndarray:
     with torch.no_grad():
         for s in samples:
             levels = [s.features.float()[None], s.low.float()[None]]
-            pooled = decoder.presence_head.pool(levels, decoder.presence_region(s.valid[None, None]))
+            pooled = decoder.presence_head.pool(levels)
             rows.append(decoder.presence_head.classify(pooled.expand(len(names), -1), sentences).numpy())
     return np.stack(rows)
 
@@ -90,6 +89,8 @@ def scores(logits: np.ndarray, samples, names, outcomes) -> dict:
         tnr = float((~said[~truth[:, j], j]).mean())
         per_name[n] = {"recall": round(tpr, 3), "specificity": round(tnr, 3)}
     balanced = float(np.mean([np.nanmean([v["recall"], v["specificity"]]) for v in per_name.values()]))
+    if outcomes is None:  # decisions only
+        return {"balanced_accuracy": balanced}
     targets = {}
     for t in names:
         rows = [i for i, s in enumerate(samples) if s.text == t]
@@ -111,7 +112,16 @@ def scores(logits: np.ndarray, samples, names, outcomes) -> dict:
     return {"balanced_accuracy": round(balanced, 4), "names": per_name, "targets": targets}
 
 
-def cross_validated(decoder, joint_state, fit, pooling, train, val, names, text, folds: int = 4) -> dict:
+def calibrated_threshold(logits: np.ndarray, samples, names) -> float:
+    """The logit threshold of best balanced accuracy on ``samples`` (the closest to 0 among equals)."""
+    values = np.unique(logits)
+    cuts = np.concatenate([[0.0], (values[1:] + values[:-1]) / 2])
+    accuracy = [scores(logits - c, samples, names, None)["balanced_accuracy"] for c in cuts]
+    best = max(accuracy)
+    return float(min((c for c, a in zip(cuts, accuracy, strict=True) if a == best), key=abs))
+
+
+def cross_validated(decoder, joint_state, fit, train, val, names, text, folds: int = 4) -> dict:
     """Presence decisions on each quarter of the training images by a head refitted on the other three quarters
     (epoch chosen on the validation pairs, as the refit does)."""
     order = np.random.default_rng(0).permutation(len(train))
@@ -119,7 +129,6 @@ def cross_validated(decoder, joint_state, fit, pooling, train, val, names, text,
     for k in range(folds):
         held = set(order[k::folds].tolist())
         decoder.presence_head.load_state_dict(joint_state)
-        decoder.config = replace(decoder.config, presence_pooling=pooling)
         fit_presence_head(decoder, [s for i, s in enumerate(train) if i not in held], val, names, text, fit)
         rows = sorted(held)
         logits[rows] = presence_logits(decoder, [train[i] for i in rows], names, text)
@@ -157,23 +166,24 @@ def main() -> None:
     path = Path(args.output) / "eval_presence_head.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
     runs = results.setdefault("variants", {})
-    for variant, (fit, pooling) in VARIANTS.items():
+    for variant, fit in VARIANTS.items():
         if args.variants and variant not in args.variants.split(","):
             continue
         decoder.presence_head.load_state_dict(joint_state)
-        decoder.config = replace(decoder.config, presence_pooling=pooling)
         t0 = time.perf_counter()
         record = None
-        if fit is not None:
+        if isinstance(fit, PresenceFit):
             record = fit_presence_head(decoder, samples["train"], samples["val"], names, text, fit)
-        seconds = time.perf_counter() - t0
-        entry = {"pooling": pooling, "refit": record, "fit_seconds": round(seconds, 2)}
+        entry = {"refit": record, "fit_seconds": round(time.perf_counter() - t0, 2)}
+        logits = {part: presence_logits(decoder, samples[part], names, text) for part in ("val", "test")}
+        if fit == "calibrate":
+            entry["threshold"] = calibrated_threshold(logits["val"], samples["val"], names)
+            logits = {part: x - entry["threshold"] for part, x in logits.items()}
         for part in ("val", "test"):
-            logits = presence_logits(decoder, samples[part], names, text)
-            entry[part] = scores(logits, samples[part], names, outcomes[part])
-        if fit is not None and fit.epochs > 0:
+            entry[part] = scores(logits[part], samples[part], names, outcomes[part])
+        if isinstance(fit, PresenceFit):
             entry["cross_validation"] = cross_validated(
-                decoder, joint_state, fit, pooling, samples["train"], samples["val"], names, text
+                decoder, joint_state, fit, samples["train"], samples["val"], names, text
             )
         runs[variant] = entry
         brief = {

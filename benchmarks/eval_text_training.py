@@ -101,9 +101,7 @@ def test_dice(
                 s = replace(s, text=texts[k])
             _, mask = s.triplet.load()
             batch = make_batch([s], text, torch.device("cpu"))
-            logits = decoder(
-                batch.features, batch.low, batch.words, batch.word_mask, batch.sentence, valid=batch.valid
-            ).logits
+            logits = decoder(batch.features, batch.low, batch.words, batch.word_mask, batch.sentence).logits
             pred = (ResizeTransform(mask.shape, 256).logits_to_original(logits)[0, 0] > 0).numpy()
             if refine_with is not None and pred.any():
                 pred = box_decode(refine_with, s, mask.shape, boxes_from_labels(pred, min_area=64))
@@ -277,9 +275,7 @@ def text_sensitivity(decoder: TextPromptDecoder, sets, store, text) -> dict:
             with torch.no_grad():
                 for s in test:
                     batch = make_batch([replace(s, text=w)], text, torch.device("cpu"))
-                    logits = decoder(
-                        batch.features, batch.low, batch.words, batch.word_mask, batch.sentence, valid=batch.valid
-                    ).logits
+                    logits = decoder(batch.features, batch.low, batch.words, batch.word_mask, batch.sentence).logits
                     empty.append(bool(((logits > 0) & batch.valid).sum() < 16))
             entry["wrong_names"][w] = {
                 "dice": round(float(np.mean(scores)), 4),

@@ -19,8 +19,8 @@ from napari_promptseg.methods.text_training import dice, read_triplets, train_te
 from napari_promptseg.methods.text_training.data import FeatureStore, Triplet
 from napari_promptseg.methods.text_training.trainer import TrainingConfig, make_batch
 from napari_promptseg.models import load_text_embedder, load_text_segmenter
-from napari_promptseg.models.text_decoder import PresenceHead, TextPromptDecoder, gate_by_presence
-from napari_promptseg.models.text_segmenter import WEIGHTS_FILE, TextTokens, save_tensors, valid_region
+from napari_promptseg.models.text_decoder import TextPromptDecoder, gate_by_presence
+from napari_promptseg.models.text_segmenter import WEIGHTS_FILE, TextTokens, save_tensors
 
 from .conftest import dataset_pairs
 
@@ -50,10 +50,10 @@ def test_fast_inference_path_matches_the_reference_decoder(two_targets, cache, l
     batch = make_batch(samples, TextTokens(load_text_embedder(device="cpu")), torch.device("cpu"))
     args = (batch.features, batch.low, batch.words, batch.word_mask, batch.sentence)
     with torch.enable_grad():
-        reference = decoder(*args, valid=batch.valid)  # the training path: segment_anything's own modules
+        reference = decoder(*args)  # the training path: segment_anything's own modules
     with torch.inference_mode():
-        fast = decoder(*args, valid=batch.valid)
-        again = decoder(*args, valid=batch.valid)  # the cached positional encoding
+        fast = decoder(*args)
+        again = decoder(*args)  # the cached positional encoding
     torch.testing.assert_close(fast.mask_logits, reference.mask_logits.detach(), atol=1e-3, rtol=1e-4)
     torch.testing.assert_close(fast.presence_logits, reference.presence_logits.detach(), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(again.logits, fast.logits)
@@ -64,22 +64,6 @@ def test_presence_gate_empties_the_mask_only_where_the_target_is_absent():
     gated = gate_by_presence(logits, torch.tensor([1.5, -0.5]))
     torch.testing.assert_close(gated[0], logits[0])  # present: unchanged (no cap on a confident mask)
     assert (gated[1] < 0).all() and gated[1].max() == -0.5  # absent: empty, at most the presence probability
-
-
-def test_presence_pooling_reads_the_image_region_only():
-    torch.manual_seed(0)
-    levels = [torch.randn(2, 5, 8, 8), torch.randn(2, 3, 8, 8)]
-    region = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
-    region[0, :, :3, :] = True  # a wide strip: the rows below are padding
-    region[1, :, :, :6] = True
-    padded = [x.masked_fill(~region, 1e3) for x in levels]  # whatever the padding holds
-    pooled = PresenceHead.pool(padded, region)
-    for b, (rows, cols) in enumerate([(3, 8), (8, 6)]):
-        crop = [x[b : b + 1, :, :rows, :cols] for x in levels]
-        torch.testing.assert_close(pooled[b : b + 1], PresenceHead.pool(crop))
-    decoder = TextPromptDecoder(TrainingConfig(presence=True).decoder_config(384, 128))
-    with pytest.raises(ValueError, match="give `valid`"):
-        decoder.presence_region(None)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +88,6 @@ def _decisions(model, triplet):
     wrong = "lung" if triplet.text == "polyp" else "polyp"
     levels = model.levels(image)
     words, word_mask, sentence = model.text.get([triplet.text, wrong])
-    valid = valid_region(levels.transform).expand(2, -1, -1, -1)
     with torch.inference_mode():
         out = model.decoder(
             levels.features.expand(2, -1, -1, -1),
@@ -112,7 +95,6 @@ def _decisions(model, triplet):
             words,
             word_mask,
             sentence,
-            valid=valid,
         )
     return out.presence_logits.tolist(), out.mask_logits, model.heatmaps(image, [triplet.text, wrong])
 
@@ -120,7 +102,6 @@ def _decisions(model, triplet):
 def test_wrong_name_gives_an_empty_mask_after_training_with_negatives(trained, two_targets):
     model = load_text_segmenter(trained.path, device="cpu")
     assert model.decoder.config.presence  # on by default when the run has negative pairs
-    assert model.decoder.config.presence_pooling == "valid"
     assert "train_presence" in trained.history[-1]
     refit = trained.presence_refit  # the head was refitted alone after training, chosen on validation
     assert refit["train_pairs"] == 8 and refit["val_pairs"] == 4 and refit["val_accuracy"] == 1.0

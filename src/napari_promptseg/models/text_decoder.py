@@ -30,10 +30,8 @@ heatmap no higher than the presence probability. Why a classifier and not only e
 soft Dice term is 1 - 1 / (1 + sum of probabilities), whose gradient vanishes once the false positive is large (a
 whole lung field), so a large wrong-name mask is pushed down only by the weak per-pixel CE; the classifier gets one
 full-strength decision per pair. It reads the frozen inputs, not the decoder's tokens, so the mask path trains
-exactly as without it (a head on SAM's output tokens, tried first, cost nuclei a quarter of their Dice), and it can
-be refitted alone after training (:mod:`..methods.text_training.presence`). It pools the image's own region of the
-padded grid (``presence_pooling="valid"``): a 161 x 519 DSB strip fills a third of the grid, and pooled with its
-padding it looks like every other padded image.
+exactly as without it (a head on SAM's output tokens, tried first, cost nuclei a quarter of their Dice), and it is
+refitted alone once the decoder has trained (:mod:`..methods.text_training.presence`).
 """
 
 from __future__ import annotations
@@ -68,9 +66,6 @@ class DecoderConfig:
     interaction: bool = False  # RecLMIS conditioned interaction + reconstruction heads
     interaction_grid: int = 16  # patches of the interaction: the embedding average-pooled to this grid
     presence: bool = False  # target-presence head gating the mask (trained on negative pairs)
-    #: where the presence head pools the image levels: "valid" = the image's own cells of the grid (the forward
-    #: needs ``valid``), "grid" = the whole padded grid (models trained before the valid region was pooled)
-    presence_pooling: str = "grid"
     heads: int = 8
 
     @classmethod
@@ -160,27 +155,18 @@ class PresenceHead(nn.Module):
         self.score = nn.Sequential(nn.Linear(3 * dim, dim), nn.ReLU(), nn.Linear(dim, 1))
 
     @staticmethod
-    def pool(levels: list[torch.Tensor], region: torch.Tensor | None = None) -> torch.Tensor:
-        """levels [(B, C_k, h, w)], region (B, 1, h, w) bool or None (everywhere) -> (B, 2 sum C_k): the levels'
-        mean and max over the region, what the head sees of the image (refits cache it)."""
-        if region is None:
-            return torch.cat([x.mean((2, 3)) for x in levels] + [x.amax((2, 3)) for x in levels], dim=1)
-        weight = region.to(levels[0].dtype)
-        count = weight.sum((2, 3)).clamp(min=1)
-        means = [(x * weight).sum((2, 3)) / count for x in levels]
-        maxes = [x.masked_fill(~region, float("-inf")).amax((2, 3)) for x in levels]
-        return torch.cat(means + maxes, dim=1)
+    def pool(levels: list[torch.Tensor]) -> torch.Tensor:
+        """levels [(B, C_k, h, w)] -> (B, 2 sum C_k): what the head sees of the image (a refit computes it once)."""
+        return torch.cat([x.mean((2, 3)) for x in levels] + [x.amax((2, 3)) for x in levels], dim=1)
 
     def classify(self, pooled: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
         """pooled (B, 2 sum C_k), sentence (B, text_dim) -> (B,) presence logits."""
         image, text = self.image(pooled), self.text(sentence)
         return self.score(torch.cat([image, text, image * text], dim=1))[:, 0]
 
-    def forward(
-        self, levels: list[torch.Tensor], sentence: torch.Tensor, region: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """levels [(B, C_k, h, w)], sentence (B, text_dim), region as in :meth:`pool` -> (B,) presence logits."""
-        return self.classify(self.pool(levels, region), sentence)
+    def forward(self, levels: list[torch.Tensor], sentence: torch.Tensor) -> torch.Tensor:
+        """levels [(B, C_k, h, w)], sentence (B, text_dim) -> (B,) presence logits."""
+        return self.classify(self.pool(levels), sentence)
 
 
 class TextPromptDecoder(nn.Module):
@@ -235,8 +221,6 @@ class TextPromptDecoder(nn.Module):
             self.text_reconstructor = Reconstructor(d, c.text_dim, 4)
             self.contrast_image = nn.Linear(d, d)
             self.contrast_logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        if c.presence_pooling not in ("grid", "valid"):
-            raise ValueError(f"presence_pooling must be 'grid' or 'valid', got {c.presence_pooling!r}")
         if c.presence:  # created last: the other modules' initial weights stay those of a run without it
             self.presence_head = PresenceHead(d + c.low_level_dim, c.text_dim)
 
@@ -290,12 +274,10 @@ class TextPromptDecoder(nn.Module):
         word_mask: torch.Tensor,
         sentence: torch.Tensor,
         *,
-        valid: torch.Tensor | None = None,
         return_features: bool = False,
     ) -> DecoderOutput:
         """features (B, C, g, g), low (B, C_low, g, g) or None, words (B, T, text_dim), word_mask (B, T) bool,
-        sentence (B, text_dim), valid (B, 1, 4g, 4g) bool: the image's region of the padded model frame (the
-        presence head pools there) -> logits (B, 1, 4g, 4g)."""
+        sentence (B, text_dim) -> logits (B, 1, 4g, 4g)."""
         c = self.config
         b, d, g = features.shape[0], c.embed_dim, c.grid
         if self.config.low_level_dim and low is None:
@@ -336,17 +318,9 @@ class TextPromptDecoder(nn.Module):
         if return_features:
             out.mask_features = torch.cat(mask_features)
         if c.presence:
-            out.presence_logits = self.presence_head(image_levels, sentence, self.presence_region(valid))
+            out.presence_logits = self.presence_head(image_levels, sentence)
             out.logits = gate_by_presence(out.mask_logits, out.presence_logits)
         return out
-
-    def presence_region(self, valid: torch.Tensor | None) -> torch.Tensor | None:
-        """(B, 1, g, g) bool: the grid cells the presence head pools (any valid pixel), None for the whole grid."""
-        if self.config.presence_pooling == "grid":
-            return None
-        if valid is None:
-            raise ValueError("this decoder's presence head pools the image's own region: give `valid`")
-        return F.adaptive_max_pool2d(valid.float(), self.config.grid) > 0
 
     def _decode(
         self, features, dense, pe, prompt, low_tokens, i, fast: bool = False

@@ -195,10 +195,7 @@ class TrainedTextSegmenter:
         n = len(prompts)
         dev = self.device
         low = None if levels.low is None else levels.low.expand(n, -1, -1, -1)
-        valid = valid_region(levels.transform).to(dev).expand(n, -1, -1, -1)
-        out = self.decoder(
-            levels.features.expand(n, -1, -1, -1), low, words.to(dev), mask.to(dev), sentence.to(dev), valid=valid
-        )
+        out = self.decoder(levels.features.expand(n, -1, -1, -1), low, words.to(dev), mask.to(dev), sentence.to(dev))
         return out.logits.float().cpu()
 
     def mask_logits(
@@ -227,14 +224,6 @@ class TrainedTextSegmenter:
 
     def heatmap(self, image: np.ndarray, prompt: str, **kwargs) -> np.ndarray:
         return self.heatmaps(image, [prompt], **kwargs)[0]
-
-
-def valid_region(transform: ResizeTransform) -> torch.Tensor:
-    """(1, 1, s, s) bool: the image's region of the padded model frame (the rest is padding)."""
-    nh, nw = transform.resized_shape
-    valid = torch.zeros(1, 1, transform.input_size, transform.input_size, dtype=torch.bool)
-    valid[..., :nh, :nw] = True
-    return valid
 
 
 def _check_prompts(prompts: Sequence[str]) -> list[str]:

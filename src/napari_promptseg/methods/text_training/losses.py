@@ -166,13 +166,7 @@ def batch_loss(
 ) -> tuple[torch.Tensor, dict]:
     """The loss option ``name`` on one batch: (scalar loss, its parts for the log)."""
     out = decoder(
-        batch.features,
-        batch.low,
-        batch.words,
-        batch.word_mask,
-        batch.sentence,
-        valid=batch.valid,
-        return_features=name == "tmca",
+        batch.features, batch.low, batch.words, batch.word_mask, batch.sentence, return_features=name == "tmca"
     )
     loss, parts = dice_ce(out.mask_logits, batch.target, batch.valid)
     if out.presence_logits is not None:

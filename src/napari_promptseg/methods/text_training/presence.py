@@ -18,9 +18,8 @@ not touched.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +38,15 @@ class PresenceFit:
     """Settings of the head's refit (recorded in the model's JSON config)."""
 
     epochs: int = 300  # at most; chosen on the validation pairs
-    patience: int = 50  # epochs without a better validation score before stopping
+    patience: int = 20  # epochs without a better validation score before stopping
+    #: a lower validation BCE at equal accuracy counts as better only by this much (once the pairs are separated,
+    #: the BCE keeps falling as the logits grow, and would keep the refit running for nothing)
+    min_delta: float = 1e-3
     lr: float = 1e-3
     weight_decay: float = 1e-2
     batch_size: int = 32
     balance: bool = True  # each text's positives weigh as much as its negatives
     max_negatives: int = 16  # wrong texts per image at most (caption data: every other caption is a text)
-    calibrate: bool = False  # move the gate (logit 0) to the validation pairs' best threshold
     restart: bool = False  # a freshly initialised head instead of the jointly trained one
     seed: int = 0
 
@@ -76,8 +77,7 @@ def presence_pairs(
         for k, group in enumerate(groups.values()):
             first = group[0]
             levels = [first.features.float()[None]] + ([] if first.low is None else [first.low.float()[None]])
-            region = decoder.presence_region(first.valid[None, None])
-            pooled.append(decoder.presence_head.pool(levels, region)[0])
+            pooled.append(decoder.presence_head.pool(levels)[0])
             own = {}
             for s in group:  # a text with several masks on one image is present if any is not empty
                 own[s.text] = own.get(s.text, False) or bool(s.target.any())
@@ -121,29 +121,6 @@ def balanced_accuracy(logits: torch.Tensor, pairs: PresencePairs, threshold: flo
 
 def _logits(head, pairs: PresencePairs, sentences: torch.Tensor) -> torch.Tensor:
     return head.classify(pairs.pooled[pairs.image], sentences[pairs.text])
-
-
-def _calibrated_threshold(logits: torch.Tensor, pairs: PresencePairs) -> float:
-    """The threshold of best balanced accuracy on ``pairs``; among equals, the middle of the best run (0 if 0 is
-    in it)."""
-    values = torch.unique(logits).tolist()
-    cuts = [-math.inf] + [(a + b) / 2 for a, b in zip(values, values[1:], strict=False)] + [math.inf]
-    scores = [balanced_accuracy(logits, pairs, c) for c in cuts]
-    best = max(scores)
-    zero = balanced_accuracy(logits, pairs, 0.0)
-    if zero >= best:
-        return 0.0
-    runs, start = [], None
-    for i, s in enumerate(scores + [-1.0]):
-        if s == best and start is None:
-            start = i
-        elif s != best and start is not None:
-            runs.append((start, i - 1))
-            start = None
-    lo, hi = max(runs, key=lambda r: r[1] - r[0])
-    low_cut = cuts[lo] if math.isfinite(cuts[lo]) else cuts[hi] - 1.0
-    high_cut = cuts[hi] if math.isfinite(cuts[hi]) else low_cut + 1.0
-    return (low_cut + high_cut) / 2
 
 
 def fit_presence_head(
@@ -202,17 +179,12 @@ def fit_presence_head(
             loss.backward()
             optimizer.step()
         acc, bce = score()
-        if (acc, -bce) > (best["val_accuracy"], -best["val_bce"]):
+        if acc > best["val_accuracy"] or (acc == best["val_accuracy"] and bce < best["val_bce"] - fit.min_delta):
             best = {"epoch": epoch, "val_accuracy": acc, "val_bce": bce}
             best_state = copy.deepcopy(head.state_dict())
         elif epoch - best["epoch"] >= fit.patience:
             break
     head.load_state_dict(best_state)
-    threshold = 0.0
-    if fit.calibrate:
-        with torch.no_grad():
-            threshold = _calibrated_threshold(_logits(head, val_pairs, sentences), val_pairs)
-            head.score[-1].bias -= threshold  # the gate stays "logit < 0 is absent"
     head.train(was_training)
     return {
         "settings": asdict(fit),
@@ -220,7 +192,6 @@ def fit_presence_head(
         "val_pairs": int(len(val_pairs.label)),
         "epochs_run": epoch,
         "best_epoch": best["epoch"],
-        "threshold": round(threshold, 4),
         "val_accuracy_before": round(start_acc, 4),
         "val_bce_before": round(start_bce, 4),
         "val_accuracy": round(best["val_accuracy"], 4),
@@ -242,13 +213,10 @@ def refit_presence_head(
     cache_dir: str | Path | None = None,
     device: str = "auto",
     columns: dict[str, str] | None = None,
-    pooling: str = "valid",
 ) -> dict:
     """Refit the presence head of the trained model in ``model_dir`` on its training ``data`` (the CSV or triplets
     it was trained on; the train/val split is drawn again from its saved settings); the mask path is unchanged.
-    ``pooling``: where the head pools the image (``DecoderConfig.presence_pooling``; "valid" moves a model trained
-    before it to the image's own region). Rewrites ``model.safetensors`` and the JSON config (decoder settings,
-    the refit's record); returns the record."""
+    Rewrites ``model.safetensors`` and records the refit in the JSON config; returns that record."""
     from ...models.text_segmenter import WEIGHTS_FILE, load_fusion_model, read_config, save_tensors, write_config
     from .data import FeatureStore, read_triplets, split_triplets
 
@@ -261,7 +229,6 @@ def refit_presence_head(
     decoder = model.decoder
     if not decoder.config.presence:
         raise PromptsegError(f"{out}: the model has no presence head (it was trained without negative pairs)")
-    decoder.config = replace(decoder.config, presence_pooling=pooling)
     triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else list(data)
     seed = int(training.get("seed", 0))
     train_set, val_set = split_triplets(triplets, val_fraction=training.get("val_fraction", 0.2), seed=seed)
@@ -274,5 +241,5 @@ def refit_presence_head(
     record = fit_presence_head(decoder, train, val, texts, model.text, fit or PresenceFit(seed=seed))
     save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
     kept = {k: v for k, v in info.items() if k not in ("format", "format_version")}
-    write_config(out, {**kept, "decoder": decoder.config.to_dict(), "presence_refit": record})
+    write_config(out, {**kept, "presence_refit": record})
     return record

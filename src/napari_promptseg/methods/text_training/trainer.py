@@ -92,7 +92,6 @@ class TrainingConfig:
             enhance=self.loss == "tmca" and self.enhance,
             interaction=self.loss == "reclmis",
             presence=presence if self.presence is None else self.presence,
-            presence_pooling="valid",
         )
 
 
@@ -310,9 +309,7 @@ def validate(
     cut = math.log(threshold / (1 - threshold))
     for start in range(0, len(samples), 8):
         batch = make_batch(samples[start : start + 8], text, device)
-        logits = decoder(
-            batch.features, batch.low, batch.words, batch.word_mask, batch.sentence, valid=batch.valid
-        ).logits
+        logits = decoder(batch.features, batch.low, batch.words, batch.word_mask, batch.sentence).logits
         loss, _ = dice_ce(logits, batch.target, batch.valid)
         losses.append(float(loss) * len(batch.texts))
         pred = (logits > cut) & batch.valid
