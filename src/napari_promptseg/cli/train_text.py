@@ -140,5 +140,7 @@ def cmd_train_text(args: argparse.Namespace) -> int:
         "seconds": round(result.seconds, 1),
         "feature_cache": result.feature_cache,
     }
+    if getattr(result, "presence_refit", None):
+        summary["presence_refit"] = result.presence_refit
     print(json.dumps(summary))
     return 0
