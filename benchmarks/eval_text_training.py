@@ -39,6 +39,7 @@ from napari_promptseg.methods.interactive import boxes_from_labels
 from napari_promptseg.methods.text import TextRoute, segment_text
 from napari_promptseg.methods.text_training import dice, read_triplets, train_text_segmenter
 from napari_promptseg.methods.text_training.data import FeatureStore, Triplet
+from napari_promptseg.methods.text_training.presence import refit_presence_head
 from napari_promptseg.methods.text_training.trainer import TrainingConfig, make_batch
 from napari_promptseg.models import load_segmenter, load_text_embedder, load_text_segmenter
 from napari_promptseg.models.preprocessing import ResizeTransform
@@ -232,6 +233,9 @@ MULTI_RUNS = {
     "balanced_6_epochs": {"balance": True, "negatives": 1.0, "epochs": 6, "resume_from": "balanced"},
     # + the decoder's image-text presence classifier gating the mask (the default with negative pairs)
     "presence": {"balance": True, "negatives": 1.0, "presence": True},
+    # that model with its presence head refitted alone on every image-name pair (what train-text now ends with;
+    # the mask path is the same, so the decoder is not trained again: benchmarks/eval_presence_head.py)
+    "presence_refit": {"balance": True, "negatives": 1.0, "presence": True, "refit_from": "presence"},
 }
 
 
@@ -305,7 +309,20 @@ def section_multi(args, results: dict, store, text) -> None:
         if args.singles == "only":
             continue
         run = runs.get(setting)
-        if run is None and "resume_from" in options:  # a copy of that run's model directory, trained on
+        if run is None and "refit_from" in options:  # a copy of that run's model directory, its head refitted
+            source = runs[options["refit_from"]]
+            target = Path(args.models) / f"multi_target_{setting}"
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(source["model"], target)
+            positives = [t for split in sets.values() for t in split["train"] + split["val"]]
+            refit = refit_presence_head(target, positives, cache_dir=args.cache_dir, device="cpu")
+            run = {
+                "settings": options,
+                **{k: source[k] for k in ("best_epoch", "epochs_run", "best_val_dice", "history")},
+                "presence_refit": refit,
+                "model": str(target),
+            }
+        elif run is None and "resume_from" in options:  # a copy of that run's model directory, trained on
             source = Path(runs[options["resume_from"]]["model"])
             target = Path(args.models) / f"multi_target_{setting}"
             shutil.rmtree(target, ignore_errors=True)

@@ -6,17 +6,21 @@ must learn which name is present in a held-out image, and the other name must gi
 
 from __future__ import annotations
 
+import csv
+import json
+import shutil
 from dataclasses import replace
 
 import pytest
 import torch
 
+from napari_promptseg.cli import main
 from napari_promptseg.methods.text_training import dice, read_triplets, train_text_segmenter
 from napari_promptseg.methods.text_training.data import FeatureStore, Triplet
 from napari_promptseg.methods.text_training.trainer import TrainingConfig, make_batch
 from napari_promptseg.models import load_text_embedder, load_text_segmenter
 from napari_promptseg.models.text_decoder import TextPromptDecoder, gate_by_presence
-from napari_promptseg.models.text_segmenter import TextTokens
+from napari_promptseg.models.text_segmenter import WEIGHTS_FILE, TextTokens, save_tensors
 
 from .conftest import dataset_pairs
 
@@ -62,10 +66,11 @@ def test_presence_gate_empties_the_mask_only_where_the_target_is_absent():
     assert (gated[1] < 0).all() and gated[1].max() == -0.5  # absent: empty, at most the presence probability
 
 
-def test_wrong_name_gives_an_empty_mask_after_training_with_negatives(two_targets, cache, tmp_path):
-    result = train_text_segmenter(
+@pytest.fixture(scope="module")
+def trained(two_targets, cache, tmp_path_factory):
+    return train_text_segmenter(
         two_targets,
-        tmp_path / "presence",
+        tmp_path_factory.mktemp("presence") / "model",
         cache_dir=cache,
         device="cpu",
         epochs=6,
@@ -75,21 +80,63 @@ def test_wrong_name_gives_an_empty_mask_after_training_with_negatives(two_target
         balance=True,
         negatives=1.0,
     )
-    model = load_text_segmenter(result.path, device="cpu")
+
+
+def _decisions(model, triplet):
+    """(presence logits of the right and the wrong name, their mask logits before the gate, gated heatmaps)."""
+    image, _ = triplet.load()
+    wrong = "lung" if triplet.text == "polyp" else "polyp"
+    levels = model.levels(image)
+    words, word_mask, sentence = model.text.get([triplet.text, wrong])
+    with torch.inference_mode():
+        out = model.decoder(
+            levels.features.expand(2, -1, -1, -1),
+            levels.low.expand(2, -1, -1, -1),
+            words,
+            word_mask,
+            sentence,
+        )
+    return out.presence_logits.tolist(), out.mask_logits, model.heatmaps(image, [triplet.text, wrong])
+
+
+def test_wrong_name_gives_an_empty_mask_after_training_with_negatives(trained, two_targets):
+    model = load_text_segmenter(trained.path, device="cpu")
     assert model.decoder.config.presence  # on by default when the run has negative pairs
-    assert "train_presence" in result.history[-1]
+    assert "train_presence" in trained.history[-1]
+    refit = trained.presence_refit  # the head was refitted alone after training, chosen on validation
+    assert refit["train_pairs"] == 8 and refit["val_pairs"] == 4 and refit["val_accuracy"] == 1.0
     for triplet in (t for t in two_targets if t.split == "val"):  # images the decoder was not trained on
-        image, mask = triplet.load()
-        wrong = "lung" if triplet.text == "polyp" else "polyp"
-        levels = model.levels(image)
-        words, word_mask, sentence = model.text.get([triplet.text, wrong])
-        with torch.inference_mode():
-            out = model.decoder(
-                levels.features.expand(2, -1, -1, -1), levels.low.expand(2, -1, -1, -1), words, word_mask, sentence
-            )
-        right_presence, wrong_presence = out.presence_logits.tolist()
+        (right_presence, wrong_presence), _, (right_prob, wrong_prob) = _decisions(model, triplet)
         assert right_presence > 0 > wrong_presence, (triplet.image.name, right_presence, wrong_presence)
-        right_prob, wrong_prob = model.heatmaps(image, [triplet.text, wrong])
-        assert not (wrong_prob > 0.5).any(), f"{triplet.image.name} named {wrong!r}"
+        assert not (wrong_prob > 0.5).any(), f"{triplet.image.name} named the wrong target"
         if triplet.text == "lung":  # (two polyp frames do not train a polyp mask worth measuring)
+            _, mask = triplet.load()
             assert dice(right_prob > 0.5, mask) > 0.8
+
+
+def test_cli_refits_the_presence_head_of_a_trained_model_and_keeps_its_masks(trained, two_targets, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained.path, model_dir, ignore=shutil.ignore_patterns("last", "cache"))
+    before = load_text_segmenter(model_dir, device="cpu")
+    state = before.decoder.state_dict()
+    for key in [k for k in state if k.startswith("presence_head.score.2")]:
+        state[key] = torch.zeros_like(state[key])  # a head that says "present" to every name (logit 0)
+    save_tensors(model_dir / WEIGHTS_FILE, state)
+    broken = load_text_segmenter(model_dir, device="cpu")
+    val = [t for t in two_targets if t.split == "val"]
+    assert all(_decisions(broken, t)[0] == [0.0, 0.0] for t in val)
+    csv_path = tmp_path / "pairs.csv"
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", "mask", "text", "split"])
+        writer.writerows([t.image, t.mask, t.text, t.split] for t in two_targets)
+    code = main(["train-text", str(csv_path), "-o", str(model_dir), "--refit-presence", "--device", "cpu"])
+    assert code == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["presence_refit"]
+    assert record["val_accuracy_before"] == 0.5 and record["val_accuracy"] == 1.0
+    refitted = load_text_segmenter(model_dir, device="cpu")
+    assert refitted.info["presence_refit"] == record
+    for triplet in val:
+        (right, wrong), mask_logits, (_, wrong_prob) = _decisions(refitted, triplet)
+        assert right > 0 > wrong and not (wrong_prob > 0.5).any(), triplet.image.name
+        torch.testing.assert_close(mask_logits, _decisions(broken, triplet)[1])  # the mask path is untouched

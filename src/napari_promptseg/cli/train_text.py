@@ -58,6 +58,12 @@ def _add_train_text_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--val-fraction", type=float, default=0.2, help="held out when the CSV has no split")
     train.add_argument("--cache-dir", type=Path, help="image feature cache (default: MODEL_DIR/cache)")
     train.add_argument("--resume", action="store_true", help="continue the run saved in MODEL_DIR/last")
+    train.add_argument(
+        "--refit-presence",
+        action="store_true",
+        help="do not train: refit the presence head of the model already in MODEL_DIR on this CSV (the one it was "
+        "trained on), as training now ends (models trained before it gain it; the masks are unchanged)",
+    )
     train.add_argument("--overwrite", action="store_true", help="replace a model already in MODEL_DIR")
     train.add_argument("--clipseg", action="store_true", help="fine-tune CLIPSeg (medvlsm) instead")
     train.add_argument("--clipseg-weights", type=Path, help="CLIPSeg model directory (default: from the registry)")
@@ -82,6 +88,14 @@ def cmd_train_text(args: argparse.Namespace) -> int:
             last[0] = fraction
             print(f"[{100 * fraction:5.1f}%] {message}", file=sys.stderr, flush=True)
 
+    if args.refit_presence:
+        from ..methods.text_training import refit_presence_head
+
+        record = refit_presence_head(
+            args.output, args.csv, cache_dir=args.cache_dir, device=args.device, columns=columns
+        )
+        print(json.dumps({"model": str(args.output), "presence_refit": record}))
+        return 0
     if args.clipseg:
         options = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("patience", args.patience)) if v}
         result = finetune_clipseg(
@@ -126,5 +140,7 @@ def cmd_train_text(args: argparse.Namespace) -> int:
         "seconds": round(result.seconds, 1),
         "feature_cache": result.feature_cache,
     }
+    if getattr(result, "presence_refit", None):
+        summary["presence_refit"] = result.presence_refit
     print(json.dumps(summary))
     return 0

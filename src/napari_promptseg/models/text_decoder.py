@@ -30,7 +30,8 @@ heatmap no higher than the presence probability. Why a classifier and not only e
 soft Dice term is 1 - 1 / (1 + sum of probabilities), whose gradient vanishes once the false positive is large (a
 whole lung field), so a large wrong-name mask is pushed down only by the weak per-pixel CE; the classifier gets one
 full-strength decision per pair. It reads the frozen inputs, not the decoder's tokens, so the mask path trains
-exactly as without it (a head on SAM's output tokens, tried first, cost nuclei a quarter of their Dice).
+exactly as without it (a head on SAM's output tokens, tried first, cost nuclei a quarter of their Dice), and it is
+refitted alone once the decoder has trained (:mod:`..methods.text_training.presence`).
 """
 
 from __future__ import annotations
@@ -153,11 +154,19 @@ class PresenceHead(nn.Module):
         self.text = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, dim))
         self.score = nn.Sequential(nn.Linear(3 * dim, dim), nn.ReLU(), nn.Linear(dim, 1))
 
-    def forward(self, levels: list[torch.Tensor], sentence: torch.Tensor) -> torch.Tensor:
-        """levels [(B, C_k, h, w)], sentence (B, text_dim) -> (B,) presence logits."""
-        pooled = torch.cat([x.mean((2, 3)) for x in levels] + [x.amax((2, 3)) for x in levels], dim=1)
+    @staticmethod
+    def pool(levels: list[torch.Tensor]) -> torch.Tensor:
+        """levels [(B, C_k, h, w)] -> (B, 2 sum C_k): what the head sees of the image (a refit computes it once)."""
+        return torch.cat([x.mean((2, 3)) for x in levels] + [x.amax((2, 3)) for x in levels], dim=1)
+
+    def classify(self, pooled: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+        """pooled (B, 2 sum C_k), sentence (B, text_dim) -> (B,) presence logits."""
         image, text = self.image(pooled), self.text(sentence)
         return self.score(torch.cat([image, text, image * text], dim=1))[:, 0]
+
+    def forward(self, levels: list[torch.Tensor], sentence: torch.Tensor) -> torch.Tensor:
+        """levels [(B, C_k, h, w)], sentence (B, text_dim) -> (B,) presence logits."""
+        return self.classify(self.pool(levels), sentence)
 
 
 class TextPromptDecoder(nn.Module):

@@ -2,6 +2,7 @@
 
 - :func:`train_text_segmenter`: the offline model (frozen LiteMedSAM + MiniLM, trained fusion decoder), with the
   seeds' objectives as ``loss="dicece" | "tmca" | "reclmis"`` (:mod:`.losses`);
+- :func:`refit_presence_head`: the presence head of a trained model refitted alone (:mod:`.presence`);
 - :func:`finetune_clipseg`: medvlsm's own route, CLIPSeg fine-tuned with its recipe, when CLIPSeg weights exist;
 - :func:`evaluate_text_segmenter`: Dice of a trained model on triplets at their original resolution.
 """
@@ -15,11 +16,13 @@ import numpy as np
 from .clipseg import finetune_clipseg
 from .data import ArrayTriplet, Triplet, read_triplets, split_triplets
 from .losses import LOSSES
+from .presence import PresenceFit, refit_presence_head
 from .trainer import TrainingConfig, TrainingResult, train_text_segmenter
 
 __all__ = [
     "LOSSES",
     "ArrayTriplet",
+    "PresenceFit",
     "TrainingConfig",
     "TrainingResult",
     "Triplet",
@@ -27,6 +30,7 @@ __all__ = [
     "evaluate_text_segmenter",
     "finetune_clipseg",
     "read_triplets",
+    "refit_presence_head",
     "split_triplets",
     "train_text_segmenter",
 ]

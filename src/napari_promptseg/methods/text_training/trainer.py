@@ -39,6 +39,7 @@ from ...models.text_segmenter import (
 )
 from .data import ArrayTriplet, FeatureStore, Sample, Triplet, format_eta, read_triplets, split_triplets
 from .losses import LOSSES, Batch, batch_loss, dice_ce
+from .presence import PresenceFit, fit_presence_head
 from .sampling import epoch_samples, validation_negatives
 
 ProgressCallback = Callable[[float, str], None]
@@ -70,6 +71,8 @@ class TrainingConfig:
     #: target-presence head gating the mask (models.text_decoder); None = when the run has negative pairs or
     #: empty training masks (a wrong name must give nothing)
     presence: bool | None = None
+    #: after training, refit the presence head alone on every (image, text) pair (.presence), chosen on validation
+    presence_refit: bool = True
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -102,6 +105,7 @@ class TrainingResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     feature_cache: dict = field(default_factory=dict)  # hits / misses of the disk cache
+    presence_refit: dict = field(default_factory=dict)  # the presence head's refit (.presence), if it ran
 
 
 Data = str | Path | Sequence[Triplet | ArrayTriplet]
@@ -204,7 +208,7 @@ def train_text_segmenter(
         },
         "threshold": config.threshold,
     }
-    val = val + val_negatives
+    val_positives, val = val, val + val_negatives
     dev = segmenter.device
     epoch_length = len(train) + int(round(config.negatives * len(train)))
     steps_per_epoch = math.ceil(epoch_length / config.batch_size)
@@ -256,6 +260,16 @@ def train_text_segmenter(
         if epoch + 1 - best["epoch"] >= config.patience:
             stopped_early = epoch + 1 < config.epochs
             break
+    refit: dict = {}
+    if decoder.config.presence and config.presence_refit and best["epoch"] > 0:
+        report(0.99, "refitting the presence head on every image-text pair")
+        load_decoder_weights(decoder, out / WEIGHTS_FILE, str(out))
+        refit = fit_presence_head(
+            decoder, train, val_positives, texts, text, PresenceFit(seed=config.seed), cancel=stop
+        )
+        refit.update(validate(decoder, val, text, dev, config.threshold))
+        save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
+        write_config(out, {**model_info, "best": best, "history": history, "presence_refit": refit})
     report(1.0, f"done: best val Dice {best['val_dice']:.3f} at epoch {best['epoch']}")
     return TrainingResult(
         path=out,
@@ -266,6 +280,7 @@ def train_text_segmenter(
         history=history,
         seconds=time.perf_counter() - t_start,
         feature_cache={"hits": store.hits, "misses": store.misses},
+        presence_refit=refit,
     )
 
 

@@ -1,0 +1,242 @@
+"""Refit of the decoder's target-presence head (:class:`...models.text_decoder.PresenceHead`) on every pair of a
+training image with a training text, after the decoder has trained.
+
+Why a refit: trained jointly with the mask path, the head sees each image with one right and one drawn wrong text
+per epoch, sharing ~100 steps with the mask loss in a 4-epoch run of ~100 images; a minority look of a target (DSB's
+bright-field / H&E-like nuclei tiles among fluorescence ones, next to GlaS H&E images taught "nuclei" absent) is not
+fitted even on the training images, and is gated out (benchmarks/README.md, "presence classifier refitted"). The
+head reads the frozen image features and the frozen sentence only, so it can be refitted alone: the images' pooled
+features are computed once, and every (image, text) pair is one row (positive where the image is paired with the
+text and its mask is not empty, negative where the text is never paired with it), a few hundred rows for class-name
+data, many epochs in seconds. The BCE weighs each text's positives and negatives equally (a text that names a
+quarter of the images is otherwise three quarters negative), and the epoch is chosen on the validation pairs
+(balanced accuracy per text, then BCE), starting from the jointly trained head, which is kept if no epoch does
+better. The mask path is not touched.
+
+``refit_presence_head`` does this for a model directory trained earlier (``promptseg train-text --refit-presence``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...errors import CancelledError, PromptsegError
+from ...models.text_decoder import TextPromptDecoder
+from ...models.text_segmenter import TextTokens
+from .data import Sample
+from .sampling import _image_id
+
+
+@dataclass(frozen=True)
+class PresenceFit:
+    """Settings of the head's refit (recorded in the model's JSON config)."""
+
+    epochs: int = 300  # at most; chosen on the validation pairs
+    patience: int = 20  # epochs without a better validation score before stopping
+    #: a lower validation BCE at equal accuracy counts as better only by this much (once the pairs are separated,
+    #: the BCE keeps falling as the logits grow, and would keep the refit running for nothing)
+    min_delta: float = 1e-3
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch_size: int = 32
+    balance: bool = True  # each text's positives weigh as much as its negatives
+    max_negatives: int = 16  # wrong texts per image at most (caption data: every other caption is a text)
+    restart: bool = False  # a freshly initialised head instead of the jointly trained one
+    seed: int = 0
+
+
+@dataclass
+class PresencePairs:
+    """Rows (image, text, label) over images pooled once."""
+
+    pooled: torch.Tensor  # (N_images, P)
+    image: torch.Tensor  # (M,) long
+    text: torch.Tensor  # (M,) long, into ``texts``
+    label: torch.Tensor  # (M,) float 0 / 1
+    texts: list[str]
+
+
+def presence_pairs(
+    decoder: TextPromptDecoder, samples: Sequence[Sample], texts: Sequence[str], *, max_negatives: int, seed: int
+) -> PresencePairs:
+    """Every image of ``samples`` with each of ``texts`` (at most ``max_negatives`` wrong ones, drawn seeded) and
+    with its own texts; label 1 where the image's mask for the text is not empty."""
+    texts = list(texts)
+    groups: dict[object, list[Sample]] = {}
+    for s in samples:
+        groups.setdefault(_image_id(s), []).append(s)
+    rng = np.random.default_rng([seed, 2])
+    pooled, image, text, label = [], [], [], []
+    with torch.no_grad():
+        for k, group in enumerate(groups.values()):
+            first = group[0]
+            levels = [first.features.float()[None]] + ([] if first.low is None else [first.low.float()[None]])
+            pooled.append(decoder.presence_head.pool(levels)[0])
+            own = {}
+            for s in group:  # a text with several masks on one image is present if any is not empty
+                own[s.text] = own.get(s.text, False) or bool(s.target.any())
+            wrong = [t for t in texts if t not in own]
+            if len(wrong) > max_negatives:
+                wrong = [wrong[i] for i in sorted(rng.choice(len(wrong), max_negatives, replace=False))]
+            for t, present in list(own.items()) + [(t, False) for t in wrong]:
+                if t not in texts:
+                    texts.append(t)
+                image.append(k)
+                text.append(texts.index(t))
+                label.append(float(present))
+    return PresencePairs(torch.stack(pooled), torch.tensor(image), torch.tensor(text), torch.tensor(label), texts)
+
+
+def _weights(pairs: PresencePairs, balance: bool) -> torch.Tensor:
+    if not balance:
+        return torch.ones_like(pairs.label)
+    w = torch.zeros_like(pairs.label)
+    for t in pairs.text.unique():
+        for y in (0.0, 1.0):
+            rows = (pairs.text == t) & (pairs.label == y)
+            if rows.any():
+                w[rows] = 1.0 / rows.sum()
+    return w * len(w) / w.sum()
+
+
+def balanced_accuracy(logits: torch.Tensor, pairs: PresencePairs) -> float:
+    """Mean over texts of the mean of the true-positive and true-negative rates (classes the text has)."""
+    said = logits >= 0
+    scores = []
+    for t in pairs.text.unique():
+        rates = []
+        for y in (0.0, 1.0):
+            rows = (pairs.text == t) & (pairs.label == y)
+            if rows.any():
+                rates.append(float((said[rows] == bool(y)).float().mean()))
+        scores.append(np.mean(rates))
+    return float(np.mean(scores))
+
+
+def fit_presence_head(
+    decoder: TextPromptDecoder,
+    train: Sequence[Sample],
+    val: Sequence[Sample],
+    texts: Sequence[str],
+    text: TextTokens,
+    fit: PresenceFit | None = None,
+    *,
+    cancel: Callable[[], bool] | None = None,
+) -> dict:
+    """Refit ``decoder.presence_head`` in place on the (image, text) pairs of ``train``, choosing the epoch on those
+    of ``val``; returns a record of the refit (validation scores before and after)."""
+    if not decoder.config.presence:
+        raise PromptsegError("this decoder has no presence head (trained without negative pairs or empty masks)")
+    fit = fit or PresenceFit()
+    stop = cancel or (lambda: False)
+    head = decoder.presence_head
+    device = next(head.parameters()).device
+    train_pairs = presence_pairs(decoder, train, texts, max_negatives=fit.max_negatives, seed=fit.seed)
+    val_pairs = presence_pairs(decoder, val, train_pairs.texts, max_negatives=fit.max_negatives, seed=fit.seed)
+    names = val_pairs.texts  # train's texts first, then texts only validation images have
+    sentences = text.get(names)[2].to(device)
+    train_pairs, val_pairs = (_to(p, device) for p in (train_pairs, val_pairs))
+    weights, val_weights = _weights(train_pairs, fit.balance), _weights(val_pairs, fit.balance)
+    if fit.restart:
+        torch.manual_seed(fit.seed)
+        for module in head.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def score() -> tuple[float, float]:
+        with torch.no_grad():
+            logits = head.classify(val_pairs.pooled[val_pairs.image], sentences[val_pairs.text])
+            bce = F.binary_cross_entropy_with_logits(logits, val_pairs.label, weight=val_weights)
+        return balanced_accuracy(logits, val_pairs), float(bce)
+
+    was_training = head.training
+    head.train()
+    start_acc, start_bce = score()
+    best = {"epoch": 0, "val_accuracy": start_acc, "val_bce": start_bce}
+    best_state = copy.deepcopy(head.state_dict())
+    optimizer = torch.optim.AdamW(head.parameters(), lr=fit.lr, weight_decay=fit.weight_decay)
+    epoch = 0
+    for epoch in range(1, fit.epochs + 1):
+        if stop():
+            raise CancelledError(f"cancelled while refitting the presence head (epoch {epoch})")
+        order = torch.randperm(len(train_pairs.label), generator=torch.Generator().manual_seed(fit.seed * 7919 + epoch))
+        for lo in range(0, len(order), fit.batch_size):
+            rows = order[lo : lo + fit.batch_size].to(device)
+            logits = head.classify(train_pairs.pooled[train_pairs.image[rows]], sentences[train_pairs.text[rows]])
+            loss = F.binary_cross_entropy_with_logits(logits, train_pairs.label[rows], weight=weights[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        acc, bce = score()
+        if acc > best["val_accuracy"] or (acc == best["val_accuracy"] and bce < best["val_bce"] - fit.min_delta):
+            best = {"epoch": epoch, "val_accuracy": acc, "val_bce": bce}
+            best_state = copy.deepcopy(head.state_dict())
+        elif epoch - best["epoch"] >= fit.patience:
+            break
+    head.load_state_dict(best_state)
+    head.train(was_training)
+    return {
+        "settings": asdict(fit),
+        "train_pairs": int(len(train_pairs.label)),
+        "val_pairs": int(len(val_pairs.label)),
+        "epochs_run": epoch,
+        "best_epoch": best["epoch"],
+        "val_accuracy_before": round(start_acc, 4),
+        "val_bce_before": round(start_bce, 4),
+        "val_accuracy": round(best["val_accuracy"], 4),
+        "val_bce": round(best["val_bce"], 4),
+    }
+
+
+def _to(pairs: PresencePairs, device) -> PresencePairs:
+    return PresencePairs(
+        pairs.pooled.to(device), pairs.image.to(device), pairs.text.to(device), pairs.label.to(device), pairs.texts
+    )
+
+
+def refit_presence_head(
+    model_dir: str | Path,
+    data,
+    *,
+    fit: PresenceFit | None = None,
+    cache_dir: str | Path | None = None,
+    device: str = "auto",
+    columns: dict[str, str] | None = None,
+) -> dict:
+    """Refit the presence head of the trained model in ``model_dir`` on its training ``data`` (the CSV or triplets
+    it was trained on; the train/val split is drawn again from its saved settings); the mask path is unchanged.
+    Rewrites ``model.safetensors`` and records the refit in the JSON config; returns that record."""
+    from ...models.text_segmenter import WEIGHTS_FILE, load_fusion_model, read_config, save_tensors, write_config
+    from .data import FeatureStore, read_triplets, split_triplets
+
+    out = Path(model_dir)
+    info = read_config(out)
+    training = info.get("training", {})
+    if info.get("kind") != "fusion":
+        raise PromptsegError(f"{out}: not a fusion text model (only those have a presence head)")
+    model = load_fusion_model(out, info, device=device)  # its own copy: a loaded model is not changed under its users
+    decoder = model.decoder
+    if not decoder.config.presence:
+        raise PromptsegError(f"{out}: the model has no presence head (it was trained without negative pairs)")
+    triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else list(data)
+    seed = int(training.get("seed", 0))
+    train_set, val_set = split_triplets(triplets, val_fraction=training.get("val_fraction", 0.2), seed=seed)
+    recorded = training.get("cache_dir")  # the training run's cache, if it is still there (else the model's own)
+    cache = Path(cache_dir or (recorded if recorded and Path(recorded).is_dir() else out / "cache"))
+    store = FeatureStore(
+        cache, model.segmenter, normalize=training.get("normalize", "auto"), low=bool(decoder.config.low_level_dim)
+    )
+    train, val = store.samples(train_set), store.samples(val_set)
+    texts = sorted({s.text for s in train})
+    record = fit_presence_head(decoder, train, val, texts, model.text, fit or PresenceFit(seed=seed))
+    save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
+    kept = {k: v for k, v in info.items() if k not in ("format", "format_version")}
+    write_config(out, {**kept, "presence_refit": record})
+    return record
