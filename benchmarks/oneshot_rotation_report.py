@@ -23,6 +23,7 @@ from napari_promptseg.methods.oneshot import (
     DEFAULT_RULE,
     SELECTION_RULES,
     correspond,
+    default_flip_tta,
     self_affinity,
     transfer_confidence,
 )
@@ -107,10 +108,9 @@ def set_summary(run: dict, refs: list[str], strategies: list[str]) -> dict:
     return out
 
 
-def transfer_runs(samples: dict, segmenter) -> list[dict]:
+def transfer_runs(samples: dict, features) -> list[dict]:
     """The first reference of each set against two targets of every set (its own included): the affinity ratio and
     transfer confidence segment_like would give (no decoding: the check comes before it), or its refusal."""
-    features = SegmenterFeatures(segmenter)
     feats = {
         name: [features.features(i) for i in (ref, *(t for _, t in targets))]
         for name, (ref, _, targets) in samples.items()
@@ -137,8 +137,10 @@ def run_rotation(args: argparse.Namespace) -> None:
     file present is assembled into one JSON with the cross-set transfer runs."""
     torch.manual_seed(0)
     segmenter = load_segmenter(device="cpu")
-    extractor = load_feature_extractor(args.features, segmenter=segmenter)
-    suffix = "" if args.features == "segmenter" and args.half == "all" else f"_{args.features}_{args.half}"
+    # "default": segment_like chooses per strategy (SAT: flip_tta as shipped); else one extractor for every strategy
+    extractor = None if args.features == "default" else load_feature_extractor(args.features, segmenter=segmenter)
+    sat_features = extractor or SegmenterFeatures(segmenter, flip=default_flip_tta("sat"))
+    suffix = "" if args.features == "default" and args.half == "all" else f"_{args.features}_{args.half}"
     suffix = suffix.replace(":", "-").replace("/", "-")
     parts = args.output / f"eval_oneshot_rotation{suffix}.d"  # one file per set, not committed
     parts.mkdir(parents=True, exist_ok=True)
@@ -146,7 +148,7 @@ def run_rotation(args: argparse.Namespace) -> None:
         "references_per_set": args.rotate,
         "kvasir_triplets_references": args.kvasir_references,
         "max_targets": args.max_targets,
-        "features": extractor.name,
+        "features": sat_features.name,
         "strategies": args.strategies,
         "references": args.half,
         "selection_rules": list(SELECTION_RULES),
@@ -187,7 +189,7 @@ def run_rotation(args: argparse.Namespace) -> None:
                 data["masks"][r],
                 [(data["names"][t], data["images"][t]) for t in targets],
             )
-        (parts / "transfer.json").write_text(json.dumps(transfer_runs(samples, segmenter)))
+        (parts / "transfer.json").write_text(json.dumps(transfer_runs(samples, sat_features)))
     out = assemble(parts)
     path = args.output / f"eval_oneshot_rotation{suffix}.json"
     path.write_text(json.dumps(out, indent=None, separators=(",", ":")))

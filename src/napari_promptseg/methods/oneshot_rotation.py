@@ -20,11 +20,19 @@ import torch
 from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops
 
-from ..models.features import PatchFeatureExtractor, SegmenterFeatures
+from ..models.features import FLIP_VIEWS, PatchFeatureExtractor, SegmenterFeatures
 from ..models.preprocessing import as_channels_last
 from ..models.protocols import PromptableSegmenter
 from .metrics import dice
-from .oneshot import DEFAULT_RULE, SELECTION_RULES, OneShotResult, SchemeDiagnostics, segment_like, self_affinity
+from .oneshot import (
+    DEFAULT_RULE,
+    SELECTION_RULES,
+    OneShotResult,
+    SchemeDiagnostics,
+    default_flip_tta,
+    segment_like,
+    self_affinity,
+)
 
 FAILURE = 0.5  # Dice below this is a failure for the loss breakdown
 
@@ -133,17 +141,19 @@ def rotate_references(
 
     ``images``/``masks``: the whole set; ``references``/``targets``: indices into it (disjoint).
     SAT's records keep every candidate's features and Dice, so other selection rules can be judged from them.
-    ``extractor``: patch features for the matching (default: the segmenter's encoder).
+    ``extractor``: patch features for the matching (default: as :func:`segment_like` chooses per strategy).
     """
     names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
     if set(references) & set(targets):
         raise ValueError("references and targets must be disjoint")
     cache = getattr(segmenter, "cache", None)
     old_size = None if cache is None else cache.maxsize
-    if cache is not None:  # every reference's embedding stays cached across targets
-        cache.maxsize = max(old_size, 2 * len(references) + 4)  # x2: a flip extractor caches the mirror images
+    # SAT's matching features (the default ones when no extractor is given)
+    features = extractor or SegmenterFeatures(segmenter, flip=default_flip_tta("sat"))
+    views = 1 + len(FLIP_VIEWS[getattr(features, "flip", "") or ""])  # a mirror view is one more cached embedding
+    if cache is not None:  # every reference's embedding (and its views) stays cached across targets
+        cache.maxsize = max(old_size, views * (len(references) + 2))
     ref_imgs, ref_masks = [images[r] for r in references], [masks[r] for r in references]
-    features = extractor or SegmenterFeatures(segmenter)
     ref_affinity = [self_affinity(features.features(i)) for i in ref_imgs]
     polarity = [otsu_polarity(i, m) for i, m in zip(ref_imgs, ref_masks, strict=True)] if baselines else []
     records, per_target = [], []
