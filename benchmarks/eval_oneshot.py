@@ -246,9 +246,8 @@ def main() -> None:
     parser.add_argument("--only-transfer", action="store_true", help="rotation: only the cross-set reference runs")
     parser.add_argument(
         "--features",
-        default="default",
-        help="rotation: 'default' (as segment_like chooses per strategy), 'segmenter', 'segmenter+flip', "
-        "'segmenter+flip4', 'dinov2:…' (one extractor for every strategy)",
+        default="segmenter",
+        help="rotation: 'segmenter', 'segmenter+flip', 'segmenter+flip4' (mirror views averaged), 'dinov2:…'",
     )
     parser.add_argument("--half", default="all", choices=["all", "dev", "test"], help="rotation: which references")
     args = parser.parse_args()

@@ -23,7 +23,6 @@ from napari_promptseg.methods.oneshot import (
     DEFAULT_RULE,
     SELECTION_RULES,
     correspond,
-    default_flip_tta,
     self_affinity,
     transfer_confidence,
 )
@@ -34,7 +33,7 @@ from napari_promptseg.methods.oneshot_rotation import (
     summarize,
 )
 from napari_promptseg.models import load_segmenter
-from napari_promptseg.models.features import SegmenterFeatures, load_feature_extractor
+from napari_promptseg.models.features import load_feature_extractor
 
 ROTATION_SETS = (
     "lungs_cxr_shenzhen",
@@ -137,10 +136,8 @@ def run_rotation(args: argparse.Namespace) -> None:
     file present is assembled into one JSON with the cross-set transfer runs."""
     torch.manual_seed(0)
     segmenter = load_segmenter(device="cpu")
-    # "default": segment_like chooses per strategy (SAT: flip_tta as shipped); else one extractor for every strategy
-    extractor = None if args.features == "default" else load_feature_extractor(args.features, segmenter=segmenter)
-    sat_features = extractor or SegmenterFeatures(segmenter, flip=default_flip_tta("sat"))
-    suffix = "" if args.features == "default" and args.half == "all" else f"_{args.features}_{args.half}"
+    extractor = load_feature_extractor(args.features, segmenter=segmenter)
+    suffix = "" if args.features == "segmenter" and args.half == "all" else f"_{args.features}_{args.half}"
     suffix = suffix.replace(":", "-").replace("/", "-")
     parts = args.output / f"eval_oneshot_rotation{suffix}.d"  # one file per set, not committed
     parts.mkdir(parents=True, exist_ok=True)
@@ -148,7 +145,7 @@ def run_rotation(args: argparse.Namespace) -> None:
         "references_per_set": args.rotate,
         "kvasir_triplets_references": args.kvasir_references,
         "max_targets": args.max_targets,
-        "features": sat_features.name,
+        "features": extractor.name,
         "strategies": args.strategies,
         "references": args.half,
         "selection_rules": list(SELECTION_RULES),
@@ -189,7 +186,7 @@ def run_rotation(args: argparse.Namespace) -> None:
                 data["masks"][r],
                 [(data["names"][t], data["images"][t]) for t in targets],
             )
-        (parts / "transfer.json").write_text(json.dumps(transfer_runs(samples, sat_features)))
+        (parts / "transfer.json").write_text(json.dumps(transfer_runs(samples, extractor)))
     out = assemble(parts)
     path = args.output / f"eval_oneshot_rotation{suffix}.json"
     path.write_text(json.dumps(out, indent=None, separators=(",", ":")))

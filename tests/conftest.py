@@ -36,16 +36,6 @@ def litemedsam():
     return load_segmenter("litemedsam", device="cpu")
 
 
-def mirror_key(segmenter, image) -> str:
-    """The embedding-cache key of an image's left-right mirror (flip test-time augmentation encodes it)."""
-    import numpy as np
-
-    from napari_promptseg.models.cache import content_key
-    from napari_promptseg.models.preprocessing import as_channels_last
-
-    return content_key(np.ascontiguousarray(np.flip(as_channels_last(image), 1)), segmenter.name, "auto")
-
-
 @pytest.fixture(autouse=True)
 def isolated_weights_cache(tmp_path_factory, monkeypatch):
     """No test reads or writes the user's weights caches (ours, Hugging Face's) or reaches the network for weights."""

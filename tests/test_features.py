@@ -10,9 +10,14 @@ import torch
 from skimage import data
 
 from napari_promptseg.errors import PromptsegError, WeightsError
+from napari_promptseg.models.cache import content_key
 from napari_promptseg.models.features import Dinov2Features, PatchFeatureExtractor, SegmenterFeatures
+from napari_promptseg.models.preprocessing import as_channels_last
 
-from .conftest import mirror_key
+
+def mirror_key(segmenter, image: np.ndarray) -> str:
+    """The embedding-cache key of an image's left-right mirror (what flip test-time augmentation encodes)."""
+    return content_key(np.ascontiguousarray(np.flip(as_channels_last(image), 1)), segmenter.name, "auto")
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,8 @@ from napari_promptseg.methods.oneshot import (
     segment_like,
     sparse_sampling,
 )
-from napari_promptseg.models.features import SegmenterFeatures
 
-from .conftest import dataset_pairs, mirror_key
+from .conftest import dataset_pairs
 
 
 @pytest.fixture(scope="module")
@@ -80,26 +79,6 @@ def test_alternative_strategies_segment_lungs(lungs, litemedsam, strategy):
     assert result.strategy == strategy
     # measured: PerSAM-style 0.61, Matcher-style 0.93 on this pair; both must at least find the lung field
     assert dice(result.mask, truth) > 0.5
-
-
-def test_flip_tta_reaches_the_matching_features(lungs, litemedsam):
-    """SAT matches with mirror-averaged features by default: the reference's and the target's mirror images are
-    encoded (cached under their own keys) and the correspondence changes; flip_tta=False and PerSAM do without."""
-    (ref, ref_mask), (target, truth) = lungs[0], lungs[1]
-    bank = [SatSetting(box_mode="components")]  # kept small: the features are the point here
-    litemedsam.cache.clear()
-    off = segment_like(ref, ref_mask, target, segmenter=litemedsam, bank=bank, flip_tta=False, diagnostics=True)[0]
-    segment_like(ref, ref_mask, target, segmenter=litemedsam, strategy="persam")
-    assert mirror_key(litemedsam, ref) not in litemedsam.cache
-    assert mirror_key(litemedsam, target) not in litemedsam.cache
-    on = segment_like(ref, ref_mask, target, segmenter=litemedsam, bank=bank, diagnostics=True)[0]
-    assert mirror_key(litemedsam, ref) in litemedsam.cache and mirror_key(litemedsam, target) in litemedsam.cache
-    assert on.diagnostics.affinity != off.diagnostics.affinity
-    assert dice(on.mask, truth) > 0.85
-    with pytest.raises(PromptsegError, match="flip_tta sets the segmenter's own features"):
-        segment_like(
-            ref, ref_mask, target, segmenter=litemedsam, extractor=SegmenterFeatures(litemedsam), flip_tta=True
-        )
 
 
 def test_bad_inputs_give_clear_errors(lungs, litemedsam):
@@ -170,13 +149,6 @@ def test_cli_oneshot_end_to_end(tmp_path, shared_data):
     report = json.loads((out / "report.json").read_text())
     assert report["command"] == "oneshot" and len(report["images"]) == 2
     assert report["images"][0]["boxes_xyxy"] and report["images"][0]["schemes"]
-    assert report["parameters"]["flip_tta"] is True and "encoder+flip" in report["route"]
-    plain = tmp_path / "plain"
-    args = ["oneshot", "--reference", str(ref), "--reference-mask", str(ref_mask), str(t1), "--no-flip-tta"]
-    assert main([*args, "-o", str(plain)]) == 0
-    report = json.loads((plain / "report.json").read_text())
-    assert report["parameters"]["flip_tta"] is False and "+flip" not in report["route"]
-    assert dice(tifffile.imread(plain / f"{t1.stem}.tif") > 0, read_mask(m1)) > 0.85
 
 
 def test_cli_oneshot_bad_mask_exits_nonzero(tmp_path, shared_data, capsys):

@@ -114,26 +114,3 @@ def test_reference_of_another_modality_is_warned_in_the_summary(make_viewer, qtb
     qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
     assert "gland one-shot" in [layer.name for layer in viewer.layers]
     assert "does not transfer" in widget.runner.widget.summary.text()
-
-
-def test_flip_checkbox_reaches_segment_like(make_viewer, qtbot, lungs):
-    """The 'flip test-time augmentation' box (on by default) decides whether the target's mirror image is encoded."""
-    from napari_promptseg.models import load_segmenter
-
-    from .conftest import mirror_key
-
-    viewer = make_viewer()
-    (ref, ref_mask), (target, truth) = lungs[0], lungs[1]
-    widget = OneShotWidget(viewer)
-    widget.reference.set_layer(viewer.add_image(ref, name="reference"))
-    widget.reference_labels.set_layer(viewer.add_labels(ref_mask.astype(np.uint8), name="lungs"))
-    widget.target.set_layer(viewer.add_image(target, name="target"))
-    segmenter = load_segmenter()  # the widget's (one instance per model and device)
-    assert widget.flip_tta.isChecked()
-    for checked in (False, True):
-        segmenter.cache.clear()
-        widget.flip_tta.setChecked(checked)
-        widget.run()
-        qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
-        assert (mirror_key(segmenter, target) in segmenter.cache) is checked
-        assert dice(widget.last_output.labels[0] > 0, truth) > 0.85

@@ -72,12 +72,11 @@ def run_oneshot(
     strategy: str,
     instances: bool | None,
     object_size: float | None = None,
-    flip_tta: bool | None = None,
     progress,
     cancel,
 ) -> OneShotOutput:
     """The worker body (no Qt, no layers). ``instances=None``: many instances when the reference labels hold
-    several objects (as the CLI decides). ``flip_tta``: see :func:`..methods.oneshot.segment_like`."""
+    several objects (as the CLI decides)."""
     from ..io import read_image
     from ..methods.instances import fit_exemplars, is_many_objects, segment_with_exemplars, stack_object_size
     from ..methods.oneshot import segment_like
@@ -130,7 +129,6 @@ def run_oneshot(
                 names=[name],
                 progress=sub,
                 cancel=cancel,
-                flip_tta=flip_tta,
             )[0]
             out.labels.append(res.labels)
             out.positives.append(res.positives)
@@ -170,12 +168,6 @@ class OneShotWidget(QWidget):
         self.object_size.setSuffix(" px")
         self.object_size.setSpecialValueText("auto (from the reference)")
         self.object_size.setToolTip("Typical object diameter in pixels (many instances): sets the working scale")
-        self.flip_tta = QCheckBox("flip test-time augmentation (SAT)")
-        self.flip_tta.setChecked(True)
-        self.flip_tta.setToolTip(
-            "Match with features averaged over each image and its mirror image: steadier over references, one more "
-            "encoder pass per image. Applies to SAT (PerSAM/Matcher match without it)"
-        )
         self.show_points = QCheckBox("show prompt points")
         self.show_points.setChecked(True)
         self.run_button = QPushButton("Segment like the reference")
@@ -205,7 +197,6 @@ class OneShotWidget(QWidget):
         form.addRow("object size", self.object_size)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self.flip_tta)
         layout.addWidget(self.show_points)
         layout.addWidget(self.run_button)
         layout.addWidget(self.runner.widget)
@@ -323,7 +314,6 @@ class OneShotWidget(QWidget):
             return
         strategy, instances = self.strategy.currentText(), MODES[self.mode.currentText()]
         object_size = float(self.object_size.value()) or None
-        flip_tta = None if self.flip_tta.isChecked() else False  # checked: segment_like's default (SAT: on)
         factor = self._level_factor if layer is not None else 1.0
         if object_size is not None:
             object_size /= factor  # in the pixels of the pyramid level read
@@ -338,7 +328,6 @@ class OneShotWidget(QWidget):
                 strategy=strategy,
                 instances=instances,
                 object_size=object_size,
-                flip_tta=flip_tta,
                 progress=progress,
                 cancel=cancel,
             )

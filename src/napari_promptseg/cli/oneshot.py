@@ -50,13 +50,6 @@ def _add_oneshot_parser(sub: argparse._SubParsersAction) -> None:
     one.add_argument(
         "--features", default="segmenter", help="'segmenter' (the model's encoder) or 'dinov2:<dir or hub id>'"
     )
-    one.add_argument(
-        "--flip-tta",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="match with features averaged over the image and its mirror image (one more encoder pass per image, "
-        "references included; default: on for SAT, off for the other strategies)",
-    )
     one.add_argument("--ensemble", default="vote", choices=["vote", "union"], help="combining several references")
     one.add_argument("--keep-largest", action="store_true", help="keep only the largest connected component")
     one.add_argument("--use-points", action=argparse.BooleanOptionalAction, default=None, help="add points to boxes")
@@ -110,7 +103,6 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
             "exemplar_object_size_px": meta.get("exemplar_object_size_px"),
             "strategy": args.strategy,
             "features": args.features,
-            "flip_tta": meta.get("flip_tta", args.flip_tta),
             "ensemble": args.ensemble,
             "keep_largest": args.keep_largest,
             "use_points": args.use_points,
@@ -133,7 +125,7 @@ class _OneShot:
     """What every worker prepares once: models, references, and the exemplars of the many-instances mode."""
 
     segmenter: object
-    extractor: object | None  # None: segment_like's default features (the segmenter's, flip_tta as asked)
+    extractor: object
     references: list
     masks: list
     exemplars: object | None
@@ -142,17 +134,12 @@ class _OneShot:
 def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
     from ..io import read_image
     from ..methods.instances import fit_exemplars, is_many_objects
-    from ..methods.oneshot import default_flip_tta
     from ..models import load_segmenter
-    from ..models.features import SegmenterFeatures, load_feature_extractor
+    from ..models.features import load_feature_extractor
     from ..models.preprocessing import as_channels_last
 
     segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
-    extractor = None
-    if args.features != "segmenter":
-        extractor = load_feature_extractor(args.features, segmenter=segmenter, device=args.device)
-    flip = default_flip_tta(args.strategy) if args.flip_tta is None else args.flip_tta
-    features = extractor or SegmenterFeatures(segmenter, flip=flip)  # what segment_like will match with
+    extractor = load_feature_extractor(args.features, segmenter=segmenter, device=args.device)
     references = [read_image(p) for p in args.reference]
     reference_labels = [
         _reference_labels(read_image(m), r, m) for m, r in zip(args.reference_mask, references, strict=True)
@@ -174,8 +161,7 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
         "model": segmenter.name,
         "device": str(segmenter.device),
         "instances": bool(instances),
-        "features": "pixel classifier" if instances else features.name,
-        "flip_tta": None if instances or extractor is not None else flip,
+        "features": "pixel classifier" if instances else extractor.name,
         "exemplar_object_size_px": None if exemplars is None else round(exemplars.object_size, 2),
     }
     masks = [labels > 0 for labels in reference_labels]
@@ -217,7 +203,6 @@ def _segment(
         channels=args.channels,
         normalize=args.normalize,
         names=[name],
-        flip_tta=args.flip_tta,
     )[0]
 
 

@@ -24,15 +24,7 @@ from ..models.features import FLIP_VIEWS, PatchFeatureExtractor, SegmenterFeatur
 from ..models.preprocessing import as_channels_last
 from ..models.protocols import PromptableSegmenter
 from .metrics import dice
-from .oneshot import (
-    DEFAULT_RULE,
-    SELECTION_RULES,
-    OneShotResult,
-    SchemeDiagnostics,
-    default_flip_tta,
-    segment_like,
-    self_affinity,
-)
+from .oneshot import DEFAULT_RULE, SELECTION_RULES, OneShotResult, SchemeDiagnostics, segment_like, self_affinity
 
 FAILURE = 0.5  # Dice below this is a failure for the loss breakdown
 
@@ -141,15 +133,14 @@ def rotate_references(
 
     ``images``/``masks``: the whole set; ``references``/``targets``: indices into it (disjoint).
     SAT's records keep every candidate's features and Dice, so other selection rules can be judged from them.
-    ``extractor``: patch features for the matching (default: as :func:`segment_like` chooses per strategy).
+    ``extractor``: patch features for the matching (default: the segmenter's encoder).
     """
     names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
     if set(references) & set(targets):
         raise ValueError("references and targets must be disjoint")
     cache = getattr(segmenter, "cache", None)
     old_size = None if cache is None else cache.maxsize
-    # SAT's matching features (the default ones when no extractor is given)
-    features = extractor or SegmenterFeatures(segmenter, flip=default_flip_tta("sat"))
+    features = extractor or SegmenterFeatures(segmenter)
     views = 1 + len(FLIP_VIEWS[getattr(features, "flip", "") or ""])  # a mirror view is one more cached embedding
     if cache is not None:  # every reference's embedding (and its views) stays cached across targets
         cache.maxsize = max(old_size, views * (len(references) + 2))

@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from ...errors import CancelledError, PromptsegError
-from ...models.features import FLIP_VIEWS, PatchFeatureExtractor, SegmenterFeatures
+from ...models.features import PatchFeatureExtractor, SegmenterFeatures
 from ...models.preprocessing import Normalization, as_channels_last
 from ...models.protocols import PromptableSegmenter
 from .correspondence import (
@@ -73,7 +73,6 @@ __all__ = [
     "check_reference",
     "correspond",
     "default_bank",
-    "default_flip_tta",
     "exclusive_sampling",
     "label_reference_patches",
     "low_res_to_grid",
@@ -131,7 +130,6 @@ def segment_like(
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
     diagnostics: bool = False,
-    flip_tta: bool | None = None,
 ) -> list[OneShotResult]:
     """Segment in every target what the reference mask marks in the reference image(s).
 
@@ -142,10 +140,6 @@ def segment_like(
     (:class:`~..models.features.SegmenterFeatures`). ``use_points`` (default: the segmenter's ``points_reliable``)
     adds the scheme's points to its boxes. ``keep_largest``: GBMSeg's optional largest-component post-processing.
     ``diagnostics``: SAT keeps every candidate mask of its bank on each result (:class:`SchemeDiagnostics`).
-    ``flip_tta``: the matching features of every image are the mean of its own and its mirror image's (test-time
-    augmentation; one more encoder pass per image, references included; the decoder still sees the image itself).
-    ``None``: on for SAT (measured, benchmarks/README.md), off for PerSAM-/Matcher-style (not measured). It sets the
-    default features; a given ``extractor`` is used as it is.
     """
     if strategy not in STRATEGIES:
         raise PromptsegError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -155,14 +149,7 @@ def segment_like(
         from ..models import load_segmenter
 
         segmenter = load_segmenter()
-    if extractor is None:
-        flip = default_flip_tta(strategy) if flip_tta is None else flip_tta
-        extractor = SegmenterFeatures(segmenter, flip=flip)
-    elif flip_tta is not None:
-        raise PromptsegError(
-            "flip_tta sets the segmenter's own features; with an extractor given, build it with the flip wanted "
-            "(e.g. SegmenterFeatures(segmenter, flip=True))"
-        )
+    extractor = extractor or SegmenterFeatures(segmenter)
     # GUESS(box-only): LiteMedSAM was trained on boxes, so by default its schemes are decoded from boxes only
     use_points = segmenter.points_reliable if use_points is None else use_points
     bank = (
@@ -181,7 +168,6 @@ def segment_like(
     if not target_list:
         raise PromptsegError("no target image given")
     names = list(names) if names is not None else [f"target {i + 1}" for i in range(len(target_list))]
-    _fit_cache(segmenter, extractor, len(refs))
     report = progress or (lambda fraction, message: None)
 
     def check_cancel() -> None:
@@ -243,20 +229,6 @@ def segment_like(
         results.append(result)
     report(1.0, "done")
     return results
-
-
-def default_flip_tta(strategy: str) -> bool:
-    """Whether :func:`segment_like` mirrors the images for the matching features when not told: SAT only."""
-    return strategy == "sat"
-
-
-def _fit_cache(segmenter: PromptableSegmenter, extractor: PatchFeatureExtractor, n_references: int) -> None:
-    """Let every reference's views and one target's stay in the segmenter's embedding cache: with mirror views a
-    small cache would evict the references and re-encode them for every target."""
-    cache = getattr(segmenter, "cache", None)
-    views = 1 + len(FLIP_VIEWS[getattr(extractor, "flip", "") or ""])
-    if cache is not None and views > 1:
-        cache.maxsize = max(cache.maxsize, views * (n_references + 1) + 1)
 
 
 def _check_transfer(result: OneShotResult, affinity: float, reference_self_affinity: float, name: str) -> None:
