@@ -246,7 +246,7 @@ def report(out: dict) -> str:
 
 def transfer_table(out: dict) -> str:
     """Affinity ratio and transfer confidence of same-set pairs (by SAT outcome) and of other sets' references."""
-    same = [r for ds in out["sets"].values() for r in ds["records"]]
+    same = [r for ds in out["sets"].values() for r in ds["records"] if "affinity" in r]  # not the refusals
     cross = [r for r in out.get("transfer", []) if r["reference_set"] != r["target_set"]]
     groups = {
         "same set, SAT Dice >= 0.5": [r for r in same if r["sat"] >= 0.5],
