@@ -244,7 +244,11 @@ def main() -> None:
     parser.add_argument("--rotate", type=int, default=6, help="references per set (evenly spaced); 0 = legacy")
     parser.add_argument("--kvasir-references", type=int, default=20, help="train-split references (Kvasir triplets)")
     parser.add_argument("--only-transfer", action="store_true", help="rotation: only the cross-set reference runs")
-    parser.add_argument("--features", default="segmenter", help="rotation: 'segmenter', 'segmenter+flip', 'dinov2:…'")
+    parser.add_argument(
+        "--features",
+        default="segmenter",
+        help="rotation: 'segmenter', 'segmenter+flip', 'segmenter+flip4' (mirror views averaged), 'dinov2:…'",
+    )
     parser.add_argument("--half", default="all", choices=["all", "dev", "test"], help="rotation: which references")
     args = parser.parse_args()
     if args.rotate:

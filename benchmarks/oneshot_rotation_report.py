@@ -33,7 +33,7 @@ from napari_promptseg.methods.oneshot_rotation import (
     summarize,
 )
 from napari_promptseg.models import load_segmenter
-from napari_promptseg.models.features import SegmenterFeatures, load_feature_extractor
+from napari_promptseg.models.features import load_feature_extractor
 
 ROTATION_SETS = (
     "lungs_cxr_shenzhen",
@@ -107,10 +107,9 @@ def set_summary(run: dict, refs: list[str], strategies: list[str]) -> dict:
     return out
 
 
-def transfer_runs(samples: dict, segmenter) -> list[dict]:
+def transfer_runs(samples: dict, features) -> list[dict]:
     """The first reference of each set against two targets of every set (its own included): the affinity ratio and
     transfer confidence segment_like would give (no decoding: the check comes before it), or its refusal."""
-    features = SegmenterFeatures(segmenter)
     feats = {
         name: [features.features(i) for i in (ref, *(t for _, t in targets))]
         for name, (ref, _, targets) in samples.items()
@@ -187,7 +186,7 @@ def run_rotation(args: argparse.Namespace) -> None:
                 data["masks"][r],
                 [(data["names"][t], data["images"][t]) for t in targets],
             )
-        (parts / "transfer.json").write_text(json.dumps(transfer_runs(samples, segmenter)))
+        (parts / "transfer.json").write_text(json.dumps(transfer_runs(samples, extractor)))
     out = assemble(parts)
     path = args.output / f"eval_oneshot_rotation{suffix}.json"
     path.write_text(json.dumps(out, indent=None, separators=(",", ":")))
@@ -247,7 +246,7 @@ def report(out: dict) -> str:
 
 def transfer_table(out: dict) -> str:
     """Affinity ratio and transfer confidence of same-set pairs (by SAT outcome) and of other sets' references."""
-    same = [r for ds in out["sets"].values() for r in ds["records"]]
+    same = [r for ds in out["sets"].values() for r in ds["records"] if "affinity" in r]  # not the refusals
     cross = [r for r in out.get("transfer", []) if r["reference_set"] != r["target_set"]]
     groups = {
         "same set, SAT Dice >= 0.5": [r for r in same if r["sat"] >= 0.5],

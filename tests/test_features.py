@@ -10,7 +10,14 @@ import torch
 from skimage import data
 
 from napari_promptseg.errors import PromptsegError, WeightsError
+from napari_promptseg.models.cache import content_key
 from napari_promptseg.models.features import Dinov2Features, PatchFeatureExtractor, SegmenterFeatures
+from napari_promptseg.models.preprocessing import as_channels_last
+
+
+def mirror_key(segmenter, image: np.ndarray) -> str:
+    """The embedding-cache key of an image's left-right mirror (what flip test-time augmentation encodes)."""
+    return content_key(np.ascontiguousarray(np.flip(as_channels_last(image), 1)), segmenter.name, "auto")
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +71,33 @@ def test_segmenter_features_account_for_padding(litemedsam):
     assert feats.stride == (8.0, 8.0)
     assert feats.grid.shape[-1] == 256
     assert torch.allclose(feats.grid.norm(dim=-1), torch.ones(38, 64), atol=1e-4)
+
+
+def test_flip_features_are_mirror_symmetric_and_cached_by_content(litemedsam):
+    """Flip TTA: the mirror image is encoded once under its own cache key, and the features of the mirror image are
+    the mirror of the image's (a square image has no partial cell, so exactly)."""
+    image = data.camera()  # real, 512 x 512 gray
+    mirror = np.ascontiguousarray(image[:, ::-1])
+    litemedsam.cache.clear()
+    plain = SegmenterFeatures(litemedsam).features(image)
+    assert len(litemedsam.cache) == 1
+    flipped = SegmenterFeatures(litemedsam, flip=True)
+    assert flipped.name == "litemedsam-encoder+flip"
+    features = flipped.features(image)
+    assert mirror_key(litemedsam, image) in litemedsam.cache and len(litemedsam.cache) == 2
+    misses = litemedsam.cache.misses
+    of_mirror = flipped.features(mirror)
+    assert litemedsam.cache.misses == misses  # both views were cached: no encoder pass
+    assert torch.equal(of_mirror.grid, features.grid.flip(1))
+    assert torch.allclose(features.grid.norm(dim=-1), torch.ones(64, 64), atol=1e-4)
+    assert (features.grid * plain.grid).sum(-1).mean() < 0.999  # the averaged features differ from the plain ones
+    four = SegmenterFeatures(litemedsam, flip="flip4").features(image)
+    assert len(litemedsam.cache) == 4  # up-down and half-turn views added
+    assert torch.allclose(
+        four.grid.flip(0), SegmenterFeatures(litemedsam, flip="flip4").features(image[::-1]).grid, atol=1e-5
+    )
+    with pytest.raises(PromptsegError, match="flip must be one of"):
+        SegmenterFeatures(litemedsam, flip="rotate")
 
 
 def test_segmenter_features_localise_real_structure(litemedsam):

@@ -88,3 +88,22 @@ def test_same_inputs_give_identical_labels(lungs, litemedsam):
     second = segment_like(ref, ref_mask, target, segmenter=litemedsam)[0]
     assert np.array_equal(first.labels, second.labels)
     assert first.score == second.score and first.warnings == second.warnings
+
+
+def test_a_refusing_reference_counts_as_an_empty_mask(lungs, litemedsam):
+    """A reference whose object resembles nothing in the target (a checkerboard pasted on an X-ray) makes segment_like
+    refuse; the rotation records an empty mask for it (Dice 0, a correspondence failure) and keeps the other's."""
+    (ref, ref_mask), (target, truth) = lungs[0], lungs[1]
+    board_ref = ref.copy()
+    yy, xx = np.mgrid[:128, :128]
+    board_ref[:128, :128] = ((((yy // 16) + (xx // 16)) % 2) * 255).astype(np.uint8)[..., None]
+    board_mask = np.zeros(ref.shape[:2], bool)
+    board_mask[:128, :128] = True
+    run = rotate_references(
+        [ref, board_ref, target], [ref_mask, board_mask, truth], [0, 1], [2], segmenter=litemedsam, strategies=("sat",)
+    )
+    good, refused = run["records"]
+    assert "refused" not in good and good["sat"] > 0.8
+    assert refused["refused"] and refused["sat"] == 0.0 and rule_dice(refused, "score_x_iou") == 0.0
+    assert loss_breakdown(run)["correspondence"] == 1
+    assert run["targets"][0]["ensembles"]["score"]["2"] == [0.0]  # a refusal votes 0: no pixel reaches the majority

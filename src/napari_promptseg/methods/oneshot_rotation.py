@@ -20,11 +20,13 @@ import torch
 from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops
 
-from ..models.features import PatchFeatureExtractor, SegmenterFeatures
+from ..errors import PromptsegError
+from ..models.features import FLIP_VIEWS, PatchFeatureExtractor, SegmenterFeatures
 from ..models.preprocessing import as_channels_last
 from ..models.protocols import PromptableSegmenter
 from .metrics import dice
 from .oneshot import DEFAULT_RULE, SELECTION_RULES, OneShotResult, SchemeDiagnostics, segment_like, self_affinity
+from .oneshot.strategies import candidate_features
 
 FAILURE = 0.5  # Dice below this is a failure for the loss breakdown
 
@@ -96,8 +98,8 @@ def positives_on_object(diag: SchemeDiagnostics, truth: np.ndarray) -> float:
 
 def failure_cause(record: dict, gt_box_dice: float) -> str:
     """Where a failed SAT result lost (the first cause in pipeline order): positives mostly off the object
-    (correspondence); a candidate of the bank was good (scheme score); a true box would do (prompt scheme); else
-    the decoder."""
+    (correspondence; a refusal too); a candidate of the bank was good (scheme score); a true box would do (prompt
+    scheme); else the decoder."""
     if record["positives_on_object"] < 0.5:
         return "correspondence"
     if max(record["candidates"]["dice"]) >= FAILURE:
@@ -140,10 +142,11 @@ def rotate_references(
         raise ValueError("references and targets must be disjoint")
     cache = getattr(segmenter, "cache", None)
     old_size = None if cache is None else cache.maxsize
-    if cache is not None:  # every reference's embedding stays cached across targets
-        cache.maxsize = max(old_size, 2 * len(references) + 4)  # x2: a flip extractor caches the mirror images
-    ref_imgs, ref_masks = [images[r] for r in references], [masks[r] for r in references]
     features = extractor or SegmenterFeatures(segmenter)
+    views = 1 + len(FLIP_VIEWS[getattr(features, "flip", "") or ""])  # a mirror view is one more cached embedding
+    if cache is not None:  # every reference's embedding (and its views) stays cached across targets
+        cache.maxsize = max(old_size, views * (len(references) + 2))
+    ref_imgs, ref_masks = [images[r] for r in references], [masks[r] for r in references]
     ref_affinity = [self_affinity(features.features(i)) for i in ref_imgs]
     polarity = [otsu_polarity(i, m) for i, m in zip(ref_imgs, ref_masks, strict=True)] if baselines else []
     records, per_target = [], []
@@ -152,9 +155,9 @@ def rotate_references(
             if progress:
                 progress(f"target {n + 1}/{len(targets)} {names[t]}")
             truth = np.asarray(masks[t], bool)
-            per_strategy: dict[str, list[OneShotResult]] = {}
+            per_strategy: dict[str, list[OneShotResult | None]] = {}
             for strategy in strategies:
-                res = segment_like(
+                per_strategy[strategy] = _segment_each(
                     ref_imgs,
                     ref_masks,
                     images[t],
@@ -163,8 +166,7 @@ def rotate_references(
                     strategy=strategy,
                     diagnostics=strategy == "sat",
                     names=[names[t]],
-                )[0]
-                per_strategy[strategy] = res.per_reference or [res]
+                )
             extra: dict = {"target": names[t]}
             if baselines:
                 extra["gt_box"] = dice(gt_box_mask(segmenter, images[t], truth), truth)
@@ -172,10 +174,19 @@ def rotate_references(
             for j, r in enumerate(references):
                 rec: dict = {"target": names[t], "reference": names[r]}
                 for strategy, results in per_strategy.items():
-                    rec[strategy] = dice(results[j].mask, truth)
+                    rec[strategy] = dice(np.zeros_like(truth) if results[j] is None else results[j].mask, truth)
                 if baselines:
                     rec["otsu"] = otsu[polarity[j]]
-                if "sat" in per_strategy:
+                if "sat" in per_strategy and per_strategy["sat"][j] is None:  # refused: one empty candidate
+                    empty = candidate_features(np.zeros(1), np.zeros(1), torch.zeros(1, 1, 1), np.zeros(1), np.zeros(1))
+                    rec.update(
+                        refused=True,
+                        score=0.0,
+                        reference_self_affinity=ref_affinity[j],
+                        positives_on_object=0.0,
+                        candidates={"dice": [rec["sat"]], **{k: v.tolist() for k, v in empty.items()}},
+                    )
+                elif "sat" in per_strategy:
                     sat = per_strategy["sat"][j]
                     diag = sat.diagnostics
                     feats = diag.features
@@ -201,13 +212,39 @@ def rotate_references(
     return {"records": records, "targets": per_target}
 
 
-def _ensembles(results: list[OneShotResult], truth: np.ndarray, sizes: Sequence[int]) -> dict[str, dict]:
-    """Dice of soft-vote ensembles (mean probability > 0.5, as ``segment_like(ensemble="vote")``) per rule and size."""
+def _segment_each(
+    references: list[np.ndarray], masks: list[np.ndarray], target: np.ndarray, **options
+) -> list[OneShotResult | None]:
+    """Every reference's result on one target (:func:`segment_like` with all references at once); when a reference
+    refuses the target (nothing in it resembles the reference's object), each reference on its own, a refusal as None.
+    """
+    try:
+        res = segment_like(references, masks, target, **options)[0]
+        return res.per_reference or [res]
+    except PromptsegError as exc:
+        out: list[OneShotResult | None] = []
+        for reference, mask in zip(references, masks, strict=True):
+            try:
+                out.append(segment_like(reference, mask, target, **options)[0])
+            except PromptsegError:
+                out.append(None)
+        if all(r is None for r in out):  # not one reference's refusal: the inputs are wrong
+            raise exc
+        return out
+
+
+def _ensembles(results: list[OneShotResult | None], truth: np.ndarray, sizes: Sequence[int]) -> dict[str, dict]:
+    """Dice of soft-vote ensembles (mean probability > 0.5, as ``segment_like(ensemble="vote")``) per rule and size;
+    a refusal votes 0 everywhere."""
     out: dict = {}
-    diags = [r.diagnostics for r in results]
+    diags = [None if r is None else r.diagnostics for r in results]
     for rule, rank in SELECTION_RULES.items():
-        chosen = [int(np.argmax(rank(d.features))) for d in diags]
-        probs = torch.stack([_probabilities(d, [c])[0] for d, c in zip(diags, chosen, strict=True)])
+        probs = torch.stack(
+            [
+                torch.zeros(truth.shape) if d is None else _probabilities(d, [int(np.argmax(rank(d.features)))])[0]
+                for d in diags
+            ]
+        )
         out[rule] = {
             str(k): [
                 round(dice((probs[list(g)].mean(0) > 0.5).numpy(), truth), 4) for g in ensemble_groups(len(results), k)

@@ -102,17 +102,31 @@ def _check_grid(
         )
 
 
+#: mirror views for test-time augmentation: name -> the image axes each extra view flips (0 = rows, 1 = columns)
+FLIP_VIEWS: dict[str, tuple[tuple[int, ...], ...]] = {
+    "": (),
+    "flip": ((1,),),  # the left-right mirror image
+    "flip4": ((1,), (0,), (0, 1)),  # left-right, up-down and both (a half turn)
+}
+
+
 class SegmenterFeatures:
     """Patch features from a SAM-family segmenter's image encoder (shares the segmenter's embedding cache).
 
-    ``flip=True``: test-time augmentation — the features of the image and of its mirror image (mirrored back) are
-    averaged, so a patch is described by what both views of it look like (one more encoder pass per image).
+    ``flip``: test-time augmentation — the features of the image and of its mirror image(s) (mirrored back) are
+    averaged, so a patch is described by what every view of it looks like; ``True`` or ``"flip"``: the left-right
+    mirror (one more encoder pass per image), ``"flip4"``: also up-down and both (three more). The mirrored views are
+    ordinary images to the embedding cache (keyed by content). Where the encoder's padded input leaves a partial
+    last cell, a mirrored view's cells sit up to 3/4 of a cell off the original's: a slight blur, not a shift.
     """
 
-    def __init__(self, segmenter: PromptableSegmenter, *, min_cells: int = 2, flip: bool = False) -> None:
+    def __init__(self, segmenter: PromptableSegmenter, *, min_cells: int = 2, flip: bool | str = False) -> None:
+        mode = "flip" if flip is True else (flip or "")
+        if mode not in FLIP_VIEWS:
+            raise PromptsegError(f"flip must be one of {sorted(FLIP_VIEWS)} or a bool, got {flip!r}")
         self.segmenter = segmenter
-        self.flip = flip
-        self.name = f"{segmenter.name}-encoder" + ("+flip" if flip else "")
+        self.flip = mode
+        self.name = f"{segmenter.name}-encoder" + (f"+{mode}" if mode else "")
         self.min_cells = min_cells
 
     def features(
@@ -129,9 +143,11 @@ class SegmenterFeatures:
         feats = embedding_patch_features(embedding, name=name, min_cells=self.min_cells, extractor=self.name)
         if not self.flip:
             return feats
-        mirrored = self.segmenter.embed(np.ascontiguousarray(hwc[:, ::-1]), normalize=normalize, name=name)
-        other = embedding_patch_features(mirrored, name=name, min_cells=self.min_cells).grid.flip(1)
-        grid = F.normalize(feats.grid + other, dim=-1).contiguous()
+        grid = feats.grid
+        for axes in FLIP_VIEWS[self.flip]:
+            mirrored = self.segmenter.embed(np.ascontiguousarray(np.flip(hwc, axes)), normalize=normalize, name=name)
+            grid = grid + embedding_patch_features(mirrored, name=name, min_cells=self.min_cells).grid.flip(axes)
+        grid = F.normalize(grid, dim=-1).contiguous()
         return PatchFeatures(grid=grid, stride=feats.stride, image_shape=feats.image_shape, extractor=self.name)
 
 
@@ -240,13 +256,16 @@ class Dinov2Features:
 def load_feature_extractor(
     name: str, *, segmenter: PromptableSegmenter | None = None, device: str = "cpu", image_size: int = 518
 ) -> PatchFeatureExtractor:
-    """``"segmenter"`` (the segmenter's encoder) or ``"dinov2:<local dir or hub id>"``."""
-    if name in ("segmenter", "encoder", "", "segmenter+flip"):
+    """``"segmenter"`` (the segmenter's encoder; ``"segmenter+flip"``/``"+flip4"``: with mirror views averaged, see
+    :class:`SegmenterFeatures`) or ``"dinov2:<local dir or hub id>"``."""
+    base, _, flip = name.partition("+")
+    if base in ("segmenter", "encoder", "") and flip in FLIP_VIEWS:
         if segmenter is None:
             raise PromptsegError("feature extractor 'segmenter' needs a segmenter")
-        return SegmenterFeatures(segmenter, flip=name.endswith("+flip"))
+        return SegmenterFeatures(segmenter, flip=flip)
     if name.startswith("dinov2:"):
         return Dinov2Features(name.split(":", 1)[1], device=device, image_size=image_size)
     raise PromptsegError(
-        f"unknown feature extractor {name!r}; use 'segmenter', 'segmenter+flip' or 'dinov2:<directory or hub id>'"
+        f"unknown feature extractor {name!r}; use 'segmenter' (optionally '+flip' or '+flip4') or "
+        "'dinov2:<directory or hub id>'"
     )
