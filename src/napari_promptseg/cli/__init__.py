@@ -21,6 +21,7 @@ by runs, workers and the widgets; ``promptseg embed`` fills it ahead of time.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -45,6 +46,12 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promptseg", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--precision",
+        choices=["float32", "bfloat16"],
+        help="the image encoder's numeric mode for this run (default: $PROMPTSEG_PRECISION, else float32); "
+        "bfloat16 is ~1.7x faster on CPUs with AMX (recent Intel Xeons), slower on others",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     models = sub.add_parser("models", help="list models and whether their weights are available")
@@ -136,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with _disk_cache(args):
+        with _disk_cache(args), _precision(args.precision):
             return int(args.func(args))
     except (PromptsegError, WeightsError) as exc:
         reason = " ".join(str(exc).split())  # one line, even when a reader's own message has several
@@ -159,6 +166,26 @@ def _disk_cache(args: argparse.Namespace) -> Iterator[None]:
         if getattr(args, "cache", None) is not None:
             embedding_cache.configure(args.cache, args.cache_max_gb)
         yield
+
+
+@contextmanager
+def _precision(precision: str | None) -> Iterator[None]:
+    """``--precision`` for this run only, through the variable the segmenters (and the Dask workers started by the
+    run, which inherit the environment) read at every encode."""
+    from ..models.sam_family import PRECISION_ENV
+
+    if precision is None:
+        yield
+        return
+    before = os.environ.get(PRECISION_ENV)
+    os.environ[PRECISION_ENV] = precision
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PRECISION_ENV, None)
+        else:
+            os.environ[PRECISION_ENV] = before
 
 
 if __name__ == "__main__":

@@ -154,7 +154,11 @@ def _write_report(output: Path, **report: object) -> Path:
     """OUT/report.json, replaced whole (a resumed run reads it)."""
     path = output / "report.json"
     temp = path.with_suffix(".json.tmp")
-    temp.write_text(json.dumps({"version": __version__, **report}, indent=2))
+    from ..models.sam_family import PRECISION_ENV
+
+    precision = os.environ.get(PRECISION_ENV) or "float32"  # --precision (said only when not the default)
+    extra = {} if precision == "float32" else {"encoder_precision": precision}
+    temp.write_text(json.dumps({"version": __version__, **extra, **report}, indent=2))
     os.replace(temp, path)
     return path
 
