@@ -232,7 +232,7 @@ MULTI_RUNS = {
     # the "balanced" run continued for two more epochs (its validation Dice was still rising)
     "balanced_6_epochs": {"balance": True, "negatives": 1.0, "epochs": 6, "resume_from": "balanced"},
     # + the decoder's image-text presence classifier gating the mask (the default with negative pairs)
-    "presence": {"balance": True, "negatives": 1.0, "presence": True},
+    "presence": {"balance": True, "negatives": 1.0, "presence": True, "presence_refit": False},
     # that model with its presence head refitted alone on every image-name pair (what train-text now ends with;
     # the mask path is the same, so the decoder is not trained again: benchmarks/eval_presence_head.py)
     "presence_refit": {"balance": True, "negatives": 1.0, "presence": True, "refit_from": "presence"},

@@ -43,6 +43,13 @@ def isolated_weights_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))
     for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ENDPOINT", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(variable, raising=False)
+    for scheme in ("http", "https", "all", "no"):  # the loopback servers are reached directly, not through a proxy
+        monkeypatch.delenv(f"{scheme}_proxy", raising=False)
+        monkeypatch.delenv(f"{scheme.upper()}_PROXY", raising=False)
+    monkeypatch.delenv("PROMPTSEG_PRECISION", raising=False)
+    from napari_promptseg.models import hub
+
+    monkeypatch.setattr(hub, "_failed_probes", {})  # no test sees another's failed probe
     monkeypatch.setenv("PROMPTSEG_OFFLINE", "1")
 
 

@@ -11,12 +11,16 @@ import json
 import shutil
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
 from napari_promptseg.cli import main
+from napari_promptseg.errors import PromptsegError
 from napari_promptseg.methods.text_training import dice, read_triplets, train_text_segmenter
 from napari_promptseg.methods.text_training.data import FeatureStore, Triplet
+from napari_promptseg.methods.text_training.presence import fit_presence_head, presence_pairs, refit_presence_head
+from napari_promptseg.methods.text_training.sampling import negative_pairs, texts_per_image
 from napari_promptseg.methods.text_training.trainer import TrainingConfig, make_batch
 from napari_promptseg.models import load_text_embedder, load_text_segmenter
 from napari_promptseg.models.text_decoder import TextPromptDecoder, gate_by_presence
@@ -140,3 +144,45 @@ def test_cli_refits_the_presence_head_of_a_trained_model_and_keeps_its_masks(tra
         (right, wrong), mask_logits, (_, wrong_prob) = _decisions(refitted, triplet)
         assert right > 0 > wrong and not (wrong_prob > 0.5).any(), triplet.image.name
         torch.testing.assert_close(mask_logits, _decisions(broken, triplet)[1])  # the mask path is untouched
+
+
+def test_a_name_paired_with_an_image_in_another_split_is_never_taught_absent(trained, two_targets, cache, litemedsam):
+    """The split is drawn by row: one lung X-ray is "lung" in training and "chest" in validation. Neither the
+    presence refit's pairs nor the negative pairs may teach "chest" as absent from it."""
+    lung = next(t for t in two_targets if t.text == "lung" and t.split == "train")
+    rows = [*two_targets, replace(lung, text="chest", split="val")]
+    paired = texts_per_image(rows)
+    train = FeatureStore(cache, litemedsam).samples([t for t in rows if t.split == "train"])
+    decoder = load_text_segmenter(trained.path, device="cpu").decoder
+    texts = ["chest", "lung", "polyp"]
+
+    def negatives_of_the_lung(pairs) -> set[str]:
+        index = next(k for k, s in enumerate(dict.fromkeys(s.triplet.image for s in train)) if s == lung.image)
+        return {
+            pairs.texts[t]
+            for i, t, y in zip(pairs.image, pairs.text, pairs.label, strict=True)
+            if i == index and y == 0
+        }
+
+    assert "chest" in negatives_of_the_lung(presence_pairs(decoder, train, texts, max_negatives=16, seed=0))
+    assert negatives_of_the_lung(presence_pairs(decoder, train, texts, max_negatives=16, seed=0, paired=paired)) == {
+        "polyp"
+    }
+    drawn = negative_pairs(train, 40, np.random.default_rng(0), texts, paired)
+    assert not any(s.triplet.image == lung.image and s.text in ("chest", "lung") for s in drawn)
+
+
+def test_refit_keeps_the_head_without_absent_pairs_and_refuses_other_data(
+    trained, two_targets, cache, litemedsam, capsys
+):
+    polyps = FeatureStore(cache, litemedsam).samples([t for t in two_targets if t.text == "polyp"])
+    decoder = load_text_segmenter(trained.path, device="cpu").decoder
+    head = {k: v.clone() for k, v in decoder.presence_head.state_dict().items()}
+    text = TextTokens(load_text_embedder(device="cpu"))
+    record = fit_presence_head(decoder, polyps[:2], polyps[2:], ["polyp"], text)  # one name, no empty mask
+    assert "no training pairs of both kinds" in record["skipped"]
+    assert all(torch.equal(v, decoder.presence_head.state_dict()[k]) for k, v in head.items())
+    with pytest.raises(PromptsegError, match=r"2 training and 1 validation rows, but .* was trained on 4 and 2"):
+        refit_presence_head(trained.path, [t for t in two_targets if t.text == "polyp"], cache_dir=cache)
+    assert main(["train-text", "pairs.csv", "-o", str(trained.path), "--refit-presence", "--resume"]) == 2
+    assert "--refit-presence refits the model in" in capsys.readouterr().err

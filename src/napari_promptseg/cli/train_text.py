@@ -62,7 +62,8 @@ def _add_train_text_parser(sub: argparse._SubParsersAction) -> None:
         "--refit-presence",
         action="store_true",
         help="do not train: refit the presence head of the model already in MODEL_DIR on this CSV (the one it was "
-        "trained on), as training now ends (models trained before it gain it; the masks are unchanged)",
+        "trained on), as training now ends (models trained before it gain it; the mask decoder is unchanged, only "
+        "which names are gated changes)",
     )
     train.add_argument("--overwrite", action="store_true", help="replace a model already in MODEL_DIR")
     train.add_argument("--clipseg", action="store_true", help="fine-tune CLIPSeg (medvlsm) instead")
@@ -89,7 +90,13 @@ def cmd_train_text(args: argparse.Namespace) -> int:
             print(f"[{100 * fraction:5.1f}%] {message}", file=sys.stderr, flush=True)
 
     if args.refit_presence:
+        from ..errors import PromptsegError
         from ..methods.text_training import refit_presence_head
+
+        conflicting = (("--resume", args.resume), ("--overwrite", args.overwrite), ("--clipseg", args.clipseg))
+        clash = ", ".join(flag for flag, given in conflicting if given)
+        if clash:
+            raise PromptsegError(f"--refit-presence refits the model in {args.output}; it does not go with {clash}")
 
         record = refit_presence_head(
             args.output, args.csv, cache_dir=args.cache_dir, device=args.device, columns=columns

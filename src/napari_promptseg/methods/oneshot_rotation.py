@@ -20,12 +20,12 @@ import torch
 from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops
 
-from ..errors import PromptsegError
 from ..models.features import FLIP_VIEWS, PatchFeatureExtractor, SegmenterFeatures
 from ..models.preprocessing import as_channels_last
 from ..models.protocols import PromptableSegmenter
 from .metrics import dice
 from .oneshot import DEFAULT_RULE, SELECTION_RULES, OneShotResult, SchemeDiagnostics, segment_like, self_affinity
+from .oneshot.correspondence import NoMatchError
 from .oneshot.strategies import candidate_features
 
 FAILURE = 0.5  # Dice below this is a failure for the loss breakdown
@@ -216,20 +216,18 @@ def _segment_each(
     references: list[np.ndarray], masks: list[np.ndarray], target: np.ndarray, **options
 ) -> list[OneShotResult | None]:
     """Every reference's result on one target (:func:`segment_like` with all references at once); when a reference
-    refuses the target (nothing in it resembles the reference's object), each reference on its own, a refusal as None.
-    """
+    refuses the target (nothing in it resembles the reference's object, :class:`.oneshot.NoMatchError`), each
+    reference on its own, a refusal as None. Any other error is the inputs' and stops the run."""
     try:
         res = segment_like(references, masks, target, **options)[0]
         return res.per_reference or [res]
-    except PromptsegError as exc:
+    except NoMatchError:
         out: list[OneShotResult | None] = []
         for reference, mask in zip(references, masks, strict=True):
             try:
                 out.append(segment_like(reference, mask, target, **options)[0])
-            except PromptsegError:
+            except NoMatchError:
                 out.append(None)
-        if all(r is None for r in out):  # not one reference's refusal: the inputs are wrong
-            raise exc
         return out
 
 

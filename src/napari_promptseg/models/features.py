@@ -123,7 +123,7 @@ class SegmenterFeatures:
     def __init__(self, segmenter: PromptableSegmenter, *, min_cells: int = 2, flip: bool | str = False) -> None:
         mode = "flip" if flip is True else (flip or "")
         if mode not in FLIP_VIEWS:
-            raise PromptsegError(f"flip must be one of {sorted(FLIP_VIEWS)} or a bool, got {flip!r}")
+            raise PromptsegError(f"flip must be one of {sorted(k for k in FLIP_VIEWS if k)} or a bool, got {flip!r}")
         self.segmenter = segmenter
         self.flip = mode
         self.name = f"{segmenter.name}-encoder" + (f"+{mode}" if mode else "")

@@ -41,34 +41,39 @@ def offline_variable() -> str:
 PROBE_TIMEOUT_S = 3.0
 #: seconds a failed probe is remembered (a napari session may get its network back)
 PROBE_MEMORY_S = 60.0
-_failed_probes: dict[str, tuple[float, str]] = {}
+_failed_probes: dict[tuple[str, int], tuple[float, str]] = {}
 
 
 def unreachable_reason(url: str | None = None) -> str | None:
     """Why the host of ``url`` (default: the hub, :func:`endpoint`) cannot be reached now (its name does not
-    resolve, or no connection opens within :data:`PROBE_TIMEOUT_S`), else None. huggingface_hub 2.x retries a failed
-    metadata request for up to a minute before it gives up, pooch a few seconds: without a network, `promptseg text`
-    waited 66 s for two models it could not fetch anyway. A failure is remembered for :data:`PROBE_MEMORY_S`."""
-    url = url or endpoint()
-    now = time.monotonic()
-    failed = _failed_probes.get(url)
-    if failed is not None and now - failed[0] < PROBE_MEMORY_S:
-        return failed[1]
-    parts = urllib.parse.urlsplit(url)
-    proxies = urllib.request.getproxies()  # $HTTPS_PROXY & co.: behind a proxy, the proxy is what must answer
+    resolve, or its first address accepts no connection within :data:`PROBE_TIMEOUT_S`), else None; behind a
+    proxy set for the URL (``$HTTPS_PROXY`` & co., ``$NO_PROXY`` honoured) the proxy is what is probed.
+    huggingface_hub 2.x retries a failed metadata request for up to a minute before it gives up, pooch a few
+    seconds: without a network, `promptseg text` waited 66 s for two models it could not fetch anyway. A failure
+    is remembered per host for :data:`PROBE_MEMORY_S`."""
+    parts = urllib.parse.urlsplit(url or endpoint())
+    via = ""
+    proxies = urllib.request.getproxies()
     proxy = proxies.get(parts.scheme) or proxies.get("all")
     if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
         parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        via = "the proxy "
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    now = time.monotonic()
+    failed = _failed_probes.get((host, port))
+    if failed is not None and now - failed[0] < PROBE_MEMORY_S:
+        return failed[1]
     try:
-        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
-            pass
+        address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(address[0], address[1], address[2]) as sock:
+            sock.settimeout(PROBE_TIMEOUT_S)
+            sock.connect(address[4])
     except OSError as exc:
-        reason = f"no connection to {host}:{port}: {exc.strerror or exc}"
-        _failed_probes[url] = (now, reason)
+        reason = f"no connection to {via}{host}:{port}: {exc.strerror or exc}"
+        _failed_probes[(host, port)] = (now, reason)
         return reason
-    _failed_probes.pop(url, None)
+    _failed_probes.pop((host, port), None)
     return None
 
 

@@ -398,10 +398,13 @@ def _single_file(card: ModelCard, progress: Progress | None) -> Path:
         )
     unreachable = hub.unreachable_reason(card.url)
     if unreachable is not None:  # fail now, not after pooch's retries
-        state = "does not verify" if target.is_file() else "not found"
+        problem = _mismatch(card, target) if target.is_file() else None
+        state = "weights not found"
+        if problem:
+            state = f"{target} is truncated, corrupt or not the published file ({problem})"
         raise WeightsError(
-            f"{card.name}: weights {state}, and {card.url} cannot be reached ({unreachable})",
-            details=f"{where}; it is published at {card.url}",
+            f"{card.name}: {state}, and {card.url} cannot be reached ({unreachable})",
+            details=f"{'delete it and ' if problem else ''}{where}; it is published at {card.url}",
         )
     return _download_file(card, target, where, progress)
 

@@ -34,6 +34,7 @@ from ...models.preprocessing import Normalization, as_channels_last
 from ...models.protocols import PromptableSegmenter
 from .correspondence import (
     Correspondence,
+    NoMatchError,
     correspond,
     label_reference_patches,
     self_affinity,
@@ -58,6 +59,7 @@ from .strategies import DEFAULT_RULE, SELECTION_RULES, _Pair, run_matcher, run_p
 __all__ = [
     "BOX_MODES",
     "DEFAULT_RULE",
+    "NoMatchError",
     "SELECTION_RULES",
     "STRATEGIES",
     "BoxMode",

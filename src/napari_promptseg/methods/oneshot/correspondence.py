@@ -86,6 +86,11 @@ def transfer_confidence(affinity: float, reference_self_affinity: float) -> floa
     return float(np.clip((ratio - TRANSFER_RATIO_LOW) / (TRANSFER_RATIO_HIGH - TRANSFER_RATIO_LOW), 0.0, 1.0))
 
 
+class NoMatchError(PromptsegError):
+    """The target holds nothing that resembles the reference's object more than its background: this reference
+    does not apply to this target (the inputs themselves are fine)."""
+
+
 def label_reference_patches(
     reference: PatchFeatures, mask: np.ndarray, *, fg_purity: float = 1.0, bg_purity: float = 0.0, name: str = "mask"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -142,7 +147,7 @@ def correspond(
     margin = fg_sim - bg_sim
     if len(positives) == 0:
         if margin.max() <= 0:
-            raise PromptsegError(
+            raise NoMatchError(
                 f"{name}: no part of the image resembles the reference foreground more than the reference "
                 "background (every target patch matches background); is it the same kind of image and tissue?"
             )

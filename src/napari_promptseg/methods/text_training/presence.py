@@ -19,7 +19,7 @@ better. The mask path is not touched.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from ...errors import CancelledError, PromptsegError
 from ...models.text_decoder import TextPromptDecoder
 from ...models.text_segmenter import TextTokens
 from .data import Sample
-from .sampling import _image_id
+from .sampling import _image_id, texts_per_image
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,17 @@ class PresencePairs:
 
 
 def presence_pairs(
-    decoder: TextPromptDecoder, samples: Sequence[Sample], texts: Sequence[str], *, max_negatives: int, seed: int
+    decoder: TextPromptDecoder,
+    samples: Sequence[Sample],
+    texts: Sequence[str],
+    *,
+    max_negatives: int,
+    seed: int,
+    paired: Mapping[object, set[str]] | None = None,
 ) -> PresencePairs:
     """Every image of ``samples`` with each of ``texts`` (at most ``max_negatives`` wrong ones, drawn seeded) and
-    with its own texts; label 1 where the image's mask for the text is not empty."""
+    with its own texts; label 1 where the image's mask for the text is not empty. ``paired``: every image's texts
+    over all rows (:func:`.sampling.texts_per_image`); a text paired with the image in another split is neither."""
     texts = list(texts)
     groups: dict[object, list[Sample]] = {}
     for s in samples:
@@ -82,7 +89,8 @@ def presence_pairs(
             own = {}
             for s in group:  # a text with several masks on one image is present if any is not empty
                 own[s.text] = own.get(s.text, False) or bool(s.target.any())
-            wrong = [t for t in texts if t not in own]
+            elsewhere = (paired or {}).get(_image_id(first), set())
+            wrong = [t for t in texts if t not in own and t not in elsewhere]
             if len(wrong) > max_negatives:
                 wrong = [wrong[i] for i in sorted(rng.choice(len(wrong), max_negatives, replace=False))]
             for t, present in list(own.items()) + [(t, False) for t in wrong]:
@@ -128,18 +136,26 @@ def fit_presence_head(
     text: TextTokens,
     fit: PresenceFit | None = None,
     *,
+    paired: Mapping[object, set[str]] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> dict:
     """Refit ``decoder.presence_head`` in place on the (image, text) pairs of ``train``, choosing the epoch on those
-    of ``val``; returns a record of the refit (validation scores before and after)."""
+    of ``val``; returns a record of the refit (validation scores before and after). ``paired``: see
+    :func:`presence_pairs`. Without both present and absent pairs in training and in validation there is nothing
+    to choose by: the head is kept as it is, and the record says why."""
     if not decoder.config.presence:
         raise PromptsegError("this decoder has no presence head (trained without negative pairs or empty masks)")
     fit = fit or PresenceFit()
     stop = cancel or (lambda: False)
     head = decoder.presence_head
     device = next(head.parameters()).device
-    train_pairs = presence_pairs(decoder, train, texts, max_negatives=fit.max_negatives, seed=fit.seed)
-    val_pairs = presence_pairs(decoder, val, train_pairs.texts, max_negatives=fit.max_negatives, seed=fit.seed)
+    pairing = {"max_negatives": fit.max_negatives, "seed": fit.seed, "paired": paired}
+    train_pairs = presence_pairs(decoder, train, texts, **pairing)
+    val_pairs = presence_pairs(decoder, val, train_pairs.texts, **pairing)
+    for name, pairs in (("training", train_pairs), ("validation", val_pairs)):
+        if len(pairs.label) == 0 or pairs.label.min() == pairs.label.max():
+            # e.g. one text and no empty validation mask: accuracy would reward saying "present" everywhere
+            return {"skipped": f"no {name} pairs of both kinds (present and absent); the head is kept as trained"}
     names = val_pairs.texts  # train's texts first, then texts only validation images have
     sentences = text.get(names)[2].to(device)
     train_pairs, val_pairs = (_to(p, device) for p in (train_pairs, val_pairs))
@@ -233,9 +249,19 @@ def refit_presence_head(
     store = FeatureStore(
         cache, model.segmenter, normalize=training.get("normalize", "auto"), low=bool(decoder.config.low_level_dim)
     )
+    if (len(train_set), len(val_set)) != (training.get("train"), training.get("val")):
+        raise PromptsegError(
+            f"{data if isinstance(data, (str, Path)) else 'the triplets'}: {len(train_set)} training and "
+            f"{len(val_set)} validation rows, but {out} was trained on {training.get('train')} and "
+            f"{training.get('val')}; give the data it was trained on"
+        )
     train, val = store.samples(train_set), store.samples(val_set)
     texts = sorted({s.text for s in train})
-    record = fit_presence_head(decoder, train, val, texts, model.text, fit or PresenceFit(seed=seed))
+    record = fit_presence_head(
+        decoder, train, val, texts, model.text, fit or PresenceFit(seed=seed), paired=texts_per_image(triplets)
+    )
+    if "skipped" in record:
+        return record
     save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
     kept = {k: v for k, v in info.items() if k not in ("format", "format_version")}
     write_config(out, {**kept, "presence_refit": record})

@@ -16,7 +16,7 @@ Every draw comes from a generator seeded by (seed, epoch): a resumed run sees th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -26,9 +26,23 @@ from ...errors import PromptsegError
 from .data import Sample
 
 
-def _image_id(sample: Sample) -> object:
-    image = sample.triplet.image
+def image_key(triplet) -> object:
+    """What identifies a triplet's image: its path, or the array itself (by identity)."""
+    image = triplet.image
     return image if not isinstance(image, np.ndarray) else id(image)
+
+
+def _image_id(sample: Sample) -> object:
+    return image_key(sample.triplet)
+
+
+def texts_per_image(triplets: Sequence) -> dict[object, set[str]]:
+    """Every text each image is paired with, over all rows (train, val and test): a text paired with an image in
+    one split must not be taught as absent from it in another (the split is drawn by row, not by image)."""
+    out: dict[object, set[str]] = {}
+    for t in triplets:
+        out.setdefault(image_key(t), set()).add(t.text)
+    return out
 
 
 def balanced_order(texts: Sequence[str], rng: np.random.Generator) -> np.ndarray:
@@ -50,14 +64,22 @@ def balanced_order(texts: Sequence[str], rng: np.random.Generator) -> np.ndarray
 
 
 def negative_pairs(
-    samples: Sequence[Sample], count: int, rng: np.random.Generator, texts: Sequence[str] = ()
+    samples: Sequence[Sample],
+    count: int,
+    rng: np.random.Generator,
+    texts: Sequence[str] = (),
+    paired: Mapping[object, set[str]] | None = None,
 ) -> list[Sample]:
     """``count`` samples of (image, a text never paired with it, empty mask); images taken in turn. The texts are
-    ``texts`` (default: those of ``samples``)."""
+    ``texts`` (default: those of ``samples``); ``paired``: every image's texts over all rows
+    (:func:`texts_per_image`), else those of ``samples``."""
     texts = sorted(set(texts) or {s.text for s in samples})
     own: dict[object, set[str]] = {}
     for s in samples:
         own.setdefault(_image_id(s), set()).add(s.text)
+    for key, known in (paired or {}).items():
+        if key in own:
+            own[key] |= known
     usable = [i for i, s in enumerate(samples) if len(own[_image_id(s)]) < len(texts)]
     if count and not usable:
         raise PromptsegError(
@@ -73,23 +95,35 @@ def negative_pairs(
 
 
 def epoch_samples(
-    samples: Sequence[Sample], epoch: int, *, seed: int, balance: bool = False, negatives: float = 0.0
+    samples: Sequence[Sample],
+    epoch: int,
+    *,
+    seed: int,
+    balance: bool = False,
+    negatives: float = 0.0,
+    paired: Mapping[object, set[str]] | None = None,
 ) -> list[Sample]:
     """The samples of epoch ``epoch`` in training order. Without options: a seeded permutation of ``samples``."""
     rng = np.random.default_rng([seed, epoch])
     order = balanced_order([s.text for s in samples], rng) if balance else rng.permutation(len(samples))
     chosen = [samples[i] for i in order]
     if negatives > 0:
-        chosen += negative_pairs(samples, int(round(negatives * len(samples))), rng)
+        chosen += negative_pairs(samples, int(round(negatives * len(samples))), rng, paired=paired)
         chosen = [chosen[i] for i in rng.permutation(len(chosen))]
     return chosen
 
 
 def validation_negatives(
-    samples: Sequence[Sample], texts: Sequence[str], *, seed: int, negatives: float
+    samples: Sequence[Sample],
+    texts: Sequence[str],
+    *,
+    seed: int,
+    negatives: float,
+    paired: Mapping[object, set[str]] | None = None,
 ) -> list[Sample]:
     """Fixed negative pairs of the validation images with the training ``texts`` (the same every epoch), so the
     best epoch is also one whose wrong names come out empty."""
     if negatives <= 0 or not samples:
         return []
-    return negative_pairs(samples, int(round(negatives * len(samples))), np.random.default_rng([seed, 0, 1]), texts)
+    rng = np.random.default_rng([seed, 0, 1])
+    return negative_pairs(samples, int(round(negatives * len(samples))), rng, texts, paired)

@@ -40,7 +40,7 @@ from ...models.text_segmenter import (
 from .data import ArrayTriplet, FeatureStore, Sample, Triplet, format_eta, read_triplets, split_triplets
 from .losses import LOSSES, Batch, batch_loss, dice_ce
 from .presence import PresenceFit, fit_presence_head
-from .sampling import epoch_samples, validation_negatives
+from .sampling import epoch_samples, texts_per_image, validation_negatives
 
 ProgressCallback = Callable[[float, str], None]
 #: share of the progress bar the feature pass takes when nothing is cached (the rest is training)
@@ -179,7 +179,8 @@ def train_text_segmenter(
     train = store.samples(train_set, progress=feature_progress, cancel=stop)
     val = store.samples(val_set, progress=None, cancel=stop)
     texts = sorted({s.text for s in train})
-    val_negatives = validation_negatives(val, texts, seed=config.seed, negatives=config.negatives)
+    paired = texts_per_image(triplets)  # a text paired with an image in any split is never its negative
+    val_negatives = validation_negatives(val, texts, seed=config.seed, negatives=config.negatives, paired=paired)
     text = TextTokens(embedder)
     low_dim = 0 if train[0].low is None else int(train[0].low.shape[0])
 
@@ -221,7 +222,9 @@ def train_text_segmenter(
     stopped_early = False
     epoch = epoch0
     for epoch in range(epoch0, config.epochs):
-        seen = epoch_samples(train, epoch, seed=config.seed, balance=config.balance, negatives=config.negatives)
+        seen = epoch_samples(
+            train, epoch, seed=config.seed, balance=config.balance, negatives=config.negatives, paired=paired
+        )
         decoder.train()
         start = step0 if epoch == epoch0 else 0
         # the loss sums of the steps before a cancel come back with the resume, so the epoch's record is the same
@@ -267,11 +270,23 @@ def train_text_segmenter(
     if decoder.config.presence and config.presence_refit and best["epoch"] > 0:
         report(0.99, "refitting the presence head on every image-text pair")
         load_decoder_weights(decoder, out / WEIGHTS_FILE, str(out))
-        refit = fit_presence_head(
-            decoder, train, val_positives, texts, text, PresenceFit(seed=config.seed), cancel=stop
-        )
-        refit.update(validate(decoder, val, text, dev, config.threshold))
-        save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
+        try:
+            refit = fit_presence_head(
+                decoder, train, val_positives, texts, text, PresenceFit(seed=config.seed), paired=paired, cancel=stop
+            )
+        except CancelledError:
+            raise CancelledError(
+                f"cancelled while refitting the presence head; {out} holds the model as trained (its jointly "
+                f"trained head): `promptseg train-text DATA -o {out} --refit-presence` finishes it"
+            ) from None
+        if "skipped" not in refit:
+            refit.update(validate(decoder, val, text, dev, config.threshold))
+            # the gate decides which masks come out: keep the refit only if validation Dice did not fall
+            refit["kept"] = refit["val_dice"] >= best["val_dice"] - 1e-4
+            if refit["kept"]:
+                save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
+            else:
+                load_decoder_weights(decoder, out / WEIGHTS_FILE, str(out))
         write_config(out, {**model_info, "best": best, "history": history, "presence_refit": refit})
     report(1.0, f"done: best val Dice {best['val_dice']:.3f} at epoch {best['epoch']}")
     return TrainingResult(
