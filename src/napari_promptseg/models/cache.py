@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import threading
 from collections import OrderedDict
@@ -20,17 +19,6 @@ def content_key(image: np.ndarray, *parts: object) -> str:
     digest.update(repr((arr.shape, arr.dtype.str, parts)).encode())
     digest.update(memoryview(arr).cast("B"))
     return digest.hexdigest()
-
-
-def feature_name(segmenter: object) -> str:
-    """The name cache keys give a segmenter's features (its precision marked; see ``SamFamilySegmenter``)."""
-    return getattr(segmenter, "feature_name", None) or segmenter.name  # type: ignore[attr-defined]
-
-
-def encoder_autocast(segmenter: object) -> contextlib.AbstractContextManager:
-    """The context a segmenter's image encoder runs in (bfloat16 autocast when asked), else none."""
-    autocast = getattr(segmenter, "encoder_autocast", None)
-    return autocast() if autocast is not None else contextlib.nullcontext()
 
 
 class EmbeddingCache:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PromptsegError, WeightsError
-from .cache import content_key, encoder_autocast, feature_name
+from .cache import content_key
 from .preprocessing import Normalization, ResizeTransform, as_channels_last
 from .text_decoder import DecoderConfig, TextPromptDecoder
 
@@ -74,7 +74,7 @@ def encode_levels(segmenter, hwc: np.ndarray, normalize: Normalization = "auto",
     with _HOOK_LOCK:  # a hook sees every forward of the module: one encode at a time (widget worker + console)
         handle = None if stage is None else stage.register_forward_hook(lambda m, i, o: captured.append(o) and None)
         try:
-            with encoder_autocast(segmenter):
+            with segmenter.encoder_autocast():
                 features = encoder(x.to(segmenter.device)).float()
         finally:
             if handle is not None:
@@ -85,7 +85,7 @@ def encode_levels(segmenter, hwc: np.ndarray, normalize: Normalization = "auto",
         if low_grid.shape[-1] != features.shape[-1]:
             low_grid = F.adaptive_avg_pool2d(low_grid, features.shape[-2:])
         low_grid = low_grid.contiguous()
-    key = content_key(hwc, feature_name(segmenter), normalize, FEATURE_VERSION)
+    key = content_key(hwc, segmenter.feature_name, normalize, FEATURE_VERSION)
     return ImageLevels(features.contiguous(), low_grid, transform, key)
 
 
@@ -153,7 +153,7 @@ class TrainedTextSegmenter:
         return f"TrainedTextSegmenter(name={self.name!r}, encoder={self.segmenter.name!r})"
 
     def levels(self, hwc: np.ndarray, normalize: Normalization = "auto") -> ImageLevels:
-        key = content_key(hwc, feature_name(self.segmenter), normalize, FEATURE_VERSION)
+        key = content_key(hwc, self.segmenter.feature_name, normalize, FEATURE_VERSION)
         with self._lock:
             if key in self._levels:
                 self._levels.move_to_end(key)

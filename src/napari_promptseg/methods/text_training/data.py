@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ...errors import CancelledError, PromptsegError
 from ...io import read_image
-from ...models.cache import content_key, feature_name
+from ...models.cache import content_key
 from ...models.preprocessing import Normalization, ResizeTransform, as_channels_last
 from ...models.text_segmenter import FEATURE_VERSION, encode_levels, load_tensors, save_tensors
 
@@ -191,7 +191,7 @@ class FeatureStore:
         self.misses = 0
 
     def _levels(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None, ResizeTransform]:
-        key = content_key(image, feature_name(self.segmenter), self.normalize, FEATURE_VERSION)
+        key = content_key(image, self.segmenter.feature_name, self.normalize, FEATURE_VERSION)
         path = self.directory / f"{key}.safetensors"
         transform = ResizeTransform(image.shape[:2], self.segmenter.input_size)
         if path.is_file():
