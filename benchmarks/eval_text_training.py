@@ -428,6 +428,11 @@ def training_estimate(args, segmenter, embedder, text) -> dict:
     return per
 
 
+def encoder_alone(segmenter, image) -> None:
+    with segmenter.encoder_autocast():  # at the segmenter's precision, as embed() runs it
+        segmenter._encoder()(segmenter.preprocess(image, "auto")[0])
+
+
 def section_cost(args, results: dict, segmenter, embedder, text) -> None:
     """Where the time goes at inference (stage by stage), and (``--train-cost``) a whole training run on the 359
     Kvasir train+val triplets from an empty feature cache, at this process's torch threads, with the load."""
@@ -435,7 +440,9 @@ def section_cost(args, results: dict, segmenter, embedder, text) -> None:
 
     cost = results.setdefault("cost", {})
     threads = torch.get_num_threads()
-    entry = cost.setdefault(f"threads_{threads}", {})
+    # float32 entries keep their old key; the encoder's default (auto) is bfloat16 on CPUs with AMX
+    precision = "" if segmenter.precision == "float32" else f"_{segmenter.precision}"
+    entry = cost.setdefault(f"threads_{threads}{precision}", {})
     entry["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
     test = kvasir_split()["test"][:10]
     images = [t.load()[0] for t in test]
@@ -447,7 +454,7 @@ def section_cost(args, results: dict, segmenter, embedder, text) -> None:
     with torch.inference_mode():
         entry["inference_stages"] = {
             "encoder_with_first_stage_hook": _timed(lambda: encode_levels(segmenter, images[0]), 5),
-            "encoder_alone": _timed(lambda: segmenter._encoder()(segmenter.preprocess(images[0], "auto")[0]), 5),
+            "encoder_alone": _timed(lambda: encoder_alone(segmenter, images[0]), 5),
             "text_new_prompt": _timed(lambda: model.text.get([words.pop()]), 5),
             "decoder": _timed(lambda: model.decoder(levels.features, levels.low, w, m, sent), 5),
             "to_original_grid": _timed(lambda: levels.transform.logits_to_original(torch.zeros(1, 1, 256, 256)), 5),

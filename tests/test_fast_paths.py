@@ -11,6 +11,8 @@ epilogues, projections moved across the attention's weighted sums):
 - low-res mask logits (|logit| up to ~60): max |diff| <= 1e-3 (measured <= 2e-4 end to end); predicted IoU: <= 1e-4;
 - masks: identical wherever the reference logit is farther than 1e-3 from the threshold.
 The encoder and decoder comparisons run with oneDNN fusion (CPU) and without it (the plain ops CUDA/MPS take).
+Both sides run in float32 here, whatever the machine's default encoder precision (auto: bfloat16 with AMX, which
+tests/test_precision.py covers).
 """
 
 from __future__ import annotations
@@ -47,6 +49,13 @@ def boxes_from_mask(mask: np.ndarray, min_area: int) -> list[tuple[int, int, int
 def fusion(request, monkeypatch) -> bool:
     monkeypatch.setattr(fused_ops, "USE_ONEDNN_FUSION", request.param)
     return request.param
+
+
+@pytest.fixture(scope="module", autouse=True)
+def float32_encoder(litemedsam):
+    litemedsam.precision = "float32"
+    yield
+    litemedsam.precision = None
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +95,7 @@ def reference():
         points_reliable=False,
         device=torch.device("cpu"),
         fast=False,
+        precision="float32",
     )
 
 
@@ -201,6 +211,7 @@ def test_fast_paths_follow_in_place_weight_changes(litemedsam, gland):
         pixel_std=None,
         points_reliable=False,
         device=torch.device("cpu"),
+        precision="float32",
     )
     image, boxes = gland[0], gland[1][:2]
     with torch.inference_mode():

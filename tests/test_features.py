@@ -17,7 +17,7 @@ from napari_promptseg.models.preprocessing import as_channels_last
 
 def mirror_key(segmenter, image: np.ndarray) -> str:
     """The embedding-cache key of an image's left-right mirror (what flip test-time augmentation encodes)."""
-    return content_key(np.ascontiguousarray(np.flip(as_channels_last(image), 1)), segmenter.name, "auto")
+    return content_key(np.ascontiguousarray(np.flip(as_channels_last(image), 1)), segmenter.feature_name, "auto")
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,12 @@
-"""The image encoder in bfloat16 (``precision`` / ``$PROMPTSEG_PRECISION`` / ``promptseg --precision``): real
-LiteMedSAM on a real polyp frame; its embedding stays close to float32's, is cached apart from it, and the CLI flag
-holds for one run and is said in the report."""
+"""The image encoder in bfloat16 (``precision`` / ``$PROMPTSEG_PRECISION`` / ``promptseg --precision``; auto, the
+default, takes it on CPUs with AMX): real LiteMedSAM on a real polyp frame; its embedding stays close to float32's,
+is cached apart from it, and the CLI flag holds for one run and is said in the report."""
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io import read_image, read_mask
 from napari_promptseg.methods.interactive import boxes_from_labels
 from napari_promptseg.methods.metrics import dice
-from napari_promptseg.models.sam_family import PRECISION_ENV
+from napari_promptseg.models.sam_family import PRECISION_ENV, auto_precision, cpu_has_amx, resolve_precision
 
 from .conftest import dataset_pairs
 
@@ -31,7 +32,8 @@ def polyp(shared_data):
 def test_bfloat16_embedding_is_close_cached_apart_and_segments_alike(litemedsam, polyp):
     image, mask = polyp
     box = np.array(boxes_from_labels(mask)[:1], np.float32)
-    assert litemedsam.precision == "float32" and litemedsam.feature_name == litemedsam.name
+    litemedsam.precision = "float32"
+    assert litemedsam.feature_name == litemedsam.name
     plain = litemedsam.embed(image)
     plain_mask = litemedsam.predict(plain, boxes=box).masks()[0, 0]
     signature = litemedsam.embedding_signature()
@@ -47,14 +49,43 @@ def test_bfloat16_embedding_is_close_cached_apart_and_segments_alike(litemedsam,
     assert 0 < change < 0.1
     assert "precision" not in signature and fast_signature["precision"] == "bfloat16"  # a float32 disk entry stays
     assert dice(fast_mask, plain_mask) > 0.95 and dice(fast_mask, mask) > 0.8
-    assert litemedsam.embed(image) is plain  # float32 again: its own entry, still cached
+    litemedsam.precision = "float32"
+    try:
+        assert litemedsam.embed(image) is plain  # float32 again: its own entry, still cached
+    finally:
+        litemedsam.precision = None
+
+
+def test_auto_takes_bfloat16_only_on_a_cpu_with_amx(litemedsam, monkeypatch):
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+    with_amx = cpu_has_amx()
+    assert with_amx == ("amx_bf16" in Path("/proc/cpuinfo").read_text())  # torch's probe agrees with the kernel's flags
+    expected = "bfloat16" if with_amx else "float32"
+    assert litemedsam.precision == resolve_precision("auto") == expected  # the default is auto
+    assert litemedsam.feature_name == (litemedsam.name if expected == "float32" else f"{litemedsam.name}+bfloat16")
+    assert resolve_precision("auto", "cuda") == "float32"  # accelerators keep float32 (not measured there)
+    monkeypatch.setenv(PRECISION_ENV, "float32")
+    assert litemedsam.precision == "float32"  # the variable opts out
+
+
+def test_a_method_pins_what_auto_means_but_not_an_explicit_choice(monkeypatch):
+    """register() runs its region stage with auto = float32; a user's --precision still wins."""
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+    with auto_precision("float32"):
+        assert resolve_precision(None) == resolve_precision("auto") == "float32"
+        assert resolve_precision("bfloat16") == "bfloat16"
+        monkeypatch.setenv(PRECISION_ENV, "bfloat16")
+        assert resolve_precision(None) == "bfloat16"
+    monkeypatch.delenv(PRECISION_ENV)
+    assert resolve_precision(None) == ("bfloat16" if cpu_has_amx() else "float32")
 
 
 def test_an_unknown_precision_is_a_clear_error(litemedsam, polyp, monkeypatch):
-    with pytest.raises(PromptsegError, match="precision: expected one of float32, bfloat16, got 'fp16'"):
+    with pytest.raises(PromptsegError, match="precision: expected one of auto, float32, bfloat16, got 'fp16'"):
         litemedsam.precision = "fp16"
     monkeypatch.setenv(PRECISION_ENV, "half")
-    with pytest.raises(PromptsegError, match=rf"\${PRECISION_ENV}: expected one of float32, bfloat16, got 'half'"):
+    expected = rf"\${PRECISION_ENV}: expected one of auto, float32, bfloat16, got 'half'"
+    with pytest.raises(PromptsegError, match=expected):
         litemedsam.embed(polyp[0][:64, :64])
 
 
@@ -67,9 +98,12 @@ def test_cli_precision_holds_for_the_run_and_is_in_the_report(litemedsam, polyp,
     box = [str(v) for v in (x0, y0, x1, y1)]
     assert main(["--precision", "bfloat16", "segment", str(path), "--box", *box, "-o", str(tmp_path / "fast")]) == 0
     assert PRECISION_ENV not in os.environ  # for that run only
-    assert main(["segment", str(path), "--box", *box, "-o", str(tmp_path / "plain")]) == 0
+    assert main(["--precision", "float32", "segment", str(path), "--box", *box, "-o", str(tmp_path / "plain")]) == 0
+    assert main(["segment", str(path), "--box", *box, "-o", str(tmp_path / "default")]) == 0
     fast = json.loads((tmp_path / "fast" / "report.json").read_text())
     plain = json.loads((tmp_path / "plain" / "report.json").read_text())
-    assert fast["encoder_precision"] == "bfloat16" and "encoder_precision" not in plain
+    default = json.loads((tmp_path / "default" / "report.json").read_text())
+    assert fast["encoder_precision"] == "bfloat16" and plain["encoder_precision"] == "float32"
+    assert default["encoder_precision"] == resolve_precision("auto")
     labels = [tifffile.imread(tmp_path / run / "polyp.tif") > 0 for run in ("fast", "plain")]
     assert labels[0].any() and dice(labels[0], labels[1]) > 0.95

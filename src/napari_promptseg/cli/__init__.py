@@ -48,9 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--precision",
-        choices=["float32", "bfloat16"],
-        help="the image encoder's numeric mode for this run (default: $PROMPTSEG_PRECISION, else float32); "
-        "bfloat16 is ~1.7x faster on CPUs with AMX (recent Intel Xeons), slower on others",
+        choices=["auto", "float32", "bfloat16"],
+        help="the image encoder's numeric mode for this run (default: $PROMPTSEG_PRECISION, else auto): bfloat16 is "
+        "~1.7x faster on CPUs with AMX (recent Intel Xeons), slower on others; auto takes it only on those",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -4,6 +4,7 @@ loop that never loses work."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -150,15 +151,18 @@ def _finish_image(
     record["_summary"] = summary
 
 
-def _write_report(output: Path, **report: object) -> Path:
-    """OUT/report.json, replaced whole (a resumed run reads it)."""
+def _write_report(output: Path, *, device: str = "auto", auto_precision: str | None = None, **report: object) -> Path:
+    """OUT/report.json, replaced whole (a resumed run reads it). ``device`` (the run's ``--device``) and
+    ``auto_precision`` (what auto meant in the method, if it pins it) say the encoder precision the run had
+    (``--precision`` / ``$PROMPTSEG_PRECISION``, auto by default)."""
+    from ..models import sam_family
+    from ..models.device import resolve_device
+
     path = output / "report.json"
     temp = path.with_suffix(".json.tmp")
-    from ..models.sam_family import PRECISION_ENV
-
-    precision = os.environ.get(PRECISION_ENV) or "float32"  # --precision (said only when not the default)
-    extra = {} if precision == "float32" else {"encoder_precision": precision}
-    temp.write_text(json.dumps({"version": __version__, **extra, **report}, indent=2))
+    with sam_family.auto_precision(auto_precision) if auto_precision else contextlib.nullcontext():
+        precision = sam_family.resolve_precision(None, resolve_device(device))
+    temp.write_text(json.dumps({"version": __version__, "encoder_precision": precision, **report}, indent=2))
     os.replace(temp, path)
     return path
 

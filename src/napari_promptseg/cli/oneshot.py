@@ -90,6 +90,7 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
     mode = "instances" if instances else args.strategy
     _write_report(
         args.output,
+        device=args.device,
         command="oneshot",
         model=meta.get("model", args.model),
         route=f"one-shot reference ({mode}, features: {meta.get('features', args.features)})",

@@ -97,6 +97,8 @@ def cmd_register(args: argparse.Namespace) -> int:
         print(f"text prompts answered by {result.text_route}: {result.text_reason}")
     _write_report(
         args.output,
+        device=args.device,
+        auto_precision="float32",  # what register() runs its encoder at when the precision is auto
         command="register",
         model=None if segmenter is None else segmenter.name,
         route=result.method,

@@ -39,6 +39,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     meta = outcome.meta
     _write_report(
         args.output,
+        device=args.device,
         command="segment",
         model=meta.get("model", args.model),
         route="find all like the boxed objects" if args.find_all else "box/point prompts",

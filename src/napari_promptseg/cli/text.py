@@ -81,6 +81,7 @@ def cmd_text(args: argparse.Namespace) -> int:
     meta = outcome.meta
     _write_report(
         args.output,
+        device=args.device,
         command="text",
         model=meta.get("model", args.model),
         route=meta.get("route", args.route),

@@ -8,7 +8,10 @@ adapters (:mod:`.litemedsam`, :mod:`.sam`) supply.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +33,10 @@ DECODE_CHUNK = 2
 #: on GPUs, where bandwidth is plentiful and every kernel launch costs, decode in big chunks
 DECODE_CHUNK_ACCELERATOR = 32
 
-#: numeric modes of the image encoder: float32 (the default), or bfloat16 autocast: on CPUs with AMX (recent Intel
-#: Xeons) ~1.7x faster for a ~3 % change of the embedding; on CPUs without native bfloat16 it is slower
-PRECISIONS = ("float32", "bfloat16")
+#: numeric modes of the image encoder: float32, bfloat16 autocast (on CPUs with AMX, recent Intel Xeons, ~1.7x
+#: faster for a ~3 % change of the embedding and the same masks on every set measured; on CPUs without native
+#: bfloat16 it is slower), or auto (the default): bfloat16 on a CPU with AMX, float32 everywhere else
+PRECISIONS = ("auto", "float32", "bfloat16")
 #: the encoder's precision when a segmenter is not given one (read at every encode, so a CLI run and the Dask
 #: workers it starts follow ``promptseg --precision``)
 PRECISION_ENV = "PROMPTSEG_PRECISION"
@@ -43,6 +47,48 @@ def check_precision(value: str, source: str = "precision") -> str:
     if precision not in PRECISIONS:
         raise PromptsegError(f"{source}: expected one of {', '.join(PRECISIONS)}, got {value!r}")
     return precision
+
+
+@functools.cache
+def cpu_has_amx() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX tiles): torch's own probe, else the kernel's
+    CPU flags."""
+    probe = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
+    if probe is not None:
+        try:
+            return bool(probe())
+        except Exception:  # a private probe: fall through to the flags
+            pass
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+#: what auto means in this context when a method needs it pinned (see :func:`auto_precision`)
+_AUTO_PRECISION: contextvars.ContextVar[str | None] = contextvars.ContextVar("promptseg_auto_precision", default=None)
+
+
+@contextlib.contextmanager
+def auto_precision(precision: str) -> Iterator[None]:
+    """Within the block (this thread), auto means ``precision``; a precision the user set explicitly still wins.
+    For methods whose decisions hang on differences smaller than bfloat16's rounding of the embedding."""
+    token = _AUTO_PRECISION.set(check_precision(precision))
+    try:
+        yield
+    finally:
+        _AUTO_PRECISION.reset(token)
+
+
+def resolve_precision(setting: str | None, device: torch.device | str = "cpu") -> str:
+    """The concrete mode (float32 or bfloat16) of a setting (None: ``$PROMPTSEG_PRECISION``, else auto)."""
+    if setting is None:
+        setting = check_precision(os.environ.get(PRECISION_ENV) or "auto", f"${PRECISION_ENV}")
+    if setting == "auto":
+        setting = _AUTO_PRECISION.get() or "auto"
+    if setting != "auto":
+        return setting
+    return "bfloat16" if torch.device(device).type == "cpu" and cpu_has_amx() else "float32"
 
 
 class SamFamilySegmenter:
@@ -66,7 +112,7 @@ class SamFamilySegmenter:
     ) -> None:
         """``fast``: use the optimised encoder (TinyViT) and decoder, equal to the reference modules up to float
         rounding (tests/test_fast_paths.py); ``False`` runs the reference modules as published. ``precision``: the
-        image encoder's (:data:`PRECISIONS`); None follows ``$PROMPTSEG_PRECISION`` (default float32)."""
+        image encoder's (:data:`PRECISIONS`); None follows ``$PROMPTSEG_PRECISION`` (default auto)."""
         self.name = name
         self.input_size = input_size
         self.points_reliable = points_reliable
@@ -119,10 +165,9 @@ class SamFamilySegmenter:
 
     @property
     def precision(self) -> str:
-        """The image encoder's numeric mode: the one set, else ``$PROMPTSEG_PRECISION``, else float32."""
-        if self._precision is not None:
-            return self._precision
-        return check_precision(os.environ.get(PRECISION_ENV) or "float32", f"${PRECISION_ENV}")
+        """The image encoder's numeric mode, float32 or bfloat16: the one set, else ``$PROMPTSEG_PRECISION``, else
+        auto (bfloat16 on a CPU with AMX)."""
+        return resolve_precision(self._precision, self.device)
 
     @precision.setter
     def precision(self, value: str | None) -> None:

@@ -39,7 +39,7 @@ from ...models.text_segmenter import (
 )
 from .data import ArrayTriplet, FeatureStore, Sample, Triplet, format_eta, read_triplets, split_triplets
 from .losses import LOSSES, Batch, batch_loss, dice_ce
-from .presence import PresenceFit, fit_presence_head
+from .presence import PresenceFit, refit_if_not_worse
 from .sampling import epoch_samples, texts_per_image, validation_negatives
 
 ProgressCallback = Callable[[float, str], None]
@@ -209,6 +209,7 @@ def train_text_segmenter(
             # a run repeats exactly at the same thread count only: other counts sum in another order, and training
             # amplifies that (Kvasir, dicece: test Dice 0.854 at one thread, 0.832 at two; benchmarks/README.md)
             "torch_threads": torch.get_num_threads(),
+            "encoder_precision": segmenter.precision,  # the features it learnt from (auto: bfloat16 with AMX)
         },
         "threshold": config.threshold,
     }
@@ -271,22 +272,25 @@ def train_text_segmenter(
         report(0.99, "refitting the presence head on every image-text pair")
         load_decoder_weights(decoder, out / WEIGHTS_FILE, str(out))
         try:
-            refit = fit_presence_head(
-                decoder, train, val_positives, texts, text, PresenceFit(seed=config.seed), paired=paired, cancel=stop
+            refit = refit_if_not_worse(
+                decoder,
+                train,
+                val_positives,
+                val,
+                texts,
+                text,
+                PresenceFit(seed=config.seed),
+                paired=paired,
+                threshold=config.threshold,
+                cancel=stop,
             )
         except CancelledError:
             raise CancelledError(
                 f"cancelled while refitting the presence head; {out} holds the model as trained (its jointly "
                 f"trained head): `promptseg train-text DATA -o {out} --refit-presence` finishes it"
             ) from None
-        if "skipped" not in refit:
-            refit.update(validate(decoder, val, text, dev, config.threshold))
-            # the gate decides which masks come out: keep the refit only if validation Dice did not fall
-            refit["kept"] = refit["val_dice"] >= best["val_dice"] - 1e-4
-            if refit["kept"]:
-                save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
-            else:
-                load_decoder_weights(decoder, out / WEIGHTS_FILE, str(out))
+        if refit.get("kept"):
+            save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
         write_config(out, {**model_info, "best": best, "history": history, "presence_refit": refit})
     report(1.0, f"done: best val Dice {best['val_dice']:.3f} at epoch {best['epoch']}")
     return TrainingResult(
