@@ -31,7 +31,7 @@ from ...errors import CancelledError, PromptsegError
 from ...models.text_decoder import TextPromptDecoder
 from ...models.text_segmenter import TextTokens
 from .data import Sample
-from .sampling import _image_id, texts_per_image
+from .sampling import _image_id, texts_per_image, validation_negatives
 
 
 @dataclass(frozen=True)
@@ -217,6 +217,38 @@ def _to(pairs: PresencePairs, device) -> PresencePairs:
     )
 
 
+def refit_if_not_worse(
+    decoder: TextPromptDecoder,
+    train: Sequence[Sample],
+    val_positives: Sequence[Sample],
+    val: Sequence[Sample],
+    texts: Sequence[str],
+    text: TextTokens,
+    fit: PresenceFit,
+    *,
+    paired: Mapping[object, set[str]] | None,
+    threshold: float,
+    cancel: Callable[[], bool] | None = None,
+) -> dict:
+    """:func:`fit_presence_head`, kept only if validation Dice (on ``val``: its positives and negative pairs, as
+    every epoch was judged) does not fall; otherwise the head is put back. The gate decides which masks come out,
+    so its refit must not cost masks. Training and ``promptseg train-text --refit-presence`` both go through here."""
+    from .trainer import validate  # the epochs' own judge (trainer imports this module)
+
+    device = next(decoder.parameters()).device
+    before = validate(decoder, val, text, device, threshold)["val_dice"]
+    saved = copy.deepcopy(decoder.presence_head.state_dict())
+    record = fit_presence_head(decoder, train, val_positives, texts, text, fit, paired=paired, cancel=cancel)
+    if "skipped" in record:
+        return record
+    record.update(validate(decoder, val, text, device, threshold))
+    record["val_dice_before"] = before
+    record["kept"] = record["val_dice"] >= before - 1e-4
+    if not record["kept"]:
+        decoder.presence_head.load_state_dict(saved)
+    return record
+
+
 def refit_presence_head(
     model_dir: str | Path,
     data,
@@ -228,7 +260,8 @@ def refit_presence_head(
 ) -> dict:
     """Refit the presence head of the trained model in ``model_dir`` on its training ``data`` (the CSV or triplets
     it was trained on; the train/val split is drawn again from its saved settings); the mask path is unchanged.
-    Rewrites ``model.safetensors`` and records the refit in the JSON config; returns that record."""
+    Rewrites ``model.safetensors`` when the refit is kept (validation Dice did not fall, as in training) and records
+    the refit in the JSON config; returns that record."""
     from ...models.text_segmenter import WEIGHTS_FILE, load_fusion_model, read_config, save_tensors, write_config
     from .data import FeatureStore, read_triplets, split_triplets
 
@@ -257,12 +290,23 @@ def refit_presence_head(
         )
     train, val = store.samples(train_set), store.samples(val_set)
     texts = sorted({s.text for s in train})
-    record = fit_presence_head(
-        decoder, train, val, texts, model.text, fit or PresenceFit(seed=seed), paired=texts_per_image(triplets)
+    paired = texts_per_image(triplets)
+    negatives = validation_negatives(val, texts, seed=seed, negatives=training.get("negatives", 0.0), paired=paired)
+    record = refit_if_not_worse(
+        decoder,
+        train,
+        val,
+        val + negatives,
+        texts,
+        model.text,
+        fit or PresenceFit(seed=seed),
+        paired=paired,
+        threshold=float(info.get("threshold", 0.5)),
     )
     if "skipped" in record:
         return record
-    save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
+    if record["kept"]:
+        save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
     kept = {k: v for k, v in info.items() if k not in ("format", "format_version")}
     write_config(out, {**kept, "presence_refit": record})
     return record
