@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from napari_promptseg.errors import PromptsegError
@@ -183,6 +184,26 @@ def test_intensity_route_running_ahead_gives_the_same_result(birl):
         np.testing.assert_array_equal(ahead[0].displacement(), at_once[0].displacement())
         winners.append(ahead[1])
     assert winners == ["later", "moments"]
+
+
+def test_region_route_beside_the_background_runs_torch_on_one_thread(birl):
+    """While SimpleITK runs ahead in the background, the region route's torch work runs on one thread (with two,
+    each op waits at its thread barrier for a busy core); the caller's setting is restored afterwards."""
+    opts = RegistrationOptions(intensity_max_side=96, intensity_bspline=False)
+    images = IntensityImages.from_images(birl["image"], birl["image"], opts.intensity_max_side)
+    seen: list[int] = []
+
+    def later_starts() -> dict:
+        seen.append(torch.get_num_threads())
+        return {}
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        intensity_route(images, opts, {"moments": None}, later_starts=later_starts)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
 
 
 def test_region_start_beats_the_intensity_baseline_on_a_rotated_lesion(shared_data, litemedsam):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ...errors import PromptsegError
 from ..warp import Deformation, degenerate_reason
 from .options import RegistrationOptions, _stage
+from .torch_ops import single_thread
 
 _sitk_threads_lock = threading.Lock()
 _sitk_threads_users = 0
@@ -284,7 +285,9 @@ def intensity_route(
     if later_starts is None or opts.coarse_first:  # coarse_first ranks all starts together: no run ahead
         return _route(images, opts, {**starts, **(later_starts() if later_starts else {})}, check_cancel, stages)
 
-    with ThreadPoolExecutor(max_workers=2) as background:
+    # torch on one thread while the runs overlap: with two, each op of the region route (encoder, decoder) waits at
+    # its thread barrier for a core that SimpleITK or another process holds (region stage 3-5x slower; same result)
+    with single_thread(), ThreadPoolExecutor(max_workers=2) as background:
         refined_early = background.submit(_refine_starts, images, opts, starts, opts.affine_shrink)
 
         def early_bspline() -> tuple[str, Deformation | None]:
