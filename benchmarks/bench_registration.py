@@ -99,18 +99,20 @@ def map_to_deformation(map_xy: np.ndarray, fixed_shape, moving_shape) -> tuple[D
     return Deformation.from_norm_grid(grid, fixed_shape, moving_shape), ~invalid
 
 
-def run_elastix(fixed_gray: np.ndarray, moving_gray: np.ndarray) -> tuple[tuple[Deformation, np.ndarray], float]:
+def run_elastix(
+    fixed_gray: np.ndarray, moving_gray: np.ndarray
+) -> tuple[tuple[Deformation, np.ndarray], float, float | None]:
     import itk
 
     fixed_img, moving_img = itk.GetImageFromArray(fixed_gray), itk.GetImageFromArray(moving_gray)
     parameters = itk.ParameterObject.New()
     for name in ("rigid", "affine", "bspline"):
         parameters.AddParameterMap(parameters.GetDefaultParameterMap(name))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     _, transform = itk.elastix_registration_method(
         fixed_img, moving_img, parameter_object=parameters, log_to_console=False
     )
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     # displacement on the fixed grid in physical units = pixels (spacing 1, origin 0), (dx, dy)
     with tempfile.TemporaryDirectory() as tmp:  # transformix writes deformationField.nii there (else: the cwd)
         field = itk.transformix_deformation_field(moving_img, transform, output_directory=tmp)
@@ -118,12 +120,12 @@ def run_elastix(fixed_gray: np.ndarray, moving_gray: np.ndarray) -> tuple[tuple[
     h, w = fixed_gray.shape
     ys, xs = np.mgrid[0:h, 0:w]
     map_xy = np.stack([xs + field[..., 0], ys + field[..., 1]], -1)
-    return map_to_deformation(map_xy, fixed_gray.shape, moving_gray.shape), seconds
+    return map_to_deformation(map_xy, fixed_gray.shape, moving_gray.shape), seconds, cpu_seconds
 
 
 def run_ants(
     fixed_gray: np.ndarray, moving_gray: np.ndarray, python: str
-) -> tuple[tuple[Deformation, np.ndarray], float]:
+) -> tuple[tuple[Deformation, np.ndarray], float, float | None]:
     with tempfile.TemporaryDirectory() as tmp:
         pair, out = Path(tmp) / "pair.npz", Path(tmp) / "out.npz"
         np.savez(pair, fixed=fixed_gray, moving=moving_gray)
@@ -131,7 +133,7 @@ def run_ants(
         result = np.load(out)
         map_xy = np.stack([result["x"], result["y"]], -1).astype(np.float64)
         seconds = float(result["seconds"])
-    return map_to_deformation(map_xy, fixed_gray.shape, moving_gray.shape), seconds
+    return map_to_deformation(map_xy, fixed_gray.shape, moving_gray.shape), seconds, None  # its own process
 
 
 def min_jacobian(deformation: Deformation, defined: np.ndarray | None = None) -> float:
@@ -171,17 +173,17 @@ def evaluate_pair(paths, methods, ablations, segmenter, ants_python) -> dict:
                 grays += (to_gray(moving[..., None] if moving.ndim == 2 else moving),)
             if name == "ants" and not ants_python:
                 continue
-            (deformation, defined), seconds = (
+            (deformation, defined), seconds, cpu_seconds = (
                 run_elastix(*grays) if name == "elastix" else run_ants(*grays, ants_python)
             )
         else:
             method, changes = ablation or ("prompts+intensity", {})
             segmenter.cache.clear()  # every run encodes its images: the timing is that of a first registration
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             result = register(
                 fixed, moving, segmenter=segmenter, method=method, options=replace(RegistrationOptions(), **changes)
             )
-            seconds = time.perf_counter() - t0
+            seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
             deformation = result.deformation
             defined = None
             entry["timings"] = {k: round(v, 3) for k, v in result.timings.items()}
@@ -193,13 +195,17 @@ def evaluate_pair(paths, methods, ablations, segmenter, ants_python) -> dict:
         entry = {
             **landmark_errors(fixed_xy, mapped, diagonal),
             "seconds": round(seconds, 3),
+            # CPU time of this process (all its threads): less dependent on the load than the wall time, as the
+            # kernel shares the cores between sessions (autogroup), not between threads
+            **({"cpu_seconds": round(cpu_seconds, 3)} if cpu_seconds is not None else {}),
             "min_jacobian": round(min_jacobian(deformation, defined), 4),
             **entry,
         }
         record["methods"][name] = entry
         print(
             f"  {name:<40} rTRE median {entry['rtre_median']:.4f} mean {entry['rtre_mean']:.4f}"
-            f"  {seconds:6.1f} s  min J {entry['min_jacobian']:.3f}  {entry.get('start', '')}",
+            f"  {seconds:6.1f} s (cpu {entry.get('cpu_seconds', float('nan')):5.1f} s)"
+            f"  min J {entry['min_jacobian']:.3f}  {entry.get('start', '')}",
             flush=True,
         )
     return record
@@ -216,6 +222,11 @@ def summary(results: dict) -> dict:
             out[m] = {
                 "median_rtre_real": round(float(np.median([r["rtre_median"] for r in recs])), 5),
                 "median_seconds_real": round(float(np.median([r["seconds"] for r in recs])), 2),
+                **(
+                    {"median_cpu_seconds_real": round(float(np.median([r["cpu_seconds"] for r in recs])), 2)}
+                    if all("cpu_seconds" in r for r in recs)
+                    else {}
+                ),
                 "pairs": len(recs),
             }
     return out
@@ -260,7 +271,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--ablations", default="", help="comma-separated names of ABLATIONS, or 'all'")
     parser.add_argument("--ants-python", default="", help="python of a venv with antspyx (empty: skip ANTs)")
-    parser.add_argument("--name", default="bench_registration_v3")
+    parser.add_argument("--name", default="bench_registration_v4")
     args = parser.parse_args()
     load_start = round(os.getloadavg()[0], 2)
     segmenter = load_segmenter(device="cpu")
@@ -274,6 +285,7 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
+            "PROMPTSEG_PRECISION": os.environ.get("PROMPTSEG_PRECISION", "(unset)"),
         },
         "model": segmenter.name,
         "methods": args.methods.split(","),

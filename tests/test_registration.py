@@ -7,8 +7,12 @@ in the moving image of a fixed landmark q is the solution of S(y) = q, and a cor
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from napari_promptseg.errors import PromptsegError
@@ -22,6 +26,7 @@ from napari_promptseg.methods.registration import (
     landmark_errors,
     register,
 )
+from napari_promptseg.methods.registration.intensity import StageStopped, intensity_stage
 from napari_promptseg.methods.warp import Deformation, norm_grid
 
 
@@ -183,6 +188,39 @@ def test_intensity_route_running_ahead_gives_the_same_result(birl):
         np.testing.assert_array_equal(ahead[0].displacement(), at_once[0].displacement())
         winners.append(ahead[1])
     assert winners == ["later", "moments"]
+
+
+def test_region_route_beside_the_background_runs_torch_on_one_thread(birl):
+    """While SimpleITK runs ahead in the background, the region route's torch work runs on one thread (with two,
+    each op waits at its thread barrier for a busy core); the caller's setting is restored afterwards."""
+    opts = RegistrationOptions(intensity_max_side=96, intensity_bspline=False)
+    images = IntensityImages.from_images(birl["image"], birl["image"], opts.intensity_max_side)
+    seen: list[int] = []
+
+    def later_starts() -> dict:
+        seen.append(torch.get_num_threads())
+        return {}
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        intensity_route(images, opts, {"moments": None}, later_starts=later_starts)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_a_stopped_bspline_stage_ends_quietly(birl, capsys):
+    """The B-spline stage running ahead stops once its start has lost (LBFGS-B ignores SimpleITK's own stop): at its
+    next iteration, without SimpleITK printing the stop as an error, and the excepthook is left as it was."""
+    opts = RegistrationOptions(intensity_max_side=96)
+    images = IntensityImages.from_images(birl["image"], birl["image"], opts.intensity_max_side)
+    stop = threading.Event()
+    stop.set()
+    hook = sys.excepthook
+    with pytest.raises(StageStopped):
+        intensity_stage(images, opts, initial=None, affine=False, bspline=True, stop=stop)
+    assert sys.excepthook is hook and capsys.readouterr().err == ""
 
 
 def test_region_start_beats_the_intensity_baseline_on_a_rotated_lesion(shared_data, litemedsam):

@@ -31,8 +31,9 @@ has the best :func:`alignment_score` wins; then the B-spline stage and the joint
 when it raises that score. ``"prompts+intensity"`` (the default) adds the region transform and its affine part as
 starts: it can only differ from the image route where a region start aligns the images better (no landmarks are
 looked at). The image starts are refined, and the B-spline stage runs on the best of them, in a background thread
-while the region pairs are found; if a region start wins, its B-spline stage runs after (same result as ranking
-all starts at once, less waiting). The joint refinement (:func:`joint_refine`, our addition): a residual free-form
+while the region pairs are found (torch on one thread meanwhile; that B-spline stage at the lowest priority); if a
+region start wins, that stage stops and the winner's runs after (same result as ranking all starts at once, less
+waiting). The joint refinement (:func:`joint_refine`, our addition): a residual free-form
 deformation at finer resolution (control points every 16 px) minimising the local (9 px window) squared NCC of the
 gray images (or MIND descriptors, ``refine_similarity="mind"``), suited to two stains whose intensities relate only
 locally, + 0.2 x (1 - region-pair Dice) + bending energy. The SimpleITK stages run single-threaded with a fixed

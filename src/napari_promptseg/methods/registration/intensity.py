@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from ...errors import PromptsegError
 from ..warp import Deformation, degenerate_reason
 from .options import RegistrationOptions, _stage
+from .torch_ops import single_thread
 
 _sitk_threads_lock = threading.Lock()
 _sitk_threads_users = 0
@@ -147,11 +149,13 @@ def intensity_stage(
     affine: bool,
     bspline: bool,
     affine_shrink: Sequence[int] = (4, 2, 1),
+    stop: threading.Event | None = None,
 ) -> Deformation:
     """One SimpleITK run (affine and/or B-spline) from ``initial``; ``initial=None`` starts from the image moments
     (SimpleITK's centred initialiser), the baseline. With ``initial``, the moving image is warped by it first and
     the run registers the fixed frame to itself; the result is ``initial`` composed with what it found.
-    ``affine_shrink``: the affine stage's pyramid (shrink factors of the small images, coarse to fine)."""
+    ``affine_shrink``: the affine stage's pyramid (shrink factors of the small images, coarse to fine).
+    ``stop``: once set, the run ends at its next optimizer iteration by raising :class:`StageStopped`."""
     try:
         import SimpleITK as sitk
     except ImportError as exc:  # optional dependency
@@ -185,14 +189,21 @@ def intensity_stage(
         reg.SetMetricSamplingPercentage(0.25, opts.seed + 1)
         reg.SetInterpolator(sitk.sitkLinear)
         reg.SetNumberOfThreads(1)
+        if stop is not None:
+            reg.AddCommand(sitk.sitkIterationEvent, lambda: _raise_if_set(stop))
         return reg
 
     # every stage runs on one thread (see sitk_single_threaded): with two, the B-spline stage (LBFGS-B) differed
     # between runs of the same pair (float noise that sometimes grew into a different, even degenerate, field)
-    with sitk_single_threaded():
-        transforms = _sitk_stages(
-            sitk, method, f_img, m_img, opts, initial, start_affine, affine, bspline, affine_shrink
-        )
+    with sitk_single_threaded(), _quiet_stops() if stop is not None else nullcontext():
+        try:
+            transforms = _sitk_stages(
+                sitk, method, f_img, m_img, opts, initial, start_affine, affine, bspline, affine_shrink
+            )
+        except RuntimeError as exc:  # how SimpleITK passes on what its iteration command raised
+            if stop is not None and stop.is_set():
+                raise StageStopped("stopped on request") from exc
+            raise
     composite = sitk.CompositeTransform(transforms) if transforms else sitk.Transform(2, sitk.sitkIdentity)
     field_img = sitk.TransformToDisplacementField(
         composite,
@@ -213,6 +224,54 @@ def intensity_stage(
     if not bspline:  # an affine run: keep it exactly affine (the sampled grid adds float noise only)
         found = Deformation(found.fixed_shape, found.moving_shape, found.affine, None)
     return initial.compose(found, (h, w)) if prewarped else found
+
+
+class StageStopped(Exception):
+    """A SimpleITK run ended early because its ``stop`` event was set: its result is not wanted."""
+
+
+def _raise_if_set(stop: threading.Event) -> None:
+    if stop.is_set():  # LBFGS-B ignores StopRegistration(): an error in the iteration command ends Execute
+        raise StageStopped
+
+
+_quiet_lock = threading.Lock()
+_quiet_users = 0
+_quiet_hooks: tuple[Any, Any] = (None, None)  # (the hook replaced, ours)
+
+
+@contextmanager
+def _quiet_stops() -> Iterator[None]:
+    """SimpleITK prints an error of a Python command through ``sys.excepthook`` before raising its own: a stop on
+    request is no error, so it is not printed while a run is active (other errors reach the previous hook).
+    Shared by concurrent runs like :func:`sitk_single_threaded`; the previous hook is back when the last leaves."""
+    global _quiet_users, _quiet_hooks
+    with _quiet_lock:
+        if _quiet_users == 0:
+            previous = sys.excepthook
+
+            def hook(kind, value, traceback) -> None:
+                if not issubclass(kind, StageStopped):
+                    previous(kind, value, traceback)
+
+            _quiet_hooks = (previous, hook)
+            sys.excepthook = hook
+        _quiet_users += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_users -= 1
+            if _quiet_users == 0 and sys.excepthook is _quiet_hooks[1]:  # not replaced meanwhile by someone else
+                sys.excepthook = _quiet_hooks[0]
+
+
+def _lower_thread_priority() -> None:
+    """This thread gets only the CPU time the others leave: Linux threads have their own nice value, weighed
+    against the process's other threads (per-session scheduling: autogroup or cgroups) or, without it, against
+    every process: on a machine whose cores other processes keep busy it then waits for them to pause."""
+    with suppress(AttributeError, OSError):  # no per-thread priority here: the run ahead just competes
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _sitk_stages(
@@ -284,27 +343,44 @@ def intensity_route(
     if later_starts is None or opts.coarse_first:  # coarse_first ranks all starts together: no run ahead
         return _route(images, opts, {**starts, **(later_starts() if later_starts else {})}, check_cancel, stages)
 
-    with ThreadPoolExecutor(max_workers=2) as background:
+    # torch on one thread while the runs overlap: with two, each op of the region route (encoder, decoder) waits at
+    # its thread barrier for a core that SimpleITK or another process holds (region stage 3-5x slower; same result)
+    stop_early = threading.Event()  # set when the B-spline stage running ahead is not wanted: it stops
+    with single_thread(), ThreadPoolExecutor(max_workers=2) as background:
         refined_early = background.submit(_refine_starts, images, opts, starts, opts.affine_shrink)
 
         def early_bspline() -> tuple[str, Deformation | None]:
+            # the region route is what everything waits for: the run ahead takes only CPU time it leaves idle (on a
+            # busy machine it would otherwise slow it down and be lost if a region start wins)
+            _lower_thread_priority()
             refined = refined_early.result()
             best = _best_start(images, refined)[0]
-            return best, (_bspline(images, opts, refined[best]) if opts.intensity_bspline else None)
+            if not opts.intensity_bspline or stop_early.is_set():
+                return best, None
+            try:
+                return best, _bspline(images, opts, refined[best], stop=stop_early)
+            except StageStopped:
+                return best, None
 
         bspline_early = background.submit(early_bspline)
-        later = later_starts()
-        check_cancel()
-        refined = {**refined_early.result(), **_refine_starts(images, opts, later, opts.affine_shrink)}
-        best, scores, reasons = _best_start(images, refined)
-        stages.extend(_stage(f"affine from {name}", r) for name, r in reasons.items() if r is not None)
-        deformation = refined[best]
-        if opts.intensity_bspline:
-            # a later start that wins has its B-spline stage run now, next to the one running ahead
-            early_best, bspline = bspline_early.result() if best in starts else (None, None)
-            if early_best != best:
-                bspline = _bspline(images, opts, deformation)
-            deformation = _keep_bspline(images, deformation, bspline, stages)
+        try:
+            later = later_starts()
+            check_cancel()
+            refined = {**refined_early.result(), **_refine_starts(images, opts, later, opts.affine_shrink)}
+            best, scores, reasons = _best_start(images, refined)
+            stages.extend(_stage(f"affine from {name}", r) for name, r in reasons.items() if r is not None)
+            deformation = refined[best]
+            if opts.intensity_bspline:
+                early_best, bspline = None, None
+                if best in starts:
+                    early_best, bspline = bspline_early.result()
+                else:  # a later start won: its B-spline stage runs now, and the one running ahead stops
+                    stop_early.set()
+                if early_best != best:
+                    bspline = _bspline(images, opts, deformation)
+                deformation = _keep_bspline(images, deformation, bspline, stages)
+        finally:
+            stop_early.set()  # after a cancel or an error too: leaving does not wait for the run ahead to finish
     return deformation, best, scores
 
 
@@ -336,8 +412,10 @@ def _best_start(
     return max(usable, key=lambda k: scores[k]), scores, reasons
 
 
-def _bspline(images: IntensityImages, opts: RegistrationOptions, deformation: Deformation) -> Deformation:
-    return intensity_stage(images, opts, initial=deformation, affine=False, bspline=True)
+def _bspline(
+    images: IntensityImages, opts: RegistrationOptions, deformation: Deformation, stop: threading.Event | None = None
+) -> Deformation:
+    return intensity_stage(images, opts, initial=deformation, affine=False, bspline=True, stop=stop)
 
 
 def _keep_bspline(
