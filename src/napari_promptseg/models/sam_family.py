@@ -34,8 +34,9 @@ DECODE_CHUNK = 2
 DECODE_CHUNK_ACCELERATOR = 32
 
 #: numeric modes of the image encoder: float32, bfloat16 autocast (on CPUs with AMX, recent Intel Xeons, ~1.7x
-#: faster for a ~3 % change of the embedding and the same masks on every set measured; on CPUs without native
-#: bfloat16 it is slower), or auto (the default): bfloat16 on a CPU with AMX, float32 everywhere else
+#: faster for a ~3 % change of the embedding and the same accuracy on every set measured, registration aside, see
+#: :func:`auto_precision`; slower on CPUs without native bfloat16), or auto (the default): bfloat16 on a CPU with
+#: AMX, float32 everywhere else
 PRECISIONS = ("auto", "float32", "bfloat16")
 #: the encoder's precision when a segmenter is not given one (read at every encode, so a CLI run and the Dask
 #: workers it starts follow ``promptseg --precision``)
