@@ -16,6 +16,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     from ..io import read_image
     from ..io.landmarks import paired_landmarks, read_landmarks, write_landmarks
     from ..methods.registration import RegistrationOptions, image_diagonal, landmark_errors, register
+    from ..methods.registration.pipeline import REGION_PRECISION
     from ..methods.registration.quality import quality_line
 
     for path in (args.fixed, args.moving):
@@ -98,7 +99,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     _write_report(
         args.output,
         device=args.device,
-        auto_precision="float32",  # what register() runs its encoder at when the precision is auto
+        auto_precision=REGION_PRECISION,  # what register() runs its encoder at when the precision is auto
         command="register",
         model=None if segmenter is None else segmenter.name,
         route=result.method,

@@ -33,6 +33,11 @@ from .refine import joint_refine
 from .search import rotation_flip_search
 from .sources import is_text_prompts, region_pairs
 
+#: what auto precision means for the region stage's encoder, even on CPUs with AMX: the region start wins or loses
+#: on image-similarity margins (lesions pair: NMI 1.0829 against the moments start's 1.0827) that bfloat16
+#: embeddings flip (1.0781)
+REGION_PRECISION = "float32"
+
 
 # -- public entry point -------------------------------------------------------------------------------------------
 def register(
@@ -126,9 +131,7 @@ def register(
         route's starts. Fills ``found`` with the pairs and their Dice."""
         report(0.0, "finding region pairs")
         t_regions = time.perf_counter()
-        # auto = float32 here even on CPUs with AMX: the region start wins or loses on image-similarity margins
-        # (lesions pair: NMI 1.0829 against the moments start's 1.0827) that bfloat16 embeddings flip (1.0781)
-        with auto_precision("float32"):
+        with auto_precision(REGION_PRECISION):
             pairs = region_pairs(
                 fixed_hwc,
                 moving_hwc,

@@ -228,15 +228,17 @@ def refit_if_not_worse(
     *,
     paired: Mapping[object, set[str]] | None,
     threshold: float,
+    val_dice: float | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> dict:
     """:func:`fit_presence_head`, kept only if validation Dice (on ``val``: its positives and negative pairs, as
     every epoch was judged) does not fall; otherwise the head is put back. The gate decides which masks come out,
-    so its refit must not cost masks. Training and ``promptseg train-text --refit-presence`` both go through here."""
+    so its refit must not cost masks. Training and ``promptseg train-text --refit-presence`` both go through here.
+    ``val_dice``: the decoder's validation Dice on ``val`` as it is, when the caller has just measured it."""
     from .trainer import validate  # the epochs' own judge (trainer imports this module)
 
     device = next(decoder.parameters()).device
-    before = validate(decoder, val, text, device, threshold)["val_dice"]
+    before = val_dice if val_dice is not None else validate(decoder, val, text, device, threshold)["val_dice"]
     saved = copy.deepcopy(decoder.presence_head.state_dict())
     record = fit_presence_head(decoder, train, val_positives, texts, text, fit, paired=paired, cancel=cancel)
     if "skipped" in record:

@@ -282,6 +282,7 @@ def train_text_segmenter(
                 PresenceFit(seed=config.seed),
                 paired=paired,
                 threshold=config.threshold,
+                val_dice=best["val_dice"],  # of the weights just loaded, on the same validation samples
                 cancel=stop,
             )
         except CancelledError:
