@@ -284,6 +284,7 @@ def evaluate_mosaic(segmenter, variant: str = "fused", side: int = 4096) -> dict
         "seconds": seconds,
         "timings_s": {k: round(v, 2) for k, v in res.timings.items()},
         "scale": res.scale.summary(),
+        "blank_tiles": res.blank_tiles,
         "peak_rss_gb": round(peak_rss_gb(), 2),
         "mosaic": big_metrics,
         "one_by_one": single_metrics,
@@ -373,7 +374,7 @@ def main() -> None:
         load_before = os.getloadavg()
         speed = evaluate_speed(segmenter, args.sets)
         speed["machine"] = {"threads": torch.get_num_threads(), "load_average": [load_before, os.getloadavg()]}
-        path = args.output / "eval_instances_speed.json"
+        path = args.output / f"{'eval_instances_speed' if args.name == 'eval_instances' else args.name}.json"
         path.write_text(json.dumps(speed, indent=2))
         print(f"median {speed['median_seconds']} s, worst {speed['max_seconds']} s; written {path}")
         return

@@ -140,10 +140,10 @@ class Tile:
     def shape(self) -> tuple[int, int]:
         return self.y1 - self.y0, self.x1 - self.x0
 
-    def owns(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Which image points (x = column, y = row) lie in this tile's core."""
+    def owns(self, x: np.ndarray, y: np.ndarray, margin: float = 0.0) -> np.ndarray:
+        """Which image points (x = column, y = row) lie in this tile's core, grown by ``margin`` pixels."""
         cy0, cy1, cx0, cx1 = self.core
-        return (y >= cy0) & (y < cy1) & (x >= cx0) & (x < cx1)
+        return (y >= cy0 - margin) & (y < cy1 + margin) & (x >= cx0 - margin) & (x < cx1 + margin)
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:

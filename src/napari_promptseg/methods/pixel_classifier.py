@@ -158,7 +158,19 @@ class PixelClassifier:
         if self._forest is None:
             raise PromptsegError("the pixel classifier has not been fitted")
         h, w, f = features.shape
-        proba = self._forest.predict_proba(features.reshape(-1, f)).astype(np.float32)
+        flat = features.reshape(-1, f)
+        # rows split over torch's threads (the trees release the GIL); each row's sum over the trees runs in the
+        # same order as in one call, so the result does not depend on the split (sklearn's n_jobs would add the
+        # trees in the order they finish)
+        parts = min(torch.get_num_threads(), max(1, len(flat) // 16_384))
+        if parts > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(parts) as pool:
+                chunks = pool.map(self._forest.predict_proba, np.array_split(flat, parts))
+                proba = np.concatenate(list(chunks)).astype(np.float32)
+        else:
+            proba = self._forest.predict_proba(flat).astype(np.float32)
         out = np.zeros((h * w, 3), np.float32)
         out[:, self._forest.classes_] = proba
         return out.reshape(h, w, 3)

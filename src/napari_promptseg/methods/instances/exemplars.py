@@ -106,9 +106,13 @@ def _tile_inputs(
     tile: Tile,
     window: IntensityWindow,
     name: str,
-) -> tuple[Embedding, np.ndarray]:
-    """Embedding of one tile and its pixels at the working scale (what the encoder saw, before padding)."""
+    skip_blank: bool = False,
+) -> tuple[Embedding, np.ndarray] | None:
+    """Embedding of one tile and its pixels at the working scale (what the encoder saw, before padding); None for
+    a flat tile with ``skip_blank`` (the empty canvas of a mosaic or a slide scan holds no object)."""
     pixels = read_tile(image, tile, window)
+    if skip_blank and pixels.min() == pixels.max():
+        return None
     embedding = segmenter.embed(pixels, normalize="none", name=f"{name} tile {tile.index}")
     return embedding, resize_pixels(pixels, embedding.transform.resized_shape)
 

@@ -42,6 +42,9 @@ REFINEMENTS: tuple[str, ...] = ("fused", "sam", "none")
 
 #: prompts decoded per call (bounds the (n, 256, 256) logits in memory)
 DECODE_BATCH = 32
+#: a tile decodes the candidates whose centre lies within this many object sizes of its core (the neighbour decodes
+#: the rest); a decoded mask's centre can move from its candidate's when the decoder grows or trims it
+CLAIM_MARGIN_OBJECTS = 0.5
 
 
 @dataclass
@@ -53,6 +56,7 @@ class InstanceResult:
     scale: WorkingScale | None = None
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    blank_tiles: int = 0  # tiles of one flat value (empty canvas), skipped without an encoder pass
 
 
 def _candidates(proba: np.ndarray, diameter: float, mode: CandidateMode = "watershed") -> _Candidates:
@@ -153,8 +157,10 @@ def _segment_tile(
     scale: float,
     timer: _Timer,
     local_decoding: bool = True,
+    claimed: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> list[tuple[np.ndarray, int, int, float]]:
-    """Objects of one tile: (mask over tile pixels, row origin, column origin, score)."""
+    """Objects of one tile: (mask over tile pixels, row origin, column origin, score). ``claimed(rows, cols)``:
+    which candidate centres (tile pixels) this tile may own; the others are not decoded."""
     # candidates far smaller than the smallest exemplar are noise: not worth a decoder pass
     min_area = min_area_fraction * model.min_area * scale * scale
     margin = None
@@ -176,13 +182,18 @@ def _segment_tile(
         foreground = cands.foreground
         timer.add("seeds_s", t0)
     items = [(sl, own) for sl, own in items if own.sum() >= min_area]
+    wh, ww = working.shape[:2]
+    th, tw = embedding.transform.original_shape
+    factors = (wh / th, ww / tw)
+    if claimed is not None and items:
+        # a candidate whose centre a neighbouring tile owns is decoded there, not here too
+        centres = np.array([np.add(ndimage.center_of_mass(own), (sl[0].start, sl[1].start)) for sl, own in items])
+        keep = claimed((centres[:, 0] + 0.5) / factors[0] - 0.5, (centres[:, 1] + 0.5) / factors[1] - 0.5)
+        items = [item for item, k in zip(items, keep, strict=True) if k]
     if not items:
         return []
     # similar sizes decode together: a batch's token window is as large as its largest box (local decoding)
     items.sort(key=lambda item: max(item[1].shape))
-    wh, ww = working.shape[:2]
-    th, tw = embedding.transform.original_shape
-    factors = (wh / th, ww / tw)
     pad = max(2.0, 0.1 * model.object_size * scale)
     boxes_w = np.array(
         [
@@ -321,14 +332,18 @@ def segment_with_exemplars(
     grid = TileGrid((h, w), scale.tile, scale.overlap)
     painter = _Painter((h, w), max(4.0, min_area_fraction * model.min_area), duplicate_overlap)
     max_area = max_area_factor * model.max_area
-    candidates = 0
+    candidates = blank_tiles = 0
     for n, tile in enumerate(grid):
         if cancel is not None and cancel():
             raise CancelledError("cancelled")
         report(n / len(grid), f"{name}: tile {n + 1}/{len(grid)}")
         t0 = time.perf_counter()
-        embedding, working = _tile_inputs(segmenter, image, tile, window, name)
+        inputs = _tile_inputs(segmenter, image, tile, window, name, skip_blank=True)
         timer.add("embed_s", t0)
+        if inputs is None:
+            blank_tiles += 1
+            continue
+        embedding, working = inputs
         objects = _segment_tile(
             segmenter,
             model,
@@ -339,6 +354,10 @@ def segment_with_exemplars(
             scale.scale,
             timer,
             local_decoding,
+            # near the core's edge both tiles decode and the owner is decided on the decoded mask (below)
+            claimed=lambda rows, cols, tile=tile: tile.owns(
+                tile.x0 + cols, tile.y0 + rows, margin=CLAIM_MARGIN_OBJECTS * model.object_size
+            ),
         )
         candidates += len(objects)
         t0 = time.perf_counter()
@@ -355,6 +374,8 @@ def segment_with_exemplars(
     report(1.0, f"{name}: {len(painter.scores)} objects")
     labels = painter.result()
     warnings = [] if painter.scores else [f"{name}: no object like the exemplars was found"]
+    if blank_tiles == len(grid):
+        warnings = [f"{name}: the image holds one value everywhere: nothing to segment"]
     return InstanceResult(
         labels=labels,
         boxes=np.array(painter.boxes, np.float32).reshape(-1, 4),
@@ -363,6 +384,7 @@ def segment_with_exemplars(
         scale=scale,
         timings=dict(timer.timings),
         warnings=warnings,
+        blank_tiles=blank_tiles,
     )
 
 
