@@ -230,21 +230,40 @@ def _gather_windows(x: torch.Tensor, origins: torch.Tensor, side: int, grid_w: i
     return x[0].index_select(0, index).view(origins.shape[0], side * side, x.shape[-1])
 
 
+def _upscaling(mask_decoder: nn.Module) -> tuple:
+    """The decoder's output upscaling (ConvTranspose2d, LayerNorm2d, GELU, ConvTranspose2d, GELU) as GEMM weights."""
+    up = mask_decoder.output_upscaling
+    return (up, *_transposed_conv_as_linear(up[0]), *_transposed_conv_as_linear(up[3]))
+
+
+def _upscale(upscaling: tuple, tokens: torch.Tensor, hyper: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """One prompt's (h w, C) output image tokens, upscaled and read by its (K, C') hypernetwork outputs: (K, 4 h,
+    4 w) mask logits. Each token's 4x4 output pixels depend on that token alone (stride-2 2x2 kernels, per-pixel
+    norm), so any rectangle of tokens upscales on its own."""
+    up, w1, b1, w2, b2 = upscaling
+    c1, c2 = up[0].out_channels, up[3].out_channels
+    x = linear(tokens, w1, b1).view(h * w * 4, c1)  # per pixel (dy, dx, C1): its 2x2 output patch
+    x = gelu_(F.layer_norm(x, (c1,), up[1].weight, up[1].bias, up[1].eps))  # LayerNorm2d = LN over channels
+    x = linear(x, w2, b2, gelu=True).view(h * w * 16, c2)  # per pixel (dy, dx, dy2, dx2, C2)
+    k = hyper.shape[0]
+    return torch.mm(x, hyper.t()).view(h, w, 2, 2, 2, 2, k).permute(6, 0, 2, 4, 1, 3, 5).reshape(k, 4 * h, 4 * w)
+
+
 def upscaled_masks(mask_decoder: nn.Module, keys: torch.Tensor, hyper_in: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """The decoder's upscaling of its (N, h w, C) output image tokens, read by (N, K, C') hypernetwork outputs:
     (N, K, 4 h, 4 w) mask logits."""
-    up = mask_decoder.output_upscaling  # ConvTranspose2d, LayerNorm2d, GELU, ConvTranspose2d, GELU
-    w1, b1 = _transposed_conv_as_linear(up[0])
-    w2, b2 = _transposed_conv_as_linear(up[3])
-    c1, c2 = up[0].out_channels, up[3].out_channels
-    n, k = hyper_in.shape[:2]
-    masks = keys.new_empty((n, h * w * 16, k))
-    for i in range(n):  # one prompt at a time: its ~12 MB of upsampled maps stay in cache for the next step
-        x = linear(keys[i], w1, b1).view(h * w * 4, c1)  # per pixel (dy, dx, C1): its 2x2 output patch
-        x = gelu_(F.layer_norm(x, (c1,), up[1].weight, up[1].bias, up[1].eps))  # LayerNorm2d = LN over channels
-        x = linear(x, w2, b2, gelu=True).view(h * w * 16, c2)  # per pixel (dy, dx, dy2, dx2, C2)
-        torch.mm(x, hyper_in[i].t(), out=masks[i])
-    return masks.view(n, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(n, k, 4 * h, 4 * w)
+    upscaling = _upscaling(mask_decoder)
+    # one prompt at a time: its ~12 MB of upsampled maps stay in cache for the next step
+    return torch.stack([_upscale(upscaling, keys[i], hyper_in[i], h, w) for i in range(keys.shape[0])])
+
+
+def mask_regions(boxes: torch.Tensor, grid: int, stride: float, margin: float = 0.5) -> torch.Tensor:
+    """(N, 4) token rectangles row0, row1, col0, col1 (half-open) around boxes (N, 4) x0, y0, x1, y1 in input
+    pixels: the box grown by ``margin`` times its extent on every side (at least 2 tokens), within the grid."""
+    x0, y0, x1, y1 = (boxes / stride).unbind(1)
+    grow = torch.clamp(margin * torch.maximum(x1 - x0, y1 - y0), min=2.0)
+    rect = torch.stack((y0 - grow, y1 + grow + 1, x0 - grow, x1 + grow + 1), dim=1)
+    return torch.cat((rect[:, 0::2].floor(), rect[:, 1::2].ceil()), dim=1)[:, [0, 2, 1, 3]].long().clamp(0, grid)
 
 
 def decode(
@@ -256,6 +275,7 @@ def decode(
     multimask_output: bool,
     context: ImageContext | None = None,
     windows: tuple[torch.Tensor, int] | None = None,
+    regions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``mask_decoder(features, dense_pe, sparse, dense, multimask_output)`` for one image's (1, C, h, w) features.
 
@@ -267,7 +287,9 @@ def decode(
     block's token-to-image attention (which still sees the whole image), each prompt's decoding continues on its
     S x S window of image tokens only, and its mask is ``OUTSIDE_WINDOW_LOGIT`` elsewhere. For small objects this
     is (h w / S²) times less work; the masks differ from whole-image decoding only through the attention weights
-    that tokens outside the window would have taken (measured in benchmarks/README.md).
+    that tokens outside the window would have taken (measured in benchmarks/README.md). ``regions`` ((N, 4) token
+    rectangles from :func:`mask_regions`, with ``windows``): masks are upscaled within each prompt's rectangle (cut
+    to its window) only, ``OUTSIDE_WINDOW_LOGIT`` elsewhere; the upscaling is the costliest step left per prompt.
     """
     if features.shape[0] != 1:
         raise ValueError("decode() takes the features of one image")
@@ -299,10 +321,14 @@ def decode(
     hyper_in = torch.stack([mask_decoder.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in wanted], dim=1)
     iou_pred = mask_decoder.iou_prediction_head(hs[:, 0, :])[:, wanted.start : wanted.stop]
 
-    masks = upscaled_masks(mask_decoder, keys, hyper_in, h, w)
-    if windows is not None:
-        full = masks.new_full((n, masks.shape[1], 4 * full_h, 4 * full_w), OUTSIDE_WINDOW_LOGIT)
-        for i, (r, c) in enumerate(windows[0].tolist()):
-            full[i, :, 4 * r : 4 * (r + h), 4 * c : 4 * (c + w)] = masks[i]
-        masks = full
+    if windows is None:
+        return upscaled_masks(mask_decoder, keys, hyper_in, h, w), iou_pred
+    masks = keys.new_full((n, hyper_in.shape[1], 4 * full_h, 4 * full_w), OUTSIDE_WINDOW_LOGIT)
+    upscaling = _upscaling(mask_decoder)
+    for i, (r, c) in enumerate(windows[0].tolist()):
+        r0, r1, c0, c1 = (0, h, 0, w) if regions is None else regions[i].tolist()
+        r0, r1, c0, c1 = max(r0 - r, 0), min(r1 - r, h), max(c0 - c, 0), min(c1 - c, w)  # within the window
+        tokens = keys[i].view(h, w, -1)[r0:r1, c0:c1].reshape((r1 - r0) * (c1 - c0), -1)
+        rect = masks[i, :, 4 * (r + r0) : 4 * (r + r1), 4 * (c + c0) : 4 * (c + c1)]
+        rect.copy_(_upscale(upscaling, tokens, hyper_in[i], r1 - r0, c1 - c0))
     return masks, iou_pred

@@ -340,8 +340,9 @@ class SamFamilySegmenter:
 
         Coordinates are pixels of the original image (x = column, y = row). Box i and points i form prompt i.
         ``local``: decode each box from a window of image tokens around it (:func:`sam_decoder_fast.decode`),
-        many times faster for boxes that are small for the image; boxes only, no mask prompts; the rest of the
-        mask is background. Ignored where the fast decoder does not apply.
+        many times faster for boxes that are small for the image; boxes only, no mask prompts; each mask is
+        computed within its box grown by half its extent (:func:`sam_decoder_fast.mask_regions`) and is background
+        elsewhere. Ignored where the fast decoder does not apply.
         """
         if embedding.model_name != self.name:
             raise PromptsegError(f"embedding was computed by {embedding.model_name!r}, not by {self.name!r}")
@@ -365,6 +366,7 @@ class SamFamilySegmenter:
             origins, side = sam_decoder_fast.window_origins(box_t, grid, transform.input_size / grid)
             if side < grid:
                 windows = (origins, side)
+                regions = sam_decoder_fast.mask_regions(box_t, grid, transform.input_size / grid)
                 # a prompt's tokens shrink with its window: as many fit in cache per chunk
                 chunk = max(chunk, min(32, chunk * (grid * grid) // (side * side)))
         for start in range(0, n, chunk):
@@ -385,6 +387,7 @@ class SamFamilySegmenter:
                     multimask,
                     context,
                     None if windows is None else (windows[0][sl], windows[1]),
+                    None if windows is None else regions[sl],
                 )
             else:
                 low, iou = self.mask_decoder(
