@@ -349,6 +349,17 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def machine() -> dict:
+    """Threads, and the encoder precision that ran (``auto``: bfloat16 on CPUs with AMX, float32 elsewhere)."""
+    from napari_promptseg.models.sam_family import cpu_has_amx, resolve_precision
+
+    return {
+        "threads": torch.get_num_threads(),
+        "cpu_has_amx": cpu_has_amx(),
+        "encoder_precision": resolve_precision(None, torch.device("cpu")),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
@@ -373,7 +384,7 @@ def main() -> None:
     if args.speed:
         load_before = os.getloadavg()
         speed = evaluate_speed(segmenter, args.sets)
-        speed["machine"] = {"threads": torch.get_num_threads(), "load_average": [load_before, os.getloadavg()]}
+        speed["machine"] = {**machine(), "load_average": [load_before, os.getloadavg()]}
         path = args.output / f"{'eval_instances_speed' if args.name == 'eval_instances' else args.name}.json"
         path.write_text(json.dumps(speed, indent=2))
         print(f"median {speed['median_seconds']} s, worst {speed['max_seconds']} s; written {path}")
@@ -386,11 +397,7 @@ def main() -> None:
     if not args.no_mosaic:
         results["mosaic"] = evaluate_mosaic(segmenter, args.variants[0], args.mosaic_side)
         print("mosaic", json.dumps(results["mosaic"], indent=1), flush=True)
-    results["machine"] = {
-        "threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "load_average_1min": os.getloadavg()[0],
-    }
+    results["machine"] = {**machine(), "python": platform.python_version(), "load_average_1min": os.getloadavg()[0]}
     path = args.output / f"{args.name}.json"
     path.write_text(json.dumps(results, indent=2))
     print(markdown(results))
