@@ -277,4 +277,18 @@ def test_local_decoding_agrees_with_whole_image_decoding(litemedsam, shared_data
         ref, _ = sam_decoder_fast.decode(decoder, features, None, sparse, None, False, ctx)
         whole_grid = (torch.zeros(2, 2, dtype=torch.long), 64)
         full, _ = sam_decoder_fast.decode(decoder, features, None, sparse, None, False, ctx, whole_grid)
+        # masks upscaled within the boxes' regions only: the same logits there (each token upscales on its own)
+        sparse, _ = litemedsam.prompt_encoder(points=None, boxes=box_t, masks=None)
+        windowed, _ = sam_decoder_fast.decode(decoder, features, None, sparse, None, False, ctx, (origins, side))
+        regions = sam_decoder_fast.mask_regions(box_t, 64, embedding.transform.input_size / 64)
+        cut, _ = sam_decoder_fast.decode(decoder, features, None, sparse, None, False, ctx, (origins, side), regions)
     assert torch.allclose(ref, full, atol=1e-4)
+    inside = torch.zeros(cut.shape, dtype=torch.bool)
+    for i, ((r0, r1, c0, c1), (r, c)) in enumerate(zip(regions.tolist(), origins.tolist(), strict=True)):
+        r0, r1, c0, c1 = max(r0, r), min(r1, r + side), max(c0, c), min(c1, c + side)  # the region within the window
+        assert (r1 - r0) * (c1 - c0) < side * side  # smaller than the window: something is left out
+        inside[i, :, 4 * r0 : 4 * r1, 4 * c0 : 4 * c1] = True
+    assert torch.equal(cut[inside], windowed[inside])
+    assert (cut[~inside] == sam_decoder_fast.OUTSIDE_WINDOW_LOGIT).all()
+    # what is cut is background: the boxes' masks lie within their regions (measured: 0 of 6977 mask pixels)
+    assert not (windowed[~inside] > 0).any()

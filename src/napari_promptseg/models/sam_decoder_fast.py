@@ -326,7 +326,7 @@ def decode(
     masks = keys.new_full((n, hyper_in.shape[1], 4 * full_h, 4 * full_w), OUTSIDE_WINDOW_LOGIT)
     upscaling = _upscaling(mask_decoder)
     for i, (r, c) in enumerate(windows[0].tolist()):
-        r0, r1, c0, c1 = (0, h, 0, w) if regions is None else regions[i].tolist()
+        r0, r1, c0, c1 = (r, r + h, c, c + w) if regions is None else regions[i].tolist()
         r0, r1, c0, c1 = max(r0 - r, 0), min(r1 - r, h), max(c0 - c, 0), min(c1 - c, w)  # within the window
         tokens = keys[i].view(h, w, -1)[r0:r1, c0:c1].reshape((r1 - r0) * (c1 - c0), -1)
         rect = masks[i, :, 4 * (r + r0) : 4 * (r + r1), 4 * (c + c0) : 4 * (c + c1)]
