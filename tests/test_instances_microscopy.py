@@ -242,3 +242,26 @@ def test_a_target_gets_its_own_object_size_both_ways(shared_data, dsb_exemplars)
     small, _ = dsb(shared_data, "0ed3555a4bd48046d3b63d8baf03a5aa97e523aa483aaa07459e7afa39fb96c6")  # nuclei of 9 px
     size, source = estimate_object_size(dsb_exemplars, read_image(small)[..., :3], 256)
     assert size < 0.7 * dsb_exemplars.object_size and "rescaled" in source
+
+
+def test_he_slides_read_the_hematoxylin_stain(shared_data, litemedsam):
+    """On H&E slides the pixel classifier also reads the hematoxylin density (colour deconvolution): it marks the
+    nuclei on every MoNuSeg slide, and an RGB reference teaches it to the classifier of its targets."""
+    import csv
+
+    from napari_promptseg.methods.pixel_classifier import hematoxylin_density
+
+    root = shared_data / "nuclei_monuseg_train_text"
+    with open(root / "pairs.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    slides = [(read_image(root / r["image"])[..., :3], read_image(root / r["mask"]) > 0) for r in rows]
+    for image, truth in slides:
+        density = hematoxylin_density(image / 255.0)[..., 0]
+        # measured: 1.9-5.2 times denser on the nuclei than around them
+        assert density[truth].mean() > 1.5 * density[~truth].mean()
+    (ref, ref_truth), (target, truth) = slides[0], slides[4]
+    model = fit_exemplars(litemedsam, ref[:400, :400], ref_truth[:400, :400])
+    assert model.stain and model.filter_channels == (0, 1, 2, 3)
+    result = segment_with_exemplars(litemedsam, model, target[:400, :400])
+    # measured 0.82 (0.78 with the stain channel zeroed)
+    assert dice(result.labels > 0, truth[:400, :400]) > 0.7

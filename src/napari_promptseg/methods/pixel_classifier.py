@@ -63,6 +63,15 @@ def filter_features(
     return np.stack(out, axis=-1).astype(np.float32)
 
 
+def hematoxylin_density(rgb: np.ndarray) -> np.ndarray:
+    """(h, w, 3) RGB in [0, 1] -> (h, w, 1) float32 optical density of hematoxylin, the nuclear stain of H&E
+    (Ruifrok & Johnston's colour deconvolution, skimage's ``rgb2hed``): stains separated by their absorption, which
+    z-scored RGB channels mix."""
+    from skimage.color import rgb2hed
+
+    return rgb2hed(np.clip(rgb, 0.0, 1.0))[..., :1].astype(np.float32)
+
+
 def training_classes(labels: np.ndarray, rim: int = 1) -> np.ndarray:
     """(h, w) instance labels -> classes: 0 background, 1 interior, 2 boundary (``rim`` pixels inside each object,
     including where two objects touch)."""

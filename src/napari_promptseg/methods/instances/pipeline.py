@@ -172,7 +172,7 @@ def _segment_tile(
         timer.add("seeds_s", t0)
     else:
         t0 = time.perf_counter()
-        feats = _pixel_features(model.channels, model.projection, embedding, working, model.use_encoder)
+        feats = _pixel_features(model.filter_channels, model.projection, embedding, working, model.use_encoder)
         proba = model.classifier.predict(feats)
         p_fg = 1.0 - proba[..., 0]
         timer.add("classify_s", t0)
@@ -348,7 +348,7 @@ def segment_with_exemplars(
             segmenter,
             model,
             embedding,
-            _classifier_input(window, working, model.standardize, model.background),
+            _classifier_input(window, working, model.standardize, model.background, model.stain),
             refine,
             min_area_fraction,
             scale.scale,
