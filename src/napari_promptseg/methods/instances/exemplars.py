@@ -107,7 +107,11 @@ class ExemplarModel:
     @property
     def filter_channels(self) -> tuple[int, ...]:
         """The channels of the classifier input that the filters read (:func:`_classifier_input`)."""
-        return self.channels + ((STAIN_CHANNEL,) if self.stain else ())
+        return _filter_channels(self.channels, self.stain)
+
+
+def _filter_channels(channels: tuple[int, ...], stain: bool) -> tuple[int, ...]:
+    return channels + ((STAIN_CHANNEL,) if stain else ())
 
 
 def _tile_inputs(
@@ -212,7 +216,6 @@ def fit_exemplars(
     # H&E nuclei: the hematoxylin density joins the filters (measured on MoNuSeg, all 11 slides: Dice 0.667 ->
     # 0.718, F1 0.462 -> 0.527; benchmarks/README.md)
     stain = standardize and image.shape[-1] == 3
-    filter_channels = channels + ((STAIN_CHANNEL,) if stain else ())
     feats, classes = [], []
     for tile, emb, work in zip(chosen, embeddings, workings, strict=True):
         tile_labels = _labels_to_working(labels[tile.slices], work.shape[:2])
@@ -221,7 +224,11 @@ def fit_exemplars(
         cls = np.where(tile_known | (tile_labels > 0), cls, 255).astype(np.uint8)  # 255 = not taught
         feats.append(
             _pixel_features(
-                filter_channels, projection, emb, _classifier_input(window, work, standardize, stain=stain), use_encoder
+                _filter_channels(channels, stain),
+                projection,
+                emb,
+                _classifier_input(window, work, standardize, stain=stain),
+                use_encoder,
             )
         )
         classes.append(cls)
