@@ -265,3 +265,30 @@ def test_he_slides_read_the_hematoxylin_stain(shared_data, litemedsam):
     result = segment_with_exemplars(litemedsam, model, target[:400, :400])
     # measured 0.82 (0.78 with the stain channel zeroed)
     assert dice(result.labels > 0, truth[:400, :400]) > 0.7
+
+
+def test_slivers_cut_by_the_image_border_do_not_set_the_smallest_object(shared_data, litemedsam):
+    """GlaS reference: its two smallest labelled objects are glands cut to slivers by the image border (0.3 % of
+    the median area). The smallest object a target may keep follows the smallest whole gland, so background
+    blobs a tenth of a gland are not kept; the candidate source is still chosen with every labelled object."""
+    import csv
+
+    from skimage.measure import label
+
+    from napari_promptseg.io import read_mask
+    from napari_promptseg.methods.instances.pipeline import MIN_AREA_FRACTION
+
+    root = shared_data / "glands_glas"
+    with open(root / "pairs.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    (ref, ref_mask), (target, _) = [
+        (read_image(root / r["image"])[..., :3], read_mask(root / r["mask"])) for r in (rows[0], rows[18])
+    ]
+    ref_labels = label(ref_mask)
+    areas = np.bincount(ref_labels.ravel())[1:]
+    model = fit_exemplars(litemedsam, ref, ref_labels)
+    assert areas.min() < 0.01 * np.median(areas)  # the slivers are there
+    assert model.min_area > 0.5 * model.median_area and model.candidates == "correspondence"
+    result = segment_with_exemplars(litemedsam, model, target)
+    kept = np.bincount(result.labels.ravel())[1:]
+    assert len(kept) > 0 and kept.min() >= MIN_AREA_FRACTION * model.min_area

@@ -153,6 +153,15 @@ def _labels_to_working(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray
     return labels[np.ix_(rows, cols)]
 
 
+def _whole_object_areas(labels: np.ndarray, ids: np.ndarray, areas: np.ndarray) -> np.ndarray:
+    """Areas of the objects the image border does not cut (all of them if every object touches it): a gland cut
+    to a sliver by the border is not a small gland (GlaS reference: its two smallest objects are 0.3 % of the
+    median, its smallest whole one 72 %)."""
+    rim = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    whole = ~np.isin(ids, rim)
+    return areas[whole] if whole.any() else areas
+
+
 def fit_exemplars(
     segmenter: PromptableSegmenter,
     image: np.ndarray,
@@ -252,7 +261,7 @@ def fit_exemplars(
     timer.add("fit_classifier_s", t0)
     model = ExemplarModel(
         object_size=size,
-        min_area=float(areas.min()),
+        min_area=float(_whole_object_areas(labels, ids, areas).min()),
         max_area=float(areas.max()),
         median_area=float(np.median(areas)),
         classifier=classifier,

@@ -46,6 +46,9 @@ DECODE_BATCH = 32
 #: the rest); a decoded mask's centre can move from its candidate's when the decoder grows or trims it
 CLAIM_MARGIN_OBJECTS = 0.5
 
+#: objects below this fraction of the smallest whole exemplar are not kept (noise, or slivers cut by a border)
+MIN_AREA_FRACTION = 0.25
+
 
 @dataclass
 class InstanceResult:
@@ -288,7 +291,7 @@ def segment_with_exemplars(
     refine: Refinement = "fused",
     object_size: float | None = None,
     duplicate_overlap: float = 0.5,
-    min_area_fraction: float = 0.25,
+    min_area_fraction: float = MIN_AREA_FRACTION,
     max_area_factor: float = 4.0,
     local_decoding: bool = True,
     name: str = "target",
@@ -398,7 +401,7 @@ def segment_instances_like(
     refine: Refinement = "fused",
     use_encoder: bool = True,
     duplicate_overlap: float = 0.5,
-    min_area_fraction: float = 0.25,
+    min_area_fraction: float = MIN_AREA_FRACTION,
     channel_axis: int | None = None,
     channels: list[int] | None = None,
     normalize: Normalization = "auto",

@@ -54,11 +54,18 @@ def choose_candidates(
     crop = _labelled_window(
         labels, CHOICE_WINDOW_TILES * choose_scale(image.shape, segmenter.input_size, model.object_size).tile
     )
+    # scored against every labelled object, slivers cut by the border included, so each source may keep objects
+    # as small as those: the comparison is how the sources delineate objects, not the size filter of targets
+    smallest = float(np.unique(labels[labels > 0], return_counts=True)[1].min())
     image, labels = image[crop], labels[crop]
     scores = {}
     for choice in CANDIDATE_CHOICES:
         found = segment_with_exemplars(
-            segmenter, replace(model, candidates=choice), image, object_size=model.object_size, name="reference"
+            segmenter,
+            replace(model, candidates=choice, min_area=smallest),
+            image,
+            object_size=model.object_size,
+            name="reference",
         )
         scores[choice] = float(match_instances(found.labels, labels)["f1"])
     best = max(CANDIDATE_CHOICES, key=lambda c: (scores[c], c == CANDIDATE_CHOICES[0]))
