@@ -63,6 +63,10 @@ ABLATIONS: dict[str, tuple[str, dict]] = {
     "no joint refinement": ("prompts+intensity", {"joint_refinement": False}),
     "optical density gray": ("prompts+intensity", {"gray": "od"}),
     "MIND refinement": ("prompts+intensity", {"refine_similarity": "mind"}),
+    "refinement up to 1024 px": (
+        "prompts+intensity",
+        {"refine_levels": (256, 512, 1024), "refine_iterations": (40, 20, 10)},
+    ),
     "SimpleITK baseline (v1 intensity)": ("intensity", {"global_search": False, "joint_refinement": False}),
     "intensity route with near-identity search": ("intensity", {"search_near_identity": True}),
 }
