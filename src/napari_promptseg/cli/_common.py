@@ -122,6 +122,7 @@ def _instances_record(args: argparse.Namespace, path: Path, image, found) -> dic
         "candidates": found.candidates,
         "working_scale": found.scale.summary() if found.scale is not None else None,
         "blank_tiles": found.blank_tiles,
+        "low_confidence": found.low_confidence,
         "boxes_xyxy": np.round(found.boxes, 1).tolist(),
         "scores": [round(float(s), 4) for s in found.scores],
         "timings_s": {k: round(v, 4) for k, v in found.timings.items()},

@@ -101,7 +101,7 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
             "instances": instances,
             "instances_chosen_by": "flag" if args.instances is not None else "reference labels",
             "object_size": args.object_size,
-            "exemplar_object_size_px": meta.get("exemplar_object_size_px"),
+            **{k: v for k, v in meta.items() if k.startswith("exemplar_")},
             "strategy": args.strategy,
             "features": args.features,
             "ensemble": args.ensemble,
@@ -165,6 +165,12 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
         "features": "pixel classifier" if instances else extractor.name,
         "exemplar_object_size_px": None if exemplars is None else round(exemplars.object_size, 2),
     }
+    if exemplars is not None:  # what decides which target objects are kept (benchmarks/README.md, eval_instances)
+        meta |= {
+            "exemplar_candidates": exemplars.candidates,
+            "exemplar_min_area_px": round(exemplars.min_area, 1),
+            "exemplar_min_confidence": round(exemplars.min_score, 4),
+        }
     masks = [labels > 0 for labels in reference_labels]
     return _OneShot(segmenter, extractor, references, masks, exemplars), meta
 

@@ -3,7 +3,7 @@
 Microscopy needs all nuclei / all glands of an image, not one mask, at the image's own resolution. The pipeline
 (each stage measured in ``benchmarks/eval_instances.py``):
 
-1. **working scale** from the exemplars' typical size (:mod:`..tiling`): a typical object spans ~10 % of the model
+1. **working scale** from the exemplars' typical size (:mod:`..tiling`): a typical object spans ~8 % of the model
    input; reference and target are tiled at that scale (same pixel size assumed, or ``object_size`` given);
 2. **foreground probability** learned from the reference (:mod:`.pixel_classifier`, ilastik's recipe): a random
    forest on intensity filters plus the segmenter's encoder features, three classes (background, object interior,
@@ -18,7 +18,10 @@ Microscopy needs all nuclei / all glands of an image, not one mask, at the image
    classifier's foreground probability are averaged (``refine="fused"``), limited to pixels no other candidate
    claims; ``"sam"`` keeps the decoder's mask alone, ``"none"`` the candidate region;
 5. **stitching** (:mod:`..tiling`): the tile whose core holds an object's centre paints it; a mask mostly covering
-   objects already painted is a duplicate; objects down to ``min_area_fraction`` of the smallest exemplar are kept.
+   objects already painted is a duplicate; objects down to ``min_area_fraction`` of the smallest whole exemplar
+   (one the image border does not cut) are kept, and, with a fully labelled reference, none that is both smaller
+   than that exemplar and decoded with less confidence than the least confident whole reference object the chosen
+   candidates gave back (measured on the reference by :mod:`.selection`).
 
 "Find all like these" (:func:`find_all_like`) is the same pipeline with the user's boxed objects as exemplars: their
 masks come from the segmenter, and background is learned only near the boxes (elsewhere unlabelled objects hide).

@@ -87,7 +87,7 @@ class ExemplarModel:
     """What the exemplars taught: the working scale's object size, the object statistics and the classifier."""
 
     object_size: float  # typical object diameter, image pixels
-    min_area: float  # smallest exemplar, image pixels
+    min_area: float  # smallest exemplar the image border does not cut, image pixels
     max_area: float  # largest exemplar, image pixels
     median_area: float
     classifier: PixelClassifier
@@ -103,6 +103,10 @@ class ExemplarModel:
     candidates: str = "watershed"  # how targets are cut into candidate objects (pipeline._candidates)
     candidate_scores: dict[str, float] = field(default_factory=dict)  # F1 of each source on the reference halves
     patch_reference: PatchReference | None = None  # the reference tile's patches, for correspondence candidates
+    #: the decoder's confidence for the least confident whole reference object the chosen candidates found
+    #: (:func:`.selection.choose_candidates`); target objects decoded with less and smaller than ``min_area`` are not
+    #: kept. 0 = no bound (labels incomplete, or too few objects to compare sources)
+    min_score: float = 0.0
 
     @property
     def filter_channels(self) -> tuple[int, ...]:
@@ -281,7 +285,7 @@ def fit_exemplars(
         from .selection import choose_candidates
 
         t0 = time.perf_counter()
-        model.candidates, model.candidate_scores = choose_candidates(segmenter, model, image, labels)
+        model.candidates, model.candidate_scores, model.min_score = choose_candidates(segmenter, model, image, labels)
         timer.add("choose_candidates_s", t0)
     return model
 
