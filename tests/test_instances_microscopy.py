@@ -308,6 +308,13 @@ def test_a_glands_reference_bounds_the_size_and_confidence_of_what_targets_keep(
     assert strict.low_confidence > len(strict.scores) and any("less certain" in w for w in strict.warnings)
 
 
+def test_a_handful_of_exemplars_sets_no_confidence_bound(sample, litemedsam):
+    """The least confident of five objects says little about the next image's: few exemplars get no bound."""
+    image, truth = sample
+    five = np.isin(truth, np.unique(truth[truth > 0])[:5])
+    assert fit_exemplars(litemedsam, image[..., None], np.where(five, truth, 0)).min_score == 0.0
+
+
 def test_the_confidence_bound_ignores_objects_cut_by_the_border():
     """A labelled object cut by the border is found with little confidence (the decoder saw a part of it): it does
     not lower the bound; whole objects do."""

@@ -105,7 +105,7 @@ class ExemplarModel:
     patch_reference: PatchReference | None = None  # the reference tile's patches, for correspondence candidates
     #: the decoder's confidence for the least confident whole reference object the chosen candidates found
     #: (:func:`.selection.choose_candidates`); target objects decoded with less and smaller than ``min_area`` are not
-    #: kept. 0 = no bound (labels incomplete, or too few objects to compare sources)
+    #: kept. 0 = no bound (labels incomplete, or fewer than ``FEW_EXEMPLARS`` objects)
     min_score: float = 0.0
 
     @property
@@ -285,7 +285,9 @@ def fit_exemplars(
         from .selection import choose_candidates
 
         t0 = time.perf_counter()
-        model.candidates, model.candidate_scores, model.min_score = choose_candidates(segmenter, model, image, labels)
+        model.candidates, model.candidate_scores, min_score = choose_candidates(segmenter, model, image, labels)
+        # the least confident of a handful of objects is no bound on the next image's: few exemplars get none
+        model.min_score = min_score if len(ids) >= FEW_EXEMPLARS else 0.0
         timer.add("choose_candidates_s", t0)
     return model
 
