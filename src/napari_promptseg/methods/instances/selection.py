@@ -24,7 +24,7 @@ import numpy as np
 
 from ...models.protocols import PromptableSegmenter
 from ...tiling import choose_scale
-from .exemplars import ExemplarModel
+from .exemplars import ExemplarModel, border_ids
 
 #: candidate sources compared on the reference, the default first
 CANDIDATE_CHOICES: tuple[str, ...] = ("watershed", "correspondence")
@@ -49,8 +49,8 @@ def _labelled_window(labels: np.ndarray, side: int) -> tuple[slice, slice]:
 def choose_candidates(
     segmenter: PromptableSegmenter, model: ExemplarModel, image: np.ndarray, labels: np.ndarray
 ) -> tuple[str, dict[str, float], float]:
-    """(chosen candidate source, object F1 of each source, decoder confidence of the least confident reference
-    object the chosen source found) for the exemplars ``model`` learned from ``image``
+    """(chosen candidate source, object F1 of each source, decoder confidence of the least confident whole
+    reference object the chosen source found) for the exemplars ``model`` learned from ``image``
     (H, W, C) with instance ``labels``, measured by segmenting the reference itself (its embeddings are cached;
     a large reference only in a window of 2 x 2 tiles around its labels)."""
     from .pipeline import match_instances, segment_with_exemplars
@@ -89,7 +89,6 @@ def _least_confident_match(found: np.ndarray, confidence: np.ndarray, labels: np
     overlap = np.bincount(flat, minlength=(n_found + 1) * (n_true + 1)).reshape(n_found + 1, n_true + 1)[1:, 1:]
     true_area = np.bincount(labels.ravel(), minlength=n_true + 1)[1:]
     iou = overlap / np.maximum(overlap.sum(1, keepdims=True) + true_area - overlap, 1)
-    rim = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    whole = ~np.isin(np.arange(1, n_true + 1), rim)
+    whole = ~np.isin(np.arange(1, n_true + 1), border_ids(labels))
     matched = (iou[:, whole] > 0.5).any(1)
     return float(confidence[matched].min()) if matched.any() else 0.0
