@@ -298,7 +298,7 @@ def test_a_glands_reference_bounds_the_size_and_confidence_of_what_targets_keep(
     result = segment_with_exemplars(litemedsam, model, target)
     kept = np.bincount(result.labels.ravel())[1:]
     assert len(kept) > 0 and kept.min() >= MIN_AREA_FRACTION * model.min_area
-    small = kept < model.min_area  # painted pixels: at most the decoded mask's
+    small = kept < model.min_area  # painted pixels (the bound reads the decoded mask, which may be larger)
     # measured: 1 small object kept (confidence 0.85), 3 left out
     assert small.any() and result.scores[small].min() >= model.min_score and result.low_confidence > 0
     # bounds most objects miss are said, not silent (told the glands are twice their size, most look small)
@@ -309,7 +309,7 @@ def test_a_glands_reference_bounds_the_size_and_confidence_of_what_targets_keep(
 
 
 def test_a_handful_of_exemplars_sets_no_confidence_bound(sample, litemedsam):
-    """The least confident of five objects says little about the next image's: few exemplars get no bound."""
+    """The least confident of five objects says little about the next image's objects: few exemplars get no bound."""
     image, truth = sample
     five = np.isin(truth, np.unique(truth[truth > 0])[:5])
     assert fit_exemplars(litemedsam, image[..., None], np.where(five, truth, 0)).min_score == 0.0
