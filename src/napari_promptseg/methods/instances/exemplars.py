@@ -101,11 +101,12 @@ class ExemplarModel:
     reference_width: float = 0.0  # that foreground's typical object width on the reference, image pixels
     background: np.ndarray | None = None  # grey references: their background level (targets are shifted to it)
     candidates: str = "watershed"  # how targets are cut into candidate objects (pipeline._candidates)
-    candidate_scores: dict[str, float] = field(default_factory=dict)  # F1 of each source on the reference halves
+    candidate_scores: dict[str, float] = field(default_factory=dict)  # F1 of each source on the reference
     patch_reference: PatchReference | None = None  # the reference tile's patches, for correspondence candidates
     #: the decoder's confidence for the least confident whole reference object the chosen candidates found
     #: (:func:`.selection.choose_candidates`); target objects decoded with less and smaller than ``min_area`` are not
-    #: kept. 0 = no bound (labels incomplete, or fewer than ``FEW_EXEMPLARS`` objects)
+    #: kept. 0 = no bound: labels incomplete, fewer than ``FEW_EXEMPLARS`` objects, ``candidates`` given rather than
+    #: chosen, or no whole reference object found again
     min_score: float = 0.0
 
     @property
@@ -188,9 +189,9 @@ def fit_exemplars(
     labels are complete (default everywhere); only there is unlabelled ground taught as background.
 
     ``candidates``: how targets are cut into candidate objects (``watershed`` of the classifier's foreground, or
-    patch ``correspondence``); ``auto`` measures both on the reference's two halves when its labels are complete
-    (:func:`.selection.choose_candidates`), else keeps the watershed. ``few_exemplars``: force (or forbid) the
-    regularised classifier of few exemplars (default: fewer than ``FEW_EXEMPLARS`` objects).
+    patch ``correspondence``); ``auto`` measures both on the reference itself (a window around its labels) when its
+    labels are complete (:func:`.selection.choose_candidates`), else keeps the watershed. ``few_exemplars``: force
+    (or forbid) the regularised classifier of few exemplars (default: fewer than ``FEW_EXEMPLARS`` objects).
     """
     timer = timer or _Timer()
     image = as_channels_last(image, name=name)  # (H, W) or (H, W, C): the console passes either

@@ -80,15 +80,18 @@ def choose_candidates(
 
 
 def _least_confident_match(found: np.ndarray, confidence: np.ndarray, labels: np.ndarray) -> float:
-    """The lowest decoder confidence among found objects that match a whole labelled object (IoU > 0.5; objects cut
-    by the border are decoded from a part, so their confidence says nothing about whole ones); 0 if none."""
-    n_found, n_true = int(found.max()), int(labels.max())
-    if n_found == 0 or n_true == 0:
+    """The lowest decoder confidence among found objects (ids 1..N, ``confidence[id - 1]``) that match a whole
+    labelled object (IoU > 0.5; objects cut by the border are decoded from a part, so their confidence says nothing
+    about whole ones); 0 if none. Labels of any integer dtype and ids."""
+    whole = (labels > 0) & ~np.isin(labels, border_ids(labels))
+    both = (found > 0) & whole
+    if not both.any():
         return 0.0
-    flat = found.astype(np.int64).ravel() * (n_true + 1) + labels.ravel()
-    overlap = np.bincount(flat, minlength=(n_found + 1) * (n_true + 1)).reshape(n_found + 1, n_true + 1)[1:, 1:]
-    true_area = np.bincount(labels.ravel(), minlength=n_true + 1)[1:]
-    iou = overlap / np.maximum(overlap.sum(1, keepdims=True) + true_area - overlap, 1)
-    whole = ~np.isin(np.arange(1, n_true + 1), border_ids(labels))
-    matched = (iou[:, whole] > 0.5).any(1)
-    return float(confidence[matched].min()) if matched.any() else 0.0
+    pairs, inter = np.unique(
+        np.stack([found[both].astype(np.int64), labels[both].astype(np.int64)]), axis=1, return_counts=True
+    )
+    found_ids, found_area = np.unique(found[found > 0].astype(np.int64), return_counts=True)
+    true_ids, true_area = np.unique(labels[labels > 0].astype(np.int64), return_counts=True)
+    union = found_area[np.searchsorted(found_ids, pairs[0])] + true_area[np.searchsorted(true_ids, pairs[1])] - inter
+    matched = pairs[0][inter / union > 0.5]
+    return float(confidence[matched - 1].min()) if len(matched) else 0.0
