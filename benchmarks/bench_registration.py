@@ -67,6 +67,10 @@ ABLATIONS: dict[str, tuple[str, dict]] = {
         "prompts+intensity",
         {"refine_levels": (256, 512, 1024), "refine_iterations": (40, 20, 10)},
     ),
+    "refinement up to 1024 px without region Dice": (
+        "prompts+intensity",
+        {"refine_levels": (256, 512, 1024), "refine_iterations": (40, 20, 10), "refine_dice": 0.0},
+    ),
     "SimpleITK baseline (v1 intensity)": ("intensity", {"global_search": False, "joint_refinement": False}),
     "intensity route with near-identity search": ("intensity", {"search_near_identity": True}),
 }
