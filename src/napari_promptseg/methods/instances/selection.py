@@ -83,15 +83,8 @@ def _least_confident_match(found: np.ndarray, confidence: np.ndarray, labels: np
     """The lowest decoder confidence among found objects (ids 1..N, ``confidence[id - 1]``) that match a whole
     labelled object (IoU > 0.5; objects cut by the border are decoded from a part, so their confidence says nothing
     about whole ones); 0 if none. Labels of any integer dtype and ids."""
-    whole = (labels > 0) & ~np.isin(labels, border_ids(labels))
-    both = (found > 0) & whole
-    if not both.any():
-        return 0.0
-    pairs, inter = np.unique(
-        np.stack([found[both].astype(np.int64), labels[both].astype(np.int64)]), axis=1, return_counts=True
-    )
-    found_ids, found_area = np.unique(found[found > 0].astype(np.int64), return_counts=True)
-    true_ids, true_area = np.unique(labels[labels > 0].astype(np.int64), return_counts=True)
-    union = found_area[np.searchsorted(found_ids, pairs[0])] + true_area[np.searchsorted(true_ids, pairs[1])] - inter
-    matched = pairs[0][inter / union > 0.5]
-    return float(confidence[matched - 1].min()) if len(matched) else 0.0
+    from .pipeline import matched_pairs
+
+    whole = np.where(np.isin(labels, border_ids(labels)), 0, labels)
+    found_ids = matched_pairs(found, whole)[0]
+    return float(confidence[found_ids - 1].min()) if len(found_ids) else 0.0
