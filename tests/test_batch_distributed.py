@@ -148,10 +148,25 @@ def tcp_scheduler(tmp_path):
                 proc.wait()
 
 
+#: runs the CLI, then says whether the process imported torch (a driver of workers runs no model)
+DRIVER = (
+    "import sys; from napari_promptseg.cli import main; code = main(sys.argv[1:]); "
+    "print('torch' in sys.modules); sys.exit(code)"
+)
+
+
 def test_tcp_scheduler_gives_the_outputs_of_one_process(inputs, unreadable, reference, tcp_scheduler, tmp_path):
+    """Driven from a new process, as from a shell: it never imports torch (2 s of every run's start), the report
+    still gives the encoder precision the workers used."""
     assert tcp_scheduler.startswith("tcp://127.0.0.1:")
     out = tmp_path / "tcp"
-    assert run([*inputs, unreadable], out, "--scheduler", tcp_scheduler) == 1
+    args = ["segment", *map(str, [*inputs, unreadable]), *BOX, "-o", str(out), "--scheduler", tcp_scheduler]
+    driver = subprocess.run(
+        [sys.executable, "-c", DRIVER, *args], env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=300
+    )
+    assert driver.returncode == 1, driver.stderr  # one input has no output
+    assert driver.stdout.split()[-1] == "False"
+    assert report_of(out)["encoder_precision"] == report_of(reference)["encoder_precision"]
     assert_same_outputs(out, reference, inputs)
     assert_unreadable_recorded(out, unreadable)
     assert (report_of(out)["batch"]["scheduler"], report_of(out)["batch"]["workers"]) == (tcp_scheduler, 1)

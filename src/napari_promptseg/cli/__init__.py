@@ -172,7 +172,7 @@ def _disk_cache(args: argparse.Namespace) -> Iterator[None]:
 def _precision(precision: str | None) -> Iterator[None]:
     """``--precision`` for this run only, through the variable the segmenters (and the Dask workers started by the
     run, which inherit the environment) read at every encode."""
-    from ..models.sam_family import PRECISION_ENV
+    from ..models.device import PRECISION_ENV
 
     if precision is None:
         yield

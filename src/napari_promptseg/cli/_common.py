@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -153,20 +154,42 @@ def _finish_image(
     record["_summary"] = summary
 
 
-def _write_report(output: Path, *, device: str = "auto", auto_precision: str | None = None, **report: object) -> Path:
-    """OUT/report.json, replaced whole (a resumed run reads it). ``device`` (the run's ``--device``) and
-    ``auto_precision`` (what auto meant in the method, if it pins it) say the encoder precision the run had
-    (``--precision`` / ``$PROMPTSEG_PRECISION``, auto by default)."""
-    from ..models import sam_family
-    from ..models.device import resolve_device
-
+def _write_report(
+    output: Path,
+    *,
+    device: str = "auto",
+    auto_precision: str | None = None,
+    encoder_precision: str | None = None,
+    **report: object,
+) -> Path:
+    """OUT/report.json, replaced whole (a resumed run reads it). It says the encoder precision the run had:
+    ``encoder_precision`` as the batch's workers resolved it (:func:`_setup_recording_precision`), else resolved
+    here from ``device`` (the run's ``--device``), ``auto_precision`` (what auto meant in the method, if it pins it)
+    and ``--precision`` / ``$PROMPTSEG_PRECISION`` (auto by default)."""
     path = output / "report.json"
     temp = path.with_suffix(".json.tmp")
-    with sam_family.auto_precision(auto_precision) if auto_precision else contextlib.nullcontext():
-        precision = sam_family.resolve_precision(None, resolve_device(device))
+    precision = encoder_precision or _resolved_precision(device, auto_precision)
     temp.write_text(json.dumps({"version": __version__, "encoder_precision": precision, **report}, indent=2))
     os.replace(temp, path)
     return path
+
+
+def _resolved_precision(device: str, auto_precision: str | None = None) -> str:
+    """The encoder's precision in this process (imports torch: auto depends on the CPU and the device)."""
+    from ..models import sam_family
+    from ..models.device import resolve_device
+
+    with sam_family.auto_precision(auto_precision) if auto_precision else contextlib.nullcontext():
+        return sam_family.resolve_precision(None, resolve_device(device))
+
+
+def _setup_recording_precision(
+    setup: Callable[[argparse.Namespace], tuple[object, dict]], args: argparse.Namespace
+) -> tuple[object, dict]:
+    """``setup`` on a worker, and the encoder precision it resolved there into the run's meta: the process that
+    drives a Dask batch runs no model, and need not import torch to write the report."""
+    state, meta = setup(args)
+    return state, {**meta, "encoder_precision": _resolved_precision(getattr(args, "device", "auto"))}
 
 
 def _run_batch(
@@ -194,7 +217,7 @@ def _run_batch(
     args.cache = str(cache.root) if cache is not None else None
     args.cache_max_gb = cache.max_bytes / 1e9 if cache is not None else None
     outcome = run_batch(
-        BatchJob(setup, process, args),
+        BatchJob(functools.partial(_setup_recording_precision, setup), process, args),
         paths,
         scheduler=args.scheduler,
         workers=args.workers,

@@ -93,6 +93,7 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
         device=args.device,
         command="oneshot",
         model=meta.get("model", args.model),
+        encoder_precision=meta.get("encoder_precision"),
         route=f"one-shot reference ({mode}, features: {meta.get('features', args.features)})",
         parameters={
             "references": [str(p) for p in args.reference],

@@ -42,6 +42,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         device=args.device,
         command="segment",
         model=meta.get("model", args.model),
+        encoder_precision=meta.get("encoder_precision"),
         route="find all like the boxed objects" if args.find_all else "box/point prompts",
         parameters={
             "boxes": args.box,

@@ -84,6 +84,7 @@ def cmd_text(args: argparse.Namespace) -> int:
         device=args.device,
         command="text",
         model=meta.get("model", args.model),
+        encoder_precision=meta.get("encoder_precision"),
         route=meta.get("route", args.route),
         text_model=meta.get("text_model"),
         parameters={

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..errors import PromptsegError
+
+if TYPE_CHECKING:  # torch is imported by what runs a model, not by a batch's driver (models/protocols.py)
+    import torch
 
 Normalization = Literal["auto", "percentile", "minmax", "none"]
 NORMALIZATIONS: tuple[str, ...] = ("auto", "percentile", "minmax", "none")
@@ -119,6 +120,8 @@ def normalize_intensity(x: torch.Tensor, *, source_dtype: np.dtype, mode: Normal
     other dtypes get a percentile window, robust to hot pixels and 12/16-bit ranges: per channel for 1-2 channels
     (fluorescence), one window for all three channels of colour data (keeps the colour balance).
     """
+    import torch
+
     if mode not in NORMALIZATIONS:
         raise PromptsegError(f"normalize must be one of {NORMALIZATIONS}, got {mode!r}")
     if mode == "none":
@@ -163,6 +166,9 @@ class ResizeTransform:
 
     def image_to_input(self, image_hwc: np.ndarray, normalize: Normalization = "auto") -> torch.Tensor:
         """(H, W, C) array -> (1, 3, S, S) float tensor in [0, 1], zero padded."""
+        import torch
+        import torch.nn.functional as F
+
         nh, nw = self.resized_shape
         x = torch.from_numpy(np.ascontiguousarray(image_hwc)).permute(2, 0, 1).float()[None]
         if (nh, nw) != tuple(x.shape[-2:]):
@@ -179,6 +185,8 @@ class ResizeTransform:
 
     def logits_to_original(self, low_res_logits: torch.Tensor) -> torch.Tensor:
         """(N, K, s, s) low-resolution mask logits -> (N, K, H, W) logits on the original pixel grid."""
+        import torch.nn.functional as F
+
         x = low_res_logits
         if x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
@@ -197,6 +205,8 @@ def to_rgb_uint8(image_hwc: np.ndarray, normalize: Normalization = "auto") -> np
     if normalize == "auto" and image_hwc.dtype == np.uint8:
         rgb = image_hwc
     else:
+        import torch
+
         x = torch.from_numpy(np.ascontiguousarray(image_hwc)).permute(2, 0, 1).float()
         scaled = normalize_intensity(x, source_dtype=image_hwc.dtype, mode=normalize)
         rgb = (scaled * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
 from .preprocessing import Normalization, ResizeTransform
+
+if TYPE_CHECKING:  # torch is imported where models run, not where a batch is only driven (Dask's client)
+    import torch
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from ..errors import PromptsegError
 from . import embedding_cache, sam_decoder_fast
 from .cache import EmbeddingCache, content_key
 from .checkpoint import load_state_dict
+from .device import PRECISION_ENV, check_precision
 from .preprocessing import Normalization, ResizeTransform, as_channels_last
 from .protocols import Embedding, Prediction
 
@@ -32,22 +33,6 @@ from .protocols import Embedding, Prediction
 DECODE_CHUNK = 2
 #: on GPUs, where bandwidth is plentiful and every kernel launch costs, decode in big chunks
 DECODE_CHUNK_ACCELERATOR = 32
-
-#: numeric modes of the image encoder: float32, bfloat16 autocast (on CPUs with AMX, recent Intel Xeons, ~1.7x
-#: faster for a ~3 % change of the embedding and the same accuracy on every set measured, registration aside, see
-#: :func:`auto_precision`; slower on CPUs without native bfloat16), or auto (the default): bfloat16 on a CPU with
-#: AMX, float32 everywhere else
-PRECISIONS = ("auto", "float32", "bfloat16")
-#: the encoder's precision when a segmenter is not given one (read at every encode, so a CLI run and the Dask
-#: workers it starts follow ``promptseg --precision``)
-PRECISION_ENV = "PROMPTSEG_PRECISION"
-
-
-def check_precision(value: str, source: str = "precision") -> str:
-    precision = str(value).strip().lower()
-    if precision not in PRECISIONS:
-        raise PromptsegError(f"{source}: expected one of {', '.join(PRECISIONS)}, got {value!r}")
-    return precision
 
 
 @functools.cache
@@ -113,7 +98,7 @@ class SamFamilySegmenter:
     ) -> None:
         """``fast``: use the optimised encoder (TinyViT) and decoder, equal to the reference modules up to float
         rounding (tests/test_fast_paths.py); ``False`` runs the reference modules as published. ``precision``: the
-        image encoder's (:data:`PRECISIONS`); None follows ``$PROMPTSEG_PRECISION`` (default auto)."""
+        image encoder's (:data:`.device.PRECISIONS`); None follows ``$PROMPTSEG_PRECISION`` (default auto)."""
         self.name = name
         self.input_size = input_size
         self.points_reliable = points_reliable
