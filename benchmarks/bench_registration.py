@@ -71,6 +71,22 @@ ABLATIONS: dict[str, tuple[str, dict]] = {
         "prompts+intensity",
         {"refine_levels": (256, 512, 1024), "refine_iterations": (40, 20, 10), "refine_dice": 0.0},
     ),
+    "no SimpleITK B-spline; refinement from 128 px": (
+        "prompts+intensity",
+        {"intensity_bspline": False, "refine_levels": (128, 256, 512), "refine_iterations": (60, 40, 20)},
+    ),
+    "no SimpleITK B-spline; refinement from 128 to 1024 px": (
+        "prompts+intensity",
+        {
+            "intensity_bspline": False,
+            "refine_levels": (128, 256, 512, 1024),
+            "refine_iterations": (60, 40, 20, 10),
+        },
+    ),
+    "refinement from 128 px": (
+        "prompts+intensity",
+        {"refine_levels": (128, 256, 512), "refine_iterations": (60, 40, 20)},
+    ),
     "SimpleITK baseline (v1 intensity)": ("intensity", {"global_search": False, "joint_refinement": False}),
     "intensity route with near-identity search": ("intensity", {"search_near_identity": True}),
 }
