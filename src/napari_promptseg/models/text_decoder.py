@@ -41,13 +41,15 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import MaskDecoder, TwoWayTransformer
-from segment_anything.modeling.common import LayerNorm2d
-from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
 from torch import nn
 
 from . import sam_decoder_fast
+from ._sam_modeling import sam_modeling
 from .fused_ops import linear
+
+_sam = sam_modeling()
+MaskDecoder, TwoWayTransformer = _sam.MaskDecoder, _sam.TwoWayTransformer
+LayerNorm2d, PositionEmbeddingRandom = _sam.common.LayerNorm2d, _sam.prompt_encoder.PositionEmbeddingRandom
 
 
 @dataclass(frozen=True)
