@@ -161,12 +161,14 @@ def test_tcp_scheduler_gives_the_outputs_of_one_process(inputs, unreadable, refe
     assert tcp_scheduler.startswith("tcp://127.0.0.1:")
     out = tmp_path / "tcp"
     args = ["segment", *map(str, [*inputs, unreadable]), *BOX, "-o", str(out), "--scheduler", tcp_scheduler]
-    driver = subprocess.run(
-        [sys.executable, "-c", DRIVER, *args], env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=300
-    )
+    workers_precision = report_of(reference)["encoder_precision"]
+    # the driver's own environment names the other precision: only a report that takes the workers' word is right
+    other = "bfloat16" if workers_precision == "float32" else "float32"
+    env = {**subprocess_env(tmp_path), "PROMPTSEG_PRECISION": other}
+    driver = subprocess.run([sys.executable, "-c", DRIVER, *args], env=env, capture_output=True, text=True, timeout=300)
     assert driver.returncode == 1, driver.stderr  # one input has no output
     assert driver.stdout.split()[-1] == "False"
-    assert report_of(out)["encoder_precision"] == report_of(reference)["encoder_precision"]
+    assert report_of(out)["encoder_precision"] == workers_precision
     assert_same_outputs(out, reference, inputs)
     assert_unreadable_recorded(out, unreadable)
     assert (report_of(out)["batch"]["scheduler"], report_of(out)["batch"]["workers"]) == (tcp_scheduler, 1)
@@ -214,3 +216,38 @@ def test_resume_after_a_killed_run_loses_nothing(inputs, reference, tmp_path, ca
     assert "results of another run" in capsys.readouterr().err
     assert (out / "report.json").read_bytes() == before
     assert np.array_equal(tifffile.imread(out / f"{inputs[0].stem}.tif"), tifffile.imread(reference / "nuclei_0.tif"))
+
+
+def test_a_resumed_run_reports_the_precision_of_its_own_workers(tmp_path):
+    """The run-level fields come from this run's workers; an earlier run's precision is kept beside them when it
+    differs (its images were made that way). No model: the job's setup and process are plain functions."""
+    import argparse
+
+    from napari_promptseg.batch import BatchJob, run_batch, run_signature
+
+    inputs = []
+    for name in ("done", "todo"):
+        inputs.append(tmp_path / f"{name}.tif")
+        tifffile.imwrite(inputs[-1], np.zeros((8, 8), np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "done.tif").write_bytes(b"")
+    args = argparse.Namespace(output=out, threads=1)
+    earlier = {"input": str(inputs[0]), "status": "ok", "output": str(out / "done.tif")}
+    lines = [{"signature": run_signature(args)}, {"meta": {"model": "m", "encoder_precision": "bfloat16"}}]
+    (out / JOURNAL_NAME).write_text("".join(json.dumps(x) + "\n" for x in [*lines, {"record": earlier}]))
+
+    outcome = run_batch(BatchJob(_float32_setup, _write_nothing, args), inputs, scheduler="none", resume=True)
+    assert [r["input"] for r in outcome.records] == [str(p) for p in inputs]
+    assert outcome.meta["encoder_precision"] == "float32"
+    assert outcome.meta["resumed_encoder_precision"] == "bfloat16"
+
+
+def _float32_setup(args):
+    return None, {"model": "m", "encoder_precision": "float32"}
+
+
+def _write_nothing(args, state, path, image):
+    output = args.output / f"{path.stem}.tif"
+    output.write_bytes(b"")
+    return {"input": str(path), "status": "ok", "output": str(output)}

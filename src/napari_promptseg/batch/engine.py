@@ -222,10 +222,16 @@ def run_batch(
     progress = _Progress(len(paths), len(kept)) if len(paths) > 1 else None
     finished = False
 
+    fresh_meta = False  # this run's workers' meta, once seen, replaces a resumed run's
+
     def deliver(path: str, result: dict) -> None:
-        nonlocal meta
-        if not meta and result.get("meta"):
-            meta = result["meta"]
+        nonlocal meta, fresh_meta
+        if not fresh_meta and result.get("meta"):
+            fresh_meta = True
+            earlier = meta.get("encoder_precision")
+            meta = {**meta, **result["meta"]}
+            if earlier is not None and earlier != meta.get("encoder_precision"):
+                meta["resumed_encoder_precision"] = earlier  # the images kept from the earlier run were made so
             if journal is not None:
                 journal.add(meta=meta)
         record = result["record"]

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import CancelledError, PromptsegError, WeightsError
+from ..models.device import PRECISIONS
 from ._common import _add_batch_options, _add_model_options
 from ._stacks import _add_stack_options
 from .embed import _add_embed_parser
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--precision",
-        choices=["auto", "float32", "bfloat16"],
+        choices=PRECISIONS,
         help="the image encoder's numeric mode for this run (default: $PROMPTSEG_PRECISION, else auto): bfloat16 is "
         "~1.7x faster on CPUs with AMX (recent Intel Xeons), slower on others; auto takes it only on those",
     )

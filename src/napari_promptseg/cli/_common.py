@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import sys
@@ -163,7 +162,7 @@ def _write_report(
     **report: object,
 ) -> Path:
     """OUT/report.json, replaced whole (a resumed run reads it). It says the encoder precision the run had:
-    ``encoder_precision`` as the batch's workers resolved it (:func:`_setup_recording_precision`), else resolved
+    ``encoder_precision`` as the batch's workers ran it (:func:`_segmenter_meta`), else resolved
     here from ``device`` (the run's ``--device``), ``auto_precision`` (what auto meant in the method, if it pins it)
     and ``--precision`` / ``$PROMPTSEG_PRECISION`` (auto by default)."""
     path = output / "report.json"
@@ -183,13 +182,12 @@ def _resolved_precision(device: str, auto_precision: str | None = None) -> str:
         return sam_family.resolve_precision(None, resolve_device(device))
 
 
-def _setup_recording_precision(
-    setup: Callable[[argparse.Namespace], tuple[object, dict]], args: argparse.Namespace
-) -> tuple[object, dict]:
-    """``setup`` on a worker, and the encoder precision it resolved there into the run's meta: the process that
-    drives a Dask batch runs no model, and need not import torch to write the report."""
-    state, meta = setup(args)
-    return state, {**meta, "encoder_precision": _resolved_precision(getattr(args, "device", "auto"))}
+def _segmenter_meta(segmenter: object) -> dict:
+    """The run-level fields every batch setup reports from its worker: the model, its device and the encoder
+    precision it runs at there (the driver of a Dask batch runs no model: it takes these from the workers)."""
+    meta = {"model": segmenter.name, "device": str(segmenter.device)}
+    precision = getattr(segmenter, "precision", None)
+    return meta if precision is None else {**meta, "encoder_precision": precision}
 
 
 def _run_batch(
@@ -217,7 +215,7 @@ def _run_batch(
     args.cache = str(cache.root) if cache is not None else None
     args.cache_max_gb = cache.max_bytes / 1e9 if cache is not None else None
     outcome = run_batch(
-        BatchJob(functools.partial(_setup_recording_precision, setup), process, args),
+        BatchJob(setup, process, args),
         paths,
         scheduler=args.scheduler,
         workers=args.workers,

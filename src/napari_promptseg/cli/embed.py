@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import _add_batch_options, _add_model_options, _expand_images, _print_progress, _run_batch
+from ._common import (
+    _add_batch_options,
+    _add_model_options,
+    _expand_images,
+    _print_progress,
+    _run_batch,
+    _segmenter_meta,
+)
 
 
 def _add_embed_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,7 +54,7 @@ def _setup(args: argparse.Namespace) -> tuple[object, dict]:
     from ..models import load_segmenter
 
     segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
-    return segmenter, {"model": segmenter.name, "device": str(segmenter.device)}
+    return segmenter, _segmenter_meta(segmenter)
 
 
 def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:

@@ -17,6 +17,7 @@ from ._common import (
     _print_progress,
     _reference_labels,
     _run_batch,
+    _segmenter_meta,
     _write_report,
 )
 from ._stacks import (
@@ -160,8 +161,7 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
             normalize=args.normalize,
         )
     meta = {
-        "model": segmenter.name,
-        "device": str(segmenter.device),
+        **_segmenter_meta(segmenter),
         "instances": bool(instances),
         "features": "pixel classifier" if instances else extractor.name,
         "exemplar_object_size_px": None if exemplars is None else round(exemplars.object_size, 2),

@@ -13,6 +13,7 @@ from ._common import (
     _model_parameters,
     _print_progress,
     _run_batch,
+    _segmenter_meta,
     _write_report,
 )
 from ._stacks import (
@@ -69,7 +70,7 @@ def _setup(args: argparse.Namespace) -> tuple[object, dict]:
     from ..models import load_segmenter
 
     segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
-    return segmenter, {"model": segmenter.name, "device": str(segmenter.device)}
+    return segmenter, _segmenter_meta(segmenter)
 
 
 def _segment(args: argparse.Namespace, segmenter, image, name: str, channel_axis: int | None, factor: float = 1.0):

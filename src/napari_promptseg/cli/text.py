@@ -13,6 +13,7 @@ from ._common import (
     _finish_image,
     _print_progress,
     _run_batch,
+    _segmenter_meta,
     _write_report,
 )
 from ._stacks import (
@@ -115,7 +116,7 @@ def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
         text_model=args.text_model,
     )
     segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
-    meta = {"model": segmenter.name, "device": str(segmenter.device), "route": route.route, "text_model": route.name}
+    meta = {**_segmenter_meta(segmenter), "route": route.route, "text_model": route.name}
     return (route, segmenter), meta
 
 

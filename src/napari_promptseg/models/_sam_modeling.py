@@ -15,25 +15,43 @@ import sys
 import threading
 from types import ModuleType
 
-_lock = threading.RLock()  # re-entered if the package's import asks the package for a name
+_lock = threading.RLock()  # re-entered when the package's __init__ asks the package for a name
 
 
 def sam_modeling() -> ModuleType:
     """The ``segment_anything.modeling`` module."""
     with _lock:
-        if "segment_anything" not in sys.modules:
-            spec = importlib.util.find_spec("segment_anything")
-            if spec is None or spec.loader is None:
-                raise ImportError("segment_anything is not installed: pip install segment-anything")
-            package = importlib.util.module_from_spec(spec)
+        if "segment_anything" in sys.modules:
+            return importlib.import_module("segment_anything.modeling")
+        spec = importlib.util.find_spec("segment_anything")
+        if spec is None or spec.loader is None:
+            raise ImportError("segment_anything is not installed: pip install segment-anything")
+        package = importlib.util.module_from_spec(spec)
+        finished = False
 
-            def finish_import(name: str) -> object:
-                # first request for a name the modeling import did not set: run the package's own __init__, once
-                with _lock:
-                    if package.__dict__.pop("__getattr__", None) is not None:
+        def finish_import(name: str) -> object:
+            # the first request for a name the modeling import did not set runs the package's own __init__; other
+            # threads wait for it here, and a name asked for during it is missing, as in any import in progress
+            nonlocal finished
+            with _lock:
+                if not finished:
+                    finished = True
+                    try:
                         spec.loader.exec_module(package)
-                return getattr(package, name)
+                    except BaseException:
+                        sys.modules.pop("segment_anything", None)  # a later import starts again
+                        raise
+                    finally:
+                        package.__dict__.pop("__getattr__", None)
+            try:
+                return package.__dict__[name]
+            except KeyError:
+                raise AttributeError(f"module 'segment_anything' has no attribute {name!r}") from None
 
-            package.__getattr__ = finish_import  # PEP 562: called only for names not yet in the module
-            sys.modules["segment_anything"] = package
-        return importlib.import_module("segment_anything.modeling")
+        package.__getattr__ = finish_import  # PEP 562: called only for names not in the module
+        sys.modules["segment_anything"] = package
+        try:
+            return importlib.import_module("segment_anything.modeling")
+        except BaseException:
+            sys.modules.pop("segment_anything", None)
+            raise

