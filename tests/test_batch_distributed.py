@@ -18,6 +18,7 @@ import pytest
 import tifffile
 
 from napari_promptseg.batch import JOURNAL_NAME
+from napari_promptseg.batch._exit import ExitWithoutTeardown
 from napari_promptseg.cli import main
 from napari_promptseg.io import read_image
 
@@ -172,6 +173,60 @@ def test_tcp_scheduler_gives_the_outputs_of_one_process(inputs, unreadable, refe
     assert_same_outputs(out, reference, inputs)
     assert_unreadable_recorded(out, unreadable)
     assert (report_of(out)["batch"]["scheduler"], report_of(out)["batch"]["workers"]) == (tcp_scheduler, 1)
+    # a user's own workers exit as they always did: the quick exit is only for the clusters the engine starts
+    from distributed import Client
+
+    with Client(tcp_scheduler, timeout="60s") as client:
+        plugins = client.run(lambda dask_worker: sorted(dask_worker.plugins))
+    assert plugins and not any(ExitWithoutTeardown.name in names for names in plugins.values())
+
+
+#: a LocalCluster, with or without the engine's worker plugin. The first task leaves an exit handler, as torch's
+#: modules do on import: it would write the file named in argv[2] late in Python's exit, after the plugin's own. The
+#: second prints without flushing, as a library may.
+QUICK_EXIT = """
+import logging, sys
+from distributed import Client, LocalCluster
+from napari_promptseg.batch._exit import ExitWithoutTeardown
+
+def leave_exit_handler(path):
+    import atexit
+    atexit.register(lambda: open(path, "w").write("torn down"))
+
+def print_unflushed():
+    import torch
+    print("printed by the worker", torch.ones(1).sum().item())
+    return sys.stdout.isatty()
+
+if __name__ == "__main__":
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=logging.ERROR)
+    client = Client(cluster)
+    client.submit(leave_exit_handler, sys.argv[2]).result()
+    if sys.argv[1] == "quick":
+        client.register_plugin(ExitWithoutTeardown())
+    assert client.submit(print_unflushed).result() is False  # the worker's stdout is the pipe below
+    process = next(iter(cluster.workers.values())).process.process
+    client.close()
+    cluster.close()
+    print("worker exit code", process.exitcode, flush=True)
+"""
+
+
+def test_the_engines_workers_skip_pythons_teardown_without_losing_output(tmp_path):
+    """The engine's own workers leave at exit without Python's teardown (torch's takes ~0.5 s per worker, on every
+    run): exit handlers older than the plugin do not run, what a task printed still arrives, the worker ends with
+    code 0. Without the plugin the same handler runs."""
+    script = tmp_path / "quick_exit.py"
+    script.write_text(QUICK_EXIT)
+    for mode in ("quick", "teardown"):
+        marker = tmp_path / f"{mode}.txt"
+        command = [sys.executable, str(script), mode, str(marker)]
+        proc = subprocess.run(command, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert "printed by the worker 1.0" in proc.stdout
+        assert proc.stdout.strip().endswith("worker exit code 0")
+        assert marker.is_file() == (mode == "teardown"), mode
 
 
 def test_resume_after_a_killed_run_loses_nothing(inputs, reference, tmp_path, capsys):

@@ -339,6 +339,8 @@ def _run_on_dask(
     import dask
     from distributed import Client, LocalCluster, as_completed
 
+    from ._exit import ExitWithoutTeardown
+
     cluster = None
     if mode == "local":
         # no dashboard, so no use for the workers' statistical profiler (it samples every thread 100 times a second)
@@ -351,6 +353,7 @@ def _run_on_dask(
                 silence_logs=logging.ERROR,
             )
         client = Client(cluster)
+        client.register_plugin(ExitWithoutTeardown())
     else:
         try:
             client = Client(mode, timeout="20s")

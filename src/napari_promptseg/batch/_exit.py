@@ -1,0 +1,29 @@
+"""Worker plugin for the clusters the batch engine starts (imports ``distributed``: import it only there)."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import sys
+
+from distributed import WorkerPlugin
+
+
+class ExitWithoutTeardown(WorkerPlugin):
+    """Once Python's exit handlers begin in a worker process, flush its output and leave. Unloading torch's modules at
+    interpreter exit takes ~0.5 s, and closing the cluster waits for every worker process (0.65 s of every run ->
+    0.05 s). The process has nothing left to write by then: each task writes and closes its outputs, and the worker
+    has closed. Only for the engine's own LocalCluster: a user's long-lived ``dask worker`` exits as it always did."""
+
+    name = "promptseg-exit-without-teardown"
+
+    def setup(self, worker: object) -> None:
+        atexit.register(_exit_now)
+
+
+def _exit_now() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # a closed or replaced stream
+            stream.flush()
+    os._exit(0)
