@@ -3,7 +3,8 @@
 Pairs: BIRL (3 synthetic + rat kidney HE/PanCytokeratin + lesions HE/proSPC) and CIMA lung-lesion_1 (HE vs CC10 at
 5 % and 10 %). Methods, each timed on the same pair in the same run (the machine's load affects all alike):
 
-* ``ours``: :func:`register` with its defaults (Python, CLI and widget route);
+* ``ours``: :func:`register` with its defaults (Python, CLI and widget route; no prompts, so "auto" runs the
+  intensity route);
 * ``elastix``: itk-elastix with its default rigid + affine + B-spline parameter maps;
 * ``ants``: ANTsPy ``registration(type_of_transform="SyN")`` with its defaults, run in its own venv
   (``--ants-python``; antspyx needs numpy < 2.4, see ``benchmarks/ants_worker.py``);
@@ -40,6 +41,7 @@ from scipy import ndimage
 from napari_promptseg.io import read_image
 from napari_promptseg.io.landmarks import paired_landmarks, read_landmarks
 from napari_promptseg.methods.registration import (
+    DEFAULT_METHOD,
     RegistrationOptions,
     image_diagonal,
     landmark_errors,
@@ -88,6 +90,16 @@ ABLATIONS: dict[str, tuple[str, dict]] = {
         {"refine_levels": (128, 256, 512), "refine_iterations": (60, 40, 20)},
     ),
     "SimpleITK baseline (v1 intensity)": ("intensity", {"global_search": False, "joint_refinement": False}),
+    "automatic region starts (prompts+intensity)": ("prompts+intensity", {}),
+    "regions; regular-step affine; B-spline at 192 and 384 px (the default before session 11)": (
+        "prompts+intensity",
+        {"affine_optimizer": "regular_step", "bspline_shrink": (2, 1)},
+    ),
+    "B-spline at 192 and 384 px": (DEFAULT_METHOD, {"bspline_shrink": (2, 1)}),
+    "intensity route; no SimpleITK B-spline; refinement from 128 px": (
+        "intensity",
+        {"intensity_bspline": False, "refine_levels": (128, 256, 512), "refine_iterations": (60, 40, 20)},
+    ),
     "intensity route with near-identity search": ("intensity", {"search_near_identity": True}),
 }
 
@@ -201,7 +213,7 @@ def evaluate_pair(paths, methods, ablations, segmenter, ants_python) -> dict:
                 run_elastix(*grays) if name == "elastix" else run_ants(*grays, ants_python)
             )
         else:
-            method, changes = ablation or ("prompts+intensity", {})
+            method, changes = ablation or (DEFAULT_METHOD, {})
             segmenter.cache.clear()  # every run encodes its images: the timing is that of a first registration
             t0, c0 = time.perf_counter(), time.process_time()
             result = register(

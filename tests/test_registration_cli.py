@@ -7,6 +7,7 @@ import inspect
 import json
 
 import numpy as np
+import pytest
 import tifffile
 
 from napari_promptseg.cli import main
@@ -83,6 +84,20 @@ def test_register_default_method_is_the_same_in_python_and_cli():
 
     assert build_parser().parse_args(["register", "f.png", "m.png", "-o", "out"]).method == DEFAULT_METHOD
     assert inspect.signature(register).parameters["method"].default == DEFAULT_METHOD
+
+
+def test_auto_method_uses_regions_only_for_the_users_prompts():
+    from napari_promptseg.errors import PromptsegError
+    from napari_promptseg.methods.registration import resolve_method
+
+    for automatic in (None, "auto"):
+        assert resolve_method("auto", automatic) == "intensity"
+    pair = (np.ones((4, 4), bool), np.ones((4, 4), bool))
+    for given in ("lungs", ["gland", "nuclei"], [pair], lambda image: [], []):  # [] is refused by the region route
+        assert resolve_method("auto", given) == "prompts+intensity"
+    assert resolve_method("prompts", None) == "prompts" and resolve_method("intensity", "lungs") == "intensity"
+    with pytest.raises(PromptsegError, match="method must be one of"):
+        resolve_method("magic", None)
 
 
 def test_register_cli_refuses_landmark_count_mismatch(shared_data, tmp_path, capsys):

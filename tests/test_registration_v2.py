@@ -11,6 +11,7 @@ from scipy import ndimage
 
 from napari_promptseg.io import read_image
 from napari_promptseg.methods.registration import RegistrationOptions, register, to_gray
+from napari_promptseg.methods.registration.quality import quality_line
 from napari_promptseg.methods.warp import Deformation, degenerate_reason
 
 CIMA = "registration_cima_lung_lesion_1/scale-5pc"
@@ -95,16 +96,18 @@ def test_image_route_repeats_bit_for_bit(cima):
 
 
 def test_quality_indicator_drops_on_a_mismatched_pair(cima, shared_data):
-    """H&E to CC10 of the same lesion against H&E to a kidney section (another organ, another stain): the image
-    similarity after registration and its gain drop, and the verdict says so."""
+    """H&E to CC10 of the same lesion against H&E to a kidney section (another organ, another stain). A converged
+    affine stage raises the image similarity of the unrelated pair too (NMI 1.03 -> 1.11, as much as the true pair's
+    1.07 -> 1.12), but only by stretching one section onto the other: the verdict says so."""
     fixed, moving = cima
     kidney = "registration_birl/data-images/rat-kidney_/scale-5pc/Rat-Kidney_PanCytokeratin.jpg"
     other = read_image(shared_data / kidney)
     matched = register(fixed, moving, method="intensity", options=AFFINE_ONLY).quality
     mismatched = register(fixed, other, method="intensity", options=AFFINE_ONLY).quality
-    assert mismatched["similarity_after"] < matched["similarity_after"] - 0.02, (matched, mismatched)
-    assert mismatched["similarity_gain"] < matched["similarity_gain"]
-    assert matched["verdict"] == "good" and mismatched["verdict"] != "good", (matched, mismatched)
+    assert mismatched["similarity_after"] < matched["similarity_after"], (matched, mismatched)
+    assert matched["verdict"] == "good" and not matched["strong_stretch"], matched
+    assert mismatched["verdict"] == "check" and mismatched["strong_stretch"], mismatched
+    assert "strong stretch" in quality_line(mismatched) and "strong stretch" not in quality_line(matched)
 
 
 def test_optical_density_gray_is_tissue_bright(cima):

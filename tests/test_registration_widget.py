@@ -58,11 +58,10 @@ def test_widget_registers_and_maps_landmarks(make_viewer, qtbot, pair):
     widget.moving_picker.set_layer(moving_layer)
     widget.fixed_points.set_layer(viewer.layers["lm fixed"])
     widget.moving_points.set_layer(viewer.layers["lm moving"])
-    widget.method.setCurrentText("intensity")
     widget.show_grid.setChecked(True)
     widget.run()
     _wait(qtbot, widget)
-    assert widget.last_result is not None
+    assert widget.last_result is not None and widget.last_result.method == "intensity"  # auto, no text prompts
     warped = viewer.layers["moving registered"]
     assert warped.data.shape == fixed.shape and warped.opacity == 0.5
     assert "deformation grid" in viewer.layers
@@ -109,8 +108,8 @@ def test_region_pairs_are_warped_hidden_colour_matched_and_replaced_by_a_rerun(m
     """Issue 14, defect 5: the moving regions are shown warped into the fixed frame (they land where the known
     transform puts them, unlike the unwarped ones), hidden by default, pair k in one colour on both sides; a rerun
     replaces this widget's result layers and nothing else; landmark layers of unequal counts (BIRL kidney: 71 vs
-    69) are compared over the first min(n), and the summary says so. Default method, automatic LiteMedSAM regions.
-    """
+    69) are compared over the first min(n), and the summary says so. prompts+intensity, automatic LiteMedSAM
+    regions (the default method runs them only for text prompts)."""
     fixed = pair[0]
     shape = fixed.shape[:2]
     c, s = np.cos(np.radians(8)), np.sin(np.radians(8))
@@ -132,6 +131,7 @@ def test_region_pairs_are_warped_hidden_colour_matched_and_replaced_by_a_rerun(m
     widget.fixed_points.set_layer(viewer.layers["lm fixed"])
     widget.moving_points.set_layer(viewer.layers["lm moving"])
     assert widget.method.currentText() == DEFAULT_METHOD and not widget.show_pairs.isChecked()
+    widget.method.setCurrentText("prompts+intensity")
     user_layers = list(viewer.layers)
 
     def ours():
@@ -217,11 +217,13 @@ def test_widget_text_prompts_reach_register(make_viewer, qtbot, pair):
     widget.method.setCurrentText("intensity")
     widget.run()
     assert any("text prompts gland, nuclei: choose a prompts method" in m for m in errors)
-    widget.method.setCurrentText("prompts")
-    widget.run()
-    _wait(qtbot, widget)
-    assert any("no reference-library entry matches 'gland'" in m for m in errors), errors
-    assert widget.last_result is None and widget.runner.state == "failed"
+    for method in ("prompts", "auto"):  # auto with text prompts is prompts+intensity
+        errors.clear()
+        widget.method.setCurrentText(method)
+        widget.run()
+        _wait(qtbot, widget)
+        assert any("no reference-library entry matches 'gland'" in m for m in errors), (method, errors)
+        assert widget.last_result is None and widget.runner.state == "failed"
 
 
 def test_widget_compares_the_first_landmarks_of_the_kidney_pair(make_viewer, qtbot, shared_data):

@@ -26,10 +26,11 @@ def cima(shared_data):
     return fixed, moving
 
 
-def test_default_registration_repeats_bit_for_bit(cima, litemedsam):
-    """The default route (regions, several intensity starts, B-spline, joint refinement) twice on the real pair."""
+def test_region_route_registration_repeats_bit_for_bit(cima, litemedsam):
+    """The region route (regions, several intensity starts, B-spline, joint refinement) twice on the real pair: the
+    default's with prompts (the intensity route alone repeats too: test_registration_v2)."""
     fixed, moving = cima
-    first, second = (register(fixed, moving, segmenter=litemedsam) for _ in range(2))
+    first, second = (register(fixed, moving, segmenter=litemedsam, method="prompts+intensity") for _ in range(2))
     assert np.array_equal(first.displacement, second.displacement)
     assert first.start == second.start and first.start_scores == second.start_scores
     assert first.refinement == second.refinement and first.stages == second.stages

@@ -40,6 +40,7 @@ from ..methods.registration import (
     image_diagonal,
     landmark_errors,
     register,
+    resolve_method,
 )
 from ..methods.registration.quality import quality_line
 from ._common import LayerPicker, TaskRunner, load_triton_safely, notify_exception
@@ -125,7 +126,8 @@ class RegistrationWidget(QWidget):
         self.method.addItems(list(METHODS))
         self.method.setCurrentText(DEFAULT_METHOD)
         self.method.setToolTip(
-            "prompts: automatic LiteMedSAM regions matched across the images (Tell2Reg); "
+            "auto: prompts+intensity when text prompts are given, else intensity; "
+            "prompts: LiteMedSAM regions matched across the images (Tell2Reg); "
             "prompts+intensity: the region starts, the image moments and a rotation/flip search, each refined by "
             "SimpleITK, the one that aligns the images best (mutual information) kept; intensity: the same without "
             "regions"
@@ -136,7 +138,7 @@ class RegistrationWidget(QWidget):
         self.similarity.setValue(0.8)
         self.similarity.setToolTip("cosine similarity needed to pair two regions (Tell2Reg: 0.8)")
         self.text_prompts = QLineEdit()
-        self.text_prompts.setPlaceholderText("automatic regions")
+        self.text_prompts.setPlaceholderText("none (automatic regions with a prompts method)")
         self.text_prompts.setToolTip(
             "comma-separated text prompts, e.g. 'gland, nuclei': each is found in both images (GroundingDINO, "
             "CLIPSeg, or offline the reference library) and its regions pair with the same prompt's; empty = "
@@ -200,8 +202,8 @@ class RegistrationWidget(QWidget):
                     )
                     a, b = a[:n], b[:n]
                 landmarks = (a, b)
-            method = self.method.currentText()
             prompts = self.prompts()
+            method = resolve_method(self.method.currentText(), prompts)
             if prompts and method == "intensity":
                 raise PromptsegError(
                     f"text prompts {', '.join(prompts)}: choose a prompts method (intensity registration uses none)"

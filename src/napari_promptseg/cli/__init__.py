@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="text prompt naming regions to pair (repeatable: --prompt gland --prompt nuclei; 'gland, nuclei' is "
-        "two phrases of one prompt); 'auto' (default) = automatic regions matched by embedding similarity",
+        "two phrases of one prompt); 'auto' (default) = automatic regions matched by embedding similarity, with "
+        "--method prompts or prompts+intensity",
     )
     reg.add_argument(
         "--text-route",
@@ -114,11 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--heatmap-threshold", type=float, default=0.5, help="CLIPSeg threshold (%(default)s)")
     reg.add_argument(
         "--method",
-        default="prompts+intensity",  # = methods.registration.DEFAULT_METHOD (not imported here: torch is slow)
-        choices=["prompts", "prompts+intensity", "intensity"],
+        default="auto",  # = methods.registration.DEFAULT_METHOD (not imported here: torch is slow)
+        choices=["auto", "prompts+intensity", "intensity", "prompts"],
         help="prompts: corresponding regions (Tell2Reg); intensity: images only (SimpleITK from the image moments and "
         "from a rotation/flip search, then a local refinement); prompts+intensity: the region starts compete too, "
-        "the best by mutual information (default: %(default)s)",
+        "the best by mutual information; auto: prompts+intensity with --prompt, else intensity (default: %(default)s)",
     )
     reg.add_argument("--landmarks-fixed", type=Path, help="fixed-image landmarks (ANHIR CSV ',X,Y' or .pts)")
     reg.add_argument("--landmarks-moving", type=Path, help="moving-image landmarks, same order as the fixed ones")

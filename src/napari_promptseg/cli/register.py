@@ -15,7 +15,13 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     from ..io import read_image
     from ..io.landmarks import paired_landmarks, read_landmarks, write_landmarks
-    from ..methods.registration import RegistrationOptions, image_diagonal, landmark_errors, register
+    from ..methods.registration import (
+        RegistrationOptions,
+        image_diagonal,
+        landmark_errors,
+        register,
+        resolve_method,
+    )
     from ..methods.registration.pipeline import REGION_PRECISION
     from ..methods.registration.quality import quality_line
 
@@ -27,7 +33,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     if args.channels is not None or args.normalize != "auto":
         raise PromptsegError("register does not support --channels/--normalize yet; use --channel-axis or RGB images")
     prompts = [p for p in args.prompt if p != "auto"]
-    if prompts and args.method == "intensity":
+    method = resolve_method(args.method, prompts or None)
+    if prompts and method == "intensity":
         raise PromptsegError(f"--prompt {prompts[0]!r} needs --method prompts or prompts+intensity, not intensity")
     t0 = time.perf_counter()
     fixed, moving = read_image(args.fixed), read_image(args.moving)
@@ -40,7 +47,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         options.smoothness = args.smoothness
     segmenter = None
     load_s = 0.0
-    if args.method != "intensity":
+    if method != "intensity":
         from ..models import load_segmenter
 
         segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
@@ -50,7 +57,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         moving,
         prompts or None,
         segmenter=segmenter,
-        method=args.method,
+        method=method,
         options=options,
         channel_axis=args.channel_axis,
         fixed_name=str(args.fixed),

@@ -66,6 +66,7 @@ from .options import (
     RegistrationResult,
     image_diagonal,
     landmark_errors,
+    resolve_method,
 )
 from .pipeline import check_pair, register
 from .quality import quality_report
@@ -77,6 +78,7 @@ from .torch_ops import adam, bending_energy, next_level_control, single_thread
 __all__ = [
     "DEFAULT_METHOD",
     "METHODS",
+    "resolve_method",
     "IntensityImages",
     "ProgressCallback",
     "RegistrationOptions",

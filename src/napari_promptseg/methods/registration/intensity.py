@@ -20,6 +20,8 @@ from ..warp import Deformation, degenerate_reason
 from .options import RegistrationOptions, _stage
 from .torch_ops import single_thread
 
+AFFINE_OPTIMIZERS = ("regular_step", "gradient_first")
+
 _sitk_threads_lock = threading.Lock()
 _sitk_threads_users = 0
 _sitk_threads_saved = 0
@@ -162,6 +164,8 @@ def intensity_stage(
         raise PromptsegError(
             "the intensity baseline needs SimpleITK: pip install 'napari-promptseg[register]'"
         ) from exc
+    if opts.affine_optimizer not in AFFINE_OPTIMIZERS:
+        raise PromptsegError(f"affine_optimizer must be one of {AFFINE_OPTIMIZERS}, got {opts.affine_optimizer!r}")
     fixed_shape, moving_shape = images.fixed_shape, images.moving_shape
     fixed_small, moving_small = images.fixed, images.moving
     # an affine start is handed to SimpleITK exactly (physical coordinates are full-resolution pixels); a start with
@@ -287,15 +291,29 @@ def _sitk_stages(
             )
         else:
             start = start_affine if start_affine is not None else sitk.AffineTransform(2)
-        reg = method()
-        reg.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=2.0, minStep=1e-3, numberOfIterations=opts.intensity_iterations * 2, relaxationFactor=0.6
-        )
-        reg.SetOptimizerScalesFromPhysicalShift()
-        reg.SetShrinkFactorsPerLevel(list(affine_shrink))
-        reg.SetSmoothingSigmasPerLevel([s // 2 for s in affine_shrink])
-        reg.SetInitialTransform(start, inPlace=True)
-        reg.Execute(f_img, m_img)
+        optimizers = ["gradient", "regular_step"] if opts.affine_optimizer == "gradient_first" else ["regular_step"]
+        for optimizer in optimizers:
+            reg = method()
+            if optimizer == "gradient":  # a step estimated every iteration: reaches the optimum's basin
+                reg.SetOptimizerAsGradientDescent(
+                    learningRate=1.0,
+                    numberOfIterations=opts.intensity_iterations * 2,
+                    convergenceMinimumValue=1e-7,
+                    convergenceWindowSize=10,
+                    estimateLearningRate=reg.EachIteration,
+                )
+            else:
+                reg.SetOptimizerAsRegularStepGradientDescent(
+                    learningRate=2.0,
+                    minStep=1e-3,
+                    numberOfIterations=opts.intensity_iterations * 2,
+                    relaxationFactor=0.6,
+                )
+            reg.SetOptimizerScalesFromPhysicalShift()
+            reg.SetShrinkFactorsPerLevel(list(affine_shrink))
+            reg.SetSmoothingSigmasPerLevel([s // 2 for s in affine_shrink])
+            reg.SetInitialTransform(start, inPlace=True)
+            reg.Execute(f_img, m_img)
         transforms.append(start)
     elif start_affine is not None:
         transforms.append(start_affine)

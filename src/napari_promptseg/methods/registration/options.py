@@ -18,9 +18,22 @@ from ..warp import Deformation
 
 #: progress(fraction_done, message)
 ProgressCallback = Callable[[float, str], None]
-METHODS = ("prompts", "prompts+intensity", "intensity")
-#: the route that measures best on the BIRL pairs (benchmarks/results/bench_registration.md); Python, CLI and widget
-DEFAULT_METHOD = "prompts+intensity"
+METHODS = ("auto", "prompts+intensity", "intensity", "prompts")
+#: Python, CLI and widget: "prompts+intensity" when prompts are given (text, a reference, regions or pairs), else
+#: "intensity". Without prompts the automatic region starts no longer won on any dev pair once the affine stage
+#: converged, and cost ~4 s of a ~7 s registration (benchmarks/README.md, registration v5)
+DEFAULT_METHOD = "auto"
+
+
+def resolve_method(method: str, prompts: object) -> str:
+    """The route ``method`` names for these ``prompts`` ("auto": regions only when the user gave prompts)."""
+    if method not in METHODS:
+        raise PromptsegError(f"method must be one of {METHODS}, got {method!r}")
+    if method != "auto":
+        return method
+    # an empty list is a prompt source that found nothing: the region route says so (it is not "no prompts")
+    automatic = prompts is None or (isinstance(prompts, str) and prompts == "auto")
+    return "intensity" if automatic else "prompts+intensity"
 
 
 @dataclass
@@ -52,13 +65,20 @@ class RegistrationOptions(PairingOptions):
     intensity_bspline: bool = True
     bspline_mesh: int = 6
     intensity_iterations: int = 60
+    #: the affine stage's optimizer: "gradient_first" (gradient descent with its step estimated every iteration,
+    #: then regular-step from where it ends) or "regular_step" alone, which halves its step at every turn of the
+    #: sampled metric's noisy gradient and stopped far from the optimum (synthetic-affine pair: NMI 1.32, rTRE 3.7 %,
+    #: against 1.73 and 0.13 %)
+    affine_optimizer: str = "gradient_first"
     #: the affine stage's pyramid (shrink factors of the small images); with several starts and ``coarse_first``,
     #: the starts compete after all but the finest level and only the winner runs the finest (faster, but on the
     #: synthetic-affine pair it picked a start whose B-spline stage then folded: off by default)
     affine_shrink: tuple[int, ...] = (4, 2, 1)
     coarse_first: bool = False
     #: the B-spline stage (LBFGS-B) per level: shrink factors of the small images, iterations
-    bspline_shrink: tuple[int, ...] = (2, 1)
+    #: (2,) = half the intensity images' side (192 px): on every dev pair as accurate as (2, 1) once the affine stage
+    #: converged, for a third of the time
+    bspline_shrink: tuple[int, ...] = (2,)
     bspline_iterations: int = 60
     #: LBFGS-B stops when the cost falls by less than this x machine epsilon (~2e-6 relative) in an iteration: at
     #: 1e7 (SimpleITK's default) the finest level spent most of the stage's time on changes of 1e-4 in NMI

@@ -21,12 +21,12 @@ from .from_pairs import fit_pairs, pair_dice
 from .intensity import IntensityImages, intensity_route
 from .options import (
     DEFAULT_METHOD,
-    METHODS,
     ProgressCallback,
     RegistrationOptions,
     RegistrationResult,
     _stage,
     _stage_warnings,
+    resolve_method,
 )
 from .quality import quality_report
 from .refine import joint_refine
@@ -59,7 +59,8 @@ def register(
 ) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` (2D, gray or RGB/multichannel; the sizes may differ).
 
-    ``prompts`` selects the region source for the prompt-based methods:
+    ``method``: "auto" (default) is "prompts+intensity" when ``prompts`` are given and "intensity" otherwise; the
+    result's ``method`` says which ran. ``prompts`` selects the region source for the prompt-based methods:
 
     * ``None`` or ``"auto"``: automatic regions (grid of box prompts) matched by embedding similarity (offline);
     * a text prompt (``"gland"``; ``"gland, nuclei"`` is two phrases) or a list of them: each prompt is answered on
@@ -75,8 +76,7 @@ def register(
     ``segmenter`` defaults to :func:`napari_promptseg.models.load_segmenter()` when one is needed.
     """
     opts = options or RegistrationOptions()
-    if method not in METHODS:
-        raise PromptsegError(f"method must be one of {METHODS}, got {method!r}")
+    method = resolve_method(method, prompts)
     report = progress or (lambda fraction, message: None)
 
     def check_cancel() -> None:
