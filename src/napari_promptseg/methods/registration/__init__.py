@@ -28,8 +28,9 @@ filters on the pairs, and the image similarity as the judge of starts.
 stages from several starts — the image moments (the v1 baseline) and the best rotations/flips of a coarse global
 search (:mod:`.search`, our addition: serial sections come rotated by any angle or mirrored) — the one whose result
 has the best :func:`alignment_score` wins; then the B-spline stage and the joint refinement below, each kept only
-when it raises that score. ``"prompts+intensity"`` (the default) adds the region transform and its affine part as
-starts: it can only differ from the image route where a region start aligns the images better (no landmarks are
+when it raises that score. ``"prompts+intensity"`` (what the default ``"auto"`` runs when prompts are given;
+without them it runs ``"intensity"``) adds the region transform and its affine part as starts: it can only differ
+from the image route where a region start aligns the images better (no landmarks are
 looked at). The image starts are refined, and the B-spline stage runs on the best of them, in a background thread
 while the region pairs are found (torch on one thread meanwhile; that B-spline stage at the lowest priority); if a
 region start wins, that stage stops and the winner's runs after (same result as ranking all starts at once, less
