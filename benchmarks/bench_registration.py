@@ -55,7 +55,8 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 METHODS = ["unregistered", "ours", "elastix", "ants"]
 REAL_PAIRS = ("Rat-Kidney", "Izd2-29-041-w35", "cima-lung-lesion-1-5pc", "cima-lung-lesion-1-10pc")
-#: one change of the default each: (method, options changes)
+#: (method, options changes); most change one part of the region route (prompts+intensity) as it was measured in
+#: v2-v4, when it was the default; the default itself (DEFAULT_METHOD, "auto") runs the intensity route here
 ABLATIONS: dict[str, tuple[str, dict]] = {
     "no region pairs (intensity route)": ("intensity", {}),
     "no region Dice in refinement": ("prompts+intensity", {"refine_dice": 0.0}),

@@ -92,10 +92,20 @@ def assert_unreadable_recorded(out: Path, unreadable: Path) -> None:
     assert record["attempts"] == 2 and "truncated.tif" in record["reason"] and "output" not in record
 
 
-def test_local_cluster_gives_the_outputs_of_one_process(inputs, unreadable, reference, tmp_path):
+def test_local_cluster_gives_the_outputs_of_one_process(inputs, unreadable, reference, tmp_path, monkeypatch):
+    from distributed import Client
+
     assert_unreadable_recorded(reference, unreadable)
     out = tmp_path / "local"
+    registered = []
+    register_plugin = Client.register_plugin
+    monkeypatch.setattr(
+        Client,
+        "register_plugin",
+        lambda self, plugin, *a, **k: registered.append(plugin) or register_plugin(self, plugin, *a, **k),
+    )
     assert run([*inputs, unreadable], out, "--scheduler", "local", "--workers", "2") == 1
+    assert [type(p) for p in registered] == [ExitWithoutTeardown]  # the engine's own workers leave quickly
     assert_same_outputs(out, reference, inputs)
     assert_unreadable_recorded(out, unreadable)
     batch = report_of(out)["batch"]

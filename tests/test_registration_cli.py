@@ -84,6 +84,16 @@ def test_register_default_method_is_the_same_in_python_and_cli():
 
     assert build_parser().parse_args(["register", "f.png", "m.png", "-o", "out"]).method == DEFAULT_METHOD
     assert inspect.signature(register).parameters["method"].default == DEFAULT_METHOD
+    from napari_promptseg.methods.registration import METHODS
+
+    (method_option,) = [
+        action
+        for sub in build_parser()._subparsers._group_actions[0].choices.values()  # noqa: SLF001 - argparse's only way
+        if sub.prog.endswith(" register")
+        for action in sub._actions  # noqa: SLF001
+        if action.dest == "method"
+    ]
+    assert set(method_option.choices) == set(METHODS)
 
 
 def test_auto_method_uses_regions_only_for_the_users_prompts():

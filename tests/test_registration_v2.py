@@ -110,6 +110,24 @@ def test_quality_indicator_drops_on_a_mismatched_pair(cima, shared_data):
     assert "strong stretch" in quality_line(mismatched) and "strong stretch" not in quality_line(matched)
 
 
+def test_stretch_counts_a_canvas_or_a_pixel_size_change_as_none():
+    """A padded or cropped canvas at the same pixel size (area factor 1) and the same field at another pixel size
+    (area factor = the size ratio squared) are not a stretch; unequal scaling of the two axes is; a singular affine
+    does not break the report."""
+    from napari_promptseg.methods.registration.quality import affine_stretch
+
+    fixed_shape, padded = (600, 800), (720, 960)
+    same_pixels = Deformation.from_pixel_affine(np.eye(3), fixed_shape, padded)
+    other_pixels = Deformation.from_pixel_affine(np.diag([1.2, 1.2, 1.0]), fixed_shape, padded)
+    for deformation in (same_pixels, other_pixels):
+        anisotropy, area = affine_stretch(deformation)
+        assert anisotropy == pytest.approx(1.0) and area == pytest.approx(1.0)
+    anisotropy, area = affine_stretch(Deformation.from_pixel_affine(np.diag([1.0, 1.3, 1.0]), fixed_shape, fixed_shape))
+    assert anisotropy == pytest.approx(1.3) and area == pytest.approx(1.3)
+    singular = Deformation.from_pixel_affine(np.diag([1.0, 0.0, 1.0]), fixed_shape, fixed_shape)
+    assert affine_stretch(singular)[1] > 1e6
+
+
 def test_optical_density_gray_is_tissue_bright(cima):
     he = cima[0]
     od, mean = to_gray(he, "od"), to_gray(he, "mean")

@@ -142,7 +142,7 @@ class RegistrationWidget(QWidget):
         self.text_prompts.setToolTip(
             "comma-separated text prompts, e.g. 'gland, nuclei': each is found in both images (GroundingDINO, "
             "CLIPSeg, or offline the reference library) and its regions pair with the same prompt's; empty = "
-            "automatic LiteMedSAM regions matched by similarity"
+            "the images alone with the auto method, automatic LiteMedSAM regions with a prompts method"
         )
         self.show_pairs = QCheckBox("show region pairs")
         self.show_pairs.setToolTip(

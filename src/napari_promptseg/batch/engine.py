@@ -353,13 +353,14 @@ def _run_on_dask(
                 silence_logs=logging.ERROR,
             )
         client = Client(cluster)
-        client.register_plugin(ExitWithoutTeardown())
     else:
         try:
             client = Client(mode, timeout="20s")
         except OSError as exc:
             raise PromptsegError(f"cannot reach the Dask scheduler at {mode}: {exc}") from exc
     try:
+        if cluster is not None:
+            client.register_plugin(ExitWithoutTeardown())
         try:
             client.wait_for_workers(1, timeout=WORKER_WAIT_S)
         except TimeoutError:

@@ -113,7 +113,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         parameters={
             "fixed": str(args.fixed),
             "moving": str(args.moving),
-            "prompts": prompts or ["auto"],
+            "prompts": prompts or (["auto"] if result.method != "intensity" else []),
             "text_route": args.text_route,
             "library": None if args.library is None else str(args.library),
             "box_threshold": args.box_threshold,

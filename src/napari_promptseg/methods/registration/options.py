@@ -21,7 +21,7 @@ ProgressCallback = Callable[[float, str], None]
 METHODS = ("auto", "prompts+intensity", "intensity", "prompts")
 #: Python, CLI and widget: "prompts+intensity" when prompts are given (text, a reference, regions or pairs), else
 #: "intensity". Without prompts the automatic region starts no longer won on any dev pair once the affine stage
-#: converged, and cost ~4 s of a ~7 s registration (benchmarks/README.md, registration v5)
+#: converged, and cost 1.8-8.3 s per pair (benchmarks/README.md, registration v5)
 DEFAULT_METHOD = "auto"
 
 

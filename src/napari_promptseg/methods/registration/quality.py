@@ -6,7 +6,8 @@ identical) before registration (identity) and after. The Jacobian determinant of
 orientation (a mirrored section has det < 0 everywhere and does not fold), is reported as a range: a minimum <= 0
 means the field folds. The affine part's stretch is reported too: how unequally it scales two directions
 (anisotropy) and how it changes the area beyond the two images' size ratio (an image of the same field at another
-pixel size has the same content over proportionally more pixels). Sections of one specimen move, turn and shrink a
+pixel size has the same content over proportionally more pixels; a crop or a padded canvas at the same pixel size
+has not: the nearer of the two counts). Sections of one specimen move, turn and shrink a
 little; an image of other tissue can still raise the similarity (measured: NMI gains of 0.05-0.09 for four pairs of
 unrelated sections, as much as for true pairs) but only by stretching one onto the other.
 The verdict is a coarse reading of these: "good" (the similarity rose clearly, nothing folds, no strong stretch),
@@ -27,7 +28,7 @@ from .intensity import IntensityImages
 MIN_GAIN = 0.01
 #: the affine part scales one direction this much more than the other: beyond the compression of a cut section
 MAX_ANISOTROPY = 1.15
-#: the affine part changes the area by more than this factor (either way), after the images' size ratio
+#: the affine part changes the area by more than this factor (either way) against both 1 and the images' size ratio
 MAX_AREA_CHANGE = 1.33
 
 
@@ -47,7 +48,7 @@ def quality_report(
     rejected = [s["stage"] for s in stages if not s["accepted"]]
     degenerate = [s["stage"] for s in stages if s.get("degenerate")]
     anisotropy, area_change = affine_stretch(deformation)
-    stretched = anisotropy > MAX_ANISOTROPY or max(area_change, 1 / area_change) > MAX_AREA_CHANGE
+    stretched = anisotropy > MAX_ANISOTROPY or area_change > MAX_AREA_CHANGE
     gain = after - before
     if gain <= 0 or folding > 0:
         verdict = "poor"
@@ -73,12 +74,18 @@ def quality_report(
 
 
 def affine_stretch(deformation: Deformation) -> tuple[float, float]:
-    """(anisotropy, area change) of the affine part: the ratio of its two singular values, and its area factor over
-    the one the images' sizes imply (the ratio of their diagonals, squared)."""
-    singular = np.linalg.svd(deformation.pixel_affine[:2, :2], compute_uv=False)
+    """(anisotropy, area change) of the affine part: the ratio of its two singular values, and how far its area
+    factor is from both 1 (same pixel size, other canvas) and the images' size ratio (the ratio of their diagonals,
+    squared: same field, other pixel size), as a factor >= 1 from the nearer of the two."""
+    matrix = deformation.pixel_affine[:2, :2]
+    if not np.isfinite(matrix).all():
+        return float("inf"), float("inf")
+    singular = np.linalg.svd(matrix, compute_uv=False)
     (fh, fw), (mh, mw) = deformation.fixed_shape, deformation.moving_shape
+    area = max(float(singular[0] * singular[1]), 1e-12)
     size_ratio = np.hypot(mh, mw) / np.hypot(fh, fw)
-    return float(singular[0] / max(singular[1], 1e-12)), float(singular[0] * singular[1] / size_ratio**2)
+    change = min(max(a, 1 / a) for a in (area, area / size_ratio**2))
+    return float(singular[0] / max(singular[1], 1e-12)), float(change)
 
 
 def quality_line(quality: dict[str, Any]) -> str:
@@ -92,7 +99,7 @@ def quality_line(quality: dict[str, Any]) -> str:
         + (" (mirrored)" if quality["mirrored"] else "")
         + (
             f", strong stretch (anisotropy {quality['affine_anisotropy']:.2f}, "
-            f"area x{quality['affine_area_change']:.2f})"
+            f"area change x{quality['affine_area_change']:.2f})"
             if quality.get("strong_stretch")
             else ""
         )

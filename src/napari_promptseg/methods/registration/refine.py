@@ -79,7 +79,7 @@ def joint_refine(
     (``refine_levels``, longest side), minimising local NCC of the gray images + ``refine_dice`` x (1 - weighted
     region-pair Dice) + ``refine_smoothness`` x bending energy of the control grid (torch, Adam, coarse to fine).
 
-    Our addition: Tell2Reg optimises the region Dice alone; SimpleITK's B-spline (Mattes MI, 6x6 mesh, 384 px) is
+    Our addition: Tell2Reg optimises the region Dice alone; SimpleITK's B-spline (Mattes MI, 6x6 mesh, 192 px) is
     global and coarse. The caller keeps the result only if :func:`alignment_score` improves."""
     if opts.refine_similarity not in ("ncc", "mind"):
         raise PromptsegError(f"refine_similarity must be 'ncc' or 'mind', got {opts.refine_similarity!r}")
