@@ -309,6 +309,8 @@ def test_empty_region_set_is_refused(birl):
 
 def test_unknown_method_and_unanswerable_text_prompt_are_refused(birl, tmp_path):
     small = birl["image"][::4, ::4]
+    with pytest.raises(PromptsegError, match="affine_optimizer must be one of"):
+        register(small, small, method="prompts", options=RegistrationOptions(affine_optimizer="adam"))
     with pytest.raises(PromptsegError, match="method must be one of"):
         register(small, small, method="magic")
     # offline, no text-model weights and an empty library: the route chooser's message, naming the prompt

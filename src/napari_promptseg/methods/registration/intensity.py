@@ -22,6 +22,12 @@ from .torch_ops import single_thread
 
 AFFINE_OPTIMIZERS = ("regular_step", "gradient_first")
 
+
+def check_affine_optimizer(opts: RegistrationOptions) -> None:
+    if opts.affine_optimizer not in AFFINE_OPTIMIZERS:
+        raise PromptsegError(f"affine_optimizer must be one of {AFFINE_OPTIMIZERS}, got {opts.affine_optimizer!r}")
+
+
 _sitk_threads_lock = threading.Lock()
 _sitk_threads_users = 0
 _sitk_threads_saved = 0
@@ -164,8 +170,7 @@ def intensity_stage(
         raise PromptsegError(
             "the intensity baseline needs SimpleITK: pip install 'napari-promptseg[register]'"
         ) from exc
-    if opts.affine_optimizer not in AFFINE_OPTIMIZERS:
-        raise PromptsegError(f"affine_optimizer must be one of {AFFINE_OPTIMIZERS}, got {opts.affine_optimizer!r}")
+    check_affine_optimizer(opts)
     fixed_shape, moving_shape = images.fixed_shape, images.moving_shape
     fixed_small, moving_small = images.fixed, images.moving
     # an affine start is handed to SimpleITK exactly (physical coordinates are full-resolution pixels); a start with

@@ -18,7 +18,7 @@ from ..regions import (
 from ..text import TextRoute
 from ..warp import Deformation, degenerate_reason
 from .from_pairs import fit_pairs, pair_dice
-from .intensity import IntensityImages, intensity_route
+from .intensity import IntensityImages, check_affine_optimizer, intensity_route
 from .options import (
     DEFAULT_METHOD,
     ProgressCallback,
@@ -77,6 +77,7 @@ def register(
     """
     opts = options or RegistrationOptions()
     method = resolve_method(method, prompts)
+    check_affine_optimizer(opts)  # before any work, whichever route runs
     report = progress or (lambda fraction, message: None)
 
     def check_cancel() -> None:

@@ -8,8 +8,8 @@ means the field folds. The affine part's stretch is reported too: how unequally 
 (anisotropy) and how it changes the area beyond the two images' size ratio (an image of the same field at another
 pixel size has the same content over proportionally more pixels; a crop or a padded canvas at the same pixel size
 has not: the nearer of the two counts). Sections of one specimen move, turn and shrink a
-little; an image of other tissue can still raise the similarity (measured: NMI gains of 0.05-0.09 for four pairs of
-unrelated sections, as much as for true pairs) but only by stretching one onto the other.
+little; an image of other tissue can still raise the similarity (measured: NMI gains of 0.04-0.09 for pairs of
+unrelated sections, as much as the true pairs' 0.03-0.09) but only by stretching one onto the other.
 The verdict is a coarse reading of these: "good" (the similarity rose clearly, nothing folds, no strong stretch),
 "check" (a small gain, a stage rejected as degenerate, or a strong stretch), "poor" (no gain, or folding).
 """
