@@ -10,7 +10,14 @@ import pytest
 from scipy import ndimage
 
 from napari_promptseg.io import read_image
-from napari_promptseg.methods.registration import RegistrationOptions, register, to_gray
+from napari_promptseg.io.landmarks import paired_landmarks, read_landmarks
+from napari_promptseg.methods.registration import (
+    RegistrationOptions,
+    image_diagonal,
+    landmark_errors,
+    register,
+    to_gray,
+)
 from napari_promptseg.methods.registration.quality import quality_line
 from napari_promptseg.methods.warp import Deformation, degenerate_reason
 
@@ -56,6 +63,30 @@ def test_global_search_recovers_a_large_rotation_and_a_flip(cima, flip):
     assert result.quality["mirrored"] == flip and result.quality["verdict"] == "good", result.quality
     without = register(fixed, moving, method="intensity", options=replace(AFFINE_ONLY, global_search=False))
     assert np.median(np.linalg.norm(without.fixed_points_to_moving(points) - truth, axis=1)) > 50
+
+
+def test_one_field_at_two_pixel_sizes_is_found_by_the_scaled_search(shared_data):
+    """H&E at 5 % onto CC10 at 10 % of the same lesion (twice the pixels): the search's candidates scaled by the
+    ratio of the images' diagonals give the start; without them the affine stage, starting at scale 1, never gets
+    there (measured at 256 px: 0.92 % rTRE with, 51 % without; a 210 deg start wins then)."""
+    root = shared_data / CIMA.rsplit("/", 1)[0]
+    fixed = read_image(root / "scale-5pc" / "29-041-Izd2-w35-He-les1_gaussian-filtered.jpg")
+    moving = read_image(root / "scale-10pc" / "29-041-Izd2-w35-Cc10-5-les1.jpg")
+    fixed_xy, moving_xy = paired_landmarks(
+        read_landmarks(root / "scale-5pc" / "29-041-Izd2-w35-He-les1_gaussian-filtered.csv"),
+        read_landmarks(root / "scale-10pc" / "29-041-Izd2-w35-Cc10-5-les1.csv"),
+    )
+    options = replace(AFFINE_ONLY, intensity_max_side=256)
+    diagonal = image_diagonal(fixed.shape)
+
+    def rtre(result) -> float:
+        return landmark_errors(fixed_xy, result.moving_points_to_fixed(moving_xy), diagonal)["rtre_median"]
+
+    scaled = register(fixed, moving, method="intensity", options=options)
+    unscaled = register(fixed, moving, method="intensity", options=replace(options, search_size_ratio=False))
+    assert scaled.start == "search 0 deg x2.01", scaled.start_scores
+    assert rtre(scaled) < 0.015 and rtre(scaled) < 0.5 * rtre(unscaled), (rtre(scaled), rtre(unscaled))
+    assert scaled.quality["verdict"] == "good", scaled.quality
 
 
 def test_a_mirrored_transform_is_not_folding():

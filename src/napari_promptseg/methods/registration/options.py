@@ -91,6 +91,9 @@ class RegistrationOptions(PairingOptions):
     search_step_deg: float = 15.0
     search_side: int = 128
     search_starts: int = 2
+    #: images whose sizes differ by more than 10 % (one field at two pixel sizes) also get candidates scaled by the
+    #: ratio of their diagonals (:mod:`.search`)
+    search_size_ratio: bool = True
     #: let rotations within 2 steps of the identity (other than 0) be starts too: the moments start does not always
     #: find a rotation of ~10-15 deg (the lesions pair), but on it the NMI judge then prefers such a start over the
     #: region start (0.66 % vs 0.54 % rTRE): off by default, measured as an ablation of the intensity route
