@@ -110,6 +110,21 @@ def test_auto_method_uses_regions_only_for_the_users_prompts():
         resolve_method("magic", None)
 
 
+def test_register_cli_default_uses_the_images_alone_without_a_model(shared_data, tmp_path, capsys):
+    """No --prompt: the default (auto) runs the intensity route, loads no segmenter and reports no region pairs."""
+    d = _birl(shared_data)
+    out = tmp_path / "out"
+    args = ["register", str(d["fixed"]), str(d["moving"]), "-o", str(out)]
+    code = main([*args, "--landmarks-fixed", str(d["lm_fixed"]), "--landmarks-moving", str(d["lm_moving"])])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "(intensity, TRE" in captured.out and "pairs" not in captured.out.splitlines()[0]
+    report = json.loads((out / "report.json").read_text())
+    assert report["route"] == "intensity" and report["model"] is None and report["parameters"]["prompts"] == []
+    assert report["landmarks"]["after"]["tre_mean"] < 0.1 * report["landmarks"]["before"]["tre_mean"]
+    assert report["quality"]["verdict"] == "good"
+
+
 def test_register_cli_refuses_landmark_count_mismatch(shared_data, tmp_path, capsys):
     d = _birl(shared_data)
     code = main(

@@ -95,7 +95,9 @@ def cmd_register(args: argparse.Namespace) -> int:
         }
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    summary = f"{args.moving} -> {args.output / 'moving_warped.tif'} ({result.method}, {len(result.pairs)} pairs"
+    summary = f"{args.moving} -> {args.output / 'moving_warped.tif'} ({result.method}"
+    if result.method != "intensity":
+        summary += f", {len(result.pairs)} pairs"
     if record:
         summary += f", TRE {record['before']['tre_mean']:.2f} -> {record['after']['tre_mean']:.2f} px"
     print(summary + ")")
