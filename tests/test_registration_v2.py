@@ -65,6 +65,25 @@ def test_global_search_recovers_a_large_rotation_and_a_flip(cima, flip):
     assert np.median(np.linalg.norm(without.fixed_points_to_moving(points) - truth, axis=1)) > 50
 
 
+@pytest.mark.parametrize("angle", [45, 135])
+def test_a_rotation_on_an_expanded_canvas_is_not_taken_for_a_pixel_size_change(cima, angle):
+    """The section turned with its canvas grown to hold it (diagonals 1.41x apart at 45 deg, as a pixel size change
+    would be): the scaled candidates are starts besides the unscaled ones, not instead of them (when they competed
+    for the same places, a wrong x1.41 start won: 340 px and 445 px off)."""
+    fixed = cima[0]
+    h, w = fixed.shape[:2]
+    moving = ndimage.rotate(fixed, angle, axes=(1, 0), reshape=True, order=1, mode="constant", cval=255)
+    mh, mw = moving.shape[:2]
+    a = np.radians(-angle)
+    rotation = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    points = _grid_points((h, w))
+    truth = (points - [(w - 1) / 2, (h - 1) / 2]) @ rotation.T + [(mw - 1) / 2, (mh - 1) / 2]
+    result = register(fixed, moving, method="intensity", options=AFFINE_ONLY)
+    error = np.linalg.norm(result.fixed_points_to_moving(points) - truth, axis=1)
+    assert np.median(error) < 2.0, (np.median(error), result.start, result.start_scores)
+    assert " x" not in result.start and result.quality["verdict"] == "good", result.start
+
+
 def test_one_field_at_two_pixel_sizes_is_found_by_the_scaled_search(shared_data):
     """H&E at 5 % onto CC10 at 10 % of the same lesion (twice the pixels): the search's candidates scaled by the
     ratio of the images' diagonals give the start; without them the affine stage, starting at scale 1, never gets
