@@ -198,3 +198,8 @@ def landmark_errors(fixed_xy: np.ndarray, mapped_xy: np.ndarray, diagonal: float
 
 def image_diagonal(shape: Sequence[int]) -> float:
     return float(np.hypot(shape[0], shape[1]))
+
+
+def size_ratio(fixed_shape: Sequence[int], moving_shape: Sequence[int]) -> float:
+    """Moving over fixed diagonal: the scale between two images of one field at two pixel sizes."""
+    return image_diagonal(moving_shape) / image_diagonal(fixed_shape)

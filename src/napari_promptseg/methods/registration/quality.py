@@ -23,6 +23,7 @@ import numpy as np
 
 from ..warp import Deformation
 from .intensity import IntensityImages
+from .options import size_ratio
 
 #: NMI gains below this (on 1..2) are within what a wrong but plausible transform reaches
 MIN_GAIN = 0.01
@@ -81,10 +82,9 @@ def affine_stretch(deformation: Deformation) -> tuple[float, float]:
     if not np.isfinite(matrix).all():
         return float("inf"), float("inf")
     singular = np.linalg.svd(matrix, compute_uv=False)
-    (fh, fw), (mh, mw) = deformation.fixed_shape, deformation.moving_shape
     area = max(float(singular[0] * singular[1]), 1e-12)
-    size_ratio = np.hypot(mh, mw) / np.hypot(fh, fw)
-    change = min(max(a, 1 / a) for a in (area, area / size_ratio**2))
+    ratio = size_ratio(deformation.fixed_shape, deformation.moving_shape)
+    change = min(max(a, 1 / a) for a in (area, area / ratio**2))
     return float(singular[0] / max(singular[1], 1e-12)), float(change)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..warp import Deformation
 from .intensity import IntensityImages, _downsample, alignment_score
-from .options import RegistrationOptions
+from .options import RegistrationOptions, size_ratio
 
 #: images whose diagonals differ by more than this factor get candidates scaled by the ratio too
 SIZE_RATIO_MIN = 1.1
@@ -71,7 +71,7 @@ def rotation_flip_search(
     moving = _downsample(images.moving, min(1.0, opts.search_side / max(images.moving.shape)))
     fixed_c = _centroid(fixed, images.fixed_shape)
     moving_c = _centroid(moving, images.moving_shape)
-    ratio = float(np.hypot(*images.moving_shape) / np.hypot(*images.fixed_shape))
+    ratio = size_ratio(images.fixed_shape, images.moving_shape)
     scales = [1.0]
     if opts.search_size_ratio and max(ratio, 1 / ratio) > SIZE_RATIO_MIN:
         scales.append(ratio)
