@@ -1,0 +1,266 @@
+"""The library's on-disk format: constants, one entry, and the file helpers (see the package docstring)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import io
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import platformdirs
+import tifffile
+
+from ... import __version__
+from ...errors import PromptsegError
+
+LIBRARY_ENV = "PROMPTSEG_LIBRARY"
+FORMAT = "napari-promptseg-library"
+VERSION = 1
+INDEX = "library.json"
+#: margin around the mask's bounding box kept in an entry, as a fraction of the box's longer side (see ``add``)
+DEFAULT_MARGIN = 1.0
+#: ... but an entry keeps at least this many pixels per side of its source (all of a smaller source), see ``add``
+DEFAULT_MIN_CROP = 1024
+#: never trust a zip's own sizes beyond this many bytes per file (zip bombs)
+MAX_FILE_BYTES = 1 << 30
+
+_REQUIRED = ("id", "name", "image", "mask", "shape", "dtype")
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,80}$")
+
+
+def default_library_path() -> Path:
+    return Path(os.environ.get(LIBRARY_ENV) or Path(platformdirs.user_data_dir("napari-promptseg")) / "library")
+
+
+def _slug(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40]
+    return slug or "entry"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _content_hash(image: np.ndarray, mask: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for arr in (image, mask):
+        digest.update(f"{arr.dtype.str}{arr.shape}".encode())
+        digest.update(np.ascontiguousarray(arr).tobytes())
+    return digest.hexdigest()
+
+
+def _safe_relative(path: object, what: str) -> str:
+    """A relative POSIX path inside the library (no '..', no absolute path, no drive, no backslash)."""
+    if not isinstance(path, str) or not path:
+        raise PromptsegError(f"{what}: expected a relative file path, got {path!r}")
+    pure = PurePosixPath(path)
+    if "\\" in path or pure.is_absolute() or ".." in pure.parts or ":" in path or path.startswith("/"):
+        raise PromptsegError(f"{what}: unsafe path {path!r} (absolute or leaving the library); refusing it")
+    return path
+
+
+@dataclass
+class LibraryEntry:
+    """One exemplar. ``image()``/``mask()`` read its files from the library directory on demand."""
+
+    id: str
+    name: str
+    image_path: str
+    mask_path: str
+    shape: tuple[int, ...]
+    dtype: str
+    description: str = ""
+    created: str = ""
+    rgb: bool = False
+    channel_axis: int | None = None
+    source: str = ""
+    source_shape: tuple[int, ...] | None = None
+    crop: tuple[int, int, int, int] | None = None
+    pixel_size: tuple[float, float] | None = None
+    mask_pixels: int = 0
+    sha256: str = ""
+    created_with: str = ""
+    instances: bool = False
+    root: Path | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def text(self) -> str:
+        """What prompts are matched against: the name, plus ': description' when there is one."""
+        return f"{self.name}: {self.description}" if self.description else self.name
+
+    @property
+    def synonyms(self) -> list[str]:
+        """Phrases of the description separated by ',', ';' or '/' ("neuron, axon" -> both), when there are several."""
+        phrases = [p.strip() for p in re.split(r"[,;/]", self.description) if p.strip()]
+        return phrases if len(phrases) > 1 else []
+
+    def match_texts(self) -> list[str]:
+        """Texts a prompt is compared with: the name, 'name: description', and each listed synonym."""
+        return list(dict.fromkeys([self.name, self.text, *self.synonyms]))
+
+    def image(self) -> np.ndarray:
+        return _read_tiff(self._file(self.image_path), f"library entry '{self.name}' ({self.id}) image")
+
+    def mask(self) -> np.ndarray:
+        """Binary (H, W) bool mask."""
+        return _read_png(self._file(self.mask_path), f"library entry '{self.name}' ({self.id}) mask") > 0
+
+    def _file(self, relative: str) -> Path:
+        if self.root is None:
+            raise PromptsegError(f"library entry '{self.name}' is not attached to a library directory")
+        return self.root / relative
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "created": self.created,
+            "image": self.image_path,
+            "mask": self.mask_path,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "rgb": self.rgb,
+            "channel_axis": self.channel_axis,
+            "source": self.source,
+            "source_shape": None if self.source_shape is None else list(self.source_shape),
+            "crop": None if self.crop is None else list(self.crop),
+            "pixel_size": None if self.pixel_size is None else list(self.pixel_size),
+            "mask_pixels": self.mask_pixels,
+            "sha256": self.sha256,
+            "created_with": self.created_with,
+            "instances": self.instances,
+        }
+
+    @classmethod
+    def from_json(cls, record: object, root: Path | None, where: str) -> LibraryEntry:
+        if not isinstance(record, dict):
+            raise PromptsegError(f"{where}: an entry is not a JSON object: {record!r:.80}")
+        missing = [k for k in _REQUIRED if k not in record]
+        if missing:
+            raise PromptsegError(f"{where}: entry {record.get('id', '?')!r} lacks {', '.join(missing)}")
+        entry_id = record["id"]
+        if not isinstance(entry_id, str) or not _ID_RE.match(entry_id):
+            raise PromptsegError(f"{where}: invalid entry id {entry_id!r} (expected lowercase letters, digits, '-')")
+        if not isinstance(record["name"], str) or not record["name"].strip():
+            raise PromptsegError(f"{where}: entry {entry_id!r} has no name")
+        try:
+            shape = tuple(int(s) for s in record["shape"])
+            np.dtype(record["dtype"])
+            channel_axis = record.get("channel_axis")
+            channel_axis = None if channel_axis is None else int(channel_axis)
+        except (TypeError, ValueError) as exc:
+            raise PromptsegError(f"{where}: entry {entry_id!r} has an invalid shape/dtype ({exc})") from exc
+        optional = {k: record.get(k) for k in ("source_shape", "crop", "pixel_size")}
+        return cls(
+            id=entry_id,
+            name=record["name"],
+            image_path=_safe_relative(record["image"], f"{where}: entry {entry_id!r} image"),
+            mask_path=_safe_relative(record["mask"], f"{where}: entry {entry_id!r} mask"),
+            shape=shape,
+            dtype=str(record["dtype"]),
+            description=str(record.get("description") or ""),
+            created=str(record.get("created") or ""),
+            rgb=bool(record.get("rgb", False)),
+            instances=bool(record.get("instances", False)),
+            channel_axis=channel_axis,
+            source=str(record.get("source") or ""),
+            source_shape=None if optional["source_shape"] is None else tuple(optional["source_shape"]),
+            crop=None if optional["crop"] is None else tuple(optional["crop"]),  # type: ignore[arg-type]
+            pixel_size=None if optional["pixel_size"] is None else tuple(optional["pixel_size"]),  # type: ignore
+            mask_pixels=int(record.get("mask_pixels") or 0),
+            sha256=str(record.get("sha256") or ""),
+            created_with=str(record.get("created_with") or ""),
+            root=root,
+        )
+
+
+def _read_tiff(path: Path, what: str) -> np.ndarray:
+    if not path.is_file():
+        raise PromptsegError(f"{what}: file {path} is missing; the library is damaged (remove the entry)")
+    return tifffile.imread(path)
+
+
+def _read_png(source: Path | bytes, what: str) -> np.ndarray:
+    import imageio.v3 as iio
+
+    if isinstance(source, Path) and not source.is_file():
+        raise PromptsegError(f"{what}: file {source} is missing; the library is damaged (remove the entry)")
+    try:
+        arr = np.asarray(iio.imread(source, extension=".png"))
+    except Exception as exc:  # imageio raises per-plugin exception types
+        raise PromptsegError(f"{what}: not a readable PNG ({exc})") from exc
+    return arr[..., 0] if arr.ndim == 3 else arr
+
+
+def _png_bytes(mask: np.ndarray) -> bytes:
+    import imageio.v3 as iio
+
+    return iio.imwrite("<bytes>", mask.astype(np.uint8) * 255, extension=".png")
+
+
+def _tiff_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, image, compression="zlib", photometric="rgb" if _is_rgb(image) else "minisblack")
+    return buffer.getvalue()
+
+
+def _is_rgb(image: np.ndarray) -> bool:
+    return image.ndim == 3 and image.shape[-1] == 3
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _parse_index(data: object, where: str) -> list[object]:
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise PromptsegError(f'{where}: not a napari-promptseg reference library (expected "format": "{FORMAT}")')
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise PromptsegError(f"{where}: invalid library format version {version!r}")
+    if version > VERSION:
+        raise PromptsegError(
+            f"{where}: library format version {version} was written by a newer napari-promptseg; this version "
+            f"({__version__}) reads version {VERSION}. Upgrade napari-promptseg to use it."
+        )
+    entries = data.get("entries")
+    if not isinstance(entries, list):
+        raise PromptsegError(f'{where}: "entries" must be a list')
+    return entries
+
+
+def bounding_crop(mask: np.ndarray, margin: float, min_size: int = 0) -> tuple[int, int, int, int]:
+    """(row0, col0, row1, col1), end exclusive: the mask's bounding box grown by ``margin`` x its longer side, then
+    widened (around its centre, inside the image) to at least ``min_size`` pixels per side where the image allows."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    pad = int(np.ceil(margin * max(r1 - r0, c1 - c0)))
+    out = []
+    for lo, hi, size in ((r0, r1, mask.shape[0]), (c0, c1, mask.shape[1])):
+        lo, hi = max(lo - pad, 0), min(hi + pad, size)
+        width = max(hi - lo, min(min_size, size))
+        if width > hi - lo:
+            lo = min(max(lo - (width - (hi - lo)) // 2, 0), size - width)
+            hi = lo + width
+        out.append((int(lo), int(hi)))
+    (r0, r1), (c0, c1) = out
+    return r0, c0, r1, c1
