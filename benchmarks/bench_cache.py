@@ -12,7 +12,9 @@ throughput for 1 vs 2 local workers and for no scheduler vs a `tcp://` scheduler
    a fresh process timed end to end (import, model load in every worker, cluster start): ``--scheduler none``,
    ``local`` with 1 and 2 workers, and a ``dask scheduler`` + ``dask worker --nworkers 2`` already running on
    loopback. Every configuration's label files are compared byte for byte with the ``none`` run. Target: 2 local
-   workers >= 1.8x the throughput of 1.
+   workers >= 1.8x the throughput of 1. ``--workload oneshot`` runs the same configurations on the main job instead
+   of one box: ``promptseg oneshot FOLDER`` with the bundled nuclei reference (many instances, ~4 s per image
+   against ~1 s), which shows how the fixed start-up weighs on a batch with more work per image.
 
     python benchmarks/bench_cache.py --output benchmarks/results [--images 24] [--repeats 5]
 
@@ -180,8 +182,25 @@ def stop(procs: list[subprocess.Popen]) -> None:
             proc.kill()
 
 
-def run_batch(folder: Path, out: Path, options: list[str]) -> dict:
-    command = [sys.executable, "-m", "napari_promptseg.cli", "segment", str(folder), "--box", "10", "10", "60", "60"]
+SAMPLES = REPO / "src" / "napari_promptseg" / "sample_data"
+WORKLOADS = {
+    "box": (["segment"], ["--box", "10", "10", "60", "60"], "--box 10 10 60 60 on every image"),
+    "oneshot": (
+        ["oneshot"],
+        [
+            "--reference",
+            str(SAMPLES / "nuclei_dsb2018.png"),
+            "--reference-mask",
+            str(SAMPLES / "nuclei_dsb2018_labels.tif"),
+        ],
+        "oneshot with the bundled nuclei reference (instance labels: many instances) on every image",
+    ),
+}
+
+
+def run_batch(folder: Path, out: Path, options: list[str], workload: str = "box") -> dict:
+    subcommand, prompt, _ = WORKLOADS[workload]
+    command = [sys.executable, "-m", "napari_promptseg.cli", *subcommand, str(folder), *prompt]
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.run([*command, "-o", str(out), *options], env=env(), capture_output=True, text=True)
@@ -212,19 +231,20 @@ def same_bytes(a: Path, b: Path) -> bool:
     )
 
 
-def bench_batch(n_images: int, workdir: Path) -> dict:
+def bench_batch(n_images: int, workdir: Path, workload: str = "box") -> dict:
+    workdir = workdir / workload
     folder = workdir / "images"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     for path in sorted((DATA / "nuclei_dsb2018" / "images").iterdir())[:n_images]:
         (folder / path.name).write_bytes(path.read_bytes())
     runs = {
-        "none": run_batch(folder, workdir / "none", ["--scheduler", "none"]),
-        "local_1_worker": run_batch(folder, workdir / "local1", ["--scheduler", "local", "--workers", "1"]),
-        "local_2_workers": run_batch(folder, workdir / "local2", ["--scheduler", "local", "--workers", "2"]),
+        "none": run_batch(folder, workdir / "none", ["--scheduler", "none"], workload),
+        "local_1_worker": run_batch(folder, workdir / "local1", ["--scheduler", "local", "--workers", "1"], workload),
+        "local_2_workers": run_batch(folder, workdir / "local2", ["--scheduler", "local", "--workers", "2"], workload),
     }
     address, procs = start_tcp_cluster(workdir, 2)
     try:
-        runs["tcp_2_workers"] = run_batch(folder, workdir / "tcp", ["--scheduler", address])
+        runs["tcp_2_workers"] = run_batch(folder, workdir / "tcp", ["--scheduler", address], workload)
     finally:
         stop(procs)
     runs["tcp_2_workers"]["options"] = ["--scheduler", "tcp://127.0.0.1:<free port>"]
@@ -234,7 +254,7 @@ def bench_batch(n_images: int, workdir: Path) -> dict:
     steady = runs["local_2_workers"]["steady_images_per_s"] / runs["local_1_worker"]["steady_images_per_s"]
     return {
         "images": n_images,
-        "prompt": "--box 10 10 60 60 on every image (LiteMedSAM, 1 torch thread per worker, no disk cache)",
+        "prompt": f"{WORKLOADS[workload][2]} (LiteMedSAM, 1 torch thread per worker, no disk cache)",
         "runs": runs,
         "speedup_2_vs_1_local_workers": round(speedup, 3),
         "steady_speedup_2_vs_1_local_workers": round(steady, 3),
@@ -256,6 +276,12 @@ def main() -> None:
     )
     parser.add_argument("--skip-batch", action="store_true", help="keep the batch part of an earlier run")
     parser.add_argument("--skip-hits", action="store_true", help="keep the cache-hit part of an earlier run")
+    parser.add_argument(
+        "--workload",
+        choices=sorted(WORKLOADS),
+        default="box",
+        help="what the batch runs on every image (results under 'batch' for box, 'batch_oneshot' for oneshot)",
+    )
     args = parser.parse_args()
     path = args.output / "bench_cache.json"
     # a part not rerun keeps its earlier result (each part records when and under which load it ran)
@@ -264,7 +290,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_cache_") as tmp:
         parts = [] if args.skip_hits else [("cache_hit", lambda: bench_hits(args.repeats, args.hit_threads, Path(tmp)))]
         if not args.skip_batch:
-            parts.append(("batch", lambda: bench_batch(args.images, Path(tmp))))
+            key = "batch" if args.workload == "box" else f"batch_{args.workload}"
+            parts.append((key, lambda: bench_batch(args.images, Path(tmp), args.workload)))
         for name, run in parts:
             load_before = os.getloadavg()
             results[name] = run()
