@@ -316,3 +316,33 @@ def _write_nothing(args, state, path, image):
     output = args.output / f"{path.stem}.tif"
     output.write_bytes(b"")
     return {"input": str(path), "status": "ok", "output": str(output)}
+
+
+def test_a_target_with_nothing_to_find_gets_an_empty_output_even_alone(tmp_path):
+    """A method that answers "nothing here" (NothingFoundError, e.g. a reference that does not apply) is not a
+    failure: one empty label image, status "empty" with the reason, no retry, and a single input's run goes on to
+    write its report instead of stopping (it stopped with exit 2 and no output before)."""
+    import argparse
+
+    from napari_promptseg.batch import BatchJob, run_batch
+
+    target = tmp_path / "target.tif"
+    tifffile.imwrite(target, np.zeros((12, 16), np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    calls = tmp_path / "calls"
+    args = argparse.Namespace(output=out, threads=1, calls=calls)
+    outcome = run_batch(BatchJob(_float32_setup, _find_nothing, args), [target], scheduler="none")
+    (record,) = outcome.records
+    assert record["status"] == "empty" and "resembles nothing" in record["reason"]
+    labels = tifffile.imread(record["output"])
+    assert labels.shape == (12, 16) and not labels.any()
+    assert calls.read_text() == "x"  # asked once: the same inputs would give the same answer
+
+
+def _find_nothing(args, state, path, image):
+    from napari_promptseg.errors import NothingFoundError
+
+    with open(args.calls, "a") as fh:
+        fh.write("x")
+    raise NothingFoundError(f"{path}: resembles nothing of the reference")

@@ -75,3 +75,44 @@ def test_segment_rejects_missing_prompt_and_missing_file(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert main(["segment", str(tmp_path / "nope.png"), "-o", str(tmp_path)]) == 2
     assert "--box" in capsys.readouterr().err
+
+
+def test_outputs_that_would_overwrite_an_input_or_each_other_are_refused_before_any_work(tmp_path, capsys):
+    """-o as the input's own folder would replace the image by its labels; two inputs with one stem would write one
+    file; both stop the run with the reason before anything is written. -o naming a file is one line too."""
+    image = np.zeros((64, 64), np.uint8)
+    image[20:40, 20:40] = 200
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "cells.tif", image)
+    original = (folder / "cells.tif").read_bytes()
+    box = ["--box", "15", "15", "45", "45", "--scheduler", "none"]
+
+    assert main(["segment", str(folder / "cells.tif"), "-o", str(folder), *box]) == 2
+    assert "would overwrite the input" in capsys.readouterr().err
+    assert (folder / "cells.tif").read_bytes() == original
+
+    import imageio.v3 as iio
+
+    iio.imwrite(folder / "cells.png", image)
+    out = tmp_path / "out"
+    assert main(["segment", str(folder), "-o", str(out), *box]) == 2
+    err = capsys.readouterr().err
+    assert "2 inputs would write the same output" in err and "cells.png" in err and "cells.tif" in err
+    assert not any(out.glob("*.tif"))
+
+    (tmp_path / "afile").write_text("not a directory")
+    assert main(["segment", str(folder / "cells.tif"), "-o", str(tmp_path / "afile"), *box]) == 2
+    err = capsys.readouterr().err
+    assert "a file, not a directory" in err and len(err.strip().splitlines()) == 1
+
+
+def test_hidden_files_in_a_folder_are_not_inputs(tmp_path):
+    """macOS resource forks ("._x.tif") and other dot files are not the user's images."""
+    from napari_promptseg.cli._common import _expand_images
+
+    image = np.full((32, 32), 7, np.uint8)
+    tifffile.imwrite(tmp_path / "cells.tif", image)
+    (tmp_path / "._cells.tif").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    tifffile.imwrite(tmp_path / ".hidden.tif", image)
+    assert _expand_images([tmp_path]) == [tmp_path / "cells.tif"]

@@ -85,3 +85,13 @@ def test_cli_instances(tmp_path, shared_data):
     labels = tifffile.imread(out / f"{target.stem}.tif")
     report = json.loads((out / "report.json").read_text())
     assert report["images"][0]["objects"] == len(np.unique(labels)) - 1 > 1
+
+
+def test_labels_of_another_size_are_refused_by_name(glands, litemedsam):
+    """Instances are the default for instance labels, so their check must match the single-region mode's: a mask of
+    another size is one clear error (it was a numpy broadcasting error from deep inside the candidate choice)."""
+    from napari_promptseg.methods.instances import fit_exemplars
+
+    (ref, ref_labels), _, _ = glands
+    with pytest.raises(PromptsegError, match=r"reference: labels of shape \(200, 200\) do not match"):
+        fit_exemplars(litemedsam, ref, ref_labels[:200, :200])

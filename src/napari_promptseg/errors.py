@@ -24,6 +24,11 @@ class PromptsegError(_Detailed, ValueError):
     """Bad input: the message names the layer/file/argument and what is wrong with it."""
 
 
+class NothingFoundError(PromptsegError):
+    """The inputs are fine, and the answer is that the image holds nothing to segment (a reference that does not
+    apply to this target): a batch writes an empty label image with this reason instead of failing the input."""
+
+
 class WeightsError(_Detailed, RuntimeError):
     """Model weights are missing, corrupt or cannot be fetched; the message says which file and where to put it."""
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CancelledError, PromptsegError, WeightsError
+from ..errors import CancelledError, NothingFoundError, PromptsegError, WeightsError
 from .journal import Journal, is_done, run_signature
 
 #: ``--scheduler`` when not given: this variable, else ``local`` for several inputs and ``none`` for one
@@ -147,6 +147,12 @@ def run_target(job: BatchJob, path: str, final: bool) -> dict:
         record.setdefault("status", "ok" if record.get("objects", 1) else "empty")
     except (CancelledError, KeyboardInterrupt):
         raise
+    except NothingFoundError as exc:
+        # an answer, not a failure: an empty label image and the reason, without a retry (the same inputs would
+        # give the same answer), and a single input's run does not stop on it
+        output, channel_axis = getattr(job.args, "output", None), getattr(job.args, "channel_axis", None)
+        record = failed_record(output, Path(path), image, exc, channel_axis=channel_axis)
+        record["status"] = "empty"
     except Exception as exc:  # noqa: BLE001 - one bad input must not stop the batch
         if not final:
             raise
@@ -159,8 +165,9 @@ def run_target(job: BatchJob, path: str, final: bool) -> dict:
 def failed_record(
     output: Path | None, path: Path, image: object, exc: BaseException | str, *, channel_axis: int | None = None
 ) -> dict:
-    """The record of an input that failed, with an empty label image where its shape is known: (Y, X), or (Z, Y, X)
-    for a stack (``channel_axis`` as the run read it)."""
+    """The record of an input without a result (it failed, or held nothing to find: the caller sets that status),
+    with an empty label image where its shape is known: (Y, X), or (Z, Y, X) for a stack (``channel_axis`` as the
+    run read it)."""
     import numpy as np
 
     from ..io import output_stem, write_labels

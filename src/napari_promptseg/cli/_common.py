@@ -99,7 +99,9 @@ def _expand_images(paths: list[Path]) -> list[Path]:
         if is_ome_zarr(path):
             out.append(path)
         elif path.is_dir():
-            out.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES or is_ome_zarr(p)))
+            # hidden files (macOS "._x.tif" resource forks, editors' temporaries) are not the user's images
+            found = (p for p in path.iterdir() if not p.name.startswith("."))
+            out.extend(sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES or is_ome_zarr(p)))
         elif path.is_file():
             out.append(path)
         else:
@@ -107,6 +109,49 @@ def _expand_images(paths: list[Path]) -> list[Path]:
     if not out:
         raise PromptsegError(f"no image files in {', '.join(map(str, paths))}")
     return out
+
+
+def _make_output_dir(output: Path) -> None:
+    """Create ``-o OUT`` (a directory), or say in one line why it cannot be one."""
+    if output.exists() and not output.is_dir():
+        raise PromptsegError(f"-o {output}: a file, not a directory; give a directory for the outputs")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PromptsegError(f"-o {output}: cannot create the output directory ({exc.strerror or exc})") from exc
+
+
+def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path]) -> None:
+    """Create the output directory and refuse, before any work, a run whose label files would overwrite one of its
+    inputs (``-o`` is the input's folder) or each other (two inputs with one stem: ``a.tif`` and ``a.png``, or
+    ``x.tif`` in two folders): either would lose data without a word."""
+    from ..io import output_stem
+    from ..io.multiscale import is_ome_zarr
+
+    _make_output_dir(args.output)
+    fmt = getattr(args, "output_format", "auto")
+    suffixes = [".tif"] + (["_overlay.png"] if getattr(args, "overlay", False) else [])
+    sources = {Path(p).resolve(): Path(p) for p in inputs}
+    writers: dict[Path, list[Path]] = {}
+    for path in inputs:
+        if fmt == "ome-zarr" or (fmt == "auto" and is_ome_zarr(path)):
+            continue  # written into the input's own labels/ group
+        for suffix in suffixes:
+            out = (args.output / f"{output_stem(path)}{suffix}").resolve()
+            if out in sources:
+                raise PromptsegError(
+                    f"{path}: its output {out.name} in -o {args.output} would overwrite the input "
+                    f"{sources[out]}; give another output directory"
+                )
+            writers.setdefault(out, []).append(path)
+    clashes = [(out, paths) for out, paths in writers.items() if len(paths) > 1]
+    if clashes:
+        out, paths = clashes[0]
+        raise PromptsegError(
+            f"{len(paths)} inputs would write the same output {out}: {', '.join(map(str, paths))}"
+            + (f" (and {len(clashes) - 1} more such clash(es))" if len(clashes) > 1 else "")
+            + "; rename one, or run them into separate output directories"
+        )
 
 
 def _instances_record(args: argparse.Namespace, path: Path, image, found) -> dict:

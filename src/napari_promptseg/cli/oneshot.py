@@ -14,6 +14,7 @@ from ._common import (
     _expand_images,
     _finish_image,
     _model_parameters,
+    _prepare_outputs,
     _print_progress,
     _reference_labels,
     _run_batch,
@@ -84,7 +85,7 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
     args.reference = [p.absolute() for p in args.reference]  # workers may run in another directory
     args.reference_mask = [p.absolute() for p in args.reference_mask]
     t0 = time.perf_counter()
-    args.output.mkdir(parents=True, exist_ok=True)
+    _prepare_outputs(args, targets)
     outcome, code = _run_batch(args, targets, _setup, _process)
     meta = outcome.meta
     instances = meta.get("instances", args.instances)

@@ -7,7 +7,7 @@ import sys
 import time
 
 from ..errors import PromptsegError
-from ._common import _mean_or_none, _print_progress, _write_report
+from ._common import _make_output_dir, _mean_or_none, _print_progress, _write_report
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -71,7 +71,7 @@ def cmd_register(args: argparse.Namespace) -> int:
             "device": args.device,
         },
     )
-    args.output.mkdir(parents=True, exist_ok=True)
+    _make_output_dir(args.output)
     tifffile.imwrite(args.output / "moving_warped.tif", result.warp_image(moving), compression="zlib")
     tifffile.imwrite(args.output / "displacement.tif", result.displacement, compression="zlib")
     record: dict[str, object] = {}

@@ -11,6 +11,7 @@ from ._common import (
     _expand_images,
     _finish_image,
     _model_parameters,
+    _prepare_outputs,
     _print_progress,
     _run_batch,
     _segmenter_meta,
@@ -35,7 +36,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise PromptsegError("--propagate carries boxed objects through a stack: give --box X0 Y0 X1 Y1 on --plane")
     images = _expand_images(args.images)
     t0 = time.perf_counter()
-    args.output.mkdir(parents=True, exist_ok=True)
+    _prepare_outputs(args, images)
     outcome, code = _run_batch(args, images, _setup, _process)
     meta = outcome.meta
     _write_report(

@@ -11,6 +11,7 @@ from ._common import (
     _add_model_options,
     _expand_images,
     _finish_image,
+    _prepare_outputs,
     _print_progress,
     _run_batch,
     _segmenter_meta,
@@ -77,7 +78,7 @@ def cmd_text(args: argparse.Namespace) -> int:
     if args.library is not None:
         args.library = args.library.absolute()  # workers may run in another directory
     t0 = time.perf_counter()
-    args.output.mkdir(parents=True, exist_ok=True)
+    _prepare_outputs(args, images)
     outcome, code = _run_batch(args, images, _setup, _process)
     meta = outcome.meta
     _write_report(

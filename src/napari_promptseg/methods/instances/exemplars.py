@@ -195,6 +195,10 @@ def fit_exemplars(
     """
     timer = timer or _Timer()
     image = as_channels_last(image, name=name)  # (H, W) or (H, W, C): the console passes either
+    if np.shape(labels)[:2] != image.shape[:2]:
+        raise PromptsegError(
+            f"{name}: labels of shape {np.shape(labels)} do not match the image's {image.shape[:2]} (rows, columns)"
+        )
     labels = reference_objects(labels)
     ids, areas = np.unique(labels[labels > 0], return_counts=True)
     if len(ids) == 0:

@@ -148,7 +148,7 @@ def segment_like(
     if ensemble not in ("vote", "union"):
         raise PromptsegError(f"ensemble must be 'vote' or 'union', got {ensemble!r}")
     if segmenter is None:
-        from ..models import load_segmenter
+        from ...models import load_segmenter
 
         segmenter = load_segmenter()
     extractor = extractor or SegmenterFeatures(segmenter)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...errors import PromptsegError
+from ...errors import NothingFoundError, PromptsegError
 from ...models.features import PatchFeatures
 
 
@@ -86,7 +86,7 @@ def transfer_confidence(affinity: float, reference_self_affinity: float) -> floa
     return float(np.clip((ratio - TRANSFER_RATIO_LOW) / (TRANSFER_RATIO_HIGH - TRANSFER_RATIO_LOW), 0.0, 1.0))
 
 
-class NoMatchError(PromptsegError):
+class NoMatchError(NothingFoundError):
     """The target holds nothing that resembles the reference's object more than its background: this reference
     does not apply to this target (the inputs themselves are fine)."""
 
