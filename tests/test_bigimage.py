@@ -137,7 +137,7 @@ def test_stack_labels_round_trip_with_the_image_levels(tmp_path):
         write_image(
             np.zeros((4, 128, 96), np.uint16),
             root,
-            axes="zyx",
+            axes=[{"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"],
             fmt=FormatV05(),
             scale_factors=[2],
             scale={"z": 2.0, "y": 0.5, "x": 0.5},
@@ -148,6 +148,8 @@ def test_stack_labels_round_trip_with_the_image_levels(tmp_path):
     written = open_multiscale(write_ome_zarr_labels(path, labels))
     assert written.axes == "zyx" and [lv.shape for lv in written.levels] == [(4, 128, 96), (4, 64, 48)]
     assert written.pixel_size == {"z": 2.0, "y": 0.5, "x": 0.5}
+    # the units come along (they were dropped: the labels' 0.5 meant pixels of unknown size)
+    assert written.axis_info == {a: {"type": "space", "unit": "micrometer"} for a in "zyx"}
     np.testing.assert_array_equal(np.asarray(written.levels[0]), labels)
     with pytest.raises(ValueError, match="do not match"):
         write_ome_zarr_labels(path, labels[0])

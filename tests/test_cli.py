@@ -116,3 +116,18 @@ def test_hidden_files_in_a_folder_are_not_inputs(tmp_path):
     (tmp_path / "._cells.tif").write_bytes(b"\x00\x05\x16\x07 resource fork")
     tifffile.imwrite(tmp_path / ".hidden.tif", image)
     assert _expand_images([tmp_path]) == [tmp_path / "cells.tif"]
+
+
+def test_nonsense_option_values_are_refused_with_the_option_and_range(tmp_path, capsys):
+    import pytest
+
+    base = ["segment", str(tmp_path / "x.png"), "-o", str(tmp_path / "out"), "--box", "1", "1", "5", "5"]
+    for option, value, message in (
+        ("--threads", "0", "argument --threads: must be at least 1, got 0"),
+        ("--workers", "-2", "argument --workers: must be at least 1, got -2"),
+        ("--stop-iou", "2", "argument --stop-iou: must lie from 0 to 1, got 2"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main([*base, option, value])
+        assert exited.value.code == 2
+        assert message in capsys.readouterr().err

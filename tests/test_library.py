@@ -104,6 +104,33 @@ def test_add_crops_keeps_dtype_and_round_trips(tmp_path, lungs, cell):
     assert [e.name for e in ReferenceLibrary.open(tmp_path / "lib")] == ["Cell", "two channel"]
 
 
+def test_a_many_instances_entry_keeps_touching_objects_apart(tmp_path, shared_data):
+    """A DSB image's 329 labelled nuclei were stored as a binary mask, whose components are 116 objects: touching
+    nuclei merged. The ids are now kept (16-bit PNG); the mask and the zip round trip are as before."""
+    folder = shared_data / "nuclei_dsb2018"
+    image_path = next((folder / "images").glob("432f367a*.png"))
+    labels = read_image(folder / "labels" / f"{image_path.stem}.tif")
+    image = read_image(image_path)
+    n_true = len(np.unique(labels)) - 1
+    library = ReferenceLibrary(tmp_path / "lib")
+    entry = library.add("nucleus", image, labels, instances=True, margin=None)
+    stored = entry.labels()
+    assert len(np.unique(stored)) - 1 == n_true  # measured: 329 (116 as components of the mask)
+    assert np.array_equal(stored > 0, labels > 0) and np.array_equal(entry.mask(), labels > 0)
+    # one stored id per labelled nucleus, none split or merged
+    pairs = np.unique(np.stack([stored[labels > 0], labels[labels > 0]]), axis=1)
+    assert pairs.shape[1] == n_true
+    # a plain entry keeps the 8-bit mask (255 = the object); its objects are the mask's components
+    plain = library.add("nuclei mask", image, labels > 0, margin=None)
+    assert read_image(plain.root / plain.mask_path).dtype == np.uint8
+    assert plain.labels().max() < n_true
+    # the ids survive an export and import
+    archive = library.export(tmp_path / "lib.zip")
+    imported = ReferenceLibrary.import_zip(archive, tmp_path / "lib2").library
+    again = next(e for e in imported.entries if e.instances)
+    assert np.array_equal(again.labels(), stored)
+
+
 def test_crop_of_a_large_source_keeps_a_1024_window_around_the_object():
     mask = np.zeros((3000, 2000), bool)
     mask[100:150, 1900:1990] = True  # near the top right corner

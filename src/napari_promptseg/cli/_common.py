@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..errors import PromptsegError
 from ._stacks import _stack_for, _write_output
+from ._types import positive_int
 
 if TYPE_CHECKING:
     from ..batch import BatchOutcome
@@ -52,10 +53,12 @@ def _add_batch_options(parser: argparse.ArgumentParser, resume: bool = True) -> 
         "scheduler (its workers need this package and the same paths). Default: $PROMPTSEG_SCHEDULER, else local "
         "for several inputs and none for one",
     )
-    group.add_argument("--workers", type=int, metavar="N", help="worker processes of `local` (default: one per core)")
+    group.add_argument(
+        "--workers", type=positive_int, metavar="N", help="worker processes of `local` (default: one per core)"
+    )
     group.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="torch threads per worker (default: %(default)s; fixed, so outputs do not depend on the scheduler)",

@@ -9,29 +9,36 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import PromptsegError
+from ._types import fraction
 
 #: whole-image methods (text, SAT one-shot) read a pyramid at the level with at least this many pixels per side
 WHOLE_IMAGE_SIDE = 1024
 
 
-def _add_stack_options(parser: argparse.ArgumentParser, *, seeds: str) -> None:
-    """Options for 3D stacks and for where labels are written; ``seeds`` says what starts a propagation."""
+def _add_stack_options(parser: argparse.ArgumentParser, *, seeds: str, prompts_on_a_plane: bool = False) -> None:
+    """Options for 3D stacks and for where labels are written; ``seeds`` says what starts a propagation;
+    ``prompts_on_a_plane``: the prompts (boxes, points) were drawn on one plane, so a stack needs --plane."""
+    plane_default = (
+        "needed for a stack: the plane the prompts were drawn on"
+        if prompts_on_a_plane
+        else "default: every plane, ids linked across planes by overlap"
+    )
     parser.add_argument(
         "--plane",
         type=int,
         metavar="Z",
-        help="3D stacks (Z, Y, X[, C]): the plane to segment (alone, or as the seed of --propagate); default: every "
-        "plane, ids linked across planes by overlap",
+        help=f"3D stacks (Z, Y, X[, C]): the plane to segment (alone, or as the seed of --propagate); {plane_default}",
     )
     parser.add_argument(
         "--propagate",
         action="store_true",
-        help=f"3D stacks: {seeds} on --plane (default: the middle plane), then carry each object plane by plane "
-        "through the stack, both ways, until it ends",
+        help=f"3D stacks: {seeds} on --plane"
+        + ("" if prompts_on_a_plane else " (default: the middle plane)")
+        + ", then carry each object plane by plane through the stack, both ways, until it ends",
     )
     parser.add_argument(
         "--stop-iou",
-        type=float,
+        type=fraction,
         default=0.5,  # = methods.volume.STOP_IOU (not imported here: torch is slow)
         metavar="IOU",
         help="--propagate: an object ends where its mask overlaps the previous plane's by less than this "

@@ -36,6 +36,7 @@ class MultiscaleImage:
     stack_axis: str | None = None  # the source axis that became the first axis ("z" or "t"), None for 2D
     pixel_size: dict[str, float] = field(default_factory=dict)  # level-0 size per source axis (OME-Zarr scale)
     ome_version: str | None = None  # NGFF version of an OME-Zarr; None for a TIFF
+    axis_info: dict[str, dict] = field(default_factory=dict)  # an OME-Zarr's axis "type" and "unit" per axis name
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -125,6 +126,11 @@ def _open_ome_zarr(path: Path) -> MultiscaleImage:
     # NGFF >= 0.3 names the axes; older files are the last ndim of t, c, z, y, x
     names = multiscale.get("axes") or list("tczyx"[-ndim:])
     axes = tuple(str(a["name"] if isinstance(a, dict) else a).lower() for a in names)
+    info = {
+        str(a["name"]).lower(): {k: a[k] for k in ("type", "unit") if isinstance(a.get(k), str)}
+        for a in names
+        if isinstance(a, dict) and "name" in a
+    }
     scale = [1.0] * ndim
     for transform in datasets[0].get("coordinateTransformations", []):
         if transform.get("type") == "scale":
@@ -132,7 +138,8 @@ def _open_ome_zarr(path: Path) -> MultiscaleImage:
     levels, order, stack = _project_axes(arrays, axes, path)
     # unversioned metadata: the layout tells (zarr v3 is NGFF 0.5)
     version = attrs.get("version") or multiscale.get("version") or ("0.5" if (path / "zarr.json").is_file() else "0.4")
-    return MultiscaleImage(path, levels, order, axes, stack, dict(zip(axes, scale, strict=True)), str(version))
+    pixel_size = dict(zip(axes, scale, strict=True))
+    return MultiscaleImage(path, levels, order, axes, stack, pixel_size, str(version), info)
 
 
 def _open_tiff(path: Path) -> MultiscaleImage:
@@ -228,7 +235,8 @@ def write_ome_zarr_labels(image_path: str | Path, labels: np.ndarray, name: str 
                 scaler=None,
                 scale_factors=factors,
                 fmt=fmt,
-                axes=axes,
+                # with their type and unit (micrometer...), so the labels lie on the image's physical grid
+                axes=[{"name": a, **image.axis_info[a]} if image.axis_info.get(a) else a for a in axes],
                 scale={a: image.pixel_size.get(a, 1.0) for a in axes},
                 storage_options={"chunks": tuple(chunks)},
             )

@@ -301,10 +301,8 @@ def segment_with_library(
 
     if matches[0].entry.instances:
         # the best entry marks many objects (saved with "many instances"): find every object like them, from that
-        # one exemplar (the instances mode takes one reference; its connected components are the objects)
-        from scipy import ndimage
-
-        objects = ndimage.label(masks[0])[0]
+        # one exemplar (the instances mode takes one reference; its saved ids are the objects)
+        objects = matches[0].entry.labels()
         found = segment_instances_like(
             references[0],
             objects,

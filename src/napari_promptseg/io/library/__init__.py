@@ -8,6 +8,8 @@ On-disk format, version 1 (a directory)::
     library.json                  {"format": "napari-promptseg-library", "version": 1, "entries": [ENTRY, ...]}
     entries/<id>/image.tif        the exemplar crop in its original dtype (2D, RGB (H, W, 3), or (H, W, C<=3))
     entries/<id>/mask.png         uint8, 255 = the object, 0 = background; same rows/columns as the image
+                                  (an "instances" entry: uint16 object ids 1..N, so touching objects stay apart;
+                                  readers that take mask > 0 still get its mask)
 
     ENTRY = {
       "id": "gland-3f2a9c1e",            unique, also the folder name ([a-z0-9-])

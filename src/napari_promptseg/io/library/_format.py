@@ -110,7 +110,20 @@ class LibraryEntry:
 
     def mask(self) -> np.ndarray:
         """Binary (H, W) bool mask."""
-        return _read_png(self._file(self.mask_path), f"library entry '{self.name}' ({self.id}) mask") > 0
+        return self._mask_png() > 0
+
+    def labels(self) -> np.ndarray:
+        """(H, W) int32 objects: the instance ids saved with a many-instances entry (touching objects stay apart),
+        else the mask's connected components (entries saved before ids were kept, binary masks)."""
+        raw = self._mask_png()
+        if self.instances and raw.dtype == np.uint16:
+            return raw.astype(np.int32)
+        from scipy import ndimage
+
+        return ndimage.label(raw > 0)[0].astype(np.int32)
+
+    def _mask_png(self) -> np.ndarray:
+        return _read_png(self._file(self.mask_path), f"library entry '{self.name}' ({self.id}) mask")
 
     def _file(self, relative: str) -> Path:
         if self.root is None:
@@ -201,9 +214,27 @@ def _read_png(source: Path | bytes, what: str) -> np.ndarray:
 
 
 def _png_bytes(mask: np.ndarray) -> bytes:
+    """A bool mask as 8-bit PNG (255 = the object), instance ids as 16-bit PNG."""
     import imageio.v3 as iio
 
-    return iio.imwrite("<bytes>", mask.astype(np.uint8) * 255, extension=".png")
+    data = mask.astype(np.uint8) * 255 if mask.dtype == bool else mask.astype(np.uint16)
+    return iio.imwrite("<bytes>", data, extension=".png")
+
+
+def instance_ids(labels: np.ndarray) -> np.ndarray:
+    """(H, W) uint16 ids 1..N of the objects of ``labels`` (ids kept apart, renumbered in order; a binary mask's
+    connected components), as a many-instances entry stores them."""
+    from scipy import ndimage
+
+    labels = np.asarray(labels)
+    if labels.dtype == bool or labels.max() <= 1:
+        labels = ndimage.label(labels > 0)[0]
+    ids, inverse = np.unique(labels, return_inverse=True)
+    n = len(ids) - int(ids[0] == 0)
+    if n >= 2**16:
+        raise PromptsegError(f"{n} objects: a library entry keeps at most {2**16 - 1}; save a crop of the image")
+    renumbered = inverse.reshape(labels.shape) + int(ids[0] != 0)  # background (0) stays 0
+    return renumbered.astype(np.uint16)
 
 
 def _tiff_bytes(image: np.ndarray) -> bytes:

@@ -247,6 +247,11 @@ def _joint_stage(
     return (refined if reason is None else deformation), refinement
 
 
+#: the smallest image side registration takes (below it, the intensity stage's shrunk copies hold too few samples:
+#: SimpleITK stopped with "All samples map outside moving image buffer" on a 24 px image against a 1000 px one)
+MIN_SIDE = 32
+
+
 def check_pair(
     fixed: np.ndarray, moving: np.ndarray, channel_axis: int | None, fixed_name: str, moving_name: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -262,7 +267,14 @@ def check_pair(
             "registration needs two 2D images (gray, RGB, or multichannel with channel_axis); "
             "pick one plane of a stack first"
         )
-    return (
+    pair = (
         as_channels_last(f, channel_axis=channel_axis if f.ndim == 3 else None, name=fixed_name),
         as_channels_last(m, channel_axis=channel_axis if m.ndim == 3 else None, name=moving_name),
     )
+    for image, name in zip(pair, (fixed_name, moving_name), strict=True):
+        if min(image.shape[:2]) < MIN_SIDE:
+            raise PromptsegError(
+                f"{name} is {image.shape[0]} x {image.shape[1]} px: registration needs at least {MIN_SIDE} px on "
+                "each side (the intensity stage samples a shrunk copy of both images)"
+            )
+    return pair

@@ -11,7 +11,10 @@ has not: the nearer of the two counts). Sections of one specimen move, turn and 
 little; an image of other tissue can still raise the similarity (measured: NMI gains of 0.04-0.09 for pairs of
 unrelated sections, as much as the true pairs' 0.03-0.09) but only by stretching one onto the other.
 The verdict is a coarse reading of these: "good" (the similarity rose clearly, nothing folds, no strong stretch),
-"check" (a small gain, a stage rejected as degenerate, or a strong stretch), "poor" (no gain, or folding).
+"check" (a small gain, a stage rejected as degenerate, or a strong stretch), "poor" (no gain, or folding). When no
+transform aligned the images better than they were given (``kept_as_given``: an image against itself, a pair
+already aligned), the verdict reads their similarity as given instead: "good" from :data:`ALIGNED_NMI`, else
+"poor" (nothing was found that aligns them).
 """
 
 from __future__ import annotations
@@ -31,13 +34,17 @@ MIN_GAIN = 0.01
 MAX_ANISOTROPY = 1.15
 #: the affine part changes the area by more than this factor (either way) against both 1 and the images' size ratio
 MAX_AREA_CHANGE = 1.33
+#: images kept as given are called aligned from this NMI: far above any pair of sections that needed registering
+#: (true multi-stain pairs before registration 1.03-1.07, after 1.11-1.12; an image against itself 2)
+ALIGNED_NMI = 1.5
 
 
 def quality_report(
     images: IntensityImages, deformation: Deformation, stages: Sequence[dict[str, Any]], side: int = 128
 ) -> dict[str, Any]:
     """``{similarity_before, similarity_after, similarity_gain, jacobian_min, jacobian_max, folding_fraction,
-    stages_rejected, verdict}``; the Jacobian on a fixed grid with ``side`` points along the longest side."""
+    stages_rejected, kept_as_given, verdict}`` and the stretch; the Jacobian on a fixed grid with ``side`` points
+    along the longest side."""
     identity = Deformation.identity(images.fixed_shape, images.moving_shape)
     before, after = images.score(identity), images.score(deformation)
     h, w = deformation.fixed_shape
@@ -51,7 +58,10 @@ def quality_report(
     anisotropy, area_change = affine_stretch(deformation)
     stretched = anisotropy > MAX_ANISOTROPY or area_change > MAX_AREA_CHANGE
     gain = after - before
-    if gain <= 0 or folding > 0:
+    as_given = deformation.residual is None and np.allclose(deformation.affine, identity.affine)
+    if as_given:
+        verdict = "good" if before >= ALIGNED_NMI else "poor"
+    elif gain <= 0 or folding > 0:
         verdict = "poor"
     elif gain < MIN_GAIN or degenerate or stretched:
         verdict = "check"
@@ -70,6 +80,7 @@ def quality_report(
         "affine_area_change": round(float(area_change), 4),
         "strong_stretch": bool(stretched),
         "stages_rejected": rejected,
+        "kept_as_given": bool(as_given),
         "verdict": verdict,
     }
 
@@ -104,4 +115,5 @@ def quality_line(quality: dict[str, Any]) -> str:
             else ""
         )
         + f", stages rejected: {rejected}"
+        + ("; kept as given: no transform aligned the images better" if quality.get("kept_as_given") else "")
     )
