@@ -268,3 +268,14 @@ def write_corrupt(tmp_path):
 def test_bad_negative_point_is_numbered_among_the_negative_points(litemedsam):
     with pytest.raises(PromptsegError, match=r"negative point 1: \(500, 5\) lies outside"):
         segment(COINS, litemedsam, boxes=[], positive_points=[(5, 5), (6, 6)], negative_points=[(500, 5)])
+
+
+def test_a_box_over_pixels_of_one_value_is_left_empty_with_a_warning(litemedsam):
+    """LiteMedSAM drew a 429 px object in a box on an all-zero image; a box over one value now holds nothing, and
+    a box on real pixels of the same call is still segmented."""
+    image = COINS[:200, :300].copy()
+    image[:, 200:] = 0  # a blank strip, as the empty canvas around a scan
+    result = segment_prompts(image, litemedsam, boxes=[[210, 20, 260, 70], [10, 10, 80, 80]], name="coins")
+    assert not (result.labels == 1).any() and result.scores[0] == 0.0
+    assert (result.labels == 2).sum() > 500
+    assert result.warnings == ["coins: box 1 covers pixels of one value: nothing to segment there (left empty)"]

@@ -111,6 +111,7 @@ def test_cli_propagates_boxes_through_a_tiff_stack(litemedsam, mri, tmp_path, ca
     record = json.loads((out / "report.json").read_text())["images"][0]
     assert record["planes"] == len(vol) and record["mode"] == f"propagated from plane {seed}"
     assert set(record["stops"]["1"]) == {"up", "down"}
+    assert record["working_scale"]["source"] == "boxes"  # the seed's scale, kept through the stack
 
 
 def test_cli_oneshot_on_a_stack_plane_by_plane(litemedsam, tmp_path):

@@ -180,6 +180,7 @@ def _stack_record(
         labels, warnings = result.labels, result.warnings
         record.update(
             mode=f"propagated from plane {plane}",
+            working_scale=result.scale.summary() if result.scale is not None else None,
             stops={str(k): v for k, v in result.stops.items()},
             scores={str(k): round(v, 4) for k, v in result.scores.items()},
         )

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import CancelledError, PromptsegError
-from ..models.preprocessing import Normalization, as_channels_last
+from ..models.preprocessing import Normalization, as_channels_last, to_numpy
 from ..models.protocols import Embedding, Prediction, PromptableSegmenter
 from ..tiling import IntensityWindow, Tile, TileGrid, WorkingScale, box_object_size, choose_scale, read_tile
 
@@ -309,10 +309,24 @@ def segment_prompts(
         free = (tile_labels > 0) & (view == 0)
         view[free] = ids[tile_labels[free]]
         timings["paint_s"] += time.perf_counter() - t0
+    # a box over pixels of one value holds nothing, whatever the decoder draws there (an empty canvas, a blank plane)
+    flat = [i for i, obj in enumerate(objects) if obj.box is not None and _is_flat(hwc, obj.box)]
+    for i in flat:
+        labels[labels == i + 1] = 0
+        scores[i] = 0.0
+    if flat:
+        numbers = ", ".join(str(i + 1) for i in flat)
+        warnings.append(f"{name}: box {numbers} covers pixels of one value: nothing to segment there (left empty)")
     report(1.0, "done")
     return SegmentationResult(
         labels=labels, scores=scores, timings=timings, warnings=warnings, scale=scale if size else None
     )
+
+
+def _is_flat(hwc: np.ndarray, box: tuple[float, float, float, float]) -> bool:
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    region = to_numpy(hwc[y0 : y1 + 1, x0 : x1 + 1])
+    return region.size > 0 and bool(region.min() == region.max())
 
 
 def _fits(box: tuple[float, float, float, float], tile: Tile) -> bool:
