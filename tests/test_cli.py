@@ -107,7 +107,7 @@ def test_outputs_that_would_overwrite_an_input_or_each_other_are_refused_before_
     assert "a file, not a directory" in err and len(err.strip().splitlines()) == 1
 
 
-def test_hidden_files_in_a_folder_are_not_inputs(tmp_path):
+def test_hidden_files_are_not_inputs_and_a_repeated_input_is_one(tmp_path):
     """macOS resource forks ("._x.tif") and other dot files are not the user's images."""
     from napari_promptseg.cli._common import _expand_images
 
@@ -116,6 +116,8 @@ def test_hidden_files_in_a_folder_are_not_inputs(tmp_path):
     (tmp_path / "._cells.tif").write_bytes(b"\x00\x05\x16\x07 resource fork")
     tifffile.imwrite(tmp_path / ".hidden.tif", image)
     assert _expand_images([tmp_path]) == [tmp_path / "cells.tif"]
+    # named twice (alone and in its folder) it is one input, not two that write one output
+    assert _expand_images([tmp_path / "cells.tif", tmp_path]) == [tmp_path / "cells.tif"]
 
 
 def test_nonsense_option_values_are_refused_with_the_option_and_range(tmp_path, capsys):

@@ -111,7 +111,14 @@ def _expand_images(paths: list[Path]) -> list[Path]:
             raise PromptsegError(f"input image not found: {path}")
     if not out:
         raise PromptsegError(f"no image files in {', '.join(map(str, paths))}")
-    return out
+    # a file named again, or inside a folder given too, is one input (its first mention keeps its place)
+    seen: set[Path] = set()
+    unique = []
+    for path in out:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            unique.append(path)
+    return unique
 
 
 def _make_output_dir(output: Path) -> None:
