@@ -101,6 +101,14 @@ def test_outputs_that_would_overwrite_an_input_or_each_other_are_refused_before_
     assert "2 inputs would write the same output" in err and "cells.png" in err and "cells.tif" in err
     assert not any(out.glob("*.tif"))
 
+    # a target named like the reference mask, written into the mask's folder, would replace the mask
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    tifffile.imwrite(refs / "cells.tif", (image > 0).astype(np.uint8))
+    reference = ["--reference", str(folder / "cells.tif"), "--reference-mask", str(refs / "cells.tif")]
+    assert main(["oneshot", str(folder / "cells.png"), *reference, "-o", str(refs), "--scheduler", "none"]) == 2
+    assert "would overwrite the input" in capsys.readouterr().err
+
     (tmp_path / "afile").write_text("not a directory")
     assert main(["segment", str(folder / "cells.tif"), "-o", str(tmp_path / "afile"), *box]) == 2
     err = capsys.readouterr().err

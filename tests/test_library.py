@@ -131,6 +131,21 @@ def test_a_many_instances_entry_keeps_touching_objects_apart(tmp_path, shared_da
     assert np.array_equal(again.labels(), stored)
 
 
+def test_instance_ids_of_binary_masks_and_label_images():
+    """A 0/255 mask is binary: its components are the objects (a 255 "id" made every blob one object); ids stay
+    apart however they touch; negative values are background."""
+    from napari_promptseg.io.library import instance_ids
+
+    mask = np.zeros((8, 12), np.uint8)
+    mask[1:3, 1:3] = mask[5:7, 6:9] = 255
+    assert sorted(np.unique(instance_ids(mask))) == [0, 1, 2]
+    touching = np.zeros((8, 12), np.int32)
+    touching[2:6, 2:5], touching[2:6, 5:8], touching[0, 0] = 40, 7, -3
+    ids = instance_ids(touching)
+    assert ids.dtype == np.uint16 and sorted(np.unique(ids)) == [0, 1, 2] and ids[0, 0] == 0
+    assert len(np.unique(ids[2:6, 2:5])) == len(np.unique(ids[2:6, 5:8])) == 1 and ids[3, 3] != ids[3, 6]
+
+
 def test_crop_of_a_large_source_keeps_a_1024_window_around_the_object():
     mask = np.zeros((3000, 2000), bool)
     mask[100:150, 1900:1990] = True  # near the top right corner

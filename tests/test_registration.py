@@ -314,6 +314,10 @@ def test_a_tiny_image_is_refused_before_simpleitk_fails_on_it(birl):
     fixed = birl["image"]
     with pytest.raises(PromptsegError, match=r"moving is 20 x 20 px: registration needs at least 32 px"):
         register(fixed, fixed[:20, :20])
+    # large enough alone, but not beside a 48x larger image: the intensity stage would see 8 px of it
+    big = np.kron(fixed[:, :, 0], np.ones((6, 6), fixed.dtype))  # 3600 x 4800
+    with pytest.raises(PromptsegError, match=r"moving \(100 x 100 px\) is too small beside the other image"):
+        register(big, fixed[:100, :100, 0])
 
 
 def test_empty_region_set_is_refused(birl):

@@ -148,3 +148,20 @@ def test_register_cli_refuses_missing_inputs(shared_data, tmp_path, capsys):
     )
     assert code == 2
     assert "give both --landmarks-fixed and --landmarks-moving" in capsys.readouterr().err
+
+
+def test_register_cli_refuses_an_output_that_would_replace_an_input_before_the_work(shared_data, tmp_path, capsys):
+    """-o naming a file, or a folder where register's moving_warped.tif is the moving image itself, stops the run
+    before the registration (they were reported after it, or not at all)."""
+    import shutil
+
+    d = _birl(shared_data)
+    (tmp_path / "afile").write_text("")
+    assert main(["register", str(d["fixed"]), str(d["moving"]), "-o", str(tmp_path / "afile")]) == 2
+    assert "a file, not a directory" in capsys.readouterr().err
+    moving = tmp_path / "moving_warped.tif"
+    shutil.copy(d["moving"], moving)
+    before = moving.read_bytes()
+    assert main(["register", str(d["fixed"]), str(moving), "-o", str(tmp_path)]) == 2
+    assert "would overwrite this input" in capsys.readouterr().err
+    assert moving.read_bytes() == before

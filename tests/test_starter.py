@@ -3,10 +3,13 @@ from the bundled nuclei sample, so "nuclei" answers on another bundled image, of
 
 from __future__ import annotations
 
+from importlib.resources import files
+
 import numpy as np
 
 from napari_promptseg._sample_data import nuclei_for_text
 from napari_promptseg.cli import main
+from napari_promptseg.io import read_image
 from napari_promptseg.io.library import ReferenceLibrary, default_library_path
 from napari_promptseg.methods.metrics import dice
 from napari_promptseg.methods.text import segment_text
@@ -21,6 +24,9 @@ def test_first_text_prompt_is_answered_by_the_starter_library(litemedsam):
     assert result.labels.max() >= 20 and dice(result.labels > 0, truth > 0) > 0.65
     (entry,) = ReferenceLibrary.open().entries
     assert entry.name == "nucleus" and entry.instances
+    # the bundled labels' ids are kept: touching nuclei stay apart (a binary mask's components merged them)
+    bundled = read_image(files("napari_promptseg") / "sample_data" / "nuclei_dsb2018_labels.tif")
+    assert len(np.unique(entry.labels())) == len(np.unique(bundled))
 
 
 def test_starter_is_not_forced_back_and_one_command_restores_it(tmp_path, capsys):

@@ -197,3 +197,29 @@ def test_stacks_and_ome_zarr_through_dask_workers(litemedsam, mri, tmp_path):
 
     assert main([*command, "--scheduler", "none", "--resume"]) == 0
     assert json.loads((out / "report.json").read_text())["batch"]["resumed"] == 2
+
+
+def test_a_plane_with_nothing_to_find_leaves_the_other_planes_of_the_stack(tmp_path):
+    """Plane by plane, a plane where the method answers "nothing like the reference" (NothingFoundError, e.g. a
+    blank end plane) is left empty with a warning; before, that answer emptied the whole stack. The per-plane
+    method here is a plain function (the plumbing under test, no model)."""
+    import argparse
+
+    from napari_promptseg.cli._stacks import _stack_record
+    from napari_promptseg.errors import NothingFoundError
+
+    stack = np.zeros((3, 16, 20), np.uint8)
+    stack[1:, 4:9, 5:12] = 200
+
+    def threshold(plane, z):
+        if plane.max() == plane.min():
+            raise NothingFoundError(f"plane {z}: no part of the image resembles the reference")
+        return (plane > 100).astype(np.uint16)
+
+    args = argparse.Namespace(
+        channel_axis=None, plane=None, propagate=False, output=tmp_path, overlay=False, output_format="tiff"
+    )
+    record = _stack_record(args, tmp_path / "stack.tif", stack, threshold, segmenter=None)
+    labels = tifffile.imread(record["output"])
+    assert not labels[0].any() and (labels[1:] > 0).sum() == 2 * 5 * 7
+    assert record["objects"] == 1 and any("nothing like the prompt on plane(s) 0" in w for w in record["warnings"])

@@ -291,7 +291,7 @@ class OneShotWidget(QWidget):
             entry = library.add(
                 name,
                 image,
-                labels > 0,
+                labels,
                 self.library_description.text(),
                 source=ref.name,
                 pixel_size=None if scale == (1.0, 1.0) else scale,

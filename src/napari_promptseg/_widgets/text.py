@@ -260,7 +260,7 @@ class TextPromptWidget(QWidget):
                 )
             library = open_library(self.library.text().strip() or None)
             entry = library.add(
-                name, image, labels > 0, source=image_layer.name, instances=self.exemplar_instances.isChecked()
+                name, image, labels, source=image_layer.name, instances=self.exemplar_instances.isChecked()
             )
         except (PromptsegError, OSError) as exc:
             notify_exception(exc, "add exemplar")

@@ -152,7 +152,7 @@ def run_target(job: BatchJob, path: str, final: bool) -> dict:
         # give the same answer), and a single input's run does not stop on it
         output, channel_axis = getattr(job.args, "output", None), getattr(job.args, "channel_axis", None)
         record = failed_record(output, Path(path), image, exc, channel_axis=channel_axis)
-        record["status"] = "empty"
+        record.update(status="empty", objects=0, _summary=f"empty: {record['reason']}")
     except Exception as exc:  # noqa: BLE001 - one bad input must not stop the batch
         if not final:
             raise
@@ -211,8 +211,9 @@ def run_batch(
     resume: bool = False,
 ) -> BatchOutcome:
     """Run ``job`` on every input; records come back in input order. With one input and a tool error
-    (:class:`PromptsegError`, :class:`WeightsError`), that error is the run's (raised); a worker's failing setup
-    stops the run (:class:`SetupError`)."""
+    (:class:`PromptsegError`, :class:`WeightsError`), that error is the run's (raised), except
+    :class:`NothingFoundError`, an answer recorded like any batch's ("empty"); a worker's failing setup stops the
+    run (:class:`SetupError`)."""
     args = job.args
     output: Path | None = getattr(args, "output", None)
     journal = Journal(output, run_signature(args)) if output is not None else None

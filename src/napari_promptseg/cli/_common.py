@@ -131,21 +131,19 @@ def _make_output_dir(output: Path) -> None:
         raise PromptsegError(f"-o {output}: cannot create the output directory ({exc.strerror or exc})") from exc
 
 
-def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path]) -> None:
+def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read: Sequence[Path] = ()) -> None:
     """Create the output directory and refuse, before any work, a run whose label files would overwrite one of its
-    inputs (``-o`` is the input's folder) or each other (two inputs with one stem: ``a.tif`` and ``a.png``, or
-    ``x.tif`` in two folders): either would lose data without a word."""
+    inputs (``-o`` is the input's folder; ``also_read``: other files the run reads, e.g. a reference mask) or each
+    other (two inputs with one stem: ``a.tif`` and ``a.png``, or ``x.tif`` in two folders): either would lose data
+    without a word."""
     from ..io import output_stem
-    from ..io.multiscale import is_ome_zarr
 
     _make_output_dir(args.output)
-    fmt = getattr(args, "output_format", "auto")
     suffixes = [".tif"] + (["_overlay.png"] if getattr(args, "overlay", False) else [])
-    sources = {Path(p).resolve(): Path(p) for p in inputs}
+    sources = {Path(p).resolve(): Path(p) for p in [*inputs, *also_read]}
     writers: dict[Path, list[Path]] = {}
     for path in inputs:
-        if fmt == "ome-zarr" or (fmt == "auto" and is_ome_zarr(path)):
-            continue  # written into the input's own labels/ group
+        # an OME-Zarr input's labels go into its labels/ group, but a failed or empty one gets OUT/<stem>.tif too
         for suffix in suffixes:
             out = (args.output / f"{output_stem(path)}{suffix}").resolve()
             if out in sources:
@@ -253,12 +251,12 @@ def _run_batch(
 ) -> tuple[BatchOutcome, int]:
     """Run ``process(args, state, path, image) -> record`` on every input, in this process or on Dask workers
     (``--scheduler``), each worker running ``setup(args) -> (state, meta)`` once. Never loses work: a target that
-    fails (bad file, nothing found, an error in a method) is retried once, then gets an empty label image where its
-    shape is known and a record with the reason, and the batch goes on; ``--resume`` skips what a killed or
-    finished run already wrote. Returns the outcome (records in input order) and the exit code: 0 when every output
-    was written (some may be empty: see each record's ``status``), 1 when an input could not be read and so has no
-    output, 2 when every input failed. With a single input, its error is the run's error (exit 2, one line, no
-    report)."""
+    fails (bad file, an error in a method) is retried once, then gets an empty label image where its shape is known
+    and a record with the reason, and the batch goes on; a target with nothing to find (:class:`NothingFoundError`)
+    gets the same at once, alone too; ``--resume`` skips what a killed or finished run already wrote. Returns the
+    outcome (records in input order) and the exit code: 0 when every output was written (some may be empty: see
+    each record's ``status``), 1 when an input could not be read and so has no output, 2 when every input failed.
+    With a single input, its error is the run's error (exit 2, one line, no report)."""
     from ..batch import BatchJob, run_batch
     from ..models import embedding_cache
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..errors import PromptsegError
+from ..errors import NothingFoundError, PromptsegError
 from ._types import fraction
 
 #: whole-image methods (text, SAT one-shot) read a pyramid at the level with at least this many pixels per side
@@ -156,6 +156,15 @@ def _stack_record(
 
     volume, warnings = as_stack(image, channel_axis=args.channel_axis, name=str(path))
     n = int(np.shape(volume)[0])
+    nothing: list[int] = []
+
+    def plane_or_nothing(plane, z: int):
+        try:
+            return segment_plane(plane, z)
+        except NothingFoundError:  # a blank end plane must not empty the planes that matched
+            nothing.append(z)
+            return np.zeros(np.shape(plane)[:2], np.uint16)
+
     plane = args.plane if args.plane is not None or not args.propagate else n // 2
     if plane is not None and not 0 <= plane < n:
         raise PromptsegError(f"{path}: --plane {plane} is outside the stack's {n} planes (0-{n - 1})")
@@ -164,7 +173,7 @@ def _stack_record(
     progress = None if in_dask_worker() else _plane_progress
     common = {"channel_axis": args.channel_axis, "name": str(path), "progress": progress}
     if args.propagate:
-        seed = None if len(boxes) else _plane_labels(segment_plane(to_numpy(volume[plane]), plane))
+        seed = None if len(boxes) else _plane_labels(plane_or_nothing(to_numpy(volume[plane]), plane))
         result = propagate_through_stack(
             image,
             plane,
@@ -185,16 +194,18 @@ def _stack_record(
             scores={str(k): round(v, 4) for k, v in result.scores.items()},
         )
     elif plane is not None:
-        found = np.asarray(_plane_labels(segment_plane(to_numpy(volume[plane]), plane)))
+        found = np.asarray(_plane_labels(plane_or_nothing(to_numpy(volume[plane]), plane)))
         labels = np.zeros((n, *found.shape), found.dtype)
         labels[plane] = found
         record["mode"] = f"plane {plane} only"
     else:
-        result = segment_stack(image, segment_plane, **common)
+        result = segment_stack(image, plane_or_nothing, **common)
         labels, warnings = result.labels, result.warnings
         record["mode"] = "plane by plane, ids linked across planes"
     if progress is not None:
         print(file=sys.stderr)  # ends the progress line
+    if nothing:
+        warnings = [*warnings, f"{path}: nothing like the prompt on plane(s) {', '.join(map(str, sorted(nothing)))}"]
     extents = object_extents(labels)
     objects = len(extents)
     record.update(

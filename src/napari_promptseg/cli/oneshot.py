@@ -85,7 +85,7 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
     args.reference = [p.absolute() for p in args.reference]  # workers may run in another directory
     args.reference_mask = [p.absolute() for p in args.reference_mask]
     t0 = time.perf_counter()
-    _prepare_outputs(args, targets)
+    _prepare_outputs(args, targets, also_read=[*args.reference, *args.reference_mask])
     outcome, code = _run_batch(args, targets, _setup, _process)
     meta = outcome.meta
     instances = meta.get("instances", args.instances)

@@ -125,7 +125,7 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         return _instances_level_record(args, path, image, result, index, factor)
     record, labels = _level_record(args, path, image, result.labels, index, factor)
     record |= {
-        "objects": int(np.count_nonzero(np.unique(result.labels))),  # a prompt may leave its object empty
+        "objects": int(np.count_nonzero(np.bincount(result.labels.ravel())[1:])),  # a prompt may leave its object empty
         "working_scale": result.scale.summary() if result.scale is not None else None,
         "predicted_iou": [round(float(s), 4) for s in result.scores],
         "timings_s": {k: round(v, 4) for k, v in result.timings.items()},

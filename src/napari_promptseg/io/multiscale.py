@@ -188,6 +188,16 @@ def _project_axes(arrays: list, axes: tuple[str, ...], path: Path) -> tuple[list
     return levels, "".join("z" if a == "t" else a for a in target), (stack[0] if stack else None)
 
 
+#: NGFF axis types of the standard axis names (ome-zarr refuses an axis dict without one)
+AXIS_TYPES = {"x": "space", "y": "space", "z": "space", "t": "time", "c": "channel"}
+
+
+def _axis_metadata(name: str, info: dict) -> str | dict:
+    """An axis as ome-zarr writes it: the name alone, or with the image's type and unit."""
+    kind = info.get("type") or AXIS_TYPES.get(name)
+    return {"name": name, **info, "type": kind} if info and kind else name
+
+
 def write_ome_zarr_labels(image_path: str | Path, labels: np.ndarray, name: str = "promptseg") -> Path:
     """Write full-resolution instance labels ((Y, X) or (Z, Y, X), as the image's level 0 without channels) into
     ``image_path/labels/<name>``: one level per image level, the image's pixel sizes, the image's NGFF version.
@@ -236,7 +246,7 @@ def write_ome_zarr_labels(image_path: str | Path, labels: np.ndarray, name: str 
                 scale_factors=factors,
                 fmt=fmt,
                 # with their type and unit (micrometer...), so the labels lie on the image's physical grid
-                axes=[{"name": a, **image.axis_info[a]} if image.axis_info.get(a) else a for a in axes],
+                axes=[_axis_metadata(a, image.axis_info.get(a, {})) for a in axes],
                 scale={a: image.pixel_size.get(a, 1.0) for a in axes},
                 storage_options={"chunks": tuple(chunks)},
             )

@@ -59,7 +59,7 @@ def add_starter(library: ReferenceLibrary) -> list[LibraryEntry]:
             library.add(
                 exemplar.name,
                 image,
-                labels > 0,
+                labels,
                 exemplar.description,
                 source=exemplar.source,
                 instances=exemplar.instances,

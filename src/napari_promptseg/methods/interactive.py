@@ -270,9 +270,17 @@ def segment_prompts(
     h, w = hwc.shape[:2]
     grid = TileGrid((h, w), scale.tile, scale.overlap)
     window = IntensityWindow.measure(hwc, normalize) if len(grid) > 1 else None
+    # a box over pixels of one value holds nothing, whatever the decoder would draw there (an empty canvas, a blank
+    # plane): it is not decoded, and its object stays empty
+    flat = [i for i, obj in enumerate(objects) if obj.box is not None and _is_flat(hwc, obj.box)]
+    if flat:
+        numbers = ", ".join(str(i + 1) for i in flat)
+        warnings.append(f"{name}: box {numbers} covers pixels of one value: nothing to segment there (left empty)")
     # each object goes to the tile whose core holds its centre (the box's, else its first positive click)
     by_tile: dict[int, list[int]] = {}
     for i, obj in enumerate(objects):
+        if i in flat:
+            continue
         x, y = _centre(obj)
         tile = next(t for t in grid if t.owns(np.array(x), np.array(y)))
         if obj.box is not None and not _fits(obj.box, tile):
@@ -309,14 +317,6 @@ def segment_prompts(
         free = (tile_labels > 0) & (view == 0)
         view[free] = ids[tile_labels[free]]
         timings["paint_s"] += time.perf_counter() - t0
-    # a box over pixels of one value holds nothing, whatever the decoder draws there (an empty canvas, a blank plane)
-    flat = [i for i, obj in enumerate(objects) if obj.box is not None and _is_flat(hwc, obj.box)]
-    for i in flat:
-        labels[labels == i + 1] = 0
-        scores[i] = 0.0
-    if flat:
-        numbers = ", ".join(str(i + 1) for i in flat)
-        warnings.append(f"{name}: box {numbers} covers pixels of one value: nothing to segment there (left empty)")
     report(1.0, "done")
     return SegmentationResult(
         labels=labels, scores=scores, timings=timings, warnings=warnings, scale=scale if size else None
@@ -324,9 +324,10 @@ def segment_prompts(
 
 
 def _is_flat(hwc: np.ndarray, box: tuple[float, float, float, float]) -> bool:
+    """Whether every channel holds one value inside the box (a uniform colour too; NaN was refused earlier)."""
     x0, y0, x1, y1 = (int(round(v)) for v in box)
-    region = to_numpy(hwc[y0 : y1 + 1, x0 : x1 + 1])
-    return region.size > 0 and bool(region.min() == region.max())
+    region = to_numpy(hwc[y0 : y1 + 1, x0 : x1 + 1]).reshape(-1, hwc.shape[-1])
+    return region.size > 0 and bool(np.all(region.min(axis=0) == region.max(axis=0)))
 
 
 def _fits(box: tuple[float, float, float, float], tile: Tile) -> bool:

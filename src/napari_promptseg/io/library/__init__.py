@@ -47,6 +47,7 @@ from ._format import (
     LibraryEntry,
     bounding_crop,
     default_library_path,
+    instance_ids,
 )
 from ._store import ImportResult, ReferenceLibrary
 
@@ -63,4 +64,5 @@ __all__ = [
     "ReferenceLibrary",
     "bounding_crop",
     "default_library_path",
+    "instance_ids",
 ]

@@ -116,7 +116,7 @@ class LibraryEntry:
         """(H, W) int32 objects: the instance ids saved with a many-instances entry (touching objects stay apart),
         else the mask's connected components (entries saved before ids were kept, binary masks)."""
         raw = self._mask_png()
-        if self.instances and raw.dtype == np.uint16:
+        if self.instances and raw.dtype.kind in "iu" and raw.dtype.itemsize > 1:  # ids (uint16; int32 on old Pillow)
             return raw.astype(np.int32)
         from scipy import ndimage
 
@@ -226,8 +226,8 @@ def instance_ids(labels: np.ndarray) -> np.ndarray:
     connected components), as a many-instances entry stores them."""
     from scipy import ndimage
 
-    labels = np.asarray(labels)
-    if labels.dtype == bool or labels.max() <= 1:
+    labels = np.where(np.asarray(labels) > 0, labels, 0)  # negative values are no object either
+    if len(np.unique(labels)) <= 2:  # one non-zero value (1, 255, True): a binary mask, its components are objects
         labels = ndimage.label(labels > 0)[0]
     ids, inverse = np.unique(labels, return_inverse=True)
     n = len(ids) - int(ids[0] == 0)

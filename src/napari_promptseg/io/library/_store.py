@@ -191,10 +191,10 @@ class ReferenceLibrary:
             stored_axis = None if rgb else 2
         stored = np.ascontiguousarray(stored)
         stored_mask = np.ascontiguousarray(binary[r0:r1, c0:c1])
-        digest = _content_hash(stored, stored_mask)
         # a many-instances entry keeps its ids: components of the binary mask would merge touching objects
         # (329 labelled nuclei of a DSB image became 116 objects)
         stored_labels = instance_ids(mask[r0:r1, c0:c1]) if instances else stored_mask
+        digest = _content_hash(stored, stored_labels)
 
         self.reload()
         entries = self.entries
@@ -341,7 +341,8 @@ class ReferenceLibrary:
                     raise PromptsegError(
                         f"{what}: image {image.shape} / mask {mask.shape} do not match the recorded shape {entry.shape}"
                     )
-                entry.sha256 = _content_hash(image, mask > 0)
+                ids = entry.instances and mask.dtype.itemsize > 1  # what add() hashed: the ids, else the mask
+                entry.sha256 = _content_hash(image, mask.astype(np.uint16) if ids else mask > 0)
                 incoming.append((entry, image_bytes, mask_bytes))
 
         library.reload()

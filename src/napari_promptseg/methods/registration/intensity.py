@@ -390,6 +390,7 @@ def intensity_route(
             later = later_starts()
             check_cancel()
             refined = {**refined_early.result(), **_refine_starts(images, opts, later, opts.affine_shrink)}
+            refined = _with_as_given(images, refined)
             best, scores, reasons = _best_start(images, refined)
             stages.extend(_stage(f"affine from {name}", r) for name, r in reasons.items() if r is not None)
             deformation = refined[best]
@@ -397,7 +398,7 @@ def intensity_route(
                 early_best, bspline = None, None
                 if best in starts:
                     early_best, bspline = bspline_early.result()
-                else:  # a later start won: its B-spline stage runs now, and the one running ahead stops
+                else:  # a later start (or the images as given) won: its B-spline stage runs now, the early one stops
                     stop_early.set()
                 if early_best != best:
                     bspline = _bspline(images, opts, deformation)
@@ -425,9 +426,12 @@ def _refine_starts(
         )
 
     with sitk_single_threaded(), ThreadPoolExecutor(max_workers=min(len(starts), os.cpu_count() or 1)) as pool:
-        refined = dict(zip(starts, pool.map(refine, starts.values()), strict=True))
-    # the images as given compete too: on a pair already aligned, the sampled-MI optimizer drifts from the optimum
-    # (an image against itself: NMI 2.000 -> 1.959), and doing nothing must then win
+        return dict(zip(starts, pool.map(refine, starts.values()), strict=True))
+
+
+def _with_as_given(images: IntensityImages, refined: dict[str, Deformation]) -> dict[str, Deformation]:
+    """The refined starts and the images as given: on a pair already aligned, the sampled-MI optimizer drifts from
+    the optimum (an image against itself: NMI 2.000 -> 1.959), and doing nothing must then win."""
     return {**refined, AS_GIVEN: Deformation.identity(images.fixed_shape, images.moving_shape)}
 
 
@@ -470,12 +474,12 @@ def _route(
     """:func:`intensity_route` with every start known up front."""
     levels = tuple(opts.affine_shrink)
     coarse_first = opts.coarse_first and len(starts) > 1 and len(levels) > 1
-    refined = _refine_starts(images, opts, starts, levels[:-1] if coarse_first else levels)
+    refined = _with_as_given(images, _refine_starts(images, opts, starts, levels[:-1] if coarse_first else levels))
     check_cancel()
     best, scores, reasons = _best_start(images, refined)
     stages.extend(_stage(f"affine from {name}", reason) for name, reason in reasons.items() if reason is not None)
     deformation = refined[best]
-    if coarse_first:
+    if coarse_first and best != AS_GIVEN:
         finer = intensity_stage(
             images, opts, initial=deformation, affine=opts.intensity_affine, bspline=False, affine_shrink=levels[-1:]
         )

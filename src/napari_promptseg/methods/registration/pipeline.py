@@ -92,6 +92,14 @@ def register(
     t0 = time.perf_counter()
 
     images = IntensityImages.from_images(fixed_hwc, moving_hwc, opts.intensity_max_side, opts.gray)
+    if method != "prompts":  # the routes with an intensity stage
+        for small, full, name in ((images.fixed, fixed_hwc, fixed_name), (images.moving, moving_hwc, moving_name)):
+            if min(small.shape[:2]) < MIN_INTENSITY_SIDE:
+                raise PromptsegError(
+                    f"{name} ({full.shape[0]} x {full.shape[1]} px) is too small beside the other image: the "
+                    f"intensity stage sees both at {opts.intensity_max_side} px along the longest side, which leaves "
+                    f"it {small.shape[0]} x {small.shape[1]} px; crop the larger image to the region both show"
+                )
     search_starts: dict[str, Deformation] = {}
     if opts.global_search and method != "prompts":
         report(0.02, "coarse rotation and flip search")
@@ -247,9 +255,11 @@ def _joint_stage(
     return (refined if reason is None else deformation), refinement
 
 
-#: the smallest image side registration takes (below it, the intensity stage's shrunk copies hold too few samples:
-#: SimpleITK stopped with "All samples map outside moving image buffer" on a 24 px image against a 1000 px one)
+#: the smallest image side registration takes
 MIN_SIDE = 32
+#: the smallest side of the intensity stage's shrunk copies (longest side of both: intensity_max_side): SimpleITK
+#: stopped with "All samples map outside moving image buffer" at 8 px (a 24 px image against a 1164 px one), not at 11
+MIN_INTENSITY_SIDE = 10
 
 
 def check_pair(
@@ -275,6 +285,6 @@ def check_pair(
         if min(image.shape[:2]) < MIN_SIDE:
             raise PromptsegError(
                 f"{name} is {image.shape[0]} x {image.shape[1]} px: registration needs at least {MIN_SIDE} px on "
-                "each side (the intensity stage samples a shrunk copy of both images)"
+                "each side"
             )
     return pair
