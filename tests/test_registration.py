@@ -310,14 +310,19 @@ def test_an_image_against_itself_stays_as_it_is_and_reads_good(birl):
 
 def test_a_tiny_image_is_refused_before_simpleitk_fails_on_it(birl):
     """A 20 px moving image against a histology section stopped with SimpleITK's "All samples map outside moving
-    image buffer" traceback; now one line names the image and the smallest size."""
-    fixed = birl["image"]
-    with pytest.raises(PromptsegError, match=r"moving is 20 x 20 px: registration needs at least 32 px"):
-        register(fixed, fixed[:20, :20])
-    # large enough alone, but not beside a 48x larger image: the intensity stage would see 8 px of it
+    image buffer" traceback; now one line names the image and the size the intensity stage would see. What counts
+    is that shrunk size: 100 px against a 48x larger image is as small, 20 px against 20 px is not."""
+    fixed = birl["image"]  # 600 x 800
+    tissue = fixed[250:350, 350:450]
+    message = r"moving \({} px\) is too small for the intensity stage.* that leaves it {} px"
+    with pytest.raises(PromptsegError, match=message.format("16 x 16", "8 x 8")):
+        register(fixed, tissue[:16, :16])
     big = np.kron(fixed[:, :, 0], np.ones((6, 6), fixed.dtype))  # 3600 x 4800
-    with pytest.raises(PromptsegError, match=r"moving \(100 x 100 px\) is too small beside the other image"):
-        register(big, fixed[:100, :100, 0])
+    with pytest.raises(PromptsegError, match=message.format("100 x 100", "8 x 8")):
+        register(big, tissue[..., 0])
+    assert register(tissue[:20, :20], tissue[5:25, 5:25]).quality is not None  # two small images: no error
+    with pytest.raises(PromptsegError, match="moving holds one value everywhere: nothing to register"):
+        register(fixed, np.zeros_like(fixed))
 
 
 def test_empty_region_set_is_refused(birl):

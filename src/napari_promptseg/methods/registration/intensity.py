@@ -209,10 +209,10 @@ def intensity_stage(
             transforms = _sitk_stages(
                 sitk, method, f_img, m_img, opts, initial, start_affine, affine, bspline, affine_shrink
             )
-        except RuntimeError as exc:  # how SimpleITK passes on what its iteration command raised
+        except RuntimeError as exc:  # how SimpleITK passes on what its iteration command raised, and its own errors
             if stop is not None and stop.is_set():
                 raise StageStopped("stopped on request") from exc
-            raise
+            raise StageFailed(f"SimpleITK stopped: {_itk_reason(exc)}") from exc
     composite = sitk.CompositeTransform(transforms) if transforms else sitk.Transform(2, sitk.sitkIdentity)
     field_img = sitk.TransformToDisplacementField(
         composite,
@@ -237,6 +237,18 @@ def intensity_stage(
 
 class StageStopped(Exception):
     """A SimpleITK run ended early because its ``stop`` event was set: its result is not wanted."""
+
+
+class StageFailed(PromptsegError):
+    """SimpleITK could not run a stage on these images (e.g. a small image whose samples leave the other's buffer
+    as the transform moves): the route drops that candidate and goes on with the others."""
+
+
+def _itk_reason(exc: BaseException) -> str:
+    """The ITK error's own sentence(s) from SimpleITK's multi-line message."""
+    text = str(exc)
+    reason = text.split("ITK ERROR:", 1)[-1].split("):", 1)[-1] if "ITK ERROR:" in text else text
+    return " ".join(reason.split())
 
 
 def _raise_if_set(stop: threading.Event) -> None:
@@ -369,14 +381,17 @@ def intensity_route(
     # torch on one thread while the runs overlap: with two, each op of the region route (encoder, decoder) waits at
     # its thread barrier for a core that SimpleITK or another process holds (region stage 3-5x slower; same result)
     stop_early = threading.Event()  # set when the B-spline stage running ahead is not wanted: it stops
+    failed: dict[str, str] = {}
     with single_thread(), ThreadPoolExecutor(max_workers=2) as background:
-        refined_early = background.submit(_refine_starts, images, opts, starts, opts.affine_shrink)
+        refined_early = background.submit(_refine_starts, images, opts, starts, opts.affine_shrink, failed)
 
         def early_bspline() -> tuple[str, Deformation | None]:
             # the region route is what everything waits for: the run ahead takes only CPU time it leaves idle (on a
             # busy machine it would otherwise slow it down and be lost if a region start wins)
             _lower_thread_priority()
             refined = refined_early.result()
+            if not refined:  # SimpleITK ran from none of them
+                return "", None
             best = _best_start(images, refined)[0]
             if not opts.intensity_bspline or stop_early.is_set():
                 return best, None
@@ -389,10 +404,10 @@ def intensity_route(
         try:
             later = later_starts()
             check_cancel()
-            refined = {**refined_early.result(), **_refine_starts(images, opts, later, opts.affine_shrink)}
+            refined = {**refined_early.result(), **_refine_starts(images, opts, later, opts.affine_shrink, failed)}
             refined = _with_as_given(images, refined)
             best, scores, reasons = _best_start(images, refined)
-            stages.extend(_stage(f"affine from {name}", r) for name, r in reasons.items() if r is not None)
+            stages.extend(_stage(f"affine from {name}", r) for name, r in {**failed, **reasons}.items() if r)
             deformation = refined[best]
             if opts.intensity_bspline:
                 early_best, bspline = None, None
@@ -413,20 +428,30 @@ AS_GIVEN = "as given"
 
 
 def _refine_starts(
-    images: IntensityImages, opts: RegistrationOptions, starts: dict[str, Deformation | None], shrink: Sequence[int]
+    images: IntensityImages,
+    opts: RegistrationOptions,
+    starts: dict[str, Deformation | None],
+    shrink: Sequence[int],
+    failed: dict[str, str] | None = None,
 ) -> dict[str, Deformation]:
     """The affine stage from every start; the starts are independent single-threaded SimpleITK runs (which release
-    the GIL): one per core."""
+    the GIL): one per core. A start SimpleITK cannot run from is left out, its reason put in ``failed``."""
     if not starts:
         return {}
 
-    def refine(start: Deformation | None) -> Deformation:
-        return intensity_stage(
-            images, opts, initial=start, affine=opts.intensity_affine, bspline=False, affine_shrink=shrink
-        )
+    def refine(start: Deformation | None) -> Deformation | StageFailed:
+        try:
+            return intensity_stage(
+                images, opts, initial=start, affine=opts.intensity_affine, bspline=False, affine_shrink=shrink
+            )
+        except StageFailed as exc:
+            return exc
 
     with sitk_single_threaded(), ThreadPoolExecutor(max_workers=min(len(starts), os.cpu_count() or 1)) as pool:
-        return dict(zip(starts, pool.map(refine, starts.values()), strict=True))
+        results = dict(zip(starts, pool.map(refine, starts.values()), strict=True))
+    if failed is not None:
+        failed.update({name: str(r) for name, r in results.items() if isinstance(r, StageFailed)})
+    return {name: r for name, r in results.items() if not isinstance(r, StageFailed)}
 
 
 def _with_as_given(images: IntensityImages, refined: dict[str, Deformation]) -> dict[str, Deformation]:
@@ -448,15 +473,24 @@ def _best_start(
 
 def _bspline(
     images: IntensityImages, opts: RegistrationOptions, deformation: Deformation, stop: threading.Event | None = None
-) -> Deformation:
-    return intensity_stage(images, opts, initial=deformation, affine=False, bspline=True, stop=stop)
+) -> Deformation | StageFailed:
+    try:
+        return intensity_stage(images, opts, initial=deformation, affine=False, bspline=True, stop=stop)
+    except StageFailed as exc:
+        return exc
 
 
 def _keep_bspline(
-    images: IntensityImages, deformation: Deformation, bspline: Deformation, stages: list[dict[str, Any]]
+    images: IntensityImages,
+    deformation: Deformation,
+    bspline: Deformation | StageFailed,
+    stages: list[dict[str, Any]],
 ) -> Deformation:
-    """Nonrigid is kept only when not degenerate and the images agree better (the judge of the starts; no
-    landmarks); the check goes to ``stages``."""
+    """Nonrigid is kept only when it ran, is not degenerate and the images agree better (the judge of the starts;
+    no landmarks); the check goes to ``stages``."""
+    if isinstance(bspline, StageFailed):
+        stages.append(_stage("bspline", str(bspline)))
+        return deformation
     degenerate = degenerate_reason(bspline, deformation)
     before, after = images.score(deformation), images.score(bspline)
     reason = degenerate or (None if after > before else f"no better by NMI ({after:.4f} <= {before:.4f})")
@@ -474,15 +508,25 @@ def _route(
     """:func:`intensity_route` with every start known up front."""
     levels = tuple(opts.affine_shrink)
     coarse_first = opts.coarse_first and len(starts) > 1 and len(levels) > 1
-    refined = _with_as_given(images, _refine_starts(images, opts, starts, levels[:-1] if coarse_first else levels))
+    failed: dict[str, str] = {}
+    refined = _refine_starts(images, opts, starts, levels[:-1] if coarse_first else levels, failed)
+    refined = _with_as_given(images, refined)
     check_cancel()
     best, scores, reasons = _best_start(images, refined)
-    stages.extend(_stage(f"affine from {name}", reason) for name, reason in reasons.items() if reason is not None)
+    stages.extend(_stage(f"affine from {name}", reason) for name, reason in {**failed, **reasons}.items() if reason)
     deformation = refined[best]
     if coarse_first and best != AS_GIVEN:
-        finer = intensity_stage(
-            images, opts, initial=deformation, affine=opts.intensity_affine, bspline=False, affine_shrink=levels[-1:]
-        )
+        try:
+            finer = intensity_stage(
+                images,
+                opts,
+                initial=deformation,
+                affine=opts.intensity_affine,
+                bspline=False,
+                affine_shrink=levels[-1:],
+            )
+        except StageFailed:
+            finer = deformation  # the coarse levels' result stands
         if degenerate_reason(finer, deformation) is None and images.score(finer) >= scores[best]:
             deformation = finer
     if opts.intensity_bspline:

@@ -85,6 +85,9 @@ def register(
             raise CancelledError("registration cancelled")
 
     fixed_hwc, moving_hwc = check_pair(fixed, moving, channel_axis, fixed_name, moving_name)
+    for image, name in ((fixed_hwc, fixed_name), (moving_hwc, moving_name)):
+        if image.min() == image.max():  # SimpleITK's moments start divides by the image's total "mass"
+            raise PromptsegError(f"{name} holds one value everywhere: nothing to register")
     fixed_shape, moving_shape = fixed_hwc.shape[:2], moving_hwc.shape[:2]
     timings: dict[str, float] = {}
     warnings: list[str] = []
@@ -96,9 +99,10 @@ def register(
         for small, full, name in ((images.fixed, fixed_hwc, fixed_name), (images.moving, moving_hwc, moving_name)):
             if min(small.shape[:2]) < MIN_INTENSITY_SIDE:
                 raise PromptsegError(
-                    f"{name} ({full.shape[0]} x {full.shape[1]} px) is too small beside the other image: the "
-                    f"intensity stage sees both at {opts.intensity_max_side} px along the longest side, which leaves "
-                    f"it {small.shape[0]} x {small.shape[1]} px; crop the larger image to the region both show"
+                    f"{name} ({full.shape[0]} x {full.shape[1]} px) is too small for the intensity stage, which sees "
+                    f"both images at {opts.intensity_max_side} px along the longest side of either: that leaves it "
+                    f"{small.shape[0]} x {small.shape[1]} px (at least {MIN_INTENSITY_SIDE} needed); crop the larger "
+                    "image to the region both show"
                 )
     search_starts: dict[str, Deformation] = {}
     if opts.global_search and method != "prompts":
@@ -255,8 +259,6 @@ def _joint_stage(
     return (refined if reason is None else deformation), refinement
 
 
-#: the smallest image side registration takes
-MIN_SIDE = 32
 #: the smallest side of the intensity stage's shrunk copies (longest side of both: intensity_max_side): SimpleITK
 #: stopped with "All samples map outside moving image buffer" at 8 px (a 24 px image against a 1164 px one), not at 11
 MIN_INTENSITY_SIDE = 10
@@ -277,14 +279,7 @@ def check_pair(
             "registration needs two 2D images (gray, RGB, or multichannel with channel_axis); "
             "pick one plane of a stack first"
         )
-    pair = (
+    return (
         as_channels_last(f, channel_axis=channel_axis if f.ndim == 3 else None, name=fixed_name),
         as_channels_last(m, channel_axis=channel_axis if m.ndim == 3 else None, name=moving_name),
     )
-    for image, name in zip(pair, (fixed_name, moving_name), strict=True):
-        if min(image.shape[:2]) < MIN_SIDE:
-            raise PromptsegError(
-                f"{name} is {image.shape[0]} x {image.shape[1]} px: registration needs at least {MIN_SIDE} px on "
-                "each side"
-            )
-    return pair
