@@ -102,3 +102,20 @@ def test_empty_border_does_not_stretch_the_window():
     image[:300, :300] = rng.integers(33000, 36000, size=(300, 300, 1))  # a frame in a larger, empty canvas
     window = IntensityWindow.measure(image)
     assert window.lo[0] > 30000  # the window is the frame's, not 0..36000
+
+
+def test_a_png_mask_of_255_is_a_mask_whose_components_are_the_objects():
+    """A 0/255 mask with several blobs was read as one object of id 255: one-shot then chose the single-region
+    mode for a reference of many objects, and the object size was that of all blobs together."""
+    from napari_promptseg.methods.instances import is_many_objects, reference_objects
+    from napari_promptseg.tiling import label_objects, typical_object_size
+
+    mask = np.zeros((20, 30), np.uint8)
+    for k in range(4):
+        mask[2:6, 2 + 7 * k : 6 + 7 * k] = 255
+    assert label_objects(mask).max() == 4 and reference_objects(mask).max() == 4
+    assert is_many_objects(mask) and not is_many_objects(mask[:, :9])
+    assert typical_object_size(mask) == pytest.approx(np.sqrt(4 * 16 / np.pi))
+    ids = mask.astype(np.int32) // 255 * 7  # two ids (3 and 7): a label image, kept as it is
+    ids[2:6, 2:6] = 3
+    assert label_objects(ids).max() == 7 and np.array_equal(np.unique(label_objects(ids)), [0, 3, 7])

@@ -68,13 +68,20 @@ class WorkingScale:
         return out
 
 
-def typical_object_size(labels: np.ndarray) -> float:
-    """Median equivalent diameter (pixels) of the labelled objects (ids, or connected components of a mask)."""
+def label_objects(labels: np.ndarray) -> np.ndarray:
+    """Instance labels of a label image (its ids, kept) or of a mask (its connected components). A mask is any
+    image with one non-zero value: True, 1 or 255 (a PNG mask); values <= 0 are background."""
     from scipy import ndimage
 
     labels = np.asarray(labels)
-    if labels.dtype == bool or labels.max() <= 1:
-        labels, _ = ndimage.label(labels > 0)
+    if labels.dtype == bool or len(np.unique(labels[labels > 0])) <= 1:
+        return ndimage.label(labels > 0)[0]
+    return np.where(labels > 0, labels, 0)
+
+
+def typical_object_size(labels: np.ndarray) -> float:
+    """Median equivalent diameter (pixels) of the labelled objects (ids, or connected components of a mask)."""
+    labels = label_objects(labels)
     _, areas = np.unique(labels[labels > 0], return_counts=True)
     if len(areas) == 0:
         raise PromptsegError("no labelled object to measure the object size from")

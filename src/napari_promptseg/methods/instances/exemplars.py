@@ -17,6 +17,7 @@ from ...tiling import (
     Tile,
     TileGrid,
     choose_scale,
+    label_objects,
     read_tile,
     resize_pixels,
     to_working,
@@ -56,11 +57,8 @@ STAIN_CHANNEL = 3
 
 
 def reference_objects(labels: np.ndarray) -> np.ndarray:
-    """Instance labels from a labels array (kept) or a binary mask (its connected components)."""
-    labels = np.asarray(labels)
-    if labels.dtype == bool or labels.max() <= 1:
-        labels, _ = ndimage.label(labels > 0)
-    return labels
+    """Instance labels from a labels array (kept) or a mask, 0/1 or 0/255 (its connected components)."""
+    return label_objects(labels)
 
 
 def is_many_objects(labels: np.ndarray, min_objects: int = 3) -> bool:
@@ -69,9 +67,7 @@ def is_many_objects(labels: np.ndarray, min_objects: int = 3) -> bool:
     labels = np.asarray(labels)
     if labels.ndim != 2:
         return False
-    if labels.dtype != bool and labels.max() > 1:
-        return len(np.unique(labels[labels > 0])) >= min_objects
-    return ndimage.label(labels > 0)[1] >= min_objects
+    return np.count_nonzero(np.unique(label_objects(labels))) >= min_objects
 
 
 @dataclass
