@@ -101,6 +101,22 @@ def test_multiscale_target_is_read_at_the_level_of_the_working_scale(make_viewer
     np.testing.assert_allclose(result.scale, (1.0, 1.0))  # 0.5 x 2: covers the full-resolution extent
 
 
+def test_a_multiscale_reference_is_read_at_full_resolution(make_viewer):
+    """A pyramid layer's ``data`` taken as one array is its coarsest level: labels painted on the full-resolution
+    image were refused as "(256, 256) do not match ... (128, 128)", and coarse labels were silently accepted."""
+    from napari_promptseg._sample_data import nuclei
+
+    (image, _, _), (truth, _, _) = nuclei()
+    viewer = make_viewer()
+    reference = viewer.add_image([image, image[::2, ::2]], name="slide", multiscale=True)
+    viewer.add_labels(truth, name="slide nuclei")
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(reference)
+    widget.target.set_layer(reference)
+    ref_pixels, labels, *_ = widget._inputs()
+    assert ref_pixels.shape == image.shape and np.array_equal(ref_pixels, image) and labels.shape == truth.shape
+
+
 def test_reference_of_another_modality_is_warned_in_the_summary(make_viewer, qtbot, lungs, shared_data):
     """A chest X-ray reference on an H&E gland image: the result comes with 'does not transfer' in the summary."""
     viewer = make_viewer()

@@ -71,6 +71,25 @@ def test_library_route_on_a_stack_shows_labels_and_the_route(make_viewer, qtbot,
     assert [layer.name for layer in viewer.layers][: len(before)] == before  # nothing the user made was replaced
 
 
+def test_a_multiscale_image_gives_labels_over_the_whole_image(make_viewer, qtbot, lungs, tmp_path):
+    """A pyramid layer: the text route reads the level a whole-image method needs (here the full 512 px level, the
+    coarsest with 1024 px is none) and the labels cover the image's extent. They covered a quarter of it (the
+    coarsest level at the full level's pixel size)."""
+    library = ReferenceLibrary.open(tmp_path / "library")
+    library.add("lung", *lungs[0], description="lung fields of a chest X-ray")
+    viewer = make_viewer()
+    target, truth = lungs[1]
+    slide = viewer.add_image([target, target[::2, ::2]], name="slide", multiscale=True, scale=(0.5, 0.5))
+    widget = _widget(viewer, slide)
+    widget.library.setText(str(library.path))
+    widget.prompt.setText("lungs")
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    result = viewer.layers["slide text: lungs"]
+    np.testing.assert_allclose(result.extent.world, slide.extent.world)
+    assert result.data.shape == truth.shape and dice(result.data > 0, truth) > 0.85
+
+
 def test_groundingdino_route_adds_box_shapes_on_the_image(make_viewer, qtbot, lungs, hf_dir):  # noqa: F811
     in_hf_cache("grounding_dino_tiny", hf_dir)
     viewer = make_viewer()
@@ -113,3 +132,16 @@ def test_empty_prompt_and_empty_library_are_reported_not_raised(make_viewer, qtb
     assert any("no entries" in m for m in errors)  # the toast is short; what to do is one click away
     assert "promptseg library add" in widget.runner.widget.details
     assert [layer.name for layer in viewer.layers] == ["xray"]
+
+
+def test_whole_image_level_of_a_large_pyramid_is_the_coarsest_with_1024_px():
+    import napari.layers
+
+    from napari_promptseg._widgets._common import whole_image_level
+
+    levels = [np.zeros((4096 // 2**k, 3072 // 2**k), np.uint8) for k in range(4)]
+    data, factor = whole_image_level(napari.layers.Image(levels, multiscale=True))
+    assert data.shape == (1024, 768) and factor == 4.0
+    single = napari.layers.Image(levels[2])
+    data, factor = whole_image_level(single)
+    assert data is single.data and factor == 1.0

@@ -71,6 +71,26 @@ def load_triton_safely() -> None:
         sys.setdlopenflags(flags)
 
 
+def full_resolution(layer: napari.layers.Layer) -> Any:
+    """A layer's pixels at full resolution: level 0 of a multiscale (pyramid) layer, whose ``data`` taken as one
+    array is its coarsest level (a reference or labels read that way do not match what the user sees)."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def whole_image_level(layer: napari.layers.Image) -> tuple[Any, float]:
+    """The pixels a whole-image method (text, SAT) reads from a layer, and their downsampling factor: a multiscale
+    layer's coarsest level with at least 1024 px along its longest side (as the CLI reads a pyramid), else the
+    layer itself."""
+    if not layer.multiscale:
+        return layer.data, 1.0
+    from ..io.multiscale import WHOLE_IMAGE_SIDE
+    from ..tiling import pyramid_level
+
+    shapes = [tuple(level.shape[:-1] if layer.rgb else level.shape)[-2:] for level in layer.data]
+    index, factor = pyramid_level(shapes, WHOLE_IMAGE_SIDE / max(shapes[0]))
+    return layer.data[index], factor
+
+
 def show_details(title: str, short: str, details: str, parent: QWidget | None = None) -> QMessageBox:
     """A non-modal box with an error's details (which file goes where), selectable for copying."""
     box = QMessageBox(QMessageBox.Icon.Information, title, short, QMessageBox.StandardButton.Close, parent)

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import CancelledError, PromptsegError
 from ..models import load_segmenter
-from ._common import LayerPicker, TaskRunner, load_triton_safely
+from ._common import LayerPicker, TaskRunner, full_resolution, load_triton_safely
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 #: mode choice -> run_oneshot's ``instances`` (None: decided by the reference labels)
@@ -224,8 +224,8 @@ class OneShotWidget(QWidget):
             raise PromptsegError("choose a reference image layer")
         if ref_labels is None:
             raise PromptsegError("choose the Labels layer that marks the object in the reference image")
-        reference = np.asarray(ref.data)
-        labels = np.asarray(ref_labels.data)
+        reference = np.asarray(full_resolution(ref))
+        labels = np.asarray(full_resolution(ref_labels))
         if labels.shape != reference.shape[: labels.ndim] or labels.ndim != 2:
             raise PromptsegError(
                 f"reference labels '{ref_labels.name}' of shape {labels.shape} do not match the 2D reference image "
@@ -280,7 +280,7 @@ class OneShotWidget(QWidget):
             name = self.library_name.text().strip()
             if not name:
                 raise PromptsegError("type a library name for the reference (e.g. 'gland')")
-            image, labels = np.asarray(ref.data), np.asarray(ref_labels.data)
+            image, labels = np.asarray(full_resolution(ref)), np.asarray(full_resolution(ref_labels))
             if labels.ndim != 2 or labels.shape != image.shape[:2]:
                 raise PromptsegError(
                     f"reference labels '{ref_labels.name}' of shape {labels.shape} do not match the 2D reference "

@@ -11,9 +11,6 @@ from pathlib import Path
 from ..errors import NothingFoundError, PromptsegError
 from ._types import fraction
 
-#: whole-image methods (text, SAT one-shot) read a pyramid at the level with at least this many pixels per side
-WHOLE_IMAGE_SIDE = 1024
-
 
 def _add_stack_options(parser: argparse.ArgumentParser, *, seeds: str, prompts_on_a_plane: bool = False) -> None:
     """Options for 3D stacks and for where labels are written; ``seeds`` says what starts a propagation;
@@ -93,6 +90,8 @@ def _at_level(path: Path, image: object, scale: float) -> tuple[object, int, flo
 def _whole_image_level(path: Path, image: object) -> tuple[object, int, float]:
     """The pyramid level a whole-image method (text, SAT) reads: the coarsest with WHOLE_IMAGE_SIDE px per side."""
     import numpy as np
+
+    from ..io.multiscale import WHOLE_IMAGE_SIDE
 
     return _at_level(path, image, WHOLE_IMAGE_SIDE / max(np.shape(image)[:2]))
 

@@ -23,6 +23,8 @@ from .images import TIFF_SUFFIXES
 TIFF_AXES = {"X": "x", "Y": "y", "Z": "z", "T": "t", "C": "c", "S": "c", "I": "z", "Q": "z"}
 #: chunk side of written labels (pixels)
 LABEL_CHUNK = 1024
+#: whole-image methods (text, SAT one-shot) read a pyramid at the level with at least this many pixels per side
+WHOLE_IMAGE_SIDE = 1024
 
 
 @dataclass
