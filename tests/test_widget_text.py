@@ -134,6 +134,23 @@ def test_empty_prompt_and_empty_library_are_reported_not_raised(make_viewer, qtb
     assert [layer.name for layer in viewer.layers] == ["xray"]
 
 
+def test_a_result_whose_image_layer_was_removed_meanwhile_is_dropped(make_viewer, qtbot, lungs, tmp_path):
+    """The labels used to appear anyway, over an image no longer there; every widget's runner now drops them."""
+    library = ReferenceLibrary.open(tmp_path / "library")
+    library.add("lung", *lungs[0], description="lung fields of a chest X-ray")
+    viewer = make_viewer()
+    image = viewer.add_image(lungs[1][0], name="xray")
+    widget = _widget(viewer, image)
+    widget.library.setText(str(library.path))
+    widget.prompt.setText("lungs")
+    widget.run()
+    viewer.layers.remove(image)  # the worker is still loading the model: the result arrives after this
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert [layer.name for layer in viewer.layers] == []
+    assert widget.runner.state == "failed"
+    assert "layer 'xray' was removed while it ran" in widget.runner.widget.status.text()
+
+
 def test_whole_image_level_of_a_large_pyramid_is_the_coarsest_with_1024_px():
     import napari.layers
 

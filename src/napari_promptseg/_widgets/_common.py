@@ -254,6 +254,7 @@ class _Job:
     task: Task
     on_done: Callable[[Any], None]
     on_error: Callable[[BaseException], None] | None = None
+    inputs: tuple = ()  # the layers the task reads: its result is dropped if one was removed while it ran
     started: float = 0.0
 
 
@@ -302,9 +303,12 @@ class TaskRunner(QObject):
         task: Task,
         on_done: Callable[[Any], None],
         on_error: Callable[[BaseException], None] | None = None,
+        inputs: tuple = (),
     ) -> None:
+        """``inputs``: the layers the task reads; a result whose input layer left the viewer meanwhile is not
+        pushed back (there is nothing left to lay it over)."""
         self._pending.pop(key, None)
-        self._pending[key] = _Job(key, description, task, on_done, on_error)
+        self._pending[key] = _Job(key, description, task, on_done, on_error, tuple(inputs))
         if self._job is None:
             self._start_next()
 
@@ -373,6 +377,13 @@ class TaskRunner(QObject):
         self.widget.set_progress(fraction, message)
         pbar.set_description(message)  # refreshes the bar; may process events
 
+    def _removed_inputs(self, job: _Job) -> list[str]:
+        """The input layers no longer in the viewer of the widget this runner serves."""
+        viewer = getattr(self.parent(), "viewer", None)
+        if viewer is None:
+            return []
+        return [f"layer '{layer.name}'" for layer in job.inputs if layer not in viewer.layers]
+
     def _on_finished(self, job: _Job, outcome: list[_Outcome], cancelled: bool) -> None:
         if self._pbar is not None:
             self._pbar.close()
@@ -388,6 +399,13 @@ class TaskRunner(QObject):
                 self.widget.failed(job.description, error)
                 if job.on_error is not None:
                     job.on_error(error)
+                notify_exception(error, job.description)
+            elif gone := self._removed_inputs(job):
+                error = PromptsegError(
+                    f"{', '.join(gone)} {'was' if len(gone) == 1 else 'were'} removed while it ran: the result was "
+                    "dropped (run it again)"
+                )
+                self.widget.failed(job.description, error)
                 notify_exception(error, job.description)
             else:
                 # the result handler may say more (``widget.done(...)``/``set_message``): it runs after this default

@@ -336,7 +336,7 @@ class OneShotWidget(QWidget):
             self.last_output = output
             self._add_layers(output, layer, factor)
 
-        self.runner.submit("oneshot", f"one-shot ({strategy})", task, done)
+        self.runner.submit("oneshot", f"one-shot ({strategy})", task, done, inputs=(layer,) if layer else ())
 
     def _add_layers(self, output: OneShotOutput, layer: napari.layers.Image | None, factor: float = 1.0) -> None:
         """``factor``: the downsampling of the pyramid level that was segmented (its pixels are that much larger)."""

@@ -237,7 +237,13 @@ class RegistrationWidget(QWidget):
         def done(result: RegistrationResult) -> None:
             self._show(result, fixed_layer, moving_layer, fixed, moving, landmarks, truncated)
 
-        self.runner.submit("register", f"registering '{names[1]}' onto '{names[0]}'", task, done)
+        self.runner.submit(
+            "register",
+            f"registering '{names[1]}' onto '{names[0]}'",
+            task,
+            done,
+            inputs=(fixed_layer, moving_layer),
+        )
 
     def prompts(self) -> list[str] | None:
         """The text prompts typed (comma-separated), or None for automatic regions."""

@@ -316,7 +316,7 @@ class TextPromptWidget(QWidget):
             self.last_output = output
             self._add_layers(output, layer, prompt, stacked, factor)
 
-        self.runner.submit("text", f"text prompt {prompt!r}", task, done)
+        self.runner.submit("text", f"text prompt {prompt!r}", task, done, inputs=(layer,))
 
     def _add_layers(
         self, output: TextOutput, layer: napari.layers.Image, prompt: str, stacked: bool, factor: float = 1.0

@@ -66,7 +66,7 @@ class NewLayerActions:
                 f"found {len(result.scores)} object(s) like the {len(boxes)} example(s){where} -> '{target.name}'"
             )
 
-        self.runner.submit("find-all", f"finding all like the {len(boxes)} example(s)", task, done)
+        self.runner.submit("find-all", f"finding all like the {len(boxes)} example(s)", task, done, inputs=(image,))
 
     def propagate(self) -> None:
         """Carry the objects boxed on the displayed plane of a 3D image through the stack -> a new Labels layer."""
@@ -112,7 +112,9 @@ class NewLayerActions:
                 f"{result.objects} object(s) propagated from plane {plane} ({spans}) -> '{layer.name}'"
             )
 
-        self.runner.submit("propagate", f"propagating {len(boxes)} object(s) through '{name}'", task, done)
+        self.runner.submit(
+            "propagate", f"propagating {len(boxes)} object(s) through '{name}'", task, done, inputs=(image,)
+        )
 
     def _add_result_layer(self, data: np.ndarray, geom: PlaneGeometry, name: str) -> napari.layers.Labels:
         """A new Labels layer over the image (results never overwrite the user's layers)."""
