@@ -320,9 +320,17 @@ def test_a_tiny_image_is_refused_before_simpleitk_fails_on_it(birl):
     big = np.kron(fixed[:, :, 0], np.ones((6, 6), fixed.dtype))  # 3600 x 4800
     with pytest.raises(PromptsegError, match=message.format("100 x 100", "8 x 8")):
         register(big, tissue[..., 0])
-    assert register(tissue[:20, :20], tissue[5:25, 5:25]).quality is not None  # two small images: no error
-    with pytest.raises(PromptsegError, match="moving holds one value everywhere: nothing to register"):
-        register(fixed, np.zeros_like(fixed))
+    # two 20 px images: SimpleITK stops on some starts (it stopped the whole run); those are rejected stages, not
+    # degenerate results, and the run answers
+    result = register(tissue[:20, :20], tissue[5:25, 5:25])
+    stopped = [s for s in result.stages if "SimpleITK stopped" in (s["reason"] or "")]
+    assert stopped and not any(s["degenerate"] or s["accepted"] for s in stopped)
+    assert result.quality["verdict"] in ("good", "check", "poor")
+    for blank in (np.zeros_like(fixed), np.full_like(fixed, (200, 0, 0))):  # black, and one colour: flat in gray
+        with pytest.raises(PromptsegError, match=r"moving holds one value everywhere \(in gray\)"):
+            register(fixed, blank)
+    with pytest.raises(PromptsegError, match="moving is 5 x 5 px: too small to register"):
+        register(fixed, tissue[:5, :5], method="prompts", prompts=[(np.ones((600, 800)), np.ones((5, 5)))])
 
 
 def test_empty_region_set_is_refused(birl):

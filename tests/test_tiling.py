@@ -119,3 +119,16 @@ def test_a_png_mask_of_255_is_a_mask_whose_components_are_the_objects():
     ids = mask.astype(np.int32) // 255 * 7  # two ids (3 and 7): a label image, kept as it is
     ids[2:6, 2:6] = 3
     assert label_objects(ids).max() == 7 and np.array_equal(np.unique(label_objects(ids)), [0, 3, 7])
+
+
+def test_a_soft_mask_is_a_mask():
+    """A resized or probability mask (floats up to 1) is a mask, not one object per distinct value."""
+    from napari_promptseg.tiling import label_objects
+
+    soft = np.zeros((10, 20), np.float32)
+    soft[1:4, 1:4], soft[5:8, 10:14] = 0.5, 0.7
+    soft[2, 2] = 1.0
+    assert label_objects(soft).max() == 2
+    negative = np.zeros((4, 4), np.int32)
+    negative[0, :2], negative[2, :2], negative[3, 3] = 5, 9, -1
+    assert sorted(np.unique(label_objects(negative))) == [0, 5, 9]

@@ -157,8 +157,31 @@ def test_whole_image_level_of_a_large_pyramid_is_the_coarsest_with_1024_px():
     from napari_promptseg._widgets._common import whole_image_level
 
     levels = [np.zeros((4096 // 2**k, 3072 // 2**k), np.uint8) for k in range(4)]
-    data, factor = whole_image_level(napari.layers.Image(levels, multiscale=True))
-    assert data.shape == (1024, 768) and factor == 4.0
+    data, factors = whole_image_level(napari.layers.Image(levels, multiscale=True))
+    assert data.shape == (1024, 768) and list(factors) == [4.0, 4.0]
     single = napari.layers.Image(levels[2])
-    data, factor = whole_image_level(single)
-    assert data is single.data and factor == 1.0
+    data, factors = whole_image_level(single)
+    assert data is single.data and list(factors) == [1.0, 1.0]
+    # a stack whose pyramid halves the planes too: every axis has its factor
+    stack = [np.zeros((8 // 2**k, 4096 // 2**k, 2048 // 2**k), np.uint8) for k in range(3)]
+    data, factors = whole_image_level(napari.layers.Image(stack, multiscale=True))
+    assert data.shape == (2, 1024, 512) and list(factors) == [4.0, 4.0, 4.0]
+
+
+def test_image_and_labels_of_a_pyramid_are_read_on_one_grid():
+    """Labels a widget made at a pyramid level (the Text widget's output) pair with that level of the image;
+    labels painted at full resolution with level 0; labels of no level's size are refused by name."""
+    import napari.layers
+
+    from napari_promptseg._widgets._common import image_and_labels
+    from napari_promptseg.errors import PromptsegError
+
+    base = np.arange(256 * 256, dtype=np.uint16).reshape(256, 256)
+    pyramid = napari.layers.Image([base, base[::2, ::2]], multiscale=True, name="slide")
+    coarse = napari.layers.Labels(np.ones((128, 128), np.uint8))
+    image, labels = image_and_labels(pyramid, coarse)
+    assert image.shape == labels.shape == (128, 128) and np.array_equal(image, base[::2, ::2])
+    image, _ = image_and_labels(pyramid, napari.layers.Labels(np.ones((256, 256), np.uint8)))
+    assert np.array_equal(image, base)
+    with pytest.raises(PromptsegError, match=r"labels 'odd' of shape \(100, 100\) match no level of the image 'slide'"):
+        image_and_labels(pyramid, napari.layers.Labels(np.ones((100, 100), np.uint8), name="odd"))

@@ -68,15 +68,25 @@ class WorkingScale:
         return out
 
 
+def is_mask(labels: np.ndarray) -> bool:
+    """Whether a label image is a mask (its objects are its connected components) rather than instance ids: bool,
+    values up to 1 (0/1, or a soft 0..1 map), or a single non-zero value (a 0/255 PNG). Values <= 0 are background."""
+    labels = np.asarray(labels)
+    if labels.dtype == bool:
+        return True
+    foreground = labels[labels > 0]
+    return foreground.size == 0 or foreground.max() <= 1 or foreground.min() == foreground.max()
+
+
 def label_objects(labels: np.ndarray) -> np.ndarray:
-    """Instance labels of a label image (its ids, kept) or of a mask (its connected components). A mask is any
-    image with one non-zero value: True, 1 or 255 (a PNG mask); values <= 0 are background."""
+    """Instance labels of a label image (its ids, kept; negatives are background) or of a mask (its connected
+    components; see :func:`is_mask`)."""
     from scipy import ndimage
 
     labels = np.asarray(labels)
-    if labels.dtype == bool or len(np.unique(labels[labels > 0])) <= 1:
+    if is_mask(labels):
         return ndimage.label(labels > 0)[0]
-    return np.where(labels > 0, labels, 0)
+    return labels if labels.min() >= 0 else np.where(labels > 0, labels, 0)
 
 
 def typical_object_size(labels: np.ndarray) -> float:

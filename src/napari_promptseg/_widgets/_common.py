@@ -19,6 +19,7 @@ from typing import Any
 
 import napari
 import napari.layers
+import numpy as np
 from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import (
@@ -71,24 +72,48 @@ def load_triton_safely() -> None:
         sys.setdlopenflags(flags)
 
 
-def full_resolution(layer: napari.layers.Layer) -> Any:
-    """A layer's pixels at full resolution: level 0 of a multiscale (pyramid) layer, whose ``data`` taken as one
-    array is its coarsest level (a reference or labels read that way do not match what the user sees)."""
-    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+def _levels(layer: napari.layers.Layer) -> list:
+    """A layer's arrays, largest first: a multiscale (pyramid) layer's levels, else its one array. (A pyramid's
+    ``data`` taken as one array is its coarsest level, which does not match what the user sees.)"""
+    return list(layer.data) if getattr(layer, "multiscale", False) else [layer.data]
 
 
-def whole_image_level(layer: napari.layers.Image) -> tuple[Any, float]:
-    """The pixels a whole-image method (text, SAT) reads from a layer, and their downsampling factor: a multiscale
-    layer's coarsest level with at least 1024 px along its longest side (as the CLI reads a pyramid), else the
-    layer itself."""
+def _plane_shape(array: Any, rgb: bool) -> tuple[int, int]:
+    shape = tuple(array.shape[:-1] if rgb else array.shape)
+    return shape[-2], shape[-1]
+
+
+def image_and_labels(image: napari.layers.Image, labels: napari.layers.Labels) -> tuple[np.ndarray, np.ndarray]:
+    """An image layer and a labels layer drawn over it, as arrays on one grid: for pyramids, the levels whose planes
+    have the same size (labels a widget made at a level of the image, or painted at full resolution); only those
+    levels are read (a slide's full resolution is not loaded to be refused)."""
+    for label_level in _levels(labels):
+        for image_level in _levels(image):
+            if _plane_shape(image_level, image.rgb) == tuple(label_level.shape[-2:]):
+                return np.asarray(image_level), np.asarray(label_level)
+    if getattr(image, "multiscale", False) or getattr(labels, "multiscale", False):
+        sizes = ", ".join(str(_plane_shape(level, image.rgb)) for level in _levels(image))
+        raise PromptsegError(
+            f"labels '{labels.name}' of shape {tuple(_levels(labels)[0].shape)} match no level of the image "
+            f"'{image.name}' ({sizes})"
+        )
+    return np.asarray(image.data), np.asarray(labels.data)  # the caller's shape check names both
+
+
+def whole_image_level(layer: napari.layers.Image) -> tuple[Any, np.ndarray]:
+    """The pixels a whole-image method (text, SAT) reads from a layer, and the downsampling of each of the layer's
+    axes: a pyramid's coarsest level with at least 1024 px along its longest side (as the CLI reads one; planes
+    may be downsampled too), else the layer itself (factors 1)."""
+    ones = np.ones(layer.ndim)
     if not layer.multiscale:
-        return layer.data, 1.0
+        return layer.data, ones
     from ..io.multiscale import WHOLE_IMAGE_SIDE
     from ..tiling import pyramid_level
 
-    shapes = [tuple(level.shape[:-1] if layer.rgb else level.shape)[-2:] for level in layer.data]
-    index, factor = pyramid_level(shapes, WHOLE_IMAGE_SIDE / max(shapes[0]))
-    return layer.data[index], factor
+    shapes = [_plane_shape(level, layer.rgb) for level in layer.data]
+    index, _ = pyramid_level(shapes, WHOLE_IMAGE_SIDE / max(shapes[0]))
+    level = layer.data[index]
+    return level, np.divide(layer.data[0].shape[: layer.ndim], level.shape[: layer.ndim])
 
 
 def show_details(title: str, short: str, details: str, parent: QWidget | None = None) -> QMessageBox:

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import CancelledError, PromptsegError
 from ..models import load_segmenter
-from ._common import LayerPicker, TaskRunner, full_resolution, load_triton_safely
+from ._common import LayerPicker, TaskRunner, image_and_labels, load_triton_safely
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 #: mode choice -> run_oneshot's ``instances`` (None: decided by the reference labels)
@@ -224,8 +224,7 @@ class OneShotWidget(QWidget):
             raise PromptsegError("choose a reference image layer")
         if ref_labels is None:
             raise PromptsegError("choose the Labels layer that marks the object in the reference image")
-        reference = np.asarray(full_resolution(ref))
-        labels = np.asarray(full_resolution(ref_labels))
+        reference, labels = image_and_labels(ref, ref_labels)
         if labels.shape != reference.shape[: labels.ndim] or labels.ndim != 2:
             raise PromptsegError(
                 f"reference labels '{ref_labels.name}' of shape {labels.shape} do not match the 2D reference image "
@@ -280,7 +279,7 @@ class OneShotWidget(QWidget):
             name = self.library_name.text().strip()
             if not name:
                 raise PromptsegError("type a library name for the reference (e.g. 'gland')")
-            image, labels = np.asarray(full_resolution(ref)), np.asarray(full_resolution(ref_labels))
+            image, labels = image_and_labels(ref, ref_labels)
             if labels.ndim != 2 or labels.shape != image.shape[:2]:
                 raise PromptsegError(
                     f"reference labels '{ref_labels.name}' of shape {labels.shape} do not match the 2D reference "
@@ -315,8 +314,12 @@ class OneShotWidget(QWidget):
         strategy, instances = self.strategy.currentText(), MODES[self.mode.currentText()]
         object_size = float(self.object_size.value()) or None
         factor = self._level_factor if layer is not None else 1.0
-        if object_size is not None:
-            object_size /= factor  # in the pixels of the pyramid level read
+        if factor != 1.0:
+            from ..methods.instances import reference_objects
+            from ..tiling import typical_object_size
+
+            # in the pixels of the pyramid level read (the reference's objects, at full resolution, when not given)
+            object_size = (object_size or typical_object_size(reference_objects(labels))) / factor
 
         def task(progress, cancel) -> OneShotOutput:
             return run_oneshot(
@@ -336,7 +339,9 @@ class OneShotWidget(QWidget):
             self.last_output = output
             self._add_layers(output, layer, factor)
 
-        self.runner.submit("oneshot", f"one-shot ({strategy})", task, done, inputs=(layer,) if layer else ())
+        self.runner.submit(
+            "oneshot", f"one-shot ({strategy})", task, done, inputs=(layer,) if layer is not None else ()
+        )
 
     def _add_layers(self, output: OneShotOutput, layer: napari.layers.Image | None, factor: float = 1.0) -> None:
         """``factor``: the downsampling of the pyramid level that was segmented (its pixels are that much larger)."""

@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 from ..errors import CancelledError, PromptsegError
 from ..methods.prompt_templates import LEVELS, PromptAttributes, expand_prompt
 from ..methods.text import ROUTES, TextResult, available_route, split_phrases
-from ._common import LayerPicker, TaskRunner, full_resolution, load_triton_safely, whole_image_level
+from ._common import LayerPicker, TaskRunner, image_and_labels, load_triton_safely, whole_image_level
 from .oneshot import target_planes
 
 BOX_COLOUR = "yellow"
@@ -252,7 +252,7 @@ class TextPromptWidget(QWidget):
             name = self.exemplar_name.text().strip() or self.prompt.text().strip()
             if not name:
                 raise PromptsegError("type a name for the exemplar (or a prompt): what the structure is called")
-            image, labels = np.asarray(full_resolution(image_layer)), np.asarray(full_resolution(labels_layer))
+            image, labels = image_and_labels(image_layer, labels_layer)
             if labels.ndim != 2 or labels.shape != image.shape[:2]:
                 raise PromptsegError(
                     f"labels '{labels_layer.name}' of shape {labels.shape} do not match the 2D image "
@@ -291,7 +291,7 @@ class TextPromptWidget(QWidget):
                 raise PromptsegError("choose an image layer to segment")
             split_phrases(prompt)  # an empty prompt is refused here, before any model loads
             # a pyramid is read at the level a whole-image method needs; the layers come back at its pixel size
-            data, factor = whole_image_level(layer)
+            data, factors = whole_image_level(layer)
             planes, stacked = target_planes(data, layer.rgb)
         except PromptsegError as exc:
             notify_exception(exc, "text prompt")
@@ -314,19 +314,23 @@ class TextPromptWidget(QWidget):
 
         def done(output: TextOutput) -> None:
             self.last_output = output
-            self._add_layers(output, layer, prompt, stacked, factor)
+            self._add_layers(output, layer, prompt, stacked, factors)
 
         self.runner.submit("text", f"text prompt {prompt!r}", task, done, inputs=(layer,))
 
     def _add_layers(
-        self, output: TextOutput, layer: napari.layers.Image, prompt: str, stacked: bool, factor: float = 1.0
+        self,
+        output: TextOutput,
+        layer: napari.layers.Image,
+        prompt: str,
+        stacked: bool,
+        factors: np.ndarray | None = None,
     ) -> None:
-        """``factor``: the downsampling of the pyramid level that was segmented (its pixels are that much larger)."""
+        """``factors``: the downsampling of each axis of the pyramid level that was segmented (default none)."""
         from napari.utils.notifications import show_info, show_warning
 
         ndim = 3 if stacked else 2
-        scale = np.array(layer.scale[:ndim], float)
-        scale[-2:] *= factor
+        scale = np.array(layer.scale[:ndim], float) * (1.0 if factors is None else np.asarray(factors)[:ndim])
         kw = {"scale": scale, "translate": layer.translate[:ndim]}
         name = f"{layer.name} text: {prompt}"
         labels = [r.labels for r in output.results]

@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import PromptsegError
-from ._common import LayerPicker, TaskRunner, full_resolution, load_triton_safely
+from ._common import LayerPicker, TaskRunner, image_and_labels, load_triton_safely
 from .oneshot import target_planes
 
 #: model directories trained in this session, newest first; the Text prompt widget lists them
@@ -184,7 +184,7 @@ class TrainTextWidget(QWidget):
             if image is None or labels is None:
                 raise PromptsegError(f"pair {r + 1}: choose an image layer and a Labels layer")
             name = f"{image.name} / {labels.name}"
-            pixels, label_image = np.asarray(full_resolution(image)), np.asarray(full_resolution(labels))
+            pixels, label_image = image_and_labels(image, labels)
             rows.append((pixels, image.rgb, label_image, text, name))
         if not rows:
             raise PromptsegError("add at least one pair of layers (Add pair)")

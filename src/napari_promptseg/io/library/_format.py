@@ -227,7 +227,10 @@ def instance_ids(labels: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
     labels = np.where(np.asarray(labels) > 0, labels, 0)  # negative values are no object either
-    if len(np.unique(labels)) <= 2:  # one non-zero value (1, 255, True): a binary mask, its components are objects
+    foreground = labels[labels > 0]
+    # a mask (values up to 1, or one non-zero value: a 0/255 PNG): its components are the objects (the rule of
+    # tiling.is_mask, which this module does not import: it would load torch)
+    if foreground.size == 0 or foreground.max() <= 1 or foreground.min() == foreground.max():
         labels = ndimage.label(labels > 0)[0]
     ids, inverse = np.unique(labels, return_inverse=True)
     n = len(ids) - int(ids[0] == 0)

@@ -144,9 +144,11 @@ def intensity_register(
     found = intensity_stage(images, opts, initial=initial, affine=opts.intensity_affine, bspline=False)
     if not opts.intensity_bspline:
         return found
-    return intensity_stage(
-        images, opts, initial=found if opts.intensity_affine else initial, affine=False, bspline=True
-    )
+    start = found if opts.intensity_affine else initial
+    try:
+        return intensity_stage(images, opts, initial=start, affine=False, bspline=True)
+    except StageFailed:
+        return found  # the affine result stands
 
 
 def intensity_stage(
@@ -407,7 +409,8 @@ def intensity_route(
             refined = {**refined_early.result(), **_refine_starts(images, opts, later, opts.affine_shrink, failed)}
             refined = _with_as_given(images, refined)
             best, scores, reasons = _best_start(images, refined)
-            stages.extend(_stage(f"affine from {name}", r) for name, r in {**failed, **reasons}.items() if r)
+            stages.extend(_stage(f"affine from {name}", r) for name, r in reasons.items() if r is not None)
+            stages.extend(_failed_stages(failed, refined))
             deformation = refined[best]
             if opts.intensity_bspline:
                 early_best, bspline = None, None
@@ -454,6 +457,17 @@ def _refine_starts(
     return {name: r for name, r in results.items() if not isinstance(r, StageFailed)}
 
 
+def _failed_stages(failed: dict[str, str], refined: dict[str, Deformation]) -> list[dict[str, Any]]:
+    """Records of the starts SimpleITK could not run from (not degenerate: no result to judge); when none ran, the
+    registration stops with their reason instead of returning the images as given as if that were an answer."""
+    if failed and set(refined) <= {AS_GIVEN}:
+        raise PromptsegError(
+            f"the intensity registration could not run on these images ({next(iter(failed.values()))}); "
+            "are they large enough and do they overlap?"
+        )
+    return [_stage(f"affine from {name}", reason, degenerate=False) for name, reason in failed.items()]
+
+
 def _with_as_given(images: IntensityImages, refined: dict[str, Deformation]) -> dict[str, Deformation]:
     """The refined starts and the images as given: on a pair already aligned, the sampled-MI optimizer drifts from
     the optimum (an image against itself: NMI 2.000 -> 1.959), and doing nothing must then win."""
@@ -489,7 +503,7 @@ def _keep_bspline(
     """Nonrigid is kept only when it ran, is not degenerate and the images agree better (the judge of the starts;
     no landmarks); the check goes to ``stages``."""
     if isinstance(bspline, StageFailed):
-        stages.append(_stage("bspline", str(bspline)))
+        stages.append(_stage("bspline", str(bspline), degenerate=False))
         return deformation
     degenerate = degenerate_reason(bspline, deformation)
     before, after = images.score(deformation), images.score(bspline)
@@ -513,7 +527,8 @@ def _route(
     refined = _with_as_given(images, refined)
     check_cancel()
     best, scores, reasons = _best_start(images, refined)
-    stages.extend(_stage(f"affine from {name}", reason) for name, reason in {**failed, **reasons}.items() if reason)
+    stages.extend(_stage(f"affine from {name}", reason) for name, reason in reasons.items() if reason is not None)
+    stages.extend(_failed_stages(failed, refined))
     deformation = refined[best]
     if coarse_first and best != AS_GIVEN:
         try:

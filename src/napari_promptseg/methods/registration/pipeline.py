@@ -85,9 +85,6 @@ def register(
             raise CancelledError("registration cancelled")
 
     fixed_hwc, moving_hwc = check_pair(fixed, moving, channel_axis, fixed_name, moving_name)
-    for image, name in ((fixed_hwc, fixed_name), (moving_hwc, moving_name)):
-        if image.min() == image.max():  # SimpleITK's moments start divides by the image's total "mass"
-            raise PromptsegError(f"{name} holds one value everywhere: nothing to register")
     fixed_shape, moving_shape = fixed_hwc.shape[:2], moving_hwc.shape[:2]
     timings: dict[str, float] = {}
     warnings: list[str] = []
@@ -95,6 +92,9 @@ def register(
     t0 = time.perf_counter()
 
     images = IntensityImages.from_images(fixed_hwc, moving_hwc, opts.intensity_max_side, opts.gray)
+    for gray, name in ((images.fixed, fixed_name), (images.moving, moving_name)):
+        if gray.min() == gray.max():  # a blank or one-colour image (SimpleITK's moments start divides by its mass)
+            raise PromptsegError(f"{name} holds one value everywhere (in gray): nothing to register")
     if method != "prompts":  # the routes with an intensity stage
         for small, full, name in ((images.fixed, fixed_hwc, fixed_name), (images.moving, moving_hwc, moving_name)):
             if min(small.shape[:2]) < MIN_INTENSITY_SIDE:
@@ -259,6 +259,8 @@ def _joint_stage(
     return (refined if reason is None else deformation), refinement
 
 
+#: the smallest image side any route takes (region pairs need a few model pixels, the intensity stage a few samples)
+MIN_SIDE = 8
 #: the smallest side of the intensity stage's shrunk copies (longest side of both: intensity_max_side): SimpleITK
 #: stopped with "All samples map outside moving image buffer" at 8 px (a 24 px image against a 1164 px one), not at 11
 MIN_INTENSITY_SIDE = 10
@@ -279,7 +281,11 @@ def check_pair(
             "registration needs two 2D images (gray, RGB, or multichannel with channel_axis); "
             "pick one plane of a stack first"
         )
-    return (
+    pair = (
         as_channels_last(f, channel_axis=channel_axis if f.ndim == 3 else None, name=fixed_name),
         as_channels_last(m, channel_axis=channel_axis if m.ndim == 3 else None, name=moving_name),
     )
+    for image, name in zip(pair, (fixed_name, moving_name), strict=True):
+        if min(image.shape[:2]) < MIN_SIDE:
+            raise PromptsegError(f"{name} is {image.shape[0]} x {image.shape[1]} px: too small to register")
+    return pair
