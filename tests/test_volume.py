@@ -223,3 +223,20 @@ def test_a_plane_with_nothing_to_find_leaves_the_other_planes_of_the_stack(tmp_p
     labels = tifffile.imread(record["output"])
     assert not labels[0].any() and (labels[1:] > 0).sum() == 2 * 5 * 7
     assert record["objects"] == 1 and any("nothing like the prompt on plane(s) 0" in w for w in record["warnings"])
+
+
+def test_a_plane_segmented_alone_keeps_its_warnings(tmp_path):
+    """`segment STACK --plane Z` returned the plane's labels only, so its warnings (here: a box over a blank area)
+    never reached report.json."""
+    from skimage import data as skdata
+
+    plane = skdata.coins()[:128, :128].copy()
+    plane[:, 96:] = 0
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.stack([plane, plane]))
+    out = tmp_path / "out"
+    box = ["--box", "100", "10", "120", "40", "--box", "10", "10", "60", "60"]
+    assert main(["segment", str(path), "--plane", "1", *box, "-o", str(out), "--scheduler", "none"]) == 0
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    assert any(w.startswith("plane 1: ") and "box 1 covers pixels of one value" in w for w in record["warnings"])
+    assert record["objects"] == 1

@@ -193,7 +193,9 @@ def _stack_record(
             scores={str(k): round(v, 4) for k, v in result.scores.items()},
         )
     elif plane is not None:
-        found = np.asarray(_plane_labels(plane_or_nothing(to_numpy(volume[plane]), plane)))
+        out = plane_or_nothing(to_numpy(volume[plane]), plane)
+        warnings = [*warnings, *(f"plane {plane}: {w}" for w in getattr(out, "warnings", []))]
+        found = np.asarray(_plane_labels(out))
         labels = np.zeros((n, *found.shape), found.dtype)
         labels[plane] = found
         record["mode"] = f"plane {plane} only"

@@ -240,7 +240,8 @@ def _process(args: argparse.Namespace, one: _OneShot, path: Path, image) -> dict
         size = _stack_object_size(args, one, image, path)
 
         def plane_labels(plane, z: int):
-            return _segment(args, one, plane, f"{path} plane {z}", _plane_channel_axis(args), object_size=size).labels
+            # the result, with its warnings
+            return _segment(args, one, plane, f"{path} plane {z}", _plane_channel_axis(args), object_size=size)
 
         return _stack_record(args, path, image, plane_labels, one.segmenter)
     if one.exemplars is not None:  # a pyramid is read at the level of the objects' working scale

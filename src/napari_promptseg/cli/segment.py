@@ -112,7 +112,7 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
             )
 
         def plane_labels(plane, z: int):
-            return _segment(args, segmenter, plane, f"{path} plane {z}", _plane_channel_axis(args)).labels
+            return _segment(args, segmenter, plane, f"{path} plane {z}", _plane_channel_axis(args))  # with warnings
 
         boxes = args.box if args.propagate and not args.find_all else ()
         return _stack_record(args, path, image, plane_labels, segmenter, boxes=boxes)
