@@ -304,6 +304,8 @@ def test_a_resumed_run_reports_the_precision_of_its_own_workers(tmp_path):
 
     outcome = run_batch(BatchJob(_float32_setup, _write_nothing, args), inputs, scheduler="none", resume=True)
     assert [r["input"] for r in outcome.records] == [str(p) for p in inputs]
+    # `--precision float32` given where the first run had none (the same precision) is the same run: resumable
+    assert run_signature(argparse.Namespace(**vars(args), precision="float32")) == run_signature(args)
     assert outcome.meta["encoder_precision"] == "float32"
     assert outcome.meta["resumed_encoder_precision"] == "bfloat16"
 

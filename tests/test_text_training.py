@@ -145,6 +145,9 @@ def test_cancelled_run_resumes_to_the_uninterrupted_weights(trained, kvasir, cac
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=1e-6)
     assert result.history == trained.history
+    # finished at 2 epochs: a resume to 2 in all would train nothing, and says so (it returned as if it had trained)
+    with pytest.raises(PromptsegError, match=r"has trained 2 epoch\(s\), and epochs=2 is the total"):
+        train_text_segmenter(kvasir, out, cache_dir=cache, resume=True, device="cpu", epochs=2)
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,23 @@ from ..errors import PromptsegError
 
 JOURNAL_NAME = "report.partial.jsonl"
 #: options that say where and how a batch runs, not what it computes
+#: options that do not make a run another run: where and how fast it runs, and the encoder precision (the
+#: precision the workers ran at is recorded per run; a resume at another one keeps the earlier run's beside it,
+#: ``resumed_encoder_precision``, as it does when $PROMPTSEG_PRECISION changed)
 NOT_IN_SIGNATURE = frozenset(
-    {"func", "images", "targets", "output", "scheduler", "workers", "threads", "resume", "cache", "cache_max_gb"}
+    {
+        "func",
+        "images",
+        "targets",
+        "output",
+        "scheduler",
+        "workers",
+        "threads",
+        "resume",
+        "cache",
+        "cache_max_gb",
+        "precision",
+    }
 )
 
 

@@ -143,6 +143,11 @@ def train_text_segmenter(
         config = TrainingConfig(**{"presence": False, **state["config"]})  # runs from before the presence head
         if overrides.get("epochs"):  # the one setting a resume may change: train for longer
             config = replace(config, epochs=int(overrides["epochs"]))
+        if state["epoch"] >= config.epochs and not state["step"]:  # a resume that would train nothing says so
+            raise PromptsegError(
+                f"{out}: the saved run has trained {state['epoch']} epoch(s), and epochs={config.epochs} is the total "
+                f"to reach; give more than {state['epoch']} to train further (--epochs)"
+            )
     else:
         unknown = sorted(set(overrides) - {f.name for f in fields(TrainingConfig)})
         if unknown:
