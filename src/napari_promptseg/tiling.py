@@ -31,6 +31,7 @@ import numpy.ma  # noqa: F401 - np.median imports it on its first call: ~15 ms a
 import torch
 
 from .errors import PromptsegError
+from .io.images import label_objects  # the one rule for masks and label images (torch-free, the library uses it)
 from .models.preprocessing import PERCENTILES, Normalization, to_numpy
 
 #: a typical object should span this fraction of the model input (LiteMedSAM: 20 of 256 px, 5 feature cells).
@@ -66,27 +67,6 @@ class WorkingScale:
         if self.object_size is not None:
             out["object_size"] = round(self.object_size, 1)
         return out
-
-
-def is_mask(labels: np.ndarray) -> bool:
-    """Whether a label image is a mask (its objects are its connected components) rather than instance ids: bool,
-    values up to 1 (0/1, or a soft 0..1 map), or a single non-zero value (a 0/255 PNG). Values <= 0 are background."""
-    labels = np.asarray(labels)
-    if labels.dtype == bool:
-        return True
-    foreground = labels[labels > 0]
-    return foreground.size == 0 or foreground.max() <= 1 or foreground.min() == foreground.max()
-
-
-def label_objects(labels: np.ndarray) -> np.ndarray:
-    """Instance labels of a label image (its ids, kept; negatives are background) or of a mask (its connected
-    components; see :func:`is_mask`)."""
-    from scipy import ndimage
-
-    labels = np.asarray(labels)
-    if is_mask(labels):
-        return ndimage.label(labels > 0)[0]
-    return labels if labels.min() >= 0 else np.where(labels > 0, labels, 0)
 
 
 def typical_object_size(labels: np.ndarray) -> float:

@@ -78,7 +78,8 @@ def _levels(layer: napari.layers.Layer) -> list:
     return list(layer.data) if getattr(layer, "multiscale", False) else [layer.data]
 
 
-def _plane_shape(array: Any, rgb: bool) -> tuple[int, int]:
+def plane_shape(array: Any, rgb: bool) -> tuple[int, int]:
+    """(rows, columns) of one level of an image layer (the colour axis of an RGB layer left out)."""
     shape = tuple(array.shape[:-1] if rgb else array.shape)
     return shape[-2], shape[-1]
 
@@ -89,10 +90,10 @@ def image_and_labels(image: napari.layers.Image, labels: napari.layers.Labels) -
     levels are read (a slide's full resolution is not loaded to be refused)."""
     for label_level in _levels(labels):
         for image_level in _levels(image):
-            if _plane_shape(image_level, image.rgb) == tuple(label_level.shape[-2:]):
+            if plane_shape(image_level, image.rgb) == tuple(label_level.shape[-2:]):
                 return np.asarray(image_level), np.asarray(label_level)
     if getattr(image, "multiscale", False) or getattr(labels, "multiscale", False):
-        sizes = ", ".join(str(_plane_shape(level, image.rgb)) for level in _levels(image))
+        sizes = ", ".join(str(plane_shape(level, image.rgb)) for level in _levels(image))
         raise PromptsegError(
             f"labels '{labels.name}' of shape {tuple(_levels(labels)[0].shape)} match no level of the image "
             f"'{image.name}' ({sizes})"
@@ -110,7 +111,7 @@ def whole_image_level(layer: napari.layers.Image) -> tuple[Any, np.ndarray]:
     from ..io.multiscale import WHOLE_IMAGE_SIDE
     from ..tiling import pyramid_level
 
-    shapes = [_plane_shape(level, layer.rgb) for level in layer.data]
+    shapes = [plane_shape(level, layer.rgb) for level in layer.data]
     index, _ = pyramid_level(shapes, WHOLE_IMAGE_SIDE / max(shapes[0]))
     level = layer.data[index]
     return level, np.divide(layer.data[0].shape[: layer.ndim], level.shape[: layer.ndim])

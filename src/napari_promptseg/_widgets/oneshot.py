@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import CancelledError, PromptsegError
 from ..models import load_segmenter
-from ._common import LayerPicker, TaskRunner, image_and_labels, load_triton_safely
+from ._common import LayerPicker, TaskRunner, image_and_labels, load_triton_safely, plane_shape
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 #: mode choice -> run_oneshot's ``instances`` (None: decided by the reference labels)
@@ -258,10 +258,10 @@ class OneShotWidget(QWidget):
         from ..tiling import choose_scale, pyramid_level, typical_object_size
 
         size = float(self.object_size.value()) or typical_object_size(reference_objects(labels))
-        shapes = [level.shape[:-1] if target.rgb else level.shape for level in target.data]
+        shapes = [plane_shape(level, target.rgb) for level in target.data]
         # LiteMedSAM, the widget's model, sees 256 px
-        scale = choose_scale(shapes[0][-2:], 256, size)
-        level, factor = pyramid_level([shp[-2:] for shp in shapes], scale.scale)
+        scale = choose_scale(shapes[0], 256, size)
+        level, factor = pyramid_level(shapes, scale.scale)
         return np.asarray(target.data[level]), factor
 
     def save_to_library(self):

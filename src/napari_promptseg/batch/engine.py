@@ -150,16 +150,22 @@ def run_target(job: BatchJob, path: str, final: bool) -> dict:
     except NothingFoundError as exc:
         # an answer, not a failure: an empty label image and the reason, without a retry (the same inputs would
         # give the same answer), and a single input's run does not stop on it
-        output, channel_axis = getattr(job.args, "output", None), getattr(job.args, "channel_axis", None)
-        record = failed_record(output, Path(path), image, exc, channel_axis=channel_axis)
+        record = _without_result(job, path, image, exc)
         record.update(status="empty", objects=0, _summary=f"empty: {record['reason']}")
     except Exception as exc:  # noqa: BLE001 - one bad input must not stop the batch
         if not final:
             raise
-        output, channel_axis = getattr(job.args, "output", None), getattr(job.args, "channel_axis", None)
-        record = failed_record(output, Path(path), image, exc, channel_axis=channel_axis)
+        record = _without_result(job, path, image, exc)
         record["attempts"] = 2
     return {"record": record, "meta": meta}
+
+
+def _without_result(job: BatchJob, path: str, image: object, exc: BaseException) -> dict:
+    """:func:`failed_record` with the run's output directory and channel axis."""
+    args = job.args
+    return failed_record(
+        getattr(args, "output", None), Path(path), image, exc, channel_axis=getattr(args, "channel_axis", None)
+    )
 
 
 def failed_record(

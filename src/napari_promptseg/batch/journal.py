@@ -18,7 +18,6 @@ from pathlib import Path
 from ..errors import PromptsegError
 
 JOURNAL_NAME = "report.partial.jsonl"
-#: options that say where and how a batch runs, not what it computes
 #: options that do not make a run another run: where and how fast it runs, and the encoder precision (the
 #: precision the workers ran at is recorded per run; a resume at another one keeps the earlier run's beside it,
 #: ``resumed_encoder_precision``, as it does when $PROMPTSEG_PRECISION changed)

@@ -112,13 +112,10 @@ def _expand_images(paths: list[Path]) -> list[Path]:
     if not out:
         raise PromptsegError(f"no image files in {', '.join(map(str, paths))}")
     # a file named again, or inside a folder given too, is one input (its first mention keeps its place)
-    seen: set[Path] = set()
-    unique = []
+    unique: dict[Path, Path] = {}
     for path in out:
-        if path.resolve() not in seen:
-            seen.add(path.resolve())
-            unique.append(path)
-    return unique
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
 
 
 def _make_output_dir(output: Path) -> None:

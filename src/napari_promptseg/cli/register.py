@@ -38,10 +38,11 @@ def cmd_register(args: argparse.Namespace) -> int:
         raise PromptsegError(f"--prompt {prompts[0]!r} needs --method prompts or prompts+intensity, not intensity")
     # before the work: -o must be a directory, and what register writes there must not replace an input
     _make_output_dir(args.output)
-    outputs = {(args.output / name).resolve() for name in ("moving_warped.tif", "displacement.tif", "report.json")}
+    written = ("moving_warped.tif", "displacement.tif", "landmarks_warped.csv", "report.json")
+    outputs = {(args.output / name).resolve() for name in written}
     inputs = [args.fixed, args.moving, args.landmarks_fixed, args.landmarks_moving]
     for path in (p for p in inputs if p is not None):
-        if path.resolve() in outputs or path.resolve() == (args.output / "landmarks_warped.csv").resolve():
+        if path.resolve() in outputs:
             raise PromptsegError(f"{path}: -o {args.output} would overwrite this input; give another output directory")
     t0 = time.perf_counter()
     fixed, moving = read_image(args.fixed), read_image(args.moving)

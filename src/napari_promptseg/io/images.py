@@ -14,6 +14,27 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 OVERLAY_SIDE = 4096
 
 
+def is_mask(labels: np.ndarray) -> bool:
+    """Whether a label image is a mask (its objects are its connected components) rather than instance ids: bool,
+    values up to 1 (0/1, or a soft 0..1 map), or a single non-zero value (a 0/255 PNG). Values <= 0 are background."""
+    labels = np.asarray(labels)
+    if labels.dtype == bool:
+        return True
+    foreground = labels[labels > 0]
+    return foreground.size == 0 or foreground.max() <= 1 or foreground.min() == foreground.max()
+
+
+def label_objects(labels: np.ndarray) -> np.ndarray:
+    """Instance labels of a label image (its ids, kept; negatives are background) or of a mask (its connected
+    components; see :func:`is_mask`)."""
+    from scipy import ndimage
+
+    labels = np.asarray(labels)
+    if is_mask(labels):
+        return ndimage.label(labels > 0)[0]
+    return labels if labels.min() >= 0 else np.where(labels > 0, labels, 0)
+
+
 def output_stem(path: str | Path) -> str:
     """Output name of an input: 'slide.ome.zarr' and 'slide.ome.tif' -> 'slide', 'cells.png' -> 'cells'."""
     path = Path(path)

@@ -19,6 +19,7 @@ import tifffile
 
 from ... import __version__
 from ...errors import PromptsegError
+from ..images import label_objects
 
 LIBRARY_ENV = "PROMPTSEG_LIBRARY"
 FORMAT = "napari-promptseg-library"
@@ -118,9 +119,7 @@ class LibraryEntry:
         raw = self._mask_png()
         if self.instances and raw.dtype.kind in "iu" and raw.dtype.itemsize > 1:  # ids (uint16; int32 on old Pillow)
             return raw.astype(np.int32)
-        from scipy import ndimage
-
-        return ndimage.label(raw > 0)[0].astype(np.int32)
+        return label_objects(raw > 0).astype(np.int32)
 
     def _mask_png(self) -> np.ndarray:
         return _read_png(self._file(self.mask_path), f"library entry '{self.name}' ({self.id}) mask")
@@ -224,14 +223,7 @@ def _png_bytes(mask: np.ndarray) -> bytes:
 def instance_ids(labels: np.ndarray) -> np.ndarray:
     """(H, W) uint16 ids 1..N of the objects of ``labels`` (ids kept apart, renumbered in order; a binary mask's
     connected components), as a many-instances entry stores them."""
-    from scipy import ndimage
-
-    labels = np.where(np.asarray(labels) > 0, labels, 0)  # negative values are no object either
-    foreground = labels[labels > 0]
-    # a mask (values up to 1, or one non-zero value: a 0/255 PNG): its components are the objects (the rule of
-    # tiling.is_mask, which this module does not import: it would load torch)
-    if foreground.size == 0 or foreground.max() <= 1 or foreground.min() == foreground.max():
-        labels = ndimage.label(labels > 0)[0]
+    labels = label_objects(labels)  # a mask's components, or the ids (negative values: background)
     ids, inverse = np.unique(labels, return_inverse=True)
     n = len(ids) - int(ids[0] == 0)
     if n >= 2**16:
