@@ -133,6 +133,7 @@ def test_cancelled_run_resumes_to_the_uninterrupted_weights(trained, kvasir, cac
             **FAST,
         )
     assert any("ETA" in m for m in messages)
+    assert "image features 6/6" in " ".join(messages)  # the validation images are counted too (4 + 2)
     state = json.loads((out / "last" / "state.json").read_text())
     assert (state["epoch"], state["step"]) == (1, 1)
     with pytest.raises(PromptsegError, match="already holds"):  # never overwritten silently

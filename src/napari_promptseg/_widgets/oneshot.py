@@ -207,7 +207,7 @@ class OneShotWidget(QWidget):
         layout.addWidget(self.save_button)
         layout.addStretch(1)
         self.last_output: OneShotOutput | None = None
-        self._level_factor = 1.0
+        self._level_factor, self._level_object_size = 1.0, None
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder of target images")
@@ -235,9 +235,9 @@ class OneShotWidget(QWidget):
         folder = self.folder.text().strip()
         target = self.target.layer()
         if target is not None:
-            data, self._level_factor = target.data, 1.0
+            data, self._level_factor, self._level_object_size = target.data, 1.0, None
             if target.multiscale:
-                data, self._level_factor = self._pyramid_level(target, labels)
+                data, self._level_factor, self._level_object_size = self._pyramid_level(target, labels)
             planes, stacked = target_planes(data, target.rgb)
             names = [f"{target.name} [{i}]" for i in range(len(planes))] if stacked else [target.name]
             return reference, labels, planes, names, stacked, target
@@ -251,9 +251,10 @@ class OneShotWidget(QWidget):
             raise PromptsegError(f"no image files in {folder}")
         return reference, labels, files, [p.stem for p in files], False, None
 
-    def _pyramid_level(self, target: napari.layers.Image, labels: np.ndarray) -> tuple[np.ndarray, float]:
+    def _pyramid_level(self, target: napari.layers.Image, labels: np.ndarray) -> tuple[np.ndarray, float, float]:
         """A multiscale target is read at the pyramid level that matches the working scale of the reference's
-        objects (assumed at the target's full-resolution pixel size), not at full resolution."""
+        objects (assumed at the target's full-resolution pixel size), not at full resolution. Returns the level,
+        its downsampling factor and the object size in the level's pixels."""
         from ..methods.instances import reference_objects
         from ..tiling import choose_scale, pyramid_level, typical_object_size
 
@@ -262,7 +263,7 @@ class OneShotWidget(QWidget):
         # LiteMedSAM, the widget's model, sees 256 px
         scale = choose_scale(shapes[0], 256, size)
         level, factor = pyramid_level(shapes, scale.scale)
-        return np.asarray(target.data[level]), factor
+        return np.asarray(target.data[level]), factor, size / factor
 
     def save_to_library(self):
         """Save the reference layer + its labels as a named library entry (small files, written right here)."""
@@ -312,14 +313,9 @@ class OneShotWidget(QWidget):
             notify_exception(exc, "one-shot")
             return
         strategy, instances = self.strategy.currentText(), MODES[self.mode.currentText()]
-        object_size = float(self.object_size.value()) or None
         factor = self._level_factor if layer is not None else 1.0
-        if factor != 1.0:
-            from ..methods.instances import reference_objects
-            from ..tiling import typical_object_size
-
-            # in the pixels of the pyramid level read (the reference's objects, at full resolution, when not given)
-            object_size = (object_size or typical_object_size(reference_objects(labels))) / factor
+        # a pyramid level's object size is in the pixels of the level read
+        object_size = self._level_object_size if factor != 1.0 else float(self.object_size.value()) or None
 
         def task(progress, cancel) -> OneShotOutput:
             return run_oneshot(

@@ -181,8 +181,9 @@ def train_text_segmenter(
     def feature_progress(fraction: float, message: str) -> None:
         report(FEATURE_SHARE * fraction, message)
 
-    train = store.samples(train_set, progress=feature_progress, cancel=stop)
-    val = store.samples(val_set, progress=None, cancel=stop)
+    # one pass over both splits, so the progress bar counts the validation images too
+    samples = store.samples([*train_set, *val_set], progress=feature_progress, cancel=stop)
+    train, val = samples[: len(train_set)], samples[len(train_set) :]
     texts = sorted({s.text for s in train})
     paired = texts_per_image(triplets)  # a text paired with an image in any split is never its negative
     val_negatives = validation_negatives(val, texts, seed=config.seed, negatives=config.negatives, paired=paired)
