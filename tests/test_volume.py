@@ -93,6 +93,30 @@ def test_propagation_through_real_mri_planes(litemedsam, mri):
     assert dice(result.labels > 0, truth) > 0.75
 
 
+def test_propagation_keeps_the_seed_planes_working_scale(litemedsam, monkeypatch):
+    """Every plane is decoded at the seed's scale (set by its boxes), not at one taken from the tighter masks that
+    the boxes gave: on identical planes that changed the tiling and lost nuclei at the first step."""
+    from napari_promptseg.methods import interactive
+
+    (image, _, _), (truth, _, _) = nuclei()
+    ids = np.unique(truth[truth > 0])[:12]
+    boxes = []
+    for k in ids:
+        rows, cols = np.nonzero(truth == k)
+        boxes.append((cols.min(), rows.min(), cols.max(), rows.max()))
+    sizes, real = [], interactive.segment_prompts
+
+    def recording(*args, **kwargs):
+        result = real(*args, **kwargs)
+        sizes.append(result.scale.object_size)
+        return result
+
+    monkeypatch.setattr(interactive, "segment_prompts", recording)
+    result = propagate_through_stack(np.stack([image] * 3), 1, boxes=boxes, segmenter=litemedsam)
+    assert len(sizes) == 3 and sizes[0] == result.scale.object_size
+    assert sizes[1:] == [sizes[0]] * 2
+
+
 def test_cli_propagates_boxes_through_a_tiff_stack(litemedsam, mri, tmp_path, capsys):
     vol, truth = mri
     path = tmp_path / "mri.tif"
