@@ -250,6 +250,50 @@ def test_normalize_name_is_case_punctuation_and_plural_insensitive():
     assert normalize_name("cell nuclei") == "cell nucleus" and normalize_name("nucleus") == "nucleus"
     assert normalize_name("Colon-Polyps!") == "colon polyp" and normalize_name("bodies") == "body"
     assert normalize_name("glass") == "glass" and normalize_name("villi") == "villus"
+    # letters of every script are words: non-Latin names were all '' and matched any non-Latin prompt exactly
+    assert normalize_name("Zellkörper") == "zellkörper" and normalize_name("核") == "核" != normalize_name("血管")
+    assert normalize_name("?!") == ""
+
+
+def test_names_in_any_script_match_only_themselves(tmp_path, cell, embedder):
+    image, mask = cell
+    lib = ReferenceLibrary.open(tmp_path)
+    lib.add("核", image, mask)
+    lib.add("Ядро  клетки", image, np.roll(mask, 3, axis=1))
+    found = match_library("血管", lib, embedder=embedder)
+    assert not any(m.exact for m in found)
+    assert [m.entry.name for m in match_library("核", lib, embedder=embedder) if m.exact] == ["核"]
+    assert not any(m.exact for m in match_library("???", lib, embedder=embedder))
+    # names are stored with inner spaces collapsed, and found the same way
+    assert lib.find("ядро  клетки") == lib.find("Ядро клетки") and len(lib.find("Ядро клетки")) == 1
+    assert lib.find("Ядро клетки")[0].id.startswith("entry-")
+    assert lib.add("Zellkörper", image, np.roll(mask, 6, axis=1)).id.startswith("zellkorper-")
+
+
+def _add_when_released(path, k, barrier):
+    barrier.wait()
+    image = skdata.cell()
+    mask = np.zeros(image.shape, bool)
+    mask[10 + 20 * k : 30 + 20 * k, 10:40] = True  # distinct pixels per process
+    ReferenceLibrary.open(path).add(f"cell {k}", image, mask)
+
+
+def test_processes_adding_at_once_keep_every_entry(tmp_path):
+    """Each add re-reads, edits and replaces the index; without the library's lock, parallel adds (two CLI runs, a
+    script and the widget) kept one entry of six."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(6)
+    workers = [context.Process(target=_add_when_released, args=(tmp_path, k, barrier)) for k in range(6)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert [w.exitcode for w in workers] == [0] * 6
+    lib = ReferenceLibrary.open(tmp_path)
+    assert sorted(lib.names()) == [f"cell {k}" for k in range(6)]
+    assert len(list((tmp_path / "entries").iterdir())) == 6
 
 
 def test_prompts_match_the_right_entries(tmp_path, cell, embedder):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +86,9 @@ def _singular(word: str) -> str:
 
 
 def normalize_name(text: str) -> str:
-    """Case-, punctuation- and plural-insensitive key: 'Colon Polyps!' -> 'colon polyp', 'nuclei' -> 'nucleus'."""
-    words = re.sub(r"[^0-9a-z]+", " ", text.casefold()).split()
+    """Case-, punctuation- and plural-insensitive key: 'Colon Polyps!' -> 'colon polyp', 'nuclei' -> 'nucleus'.
+    Letters of every script are kept ('Zellkörper', '核'): only punctuation and spaces separate words."""
+    words = re.sub(r"[\W_]+", " ", unicodedata.normalize("NFKC", text).casefold()).split()
     return " ".join(_singular(w) for w in words)
 
 
@@ -159,7 +161,8 @@ def rank_library(
     if not entries:
         return []
     key = normalize_name(prompt)
-    exact = [LibraryMatch(e, 1.0, e.name, True) for e in entries if normalize_name(e.name) == key]
+    # a prompt of punctuation alone has no key, and matches no name exactly
+    exact = [LibraryMatch(e, 1.0, e.name, True) for e in entries if key and normalize_name(e.name) == key]
     if embedder is None:
         from ..models import load_text_embedder
 

@@ -31,9 +31,10 @@ On-disk format, version 1 (a directory)::
 
 Text embeddings are not stored: they are recomputed at match time (milliseconds for a few hundred entries).
 ``library.json`` is always written atomically (temporary file + ``os.replace``) and re-read before every change,
-so a crash never leaves a half-written index and two writers (widget + CLI) do not drop each other's entries unless
-they write at the same instant. The default location is ``$PROMPTSEG_LIBRARY``, else the platform's user data
-directory (``platformdirs.user_data_dir("napari-promptseg")/library``).
+so a crash never leaves a half-written index; a change holds the lock file ``.library.lock`` from that read to the
+write, so two writers (widget + CLI, parallel scripts) never drop each other's entries. The default location is
+``$PROMPTSEG_LIBRARY``, else the platform's user data directory
+(``platformdirs.user_data_dir("napari-promptseg")/library``).
 """
 
 from ._format import (

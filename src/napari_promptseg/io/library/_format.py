@@ -9,6 +9,7 @@ import io
 import os
 import re
 import tempfile
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -25,6 +26,9 @@ LIBRARY_ENV = "PROMPTSEG_LIBRARY"
 FORMAT = "napari-promptseg-library"
 VERSION = 1
 INDEX = "library.json"
+#: held while a process changes the index (add, remove, import)
+LOCK = ".library.lock"
+LOCK_TIMEOUT_S = 120.0
 #: margin around the mask's bounding box kept in an entry, as a fraction of the box's longer side (see ``add``)
 DEFAULT_MARGIN = 1.0
 #: ... but an entry keeps at least this many pixels per side of its source (all of a smaller source), see ``add``
@@ -41,7 +45,9 @@ def default_library_path() -> Path:
 
 
 def _slug(name: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40]
+    # accents dropped ('Zellkörper' -> 'zellkorper'); ids stay ASCII, portable as folder and zip member names
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:40]
     return slug or "entry"
 
 

@@ -23,6 +23,8 @@ from ._format import (
     DEFAULT_MIN_CROP,
     FORMAT,
     INDEX,
+    LOCK,
+    LOCK_TIMEOUT_S,
     MAX_FILE_BYTES,
     VERSION,
     LibraryEntry,
@@ -105,7 +107,7 @@ class ReferenceLibrary:
         by_id = [e for e in self._entries if e.id == name_or_id]
         if by_id:
             return by_id
-        key = name_or_id.strip().casefold()
+        key = " ".join(name_or_id.split()).casefold()  # as add() stores names: inner spaces collapsed
         return [e for e in self._entries if e.name.casefold() == key]
 
     def get(self, name_or_id: str) -> LibraryEntry:
@@ -117,6 +119,32 @@ class ReferenceLibrary:
         return found[-1]
 
     # -- writing ---------------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _changing(self, *, create: bool = True):
+        """Hold the library's lock while a change re-reads, edits and replaces library.json: two processes adding
+        at once each wrote back the index they had read, and one entry was lost. ``create=False``: a library that
+        does not exist is not created (read as empty)."""
+        from filelock import FileLock, Timeout
+
+        if not create and not self.path.is_dir():
+            self._entries = []
+            yield
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.path / LOCK)
+        try:
+            lock.acquire(timeout=LOCK_TIMEOUT_S)
+        except Timeout as exc:
+            raise PromptsegError(
+                f"reference library {self.path}: another process has been changing it for {LOCK_TIMEOUT_S:.0f} s "
+                f"(lock file {self.path / LOCK}); try again, or remove that file if no other process is running"
+            ) from exc
+        try:
+            self.reload()
+            yield
+        finally:
+            lock.release()
+
     def _write_index(self, entries: list[LibraryEntry]) -> None:
         data = {"format": FORMAT, "version": VERSION, "entries": [e.to_json() for e in entries]}
         _atomic_write(self.index_path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
@@ -196,41 +224,43 @@ class ReferenceLibrary:
         stored_labels = instance_ids(mask[r0:r1, c0:c1]) if instances else stored_mask
         digest = _content_hash(stored, stored_labels)
 
-        self.reload()
-        entries = self.entries
-        for other in entries:
-            if other.name.casefold() == name.casefold() and other.sha256 == digest:
-                raise PromptsegError(f"library entry '{name}' with these exact pixels is already saved (id {other.id})")
-        entry_id = self._new_id(name, {e.id for e in entries})
-        folder = f"entries/{entry_id}"
-        entry = LibraryEntry(
-            id=entry_id,
-            name=name,
-            image_path=f"{folder}/image.tif",
-            mask_path=f"{folder}/mask.png",
-            shape=tuple(stored.shape),
-            dtype=np.dtype(stored.dtype).name,
-            description=description,
-            created=_now(),
-            rgb=rgb,
-            channel_axis=stored_axis,
-            source=str(source),
-            source_shape=tuple(int(s) for s in binary.shape),
-            crop=tuple(int(v) for v in crop),  # type: ignore[arg-type]
-            pixel_size=None if pixel_size is None else tuple(float(p) for p in pixel_size),  # type: ignore
-            mask_pixels=int(stored_mask.sum()),
-            sha256=digest,
-            created_with=f"napari-promptseg {__version__}",
-            instances=bool(instances),
-            root=self.path,
-        )
-        self._write_entry_files(entry, _tiff_bytes(stored), _png_bytes(stored_labels))
-        try:
-            self._write_index([*entries, entry])
-        except BaseException:
-            shutil.rmtree(self.path / folder, ignore_errors=True)
-            raise
-        return entry
+        with self._changing():
+            entries = self.entries
+            for other in entries:
+                if other.name.casefold() == name.casefold() and other.sha256 == digest:
+                    raise PromptsegError(
+                        f"library entry '{name}' with these exact pixels is already saved (id {other.id})"
+                    )
+            entry_id = self._new_id(name, {e.id for e in entries})
+            folder = f"entries/{entry_id}"
+            entry = LibraryEntry(
+                id=entry_id,
+                name=name,
+                image_path=f"{folder}/image.tif",
+                mask_path=f"{folder}/mask.png",
+                shape=tuple(stored.shape),
+                dtype=np.dtype(stored.dtype).name,
+                description=description,
+                created=_now(),
+                rgb=rgb,
+                channel_axis=stored_axis,
+                source=str(source),
+                source_shape=tuple(int(s) for s in binary.shape),
+                crop=tuple(int(v) for v in crop),  # type: ignore[arg-type]
+                pixel_size=None if pixel_size is None else tuple(float(p) for p in pixel_size),  # type: ignore
+                mask_pixels=int(stored_mask.sum()),
+                sha256=digest,
+                created_with=f"napari-promptseg {__version__}",
+                instances=bool(instances),
+                root=self.path,
+            )
+            self._write_entry_files(entry, _tiff_bytes(stored), _png_bytes(stored_labels))
+            try:
+                self._write_index([*entries, entry])
+            except BaseException:
+                shutil.rmtree(self.path / folder, ignore_errors=True)
+                raise
+            return entry
 
     def _write_entry_files(self, entry: LibraryEntry, image_bytes: bytes, mask_bytes: bytes) -> None:
         for relative, data in ((entry.image_path, image_bytes), (entry.mask_path, mask_bytes)):
@@ -238,24 +268,24 @@ class ReferenceLibrary:
 
     def remove(self, name_or_id: str, *, all_with_name: bool = False) -> list[LibraryEntry]:
         """Remove the entry with this id, or with this name (when several share it: ``all_with_name=True``)."""
-        self.reload()
-        found = self.find(name_or_id)
-        if not found:
-            known = ", ".join(f"{e.name} ({e.id})" for e in self._entries) or "none (the library is empty)"
-            raise PromptsegError(f"reference library {self.path}: no entry {name_or_id!r}; entries: {known}")
-        if len(found) > 1 and not all_with_name:
-            ids = ", ".join(e.id for e in found)
-            raise PromptsegError(
-                f"{len(found)} library entries are named {name_or_id!r} ({ids}); give one id, or remove them all "
-                "(CLI: --all)"
-            )
-        gone = {e.id for e in found}
-        self._write_index([e for e in self._entries if e.id not in gone])
-        for entry in found:  # files go after the index no longer points at them
-            folder = (self.path / entry.image_path).parent
-            if folder.parent == self.path / "entries":
-                shutil.rmtree(folder, ignore_errors=True)
-        return found
+        with self._changing(create=False):
+            found = self.find(name_or_id)
+            if not found:
+                known = ", ".join(f"{e.name} ({e.id})" for e in self._entries) or "none (the library is empty)"
+                raise PromptsegError(f"reference library {self.path}: no entry {name_or_id!r}; entries: {known}")
+            if len(found) > 1 and not all_with_name:
+                ids = ", ".join(e.id for e in found)
+                raise PromptsegError(
+                    f"{len(found)} library entries are named {name_or_id!r} ({ids}); give one id, or remove them all "
+                    "(CLI: --all)"
+                )
+            gone = {e.id for e in found}
+            self._write_index([e for e in self._entries if e.id not in gone])
+            for entry in found:  # files go after the index no longer points at them
+                folder = (self.path / entry.image_path).parent
+                if folder.parent == self.path / "entries":
+                    shutil.rmtree(folder, ignore_errors=True)
+            return found
 
     # -- exchange --------------------------------------------------------------------------------------------------
     def export(self, zip_path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -345,28 +375,28 @@ class ReferenceLibrary:
                 entry.sha256 = _content_hash(image, mask.astype(np.uint16) if ids else mask > 0)
                 incoming.append((entry, image_bytes, mask_bytes))
 
-        library.reload()
-        existing = library.entries
-        known = {(e.name.casefold(), e.sha256) for e in existing}
-        taken = {e.id for e in existing}
-        added, skipped, written = [], [], []
-        try:
-            for entry, image_bytes, mask_bytes in incoming:
-                if (entry.name.casefold(), entry.sha256) in known:
-                    skipped.append(entry.name)
-                    continue
-                entry.id = library._new_id(entry.name, taken)
-                taken.add(entry.id)
-                entry.image_path, entry.mask_path = f"entries/{entry.id}/image.tif", f"entries/{entry.id}/mask.png"
-                entry.root = library.path
-                written.append(library.path / "entries" / entry.id)
-                library._write_entry_files(entry, image_bytes, mask_bytes)
-                known.add((entry.name.casefold(), entry.sha256))
-                added.append(entry)
-            if added:
-                library._write_index([*existing, *added])
-        except BaseException:
-            for folder in written:
-                shutil.rmtree(folder, ignore_errors=True)
-            raise
-        return ImportResult(library, added, skipped)
+        with library._changing():
+            existing = library.entries
+            known = {(e.name.casefold(), e.sha256) for e in existing}
+            taken = {e.id for e in existing}
+            added, skipped, written = [], [], []
+            try:
+                for entry, image_bytes, mask_bytes in incoming:
+                    if (entry.name.casefold(), entry.sha256) in known:
+                        skipped.append(entry.name)
+                        continue
+                    entry.id = library._new_id(entry.name, taken)
+                    taken.add(entry.id)
+                    entry.image_path, entry.mask_path = f"entries/{entry.id}/image.tif", f"entries/{entry.id}/mask.png"
+                    entry.root = library.path
+                    written.append(library.path / "entries" / entry.id)
+                    library._write_entry_files(entry, image_bytes, mask_bytes)
+                    known.add((entry.name.casefold(), entry.sha256))
+                    added.append(entry)
+                if added:
+                    library._write_index([*existing, *added])
+            except BaseException:
+                for folder in written:
+                    shutil.rmtree(folder, ignore_errors=True)
+                raise
+            return ImportResult(library, added, skipped)
