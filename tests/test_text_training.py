@@ -9,6 +9,7 @@ on a tiny random-weight CLIPSeg (no CLIPSeg weights can be downloaded here).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from dataclasses import replace
@@ -26,9 +27,10 @@ from napari_promptseg.methods.text_training import (
     evaluate_text_segmenter,
     finetune_clipseg,
     read_triplets,
+    split_triplets,
     train_text_segmenter,
 )
-from napari_promptseg.methods.text_training.data import FeatureStore
+from napari_promptseg.methods.text_training.data import ArrayTriplet, FeatureStore
 from napari_promptseg.methods.text_training.losses import batch_loss
 from napari_promptseg.methods.text_training.sampling import epoch_samples
 from napari_promptseg.methods.text_training.trainer import TrainingConfig, make_batch, validate
@@ -143,9 +145,14 @@ def test_cancelled_run_resumes_to_the_uninterrupted_weights(trained, kvasir, cac
     resumed = load_file(out / "last" / "model.safetensors")
     straight = load_file(trained.path / "last" / "model.safetensors")
     assert resumed.keys() == straight.keys()
-    for key in straight:
-        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=1e-6)
+    for key in straight:  # bit for bit (texts are encoded one at a time, whatever order a resume meets them in)
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
     assert result.history == trained.history
+    # a resume continues the same run: other settings or other rows are refused, not silently dropped
+    with pytest.raises(PromptsegError, match=r"loss='tmca' \(saved: 'dicece'\).*differ"):
+        train_text_segmenter(kvasir, out, cache_dir=cache, resume=True, device="cpu", epochs=3, loss="tmca")
+    with pytest.raises(PromptsegError, match="other rows"):
+        train_text_segmenter(kvasir[:5], out, cache_dir=cache, resume=True, device="cpu", epochs=3)
     # finished at 2 epochs: a resume to 2 in all would train nothing, and says so (it returned as if it had trained)
     with pytest.raises(PromptsegError, match=r"has trained 2 epoch\(s\), and epochs=2 is the total"):
         train_text_segmenter(kvasir, out, cache_dir=cache, resume=True, device="cpu", epochs=2)
@@ -201,6 +208,38 @@ def test_bad_rows_are_named(kvasir, shared_data, tmp_path):
         train_text_segmenter(tmp_path / "size.csv", tmp_path / "model", device="cpu", epochs=1)
     with pytest.raises(WeightsError, match="train-text"):
         load_text_segmenter(tmp_path, device="cpu")
+
+
+def test_rows_of_one_image_stay_on_one_side_and_label_images_are_targets(kvasir, tmp_path, capsys):
+    rows = [replace(t, split="") for t in kvasir]
+    # every image named twice (a duplicate row, another text): a row-wise split validated on trained images
+    doubled = rows + [replace(t, text=t.text + " (again)") for t in rows]
+    train, val = split_triplets(doubled, val_fraction=0.34, seed=0)
+    assert len(val) == 4 and not {t.image for t in train} & {t.image for t in val}
+    assert split_triplets(rows, seed=3) == split_triplets(rows, seed=3)
+    with pytest.raises(PromptsegError, match="2 training row.*of 1 image"):
+        split_triplets([rows[0], replace(rows[0], text="other")])
+    # an 8-bit label image (ids 1..50): every id is the target (half range emptied it)
+    labels = np.zeros((64, 64), np.uint8)
+    for k in range(50):
+        labels[(k // 10) * 12 : (k // 10) * 12 + 6, (k % 10) * 6 : (k % 10) * 6 + 4] = k + 1
+    _, target = ArrayTriplet(np.zeros((64, 64), np.uint8), labels, "nuclei").load()
+    assert target.sum() == (labels > 0).sum() == 50 * 24
+    _, target = ArrayTriplet(np.zeros((64, 64), np.uint8), np.where(labels > 0, 255, 0).astype(np.uint8), "x").load()
+    assert target.sum() == 50 * 24  # a 0/255 mask as before
+    # CLI: nonsense values are refused by name (0 epochs became the default, 8), options CLIPSeg ignores too
+    csv_path = tmp_path / "pairs.csv"
+    _write_csv(csv_path, [(str(t.image), str(t.mask), t.text, t.split) for t in kvasir])
+    for flags, message in (
+        (["--epochs", "0"], "--epochs: must be at least 1"),
+        (["--lr", "0"], "--lr: must be a finite number above 0"),
+        (["--clipseg", "--loss", "tmca"], "--loss do not apply"),
+    ):
+        with pytest.raises(SystemExit) if "apply" not in message else contextlib.nullcontext():
+            code = main(["train-text", str(csv_path), "-o", str(tmp_path / "m"), *flags])
+            assert code == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
 
 
 def test_cli_trains_and_answers_with_the_trained_route(trained, kvasir, cache, tmp_path, capsys):

@@ -7,6 +7,23 @@ import json
 import sys
 from pathlib import Path
 
+from ._types import fraction, positive_float, positive_int
+
+#: training settings of the CLI (argparse dests), passed on only when given
+SETTINGS = (
+    "loss",
+    "epochs",
+    "batch_size",
+    "lr",
+    "decoder_lr",
+    "patience",
+    "balance",
+    "negatives",
+    "seed",
+    "val_fraction",
+)
+CLIPSEG_SETTINGS = {"epochs", "batch_size", "lr", "patience", "seed", "val_fraction"}
+
 
 def _add_train_text_parser(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser(
@@ -29,33 +46,41 @@ def _add_train_text_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--mask-col", default="mask", help="column of the mask paths (%(default)s)")
     train.add_argument("--text-col", default="text", help="column of the texts (%(default)s)")
     train.add_argument("--split-col", default="split", help="column of train/val/test (%(default)s)")
+    # settings default to None ("not given"): a resume keeps the saved run's, and refuses others
     train.add_argument(
         "--loss",
-        default="dicece",
         choices=["dicece", "tmca", "reclmis"],
         help="objective: dicece = medvlsm's Dice + CE; tmca = + target-informed multi-level contrastive "
         "alignment and target enhancement; reclmis = + conditioned interaction, masked image/text reconstruction "
-        "and contrastive loss (default: %(default)s)",
+        "and contrastive loss (default: dicece)",
     )
-    train.add_argument("--epochs", type=int, help="maximum epochs (default: 8; CLIPSeg 20)")
-    train.add_argument("--batch-size", type=int, default=8, help="(%(default)s)")
-    train.add_argument("--lr", type=float, help="learning rate of the new modules (default 1e-3; CLIPSeg 2e-4)")
-    train.add_argument("--decoder-lr", type=float, default=1e-4, help="of the SAM decoder; 0 freezes it (%(default)s)")
-    train.add_argument("--patience", type=int, help="epochs without a better validation Dice before stopping (3)")
+    train.add_argument(
+        "--epochs", type=positive_int, help="epochs in all (a resume trains up to this; default: 8; CLIPSeg 20)"
+    )
+    train.add_argument("--batch-size", type=positive_int, help="(default: 8)")
+    train.add_argument(
+        "--lr", type=positive_float, help="learning rate of the new modules (default 1e-3; CLIPSeg 2e-4)"
+    )
+    train.add_argument("--decoder-lr", type=float, help="of the SAM decoder; 0 freezes it (default: 1e-4)")
+    train.add_argument(
+        "--patience", type=positive_int, help="epochs without a better validation Dice before stopping (3)"
+    )
     train.add_argument(
         "--balance",
         action="store_true",
+        default=None,
         help="every distinct text equally often per epoch (texts that are class names, some rarer than others)",
     )
     train.add_argument(
         "--negatives",
         type=float,
-        default=0.0,
         help="negative pairs per training sample and epoch: an image with a training text it is not paired with "
-        "and an empty mask, so a wrong name gives nothing (texts that are class names; default %(default)s)",
+        "and an empty mask, so a wrong name gives nothing (texts that are class names; default 0)",
     )
-    train.add_argument("--seed", type=int, default=0, help="(%(default)s)")
-    train.add_argument("--val-fraction", type=float, default=0.2, help="held out when the CSV has no split")
+    train.add_argument("--seed", type=int, help="(default: 0)")
+    train.add_argument(
+        "--val-fraction", type=fraction, help="share of the images held out when the CSV has no split (0.2)"
+    )
     train.add_argument("--cache-dir", type=Path, help="image feature cache (default: MODEL_DIR/cache)")
     train.add_argument("--resume", action="store_true", help="continue the run saved in MODEL_DIR/last")
     train.add_argument(
@@ -83,11 +108,11 @@ def cmd_train_text(args: argparse.Namespace) -> int:
     }
     last = [-1.0]
 
-    def progress(fraction: float, message: str) -> None:
+    def progress(done: float, message: str) -> None:
         # one line per epoch and per tenth of the bar, so a log file stays readable
-        if fraction >= 1.0 or message.startswith("epoch") and "val Dice" in message or fraction - last[0] >= 0.1:
-            last[0] = fraction
-            print(f"[{100 * fraction:5.1f}%] {message}", file=sys.stderr, flush=True)
+        if done >= 1.0 or message.startswith("epoch") and "val Dice" in message or done - last[0] >= 0.1:
+            last[0] = done
+            print(f"[{100 * done:5.1f}%] {message}", file=sys.stderr, flush=True)
 
     if args.refit_presence:
         from ..errors import PromptsegError
@@ -103,23 +128,25 @@ def cmd_train_text(args: argparse.Namespace) -> int:
         )
         print(json.dumps({"model": str(args.output), "presence_refit": record}))
         return 0
+    given = {key: getattr(args, key) for key in SETTINGS if getattr(args, key) is not None}
     if args.clipseg:
-        options = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("patience", args.patience)) if v}
+        from ..errors import PromptsegError
+
+        unused = sorted(set(given) - CLIPSEG_SETTINGS)
+        if unused:
+            flags = ", ".join("--" + key.replace("_", "-") for key in unused)
+            raise PromptsegError(f"--clipseg fine-tunes CLIPSeg with medvlsm's recipe; {flags} do not apply to it")
         result = finetune_clipseg(
             args.csv,
             args.output,
             weights=args.clipseg_weights,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            val_fraction=args.val_fraction,
             overwrite=args.overwrite,
             columns=columns,
             device=args.device,
             progress=progress,
-            **options,
+            **given,
         )
     else:
-        options = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("patience", args.patience)) if v}
         result = train_text_segmenter(
             args.csv,
             args.output,
@@ -129,14 +156,7 @@ def cmd_train_text(args: argparse.Namespace) -> int:
             device=args.device,
             columns=columns,
             progress=progress,
-            loss=args.loss,
-            batch_size=args.batch_size,
-            decoder_lr=args.decoder_lr,
-            balance=args.balance,
-            negatives=args.negatives,
-            seed=args.seed,
-            val_fraction=args.val_fraction,
-            **options,
+            **given,
         )
     summary = {
         "model": str(result.path),

@@ -108,11 +108,11 @@ class TextTokens:
     def get(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(words (N, T, dim), mask (N, T) bool, sentence (N, dim)) padded to the longest text."""
         with self._lock:  # the widget's worker and the console may share a model
-            missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
-            if missing:
-                hidden, mask, pooled = self.embedder.encode_tokens(missing)
-                for k, text in enumerate(missing):
-                    self._memo[text] = (hidden[k, mask[k]].clone(), pooled[k].clone())
+            for text in dict.fromkeys(t for t in texts if t not in self._memo):
+                # one text at a time: batched with others it is padded, and its states change in the last bits with
+                # the batch (1e-7), so a resumed training run, meeting texts in another order, ended elsewhere
+                hidden, mask, pooled = self.embedder.encode_tokens([text])
+                self._memo[text] = (hidden[0, mask[0]].clone(), pooled[0].clone())
             items = [self._memo[t] for t in texts]
             while len(self._memo) > self.maxsize:
                 self._memo.popitem(last=False)

@@ -13,6 +13,7 @@ delete it to free the space.
 from __future__ import annotations
 
 import csv
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -128,18 +129,52 @@ def split_triplets(
     triplets: Sequence[Triplet], *, val_fraction: float = 0.2, seed: int = 0
 ) -> tuple[list[Triplet], list[Triplet]]:
     """(train, val): the CSV's split when it has train and val rows (test rows left out), else a seeded random
-    ``val_fraction`` of the non-test rows (at least one) is held out for validation."""
+    ``val_fraction`` of the non-test images (at least one) is held out for validation, with all of their rows: an
+    image named in several rows (other texts, or a duplicate row) on both sides would be validated on what it was
+    trained on."""
     usable = [t for t in triplets if t.split != "test"]
     train = [t for t in usable if t.split == "train"]
     val = [t for t in usable if t.split == "val"]
     if train and val and len(train) + len(val) == len(usable):
         return train, val
-    if len(usable) < 2:
-        raise PromptsegError(f"{len(usable)} training row(s): need at least 2 (one to train on, one to validate on)")
-    order = np.random.default_rng(seed).permutation(len(usable))
-    n_val = min(len(usable) - 1, max(1, int(round(val_fraction * len(usable)))))
+    keys = [_image_key(t) for t in usable]
+    group = {key: g for g, key in enumerate(dict.fromkeys(keys))}  # the images, in the order of their first rows
+    if len(group) < 2:
+        raise PromptsegError(
+            f"{len(usable)} training row(s) of {len(group)} image(s): need at least 2 images (one to train on, one to "
+            "validate on)"
+        )
+    order = np.random.default_rng(seed).permutation(len(group))
+    n_val = min(len(group) - 1, max(1, int(round(val_fraction * len(group)))))
     held = set(order[:n_val].tolist())
-    return [t for i, t in enumerate(usable) if i not in held], [t for i, t in enumerate(usable) if i in held]
+    is_val = [group[key] in held for key in keys]
+    return [t for t, v in zip(usable, is_val, strict=True) if not v], [
+        t for t, v in zip(usable, is_val, strict=True) if v
+    ]
+
+
+def split_fingerprint(train: Sequence[Triplet | ArrayTriplet], val: Sequence[Triplet | ArrayTriplet]) -> str:
+    """A digest of what a run trains and validates on: each row's image and mask (files by path, arrays by content)
+    and text, in order. A resume must see the same."""
+    digest = hashlib.sha256()
+    for part, rows in (("train", train), ("val", val)):
+        digest.update(part.encode())
+        for t in rows:
+            for item in (t.image, t.mask):
+                if isinstance(item, Path):
+                    digest.update(str(item.resolve()).encode())
+                else:
+                    array = np.ascontiguousarray(item)
+                    digest.update(f"{array.dtype}{array.shape}".encode() + array.tobytes())
+            digest.update(t.text.encode())
+    return digest.hexdigest()
+
+
+def _image_key(triplet: Triplet | ArrayTriplet) -> object:
+    """One image's identity: its file, or the array itself (one layer paired with several texts)."""
+    if isinstance(triplet.image, Path):
+        return str(triplet.image.resolve())
+    return id(triplet.image)
 
 
 def _binary_mask(mask: np.ndarray, shape: tuple[int, ...], where: str, what: str) -> np.ndarray:
@@ -149,8 +184,9 @@ def _binary_mask(mask: np.ndarray, shape: tuple[int, ...], where: str, what: str
         raise PromptsegError(
             f"{where}: {what} is {'x'.join(map(str, mask.shape))} but the image is {shape[0]}x{shape[1]}"
         )
-    # 8-bit masks (PNG 0/255, JPEG with blurred edges) at half range; label images: any id is the target
-    return mask > 127 if mask.dtype == np.uint8 and mask.max() > 1 else mask > 0
+    # 8-bit masks (PNG 0/255, JPEG with blurred edges) at half range; 0/1 masks and label images (ids 1, 2, ... of
+    # an 8-bit label image too, which half range would empty): any id is the target
+    return mask > 127 if mask.dtype == np.uint8 and mask.max() > 127 else mask > 0
 
 
 def mask_to_input(mask: np.ndarray, transform: ResizeTransform) -> tuple[torch.Tensor, torch.Tensor]:

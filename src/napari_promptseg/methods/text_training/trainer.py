@@ -37,7 +37,16 @@ from ...models.text_segmenter import (
     save_tensors,
     write_config,
 )
-from .data import ArrayTriplet, FeatureStore, Sample, Triplet, format_eta, read_triplets, split_triplets
+from .data import (
+    ArrayTriplet,
+    FeatureStore,
+    Sample,
+    Triplet,
+    format_eta,
+    read_triplets,
+    split_fingerprint,
+    split_triplets,
+)
 from .losses import LOSSES, Batch, batch_loss, dice_ce
 from .presence import PresenceFit, refit_if_not_worse
 from .sampling import epoch_samples, texts_per_image, validation_negatives
@@ -138,9 +147,19 @@ def train_text_segmenter(
     report = progress or (lambda fraction, message: None)
     stop = cancel or (lambda: False)
     out = Path(output_dir)
+    unknown = sorted(set(overrides) - {f.name for f in fields(TrainingConfig)})
+    if unknown:
+        raise PromptsegError(f"unknown training setting(s) {', '.join(unknown)}")
     state = _read_state(out) if resume else None
     if state is not None:
         config = TrainingConfig(**{"presence": False, **state["config"]})  # runs from before the presence head
+        saved = asdict(config)
+        changed = [f"{k}={v!r} (saved: {saved[k]!r})" for k, v in overrides.items() if k != "epochs" and v != saved[k]]
+        if changed:
+            raise PromptsegError(
+                f"{out}: a resume continues the saved run with its settings, and {', '.join(changed)} differ; leave "
+                "them out, or train a new model (--overwrite, or another directory)"
+            )
         if overrides.get("epochs"):  # the one setting a resume may change: train for longer
             config = replace(config, epochs=int(overrides["epochs"]))
         if state["epoch"] >= config.epochs and not state["step"]:  # a resume that would train nothing says so
@@ -149,9 +168,6 @@ def train_text_segmenter(
                 f"to reach; give more than {state['epoch']} to train further (--epochs)"
             )
     else:
-        unknown = sorted(set(overrides) - {f.name for f in fields(TrainingConfig)})
-        if unknown:
-            raise PromptsegError(f"unknown training setting(s) {', '.join(unknown)}")
         config = replace(config or TrainingConfig(), **overrides)
         held = [out / CONFIG_FILE, out / WEIGHTS_FILE, out / "last"]
         if any(p.exists() for p in held):
@@ -167,6 +183,12 @@ def train_text_segmenter(
                     path.unlink()
     triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else list(data)
     train_set, val_set = split_triplets(triplets, val_fraction=config.val_fraction, seed=config.seed)
+    rows = split_fingerprint(train_set, val_set)
+    if state is not None and state.get("rows", rows) != rows:  # runs saved before the fingerprint: not checked
+        raise PromptsegError(
+            f"{out}: the saved run trained and validated on other rows (another CSV, or rows added, removed or "
+            "changed); a resume continues the same run on the same data: give that data, or train a new model"
+        )
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
 
@@ -238,7 +260,7 @@ def train_text_segmenter(
         parts_sum: dict[str, float] = dict(state.get("partial", {})) if state is not None and start else {}
         for step in range(start, steps_per_epoch):
             if stop():
-                _save_last(out, decoder, optimizer, config, epoch, step, best, history, parts_sum)
+                _save_last(out, decoder, optimizer, config, epoch, step, best, history, rows, parts_sum)
                 raise CancelledError(f"cancelled at epoch {epoch + 1}, step {step}; resume from {out / 'last'}")
             batch = make_batch(seen[step * config.batch_size : (step + 1) * config.batch_size], text, dev)
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 10_007 + step)
@@ -264,7 +286,7 @@ def train_text_segmenter(
             best = {"epoch": epoch + 1, "val_dice": record["val_dice"], "val_loss": record["val_loss"]}
             save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
         write_config(out, {**model_info, "best": best, "history": history})
-        _save_last(out, decoder, optimizer, config, epoch + 1, 0, best, history)
+        _save_last(out, decoder, optimizer, config, epoch + 1, 0, best, history, rows)
         report(
             FEATURE_SHARE + (1 - FEATURE_SHARE) * done_steps / total_steps,
             f"epoch {epoch + 1}: val Dice {record['val_dice']:.3f} (best {best['val_dice']:.3f} at epoch "
@@ -366,7 +388,16 @@ def _optimizer(decoder: TextPromptDecoder, config: TrainingConfig) -> torch.opti
 
 
 def _save_last(
-    out: Path, decoder, optimizer, config: TrainingConfig, epoch: int, step: int, best, history, partial=None
+    out: Path,
+    decoder,
+    optimizer,
+    config: TrainingConfig,
+    epoch: int,
+    step: int,
+    best,
+    history,
+    rows: str,
+    partial=None,
 ) -> None:
     last = out / "last"
     tmp = out / "last.tmp"
@@ -385,6 +416,7 @@ def _save_last(
         "history": history,
         "param_groups": groups,
         "partial": partial or {},
+        "rows": rows,  # the data a resume must be given again (split_fingerprint)
     }
     (tmp / "state.json").write_text(json.dumps(state, indent=1))
     shutil.rmtree(last, ignore_errors=True)
