@@ -17,6 +17,7 @@ from ome_zarr.writer import write_image
 
 from napari_promptseg._sample_data import nuclei
 from napari_promptseg.cli import main
+from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io import read_image
 from napari_promptseg.io.multiscale import is_ome_zarr, open_multiscale, write_ome_zarr_labels
 from napari_promptseg.methods.instances import fit_exemplars, match_instances, segment_with_exemplars
@@ -153,3 +154,40 @@ def test_stack_labels_round_trip_with_the_image_levels(tmp_path):
     np.testing.assert_array_equal(np.asarray(written.levels[0]), labels)
     with pytest.raises(ValueError, match="do not match"):
         write_ome_zarr_labels(path, labels[0])
+
+
+def test_labels_repeat_the_images_level_shapes_and_transforms(tmp_path):
+    """Labels lie on the image's grid whatever its metadata: a transform shared by all levels (NGFF's
+    multiscales-level coordinateTransformations), a translation per level, and odd sides (each level rounded as
+    the image's: writers round 125 / 2 to 62 or 63)."""
+    path = tmp_path / "odd.ome.zarr"
+    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        write_image(np.zeros((3, 125, 97), np.uint8), root, axes="zyx", fmt=FormatV04(), scale_factors=[2])
+    attrs = json.loads((path / ".zattrs").read_text())
+    multiscale = attrs["multiscales"][0]
+    for k, dataset in enumerate(multiscale["datasets"]):
+        dataset["coordinateTransformations"] = [
+            {"type": "scale", "scale": [1.0, 2.0**k, 2.0**k]},
+            {"type": "translation", "translation": [0.0, 10.0 * k, 0.0]},
+        ]
+    multiscale["coordinateTransformations"] = [{"type": "scale", "scale": [2.0, 0.5, 0.5]}]
+    (path / ".zattrs").write_text(json.dumps(attrs))
+    image = open_multiscale(path)
+    assert image.pixel_size == {"z": 2.0, "y": 0.5, "x": 0.5}  # was {1, 1, 1}: the shared scale was not read
+    assert image.level_transforms[1] == {"scale": [2.0, 1.0, 1.0], "translation": [0.0, 5.0, 0.0]}
+    labels = np.zeros((3, 125, 97), np.uint16)
+    labels[1, 10:60, 20:50] = 3
+    written = open_multiscale(write_ome_zarr_labels(path, labels, "manual"))
+    assert [lv.shape for lv in written.levels] == [lv.shape for lv in image.levels]
+    assert written.level_transforms == image.level_transforms
+    np.testing.assert_array_equal(np.asarray(written.levels[1]), labels[:, ::2, ::2][:, :62, :48])
+    # a name that is not one plain segment: refused before anything is touched ("" addressed labels/ itself, and
+    # replacing it deleted every labels image of the file)
+    write_ome_zarr_labels(path, labels)
+    for bad in ("", "a/b", " x", ".."):
+        with pytest.raises(PromptsegError, match="plain name"):
+            write_ome_zarr_labels(path, labels, bad)
+    assert {"manual", "promptseg"} <= {p.name for p in (path / "labels").iterdir()}
+

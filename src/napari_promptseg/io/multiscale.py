@@ -39,6 +39,9 @@ class MultiscaleImage:
     pixel_size: dict[str, float] = field(default_factory=dict)  # level-0 size per source axis (OME-Zarr scale)
     ome_version: str | None = None  # NGFF version of an OME-Zarr; None for a TIFF
     axis_info: dict[str, dict] = field(default_factory=dict)  # an OME-Zarr's axis "type" and "unit" per axis name
+    #: every level's scale and translation over the source axes, the dataset's and the multiscale's combined
+    #: (OME-Zarr); what labels written beside the image repeat, so that they lie on the image's grid
+    level_transforms: list[dict[str, list[float]]] = field(default_factory=list)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -133,15 +136,32 @@ def _open_ome_zarr(path: Path) -> MultiscaleImage:
         for a in names
         if isinstance(a, dict) and "name" in a
     }
-    scale = [1.0] * ndim
-    for transform in datasets[0].get("coordinateTransformations", []):
-        if transform.get("type") == "scale":
-            scale = [float(s) for s in transform["scale"]]
+    overall = _scale_translation(multiscale.get("coordinateTransformations", []), ndim)
+    transforms = []
+    for dataset in datasets:  # a level's own transform, then the one all levels share (NGFF 0.4/0.5)
+        scale, translation = _scale_translation(dataset.get("coordinateTransformations", []), ndim)
+        transforms.append(
+            {
+                "scale": [s * g for s, g in zip(scale, overall[0], strict=True)],
+                "translation": [t * g + u for t, g, u in zip(translation, *overall, strict=True)],
+            }
+        )
     levels, order, stack = _project_axes(arrays, axes, path)
     # unversioned metadata: the layout tells (zarr v3 is NGFF 0.5)
     version = attrs.get("version") or multiscale.get("version") or ("0.5" if (path / "zarr.json").is_file() else "0.4")
-    pixel_size = dict(zip(axes, scale, strict=True))
-    return MultiscaleImage(path, levels, order, axes, stack, pixel_size, str(version), info)
+    pixel_size = dict(zip(axes, transforms[0]["scale"], strict=True))
+    return MultiscaleImage(path, levels, order, axes, stack, pixel_size, str(version), info, transforms)
+
+
+def _scale_translation(transforms: list[dict], ndim: int) -> tuple[list[float], list[float]]:
+    """(scale, translation) of an NGFF coordinateTransformations list (identity where absent)."""
+    scale, translation = [1.0] * ndim, [0.0] * ndim
+    for transform in transforms:
+        if transform.get("type") == "scale" and len(transform.get("scale", [])) == ndim:
+            scale = [float(v) for v in transform["scale"]]
+        elif transform.get("type") == "translation" and len(transform.get("translation", [])) == ndim:
+            translation = [float(v) for v in transform["translation"]]
+    return scale, translation
 
 
 def _open_tiff(path: Path) -> MultiscaleImage:
@@ -202,15 +222,17 @@ def _axis_metadata(name: str, info: dict) -> str | dict:
 
 def write_ome_zarr_labels(image_path: str | Path, labels: np.ndarray, name: str = "promptseg") -> Path:
     """Write full-resolution instance labels ((Y, X) or (Z, Y, X), as the image's level 0 without channels) into
-    ``image_path/labels/<name>``: one level per image level, the image's pixel sizes, the image's NGFF version.
-    An earlier labels image of the same name is replaced. Returns the labels group's path."""
+    ``image_path/labels/<name>``: one level per image level, of that level's shape and coordinate transforms (scale
+    and translation), the image's axis units and NGFF version. An earlier labels image of the same name is
+    replaced. Returns the labels group's path."""
     import zarr
 
     with warnings.catch_warnings():  # ome_zarr.writer's own defaults use its deprecated Scaler on import
         warnings.simplefilter("ignore", DeprecationWarning)
         from ome_zarr.format import format_from_version
-        from ome_zarr.writer import add_metadata, get_metadata, write_labels
+        from ome_zarr.writer import add_metadata, get_metadata, write_multiscale_labels
 
+    check_labels_name(name)
     image = open_multiscale(image_path)
     if image.ome_version is None:
         raise PromptsegError(f"{image.path}: labels go into an OME-Zarr image; write a TIFF for this input")
@@ -218,19 +240,27 @@ def write_ome_zarr_labels(image_path: str | Path, labels: np.ndarray, name: str 
     labels = np.asarray(labels)
     if labels.shape != expected:
         raise PromptsegError(f"{image.path}: labels of shape {labels.shape} do not match the image {expected}")
-    # back to the file's axes (without channels): the dropped singleton axes return with size 1
-    axes = [a for a in image.source_axes if a != "c"]
-    sizes = {"y": expected[-2], "x": expected[-1]}
-    if image.stack_axis is not None:
-        sizes[image.stack_axis] = expected[0]
-    shape = [sizes.get(a, 1) for a in axes]
-    full = labels.reshape(shape)
-    factors = []  # each level's downsampling per spatial axis, from the image's own level shapes
-    for level in image.levels[1:]:
-        ratio = {a: round(n / m) for a, n, m in zip(image.axes, image.shape, level.shape, strict=True)}
-        factors.append({a: ratio.get("z" if a == image.stack_axis else a, 1) for a in axes if a in ("z", "y", "x")})
-    chunks = [min(LABEL_CHUNK, n) if a in ("y", "x") else 1 for a, n in zip(axes, shape, strict=True)]
     dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
+    labels = labels.astype(dtype, copy=False)
+    # back to the file's axes (without channels): the dropped singleton axes return with size 1
+    keep = [k for k, a in enumerate(image.source_axes) if a != "c"]
+    axes = [image.source_axes[k] for k in keep]
+    spatial = [k for k, a in enumerate(image.axes) if a != "c"]
+    pyramid, transforms = [], []
+    for level, transform in zip(image.levels, image.level_transforms, strict=True):
+        # each level of the image's own shape (nearest sampling): a halving of its own would round odd sides
+        # otherwise than the image did (62 rows against 63)
+        shape = tuple(int(level.shape[k]) for k in spatial)
+        sizes = {"y": shape[-2], "x": shape[-1]}
+        if image.stack_axis is not None:
+            sizes[image.stack_axis] = shape[0]
+        pyramid.append(_nearest(labels, shape).reshape([sizes.get(a, 1) for a in axes]))
+        level_transform = [{"type": "scale", "scale": [transform["scale"][k] for k in keep]}]
+        translation = [transform["translation"][k] for k in keep]
+        if any(translation):
+            level_transform.append({"type": "translation", "translation": translation})
+        transforms.append(level_transform)
+    chunks = tuple(min(LABEL_CHUNK, n) if a in ("y", "x") else 1 for a, n in zip(axes, pyramid[0].shape, strict=True))
     try:
         fmt = format_from_version(image.ome_version)
         root = zarr.open_group(str(image.path), mode="a")
@@ -240,18 +270,43 @@ def write_ome_zarr_labels(image_path: str | Path, labels: np.ndarray, name: str 
             add_metadata(root["labels"], {"labels": others}, fmt=fmt)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            write_labels(
-                full.astype(dtype, copy=False),
+            write_multiscale_labels(
+                pyramid,
                 root,
                 name,
-                scaler=None,
-                scale_factors=factors,
                 fmt=fmt,
                 # with their type and unit (micrometer...), so the labels lie on the image's physical grid
                 axes=[_axis_metadata(a, image.axis_info.get(a, {})) for a in axes],
-                scale={a: image.pixel_size.get(a, 1.0) for a in axes},
-                storage_options={"chunks": tuple(chunks)},
+                coordinate_transformations=transforms,
+                storage_options={"chunks": chunks},
             )
     except PermissionError as exc:
         raise PromptsegError(f"{image.path}: cannot write its labels/ group ({exc}); write TIFF labels") from exc
     return image.path / "labels" / name
+
+
+def check_labels_name(name: str) -> str:
+    """A labels image's name in an OME-Zarr's ``labels/`` group: one plain path segment. An empty name addressed
+    ``labels/`` itself, and replacing it deleted every labels image of the file."""
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or name != name.strip()
+        or name in (".", "..")
+        or any(c in name for c in "/\\")
+    ):
+        raise PromptsegError(
+            f"labels name {name!r}: give a plain name (not empty, no '/' or '\\', no surrounding spaces), e.g. "
+            "'promptseg'"
+        )
+    return name
+
+
+def _nearest(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``labels`` sampled to ``shape`` (nearest, top-left aligned: ``labels[::2, ::2]`` for halves)."""
+    if labels.shape == shape:
+        return labels
+    index = [
+        np.minimum((np.arange(m) * (n / m)).astype(np.int64), n - 1) for n, m in zip(labels.shape, shape, strict=True)
+    ]
+    return labels[np.ix_(*index)]
