@@ -409,7 +409,7 @@ def intensity_route(
             refined = {**refined_early.result(), **_refine_starts(images, opts, later, opts.affine_shrink, failed)}
             refined = _with_as_given(images, refined)
             best, scores, reasons = _best_start(images, refined)
-            stages.extend(_stage(f"affine from {name}", r) for name, r in reasons.items() if r is not None)
+            stages.extend(_start_stages(reasons, best))
             stages.extend(_failed_stages(failed, refined))
             deformation = refined[best]
             if opts.intensity_bspline:
@@ -465,7 +465,16 @@ def _failed_stages(failed: dict[str, str], refined: dict[str, Deformation]) -> l
             f"the intensity registration could not run on these images ({next(iter(failed.values()))}); "
             "are they large enough and do they overlap?"
         )
-    return [_stage(f"affine from {name}", reason, degenerate=False) for name, reason in failed.items()]
+    return [_stage(f"affine from {name}", reason, degenerate=False, candidate=True) for name, reason in failed.items()]
+
+
+def _start_stages(reasons: dict[str, str | None], best: str) -> list[dict[str, Any]]:
+    """Records of the degenerate starts; those that lost are candidates (only the chosen one's counts)."""
+    return [
+        _stage(f"affine from {name}", reason, candidate=name != best)
+        for name, reason in reasons.items()
+        if reason is not None
+    ]
 
 
 def _with_as_given(images: IntensityImages, refined: dict[str, Deformation]) -> dict[str, Deformation]:
@@ -527,7 +536,7 @@ def _route(
     refined = _with_as_given(images, refined)
     check_cancel()
     best, scores, reasons = _best_start(images, refined)
-    stages.extend(_stage(f"affine from {name}", reason) for name, reason in reasons.items() if reason is not None)
+    stages.extend(_start_stages(reasons, best))
     stages.extend(_failed_stages(failed, refined))
     deformation = refined[best]
     if coarse_first and best != AS_GIVEN:

@@ -135,9 +135,9 @@ class RegistrationResult:
     prompt_sources: list[dict] = field(default_factory=list)
     #: the joint refinement of "prompts+intensity": ``accepted`` and the image score (NMI) before and after
     refinement: dict[str, Any] = field(default_factory=dict)
-    #: every stage that can be rejected, in order: ``{"stage", "accepted", "reason", "degenerate"}``; a degenerate
-    #: stage (non-finite, folding, mostly outside the moving image; :func:`~.warp.degenerate_reason`) gives way to
-    #: the stage before it
+    #: every stage that can be rejected, in order: ``{"stage", "accepted", "reason", "degenerate", "candidate"}``; a
+    #: degenerate stage (non-finite, folding, mostly outside the moving image; :func:`~.warp.degenerate_reason`)
+    #: gives way to the stage before it; ``candidate``: a start that lost (listed for the record only)
     stages: list[dict[str, Any]] = field(default_factory=list)
     #: what a user can read without landmarks (:func:`~.quality.quality_report`): image similarity (NMI) before and
     #: after, the Jacobian range, stages rejected, and a verdict
@@ -147,8 +147,25 @@ class RegistrationResult:
     def displacement(self) -> np.ndarray:
         return self.deformation.displacement()
 
-    def warp_image(self, moving: np.ndarray, *, order: int = 1) -> np.ndarray:
-        return self.deformation.warp_image(moving, order=order)
+    def warp_image(self, moving: np.ndarray, *, order: int = 1, channel_axis: int | None = None) -> np.ndarray:
+        """``moving`` on the fixed grid, in the axis order it was given: (H, W), (H, W, C), or with ``channel_axis``
+        (as given to :func:`~.pipeline.register`) the channels where that axis puts them. ``order``: 1 = bilinear,
+        0 = nearest neighbour (labels)."""
+        if order not in (0, 1):
+            raise PromptsegError(f"warp_image: order must be 0 (nearest) or 1 (bilinear), got {order!r}")
+        arr = np.asarray(moving)
+        shape = self.deformation.moving_shape
+        if channel_axis is not None and arr.ndim == 3:
+            if not -3 <= channel_axis < 3:
+                raise PromptsegError(f"warp_image: channel_axis {channel_axis} out of range for shape {arr.shape}")
+            warped = self.deformation.warp_image(np.moveaxis(arr, channel_axis, -1), order=order)
+            return np.moveaxis(warped, -1, channel_axis)
+        if arr.ndim == 3 and tuple(arr.shape[1:]) == shape and tuple(arr.shape[:2]) != shape:
+            raise PromptsegError(
+                f"moving image of shape {arr.shape} has its channels first; the transform is for {shape[0]} x "
+                f"{shape[1]} px images: pass channel_axis=0 (as to register()) or np.moveaxis(image, 0, -1)"
+            )
+        return self.deformation.warp_image(arr, order=order)
 
     def warp_labels(self, labels: np.ndarray) -> np.ndarray:
         return self.deformation.warp_labels(labels)
@@ -161,20 +178,27 @@ class RegistrationResult:
 
 
 # -- landmarks ----------------------------------------------------------------------------------------------------
-def _stage(name: str, reason: str | None, *, degenerate: bool | None = None) -> dict[str, Any]:
-    """A record of ``RegistrationResult.stages``; ``reason`` None = accepted; by default a reason means degenerate."""
+def _stage(name: str, reason: str | None, *, degenerate: bool | None = None, candidate: bool = False) -> dict[str, Any]:
+    """A record of ``RegistrationResult.stages``; ``reason`` None = accepted; by default a reason means degenerate.
+    ``candidate``: a start that was not chosen (kept for the record; the warnings and the verdict skip it)."""
     return {
         "stage": name,
         "accepted": reason is None,
         "reason": reason,
         "degenerate": reason is not None if degenerate is None else degenerate,
+        "candidate": candidate,
     }
+
+
+def on_chosen_path(stages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The stages the result went through: a losing start's rejection says nothing about the result."""
+    return [s for s in stages if not s.get("candidate")]
 
 
 def _stage_warnings(stages: Sequence[dict[str, Any]]) -> list[str]:
     return [
         f"{s['stage']} stage rejected as degenerate ({s['reason']}); the previous stage's result is kept"
-        for s in stages
+        for s in on_chosen_path(stages)
         if s["degenerate"]
     ]
 

@@ -77,6 +77,12 @@ def register(
     """
     opts = options or RegistrationOptions()
     method = resolve_method(method, prompts)
+    if method == "intensity" and not (prompts is None or (isinstance(prompts, str) and prompts == "auto")):
+        # the CLI and the widget refuse this too: the prompts would be dropped without a word
+        raise PromptsegError(
+            f"prompts {_prompts_text(prompts)} need method='prompts' or 'prompts+intensity', not 'intensity' "
+            "(intensity registration uses no prompts)"
+        )
     check_affine_optimizer(opts)  # before any work, whichever route runs
     report = progress or (lambda fraction, message: None)
 
@@ -121,6 +127,7 @@ def register(
             deformation, refinement = _joint_stage(
                 fixed_hwc, moving_hwc, deformation, [], images, opts, check_cancel, stages, timings
             )
+        report(1.0, "done")
         return RegistrationResult(
             deformation,
             method,
@@ -203,6 +210,10 @@ def register(
             images, opts, starts, check_cancel, stages, later_starts=region_start
         )
         timings["intensity"] = time.perf_counter() - t2 - timings["regions"] - timings["transform"]
+        if not start.startswith("regions"):  # the region start lost: its field's check is a candidate's
+            for stage in stages:
+                if stage["stage"] == "region field":
+                    stage["candidate"] = True
         if opts.joint_refinement:
             report(0.93, "joint refinement (local NCC + region Dice)")
             deformation, refinement = _joint_stage(
@@ -233,6 +244,12 @@ def register(
         quality=quality_report(images, deformation, stages),
         **route_info,
     )
+
+
+def _prompts_text(prompts: object) -> str:
+    """Prompts for a message: text as typed, anything else by its kind."""
+    items = [prompts] if isinstance(prompts, str) or not isinstance(prompts, list | tuple) else list(prompts)
+    return ", ".join(repr(p) if isinstance(p, str) else type(p).__name__ for p in items) or "[]"
 
 
 def _joint_stage(

@@ -11,10 +11,10 @@ has not: the nearer of the two counts). Sections of one specimen move, turn and 
 little; an image of other tissue can still raise the similarity (measured: NMI gains of 0.04-0.09 for pairs of
 unrelated sections, as much as the true pairs' 0.03-0.09) but only by stretching one onto the other.
 The verdict is a coarse reading of these: "good" (the similarity rose clearly, nothing folds, no strong stretch),
-"check" (a small gain, a stage rejected as degenerate, or a strong stretch), "poor" (no gain, or folding). When no
-transform aligned the images better than they were given (``kept_as_given``: an image against itself, a pair
-already aligned), the verdict reads their similarity as given instead: "good" from :data:`ALIGNED_NMI`, else
-"poor" (nothing was found that aligns them).
+"check" (a small gain, a stage of the chosen path rejected as degenerate, or a strong stretch), "poor" (no gain,
+or folding). When no transform aligned the images better than they were given (``kept_as_given``: an image against
+itself, a pair already aligned), the verdict reads their similarity as given instead: "good" from
+:data:`ALIGNED_NMI`, else "poor" (nothing was found that aligns them).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 
 from ..warp import Deformation
 from .intensity import IntensityImages
-from .options import size_ratio
+from .options import on_chosen_path, size_ratio
 
 #: NMI gains below this (on 1..2) are within what a wrong but plausible transform reaches
 MIN_GAIN = 0.01
@@ -44,7 +44,8 @@ def quality_report(
 ) -> dict[str, Any]:
     """``{similarity_before, similarity_after, similarity_gain, jacobian_min, jacobian_max, folding_fraction,
     stages_rejected, kept_as_given, verdict}`` and the stretch; the Jacobian on a fixed grid with ``side`` points
-    along the longest side."""
+    along the longest side. Only the stages of the chosen path count (``stages_rejected`` and the verdict): the starts
+    that lost stay in ``stages``, marked ``candidate``."""
     identity = Deformation.identity(images.fixed_shape, images.moving_shape)
     before, after = images.score(identity), images.score(deformation)
     h, w = deformation.fixed_shape
@@ -53,8 +54,9 @@ def quality_report(
         (max(8, round(h * scale)), max(8, round(w * scale)))
     )
     folding = float((jac <= 0).mean())
-    rejected = [s["stage"] for s in stages if not s["accepted"]]
-    degenerate = [s["stage"] for s in stages if s.get("degenerate")]
+    chosen = on_chosen_path(stages)  # a losing start that was degenerate does not make the result doubtful
+    rejected = [s["stage"] for s in chosen if not s["accepted"]]
+    degenerate = [s["stage"] for s in chosen if s.get("degenerate")]
     anisotropy, area_change = affine_stretch(deformation)
     stretched = anisotropy > MAX_ANISOTROPY or area_change > MAX_AREA_CHANGE
     gain = after - before
