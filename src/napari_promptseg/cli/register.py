@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from ..errors import PromptsegError
 from ._common import _make_output_dir, _mean_or_none, _print_progress, _write_report
@@ -32,7 +33,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         raise PromptsegError("give both --landmarks-fixed and --landmarks-moving, or neither")
     if args.channels is not None or args.normalize != "auto":
         raise PromptsegError("register does not support --channels/--normalize yet; use --channel-axis or RGB images")
-    prompts = [p for p in args.prompt if p != "auto"]
+    prompts = _checked_prompts(args.prompt)
     method = resolve_method(args.method, prompts or None)
     if prompts and method == "intensity":
         raise PromptsegError(f"--prompt {prompts[0]!r} needs --method prompts or prompts+intensity, not intensity")
@@ -79,7 +80,9 @@ def cmd_register(args: argparse.Namespace) -> int:
             "device": args.device,
         },
     )
-    tifffile.imwrite(args.output / "moving_warped.tif", result.warp_image(moving), compression="zlib")
+    # channels stay where --channel-axis put them: the warped image has the moving image's layout
+    warped = result.warp_image(moving, channel_axis=args.channel_axis if moving.ndim == 3 else None)
+    tifffile.imwrite(args.output / "moving_warped.tif", warped, compression="zlib")
     tifffile.imwrite(args.output / "displacement.tif", result.displacement, compression="zlib")
     record: dict[str, object] = {}
     if landmarks is not None:
@@ -90,7 +93,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         if len(full) > len(mapped):  # unpaired extra points are mapped too: the file keeps every input row
             full[len(mapped) :] = result.moving_points_to_fixed(lm_moving.xy[len(mapped) :])
         write_landmarks(args.output / "landmarks_warped.csv", lm_moving.with_xy(full))
-        diagonal = image_diagonal(fixed.shape)
+        diagonal = image_diagonal(result.deformation.fixed_shape)  # fixed.shape may start with channels
         record = {
             "landmarks_fixed": str(args.landmarks_fixed),
             "landmarks_moving": str(args.landmarks_moving),
@@ -100,6 +103,8 @@ def cmd_register(args: argparse.Namespace) -> int:
             "before": landmark_errors(fixed_xy, moving_xy, diagonal),
             "after": landmark_errors(fixed_xy, mapped, diagonal),
         }
+    else:
+        _remove_stale_landmarks(args.output / "landmarks_warped.csv")
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     summary = f"{args.moving} -> {args.output / 'moving_warped.tif'} ({result.method}"
@@ -136,7 +141,8 @@ def cmd_register(args: argparse.Namespace) -> int:
             "device": args.device,
         },
         convention="displacement.tif is (H, W, 2) float32 on the fixed grid, last axis (dx, dy) in pixels: fixed "
-        "pixel (x, y) corresponds to moving pixel (x + dx, y + dy); moving_warped = moving(x + u(x)); "
+        "pixel (x, y) corresponds to moving pixel (x + dx, y + dy); moving_warped = moving(x + u(x)), with the "
+        "moving image's axis order (channels on --channel-axis); "
         "landmarks_warped = moving landmarks mapped into the fixed frame (solving x + u(x) = p)",
         shapes={"fixed": list(fixed.shape), "moving": list(moving.shape)},
         region_pairs={
@@ -167,3 +173,31 @@ def cmd_register(args: argparse.Namespace) -> int:
         },
     )
     return 0
+
+
+def _checked_prompts(given: list[str]) -> list[str]:
+    """The --prompt values as text prompts (none: 'auto' alone), refused before any model loads when one names
+    nothing or 'auto' is mixed with text."""
+    from ..methods.text import split_phrases
+
+    for prompt in given:
+        try:
+            split_phrases(prompt)
+        except PromptsegError:
+            raise PromptsegError(
+                f"--prompt {prompt!r} is empty: name what to pair on both images (e.g. --prompt lungs), or leave "
+                "--prompt out to register the images alone"
+            ) from None
+    prompts = [p for p in given if p.strip() != "auto"]
+    if prompts and len(prompts) < len(given):
+        raise PromptsegError(
+            f"--prompt auto (automatic regions) stands alone; it does not mix with --prompt {prompts[0]!r}"
+        )
+    return prompts
+
+
+def _remove_stale_landmarks(path: Path) -> None:
+    """Without landmarks, an earlier run's landmarks_warped.csv in this output folder would pass for this run's."""
+    if path.is_file() or path.is_symlink():
+        path.unlink()
+        print(f"removed {path} of an earlier run (this run has no landmarks)", file=sys.stderr)

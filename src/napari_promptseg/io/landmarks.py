@@ -30,6 +30,8 @@ class Landmarks:
     index: tuple[str, ...] = field(default=())
     #: .pts header word ("point" or "index")
     pts_kind: str = "point"
+    #: each CSV data row's cells as read (Z, a name, a comment...): written back with only X and Y replaced
+    rows: tuple[tuple[str, ...], ...] = field(default=())
 
     def __len__(self) -> int:
         return int(len(self.xy))
@@ -74,7 +76,8 @@ def _parse_csv(text: str, path: Path) -> Landmarks:
         if has_index:
             index.append(row[0].strip())
     arr = _check_xy(np.asarray(xy, dtype=np.float64).reshape(-1, 2), path)
-    return Landmarks(xy=arr, format="csv", header=header, index=tuple(index))
+    cells = tuple(tuple(row) for row in rows[1:])
+    return Landmarks(xy=arr, format="csv", header=header, index=tuple(index), rows=cells)
 
 
 def _parse_pts(text: str, path: Path) -> Landmarks:
@@ -104,7 +107,8 @@ def _check_xy(xy: np.ndarray, path: Path) -> np.ndarray:
 
 
 def write_landmarks(path: str | Path, landmarks: Landmarks | np.ndarray, *, decimals: int = 3) -> Path:
-    """Write landmarks; a :class:`Landmarks` read from a file keeps its columns/index, a bare array gets ``,X,Y``."""
+    """Write landmarks; a :class:`Landmarks` read from a CSV keeps its columns, index and other cells (only X and Y
+    change), a bare array gets ``,X,Y``."""
     path = Path(path)
     if not isinstance(landmarks, Landmarks):
         xy = np.asarray(landmarks, dtype=np.float64)
@@ -121,13 +125,18 @@ def write_landmarks(path: str | Path, landmarks: Landmarks | np.ndarray, *, deci
     upper = [h.upper() for h in header]
     ix, iy = upper.index("X"), upper.index("Y")
     index = landmarks.index if len(landmarks.index) == len(xy) else tuple(str(i + 1) for i in range(len(xy)))
+    # the columns other than X and Y (index, Z, name...) as read, when this is the file's own layout
+    copied = landmarks.rows if header == landmarks.header and len(landmarks.rows) == len(xy) else None
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
         for i, (x, y) in enumerate(xy):
-            row = [""] * len(header)
-            if ix > 0:
-                row[0] = index[i]
+            if copied is not None:
+                row = list(copied[i]) + [""] * (len(header) - len(copied[i]))
+            else:
+                row = [""] * len(header)
+                if ix > 0:
+                    row[0] = index[i]
             row[ix], row[iy] = f"{x:g}", f"{y:g}"
             writer.writerow(row)
     return path

@@ -1,0 +1,157 @@
+"""Registration bug hunt: what register() and `promptseg register` hand back on a real BIRL/CIMA pair — the quality
+report of a several-start run, the files of a reused output folder, landmark columns, channels-first images, and
+inputs refused up front."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_promptseg.cli import main
+from napari_promptseg.errors import PromptsegError
+from napari_promptseg.io import read_image
+from napari_promptseg.io.landmarks import read_landmarks, write_landmarks
+from napari_promptseg.methods.registration import IntensityImages, RegistrationResult, quality_report, register
+from napari_promptseg.methods.registration.options import _stage
+from napari_promptseg.methods.warp import Deformation
+
+
+@pytest.fixture(scope="module")
+def birl_half(shared_data, tmp_path_factory):
+    """BIRL's artificial pair at half size (seconds per run), its landmarks with extra columns (Z, a name)."""
+    root = shared_data / "registration_birl" / "data-images"
+    out = tmp_path_factory.mktemp("birl-half")
+    paths = {}
+    for role, stem in (("fixed", "artificial_reference"), ("moving", "artificial_moving-affine")):
+        image = read_image(root / "images" / f"{stem}.jpg")[::2, ::2]
+        paths[role] = out / f"{role}.tif"
+        tifffile.imwrite(paths[role], image)
+        xy = read_landmarks(root / "landmarks" / f"{stem}.csv").xy / 2
+        paths[f"lm_{role}"] = out / f"{role}.csv"
+        with open(paths[f"lm_{role}"], "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["", "X", "Y", "Z", "name"])
+            writer.writerows([i + 1, f"{x:g}", f"{y:g}", 7, f"point, {i + 1}"] for i, (x, y) in enumerate(xy))
+    return paths
+
+
+def test_landmark_csv_keeps_its_other_columns(birl_half, tmp_path):
+    """Z, a name (with a comma) and the index come back as read; only X and Y are the new coordinates."""
+    landmarks = read_landmarks(birl_half["lm_moving"])
+    moved = write_landmarks(tmp_path / "out.csv", landmarks.with_xy(landmarks.xy + 1.5))
+    rows = list(csv.reader(moved.read_text().splitlines()))
+    assert rows[0] == ["", "X", "Y", "Z", "name"]
+    assert rows[1][0] == "1" and rows[1][3:] == ["7", "point, 1"] and rows[-1][3:] == ["7", f"point, {len(rows) - 1}"]
+    assert np.allclose(read_landmarks(moved).xy, landmarks.xy + 1.5)
+
+
+def test_cli_landmarks_keep_their_columns_and_a_rerun_without_them_removes_the_old_file(birl_half, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["register", str(birl_half["fixed"]), str(birl_half["moving"]), "-o", str(out), "--method", "intensity"]
+    landmarks = ["--landmarks-fixed", str(birl_half["lm_fixed"]), "--landmarks-moving", str(birl_half["lm_moving"])]
+    assert main([*args, *landmarks]) == 0, capsys.readouterr().err
+    rows = list(csv.reader((out / "landmarks_warped.csv").read_text().splitlines()))
+    assert rows[0] == ["", "X", "Y", "Z", "name"] and rows[2][3:] == ["7", "point, 2"], rows[:3]
+    capsys.readouterr()
+    # the same folder without landmarks: the earlier run's mapped landmarks would pass for this run's
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert not (out / "landmarks_warped.csv").exists()
+    assert f"removed {out / 'landmarks_warped.csv'}" in err
+    assert json.loads((out / "report.json").read_text())["landmarks"] is None
+
+
+def test_cli_warps_a_channels_first_image_and_writes_it_as_given(birl_half, tmp_path, capsys):
+    """(2, H, W) with --channel-axis 0 registered, then failed writing: the raw array was warped."""
+    first = {}
+    for role in ("fixed", "moving"):
+        image = tifffile.imread(birl_half[role])
+        first[role] = tmp_path / f"{role}_first.tif"
+        tifffile.imwrite(first[role], np.moveaxis(image[..., :2], -1, 0).copy())
+    out = tmp_path / "out"
+    landmarks = ["--landmarks-fixed", str(birl_half["lm_fixed"]), "--landmarks-moving", str(birl_half["lm_moving"])]
+    args = ["register", str(first["fixed"]), str(first["moving"]), "-o", str(out), "--channel-axis", "0"]
+    assert main([*args, *landmarks]) == 0, capsys.readouterr().err
+    warped = tifffile.imread(out / "moving_warped.tif")
+    fixed = tifffile.imread(first["fixed"])
+    assert warped.shape == fixed.shape and warped.dtype == fixed.dtype  # (2, H, W): the layout given
+    report = json.loads((out / "report.json").read_text())
+    assert report["landmarks"]["image_diagonal"] == 500.0  # of the 300 x 400 plane, not of (2, 300)
+    assert report["landmarks"]["after"]["tre_mean"] < 0.1 * report["landmarks"]["before"]["tre_mean"]
+    # inside the moving image's field of view, the warped channels agree with the fixed ones
+    field = tifffile.imread(out / "displacement.tif")
+    ys, xs = np.mgrid[: fixed.shape[1], : fixed.shape[2]]
+    inside = (xs + field[..., 0] >= 0) & (xs + field[..., 0] <= fixed.shape[2] - 1)
+    inside &= (ys + field[..., 1] >= 0) & (ys + field[..., 1] <= fixed.shape[1] - 1)
+    moving = tifffile.imread(first["moving"]).astype(float)
+    before = np.abs(moving - fixed)[:, inside].mean()
+    assert np.abs(warped - fixed.astype(float))[:, inside].mean() < 0.5 * before
+
+
+def test_warp_image_says_what_to_do_with_channels_first_and_refuses_other_orders(birl_half):
+    moving = tifffile.imread(birl_half["moving"])  # (H, W, 3)
+    shape = moving.shape[:2]
+    affine = np.array([[0.98, -0.1, 12.0], [0.1, 0.98, -8.0], [0.0, 0.0, 1.0]])
+    result = RegistrationResult(Deformation.from_pixel_affine(affine, shape, shape), "intensity")
+    first = np.moveaxis(moving, -1, 0)
+    with pytest.raises(PromptsegError, match=r"channels first.*pass channel_axis=0"):
+        result.warp_image(first)
+    warped = result.warp_image(first, channel_axis=0)
+    assert warped.shape == first.shape
+    assert np.array_equal(warped, np.moveaxis(result.warp_image(moving), -1, 0))
+    with pytest.raises(PromptsegError, match=r"order must be 0 \(nearest\) or 1 \(bilinear\), got 3"):
+        result.warp_image(moving, order=3)
+
+
+def test_intensity_route_refuses_prompts_and_reports_done(birl_half):
+    fixed, moving = tifffile.imread(birl_half["fixed"]), tifffile.imread(birl_half["moving"])
+    for prompts in ("lungs", ["gland", "nuclei"]):
+        with pytest.raises(PromptsegError, match="need method='prompts' or 'prompts\\+intensity', not 'intensity'"):
+            register(fixed, moving, prompts, method="intensity")
+    seen: list[tuple[float, str]] = []
+    register(fixed[::2, ::2], moving[::2, ::2], "auto", method="intensity", progress=lambda f, m: seen.append((f, m)))
+    assert seen[-1] == (1.0, "done"), seen
+
+
+def test_cli_refuses_an_empty_prompt_before_loading_a_model(birl_half, tmp_path, capsys, monkeypatch):
+    import napari_promptseg.models as models
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded for a prompt that is refused")
+
+    monkeypatch.setattr(models, "load_segmenter", no_model)
+    args = ["register", str(birl_half["fixed"]), str(birl_half["moving"]), "-o", str(tmp_path / "o")]
+    for bad, message in (
+        (["--prompt", ""], "--prompt '' is empty: name what to pair"),
+        (["--prompt", " , "], "--prompt ' , ' is empty"),
+        (["--prompt", "auto", "--prompt", "lungs"], "--prompt auto (automatic regions) stands alone"),
+    ):
+        t0 = time.perf_counter()
+        assert main([*args, *bad]) == 2
+        assert message in capsys.readouterr().err
+        assert time.perf_counter() - t0 < 5
+    assert not (tmp_path / "o").exists()
+
+
+def test_losing_starts_do_not_count_in_the_quality_report(shared_data):
+    """CIMA lesion pair at two scales: starts rotated by 270 deg and 90 deg flipped were degenerate, lost, and yet
+    turned a correct result (rTRE 0.77 %) into "check" with warnings about "the previous stage's result"."""
+    root = shared_data / "registration_cima_lung_lesion_1"
+    fixed = read_image(root / "scale-10pc" / "29-041-Izd2-w35-He-les1_gaussian-filtered.jpg")
+    moving = read_image(root / "scale-5pc" / "29-041-Izd2-w35-Cc10-5-les1.jpg")
+    result = register(fixed, moving)
+    candidates = [s for s in result.stages if s["candidate"]]
+    assert any(s["degenerate"] for s in candidates), result.stages  # still listed, for the record
+    assert all(not s["stage"].endswith(f"from {result.start}") for s in candidates)
+    assert not any("degenerate" in w for w in result.warnings), result.warnings
+    assert result.quality["verdict"] == "good" and result.quality["stages_rejected"] == [], result.quality
+    # a degenerate stage on the chosen path still makes the verdict "check"
+    images = IntensityImages.from_images(fixed, moving, 384)
+    rejected = [*result.stages, _stage("bspline", "folds over 3 % of the image")]
+    quality = quality_report(images, result.deformation, rejected)
+    assert quality["verdict"] == "check" and quality["stages_rejected"] == ["bspline"], quality
