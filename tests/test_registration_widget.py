@@ -250,3 +250,47 @@ def test_widget_compares_the_first_landmarks_of_the_kidney_pair(make_viewer, qtb
     assert len(viewer.layers["landmarks (moving -> fixed)"].data) == 69
     before, after = widget.last_errors["before"]["tre_mean"], widget.last_errors["after"]["tre_mean"]
     assert before > 20 and after < 0.5 * before, (before, after)
+
+
+def test_a_rerun_keeps_renamed_or_edited_results_and_input_errors_reach_the_status_line(make_viewer, qtbot, pair):
+    """A rerun removed the previous results even when the user had renamed the mapped landmarks and added a point
+    (no undo); only results still as the widget made them are replaced now. An input error left the status line on
+    how the previous run ended."""
+    fixed, moving, lm_fixed, lm_moving = pair
+    viewer = make_viewer()
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(viewer.add_image(fixed, name="fixed", rgb=True))
+    widget.moving_picker.set_layer(viewer.add_image(moving, name="moving", rgb=True))
+    widget.fixed_points.set_layer(viewer.add_points(lm_fixed[:, ::-1], name="lm fixed"))
+    widget.moving_points.set_layer(viewer.add_points(lm_moving[:, ::-1], name="lm moving"))
+    widget.show_grid.setChecked(True)
+    widget.run()
+    _wait(qtbot, widget)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    corrected = viewer.layers["landmarks (moving -> fixed)"]
+    corrected.name = "my corrected landmarks"
+    corrected.add(np.array([[50.0, 60.0]]))
+    points = corrected.data.copy()
+    grid = viewer.layers["deformation grid"]  # edited in place, name unchanged
+    grid.selected_data = {0}
+    grid.remove_selected()
+    unchanged = viewer.layers["moving registered"]
+    widget.run()
+    _wait(qtbot, widget)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    names = [layer.name for layer in viewer.layers]
+    assert viewer.layers["my corrected landmarks"] is corrected and np.array_equal(corrected.data, points)
+    assert viewer.layers["deformation grid"] is grid and len(grid.data) == 2 * 12 - 1
+    assert "deformation grid [1]" in names and "landmarks (moving -> fixed)" in names  # the new results beside
+    assert unchanged not in viewer.layers and names.count("moving registered") == 1
+    # the third run replaces only the second run's untouched results
+    widget.run()
+    _wait(qtbot, widget)
+    assert sorted(names) == sorted(layer.name for layer in viewer.layers)
+    # an input error: the status line says this attempt failed, not how the last run ended
+    viewer.add_image(np.zeros((3, 40, 50)), name="stack")
+    widget.moving_picker.set_layer(viewer.layers["stack"])
+    widget.run()
+    status = widget.runner.widget.status.text()
+    assert widget.runner.state == "failed" and status.startswith("failed: registration: moving layer 'stack'"), status
+    assert widget.summary.text() == ""

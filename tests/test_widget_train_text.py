@@ -84,8 +84,9 @@ def test_training_can_be_cancelled_and_bad_input_is_reported(make_viewer, qtbot,
     widget = TrainTextWidget(viewer)
     widget.set_row(0, image, labels, "")
     widget.output.setText(str(tmp_path / "model"))
-    widget.train()  # empty text: refused on the main thread, nothing runs
-    assert not widget.runner.busy and widget.runner.state == "ready"
+    widget.train()  # empty text: refused on the main thread, nothing runs, the status line says so
+    assert not widget.runner.busy and widget.runner.state == "failed"
+    assert widget.runner.widget.status.text().startswith("failed: train text model: ")
     widget.table.cellWidget(0, 2).setText("polyp")
     widget.add_row()
     widget.set_row(1, image, labels, "polyp")

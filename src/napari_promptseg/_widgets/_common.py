@@ -338,6 +338,15 @@ class TaskRunner(QObject):
         if self._job is None:
             self._start_next()
 
+    def refuse(self, exc: BaseException, what: str) -> None:
+        """A run refused on its inputs before it started: the status line says it failed (it must not keep showing
+        how an earlier run ended) and a notification says why. While a task runs, its status stays (it is still
+        what is happening) and only the notification shows."""
+        if self._job is None:
+            self.widget.summary.setText("")  # as when a run starts: no earlier route or metrics under a failure
+            self.widget.failed(what, exc)
+        notify_exception(exc, what)
+
     def cancel(self) -> None:
         """Drop waiting tasks and ask the running one to stop (it stops at its next cancel check)."""
         self._pending.clear()

@@ -305,12 +305,10 @@ class OneShotWidget(QWidget):
         return entry
 
     def run(self) -> None:
-        from ._common import notify_exception
-
         try:
             reference, labels, targets, names, stacked, layer = self._inputs()
         except PromptsegError as exc:
-            notify_exception(exc, "one-shot")
+            self.runner.refuse(exc, "one-shot")
             return
         strategy, instances = self.strategy.currentText(), MODES[self.mode.currentText()]
         factor = self._level_factor if layer is not None else 1.0

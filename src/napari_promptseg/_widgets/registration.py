@@ -4,8 +4,9 @@ deformation grid, mapped landmarks and TRE.
 Everything is shown in the fixed frame: the moving image and the moving regions are warped onto the fixed grid, so
 region pair k (same id, same colour on both sides) lies on its fixed partner where the registration is right. The
 region layers start hidden (they would cover the tissue). A rerun replaces the layers the previous run of this
-widget added, and nothing else. Landmark layers with different counts are compared over their first min(n) points
-(as ANHIR and ``promptseg register --truncate-landmarks`` do), and the summary says so.
+widget added that are still as it made them (a renamed or edited one stays), and nothing else. Landmark layers with
+different counts are compared over their first min(n) points (as ANHIR and ``promptseg register
+--truncate-landmarks`` do), and the summary says so.
 
 The work is :func:`napari_promptseg.methods.registration.register` in a thread worker (:class:`._common.TaskRunner`).
 Layers hold (row, col) data coordinates; the core takes x = column, y = row, so points are flipped on the way in and
@@ -13,6 +14,8 @@ out. Results are new layers placed with the fixed layer's scale/translate (nothi
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import napari
 import napari.layers
@@ -43,7 +46,7 @@ from ..methods.registration import (
     resolve_method,
 )
 from ..methods.registration.quality import quality_line
-from ._common import LayerPicker, TaskRunner, load_triton_safely, notify_exception
+from ._common import LayerPicker, TaskRunner, load_triton_safely
 
 GRID_LINES = 12
 
@@ -63,6 +66,18 @@ def _points_xy(layer: napari.layers.Points, image: napari.layers.Image) -> np.nd
     """Points layer -> (N, 2) x, y pixel coordinates of ``image`` (through world coordinates)."""
     rows_cols = np.array([image.world_to_data(layer.data_to_world(p)) for p in layer.data]).reshape(-1, 2)
     return rows_cols[:, ::-1].astype(float)
+
+
+def _digest(layer: napari.layers.Layer) -> str:
+    """A fingerprint of a layer's data (a Shapes layer's: its list of arrays), to notice an edit (a point added, a
+    label painted in place) that keeps the same array object."""
+    h = hashlib.blake2b(digest_size=16)
+    data = layer.data
+    for array in data if isinstance(data, list) else [data]:
+        array = np.ascontiguousarray(array)
+        h.update(f"{array.shape}{array.dtype.str}".encode())
+        h.update(array.view(np.uint8).reshape(-1) if array.size else b"")
+    return h.hexdigest()
 
 
 def _resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -115,8 +130,9 @@ class RegistrationWidget(QWidget):
         self.runner = TaskRunner(self)
         self.last_result: RegistrationResult | None = None
         self.last_errors: dict[str, dict] = {}
-        #: the layers the last successful run added; the next run removes these (and only these) before adding its own
-        self.result_layers: list[napari.layers.Layer] = []
+        #: the layers the last successful run added, each with its name and data digest at creation: the next run
+        #: removes those still as they were (and only those) before adding its own
+        self.result_layers: list[tuple[napari.layers.Layer, str, str]] = []
 
         self.fixed_picker = LayerPicker(napari_viewer, napari.layers.Image)
         self.moving_picker = LayerPicker(napari_viewer, napari.layers.Image)
@@ -209,7 +225,7 @@ class RegistrationWidget(QWidget):
                     f"text prompts {', '.join(prompts)}: choose a prompts method (intensity registration uses none)"
                 )
         except PromptsegError as exc:
-            notify_exception(exc, "registration")
+            self.runner.refuse(exc, "registration")
             return
         options = RegistrationOptions(similarity_threshold=float(self.similarity.value()))
         names = (fixed_layer.name, moving_layer.name)
@@ -251,12 +267,24 @@ class RegistrationWidget(QWidget):
         return [p for p in typed if p] or None
 
     def _remove_previous_results(self, keep=()) -> None:
-        """Remove the layers this widget's previous run added (if the user has not removed them already), except
-        those in ``keep`` (this run's inputs: a previous result picked as the fixed or moving image stays)."""
-        for layer in self.result_layers:
-            if any(existing is layer for existing in self.viewer.layers) and not any(k is layer for k in keep):
+        """Remove the layers this widget's previous run added that are still as it made them (same name, same
+        data), except those in ``keep`` (this run's inputs: a previous result picked as the fixed or moving image
+        stays). A renamed or edited result is the user's work now: it stays, and the new results come beside it."""
+        kept = []
+        for layer, name, digest in self.result_layers:
+            if not any(existing is layer for existing in self.viewer.layers) or any(k is layer for k in keep):
+                continue
+            if layer.name == name and _digest(layer) == digest:
                 self.viewer.layers.remove(layer)
+            else:
+                kept.append(layer.name)
         self.result_layers = []
+        if kept:
+            show_info(f"kept {', '.join(map(repr, kept))} of the previous run: renamed or edited since")
+
+    def _track(self, layer: napari.layers.Layer) -> None:
+        """Remember a result layer as made, to tell at the next run whether the user changed it."""
+        self.result_layers.append((layer, layer.name, _digest(layer)))
 
     def _show(self, result, fixed_layer, moving_layer, fixed, moving, landmarks, truncated="") -> None:
         self.last_result = result
@@ -266,7 +294,6 @@ class RegistrationWidget(QWidget):
         self._remove_previous_results(
             keep=(fixed_layer, moving_layer, self.fixed_points.layer(), self.moving_points.layer())
         )
-        added = self.result_layers
         layer = self.viewer.add_image(
             warped,
             name=f"{moving_layer.name} registered",
@@ -277,7 +304,7 @@ class RegistrationWidget(QWidget):
             colormap=None if moving_layer.rgb else moving_layer.colormap,
             **place,
         )
-        added.append(layer)
+        self._track(layer)
         lines = [f"{result.method}: {len(result.pairs)} region pairs" if result.pairs else result.method]
         if result.text_route:
             route = f"text prompts answered by {result.text_route}: {result.text_reason}"
@@ -300,7 +327,8 @@ class RegistrationWidget(QWidget):
                 colormap=pairs_fixed.colormap,  # pair k: one colour on both sides
                 **place,
             )
-            added += [pairs_fixed, pairs_moving]
+            self._track(pairs_fixed)
+            self._track(pairs_moving)
             if not visible:
                 lines.append("region pairs: hidden layers (fixed, moving warped into the fixed frame)")
         if self.show_grid.isChecked():
@@ -312,7 +340,7 @@ class RegistrationWidget(QWidget):
                 name="deformation grid",
                 **place,
             )
-            added.append(layer)
+            self._track(layer)
         self.last_errors = {}
         if landmarks is not None:
             a, b = landmarks
@@ -320,7 +348,7 @@ class RegistrationWidget(QWidget):
             layer = self.viewer.add_points(
                 mapped[:, ::-1], name="landmarks (moving -> fixed)", face_color="magenta", size=8, **place
             )
-            added.append(layer)
+            self._track(layer)
             diagonal = image_diagonal(fixed_shape)
             self.last_errors = {
                 "before": landmark_errors(a, b, diagonal),

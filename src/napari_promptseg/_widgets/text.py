@@ -243,7 +243,6 @@ class TextPromptWidget(QWidget):
         from napari.utils.notifications import show_info
 
         from ..io.starter import open_library
-        from ._common import notify_exception
 
         try:
             image_layer, labels_layer = self.image.layer(), self.exemplar_labels.layer()
@@ -263,7 +262,7 @@ class TextPromptWidget(QWidget):
                 name, image, labels, source=image_layer.name, instances=self.exemplar_instances.isChecked()
             )
         except (PromptsegError, OSError) as exc:
-            notify_exception(exc, "add exemplar")
+            self.runner.refuse(exc, "add exemplar")
             return None
         message = f"saved exemplar '{entry.name}' to the reference library {library.path}"
         self.runner.widget.note(message)
@@ -282,8 +281,6 @@ class TextPromptWidget(QWidget):
             self.expanded.setText("")
 
     def run(self) -> None:
-        from ._common import notify_exception
-
         layer = self.image.layer()
         prompt = self.prompt.text().strip()
         try:
@@ -294,7 +291,7 @@ class TextPromptWidget(QWidget):
             data, factors = whole_image_level(layer)
             planes, stacked = target_planes(data, layer.rgb)
         except PromptsegError as exc:
-            notify_exception(exc, "text prompt")
+            self.runner.refuse(exc, "text prompt")
             return
         options = {
             "route": self.route.currentText(),

@@ -191,8 +191,6 @@ class TrainTextWidget(QWidget):
         return rows
 
     def train(self) -> None:
-        from ._common import notify_exception
-
         try:
             output = self.output.text().strip()
             if not output:
@@ -204,7 +202,7 @@ class TrainTextWidget(QWidget):
             else:
                 data = layer_triplets(self._layer_rows())  # copies of the layers, taken on the main thread
         except PromptsegError as exc:
-            notify_exception(exc, "train text model")
+            self.runner.refuse(exc, "train text model")
             return
         options = {
             "loss": self.loss.currentText(),

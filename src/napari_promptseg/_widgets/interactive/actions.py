@@ -14,7 +14,7 @@ from ...methods.instances import InstanceResult, find_all_like
 from ...methods.volume import PropagationResult, propagate_through_stack
 from ...models import load_segmenter
 from ...tiling import box_object_size
-from .._common import notify_exception, notify_once
+from .._common import notify_once
 from .geometry import PlaneGeometry, at_level, commit_to_labels, extract_volume, gather_prompts, plane_source
 
 
@@ -33,7 +33,7 @@ class NewLayerActions:
             source = plane_source(image, geom)
             channels = self._channels()
         except PromptsegError as exc:
-            notify_exception(exc, "find all")
+            self.runner.refuse(exc, "find all")
             return
         model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
         boxes, object_size = prompts.boxes, self.object_size
@@ -80,7 +80,7 @@ class NewLayerActions:
                 raise PromptsegError("draw boxes around the objects on this plane first")
             channels = self._channels()
         except PromptsegError as exc:
-            notify_exception(exc, "propagate")
+            self.runner.refuse(exc, "propagate")
             return
         model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
         boxes, object_size, plane = prompts.boxes, self.object_size, geom.index[z_axis]

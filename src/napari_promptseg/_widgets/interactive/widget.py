@@ -357,7 +357,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
             source = plane_source(image, geom)
             channels = self._channels()
         except PromptsegError as exc:
-            notify_exception(exc, "embedding")
+            self.runner.refuse(exc, "embedding")
             return
         model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
         self._last_plane = (geom.image_name, geom.index)
@@ -396,7 +396,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
         except PromptsegError as exc:
             self._clear_preview()
             self._commit_after_preview = False
-            notify_exception(exc, "preview")
+            self.runner.refuse(exc, "preview")
             return
         model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
         version, object_size = self._version, self.object_size
@@ -465,7 +465,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
                 target = self._new_target(preview.geom)
             new_ids = commit_to_labels(target, preview.labels, preview.geom)
         except PromptsegError as exc:
-            notify_exception(exc, "commit")
+            self.runner.refuse(exc, "commit")
             return
         finally:
             restore()
