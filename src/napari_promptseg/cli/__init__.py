@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     reg = sub.add_parser(
         "register",
         help="register MOVING onto FIXED from corresponding regions (Tell2Reg) and/or intensity (SimpleITK)",
-        description="Writes OUT/moving_warped.tif, OUT/displacement.tif ((H, W, 2) float32 dx, dy in pixels on the "
+        description="Writes OUT/moving_warped.tif (the moving image on the fixed grid, in the moving image's axis "
+        "order: channels stay on --channel-axis), OUT/displacement.tif ((H, W, 2) float32 dx, dy in pixels on the "
         "fixed grid: fixed pixel x corresponds to moving pixel x + u(x)), OUT/landmarks_warped.csv (moving landmarks "
         "mapped into the fixed frame) and OUT/report.json (TRE/rTRE before and after).",
     )
