@@ -90,6 +90,19 @@ def test_damaged_or_foreign_entries_are_refused_and_recomputed(litemedsam, disk,
     chunk.write_bytes(chunk.read_bytes()[:5000])
     assert disk.load(key, signature) is None
 
+    # arrays swapped between two entries (each intact, with its own CRC): another image's features, refused
+    other = crop[:96, 32:160]
+    litemedsam.cache.clear()
+    truth = litemedsam.embed(image).features.clone()
+    other_key = litemedsam.embed(other).key
+    a, b = disk.entry_path(key) / "features", disk.entry_path(other_key) / "features"
+    a.rename(a.with_name("swap"))
+    b.rename(a)
+    a.with_name("swap").rename(b)
+    assert disk.load(key, signature) is None and disk.load(other_key, signature) is None
+    litemedsam.cache.clear()
+    assert torch.equal(litemedsam.embed(image).features, truth)
+
 
 def test_stored_decoder_context_gives_the_masks_of_a_fresh_computation(litemedsam, disk, crop):
     image = crop[32:, 40:]
@@ -228,3 +241,24 @@ def test_embed_command_precomputes_what_segment_prompts_reads(litemedsam, tmp_pa
         assert result.scale.tiles == tiles and result.labels.any()
         assert disk.hits >= 1 and disk.misses == 0 and disk.stored == 0  # every embedding came from the disk
     assert embedding_cache.active() is None  # the CLI and the fixture put the setting back
+    # a cap that holds no entry: embed exists to fill the cache, and says it kept nothing (it printed success)
+    code = main(["embed", str(path), "--cache", str(tmp_path / "tiny"), "--cache-max-gb", "0.001"])
+    assert code == 2 and "no embedding was kept" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["embed", str(path), "--cache", str(tmp_path / "tiny"), "--cache-max-gb", "-1"])
+    assert "--cache-max-gb: must be a finite number above 0" in capsys.readouterr().err
+
+
+def test_a_size_cap_in_the_environment_that_is_not_a_number_is_named(tmp_path, monkeypatch):
+    from napari_promptseg.errors import PromptsegError
+
+    monkeypatch.setenv(embedding_cache.CACHE_ENV, str(tmp_path / "env-cache"))
+    monkeypatch.setenv(embedding_cache.MAX_GB_ENV, "10GB")
+    with (
+        embedding_cache.settings_restored(),
+        pytest.raises(PromptsegError, match="PROMPTSEG_EMBEDDING_CACHE_GB='10GB'"),
+    ):
+        embedding_cache.active()
+    monkeypatch.setenv(embedding_cache.MAX_GB_ENV, "nan")
+    with embedding_cache.settings_restored(), pytest.raises(PromptsegError, match="give a size above 0"):
+        embedding_cache.active()

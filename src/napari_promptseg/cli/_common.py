@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..errors import PromptsegError
 from ._stacks import _stack_for, _write_output
-from ._types import positive_int
+from ._types import positive_float, positive_int
 
 if TYPE_CHECKING:
     from ..batch import BatchOutcome
@@ -39,7 +39,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "cache directory's embeddings/ (default: $PROMPTSEG_EMBEDDING_CACHE, else none)",
     )
     parser.add_argument(
-        "--cache-max-gb", type=float, metavar="GB", help="size cap of --cache, least recently used evicted (10)"
+        "--cache-max-gb",
+        type=positive_float,
+        metavar="GB",
+        help="size cap of --cache, least recently used evicted (10)",
     )
 
 

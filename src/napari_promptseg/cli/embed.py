@@ -46,7 +46,17 @@ def cmd_embed(args: argparse.Namespace) -> int:
     done = [r for r in outcome.records if r["status"] != "failed"]
     total = sum(r["embeddings"] for r in done)
     cached = sum(r["from_cache"] for r in done)
-    print(f"{len(done)} image(s): {total} embedding(s) in {cache.root} ({cached} were cached)", file=sys.stderr)
+    kept = sum(r["kept"] for r in done)
+    print(
+        f"{len(done)} image(s): {kept} of {total} embedding(s) in {cache.root} ({cached} were cached)", file=sys.stderr
+    )
+    if total and not kept:  # embed exists to fill the cache: a run that kept nothing did not do its job
+        print(
+            f"promptseg embed: error: no embedding was kept in {cache.root}: its size cap "
+            f"({cache.max_bytes / 1e9:g} GB, --cache-max-gb) holds no entry, or it cannot be written",
+            file=sys.stderr,
+        )
+        return 2
     return code
 
 
@@ -74,10 +84,16 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     )
     from_cache = (disk.hits if disk is not None else 0) - hits
     tiles = f" + {len(embeddings) - 1} tile(s)" if args.object_size is not None else ""
-    return {
+    # evicted at once (a cap smaller than the entries) or never written (read-only): computed, but not kept
+    kept = sum(disk is not None and e.key in disk for e in embeddings)
+    record = {
         "input": str(path),
         "status": "ok",
         "embeddings": len(embeddings),
         "from_cache": from_cache,
+        "kept": kept,
         "_summary": f"whole image{tiles}, {from_cache} of {len(embeddings)} already cached",
     }
+    if kept < len(embeddings):
+        record["warnings"] = [f"{len(embeddings) - kept} of {len(embeddings)} embedding(s) not kept in the cache"]
+    return record

@@ -39,10 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import PromptsegError
+
 logger = logging.getLogger(__name__)
 
 #: bump when the layout or the meaning of an entry changes: older entries are then refused and recomputed
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 FEATURES = "features"
 CONTEXT = "decoder_context"
 CACHE_ENV = "PROMPTSEG_EMBEDDING_CACHE"
@@ -106,9 +108,9 @@ class DiskEmbeddingCache:
         try:
             attrs = _read_node(path, "group")["attributes"]
             ok = attrs.get("key") == key and attrs.get("signature") == _canonical(signature, FORMAT_VERSION)
-            features = _read_array(path / FEATURES)[0] if ok else None
+            features = _read_array(path / FEATURES, key)[0] if ok else None
             if ok and context_signature is not None and (path / CONTEXT / "zarr.json").is_file():
-                context, context_attrs = _read_array(path / CONTEXT)
+                context, context_attrs = _read_array(path / CONTEXT, key)
                 if context_attrs.get("signature") != _canonical(context_signature, FORMAT_VERSION):
                     context = None
                     self._count("context_refused")
@@ -155,7 +157,8 @@ class DiskEmbeddingCache:
                 raise ValueError("a decoder context is stored with the signature of the decoder that made it")
             arrays[CONTEXT] = (_as_array(context), {"signature": _canonical(context_signature, FORMAT_VERSION)})
         for array, array_attrs in arrays.values():
-            array_attrs.update(nbytes=int(array.nbytes), crc32=_crc(array))
+            # the entry's key in every array too: arrays moved between entries are another image's features
+            array_attrs.update(key=embedding.key, nbytes=int(array.nbytes), crc32=_crc(array))
         attrs = {
             "key": embedding.key,
             "signature": _canonical(signature, FORMAT_VERSION),
@@ -277,10 +280,12 @@ _LAYOUT = {
 }
 
 
-def _read_array(path: Path) -> tuple[np.ndarray, dict]:
+def _read_array(path: Path, key: str | None = None) -> tuple[np.ndarray, dict]:
     """(data, attributes) of a zarr array in the layout of :data:`_LAYOUT`, read from its one chunk file; raises
-    ValueError on another layout, a short chunk or a CRC that does not match."""
+    ValueError on another layout, a short chunk, a CRC that does not match or (given ``key``) another entry's key."""
     meta = _read_node(path, "array")
+    if key is not None and meta.get("attributes", {}).get("key") != key:
+        raise ValueError(f"{path}: an array of another entry")
     shape = meta["shape"]
     if any(meta.get(k) != v for k, v in _LAYOUT.items()) or meta["chunk_grid"]["configuration"]["chunk_shape"] != shape:
         raise ValueError(f"{path}: not the cache's array layout")
@@ -355,8 +360,18 @@ def active() -> DiskEmbeddingCache | None:
             return _configured
         env = (os.environ.get(CACHE_ENV, "").strip(), os.environ.get(MAX_GB_ENV, "").strip())
         if _from_env is None or _from_env[0] != env:
-            _from_env = (env, _open(env[0], float(env[1]) if env[1] else None) if env[0] else None)
+            _from_env = (env, _open(env[0], _gigabytes(env[1])) if env[0] else None)
         return _from_env[1]
+
+
+def _gigabytes(text: str) -> float | None:
+    """$PROMPTSEG_EMBEDDING_CACHE_GB as a number of GB ('' = the default cap)."""
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise PromptsegError(f"${MAX_GB_ENV}={text!r}: expected a number of GB, e.g. 10") from None
 
 
 @contextmanager
@@ -373,5 +388,7 @@ def settings_restored() -> Iterator[None]:
 
 
 def _open(root: str, max_gb: float | None) -> DiskEmbeddingCache:
+    if max_gb is not None and not (0 < max_gb < math.inf):
+        raise PromptsegError(f"embedding cache size cap {max_gb} GB: give a size above 0 (e.g. 10)")
     path = default_location() if root == "default" else Path(root)
     return DiskEmbeddingCache(path, None if max_gb is None else int(max_gb * 1e9))
