@@ -129,6 +129,8 @@ def test_offline_with_nothing_cached_gives_the_one_clear_error(fake_hub, shared_
         assert f"{GDINO.repo_id} (config.json, model.safetensors, revision {GDINO.revision[:12]})" in details
         assert f"not in the Hugging Face cache {hf_cache_dir()}" in details and "$HF_HOME" in details
         assert f"hf download {GDINO.repo_id} --revision {GDINO.revision}" in details
+        # a grounder's weights are given with `text --text-weights` (--weights is the SAM checkpoint there)
+        assert "pass the model directory with --text-weights" in details
     assert fake_hub.requests == []
 
     monkeypatch.setenv("PROMPTSEG_OFFLINE", "1")

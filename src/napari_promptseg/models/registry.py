@@ -370,7 +370,7 @@ def _from_hub(
             with contextlib.suppress(Exception):
                 hub.download_snapshot(repo_id, snapshot.name, lacking, (), progress)  # snapshots/<commit>
         return snapshot
-    where = named + _hub_where(repo_id, revisions[0], required)
+    where = named + _hub_where(card, repo_id, revisions[0], required)
     if offline():
         raise WeightsError(f"{card.name}: weights not found and ${hub.offline_variable()} is set", details=where)
     unreachable = hub.unreachable_reason()
@@ -387,18 +387,35 @@ def _from_hub(
         ) from exc
 
 
-def _hub_where(repo_id: str, revision: str, required: tuple[str, ...]) -> str:
+#: the option of every subcommand that takes a model of this role's weights (the Python functions: weights=...)
+WEIGHTS_OPTIONS = {
+    "segmenter": "--weights",
+    "grounder": "--text-weights",
+    "heatmapper": "--text-weights",
+    "feature_extractor": "--features dinov2:DIR",
+    "text_embedder": "weights=... (Python)",
+}
+
+
+def weights_option(card: ModelCard) -> str:
+    """How a user gives this model's weights explicitly (the CLI option of its role)."""
+    return WEIGHTS_OPTIONS.get(card.role, "weights=... (Python)")
+
+
+def _hub_where(card: ModelCard, repo_id: str, revision: str, required: tuple[str, ...]) -> str:
     return (
         f"{repo_id} ({', '.join(required)}, revision {revision[:12]}) is not in the Hugging Face cache "
         f"{hub.hf_cache_dir()} (set $HF_HOME or $HF_HUB_CACHE to use another cache); where there is a network, run "
         f"`hf download {repo_id} --revision {revision}` and copy that cache here, or pass the model directory with "
-        f"--weights; it is published at {hub.endpoint()}/{repo_id}"
+        f"{weights_option(card)}; it is published at {hub.endpoint()}/{repo_id}"
     )
 
 
 def _single_file(card: ModelCard, progress: Progress | None) -> Path:
     target = cache_dir() / card.filename
-    where = f"put {card.filename} in {target.parent} (or set ${CACHE_ENV}, or pass the path with --weights)"
+    where = (
+        f"put {card.filename} in {target.parent} (or set ${CACHE_ENV}, or pass the path with {weights_option(card)})"
+    )
     if target.is_file():
         problem = _mismatch(card, target)
         if problem is None:
