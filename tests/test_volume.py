@@ -264,3 +264,101 @@ def test_a_plane_segmented_alone_keeps_its_warnings(tmp_path):
     record = json.loads((out / "report.json").read_text())["images"][0]
     assert any(w.startswith("plane 1: ") and "box 1 covers pixels of one value" in w for w in record["warnings"])
     assert record["objects"] == 1
+
+
+def test_any_2d_methods_output_is_linked_masks_negatives_lists_and_zarr(tmp_path):
+    """A bool mask, a float mask, labels with negative values, a list of planes and a (Z, C, Y, X) zarr array all go
+    through segment_stack (they crashed in the linking, or on .shape/.transpose); a wrong shape is a clear error."""
+    import zarr
+    from scipy import ndimage
+
+    stack, truth = nuclei_stack()
+    threshold = threshold_otsu(stack)
+    reference = segment_stack(stack, lambda plane, z: ndimage.label(plane > threshold)[0])  # integer labels
+    assert match_instances(reference.labels, truth)["f1"] > 0.6
+    masks = {
+        "bool": lambda plane, z: plane > threshold,
+        "float": lambda plane, z: (plane > threshold).astype(np.float32),
+        "negative background": lambda plane, z: np.where(plane > threshold, ndimage.label(plane > threshold)[0], -1),
+    }
+    for what, method in masks.items():
+        result = segment_stack(stack, method)
+        assert np.array_equal(result.labels, reference.labels), what
+    as_list = segment_stack(list(stack), lambda plane, z: plane > threshold)
+    assert np.array_equal(as_list.labels, reference.labels)
+
+    two_channels = np.stack([stack, 255 - stack], axis=1)  # (Z, C, Y, X)
+    store = zarr.open_array(tmp_path / "zc.zarr", mode="w", shape=two_channels.shape, dtype=two_channels.dtype)
+    store[:] = two_channels
+    seen = []
+
+    def first_channel(plane, z):
+        seen.append(plane.shape)
+        return plane[..., 0] > threshold
+
+    on_zarr = segment_stack(store, first_channel, channel_axis=1)
+    assert seen[0] == (*stack.shape[1:], 2) and np.array_equal(on_zarr.labels, reference.labels)
+
+    with pytest.raises(PromptsegError, match=r"plane 0 gave labels of shape \(10, 10\)"):
+        segment_stack(stack, lambda plane, z: np.zeros((10, 10), np.uint16))
+    with pytest.raises(PromptsegError, match="fractional"):
+        segment_stack(stack, lambda plane, z: plane * 1.5 + 0.25)
+
+
+def test_nan_on_one_plane_is_refused_before_any_plane_is_segmented():
+    """A NaN corner on the last plane stopped a run after every other plane had been computed, losing them."""
+    stack, _ = nuclei_stack()
+    stack = stack.astype(np.float32)
+    stack[4, :3, :3] = np.nan
+    calls = []
+    with pytest.raises(PromptsegError, match=r"NaN or infinite values on plane\(s\) 4 of 5"):
+        segment_stack(stack, lambda plane, z: calls.append(z) or plane > 100)
+    assert not calls
+
+    class Untouchable:  # the check comes before the segmenter is used
+        points_reliable = False
+
+    with pytest.raises(PromptsegError, match=r"plane\(s\) 4 of 5"):
+        propagate_through_stack(stack, 1, boxes=[(0, 0, 20, 20)], segmenter=Untouchable())
+
+
+def test_propagation_refuses_a_non_integer_plane_and_reports_nothing_on_the_seed_plane():
+    from napari_promptseg.errors import NothingFoundError
+
+    stack, truth = nuclei_stack()
+
+    class Untouchable:
+        points_reliable = False
+
+    with pytest.raises(PromptsegError, match="whole number"):
+        propagate_through_stack(list(stack), 2.0, labels=truth[2], segmenter=Untouchable())
+    with pytest.raises(NothingFoundError, match="seed plane 2 has no object"):
+        propagate_through_stack(stack, 2, labels=np.zeros(stack.shape[1:], bool), segmenter=Untouchable())
+
+
+def test_a_stop_reason_never_contradicts_its_threshold():
+    from napari_promptseg.methods.volume import _stop_reason
+
+    previous = np.zeros((100, 100), bool)
+    previous[:, :50] = True  # 5000 px
+    mask = np.zeros_like(previous)
+    mask[:, 1:50] = True  # 4900 px inside: IoU 0.98
+    assert _stop_reason(previous, mask, 0.9, 5000, 0.98001, 0.5) == "IoU with the previous plane 0.980 < 0.98001"
+    mask[:, 50:52] = True  # 5100 px, 4900 shared: IoU 4900 / 5200 = 0.9423
+    reason = _stop_reason(previous, mask, 0.9, 5000, 0.9424, 0.5)
+    assert reason == "IoU with the previous plane 0.942 < 0.9424"
+    assert _stop_reason(previous, previous, 0.4999, 5000, 0.5, 0.5) == "score 0.499 < 0.5"
+
+
+def test_seed_labels_report_the_seed_methods_scores_or_the_decoded_planes_only(litemedsam, mri):
+    """Objects seeded from labels reported 1.0 each, even one that ended at once; now the seed method's score
+    counts where it is known, else only the decoded planes do, and an object decoded on no other plane has None."""
+    vol, truth = mri
+    seed = truth[4].astype(np.uint16)
+    seed[2:8, 2:8] = 2  # a square of empty background (outside the head): nothing to carry
+    result = propagate_through_stack(vol, 4, labels=seed, segmenter=litemedsam, name="mri")
+    assert result.extents[2] == (4, 4) and result.scores[2] is None
+    assert result.extents[1] == (0, 8) and 0.5 < result.scores[1] < 1.0  # decoder scores only
+    given = propagate_through_stack(vol, 4, labels=seed, seed_scores={1: 0.7, 2: 0.3}, segmenter=litemedsam)
+    assert given.scores[2] == pytest.approx(0.3)
+    assert given.scores[1] == pytest.approx((0.7 + result.scores[1] * 8) / 9, abs=1e-4)

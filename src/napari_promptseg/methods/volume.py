@@ -11,15 +11,17 @@ No Qt, no napari.
 
 from __future__ import annotations
 
+import math
+import operator
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
-from ..errors import CancelledError, PromptsegError
-from ..models.preprocessing import Normalization, to_numpy
+from ..errors import CancelledError, NothingFoundError, PromptsegError
+from ..models.preprocessing import Normalization, is_lazy, to_numpy
 from ..models.protocols import PromptableSegmenter
 from ..tiling import WorkingScale, box_object_size
 
@@ -45,8 +47,11 @@ def as_stack(image: object, *, channel_axis: int | None = None, name: str = "ima
     per side, as :func:`..models.preprocessing.as_channels_last` reads them), when ``channel_axis`` is given, or
     when their planes would be too thin to be images (under 8 px: channels last, which the 2D functions ask about);
     any other 3D array is a stack of planes along its first axis. 4D arrays are stacks with channels last or at
-    ``channel_axis``. Dask arrays stay lazy.
+    ``channel_axis``. Dask arrays stay lazy; zarr arrays are read lazily too, and a list or tuple of planes is
+    stacked.
     """
+    if isinstance(image, (list, tuple)):
+        image = _from_planes(image, name)
     shape = tuple(np.shape(image))
     ndim = len(shape)
     if ndim == 2:
@@ -69,13 +74,37 @@ def as_stack(image: object, *, channel_axis: int | None = None, name: str = "ima
             axis = channel_axis % 4
             if axis == 0:
                 raise PromptsegError(f"{name}: the first axis of a (Z, Y, X, C) stack holds the planes, not channels")
-            return image.transpose([a for a in range(4) if a != axis] + [axis]), []
+            return _lazy_if_foreign(image).transpose([a for a in range(4) if a != axis] + [axis]), []
         if shape[-1] <= 4:
             return image, []
         raise PromptsegError(
             f"{name}: 4D array of shape {shape}: which axis holds the channels? pass channel_axis (CLI: --channel-axis)"
         )
     raise PromptsegError(f"{name}: {ndim}D array of shape {shape}; expected a 2D image or a (Z, Y, X[, C]) stack")
+
+
+def _from_planes(planes: Sequence[object], name: str) -> object:
+    """A list or tuple of planes as one array (a dask array when any plane is lazy, so nothing is read)."""
+    if not planes:
+        raise PromptsegError(f"{name}: an empty sequence of planes")
+    shapes = {tuple(np.shape(p)) for p in planes}
+    if len(shapes) > 1:
+        raise PromptsegError(f"{name}: planes of different shapes {sorted(shapes)}; every plane needs one shape")
+    if any(is_lazy(p) for p in planes):
+        import dask.array as da
+
+        return da.stack([p if is_lazy(p) else da.from_array(np.asarray(p)) for p in planes])
+    return np.stack([np.asarray(p) for p in planes])
+
+
+def _lazy_if_foreign(image: object) -> object:
+    """numpy and dask arrays as they are; any other array (a zarr.Array, which cannot transpose) as a lazy dask
+    array over it, so a big stack is still read plane by plane."""
+    if isinstance(image, np.ndarray) or is_lazy(image):
+        return image
+    import dask.array as da
+
+    return da.from_array(image, chunks=getattr(image, "chunks", "auto"))
 
 
 def labels_shape(image: object, *, channel_axis: int | None = None) -> tuple[int, ...]:
@@ -92,7 +121,53 @@ def _stack(volume: object, channel_axis: int | None, name: str) -> tuple[object,
     vol, warnings = as_stack(volume, channel_axis=channel_axis, name=name)
     if vol is None:
         raise PromptsegError(f"{name}: a 2D image of shape {tuple(np.shape(volume))}; expected a (Z, Y, X[, C]) stack")
+    check_finite(vol, name)
     return vol, warnings
+
+
+def check_finite(stack: object, name: str = "stack") -> None:
+    """Refuse an in-memory float stack with NaN or infinite values, naming the planes, before any plane is
+    segmented (found on the way, it would throw away the planes done before). A lazy stack is checked plane by
+    plane as it is read: reading it whole here would cost a second pass over the disk."""
+    if not isinstance(stack, np.ndarray) or stack.dtype.kind not in "fc":
+        return
+    bad = [z for z in range(stack.shape[0]) if not np.isfinite(stack[z]).all()]  # a plane at a time: memory
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise PromptsegError(
+            f"{name}: NaN or infinite values on plane(s) {shown} of {stack.shape[0]}; fill or mask them first"
+        )
+
+
+def _plane_index(plane: object, n: int, name: str) -> int:
+    """``plane`` as an index into ``n`` planes: a whole number (not a float, not a bool) within the stack."""
+    try:
+        if isinstance(plane, (bool, np.bool_)):
+            raise TypeError
+        z = operator.index(plane)
+    except TypeError:
+        raise PromptsegError(f"{name}: plane must be a whole number (a plane index), got {plane!r}") from None
+    if not 0 <= z < n:
+        raise PromptsegError(f"{name}: plane {z} is outside the stack's {n} planes (0-{n - 1})")
+    return z
+
+
+def _as_ids(plane: object, name: str, *, components: bool) -> np.ndarray:
+    """A 2D method's answer as object ids (int64, 0 background): integer labels keep their ids (values <= 0 are
+    background); bool and float masks become their connected components when ``components`` (else a mask is
+    object 1); float labels must hold whole numbers."""
+    from ..io.images import is_mask, label_objects
+
+    arr = np.asarray(plane)
+    if arr.dtype.kind not in "biuf":
+        raise PromptsegError(f"{name}: gave {arr.dtype} values; expected labels (integers) or a mask (bool/float)")
+    if arr.dtype.kind in "bf":
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise PromptsegError(f"{name}: gave NaN or infinite values; expected labels or a mask")
+        arr = label_objects(arr) if components else (arr > 0) if is_mask(arr) else arr
+        if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):
+            raise PromptsegError(f"{name}: gave fractional values above 1; expected labels (whole numbers) or a mask")
+    return np.where(arr > 0, arr, 0).astype(np.int64)
 
 
 @dataclass
@@ -121,7 +196,9 @@ def segment_stack(
 ) -> StackResult:
     """Segment every plane of a (Z, Y, X[, C]) stack with ``segment_plane(plane, z)`` (any 2D method: it returns
     labels, or a result with ``.labels`` and ``.warnings``) and link the planes' objects: an object overlapping one
-    of the previous plane by IoU >= ``link_iou`` (best match first, one to one) keeps its id.
+    of the previous plane by IoU >= ``link_iou`` (best match first, one to one) keeps its id. Integer labels keep
+    their objects (values <= 0 are background); a bool or float mask's objects are its connected components.
+    ``volume`` may also be a list of planes; a float stack in memory with NaN/inf is refused before any work.
 
     Example: ``segment_stack(vol, lambda plane, z: segment_text(plane, "nuclei"))``.
     """
@@ -140,8 +217,13 @@ def segment_stack(
             warnings.append(f"plane {z}: {message}")
         plane = np.asarray(getattr(out, "labels", out))
         if plane.shape != labels.shape[1:]:
-            raise PromptsegError(f"{name}: plane {z} gave labels of shape {plane.shape}, not {labels.shape[1:]}")
-        labels[z], next_id = _link(labels[z - 1] if z else None, plane, next_id, link_iou)
+            raise PromptsegError(
+                f"{name}: plane {z} gave labels of shape {plane.shape}, not the plane's {labels.shape[1:]}"
+            )
+        ids = _as_ids(plane, f"{name}: plane {z}", components=True)
+        # ids 0..M: a method's sparse ids (e.g. 10**9) would otherwise size the lookup table of _link
+        dense = np.unique(np.concatenate([[0], ids.ravel()]), return_inverse=True)[1][1:].reshape(ids.shape)
+        labels[z], next_id = _link(labels[z - 1] if z else None, dense, next_id, link_iou)
     report(1.0, f"{name}: {next_id - 1} object(s)")
     return StackResult(_compact(labels), object_extents(labels), {"total_s": time.perf_counter() - t0}, warnings)
 
@@ -202,7 +284,9 @@ class PropagationResult:
     seed_plane: int
     extents: dict[int, tuple[int, int]]  # id -> first and last plane
     stops: dict[int, dict[str, str]]  # id -> {"up": why it ended above the seed, "down": below}
-    scores: dict[int, float]  # id -> mean decoder score over its planes
+    # id -> mean score over its planes: the decoder's, and the seed method's on the seed plane when known (else
+    # over the decoded planes only; None when the object was decoded on no other plane)
+    scores: dict[int, float | None]
     scale: WorkingScale | None = None
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -218,6 +302,7 @@ def propagate_through_stack(
     *,
     boxes: Sequence[Sequence[float]] = (),
     labels: np.ndarray | None = None,
+    seed_scores: Mapping[int, float] | None = None,
     segmenter: PromptableSegmenter | None = None,
     object_size: float | None = None,
     channel_axis: int | None = None,
@@ -232,7 +317,9 @@ def propagate_through_stack(
     """Segment objects on ``plane`` of a (Z, Y, X[, C]) stack and carry each through the stack in both directions.
 
     The seed is ``boxes`` (x0, y0, x1, y1 on that plane; one object each) or ``labels``, a (Y, X) label image of
-    that plane from any method (one-shot, text, a user's drawing). On every further plane each live object is
+    that plane from any method (one-shot, text, a user's drawing; ids kept, values <= 0 background, a bool mask is
+    object 1) with, when the method gives them, ``seed_scores`` (id -> score). No object on the seed plane raises
+    :class:`NothingFoundError`. On every further plane each live object is
     prompted with the previous plane's mask (see the module's docstring) and ends where its IoU with that mask falls
     below ``stop_iou``, its score below ``min_score``, or its area below a fiftieth of its seed area. The working
     scale stays the seed's (``object_size`` or the boxes' size), so objects shrinking at their ends are seen alike.
@@ -242,8 +329,7 @@ def propagate_through_stack(
 
     vol, warnings = _stack(volume, channel_axis, name)
     n = vol.shape[0]
-    if not 0 <= plane < n:
-        raise PromptsegError(f"{name}: plane {plane} is outside the stack's {n} planes (0-{n - 1})")
+    plane = _plane_index(plane, n, name)
     if segmenter is None:
         segmenter = load_segmenter()
     report = progress or (lambda fraction, message: None)
@@ -272,8 +358,10 @@ def propagate_through_stack(
         seed = np.asarray(labels)
         if seed.shape != tuple(vol.shape[1:3]):
             raise PromptsegError(f"{name}: seed labels of shape {seed.shape} do not match a plane {vol.shape[1:3]}")
-        seed = seed.astype(np.uint32)
-        seed_scores = dict.fromkeys((int(k) for k in np.unique(seed[seed > 0])), 1.0)
+        seed = _as_ids(seed, f"{name}: seed labels", components=False).astype(np.uint32)
+        # a score only where the seed method gave one: a made-up 1.0 would hide an object that stopped at once
+        known = {int(k): float(v) for k, v in (seed_scores or {}).items() if v is not None and np.isfinite(v)}
+        seed_scores = {int(k): known.get(int(k)) for k in np.unique(seed[seed > 0])}
     elif len(boxes):
         result = segment(plane, boxes, [], object_size)
         seed, scale = result.labels.astype(np.uint32), result.scale
@@ -285,8 +373,8 @@ def propagate_through_stack(
     empty = sorted(set(seed_scores) - set(ids))
     if empty:
         warnings.append(f"{name}: object(s) {empty} have an empty mask on the seed plane and were not propagated")
-    if not ids:
-        raise PromptsegError(f"{name}: nothing to propagate: the seed plane {plane} has no object")
+    if not ids:  # an answer (nothing there), not bad input: callers give an empty result
+        raise NothingFoundError(f"{name}: nothing to propagate: the seed plane {plane} has no object")
     # the seed's own working scale: boxes and the masks decoded from them differ in size (masks are tighter), and a
     # scale taken from the masks would decode the next plane at another scale than the seed (measured on identical
     # planes of a DSB image: 7 of 40 nuclei stopped at the first step, IoU 0.37-0.48)
@@ -294,7 +382,7 @@ def propagate_through_stack(
     out = np.zeros(vol.shape[:3], np.uint32)
     out[plane] = seed
     seed_area = {k: int((seed == k).sum()) for k in ids}
-    scores = {k: [seed_scores[k]] for k in ids}
+    scores = {k: [seed_scores[k]] if seed_scores.get(k) is not None else [] for k in ids}
     stops: dict[int, dict[str, str]] = {k: {} for k in ids}
     done, total = 0, n - 1
     for direction, side in ((1, "up"), (-1, "down")):
@@ -329,7 +417,7 @@ def propagate_through_stack(
         seed_plane=plane,
         extents=object_extents(out),
         stops=stops,
-        scores={k: float(np.mean(v)) for k, v in scores.items()},
+        scores={k: float(np.mean(v)) if v else None for k, v in scores.items()},
         scale=scale,
         timings=timings,
         warnings=warnings,
@@ -345,10 +433,15 @@ def _stop_reason(
     inter = int((previous & mask).sum())
     iou = inter / (int(previous.sum()) + area - inter)
     if iou < stop_iou:
-        return f"IoU with the previous plane {iou:.2f} < {stop_iou}"
+        return f"IoU with the previous plane {_floor3(iou)} < {stop_iou}"
     if score < min_score:
-        return f"score {score:.2f} < {min_score}"
+        return f"score {_floor3(score)} < {min_score}"
     return None
+
+
+def _floor3(value: float) -> str:
+    """``value`` cut (not rounded) to 3 decimals: 0.4996 reads 0.499, never a 0.500 that contradicts "< 0.5"."""
+    return f"{math.floor(value * 1000) / 1000:.3f}"
 
 
 def _boxes(labels: np.ndarray, ids: Sequence[int]) -> np.ndarray:
