@@ -115,6 +115,57 @@ def test_outputs_that_would_overwrite_an_input_or_each_other_are_refused_before_
     assert "a file, not a directory" in err and len(err.strip().splitlines()) == 1
 
 
+def test_existing_files_that_are_not_our_outputs_are_never_overwritten(litemedsam, tmp_path, capsys):
+    """cells.ome.tif's labels (cells.tif) replaced a raw cells.tif beside it, x.tiff's or x.png's an x.tif: any
+    existing output file that this package did not write is refused before any work. Its own earlier outputs (marked
+    in the file, or listed in the folder's report.json by an older version) are replaced, so reruns work."""
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.io.images import is_own_output
+
+    (image, _, _), _ = nuclei()
+    image = image[:128, :128]
+    folder = tmp_path / "r2"
+    folder.mkdir()
+    tifffile.imwrite(folder / "cells.tif", image)
+    tifffile.imwrite(folder / "cells.ome.tif", image)
+    raw = (folder / "cells.tif").read_bytes()
+    command = ["segment", str(folder / "cells.ome.tif"), "--box", "37", "26", "66", "50", "--scheduler", "none"]
+    assert main([*command, "-o", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "cells.tif" in err and "not an earlier promptseg output" in err and len(err.strip().splitlines()) == 1
+    assert (folder / "cells.tif").read_bytes() == raw and not (folder / "report.json").exists()
+
+    (folder / "cells.tif").unlink()
+    assert main([*command, "-o", str(folder), "--overlay"]) == 0
+    assert is_own_output(folder / "cells.tif") and is_own_output(folder / "cells_overlay.png")
+    assert main([*command, "-o", str(folder), "--overlay"]) == 0, "a rerun replaces its own outputs"
+
+    # another suffix of one stem: x.tiff's labels would replace x.tif; an overlay name taken by the user's PNG too
+    other = tmp_path / "x"
+    other.mkdir()
+    tifffile.imwrite(other / "x.tiff", image)
+    tifffile.imwrite(other / "x.tif", image)
+    box = ["--box", "37", "26", "66", "50", "--scheduler", "none"]
+    assert main(["segment", str(other / "x.tiff"), "-o", str(other), *box]) == 2
+    assert "x.tif would overwrite" in capsys.readouterr().err
+    (other / "x.tif").unlink()
+    tifffile.imwrite(other / "x_overlay.png", image)
+    assert main(["segment", str(other / "x.tiff"), "-o", str(other), "--overlay", *box]) == 2
+    assert "x_overlay.png" in capsys.readouterr().err
+
+    # an output of an older version (unmarked) listed in the folder's report.json may be replaced; a report.json
+    # that is not ours may not
+    old = tmp_path / "old"
+    old.mkdir()
+    tifffile.imwrite(old / "cells.tif", np.zeros((128, 128), np.uint16))
+    report = {"version": "0.1", "command": "segment", "images": [{"output": str(old / "cells.tif")}]}
+    (old / "report.json").write_text(json.dumps(report))
+    assert main([*command, "-o", str(old)]) == 0 and tifffile.imread(old / "cells.tif").any()
+    (old / "report.json").write_text('{"experiment": "mine"}')
+    assert main([*command, "-o", str(old)]) == 2
+    assert "report.json" in capsys.readouterr().err
+
+
 def test_hidden_files_are_not_inputs_and_a_repeated_input_is_one(tmp_path):
     """macOS resource forks ("._x.tif") and other dot files are not the user's images."""
     from napari_promptseg.cli._common import _expand_images

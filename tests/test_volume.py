@@ -362,3 +362,90 @@ def test_seed_labels_report_the_seed_methods_scores_or_the_decoded_planes_only(l
     given = propagate_through_stack(vol, 4, labels=seed, seed_scores={1: 0.7, 2: 0.3}, segmenter=litemedsam)
     assert given.scores[2] == pytest.approx(0.3)
     assert given.scores[1] == pytest.approx((0.7 + result.scores[1] * 8) / 9, abs=1e-4)
+
+
+def test_cli_overlay_reads_channels_as_the_run_did_and_2d_ignored_options_are_said(litemedsam, tmp_path):
+    """--overlay ignored --channel-axis/--channels: the overlay of a (Z, C, Y, X) stack or a channel-first 2D image
+    failed after the labels were computed, and the batch then replaced them by empty labels."""
+    stack, truth = nuclei_stack()
+    rows, cols = np.nonzero(truth[2] == np.bincount(truth[2].ravel())[1:].argmax() + 1)
+    box = [str(v) for v in (cols.min(), rows.min(), cols.max(), rows.max())]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "zc.tif", np.stack([stack, 255 - stack], axis=1))  # (Z, C, Y, X)
+    cyx = np.stack([stack[2], 255 - stack[2], stack[2] // 2])
+    tifffile.imwrite(folder / "cyx.tif", cyx, photometric="minisblack")  # (C, Y, X)
+    out = tmp_path / "out"
+    options = ["--box", *box, "--overlay", "-o", str(out), "--scheduler", "none", "--channels", "0"]
+    assert main(["segment", str(folder / "zc.tif"), "--channel-axis", "1", "--plane", "2", *options]) == 0
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    assert record["status"] == "ok" and (out / "zc_overlay.png").is_file()
+    labels = tifffile.imread(out / "zc.tif")
+    assert labels.shape == stack.shape and labels[2].any()
+    report = json.loads((out / "report.json").read_text())
+    assert report["parameters"]["labels_name"] == "promptseg"
+
+    command = ["segment", str(folder / "cyx.tif"), "--channel-axis", "0", "--plane", "3", "--propagate", *options]
+    assert main(command) == 0
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    assert record["status"] == "ok" and (out / "cyx_overlay.png").is_file()
+    assert dice(tifffile.imread(out / "cyx.tif") > 0, truth[2] == truth[2][rows[0], cols[0]]) > 0.7
+    assert any("--plane, --propagate ignored" in w for w in record["warnings"]), record["warnings"]
+
+
+def test_an_overlay_that_fails_keeps_the_labels(tmp_path, monkeypatch):
+    import argparse
+
+    import napari_promptseg.io as io
+    from napari_promptseg.cli._stacks import _stack_record
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io, "write_overlay", broken)
+    stack, _ = nuclei_stack()
+    args = argparse.Namespace(
+        channel_axis=None, channels=None, plane=None, propagate=False, output=tmp_path, overlay=True,
+        output_format="tiff",
+    )  # fmt: skip
+    record = _stack_record(args, tmp_path / "stack.tif", stack, lambda plane, z: plane > 100, segmenter=None)
+    assert record["objects"] > 5 and tifffile.imread(record["output"]).any()
+    assert "overlay" not in record and "overlay not written: disk full" in record["warnings"]
+
+
+def test_nothing_on_the_seed_plane_is_an_empty_result_not_an_error(litemedsam, tmp_path):
+    """Propagating from a blank seed plane exited 2 with no output; README promises empty labels, status empty."""
+    stack, _ = nuclei_stack()
+    stack[2] = 0
+    tifffile.imwrite(tmp_path / "blank.tif", stack)
+    out = tmp_path / "out"
+    command = ["segment", str(tmp_path / "blank.tif"), "--plane", "2", "--propagate", "--box", "20", "20", "60", "60"]
+    assert main([*command, "-o", str(out), "--scheduler", "none"]) == 0
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    assert record["status"] == "empty" and "seed plane 2 has no object" in record["reason"]
+    labels = tifffile.imread(out / "blank.tif")
+    assert labels.shape == stack.shape and not labels.any()
+
+
+def test_plane_scores_of_2d_results():
+    from types import SimpleNamespace
+
+    from napari_promptseg.cli._stacks import _plane_scores
+
+    labels = np.array([[0, 1], [2, 2]], np.uint16)
+    assert _plane_scores(SimpleNamespace(labels=labels, scores=np.array([0.8, 0.6]))) == pytest.approx({1: 0.8, 2: 0.6})
+    assert _plane_scores(SimpleNamespace(labels=labels, score=0.4)) == {1: 0.4, 2: 0.4}
+    assert _plane_scores(labels) is None
+
+
+def test_the_progress_line_wipes_longer_lines_and_ends_before_what_follows(capsys):
+    from napari_promptseg.cli._stacks import _PlaneProgress
+
+    progress = _PlaneProgress()
+    progress(0.0, "stack.tif: plane 3 (12 object(s), up from 2)")
+    progress(1.0, "stack.tif: 1 object(s)")
+    progress.end()
+    progress.end()  # once only
+    err = capsys.readouterr().err
+    first, second = err.split("\r")[1:]
+    assert len(second.rstrip("\n")) >= len(first) and second.endswith("\n") and not second.endswith("\n\n")

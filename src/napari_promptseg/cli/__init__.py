@@ -31,7 +31,7 @@ from .. import __version__
 from ..errors import CancelledError, PromptsegError, WeightsError
 from ..models.device import PRECISIONS
 from ._common import _add_batch_options, _add_model_options
-from ._stacks import _add_stack_options
+from ._stacks import OUTPUT_HELP, _add_stack_options
 from .embed import _add_embed_parser
 from .library import _add_library_parser
 from .models import cmd_models
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "images", nargs="+", type=Path, help="images: 2D, (Z, Y, X[, C]) stacks, OME-Zarr, or folders of them"
     )
-    seg.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    seg.add_argument("-o", "--output", type=Path, required=True, help=OUTPUT_HELP)
     seg.add_argument("--box", nargs=4, type=float, action="append", default=[], metavar=("X0", "Y0", "X1", "Y1"))
     seg.add_argument("--point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"))
     seg.add_argument("--negative-point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"))

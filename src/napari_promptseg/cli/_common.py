@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..errors import PromptsegError
-from ._stacks import _stack_for, _write_output
+from ._stacks import _plane_channel_axis, _stack_for, _write_output
 from ._types import positive_float, positive_int
 
 if TYPE_CHECKING:
@@ -133,10 +133,13 @@ def _make_output_dir(output: Path) -> None:
 
 def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read: Sequence[Path] = ()) -> None:
     """Create the output directory and refuse, before any work, a run whose label files would overwrite one of its
-    inputs (``-o`` is the input's folder; ``also_read``: other files the run reads, e.g. a reference mask) or each
-    other (two inputs with one stem: ``a.tif`` and ``a.png``, or ``x.tif`` in two folders): either would lose data
-    without a word."""
+    inputs (``-o`` is the input's folder; ``also_read``: other files the run reads, e.g. a reference mask), each
+    other (two inputs with one stem: ``a.tif`` and ``a.png``, or ``x.tif`` in two folders), or any other file that
+    is not one of this package's earlier outputs (``cells.tif`` beside ``cells.ome.tif``): each would lose data
+    without a word. Earlier outputs (marked, see :func:`..io.images.is_own_output`, or listed in the folder's
+    report.json by a version before the mark) are replaced, so a rerun into the same folder works."""
     from ..io import output_stem
+    from ..io.images import is_own_output
 
     _make_output_dir(args.output)
     suffixes = [".tif"] + (["_overlay.png"] if getattr(args, "overlay", False) else [])
@@ -152,6 +155,21 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
                     f"{sources[out]}; give another output directory"
                 )
             writers.setdefault(out, []).append(path)
+    report = args.output / "report.json"
+    listed = _listed_outputs(args.output)
+    if report.exists() and not _is_own_report(report):
+        raise PromptsegError(
+            f"-o {args.output}: report.json there was not written by promptseg and would be overwritten; move it, or "
+            "give another output directory"
+        )
+    foreign = [out for out in writers if out.exists() and not (is_own_output(out) or out in listed)]
+    if foreign:
+        raise PromptsegError(
+            f"-o {args.output}: the output {foreign[0].name} would overwrite the existing {foreign[0]}, which is not "
+            f"an earlier promptseg output"
+            + (f" (and {len(foreign) - 1} more such file(s))" if len(foreign) > 1 else "")
+            + "; move it, or give another output directory"
+        )
     clashes = [(out, paths) for out, paths in writers.items() if len(paths) > 1]
     if clashes:
         out, paths = clashes[0]
@@ -160,6 +178,32 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
             + (f" (and {len(clashes) - 1} more such clash(es))" if len(clashes) > 1 else "")
             + "; rename one, or run them into separate output directories"
         )
+
+
+def _is_own_report(path: Path) -> bool:
+    """A report.json written by a promptseg subcommand (a JSON object with its version)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "version" in data and "command" in data
+
+
+def _listed_outputs(output: Path) -> set[Path]:
+    """Label and overlay files the folder's report.json or resume journal names: outputs of a version that did not
+    mark its files yet (they may be replaced by a rerun)."""
+    from ..batch.journal import JOURNAL_NAME
+
+    records: list = []
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        report = json.loads((output / "report.json").read_text())
+        records += report.get("images") or []
+    with contextlib.suppress(OSError):
+        for line in (output / JOURNAL_NAME).read_text().splitlines():
+            with contextlib.suppress(ValueError, AttributeError):
+                records.append(json.loads(line).get("record"))
+    files = {r.get(key) for r in records if isinstance(r, dict) for key in ("output", "overlay")}
+    return {Path(f).resolve() for f in files if isinstance(f, str) and f}
 
 
 def _instances_record(args: argparse.Namespace, path: Path, image, found) -> dict:
@@ -191,18 +235,39 @@ def _instances_record(args: argparse.Namespace, path: Path, image, found) -> dic
 def _finish_image(
     args: argparse.Namespace, path: Path, image: object, labels: object, record: dict, summary: str
 ) -> None:
-    """Per-image tail shared by the segmenting subcommands: the optional overlay and the summary the driver prints
-    (private ``_`` keys stay out of report.json)."""
+    """Per-image tail shared by the segmenting subcommands: a warning for stack options a 2D input ignored, the
+    optional overlay (its failure is a warning: the labels are written) and the summary the driver prints (private
+    ``_`` keys stay out of report.json)."""
     import numpy as np
 
     from ..io import output_stem, write_overlay
 
+    warnings = record.setdefault("warnings", [])
+    if np.ndim(labels) == 2:
+        ignored = [
+            option
+            for option, given in (
+                ("--plane", getattr(args, "plane", None) is not None),
+                ("--propagate", getattr(args, "propagate", False)),
+                ("--stop-iou", getattr(args, "stop_iou", None) is not None),
+            )
+            if given
+        ]
+        if ignored:
+            warnings.append(f"a 2D image, not a (Z, Y, X) stack: {', '.join(ignored)} ignored")
     if args.overlay:
-        if np.ndim(labels) == 3:  # a stack: the overlay shows the seed plane, or the middle one
-            z = getattr(args, "plane", None)
-            z = np.shape(labels)[0] // 2 if z is None else z
-            image, labels = _stack_for(args, image)[z], labels[z]
-        record["overlay"] = str(write_overlay(args.output / f"{output_stem(path)}_overlay.png", image, labels))
+        channel_axis = args.channel_axis
+        try:
+            if np.ndim(labels) == 3:  # a stack: the overlay shows the seed plane, or the middle one
+                z = getattr(args, "plane", None)
+                z = np.shape(labels)[0] // 2 if z is None else z
+                image, labels = _stack_for(args, image)[z], labels[z]
+                channel_axis = _plane_channel_axis(args)
+            overlay = args.output / f"{output_stem(path)}_overlay.png"
+            options = {"channel_axis": channel_axis, "channels": args.channels}
+            record["overlay"] = str(write_overlay(overlay, image, labels, **options))
+        except Exception as exc:  # noqa: BLE001 - a quick look must not cost the labels already written
+            warnings.append(f"overlay not written: {' '.join(str(exc).split()) or type(exc).__name__}")
     record["_summary"] = summary
 
 

@@ -11,6 +11,14 @@ from pathlib import Path
 from ..errors import NothingFoundError, PromptsegError
 from ._types import fraction
 
+#: = methods.volume.STOP_IOU (not imported here: that imports torch, slow for --help)
+STOP_IOU = 0.5
+#: -o of the segmenting subcommands
+OUTPUT_HELP = (
+    "output directory; an existing file there is replaced only when promptseg wrote it (label TIFFs and overlay PNGs "
+    "carry a 'napari-promptseg' Software mark), so a rerun replaces its own outputs and nothing else"
+)
+
 
 def _add_stack_options(parser: argparse.ArgumentParser, *, seeds: str, prompts_on_a_plane: bool = False) -> None:
     """Options for 3D stacks and for where labels are written; ``seeds`` says what starts a propagation;
@@ -36,10 +44,10 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, seeds: str, prompts_o
     parser.add_argument(
         "--stop-iou",
         type=fraction,
-        default=0.5,  # = methods.volume.STOP_IOU (not imported here: torch is slow)
         metavar="IOU",
+        # None when not given (so a 2D input can say it was ignored); methods.volume.STOP_IOU applies
         help="--propagate: an object ends where its mask overlaps the previous plane's by less than this "
-        "(default: %(default)s)",
+        f"(default: {STOP_IOU})",
     )
     parser.add_argument(
         "--output-format",
@@ -145,66 +153,78 @@ def _stack_record(
 ) -> dict:
     """Segment a (Z, Y, X[, C]) input: one plane (--plane), every plane with linked ids, or objects propagated from
     a seed plane (--propagate; seeded by ``boxes`` when given, else by ``segment_plane`` on that plane). Writes the
-    (Z, Y, X) labels and returns the record for report.json."""
+    (Z, Y, X) labels and returns the record for report.json. Nothing on the seed plane raises NothingFoundError (the
+    batch writes empty labels, status "empty")."""
     import numpy as np
 
     from ..batch.engine import in_dask_worker
-    from ..methods.volume import as_stack, object_extents, propagate_through_stack, segment_stack
+    from ..methods.volume import as_stack, check_finite, object_extents, propagate_through_stack, segment_stack
     from ..models.preprocessing import to_numpy
     from ._common import _finish_image
 
     volume, warnings = as_stack(image, channel_axis=args.channel_axis, name=str(path))
     n = int(np.shape(volume)[0])
-    nothing: list[int] = []
+    nothing: dict[int, str] = {}
 
     def plane_or_nothing(plane, z: int):
         try:
             return segment_plane(plane, z)
-        except NothingFoundError:  # a blank end plane must not empty the planes that matched
-            nothing.append(z)
+        except NothingFoundError as exc:  # a blank end plane must not empty the planes that matched
+            nothing[z] = str(exc)
             return np.zeros(np.shape(plane)[:2], np.uint16)
 
     plane = args.plane if args.plane is not None or not args.propagate else n // 2
     if plane is not None and not 0 <= plane < n:
         raise PromptsegError(f"{path}: --plane {plane} is outside the stack's {n} planes (0-{n - 1})")
+    if args.propagate or plane is None:
+        check_finite(volume, str(path))  # every plane is read: refuse NaN before the first is segmented
     record: dict = {"input": str(path), "shape": list(np.shape(image)), "planes": n}
     # per-plane progress on this process's terminal; Dask workers leave it to the driver's progress bar
-    progress = None if in_dask_worker() else _plane_progress
+    progress = None if in_dask_worker() else _PlaneProgress()
     common = {"channel_axis": args.channel_axis, "name": str(path), "progress": progress}
-    if args.propagate:
-        seed = None if len(boxes) else _plane_labels(plane_or_nothing(to_numpy(volume[plane]), plane))
-        result = propagate_through_stack(
-            image,
-            plane,
-            boxes=boxes,
-            labels=seed,
-            segmenter=segmenter,
-            object_size=getattr(args, "object_size", None),
-            channels=args.channels,
-            normalize=args.normalize,
-            stop_iou=args.stop_iou,
-            **common,
-        )
-        labels, warnings = result.labels, result.warnings
-        record.update(
-            mode=f"propagated from plane {plane}",
-            working_scale=result.scale.summary() if result.scale is not None else None,
-            stops={str(k): v for k, v in result.stops.items()},
-            scores={str(k): round(v, 4) for k, v in result.scores.items()},
-        )
-    elif plane is not None:
-        out = plane_or_nothing(to_numpy(volume[plane]), plane)
-        warnings = [*warnings, *(f"plane {plane}: {w}" for w in getattr(out, "warnings", []))]
-        found = np.asarray(_plane_labels(out))
-        labels = np.zeros((n, *found.shape), found.dtype)
-        labels[plane] = found
-        record["mode"] = f"plane {plane} only"
-    else:
-        result = segment_stack(image, plane_or_nothing, **common)
-        labels, warnings = result.labels, result.warnings
-        record["mode"] = "plane by plane, ids linked across planes"
-    if progress is not None:
-        print(file=sys.stderr)  # ends the progress line
+    try:
+        if args.propagate:
+            seed, seed_scores, seed_warnings = None, None, []
+            if not len(boxes):
+                out = plane_or_nothing(to_numpy(volume[plane]), plane)
+                if plane in nothing:
+                    raise NothingFoundError(nothing[plane])
+                seed, seed_scores = _plane_labels(out), _plane_scores(out)
+                seed_warnings = [f"plane {plane}: {w}" for w in getattr(out, "warnings", [])]
+            result = propagate_through_stack(
+                image,
+                plane,
+                boxes=boxes,
+                labels=seed,
+                seed_scores=seed_scores,
+                segmenter=segmenter,
+                object_size=getattr(args, "object_size", None),
+                channels=args.channels,
+                normalize=args.normalize,
+                stop_iou=STOP_IOU if args.stop_iou is None else args.stop_iou,
+                **common,
+            )
+            labels, warnings = result.labels, [*seed_warnings, *result.warnings]
+            record.update(
+                mode=f"propagated from plane {plane}",
+                working_scale=result.scale.summary() if result.scale is not None else None,
+                stops={str(k): v for k, v in result.stops.items()},
+                scores={str(k): None if v is None else round(v, 4) for k, v in result.scores.items()},
+            )
+        elif plane is not None:
+            out = plane_or_nothing(to_numpy(volume[plane]), plane)
+            warnings = [*warnings, *(f"plane {plane}: {w}" for w in getattr(out, "warnings", []))]
+            found = np.asarray(_plane_labels(out))
+            labels = np.zeros((n, *found.shape), found.dtype)
+            labels[plane] = found
+            record["mode"] = f"plane {plane} only"
+        else:
+            result = segment_stack(image, plane_or_nothing, **common)
+            labels, warnings = result.labels, result.warnings
+            record["mode"] = "plane by plane, ids linked across planes"
+    finally:
+        if progress is not None:
+            progress.end()  # a following message, or an error, starts on a line of its own
     if nothing:
         warnings = [*warnings, f"{path}: nothing like the prompt on plane(s) {', '.join(map(str, sorted(nothing)))}"]
     extents = object_extents(labels)
@@ -231,5 +251,35 @@ def _plane_labels(out: object) -> object:
     return getattr(out, "labels", out)
 
 
-def _plane_progress(fraction: float, message: str) -> None:
-    print(f"\r{message} ({100 * fraction:.0f}%)", end="", file=sys.stderr, flush=True)
+def _plane_scores(out: object) -> dict[int, float] | None:
+    """A 2D method's score per object id, where it gives one: ``.scores`` per id - 1 (text, instances), or one
+    ``.score`` for all its objects (one-shot); None for plain labels."""
+    import numpy as np
+
+    scores = getattr(out, "scores", None)
+    if scores is not None:
+        return {k + 1: float(v) for k, v in enumerate(np.ravel(scores))}
+    score = getattr(out, "score", None)
+    if score is None:
+        return None
+    labels = np.asarray(_plane_labels(out))
+    return {int(k): float(score) for k in np.unique(labels[labels > 0])}
+
+
+class _PlaneProgress:
+    """A stack's per-plane progress on one rewritten stderr line."""
+
+    def __init__(self) -> None:
+        self.width = 0
+
+    def __call__(self, fraction: float, message: str) -> None:
+        text = f"{message} ({100 * fraction:.0f}%)"
+        # padded to the longest line so far: a shorter message would leave the end of a longer one on screen
+        print(f"\r{text.ljust(self.width)}", end="", file=sys.stderr, flush=True)
+        self.width = max(self.width, len(text))
+
+    def end(self) -> None:
+        """Ends the line (once), if anything was shown."""
+        if self.width:
+            print(file=sys.stderr, flush=True)
+            self.width = 0

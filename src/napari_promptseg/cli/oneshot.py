@@ -22,6 +22,8 @@ from ._common import (
     _write_report,
 )
 from ._stacks import (
+    OUTPUT_HELP,
+    STOP_IOU,
     _add_stack_options,
     _at_level,
     _instances_level_record,
@@ -43,7 +45,7 @@ def _add_oneshot_parser(sub: argparse._SubParsersAction) -> None:
     one.add_argument(
         "targets", nargs="+", type=Path, help="targets: 2D images, (Z, Y, X[, C]) stacks, OME-Zarr, or folders of them"
     )
-    one.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    one.add_argument("-o", "--output", type=Path, required=True, help=OUTPUT_HELP)
     one.add_argument("--reference", type=Path, action="append", required=True, help="reference image (repeatable)")
     one.add_argument(
         "--reference-mask", type=Path, action="append", required=True, help="its mask/labels (non-zero = object)"
@@ -112,8 +114,9 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
             "use_points": args.use_points,
             "plane": args.plane,
             "propagate": args.propagate,
-            "stop_iou": args.stop_iou,
+            "stop_iou": STOP_IOU if args.stop_iou is None else args.stop_iou,
             "output_format": args.output_format,
+            "labels_name": args.labels_name,
             **_model_parameters(args, meta),
         },
         images=outcome.records,

@@ -18,6 +18,8 @@ from ._common import (
     _write_report,
 )
 from ._stacks import (
+    OUTPUT_HELP,
+    STOP_IOU,
     _add_stack_options,
     _level_record,
     _plane_channel_axis,
@@ -40,7 +42,7 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
     text.add_argument(
         "images", nargs="+", type=Path, help="images: 2D, (Z, Y, X[, C]) stacks, OME-Zarr, or folders of them"
     )
-    text.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    text.add_argument("-o", "--output", type=Path, required=True, help=OUTPUT_HELP)
     text.add_argument("--route", default="auto", choices=["auto", "trained", "groundingdino", "clipseg", "library"])
     text.add_argument(
         "--text-model",
@@ -90,9 +92,12 @@ def cmd_text(args: argparse.Namespace) -> int:
         route=meta.get("route", args.route),
         text_model=meta.get("text_model"),
         parameters={
-            k: (str(v) if isinstance(v, Path) else v)
-            for k, v in vars(args).items()
-            if k not in ("func", "images", "output", "command")
+            **{
+                k: (str(v) if isinstance(v, Path) else v)
+                for k, v in vars(args).items()
+                if k not in ("func", "images", "output", "command")
+            },
+            "stop_iou": STOP_IOU if args.stop_iou is None else args.stop_iou,
         },
         images=outcome.records,
         timings_s={"model_load": meta.get("setup_s"), "total": round(time.perf_counter() - t0, 4)},

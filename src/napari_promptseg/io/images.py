@@ -12,6 +12,9 @@ from ..errors import PromptsegError
 TIFF_SUFFIXES = (".tif", ".tiff")
 #: longest side of an overlay PNG
 OVERLAY_SIDE = 4096
+#: written into every label TIFF (its Software tag) and overlay PNG (a "Software" text chunk) this package makes, so
+#: a rerun into an output folder replaces its own earlier files and refuses to overwrite anyone else's
+OUTPUT_MARKER = "napari-promptseg"
 
 
 def is_mask(labels: np.ndarray) -> bool:
@@ -82,18 +85,51 @@ def read_mask(path: str | Path, threshold: int = 127) -> np.ndarray:
 
 
 def write_labels(path: str | Path, labels: np.ndarray) -> Path:
-    """Instance labels ((Y, X) or (Z, Y, X)) as a compressed TIFF (uint16, or uint32 past 65535 objects)."""
+    """Instance labels ((Y, X) or (Z, Y, X)) as a compressed TIFF (uint16, or uint32 past 65535 objects), marked
+    as ours (:data:`OUTPUT_MARKER` in its Software tag; see :func:`is_own_output`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
     # minisblack: a stack of 3 or 4 planes is planes, not the colour samples tifffile would otherwise take them for
-    tifffile.imwrite(path, labels.astype(dtype, copy=False), compression="zlib", photometric="minisblack")
+    tifffile.imwrite(
+        path,
+        labels.astype(dtype, copy=False),
+        compression="zlib",
+        photometric="minisblack",
+        software=OUTPUT_MARKER,
+    )
     return path
 
 
-def write_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray) -> Path:
-    """PNG of the image with coloured instances and their outlines, for a quick look."""
-    import imageio.v3 as iio
+def is_own_output(path: str | Path) -> bool:
+    """Whether ``path`` is a label TIFF or overlay PNG this package wrote (it carries :data:`OUTPUT_MARKER`)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            with tifffile.TiffFile(path) as tif:
+                return bool(tif.pages) and tif.pages[0].software == OUTPUT_MARKER
+        from PIL import Image
+
+        with Image.open(path) as png:
+            return png.info.get("Software") == OUTPUT_MARKER
+    except Exception:  # noqa: BLE001 - unreadable or not an image: not ours, so never overwritten
+        return False
+
+
+def write_overlay(
+    path: str | Path,
+    image: np.ndarray,
+    labels: np.ndarray,
+    *,
+    channel_axis: int | None = None,
+    channels: list[int] | None = None,
+) -> Path:
+    """PNG of the image with coloured instances and their outlines, for a quick look; ``channel_axis`` and
+    ``channels`` read the image as the segmentation did (see :func:`..models.preprocessing.as_channels_last`)."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
     from skimage.color import label2rgb
     from skimage.segmentation import find_boundaries
 
@@ -101,8 +137,12 @@ def write_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray) -> Pa
 
     # a quick look: a big image is shown at most OVERLAY_SIDE pixels wide (a slide in float would not fit memory)
     step = max(1, -(-max(np.shape(labels)) // OVERLAY_SIDE))
+    if channel_axis is not None and np.ndim(image) == 3:  # channels last first, so the step thins Y and X
+        image = np.moveaxis(image, channel_axis, -1)  # a dask level stays lazy
+        channel_axis = -1
     image, labels = image[::step, ::step], np.asarray(labels[::step, ::step])
-    hwc = np.asarray(as_channels_last(image)).astype(np.float32)
+    hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=str(path))
+    hwc = np.asarray(hwc).astype(np.float32)
     lo, hi = np.percentile(hwc, (0.5, 99.5))
     base = np.clip((hwc - lo) / max(hi - lo, 1e-8), 0, 1)
     if base.shape[2] < 3:  # gray -> repeated, two channels -> red/green (as the model sees them)
@@ -114,5 +154,7 @@ def write_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray) -> Pa
     rgb[find_boundaries(labels, mode="outer")] = (1.0, 1.0, 0.0)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, (rgb * 255).astype(np.uint8))
+    info = PngInfo()
+    info.add_text("Software", OUTPUT_MARKER)
+    Image.fromarray((rgb * 255).astype(np.uint8)).save(path, pnginfo=info)
     return path
