@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import NothingFoundError, PromptsegError
-from ._types import fraction
+from ._types import fraction, labels_name
 
 #: = methods.volume.STOP_IOU (not imported here: that imports torch, slow for --help)
 STOP_IOU = 0.5
@@ -56,7 +56,9 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, seeds: str, prompts_o
         help="labels as OUT/<stem>.tif, or into an OME-Zarr input's labels/<--labels-name> group with its levels and "
         "pixel sizes (auto: ome-zarr for OME-Zarr inputs)",
     )
-    parser.add_argument("--labels-name", default="promptseg", help="name of the OME-Zarr labels image (%(default)s)")
+    parser.add_argument(
+        "--labels-name", type=labels_name, default="promptseg", help="name of the OME-Zarr labels image (%(default)s)"
+    )
 
 
 def _write_output(args: argparse.Namespace, path: Path, labels: object) -> str:

@@ -36,3 +36,14 @@ def fraction(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must lie from 0 to 1, got {value:g}")
     return value
+
+
+def labels_name(text: str) -> str:
+    """argparse type: an OME-Zarr labels image's name, one plain segment (checked before any work)."""
+    from ..errors import PromptsegError
+    from ..io.multiscale import check_labels_name
+
+    try:
+        return check_labels_name(text)
+    except PromptsegError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
