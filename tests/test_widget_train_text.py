@@ -88,8 +88,9 @@ def test_training_can_be_cancelled_and_bad_input_is_reported(make_viewer, qtbot,
     assert not widget.runner.busy and widget.runner.state == "failed"
     assert widget.runner.widget.status.text().startswith("failed: train text model: ")
     widget.table.cellWidget(0, 2).setText("polyp")
-    widget.add_row()
-    widget.set_row(1, image, labels, "polyp")
+    widget.add_row()  # another frame: validation holds out whole images
+    other = viewer.add_image(polyps[1][0], name="frame 2")
+    widget.set_row(1, other, viewer.add_labels(polyps[1][1].astype(np.uint8), name="polyp 2"), "polyp")
     widget.epochs.setValue(50)
     widget.train()
     widget.runner.cancel()
