@@ -306,6 +306,7 @@ def test_a_resumed_run_reports_the_precision_of_its_own_workers(tmp_path):
     assert [r["input"] for r in outcome.records] == [str(p) for p in inputs]
     # `--precision float32` given where the first run had none (the same precision) is the same run: resumable
     assert run_signature(argparse.Namespace(**vars(args), precision="float32")) == run_signature(args)
+
     assert outcome.meta["encoder_precision"] == "float32"
     assert outcome.meta["resumed_encoder_precision"] == "bfloat16"
 
@@ -348,3 +349,18 @@ def _find_nothing(args, state, path, image):
     with open(args.calls, "a") as fh:
         fh.write("x")
     raise NothingFoundError(f"{path}: resembles nothing of the reference")
+
+
+def test_a_default_typed_out_is_the_same_run():
+    """--stop-iou 0.5 and no --stop-iou are one run (a resume of either is the other's), and what an earlier
+    version (which stored the default) recorded still matches."""
+    from napari_promptseg.batch import run_signature
+    from napari_promptseg.cli import build_parser
+
+    parse = build_parser().parse_args
+    plain = parse(["segment", "a.tif", "-o", "out", "--box", "1", "1", "9", "9"])
+    typed = parse(["segment", "a.tif", "-o", "out", "--box", "1", "1", "9", "9", "--stop-iou", "0.5"])
+    assert (plain.stop_iou, plain.stop_iou_given, typed.stop_iou_given) == (0.5, False, True)
+    assert run_signature(plain) == run_signature(typed)
+    other = parse(["segment", "a.tif", "-o", "out", "--box", "1", "1", "9", "9", "--stop-iou", "0.3"])
+    assert run_signature(other) != run_signature(plain)

@@ -192,4 +192,3 @@ def test_labels_repeat_the_images_level_shapes_and_transforms(tmp_path):
     assert {"manual", "promptseg"} <= {p.name for p in (path / "labels").iterdir()}
     with pytest.raises(SystemExit):  # the CLI refuses it before any work
         main(["segment", str(path), "--plane", "1", "--box", "20", "10", "50", "60", "--labels-name", "", "-o", "x"])
-

@@ -283,13 +283,13 @@ def test_processes_adding_at_once_keep_every_entry(tmp_path):
     script and the widget) kept one entry of six."""
     import multiprocessing
 
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")  # as on every platform
     barrier = context.Barrier(6)
     workers = [context.Process(target=_add_when_released, args=(tmp_path, k, barrier)) for k in range(6)]
     for w in workers:
         w.start()
     for w in workers:
-        w.join(60)
+        w.join(180)
     assert [w.exitcode for w in workers] == [0] * 6
     lib = ReferenceLibrary.open(tmp_path)
     assert sorted(lib.names()) == [f"cell {k}" for k in range(6)]

@@ -64,6 +64,17 @@ def test_cli_landmarks_keep_their_columns_and_a_rerun_without_them_removes_the_o
     assert not (out / "landmarks_warped.csv").exists()
     assert f"removed {out / 'landmarks_warped.csv'}" in err
     assert json.loads((out / "report.json").read_text())["landmarks"] is None
+    # files register did not write are never replaced nor removed: refused before any work
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "landmarks_warped.csv").write_text("my own points\n")
+    (mine / "displacement.tif").write_bytes(b"not ours")
+    assert main([*args[:4], str(mine), *args[5:]]) == 2
+    assert "displacement.tif is not an earlier output of promptseg register" in capsys.readouterr().err
+    (mine / "displacement.tif").unlink()
+    assert main([*args[:4], str(mine), *args[5:], *landmarks]) == 2  # it would replace the user's CSV
+    assert main([*args[:4], str(mine), *args[5:]]) == 0  # without landmarks the CSV is left alone
+    assert (mine / "landmarks_warped.csv").read_text() == "my own points\n"
 
 
 def test_cli_warps_a_channels_first_image_and_writes_it_as_given(birl_half, tmp_path, capsys):

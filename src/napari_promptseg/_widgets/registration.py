@@ -15,8 +15,6 @@ out. Results are new layers placed with the fixed layer's scale/translate (nothi
 
 from __future__ import annotations
 
-import hashlib
-
 import napari
 import napari.layers
 import numpy as np
@@ -71,13 +69,10 @@ def _points_xy(layer: napari.layers.Points, image: napari.layers.Image) -> np.nd
 def _digest(layer: napari.layers.Layer) -> str:
     """A fingerprint of a layer's data (a Shapes layer's: its list of arrays), to notice an edit (a point added, a
     label painted in place) that keeps the same array object."""
-    h = hashlib.blake2b(digest_size=16)
+    from ..io.images import array_digest
+
     data = layer.data
-    for array in data if isinstance(data, list) else [data]:
-        array = np.ascontiguousarray(array)
-        h.update(f"{array.shape}{array.dtype.str}".encode())
-        h.update(array.view(np.uint8).reshape(-1) if array.size else b"")
-    return h.hexdigest()
+    return array_digest(*(data if isinstance(data, list) else [data]))
 
 
 def _resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -24,6 +24,7 @@ JOURNAL_NAME = "report.partial.jsonl"
 NOT_IN_SIGNATURE = frozenset(
     {
         "func",
+        "stop_iou_given",  # whether --stop-iou was typed: the value is in the signature
         "images",
         "targets",
         "output",

@@ -203,7 +203,8 @@ def _listed_outputs(output: Path) -> set[Path]:
             with contextlib.suppress(ValueError, AttributeError):
                 records.append(json.loads(line).get("record"))
     files = {r.get(key) for r in records if isinstance(r, dict) for key in ("output", "overlay")}
-    return {Path(f).resolve() for f in files if isinstance(f, str) and f}
+    # by name in this folder: a report stores paths as given, relative to where that run was started
+    return {(output / Path(f).name).resolve() for f in files if isinstance(f, str) and f}
 
 
 def _instances_record(args: argparse.Namespace, path: Path, image, found) -> dict:
@@ -249,7 +250,7 @@ def _finish_image(
             for option, given in (
                 ("--plane", getattr(args, "plane", None) is not None),
                 ("--propagate", getattr(args, "propagate", False)),
-                ("--stop-iou", getattr(args, "stop_iou", None) is not None),
+                ("--stop-iou", getattr(args, "stop_iou_given", False)),
             )
             if given
         ]

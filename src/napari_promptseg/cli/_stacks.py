@@ -44,11 +44,13 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, seeds: str, prompts_o
     parser.add_argument(
         "--stop-iou",
         type=fraction,
+        default=STOP_IOU,
+        action=_GivenOption,
         metavar="IOU",
-        # None when not given (so a 2D input can say it was ignored); methods.volume.STOP_IOU applies
         help="--propagate: an object ends where its mask overlaps the previous plane's by less than this "
         f"(default: {STOP_IOU})",
     )
+    parser.set_defaults(stop_iou_given=False)
     parser.add_argument(
         "--output-format",
         default="auto",
@@ -59,6 +61,15 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, seeds: str, prompts_o
     parser.add_argument(
         "--labels-name", type=labels_name, default="promptseg", help="name of the OME-Zarr labels image (%(default)s)"
     )
+
+
+class _GivenOption(argparse.Action):
+    """Stores the value and ``<dest>_given``: a 2D input says which stack options it ignored, while the value (and
+    with it a resumed run's signature) stays the default's when not given."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
 
 
 def _write_output(args: argparse.Namespace, path: Path, labels: object) -> str:
@@ -203,7 +214,7 @@ def _stack_record(
                 object_size=getattr(args, "object_size", None),
                 channels=args.channels,
                 normalize=args.normalize,
-                stop_iou=STOP_IOU if args.stop_iou is None else args.stop_iou,
+                stop_iou=args.stop_iou,
                 **common,
             )
             labels, warnings = result.labels, [*seed_warnings, *result.warnings]

@@ -17,7 +17,7 @@ def positive_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    """argparse type: a number > 0 (a learning rate)."""
+    """argparse type: a finite number > 0 (a learning rate, a size in GB)."""
     try:
         value = float(text)
     except ValueError:

@@ -23,7 +23,6 @@ from ._common import (
 )
 from ._stacks import (
     OUTPUT_HELP,
-    STOP_IOU,
     _add_stack_options,
     _at_level,
     _instances_level_record,
@@ -114,7 +113,7 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
             "use_points": args.use_points,
             "plane": args.plane,
             "propagate": args.propagate,
-            "stop_iou": STOP_IOU if args.stop_iou is None else args.stop_iou,
+            "stop_iou": args.stop_iou,
             "output_format": args.output_format,
             "labels_name": args.labels_name,
             **_model_parameters(args, meta),

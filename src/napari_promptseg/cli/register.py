@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 from ..errors import PromptsegError
-from ._common import _make_output_dir, _mean_or_none, _print_progress, _write_report
+from ._common import _is_own_report, _make_output_dir, _mean_or_none, _print_progress, _write_report
 
 
 def cmd_register(args: argparse.Namespace) -> int:
     import tifffile
 
     from ..io import read_image
+    from ..io.images import OUTPUT_MARKER
     from ..io.landmarks import paired_landmarks, read_landmarks, write_landmarks
     from ..methods.registration import (
         RegistrationOptions,
@@ -45,6 +47,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     for path in (p for p in inputs if p is not None):
         if path.resolve() in outputs:
             raise PromptsegError(f"{path}: -o {args.output} would overwrite this input; give another output directory")
+    earlier_run = _check_earlier_outputs(args.output, landmarks_given=args.landmarks_fixed is not None)
     t0 = time.perf_counter()
     fixed, moving = read_image(args.fixed), read_image(args.moving)
     landmarks = None
@@ -82,8 +85,9 @@ def cmd_register(args: argparse.Namespace) -> int:
     )
     # channels stay where --channel-axis put them: the warped image has the moving image's layout
     warped = result.warp_image(moving, channel_axis=args.channel_axis if moving.ndim == 3 else None)
-    tifffile.imwrite(args.output / "moving_warped.tif", warped, compression="zlib")
-    tifffile.imwrite(args.output / "displacement.tif", result.displacement, compression="zlib")
+    # marked as ours (io.images.OUTPUT_MARKER): a rerun may replace them, nothing else is
+    tifffile.imwrite(args.output / "moving_warped.tif", warped, compression="zlib", software=OUTPUT_MARKER)
+    tifffile.imwrite(args.output / "displacement.tif", result.displacement, compression="zlib", software=OUTPUT_MARKER)
     record: dict[str, object] = {}
     if landmarks is not None:
         fixed_xy, moving_xy = landmarks
@@ -103,7 +107,7 @@ def cmd_register(args: argparse.Namespace) -> int:
             "before": landmark_errors(fixed_xy, moving_xy, diagonal),
             "after": landmark_errors(fixed_xy, mapped, diagonal),
         }
-    else:
+    elif earlier_run:
         _remove_stale_landmarks(args.output / "landmarks_warped.csv")
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -194,6 +198,28 @@ def _checked_prompts(given: list[str]) -> list[str]:
             f"--prompt auto (automatic regions) stands alone; it does not mix with --prompt {prompts[0]!r}"
         )
     return prompts
+
+
+def _check_earlier_outputs(output: Path, *, landmarks_given: bool) -> bool:
+    """Refuse, before any work, to replace files in ``output`` that an earlier register run did not write (a
+    foreign report.json, TIFFs without our mark, a landmark CSV the user put there); True when the folder holds an
+    earlier register run (whose files this run replaces)."""
+    from ..io.images import is_own_output
+
+    report = output / "report.json"
+    earlier = _is_own_report(report) and json.loads(report.read_text()).get("command") == "register"
+    foreign = [output / name for name in ("moving_warped.tif", "displacement.tif") if (output / name).exists()]
+    foreign = [p for p in foreign if not (earlier or is_own_output(p))]
+    if report.exists() and not earlier:
+        foreign.append(report)
+    if landmarks_given and (output / "landmarks_warped.csv").exists() and not earlier:
+        foreign.append(output / "landmarks_warped.csv")
+    if foreign:
+        raise PromptsegError(
+            f"-o {output}: {foreign[0]} is not an earlier output of promptseg register and would be overwritten; "
+            "move it, or give another output directory"
+        )
+    return earlier
 
 
 def _remove_stale_landmarks(path: Path) -> None:

@@ -18,7 +18,6 @@ from ._common import (
     _write_report,
 )
 from ._stacks import (
-    STOP_IOU,
     _at_level,
     _instances_level_record,
     _level_record,
@@ -55,7 +54,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             "object_size": args.object_size,
             "plane": args.plane,
             "propagate": args.propagate,
-            "stop_iou": STOP_IOU if args.stop_iou is None else args.stop_iou,
+            "stop_iou": args.stop_iou,
             "output_format": args.output_format,
             "labels_name": args.labels_name,
             **_model_parameters(args, meta),

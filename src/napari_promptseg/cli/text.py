@@ -19,7 +19,6 @@ from ._common import (
 )
 from ._stacks import (
     OUTPUT_HELP,
-    STOP_IOU,
     _add_stack_options,
     _level_record,
     _plane_channel_axis,
@@ -97,7 +96,7 @@ def cmd_text(args: argparse.Namespace) -> int:
                 for k, v in vars(args).items()
                 if k not in ("func", "images", "output", "command")
             },
-            "stop_iou": STOP_IOU if args.stop_iou is None else args.stop_iou,
+            "stop_iou": args.stop_iou,
         },
         images=outcome.records,
         timings_s={"model_load": meta.get("setup_s"), "total": round(time.perf_counter() - t0, 4)},

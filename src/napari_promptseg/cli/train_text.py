@@ -63,7 +63,7 @@ def _add_train_text_parser(sub: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--decoder-lr", type=float, help="of the SAM decoder; 0 freezes it (default: 1e-4)")
     train.add_argument(
-        "--patience", type=positive_int, help="epochs without a better validation Dice before stopping (3)"
+        "--patience", type=positive_int, help="epochs without a better validation Dice before stopping (3; CLIPSeg 5)"
     )
     train.add_argument(
         "--balance",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,17 @@ def is_mask(labels: np.ndarray) -> bool:
         return True
     foreground = labels[labels > 0]
     return foreground.size == 0 or foreground.max() <= 1 or foreground.min() == foreground.max()
+
+
+def array_digest(*arrays: np.ndarray) -> str:
+    """SHA-256 of arrays' dtypes, shapes and bytes, in order: one image's identity (equal digests, equal pixels).
+    Reads the bytes in place (no copy of a large layer)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(memoryview(array).cast("B") if array.size else b"")
+    return digest.hexdigest()
 
 
 def label_objects(labels: np.ndarray) -> np.ndarray:

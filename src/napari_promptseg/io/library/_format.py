@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import io
 import os
 import re
@@ -20,7 +19,7 @@ import tifffile
 
 from ... import __version__
 from ...errors import PromptsegError
-from ..images import label_objects
+from ..images import array_digest, label_objects
 
 LIBRARY_ENV = "PROMPTSEG_LIBRARY"
 FORMAT = "napari-promptseg-library"
@@ -56,11 +55,7 @@ def _now() -> str:
 
 
 def _content_hash(image: np.ndarray, mask: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    for arr in (image, mask):
-        digest.update(f"{arr.dtype.str}{arr.shape}".encode())
-        digest.update(np.ascontiguousarray(arr).tobytes())
-    return digest.hexdigest()
+    return array_digest(image, mask)
 
 
 def _safe_relative(path: object, what: str) -> str:

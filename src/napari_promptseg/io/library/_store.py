@@ -137,7 +137,7 @@ class ReferenceLibrary:
         except Timeout as exc:
             raise PromptsegError(
                 f"reference library {self.path}: another process has been changing it for {LOCK_TIMEOUT_S:.0f} s "
-                f"(lock file {self.path / LOCK}); try again, or remove that file if no other process is running"
+                f"(it holds {self.path / LOCK}; the lock ends with that process); try again when it has finished"
             ) from exc
         try:
             self.reload()

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ...errors import CancelledError, PromptsegError
 from ...io import read_image
+from ...io.images import array_digest
 from ...models.cache import content_key
 from ...models.preprocessing import Normalization, ResizeTransform, as_channels_last
 from ...models.text_segmenter import FEATURE_VERSION, encode_levels, load_tensors, save_tensors
@@ -161,20 +162,20 @@ def split_fingerprint(train: Sequence[Triplet | ArrayTriplet], val: Sequence[Tri
         digest.update(part.encode())
         for t in rows:
             for item in (t.image, t.mask):
-                if isinstance(item, Path):
-                    digest.update(str(item.resolve()).encode())
-                else:
-                    array = np.ascontiguousarray(item)
-                    digest.update(f"{array.dtype}{array.shape}".encode() + array.tobytes())
+                digest.update(_identity(item).encode())
             digest.update(t.text.encode())
     return digest.hexdigest()
 
 
-def _image_key(triplet: Triplet | ArrayTriplet) -> object:
-    """One image's identity: its file, or the array itself (one layer paired with several texts)."""
-    if isinstance(triplet.image, Path):
-        return str(triplet.image.resolve())
-    return id(triplet.image)
+def _identity(item: Path | np.ndarray) -> str:
+    """A file by its path, an array (a layer or one plane of it) by its content."""
+    return str(item.resolve()) if isinstance(item, Path) else array_digest(np.asarray(item))
+
+
+def _image_key(triplet: Triplet | ArrayTriplet) -> str:
+    """One image's identity: its file, or its pixels (one layer, or one plane of it, paired with several texts:
+    each row holds its own copy)."""
+    return _identity(triplet.image)
 
 
 def _binary_mask(mask: np.ndarray, shape: tuple[int, ...], where: str, what: str) -> np.ndarray:
@@ -184,9 +185,14 @@ def _binary_mask(mask: np.ndarray, shape: tuple[int, ...], where: str, what: str
         raise PromptsegError(
             f"{where}: {what} is {'x'.join(map(str, mask.shape))} but the image is {shape[0]}x{shape[1]}"
         )
-    # 8-bit masks (PNG 0/255, JPEG with blurred edges) at half range; 0/1 masks and label images (ids 1, 2, ... of
-    # an 8-bit label image too, which half range would empty): any id is the target
-    return mask > 127 if mask.dtype == np.uint8 and mask.max() > 127 else mask > 0
+    # 8-bit masks (PNG 0/255, JPEG with blurred edges: most of the foreground in the upper half) at half range; 0/1
+    # masks and label images (ids 1, 2, ... of an 8-bit label image too, which half range would empty or cut):
+    # any id is the target
+    if mask.dtype == np.uint8 and mask.max() > 127:
+        foreground = mask[mask > 0]
+        if np.count_nonzero(foreground > 127) > foreground.size / 2:
+            return mask > 127
+    return mask > 0
 
 
 def mask_to_input(mask: np.ndarray, transform: ResizeTransform) -> tuple[torch.Tensor, torch.Tensor]:

@@ -186,8 +186,9 @@ def train_text_segmenter(
     rows = split_fingerprint(train_set, val_set)
     if state is not None and state.get("rows", rows) != rows:  # runs saved before the fingerprint: not checked
         raise PromptsegError(
-            f"{out}: the saved run trained and validated on other rows (another CSV, or rows added, removed or "
-            "changed); a resume continues the same run on the same data: give that data, or train a new model"
+            f"{out}: the saved run trained and validated on other rows (another CSV, rows added, removed or "
+            "changed, or its files moved: files are known by their full path); a resume continues the same run on "
+            "the same data: give that data, or train a new model"
         )
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
