@@ -218,6 +218,11 @@ def test_rows_of_one_image_stay_on_one_side_and_label_images_are_targets(kvasir,
     assert split_triplets(rows, seed=3) == split_triplets(rows, seed=3)
     with pytest.raises(PromptsegError, match="2 training row.*of 1 image"):
         split_triplets([rows[0], replace(rows[0], text="other")])
+    # layers: a plane paired with two texts comes as two copies of its pixels, still one image
+    planes = [np.full((8, 8), k, np.uint8) for k in range(4)]
+    layered = [ArrayTriplet(p.copy(), p > 0, text) for p in planes for text in ("cell", "nucleus")]
+    train, val = split_triplets(layered, val_fraction=0.25)
+    assert len(val) == 2 and {t.image[0, 0] for t in val}.isdisjoint({t.image[0, 0] for t in train})
     # an 8-bit label image (ids 1..50): every id is the target (half range emptied it)
     labels = np.zeros((64, 64), np.uint8)
     for k in range(50):

@@ -138,7 +138,7 @@ def split_triplets(
     val = [t for t in usable if t.split == "val"]
     if train and val and len(train) + len(val) == len(usable):
         return train, val
-    keys = [_image_key(t) for t in usable]
+    keys = [_identity(t.image) for t in usable]  # a layer or plane paired with several texts: one image
     group = {key: g for g, key in enumerate(dict.fromkeys(keys))}  # the images, in the order of their first rows
     if len(group) < 2:
         raise PromptsegError(
@@ -148,10 +148,8 @@ def split_triplets(
     order = np.random.default_rng(seed).permutation(len(group))
     n_val = min(len(group) - 1, max(1, int(round(val_fraction * len(group)))))
     held = set(order[:n_val].tolist())
-    is_val = [group[key] in held for key in keys]
-    return [t for t, v in zip(usable, is_val, strict=True) if not v], [
-        t for t, v in zip(usable, is_val, strict=True) if v
-    ]
+    held_rows = [t for t, key in zip(usable, keys, strict=True) if group[key] in held]
+    return [t for t, key in zip(usable, keys, strict=True) if group[key] not in held], held_rows
 
 
 def split_fingerprint(train: Sequence[Triplet | ArrayTriplet], val: Sequence[Triplet | ArrayTriplet]) -> str:
@@ -170,12 +168,6 @@ def split_fingerprint(train: Sequence[Triplet | ArrayTriplet], val: Sequence[Tri
 def _identity(item: Path | np.ndarray) -> str:
     """A file by its path, an array (a layer or one plane of it) by its content."""
     return str(item.resolve()) if isinstance(item, Path) else array_digest(np.asarray(item))
-
-
-def _image_key(triplet: Triplet | ArrayTriplet) -> str:
-    """One image's identity: its file, or its pixels (one layer, or one plane of it, paired with several texts:
-    each row holds its own copy)."""
-    return _identity(triplet.image)
 
 
 def _binary_mask(mask: np.ndarray, shape: tuple[int, ...], where: str, what: str) -> np.ndarray:
