@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import tifffile
 
@@ -164,6 +165,52 @@ def test_existing_files_that_are_not_our_outputs_are_never_overwritten(litemedsa
     (old / "report.json").write_text('{"experiment": "mine"}')
     assert main([*command, "-o", str(old)]) == 2
     assert "report.json" in capsys.readouterr().err
+
+
+def test_reruns_keep_corrections_drop_stale_results_and_see_every_name(litemedsam, tmp_path, capsys):
+    """A user's corrected labels (rewritten, so without our mark) survive a rerun; a failed input's earlier outputs
+    go (they would pass for this run's); two links to one image are two inputs; our own outputs in an input folder
+    (a run whose -o was that folder) are not inputs."""
+    from napari_promptseg._sample_data import nuclei
+
+    (image, _, _), _ = nuclei()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", image[:128, :128])
+    tifffile.imwrite(folder / "b.tif", image[128:256, :128])
+    out = tmp_path / "out"
+    command = ["segment", str(folder), "--box", "37", "26", "66", "50", "-o", str(out), "--scheduler", "none"]
+    assert main([*command, "--overlay"]) == 0
+    corrected = tifffile.imread(out / "a.tif")
+    corrected[:5, :5] = 7
+    tifffile.imwrite(out / "a.tif", corrected)
+    assert main(command) == 2
+    assert "a.tif" in capsys.readouterr().err and tifffile.imread(out / "a.tif")[0, 0] == 7
+    (out / "a.tif").unlink()
+    (folder / "b.tif").write_bytes(b"not a tiff any more")
+    assert main([*command, "--overlay"]) == 1
+    assert not (out / "b.tif").exists() and not (out / "b_overlay.png").exists()
+    record = json.loads((out / "report.json").read_text())["images"][1]
+    assert record["status"] == "failed" and "removed b_overlay.png of an earlier run" in record["warnings"]
+    assert not list(out.glob(".*.tmp"))  # labels are written beside and renamed
+
+    links = tmp_path / "links"
+    links.mkdir()
+    for name in ("well_A1.tif", "well_B7.tif"):
+        (links / name).symlink_to(folder / "a.tif")
+    box = ["--box", "37", "26", "66", "50", "--scheduler", "none"]
+    assert main(["segment", str(links), "-o", str(tmp_path / "wells"), *box]) == 0
+    assert {p.name for p in (tmp_path / "wells").glob("*.tif")} == {"well_A1.tif", "well_B7.tif"}
+
+    self_folder = tmp_path / "self"
+    self_folder.mkdir()
+    iio.imwrite(self_folder / "x.png", image[:128, :128])
+    assert main(["segment", str(self_folder), "-o", str(self_folder), *box]) == 0
+    # the second run finds x.tif (its own labels) in the folder: not an input, and replaced as its own output
+    assert main(["segment", str(self_folder), "-o", str(self_folder), *box]) == 0
+    assert [r["input"] for r in json.loads((self_folder / "report.json").read_text())["images"]] == [
+        str(self_folder / "x.png")
+    ]
 
 
 def test_hidden_files_are_not_inputs_and_a_repeated_input_is_one(tmp_path):

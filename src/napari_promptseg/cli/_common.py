@@ -98,6 +98,7 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
 
 def _expand_images(paths: list[Path]) -> list[Path]:
+    from ..io.images import is_own_output
     from ..io.multiscale import is_ome_zarr
 
     out = []
@@ -105,19 +106,22 @@ def _expand_images(paths: list[Path]) -> list[Path]:
         if is_ome_zarr(path):
             out.append(path)
         elif path.is_dir():
-            # hidden files (macOS "._x.tif" resource forks, editors' temporaries) are not the user's images
+            # hidden files (macOS "._x.tif" resource forks, editors' temporaries) are not the user's images, nor are
+            # our own outputs (labels and overlays of a run whose -o was this folder)
             found = (p for p in path.iterdir() if not p.name.startswith("."))
-            out.extend(sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES or is_ome_zarr(p)))
+            images = (p for p in found if p.suffix.lower() in IMAGE_SUFFIXES or is_ome_zarr(p))
+            out.extend(sorted(p for p in images if not is_own_output(p)))
         elif path.is_file():
             out.append(path)
         else:
             raise PromptsegError(f"input image not found: {path}")
     if not out:
         raise PromptsegError(f"no image files in {', '.join(map(str, paths))}")
-    # a file named again, or inside a folder given too, is one input (its first mention keeps its place)
+    # a file named again, or inside a folder given too, is one input (its first mention keeps its place); two
+    # links to one file are two names, each with its output
     unique: dict[Path, Path] = {}
     for path in out:
-        unique.setdefault(path.resolve(), path)
+        unique.setdefault(Path(os.path.normpath(path.absolute())), path)
     return list(unique.values())
 
 
@@ -190,16 +194,22 @@ def _is_own_report(path: Path) -> bool:
 
 
 def _listed_outputs(output: Path) -> set[Path]:
-    """Label and overlay files the folder's report.json or resume journal names: outputs of a version that did not
-    mark its files yet (they may be replaced by a rerun)."""
+    """Label and overlay files that the folder's report.json or resume journal names, when a version that did not
+    mark its files yet wrote them (they may be replaced by a rerun). Files a marking version listed count only by
+    their mark: one without it was rewritten since, e.g. a user's corrected labels."""
     from ..batch.journal import JOURNAL_NAME
 
     records: list = []
     with contextlib.suppress(OSError, ValueError, AttributeError):
         report = json.loads((output / "report.json").read_text())
-        records += report.get("images") or []
+        if not report.get("outputs_marked"):
+            records += report.get("images") or []
     with contextlib.suppress(OSError):
-        for line in (output / JOURNAL_NAME).read_text().splitlines():
+        lines = (output / JOURNAL_NAME).read_text().splitlines()
+        with contextlib.suppress(ValueError, AttributeError, IndexError):
+            if json.loads(lines[0]).get("outputs_marked"):
+                lines = []
+        for line in lines:
             with contextlib.suppress(ValueError, AttributeError):
                 records.append(json.loads(line).get("record"))
     files = {r.get(key) for r in records if isinstance(r, dict) for key in ("output", "overlay")}
@@ -287,7 +297,9 @@ def _write_report(
     path = output / "report.json"
     temp = path.with_suffix(".json.tmp")
     precision = encoder_precision or _resolved_precision(device, auto_precision)
-    temp.write_text(json.dumps({"version": __version__, "encoder_precision": precision, **report}, indent=2))
+    # outputs_marked: its label files carry our mark; one without it was changed since (see _listed_outputs)
+    header = {"version": __version__, "encoder_precision": precision, "outputs_marked": True}
+    temp.write_text(json.dumps({**header, **report}, indent=2))
     os.replace(temp, path)
     return path
 
@@ -344,16 +356,34 @@ def _run_batch(
     failed = [r for r in records if r["status"] == "failed"]
     empty = [r for r in records if r["status"] == "empty"]
     unwritten = sum(1 for r in failed if "output" not in r)
+    if getattr(args, "output", None) is not None:
+        _remove_stale_outputs(args, failed)
     if failed or empty:
+        done = "embedded" if getattr(args, "command", "") == "embed" else "segmented"
         print(
-            f"{len(records)} input(s): {len(records) - len(failed) - len(empty)} segmented, {len(empty)} with no "
-            f"object, {len(failed)} failed ({unwritten} without output); reasons in report.json",
+            f"{len(records)} input(s): {len(records) - len(failed) - len(empty)} {done}, {len(empty)} with no "
+            f"object, {len(failed)} failed ({unwritten} without output)"
+            + ("; reasons in report.json" if getattr(args, "output", None) is not None else ""),
             file=sys.stderr,
         )
     if records and len(failed) == len(records):
         print(f"every input failed; the first: {failed[0]['reason']}", file=sys.stderr)
         return outcome, 2
     return outcome, (1 if unwritten else 0)
+
+
+def _remove_stale_outputs(args: argparse.Namespace, failed: Sequence[dict]) -> None:
+    """A failed input's files of an earlier run (its labels when this run wrote none, its overlay) would pass for
+    this run's result: they go, and its record says so. Only our own (marked) files are removed."""
+    from ..io import output_stem
+    from ..io.images import is_own_output
+
+    for record in failed:
+        stem = output_stem(record["input"])
+        stale = [args.output / f"{stem}_overlay.png"] + ([] if "output" in record else [args.output / f"{stem}.tif"])
+        for path in (p for p in stale if is_own_output(p)):
+            path.unlink()
+            record.setdefault("warnings", []).append(f"removed {path.name} of an earlier run")
 
 
 def _reference_labels(mask: np.ndarray, image: np.ndarray, path: Path) -> np.ndarray:  # noqa: F821 (lazy numpy)

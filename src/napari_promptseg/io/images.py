@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -102,14 +103,21 @@ def write_labels(path: str | Path, labels: np.ndarray) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
-    # minisblack: a stack of 3 or 4 planes is planes, not the colour samples tifffile would otherwise take them for
-    tifffile.imwrite(
-        path,
-        labels.astype(dtype, copy=False),
-        compression="zlib",
-        photometric="minisblack",
-        software=OUTPUT_MARKER,
-    )
+    # written beside, then renamed: a run killed mid-write leaves the earlier file or the new one, never half of one
+    # (a truncated file is not ours to replace, and would stop a resume)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        # minisblack: a stack of 3 or 4 planes is planes, not the colour samples tifffile would take them for
+        tifffile.imwrite(
+            temp,
+            labels.astype(dtype, copy=False),
+            compression="zlib",
+            photometric="minisblack",
+            software=OUTPUT_MARKER,
+        )
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
     return path
 
 
