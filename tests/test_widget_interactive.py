@@ -138,6 +138,26 @@ def test_box_preview_commit_undo(make_viewer, qtbot, sample):
     np.testing.assert_array_equal(target.data, existing)
 
 
+def test_a_preview_of_pixels_since_replaced_is_never_committed(make_viewer, qtbot, sample):
+    """Commit wrote a preview made from an image that was switched, or whose pixels were replaced, meanwhile (its
+    mask matched the old image, Dice 0.02 with the new one)."""
+    image, truth, label, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    layer = viewer.add_image(image, name="nuclei")
+    widget = add_widget(viewer)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    shapes = viewer.add_shapes(name="boxes")
+    shapes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert preview_layer(viewer).data.any()
+    layer.data = np.zeros_like(image)  # the user replaces the pixels: the preview of the old ones is stale at once
+    assert widget.preview is None and not preview_layer(viewer).data.any()
+    widget.commit()  # waits for the preview of the new pixels, which holds nothing
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    target = widget.target_picker.layer()
+    assert target is None or not target.data.any()
+
+
 def test_negative_point_alone_is_a_notification(make_viewer, qtbot, sample):
     image, truth, label, _ = sample
     viewer = make_viewer()

@@ -78,6 +78,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
         self._commit_after_preview = False
         self._shown_warnings: set[str] = set()
         self._connected: dict[str, napari.layers.Layer] = {}
+        self._image_connected: napari.layers.Image | None = None
         self._last_plane: tuple | None = None
         self._preview_timer = debounce_timer(self, PREVIEW_DELAY_MS, self._run_preview)
         self._plane_timer = debounce_timer(self, PLANE_DELAY_MS, self._on_plane_settled)
@@ -144,6 +145,13 @@ class InteractiveWidget(NewLayerActions, QWidget):
 
     # -- reactions ---------------------------------------------------------------------------------------------
     def _on_image_changed(self, layer) -> None:
+        # the image's pixels replaced in place (layer.data = ...) make its preview stale as a new image does
+        old = self._image_connected
+        if old is not None:
+            old.events.data.disconnect(self._on_image_options_changed)
+        self._image_connected = layer
+        if layer is not None:
+            layer.events.data.connect(self._on_image_options_changed)
         self.channel_combo.blockSignals(True)
         self.channel_combo.clear()
         self.channel_combo.addItem("none (gray or RGB)", None)
@@ -154,6 +162,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
         self._on_image_options_changed()
 
     def _on_image_options_changed(self, *_) -> None:
+        self._version += 1  # a preview still on its way was made from the image (or channels) as they were
         self._clear_preview()
         self._last_plane = None
         if self._no_image():
@@ -445,7 +454,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
             if version == self._version:
                 self._clear_preview()
 
-        self.runner.submit("preview", "preview", task, done, failed)
+        self.runner.submit("preview", "preview", task, done, failed, inputs=(image,))
 
     def commit(self) -> None:
         """Write the preview objects into the target Labels layer as new ids; existing labels are never replaced."""
