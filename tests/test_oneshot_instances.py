@@ -36,6 +36,11 @@ def test_finds_most_glands_of_a_tile(glands, litemedsam):
     assert result.labels.dtype == np.uint16 and result.labels.shape == truth.shape
     assert len(np.unique(result.labels)) - 1 == len(result.scores) == len(result.boxes)
     assert result.candidates >= len(result.scores)
+    # SAT's one region from such a reference merged every gland without a word: it says what to call instead
+    from napari_promptseg.methods.oneshot import segment_like
+
+    (single,) = segment_like(ref, ref_labels, target, segmenter=litemedsam)
+    assert any("segment_instances_like" in w for w in single.warnings)
 
 
 def test_candidates_are_chosen_on_the_reference(glands, litemedsam, shared_data):

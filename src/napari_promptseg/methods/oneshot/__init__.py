@@ -187,6 +187,10 @@ def segment_like(
         ref_self.append(self_affinity(ref_feats[-1]))
         check_cancel()
     ref_time = time.perf_counter() - t0
+    from ..instances import is_many_objects  # lazy: instances imports this module
+
+    # the CLI and the widgets dispatch such references to the instances pipeline; this function is SAT's one region
+    many = any(is_many_objects(np.asarray(m)) for m in masks)
 
     results = []
     for k, (target, tname) in enumerate(zip(target_list, names, strict=True)):
@@ -228,6 +232,12 @@ def segment_like(
         result.timings = timings
         if not result.mask.any():
             result.warnings.append(f"{tname}: the chosen prompts gave an empty mask")
+        if many:
+            result.warnings.append(
+                "the reference labels hold several objects, and segment_like gives one region (SAT): for every "
+                "object like them, as instance labels, use methods.instances.segment_instances_like (what the CLI "
+                "and the One-shot widget do with such a reference)"
+            )
         results.append(result)
     report(1.0, "done")
     return results
