@@ -364,3 +364,24 @@ def test_a_default_typed_out_is_the_same_run():
     assert run_signature(plain) == run_signature(typed)
     other = parse(["segment", "a.tif", "-o", "out", "--box", "1", "1", "9", "9", "--stop-iou", "0.3"])
     assert run_signature(other) != run_signature(plain)
+
+
+def test_a_scheduler_nobody_listens_at_is_said_at_once(tmp_path):
+    """A refused connection was retried for the client's 20 s timeout before the run said anything."""
+    import argparse
+    import socket
+    import time
+
+    from napari_promptseg.batch import BatchJob, run_batch
+    from napari_promptseg.errors import PromptsegError
+
+    with socket.socket() as probe:  # a free port, closed again: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    image = tmp_path / "a.tif"
+    tifffile.imwrite(image, np.zeros((8, 8), np.uint8))
+    args = argparse.Namespace(output=tmp_path / "out", threads=1)
+    t0 = time.perf_counter()
+    with pytest.raises(PromptsegError, match=f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"):
+        run_batch(BatchJob(_float32_setup, _write_nothing, args), [image], scheduler=f"tcp://127.0.0.1:{port}")
+    assert time.perf_counter() - t0 < 10

@@ -369,6 +369,7 @@ def _run_on_dask(
         client = Client(cluster)
     else:
         try:
+            _reachable(mode)  # a refused connection says so at once (the client would retry for its timeout)
             client = Client(mode, timeout="20s")
         except OSError as exc:
             raise PromptsegError(f"cannot reach the Dask scheduler at {mode}: {exc}") from exc
@@ -456,3 +457,16 @@ class _Progress:
             self.bar.close()
         else:
             print(file=sys.stderr)
+
+
+def _reachable(address: str) -> None:
+    """Raise OSError when nothing listens at a ``tcp://HOST:PORT`` scheduler address (other schemes: not checked)."""
+    import socket
+
+    if not address.startswith("tcp://"):
+        return
+    host, _, port = address[len("tcp://") :].rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except ValueError as exc:
+        raise OSError(f"not a HOST:PORT address ({exc})") from exc

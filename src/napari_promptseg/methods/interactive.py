@@ -178,9 +178,12 @@ def _best_click_candidate(obj: ObjectPrompt, logits: torch.Tensor, scores: np.nd
     h, w = full.shape[-2:]
     ok = []
     for i in range(len(full)):
+        # clicks outside this tile (an object's negative clicks elsewhere in a tiled image) neither honour nor break
+        # a candidate; a negative index would have read the far side of the tile
         hits = [
-            bool(full[i, min(int(y), h - 1), min(int(x), w - 1)]) == (label == 1)
+            bool(full[i, min(max(int(y), 0), h - 1), min(max(int(x), 0), w - 1)]) == (label == 1)
             for (x, y), label in zip(obj.points, obj.labels, strict=True)
+            if -1 <= x <= w and -1 <= y <= h
         ]
         if all(hits):
             ok.append(i)
