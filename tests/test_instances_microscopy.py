@@ -164,6 +164,11 @@ def test_find_all_from_three_boxes(sample, litemedsam):
     # measured: recall 0.6 of 50 nuclei from 3 examples; memorising the 3 examples gives 0.08
     assert m["recall"] > 0.45 and m["precision"] > 0.5, m
     assert len(result.scores) == len(np.unique(result.labels)) - 1
+    assert not result.warnings
+    # one box over most of the image beside them: it skews what is learnt, and the result says so
+    h, w = image.shape[:2]
+    boxes = np.concatenate([boxes[order[[5, 15, 25]]], [[0, 0, w - 1, h - 1]]]).astype(np.float32)
+    assert any("example box 4" in m for m in find_all_like(image, boxes, segmenter=litemedsam).warnings)
 
 
 def test_small_boxes_in_a_large_image_are_decoded_at_their_scale(sample, litemedsam):
