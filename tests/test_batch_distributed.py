@@ -385,3 +385,24 @@ def test_a_scheduler_nobody_listens_at_is_said_at_once(tmp_path):
     with pytest.raises(PromptsegError, match=f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"):
         run_batch(BatchJob(_float32_setup, _write_nothing, args), [image], scheduler=f"tcp://127.0.0.1:{port}")
     assert time.perf_counter() - t0 < 10
+
+
+def test_an_interrupted_run_with_other_options_is_never_resumed_as_the_earlier_one(tmp_path):
+    """A run with other options, stopped before its first record, deleted its journal while a worker could still be
+    writing an output; a --resume of the earlier run then trusted the earlier report.json over that file."""
+    from napari_promptseg.batch.journal import Journal
+    from napari_promptseg.errors import PromptsegError
+
+    (tmp_path / "report.json").write_text(
+        json.dumps({"version": "x", "command": "segment", "batch": {"signature": "first"}, "images": []})
+    )
+    other = Journal(tmp_path, "second")
+    other.start([], {})
+    other.close(finished=False, started=True)  # interrupted with tasks out
+    assert (tmp_path / JOURNAL_NAME).exists()
+    with pytest.raises(PromptsegError, match="results of another run"):
+        Journal(tmp_path, "first").previous()
+    quiet = Journal(tmp_path / "quiet", "third")
+    quiet.start([], {})
+    quiet.close(finished=False)  # stopped before any task: nothing left behind
+    assert not (tmp_path / "quiet" / JOURNAL_NAME).exists()

@@ -267,7 +267,7 @@ def run_batch(
         if progress is not None:
             progress.close()
         if journal is not None and not finished:
-            journal.close(finished=False)
+            journal.close(finished=False, started=bool(todo))
     records = [{k: v for k, v in results[str(p)].items() if not k.startswith("_")} for p in paths]
     summary = {
         "scheduler": mode,

@@ -120,11 +120,13 @@ class Journal:
             self._file.write(json.dumps(item) + "\n")
             self._file.flush()
 
-    def close(self, finished: bool) -> None:
+    def close(self, finished: bool, started: bool = False) -> None:
         """Close; a finished run's journal goes (report.json holds everything), an interrupted one stays when it
-        holds work (a run stopped before its first input leaves nothing behind)."""
+        holds work or ``started`` any (a worker may still be writing an output the journal does not name yet: a
+        later --resume must see this run's journal, not the report of an earlier run with other options); a run
+        stopped before it started leaves nothing behind."""
         if self._file is not None:
             self._file.close()
             self._file = None
-        if finished or not self._records:
+        if finished or not (self._records or started):
             self.path.unlink(missing_ok=True)
