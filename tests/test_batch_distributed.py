@@ -20,6 +20,7 @@ import tifffile
 from napari_promptseg.batch import JOURNAL_NAME
 from napari_promptseg.batch._exit import ExitWithoutTeardown
 from napari_promptseg.cli import main
+from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io import read_image
 
 from .conftest import REPO
@@ -406,3 +407,22 @@ def test_an_interrupted_run_with_other_options_is_never_resumed_as_the_earlier_o
     quiet.start([], {})
     quiet.close(finished=False)  # stopped before any task: nothing left behind
     assert not (tmp_path / "quiet" / JOURNAL_NAME).exists()
+
+
+def _failing_setup(args):
+    raise PromptsegError("no such model 'foo'")
+
+
+def test_a_run_that_fails_before_any_target_leaves_no_journal(tmp_path):
+    """Only an interrupted run with tasks out keeps its journal; a setup error left one that refused the next
+    --resume with other options ("results of another run") although nothing had been written."""
+    import argparse
+
+    from napari_promptseg.batch import BatchJob, run_batch
+
+    image = tmp_path / "a.tif"
+    tifffile.imwrite(image, np.zeros((8, 8), np.uint8))
+    args = argparse.Namespace(output=tmp_path / "out", threads=1)
+    with pytest.raises(PromptsegError, match="no such model"):
+        run_batch(BatchJob(_failing_setup, _write_nothing, args), [image, image.with_name("b.tif")], scheduler="none")
+    assert not (tmp_path / "out" / JOURNAL_NAME).exists()

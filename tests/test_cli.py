@@ -186,6 +186,8 @@ def test_reruns_keep_corrections_drop_stale_results_and_see_every_name(litemedsa
     tifffile.imwrite(out / "a.tif", corrected)
     assert main(command) == 2
     assert "a.tif" in capsys.readouterr().err and tifffile.imread(out / "a.tif")[0, 0] == 7
+    assert main([*command, "--overlay", "--resume"]) == 0  # a resume keeps finished outputs, corrected or not
+    assert tifffile.imread(out / "a.tif")[0, 0] == 7
     (out / "a.tif").unlink()
     (folder / "b.tif").write_bytes(b"not a tiff any more")
     assert main([*command, "--overlay"]) == 1

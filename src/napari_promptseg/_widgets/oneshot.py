@@ -126,6 +126,7 @@ def run_oneshot(
                 image,
                 segmenter=segmenter,
                 strategy=strategy,  # type: ignore[arg-type]
+                warn_many=False,  # the mode chose one region
                 names=[name],
                 progress=sub,
                 cancel=cancel,

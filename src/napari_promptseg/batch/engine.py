@@ -249,6 +249,9 @@ def run_batch(
             if journal is not None:
                 journal.add(meta=meta)
         record = result["record"]
+        # its files carry our mark (io.images.OUTPUT_MARKER): a listed file without it was rewritten since, e.g. a
+        # user's corrected labels (records kept from a version before the mark lack this)
+        record["outputs_marked"] = True
         results[path] = record
         if journal is not None:
             journal.add(record={k: v for k, v in record.items() if not k.startswith("_")})
@@ -257,17 +260,21 @@ def run_batch(
             progress.update(record)
 
     single = len(paths) == 1
+    interrupted = False
     try:
         if todo and mode == "none":
             _run_here(job, todo, single, deliver)
         elif todo:
             n_workers = _run_on_dask(job, todo, single, mode, n_workers, deliver)
         finished = True
+    except KeyboardInterrupt:
+        interrupted = True  # tasks may be out (a worker still writing): the journal must stay, even without records
+        raise
     finally:
         if progress is not None:
             progress.close()
         if journal is not None and not finished:
-            journal.close(finished=False, started=bool(todo))
+            journal.close(finished=False, started=interrupted and bool(todo))
     records = [{k: v for k, v in results[str(p)].items() if not k.startswith("_")} for p in paths]
     summary = {
         "scheduler": mode,
@@ -460,7 +467,8 @@ class _Progress:
 
 
 def _reachable(address: str) -> None:
-    """Raise OSError when nothing listens at a ``tcp://HOST:PORT`` scheduler address (other schemes: not checked)."""
+    """Raise OSError when nothing listens at a ``tcp://HOST:PORT`` scheduler address, or its host is unknown (other
+    schemes, and slow connections, are left to the client)."""
     import socket
 
     if not address.startswith("tcp://"):
@@ -470,3 +478,7 @@ def _reachable(address: str) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
     except ValueError as exc:
         raise OSError(f"not a HOST:PORT address ({exc})") from exc
+    except (ConnectionRefusedError, socket.gaierror):
+        raise
+    except OSError:
+        pass  # slow (a tunnel, a VPN): the client's own timeout decides

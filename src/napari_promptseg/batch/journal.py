@@ -105,10 +105,7 @@ class Journal:
         """A new journal holding the header and what is kept from earlier runs (written whole, then renamed)."""
         self.output.mkdir(parents=True, exist_ok=True)
         temp = self.path.with_suffix(".tmp")
-        # outputs_marked: this version marks its label files, so a file of the record without the mark is no longer
-        # ours (a user's correction): see cli._common._listed_outputs
-        header = {"signature": self.signature, "outputs_marked": True}
-        lines = [header, *([{"meta": meta}] if meta else []), *({"record": r} for r in kept)]
+        lines = [{"signature": self.signature}, *([{"meta": meta}] if meta else []), *({"record": r} for r in kept)]
         self._records = len(kept)
         temp.write_text("".join(json.dumps(item) + "\n" for item in lines))
         os.replace(temp, self.path)

@@ -160,7 +160,7 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
                 )
             writers.setdefault(out, []).append(path)
     report = args.output / "report.json"
-    listed = _listed_outputs(args.output)
+    listed = _listed_outputs(args.output, kept=getattr(args, "resume", False))
     if report.exists() and not _is_own_report(report):
         raise PromptsegError(
             f"-o {args.output}: report.json there was not written by promptseg and would be overwritten; move it, or "
@@ -193,26 +193,22 @@ def _is_own_report(path: Path) -> bool:
     return isinstance(data, dict) and "version" in data and "command" in data
 
 
-def _listed_outputs(output: Path) -> set[Path]:
+def _listed_outputs(output: Path, *, kept: bool = False) -> set[Path]:
     """Label and overlay files that the folder's report.json or resume journal names, when a version that did not
-    mark its files yet wrote them (they may be replaced by a rerun). Files a marking version listed count only by
-    their mark: one without it was rewritten since, e.g. a user's corrected labels."""
+    mark its files yet wrote them (they may be replaced by a rerun). Files of records made by a marking version
+    (``outputs_marked``) count only by their mark: one without it was rewritten since, e.g. a user's corrected
+    labels. ``kept``: every listed file (a --resume keeps the finished ones as they are, corrected or not)."""
     from ..batch.journal import JOURNAL_NAME
 
     records: list = []
     with contextlib.suppress(OSError, ValueError, AttributeError):
-        report = json.loads((output / "report.json").read_text())
-        if not report.get("outputs_marked"):
-            records += report.get("images") or []
+        records += json.loads((output / "report.json").read_text()).get("images") or []
     with contextlib.suppress(OSError):
-        lines = (output / JOURNAL_NAME).read_text().splitlines()
-        with contextlib.suppress(ValueError, AttributeError, IndexError):
-            if json.loads(lines[0]).get("outputs_marked"):
-                lines = []
-        for line in lines:
+        for line in (output / JOURNAL_NAME).read_text().splitlines():
             with contextlib.suppress(ValueError, AttributeError):
                 records.append(json.loads(line).get("record"))
-    files = {r.get(key) for r in records if isinstance(r, dict) for key in ("output", "overlay")}
+    records = [r for r in records if isinstance(r, dict) and (kept or not r.get("outputs_marked"))]
+    files = {r.get(key) for r in records for key in ("output", "overlay")}
     # by name in this folder: a report stores paths as given, relative to where that run was started
     return {(output / Path(f).name).resolve() for f in files if isinstance(f, str) and f}
 
@@ -297,9 +293,7 @@ def _write_report(
     path = output / "report.json"
     temp = path.with_suffix(".json.tmp")
     precision = encoder_precision or _resolved_precision(device, auto_precision)
-    # outputs_marked: its label files carry our mark; one without it was changed since (see _listed_outputs)
-    header = {"version": __version__, "encoder_precision": precision, "outputs_marked": True}
-    temp.write_text(json.dumps({**header, **report}, indent=2))
+    temp.write_text(json.dumps({"version": __version__, "encoder_precision": precision, **report}, indent=2))
     os.replace(temp, path)
     return path
 
@@ -357,7 +351,7 @@ def _run_batch(
     empty = [r for r in records if r["status"] == "empty"]
     unwritten = sum(1 for r in failed if "output" not in r)
     if getattr(args, "output", None) is not None:
-        _remove_stale_outputs(args, failed)
+        _remove_stale_outputs(args, failed + empty)
     if failed or empty:
         done = "embedded" if getattr(args, "command", "") == "embed" else "segmented"
         print(
@@ -372,18 +366,20 @@ def _run_batch(
     return outcome, (1 if unwritten else 0)
 
 
-def _remove_stale_outputs(args: argparse.Namespace, failed: Sequence[dict]) -> None:
-    """A failed input's files of an earlier run (its labels when this run wrote none, its overlay) would pass for
-    this run's result: they go, and its record says so. Only our own (marked) files are removed."""
+def _remove_stale_outputs(args: argparse.Namespace, records: Sequence[dict]) -> None:
+    """A failed or empty input's files of an earlier run (its labels when this run wrote none, its overlay: this
+    run draws none) would pass for this run's result: they go, and its record says so. Only our own (marked) files
+    are removed."""
     from ..io import output_stem
     from ..io.images import is_own_output
 
-    for record in failed:
+    for record in records:
         stem = output_stem(record["input"])
-        stale = [args.output / f"{stem}_overlay.png"] + ([] if "output" in record else [args.output / f"{stem}.tif"])
-        for path in (p for p in stale if is_own_output(p)):
-            path.unlink()
-            record.setdefault("warnings", []).append(f"removed {path.name} of an earlier run")
+        for key, suffix in (("overlay", "_overlay.png"), ("output", ".tif")):
+            path = args.output / f"{stem}{suffix}"
+            if not record.get(key) and is_own_output(path):  # this run wrote none: an earlier run's
+                path.unlink()
+                record.setdefault("warnings", []).append(f"removed {path.name} of an earlier run")
 
 
 def _reference_labels(mask: np.ndarray, image: np.ndarray, path: Path) -> np.ndarray:  # noqa: F821 (lazy numpy)

@@ -210,6 +210,7 @@ def _segment(
         ensemble=args.ensemble,
         keep_largest=args.keep_largest,
         use_points=args.use_points,
+        warn_many=False,  # one region was chosen (--no-instances, or several references)
         channel_axis=channel_axis,
         channels=args.channels,
         normalize=args.normalize,

@@ -16,7 +16,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     import tifffile
 
     from ..io import read_image
-    from ..io.images import OUTPUT_MARKER
+    from ..io.images import REGISTER_MARKER
     from ..io.landmarks import paired_landmarks, read_landmarks, write_landmarks
     from ..methods.registration import (
         RegistrationOptions,
@@ -85,9 +85,11 @@ def cmd_register(args: argparse.Namespace) -> int:
     )
     # channels stay where --channel-axis put them: the warped image has the moving image's layout
     warped = result.warp_image(moving, channel_axis=args.channel_axis if moving.ndim == 3 else None)
-    # marked as ours (io.images.OUTPUT_MARKER): a rerun may replace them, nothing else is
-    tifffile.imwrite(args.output / "moving_warped.tif", warped, compression="zlib", software=OUTPUT_MARKER)
-    tifffile.imwrite(args.output / "displacement.tif", result.displacement, compression="zlib", software=OUTPUT_MARKER)
+    # marked as register's (not as labels: a later run may take them as its inputs); a rerun may replace them
+    tifffile.imwrite(args.output / "moving_warped.tif", warped, compression="zlib", software=REGISTER_MARKER)
+    tifffile.imwrite(
+        args.output / "displacement.tif", result.displacement, compression="zlib", software=REGISTER_MARKER
+    )
     record: dict[str, object] = {}
     if landmarks is not None:
         fixed_xy, moving_xy = landmarks
@@ -204,12 +206,12 @@ def _check_earlier_outputs(output: Path, *, landmarks_given: bool) -> bool:
     """Refuse, before any work, to replace files in ``output`` that an earlier register run did not write (a
     foreign report.json, TIFFs without our mark, a landmark CSV the user put there); True when the folder holds an
     earlier register run (whose files this run replaces)."""
-    from ..io.images import is_own_output
+    from ..io.images import REGISTER_MARKER, is_own_output
 
     report = output / "report.json"
     earlier = _is_own_report(report) and json.loads(report.read_text()).get("command") == "register"
     foreign = [output / name for name in ("moving_warped.tif", "displacement.tif") if (output / name).exists()]
-    foreign = [p for p in foreign if not (earlier or is_own_output(p))]
+    foreign = [p for p in foreign if not (earlier or is_own_output(p, REGISTER_MARKER))]
     if report.exists() and not earlier:
         foreign.append(report)
     if landmarks_given and (output / "landmarks_warped.csv").exists() and not earlier:

@@ -17,6 +17,8 @@ OVERLAY_SIDE = 4096
 #: written into every label TIFF (its Software tag) and overlay PNG (a "Software" text chunk) this package makes, so
 #: a rerun into an output folder replaces its own earlier files and refuses to overwrite anyone else's
 OUTPUT_MARKER = "napari-promptseg"
+#: register's images (the warped moving image, the displacement): ours, but images a later run may take as inputs
+REGISTER_MARKER = "napari-promptseg register"
 
 
 def is_mask(labels: np.ndarray) -> bool:
@@ -121,19 +123,20 @@ def write_labels(path: str | Path, labels: np.ndarray) -> Path:
     return path
 
 
-def is_own_output(path: str | Path) -> bool:
-    """Whether ``path`` is a label TIFF or overlay PNG this package wrote (it carries :data:`OUTPUT_MARKER`)."""
+def is_own_output(path: str | Path, marker: str = OUTPUT_MARKER) -> bool:
+    """Whether ``path`` is a label TIFF or overlay PNG this package wrote (it carries :data:`OUTPUT_MARKER`; other
+    outputs carry their own ``marker``: :data:`REGISTER_MARKER`)."""
     path = Path(path)
     if not path.is_file():
         return False
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
             with tifffile.TiffFile(path) as tif:
-                return bool(tif.pages) and tif.pages[0].software == OUTPUT_MARKER
+                return bool(tif.pages) and tif.pages[0].software == marker
         from PIL import Image
 
         with Image.open(path) as png:
-            return png.info.get("Software") == OUTPUT_MARKER
+            return png.info.get("Software") == marker
     except Exception:  # noqa: BLE001 - unreadable or not an image: not ours, so never overwritten
         return False
 

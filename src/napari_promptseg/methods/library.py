@@ -333,6 +333,7 @@ def segment_with_library(
         target,
         segmenter=segmenter,
         channel_axis=-1,
+        warn_many=False,  # a one-region entry (many-objects entries take the instances route)
         normalize=normalize,
         names=[name],
         progress=sub,

@@ -180,7 +180,13 @@ class OneShotRegions:
 
             self.segmenter = load_segmenter()
         result = segment_like(
-            self.reference, self.reference_mask, image, segmenter=self.segmenter, names=[name], **self.options
+            self.reference,
+            self.reference_mask,
+            image,
+            segmenter=self.segmenter,
+            names=[name],
+            warn_many=False,  # regions for registration: one region per reference is what is asked
+            **self.options,
         )[0]
         self.results.append(result)
         components, n = ndimage.label(result.mask)

@@ -163,6 +163,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
 
     def _on_image_options_changed(self, *_) -> None:
         self._version += 1  # a preview still on its way was made from the image (or channels) as they were
+        self._commit_after_preview = False  # a commit asked for that preview is not one for the new image
         self._clear_preview()
         self._last_plane = None
         if self._no_image():

@@ -132,6 +132,7 @@ def segment_like(
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
     diagnostics: bool = False,
+    warn_many: bool = True,
 ) -> list[OneShotResult]:
     """Segment in every target what the reference mask marks in the reference image(s).
 
@@ -142,6 +143,7 @@ def segment_like(
     (:class:`~..models.features.SegmenterFeatures`). ``use_points`` (default: the segmenter's ``points_reliable``)
     adds the scheme's points to its boxes. ``keep_largest``: GBMSeg's optional largest-component post-processing.
     ``diagnostics``: SAT keeps every candidate mask of its bank on each result (:class:`SchemeDiagnostics`).
+    ``warn_many``: warn when a reference holds several objects (callers that chose one region say False).
     """
     if strategy not in STRATEGIES:
         raise PromptsegError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -190,7 +192,7 @@ def segment_like(
     from ..instances import is_many_objects  # lazy: instances imports this module
 
     # the CLI and the widgets dispatch such references to the instances pipeline; this function is SAT's one region
-    many = any(is_many_objects(np.asarray(m)) for m in masks)
+    many = warn_many and any(is_many_objects(np.asarray(m)) for m in masks)
 
     results = []
     for k, (target, tname) in enumerate(zip(target_list, names, strict=True)):
