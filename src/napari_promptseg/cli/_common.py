@@ -161,7 +161,7 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
             writers.setdefault(out, []).append(path)
     report = args.output / "report.json"
     listed = _listed_outputs(args.output, kept=getattr(args, "resume", False))
-    if report.exists() and not _is_own_report(report):
+    if report.exists() and _own_report(report) is None:
         raise PromptsegError(
             f"-o {args.output}: report.json there was not written by promptseg and would be overwritten; move it, or "
             "give another output directory"
@@ -184,13 +184,13 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
         )
 
 
-def _is_own_report(path: Path) -> bool:
-    """A report.json written by a promptseg subcommand (a JSON object with its version)."""
+def _own_report(path: Path) -> dict | None:
+    """The report.json a promptseg subcommand wrote (a JSON object with its version and command), else None."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "version" in data and "command" in data
+        return None
+    return data if isinstance(data, dict) and "version" in data and "command" in data else None
 
 
 def _listed_outputs(output: Path, *, kept: bool = False) -> set[Path]:

@@ -189,8 +189,10 @@ def _stack_record(
     plane = args.plane if args.plane is not None or not args.propagate else n // 2
     if plane is not None and not 0 <= plane < n:
         raise PromptsegError(f"{path}: --plane {plane} is outside the stack's {n} planes (0-{n - 1})")
-    if args.propagate or plane is None:
-        check_finite(volume, str(path))  # every plane is read: refuse NaN before the first is segmented
+    if args.propagate and not len(boxes):
+        # the seed plane is segmented here, before propagate_through_stack checks (as segment_stack does itself):
+        # refuse NaN before the first plane is segmented
+        check_finite(volume, str(path))
     record: dict = {"input": str(path), "shape": list(np.shape(image)), "planes": n}
     # per-plane progress on this process's terminal; Dask workers leave it to the driver's progress bar
     progress = None if in_dask_worker() else _PlaneProgress()

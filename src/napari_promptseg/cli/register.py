@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from ..errors import PromptsegError
-from ._common import _is_own_report, _make_output_dir, _mean_or_none, _print_progress, _write_report
+from ._common import _make_output_dir, _mean_or_none, _own_report, _print_progress, _write_report
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -209,7 +208,7 @@ def _check_earlier_outputs(output: Path, *, landmarks_given: bool) -> bool:
     from ..io.images import REGISTER_MARKER, is_own_output
 
     report = output / "report.json"
-    earlier = _is_own_report(report) and json.loads(report.read_text()).get("command") == "register"
+    earlier = (_own_report(report) or {}).get("command") == "register"
     foreign = [output / name for name in ("moving_warped.tif", "displacement.tif") if (output / name).exists()]
     foreign = [p for p in foreign if not (earlier or is_own_output(p, REGISTER_MARKER))]
     if report.exists() and not earlier:

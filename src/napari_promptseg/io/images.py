@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
 from ..errors import PromptsegError
+from ._files import replacing
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 #: longest side of an overlay PNG
@@ -105,10 +105,8 @@ def write_labels(path: str | Path, labels: np.ndarray) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
-    # written beside, then renamed: a run killed mid-write leaves the earlier file or the new one, never half of one
-    # (a truncated file is not ours to replace, and would stop a resume)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    # whole or not at all: a truncated file of a killed run is not ours to replace, and would stop a resume
+    with replacing(path) as temp:
         # minisblack: a stack of 3 or 4 planes is planes, not the colour samples tifffile would take them for
         tifffile.imwrite(
             temp,
@@ -117,9 +115,6 @@ def write_labels(path: str | Path, labels: np.ndarray) -> Path:
             photometric="minisblack",
             software=OUTPUT_MARKER,
         )
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
     return path
 
 
