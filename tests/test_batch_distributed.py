@@ -367,6 +367,56 @@ def test_a_default_typed_out_is_the_same_run():
     assert run_signature(other) != run_signature(plain)
 
 
+def test_a_reference_or_library_changed_under_its_name_is_another_run(tmp_path, monkeypatch):
+    """--resume compared option values only: a reference mask relabelled in place, or an exemplar added to the
+    library, kept the earlier run's outputs as this run's. The files' contents are part of the signature now."""
+    from napari_promptseg.batch import run_signature
+    from napari_promptseg.cli import build_parser
+
+    parse = build_parser().parse_args
+    reference, mask = tmp_path / "ref.tif", tmp_path / "ref_mask.tif"
+    tifffile.imwrite(reference, np.arange(64, dtype=np.uint8).reshape(8, 8))
+    tifffile.imwrite(mask, np.eye(8, dtype=np.uint8))
+    oneshot = ["oneshot", "a.tif", "-o", "out", "--reference", str(reference), "--reference-mask", str(mask)]
+    before = run_signature(parse(oneshot))
+    os.utime(mask, ns=(1, 1))  # touched, same bytes: the same run
+    assert run_signature(parse(oneshot)) == before
+    tifffile.imwrite(mask, np.eye(8, dtype=np.uint8)[::-1])
+    assert run_signature(parse(oneshot)) != before
+
+    from napari_promptseg.cli.text import cmd_text
+
+    library = tmp_path / "library"
+    (library / "entries").mkdir(parents=True)
+    (library / "index.json").write_text("[]")
+    monkeypatch.setenv("PROMPTSEG_LIBRARY", str(library))
+    monkeypatch.chdir(tmp_path)
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((8, 8), np.uint8))
+    args = parse(["text", "nuclei", "a.tif", "-o", "out"])
+    monkeypatch.setattr("napari_promptseg.cli.text._prepare_outputs", lambda *a: None)
+    monkeypatch.setattr("napari_promptseg.cli.text._run_batch", _signature_only)
+    with pytest.raises(_BatchReached):
+        cmd_text(args)  # names the default library, as the batch sees it
+    assert args.library == library.absolute()
+    before = run_signature(args)
+    (library / "index.json.lock").write_text("")  # a lock taken and left: nothing changed
+    assert run_signature(args) == before
+    (library / "entries" / "gland.npz").write_bytes(b"an exemplar")
+    assert run_signature(args) != before
+    grounded = parse(["text", "nuclei", "a.tif", "-o", "out", "--route", "groundingdino"])
+    with pytest.raises(_BatchReached):
+        cmd_text(grounded)
+    assert grounded.library is None  # a route that reads no library does not see it change
+
+
+class _BatchReached(Exception):
+    pass
+
+
+def _signature_only(args, paths, setup, process):
+    raise _BatchReached
+
+
 def test_a_scheduler_nobody_listens_at_is_said_at_once(tmp_path):
     """A refused connection was retried for the client's 20 s timeout before the run said anything."""
     import argparse

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -139,6 +140,9 @@ def test_cancelled_run_resumes_to_the_uninterrupted_weights(trained, kvasir, cac
     assert (state["epoch"], state["step"]) == (1, 1)
     with pytest.raises(PromptsegError, match="already holds"):  # never overwritten silently
         train_text_segmenter(kvasir, out, cache_dir=cache, device="cpu", **FAST)
+    # a save killed between its two renames: no last/, the new state complete in last.tmp, the old in last.old
+    shutil.copytree(out / "last", out / "last.tmp")
+    (out / "last").rename(out / "last.old")
     result = train_text_segmenter(kvasir, out, cache_dir=cache, resume=True, device="cpu")
     assert result.epochs_run == 2 and result.feature_cache["misses"] == 0
     resumed = load_file(out / "last" / "model.safetensors")

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from ..errors import PromptsegError
+from ..io._files import replacing
 
 JOURNAL_NAME = "report.partial.jsonl"
 #: options that do not make a run another run: where and how fast it runs, and the encoder precision (the
@@ -39,9 +40,47 @@ NOT_IN_SIGNATURE = frozenset(
 )
 
 
+#: options naming files whose contents decide the outputs: a reference relabelled, an exemplar added to the
+#: library or a checkpoint retrained under the same path makes a resume another run
+CONTENT_OPTIONS = ("reference", "reference_mask", "library", "weights", "text_weights")
+
+
+#: files above this size (a large model's weights) are known by their size and modification time, not hashed
+HASHED_BYTES = 256 * 2**20
+
+
+def _content_digest(path: str | os.PathLike) -> str:
+    """Hash of a file's bytes, or of every file under a directory (names and bytes; lock files aside)."""
+    path = Path(path)
+    if path.is_file():
+        files = [(path.name, path)]
+    elif path.is_dir():
+        files = sorted(
+            (f.relative_to(path).as_posix(), f) for f in path.rglob("*") if f.is_file() and f.suffix != ".lock"
+        )
+    else:
+        return "missing"
+    digest = hashlib.blake2b(digest_size=12)
+    for name, file in files:
+        digest.update(name.encode() + b"\0")
+        stat = file.stat()
+        if stat.st_size > HASHED_BYTES:
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+            continue
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 def run_signature(args: argparse.Namespace) -> str:
-    """Hash of the subcommand and every option that changes its outputs."""
+    """Hash of the subcommand, every option that changes its outputs and the contents of the files they name."""
     options = {k: v for k, v in vars(args).items() if k not in NOT_IN_SIGNATURE}
+    for key in CONTENT_OPTIONS:
+        value = options.get(key)
+        if value is not None:
+            paths = value if isinstance(value, (list, tuple)) else [value]
+            options[f"{key}_contents"] = [_content_digest(p) for p in paths]
     text = json.dumps(options, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
@@ -104,11 +143,10 @@ class Journal:
     def start(self, kept: list[dict], meta: dict) -> None:
         """A new journal holding the header and what is kept from earlier runs (written whole, then renamed)."""
         self.output.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_suffix(".tmp")
         lines = [{"signature": self.signature}, *([{"meta": meta}] if meta else []), *({"record": r} for r in kept)]
         self._records = len(kept)
-        temp.write_text("".join(json.dumps(item) + "\n" for item in lines))
-        os.replace(temp, self.path)
+        with replacing(self.path) as temp:
+            temp.write_text("".join(json.dumps(item) + "\n" for item in lines))
         self._file = open(self.path, "a")  # noqa: SIM115 - appended to for the whole run, closed by close()
 
     def add(self, **item: dict) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..errors import PromptsegError
+from ..io._files import replacing
 from ._stacks import _plane_channel_axis, _stack_for, _write_output
 from ._types import positive_float, positive_int
 
@@ -291,10 +292,9 @@ def _write_report(
     here from ``device`` (the run's ``--device``), ``auto_precision`` (what auto meant in the method, if it pins it)
     and ``--precision`` / ``$PROMPTSEG_PRECISION`` (auto by default)."""
     path = output / "report.json"
-    temp = path.with_suffix(".json.tmp")
     precision = encoder_precision or _resolved_precision(device, auto_precision)
-    temp.write_text(json.dumps({"version": __version__, "encoder_precision": precision, **report}, indent=2))
-    os.replace(temp, path)
+    with replacing(path) as temp:
+        temp.write_text(json.dumps({"version": __version__, "encoder_precision": precision, **report}, indent=2))
     return path
 
 

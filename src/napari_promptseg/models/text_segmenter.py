@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PromptsegError, WeightsError
+from ..io._files import replacing
 from .cache import content_key
 from .preprocessing import Normalization, ResizeTransform, as_channels_last
 from .text_decoder import DecoderConfig, TextPromptDecoder
@@ -241,9 +242,8 @@ def _check_prompts(prompts: Sequence[str]) -> list[str]:
 
 def write_config(directory: Path, config: dict) -> Path:
     path = Path(directory) / CONFIG_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **config}, indent=2))
-    os.replace(tmp, path)  # a reader never sees half a file
+    with replacing(path) as tmp:  # a reader never sees half a file
+        tmp.write_text(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **config}, indent=2))
     return path
 
 
@@ -251,9 +251,8 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     from safetensors.torch import save_file
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     return path
 
 

@@ -169,7 +169,7 @@ def train_text_segmenter(
             )
     else:
         config = replace(config or TrainingConfig(), **overrides)
-        held = [out / CONFIG_FILE, out / WEIGHTS_FILE, out / "last"]
+        held = [out / CONFIG_FILE, out / WEIGHTS_FILE, *(out / name for name in ("last", "last.tmp", "last.old"))]
         if any(p.exists() for p in held):
             if not overwrite:
                 raise PromptsegError(
@@ -400,9 +400,9 @@ def _save_last(
     rows: str,
     partial=None,
 ) -> None:
-    last = out / "last"
-    tmp = out / "last.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    last, tmp, old = out / "last", out / "last.tmp", out / "last.old"
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_tensors(tmp / WEIGHTS_FILE, decoder.state_dict())
     opt = optimizer.state_dict()
@@ -419,12 +419,26 @@ def _save_last(
         "partial": partial or {},
         "rows": rows,  # the data a resume must be given again (split_fingerprint)
     }
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    shutil.rmtree(last, ignore_errors=True)
-    tmp.rename(last)  # a crash leaves either the old or the new state, never half of one
+    (tmp / "state.json").write_text(json.dumps(state, indent=1))  # written last: a complete state has it
+    # a crash leaves the old state or the new one, never half of one or none (_recover_last finds it)
+    if last.exists():
+        last.rename(old)
+    tmp.rename(last)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover_last(out: Path) -> None:
+    """A save killed between its two renames left no ``last``: the new state when it is complete, else the old."""
+    if (out / "last").exists():
+        return
+    for candidate in (out / "last.tmp", out / "last.old"):
+        if (candidate / "state.json").is_file():
+            candidate.rename(out / "last")
+            return
 
 
 def _read_state(out: Path) -> dict | None:
+    _recover_last(out)
     path = out / "last" / "state.json"
     if not path.is_file():
         raise PromptsegError(f"{out}: nothing to resume (no last/state.json); train without --resume first")
