@@ -192,6 +192,39 @@ def test_tcp_scheduler_gives_the_outputs_of_one_process(inputs, unreadable, refe
     assert plugins and not any(ExitWithoutTeardown.name in names for names in plugins.values())
 
 
+def test_ctrl_c_stops_a_local_cluster_run_with_one_line(inputs, tmp_path):
+    """Ctrl+C reaches every process of the terminal's group: each worker printed asyncio's KeyboardInterrupt
+    tracebacks over the driver's one line. The workers now leave it to the driver, which closes the cluster and
+    keeps the journal for --resume."""
+    out = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "napari_promptseg.cli", "segment", *map(str, inputs), *BOX, "-o", str(out)]
+    proc = subprocess.Popen(
+        [*command, "--scheduler", "local", "--workers", "1"],
+        env=subprocess_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    journal = out / JOURNAL_NAME
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.is_file() and '"record"' in journal.read_text():
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+            time.sleep(0.05)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "promptseg segment: interrupted" in stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert journal.is_file() and not (out / "report.json").exists()
+
+
 #: a LocalCluster, with or without the engine's worker plugin. The first task leaves an exit handler, as torch's
 #: modules do on import: it would write the file named in argv[2] late in Python's exit, after the plugin's own. The
 #: second prints without flushing, as a library may.
