@@ -102,6 +102,8 @@ ABLATIONS: dict[str, tuple[str, dict]] = {
         {"intensity_bspline": False, "refine_levels": (128, 256, 512), "refine_iterations": (60, 40, 20)},
     ),
     "intensity route with near-identity search": ("intensity", {"search_near_identity": True}),
+    "intensity route; MIND refinement": ("intensity", {"refine_similarity": "mind"}),
+    "intensity route; optical density gray": ("intensity", {"gray": "od"}),
 }
 
 
