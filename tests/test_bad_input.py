@@ -279,3 +279,13 @@ def test_a_box_over_pixels_of_one_value_is_left_empty_with_a_warning(litemedsam)
     assert not (result.labels == 1).any() and result.scores[0] == 0.0
     assert (result.labels == 2).sum() > 500
     assert result.warnings == ["coins: box 1 covers pixels of one value: nothing to segment there (left empty)"]
+
+
+def test_the_cli_names_the_image_of_a_warning_once(tmp_path, capsys):
+    image = tmp_path / "blank_strip.tif"
+    strip = COINS[:200, :300].copy()
+    strip[:, 200:] = 0
+    tifffile.imwrite(image, strip)
+    assert main(["segment", str(image), "--box", "210", "20", "260", "70", "-o", str(tmp_path / "out")]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert lines == [f"warning: {image}: box 1 covers pixels of one value: nothing to segment there (left empty)"]

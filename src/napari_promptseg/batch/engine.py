@@ -292,6 +292,7 @@ def _announce(record: dict, progress: _Progress | None) -> None:
     write = progress.write if progress is not None else _print
     path = record["input"]
     for warning in record.get("warnings", []):
+        warning = warning.removeprefix(f"{path}: ")  # the methods name the image themselves
         write(f"warning: {path}: {warning}", err=True)
     if record["status"] == "failed":
         reason = record["reason"]
