@@ -28,3 +28,18 @@ def test_labels_round_trip_as_uint16_or_uint32(tmp_path):
     big = small * 10_000
     back = read_image(write_labels(tmp_path / "b.tif", big))
     assert back.dtype == np.uint32 and (back == big).all()
+
+
+def test_outputs_written_whole_get_the_mode_a_plain_write_gives(tmp_path):
+    """Labels, reports and library exports are written to a temporary file and renamed; mkstemp makes that file
+    private (0600), so a lab's shared results folder held outputs nobody else could read."""
+    import os
+    import stat
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    expected = stat.S_IMODE(plain.stat().st_mode)
+    labels = write_labels(tmp_path / "labels.tif", np.eye(8, dtype=np.uint16))
+    assert stat.S_IMODE(labels.stat().st_mode) == expected
+    os.chmod(labels, 0o600)  # a rerun replaces it with the usual mode again
+    assert stat.S_IMODE(write_labels(labels, np.eye(8, dtype=np.uint16)).stat().st_mode) == expected

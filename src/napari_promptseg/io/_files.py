@@ -8,6 +8,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+# the process's umask, read once at import (reading it means setting it); new files get the mode open() would give
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def replacing(path: Path) -> Iterator[Path]:
@@ -19,6 +23,7 @@ def replacing(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp made it private (0600); open() would have given this mode
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):  # already renamed into place when the block succeeded

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import tifffile
 
 from ... import __version__
 from ...errors import PromptsegError
+from .._files import replacing
 from ._format import (
     DEFAULT_MARGIN,
     DEFAULT_MIN_CROP,
@@ -296,27 +296,18 @@ class ReferenceLibrary:
             raise PromptsegError(f"{target} already exists; choose another file name or remove it first")
         if not self._entries:
             raise PromptsegError(f"reference library {self.path} is empty; nothing to export")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        try:
-            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                index = {"format": FORMAT, "version": VERSION, "entries": [e.to_json() for e in self._entries]}
-                zf.writestr(INDEX, json.dumps(index, indent=2) + "\n")
-                for entry in self._entries:
-                    for relative in (entry.image_path, entry.mask_path):
-                        source = self.path / relative
-                        if not source.is_file():
-                            raise PromptsegError(
-                                f"library entry '{entry.name}' ({entry.id}): file {source} is missing; remove the "
-                                "entry before exporting"
-                            )
-                        zf.write(source, relative)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with replacing(target) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            index = {"format": FORMAT, "version": VERSION, "entries": [e.to_json() for e in self._entries]}
+            zf.writestr(INDEX, json.dumps(index, indent=2) + "\n")
+            for entry in self._entries:
+                for relative in (entry.image_path, entry.mask_path):
+                    source = self.path / relative
+                    if not source.is_file():
+                        raise PromptsegError(
+                            f"library entry '{entry.name}' ({entry.id}): file {source} is missing; remove the "
+                            "entry before exporting"
+                        )
+                    zf.write(source, relative)
         return target
 
     @classmethod
