@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import CancelledError, PromptsegError
 from ..models import load_segmenter
-from ._common import LayerPicker, TaskRunner, image_and_labels, load_triton_safely, plane_shape
+from ._common import LayerPicker, TaskRunner, image_and_labels, load_triton_safely, plane_shape, whole_image_level
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 #: mode choice -> run_oneshot's ``instances`` (None: decided by the reference labels)
@@ -72,14 +72,24 @@ def run_oneshot(
     strategy: str,
     instances: bool | None,
     object_size: float | None = None,
+    factor: float = 1.0,
     progress,
     cancel,
 ) -> OneShotOutput:
-    """The worker body (no Qt, no layers). ``instances=None``: many instances when the reference labels hold
-    several objects (as the CLI decides)."""
+    """The worker body (no Qt, no layers), as the CLI runs one-shot. ``instances=None``: many instances when the
+    reference labels hold several objects; ``object_size``: the objects' diameter in full-resolution pixels (None:
+    measured); ``factor``: the downsampling of the pyramid level the targets were read at. The planes of a stack
+    share one object size and are linked into objects across planes."""
     from ..io import read_image
-    from ..methods.instances import fit_exemplars, is_many_objects, segment_with_exemplars, stack_object_size
+    from ..methods.instances import (
+        fit_exemplars,
+        is_many_objects,
+        level_object_size,
+        segment_with_exemplars,
+        stack_object_size,
+    )
     from ..methods.oneshot import segment_like
+    from ..methods.volume import segment_stack
     from ..models.preprocessing import as_channels_last
 
     progress(0.0, "loading model")
@@ -87,36 +97,29 @@ def run_oneshot(
     out = OneShotOutput([], [], [], [], stacked)
     if instances is None:
         instances = is_many_objects(reference_labels)
-    exemplars = None
+    exemplars, target_size = None, None
     if instances:
         progress(0.0, "learning the reference objects")
+        # the reference is fitted at its own (full) resolution; the targets' level gets the size divided
         ref = as_channels_last(reference, name="reference")
         exemplars = fit_exemplars(segmenter, ref, reference_labels, object_size=object_size)
-        if stacked and object_size is None:  # the planes of one stack share one size (as the CLI's stacks)
-            object_size = stack_object_size(exemplars, targets, segmenter.input_size)
-    for k, (target, name) in enumerate(zip(targets, names, strict=True)):
-        if cancel():
-            raise CancelledError("cancelled")
-        image = read_image(target) if isinstance(target, (str, Path)) else target
+        target_size = level_object_size(exemplars, object_size, factor)
+        if stacked and target_size is None:  # the planes of one stack share one size (as the CLI's stacks)
+            target_size = stack_object_size(exemplars, targets, segmenter.input_size)
 
-        def sub(fraction: float, message: str, k=k, name=name) -> None:
+    def segment_one(k: int, image: np.ndarray):
+        name = names[k]
+
+        def sub(fraction: float, message: str) -> None:
             progress((k + fraction) / len(targets), f"{name}: {message}")
 
         if exemplars is not None:
+            hwc = as_channels_last(image, name=name)
             res = segment_with_exemplars(
-                segmenter,
-                exemplars,
-                as_channels_last(image, name=name),
-                object_size=object_size,
-                name=name,
-                progress=sub,
-                cancel=cancel,
+                segmenter, exemplars, hwc, object_size=target_size, name=name, progress=sub, cancel=cancel
             )
-            centres = (res.boxes[:, :2] + res.boxes[:, 2:]) / 2 if len(res.boxes) else np.zeros((0, 2))
-            out.labels.append(res.labels)
-            out.positives.append(centres)
+            out.positives.append((res.boxes[:, :2] + res.boxes[:, 2:]) / 2 if len(res.boxes) else np.zeros((0, 2)))
             out.negatives.append(np.zeros((0, 2)))
-            out.warnings += res.warnings
             if res.scale is not None:
                 out.scales.append(res.scale.summary())
         else:
@@ -131,11 +134,21 @@ def run_oneshot(
                 progress=sub,
                 cancel=cancel,
             )[0]
-            out.labels.append(res.labels)
             out.positives.append(res.positives)
             out.negatives.append(res.negatives)
-            out.warnings += res.warnings
         out.names.append(name)
+        return res
+
+    if stacked:  # ids linked across planes, as the CLI's stacks (segment_stack checks cancel between planes)
+        stack = segment_stack(targets, lambda plane, z: segment_one(z, plane), name="target stack", cancel=cancel)
+        out.labels, out.warnings = list(stack.labels), stack.warnings
+    else:
+        for k, target in enumerate(targets):
+            if cancel():
+                raise CancelledError("cancelled")
+            res = segment_one(k, read_image(target) if isinstance(target, (str, Path)) else target)
+            out.labels.append(res.labels)
+            out.warnings += res.warnings
     progress(1.0, "done")
     return out
 
@@ -208,7 +221,7 @@ class OneShotWidget(QWidget):
         layout.addWidget(self.save_button)
         layout.addStretch(1)
         self.last_output: OneShotOutput | None = None
-        self._level_factor, self._level_object_size = 1.0, None
+        self._level_factors = np.ones(2)  # the downsampling of each axis of the target level read
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder of target images")
@@ -236,9 +249,16 @@ class OneShotWidget(QWidget):
         folder = self.folder.text().strip()
         target = self.target.layer()
         if target is not None:
-            data, self._level_factor, self._level_object_size = target.data, 1.0, None
+            data, self._level_factors = target.data, np.ones(target.ndim)
             if target.multiscale:
-                data, self._level_factor, self._level_object_size = self._pyramid_level(target, labels)
+                from ..methods.instances import is_many_objects
+
+                instances = MODES[self.mode.currentText()]
+                if instances if instances is not None else is_many_objects(labels):
+                    data = self._pyramid_level(target, labels)
+                else:  # one region: the level a whole-image method reads, as the CLI
+                    data = np.asarray(whole_image_level(target)[0])
+                self._level_factors = np.divide(target.data[0].shape[: target.ndim], data.shape[: target.ndim])
             planes, stacked = target_planes(data, target.rgb)
             names = [f"{target.name} [{i}]" for i in range(len(planes))] if stacked else [target.name]
             return reference, labels, planes, names, stacked, target
@@ -252,10 +272,10 @@ class OneShotWidget(QWidget):
             raise PromptsegError(f"no image files in {folder}")
         return reference, labels, files, [p.stem for p in files], False, None
 
-    def _pyramid_level(self, target: napari.layers.Image, labels: np.ndarray) -> tuple[np.ndarray, float, float]:
-        """A multiscale target is read at the pyramid level that matches the working scale of the reference's
-        objects (assumed at the target's full-resolution pixel size), not at full resolution. Returns the level,
-        its downsampling factor and the object size in the level's pixels."""
+    def _pyramid_level(self, target: napari.layers.Image, labels: np.ndarray) -> np.ndarray:
+        """A multiscale target in the many-instances mode is read at the pyramid level that matches the working
+        scale of the reference's objects (assumed at the target's full-resolution pixel size), as the CLI reads
+        it."""
         from ..methods.instances import reference_objects
         from ..tiling import choose_scale, pyramid_level, typical_object_size
 
@@ -263,8 +283,8 @@ class OneShotWidget(QWidget):
         shapes = [plane_shape(level, target.rgb) for level in target.data]
         # LiteMedSAM, the widget's model, sees 256 px
         scale = choose_scale(shapes[0], 256, size)
-        level, factor = pyramid_level(shapes, scale.scale)
-        return np.asarray(target.data[level]), factor, size / factor
+        level, _ = pyramid_level(shapes, scale.scale)
+        return np.asarray(target.data[level])
 
     def save_to_library(self):
         """Save the reference layer + its labels as a named library entry (small files, written right here)."""
@@ -312,9 +332,8 @@ class OneShotWidget(QWidget):
             self.runner.refuse(exc, "one-shot")
             return
         strategy, instances = self.strategy.currentText(), MODES[self.mode.currentText()]
-        factor = self._level_factor if layer is not None else 1.0
-        # a pyramid level's object size is in the pixels of the level read
-        object_size = self._level_object_size if factor != 1.0 else float(self.object_size.value()) or None
+        factors = self._level_factors if layer is not None else np.ones(2)
+        object_size = float(self.object_size.value()) or None  # full-resolution pixels
 
         def task(progress, cancel) -> OneShotOutput:
             return run_oneshot(
@@ -326,28 +345,30 @@ class OneShotWidget(QWidget):
                 strategy=strategy,
                 instances=instances,
                 object_size=object_size,
+                factor=float(factors[-1]),
                 progress=progress,
                 cancel=cancel,
             )
 
         def done(output: OneShotOutput) -> None:
             self.last_output = output
-            self._add_layers(output, layer, factor)
+            self._add_layers(output, layer, factors)
 
         self.runner.submit(
             "oneshot", f"one-shot ({strategy})", task, done, inputs=(layer,) if layer is not None else ()
         )
 
-    def _add_layers(self, output: OneShotOutput, layer: napari.layers.Image | None, factor: float = 1.0) -> None:
-        """``factor``: the downsampling of the pyramid level that was segmented (its pixels are that much larger)."""
+    def _add_layers(
+        self, output: OneShotOutput, layer: napari.layers.Image | None, factors: np.ndarray | None = None
+    ) -> None:
+        """``factors``: the downsampling of each axis of the pyramid level that was segmented (default none)."""
         from napari.utils.notifications import show_warning
 
-        kw = {} if layer is None else {"scale": layer.scale[: 3 if output.stacked else 2], "translate": layer.translate}
-        if layer is not None and factor != 1.0:
-            kw["scale"] = np.array(kw["scale"], float)
-            kw["scale"][-2:] *= factor
+        kw = {}
         if layer is not None:
-            kw["translate"] = layer.translate[: 3 if output.stacked else 2]
+            ndim = 3 if output.stacked else 2
+            scale = np.array(layer.scale[:ndim], float) * (1.0 if factors is None else np.asarray(factors)[-ndim:])
+            kw = {"scale": scale, "translate": layer.translate[:ndim]}
         if output.stacked:
             data = np.stack(output.labels)
             self.viewer.add_labels(data, name=f"{layer.name} one-shot", **kw)
@@ -366,7 +387,9 @@ class OneShotWidget(QWidget):
             ):
                 self.viewer.add_labels(labels, name=f"{name} one-shot", **kw)
                 self._add_points(pos[:, ::-1], neg[:, ::-1], f"{name} one-shot prompts", kw)
-        objects = sum(int(len(np.unique(labels))) - int((labels == 0).any()) for labels in output.labels)
+        # a stack's objects are linked across its planes: counted once
+        groups = [np.stack(output.labels)] if output.stacked else output.labels
+        objects = sum(int(len(np.unique(labels))) - int((labels == 0).any()) for labels in groups)
         scale = ""
         if output.scales:
             first = output.scales[0]

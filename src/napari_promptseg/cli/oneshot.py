@@ -190,15 +190,13 @@ def _segment(
 ):
     """One 2D target (a pyramid level ``factor`` times smaller than full resolution); ``object_size``: the objects'
     size when the caller measured it (a stack's planes share one)."""
-    from ..methods.instances import segment_with_exemplars
+    from ..methods.instances import level_object_size, segment_with_exemplars
     from ..methods.oneshot import segment_like
     from ..models.preprocessing import as_channels_last
 
     if one.exemplars is not None:
         hwc = as_channels_last(image, channel_axis=channel_axis, channels=args.channels, name=name)
-        # on a coarser level the objects are smaller than the exemplars: no measuring, their size / factor
-        size = object_size or args.object_size or (one.exemplars.object_size if factor != 1.0 else None)
-        size = None if size is None else size / factor
+        size = level_object_size(one.exemplars, object_size or args.object_size, factor)
         return segment_with_exemplars(one.segmenter, one.exemplars, hwc, object_size=size, name=name)
     return segment_like(
         one.references,

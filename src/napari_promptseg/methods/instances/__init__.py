@@ -32,6 +32,7 @@ from .exemplars import (
     estimate_object_size,
     fit_exemplars,
     is_many_objects,
+    level_object_size,
     reference_objects,
     stack_object_size,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "find_all_like",
     "fit_exemplars",
     "is_many_objects",
+    "level_object_size",
     "match_instances",
     "reference_objects",
     "segment_instances_like",

@@ -382,6 +382,15 @@ def stack_object_size(
     return estimate_object_size(model, read(planes[len(planes) // 2]), input_size)[0]
 
 
+def level_object_size(model: ExemplarModel, object_size: float | None, factor: float = 1.0) -> float | None:
+    """The objects' size in the pixels of a target read ``factor`` times coarser than full resolution (a pyramid
+    level): ``object_size`` (full-resolution pixels, e.g. typed by the user) when given; else, on a coarser level,
+    the exemplars' size (the target is not measured there: its objects are smaller than the exemplars by the
+    factor); else None (measured on the target). The reference is always fitted at full resolution."""
+    size = object_size or (model.object_size if factor != 1.0 else None)
+    return None if size is None else size / factor
+
+
 def _quick_width(
     model: ExemplarModel, image: np.ndarray, input_size: int, window: IntensityWindow, object_size: float
 ) -> float:
