@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from ...errors import PromptsegError
+from ...errors import CancelledError, PromptsegError
 from ...models.preprocessing import Normalization, as_channels_last
 from ...models.protocols import Embedding, PromptableSegmenter
 from ...tiling import (
@@ -39,6 +39,11 @@ ProgressCallback = Callable[[float, str], None]
 
 #: reference tiles the classifier learns from at most (those holding the most labelled pixels)
 MAX_REFERENCE_TILES = 6
+
+
+#: fit_exemplars' progress at the end of its steps: reference tiles embedded, their features, the pixel classifier
+#: fitted, the size classifier fitted, the exemplars' widths measured (the candidates' comparison takes the rest)
+EMBED_END, FEATURES_END, FIT_END, SIZE_FIT_END, WIDTHS_END = 0.3, 0.4, 0.5, 0.55, 0.6
 
 
 #: fewer exemplar objects than this get a strongly regularised classifier
@@ -180,6 +185,8 @@ def fit_exemplars(
     few_exemplars: bool | None = None,
     name: str = "reference",
     timer: _Timer | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> ExemplarModel:
     """Learn the exemplars' objects from ``image`` (H, W, C) and ``labels`` (instance ids). ``known``: where the
     labels are complete (default everywhere); only there is unlabelled ground taught as background.
@@ -188,8 +195,19 @@ def fit_exemplars(
     patch ``correspondence``); ``auto`` measures both on the reference itself (a window around its labels) when its
     labels are complete (:func:`.selection.choose_candidates`), else keeps the watershed. ``few_exemplars``: force
     (or forbid) the regularised classifier of few exemplars (default: fewer than ``FEW_EXEMPLARS`` objects).
+
+    ``progress(fraction, message)`` is told of every reference tile embedded and learnt, and of the candidates'
+    comparison; ``cancel()`` is asked between them (:class:`~napari_promptseg.errors.CancelledError`). Neither
+    changes the result.
     """
     timer = timer or _Timer()
+    report = progress or (lambda fraction, message: None)
+
+    def step(fraction: float, message: str) -> None:
+        if cancel is not None and cancel():
+            raise CancelledError("cancelled")
+        report(fraction, f"{name}: {message}")
+
     image = as_channels_last(image, name=name)  # (H, W) or (H, W, C): the console passes either
     if np.shape(labels)[:2] != image.shape[:2]:
         raise PromptsegError(
@@ -210,7 +228,8 @@ def fit_exemplars(
     chosen = [grid.tiles[i] for i in order[:MAX_REFERENCE_TILES] if counts[i] > 0]
     t0 = time.perf_counter()
     embeddings, workings = [], []
-    for tile in chosen:
+    for k, tile in enumerate(chosen):
+        step(EMBED_END * k / len(chosen), f"embedding reference tile {k + 1}/{len(chosen)}")
         emb, work = _tile_inputs(segmenter, image, tile, window, name)
         embeddings.append(emb)
         workings.append(work)
@@ -235,7 +254,8 @@ def fit_exemplars(
     # 0.718, F1 0.462 -> 0.527; benchmarks/README.md)
     stain = standardize and image.shape[-1] == 3
     feats, classes = [], []
-    for tile, emb, work in zip(chosen, embeddings, workings, strict=True):
+    for k, (tile, emb, work) in enumerate(zip(chosen, embeddings, workings, strict=True)):
+        step(EMBED_END + (FEATURES_END - EMBED_END) * k / len(chosen), f"features of tile {k + 1}/{len(chosen)}")
         tile_labels = _labels_to_working(labels[tile.slices], work.shape[:2])
         tile_known = _labels_to_working(known_mask[tile.slices], work.shape[:2])
         cls = training_classes(tile_labels, rim)
@@ -256,10 +276,16 @@ def fit_exemplars(
     # a few exemplars (find all like these: 2-5 boxes) are memorised pixel by pixel by deep trees; shallow trees
     # with large leaves generalise from them (measured: recall 0.08 -> 0.6 from 3 nuclei, benchmarks/README.md)
     few = len(ids) < FEW_EXEMPLARS if few_exemplars is None else few_exemplars
+    step(FEATURES_END, "fitting the pixel classifier")
     classifier = (PixelClassifier(max_depth=5, min_leaf=50) if few else PixelClassifier()).fit(taught_x, taught_y)
     n_filters = feats[0].shape[-1] - (projection.components.shape[1] if projection is not None else 0)
+    step(FIT_END, "fitting the size classifier")
     size_classifier = PixelClassifier(trees=12, max_depth=10).fit([x[:, :n_filters] for x in taught_x], taught_y)
-    widths = [_object_widths(size_classifier.predict(f[..., :n_filters])) for f in feats]
+    widths = []
+    for k, f in enumerate(feats):
+        step(SIZE_FIT_END + (WIDTHS_END - SIZE_FIT_END) * k / len(feats), f"object widths of tile {k + 1}/{len(feats)}")
+        widths.append(_object_widths(size_classifier.predict(f[..., :n_filters])))
+    step(WIDTHS_END, "measuring the exemplars")
     reference_width = _median_width(np.concatenate(widths)) / scale.scale
     true_width = _median_width(_object_widths(np.where(labels > 0, 0.0, 1.0)[..., None]))
     if len(channels) > 1 or not 1 / SIZE_TOLERANCE <= reference_width / max(true_width, 1e-6) <= SIZE_TOLERANCE:
@@ -290,10 +316,18 @@ def fit_exemplars(
         from .selection import choose_candidates
 
         t0 = time.perf_counter()
-        model.candidates, model.candidate_scores, min_score = choose_candidates(segmenter, model, image, labels)
+        model.candidates, model.candidate_scores, min_score = choose_candidates(
+            segmenter,
+            model,
+            image,
+            labels,
+            progress=lambda fraction, message: report(WIDTHS_END + (1 - WIDTHS_END) * fraction, message),
+            cancel=cancel,
+        )
         # the least confident of a handful of objects is no bound on the next image's: few exemplars get none
         model.min_score = min_score if len(ids) >= FEW_EXEMPLARS else 0.0
         timer.add("choose_candidates_s", t0)
+    step(1.0, "exemplars learnt")
     return model
 
 

@@ -512,7 +512,16 @@ def find_all_like(
         raise CancelledError("cancelled")
     report(0.1, "learning the examples")
     model = fit_exemplars(
-        segmenter, hwc, examples.labels, known=known, object_size=size, normalize=normalize, name=name, timer=timer
+        segmenter,
+        hwc,
+        examples.labels,
+        known=known,
+        object_size=size,
+        normalize=normalize,
+        name=name,
+        timer=timer,
+        progress=lambda fraction, message: report(0.1 + 0.1 * fraction, f"learning the examples: {message}"),
+        cancel=cancel,
     )
 
     def sub(fraction: float, message: str) -> None:

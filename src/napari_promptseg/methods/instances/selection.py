@@ -18,6 +18,7 @@ benchmarks/README.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -47,12 +48,19 @@ def _labelled_window(labels: np.ndarray, side: int) -> tuple[slice, slice]:
 
 
 def choose_candidates(
-    segmenter: PromptableSegmenter, model: ExemplarModel, image: np.ndarray, labels: np.ndarray
+    segmenter: PromptableSegmenter,
+    model: ExemplarModel,
+    image: np.ndarray,
+    labels: np.ndarray,
+    *,
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> tuple[str, dict[str, float], float]:
     """(chosen candidate source, object F1 of each source, decoder confidence of the least confident whole
     reference object the chosen source found) for the exemplars ``model`` learned from ``image``
     (H, W, C) with instance ``labels``, measured by segmenting the reference itself (its embeddings are cached;
-    a large reference only in a window of 2 x 2 tiles around its labels)."""
+    a large reference only in a window of 2 x 2 tiles around its labels). ``progress`` and ``cancel`` as
+    :func:`.pipeline.segment_with_exemplars` takes them, over both segmentations."""
     from .pipeline import match_instances, segment_with_exemplars
 
     if len(np.unique(labels[labels > 0])) < MIN_OBJECTS:
@@ -65,13 +73,20 @@ def choose_candidates(
     smallest = float(np.unique(labels[labels > 0], return_counts=True)[1].min())
     image, labels = image[crop], labels[crop]
     scores, confidence = {}, {}
-    for choice in CANDIDATE_CHOICES:
+    report = progress or (lambda fraction, message: None)
+    for k, choice in enumerate(CANDIDATE_CHOICES):
+
+        def sub(fraction: float, message: str, k: int = k, choice: str = choice) -> None:
+            report((k + fraction) / len(CANDIDATE_CHOICES), f"comparing {choice} candidates: {message}")
+
         found = segment_with_exemplars(
             segmenter,
             replace(model, candidates=choice, min_area=smallest),
             image,
             object_size=model.object_size,
             name="reference",
+            progress=sub,
+            cancel=cancel,
         )
         scores[choice] = float(match_instances(found.labels, labels)["f1"])
         confidence[choice] = _least_confident_match(found.labels, found.scores, labels)
