@@ -102,7 +102,14 @@ def run_oneshot(
         progress(0.0, "learning the reference objects")
         # the reference is fitted at its own (full) resolution; the targets' level gets the size divided
         ref = as_channels_last(reference, name="reference")
-        exemplars = fit_exemplars(segmenter, ref, reference_labels, object_size=object_size)
+        exemplars = fit_exemplars(
+            segmenter,
+            ref,
+            reference_labels,
+            object_size=object_size,
+            progress=lambda fraction, message: progress(0.0, message),
+            cancel=cancel,
+        )
         target_size = level_object_size(exemplars, object_size, factor)
         if stacked and target_size is None:  # the planes of one stack share one size (as the CLI's stacks)
             target_size = stack_object_size(exemplars, targets, segmenter.input_size)
