@@ -294,3 +294,27 @@ def test_a_rerun_keeps_renamed_or_edited_results_and_input_errors_reach_the_stat
     status = widget.runner.widget.status.text()
     assert widget.runner.state == "failed" and status.startswith("failed: registration: moving layer 'stack'"), status
     assert widget.summary.text() == ""
+
+
+def test_from_the_plugins_menu_a_rerun_replaces_its_results_and_the_pair_starts_on_two_images(make_viewer, qtbot, pair):
+    """napari hands a plugin's widget a proxy viewer whose calls return new proxy objects: the results a run
+    added were never found again, so every rerun piled up "moving registered [1]", "[2]"... And fixed and moving
+    both started on the first image, so the first press failed with "the same layer"."""
+    fixed, moving, _, _ = pair
+    viewer = make_viewer()
+    viewer.add_image(fixed, name="fixed", rgb=True)
+    viewer.add_image(moving, name="moving", rgb=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-promptseg", "Registration")
+    assert widget.fixed_picker.layer().name == "fixed" and widget.moving_picker.layer().name == "moving"
+    widget.method.setCurrentText("intensity")
+    for _ in range(2):
+        widget.run()
+        _wait(qtbot, widget)
+        assert widget.runner.state == "done", widget.runner.widget.status.text()
+    assert [layer.name for layer in viewer.layers].count("moving registered") == 1
+    assert "moving registered [1]" not in [layer.name for layer in viewer.layers]
+    # two images added after the widget opened (a sample's pair): still two different layers
+    viewer.layers.clear()
+    viewer.add_image(fixed, name="a", rgb=True)
+    viewer.add_image(moving, name="b", rgb=True)
+    assert widget.fixed_picker.layer().name == "a" and widget.moving_picker.layer().name == "b"

@@ -385,3 +385,28 @@ def test_multiscale_image_is_segmented_at_the_pyramid_level_of_the_boxes(make_vi
     preview = preview_layer(viewer)
     assert preview.data.shape == big.shape
     assert dice(preview.data == 1, nucleus) > MIN_DICE
+
+
+def test_the_users_own_shapes_are_never_taken_as_prompts_nor_committed_onto_another_grid(make_viewer, qtbot, sample):
+    """A Shapes layer of the user's (ROIs drawn before, a result's boxes) was picked as box prompts at once, and a
+    commit removed its shapes (napari cannot undo that). A target Labels layer of the image's shape but on another
+    grid received the objects where the image does not show them."""
+    image, truth, label, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei")
+    rois = viewer.add_shapes(np.array([[[5.0, 5.0], [5.0, 40.0], [40.0, 40.0]]]), shape_type="polygon", name="ROIs")
+    widget = add_widget(viewer)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert widget.shapes_picker.layer() is None
+    later = viewer.add_shapes(np.array([[[50.0, 50.0], [60.0, 60.0]]]), shape_type="rectangle", name="result boxes")
+    assert widget.shapes_picker.layer() is None and len(rois.data) == 1 and len(later.data) == 1
+    boxes = viewer.add_shapes(name="boxes")  # empty when it appears: made for prompts
+    assert widget.shapes_picker.layer() is boxes
+    boxes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    shifted = viewer.add_labels(np.zeros(truth.shape, np.uint32), name="shifted", translate=(40.0, 70.0))
+    widget.target_picker.set_layer(shifted)
+    widget.commit()
+    assert not shifted.data.any()
+    assert "another grid" in widget.runner.widget.status.text()
+    assert len(rois.data) == 1 and len(later.data) == 1

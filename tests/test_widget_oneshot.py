@@ -157,3 +157,27 @@ def test_reference_of_another_modality_is_warned_in_the_summary(make_viewer, qtb
     qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
     assert "gland one-shot" in [layer.name for layer in viewer.layers]
     assert "does not transfer" in widget.runner.widget.summary.text()
+
+
+def test_a_double_click_runs_once_and_a_target_replaced_meanwhile_gets_no_result(make_viewer, qtbot, lungs):
+    """A double click on the run button ran the whole job twice (two identical result layers); a result made from
+    a target whose pixels were replaced meanwhile was laid over the new pixels."""
+    viewer = make_viewer()
+    (ref, ref_mask), (target, _) = lungs[0], lungs[1]
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(viewer.add_image(ref, name="reference"))
+    widget.reference_labels.set_layer(viewer.add_labels(ref_mask.astype(np.uint8), name="lungs"))
+    layer = viewer.add_image(target, name="target")
+    widget.target.set_layer(layer)
+    widget.run()
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    names = [ly.name for ly in viewer.layers]
+    assert names.count("target one-shot") == 1 and "target one-shot [1]" not in names, names
+    before = len(viewer.layers)
+    widget.run()
+    layer.data = np.fliplr(target)  # while it runs
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    status = widget.runner.widget.status.text()
+    assert widget.runner.state == "failed" and "were replaced while it ran" in status, status
+    assert len(viewer.layers) == before

@@ -13,8 +13,9 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import napari
@@ -70,6 +71,13 @@ def load_triton_safely() -> None:
         logger.debug("triton import failed: %s", exc)
     finally:
         sys.setdlopenflags(flags)
+
+
+def unproxied(viewer: napari.viewer.Viewer) -> napari.viewer.Viewer:
+    """The viewer itself. napari gives a plugin's widget a proxy whose every call returns a new proxy object, so
+    a layer the widget added was never ``is`` the one in ``viewer.layers`` (a rerun of the Registration widget
+    opened from the Plugins menu left its previous results in place)."""
+    return getattr(viewer, "__wrapped__", viewer)
 
 
 def _levels(layer: napari.layers.Layer) -> list:
@@ -176,7 +184,9 @@ class LayerPicker(QComboBox):
     """Combo box of the viewer's layers of one type; follows additions, removals and renames.
 
     ``none_text`` adds a first entry that stands for "no layer" (e.g. "new layer on commit").
-    ``auto_select`` picks the first matching layer while nothing is selected (prompt layers: the one just added).
+    ``auto_select`` picks the first matching layer while nothing is selected (prompt layers: the one just added),
+    of those that were empty when they appeared (a layer holding the user's shapes or points is never taken).
+    ``unlike`` (another picker): by default a layer other than that one's, so a pair starts on two layers.
     ``layer_changed`` fires with the newly selected layer (or None) only when the selection really changes.
     """
 
@@ -190,15 +200,25 @@ class LayerPicker(QComboBox):
         none_text: str | None = None,
         exclude: Callable[[napari.layers.Layer], bool] | None = None,
         auto_select: bool = False,
+        unlike: LayerPicker | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self._viewer = viewer
+        self._unlike = unlike  # by default, a layer other than that picker's (a pair: fixed and moving)
+        if unlike is not None:
+            unlike.layer_changed.connect(self.refresh)
+        # auto_select takes only layers that were empty when they appeared (made for prompts): a user's ROIs, a
+        # result's boxes or landmarks were taken as prompts, and a commit removed them (no undo for shapes)
+        self._empty_when_seen: weakref.WeakSet = weakref.WeakSet(
+            layer for layer in viewer.layers if isinstance(layer, layer_type) and len(layer.data) == 0
+        )
         self._layer_type = layer_type
         self._none_text = none_text
         self._exclude = exclude
         self._auto_select = auto_select
         self._none_chosen = False  # the user picked "no layer": auto_select must not override that
+        self._user_chose = False  # a layer picked by the user (or set_layer) stays, even the ``unlike`` one
         self._layers: list[napari.layers.Layer | None] = []
         self._current: napari.layers.Layer | None = None
         self._refreshing = False
@@ -213,6 +233,8 @@ class LayerPicker(QComboBox):
 
     def _on_inserted(self, event) -> None:
         event.value.events.name.connect(self.refresh)
+        if isinstance(event.value, self._layer_type) and len(event.value.data) == 0:
+            self._empty_when_seen.add(event.value)
         self.refresh()
 
     def refresh(self, event=None) -> None:
@@ -224,8 +246,12 @@ class LayerPicker(QComboBox):
             if isinstance(layer, self._layer_type) and not (self._exclude and self._exclude(layer))
         ]
         keep = self._current if any(layer is self._current for layer in layers) else None
+        if keep is not None and self._unlike is not None and keep is self._unlike.layer() and not self._user_chose:
+            keep = None  # not chosen by the user, and the other picker's: another layer when there is one
         if keep is None and self._auto_select and not self._none_chosen:
-            keep = next((layer for layer in layers if layer is not None), None)
+            keep = next((layer for layer in layers if layer is not None and layer in self._empty_when_seen), None)
+        if keep is None and self._unlike is not None:
+            keep = next((ly for ly in layers if ly is not None and ly is not self._unlike.layer()), None)
         self._refreshing = True
         try:
             self.clear()
@@ -249,12 +275,14 @@ class LayerPicker(QComboBox):
 
     def _on_user_choice(self, index: int) -> None:
         self._none_chosen = 0 <= index < len(self._layers) and self._layers[index] is None
+        self._user_chose = True
 
     def layer(self) -> napari.layers.Layer | None:
         return self._current
 
     def set_layer(self, layer: napari.layers.Layer | None) -> None:
         self._none_chosen = layer is None
+        self._user_chose = True
         self.refresh()
         for i, candidate in enumerate(self._layers):
             if candidate is layer:
@@ -282,6 +310,13 @@ class _Job:
     on_error: Callable[[BaseException], None] | None = None
     inputs: tuple = ()  # the layers the task reads: its result is dropped if one was removed while it ran
     started: float = 0.0
+    changed: list = field(default_factory=list)  # names of input layers whose data was replaced while it ran
+    watchers: list = field(default_factory=list)  # (layer, callback) connected to the inputs' data events
+
+
+def data_token(layer: napari.layers.Layer) -> tuple:
+    """What identifies the pixels a layer holds: its array objects (replacing ``layer.data`` makes new ones)."""
+    return tuple(id(level) for level in _levels(layer))
 
 
 class TaskRunner(QObject):
@@ -330,13 +365,35 @@ class TaskRunner(QObject):
         on_done: Callable[[Any], None],
         on_error: Callable[[BaseException], None] | None = None,
         inputs: tuple = (),
-    ) -> None:
-        """``inputs``: the layers the task reads; a result whose input layer left the viewer meanwhile is not
-        pushed back (there is nothing left to lay it over)."""
-        self._pending.pop(key, None)
-        self._pending[key] = _Job(key, description, task, on_done, on_error, tuple(inputs))
+        queue: bool = False,
+        repeat: bool = False,
+    ) -> bool:
+        """``inputs``: the layers the task reads; a result whose input layer left the viewer, or whose pixels were
+        replaced, meanwhile is not pushed back (it would lie over other pixels). A run button's task is refused
+        while another task runs (a double click ran the whole job twice); ``queue``: wait for the others instead,
+        but not behind a running task of its own key unless ``repeat`` (a preview of prompts edited since). A
+        later task under a waiting task's key replaces it: latest wins. Returns whether the task was taken."""
+        if (self.busy and not queue) or (self.running_key == key and not repeat):
+            running = self._job.description if self._job is not None else "a task"
+            show_info(f"{running} is still running: wait for it, or press Cancel first")
+            return False
+        job = _Job(key, description, task, on_done, on_error, tuple(inputs))
+        for layer in job.inputs:
+            token = data_token(layer)
+
+            def changed(event=None, layer=layer, token=token, job=job) -> None:
+                if data_token(layer) != token and layer.name not in job.changed:
+                    job.changed.append(layer.name)
+
+            layer.events.data.connect(changed)
+            job.watchers.append((layer, changed))
+        replaced = self._pending.pop(key, None)
+        if replaced is not None:
+            _unwatch(replaced)
+        self._pending[key] = job
         if self._job is None:
             self._start_next()
+        return True
 
     def refuse(self, exc: BaseException, what: str) -> None:
         """A run refused on its inputs before it started: the status line says it failed (it must not keep showing
@@ -349,6 +406,8 @@ class TaskRunner(QObject):
 
     def cancel(self) -> None:
         """Drop waiting tasks and ask the running one to stop (it stops at its next cancel check)."""
+        for job in self._pending.values():
+            _unwatch(job)
         self._pending.clear()
         if self._job is not None:
             assert self._cancel_event is not None
@@ -420,6 +479,7 @@ class TaskRunner(QObject):
         return [f"layer '{layer.name}'" for layer in job.inputs if layer not in viewer.layers]
 
     def _on_finished(self, job: _Job, outcome: list[_Outcome], cancelled: bool) -> None:
+        _unwatch(job)
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
@@ -442,6 +502,14 @@ class TaskRunner(QObject):
                 )
                 self.widget.failed(job.description, error)
                 notify_exception(error, job.description)
+            elif job.changed:
+                names = ", ".join(f"layer '{name}'" for name in job.changed)
+                error = PromptsegError(
+                    f"the pixels of {names} were replaced while it ran: the result, made from the earlier ones, was "
+                    "dropped (run it again)"
+                )
+                self.widget.failed(job.description, error)
+                notify_exception(error, job.description)
             else:
                 # the result handler may say more (``widget.done(...)``/``set_message``): it runs after this default
                 self.widget.done(f"{job.description}: done in {seconds:.1f} s")
@@ -451,6 +519,12 @@ class TaskRunner(QObject):
             notify_exception(exc, job.description)
         finally:
             self._start_next()
+
+
+def _unwatch(job: _Job) -> None:
+    for layer, callback in job.watchers:
+        layer.events.data.disconnect(callback)
+    job.watchers.clear()
 
 
 #: what a :class:`_ProgressPanel` shows: nothing run yet, running, and how the last run ended

@@ -30,7 +30,15 @@ from qtpy.QtWidgets import (
 
 from ..errors import CancelledError, PromptsegError
 from ..models import load_segmenter
-from ._common import LayerPicker, TaskRunner, image_and_labels, load_triton_safely, plane_shape, whole_image_level
+from ._common import (
+    LayerPicker,
+    TaskRunner,
+    image_and_labels,
+    load_triton_safely,
+    plane_shape,
+    unproxied,
+    whole_image_level,
+)
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 #: mode choice -> run_oneshot's ``instances`` (None: decided by the reference labels)
@@ -166,7 +174,7 @@ class OneShotWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         load_triton_safely()
-        self.viewer = napari_viewer
+        self.viewer = napari_viewer = unproxied(napari_viewer)
         self.runner = TaskRunner(self)
         self.reference = LayerPicker(napari_viewer, napari.layers.Image)
         self.reference_labels = LayerPicker(napari_viewer, napari.layers.Labels)

@@ -44,7 +44,7 @@ from ..methods.registration import (
     resolve_method,
 )
 from ..methods.registration.quality import quality_line
-from ._common import LayerPicker, TaskRunner, load_triton_safely
+from ._common import LayerPicker, TaskRunner, load_triton_safely, unproxied
 
 GRID_LINES = 12
 
@@ -121,7 +121,7 @@ class RegistrationWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         load_triton_safely()
-        self.viewer = napari_viewer
+        self.viewer = napari_viewer = unproxied(napari_viewer)
         self.runner = TaskRunner(self)
         self.last_result: RegistrationResult | None = None
         self.last_errors: dict[str, dict] = {}
@@ -130,7 +130,7 @@ class RegistrationWidget(QWidget):
         self.result_layers: list[tuple[napari.layers.Layer, str, str]] = []
 
         self.fixed_picker = LayerPicker(napari_viewer, napari.layers.Image)
-        self.moving_picker = LayerPicker(napari_viewer, napari.layers.Image)
+        self.moving_picker = LayerPicker(napari_viewer, napari.layers.Image, unlike=self.fixed_picker)
         self.fixed_points = LayerPicker(napari_viewer, napari.layers.Points, none_text="none")
         self.moving_points = LayerPicker(napari_viewer, napari.layers.Points, none_text="none")
         self.method = QComboBox()

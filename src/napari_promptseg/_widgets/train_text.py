@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import PromptsegError
-from ._common import LayerPicker, TaskRunner, image_and_labels, load_triton_safely
+from ._common import LayerPicker, TaskRunner, image_and_labels, load_triton_safely, unproxied
 from .oneshot import target_planes
 
 #: model directories trained in this session, newest first; the Text prompt widget lists them
@@ -80,7 +80,7 @@ class TrainTextWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         load_triton_safely()
-        self.viewer = napari_viewer
+        self.viewer = napari_viewer = unproxied(napari_viewer)
         self.runner = TaskRunner(self)
         self.source = QComboBox()
         self.source.addItems(["layers", "CSV"])

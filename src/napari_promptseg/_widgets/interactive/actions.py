@@ -66,7 +66,9 @@ class NewLayerActions:
                 f"found {len(result.scores)} object(s) like the {len(boxes)} example(s){where} -> '{target.name}'"
             )
 
-        self.runner.submit("find-all", f"finding all like the {len(boxes)} example(s)", task, done, inputs=(image,))
+        self.runner.submit(
+            "find-all", f"finding all like the {len(boxes)} example(s)", task, done, inputs=(image,), queue=True
+        )
 
     def propagate(self) -> None:
         """Carry the objects boxed on the displayed plane of a 3D image through the stack -> a new Labels layer."""
@@ -113,7 +115,7 @@ class NewLayerActions:
             )
 
         self.runner.submit(
-            "propagate", f"propagating {len(boxes)} object(s) through '{name}'", task, done, inputs=(image,)
+            "propagate", f"propagating {len(boxes)} object(s) through '{name}'", task, done, inputs=(image,), queue=True
         )
 
     def _add_result_layer(self, data: np.ndarray, geom: PlaneGeometry, name: str) -> napari.layers.Labels:

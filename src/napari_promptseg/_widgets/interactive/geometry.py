@@ -320,6 +320,16 @@ def commit_to_labels(target: napari.layers.Labels, preview: np.ndarray, geom: Pl
             f"{name}: shape {tuple(target.data.shape)} does not match image '{geom.image_name}' "
             f"{geom.labels_shape}; choose another target or a new layer"
         )
+    # the same array shape on another grid puts the objects elsewhere in the world than the image shows them
+    if not (
+        np.allclose(np.asarray(target.scale, float), geom.scale)
+        and np.allclose(np.asarray(target.translate, float), geom.translate)
+    ):
+        raise PromptsegError(
+            f"{name} lies on another grid (scale {tuple(map(float, target.scale))}, translate "
+            f"{tuple(map(float, target.translate))}) than image '{geom.image_name}' (scale {tuple(geom.scale)}, "
+            f"translate {tuple(geom.translate)}): its pixels are not the image's; choose another target or a new layer"
+        )
     dtype = np.dtype(target.data.dtype)
     if dtype.kind not in "iu":
         raise PromptsegError(f"{name}: labels must be integers, got {dtype}")

@@ -24,7 +24,7 @@ from ...methods.interactive import SegmentationResult, segment_prompts
 from ...models import load_segmenter
 from ...models.preprocessing import as_channels_last
 from ...tiling import box_object_size
-from .._common import TaskRunner, debounce_timer, load_triton_safely, notify_exception, notify_once
+from .._common import TaskRunner, debounce_timer, load_triton_safely, notify_exception, notify_once, unproxied
 from .actions import NewLayerActions
 from .geometry import (
     POSITIVE,
@@ -70,7 +70,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         load_triton_safely()
-        self.viewer = napari_viewer
+        self.viewer = napari_viewer = unproxied(napari_viewer)
         self.runner = TaskRunner(self)
         self.preview: _Preview | None = None
         self._preview_layer: napari.layers.Labels | None = None
@@ -388,7 +388,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
         def done(seconds: float) -> None:
             self.runner.widget.set_message(f"embedding of '{name}' ready ({seconds:.2f} s)")
 
-        self.runner.submit("embed", f"embedding '{name}'", task, done)
+        self.runner.submit("embed", f"embedding '{name}'", task, done, queue=True, repeat=True)
 
     def _run_preview(self) -> None:
         if self._no_image():
@@ -455,7 +455,8 @@ class InteractiveWidget(NewLayerActions, QWidget):
             if version == self._version:
                 self._clear_preview()
 
-        self.runner.submit("preview", "preview", task, done, failed, inputs=(image,))
+        # no inputs: the version check above drops a preview of pixels or prompts that changed, without an error
+        self.runner.submit("preview", "preview", task, done, failed, queue=True, repeat=True)
 
     def commit(self) -> None:
         """Write the preview objects into the target Labels layer as new ids; existing labels are never replaced."""
