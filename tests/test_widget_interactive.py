@@ -410,3 +410,13 @@ def test_the_users_own_shapes_are_never_taken_as_prompts_nor_committed_onto_anot
     assert not shifted.data.any()
     assert "another grid" in widget.runner.widget.status.text()
     assert len(rois.data) == 1 and len(later.data) == 1
+    # Ctrl+Z right after Shift-C: the boxes layer is the active one then, and it undoes the commit
+    widget.target_picker.set_layer(None)
+    viewer.layers.selection.active = boxes  # where Shift-C is pressed
+    widget.commit()
+    target = widget.target_picker.layer()
+    assert target is not None and target.data.any() and viewer.layers.selection.active is boxes
+    from app_model.types import KeyBinding
+
+    boxes.keymap[KeyBinding.from_str("Ctrl+Z")](boxes)
+    assert not target.data.any()

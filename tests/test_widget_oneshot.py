@@ -181,3 +181,27 @@ def test_a_double_click_runs_once_and_a_target_replaced_meanwhile_gets_no_result
     status = widget.runner.widget.status.text()
     assert widget.runner.state == "failed" and "were replaced while it ran" in status, status
     assert len(viewer.layers) == before
+
+
+def test_closing_the_dock_stops_the_run(make_viewer, qtbot, lungs):
+    """Closing a dock only takes the widget out of it: the run went on for 35 s and then added its layers to the
+    viewer of a closed panel. Now it stops at its next cancel check and adds nothing."""
+    import time
+
+    viewer = make_viewer()
+    (ref, ref_mask), (target, _) = lungs[0], lungs[1]
+    widget = OneShotWidget(viewer)
+    dock = viewer.window.add_dock_widget(widget, name="one-shot")
+    widget.reference.set_layer(viewer.add_image(ref, name="reference"))
+    widget.reference_labels.set_layer(viewer.add_labels(ref_mask.astype(np.uint8), name="lungs"))
+    widget.target.set_layer(viewer.add_image(target, name="target"))
+    before = len(viewer.layers)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.runner.widget.bar.value() > 0 or widget.is_idle, timeout=RUN_MS)
+    viewer.window.remove_dock_widget(dock)
+    t0 = time.monotonic()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert time.monotonic() - t0 < 30 and widget.runner.state == "cancelled", widget.runner.widget.status.text()
+    assert len(viewer.layers) == before
+    widget.run()  # a closed panel takes no new run
+    assert widget.is_idle and len(viewer.layers) == before

@@ -30,7 +30,7 @@ from napari.utils.notifications import (
     show_info,
     show_warning,
 )
-from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -343,6 +343,19 @@ class TaskRunner(QObject):
         self._alive = alive = threading.Event()
         alive.set()
         self.destroyed.connect(lambda *_: alive.clear())
+        # closing a dock only takes the widget out of its dock (it lives on): that is when its work stops too
+        self._docked = self._closed = False
+        if parent is not None:
+            parent.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.ParentChange and watched is self.parent():
+            if watched.parent() is not None:
+                self._docked, self._closed = True, False
+            elif self._docked:  # its dock was closed: stop the running task, take no new one
+                self._closed = True
+                self.cancel()
+        return False
 
     @property
     def busy(self) -> bool:
@@ -373,6 +386,8 @@ class TaskRunner(QObject):
         while another task runs (a double click ran the whole job twice); ``queue``: wait for the others instead,
         but not behind a running task of its own key unless ``repeat`` (a preview of prompts edited since). A
         later task under a waiting task's key replaces it: latest wins. Returns whether the task was taken."""
+        if self._closed:  # the widget's dock was closed (e.g. a layer event of a closed Interactive widget)
+            return False
         if (self.busy and not queue) or (self.running_key == key and not repeat):
             running = self._job.description if self._job is not None else "a task"
             show_info(f"{running} is still running: wait for it, or press Cancel first")

@@ -41,6 +41,7 @@ ROLE_KEY = "promptseg_role"
 POLARITY_COLOURS = {True: "lime", False: "red"}
 TOGGLE_KEY = "T"
 COMMIT_KEY = "Shift-C"
+UNDO_KEY = "Control-Z"  # on the prompt layers: undo the last commit (they have no undo of their own)
 PREVIEW_DELAY_MS = 150  # prompt edits come in bursts (add + select + move events); decode once per burst
 PLANE_DELAY_MS = 300  # scrubbing a slider must not encode every plane it passes
 
@@ -130,7 +131,9 @@ def build_controls(widget: InteractiveWidget) -> None:
     )
     widget.target_picker.setToolTip("Labels layer that receives committed objects as new ids; existing labels stay")
     widget.commit_button = QPushButton(f"Commit ({COMMIT_KEY})")
-    widget.commit_button.setToolTip("Write the preview into the target as new labels (undo: Ctrl+Z on the target)")
+    widget.commit_button.setToolTip(
+        "Write the preview into the target as new labels (undo: Ctrl+Z on the target or on the prompt layers)"
+    )
 
     image_box = QGroupBox("Image")
     form = QFormLayout(image_box)

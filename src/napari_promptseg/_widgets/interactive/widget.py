@@ -49,6 +49,7 @@ from .layout import (
     ROLE_KEY,
     TARGET_NAME,
     TOGGLE_KEY,
+    UNDO_KEY,
     _is_preview,
     build_controls,
 )
@@ -75,6 +76,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
         self.preview: _Preview | None = None
         self._preview_layer: napari.layers.Labels | None = None
         self._version = 0  # bumped by every prompt edit; a preview computed for an older version is stale
+        self._last_commit_target: napari.layers.Labels | None = None  # what Ctrl+Z on a prompt layer undoes
         self._commit_after_preview = False
         self._shown_warnings: set[str] = set()
         self._connected: dict[str, napari.layers.Layer] = {}
@@ -184,6 +186,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
             if role == "points":
                 old.bind_key(TOGGLE_KEY, None)
             old.bind_key(COMMIT_KEY, None)
+            old.bind_key(UNDO_KEY, None)
         if layer is not None:
             layer.events.data.connect(self._on_prompts_edited)
             self._bind_keys(role, layer)
@@ -206,7 +209,14 @@ class InteractiveWidget(NewLayerActions, QWidget):
             if widget is not None:
                 widget.toggle_polarity()
 
+        def undo(_layer) -> None:
+            widget = me()
+            if widget is not None:
+                widget.undo_commit()
+
         layer.bind_key(COMMIT_KEY, commit, overwrite=True)
+        # the prompt layer is the active one after a commit (to draw on): Ctrl+Z there undoes the commit
+        layer.bind_key(UNDO_KEY, undo, overwrite=True)
         if role == "points":
             layer.bind_key(TOGGLE_KEY, toggle, overwrite=True)
 
@@ -483,10 +493,21 @@ class InteractiveWidget(NewLayerActions, QWidget):
         if not new_ids:
             show_warning(f"nothing committed: every preview pixel is already labelled in '{target.name}'")
             return
+        self._last_commit_target = target
         ids = f"{new_ids[0]}" if len(new_ids) == 1 else f"{new_ids[0]}-{new_ids[-1]}"
         self.runner.widget.set_message(f"committed {len(new_ids)} object(s) to '{target.name}' as id {ids}")
         self._remove_prompts(preview)
         self._clear_preview()
+
+    def undo_commit(self) -> None:
+        """Undo the last commit in its target Labels layer (napari's undo of that layer: its last change)."""
+        target = self._last_commit_target
+        if target is None or target not in self.viewer.layers:
+            show_warning("no commit to undo")
+            return
+        self._last_commit_target = None
+        target.undo()
+        self.runner.widget.set_message(f"undid the last commit in '{target.name}'")
 
     def _new_target(self, geom: PlaneGeometry) -> napari.layers.Labels:
         target = self._add_result_layer(np.zeros(geom.labels_shape, dtype=np.uint32), geom, TARGET_NAME)
