@@ -96,3 +96,17 @@ def test_click_alone_segments_the_object_under_it(shared_data, litemedsam):
     assert result.labels[y, x] == 1
     assert dice(result.labels == 1, components == lung.label) > 0.5
     assert result.warnings and "box" in result.warnings[0]
+
+
+def test_the_console_function_takes_the_object_size_the_cli_and_widget_take(litemedsam):
+    """`segment()` refused object_size (TypeError), so the CLI's --object-size and the widget's field had no console
+    equivalent; it is the same call as segment_prompts with it."""
+    import napari_promptseg
+    from napari_promptseg._sample_data import nuclei
+
+    (image, _, _), (truth, _, _) = nuclei()
+    boxes = boxes_from_labels(truth, min_area=50)[:5]
+    labels = napari_promptseg.segment(image, boxes=boxes, object_size=12)
+    expected = segment_prompts(image, litemedsam, boxes=boxes, object_size=12)
+    assert np.array_equal(labels, expected.labels) and expected.scale.object_size == 12
+    assert not np.array_equal(labels, segment_prompts(image, litemedsam, boxes=boxes).labels)

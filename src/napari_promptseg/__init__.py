@@ -63,10 +63,13 @@ def segment(
     channel_axis: int | None = None,
     channels: list[int] | None = None,
     normalize: str = "auto",
+    object_size: float | None = None,
 ) -> np.ndarray:
     """Instance labels (0 = background, one id per object) for boxes and points in pixel x = column, y = row.
 
     Each box is one object; points inside a box refine it; points outside all boxes make one more object.
+    ``object_size``: the objects' diameter in pixels, which sets the working scale (default: the boxes' size;
+    the CLI's ``--object-size``, the Interactive widget's object size field).
     """
     from .methods.interactive import segment_prompts
     from .models import load_segmenter
@@ -81,6 +84,7 @@ def segment(
         channel_axis=channel_axis,
         channels=channels,
         normalize=normalize,  # type: ignore[arg-type]
+        object_size=object_size,
     )
     for warning in result.warnings:
         import warnings

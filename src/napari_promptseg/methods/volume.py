@@ -64,7 +64,7 @@ def as_stack(image: object, *, channel_axis: int | None = None, name: str = "ima
         if shape[0] <= 4:
             warnings.append(
                 f"{name}: read as a stack of {shape[0]} planes of {shape[1]}x{shape[2]} pixels; if the first axis "
-                "holds channels, pass channel_axis=0 (CLI: --channel-axis 0)"
+                "holds channels, say so: channel_axis=0 (CLI: --channel-axis 0; widgets: channel axis 0)"
             )
         return image, warnings
     if ndim == 4:
@@ -78,7 +78,8 @@ def as_stack(image: object, *, channel_axis: int | None = None, name: str = "ima
         if shape[-1] <= 4:
             return image, []
         raise PromptsegError(
-            f"{name}: 4D array of shape {shape}: which axis holds the channels? pass channel_axis (CLI: --channel-axis)"
+            f"{name}: 4D array of shape {shape}: which axis holds the channels? pass channel_axis "
+            "(CLI: --channel-axis; widgets: channel axis)"
         )
     raise PromptsegError(f"{name}: {ndim}D array of shape {shape}; expected a 2D image or a (Z, Y, X[, C]) stack")
 

@@ -66,8 +66,9 @@ def as_channels_last(
             pass
         else:
             raise PromptsegError(
-                f"{name}: 3D array of shape {arr.shape} is ambiguous; pass channel_axis for a multichannel image "
-                "or segment one 2D plane of the stack at a time"
+                f"{name}: 3D array of shape {arr.shape} is ambiguous; pass channel_axis for a multichannel image, "
+                "or for a stack segment one 2D plane at a time (a whole stack: segment_stack, or "
+                "propagate_through_stack from one plane's prompts, in napari_promptseg.methods.volume)"
             )
     else:
         raise PromptsegError(
