@@ -241,3 +241,22 @@ def test_nonsense_option_values_are_refused_with_the_option_and_range(tmp_path, 
             main([*base, option, value])
         assert exited.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_one_large_input_shows_the_methods_steps(litemedsam, tmp_path, capsys):
+    """A single input had no progress at all (the bar counts inputs): a 3000 px find-all or one-shot was minutes of
+    silence. Its method's steps now reach stderr (one line at most every 10 s off a terminal, the first at once)."""
+    from skimage.measure import regionprops
+
+    from napari_promptseg._sample_data import nuclei
+
+    (image, _, _), (truth, _, _) = nuclei()
+    path = tmp_path / "nuclei.tif"
+    tifffile.imwrite(path, image)
+    boxes = [r.bbox for r in sorted(regionprops(truth), key=lambda r: -r.area)[:3]]
+    argv = ["segment", str(path), "--find-all", "-o", str(tmp_path / "out")]
+    for r0, c0, r1, c1 in boxes:
+        argv += ["--box", str(c0), str(r0), str(c1), str(r1)]
+    assert main(argv) == 0
+    steps = [line for line in capsys.readouterr().err.splitlines() if line.endswith("%)")]
+    assert steps and steps[0].endswith("(0 %)"), steps

@@ -21,6 +21,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,45 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: the steps of the method working on a run's one input in this process (a batch shows its bar of inputs instead)
+_method_progress: ContextVar[Callable[[float, str], None] | None] = ContextVar("method_progress", default=None)
+
+
+def method_progress() -> Callable[[float, str], None] | None:
+    """A reporter for the method the CLI calls (``progress=``): the one input of an in-process run shows its
+    steps (tiles, planes) on stderr, so a large image is not minutes of silence; None in a batch."""
+    return _method_progress.get()
+
+
+class _StepLine:
+    """A method's progress on stderr: one rewritten line on a terminal (at most 4 a second), else a line at most
+    every 10 s (a log stays readable)."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every = 0.25 if self.tty else 10.0
+        self.last, self.width = float("-inf"), 0
+
+    def __call__(self, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        text = f"{message} ({100 * max(0.0, min(1.0, fraction)):.0f} %)"
+        if self.tty:
+            self.stream.write("\r" + text.ljust(self.width))
+            self.width = len(text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+
+
 def run_batch(
     job: BatchJob,
     paths: Sequence[Path],
@@ -261,6 +301,8 @@ def run_batch(
 
     single = len(paths) == 1
     interrupted = False
+    steps = _StepLine() if single and mode == "none" else None
+    steps_token = _method_progress.set(steps)
     try:
         if todo and mode == "none":
             _run_here(job, todo, single, deliver)
@@ -271,6 +313,9 @@ def run_batch(
         interrupted = True  # tasks may be out (a worker still writing): the journal must stay, even without records
         raise
     finally:
+        _method_progress.reset(steps_token)
+        if steps is not None:
+            steps.close()
         if progress is not None:
             progress.close()
         if journal is not None and not finished:

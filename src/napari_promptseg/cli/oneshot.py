@@ -138,6 +138,7 @@ class _OneShot:
 
 
 def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
+    from ..batch.engine import method_progress
     from ..io import read_image
     from ..methods.instances import fit_exemplars, is_many_objects
     from ..models import load_segmenter
@@ -162,6 +163,7 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
             reference_labels[0],
             object_size=args.object_size,
             normalize=args.normalize,
+            progress=method_progress(),
         )
     meta = {
         **_segmenter_meta(segmenter),
@@ -190,14 +192,16 @@ def _segment(
 ):
     """One 2D target (a pyramid level ``factor`` times smaller than full resolution); ``object_size``: the objects'
     size when the caller measured it (a stack's planes share one)."""
+    from ..batch.engine import method_progress
     from ..methods.instances import level_object_size, segment_with_exemplars
     from ..methods.oneshot import segment_like
     from ..models.preprocessing import as_channels_last
 
+    progress = method_progress()
     if one.exemplars is not None:
         hwc = as_channels_last(image, channel_axis=channel_axis, channels=args.channels, name=name)
         size = level_object_size(one.exemplars, object_size or args.object_size, factor)
-        return segment_with_exemplars(one.segmenter, one.exemplars, hwc, object_size=size, name=name)
+        return segment_with_exemplars(one.segmenter, one.exemplars, hwc, object_size=size, name=name, progress=progress)
     return segment_like(
         one.references,
         one.masks,
@@ -213,6 +217,7 @@ def _segment(
         channels=args.channels,
         normalize=args.normalize,
         names=[name],
+        progress=progress,
     )[0]
 
 

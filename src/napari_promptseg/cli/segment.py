@@ -80,6 +80,7 @@ def _segment(args: argparse.Namespace, segmenter, image, name: str, channel_axis
     resolution); prompts are given in full-resolution pixels."""
     import numpy as np
 
+    from ..batch.engine import method_progress
     from ..methods.instances import find_all_like
     from ..methods.interactive import segment_prompts
 
@@ -87,7 +88,9 @@ def _segment(args: argparse.Namespace, segmenter, image, name: str, channel_axis
     size = None if args.object_size is None else args.object_size / factor
     options = {"channel_axis": channel_axis, "channels": args.channels, "normalize": args.normalize}
     if args.find_all:
-        return find_all_like(image, boxes, segmenter=segmenter, object_size=size, name=name, **options)
+        return find_all_like(
+            image, boxes, segmenter=segmenter, object_size=size, name=name, progress=method_progress(), **options
+        )
     return segment_prompts(
         image,
         segmenter,
