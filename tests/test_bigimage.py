@@ -19,7 +19,7 @@ from napari_promptseg._sample_data import nuclei
 from napari_promptseg.cli import main
 from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io import read_image
-from napari_promptseg.io.multiscale import is_ome_zarr, open_multiscale, write_ome_zarr_labels
+from napari_promptseg.io.multiscale import SCRATCH_PREFIX, is_ome_zarr, open_multiscale, write_ome_zarr_labels
 from napari_promptseg.methods.instances import fit_exemplars, match_instances, segment_with_exemplars
 from napari_promptseg.methods.metrics import dice
 from napari_promptseg.tiling import upsample_labels
@@ -192,3 +192,74 @@ def test_labels_repeat_the_images_level_shapes_and_transforms(tmp_path):
     assert {"manual", "promptseg"} <= {p.name for p in (path / "labels").iterdir()}
     with pytest.raises(SystemExit):  # the CLI refuses it before any work
         main(["segment", str(path), "--plane", "1", "--box", "20", "10", "50", "60", "--labels-name", "", "-o", "x"])
+
+
+def _napari_labels(path) -> dict[str, np.ndarray]:
+    """The labels layers napari's reader (napari-ome-zarr) opens from an OME-Zarr: full-resolution data by labels
+    name (its layer names are paths, "labels/labels/<name>")."""
+    from napari.components import ViewerModel
+    from napari.plugins import _initialize_plugins
+
+    _initialize_plugins()
+    viewer = ViewerModel()
+    viewer.open(str(path), plugin="napari-ome-zarr")
+    return {
+        layer.name.rsplit("/", 1)[-1]: np.asarray(layer.data[0] if layer.multiscale else layer.data)
+        for layer in viewer.layers
+        if layer._type_string == "labels"
+    }
+
+
+@pytest.mark.parametrize("fmt", [FormatV04(), FormatV05()], ids=["ngff0.4", "ngff0.5"])
+def test_an_interrupted_labels_rewrite_keeps_the_earlier_labels(tmp_path, monkeypatch, fmt):
+    """Ctrl+C during a rewrite of the labels deleted the earlier labels (they were deleted first) and left a group
+    with missing or all-zero levels. The new labels are written aside and swapped in when complete: an interrupted
+    rewrite leaves the earlier labels whole, napari reads them as before, and the next write cleans up."""
+    (image, _, _), (truth, _, _) = nuclei()
+    path = tmp_path / "nuclei.ome.zarr"
+    write_ome_zarr(path, image[None], fmt, levels=4)
+    first = write_ome_zarr_labels(path, truth)
+    write_ome_zarr_labels(path, (truth > 0).astype(np.uint16), "manual")
+    before = open_multiscale(first)
+    new = np.where(truth % 2 == 1, truth, 0).astype(np.uint16)  # every other nucleus
+
+    real_to_zarr, written = da.to_zarr, []
+
+    def interrupted_after_one_level(*args, **kwargs):
+        if written:
+            raise KeyboardInterrupt  # as SIGINT arrives while the second level is written
+        delayed = real_to_zarr(*args, **kwargs)
+        da.compute(delayed)  # the first level is written whole
+        written.append(kwargs.get("component"))
+        return delayed
+
+    monkeypatch.setattr(da, "to_zarr", interrupted_after_one_level)
+    with pytest.raises(KeyboardInterrupt):
+        write_ome_zarr_labels(path, new)
+    monkeypatch.undo()
+    assert written  # the write did start
+    # what the interrupted write left aside: no labels list names it
+    assert (path / "labels" / f"{SCRATCH_PREFIX}promptseg").is_dir()
+
+    # the earlier labels: listed, every level there and unchanged, and napari shows them and nothing half written
+    again = open_multiscale(first)
+    assert len(again.levels) == len(before.levels) == 4
+    for old, now in zip(before.levels, again.levels, strict=True):
+        np.testing.assert_array_equal(np.asarray(now), np.asarray(old))
+    layers = _napari_labels(path)
+    assert sorted(layers) == ["manual", "promptseg"]
+    np.testing.assert_array_equal(layers["promptseg"], truth)
+
+    # the next write replaces them whole and leaves nothing of the interrupted one
+    write_ome_zarr_labels(path, new)
+    assert sorted(p.name for p in (path / "labels").iterdir() if not p.name.startswith((".z", "zarr"))) == [
+        "manual",
+        "promptseg",
+    ]
+    layers = _napari_labels(path)
+    assert sorted(layers) == ["manual", "promptseg"]
+    np.testing.assert_array_equal(layers["promptseg"], new)
+    np.testing.assert_array_equal(layers["manual"], truth > 0)
+    replaced = open_multiscale(first)
+    assert replaced.level_transforms == before.level_transforms and replaced.axis_info == before.axis_info
+    np.testing.assert_array_equal(np.asarray(replaced.levels[3]), new[::8, ::8])

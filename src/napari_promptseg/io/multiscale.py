@@ -261,18 +261,22 @@ def write_ome_zarr_labels(image_path: str | Path, labels: np.ndarray, name: str 
             level_transform.append({"type": "translation", "translation": translation})
         transforms.append(level_transform)
     chunks = tuple(min(LABEL_CHUNK, n) if a in ("y", "x") else 1 for a, n in zip(axes, pyramid[0].shape, strict=True))
+    labels_dir = image.path / "labels"
+    scratch, replaced = labels_dir / f"{SCRATCH_PREFIX}{name}", labels_dir / f"{REPLACED_PREFIX}{name}"
     try:
         fmt = format_from_version(image.ome_version)
         root = zarr.open_group(str(image.path), mode="a")
-        if "labels" in root and name in root["labels"]:  # replace: drop the group and its entry in the list
-            del root["labels"][name]
-            others = [n for n in get_metadata(root["labels"]).get("labels", []) if n != name]
-            add_metadata(root["labels"], {"labels": others}, fmt=fmt)
+        labels_group = root.require_group("labels")
+        _remove_tree(scratch)  # what a killed run left: never listed, so no reader saw it
+        # the new labels image is written whole beside the old one, under a name the labels list does not hold (a
+        # group of its own, whose labels/<name> is the image under its final name and metadata); the old one stays
+        # readable until the new one is complete (an interrupted rewrite deleted it, and left levels missing or
+        # zero)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             write_multiscale_labels(
                 pyramid,
-                root,
+                zarr.open_group(str(scratch), mode="w", zarr_format=fmt.zarr_format),
                 name,
                 fmt=fmt,
                 # with their type and unit (micrometer...), so the labels lie on the image's physical grid
@@ -280,9 +284,34 @@ def write_ome_zarr_labels(image_path: str | Path, labels: np.ndarray, name: str 
                 coordinate_transformations=transforms,
                 storage_options={"chunks": chunks},
             )
+        # swapped in by two renames, the old one removed once the new one is in place; the list names it last
+        _remove_tree(replaced)
+        target = labels_dir / name
+        if target.exists():
+            target.rename(replaced)
+        (scratch / "labels" / name).rename(target)
+        listed = get_metadata(labels_group).get("labels", [])
+        if name not in listed:
+            add_metadata(labels_group, {"labels": [*listed, name]}, fmt=fmt)
+        _remove_tree(replaced)
+        _remove_tree(scratch)
     except PermissionError as exc:
         raise PromptsegError(f"{image.path}: cannot write its labels/ group ({exc}); write TIFF labels") from exc
-    return image.path / "labels" / name
+    return target
+
+
+#: a labels image being written goes into ``labels/<SCRATCH_PREFIX><name>`` (a zarr group that no labels list names;
+#: readers list only the names in ``labels/``' list) and is moved to ``labels/<name>`` when complete; the image it
+#: replaces waits as ``labels/<REPLACED_PREFIX><name>`` until then. The next write of that name removes both
+SCRATCH_PREFIX = ".promptseg-writing-"
+REPLACED_PREFIX = ".promptseg-replaced-"
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path)
 
 
 def check_labels_name(name: str) -> str:
