@@ -160,6 +160,17 @@ def test_quality_indicator_drops_on_a_mismatched_pair(cima, shared_data):
     assert "strong stretch" in quality_line(mismatched) and "strong stretch" not in quality_line(matched)
 
 
+def test_two_unrelated_fluorescence_images_are_not_called_good():
+    """Two different nuclei images (no shared field) were "good": a free-form field raised their similarity a
+    little (NMI 1.004 -> 1.020), less than any real pair of sections gains (0.03-0.09)."""
+    from napari_promptseg._sample_data import nuclei, nuclei_for_text
+
+    (a, _, _), _ = nuclei()
+    (b, _, _), _ = nuclei_for_text()
+    quality = register(a, b).quality
+    assert quality["similarity_gain"] < 0.02 and quality["verdict"] == "check", quality
+
+
 def test_stretch_counts_a_canvas_or_a_pixel_size_change_as_none():
     """A padded or cropped canvas at the same pixel size (area factor 1) and the same field at another pixel size
     (area factor = the size ratio squared) are not a stretch; unequal scaling of the two axes is; a singular affine
