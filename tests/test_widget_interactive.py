@@ -416,6 +416,7 @@ def test_the_users_own_shapes_are_never_taken_as_prompts_nor_committed_onto_anot
     widget.commit()
     target = widget.target_picker.layer()
     assert target is not None and target.data.any() and viewer.layers.selection.active is boxes
+    assert widget.runner.state == "done", widget.runner.widget.status.text()  # no longer the refusal's "failed"
     from app_model.types import KeyBinding
 
     boxes.keymap[KeyBinding.from_str("Ctrl+Z")](boxes)

@@ -495,7 +495,9 @@ class InteractiveWidget(NewLayerActions, QWidget):
             return
         self._last_commit_target = target
         ids = f"{new_ids[0]}" if len(new_ids) == 1 else f"{new_ids[0]}-{new_ids[-1]}"
-        self.runner.widget.set_message(f"committed {len(new_ids)} object(s) to '{target.name}' as id {ids}")
+        message = f"committed {len(new_ids)} object(s) to '{target.name}' as id {ids}"
+        # a commit is the user's action done: the status no longer reads as an earlier refusal ("failed: ...")
+        (self.runner.widget.set_message if self.runner.busy else self.runner.widget.done)(message)
         self._remove_prompts(preview)
         self._clear_preview()
 
