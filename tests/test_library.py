@@ -121,7 +121,7 @@ def test_a_many_instances_entry_keeps_touching_objects_apart(tmp_path, shared_da
     pairs = np.unique(np.stack([stored[labels > 0], labels[labels > 0]]), axis=1)
     assert pairs.shape[1] == n_true
     # a plain entry keeps the 8-bit mask (255 = the object); its objects are the mask's components
-    plain = library.add("nuclei mask", image, labels > 0, margin=None)
+    plain = library.add("nuclei mask", image, labels > 0, margin=None, instances=False)
     assert read_image(plain.root / plain.mask_path).dtype == np.uint8
     assert plain.labels().max() < n_true
     # the ids survive an export and import
@@ -129,6 +129,54 @@ def test_a_many_instances_entry_keeps_touching_objects_apart(tmp_path, shared_da
     imported = ReferenceLibrary.import_zip(archive, tmp_path / "lib2").library
     again = next(e for e in imported.entries if e.instances)
     assert np.array_equal(again.labels(), stored)
+
+
+def _bundled(name: str) -> str:
+    from importlib.resources import files
+
+    return str(files("napari_promptseg") / "sample_data" / name)
+
+
+def test_labels_of_many_objects_are_saved_as_many_instances_by_default(tmp_path, litemedsam):
+    """The bundled image's 50 labelled nuclei were saved as one region unless asked otherwise, and a prompt then
+    gave one 50,664 px blob (Dice 0.225) without a word; `promptseg oneshot` and the One-shot widget already took
+    such labels as many instances. ``instances=None`` now decides as they do; a flag still decides."""
+    from napari_promptseg._sample_data import nuclei, nuclei_for_text
+    from napari_promptseg.methods.instances import match_instances
+
+    (image, _, _), (truth, _, _) = nuclei()
+    lib = ReferenceLibrary.open(tmp_path / "lib")
+    auto = lib.add("nucleus", image, truth, margin=None)
+    assert auto.instances and len(np.unique(auto.labels())) - 1 == 50
+    assert not lib.add("nucleus", image, truth, margin=None, instances=False).instances
+    one = np.zeros_like(truth)
+    one[truth == truth.max()] = 1
+    assert not lib.add("one nucleus", image, one, margin=None).instances  # one object: one region
+    assert lib.add("nuclei mask", image, truth > 0, margin=None).instances  # a mask's separate components
+    # the format is unchanged: an index without "instances" still reads as one region
+    index = json.loads((lib.path / "library.json").read_text())
+    for record in index["entries"]:
+        record.pop("instances", None)
+    (lib.path / "library.json").write_text(json.dumps(index))
+    assert not any(e.instances for e in ReferenceLibrary.open(lib.path).entries)
+
+    answer = ReferenceLibrary.open(tmp_path / "answer")
+    answer.add("nucleus", image, truth)
+    (target, _, _), (target_truth, _, _) = nuclei_for_text()
+    found = segment_with_library(target, "nuclei", answer, segmenter=litemedsam)
+    assert "many-instances mode" in found.reason
+    assert match_instances(found.labels, target_truth)["f1"] > 0.7  # measured 0.85 (78 nuclei)
+
+
+def test_cli_library_add_decides_many_instances_from_the_mask_unless_a_flag_says(tmp_path, capsys):
+    image, labels = _bundled("nuclei_dsb2018.png"), _bundled("nuclei_dsb2018_labels.tif")
+    where = ["--library", str(tmp_path / "lib")]
+    assert main(["library", "add", "nucleus", "--image", image, "--mask", labels, *where]) == 0
+    assert "many instances" in capsys.readouterr().out
+    assert main(["library", "add", "nucleus", "--image", image, "--mask", labels, "--no-instances", *where]) == 0
+    assert "one region" in capsys.readouterr().out
+    assert main(["library", "add", "nuclei", "--image", image, "--mask", labels, "--instances", *where]) == 0
+    assert [e.instances for e in ReferenceLibrary.open(tmp_path / "lib").entries] == [True, False, True]
 
 
 def test_instance_ids_of_binary_masks_and_label_images():

@@ -32,8 +32,11 @@ def _add_library_parser(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--pixel-size", type=float, nargs=2, metavar=("DY", "DX"), help="physical pixel size")
     add.add_argument(
         "--instances",
-        action="store_true",
-        help="the mask marks many objects (e.g. nuclei): a prompt finds every object like them, as instance labels",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the mask marks many objects (e.g. nuclei): a prompt finds every object like them, as instance labels "
+        "(default: on when the mask holds several objects, ids or separate components, as `promptseg oneshot` "
+        "decides; --no-instances saves one region)",
     )
     add.add_argument(
         "--margin", type=float, default=None, help="crop margin around the mask, x its box's longer side (default 1.0)"
@@ -95,7 +98,8 @@ def cmd_library_add(args: argparse.Namespace) -> int:
         min_crop=args.min_crop,
     )
     size = "x".join(str(s) for s in entry.shape[:2][::-1])
-    print(f"added '{entry.name}' (id {entry.id}, {size} px crop) to {library.path}")
+    kind = "many instances" if entry.instances else "one region"
+    print(f"added '{entry.name}' (id {entry.id}, {size} px crop, {kind}) to {library.path}")
     return 0
 
 

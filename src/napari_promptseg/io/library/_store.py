@@ -167,7 +167,7 @@ class ReferenceLibrary:
         channel_axis: int | None = None,
         channels: list[int] | None = None,
         pixel_size: tuple[float, float] | None = None,
-        instances: bool = False,
+        instances: bool | None = None,
         margin: float | None = DEFAULT_MARGIN,
         min_crop: int = DEFAULT_MIN_CROP,
     ) -> LibraryEntry:
@@ -182,7 +182,9 @@ class ReferenceLibrary:
         source up to 1024 px is kept whole (it is small anyway) and only large sources (slides, mosaics) are cut
         to a window of >= 1024 px around the object, about the field of view of a target tile. A name may be saved
         several times (several exemplars of one structure are ensembled); saving the same name with identical pixels
-        again is refused. Raises :class:`PromptsegError` naming what is wrong.
+        again is refused. ``instances``: the mask marks many objects, and a prompt finds every one like them; None
+        (default) decides from the mask, as `promptseg oneshot` and the One-shot widget do: several objects (ids,
+        or separate components) are many instances. Raises :class:`PromptsegError` naming what is wrong.
         """
         from ...models.preprocessing import as_channels_last
 
@@ -208,6 +210,10 @@ class ReferenceLibrary:
             raise PromptsegError(f"{what}: the mask is empty; label the object to save (non-zero pixels)")
         if margin is not None and margin < 0:
             raise PromptsegError(f"margin must be >= 0, got {margin}")
+        if instances is None:
+            from ...methods.instances import is_many_objects
+
+            instances = is_many_objects(mask)
         crop = (0, 0, *binary.shape) if margin is None else bounding_crop(binary, margin, min_crop)
         r0, c0, r1, c1 = crop
         stored = hwc[r0:r1, c0:c1]
