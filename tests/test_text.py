@@ -128,6 +128,10 @@ def test_cli_text_answers_from_the_library_and_reports_the_route(shared_data, tm
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["command"] == "text" and report["route"] == "library"
+    # why the run's route answers, beside the route (only each image's record said it)
+    assert (
+        report["reason"] == f"no GroundingDINO weights; no CLIPSeg weights; the reference library answers ({library})"
+    )
     for record, (image_path, mask_path) in zip(report["images"], targets, strict=True):
         assert record["reason"].endswith("used library entry 'lung' (similarity 1.00)")
         labels = tifffile.imread(out / f"{image_path.stem}.tif")
@@ -155,3 +159,105 @@ def test_library_entry_saved_with_instances_answers_with_every_object(shared_dat
     _check_instances(result, target.shape[:2])
     # the same exemplar through the instances mode directly: F1@0.5 0.81 (tests/test_oneshot_instances.py)
     assert match_instances(result.labels, label(truth_mask))["f1"] > 0.7
+
+
+# -- the library's instances entries on pyramid levels, in stacks, and cancelled ---------------------------------
+
+#: the bundled nuclei enlarged this much: full-resolution nuclei of ~60 px, as GOWT1's at a slide's resolution
+ZOOM = 4
+
+
+@pytest.fixture(scope="module")
+def zoomed_nuclei_library(tmp_path_factory):
+    """A library whose 'nucleus' entry is the bundled nuclei image at ZOOM x its pixels (nuclei ~60 px), with its 50
+    instance labels; and the other bundled nuclei image (78 nuclei) with its truth, at the original pixels."""
+    from napari_promptseg._sample_data import nuclei, nuclei_for_text
+
+    (image, _, _), (truth, _, _) = nuclei()
+    (target, _, _), (target_truth, _, _) = nuclei_for_text()
+    block = np.ones((ZOOM, ZOOM), np.uint8)
+    library = ReferenceLibrary.open(tmp_path_factory.mktemp("zoomed") / "library")
+    library.add("nucleus", np.kron(image, block), np.kron(truth, block).astype(np.uint16), margin=None, instances=True)
+    return library, target, target_truth
+
+
+def test_an_instances_entry_on_a_pyramid_level_seeks_its_objects_at_the_level_size(zoomed_nuclei_library, litemedsam):
+    """A level ZOOM times coarser than the exemplars' pixels holds nuclei ZOOM times smaller: ``factor`` says so,
+    as the one-shot CLI divides the object size on a level. Measured: F1 0.32 (27 objects) with the exemplars'
+    full-resolution size, 0.76 (62) with the factor; 0.85 for the plain image with an entry at its own pixels."""
+    from napari_promptseg.methods.instances import match_instances
+
+    library, level, truth = zoomed_nuclei_library
+    result = segment_text(level, "nuclei", library=library, segmenter=litemedsam, device="cpu", factor=ZOOM)
+    assert result.route == "library" and "many-instances mode" in result.reason
+    _check_instances(result, level.shape)
+    assert match_instances(result.labels, truth)["f1"] > 0.65
+
+
+def test_cli_text_on_a_pyramidal_tiff_reads_a_level_with_the_objects_at_its_size(zoomed_nuclei_library, tmp_path):
+    """`promptseg text nuclei slide.ome.tif`: the whole-image level (>= 1024 px) of a 4096 px slide is 4 times
+    coarser than the library's exemplars; its nuclei were sought at the exemplars' full-resolution size (74 objects,
+    F1 0.00 on a GOWT1 mosaic)."""
+    import json
+
+    import tifffile
+
+    from napari_promptseg.cli import main
+    from napari_promptseg.methods.instances import match_instances
+
+    library, target, truth = zoomed_nuclei_library
+    # a 4x4 mosaic of the target (1024 px, objects of every copy apart), at the exemplars' pixel size: 4096 px
+    mosaic = np.block([[target] * 4] * 4)
+    n = int(truth.max())
+    mosaic_truth = np.block([[np.where(truth > 0, truth + n * (4 * i + j), 0) for j in range(4)] for i in range(4)])
+    full = np.kron(mosaic, np.ones((ZOOM, ZOOM), np.uint8))
+    path = tmp_path / "slide.ome.tif"
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        tif.write(full, subifds=2, tile=(256, 256), metadata={"axes": "YX"})
+        for k in (2, 4):
+            tif.write(full[::k, ::k], subfiletype=1, tile=(256, 256))
+    out = tmp_path / "out"
+    assert main(["text", "nuclei", str(path), "-o", str(out), "--library", str(library.path)]) == 0
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    assert record["pyramid_level"] == 2 and record["level_factor"] == 4.0
+    labels = tifffile.imread(out / "slide.tif")
+    assert labels.shape == full.shape
+    # compared at the level's pixels (the labels are the level's, upsampled)
+    assert match_instances(labels[::ZOOM, ::ZOOM], mosaic_truth)["f1"] > 0.65
+
+
+def test_cancel_while_an_instances_entry_is_learnt_stops_within_seconds(litemedsam, tmp_path):
+    """Cancel pressed during "matching 'nuclei' to the reference library" waited for the whole fitting of the
+    entry's exemplars (embedding its tiles, segmenting it again to choose candidates): 14-28 s. The fitting now
+    checks cancel between tiles and steps."""
+    import threading
+    import time
+
+    from napari_promptseg._sample_data import nuclei, nuclei_for_text
+    from napari_promptseg.errors import CancelledError
+
+    (image, _, _), (truth, _, _) = nuclei()
+    (target, _, _), _ = nuclei_for_text()
+    block = np.ones((ZOOM, ZOOM), np.uint8)
+    library = ReferenceLibrary.open(tmp_path / "library")  # a new entry: nothing fitted yet
+    library.add("nucleus", np.kron(image, block), np.kron(truth, block).astype(np.uint16), margin=None, instances=True)
+    cancelled = threading.Event()
+    pressed: list[float] = []
+
+    def press() -> None:
+        pressed.append(time.perf_counter())
+        cancelled.set()
+
+    def progress(fraction: float, message: str) -> None:
+        if "'nuclei'" in message and not pressed and not timers:  # the library phase has begun
+            timers.append(threading.Timer(1.0, press))
+            timers[0].start()
+
+    timers: list[threading.Timer] = []
+    with pytest.raises(CancelledError):
+        segment_text(
+            target, "nuclei", library=library, segmenter=litemedsam, progress=progress, cancel=cancelled.is_set
+        )
+    stopped = time.perf_counter()
+    assert pressed, "the run ended before cancel was pressed"
+    assert stopped - pressed[0] < 5.0  # measured ~1 s (one tile's embedding and learning at most)

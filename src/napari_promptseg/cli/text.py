@@ -92,6 +92,7 @@ def cmd_text(args: argparse.Namespace) -> int:
         model=meta.get("model", args.model),
         encoder_precision=meta.get("encoder_precision"),
         route=meta.get("route", args.route),
+        reason=meta.get("reason"),
         text_model=meta.get("text_model"),
         parameters={
             **{
@@ -124,11 +125,28 @@ def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
         text_model=args.text_model,
     )
     segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
-    meta = {**_segmenter_meta(segmenter), "route": route.route, "text_model": route.name}
+    meta = {
+        **_segmenter_meta(segmenter),
+        "route": route.route,
+        "text_model": route.name,
+        "reason": _route_reason(route),
+    }
     return (route, segmenter), meta
 
 
-def _segment(args: argparse.Namespace, state: tuple, image, name: str, channel_axis: int | None):
+def _route_reason(route) -> str:
+    """Why this route answers the run (each image's record says what it used)."""
+    answers = {
+        "trained": "a trained text model",
+        "groundingdino": "GroundingDINO",
+        "clipseg": "CLIPSeg",
+        "library": "the reference library",
+    }.get(route.route, route.route)
+    return route.because(f"{answers} answers ({route.name})")
+
+
+def _segment(args: argparse.Namespace, state: tuple, image, name: str, channel_axis: int | None, factor=1.0):
+    """One 2D image, a pyramid level ``factor`` times coarser than full resolution."""
     from ..methods.prompt_templates import PromptAttributes
     from ..methods.text import segment_text
 
@@ -150,6 +168,7 @@ def _segment(args: argparse.Namespace, state: tuple, image, name: str, channel_a
         channels=args.channels,
         normalize=args.normalize,
         name=name,
+        factor=factor,
     )
 
 
@@ -163,7 +182,7 @@ def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
 
         return _stack_record(args, path, image, plane_labels, state[1])
     level, index, factor = _whole_image_level(path, image)  # a pyramid: the level a text model sees
-    result = _segment(args, state, level, str(path), args.channel_axis)
+    result = _segment(args, state, level, str(path), args.channel_axis, factor)
     record, labels = _level_record(args, path, image, result.labels, index, factor)
     record |= result.summary()
     if factor != 1.0:

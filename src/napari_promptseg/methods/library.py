@@ -24,6 +24,7 @@ import re
 import threading
 import time
 import unicodedata
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +32,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import PromptsegError, WeightsError
+from ..errors import CancelledError, PromptsegError, WeightsError
 from ..io.library import LibraryEntry, ReferenceLibrary
 from ..models.preprocessing import Normalization, as_channels_last
 from ..models.protocols import PromptableSegmenter
-from .instances import InstanceResult, segment_instances_like
+from .instances import ExemplarModel, InstanceResult, fit_exemplars, level_object_size, segment_with_exemplars
 from .oneshot import OneShotResult, segment_like
 
 ProgressCallback = Callable[[float, str], None]
@@ -243,6 +244,51 @@ def no_match_message(
     )
 
 
+def _check_cancel(cancel: Callable[[], bool] | None) -> None:
+    if cancel is not None and cancel():
+        raise CancelledError("cancelled")
+
+
+# exemplars fitted to library entries, kept between images and prompts (a stack's planes, a folder): fitting embeds
+# the entry's tiles and segments it once more to choose the candidates, seconds to tens of seconds on a CPU
+_EXEMPLARS: dict[tuple, tuple[weakref.ref, ExemplarModel]] = {}
+_EXEMPLARS_MAX = 4
+_exemplars_lock = threading.Lock()
+
+
+def _fitted_exemplars(
+    segmenter: PromptableSegmenter,
+    entry: LibraryEntry,
+    reference: np.ndarray,
+    normalize: Normalization,
+    report: ProgressCallback,
+    cancel: Callable[[], bool] | None,
+) -> ExemplarModel:
+    """The exemplars of an instances entry, fitted once per entry content, segmenter and normalisation."""
+    key = (entry.sha256 or entry.id, str(entry.root), id(segmenter), normalize)
+    with _exemplars_lock:
+        cached = _EXEMPLARS.get(key)
+    if cached is not None and cached[0]() is segmenter:
+        return cached[1]
+    what = f"library entry '{entry.name}'"
+    report(0.05, f"learning the objects of {what}")
+    # cancel is checked between the entry's tiles and steps (the longest phase before the target's tiles)
+    model = fit_exemplars(
+        segmenter,
+        reference,
+        entry.labels(),
+        normalize=normalize,
+        name=what,
+        progress=lambda fraction, message: report(0.05 + 0.25 * fraction, f"learning {message}"),
+        cancel=cancel,
+    )
+    with _exemplars_lock:
+        if len(_EXEMPLARS) >= _EXEMPLARS_MAX:
+            _EXEMPLARS.pop(next(iter(_EXEMPLARS)))
+        _EXEMPLARS[key] = (weakref.ref(segmenter), model)
+    return model
+
+
 def describe_matches(matches: Sequence[LibraryMatch]) -> str:
     """'library entry 'gland' (similarity 0.93)' or 'library entries ... (SAT ensemble of 2)'."""
     if len(matches) == 1:
@@ -265,6 +311,7 @@ def segment_with_library(
     channels: list[int] | None = None,
     normalize: Normalization = "auto",
     name: str = "image",
+    factor: float = 1.0,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
     **segment_like_kwargs: Any,
@@ -272,10 +319,14 @@ def segment_with_library(
     """Segment what ``prompt`` names in ``image`` with the matching library exemplars (SAT one-shot).
 
     ``matches`` skips matching (e.g. the route chooser already matched). ``channel_axis``/``channels`` describe
-    ``image``; each exemplar carries its own layout. Other keyword arguments go to :func:`.oneshot.segment_like`
+    ``image``; each exemplar carries its own layout. ``factor``: ``image`` is a pyramid level that many times
+    coarser than the full-resolution pixels the exemplars were saved at (their objects are that much smaller
+    there). Other keyword arguments go to :func:`.oneshot.segment_like`
     (``strategy``, ``ensemble``, ``keep_largest``, ``extractor``, ...). Raises :class:`PromptsegError` with what to
     do when the library is empty or nothing matches.
     """
+    if not factor > 0:
+        raise PromptsegError(f"factor must be positive, got {factor}")
     report = progress or (lambda fraction, message: None)
     prompt = _check_prompt(prompt)
     lib = _as_library(library)
@@ -292,29 +343,37 @@ def segment_with_library(
     match_s = time.perf_counter() - t0
     target = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
     references, masks = [], []
-    for match in matches:
+    # the instances mode answers from the best entry alone: the others are not read
+    for match in matches[:1] if matches[0].entry.instances else matches:
+        _check_cancel(cancel)
         entry = match.entry
+        report(0.02, f"reading library entry '{entry.name}'")
         references.append(
             as_channels_last(entry.image(), channel_axis=entry.channel_axis, name=f"library entry '{entry.name}'")
         )
         masks.append(entry.mask())
 
-    def sub(fraction: float, message: str) -> None:
-        report(0.05 + 0.95 * fraction, message)
-
     if matches[0].entry.instances:
         # the best entry marks many objects (saved with "many instances"): find every object like them, from that
         # one exemplar (the instances mode takes one reference; its saved ids are the objects)
-        objects = matches[0].entry.labels()
-        found = segment_instances_like(
-            references[0],
-            objects,
+        entry = matches[0].entry
+        if segmenter is None:
+            from ..models import load_segmenter
+
+            segmenter = load_segmenter()
+        t1 = time.perf_counter()
+        model = _fitted_exemplars(segmenter, entry, references[0], normalize, report, cancel)
+        fit_s = time.perf_counter() - t1
+        _check_cancel(cancel)
+        # the exemplars are measured in full-resolution pixels; a pyramid level ``factor`` times coarser sees its
+        # objects that much smaller (as the one-shot CLI: methods.instances.level_object_size)
+        found = segment_with_exemplars(
+            segmenter,
+            model,
             target,
-            segmenter=segmenter,
-            channel_axis=-1,
-            normalize=normalize,
+            object_size=level_object_size(model, None, factor),
             name=name,
-            progress=sub,
+            progress=lambda fraction, message: report(0.3 + 0.7 * fraction, message),
             cancel=cancel,
         )
         return LibraryResult(
@@ -323,7 +382,7 @@ def segment_with_library(
             matches=matches[:1],
             reason=describe_matches(matches[:1]) + f", many-instances mode: {len(found.scores)} object(s)",
             oneshot_result=found,
-            timings={"match_s": match_s, **found.timings},
+            timings={"match_s": match_s, "fit_exemplars_s": fit_s, **found.timings},
             warnings=list(found.warnings),
         )
     # every array is channels-last now; -1 is a no-op for them and ignored for 2D ones
@@ -336,7 +395,7 @@ def segment_with_library(
         warn_many=False,  # a one-region entry (many-objects entries take the instances route)
         normalize=normalize,
         names=[name],
-        progress=sub,
+        progress=lambda fraction, message: report(0.05 + 0.95 * fraction, message),
         cancel=cancel,
         **segment_like_kwargs,
     )[0]

@@ -220,6 +220,7 @@ def segment_text(
     normalize: Normalization = "auto",
     name: str = "image",
     text_model: TextSegmenter | str | os.PathLike | None = None,
+    factor: float = 1.0,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> TextResult:
@@ -231,7 +232,9 @@ def segment_text(
     prompt level p0-p9 (:func:`~.prompt_templates.expand_prompt`) applied to each phrase for the vision-language
     models. ``refine``: decode CLIPSeg components with the segmenter (default LiteMedSAM) instead of thresholding
     alone. The library route uses ``top_k`` matching exemplars above ``min_similarity`` (see
-    :func:`~.library.match_library`).
+    :func:`~.library.match_library`). ``factor``: ``image`` is a pyramid level that many times coarser than full
+    resolution (the pixels library exemplars are saved at): the objects of an instances entry are sought that much
+    smaller, as the one-shot CLI does on a level.
     """
     if not 0 <= box_threshold <= 1 or not 0 <= text_threshold <= 1 or not 0 <= heatmap_threshold <= 1:
         raise PromptsegError("box, text and heatmap thresholds must lie in [0, 1]")
@@ -273,6 +276,7 @@ def segment_text(
         normalize=normalize,
         report=report,
         cancel=cancel,
+        factor=float(factor),
     )
     t0 = time.perf_counter()
     if chosen.route == "groundingdino":
@@ -302,6 +306,7 @@ class _Request:
     normalize: Normalization
     report: ProgressCallback
     cancel: Callable[[], bool] | None
+    factor: float = 1.0  # the image is a pyramid level this many times coarser than full resolution
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel():
@@ -397,6 +402,7 @@ def _library_route(req: _Request, top_k: int, min_similarity: float | None) -> T
             top_k=top_k,
             channel_axis=-1,  # the validated channels-last image
             normalize=req.normalize,
+            factor=req.factor,
             progress=sub_progress,
             cancel=req.cancel,
             **kwargs,
