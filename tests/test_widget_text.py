@@ -185,3 +185,138 @@ def test_image_and_labels_of_a_pyramid_are_read_on_one_grid():
     assert np.array_equal(image, base)
     with pytest.raises(PromptsegError, match=r"labels 'odd' of shape \(100, 100\) match no level of the image 'slide'"):
         image_and_labels(pyramid, napari.layers.Labels(np.ones((100, 100), np.uint8), name="odd"))
+
+
+# -- the library's many-instances entries: stacks, pyramids, and saving one -----------------------------------------
+
+#: the bundled nuclei enlarged this much: nuclei of ~60 px at full resolution, as GOWT1's on a slide
+ZOOM = 4
+
+
+@pytest.fixture(scope="module")
+def bundled_nuclei():
+    """(image, its 50 instance labels) and (another image, its 78) of the bundled DSB nuclei samples."""
+    from napari_promptseg._sample_data import nuclei, nuclei_for_text
+
+    (image, _, _), (truth, _, _) = nuclei()
+    (target, _, _), (target_truth, _, _) = nuclei_for_text()
+    return (image, truth), (target, target_truth)
+
+
+def _kept_ids(labels: np.ndarray, shift: int) -> float:
+    """The fraction of plane 0's objects whose id plane 1 gives to the same nucleus (``shift`` px to the right)."""
+    kept = []
+    for obj in np.unique(labels[0][labels[0] > 0]):
+        moved = np.roll(labels[0] == obj, shift, axis=1)
+        ids, counts = np.unique(labels[1][moved], return_counts=True)
+        kept.append(ids[counts.argmax()] == obj)
+    return float(np.mean(kept))
+
+
+def test_a_stack_keeps_each_nucleus_id_across_planes_and_counts_it_once(make_viewer, qtbot, bundled_nuclei, tmp_path):
+    """The planes' labels were stacked as they came (of 68 nuclei, 7 kept their id from plane 0 to plane 1) and the
+    summary counted plane 0's objects; they are now linked as the CLI links them (methods.volume.segment_stack)."""
+    (image, truth), (target, _) = bundled_nuclei
+    library = ReferenceLibrary.open(tmp_path / "library")
+    library.add("nucleus", image, truth, instances=True)
+    viewer = make_viewer()
+    shift = 2
+    stack = viewer.add_image(np.stack([np.roll(target, shift * z, axis=1) for z in range(3)]), name="nuclei stack")
+    widget = _widget(viewer, stack)
+    widget.library.setText(str(library.path))
+    widget.prompt.setText("nuclei")
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+
+    labels = viewer.layers["nuclei stack text: nuclei"].data
+    assert labels.shape == (3, *target.shape)
+    assert _kept_ids(labels, shift) > 0.8
+    objects = len(np.unique(labels)) - 1
+    per_plane = [len(np.unique(plane)) - 1 for plane in labels]
+    assert max(per_plane) <= objects < 1.5 * max(per_plane)  # each nucleus once, not once per plane
+    assert f"\n{objects} object(s) in the stack's 3 planes" in widget.route_label.text()
+
+
+def test_a_pyramid_level_seeks_the_objects_at_the_level_size(make_viewer, qtbot, bundled_nuclei, tmp_path):
+    """A multiscale layer is read at its whole-image level (here 4 times coarser); the library's exemplars were
+    saved at full resolution, so their objects are sought 4 times smaller there (F1 0.00 before on a GOWT1
+    mosaic: the nuclei were sought at the exemplars' 61 px on a level where they span 15)."""
+    from napari_promptseg.methods.instances import match_instances
+
+    (image, truth), (target, target_truth) = bundled_nuclei
+    block = np.ones((ZOOM, ZOOM), np.uint8)
+    library = ReferenceLibrary.open(tmp_path / "library")
+    library.add("nucleus", np.kron(image, block), np.kron(truth, block).astype(np.uint16), margin=None, instances=True)
+    mosaic = np.block([[target] * 4] * 4)  # 1024 px
+    n = int(target_truth.max())
+    mosaic_truth = np.block(
+        [[np.where(target_truth > 0, target_truth + n * (4 * i + j), 0) for j in range(4)] for i in range(4)]
+    )
+    full = np.kron(mosaic, block)  # 4096 px, the exemplars' pixel size
+    viewer = make_viewer()
+    slide = viewer.add_image([full, full[::2, ::2], full[::4, ::4]], name="slide", multiscale=True)
+    widget = _widget(viewer, slide)
+    widget.library.setText(str(library.path))
+    widget.prompt.setText("nuclei")
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    result = viewer.layers["slide text: nuclei"]
+    assert result.data.shape == mosaic.shape and list(result.scale) == [ZOOM, ZOOM]  # the level, on the full grid
+    assert match_instances(np.asarray(result.data), mosaic_truth)["f1"] > 0.65
+
+
+def test_add_exemplar_saves_many_labelled_objects_as_many_instances_by_default(make_viewer, bundled_nuclei, tmp_path):
+    """'Add exemplar from these layers' saved 50 labelled nuclei as one region unless the box was ticked (a prompt
+    then gave one blob); it decides as the One-shot widget does now, and a ticked or cleared box still decides."""
+    from qtpy.QtCore import Qt
+
+    (image, truth), _ = bundled_nuclei
+    viewer = make_viewer()
+    layer = viewer.add_image(image, name="nuclei")
+    viewer.add_labels(truth, name="nuclei ground truth")
+    widget = _widget(viewer, layer)
+    widget.exemplar_labels.set_layer(viewer.layers["nuclei ground truth"])
+    widget.library.setText(str(tmp_path / "library"))
+    widget.exemplar_name.setText("nucleus")
+    assert widget.exemplar_instances.checkState() == Qt.CheckState.PartiallyChecked  # auto
+    entry = widget.add_exemplar()
+    assert entry.instances and len(np.unique(entry.labels())) - 1 == 50
+    assert "(many instances)" in widget.runner.widget.status.text() + widget.runner.widget.summary.text()
+    widget.exemplar_instances.setCheckState(Qt.CheckState.Unchecked)
+    widget.exemplar_name.setText("nuclei region")
+    assert not widget.add_exemplar().instances
+    widget.exemplar_instances.setChecked(True)
+    widget.exemplar_name.setText("nuclei again")
+    assert widget.add_exemplar().instances
+
+
+def test_cancel_while_the_library_entry_is_learnt_stops_within_seconds(make_viewer, qtbot, bundled_nuclei, tmp_path):
+    """Cancel during "matching 'nuclei' to the reference library" took 14-28 s: the entry's exemplars were fitted
+    to the end first. The fitting is now told of cancel (and reports its tiles)."""
+    import time
+
+    (image, truth), (target, _) = bundled_nuclei
+    block = np.ones((ZOOM, ZOOM), np.uint8)
+    library = ReferenceLibrary.open(tmp_path / "library")  # a new entry: nothing fitted yet
+    library.add("nucleus", np.kron(image, block), np.kron(truth, block).astype(np.uint16), margin=None, instances=True)
+    warm = ReferenceLibrary.open(tmp_path / "warm")  # the models load (one call each, not cancellable) beforehand
+    warm.add("nucleus", image, truth, instances=True)
+    viewer = make_viewer()
+    widget = _widget(viewer, viewer.add_image(target, name="nuclei"))
+    widget.library.setText(str(warm.path))
+    widget.prompt.setText("nuclei")
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    viewer.layers.remove("nuclei text: nuclei")
+    viewer.layers.remove("nuclei text: nuclei boxes")
+    widget.library.setText(str(library.path))
+    widget.run()
+    status = widget.runner.widget.status
+    qtbot.waitUntil(lambda: "'nuclei'" in status.text(), timeout=RUN_MS)  # the library phase has begun
+    qtbot.wait(1000)
+    assert not widget.is_idle, "the run ended before cancel was pressed"
+    pressed = time.perf_counter()
+    widget.runner.widget.cancel_button.click()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert time.perf_counter() - pressed < 5.0  # measured ~1 s
+    assert widget.runner.state == "cancelled" and [layer.name for layer in viewer.layers] == ["nuclei"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import napari
 import napari.layers
 import numpy as np
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -45,34 +46,67 @@ class TextOutput:
     results: list[TextResult]
     stacked: bool
     warnings: list[str] = field(default_factory=list)
+    #: a stack's labels, ids linked across its planes (methods.volume.segment_stack, as the CLI); None for 2D
+    stack_labels: np.ndarray | None = None
 
     @property
     def route_text(self) -> str:
         return f"route: {self.results[0].route} — {self.results[0].reason}" if self.results else ""
 
+    @property
+    def summary(self) -> str:
+        """The route and why, then the objects found (a stack's once, however many planes they span)."""
+        where = f" in the stack's {len(self.results)} planes, ids linked across planes" if self.stacked else ""
+        return f"{self.route_text}\n{self.objects} object(s){where}" if self.results else ""
 
-def run_text(planes: list[np.ndarray], prompt: str, *, options: dict, progress, cancel) -> TextOutput:
-    """The worker body (no Qt, no layers): choose the route once, then segment every plane."""
+    @property
+    def labels(self) -> np.ndarray:
+        """The labels layer's data: the linked stack, or the one plane's labels."""
+        return self.stack_labels if self.stack_labels is not None else self.results[0].labels
+
+    @property
+    def objects(self) -> int:
+        """Objects found, a stack's counted once however many planes they span."""
+        labels = self.labels
+        return int(len(np.unique(labels))) - int((labels == 0).any())
+
+
+def run_text(
+    planes: list[np.ndarray], prompt: str, *, options: dict, progress, cancel, factor: float = 1.0
+) -> TextOutput:
+    """The worker body (no Qt, no layers): choose the route once, then segment every plane; a stack's objects keep
+    their ids across planes (as the CLI's). ``factor``: the planes are a pyramid level that many times coarser than
+    full resolution."""
     from ..methods.text import choose_route, segment_text
+    from ..methods.volume import segment_stack
 
     progress(0.0, "loading models")
     route = choose_route(
         options.pop("route"), library=options.pop("library") or None, text_model=options.pop("text_model") or None
     )
-    results = []
-    for k, plane in enumerate(planes):
+    results: list[TextResult] = []
+
+    def segment_one(plane: np.ndarray, k: int) -> TextResult:
         if cancel():
             raise CancelledError("cancelled")
 
-        def sub(fraction: float, message: str, k=k) -> None:
+        def sub(fraction: float, message: str) -> None:
             progress((k + fraction) / len(planes), message if len(planes) == 1 else f"plane {k}: {message}")
 
-        results.append(
-            # the default segmenter loads (once per process) only when the route needs it
-            segment_text(plane, prompt, route=route, progress=sub, cancel=cancel, **options)
-        )
+        # the default segmenter loads (once per process) only when the route needs it
+        results.append(segment_text(plane, prompt, route=route, factor=factor, progress=sub, cancel=cancel, **options))
+        return results[-1]
+
+    if len(planes) > 1:
+        stack = segment_stack(planes, segment_one, name=options.get("name", "stack"), cancel=cancel)
+        # the planes' own warnings: the layer is a stack by the user's choice (no "read as a stack" caution)
+        warnings = [f"plane {k}: {w}" for k, r in enumerate(results) for w in r.warnings]
+        output = TextOutput(results, stacked=True, warnings=warnings, stack_labels=stack.labels)
+    else:
+        segment_one(planes[0], 0)
+        output = TextOutput(results, stacked=False, warnings=[w for r in results for w in r.warnings])
     progress(1.0, "done")
-    return TextOutput(results, stacked=len(planes) > 1, warnings=[w for r in results for w in r.warnings])
+    return output
 
 
 class TextPromptWidget(QWidget):
@@ -128,7 +162,17 @@ class TextPromptWidget(QWidget):
         self.exemplar_labels.setToolTip("Labels layer marking the structure in the image above (non-zero = it)")
         self.exemplar_name = QLineEdit()
         self.exemplar_name.setPlaceholderText("name, default: the prompt (e.g. gland)")
-        self.exemplar_instances = QCheckBox("many instances (e.g. nuclei: find every one)")
+        # three states: auto (partly checked, the default: many instances when the labels hold several objects, as
+        # the One-shot widget and `promptseg library add` decide), on, off (one region)
+        self.exemplar_instances = QCheckBox()
+        self.exemplar_instances.setTristate(True)
+        self.exemplar_instances.setCheckState(Qt.CheckState.PartiallyChecked)
+        self.exemplar_instances.setToolTip(
+            "many instances (e.g. nuclei): a prompt finds every object like the labelled ones. Partly checked: "
+            "decided by the labels (several objects = many instances); checked: always; unchecked: one region"
+        )
+        self.exemplar_instances.stateChanged.connect(self._update_instances_text)
+        self._update_instances_text()
         self.add_exemplar_button = QPushButton("Add exemplar from these layers")
         self.add_exemplar_button.setToolTip(
             "Save the image and the Labels layer as a named library exemplar: typed prompts are matched to its name"
@@ -238,6 +282,24 @@ class TextPromptWidget(QWidget):
                 f"else CLIPSeg, else your reference library (here: {answer})"
             )
 
+    @property
+    def exemplar_mode(self) -> bool | None:
+        """The exemplar's ``instances``: None (auto, from the labels), True or False."""
+        state = self.exemplar_instances.checkState()
+        if state == Qt.CheckState.PartiallyChecked:
+            return None
+        return state == Qt.CheckState.Checked
+
+    def _update_instances_text(self, *_) -> None:
+        mode = self.exemplar_mode
+        self.exemplar_instances.setText(
+            "many instances: auto (several labelled objects = find every one)"
+            if mode is None
+            else "many instances (e.g. nuclei: find every one)"
+            if mode
+            else "many instances: off (one region)"
+        )
+
     def add_exemplar(self):
         """Save the chosen image layer + Labels layer as a named exemplar of the library (default: the user's)."""
         from napari.utils.notifications import show_info
@@ -258,13 +320,12 @@ class TextPromptWidget(QWidget):
                     f"'{image_layer.name}' of shape {image.shape}"
                 )
             library = open_library(self.library.text().strip() or None)
-            entry = library.add(
-                name, image, labels, source=image_layer.name, instances=self.exemplar_instances.isChecked()
-            )
+            entry = library.add(name, image, labels, source=image_layer.name, instances=self.exemplar_mode)
         except (PromptsegError, OSError) as exc:
             self.runner.refuse(exc, "add exemplar")
             return None
-        message = f"saved exemplar '{entry.name}' to the reference library {library.path}"
+        kind = "many instances" if entry.instances else "one region"
+        message = f"saved exemplar '{entry.name}' ({kind}) to the reference library {library.path}"
         self.runner.widget.note(message)
         show_info(message)
         return entry
@@ -290,6 +351,8 @@ class TextPromptWidget(QWidget):
             # a pyramid is read at the level a whole-image method needs; the layers come back at its pixel size
             data, factors = whole_image_level(layer)
             planes, stacked = target_planes(data, layer.rgb)
+            # the level's objects are this much smaller than the library exemplars' (saved at full resolution)
+            level_factor = float(np.asarray(factors)[-1])
         except PromptsegError as exc:
             self.runner.refuse(exc, "text prompt")
             return
@@ -307,7 +370,7 @@ class TextPromptWidget(QWidget):
         }
 
         def task(progress, cancel) -> TextOutput:
-            return run_text(planes, prompt, options=options, progress=progress, cancel=cancel)
+            return run_text(planes, prompt, options=options, progress=progress, cancel=cancel, factor=level_factor)
 
         def done(output: TextOutput) -> None:
             self.last_output = output
@@ -330,14 +393,13 @@ class TextPromptWidget(QWidget):
         scale = np.array(layer.scale[:ndim], float) * (1.0 if factors is None else np.asarray(factors)[:ndim])
         kw = {"scale": scale, "translate": layer.translate[:ndim]}
         name = f"{layer.name} text: {prompt}"
-        labels = [r.labels for r in output.results]
-        self.viewer.add_labels(np.stack(labels) if stacked else labels[0], name=name, **kw)
+        self.viewer.add_labels(output.labels, name=name, **kw)
         heatmaps = [r.heatmap for r in output.results]
         if all(h is not None for h in heatmaps):
             heat = np.stack(heatmaps) if stacked else heatmaps[0]
             self.viewer.add_image(heat, name=f"{name} heatmap", colormap="magma", opacity=0.5, visible=False, **kw)
         self._add_boxes(output, f"{name} boxes", stacked, kw)
-        self.runner.widget.set_summary(output.route_text)
+        self.runner.widget.set_summary(output.summary)
         show_info(output.route_text)
         for warning in dict.fromkeys(output.warnings):
             show_warning(warning)
