@@ -100,3 +100,60 @@ def test_labels_of_another_size_are_refused_by_name(glands, litemedsam):
     (ref, ref_labels), _, _ = glands
     with pytest.raises(PromptsegError, match=r"reference: labels of shape \(200, 200\) do not match"):
         fit_exemplars(litemedsam, ref, ref_labels[:200, :200])
+
+
+def _tiled_ctc(shared_data, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A real GOWT1 nuclei frame (1024 px, 24 nuclei) tiled n x n, its labels with distinct ids per copy."""
+    root = shared_data / "nuclei_ctc_fluo_instances"
+    image = tifffile.imread(root / "images" / "N2DH-GOWT1_t21.tif")
+    labels = tifffile.imread(root / "labels" / "N2DH-GOWT1_t21.tif").astype(np.int32)
+    copies = [[np.where(labels > 0, labels + 100 * (i * n + j), 0) for j in range(n)] for i in range(n)]
+    return np.tile(image, (n, n)), np.block(copies)
+
+
+@pytest.mark.parametrize("stop_at", ["embedding reference tile 2", "comparing watershed candidates: reference: tile 2"])
+def test_fitting_a_large_reference_reports_progress_and_stops_on_cancel(shared_data, litemedsam, stop_at):
+    """The One-shot widget's Cancel took 16-43 s to stop the reference fitting of a 4k-8k image and its progress bar
+    sat at 0 % meanwhile: fit_exemplars now reports every tile, and a cancel is honoured at the next one, in the
+    reference tiles' embedding as in the candidates' comparison on the reference."""
+    import time
+
+    from napari_promptseg.errors import CancelledError
+    from napari_promptseg.methods.instances import fit_exemplars
+
+    image, labels = _tiled_ctc(shared_data, 2)
+    reports: list[tuple[float, str]] = []
+    asked: list[float] = []
+
+    def progress(fraction: float, message: str) -> None:
+        reports.append((fraction, message))
+        if stop_at in message and not asked:
+            asked.append(time.perf_counter())
+
+    with pytest.raises(CancelledError):
+        fit_exemplars(litemedsam, image, labels, progress=progress, cancel=lambda: bool(asked))
+    stopped = time.perf_counter() - asked[0]
+    # stopped at the next check, after that tile's work: nothing more was started or reported (the fitting of this
+    # image takes ~60 s on an idle CPU, one tile ~5 s; the bound leaves room for a loaded machine)
+    assert stop_at in reports[-1][1], reports[-3:]
+    assert stopped < 40, stopped
+    fractions = [f for f, _ in reports]
+    assert len(reports) >= 2 and fractions == sorted(fractions) and 0 <= fractions[0] < fractions[-1] <= 1, reports
+
+
+def test_progress_and_cancel_leave_the_exemplars_unchanged(litemedsam):
+    """The checks change nothing: the same model with progress and a cancel that is never asked as without."""
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.methods.instances import fit_exemplars, segment_with_exemplars
+
+    (image, _, _), (truth, _, _) = nuclei()
+    plain = fit_exemplars(litemedsam, image, truth)
+    reports: list[float] = []
+    watched = fit_exemplars(litemedsam, image, truth, progress=lambda f, m: reports.append(f), cancel=lambda: False)
+    assert len(reports) > 5 and reports[-1] == 1.0
+    for key in ("object_size", "min_area", "reference_width", "candidates", "candidate_scores", "min_score"):
+        assert getattr(plain, key) == getattr(watched, key), key
+    np.testing.assert_array_equal(
+        segment_with_exemplars(litemedsam, plain, image).labels,
+        segment_with_exemplars(litemedsam, watched, image).labels,
+    )
