@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
 from ..errors import CancelledError, PromptsegError
 from ..methods.prompt_templates import LEVELS, PromptAttributes, expand_prompt
 from ..methods.text import ROUTES, TextResult, available_route, split_phrases
-from ._common import LayerPicker, TaskRunner, image_and_labels, load_triton_safely, whole_image_level
+from ._common import LayerPicker, TaskRunner, image_and_labels, load_triton_safely, unproxied, whole_image_level
 from .oneshot import target_planes
 
 BOX_COLOUR = "yellow"
@@ -115,7 +115,7 @@ class TextPromptWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         load_triton_safely()
-        self.viewer = napari_viewer
+        self.viewer = napari_viewer = unproxied(napari_viewer)
         self.runner = TaskRunner(self)
         self.image = LayerPicker(napari_viewer, napari.layers.Image)
         self.prompt = QLineEdit()
