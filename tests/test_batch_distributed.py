@@ -205,6 +205,8 @@ def test_ctrl_c_stops_a_local_cluster_run_with_one_line(inputs, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        # as a terminal gives it: a test run in the background (`cmd &`) hands its children SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     journal = out / JOURNAL_NAME
     deadline = time.monotonic() + 240
