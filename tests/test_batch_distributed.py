@@ -418,6 +418,13 @@ def test_a_reference_or_library_changed_under_its_name_is_another_run(tmp_path, 
     assert run_signature(parse(oneshot)) == before
     tifffile.imwrite(mask, np.eye(8, dtype=np.uint8)[::-1])
     assert run_signature(parse(oneshot)) != before
+    model = tmp_path / "text model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"first training")
+    text = ["text", "polyp", "a.tif", "-o", "out", "--route", "trained", "--text-model", str(model)]
+    trained = run_signature(parse(text))
+    (model / "model.safetensors").write_bytes(b"retrained")  # into the same folder
+    assert run_signature(parse(text)) != trained
 
     from napari_promptseg.cli.text import cmd_text
 

@@ -19,7 +19,13 @@ from napari_promptseg._sample_data import nuclei
 from napari_promptseg.cli import main
 from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io import read_image
-from napari_promptseg.io.multiscale import SCRATCH_PREFIX, is_ome_zarr, open_multiscale, write_ome_zarr_labels
+from napari_promptseg.io.multiscale import (
+    REPLACED_PREFIX,
+    SCRATCH_PREFIX,
+    is_ome_zarr,
+    open_multiscale,
+    write_ome_zarr_labels,
+)
 from napari_promptseg.methods.instances import fit_exemplars, match_instances, segment_with_exemplars
 from napari_promptseg.methods.metrics import dice
 from napari_promptseg.tiling import upsample_labels
@@ -263,3 +269,24 @@ def test_an_interrupted_labels_rewrite_keeps_the_earlier_labels(tmp_path, monkey
     replaced = open_multiscale(first)
     assert replaced.level_transforms == before.level_transforms and replaced.axis_info == before.axis_info
     np.testing.assert_array_equal(np.asarray(replaced.levels[3]), new[::8, ::8])
+
+
+def test_a_rewrite_killed_between_its_renames_gets_the_earlier_labels_back(tmp_path, monkeypatch):
+    """Killed between its two renames, a rewrite left the name listed, its folder gone and the earlier labels aside
+    (``.promptseg-replaced-<name>``); the next write deleted the scratch copy and, interrupted too, left nothing.
+    The next write now first puts the earlier labels back."""
+    (image, _, _), (truth, _, _) = nuclei()
+    path = tmp_path / "nuclei.ome.zarr"
+    write_ome_zarr(path, image[None], FormatV04(), levels=2)
+    first = write_ome_zarr_labels(path, truth)
+    (path / "labels" / "promptseg").rename(path / "labels" / f"{REPLACED_PREFIX}promptseg")  # the kill
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(da, "to_zarr", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_ome_zarr_labels(path, np.zeros_like(truth))
+    monkeypatch.undo()
+    np.testing.assert_array_equal(np.asarray(open_multiscale(first).levels[0]), truth)
+    np.testing.assert_array_equal(_napari_labels(path)["promptseg"], truth)

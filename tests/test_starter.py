@@ -43,3 +43,21 @@ def test_starter_is_not_forced_back_and_one_command_restores_it(tmp_path, capsys
     elsewhere = tmp_path / "other"
     assert main(["library", "starter", "--library", str(elsewhere)]) == 0
     assert len(ReferenceLibrary.open(elsewhere)) == 1 and np.any(ReferenceLibrary.open(elsewhere).entries[0].mask())
+
+
+def test_the_cli_answers_a_first_text_prompt_from_the_starter_library(tmp_path, capsys):
+    """`promptseg text` named the default library up front (so a resume sees its entries change) and so opened it
+    by path, which skipped the starter exemplar: a new user's first prompt failed with 'no entries'."""
+    import json
+
+    import tifffile
+
+    assert not (default_library_path() / "library.json").exists()  # a new user
+    (image, _, _), (truth, _, _) = nuclei_for_text()
+    path = tmp_path / "nuclei.tif"
+    tifffile.imwrite(path, image)
+    assert main(["text", "nuclei", str(path), "-o", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["route"] == "library" and "nucleus" in report["images"][0]["reason"], report
+    labels = tifffile.imread(tmp_path / "out" / "nuclei.tif")
+    assert labels.max() >= 20 and dice(labels > 0, truth > 0) > 0.65

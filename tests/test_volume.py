@@ -189,6 +189,8 @@ def test_oneshot_widget_worker_measures_one_size_for_a_stack(litemedsam):
     )
     assert len({s["object_size"] for s in out.scales}) == 1
     assert match_instances(out.labels[0], truth[0])["f1"] > 0.5
+    # the layer is a stack by the user's choice: no "read as a stack ... channel axis" caution (3 planes <= 4)
+    assert not any("read as a stack" in w for w in out.warnings), out.warnings
     # ids linked across planes, as the CLI's stacks: a nucleus keeps its id from one plane to the next (the
     # worker stacked each plane's own ids: 7 of 68 nuclei kept theirs)
     kept = []

@@ -419,5 +419,11 @@ def test_the_users_own_shapes_are_never_taken_as_prompts_nor_committed_onto_anot
     assert widget.runner.state == "done", widget.runner.widget.status.text()  # no longer the refusal's "failed"
     from app_model.types import KeyBinding
 
-    boxes.keymap[KeyBinding.from_str("Ctrl+Z")](boxes)
+    undo = boxes.keymap[KeyBinding.from_str("Ctrl+Z")]
+    committed = target.data.copy()
+    target.data_setitem((np.array([0]), np.array([0])), 9)  # the user paints after the commit
+    undo(boxes)  # would undo the paint stroke and say the commit was undone: refused
+    assert target.data[0, 0] == 9 and np.array_equal(target.data > 0, (committed > 0) | (target.data == 9))
+    target.undo()  # the stroke, on the target itself
+    undo(boxes)
     assert not target.data.any()

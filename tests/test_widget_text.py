@@ -42,6 +42,16 @@ def _widget(viewer, image_layer) -> TextPromptWidget:
     return widget
 
 
+def _segment(viewer, qtbot, image_layer, library: ReferenceLibrary, prompt: str):
+    """The Text widget's run on ``image_layer`` with ``library``, waited for; its labels layer."""
+    widget = _widget(viewer, image_layer)
+    widget.library.setText(str(library.path))
+    widget.prompt.setText(prompt)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    return viewer.layers[f"{image_layer.name} text: {prompt}"]
+
+
 def test_library_route_on_a_stack_shows_labels_and_the_route(make_viewer, qtbot, lungs, tmp_path):
     library = ReferenceLibrary.open(tmp_path / "library")
     library.add("lung", *lungs[0], description="lung fields of a chest X-ray")
@@ -80,12 +90,7 @@ def test_a_multiscale_image_gives_labels_over_the_whole_image(make_viewer, qtbot
     viewer = make_viewer()
     target, truth = lungs[1]
     slide = viewer.add_image([target, target[::2, ::2]], name="slide", multiscale=True, scale=(0.5, 0.5))
-    widget = _widget(viewer, slide)
-    widget.library.setText(str(library.path))
-    widget.prompt.setText("lungs")
-    widget.run()
-    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
-    result = viewer.layers["slide text: lungs"]
+    result = _segment(viewer, qtbot, slide, library, "lungs")
     np.testing.assert_allclose(result.extent.world, slide.extent.world)
     assert result.data.shape == truth.shape and dice(result.data > 0, truth) > 0.85
 
@@ -255,12 +260,7 @@ def test_a_pyramid_level_seeks_the_objects_at_the_level_size(make_viewer, qtbot,
     full = np.kron(mosaic, block)  # 4096 px, the exemplars' pixel size
     viewer = make_viewer()
     slide = viewer.add_image([full, full[::2, ::2], full[::4, ::4]], name="slide", multiscale=True)
-    widget = _widget(viewer, slide)
-    widget.library.setText(str(library.path))
-    widget.prompt.setText("nuclei")
-    widget.run()
-    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
-    result = viewer.layers["slide text: nuclei"]
+    result = _segment(viewer, qtbot, slide, library, "nuclei")
     assert result.data.shape == mosaic.shape and list(result.scale) == [ZOOM, ZOOM]  # the level, on the full grid
     assert match_instances(np.asarray(result.data), mosaic_truth)["f1"] > 0.65
 
@@ -320,3 +320,14 @@ def test_cancel_while_the_library_entry_is_learnt_stops_within_seconds(make_view
     qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
     assert time.perf_counter() - pressed < 5.0  # measured ~1 s
     assert widget.runner.state == "cancelled" and [layer.name for layer in viewer.layers] == ["nuclei"]
+
+
+def test_a_stack_of_one_plane_gets_its_labels(make_viewer, qtbot, bundled_nuclei, tmp_path):
+    """A (1, H, W) layer is a stack to the widget, but the worker returned 2D labels for it: the layer could not be
+    added ("could not broadcast") and the run ended with nothing."""
+    (image, truth), (target, _) = bundled_nuclei
+    library = ReferenceLibrary.open(tmp_path / "library")
+    library.add("nucleus", image, truth.astype(np.uint16), margin=None, instances=True)
+    viewer = make_viewer()
+    result = _segment(viewer, qtbot, viewer.add_image(target[None], name="one plane"), library, "nuclei")
+    assert result.data.shape == (1, *target.shape) and result.data.max() > 10

@@ -342,7 +342,14 @@ class TaskRunner(QObject):
         # objects; the flag lives outside this QObject so the `destroyed` handler holds no reference to it
         self._alive = alive = threading.Event()
         alive.set()
-        self.destroyed.connect(lambda *_: alive.clear())
+        pending = self._pending  # not self: the handler runs when this object is gone
+
+        def gone(*_) -> None:
+            alive.clear()
+            for job in pending.values():  # their input layers' data events would hold them (and the widget)
+                _unwatch(job)
+
+        self.destroyed.connect(gone)
         # closing a dock only takes the widget out of its dock (it lives on): that is when its work stops too
         self._docked = self._closed = False
         if parent is not None:
@@ -356,6 +363,11 @@ class TaskRunner(QObject):
                 self._closed = True
                 self.cancel()
         return False
+
+    @property
+    def closed(self) -> bool:
+        """The widget's dock was closed: it runs nothing (until it is docked again)."""
+        return self._closed
 
     @property
     def busy(self) -> bool:
@@ -472,7 +484,9 @@ class TaskRunner(QObject):
         def finished() -> None:
             if alive.is_set():
                 self._on_finished(job, outcome, cancelled())
-            elif pbar is not None:  # the widget is gone: only the activity-dock bar is left to close
+                return
+            _unwatch(job)  # the widget is gone: its watchers and the activity-dock bar are left to close
+            if pbar is not None:
                 pbar.close()
 
         worker.finished.connect(finished)

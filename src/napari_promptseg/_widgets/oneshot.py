@@ -122,6 +122,8 @@ def run_oneshot(
         if stacked and target_size is None:  # the planes of one stack share one size (as the CLI's stacks)
             target_size = stack_object_size(exemplars, targets, segmenter.input_size)
 
+    results: list = []
+
     def segment_one(k: int, image: np.ndarray):
         name = names[k]
 
@@ -152,11 +154,13 @@ def run_oneshot(
             out.positives.append(res.positives)
             out.negatives.append(res.negatives)
         out.names.append(name)
+        results.append(res)
         return res
 
     if stacked:  # ids linked across planes, as the CLI's stacks (segment_stack checks cancel between planes)
         stack = segment_stack(targets, lambda plane, z: segment_one(z, plane), name="target stack", cancel=cancel)
-        out.labels, out.warnings = list(stack.labels), stack.warnings
+        # the planes' own warnings: the layer is a stack by the user's choice (no "read as a stack" caution)
+        out.labels, out.warnings = list(stack.labels), [w for r in results for w in r.warnings]
     else:
         for k, target in enumerate(targets):
             if cancel():

@@ -72,7 +72,14 @@ class TextOutput:
 
 
 def run_text(
-    planes: list[np.ndarray], prompt: str, *, options: dict, progress, cancel, factor: float = 1.0
+    planes: list[np.ndarray],
+    prompt: str,
+    *,
+    options: dict,
+    progress,
+    cancel,
+    factor: float = 1.0,
+    stacked: bool | None = None,
 ) -> TextOutput:
     """The worker body (no Qt, no layers): choose the route once, then segment every plane; a stack's objects keep
     their ids across planes (as the CLI's). ``factor``: the planes are a pyramid level that many times coarser than
@@ -97,7 +104,7 @@ def run_text(
         results.append(segment_text(plane, prompt, route=route, factor=factor, progress=sub, cancel=cancel, **options))
         return results[-1]
 
-    if len(planes) > 1:
+    if stacked if stacked is not None else len(planes) > 1:  # a layer of one plane is a stack too
         stack = segment_stack(planes, segment_one, name=options.get("name", "stack"), cancel=cancel)
         # the planes' own warnings: the layer is a stack by the user's choice (no "read as a stack" caution)
         warnings = [f"plane {k}: {w}" for k, r in enumerate(results) for w in r.warnings]
@@ -370,7 +377,9 @@ class TextPromptWidget(QWidget):
         }
 
         def task(progress, cancel) -> TextOutput:
-            return run_text(planes, prompt, options=options, progress=progress, cancel=cancel, factor=level_factor)
+            return run_text(
+                planes, prompt, options=options, progress=progress, cancel=cancel, factor=level_factor, stacked=stacked
+            )
 
         def done(output: TextOutput) -> None:
             self.last_output = output

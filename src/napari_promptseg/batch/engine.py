@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
@@ -219,15 +220,19 @@ def method_progress() -> Callable[[float, str], None] | None:
     return _method_progress.get()
 
 
+#: off a terminal, a method's steps are written at most this often (seconds), the first after as long
+LOG_STEP_EVERY_S = 10.0
+
+
 class _StepLine:
-    """A method's progress on stderr: one rewritten line on a terminal (at most 4 a second), else a line at most
-    every 10 s (a log stays readable)."""
+    """A method's progress on stderr: one rewritten line on a terminal (at most 4 a second, cut to its width),
+    else a line at most every :data:`LOG_STEP_EVERY_S` (a log stays readable; a short run writes none)."""
 
     def __init__(self, stream=None) -> None:
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.every = 0.25 if self.tty else 10.0
-        self.last, self.width = float("-inf"), 0
+        self.every = 0.25 if self.tty else LOG_STEP_EVERY_S
+        self.last, self.width = (float("-inf") if self.tty else time.monotonic()), 0
 
     def __call__(self, fraction: float, message: str) -> None:
         now = time.monotonic()
@@ -235,7 +240,9 @@ class _StepLine:
             return
         self.last = now
         text = f"{message} ({100 * max(0.0, min(1.0, fraction)):.0f} %)"
-        if self.tty:
+        if self.tty:  # one row: a wrapped line would leave rows behind at every update
+            columns = shutil.get_terminal_size().columns - 1
+            text = text if len(text) <= columns else "..." + text[len(text) - columns + 3 :]
             self.stream.write("\r" + text.ljust(self.width))
             self.width = len(text)
         else:
@@ -243,9 +250,11 @@ class _StepLine:
         self.stream.flush()
 
     def close(self) -> None:
+        """Clear the line (before the record's own lines; the next step writes it again)."""
         if self.tty and self.width:
             self.stream.write("\r" + " " * self.width + "\r")
             self.stream.flush()
+            self.width = 0
 
 
 def run_batch(
@@ -295,6 +304,8 @@ def run_batch(
         results[path] = record
         if journal is not None:
             journal.add(record={k: v for k, v in record.items() if not k.startswith("_")})
+        if steps is not None:
+            steps.close()
         _announce(record, progress)
         if progress is not None:
             progress.update(record)

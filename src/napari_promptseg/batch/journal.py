@@ -42,7 +42,7 @@ NOT_IN_SIGNATURE = frozenset(
 
 #: options naming files whose contents decide the outputs: a reference relabelled, an exemplar added to the
 #: library or a checkpoint retrained under the same path makes a resume another run
-CONTENT_OPTIONS = ("reference", "reference_mask", "library", "weights", "text_weights")
+CONTENT_OPTIONS = ("reference", "reference_mask", "library", "weights", "text_weights", "text_model")
 
 
 #: files above this size (a large model's weights) are known by their size and modification time, not hashed
@@ -81,6 +81,9 @@ def run_signature(args: argparse.Namespace) -> str:
         if value is not None:
             paths = value if isinstance(value, (list, tuple)) else [value]
             options[f"{key}_contents"] = [_content_digest(p) for p in paths]
+    features = str(options.get("features") or "")
+    if features.startswith("dinov2:") and Path(features[len("dinov2:") :]).exists():  # a local model folder
+        options["features_contents"] = [_content_digest(features[len("dinov2:") :])]
     text = json.dumps(options, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 

@@ -76,11 +76,14 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_text(args: argparse.Namespace) -> int:
     images = _expand_images(args.images)
-    from ..io.library import default_library_path
+    from ..io.starter import open_library
 
     # workers may run in another directory; the library a route may read is named, so a resume sees its entries
-    if args.library is not None or args.route in ("auto", "library"):
-        args.library = (args.library or default_library_path()).absolute()
+    # (the default one opened here first: a new one gets its starter exemplars, as the route would give it)
+    if args.library is not None:
+        args.library = args.library.absolute()
+    elif args.route in ("auto", "library"):
+        args.library = open_library(None).path.absolute()
     t0 = time.perf_counter()
     _prepare_outputs(args, images)
     outcome, code = _run_batch(args, images, _setup, _process)

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
-
-# the process's umask, read once at import (reading it means setting it); new files get the mode open() would give
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -19,11 +15,12 @@ def replacing(path: Path) -> Iterator[Path]:
     ``path`` in one step, so a reader, or a run killed mid-write, finds the old file or the new one, never half of
     one. On error the temporary file goes and ``path`` is untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    # created as open() creates a file (mode 0666 under the umask and the folder's default ACL), not mkstemp's
+    # private 0600: a lab's shared results folder stays readable to the others
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp made it private (0600); open() would have given this mode
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):  # already renamed into place when the block succeeded

@@ -267,6 +267,9 @@ def write_ome_zarr_labels(image_path: str | Path, labels: np.ndarray, name: str 
         fmt = format_from_version(image.ome_version)
         root = zarr.open_group(str(image.path), mode="a")
         labels_group = root.require_group("labels")
+        complete = any((replaced / meta).exists() for meta in (".zattrs", "zarr.json"))
+        if not (labels_dir / name).exists() and complete:
+            replaced.rename(labels_dir / name)  # killed between the two renames: the old labels back in place
         _remove_tree(scratch)  # what a killed run left: never listed, so no reader saw it
         # the new labels image is written whole beside the old one, under a name the labels list does not hold (a
         # group of its own, whose labels/<name> is the image under its final name and metadata); the old one stays

@@ -269,6 +269,9 @@ def _fitted_exemplars(
     with _exemplars_lock:
         cached = _EXEMPLARS.get(key)
     if cached is not None and cached[0]() is segmenter:
+        with _exemplars_lock:
+            if key in _EXEMPLARS:
+                _EXEMPLARS[key] = _EXEMPLARS.pop(key)  # the most recently used goes last (the oldest is dropped)
         return cached[1]
     what = f"library entry '{entry.name}'"
     report(0.05, f"learning the objects of {what}")

@@ -77,6 +77,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
         self._preview_layer: napari.layers.Labels | None = None
         self._version = 0  # bumped by every prompt edit; a preview computed for an older version is stale
         self._last_commit_target: napari.layers.Labels | None = None  # what Ctrl+Z on a prompt layer undoes
+        self._last_commit_steps = None  # the length of its undo history right after the commit
         self._commit_after_preview = False
         self._shown_warnings: set[str] = set()
         self._connected: dict[str, napari.layers.Layer] = {}
@@ -201,7 +202,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
 
         def commit(_layer) -> None:
             widget = me()
-            if widget is not None:
+            if widget is not None and not widget.runner.closed:
                 widget.commit()
 
         def toggle(_layer) -> None:
@@ -211,7 +212,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
 
         def undo(_layer) -> None:
             widget = me()
-            if widget is not None:
+            if widget is not None and not widget.runner.closed:
                 widget.undo_commit()
 
         layer.bind_key(COMMIT_KEY, commit, overwrite=True)
@@ -493,7 +494,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
         if not new_ids:
             show_warning(f"nothing committed: every preview pixel is already labelled in '{target.name}'")
             return
-        self._last_commit_target = target
+        self._last_commit_target, self._last_commit_steps = target, _undo_steps(target)
         ids = f"{new_ids[0]}" if len(new_ids) == 1 else f"{new_ids[0]}-{new_ids[-1]}"
         message = f"committed {len(new_ids)} object(s) to '{target.name}' as id {ids}"
         # a commit is the user's action done: the status no longer reads as an earlier refusal ("failed: ...")
@@ -503,9 +504,12 @@ class InteractiveWidget(NewLayerActions, QWidget):
 
     def undo_commit(self) -> None:
         """Undo the last commit in its target Labels layer (napari's undo of that layer: its last change)."""
-        target = self._last_commit_target
+        target, steps = self._last_commit_target, self._last_commit_steps
         if target is None or target not in self.viewer.layers:
             show_warning("no commit to undo")
+            return
+        if _undo_steps(target) != steps:  # painted (or undone) since: Labels' undo would undo that instead
+            show_warning(f"'{target.name}' changed since the commit: undo there (select it, Ctrl+Z)")
             return
         self._last_commit_target = None
         target.undo()
@@ -533,3 +537,9 @@ class InteractiveWidget(NewLayerActions, QWidget):
         if points is not None and len(points.data):
             points.remove(list(range(len(points.data))))
         self._clear_preview()
+
+
+def _undo_steps(layer: napari.layers.Labels) -> int | None:
+    """How many changes a Labels layer can undo (napari keeps no public count: None when it is not found)."""
+    history = getattr(layer, "_undo_history", None)
+    return None if history is None else len(history)
