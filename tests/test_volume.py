@@ -48,6 +48,7 @@ def test_which_arrays_are_stacks():
     vol, warnings = as_stack(np.zeros((5, 64, 64)))
     assert vol.shape == (5, 64, 64) and not warnings
     assert as_stack(np.zeros((3, 64, 64)))[1], "three planes might be channels: say how they were read"
+    assert not as_stack([np.zeros((64, 64))] * 3)[1], "a list of planes is a stack by the caller's word"
     assert as_stack(np.zeros((5, 64, 64, 3)))[0].shape == (5, 64, 64, 3)
     assert as_stack(np.zeros((5, 2, 64, 64)), channel_axis=1)[0].shape == (5, 64, 64, 2)
     with pytest.raises(PromptsegError, match="channel"):

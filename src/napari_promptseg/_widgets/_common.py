@@ -113,16 +113,29 @@ def whole_image_level(layer: napari.layers.Image) -> tuple[Any, np.ndarray]:
     """The pixels a whole-image method (text, SAT) reads from a layer, and the downsampling of each of the layer's
     axes: a pyramid's coarsest level with at least 1024 px along its longest side (as the CLI reads one; planes
     may be downsampled too), else the layer itself (factors 1)."""
-    ones = np.ones(layer.ndim)
     if not layer.multiscale:
-        return layer.data, ones
+        return layer.data, np.ones(layer.ndim)
     from ..io.multiscale import WHOLE_IMAGE_SIDE
     from ..tiling import pyramid_level
 
     shapes = [plane_shape(level, layer.rgb) for level in layer.data]
     index, _ = pyramid_level(shapes, WHOLE_IMAGE_SIDE / max(shapes[0]))
     level = layer.data[index]
-    return level, np.divide(layer.data[0].shape[: layer.ndim], level.shape[: layer.ndim])
+    return level, level_factors(layer, level)
+
+
+def level_factors(layer: napari.layers.Image, level: Any) -> np.ndarray:
+    """How many times coarser than the layer's full resolution ``level`` (one of its arrays) is, along each axis."""
+    if not layer.multiscale:
+        return np.ones(layer.ndim)
+    return np.divide(layer.data[0].shape[: layer.ndim], level.shape[: layer.ndim])
+
+
+def placement(layer: napari.layers.Layer, ndim: int, factors: np.ndarray | None = None) -> dict:
+    """``scale`` and ``translate`` of a result layer over ``layer``'s first ``ndim`` axes, made from a pyramid level
+    ``factors`` times coarser than its full resolution along each axis (default: full resolution)."""
+    scale = np.array(layer.scale[:ndim], float) * (1.0 if factors is None else np.asarray(factors)[:ndim])
+    return {"scale": scale, "translate": layer.translate[:ndim]}
 
 
 def show_details(title: str, short: str, details: str, parent: QWidget | None = None) -> QMessageBox:

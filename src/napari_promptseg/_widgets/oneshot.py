@@ -34,7 +34,9 @@ from ._common import (
     LayerPicker,
     TaskRunner,
     image_and_labels,
+    level_factors,
     load_triton_safely,
+    placement,
     plane_shape,
     unproxied,
     whole_image_level,
@@ -122,8 +124,6 @@ def run_oneshot(
         if stacked and target_size is None:  # the planes of one stack share one size (as the CLI's stacks)
             target_size = stack_object_size(exemplars, targets, segmenter.input_size)
 
-    results: list = []
-
     def segment_one(k: int, image: np.ndarray):
         name = names[k]
 
@@ -154,13 +154,11 @@ def run_oneshot(
             out.positives.append(res.positives)
             out.negatives.append(res.negatives)
         out.names.append(name)
-        results.append(res)
         return res
 
     if stacked:  # ids linked across planes, as the CLI's stacks (segment_stack checks cancel between planes)
         stack = segment_stack(targets, lambda plane, z: segment_one(z, plane), name="target stack", cancel=cancel)
-        # the planes' own warnings: the layer is a stack by the user's choice (no "read as a stack" caution)
-        out.labels, out.warnings = list(stack.labels), [w for r in results for w in r.warnings]
+        out.labels, out.warnings = list(stack.labels), stack.warnings
     else:
         for k, target in enumerate(targets):
             if cancel():
@@ -277,7 +275,7 @@ class OneShotWidget(QWidget):
                     data = self._pyramid_level(target, labels)
                 else:  # one region: the level a whole-image method reads, as the CLI
                     data = np.asarray(whole_image_level(target)[0])
-                self._level_factors = np.divide(target.data[0].shape[: target.ndim], data.shape[: target.ndim])
+                self._level_factors = level_factors(target, data)
             planes, stacked = target_planes(data, target.rgb)
             names = [f"{target.name} [{i}]" for i in range(len(planes))] if stacked else [target.name]
             return reference, labels, planes, names, stacked, target
@@ -383,11 +381,7 @@ class OneShotWidget(QWidget):
         """``factors``: the downsampling of each axis of the pyramid level that was segmented (default none)."""
         from napari.utils.notifications import show_warning
 
-        kw = {}
-        if layer is not None:
-            ndim = 3 if output.stacked else 2
-            scale = np.array(layer.scale[:ndim], float) * (1.0 if factors is None else np.asarray(factors)[-ndim:])
-            kw = {"scale": scale, "translate": layer.translate[:ndim]}
+        kw = {} if layer is None else placement(layer, 3 if output.stacked else 2, factors)
         if output.stacked:
             data = np.stack(output.labels)
             self.viewer.add_labels(data, name=f"{layer.name} one-shot", **kw)

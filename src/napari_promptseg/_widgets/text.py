@@ -33,7 +33,15 @@ from qtpy.QtWidgets import (
 from ..errors import CancelledError, PromptsegError
 from ..methods.prompt_templates import LEVELS, PromptAttributes, expand_prompt
 from ..methods.text import ROUTES, TextResult, available_route, split_phrases
-from ._common import LayerPicker, TaskRunner, image_and_labels, load_triton_safely, unproxied, whole_image_level
+from ._common import (
+    LayerPicker,
+    TaskRunner,
+    image_and_labels,
+    load_triton_safely,
+    placement,
+    unproxied,
+    whole_image_level,
+)
 from .oneshot import target_planes
 
 BOX_COLOUR = "yellow"
@@ -106,9 +114,7 @@ def run_text(
 
     if stacked if stacked is not None else len(planes) > 1:  # a layer of one plane is a stack too
         stack = segment_stack(planes, segment_one, name=options.get("name", "stack"), cancel=cancel)
-        # the planes' own warnings: the layer is a stack by the user's choice (no "read as a stack" caution)
-        warnings = [f"plane {k}: {w}" for k, r in enumerate(results) for w in r.warnings]
-        output = TextOutput(results, stacked=True, warnings=warnings, stack_labels=stack.labels)
+        output = TextOutput(results, stacked=True, warnings=stack.warnings, stack_labels=stack.labels)
     else:
         segment_one(planes[0], 0)
         output = TextOutput(results, stacked=False, warnings=[w for r in results for w in r.warnings])
@@ -398,9 +404,7 @@ class TextPromptWidget(QWidget):
         """``factors``: the downsampling of each axis of the pyramid level that was segmented (default none)."""
         from napari.utils.notifications import show_info, show_warning
 
-        ndim = 3 if stacked else 2
-        scale = np.array(layer.scale[:ndim], float) * (1.0 if factors is None else np.asarray(factors)[:ndim])
-        kw = {"scale": scale, "translate": layer.translate[:ndim]}
+        kw = placement(layer, 3 if stacked else 2, factors)
         name = f"{layer.name} text: {prompt}"
         self.viewer.add_labels(output.labels, name=name, **kw)
         heatmaps = [r.heatmap for r in output.results]

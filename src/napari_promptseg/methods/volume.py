@@ -50,7 +50,8 @@ def as_stack(image: object, *, channel_axis: int | None = None, name: str = "ima
     ``channel_axis``. Dask arrays stay lazy; zarr arrays are read lazily too, and a list or tuple of planes is
     stacked.
     """
-    if isinstance(image, (list, tuple)):
+    planes_given = isinstance(image, (list, tuple))  # a stack by the caller's word: no "read as a stack" caution
+    if planes_given:
         image = _from_planes(image, name)
     shape = tuple(np.shape(image))
     ndim = len(shape)
@@ -61,7 +62,7 @@ def as_stack(image: object, *, channel_axis: int | None = None, name: str = "ima
         if channel_axis is not None or colours or min(shape[1:]) < 8:
             return None, []
         warnings = []
-        if shape[0] <= 4:
+        if shape[0] <= 4 and not planes_given:
             warnings.append(
                 f"{name}: read as a stack of {shape[0]} planes of {shape[1]}x{shape[2]} pixels; if the first axis "
                 "holds channels, say so: channel_axis=0 (CLI: --channel-axis 0; widgets: channel axis 0)"
