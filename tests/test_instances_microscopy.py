@@ -165,6 +165,7 @@ def test_find_all_from_three_boxes(sample, litemedsam):
     assert m["recall"] > 0.45 and m["precision"] > 0.5, m
     assert len(result.scores) == len(np.unique(result.labels)) - 1
     assert not result.warnings
+    assert result.scale.source == "boxes"  # the working scale came from the boxes (report.json says so)
     # one box over most of the image beside them: it skews what is learnt, and the result says so
     h, w = image.shape[:2]
     boxes = np.concatenate([boxes[order[[5, 15, 25]]], [[0, 0, w - 1, h - 1]]]).astype(np.float32)

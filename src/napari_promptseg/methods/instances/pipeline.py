@@ -291,6 +291,7 @@ def segment_with_exemplars(
     *,
     refine: Refinement = "fused",
     object_size: float | None = None,
+    size_source: str = "object size",
     duplicate_overlap: float = 0.5,
     min_area_fraction: float = MIN_AREA_FRACTION,
     max_area_factor: float = 4.0,
@@ -302,7 +303,8 @@ def segment_with_exemplars(
 ) -> InstanceResult:
     """Every object like the exemplars in ``image`` (H, W, C), tile by tile at the working scale of the objects'
     size: ``object_size`` (pixels) when given, else the exemplars' size, or the target's own when its objects are
-    measurably larger or smaller (:func:`estimate_object_size`). ``local_decoding``: decode each candidate's box
+    measurably larger or smaller (:func:`estimate_object_size`); ``size_source`` names where a given ``object_size``
+    came from (the working scale's ``source``). ``local_decoding``: decode each candidate's box
     from the tile's tokens near it (the segmenter's ``local``; ~4x faster, benchmarks/README.md)."""
     if refine not in REFINEMENTS:
         raise PromptsegError(f"refine must be one of {REFINEMENTS}, got {refine!r}")
@@ -320,7 +322,7 @@ def segment_with_exemplars(
     if object_size is None:
         object_size, source = estimate_object_size(model, image, segmenter.input_size, window)
     else:
-        source = "object size"
+        source = size_source
     timer.add("object_size_s", t0)
     if object_size != model.object_size:
         # the exemplars' objects, seen at the target's magnification
@@ -528,7 +530,16 @@ def find_all_like(
         report(0.2 + 0.8 * fraction, message)
 
     result = segment_with_exemplars(
-        segmenter, model, hwc, refine=refine, object_size=size, name=name, progress=sub, cancel=cancel, timer=timer
+        segmenter,
+        model,
+        hwc,
+        refine=refine,
+        object_size=size,
+        size_source=examples.scale.source,
+        name=name,
+        progress=sub,
+        cancel=cancel,
+        timer=timer,
     )
     result.warnings.extend(_outlier_boxes(checked))
     return result
