@@ -234,7 +234,7 @@ def test_export_import_merges_and_rejects_bad_zips(tmp_path, cell):
     source = ReferenceLibrary.open(tmp_path / "a")
     a = source.add("nucleus", image, mask, "cell nucleus")
     zip_path = source.export(tmp_path / "lib.zip")
-    with pytest.raises(PromptsegError, match="already exists"):
+    with pytest.raises(PromptsegError, match="already exists.*--force"):
         source.export(zip_path)
 
     other = ReferenceLibrary.open(tmp_path / "b")

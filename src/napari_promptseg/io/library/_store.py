@@ -299,7 +299,9 @@ class ReferenceLibrary:
         self.reload()
         target = Path(zip_path).expanduser()
         if target.exists() and not overwrite:
-            raise PromptsegError(f"{target} already exists; choose another file name or remove it first")
+            raise PromptsegError(
+                f"{target} already exists; choose another file name, or replace it (CLI: --force; overwrite=True)"
+            )
         if not self._entries:
             raise PromptsegError(f"reference library {self.path} is empty; nothing to export")
         with replacing(target) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
