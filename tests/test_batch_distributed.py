@@ -19,6 +19,7 @@ import tifffile
 
 from napari_promptseg.batch import JOURNAL_NAME
 from napari_promptseg.batch._exit import ExitWithoutTeardown
+from napari_promptseg.batch.journal import input_digest
 from napari_promptseg.cli import main
 from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io import read_image
@@ -334,17 +335,46 @@ def test_a_resumed_run_reports_the_precision_of_its_own_workers(tmp_path):
     out.mkdir()
     (out / "done.tif").write_bytes(b"")
     args = argparse.Namespace(output=out, threads=1)
-    earlier = {"input": str(inputs[0]), "status": "ok", "output": str(out / "done.tif")}
+    earlier = {
+        "input": str(inputs[0]),
+        "status": "ok",
+        "output": str(out / "done.tif"),
+        "input_digest": input_digest(inputs[0]),
+    }
     lines = [{"signature": run_signature(args)}, {"meta": {"model": "m", "encoder_precision": "bfloat16"}}]
     (out / JOURNAL_NAME).write_text("".join(json.dumps(x) + "\n" for x in [*lines, {"record": earlier}]))
 
     outcome = run_batch(BatchJob(_float32_setup, _write_nothing, args), inputs, scheduler="none", resume=True)
     assert [r["input"] for r in outcome.records] == [str(p) for p in inputs]
+    assert outcome.summary["resumed"] == 1
     # `--precision float32` given where the first run had none (the same precision) is the same run: resumable
     assert run_signature(argparse.Namespace(**vars(args), precision="float32")) == run_signature(args)
 
     assert outcome.meta["encoder_precision"] == "float32"
     assert outcome.meta["resumed_encoder_precision"] == "bfloat16"
+
+
+def test_an_input_replaced_under_its_name_is_done_again_by_a_resume(tmp_path, capsys):
+    """--resume trusted an output whose input had been replaced by another image of the same name (a 256 px label
+    image kept for a 512 x 640 input). The input's contents are recorded with its result now."""
+    import argparse
+
+    from napari_promptseg.batch import BatchJob, run_batch
+
+    inputs = [tmp_path / "a.tif", tmp_path / "b.tif"]
+    for path in inputs:
+        tifffile.imwrite(path, np.zeros((8, 8), np.uint8))
+    out = tmp_path / "out"
+    args = argparse.Namespace(output=out, threads=1)
+    first = run_batch(BatchJob(_float32_setup, _write_nothing, args), inputs, scheduler="none")
+    first.finish()
+    journal_lines = [{"signature": first.summary["signature"]}, *({"record": r} for r in first.records)]
+    (out / JOURNAL_NAME).write_text("".join(json.dumps(x) + "\n" for x in journal_lines))
+    tifffile.imwrite(inputs[1], np.ones((16, 20), np.uint8))  # another image under the same name
+
+    again = run_batch(BatchJob(_float32_setup, _write_nothing, args), inputs, scheduler="none", resume=True)
+    assert again.summary["resumed"] == 1  # a.tif kept, b.tif done again
+    assert "resuming: 1 of 2" in capsys.readouterr().err
 
 
 def _float32_setup(args):

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CancelledError, NothingFoundError, PromptsegError, WeightsError
-from .journal import Journal, is_done, run_signature
+from .journal import Journal, input_digest, is_done, run_signature
 
 #: ``--scheduler`` when not given: this variable, else ``local`` for several inputs and ``none`` for one
 SCHEDULER_ENV = "PROMPTSEG_SCHEDULER"
@@ -143,6 +143,7 @@ def run_target(job: BatchJob, path: str, final: bool) -> dict:
     except Exception as exc:
         raise SetupError(_reason(exc)) from None
     image = None
+    digest = input_digest(path)  # before reading: a file replaced meanwhile is done again by a resume
     try:
         image = read_image(path)
         record = job.process(job.args, state, Path(path), image)
@@ -159,6 +160,7 @@ def run_target(job: BatchJob, path: str, final: bool) -> dict:
             raise
         record = _without_result(job, path, image, exc)
         record["attempts"] = 2
+    record["input_digest"] = digest
     return {"record": record, "meta": meta}
 
 
@@ -273,7 +275,7 @@ def run_batch(
     output: Path | None = getattr(args, "output", None)
     journal = Journal(output, run_signature(args)) if output is not None else None
     previous, meta = journal.previous() if (journal is not None and resume) else ({}, {})
-    kept = {str(p): previous[str(p)] for p in paths if str(p) in previous and is_done(previous[str(p)])}
+    kept = {str(p): previous[str(p)] for p in paths if str(p) in previous and is_done(previous[str(p)], p)}
     todo = [p for p in paths if str(p) not in kept]
     mode = resolve_scheduler(scheduler, len(todo))
     n_workers = max(1, min(workers or default_workers(), len(todo) or 1)) if mode == "local" else None  # tcp: seen

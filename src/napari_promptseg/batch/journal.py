@@ -49,14 +49,17 @@ CONTENT_OPTIONS = ("reference", "reference_mask", "library", "weights", "text_we
 HASHED_BYTES = 256 * 2**20
 
 
-def _content_digest(path: str | os.PathLike) -> str:
-    """Hash of a file's bytes, or of every file under a directory (names and bytes; lock files aside)."""
+def _content_digest(path: str | os.PathLike, skip: tuple[str, ...] = ()) -> str:
+    """Hash of a file's bytes, or of every file under a directory (names and bytes; lock files, and the top-level
+    folders named in ``skip``, aside)."""
     path = Path(path)
     if path.is_file():
         files = [(path.name, path)]
     elif path.is_dir():
         files = sorted(
-            (f.relative_to(path).as_posix(), f) for f in path.rglob("*") if f.is_file() and f.suffix != ".lock"
+            (f.relative_to(path).as_posix(), f)
+            for f in path.rglob("*")
+            if f.is_file() and f.suffix != ".lock" and f.relative_to(path).parts[0] not in skip
         )
     else:
         return "missing"
@@ -88,11 +91,23 @@ def run_signature(args: argparse.Namespace) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-def is_done(record: dict) -> bool:
-    """A finished input: segmented (objects or none) and every file it names still there (an OME-Zarr labels
-    output is a directory)."""
+def input_digest(path: str | os.PathLike) -> str:
+    """What an input held when it was segmented: an image replaced under the same name is another input to a
+    resume. An OME-Zarr's ``labels/`` group is left out: the run writes its outputs there."""
+    try:
+        return _content_digest(path, skip=("labels",))
+    except OSError:  # unreadable: its run says why; never the digest of a record that is done
+        return "unreadable"
+
+
+def is_done(record: dict, path: str | os.PathLike | None = None) -> bool:
+    """A finished input: segmented (objects or none), every file it names still there (an OME-Zarr labels
+    output is a directory), and, given its ``path``, the input's contents as they were (a record without their
+    digest, from an earlier version, is done again)."""
     files = [record.get(k) for k in ("output", "overlay") if record.get(k)]
-    return record.get("status") in ("ok", "empty") and bool(files) and all(Path(f).exists() for f in files)
+    if record.get("status") not in ("ok", "empty") or not files or not all(Path(f).exists() for f in files):
+        return False
+    return path is None or record.get("input_digest") == input_digest(path)
 
 
 class Journal:
