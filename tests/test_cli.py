@@ -195,6 +195,18 @@ def test_reruns_keep_corrections_drop_stale_results_and_see_every_name(litemedsa
     record = json.loads((out / "report.json").read_text())["images"][1]
     assert record["status"] == "failed" and "removed b_overlay.png of an earlier run" in record["warnings"]
     assert not list(out.glob(".*.tmp"))  # labels are written beside and renamed
+    # alone too: its error is the run's (exit 2), its earlier outputs go and the report says it failed, so a
+    # --resume does not take the earlier result for this input's
+    single = ["segment", str(folder / "a.tif"), "--box", "37", "26", "66", "50", "-o", str(tmp_path / "one")]
+    assert main([*single, "--overlay"]) == 0
+    (folder / "a.tif").write_bytes(b"cut short")
+    capsys.readouterr()
+    assert main([*single, "--overlay"]) == 2
+    assert "removed a.tif of an earlier run" in capsys.readouterr().err
+    assert not (tmp_path / "one" / "a.tif").exists() and not (tmp_path / "one" / "a_overlay.png").exists()
+    assert json.loads((tmp_path / "one" / "report.json").read_text())["images"][0]["status"] == "failed"
+    assert main([*single, "--overlay", "--resume"]) == 2
+    tifffile.imwrite(folder / "a.tif", image[:128, :128])
 
     links = tmp_path / "links"
     links.mkdir()

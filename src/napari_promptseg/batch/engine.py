@@ -367,8 +367,13 @@ def _print(text: str, err: bool = False) -> None:
     print(text, file=sys.stderr if err else sys.stdout, flush=True)
 
 
-def _first_error_is_the_runs(exc: BaseException, single: bool) -> bool:
-    return single and isinstance(exc, (PromptsegError, WeightsError)) and not isinstance(exc, SetupError)
+def _first_error_is_the_runs(exc: BaseException, single: bool, path: str) -> bool:
+    """A single input's own error stops the run as itself; it names the input (``failed_input``), whose earlier
+    outputs then go (they would pass for this run's)."""
+    if single and isinstance(exc, (PromptsegError, WeightsError)) and not isinstance(exc, SetupError):
+        exc.failed_input = path
+        return True
+    return False
 
 
 def _run_here(job: BatchJob, todo: Sequence[Path], single: bool, deliver: Callable[[str, dict], None]) -> None:
@@ -382,7 +387,7 @@ def _run_here(job: BatchJob, todo: Sequence[Path], single: bool, deliver: Callab
                 except (CancelledError, KeyboardInterrupt):
                     raise
                 except Exception as exc:
-                    if _first_error_is_the_runs(exc, single):
+                    if _first_error_is_the_runs(exc, single, str(path)):
                         raise
                     result = run_target(job, str(path), final=True)
                 deliver(str(path), result)
@@ -462,7 +467,7 @@ def _run_on_dask(
                 raise
             except Exception as exc:
                 if not final:
-                    if _first_error_is_the_runs(exc, single):
+                    if _first_error_is_the_runs(exc, single, str(path)):
                         raise
                     retry = client.submit(run_target, job, path, True, key=f"{future.key}-retry", pure=False)
                     tasks[retry] = (path, True)

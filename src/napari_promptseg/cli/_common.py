@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..errors import PromptsegError
+from ..errors import PromptsegError, WeightsError
 from ..io._files import replacing
 from ._stacks import _plane_channel_axis, _stack_for, _write_output
 from ._types import positive_float, positive_int
@@ -339,13 +339,19 @@ def _run_batch(
     cache = embedding_cache.active()
     args.cache = str(cache.root) if cache is not None else None
     args.cache_max_gb = cache.max_bytes / 1e9 if cache is not None else None
-    outcome = run_batch(
-        BatchJob(setup, process, args),
-        paths,
-        scheduler=args.scheduler,
-        workers=args.workers,
-        resume=getattr(args, "resume", False),
-    )
+    try:
+        outcome = run_batch(
+            BatchJob(setup, process, args),
+            paths,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            resume=getattr(args, "resume", False),
+        )
+    except (PromptsegError, WeightsError) as exc:
+        failed_input = getattr(exc, "failed_input", None)  # a single input's own error: the run's
+        if failed_input is not None and getattr(args, "output", None) is not None:
+            _forget_earlier_result(args, failed_input, exc)
+        raise
     records = outcome.records
     failed = [r for r in records if r["status"] == "failed"]
     empty = [r for r in records if r["status"] == "empty"]
@@ -364,6 +370,27 @@ def _run_batch(
         print(f"every input failed; the first: {failed[0]['reason']}", file=sys.stderr)
         return outcome, 2
     return outcome, (1 if unwritten else 0)
+
+
+def _forget_earlier_result(args: argparse.Namespace, path: str, exc: BaseException) -> None:
+    """A single input that failed on a rerun: its earlier outputs go (as in a batch), and the folder's report.json
+    says it failed, so neither it nor a later --resume passes the earlier result for this run's."""
+    record = {"input": path}
+    _remove_stale_outputs(args, [record])
+    for warning in record.get("warnings", []):
+        print(f"{path}: {warning}", file=sys.stderr)
+    report_path = args.output / "report.json"
+    report = _own_report(report_path) if report_path.exists() else None
+    images = report.get("images") if report is not None else None
+    if not isinstance(images, list) or not any(isinstance(r, dict) and r.get("input") == path for r in images):
+        return
+    reason = " ".join(str(exc).split())
+    report["images"] = [
+        {"input": path, "status": "failed", "reason": reason} if isinstance(r, dict) and r.get("input") == path else r
+        for r in images
+    ]
+    with replacing(report_path) as temp:
+        temp.write_text(json.dumps(report, indent=2))
 
 
 def _remove_stale_outputs(args: argparse.Namespace, records: Sequence[dict]) -> None:
