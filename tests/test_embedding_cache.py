@@ -249,6 +249,28 @@ def test_embed_command_precomputes_what_segment_prompts_reads(litemedsam, tmp_pa
     assert "--cache-max-gb: must be a finite number above 0" in capsys.readouterr().err
 
 
+def test_the_size_cap_applies_to_the_environments_cache_and_embed_counts_what_it_kept(
+    litemedsam, tmp_path, crop, capsys, monkeypatch
+):
+    """--cache-max-gb was ignored for $PROMPTSEG_EMBEDDING_CACHE (the cache grew past the cap), and embed counted an
+    image's entries as kept although a later image's had evicted them."""
+    import tifffile
+
+    paths = [tmp_path / "a.tif", tmp_path / "b.tif"]
+    tifffile.imwrite(paths[0], crop[:, ::-1])
+    tifffile.imwrite(paths[1], crop[::-1, ::-1])
+    litemedsam.cache.clear()  # the in-memory cache would answer for images another test embedded
+    assert main(["embed", str(paths[0]), "--cache", str(tmp_path / "probe"), "--scheduler", "none"]) == 0
+    entry_bytes = DiskEmbeddingCache(tmp_path / "probe").entries()[0][1]
+    monkeypatch.setenv(embedding_cache.CACHE_ENV, str(tmp_path / "env"))
+    capsys.readouterr()
+    cap = str(1.5 * entry_bytes / 1e9)  # room for one entry
+    assert main(["embed", *map(str, paths), "--cache-max-gb", cap, "--scheduler", "none"]) == 0
+    assert len(DiskEmbeddingCache(tmp_path / "env").entries()) == 1
+    err = capsys.readouterr().err
+    assert "1 of 2 embedding(s) in" in err and "1 of 2 embedding(s) are not in the cache" in err
+
+
 def test_a_size_cap_in_the_environment_that_is_not_a_number_is_named(tmp_path, monkeypatch):
     from napari_promptseg.errors import PromptsegError
 

@@ -162,12 +162,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 @contextmanager
 def _disk_cache(args: argparse.Namespace) -> Iterator[None]:
-    """``--cache`` for this run only (the process may go on: tests, the console)."""
+    """``--cache`` and ``--cache-max-gb`` for this run only (the process may go on: tests, the console). The cap
+    applies to $PROMPTSEG_EMBEDDING_CACHE too when no --cache is given."""
     from ..models import embedding_cache
 
     with embedding_cache.settings_restored():
+        cap = getattr(args, "cache_max_gb", None)
         if getattr(args, "cache", None) is not None:
-            embedding_cache.configure(args.cache, args.cache_max_gb)
+            embedding_cache.configure(args.cache, cap)
+        elif cap is not None and (from_env := embedding_cache.active()) is not None:
+            embedding_cache.configure(from_env.root, cap)
         yield
 
 

@@ -46,10 +46,17 @@ def cmd_embed(args: argparse.Namespace) -> int:
     done = [r for r in outcome.records if r["status"] != "failed"]
     total = sum(r["embeddings"] for r in done)
     cached = sum(r["from_cache"] for r in done)
-    kept = sum(r["kept"] for r in done)
+    # counted at the end: the size cap may have evicted an earlier image's entries for a later one's
+    kept = sum(key in cache for r in done for key in r.get("cache_keys", []))
     print(
         f"{len(done)} image(s): {kept} of {total} embedding(s) in {cache.root} ({cached} were cached)", file=sys.stderr
     )
+    if kept < total:
+        print(
+            f"warning: {total - kept} of {total} embedding(s) are not in the cache: its size cap "
+            f"({cache.max_bytes / 1e9:g} GB, --cache-max-gb) holds fewer, or it cannot be written",
+            file=sys.stderr,
+        )
     if total and not kept:  # embed exists to fill the cache: a run that kept nothing did not do its job
         print(
             f"promptseg embed: error: no embedding was kept in {cache.root}: its size cap "
@@ -92,6 +99,7 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         "embeddings": len(embeddings),
         "from_cache": from_cache,
         "kept": kept,
+        "cache_keys": [e.key for e in embeddings],
         "_summary": f"whole image{tiles}, {from_cache} of {len(embeddings)} already cached",
     }
     if kept < len(embeddings):
