@@ -274,3 +274,42 @@ def test_one_large_input_shows_the_methods_steps(litemedsam, tmp_path, capsys, m
     assert main(argv) == 0
     steps = [line for line in capsys.readouterr().err.splitlines() if line.endswith("%)")]
     assert len(steps) > 2 and steps[-1] != steps[0], steps  # its steps, one line each
+
+
+def test_an_output_folder_that_cannot_be_written_or_fills_up_gives_one_line(litemedsam, tmp_path, capsys, monkeypatch):
+    """A read-only -o and a disk that fills up mid-batch ended in Python tracebacks (exit 1). Both are one line and
+    exit 2 now; the images finished before the disk filled stay for --resume."""
+    import errno
+
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.batch import JOURNAL_NAME
+    from napari_promptseg.batch.journal import Journal
+
+    (image, _, _), _ = nuclei()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(3):
+        tifffile.imwrite(folder / f"{k}.tif", image[k * 64 : k * 64 + 96, :96])
+    command = ["segment", str(folder), "--box", "10", "10", "40", "40", "--scheduler", "none", "-o"]
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    with monkeypatch.context() as m:
+        m.setattr("napari_promptseg.cli._common.tempfile.TemporaryFile", read_only)
+        assert main([*command, str(tmp_path / "ro")]) == 2
+    assert "-o " in (err := capsys.readouterr().err) and "cannot write there (Read-only file system)" in err
+
+    add = Journal.add
+
+    def fills_up(self, **item):
+        if "record" in item and self._records >= 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        add(self, **item)
+
+    monkeypatch.setattr(Journal, "add", fills_up)
+    out = tmp_path / "full"
+    assert main([*command, str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().endswith(f"error: {out / JOURNAL_NAME}: No space left on device")
+    assert (out / JOURNAL_NAME).read_text().count('"record"') == 1  # what was done is kept for --resume

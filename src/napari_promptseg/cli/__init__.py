@@ -155,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CancelledError:
         print(f"promptseg {args.command}: cancelled", file=sys.stderr)
         return 130
+    except OSError as exc:  # the disk filled up, a folder became read-only: one line, and --resume goes on after
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"promptseg {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\npromptseg {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -134,6 +135,10 @@ def _make_output_dir(output: Path) -> None:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PromptsegError(f"-o {output}: cannot create the output directory ({exc.strerror or exc})") from exc
+    try:  # a read-only folder or file system says so now, not in a traceback after the first image
+        tempfile.TemporaryFile(dir=output).close()
+    except OSError as exc:
+        raise PromptsegError(f"-o {output}: cannot write there ({exc.strerror or exc})") from exc
 
 
 def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read: Sequence[Path] = ()) -> None:
