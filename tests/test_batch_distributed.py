@@ -94,7 +94,10 @@ def assert_unreadable_recorded(out: Path, unreadable: Path) -> None:
     assert record["attempts"] == 2 and "truncated.tif" in record["reason"] and "output" not in record
 
 
-def test_local_cluster_gives_the_outputs_of_one_process(inputs, unreadable, reference, tmp_path, monkeypatch):
+def test_local_cluster_gives_the_outputs_of_one_process(inputs, unreadable, reference, tmp_path, monkeypatch, capfd):
+    import contextlib
+    import socket
+
     from distributed import Client
 
     assert_unreadable_recorded(reference, unreadable)
@@ -106,7 +109,16 @@ def test_local_cluster_gives_the_outputs_of_one_process(inputs, unreadable, refe
         "register_plugin",
         lambda self, plugin, *a, **k: registered.append(plugin) or register_plugin(self, plugin, *a, **k),
     )
-    assert run([*inputs, unreadable], out, "--scheduler", "local", "--workers", "2") == 1
+    with socket.socket() as dashboard_port:  # another cluster's dashboard (or nobody: then the port is ours)
+        with contextlib.suppress(OSError):
+            dashboard_port.bind(("127.0.0.1", 8787))
+            dashboard_port.listen()
+        capfd.readouterr()
+        assert run([*inputs, unreadable], out, "--scheduler", "local", "--workers", "2") == 1
+    err = capfd.readouterr().err
+    # the unreadable input is one line; distributed neither logs its traceback nor wants port 8787
+    assert "Traceback" not in err and "Compute Failed" not in err and "8787" not in err, err
+    assert f"{unreadable}: no output:" in err
     assert [type(p) for p in registered] == [ExitWithoutTeardown]  # the engine's own workers leave quickly
     assert_same_outputs(out, reference, inputs)
     assert_unreadable_recorded(out, unreadable)

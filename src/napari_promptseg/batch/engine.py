@@ -434,8 +434,13 @@ def _run_on_dask(
                 n_workers=n_workers,
                 threads_per_worker=1,
                 processes=True,
+                # the scheduler's HTTP server starts even without a dashboard, at 8787 unless told: a free loopback
+                # port, so two runs (or a user's own cluster) never meet there
                 dashboard_address=None,
-                silence_logs=logging.ERROR,
+                scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+                # a failed input's reason goes to its record and report.json; distributed's own log of it
+                # ("Compute Failed" and a traceback) would come first on stderr
+                silence_logs=logging.CRITICAL,
             )
         client = Client(cluster)
     else:
