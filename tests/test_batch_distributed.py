@@ -118,7 +118,8 @@ def test_local_cluster_gives_the_outputs_of_one_process(inputs, unreadable, refe
     err = capfd.readouterr().err
     # the unreadable input is one line; distributed neither logs its traceback nor wants port 8787
     assert "Traceback" not in err and "Compute Failed" not in err and "8787" not in err, err
-    assert f"{unreadable}: no output:" in err
+    assert f"{unreadable}: no output:" in err and f"no output: {unreadable}" not in err  # named once
+    assert "\r" not in err and "6/6 images, 1 failed" in err  # off a terminal: plain lines, no bar frames
     assert [type(p) for p in registered] == [ExitWithoutTeardown]  # the engine's own workers leave quickly
     assert_same_outputs(out, reference, inputs)
     assert_unreadable_recorded(out, unreadable)

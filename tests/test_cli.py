@@ -100,7 +100,9 @@ def test_outputs_that_would_overwrite_an_input_or_each_other_are_refused_before_
     assert main(["segment", str(folder), "-o", str(out), *box]) == 2
     err = capsys.readouterr().err
     assert "2 inputs would write the same output" in err and "cells.png" in err and "cells.tif" in err
-    assert not any(out.glob("*.tif"))
+    assert not out.exists()  # a refused run leaves no empty folder behind
+    assert main(["segment", str(folder / "cells.png"), "-o", str(out), *box[:5], "--scheduler", "tcp://127.0.0.1"]) == 2
+    assert "give the scheduler's port too" in capsys.readouterr().err and not out.exists()
 
     # a target named like the reference mask, written into the mask's folder, would replace the mask
     refs = tmp_path / "refs"

@@ -201,6 +201,8 @@ def resolve_scheduler(scheduler: str | None, n_inputs: int) -> str:
     value = (scheduler or os.environ.get(SCHEDULER_ENV, "").strip() or ("local" if n_inputs > 1 else "none")).strip()
     if value not in ("none", "local") and not value.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
         raise PromptsegError(f"--scheduler must be none, local or an address like tcp://HOST:8786; got {value!r}")
+    if value.startswith("tcp://") and not value[len("tcp://") :].rpartition(":")[2].isdigit():
+        raise PromptsegError(f"--scheduler {value}: give the scheduler's port too, e.g. tcp://HOST:8786")
     return value
 
 
@@ -353,7 +355,7 @@ def _announce(record: dict, progress: _Progress | None) -> None:
         warning = warning.removeprefix(f"{path}: ")  # the methods name the image themselves
         write(f"warning: {path}: {warning}", err=True)
     if record["status"] == "failed":
-        reason = record["reason"]
+        reason = record["reason"].removeprefix(f"{path}: ")  # readers name the file themselves
         write(
             f"{path} -> {record['output']} (empty: {reason})" if "output" in record else f"{path}: no output: {reason}",
             err=True,
@@ -490,18 +492,23 @@ def _run_on_dask(
 
 
 class _Progress:
-    """Counts, rate and ETA on stderr: tqdm's bar when installed, else one rewritten line."""
+    """Counts, rate and ETA on stderr: on a terminal tqdm's bar when installed, else one rewritten line; off a
+    terminal (a log file) a plain line at most every :data:`LOG_STEP_EVERY_S` and at the end (a bar's carriage
+    returns would fill the log, and other lines would stick to it)."""
 
     def __init__(self, total: int, done: int) -> None:
         self.total, self.done, self.failed = total, done, 0
         self.start, self.start_done = time.monotonic(), done
-        try:
-            from tqdm import tqdm
+        self.tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
+        self.last = self.start
+        self.bar = None
+        if self.tty:
+            try:
+                from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=done, unit="image", file=sys.stderr, dynamic_ncols=True)
-        except ImportError:
-            self.bar = None
-            self._line()
+                self.bar = tqdm(total=total, initial=done, unit="image", file=sys.stderr, dynamic_ncols=True)
+            except ImportError:
+                print("\r" + self._text(), end="", file=sys.stderr, flush=True)
 
     def update(self, record: dict) -> None:
         self.done += 1
@@ -509,8 +516,11 @@ class _Progress:
         if self.bar is not None:
             self.bar.set_postfix_str(f"{self.failed} failed" if self.failed else "", refresh=False)
             self.bar.update(1)
-        else:
-            self._line()
+        elif self.tty:
+            print("\r" + self._text(), end="", file=sys.stderr, flush=True)
+        elif time.monotonic() - self.last >= LOG_STEP_EVERY_S or self.done == self.total:
+            self.last = time.monotonic()
+            print(self._text(), file=sys.stderr, flush=True)
 
     def write(self, text: str, err: bool = False) -> None:
         """A line above the bar (tqdm keeps the bar at the bottom)."""
@@ -518,20 +528,19 @@ class _Progress:
         if self.bar is not None:
             self.bar.write(text, file=stream)
         else:
-            print(("\n" if err else "") + text, file=stream, flush=True)
+            print(("\n" if err and self.tty else "") + text, file=stream, flush=True)
 
-    def _line(self) -> None:
+    def _text(self) -> str:
         elapsed = time.monotonic() - self.start
         new = self.done - self.start_done
         eta = elapsed / new * (self.total - self.done) if new else None
-        text = f"\r{self.done}/{self.total} images" + (f", {self.failed} failed" if self.failed else "")
-        text += f", ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}" if eta is not None else ""
-        print(text, end="", file=sys.stderr, flush=True)
+        text = f"{self.done}/{self.total} images" + (f", {self.failed} failed" if self.failed else "")
+        return text + (f", ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}" if eta is not None else "")
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        else:
+        elif self.tty:
             print(file=sys.stderr)
 
 

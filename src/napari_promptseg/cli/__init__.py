@@ -21,6 +21,7 @@ by runs, workers and the widgets; ``promptseg embed`` fills it ahead of time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -145,12 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    output = getattr(args, "output", None)
+    new_output = output is not None and not Path(output).exists()
     try:
         with _disk_cache(args), _precision(args.precision):
             return int(args.func(args))
     except (PromptsegError, WeightsError) as exc:
         reason = " ".join(str(exc).split())  # one line, even when a reader's own message has several
         print(f"promptseg {args.command}: error: {reason}", file=sys.stderr)
+        if new_output:  # a refused run leaves no empty -o folder behind
+            with contextlib.suppress(OSError):
+                Path(output).rmdir()
         return 2
     except CancelledError:
         print(f"promptseg {args.command}: cancelled", file=sys.stderr)

@@ -71,7 +71,10 @@ def to_gray(image_hwc: np.ndarray, mode: str = "mean") -> np.ndarray:
     x = image_hwc.astype(np.float32)
     g = x.mean(axis=2) if x.shape[2] > 1 else x[..., 0]
     border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
-    bright_background = np.median(border) > np.median(g)
+    border_level, median = np.median(border), np.median(g)
+    # when the background covers more than half the image the medians tie and the mean decides (objects on white
+    # were left bright-background-bright: their moments start and the rotation search then followed the background)
+    bright_background = border_level > median or (border_level == median and border_level > g.mean())
     if mode == "od" and bright_background and x.shape[2] >= 3:
         rgb = x[..., :3]
         edges = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
