@@ -369,6 +369,7 @@ def intensity_route(
     check_cancel: Callable[[], None] = lambda: None,
     stages: list[dict[str, Any]] | None = None,
     later_starts: Callable[[], dict[str, Deformation]] | None = None,
+    mirrored: dict[str, bool] | None = None,
 ) -> tuple[Deformation, str, dict[str, float]]:
     """Refine every start by the intensity affine stage, keep the one whose result aligns the images best by
     :func:`alignment_score` (NMI on the fixed grid; no landmarks), then run the B-spline stage on it. ``None`` is
@@ -382,10 +383,13 @@ def intensity_route(
     and the B-spline stage runs ahead on the best of them: its result is used if that start also wins against the
     later ones, else the stage runs again on the winner. The result is the same as with all starts given at once
     (every stage is a deterministic function of its start); only the waiting overlaps.
-    Returns the transform, the winning start's name and every start's score."""
+    Returns the transform, the winning start's name and every start's score; ``mirrored`` (if given) gets whether
+    each refined start mirrors the image (the quality report weighs a mirrored result against the others)."""
     stages = [] if stages is None else stages
+    mirrored = {} if mirrored is None else mirrored
     if later_starts is None or opts.coarse_first:  # coarse_first ranks all starts together: no run ahead
-        return _route(images, opts, {**starts, **(later_starts() if later_starts else {})}, check_cancel, stages)
+        every = {**starts, **(later_starts() if later_starts else {})}
+        return _route(images, opts, every, check_cancel, stages, mirrored)
 
     # torch on one thread while the runs overlap: with two, each op of the region route (encoder, decoder) waits at
     # its thread barrier for a core that SimpleITK or another process holds (region stage 3-5x slower; same result)
@@ -415,6 +419,7 @@ def intensity_route(
             check_cancel()
             refined = {**refined_early.result(), **_refine_starts(images, opts, later, opts.affine_shrink, failed)}
             refined = _with_as_given(images, refined)
+            mirrored.update(_mirrored(refined))
             best, scores, reasons = _best_start(images, refined)
             stages.extend(_start_stages(reasons, best))
             stages.extend(_failed_stages(failed, refined))
@@ -490,6 +495,10 @@ def _with_as_given(images: IntensityImages, refined: dict[str, Deformation]) -> 
     return {**refined, AS_GIVEN: Deformation.identity(images.fixed_shape, images.moving_shape)}
 
 
+def _mirrored(refined: dict[str, Deformation]) -> dict[str, bool]:
+    return {name: bool(deformation.orientation < 0) for name, deformation in refined.items()}
+
+
 def _best_start(
     images: IntensityImages, refined: dict[str, Deformation]
 ) -> tuple[str, dict[str, float], dict[str, str | None]]:
@@ -534,6 +543,7 @@ def _route(
     starts: dict[str, Deformation | None],
     check_cancel: Callable[[], None],
     stages: list[dict[str, Any]],
+    mirrored: dict[str, bool],
 ) -> tuple[Deformation, str, dict[str, float]]:
     """:func:`intensity_route` with every start known up front."""
     levels = tuple(opts.affine_shrink)
@@ -541,6 +551,7 @@ def _route(
     failed: dict[str, str] = {}
     refined = _refine_starts(images, opts, starts, levels[:-1] if coarse_first else levels, failed)
     refined = _with_as_given(images, refined)
+    mirrored.update(_mirrored(refined))
     check_cancel()
     best, scores, reasons = _best_start(images, refined)
     stages.extend(_start_stages(reasons, best))

@@ -119,7 +119,8 @@ def register(
         report(0.1, "intensity registration (SimpleITK)")
         t1 = time.perf_counter()
         starts: dict[str, Deformation | None] = {"moments": None, **search_starts}
-        deformation, start, scores = intensity_route(images, opts, starts, check_cancel, stages)
+        mirrored: dict[str, bool] = {}
+        deformation, start, scores = intensity_route(images, opts, starts, check_cancel, stages, mirrored=mirrored)
         timings["intensity"] = time.perf_counter() - t1
         refinement: dict[str, Any] = {}
         if opts.joint_refinement:
@@ -137,7 +138,7 @@ def register(
             start_scores=scores,
             refinement=refinement,
             stages=stages,
-            quality=quality_report(images, deformation, stages),
+            quality=quality_report(images, deformation, stages, start_scores=scores, mirrored=mirrored),
         )
 
     if cancel is not None and is_text_prompts(prompts):  # the text routes stop inside long segmentations too
@@ -197,6 +198,7 @@ def register(
         return starts
 
     refinement: dict[str, Any] = {}
+    mirrored = {}
     if method == "prompts":
         deformation = region_start()["regions"]
         start, scores = "regions", {"regions": images.score(deformation)}
@@ -207,7 +209,7 @@ def register(
         # search starts are refined while the region route runs
         starts = {"moments": None, **search_starts}
         deformation, start, scores = intensity_route(
-            images, opts, starts, check_cancel, stages, later_starts=region_start
+            images, opts, starts, check_cancel, stages, later_starts=region_start, mirrored=mirrored
         )
         timings["intensity"] = time.perf_counter() - t2 - timings["regions"] - timings["transform"]
         if not start.startswith("regions"):  # the region start lost: its field's check is a candidate's
@@ -241,7 +243,7 @@ def register(
         start_scores=scores,
         refinement=refinement,
         stages=stages,
-        quality=quality_report(images, deformation, stages),
+        quality=quality_report(images, deformation, stages, start_scores=scores, mirrored=mirrored),
         **route_info,
     )
 

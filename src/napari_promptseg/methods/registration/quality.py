@@ -2,24 +2,31 @@
 was a stage rejected.
 
 Similarity is the image judge of every stage (:func:`~.intensity.alignment_score`, NMI, 1 = independent .. 2 =
-identical) before registration (identity) and after. The Jacobian determinant of the transform, relative to its
-orientation (a mirrored section has det < 0 everywhere and does not fold), is reported as a range: a minimum <= 0
-means the field folds. The affine part's stretch is reported too: how unequally it scales two directions
-(anisotropy) and how it changes the area beyond the two images' size ratio (an image of the same field at another
-pixel size has the same content over proportionally more pixels; a crop or a padded canvas at the same pixel size
-has not: the nearer of the two counts). Sections of one specimen move, turn and shrink a
-little; an image of other tissue can still raise the similarity (measured: NMI gains of 0.04-0.09 for pairs of
-unrelated sections, as much as the true pairs' 0.03-0.09) but only by stretching one onto the other.
+identical) before registration and after; "before" is the better of the images as given pixel for pixel and the
+moving image scaled by the images' size ratio (an image of the same field at a quarter of the size overlaps a
+sixteenth of the fixed one pixel for pixel: NMI 0, and any result looked like a gain). The Jacobian determinant of
+the transform, relative to its orientation (a mirrored section has det < 0 everywhere and does not fold) and to the
+affine part's area factor (the overall scale: a correct half-size pair reads 1, not 0.25), is reported as a range:
+the local stretch of the field, where a minimum <= 0 means folding. The affine part's own stretch is reported
+apart: how unequally it scales two directions (anisotropy) and how it changes the area beyond the two images' size
+ratio (an image of the same field at another pixel size has the same content over proportionally more pixels; a
+crop or a padded canvas at the same pixel size has not: the nearer of the two counts). Sections of one specimen
+move, turn and shrink a little; an image of other tissue can still raise the similarity (measured: NMI gains of
+0.04-0.09 for pairs of unrelated sections, as much as the true pairs' 0.03-0.09) but only by stretching one onto
+the other.
 The verdict is a coarse reading of these: "good" (the similarity rose clearly, nothing folds, no strong stretch),
 "check" (a small gain, a stage of the chosen path rejected as degenerate, or a strong stretch), "poor" (no gain,
-or folding). When no transform aligned the images better than they were given (``kept_as_given``: an image against
-itself, a pair already aligned), the verdict reads their similarity as given instead: "good" from
-:data:`ALIGNED_NMI`, else "poor" (nothing was found that aligns them).
+or folding). A mirrored result must also be clearly better (:data:`MIN_GAIN`) than the best unmirrored start after
+its affine stage, else "check": a mirrored start can win by little (a rotated pair of objects on white came out
+mirrored, 262 px off, and read "good"; a truly mirrored lesion pair wins by 0.016). When no transform aligned the
+images better than they were given (``kept_as_given``: an image against itself, a pair already aligned), the
+verdict reads their similarity as given instead: "good" from :data:`ALIGNED_NMI`, else "poor" (nothing was found
+that aligns them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +34,7 @@ import numpy as np
 from ..warp import Deformation
 from .intensity import IntensityImages
 from .options import on_chosen_path, size_ratio
+from .search import SIZE_RATIO_MIN
 
 #: NMI gains below this (on 1..2) are within what a wrong but plausible transform reaches: two unrelated nuclei
 #: images gained 0.016 with a free-form field (Jacobian 0.45-1.45); the real section pairs gain 0.03-0.09
@@ -41,20 +49,36 @@ ALIGNED_NMI = 1.5
 
 
 def quality_report(
-    images: IntensityImages, deformation: Deformation, stages: Sequence[dict[str, Any]], side: int = 128
+    images: IntensityImages,
+    deformation: Deformation,
+    stages: Sequence[dict[str, Any]],
+    side: int = 128,
+    start_scores: Mapping[str, float] | None = None,
+    mirrored: Mapping[str, bool] | None = None,
 ) -> dict[str, Any]:
     """``{similarity_before, similarity_after, similarity_gain, jacobian_min, jacobian_max, folding_fraction,
     stages_rejected, kept_as_given, verdict}`` and the stretch; the Jacobian on a fixed grid with ``side`` points
     along the longest side. Only the stages of the chosen path count (``stages_rejected`` and the verdict): the starts
-    that lost stay in ``stages``, marked ``candidate``."""
+    that lost stay in ``stages``, marked ``candidate``. ``start_scores`` and ``mirrored``: every refined start's
+    score and whether it mirrors (:func:`~.intensity.intensity_route`), to weigh a mirrored result against the best
+    unmirrored one (``mirror_margin``)."""
     identity = Deformation.identity(images.fixed_shape, images.moving_shape)
-    before, after = images.score(identity), images.score(deformation)
+    before, after = similarity_as_given(images), images.score(deformation)
     h, w = deformation.fixed_shape
     scale = side / max(h, w)
-    jac = deformation.orientation * deformation.jacobian_determinant(
-        (max(8, round(h * scale)), max(8, round(w * scale)))
+    # relative to the affine part's area factor: the overall scale of two pixel sizes is not a local stretch
+    area = abs(float(np.linalg.det(deformation.pixel_affine[:2, :2])))
+    jac = (
+        deformation.orientation
+        * deformation.jacobian_determinant((max(8, round(h * scale)), max(8, round(w * scale))))
+        / (area if np.isfinite(area) and area > 1e-12 else 1.0)
     )
     folding = float((jac <= 0).mean())
+    mirror_margin = None
+    if deformation.orientation < 0 and start_scores and mirrored:
+        unmirrored = [score for name, score in start_scores.items() if not mirrored.get(name, False)]
+        if unmirrored:
+            mirror_margin = after - max(unmirrored)
     chosen = on_chosen_path(stages)  # a losing start that was degenerate does not make the result doubtful
     rejected = [s["stage"] for s in chosen if not s["accepted"]]
     degenerate = [s["stage"] for s in chosen if s.get("degenerate")]
@@ -66,7 +90,7 @@ def quality_report(
         verdict = "good" if before >= ALIGNED_NMI else "poor"
     elif gain <= 0 or folding > 0:
         verdict = "poor"
-    elif gain < MIN_GAIN or degenerate or stretched:
+    elif gain < MIN_GAIN or degenerate or stretched or (mirror_margin is not None and mirror_margin < MIN_GAIN):
         verdict = "check"
     else:
         verdict = "good"
@@ -79,6 +103,8 @@ def quality_report(
         "jacobian_max": round(float(jac.max()), 4),
         "folding_fraction": round(folding, 5),
         "mirrored": deformation.orientation < 0,
+        # a mirrored result's similarity over the best unmirrored start's (None: not mirrored, or no other start)
+        "mirror_margin": None if mirror_margin is None else round(float(mirror_margin), 4),
         "affine_anisotropy": round(float(anisotropy), 4),
         "affine_area_change": round(float(area_change), 4),
         "strong_stretch": bool(stretched),
@@ -86,6 +112,20 @@ def quality_report(
         "kept_as_given": bool(as_given),
         "verdict": verdict,
     }
+
+
+def similarity_as_given(images: IntensityImages) -> float:
+    """NMI of the images as given: pixel for pixel, or (sizes more than :data:`~.search.SIZE_RATIO_MIN` apart) with
+    the moving image scaled by the size ratio about the top-left corner, whichever agrees better."""
+    identity = Deformation.identity(images.fixed_shape, images.moving_shape)
+    before = images.score(identity)
+    ratio = size_ratio(images.fixed_shape, images.moving_shape)
+    if max(ratio, 1 / ratio) > SIZE_RATIO_MIN:
+        scaled = np.diag([ratio, ratio, 1.0])
+        scaled[:2, 2] = 0.5 * ratio - 0.5  # pixel centres: (x + 0.5) * ratio - 0.5
+        scaled_start = Deformation.from_pixel_affine(scaled, images.fixed_shape, images.moving_shape)
+        before = max(before, images.score(scaled_start))
+    return before
 
 
 def affine_stretch(deformation: Deformation) -> tuple[float, float]:
@@ -111,6 +151,11 @@ def quality_line(quality: dict[str, Any]) -> str:
         f"quality: {quality['verdict']} — image similarity (NMI) {quality['similarity_before']:.3f} -> "
         f"{quality['similarity_after']:.3f}, Jacobian {quality['jacobian_min']:.2f}..{quality['jacobian_max']:.2f}"
         + (" (mirrored)" if quality["mirrored"] else "")
+        + (
+            f", only {quality['mirror_margin']:+.3f} NMI over the best unmirrored start"
+            if quality.get("mirror_margin") is not None and quality["mirror_margin"] < MIN_GAIN
+            else ""
+        )
         + (
             f", strong stretch (anisotropy {quality['affine_anisotropy']:.2f}, "
             f"area change x{quality['affine_area_change']:.2f})"

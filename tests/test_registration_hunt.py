@@ -1,0 +1,179 @@
+"""Registration bug hunt 2: what a demanding user found on real pixels — objects on white turned or mirrored, dark
+beads on a bright field, quality figures of two pixel sizes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+import napari_promptseg
+from napari_promptseg.cli import main
+from napari_promptseg.errors import PromptsegError
+from napari_promptseg.io import read_image
+from napari_promptseg.io.landmarks import read_landmarks, write_landmarks
+from napari_promptseg.methods.registration import (
+    IntensityImages,
+    RegistrationOptions,
+    quality_report,
+    register,
+    to_gray,
+)
+from napari_promptseg.methods.registration.quality import quality_line
+from napari_promptseg.methods.warp import Deformation
+
+SAMPLE = Path(napari_promptseg.__file__).parent / "sample_data"
+#: affine stages only, on small work images: the start is what is tested
+AFFINE_ONLY = RegistrationOptions(intensity_max_side=192, intensity_bspline=False, joint_refinement=False)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    """The bundled sample pair (BIRL's artificial objects on white) and its landmarks."""
+    fixed, moving = read_image(SAMPLE / "registration_fixed.jpg"), read_image(SAMPLE / "registration_moving.jpg")
+    lf, lm = read_landmarks(SAMPLE / "registration_fixed.csv").xy, read_landmarks(SAMPLE / "registration_moving.csv").xy
+    return fixed, moving, lf, lm
+
+
+def _turned(moving: np.ndarray, lm: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
+    h, w = moving.shape[:2]
+    if how == "rot90":  # np.rot90 turns counter-clockwise: (x, y) -> (y, w - 1 - x)
+        return np.ascontiguousarray(np.rot90(moving)), np.stack([lm[:, 1], w - 1 - lm[:, 0]], 1)
+    if how == "rot180":
+        return np.ascontiguousarray(moving[::-1, ::-1]), np.stack([w - 1 - lm[:, 0], h - 1 - lm[:, 1]], 1)
+    return np.ascontiguousarray(moving[:, ::-1]), np.stack([w - 1 - lm[:, 0], lm[:, 1]], 1)  # mirrored
+
+
+def test_objects_on_white_are_tissue_bright(sample):
+    """Objects on a white field covering more than half the image: the medians of border and image tie; the image
+    was left uninverted, so the moments start and the rotation search followed the white background."""
+    gray = to_gray(sample[0])
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    assert np.median(border) < 0.05 and gray.max() > 0.9
+
+
+@pytest.mark.parametrize("how", ["rot90", "rot180", "mirrored"])
+def test_a_turned_or_mirrored_pair_of_objects_on_white_is_found(sample, how):
+    """The sample pair with its moving image turned by 90 / 180 deg or mirrored came out mirrored, 262-394 px off,
+    and read "good"."""
+    fixed, moving, lf, lm = sample
+    moving, lm = _turned(moving, lm, how)
+    result = register(fixed, moving, options=AFFINE_ONLY)
+    error = np.linalg.norm(result.moving_points_to_fixed(lm) - lf, axis=1)
+    assert np.median(error) < 4.0, (np.median(error), result.start, result.start_scores)
+    assert result.quality["mirrored"] == (how == "mirrored") and result.quality["verdict"] == "good", result.quality
+
+
+def test_a_mirrored_result_barely_above_an_unmirrored_start_reads_check(sample):
+    """A mirrored result is good only when it aligns the images clearly better than the best unmirrored start."""
+    fixed, moving, _, _ = sample
+    images = IntensityImages.from_images(fixed, moving, 192)
+    h, w = fixed.shape[:2]
+    mirror = Deformation.from_pixel_affine(np.array([[-1.0, 0, w - 1], [0, 1, 0], [0, 0, 1]]), (h, w), (h, w))
+    after = images.score(mirror)
+    close = quality_report(images, mirror, [], start_scores={"moments": after - 0.01, "x": after}, mirrored={"x": True})
+    assert close["verdict"] != "good" and close["mirror_margin"] == pytest.approx(0.01, abs=1e-4), close
+    assert "over the best unmirrored start" in quality_line(close)
+    clear = quality_report(images, mirror, [], start_scores={"moments": after - 0.2, "x": after}, mirrored={"x": True})
+    assert clear["mirror_margin"] == pytest.approx(0.2, abs=1e-4)
+
+
+def _beads(shape=(300, 400), n=20, seed=1) -> np.ndarray:
+    """Dark dots (radius 3) on a bright field: under 0.5 % of the area."""
+    rng = np.random.default_rng(seed)
+    image = np.full(shape, 230, np.uint8)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    for y, x in rng.uniform([30, 30], [shape[0] - 30, shape[1] - 30], (n, 2)):
+        image[(yy - y) ** 2 + (xx - x) ** 2 <= 9] = 40
+    assert (image < 230).mean() < 0.005
+    return image
+
+
+def test_small_dark_objects_on_a_bright_field_are_registered():
+    """They were refused as "one value everywhere": the 0.5-99.5 percentile window clipped them away."""
+    fixed = _beads()
+    moving = np.roll(fixed, (6, 10), (0, 1))
+    gray = to_gray(fixed[..., None])
+    assert gray.max() == 1.0 and np.median(gray) == 0.0  # the beads bright, the field dark
+    result = register(fixed, moving, options=replace(AFFINE_ONLY, global_search=False))
+    shift = result.fixed_points_to_moving(np.array([[200.0, 150.0]]))[0] - [200, 150]
+    assert np.allclose(shift, [10, 6], atol=1.0), shift
+
+
+def test_only_a_blank_image_holds_one_value_everywhere():
+    one_square = np.full((200, 200), 200, np.uint8)
+    one_square[100:110, 100:110] = 50  # 0.25 % of the area
+    register(_beads((200, 200), n=4), one_square, options=replace(AFFINE_ONLY, global_search=False))
+    with pytest.raises(PromptsegError, match="one value everywhere"):
+        register(_beads((200, 200), n=4), np.full((200, 200), 200, np.uint8), options=AFFINE_ONLY)
+
+
+def test_quality_of_a_pair_at_two_pixel_sizes_reads_as_of_one_size(sample):
+    """The moving image at a quarter of the size: "before" read NMI 0 (a sixteenth of the fixed image overlapped it
+    pixel for pixel) and the Jacobian 0.06 (the overall scale) for a correct result."""
+    fixed, moving, lf, lm = sample
+    h, w = moving.shape[:2]
+    small = moving[2::4, 2::4]  # pixel (x, y) of small = (4x + 2, 4y + 2) of moving
+    result = register(fixed, small, options=AFFINE_ONLY)
+    error = np.linalg.norm(result.moving_points_to_fixed((lm - 2) / 4) - lf, axis=1)
+    assert np.median(error) < 12.0, np.median(error)  # 2-3 px of the small image
+    quality = result.quality
+    assert quality["similarity_before"] > 1.0, quality
+    assert 0.9 < quality["jacobian_min"] <= quality["jacobian_max"] < 1.1, quality
+    assert quality["verdict"] == "good", quality
+
+
+@pytest.fixture(scope="module")
+def sample_files(sample, tmp_path_factory):
+    """The sample pair at half size as files, with its landmarks (a CLI run in seconds)."""
+    out = tmp_path_factory.mktemp("sample-half")
+    paths = {}
+    for role, image, xy in (("fixed", sample[0], sample[2]), ("moving", sample[1], sample[3])):
+        paths[role] = out / f"{role}.tif"
+        tifffile.imwrite(paths[role], image[::2, ::2])
+        paths[f"lm_{role}"] = out / f"{role}.csv"
+        write_landmarks(paths[f"lm_{role}"], xy / 2)
+    return paths
+
+
+def _cli(files, out, *more):
+    return main(["register", str(files["fixed"]), str(files["moving"]), "-o", str(out), *more])
+
+
+def test_a_rerun_neither_overwrites_nor_removes_files_the_user_saved_in_the_output(sample_files, tmp_path, capsys):
+    """The user's own moving_warped.tif was replaced and their edited landmarks_warped.csv deleted by a rerun (any
+    earlier report.json waived the mark check; the stale-landmark removal deleted whatever had that name)."""
+    out = tmp_path / "out"
+    landmarks = ["--landmarks-fixed", str(sample_files["lm_fixed"])]
+    landmarks += ["--landmarks-moving", str(sample_files["lm_moving"])]
+    assert _cli(sample_files, out, *landmarks) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    report = (out / "report.json").read_text()
+
+    # the user's own TIFF under our name (no mark): refused with and without landmarks, nothing written
+    own = np.full((10, 10), 7, np.uint8)
+    tifffile.imwrite(out / "moving_warped.tif", own)
+    for more in ([], landmarks):
+        assert _cli(sample_files, out, *more) == 2
+        err = capsys.readouterr().err
+        assert "moving_warped.tif is not an earlier output" in err and len(err.strip().splitlines()) == 1, err
+        assert (tifffile.imread(out / "moving_warped.tif") == own).all()
+        assert (out / "report.json").read_text() == report and (out / "landmarks_warped.csv").exists()
+    (out / "moving_warped.tif").unlink()
+
+    # an edited landmark CSV: neither removed (run without landmarks) nor overwritten (run with them)
+    edited = (out / "landmarks_warped.csv").read_text() + "99,1.0,2.0\n"
+    (out / "landmarks_warped.csv").write_text(edited)
+    for more in ([], landmarks):
+        assert _cli(sample_files, out, *more) == 2
+        assert "landmarks_warped.csv is not an earlier output" in capsys.readouterr().err
+        assert (out / "landmarks_warped.csv").read_text() == edited and not (out / "moving_warped.tif").exists()
+
+    # as the earlier run wrote it, it goes (it would pass for this run's)
+    (out / "landmarks_warped.csv").unlink()
+    assert _cli(sample_files, out, *landmarks) == 0
+    assert _cli(sample_files, out) == 0 and not (out / "landmarks_warped.csv").exists()
+    assert "removed" in capsys.readouterr().err
