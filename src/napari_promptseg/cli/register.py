@@ -46,7 +46,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     for path in (p for p in inputs if p is not None):
         if path.resolve() in outputs:
             raise PromptsegError(f"{path}: -o {args.output} would overwrite this input; give another output directory")
-    earlier_run = _check_earlier_outputs(args.output, landmarks_given=args.landmarks_fixed is not None)
+    earlier_run = _check_earlier_outputs(args.output)
     t0 = time.perf_counter()
     fixed, moving = read_image(args.fixed), read_image(args.moving)
     landmarks = None
@@ -97,19 +97,21 @@ def cmd_register(args: argparse.Namespace) -> int:
         full[: len(mapped)] = mapped
         if len(full) > len(mapped):  # unpaired extra points are mapped too: the file keeps every input row
             full[len(mapped) :] = result.moving_points_to_fixed(lm_moving.xy[len(mapped) :])
-        write_landmarks(args.output / "landmarks_warped.csv", lm_moving.with_xy(full))
+        warped_csv = write_landmarks(args.output / "landmarks_warped.csv", lm_moving.with_xy(full))
         diagonal = image_diagonal(result.deformation.fixed_shape)  # fixed.shape may start with channels
         record = {
             "landmarks_fixed": str(args.landmarks_fixed),
             "landmarks_moving": str(args.landmarks_moving),
             "landmarks_warped": str(args.output / "landmarks_warped.csv"),
+            # a CSV carries no mark: a rerun replaces or removes it only while it still has these contents
+            "landmarks_warped_sha256": _file_sha256(warped_csv),
             "pairs_compared": len(fixed_xy),
             "image_diagonal": round(diagonal, 2),
             "before": landmark_errors(fixed_xy, moving_xy, diagonal),
             "after": landmark_errors(fixed_xy, mapped, diagonal),
         }
-    elif earlier_run:
-        _remove_stale_landmarks(args.output / "landmarks_warped.csv")
+    elif earlier_run is not None:
+        _remove_stale_landmarks(args.output / "landmarks_warped.csv", earlier_run)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     summary = f"{args.moving} -> {args.output / 'moving_warped.tif'} ({result.method}"
@@ -201,30 +203,52 @@ def _checked_prompts(given: list[str]) -> list[str]:
     return prompts
 
 
-def _check_earlier_outputs(output: Path, *, landmarks_given: bool) -> bool:
-    """Refuse, before any work, to replace files in ``output`` that an earlier register run did not write (a
-    foreign report.json, TIFFs without our mark, a landmark CSV the user put there); True when the folder holds an
-    earlier register run (whose files this run replaces)."""
+def _check_earlier_outputs(output: Path) -> dict | None:
+    """Refuse, before any work, to replace or remove files in ``output`` that an earlier register run did not write
+    or that were changed since: a foreign report.json, TIFFs without our mark (a user's own image saved under our
+    name), a landmarks_warped.csv whose contents are not those the earlier run recorded. Returns the earlier
+    register run's report, or None."""
     from ..io.images import REGISTER_MARKER, is_own_output
 
     report = output / "report.json"
-    earlier = (_own_report(report) or {}).get("command") == "register"
+    earlier = _own_report(report)
+    if earlier is not None and earlier.get("command") != "register":
+        earlier = None
     foreign = [output / name for name in ("moving_warped.tif", "displacement.tif") if (output / name).exists()]
-    foreign = [p for p in foreign if not (earlier or is_own_output(p, REGISTER_MARKER))]
-    if report.exists() and not earlier:
+    foreign = [p for p in foreign if not is_own_output(p, REGISTER_MARKER)]
+    if report.exists() and earlier is None:
         foreign.append(report)
-    if landmarks_given and (output / "landmarks_warped.csv").exists() and not earlier:
-        foreign.append(output / "landmarks_warped.csv")
+    csv_path = output / "landmarks_warped.csv"
+    if (csv_path.exists() or csv_path.is_symlink()) and not _is_earlier_landmarks(csv_path, earlier):
+        foreign.append(csv_path)
     if foreign:
         raise PromptsegError(
-            f"-o {output}: {foreign[0]} is not an earlier output of promptseg register and would be overwritten; "
-            "move it, or give another output directory"
+            f"-o {output}: {foreign[0]} is not an earlier output of promptseg register, or was changed since, and "
+            "would be overwritten or removed; move it, or give another output directory"
         )
     return earlier
 
 
-def _remove_stale_landmarks(path: Path) -> None:
-    """Without landmarks, an earlier run's landmarks_warped.csv in this output folder would pass for this run's."""
-    if path.is_file() or path.is_symlink():
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _is_earlier_landmarks(path: Path, earlier: dict | None) -> bool:
+    """Whether ``path`` is the landmarks_warped.csv the earlier run wrote, unchanged (its recorded hash)."""
+    recorded = ((earlier or {}).get("landmarks") or {}).get("landmarks_warped_sha256")
+    if not recorded or path.is_symlink() or not path.is_file():
+        return False
+    try:
+        return _file_sha256(path) == recorded
+    except OSError:
+        return False
+
+
+def _remove_stale_landmarks(path: Path, earlier: dict) -> None:
+    """Without landmarks, an earlier run's landmarks_warped.csv in this output folder would pass for this run's:
+    removed if it is still as that run wrote it (checked before the work, and again here)."""
+    if _is_earlier_landmarks(path, earlier):
         path.unlink()
         print(f"removed {path} of an earlier run (this run has no landmarks)", file=sys.stderr)
