@@ -135,7 +135,7 @@ def test_register_cli_refuses_landmark_count_mismatch(shared_data, tmp_path, cap
     )  # fmt: skip
     assert code == 2
     err = capsys.readouterr().err
-    assert "landmark count mismatch: fixed has 71, moving has 69" in err
+    assert f"landmark count mismatch: {d['kidney_fixed']} has 71, {d['kidney_moving']} has 69" in err
     assert not (tmp_path / "o" / "report.json").exists()
 
 

@@ -3,12 +3,14 @@ beads on a bright field, quality figures of two pixel sizes."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+import zarr
 
 import napari_promptseg
 from napari_promptseg.cli import main
@@ -177,3 +179,33 @@ def test_a_rerun_neither_overwrites_nor_removes_files_the_user_saved_in_the_outp
     assert _cli(sample_files, out, *landmarks) == 0
     assert _cli(sample_files, out) == 0 and not (out / "landmarks_warped.csv").exists()
     assert "removed" in capsys.readouterr().err
+
+
+def test_channel_axis_applies_to_the_image_it_fits(sample_files, tmp_path, capsys):
+    """--channel-axis 0 for a channels-first moving image beside an RGB fixed one: the fixed image was read as 300
+    channels and the error pointed to --channels, which register refuses."""
+    moving = np.moveaxis(tifffile.imread(sample_files["moving"]), -1, 0)
+    tifffile.imwrite(tmp_path / "moving_cyx.tif", moving)
+    files = {**sample_files, "moving": tmp_path / "moving_cyx.tif"}
+    assert _cli(files, tmp_path / "out", "--channel-axis", "0") == 0, capsys.readouterr().err
+    assert tifffile.imread(tmp_path / "out" / "moving_warped.tif").shape == moving.shape
+    five = np.concatenate([moving, moving[:2]])
+    tifffile.imwrite(tmp_path / "moving_5.tif", five)
+    assert _cli({**files, "moving": tmp_path / "moving_5.tif"}, tmp_path / "out5", "--channel-axis", "0") == 2
+    err = capsys.readouterr().err
+    assert "5 channels on axis 0" in err and "--channels" not in err, err
+
+
+def test_an_ome_zarr_folder_is_an_input(sample_files, tmp_path, capsys):
+    """An existing OME-Zarr folder was reported as "input image not found"; another folder is refused clearly."""
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image
+
+    root = zarr.open_group(str(tmp_path / "moving.ome.zarr"), mode="w", zarr_format=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        write_image(np.moveaxis(tifffile.imread(sample_files["moving"]), -1, 0), root, axes="cyx", fmt=FormatV04())
+    files = {**sample_files, "moving": tmp_path / "moving.ome.zarr"}
+    assert _cli(files, tmp_path / "out") == 0, capsys.readouterr().err
+    assert _cli({**files, "moving": tmp_path}, tmp_path / "out2") == 2
+    assert "a directory, not an image" in capsys.readouterr().err

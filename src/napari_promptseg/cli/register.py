@@ -24,11 +24,11 @@ def cmd_register(args: argparse.Namespace) -> int:
         register,
         resolve_method,
     )
-    from ..methods.registration.pipeline import REGION_PRECISION
+    from ..methods.registration.pipeline import REGION_PRECISION, pair_channel_axis
     from ..methods.registration.quality import quality_line
 
     for path in (args.fixed, args.moving):
-        if not path.is_file():
+        if not path.exists():  # a folder may be an OME-Zarr image: read_image says when it is not
             raise PromptsegError(f"input image not found: {path}")
     if (args.landmarks_fixed is None) != (args.landmarks_moving is None):
         raise PromptsegError("give both --landmarks-fixed and --landmarks-moving, or neither")
@@ -52,6 +52,12 @@ def cmd_register(args: argparse.Namespace) -> int:
     landmarks = None
     if args.landmarks_fixed is not None:
         lm_fixed, lm_moving = read_landmarks(args.landmarks_fixed), read_landmarks(args.landmarks_moving)
+        n_fixed, n_moving = len(lm_fixed.xy), len(lm_moving.xy)
+        if n_fixed != n_moving and not args.truncate_landmarks:  # named by file (the library's message cannot)
+            raise PromptsegError(
+                f"landmark count mismatch: {args.landmarks_fixed} has {n_fixed}, {args.landmarks_moving} has "
+                f"{n_moving}; pass --truncate-landmarks to compare the first {min(n_fixed, n_moving)} points"
+            )
         landmarks = paired_landmarks(lm_fixed, lm_moving, allow_truncate=args.truncate_landmarks)
     options = RegistrationOptions(similarity_threshold=args.similarity, dense=not args.no_dense)
     if args.smoothness is not None:
@@ -83,7 +89,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         },
     )
     # channels stay where --channel-axis put them: the warped image has the moving image's layout
-    warped = result.warp_image(moving, channel_axis=args.channel_axis if moving.ndim == 3 else None)
+    warped = result.warp_image(moving, channel_axis=pair_channel_axis(moving.shape, args.channel_axis))
     # marked as register's (not as labels: a later run may take them as its inputs); a rerun may replace them
     tifffile.imwrite(args.output / "moving_warped.tif", warped, compression="zlib", software=REGISTER_MARKER)
     tifffile.imwrite(

@@ -285,6 +285,34 @@ MIN_SIDE = 8
 MIN_INTENSITY_SIDE = 10
 
 
+#: the most channels a registration input may have (the region route's segmenter takes three colour inputs)
+MAX_CHANNELS = 3
+
+
+def pair_channel_axis(shape: tuple[int, ...], channel_axis: int | None, name: str = "image") -> int | None:
+    """The channel axis of one image of a pair given one ``channel_axis`` for both: that axis where it is the image's
+    shortest (channels), else None for a gray image or one with its channels last (an RGB fixed image beside a
+    channels-first moving one). Refuses an axis that cannot be channels and more than :data:`MAX_CHANNELS`."""
+    if channel_axis is None or len(shape) != 3:
+        return None
+    if not -3 <= channel_axis < 3:
+        raise PromptsegError(f"{name}: channel axis {channel_axis} is out of range for shape {tuple(shape)}")
+    n = shape[channel_axis]
+    if n != min(shape):
+        if shape[-1] in (1, 3, 4):  # RGB(A) or gray with a trailing axis: channels last
+            return None
+        raise PromptsegError(
+            f"{name} has shape {tuple(shape)}: its axis {channel_axis} ({n} long) cannot be the channels (they are "
+            "the shortest axis)"
+        )
+    if n > MAX_CHANNELS:
+        raise PromptsegError(
+            f"{name} has {n} channels on axis {channel_axis}: registration takes up to {MAX_CHANNELS}; keep the "
+            "ones both images show (e.g. image[:3] in Python, or save them as their own file)"
+        )
+    return channel_axis
+
+
 def check_pair(
     fixed: np.ndarray, moving: np.ndarray, channel_axis: int | None, fixed_name: str, moving_name: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -300,9 +328,9 @@ def check_pair(
             "registration needs two 2D images (gray, RGB, or multichannel with channel_axis); "
             "pick one plane of a stack first"
         )
-    pair = (
-        as_channels_last(f, channel_axis=channel_axis if f.ndim == 3 else None, name=fixed_name),
-        as_channels_last(m, channel_axis=channel_axis if m.ndim == 3 else None, name=moving_name),
+    pair = tuple(
+        as_channels_last(a, channel_axis=pair_channel_axis(a.shape, channel_axis, name), name=name)
+        for a, name in ((f, fixed_name), (m, moving_name))
     )
     for image, name in zip(pair, (fixed_name, moving_name), strict=True):
         if min(image.shape[:2]) < MIN_SIDE:
