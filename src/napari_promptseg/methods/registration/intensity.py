@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...errors import PromptsegError
+from ...errors import CancelledError, PromptsegError
 from ..warp import Deformation, degenerate_reason
 from .options import RegistrationOptions, _stage
 from .torch_ops import single_thread
@@ -166,7 +166,7 @@ def intensity_stage(
     affine: bool,
     bspline: bool,
     affine_shrink: Sequence[int] = (4, 2, 1),
-    stop: threading.Event | None = None,
+    stop: Any = None,
 ) -> Deformation:
     """One SimpleITK run (affine and/or B-spline) from ``initial``; ``initial=None`` starts from the image moments
     (SimpleITK's centred initialiser), the baseline. With ``initial``, the moving image is warped by it first and
@@ -260,7 +260,7 @@ def _itk_reason(exc: BaseException) -> str:
     return " ".join(reason.split())
 
 
-def _raise_if_set(stop: threading.Event) -> None:
+def _raise_if_set(stop: Any) -> None:
     if stop.is_set():  # LBFGS-B ignores StopRegistration(): an error in the iteration command ends Execute
         raise StageStopped
 
@@ -387,16 +387,52 @@ def intensity_route(
     each refined start mirrors the image (the quality report weighs a mirrored result against the others)."""
     stages = [] if stages is None else stages
     mirrored = {} if mirrored is None else mirrored
+    try:
+        return _intensity_route(images, opts, starts, check_cancel, stages, later_starts, mirrored)
+    except StageStopped:  # a SimpleITK run saw the cancel at one of its iterations
+        check_cancel()
+        raise
+
+
+class _CancelFlag:
+    """``check_cancel`` read as an event (``is_set``) that SimpleITK's iteration command polls: a cancel stops a run
+    at its next iteration instead of after the stage (seconds; the widget's Cancel took 7 s to act)."""
+
+    def __init__(self, check_cancel: Callable[[], None], also: threading.Event | None = None) -> None:
+        self.check_cancel, self.also = check_cancel, also
+
+    def is_set(self) -> bool:
+        if self.also is not None and self.also.is_set():
+            return True
+        try:
+            self.check_cancel()
+        except CancelledError:
+            return True
+        return False
+
+
+def _intensity_route(
+    images: IntensityImages,
+    opts: RegistrationOptions,
+    starts: dict[str, Deformation | None],
+    check_cancel: Callable[[], None],
+    stages: list[dict[str, Any]],
+    later_starts: Callable[[], dict[str, Deformation]] | None,
+    mirrored: dict[str, bool],
+) -> tuple[Deformation, str, dict[str, float]]:
+    cancelled = _CancelFlag(check_cancel)
     if later_starts is None or opts.coarse_first:  # coarse_first ranks all starts together: no run ahead
         every = {**starts, **(later_starts() if later_starts else {})}
-        return _route(images, opts, every, check_cancel, stages, mirrored)
+        return _route(images, opts, every, check_cancel, stages, mirrored, cancelled)
 
     # torch on one thread while the runs overlap: with two, each op of the region route (encoder, decoder) waits at
     # its thread barrier for a core that SimpleITK or another process holds (region stage 3-5x slower; same result)
     stop_early = threading.Event()  # set when the B-spline stage running ahead is not wanted: it stops
     failed: dict[str, str] = {}
     with single_thread(), ThreadPoolExecutor(max_workers=2) as background:
-        refined_early = background.submit(_refine_starts, images, opts, starts, opts.affine_shrink, failed)
+        refined_early = background.submit(
+            _refine_starts, images, opts, starts, opts.affine_shrink, failed, stop=cancelled
+        )
 
         def early_bspline() -> tuple[str, Deformation | None]:
             # the region route is what everything waits for: the run ahead takes only CPU time it leaves idle (on a
@@ -409,7 +445,7 @@ def intensity_route(
             if not opts.intensity_bspline or stop_early.is_set():
                 return best, None
             try:
-                return best, _bspline(images, opts, refined[best], stop=stop_early)
+                return best, _bspline(images, opts, refined[best], stop=_CancelFlag(check_cancel, stop_early))
             except StageStopped:
                 return best, None
 
@@ -417,7 +453,8 @@ def intensity_route(
         try:
             later = later_starts()
             check_cancel()
-            refined = {**refined_early.result(), **_refine_starts(images, opts, later, opts.affine_shrink, failed)}
+            later_refined = _refine_starts(images, opts, later, opts.affine_shrink, failed, stop=cancelled)
+            refined = {**refined_early.result(), **later_refined}
             refined = _with_as_given(images, refined)
             mirrored.update(_mirrored(refined))
             best, scores, reasons = _best_start(images, refined)
@@ -428,10 +465,11 @@ def intensity_route(
                 early_best, bspline = None, None
                 if best in starts:
                     early_best, bspline = bspline_early.result()
+                    check_cancel()  # the run ahead also stops on a cancel, with no result
                 else:  # a later start (or the images as given) won: its B-spline stage runs now, the early one stops
                     stop_early.set()
                 if early_best != best:
-                    bspline = _bspline(images, opts, deformation)
+                    bspline = _bspline(images, opts, deformation, stop=cancelled)
                 deformation = _keep_bspline(images, deformation, bspline, stages)
         finally:
             stop_early.set()  # after a cancel or an error too: leaving does not wait for the run ahead to finish
@@ -448,16 +486,24 @@ def _refine_starts(
     starts: dict[str, Deformation | None],
     shrink: Sequence[int],
     failed: dict[str, str] | None = None,
+    stop: Any = None,
 ) -> dict[str, Deformation]:
     """The affine stage from every start; the starts are independent single-threaded SimpleITK runs (which release
-    the GIL): one per core. A start SimpleITK cannot run from is left out, its reason put in ``failed``."""
+    the GIL): one per core. A start SimpleITK cannot run from is left out, its reason put in ``failed``; ``stop``
+    (an event, or :class:`_CancelFlag`) ends them all at their next iteration (:class:`StageStopped`)."""
     if not starts:
         return {}
 
     def refine(start: Deformation | None) -> Deformation | StageFailed:
         try:
             return intensity_stage(
-                images, opts, initial=start, affine=opts.intensity_affine, bspline=False, affine_shrink=shrink
+                images,
+                opts,
+                initial=start,
+                affine=opts.intensity_affine,
+                bspline=False,
+                affine_shrink=shrink,
+                stop=stop,
             )
         except StageFailed as exc:
             return exc
@@ -511,7 +557,7 @@ def _best_start(
 
 
 def _bspline(
-    images: IntensityImages, opts: RegistrationOptions, deformation: Deformation, stop: threading.Event | None = None
+    images: IntensityImages, opts: RegistrationOptions, deformation: Deformation, stop: Any = None
 ) -> Deformation | StageFailed:
     try:
         return intensity_stage(images, opts, initial=deformation, affine=False, bspline=True, stop=stop)
@@ -544,12 +590,13 @@ def _route(
     check_cancel: Callable[[], None],
     stages: list[dict[str, Any]],
     mirrored: dict[str, bool],
+    cancelled: _CancelFlag | None = None,
 ) -> tuple[Deformation, str, dict[str, float]]:
     """:func:`intensity_route` with every start known up front."""
     levels = tuple(opts.affine_shrink)
     coarse_first = opts.coarse_first and len(starts) > 1 and len(levels) > 1
     failed: dict[str, str] = {}
-    refined = _refine_starts(images, opts, starts, levels[:-1] if coarse_first else levels, failed)
+    refined = _refine_starts(images, opts, starts, levels[:-1] if coarse_first else levels, failed, stop=cancelled)
     refined = _with_as_given(images, refined)
     mirrored.update(_mirrored(refined))
     check_cancel()
@@ -566,13 +613,14 @@ def _route(
                 affine=opts.intensity_affine,
                 bspline=False,
                 affine_shrink=levels[-1:],
+                stop=cancelled,
             )
         except StageFailed:
             finer = deformation  # the coarse levels' result stands
         if degenerate_reason(finer, deformation) is None and images.score(finer) >= scores[best]:
             deformation = finer
     if opts.intensity_bspline:
-        deformation = _keep_bspline(images, deformation, _bspline(images, opts, deformation), stages)
+        deformation = _keep_bspline(images, deformation, _bspline(images, opts, deformation, cancelled), stages)
     return deformation, best, scores
 
 
