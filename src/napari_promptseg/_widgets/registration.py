@@ -10,10 +10,14 @@ different counts are compared over their first min(n) points (as ANHIR and ``pro
 
 The work is :func:`napari_promptseg.methods.registration.register` in a thread worker (:class:`._common.TaskRunner`).
 Layers hold (row, col) data coordinates; the core takes x = column, y = row, so points are flipped on the way in and
-out. Results are new layers placed with the fixed layer's scale/translate (nothing is overwritten).
+out. Results are new layers placed with the fixed layer's whole data-to-world transform (nothing is overwritten);
+they are computed in the worker (warping a 4000 x 5333 RGB image took 12.6 s), and only added on the main thread.
+A pyramid layer is registered at one level (:data:`REGISTER_SIDE`); landmarks and TRE stay in full-resolution pixels.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import napari
 import napari.layers
@@ -32,7 +36,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..errors import PromptsegError
+from ..errors import CancelledError, PromptsegError
 from ..methods.registration import (
     DEFAULT_METHOD,
     METHODS,
@@ -44,20 +48,49 @@ from ..methods.registration import (
     resolve_method,
 )
 from ..methods.registration.quality import quality_line
-from ._common import LayerPicker, TaskRunner, load_triton_safely, unproxied
+from ._common import LayerPicker, TaskRunner, load_triton_safely, plane_shape, unproxied
 
 GRID_LINES = 12
 
 
-def _plane(layer: napari.layers.Image, role: str) -> np.ndarray:
-    data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
-    spatial = data.ndim - (1 if layer.rgb else 0)
+#: a pyramid layer is registered at its coarsest level with at least this many pixels along its longest side: the
+#: stages see the images at 384-1024 px, and reading a slide's full resolution (6k x 8k RGB: 4.6 GB at its peak) only
+#: made the warped overlay finer
+REGISTER_SIDE = 2048
+
+
+def _plane(layer: napari.layers.Image, role: str) -> tuple[np.ndarray, np.ndarray]:
+    """The 2D plane registered from ``layer`` and how many times coarser than the layer's full resolution it is
+    (rows, columns): a pyramid's level by :data:`REGISTER_SIDE` (only that level is read), else the layer's data."""
+    level = layer.data
+    if layer.multiscale:
+        from ..tiling import pyramid_level
+
+        shapes = [plane_shape(a, layer.rgb) for a in layer.data]
+        level = layer.data[pyramid_level(shapes, min(1.0, REGISTER_SIDE / max(shapes[0])))[0]]
+    spatial = level.ndim - (1 if layer.rgb else 0)
     if spatial != 2:
         raise PromptsegError(
-            f"{role} layer '{layer.name}' has {spatial} spatial dimensions (shape {data.shape}); registration "
+            f"{role} layer '{layer.name}' has {spatial} spatial dimensions (shape {level.shape}); registration "
             "works on 2D images: pick one plane first"
         )
-    return data
+    factors = np.divide(
+        plane_shape(layer.data[0] if layer.multiscale else level, layer.rgb), plane_shape(level, layer.rgb)
+    )
+    return np.asarray(level), factors
+
+
+def _placement(layer: napari.layers.Layer, factors: np.ndarray) -> dict:
+    """The whole data-to-world transform of ``layer`` (scale, translate, rotate, shear, affine) for a result drawn on
+    its grid ``factors`` times coarser: results of a rotated or sheared fixed layer land on it (scale and translate
+    alone put them 241 px off under a 30 deg rotation)."""
+    return {
+        "scale": np.asarray(layer.scale, float) * factors,
+        "translate": layer.translate,
+        "rotate": layer.rotate,
+        "shear": layer.shear,
+        "affine": layer.affine.affine_matrix,
+    }
 
 
 def _points_xy(layer: napari.layers.Points, image: napari.layers.Image) -> np.ndarray:
@@ -193,7 +226,10 @@ class RegistrationWidget(QWidget):
                 raise PromptsegError("choose a fixed and a moving image layer")
             if fixed_layer is moving_layer:
                 raise PromptsegError(f"fixed and moving are the same layer '{fixed_layer.name}'")
-            fixed, moving = _plane(fixed_layer, "fixed"), _plane(moving_layer, "moving")
+            (fixed, fixed_factors), (moving, moving_factors) = (
+                _plane(fixed_layer, "fixed"),
+                _plane(moving_layer, "moving"),
+            )
             lm_fixed_layer, lm_moving_layer = self.fixed_points.layer(), self.moving_points.layer()
             landmarks = None
             truncated = ""
@@ -224,15 +260,16 @@ class RegistrationWidget(QWidget):
             return
         options = RegistrationOptions(similarity_threshold=float(self.similarity.value()))
         names = (fixed_layer.name, moving_layer.name)
+        with_grid = self.show_grid.isChecked()
 
-        def task(progress, cancel) -> RegistrationResult:
+        def task(progress, cancel) -> _Shown:
             segmenter = None
             if method != "intensity":
                 from ..models import load_segmenter
 
                 progress(0.0, "loading the model")
                 segmenter = load_segmenter()
-            return register(
+            result = register(
                 fixed,
                 moving,
                 prompts,
@@ -244,9 +281,13 @@ class RegistrationWidget(QWidget):
                 fixed_name=f"layer '{names[0]}'",
                 moving_name=f"layer '{names[1]}'",
             )
+            # the layers' data here, off the GUI thread (a large warp froze napari for seconds)
+            return _results_to_show(
+                result, fixed, moving, landmarks, fixed_factors, moving_factors, with_grid, progress, cancel
+            )
 
-        def done(result: RegistrationResult) -> None:
-            self._show(result, fixed_layer, moving_layer, fixed, moving, landmarks, truncated)
+        def done(shown: _Shown) -> None:
+            self._show(shown, fixed_layer, moving_layer, fixed_factors, landmarks, truncated)
 
         self.runner.submit(
             "register",
@@ -281,16 +322,15 @@ class RegistrationWidget(QWidget):
         """Remember a result layer as made, to tell at the next run whether the user changed it."""
         self.result_layers.append((layer, layer.name, _digest(layer)))
 
-    def _show(self, result, fixed_layer, moving_layer, fixed, moving, landmarks, truncated="") -> None:
+    def _show(self, shown: _Shown, fixed_layer, moving_layer, fixed_factors, landmarks, truncated="") -> None:
+        result = shown.result
         self.last_result = result
-        place = {"scale": fixed_layer.scale, "translate": fixed_layer.translate}
-        fixed_shape, moving_shape = fixed.shape[:2], moving.shape[:2]
-        warped = result.warp_image(moving)
+        place = _placement(fixed_layer, fixed_factors)
         self._remove_previous_results(
             keep=(fixed_layer, moving_layer, self.fixed_points.layer(), self.moving_points.layer())
         )
         layer = self.viewer.add_image(
-            warped,
+            shown.warped,
             name=f"{moving_layer.name} registered",
             rgb=moving_layer.rgb,
             opacity=0.5,
@@ -307,9 +347,9 @@ class RegistrationWidget(QWidget):
             show_info(route)
         if result.quality:  # readable without landmarks: did the images come to agree, does the field fold
             lines.append(quality_line(result.quality))
-        if result.pairs:
+        if shown.pair_labels is not None:
             lines.append(f"pair Dice {np.mean(result.pair_dice_before):.3f} -> {np.mean(result.pair_dice_after):.3f}")
-            fixed_labels, warped_labels = warped_pair_labels(result, fixed_shape, moving_shape)
+            fixed_labels, warped_labels = shown.pair_labels
             visible = self.show_pairs.isChecked()
             pairs_fixed = self.viewer.add_labels(
                 fixed_labels, name="region pairs (fixed)", opacity=0.4, visible=visible, **place
@@ -326,27 +366,34 @@ class RegistrationWidget(QWidget):
             self._track(pairs_moving)
             if not visible:
                 lines.append("region pairs: hidden layers (fixed, moving warped into the fixed frame)")
-        if self.show_grid.isChecked():
+        if shown.grid is not None:
             layer = self.viewer.add_shapes(
-                deformation_grid(result, moving_shape),
+                shown.grid,
                 shape_type="path",
                 edge_color="yellow",
-                edge_width=max(fixed_shape) / 400,
+                edge_width=max(shown.warped.shape[:2]) / 400,
                 name="deformation grid",
                 **place,
             )
             self._track(layer)
         self.last_errors = {}
-        if landmarks is not None:
-            a, b = landmarks
-            mapped = result.moving_points_to_fixed(b)
+        if landmarks is not None and shown.mapped is not None:
+            a, _ = landmarks
+            mapped = shown.mapped  # full-resolution pixels of the fixed layer, as the landmarks
             layer = self.viewer.add_points(
-                mapped[:, ::-1], name="landmarks (moving -> fixed)", face_color="magenta", size=8, **place
+                mapped[:, ::-1],
+                name="landmarks (moving -> fixed)",
+                face_color="magenta",
+                size=8,
+                **_placement(fixed_layer, np.ones(2)),
             )
             self._track(layer)
-            diagonal = image_diagonal(fixed_shape)
+            full_shape = plane_shape(
+                fixed_layer.data[0] if fixed_layer.multiscale else fixed_layer.data, fixed_layer.rgb
+            )
+            diagonal = image_diagonal(full_shape)
             self.last_errors = {
-                "before": landmark_errors(a, b, diagonal),
+                "before": landmark_errors(a, landmarks[1], diagonal),
                 "after": landmark_errors(a, mapped, diagonal),
             }
             before, after = self.last_errors["before"], self.last_errors["after"]
@@ -359,3 +406,46 @@ class RegistrationWidget(QWidget):
                 lines.append(truncated)
         lines += [f"warning: {w}" for w in result.warnings]
         self.runner.widget.set_summary("\n".join(lines))
+
+
+@dataclass
+class _Shown:
+    """What the result layers show, computed in the worker: the warped moving image and pair labels on the fixed
+    plane's grid, the grid's paths there, the moving landmarks mapped to the fixed layer's full-resolution pixels."""
+
+    result: RegistrationResult
+    warped: np.ndarray
+    pair_labels: tuple[np.ndarray, np.ndarray] | None
+    grid: list[np.ndarray] | None
+    mapped: np.ndarray | None
+
+
+def _results_to_show(
+    result: RegistrationResult,
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    landmarks: tuple[np.ndarray, np.ndarray] | None,
+    fixed_factors: np.ndarray,
+    moving_factors: np.ndarray,
+    with_grid: bool,
+    progress,
+    cancel,
+) -> _Shown:
+    """The result layers' data (worker thread; no Qt, no layers). Landmarks are in full-resolution pixels (x, y):
+    divided by the moving plane's factors on the way in, multiplied by the fixed plane's on the way out."""
+
+    def check() -> None:
+        if cancel():
+            raise CancelledError("registration cancelled")
+
+    fixed_shape, moving_shape = fixed.shape[:2], moving.shape[:2]
+    progress(0.97, "warping the moving image")
+    check()
+    warped = result.warp_image(moving)
+    check()
+    pairs = warped_pair_labels(result, fixed_shape, moving_shape) if result.pairs else None
+    grid = deformation_grid(result, moving_shape) if with_grid else None
+    mapped = None
+    if landmarks is not None:
+        mapped = result.moving_points_to_fixed(landmarks[1] / moving_factors[::-1]) * fixed_factors[::-1]
+    return _Shown(result, warped, pairs, grid, mapped)
