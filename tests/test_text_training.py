@@ -32,7 +32,7 @@ from napari_promptseg.methods.text_training import (
 )
 from napari_promptseg.methods.text_training.data import ArrayTriplet, FeatureStore
 from napari_promptseg.methods.text_training.losses import batch_loss
-from napari_promptseg.methods.text_training.sampling import epoch_samples
+from napari_promptseg.methods.text_training.sampling import epoch_samples, texts_per_image
 from napari_promptseg.methods.text_training.trainer import TrainingConfig, make_batch, validate
 from napari_promptseg.models import load_text_embedder, load_text_segmenter
 from napari_promptseg.models.text_decoder import TextPromptDecoder
@@ -138,8 +138,25 @@ def test_cancelled_run_resumes_to_the_uninterrupted_weights(trained, kvasir, cac
     assert "image features 6/6" in " ".join(messages)  # the validation images are counted too (4 + 2)
     state = json.loads((out / "last" / "state.json").read_text())
     assert (state["epoch"], state["step"]) == (1, 1)
+    (out / "plain").write_bytes(b"")  # a model is as readable as any file made here (safetensors made it 0600)
+    assert (out / "last" / "model.safetensors").stat().st_mode == (out / "plain").stat().st_mode
+    (out / "plain").unlink()
     with pytest.raises(PromptsegError, match="already holds"):  # never overwritten silently
         train_text_segmenter(kvasir, out, cache_dir=cache, device="cpu", **FAST)
+    # an overwrite whose data cannot be read (a typo in the CSV's name) keeps the old run: it went first
+    with pytest.raises(PromptsegError, match="typo.csv"):
+        train_text_segmenter(tmp_path / "typo.csv", out, cache_dir=cache, device="cpu", overwrite=True, **FAST)
+    assert (out / "last" / "state.json").is_file()
+    # a folder of the user's named last/ is refused, never removed
+    mine = tmp_path / "mine"
+    (mine / "last").mkdir(parents=True)
+    (mine / "last" / "notes.txt").write_text("my notes")
+    with pytest.raises(PromptsegError, match="not a training state of promptseg"):
+        train_text_segmenter(kvasir, mine, cache_dir=cache, device="cpu", overwrite=True, **FAST)
+    assert (mine / "last" / "notes.txt").read_text() == "my notes"
+    (tmp_path / "a file").write_text("")
+    with pytest.raises(PromptsegError, match="a file, not a directory"):
+        train_text_segmenter(kvasir, tmp_path / "a file", cache_dir=cache, device="cpu", **FAST)
     # a save killed between its two renames: no last/, the new state complete in last.tmp, the old in last.old
     shutil.copytree(out / "last", out / "last.tmp")
     (out / "last").rename(out / "last.old")
@@ -209,6 +226,20 @@ def test_bad_rows_are_named(kvasir, shared_data, tmp_path):
     _write_csv(tmp_path / "size.csv", [(image, mask, "polyp", "train"), (image, other_mask, "polyp", "val")])
     with pytest.raises(PromptsegError, match=r"size.csv: row 3: .*png is \d+x\d+ but the image is"):
         train_text_segmenter(tmp_path / "size.csv", tmp_path / "model", device="cpu", epochs=1)
+    (tmp_path / "not an image.png").write_text("text, not pixels")
+    _write_csv(
+        tmp_path / "file.csv",
+        [(image, mask, "polyp", "train"), (str(tmp_path / "not an image.png"), mask, "polyp", "val")],
+    )
+    with pytest.raises(PromptsegError, match=r"file.csv: row 3: .*not an image.png: cannot be read"):
+        train_text_segmenter(tmp_path / "file.csv", tmp_path / "model", device="cpu", epochs=1)
+    # every training mask empty: nothing to learn (it trained, and reported a perfect validation Dice)
+    empty = [
+        ArrayTriplet(np.full((64, 64), 9 * k, np.uint8), np.zeros((64, 64), bool), "x", split)
+        for k, split in enumerate(("train", "train", "val"))
+    ]
+    with pytest.raises(PromptsegError, match="every training mask is empty"):
+        train_text_segmenter(empty, tmp_path / "empty", device="cpu", epochs=1)
     with pytest.raises(WeightsError, match="train-text"):
         load_text_segmenter(tmp_path, device="cpu")
 
@@ -222,6 +253,15 @@ def test_rows_of_one_image_stay_on_one_side_and_label_images_are_targets(kvasir,
     assert split_triplets(rows, seed=3) == split_triplets(rows, seed=3)
     with pytest.raises(PromptsegError, match="2 training row.*of 1 image"):
         split_triplets([rows[0], replace(rows[0], text="other")])
+    # a split column filled in part: a random split would train on the val rows
+    with pytest.raises(PromptsegError, match=r"marks 2 row\(s\) val but leaves 1 empty"):
+        split_triplets([replace(kvasir[0], split=""), *kvasir[1:]])
+    with pytest.raises(PromptsegError, match="none train"):
+        split_triplets([replace(t, split="val") for t in kvasir])
+    # one plane of a stack named in two rows, each through a view of its own: one image, with both texts
+    stack = np.arange(2 * 8 * 8, dtype=np.uint8).reshape(2, 8, 8)
+    views = [ArrayTriplet(stack[1], stack[1] > 70, "nuclei"), ArrayTriplet(stack.copy()[1], stack[1] > 90, "gland")]
+    assert list(texts_per_image(views).values()) == [{"nuclei", "gland"}]
     # layers: a plane paired with two texts comes as two copies of its pixels, still one image
     planes = [np.full((8, 8), k, np.uint8) for k in range(4)]
     layered = [ArrayTriplet(p.copy(), p > 0, text) for p in planes for text in ("cell", "nucleus")]
@@ -241,6 +281,10 @@ def test_rows_of_one_image_stay_on_one_side_and_label_images_are_targets(kvasir,
     blurred = np.where(labels > 0, 250, 0).astype(np.uint8)
     blurred[labels == 1] = 40  # a JPEG's soft edge: still read at half range
     assert ArrayTriplet(np.zeros((64, 64), np.uint8), blurred, "x").load()[1].sum() == 49 * 24
+    # a colour mask: green on black is the target (it was read from red: empty), an opaque alpha is not
+    green = np.zeros((64, 64, 4), np.uint8)
+    green[..., 1], green[..., 3] = np.where(labels > 0, 255, 0), 255
+    assert ArrayTriplet(np.zeros((64, 64), np.uint8), green, "x").load()[1].sum() == 50 * 24
     # CLI: nonsense values are refused by name (0 epochs became the default, 8), options CLIPSeg ignores too
     csv_path = tmp_path / "pairs.csv"
     _write_csv(csv_path, [(str(t.image), str(t.mask), t.text, t.split) for t in kvasir])

@@ -260,7 +260,7 @@ def test_task_runner_cancel_and_errors(make_viewer, qtbot):
         while not cancel():
             time.sleep(0.01)
         stopped_by_cancel.append(True)
-        raise CancelledError("cancelled")
+        raise CancelledError("cancelled at step 7; resume from /runs/last")  # what a training run says
 
     first = len(notification_manager.records)
     runner.submit("long", "long task", endless, results.append)
@@ -271,7 +271,8 @@ def test_task_runner_cancel_and_errors(make_viewer, qtbot):
     qtbot.waitUntil(lambda: not runner.busy, timeout=10_000)
     assert stopped_by_cancel == [True]
     assert results == [], "neither the cancelled task's result nor the queued task may arrive"
-    assert any("cancelled" in m for m in records_since(first, NotificationSeverity.INFO))
+    # what the task said beyond "cancelled" (where a training run resumes from) is kept
+    assert "long task: cancelled (at step 7; resume from /runs/last)" in records_since(first, NotificationSeverity.INFO)
     assert not runner.widget.cancel_button.isEnabled()
 
     def bad_input(progress, cancel):

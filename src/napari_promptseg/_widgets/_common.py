@@ -475,23 +475,25 @@ class TaskRunner(QObject):
             if alive.is_set():
                 self._progressed.emit(job, fraction, message)
 
-        def run() -> _Outcome:
+        # filled by the worker thread before it finishes (a cancelled worker's `returned` signal is suppressed,
+        # and with it what the task said, e.g. where a training run resumes from)
+        outcome: list[_Outcome] = []
+
+        def run() -> None:
             with warnings.catch_warnings():
                 # library deprecation chatter (timm, torch) is not for the user's notification area
                 warnings.simplefilter("ignore", DeprecationWarning)
                 warnings.simplefilter("ignore", FutureWarning)
                 try:
-                    return _Outcome(value=job.task(emit, cancelled))
+                    outcome.append(_Outcome(value=job.task(emit, cancelled)))
                 except BaseException as exc:  # noqa: BLE001 - reported on the main thread
-                    return _Outcome(error=exc)
+                    outcome.append(_Outcome(error=exc))
 
         job.started = time.perf_counter()
         self._pbar = napari_progress(total=100, desc=job.description)
         self.widget.start(job.description)
         worker = self._worker = create_worker(run, _start_thread=False, _ignore_errors=True)
         worker_ref.append(worker)
-        outcome: list[_Outcome] = []
-        worker.returned.connect(outcome.append)
         pbar = self._pbar
 
         def finished() -> None:
@@ -529,9 +531,12 @@ class TaskRunner(QObject):
         seconds = time.perf_counter() - job.started
         try:
             error = outcome[0].error if outcome else None
-            if cancelled or not outcome or isinstance(error, CancelledError):  # quit() suppresses `returned`
-                self.widget.cancelled(job.description)
-                show_info(f"{job.description}: cancelled")
+            if cancelled or not outcome or isinstance(error, CancelledError):
+                # what the method says beyond "cancelled" (where a training run can be resumed from) is kept
+                said = str(error) if isinstance(error, CancelledError) else ""
+                detail = said.partition("cancelled")[2].strip(" ,;:") if "cancelled" in said else said.strip()
+                self.widget.cancelled(job.description, detail)
+                show_info(f"{job.description}: cancelled" + (f" ({detail})" if detail else ""))
             elif error is not None:
                 self.widget.failed(job.description, error)
                 if job.on_error is not None:
@@ -644,9 +649,9 @@ class _ProgressPanel(QWidget):
         self.status.setText(f"failed: {description}: {short}")
         self._set_details(None if details is None else (description, short, details))
 
-    def cancelled(self, description: str) -> None:
+    def cancelled(self, description: str, detail: str = "") -> None:
         self.state = "cancelled"
-        self.status.setText(f"{description}: cancelled")
+        self.status.setText(f"{description}: cancelled" + (f" ({detail})" if detail else ""))
 
     def set_message(self, message: str) -> None:
         """Replace the status text (e.g. a result handler's own 'done' line, or 'cancelling ...')."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from ._types import fraction, positive_float, positive_int
@@ -147,17 +148,24 @@ def cmd_train_text(args: argparse.Namespace) -> int:
             **given,
         )
     else:
-        result = train_text_segmenter(
-            args.csv,
-            args.output,
-            cache_dir=args.cache_dir,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            device=args.device,
-            columns=columns,
-            progress=progress,
-            **given,
-        )
+        started = time.time()
+        try:
+            result = train_text_segmenter(
+                args.csv,
+                args.output,
+                cache_dir=args.cache_dir,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                device=args.device,
+                columns=columns,
+                progress=progress,
+                **given,
+            )
+        except KeyboardInterrupt:
+            state = Path(args.output) / "last" / "state.json"
+            if state.is_file() and state.stat().st_mtime >= started:  # this run saved an epoch
+                print(f"\nthe last finished epoch is saved in {state.parent}; --resume continues", file=sys.stderr)
+            raise
     summary = {
         "model": str(result.path),
         "best_epoch": result.best_epoch,

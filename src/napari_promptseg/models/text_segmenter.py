@@ -248,11 +248,14 @@ def write_config(directory: Path, config: dict) -> Path:
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
     with replacing(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        # written into the file replacing() made (safetensors' save_file makes its own, private 0600: a model in
+        # a lab's shared folder was unreadable to the others)
+        tmp.write_bytes(data)
     return path
 
 

@@ -49,8 +49,12 @@ class Triplet:
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, C) image and (H, W) bool mask; a size mismatch names the row."""
-        image = as_channels_last(read_image(self.image), name=str(self.image))
-        return image, _binary_mask(read_image(self.mask), image.shape[:2], self.where(), self.mask.name)
+        try:
+            image = as_channels_last(read_image(self.image), name=str(self.image))
+            mask = read_image(self.mask)
+        except PromptsegError as exc:  # the row, not only the file: the CSV is what the user edits
+            raise PromptsegError(f"{self.where()}: {exc}") from exc
+        return image, _binary_mask(mask, image.shape[:2], self.where(), self.mask.name)
 
 
 @dataclass(frozen=True)
@@ -132,13 +136,23 @@ def split_triplets(
     """(train, val): the CSV's split when it has train and val rows (test rows left out), else a seeded random
     ``val_fraction`` of the non-test images (at least one) is held out for validation, with all of their rows: an
     image named in several rows (other texts, or a duplicate row) on both sides would be validated on what it was
-    trained on."""
+    trained on. Val rows beside rows without a split, or without train rows, are refused (a random split would
+    train on them)."""
     usable = [t for t in triplets if t.split != "test"]
     train = [t for t in usable if t.split == "train"]
     val = [t for t in usable if t.split == "val"]
-    if train and val and len(train) + len(val) == len(usable):
+    blank = [t for t in usable if not t.split]
+    if val and (blank or not train):
+        # a random split would train on rows the user held out for validation
+        rows = ", ".join(t.where() for t in blank[:3]) + (f" (and {len(blank) - 3} more)" if len(blank) > 3 else "")
+        raise PromptsegError(
+            f"the split column marks {len(val)} row(s) val but "
+            + (f"leaves {len(blank)} empty: {rows}" if blank else "none train")
+            + "; give every row train, val or test, or leave the column empty everywhere for a random split"
+        )
+    if train and val:
         return train, val
-    keys = [_identity(t.image) for t in usable]  # a layer or plane paired with several texts: one image
+    keys = [content_identity(t.image) for t in usable]  # a layer or plane paired with several texts: one image
     group = {key: g for g, key in enumerate(dict.fromkeys(keys))}  # the images, in the order of their first rows
     if len(group) < 2:
         raise PromptsegError(
@@ -160,19 +174,22 @@ def split_fingerprint(train: Sequence[Triplet | ArrayTriplet], val: Sequence[Tri
         digest.update(part.encode())
         for t in rows:
             for item in (t.image, t.mask):
-                digest.update(_identity(item).encode())
+                digest.update(content_identity(item).encode())
             digest.update(t.text.encode())
     return digest.hexdigest()
 
 
-def _identity(item: Path | np.ndarray) -> str:
+def content_identity(item: Path | np.ndarray) -> str:
     """A file by its path, an array (a layer or one plane of it) by its content."""
     return str(item.resolve()) if isinstance(item, Path) else array_digest(np.asarray(item))
 
 
 def _binary_mask(mask: np.ndarray, shape: tuple[int, ...], where: str, what: str) -> np.ndarray:
     if mask.ndim == 3 and mask.shape[:2] == tuple(shape):
-        mask = mask[..., 0]
+        # a colour mask: the target in any colour channel (green on black was read as empty from red); alpha,
+        # opaque everywhere in most RGBA files, is not the target
+        colour = mask[..., : 3 if mask.shape[-1] == 4 else 1 if mask.shape[-1] == 2 else mask.shape[-1]]
+        mask = colour.max(axis=-1)
     if mask.shape != tuple(shape):
         raise PromptsegError(
             f"{where}: {what} is {'x'.join(map(str, mask.shape))} but the image is {shape[0]}x{shape[1]}"

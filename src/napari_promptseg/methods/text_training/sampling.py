@@ -23,13 +23,13 @@ import numpy as np
 import torch
 
 from ...errors import PromptsegError
-from .data import Sample
+from .data import Sample, content_identity
 
 
 def image_key(triplet) -> object:
-    """What identifies a triplet's image: its path, or the array itself (by identity)."""
-    image = triplet.image
-    return image if not isinstance(image, np.ndarray) else id(image)
+    """What identifies a triplet's image: its path, or an array (a layer, or one plane of a stack that several rows
+    name through views of their own) by its content."""
+    return content_identity(triplet.image)
 
 
 def _image_id(sample: Sample) -> object:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -169,18 +170,12 @@ def train_text_segmenter(
             )
     else:
         config = replace(config or TrainingConfig(), **overrides)
-        held = [out / CONFIG_FILE, out / WEIGHTS_FILE, *(out / name for name in ("last", "last.tmp", "last.old"))]
-        if any(p.exists() for p in held):
-            if not overwrite:
-                raise PromptsegError(
-                    f"{out} already holds a trained model; resume it (--resume), overwrite it (--overwrite) "
-                    "or choose another output directory"
-                )
-            for path in held:  # nothing of the old model may pass for the new one
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
+    held = _held_model(out) if state is None else []
+    if held and not overwrite:
+        raise PromptsegError(
+            f"{out} already holds a trained model; resume it (CLI --resume; widget: resume), overwrite it (CLI "
+            "--overwrite; widget: overwrite) or choose another output directory"
+        )
     triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else list(data)
     train_set, val_set = split_triplets(triplets, val_fraction=config.val_fraction, seed=config.seed)
     rows = split_fingerprint(train_set, val_set)
@@ -190,7 +185,7 @@ def train_text_segmenter(
             "changed, or its files moved: files are known by their full path); a resume continues the same run on "
             "the same data: give that data, or train a new model"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    _check_writable(out)
     t_start = time.perf_counter()
 
     report(0.0, f"loading {config.image_encoder} and {config.text_encoder}")
@@ -207,6 +202,16 @@ def train_text_segmenter(
     # one pass over both splits, so the progress bar counts the validation images too
     samples = store.samples([*train_set, *val_set], progress=feature_progress, cancel=stop)
     train, val = samples[: len(train_set)], samples[len(train_set) :]
+    if not any(s.target.any() for s in train):
+        raise PromptsegError(
+            f"every training mask is empty ({len(train)} rows): nothing to learn; check the mask column (masks are "
+            "read as non-zero = target)"
+        )
+    for path in held:  # the data is read and usable: nothing of the old model may pass for the new one
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
     texts = sorted({s.text for s in train})
     paired = texts_per_image(triplets)  # a text paired with an image in any split is never its negative
     val_negatives = validation_negatives(val, texts, seed=config.seed, negatives=config.negatives, paired=paired)
@@ -425,6 +430,38 @@ def _save_last(
         last.rename(old)
     tmp.rename(last)
     shutil.rmtree(old, ignore_errors=True)
+
+
+#: what a training state folder (last/, last.tmp/, last.old/) holds; a folder with anything else is not ours
+_STATE_FILES = frozenset({WEIGHTS_FILE, "optimizer.safetensors", "state.json"})
+
+
+def _held_model(out: Path) -> list[Path]:
+    """The files of a model trained in ``out`` earlier (an overwrite removes them once the new data is read). A
+    folder named like a training state that holds other files is the user's: refused, never removed."""
+    held = [p for p in (out / CONFIG_FILE, out / WEIGHTS_FILE) if p.exists()]
+    for name in ("last", "last.tmp", "last.old"):
+        path = out / name
+        if not path.exists():
+            continue
+        if not path.is_dir() or not {p.name for p in path.iterdir()} <= _STATE_FILES:
+            raise PromptsegError(
+                f"{path} is not a training state of promptseg, and a training run in {out} would use that name; "
+                "move it, or choose another output directory"
+            )
+        held.append(path)
+    return held
+
+
+def _check_writable(out: Path) -> None:
+    """The output directory exists (made) and takes files: said before the models load, not after an epoch."""
+    if out.exists() and not out.is_dir():
+        raise PromptsegError(f"{out}: a file, not a directory; give a directory for the model")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as exc:
+        raise PromptsegError(f"{out}: cannot write the model there ({exc.strerror or exc})") from exc
 
 
 def _recover_last(out: Path) -> None:
