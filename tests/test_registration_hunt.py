@@ -167,13 +167,16 @@ def test_a_rerun_neither_overwrites_nor_removes_files_the_user_saved_in_the_outp
         assert (out / "report.json").read_text() == report and (out / "landmarks_warped.csv").exists()
     (out / "moving_warped.tif").unlink()
 
-    # an edited landmark CSV: neither removed (run without landmarks) nor overwritten (run with them)
+    # an edited landmark CSV: not overwritten (a run with landmarks is refused), not removed (a run without them
+    # keeps it and says so)
     edited = (out / "landmarks_warped.csv").read_text() + "99,1.0,2.0\n"
     (out / "landmarks_warped.csv").write_text(edited)
-    for more in ([], landmarks):
-        assert _cli(sample_files, out, *more) == 2
-        assert "landmarks_warped.csv is not an earlier output" in capsys.readouterr().err
-        assert (out / "landmarks_warped.csv").read_text() == edited and not (out / "moving_warped.tif").exists()
+    assert _cli(sample_files, out, *landmarks) == 2
+    assert "landmarks_warped.csv is not an earlier output" in capsys.readouterr().err
+    assert (out / "landmarks_warped.csv").read_text() == edited and not (out / "moving_warped.tif").exists()
+    assert _cli(sample_files, out) == 0
+    assert f"kept {out / 'landmarks_warped.csv'}" in capsys.readouterr().err
+    assert (out / "landmarks_warped.csv").read_text() == edited
 
     # as the earlier run wrote it, it goes (it would pass for this run's)
     (out / "landmarks_warped.csv").unlink()

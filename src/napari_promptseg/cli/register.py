@@ -46,7 +46,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     for path in (p for p in inputs if p is not None):
         if path.resolve() in outputs:
             raise PromptsegError(f"{path}: -o {args.output} would overwrite this input; give another output directory")
-    earlier_run = _check_earlier_outputs(args.output)
+    earlier_run = _check_earlier_outputs(args.output, landmarks_given=args.landmarks_fixed is not None)
     t0 = time.perf_counter()
     fixed, moving = read_image(args.fixed), read_image(args.moving)
     landmarks = None
@@ -116,7 +116,7 @@ def cmd_register(args: argparse.Namespace) -> int:
             "before": landmark_errors(fixed_xy, moving_xy, diagonal),
             "after": landmark_errors(fixed_xy, mapped, diagonal),
         }
-    elif earlier_run is not None:
+    else:
         _remove_stale_landmarks(args.output / "landmarks_warped.csv", earlier_run)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -209,11 +209,11 @@ def _checked_prompts(given: list[str]) -> list[str]:
     return prompts
 
 
-def _check_earlier_outputs(output: Path) -> dict | None:
-    """Refuse, before any work, to replace or remove files in ``output`` that an earlier register run did not write
-    or that were changed since: a foreign report.json, TIFFs without our mark (a user's own image saved under our
-    name), a landmarks_warped.csv whose contents are not those the earlier run recorded. Returns the earlier
-    register run's report, or None."""
+def _check_earlier_outputs(output: Path, *, landmarks_given: bool) -> dict | None:
+    """Refuse, before any work, to replace files in ``output`` that an earlier register run did not write or that
+    were changed since: a foreign report.json, TIFFs without our mark (a user's own image saved under our name),
+    with landmarks a landmarks_warped.csv whose contents are not those the earlier run recorded (without landmarks
+    such a file is kept, and the run says so). Returns the earlier register run's report, or None."""
     from ..io.images import REGISTER_MARKER, is_own_output
 
     report = output / "report.json"
@@ -225,7 +225,11 @@ def _check_earlier_outputs(output: Path) -> dict | None:
     if report.exists() and earlier is None:
         foreign.append(report)
     csv_path = output / "landmarks_warped.csv"
-    if (csv_path.exists() or csv_path.is_symlink()) and not _is_earlier_landmarks(csv_path, earlier):
+    if (
+        landmarks_given
+        and (csv_path.exists() or csv_path.is_symlink())
+        and not _is_earlier_landmarks(csv_path, earlier)
+    ):
         foreign.append(csv_path)
     if foreign:
         raise PromptsegError(
@@ -252,9 +256,15 @@ def _is_earlier_landmarks(path: Path, earlier: dict | None) -> bool:
         return False
 
 
-def _remove_stale_landmarks(path: Path, earlier: dict) -> None:
+def _remove_stale_landmarks(path: Path, earlier: dict | None) -> None:
     """Without landmarks, an earlier run's landmarks_warped.csv in this output folder would pass for this run's:
-    removed if it is still as that run wrote it (checked before the work, and again here)."""
+    removed if it is still as that run wrote it; any other file of that name is the user's, kept, and said so."""
     if _is_earlier_landmarks(path, earlier):
         path.unlink()
         print(f"removed {path} of an earlier run (this run has no landmarks)", file=sys.stderr)
+    elif path.exists() or path.is_symlink():
+        print(
+            f"kept {path}: not written by this run (edited since an earlier run, or not promptseg's; this run has no "
+            "landmarks)",
+            file=sys.stderr,
+        )
