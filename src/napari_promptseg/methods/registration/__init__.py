@@ -54,7 +54,6 @@ from .intensity import (
     IntensityImages,
     alignment_score,
     intensity_register,
-    intensity_route,
     intensity_stage,
     sitk_single_threaded,
     to_gray,
@@ -72,6 +71,7 @@ from .options import (
 from .pipeline import check_pair, register
 from .quality import quality_report
 from .refine import joint_refine, local_ncc_loss, mind_descriptor
+from .route import intensity_route
 from .search import rotation_flip_search
 from .sources import is_text_prompts, region_pairs, text_sources
 from .torch_ops import adam, bending_energy, next_level_control, single_thread

@@ -18,7 +18,7 @@ from ..regions import (
 from ..text import TextRoute
 from ..warp import Deformation, degenerate_reason
 from .from_pairs import fit_pairs, pair_dice
-from .intensity import IntensityImages, check_affine_optimizer, intensity_route
+from .intensity import IntensityImages, check_affine_optimizer
 from .options import (
     DEFAULT_METHOD,
     ProgressCallback,
@@ -30,6 +30,7 @@ from .options import (
 )
 from .quality import quality_report
 from .refine import joint_refine
+from .route import intensity_route
 from .search import rotation_flip_search
 from .sources import is_text_prompts, region_pairs
 
