@@ -212,6 +212,11 @@ def test_missing_directory_or_files_give_clear_errors(tiny_clipseg_dir, tmp_path
     (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(WeightsError, match="'bert' model, not CLIPSeg"):
         load_heatmapper("clipseg_rd64_refined", weights=other, device="cpu")
+    cut = tmp_path / "cut-short"  # a download cut short: safetensors' own error was a traceback
+    shutil.copytree(tiny_clipseg_dir, cut)
+    (cut / "model.safetensors").write_bytes((cut / "model.safetensors").read_bytes()[:5000])
+    with pytest.raises(WeightsError, match="cannot load CLIPSeg from .*cut-short"):
+        load_heatmapper("clipseg_rd64_refined", weights=cut, device="cpu")
 
 
 # --- heatmap -> instances -------------------------------------------------------------------------------------------

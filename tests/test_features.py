@@ -14,6 +14,8 @@ from napari_promptseg.models.cache import content_key
 from napari_promptseg.models.features import Dinov2Features, PatchFeatureExtractor, SegmenterFeatures
 from napari_promptseg.models.preprocessing import as_channels_last
 
+from .test_clipseg import tiny_clipseg_dir  # noqa: F401 (fixture)
+
 
 def mirror_key(segmenter, image: np.ndarray) -> str:
     """The embedding-cache key of an image's left-right mirror (what flip test-time augmentation encodes)."""
@@ -60,6 +62,21 @@ def test_dinov2_missing_weights_is_a_clear_error(tmp_path):
         Dinov2Features(tmp_path / "no-such-model")
     with pytest.raises(WeightsError, match=r"dinov2_small: weights not found and \$PROMPTSEG_OFFLINE is set"):
         Dinov2Features("facebook/dinov2-base")  # a hub id, not in the (isolated, offline) Hugging Face cache
+
+
+def test_dinov2_folders_of_another_model_or_cut_short_are_refused(tiny_dinov2, tiny_clipseg_dir, tmp_path):  # noqa: F811
+    """Another model's folder loaded as a default-size DINOv2 with random weights (the run went on, exit 0); a
+    truncated safetensors file was a traceback; --device auto was handed to torch as a device name."""
+    with pytest.raises(WeightsError, match="model_type 'clipseg', not 'dinov2'"):
+        Dinov2Features(tiny_clipseg_dir)
+    folder = tmp_path / "tiny-dinov2"
+    tiny_dinov2.model.save_pretrained(folder)
+    loaded = Dinov2Features(folder, device="auto")  # the default of every CLI subcommand
+    assert loaded.device.type == "cpu"
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(WeightsError, match="dinov2_small: cannot load DINOv2 from .*tiny-dinov2"):
+        Dinov2Features(folder)
 
 
 def test_segmenter_features_account_for_padding(litemedsam):

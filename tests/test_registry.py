@@ -104,6 +104,8 @@ def test_download_reports_progress_verifies_and_is_not_repeated(server, cache, m
 
     assert path == cache / FILENAME and path.read_bytes() == PAYLOAD
     assert sorted(p.name for p in cache.iterdir()) == [FILENAME, FILENAME + ".verified"]  # no temporary left
+    # as readable as a file made here (pooch kept its temporary file's 0600: a shared cache was unreadable)
+    assert path.stat().st_mode == (cache / (FILENAME + ".verified")).stat().st_mode  # the stamp: made by open()
     done = [d for d, _ in seen]
     assert len(done) >= 3 and all(b > a for a, b in zip(done, done[1:], strict=False))
     assert done[-1] == len(PAYLOAD) and {total for _, total in seen} == {len(PAYLOAD)}
@@ -114,6 +116,23 @@ def test_download_reports_progress_verifies_and_is_not_repeated(server, cache, m
     monkeypatch.setattr("pooch.file_hash", lambda p, **k: hashed.append(p) or PAYLOAD_SHA)
     assert resolve_weights(CARD_NAME) == path
     assert hashed == [] and server.requests == [len(PAYLOAD)]
+
+
+def test_a_killed_downloads_partial_file_goes_at_the_next_download(server, cache, monkeypatch):
+    """pooch removes its temporary file on errors and Ctrl+C, not when the process is killed: up to a whole
+    checkpoint stayed in the cache for good. One idle for an hour goes; a running download's (fresh) stays."""
+    import os
+    import time
+
+    register_card(monkeypatch, server.url)
+    cache.mkdir(parents=True)
+    stale, fresh = cache / "tmpab12cd34", cache / "tmpef56gh78"
+    stale.write_bytes(b"half a checkpoint")
+    fresh.write_bytes(b"another process's download")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    resolve_weights(CARD_NAME)
+    assert not stale.exists() and fresh.exists()
 
 
 def test_dropped_download_is_retried(server, cache, monkeypatch):
@@ -200,6 +219,24 @@ def test_unknown_model_lists_the_known_ones():
         resolve_weights("sam_vit_x")
 
 
+def test_a_model_of_another_role_is_one_line_naming_the_fitting_ones(tmp_path, capsys):
+    """--model grounding_dino_tiny for segment was a ValueError traceback; an unknown name listed models of every
+    role, which then failed the same way."""
+    from napari_promptseg.models import load_segmenter
+
+    with pytest.raises(WeightsError, match=r"grounding_dino_tiny is a grounder, not a segmenter; the segmenters: lit"):
+        load_segmenter("grounding_dino_tiny")
+    with pytest.raises(WeightsError, match=r"unknown model 'sam_vit_x'; the segmenters: litemedsam, sam_vit_b"):
+        load_segmenter("sam_vit_x")
+    image = tmp_path / "a.png"
+    import imageio.v3 as iio
+
+    iio.imwrite(image, np.zeros((32, 32), np.uint8))
+    box = ["--box", "1", "1", "9", "9", "-o", str(tmp_path / "out")]
+    assert cli.main(["segment", str(image), *box, "--model", "all_minilm_l6_v2"]) == 2
+    assert "is a text_embedder, not a segmenter" in capsys.readouterr().err
+
+
 def test_missing_explicit_path_is_an_error_naming_it(tmp_path):
     missing = tmp_path / "finetuned.pth"
     with pytest.raises(WeightsError, match=rf"litemedsam: weights file {re.escape(str(missing))} does not exist"):
@@ -253,6 +290,10 @@ def test_cli_models_says_where_each_model_was_found_and_its_size(cache, monkeypa
     assert lite["sha256"] == MODELS["litemedsam"].sha256 and lite["licence"] == "Apache-2.0"
     assert rows["all_minilm_l6_v2"]["weights"] == "bundled" and rows["all_minilm_l6_v2"]["size"] > 80e6
     assert (rows[CARD_NAME]["weights"], rows[CARD_NAME]["size"]) == ("cache", len(PAYLOAD))
+    (cache / "sam_vit_b_01ec64.pth").write_bytes(b"a download cut short")  # listed as present before
+    assert cli.main(["models", "--json"]) == 0
+    assert {r["name"]: r for r in json.loads(capsys.readouterr().out)}["sam_vit_b"]["weights"] == "truncated"
+    (cache / "sam_vit_b_01ec64.pth").unlink()
     # missing: where it would go, and the size of the download
     sam = rows["sam_vit_b"]
     assert (sam["weights"], sam["path"], sam["size"]) == ("missing", str(cache / "sam_vit_b_01ec64.pth"), 375042383)

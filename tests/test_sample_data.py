@@ -100,3 +100,27 @@ def test_manifest_widget_resolves(plugin_manager):
     widgets = [w for w in plugin_manager.iter_widgets() if w.command.startswith(f"{PLUGIN}.")]
     resolved = [plugin_manager.commands.get(w.command) for w in widgets]
     assert resolved == [InteractiveWidget, OneShotWidget, RegistrationWidget, TextPromptWidget, TrainTextWidget]
+
+
+def test_the_readmes_console_text_prompt_on_a_sample_runs_in_a_shown_viewer(tmp_path):
+    """README's console snippet: the nuclei sample opened from the menu, then segment_text, with no plugin widget
+    open. The text model's import pulled in triton, whose LLVM clashes with Mesa's once a canvas is shown: napari
+    died with a segmentation fault (only widgets loaded triton safely). In a process of its own, as it crashed."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import napari\n"
+        "viewer = napari.Viewer(show=True)\n"
+        "viewer.open_sample('napari-promptseg', 'nuclei_text')\n"
+        "from napari_promptseg import segment_text\n"
+        "result = segment_text(viewer.layers['nuclei (text prompt)'].data, 'nuclei')\n"
+        "print('objects', int(result.labels.max()), result.route)\n"
+        "viewer.close()\n"
+    )
+    env = {**os.environ, "PROMPTSEG_OFFLINE": "1", "PROMPTSEG_LIBRARY": str(tmp_path / "library")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    objects, route = done.stdout.split()[-2:]
+    assert route == "library" and int(objects) > 20  # the starter nucleus exemplar finds the sample's nuclei

@@ -64,6 +64,17 @@ def test_forced_route_without_weights_names_where_to_put_them():
         choose_route("clipseg")
 
 
+def test_auto_route_does_not_pass_over_a_model_the_user_named(empty_library, tmp_path):
+    """A grounder named with a typo, or --text-weights of a folder neither model loads, silently answered from the
+    reference library in route auto (the reason was in no message and no report)."""
+    with pytest.raises(WeightsError, match="grounder 'grounding_dino_tnyi': unknown model"):
+        choose_route("auto", grounder="grounding_dino_tnyi", library=empty_library)
+    with pytest.raises(WeightsError, match="heatmapper 'litemedsam': litemedsam is a segmenter, not a heatmapper"):
+        choose_route("auto", heatmapper="litemedsam", library=empty_library)
+    with pytest.raises(WeightsError, match=r"text weights .*nowhere: neither GroundingDINO nor CLIPSeg loads them"):
+        choose_route("auto", weights=str(tmp_path / "nowhere"), library=empty_library)
+
+
 def test_auto_route_takes_clipseg_when_its_weights_are_in_the_cache(tiny_clipseg_dir, lungs):  # noqa: F811
     in_hf_cache("clipseg_rd64_refined", tiny_clipseg_dir)
     image = lungs[0][0]

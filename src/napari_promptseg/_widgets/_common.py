@@ -6,10 +6,7 @@ in a ``napari.qt.threading`` worker with progress and cancel) and push the resul
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import os
-import sys
 import threading
 import time
 import warnings
@@ -43,6 +40,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import CancelledError, PromptsegError, WeightsError, split_message
+from ..models._native import load_triton_safely  # noqa: F401 - every widget calls it on the main thread
 
 logger = logging.getLogger(__name__)
 
@@ -50,27 +48,6 @@ logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[float, str], None]
 #: task(progress, cancel) -> result; runs in a worker thread and must not touch Qt or napari layers
 Task = Callable[[ProgressCallback, Callable[[], bool]], Any]
-
-
-def load_triton_safely() -> None:
-    """Import triton (pulled in by torch/torchvision) with its own LLVM symbols, before any worker needs it.
-
-    On Linux without a GPU driver, OpenGL is Mesa's llvmpipe, which loads libLLVM into the process once napari's
-    canvas exists; triton's libtriton bundles another LLVM and segfaults in its static initialisers when its symbols
-    bind to Mesa's (first model load after the viewer is open). RTLD_DEEPBIND makes libtriton use its own copy.
-    Call on the main thread from every widget's constructor; a no-op when triton is absent or already imported.
-    """
-    deepbind = getattr(os, "RTLD_DEEPBIND", 0)
-    if not deepbind or "triton" in sys.modules or importlib.util.find_spec("triton") is None:
-        return
-    flags = sys.getdlopenflags()
-    sys.setdlopenflags(flags | deepbind)
-    try:
-        import triton  # noqa: F401
-    except Exception as exc:  # torch treats a broken triton as absent too
-        logger.debug("triton import failed: %s", exc)
-    finally:
-        sys.setdlopenflags(flags)
 
 
 def unproxied(viewer: napari.viewer.Viewer) -> napari.viewer.Viewer:

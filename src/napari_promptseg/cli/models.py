@@ -8,7 +8,13 @@ import json
 from pathlib import Path
 
 #: how the text output names each place weights are found
-PLACES = {"bundled": "bundled", "hf_cache": "HF cache", "cache": "our cache", "missing": "missing"}
+PLACES = {
+    "bundled": "bundled",
+    "hf_cache": "HF cache",
+    "cache": "our cache",
+    "truncated": "truncated: delete it",
+    "missing": "missing",
+}
 
 
 def _size_on_disk(path: Path) -> int:

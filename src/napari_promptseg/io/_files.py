@@ -25,3 +25,14 @@ def replacing(path: Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(OSError):  # already renamed into place when the block succeeded
             os.unlink(tmp)
+
+
+def default_file_mode(folder: Path) -> int:
+    """The permission bits a file created in ``folder`` by ``open()`` gets (0666 under the umask and the folder's
+    default ACL), for files another library made private (pooch's, safetensors')."""
+    probe = Path(folder) / f".mode-probe-{uuid.uuid4().hex[:12]}"
+    os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    try:
+        return probe.stat().st_mode & 0o777
+    finally:
+        os.unlink(probe)

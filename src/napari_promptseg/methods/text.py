@@ -123,7 +123,7 @@ def available_route(route: Route = "auto", text_model: object | None = None) -> 
     from ..models.registry import weights_status
 
     for answer, names in (("groundingdino", GROUNDER_MODELS), ("clipseg", HEATMAPPER_MODELS)):
-        if any(weights_status(get_card(name))[0] != "missing" for name in names):
+        if any(weights_status(get_card(name))[0] not in ("missing", "truncated") for name in names):
             return answer
     return "library"
 
@@ -167,6 +167,8 @@ def choose_route(
             return TextRoute("groundingdino", model, model_name)
         if route == "groundingdino":
             raise WeightsError("no GroundingDINO weights (route groundingdino)", details="; ".join(problems))
+        if isinstance(grounder, str):  # a model the user named is not passed over for another route
+            raise WeightsError(f"grounder {grounder!r}: {problems[0]}", details="; ".join(problems))
         skipped.append("no GroundingDINO weights")
         details.extend(problems)
     if route in ("auto", "clipseg"):
@@ -178,8 +180,15 @@ def choose_route(
             return TextRoute("clipseg", model, model_name, skipped, details)
         if route == "clipseg":
             raise WeightsError("no CLIPSeg weights (route clipseg)", details="; ".join(problems))
+        if isinstance(heatmapper, str):
+            raise WeightsError(f"heatmapper {heatmapper!r}: {problems[0]}", details="; ".join(problems))
         skipped.append("no CLIPSeg weights")
         details.extend(problems)
+    if route == "auto" and weights is not None:  # weights the user gave that no route loads (a typo, a wrong folder)
+        raise WeightsError(
+            f"text weights {weights}: neither GroundingDINO nor CLIPSeg loads them ({details[0] if details else ''})",
+            details="; ".join(details),
+        )
     from ..io.starter import open_library
 
     lib = open_library(library)  # the default library gets the starter exemplars (nuclei) on first use

@@ -100,8 +100,10 @@ def load_text_segmenter(path: str | os.PathLike, *, device: str = "auto") -> Tex
     decoder over the bundled encoders) or of the CLIPSeg fine-tune (transformers layout)."""
     from pathlib import Path
 
+    from ._native import load_triton_safely
     from .text_segmenter import WEIGHTS_FILE, load_fusion_model, read_config
 
+    load_triton_safely()
     directory = Path(path).expanduser().resolve()
     config = read_config(directory)
     kind = config.get("kind")
@@ -128,9 +130,17 @@ def load_text_segmenter(path: str | os.PathLike, *, device: str = "auto") -> Tex
 
 
 def _load(name: str, role: str, weights, device: str, progress: Progress | None):
+    from ..errors import WeightsError
+    from ._native import load_triton_safely
+
+    if name not in MODELS:  # the names that fit here, not every model of the registry
+        fitting = ", ".join(n for n, c in MODELS.items() if c.role == role)
+        raise WeightsError(f"unknown model {name!r}; the {role}s: {fitting}")
     card = get_card(name)
-    if card.role != role:
-        raise ValueError(f"{name} is a {card.role}, not a {role}")
+    if card.role != role:  # e.g. --model grounding_dino_tiny for segment: a traceback before
+        fitting = ", ".join(n for n, c in MODELS.items() if c.role == role)
+        raise WeightsError(f"{name} is a {card.role}, not a {role}; the {role}s: {fitting}")
+    load_triton_safely()  # before transformers or torch pull it in (napari's console: Mesa's LLVM is loaded)
     dev = resolve_device(device)
     with _lock:
         # keyed by the resolved file, so weights that appear later (a download, a new cache dir) are picked up

@@ -110,6 +110,14 @@ WEIGHT_FILES = (
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
+def hub_load_errors() -> tuple[type[BaseException], ...]:
+    """What transformers' ``from_pretrained`` raises for a damaged or foreign model folder: a truncated safetensors
+    file (SafetensorError), a config without the weights' shapes (RuntimeError), ... (a traceback before)."""
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError)
+
+
 def check_model_directory(
     path: str | os.PathLike, parts: Sequence[DirectoryPart], *, model_type: str, what: str, name: str
 ) -> Path:

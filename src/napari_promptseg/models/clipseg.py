@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PromptsegError, WeightsError
-from .checkpoint import PROCESSOR_FILES, WEIGHT_FILES, check_model_directory
+from .checkpoint import PROCESSOR_FILES, WEIGHT_FILES, check_model_directory, hub_load_errors
 from .preprocessing import Normalization, as_channels_last, to_rgb_uint8
 
 #: what a CLIPSeg directory needs besides config.json
@@ -153,6 +153,6 @@ def load_clipseg(
     try:
         processor = CLIPSegProcessor.from_pretrained(model_dir, local_files_only=True)
         model = CLIPSegForImageSegmentation.from_pretrained(model_dir, local_files_only=True)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except hub_load_errors() as exc:
         raise WeightsError(f"{name}: cannot load CLIPSeg from {model_dir} ({exc})") from exc
     return ClipSegHeatmapper(model, processor, device=device, name=name)

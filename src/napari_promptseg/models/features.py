@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PromptsegError, WeightsError
+from .device import resolve_device
 from .preprocessing import Normalization, as_channels_last, normalize_intensity
 from .protocols import Embedding, PromptableSegmenter
 
@@ -197,17 +198,23 @@ class Dinov2Features:
                 raise PromptsegError(
                     "DINOv2 features need `transformers`: pip install 'napari-promptseg[dino]'"
                 ) from exc
+            from ._native import load_triton_safely
+            from .checkpoint import WEIGHT_FILES, check_model_directory, hub_load_errors
             from .registry import resolve_weights
 
+            load_triton_safely()
             # a local directory, or a hub id through the Hugging Face cache (facebook/dinov2-small: pinned revision)
             path = resolve_weights("dinov2_small", model)
+            # another model's folder loaded as a DINOv2 of default size with random weights, without a word
+            weights = ("the weights (model.safetensors or pytorch_model.bin)", [[f] for f in WEIGHT_FILES])
+            check_model_directory(path, (weights,), model_type="dinov2", what="DINOv2", name="dinov2_small")
             try:
                 self.model = Dinov2Model.from_pretrained(path, local_files_only=True)
-            except (OSError, ValueError) as exc:
+            except hub_load_errors() as exc:
                 reason = " ".join(str(exc).split())[:200]
                 raise WeightsError(f"dinov2_small: cannot load DINOv2 from {path} ({reason})") from exc
             self.name = f"dinov2:{os.fspath(model)}"
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model = self.model.eval().to(self.device)
         self.patch_size = int(self.model.config.patch_size)
         self.num_register_tokens = int(getattr(self.model.config, "num_register_tokens", 0) or 0)

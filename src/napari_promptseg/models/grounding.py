@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import PromptsegError, WeightsError
-from .checkpoint import PROCESSOR_FILES, WEIGHT_FILES, check_model_directory
+from .checkpoint import PROCESSOR_FILES, WEIGHT_FILES, check_model_directory, hub_load_errors
 from .preprocessing import Normalization, as_channels_last, to_rgb_uint8
 from .protocols import Detections
 
@@ -170,7 +170,7 @@ def load_hf_grounding_dino(path: str | os.PathLike, *, device: torch.device | st
     try:
         processor = AutoProcessor.from_pretrained(path, local_files_only=True)
         model = GroundingDinoForObjectDetection.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except hub_load_errors() as exc:
         reason = " ".join(str(exc).split())[:300]
         raise WeightsError(f"{name}: cannot load the GroundingDINO directory {path} ({reason})") from exc
     return HFGroundingDino(name, model, processor, torch.device(device))

@@ -23,6 +23,7 @@ import importlib.resources
 import importlib.util
 import json
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from pathlib import Path
 import platformdirs
 
 from ..errors import WeightsError
+from ..io._files import default_file_mode
 from . import hub
 from .hub import OFFLINE_ENV, Progress, offline
 
@@ -289,7 +291,8 @@ def resolve_weights(name: str, path: str | os.PathLike | None = None, *, progres
 
 
 def weights_status(card: ModelCard) -> tuple[str, Path | None]:
-    """``('bundled'|'hf_cache'|'cache'|'missing', path)`` without downloading or hashing (``promptseg models``)."""
+    """``('bundled'|'hf_cache'|'cache'|'truncated'|'missing', path)`` without downloading or hashing (``promptseg
+    models``): ``truncated`` is a file in our cache of another size than the published one (a load refuses it)."""
     packaged = _package_path(card)
     if packaged is not None:
         return "bundled", packaged
@@ -297,7 +300,9 @@ def weights_status(card: ModelCard) -> tuple[str, Path | None]:
         snapshot = _in_hf_cache(card.repo_id, _revisions(card), card.files, card.required)[0]
         return ("hf_cache", snapshot) if snapshot is not None else ("missing", None)
     cached = cache_dir() / card.filename
-    return ("cache", cached) if card.filename and cached.is_file() else ("missing", None)
+    if not card.filename or not cached.is_file():
+        return "missing", None
+    return ("truncated" if card.size is not None and cached.stat().st_size != card.size else "cache"), cached
 
 
 def _package_path(card: ModelCard) -> Path | None:
@@ -457,6 +462,7 @@ def _download_file(card: ModelCard, target: Path, where: str, progress: Progress
         urls={card.filename: card.url},
         retry_if_failed=DOWNLOAD_RETRIES,
     )
+    _remove_stale_partials(target.parent)
     # 1 MiB reads: pooch's default of 1 KiB would call ``progress`` 2.5 million times for SAM ViT-H
     downloader = pooch.HTTPDownloader(progressbar=_PoochBar(progress) if progress else True, chunk_size=1 << 20)
     try:
@@ -469,8 +475,27 @@ def _download_file(card: ModelCard, target: Path, where: str, progress: Progress
         ) from exc
     except OSError as exc:  # requests' errors are OSErrors too
         raise WeightsError(f"{card.name}: download from {card.url} failed ({_reason(exc)})", details=where) from exc
+    # pooch keeps its temporary file's private mode (0600): a shared $PROMPTSEG_CACHE_DIR was unreadable to the
+    # others. The mode a plain file gets here (umask, default ACL) instead
+    with contextlib.suppress(OSError):
+        os.chmod(fetched, default_file_mode(fetched.parent))
     _write_stamp(card, fetched)
     return fetched
+
+
+#: a download's temporary file not written to for this long belongs to a download that was killed
+STALE_PARTIAL_S = 3600.0
+
+
+def _remove_stale_partials(folder: Path) -> None:
+    """pooch downloads into ``tmpXXXXXXXX`` beside the target and removes it on errors and Ctrl+C, but not when
+    the process is killed: up to a whole checkpoint (2.5 GB for SAM ViT-H) stayed for good. A running download
+    writes its file all the time, so only files idle for an hour go."""
+    now = time.time()
+    for path in folder.glob("tmp*"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and now - path.stat().st_mtime > STALE_PARTIAL_S:
+                path.unlink()
 
 
 class _PoochBar:

@@ -116,7 +116,7 @@ def build_controls(widget: InteractiveWidget) -> None:
         if card.role != "segmenter":
             continue
         status, _ = weights_status(card)
-        label = card.name if status != "missing" else f"{card.name} (weights missing)"
+        label = card.name if status not in ("missing", "truncated") else f"{card.name} (weights {status})"
         widget.model_combo.addItem(label, card.name)
         widget.model_combo.setItemData(widget.model_combo.count() - 1, card.description, Qt.ToolTipRole)
     widget.model_combo.setCurrentIndex(max(0, widget.model_combo.findData(DEFAULT_SEGMENTER)))
