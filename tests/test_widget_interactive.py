@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+import napari
 import numpy as np
 import pytest
 from napari.qt.threading import WorkerBase
@@ -428,3 +429,20 @@ def test_the_users_own_shapes_are_never_taken_as_prompts_nor_committed_onto_anot
     target.undo()  # the stroke, on the target itself
     undo(boxes)
     assert not target.data.any()
+
+
+def test_result_layers_land_on_a_rotated_sheared_image_layer(make_viewer):
+    """Results took the image layer's scale and translate only: on a rotated or sheared layer they lay elsewhere
+    (241 px off under 30 degrees in the Registration widget). A result over a pyramid level twice as coarse too."""
+    from napari_promptseg._widgets._common import placement
+
+    viewer = make_viewer()
+    image = viewer.add_image(
+        np.zeros((40, 60), np.uint8), scale=(0.5, 2.0), translate=(3.0, -7.0), rotate=30, shear=[0.2]
+    )
+    same = napari.layers.Labels(np.zeros((40, 60), np.uint8), **placement(image, 2))
+    coarse = napari.layers.Labels(np.zeros((20, 30), np.uint8), **placement(image, 2, np.array([2.0, 2.0])))
+    for row, col in [(0, 0), (10, 50), (39, 1)]:
+        world = np.asarray(image.data_to_world([row, col]))
+        np.testing.assert_allclose(same.data_to_world([row, col]), world, atol=1e-9)
+        np.testing.assert_allclose(coarse.data_to_world([row / 2, col / 2]), world, atol=1e-9)

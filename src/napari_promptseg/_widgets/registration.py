@@ -48,7 +48,7 @@ from ..methods.registration import (
     resolve_method,
 )
 from ..methods.registration.quality import quality_line
-from ._common import LayerPicker, TaskRunner, load_triton_safely, plane_shape, unproxied
+from ._common import LayerPicker, TaskRunner, load_triton_safely, placement, plane_shape, unproxied
 
 GRID_LINES = 12
 
@@ -78,19 +78,6 @@ def _plane(layer: napari.layers.Image, role: str) -> tuple[np.ndarray, np.ndarra
         plane_shape(layer.data[0] if layer.multiscale else level, layer.rgb), plane_shape(level, layer.rgb)
     )
     return np.asarray(level), factors
-
-
-def _placement(layer: napari.layers.Layer, factors: np.ndarray) -> dict:
-    """The whole data-to-world transform of ``layer`` (scale, translate, rotate, shear, affine) for a result drawn on
-    its grid ``factors`` times coarser: results of a rotated or sheared fixed layer land on it (scale and translate
-    alone put them 241 px off under a 30 deg rotation)."""
-    return {
-        "scale": np.asarray(layer.scale, float) * factors,
-        "translate": layer.translate,
-        "rotate": layer.rotate,
-        "shear": layer.shear,
-        "affine": layer.affine.affine_matrix,
-    }
 
 
 def _points_xy(layer: napari.layers.Points, image: napari.layers.Image) -> np.ndarray:
@@ -325,7 +312,7 @@ class RegistrationWidget(QWidget):
     def _show(self, shown: _Shown, fixed_layer, moving_layer, fixed_factors, landmarks, truncated="") -> None:
         result = shown.result
         self.last_result = result
-        place = _placement(fixed_layer, fixed_factors)
+        place = placement(fixed_layer, 2, fixed_factors)
         self._remove_previous_results(
             keep=(fixed_layer, moving_layer, self.fixed_points.layer(), self.moving_points.layer())
         )
@@ -385,7 +372,7 @@ class RegistrationWidget(QWidget):
                 name="landmarks (moving -> fixed)",
                 face_color="magenta",
                 size=8,
-                **_placement(fixed_layer, np.ones(2)),
+                **placement(fixed_layer, 2),
             )
             self._track(layer)
             full_shape = plane_shape(

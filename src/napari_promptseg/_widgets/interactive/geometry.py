@@ -17,6 +17,7 @@ import numpy as np
 
 from ...errors import PromptsegError
 from ...tiling import choose_scale, pyramid_level, upsample_labels
+from .._common import placement_over
 
 #: feature of the points layer: True for a positive click, False for a negative one
 POSITIVE = "positive"
@@ -38,7 +39,7 @@ class PlaneGeometry:
     channel_axis: int | None  # image-data axis that holds channels (always 0 when set; see plane_geometry)
     scale: tuple[float, ...]
     translate: tuple[float, ...]
-    affine: np.ndarray | None  # (n+1, n+1) matrix in labels space, None when the image layer has none
+    affine: np.ndarray | None  # (n+1, n+1) matrix in labels space for rotate/shear/affine; None without any
 
     @property
     def plane_shape(self) -> tuple[int, int]:
@@ -122,11 +123,8 @@ def plane_geometry(
     keep = [a for a in range(ndim) if a != channel_axis]
     labels_of = {a: i for i, a in enumerate(keep)}  # image-data axis -> labels axis
     index = tuple(0 if a in displayed else data_index[a] for a in keep)
-    affine = None
-    matrix = np.asarray(layer.affine.affine_matrix, dtype=float)
-    if not np.allclose(matrix, np.eye(ndim + 1)):
-        homogeneous = [*keep, ndim]
-        affine = matrix[np.ix_(homogeneous, homogeneous)]
+    # rotate and shear too, not only the layer's affine: results of a rotated layer landed off it
+    affine = placement_over(layer, keep).get("affine")
     return PlaneGeometry(
         image_name=layer.name,
         labels_shape=tuple(spatial[a] for a in keep),
