@@ -211,7 +211,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
         ),
         pytest.param("bad-channel-axis", r"stack\.tif: channel_axis -4 out of range", id="bad-channel-axis"),
         pytest.param("bad-device", r"device must be one of .* got 'gpu'", id="bad-device"),
-        pytest.param("unknown-model", r"unknown model 'sam_vit_q'; known models: litemedsam", id="unknown-model"),
+        pytest.param("unknown-model", r"unknown model 'sam_vit_q'; the segmenters: litemedsam", id="unknown-model"),
         pytest.param("offline-sam", r"sam_vit_b: weights not found .*put sam_vit_b_01ec64\.pth in ", id="offline-sam"),
     ],
 )
