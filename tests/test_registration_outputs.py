@@ -170,3 +170,48 @@ def test_losing_starts_do_not_count_in_the_quality_report(shared_data):
     rejected = [*result.stages, _stage("bspline", "folds over 3 % of the image")]
     quality = quality_report(images, result.deformation, rejected)
     assert quality["verdict"] == "check" and quality["stages_rejected"] == ["bspline"], quality
+
+
+def test_cli_moving_labels_are_warped_with_their_ids_and_a_rerun_without_them_removes_the_file(
+    birl_half, tmp_path, capsys
+):
+    """--moving-labels: the moving image's objects, cut into four ids, land on the fixed image's objects."""
+    images = {role: tifffile.imread(birl_half[role]) for role in ("fixed", "moving")}
+    ids = {}
+    for role, image in images.items():
+        h, w = image.shape[:2]
+        ys, xs = np.mgrid[:h, :w]
+        ids[role] = np.where(image.mean(-1) < 200, 1 + (ys >= h // 2) * 2 + (xs >= w // 2), 0).astype(np.uint16)
+    labels = tmp_path / "cells.tif"
+    tifffile.imwrite(labels, ids["moving"])
+    out = tmp_path / "out"
+    args = ["register", str(birl_half["fixed"]), str(birl_half["moving"]), "-o", str(out), "--method", "intensity"]
+    assert main([*args, "--moving-labels", str(labels)]) == 0, capsys.readouterr().err
+    assert "4 of 4 ids inside the fixed image" in capsys.readouterr().out
+    warped = tifffile.imread(out / "labels_warped.tif")
+    assert warped.shape == images["fixed"].shape[:2] and warped.dtype == np.uint16
+    assert set(np.unique(warped)) == {0, 1, 2, 3, 4}
+    fixed_objects, before = ids["fixed"] > 0, ids["moving"] > 0
+
+    def dice(a, b):
+        return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+    assert dice(warped > 0, fixed_objects) > 0.97 and dice(before, fixed_objects) < 0.9
+    report = json.loads((out / "report.json").read_text())
+    assert report["labels"]["ids_before"] == 4 and report["labels"]["ids_after"] == 4
+    # a rerun without labels: the earlier labels_warped.tif would pass for this run's
+    assert main(args) == 0
+    assert not (out / "labels_warped.tif").exists() and "removed" in capsys.readouterr().err
+    # labels that are not of the moving image's size, or not ids: refused before any work, named
+    tifffile.imwrite(labels, ids["moving"][:-1])
+    assert main([*args, "--moving-labels", str(labels)]) == 2
+    err = capsys.readouterr().err
+    assert f"--moving-labels {labels}: 299 x 400 px, the moving image is 300 x 400 px" in err
+    tifffile.imwrite(labels, ids["moving"].astype(np.float32))
+    assert main([*args, "--moving-labels", str(labels)]) == 2
+    assert "float32 values; labels are integer ids" in capsys.readouterr().err
+    # a user's own file under that name is not replaced
+    tifffile.imwrite(labels, ids["moving"])
+    tifffile.imwrite(out / "labels_warped.tif", ids["fixed"])
+    assert main([*args, "--moving-labels", str(labels)]) == 2
+    assert "labels_warped.tif is not an earlier output of promptseg register" in capsys.readouterr().err

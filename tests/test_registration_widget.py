@@ -318,3 +318,57 @@ def test_from_the_plugins_menu_a_rerun_replaces_its_results_and_the_pair_starts_
     viewer.add_image(fixed, name="a", rgb=True)
     viewer.add_image(moving, name="b", rgb=True)
     assert widget.fixed_picker.layer().name == "a" and widget.moving_picker.layer().name == "b"
+
+
+def _quadrant_labels(image: np.ndarray) -> np.ndarray:
+    """The image's objects (darker than its white field) cut into four ids by quadrant."""
+    h, w = image.shape[:2]
+    ys, xs = np.mgrid[:h, :w]
+    ids = 1 + (ys >= h // 2) * 2 + (xs >= w // 2)
+    return np.where(image.mean(-1) < 200, ids, 0).astype(np.uint16)
+
+
+def test_moving_labels_and_points_are_carried_onto_the_fixed_image(make_viewer, qtbot, pair):
+    """Annotations drawn on the moving image come back on the fixed one: labels (each id on its fixed counterpart,
+    also from a coarser labels layer with a scale of its own) and moving points without fixed ones (no TRE)."""
+    fixed, moving, _, lm_moving = pair
+    fixed_labels = _quadrant_labels(fixed)
+    s = Deformation.from_pixel_affine(AFFINE, fixed.shape[:2], fixed.shape[:2])
+    moving_labels = s.warp_labels(fixed_labels)
+    viewer = make_viewer()
+    fixed_layer = viewer.add_image(fixed, name="fixed", rgb=True)
+    moving_layer = viewer.add_image(moving, name="moving", rgb=True)
+    drawn = viewer.add_labels(moving_labels.copy(), name="cells")
+    viewer.add_points(lm_moving[:, ::-1], name="points on moving")
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(fixed_layer)
+    widget.moving_picker.set_layer(moving_layer)
+    widget.moving_points.set_layer(viewer.layers["points on moving"])
+    widget.moving_labels.set_layer(drawn)
+    widget.run()
+    _wait(qtbot, widget)
+    warped = viewer.layers["cells registered"]
+    assert warped.data.shape == fixed.shape[:2] and warped.data.dtype == np.uint16
+    assert set(np.unique(warped.data)) <= {0, 1, 2, 3, 4}  # ids kept, never blended
+    for k in range(1, 5):
+        after, before = _dice(warped.data == k, fixed_labels == k), _dice(moving_labels == k, fixed_labels == k)
+        assert after > 0.95 and before < after - 0.05, (k, before, after)  # the registration did the work
+    assert "labels 'cells': 4 of 4 ids inside the fixed image" in widget.summary.text()
+    assert "landmarks (moving -> fixed)" in viewer.layers and "TRE" not in widget.summary.text()
+    assert np.array_equal(drawn.data, moving_labels)  # the user's labels untouched
+    # labels painted at half the resolution, shown over the moving image by their scale: resampled through it
+    coarse = viewer.add_labels(moving_labels[::2, ::2].copy(), name="coarse", scale=(2, 2))
+    widget.moving_labels.set_layer(coarse)
+    widget.run()
+    _wait(qtbot, widget)
+    for k in range(1, 5):
+        assert _dice(viewer.layers["coarse registered"].data == k, fixed_labels == k) > 0.93, k
+    assert "cells registered" not in viewer.layers  # the previous run's result, unchanged: replaced
+    # a stack of labels is refused with the layer's name
+    errors = []
+    notification_manager.notification_ready.connect(
+        lambda n: errors.append(n.message) if n.severity == NotificationSeverity.ERROR else None
+    )
+    widget.moving_labels.set_layer(viewer.add_labels(np.zeros((2, 30, 40), np.uint8), name="stack"))
+    widget.run()
+    assert any("labels layer 'stack' has 3 dimensions" in m for m in errors) and not widget.runner.busy

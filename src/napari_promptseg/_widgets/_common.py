@@ -119,16 +119,10 @@ def placement_over(layer: napari.layers.Layer, axes: list[int], factors: np.ndar
     """:func:`placement` over the data ``axes`` of ``layer`` (a channel axis left out). The layer's whole
     data-to-world map is read through napari's public ``data_to_world`` (scale and translate alone put a rotated
     layer's results 241 px off under 30 degrees)."""
-    d = layer.ndim
     factor = np.ones(len(axes)) if factors is None else np.asarray(factors, float)[: len(axes)]
     scale = np.asarray(layer.scale, float)[axes] * factor
     translate = np.asarray(layer.translate, float)[axes]
-    origin = np.asarray(layer.data_to_world(np.zeros(d)), float)
-    full = np.eye(d + 1)
-    full[:d, :d] = np.stack([np.asarray(layer.data_to_world(np.eye(d)[i]), float) - origin for i in range(d)], 1)
-    full[:d, d] = origin
-    kept = [*axes, d]
-    result = full[np.ix_(kept, kept)] @ np.diag([*factor, 1.0])  # the result's data -> world
+    result = data_to_world_matrix(layer, axes) @ np.diag([*factor, 1.0])  # the result's data -> world
     base = np.eye(len(axes) + 1)
     base[:-1, :-1], base[:-1, -1] = np.diag(scale), translate
     extra = result @ np.linalg.inv(base)
@@ -136,6 +130,18 @@ def placement_over(layer: napari.layers.Layer, axes: list[int], factors: np.ndar
     if not np.allclose(extra, np.eye(len(axes) + 1), atol=1e-9):
         out["affine"] = extra
     return out
+
+
+def data_to_world_matrix(layer: napari.layers.Layer, axes: list[int]) -> np.ndarray:
+    """``layer``'s data-to-world map over its data ``axes`` as a homogeneous matrix, read through napari's public
+    ``data_to_world`` (scale, translate, rotate, shear and affine together)."""
+    d = layer.ndim
+    origin = np.asarray(layer.data_to_world(np.zeros(d)), float)
+    full = np.eye(d + 1)
+    full[:d, :d] = np.stack([np.asarray(layer.data_to_world(np.eye(d)[i]), float) - origin for i in range(d)], 1)
+    full[:d, d] = origin
+    kept = [*axes, d]
+    return full[np.ix_(kept, kept)]
 
 
 def show_details(title: str, short: str, details: str, parent: QWidget | None = None) -> QMessageBox:

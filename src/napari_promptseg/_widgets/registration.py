@@ -1,12 +1,14 @@
-"""Registration widget: fixed + moving Image layers (+ optional landmark Points) -> warped overlay, region pairs,
-deformation grid, mapped landmarks and TRE.
+"""Registration widget: fixed + moving Image layers (+ optional landmark Points, + an optional Labels layer drawn
+on the moving image) -> warped overlay, region pairs, deformation grid, mapped landmarks and TRE, warped labels.
 
 Everything is shown in the fixed frame: the moving image and the moving regions are warped onto the fixed grid, so
 region pair k (same id, same colour on both sides) lies on its fixed partner where the registration is right. The
 region layers start hidden (they would cover the tissue). A rerun replaces the layers the previous run of this
 widget added that are still as it made them (a renamed or edited one stays), and nothing else. Landmark layers with
 different counts are compared over their first min(n) points (as ANHIR and ``promptseg register
---truncate-landmarks`` do), and the summary says so.
+--truncate-landmarks`` do), and the summary says so. Moving landmarks without fixed ones are only carried over
+(no TRE). The moving labels are read where napari shows them over the moving image (any shape, scale or affine of
+their own) and warped with nearest neighbour: ids are kept, never mixed.
 
 The work is :func:`napari_promptseg.methods.registration.register` in a thread worker (:class:`._common.TaskRunner`).
 Layers hold (row, col) data coordinates; the core takes x = column, y = row, so points are flipped on the way in and
@@ -48,7 +50,15 @@ from ..methods.registration import (
     resolve_method,
 )
 from ..methods.registration.quality import quality_line
-from ._common import LayerPicker, TaskRunner, load_triton_safely, placement, plane_shape, unproxied
+from ._common import (
+    LayerPicker,
+    TaskRunner,
+    data_to_world_matrix,
+    load_triton_safely,
+    placement,
+    plane_shape,
+    unproxied,
+)
 
 GRID_LINES = 12
 
@@ -84,6 +94,38 @@ def _points_xy(layer: napari.layers.Points, image: napari.layers.Image) -> np.nd
     """Points layer -> (N, 2) x, y pixel coordinates of ``image`` (through world coordinates)."""
     rows_cols = np.array([image.world_to_data(layer.data_to_world(p)) for p in layer.data]).reshape(-1, 2)
     return rows_cols[:, ::-1].astype(float)
+
+
+def _labels_on_plane(
+    labels_layer: napari.layers.Labels, moving_layer: napari.layers.Image, factors: np.ndarray, shape: tuple[int, int]
+) -> np.ndarray:
+    """``labels_layer`` resampled (nearest) onto the registered plane of ``moving_layer`` (``shape``, ``factors``
+    coarser than its full resolution), through the two layers' data-to-world maps: labels painted on the moving
+    image at any scale, offset or affine of their own land where napari shows them. Outside the labels: 0."""
+    data = labels_layer.data[0] if labels_layer.multiscale else labels_layer.data
+    if data.ndim != 2:
+        raise PromptsegError(
+            f"labels layer '{labels_layer.name}' has {data.ndim} dimensions (shape {data.shape}); registration "
+            "carries 2D labels over: pick one plane first"
+        )
+    if moving_layer.ndim != 2:  # _plane refused it already; the matrices below assume it
+        raise PromptsegError(f"moving layer '{moving_layer.name}' is not 2D")
+    plane_to_world = data_to_world_matrix(moving_layer, [0, 1]) @ np.diag([*np.asarray(factors, float), 1.0])
+    plane_to_labels = np.linalg.inv(data_to_world_matrix(labels_layer, [0, 1])) @ plane_to_world
+    if tuple(data.shape) == tuple(shape) and np.allclose(plane_to_labels, np.eye(3), atol=1e-6):
+        return np.asarray(data)  # drawn on the registered plane itself: no resampling
+    from scipy import ndimage
+
+    # pixel centres sit on integer data coordinates in napari, as in affine_transform
+    return ndimage.affine_transform(
+        np.asarray(data),
+        plane_to_labels[:2, :2],
+        offset=plane_to_labels[:2, 2],
+        output_shape=tuple(shape),
+        order=0,
+        mode="constant",
+        cval=0,
+    )
 
 
 def _digest(layer: napari.layers.Layer) -> str:
@@ -153,6 +195,14 @@ class RegistrationWidget(QWidget):
         self.moving_picker = LayerPicker(napari_viewer, napari.layers.Image, unlike=self.fixed_picker)
         self.fixed_points = LayerPicker(napari_viewer, napari.layers.Points, none_text="none")
         self.moving_points = LayerPicker(napari_viewer, napari.layers.Points, none_text="none")
+        self.moving_points.setToolTip(
+            "points on the moving image: mapped into the fixed frame; with fixed landmarks too, TRE before and after"
+        )
+        self.moving_labels = LayerPicker(napari_viewer, napari.layers.Labels, none_text="none")
+        self.moving_labels.setToolTip(
+            "a Labels layer drawn on the moving image (annotations, a segmentation): warped onto the fixed image as "
+            "a new Labels layer, ids kept"
+        )
         self.method = QComboBox()
         self.method.addItems(list(METHODS))
         self.method.setCurrentText(DEFAULT_METHOD)
@@ -191,6 +241,7 @@ class RegistrationWidget(QWidget):
         form.addRow("moving image", self.moving_picker)
         form.addRow("fixed landmarks", self.fixed_points)
         form.addRow("moving landmarks", self.moving_points)
+        form.addRow("moving labels", self.moving_labels)
         form.addRow("method", self.method)
         form.addRow("pair similarity", self.similarity)
         form.addRow("text prompts", self.text_prompts)
@@ -220,9 +271,16 @@ class RegistrationWidget(QWidget):
             lm_fixed_layer, lm_moving_layer = self.fixed_points.layer(), self.moving_points.layer()
             landmarks = None
             truncated = ""
-            if (lm_fixed_layer is None) != (lm_moving_layer is None):
-                raise PromptsegError("choose both landmark Points layers, or neither")
-            if lm_fixed_layer is not None:
+            if lm_fixed_layer is not None and lm_moving_layer is None:
+                raise PromptsegError(
+                    f"fixed landmarks '{lm_fixed_layer.name}': choose the moving landmarks too (or no fixed ones)"
+                )
+            if lm_moving_layer is not None and lm_fixed_layer is None:  # carried over only: no TRE
+                carried = _points_xy(lm_moving_layer, moving_layer)
+                if len(carried) == 0:
+                    raise PromptsegError(f"landmark layer '{lm_moving_layer.name}' has no points")
+                landmarks = (None, carried)
+            elif lm_fixed_layer is not None:
                 a = _points_xy(lm_fixed_layer, fixed_layer)
                 b = _points_xy(lm_moving_layer, moving_layer)
                 if min(len(a), len(b)) == 0:
@@ -236,6 +294,12 @@ class RegistrationWidget(QWidget):
                     )
                     a, b = a[:n], b[:n]
                 landmarks = (a, b)
+            labels_layer = self.moving_labels.layer()
+            moving_labels = (
+                None
+                if labels_layer is None
+                else _labels_on_plane(labels_layer, moving_layer, moving_factors, moving.shape[:2])
+            )
             prompts = self.prompts()
             method = resolve_method(self.method.currentText(), prompts)
             if prompts and method == "intensity":
@@ -270,18 +334,27 @@ class RegistrationWidget(QWidget):
             )
             # the layers' data here, off the GUI thread (a large warp froze napari for seconds)
             return _results_to_show(
-                result, fixed, moving, landmarks, fixed_factors, moving_factors, with_grid, progress, cancel
+                result,
+                fixed,
+                moving,
+                landmarks,
+                moving_labels,
+                fixed_factors,
+                moving_factors,
+                with_grid,
+                progress,
+                cancel,
             )
 
         def done(shown: _Shown) -> None:
-            self._show(shown, fixed_layer, moving_layer, fixed_factors, landmarks, truncated)
+            self._show(shown, fixed_layer, moving_layer, labels_layer, fixed_factors, landmarks, truncated)
 
         self.runner.submit(
             "register",
             f"registering '{names[1]}' onto '{names[0]}'",
             task,
             done,
-            inputs=(fixed_layer, moving_layer),
+            inputs=tuple(x for x in (fixed_layer, moving_layer, labels_layer) if x is not None),
         )
 
     def prompts(self) -> list[str] | None:
@@ -309,12 +382,14 @@ class RegistrationWidget(QWidget):
         """Remember a result layer as made, to tell at the next run whether the user changed it."""
         self.result_layers.append((layer, layer.name, _digest(layer)))
 
-    def _show(self, shown: _Shown, fixed_layer, moving_layer, fixed_factors, landmarks, truncated="") -> None:
+    def _show(
+        self, shown: _Shown, fixed_layer, moving_layer, labels_layer, fixed_factors, landmarks, truncated=""
+    ) -> None:
         result = shown.result
         self.last_result = result
         place = placement(fixed_layer, 2, fixed_factors)
         self._remove_previous_results(
-            keep=(fixed_layer, moving_layer, self.fixed_points.layer(), self.moving_points.layer())
+            keep=(fixed_layer, moving_layer, labels_layer, self.fixed_points.layer(), self.moving_points.layer())
         )
         layer = self.viewer.add_image(
             shown.warped,
@@ -353,6 +428,11 @@ class RegistrationWidget(QWidget):
             self._track(pairs_moving)
             if not visible:
                 lines.append("region pairs: hidden layers (fixed, moving warped into the fixed frame)")
+        if shown.labels is not None:
+            layer = self.viewer.add_labels(shown.labels, name=f"{labels_layer.name} registered", **place)
+            self._track(layer)
+            before, after = shown.label_counts
+            lines.append(f"labels '{labels_layer.name}': {after} of {before} ids inside the fixed image")
         if shown.grid is not None:
             layer = self.viewer.add_shapes(
                 shown.grid,
@@ -364,8 +444,7 @@ class RegistrationWidget(QWidget):
             )
             self._track(layer)
         self.last_errors = {}
-        if landmarks is not None and shown.mapped is not None:
-            a, _ = landmarks
+        if shown.mapped is not None:
             mapped = shown.mapped  # full-resolution pixels of the fixed layer, as the landmarks
             layer = self.viewer.add_points(
                 mapped[:, ::-1],
@@ -375,6 +454,8 @@ class RegistrationWidget(QWidget):
                 **placement(fixed_layer, 2),
             )
             self._track(layer)
+        if shown.mapped is not None and landmarks[0] is not None:  # fixed landmarks too: TRE
+            a = landmarks[0]
             full_shape = plane_shape(
                 fixed_layer.data[0] if fixed_layer.multiscale else fixed_layer.data, fixed_layer.rgb
             )
@@ -405,13 +486,17 @@ class _Shown:
     pair_labels: tuple[np.ndarray, np.ndarray] | None
     grid: list[np.ndarray] | None
     mapped: np.ndarray | None
+    #: the moving labels on the fixed plane's grid, and how many ids they had before and have there
+    labels: np.ndarray | None = None
+    label_counts: tuple[int, int] = (0, 0)
 
 
 def _results_to_show(
     result: RegistrationResult,
     fixed: np.ndarray,
     moving: np.ndarray,
-    landmarks: tuple[np.ndarray, np.ndarray] | None,
+    landmarks: tuple[np.ndarray | None, np.ndarray] | None,
+    moving_labels: np.ndarray | None,
     fixed_factors: np.ndarray,
     moving_factors: np.ndarray,
     with_grid: bool,
@@ -432,7 +517,12 @@ def _results_to_show(
     check()
     pairs = warped_pair_labels(result, fixed_shape, moving_shape) if result.pairs else None
     grid = deformation_grid(result, moving_shape) if with_grid else None
+    labels, label_counts = None, (0, 0)
+    if moving_labels is not None:
+        check()
+        labels = result.warp_labels(moving_labels)
+        label_counts = (int(np.count_nonzero(np.unique(moving_labels))), int(np.count_nonzero(np.unique(labels))))
     mapped = None
     if landmarks is not None:
         mapped = result.moving_points_to_fixed(landmarks[1] / moving_factors[::-1]) * fixed_factors[::-1]
-    return _Shown(result, warped, pairs, grid, mapped)
+    return _Shown(result, warped, pairs, grid, mapped, labels, label_counts)

@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Writes OUT/moving_warped.tif (the moving image on the fixed grid, in the moving image's axis "
         "order: channels stay on --channel-axis), OUT/displacement.tif ((H, W, 2) float32 dx, dy in pixels on the "
         "fixed grid: fixed pixel x corresponds to moving pixel x + u(x)), OUT/landmarks_warped.csv (moving landmarks "
-        "mapped into the fixed frame) and OUT/report.json (TRE/rTRE before and after).",
+        "mapped into the fixed frame), OUT/labels_warped.tif (--moving-labels on the fixed grid) and OUT/report.json "
+        "(TRE/rTRE before and after).",
     )
     reg.add_argument("fixed", type=Path, help="fixed (target) 2D image")
     reg.add_argument("moving", type=Path, help="moving (source) 2D image, warped onto the fixed grid")
@@ -125,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reg.add_argument("--landmarks-fixed", type=Path, help="fixed-image landmarks (ANHIR CSV ',X,Y' or .pts)")
     reg.add_argument("--landmarks-moving", type=Path, help="moving-image landmarks, same order as the fixed ones")
+    reg.add_argument(
+        "--moving-labels",
+        type=Path,
+        help="a label image (or mask) of the moving image, same height and width: written as "
+        "OUT/labels_warped.tif on the fixed grid, ids kept (nearest neighbour)",
+    )
     reg.add_argument(
         "--truncate-landmarks",
         action="store_true",

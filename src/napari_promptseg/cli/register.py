@@ -7,8 +7,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import PromptsegError
 from ._common import _make_output_dir, _mean_or_none, _own_report, _print_progress, _write_report
+
+#: --moving-labels on the fixed grid
+LABELS_WARPED = "labels_warped.tif"
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -27,8 +32,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     from ..methods.registration.pipeline import REGION_PRECISION, pair_channel_axis
     from ..methods.registration.quality import quality_line
 
-    for path in (args.fixed, args.moving):
-        if not path.exists():  # a folder may be an OME-Zarr image: read_image says when it is not
+    for path in (args.fixed, args.moving, args.moving_labels):
+        if path is not None and not path.exists():  # a folder may be an OME-Zarr image: read_image says when it is not
             raise PromptsegError(f"input image not found: {path}")
     if (args.landmarks_fixed is None) != (args.landmarks_moving is None):
         raise PromptsegError("give both --landmarks-fixed and --landmarks-moving, or neither")
@@ -40,15 +45,22 @@ def cmd_register(args: argparse.Namespace) -> int:
         raise PromptsegError(f"--prompt {prompts[0]!r} needs --method prompts or prompts+intensity, not intensity")
     # before the work: -o must be a directory, and what register writes there must not replace an input
     _make_output_dir(args.output)
-    written = ("moving_warped.tif", "displacement.tif", "landmarks_warped.csv", "report.json")
+    written = ("moving_warped.tif", "displacement.tif", LABELS_WARPED, "landmarks_warped.csv", "report.json")
     outputs = {(args.output / name).resolve() for name in written}
-    inputs = [args.fixed, args.moving, args.landmarks_fixed, args.landmarks_moving]
+    inputs = [args.fixed, args.moving, args.landmarks_fixed, args.landmarks_moving, args.moving_labels]
     for path in (p for p in inputs if p is not None):
         if path.resolve() in outputs:
             raise PromptsegError(f"{path}: -o {args.output} would overwrite this input; give another output directory")
-    earlier_run = _check_earlier_outputs(args.output, landmarks_given=args.landmarks_fixed is not None)
+    earlier_run = _check_earlier_outputs(
+        args.output, landmarks_given=args.landmarks_fixed is not None, labels_given=args.moving_labels is not None
+    )
     t0 = time.perf_counter()
     fixed, moving = read_image(args.fixed), read_image(args.moving)
+    moving_labels = None
+    if args.moving_labels is not None:
+        moving_labels = _checked_labels(
+            args.moving_labels, moving.shape, pair_channel_axis(moving.shape, args.channel_axis)
+        )
     landmarks = None
     if args.landmarks_fixed is not None:
         lm_fixed, lm_moving = read_landmarks(args.landmarks_fixed), read_landmarks(args.landmarks_moving)
@@ -95,6 +107,29 @@ def cmd_register(args: argparse.Namespace) -> int:
     tifffile.imwrite(
         args.output / "displacement.tif", result.displacement, compression="zlib", software=REGISTER_MARKER
     )
+    labels_record = None
+    if moving_labels is not None:
+        warped_labels = result.warp_labels(moving_labels)
+        tifffile.imwrite(
+            args.output / LABELS_WARPED,
+            warped_labels,
+            compression="zlib",
+            photometric="minisblack",
+            software=REGISTER_MARKER,
+        )
+        labels_record = {
+            "moving_labels": str(args.moving_labels),
+            "labels_warped": str(args.output / LABELS_WARPED),
+            # ids mapped outside the fixed image are lost: how many are left
+            "ids_before": int(np.count_nonzero(np.unique(moving_labels))),
+            "ids_after": int(np.count_nonzero(np.unique(warped_labels))),
+        }
+        print(
+            f"{args.moving_labels} -> {args.output / LABELS_WARPED} ({labels_record['ids_after']} of "
+            f"{labels_record['ids_before']} ids inside the fixed image)"
+        )
+    else:
+        _remove_stale_labels(args.output / LABELS_WARPED, earlier_run)
     record: dict[str, object] = {}
     if landmarks is not None:
         fixed_xy, moving_xy = landmarks
@@ -167,6 +202,8 @@ def cmd_register(args: argparse.Namespace) -> int:
             "dice_after_mean": _mean_or_none(result.pair_dice_after),
         },
         landmarks=record or None,
+        # --moving-labels on the fixed grid (nearest neighbour, ids and dtype kept) and how many ids are left
+        labels=labels_record,
         # which start won the image-similarity (NMI) choice, and every start's score
         start={"chosen": result.start, "scores": {k: round(v, 4) for k, v in result.start_scores.items()}},
         # the joint refinement after the intensity stage: kept only when the image score (NMI) rose
@@ -209,18 +246,20 @@ def _checked_prompts(given: list[str]) -> list[str]:
     return prompts
 
 
-def _check_earlier_outputs(output: Path, *, landmarks_given: bool) -> dict | None:
+def _check_earlier_outputs(output: Path, *, landmarks_given: bool, labels_given: bool = False) -> dict | None:
     """Refuse, before any work, to replace files in ``output`` that an earlier register run did not write or that
-    were changed since: a foreign report.json, TIFFs without our mark (a user's own image saved under our name),
-    with landmarks a landmarks_warped.csv whose contents are not those the earlier run recorded (without landmarks
-    such a file is kept, and the run says so). Returns the earlier register run's report, or None."""
+    were changed since: a foreign report.json, TIFFs without our mark (a user's own image saved under our name;
+    labels_warped.tif only when this run writes one), with landmarks a landmarks_warped.csv whose contents are not
+    those the earlier run recorded (without landmarks or labels such files are kept, and the run says so). Returns
+    the earlier register run's report, or None."""
     from ..io.images import REGISTER_MARKER, is_own_output
 
     report = output / "report.json"
     earlier = _own_report(report)
     if earlier is not None and earlier.get("command") != "register":
         earlier = None
-    foreign = [output / name for name in ("moving_warped.tif", "displacement.tif") if (output / name).exists()]
+    ours = ("moving_warped.tif", "displacement.tif", *((LABELS_WARPED,) if labels_given else ()))
+    foreign = [output / name for name in ours if (output / name).exists() or (output / name).is_symlink()]
     foreign = [p for p in foreign if not is_own_output(p, REGISTER_MARKER)]
     if report.exists() and earlier is None:
         foreign.append(report)
@@ -268,3 +307,43 @@ def _remove_stale_landmarks(path: Path, earlier: dict | None) -> None:
             "landmarks)",
             file=sys.stderr,
         )
+
+
+def _checked_labels(path: Path, moving_shape: tuple[int, ...], channel_axis: int | None) -> np.ndarray:
+    """--moving-labels read and checked against the moving image: 2D, integer or boolean, its height and width."""
+    from ..io import read_image
+
+    labels = np.asarray(read_image(path))
+    spatial = tuple(
+        n for axis, n in enumerate(moving_shape) if channel_axis is None or axis != channel_axis % len(moving_shape)
+    )
+    if labels.ndim == 3 and labels.shape[-1] in (3, 4) and labels.shape[:2] == spatial[:2]:
+        raise PromptsegError(f"--moving-labels {path}: a colour image (shape {labels.shape}); give a label image")
+    if labels.ndim != 2:
+        raise PromptsegError(f"--moving-labels {path}: shape {labels.shape}, not a 2D label image")
+    if labels.dtype.kind not in "uib":
+        raise PromptsegError(f"--moving-labels {path}: {labels.dtype} values; labels are integer ids (or a mask)")
+    if labels.shape != spatial[:2]:
+        raise PromptsegError(
+            f"--moving-labels {path}: {labels.shape[0]} x {labels.shape[1]} px, the moving image is {spatial[0]} x "
+            f"{spatial[1]} px; the labels must be drawn on the moving image"
+        )
+    return labels
+
+
+def _remove_stale_labels(path: Path, earlier: dict | None) -> None:
+    """Without --moving-labels, an earlier run's labels_warped.tif would pass for this run's: removed when it
+    carries register's mark and the earlier run's report names it; any other file of that name is kept, and said."""
+    from ..io.images import REGISTER_MARKER, is_own_output
+
+    if not (path.exists() or path.is_symlink()):
+        return
+    if (
+        earlier is not None
+        and (earlier.get("labels") or {}).get("labels_warped")
+        and is_own_output(path, REGISTER_MARKER)
+    ):
+        path.unlink()
+        print(f"removed {path} of an earlier run (this run has no --moving-labels)", file=sys.stderr)
+    else:
+        print(f"kept {path}: not written by this run (this run has no --moving-labels)", file=sys.stderr)
