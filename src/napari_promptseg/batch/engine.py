@@ -143,7 +143,9 @@ def run_target(job: BatchJob, path: str, final: bool) -> dict:
     except Exception as exc:
         raise SetupError(_reason(exc)) from None
     image = None
-    digest = input_digest(path)  # before reading: a file replaced meanwhile is done again by a resume
+    # before reading: a file replaced meanwhile is done again by a resume; a run without an output directory has
+    # no journal nor report a resume would compare it with
+    digest = input_digest(path) if getattr(job.args, "output", None) is not None else None
     try:
         image = read_image(path)
         record = job.process(job.args, state, Path(path), image)
@@ -160,7 +162,8 @@ def run_target(job: BatchJob, path: str, final: bool) -> dict:
             raise
         record = _without_result(job, path, image, exc)
         record["attempts"] = 2
-    record["input_digest"] = digest
+    if digest is not None:
+        record["input_digest"] = digest
     return {"record": record, "meta": meta}
 
 
