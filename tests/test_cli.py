@@ -298,7 +298,7 @@ def test_an_output_folder_that_cannot_be_written_or_fills_up_gives_one_line(lite
         raise OSError(errno.EROFS, "Read-only file system")
 
     with monkeypatch.context() as m:
-        m.setattr("napari_promptseg.cli._common.tempfile.TemporaryFile", read_only)
+        m.setattr("napari_promptseg.io._files.tempfile.TemporaryFile", read_only)
         assert main([*command, str(tmp_path / "ro")]) == 2
     assert "-o " in (err := capsys.readouterr().err) and "cannot write there (Read-only file system)" in err
 

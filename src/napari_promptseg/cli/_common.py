@@ -8,14 +8,13 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..errors import PromptsegError, WeightsError
-from ..io._files import replacing
+from ..io._files import ensure_writable_dir, replacing
 from ._stacks import _plane_channel_axis, _stack_for, _write_output
 from ._types import positive_float, positive_int
 
@@ -129,16 +128,7 @@ def _expand_images(paths: list[Path]) -> list[Path]:
 
 def _make_output_dir(output: Path) -> None:
     """Create ``-o OUT`` (a directory), or say in one line why it cannot be one."""
-    if output.exists() and not output.is_dir():
-        raise PromptsegError(f"-o {output}: a file, not a directory; give a directory for the outputs")
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PromptsegError(f"-o {output}: cannot create the output directory ({exc.strerror or exc})") from exc
-    try:  # a read-only folder or file system says so now, not in a traceback after the first image
-        tempfile.TemporaryFile(dir=output).close()
-    except OSError as exc:
-        raise PromptsegError(f"-o {output}: cannot write there ({exc.strerror or exc})") from exc
+    ensure_writable_dir(output, "the outputs", label=f"-o {output}")
 
 
 def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read: Sequence[Path] = ()) -> None:

@@ -1,12 +1,21 @@
-"""Files written whole or not at all."""
+"""Files written whole or not at all, and the folders they go to."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from ..errors import PromptsegError
+
+
+def _create_like_open(path: Path) -> None:
+    """Create the empty file ``path`` as ``open()`` creates a file: mode 0666 under the umask and the folder's
+    default ACL, not mkstemp's private 0600, so a lab's shared folder stays readable to the others."""
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
 
 
 @contextlib.contextmanager
@@ -15,10 +24,8 @@ def replacing(path: Path) -> Iterator[Path]:
     ``path`` in one step, so a reader, or a run killed mid-write, finds the old file or the new one, never half of
     one. On error the temporary file goes and ``path`` is untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # created as open() creates a file (mode 0666 under the umask and the folder's default ACL), not mkstemp's
-    # private 0600: a lab's shared results folder stays readable to the others
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    _create_like_open(tmp)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -31,8 +38,27 @@ def default_file_mode(folder: Path) -> int:
     """The permission bits a file created in ``folder`` by ``open()`` gets (0666 under the umask and the folder's
     default ACL), for files another library made private (pooch's, safetensors')."""
     probe = Path(folder) / f".mode-probe-{uuid.uuid4().hex[:12]}"
-    os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    _create_like_open(probe)
     try:
         return probe.stat().st_mode & 0o777
     finally:
         os.unlink(probe)
+
+
+def ensure_writable_dir(path: Path, what: str, label: str | None = None) -> None:
+    """Create the directory ``path`` for ``what`` (e.g. "the outputs"), or say in one line why it cannot be one,
+    before any work: a read-only folder says so now, not in a traceback after the first image or epoch. ``label``
+    names the folder in the message (default: the path)."""
+    label = label or str(path)
+    if path.exists() and not path.is_dir():
+        raise PromptsegError(f"{label}: a file, not a directory; give a directory for {what}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PromptsegError(f"{label}: cannot create the directory for {what} ({exc.strerror or exc})") from exc
+    try:
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        raise PromptsegError(
+            f"{label}: cannot write there ({exc.strerror or exc}); give a writable directory for {what}"
+        ) from exc

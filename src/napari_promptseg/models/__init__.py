@@ -133,13 +133,12 @@ def _load(name: str, role: str, weights, device: str, progress: Progress | None)
     from ..errors import WeightsError
     from ._native import load_triton_safely
 
-    if name not in MODELS:  # the names that fit here, not every model of the registry
+    card = MODELS.get(name)
+    if card is None or card.role != role:  # e.g. --model grounding_dino_tiny for segment: a traceback before
+        # the names that fit here, not every model of the registry
         fitting = ", ".join(n for n, c in MODELS.items() if c.role == role)
-        raise WeightsError(f"unknown model {name!r}; the {role}s: {fitting}")
-    card = get_card(name)
-    if card.role != role:  # e.g. --model grounding_dino_tiny for segment: a traceback before
-        fitting = ", ".join(n for n, c in MODELS.items() if c.role == role)
-        raise WeightsError(f"{name} is a {card.role}, not a {role}; the {role}s: {fitting}")
+        wrong = f"unknown model {name!r}" if card is None else f"{name} is a {card.role}, not a {role}"
+        raise WeightsError(f"{wrong}; the {role}s: {fitting}")
     load_triton_safely()  # before transformers or torch pull it in (napari's console: Mesa's LLVM is loaded)
     dev = resolve_device(device)
     with _lock:

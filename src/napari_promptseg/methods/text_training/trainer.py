@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from ...errors import CancelledError, PromptsegError
+from ...io._files import ensure_writable_dir
 from ...models.text_decoder import DecoderConfig, TextPromptDecoder
 from ...models.text_segmenter import (
     CONFIG_FILE,
@@ -185,7 +185,7 @@ def train_text_segmenter(
             "changed, or its files moved: files are known by their full path); a resume continues the same run on "
             "the same data: give that data, or train a new model"
         )
-    _check_writable(out)
+    ensure_writable_dir(out, "the model")  # said before the models load, not after an epoch
     t_start = time.perf_counter()
 
     report(0.0, f"loading {config.image_encoder} and {config.text_encoder}")
@@ -451,17 +451,6 @@ def _held_model(out: Path) -> list[Path]:
             )
         held.append(path)
     return held
-
-
-def _check_writable(out: Path) -> None:
-    """The output directory exists (made) and takes files: said before the models load, not after an epoch."""
-    if out.exists() and not out.is_dir():
-        raise PromptsegError(f"{out}: a file, not a directory; give a directory for the model")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out).close()
-    except OSError as exc:
-        raise PromptsegError(f"{out}: cannot write the model there ({exc.strerror or exc})") from exc
 
 
 def _recover_last(out: Path) -> None:
