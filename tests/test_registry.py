@@ -120,19 +120,26 @@ def test_download_reports_progress_verifies_and_is_not_repeated(server, cache, m
 
 def test_a_killed_downloads_partial_file_goes_at_the_next_download(server, cache, monkeypatch):
     """pooch removes its temporary file on errors and Ctrl+C, not when the process is killed: up to a whole
-    checkpoint stayed in the cache for good. One idle for an hour goes; a running download's (fresh) stays."""
+    checkpoint stayed in the cache for good. One idle for an hour goes; a running download's (fresh) stays, and so
+    do other programs' files starting with "tmp" (a cache folder may be shared): any of them idle for an hour
+    went too."""
     import os
     import time
 
     register_card(monkeypatch, server.url)
     cache.mkdir(parents=True)
-    stale, fresh = cache / "tmpab12cd34", cache / "tmpef56gh78"
+    stale, fresh = cache / "tmpab_2cd34", cache / "tmpef56gh78"
+    others = [cache / name for name in ("tmp_notes.txt", "tmpab12cd345", "tmpAB12CD34", "tmp")]
     stale.write_bytes(b"half a checkpoint")
     fresh.write_bytes(b"another process's download")
+    for path in others:
+        path.write_bytes(b"another program's file")
     two_hours_ago = time.time() - 7200
-    os.utime(stale, (two_hours_ago, two_hours_ago))
+    for path in [stale, *others]:
+        os.utime(path, (two_hours_ago, two_hours_ago))
     resolve_weights(CARD_NAME)
     assert not stale.exists() and fresh.exists()
+    assert all(path.exists() for path in others)
 
 
 def test_dropped_download_is_retried(server, cache, monkeypatch):

@@ -23,6 +23,7 @@ import importlib.resources
 import importlib.util
 import json
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -485,16 +486,20 @@ def _download_file(card: ModelCard, target: Path, where: str, progress: Progress
 
 #: a download's temporary file not written to for this long belongs to a download that was killed
 STALE_PARTIAL_S = 3600.0
+#: the name of pooch's temporary download file: ``tempfile.NamedTemporaryFile(dir=...)``'s default, "tmp" and 8
+#: of its random characters (pooch.utils.temporary_file)
+POOCH_PARTIAL = re.compile(r"tmp[a-z0-9_]{8}")
 
 
 def _remove_stale_partials(folder: Path) -> None:
     """pooch downloads into ``tmpXXXXXXXX`` beside the target and removes it on errors and Ctrl+C, but not when
     the process is killed: up to a whole checkpoint (2.5 GB for SAM ViT-H) stayed for good. A running download
-    writes its file all the time, so only files idle for an hour go."""
+    writes its file all the time, so only files idle for an hour go, and only by pooch's exact name:
+    $PROMPTSEG_CACHE_DIR may be a folder shared with other programs, whose files are not ours to remove."""
     now = time.time()
     for path in folder.glob("tmp*"):
         with contextlib.suppress(OSError):
-            if path.is_file() and now - path.stat().st_mtime > STALE_PARTIAL_S:
+            if POOCH_PARTIAL.fullmatch(path.name) and path.is_file() and now - path.stat().st_mtime > STALE_PARTIAL_S:
                 path.unlink()
 
 
