@@ -178,6 +178,48 @@ def test_cancelled_run_resumes_to_the_uninterrupted_weights(trained, kvasir, cac
         train_text_segmenter(kvasir, out, cache_dir=cache, resume=True, device="cpu", epochs=2)
 
 
+def test_an_overwrite_keeps_the_old_model_until_the_new_one_replaces_it(trained, kvasir, cache, tmp_path):
+    """--overwrite removed the old model once the data was read, before the new one existed: a run cancelled (or
+    failed) in its first epoch left no model at all. And a save killed mid-write leaves replacing()'s temporary
+    file in last.tmp/, which the overwrite refused as "not a training state of promptseg" (a folder the next save
+    deletes anyway)."""
+    out = tmp_path / "model"
+    shutil.copytree(trained.path, out)
+    (out / "last.tmp").mkdir()
+    shutil.copy(out / "last" / "model.safetensors", out / "last.tmp")
+    (out / "last.tmp" / ".optimizer.safetensors.0123456789ab.tmp").write_bytes(b"half an optimizer state")
+    old_config, old_weights = (out / "text_segmenter.json").read_text(), (out / "model.safetensors").read_bytes()
+    messages: list[str] = []
+
+    def cancel_in_epoch_one() -> bool:  # after its first step (two steps per epoch)
+        return any(m.startswith("epoch 1/2, step 1/2") for m in messages)
+
+    new_run = {"cache_dir": cache, "device": "cpu", "seed": 1, **FAST}
+    with pytest.raises(CancelledError, match="resume"):
+        train_text_segmenter(
+            kvasir, out, overwrite=True, cancel=cancel_in_epoch_one, progress=lambda f, m: messages.append(m), **new_run
+        )
+    assert (out / "text_segmenter.json").read_text() == old_config
+    assert (out / "model.safetensors").read_bytes() == old_weights
+    assert load_text_segmenter(out, device="cpu").decoder is not None  # the old model, whole and loadable
+    state = json.loads((out / "last" / "state.json").read_text())
+    assert (state["config"]["seed"], state["epoch"], state["step"]) == (1, 0, 1)  # the new run's, to resume
+    assert not (out / "last.tmp").exists()
+
+    result = train_text_segmenter(kvasir, out, resume=True, **new_run)
+    config = json.loads((out / "text_segmenter.json").read_text())
+    assert config["training"]["seed"] == 1 and config["history"] == result.history
+    assert (out / "model.safetensors").read_bytes() != old_weights
+
+    # a hidden file of another name is not ours: refused, never removed
+    mine = tmp_path / "mine"
+    (mine / "last.old").mkdir(parents=True)
+    (mine / "last.old" / ".notes.txt.0123456789ab.tmp").write_text("my notes")
+    with pytest.raises(PromptsegError, match="not a training state of promptseg"):
+        train_text_segmenter(kvasir, mine, overwrite=True, **new_run)
+    assert (mine / "last.old" / ".notes.txt.0123456789ab.tmp").read_text() == "my notes"
+
+
 @pytest.mark.parametrize(
     ("loss", "heads"),
     [

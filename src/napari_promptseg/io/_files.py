@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import PromptsegError
+
+#: the name of :func:`replacing`'s temporary file: ``.<name>.<12 hex digits>.tmp``
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.tmp")
 
 
 def _create_like_open(path: Path) -> None:
@@ -32,6 +36,13 @@ def replacing(path: Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(OSError):  # already renamed into place when the block succeeded
             os.unlink(tmp)
+
+
+def replacing_temp_of(name: str) -> str | None:
+    """The file name a temporary file of :func:`replacing` stood in for (``.state.json.0123456789ab.tmp`` ->
+    ``state.json``: left behind by a run killed mid-write), None for any other name."""
+    match = _TEMP_NAME.fullmatch(name)
+    return match["name"] if match else None
 
 
 def default_file_mode(folder: Path) -> int:

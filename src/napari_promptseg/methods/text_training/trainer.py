@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ...errors import CancelledError, PromptsegError
-from ...io._files import ensure_writable_dir
+from ...io._files import ensure_writable_dir, replacing_temp_of
 from ...models.text_decoder import DecoderConfig, TextPromptDecoder
 from ...models.text_segmenter import (
     CONFIG_FILE,
@@ -141,7 +141,8 @@ def train_text_segmenter(
     names) or triplets (:class:`Triplet`, :class:`ArrayTriplet` for arrays such as napari layers). ``config``
     and keyword ``overrides`` (e.g. ``loss="tmca", epochs=4``) set the run. ``resume`` continues from
     ``output_dir/last`` with the settings saved there. ``progress(fraction, message)`` reports with an ETA;
-    ``cancel()`` returning True stops after the current step, keeping ``last/`` for a resume.
+    ``cancel()`` returning True stops after the current step, keeping ``last/`` for a resume. ``overwrite``
+    trains over a model in ``output_dir``, which stays until the first epoch's model replaces it.
     """
     from ...models import load_segmenter, load_text_embedder
 
@@ -207,11 +208,6 @@ def train_text_segmenter(
             f"every training mask is empty ({len(train)} rows): nothing to learn; check the mask column (masks are "
             "read as non-zero = target)"
         )
-    for path in held:  # the data is read and usable: nothing of the old model may pass for the new one
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
     texts = sorted({s.text for s in train})
     paired = texts_per_image(triplets)  # a text paired with an image in any split is never its negative
     val_negatives = validation_negatives(val, texts, seed=config.seed, negatives=config.negatives, paired=paired)
@@ -289,6 +285,11 @@ def train_text_segmenter(
         history.append(record)
         improved = record["val_dice"] > best["val_dice"]
         if improved:
+            if best["epoch"] == 0:
+                # this run's first model: an old one (--overwrite) stayed until now, so a run failed or cancelled
+                # before its first epoch ends still has a model; its description goes first, never to describe
+                # the new weights
+                (out / CONFIG_FILE).unlink(missing_ok=True)
             best = {"epoch": epoch + 1, "val_dice": record["val_dice"], "val_loss": record["val_loss"]}
             save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
         write_config(out, {**model_info, "best": best, "history": history})
@@ -436,15 +437,21 @@ def _save_last(
 _STATE_FILES = frozenset({WEIGHTS_FILE, "optimizer.safetensors", "state.json"})
 
 
+def _is_state_file(name: str) -> bool:
+    """One of a training state's files, or the temporary file replacing() leaves of one when a save is killed
+    mid-write (``.optimizer.safetensors.<id>.tmp``)."""
+    return name in _STATE_FILES or replacing_temp_of(name) in _STATE_FILES
+
+
 def _held_model(out: Path) -> list[Path]:
-    """The files of a model trained in ``out`` earlier (an overwrite removes them once the new data is read). A
-    folder named like a training state that holds other files is the user's: refused, never removed."""
+    """The files of a model trained in ``out`` earlier. A folder named like a training state that holds other
+    files is the user's: refused, never removed."""
     held = [p for p in (out / CONFIG_FILE, out / WEIGHTS_FILE) if p.exists()]
     for name in ("last", "last.tmp", "last.old"):
         path = out / name
         if not path.exists():
             continue
-        if not path.is_dir() or not {p.name for p in path.iterdir()} <= _STATE_FILES:
+        if not path.is_dir() or not all(_is_state_file(p.name) for p in path.iterdir()):
             raise PromptsegError(
                 f"{path} is not a training state of promptseg, and a training run in {out} would use that name; "
                 "move it, or choose another output directory"
