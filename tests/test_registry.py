@@ -301,6 +301,13 @@ def test_cli_models_says_where_each_model_was_found_and_its_size(cache, monkeypa
     assert cli.main(["models", "--json"]) == 0
     assert {r["name"]: r for r in json.loads(capsys.readouterr().out)}["sam_vit_b"]["weights"] == "truncated"
     (cache / "sam_vit_b_01ec64.pth").unlink()
+    # a larger file is another file under the name, not a cut download ("truncated" said so before)
+    (cache / FILENAME).write_bytes(PAYLOAD + b"appended")
+    assert cli.main(["models", "--json"]) == 0
+    assert {r["name"]: r for r in json.loads(capsys.readouterr().out)}[CARD_NAME]["weights"] == "size_differs"
+    assert cli.main(["models"]) == 0
+    assert "size differs: delete it" in next(x for x in capsys.readouterr().out.splitlines() if x.startswith(CARD_NAME))
+    (cache / FILENAME).write_bytes(PAYLOAD)
     # missing: where it would go, and the size of the download
     sam = rows["sam_vit_b"]
     assert (sam["weights"], sam["path"], sam["size"]) == ("missing", str(cache / "sam_vit_b_01ec64.pth"), 375042383)

@@ -13,6 +13,7 @@ PLACES = {
     "hf_cache": "HF cache",
     "cache": "our cache",
     "truncated": "truncated: delete it",
+    "size_differs": "size differs: delete it",
     "missing": "missing",
 }
 
@@ -66,7 +67,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     print(f"Hugging Face cache: {hub.hf_cache_dir()}  (hub models; $HF_HOME, $HF_HUB_CACHE)")
     print(f"our cache:          {cache_dir()}  (single-file checkpoints; $PROMPTSEG_CACHE_DIR)")
-    print(f"{'model':<24} {'role':<17} {'found in':<22} {'size':>10}  description / where")
+    print(f"{'model':<24} {'role':<17} {'found in':<23} {'size':>10}  description / where")
     for row in rows:
         place = PLACES[row["weights"]]
         if row["weights"] == "hf_cache" and row["revision"] and Path(row["path"]).name != row["revision"]:
@@ -74,7 +75,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         size = _megabytes(row["size"])
         if row["weights"] == "missing":
             size = f"({size})" if row["size"] else ""
-        print(f"{row['name']:<24} {row['role']:<17} {place:<22} {size:>10}  {row['description']}")
+        print(f"{row['name']:<24} {row['role']:<17} {place:<23} {size:>10}  {row['description']}")
         print(f"{'':<24} {row['path']}")
     print("(size): what the download of a missing model weighs")
     return 0

@@ -120,10 +120,10 @@ def available_route(route: Route = "auto", text_model: object | None = None) -> 
     if text_model:
         return "trained"
     from ..models import get_card
-    from ..models.registry import weights_status
+    from ..models.registry import UNUSABLE_WEIGHTS, weights_status
 
     for answer, names in (("groundingdino", GROUNDER_MODELS), ("clipseg", HEATMAPPER_MODELS)):
-        if any(weights_status(get_card(name))[0] not in ("missing", "truncated") for name in names):
+        if any(weights_status(get_card(name))[0] not in UNUSABLE_WEIGHTS for name in names):
             return answer
     return "library"
 

@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_TEXT_EMBEDDER",
     "MODELS",
     "OFFLINE_ENV",
+    "UNUSABLE_WEIGHTS",
     "ModelCard",
     "Progress",
     "cache_dir",
@@ -291,9 +292,14 @@ def resolve_weights(name: str, path: str | os.PathLike | None = None, *, progres
     return _single_file(card, progress)
 
 
+#: what :func:`weights_status` says of weights a load would not use as they are
+UNUSABLE_WEIGHTS = frozenset({"missing", "truncated", "size_differs"})
+
+
 def weights_status(card: ModelCard) -> tuple[str, Path | None]:
-    """``('bundled'|'hf_cache'|'cache'|'truncated'|'missing', path)`` without downloading or hashing (``promptseg
-    models``): ``truncated`` is a file in our cache of another size than the published one (a load refuses it)."""
+    """``('bundled'|'hf_cache'|'cache'|'truncated'|'size_differs'|'missing', path)`` without downloading or hashing
+    (``promptseg models``): ``truncated`` is a file in our cache smaller than the published one (a download cut
+    short), ``size_differs`` one of any other size (another file under its name); a load refuses both."""
     packaged = _package_path(card)
     if packaged is not None:
         return "bundled", packaged
@@ -303,7 +309,10 @@ def weights_status(card: ModelCard) -> tuple[str, Path | None]:
     cached = cache_dir() / card.filename
     if not card.filename or not cached.is_file():
         return "missing", None
-    return ("truncated" if card.size is not None and cached.stat().st_size != card.size else "cache"), cached
+    size = cached.stat().st_size
+    if card.size is None or size == card.size:
+        return "cache", cached
+    return ("truncated" if size < card.size else "size_differs"), cached
 
 
 def _package_path(card: ModelCard) -> Path | None:

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 
 from ...models import DEFAULT_SEGMENTER, MODELS
 from ...models.preprocessing import NORMALIZATIONS
-from ...models.registry import weights_status
+from ...models.registry import UNUSABLE_WEIGHTS, weights_status
 from .._common import LayerPicker
 from .geometry import POSITIVE
 
@@ -116,7 +116,7 @@ def build_controls(widget: InteractiveWidget) -> None:
         if card.role != "segmenter":
             continue
         status, _ = weights_status(card)
-        label = card.name if status not in ("missing", "truncated") else f"{card.name} (weights {status})"
+        label = card.name if status not in UNUSABLE_WEIGHTS else f"{card.name} (weights {status.replace('_', ' ')})"
         widget.model_combo.addItem(label, card.name)
         widget.model_combo.setItemData(widget.model_combo.count() - 1, card.description, Qt.ToolTipRole)
     widget.model_combo.setCurrentIndex(max(0, widget.model_combo.findData(DEFAULT_SEGMENTER)))
