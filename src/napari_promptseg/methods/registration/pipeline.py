@@ -139,7 +139,7 @@ def register(
             start_scores=scores,
             refinement=refinement,
             stages=stages,
-            quality=quality_report(images, deformation, stages, start_scores=scores, mirrored=mirrored),
+            quality=quality_report(images, deformation, stages, start_scores=scores, mirrored=mirrored, start=start),
         )
 
     if cancel is not None and is_text_prompts(prompts):  # the text routes stop inside long segmentations too
@@ -244,7 +244,7 @@ def register(
         start_scores=scores,
         refinement=refinement,
         stages=stages,
-        quality=quality_report(images, deformation, stages, start_scores=scores, mirrored=mirrored),
+        quality=quality_report(images, deformation, stages, start_scores=scores, mirrored=mirrored, start=start),
         **route_info,
     )
 
