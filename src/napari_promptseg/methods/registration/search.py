@@ -6,7 +6,7 @@ Serial sections come rotated by any angle, and mirrored when a section was mount
 only see a neighbourhood of the identity. Here every rotation in steps of ``search_step_deg``, with and without a
 left-right flip, turns the moving image about its intensity centroid onto the fixed image's centroid; each is scored
 by :func:`~.intensity.alignment_score` (NMI) on small images, and the best ones that are not already near the
-identity become starts of :func:`~.intensity.intensity_route`, where they compete with the others by the same judge.
+identity become starts of :func:`~.route.intensity_route`, where they compete with the others by the same judge.
 A candidate that scores below the unrotated one is not a start: it would lose to the moments start after paying
 for an affine stage (on the real dev pairs every such start lost).
 
