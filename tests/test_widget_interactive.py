@@ -446,3 +446,25 @@ def test_result_layers_land_on_a_rotated_sheared_image_layer(make_viewer):
         world = np.asarray(image.data_to_world([row, col]))
         np.testing.assert_allclose(same.data_to_world([row, col]), world, atol=1e-9)
         np.testing.assert_allclose(coarse.data_to_world([row / 2, col / 2]), world, atol=1e-9)
+
+
+def test_a_layer_in_millimetres_gets_no_spurious_affine():
+    """A layer in millimetres (scale 2.5e-4, translate (85, 42)): the rebuilt data-to-world matrix differed from
+    scale and translate by float error (6e-9 after dividing by the scale), and the results got a near-identity
+    'affine'. A rotation of a hundredth of a degree is still one."""
+    from napari_promptseg._widgets._common import placement
+
+    where = {"scale": (2.5e-4, 2.5e-4), "translate": (85.0, 42.0)}
+    image = napari.layers.Image(np.zeros((4000, 3000), np.uint8), **where)
+    for factors in (None, np.array([4.0, 4.0])):
+        place = placement(image, 2, factors)
+        assert "affine" not in place, place
+        coarse = 1.0 if factors is None else 4.0
+        np.testing.assert_allclose(place["scale"], np.array(where["scale"]) * coarse)
+        np.testing.assert_allclose(place["translate"], where["translate"])
+    turned = napari.layers.Image(np.zeros((4000, 3000), np.uint8), rotate=0.01, **where)
+    place = placement(turned, 2, np.array([4.0, 4.0]))
+    assert "affine" in place
+    result = napari.layers.Labels(np.zeros((1000, 750), np.uint8), **place)
+    world = np.asarray(turned.data_to_world([3999.0, 2999.0]))
+    np.testing.assert_allclose(result.data_to_world([3999.0 / 4, 2999.0 / 4]), world, rtol=0, atol=1e-9)

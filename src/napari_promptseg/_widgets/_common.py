@@ -125,11 +125,24 @@ def placement_over(layer: napari.layers.Layer, axes: list[int], factors: np.ndar
     result = data_to_world_matrix(layer, axes) @ np.diag([*factor, 1.0])  # the result's data -> world
     base = np.eye(len(axes) + 1)
     base[:-1, :-1], base[:-1, -1] = np.diag(scale), translate
-    extra = result @ np.linalg.inv(base)
     out = {"scale": scale, "translate": translate}
-    if not np.allclose(extra, np.eye(len(axes) + 1), atol=1e-9):
-        out["affine"] = extra
+    if not _same_map(result, base):
+        out["affine"] = result @ np.linalg.inv(base)
     return out
+
+
+def _same_map(measured: np.ndarray, expected: np.ndarray) -> bool:
+    """Whether a data-to-world matrix read through ``data_to_world`` is ``expected`` up to its float error. That
+    error is of the size of the world coordinates (each column is a difference of two of them), not of the scale:
+    a layer in millimetres (scale 2.5e-4 at translate 85) compared with a fixed 1e-9 after a division by the scale
+    got a spurious near-identity affine."""
+    linear, shift = expected[:-1, :-1], expected[:-1, -1]
+    size = np.abs(shift).max(initial=0.0) + np.abs(linear).max(initial=0.0)
+    rounding = 64 * np.finfo(float).eps * size
+    return bool(
+        np.allclose(measured[:-1, :-1], linear, rtol=0, atol=1e-9 * np.abs(linear).max(initial=0.0) + rounding)
+        and np.allclose(measured[:-1, -1], shift, rtol=0, atol=1e-9 * size + rounding)
+    )
 
 
 def data_to_world_matrix(layer: napari.layers.Layer, axes: list[int]) -> np.ndarray:
