@@ -59,8 +59,12 @@ def test_widget_registers_and_maps_landmarks(make_viewer, qtbot, pair):
     widget.fixed_points.set_layer(viewer.layers["lm fixed"])
     widget.moving_points.set_layer(viewer.layers["lm moving"])
     widget.show_grid.setChecked(True)
+    fractions: list[float] = []  # emitted by the worker thread, in order
+    widget.runner._progressed.connect(lambda job, fraction, message: fractions.append(fraction))
     widget.run()
     _wait(qtbot, widget)
+    # register's "done" (1.0) came before the warp's 0.97: the bar went backwards
+    assert fractions and all(b >= a for a, b in zip(fractions, fractions[1:], strict=False)), fractions
     assert widget.last_result is not None and widget.last_result.method == "intensity"  # auto, no text prompts
     warped = viewer.layers["moving registered"]
     assert warped.data.shape == fixed.shape and warped.opacity == 0.5

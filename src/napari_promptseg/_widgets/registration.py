@@ -61,6 +61,8 @@ from ._common import (
 )
 
 GRID_LINES = 12
+#: the part of the task's progress bar that register() fills; the warp and the result layers' data follow
+REGISTER_SHARE = 0.95
 
 
 #: a pyramid layer is registered at its coarsest level with at least this many pixels along its longest side: the
@@ -185,7 +187,10 @@ class RegistrationWidget(QWidget):
         load_triton_safely()
         self.viewer = napari_viewer = unproxied(napari_viewer)
         self.runner = TaskRunner(self)
+        #: the last run's result, in the pixels of the planes registered: a pyramid layer's level
+        #: (:data:`REGISTER_SIDE`), not its full resolution
         self.last_result: RegistrationResult | None = None
+        #: the last run's landmark errors ("before", "after"), in full-resolution pixels of the fixed layer
         self.last_errors: dict[str, dict] = {}
         #: the layers the last successful run added, each with its name and data digest at creation: the next run
         #: removes those still as they were (and only those) before adding its own
@@ -320,6 +325,11 @@ class RegistrationWidget(QWidget):
 
                 progress(0.0, "loading the model")
                 segmenter = load_segmenter()
+
+            def registering(fraction: float, message: str) -> None:
+                # the warp and the layers' data come after: register's "done" is not the task's end
+                progress(REGISTER_SHARE * fraction, "registered" if message == "done" else message)
+
             result = register(
                 fixed,
                 moving,
@@ -327,7 +337,7 @@ class RegistrationWidget(QWidget):
                 segmenter=segmenter,
                 method=method,
                 options=options,
-                progress=progress,
+                progress=registering,
                 cancel=cancel,
                 fixed_name=f"layer '{names[0]}'",
                 moving_name=f"layer '{names[1]}'",
