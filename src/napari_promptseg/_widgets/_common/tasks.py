@@ -1,8 +1,5 @@
-"""Pieces every promptseg widget needs: layer pickers, one background task at a time, errors as notifications.
-
-Widgets stay thin: they gather inputs on the main thread, hand a plain function to :class:`TaskRunner` (which runs it
-in a ``napari.qt.threading`` worker with progress and cancel) and push the result back into layers on the main thread.
-"""
+"""One background task at a time (:class:`TaskRunner` in a ``napari.qt.threading`` worker, with progress and
+cancel), the run/status panel every widget shows, and errors as notifications."""
 
 from __future__ import annotations
 
@@ -10,14 +7,10 @@ import logging
 import threading
 import time
 import warnings
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import napari
-import napari.layers
-import numpy as np
 from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import (
@@ -29,7 +22,6 @@ from napari.utils.notifications import (
 )
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
-    QComboBox,
     QHBoxLayout,
     QLabel,
     QMessageBox,
@@ -39,8 +31,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..errors import CancelledError, PromptsegError, WeightsError, split_message
-from ..models._native import load_triton_safely  # noqa: F401 - every widget calls it on the main thread
+from ...errors import CancelledError, PromptsegError, WeightsError, split_message
+from .layers import data_token
 
 logger = logging.getLogger(__name__)
 
@@ -48,113 +40,6 @@ logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[float, str], None]
 #: task(progress, cancel) -> result; runs in a worker thread and must not touch Qt or napari layers
 Task = Callable[[ProgressCallback, Callable[[], bool]], Any]
-
-
-def unproxied(viewer: napari.viewer.Viewer) -> napari.viewer.Viewer:
-    """The viewer itself. napari gives a plugin's widget a proxy whose every call returns a new proxy object, so
-    a layer the widget added was never ``is`` the one in ``viewer.layers`` (a rerun of the Registration widget
-    opened from the Plugins menu left its previous results in place)."""
-    return getattr(viewer, "__wrapped__", viewer)
-
-
-def _levels(layer: napari.layers.Layer) -> list:
-    """A layer's arrays, largest first: a multiscale (pyramid) layer's levels, else its one array. (A pyramid's
-    ``data`` taken as one array is its coarsest level, which does not match what the user sees.)"""
-    return list(layer.data) if getattr(layer, "multiscale", False) else [layer.data]
-
-
-def plane_shape(array: Any, rgb: bool) -> tuple[int, int]:
-    """(rows, columns) of one level of an image layer (the colour axis of an RGB layer left out)."""
-    shape = tuple(array.shape[:-1] if rgb else array.shape)
-    return shape[-2], shape[-1]
-
-
-def image_and_labels(image: napari.layers.Image, labels: napari.layers.Labels) -> tuple[np.ndarray, np.ndarray]:
-    """An image layer and a labels layer drawn over it, as arrays on one grid: for pyramids, the levels whose planes
-    have the same size (labels a widget made at a level of the image, or painted at full resolution); only those
-    levels are read (a slide's full resolution is not loaded to be refused)."""
-    for label_level in _levels(labels):
-        for image_level in _levels(image):
-            if plane_shape(image_level, image.rgb) == tuple(label_level.shape[-2:]):
-                return np.asarray(image_level), np.asarray(label_level)
-    if getattr(image, "multiscale", False) or getattr(labels, "multiscale", False):
-        sizes = ", ".join(str(plane_shape(level, image.rgb)) for level in _levels(image))
-        raise PromptsegError(
-            f"labels '{labels.name}' of shape {tuple(_levels(labels)[0].shape)} match no level of the image "
-            f"'{image.name}' ({sizes})"
-        )
-    return np.asarray(image.data), np.asarray(labels.data)  # the caller's shape check names both
-
-
-def whole_image_level(layer: napari.layers.Image) -> tuple[Any, np.ndarray]:
-    """The pixels a whole-image method (text, SAT) reads from a layer, and the downsampling of each of the layer's
-    axes: a pyramid's coarsest level with at least 1024 px along its longest side (as the CLI reads one; planes
-    may be downsampled too), else the layer itself (factors 1)."""
-    if not layer.multiscale:
-        return layer.data, np.ones(layer.ndim)
-    from ..io.multiscale import WHOLE_IMAGE_SIDE
-    from ..tiling import pyramid_level
-
-    shapes = [plane_shape(level, layer.rgb) for level in layer.data]
-    index, _ = pyramid_level(shapes, WHOLE_IMAGE_SIDE / max(shapes[0]))
-    level = layer.data[index]
-    return level, level_factors(layer, level)
-
-
-def level_factors(layer: napari.layers.Image, level: Any) -> np.ndarray:
-    """How many times coarser than the layer's full resolution ``level`` (one of its arrays) is, along each axis."""
-    if not layer.multiscale:
-        return np.ones(layer.ndim)
-    return np.divide(layer.data[0].shape[: layer.ndim], level.shape[: layer.ndim])
-
-
-def placement(layer: napari.layers.Layer, ndim: int, factors: np.ndarray | None = None) -> dict:
-    """``scale``, ``translate`` and, when ``layer`` is also rotated, sheared or has an affine, the ``affine`` that
-    puts a result layer over ``layer``'s first ``ndim`` axes where ``layer`` shows them; the result made from a
-    pyramid level ``factors`` times coarser than full resolution along each axis (default: full resolution)."""
-    return placement_over(layer, list(range(ndim)), factors)
-
-
-def placement_over(layer: napari.layers.Layer, axes: list[int], factors: np.ndarray | None = None) -> dict:
-    """:func:`placement` over the data ``axes`` of ``layer`` (a channel axis left out). The layer's whole
-    data-to-world map is read through napari's public ``data_to_world`` (scale and translate alone put a rotated
-    layer's results 241 px off under 30 degrees)."""
-    factor = np.ones(len(axes)) if factors is None else np.asarray(factors, float)[: len(axes)]
-    scale = np.asarray(layer.scale, float)[axes] * factor
-    translate = np.asarray(layer.translate, float)[axes]
-    result = data_to_world_matrix(layer, axes) @ np.diag([*factor, 1.0])  # the result's data -> world
-    base = np.eye(len(axes) + 1)
-    base[:-1, :-1], base[:-1, -1] = np.diag(scale), translate
-    out = {"scale": scale, "translate": translate}
-    if not _same_map(result, base):
-        out["affine"] = result @ np.linalg.inv(base)
-    return out
-
-
-def _same_map(measured: np.ndarray, expected: np.ndarray) -> bool:
-    """Whether a data-to-world matrix read through ``data_to_world`` is ``expected`` up to its float error. That
-    error is of the size of the world coordinates (each column is a difference of two of them), not of the scale:
-    a layer in millimetres (scale 2.5e-4 at translate 85) compared with a fixed 1e-9 after a division by the scale
-    got a spurious near-identity affine."""
-    linear, shift = expected[:-1, :-1], expected[:-1, -1]
-    size = np.abs(shift).max(initial=0.0) + np.abs(linear).max(initial=0.0)
-    rounding = 64 * np.finfo(float).eps * size
-    return bool(
-        np.allclose(measured[:-1, :-1], linear, rtol=0, atol=1e-9 * np.abs(linear).max(initial=0.0) + rounding)
-        and np.allclose(measured[:-1, -1], shift, rtol=0, atol=1e-9 * size + rounding)
-    )
-
-
-def data_to_world_matrix(layer: napari.layers.Layer, axes: list[int]) -> np.ndarray:
-    """``layer``'s data-to-world map over its data ``axes`` as a homogeneous matrix, read through napari's public
-    ``data_to_world`` (scale, translate, rotate, shear and affine together)."""
-    d = layer.ndim
-    origin = np.asarray(layer.data_to_world(np.zeros(d)), float)
-    full = np.eye(d + 1)
-    full[:d, :d] = np.stack([np.asarray(layer.data_to_world(np.eye(d)[i]), float) - origin for i in range(d)], 1)
-    full[:d, d] = origin
-    kept = [*axes, d]
-    return full[np.ix_(kept, kept)]
 
 
 def show_details(title: str, short: str, details: str, parent: QWidget | None = None) -> QMessageBox:
@@ -209,122 +94,6 @@ def notify_once(message: str, shown: set[str]) -> None:
         show_warning(message)
 
 
-# -- layer pickers -------------------------------------------------------------------------------------------------
-
-
-class LayerPicker(QComboBox):
-    """Combo box of the viewer's layers of one type; follows additions, removals and renames.
-
-    ``none_text`` adds a first entry that stands for "no layer" (e.g. "new layer on commit").
-    ``auto_select`` picks the first matching layer while nothing is selected (prompt layers: the one just added),
-    of those that were empty when they appeared (a layer holding the user's shapes or points is never taken).
-    ``unlike`` (another picker): by default a layer other than that one's, so a pair starts on two layers.
-    ``layer_changed`` fires with the newly selected layer (or None) only when the selection really changes.
-    """
-
-    layer_changed = Signal(object)
-
-    def __init__(
-        self,
-        viewer: napari.viewer.Viewer,
-        layer_type: type[napari.layers.Layer],
-        *,
-        none_text: str | None = None,
-        exclude: Callable[[napari.layers.Layer], bool] | None = None,
-        auto_select: bool = False,
-        unlike: LayerPicker | None = None,
-        parent: QWidget | None = None,
-    ) -> None:
-        super().__init__(parent)
-        self._viewer = viewer
-        self._unlike = unlike  # by default, a layer other than that picker's (a pair: fixed and moving)
-        if unlike is not None:
-            unlike.layer_changed.connect(self.refresh)
-        # auto_select takes only layers that were empty when they appeared (made for prompts): a user's ROIs, a
-        # result's boxes or landmarks were taken as prompts, and a commit removed them (no undo for shapes)
-        self._empty_when_seen: weakref.WeakSet = weakref.WeakSet(
-            layer for layer in viewer.layers if isinstance(layer, layer_type) and len(layer.data) == 0
-        )
-        self._layer_type = layer_type
-        self._none_text = none_text
-        self._exclude = exclude
-        self._auto_select = auto_select
-        self._none_chosen = False  # the user picked "no layer": auto_select must not override that
-        self._user_chose = False  # a layer picked by the user (or set_layer) stays, even the ``unlike`` one
-        self._layers: list[napari.layers.Layer | None] = []
-        self._current: napari.layers.Layer | None = None
-        self._refreshing = False
-        self.currentIndexChanged.connect(self._on_index_changed)
-        self.activated.connect(self._on_user_choice)
-        viewer.layers.events.inserted.connect(self._on_inserted)
-        viewer.layers.events.removed.connect(self.refresh)
-        viewer.layers.events.moved.connect(self.refresh)
-        for layer in viewer.layers:
-            layer.events.name.connect(self.refresh)
-        self.refresh()
-
-    def _on_inserted(self, event) -> None:
-        event.value.events.name.connect(self.refresh)
-        if isinstance(event.value, self._layer_type) and len(event.value.data) == 0:
-            self._empty_when_seen.add(event.value)
-        self.refresh()
-
-    def refresh(self, event=None) -> None:
-        """Rebuild the entries, keeping the selected layer if it still exists."""
-        layers: list[napari.layers.Layer | None] = [None] if self._none_text is not None else []
-        layers += [
-            layer
-            for layer in self._viewer.layers
-            if isinstance(layer, self._layer_type) and not (self._exclude and self._exclude(layer))
-        ]
-        keep = self._current if any(layer is self._current for layer in layers) else None
-        if keep is not None and self._unlike is not None and keep is self._unlike.layer() and not self._user_chose:
-            keep = None  # not chosen by the user, and the other picker's: another layer when there is one
-        if keep is None and self._auto_select and not self._none_chosen:
-            keep = next((layer for layer in layers if layer is not None and layer in self._empty_when_seen), None)
-        if keep is None and self._unlike is not None:
-            keep = next((ly for ly in layers if ly is not None and ly is not self._unlike.layer()), None)
-        self._refreshing = True
-        try:
-            self.clear()
-            self._layers = layers
-            for layer in layers:
-                self.addItem(self._none_text if layer is None else layer.name)
-            if layers:
-                index = next((i for i, layer in enumerate(layers) if layer is keep), 0)
-                self.setCurrentIndex(index)
-        finally:
-            self._refreshing = False
-        self._on_index_changed(self.currentIndex())
-
-    def _on_index_changed(self, index: int) -> None:
-        if self._refreshing:
-            return
-        layer = self._layers[index] if 0 <= index < len(self._layers) else None
-        if layer is not self._current:
-            self._current = layer
-            self.layer_changed.emit(layer)
-
-    def _on_user_choice(self, index: int) -> None:
-        self._none_chosen = 0 <= index < len(self._layers) and self._layers[index] is None
-        self._user_chose = True
-
-    def layer(self) -> napari.layers.Layer | None:
-        return self._current
-
-    def set_layer(self, layer: napari.layers.Layer | None) -> None:
-        self._none_chosen = layer is None
-        self._user_chose = True
-        self.refresh()
-        for i, candidate in enumerate(self._layers):
-            if candidate is layer:
-                self.setCurrentIndex(i)
-                return
-
-
-# -- background work -----------------------------------------------------------------------------------------------
-
-
 @dataclass
 class _Outcome:
     """What a task produced; errors travel as values so napari never turns them into traceback pop-ups."""
@@ -344,11 +113,6 @@ class _Job:
     started: float = 0.0
     changed: list = field(default_factory=list)  # names of input layers whose data was replaced while it ran
     watchers: list = field(default_factory=list)  # (layer, callback) connected to the inputs' data events
-
-
-def data_token(layer: napari.layers.Layer) -> tuple:
-    """What identifies the pixels a layer holds: its array objects (replacing ``layer.data`` makes new ones)."""
-    return tuple(id(level) for level in _levels(layer))
 
 
 class TaskRunner(QObject):

@@ -1,0 +1,70 @@
+"""Pieces every promptseg widget needs: layer pickers, one background task at a time, errors as notifications.
+
+Widgets stay thin: they gather inputs on the main thread, hand a plain function to :class:`TaskRunner` (which runs it
+in a ``napari.qt.threading`` worker with progress and cancel) and push the result back into layers on the main thread.
+The pieces live in :mod:`.layers` (planes, pyramid levels, placement of result layers), :mod:`.picker`
+(:class:`LayerPicker`) and :mod:`.tasks` (:class:`TaskRunner`, the status panel, notifications); every name is
+importable from here.
+"""
+
+from ...models._native import load_triton_safely  # noqa: F401 - every widget calls it on the main thread
+from .layers import (
+    _levels,
+    _same_map,
+    data_to_world_matrix,
+    data_token,
+    image_and_labels,
+    level_factors,
+    placement,
+    placement_over,
+    plane_shape,
+    unproxied,
+    whole_image_level,
+)
+from .picker import LayerPicker
+from .tasks import (
+    STATES,
+    ProgressCallback,
+    Task,
+    TaskRunner,
+    _Job,
+    _keep,
+    _open_boxes,
+    _Outcome,
+    _ProgressPanel,
+    _unwatch,
+    debounce_timer,
+    notify_exception,
+    notify_once,
+    show_details,
+)
+
+__all__ = [
+    "STATES",
+    "LayerPicker",
+    "ProgressCallback",
+    "Task",
+    "TaskRunner",
+    "_Job",
+    "_Outcome",
+    "_ProgressPanel",
+    "_keep",
+    "_levels",
+    "_open_boxes",
+    "_same_map",
+    "_unwatch",
+    "data_to_world_matrix",
+    "data_token",
+    "debounce_timer",
+    "image_and_labels",
+    "level_factors",
+    "load_triton_safely",
+    "notify_exception",
+    "notify_once",
+    "placement",
+    "placement_over",
+    "plane_shape",
+    "show_details",
+    "unproxied",
+    "whole_image_level",
+]

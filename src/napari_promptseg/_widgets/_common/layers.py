@@ -1,0 +1,124 @@
+"""Layer helpers of the widgets: a layer's pyramid levels and planes, the pixels a method reads from it, and where a
+result layer goes so that it lies over it (the layer's whole data-to-world map)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import napari
+import napari.layers
+import numpy as np
+
+from ...errors import PromptsegError
+
+
+def unproxied(viewer: napari.viewer.Viewer) -> napari.viewer.Viewer:
+    """The viewer itself. napari gives a plugin's widget a proxy whose every call returns a new proxy object, so
+    a layer the widget added was never ``is`` the one in ``viewer.layers`` (a rerun of the Registration widget
+    opened from the Plugins menu left its previous results in place)."""
+    return getattr(viewer, "__wrapped__", viewer)
+
+
+def _levels(layer: napari.layers.Layer) -> list:
+    """A layer's arrays, largest first: a multiscale (pyramid) layer's levels, else its one array. (A pyramid's
+    ``data`` taken as one array is its coarsest level, which does not match what the user sees.)"""
+    return list(layer.data) if getattr(layer, "multiscale", False) else [layer.data]
+
+
+def plane_shape(array: Any, rgb: bool) -> tuple[int, int]:
+    """(rows, columns) of one level of an image layer (the colour axis of an RGB layer left out)."""
+    shape = tuple(array.shape[:-1] if rgb else array.shape)
+    return shape[-2], shape[-1]
+
+
+def image_and_labels(image: napari.layers.Image, labels: napari.layers.Labels) -> tuple[np.ndarray, np.ndarray]:
+    """An image layer and a labels layer drawn over it, as arrays on one grid: for pyramids, the levels whose planes
+    have the same size (labels a widget made at a level of the image, or painted at full resolution); only those
+    levels are read (a slide's full resolution is not loaded to be refused)."""
+    for label_level in _levels(labels):
+        for image_level in _levels(image):
+            if plane_shape(image_level, image.rgb) == tuple(label_level.shape[-2:]):
+                return np.asarray(image_level), np.asarray(label_level)
+    if getattr(image, "multiscale", False) or getattr(labels, "multiscale", False):
+        sizes = ", ".join(str(plane_shape(level, image.rgb)) for level in _levels(image))
+        raise PromptsegError(
+            f"labels '{labels.name}' of shape {tuple(_levels(labels)[0].shape)} match no level of the image "
+            f"'{image.name}' ({sizes})"
+        )
+    return np.asarray(image.data), np.asarray(labels.data)  # the caller's shape check names both
+
+
+def whole_image_level(layer: napari.layers.Image) -> tuple[Any, np.ndarray]:
+    """The pixels a whole-image method (text, SAT) reads from a layer, and the downsampling of each of the layer's
+    axes: a pyramid's coarsest level with at least 1024 px along its longest side (as the CLI reads one; planes
+    may be downsampled too), else the layer itself (factors 1)."""
+    if not layer.multiscale:
+        return layer.data, np.ones(layer.ndim)
+    from ...io.multiscale import WHOLE_IMAGE_SIDE
+    from ...tiling import pyramid_level
+
+    shapes = [plane_shape(level, layer.rgb) for level in layer.data]
+    index, _ = pyramid_level(shapes, WHOLE_IMAGE_SIDE / max(shapes[0]))
+    level = layer.data[index]
+    return level, level_factors(layer, level)
+
+
+def level_factors(layer: napari.layers.Image, level: Any) -> np.ndarray:
+    """How many times coarser than the layer's full resolution ``level`` (one of its arrays) is, along each axis."""
+    if not layer.multiscale:
+        return np.ones(layer.ndim)
+    return np.divide(layer.data[0].shape[: layer.ndim], level.shape[: layer.ndim])
+
+
+def placement(layer: napari.layers.Layer, ndim: int, factors: np.ndarray | None = None) -> dict:
+    """``scale``, ``translate`` and, when ``layer`` is also rotated, sheared or has an affine, the ``affine`` that
+    puts a result layer over ``layer``'s first ``ndim`` axes where ``layer`` shows them; the result made from a
+    pyramid level ``factors`` times coarser than full resolution along each axis (default: full resolution)."""
+    return placement_over(layer, list(range(ndim)), factors)
+
+
+def placement_over(layer: napari.layers.Layer, axes: list[int], factors: np.ndarray | None = None) -> dict:
+    """:func:`placement` over the data ``axes`` of ``layer`` (a channel axis left out). The layer's whole
+    data-to-world map is read through napari's public ``data_to_world`` (scale and translate alone put a rotated
+    layer's results 241 px off under 30 degrees)."""
+    factor = np.ones(len(axes)) if factors is None else np.asarray(factors, float)[: len(axes)]
+    scale = np.asarray(layer.scale, float)[axes] * factor
+    translate = np.asarray(layer.translate, float)[axes]
+    result = data_to_world_matrix(layer, axes) @ np.diag([*factor, 1.0])  # the result's data -> world
+    base = np.eye(len(axes) + 1)
+    base[:-1, :-1], base[:-1, -1] = np.diag(scale), translate
+    out = {"scale": scale, "translate": translate}
+    if not _same_map(result, base):
+        out["affine"] = result @ np.linalg.inv(base)
+    return out
+
+
+def _same_map(measured: np.ndarray, expected: np.ndarray) -> bool:
+    """Whether a data-to-world matrix read through ``data_to_world`` is ``expected`` up to its float error. That
+    error is of the size of the world coordinates (each column is a difference of two of them), not of the scale:
+    a layer in millimetres (scale 2.5e-4 at translate 85) compared with a fixed 1e-9 after a division by the scale
+    got a spurious near-identity affine."""
+    linear, shift = expected[:-1, :-1], expected[:-1, -1]
+    size = np.abs(shift).max(initial=0.0) + np.abs(linear).max(initial=0.0)
+    rounding = 64 * np.finfo(float).eps * size
+    return bool(
+        np.allclose(measured[:-1, :-1], linear, rtol=0, atol=1e-9 * np.abs(linear).max(initial=0.0) + rounding)
+        and np.allclose(measured[:-1, -1], shift, rtol=0, atol=1e-9 * size + rounding)
+    )
+
+
+def data_to_world_matrix(layer: napari.layers.Layer, axes: list[int]) -> np.ndarray:
+    """``layer``'s data-to-world map over its data ``axes`` as a homogeneous matrix, read through napari's public
+    ``data_to_world`` (scale, translate, rotate, shear and affine together)."""
+    d = layer.ndim
+    origin = np.asarray(layer.data_to_world(np.zeros(d)), float)
+    full = np.eye(d + 1)
+    full[:d, :d] = np.stack([np.asarray(layer.data_to_world(np.eye(d)[i]), float) - origin for i in range(d)], 1)
+    full[:d, d] = origin
+    kept = [*axes, d]
+    return full[np.ix_(kept, kept)]
+
+
+def data_token(layer: napari.layers.Layer) -> tuple:
+    """What identifies the pixels a layer holds: its array objects (replacing ``layer.data`` makes new ones)."""
+    return tuple(id(level) for level in _levels(layer))
