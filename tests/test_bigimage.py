@@ -88,6 +88,13 @@ def test_pyramidal_tiff_levels_and_the_level_for_a_scale(tmp_path):
     assert pyramid.level_for_scale(1.0) == (0, 1.0)
     assert pyramid.level_for_scale(0.4) == (1, 2.0)  # 1/0.4 = 2.5: the 1/2 level still has the resolution
     assert pyramid.level_for_scale(0.1) == (2, 4.0)
+    # by a side length (registration): the coarsest level with that many px along its longest side, its factors
+    # along the spatial axes (z, y, x); a side above full resolution is full resolution
+    for side, index, factors in ((300, 1, [1, 2, 2]), (320, 1, [1, 2, 2]), (321, 0, [1, 1, 1]), (9999, 0, [1, 1, 1])):
+        level = pyramid.level_for_side(side)
+        assert level.index == index and level.array is pyramid.levels[index], side
+        assert level.factors.tolist() == factors, side
+    assert pyramid.level_for_side(100).index == 2
     labels = np.arange(6).reshape(2, 3)
     assert upsample_labels(labels, (4, 6)).tolist() == [[0, 0, 1, 1, 2, 2]] * 2 + [[3, 3, 4, 4, 5, 5]] * 2
 

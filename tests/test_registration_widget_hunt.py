@@ -88,3 +88,46 @@ def test_a_pyramid_is_registered_at_one_level_without_reading_its_full_resolutio
     layer = napari.layers.Image([big, middle, fixed], rgb=True, multiscale=True)
     plane, factors = widget_module._plane(layer, "fixed")
     assert plane.shape == middle.shape and np.allclose(factors, 4) and not reads
+
+
+def test_landmarks_on_pyramid_layers_are_mapped_in_full_resolution_pixels(
+    make_viewer,
+    qtbot,
+    pair,  # noqa: F811
+    monkeypatch,
+):
+    """Landmarks on a fixed and a moving pyramid registered at levels of different factors (fixed 2x, moving 3x
+    coarser than full resolution): the moving points are divided by the moving factors on the way in and the
+    result multiplied by the fixed ones on the way out; TRE in full-resolution pixels of the fixed layer."""
+    fixed, moving, lm_fixed, lm_moving = pair  # 200 x 267 RGB, a known affine apart
+    monkeypatch.setattr(widget_module, "REGISTER_SIDE", 256)  # the pair's own size is the level registered
+
+    def enlarged(image: np.ndarray, k: int) -> da.Array:
+        return da.repeat(da.repeat(da.from_array(image, chunks=(128, 128, 3)), k, 0), k, 1)
+
+    viewer = make_viewer()
+    fixed_layer = viewer.add_image([enlarged(fixed, 2), fixed], name="fixed", rgb=True, multiscale=True)
+    moving_layer = viewer.add_image([enlarged(moving, 3), moving], name="moving", rgb=True, multiscale=True)
+    # napari puts a level's pixel i at full-resolution pixel factor * i
+    lm_fixed_layer = viewer.add_points(2 * lm_fixed[:, ::-1], name="lm fixed")
+    viewer.add_points(3 * lm_moving[:, ::-1], name="lm moving")
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(fixed_layer)
+    widget.moving_picker.set_layer(moving_layer)
+    widget.fixed_points.set_layer(lm_fixed_layer)
+    widget.moving_points.set_layer(viewer.layers["lm moving"])
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
+    assert widget.last_result is not None
+    assert widget.last_result.deformation.fixed_shape == fixed.shape[:2]  # the level registered, not level 0
+    assert widget.last_result.deformation.moving_shape == moving.shape[:2]
+    mapped = viewer.layers["landmarks (moving -> fixed)"]
+    error = np.linalg.norm(_world(mapped, mapped.data) - _world(lm_fixed_layer, lm_fixed_layer.data), axis=1)
+    assert error.mean() < 6.0, error  # 2x the 200 x 267 pair's 3 px (a factor left out: 100s of px)
+    errors = widget.last_errors
+    assert errors["after"]["tre_mean"] == pytest.approx(error.mean(), abs=1e-6)
+    assert errors["before"]["tre_mean"] > 20 and errors["after"]["rtre_mean"] == pytest.approx(
+        error.mean() / np.hypot(400, 534), rel=1e-6
+    )
+    warped = viewer.layers["moving registered"]
+    assert warped.data.shape == fixed.shape and np.allclose(warped.scale, 2.0)  # over the fixed layer

@@ -39,6 +39,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import CancelledError, PromptsegError
+from ..io.multiscale import REGISTER_SIDE
 from ..methods.registration import (
     DEFAULT_METHOD,
     METHODS,
@@ -54,6 +55,7 @@ from ._common import (
     LayerPicker,
     TaskRunner,
     data_to_world_matrix,
+    layer_level,
     load_triton_safely,
     placement,
     plane_shape,
@@ -65,31 +67,17 @@ GRID_LINES = 12
 REGISTER_SHARE = 0.95
 
 
-#: a pyramid layer is registered at its coarsest level with at least this many pixels along its longest side: the
-#: stages see the images at 384-1024 px, and reading a slide's full resolution (6k x 8k RGB: 4.6 GB at its peak) only
-#: made the warped overlay finer
-REGISTER_SIDE = 2048
-
-
 def _plane(layer: napari.layers.Image, role: str) -> tuple[np.ndarray, np.ndarray]:
     """The 2D plane registered from ``layer`` and how many times coarser than the layer's full resolution it is
     (rows, columns): a pyramid's level by :data:`REGISTER_SIDE` (only that level is read), else the layer's data."""
-    level = layer.data
-    if layer.multiscale:
-        from ..tiling import pyramid_level
-
-        shapes = [plane_shape(a, layer.rgb) for a in layer.data]
-        level = layer.data[pyramid_level(shapes, min(1.0, REGISTER_SIDE / max(shapes[0])))[0]]
+    level, factors = layer_level(layer, REGISTER_SIDE)
     spatial = level.ndim - (1 if layer.rgb else 0)
     if spatial != 2:
         raise PromptsegError(
             f"{role} layer '{layer.name}' has {spatial} spatial dimensions (shape {level.shape}); registration "
             "works on 2D images: pick one plane first"
         )
-    factors = np.divide(
-        plane_shape(layer.data[0] if layer.multiscale else level, layer.rgb), plane_shape(level, layer.rgb)
-    )
-    return np.asarray(level), factors
+    return np.asarray(level), factors[-2:]
 
 
 def _points_xy(layer: napari.layers.Points, image: napari.layers.Image) -> np.ndarray:

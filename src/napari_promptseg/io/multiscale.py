@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -25,6 +27,10 @@ TIFF_AXES = {"X": "x", "Y": "y", "Z": "z", "T": "t", "C": "c", "S": "c", "I": "z
 LABEL_CHUNK = 1024
 #: whole-image methods (text, SAT one-shot) read a pyramid at the level with at least this many pixels per side
 WHOLE_IMAGE_SIDE = 1024
+#: registration reads a pyramid at its coarsest level with at least this many pixels along its longest side: the
+#: stages see the images at 384-1024 px, and reading a slide's full resolution (6k x 8k RGB: 4.6 GB at its peak)
+#: only made the warped outputs finer
+REGISTER_SIDE = 2048
 
 
 @dataclass
@@ -58,6 +64,34 @@ class MultiscaleImage:
         from ..tiling import pyramid_level
 
         return pyramid_level(self.plane_shapes, scale)
+
+    def level_for_side(self, side: float) -> PyramidLevel:
+        """:func:`level_for_side` of this pyramid: factors along its spatial axes (the channels left out)."""
+        return level_for_side(self.levels, side, len(self.axes.replace("c", "")))
+
+
+class PyramidLevel(NamedTuple):
+    """One level of a pyramid: its index (0 = full resolution), its array, and how many times coarser than full
+    resolution it is along each spatial axis."""
+
+    index: int
+    array: Any
+    factors: np.ndarray
+
+
+def level_for_side(levels: Sequence[Any], side: float, ndim: int | None = None) -> PyramidLevel:
+    """The coarsest level of a pyramid (``levels``, full resolution first) with at least ``side`` px along the
+    longest side of its plane, full resolution when none has. A level's first ``ndim`` axes are spatial, its plane
+    the last two of them (a channel axis after them; default: every axis spatial); the factors are along those
+    ``ndim`` axes. Only the shapes are looked at: no pixel is read (the one code path of the widgets and the CLI)."""
+    from ..tiling import pyramid_level
+
+    full = tuple(np.shape(levels[0]))
+    ndim = len(full) if ndim is None else ndim
+    shapes = [tuple(np.shape(level))[ndim - 2 : ndim] for level in levels]
+    index, _ = pyramid_level(shapes, min(1.0, side / max(shapes[0])))
+    array = levels[index]
+    return PyramidLevel(index, array, np.divide(full[:ndim], tuple(np.shape(array))[:ndim]))
 
 
 def _ome_attributes(path: Path) -> dict | None:

@@ -10,6 +10,7 @@ import napari.layers
 import numpy as np
 
 from ...errors import PromptsegError
+from ...io.multiscale import WHOLE_IMAGE_SIDE, level_for_side
 
 
 def unproxied(viewer: napari.viewer.Viewer) -> napari.viewer.Viewer:
@@ -52,15 +53,17 @@ def whole_image_level(layer: napari.layers.Image) -> tuple[Any, np.ndarray]:
     """The pixels a whole-image method (text, SAT) reads from a layer, and the downsampling of each of the layer's
     axes: a pyramid's coarsest level with at least 1024 px along its longest side (as the CLI reads one; planes
     may be downsampled too), else the layer itself (factors 1)."""
+    return layer_level(layer, WHOLE_IMAGE_SIDE)
+
+
+def layer_level(layer: napari.layers.Image, side: float) -> tuple[Any, np.ndarray]:
+    """A pyramid layer's coarsest level with at least ``side`` px along its longest side
+    (:func:`~napari_promptseg.io.multiscale.level_for_side`, as the CLI reads one) and its downsampling along each of
+    the layer's axes; any other layer itself (factors 1)."""
     if not layer.multiscale:
         return layer.data, np.ones(layer.ndim)
-    from ...io.multiscale import WHOLE_IMAGE_SIDE
-    from ...tiling import pyramid_level
-
-    shapes = [plane_shape(level, layer.rgb) for level in layer.data]
-    index, _ = pyramid_level(shapes, WHOLE_IMAGE_SIDE / max(shapes[0]))
-    level = layer.data[index]
-    return level, level_factors(layer, level)
+    _, level, factors = level_for_side(layer.data, side, layer.ndim)
+    return level, factors
 
 
 def level_factors(layer: napari.layers.Image, level: Any) -> np.ndarray:
