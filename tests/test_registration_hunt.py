@@ -3,6 +3,7 @@ beads on a bright field, quality figures of two pixel sizes."""
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from dataclasses import replace
@@ -231,6 +232,64 @@ def test_an_ome_zarr_folder_is_an_input(sample_files, tmp_path, capsys):
     assert _cli(files, tmp_path / "out") == 0, capsys.readouterr().err
     assert _cli({**files, "moving": tmp_path}, tmp_path / "out2") == 2
     assert "a directory, not an image" in capsys.readouterr().err
+
+
+def _ome_zarr(path: Path, image: np.ndarray, levels: int) -> Path:
+    """An RGB image as an OME-Zarr (NGFF 0.4) of ``levels`` levels, each half the one before."""
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image
+
+    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        write_image(
+            np.moveaxis(image, -1, 0),
+            root,
+            axes="cyx",
+            fmt=FormatV04(),
+            scale_factors=[2**k for k in range(1, levels)],
+            storage_options={"chunks": (1, 512, 512)},
+        )
+    return path
+
+
+def test_an_ome_zarr_pair_is_registered_at_one_level_and_landmarks_stay_full_resolution(sample, tmp_path, capsys):
+    """`promptseg register` read an OME-Zarr's full resolution (a slide's peaked at 4.6 GB) although the stages see
+    384-1024 px; as the widget does, it now reads the coarsest level with 2048 px along its longest side, and the
+    landmarks and TRE stay in full-resolution pixels. The sample pair enlarged (nearest): fixed 6x (4800 px wide:
+    its 2400 px level is read, 2x coarser), moving 3x (2400 px wide: its 1200 px level is too small, full
+    resolution is read), so the two factors differ."""
+    fixed, moving, lf, lm = sample
+
+    def enlarged(image: np.ndarray, k: int) -> np.ndarray:
+        return np.repeat(np.repeat(image, k, 0), k, 1)
+
+    files = {
+        "fixed": _ome_zarr(tmp_path / "fixed.ome.zarr", enlarged(fixed, 6), 3),
+        "moving": _ome_zarr(tmp_path / "moving.ome.zarr", enlarged(moving, 3), 2),
+        "lm_fixed": write_landmarks(tmp_path / "fixed.csv", lf * 6 + 2.5),  # pixel centres of the enlarged images
+        "lm_moving": write_landmarks(tmp_path / "moving.csv", lm * 3 + 1),
+    }
+    out = tmp_path / "out"
+    landmarks = ["--landmarks-fixed", str(files["lm_fixed"]), "--landmarks-moving", str(files["lm_moving"])]
+    assert _cli(files, out, *landmarks) == 0, capsys.readouterr().err
+    said = capsys.readouterr().out
+    assert f"registered at pyramid level 1 of {files['fixed']} and 0 of {files['moving']}" in said, said
+    report = json.loads((out / "report.json").read_text())
+    assert report["registered_level"] == {
+        "fixed": {"level": 1, "factors": [2.0, 2.0]},
+        "moving": {"level": 0, "factors": [1.0, 1.0]},
+    }
+    assert report["shapes"]["fixed"] == [3600, 4800, 3]  # the input as given
+    assert tifffile.imread(out / "displacement.tif").shape == (1800, 2400, 2)  # the fixed level's grid
+    assert tifffile.imread(out / "moving_warped.tif").shape == (1800, 2400, 3)
+    warped = read_landmarks(out / "landmarks_warped.csv").xy
+    error = np.linalg.norm(warped - read_landmarks(files["lm_fixed"]).xy, axis=1)
+    after = report["landmarks"]["after"]
+    # full-resolution fixed pixels: 7.7 px, 6x the 600 x 800 pair's 1.3 px (a factor left out: 1000s of px off)
+    assert np.median(error) < 12 and after["tre_median"] == pytest.approx(np.median(error), abs=0.01), after
+    assert report["landmarks"]["image_diagonal"] == pytest.approx(np.hypot(3600, 4800), abs=0.01)
+    assert report["landmarks"]["before"]["tre_mean"] > 5 * after["tre_mean"]
 
 
 def test_a_cancel_stops_the_simpleitk_stages_at_their_next_iteration(shared_data):

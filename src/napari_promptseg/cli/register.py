@@ -6,11 +6,15 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import PromptsegError
 from ._common import _make_output_dir, _mean_or_none, _own_report, _print_progress, _write_report
+
+if TYPE_CHECKING:
+    from ..io.multiscale import PyramidLevel
 
 #: --moving-labels on the fixed grid
 LABELS_WARPED = "labels_warped.tif"
@@ -19,7 +23,6 @@ LABELS_WARPED = "labels_warped.tif"
 def cmd_register(args: argparse.Namespace) -> int:
     import tifffile
 
-    from ..io import read_image
     from ..io.images import REGISTER_MARKER
     from ..io.landmarks import paired_landmarks, read_landmarks, write_landmarks
     from ..methods.registration import (
@@ -31,6 +34,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     )
     from ..methods.registration.pipeline import REGION_PRECISION, pair_channel_axis
     from ..methods.registration.quality import quality_line
+    from ..tiling import upsample_labels
 
     for path in (args.fixed, args.moving, args.moving_labels):
         if path is not None and not path.exists():  # a folder may be an OME-Zarr image: read_image says when it is not
@@ -55,12 +59,14 @@ def cmd_register(args: argparse.Namespace) -> int:
         args.output, landmarks_given=args.landmarks_fixed is not None, labels_given=args.moving_labels is not None
     )
     t0 = time.perf_counter()
-    fixed, moving = read_image(args.fixed), read_image(args.moving)
+    (fixed, fixed_at), (moving, moving_at) = _registered_level(args.fixed), _registered_level(args.moving)
     moving_labels = None
     if args.moving_labels is not None:
         moving_labels = _checked_labels(
             args.moving_labels, moving.shape, pair_channel_axis(moving.shape, args.channel_axis)
         )
+        if moving_at.index:  # drawn at full resolution: onto the level registered (nearest, ids kept)
+            moving_labels = upsample_labels(moving_labels, np.shape(moving_at.array)[:2])
     landmarks = None
     if args.landmarks_fixed is not None:
         lm_fixed, lm_moving = read_landmarks(args.landmarks_fixed), read_landmarks(args.landmarks_moving)
@@ -82,8 +88,8 @@ def cmd_register(args: argparse.Namespace) -> int:
         segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
         load_s = time.perf_counter() - t0
     result = register(
-        fixed,
-        moving,
+        fixed_at.array,
+        moving_at.array,
         prompts or None,
         segmenter=segmenter,
         method=method,
@@ -101,7 +107,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         },
     )
     # channels stay where --channel-axis put them: the warped image has the moving image's layout
-    warped = result.warp_image(moving, channel_axis=pair_channel_axis(moving.shape, args.channel_axis))
+    warped = result.warp_image(moving_at.array, channel_axis=pair_channel_axis(moving.shape, args.channel_axis))
     # marked as register's (not as labels: a later run may take them as its inputs); a rerun may replace them
     tifffile.imwrite(args.output / "moving_warped.tif", warped, compression="zlib", software=REGISTER_MARKER)
     tifffile.imwrite(
@@ -131,15 +137,20 @@ def cmd_register(args: argparse.Namespace) -> int:
     else:
         _remove_stale_labels(args.output / LABELS_WARPED, earlier_run)
     record: dict[str, object] = {}
+
+    def to_fixed(xy: np.ndarray) -> np.ndarray:
+        """Moving landmarks (full-resolution pixels, x y) mapped to the fixed image's full-resolution pixels."""
+        return result.moving_points_to_fixed(xy / moving_at.factors[::-1]) * fixed_at.factors[::-1]
+
     if landmarks is not None:
         fixed_xy, moving_xy = landmarks
-        mapped = result.moving_points_to_fixed(moving_xy)
+        mapped = to_fixed(moving_xy)
         full = lm_moving.xy.copy()
         full[: len(mapped)] = mapped
         if len(full) > len(mapped):  # unpaired extra points are mapped too: the file keeps every input row
-            full[len(mapped) :] = result.moving_points_to_fixed(lm_moving.xy[len(mapped) :])
+            full[len(mapped) :] = to_fixed(lm_moving.xy[len(mapped) :])
         warped_csv = write_landmarks(args.output / "landmarks_warped.csv", lm_moving.with_xy(full))
-        diagonal = image_diagonal(result.deformation.fixed_shape)  # fixed.shape may start with channels
+        diagonal = image_diagonal(np.multiply(result.deformation.fixed_shape, fixed_at.factors))  # full resolution
         record = {
             "landmarks_fixed": str(args.landmarks_fixed),
             "landmarks_moving": str(args.landmarks_moving),
@@ -161,6 +172,12 @@ def cmd_register(args: argparse.Namespace) -> int:
     if record:
         summary += f", TRE {record['before']['tre_mean']:.2f} -> {record['after']['tre_mean']:.2f} px"
     print(summary + ")")
+    if fixed_at.index or moving_at.index:
+        print(
+            f"registered at pyramid level {fixed_at.index} of {args.fixed} and {moving_at.index} of {args.moving}: "
+            f"the outputs are on the fixed level's {result.deformation.fixed_shape[0]} x "
+            f"{result.deformation.fixed_shape[1]} px grid, landmarks in full-resolution pixels"
+        )
     if result.quality:
         print(quality_line(result.quality))
     if result.text_route:
@@ -191,8 +208,16 @@ def cmd_register(args: argparse.Namespace) -> int:
         convention="displacement.tif is (H, W, 2) float32 on the fixed grid, last axis (dx, dy) in pixels: fixed "
         "pixel (x, y) corresponds to moving pixel (x + dx, y + dy); moving_warped = moving(x + u(x)), with the "
         "moving image's axis order (channels on --channel-axis); "
-        "landmarks_warped = moving landmarks mapped into the fixed frame (solving x + u(x) = p)",
+        "landmarks_warped = moving landmarks mapped into the fixed frame (solving x + u(x) = p); "
+        "a pyramid (OME-Zarr, pyramidal TIFF) is registered at one level (registered_level): the grids and pixels "
+        "above are that level's, landmarks and TRE stay in full-resolution pixels",
         shapes={"fixed": list(fixed.shape), "moving": list(moving.shape)},
+        # the pyramid level each image was registered at (0: full resolution), and how many times coarser it is
+        # along (rows, columns)
+        registered_level={
+            name: {"level": at.index, "factors": at.factors.tolist()}
+            for name, at in (("fixed", fixed_at), ("moving", moving_at))
+        },
         region_pairs={
             "count": len(result.pairs),
             # the prompt (text phrase, "<phrase> (all)" for a phrase's union; None: automatic) of each pair
@@ -223,6 +248,25 @@ def cmd_register(args: argparse.Namespace) -> int:
         },
     )
     return 0
+
+
+def _registered_level(path: Path) -> tuple[object, PyramidLevel]:
+    """The input at full resolution (lazily for a pyramid) and the plane register reads, with its factors along
+    (rows, columns): an OME-Zarr or pyramidal TIFF's coarsest level with :data:`~..io.multiscale.REGISTER_SIDE` px
+    along its longest side (only that level is read: a slide's full resolution peaked at 4.6 GB), any other image
+    whole."""
+    from ..io import read_image
+    from ..io.multiscale import REGISTER_SIDE, PyramidLevel, is_lazy_image, open_multiscale
+
+    if not is_lazy_image(path):
+        image = read_image(path)  # says what is wrong with a folder that is not an image
+        return image, PyramidLevel(0, image, np.ones(2))
+    pyramid = open_multiscale(path)
+    image = pyramid.levels[0]
+    if pyramid.stack_axis is not None:  # register() refuses it by its shape: nothing to choose
+        return image, PyramidLevel(0, image, np.ones(2))
+    index, array, factors = pyramid.level_for_side(REGISTER_SIDE)
+    return image, PyramidLevel(index, array, factors[-2:])  # (rows, columns)
 
 
 def _checked_prompts(given: list[str]) -> list[str]:
