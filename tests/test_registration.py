@@ -225,11 +225,15 @@ def test_a_stopped_bspline_stage_ends_quietly(birl, capsys):
     assert sys.excepthook is hook and capsys.readouterr().err == ""
 
 
-def test_region_start_rescues_an_affine_stage_that_stops_halfway_on_a_rotated_lesion(shared_data, litemedsam):
+def test_region_start_competes_and_the_default_affine_stage_converges_on_a_rotated_lesion(shared_data, litemedsam):
     """The real HE / proSPC lesion pair (BIRL, 78 landmarks), rotated by ~10 degrees. SimpleITK's regular-step
-    affine stage stops halfway from its moments start; the region pair's principal axes give the rotation, intensity
-    refines it, and the image similarity (not the landmarks) picks that start over the baseline's. The default
-    affine stage (gradient descent with its step estimated, then regular-step) gets there from the moments start."""
+    affine stage stops halfway from its moments start (35 px); the region pair's principal axes give another start,
+    refined alike, and the image similarity (not the landmarks) picks between them. The default affine stage
+    (gradient descent with its step estimated, then regular-step) gets there from the moments start.
+
+    Which start wins under the regular-step stage is not asserted: on an AVX-512 Xeon the region start won (7.5 px),
+    on an AMD EPYC without AVX-512 the encoder's float32 rounding moves the regions and the moments start wins by
+    NMI 1.0827 against 1.0798."""
     root = shared_data / "registration_birl" / "data-images" / "lesions_" / "scale-5pc"
     fixed, moving = read_image(root / "Izd2-29-041-w35_HE.jpg"), read_image(root / "Izd2-29-041-w35_proSPC.jpg")
     fixed_xy, moving_xy = paired_landmarks(
@@ -244,11 +248,10 @@ def test_region_start_rescues_an_affine_stage_that_stops_halfway_on_a_rotated_le
         return float(np.linalg.norm(result.moving_points_to_fixed(moving_xy) - fixed_xy, axis=1).mean())
 
     before = float(np.linalg.norm(moving_xy - fixed_xy, axis=1).mean())
-    # measured: 76.4 px before, 35.2 px regular-step intensity alone, 7.5 px with the region start, 7.0 px gradient
-    # first from the moments start
-    assert ours.start != "moments" and "moments" in ours.start_scores
-    assert ours.start_scores[ours.start] == max(ours.start_scores.values())
-    assert tre(ours) < 0.5 * tre(baseline) < 0.5 * before, (before, tre(baseline), tre(ours))
+    # measured: 76.4 px before, 35.2-35.9 px regular-step intensity alone, 7.0 px gradient first from the moments start
+    assert {"moments", "regions"} <= set(ours.start_scores)  # the region start competed
+    assert ours.start_scores[ours.start] == max(ours.start_scores.values())  # chosen by image similarity
+    assert tre(ours) <= tre(baseline) + 1.0 and tre(baseline) < 0.5 * before, (before, tre(baseline), tre(ours))
     assert converged.start == "moments" and tre(converged) < 0.5 * tre(baseline), (tre(converged), tre(baseline))
 
 
