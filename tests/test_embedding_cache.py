@@ -232,6 +232,10 @@ def test_embed_command_precomputes_what_segment_prompts_reads(litemedsam, tmp_pa
     assert main(["embed", str(path), "--cache", str(cache_dir), "--object-size", "8"]) == 0
     tiles = choose_scale(crop.shape, litemedsam.input_size, 8).tiles
     assert tiles > 1 and f"0 of {tiles + 1} already cached" in capsys.readouterr().out
+    # again: the model's in-memory cache or the disk answers, and both count as cached (it said 0 of N)
+    assert main(["embed", str(path), "--cache", str(cache_dir), "--object-size", "8"]) == 0
+    out, err = capsys.readouterr()
+    assert f"{tiles + 1} of {tiles + 1} already cached" in out and f"({tiles + 1} were cached)" in err, (out, err)
     # the whole image and its tiles at the working scale of 8 px objects
     assert len(DiskEmbeddingCache(cache_dir).entries()) == tiles + 1
     with embedding_cache.settings_restored():

@@ -79,7 +79,12 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     from ..models import embedding_cache
 
     disk = embedding_cache.active()
-    hits = disk.hits if disk is not None else 0
+    memory = getattr(segmenter, "cache", None)  # the model's in-memory cache answers first (an image given twice)
+
+    def hits() -> int:
+        return (disk.hits if disk is not None else 0) + (memory.hits if memory is not None else 0)
+
+    before = hits()
     embeddings = precompute_embeddings(
         image,
         segmenter,
@@ -89,7 +94,7 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         normalize=args.normalize,
         name=str(path),
     )
-    from_cache = (disk.hits if disk is not None else 0) - hits
+    from_cache = hits() - before
     tiles = f" + {len(embeddings) - 1} tile(s)" if args.object_size is not None else ""
     # evicted at once (a cap smaller than the entries) or never written (read-only): computed, but not kept
     kept = sum(disk is not None and e.key in disk for e in embeddings)
