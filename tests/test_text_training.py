@@ -405,6 +405,9 @@ def test_clipseg_finetune_end_to_end_with_a_tiny_model(tiny_clipseg_dir, kvasir,
     )
     config = json.loads((result.path / "text_segmenter.json").read_text())
     assert config["kind"] == "clipseg" and config["training"]["lr"] == 2e-4
+    # as readable as the folder's other files (safetensors writes its files private, 0600)
+    modes = {f.name: f.stat().st_mode & 0o777 for f in result.path.iterdir() if f.is_file()}
+    assert len(set(modes.values())) == 1, modes
     assert len(result.history) == 2 and all(np.isfinite(h["train_loss"]) for h in result.history)
     model = load_text_segmenter(result.path, device="cpu")
     from napari_promptseg.models.clipseg import load_clipseg

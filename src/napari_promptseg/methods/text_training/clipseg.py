@@ -12,6 +12,7 @@ transformers layout (``save_pretrained``: config, safetensors weights, processor
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import CancelledError, PromptsegError
+from ...io._files import default_file_mode
 from ...models.preprocessing import to_rgb_uint8
 from ...models.text_segmenter import CONFIG_FILE, write_config
 from .data import ArrayTriplet, Triplet, format_eta, read_triplets, split_triplets
@@ -126,6 +128,10 @@ def finetune_clipseg(
             best = {"epoch": epoch + 1, "val_dice": record["val_dice"]}
             model.save_pretrained(out)
             processor.save_pretrained(out)
+            # safetensors writes its files private (0600): as readable as the folder's others, for a lab's share
+            mode = default_file_mode(out)
+            for weights in out.glob("*.safetensors"):
+                os.chmod(weights, mode)
         write_config(
             out,
             {
