@@ -20,6 +20,7 @@ A pyramid layer is registered at one level (:data:`REGISTER_SIDE`); landmarks an
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import napari
 import napari.layers
@@ -86,12 +87,39 @@ def _points_xy(layer: napari.layers.Points, image: napari.layers.Image) -> np.nd
     return rows_cols[:, ::-1].astype(float)
 
 
+@dataclass
+class _LabelsOnPlane:
+    """A Labels layer's data and the map from the registered moving plane's pixels to its pixels (read on the main
+    thread, where the layers live); :meth:`resample` runs in the worker."""
+
+    data: Any
+    plane_to_labels: np.ndarray
+    shape: tuple[int, int]
+
+    def resample(self) -> np.ndarray:
+        """The labels on the moving plane's grid (nearest: ids are never mixed); outside the labels: 0."""
+        if tuple(self.data.shape) == self.shape and np.allclose(self.plane_to_labels, np.eye(3), atol=1e-6):
+            return np.asarray(self.data)  # drawn on the registered plane itself: no resampling
+        from scipy import ndimage
+
+        # pixel centres sit on integer data coordinates in napari, as in affine_transform
+        return ndimage.affine_transform(
+            np.asarray(self.data),
+            self.plane_to_labels[:2, :2],
+            offset=self.plane_to_labels[:2, 2],
+            output_shape=self.shape,
+            order=0,
+            mode="constant",
+            cval=0,
+        )
+
+
 def _labels_on_plane(
     labels_layer: napari.layers.Labels, moving_layer: napari.layers.Image, factors: np.ndarray, shape: tuple[int, int]
-) -> np.ndarray:
-    """``labels_layer`` resampled (nearest) onto the registered plane of ``moving_layer`` (``shape``, ``factors``
-    coarser than its full resolution), through the two layers' data-to-world maps: labels painted on the moving
-    image at any scale, offset or affine of their own land where napari shows them. Outside the labels: 0."""
+) -> _LabelsOnPlane:
+    """How ``labels_layer`` lies over the registered plane of ``moving_layer`` (``shape``, ``factors`` coarser than
+    its full resolution), through the two layers' data-to-world maps: labels painted on the moving image at any
+    scale, offset or affine of their own land where napari shows them."""
     data = labels_layer.data[0] if labels_layer.multiscale else labels_layer.data
     if data.ndim != 2:
         raise PromptsegError(
@@ -102,20 +130,7 @@ def _labels_on_plane(
         raise PromptsegError(f"moving layer '{moving_layer.name}' is not 2D")
     plane_to_world = data_to_world_matrix(moving_layer, [0, 1]) @ np.diag([*np.asarray(factors, float), 1.0])
     plane_to_labels = np.linalg.inv(data_to_world_matrix(labels_layer, [0, 1])) @ plane_to_world
-    if tuple(data.shape) == tuple(shape) and np.allclose(plane_to_labels, np.eye(3), atol=1e-6):
-        return np.asarray(data)  # drawn on the registered plane itself: no resampling
-    from scipy import ndimage
-
-    # pixel centres sit on integer data coordinates in napari, as in affine_transform
-    return ndimage.affine_transform(
-        np.asarray(data),
-        plane_to_labels[:2, :2],
-        offset=plane_to_labels[:2, 2],
-        output_shape=tuple(shape),
-        order=0,
-        mode="constant",
-        cval=0,
-    )
+    return _LabelsOnPlane(data, plane_to_labels, (int(shape[0]), int(shape[1])))
 
 
 def _digest(layer: napari.layers.Layer) -> str:
@@ -494,7 +509,7 @@ def _results_to_show(
     fixed: np.ndarray,
     moving: np.ndarray,
     landmarks: tuple[np.ndarray | None, np.ndarray] | None,
-    moving_labels: np.ndarray | None,
+    moving_labels: _LabelsOnPlane | None,
     fixed_factors: np.ndarray,
     moving_factors: np.ndarray,
     with_grid: bool,
@@ -518,8 +533,10 @@ def _results_to_show(
     labels, label_counts = None, (0, 0)
     if moving_labels is not None:
         check()
-        labels = result.warp_labels(moving_labels)
-        label_counts = (int(np.count_nonzero(np.unique(moving_labels))), int(np.count_nonzero(np.unique(labels))))
+        on_plane = moving_labels.resample()
+        check()
+        labels = result.warp_labels(on_plane)
+        label_counts = (int(np.count_nonzero(np.unique(on_plane))), int(np.count_nonzero(np.unique(labels))))
     mapped = None
     if landmarks is not None:
         mapped = result.moving_points_to_fixed(landmarks[1] / moving_factors[::-1]) * fixed_factors[::-1]
