@@ -245,19 +245,18 @@ def test_a_stack_keeps_each_nucleus_id_across_planes_and_counts_it_once(make_vie
 def test_a_pyramid_level_seeks_the_objects_at_the_level_size(make_viewer, qtbot, bundled_nuclei, tmp_path):
     """A multiscale layer is read at its whole-image level (here 4 times coarser); the library's exemplars were
     saved at full resolution, so their objects are sought 4 times smaller there (F1 0.00 before on a GOWT1
-    mosaic: the nuclei were sought at the exemplars' 61 px on a level where they span 15)."""
+    mosaic: the nuclei were sought at the exemplars' 61 px on a level where they span 15). The slide is a strip
+    (1024 x 4096 px): its longest side picks the level, as a square slide's would, with a quarter of the objects."""
     from napari_promptseg.methods.instances import match_instances
 
     (image, truth), (target, target_truth) = bundled_nuclei
     block = np.ones((ZOOM, ZOOM), np.uint8)
     library = ReferenceLibrary.open(tmp_path / "library")
     library.add("nucleus", np.kron(image, block), np.kron(truth, block).astype(np.uint16), margin=None, instances=True)
-    mosaic = np.block([[target] * 4] * 4)  # 1024 px
+    mosaic = np.block([[target] * 4])  # 256 x 1024 px
     n = int(target_truth.max())
-    mosaic_truth = np.block(
-        [[np.where(target_truth > 0, target_truth + n * (4 * i + j), 0) for j in range(4)] for i in range(4)]
-    )
-    full = np.kron(mosaic, block)  # 4096 px, the exemplars' pixel size
+    mosaic_truth = np.block([[np.where(target_truth > 0, target_truth + n * j, 0) for j in range(4)]])
+    full = np.kron(mosaic, block)  # 1024 x 4096 px, the exemplars' pixel size
     viewer = make_viewer()
     slide = viewer.add_image([full, full[::2, ::2], full[::4, ::4]], name="slide", multiscale=True)
     result = _segment(viewer, qtbot, slide, library, "nuclei")
