@@ -122,7 +122,8 @@ def test_tiles_decode_only_what_they_may_own_and_skip_empty_canvas(sample, litem
     image, truth = sample
     model = fit_exemplars(litemedsam, image[..., None], truth)
     canvas = np.zeros((1024, 1024), image.dtype)
-    canvas[:512, :512] = np.tile(image, (2, 2))  # three quarters of the canvas are empty
+    # a 384 px corner of nuclei (2x2 copies of the sample, cropped): 12 of the 16 tiles are empty canvas
+    canvas[:384, :384] = np.tile(image, (2, 2))[:384, :384]
     decoded = []
     predict = litemedsam.predict
 
@@ -141,8 +142,8 @@ def test_tiles_decode_only_what_they_may_own_and_skip_empty_canvas(sample, litem
     assert claimed.scale.tiles > 4 and claimed.blank_tiles >= claimed.scale.tiles // 3
     assert n_claimed < 0.9 * n_every, (n_claimed, n_every)
     assert match_instances(claimed.labels, every.labels)["f1"] > 0.98
-    assert not claimed.labels[600:, :].any() and not claimed.labels[:, 600:].any()
-    assert match_instances(claimed.labels[:256, :256], truth)["f1"] > 0.6  # measured 0.81 (273 -> 195 decodes)
+    assert not claimed.labels[450:, :].any() and not claimed.labels[:, 450:].any()
+    assert match_instances(claimed.labels[:256, :256], truth)["f1"] > 0.6  # measured 0.80 (149 -> 112 decodes)
 
 
 def _crosses(cols: np.ndarray, seams: list[int]) -> bool:
@@ -193,11 +194,16 @@ def _labels_of(labels, boxes):
 
 
 def test_batch_with_a_hopeless_target_writes_every_output_and_a_report(shared_data, tmp_path, capsys):
-    ref, ref_labels = dsb(shared_data, REFERENCE)
+    ref_path, ref_labels_path = dsb(shared_data, REFERENCE)
     target, _ = dsb(shared_data, TARGET)
+    # the reference's top half (28 of its 50 nuclei) and half of the target: the batch's bookkeeping is what
+    # is checked here, and fitting and segmenting less of them is what this test spent its time on
+    ref, ref_labels = tmp_path / "ref.png", tmp_path / "ref_labels.tif"
+    iio.imwrite(ref, read_image(ref_path)[:128])
+    tifffile.imwrite(ref_labels, read_image(ref_labels_path)[:128])
     folder = tmp_path / "targets"
     folder.mkdir()
-    (folder / "a_good.png").write_bytes(target.read_bytes())
+    iio.imwrite(folder / "a_good.png", iio.imread(target)[256:])  # its bottom half: 15 of its 22 nuclei
     iio.imwrite(folder / "b_blank.png", np.zeros((200, 300), np.uint8))  # nothing to find
     out = tmp_path / "out"
     args = ["oneshot", "--reference", str(ref), "--reference-mask", str(ref_labels), str(folder), "-o", str(out)]
