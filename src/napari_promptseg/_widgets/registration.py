@@ -55,6 +55,7 @@ from ..methods.registration.quality import quality_line
 from ._common import (
     LayerPicker,
     TaskRunner,
+    _levels,
     data_to_world_matrix,
     layer_level,
     load_triton_safely,
@@ -120,7 +121,7 @@ def _labels_on_plane(
     """How ``labels_layer`` lies over the registered plane of ``moving_layer`` (``shape``, ``factors`` coarser than
     its full resolution), through the two layers' data-to-world maps: labels painted on the moving image at any
     scale, offset or affine of their own land where napari shows them."""
-    data = labels_layer.data[0] if labels_layer.multiscale else labels_layer.data
+    data = _levels(labels_layer)[0]  # full resolution
     if data.ndim != 2:
         raise PromptsegError(
             f"labels layer '{labels_layer.name}' has {data.ndim} dimensions (shape {data.shape}); registration "
@@ -469,9 +470,7 @@ class RegistrationWidget(QWidget):
             self._track(layer)
         if shown.mapped is not None and landmarks[0] is not None:  # fixed landmarks too: TRE
             a = landmarks[0]
-            full_shape = plane_shape(
-                fixed_layer.data[0] if fixed_layer.multiscale else fixed_layer.data, fixed_layer.rgb
-            )
+            full_shape = plane_shape(_levels(fixed_layer)[0], fixed_layer.rgb)
             diagonal = image_diagonal(full_shape)
             self.last_errors = {
                 "before": landmark_errors(a, landmarks[1], diagonal),
