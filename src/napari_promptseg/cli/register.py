@@ -23,7 +23,7 @@ LABELS_WARPED = "labels_warped.tif"
 def cmd_register(args: argparse.Namespace) -> int:
     import tifffile
 
-    from ..io.images import REGISTER_MARKER
+    from ..io.images import REGISTER_MARKER, is_own_output
     from ..io.landmarks import paired_landmarks, read_landmarks, write_landmarks
     from ..methods.registration import (
         RegistrationOptions,
@@ -135,7 +135,11 @@ def cmd_register(args: argparse.Namespace) -> int:
             f"{labels_record['ids_before']} ids inside the fixed image)"
         )
     else:
-        _remove_stale_labels(args.output / LABELS_WARPED, earlier_run)
+        labels_path = args.output / LABELS_WARPED
+        earlier_labels = ((earlier_run or {}).get("labels") or {}).get("labels_warped")
+        _remove_stale(
+            labels_path, bool(earlier_labels) and is_own_output(labels_path, REGISTER_MARKER), "--moving-labels"
+        )
     record: dict[str, object] = {}
 
     def to_fixed(xy: np.ndarray) -> np.ndarray:
@@ -163,7 +167,13 @@ def cmd_register(args: argparse.Namespace) -> int:
             "after": landmark_errors(fixed_xy, mapped, diagonal),
         }
     else:
-        _remove_stale_landmarks(args.output / "landmarks_warped.csv", earlier_run)
+        csv_path = args.output / "landmarks_warped.csv"
+        _remove_stale(
+            csv_path,
+            _is_earlier_landmarks(csv_path, earlier_run),
+            "landmarks",
+            kept_why="edited since an earlier run, or not promptseg's; ",
+        )
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     summary = f"{args.moving} -> {args.output / 'moving_warped.tif'} ({result.method}"
@@ -339,18 +349,15 @@ def _is_earlier_landmarks(path: Path, earlier: dict | None) -> bool:
         return False
 
 
-def _remove_stale_landmarks(path: Path, earlier: dict | None) -> None:
-    """Without landmarks, an earlier run's landmarks_warped.csv in this output folder would pass for this run's:
-    removed if it is still as that run wrote it; any other file of that name is the user's, kept, and said so."""
-    if _is_earlier_landmarks(path, earlier):
+def _remove_stale(path: Path, earlier_wrote_it: bool, missing: str, kept_why: str = "") -> None:
+    """Without ``missing`` this run writes no ``path``, and an earlier run's file of that name would pass for this
+    run's: removed when ``earlier_wrote_it`` (still as that run wrote it); any other file of that name is the
+    user's, kept, and said so (``kept_why`` adds what may have made it so)."""
+    if earlier_wrote_it:
         path.unlink()
-        print(f"removed {path} of an earlier run (this run has no landmarks)", file=sys.stderr)
+        print(f"removed {path} of an earlier run (this run has no {missing})", file=sys.stderr)
     elif path.exists() or path.is_symlink():
-        print(
-            f"kept {path}: not written by this run (edited since an earlier run, or not promptseg's; this run has no "
-            "landmarks)",
-            file=sys.stderr,
-        )
+        print(f"kept {path}: not written by this run ({kept_why}this run has no {missing})", file=sys.stderr)
 
 
 def _checked_labels(path: Path, moving_shape: tuple[int, ...], channel_axis: int | None) -> np.ndarray:
@@ -373,21 +380,3 @@ def _checked_labels(path: Path, moving_shape: tuple[int, ...], channel_axis: int
             f"{spatial[1]} px; the labels must be drawn on the moving image"
         )
     return labels
-
-
-def _remove_stale_labels(path: Path, earlier: dict | None) -> None:
-    """Without --moving-labels, an earlier run's labels_warped.tif would pass for this run's: removed when it
-    carries register's mark and the earlier run's report names it; any other file of that name is kept, and said."""
-    from ..io.images import REGISTER_MARKER, is_own_output
-
-    if not (path.exists() or path.is_symlink()):
-        return
-    if (
-        earlier is not None
-        and (earlier.get("labels") or {}).get("labels_warped")
-        and is_own_output(path, REGISTER_MARKER)
-    ):
-        path.unlink()
-        print(f"removed {path} of an earlier run (this run has no --moving-labels)", file=sys.stderr)
-    else:
-        print(f"kept {path}: not written by this run (this run has no --moving-labels)", file=sys.stderr)
