@@ -362,12 +362,13 @@ def markdown(results: dict) -> str:
 
 
 def machine() -> dict:
-    """Threads, and the encoder precision that ran (``auto``: bfloat16 on CPUs with AMX, float32 elsewhere)."""
-    from napari_promptseg.models.sam_family import cpu_has_amx, resolve_precision
+    """Threads, and the encoder precision that ran (``auto``: bfloat16 on CPUs with native bfloat16, float32
+    elsewhere)."""
+    from napari_promptseg.models.sam_family import cpu_has_native_bfloat16, resolve_precision
 
     return {
         "threads": torch.get_num_threads(),
-        "cpu_has_amx": cpu_has_amx(),
+        "cpu_has_native_bfloat16": cpu_has_native_bfloat16(),
         "encoder_precision": resolve_precision(None, torch.device("cpu")),
     }
 

@@ -440,7 +440,7 @@ def section_cost(args, results: dict, segmenter, embedder, text) -> None:
 
     cost = results.setdefault("cost", {})
     threads = torch.get_num_threads()
-    # float32 entries keep their old key; the encoder's default (auto) is bfloat16 on CPUs with AMX
+    # float32 entries keep their old key; the encoder's default (auto) is bfloat16 on CPUs with native bfloat16
     precision = "" if segmenter.precision == "float32" else f"_{segmenter.precision}"
     entry = cost.setdefault(f"threads_{threads}{precision}", {})
     entry["load_average_before"] = [round(x, 2) for x in os.getloadavg()]

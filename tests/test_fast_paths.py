@@ -11,8 +11,8 @@ epilogues, projections moved across the attention's weighted sums):
 - low-res mask logits (|logit| up to ~60): max |diff| <= 1e-3 (measured <= 2e-4 end to end); predicted IoU: <= 1e-4;
 - masks: identical wherever the reference logit is farther than 1e-3 from the threshold.
 The encoder and decoder comparisons run with oneDNN fusion (CPU) and without it (the plain ops CUDA/MPS take).
-Both sides run in float32 here, whatever the machine's default encoder precision (auto: bfloat16 with AMX, which
-tests/test_precision.py covers).
+Both sides run in float32 here, whatever the machine's default encoder precision (auto: bfloat16 on CPUs with native
+bfloat16, which tests/test_precision.py covers).
 """
 
 from __future__ import annotations

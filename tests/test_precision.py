@@ -1,6 +1,7 @@
 """The image encoder in bfloat16 (``precision`` / ``$PROMPTSEG_PRECISION`` / ``promptseg --precision``; auto, the
-default, takes it on CPUs with AMX): real LiteMedSAM on a real polyp frame; its embedding stays close to float32's,
-is cached apart from it, and the CLI flag holds for one run and is said in the report."""
+default, takes it on CPUs with native bfloat16: AMX or AVX512-BF16): real LiteMedSAM on a real polyp frame; its
+embedding stays close to float32's, is cached apart from it, and the CLI flag holds for one run and is said in the
+report."""
 
 from __future__ import annotations
 
@@ -18,7 +19,13 @@ from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io import read_image, read_mask
 from napari_promptseg.methods.interactive import boxes_from_labels
 from napari_promptseg.methods.metrics import dice
-from napari_promptseg.models.sam_family import PRECISION_ENV, auto_precision, cpu_has_amx, resolve_precision
+from napari_promptseg.models.sam_family import (
+    NATIVE_BFLOAT16_FLAGS,
+    PRECISION_ENV,
+    auto_precision,
+    cpu_has_native_bfloat16,
+    resolve_precision,
+)
 
 from .conftest import dataset_pairs
 
@@ -56,11 +63,12 @@ def test_bfloat16_embedding_is_close_cached_apart_and_segments_alike(litemedsam,
         litemedsam.precision = None
 
 
-def test_auto_takes_bfloat16_only_on_a_cpu_with_amx(litemedsam, monkeypatch):
+def test_auto_takes_bfloat16_only_on_a_cpu_with_native_bfloat16(litemedsam, monkeypatch):
     monkeypatch.delenv(PRECISION_ENV, raising=False)
-    with_amx = cpu_has_amx()
-    assert with_amx == ("amx_bf16" in Path("/proc/cpuinfo").read_text())  # torch's probe agrees with the kernel's flags
-    expected = "bfloat16" if with_amx else "float32"
+    native = cpu_has_native_bfloat16()
+    flags = Path("/proc/cpuinfo").read_text().split()
+    assert native == any(flag in flags for flag in NATIVE_BFLOAT16_FLAGS)  # torch's probes agree with the kernel
+    expected = "bfloat16" if native else "float32"
     assert litemedsam.precision == resolve_precision("auto") == expected  # the default is auto
     assert litemedsam.feature_name == (litemedsam.name if expected == "float32" else f"{litemedsam.name}+bfloat16")
     assert resolve_precision("auto", "cuda") == "float32"  # accelerators keep float32 (not measured there)
@@ -77,7 +85,7 @@ def test_a_method_pins_what_auto_means_but_not_an_explicit_choice(monkeypatch):
         monkeypatch.setenv(PRECISION_ENV, "bfloat16")
         assert resolve_precision(None) == "bfloat16"
     monkeypatch.delenv(PRECISION_ENV)
-    assert resolve_precision(None) == ("bfloat16" if cpu_has_amx() else "float32")
+    assert resolve_precision(None) == ("bfloat16" if cpu_has_native_bfloat16() else "float32")
 
 
 def test_an_unknown_precision_is_a_clear_error(litemedsam, polyp, monkeypatch):

@@ -88,7 +88,7 @@ def run_demo(output: Path, shared: Path = SHARED_DATA) -> dict:
         )
     report = {
         "model": segmenter.name,
-        "encoder_precision": segmenter.precision,  # auto: bfloat16 on CPUs with AMX
+        "encoder_precision": segmenter.precision,  # auto: bfloat16 on CPUs with native bfloat16
         "route": "ground-truth boxes",
         "images": records,
         "text_prompts": run_text_demo(output, shared, segmenter) if shared.is_dir() else [],

@@ -35,20 +35,29 @@ DECODE_CHUNK = 2
 DECODE_CHUNK_ACCELERATOR = 32
 
 
+#: CPU flags (``/proc/cpuinfo``) of hardware bfloat16 matrix products: AMX tiles (Intel Xeons since Sapphire Rapids)
+#: and AVX512-BF16 dot products (AMD Zen 4 and later, Intel Cooper Lake). Without either, bfloat16 is converted in
+#: software and slower than float32.
+NATIVE_BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
+#: torch's probes for the same two kinds
+_TORCH_BFLOAT16_PROBES = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+
+
 @functools.cache
-def cpu_has_amx() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX tiles): torch's own probe, else the kernel's
-    CPU flags."""
-    probe = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
-    if probe is not None:
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX tiles or AVX512-BF16): torch's own probes,
+    else the kernel's CPU flags."""
+    probes = [getattr(getattr(torch, "cpu", None), name, None) for name in _TORCH_BFLOAT16_PROBES]
+    if all(probe is not None for probe in probes):
         try:
-            return bool(probe())
-        except Exception:  # a private probe: fall through to the flags
+            return any(bool(probe()) for probe in probes)
+        except Exception:  # private probes: fall through to the flags
             pass
     try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+        flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:
         return False
+    return any(flag in flags for flag in NATIVE_BFLOAT16_FLAGS)
 
 
 #: what auto means in this context when a method needs it pinned (see :func:`auto_precision`)
@@ -74,7 +83,7 @@ def resolve_precision(setting: str | None, device: torch.device | str = "cpu") -
         setting = _AUTO_PRECISION.get() or "auto"
     if setting != "auto":
         return setting
-    return "bfloat16" if torch.device(device).type == "cpu" and cpu_has_amx() else "float32"
+    return "bfloat16" if torch.device(device).type == "cpu" and cpu_has_native_bfloat16() else "float32"
 
 
 class SamFamilySegmenter:
@@ -152,7 +161,7 @@ class SamFamilySegmenter:
     @property
     def precision(self) -> str:
         """The image encoder's numeric mode, float32 or bfloat16: the one set, else ``$PROMPTSEG_PRECISION``, else
-        auto (bfloat16 on a CPU with AMX)."""
+        auto (bfloat16 on a CPU with native bfloat16: AMX or AVX512-BF16)."""
         return resolve_precision(self._precision, self.device)
 
     @precision.setter

@@ -34,9 +34,9 @@ from .route import intensity_route
 from .search import rotation_flip_search
 from .sources import is_text_prompts, region_pairs
 
-#: what auto precision means for the region stage's encoder, even on CPUs with AMX: the region start wins or loses
-#: on image-similarity margins (lesions pair: NMI 1.0829 against the moments start's 1.0827) that bfloat16
-#: embeddings flip (1.0781)
+#: what auto precision means for the region stage's encoder, even on CPUs with native bfloat16: the region start
+#: wins or loses on image-similarity margins (lesions pair: NMI 1.0829 against the moments start's 1.0827) that
+#: bfloat16 embeddings flip (1.0781)
 REGION_PRECISION = "float32"
 
 

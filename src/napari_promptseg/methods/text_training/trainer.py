@@ -239,7 +239,7 @@ def train_text_segmenter(
             # a run repeats exactly at the same thread count only: other counts sum in another order, and training
             # amplifies that (Kvasir, dicece: test Dice 0.854 at one thread, 0.832 at two; benchmarks/README.md)
             "torch_threads": torch.get_num_threads(),
-            "encoder_precision": segmenter.precision,  # the features it learnt from (auto: bfloat16 with AMX)
+            "encoder_precision": segmenter.precision,  # the features it learnt from (auto: bfloat16 if native)
         },
         "threshold": config.threshold,
     }
