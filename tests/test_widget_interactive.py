@@ -9,6 +9,10 @@ Run under a display: ``xvfb-run -a python -m pytest tests/test_widget_interactiv
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import time
 
 import napari
@@ -30,6 +34,8 @@ from napari_promptseg._widgets.interactive import (
     plane_geometry,
 )
 from napari_promptseg.errors import CancelledError, PromptsegError
+
+from .conftest import REPO
 
 pytestmark = pytest.mark.gui
 
@@ -286,6 +292,33 @@ def test_task_runner_cancel_and_errors(make_viewer, qtbot):
     runner.submit("good", "good task", lambda progress, cancel: 42, results.append)
     qtbot.waitUntil(lambda: not runner.busy, timeout=10_000)
     assert results == [42]
+
+
+def test_a_script_that_closes_its_viewer_mid_embedding_exits_cleanly():
+    """A script that closed its viewer while the auto-embedding ran, then ended, was aborted by Qt (exit code 134):
+    Python's exit deleted the worker's signals while the task still ran, and its last signal raised RuntimeError
+    ('wrapped C/C++ object of type WorkerBaseSignals has been deleted') in a Qt thread. A process of its own: the
+    failure was the abort of the whole process."""
+    script = textwrap.dedent(
+        """
+        import napari
+        from napari_promptseg._sample_data import nuclei
+        from napari_promptseg._widgets.interactive import InteractiveWidget
+
+        viewer = napari.Viewer(show=False)
+        viewer.add_image(nuclei()[0][0], name="nuclei")
+        widget = InteractiveWidget(viewer)
+        viewer.window.add_dock_widget(widget, name="promptseg interactive")
+        print("running:", widget.runner.running_key, flush=True)  # the embedding loads the model: seconds
+        viewer.close()
+        print("closed", flush=True)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240)
+    assert "running: embed\nclosed" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "QThread: Destroyed" not in proc.stderr, proc.stderr
 
 
 def test_find_all_like_three_boxes(make_viewer, qtbot, sample):

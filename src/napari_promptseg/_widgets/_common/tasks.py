@@ -3,6 +3,7 @@ cancel), the run/status panel every widget shows, and errors as notifications.""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from napari.qt.threading import create_worker
+from napari.qt.threading import FunctionWorker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import (
     Notification,
@@ -20,7 +21,7 @@ from napari.utils.notifications import (
     show_info,
     show_warning,
 )
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from qtpy.QtCore import QEvent, QObject, Qt, QThreadPool, QTimer, Signal
 from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -92,6 +93,43 @@ def notify_once(message: str, shown: set[str]) -> None:
     if message not in shown:
         shown.add(message)
         show_warning(message)
+
+
+#: the cancel events of every runner's tasks whose worker has not returned yet (see :func:`_stop_at_exit`)
+_running: set[threading.Event] = set()
+#: how long Python's exit waits for them to stop at their next cancel check
+EXIT_WAIT_MS = 60_000
+
+
+class _Worker(FunctionWorker):
+    """napari's function worker, counted in :data:`_running` until its last signal is sent (the exit must not delete
+    the signals' Qt object before)."""
+
+    def __init__(self, func: Callable[[], None], cancel_event: threading.Event) -> None:
+        super().__init__(func)
+        self._cancel_event = cancel_event
+        _running.add(cancel_event)
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except RuntimeError:  # its signals' Qt object is gone (the process exits): there is nobody left to tell
+            pass
+        finally:
+            _running.discard(self._cancel_event)
+
+
+@atexit.register  # runs before the Qt clean-up of PyQt's exit handler, registered at its import (before ours)
+def _stop_at_exit() -> None:
+    """A script that ends while a task runs (e.g. right after ``viewer.close()``, which only asks the task to stop)
+    had Qt delete the worker's signals under it: the worker's last signal raised RuntimeError in a Qt thread and Qt
+    aborted the process (exit code 134). Its tasks are cancelled now and the process waits for them to stop."""
+    if not _running:
+        return
+    for cancel_event in list(_running):
+        cancel_event.set()
+    if not QThreadPool.globalInstance().waitForDone(EXIT_WAIT_MS):
+        logger.warning("promptseg: a task did not stop within %d s of the exit", EXIT_WAIT_MS // 1000)
 
 
 @dataclass
@@ -275,7 +313,7 @@ class TaskRunner(QObject):
         job.started = time.perf_counter()
         self._pbar = napari_progress(total=100, desc=job.description)
         self.widget.start(job.description)
-        worker = self._worker = create_worker(run, _start_thread=False, _ignore_errors=True)
+        worker = self._worker = _Worker(run, cancel_event)
         worker_ref.append(worker)
         pbar = self._pbar
 
