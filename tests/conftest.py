@@ -36,6 +36,17 @@ def litemedsam():
     return load_segmenter("litemedsam", device="cpu")
 
 
+@pytest.fixture(scope="session")
+def nuclei_exemplars(litemedsam):
+    """The exemplars of the bundled nuclei sample (its 50 labelled nuclei, default settings), fitted once for the
+    session: tests of the tiled instance pipeline in several modules segment canvases of the sample with them."""
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.methods.instances import fit_exemplars
+
+    (image, _, _), (truth, _, _) = nuclei()
+    return fit_exemplars(litemedsam, image[..., None], truth)
+
+
 @pytest.fixture(autouse=True)
 def isolated_weights_cache(tmp_path_factory, monkeypatch):
     """No test reads or writes the user's weights caches (ours, Hugging Face's) or reaches the network for weights."""

@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from ...errors import CancelledError, PromptsegError
-from ...models.preprocessing import Normalization, as_channels_last
+from ...models.preprocessing import Normalization, ResizeTransform, as_channels_last
 from ...models.protocols import Embedding, PromptableSegmenter
 from ...tiling import (
     IntensityWindow,
@@ -127,12 +127,16 @@ def _tile_inputs(
     window: IntensityWindow,
     name: str,
     skip_blank: bool = False,
-) -> tuple[Embedding, np.ndarray] | None:
+    embed: bool = True,
+) -> tuple[Embedding | None, np.ndarray] | None:
     """Embedding of one tile and its pixels at the working scale (what the encoder saw, before padding); None for
-    a flat tile with ``skip_blank`` (the empty canvas of a mosaic or a slide scan holds no object)."""
+    a flat tile with ``skip_blank`` (the empty canvas of a mosaic or a slide scan holds no object). Without
+    ``embed`` (the caller reads no features), no encoder pass: no embedding, the same working pixels."""
     pixels = read_tile(image, tile, window)
     if skip_blank and pixels.min() == pixels.max():
         return None
+    if not embed:
+        return None, resize_pixels(pixels, ResizeTransform(pixels.shape[:2], segmenter.input_size).resized_shape)
     embedding = segmenter.embed(pixels, normalize="none", name=f"{name} tile {tile.index}")
     return embedding, resize_pixels(pixels, embedding.transform.resized_shape)
 

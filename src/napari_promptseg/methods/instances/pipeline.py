@@ -154,8 +154,9 @@ def _to_image(
 def _segment_tile(
     segmenter: PromptableSegmenter,
     model: ExemplarModel,
-    embedding: Embedding,
+    embedding: Embedding | None,
     working: np.ndarray,
+    tile_shape: tuple[int, int],
     refine: Refinement,
     min_area_fraction: float,
     scale: float,
@@ -163,8 +164,9 @@ def _segment_tile(
     local_decoding: bool = True,
     claimed: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> list[tuple[np.ndarray, int, int, float]]:
-    """Objects of one tile: (mask over tile pixels, row origin, column origin, score). ``claimed(rows, cols)``:
-    which candidate centres (tile pixels) this tile may own; the others are not decoded."""
+    """Objects of one tile (``tile_shape`` pixels): (mask over tile pixels, row origin, column origin, score).
+    ``claimed(rows, cols)``: which candidate centres (tile pixels) this tile may own; the others are not decoded.
+    ``embedding``: None when nothing reads it (:func:`_reads_features`)."""
     # candidates far smaller than the smallest exemplar are noise: not worth a decoder pass
     min_area = min_area_fraction * model.min_area * scale * scale
     margin = None
@@ -187,7 +189,7 @@ def _segment_tile(
         timer.add("seeds_s", t0)
     items = [(sl, own) for sl, own in items if own.sum() >= min_area]
     wh, ww = working.shape[:2]
-    th, tw = embedding.transform.original_shape
+    th, tw = tile_shape
     factors = (wh / th, ww / tw)
     if claimed is not None and items:
         # a candidate whose centre a neighbouring tile owns is decoded there, not here too
@@ -253,6 +255,14 @@ def _segment_tile(
                 objects.append((mask, my, mx, score))
     timer.add("decode_s" if refine != "none" else "regions_s", t0)
     return objects
+
+
+def _reads_features(model: ExemplarModel, refine: Refinement) -> bool:
+    """Whether segmenting a tile reads its encoder features: the decoder does, the correspondence candidates and a
+    classifier of encoder features too. Candidate regions of a filters-only classifier (``refine="none"``,
+    ``use_encoder=False``) read none, and their tiles get no encoder pass."""
+    encoder_features = model.use_encoder and model.projection is not None
+    return refine != "none" or model.candidates == "correspondence" or encoder_features
 
 
 class _Painter:
@@ -339,12 +349,13 @@ def segment_with_exemplars(
     painter = _Painter((h, w), max(4.0, min_area_fraction * model.min_area), duplicate_overlap)
     max_area = max_area_factor * model.max_area
     candidates = blank_tiles = low_confidence = 0
+    embed = _reads_features(model, refine)
     for n, tile in enumerate(grid):
         if cancel is not None and cancel():
             raise CancelledError("cancelled")
         report(n / len(grid), f"{name}: tile {n + 1}/{len(grid)}")
         t0 = time.perf_counter()
-        inputs = _tile_inputs(segmenter, image, tile, window, name, skip_blank=True)
+        inputs = _tile_inputs(segmenter, image, tile, window, name, skip_blank=True, embed=embed)
         timer.add("embed_s", t0)
         if inputs is None:
             blank_tiles += 1
@@ -355,6 +366,7 @@ def segment_with_exemplars(
             model,
             embedding,
             _classifier_input(window, working, model.standardize, model.background, model.stain),
+            tile.shape,
             refine,
             min_area_fraction,
             scale.scale,
