@@ -152,13 +152,13 @@ def test_fitting_a_large_reference_reports_progress_and_stops_on_cancel(shared_d
     assert len(reports) >= 2 and fractions == sorted(fractions) and 0 <= fractions[0] < fractions[-1] <= 1, reports
 
 
-def test_progress_and_cancel_leave_the_exemplars_unchanged(litemedsam):
+def test_progress_and_cancel_leave_the_exemplars_unchanged(litemedsam, nuclei_exemplars):
     """The checks change nothing: the same model with progress and a cancel that is never asked as without."""
     from napari_promptseg._sample_data import nuclei
     from napari_promptseg.methods.instances import fit_exemplars, segment_with_exemplars
 
     (image, _, _), (truth, _, _) = nuclei()
-    plain = fit_exemplars(litemedsam, image, truth)
+    plain = nuclei_exemplars  # the session's fit of the same sample, without progress or cancel
     reports: list[float] = []
     watched = fit_exemplars(litemedsam, image, truth, progress=lambda f, m: reports.append(f), cancel=lambda: False)
     assert len(reports) > 5 and reports[-1] == 1.0
