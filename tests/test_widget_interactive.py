@@ -321,6 +321,54 @@ def test_a_script_that_closes_its_viewer_mid_embedding_exits_cleanly():
     assert "Traceback" not in proc.stderr and "QThread: Destroyed" not in proc.stderr, proc.stderr
 
 
+def test_a_script_that_closes_the_dock_after_an_embedding_exits_cleanly():
+    """A script whose Interactive widget had run its embedding, then whose dock was closed, crashed at its end in
+    about one run of four (exit code 139, in PyQt's exit clean-up). napari's dock close leaves the widget without a
+    parent, so PyQt's exit clean-up deleted it while walking its map of Python wrappers, and the Python code the
+    deletion runs (the runner's event filter and ``destroyed`` handler, napari's application event filter) could
+    reorganise that map under the walk. Several short runs, as the crash depends on the map's state; the deletion by
+    promptseg's own exit handler, before PyQt's clean-up, is checked in every run."""
+    script = textwrap.dedent(
+        """
+        import atexit
+        import time
+
+        from qtpy import sip
+        from qtpy.QtWidgets import QApplication  # PyQt's exit clean-up is registered: later handlers run before it
+
+        widget = None
+        # registered before promptseg's own exit handler, so it runs after it and before PyQt's clean-up
+        atexit.register(lambda: print("deleted before Qt's clean-up:", sip.isdeleted(widget), flush=True))
+
+        import napari
+        from napari_promptseg._sample_data import nuclei
+        from napari_promptseg._widgets.interactive import InteractiveWidget
+
+        viewer = napari.Viewer(show=False)
+        viewer.add_image(nuclei()[0][0], name="nuclei")
+        widget = InteractiveWidget(viewer)
+        dock = viewer.window.add_dock_widget(widget, name="promptseg interactive")
+        app = QApplication.instance()
+        start = time.monotonic()
+        while (widget.runner.busy or widget.runner.state != "done") and time.monotonic() - start < 120:
+            app.processEvents()
+            time.sleep(0.05)
+        print("embedding:", widget.runner.state, flush=True)
+        viewer.window.remove_dock_widget(dock)
+        app.processEvents()
+        print("dock closed", flush=True)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    outcomes = []
+    for _ in range(6):
+        proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240)
+        assert "embedding: done\ndock closed" in proc.stdout, proc.stdout + proc.stderr
+        outcomes.append((proc.returncode, "Traceback" in proc.stderr, proc.stdout.splitlines()[-1]))
+    assert all(code == 0 and not traceback for code, traceback, _ in outcomes), outcomes
+    assert all(last == "deleted before Qt's clean-up: True" for _, _, last in outcomes), outcomes
+
+
 def test_find_all_like_three_boxes(make_viewer, qtbot, sample):
     """'Find all like these': three boxed nuclei -> a new Labels layer with most nuclei of the image; the boxes and
     the user's layers stay as they were."""

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,17 @@ from qtpy.QtWidgets import (
 
 from ...errors import CancelledError, PromptsegError, WeightsError, split_message
 from .layers import data_token
+
+try:
+    from qtpy.sip import delete as _delete_qt
+    from qtpy.sip import isdeleted as _is_deleted
+except ImportError:  # PySide
+    from shiboken6 import delete as _delete_qt
+    from shiboken6 import isValid as _is_valid
+
+    def _is_deleted(obj: QObject) -> bool:
+        return not _is_valid(obj)
+
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +111,8 @@ def notify_once(message: str, shown: set[str]) -> None:
 _running: set[threading.Event] = set()
 #: how long Python's exit waits for them to stop at their next cancel check
 EXIT_WAIT_MS = 60_000
+#: the widgets whose dock was closed (napari's dock close leaves them without a parent), see :func:`_stop_at_exit`
+_undocked: weakref.WeakSet[QWidget] = weakref.WeakSet()
 
 
 class _Worker(FunctionWorker):
@@ -123,13 +137,21 @@ class _Worker(FunctionWorker):
 def _stop_at_exit() -> None:
     """A script that ends while a task runs (e.g. right after ``viewer.close()``, which only asks the task to stop)
     had Qt delete the worker's signals under it: the worker's last signal raised RuntimeError in a Qt thread and Qt
-    aborted the process (exit code 134). Its tasks are cancelled now and the process waits for them to stop."""
-    if not _running:
-        return
-    for cancel_event in list(_running):
-        cancel_event.set()
-    if not QThreadPool.globalInstance().waitForDone(EXIT_WAIT_MS):
-        logger.warning("promptseg: a task did not stop within %d s of the exit", EXIT_WAIT_MS // 1000)
+    aborted the process (exit code 134). Its tasks are cancelled now and the process waits for them to stop.
+
+    A widget whose dock was closed has no parent: PyQt's clean-up deleted it while walking its map of Python
+    wrappers, and the Python code its deletion runs (the runner's event filter and ``destroyed`` handler, napari's
+    application event filter) could reorganise that map under the walk: a segfault (exit code 139) in about one
+    run of four. Such widgets are deleted here, before that walk."""
+    if _running:
+        for cancel_event in list(_running):
+            cancel_event.set()
+        if not QThreadPool.globalInstance().waitForDone(EXIT_WAIT_MS):
+            logger.warning("promptseg: a task did not stop within %d s of the exit", EXIT_WAIT_MS // 1000)
+    for widget in list(_undocked):
+        if not _is_deleted(widget) and widget.parent() is None:
+            _delete_qt(widget)
+    _undocked.clear()
 
 
 @dataclass
@@ -193,8 +215,10 @@ class TaskRunner(QObject):
         if event.type() == QEvent.Type.ParentChange and watched is self.parent():
             if watched.parent() is not None:
                 self._docked, self._closed = True, False
+                _undocked.discard(watched)
             elif self._docked:  # its dock was closed: stop the running task, take no new one
                 self._closed = True
+                _undocked.add(watched)
                 self.cancel()
         return False
 
