@@ -326,8 +326,8 @@ def test_a_script_that_closes_the_dock_after_an_embedding_exits_cleanly():
     about one run of four (exit code 139, in PyQt's exit clean-up). napari's dock close leaves the widget without a
     parent, so PyQt's exit clean-up deleted it while walking its map of Python wrappers, and the Python code the
     deletion runs (the runner's event filter and ``destroyed`` handler, napari's application event filter) could
-    reorganise that map under the walk. Several short runs, as the crash depends on the map's state; the deletion by
-    promptseg's own exit handler, before PyQt's clean-up, is checked in every run."""
+    reorganise that map under the walk. The crash depends on the map's state, so the exit code alone rarely shows it;
+    the deletion by promptseg's own exit handler, before PyQt's clean-up, shows the fix in every run (two runs)."""
     script = textwrap.dedent(
         """
         import atexit
@@ -361,7 +361,7 @@ def test_a_script_that_closes_the_dock_after_an_embedding_exits_cleanly():
     )
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     outcomes = []
-    for _ in range(6):
+    for _ in range(2):
         proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=240)
         assert "embedding: done\ndock closed" in proc.stdout, proc.stdout + proc.stderr
         outcomes.append((proc.returncode, "Traceback" in proc.stderr, proc.stdout.splitlines()[-1]))
