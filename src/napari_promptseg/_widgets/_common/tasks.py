@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from napari.qt.threading import FunctionWorker
+from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import (
     Notification,
@@ -107,7 +107,7 @@ def notify_once(message: str, shown: set[str]) -> None:
         show_warning(message)
 
 
-#: the cancel events of every runner's tasks whose worker has not returned yet (see :func:`_stop_at_exit`)
+#: the cancel events of every runner's tasks that have not returned yet (see :func:`_stop_at_exit`)
 _running: set[threading.Event] = set()
 #: how long Python's exit waits for them to stop at their next cancel check
 EXIT_WAIT_MS = 60_000
@@ -115,39 +115,22 @@ EXIT_WAIT_MS = 60_000
 _undocked: weakref.WeakSet[QWidget] = weakref.WeakSet()
 
 
-class _Worker(FunctionWorker):
-    """napari's function worker, counted in :data:`_running` until its last signal is sent (the exit must not delete
-    the signals' Qt object before)."""
-
-    def __init__(self, func: Callable[[], None], cancel_event: threading.Event) -> None:
-        super().__init__(func)
-        self._cancel_event = cancel_event
-        _running.add(cancel_event)
-
-    def run(self) -> None:
-        try:
-            super().run()
-        except RuntimeError:  # its signals' Qt object is gone (the process exits): there is nobody left to tell
-            pass
-        finally:
-            _running.discard(self._cancel_event)
-
-
 @atexit.register  # runs before the Qt clean-up of PyQt's exit handler, registered at its import (before ours)
 def _stop_at_exit() -> None:
     """A script that ends while a task runs (e.g. right after ``viewer.close()``, which only asks the task to stop)
     had Qt delete the worker's signals under it: the worker's last signal raised RuntimeError in a Qt thread and Qt
-    aborted the process (exit code 134). Its tasks are cancelled now and the process waits for them to stop.
+    aborted the process (exit code 134). Its tasks are cancelled now and the process waits for their workers, last
+    signals included, to end.
 
     A widget whose dock was closed has no parent: PyQt's clean-up deleted it while walking its map of Python
     wrappers, and the Python code its deletion runs (the runner's event filter and ``destroyed`` handler, napari's
     application event filter) could reorganise that map under the walk: a segfault (exit code 139) in about one
     run of four. Such widgets are deleted here, before that walk."""
-    if _running:
-        for cancel_event in list(_running):
-            cancel_event.set()
-        if not QThreadPool.globalInstance().waitForDone(EXIT_WAIT_MS):
-            logger.warning("promptseg: a task did not stop within %d s of the exit", EXIT_WAIT_MS // 1000)
+    for cancel_event in list(_running):
+        cancel_event.set()
+    pool = QThreadPool.globalInstance()  # where napari's workers run: also those past their task, still signalling
+    if pool is not None and pool.activeThreadCount() and not pool.waitForDone(EXIT_WAIT_MS):
+        logger.warning("promptseg: a task did not stop within %d s of the exit", EXIT_WAIT_MS // 1000)
     for widget in list(_undocked):
         if not _is_deleted(widget) and widget.parent() is None:
             _delete_qt(widget)
@@ -310,6 +293,7 @@ class TaskRunner(QObject):
         key = next(iter(self._pending))
         job = self._job = self._pending.pop(key)
         cancel_event = self._cancel_event = threading.Event()
+        _running.add(cancel_event)  # until the task returns (the worker thread discards it)
         alive = self._alive
         worker_ref: list = []
 
@@ -333,11 +317,13 @@ class TaskRunner(QObject):
                     outcome.append(_Outcome(value=job.task(emit, cancelled)))
                 except BaseException as exc:  # noqa: BLE001 - reported on the main thread
                     outcome.append(_Outcome(error=exc))
+                finally:
+                    _running.discard(cancel_event)
 
         job.started = time.perf_counter()
         self._pbar = napari_progress(total=100, desc=job.description)
         self.widget.start(job.description)
-        worker = self._worker = _Worker(run, cancel_event)
+        worker = self._worker = create_worker(run, _start_thread=False, _ignore_errors=True)
         worker_ref.append(worker)
         pbar = self._pbar
 
