@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=PRECISIONS,
         help="the image encoder's numeric mode for this run (default: $PROMPTSEG_PRECISION, else auto): bfloat16 is "
-        "1.5-1.7x faster on CPUs with native bfloat16 (AMX: recent Intel Xeons; AVX512-BF16: AMD Zen 4 and later), "
+        "1.3-1.7x faster on CPUs with native bfloat16 (AMX: recent Intel Xeons; AVX512-BF16: AMD Zen 4 and later), "
         "slower on others; auto takes it only on those",
     )
     sub = parser.add_subparsers(dest="command", required=True)

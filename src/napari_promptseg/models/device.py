@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 #: numeric modes of the image encoder: float32, bfloat16 autocast (on CPUs with native bfloat16, AMX or AVX512-BF16,
-#: 1.5-1.7x faster for a ~3 % change of the embedding and the same accuracy on every set measured, registration
+#: 1.3-1.7x faster for a ~3 % change of the embedding and the same accuracy on every set measured, registration
 #: aside, see :func:`.sam_family.auto_precision`; slower on CPUs without it), or auto (the default): bfloat16 on a
 #: CPU with native bfloat16, float32 everywhere else
 PRECISIONS = ("auto", "float32", "bfloat16")
