@@ -40,11 +40,10 @@ from eval_oneshot import DATA, dataset_pairs, load, nuclei_subset
 from napari_promptseg.io import read_image
 from napari_promptseg.methods.instances import (
     fit_exemplars,
-    match_instances,
     segment_with_exemplars,
 )
 from napari_promptseg.methods.instances.exemplars import _Timer
-from napari_promptseg.methods.metrics import dice
+from napari_promptseg.methods.metrics import dice, glas_object_f1, match_instances, pooled_f1
 from napari_promptseg.methods.oneshot_rotation import gray
 from napari_promptseg.models import load_segmenter
 from napari_promptseg.models.preprocessing import as_channels_last
@@ -85,6 +84,12 @@ def load_set(name: str) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
     pairs = dataset_pairs(folder)
     loaded = [load(folder, i, m) for i, m in pairs]
     return [p.name for p, _ in pairs], [img for img, _ in loaded], [label(m) for _, m in loaded]
+
+
+def glas_counts(prediction: np.ndarray, truth: np.ndarray) -> dict:
+    """The GlaS challenge's object F1 of one image, and its matched count (to pool the set's objects)."""
+    glas = glas_object_f1(prediction, truth)
+    return {"glas_f1": glas["f1"], "glas_matched": glas["matched"]}
 
 
 def otsu_watershed(image: np.ndarray, bright: bool, object_size: float) -> np.ndarray:
@@ -188,6 +193,7 @@ def evaluate_set(segmenter, name: str, max_targets: int, variants: list[str]) ->
             seconds = time.perf_counter() - t0
             row["methods"][v] = {
                 **match_instances(res.labels, truth),
+                **glas_counts(res.labels, truth),
                 "dice": dice(res.labels > 0, truth > 0),
                 "seconds": seconds,
                 "timings_s": {k2: round(v2, 3) for k2, v2 in res.timings.items()},
@@ -200,6 +206,7 @@ def evaluate_set(segmenter, name: str, max_targets: int, variants: list[str]) ->
         ows = otsu_watershed(img, bright, object_size)
         row["methods"]["otsu_watershed"] = {
             **match_instances(ows, truth),
+            **glas_counts(ows, truth),
             "dice": dice(ows > 0, truth > 0),
             "seconds": time.perf_counter() - t0,
         }
@@ -207,6 +214,7 @@ def evaluate_set(segmenter, name: str, max_targets: int, variants: list[str]) ->
         gtb = gt_box_bound(segmenter, img, truth, object_size)
         row["methods"]["gt_boxes"] = {
             **match_instances(gtb, truth),
+            **glas_counts(gtb, truth),
             "dice": dice(gtb > 0, truth > 0),
             "seconds": time.perf_counter() - t0,
         }
@@ -221,10 +229,14 @@ def evaluate_set(segmenter, name: str, max_targets: int, variants: list[str]) ->
     mean = {
         m: {
             key: float(np.mean([r["methods"][m][key] for r in rows]))
-            for key in ("f1", "precision", "recall", "dice", "seconds")
+            for key in ("f1", "glas_f1", "precision", "recall", "dice", "seconds")
         }
         for m in methods
     }
+    for m in methods:  # the set's objects counted together, as the GlaS challenge counts them
+        counts = [r["methods"][m] for r in rows]
+        mean[m]["f1_pooled"] = pooled_f1(counts)
+        mean[m]["glas_f1_pooled"] = pooled_f1([{**c, "matched": c["glas_matched"]} for c in counts])
     return {
         "reference": names[0],
         "reference_objects": int(len(np.unique(ref_lab)) - 1),

@@ -13,6 +13,7 @@ from napari_promptseg.cli import main
 from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io import read_image, read_mask
 from napari_promptseg.methods.instances import match_instances, segment_instances_like
+from napari_promptseg.methods.metrics import glas_object_f1
 
 from .conftest import dataset_pairs
 
@@ -90,6 +91,20 @@ def test_match_instances_counts():
     pred[6:8, 6:8] = 7  # IoU 0.25 with object 2
     m = match_instances(pred, truth)
     assert m["precision"] == 0.5 and m["recall"] == 0.5
+
+
+def test_glas_object_f1_counts_a_prediction_that_covers_half_its_object():
+    """The GlaS challenge's rule: half of the true object covered is a detection, whatever the prediction adds
+    around it; two halves of one object are one detection and one false positive; IoU > 0.5 finds neither."""
+    truth = np.zeros((20, 20), int)
+    truth[2:10, 2:10], truth[12:18, 12:18], truth[0:2, 14:20] = 1, 2, 3
+    pred = np.zeros_like(truth)
+    pred[2:10, 2:6], pred[2:10, 6:10] = 1, 2  # object 1 cut in two halves
+    pred[10:20, 10:20] = 3  # object 2 (36 px) inside a 100 px prediction: IoU 0.36
+    pred[0:2, 14:16] = 4  # a third of object 3
+    glas = glas_object_f1(pred, truth)
+    assert (glas["precision"], glas["recall"]) == (2 / 4, 2 / 3)
+    assert match_instances(pred, truth)["recall"] == 0
 
 
 def test_cli_instances(tmp_path, shared_data):

@@ -573,30 +573,3 @@ def _outlier_boxes(boxes: np.ndarray) -> list[str]:
         for k, side in enumerate(sides)
         if len(sides) >= 3 and side > OUTLIER_BOX * typical
     ]
-
-
-def matched_pairs(prediction: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """(2, M) ids (predicted, true) of the object pairs whose IoU exceeds ``threshold`` (one-to-one when it is at
-    least 0.5); label arrays of any integer dtype and ids, 0 = background."""
-    both = (prediction > 0) & (truth > 0)
-    if not both.any():
-        return np.zeros((2, 0), np.int64)
-    pairs, inter = np.unique(
-        np.stack([prediction[both].astype(np.int64), truth[both].astype(np.int64)]), axis=1, return_counts=True
-    )
-    p_ids, p_area = np.unique(prediction[prediction > 0].astype(np.int64), return_counts=True)
-    t_ids, t_area = np.unique(truth[truth > 0].astype(np.int64), return_counts=True)
-    union = p_area[np.searchsorted(p_ids, pairs[0])] + t_area[np.searchsorted(t_ids, pairs[1])] - inter
-    return pairs[:, inter / union > threshold]
-
-
-def match_instances(prediction: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Object-level precision/recall/F1 at an IoU threshold (one-to-one, IoU > 0.5 matches are unique)."""
-    p_ids = np.unique(prediction[prediction > 0])
-    t_ids = np.unique(truth[truth > 0])
-    if len(p_ids) == 0 or len(t_ids) == 0:
-        return {"precision": 0.0, "recall": 0.0, "f1": 0.0, "predicted": len(p_ids), "true": len(t_ids)}
-    matched = matched_pairs(prediction, truth, threshold).shape[1]
-    precision, recall = matched / len(p_ids), matched / len(t_ids)
-    f1 = 0.0 if matched == 0 else 2 * precision * recall / (precision + recall)
-    return {"precision": precision, "recall": recall, "f1": f1, "predicted": len(p_ids), "true": len(t_ids)}

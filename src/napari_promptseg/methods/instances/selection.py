@@ -61,7 +61,8 @@ def choose_candidates(
     (H, W, C) with instance ``labels``, measured by segmenting the reference itself (its embeddings are cached;
     a large reference only in a window of 2 x 2 tiles around its labels). ``progress`` and ``cancel`` as
     :func:`.pipeline.segment_with_exemplars` takes them, over both segmentations."""
-    from .pipeline import match_instances, segment_with_exemplars
+    from ..metrics import match_instances
+    from .pipeline import segment_with_exemplars
 
     if len(np.unique(labels[labels > 0])) < MIN_OBJECTS:
         return CANDIDATE_CHOICES[0], {}, 0.0
@@ -98,7 +99,7 @@ def _least_confident_match(found: np.ndarray, confidence: np.ndarray, labels: np
     """The lowest decoder confidence among found objects (ids 1..N, ``confidence[id - 1]``) that match a whole
     labelled object (IoU > 0.5; objects cut by the border are decoded from a part, so their confidence says nothing
     about whole ones); 0 if none. Labels of any integer dtype and ids."""
-    from .pipeline import matched_pairs
+    from ..metrics import matched_pairs
 
     whole = np.where(np.isin(labels, border_ids(labels)), 0, labels)
     found_ids = matched_pairs(found, whole)[0]
