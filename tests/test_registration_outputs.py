@@ -215,3 +215,122 @@ def test_cli_moving_labels_are_warped_with_their_ids_and_a_rerun_without_them_re
     tifffile.imwrite(out / "labels_warped.tif", ids["fixed"])
     assert main([*args, "--moving-labels", str(labels)]) == 2
     assert "labels_warped.tif is not an earlier output of promptseg register" in capsys.readouterr().err
+
+
+def test_cli_moving_annotations_land_on_the_fixed_objects_with_their_properties(birl_half, tmp_path, capsys):
+    """--moving-annotations (GeoJSON as QuPath exports it: a list of features): the outlines of the moving image's
+    objects land on the fixed image's objects, the landmarks as a MultiPoint land where landmarks_warped.csv puts
+    them, properties and ids come back as given; a rerun without annotations removes the old file, an edited one is
+    not replaced, and a file that is not GeoJSON is refused before any work, named."""
+    from skimage.draw import polygon as fill_polygon
+    from skimage.measure import find_contours
+
+    images = {role: tifffile.imread(birl_half[role]) for role in ("fixed", "moving")}
+    objects = {role: image.mean(-1) < 200 for role, image in images.items()}
+    rings = [c[:, ::-1] for c in find_contours(objects["moving"].astype(float), 0.5) if len(c) > 20]  # x, y
+    landmarks = read_landmarks(birl_half["lm_moving"]).xy
+    features = [
+        {"type": "Feature", "id": f"object-{k}", "geometry": {"type": "Polygon", "coordinates": [ring.tolist()]},
+         "properties": {"classification": {"name": "Tumor", "color": [200, 0, 0]}}}
+        for k, ring in enumerate(rings)
+    ]  # fmt: skip
+    features.append(
+        {"type": "Feature", "geometry": {"type": "MultiPoint", "coordinates": landmarks.tolist()}, "properties": {}}
+    )
+    given = tmp_path / "moving.geojson"
+    given.write_text(json.dumps(features))
+    out = tmp_path / "out"
+    args = ["register", str(birl_half["fixed"]), str(birl_half["moving"]), "-o", str(out), "--method", "intensity"]
+    lms = ["--landmarks-fixed", str(birl_half["lm_fixed"]), "--landmarks-moving", str(birl_half["lm_moving"])]
+    assert main([*args, *lms, "--moving-annotations", str(given)]) == 0, capsys.readouterr().err
+    assert f"({len(rings) + 1} geometries)" in capsys.readouterr().out
+    mapped = json.loads((out / "annotations_warped.geojson").read_text())
+    assert [f.get("id") for f in mapped] == [f.get("id") for f in features]
+    assert mapped[0]["properties"] == features[0]["properties"]
+    points = np.array(mapped[-1]["geometry"]["coordinates"])
+    assert np.abs(points - read_landmarks(out / "landmarks_warped.csv").xy).max() < 0.01
+
+    def painted(feats):
+        mask = np.zeros(objects["fixed"].shape, bool)
+        for f in feats[:-1]:
+            ring = np.array(f["geometry"]["coordinates"][0])
+            mask[fill_polygon(ring[:, 1], ring[:, 0], mask.shape)] ^= True  # a hole's outline takes it out again
+        return mask
+
+    def dice(a, b):
+        return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+    assert dice(painted(features), objects["fixed"]) < 0.9
+    assert dice(painted(mapped), objects["fixed"]) > 0.95
+    # densified: the warped outlines have a vertex at least every 2 px, the input's ring closure is kept
+    ring = np.array(mapped[0]["geometry"]["coordinates"][0])
+    assert np.linalg.norm(np.diff(ring, axis=0), axis=1).max() < 2.5 and (ring[0] == ring[-1]).all()
+    report = json.loads((out / "report.json").read_text())["annotations"]
+    assert report["geometries"] == len(rings) + 1 and report["geometries_outside"] == 0
+    assert report["vertices_out"] >= report["vertices_in"] == sum(map(len, rings)) + len(landmarks)
+
+    assert main(args) == 0  # without annotations: the earlier file would pass for this run's
+    assert not (out / "annotations_warped.geojson").exists() and "removed" in capsys.readouterr().err
+    assert main([*args, "--moving-annotations", str(given)]) == 0
+    (out / "annotations_warped.geojson").write_text("[]")  # edited by the user since
+    assert main([*args, "--moving-annotations", str(given)]) == 2
+    assert "annotations_warped.geojson is not an earlier output" in capsys.readouterr().err
+    given.write_text('{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[1, 2], [3]]]}}')
+    assert main([*args, "-o", str(tmp_path / "other"), "--moving-annotations", str(given)]) == 2
+    assert f"{given}: a Polygon has malformed coordinates" in capsys.readouterr().err
+
+
+def test_annotation_geometries_of_every_kind_are_mapped_and_mirrored_rings_keep_their_winding():
+    from napari_promptseg.io.annotations import densify, map_annotations
+
+    dense = densify(np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 3.0]]), 4.0)
+    assert np.allclose(dense, [[0, 0], [10 / 3, 0], [20 / 3, 0], [10, 0], [10, 3]])
+    square = [[0, 0, 5], [4, 0, 5], [4, 4, 5], [0, 4, 5], [0, 0, 5]]  # with a z, which stays
+    hole = [[1, 1], [1, 2], [2, 2], [2, 1], [1, 1]]
+    data = {
+        "type": "FeatureCollection",
+        "features": [
+            {"type": "Feature", "geometry": {"type": "MultiPolygon", "coordinates": [[square, hole]]}},
+            {"type": "Feature", "geometry": None, "properties": {"note": "no geometry"}},
+            {"type": "Feature", "geometry": {"type": "GeometryCollection", "geometries": [
+                {"type": "Point", "coordinates": [3, 1]},
+                {"type": "LineString", "coordinates": [[0, 0], [0, 8]]},
+            ]}},
+        ],
+    }  # fmt: skip
+
+    def mirror(xy):  # x -> -x: orientation reversed
+        return xy * np.array([-1.0, 1.0])
+
+    out, counts = map_annotations(data, mirror, max_segment=2.0, mirrored=True, fixed_size=(10, 10))
+    # square 4 edges x 2 + 1, hole 5, point 1, line 4 + 1; only the point (x = -3) has no vertex inside
+    assert counts == {"geometries": 3, "vertices_in": 13, "vertices_out": 20, "geometries_outside": 1}
+    outer, inner = (np.array(r)[:, :2] for r in out["features"][0]["geometry"]["coordinates"][0])
+
+    def signed_area(ring):
+        x, y = ring[:, 0], ring[:, 1]
+        return 0.5 * np.sum(x[:-1] * y[1:] - x[1:] * y[:-1])
+
+    src_outer, src_inner = np.array(square, float)[:, :2], np.array(hole, float)
+    assert np.sign(signed_area(outer)) == np.sign(signed_area(src_outer))  # winding kept through the mirror
+    assert np.sign(signed_area(inner)) == np.sign(signed_area(src_inner))
+    assert out["features"][0]["geometry"]["coordinates"][0][0][0][2] == 5  # z kept
+    assert out["features"][1] == data["features"][1]
+    point, line = out["features"][2]["geometry"]["geometries"]
+    assert point["coordinates"] == [-3.0, 1.0] and len(line["coordinates"]) == 5
+    assert data["features"][2]["geometry"]["geometries"][0]["coordinates"] == [3, 1]  # the input is not changed
+
+
+def test_a_registration_result_warps_geojson_as_it_maps_points_and_keeps_rings_winding_through_a_mirror():
+    """RegistrationResult.warp_annotations (the console's way): positions where moving_points_to_fixed puts them,
+    rings still wound as given when the transform mirrors (a section mounted upside down)."""
+    shape = (100, 120)
+    mirror = np.array([[-1.0, 0.0, 119.0], [0.0, 1.0, 3.0], [0.0, 0.0, 1.0]])  # fixed x -> moving 119 - x
+    result = RegistrationResult(Deformation.from_pixel_affine(mirror, shape, shape), method="intensity")
+    ring = [[10.0, 10.0], [30.0, 10.0], [30.0, 40.0], [10.0, 10.0]]
+    data = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": {"a": 1}}
+    out, counts = result.warp_annotations(data, max_segment=0)
+    mapped = np.array(out["geometry"]["coordinates"][0])
+    assert np.allclose(mapped[::-1], result.moving_points_to_fixed(np.array(ring)))  # reversed: winding kept
+    assert np.allclose(mapped[:, 0], 119 - np.array(ring)[::-1, 0]) and out["properties"] == {"a": 1}
+    assert counts == {"geometries": 1, "vertices_in": 4, "vertices_out": 4, "geometries_outside": 0}

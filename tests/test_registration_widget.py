@@ -376,3 +376,73 @@ def test_moving_labels_and_points_are_carried_onto_the_fixed_image(make_viewer, 
     widget.moving_labels.set_layer(viewer.add_labels(np.zeros((2, 30, 40), np.uint8), name="stack"))
     widget.run()
     assert any("labels layer 'stack' has 3 dimensions" in m for m in errors) and not widget.runner.busy
+
+
+def test_moving_shapes_are_carried_onto_the_fixed_image_with_their_style(make_viewer, qtbot, pair):
+    """A Shapes layer drawn on the moving image (with a scale of its own) comes back over the fixed image: each
+    outline where the known affine puts it (a polygon, a rectangle, an ellipse and a path), densified, with its
+    colours and features; the user's layer untouched; an empty or 3D shapes layer is refused by name."""
+    import pandas as pd
+    from skimage.draw import polygon as fill_polygon
+
+    fixed, moving, _, _ = pair
+    s = Deformation.from_pixel_affine(AFFINE, fixed.shape[:2], fixed.shape[:2])
+    shape = fixed.shape[:2]
+
+    def on_moving(rows_cols):  # fixed-frame vertices -> where they are in the moving image, halved (scale 2)
+        return s.points_to_fixed(np.asarray(rows_cols, float)[:, ::-1])[:, ::-1] / 2
+
+    triangle = [[30, 40], [90, 60], [40, 150]]
+    box = [[120, 120], [120, 220], [180, 220], [180, 120]]
+    ellipse_box = [[40, 200], [40, 280], [90, 280], [90, 200]]  # an ellipse's four corners, as napari keeps them
+    path = [[150, 20], [160, 100], [200, 60]]
+    viewer = make_viewer()
+    fixed_layer = viewer.add_image(fixed, name="fixed", rgb=True)
+    moving_layer = viewer.add_image(moving, name="moving", rgb=True)
+    drawn = viewer.add_shapes(
+        [on_moving(v) for v in (triangle, box, ellipse_box, path)],
+        shape_type=["polygon", "rectangle", "ellipse", "path"],
+        edge_color=["red", "green", "blue", "yellow"],
+        features=pd.DataFrame({"class": ["tumour", "stroma", "vessel", "margin"]}),
+        scale=(2, 2),
+        name="regions",
+    )
+    given = [d.copy() for d in drawn.data]
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(fixed_layer)
+    widget.moving_picker.set_layer(moving_layer)
+    widget.moving_shapes.set_layer(drawn)
+    widget.run()
+    _wait(qtbot, widget)
+    carried = viewer.layers["regions registered"]
+    assert carried.shape_type == ["polygon", "polygon", "polygon", "path"]
+    assert list(carried.features["class"]) == ["tumour", "stroma", "vessel", "margin"]
+    assert np.allclose(carried.edge_color, drawn.edge_color)
+    assert "shapes 'regions': 4 carried into the fixed frame" in widget.summary.text()
+
+    def filled(rows_cols):
+        mask = np.zeros(shape, bool)
+        rc = np.asarray(rows_cols, float)
+        mask[fill_polygon(rc[:, 0], rc[:, 1], shape)] = True
+        return mask
+
+    t = np.linspace(0, 2 * np.pi, 200)
+    ellipse = np.stack([65 + 25 * np.sin(t), 240 + 40 * np.cos(t)], 1)
+    for k, expected in enumerate((triangle, box, ellipse)):
+        data = carried.data[k]
+        assert len(data) > len(given[k])  # densified: the deformation may bend every edge
+        assert _dice(filled(data), filled(expected)) > 0.95, k
+        assert _dice(filled(given[k] * 2), filled(expected)) < 0.85, k  # the registration did the work
+    assert np.abs(carried.data[3][[0, -1]] - np.array(path)[[0, -1]]).max() < 3.0  # the path's ends
+    assert all(np.array_equal(a, b) for a, b in zip(drawn.data, given, strict=True))  # the user's shapes untouched
+    errors = []
+    notification_manager.notification_ready.connect(
+        lambda n: errors.append(n.message) if n.severity == NotificationSeverity.ERROR else None
+    )
+    widget.moving_shapes.set_layer(viewer.add_shapes(name="empty"))
+    widget.run()
+    assert any("shapes layer 'empty' has no shapes" in m for m in errors) and not widget.runner.busy
+    stack = viewer.add_shapes([np.array([[0, 5, 5], [0, 20, 5], [0, 20, 20]])], shape_type="polygon", name="3d")
+    widget.moving_shapes.set_layer(stack)
+    widget.run()
+    assert any("shapes layer '3d' has 3 dimensions" in m for m in errors) and not widget.runner.busy

@@ -1,5 +1,6 @@
-"""Registration widget: fixed + moving Image layers (+ optional landmark Points, + an optional Labels layer drawn
-on the moving image) -> warped overlay, region pairs, deformation grid, mapped landmarks and TRE, warped labels.
+"""Registration widget: fixed + moving Image layers (+ optional landmark Points, + an optional Labels layer and an
+optional Shapes layer drawn on the moving image) -> warped overlay, region pairs, deformation grid, mapped landmarks
+and TRE, warped labels, the shapes in the fixed frame (:mod:`.registration_shapes`).
 
 Everything is shown in the fixed frame: the moving image and the moving regions are warped onto the fixed grid, so
 region pair k (same id, same colour on both sides) lies on its fixed partner where the registration is right. The
@@ -63,6 +64,7 @@ from ._common import (
     plane_shape,
     unproxied,
 )
+from .registration_shapes import MovingShapes, add_registered_shapes, moving_shapes
 
 GRID_LINES = 12
 #: the part of the task's progress bar that register() fills; the warp and the result layers' data follow
@@ -212,6 +214,12 @@ class RegistrationWidget(QWidget):
             "a Labels layer drawn on the moving image (annotations, a segmentation): warped onto the fixed image as "
             "a new Labels layer, ids kept"
         )
+        self.moving_shapes = LayerPicker(napari_viewer, napari.layers.Shapes, none_text="none")
+        self.moving_shapes.setToolTip(
+            "a Shapes layer drawn on the moving image (outlines, regions of interest): added over the fixed image as "
+            "a new Shapes layer, colours and features kept; outlines bend with the deformation, so rectangles and "
+            "ellipses come back as polygons"
+        )
         self.method = QComboBox()
         self.method.addItems(list(METHODS))
         self.method.setCurrentText(DEFAULT_METHOD)
@@ -251,6 +259,7 @@ class RegistrationWidget(QWidget):
         form.addRow("fixed landmarks", self.fixed_points)
         form.addRow("moving landmarks", self.moving_points)
         form.addRow("moving labels", self.moving_labels)
+        form.addRow("moving shapes", self.moving_shapes)
         form.addRow("method", self.method)
         form.addRow("pair similarity", self.similarity)
         form.addRow("text prompts", self.text_prompts)
@@ -309,6 +318,8 @@ class RegistrationWidget(QWidget):
                 if labels_layer is None
                 else _labels_on_plane(labels_layer, moving_layer, moving_factors, moving.shape[:2])
             )
+            shapes_layer = self.moving_shapes.layer()
+            shapes = None if shapes_layer is None else moving_shapes(shapes_layer, moving_layer)
             prompts = self.prompts()
             method = resolve_method(self.method.currentText(), prompts)
             if prompts and method == "intensity":
@@ -358,17 +369,18 @@ class RegistrationWidget(QWidget):
                 with_grid,
                 progress,
                 cancel,
+                shapes,
             )
 
         def done(shown: _Shown) -> None:
-            self._show(shown, fixed_layer, moving_layer, labels_layer, fixed_factors, landmarks, truncated)
+            self._show(shown, fixed_layer, moving_layer, labels_layer, fixed_factors, landmarks, truncated, shapes)
 
         self.runner.submit(
             "register",
             f"registering '{names[1]}' onto '{names[0]}'",
             task,
             done,
-            inputs=tuple(x for x in (fixed_layer, moving_layer, labels_layer) if x is not None),
+            inputs=tuple(x for x in (fixed_layer, moving_layer, labels_layer, shapes_layer) if x is not None),
         )
 
     def prompts(self) -> list[str] | None:
@@ -397,13 +409,28 @@ class RegistrationWidget(QWidget):
         self.result_layers.append((layer, layer.name, _digest(layer)))
 
     def _show(
-        self, shown: _Shown, fixed_layer, moving_layer, labels_layer, fixed_factors, landmarks, truncated=""
+        self,
+        shown: _Shown,
+        fixed_layer,
+        moving_layer,
+        labels_layer,
+        fixed_factors,
+        landmarks,
+        truncated="",
+        shapes: MovingShapes | None = None,
     ) -> None:
         result = shown.result
         self.last_result = result
         place = placement(fixed_layer, 2, fixed_factors)
         self._remove_previous_results(
-            keep=(fixed_layer, moving_layer, labels_layer, self.fixed_points.layer(), self.moving_points.layer())
+            keep=(
+                fixed_layer,
+                moving_layer,
+                labels_layer,
+                self.fixed_points.layer(),
+                self.moving_points.layer(),
+                self.moving_shapes.layer(),
+            )
         )
         layer = self.viewer.add_image(
             shown.warped,
@@ -447,6 +474,10 @@ class RegistrationWidget(QWidget):
             self._track(layer)
             before, after = shown.label_counts
             lines.append(f"labels '{labels_layer.name}': {after} of {before} ids inside the fixed image")
+        if shown.shapes is not None:
+            layer = add_registered_shapes(self.viewer, shapes, shown.shapes, fixed_layer)
+            self._track(layer)
+            lines.append(f"shapes '{shapes.name}': {len(shown.shapes)} carried into the fixed frame")
         if shown.grid is not None:
             layer = self.viewer.add_shapes(
                 shown.grid,
@@ -501,6 +532,8 @@ class _Shown:
     #: the moving labels on the fixed plane's grid, and how many ids they had before and have there
     labels: np.ndarray | None = None
     label_counts: tuple[int, int] = (0, 0)
+    #: the moving shapes' outlines in the fixed layer's full-resolution pixels (x, y)
+    shapes: list[np.ndarray] | None = None
 
 
 def _results_to_show(
@@ -514,6 +547,7 @@ def _results_to_show(
     with_grid: bool,
     progress,
     cancel,
+    shapes: MovingShapes | None = None,
 ) -> _Shown:
     """The result layers' data (worker thread; no Qt, no layers). Landmarks are in full-resolution pixels (x, y):
     divided by the moving plane's factors on the way in, multiplied by the fixed plane's on the way out."""
@@ -536,7 +570,12 @@ def _results_to_show(
         check()
         labels = result.warp_labels(on_plane)
         label_counts = (int(np.count_nonzero(np.unique(on_plane))), int(np.count_nonzero(np.unique(labels))))
-    mapped = None
-    if landmarks is not None:
-        mapped = result.moving_points_to_fixed(landmarks[1] / moving_factors[::-1]) * fixed_factors[::-1]
-    return _Shown(result, warped, pairs, grid, mapped, labels, label_counts)
+
+    def to_fixed(xy: np.ndarray) -> np.ndarray:  # full-resolution pixels of one layer to the other's
+        return result.moving_points_to_fixed(xy / moving_factors[::-1]) * fixed_factors[::-1]
+
+    mapped = None if landmarks is None else to_fixed(landmarks[1])
+    check()
+    # a vertex every 2 registered pixels: the field does not bend between them
+    outlines = None if shapes is None else shapes.mapped(to_fixed, 2.0 * float(np.max(moving_factors)))
+    return _Shown(result, warped, pairs, grid, mapped, labels, label_counts, outlines)

@@ -92,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Writes OUT/moving_warped.tif (the moving image on the fixed grid, in the moving image's axis "
         "order: channels stay on --channel-axis), OUT/displacement.tif ((H, W, 2) float32 dx, dy in pixels on the "
         "fixed grid: fixed pixel x corresponds to moving pixel x + u(x)), OUT/landmarks_warped.csv (moving landmarks "
-        "mapped into the fixed frame), OUT/labels_warped.tif (--moving-labels on the fixed grid) and OUT/report.json "
-        "(TRE/rTRE before and after).",
+        "mapped into the fixed frame), OUT/labels_warped.tif (--moving-labels on the fixed grid), "
+        "OUT/annotations_warped.geojson (--moving-annotations in the fixed frame) and OUT/report.json (TRE/rTRE before "
+        "and after).",
     )
     reg.add_argument("fixed", type=Path, help="fixed (target) 2D image")
     reg.add_argument("moving", type=Path, help="moving (source) 2D image, warped onto the fixed grid")
@@ -132,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="a label image (or mask) of the moving image, same height and width: written as "
         "OUT/labels_warped.tif on the fixed grid, ids kept (nearest neighbour)",
+    )
+    reg.add_argument(
+        "--moving-annotations",
+        type=Path,
+        help="annotations drawn on the moving image, as GeoJSON (QuPath's export; pixels, x = column): written as "
+        "OUT/annotations_warped.geojson in the fixed image's pixels, properties kept; outlines and lines get vertices "
+        "every 2 registered pixels first, so they bend with the deformation",
     )
     reg.add_argument(
         "--truncate-landmarks",

@@ -18,11 +18,14 @@ if TYPE_CHECKING:
 
 #: --moving-labels on the fixed grid
 LABELS_WARPED = "labels_warped.tif"
+#: --moving-annotations in the fixed frame
+ANNOTATIONS_WARPED = "annotations_warped.geojson"
 
 
 def cmd_register(args: argparse.Namespace) -> int:
     import tifffile
 
+    from ..io.annotations import map_annotations, read_annotations, write_annotations
     from ..io.images import REGISTER_MARKER, is_own_output
     from ..io.landmarks import paired_landmarks, read_landmarks, write_landmarks
     from ..methods.registration import (
@@ -36,7 +39,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     from ..methods.registration.quality import quality_line
     from ..tiling import upsample_labels
 
-    for path in (args.fixed, args.moving, args.moving_labels):
+    for path in (args.fixed, args.moving, args.moving_labels, args.moving_annotations):
         if path is not None and not path.exists():  # a folder may be an OME-Zarr image: read_image says when it is not
             raise PromptsegError(f"input image not found: {path}")
     if (args.landmarks_fixed is None) != (args.landmarks_moving is None):
@@ -49,15 +52,33 @@ def cmd_register(args: argparse.Namespace) -> int:
         raise PromptsegError(f"--prompt {prompts[0]!r} needs --method prompts or prompts+intensity, not intensity")
     # before the work: -o must be a directory, and what register writes there must not replace an input
     _make_output_dir(args.output)
-    written = ("moving_warped.tif", "displacement.tif", LABELS_WARPED, "landmarks_warped.csv", "report.json")
+    written = (
+        "moving_warped.tif",
+        "displacement.tif",
+        LABELS_WARPED,
+        "landmarks_warped.csv",
+        ANNOTATIONS_WARPED,
+        "report.json",
+    )
     outputs = {(args.output / name).resolve() for name in written}
-    inputs = [args.fixed, args.moving, args.landmarks_fixed, args.landmarks_moving, args.moving_labels]
+    inputs = [
+        args.fixed,
+        args.moving,
+        args.landmarks_fixed,
+        args.landmarks_moving,
+        args.moving_labels,
+        args.moving_annotations,
+    ]
     for path in (p for p in inputs if p is not None):
         if path.resolve() in outputs:
             raise PromptsegError(f"{path}: -o {args.output} would overwrite this input; give another output directory")
     earlier_run = _check_earlier_outputs(
-        args.output, landmarks_given=args.landmarks_fixed is not None, labels_given=args.moving_labels is not None
+        args.output,
+        landmarks_given=args.landmarks_fixed is not None,
+        labels_given=args.moving_labels is not None,
+        annotations_given=args.moving_annotations is not None,
     )
+    annotations = None if args.moving_annotations is None else read_annotations(args.moving_annotations)
     t0 = time.perf_counter()
     (fixed, fixed_at), (moving, moving_at) = _registered_level(args.fixed), _registered_level(args.moving)
     moving_labels = None
@@ -170,8 +191,41 @@ def cmd_register(args: argparse.Namespace) -> int:
         csv_path = args.output / "landmarks_warped.csv"
         _remove_stale(
             csv_path,
-            _is_earlier_landmarks(csv_path, earlier_run),
+            _is_earlier_text_output(csv_path, earlier_run, "landmarks", "landmarks_warped_sha256"),
             "landmarks",
+            kept_why="edited since an earlier run, or not promptseg's; ",
+        )
+    annotations_path = args.output / ANNOTATIONS_WARPED
+    annotations_record = None
+    if annotations is not None:
+        full_fixed = np.multiply(result.deformation.fixed_shape, fixed_at.factors)  # rows, columns
+        mapped_annotations, counts = map_annotations(
+            annotations,
+            to_fixed,
+            # a vertex every 2 registered pixels: the field does not bend between them
+            max_segment=2.0 * float(np.max(moving_at.factors)),
+            mirrored=result.deformation.orientation < 0,
+            fixed_size=(float(full_fixed[1]), float(full_fixed[0])),
+        )
+        write_annotations(annotations_path, mapped_annotations)
+        annotations_record = {
+            "moving_annotations": str(args.moving_annotations),
+            "annotations_warped": str(annotations_path),
+            # a GeoJSON file carries no mark: a rerun replaces or removes it only while it has these contents
+            "annotations_warped_sha256": _file_sha256(annotations_path),
+            **counts,
+        }
+        outside = counts["geometries_outside"]
+        print(
+            f"{args.moving_annotations} -> {annotations_path} ({counts['geometries']} geometries"
+            + (f", {outside} of them outside the fixed image" if outside else "")
+            + ")"
+        )
+    else:
+        _remove_stale(
+            annotations_path,
+            _is_earlier_text_output(annotations_path, earlier_run, "annotations", "annotations_warped_sha256"),
+            "--moving-annotations",
             kept_why="edited since an earlier run, or not promptseg's; ",
         )
     for warning in result.warnings:
@@ -239,6 +293,9 @@ def cmd_register(args: argparse.Namespace) -> int:
         landmarks=record or None,
         # --moving-labels on the fixed grid (nearest neighbour, ids and dtype kept) and how many ids are left
         labels=labels_record,
+        # --moving-annotations in the fixed frame (full-resolution pixels): geometries, vertices before and after
+        # densifying, and how many geometries ended with no vertex inside the fixed image
+        annotations=annotations_record,
         # which start won the image-similarity (NMI) choice, and every start's score
         start={"chosen": result.start, "scores": {k: round(v, 4) for k, v in result.start_scores.items()}},
         # the joint refinement after the intensity stage: kept only when the image score (NMI) rose
@@ -300,12 +357,14 @@ def _checked_prompts(given: list[str]) -> list[str]:
     return prompts
 
 
-def _check_earlier_outputs(output: Path, *, landmarks_given: bool, labels_given: bool = False) -> dict | None:
+def _check_earlier_outputs(
+    output: Path, *, landmarks_given: bool, labels_given: bool = False, annotations_given: bool = False
+) -> dict | None:
     """Refuse, before any work, to replace files in ``output`` that an earlier register run did not write or that
     were changed since: a foreign report.json, TIFFs without our mark (a user's own image saved under our name;
-    labels_warped.tif only when this run writes one), with landmarks a landmarks_warped.csv whose contents are not
-    those the earlier run recorded (without landmarks or labels such files are kept, and the run says so). Returns
-    the earlier register run's report, or None."""
+    labels_warped.tif only when this run writes one), with landmarks (annotations) a landmarks_warped.csv
+    (annotations_warped.geojson) whose contents are not those the earlier run recorded (without landmarks, labels
+    or annotations such files are kept, and the run says so). Returns the earlier register run's report, or None."""
     from ..io.images import REGISTER_MARKER, is_own_output
 
     report = output / "report.json"
@@ -317,13 +376,13 @@ def _check_earlier_outputs(output: Path, *, landmarks_given: bool, labels_given:
     foreign = [p for p in foreign if not is_own_output(p, REGISTER_MARKER)]
     if report.exists() and earlier is None:
         foreign.append(report)
-    csv_path = output / "landmarks_warped.csv"
-    if (
-        landmarks_given
-        and (csv_path.exists() or csv_path.is_symlink())
-        and not _is_earlier_landmarks(csv_path, earlier)
+    for given, name, section, key in (
+        (landmarks_given, "landmarks_warped.csv", "landmarks", "landmarks_warped_sha256"),
+        (annotations_given, ANNOTATIONS_WARPED, "annotations", "annotations_warped_sha256"),
     ):
-        foreign.append(csv_path)
+        path = output / name
+        if given and (path.exists() or path.is_symlink()) and not _is_earlier_text_output(path, earlier, section, key):
+            foreign.append(path)
     if foreign:
         raise PromptsegError(
             f"-o {output}: {foreign[0]} is not an earlier output of promptseg register, or was changed since, and "
@@ -338,9 +397,10 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _is_earlier_landmarks(path: Path, earlier: dict | None) -> bool:
-    """Whether ``path`` is the landmarks_warped.csv the earlier run wrote, unchanged (its recorded hash)."""
-    recorded = ((earlier or {}).get("landmarks") or {}).get("landmarks_warped_sha256")
+def _is_earlier_text_output(path: Path, earlier: dict | None, section: str, key: str) -> bool:
+    """Whether ``path`` is the file the earlier run wrote, unchanged: its hash as recorded in the earlier report's
+    ``section`` under ``key`` (landmarks_warped.csv, annotations_warped.geojson: text files carry no mark)."""
+    recorded = ((earlier or {}).get(section) or {}).get(key)
     if not recorded or path.is_symlink() or not path.is_file():
         return False
     try:

@@ -170,6 +170,21 @@ class RegistrationResult:
     def warp_labels(self, labels: np.ndarray) -> np.ndarray:
         return self.deformation.warp_labels(labels)
 
+    def warp_annotations(self, geojson: Any, *, max_segment: float = 2.0) -> tuple[Any, dict[str, int]]:
+        """GeoJSON annotations of the moving image (as :func:`~napari_promptseg.io.annotations.read_annotations`
+        reads QuPath's export; x, y pixels of the image given to :func:`register`) in the fixed frame, properties
+        kept; outlines and lines get a vertex every ``max_segment`` pixels first, so they bend with the deformation.
+        Returns the mapped copy and counts (``geometries``, ``vertices_in``/``_out``, ``geometries_outside``)."""
+        from ...io.annotations import map_annotations
+
+        return map_annotations(
+            geojson,
+            self.moving_points_to_fixed,
+            max_segment=max_segment,
+            mirrored=self.deformation.orientation < 0,
+            fixed_size=self.deformation.fixed_shape[::-1],
+        )
+
     def moving_points_to_fixed(self, moving_xy: np.ndarray) -> np.ndarray:
         return self.deformation.points_to_fixed(moving_xy)
 
