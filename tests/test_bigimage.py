@@ -22,6 +22,7 @@ from napari_promptseg.io import read_image
 from napari_promptseg.io.multiscale import (
     REPLACED_PREFIX,
     SCRATCH_PREFIX,
+    WRITTEN_PREFIX,
     is_ome_zarr,
     open_multiscale,
     write_ome_zarr_labels,
@@ -265,7 +266,8 @@ def test_an_interrupted_labels_rewrite_keeps_the_earlier_labels(tmp_path, monkey
 
     # the next write replaces them whole and leaves nothing of the interrupted one
     write_ome_zarr_labels(path, new)
-    assert sorted(p.name for p in (path / "labels").iterdir() if not p.name.startswith((".z", "zarr"))) == [
+    left = (p.name for p in (path / "labels").iterdir() if not p.name.startswith((".z", "zarr", WRITTEN_PREFIX)))
+    assert sorted(left) == [
         "manual",
         "promptseg",
     ]
@@ -297,3 +299,37 @@ def test_a_rewrite_killed_between_its_renames_gets_the_earlier_labels_back(tmp_p
     monkeypatch.undo()
     np.testing.assert_array_equal(np.asarray(open_multiscale(first).levels[0]), truth)
     np.testing.assert_array_equal(_napari_labels(path)["promptseg"], truth)
+
+
+@pytest.mark.parametrize("fmt", [FormatV04(), FormatV05()], ids=["ngff0.4", "ngff0.5"])
+def test_labels_promptseg_did_not_write_or_that_were_edited_since_are_never_replaced(tmp_path, fmt, capsys):
+    """A run silently replaced labels/<name> whatever it held: a user's annotations written by ome-zarr-py, or our
+    labels corrected in napari and saved back, were lost. Only promptseg's own labels, unchanged since it wrote
+    them, are replaced; anything else is refused (before any work on the CLI) and stays as it was."""
+    from ome_zarr.writer import write_labels
+
+    (image, _, _), (truth, _, _) = nuclei()
+    path = tmp_path / "nuclei.ome.zarr"
+    write_ome_zarr(path, image[None], fmt, levels=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        write_labels(truth.astype(np.uint16), zarr.open_group(str(path), mode="a"), "manual", fmt=fmt, axes="yx")
+    with pytest.raises(PromptsegError, match="labels/manual holds labels that promptseg did not write"):
+        write_ome_zarr_labels(path, np.zeros_like(truth), "manual")
+    cli = ["segment", str(path), "--box", "20", "10", "50", "60", "-o", str(tmp_path / "out")]
+    assert main([*cli, "--labels-name", "manual"]) == 2
+    assert "would be replaced; write under another labels name (--labels-name)" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "report.json").exists()  # refused before any work
+    np.testing.assert_array_equal(_napari_labels(path)["manual"], truth)
+
+    ours = write_ome_zarr_labels(path, truth)  # promptseg's own: a rerun replaces it
+    write_ome_zarr_labels(path, (truth > 0).astype(np.uint16))
+    group = zarr.open_group(str(ours), mode="r+")
+    level0 = group[sorted(group.array_keys())[0]]  # corrected in napari and saved back
+    level0[0, 0] = 7
+    with pytest.raises(PromptsegError, match="labels/promptseg holds labels .* changed since it wrote them"):
+        write_ome_zarr_labels(path, np.zeros_like(truth))
+    assert main(cli) == 2
+    assert _napari_labels(path)["promptseg"][0, 0] == 7
+    assert main([*cli, "--labels-name", "again"]) == 0  # another name is written beside them
+    assert sorted(_napari_labels(path)) == ["again", "manual", "promptseg"]

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from ..errors import PromptsegError
-from ..io._files import replacing
+from ..io._files import files_under, listing_digest, replacing
 
 JOURNAL_NAME = "report.partial.jsonl"
 #: options that do not make a run another run: where and how fast it runs, and the encoder precision (the
@@ -49,20 +49,6 @@ CONTENT_OPTIONS = ("reference", "reference_mask", "library", "weights", "text_we
 HASHED_BYTES = 256 * 2**20
 
 
-def _files_under(path: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, Path]]:
-    """Every file under a directory by its relative name, sorted; lock files, and the top-level folders named in
-    ``skip`` (not even listed: an OME-Zarr's labels can be as large as the image), aside."""
-    files = []
-    for folder, dirs, names in os.walk(path):
-        if folder == str(path):
-            dirs[:] = [d for d in dirs if d not in skip]
-        for name in names:
-            file = Path(folder, name)
-            if not name.endswith(".lock") and file.is_file():
-                files.append((file.relative_to(path).as_posix(), file))
-    return sorted(files)
-
-
 def _content_digest(path: str | os.PathLike, skip: tuple[str, ...] = ()) -> str:
     """Hash of a file's bytes, or of every file under a directory (names and bytes; lock files, and the top-level
     folders named in ``skip``, aside)."""
@@ -70,7 +56,7 @@ def _content_digest(path: str | os.PathLike, skip: tuple[str, ...] = ()) -> str:
     if path.is_file():
         files = [(path.name, path)]
     elif path.is_dir():
-        files = _files_under(path, skip)
+        files = files_under(path, skip)
     else:
         return "missing"
     digest = hashlib.blake2b(digest_size=12)
@@ -83,15 +69,6 @@ def _content_digest(path: str | os.PathLike, skip: tuple[str, ...] = ()) -> str:
         with open(file, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _listing_digest(path: Path, skip: tuple[str, ...] = ()) -> str:
-    """Hash of the names, sizes and modification times of every file under a directory, none of them opened."""
-    digest = hashlib.blake2b(digest_size=12)
-    for name, file in _files_under(path, skip):
-        stat = file.stat()
-        digest.update(f"{name}\0{stat.st_size}:{stat.st_mtime_ns}\0".encode())
     return digest.hexdigest()
 
 
@@ -118,7 +95,7 @@ def input_digest(path: str | os.PathLike) -> str:
     ``labels/`` group is left out: the run writes its outputs there."""
     try:
         path = Path(path)
-        return _listing_digest(path, skip=("labels",)) if path.is_dir() else _content_digest(path)
+        return listing_digest(path, skip=("labels",)) if path.is_dir() else _content_digest(path)
     except OSError:  # unreadable: its run says why; never the digest of a record that is done
         return "unreadable"
 

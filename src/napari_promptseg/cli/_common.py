@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..errors import PromptsegError, WeightsError
 from ..io._files import ensure_writable_dir, replacing
-from ._stacks import _plane_channel_axis, _stack_for, _write_output
+from ._stacks import _plane_channel_axis, _stack_for, _write_output, _writes_into_zarr
 from ._types import positive_float, positive_int
 
 if TYPE_CHECKING:
@@ -137,7 +137,8 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
     other (two inputs with one stem: ``a.tif`` and ``a.png``, or ``x.tif`` in two folders), or any other file that
     is not one of this package's earlier outputs (``cells.tif`` beside ``cells.ome.tif``): each would lose data
     without a word. Earlier outputs (marked, see :func:`..io.images.is_own_output`, or listed in the folder's
-    report.json by a version before the mark) are replaced, so a rerun into the same folder works."""
+    report.json by a version before the mark) are replaced, so a rerun into the same folder works. The same holds
+    for an OME-Zarr input's labels image (:func:`..io.multiscale.labels_not_replaceable`)."""
     from ..io import output_stem
     from ..io.images import is_own_output
 
@@ -170,6 +171,17 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
             + (f" (and {len(foreign) - 1} more such file(s))" if len(foreign) > 1 else "")
             + "; move it, or give another output directory"
         )
+    if not getattr(args, "resume", False):  # a resume keeps its finished inputs' labels as they are, edited or not
+        from ..io.multiscale import is_ome_zarr, labels_not_replaceable
+
+        for path in inputs:
+            refused = (
+                labels_not_replaceable(path, getattr(args, "labels_name", "promptseg"))
+                if is_ome_zarr(path) and _writes_into_zarr(args, path)
+                else None
+            )
+            if refused:  # before any work, as for files in -o (the write checks again)
+                raise PromptsegError(refused)
     clashes = [(out, paths) for out, paths in writers.items() if len(paths) > 1]
     if clashes:
         out, paths = clashes[0]

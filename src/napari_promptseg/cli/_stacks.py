@@ -72,13 +72,20 @@ class _GivenOption(argparse.Action):
         setattr(namespace, f"{self.dest}_given", True)
 
 
+def _writes_into_zarr(args: argparse.Namespace, path: Path) -> bool:
+    """Whether --output-format puts this input's labels into its own OME-Zarr labels/ group."""
+    from ..io.multiscale import is_ome_zarr
+
+    fmt = getattr(args, "output_format", "auto")
+    return fmt == "ome-zarr" or (fmt == "auto" and is_ome_zarr(path))
+
+
 def _write_output(args: argparse.Namespace, path: Path, labels: object) -> str:
     """Write one input's labels where --output-format says; returns where."""
     from ..io import output_stem, write_labels
     from ..io.multiscale import is_ome_zarr, write_ome_zarr_labels
 
-    fmt = getattr(args, "output_format", "auto")
-    if fmt == "ome-zarr" or (fmt == "auto" and is_ome_zarr(path)):
+    if _writes_into_zarr(args, path):
         if not is_ome_zarr(path):
             raise PromptsegError(
                 f"{path}: --output-format ome-zarr writes into an OME-Zarr input's labels/ group; this input is not "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
@@ -73,3 +74,26 @@ def ensure_writable_dir(path: Path, what: str, label: str | None = None) -> None
         raise PromptsegError(
             f"{label}: cannot write there ({exc.strerror or exc}); give a writable directory for {what}"
         ) from exc
+
+
+def files_under(path: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, Path]]:
+    """Every file under a directory by its relative name, sorted; lock files, and the top-level folders named in
+    ``skip`` (not even listed: an OME-Zarr's labels can be as large as the image), aside."""
+    files = []
+    for folder, dirs, names in os.walk(path):
+        if folder == str(path):
+            dirs[:] = [d for d in dirs if d not in skip]
+        for name in names:
+            file = Path(folder, name)
+            if not name.endswith(".lock") and file.is_file():
+                files.append((file.relative_to(path).as_posix(), file))
+    return sorted(files)
+
+
+def listing_digest(path: Path, skip: tuple[str, ...] = ()) -> str:
+    """Hash of the names, sizes and modification times of every file under a directory, none of them opened."""
+    digest = hashlib.blake2b(digest_size=12)
+    for name, file in files_under(path, skip):
+        stat = file.stat()
+        digest.update(f"{name}\0{stat.st_size}:{stat.st_mtime_ns}\0".encode())
+    return digest.hexdigest()

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import PromptsegError
+from ._files import listing_digest
 from .images import TIFF_SUFFIXES
 
 #: tifffile's axis codes -> OME names (S = samples of an RGB pixel; I and Q = a sequence of unnamed planes)
@@ -258,7 +259,8 @@ def write_ome_zarr_labels(image_path: str | Path, labels: np.ndarray, name: str 
     """Write full-resolution instance labels ((Y, X) or (Z, Y, X), as the image's level 0 without channels) into
     ``image_path/labels/<name>``: one level per image level, of that level's shape and coordinate transforms (scale
     and translation), the image's axis units and NGFF version. An earlier labels image of the same name is
-    replaced. Returns the labels group's path."""
+    replaced only if promptseg wrote it and nothing changed it since (:func:`labels_not_replaceable`): labels a
+    user drew or corrected are refused, not lost. Returns the labels group's path."""
     import zarr
 
     with warnings.catch_warnings():  # ome_zarr.writer's own defaults use its deprecated Scaler on import
@@ -304,6 +306,9 @@ def write_ome_zarr_labels(image_path: str | Path, labels: np.ndarray, name: str 
         complete = any((replaced / meta).exists() for meta in (".zattrs", "zarr.json"))
         if not (labels_dir / name).exists() and complete:
             replaced.rename(labels_dir / name)  # killed between the two renames: the old labels back in place
+        refused = labels_not_replaceable(image.path, name)
+        if refused:
+            raise PromptsegError(refused)
         _remove_tree(scratch)  # what a killed run left: never listed, so no reader saw it
         # the new labels image is written whole beside the old one, under a name the labels list does not hold (a
         # group of its own, whose labels/<name> is the image under its final name and metadata); the old one stays
@@ -321,12 +326,16 @@ def write_ome_zarr_labels(image_path: str | Path, labels: np.ndarray, name: str 
                 coordinate_transformations=transforms,
                 storage_options={"chunks": chunks},
             )
-        # swapped in by two renames, the old one removed once the new one is in place; the list names it last
+        # swapped in by two renames, the old one removed once the new one is in place; the list names it last.
+        # The stamp accepts both while they swap places (a run killed in between leaves either one, ours)
         _remove_tree(replaced)
         target = labels_dir / name
+        written = listing_digest(scratch / "labels" / name)  # renaming the folder keeps its files' names and times
+        _stamp_labels(labels_dir, name, [written, *([listing_digest(target)] if target.exists() else [])])
         if target.exists():
             target.rename(replaced)
         (scratch / "labels" / name).rename(target)
+        _stamp_labels(labels_dir, name, [written])
         listed = get_metadata(labels_group).get("labels", [])
         if name not in listed:
             add_metadata(labels_group, {"labels": [*listed, name]}, fmt=fmt)
@@ -342,6 +351,33 @@ def write_ome_zarr_labels(image_path: str | Path, labels: np.ndarray, name: str 
 #: replaces waits as ``labels/<REPLACED_PREFIX><name>`` until then. The next write of that name removes both
 SCRATCH_PREFIX = ".promptseg-writing-"
 REPLACED_PREFIX = ".promptseg-replaced-"
+#: ``labels/<WRITTEN_PREFIX><name>.json`` beside each labels image promptseg wrote: the listing (names, sizes and
+#: modification times of its files) it had when written, to tell our own unchanged output, which a rerun replaces,
+#: from labels someone else wrote or edited and saved since, which it must not
+WRITTEN_PREFIX = ".promptseg-written-"
+
+
+def labels_not_replaceable(image_path: str | Path, name: str) -> str | None:
+    """Why ``image_path/labels/<name>`` must not be replaced (an existing labels image that promptseg did not write,
+    or that changed since it wrote it: a user's annotations, labels corrected in napari and saved back), or None
+    (absent, or promptseg's own as it wrote it)."""
+    target = Path(image_path) / "labels" / name
+    if not target.exists():
+        return None
+    try:
+        accepted = json.loads((target.parent / f"{WRITTEN_PREFIX}{name}.json").read_text())["listings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        accepted = []
+    if listing_digest(target) in accepted:
+        return None
+    return (
+        f"{target} holds labels that promptseg did not write, or that were changed since it wrote them, and would be "
+        "replaced; write under another labels name (--labels-name), or move them"
+    )
+
+
+def _stamp_labels(labels_dir: Path, name: str, listings: list[str]) -> None:
+    (labels_dir / f"{WRITTEN_PREFIX}{name}.json").write_text(json.dumps({"listings": listings}))
 
 
 def _remove_tree(path: Path) -> None:
