@@ -205,3 +205,27 @@ def test_closing_the_dock_stops_the_run(make_viewer, qtbot, lungs):
     assert len(viewer.layers) == before
     widget.run()  # a closed panel takes no new run
     assert widget.is_idle and len(viewer.layers) == before
+
+
+def test_a_reference_with_only_some_objects_labelled_finds_the_others_when_told(make_viewer, qtbot):
+    """Bug hunt: a reference with 3 of its 50 nuclei labelled taught every unlabelled nucleus as background, so
+    one-shot found the 3 and nothing else (F1 0.075 on the reference itself) and fell to one region with fewer than
+    3. "reference labels only some objects" learns background only near the labelled nuclei: the other nuclei of
+    the image are found, with 2 labelled nuclei too (many instances, not one region)."""
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.methods.instances import match_instances
+
+    (image, _, _), (truth, _, _) = nuclei()
+    ids, areas = np.unique(truth[truth > 0], return_counts=True)
+    typical = ids[np.argsort(np.abs(areas - np.median(areas)))[:2]]  # two median-sized nuclei
+    some = np.where(np.isin(truth, typical), truth, 0)
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(viewer.add_image(image, name="reference"))
+    widget.reference_labels.set_layer(viewer.add_labels(some, name="two nuclei"))
+    widget.target.set_layer(viewer.add_image(image, name="target"))
+    widget.partial_labels.setChecked(True)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    found = viewer.layers["target one-shot"].data
+    assert match_instances(found, truth)["recall"] > 0.5, match_instances(found, truth)

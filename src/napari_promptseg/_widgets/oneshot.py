@@ -83,17 +83,20 @@ def run_oneshot(
     instances: bool | None,
     object_size: float | None = None,
     factor: float = 1.0,
+    partial: bool = False,
     progress,
     cancel,
 ) -> OneShotOutput:
     """The worker body (no Qt, no layers), as the CLI runs one-shot. ``instances=None``: many instances when the
-    reference labels hold several objects; ``object_size``: the objects' diameter in full-resolution pixels (None:
-    measured); ``factor``: the downsampling of the pyramid level the targets were read at. The planes of a stack
-    share one object size and are linked into objects across planes."""
+    reference labels hold several objects (or only some of its objects are labelled: ``partial``, which learns
+    background only near them); ``object_size``: the objects' diameter in full-resolution pixels (None: measured);
+    ``factor``: the downsampling of the pyramid level the targets were read at. The planes of a stack share one
+    object size and are linked into objects across planes."""
     from ..io import read_image
     from ..methods.instances import (
         fit_exemplars,
         is_many_objects,
+        known_near_labels,
         level_object_size,
         segment_with_exemplars,
         stack_object_size,
@@ -106,7 +109,7 @@ def run_oneshot(
     segmenter = load_segmenter()
     out = OneShotOutput([], [], [], [], stacked)
     if instances is None:
-        instances = is_many_objects(reference_labels)
+        instances = partial or is_many_objects(reference_labels)
     exemplars, target_size = None, None
     if instances:
         progress(0.0, "learning the reference objects")
@@ -116,6 +119,7 @@ def run_oneshot(
             segmenter,
             ref,
             reference_labels,
+            known=known_near_labels(reference_labels) if partial else None,
             object_size=object_size,
             progress=lambda fraction, message: progress(0.0, message),
             cancel=cancel,
@@ -199,6 +203,12 @@ class OneShotWidget(QWidget):
         self.object_size.setSuffix(" px")
         self.object_size.setSpecialValueText("auto (from the reference)")
         self.object_size.setToolTip("Typical object diameter in pixels (many instances): sets the working scale")
+        self.partial_labels = QCheckBox("reference labels only some objects")
+        self.partial_labels.setToolTip(
+            "ticked: the reference's unlabelled objects are not background; background is learned only near the "
+            "labelled objects (as 'find all like these' does), and every object like them is found. Unticked, every "
+            "unlabelled pixel of the reference is taught as background: label all its objects"
+        )
         self.show_points = QCheckBox("show prompt points")
         self.show_points.setChecked(True)
         self.run_button = QPushButton("Segment like the reference")
@@ -228,6 +238,7 @@ class OneShotWidget(QWidget):
         form.addRow("object size", self.object_size)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.partial_labels)
         layout.addWidget(self.show_points)
         layout.addWidget(self.run_button)
         layout.addWidget(self.runner.widget)
@@ -271,7 +282,7 @@ class OneShotWidget(QWidget):
                 from ..methods.instances import is_many_objects
 
                 instances = MODES[self.mode.currentText()]
-                if instances if instances is not None else is_many_objects(labels):
+                if instances if instances is not None else self.partial_labels.isChecked() or is_many_objects(labels):
                     data = self._pyramid_level(target, labels)
                 else:  # one region: the level a whole-image method reads, as the CLI
                     data = np.asarray(whole_image_level(target)[0])
@@ -351,6 +362,7 @@ class OneShotWidget(QWidget):
         strategy, instances = self.strategy.currentText(), MODES[self.mode.currentText()]
         factors = self._level_factors if layer is not None else np.ones(2)
         object_size = float(self.object_size.value()) or None  # full-resolution pixels
+        partial = self.partial_labels.isChecked()
 
         def task(progress, cancel) -> OneShotOutput:
             return run_oneshot(
@@ -363,6 +375,7 @@ class OneShotWidget(QWidget):
                 instances=instances,
                 object_size=object_size,
                 factor=float(factors[-1]),
+                partial=partial,
                 progress=progress,
                 cancel=cancel,
             )

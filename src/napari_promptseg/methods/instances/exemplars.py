@@ -176,6 +176,28 @@ def _whole_object_areas(labels: np.ndarray, ids: np.ndarray, areas: np.ndarray) 
     return areas[whole] if whole.any() else areas
 
 
+def known_near(boxes: np.ndarray, shape: tuple[int, int], ring: float) -> np.ndarray:
+    """Where the labels are complete when only some objects are labelled (boxed examples, a partly labelled
+    reference): each object's box (x0, y0, x1, y1) grown by ``ring`` pixels. Its surroundings are background the
+    user saw; farther away, unlabelled objects like it may hide, so nothing there is taught as background."""
+    h, w = shape
+    known = np.zeros((h, w), bool)
+    for x0, y0, x1, y1 in np.asarray(boxes, float).reshape(-1, 4):
+        rows = slice(int(max(0, y0 - ring)), int(min(h, y1 + ring + 1)))
+        known[rows, int(max(0, x0 - ring)) : int(min(w, x1 + ring + 1))] = True
+    return known
+
+
+def known_near_labels(labels: np.ndarray) -> np.ndarray:
+    """:func:`known_near` for the labelled objects of a partly labelled reference, with a ring of half their typical
+    size (as "find all like these" learns from boxed examples)."""
+    labels = reference_objects(labels)
+    boxes = [(sl[1].start, sl[0].start, sl[1].stop - 1, sl[0].stop - 1) for sl in ndimage.find_objects(labels) if sl]
+    if not boxes:
+        raise PromptsegError("reference: no labelled object; label at least one object (non-zero pixels)")
+    return known_near(np.array(boxes, float), labels.shape[:2], 0.5 * typical_object_size(labels))
+
+
 def fit_exemplars(
     segmenter: PromptableSegmenter,
     image: np.ndarray,

@@ -31,6 +31,8 @@ from .exemplars import (
     _Timer,
     estimate_object_size,
     fit_exemplars,
+    known_near,
+    known_near_labels,
 )
 
 Refinement = Literal["fused", "sam", "none"]
@@ -434,6 +436,7 @@ def segment_instances_like(
     normalize: Normalization = "auto",
     name: str = "target",
     model: ExemplarModel | None = None,
+    partial: bool = False,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> InstanceResult:
@@ -441,6 +444,8 @@ def segment_instances_like(
 
     ``object_size``: typical object diameter in pixels (default: the reference objects' median); it sets the
     working scale. ``model``: an :class:`ExemplarModel` from :func:`fit_exemplars` to reuse across targets.
+    ``partial``: the reference labels only some of its objects; background is then learned only near them (as
+    :func:`find_all_like` does), where by default every unlabelled pixel is taught as background.
     """
     if segmenter is None:
         from ...models import load_segmenter
@@ -455,6 +460,7 @@ def segment_instances_like(
             segmenter,
             ref_hwc,
             ref_labels,
+            known=known_near_labels(ref_labels) if partial else None,
             object_size=object_size,
             use_encoder=use_encoder,
             normalize=normalize,
@@ -517,11 +523,7 @@ def find_all_like(
     if not (examples.labels > 0).any():
         raise PromptsegError(f"{name}: the boxed examples gave empty masks; draw boxes tightly around objects")
     size = examples.scale.object_size  # the given size, else the boxes' (segment_prompts chose the scale from it)
-    known = np.zeros((h, w), bool)
-    ring = 0.5 * size
-    for x0, y0, x1, y1 in checked:
-        rows = slice(int(max(0, y0 - ring)), int(min(h, y1 + ring + 1)))
-        known[rows, int(max(0, x0 - ring)) : int(min(w, x1 + ring + 1))] = True
+    known = known_near(checked, (h, w), 0.5 * size)
     if cancel is not None and cancel():
         raise CancelledError("cancelled")
     report(0.1, "learning the examples")
