@@ -229,15 +229,19 @@ def test_reruns_keep_corrections_drop_stale_results_and_see_every_name(litemedsa
     ]
 
 
-def test_hidden_files_are_not_inputs_and_a_repeated_input_is_one(tmp_path):
-    """macOS resource forks ("._x.tif") and other dot files are not the user's images."""
+def test_hidden_files_are_not_inputs_and_a_repeated_input_is_one(tmp_path, capsys):
+    """macOS resource forks ("._x.tif") and other dot files are not the user's images; files of other kinds in the
+    folder are skipped, and said to be (a .webp the user counted on went missing without a word)."""
     from napari_promptseg.cli._common import _expand_images
 
     image = np.full((32, 32), 7, np.uint8)
     tifffile.imwrite(tmp_path / "cells.tif", image)
     (tmp_path / "._cells.tif").write_bytes(b"\x00\x05\x16\x07 resource fork")
     tifffile.imwrite(tmp_path / ".hidden.tif", image)
+    (tmp_path / "notes.txt").write_text("stain: DAPI")
+    iio.imwrite(tmp_path / "more.webp", np.stack([image] * 3, -1))
     assert _expand_images([tmp_path]) == [tmp_path / "cells.tif"]
+    assert "skipped 2 file(s) that are not images read here" in capsys.readouterr().err
     # named twice (alone and in its folder) it is one input, not two that write one output
     assert _expand_images([tmp_path / "cells.tif", tmp_path]) == [tmp_path / "cells.tif"]
 

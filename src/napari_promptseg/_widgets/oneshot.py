@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import CancelledError, PromptsegError
+from ..io.images import IMAGE_SUFFIXES
 from ..models import load_segmenter
 from ._common import (
     LayerPicker,
@@ -42,7 +43,6 @@ from ._common import (
     whole_image_level,
 )
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 #: mode choice -> run_oneshot's ``instances`` (None: decided by the reference labels)
 MODES = {"auto": None, "single region": False, "many instances": True}
 POSITIVE_COLOUR, NEGATIVE_COLOUR = "lime", "red"

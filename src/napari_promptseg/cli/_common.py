@@ -95,11 +95,8 @@ def _mean_or_none(values: Sequence[float]) -> float | None:
     return round(float(sum(values) / len(values)), 4) if values else None
 
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
-
-
 def _expand_images(paths: list[Path]) -> list[Path]:
-    from ..io.images import is_own_output
+    from ..io.images import IMAGE_SUFFIXES, is_own_output
     from ..io.multiscale import is_ome_zarr
 
     out = []
@@ -109,9 +106,17 @@ def _expand_images(paths: list[Path]) -> list[Path]:
         elif path.is_dir():
             # hidden files (macOS "._x.tif" resource forks, editors' temporaries) are not the user's images, nor are
             # our own outputs (labels and overlays of a run whose -o was this folder)
-            found = (p for p in path.iterdir() if not p.name.startswith("."))
-            images = (p for p in found if p.suffix.lower() in IMAGE_SUFFIXES or is_ome_zarr(p))
-            out.extend(sorted(p for p in images if not is_own_output(p)))
+            found = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+            readable = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES or is_ome_zarr(p)]
+            out.extend(p for p in readable if not is_own_output(p))
+            skipped = [p.name for p in found if p not in readable and p.is_file()]
+            if skipped:  # a .webp or .gif the user counted on is not silently missing from the batch
+                print(
+                    f"{path}: skipped {len(skipped)} file(s) that are not images read here "
+                    f"({', '.join(IMAGE_SUFFIXES)}, OME-Zarr): {', '.join(skipped[:10])}"
+                    + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""),
+                    file=sys.stderr,
+                )
         elif path.is_file():
             out.append(path)
         else:

@@ -12,6 +12,8 @@ from ..errors import PromptsegError
 from ._files import replacing
 
 TIFF_SUFFIXES = (".tif", ".tiff")
+#: what a folder of inputs is read for (OME-Zarr folders besides)
+IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png", ".jpg", ".jpeg", ".bmp")
 #: longest side of an overlay PNG
 OVERLAY_SIDE = 4096
 #: written into every label TIFF (its Software tag) and overlay PNG (a "Software" text chunk) this package makes, so
