@@ -333,7 +333,7 @@ def test_resume_after_a_killed_run_loses_nothing(inputs, reference, tmp_path, ca
     assert np.array_equal(tifffile.imread(out / f"{inputs[0].stem}.tif"), tifffile.imread(reference / "nuclei_0.tif"))
 
 
-def test_a_resumed_run_reports_the_precision_of_its_own_workers(tmp_path):
+def test_a_resumed_run_reports_the_precision_of_its_own_workers(tmp_path, capsys):
     """The run-level fields come from this run's workers; an earlier run's precision is kept beside them when it
     differs (its images were made that way). No model: the job's setup and process are plain functions."""
     import argparse
@@ -365,6 +365,8 @@ def test_a_resumed_run_reports_the_precision_of_its_own_workers(tmp_path):
 
     assert outcome.meta["encoder_precision"] == "float32"
     assert outcome.meta["resumed_encoder_precision"] == "bfloat16"
+    # said on the terminal too: the kept labels may differ slightly from this run's
+    assert "the 1 input(s) kept from the earlier run were made in bfloat16" in capsys.readouterr().err
 
 
 def test_an_input_replaced_under_its_name_is_done_again_by_a_resume(tmp_path, capsys):

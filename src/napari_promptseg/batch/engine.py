@@ -302,6 +302,13 @@ def run_batch(
             meta = {**meta, **result["meta"]}
             if earlier is not None and earlier != meta.get("encoder_precision"):
                 meta["resumed_encoder_precision"] = earlier  # the images kept from the earlier run were made so
+                if kept:  # their labels may differ slightly from what this run would make: said, not hidden
+                    print(
+                        f"warning: this run's encoder runs in {meta.get('encoder_precision')}; the {len(kept)} "
+                        f"input(s) kept from the earlier run were made in {earlier} (report.json: "
+                        "batch meta resumed_encoder_precision); run without --resume to make all at one precision",
+                        file=sys.stderr,
+                    )
             if journal is not None:
                 journal.add(meta=meta)
         record = result["record"]
