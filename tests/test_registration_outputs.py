@@ -44,6 +44,7 @@ def test_landmark_csv_keeps_its_other_columns(birl_half, tmp_path):
     """Z, a name (with a comma) and the index come back as read; only X and Y are the new coordinates."""
     landmarks = read_landmarks(birl_half["lm_moving"])
     moved = write_landmarks(tmp_path / "out.csv", landmarks.with_xy(landmarks.xy + 1.5))
+    assert b"\r" not in moved.read_bytes()  # lines end as the input's (and ANHIR's) do, not CRLF
     rows = list(csv.reader(moved.read_text().splitlines()))
     assert rows[0] == ["", "X", "Y", "Z", "name"]
     assert rows[1][0] == "1" and rows[1][3:] == ["7", "point, 1"] and rows[-1][3:] == ["7", f"point, {len(rows) - 1}"]

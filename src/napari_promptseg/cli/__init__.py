@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--similarity", type=float, default=0.8, help="region-pair cosine threshold (%(default)s)")
     reg.add_argument("--smoothness", type=float, help="bending-energy weight of the dense field")
     reg.add_argument("--no-dense", action="store_true", help="affine only (no dense field) for the prompt method")
-    _add_model_options(reg)
+    _add_model_options(reg, channel_choice=False)
     reg.set_defaults(func=cmd_register)
     _add_oneshot_parser(sub)
     _add_text_parser(sub)

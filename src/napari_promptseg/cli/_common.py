@@ -22,15 +22,20 @@ if TYPE_CHECKING:
     from ..batch import BatchOutcome
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
+def _add_model_options(parser: argparse.ArgumentParser, *, channel_choice: bool = True) -> None:
+    """The model options every subcommand takes; ``channel_choice``: also --channels and --normalize (not register,
+    whose intensity stages read every channel as it is)."""
     parser.add_argument("--model", default="litemedsam", help="name from `promptseg models` (default: %(default)s)")
     parser.add_argument("--weights", help="explicit weights file (e.g. a fine-tuned checkpoint)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: %(default)s)")
     parser.add_argument("--channel-axis", type=int, help="axis of the channels in a multichannel image")
-    parser.add_argument("--channels", type=int, nargs="+", help="up to three channels to use (after --channel-axis)")
-    parser.add_argument(
-        "--normalize", default="auto", choices=["auto", "percentile", "minmax", "none"], help="intensity scaling"
-    )
+    if channel_choice:
+        parser.add_argument(
+            "--channels", type=int, nargs="+", help="up to three channels to use (after --channel-axis)"
+        )
+        parser.add_argument(
+            "--normalize", default="auto", choices=["auto", "percentile", "minmax", "none"], help="intensity scaling"
+        )
     parser.add_argument(
         "--cache",
         nargs="?",

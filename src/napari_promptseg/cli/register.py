@@ -44,8 +44,6 @@ def cmd_register(args: argparse.Namespace) -> int:
             raise PromptsegError(f"input image not found: {path}")
     if (args.landmarks_fixed is None) != (args.landmarks_moving is None):
         raise PromptsegError("give both --landmarks-fixed and --landmarks-moving, or neither")
-    if args.channels is not None or args.normalize != "auto":
-        raise PromptsegError("register does not support --channels/--normalize yet; use --channel-axis or RGB images")
     prompts = _checked_prompts(args.prompt)
     method = resolve_method(args.method, prompts or None)
     if prompts and method == "intensity":

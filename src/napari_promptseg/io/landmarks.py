@@ -128,7 +128,7 @@ def write_landmarks(path: str | Path, landmarks: Landmarks | np.ndarray, *, deci
     # the columns other than X and Y (index, Z, name...) as read, when this is the file's own layout
     copied = landmarks.rows if header == landmarks.header and len(landmarks.rows) == len(xy) else None
     with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
+        writer = csv.writer(fh, lineterminator="\n")  # as the .pts files, and as ANHIR's own CSVs end their lines
         writer.writerow(header)
         for i, (x, y) in enumerate(xy):
             if copied is not None:
