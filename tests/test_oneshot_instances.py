@@ -183,3 +183,32 @@ def test_progress_and_cancel_leave_the_exemplars_unchanged(litemedsam, nuclei_ex
         segment_with_exemplars(litemedsam, plain, image).labels,
         segment_with_exemplars(litemedsam, watched, image).labels,
     )
+
+
+def test_a_colour_label_image_is_read_as_one_id_per_colour(tmp_path):
+    """The sample's 50 nuclei saved as a colour label image (an RGB PNG, as napari or Fiji export them) are 50
+    objects from the CLI and from Python; the red channel alone held 13 values (13 objects). A grey RGB mask stays
+    one channel."""
+    import imageio.v3 as iio
+
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.cli._common import _reference_labels
+    from napari_promptseg.methods.instances.exemplars import _check_reference_labels
+
+    (image, _, _), (truth, _, _) = nuclei()
+    levels = np.array(np.meshgrid(*[[0, 85, 170, 255]] * 3, indexing="ij"), np.uint8).reshape(3, -1).T[1:]
+    palette = np.concatenate([np.zeros((1, 3), np.uint8), np.random.default_rng(3).permutation(levels)[: truth.max()]])
+    path = tmp_path / "nuclei_colours.png"
+    iio.imwrite(path, palette[truth])
+    colours = read_image(path)
+    assert len(np.unique(colours[..., 0])) - 1 < 20  # the red channel alone does not tell the nuclei apart
+
+    from_cli = _reference_labels(colours, image, path)
+    from_python = _check_reference_labels(image[..., None], colours)
+    for labels in (from_cli, from_python):
+        assert labels.shape == truth.shape and (labels > 0).sum() == (truth > 0).sum()
+        pairs = np.unique(np.stack([labels[truth > 0], truth[truth > 0]]), axis=1)
+        assert pairs.shape[1] == len(np.unique(truth)) - 1 == len(np.unique(labels)) - 1  # one id per nucleus
+
+    grey = np.repeat((truth > 0).astype(np.uint8)[..., None] * 255, 3, axis=-1)
+    np.testing.assert_array_equal(_reference_labels(grey, image, path), (truth > 0) * 255)

@@ -427,13 +427,13 @@ def _remove_stale_outputs(args: argparse.Namespace, records: Sequence[dict]) -> 
 
 
 def _reference_labels(mask: np.ndarray, image: np.ndarray, path: Path) -> np.ndarray:  # noqa: F821 (lazy numpy)
-    """Reference mask/labels as 2D (0 = background, ids kept); JPEG masks are thresholded at 127 (compression blurs
-    their edges), so they come back as one binary object."""
+    """Reference mask/labels as 2D (0 = background, ids kept, a colour label image's colours as ids); JPEG masks are
+    thresholded at 127 (compression blurs their edges), so they come back as one binary object."""
     import numpy as np
 
+    from ..io.images import label_image_2d
+
     mask = np.asarray(mask)
-    if mask.ndim == 3 and mask.shape[:2] == image.shape[:2]:
-        mask = mask[..., 0]
     if mask.dtype == np.uint8 and path.suffix.lower() in (".jpg", ".jpeg"):
-        return mask > 127
-    return mask
+        return (mask[..., 0] if mask.ndim == 3 else mask) > 127
+    return label_image_2d(mask, str(path))

@@ -55,6 +55,24 @@ def label_objects(labels: np.ndarray) -> np.ndarray:
     return labels if labels.min() >= 0 else np.where(labels > 0, labels, 0)
 
 
+def label_image_2d(mask: np.ndarray, name: str = "labels") -> np.ndarray:
+    """A reference mask or label image as one 2D array of ids (0 = background). An RGB(A) image whose channels differ
+    is a colour label image: each distinct colour is one id (black or transparent: background); a grey one (equal
+    channels) is its first channel."""
+    mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[-1] in (3, 4):
+        rgb = mask[..., :3]
+        if (rgb == rgb[..., :1]).all():
+            mask = rgb[..., 0]
+        else:  # each colour one id 1..N, in np.unique's order of the packed colours
+            background = ~rgb.any(axis=-1) | ((mask[..., 3] == 0) if mask.shape[-1] == 4 else False)
+            packed = np.ascontiguousarray(rgb).view(np.dtype((np.void, rgb.dtype.itemsize * 3)))[..., 0]
+            colours, ids = np.unique(packed[~background], return_inverse=True)
+            mask = np.zeros(mask.shape[:2], np.uint16 if len(colours) < 2**16 else np.uint32)
+            mask[~background] = ids.ravel() + 1
+    return mask
+
+
 def output_stem(path: str | Path) -> str:
     """Output name of an input: 'slide.ome.zarr' and 'slide.ome.tif' -> 'slide', 'cells.png' -> 'cells'."""
     path = Path(path)

@@ -18,6 +18,7 @@ import tifffile
 from ... import __version__
 from ...errors import PromptsegError
 from .._files import replacing
+from ..images import label_image_2d
 from ._format import (
     DEFAULT_MARGIN,
     DEFAULT_MIN_CROP,
@@ -196,9 +197,7 @@ class ReferenceLibrary:
         hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=what)
         if hwc.dtype.kind == "f" and not np.isfinite(hwc).all():
             raise PromptsegError(f"{what}: the image contains NaN or infinite values; fill or clip them first")
-        mask = np.asarray(mask)
-        if mask.ndim == 3 and mask.shape[-1] in (3, 4) and mask.shape[:2] == hwc.shape[:2]:
-            mask = mask[..., 0]
+        mask = label_image_2d(mask, f"{what} mask")
         if mask.shape != hwc.shape[:2]:
             raise PromptsegError(
                 f"{what}: mask of shape {mask.shape} does not match the image's {hwc.shape[:2]} (rows, columns)"

@@ -10,6 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from ...errors import CancelledError, PromptsegError
+from ...io.images import label_image_2d
 from ...models.preprocessing import Normalization, ResizeTransform, as_channels_last
 from ...models.protocols import Embedding, PromptableSegmenter
 from ...tiling import (
@@ -515,9 +516,7 @@ def _check_reference_labels(ref_hwc: np.ndarray, labels: np.ndarray) -> np.ndarr
     from ..oneshot import check_reference
 
     check_reference(ref_hwc, labels, "reference labels")
-    labels = np.asarray(labels)
-    if labels.ndim == 3:  # an RGB(A) label image, as check_reference accepts it
-        labels = labels[..., 0]
+    labels = label_image_2d(labels, "reference labels")  # an RGB(A) label image, as check_reference accepts it
     if (labels > 0).all():
         raise PromptsegError("reference labels: everything is labelled; leave background unlabelled (0)")
     return reference_objects(labels)

@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from ...errors import CancelledError, PromptsegError
+from ...io.images import label_image_2d
 from ...models.features import PatchFeatureExtractor, SegmenterFeatures
 from ...models.preprocessing import Normalization, as_channels_last
 from ...models.protocols import PromptableSegmenter
@@ -97,9 +98,7 @@ def _as_list(x) -> list:
 
 
 def check_reference(image_hwc: np.ndarray, mask: np.ndarray, name: str) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.ndim == 3 and mask.shape[-1] in (3, 4) and mask.shape[:2] == image_hwc.shape[:2]:
-        mask = mask[..., 0]
+    mask = label_image_2d(mask, name)
     if mask.shape != image_hwc.shape[:2]:
         raise PromptsegError(
             f"{name}: mask shape {mask.shape} does not match the reference image's {image_hwc.shape[:2]} "
