@@ -289,3 +289,42 @@ def test_the_cli_names_the_image_of_a_warning_once(tmp_path, capsys):
     assert main(["segment", str(image), "--box", "210", "20", "260", "70", "-o", str(tmp_path / "out")]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert lines == [f"warning: {image}: box 1 covers pixels of one value: nothing to segment there (left empty)"]
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        (
+            "small-mask",
+            r"--reference-mask \S*small\.tif: 200 x 200 px, the reference image \S*ref\.tif is 256 x 256 px",
+        ),
+        ("empty-mask", r"--reference-mask \S*empty\.tif: no labelled pixel \(all 0\)"),
+        ("stack-reference", r"--reference \S*stack\.tif: 3D array of shape \(5, 256, 256\); .* --channel-axis"),
+        ("second-mask", r"--reference-mask \S*small\.tif: 200 x 200 px, the reference image \S*ref\.tif"),
+    ],
+)
+def test_oneshot_reference_errors_name_the_files_in_cli_terms(litemedsam, tmp_path, capsys, case, message):
+    """Each bad reference is one line naming its file(s) and the CLI's options: the mismatch was "reference: labels
+    of shape (200, 200) do not match", a stack got Python advice (channel_axis, segment_stack), and a bad second mask
+    was reported as "the many-instances mode takes one --reference"."""
+    from napari_promptseg._sample_data import nuclei
+
+    (image, _, _), (truth, _, _) = nuclei()
+    ref, labels = write_tif(tmp_path, "ref.tif", image), write_tif(tmp_path, "labels.tif", truth)
+    small = write_tif(tmp_path, "small.tif", truth[:200, :200])
+    argv = {
+        "small-mask": ["--reference", ref, "--reference-mask", small],
+        "empty-mask": ["--reference", ref, "--reference-mask", write_tif(tmp_path, "empty.tif", 0 * truth)],
+        "stack-reference": [
+            "--reference",
+            write_tif(tmp_path, "stack.tif", np.stack([image] * 5)),
+            "--reference-mask",
+            labels,
+        ],
+        "second-mask": ["--reference", ref, "--reference-mask", labels, "--reference", ref, "--reference-mask", small],
+    }[case]
+    code = main(["oneshot", *map(str, argv), str(ref), "-o", str(tmp_path / "out"), "--scheduler", "none"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert re.search(message, err), err
+    assert "channel_axis" not in err and "segment_stack" not in err and "many-instances" not in err

@@ -203,7 +203,7 @@ def test_a_colour_label_image_is_read_as_one_id_per_colour(tmp_path):
     colours = read_image(path)
     assert len(np.unique(colours[..., 0])) - 1 < 20  # the red channel alone does not tell the nuclei apart
 
-    from_cli = _reference_labels(colours, image, path)
+    from_cli = _reference_labels(colours, image, path, tmp_path / "nuclei.png")
     from_python = _check_reference_labels(image[..., None], colours)
     for labels in (from_cli, from_python):
         assert labels.shape == truth.shape and (labels > 0).sum() == (truth > 0).sum()
@@ -211,4 +211,4 @@ def test_a_colour_label_image_is_read_as_one_id_per_colour(tmp_path):
         assert pairs.shape[1] == len(np.unique(truth)) - 1 == len(np.unique(labels)) - 1  # one id per nucleus
 
     grey = np.repeat((truth > 0).astype(np.uint8)[..., None] * 255, 3, axis=-1)
-    np.testing.assert_array_equal(_reference_labels(grey, image, path), (truth > 0) * 255)
+    np.testing.assert_array_equal(_reference_labels(grey, image, path, path), (truth > 0) * 255)

@@ -148,8 +148,10 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
     segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
     extractor = load_feature_extractor(args.features, segmenter=segmenter, device=args.device)
     references = [read_image(p) for p in args.reference]
+    # every pair is checked before the mode is chosen: a bad second mask is reported as such
     reference_labels = [
-        _reference_labels(read_image(m), r, m) for m, r in zip(args.reference_mask, references, strict=True)
+        _reference_labels(read_image(m), r, m, p, args.channel_axis, args.channels)
+        for p, m, r in zip(args.reference, args.reference_mask, references, strict=True)
     ]
     # a reference whose labels hold many objects asks for every such object: instances without a flag
     instances = args.instances if args.instances is not None else is_many_objects(reference_labels[0])
