@@ -301,6 +301,7 @@ def test_the_cli_names_the_image_of_a_warning_once(tmp_path, capsys):
         ("empty-mask", r"--reference-mask \S*empty\.tif: no labelled pixel \(all 0\)"),
         ("stack-reference", r"--reference \S*stack\.tif: 3D array of shape \(5, 256, 256\); .* --channel-axis"),
         ("second-mask", r"--reference-mask \S*small\.tif: 200 x 200 px, the reference image \S*ref\.tif"),
+        ("negative-id", r"--reference-mask \S*negative\.tif: negative label id -1; ids are 0 \(background\) and"),
     ],
 )
 def test_oneshot_reference_errors_name_the_files_in_cli_terms(litemedsam, tmp_path, capsys, case, message):
@@ -312,6 +313,8 @@ def test_oneshot_reference_errors_name_the_files_in_cli_terms(litemedsam, tmp_pa
     (image, _, _), (truth, _, _) = nuclei()
     ref, labels = write_tif(tmp_path, "ref.tif", image), write_tif(tmp_path, "labels.tif", truth)
     small = write_tif(tmp_path, "small.tif", truth[:200, :200])
+    negative = truth.astype(np.int16)
+    negative[truth == 3] = -1  # a nucleus marked -1: neither clearly an object nor background
     argv = {
         "small-mask": ["--reference", ref, "--reference-mask", small],
         "empty-mask": ["--reference", ref, "--reference-mask", write_tif(tmp_path, "empty.tif", 0 * truth)],
@@ -322,6 +325,7 @@ def test_oneshot_reference_errors_name_the_files_in_cli_terms(litemedsam, tmp_pa
             labels,
         ],
         "second-mask": ["--reference", ref, "--reference-mask", labels, "--reference", ref, "--reference-mask", small],
+        "negative-id": ["--reference", ref, "--reference-mask", write_tif(tmp_path, "negative.tif", negative)],
     }[case]
     code = main(["oneshot", *map(str, argv), str(ref), "-o", str(tmp_path / "out"), "--scheduler", "none"])
     err = capsys.readouterr().err

@@ -58,7 +58,7 @@ def label_objects(labels: np.ndarray) -> np.ndarray:
 def label_image_2d(mask: np.ndarray, name: str = "labels") -> np.ndarray:
     """A reference mask or label image as one 2D array of ids (0 = background). An RGB(A) image whose channels differ
     is a colour label image: each distinct colour is one id (black or transparent: background); a grey one (equal
-    channels) is its first channel."""
+    channels) is its first channel. Negative ids are refused: they are neither an object nor clearly background."""
     mask = np.asarray(mask)
     if mask.ndim == 3 and mask.shape[-1] in (3, 4):
         rgb = mask[..., :3]
@@ -70,6 +70,10 @@ def label_image_2d(mask: np.ndarray, name: str = "labels") -> np.ndarray:
             colours, ids = np.unique(packed[~background], return_inverse=True)
             mask = np.zeros(mask.shape[:2], np.uint16 if len(colours) < 2**16 else np.uint32)
             mask[~background] = ids.ravel() + 1
+    if mask.dtype.kind in "if" and mask.size and mask.min() < 0:
+        raise PromptsegError(
+            f"{name}: negative label id {mask.min():g}; ids are 0 (background) and positive numbers, one per object"
+        )
     return mask
 
 
