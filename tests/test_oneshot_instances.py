@@ -118,6 +118,36 @@ def test_cli_instances(tmp_path, shared_data):
     assert report["images"][0]["objects"] == len(np.unique(labels)) - 1 > 1
 
 
+def test_cli_a_partly_labelled_reference_is_warned_and_finds_every_object_with_partial_labels(
+    tmp_path, litemedsam, capsys
+):
+    """Bug hunt: 3 of the sample's 50 nuclei labelled, one-shot found those 3 in the reference itself and nothing
+    in another image, without a word. It now warns (terminal and report.json) and --partial-labels learns
+    background only near the labelled nuclei, finding most of the others."""
+    from napari_promptseg._sample_data import nuclei
+
+    (image, _, _), (truth, _, _) = nuclei()
+    ids, areas = np.unique(truth[truth > 0], return_counts=True)
+    some = np.where(np.isin(truth, ids[np.argsort(np.abs(areas - np.median(areas)))[:3]]), truth, 0)
+    reference, mask = tmp_path / "reference.tif", tmp_path / "three.tif"
+    tifffile.imwrite(reference, image)
+    tifffile.imwrite(mask, some.astype(np.uint16))
+    args = ["oneshot", "--reference", str(reference), "--reference-mask", str(mask), str(reference)]
+    assert main([*args, "-o", str(tmp_path / "plain")]) == 0
+    report = json.loads((tmp_path / "plain" / "report.json").read_text())
+    assert any("labels only 3 object(s)" in w for w in report["warnings"])
+    assert "pass --partial-labels" in capsys.readouterr().err
+    assert main([*args, "--partial-labels", "-o", str(tmp_path / "partial")]) == 0
+    found = tifffile.imread(tmp_path / "partial" / "reference.tif")
+    assert (
+        match_instances(found, truth)["recall"]
+        > 0.5
+        > match_instances(tifffile.imread(tmp_path / "plain" / "reference.tif"), truth)["recall"]
+    )
+    report = json.loads((tmp_path / "partial" / "report.json").read_text())
+    assert report["parameters"]["instances_chosen_by"] == "--partial-labels" and not report["warnings"]
+
+
 def test_labels_of_another_size_are_refused_by_name(glands, litemedsam):
     """Instances are the default for instance labels, so their check must match the single-region mode's: a mask of
     another size is one clear error (it was a numpy broadcasting error from deep inside the candidate choice)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,15 @@ def _add_oneshot_parser(sub: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="many-instances mode: every object like the reference's labelled objects, as instance labels "
-        "(default: on when the reference labels hold several objects, ids or separate components)",
+        "(default: on when the reference labels hold 3 or more objects, ids or separate components, or with "
+        "--partial-labels)",
+    )
+    one.add_argument(
+        "--partial-labels",
+        action="store_true",
+        help="the reference mask labels only some of its objects (examples): background is learned only near them, "
+        "as segment --find-all does, and every object like them is found (many instances). Without it every "
+        "unlabelled pixel of the reference is taught as background: label all its objects",
     )
     one.add_argument(
         "--object-size",
@@ -91,6 +100,15 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
     meta = outcome.meta
     instances = meta.get("instances", args.instances)
     mode = "instances" if instances else args.strategy
+    warnings = []
+    objects = meta.get("exemplar_objects")
+    if meta.get("exemplar_few_objects") and not args.partial_labels:
+        # a few labelled nuclei on an image of fifty taught the other 47 as background: nothing was found
+        warnings.append(
+            f"the reference labels only {objects} object(s), and every unlabelled pixel of it was taught as "
+            "background; if it holds more objects like them, label them all, or pass --partial-labels"
+        )
+        print(f"warning: {warnings[-1]}", file=sys.stderr)
     _write_report(
         args.output,
         device=args.device,
@@ -103,7 +121,14 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
             "reference_masks": [str(p) for p in args.reference_mask],
             "mode": mode,
             "instances": instances,
-            "instances_chosen_by": "flag" if args.instances is not None else "reference labels",
+            "instances_chosen_by": (
+                "flag"
+                if args.instances is not None
+                else "--partial-labels"
+                if args.partial_labels
+                else "reference labels"
+            ),
+            "partial_labels": args.partial_labels,
             "object_size": args.object_size,
             **{k: v for k, v in meta.items() if k.startswith("exemplar_")},
             "strategy": args.strategy,
@@ -119,6 +144,7 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
             **_model_parameters(args, meta),
         },
         images=outcome.records,
+        warnings=warnings,
         timings_s={"model_load": meta.get("setup_s"), "total": round(time.perf_counter() - t0, 4)},
         batch=outcome.summary,
     )
@@ -138,9 +164,12 @@ class _OneShot:
 
 
 def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
+    import numpy as np
+
     from ..batch.engine import method_progress
     from ..io import read_image
-    from ..methods.instances import fit_exemplars, is_many_objects
+    from ..methods.instances import fit_exemplars, is_many_objects, known_near_labels, reference_objects
+    from ..methods.instances.exemplars import FEW_EXEMPLARS
     from ..models import load_segmenter
     from ..models.features import load_feature_extractor
     from ..models.preprocessing import as_channels_last
@@ -154,7 +183,9 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
         for p, m, r in zip(args.reference, args.reference_mask, references, strict=True)
     ]
     # a reference whose labels hold many objects asks for every such object: instances without a flag
-    instances = args.instances if args.instances is not None else is_many_objects(reference_labels[0])
+    instances = (
+        args.instances if args.instances is not None else args.partial_labels or is_many_objects(reference_labels[0])
+    )
     if instances and len(references) > 1:
         raise PromptsegError("the many-instances mode takes one --reference (with its instance labels)")
     exemplars = None
@@ -163,6 +194,7 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
             segmenter,
             as_channels_last(references[0], channel_axis=args.channel_axis, channels=args.channels, name="reference"),
             reference_labels[0],
+            known=known_near_labels(reference_labels[0]) if args.partial_labels else None,
             object_size=args.object_size,
             normalize=args.normalize,
             progress=method_progress(),
@@ -174,7 +206,11 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
         "exemplar_object_size_px": None if exemplars is None else round(exemplars.object_size, 2),
     }
     if exemplars is not None:  # what decides which target objects are kept (benchmarks/README.md, eval_instances)
+        objects = [i for i in np.unique(reference_objects(reference_labels[0])) if i]
         meta |= {
+            "exemplar_objects": len(objects),
+            # fewer than that and the classifier is regularised as for a few examples (methods.instances)
+            "exemplar_few_objects": len(objects) < FEW_EXEMPLARS,
             "exemplar_candidates": exemplars.candidates,
             "exemplar_min_area_px": round(exemplars.min_area, 1),
             "exemplar_min_confidence": round(exemplars.min_score, 4),
