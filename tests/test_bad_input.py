@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -332,3 +333,22 @@ def test_oneshot_reference_errors_name_the_files_in_cli_terms(litemedsam, tmp_pa
     assert code == 2 and err.count("\n") == 1, err
     assert re.search(message, err), err
     assert "channel_axis" not in err and "segment_stack" not in err and "many-instances" not in err
+
+
+def test_a_box_partly_outside_the_image_is_clipped_with_a_warning(litemedsam, tmp_path, capsys):
+    """A box reaching past the image was clipped without a word (a 10x10 px remainder of a 110x110 box gave an
+    object and "warnings": []); a box ending on the image's edge is no news."""
+    result = segment(COINS, litemedsam, boxes=[(344, 263, 424, 343), (300, 223, W, H)], name="coins")
+    assert result.warnings == [
+        f"coins: box 1 (344, 263, 424, 343) reaches past the {W}x{H} image (width x height): clipped to "
+        f"(344, 263, {W - 1}, {H - 1}), 24% of its area"
+    ]
+    assert (result.labels == 1).any()  # the remainder is still segmented
+
+    image = write_tif(tmp_path, "coins.tif", COINS)
+    out = tmp_path / "out"
+    assert main(["segment", str(image), "--box", "344", "263", "424", "343", "-o", str(out)]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {image}: box 1 (344, 263, 424, 343) reaches past")
+    report = json.loads((out / "report.json").read_text())
+    assert report["images"][0]["warnings"] == [lines[0].removeprefix("warning: ")]

@@ -45,8 +45,11 @@ class SegmentationResult:
     scale: WorkingScale | None = None  # the working scale the boxes chose (None: whole image, no box)
 
 
-def check_box(box: Sequence[float], shape: tuple[int, int], name: str = "box") -> tuple[float, float, float, float]:
-    """Validate x0, y0, x1, y1 against the image; a box partly outside is clipped, one fully outside is an error."""
+def check_box(
+    box: Sequence[float], shape: tuple[int, int], name: str = "box", warnings: list[str] | None = None
+) -> tuple[float, float, float, float]:
+    """Validate x0, y0, x1, y1 against the image; a box partly outside is clipped (said in ``warnings``, when given,
+    if it reached more than a pixel past the image's edge), one fully outside is an error."""
     if len(box) != 4:
         raise PromptsegError(f"{name}: expected 4 numbers x0 y0 x1 y1, got {len(box)}")
     x0, y0, x1, y1 = (float(v) for v in box)
@@ -62,7 +65,15 @@ def check_box(box: Sequence[float], shape: tuple[int, int], name: str = "box") -
         raise PromptsegError(
             f"{name}: ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the {w}x{h} image (width x height)"
         )
-    return max(x0, 0.0), max(y0, 0.0), min(x1, w - 1.0), min(y1, h - 1.0)
+    clipped = max(x0, 0.0), max(y0, 0.0), min(x1, w - 1.0), min(y1, h - 1.0)
+    # a box drawn to the edge may end on it (x1 = w) or half a pixel out (napari): not worth a word
+    if warnings is not None and (x0 < -1 or y0 < -1 or x1 > w or y1 > h):
+        kept = (clipped[2] - clipped[0]) * (clipped[3] - clipped[1]) / ((x1 - x0) * (y1 - y0))
+        warnings.append(
+            f"{name} ({x0:g}, {y0:g}, {x1:g}, {y1:g}) reaches past the {w}x{h} image (width x height): clipped to "
+            f"({clipped[0]:g}, {clipped[1]:g}, {clipped[2]:g}, {clipped[3]:g}), {kept:.0%} of its area"
+        )
+    return clipped
 
 
 def boxes_from_labels(labels: np.ndarray, min_area: int = 1) -> list[tuple[int, int, int, int]]:
@@ -100,13 +111,14 @@ def group_prompts(
     boxes: Sequence[Sequence[float]] = (),
     positive_points: Sequence[Sequence[float]] = (),
     negative_points: Sequence[Sequence[float]] = (),
+    warnings: list[str] | None = None,
 ) -> list[ObjectPrompt]:
-    """Turn flat prompt lists into objects.
+    """Turn flat prompt lists into objects (boxes partly outside the image clipped, said in ``warnings``).
 
     Each box is one object; a point inside boxes refines the smallest box that contains it. Points outside every box
     form one further object (when at least one of them is positive), the usual click-to-segment case.
     """
-    objects = [ObjectPrompt(box=check_box(b, shape, f"box {i + 1}")) for i, b in enumerate(boxes)]
+    objects = [ObjectPrompt(box=check_box(b, shape, f"box {i + 1}", warnings)) for i, b in enumerate(boxes)]
     loose_points: list[tuple[float, float]] = []
     loose_labels: list[int] = []
     tagged = [(p, 1, f"positive point {i + 1}") for i, p in enumerate(positive_points)]
@@ -259,8 +271,9 @@ def segment_prompts(
     whole image squeezed into the model's input. Click-only prompts use the whole image.
     """
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
-    objects = group_prompts(hwc.shape[:2], boxes, positive_points, negative_points)
-    warnings = []
+    clipped: list[str] = []
+    objects = group_prompts(hwc.shape[:2], boxes, positive_points, negative_points, clipped)
+    warnings = [f"{name}: {warning}" for warning in clipped]
     if not segmenter.points_reliable and any(o.box is None for o in objects):
         warnings.append(
             f"{segmenter.name} was trained on box prompts: clicks without a box were answered by searching boxes "

@@ -510,7 +510,9 @@ def find_all_like(
     report = progress or (lambda fraction, message: None)
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
     h, w = hwc.shape[:2]
-    checked = np.array([check_box(b, (h, w), f"box {i + 1}") for i, b in enumerate(boxes)], np.float32).reshape(-1, 4)
+    clipped: list[str] = []
+    checked = [check_box(b, (h, w), f"box {i + 1}", clipped) for i, b in enumerate(boxes)]
+    checked = np.array(checked, np.float32).reshape(-1, 4)
     if len(checked) == 0:
         raise PromptsegError("find all: box at least one example object")
     timer = _Timer()
@@ -555,7 +557,7 @@ def find_all_like(
         cancel=cancel,
         timer=timer,
     )
-    result.warnings.extend(_outlier_boxes(checked))
+    result.warnings.extend([f"{name}: {warning}" for warning in clipped] + _outlier_boxes(checked))
     return result
 
 
