@@ -8,6 +8,7 @@ import pytest
 
 from napari_promptseg.errors import PromptsegError
 from napari_promptseg.tiling import (
+    MAX_UPSCALE,
     OBJECT_FRACTION,
     SCALE_SLACK,
     IntensityWindow,
@@ -132,3 +133,40 @@ def test_a_soft_mask_is_a_mask():
     negative = np.zeros((4, 4), np.int32)
     negative[0, :2], negative[2, :2], negative[3, 3] = 5, 9, -1
     assert sorted(np.unique(label_objects(negative))) == [0, 5, 9]
+
+
+def test_an_object_size_the_upscale_cap_overrides_is_reported_and_warned(tmp_path, capsys):
+    """--object-size 3 on a 256 px image asks for 6.8x enlargement; MAX_UPSCALE caps it, so the objects are worked
+    as if about 5.8 px. The report said only {'scale': 3.5556, 'object_size': 3.0}; it now says what was asked for,
+    what was used and why, and so does a warning."""
+    import json
+
+    import tifffile
+    from skimage import data
+
+    from napari_promptseg.cli import main
+
+    capped = choose_scale((256, 256), 256, 3.0)
+    assert capped.capped and capped.scale <= MAX_UPSCALE
+    summary = capped.summary()
+    assert summary["object_size"] == 3.0 and summary["scale"] == round(capped.scale, 4)  # the keys as before
+    assert summary["requested_scale"] == round(OBJECT_FRACTION * 256 / 3.0, 4) and summary["scale_capped"] is True
+    assert summary["object_size_used"] == pytest.approx(3.0 * summary["requested_scale"] / capped.scale, abs=0.05)
+    assert summary["object_size_used"] > 5
+    assert not choose_scale((4096, 4096), 256, 20.0).capped  # no cap, no warning
+    assert choose_scale((4096, 4096), 256, 20.0).cap_warning("x") is None
+
+    image = tmp_path / "coins.tif"
+    tifffile.imwrite(image, data.coins()[:256, :256])
+    out = tmp_path / "out"
+    argv = ["segment", str(image), "--box", "40", "60", "120", "140", "--object-size", "3", "-o", str(out)]
+    assert main(argv) == 0
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    assert record["working_scale"]["requested_scale"] > MAX_UPSCALE >= record["working_scale"]["scale"]
+    used = record["working_scale"]["object_size_used"]
+    warning = (
+        f"{image}: objects of 3 px (object size) ask for 6.8x enlargement, above the cap of 4x (interpolation adds "
+        f"no detail); worked at {record['working_scale']['scale']:.2f}x, as for objects of about {used:.1f} px"
+    )
+    assert len(record["warnings"]) == 1 and record["warnings"][0].startswith(warning), record["warnings"]
+    assert f"warning: {warning}" in capsys.readouterr().err

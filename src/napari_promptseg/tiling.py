@@ -60,12 +60,41 @@ class WorkingScale:
     tile: int  # tile side in image pixels
     overlap: int  # overlap between neighbouring tiles in image pixels
     tiles: int = 1  # number of tiles over the image
+    requested_scale: float | None = None  # what the object size asked for, before the MAX_UPSCALE cap
+
+    @property
+    def capped(self) -> bool:
+        """Whether MAX_UPSCALE kept the scale below what the object size asked for."""
+        return self.requested_scale is not None and self.requested_scale > MAX_UPSCALE
+
+    @property
+    def object_size_used(self) -> float | None:
+        """The object size (image pixels) the working scale suits: the requested one, up to the tiles' slack, unless
+        the scale was capped."""
+        if self.object_size is None or self.requested_scale is None:
+            return self.object_size
+        return self.object_size * self.requested_scale / self.scale
+
+    def cap_warning(self, name: str) -> str | None:
+        """What the cap changed, for the result's warnings (None when it changed nothing)."""
+        if not self.capped:
+            return None
+        return (
+            f"{name}: objects of {self.object_size:g} px ({self.source}) ask for {self.requested_scale:.1f}x "
+            f"enlargement, above the cap of {MAX_UPSCALE:g}x (interpolation adds no detail); worked at "
+            f"{self.scale:.2f}x, as for objects of about {self.object_size_used:.1f} px: objects much smaller than "
+            "that may be missed or merged"
+        )
 
     def summary(self) -> dict:
         out = asdict(self)
         out["scale"] = round(self.scale, 4)
         if self.object_size is not None:
             out["object_size"] = round(self.object_size, 1)
+            out["object_size_used"] = round(self.object_size_used, 1)
+            out["scale_capped"] = self.capped
+        if self.requested_scale is not None:
+            out["requested_scale"] = round(self.requested_scale, 4)
         return out
 
 
@@ -103,7 +132,8 @@ def choose_scale(
     if not np.isfinite(object_size) or object_size <= 0:
         raise PromptsegError(f"object size must be a positive number of pixels, got {object_size}")
     fraction = OBJECT_FRACTION if object_fraction is None else object_fraction
-    ideal = min(MAX_UPSCALE, max(fit, fraction * input_size / float(object_size)))
+    requested = max(fit, fraction * input_size / float(object_size))
+    ideal = min(MAX_UPSCALE, requested)
     overlap_px = math.ceil(OVERLAP_OBJECTS * object_size)
     best = None
     # tiles up to SCALE_SLACK x larger than ideal (objects that much smaller) when that saves tiles: a 300 px
@@ -115,7 +145,7 @@ def choose_scale(
             best = (n, tile, overlap)
     n, tile, overlap = best
     scale = input_size / tile  # what the model really sees: a tile of `tile` pixels resized to the input
-    return WorkingScale(scale, float(object_size), source, tile, overlap, n)
+    return WorkingScale(scale, float(object_size), source, tile, overlap, n, requested)
 
 
 @dataclass(frozen=True)

@@ -282,6 +282,8 @@ def segment_prompts(
     boxed = [o.box for o in objects if o.box is not None]
     size = object_size if object_size is not None else (box_object_size(np.array(boxed)) if boxed else None)
     scale = choose_scale(hwc.shape, segmenter.input_size, size, source="object size" if object_size else "boxes")
+    if scale.capped:
+        warnings.append(scale.cap_warning(name))
     report = progress or (lambda fraction, message: None)
     h, w = hwc.shape[:2]
     grid = TileGrid((h, w), scale.tile, scale.overlap)

@@ -399,6 +399,8 @@ def segment_with_exemplars(
     report(1.0, f"{name}: {len(painter.scores)} objects")
     labels = painter.result()
     warnings = [] if painter.scores else [f"{name}: no object like the exemplars was found"]
+    if scale.capped:
+        warnings.append(scale.cap_warning(name))
     if blank_tiles == len(grid):
         warnings = [f"{name}: the image holds one value everywhere: nothing to segment"]
     elif low_confidence > len(painter.scores):
