@@ -288,3 +288,33 @@ def test_a_size_cap_in_the_environment_that_is_not_a_number_is_named(tmp_path, m
     monkeypatch.setenv(embedding_cache.MAX_GB_ENV, "nan")
     with embedding_cache.settings_restored(), pytest.raises(PromptsegError, match="give a size above 0"):
         embedding_cache.active()
+
+
+def test_embed_help_names_the_runs_that_reuse_its_tiles(litemedsam, tmp_path, capsys):
+    """The help promised tiles "as oneshot's many-instances mode sees them", but oneshot measures each target's own
+    object size: only a run given the same --object-size reuses them. It says so now, and oneshot --object-size
+    after embed --object-size writes no new tile (every tile of the target and of the reference, here the same
+    image, was cached)."""
+    import tifffile
+
+    from napari_promptseg._sample_data import nuclei
+
+    with pytest.raises(SystemExit):
+        main(["embed", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "many-instances" not in text and "oneshot --object-size PX" in text
+    assert "oneshot at each target's measured object size" in text
+
+    (image, _, _), (truth, _, _) = nuclei()
+    path, labels = tmp_path / "nuclei.tif", tmp_path / "labels.tif"
+    tifffile.imwrite(path, image)
+    tifffile.imwrite(labels, truth)
+    cache_dir = tmp_path / "cache"
+    assert main(["embed", str(path), "--cache", str(cache_dir), "--object-size", "12", "--scheduler", "none"]) == 0
+    tiles = choose_scale(image.shape, litemedsam.input_size, 12).tiles
+    assert tiles > 1 and len(DiskEmbeddingCache(cache_dir).entries()) == tiles + 1
+    reference = ["--reference", str(path), "--reference-mask", str(labels), "--object-size", "12"]
+    argv = ["oneshot", str(path), *reference, "--cache", str(cache_dir), "-o", str(tmp_path / "out")]
+    with embedding_cache.settings_restored():
+        assert main([*argv, "--scheduler", "none"]) == 0
+    assert len(DiskEmbeddingCache(cache_dir).entries()) == tiles + 1

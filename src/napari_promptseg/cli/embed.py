@@ -29,8 +29,9 @@ def _add_embed_parser(sub: argparse._SubParsersAction) -> None:
         "--object-size",
         type=float,
         metavar="PX",
-        help="typical object diameter in pixels: also embed the tiles at that working scale (as segment "
-        "--object-size, segment --find-all and oneshot's many-instances mode see them)",
+        help="typical object diameter in pixels: also embed the tiles at that working scale. Only runs given the "
+        "same size reuse them: segment --object-size PX (with or without --find-all) and oneshot --object-size PX; "
+        "without it, segment works at the boxes' size and oneshot at each target's measured object size",
     )
     _add_model_options(embed)
     _add_batch_options(embed, resume=False)

@@ -21,7 +21,8 @@ def precompute_embeddings(
 ) -> list[Embedding]:
     """The embeddings the methods ask for on this image, computed once (or found in the caches): the whole image,
     and with ``object_size`` (pixels) every tile at that working scale, as box prompts, find-all and one-shot
-    instances embed them (:mod:`..tiling`). With a disk cache configured (:mod:`..models.embedding_cache`) they are
+    instances embed them when given the same ``object_size`` (:mod:`..tiling`; without it they work at the boxes'
+    or the target's measured size, other tiles). With a disk cache configured (:mod:`..models.embedding_cache`) they are
     written there for any later process."""
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
     out = [segmenter.embed(hwc, normalize=normalize, name=name)]
