@@ -462,3 +462,29 @@ def test_the_progress_line_wipes_longer_lines_and_ends_before_what_follows(capsy
     err = capsys.readouterr().err
     first, second = err.split("\r")[1:]
     assert len(second.rstrip("\n")) >= len(first) and second.endswith("\n") and not second.endswith("\n\n")
+
+
+def test_an_ome_zarr_whose_axes_say_z_is_a_stack_without_the_channels_caution(tmp_path):
+    """4 planes are read as a stack, with a caution that the first axis might hold channels; an OME-Zarr whose
+    axes metadata names that axis z got the caution too. A TIFF of the same planes (no axis names) keeps it."""
+    import warnings as python_warnings
+
+    import zarr
+    from ome_zarr.writer import write_image
+    from skimage import data as skdata
+
+    planes = np.stack([np.roll(skdata.coins()[:128, :128], 4 * z, axis=1) for z in range(4)])
+    zarr_path = tmp_path / "stack_zyx.ome.zarr"
+    with python_warnings.catch_warnings():
+        python_warnings.simplefilter("ignore", DeprecationWarning)
+        root = zarr.open_group(str(zarr_path), mode="w", zarr_format=2)
+        write_image(planes, root, axes="zyx", fmt=FormatV04(), storage_options={"chunks": (1, 128, 128)})
+    tifffile.imwrite(tmp_path / "stack_zyx.tif", planes, photometric="minisblack")
+    box = ["--box", "10", "10", "60", "60", "--plane", "1"]
+    for path in (zarr_path, tmp_path / "stack_zyx.tif"):
+        out = tmp_path / f"out_{path.suffix}"
+        assert main(["segment", str(path), *box, "-o", str(out), "--scheduler", "none"]) == 0
+        record = json.loads((out / "report.json").read_text())["images"][0]
+        assert record["objects"] >= 1
+        caution = [w for w in record["warnings"] if "read as a stack of 4 planes" in w]
+        assert len(caution) == (path.suffix == ".tif"), record["warnings"]

@@ -102,6 +102,16 @@ def _stack_for(args: argparse.Namespace, image: object, path: Path | None = None
     return as_stack(image, channel_axis=args.channel_axis, name=str(path or "image"))[0]
 
 
+def _named_axes(path: Path) -> str | None:
+    """The input's axis order when its metadata names it (an OME-Zarr's axes; metadata only, no pixel read)."""
+    from ..io.multiscale import is_ome_zarr, open_multiscale
+
+    if not is_ome_zarr(path):
+        return None
+    image = open_multiscale(path)
+    return image.axes if image.axes_named else None
+
+
 def _at_level(path: Path, image: object, scale: float) -> tuple[object, int, float]:
     """A lazily read pyramid's level for a working scale (model-input pixels per full-resolution pixel): the array,
     its index and its downsampling factor. Any other input: itself, level 0, factor 1."""
@@ -182,7 +192,7 @@ def _stack_record(
     from ..models.preprocessing import to_numpy
     from ._common import _finish_image
 
-    volume, warnings = as_stack(image, channel_axis=args.channel_axis, name=str(path))
+    volume, warnings = as_stack(image, channel_axis=args.channel_axis, name=str(path), axes=_named_axes(path))
     n = int(np.shape(volume)[0])
     nothing: dict[int, str] = {}
 

@@ -49,6 +49,7 @@ class MultiscaleImage:
     #: every level's scale and translation over the source axes, the dataset's and the multiscale's combined
     #: (OME-Zarr); what labels written beside the image repeat, so that they lie on the image's grid
     level_transforms: list[dict[str, list[float]]] = field(default_factory=list)
+    axes_named: bool = False  # the file's metadata names its axes (OME-Zarr >= 0.3), so ``axes`` is not a guess
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -185,7 +186,8 @@ def _open_ome_zarr(path: Path) -> MultiscaleImage:
     # unversioned metadata: the layout tells (zarr v3 is NGFF 0.5)
     version = attrs.get("version") or multiscale.get("version") or ("0.5" if (path / "zarr.json").is_file() else "0.4")
     pixel_size = dict(zip(axes, transforms[0]["scale"], strict=True))
-    return MultiscaleImage(path, levels, order, axes, stack, pixel_size, str(version), info, transforms)
+    named = bool(multiscale.get("axes"))
+    return MultiscaleImage(path, levels, order, axes, stack, pixel_size, str(version), info, transforms, named)
 
 
 def _scale_translation(transforms: list[dict], ndim: int) -> tuple[list[float], list[float]]:

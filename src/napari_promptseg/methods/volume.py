@@ -39,7 +39,9 @@ BOX_MARGIN = 0.1
 LINK_IOU = 0.3
 
 
-def as_stack(image: object, *, channel_axis: int | None = None, name: str = "image") -> tuple[object, list[str]]:
+def as_stack(
+    image: object, *, channel_axis: int | None = None, name: str = "image", axes: str | None = None
+) -> tuple[object, list[str]]:
     """``image`` as a (Z, Y, X) or (Z, Y, X, C) stack (channels last), or ``None`` for a single 2D image, and
     warnings about how it was read.
 
@@ -48,7 +50,9 @@ def as_stack(image: object, *, channel_axis: int | None = None, name: str = "ima
     when their planes would be too thin to be images (under 8 px: channels last, which the 2D functions ask about);
     any other 3D array is a stack of planes along its first axis. 4D arrays are stacks with channels last or at
     ``channel_axis``. Dask arrays stay lazy; zarr arrays are read lazily too, and a list or tuple of planes is
-    stacked.
+    stacked. ``axes``: the input's axis order when its file's metadata names it (e.g. "zyx" of an OME-Zarr, see
+    :class:`..io.multiscale.MultiscaleImage`); a first axis named z is planes by the file's word, without the
+    caution that a few planes might be channels.
     """
     planes_given = isinstance(image, (list, tuple))  # a stack by the caller's word: no "read as a stack" caution
     if planes_given:
@@ -62,7 +66,7 @@ def as_stack(image: object, *, channel_axis: int | None = None, name: str = "ima
         if channel_axis is not None or colours or min(shape[1:]) < 8:
             return None, []
         warnings = []
-        if shape[0] <= 4 and not planes_given:
+        if shape[0] <= 4 and not planes_given and not (axes or "").startswith("z"):  # nor by the file's
             warnings.append(
                 f"{name}: read as a stack of {shape[0]} planes of {shape[1]}x{shape[2]} pixels; if the first axis "
                 "holds channels, say so: channel_axis=0 (CLI: --channel-axis 0; widgets: channel axis 0)"
