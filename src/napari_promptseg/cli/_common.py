@@ -435,10 +435,12 @@ def _reference_labels(
     image_path: Path,
     channel_axis: int | None = None,
     channels: list[int] | None = None,
+    options: tuple[str, str] = ("--reference", "--reference-mask"),
 ) -> np.ndarray:
     """Reference mask/labels (file ``path``) of the reference image ``image`` (file ``image_path``) as 2D (0 =
     background, ids kept, a colour label image's colours as ids); JPEG masks are thresholded at 127 (compression blurs
-    their edges), so they come back as one binary object. A bad pair is refused naming its file(s), in CLI terms."""
+    their edges), so they come back as one binary object. A bad pair is refused naming its file(s), in CLI terms:
+    ``options`` are the subcommand's names for the image and its mask."""
     import numpy as np
 
     from ..io.images import label_image_2d
@@ -447,21 +449,21 @@ def _reference_labels(
     shape = np.shape(image)
     if len(shape) > 3 or (len(shape) == 3 and channel_axis is None and shape[-1] not in (1, 2, 3, 4)):
         raise PromptsegError(
-            f"--reference {image_path}: {len(shape)}D array of shape {shape}; a reference is one 2D image: save the "
+            f"{options[0]} {image_path}: {len(shape)}D array of shape {shape}; a reference is one 2D image: save the "
             "plane that holds the objects as its own file, or give --channel-axis if an axis holds channels"
         )
-    hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=f"--reference {image_path}")
+    hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=f"{options[0]} {image_path}")
     mask = np.asarray(mask)
     if mask.dtype == np.uint8 and path.suffix.lower() in (".jpg", ".jpeg"):
         mask = (mask[..., 0] if mask.ndim == 3 else mask) > 127
     else:
-        mask = label_image_2d(mask, f"--reference-mask {path}")
+        mask = label_image_2d(mask, f"{options[1]} {path}")
     h, w = hwc.shape[:2]
     if mask.shape != (h, w):
         size = f"{mask.shape[1]} x {mask.shape[0]} px" if mask.ndim == 2 else f"an array of shape {mask.shape}"
-        raise PromptsegError(f"--reference-mask {path}: {size}, the reference image {image_path} is {w} x {h} px")
+        raise PromptsegError(f"{options[1]} {path}: {size}, the reference image {image_path} is {w} x {h} px")
     if not (mask > 0).any():
         raise PromptsegError(
-            f"--reference-mask {path}: no labelled pixel (all 0); label the objects to find (non-zero pixels)"
+            f"{options[1]} {path}: no labelled pixel (all 0); label the objects to find (non-zero pixels)"
         )
     return mask

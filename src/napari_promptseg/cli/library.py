@@ -82,7 +82,9 @@ def cmd_library_add(args: argparse.Namespace) -> int:
     if args.no_crop and args.margin is not None:
         raise PromptsegError("give --margin or --no-crop, not both")
     image = read_image(args.image)
-    mask = _reference_labels(read_image(args.mask), image, args.mask)
+    mask = _reference_labels(
+        read_image(args.mask), image, args.mask, args.image, args.channel_axis, args.channels, ("--image", "--mask")
+    )
     library = ReferenceLibrary.open(args.library)
     entry = library.add(
         args.name,
