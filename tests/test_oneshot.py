@@ -159,4 +159,4 @@ def test_cli_oneshot_bad_mask_exits_nonzero(tmp_path, shared_data, capsys):
     code = main(["oneshot", "--reference", str(ref), "--reference-mask", str(mask), str(t1), "-o", str(tmp_path / "o")])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "does not match" in err[0]
+    assert len(err) == 1 and f"--reference-mask {mask}: 10 x 10 px, the reference image {ref} is 512 x 512 px" in err[0]
