@@ -85,7 +85,8 @@ class RegistrationOptions(PairingOptions):
     bspline_convergence_factor: float = 1e10
     seed: int = 0
     # global start (:mod:`.search`): rotations every ``search_step_deg`` (and flipped), scored by NMI at
-    # ``search_side`` px; the ``search_starts`` best become starts of the intensity stage next to the others
+    # ``search_side`` px; ``search_starts`` of them (the best unmirrored and mirrored first) become starts of the
+    # intensity stage next to the others
     global_search: bool = True
     search_flip: bool = True
     search_step_deg: float = 15.0
@@ -94,9 +95,10 @@ class RegistrationOptions(PairingOptions):
     #: images whose sizes differ by more than 10 % (one field at two pixel sizes) also get candidates scaled by the
     #: ratio of their diagonals (:mod:`.search`)
     search_size_ratio: bool = True
-    #: let rotations within 2 steps of the identity (other than 0) be starts too: the moments start does not always
-    #: find a rotation of ~10-15 deg (the lesions pair), but on it the NMI judge then prefers such a start over the
-    #: region start (0.66 % vs 0.54 % rTRE): off by default, measured as an ablation of the intensity route
+    #: let the unrotated candidate be a start too (its angle refined within one step) besides the moments start,
+    #: which is that candidate refined by the affine stage alone. Until bug hunt 2 every rotation within 2 steps of
+    #: the identity was skipped (on the lesions pair the NMI judge had preferred a 345 deg start over the region
+    #: start, 0.66 % vs 0.54 % rTRE), which left rotations of 22-37 deg with no start near them
     search_near_identity: bool = False
     # joint refinement ("prompts+intensity"): local NCC of the gray images + region-pair Dice + bending energy
     joint_refinement: bool = True
