@@ -114,6 +114,36 @@ def test_a_real_pair_rotated_between_the_search_steps_is_found_unmirrored(shared
     assert not result.quality["mirrored"] and np.median(error) < 8.0, (np.median(error), result.start_scores)
 
 
+def test_a_section_on_a_wide_canvas_is_registered_to_a_tight_crop(shared_data):
+    """The rat kidney's H&E on a white canvas 2.3x its size (same pixel size) against the PanCytokeratin as cut (bug
+    hunt 2): the moving image can cover only 19 % of the fixed one, and "mostly outside" was judged against the
+    whole fixed image (a fixed quarter), so every right start was degenerate ("maps 81 % ... outside") and a
+    mirrored one won, 478 px off. It is judged against what the moving image can cover; a transform that pushes
+    it out of the frame or shrinks it away is still degenerate."""
+    root = shared_data / KIDNEY
+    section = read_image(root / "Rat-Kidney_HE.jpg")
+    moving = read_image(root / "Rat-Kidney_PanCytokeratin.jpg")
+    fixed_xy, moving_xy = paired_landmarks(
+        read_landmarks(root / "Rat-Kidney_HE.csv"),
+        read_landmarks(root / "Rat-Kidney_PanCytokeratin.csv"),
+        allow_truncate=True,
+    )
+    h, w = section.shape[:2]
+    fixed = np.full((int(h * 2.3), int(w * 2.3), 3), 255, np.uint8)
+    top, left = int(h * 0.6), int(w * 0.7)
+    fixed[top : top + h, left : left + w] = section
+    fixed_xy = fixed_xy + [left, top]
+    result = register(fixed, moving, method="intensity", options=AFFINE_ONLY)
+    error = np.linalg.norm(result.moving_points_to_fixed(moving_xy) - fixed_xy, axis=1)
+    assert not result.quality["mirrored"] and np.median(error) < 8.0, (np.median(error), result.stages)
+    assert not any(s["degenerate"] for s in result.stages), result.stages
+    # the protection the check was made for: pushed out of the frame, or shrunk to a tenth, is still degenerate
+    shape, mshape = fixed.shape[:2], moving.shape[:2]
+    for matrix in ([[1, 0, shape[1]], [0, 1, 0], [0, 0, 1]], [[10, 0, 0], [0, 10, 0], [0, 0, 1]]):
+        far = Deformation.from_pixel_affine(np.array(matrix, float) @ result.deformation.pixel_affine, shape, mshape)
+        assert "outside the moving image" in degenerate_reason(far), matrix
+
+
 def test_one_field_at_two_pixel_sizes_is_found_by_the_scaled_search(shared_data):
     """H&E at 5 % onto CC10 at 10 % of the same lesion (twice the pixels): the search's candidates scaled by the
     ratio of the images' diagonals give the start; without them the affine stage, starting at scale 1, never gets

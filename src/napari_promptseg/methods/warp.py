@@ -277,7 +277,8 @@ def _apply_h(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 #: a stage whose transform folds on more than this fraction of the fixed image is degenerate
 MAX_FOLDING = 0.01
-#: ... or maps less than this fraction of the fixed image inside the moving image (the image judge then scores 0)
+#: ... or maps less than this fraction of what the moving image can cover of the fixed image
+#: (:func:`coverable_fraction`) inside the moving image (the image judge then scores 0)
 MIN_INSIDE = 0.25
 
 
@@ -287,11 +288,33 @@ def inside_fraction(deformation: Deformation, shape: tuple[int, int] = (128, 128
     return float((grid.abs() <= 1).all(dim=-1).float().mean())
 
 
+def coverable_fraction(deformation: Deformation) -> float:
+    """The largest fraction of the fixed image the moving image can cover: its area over the fixed image's, in
+    fixed pixels, at the same pixel size or as the affine part maps it, whichever is more (at most 1).
+
+    A section on a wide canvas against a tight crop at the same pixel size is covered only where the section is (a
+    canvas 2.3x the section's: 19 %), so "mostly outside" is judged against that, not against the whole fixed image
+    (the right transform was rejected: 81 % outside). The image sizes alone set the bar too, so a transform that
+    shrinks the moving image away does not lower it for itself: the check still catches a stage that pushes or
+    shrinks the image out of the frame (what it was made for, issue 14)."""
+    h, w = deformation.fixed_shape
+    hm, wm = deformation.moving_shape
+    area = abs(float(np.linalg.det(deformation.pixel_affine[:2, :2])))  # moving pixels per fixed pixel
+    mapped = hm * wm / area if np.isfinite(area) and area > 1e-12 else 0.0
+    return float(min(1.0, max(hm * wm, mapped) / (h * w)))
+
+
+def min_inside(deformation: Deformation) -> float:
+    """The fraction of the fixed image below which ``deformation`` maps it mostly outside the moving image."""
+    return MIN_INSIDE * coverable_fraction(deformation)
+
+
 def degenerate_reason(deformation: Deformation, previous: Deformation | None = None, *, side: int = 128) -> str | None:
     """Why ``deformation`` is not a usable registration result, or None: non-finite values, folding (det of the
     Jacobian <= 0 on more than :data:`MAX_FOLDING` of the fixed image), or mostly outside the moving image (less
-    than :data:`MIN_INSIDE` of the fixed image inside it, or less than half of what ``previous``, the stage before,
-    kept inside). Checked on a grid with ``side`` points along the fixed image's longest side."""
+    than :data:`MIN_INSIDE` of what it can cover of the fixed image inside it, :func:`coverable_fraction`, or less
+    than half of what ``previous``, the stage before, kept inside). Checked on a grid with ``side`` points along the
+    fixed image's longest side."""
     if not np.isfinite(deformation.affine).all() or (
         deformation.residual is not None and not np.isfinite(deformation.residual).all()
     ):
@@ -300,8 +323,11 @@ def degenerate_reason(deformation: Deformation, previous: Deformation | None = N
     scale = side / max(h, w)
     shape = (max(8, round(h * scale)), max(8, round(w * scale)))
     inside = inside_fraction(deformation, shape)
-    if inside < MIN_INSIDE:
-        return f"maps {100 * (1 - inside):.0f} % of the fixed image outside the moving image"
+    if inside < min_inside(deformation):
+        coverable = coverable_fraction(deformation)
+        return f"maps {100 * (1 - inside):.0f} % of the fixed image outside the moving image" + (
+            f" (which can cover {100 * coverable:.0f} % of it)" if coverable < 1 else ""
+        )
     if previous is not None:
         before = inside_fraction(previous, shape)
         if inside < 0.5 * before:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import PromptsegError
-from ..warp import Deformation
+from ..warp import Deformation, min_inside
 from .options import RegistrationOptions
 
 AFFINE_OPTIMIZERS = ("regular_step", "gradient_first")
@@ -361,7 +361,7 @@ def alignment_score(fixed_gray: np.ndarray, moving_gray: np.ndarray, deformation
     grid = deformation.norm_map(fixed_gray.shape)
     warped = F.grid_sample(torch.from_numpy(moving_gray)[None, None], grid[None], align_corners=False)[0, 0].numpy()
     inside = (grid.abs() <= 1).all(dim=-1).numpy()
-    if inside.mean() < 0.25:  # mostly outside the moving image: not a candidate
+    if inside.mean() < min_inside(deformation):  # mostly outside what the moving image can cover: not a candidate
         return 0.0
     a = np.clip((fixed_gray[inside] * bins).astype(int), 0, bins - 1)
     b = np.clip((warped[inside] * bins).astype(int), 0, bins - 1)
