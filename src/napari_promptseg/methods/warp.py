@@ -241,6 +241,17 @@ class Deformation:
         differs from this."""
         return 1.0 if np.linalg.det(self.affine[:2, :2]) >= 0 else -1.0
 
+    def jacobian_grid(self, side: int = 128) -> tuple[int, int]:
+        """The fixed grid on which to measure the Jacobian: the residual's own grid (the field's finest detail; the
+        written displacement is its bilinear upsampling), or ``side`` points along the longest side if that is finer.
+        A 128-point grid over a field on a 300 x 400 grid saw 0.97 % folding where the written field had 1.00 %."""
+        h, w = self.fixed_shape
+        scale = side / max(h, w)
+        coarse = (max(8, round(h * scale)), max(8, round(w * scale)))
+        if self.residual is None or self.residual.shape[0] * self.residual.shape[1] <= coarse[0] * coarse[1]:
+            return coarse
+        return int(self.residual.shape[0]), int(self.residual.shape[1])
+
     def jacobian_determinant(self, shape: tuple[int, int] | None = None) -> np.ndarray:
         """det(dT/dx) in pixel units on a fixed grid of ``shape`` (default: the residual grid); a sign other than
         :attr:`orientation` (< 0 without a mirror) means folding."""
@@ -275,8 +286,9 @@ def _apply_h(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return xy @ matrix[:2, :2].T + matrix[:2, 2]
 
 
-#: a stage whose transform folds on more than this fraction of the fixed image is degenerate
-MAX_FOLDING = 0.01
+#: a stage whose transform folds on more than this fraction of the fixed image is degenerate: none (issue 16 asks
+#: for an invertible field, min det J > 0; at 0.01 a field folding on 0.97 % of the image was written out)
+MAX_FOLDING = 0.0
 #: ... or maps less than this fraction of what the moving image can cover of the fixed image
 #: (:func:`coverable_fraction`) inside the moving image (the image judge then scores 0)
 MIN_INSIDE = 0.25
@@ -314,7 +326,7 @@ def degenerate_reason(deformation: Deformation, previous: Deformation | None = N
     Jacobian <= 0 on more than :data:`MAX_FOLDING` of the fixed image), or mostly outside the moving image (less
     than :data:`MIN_INSIDE` of what it can cover of the fixed image inside it, :func:`coverable_fraction`, or less
     than half of what ``previous``, the stage before, kept inside). Checked on a grid with ``side`` points along the
-    fixed image's longest side."""
+    fixed image's longest side, folding on :meth:`Deformation.jacobian_grid` (the field's own grid if finer)."""
     if not np.isfinite(deformation.affine).all() or (
         deformation.residual is not None and not np.isfinite(deformation.residual).all()
     ):
@@ -336,7 +348,8 @@ def degenerate_reason(deformation: Deformation, previous: Deformation | None = N
                 f"({100 * before:.0f} % before this stage)"
             )
     if deformation.residual is not None:
-        folding = float((deformation.orientation * deformation.jacobian_determinant(shape) <= 0).mean())
+        jac = deformation.orientation * deformation.jacobian_determinant(deformation.jacobian_grid(side))
+        folding = float((jac <= 0).mean())
         if folding > MAX_FOLDING:
-            return f"folds: det J <= 0 on {100 * folding:.1f} % of the fixed image"
+            return f"folds: det J <= 0 on {100 * folding:.2f} % of the fixed image (min {jac.min():.2f})"
     return None

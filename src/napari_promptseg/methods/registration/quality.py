@@ -59,21 +59,20 @@ def quality_report(
     start: str | None = None,
 ) -> dict[str, Any]:
     """``{similarity_before, similarity_after, similarity_gain, jacobian_min, jacobian_max, folding_fraction,
-    stages_rejected, kept_as_given, verdict}`` and the stretch; the Jacobian on a fixed grid with ``side`` points
-    along the longest side. Only the stages of the chosen path count (``stages_rejected`` and the verdict): the starts
-    that lost stay in ``stages``, marked ``candidate``. ``start_scores`` and ``mirrored``: every refined start's
+    stages_rejected, kept_as_given, verdict}`` and the stretch; the Jacobian on the field's own grid, or a fixed grid
+    with ``side`` points along the longest side if that is finer (:meth:`~.warp.Deformation.jacobian_grid`). Only
+    the stages of the chosen path count (``stages_rejected`` and the verdict): the starts that lost stay in
+    ``stages``, marked ``candidate``. ``start_scores`` and ``mirrored``: every refined start's
     score and whether it mirrors (:func:`~.route.intensity_route`), and ``start`` the winner's name, to weigh a
     mirrored result's start against the best unmirrored one (``mirror_margin``; without ``start``, the best
     mirrored start's score stands for the winner's)."""
     identity = Deformation.identity(images.fixed_shape, images.moving_shape)
     before, after = similarity_as_given(images), images.score(deformation)
-    h, w = deformation.fixed_shape
-    scale = side / max(h, w)
     # relative to the affine part's area factor: the overall scale of two pixel sizes is not a local stretch
     area = abs(float(np.linalg.det(deformation.pixel_affine[:2, :2])))
     jac = (
         deformation.orientation
-        * deformation.jacobian_determinant((max(8, round(h * scale)), max(8, round(w * scale))))
+        * deformation.jacobian_determinant(deformation.jacobian_grid(side))  # where the degenerate check looks
         / (area if np.isfinite(area) and area > 1e-12 else 1.0)
     )
     folding = float((jac <= 0).mean())
