@@ -18,8 +18,9 @@ from napari_promptseg.methods.registration import (
     register,
     to_gray,
 )
-from napari_promptseg.methods.registration.quality import quality_line
-from napari_promptseg.methods.warp import Deformation, degenerate_reason
+from napari_promptseg.methods.registration.intensity import IntensityImages
+from napari_promptseg.methods.registration.quality import quality_line, quality_report
+from napari_promptseg.methods.warp import Deformation, degenerate_reason, norm_grid
 
 CIMA = "registration_cima_lung_lesion_1/scale-5pc"
 #: half-size work images: what is tested does not depend on the resolution, the test time does
@@ -268,6 +269,26 @@ def test_two_unrelated_fluorescence_images_are_not_called_good():
     (b, _, _), _ = nuclei_for_text()
     quality = register(a, b).quality
     assert quality["similarity_gain"] < 0.02 and quality["verdict"] == "check", quality
+
+
+def test_a_strong_local_stretch_of_the_field_reads_check(cima):
+    """Bug hunt 2: an H&E-like image onto a chest X-ray read "good" (NMI 1.050 -> 1.078) with a field that halved
+    and more than doubled the area locally (Jacobian 0.39..2.49): the verdict read the affine part's stretch, not
+    the field's. Here the true CIMA pair's own result ("good", Jacobian ~0.83..1.23) with a smooth bump added to its
+    field that stretches one region 2.6x without folding (NMI still well above the images as given): "check"."""
+    fixed, moving = cima
+    result = register(fixed, moving, method="intensity", options=SMALL)
+    assert result.quality["verdict"] == "good" and not result.quality.get("strong_local_stretch"), result.quality
+    field = result.deformation
+    grid = norm_grid(field.residual.shape[:2]).numpy().astype(np.float64) - [0.2, 0.1]
+    bump = 0.6 * grid * np.exp(-(grid**2).sum(-1) / (2 * 0.15**2))[..., None]  # outward about (0.2, 0.1)
+    residual = field.residual + bump.astype(np.float32)
+    stretched = Deformation(field.fixed_shape, field.moving_shape, field.affine, residual)
+    images = IntensityImages.from_images(fixed, moving, SMALL.intensity_max_side, SMALL.gray)
+    quality = quality_report(images, stretched, result.stages)
+    assert quality["folding_fraction"] == 0 and quality["jacobian_max"] > 2, quality
+    assert quality["verdict"] == "check" and quality.get("strong_local_stretch"), quality
+    assert "strong local stretch" in quality_line(quality)
 
 
 def test_stretch_counts_a_canvas_or_a_pixel_size_change_as_none():
