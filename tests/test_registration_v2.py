@@ -205,26 +205,45 @@ def _resized(path, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB").resize(size))
 
 
-def _folding(displacement: np.ndarray) -> np.ndarray:
-    """det J <= 0 of the written displacement, pixel by pixel (central differences on the full grid)."""
+def _signed_jacobian(displacement: np.ndarray) -> np.ndarray:
+    """det J of the written displacement, pixel by pixel (central differences on the full grid)."""
     dux_dy, dux_dx = np.gradient(displacement[..., 0].astype(np.float64))
     duy_dy, duy_dx = np.gradient(displacement[..., 1].astype(np.float64))
-    return (1 + dux_dx) * (1 + duy_dy) - dux_dy * duy_dx <= 0
+    return (1 + dux_dx) * (1 + duy_dy) - dux_dy * duy_dx
 
 
-def test_a_stage_whose_field_folds_gives_way_to_the_stage_before(shared_data):
-    """BIRL's artificial image against a Shenzhen chest X-ray (bug hunt 2): the B-spline field folded on 0.86 % of
-    the fixed image; a stage could fold on up to 1 % (measured on a 128-point grid, where it read 0.97 % of a field
-    that folded on 1.00 % as written) and was kept. Now no folding is allowed, measured on the field's own grid:
-    the stage is rejected, the report says so, and the written displacement does not fold."""
-    fixed = _resized(shared_data / "registration_birl/data-images/images/artificial_reference.jpg", (400, 300))
-    moving = _resized(shared_data / "lungs_cxr_shenzhen/images/CHNCXR_0097_0.jpg", (512, 512))
-    result = register(fixed, moving, method="intensity")
-    assert not _folding(result.displacement).any(), result.stages
+def _folding(displacement: np.ndarray) -> np.ndarray:
+    """det J <= 0 of the written displacement of an unmirrored transform."""
+    return _signed_jacobian(displacement) <= 0
+
+
+def test_a_stage_whose_field_folds_gives_way_to_the_stage_before(cima, monkeypatch):
+    """Bug hunt 2: a B-spline field folding on 0.86 % of the fixed image (an H&E-like image against a chest X-ray)
+    passed MAX_FOLDING = 0.01 and was written out. Now any folding rejects the stage, measured on the field's own
+    grid: the B-spline stage's field is given a fold of two grid cells (far below 1 %), it is rejected, the report
+    says why, and the written displacement does not fold. (The hunt's own pair no longer folds there since the
+    search's starts changed; the fold is made here so that the test does not hang on that.)"""
+    from napari_promptseg.methods.registration import intensity as intensity_module
+
+    fixed, moving = cima
+    real_stage = intensity_module.intensity_stage
+
+    def folding_bspline(images, opts, *, initial, affine, bspline, **kwargs):
+        found = real_stage(images, opts, initial=initial, affine=affine, bspline=bspline, **kwargs)
+        if bspline and found.residual is not None:
+            residual = found.residual.copy()
+            h, w = residual.shape[:2]
+            residual[h // 2 : h // 2 + 2, w // 2, 0] -= 3 * 2 / w  # pulled back past its left neighbour
+            found.residual = residual
+        return found
+
+    monkeypatch.setattr(intensity_module, "intensity_stage", folding_bspline)
+    result = register(fixed, moving, method="intensity", options=SMALL)
+    orientation = result.deformation.orientation
+    assert not (orientation * _signed_jacobian(result.displacement) <= 0).any(), result.stages
     assert result.quality["folding_fraction"] == 0 and result.quality["jacobian_min"] > 0, result.quality
     folded = [s for s in result.stages if s["degenerate"] and s["reason"].startswith("folds")]
     assert folded and any("rejected as degenerate (folds" in w for w in result.warnings), result.stages
-    assert result.quality["verdict"] != "good", result.quality
 
 
 def test_folding_is_measured_where_the_written_field_has_it():
