@@ -41,21 +41,9 @@ def matched_pairs(prediction: np.ndarray, truth: np.ndarray, threshold: float = 
 def match_instances(prediction: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """Object-level precision/recall/F1 at an IoU threshold (one-to-one, IoU > 0.5 matches are unique), and the
     counts they come from (to pool a set's objects: :func:`pooled_f1`)."""
-    p_ids = np.unique(prediction[prediction > 0])
-    t_ids = np.unique(truth[truth > 0])
-    if len(p_ids) == 0 or len(t_ids) == 0:
-        return {"precision": 0.0, "recall": 0.0, "f1": 0.0, "matched": 0, "predicted": len(p_ids), "true": len(t_ids)}
-    matched = matched_pairs(prediction, truth, threshold).shape[1]
-    precision, recall = matched / len(p_ids), matched / len(t_ids)
-    f1 = 0.0 if matched == 0 else 2 * precision * recall / (precision + recall)
-    return {
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "matched": matched,
-        "predicted": len(p_ids),
-        "true": len(t_ids),
-    }
+    predicted, true = len(np.unique(prediction[prediction > 0])), len(np.unique(truth[truth > 0]))
+    matched = matched_pairs(prediction, truth, threshold).shape[1] if predicted and true else 0
+    return _detection_scores(matched, predicted, true)
 
 
 def glas_object_f1(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -63,11 +51,10 @@ def glas_object_f1(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float
     a true positive when it covers at least half of the true object it overlaps most (each true object counted
     once), else a false positive; a true object no prediction covers by half is a false negative. More lenient than
     IoU > 0.5 to a prediction larger than its object (a gland with some stroma around it counts)."""
-    p_ids = np.unique(prediction[prediction > 0])
-    t_ids = np.unique(truth[truth > 0])
-    if len(p_ids) == 0 or len(t_ids) == 0:
-        return {"precision": 0.0, "recall": 0.0, "f1": 0.0, "matched": 0, "predicted": len(p_ids), "true": len(t_ids)}
+    predicted, true = len(np.unique(prediction[prediction > 0])), len(np.unique(truth[truth > 0]))
     both = (prediction > 0) & (truth > 0)
+    if not both.any():
+        return _detection_scores(0, predicted, true)
     pairs, inter = np.unique(
         np.stack([prediction[both].astype(np.int64), truth[both].astype(np.int64)]), axis=1, return_counts=True
     )
@@ -76,18 +63,16 @@ def glas_object_f1(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float
     for p, t, n in zip(pairs[0], pairs[1], inter, strict=True):
         if n > best.get(int(p), (0, 0))[0]:
             best[int(p)] = (int(n), int(t))
-    found = {t for n, t in best.values() if n >= 0.5 * t_area[t]}
-    matched = len(found)  # two predictions cannot each cover more than half of one object
-    precision, recall = matched / len(p_ids), matched / len(t_ids)
+    found = {t for n, t in best.values() if n >= 0.5 * t_area[t]}  # two halves of one object: one detection
+    return _detection_scores(len(found), predicted, true)
+
+
+def _detection_scores(matched: int, predicted: int, true: int) -> dict[str, float]:
+    precision = matched / predicted if predicted else 0.0
+    recall = matched / true if true else 0.0
     f1 = 0.0 if matched == 0 else 2 * precision * recall / (precision + recall)
-    return {
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "matched": matched,
-        "predicted": len(p_ids),
-        "true": len(t_ids),
-    }
+    counts = {"matched": matched, "predicted": predicted, "true": true}
+    return {"precision": precision, "recall": recall, "f1": f1, **counts}
 
 
 def pooled_f1(counts: list[dict[str, float]]) -> float:
