@@ -88,21 +88,27 @@ def test_a_rotation_on_an_expanded_canvas_is_not_taken_for_a_pixel_size_change(c
 KIDNEY = "registration_birl/data-images/rat-kidney_/scale-5pc"
 
 
-@pytest.mark.parametrize("angle", [-22, 37, 127])
-def test_a_real_pair_rotated_between_the_search_steps_is_found_unmirrored(shared_data, angle):
-    """BIRL's rat kidney, PanCytokeratin turned by an angle between the search's 15 deg steps on a canvas grown to
-    hold it, onto the H&E (bug hunt 2). Before: a candidate within 2 steps of the identity was skipped though the
-    moments start does not reach 22 deg, its neighbour was suppressed as near it, and a mirrored start could take
-    both places and win (by 0.0025 NMI, 300 px off); from the nearest grid angle the affine stage stopped short
-    (33.6 deg for 37 deg: 32 px off)."""
+@pytest.fixture(scope="module")
+def kidney(shared_data):
+    """BIRL's rat kidney: H&E, PanCytokeratin and their landmarks (the first 69 of each)."""
     root = shared_data / KIDNEY
-    fixed = read_image(root / "Rat-Kidney_HE.jpg")
-    moving = read_image(root / "Rat-Kidney_PanCytokeratin.jpg")
     fixed_xy, moving_xy = paired_landmarks(
         read_landmarks(root / "Rat-Kidney_HE.csv"),
         read_landmarks(root / "Rat-Kidney_PanCytokeratin.csv"),
         allow_truncate=True,
     )
+    fixed, moving = read_image(root / "Rat-Kidney_HE.jpg"), read_image(root / "Rat-Kidney_PanCytokeratin.jpg")
+    return fixed, moving, fixed_xy, moving_xy
+
+
+@pytest.mark.parametrize("angle", [-22, 37, 127])
+def test_a_real_pair_rotated_between_the_search_steps_is_found_unmirrored(kidney, angle):
+    """BIRL's rat kidney, PanCytokeratin turned by an angle between the search's 15 deg steps on a canvas grown to
+    hold it, onto the H&E (bug hunt 2). Before: a candidate within 2 steps of the identity was skipped though the
+    moments start does not reach 22 deg, its neighbour was suppressed as near it, and a mirrored start could take
+    both places and win (by 0.0025 NMI, 300 px off); from the nearest grid angle the affine stage stopped short
+    (33.6 deg for 37 deg: 32 px off)."""
+    fixed, moving, fixed_xy, moving_xy = kidney
     h, w = moving.shape[:2]
     turned = ndimage.rotate(moving, angle, axes=(1, 0), reshape=True, order=1, mode="constant", cval=255)
     th, tw = turned.shape[:2]
@@ -115,20 +121,13 @@ def test_a_real_pair_rotated_between_the_search_steps_is_found_unmirrored(shared
     assert not result.quality["mirrored"] and np.median(error) < 8.0, (np.median(error), result.start_scores)
 
 
-def test_a_section_on_a_wide_canvas_is_registered_to_a_tight_crop(shared_data):
+def test_a_section_on_a_wide_canvas_is_registered_to_a_tight_crop(kidney):
     """The rat kidney's H&E on a white canvas 2.3x its size (same pixel size) against the PanCytokeratin as cut (bug
     hunt 2): the moving image can cover only 19 % of the fixed one, and "mostly outside" was judged against the
     whole fixed image (a fixed quarter), so every right start was degenerate ("maps 81 % ... outside") and a
     mirrored one won, 478 px off. It is judged against what the moving image can cover; a transform that pushes
     it out of the frame or shrinks it away is still degenerate."""
-    root = shared_data / KIDNEY
-    section = read_image(root / "Rat-Kidney_HE.jpg")
-    moving = read_image(root / "Rat-Kidney_PanCytokeratin.jpg")
-    fixed_xy, moving_xy = paired_landmarks(
-        read_landmarks(root / "Rat-Kidney_HE.csv"),
-        read_landmarks(root / "Rat-Kidney_PanCytokeratin.csv"),
-        allow_truncate=True,
-    )
+    section, moving, fixed_xy, moving_xy = kidney
     h, w = section.shape[:2]
     fixed = np.full((int(h * 2.3), int(w * 2.3), 3), 255, np.uint8)
     top, left = int(h * 0.6), int(w * 0.7)
