@@ -339,6 +339,10 @@ def test_a_tiny_image_is_refused_before_simpleitk_fails_on_it(birl):
             register(fixed, blank)
     with pytest.raises(PromptsegError, match="moving is 5 x 5 px: too small to register"):
         register(fixed, tissue[:5, :5], method="prompts", prompts=[(np.ones((600, 800)), np.ones((5, 5)))])
+    # two images small in themselves: no crop of the other one helps, and the message does not say it would
+    with pytest.raises(PromptsegError, match=r"fixed is 8 x 8 px: too small to register \(the intensity stage") as err:
+        register(tissue[:8, :8], tissue[2:10, 2:10])
+    assert "crop" not in str(err.value)
 
 
 def test_empty_region_set_is_refused(birl):

@@ -78,7 +78,7 @@ def as_channels_last(
         )
     h, w, c = arr.shape
     if min(h, w) < 2:
-        raise PromptsegError(f"{name}: image of {h}x{w} pixels is too small to segment")
+        raise PromptsegError(f"{name}: image of {h}x{w} pixels is too small (at least 2 pixels along each side)")
     if h * w > max_pixels:
         raise PromptsegError(
             f"{name}: {h}x{w} = {h * w:,} pixels exceeds the limit of {max_pixels:,}; downsample or tile the image "

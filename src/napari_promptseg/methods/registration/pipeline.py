@@ -104,6 +104,11 @@ def register(
             raise PromptsegError(f"{name} holds one value everywhere (in gray): nothing to register")
     if method != "prompts":  # the routes with an intensity stage
         for small, full, name in ((images.fixed, fixed_hwc, fixed_name), (images.moving, moving_hwc, moving_name)):
+            if min(full.shape[:2]) < MIN_INTENSITY_SIDE:  # small in itself: no crop of the other one helps
+                raise PromptsegError(
+                    f"{name} is {full.shape[0]} x {full.shape[1]} px: too small to register (the intensity stage "
+                    f"needs at least {MIN_INTENSITY_SIDE} px along each side)"
+                )
             if min(small.shape[:2]) < MIN_INTENSITY_SIDE:
                 raise PromptsegError(
                     f"{name} ({full.shape[0]} x {full.shape[1]} px) is too small for the intensity stage, which sees "
