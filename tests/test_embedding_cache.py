@@ -251,6 +251,14 @@ def test_embed_command_precomputes_what_segment_prompts_reads(litemedsam, tmp_pa
     with pytest.raises(SystemExit):
         main(["embed", str(path), "--cache", str(tmp_path / "tiny"), "--cache-max-gb", "-1"])
     assert "--cache-max-gb: must be a finite number above 0" in capsys.readouterr().err
+    # a folder with an unreadable file: its summary counts embeddings and failures, not objects (bug hunt 2)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    tifffile.imwrite(folder / "crop.tif", crop[:64, :64])
+    (folder / "broken.png").write_text("not an image")
+    assert main(["embed", str(folder), "--cache", str(cache_dir), "--scheduler", "none"]) == 1
+    err = capsys.readouterr().err
+    assert "2 input(s): 1 embedded, 1 failed" in err and "object" not in err, err
 
 
 def test_the_size_cap_applies_to_the_environments_cache_and_embed_counts_what_it_kept(

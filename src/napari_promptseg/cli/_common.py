@@ -378,10 +378,12 @@ def _run_batch(
     if getattr(args, "output", None) is not None:
         _remove_stale_outputs(args, failed + empty)
     if failed or empty:
-        done = "embedded" if getattr(args, "command", "") == "embed" else "segmented"
+        embedding = getattr(args, "command", "") == "embed"  # embeddings have no objects to count
+        done = "embedded" if embedding else "segmented"
         print(
-            f"{len(records)} input(s): {len(records) - len(failed) - len(empty)} {done}, {len(empty)} with no "
-            f"object, {len(failed)} failed ({unwritten} without output)"
+            f"{len(records)} input(s): {len(records) - len(failed) - len(empty)} {done}, "
+            + ("" if embedding and not empty else f"{len(empty)} with no object, ")
+            + f"{len(failed)} failed ({unwritten} without output)"
             + ("; reasons in report.json" if getattr(args, "output", None) is not None else ""),
             file=sys.stderr,
         )
