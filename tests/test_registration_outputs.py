@@ -340,3 +340,15 @@ def test_a_registration_result_warps_geojson_as_it_maps_points_and_keeps_rings_w
     assert np.allclose(mapped[::-1], result.moving_points_to_fixed(np.array(ring)))  # reversed: winding kept
     assert np.allclose(mapped[:, 0], 119 - np.array(ring)[::-1, 0]) and out["properties"] == {"a": 1}
     assert counts == {"geometries": 1, "vertices_in": 4, "vertices_out": 4, "geometries_outside": 0}
+
+
+def test_register_report_names_its_files_wherever_it_is_read_from(birl_half, tmp_path, monkeypatch, capsys):
+    """Paths typed relative to the working directory were written to report.json as typed (bug hunt 2), where the
+    other subcommands' reports name their files absolutely."""
+    monkeypatch.chdir(birl_half["fixed"].parent)
+    lms = ["--landmarks-fixed", birl_half["lm_fixed"].name, "--landmarks-moving", birl_half["lm_moving"].name]
+    args = ["register", "fixed.tif", "moving.tif", "-o", str(tmp_path / "out"), "--method", "intensity", *lms]
+    assert main(args) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["parameters"]["fixed"] == str(birl_half["fixed"])
+    assert report["landmarks"]["landmarks_moving"] == str(birl_half["lm_moving"])
