@@ -116,7 +116,8 @@ def _expand_images(paths: list[Path]) -> list[Path]:
             found = sorted(p for p in path.iterdir() if not p.name.startswith("."))
             readable = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES or is_ome_zarr(p)]
             out.extend(p for p in readable if not is_own_output(p))
-            skipped = [p.name for p in found if p not in readable and p.is_file()]
+            readable_set = set(readable)  # a folder of thousands of tiles: no list scan per file
+            skipped = [p.name for p in found if p not in readable_set and p.is_file()]
             if skipped:  # a .webp or .gif the user counted on is not silently missing from the batch
                 print(
                     f"{path}: skipped {len(skipped)} file(s) that are not images read here "
