@@ -52,6 +52,7 @@ from ..methods.registration import (
     register,
     resolve_method,
 )
+from ..methods.registration.options import outline_step
 from ..methods.registration.quality import quality_line
 from ._common import (
     LayerPicker,
@@ -572,10 +573,9 @@ def _results_to_show(
         label_counts = (int(np.count_nonzero(np.unique(on_plane))), int(np.count_nonzero(np.unique(labels))))
 
     def to_fixed(xy: np.ndarray) -> np.ndarray:  # full-resolution pixels of one layer to the other's
-        return result.moving_points_to_fixed(xy / moving_factors[::-1]) * fixed_factors[::-1]
+        return result.moving_points_to_fixed(xy, moving_factors=moving_factors, fixed_factors=fixed_factors)
 
     mapped = None if landmarks is None else to_fixed(landmarks[1])
     check()
-    # a vertex every 2 registered pixels: the field does not bend between them
-    outlines = None if shapes is None else shapes.mapped(to_fixed, 2.0 * float(np.max(moving_factors)))
+    outlines = None if shapes is None else shapes.mapped(to_fixed, outline_step(moving_factors))
     return _Shown(result, warped, pairs, grid, mapped, labels, label_counts, outlines)

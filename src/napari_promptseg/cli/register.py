@@ -25,7 +25,7 @@ ANNOTATIONS_WARPED = "annotations_warped.geojson"
 def cmd_register(args: argparse.Namespace) -> int:
     import tifffile
 
-    from ..io.annotations import map_annotations, read_annotations, write_annotations
+    from ..io.annotations import read_annotations, write_annotations
     from ..io.images import REGISTER_MARKER, is_own_output
     from ..io.landmarks import paired_landmarks, read_landmarks, write_landmarks
     from ..methods.registration import (
@@ -167,7 +167,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     def to_fixed(xy: np.ndarray) -> np.ndarray:
         """Moving landmarks (full-resolution pixels, x y) mapped to the fixed image's full-resolution pixels."""
-        return result.moving_points_to_fixed(xy / moving_at.factors[::-1]) * fixed_at.factors[::-1]
+        return result.moving_points_to_fixed(xy, moving_factors=moving_at.factors, fixed_factors=fixed_at.factors)
 
     if landmarks is not None:
         fixed_xy, moving_xy = landmarks
@@ -200,14 +200,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     annotations_path = args.output / ANNOTATIONS_WARPED
     annotations_record = None
     if annotations is not None:
-        full_fixed = np.multiply(result.deformation.fixed_shape, fixed_at.factors)  # rows, columns
-        mapped_annotations, counts = map_annotations(
-            annotations,
-            to_fixed,
-            # a vertex every 2 registered pixels: the field does not bend between them
-            max_segment=2.0 * float(np.max(moving_at.factors)),
-            mirrored=result.deformation.orientation < 0,
-            fixed_size=(float(full_fixed[1]), float(full_fixed[0])),
+        mapped_annotations, counts = result.warp_annotations(
+            annotations, moving_factors=moving_at.factors, fixed_factors=fixed_at.factors
         )
         write_annotations(annotations_path, mapped_annotations)
         annotations_record = {

@@ -172,26 +172,56 @@ class RegistrationResult:
     def warp_labels(self, labels: np.ndarray) -> np.ndarray:
         return self.deformation.warp_labels(labels)
 
-    def warp_annotations(self, geojson: Any, *, max_segment: float = 2.0) -> tuple[Any, dict[str, int]]:
+    def warp_annotations(
+        self,
+        geojson: Any,
+        *,
+        moving_factors: Sequence[float] = (1, 1),
+        fixed_factors: Sequence[float] = (1, 1),
+        max_segment: float | None = None,
+    ) -> tuple[Any, dict[str, int]]:
         """GeoJSON annotations of the moving image (as :func:`~napari_promptseg.io.annotations.read_annotations`
-        reads QuPath's export; x, y pixels of the image given to :func:`register`) in the fixed frame, properties
-        kept; outlines and lines get a vertex every ``max_segment`` pixels first, so they bend with the deformation.
-        Returns the mapped copy and counts (``geometries``, ``vertices_in``/``_out``, ``geometries_outside``)."""
+        reads QuPath's export; x, y pixels) in the fixed frame, properties kept; outlines and lines get a vertex
+        every ``max_segment`` pixels first (default: :data:`OUTLINE_STEP` registered pixels), so they bend with the
+        deformation. ``moving_factors``, ``fixed_factors``: as :meth:`moving_points_to_fixed`. Returns the mapped
+        copy and counts (``geometries``, ``vertices_in``/``_out``, ``geometries_outside``)."""
         from ...io.annotations import map_annotations
 
+        fixed_full = np.multiply(self.deformation.fixed_shape, np.asarray(fixed_factors, float)[:2])
         return map_annotations(
             geojson,
-            self.moving_points_to_fixed,
-            max_segment=max_segment,
+            lambda xy: self.moving_points_to_fixed(xy, moving_factors=moving_factors, fixed_factors=fixed_factors),
+            max_segment=outline_step(moving_factors) if max_segment is None else max_segment,
             mirrored=self.deformation.orientation < 0,
-            fixed_size=self.deformation.fixed_shape[::-1],
+            fixed_size=(float(fixed_full[1]), float(fixed_full[0])),
         )
 
-    def moving_points_to_fixed(self, moving_xy: np.ndarray) -> np.ndarray:
-        return self.deformation.points_to_fixed(moving_xy)
+    def moving_points_to_fixed(
+        self,
+        moving_xy: np.ndarray,
+        *,
+        moving_factors: Sequence[float] = (1, 1),
+        fixed_factors: Sequence[float] = (1, 1),
+    ) -> np.ndarray:
+        """Moving (x, y) pixels -> fixed ones. ``moving_factors``, ``fixed_factors``: how many times coarser than the
+        points' pixels (full resolution) each registered image is, along (rows, columns): a pyramid registered at a
+        level takes and gives full-resolution points."""
+        moving_xy = np.asarray(moving_xy, float) / np.asarray(moving_factors, float)[1::-1]
+        return self.deformation.points_to_fixed(moving_xy) * np.asarray(fixed_factors, float)[1::-1]
 
     def fixed_points_to_moving(self, fixed_xy: np.ndarray) -> np.ndarray:
         return self.deformation.points_to_moving(fixed_xy)
+
+
+#: outlines and lines carried across a registration get a vertex every this many registered (moving) pixels: the
+#: field does not bend between them
+OUTLINE_STEP = 2.0
+
+
+def outline_step(moving_factors: Sequence[float] = (1, 1)) -> float:
+    """:data:`OUTLINE_STEP` in the pixels of outlines drawn at full resolution on a moving image registered at a
+    level ``moving_factors`` times coarser."""
+    return OUTLINE_STEP * float(np.max(moving_factors))
 
 
 # -- landmarks ----------------------------------------------------------------------------------------------------
