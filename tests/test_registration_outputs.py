@@ -208,6 +208,13 @@ def test_cli_moving_labels_are_warped_with_their_ids_and_a_rerun_without_them_re
     # a rerun without labels: the earlier labels_warped.tif would pass for this run's
     assert main(args) == 0
     assert not (out / "labels_warped.tif").exists() and "removed" in capsys.readouterr().err
+    # labels drawn on a half-size copy of the moving image (a pyramid level, a slide's 5 % image): scaled onto it
+    tifffile.imwrite(labels, ids["moving"][::2, ::2])
+    assert main([*args, "--moving-labels", str(labels)]) == 0
+    captured = capsys.readouterr()
+    assert "4 of 4 ids inside the fixed image" in captured.out
+    assert f"--moving-labels {labels}: drawn at 150 x 200 px, scaled (nearest pixel)" in captured.err
+    assert dice(tifffile.imread(out / "labels_warped.tif") > 0, fixed_objects) > 0.95
     # labels that are not of the moving image's size, or not ids: refused before any work, named
     tifffile.imwrite(labels, ids["moving"][:-1])
     assert main([*args, "--moving-labels", str(labels)]) == 2

@@ -131,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument(
         "--moving-labels",
         type=Path,
-        help="a label image (or mask) of the moving image, same height and width: written as "
-        "OUT/labels_warped.tif on the fixed grid, ids kept (nearest neighbour)",
+        help="a label image (or mask) of the moving image, its height and width or those of a copy scaled alike "
+        "along both axes (a pyramid level): written as OUT/labels_warped.tif on the fixed grid, ids kept (nearest "
+        "neighbour)",
     )
     reg.add_argument(
         "--moving-annotations",

@@ -85,11 +85,18 @@ def cmd_register(args: argparse.Namespace) -> int:
     (fixed, fixed_at), (moving, moving_at) = _registered_level(args.fixed), _registered_level(args.moving)
     moving_labels = None
     if args.moving_labels is not None:
-        moving_labels = _checked_labels(
-            args.moving_labels, moving.shape, pair_channel_axis(moving.shape, args.channel_axis)
-        )
-        if moving_at.index:  # drawn at full resolution: onto the level registered (nearest, ids kept)
-            moving_labels = upsample_labels(moving_labels, np.shape(moving_at.array)[:2])
+        moving_axis = pair_channel_axis(moving.shape, args.channel_axis)
+        moving_labels = _checked_labels(args.moving_labels, moving.shape, moving_axis)
+        level_shape = np.shape(moving_at.array)
+        registered_shape = _spatial_shape(level_shape, pair_channel_axis(level_shape, args.channel_axis))
+        if moving_labels.shape != registered_shape:  # onto the level registered (nearest pixel, ids kept)
+            if moving_labels.shape != _spatial_shape(moving.shape, moving_axis):
+                print(
+                    f"--moving-labels {args.moving_labels}: drawn at {moving_labels.shape[0]} x "
+                    f"{moving_labels.shape[1]} px, scaled (nearest pixel) onto the moving image",
+                    file=sys.stderr,
+                )
+            moving_labels = upsample_labels(moving_labels, registered_shape)
     landmarks = None
     if args.landmarks_fixed is not None:
         lm_fixed, lm_moving = read_landmarks(args.landmarks_fixed), read_landmarks(args.landmarks_moving)
@@ -421,18 +428,35 @@ def _checked_labels(path: Path, moving_shape: tuple[int, ...], channel_axis: int
     from ..io import read_image
 
     labels = np.asarray(read_image(path))
-    spatial = tuple(
-        n for axis, n in enumerate(moving_shape) if channel_axis is None or axis != channel_axis % len(moving_shape)
-    )
+    spatial = _spatial_shape(moving_shape, channel_axis)
     if labels.ndim == 3 and labels.shape[-1] in (3, 4) and labels.shape[:2] == spatial[:2]:
         raise PromptsegError(f"--moving-labels {path}: a colour image (shape {labels.shape}); give a label image")
     if labels.ndim != 2:
         raise PromptsegError(f"--moving-labels {path}: shape {labels.shape}, not a 2D label image")
     if labels.dtype.kind not in "uib":
         raise PromptsegError(f"--moving-labels {path}: {labels.dtype} values; labels are integer ids (or a mask)")
-    if labels.shape != spatial[:2]:
+    if labels.shape != spatial[:2] and not _same_picture_scaled(labels.shape, spatial[:2]):
         raise PromptsegError(
             f"--moving-labels {path}: {labels.shape[0]} x {labels.shape[1]} px, the moving image is {spatial[0]} x "
-            f"{spatial[1]} px; the labels must be drawn on the moving image"
+            f"{spatial[1]} px; the labels must be drawn on the moving image (or on a version of it scaled alike "
+            "along both axes)"
         )
     return labels
+
+
+def _spatial_shape(shape: tuple[int, ...], channel_axis: int | None) -> tuple[int, ...]:
+    """Height and width of an image of ``shape`` (its channel axis, if any, left out)."""
+    return tuple(n for axis, n in enumerate(shape) if channel_axis is None or axis != channel_axis % len(shape))[:2]
+
+
+def _same_picture_scaled(labels_shape: tuple[int, ...], image_shape: tuple[int, ...]) -> bool:
+    """Whether labels of ``labels_shape`` are drawn on the image scaled by one factor along both axes (a pyramid
+    level, the 5 % / 10 % copies of a slide), each side rounded to whole pixels; labels that keep one side of the
+    image and lose a row of the other are a crop or a mistake, not a scaled copy."""
+    (lh, lw), (h, w) = labels_shape[:2], image_shape[:2]
+    if lh == h or lw == w or min(lh, lw) < 2:
+        return False
+    # the factors each side allows when it was rounded to within one pixel; a common one must exist
+    low = max(h / (lh + 1), w / (lw + 1))
+    high = min(h / (lh - 1), w / (lw - 1))
+    return low <= high
