@@ -109,10 +109,26 @@ def read_image(path: str | Path) -> np.ndarray:
 
             image = np.asarray(iio.imread(path))
     except Exception as exc:  # every reader has its own exception types; the user needs the file name
-        raise PromptsegError(f"{path}: cannot be read as an image ({exc})") from exc
+        raise PromptsegError(f"{path}: cannot be read as an image ({_unreadable_why(path, exc)})") from exc
     if image.ndim < 2 or not image.size:  # tifffile reads a TIFF without pages as an empty array, with a warning
         raise PromptsegError(f"{path}: cannot be read as an image (no pixels: shape {image.shape})")
     return image
+
+
+def _unreadable_why(path: Path, exc: Exception) -> str:
+    """Why a file is no image, in the user's words: imageio tries every plugin it has on a file no plugin knows, and
+    quotes the last one's internals (SimpleITK's 'sitk::ERROR: Unable to determine ImageIO reader')."""
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        return str(exc)
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):
+            return str(exc)  # an image Pillow knows, that the reader still failed on: its own words say why
+    except UnidentifiedImageError:
+        return f"its contents match no image format known here, although it is named {path.suffix or 'with no suffix'}"
+    except OSError:
+        return str(exc)
 
 
 def read_mask(path: str | Path, threshold: int = 127) -> np.ndarray:
