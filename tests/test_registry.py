@@ -321,3 +321,22 @@ def test_cli_models_says_where_each_model_was_found_and_its_size(cache, monkeypa
     assert "our cache" in next(x for x in lines if x.startswith(f"{CARD_NAME} "))
     sam_line = next(x for x in lines if x.startswith("sam_vit_b "))
     assert "missing" in sam_line and "(375 MB)" in sam_line
+
+
+def test_a_cancelled_download_stops_at_its_next_block_and_leaves_no_weights(server, cache, monkeypatch):
+    """download_progress, as the widgets' tasks pass it: the download tells its share and size in MB, stops at the
+    next block once cancel() says so (SAM ViT-H is 2.5 GB), and leaves nothing that passes for the weights; the next
+    load downloads them whole."""
+    from napari_promptseg.errors import CancelledError
+    from napari_promptseg.models import download_progress
+
+    register_card(monkeypatch, server.url)
+    told: list[tuple[float, str]] = []
+    progress = download_progress(lambda fraction, message: told.append((fraction, message)), lambda: bool(told), "x")
+
+    with pytest.raises(CancelledError, match="download of x cancelled"):
+        resolve_weights(CARD_NAME, progress=progress)
+
+    assert told == [(2**20 / len(PAYLOAD), "downloading x: 1 of 3 MB")]  # one block told, then stopped
+    assert list(cache.iterdir()) == []  # pooch's temporary file went with it
+    assert resolve_weights(CARD_NAME).read_bytes() == PAYLOAD

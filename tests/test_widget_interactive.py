@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from http.server import BaseHTTPRequestHandler
 
 import napari
 import numpy as np
@@ -549,3 +550,61 @@ def test_a_layer_in_millimetres_gets_no_spurious_affine():
     result = napari.layers.Labels(np.zeros((1000, 750), np.uint8), **place)
     world = np.asarray(turned.data_to_world([3999.0, 2999.0]))
     np.testing.assert_allclose(result.data_to_world([3999.0 / 4, 2999.0 / 4]), world, rtol=0, atol=1e-9)
+
+
+class _SlowWeights(BaseHTTPRequestHandler):
+    """A checkpoint of 64 MiB sent at 1 MiB every 0.2 s: a download the user watches, then cancels."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self.send_response(200)
+        self.send_header("Content-Length", str(64 * 2**20))
+        self.end_headers()
+        try:
+            for _ in range(64):
+                self.wfile.write(bytes(2**20))
+                self.server.owner.append(2**20)  # type: ignore[attr-defined]
+                time.sleep(0.2)
+        except OSError:  # the client hung up: the cancel
+            pass
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_weights_download_shows_its_megabytes_and_the_cancel_button_stops_it(make_viewer, qtbot, sample, monkeypatch):
+    """A model whose weights are not here downloads when first used (SAM ViT-H: 2.5 GB): the run panel says how
+    many MB have arrived, and Cancel stops the download at its next block instead of after the whole file; nothing
+    that could pass for the weights is left in the cache."""
+    import dataclasses
+
+    from napari_promptseg.models import MODELS, registry
+
+    from .fake_hub import serve
+
+    sent: list[int] = []
+    server, thread = serve(_SlowWeights, sent)
+    host, port = server.server_address[:2]
+    card = dataclasses.replace(
+        MODELS["sam_vit_b"], name="slow_sam", filename="slow_sam.pth", url=f"http://{host}:{port}/slow_sam.pth"
+    )
+    monkeypatch.setitem(MODELS, card.name, card)
+    monkeypatch.delenv(registry.OFFLINE_ENV, raising=False)
+    try:
+        viewer = make_viewer()
+        viewer.add_image(sample[0], name="nuclei")
+        widget = add_widget(viewer)
+        wait_idle(qtbot, widget, FIRST_RUN_MS)  # the bundled model's auto-embedding of the new image
+        widget.model_combo.setCurrentIndex(widget.model_combo.findData(card.name))
+        panel = widget.runner.widget
+        qtbot.waitUntil(lambda: "downloading slow_sam: 2 of 64 MB" in panel.status.text(), timeout=30_000)
+        assert 0 < panel.bar.value() < 10
+        qtbot.mouseClick(panel.cancel_button, Qt.LeftButton)
+        wait_idle(qtbot, widget)
+        assert panel.state == "cancelled" and panel.status.text() == "embedding 'nuclei': cancelled"
+        assert sum(sent) < 32 * 2**20  # stopped at a block, not after the file
+        cache = registry.cache_dir()
+        assert not cache.exists() or not any(cache.iterdir())
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -30,7 +30,6 @@ from qtpy.QtWidgets import (
 
 from ..errors import CancelledError, PromptsegError
 from ..io.images import IMAGE_SUFFIXES
-from ..models import load_segmenter
 from ._common import (
     LayerPicker,
     TaskRunner,
@@ -39,6 +38,7 @@ from ._common import (
     load_triton_safely,
     placement,
     plane_shape,
+    task_segmenter,
     unproxied,
     whole_image_level,
 )
@@ -106,7 +106,7 @@ def run_oneshot(
     from ..models.preprocessing import as_channels_last
 
     progress(0.0, "loading model")
-    segmenter = load_segmenter()
+    segmenter = task_segmenter(progress, cancel)
     out = OneShotOutput([], [], [], [], stacked)
     if instances is None:
         instances = partial or is_many_objects(reference_labels)

@@ -63,6 +63,7 @@ from ._common import (
     load_triton_safely,
     placement,
     plane_shape,
+    task_segmenter,
     unproxied,
 )
 from .registration_shapes import MovingShapes, add_registered_shapes, moving_shapes
@@ -337,10 +338,8 @@ class RegistrationWidget(QWidget):
         def task(progress, cancel) -> _Shown:
             segmenter = None
             if method != "intensity":
-                from ..models import load_segmenter
-
                 progress(0.0, "loading the model")
-                segmenter = load_segmenter()
+                segmenter = task_segmenter(progress, cancel)
 
             def registering(fraction: float, message: str) -> None:
                 # the warp and the layers' data come after: register's "done" is not the task's end

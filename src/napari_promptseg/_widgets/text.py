@@ -97,7 +97,11 @@ def run_text(
 
     progress(0.0, "loading models")
     route = choose_route(
-        options.pop("route"), library=options.pop("library") or None, text_model=options.pop("text_model") or None
+        options.pop("route"),
+        library=options.pop("library") or None,
+        text_model=options.pop("text_model") or None,
+        progress=progress,
+        cancel=cancel,
     )
     results: list[TextResult] = []
 

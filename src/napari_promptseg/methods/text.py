@@ -98,14 +98,22 @@ class TextRoute:
         return "; ".join([*self.skipped, answer])
 
 
-def _try_load(kind: str, names: Sequence[str], weights: str | None, device: str) -> tuple[object, str, list[str]]:
-    from ..models import load_grounder, load_heatmapper
+def _try_load(
+    kind: str,
+    names: Sequence[str],
+    weights: str | None,
+    device: str,
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> tuple[object, str, list[str]]:
+    from ..models import download_progress, load_grounder, load_heatmapper
 
     loader = load_grounder if kind == "grounder" else load_heatmapper
     problems = []
     for model_name in names:
+        downloads = download_progress(progress, cancel, model_name) if progress is not None else None
         try:
-            return loader(model_name, weights=weights, device=device), model_name, problems
+            return loader(model_name, weights=weights, device=device, progress=downloads), model_name, problems
         except (WeightsError, ImportError) as exc:
             problems.append(str(exc))
     return None, "", problems
@@ -137,11 +145,13 @@ def choose_route(
     weights: str | None = None,
     device: str = "auto",
     text_model: TextSegmenter | str | os.PathLike | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> TextRoute:
     """Pick the route that can answer: a trained text model when given (``text_model``: a model directory or a
     loaded :class:`~..models.protocols.TextSegmenter`), a given model object, else registry models whose weights
     resolve, else the reference library (``library``: a :class:`~..io.library.ReferenceLibrary`, a path, or None
-    for the default)."""
+    for the default). A model's weights download tells ``progress`` and stops when ``cancel()`` says so."""
     if route not in ROUTES:
         raise PromptsegError(f"route must be one of {ROUTES}, got {route!r}")
     skipped: list[str] = []
@@ -162,7 +172,7 @@ def choose_route(
         if grounder is not None and not isinstance(grounder, str):
             return TextRoute("groundingdino", grounder, getattr(grounder, "name", "grounder"))
         names = [grounder] if isinstance(grounder, str) else GROUNDER_MODELS
-        model, model_name, problems = _try_load("grounder", names, weights, device)
+        model, model_name, problems = _try_load("grounder", names, weights, device, progress, cancel)
         if model is not None:
             return TextRoute("groundingdino", model, model_name)
         if route == "groundingdino":
@@ -175,7 +185,7 @@ def choose_route(
         if heatmapper is not None and not isinstance(heatmapper, str):
             return TextRoute("clipseg", heatmapper, getattr(heatmapper, "name", "heatmapper"), skipped, details)
         names = [heatmapper] if isinstance(heatmapper, str) else HEATMAPPER_MODELS
-        model, model_name, problems = _try_load("heatmapper", names, weights, device)
+        model, model_name, problems = _try_load("heatmapper", names, weights, device, progress, cancel)
         if model is not None:
             return TextRoute("clipseg", model, model_name, skipped, details)
         if route == "clipseg":
@@ -264,6 +274,8 @@ def segment_text(
             weights=weights,
             device=device,
             text_model=text_model,
+            progress=progress,
+            cancel=cancel,
         )
     timings["load_s"] = time.perf_counter() - t0
     if cancel is not None and cancel():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 
 from .device import resolve_device
 from .protocols import (
@@ -37,6 +38,7 @@ __all__ = [
     "TextGrounder",
     "TextHeatmapper",
     "TextSegmenter",
+    "download_progress",
     "get_card",
     "load_grounder",
     "load_heatmapper",
@@ -49,6 +51,23 @@ __all__ = [
 
 _loaded: dict[tuple, object] = {}
 _lock = threading.Lock()
+
+
+def download_progress(report: Callable[[float, str], None], cancel: Callable[[], bool] | None, name: str) -> Progress:
+    """A weights download (``progress(done_bytes, total_bytes)`` of the loaders) told as ``report(fraction,
+    message)``, as tasks and widgets take progress, and stopped at its next block of bytes once ``cancel()`` says
+    so: SAM ViT-H is 2.5 GB. The partial file is pooch's temporary (removed) or huggingface_hub's ``.incomplete``
+    (resumed by the next download), never taken for the weights."""
+
+    def on_bytes(done: int, total: int | None) -> None:
+        if cancel is not None and cancel():
+            from ..errors import CancelledError
+
+            raise CancelledError(f"download of {name} cancelled")
+        size = f"{done / 2**20:.0f}" + (f" of {total / 2**20:.0f}" if total else "")
+        report(min(done / total, 1.0) if total else 0.0, f"downloading {name}: {size} MB")
+
+    return on_bytes
 
 
 def load_segmenter(

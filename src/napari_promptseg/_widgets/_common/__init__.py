@@ -38,6 +38,7 @@ from .tasks import (
     notify_exception,
     notify_once,
     show_details,
+    task_segmenter,
 )
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "placement_over",
     "plane_shape",
     "show_details",
+    "task_segmenter",
     "unproxied",
     "whole_image_level",
 ]

@@ -55,6 +55,20 @@ ProgressCallback = Callable[[float, str], None]
 Task = Callable[[ProgressCallback, Callable[[], bool]], Any]
 
 
+def task_segmenter(
+    progress: ProgressCallback, cancel: Callable[[], bool], model: str | None = None, device: str = "auto"
+):
+    """The named segmenter (default: the bundled one) as a task loads it: a weights download tells its MB in the run
+    panel and stops at the cancel button, as every other step of a task does."""
+    from ...models import DEFAULT_SEGMENTER, download_progress, load_segmenter
+
+    model = model or DEFAULT_SEGMENTER
+    segmenter = load_segmenter(model, device=device, progress=download_progress(progress, cancel, model))
+    if cancel():
+        raise CancelledError("cancelled")
+    return segmenter
+
+
 def show_details(title: str, short: str, details: str, parent: QWidget | None = None) -> QMessageBox:
     """A non-modal box with an error's details (which file goes where), selectable for copying."""
     box = QMessageBox(QMessageBox.Icon.Information, title, short, QMessageBox.StandardButton.Close, parent)

@@ -12,9 +12,8 @@ import numpy as np
 from ...errors import PromptsegError
 from ...methods.instances import InstanceResult, find_all_like
 from ...methods.volume import PropagationResult, propagate_through_stack
-from ...models import load_segmenter
 from ...tiling import box_object_size
-from .._common import notify_once
+from .._common import notify_once, task_segmenter
 from .geometry import PlaneGeometry, at_level, commit_to_labels, extract_volume, gather_prompts, plane_source
 
 
@@ -40,7 +39,7 @@ class NewLayerActions:
 
         def task(progress, cancel) -> InstanceResult:
             progress(0.0, f"loading {model}")
-            segmenter = load_segmenter(model, device=device)
+            segmenter = task_segmenter(progress, cancel, model, device)
             return source.segment_at_level(
                 lambda plane, factor, **level: find_all_like(
                     plane, at_level(boxes, 4, factor), segmenter=segmenter, **level
@@ -93,7 +92,7 @@ class NewLayerActions:
                 volume,
                 plane,
                 boxes=boxes,
-                segmenter=load_segmenter(model, device=device),
+                segmenter=task_segmenter(progress, cancel, model, device),
                 object_size=object_size,
                 channel_axis=-1 if geom.channel_axis is not None else None,
                 channels=channels,

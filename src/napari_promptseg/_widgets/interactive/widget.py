@@ -19,12 +19,19 @@ import numpy as np
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import QWidget
 
-from ...errors import CancelledError, PromptsegError
+from ...errors import PromptsegError
 from ...methods.interactive import SegmentationResult, segment_prompts
-from ...models import load_segmenter
 from ...models.preprocessing import as_channels_last
 from ...tiling import box_object_size
-from .._common import TaskRunner, debounce_timer, load_triton_safely, notify_exception, notify_once, unproxied
+from .._common import (
+    TaskRunner,
+    debounce_timer,
+    load_triton_safely,
+    notify_exception,
+    notify_once,
+    task_segmenter,
+    unproxied,
+)
 from .actions import NewLayerActions
 from .geometry import (
     POSITIVE,
@@ -385,9 +392,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
 
         def task(progress, cancel):
             progress(0.0, f"loading {model}")
-            segmenter = load_segmenter(model, device=device)
-            if cancel():
-                raise CancelledError("cancelled")
+            segmenter = task_segmenter(progress, cancel, model, device)
             progress(0.3, f"encoding '{name}' with {model}")
             t0 = time.perf_counter()
             plane, channel_axis, _ = source.read(segmenter.input_size, None)
@@ -423,7 +428,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
         version, object_size = self._version, self.object_size
 
         def task(progress, cancel) -> SegmentationResult:
-            segmenter = load_segmenter(model, device=device)
+            segmenter = task_segmenter(progress, cancel, model, device)
 
             def at(plane: np.ndarray, factor: float, **level) -> SegmentationResult:
                 return segment_prompts(
