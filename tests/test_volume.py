@@ -488,3 +488,33 @@ def test_an_ome_zarr_whose_axes_say_z_is_a_stack_without_the_channels_caution(tm
         assert record["objects"] >= 1
         caution = [w for w in record["warnings"] if "read as a stack of 4 planes" in w]
         assert len(caution) == (path.suffix == ".tif"), record["warnings"]
+
+
+def test_propagation_takes_the_clicks_as_the_plane_does(litemedsam, mri, tmp_path):
+    """`segment STACK --plane Z --propagate --box ... --point X Y` dropped the clicks without a word: the seed plane
+    was not what `--plane Z` alone gave, and a click outside every box (an object of its own) was not carried. The
+    Python function takes the clicks as segment_prompts does."""
+    vol, truth = (a[2:7] for a in mri)
+    path = tmp_path / "mri.tif"
+    tifffile.imwrite(path, vol)
+    rows, cols = np.nonzero(truth[2])
+    box = [str(v) for v in (cols.min(), rows.min(), cols.max(), rows.max())]
+    click = ["--point", "126", "78"]  # the lateral ventricle, outside the box: an object of its own
+    prompts = ["segment", str(path), "--plane", "2", "--box", *box, *click, "--scheduler", "none"]
+    assert main([*prompts, "-o", str(tmp_path / "plane")]) == 0
+    on_the_plane = tifffile.imread(tmp_path / "plane" / "mri.tif")[2]
+    assert set(np.unique(on_the_plane)) == {0, 1, 2}
+    assert main([*prompts, "--propagate", "-o", str(tmp_path / "out")]) == 0
+    labels = tifffile.imread(tmp_path / "out" / "mri.tif")
+    np.testing.assert_array_equal(labels[2], on_the_plane)
+    record = json.loads((tmp_path / "out" / "report.json").read_text())["images"][0]
+    assert record["objects"] == 2 and set(record["stops"]) == {"1", "2"}
+    assert dice(labels == 1, truth) > 0.7
+    # a click alone is a prompt to carry too (it was refused: "give --box")
+    assert main(["segment", str(path), "--plane", "2", *click, "--propagate", "-o", str(tmp_path / "click")]) == 0
+    assert json.loads((tmp_path / "click" / "report.json").read_text())["images"][0]["objects"] == 1
+
+    result = propagate_through_stack(
+        vol, 2, boxes=[[float(v) for v in box]], negative_points=[(126, 78)], segmenter=litemedsam
+    )
+    assert result.labels[2][78, 126] == 0 and set(result.extents) == {1}

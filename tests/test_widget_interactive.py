@@ -440,6 +440,34 @@ def test_propagate_through_stack_on_real_mri(make_viewer, qtbot, shared_data):
     assert "one plane propagated" not in viewer.layers
 
 
+def test_propagation_carries_the_previews_objects_clicks_included(make_viewer, qtbot, shared_data):
+    """Propagate through stack took the boxes only: a click outside every box (an object of the preview) was not
+    carried, and the propagated plane differed from the preview the user saw."""
+    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
+    truth = scan["seg"] == 10
+    z = int(np.argmax(truth.sum((1, 2))))
+    vol, truth = scan["vol"][z - 2 : z + 3].astype(np.float32), truth[z - 2 : z + 3]
+    viewer = make_viewer()
+    viewer.add_image(vol, name="mri")
+    viewer.dims.set_current_step(0, 2)
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    rows, cols = np.nonzero(truth[2])
+    r0, c0, r1, c1 = rows.min(), cols.min(), rows.max(), cols.max()
+    widget.shapes_picker.layer().add_rectangles(np.array([[2, r0, c0], [2, r0, c1], [2, r1, c1], [2, r1, c0]]))
+    widget.points_picker.layer().add(np.array([[2, 78, 126]]))  # the lateral ventricle, outside the box
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    preview = preview_layer(viewer).data[0].copy()
+    assert set(np.unique(preview)) == {0, 1, 2}
+    start = len(notification_manager.records)
+    widget.propagate()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert not records_since(start, NotificationSeverity.ERROR)
+    result = viewer.layers["mri propagated"].data
+    np.testing.assert_array_equal(result[2], preview)
+    assert "2 object(s) propagated" in widget.runner.widget.summary.text()
+
+
 def test_multiscale_image_is_segmented_at_the_pyramid_level_of_the_boxes(make_viewer, qtbot, sample):
     """A pyramid layer (the sample magnified 4x, so its nuclei are 4x larger): a box is segmented on the coarse level
     that has the boxes' working resolution, not on the full resolution, and the preview lies on the full-resolution

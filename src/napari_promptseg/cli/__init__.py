@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="typical object diameter in pixels; sets the working scale (default: from the boxes)",
     )
     seg.add_argument("--overlay", action="store_true", help="also write OUT/<stem>_overlay.png")
-    _add_stack_options(seg, seeds="segment the boxed objects", prompts_on_a_plane=True)
+    _add_stack_options(seg, seeds="segment the prompted objects (boxes, clicks)", prompts_on_a_plane=True)
     _add_model_options(seg)
     _add_batch_options(seg)
     seg.set_defaults(func=cmd_segment)

@@ -180,9 +180,12 @@ def _stack_record(
     segmenter: object,
     *,
     boxes: Sequence[Sequence[float]] = (),
+    positive_points: Sequence[Sequence[float]] = (),
+    negative_points: Sequence[Sequence[float]] = (),
 ) -> dict:
     """Segment a (Z, Y, X[, C]) input: one plane (--plane), every plane with linked ids, or objects propagated from
-    a seed plane (--propagate; seeded by ``boxes`` when given, else by ``segment_plane`` on that plane). Writes the
+    a seed plane (--propagate; seeded by ``boxes`` and the points, refining them or objects of their own, when given,
+    else by ``segment_plane`` on that plane). Writes the
     (Z, Y, X) labels and returns the record for report.json. Nothing on the seed plane raises NothingFoundError (the
     batch writes empty labels, status "empty")."""
     import numpy as np
@@ -206,7 +209,8 @@ def _stack_record(
     plane = args.plane if args.plane is not None or not args.propagate else n // 2
     if plane is not None and not 0 <= plane < n:
         raise PromptsegError(f"{path}: --plane {plane} is outside the stack's {n} planes (0-{n - 1})")
-    if args.propagate and not len(boxes):
+    prompted = bool(len(boxes) or len(positive_points))
+    if args.propagate and not prompted:
         # the seed plane is segmented here, before propagate_through_stack checks (as segment_stack does itself):
         # refuse NaN before the first plane is segmented
         check_finite(volume, str(path))
@@ -217,7 +221,7 @@ def _stack_record(
     try:
         if args.propagate:
             seed, seed_scores, seed_warnings = None, None, []
-            if not len(boxes):
+            if not prompted:
                 out = plane_or_nothing(to_numpy(volume[plane]), plane)
                 if plane in nothing:
                     raise NothingFoundError(nothing[plane])
@@ -227,6 +231,8 @@ def _stack_record(
                 image,
                 plane,
                 boxes=boxes,
+                positive_points=positive_points,
+                negative_points=negative_points,
                 labels=seed,
                 seed_scores=seed_scores,
                 segmenter=segmenter,

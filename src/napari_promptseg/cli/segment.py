@@ -32,8 +32,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise PromptsegError("give at least one --box X0 Y0 X1 Y1 or --point X Y")
     if args.find_all and not args.box:
         raise PromptsegError("--find-all needs the boxes of a few example objects (--box X0 Y0 X1 Y1, repeated)")
-    if args.propagate and not args.box:
-        raise PromptsegError("--propagate carries boxed objects through a stack: give --box X0 Y0 X1 Y1 on --plane")
+    if args.propagate and not args.box and not args.point:
+        raise PromptsegError(
+            "--propagate carries the prompted objects through a stack: give --box X0 Y0 X1 Y1 (or --point X Y) on "
+            "--plane"
+        )
     images = _expand_images(args.images)
     t0 = time.perf_counter()
     _prepare_outputs(args, images)
@@ -118,8 +121,14 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         def plane_labels(plane, z: int):
             return _segment(args, segmenter, plane, f"{path} plane {z}", _plane_channel_axis(args))  # with warnings
 
-        boxes = args.box if args.propagate and not args.find_all else ()
-        return _stack_record(args, path, image, plane_labels, segmenter, boxes=boxes)
+        if not args.propagate or args.find_all:  # the plane's own method (find-all) seeds the propagation
+            return _stack_record(args, path, image, plane_labels, segmenter)
+        points = {
+            "positive_points": np.asarray(args.point, np.float64).reshape(-1, 2),
+            "negative_points": np.asarray(args.negative_point, np.float64).reshape(-1, 2),
+        }
+        boxes = np.asarray(args.box, np.float64).reshape(-1, 4)
+        return _stack_record(args, path, image, plane_labels, segmenter, boxes=boxes, **points)
     # a pyramid is read at the level of the boxes' working scale
     size = args.object_size or (box_object_size(np.array(args.box)) if args.box else None)
     scale = choose_scale(np.shape(image), segmenter.input_size, size).scale

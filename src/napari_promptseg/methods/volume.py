@@ -307,6 +307,8 @@ def propagate_through_stack(
     plane: int,
     *,
     boxes: Sequence[Sequence[float]] = (),
+    positive_points: Sequence[Sequence[float]] = (),
+    negative_points: Sequence[Sequence[float]] = (),
     labels: np.ndarray | None = None,
     seed_scores: Mapping[int, float] | None = None,
     segmenter: PromptableSegmenter | None = None,
@@ -322,7 +324,10 @@ def propagate_through_stack(
 ) -> PropagationResult:
     """Segment objects on ``plane`` of a (Z, Y, X[, C]) stack and carry each through the stack in both directions.
 
-    The seed is ``boxes`` (x0, y0, x1, y1 on that plane; one object each) or ``labels``, a (Y, X) label image of
+    The seed is ``boxes`` (x0, y0, x1, y1 on that plane; one object each), refined by ``positive_points`` and
+    ``negative_points`` (x, y on that plane; grouped with the boxes as
+    :func:`..interactive.segment_prompts` groups them: positive points outside every box are one more object), or
+    ``labels``, a (Y, X) label image of
     that plane from any method (one-shot, text, a user's drawing; ids kept, values <= 0 background, a bool mask is
     object 1) with, when the method gives them, ``seed_scores`` (id -> score). No object on the seed plane raises
     :class:`NothingFoundError`. On every further plane each live object is
@@ -342,12 +347,13 @@ def propagate_through_stack(
     plane_channels = -1 if channel_axis is not None else None  # as_stack moved the channels last
     timings: dict[str, float] = {}
 
-    def segment(z: int, prompt_boxes, points, size):
+    def segment(z: int, prompt_boxes, points, size, negative=()):
         result = segment_prompts(
             to_numpy(vol[z]),
             segmenter,
             boxes=prompt_boxes,
             positive_points=points,
+            negative_points=negative,
             object_size=size,
             channel_axis=plane_channels,
             channels=channels,
@@ -368,13 +374,15 @@ def propagate_through_stack(
         # a score only where the seed method gave one: a made-up 1.0 would hide an object that stopped at once
         known = {int(k): float(v) for k, v in (seed_scores or {}).items() if v is not None and np.isfinite(v)}
         seed_scores = {int(k): known.get(int(k)) for k in np.unique(seed[seed > 0])}
-    elif len(boxes):
-        result = segment(plane, boxes, [], object_size)
+    elif len(boxes) or len(positive_points):
+        result = segment(plane, boxes, positive_points, object_size, negative_points)
         seed, scale = result.labels.astype(np.uint32), result.scale
         seed_scores = {k + 1: float(s) for k, s in enumerate(result.scores)}
         warnings += result.warnings
     else:
-        raise PromptsegError(f"{name}: give boxes on plane {plane}, or that plane's labels, to propagate")
+        raise PromptsegError(
+            f"{name}: give boxes (or positive points) on plane {plane}, or that plane's labels, to propagate"
+        )
     ids = [int(k) for k in np.unique(seed[seed > 0])]
     empty = sorted(set(seed_scores) - set(ids))
     if empty:

@@ -70,21 +70,23 @@ class NewLayerActions:
         )
 
     def propagate(self) -> None:
-        """Carry the objects boxed on the displayed plane of a 3D image through the stack -> a new Labels layer."""
+        """Carry the objects prompted on the displayed plane of a 3D image (boxes, refined by the clicks, and
+        positive clicks outside every box: the preview's objects) through the stack -> a new Labels layer."""
         if self._no_image():
             return
         try:
             image, geom = self._geometry()
-            prompts = gather_prompts(self.viewer, image, geom, self.shapes_picker.layer(), None)
+            prompts = gather_prompts(self.viewer, image, geom, self.shapes_picker.layer(), self.points_picker.layer())
             volume, z_axis = extract_volume(image, geom)
-            if not prompts.boxes:
-                raise PromptsegError("draw boxes around the objects on this plane first")
+            if not prompts.boxes and not prompts.positive:
+                raise PromptsegError("draw boxes around the objects on this plane first (or click on them)")
             channels = self._channels()
         except PromptsegError as exc:
             self.runner.refuse(exc, "propagate")
             return
         model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
         boxes, object_size, plane = prompts.boxes, self.object_size, geom.index[z_axis]
+        positive, negative = prompts.positive, prompts.negative
 
         def task(progress, cancel) -> PropagationResult:
             progress(0.0, f"loading {model}")
@@ -92,6 +94,8 @@ class NewLayerActions:
                 volume,
                 plane,
                 boxes=boxes,
+                positive_points=positive,
+                negative_points=negative,
                 segmenter=task_segmenter(progress, cancel, model, device),
                 object_size=object_size,
                 channel_axis=-1 if geom.channel_axis is not None else None,
@@ -114,7 +118,7 @@ class NewLayerActions:
             )
 
         self.runner.submit(
-            "propagate", f"propagating {len(boxes)} object(s) through '{name}'", task, done, inputs=(image,), queue=True
+            "propagate", f"propagating the prompted object(s) through '{name}'", task, done, inputs=(image,), queue=True
         )
 
     def _add_result_layer(self, data: np.ndarray, geom: PlaneGeometry, name: str) -> napari.layers.Labels:

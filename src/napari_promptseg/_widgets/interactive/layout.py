@@ -103,8 +103,8 @@ def build_controls(widget: InteractiveWidget) -> None:
     )
     widget.propagate_button = QPushButton("Propagate through stack")
     widget.propagate_button.setToolTip(
-        "3D image: segment the objects boxed on this plane and carry each plane by plane through the stack, both "
-        "ways, until it ends; the result is a new Labels layer"
+        "3D image: segment the objects prompted on this plane (boxes, clicks) and carry each plane by plane through "
+        "the stack, both ways, until it ends; the result is a new Labels layer"
     )
     widget.find_all_button = QPushButton("Find all like these")
     widget.find_all_button.setToolTip(
