@@ -121,6 +121,16 @@ def test_bad_prompts_are_refused_with_the_reason(litemedsam, prompts, message):
         segment(COINS, litemedsam, **prompts)
 
 
+def test_a_click_on_the_outer_half_of_the_first_pixel_is_on_the_image(litemedsam):
+    """napari puts pixel centres on whole numbers: pixel 0 spans -0.5 to 0.5, and a click on the left half of the
+    first column (x = -0.3) was refused as 'outside the image' while the user saw it on the image."""
+    edge_box = (0.0, 60.0, 80.0, 140.0)
+    on_pixel_0 = segment(COINS, litemedsam, boxes=[edge_box], negative_points=[(0.0, 100.0)])
+    outer_half = segment(COINS, litemedsam, boxes=[edge_box], negative_points=[(-0.3, 100.0)])
+    np.testing.assert_array_equal(outer_half.labels, on_pixel_0.labels)  # the click refines the box, as on pixel 0
+    assert segment(COINS, litemedsam, boxes=[], positive_points=[(-0.5, -0.4)]).labels.shape == COINS.shape
+
+
 def test_missing_weights_file_names_it(tmp_path):
     missing = tmp_path / "nowhere" / "lite_medsam.pth"
     with pytest.raises(WeightsError, match=rf"litemedsam: weights file {re.escape(str(missing))} does not exist"):

@@ -97,13 +97,15 @@ def boxes_from_labels(labels: np.ndarray, min_area: int = 1) -> list[tuple[int, 
 
 
 def check_point(point: Sequence[float], shape: tuple[int, int], name: str = "point") -> tuple[float, float]:
+    """Validate x, y against the image. Pixel 0 spans -0.5 to 0.5 (napari puts pixel centres on whole numbers), so a
+    click on the first row's or column's outer half is that pixel's (moved to 0), not outside the image."""
     if len(point) != 2:
         raise PromptsegError(f"{name}: expected 2 numbers x y, got {len(point)}")
     x, y = (float(v) for v in point)
     h, w = shape
-    if not (np.isfinite([x, y]).all() and 0 <= x < w and 0 <= y < h):
+    if not (np.isfinite([x, y]).all() and -0.5 <= x < w and -0.5 <= y < h):
         raise PromptsegError(f"{name}: ({x:g}, {y:g}) lies outside the {w}x{h} image (width x height)")
-    return x, y
+    return max(x, 0.0), max(y, 0.0)
 
 
 def group_prompts(
