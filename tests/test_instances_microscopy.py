@@ -180,6 +180,21 @@ def test_find_all_from_three_boxes(sample, litemedsam):
     assert any("example box 4" in m for m in find_all_like(image, boxes, segmenter=litemedsam).warnings)
 
 
+def test_an_example_box_that_gives_nothing_is_said(sample, litemedsam):
+    """Find all with one of three example boxes on the empty canvas beside the image: that box was left out of what
+    was learnt without a word (segment_prompts said "covers pixels of one value"; find_all_like dropped it)."""
+    image, truth = sample
+    boxes = np.array(boxes_from_labels(truth), np.float32)
+    order = np.argsort(-np.bincount(truth.ravel())[1:])
+    canvas = np.pad(image, ((0, 0), (0, 64)))  # an empty strip on the right
+    w = image.shape[1]
+    examples = np.concatenate([boxes[order[[5, 15]]], [[w + 20, 100, w + 40, 120]]]).astype(np.float32)
+    result = find_all_like(canvas, examples, segmenter=litemedsam)
+    assert any("box 3 covers pixels of one value" in m for m in result.warnings), result.warnings
+    assert any("example box(es) 3 gave no object" in m for m in result.warnings), result.warnings
+    assert match_instances(result.labels[:, :w], truth)["recall"] > 0.45  # the other two examples still work
+
+
 def test_small_boxes_in_a_large_image_are_decoded_at_their_scale(sample, litemedsam):
     image, truth = sample
     big = np.tile(image, (4, 4))  # 1024 px: squeezed whole into 256 px, nuclei would be 4x smaller

@@ -560,6 +560,15 @@ def find_all_like(
         timer=timer,
     )
     result.warnings.extend([f"{name}: {warning}" for warning in clipped] + _outlier_boxes(checked))
+    # what the examples' segmentation said (e.g. a box over an empty canvas, left empty), and which examples gave
+    # nothing to learn from: they were left out without a word
+    result.warnings.extend(w for w in examples.warnings if w not in result.warnings)
+    empty = sorted(set(range(1, len(checked) + 1)) - {int(k) for k in np.unique(examples.labels)})
+    if empty:
+        result.warnings.append(
+            f"{name}: example box(es) {', '.join(map(str, empty))} gave no object and were not learned from; "
+            "box objects like the others"
+        )
     return result
 
 
