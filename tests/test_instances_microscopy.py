@@ -178,6 +178,10 @@ def test_find_all_from_three_boxes(sample, litemedsam):
     h, w = image.shape[:2]
     boxes = np.concatenate([boxes[order[[5, 15, 25]]], [[0, 0, w - 1, h - 1]]]).astype(np.float32)
     assert any("example box 4" in m for m in find_all_like(image, boxes, segmenter=litemedsam).warnings)
+    # of two boxes, neither is the odd one out, but the size learnt between them is like neither: said too (it was
+    # not, and 5 objects were found instead of 39)
+    two = find_all_like(image, boxes[[1, 3]], segmenter=litemedsam)
+    assert any("example boxes 1 and 2 differ in size" in m for m in two.warnings), two.warnings
 
 
 def test_an_example_box_that_gives_nothing_is_said(sample, litemedsam):

@@ -559,7 +559,7 @@ def find_all_like(
         cancel=cancel,
         timer=timer,
     )
-    result.warnings.extend([f"{name}: {warning}" for warning in clipped] + _outlier_boxes(checked))
+    result.warnings.extend([f"{name}: {warning}" for warning in clipped] + _outlier_boxes(checked, object_size))
     # what the examples' segmentation said (e.g. a box over an empty canvas, left empty), and which examples gave
     # nothing to learn from: they were left out without a word
     result.warnings.extend(w for w in examples.warnings if w not in result.warnings)
@@ -576,12 +576,19 @@ def find_all_like(
 OUTLIER_BOX = 3.0
 
 
-def _outlier_boxes(boxes: np.ndarray) -> list[str]:
-    """Warnings for example boxes far larger than the others (three boxes at least): one such box skews the object
-    size and the background that are learnt (measured: a box over most of the nuclei sample beside 4 nuclei boxes,
-    F1 0.45 -> 0.18)."""
+def _outlier_boxes(boxes: np.ndarray, object_size: float | None = None) -> list[str]:
+    """Warnings for example boxes far larger than the others (three boxes at least; of two, when one is far larger
+    than the other and no ``object_size`` was given): one such box skews the object size and the background that
+    are learnt (measured: a box over most of the nuclei sample beside 4 nuclei boxes, F1 0.45 -> 0.18)."""
     sides = np.sqrt(np.maximum(boxes[:, 2] - boxes[:, 0], 1) * np.maximum(boxes[:, 3] - boxes[:, 1], 1))
     typical = float(np.median(sides))
+    if len(sides) == 2 and object_size is None and sides.max() > OUTLIER_BOX * sides.min():
+        # no third box to tell which one is unlike: the size learnt lies between them, like neither (a nucleus and a
+        # box over most of the sample: 5 objects found instead of 39)
+        return [
+            f"example boxes 1 and 2 differ in size ({sides[0]:.0f} and {sides[1]:.0f} px a side): objects of "
+            f"{typical:.0f} px are looked for, like neither; box objects of one kind, or give the object size"
+        ]
     return [
         f"example box {k + 1} ({side:.0f} px a side) is far larger than the others (typically {typical:.0f} px): "
         "each example box should hold one object like the others; remove it, or box one object"
