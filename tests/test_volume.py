@@ -532,3 +532,22 @@ def test_find_all_seeds_are_carried_at_the_scale_they_were_found_at(litemedsam, 
     record = json.loads((tmp_path / "out" / "report.json").read_text())["images"][0]
     assert record["working_scale"]["source"] == "boxes" and record["working_scale"]["object_size"] > 20
     assert match_instances(tifffile.imread(tmp_path / "out" / "stack.tif"), truth)["f1"] > 0.6
+
+
+def test_seed_labels_keep_their_ids_large_or_sparse(litemedsam, mri):
+    """A seed label image's ids are the result's: an id above 2**32 wrapped onto another object's id (two objects
+    merged under id 5), and a sparse id (3 * 10**7) cost seconds in the extents' slot-per-id search."""
+    import time
+
+    vol, truth = (a[3:6] for a in mri)
+    seed = np.zeros(truth.shape[1:], np.int64)
+    seed[truth[1]] = 3 * 10**7
+    t0 = time.perf_counter()
+    result = propagate_through_stack(vol, 1, labels=seed, segmenter=litemedsam)
+    assert set(result.extents) == {3 * 10**7} and result.extents[3 * 10**7] == (0, 2)
+    assert set(np.unique(result.labels)) == {0, 3 * 10**7}
+    assert time.perf_counter() - t0 < 30
+    seed[:8, :8] = 5
+    seed[10:18, 10:18] = 2**32 + 5
+    with pytest.raises(PromptsegError, match=r"seed labels hold id 4294967301, above the largest id"):
+        propagate_through_stack(vol, 1, labels=seed, segmenter=litemedsam)

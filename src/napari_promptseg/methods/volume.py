@@ -273,13 +273,24 @@ def _compact(labels: np.ndarray) -> np.ndarray:
     return labels.astype(np.uint16) if labels.max(initial=0) < 2**16 else labels
 
 
+#: labels with ids up to this have their extents found by ``ndimage.find_objects`` (a slot per id up to the largest)
+DENSE_IDS = 2**20
+
+
 def object_extents(labels: np.ndarray) -> dict[int, tuple[int, int]]:
-    """First and last plane of every object of (Z, Y, X) labels."""
-    extents = {}
-    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
-        if sl is not None:
-            extents[k] = (int(sl[0].start), int(sl[0].stop - 1))
-    return extents
+    """First and last plane of every object of (Z, Y, X) labels, by increasing id. Sparse ids (a seed's id of 10**9
+    from a user's labels) are found plane by plane among the ids present: ``find_objects`` would keep a slot for
+    every id up to the largest (seconds and gigabytes)."""
+    if labels.max(initial=0) <= DENSE_IDS:
+        slices = ndimage.find_objects(labels)
+        return {k: (int(sl[0].start), int(sl[0].stop - 1)) for k, sl in enumerate(slices, start=1) if sl is not None}
+    extents: dict[int, tuple[int, int]] = {}
+    for z in range(labels.shape[0]):
+        for k in np.unique(labels[z]):
+            if k > 0:
+                first = extents.get(int(k), (z, z))[0]
+                extents[int(k)] = (first, z)
+    return dict(sorted(extents.items()))
 
 
 @dataclass
@@ -370,7 +381,13 @@ def propagate_through_stack(
         seed = np.asarray(labels)
         if seed.shape != tuple(vol.shape[1:3]):
             raise PromptsegError(f"{name}: seed labels of shape {seed.shape} do not match a plane {vol.shape[1:3]}")
-        seed = _as_ids(seed, f"{name}: seed labels", components=False).astype(np.uint32)
+        seed = _as_ids(seed, f"{name}: seed labels", components=False)
+        if seed.max(initial=0) > np.iinfo(np.uint32).max:  # would wrap onto other ids of the uint32 result
+            raise PromptsegError(
+                f"{name}: seed labels hold id {int(seed.max())}, above the largest id of the result "
+                f"({np.iinfo(np.uint32).max}); number the objects from 1 (skimage.segmentation.relabel_sequential)"
+            )
+        seed = seed.astype(np.uint32)
         # a score only where the seed method gave one: a made-up 1.0 would hide an object that stopped at once
         known = {int(k): float(v) for k, v in (seed_scores or {}).items() if v is not None and np.isfinite(v)}
         seed_scores = {int(k): known.get(int(k)) for k in np.unique(seed[seed > 0])}
