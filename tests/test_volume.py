@@ -277,6 +277,10 @@ def test_a_plane_segmented_alone_keeps_its_warnings(tmp_path):
     record = json.loads((out / "report.json").read_text())["images"][0]
     assert any(w.startswith("plane 1: ") and "box 1 covers pixels of one value" in w for w in record["warnings"])
     assert record["objects"] == 1
+    # --stop-iou without --propagate does nothing on a stack: said, as on a 2D image (it was silently ignored)
+    assert main(["segment", str(path), "--plane", "1", *box, "--stop-iou", "0.3", "-o", str(out)]) == 0
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    assert any("--stop-iou ignored" in w for w in record["warnings"]), record["warnings"]
 
 
 def test_any_2d_methods_output_is_linked_masks_negatives_lists_and_zarr(tmp_path):

@@ -271,6 +271,8 @@ def _stack_record(
             progress.end()  # a following message, or an error, starts on a line of its own
     if nothing:
         warnings = [*warnings, f"{path}: nothing like the prompt on plane(s) {', '.join(map(str, sorted(nothing)))}"]
+    if not args.propagate and getattr(args, "stop_iou_given", False):
+        warnings = [*warnings, f"{path}: --stop-iou ignored: it ends objects carried by --propagate"]
     extents = object_extents(labels)
     objects = len(extents)
     record.update(
