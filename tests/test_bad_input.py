@@ -198,6 +198,9 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
         pytest.param("box-outside", r"box 1: \(500, 10, 600, 50\) lies outside the 384x303 image", id="box-outside"),
         pytest.param("point-outside", r"positive point 1: \(-5, 20\) lies outside", id="point-outside"),
         pytest.param("no-prompt", r"give at least one --box X0 Y0 X1 Y1 or --point X Y", id="no-prompt"),
+        pytest.param(
+            "find-all-points", r"--find-all learns from the boxed examples only; --point", id="find-all-points"
+        ),
         pytest.param("missing-image", r"input image not found: .*missing\.tif", id="missing-image"),
         # in the user's words, not the last imageio plugin's internals (SimpleITK's 'sitk::ERROR: ...')
         pytest.param(
@@ -242,6 +245,7 @@ def test_cli_exits_2_with_a_one_line_reason(litemedsam, tmp_path, capsys, coins_
         "box-outside": [image, "-o", out, "--box", "500", "10", "600", "50"],
         "point-outside": [image, "-o", out, "--point", "-5", "20"],
         "no-prompt": [image, "-o", out],
+        "find-all-points": [image, "-o", out, *box, "--find-all", "--point", "60", "80"],  # were ignored
         "missing-image": [str(tmp_path / "missing.tif"), "-o", out, *box],
         "not-an-image": [str(write_notes(tmp_path)), "-o", out, *box],
         "4d": [str(write_tif(tmp_path, "coins4d.tif", np.stack([stack[:2]] * 2))), "-o", out, *box],

@@ -32,6 +32,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise PromptsegError("give at least one --box X0 Y0 X1 Y1 or --point X Y")
     if args.find_all and not args.box:
         raise PromptsegError("--find-all needs the boxes of a few example objects (--box X0 Y0 X1 Y1, repeated)")
+    if args.find_all and (args.point or args.negative_point):
+        raise PromptsegError(
+            "--find-all learns from the boxed examples only; --point and --negative-point would not be used: drop them"
+        )
     if args.propagate and not args.box and not args.point:
         raise PromptsegError(
             "--propagate carries the prompted objects through a stack: give --box X0 Y0 X1 Y1 (or --point X Y) on "
