@@ -490,3 +490,24 @@ def test_images_trained_on_are_not_encoded_again(trained, kvasir, litemedsam):
     finally:
         handle.remove()
     np.testing.assert_allclose(cached, fresh, atol=1e-4)  # fresh features are rounded as the cache stores them
+
+
+def test_text_resume_ignores_the_model_folders_feature_cache_and_training_state(trained, kvasir, tmp_path, capsys):
+    """Bug hunt 3: the run signature hashed every file under --text-model, its feature cache (MODEL_DIR/cache, ~3 MB
+    per training image) and its resume state (last/) too: another model trained with --cache-dir MODEL_DIR/cache, or
+    a resumed training that did not beat the best epoch, made `text --resume` refuse its own results ("results of
+    another run") though the model that answers was unchanged, and every run hashed gigabytes of features."""
+    model = tmp_path / "model"
+    shutil.copytree(trained.path, model)
+    (model / "cache").mkdir()
+    answer = tmp_path / "answer"
+    argv = ["text", "polyp", str(kvasir[4].image), "--text-model", str(model), "-o", str(answer), "--device", "cpu"]
+    assert main(argv) == 0
+    (model / "cache" / "0123456789abcdef.safetensors").write_bytes(b"features of another training image")
+    (model / "last" / "state.json").write_text("{}")  # a training resumed without a better epoch
+    assert main([*argv, "--resume"]) == 0
+    assert json.loads((answer / "report.json").read_text())["batch"]["resumed"] == 1
+    # the weights and the config are the model: a change to them is another run
+    (model / "text_segmenter.json").write_text((model / "text_segmenter.json").read_text().replace("0.5", "0.6", 1))
+    assert main([*argv, "--resume"]) == 2
+    assert "results of another run" in capsys.readouterr().err

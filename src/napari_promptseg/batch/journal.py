@@ -45,6 +45,12 @@ NOT_IN_SIGNATURE = frozenset(
 CONTENT_OPTIONS = ("reference", "reference_mask", "library", "weights", "text_weights", "text_model")
 
 
+#: folders of an option's directory that do not decide its outputs: a text model's feature cache (frozen features of
+#: the images it was trained on, ~3 MB each, equal to what the encoder gives: another model trained with
+#: --cache-dir MODEL_DIR/cache adds to it) and its training state for a resume (last/, written by every epoch)
+CONTENT_SKIP = {"text_model": ("cache", "last", "last.tmp", "last.old")}
+
+
 #: files above this size (a large model's weights) are known by their size and modification time, not hashed
 HASHED_BYTES = 256 * 2**20
 
@@ -79,7 +85,7 @@ def run_signature(args: argparse.Namespace) -> str:
         value = options.get(key)
         if value is not None:
             paths = value if isinstance(value, (list, tuple)) else [value]
-            options[f"{key}_contents"] = [_content_digest(p) for p in paths]
+            options[f"{key}_contents"] = [_content_digest(p, CONTENT_SKIP.get(key, ())) for p in paths]
     features = str(options.get("features") or "")
     if features.startswith("dinov2:") and Path(features[len("dinov2:") :]).exists():  # a local model folder
         options["features_contents"] = [_content_digest(features[len("dinov2:") :])]
