@@ -482,3 +482,27 @@ def test_oneshot_widget_saves_the_reference_to_the_library(make_napari_viewer, l
     assert [layer.name for layer in viewer.layers] == ["cxr 1", "cxr 1 lungs"]  # layers untouched
     widget.save_button.click()  # the same pixels under the same name again: refused, not duplicated
     assert len(ReferenceLibrary.open()) == 1
+
+
+@pytest.mark.parametrize("pixel_size", [(float("nan"), 1.0), (-1.0, 1.0), (0.0, 0.5), (1.0,), (float("inf"), 1.0)])
+def test_add_refuses_a_pixel_size_that_is_no_size(tmp_path, cell, pixel_size):
+    """Bug hunt 3: `library add --pixel-size -1 nan` was saved as is: library.json then held `NaN`, which is not
+    JSON (the format is "readable by any tool": strict parsers refuse the whole index), and a negative size."""
+    lib = ReferenceLibrary.open(tmp_path / "lib")
+    image, mask = cell
+    with pytest.raises(PromptsegError, match="pixel size"):
+        lib.add("cell", image, mask, pixel_size=pixel_size)
+    assert len(lib) == 0
+    entry = lib.add("cell", image, mask, pixel_size=(0.5, 0.25))
+    assert ReferenceLibrary.open(tmp_path / "lib").get(entry.id).pixel_size == (0.5, 0.25)
+
+
+def test_cli_library_add_refuses_a_pixel_size_that_is_no_size(tmp_path, cell, capsys):
+    image, mask = cell
+    tifffile.imwrite(tmp_path / "cell.tif", image)
+    tifffile.imwrite(tmp_path / "mask.tif", mask.astype(np.uint8))
+    argv = ["library", "add", "cell", "--image", str(tmp_path / "cell.tif"), "--mask", str(tmp_path / "mask.tif")]
+    with pytest.raises(SystemExit):
+        main([*argv, "--library", str(tmp_path / "lib"), "--pixel-size", "-1", "nan"])
+    assert "--pixel-size" in capsys.readouterr().err
+    assert not (tmp_path / "lib" / "library.json").exists()

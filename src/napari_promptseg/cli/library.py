@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import PromptsegError
 from ._common import _reference_labels
+from ._types import positive_float
 
 
 def _add_library_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +30,7 @@ def _add_library_parser(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--description", default="", help="optional text; synonyms separated by ',' are matched too")
     add.add_argument("--channel-axis", type=int, help="axis of the channels in a multichannel image")
     add.add_argument("--channels", type=int, nargs="+", help="up to three channels to keep (after --channel-axis)")
-    add.add_argument("--pixel-size", type=float, nargs=2, metavar=("DY", "DX"), help="physical pixel size")
+    add.add_argument("--pixel-size", type=positive_float, nargs=2, metavar=("DY", "DX"), help="physical pixel size")
     add.add_argument(
         "--instances",
         action=argparse.BooleanOptionalAction,

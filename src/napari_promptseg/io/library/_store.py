@@ -209,6 +209,14 @@ class ReferenceLibrary:
             raise PromptsegError(f"{what}: the mask is empty; label the object to save (non-zero pixels)")
         if margin is not None and margin < 0:
             raise PromptsegError(f"margin must be >= 0, got {margin}")
+        if pixel_size is not None:
+            sizes = tuple(float(p) for p in pixel_size)
+            # NaN would make library.json invalid JSON; a size <= 0 is no size
+            if len(sizes) != 2 or not all(np.isfinite(p) and p > 0 for p in sizes):
+                raise PromptsegError(
+                    f"{what}: pixel size must be two finite numbers above 0 (dy, dx), got {tuple(pixel_size)}"
+                )
+            pixel_size = (sizes[0], sizes[1])
         if instances is None:
             from ...methods.instances import is_many_objects
 
@@ -252,7 +260,7 @@ class ReferenceLibrary:
                 source=str(source),
                 source_shape=tuple(int(s) for s in binary.shape),
                 crop=tuple(int(v) for v in crop),  # type: ignore[arg-type]
-                pixel_size=None if pixel_size is None else tuple(float(p) for p in pixel_size),  # type: ignore
+                pixel_size=pixel_size,
                 mask_pixels=int(stored_mask.sum()),
                 sha256=digest,
                 created_with=f"napari-promptseg {__version__}",
