@@ -274,3 +274,37 @@ def test_cancel_while_an_instances_entry_is_learnt_stops_within_seconds(litemeds
     stopped = time.perf_counter()
     assert pressed, "the run ended before cancel was pressed"
     assert stopped - pressed[0] < 5.0  # measured ~1 s (one tile's embedding and learning at most)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--top-k", "0"),
+        ("--min-similarity", "nan"),
+        ("--min-similarity", "5"),
+        ("--heatmap-threshold", "2"),
+        ("--box-threshold", "-0.1"),
+        ("--text-threshold", "nan"),
+    ],
+)
+def test_cli_text_refuses_an_out_of_range_option_before_any_work(shared_data, tmp_path, capsys, option, value):
+    """Bug hunt 3: `text --top-k 0` loaded the models and failed every image of the batch (each retried), and
+    `--min-similarity 5` (or nan) ran every image to "no entry matches 'lungs' (closest: 'lung' 1.00; a match needs
+    similarity >= 5.00)": options outside their range are refused by the parser, naming the option."""
+    from napari_promptseg.cli import main
+
+    image = dataset_pairs(shared_data / "lungs_cxr_shenzhen")[0][0]
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        main(
+            ["text", "lungs", str(image), str(image), "-o", str(out), "--library", str(tmp_path / "lib"), option, value]
+        )
+    assert info.value.code == 2 and option in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("setting", "match"), [({"top_k": 0}, "top_k"), ({"min_similarity": float("nan")}, "min_")])
+def test_segment_text_refuses_bad_library_settings_before_loading_a_route(lungs, empty_library, setting, match):
+    # an empty library would fail the route: the setting is refused first, as the thresholds are
+    with pytest.raises(PromptsegError, match=match):
+        segment_text(lungs[0][0], "lung", library=empty_library, route="library", **setting)

@@ -38,6 +38,17 @@ def fraction(text: str) -> float:
     return value
 
 
+def similarity(text: str) -> float:
+    """argparse type: a cosine similarity, from -1 to 1 (the library route's --min-similarity)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from -1 to 1, got {text!r}") from None
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a similarity lies from -1 to 1, got {text}")
+    return value
+
+
 def labels_name(text: str) -> str:
     """argparse type: an OME-Zarr labels image's name, one plain segment (checked before any work)."""
     from ..errors import PromptsegError

@@ -26,6 +26,7 @@ from ._stacks import (
     _stack_record,
     _whole_image_level,
 )
+from ._types import fraction, positive_int, similarity
 
 
 def _add_text_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,14 +60,16 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
     text.add_argument("--shape", help="prompt attribute for templates p2+, e.g. 'round'")
     text.add_argument("--colour", "--color", dest="colour", help="prompt attribute for templates p3+, e.g. 'pink'")
     text.add_argument("--description", help="prompt attribute for templates p7-p9")
-    text.add_argument("--box-threshold", type=float, default=0.35, help="GroundingDINO box threshold (%(default)s)")
-    text.add_argument("--text-threshold", type=float, default=0.25, help="GroundingDINO text threshold (%(default)s)")
+    text.add_argument("--box-threshold", type=fraction, default=0.35, help="GroundingDINO box threshold (%(default)s)")
     text.add_argument(
-        "--heatmap-threshold", type=float, default=0.5, help="CLIPSeg / trained model threshold (%(default)s)"
+        "--text-threshold", type=fraction, default=0.25, help="GroundingDINO text threshold (%(default)s)"
+    )
+    text.add_argument(
+        "--heatmap-threshold", type=fraction, default=0.5, help="CLIPSeg / trained model threshold (%(default)s)"
     )
     text.add_argument("--no-refine", action="store_true", help="CLIPSeg: threshold only, no SAM refinement")
-    text.add_argument("--top-k", type=int, default=3, help="library: exemplars to ensemble (%(default)s)")
-    text.add_argument("--min-similarity", type=float, help="library: lowest prompt-to-entry similarity accepted")
+    text.add_argument("--top-k", type=positive_int, default=3, help="library: exemplars to ensemble (%(default)s)")
+    text.add_argument("--min-similarity", type=similarity, help="library: lowest prompt-to-entry similarity accepted")
     text.add_argument("--overlay", action="store_true", help="also write OUT/<stem>_overlay.png")
     _add_stack_options(text, seeds="segment what the prompt names")
     _add_model_options(text)

@@ -203,6 +203,14 @@ def match_library(
     )
 
 
+def check_library_settings(top_k: int, min_similarity: float | None) -> None:
+    """Refuse a ``top_k`` below 1 and a ``min_similarity`` outside [-1, 1] (NaN: nothing would ever match)."""
+    if top_k < 1:
+        raise PromptsegError(f"top_k must be at least 1, got {top_k}")
+    if min_similarity is not None and not -1.0 <= min_similarity <= 1.0:
+        raise PromptsegError(f"min_similarity is a cosine similarity from -1 to 1, got {min_similarity}")
+
+
 def select_matches(
     ranked: Sequence[LibraryMatch],
     *,
@@ -211,8 +219,7 @@ def select_matches(
     max_gap: float = DEFAULT_MAX_GAP,
 ) -> list[LibraryMatch]:
     """The answering entries of a :func:`rank_library` ranking (see :func:`match_library`)."""
-    if top_k < 1:
-        raise PromptsegError(f"top_k must be at least 1, got {top_k}")
+    check_library_settings(top_k, min_similarity)
     if not ranked or ranked[0].similarity < min_similarity:
         return []
     floor = max(min_similarity, ranked[0].similarity - max_gap)

@@ -257,6 +257,9 @@ def segment_text(
     """
     if not 0 <= box_threshold <= 1 or not 0 <= text_threshold <= 1 or not 0 <= heatmap_threshold <= 1:
         raise PromptsegError("box, text and heatmap thresholds must lie in [0, 1]")
+    from .library import check_library_settings
+
+    check_library_settings(top_k, min_similarity)  # as the thresholds: before any model loads
     report = progress or (lambda fraction, message: None)
     phrases = split_phrases(prompt)  # bad input is refused before any model loads
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
