@@ -511,3 +511,19 @@ def test_text_resume_ignores_the_model_folders_feature_cache_and_training_state(
     (model / "text_segmenter.json").write_text((model / "text_segmenter.json").read_text().replace("0.5", "0.6", 1))
     assert main([*argv, "--resume"]) == 2
     assert "results of another run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting", [{"decoder_lr": float("inf")}, {"decoder_lr": float("nan")}, {"lr": float("nan")}])
+def test_training_refuses_a_learning_rate_that_is_not_a_number(setting):
+    """Bug hunt 3: `train-text --decoder-lr inf` trained and saved a model of NaN weights as the best epoch (val Dice
+    0.000), and `--decoder-lr nan` wrote NaN into text_segmenter.json (not JSON): only negative rates were refused."""
+    with pytest.raises(PromptsegError, match="learning rate"):
+        TrainingConfig(**setting)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1"])
+def test_cli_train_text_refuses_a_decoder_lr_that_is_not_a_rate(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as info:
+        main(["train-text", str(tmp_path / "rows.csv"), "-o", str(tmp_path / "model"), "--decoder-lr", value])
+    assert info.value.code == 2 and "--decoder-lr" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()

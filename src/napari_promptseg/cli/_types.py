@@ -27,6 +27,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (a rate where 0 freezes)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number from 0 up, got {text}")
+    return value
+
+
 def fraction(text: str) -> float:
     """argparse type: a number from 0 to 1 (an overlap, a threshold on IoU)."""
     try:

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._types import fraction, positive_float, positive_int
+from ._types import fraction, non_negative_float, positive_float, positive_int
 
 #: training settings of the CLI (argparse dests), passed on only when given
 SETTINGS = (
@@ -62,7 +62,7 @@ def _add_train_text_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--lr", type=positive_float, help="learning rate of the new modules (default 1e-3; CLIPSeg 2e-4)"
     )
-    train.add_argument("--decoder-lr", type=float, help="of the SAM decoder; 0 freezes it (default: 1e-4)")
+    train.add_argument("--decoder-lr", type=non_negative_float, help="of the SAM decoder; 0 freezes it (default: 1e-4)")
     train.add_argument(
         "--patience", type=positive_int, help="epochs without a better validation Dice before stopping (3; CLIPSeg 5)"
     )

@@ -89,8 +89,11 @@ class TrainingConfig:
             raise PromptsegError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
             raise PromptsegError("epochs, batch size and patience must be at least 1")
-        if self.lr <= 0 or self.decoder_lr < 0:
-            raise PromptsegError("learning rates must be positive (decoder_lr 0 freezes the SAM decoder)")
+        if not (0 < self.lr < math.inf and 0 <= self.decoder_lr < math.inf):  # NaN fails both
+            raise PromptsegError(
+                f"learning rates must be finite and positive (decoder_lr 0 freezes the SAM decoder), got lr "
+                f"{self.lr}, decoder_lr {self.decoder_lr}"
+            )
         if not 0 <= self.negatives <= 4:
             raise PromptsegError(f"negatives is a share of the training samples in [0, 4], got {self.negatives}")
 
