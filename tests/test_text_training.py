@@ -527,3 +527,15 @@ def test_cli_train_text_refuses_a_decoder_lr_that_is_not_a_rate(tmp_path, capsys
         main(["train-text", str(tmp_path / "rows.csv"), "-o", str(tmp_path / "model"), "--decoder-lr", value])
     assert info.value.code == 2 and "--decoder-lr" in capsys.readouterr().err
     assert not (tmp_path / "model").exists()
+
+
+def test_cli_text_names_a_relative_text_model_absolutely(trained, kvasir, tmp_path, monkeypatch):
+    """Bug hunt 3: `text --text-model my-polyps/` kept the path as typed: report.json's parameters named it relative
+    to wherever the run was, and Dask workers in another directory (the reason the library is made absolute) could
+    not find it. The run's files are named absolutely, as the library, the references and the outputs are."""
+    monkeypatch.chdir(trained.path.parent)
+    answer = tmp_path / "answer"
+    argv = ["text", "polyp", str(kvasir[4].image), "--text-model", trained.path.name, "-o", str(answer)]
+    assert main([*argv, "--device", "cpu"]) == 0
+    report = json.loads((answer / "report.json").read_text())
+    assert report["parameters"]["text_model"] == str(trained.path.absolute())

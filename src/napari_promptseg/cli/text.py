@@ -83,6 +83,10 @@ def cmd_text(args: argparse.Namespace) -> int:
 
     # workers may run in another directory; the library a route may read is named, so a resume sees its entries
     # (the default one opened here first: a new one gets its starter exemplars, as the route would give it)
+    if args.text_model is not None:
+        args.text_model = args.text_model.absolute()
+    if args.text_weights is not None and Path(args.text_weights).expanduser().exists():  # a local file, not a hub id
+        args.text_weights = str(Path(args.text_weights).expanduser().absolute())
     if args.library is not None:
         args.library = args.library.absolute()
     elif args.route in ("auto", "library"):
