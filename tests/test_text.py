@@ -308,3 +308,21 @@ def test_segment_text_refuses_bad_library_settings_before_loading_a_route(lungs,
     # an empty library would fail the route: the setting is refused first, as the thresholds are
     with pytest.raises(PromptsegError, match=match):
         segment_text(lungs[0][0], "lung", library=empty_library, route="library", **setting)
+
+
+def test_a_phrase_the_library_cannot_answer_fails_before_any_phrase_is_segmented(lungs, litemedsam, empty_library):
+    """Bug hunt 3: "lungs, kidney" segmented the lungs with SAT (seconds per image on a CPU), then failed on 'kidney'
+    and threw that work away, for every image of a batch and again on its retry: every phrase is matched first."""
+    (ref, ref_mask), (target, _) = lungs[0], lungs[1]
+    empty_library.add("lung", ref, ref_mask)
+    messages: list[str] = []
+    with pytest.raises(PromptsegError, match="no reference-library entry matches 'kidney'"):
+        segment_text(
+            target,
+            "lungs, kidney",
+            library=empty_library,
+            segmenter=litemedsam,
+            device="cpu",
+            progress=lambda fraction, message: messages.append(message),
+        )
+    assert not [m for m in messages if "lungs" in m]  # nothing of the first phrase ran

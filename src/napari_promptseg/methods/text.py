@@ -407,29 +407,45 @@ def _heatmap_route(req: _Request, threshold: float) -> TextResult:
 
 
 def _library_route(req: _Request, top_k: int, min_similarity: float | None) -> TextResult:
-    from .library import segment_with_library
+    from .library import (
+        DEFAULT_MIN_SIMILARITY,
+        _as_library,
+        no_match_message,
+        rank_library,
+        segment_with_library,
+        select_matches,
+    )
 
+    # every phrase is matched (milliseconds) before any is segmented (seconds each): a phrase the library cannot
+    # answer fails the prompt before the work on the others is done and thrown away
+    floor = DEFAULT_MIN_SIMILARITY if min_similarity is None else min_similarity
+    library = _as_library(req.chosen.model)
+    chosen = []
+    for phrase in req.phrases:
+        ranked = rank_library(phrase, library)
+        selected = select_matches(ranked, top_k=top_k, min_similarity=floor)
+        if not selected:
+            raise PromptsegError(no_match_message(phrase, library, ranked, floor))
+        chosen.append(selected)
     labels = np.zeros(req.hwc.shape[:2], np.uint32)
     found_phrases, boxes, scores, matches, reasons, warnings = [], [], [], [], [], []
-    for k, phrase in enumerate(req.phrases):
+    for k, (phrase, selected) in enumerate(zip(req.phrases, chosen, strict=True)):
         span = (k / len(req.phrases), (k + 1) / len(req.phrases))
 
         def sub_progress(fraction: float, message: str, span=span, phrase=phrase) -> None:
             req.report(span[0] + fraction * (span[1] - span[0]), f"{phrase!r}: {message}")
 
-        kwargs = {} if min_similarity is None else {"min_similarity": min_similarity}
         answer = segment_with_library(
             req.hwc,
             phrase,
-            req.chosen.model,
+            library,
             segmenter=req.segmenter,
-            top_k=top_k,
+            matches=selected,
             channel_axis=-1,  # the validated channels-last image
             normalize=req.normalize,
             factor=req.factor,
             progress=sub_progress,
             cancel=req.cancel,
-            **kwargs,
         )
         matches.extend(answer.matches)
         reasons.append(answer.reason)
