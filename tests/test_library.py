@@ -506,3 +506,19 @@ def test_cli_library_add_refuses_a_pixel_size_that_is_no_size(tmp_path, cell, ca
         main([*argv, "--library", str(tmp_path / "lib"), "--pixel-size", "-1", "nan"])
     assert "--pixel-size" in capsys.readouterr().err
     assert not (tmp_path / "lib" / "library.json").exists()
+
+
+def test_export_to_a_directory_says_so(tmp_path, cell, capsys):
+    """Bug hunt 3: `library export SOME_DIR --force` failed with ".SOME_DIR.9137052c1559.tmp: Is a directory" (a
+    temporary file's name, not the one typed): the zip's path names a folder, and the message says that."""
+    lib = ReferenceLibrary.open(tmp_path / "lib")
+    lib.add("cell", *cell)
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    for overwrite in (False, True):
+        with pytest.raises(PromptsegError, match=rf"{folder} is a directory; give the zip file's name"):
+            lib.export(folder, overwrite=overwrite)
+    assert (folder / "notes.txt").read_text() == "mine"
+    code = main(["library", "export", str(folder), "--force", "--library", str(tmp_path / "lib")])
+    assert code == 2 and "is a directory" in capsys.readouterr().err

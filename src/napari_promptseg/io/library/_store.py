@@ -305,6 +305,8 @@ class ReferenceLibrary:
         """Write the whole library (index + files) to one zip file."""
         self.reload()
         target = Path(zip_path).expanduser()
+        if target.is_dir():  # --force would not replace a folder, and failed naming a temporary file
+            raise PromptsegError(f"{target} is a directory; give the zip file's name (e.g. {target / 'library.zip'})")
         if target.exists() and not overwrite:
             raise PromptsegError(
                 f"{target} already exists; choose another file name, or replace it (CLI: --force; overwrite=True)"
