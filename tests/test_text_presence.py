@@ -216,3 +216,19 @@ def test_a_refit_that_costs_validation_dice_is_put_back(trained, two_targets, ca
     assert record["val_accuracy"] == 1.0  # on the swapped names it chose by: the inverse head was learnt
     assert not record["kept"] and record["val_dice"] < record["val_dice_before"] - 0.1
     assert all(torch.equal(v, decoder.presence_head.state_dict()[k]) for k, v in head.items())
+
+
+def test_refit_on_other_rows_of_the_same_counts_is_refused(trained, two_targets, cache, tmp_path):
+    """Bug hunt 3: --refit-presence checked only the row counts against the model's training run: the same images
+    with their names swapped (or any other CSV of as many rows) refitted the head on them, validated on them too,
+    and rewrote model.safetensors with a head that says the right name is absent. The run's saved fingerprint of
+    its rows (last/state.json, as a resume checks) is checked as well."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained.path, model_dir)
+    weights = (model_dir / WEIGHTS_FILE).read_bytes()
+    swap = {"lung": "polyp", "polyp": "lung"}
+    swapped = [replace(t, text=swap[t.text]) for t in two_targets]
+    with pytest.raises(PromptsegError, match="other rows"):
+        refit_presence_head(model_dir, swapped, cache_dir=cache, device="cpu")
+    assert (model_dir / WEIGHTS_FILE).read_bytes() == weights
+    assert refit_presence_head(model_dir, two_targets, cache_dir=cache, device="cpu")["train_pairs"] == 8

@@ -265,7 +265,7 @@ def refit_presence_head(
     Rewrites ``model.safetensors`` when the refit is kept (validation Dice did not fall, as in training) and records
     the refit in the JSON config; returns that record."""
     from ...models.text_segmenter import WEIGHTS_FILE, load_fusion_model, read_config, save_tensors, write_config
-    from .data import FeatureStore, read_triplets, split_triplets
+    from .data import FeatureStore, read_triplets, split_fingerprint, split_triplets
 
     out = Path(model_dir)
     info = read_config(out)
@@ -290,6 +290,13 @@ def refit_presence_head(
             f"{len(val_set)} validation rows, but {out} was trained on {training.get('train')} and "
             f"{training.get('val')}; give the data it was trained on"
         )
+    saved = _saved_rows(out)
+    if saved is not None and saved != split_fingerprint(train_set, val_set):  # as a resume checks its data
+        raise PromptsegError(
+            f"{data if isinstance(data, (str, Path)) else 'the triplets'}: other rows than {out} was trained on "
+            "(another CSV, rows changed or texts other, or its files moved: files are known by their full path); "
+            "give the data it was trained on"
+        )
     train, val = store.samples(train_set), store.samples(val_set)
     texts = sorted({s.text for s in train})
     paired = texts_per_image(triplets)
@@ -312,3 +319,15 @@ def refit_presence_head(
     kept = {k: v for k, v in info.items() if k not in ("format", "format_version")}
     write_config(out, {**kept, "presence_refit": record})
     return record
+
+
+def _saved_rows(model_dir: Path) -> str | None:
+    """The fingerprint of the rows the model's run trained and validated on (its last/state.json), None when that
+    state is gone (deleted, copied without it) or predates the fingerprint."""
+    import json
+
+    try:
+        rows = json.loads((model_dir / "last" / "state.json").read_text()).get("rows")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return rows if isinstance(rows, str) else None
