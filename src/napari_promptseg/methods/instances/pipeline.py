@@ -50,7 +50,7 @@ CLAIM_MARGIN_OBJECTS = 0.5
 
 #: the classifier's interior probability in the watershed's seed score, per object diameter (the distance transform
 #: adds up to a radius). 0.5 won on the even-numbered DSB targets (0.15 / 0.5 / 1.0) and raised all 25 from F1 0.742
-#: to 0.759 (results/eval_instances_interior_weight.json); it stays 0.15 until MoNuSeg is compared on one machine
+#: to 0.759 (results/eval_instances_interior_weight.json); MoNuSeg (H&E) loses 2-3 points at 0.5, so it stays 0.15
 INTERIOR_WEIGHT = 0.15
 
 #: objects below this fraction of the smallest whole exemplar are not kept (noise, or slivers cut by a border)
