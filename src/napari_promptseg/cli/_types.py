@@ -16,12 +16,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _float(text: str, expected: str) -> float:
+    """``text`` as a number, or argparse's error saying what was ``expected``."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0 (a learning rate, a size in GB)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _float(text, "a number")
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
     return value
@@ -29,10 +34,7 @@ def positive_float(text: str) -> float:
 
 def non_negative_float(text: str) -> float:
     """argparse type: a finite number >= 0 (a rate where 0 freezes)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _float(text, "a number")
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number from 0 up, got {text}")
     return value
@@ -40,10 +42,7 @@ def non_negative_float(text: str) -> float:
 
 def fraction(text: str) -> float:
     """argparse type: a number from 0 to 1 (an overlap, a threshold on IoU)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    value = _float(text, "a number from 0 to 1")
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must lie from 0 to 1, got {value:g}")
     return value
@@ -51,10 +50,7 @@ def fraction(text: str) -> float:
 
 def similarity(text: str) -> float:
     """argparse type: a cosine similarity, from -1 to 1 (the library route's --min-similarity)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number from -1 to 1, got {text!r}") from None
+    value = _float(text, "a number from -1 to 1")
     if not -1.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"a similarity lies from -1 to 1, got {text}")
     return value
