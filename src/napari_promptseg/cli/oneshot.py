@@ -212,6 +212,8 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
             # fewer than that and the classifier is regularised as for a few examples (methods.instances)
             "exemplar_few_objects": len(objects) < FEW_EXEMPLARS,
             "exemplar_candidates": exemplars.candidates,
+            # heavier when the reference's objects touch: its labels teach splitting touching objects
+            "exemplar_interior_weight": exemplars.interior_weight,
             "exemplar_min_area_px": round(exemplars.min_area, 1),
             "exemplar_min_confidence": round(exemplars.min_score, 4),
         }

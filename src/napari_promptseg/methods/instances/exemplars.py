@@ -58,6 +58,17 @@ MAX_SIZE_CHANGE = 3.0
 #: a quick foreground covering more of the target than this has not found separate objects
 MAX_FOREGROUND = 0.5
 
+#: the classifier's interior probability in the watershed's seed score, per object diameter (the distance transform
+#: adds up to a radius), and the heavier weight used when the reference's objects touch one another
+#: (``TOUCHING_FRACTION``): its labels then teach that touching objects are separate, and the edge class between
+#: them is what splits them. The heavier weight won on the even-numbered DSB targets (0.15 / 0.5 / 1.0; all 25: F1
+#: 0.742 -> 0.759); on MoNuSeg (H&E, touching nuclei merged in the masks: no reference object touches another)
+#: it lost 2-3 points a slide (benchmarks/README.md, "Splitting touching objects")
+INTERIOR_WEIGHT, TOUCHING_INTERIOR_WEIGHT = 0.15, 0.5
+
+#: the reference teaches splitting when at least this fraction of its objects touch another labelled object
+TOUCHING_FRACTION = 0.1
+
 #: index of the hematoxylin density in an RGB image's classifier input (after the three colour channels)
 STAIN_CHANNEL = 3
 
@@ -65,6 +76,22 @@ STAIN_CHANNEL = 3
 def reference_objects(labels: np.ndarray) -> np.ndarray:
     """Instance labels from a labels array (kept) or a mask, 0/1 or 0/255 (its connected components)."""
     return label_objects(labels)
+
+
+def touching_fraction(labels: np.ndarray) -> float:
+    """The fraction of labelled objects that touch another labelled object (8-connected); 0 without objects."""
+    labels = np.asarray(labels)
+    touching = []
+    for a, b in (
+        (labels[:, :-1], labels[:, 1:]),
+        (labels[:-1, :], labels[1:, :]),
+        (labels[:-1, :-1], labels[1:, 1:]),
+        (labels[:-1, 1:], labels[1:, :-1]),
+    ):
+        meet = (a > 0) & (b > 0) & (a != b)
+        touching += [a[meet], b[meet]]
+    ids = np.unique(labels[labels > 0])
+    return len(np.unique(np.concatenate(touching))) / len(ids) if len(ids) else 0.0
 
 
 def is_many_objects(labels: np.ndarray, min_objects: int = 3) -> bool:
@@ -104,6 +131,7 @@ class ExemplarModel:
     background: np.ndarray | None = None  # grey references: their background level (targets are shifted to it)
     candidates: str = "watershed"  # how targets are cut into candidate objects (pipeline._candidates)
     candidate_scores: dict[str, float] = field(default_factory=dict)  # F1 of each source on the reference
+    interior_weight: float = INTERIOR_WEIGHT  # the watershed's seed score: interior probability per diameter
     patch_reference: PatchReference | None = None  # the reference tile's patches, for correspondence candidates
     #: the decoder's confidence for the least confident whole reference object the chosen candidates found
     #: (:func:`.selection.choose_candidates`); target objects decoded with less and smaller than ``min_area`` are not
@@ -339,6 +367,7 @@ def fit_exemplars(
         background=None if standardize else window.background_level(),
         patch_reference=patch_reference,
         candidates="watershed" if candidates == "auto" else candidates,
+        interior_weight=TOUCHING_INTERIOR_WEIGHT if touching_fraction(labels) >= TOUCHING_FRACTION else INTERIOR_WEIGHT,
     )
     if candidates == "auto" and known is None:
         from .selection import choose_candidates

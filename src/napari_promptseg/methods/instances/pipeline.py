@@ -22,6 +22,7 @@ from ...tiling import (
 )
 from .correspondence import margin_pixels, margin_regions
 from .exemplars import (
+    INTERIOR_WEIGHT,
     ExemplarModel,
     ProgressCallback,
     _check_reference_labels,
@@ -48,11 +49,6 @@ DECODE_BATCH = 32
 #: the rest); a decoded mask's centre can move from its candidate's when the decoder grows or trims it
 CLAIM_MARGIN_OBJECTS = 0.5
 
-#: the classifier's interior probability in the watershed's seed score, per object diameter (the distance transform
-#: adds up to a radius). 0.5 won on the even-numbered DSB targets (0.15 / 0.5 / 1.0) and raised all 25 from F1 0.742
-#: to 0.759 (results/eval_instances_interior_weight.json); MoNuSeg (H&E) loses 2-3 points at 0.5, so it stays 0.15
-INTERIOR_WEIGHT = 0.15
-
 #: objects below this fraction of the smallest whole exemplar are not kept (noise, or slivers cut by a border)
 MIN_AREA_FRACTION = 0.25
 
@@ -70,13 +66,16 @@ class InstanceResult:
     low_confidence: int = 0  # decoded objects not kept: smaller and less certain than every whole reference object
 
 
-def _candidates(proba: np.ndarray, diameter: float, mode: CandidateMode = "watershed") -> _Candidates:
+def _candidates(
+    proba: np.ndarray, diameter: float, mode: CandidateMode = "watershed", interior_weight: float = INTERIOR_WEIGHT
+) -> _Candidates:
     """Candidate objects over working pixels from class probabilities.
 
     ``watershed``: seeds at the maxima of the foreground's distance transform plus the interior probability,
     at least a third of a typical object (``diameter`` working pixels) apart; watershed of that score inside the
-    foreground. Holes are filled first, so textured nuclei are not cut along their texture; foreground without a
-    seed becomes a candidate of its own. (Seeds from interior-class components did worse: benchmarks/README.md.)
+    foreground (``interior_weight``: the interior probability's weight per diameter, ``ExemplarModel``'s). Holes
+    are filled first, so textured nuclei are not cut along their texture; foreground without a seed becomes a
+    candidate of its own. (Seeds from interior-class components did worse: benchmarks/README.md.)
     ``components``: every connected foreground component is one candidate (objects that touch are one object, as
     in glands annotated as a binary mask). ``both``: the watershed's parts, and the whole of every component it
     split; the decoder's confidence decides between them when painting.
@@ -91,8 +90,8 @@ def _candidates(proba: np.ndarray, diameter: float, mode: CandidateMode = "water
         return _Candidates(comps.astype(np.int32), n, comps.astype(np.int32))
     dist = ndimage.distance_transform_edt(np.pad(fg, 1))[1:-1, 1:-1]
     # the classifier's edge class runs between touching objects, where the foreground has no neck for the distance
-    # transform to split (DSB at 0.15: 550 of 806 missed nuclei lie inside a neighbour's mask)
-    score = ndimage.gaussian_filter(dist, max(1.0, 0.1 * diameter)) + INTERIOR_WEIGHT * diameter * (
+    # transform to split
+    score = ndimage.gaussian_filter(dist, max(1.0, 0.1 * diameter)) + interior_weight * diameter * (
         ndimage.gaussian_filter(p_in, 1.0)
     )
     peaks = peak_local_max(
@@ -192,7 +191,7 @@ def _segment_tile(
         p_fg = 1.0 - proba[..., 0]
         timer.add("classify_s", t0)
         t0 = time.perf_counter()
-        cands = _candidates(proba, model.object_size * scale, model.candidates)
+        cands = _candidates(proba, model.object_size * scale, model.candidates, model.interior_weight)
         items = cands.masks()
         foreground = cands.foreground
         timer.add("seeds_s", t0)
