@@ -522,3 +522,75 @@ def test_export_to_a_directory_says_so(tmp_path, cell, capsys):
     assert (folder / "notes.txt").read_text() == "mine"
     code = main(["library", "export", str(folder), "--force", "--library", str(tmp_path / "lib")])
     assert code == 2 and "is a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ('{"format": "napari-promptseg-library", "version": 1, "entries": [', "not valid JSON"),
+        ("[1, 2]", "not a napari-promptseg reference library"),
+        # one entry of the wrong structure: a number where a list belongs was a TypeError traceback
+        (
+            json.dumps(
+                {
+                    "format": FORMAT,
+                    "version": VERSION,
+                    "entries": [
+                        {
+                            "id": "cell-0a1b2c3d",
+                            "name": "cell",
+                            "image": "entries/cell-0a1b2c3d/image.tif",
+                            "mask": "entries/cell-0a1b2c3d/mask.png",
+                            "shape": [4, 4],
+                            "dtype": "uint8",
+                            "crop": 7,
+                        }
+                    ],
+                }
+            ),
+            "entry 'cell-0a1b2c3d' has an invalid crop",
+        ),
+    ],
+)
+def test_a_damaged_index_is_reported_and_never_written_over(tmp_path, cell, capsys, damage, reason):
+    """A library.json that is not JSON, or not of the library's structure: `library list` says which file and what is
+    wrong, and every command that would write (add, remove, starter, import) refuses, naming it and how to recover,
+    and leaves its bytes as they were (a new index would have lost the entries it lists)."""
+    good = ReferenceLibrary.open(tmp_path / "good")
+    good.add("cell", *cell)
+    good.export(tmp_path / "good.zip")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    index = lib / "library.json"
+    index.write_text(damage, encoding="utf-8")
+    tifffile.imwrite(tmp_path / "cell.tif", cell[0])
+    tifffile.imwrite(tmp_path / "mask.tif", cell[1].astype(np.uint8))
+    where = ["--library", str(lib)]
+    commands = {
+        "list": ["library", "list", *where],
+        "remove": ["library", "remove", "cell", *where],
+        "export": ["library", "export", str(tmp_path / "out.zip"), *where],
+        "add": [
+            "library",
+            "add",
+            "cell",
+            "--image",
+            str(tmp_path / "cell.tif"),
+            "--mask",
+            str(tmp_path / "mask.tif"),
+            *where,
+        ],
+        "starter": ["library", "starter", *where],
+        "import": ["library", "import", str(tmp_path / "good.zip"), *where],
+    }
+    for command, argv in commands.items():
+        assert main(argv) == 2, command
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, command
+        assert f"{index}: {reason}" in err and "index is damaged" in err, command
+        assert "move it aside" in err and "library.json.damaged" in err, command
+        assert "left untouched" in err, command
+        assert index.read_text(encoding="utf-8") == damage, command
+    assert not (tmp_path / "out.zip").exists() and not (lib / "entries").exists()
+    with pytest.raises(PromptsegError, match="index is damaged"):
+        ReferenceLibrary.open(lib)

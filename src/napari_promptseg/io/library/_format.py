@@ -35,6 +35,12 @@ DEFAULT_MIN_CROP = 1024
 MAX_FILE_BYTES = 1 << 30
 
 _REQUIRED = ("id", "name", "image", "mask", "shape", "dtype")
+
+
+class DamagedIndexError(PromptsegError):
+    """A library index (library.json, on disk or in a zip) is not valid JSON or not of the library's structure."""
+
+
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,80}$")
 
 
@@ -60,10 +66,10 @@ def _content_hash(image: np.ndarray, mask: np.ndarray) -> str:
 def _safe_relative(path: object, what: str) -> str:
     """A relative POSIX path inside the library (no '..', no absolute path, no drive, no backslash)."""
     if not isinstance(path, str) or not path:
-        raise PromptsegError(f"{what}: expected a relative file path, got {path!r}")
+        raise DamagedIndexError(f"{what}: expected a relative file path, got {path!r}")
     pure = PurePosixPath(path)
     if "\\" in path or pure.is_absolute() or ".." in pure.parts or ":" in path or path.startswith("/"):
-        raise PromptsegError(f"{what}: unsafe path {path!r} (absolute or leaving the library); refusing it")
+        raise DamagedIndexError(f"{what}: unsafe path {path!r} (absolute or leaving the library); refusing it")
     return path
 
 
@@ -154,23 +160,39 @@ class LibraryEntry:
     @classmethod
     def from_json(cls, record: object, root: Path | None, where: str) -> LibraryEntry:
         if not isinstance(record, dict):
-            raise PromptsegError(f"{where}: an entry is not a JSON object: {record!r:.80}")
+            raise DamagedIndexError(f"{where}: an entry is not a JSON object: {record!r:.80}")
         missing = [k for k in _REQUIRED if k not in record]
         if missing:
-            raise PromptsegError(f"{where}: entry {record.get('id', '?')!r} lacks {', '.join(missing)}")
+            raise DamagedIndexError(f"{where}: entry {record.get('id', '?')!r} lacks {', '.join(missing)}")
         entry_id = record["id"]
         if not isinstance(entry_id, str) or not _ID_RE.match(entry_id):
-            raise PromptsegError(f"{where}: invalid entry id {entry_id!r} (expected lowercase letters, digits, '-')")
+            raise DamagedIndexError(f"{where}: invalid entry id {entry_id!r} (expected lowercase letters, digits, '-')")
         if not isinstance(record["name"], str) or not record["name"].strip():
-            raise PromptsegError(f"{where}: entry {entry_id!r} has no name")
+            raise DamagedIndexError(f"{where}: entry {entry_id!r} has no name")
         try:
             shape = tuple(int(s) for s in record["shape"])
             np.dtype(record["dtype"])
             channel_axis = record.get("channel_axis")
             channel_axis = None if channel_axis is None else int(channel_axis)
         except (TypeError, ValueError) as exc:
-            raise PromptsegError(f"{where}: entry {entry_id!r} has an invalid shape/dtype ({exc})") from exc
-        optional = {k: record.get(k) for k in ("source_shape", "crop", "pixel_size")}
+            raise DamagedIndexError(f"{where}: entry {entry_id!r} has an invalid shape/dtype ({exc})") from exc
+        optional: dict[str, Any] = {}
+        for key, length, kind in (("source_shape", None, int), ("crop", 4, int), ("pixel_size", 2, float)):
+            value = record.get(key)
+            try:
+                optional[key] = None if value is None else tuple(kind(v) for v in value)
+            except (TypeError, ValueError) as exc:
+                raise DamagedIndexError(
+                    f"{where}: entry {entry_id!r} has an invalid {key} {value!r:.40} ({exc})"
+                ) from exc
+            if length is not None and value is not None and len(optional[key]) != length:
+                raise DamagedIndexError(
+                    f"{where}: entry {entry_id!r}: {key} should hold {length} numbers, got {value!r:.40}"
+                )
+        try:
+            mask_pixels = int(record.get("mask_pixels") or 0)
+        except (TypeError, ValueError) as exc:
+            raise DamagedIndexError(f"{where}: entry {entry_id!r} has an invalid mask_pixels ({exc})") from exc
         return cls(
             id=entry_id,
             name=record["name"],
@@ -184,10 +206,10 @@ class LibraryEntry:
             instances=bool(record.get("instances", False)),
             channel_axis=channel_axis,
             source=str(record.get("source") or ""),
-            source_shape=None if optional["source_shape"] is None else tuple(optional["source_shape"]),
-            crop=None if optional["crop"] is None else tuple(optional["crop"]),  # type: ignore[arg-type]
-            pixel_size=None if optional["pixel_size"] is None else tuple(optional["pixel_size"]),  # type: ignore
-            mask_pixels=int(record.get("mask_pixels") or 0),
+            source_shape=optional["source_shape"],
+            crop=optional["crop"],
+            pixel_size=optional["pixel_size"],
+            mask_pixels=mask_pixels,
             sha256=str(record.get("sha256") or ""),
             created_with=str(record.get("created_with") or ""),
             root=root,
@@ -251,10 +273,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def _parse_index(data: object, where: str) -> list[object]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise PromptsegError(f'{where}: not a napari-promptseg reference library (expected "format": "{FORMAT}")')
+        raise DamagedIndexError(f'{where}: not a napari-promptseg reference library (expected "format": "{FORMAT}")')
     version = data.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise PromptsegError(f"{where}: invalid library format version {version!r}")
+        raise DamagedIndexError(f"{where}: invalid library format version {version!r}")
     if version > VERSION:
         raise PromptsegError(
             f"{where}: library format version {version} was written by a newer napari-promptseg; this version "
@@ -262,7 +284,7 @@ def _parse_index(data: object, where: str) -> list[object]:
         )
     entries = data.get("entries")
     if not isinstance(entries, list):
-        raise PromptsegError(f'{where}: "entries" must be a list')
+        raise DamagedIndexError(f'{where}: "entries" must be a list')
     return entries
 
 

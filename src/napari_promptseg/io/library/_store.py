@@ -28,6 +28,7 @@ from ._format import (
     LOCK_TIMEOUT_S,
     MAX_FILE_BYTES,
     VERSION,
+    DamagedIndexError,
     LibraryEntry,
     _atomic_write,
     _content_hash,
@@ -80,14 +81,30 @@ class ReferenceLibrary:
         self._entries = self._read_entries()
 
     def _read_entries(self) -> list[LibraryEntry]:
-        if not self.index_path.is_file():
+        index = self.index_path
+        if not index.exists() and not index.is_symlink():
             return []
-        where = str(self.index_path)
+        where = str(index)
         try:
-            data = json.loads(self.index_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PromptsegError(f"{where}: cannot be read as a library index ({exc})") from exc
-        return [LibraryEntry.from_json(record, self.path, where) for record in _parse_index(data, where)]
+            if index.is_dir():
+                raise DamagedIndexError(f"{where}: is a folder, not the library's index file")
+            try:
+                data = json.loads(index.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+                raise DamagedIndexError(f"{where}: not valid JSON ({exc})") from exc
+            except OSError as exc:  # unreadable (permissions, a dangling link): not damage, nothing to move aside
+                raise PromptsegError(f"{where}: the library index cannot be read ({exc.strerror or exc})") from exc
+            return [LibraryEntry.from_json(record, self.path, where) for record in _parse_index(data, where)]
+        except DamagedIndexError as exc:
+            raise PromptsegError(self._damaged(str(exc))) from exc
+
+    def _damaged(self, reason: str) -> str:
+        """What a damaged index means and how to recover; it is never written over (its entries would be lost)."""
+        return (
+            f"{reason}. The reference library's index is damaged and is left untouched (a new index would lose the "
+            f"entries it lists). To recover: repair or restore {INDEX} from a backup, or move it aside (e.g. rename "
+            f"it {INDEX}.damaged) to start the library anew (the exemplar files under {self.path / 'entries'} stay)"
+        )
 
     @property
     def entries(self) -> list[LibraryEntry]:
@@ -141,7 +158,7 @@ class ReferenceLibrary:
                 f"(it holds {self.path / LOCK}; the lock ends with that process); try again when it has finished"
             ) from exc
         try:
-            self.reload()
+            self.reload()  # a damaged index raises here: it is never written over
             yield
         finally:
             lock.release()
