@@ -31,7 +31,13 @@ def segment(image: np.ndarray, segmenter, **kwargs):
 @pytest.mark.parametrize(
     ("image", "kwargs", "message"),
     [
-        (np.stack([COINS, COINS])[None], {}, r"expected a 2D image .*got 4D shape \(1, 2, 303, 384\)"),
+        (
+            np.stack([COINS, COINS])[None],
+            {},
+            r"expected a 2D image .*got 4D shape \(1, 2, 303, 384\), its axes read as \(T=1, Z=2, Y=303, X=384\)\. "
+            r".*3D stack \(Z, Y, X\[, C\]\)\. A time-lapse \(T > 1\) is not taken whole: split it into one image "
+            r"per time point",
+        ),
         (COINS[:0], {}, r"image is empty \(shape \(0, 384\)\)"),
         (np.zeros((H, W, 0), np.uint8), {}, r"image is empty"),
         (np.where(COINS > 200, np.nan, COINS.astype(np.float32)), {}, r"contains NaN or infinite values"),
@@ -209,8 +215,21 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
             r"is named \.png\)",
             id="not-an-image",
         ),
+        # a time-lapse of stacks was asked "which axis holds the channels?"
         pytest.param(
-            "4d", r"coins4d\.tif: 4D array of shape \(2, 2, 303, 384\): which axis holds the channels", id="4d"
+            "4d",
+            r"coins4d\.tif: 4D array of shape \(2, 2, 303, 384\), its axes read as \(T=2, Z=2, Y=303, X=384\): a "
+            r"time-lapse of 3D stacks, or a stack with its channels on an axis other than the last\. Accepted: a 2D "
+            r"image \(Y, X\), a 2D image with channels \(Y, X, C\), or a 3D stack \(Z, Y, X\[, C\]\)\. A time-lapse "
+            r"\(T > 1\) is not taken whole: split it into one image per time point .*; for channels, say which axis "
+            r"holds them: .*--channel-axis",
+            id="4d",
+        ),
+        pytest.param(
+            "5d",
+            r"timelapse\.tif: 5D array of shape \(3, 2, 2, 303, 384\), its axes read as \(T=3, Z=2, C=2, Y=303, "
+            r"X=384\)\. Accepted: .*3D stack \(Z, Y, X\[, C\]\)\. A time-lapse \(T > 1\) is not taken whole: split",
+            id="5d",
         ),
         pytest.param(
             "stack-without-plane",
@@ -249,6 +268,7 @@ def test_cli_exits_2_with_a_one_line_reason(litemedsam, tmp_path, capsys, coins_
         "missing-image": [str(tmp_path / "missing.tif"), "-o", out, *box],
         "not-an-image": [str(write_notes(tmp_path)), "-o", out, *box],
         "4d": [str(write_tif(tmp_path, "coins4d.tif", np.stack([stack[:2]] * 2))), "-o", out, *box],
+        "5d": [str(write_timelapse(tmp_path, np.stack([np.stack([stack[:2]] * 2, 1)] * 3))), "-o", out, *box],
         "stack-without-plane": [str(write_tif(tmp_path, "stack.tif", stack)), "-o", out, *box],
         "5-channels": [str(write_tif(tmp_path, "stack.tif", stack)), "-o", out, "--channel-axis", "0", *box],
         "nan": [
@@ -272,6 +292,13 @@ def test_cli_exits_2_with_a_one_line_reason(litemedsam, tmp_path, capsys, coins_
     assert re.search(message, err.splitlines()[0]), err  # the reason is on the first line
     assert err.endswith("\n") and err.count("\n") == 1, err  # exactly one line, even for a reader's own message
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def write_timelapse(tmp_path, frames: np.ndarray):
+    """An ImageJ hyperstack of axes TZCYX, as Fiji saves a time-lapse of 2-channel stacks."""
+    path = tmp_path / "timelapse.tif"
+    tifffile.imwrite(path, frames, imagej=True, metadata={"axes": "TZCYX"})
+    return path
 
 
 def write_notes(tmp_path):
@@ -320,7 +347,18 @@ def test_the_cli_names_the_image_of_a_warning_once(tmp_path, capsys):
             r"--reference-mask \S*small\.tif: 200 x 200 px, the reference image \S*ref\.tif is 256 x 256 px",
         ),
         ("empty-mask", r"--reference-mask \S*empty\.tif: no labelled pixel \(all 0\)"),
-        ("stack-reference", r"--reference \S*stack\.tif: 3D array of shape \(5, 256, 256\); .* --channel-axis"),
+        (
+            "stack-reference",
+            r"--reference \S*stack\.tif: 3D array of shape \(5, 256, 256\), its axes read as \(Z or T=5, Y=256, "
+            r"X=256\); .* --channel-axis",
+        ),
+        # a time-lapse of RGB frames (T, Y, X, C)
+        (
+            "time-lapse-reference",
+            r"--reference \S*frames\.tif: 4D array of shape \(3, 256, 256, 3\), its axes read as \(Z or T=3, "
+            r"Y=256, X=256, C=3\); a reference is one 2D image \(Y, X\) or \(Y, X, C\): save the plane \(of the "
+            r"time point\)",
+        ),
         ("second-mask", r"--reference-mask \S*small\.tif: 200 x 200 px, the reference image \S*ref\.tif"),
         ("negative-id", r"--reference-mask \S*negative\.tif: negative label id -1; ids are 0 \(background\) and"),
     ],
@@ -342,6 +380,12 @@ def test_oneshot_reference_errors_name_the_files_in_cli_terms(litemedsam, tmp_pa
         "stack-reference": [
             "--reference",
             write_tif(tmp_path, "stack.tif", np.stack([image] * 5)),
+            "--reference-mask",
+            labels,
+        ],
+        "time-lapse-reference": [
+            "--reference",
+            write_tif(tmp_path, "frames.tif", np.stack([np.stack([image] * 3, -1)] * 3)),
             "--reference-mask",
             labels,
         ],

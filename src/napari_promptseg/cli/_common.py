@@ -447,13 +447,14 @@ def _reference_labels(
     import numpy as np
 
     from ..io.images import label_image_2d
-    from ..models.preprocessing import as_channels_last
+    from ..models.preprocessing import as_channels_last, read_axes
 
     shape = np.shape(image)
     if len(shape) > 3 or (len(shape) == 3 and channel_axis is None and shape[-1] not in (1, 2, 3, 4)):
         raise PromptsegError(
-            f"{options[0]} {image_path}: {len(shape)}D array of shape {shape}; a reference is one 2D image: save the "
-            "plane that holds the objects as its own file, or give --channel-axis if an axis holds channels"
+            f"{options[0]} {image_path}: {len(shape)}D array of shape {shape}, its axes read as {read_axes(shape)}; "
+            "a reference is one 2D image (Y, X) or (Y, X, C): save the plane (of the time point) that holds the "
+            "objects as its own file, or give --channel-axis if an axis holds channels"
         )
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=f"{options[0]} {image_path}")
     mask = np.asarray(mask)

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import CancelledError, NothingFoundError, PromptsegError
-from ..models.preprocessing import Normalization, is_lazy, to_numpy
+from ..models.preprocessing import ACCEPTED_SHAPES, SPLIT_TIME_POINTS, Normalization, is_lazy, read_axes, to_numpy
 from ..models.protocols import PromptableSegmenter
 from ..tiling import WorkingScale, box_object_size
 
@@ -82,11 +82,17 @@ def as_stack(
             return _lazy_if_foreign(image).transpose([a for a in range(4) if a != axis] + [axis]), []
         if shape[-1] <= 4:
             return image, []
+        # (T, Z, Y, X) or (Z, C, Y, X): no last axis of channels
         raise PromptsegError(
-            f"{name}: 4D array of shape {shape}: which axis holds the channels? pass channel_axis "
-            "(CLI: --channel-axis; widgets: channel axis)"
+            f"{name}: 4D array of shape {shape}, its axes read as {read_axes(shape)}: a time-lapse of 3D stacks, or "
+            f"a stack with its channels on an axis other than the last. Accepted: {ACCEPTED_SHAPES}. "
+            f"{SPLIT_TIME_POINTS}; for channels, say which axis holds them: channel_axis (CLI: --channel-axis; "
+            "widgets: channel axis)"
         )
-    raise PromptsegError(f"{name}: {ndim}D array of shape {shape}; expected a 2D image or a (Z, Y, X[, C]) stack")
+    raise PromptsegError(
+        f"{name}: {ndim}D array of shape {shape}, its axes read as {read_axes(shape)}. Accepted: {ACCEPTED_SHAPES}. "
+        f"{SPLIT_TIME_POINTS}"
+    )
 
 
 def _from_planes(planes: Sequence[object], name: str) -> object:

@@ -24,6 +24,32 @@ NORMALIZATIONS: tuple[str, ...] = ("auto", "percentile", "minmax", "none")
 DEFAULT_MAX_PIXELS = 150_000_000
 #: Robust intensity window for non-uint8 data (fluorescence, MRI, CT): a few hot pixels must not wash out the image.
 PERCENTILES = (0.5, 99.5)
+#: the input shapes the methods take, for messages about an input of another shape
+ACCEPTED_SHAPES = "a 2D image (Y, X), a 2D image with channels (Y, X, C), or a 3D stack (Z, Y, X[, C])"
+#: what to do with a time-lapse (T > 1), which no method takes whole
+SPLIT_TIME_POINTS = (
+    "A time-lapse (T > 1) is not taken whole: split it into one image per time point (a file or a layer each, a 2D "
+    "image or a 3D stack) and give those"
+)
+
+
+def read_axes(shape: Sequence[int]) -> str:
+    """How an input of more axes than an image's reads, for messages: "(T=3, Z=5, Y=64, X=64)". Y and X are the
+    last two axes, or the two before a last axis of 1-4 values (channels, C); before them come Z or T (one axis),
+    T and Z (two), T, Z and C (three, when the channels are not last), and '?' for any more."""
+    shape = tuple(int(s) for s in shape)
+    channels_last = len(shape) >= 3 and shape[-1] <= 4
+    tail = ["Y", "X", "C"] if channels_last else ["Y", "X"]
+    known = ["T", "Z"] if channels_last else ["T", "Z", "C"]
+    lead = max(0, len(shape) - len(tail))
+    if lead == 1:
+        names = ["Z or T"]
+    elif lead <= len(known):
+        names = known[:lead]
+    else:
+        names = ["?"] * (lead - len(known)) + known
+    axes = [*names, *tail][-len(shape) :] if shape else []
+    return "(" + ", ".join(f"{a}={n}" for a, n in zip(axes, shape, strict=True)) + ")"
 
 
 def as_channels_last(
@@ -72,9 +98,10 @@ def as_channels_last(
             )
     else:
         raise PromptsegError(
-            f"{name}: expected a 2D image (H, W), (H, W, RGB) or (H, W, C) with channel_axis; got {arr.ndim}D "
-            f"shape {arr.shape}. Select a single 2D plane first, or use the stack functions of "
-            "napari_promptseg.methods.volume (segment_stack, propagate_through_stack)."
+            f"{name}: expected a 2D image (Y, X), (Y, X, RGB) or (Y, X, C) with channel_axis; got {arr.ndim}D "
+            f"shape {arr.shape}, its axes read as {read_axes(arr.shape)}. Select a single 2D plane first, or use "
+            "the stack functions of napari_promptseg.methods.volume (segment_stack, propagate_through_stack) for a "
+            f"3D stack (Z, Y, X[, C]). {SPLIT_TIME_POINTS}."
         )
     h, w, c = arr.shape
     if min(h, w) < 2:
