@@ -262,9 +262,10 @@ def test_a_plane_with_nothing_to_find_leaves_the_other_planes_of_the_stack(tmp_p
     assert record["objects"] == 1 and any("nothing like the prompt on plane(s) 0" in w for w in record["warnings"])
 
 
-def test_a_plane_segmented_alone_keeps_its_warnings(tmp_path):
+def test_a_plane_segmented_alone_keeps_its_warnings(tmp_path, capsys):
     """`segment STACK --plane Z` returned the plane's labels only, so its warnings (here: a box over a blank area)
-    never reached report.json."""
+    never reached report.json. The warning names the stack and the plane once each: it read "plane 1: STACK plane 1:
+    box 1 ..." (and "warning: STACK: plane 1: STACK plane 1: ..." on the terminal)."""
     from skimage import data as skdata
 
     plane = skdata.coins()[:128, :128].copy()
@@ -275,12 +276,49 @@ def test_a_plane_segmented_alone_keeps_its_warnings(tmp_path):
     box = ["--box", "100", "10", "120", "40", "--box", "10", "10", "60", "60"]
     assert main(["segment", str(path), "--plane", "1", *box, "-o", str(out), "--scheduler", "none"]) == 0
     record = json.loads((out / "report.json").read_text())["images"][0]
-    assert any(w.startswith("plane 1: ") and "box 1 covers pixels of one value" in w for w in record["warnings"])
+    blank = "box 1 covers pixels of one value: nothing to segment there (left empty)"
+    assert f"{path}: plane 1: {blank}" in record["warnings"], record["warnings"]
+    assert not any(w.count("plane 1") > 1 for w in record["warnings"]), record["warnings"]
+    assert f"warning: {path}: plane 1: {blank}" in capsys.readouterr().err.splitlines()
     assert record["objects"] == 1
+    # propagated from that plane: the seed plane's warning, named once too
+    assert main(["segment", str(path), "--plane", "1", *box, "--propagate", "-o", str(out)]) == 0
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    assert f"{path}: plane 1: {blank}" in record["warnings"], record["warnings"]
+    assert not any(w.count("plane 1") > 1 for w in record["warnings"]), record["warnings"]
     # --stop-iou without --propagate does nothing on a stack: said, as on a 2D image (it was silently ignored)
     assert main(["segment", str(path), "--plane", "1", *box, "--stop-iou", "0.3", "-o", str(out)]) == 0
     record = json.loads((out / "report.json").read_text())["images"][0]
     assert any("--stop-iou ignored" in w for w in record["warnings"]), record["warnings"]
+
+
+def test_plane_by_plane_warnings_name_their_plane_once(litemedsam):
+    """segment_stack prefixed "plane Z: " to a method's warning that named the plane itself, as the CLI's and the
+    one-shot widget's methods do (their name for a plane is "STACK plane Z"): "plane 2: stack.tif plane 2: box 1 ...".
+    Now the stack's name, then the plane: "stack.tif: plane 2: box 1 ..."; a method naming the stack, or nothing,
+    gets the plane after the name, or alone."""
+    from skimage import data as skdata
+
+    from napari_promptseg.methods.interactive import segment_prompts
+
+    plane = skdata.coins()[:128, :128]
+    stack = np.stack([plane] * 5)  # 5 planes: no caution that the first axis might hold channels
+    stack[2, :, 96:] = 0  # box 1 lies on pixels of one value on plane 2 only
+    boxes = [(100, 10, 120, 40), (10, 10, 60, 60)]
+    blank = "box 1 covers pixels of one value: nothing to segment there (left empty)"
+    for method_name, expected in [
+        (
+            "stack.tif plane {z}",
+            f"stack.tif: plane 2: {blank}",
+        ),  # the CLI's naming: it read "plane 2: stack.tif plane 2"
+        ("stack.tif", f"stack.tif: plane 2: {blank}"),  # the stack's own name
+        ("image", f"plane 2: image: {blank}"),  # another name: the plane goes first
+    ]:
+
+        def method(image, z, method_name=method_name):
+            return segment_prompts(image, litemedsam, boxes=boxes, name=method_name.format(z=z))
+
+        assert segment_stack(stack, method, name="stack.tif").warnings == [expected]
 
 
 def test_any_2d_methods_output_is_linked_masks_negatives_lists_and_zarr(tmp_path):

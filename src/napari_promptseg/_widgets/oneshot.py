@@ -288,7 +288,8 @@ class OneShotWidget(QWidget):
                     data = np.asarray(whole_image_level(target)[0])
                 self._level_factors = level_factors(target, data)
             planes, stacked = target_planes(data, target.rgb)
-            names = [f"{target.name} [{i}]" for i in range(len(planes))] if stacked else [target.name]
+            # a plane named as the CLI names it: its warnings then name the plane once (methods.volume.plane_warnings)
+            names = [f"{target.name} plane {i}" for i in range(len(planes))] if stacked else [target.name]
             return reference, labels, planes, names, stacked, target
         if not folder:
             raise PromptsegError("choose a target image layer or a folder of target images")

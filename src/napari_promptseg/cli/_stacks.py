@@ -191,7 +191,14 @@ def _stack_record(
     import numpy as np
 
     from ..batch.engine import in_dask_worker
-    from ..methods.volume import as_stack, check_finite, object_extents, propagate_through_stack, segment_stack
+    from ..methods.volume import (
+        as_stack,
+        check_finite,
+        object_extents,
+        plane_warnings,
+        propagate_through_stack,
+        segment_stack,
+    )
     from ..models.preprocessing import to_numpy
     from ._common import _finish_image
 
@@ -226,7 +233,7 @@ def _stack_record(
                 if plane in nothing:
                     raise NothingFoundError(nothing[plane])
                 seed, seed_scores = _plane_labels(out), _plane_scores(out)
-                seed_warnings = [f"plane {plane}: {w}" for w in getattr(out, "warnings", [])]
+                seed_warnings = plane_warnings(((plane, w) for w in getattr(out, "warnings", [])), str(path))
                 seed_scale = getattr(out, "scale", None)  # the scale the seed method worked at (find-all, one-shot)
             object_size = getattr(args, "object_size", None)
             if object_size is None and seed_scale is not None:
@@ -257,7 +264,7 @@ def _stack_record(
             )
         elif plane is not None:
             out = plane_or_nothing(to_numpy(volume[plane]), plane)
-            warnings = [*warnings, *(f"plane {plane}: {w}" for w in getattr(out, "warnings", []))]
+            warnings = [*warnings, *plane_warnings(((plane, w) for w in getattr(out, "warnings", [])), str(path))]
             found = np.asarray(_plane_labels(out))
             labels = np.zeros((n, *found.shape), found.dtype)
             labels[plane] = found

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -182,6 +183,29 @@ def _as_ids(plane: object, name: str, *, components: bool) -> np.ndarray:
     return np.where(arr > 0, arr, 0).astype(np.int64)
 
 
+def plane_warnings(per_plane: Iterable[tuple[int, str]], name: str = "") -> list[str]:
+    """The warnings of a stack's planes, each naming its plane once: ``per_plane`` holds (plane, a 2D method's
+    warning). A method given the plane's name ("stack.tif plane 3") begins its warnings with it; that naming is taken
+    apart, so "stack.tif plane 3: box 1 ..." reads "stack.tif: plane 3: box 1 ...", not "plane 3: stack.tif plane
+    3: box 1 ...". ``name``: the stack's, for methods that begin their warnings with it ("stack.tif: plane 3: ...")."""
+    out = []
+    for z, message in per_plane:
+        head, rest = _named_plane(z, message, name)
+        out.append(f"{head}: plane {z}: {rest}" if head else f"plane {z}: {rest}")
+    return out
+
+
+def _named_plane(z: int, message: str, name: str) -> tuple[str, str]:
+    """(whose, what): a plane's warning without its naming of plane ``z`` ("NAME plane Z: ", "NAME: plane Z: ",
+    "plane Z: ") or of the stack (``name``), and the name it began with ("" when none)."""
+    found = re.match(rf"(?:(?P<head>.*?)[:\s]\s*)?\bplane {z}: (?P<rest>.*)", message, re.S)
+    if found:
+        return (found["head"] or "").rstrip(": "), found["rest"]
+    if name and message.startswith(f"{name}: "):
+        return name, message[len(name) + 2 :]
+    return "", message
+
+
 @dataclass
 class StackResult:
     """Instance labels of a stack, one id per object across its planes."""
@@ -225,8 +249,7 @@ def segment_stack(
             raise CancelledError("cancelled")
         report(z / n, f"{name}: plane {z + 1}/{n}")
         out = segment_plane(to_numpy(vol[z]), z)
-        for message in getattr(out, "warnings", []):
-            warnings.append(f"plane {z}: {message}")
+        warnings += plane_warnings(((z, message) for message in getattr(out, "warnings", [])), name)
         plane = np.asarray(getattr(out, "labels", out))
         if plane.shape != labels.shape[1:]:
             raise PromptsegError(
@@ -401,7 +424,7 @@ def propagate_through_stack(
         result = segment(plane, boxes, positive_points, object_size, negative_points)
         seed, scale = result.labels.astype(np.uint32), result.scale
         seed_scores = {k + 1: float(s) for k, s in enumerate(result.scores)}
-        warnings += result.warnings
+        warnings += plane_warnings(((plane, w) for w in result.warnings), name)
     else:
         raise PromptsegError(
             f"{name}: give boxes (or positive points) on plane {plane}, or that plane's labels, to propagate"
