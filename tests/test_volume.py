@@ -321,6 +321,30 @@ def test_plane_by_plane_warnings_name_their_plane_once(litemedsam):
         assert segment_stack(stack, method, name="stack.tif").warnings == [expected]
 
 
+def test_a_warning_planes_give_alike_is_said_once_listing_them(litemedsam):
+    """The working-scale cap warning (objects too small to enlarge enough) came once per plane, the same words on
+    every plane of a stack; now once, listing the planes ("planes 1, 3-5"). Warnings that differ stay apart."""
+    from skimage import data as skdata
+
+    from napari_promptseg.methods.interactive import segment_prompts
+
+    plane = skdata.coins()[:128, :128]
+    stack = np.stack([plane] * 6)
+    stack[4, 15:30, 15:30] = 0  # on plane 4 the box also lies on pixels of one value
+
+    def method(image, z):
+        box = (20, 20, 24, 24) if z in (1, 3, 4, 5) else (10, 10, 60, 60)  # objects of 4 px: capped
+        return segment_prompts(image, litemedsam, boxes=[box], name=f"stack.tif plane {z}")
+
+    warnings = segment_stack(stack, method, name="stack.tif").warnings
+    assert len(warnings) == 2, warnings
+    capped, blank = warnings
+    assert capped.startswith(
+        "stack.tif: planes 1, 3-5: objects of 4 px (boxes) ask for 5.1x enlargement, above the cap"
+    )
+    assert blank == "stack.tif: plane 4: box 1 covers pixels of one value: nothing to segment there (left empty)"
+
+
 def test_any_2d_methods_output_is_linked_masks_negatives_lists_and_zarr(tmp_path):
     """A bool mask, a float mask, labels with negative values, a list of planes and a (Z, C, Y, X) zarr array all go
     through segment_stack (they crashed in the linking, or on .shape/.transpose); a wrong shape is a clear error."""

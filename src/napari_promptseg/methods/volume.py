@@ -184,15 +184,31 @@ def _as_ids(plane: object, name: str, *, components: bool) -> np.ndarray:
 
 
 def plane_warnings(per_plane: Iterable[tuple[int, str]], name: str = "") -> list[str]:
-    """The warnings of a stack's planes, each naming its plane once: ``per_plane`` holds (plane, a 2D method's
+    """The warnings of a stack's planes, each naming its planes once: ``per_plane`` holds (plane, a 2D method's
     warning). A method given the plane's name ("stack.tif plane 3") begins its warnings with it; that naming is taken
     apart, so "stack.tif plane 3: box 1 ..." reads "stack.tif: plane 3: box 1 ...", not "plane 3: stack.tif plane
-    3: box 1 ...". ``name``: the stack's, for methods that begin their warnings with it ("stack.tif: plane 3: ...")."""
-    out = []
+    3: box 1 ...". A warning several planes gave alike is one, listing them ("stack.tif: planes 2, 5-7: ..."), in
+    the order the warnings first came. ``name``: the stack's, for methods that begin their warnings with it."""
+    planes: dict[tuple[str, str], list[int]] = {}
     for z, message in per_plane:
-        head, rest = _named_plane(z, message, name)
-        out.append(f"{head}: plane {z}: {rest}" if head else f"plane {z}: {rest}")
-    return out
+        planes.setdefault(_named_plane(z, message, name), []).append(z)
+    return [
+        f"{head}: {plane_list(zs)}: {rest}" if head else f"{plane_list(zs)}: {rest}"
+        for (head, rest), zs in planes.items()
+    ]
+
+
+def plane_list(planes: Iterable[int]) -> str:
+    """ "plane 3", "planes 2, 5-7" (runs of three or more as a range)."""
+    zs = sorted(set(planes))
+    runs: list[list[int]] = []
+    for z in zs:
+        if runs and z == runs[-1][-1] + 1:
+            runs[-1].append(z)
+        else:
+            runs.append([z])
+    parts = [f"{run[0]}-{run[-1]}" if len(run) >= 3 else ", ".join(map(str, run)) for run in runs]
+    return f"plane{'s' if len(zs) > 1 else ''} {', '.join(parts)}"
 
 
 def _named_plane(z: int, message: str, name: str) -> tuple[str, str]:
@@ -243,13 +259,14 @@ def segment_stack(
     n = vol.shape[0]
     labels = np.zeros(vol.shape[:3], np.uint32)
     next_id = 1
+    per_plane: list[tuple[int, str]] = []  # said once at the end: a warning every plane gives is one warning
     t0 = time.perf_counter()
     for z in range(n):
         if cancel is not None and cancel():
             raise CancelledError("cancelled")
         report(z / n, f"{name}: plane {z + 1}/{n}")
         out = segment_plane(to_numpy(vol[z]), z)
-        warnings += plane_warnings(((z, message) for message in getattr(out, "warnings", [])), name)
+        per_plane += [(z, message) for message in getattr(out, "warnings", [])]
         plane = np.asarray(getattr(out, "labels", out))
         if plane.shape != labels.shape[1:]:
             raise PromptsegError(
@@ -260,6 +277,7 @@ def segment_stack(
         dense = np.unique(np.concatenate([[0], ids.ravel()]), return_inverse=True)[1][1:].reshape(ids.shape)
         labels[z], next_id = _link(labels[z - 1] if z else None, dense, next_id, link_iou)
     report(1.0, f"{name}: {next_id - 1} object(s)")
+    warnings += plane_warnings(per_plane, name)
     return StackResult(_compact(labels), object_extents(labels), {"total_s": time.perf_counter() - t0}, warnings)
 
 
