@@ -319,3 +319,43 @@ def test_an_output_folder_that_cannot_be_written_or_fills_up_gives_one_line(lite
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip().endswith(f"error: {out / JOURNAL_NAME}: No space left on device")
     assert (out / JOURNAL_NAME).read_text().count('"record"') == 1  # what was done is kept for --resume
+
+
+def test_a_relative_weights_path_is_named_absolutely(tmp_path, capsys, monkeypatch):
+    """`--weights my.pth` kept the path as typed (only --text-model and --text-weights were made absolute): report.json
+    named it relative to wherever the run was, and a Dask worker or a resumed run in another directory could not load
+    it. Every subcommand's --weights (and --text-weights) is now absolute from the parse; a hub id stays as typed."""
+    from skimage import data as skdata
+
+    from napari_promptseg.cli import build_parser
+    from napari_promptseg.models import load_segmenter
+    from napari_promptseg.models.registry import resolve_weights
+
+    (tmp_path / "models").mkdir()
+    mine = tmp_path / "models" / "mine.pth"
+    mine.symlink_to(resolve_weights("litemedsam"))  # a fine-tuned checkpoint of the user's, say
+    image = tmp_path / "coins.tif"
+    tifffile.imwrite(image, skdata.coins()[:128, :128])
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    argv = ["segment", "coins.tif", "--box", "10", "10", "60", "60", "-o", "out", "--weights", "models/mine.pth"]
+    assert main([*argv, "--device", "cpu"]) == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["parameters"]["weights"] == str(mine)
+
+    parser = build_parser()
+    for sub in (
+        ["segment", "coins.tif", "-o", "out"],
+        ["oneshot", "coins.tif", "-o", "out", "--reference", "r.tif", "--reference-mask", "m.tif"],
+        ["embed", "coins.tif"],
+        ["register", "a.tif", "b.tif", "-o", "out"],
+    ):
+        assert parser.parse_args([*sub, "--weights", "models/mine.pth"]).weights == str(mine), sub
+    args = parser.parse_args(
+        ["text", "nuclei", "coins.tif", "-o", "out", "--weights", "models/mine.pth", "--text-weights", "models"]
+    )
+    assert args.text_weights == str(tmp_path / "models")
+    monkeypatch.chdir(out)  # a worker elsewhere loads what the run was given
+    assert load_segmenter(args.model, weights=args.weights, device="cpu").name == "litemedsam"
+    hub = "owner/name/model.pth"  # no such local file: a hub id, as typed
+    assert parser.parse_args(["segment", "x.tif", "-o", "o", "--weights", hub]).weights == hub

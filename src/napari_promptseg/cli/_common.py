@@ -16,7 +16,7 @@ from .. import __version__
 from ..errors import PromptsegError, WeightsError
 from ..io._files import ensure_writable_dir, replacing
 from ._stacks import _plane_channel_axis, _stack_for, _write_output, _writes_into_zarr
-from ._types import positive_float, positive_int
+from ._types import positive_float, positive_int, weights_path
 
 if TYPE_CHECKING:
     import numpy as np  # lazy at run time: the CLI starts without it
@@ -28,7 +28,7 @@ def _add_model_options(parser: argparse.ArgumentParser, *, channel_choice: bool 
     """The model options every subcommand takes; ``channel_choice``: also --channels and --normalize (not register,
     whose intensity stages read every channel as it is)."""
     parser.add_argument("--model", default="litemedsam", help="name from `promptseg models` (default: %(default)s)")
-    parser.add_argument("--weights", help="explicit weights file (e.g. a fine-tuned checkpoint)")
+    parser.add_argument("--weights", type=weights_path, help="explicit weights file (e.g. a fine-tuned checkpoint)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: %(default)s)")
     parser.add_argument("--channel-axis", type=int, help="axis of the channels in a multichannel image")
     if channel_choice:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -54,6 +55,14 @@ def similarity(text: str) -> float:
     if not -1.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"a similarity lies from -1 to 1, got {text}")
     return value
+
+
+def weights_path(text: str) -> str:
+    """argparse type: weights a model loads (--weights, --text-weights): a local file or directory named absolutely
+    (a Dask worker, or a resumed run, may read it from another working directory), anything else as typed (a hub id
+    owner/name[/file][@revision], or a path that does not exist, which the load reports)."""
+    local = Path(text).expanduser()
+    return str(local.absolute()) if local.exists() else text
 
 
 def labels_name(text: str) -> str:

@@ -26,7 +26,7 @@ from ._stacks import (
     _stack_record,
     _whole_image_level,
 )
-from ._types import fraction, positive_int, similarity
+from ._types import fraction, positive_int, similarity, weights_path
 
 
 def _add_text_parser(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +52,9 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
     )
     text.add_argument("--grounder", help="GroundingDINO model name from `promptseg models` (default: any available)")
     text.add_argument("--heatmapper", help="CLIPSeg model name from `promptseg models` (default: any available)")
-    text.add_argument("--text-weights", help="weights of the text model (checkpoint file or model directory)")
+    text.add_argument(
+        "--text-weights", type=weights_path, help="weights of the text model (checkpoint file or model directory)"
+    )
     text.add_argument("--library", type=Path, help="reference library directory (default: the user library)")
     text.add_argument(
         "--template", default="p1", choices=[f"p{i}" for i in range(10)], help="medvlsm prompt level (%(default)s)"
@@ -85,8 +87,6 @@ def cmd_text(args: argparse.Namespace) -> int:
     # (the default one opened here first: a new one gets its starter exemplars, as the route would give it)
     if args.text_model is not None:
         args.text_model = args.text_model.absolute()
-    if args.text_weights is not None and Path(args.text_weights).expanduser().exists():  # a local file, not a hub id
-        args.text_weights = str(Path(args.text_weights).expanduser().absolute())
     if args.library is not None:
         args.library = args.library.absolute()
     elif args.route in ("auto", "library"):
