@@ -131,6 +131,56 @@ def test_a_many_instances_entry_keeps_touching_objects_apart(tmp_path, shared_da
     assert np.array_equal(again.labels(), stored)
 
 
+def _some_dsb_nuclei(shared_data, prefix: str, keep: int = 8):
+    """A shared DSB fluorescence image (grey, as its first channel) with ``keep`` of its labelled nuclei, spread over
+    its id order, as a user labels a few examples of many; and the image's full labels."""
+    folder = shared_data / "nuclei_dsb2018"
+    image_path = next((folder / "images").glob(f"{prefix}*.png"))
+    labels = read_image(folder / "labels" / f"{image_path.stem}.tif")
+    ids = np.unique(labels[labels > 0])
+    kept = ids[:: len(ids) // keep][:keep]
+    return read_image(image_path)[..., 0], np.where(np.isin(labels, kept), labels, 0), labels
+
+
+def test_an_entry_with_partial_labels_records_it_and_hashes_apart(tmp_path, shared_data):
+    """`partial_labels`: the mask labels only some of the image's objects. It is saved, read back, exported; an index
+    written before the field existed reads as False; and the entry's digest (the key of its cached fit) holds it,
+    while an entry without it keeps the digest it had before."""
+    from napari_promptseg.io.images import array_digest
+
+    image, some, labels = _some_dsb_nuclei(shared_data, "52b267e2")
+    assert len(np.unique(labels)) - 1 == 146 and len(np.unique(some)) - 1 == 8
+    lib = ReferenceLibrary.open(tmp_path / "lib")
+    partial = lib.add("nucleus", image, some, margin=None, partial_labels=True)
+    assert partial.instances and partial.partial_labels  # partial labels are examples of many: instances
+    plain = lib.add("nucleus", image, some, margin=None, instances=True)  # the same pixels without the flag
+    assert not plain.partial_labels and plain.sha256 != partial.sha256
+    assert plain.sha256 == array_digest(plain.image(), plain.labels().astype(np.uint16))  # as before the flag
+    with pytest.raises(PromptsegError, match="already saved"):
+        lib.add("nucleus", image, some, margin=None, partial_labels=True)
+    with pytest.raises(PromptsegError, match="partial labels .* one region"):
+        lib.add("nuclei region", image, some, margin=None, instances=False, partial_labels=True)
+    assert len(lib) == 2
+
+    index = json.loads(lib.index_path.read_text())
+    assert [record["partial_labels"] for record in index["entries"]] == [True, False]
+    again = ReferenceLibrary.open(lib.path)
+    assert [(e.partial_labels, e.sha256) for e in again] == [(True, partial.sha256), (False, plain.sha256)]
+    # exported and imported: the flag and the digest (recomputed from the zip's files) survive
+    archive = lib.export(tmp_path / "lib.zip")
+    imported = ReferenceLibrary.import_zip(archive, tmp_path / "other").library
+    assert [(e.partial_labels, e.sha256) for e in imported] == [(True, partial.sha256), (False, plain.sha256)]
+    assert ReferenceLibrary.import_zip(archive, imported).skipped == ["nucleus", "nucleus"]
+
+    # a library.json written before the field: every entry reads as labelling all its objects
+    for record in index["entries"]:
+        del record["partial_labels"]
+    lib.index_path.write_text(json.dumps(index))
+    old = ReferenceLibrary.open(lib.path)
+    assert [e.partial_labels for e in old] == [False, False] and [e.instances for e in old] == [True, True]
+    assert np.array_equal(old.entries[0].labels() > 0, some > 0)
+
+
 def _bundled(name: str) -> str:
     from importlib.resources import files
 

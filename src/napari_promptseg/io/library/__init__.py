@@ -25,7 +25,11 @@ On-disk format, version 1 (a directory)::
       "pixel_size": null|[dy, dx],       physical size of a pixel if known
       "instances": false,                true: the mask marks many objects and a prompt finds every one like them
                                          (the many-instances mode); optional, false when absent
-      "mask_pixels": 1234, "sha256": "...",  content hash of image + mask (identical re-imports are skipped)
+      "partial_labels": false,           true (instances entries only): the mask labels only SOME of the objects of
+                                         its image; background is learned only near them, not from every unlabelled
+                                         pixel; optional, false when absent
+      "mask_pixels": 1234, "sha256": "...",  content hash of image + mask (+ partial_labels when true; identical
+                                         re-imports are skipped)
       "created_with": "napari-promptseg 0.1.0"
     }
 

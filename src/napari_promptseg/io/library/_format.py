@@ -59,8 +59,15 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _content_hash(image: np.ndarray, mask: np.ndarray) -> str:
-    return array_digest(image, mask)
+#: hashed after the pixels of an entry saved with partial labels: its exemplars are fitted otherwise (background only
+#: near the labelled objects), so a fit cached under the same pixels without the flag must not answer for it
+_PARTIAL_MARK = np.frombuffer(b"partial_labels", np.uint8)
+
+
+def _content_hash(image: np.ndarray, mask: np.ndarray, partial_labels: bool = False) -> str:
+    """The entry's identity: its pixels, and whether its labels mark only some objects (an entry without the flag
+    keeps the digest it had before the flag existed)."""
+    return array_digest(image, mask, _PARTIAL_MARK) if partial_labels else array_digest(image, mask)
 
 
 def _safe_relative(path: object, what: str) -> str:
@@ -95,6 +102,7 @@ class LibraryEntry:
     sha256: str = ""
     created_with: str = ""
     instances: bool = False
+    partial_labels: bool = False
     root: Path | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -155,6 +163,7 @@ class LibraryEntry:
             "sha256": self.sha256,
             "created_with": self.created_with,
             "instances": self.instances,
+            "partial_labels": self.partial_labels,
         }
 
     @classmethod
@@ -204,6 +213,7 @@ class LibraryEntry:
             created=str(record.get("created") or ""),
             rgb=bool(record.get("rgb", False)),
             instances=bool(record.get("instances", False)),
+            partial_labels=bool(record.get("partial_labels", False)),
             channel_axis=channel_axis,
             source=str(record.get("source") or ""),
             source_shape=optional["source_shape"],

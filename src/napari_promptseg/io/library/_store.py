@@ -186,6 +186,7 @@ class ReferenceLibrary:
         channels: list[int] | None = None,
         pixel_size: tuple[float, float] | None = None,
         instances: bool | None = None,
+        partial_labels: bool = False,
         margin: float | None = DEFAULT_MARGIN,
         min_crop: int = DEFAULT_MIN_CROP,
     ) -> LibraryEntry:
@@ -202,7 +203,10 @@ class ReferenceLibrary:
         several times (several exemplars of one structure are ensembled); saving the same name with identical pixels
         again is refused. ``instances``: the mask marks many objects, and a prompt finds every one like them; None
         (default) decides from the mask, as `promptseg oneshot` and the One-shot widget do: several objects (ids,
-        or separate components) are many instances. Raises :class:`PromptsegError` naming what is wrong.
+        or separate components) are many instances. ``partial_labels``: the mask labels only some of the objects of
+        ``image`` (10 nuclei of 300), so a prompt learns background only near them, as `promptseg oneshot
+        --partial-labels` does, instead of teaching the unlabelled objects as background; it makes the entry many
+        instances (one region with partial labels is refused). Raises :class:`PromptsegError` naming what is wrong.
         """
         from ...models.preprocessing import as_channels_last
 
@@ -234,10 +238,17 @@ class ReferenceLibrary:
                     f"{what}: pixel size must be two finite numbers above 0 (dy, dx), got {tuple(pixel_size)}"
                 )
             pixel_size = (sizes[0], sizes[1])
+        if partial_labels and instances is False:
+            raise PromptsegError(
+                f"{what}: partial labels (the mask labels only some of the objects) apply to a many-instances entry, "
+                "and this one is saved as one region; save it with instances (CLI: --instances), or without partial "
+                "labels"
+            )
         if instances is None:
             from ...methods.instances import is_many_objects
 
-            instances = is_many_objects(mask)
+            # labels of only some objects are examples of many (as `promptseg oneshot --partial-labels` decides)
+            instances = bool(partial_labels) or is_many_objects(mask)
         crop = (0, 0, *binary.shape) if margin is None else bounding_crop(binary, margin, min_crop)
         r0, c0, r1, c1 = crop
         stored = hwc[r0:r1, c0:c1]
@@ -252,7 +263,7 @@ class ReferenceLibrary:
         # a many-instances entry keeps its ids: components of the binary mask would merge touching objects
         # (329 labelled nuclei of a DSB image became 116 objects)
         stored_labels = instance_ids(mask[r0:r1, c0:c1]) if instances else stored_mask
-        digest = _content_hash(stored, stored_labels)
+        digest = _content_hash(stored, stored_labels, bool(partial_labels))
 
         with self._changing():
             entries = self.entries
@@ -282,6 +293,7 @@ class ReferenceLibrary:
                 sha256=digest,
                 created_with=f"napari-promptseg {__version__}",
                 instances=bool(instances),
+                partial_labels=bool(partial_labels),
                 root=self.path,
             )
             self._write_entry_files(entry, _tiff_bytes(stored), _png_bytes(stored_labels))
@@ -397,7 +409,7 @@ class ReferenceLibrary:
                         f"{what}: image {image.shape} / mask {mask.shape} do not match the recorded shape {entry.shape}"
                     )
                 ids = entry.instances and mask.dtype.itemsize > 1  # what add() hashed: the ids, else the mask
-                entry.sha256 = _content_hash(image, mask.astype(np.uint16) if ids else mask > 0)
+                entry.sha256 = _content_hash(image, mask.astype(np.uint16) if ids else mask > 0, entry.partial_labels)
                 incoming.append((entry, image_bytes, mask_bytes))
 
         with library._changing():
