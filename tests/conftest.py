@@ -29,6 +29,21 @@ def dataset_pairs(root: Path) -> list[tuple[Path, Path]]:
     return [(image, root / "masks" / image.name) for image in sorted((root / "images").iterdir())]
 
 
+def some_dsb_nuclei(shared_data, prefix: str, keep: int = 8):
+    """A shared DSB fluorescence image (grey, as its first channel) with ``keep`` of its labelled nuclei, spread over
+    its id order, as a user labels a few examples of many; and the image's full labels."""
+    import numpy as np
+
+    from napari_promptseg.io import read_image
+
+    folder = shared_data / "nuclei_dsb2018"
+    image_path = next((folder / "images").glob(f"{prefix}*.png"))
+    labels = read_image(folder / "labels" / f"{image_path.stem}.tif")
+    ids = np.unique(labels[labels > 0])
+    kept = ids[:: len(ids) // keep][:keep]
+    return read_image(image_path)[..., 0], np.where(np.isin(labels, kept), labels, 0), labels
+
+
 @pytest.fixture(scope="session")
 def litemedsam():
     from napari_promptseg.models import load_segmenter

@@ -24,7 +24,7 @@ from napari_promptseg.methods.library import (
 )
 from napari_promptseg.methods.metrics import dice
 
-from .conftest import dataset_pairs
+from .conftest import dataset_pairs, some_dsb_nuclei
 
 
 @pytest.fixture(scope="module")
@@ -131,24 +131,13 @@ def test_a_many_instances_entry_keeps_touching_objects_apart(tmp_path, shared_da
     assert np.array_equal(again.labels(), stored)
 
 
-def _some_dsb_nuclei(shared_data, prefix: str, keep: int = 8):
-    """A shared DSB fluorescence image (grey, as its first channel) with ``keep`` of its labelled nuclei, spread over
-    its id order, as a user labels a few examples of many; and the image's full labels."""
-    folder = shared_data / "nuclei_dsb2018"
-    image_path = next((folder / "images").glob(f"{prefix}*.png"))
-    labels = read_image(folder / "labels" / f"{image_path.stem}.tif")
-    ids = np.unique(labels[labels > 0])
-    kept = ids[:: len(ids) // keep][:keep]
-    return read_image(image_path)[..., 0], np.where(np.isin(labels, kept), labels, 0), labels
-
-
 def test_an_entry_with_partial_labels_records_it_and_hashes_apart(tmp_path, shared_data):
     """`partial_labels`: the mask labels only some of the image's objects. It is saved, read back, exported; an index
     written before the field existed reads as False; and the entry's digest (the key of its cached fit) holds it,
     while an entry without it keeps the digest it had before."""
     from napari_promptseg.io.images import array_digest
 
-    image, some, labels = _some_dsb_nuclei(shared_data, "52b267e2")
+    image, some, labels = some_dsb_nuclei(shared_data, "52b267e2")
     assert len(np.unique(labels)) - 1 == 146 and len(np.unique(some)) - 1 == 8
     lib = ReferenceLibrary.open(tmp_path / "lib")
     partial = lib.add("nucleus", image, some, margin=None, partial_labels=True)

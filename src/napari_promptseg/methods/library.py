@@ -36,7 +36,14 @@ from ..errors import CancelledError, PromptsegError, WeightsError
 from ..io.library import LibraryEntry, ReferenceLibrary
 from ..models.preprocessing import Normalization, as_channels_last
 from ..models.protocols import PromptableSegmenter
-from .instances import ExemplarModel, InstanceResult, fit_exemplars, level_object_size, segment_with_exemplars
+from .instances import (
+    ExemplarModel,
+    InstanceResult,
+    fit_exemplars,
+    known_near_labels,
+    level_object_size,
+    segment_with_exemplars,
+)
 from .oneshot import OneShotResult, segment_like
 
 ProgressCallback = Callable[[float, str], None]
@@ -271,8 +278,11 @@ def _fitted_exemplars(
     report: ProgressCallback,
     cancel: Callable[[], bool] | None,
 ) -> ExemplarModel:
-    """The exemplars of an instances entry, fitted once per entry content, segmenter and normalisation."""
-    key = (entry.sha256 or entry.id, str(entry.root), id(segmenter), normalize)
+    """The exemplars of an instances entry, fitted once per entry content, segmenter and normalisation. An entry saved
+    with partial labels (only some of its objects labelled) learns background only near them, as `promptseg oneshot
+    --partial-labels` does: every other unlabelled pixel of it may be an object."""
+    # the flag is in the key beside the digest (which holds it too): an entry without a digest is known by its id
+    key = (entry.sha256 or entry.id, entry.partial_labels, str(entry.root), id(segmenter), normalize)
     with _exemplars_lock:
         cached = _EXEMPLARS.get(key)
     if cached is not None and cached[0]() is segmenter:
@@ -283,10 +293,12 @@ def _fitted_exemplars(
     what = f"library entry '{entry.name}'"
     report(0.05, f"learning the objects of {what}")
     # cancel is checked between the entry's tiles and steps (the longest phase before the target's tiles)
+    labels = entry.labels()
     model = fit_exemplars(
         segmenter,
         reference,
-        entry.labels(),
+        labels,
+        known=known_near_labels(labels) if entry.partial_labels else None,
         normalize=normalize,
         name=what,
         progress=lambda fraction, message: report(0.05 + 0.25 * fraction, f"learning {message}"),
