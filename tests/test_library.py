@@ -218,6 +218,30 @@ def test_cli_library_add_decides_many_instances_from_the_mask_unless_a_flag_says
     assert [e.instances for e in ReferenceLibrary.open(tmp_path / "lib").entries] == [True, False, True]
 
 
+def test_cli_library_add_partial_labels_and_list_shows_it(tmp_path, shared_data, capsys):
+    image_path = next((shared_data / "nuclei_dsb2018" / "images").glob("52b267e2*.png"))
+    _, some, _ = some_dsb_nuclei(shared_data, "52b267e2")
+    mask = tmp_path / "eight_nuclei.tif"
+    tifffile.imwrite(mask, some.astype(np.uint16))
+    files = ["--image", str(image_path), "--mask", str(mask), "--library", str(tmp_path / "lib")]
+    assert main(["library", "add", "nucleus", *files, "--partial-labels"]) == 0
+    assert "many instances, partial labels" in capsys.readouterr().out
+    assert main(["library", "add", "nucleus", *files]) == 0  # the same pixels, all objects labelled: another entry
+    assert "many instances) to" in capsys.readouterr().out
+    assert main(["library", "add", "nuclei", *files, "--partial-labels", "--no-instances"]) == 2
+    assert "partial labels (the mask labels only some of the objects)" in capsys.readouterr().err
+    assert [(e.instances, e.partial_labels) for e in ReferenceLibrary.open(tmp_path / "lib")] == [
+        (True, True),
+        (True, False),
+    ]
+    assert main(["library", "list", "--library", str(tmp_path / "lib")]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert "many instances, partial labels" in rows[0] and "partial labels" not in rows[1]
+    assert "many instances" in rows[1]
+    assert main(["library", "list", "--json", "--library", str(tmp_path / "lib")]) == 0
+    assert [e["partial_labels"] for e in json.loads(capsys.readouterr().out)["entries"]] == [True, False]
+
+
 def test_instance_ids_of_binary_masks_and_label_images():
     """A 0/255 mask is binary: its components are the objects (a 255 "id" made every blob one object); ids stay
     apart however they touch; negative values are background."""

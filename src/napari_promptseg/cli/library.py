@@ -40,6 +40,14 @@ def _add_library_parser(sub: argparse._SubParsersAction) -> None:
         "decides; --no-instances saves one region)",
     )
     add.add_argument(
+        "--partial-labels",
+        action="store_true",
+        help="the mask labels only some of the image's objects (e.g. 10 of its 300 nuclei): background is learned "
+        "only near them, as `promptseg oneshot --partial-labels` does, and a prompt finds every object like them "
+        "(many instances). Without it every unlabelled pixel of the image is taught as background: label all its "
+        "objects",
+    )
+    add.add_argument(
         "--margin", type=float, default=None, help="crop margin around the mask, x its box's longer side (default 1.0)"
     )
     add.add_argument("--min-crop", type=int, default=1024, help="smallest crop side in pixels (%(default)s)")
@@ -97,13 +105,20 @@ def cmd_library_add(args: argparse.Namespace) -> int:
         channels=args.channels,
         pixel_size=args.pixel_size,
         instances=args.instances,
+        partial_labels=args.partial_labels,
         margin=None if args.no_crop else (DEFAULT_MARGIN if args.margin is None else args.margin),
         min_crop=args.min_crop,
     )
     size = "x".join(str(s) for s in entry.shape[:2][::-1])
-    kind = "many instances" if entry.instances else "one region"
-    print(f"added '{entry.name}' (id {entry.id}, {size} px crop, {kind}) to {library.path}")
+    print(f"added '{entry.name}' (id {entry.id}, {size} px crop, {_kind(entry)}) to {library.path}")
     return 0
+
+
+def _kind(entry) -> str:
+    """'one region', 'many instances', or 'many instances, partial labels' (only some objects labelled)."""
+    if not entry.instances:
+        return "one region"
+    return "many instances, partial labels" if entry.partial_labels else "many instances"
 
 
 def cmd_library_list(args: argparse.Namespace) -> int:
@@ -118,7 +133,7 @@ def cmd_library_list(args: argparse.Namespace) -> int:
     for e in library.entries:
         size = "x".join(str(s) for s in e.shape[:2][::-1])
         described = f"  {e.description}" if e.description else ""
-        print(f"{e.name:<20} {e.id:<28} {size:>9} px  {e.source or '-'}{described}")
+        print(f"{e.name:<20} {e.id:<28} {size:>9} px  {_kind(e):<30}  {e.source or '-'}{described}")
     return 0
 
 
