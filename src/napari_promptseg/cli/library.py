@@ -110,15 +110,8 @@ def cmd_library_add(args: argparse.Namespace) -> int:
         min_crop=args.min_crop,
     )
     size = "x".join(str(s) for s in entry.shape[:2][::-1])
-    print(f"added '{entry.name}' (id {entry.id}, {size} px crop, {_kind(entry)}) to {library.path}")
+    print(f"added '{entry.name}' (id {entry.id}, {size} px crop, {entry.kind}) to {library.path}")
     return 0
-
-
-def _kind(entry) -> str:
-    """'one region', 'many instances', or 'many instances, partial labels' (only some objects labelled)."""
-    if not entry.instances:
-        return "one region"
-    return "many instances, partial labels" if entry.partial_labels else "many instances"
 
 
 def cmd_library_list(args: argparse.Namespace) -> int:
@@ -133,7 +126,7 @@ def cmd_library_list(args: argparse.Namespace) -> int:
     for e in library.entries:
         size = "x".join(str(s) for s in e.shape[:2][::-1])
         described = f"  {e.description}" if e.description else ""
-        print(f"{e.name:<20} {e.id:<28} {size:>9} px  {_kind(e):<30}  {e.source or '-'}{described}")
+        print(f"{e.name:<20} {e.id:<28} {size:>9} px  {e.kind:<30}  {e.source or '-'}{described}")
     return 0
 
 

@@ -116,6 +116,13 @@ class LibraryEntry:
         phrases = [p.strip() for p in re.split(r"[,;/]", self.description) if p.strip()]
         return phrases if len(phrases) > 1 else []
 
+    @property
+    def kind(self) -> str:
+        """'one region', 'many instances', or 'many instances, partial labels' (only some objects labelled)."""
+        if not self.instances:
+            return "one region"
+        return "many instances, partial labels" if self.partial_labels else "many instances"
+
     def match_texts(self) -> list[str]:
         """Texts a prompt is compared with: the name, 'name: description', and each listed synonym."""
         return list(dict.fromkeys([self.name, self.text, *self.synonyms]))
