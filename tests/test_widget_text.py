@@ -16,7 +16,7 @@ from napari_promptseg.io import read_image, read_mask
 from napari_promptseg.io.library import ReferenceLibrary
 from napari_promptseg.methods.metrics import dice
 
-from .conftest import dataset_pairs, in_hf_cache
+from .conftest import dataset_pairs, in_hf_cache, some_dsb_nuclei
 from .test_grounding import hf_dir  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.gui
@@ -287,6 +287,38 @@ def test_add_exemplar_saves_many_labelled_objects_as_many_instances_by_default(m
     widget.exemplar_instances.setChecked(True)
     widget.exemplar_name.setText("nuclei again")
     assert widget.add_exemplar().instances
+
+
+def test_add_exemplar_of_only_some_labelled_objects_saves_partial_labels(make_viewer, shared_data, tmp_path):
+    """8 of a DSB image's 146 nuclei labelled, "exemplar labels only some objects" ticked: the entry is saved with
+    partial labels (many instances, background learned only near the 8); with "many instances" off it is refused."""
+    from qtpy.QtCore import Qt
+
+    image, some, _ = some_dsb_nuclei(shared_data, "52b267e2")
+    viewer = make_viewer()
+    layer = viewer.add_image(image, name="dsb nuclei")
+    viewer.add_labels(some, name="eight nuclei")
+    widget = _widget(viewer, layer)
+    widget.exemplar_labels.set_layer(viewer.layers["eight nuclei"])
+    widget.library.setText(str(tmp_path / "library"))
+    widget.exemplar_name.setText("nucleus")
+    assert not widget.exemplar_partial.isChecked()  # by default every unlabelled pixel is background
+    widget.exemplar_instances.setCheckState(Qt.CheckState.Unchecked)  # one region: partial labels do not apply
+    widget.exemplar_partial.setChecked(True)
+    start = len(notification_manager.records)
+    assert widget.add_exemplar() is None
+    errors = [n.message for n in notification_manager.records[start:] if n.severity == NotificationSeverity.ERROR]
+    assert any("partial labels" in message and "one region" in message for message in errors), errors
+    assert not (tmp_path / "library" / "library.json").exists()
+
+    widget.exemplar_instances.setCheckState(Qt.CheckState.PartiallyChecked)  # auto: partial labels are many
+    widget.add_exemplar_button.click()
+    (entry,) = ReferenceLibrary.open(tmp_path / "library").entries
+    assert entry.name == "nucleus" and entry.instances and entry.partial_labels and entry.source == "dsb nuclei"
+    assert np.array_equal(entry.labels() > 0, some > 0)
+    assert (
+        "(many instances, partial labels)" in widget.runner.widget.status.text() + widget.runner.widget.summary.text()
+    )
 
 
 def test_cancel_while_the_library_entry_is_learnt_stops_within_seconds(make_viewer, qtbot, bundled_nuclei, tmp_path):

@@ -190,6 +190,13 @@ class TextPromptWidget(QWidget):
         )
         self.exemplar_instances.stateChanged.connect(self._update_instances_text)
         self._update_instances_text()
+        # as the One-shot widget's "reference labels only some objects" (`promptseg library add --partial-labels`)
+        self.exemplar_partial = QCheckBox("exemplar labels only some objects")
+        self.exemplar_partial.setToolTip(
+            "ticked: the image's unlabelled objects are not background (e.g. 10 of its 300 nuclei labelled); "
+            "background is learned only near the labelled objects, and a prompt finds every object like them (many "
+            "instances). Unticked, every unlabelled pixel of the image is taught as background: label all its objects"
+        )
         self.add_exemplar_button = QPushButton("Add exemplar from these layers")
         self.add_exemplar_button.setToolTip(
             "Save the image and the Labels layer as a named library exemplar: typed prompts are matched to its name"
@@ -227,6 +234,7 @@ class TextPromptWidget(QWidget):
         exemplar.addRow("exemplar labels", self.exemplar_labels)
         exemplar.addRow("exemplar name", self.exemplar_name)
         exemplar.addRow(self.exemplar_instances)
+        exemplar.addRow(self.exemplar_partial)
         exemplar.addRow(self.add_exemplar_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -337,12 +345,18 @@ class TextPromptWidget(QWidget):
                     f"'{image_layer.name}' of shape {image.shape}"
                 )
             library = open_library(self.library.text().strip() or None)
-            entry = library.add(name, image, labels, source=image_layer.name, instances=self.exemplar_mode)
+            entry = library.add(
+                name,
+                image,
+                labels,
+                source=image_layer.name,
+                instances=self.exemplar_mode,
+                partial_labels=self.exemplar_partial.isChecked(),
+            )
         except (PromptsegError, OSError) as exc:
             self.runner.refuse(exc, "add exemplar")
             return None
-        kind = "many instances" if entry.instances else "one region"
-        message = f"saved exemplar '{entry.name}' ({kind}) to the reference library {library.path}"
+        message = f"saved exemplar '{entry.name}' ({entry.kind}) to the reference library {library.path}"
         self.runner.widget.note(message)
         show_info(message)
         return entry
