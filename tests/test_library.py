@@ -547,6 +547,28 @@ def test_oneshot_widget_saves_the_reference_to_the_library(make_napari_viewer, l
     assert len(ReferenceLibrary.open()) == 1
 
 
+@pytest.mark.gui
+def test_oneshot_widget_saves_partial_labels_with_the_reference(make_napari_viewer, shared_data):
+    """The One-shot widget with "reference labels only some objects" ticked saves the reference as an entry with
+    partial labels, as its run used them; mode "single region" saves one region without them."""
+    from napari_promptseg._widgets.oneshot import OneShotWidget
+
+    image, some, _ = some_dsb_nuclei(shared_data, "52b267e2")
+    viewer = make_napari_viewer()
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(viewer.add_image(image, name="dsb nuclei"))
+    widget.reference_labels.set_layer(viewer.add_labels(some, name="eight nuclei"))
+    widget.partial_labels.setChecked(True)
+    widget.library_name.setText("nucleus")
+    widget.save_button.click()
+    widget.mode.setCurrentText("single region")
+    widget.library_name.setText("nuclei region")
+    widget.save_button.click()
+    partial, region = ReferenceLibrary.open().entries  # the default library = the test's tmp dir (conftest)
+    assert (partial.name, partial.instances, partial.partial_labels) == ("nucleus", True, True)
+    assert (region.name, region.instances, region.partial_labels) == ("nuclei region", False, False)
+
+
 @pytest.mark.parametrize("pixel_size", [(float("nan"), 1.0), (-1.0, 1.0), (0.0, 0.5), (1.0,), (float("inf"), 1.0)])
 def test_add_refuses_a_pixel_size_that_is_no_size(tmp_path, cell, pixel_size):
     """Bug hunt 3: `library add --pixel-size -1 nan` was saved as is: library.json then held `NaN`, which is not

@@ -337,6 +337,10 @@ class OneShotWidget(QWidget):
                     f"image '{ref.name}' of shape {image.shape}"
                 )
             scale = tuple(float(s) for s in ref.scale[-2:])
+            # as run() decides: many objects, or only some objects labelled, find every one like them later too
+            # (mode "single region" saves one region, and its partial labels do not apply)
+            many = MODES[self.mode.currentText()] is not False
+            partial = many and self.partial_labels.isChecked()
             library = ReferenceLibrary.open()
             entry = library.add(
                 name,
@@ -345,13 +349,13 @@ class OneShotWidget(QWidget):
                 self.library_description.text(),
                 source=ref.name,
                 pixel_size=None if scale == (1.0, 1.0) else scale,
-                # many objects now: find every one like them later too
-                instances=MODES[self.mode.currentText()] is not False and is_many_objects(labels),
+                instances=many and (partial or is_many_objects(labels)),
+                partial_labels=partial,
             )
         except (PromptsegError, OSError) as exc:
             notify_exception(exc, "save to library")
             return None
-        show_info(f"saved '{entry.name}' to the reference library {library.path} (id {entry.id})")
+        show_info(f"saved '{entry.name}' ({entry.kind}) to the reference library {library.path} (id {entry.id})")
         return entry
 
     def run(self) -> None:
