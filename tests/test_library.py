@@ -225,9 +225,13 @@ def test_cli_library_add_partial_labels_and_list_shows_it(tmp_path, shared_data,
     tifffile.imwrite(mask, some.astype(np.uint16))
     files = ["--image", str(image_path), "--mask", str(mask), "--library", str(tmp_path / "lib")]
     assert main(["library", "add", "nucleus", *files, "--partial-labels"]) == 0
-    assert "many instances, partial labels" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "many instances, partial labels" in said.out and not said.err
     assert main(["library", "add", "nucleus", *files]) == 0  # the same pixels, all objects labelled: another entry
-    assert "many instances) to" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "many instances) to" in said.out
+    # 8 objects and no --partial-labels: told what every prompt answered from it will learn, and how to mend it
+    assert "library exemplar 'nucleus' labels only 8 object(s)" in said.err and "--partial-labels" in said.err
     assert main(["library", "add", "nuclei", *files, "--partial-labels", "--no-instances"]) == 2
     assert "partial labels (the mask labels only some of the objects)" in capsys.readouterr().err
     assert [(e.instances, e.partial_labels) for e in ReferenceLibrary.open(tmp_path / "lib")] == [

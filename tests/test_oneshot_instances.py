@@ -146,6 +146,11 @@ def test_cli_a_partly_labelled_reference_is_warned_and_finds_every_object_with_p
     )
     report = json.loads((tmp_path / "partial" / "report.json").read_text())
     assert report["parameters"]["instances_chosen_by"] == "--partial-labels" and not report["warnings"]
+    # the console's function says it too, in its own words
+    plain = segment_instances_like(image, some, image[:128, :128], segmenter=litemedsam)
+    assert "labels only 3 object(s)" in plain.warnings[0] and "pass partial=True" in plain.warnings[0]
+    told = segment_instances_like(image, some, image[:128, :128], segmenter=litemedsam, partial=True)
+    assert not any("labels only" in w for w in told.warnings)
 
 
 def test_labels_of_another_size_are_refused_by_name(glands, litemedsam):

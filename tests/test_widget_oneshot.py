@@ -224,8 +224,15 @@ def test_a_reference_with_only_some_objects_labelled_finds_the_others_when_told(
     widget.reference.set_layer(viewer.add_image(image, name="reference"))
     widget.reference_labels.set_layer(viewer.add_labels(some, name="two nuclei"))
     widget.target.set_layer(viewer.add_image(image, name="target"))
+    widget.mode.setCurrentText("many instances")
+    widget.run()  # not ticked: the summary says why so little came back, and what to do
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    summary = widget.runner.widget.summary.text()
+    assert "labels only 2 object(s)" in summary and "tick 'reference labels only some objects'" in summary, summary
+    assert match_instances(viewer.layers["target one-shot"].data, truth)["recall"] < 0.3
     widget.partial_labels.setChecked(True)
     widget.run()
     qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
-    found = viewer.layers["target one-shot"].data
+    assert "labels only" not in widget.runner.widget.summary.text()
+    found = viewer.layers["target one-shot [1]"].data
     assert match_instances(found, truth)["recall"] > 0.5, match_instances(found, truth)

@@ -319,6 +319,12 @@ def test_add_exemplar_of_only_some_labelled_objects_saves_partial_labels(make_vi
     assert (
         "(many instances, partial labels)" in widget.runner.widget.status.text() + widget.runner.widget.summary.text()
     )
+    # unticked, the same 8 nuclei are saved as all there is, and the user is told what that teaches
+    widget.exemplar_partial.setChecked(False)
+    start = len(notification_manager.records)
+    widget.add_exemplar_button.click()
+    warned = [n.message for n in notification_manager.records[start:] if n.severity == NotificationSeverity.WARNING]
+    assert any("labels only 8 object(s)" in m and "'exemplar labels only some objects' ticked" in m for m in warned)
 
 
 def test_cancel_while_the_library_entry_is_learnt_stops_within_seconds(make_viewer, qtbot, bundled_nuclei, tmp_path):

@@ -45,6 +45,8 @@ from ._common import (
 
 #: mode choice -> run_oneshot's ``instances`` (None: decided by the reference labels)
 MODES = {"auto": None, "single region": False, "many instances": True}
+#: the checkbox saying the reference labels only some of its objects (named in the advice when it is not ticked)
+PARTIAL_LABELS_TEXT = "reference labels only some objects"
 POSITIVE_COLOUR, NEGATIVE_COLOUR = "lime", "red"
 
 
@@ -59,6 +61,7 @@ class OneShotOutput:
     stacked: bool  # True: targets were the planes of one layer -> one 3D Labels layer
     warnings: list[str] = field(default_factory=list)
     scales: list[dict] = field(default_factory=list)  # working scale per target (many-instances mode)
+    labelling_advice: str | None = None  # few objects labelled, not said to be partial: why little may be found
 
 
 def target_planes(data: np.ndarray, rgb: bool) -> tuple[list[np.ndarray], bool]:
@@ -94,6 +97,7 @@ def run_oneshot(
     object size and are linked into objects across planes."""
     from ..io import read_image
     from ..methods.instances import (
+        count_objects,
         fit_exemplars,
         is_many_objects,
         known_near_labels,
@@ -101,6 +105,7 @@ def run_oneshot(
         segment_with_exemplars,
         stack_object_size,
     )
+    from ..methods.labelling_advice import few_labels_warning
     from ..methods.oneshot import segment_like
     from ..methods.volume import segment_stack
     from ..models.preprocessing import as_channels_last
@@ -170,6 +175,10 @@ def run_oneshot(
             res = segment_one(k, read_image(target) if isinstance(target, (str, Path)) else target)
             out.labels.append(res.labels)
             out.warnings += res.warnings
+    if exemplars is not None:
+        out.labelling_advice = few_labels_warning(
+            count_objects(reference_labels), partial, f"tick '{PARTIAL_LABELS_TEXT}'"
+        )
     progress(1.0, "done")
     return out
 
@@ -203,7 +212,7 @@ class OneShotWidget(QWidget):
         self.object_size.setSuffix(" px")
         self.object_size.setSpecialValueText("auto (from the reference)")
         self.object_size.setToolTip("Typical object diameter in pixels (many instances): sets the working scale")
-        self.partial_labels = QCheckBox("reference labels only some objects")
+        self.partial_labels = QCheckBox(PARTIAL_LABELS_TEXT)
         self.partial_labels.setToolTip(
             "ticked: the reference's unlabelled objects are not background; background is learned only near the "
             "labelled objects (as 'find all like these' does), and every object like them is found. Unticked, every "
@@ -317,10 +326,11 @@ class OneShotWidget(QWidget):
 
     def save_to_library(self):
         """Save the reference layer + its labels as a named library entry (small files, written right here)."""
-        from napari.utils.notifications import show_info
+        from napari.utils.notifications import show_info, show_warning
 
         from ..io.library import ReferenceLibrary
         from ..methods.instances import is_many_objects
+        from ..methods.library import exemplar_advice
         from ._common import notify_exception
 
         try:
@@ -356,6 +366,9 @@ class OneShotWidget(QWidget):
             notify_exception(exc, "save to library")
             return None
         show_info(f"saved '{entry.name}' ({entry.kind}) to the reference library {library.path} (id {entry.id})")
+        advice = exemplar_advice(entry, f"remove it and save it again with '{PARTIAL_LABELS_TEXT}' ticked")
+        if advice:
+            show_warning(advice)
         return entry
 
     def run(self) -> None:
@@ -431,6 +444,9 @@ class OneShotWidget(QWidget):
         if untransferred:
             more = f" (+{len(untransferred) - 1} more)" if len(untransferred) > 1 else ""
             caution = f"\nwarning: {untransferred[0]}{more}"
+        if output.labelling_advice:  # the likely reason few objects came back
+            caution += f"\nwarning: {output.labelling_advice}"
+            show_warning(output.labelling_advice)
         self.runner.widget.set_summary(
             f"one-shot: {objects} object(s) in {len(output.labels)} target(s){scale}{caution}"
         )

@@ -327,9 +327,10 @@ class TextPromptWidget(QWidget):
 
     def add_exemplar(self):
         """Save the chosen image layer + Labels layer as a named exemplar of the library (default: the user's)."""
-        from napari.utils.notifications import show_info
+        from napari.utils.notifications import show_info, show_warning
 
         from ..io.starter import open_library
+        from ..methods.library import exemplar_advice
 
         try:
             image_layer, labels_layer = self.image.layer(), self.exemplar_labels.layer()
@@ -357,8 +358,11 @@ class TextPromptWidget(QWidget):
             self.runner.refuse(exc, "add exemplar")
             return None
         message = f"saved exemplar '{entry.name}' ({entry.kind}) to the reference library {library.path}"
-        self.runner.widget.note(message)
+        advice = exemplar_advice(entry, f"remove it and add it again with '{self.exemplar_partial.text()}' ticked")
+        self.runner.widget.note(message if advice is None else f"{message}. Warning: {advice}")
         show_info(message)
+        if advice:
+            show_warning(advice)
         return entry
 
     def _attributes(self) -> PromptAttributes:

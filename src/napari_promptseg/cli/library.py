@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..errors import PromptsegError
@@ -84,6 +85,7 @@ def _add_library_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_library_add(args: argparse.Namespace) -> int:
     from ..io import read_image
     from ..io.library import DEFAULT_MARGIN, ReferenceLibrary
+    from ..methods.library import exemplar_advice
 
     for path in (args.image, args.mask):
         if not path.is_file():
@@ -111,6 +113,11 @@ def cmd_library_add(args: argparse.Namespace) -> int:
     )
     size = "x".join(str(s) for s in entry.shape[:2][::-1])
     print(f"added '{entry.name}' (id {entry.id}, {size} px crop, {entry.kind}) to {library.path}")
+    advice = exemplar_advice(
+        entry, f"remove it (`promptseg library remove {entry.id}`) and add it again with --partial-labels"
+    )
+    if advice:
+        print(f"warning: {advice}", file=sys.stderr)
     return 0
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PromptsegError
+from ..methods.labelling_advice import few_labels_warning
 from ._common import (
     _add_batch_options,
     _add_model_options,
@@ -102,13 +103,10 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
     mode = "instances" if instances else args.strategy
     warnings = []
     objects = meta.get("exemplar_objects")
-    if meta.get("exemplar_few_objects") and not args.partial_labels:
-        # a few labelled nuclei on an image of fifty taught the other 47 as background: nothing was found
-        warnings.append(
-            f"the reference labels only {objects} object(s), and every unlabelled pixel of it was taught as "
-            "background; if it holds more objects like them, label them all, or pass --partial-labels"
-        )
-        print(f"warning: {warnings[-1]}", file=sys.stderr)
+    few = objects is not None and few_labels_warning(objects, args.partial_labels, "pass --partial-labels")
+    if few:
+        warnings.append(few)
+        print(f"warning: {few}", file=sys.stderr)
     _write_report(
         args.output,
         device=args.device,
@@ -169,7 +167,7 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
     from ..batch.engine import method_progress
     from ..io import read_image
     from ..methods.instances import fit_exemplars, is_many_objects, known_near_labels, reference_objects
-    from ..methods.instances.exemplars import FEW_EXEMPLARS
+    from ..methods.labelling_advice import FEW_EXEMPLARS
     from ..models import load_segmenter
     from ..models.features import load_feature_extractor
     from ..models.preprocessing import as_channels_last

@@ -39,11 +39,13 @@ from ..models.protocols import PromptableSegmenter
 from .instances import (
     ExemplarModel,
     InstanceResult,
+    count_objects,
     fit_exemplars,
     known_near_labels,
     level_object_size,
     segment_with_exemplars,
 )
+from .labelling_advice import few_labels_warning
 from .oneshot import OneShotResult, segment_like
 
 ProgressCallback = Callable[[float, str], None]
@@ -255,6 +257,17 @@ def no_match_message(
     return (
         f"no reference-library entry matches '{prompt}' (closest: {closest}; a match needs similarity >= "
         f"{min_similarity:.2f}); use one of the library's names, or save an exemplar of '{prompt}': {howto}"
+    )
+
+
+def exemplar_advice(entry: LibraryEntry, remedy: str) -> str | None:
+    """Advice for a many-instances entry just saved with fewer than ``FEW_EXEMPLARS`` objects and no partial labels:
+    every prompt answered from it teaches its unlabelled objects as background. ``remedy``: how to save it again with
+    partial labels where the user is."""
+    if not entry.instances:
+        return None
+    return few_labels_warning(
+        count_objects(entry.labels()), entry.partial_labels, remedy, name=f"library exemplar '{entry.name}'"
     )
 
 

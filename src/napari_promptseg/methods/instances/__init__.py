@@ -30,6 +30,7 @@ masks come from the segmenter, and background is learned only near the boxes (el
 from ..metrics import match_instances  # here too: the benchmarks and tests find it with the pipeline
 from .exemplars import (
     ExemplarModel,
+    count_objects,
     estimate_object_size,
     fit_exemplars,
     is_many_objects,
@@ -52,6 +53,7 @@ __all__ = [
     "ExemplarModel",
     "InstanceResult",
     "Refinement",
+    "count_objects",
     "estimate_object_size",
     "stack_object_size",
     "find_all_like",

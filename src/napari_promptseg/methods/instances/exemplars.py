@@ -24,6 +24,7 @@ from ...tiling import (
     to_working,
     typical_object_size,
 )
+from ..labelling_advice import FEW_EXEMPLARS  # fewer objects: a strongly regularised classifier (and advice)
 from ..pixel_classifier import (
     EncoderProjection,
     PixelClassifier,
@@ -45,10 +46,6 @@ MAX_REFERENCE_TILES = 6
 #: fit_exemplars' progress at the end of its steps: reference tiles embedded, their features, the pixel classifier
 #: fitted, the size classifier fitted, the exemplars' widths measured (the candidates' comparison takes the rest)
 EMBED_END, FEATURES_END, FIT_END, SIZE_FIT_END, WIDTHS_END = 0.3, 0.4, 0.5, 0.55, 0.6
-
-
-#: fewer exemplar objects than this get a strongly regularised classifier
-FEW_EXEMPLARS = 10
 
 
 #: a target's own object size may differ from the exemplars' by this factor at most
@@ -94,13 +91,18 @@ def touching_fraction(labels: np.ndarray) -> float:
     return len(np.unique(np.concatenate(touching))) / len(ids) if len(ids) else 0.0
 
 
+def count_objects(labels: np.ndarray) -> int:
+    """Objects in reference labels: instance ids, or the components of a mask."""
+    return int(np.count_nonzero(np.unique(label_objects(np.asarray(labels)))))
+
+
 def is_many_objects(labels: np.ndarray, min_objects: int = 3) -> bool:
     """True when reference labels hold several objects (instance ids, or several components of a mask): the
     reference then asks for instances, not one region."""
     labels = np.asarray(labels)
     if labels.ndim != 2:
         return False
-    return np.count_nonzero(np.unique(label_objects(labels))) >= min_objects
+    return count_objects(labels) >= min_objects
 
 
 @dataclass

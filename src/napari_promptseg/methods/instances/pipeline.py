@@ -20,6 +20,7 @@ from ...tiling import (
     WorkingScale,
     choose_scale,
 )
+from ..labelling_advice import few_labels_warning
 from .correspondence import margin_pixels, margin_regions
 from .exemplars import (
     INTERIOR_WEIGHT,
@@ -30,6 +31,7 @@ from .exemplars import (
     _pixel_features,
     _tile_inputs,
     _Timer,
+    count_objects,
     estimate_object_size,
     fit_exemplars,
     known_near,
@@ -461,6 +463,7 @@ def segment_instances_like(
         segmenter = load_segmenter()
     timer = _Timer()
     hwc = as_channels_last(target, channel_axis=channel_axis, channels=channels, name=name)
+    advice = None  # about the reference's labelling, when it is fitted here
     if model is None:
         ref_hwc = as_channels_last(reference, channel_axis=channel_axis, channels=channels, name="reference")
         ref_labels = _check_reference_labels(ref_hwc, reference_labels)
@@ -474,7 +477,8 @@ def segment_instances_like(
             normalize=normalize,
             timer=timer,
         )
-    return segment_with_exemplars(
+        advice = few_labels_warning(count_objects(ref_labels), partial, "pass partial=True")
+    result = segment_with_exemplars(
         segmenter,
         model,
         hwc,
@@ -487,6 +491,9 @@ def segment_instances_like(
         cancel=cancel,
         timer=timer,
     )
+    if advice:
+        result.warnings.insert(0, advice)
+    return result
 
 
 def find_all_like(
