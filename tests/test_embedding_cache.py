@@ -326,3 +326,36 @@ def test_embed_help_names_the_runs_that_reuse_its_tiles(litemedsam, tmp_path, ca
     with embedding_cache.settings_restored():
         assert main([*argv, "--scheduler", "none"]) == 0
     assert len(DiskEmbeddingCache(cache_dir).entries()) == tiles + 1
+
+
+def test_the_size_cap_never_removes_the_users_files_in_the_cache_directory(litemedsam, tmp_path, crop, capsys):
+    """Bug hunt 4: --cache pointed at a folder that holds the user's own data (an OME-Zarr image, zarr v3, in a
+    subfolder; an old folder of theirs named tmp/) counted and evicted them as cache entries once the cap was reached:
+    the user's image was deleted without a word. Only the cache's own entries and temporaries are removed."""
+    import tifffile
+    import zarr
+    from ome_zarr.writer import write_image
+
+    cache_dir = tmp_path / "data"
+    user_image = cache_dir / "plate1" / "A1.ome.zarr"
+    write_image(crop[..., 0], zarr.open_group(str(user_image), mode="w", zarr_format=3), axes="yx")
+    user_temp = cache_dir / "tmp" / "my-notes"
+    user_temp.mkdir(parents=True)
+    (user_temp / "notes.txt").write_text("mine")
+    two_hours_ago = time.time() - 7200
+    for path in (user_image / "zarr.json", user_temp):  # older than any entry: the first an LRU cap would take
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    paths = [tmp_path / "a.tif", tmp_path / "b.tif"]
+    tifffile.imwrite(paths[0], crop[::-1])
+    tifffile.imwrite(paths[1], crop[:, ::-1])
+    litemedsam.cache.clear()
+    assert main(["embed", str(paths[0]), "--cache", str(tmp_path / "probe"), "--scheduler", "none"]) == 0
+    entry_bytes = DiskEmbeddingCache(tmp_path / "probe").entries()[0][1]
+    cap = str(1.5 * entry_bytes / 1e9)  # room for one entry: the second image's evicts the first's
+    argv = ["embed", *map(str, paths), "--cache", str(cache_dir), "--cache-max-gb", cap, "--scheduler", "none"]
+    assert main(argv) == 0
+    assert (user_temp / "notes.txt").read_text() == "mine"
+    assert (user_image / "zarr.json").is_file()
+    np.testing.assert_array_equal(zarr.open_group(str(user_image), mode="r")["s0"][:], crop[..., 0])
+    cache = DiskEmbeddingCache(cache_dir)
+    assert len(cache.entries()) == 1 and cache.size_bytes() <= 1.5 * entry_bytes

@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import threading
 import time
@@ -52,6 +53,11 @@ MAX_GB_ENV = "PROMPTSEG_EMBEDDING_CACHE_GB"
 DEFAULT_MAX_GB = 10.0
 #: a temporary entry older than this was left by a writer that died
 STALE_TEMP_S = 3600.0
+#: what the cache itself writes under its root: ``<key[:2]>/<key>.zarr`` entries and ``tmp/<key>.<pid>.<uuid>.zarr``
+#: temporaries (keys: :func:`.cache.content_key`, 32 hex digits). Only these are counted, evicted or cleaned up: a
+#: cache directory given where the user keeps other files (their OME-Zarr images...) must not lose them to the cap
+_ENTRY_NAME = re.compile(r"([0-9a-f]{2})[0-9a-f]{30}\.zarr")
+_TEMP_NAME = re.compile(r"[0-9a-f]{32}\.[0-9]+\.[0-9a-f]{32}\.zarr")
 #: the cap is checked again after this fraction of it was written by this process (a full scan costs a stat per
 #: entry; the cap may be exceeded by this much per writing process in between)
 SCAN_FRACTION = 0.05
@@ -200,12 +206,16 @@ class DiskEmbeddingCache:
 
     # -- size cap --------------------------------------------------------------------------------------------
     def entries(self) -> list[tuple[float, int, Path]]:
-        """(last access time, bytes, path) of every entry, oldest first."""
+        """(last access time, bytes, path) of every entry, oldest first. Only the cache's own entries count (named as
+        it names them): other folders under its root are the user's, and the size cap never removes them."""
         out = []
         for sub in _subdirs(self.root):
-            if sub.name == "tmp" or sub.name == "trash":
+            if len(sub.name) != 2:
                 continue
             for entry in _subdirs(sub):
+                match = _ENTRY_NAME.fullmatch(entry.name)
+                if match is None or match.group(1) != sub.name:
+                    continue
                 try:
                     used = (entry / "zarr.json").stat().st_mtime
                     size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
@@ -222,6 +232,8 @@ class DiskEmbeddingCache:
         returns the number of entries removed."""
         now = time.time()
         for temp in _subdirs(self.root / "tmp"):
+            if not _TEMP_NAME.fullmatch(temp.name):
+                continue  # not one of ours: never removed
             try:
                 if now - temp.stat().st_mtime > STALE_TEMP_S:
                     shutil.rmtree(temp, ignore_errors=True)
