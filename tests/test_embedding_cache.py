@@ -359,3 +359,31 @@ def test_the_size_cap_never_removes_the_users_files_in_the_cache_directory(litem
     np.testing.assert_array_equal(zarr.open_group(str(user_image), mode="r")["s0"][:], crop[..., 0])
     cache = DiskEmbeddingCache(cache_dir)
     assert len(cache.entries()) == 1 and cache.size_bytes() <= 1.5 * entry_bytes
+
+
+def test_embed_of_a_pyramid_fills_what_segment_reads_from_it(litemedsam, tmp_path, shared_data, capsys):
+    """Bug hunt 4: embed read an OME-Zarr's full resolution (a slide read whole into memory) and tiled it there,
+    while segment --object-size reads the pyramid level of that working scale: none of embed's tiles was ever
+    reused (segment computed and stored its own). embed now embeds the levels the segmenting subcommands read."""
+    import tifffile
+    from ome_zarr.format import FormatV04
+
+    from .test_bigimage import write_ome_zarr
+
+    image = tifffile.imread(shared_data / "nuclei_ctc_fluo_instances" / "images" / "N2DH-GOWT1_t01.tif")
+    path = tmp_path / "slide.ome.zarr"
+    write_ome_zarr(path, np.ascontiguousarray(image[256:768, 256:768])[None], FormatV04())  # 512, 256, 128 px
+    cache_dir = tmp_path / "cache"
+    litemedsam.cache.clear()
+    # 60 px nuclei: a working scale of 1/3, read at level 1; the whole image at level 0 (text and SAT read that)
+    assert main(["embed", str(path), "--cache", str(cache_dir), "--object-size", "60", "--scheduler", "none"]) == 0
+    embedded = {entry for _, _, entry in DiskEmbeddingCache(cache_dir).entries()}
+    assert len(embedded) >= 2
+    litemedsam.cache.clear()  # a new process: only the disk has them
+    out = tmp_path / "out"
+    argv = ["segment", str(path), "--box", "300", "300", "360", "360", "--object-size", "60", "--cache", str(cache_dir)]
+    assert main([*argv, "--output-format", "tiff", "-o", str(out), "--scheduler", "none"]) == 0
+    report = json.loads((out / "report.json").read_text())["images"][0]
+    assert report["pyramid_level"] == 1 and report["objects"] == 1
+    # every embedding segment asked for was embed's: nothing new in the cache
+    assert {entry for _, _, entry in DiskEmbeddingCache(cache_dir).entries()} == embedded

@@ -76,8 +76,12 @@ def _setup(args: argparse.Namespace) -> tuple[object, dict]:
 
 
 def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
+    import numpy as np
+
     from ..methods.precompute import precompute_embeddings
     from ..models import embedding_cache
+    from ..tiling import choose_scale
+    from ._stacks import _at_level, _whole_image_level
 
     disk = embedding_cache.active()
     memory = getattr(segmenter, "cache", None)  # the model's in-memory cache answers first (an image given twice)
@@ -86,17 +90,31 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         return (disk.hits if disk is not None else 0) + (memory.hits if memory is not None else 0)
 
     before = hits()
-    embeddings = precompute_embeddings(
-        image,
-        segmenter,
-        object_size=args.object_size,
-        channel_axis=args.channel_axis,
-        channels=args.channels,
-        normalize=args.normalize,
-        name=str(path),
-    )
+    options = {
+        "channel_axis": args.channel_axis,
+        "channels": args.channels,
+        "normalize": args.normalize,
+        "name": str(path),
+    }
+    # a pyramid (OME-Zarr, pyramidal TIFF) at the levels the segmenting subcommands read, so that they find these
+    # entries: the whole image where text and SAT one-shot read it, the tiles at the working scale's level
+    # (level 0 embedded whole read all of a slide into memory, and its tiles were not the ones segment asks for)
+    whole, whole_index, _ = _whole_image_level(path, image)
+    levels = {"whole_image": whole_index}
+    embeddings = []
+    if args.object_size is not None:
+        # that level whole too: a level that fits one tile is embedded whole by the methods
+        scale = choose_scale(np.shape(image), segmenter.input_size, args.object_size).scale
+        level, index, factor = _at_level(path, image, scale)
+        embeddings += precompute_embeddings(level, segmenter, object_size=args.object_size / factor, **options)
+        levels["tiles"] = index
+    if levels.get("tiles") != whole_index:  # else embedded above (any image that is no pyramid)
+        embeddings.insert(0, precompute_embeddings(whole, segmenter, **options)[0])
     from_cache = hits() - before
     tiles = f" + {len(embeddings) - 1} tile(s)" if args.object_size is not None else ""
+    if any(levels.values()):  # a pyramid read at a coarser level than its full resolution
+        tiles += f" (pyramid level {whole_index}" + (f", tiles at level {levels['tiles']}" if "tiles" in levels else "")
+        tiles += ")"
     # evicted at once (a cap smaller than the entries) or never written (read-only): computed, but not kept
     kept = sum(disk is not None and e.key in disk for e in embeddings)
     record = {
@@ -106,6 +124,7 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         "from_cache": from_cache,
         "kept": kept,
         "cache_keys": [e.key for e in embeddings],
+        "pyramid_levels": levels,
         "_summary": f"whole image{tiles}, {from_cache} of {len(embeddings)} already cached",
     }
     if kept < len(embeddings):
