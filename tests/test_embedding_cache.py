@@ -387,3 +387,33 @@ def test_embed_of_a_pyramid_fills_what_segment_reads_from_it(litemedsam, tmp_pat
     assert report["pyramid_level"] == 1 and report["objects"] == 1
     # every embedding segment asked for was embed's: nothing new in the cache
     assert {entry for _, _, entry in DiskEmbeddingCache(cache_dir).entries()} == embedded
+
+
+def test_embed_of_a_stack_fills_what_propagation_reads(litemedsam, tmp_path, shared_data, capsys):
+    """Bug hunt 4: segment, oneshot and text take (Z, Y, X) stacks, but embed refused them ('3D array ... is
+    ambiguous', with advice for Python functions): a stack could not be precomputed. embed now encodes every plane as
+    the stack subcommands read it, and a propagation through the stack finds all its planes in the cache."""
+    import tifffile
+
+    images = sorted((shared_data / "nuclei_ctc_fluo_instances" / "images").glob("N2DH-GOWT1_*.tif"))[:3]
+    stack = np.stack([tifffile.imread(p)[300:556, 300:556] for p in images])
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, stack, photometric="minisblack")
+    cache_dir = tmp_path / "cache"
+    litemedsam.cache.clear()
+    capsys.readouterr()
+    assert main(["embed", str(path), "--cache", str(cache_dir), "--scheduler", "none"]) == 0
+    assert "3 whole plane(s), 0 of 3 already cached" in capsys.readouterr().out
+    embedded = {entry for _, _, entry in DiskEmbeddingCache(cache_dir).entries()}
+    assert len(embedded) == 3
+    litemedsam.cache.clear()
+    out = tmp_path / "out"
+    argv = ["segment", str(path), "--plane", "1", "--box", "100", "100", "140", "140", "--propagate"]
+    assert main([*argv, "--cache", str(cache_dir), "-o", str(out), "--scheduler", "none"]) == 0
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    # the object was decoded on both neighbours of its seed plane (which it ends at does not matter here)
+    assert record["objects"] == 1 and all(
+        " at plane " in why or "end of the stack" in why for why in record["stops"]["1"].values()
+    )
+    assert set(record["stops"]["1"]) == {"up", "down"}
+    assert {entry for _, _, entry in DiskEmbeddingCache(cache_dir).entries()} == embedded

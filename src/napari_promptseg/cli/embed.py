@@ -24,7 +24,9 @@ def _add_embed_parser(sub: argparse._SubParsersAction) -> None:
         "embeddings in the disk cache: --cache DIR, else $PROMPTSEG_EMBEDDING_CACHE, else the user cache "
         "directory's embeddings/. Use the same --model, --channels and --normalize as the later runs.",
     )
-    embed.add_argument("images", nargs="+", type=Path, help="2D images or folders of images")
+    embed.add_argument(
+        "images", nargs="+", type=Path, help="2D images, (Z, Y, X[, C]) stacks (every plane) or folders of them"
+    )
     embed.add_argument(
         "--object-size",
         type=float,
@@ -79,9 +81,10 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     import numpy as np
 
     from ..methods.precompute import precompute_embeddings
+    from ..methods.volume import as_stack, check_finite
     from ..models import embedding_cache
-    from ..tiling import choose_scale
-    from ._stacks import _at_level, _whole_image_level
+    from ..models.preprocessing import to_numpy
+    from ._stacks import _named_axes, _plane_channel_axis
 
     disk = embedding_cache.active()
     memory = getattr(segmenter, "cache", None)  # the model's in-memory cache answers first (an image given twice)
@@ -96,25 +99,27 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         "normalize": args.normalize,
         "name": str(path),
     }
-    # a pyramid (OME-Zarr, pyramidal TIFF) at the levels the segmenting subcommands read, so that they find these
-    # entries: the whole image where text and SAT one-shot read it, the tiles at the working scale's level
-    # (level 0 embedded whole read all of a slide into memory, and its tiles were not the ones segment asks for)
-    whole, whole_index, _ = _whole_image_level(path, image)
-    levels = {"whole_image": whole_index}
-    embeddings = []
-    if args.object_size is not None:
-        # that level whole too: a level that fits one tile is embedded whole by the methods
-        scale = choose_scale(np.shape(image), segmenter.input_size, args.object_size).scale
-        level, index, factor = _at_level(path, image, scale)
-        embeddings += precompute_embeddings(level, segmenter, object_size=args.object_size / factor, **options)
-        levels["tiles"] = index
-    if levels.get("tiles") != whole_index:  # else embedded above (any image that is no pyramid)
-        embeddings.insert(0, precompute_embeddings(whole, segmenter, **options)[0])
+    stack, warnings = None, []
+    if np.ndim(image) > 2:
+        stack, warnings = as_stack(image, channel_axis=args.channel_axis, name=str(path), axes=_named_axes(path))
+    levels: dict[str, int] = {}
+    if stack is not None:
+        check_finite(stack, str(path))  # before any plane is encoded
+        # a (Z, Y, X[, C]) stack plane by plane, as segment, oneshot and text read it (full resolution)
+        embeddings = []
+        for z in range(int(np.shape(stack)[0])):
+            plane = to_numpy(stack[z])
+            plane_options = {**options, "channel_axis": _plane_channel_axis(args), "name": f"{path} plane {z}"}
+            embeddings += precompute_embeddings(plane, segmenter, object_size=args.object_size, **plane_options)
+    else:
+        embeddings = _embed_levels(args, segmenter, path, image, options, levels)
     from_cache = hits() - before
-    tiles = f" + {len(embeddings) - 1} tile(s)" if args.object_size is not None else ""
+    n = 1 if stack is None else int(np.shape(stack)[0])
+    tiles = f" + {len(embeddings) - n} tile(s)" if args.object_size is not None else ""
+    what = "whole image" if stack is None else f"{n} whole plane(s)"
     if any(levels.values()):  # a pyramid read at a coarser level than its full resolution
-        tiles += f" (pyramid level {whole_index}" + (f", tiles at level {levels['tiles']}" if "tiles" in levels else "")
-        tiles += ")"
+        tiles += f" (pyramid level {levels['whole_image']}"
+        tiles += (f", tiles at level {levels['tiles']}" if "tiles" in levels else "") + ")"
     # evicted at once (a cap smaller than the entries) or never written (read-only): computed, but not kept
     kept = sum(disk is not None and e.key in disk for e in embeddings)
     record = {
@@ -125,8 +130,35 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         "kept": kept,
         "cache_keys": [e.key for e in embeddings],
         "pyramid_levels": levels,
-        "_summary": f"whole image{tiles}, {from_cache} of {len(embeddings)} already cached",
+        "_summary": f"{what}{tiles}, {from_cache} of {len(embeddings)} already cached",
     }
     if kept < len(embeddings):
-        record["warnings"] = [f"{len(embeddings) - kept} of {len(embeddings)} embedding(s) not kept in the cache"]
+        warnings.append(f"{len(embeddings) - kept} of {len(embeddings)} embedding(s) not kept in the cache")
+    if warnings:
+        record["warnings"] = warnings
     return record
+
+
+def _embed_levels(args: argparse.Namespace, segmenter, path: Path, image, options: dict, levels: dict) -> list:
+    """A 2D image's embeddings; a pyramid (OME-Zarr, pyramidal TIFF) at the levels the segmenting subcommands read,
+    so that they find these entries: the whole image where text and SAT one-shot read it, the tiles at the working
+    scale's level (level 0 embedded whole read all of a slide into memory, and its tiles were not the ones segment
+    asks for). ``levels`` receives the level indices."""
+    import numpy as np
+
+    from ..methods.precompute import precompute_embeddings
+    from ..tiling import choose_scale
+    from ._stacks import _at_level, _whole_image_level
+
+    whole, whole_index, _ = _whole_image_level(path, image)
+    levels["whole_image"] = whole_index
+    embeddings = []
+    if args.object_size is not None:
+        # that level whole too: a level that fits one tile is embedded whole by the methods
+        scale = choose_scale(np.shape(image), segmenter.input_size, args.object_size).scale
+        level, index, factor = _at_level(path, image, scale)
+        embeddings += precompute_embeddings(level, segmenter, object_size=args.object_size / factor, **options)
+        levels["tiles"] = index
+    if levels.get("tiles") != whole_index:  # else embedded above (any image that is no pyramid)
+        embeddings.insert(0, precompute_embeddings(whole, segmenter, **options)[0])
+    return embeddings
