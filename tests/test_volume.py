@@ -556,6 +556,39 @@ def test_an_ome_zarr_whose_axes_say_z_is_a_stack_without_the_channels_caution(tm
         assert len(caution) == (path.suffix == ".tif"), record["warnings"]
 
 
+def test_propagated_and_linked_stacks_whose_files_name_z_get_no_channels_caution(litemedsam, tmp_path):
+    """Bug hunt 4: the caution that a 4-plane stack's first axis might hold channels (pass --channel-axis 0) was
+    dropped for an OME-Zarr whose axes say z only when one plane was segmented: --propagate and plane by plane
+    (segment_stack) cautioned again, advising to read the z planes as channels. An OME-TIFF or ImageJ TIFF whose
+    axes say Z is planes by its word too; a TIFF without axis names keeps the caution."""
+    import warnings as python_warnings
+
+    import zarr
+    from ome_zarr.writer import write_image
+    from skimage import data as skdata
+
+    planes = np.stack([np.roll(skdata.coins()[:128, :128], 2 * z, axis=1) for z in range(4)])
+    zarr_path = tmp_path / "stack.ome.zarr"
+    with python_warnings.catch_warnings():
+        python_warnings.simplefilter("ignore", DeprecationWarning)
+        root = zarr.open_group(str(zarr_path), mode="w", zarr_format=2)
+        write_image(planes, root, axes="zyx", fmt=FormatV04(), storage_options={"chunks": (1, 128, 128)})
+    tifffile.imwrite(tmp_path / "stack.ome.tif", planes, ome=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "imagej.tif", planes, imagej=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "plain.tif", planes, photometric="minisblack")
+    box = ["--box", "10", "10", "60", "60", "--plane", "1", "--propagate", "--output-format", "tiff"]
+    for name in ("stack.ome.zarr", "stack.ome.tif", "imagej.tif", "plain.tif"):
+        out = tmp_path / f"out_{name}"
+        assert main(["segment", str(tmp_path / name), *box, "-o", str(out), "--scheduler", "none"]) == 0
+        record = json.loads((out / "report.json").read_text())["images"][0]
+        assert record["objects"] == 1 and record["mode"] == "propagated from plane 1"
+        caution = [w for w in record["warnings"] if "read as a stack of 4 planes" in w]
+        assert len(caution) == (name == "plain.tif"), (name, record["warnings"])
+    # plane by plane: the Python function takes the file's axis names too
+    result = segment_stack(read_image(zarr_path), lambda plane, z: plane > plane.mean(), axes="zyx")
+    assert result.objects and not [w for w in result.warnings if "read as a stack" in w]
+
+
 def test_propagation_takes_the_clicks_as_the_plane_does(litemedsam, mri, tmp_path):
     """`segment STACK --plane Z --propagate --box ... --point X Y` dropped the clicks without a word: the seed plane
     was not what `--plane Z` alone gave, and a click outside every box (an object of its own) was not carried. The

@@ -103,13 +103,26 @@ def _stack_for(args: argparse.Namespace, image: object, path: Path | None = None
 
 
 def _named_axes(path: Path) -> str | None:
-    """The input's axis order when its metadata names it (an OME-Zarr's axes; metadata only, no pixel read)."""
-    from ..io.multiscale import is_ome_zarr, open_multiscale
+    """The input's axis order when its metadata names it (an OME-Zarr's axes; an OME or ImageJ TIFF whose first axis
+    is Z or T: planes by the file's word); metadata only, no pixel read."""
+    from ..io.images import TIFF_SUFFIXES
+    from ..io.multiscale import TIFF_AXES, is_ome_zarr, open_multiscale
 
-    if not is_ome_zarr(path):
+    if is_ome_zarr(path):
+        image = open_multiscale(path)
+        return image.axes if image.axes_named else None
+    if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
         return None
-    image = open_multiscale(path)
-    return image.axes if image.axes_named else None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            named, codes = tif.is_ome or tif.is_imagej, tif.series[0].axes
+    except Exception:  # noqa: BLE001 - not a readable TIFF: the reader says why
+        return None
+    if not named or codes[:1] not in ("Z", "T"):
+        return None
+    return "z" + "".join(TIFF_AXES.get(code, "?") for code in codes[1:])
 
 
 def _at_level(path: Path, image: object, scale: float) -> tuple[object, int, float]:
@@ -202,7 +215,8 @@ def _stack_record(
     from ..models.preprocessing import to_numpy
     from ._common import _finish_image
 
-    volume, warnings = as_stack(image, channel_axis=args.channel_axis, name=str(path), axes=_named_axes(path))
+    axes = _named_axes(path)
+    volume, warnings = as_stack(image, channel_axis=args.channel_axis, name=str(path), axes=axes)
     n = int(np.shape(volume)[0])
     nothing: dict[int, str] = {}
 
@@ -224,7 +238,8 @@ def _stack_record(
     record: dict = {"input": str(path), "shape": list(np.shape(image)), "planes": n}
     # per-plane progress on this process's terminal; Dask workers leave it to the driver's progress bar
     progress = None if in_dask_worker() else _PlaneProgress()
-    common = {"channel_axis": args.channel_axis, "name": str(path), "progress": progress}
+    # the file's own axis names: an OME-Zarr's z is planes, not maybe channels (as the 2D functions would caution)
+    common = {"channel_axis": args.channel_axis, "name": str(path), "progress": progress, "axes": axes}
     try:
         if args.propagate:
             seed, seed_scores, seed_warnings, seed_scale = None, None, [], None

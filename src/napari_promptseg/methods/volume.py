@@ -130,8 +130,8 @@ def labels_shape(image: object, *, channel_axis: int | None = None) -> tuple[int
     return tuple(np.shape(stack)[:3]) if stack is not None else tuple(np.shape(image)[:2])
 
 
-def _stack(volume: object, channel_axis: int | None, name: str) -> tuple[object, list[str]]:
-    vol, warnings = as_stack(volume, channel_axis=channel_axis, name=name)
+def _stack(volume: object, channel_axis: int | None, name: str, axes: str | None = None) -> tuple[object, list[str]]:
+    vol, warnings = as_stack(volume, channel_axis=channel_axis, name=name, axes=axes)
     if vol is None:
         raise PromptsegError(f"{name}: a 2D image of shape {tuple(np.shape(volume))}; expected a (Z, Y, X[, C]) stack")
     check_finite(vol, name)
@@ -245,16 +245,18 @@ def segment_stack(
     name: str = "stack",
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
+    axes: str | None = None,
 ) -> StackResult:
     """Segment every plane of a (Z, Y, X[, C]) stack with ``segment_plane(plane, z)`` (any 2D method: it returns
     labels, or a result with ``.labels`` and ``.warnings``) and link the planes' objects: an object overlapping one
     of the previous plane by IoU >= ``link_iou`` (best match first, one to one) keeps its id. Integer labels keep
     their objects (values <= 0 are background); a bool or float mask's objects are its connected components.
     ``volume`` may also be a list of planes; a float stack in memory with NaN/inf is refused before any work.
+    ``axes``: the input's axis order when its file names it (:func:`as_stack`).
 
     Example: ``segment_stack(vol, lambda plane, z: segment_text(plane, "nuclei"))``.
     """
-    vol, warnings = _stack(volume, channel_axis, name)
+    vol, warnings = _stack(volume, channel_axis, name, axes)
     report = progress or (lambda fraction, message: None)
     n = vol.shape[0]
     labels = np.zeros(vol.shape[:3], np.uint32)
@@ -379,6 +381,7 @@ def propagate_through_stack(
     name: str = "stack",
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
+    axes: str | None = None,
 ) -> PropagationResult:
     """Segment objects on ``plane`` of a (Z, Y, X[, C]) stack and carry each through the stack in both directions.
 
@@ -392,11 +395,12 @@ def propagate_through_stack(
     prompted with the previous plane's mask (see the module's docstring) and ends where its IoU with that mask falls
     below ``stop_iou``, its score below ``min_score``, or its area below a fiftieth of its seed area. The working
     scale stays the seed's (``object_size`` or the boxes' size), so objects shrinking at their ends are seen alike.
+    ``axes``: the input's axis order when its file names it (:func:`as_stack`).
     """
     from ..models import load_segmenter
     from .interactive import segment_prompts
 
-    vol, warnings = _stack(volume, channel_axis, name)
+    vol, warnings = _stack(volume, channel_axis, name, axes)
     n = vol.shape[0]
     plane = _plane_index(plane, n, name)
     if segmenter is None:
