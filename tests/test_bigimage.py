@@ -333,3 +333,35 @@ def test_labels_promptseg_did_not_write_or_that_were_edited_since_are_never_repl
     assert _napari_labels(path)["promptseg"][0, 0] == 7
     assert main([*cli, "--labels-name", "again"]) == 0  # another name is written beside them
     assert sorted(_napari_labels(path)) == ["again", "manual", "promptseg"]
+
+
+def test_bioformats2raw_containers_are_read_as_their_image_series(litemedsam, tmp_path, shared_data, capsys):
+    """Bug hunt 4: bioformats2raw writes an OME-Zarr as a container (root marked 'bioformats2raw.layout', the image
+    in its series '0'), as IDR and the BioImage Archive serve them. A folder of them was 'no image files'; two named
+    slides were refused as both writing OUT/0.tif ('rename one'); one alone was reported and written as '0'. Their
+    series are inputs now, named after the container, and their labels go into the series' labels/ group."""
+    from pathlib import Path
+
+    image = tifffile.imread(shared_data / "nuclei_ctc_fluo_instances" / "images" / "N2DH-GOWT1_t01.tif")
+    folder = tmp_path / "slides"
+    for k, name in enumerate(("slideA.ome.zarr", "slideB.ome.zarr")):
+        root = zarr.open_group(str(folder / name), mode="w", zarr_format=2)
+        root.attrs["bioformats2raw.layout"] = 3
+        crop = np.ascontiguousarray(image[300 + 64 * k : 556 + 64 * k, 300:556])
+        write_ome_zarr(folder / name / "0", crop[None], FormatV04(), levels=2)
+    box = ["--box", "100", "100", "140", "140", "--scheduler", "none"]
+    out = tmp_path / "out"
+    assert main(["segment", str(folder), *box, "--output-format", "tiff", "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.tif")) == ["slideA.tif", "slideB.tif"]
+    records = json.loads((out / "report.json").read_text())["images"]
+    inputs = [Path(r["input"]).relative_to(folder).as_posix() for r in records]
+    assert inputs == ["slideA.ome.zarr/0", "slideB.ome.zarr/0"]
+    assert all(r["objects"] == 1 for r in records)
+    # named one by one, labels into the image's own labels/ group (NGFF: beside the image's levels)
+    slides = [str(folder / "slideA.ome.zarr"), str(folder / "slideB.ome.zarr")]
+    assert main(["segment", *slides, *box, "-o", str(tmp_path / "o2")]) == 0
+    for name in ("slideA.ome.zarr", "slideB.ome.zarr"):
+        labels = read_image(folder / name / "0" / "labels" / "promptseg")
+        np.testing.assert_array_equal(labels, tifffile.imread(out / name.replace(".ome.zarr", ".tif")))
+    with pytest.raises(PromptsegError, match="bioformats2raw container of 1 image series; open one of them"):
+        read_image(folder / "slideA.ome.zarr")

@@ -104,18 +104,25 @@ def _mean_or_none(values: Sequence[float]) -> float | None:
 
 def _expand_images(paths: list[Path]) -> list[Path]:
     from ..io.images import IMAGE_SUFFIXES, is_own_output
-    from ..io.multiscale import is_ome_zarr
+    from ..io.multiscale import bioformats2raw_series, is_ome_zarr
 
     out = []
     for path in paths:
         if is_ome_zarr(path):
             out.append(path)
+        elif series := bioformats2raw_series(path):  # bioformats2raw's layout: the images are its series 0, 1, ...
+            out.extend(series)
         elif path.is_dir():
             # hidden files (macOS "._x.tif" resource forks, editors' temporaries) are not the user's images, nor are
             # our own outputs (labels and overlays of a run whose -o was this folder)
             found = sorted(p for p in path.iterdir() if not p.name.startswith("."))
-            readable = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES or is_ome_zarr(p)]
-            out.extend(p for p in readable if not is_own_output(p))
+            containers = {p: bioformats2raw_series(p) for p in found if p.is_dir() and not is_ome_zarr(p)}
+            readable = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES or is_ome_zarr(p) or containers.get(p)]
+            for p in readable:
+                if containers.get(p):
+                    out.extend(containers[p])
+                elif not is_own_output(p):
+                    out.append(p)
             readable_set = set(readable)  # a folder of thousands of tiles: no list scan per file
             skipped = [p.name for p in found if p not in readable_set and p.is_file()]
             if skipped:  # a .webp or .gif the user counted on is not silently missing from the batch

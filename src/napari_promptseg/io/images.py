@@ -78,8 +78,15 @@ def label_image_2d(mask: np.ndarray, name: str = "labels") -> np.ndarray:
 
 
 def output_stem(path: str | Path) -> str:
-    """Output name of an input: 'slide.ome.zarr' and 'slide.ome.tif' -> 'slide', 'cells.png' -> 'cells'."""
+    """Output name of an input: 'slide.ome.zarr' and 'slide.ome.tif' -> 'slide', 'cells.png' -> 'cells'; the image
+    series of a bioformats2raw container: 'slide.ome.zarr/0' -> 'slide', 'slide.ome.zarr/2' -> 'slide_2' (not '0',
+    which every such container's first series would share)."""
+    from .multiscale import is_bioformats2raw_series
+
     path = Path(path)
+    if is_bioformats2raw_series(path):
+        stem = output_stem(path.parent)
+        return stem if path.name == "0" else f"{stem}_{path.name}"
     name = path.name
     for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif"):
         if name.lower().endswith(suffix):
@@ -92,10 +99,12 @@ def read_image(path: str | Path) -> np.ndarray:
 
     OME-Zarr image directories and pyramidal TIFFs are opened lazily: their full-resolution level as a dask array in
     the order (Z, ) Y, X (, C) (see :mod:`.multiscale`); nothing is read until a tile or plane is asked for."""
-    from .multiscale import is_lazy_image, open_multiscale
+    from .multiscale import bioformats2raw_series, is_lazy_image, open_multiscale
 
     path = Path(path)
     if path.is_dir() or is_lazy_image(path):
+        if bioformats2raw_series(path):
+            open_multiscale(path)  # names the container's image series to open
         if not is_lazy_image(path):
             raise PromptsegError(f"{path}: a directory, not an image (OME-Zarr images carry 'multiscales' metadata)")
         return open_multiscale(path).levels[0]

@@ -117,6 +117,27 @@ def is_ome_zarr(path: str | Path) -> bool:
     return bool(attrs and attrs.get("multiscales"))
 
 
+def bioformats2raw_series(path: str | Path) -> list[Path]:
+    """The images of a bioformats2raw container (the layout bioformats2raw writes, and IDR and the BioImage Archive
+    serve: a root group marked ``bioformats2raw.layout`` whose OME-Zarr images are the series ``0``, ``1``, ...),
+    in series order; [] for anything else."""
+    path = Path(path)
+    attrs = _ome_attributes(path) if path.is_dir() else None
+    if not attrs or "bioformats2raw.layout" not in attrs:
+        return []
+    try:
+        series = [p for p in path.iterdir() if p.name.isdigit() and is_ome_zarr(p)]
+    except OSError:
+        return []
+    return sorted(series, key=lambda p: int(p.name))
+
+
+def is_bioformats2raw_series(path: str | Path) -> bool:
+    """True for one image series of a bioformats2raw container (``slide.ome.zarr/0``)."""
+    path = Path(path)
+    return path.name.isdigit() and "bioformats2raw.layout" in (_ome_attributes(path.parent) or {})
+
+
 def is_multiscale_tiff(path: str | Path) -> bool:
     """True for a TIFF whose first series holds a pyramid (several resolution levels)."""
     import tifffile
@@ -152,6 +173,12 @@ def _open_ome_zarr(path: Path) -> MultiscaleImage:
 
     attrs = _ome_attributes(path)
     if not attrs or not attrs.get("multiscales"):
+        series = bioformats2raw_series(path)
+        if series:
+            names = ", ".join(str(p) for p in series[:3]) + (" ..." if len(series) > 3 else "")
+            raise PromptsegError(
+                f"{path}: a bioformats2raw container of {len(series)} image series; open one of them: {names}"
+            )
         raise PromptsegError(
             f"{path}: not an OME-Zarr image (no 'multiscales' metadata); plates, wells and bare zarr arrays are "
             "not read, open one image of them"
