@@ -417,3 +417,18 @@ def test_embed_of_a_stack_fills_what_propagation_reads(litemedsam, tmp_path, sha
     )
     assert set(record["stops"]["1"]) == {"up", "down"}
     assert {entry for _, _, entry in DiskEmbeddingCache(cache_dir).entries()} == embedded
+
+
+def test_a_cache_that_is_a_file_is_refused_before_any_work(tmp_path, crop, capsys):
+    """Bug hunt 4: --cache (or $PROMPTSEG_EMBEDDING_CACHE) naming a file ran the whole batch, logging once that the
+    cache 'cannot be written' and storing nothing, every image encoded again on the next run too."""
+    import tifffile
+
+    path, cache_file = tmp_path / "crop.tif", tmp_path / "notes.txt"
+    tifffile.imwrite(path, crop)
+    cache_file.write_text("my notes")
+    out = tmp_path / "out"
+    argv = ["segment", str(path), "--box", "30", "40", "110", "120", "-o", str(out), "--cache", str(cache_file)]
+    assert main(argv) == 2
+    assert f"embedding cache {cache_file}: a file, not a directory" in capsys.readouterr().err
+    assert not out.exists() and cache_file.read_text() == "my notes"

@@ -403,4 +403,7 @@ def _open(root: str, max_gb: float | None) -> DiskEmbeddingCache:
     if max_gb is not None and not (0 < max_gb < math.inf):
         raise PromptsegError(f"embedding cache size cap {max_gb} GB: give a size above 0 (e.g. 10)")
     path = default_location() if root == "default" else Path(root)
+    if path.expanduser().exists() and not path.expanduser().is_dir():
+        # every store would fail (logged once, then every image encoded again): say so before any work
+        raise PromptsegError(f"embedding cache {path}: a file, not a directory; give a directory for the cache")
     return DiskEmbeddingCache(path, None if max_gb is None else int(max_gb * 1e9))
