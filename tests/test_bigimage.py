@@ -365,3 +365,20 @@ def test_bioformats2raw_containers_are_read_as_their_image_series(litemedsam, tm
         np.testing.assert_array_equal(labels, tifffile.imread(out / name.replace(".ome.zarr", ".tif")))
     with pytest.raises(PromptsegError, match="bioformats2raw container of 1 image series; open one of them"):
         read_image(folder / "slideA.ome.zarr")
+
+
+def test_output_format_ome_zarr_with_an_input_that_is_none_is_refused_before_any_work(litemedsam, tmp_path, capsys):
+    """Bug hunt 4: --output-format ome-zarr with a TIFF among the inputs segmented that TIFF (and retried it), failed
+    at its write, and left an empty OUT/<stem>.tif that passed for a result; the OME-Zarr of the same batch got its
+    labels. The mismatch is known before any work: refused in one line, nothing written."""
+    (image, _, _), _ = nuclei()
+    tiff = tmp_path / "cells.tif"
+    tifffile.imwrite(tiff, image)
+    zarr_path = tmp_path / "slide.ome.zarr"
+    write_ome_zarr(zarr_path, image[None], FormatV04(), levels=2)
+    out = tmp_path / "out"
+    argv = ["segment", str(tiff), str(zarr_path), "--box", "30", "40", "60", "70", "-o", str(out)]
+    assert main([*argv, "--output-format", "ome-zarr", "--scheduler", "none"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tiff}: --output-format ome-zarr writes into an OME-Zarr input's labels/ group" in err, err
+    assert not out.exists() and not (zarr_path / "labels").exists()

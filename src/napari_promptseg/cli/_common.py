@@ -161,7 +161,18 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
     for an OME-Zarr input's labels image (:func:`..io.multiscale.labels_not_replaceable`)."""
     from ..io import output_stem
     from ..io.images import is_own_output
+    from ..io.multiscale import is_ome_zarr
 
+    if getattr(args, "output_format", "auto") == "ome-zarr":
+        # known before any work: each such input was segmented (and retried) only to fail at its write
+        not_zarr = [p for p in inputs if not is_ome_zarr(p)]
+        if not_zarr:
+            raise PromptsegError(
+                f"{not_zarr[0]}: --output-format ome-zarr writes into an OME-Zarr input's labels/ group; this input "
+                "is not one"
+                + (f" (nor {len(not_zarr) - 1} more input(s))" if len(not_zarr) > 1 else "")
+                + " (use --output-format auto: OME-Zarr labels for OME-Zarr inputs, TIFFs for the others)"
+            )
     _make_output_dir(args.output)
     suffixes = [".tif"] + (["_overlay.png"] if getattr(args, "overlay", False) else [])
     sources = {Path(p).resolve(): Path(p) for p in [*inputs, *also_read]}
@@ -192,7 +203,7 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
             + "; move it, or give another output directory"
         )
     if not getattr(args, "resume", False):  # a resume keeps its finished inputs' labels as they are, edited or not
-        from ..io.multiscale import is_ome_zarr, labels_not_replaceable
+        from ..io.multiscale import labels_not_replaceable
 
         for path in inputs:
             refused = (
