@@ -533,18 +533,12 @@ def test_the_progress_line_wipes_longer_lines_and_ends_before_what_follows(capsy
 def test_an_ome_zarr_whose_axes_say_z_is_a_stack_without_the_channels_caution(tmp_path):
     """4 planes are read as a stack, with a caution that the first axis might hold channels; an OME-Zarr whose
     axes metadata names that axis z got the caution too. A TIFF of the same planes (no axis names) keeps it."""
-    import warnings as python_warnings
 
-    import zarr
-    from ome_zarr.writer import write_image
     from skimage import data as skdata
 
     planes = np.stack([np.roll(skdata.coins()[:128, :128], 4 * z, axis=1) for z in range(4)])
     zarr_path = tmp_path / "stack_zyx.ome.zarr"
-    with python_warnings.catch_warnings():
-        python_warnings.simplefilter("ignore", DeprecationWarning)
-        root = zarr.open_group(str(zarr_path), mode="w", zarr_format=2)
-        write_image(planes, root, axes="zyx", fmt=FormatV04(), storage_options={"chunks": (1, 128, 128)})
+    _write_zyx_ome_zarr(zarr_path, planes)
     tifffile.imwrite(tmp_path / "stack_zyx.tif", planes, photometric="minisblack")
     box = ["--box", "10", "10", "60", "60", "--plane", "1"]
     for path in (zarr_path, tmp_path / "stack_zyx.tif"):
@@ -561,18 +555,12 @@ def test_propagated_and_linked_stacks_whose_files_name_z_get_no_channels_caution
     dropped for an OME-Zarr whose axes say z only when one plane was segmented: --propagate and plane by plane
     (segment_stack) cautioned again, advising to read the z planes as channels. An OME-TIFF or ImageJ TIFF whose
     axes say Z is planes by its word too; a TIFF without axis names keeps the caution."""
-    import warnings as python_warnings
 
-    import zarr
-    from ome_zarr.writer import write_image
     from skimage import data as skdata
 
     planes = np.stack([np.roll(skdata.coins()[:128, :128], 2 * z, axis=1) for z in range(4)])
     zarr_path = tmp_path / "stack.ome.zarr"
-    with python_warnings.catch_warnings():
-        python_warnings.simplefilter("ignore", DeprecationWarning)
-        root = zarr.open_group(str(zarr_path), mode="w", zarr_format=2)
-        write_image(planes, root, axes="zyx", fmt=FormatV04(), storage_options={"chunks": (1, 128, 128)})
+    _write_zyx_ome_zarr(zarr_path, planes)
     tifffile.imwrite(tmp_path / "stack.ome.tif", planes, ome=True, metadata={"axes": "ZYX"})
     tifffile.imwrite(tmp_path / "imagej.tif", planes, imagej=True, metadata={"axes": "ZYX"})
     tifffile.imwrite(tmp_path / "plain.tif", planes, photometric="minisblack")
@@ -650,3 +638,16 @@ def test_seed_labels_keep_their_ids_large_or_sparse(litemedsam, mri):
     seed[10:18, 10:18] = 2**32 + 5
     with pytest.raises(PromptsegError, match=r"seed labels hold id 4294967301, above the largest id"):
         propagate_through_stack(vol, 1, labels=seed, segmenter=litemedsam)
+
+
+def _write_zyx_ome_zarr(path, planes: np.ndarray) -> None:
+    """A (Z, Y, X) OME-Zarr (NGFF 0.4) whose axes say z, one chunk per plane."""
+    import warnings as python_warnings
+
+    import zarr
+    from ome_zarr.writer import write_image
+
+    with python_warnings.catch_warnings():
+        python_warnings.simplefilter("ignore", DeprecationWarning)
+        root = zarr.open_group(str(path), mode="w", zarr_format=2)
+        write_image(planes, root, axes="zyx", fmt=FormatV04(), storage_options={"chunks": (1, 128, 128)})
