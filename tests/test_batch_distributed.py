@@ -611,3 +611,22 @@ def test_a_run_that_fails_before_any_target_leaves_no_journal(tmp_path):
     with pytest.raises(PromptsegError, match="no such model"):
         run_batch(BatchJob(_failing_setup, _write_nothing, args), [image, image.with_name("b.tif")], scheduler="none")
     assert not (tmp_path / "out" / JOURNAL_NAME).exists()
+
+
+def test_workers_asked_for_where_they_cannot_be_given_are_said_to_be_ignored(tmp_path, capsys):
+    """--scheduler none --workers 4 ran in one process without a word (and so did a single input with --workers):
+    the user counted on four processes. Now a warning says why the number is not used."""
+    import argparse
+
+    from napari_promptseg.batch import BatchJob, run_batch
+
+    inputs = [tmp_path / "a.tif", tmp_path / "b.tif"]
+    for path in inputs:
+        tifffile.imwrite(path, np.zeros((8, 8), np.uint8))
+    args = argparse.Namespace(output=tmp_path / "out", threads=1)
+    run_batch(BatchJob(_float32_setup, _write_nothing, args), inputs, scheduler="none", workers=4).finish()
+    err = capsys.readouterr().err
+    assert "warning: --workers 4 is ignored: the 2 inputs run in this process (--scheduler none)" in err
+    # without --workers, nothing to say
+    run_batch(BatchJob(_float32_setup, _write_nothing, args), inputs[:1], scheduler="none").finish()
+    assert "--workers" not in capsys.readouterr().err

@@ -209,6 +209,13 @@ def resolve_scheduler(scheduler: str | None, n_inputs: int) -> str:
     return value
 
 
+def _workers_ignored_because(mode: str, n_inputs: int) -> str:
+    if mode == "none":
+        where = "the input runs" if n_inputs == 1 else f"the {n_inputs} inputs run"
+        return f"{where} in this process (--scheduler none); --scheduler local starts worker processes"
+    return f"the scheduler at {mode} runs on its own workers (start more with `dask worker {mode}`)"
+
+
 def default_workers() -> int:
     """One worker process per core this process may use."""
     try:
@@ -284,6 +291,8 @@ def run_batch(
     todo = [p for p in paths if str(p) not in kept]
     mode = resolve_scheduler(scheduler, len(todo))
     n_workers = max(1, min(workers or default_workers(), len(todo) or 1)) if mode == "local" else None  # tcp: seen
+    if workers is not None and mode != "local" and todo:  # asked for and not given: said, not dropped
+        print(f"warning: --workers {workers} is ignored: {_workers_ignored_because(mode, len(todo))}", file=sys.stderr)
     if kept:
         print(f"resuming: {len(kept)} of {len(paths)} input(s) already done in {output}", file=sys.stderr)
     if journal is not None:
