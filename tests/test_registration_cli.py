@@ -143,8 +143,17 @@ def test_register_cli_refuses_missing_inputs(shared_data, tmp_path, capsys):
     d = _birl(shared_data)
     assert main(["register", str(d["fixed"]), str(tmp_path / "nope.png"), "-o", str(tmp_path / "o")]) == 2
     assert "input image not found" in capsys.readouterr().err
+    (tmp_path / "x.csv").write_text(",X,Y\n0,1,2\n")
     code = main(
-        ["register", str(d["fixed"]), str(d["moving"]), "-o", str(tmp_path / "o"), "--landmarks-fixed", "x.csv"]
+        [
+            "register",
+            str(d["fixed"]),
+            str(d["moving"]),
+            "-o",
+            str(tmp_path / "o"),
+            "--landmarks-fixed",
+            str(tmp_path / "x.csv"),
+        ]
     )
     assert code == 2
     assert "give both --landmarks-fixed and --landmarks-moving" in capsys.readouterr().err

@@ -164,6 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     output = getattr(args, "output", None)
+    try:
+        _refuse_missing_inputs(args)
+    except PromptsegError as exc:
+        print(f"promptseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     new_output = output is not None and not Path(output).exists()
     try:
         with _disk_cache(args), _precision(args.precision):
@@ -185,6 +190,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\npromptseg {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+#: per subcommand, the arguments naming files it reads: (dest, option, what). Checked before anything is imported or
+#: started, so a typo is said at once (it was said after torch's import, a model's load or a Dask cluster's start:
+#: 5-8 s). Image inputs of the batch subcommands are checked as fast where folders are expanded.
+_INPUT_FILES = {
+    "register": (
+        ("fixed", "FIXED", "input image"),
+        ("moving", "MOVING", "input image"),
+        ("moving_labels", "--moving-labels", "input image"),
+        ("moving_annotations", "--moving-annotations", "input file"),
+        ("landmarks_fixed", "--landmarks-fixed", "input file"),
+        ("landmarks_moving", "--landmarks-moving", "input file"),
+    ),
+    "oneshot": (("reference", "--reference", "input image"), ("reference_mask", "--reference-mask", "input image")),
+    "library": (("image", "--image", "input file"), ("mask", "--mask", "input file")),
+    "train-text": (("csv", "CSV", "input file"),),
+}
+
+
+def _refuse_missing_inputs(args: argparse.Namespace) -> None:
+    for dest, option, what in _INPUT_FILES.get(args.command, ()):
+        value = getattr(args, dest, None)
+        for path in value if isinstance(value, list) else [value]:
+            if path is not None and not Path(path).exists():  # a folder may be an OME-Zarr image: its reader says
+                raise PromptsegError(f"{what} not found: {path} ({option})")
 
 
 @contextmanager
