@@ -142,8 +142,15 @@ def test_an_entry_with_partial_labels_records_it_and_hashes_apart(tmp_path, shar
     lib = ReferenceLibrary.open(tmp_path / "lib")
     partial = lib.add("nucleus", image, some, margin=None, partial_labels=True)
     assert partial.instances and partial.partial_labels  # partial labels are examples of many: instances
-    plain = lib.add("nucleus", image, some, margin=None, instances=True)  # the same pixels without the flag
+    # the same pixels under the same name as another kind would be ensembled with it: refused, naming the entry
+    with pytest.raises(PromptsegError, match=r"already saved as many instances, partial labels \(id nucleus.*remove"):
+        lib.add("nucleus", image, some, margin=None, instances=True)
+    plain = lib.add("nucleus, all", image, some, margin=None, instances=True)  # the same pixels without the flag
     assert not plain.partial_labels and plain.sha256 != partial.sha256
+    with pytest.raises(PromptsegError, match="already saved as many instances \\(id"):
+        lib.add("Nucleus, all", image, some, margin=None, partial_labels=True)
+    with pytest.raises(PromptsegError, match="already saved as many instances \\(id"):
+        lib.add("nucleus, all", image, some, margin=None, instances=False)  # the labels as one region
     assert plain.sha256 == array_digest(plain.image(), plain.labels().astype(np.uint16))  # as before the flag
     with pytest.raises(PromptsegError, match="already saved"):
         lib.add("nucleus", image, some, margin=None, partial_labels=True)
@@ -159,7 +166,7 @@ def test_an_entry_with_partial_labels_records_it_and_hashes_apart(tmp_path, shar
     archive = lib.export(tmp_path / "lib.zip")
     imported = ReferenceLibrary.import_zip(archive, tmp_path / "other").library
     assert [(e.partial_labels, e.sha256) for e in imported] == [(True, partial.sha256), (False, plain.sha256)]
-    assert ReferenceLibrary.import_zip(archive, imported).skipped == ["nucleus", "nucleus"]
+    assert ReferenceLibrary.import_zip(archive, imported).skipped == ["nucleus", "nucleus, all"]
 
     # a library.json written before the field: every entry reads as labelling all its objects
     for record in index["entries"]:
@@ -187,7 +194,7 @@ def test_labels_of_many_objects_are_saved_as_many_instances_by_default(tmp_path,
     lib = ReferenceLibrary.open(tmp_path / "lib")
     auto = lib.add("nucleus", image, truth, margin=None)
     assert auto.instances and len(np.unique(auto.labels())) - 1 == 50
-    assert not lib.add("nucleus", image, truth, margin=None, instances=False).instances
+    assert not lib.add("nuclei region", image, truth, margin=None, instances=False).instances
     one = np.zeros_like(truth)
     one[truth == truth.max()] = 1
     assert not lib.add("one nucleus", image, one, margin=None).instances  # one object: one region
@@ -212,7 +219,7 @@ def test_cli_library_add_decides_many_instances_from_the_mask_unless_a_flag_says
     where = ["--library", str(tmp_path / "lib")]
     assert main(["library", "add", "nucleus", "--image", image, "--mask", labels, *where]) == 0
     assert "many instances" in capsys.readouterr().out
-    assert main(["library", "add", "nucleus", "--image", image, "--mask", labels, "--no-instances", *where]) == 0
+    assert main(["library", "add", "nuclei region", "--image", image, "--mask", labels, "--no-instances", *where]) == 0
     assert "one region" in capsys.readouterr().out
     assert main(["library", "add", "nuclei", "--image", image, "--mask", labels, "--instances", *where]) == 0
     assert [e.instances for e in ReferenceLibrary.open(tmp_path / "lib").entries] == [True, False, True]
@@ -227,11 +234,14 @@ def test_cli_library_add_partial_labels_and_list_shows_it(tmp_path, shared_data,
     assert main(["library", "add", "nucleus", *files, "--partial-labels"]) == 0
     said = capsys.readouterr()
     assert "many instances, partial labels" in said.out and not said.err
-    assert main(["library", "add", "nucleus", *files]) == 0  # the same pixels, all objects labelled: another entry
+    # the same pixels as all objects labelled: under the same name they would be ensembled with the first, so refused
+    assert main(["library", "add", "nucleus", *files]) == 2
+    assert "already saved as many instances, partial labels" in capsys.readouterr().err
+    assert main(["library", "add", "nuclei", *files]) == 0
     said = capsys.readouterr()
     assert "many instances) to" in said.out
     # 8 objects and no --partial-labels: told what every prompt answered from it will learn, and how to mend it
-    assert "library exemplar 'nucleus' labels only 8 object(s)" in said.err and "--partial-labels" in said.err
+    assert "library exemplar 'nuclei' labels only 8 object(s)" in said.err and "--partial-labels" in said.err
     assert main(["library", "add", "nuclei", *files, "--partial-labels", "--no-instances"]) == 2
     assert "partial labels (the mask labels only some of the objects)" in capsys.readouterr().err
     assert [(e.instances, e.partial_labels) for e in ReferenceLibrary.open(tmp_path / "lib")] == [

@@ -319,8 +319,14 @@ def test_add_exemplar_of_only_some_labelled_objects_saves_partial_labels(make_vi
     assert (
         "(many instances, partial labels)" in widget.runner.widget.status.text() + widget.runner.widget.summary.text()
     )
-    # unticked, the same 8 nuclei are saved as all there is, and the user is told what that teaches
+    # unticked, the same pixels under the same name would be ensembled with the first: refused, naming the entry
     widget.exemplar_partial.setChecked(False)
+    start = len(notification_manager.records)
+    widget.add_exemplar_button.click()
+    errors = [n.message for n in notification_manager.records[start:] if n.severity == NotificationSeverity.ERROR]
+    assert any(f"already saved as many instances, partial labels (id {entry.id})" in m for m in errors), errors
+    # under another name they are saved as all there is, and the user is told what that teaches
+    widget.exemplar_name.setText("nuclei")
     start = len(notification_manager.records)
     widget.add_exemplar_button.click()
     warned = [n.message for n in notification_manager.records[start:] if n.severity == NotificationSeverity.WARNING]

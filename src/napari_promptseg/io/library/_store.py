@@ -262,15 +262,31 @@ class ReferenceLibrary:
         stored_mask = np.ascontiguousarray(binary[r0:r1, c0:c1])
         # a many-instances entry keeps its ids: components of the binary mask would merge touching objects
         # (329 labelled nuclei of a DSB image became 116 objects)
-        stored_labels = instance_ids(mask[r0:r1, c0:c1]) if instances else stored_mask
+        ids = instance_ids(mask[r0:r1, c0:c1])
+        stored_labels = ids if instances else stored_mask
         digest = _content_hash(stored, stored_labels, bool(partial_labels))
+        # the same pixels saved under this name as another kind (one region, instances, partial labels): a second
+        # entry would ensemble the two readings of one exemplar, which contradict each other
+        as_kind = {
+            _content_hash(stored, stored_mask): "one region",
+            _content_hash(stored, ids): "many instances",
+            _content_hash(stored, ids, True): "many instances, partial labels",
+        }
 
         with self._changing():
             entries = self.entries
             for other in entries:
-                if other.name.casefold() == name.casefold() and other.sha256 == digest:
+                if other.name.casefold() != name.casefold():
+                    continue
+                if other.sha256 == digest:
                     raise PromptsegError(
                         f"library entry '{name}' with these exact pixels is already saved (id {other.id})"
+                    )
+                if other.sha256 in as_kind:
+                    raise PromptsegError(
+                        f"library entry '{name}' with these exact pixels is already saved as {as_kind[other.sha256]} "
+                        f"(id {other.id}); to save it otherwise, remove that entry first (CLI: promptseg library "
+                        f"remove {other.id})"
                     )
             entry_id = self._new_id(name, {e.id for e in entries})
             folder = f"entries/{entry_id}"
