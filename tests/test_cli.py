@@ -246,6 +246,28 @@ def test_hidden_files_are_not_inputs_and_a_repeated_input_is_one(tmp_path, capsy
     assert _expand_images([tmp_path / "cells.tif", tmp_path]) == [tmp_path / "cells.tif"]
 
 
+def test_subfolders_of_an_input_folder_are_said_to_be_skipped(tmp_path, capsys):
+    """slides/ holding patient1/ and patient2/ beside one image ran on that image alone, without a word on the
+    subfolders. They are named now (not searched: a folder is one level). An earlier run's -o folder (its
+    report.json) and an OME-Zarr image inside are no subfolders to mention."""
+    from napari_promptseg.cli._common import _expand_images
+
+    image = np.full((32, 32), 7, np.uint8)
+    tifffile.imwrite(tmp_path / "cells.tif", image)
+    for name in ("patient1", "patient2"):
+        (tmp_path / name).mkdir()
+        tifffile.imwrite(tmp_path / name / "a.tif", image)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.json").write_text("{}")
+    assert _expand_images([tmp_path]) == [tmp_path / "cells.tif"]
+    err = capsys.readouterr().err
+    assert (
+        f"{tmp_path}: skipped 2 subfolder(s), not searched (name them too, e.g. {tmp_path}/*/): patient1, patient2"
+        in err
+    )
+    assert "out" not in err.split(":")[-1]
+
+
 def test_nonsense_option_values_are_refused_with_the_option_and_range(tmp_path, capsys):
     import pytest
 

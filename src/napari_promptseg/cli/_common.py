@@ -128,8 +128,17 @@ def _expand_images(paths: list[Path]) -> list[Path]:
             if skipped:  # a .webp or .gif the user counted on is not silently missing from the batch
                 print(
                     f"{path}: skipped {len(skipped)} file(s) that are not images read here "
-                    f"({', '.join(IMAGE_SUFFIXES)}, OME-Zarr): {', '.join(skipped[:10])}"
-                    + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""),
+                    f"({', '.join(IMAGE_SUFFIXES)}, OME-Zarr): {_some_names(skipped)}",
+                    file=sys.stderr,
+                )
+            # nor a folder of images one level down (slides/patient1/); an earlier run's -o folder is no input
+            folders = [
+                p.name for p in found if p.is_dir() and p not in readable_set and not (p / "report.json").is_file()
+            ]
+            if folders:
+                print(
+                    f"{path}: skipped {len(folders)} subfolder(s), not searched (name them too, e.g. {path}/*/): "
+                    f"{_some_names(folders)}",
                     file=sys.stderr,
                 )
         elif path.is_file():
@@ -144,6 +153,10 @@ def _expand_images(paths: list[Path]) -> list[Path]:
     for path in out:
         unique.setdefault(Path(os.path.normpath(path.absolute())), path)
     return list(unique.values())
+
+
+def _some_names(names: Sequence[str], shown: int = 10) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _make_output_dir(output: Path) -> None:
