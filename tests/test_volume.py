@@ -517,17 +517,24 @@ def test_plane_scores_of_2d_results():
     assert _plane_scores(labels) is None
 
 
-def test_the_progress_line_wipes_longer_lines_and_ends_before_what_follows(capsys):
-    from napari_promptseg.cli._stacks import _PlaneProgress
-
-    progress = _PlaneProgress()
-    progress(0.0, "stack.tif: plane 3 (12 object(s), up from 2)")
-    progress(1.0, "stack.tif: 1 object(s)")
-    progress.end()
-    progress.end()  # once only
+def test_a_stack_of_one_plane_needs_no_plane_and_logs_no_carriage_returns(litemedsam, tmp_path, capsys):
+    """A 2D image saved as (1, Y, X) (as many acquisition programs write one plane) was refused: "a stack of 1
+    planes; give --plane Z", and cautioned that its one plane might be channels. The boxes can only be on that
+    plane. And the per-plane progress wrote a carriage return per plane into logs (stderr not a terminal): it
+    writes a line every few seconds there now, none in a short run."""
+    (image, _, _), (truth, _, _) = nuclei()
+    path, flat = tmp_path / "one_plane.tif", tmp_path / "flat.tif"
+    tifffile.imwrite(path, image[None])
+    tifffile.imwrite(flat, image)
+    box = ["40", "40", "90", "90"]
+    assert main(["segment", str(path), "-o", str(tmp_path / "out"), "--box", *box]) == 0
     err = capsys.readouterr().err
-    first, second = err.split("\r")[1:]
-    assert len(second.rstrip("\n")) >= len(first) and second.endswith("\n") and not second.endswith("\n\n")
+    assert "channel" not in err and "\r" not in err, err
+    labels = tifffile.imread(tmp_path / "out" / "one_plane.tif")
+    assert main(["segment", str(flat), "-o", str(tmp_path / "out"), "--box", *box]) == 0
+    as_2d = tifffile.imread(tmp_path / "out" / "flat.tif")
+    assert labels.shape == (1, *image.shape[:2]) and as_2d.any() and np.array_equal(labels[0] > 0, as_2d > 0)
+    assert not as_stack(np.zeros((1, 64, 64)))[1]
 
 
 def test_an_ome_zarr_whose_axes_say_z_is_a_stack_without_the_channels_caution(tmp_path):

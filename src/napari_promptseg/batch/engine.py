@@ -238,7 +238,7 @@ def method_progress() -> Callable[[float, str], None] | None:
 LOG_STEP_EVERY_S = 10.0
 
 
-class _StepLine:
+class StepLine:
     """A method's progress on stderr: one rewritten line on a terminal (at most 4 a second, cut to its width),
     else a line at most every :data:`LOG_STEP_EVERY_S` (a log stays readable; a short run writes none)."""
 
@@ -335,7 +335,7 @@ def run_batch(
 
     single = len(paths) == 1
     interrupted = False
-    steps = _StepLine() if single and mode == "none" else None
+    steps = StepLine() if single and mode == "none" else None
     steps_token = _method_progress.set(steps)
     try:
         if todo and mode == "none":

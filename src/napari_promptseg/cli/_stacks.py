@@ -4,7 +4,6 @@ group), which pyramid level a lazy input is read at, and (Z, Y, X[, C]) inputs p
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -203,7 +202,7 @@ def _stack_record(
     batch writes empty labels, status "empty")."""
     import numpy as np
 
-    from ..batch.engine import in_dask_worker
+    from ..batch.engine import StepLine, in_dask_worker
     from ..methods.volume import (
         as_stack,
         check_finite,
@@ -236,8 +235,9 @@ def _stack_record(
         # refuse NaN before the first plane is segmented
         check_finite(volume, str(path))
     record: dict = {"input": str(path), "shape": list(np.shape(image)), "planes": n}
-    # per-plane progress on this process's terminal; Dask workers leave it to the driver's progress bar
-    progress = None if in_dask_worker() else _PlaneProgress()
+    # per-plane progress on this process's terminal (a rewritten line; in a log, a line every few seconds, not a
+    # carriage return per plane); Dask workers leave it to the driver's progress bar
+    progress = None if in_dask_worker() else StepLine()
     # the file's own axis names: an OME-Zarr's z is planes, not maybe channels (as the 2D functions would caution)
     common = {"channel_axis": args.channel_axis, "name": str(path), "progress": progress, "axes": axes}
     try:
@@ -290,7 +290,7 @@ def _stack_record(
             record["mode"] = "plane by plane, ids linked across planes"
     finally:
         if progress is not None:
-            progress.end()  # a following message, or an error, starts on a line of its own
+            progress.close()  # a following message, or an error, starts on a line of its own
     if nothing:
         warnings = [*warnings, f"{path}: nothing like the prompt on plane(s) {', '.join(map(str, sorted(nothing)))}"]
     if not args.propagate and getattr(args, "stop_iou_given", False):
@@ -332,22 +332,3 @@ def _plane_scores(out: object) -> dict[int, float] | None:
         return None
     labels = np.asarray(_plane_labels(out))
     return {int(k): float(score) for k in np.unique(labels[labels > 0])}
-
-
-class _PlaneProgress:
-    """A stack's per-plane progress on one rewritten stderr line."""
-
-    def __init__(self) -> None:
-        self.width = 0
-
-    def __call__(self, fraction: float, message: str) -> None:
-        text = f"{message} ({100 * fraction:.0f}%)"
-        # padded to the longest line so far: a shorter message would leave the end of a longer one on screen
-        print(f"\r{text.ljust(self.width)}", end="", file=sys.stderr, flush=True)
-        self.width = max(self.width, len(text))
-
-    def end(self) -> None:
-        """Ends the line (once), if anything was shown."""
-        if self.width:
-            print(file=sys.stderr, flush=True)
-            self.width = 0

@@ -115,8 +115,8 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
 
     from ..tiling import box_object_size, choose_scale
 
-    if np.ndim(image) > 2 and _stack_for(args, image, path) is not None:
-        if args.plane is None:
+    if np.ndim(image) > 2 and (stack := _stack_for(args, image, path)) is not None:
+        if args.plane is None and np.shape(stack)[0] > 1:  # one plane: the boxes can only be on it
             raise PromptsegError(
                 f"{path}: a stack of {np.shape(image)[0]} planes; give --plane Z, the plane the boxes were drawn "
                 "on (and --propagate to carry the objects through the stack)"

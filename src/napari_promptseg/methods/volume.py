@@ -67,7 +67,8 @@ def as_stack(
         if channel_axis is not None or colours or min(shape[1:]) < 8:
             return None, []
         warnings = []
-        if shape[0] <= 4 and not planes_given and not (axes or "").startswith("z"):  # nor by the file's
+        # one plane is one channel too: nothing to caution
+        if 1 < shape[0] <= 4 and not planes_given and not (axes or "").startswith("z"):  # nor by the file's
             warnings.append(
                 f"{name}: read as a stack of {shape[0]} planes of {shape[1]}x{shape[2]} pixels; if the first axis "
                 "holds channels, say so: channel_axis=0 (CLI: --channel-axis 0; widgets: channel axis 0)"
