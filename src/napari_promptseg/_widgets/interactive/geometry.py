@@ -313,6 +313,9 @@ def commit_to_labels(target: napari.layers.Labels, preview: np.ndarray, geom: Pl
     Goes through ``Labels.data_setitem`` so the whole commit is one undo step (Ctrl+Z). Returns the new ids.
     """
     name = f"labels layer '{target.name}'"
+    unpaintable = _unpaintable(target)
+    if unpaintable:
+        raise PromptsegError(f"{name} {unpaintable}, which napari cannot paint into: choose the target 'new layer'")
     if tuple(target.data.shape) != geom.labels_shape:
         raise PromptsegError(
             f"{name}: shape {tuple(target.data.shape)} does not match image '{geom.image_name}' "
@@ -349,3 +352,17 @@ def commit_to_labels(target: napari.layers.Labels, preview: np.ndarray, geom: Pl
     values = lut[placed[rows, cols]].astype(dtype)
     target.data_setitem(geom.labels_indices(rows, cols), values)
     return new_ids
+
+
+def _unpaintable(target: napari.layers.Labels) -> str | None:
+    """Why napari cannot write into a Labels layer's pixels, or None. Labels opened from an OME-Zarr (e.g. those
+    ``promptseg`` writes into its labels/ group, read by napari-ome-zarr) are a pyramid of lazy arrays: a commit
+    into one failed with 'TypeError: list indices must be integers' (a lazy one level: NotImplementedError)."""
+    data = target.data
+    if target.multiscale:
+        return "is a pyramid (e.g. OME-Zarr labels)"
+    if not isinstance(data, np.ndarray):
+        return "is read lazily (not in memory)"
+    if not data.flags.writeable:
+        return "is read-only"
+    return None
