@@ -64,3 +64,58 @@ def test_a_commit_into_labels_napari_cannot_paint_is_refused_naming_the_layer(ma
     widget.commit()
     assert widget.runner.state == "done" and widget.target_picker.layer().data.any()
     assert not viewer.layers[PREVIEW_NAME].data.any()
+
+
+def test_a_stack_reference_is_the_plane_its_labels_mark(make_viewer, qtbot, shared_data, tmp_path):
+    """A 3D volume as the reference, its object painted on one plane (a Labels layer over the stack, as napari's
+    'new labels' makes one), the same volume as the target: the One-shot widget refused with 'reference labels
+    'painted' of shape (5, 192, 224) do not match the 2D reference image 'mri' of shape (5, 192, 224)', and so did
+    'Save reference to library…' and the Text widget's 'Add exemplar'. The painted plane is the reference now (the
+    displayed one for 2D labels, or for labels on several planes); the summary says which."""
+    from napari_promptseg._widgets.oneshot import OneShotWidget
+    from napari_promptseg._widgets.text import TextPromptWidget
+    from napari_promptseg.io.library import ReferenceLibrary
+    from napari_promptseg.methods.metrics import dice
+
+    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
+    truth = scan["seg"] == 10  # the left thalamus
+    z = int(np.argmax(truth.sum((1, 2))))
+    vol, truth = scan["vol"][z - 2 : z + 3].astype(np.float32), truth[z - 2 : z + 3]
+    viewer = make_viewer()
+    mri = viewer.add_image(vol, name="mri", scale=(2.0, 1.0, 1.0))
+    marks = np.zeros(truth.shape, np.uint8)
+    marks[2][truth[2]] = 1
+    painted = viewer.add_labels(marks, name="painted", scale=(2.0, 1.0, 1.0))
+    widget = OneShotWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="one-shot")
+    widget.reference.set_layer(mri)
+    widget.reference_labels.set_layer(painted)
+    widget.target.set_layer(mri)
+    widget.mode.setCurrentText("single region")
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    assert "reference: plane 2 of 'mri'" in widget.runner.widget.summary.text()
+    result = viewer.layers["mri one-shot"]
+    assert result.data.shape == truth.shape
+    for plane in (0, 1, 3, 4):  # the thalamus on the planes the user did not paint (SAT: 0.83-0.89)
+        assert dice(result.data[plane] > 0, truth[plane]) > 0.75
+
+    # labels on two planes, neither of them displayed: which one is meant is asked, nothing runs
+    viewer.dims.set_current_step(0, 0)
+    both = marks.copy()
+    both[3][truth[3]] = 1
+    painted.data = both
+    widget.run()
+    assert widget.runner.state == "failed"
+    assert "mark planes 2, 3 of 'mri'" in widget.runner.widget.status.text()
+    viewer.dims.set_current_step(0, 3)  # the displayed plane is one of them: that one
+    text = TextPromptWidget(viewer)
+    text.image.set_layer(mri)
+    text.exemplar_labels.set_layer(painted)
+    text.exemplar_name.setText("thalamus")
+    text.library.setText(str(tmp_path / "library"))
+    entry = text.add_exemplar()
+    assert entry is not None, text.runner.widget.status.text()
+    (stored,) = ReferenceLibrary.open(tmp_path / "library").find("thalamus")
+    assert stored.source == "mri plane 3" and stored.source_shape[:2] == truth.shape[1:]

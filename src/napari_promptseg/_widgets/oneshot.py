@@ -33,11 +33,11 @@ from ..io.images import IMAGE_SUFFIXES
 from ._common import (
     LayerPicker,
     TaskRunner,
-    image_and_labels,
     level_factors,
     load_triton_safely,
     placement,
     plane_shape,
+    reference_plane,
     task_segmenter,
     unproxied,
     whole_image_level,
@@ -259,6 +259,7 @@ class OneShotWidget(QWidget):
         layout.addStretch(1)
         self.last_output: OneShotOutput | None = None
         self._level_factors = np.ones(2)  # the downsampling of each axis of the target level read
+        self._reference_plane: int | None = None  # the plane of a stack reference its labels mark
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder of target images")
@@ -275,7 +276,8 @@ class OneShotWidget(QWidget):
             raise PromptsegError("choose a reference image layer")
         if ref_labels is None:
             raise PromptsegError("choose the Labels layer that marks the object in the reference image")
-        reference, labels = image_and_labels(ref, ref_labels)
+        # a stack's reference is its labelled (or displayed) plane: the volume's other planes are the usual targets
+        reference, labels, self._reference_plane = reference_plane(self.viewer, ref, ref_labels)
         if labels.shape != reference.shape[: labels.ndim] or labels.ndim != 2:
             raise PromptsegError(
                 f"reference labels '{ref_labels.name}' of shape {labels.shape} do not match the 2D reference image "
@@ -340,7 +342,7 @@ class OneShotWidget(QWidget):
             name = self.library_name.text().strip()
             if not name:
                 raise PromptsegError("type a library name for the reference (e.g. 'gland')")
-            image, labels = image_and_labels(ref, ref_labels)
+            image, labels, plane = reference_plane(self.viewer, ref, ref_labels)
             if labels.ndim != 2 or labels.shape != image.shape[:2]:
                 raise PromptsegError(
                     f"reference labels '{ref_labels.name}' of shape {labels.shape} do not match the 2D reference "
@@ -357,7 +359,7 @@ class OneShotWidget(QWidget):
                 image,
                 labels,
                 self.library_description.text(),
-                source=ref.name,
+                source=ref.name if plane is None else f"{ref.name} plane {plane}",
                 pixel_size=None if scale == (1.0, 1.0) else scale,
                 instances=many and (partial or is_many_objects(labels)),
                 partial_labels=partial,
@@ -381,6 +383,7 @@ class OneShotWidget(QWidget):
         factors = self._level_factors if layer is not None else np.ones(2)
         object_size = float(self.object_size.value()) or None  # full-resolution pixels
         partial = self.partial_labels.isChecked()
+        reference_name = self.reference.layer().name
 
         def task(progress, cancel) -> OneShotOutput:
             return run_oneshot(
@@ -398,9 +401,14 @@ class OneShotWidget(QWidget):
                 cancel=cancel,
             )
 
+        plane = self._reference_plane
+
         def done(output: OneShotOutput) -> None:
             self.last_output = output
             self._add_layers(output, layer, factors)
+            if plane is not None:  # which plane of the stack the reference was
+                summary = self.runner.widget.summary
+                summary.setText(f"{summary.text()}\nreference: plane {plane} of '{reference_name}'")
 
         self.runner.submit(
             "oneshot", f"one-shot ({strategy})", task, done, inputs=(layer,) if layer is not None else ()

@@ -36,9 +36,9 @@ from ..methods.text import ROUTES, TextResult, available_route, split_phrases
 from ._common import (
     LayerPicker,
     TaskRunner,
-    image_and_labels,
     load_triton_safely,
     placement,
+    reference_plane,
     unproxied,
     whole_image_level,
 )
@@ -339,7 +339,7 @@ class TextPromptWidget(QWidget):
             name = self.exemplar_name.text().strip() or self.prompt.text().strip()
             if not name:
                 raise PromptsegError("type a name for the exemplar (or a prompt): what the structure is called")
-            image, labels = image_and_labels(image_layer, labels_layer)
+            image, labels, plane = reference_plane(self.viewer, image_layer, labels_layer)
             if labels.ndim != 2 or labels.shape != image.shape[:2]:
                 raise PromptsegError(
                     f"labels '{labels_layer.name}' of shape {labels.shape} do not match the 2D image "
@@ -350,7 +350,7 @@ class TextPromptWidget(QWidget):
                 name,
                 image,
                 labels,
-                source=image_layer.name,
+                source=image_layer.name if plane is None else f"{image_layer.name} plane {plane}",
                 instances=self.exemplar_mode,
                 partial_labels=self.exemplar_partial.isChecked(),
             )

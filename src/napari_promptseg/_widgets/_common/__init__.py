@@ -19,6 +19,7 @@ from .layers import (
     placement,
     placement_over,
     plane_shape,
+    reference_plane,
     unproxied,
     whole_image_level,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "placement",
     "placement_over",
     "plane_shape",
+    "reference_plane",
     "show_details",
     "task_segmenter",
     "unproxied",

@@ -49,6 +49,35 @@ def image_and_labels(image: napari.layers.Image, labels: napari.layers.Labels) -
     return np.asarray(image.data), np.asarray(labels.data)  # the caller's shape check names both
 
 
+def reference_plane(
+    viewer: napari.viewer.Viewer, image: napari.layers.Image, labels: napari.layers.Labels
+) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """An image layer and the Labels layer marking objects on it (a reference, an exemplar) as one 2D plane each, and
+    which plane of a stack that is (None for a 2D image). A stack's plane is the one its labels mark, else the one
+    displayed (labels on several planes; 2D labels, which napari shows on every plane). Pairs of other shapes come
+    back as :func:`image_and_labels` reads them, for the caller's shape check to name."""
+    pixels, marks = image_and_labels(image, labels)
+    spatial = pixels.shape[:-1] if image.rgb else pixels.shape
+    if len(spatial) != 3 or marks.shape not in (spatial, spatial[1:]):
+        return pixels, marks, None
+    # the displayed plane, on the level read (a pyramid's planes may be fewer than its full resolution's)
+    shown = float(image.world_to_data(viewer.dims.point)[0]) * spatial[0] / _levels(image)[0].shape[0]
+    shown = int(np.clip(np.round(shown), 0, spatial[0] - 1))
+    plane = shown
+    if marks.ndim == 3:
+        marked = np.flatnonzero(marks.reshape(len(marks), -1).any(axis=1))
+        if len(marked) == 1:
+            plane = int(marked[0])
+        elif len(marked) > 1 and shown not in marked:
+            listed = ", ".join(map(str, marked[:8])) + (", ..." if len(marked) > 8 else "")
+            raise PromptsegError(
+                f"labels '{labels.name}' mark planes {listed} of '{image.name}', none of them the displayed plane "
+                f"{shown}: move the slider to the plane to use"
+            )
+        marks = marks[plane]
+    return pixels[plane], marks, plane
+
+
 def whole_image_level(layer: napari.layers.Image) -> tuple[Any, np.ndarray]:
     """The pixels a whole-image method (text, SAT) reads from a layer, and the downsampling of each of the layer's
     axes: a pyramid's coarsest level with at least 1024 px along its longest side (as the CLI reads one; planes
