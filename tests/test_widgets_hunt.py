@@ -119,3 +119,43 @@ def test_a_stack_reference_is_the_plane_its_labels_mark(make_viewer, qtbot, shar
     assert entry is not None, text.runner.widget.status.text()
     (stored,) = ReferenceLibrary.open(tmp_path / "library").find("thalamus")
     assert stored.source == "mri plane 3" and stored.source_shape[:2] == truth.shape[1:]
+
+
+def test_the_commit_target_follows_the_image(make_viewer, qtbot, sample):
+    """The Interactive widget made 'promptseg labels' for the first image at its first commit and kept it as the
+    target: after switching to another image every commit was refused ('shape (256, 256) does not match image
+    'crop' (200, 150)') until the user changed the target by hand. A target that does not fit the new image gives
+    way to a new layer, and coming back to the first image finds the layer made for it."""
+    image, truth, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    first = viewer.add_image(image, name="nuclei")
+    widget = InteractiveWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="promptseg interactive")
+    widget.new_prompt_layers()
+    shapes = widget.shapes_picker.layer()
+    shapes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    widget.commit()
+    made = widget.target_picker.layer()
+    assert made is not None and made.data.any()
+
+    crop = viewer.add_image(image[:200, :150], name="crop", translate=(5.0, 5.0))
+    widget.image_picker.set_layer(crop)
+    assert widget.target_picker.layer() is None  # a new layer, for this image
+    inside = next(r for r in regionprops(truth[:200, :150]) if r.area > 100 and max(r.bbox[2:]) < 145)
+    b0, b1, b2, b3 = inside.bbox
+    shapes.add_rectangles(np.array([[b0, b1], [b2 - 1, b3 - 1]]) + 5.0)  # world = crop pixels + its translate
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    widget.commit()
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    second = widget.target_picker.layer()
+    assert second is not made and second.data.shape == (200, 150) and second.data.any()
+    np.testing.assert_allclose(second.translate, (5.0, 5.0))
+
+    widget.image_picker.set_layer(first)
+    assert widget.target_picker.layer() is made
+    mine = viewer.add_labels(np.zeros(truth.shape, np.uint16), name="mine")
+    widget.target_picker.set_layer(mine)  # the user's own choice, fitting the image: kept
+    widget.channel_combo.setCurrentIndex(0)
+    widget._on_image_options_changed()
+    assert widget.target_picker.layer() is mine

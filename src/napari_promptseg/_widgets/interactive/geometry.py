@@ -307,6 +307,25 @@ def gather_prompts(
     return prompts
 
 
+def target_misfit(target: napari.layers.Labels, geom: PlaneGeometry) -> str | None:
+    """Why a Labels layer cannot hold the objects of ``geom``'s image (another shape, or the same shape on another
+    grid), or None when it can."""
+    name = f"labels layer '{target.name}'"
+    if tuple(target.data.shape) != geom.labels_shape:
+        return f"{name}: shape {tuple(target.data.shape)} does not match image '{geom.image_name}' {geom.labels_shape}"
+    # the same array shape on another grid puts the objects elsewhere in the world than the image shows them
+    if not (
+        np.allclose(np.asarray(target.scale, float), geom.scale)
+        and np.allclose(np.asarray(target.translate, float), geom.translate)
+    ):
+        return (
+            f"{name} lies on another grid (scale {tuple(map(float, target.scale))}, translate "
+            f"{tuple(map(float, target.translate))}) than image '{geom.image_name}' (scale {tuple(geom.scale)}, "
+            f"translate {tuple(geom.translate)}): its pixels are not the image's"
+        )
+    return None
+
+
 def commit_to_labels(target: napari.layers.Labels, preview: np.ndarray, geom: PlaneGeometry) -> list[int]:
     """Write the preview objects into ``target`` as new ids (max + 1, ...), only where ``target`` is 0.
 
@@ -316,21 +335,9 @@ def commit_to_labels(target: napari.layers.Labels, preview: np.ndarray, geom: Pl
     unpaintable = _unpaintable(target)
     if unpaintable:
         raise PromptsegError(f"{name} {unpaintable}, which napari cannot paint into: choose the target 'new layer'")
-    if tuple(target.data.shape) != geom.labels_shape:
-        raise PromptsegError(
-            f"{name}: shape {tuple(target.data.shape)} does not match image '{geom.image_name}' "
-            f"{geom.labels_shape}; choose another target or a new layer"
-        )
-    # the same array shape on another grid puts the objects elsewhere in the world than the image shows them
-    if not (
-        np.allclose(np.asarray(target.scale, float), geom.scale)
-        and np.allclose(np.asarray(target.translate, float), geom.translate)
-    ):
-        raise PromptsegError(
-            f"{name} lies on another grid (scale {tuple(map(float, target.scale))}, translate "
-            f"{tuple(map(float, target.translate))}) than image '{geom.image_name}' (scale {tuple(geom.scale)}, "
-            f"translate {tuple(geom.translate)}): its pixels are not the image's; choose another target or a new layer"
-        )
+    misfit = target_misfit(target, geom)
+    if misfit:
+        raise PromptsegError(f"{misfit}; choose another target or a new layer")
     dtype = np.dtype(target.data.dtype)
     if dtype.kind not in "iu":
         raise PromptsegError(f"{name}: labels must be integers, got {dtype}")

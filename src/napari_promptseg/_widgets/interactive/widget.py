@@ -43,6 +43,7 @@ from .geometry import (
     gather_prompts,
     plane_geometry,
     plane_source,
+    target_misfit,
 )
 from .layout import (
     BOXES_NAME,
@@ -178,10 +179,34 @@ class InteractiveWidget(NewLayerActions, QWidget):
         self._last_plane = None
         if self._no_image():
             return
+        self._fit_target()
         if self._has_prompt_layers():
             self._schedule_preview()
         elif self.auto_embed_check.isChecked():
             self.compute_embedding()
+
+    def _fit_target(self) -> None:
+        """Another image (or channel axis) than the target Labels layer fits: the target becomes a layer this widget
+        made for that image, else a new layer. The target made for the first image stayed, and every commit on the
+        next image was refused as 'shape does not match'."""
+        target = self.target_picker.layer()
+        try:
+            _, geom = self._geometry()
+        except PromptsegError:
+            return  # e.g. 3D view: decided when the user is back in 2D and commits
+        if target is None or target_misfit(target, geom) is None:
+            return
+        made = (
+            layer
+            for layer in self.viewer.layers
+            if isinstance(layer, napari.layers.Labels)
+            and layer.metadata.get(ROLE_KEY) == "target"
+            and target_misfit(layer, geom) is None
+        )
+        fitting = next(made, None)
+        self.target_picker.set_layer(fitting)
+        now = f"'{fitting.name}'" if fitting is not None else "a new layer"
+        show_info(f"commit target: {now} for image '{geom.image_name}' ('{target.name}' lies elsewhere)")
 
     def _has_prompt_layers(self) -> bool:
         shapes, points = self.shapes_picker.layer(), self.points_picker.layer()
@@ -522,6 +547,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
 
     def _new_target(self, geom: PlaneGeometry) -> napari.layers.Labels:
         target = self._add_result_layer(np.zeros(geom.labels_shape, dtype=np.uint32), geom, TARGET_NAME)
+        target.metadata[ROLE_KEY] = "target"  # found again when the user comes back to its image (_fit_target)
         self.target_picker.set_layer(target)
         return target
 
