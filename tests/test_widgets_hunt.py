@@ -159,3 +159,27 @@ def test_the_commit_target_follows_the_image(make_viewer, qtbot, sample):
     widget.channel_combo.setCurrentIndex(0)
     widget._on_image_options_changed()
     assert widget.target_picker.layer() is mine
+
+
+def test_the_one_shot_target_starts_on_another_image_than_the_reference(make_viewer, qtbot, shared_data, tmp_path):
+    """With a reference and a target image open, the One-shot widget's target started on '(folder below)' and a
+    run was refused ('choose a target image layer or a folder'). It starts on an image other than the reference;
+    a folder typed in is the target, and the user's choice of the folder entry survives new layers."""
+    from napari_promptseg._widgets.oneshot import OneShotWidget
+    from napari_promptseg.io import read_image
+
+    xrays = sorted((shared_data / "lungs_cxr_shenzhen" / "images").iterdir())[:2]
+    viewer = make_viewer()
+    reference = viewer.add_image(read_image(xrays[0])[..., 0], name="reference")
+    viewer.add_labels(np.zeros((512, 512), np.uint8), name="lungs")
+    target = viewer.add_image(read_image(xrays[1])[..., 0], name="target")
+    widget = OneShotWidget(viewer)
+    assert widget.reference.layer() is reference and widget.target.layer() is target
+    widget.folder.setText(str(tmp_path))
+    assert widget.target.layer() is None  # the folder typed is what runs
+    viewer.add_image(np.zeros((8, 8), np.uint8), name="another")
+    assert widget.target.layer() is None
+    widget.folder.setText("")
+    widget.target.set_layer(reference)  # the reference segmented itself: the user's choice stays
+    viewer.layers.remove("another")
+    assert widget.target.layer() is reference

@@ -193,9 +193,12 @@ class OneShotWidget(QWidget):
         self.runner = TaskRunner(self)
         self.reference = LayerPicker(napari_viewer, napari.layers.Image)
         self.reference_labels = LayerPicker(napari_viewer, napari.layers.Labels)
-        self.target = LayerPicker(napari_viewer, napari.layers.Image, none_text="(folder below)")
+        # another image than the reference: the target started on the folder entry with a second image open
+        self.target = LayerPicker(napari_viewer, napari.layers.Image, none_text="(folder below)", unlike=self.reference)
         self.folder = QLineEdit()
         self.folder.setPlaceholderText("optional: folder of target images")
+        # a folder typed or browsed to is the target (a target layer would otherwise take precedence unseen)
+        self.folder.textChanged.connect(self._on_folder_text)  # a bound method: a lambda would hold the widget
         browse = QPushButton("…")
         browse.clicked.connect(self._browse)
         self.strategy = QComboBox()
@@ -260,6 +263,10 @@ class OneShotWidget(QWidget):
         self.last_output: OneShotOutput | None = None
         self._level_factors = np.ones(2)  # the downsampling of each axis of the target level read
         self._reference_plane: int | None = None  # the plane of a stack reference its labels mark
+
+    def _on_folder_text(self, text: str) -> None:
+        if text.strip():
+            self.target.set_layer(None)
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder of target images")

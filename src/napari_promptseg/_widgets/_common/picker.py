@@ -81,7 +81,7 @@ class LayerPicker(QComboBox):
             keep = None  # not chosen by the user, and the other picker's: another layer when there is one
         if keep is None and self._auto_select and not self._none_chosen:
             keep = next((layer for layer in layers if layer is not None and layer in self._empty_when_seen), None)
-        if keep is None and self._unlike is not None:
+        if keep is None and self._unlike is not None and not self._none_chosen:
             keep = next((ly for ly in layers if ly is not None and ly is not self._unlike.layer()), None)
         self._refreshing = True
         try:
