@@ -183,3 +183,38 @@ def test_the_one_shot_target_starts_on_another_image_than_the_reference(make_vie
     widget.target.set_layer(reference)  # the reference segmented itself: the user's choice stays
     viewer.layers.remove("another")
     assert widget.target.layer() is reference
+
+
+def test_a_4d_layer_is_refused_naming_it_before_it_is_read(make_viewer, qtbot, sample, tmp_path):
+    """A time series of stacks (T, Z, Y, X) as the Text widget's image or the One-shot target was refused as
+    'target layer has 4 dimensions' (the Text widget's image is no 'target layer', and which layer was not said),
+    after the whole layer had been read into memory on napari's thread (a lazy one too)."""
+    from napari_promptseg._widgets.oneshot import OneShotWidget
+    from napari_promptseg._widgets.text import TextPromptWidget
+
+    image, truth, _ = sample
+    viewer = make_viewer()
+    series = da.broadcast_to(da.from_array(image), (2, 3, *image.shape))
+    computed = []
+    series = series.map_blocks(lambda block: computed.append(1) or block, dtype=image.dtype)
+    layer = viewer.add_image(series, name="time series", contrast_limits=(0, 255))
+    computed.clear()  # napari reads the displayed plane
+    text = TextPromptWidget(viewer)
+    viewer.window.add_dock_widget(text, name="text")
+    text.image.set_layer(layer)
+    text.prompt.setText("nuclei")
+    text.library.setText(str(tmp_path / "library"))
+    text.run()
+    status = text.runner.widget.status.text()
+    assert "image layer 'time series' has 4 dimensions (shape (2, 3, 256, 256))" in status, status
+    assert not computed
+
+    reference = viewer.add_image(image, name="nuclei")
+    oneshot = OneShotWidget(viewer)
+    viewer.window.add_dock_widget(oneshot, name="one-shot")
+    oneshot.reference.set_layer(reference)
+    oneshot.reference_labels.set_layer(viewer.add_labels(truth, name="nuclei labels"))
+    oneshot.target.set_layer(layer)
+    oneshot.run()
+    assert "target layer 'time series' has 4 dimensions" in oneshot.runner.widget.status.text()
+    assert not computed and not text.runner.busy and not oneshot.runner.busy

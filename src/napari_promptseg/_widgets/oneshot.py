@@ -64,15 +64,20 @@ class OneShotOutput:
     labelling_advice: str | None = None  # few objects labelled, not said to be partial: why little may be found
 
 
-def target_planes(data: np.ndarray, rgb: bool) -> tuple[list[np.ndarray], bool]:
-    """A 2D (or RGB) image -> [image]; a stack (first axis = planes) -> its planes."""
-    data = np.asarray(data)
+def target_planes(data: np.ndarray, rgb: bool, name: str = "target layer") -> tuple[list[np.ndarray], bool]:
+    """A 2D (or RGB) image -> [image]; a stack (first axis = planes) -> its planes. ``name``: the layer, as the
+    refusal of other shapes names it (checked before a lazy array is read)."""
     plane_ndim = 3 if rgb else 2
+    if np.ndim(data) not in (plane_ndim, plane_ndim + 1):
+        shape = tuple(np.shape(data))
+        raise PromptsegError(
+            f"{name} has {len(shape)} dimensions (shape {shape}{', RGB' if rgb else ''}); expected a 2D image or a "
+            "stack of 2D planes: pick one stack (e.g. one time point or channel: Layers > Split Stack)"
+        )
+    data = np.asarray(data)
     if data.ndim == plane_ndim:
         return [data], False
-    if data.ndim == plane_ndim + 1:
-        return [np.asarray(data[i]) for i in range(data.shape[0])], True
-    raise PromptsegError(f"target layer has {data.ndim} dimensions; expected a 2D image or a stack of 2D planes")
+    return [np.asarray(data[i]) for i in range(data.shape[0])], True
 
 
 def run_oneshot(
@@ -305,7 +310,7 @@ class OneShotWidget(QWidget):
                 else:  # one region: the level a whole-image method reads, as the CLI
                     data = np.asarray(whole_image_level(target)[0])
                 self._level_factors = level_factors(target, data)
-            planes, stacked = target_planes(data, target.rgb)
+            planes, stacked = target_planes(data, target.rgb, f"target layer '{target.name}'")
             # a plane named as the CLI names it: its warnings then name the plane once (methods.volume.plane_warnings)
             names = [f"{target.name} plane {i}" for i in range(len(planes))] if stacked else [target.name]
             return reference, labels, planes, names, stacked, target

@@ -385,7 +385,7 @@ class TextPromptWidget(QWidget):
             split_phrases(prompt)  # an empty prompt is refused here, before any model loads
             # a pyramid is read at the level a whole-image method needs; the layers come back at its pixel size
             data, factors = whole_image_level(layer)
-            planes, stacked = target_planes(data, layer.rgb)
+            planes, stacked = target_planes(data, layer.rgb, f"image layer '{layer.name}'")
             # the level's objects are this much smaller than the library exemplars' (saved at full resolution)
             level_factor = float(np.asarray(factors)[-1])
         except PromptsegError as exc:

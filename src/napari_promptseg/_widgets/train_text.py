@@ -63,7 +63,7 @@ def layer_triplets(rows: list[tuple[np.ndarray, bool, np.ndarray, str, str]]) ->
     for image, rgb, labels, text, name in rows:
         if not text.strip():
             raise PromptsegError(f"{name}: type the text that names what the labels mark (e.g. 'polyp')")
-        planes, stacked = target_planes(image, rgb)
+        planes, stacked = target_planes(image, rgb, name)
         labels = np.asarray(labels)
         masks = [labels[i] for i in range(labels.shape[0])] if stacked and labels.ndim == 3 else [labels]
         if len(masks) != len(planes):
