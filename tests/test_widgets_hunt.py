@@ -218,3 +218,40 @@ def test_a_4d_layer_is_refused_naming_it_before_it_is_read(make_viewer, qtbot, s
     oneshot.run()
     assert "target layer 'time series' has 4 dimensions" in oneshot.runner.widget.status.text()
     assert not computed and not text.runner.busy and not oneshot.runner.busy
+
+
+def test_a_volume_shown_in_3d_gives_no_error_and_2d_embeds_it(make_viewer, qtbot, shared_data):
+    """The Interactive widget opened on a volume shown in 3D raised two error notifications at once ('embedding:
+    ... switch the viewer to 2D', 'preview: ...' with no prompt drawn), and the status kept that failure after the
+    switch to 2D, which embedded nothing. The 3D view is said in the status line; back in 2D the plane is embedded
+    and prompts preview."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
+    truth = scan["seg"] == 10  # the left thalamus
+    z = int(np.argmax(truth.sum((1, 2))))
+    viewer = make_viewer()
+    viewer.add_image(scan["vol"][z - 2 : z + 3].astype(np.float32), name="mri")
+    viewer.dims.ndisplay = 3
+    start = len(notification_manager.records)
+    widget = InteractiveWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="promptseg interactive")
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    errors = [n.message for n in notification_manager.records[start:] if n.severity == NotificationSeverity.ERROR]
+    assert not errors, errors
+    assert widget.runner.state == "ready" and "3D view" in widget.runner.widget.status.text()
+
+    viewer.dims.ndisplay = 2
+    qtbot.waitUntil(lambda: widget.is_idle and widget.runner.state == "done", timeout=RUN_MS)
+    assert "embedding of 'mri' ready" in widget.runner.widget.status.text()
+    widget.new_prompt_layers()
+    plane = int(viewer.dims.current_step[0])
+    rows, cols = np.nonzero(truth[z - 2 + plane])
+    r0, c0, r1, c1 = rows.min(), cols.min(), rows.max(), cols.max()
+    box = [[plane, r0, c0], [plane, r0, c1], [plane, r1, c1], [plane, r1, c0]]
+    widget.shapes_picker.layer().add_rectangles(np.array(box))
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.preview is not None and widget.preview.labels.any()
+    viewer.dims.ndisplay = 3
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert "3D view" in widget.runner.widget.status.text()

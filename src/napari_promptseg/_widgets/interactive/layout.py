@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 PREVIEW_NAME = "promptseg preview"
 NO_IMAGE = "no image layer: open an image (File > Open Sample > Prompt segmentation), then draw boxes or click"
 TARGET_NAME = "promptseg labels"
+#: the status line in a 3D view (no plane to embed or prompt on), said quietly: it is no error
+VIEW_3D = "3D view: prompts segment one 2D plane; switch the viewer to 2D (Ctrl+Y)"
 BOXES_NAME = "promptseg boxes"
 POINTS_NAME = "promptseg points"
 #: metadata tag of the preview layer, so it is never offered as a commit target (also across widget instances)

@@ -58,6 +58,7 @@ from .layout import (
     TARGET_NAME,
     TOGGLE_KEY,
     UNDO_KEY,
+    VIEW_3D,
     _is_preview,
     build_controls,
 )
@@ -96,6 +97,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
         build_controls(self)
         self.runner.idle.connect(self._on_runner_idle)
         self.viewer.dims.events.current_step.connect(self._on_dims_changed)
+        self.viewer.dims.events.ndisplay.connect(self._on_dims_changed)  # back in 2D: a plane to embed again
         self._on_image_changed(self.image_picker.layer())
         self._on_prompt_layer_changed("shapes", self.shapes_picker.layer())
         self._on_prompt_layer_changed("points", self.points_picker.layer())
@@ -183,7 +185,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
         if self._has_prompt_layers():
             self._schedule_preview()
         elif self.auto_embed_check.isChecked():
-            self.compute_embedding()
+            self._auto_embed()
 
     def _fit_target(self) -> None:
         """Another image (or channel axis) than the target Labels layer fits: the target becomes a layer this widget
@@ -267,7 +269,9 @@ class InteractiveWidget(NewLayerActions, QWidget):
         try:
             _, geom = self._geometry()
         except PromptsegError:
-            return  # e.g. 3D view: nothing to do until the user comes back to 2D
+            if self.viewer.dims.ndisplay != 2:  # nothing to do until the user comes back to 2D: said quietly
+                self.runner.widget.note(VIEW_3D)
+            return
         plane = (geom.image_name, geom.index)
         if plane == self._last_plane:
             return
@@ -276,7 +280,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
             self._version += 1
             self._schedule_preview()
         elif self.auto_embed_check.isChecked():
-            self.compute_embedding()
+            self._auto_embed()
 
     # -- polarity ----------------------------------------------------------------------------------------------
     def _on_polarity_changed(self, *_) -> None:
@@ -401,6 +405,14 @@ class InteractiveWidget(NewLayerActions, QWidget):
             layer.data = np.zeros_like(layer.data)
 
     # -- actions -----------------------------------------------------------------------------------------------
+    def _auto_embed(self) -> None:
+        """The embedding a change of image or plane starts. A 3D view has no plane to embed: said in the status
+        line, not as an error (opening the widget on a volume shown in 3D raised two error notifications)."""
+        if self.viewer.dims.ndisplay != 2:
+            self.runner.widget.note(VIEW_3D)
+            return
+        self.compute_embedding()
+
     def compute_embedding(self) -> None:
         """Encode the displayed plane now, so the first prompt previews in a fraction of a second."""
         if self._no_image():
@@ -435,6 +447,10 @@ class InteractiveWidget(NewLayerActions, QWidget):
         if self._no_image():
             return
         shapes, points = self.shapes_picker.layer(), self.points_picker.layer()
+        if not self._has_prompt_layers():  # nothing to preview: not even a 3D view is worth an error
+            self._clear_preview()
+            self._commit_after_preview = False
+            return
         try:
             image, geom = self._geometry()
             prompts = gather_prompts(self.viewer, image, geom, shapes, points)
