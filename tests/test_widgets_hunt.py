@@ -255,3 +255,35 @@ def test_a_volume_shown_in_3d_gives_no_error_and_2d_embeds_it(make_viewer, qtbot
     viewer.dims.ndisplay = 3
     qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
     assert "3D view" in widget.runner.widget.status.text()
+
+
+def test_the_preview_follows_a_rotated_image(make_viewer, qtbot, sample):
+    """The preview layer, made for a first image, was reused for the next one with its scale and translate only:
+    over a rotated image (rotate 30) the preview of a nucleus lay off it, turned back by the first image's lack of
+    rotation; and back on the first image it kept the rotation."""
+    image, truth, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    plain = viewer.add_image(image, name="plain")
+    turned = viewer.add_image(image, name="turned", rotate=30, translate=(40.0, 300.0))
+    widget = InteractiveWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="promptseg interactive")
+    widget.image_picker.set_layer(plain)
+    shapes = viewer.add_shapes(name="boxes")
+    shapes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    preview = viewer.layers[PREVIEW_NAME]
+    assert preview.data.any()
+
+    shapes.data = []
+    corners = np.array([turned.data_to_world(p) for p in ([r0, c0], [r0, c1], [r1, c1], [r1, c0])])
+    shapes.add_polygons(corners)  # the nucleus's box as the rotated image shows it (a box is its bounding box)
+    widget.image_picker.set_layer(turned)
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert viewer.layers[PREVIEW_NAME] is preview and preview.data.any()
+    for pixel in ([0, 0], [r0, c0], [255, 100]):
+        np.testing.assert_allclose(preview.data_to_world(pixel), turned.data_to_world(pixel), atol=1e-6)
+    widget.image_picker.set_layer(plain)
+    shapes.data = []
+    shapes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    np.testing.assert_allclose(preview.data_to_world([r0, c0]), plain.data_to_world([r0, c0]), atol=1e-6)

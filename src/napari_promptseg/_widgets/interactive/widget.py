@@ -395,6 +395,8 @@ class InteractiveWidget(NewLayerActions, QWidget):
         else:
             layer.scale = geom.scale
             layer.translate = geom.preview_translate
+            # the image's rotate/shear/affine too: a preview reused from an unrotated image lay off a rotated one
+            layer.affine = geom.affine if geom.affine is not None else np.eye(data.ndim + 1)
             layer.data = data
         self._preview_layer = layer
 
