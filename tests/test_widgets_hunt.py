@@ -287,3 +287,27 @@ def test_the_preview_follows_a_rotated_image(make_viewer, qtbot, sample):
     shapes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
     qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
     np.testing.assert_allclose(preview.data_to_world([r0, c0]), plain.data_to_world([r0, c0]), atol=1e-6)
+
+
+def test_a_commit_target_under_another_rotation_than_the_image_is_refused(make_viewer, sample):
+    """A Labels layer with the image's shape, scale and translate but not its rotation took a commit: the objects
+    lay turned away from the nuclei the image shows (the grid check compared scale and translate only). The layer
+    the widget makes for a rotated image (its placement) still takes them."""
+    from napari_promptseg._widgets._common import placement
+    from napari_promptseg._widgets.interactive import commit_to_labels, plane_geometry
+    from napari_promptseg.errors import PromptsegError
+
+    image, truth, _ = sample
+    viewer = make_viewer()
+    turned = viewer.add_image(image, name="turned", rotate=30, scale=(0.5, 0.5), translate=(4.0, 9.0))
+    geom = plane_geometry(viewer, turned)
+    flat = viewer.add_labels(np.zeros(truth.shape, np.uint32), name="flat", scale=(0.5, 0.5), translate=(4.0, 9.0))
+    with pytest.raises(PromptsegError, match="'flat' lies on another grid .* rotation"):
+        commit_to_labels(flat, truth, geom)
+    assert not flat.data.any()
+    same = viewer.add_labels(np.zeros(truth.shape, np.uint32), name="same", **placement(turned, 2))
+    assert len(commit_to_labels(same, truth, geom)) == len(np.unique(truth)) - 1
+    also = viewer.add_labels(
+        np.zeros(truth.shape, np.uint32), name="also", rotate=30, scale=(0.5, 0.5), translate=(4, 9)
+    )
+    assert commit_to_labels(also, truth, geom)  # the same rotation given as rotate, not as an affine

@@ -17,7 +17,7 @@ import numpy as np
 
 from ...errors import PromptsegError
 from ...tiling import choose_scale, pyramid_level, upsample_labels
-from .._common import placement_over
+from .._common import _same_map, data_to_world_matrix, placement_over
 
 #: feature of the points layer: True for a positive click, False for a negative one
 POSITIVE = "positive"
@@ -313,17 +313,25 @@ def target_misfit(target: napari.layers.Labels, geom: PlaneGeometry) -> str | No
     name = f"labels layer '{target.name}'"
     if tuple(target.data.shape) != geom.labels_shape:
         return f"{name}: shape {tuple(target.data.shape)} does not match image '{geom.image_name}' {geom.labels_shape}"
-    # the same array shape on another grid puts the objects elsewhere in the world than the image shows them
-    if not (
-        np.allclose(np.asarray(target.scale, float), geom.scale)
-        and np.allclose(np.asarray(target.translate, float), geom.translate)
-    ):
+    # the same array shape on another grid puts the objects elsewhere in the world than the image shows them; the
+    # whole data-to-world map counts (an unrotated layer over a rotated image showed the objects turned away)
+    image_map = np.eye(len(geom.scale) + 1)
+    image_map[:-1, :-1], image_map[:-1, -1] = np.diag(geom.scale), geom.translate
+    if geom.affine is not None:
+        image_map = geom.affine @ image_map
+    if not _same_map(data_to_world_matrix(target, list(range(target.ndim))), image_map):
+        turned = " or another rotation/shear/affine" if geom.affine is not None or _turned(target) else ""
         return (
             f"{name} lies on another grid (scale {tuple(map(float, target.scale))}, translate "
-            f"{tuple(map(float, target.translate))}) than image '{geom.image_name}' (scale {tuple(geom.scale)}, "
-            f"translate {tuple(geom.translate)}): its pixels are not the image's"
+            f"{tuple(map(float, target.translate))}{turned}) than image '{geom.image_name}' (scale "
+            f"{tuple(geom.scale)}, translate {tuple(geom.translate)}): its pixels are not the image's"
         )
     return None
+
+
+def _turned(layer: napari.layers.Layer) -> bool:
+    """Whether a layer has a rotation, shear or affine of its own (beyond scale and translate)."""
+    return "affine" in placement_over(layer, list(range(layer.ndim)))
 
 
 def commit_to_labels(target: napari.layers.Labels, preview: np.ndarray, geom: PlaneGeometry) -> list[int]:
