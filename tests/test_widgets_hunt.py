@@ -311,3 +311,25 @@ def test_a_commit_target_under_another_rotation_than_the_image_is_refused(make_v
         np.zeros(truth.shape, np.uint32), name="also", rotate=30, scale=(0.5, 0.5), translate=(4, 9)
     )
     assert commit_to_labels(also, truth, geom)  # the same rotation given as rotate, not as an affine
+
+
+def test_the_channel_axis_choice_follows_pixels_replaced_with_other_axes(make_viewer, qtbot, sample):
+    """A script replaced a two-channel layer's pixels by a 2D image (layer.data = ...): the Interactive widget kept
+    'axis 0 (2 channels)' chosen, and every preview was refused ('a 2D layer has no channel axis'). The choices
+    follow the new pixels; a choice they still offer stays."""
+    image, truth, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    layer = viewer.add_image(np.stack([image, image[::-1]]), name="cells")
+    widget = InteractiveWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="promptseg interactive")
+    widget.channel_combo.setCurrentIndex(1)
+    assert widget.channel_combo.currentData() == 0
+    layer.data = np.stack([image, image[::-1], image])  # still channels first: the choice stays, its count follows
+    assert widget.channel_combo.currentData() == 0 and "3 channels" in widget.channel_combo.currentText()
+    layer.data = image
+    assert [widget.channel_combo.itemData(i) for i in range(widget.channel_combo.count())] == [None]
+    shapes = viewer.add_shapes(name="boxes")
+    shapes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state != "failed", widget.runner.widget.status.text()
+    assert widget.preview is not None and widget.preview.labels.any()

@@ -26,7 +26,7 @@ from ...models import DEFAULT_SEGMENTER, MODELS
 from ...models.preprocessing import NORMALIZATIONS
 from ...models.registry import UNUSABLE_WEIGHTS, weights_status
 from .._common import LayerPicker
-from .geometry import POSITIVE
+from .geometry import POSITIVE, _image_data
 
 if TYPE_CHECKING:
     from .widget import InteractiveWidget
@@ -194,3 +194,18 @@ def build_controls(widget: InteractiveWidget) -> None:
     widget.device_combo.currentIndexChanged.connect(widget._on_image_options_changed)
     widget.embed_button.clicked.connect(widget.compute_embedding)
     widget.commit_button.clicked.connect(widget.commit)
+
+
+def list_channel_axes(widget: InteractiveWidget, layer: napari.layers.Image | None, *, keep: bool) -> None:
+    """Offer ``layer``'s channel axis (a leading axis of a non-RGB layer of 3+ dimensions); ``keep``: the current
+    choice stays while the layer still offers it (its pixels replaced), else 'none' is chosen."""
+    combo = widget.channel_combo
+    chosen = combo.currentData() if keep else None
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItem("none (gray or RGB)", None)
+    if layer is not None and not layer.rgb and layer.ndim >= 3:
+        combo.addItem(f"axis 0 ({_image_data(layer).shape[0]} channels)", 0)
+    combo.setCurrentIndex(max(0, combo.findData(chosen)) if chosen is not None else 0)
+    combo.blockSignals(False)
+    widget.channels_edit.setEnabled(combo.count() > 1)

@@ -37,7 +37,6 @@ from .geometry import (
     POSITIVE,
     PlaneGeometry,
     PlanePrompts,
-    _image_data,
     at_level,
     commit_to_labels,
     gather_prompts,
@@ -61,6 +60,7 @@ from .layout import (
     VIEW_3D,
     _is_preview,
     build_controls,
+    list_channel_axes,
 )
 
 
@@ -161,17 +161,16 @@ class InteractiveWidget(NewLayerActions, QWidget):
         # the image's pixels replaced in place (layer.data = ...) make its preview stale as a new image does
         old = self._image_connected
         if old is not None:
-            old.events.data.disconnect(self._on_image_options_changed)
+            old.events.data.disconnect(self._on_image_data_changed)
         self._image_connected = layer
         if layer is not None:
-            layer.events.data.connect(self._on_image_options_changed)
-        self.channel_combo.blockSignals(True)
-        self.channel_combo.clear()
-        self.channel_combo.addItem("none (gray or RGB)", None)
-        if layer is not None and not layer.rgb and layer.ndim >= 3:
-            self.channel_combo.addItem(f"axis 0 ({_image_data(layer).shape[0]} channels)", 0)
-        self.channel_combo.blockSignals(False)
-        self.channels_edit.setEnabled(self.channel_combo.count() > 1)
+            layer.events.data.connect(self._on_image_data_changed)
+        list_channel_axes(self, layer, keep=False)  # another image: its axis 0 may hold planes, not channels
+        self._on_image_options_changed()
+
+    def _on_image_data_changed(self, *_) -> None:
+        # new pixels may have other axes: a 2D image kept 'axis 0 (2 channels)', and every preview was refused
+        list_channel_axes(self, self._image_connected, keep=True)
         self._on_image_options_changed()
 
     def _on_image_options_changed(self, *_) -> None:
