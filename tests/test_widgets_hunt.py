@@ -333,3 +333,26 @@ def test_the_channel_axis_choice_follows_pixels_replaced_with_other_axes(make_vi
     qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
     assert widget.runner.state != "failed", widget.runner.widget.status.text()
     assert widget.preview is not None and widget.preview.labels.any()
+
+
+def test_the_interactive_preview_is_no_other_widgets_input(make_viewer, qtbot, sample):
+    """The Interactive widget's live preview (a Labels layer redrawn at every prompt edit) lies just above its
+    image, so it was the One-shot widget's default reference labels and was offered as Registration's moving labels
+    and Text's exemplar labels. No picker lists it; the user's labels are the default."""
+    from napari_promptseg._widgets.oneshot import OneShotWidget
+    from napari_promptseg._widgets.registration import RegistrationWidget
+    from napari_promptseg._widgets.text import TextPromptWidget
+
+    image, truth, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei")
+    interactive = InteractiveWidget(viewer)
+    viewer.window.add_dock_widget(interactive, name="promptseg interactive")
+    viewer.add_shapes(name="boxes").add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    qtbot.waitUntil(lambda: interactive.is_idle, timeout=RUN_MS)
+    assert viewer.layers[PREVIEW_NAME].data.any()
+    mine = viewer.add_labels(truth, name="my nuclei")
+    oneshot, registration, text = OneShotWidget(viewer), RegistrationWidget(viewer), TextPromptWidget(viewer)
+    assert oneshot.reference_labels.layer() is mine
+    for picker in (oneshot.reference_labels, registration.moving_labels, text.exemplar_labels):
+        assert PREVIEW_NAME not in [picker.itemText(i) for i in range(picker.count())]

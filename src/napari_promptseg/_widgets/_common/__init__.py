@@ -23,7 +23,7 @@ from .layers import (
     unproxied,
     whole_image_level,
 )
-from .picker import LayerPicker
+from .picker import ROLE_KEY, LayerPicker, is_preview
 from .tasks import (
     STATES,
     ProgressCallback,
@@ -43,6 +43,7 @@ from .tasks import (
 )
 
 __all__ = [
+    "ROLE_KEY",
     "STATES",
     "LayerPicker",
     "ProgressCallback",
@@ -60,6 +61,7 @@ __all__ = [
     "data_token",
     "debounce_timer",
     "image_and_labels",
+    "is_preview",
     "layer_level",
     "level_factors",
     "load_triton_safely",

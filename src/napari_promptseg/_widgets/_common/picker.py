@@ -10,10 +10,19 @@ import napari.layers
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QWidget
 
+#: metadata key of the layers a promptseg widget makes for itself; the Interactive widget's live preview has role
+#: "preview": redrawn at every prompt edit, it is no one's input (it was the One-shot widget's default reference labels)
+ROLE_KEY = "promptseg_role"
+
+
+def is_preview(layer: napari.layers.Layer) -> bool:
+    return layer.metadata.get(ROLE_KEY) == "preview"
+
 
 class LayerPicker(QComboBox):
     """Combo box of the viewer's layers of one type; follows additions, removals and renames.
 
+    The Interactive widget's preview layer is never listed (:func:`is_preview`).
     ``none_text`` adds a first entry that stands for "no layer" (e.g. "new layer on commit").
     ``auto_select`` picks the first matching layer while nothing is selected (prompt layers: the one just added),
     of those that were empty when they appeared (a layer holding the user's shapes or points is never taken).
@@ -74,7 +83,9 @@ class LayerPicker(QComboBox):
         layers += [
             layer
             for layer in self._viewer.layers
-            if isinstance(layer, self._layer_type) and not (self._exclude and self._exclude(layer))
+            if isinstance(layer, self._layer_type)
+            and not is_preview(layer)
+            and not (self._exclude and self._exclude(layer))
         ]
         keep = self._current if any(layer is self._current for layer in layers) else None
         if keep is not None and self._unlike is not None and keep is self._unlike.layer() and not self._user_chose:

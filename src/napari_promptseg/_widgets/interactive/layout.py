@@ -25,7 +25,8 @@ from qtpy.QtWidgets import (
 from ...models import DEFAULT_SEGMENTER, MODELS
 from ...models.preprocessing import NORMALIZATIONS
 from ...models.registry import UNUSABLE_WEIGHTS, weights_status
-from .._common import LayerPicker
+from .._common import ROLE_KEY, LayerPicker  # noqa: F401 - ROLE_KEY: the widget's metadata key, re-exported
+from .._common import is_preview as _is_preview  # noqa: F401 - the preview tag, as the widget reads it
 from .geometry import POSITIVE, _image_data
 
 if TYPE_CHECKING:
@@ -38,18 +39,12 @@ TARGET_NAME = "promptseg labels"
 VIEW_3D = "3D view: prompts segment one 2D plane; switch the viewer to 2D (Ctrl+Y)"
 BOXES_NAME = "promptseg boxes"
 POINTS_NAME = "promptseg points"
-#: metadata tag of the preview layer, so it is never offered as a commit target (also across widget instances)
-ROLE_KEY = "promptseg_role"
 POLARITY_COLOURS = {True: "lime", False: "red"}
 TOGGLE_KEY = "T"
 COMMIT_KEY = "Shift-C"
 UNDO_KEY = "Control-Z"  # on the prompt layers: undo the last commit (they have no undo of their own)
 PREVIEW_DELAY_MS = 150  # prompt edits come in bursts (add + select + move events); decode once per burst
 PLANE_DELAY_MS = 300  # scrubbing a slider must not encode every plane it passes
-
-
-def _is_preview(layer) -> bool:
-    return layer.metadata.get(ROLE_KEY) == "preview"
 
 
 def _available_devices() -> list[str]:
@@ -128,9 +123,7 @@ def build_controls(widget: InteractiveWidget) -> None:
     widget.auto_embed_check.setChecked(True)
     widget.embed_button = QPushButton("Compute embedding")
 
-    widget.target_picker = LayerPicker(
-        v, napari.layers.Labels, none_text=f"new layer '{TARGET_NAME}'", exclude=_is_preview
-    )
+    widget.target_picker = LayerPicker(v, napari.layers.Labels, none_text=f"new layer '{TARGET_NAME}'")
     widget.target_picker.setToolTip("Labels layer that receives committed objects as new ids; existing labels stay")
     widget.commit_button = QPushButton(f"Commit ({COMMIT_KEY})")
     widget.commit_button.setToolTip(
