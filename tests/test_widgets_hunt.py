@@ -356,3 +356,36 @@ def test_the_interactive_preview_is_no_other_widgets_input(make_viewer, qtbot, s
     assert oneshot.reference_labels.layer() is mine
     for picker in (oneshot.reference_labels, registration.moving_labels, text.exemplar_labels):
         assert PREVIEW_NAME not in [picker.itemText(i) for i in range(picker.count())]
+
+
+def test_a_labels_pyramid_is_carried_over_from_its_level_as_fine_as_the_registered_plane(shared_data, monkeypatch):
+    """Registration's moving labels given as a pyramid (an OME-Zarr's labels, as napari-ome-zarr reads them) were
+    read at full resolution (a slide's: gigabytes) to be resampled onto the registered plane of 2048 px. They are
+    read at their coarsest level still as fine as that plane; a coarser level would lose small objects."""
+    import napari.layers
+
+    from napari_promptseg._widgets import registration as widget_module
+    from napari_promptseg.io import read_image
+
+    from .test_registration_widget import _quadrant_labels
+
+    moving = read_image(shared_data / "registration_birl" / "data-images" / "images" / "artificial_reference.jpg")
+    moving = moving[::3, ::3]
+    labels = _quadrant_labels(moving)
+    monkeypatch.setattr(widget_module, "REGISTER_SIDE", 256)  # the image's own size is the level registered
+
+    def never(block_info=None):
+        raise AssertionError("the labels' full resolution was read")
+
+    def full_resolution(image: np.ndarray, k: int) -> da.Array:
+        shape = (image.shape[0] * k, image.shape[1] * k, *image.shape[2:])
+        return da.map_blocks(never, dtype=image.dtype, chunks=tuple((n,) for n in shape))
+
+    moving_layer = napari.layers.Image([full_resolution(moving, 4), moving], rgb=True, multiscale=True)
+    plane, factors = widget_module._plane(moving_layer, "moving")
+    assert plane.shape == moving.shape and np.allclose(factors, 4)
+    pyramid = napari.layers.Labels(
+        [full_resolution(labels, 4), labels, labels[::2, ::2].copy()], multiscale=True, name="zarr labels"
+    )
+    on_plane = widget_module._labels_on_plane(pyramid, moving_layer, factors, plane.shape[:2]).resample()
+    np.testing.assert_array_equal(on_plane, labels)  # the level as fine as the plane, not the coarser one

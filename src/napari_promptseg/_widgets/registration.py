@@ -124,17 +124,25 @@ def _labels_on_plane(
 ) -> _LabelsOnPlane:
     """How ``labels_layer`` lies over the registered plane of ``moving_layer`` (``shape``, ``factors`` coarser than
     its full resolution), through the two layers' data-to-world maps: labels painted on the moving image at any
-    scale, offset or affine of their own land where napari shows them."""
-    data = _levels(labels_layer)[0]  # full resolution
-    if data.ndim != 2:
+    scale, offset or affine of their own land where napari shows them. A pyramid of labels (an OME-Zarr's) is read
+    at its coarsest level still as fine as the plane (its full resolution, e.g. a slide's 10 GB, was read to be
+    resampled onto a plane of 2048 px)."""
+    levels = _levels(labels_layer)
+    if levels[0].ndim != 2:
         raise PromptsegError(
-            f"labels layer '{labels_layer.name}' has {data.ndim} dimensions (shape {data.shape}); registration "
-            "carries 2D labels over: pick one plane first"
+            f"labels layer '{labels_layer.name}' has {levels[0].ndim} dimensions (shape {levels[0].shape}); "
+            "registration carries 2D labels over: pick one plane first"
         )
     if moving_layer.ndim != 2:  # _plane refused it already; the matrices below assume it
         raise PromptsegError(f"moving layer '{moving_layer.name}' is not 2D")
     plane_to_world = data_to_world_matrix(moving_layer, [0, 1]) @ np.diag([*np.asarray(factors, float), 1.0])
-    plane_to_labels = np.linalg.inv(data_to_world_matrix(labels_layer, [0, 1])) @ plane_to_world
+    plane_pixel = np.linalg.norm(plane_to_world[:2, :2], axis=0).min()  # the plane's finer pixel side, in the world
+    labels_to_world = data_to_world_matrix(labels_layer, [0, 1])
+    for data in reversed(levels):  # coarsest first; the full resolution at the latest
+        level_to_world = labels_to_world @ np.diag([*np.divide(levels[0].shape, data.shape), 1.0])
+        if np.linalg.norm(level_to_world[:2, :2], axis=0).max() <= plane_pixel * (1 + 1e-6) or data is levels[0]:
+            break
+    plane_to_labels = np.linalg.inv(level_to_world) @ plane_to_world
     return _LabelsOnPlane(data, plane_to_labels, (int(shape[0]), int(shape[1])))
 
 
