@@ -389,3 +389,30 @@ def test_a_labels_pyramid_is_carried_over_from_its_level_as_fine_as_the_register
     )
     on_plane = widget_module._labels_on_plane(pyramid, moving_layer, factors, plane.shape[:2]).resample()
     np.testing.assert_array_equal(on_plane, labels)  # the level as fine as the plane, not the coarser one
+
+
+def test_a_preview_of_an_image_since_moved_is_not_committed_where_it_was(make_viewer, qtbot, sample):
+    """The image's pixel size set after the preview (layer.scale = ...; a rotation, a translate alike): the preview
+    stayed where the image had been and a commit made its target on the old grid, the nucleus drawn half the size
+    of the one the image shows. The preview is made again for the image where it is now."""
+    image, truth, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    layer = viewer.add_image(image, name="nuclei")
+    widget = InteractiveWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="promptseg interactive")
+    widget.new_prompt_layers()
+    boxes = widget.shapes_picker.layer()
+    boxes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.preview is not None
+    layer.scale = (2.0, 2.0)  # the pixel size, set now
+    boxes.scale = (2.0, 2.0)  # the prompts go along (as any layer the user set it on)
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    preview = viewer.layers[PREVIEW_NAME]
+    np.testing.assert_allclose(preview.scale, (2.0, 2.0))
+    widget.commit()
+    target = widget.target_picker.layer()
+    assert widget.runner.state == "done" and target.data.any()
+    np.testing.assert_allclose(target.scale, (2.0, 2.0))
+    committed = np.argwhere(target.data > 0).mean(0)
+    assert truth[tuple(np.round(committed).astype(int))] > 0  # on the nucleus the image shows there

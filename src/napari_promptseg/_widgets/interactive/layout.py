@@ -45,6 +45,8 @@ COMMIT_KEY = "Shift-C"
 UNDO_KEY = "Control-Z"  # on the prompt layers: undo the last commit (they have no undo of their own)
 PREVIEW_DELAY_MS = 150  # prompt edits come in bursts (add + select + move events); decode once per burst
 PLANE_DELAY_MS = 300  # scrubbing a slider must not encode every plane it passes
+#: the image layer's events that move it in the world (its preview is stale then)
+PLACEMENT_EVENTS = ("scale", "translate", "rotate", "shear", "affine")
 
 
 def _available_devices() -> list[str]:

@@ -48,6 +48,7 @@ from .layout import (
     BOXES_NAME,
     COMMIT_KEY,
     NO_IMAGE,
+    PLACEMENT_EVENTS,
     PLANE_DELAY_MS,
     POINTS_NAME,
     POLARITY_COLOURS,
@@ -162,9 +163,14 @@ class InteractiveWidget(NewLayerActions, QWidget):
         old = self._image_connected
         if old is not None:
             old.events.data.disconnect(self._on_image_data_changed)
+            for name in PLACEMENT_EVENTS:
+                getattr(old.events, name).disconnect(self._on_image_options_changed)
         self._image_connected = layer
         if layer is not None:
             layer.events.data.connect(self._on_image_data_changed)
+            # the image moved (a pixel size set, a rotation): the preview, made for its old place, is stale too
+            for name in PLACEMENT_EVENTS:
+                getattr(layer.events, name).connect(self._on_image_options_changed)
         list_channel_axes(self, layer, keep=False)  # another image: its axis 0 may hold planes, not channels
         self._on_image_options_changed()
 
