@@ -9,6 +9,7 @@ import numpy as np
 import tifffile
 
 from ..errors import PromptsegError
+from ..models.preprocessing import full_resolution
 from ._files import replacing
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -26,7 +27,7 @@ REGISTER_MARKER = "napari-promptseg register"
 def is_mask(labels: np.ndarray) -> bool:
     """Whether a label image is a mask (its objects are its connected components) rather than instance ids: bool,
     values up to 1 (0/1, or a soft 0..1 map), or a single non-zero value (a 0/255 PNG). Values <= 0 are background."""
-    labels = np.asarray(labels)
+    labels = np.asarray(full_resolution(labels))
     if labels.dtype == bool:
         return True
     foreground = labels[labels > 0]
@@ -49,7 +50,7 @@ def label_objects(labels: np.ndarray) -> np.ndarray:
     components; see :func:`is_mask`)."""
     from scipy import ndimage
 
-    labels = np.asarray(labels)
+    labels = np.asarray(full_resolution(labels))
     if is_mask(labels):
         return ndimage.label(labels > 0)[0]
     return labels if labels.min() >= 0 else np.where(labels > 0, labels, 0)
@@ -59,7 +60,7 @@ def label_image_2d(mask: np.ndarray, name: str = "labels") -> np.ndarray:
     """A reference mask or label image as one 2D array of ids (0 = background). An RGB(A) image whose channels differ
     is a colour label image: each distinct colour is one id (black or transparent: background); a grey one (equal
     channels) is its first channel. Negative ids are refused: they are neither an object nor clearly background."""
-    mask = np.asarray(mask)
+    mask = np.asarray(full_resolution(mask))  # a multiscale labels layer: its full-resolution level
     if mask.ndim == 3 and mask.shape[-1] in (3, 4):
         rgb = mask[..., :3]
         if (rgb == rgb[..., :1]).all():

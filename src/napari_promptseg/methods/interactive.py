@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import CancelledError, PromptsegError
-from ..models.preprocessing import Normalization, as_channels_last, to_numpy
+from ..models.preprocessing import Normalization, as_channels_last, full_resolution, to_numpy
 from ..models.protocols import Embedding, Prediction, PromptableSegmenter
 from ..tiling import IntensityWindow, Tile, TileGrid, WorkingScale, box_object_size, choose_scale, read_tile
 
@@ -84,7 +84,7 @@ def boxes_from_labels(labels: np.ndarray, min_area: int = 1) -> list[tuple[int, 
     """
     from skimage.measure import label, regionprops
 
-    labels = np.asarray(labels)
+    labels = np.asarray(full_resolution(labels))
     if labels.dtype == bool or labels.max(initial=0) <= 1:
         labels = label(labels > 0)
     boxes = []

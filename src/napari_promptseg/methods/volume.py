@@ -22,7 +22,15 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import CancelledError, NothingFoundError, PromptsegError
-from ..models.preprocessing import ACCEPTED_SHAPES, SPLIT_TIME_POINTS, Normalization, is_lazy, read_axes, to_numpy
+from ..models.preprocessing import (
+    ACCEPTED_SHAPES,
+    SPLIT_TIME_POINTS,
+    Normalization,
+    full_resolution,
+    is_lazy,
+    read_axes,
+    to_numpy,
+)
 from ..models.protocols import PromptableSegmenter
 from ..tiling import WorkingScale, box_object_size
 
@@ -55,6 +63,7 @@ def as_stack(
     :class:`..io.multiscale.MultiscaleImage`); a first axis named z is planes by the file's word, without the
     caution that a few planes might be channels.
     """
+    image = full_resolution(image, planes=True)  # a 3D pyramid: its full-resolution stack
     planes_given = isinstance(image, (list, tuple))  # a stack by the caller's word: no "read as a stack" caution
     if planes_given:
         image = _from_planes(image, name)
@@ -430,7 +439,7 @@ def propagate_through_stack(
     report(0.0, f"{name}: seed plane {plane}")
     scale = None
     if labels is not None:
-        seed = np.asarray(labels)
+        seed = np.asarray(full_resolution(labels))
         if seed.shape != tuple(vol.shape[1:3]):
             raise PromptsegError(f"{name}: seed labels of shape {seed.shape} do not match a plane {vol.shape[1:3]}")
         seed = _as_ids(seed, f"{name}: seed labels", components=False)

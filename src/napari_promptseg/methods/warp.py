@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PromptsegError
+from ..models.preprocessing import full_resolution
 
 
 def pixel_to_norm_matrix(shape: tuple[int, int]) -> np.ndarray:
@@ -156,7 +157,7 @@ class Deformation:
     # -- applying ----------------------------------------------------------------------------------------------
     def warp_image(self, moving: np.ndarray, *, order: int = 1, fill: float = 0.0, rows_per_chunk: int = 2048):
         """``moving(T(x))`` on the fixed grid. Works for (H, W) and (H, W, C); ``order`` 0 = nearest (labels)."""
-        arr = np.asarray(moving)
+        arr = np.asarray(full_resolution(moving))
         if arr.ndim not in (2, 3) or tuple(arr.shape[:2]) != self.moving_shape:
             raise PromptsegError(
                 f"moving image: expected shape {self.moving_shape} (+ channels), got {arr.shape}; "

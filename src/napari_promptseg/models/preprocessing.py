@@ -64,9 +64,16 @@ def as_channels_last(
 
     ``(H, W)`` is gray; ``(H, W, 3|4)`` is RGB(A) (alpha dropped); ``(H, W, 2)`` is two channels. Any other 3D
     array needs ``channel_axis``; ``channels`` picks up to three channels (e.g. nuclei + membrane) to feed the
-    model's three colour inputs. A dask array (an OME-Zarr or pyramidal TIFF level) stays lazy: the tiled methods
-    read it tile by tile (its values are checked for NaN tile by tile, not here).
+    model's three colour inputs. A pyramid (a multiscale layer's data, levels largest first) is read at its full
+    resolution (:func:`full_resolution`). A dask array (an OME-Zarr or pyramidal TIFF level) stays lazy: the tiled
+    methods read it tile by tile (its values are checked for NaN tile by tile, not here).
     """
+    image = full_resolution(image)
+    if isinstance(image, (list, tuple)) and len({np.shape(part) for part in image}) > 1:
+        shapes = ", ".join(str(np.shape(part)) for part in image)
+        raise PromptsegError(
+            f"{name}: a list of arrays of shapes {shapes}; expected one image (a pyramid's levels go largest first)"
+        )
     lazy = is_lazy(image)
     arr = image if lazy else np.asarray(image)
     if arr.dtype == bool:
@@ -131,6 +138,29 @@ def as_channels_last(
 def is_lazy(image: object) -> bool:
     """A dask array (read chunk by chunk when indexed), not an in-memory one."""
     return hasattr(image, "dask") and hasattr(image, "compute")
+
+
+def full_resolution(image: object, *, planes: bool = False) -> object:
+    """A pyramid's full-resolution level, any other input as it is. A pyramid is a multiscale napari layer's data
+    (``MultiScaleData``: a sequence of levels with the ``shape`` and ``dtype`` of its first) or a list or tuple of
+    arrays of one number of axes, largest first, whose shapes differ. Why: numpy reads ``MultiScaleData`` as its
+    *coarsest* level, so boxes drawn on the layer (in full-resolution pixels) would fall on the wrong pixels and the
+    labels would not fit the layer. ``planes``: the caller takes a list of planes too (a stack), so a list of 2D
+    images, or of (Y, X, C) ones, is never a pyramid there (a list of planes of different shapes is its error)."""
+    if isinstance(image, (np.ndarray, str, bytes)) or is_lazy(image) or not isinstance(image, Sequence):
+        return image
+    if not len(image) or not all(hasattr(level, "shape") for level in image):
+        return image
+    shapes = [tuple(level.shape) for level in image]
+    if hasattr(image, "shape") and hasattr(image, "dtype"):  # napari's MultiScaleData, whatever its levels
+        return image[0]
+    if len(set(shapes)) == 1 or len({len(s) for s in shapes}) > 1 or len(shapes[0]) < 2:
+        return image
+    if planes and (len(shapes[0]) == 2 or (len(shapes[0]) == 3 and shapes[0][-1] <= 4)):
+        return image
+    pairs = zip(shapes[:-1], shapes[1:], strict=True)
+    shrinking = all(all(b <= a for a, b in zip(big, small, strict=True)) for big, small in pairs)
+    return image[0] if shrinking else image
 
 
 def to_numpy(pixels: object) -> np.ndarray:

@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from ...errors import CancelledError, PromptsegError
 from ...io.images import label_image_2d
-from ...models.preprocessing import Normalization, ResizeTransform, as_channels_last
+from ...models.preprocessing import Normalization, ResizeTransform, as_channels_last, full_resolution
 from ...models.protocols import Embedding, PromptableSegmenter
 from ...tiling import (
     IntensityWindow,
@@ -93,13 +93,13 @@ def touching_fraction(labels: np.ndarray) -> float:
 
 def count_objects(labels: np.ndarray) -> int:
     """Objects in reference labels: instance ids, or the components of a mask."""
-    return int(np.count_nonzero(np.unique(label_objects(np.asarray(labels)))))
+    return int(np.count_nonzero(np.unique(label_objects(labels))))
 
 
 def is_many_objects(labels: np.ndarray, min_objects: int = 3) -> bool:
     """True when reference labels hold several objects (instance ids, or several components of a mask): the
     reference then asks for instances, not one region."""
-    labels = np.asarray(labels)
+    labels = np.asarray(full_resolution(labels))
     if labels.ndim != 2:
         return False
     return count_objects(labels) >= min_objects

@@ -191,7 +191,7 @@ def segment_like(
     from ..instances import is_many_objects  # lazy: instances imports this module
 
     # the CLI and the widgets dispatch such references to the instances pipeline; this function is SAT's one region
-    many = warn_many and any(is_many_objects(np.asarray(m)) for m in masks)
+    many = warn_many and any(is_many_objects(m) for m in masks)
 
     results = []
     for k, (target, tname) in enumerate(zip(target_list, names, strict=True)):

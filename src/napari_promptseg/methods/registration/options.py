@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import PromptsegError
+from ...models.preprocessing import full_resolution
 from ..regions import (
     PairingOptions,
     PairingReport,
@@ -155,7 +156,7 @@ class RegistrationResult:
         0 = nearest neighbour (labels)."""
         if order not in (0, 1):
             raise PromptsegError(f"warp_image: order must be 0 (nearest) or 1 (bilinear), got {order!r}")
-        arr = np.asarray(moving)
+        arr = np.asarray(full_resolution(moving))  # a multiscale layer's data: numpy would read its coarsest level
         shape = self.deformation.moving_shape
         if channel_axis is not None and arr.ndim == 3:
             if not -3 <= channel_axis < 3:

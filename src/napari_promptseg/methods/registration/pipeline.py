@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import CancelledError, PromptsegError
-from ...models.preprocessing import as_channels_last
+from ...models.preprocessing import as_channels_last, full_resolution
 from ...models.protocols import PromptableSegmenter
 from ...models.sam_family import auto_precision
 from ..regions import (
@@ -323,7 +323,7 @@ def check_pair(
     fixed: np.ndarray, moving: np.ndarray, channel_axis: int | None, fixed_name: str, moving_name: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Both images must be single 2D planes (gray, RGB or multichannel with ``channel_axis``)."""
-    f, m = np.asarray(fixed), np.asarray(moving)
+    f, m = np.asarray(full_resolution(fixed)), np.asarray(full_resolution(moving))
 
     def is_plane(a: np.ndarray) -> bool:
         return a.ndim == 2 or (a.ndim == 3 and (channel_axis is not None or a.shape[-1] in (1, 3, 4)))

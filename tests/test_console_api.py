@@ -1,0 +1,50 @@
+"""The public API as the napari console uses it: layers' data of every kind napari holds, passed as they are."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import data
+
+import napari_promptseg
+from napari_promptseg.errors import PromptsegError
+
+COINS = data.coins()  # real 303x384 uint8 greyscale photo of coins
+BOX = (40.0, 60.0, 120.0, 140.0)  # x0, y0, x1, y1 around the coins at the top left
+
+
+def pyramid(image: np.ndarray, levels: int = 3) -> list[np.ndarray]:
+    return [image[:: 2**k, :: 2**k] for k in range(levels)]
+
+
+def test_a_multiscale_layer_is_segmented_at_full_resolution(litemedsam):
+    """napari's MultiScaleData reads (np.asarray) as its coarsest level: the boxes, drawn in full-resolution pixels,
+    were clipped to a 96x76 image, and the labels came back 96x76, fitting no level the user sees."""
+    from napari.layers import Image, Labels
+
+    layer = Image(pyramid(COINS), multiscale=True)
+    expected = napari_promptseg.segment(COINS, boxes=[BOX], device="cpu")
+    assert expected.any()
+    for pyramid_data in (layer.data, pyramid(COINS)):  # the layer's data, or a plain list of levels
+        labels = napari_promptseg.segment(pyramid_data, boxes=[BOX], device="cpu")
+        np.testing.assert_array_equal(labels, expected)
+
+    # a multiscale labels layer as a reference mask, a multiscale image as the reference and as the target
+    mask = (expected > 0).astype(np.uint8)
+    masks = Labels(pyramid(mask), multiscale=True).data
+    (result,) = napari_promptseg.segment_like(layer.data, masks, layer.data, segmenter=litemedsam)
+    assert result.labels.shape == COINS.shape
+    (plain,) = napari_promptseg.segment_like(COINS, mask, COINS, segmenter=litemedsam)
+    np.testing.assert_array_equal(result.labels, plain.labels)
+
+    # a 3D pyramid (Z, Y, X): its planes, not its levels
+    stack = np.stack([COINS] * 3)
+    stack_layer = Image([stack, stack[:, ::2, ::2]], multiscale=True)
+    volume = napari_promptseg.propagate_through_stack(stack_layer.data, 1, boxes=[BOX], segmenter=litemedsam)
+    assert volume.labels.shape == stack.shape
+    np.testing.assert_array_equal(volume.labels[1] > 0, expected > 0)
+
+
+def test_a_list_of_unrelated_images_is_refused_with_their_shapes():
+    with pytest.raises(PromptsegError, match=r"image: a list of arrays of shapes \(303, 384\), \(384, 303\)"):
+        napari_promptseg.segment([COINS, COINS.T], boxes=[BOX], device="cpu")
