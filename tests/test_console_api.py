@@ -48,3 +48,16 @@ def test_a_multiscale_layer_is_segmented_at_full_resolution(litemedsam):
 def test_a_list_of_unrelated_images_is_refused_with_their_shapes():
     with pytest.raises(PromptsegError, match=r"image: a list of arrays of shapes \(303, 384\), \(384, 303\)"):
         napari_promptseg.segment([COINS, COINS.T], boxes=[BOX], device="cpu")
+
+
+def test_help_and_tab_completion_list_every_entry_point():
+    """help(napari_promptseg) listed segment alone under FUNCTIONS, dir() (the console's tab completion) too: the
+    lazily loaded entry points (segment_text, segment_like, register, ...) were missing."""
+    import pydoc
+
+    names = [name for name in napari_promptseg.__all__ if not name.startswith("__")]
+    assert set(names) <= set(dir(napari_promptseg))
+    text = pydoc.render_doc(napari_promptseg, renderer=pydoc.plaintext)
+    functions = text.split("FUNCTIONS", 1)[1].split("DATA", 1)[0]
+    for name in names:
+        assert f"\n    {name}(" in functions, name

@@ -43,12 +43,18 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'napari_promptseg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # help(napari_promptseg) and the console's tab completion list dir(): without the lazy names, they showed
+    # segment alone of the entry points
+    return sorted({*globals(), *_LAZY})
 
 
 def segment(
