@@ -61,3 +61,12 @@ def test_help_and_tab_completion_list_every_entry_point():
     functions = text.split("FUNCTIONS", 1)[1].split("DATA", 1)[0]
     for name in names:
         assert f"\n    {name}(" in functions, name
+
+
+def test_segment_like_refuses_names_that_do_not_match_the_targets(litemedsam):
+    """One name for two targets: a bare 'zip() argument 2 is shorter than argument 1' ValueError, after the
+    reference's features were computed."""
+    mask = np.zeros(COINS.shape, np.uint8)
+    mask[72:128, 50:110] = 1
+    with pytest.raises(PromptsegError, match=r"1 names for 2 targets; give one name per target"):
+        napari_promptseg.segment_like(COINS, mask, [COINS, COINS], names=["coins"], segmenter=litemedsam)

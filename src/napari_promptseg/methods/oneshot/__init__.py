@@ -171,6 +171,8 @@ def segment_like(
     if not target_list:
         raise PromptsegError("no target image given")
     names = list(names) if names is not None else [f"target {i + 1}" for i in range(len(target_list))]
+    if len(names) != len(target_list):  # found at the first target, after the references' features
+        raise PromptsegError(f"{len(names)} names for {len(target_list)} targets; give one name per target")
     report = progress or (lambda fraction, message: None)
 
     def check_cancel() -> None:
