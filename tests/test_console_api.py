@@ -70,3 +70,18 @@ def test_segment_like_refuses_names_that_do_not_match_the_targets(litemedsam):
     mask[72:128, 50:110] = 1
     with pytest.raises(PromptsegError, match=r"1 names for 2 targets; give one name per target"):
         napari_promptseg.segment_like(COINS, mask, [COINS, COINS], names=["coins"], segmenter=litemedsam)
+
+
+def test_propagation_refuses_a_seed_given_both_as_labels_and_as_boxes(litemedsam):
+    """labels= and boxes= together: the boxes were dropped without a word, the labels alone propagated."""
+    stack = np.stack([COINS, np.roll(COINS, 2, axis=1), np.roll(COINS, 4, axis=1)])
+    seed = np.zeros(COINS.shape, np.int64)
+    seed[72:128, 50:110] = 5
+    with pytest.raises(PromptsegError, match=r"stack: give the seed plane's objects as boxes and points, or as labels"):
+        napari_promptseg.propagate_through_stack(
+            stack, 1, boxes=[(200, 20, 260, 90)], labels=seed, segmenter=litemedsam
+        )
+    with pytest.raises(PromptsegError, match=r"not both"):
+        napari_promptseg.propagate_through_stack(
+            stack, 1, positive_points=[(230, 55)], labels=seed, segmenter=litemedsam
+        )

@@ -398,7 +398,7 @@ def propagate_through_stack(
     The seed is ``boxes`` (x0, y0, x1, y1 on that plane; one object each), refined by ``positive_points`` and
     ``negative_points`` (x, y on that plane; grouped with the boxes as
     :func:`..interactive.segment_prompts` groups them: positive points outside every box are one more object), or
-    ``labels``, a (Y, X) label image of
+    ``labels`` (not both), a (Y, X) label image of
     that plane from any method (one-shot, text, a user's drawing; ids kept, values <= 0 background, a bool mask is
     object 1) with, when the method gives them, ``seed_scores`` (id -> score). No object on the seed plane raises
     :class:`NothingFoundError`. On every further plane each live object is
@@ -413,6 +413,12 @@ def propagate_through_stack(
     vol, warnings = _stack(volume, channel_axis, name, axes)
     n = vol.shape[0]
     plane = _plane_index(plane, n, name)
+    if labels is not None and (len(boxes) or len(positive_points) or len(negative_points)):
+        # one seed or the other: the labels won, and the boxes and points were dropped without a word
+        raise PromptsegError(
+            f"{name}: give the seed plane's objects as boxes and points, or as labels, not both (the prompts would "
+            "not be used); to seed with both, segment the prompts and add their labels to yours"
+        )
     if segmenter is None:
         segmenter = load_segmenter()
     report = progress or (lambda fraction, message: None)
