@@ -85,3 +85,25 @@ def test_propagation_refuses_a_seed_given_both_as_labels_and_as_boxes(litemedsam
         napari_promptseg.propagate_through_stack(
             stack, 1, positive_points=[(230, 55)], labels=seed, segmenter=litemedsam
         )
+
+
+def test_one_box_or_point_given_alone_is_that_prompt(litemedsam):
+    """boxes=(x0, y0, x1, y1) without the list around it (and points=(x, y)): a bare TypeError "object of type 'int'
+    has no len()"; a napari Shapes rectangle (4 corners) the same, and another flat list of numbers no better."""
+    from napari_promptseg.methods.interactive import segment_prompts
+
+    expected = segment_prompts(COINS, litemedsam, boxes=[BOX]).labels
+    assert expected.any()
+    for box in (BOX, np.array(BOX), list(BOX)):
+        np.testing.assert_array_equal(segment_prompts(COINS, litemedsam, boxes=box).labels, expected)
+    point = ((BOX[0] + BOX[2]) / 2, (BOX[1] + BOX[3]) / 2)
+    clicked = segment_prompts(COINS, litemedsam, positive_points=[point]).labels
+    np.testing.assert_array_equal(segment_prompts(COINS, litemedsam, positive_points=point).labels, clicked)
+
+    corners = np.array([[60, 40], [60, 120], [140, 120], [140, 40]], float)  # (row, column), as napari holds them
+    with pytest.raises(PromptsegError, match=r"box 1: .* shape \(4, 2\); a napari Shapes rectangle holds 4 \(row"):
+        segment_prompts(COINS, litemedsam, boxes=[corners])
+    with pytest.raises(PromptsegError, match=r"boxes: 8 numbers; expected a list of \(x0, y0, x1, y1\), one per box"):
+        segment_prompts(COINS, litemedsam, boxes=[*BOX, *BOX])
+    with pytest.raises(PromptsegError, match=r"negative points: 3 numbers; expected a list of \(x, y\), one per point"):
+        segment_prompts(COINS, litemedsam, boxes=[BOX], negative_points=(1, 2, 3))

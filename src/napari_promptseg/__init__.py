@@ -73,7 +73,10 @@ def segment(
 ) -> np.ndarray:
     """Instance labels (0 = background, one id per object) for boxes and points in pixel x = column, y = row.
 
-    Each box is one object; points inside a box refine it; points outside all boxes make one more object.
+    Each box is one object; points inside a box refine it; points outside all boxes make one more object. One box
+    or point may be given alone (``boxes=(x0, y0, x1, y1)``). napari layers hold (row, column): a Points layer's
+    ``data`` is ``points=data[:, ::-1]``, a Shapes rectangle's corners ``c`` are the box
+    ``(c[:, 1].min(), c[:, 0].min(), c[:, 1].max(), c[:, 0].max())``.
     ``object_size``: the objects' diameter in pixels, which sets the working scale (default: the boxes' size;
     the CLI's ``--object-size``, the Interactive widget's object size field).
     """

@@ -50,6 +50,12 @@ def check_box(
 ) -> tuple[float, float, float, float]:
     """Validate x0, y0, x1, y1 against the image; a box partly outside is clipped (said in ``warnings``, when given,
     if it reached more than a pixel past the image's edge), one fully outside is an error."""
+    if np.ndim(box) != 1:
+        raise PromptsegError(
+            f"{name}: expected 4 numbers x0 y0 x1 y1, got an array of shape {np.shape(box)}; a napari Shapes "
+            "rectangle holds 4 (row, column) corners: its box is (c[:, 1].min(), c[:, 0].min(), c[:, 1].max(), "
+            "c[:, 0].max())"
+        )
     if len(box) != 4:
         raise PromptsegError(f"{name}: expected 4 numbers x0 y0 x1 y1, got {len(box)}")
     x0, y0, x1, y1 = (float(v) for v in box)
@@ -99,13 +105,30 @@ def boxes_from_labels(labels: np.ndarray, min_area: int = 1) -> list[tuple[int, 
 def check_point(point: Sequence[float], shape: tuple[int, int], name: str = "point") -> tuple[float, float]:
     """Validate x, y against the image. Pixel 0 spans -0.5 to 0.5 (napari puts pixel centres on whole numbers), so a
     click on the first row's or column's outer half is that pixel's (moved to 0), not outside the image."""
-    if len(point) != 2:
-        raise PromptsegError(f"{name}: expected 2 numbers x y, got {len(point)}")
+    if np.ndim(point) != 1 or len(point) != 2:
+        raise PromptsegError(f"{name}: expected 2 numbers x y, got {_count(point)}")
     x, y = (float(v) for v in point)
     h, w = shape
     if not (np.isfinite([x, y]).all() and -0.5 <= x < w and -0.5 <= y < h):
         raise PromptsegError(f"{name}: ({x:g}, {y:g}) lies outside the {w}x{h} image (width x height)")
     return max(x, 0.0), max(y, 0.0)
+
+
+def _count(value: object) -> str:
+    return f"{len(value)}" if np.ndim(value) == 1 else f"an array of shape {np.shape(value)}"
+
+
+def prompt_list(values: Sequence, size: int, what: str) -> list:
+    """``values`` as a list of prompts of ``size`` numbers each. One flat box ``(x0, y0, x1, y1)`` or point
+    ``(x, y)``, as typed in the console (``boxes=(x0, y0, x1, y1)``), is that one prompt: taken as a list, each of
+    its numbers was a box, and the error a bare TypeError; any other flat list of numbers is refused, naming it."""
+    items = list(values)  # a (N, size) array: its rows
+    if items and all(np.ndim(v) == 0 for v in items):
+        if len(items) == size:
+            return [items]
+        form, one = ("(x0, y0, x1, y1)", "box") if size == 4 else ("(x, y)", "point")
+        raise PromptsegError(f"{what}: {len(items)} numbers; expected a list of {form}, one per {one}")
+    return items
 
 
 def group_prompts(
@@ -120,6 +143,9 @@ def group_prompts(
     Each box is one object; a point inside boxes refines the smallest box that contains it. Points outside every box
     form one further object (when at least one of them is positive), the usual click-to-segment case.
     """
+    boxes = prompt_list(boxes, 4, "boxes")
+    positive_points = prompt_list(positive_points, 2, "positive points")
+    negative_points = prompt_list(negative_points, 2, "negative points")
     objects = [ObjectPrompt(box=check_box(b, shape, f"box {i + 1}", warnings)) for i, b in enumerate(boxes)]
     loose_points: list[tuple[float, float]] = []
     loose_labels: list[int] = []
