@@ -107,3 +107,13 @@ def test_one_box_or_point_given_alone_is_that_prompt(litemedsam):
         segment_prompts(COINS, litemedsam, boxes=[*BOX, *BOX])
     with pytest.raises(PromptsegError, match=r"negative points: 3 numbers; expected a list of \(x, y\), one per point"):
         segment_prompts(COINS, litemedsam, boxes=[BOX], negative_points=(1, 2, 3))
+
+
+def test_find_all_like_takes_one_example_box_given_alone(litemedsam):
+    """find_all_like(image, (x0, y0, x1, y1)): a bare TypeError, as segment's boxes were."""
+    from napari_promptseg.methods.instances import find_all_like
+
+    alone = find_all_like(COINS, BOX, segmenter=litemedsam)
+    listed = find_all_like(COINS, [BOX], segmenter=litemedsam)
+    np.testing.assert_array_equal(alone.labels, listed.labels)
+    assert alone.labels.max() > 1  # the boxed coin and others like it

@@ -516,7 +516,7 @@ def find_all_like(
     objects are everywhere in the image, so background is learned only near the exemplars: inside each box outside
     its object, and in a ring of half a box around it. Returns the boxed objects and all the others as instances.
     """
-    from ..interactive import check_box, segment_prompts
+    from ..interactive import check_box, prompt_list, segment_prompts
 
     if segmenter is None:
         from ...models import load_segmenter
@@ -526,7 +526,7 @@ def find_all_like(
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
     h, w = hwc.shape[:2]
     clipped: list[str] = []
-    checked = [check_box(b, (h, w), f"box {i + 1}", clipped) for i, b in enumerate(boxes)]
+    checked = [check_box(b, (h, w), f"box {i + 1}", clipped) for i, b in enumerate(prompt_list(boxes, 4, "boxes"))]
     checked = np.array(checked, np.float32).reshape(-1, 4)
     if len(checked) == 0:
         raise PromptsegError("find all: box at least one example object")
