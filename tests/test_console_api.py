@@ -117,3 +117,20 @@ def test_find_all_like_takes_one_example_box_given_alone(litemedsam):
     listed = find_all_like(COINS, [BOX], segmenter=litemedsam)
     np.testing.assert_array_equal(alone.labels, listed.labels)
     assert alone.labels.max() > 1  # the boxed coin and others like it
+
+
+def test_a_lazy_image_with_nan_is_refused_as_an_in_memory_one_is(litemedsam):
+    """A dask array (an OME-Zarr level) with NaN small enough for one tile went to the encoder unchecked: segment gave
+    no object and segment_like an empty mask, without a word (the numpy array was refused)."""
+    import dask.array as da
+
+    holed = COINS.astype(np.float32)
+    holed[100:110, 100:110] = np.nan
+    lazy = da.from_array(holed, chunks=128)
+    with pytest.raises(PromptsegError, match=r"^image: contains NaN or infinite values; fill or mask them first"):
+        napari_promptseg.segment(lazy, boxes=[BOX], device="cpu")
+    mask = np.zeros(COINS.shape, np.uint8)
+    mask[72:128, 50:110] = 1
+    with pytest.raises(PromptsegError, match=r"^target 1: contains NaN or infinite values"):
+        napari_promptseg.segment_like(COINS, mask, lazy, segmenter=litemedsam)
+

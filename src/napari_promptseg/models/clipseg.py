@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..errors import PromptsegError, WeightsError
 from .checkpoint import PROCESSOR_FILES, WEIGHT_FILES, check_model_directory, hub_load_errors
-from .preprocessing import Normalization, as_channels_last, to_rgb_uint8
+from .preprocessing import Normalization, as_channels_last, in_memory, to_rgb_uint8
 
 #: what a CLIPSeg directory needs besides config.json
 CLIPSEG_PARTS = (
@@ -100,7 +100,7 @@ class ClipSegHeatmapper:
         bad = [p for p in prompts if not isinstance(p, str)]
         if bad:
             raise PromptsegError(f"prompts must be strings, got {bad[0]!r}")
-        hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
+        hwc = in_memory(as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name), name)
         rgb = to_rgb_uint8(hwc, normalize)
         logits = self.logits(rgb, prompts)  # (P, s, s) in the processor's square frame
         h, w = hwc.shape[:2]

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..errors import PromptsegError, WeightsError
 from .device import resolve_device
-from .preprocessing import Normalization, as_channels_last, normalize_intensity
+from .preprocessing import Normalization, as_channels_last, in_memory, normalize_intensity
 from .protocols import Embedding, PromptableSegmenter
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -139,7 +139,7 @@ class SegmenterFeatures:
         normalize: Normalization = "auto",
         name: str = "image",
     ) -> PatchFeatures:
-        hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
+        hwc = in_memory(as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name), name)
         embedding = self.segmenter.embed(hwc, normalize=normalize, name=name)
         feats = embedding_patch_features(embedding, name=name, min_cells=self.min_cells, extractor=self.name)
         if not self.flip:
@@ -240,7 +240,7 @@ class Dinov2Features:
         normalize: Normalization = "auto",
         name: str = "image",
     ) -> PatchFeatures:
-        hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
+        hwc = in_memory(as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name), name)
         h, w = hwc.shape[:2]
         ih, iw = self._input_shape(h, w)
         gh, gw = ih // self.patch_size, iw // self.patch_size

@@ -163,6 +163,18 @@ def full_resolution(image: object, *, planes: bool = False) -> object:
     return image[0] if shrinking else image
 
 
+def in_memory(image_hwc: object, name: str = "image") -> np.ndarray:
+    """An image from :func:`as_channels_last` read whole, for a model that takes it whole: a lazy one is computed
+    and checked for NaN and infinite values as an in-memory one is (a dask array's values are checked where it is
+    read; unchecked, a NaN reached the encoder and an image of one tile came back with no object, without a word)."""
+    if not is_lazy(image_hwc):
+        return image_hwc
+    arr = to_numpy(image_hwc)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise PromptsegError(f"{name}: contains NaN or infinite values; fill or mask them first")
+    return arr
+
+
 def to_numpy(pixels: object) -> np.ndarray:
     """An in-memory array of ``pixels``; a dask array is computed in this thread (no worker pool under the tiles'
     own torch threads, and deterministic)."""

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..errors import PromptsegError, WeightsError
 from ..io._files import replacing
 from .cache import content_key
-from .preprocessing import Normalization, ResizeTransform, as_channels_last
+from .preprocessing import Normalization, ResizeTransform, as_channels_last, in_memory
 from .text_decoder import DecoderConfig, TextPromptDecoder
 
 CONFIG_FILE = "text_segmenter.json"
@@ -212,7 +212,7 @@ class TrainedTextSegmenter:
     ) -> np.ndarray:
         """(P, H, W) float32 logits on the original image grid; sigmoid > 0.5 (logit > 0) is the mask."""
         prompts = _check_prompts(prompts)
-        hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
+        hwc = in_memory(as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name), name)
         levels = self.levels(hwc, normalize)
         low_res = self.low_res_logits(levels, prompts)
         return np.stack(
