@@ -134,3 +134,22 @@ def test_a_lazy_image_with_nan_is_refused_as_an_in_memory_one_is(litemedsam):
     with pytest.raises(PromptsegError, match=r"^target 1: contains NaN or infinite values"):
         napari_promptseg.segment_like(COINS, mask, lazy, segmenter=litemedsam)
 
+
+def test_training_takes_plain_image_mask_text_tuples(tmp_path):
+    """train_text_segmenter([(image, mask, "coin"), ...]) from the console: AttributeError "'tuple' object has no
+    attribute 'split'"; now the tuples are triplets, and one image is refused as any one-image data is."""
+    from napari_promptseg.methods.text_training.data import ArrayTriplet, Triplet, as_triplets
+
+    mask = COINS > 150
+    triplets = as_triplets(
+        [(COINS, mask, "coin"), ("a.png", "a_mask.png", "coin", "val"), ArrayTriplet(COINS, mask, "x")]
+    )
+    assert isinstance(triplets[0], ArrayTriplet) and triplets[0].text == "coin" and triplets[0].image is COINS
+    assert isinstance(triplets[1], Triplet) and triplets[1].split == "val" and str(triplets[1].mask) == "a_mask.png"
+    assert triplets[2].text == "x"
+    with pytest.raises(PromptsegError, match=r"1 training row\(s\) of 1 image\(s\): need at least 2 images"):
+        napari_promptseg.train_text_segmenter([(COINS, mask, "coin")], tmp_path / "model")
+    with pytest.raises(
+        PromptsegError, match=r"training data item 2: expected an \(image, mask, text\) tuple.*tuple of 2"
+    ):
+        napari_promptseg.train_text_segmenter([(COINS, mask, "coin"), (COINS, mask)], tmp_path / "model")

@@ -77,6 +77,30 @@ class ArrayTriplet:
         return image, _binary_mask(np.asarray(self.mask), image.shape[:2], self.name, "mask")
 
 
+def as_triplets(items: Sequence[object]) -> list[Triplet | ArrayTriplet]:
+    """Triplets as a script gives them: :class:`Triplet` and :class:`ArrayTriplet` as they are, and an ``(image,
+    mask, text[, split])`` tuple as an :class:`ArrayTriplet` of its arrays (napari layers' data) or a
+    :class:`Triplet` of its file paths. Why: a plain tuple failed halfway, "'tuple' object has no attribute
+    'split'"."""
+    triplets: list[Triplet | ArrayTriplet] = []
+    for i, item in enumerate(items):
+        if isinstance(item, (Triplet, ArrayTriplet)):
+            triplets.append(item)
+            continue
+        if not (isinstance(item, (tuple, list)) and len(item) in (3, 4) and isinstance(item[2], str)):
+            raise PromptsegError(
+                f"training data item {i + 1}: expected an (image, mask, text) tuple, a Triplet or an ArrayTriplet; "
+                f"got {type(item).__name__}" + (f" of {len(item)}" if isinstance(item, (tuple, list)) else "")
+            )
+        image, mask, text = item[:3]
+        split = str(item[3]) if len(item) == 4 else ""
+        if isinstance(image, (str, Path)) and isinstance(mask, (str, Path)):
+            triplets.append(Triplet(Path(image), Path(mask), text, split, 0))
+        else:
+            triplets.append(ArrayTriplet(image, mask, text, split, name=f"training data item {i + 1}"))
+    return triplets
+
+
 def read_triplets(
     csv_path: str | Path,
     *,

@@ -43,6 +43,7 @@ from .data import (
     FeatureStore,
     Sample,
     Triplet,
+    as_triplets,
     format_eta,
     read_triplets,
     split_fingerprint,
@@ -121,7 +122,7 @@ class TrainingResult:
     presence_refit: dict = field(default_factory=dict)  # the presence head's refit (.presence), if it ran
 
 
-Data = str | Path | Sequence[Triplet | ArrayTriplet]
+Data = str | Path | Sequence[Triplet | ArrayTriplet | tuple]
 
 
 def train_text_segmenter(
@@ -141,7 +142,8 @@ def train_text_segmenter(
     """Train a text-conditioned segmenter on image-mask-text triplets and save it in ``output_dir``.
 
     ``data``: a triplet CSV (``columns`` maps ``image_col``/``mask_col``/``text_col``/``split_col`` to other
-    names) or triplets (:class:`Triplet`, :class:`ArrayTriplet` for arrays such as napari layers). ``config``
+    names) or triplets (:class:`Triplet`, :class:`ArrayTriplet` for arrays such as napari layers, or plain
+    ``(image, mask, text[, split])`` tuples of arrays or of file paths). ``config``
     and keyword ``overrides`` (e.g. ``loss="tmca", epochs=4``) set the run. ``resume`` continues from
     ``output_dir/last`` with the settings saved there. ``progress(fraction, message)`` reports with an ETA;
     ``cancel()`` returning True stops after the current step, keeping ``last/`` for a resume. ``overwrite``
@@ -180,7 +182,7 @@ def train_text_segmenter(
             f"{out} already holds a trained model; resume it (CLI --resume; widget: resume), overwrite it (CLI "
             "--overwrite; widget: overwrite) or choose another output directory"
         )
-    triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else list(data)
+    triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else as_triplets(data)
     train_set, val_set = split_triplets(triplets, val_fraction=config.val_fraction, seed=config.seed)
     rows = split_fingerprint(train_set, val_set)
     if state is not None and state.get("rows", rows) != rows:  # runs saved before the fingerprint: not checked
