@@ -153,3 +153,20 @@ def test_training_takes_plain_image_mask_text_tuples(tmp_path):
         PromptsegError, match=r"training data item 2: expected an \(image, mask, text\) tuple.*tuple of 2"
     ):
         napari_promptseg.train_text_segmenter([(COINS, mask, "coin"), (COINS, mask)], tmp_path / "model")
+
+
+def test_a_training_triplet_of_multiscale_layers_is_read_at_full_resolution():
+    """ArrayTriplet(image layer data, labels layer data, text) of multiscale layers: the image was read at full
+    resolution and the mask at its coarsest level, 'mask is 76x96 but the image is 303x384'."""
+    from napari.layers import Image, Labels
+
+    from napari_promptseg.methods.text_training.data import ArrayTriplet
+
+    mask = COINS > 150
+    image_layer, labels_layer = (
+        Image(pyramid(COINS), multiscale=True),
+        Labels(pyramid(mask.astype(np.uint8)), multiscale=True),
+    )
+    image, target = ArrayTriplet(image_layer.data, labels_layer.data, "coin").load()
+    assert image.shape == (*COINS.shape, 1)
+    np.testing.assert_array_equal(target, mask)

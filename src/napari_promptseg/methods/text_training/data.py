@@ -27,7 +27,7 @@ from ...errors import CancelledError, PromptsegError
 from ...io import read_image
 from ...io.images import array_digest
 from ...models.cache import content_key
-from ...models.preprocessing import Normalization, ResizeTransform, as_channels_last
+from ...models.preprocessing import Normalization, ResizeTransform, as_channels_last, full_resolution
 from ...models.text_segmenter import FEATURE_VERSION, encode_levels, load_tensors, save_tensors
 
 SPLITS = ("train", "val", "test")
@@ -74,7 +74,8 @@ class ArrayTriplet:
         if not self.text.strip():
             raise PromptsegError(f"{self.name}: empty text; say what the mask shows (e.g. 'polyp')")
         image = as_channels_last(self.image, name=self.name)
-        return image, _binary_mask(np.asarray(self.mask), image.shape[:2], self.name, "mask")
+        mask = np.asarray(full_resolution(self.mask))  # a multiscale labels layer: numpy reads its coarsest level
+        return image, _binary_mask(mask, image.shape[:2], self.name, "mask")
 
 
 def as_triplets(items: Sequence[object]) -> list[Triplet | ArrayTriplet]:
