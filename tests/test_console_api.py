@@ -170,3 +170,21 @@ def test_a_training_triplet_of_multiscale_layers_is_read_at_full_resolution():
     image, target = ArrayTriplet(image_layer.data, labels_layer.data, "coin").load()
     assert image.shape == (*COINS.shape, 1)
     np.testing.assert_array_equal(target, mask)
+
+
+def test_region_pairs_whose_masks_do_not_fit_their_images_are_refused():
+    """register(fixed, moving, [(fixed_mask, moving_mask)]) with a transposed fixed mask: the mask was stretched onto
+    the fixed image without a word, and the transform fitted to it. A mask at another resolution, in the image's
+    proportions, still pairs (a region's mask covers its image at any resolution)."""
+    from skimage.measure import label
+
+    moving = np.roll(COINS, (5, 8), axis=(0, 1))
+    objects = label(COINS > 150)
+    largest = np.argsort(np.bincount(objects.ravel())[1:])[::-1][:5] + 1
+    pairs = [(objects == k, np.roll(objects == k, (5, 8), axis=(0, 1))) for k in largest]
+    transposed = [(pairs[0][0].T, pairs[0][1]), *pairs[1:]]
+    with pytest.raises(PromptsegError, match=r"prompts\[0\]: the fixed mask is 384 x 303 px .* not the 303 x 384"):
+        napari_promptseg.register(COINS, moving, transposed, method="prompts")
+    halved = [(fixed[::2, ::2], moved) for fixed, moved in pairs]  # 152 x 192: the fixed image's proportions
+    result = napari_promptseg.register(COINS, moving, halved, method="prompts")
+    np.testing.assert_allclose(result.deformation.points_to_moving(np.array([[100.0, 100.0]])), [[108, 105]], atol=2)

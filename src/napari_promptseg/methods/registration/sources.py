@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import PromptsegError, WeightsError
+from ...models.preprocessing import full_resolution
 from ...models.protocols import PromptableSegmenter
 from ..prompt_regions import OneShotRegions, TextRegions
 from ..regions import (
@@ -58,7 +59,7 @@ def region_pairs(
         if segmenter is None:  # the one text_sources loaded, for the prototypes
             segmenter = next(p.segmenter for p in prompts if isinstance(p, TextRegions))
     if isinstance(prompts, Sequence) and not isinstance(prompts, str) and not callable(prompts[0]):
-        return _given_pairs(prompts)
+        return _given_pairs(prompts, fixed.shape[:2], moving.shape[:2])
     automatic = prompts is None or prompts == "auto"
     if segmenter is None and automatic:
         from ...models import load_segmenter
@@ -246,20 +247,39 @@ def _nothing_found(src: object, side: str, reason: str | None) -> str:
     return f"the region source found no region in the {side} image"
 
 
-def _given_pairs(items: Sequence) -> list[RegionPair]:
+def _given_pairs(items: Sequence, fixed_shape: tuple[int, int], moving_shape: tuple[int, int]) -> list[RegionPair]:
     pairs = []
     for i, item in enumerate(items):
         if isinstance(item, RegionPair):
-            pairs.append(item)
-            continue
-        try:
-            fm, mm = item
-        except (TypeError, ValueError) as exc:
-            raise PromptsegError(f"prompts[{i}]: expected a RegionPair or a (fixed_mask, moving_mask) tuple") from exc
-        fm, mm = np.asarray(fm), np.asarray(mm)
+            fm, mm = item.fixed.mask, item.moving.mask
+        else:
+            try:
+                fm, mm = item
+            except (TypeError, ValueError) as exc:
+                raise PromptsegError(
+                    f"prompts[{i}]: expected a RegionPair or a (fixed_mask, moving_mask) tuple"
+                ) from exc
+            fm, mm = np.asarray(full_resolution(fm)), np.asarray(full_resolution(mm))
         if fm.ndim != 2 or mm.ndim != 2:
             raise PromptsegError(f"prompts[{i}]: masks must be 2D, got {fm.shape} and {mm.shape}")
+        for mask, shape, side in ((fm, fixed_shape, "fixed"), (mm, moving_shape, "moving")):
+            _check_mask_frame(mask.shape, shape, f"prompts[{i}]: the {side} mask")
+        if isinstance(item, RegionPair):
+            pairs.append(item)
+            continue
         if not fm.any() or not mm.any():
             raise PromptsegError(f"prompts[{i}]: empty mask in a region pair")
         pairs.append(RegionPair(Region(fm.astype(bool), prompt=str(i)), Region(mm.astype(bool), prompt=str(i)), 1.0))
     return pairs
+
+
+def _check_mask_frame(mask_shape: tuple[int, ...], image_shape: tuple[int, ...], what: str) -> None:
+    """A region's mask covers its whole image at any resolution (:class:`~..regions.Region`), so it must have the
+    image's proportions (to a pixel of rounding): a transposed mask, or one of another image, was stretched onto the
+    image without a word."""
+    (mh, mw), (h, w) = mask_shape, image_shape
+    if abs(mh / h - mw / w) > 1.5 * max(1 / mh, 1 / mw) + 1e-9:
+        raise PromptsegError(
+            f"{what} is {mh} x {mw} px (rows x columns): not the {h} x {w} image's shape, nor its proportions at "
+            "another resolution"
+        )
