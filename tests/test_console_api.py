@@ -188,3 +188,27 @@ def test_region_pairs_whose_masks_do_not_fit_their_images_are_refused():
     halved = [(fixed[::2, ::2], moved) for fixed, moved in pairs]  # 152 x 192: the fixed image's proportions
     result = napari_promptseg.register(COINS, moving, halved, method="prompts")
     np.testing.assert_allclose(result.deformation.points_to_moving(np.array([[100.0, 100.0]])), [[108, 105]], atol=2)
+
+
+def test_label_ids_a_file_cannot_hold_are_refused_not_wrapped(tmp_path):
+    """write_labels cast whatever it was given: id -1 was saved as 65535, id 2**32 + 1 as 1 (merged with object 1),
+    a float 1.7 as 1; whole int64 ids and masks are saved as they are."""
+    import tifffile
+
+    from napari_promptseg.io import write_labels
+
+    ids = np.zeros(COINS.shape, np.int64)
+    ids[72:128, 50:110], ids[20:80, 200:260] = 1, 70_000
+    saved = tifffile.imread(write_labels(tmp_path / "ids.tif", ids))
+    assert saved.dtype == np.uint32
+    np.testing.assert_array_equal(saved, ids)
+    np.testing.assert_array_equal(tifffile.imread(write_labels(tmp_path / "mask.tif", ids > 0)), ids > 0)
+    for wrong, message in (
+        (np.where(ids == 1, -1, ids), r"negative id -1; ids are 0 \(background\)"),
+        (np.where(ids == 70_000, 2**32 + 1, ids), r"id 4\.29497e\+09 is above the largest a label file holds"),
+        (np.where(ids == 1, 1.7, ids), r"fractional values; expected label ids"),
+    ):
+        with pytest.raises(PromptsegError, match=message):
+            write_labels(tmp_path / "wrong.tif", wrong)
+    assert not (tmp_path / "wrong.tif").exists()
+

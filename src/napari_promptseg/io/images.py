@@ -149,18 +149,41 @@ def read_mask(path: str | Path, threshold: int = 127) -> np.ndarray:
     return mask > threshold if mask.dtype == np.uint8 and mask.max() > 1 else mask > 0
 
 
+def file_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
+    """``labels`` as a label file stores them: uint16, or uint32 past 65535 ids. Ids a file cannot hold are refused,
+    not wrapped: a cast made a negative id 65535, id 2**32 + 1 object 1, and a float 1.7 object 1 (merged with it)."""
+    labels = np.asarray(full_resolution(labels))
+    if labels.dtype.kind not in "biuf":
+        raise PromptsegError(f"{name}: {labels.dtype} values; expected label ids (whole numbers) or a mask")
+    if labels.dtype.kind == "f" and labels.size:
+        if not np.isfinite(labels).all():
+            raise PromptsegError(f"{name}: NaN or infinite values; expected label ids (whole numbers)")
+        if not np.array_equal(labels, np.round(labels)):
+            raise PromptsegError(f"{name}: fractional values; expected label ids (whole numbers)")
+    low, high = (labels.min(), labels.max()) if labels.size else (0, 0)
+    if low < 0:
+        raise PromptsegError(f"{name}: negative id {low:g}; ids are 0 (background) and positive numbers")
+    if high >= 2**32:
+        raise PromptsegError(
+            f"{name}: id {high:g} is above the largest a label file holds ({2**32 - 1}); number the objects from 1 "
+            "(skimage.segmentation.relabel_sequential)"
+        )
+    return labels.astype(np.uint16 if high < 2**16 else np.uint32, copy=False)
+
+
 def write_labels(path: str | Path, labels: np.ndarray) -> Path:
     """Instance labels ((Y, X) or (Z, Y, X)) as a compressed TIFF (uint16, or uint32 past 65535 objects), marked
-    as ours (:data:`OUTPUT_MARKER` in its Software tag; see :func:`is_own_output`)."""
+    as ours (:data:`OUTPUT_MARKER` in its Software tag; see :func:`is_own_output`). Ids a TIFF of labels cannot
+    hold (negative, fractional, from 2**32) are refused (:func:`file_labels`)."""
     path = Path(path)
+    labels = file_labels(labels, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
     # whole or not at all: a truncated file of a killed run is not ours to replace, and would stop a resume
     with replacing(path) as temp:
         # minisblack: a stack of 3 or 4 planes is planes, not the colour samples tifffile would take them for
         tifffile.imwrite(
             temp,
-            labels.astype(dtype, copy=False),
+            labels,
             compression="zlib",
             photometric="minisblack",
             software=OUTPUT_MARKER,

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import PromptsegError
 from ._files import listing_digest
-from .images import TIFF_SUFFIXES
+from .images import TIFF_SUFFIXES, file_labels
 
 #: tifffile's axis codes -> OME names (S = samples of an RGB pixel; I and Q = a sequence of unnamed planes)
 TIFF_AXES = {"X": "x", "Y": "y", "Z": "z", "T": "t", "C": "c", "S": "c", "I": "z", "Q": "z"}
@@ -302,11 +302,9 @@ def write_ome_zarr_labels(image_path: str | Path, labels: np.ndarray, name: str 
     if image.ome_version is None:
         raise PromptsegError(f"{image.path}: labels go into an OME-Zarr image; write a TIFF for this input")
     expected = tuple(n for n, a in zip(image.shape, image.axes, strict=True) if a != "c")
-    labels = np.asarray(labels)
+    labels = file_labels(labels, f"{image.path}: labels")
     if labels.shape != expected:
         raise PromptsegError(f"{image.path}: labels of shape {labels.shape} do not match the image {expected}")
-    dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
-    labels = labels.astype(dtype, copy=False)
     # back to the file's axes (without channels): the dropped singleton axes return with size 1
     keep = [k for k, a in enumerate(image.source_axes) if a != "c"]
     axes = [image.source_axes[k] for k in keep]
