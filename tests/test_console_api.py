@@ -212,3 +212,13 @@ def test_label_ids_a_file_cannot_hold_are_refused_not_wrapped(tmp_path):
             write_labels(tmp_path / "wrong.tif", wrong)
     assert not (tmp_path / "wrong.tif").exists()
 
+
+def test_segment_like_leaves_a_blank_target_empty(litemedsam):
+    """A target of one value everywhere (a blank plane of a stack, an empty canvas) got a mask of 955 px, the decoder's
+    guess, where segment and the instances pipeline find nothing."""
+    mask = np.zeros(COINS.shape, np.uint8)
+    mask[72:128, 50:110] = 1
+    blank, coins = napari_promptseg.segment_like(COINS, mask, [np.zeros_like(COINS), COINS], segmenter=litemedsam)
+    assert not blank.mask.any() and not blank.labels.any() and blank.labels.shape == COINS.shape
+    assert blank.warnings == ["target 1: the image holds one value everywhere: nothing to segment"]
+    assert coins.mask.any()

@@ -31,7 +31,7 @@ from scipy import ndimage
 from ...errors import CancelledError, PromptsegError
 from ...io.images import label_image_2d
 from ...models.features import PatchFeatureExtractor, SegmenterFeatures
-from ...models.preprocessing import Normalization, as_channels_last
+from ...models.preprocessing import Normalization, as_channels_last, in_memory
 from ...models.protocols import PromptableSegmenter
 from .correspondence import (
     Correspondence,
@@ -200,7 +200,16 @@ def segment_like(
         report(k / len(target_list), f"{tname}: features")
         timings = {"reference_features_s": ref_time if k == 0 else 0.0}
         t0 = time.perf_counter()
-        hwc = as_channels_last(target, channel_axis=channel_axis, channels=channels, name=tname)
+        hwc = in_memory(as_channels_last(target, channel_axis=channel_axis, channels=channels, name=tname), tname)
+        if _is_blank(hwc):
+            # one value everywhere (an empty canvas, a blank plane of a stack) holds no object: the decoder's best
+            # guess there was a mask all the same; segment and the instances pipeline leave such an image empty
+            blank = _empty_result(
+                hwc.shape[:2], strategy, f"{tname}: the image holds one value everywhere: nothing to segment"
+            )
+            blank.timings = timings
+            results.append(blank)
+            continue
         tfeat = extractor.features(hwc, normalize=normalize, name=tname)
         embedding = segmenter.embed(hwc, normalize=normalize, name=tname)  # shared with the features by default
         timings["features_s"] = time.perf_counter() - t0
@@ -244,6 +253,25 @@ def segment_like(
         results.append(result)
     report(1.0, "done")
     return results
+
+
+def _is_blank(image_hwc: np.ndarray) -> bool:
+    flat = image_hwc.reshape(-1, image_hwc.shape[-1])
+    return bool(np.all(flat.min(axis=0) == flat.max(axis=0)))
+
+
+def _empty_result(shape: tuple[int, int], strategy: str, warning: str) -> OneShotResult:
+    return OneShotResult(
+        mask=np.zeros(shape, bool),
+        probability=np.zeros(shape, np.float32),
+        labels=np.zeros(shape, np.uint16),
+        positives=np.zeros((0, 2), np.float32),
+        negatives=np.zeros((0, 2), np.float32),
+        boxes=np.zeros((0, 4), np.float32),
+        score=0.0,
+        strategy=strategy,
+        warnings=[warning],
+    )
 
 
 def _check_transfer(result: OneShotResult, affinity: float, reference_self_affinity: float, name: str) -> None:
