@@ -222,3 +222,18 @@ def test_segment_like_leaves_a_blank_target_empty(litemedsam):
     assert not blank.mask.any() and not blank.labels.any() and blank.labels.shape == COINS.shape
     assert blank.warnings == ["target 1: the image holds one value everywhere: nothing to segment"]
     assert coins.mask.any()
+
+
+def test_segment_text_takes_a_list_of_phrases_and_refuses_other_prompts(shared_data, litemedsam):
+    """segment_text(image, ["nucleus"]) (register takes such a list) and segment_text(image, None) failed with
+    TypeError "expected string or bytes-like object" from a regular expression."""
+    from napari_promptseg.io import read_image
+
+    image = read_image(shared_data / "nuclei_ctc_fluo_instances" / "images" / "N2DH-GOWT1_t01.tif")[200:456, 200:456]
+    typed = napari_promptseg.segment_text(image, "nucleus", segmenter=litemedsam)
+    listed = napari_promptseg.segment_text(image, ["nucleus"], segmenter=litemedsam)
+    assert listed.route == typed.route and listed.prompt == "nucleus" and typed.labels.any()
+    np.testing.assert_array_equal(listed.labels, typed.labels)
+    for wrong in (None, 5, ["nucleus", 5]):
+        with pytest.raises(PromptsegError, match=r"the text prompt must be text, e\.g\. 'nuclei'"):
+            napari_promptseg.segment_text(image, wrong, segmenter=litemedsam)

@@ -80,8 +80,23 @@ class TextResult:
         }
 
 
+def prompt_text(prompt: str | Sequence[str]) -> str:
+    """A prompt as one text: a list of phrases (as :func:`~.registration.register` takes them) joined with ', '.
+    Anything else is refused by name (a list, None or a number failed deep in a regular expression, "expected
+    string or bytes-like object")."""
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, (list, tuple)) and all(isinstance(phrase, str) for phrase in prompt):
+        return ", ".join(prompt)
+    raise PromptsegError(
+        f"the text prompt must be text, e.g. 'nuclei' (or 'gland, nuclei', ['gland', 'nuclei'] for two); got "
+        f"{type(prompt).__name__} {prompt!r}"
+    )
+
+
 def split_phrases(prompt: str) -> list[str]:
     """'gland, nuclei. stroma' -> ['gland', 'nuclei', 'stroma'] (GroundingDINO separates phrases with '.')."""
+    prompt = prompt_text(prompt)
     phrases = [" ".join(p.split()) for p in re.split(r"[.,;\n]+", prompt)]
     phrases = [p for p in phrases if p]
     if not phrases:
@@ -221,7 +236,7 @@ def choose_route(
 
 def segment_text(
     image: np.ndarray,
-    prompt: str,
+    prompt: str | Sequence[str],
     *,
     route: Route | TextRoute = "auto",
     grounder: TextGrounder | str | None = None,
@@ -248,7 +263,8 @@ def segment_text(
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> TextResult:
-    """Instance labels of what ``prompt`` names in ``image`` ("nuclei", "gland, stroma").
+    """Instance labels of what ``prompt`` names in ``image`` ("nuclei"; "gland, stroma" or ["gland", "stroma"] for
+    two).
 
     ``route``: "auto" takes the trained ``text_model`` when given, else the first that can answer of
     GroundingDINO, CLIPSeg, the reference library (or pass a
@@ -266,6 +282,7 @@ def segment_text(
 
     check_library_settings(top_k, min_similarity)  # as the thresholds: before any model loads
     report = progress or (lambda fraction, message: None)
+    prompt = prompt_text(prompt)
     phrases = split_phrases(prompt)  # bad input is refused before any model loads
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
     timings: dict[str, float] = {}
