@@ -237,3 +237,11 @@ def test_segment_text_takes_a_list_of_phrases_and_refuses_other_prompts(shared_d
     for wrong in (None, 5, ["nucleus", 5]):
         with pytest.raises(PromptsegError, match=r"the text prompt must be text, e\.g\. 'nuclei'"):
             napari_promptseg.segment_text(image, wrong, segmenter=litemedsam)
+
+
+def test_segment_like_takes_one_target_name_as_text(litemedsam):
+    """names="plane 0" for one target: taken letter by letter, 7 names for 1 target (refused)."""
+    (blank,) = napari_promptseg.segment_like(
+        COINS, COINS > 150, np.zeros_like(COINS), names="plane 0", segmenter=litemedsam
+    )
+    assert blank.warnings == ["plane 0: the image holds one value everywhere: nothing to segment"]

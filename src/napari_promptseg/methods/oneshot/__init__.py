@@ -127,7 +127,7 @@ def segment_like(
     channel_axis: int | None = None,
     channels: list[int] | None = None,
     normalize: Normalization = "auto",
-    names: Sequence[str] | None = None,
+    names: str | Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
     diagnostics: bool = False,
@@ -170,6 +170,8 @@ def segment_like(
     target_list = _as_list(targets)
     if not target_list:
         raise PromptsegError("no target image given")
+    if isinstance(names, str):  # one target's name, not one name per letter
+        names = [names]
     names = list(names) if names is not None else [f"target {i + 1}" for i in range(len(target_list))]
     if len(names) != len(target_list):  # found at the first target, after the references' features
         raise PromptsegError(f"{len(names)} names for {len(target_list)} targets; give one name per target")
