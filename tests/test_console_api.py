@@ -245,3 +245,21 @@ def test_segment_like_takes_one_target_name_as_text(litemedsam):
         COINS, COINS > 150, np.zeros_like(COINS), names="plane 0", segmenter=litemedsam
     )
     assert blank.warnings == ["plane 0: the image holds one value everywhere: nothing to segment"]
+
+
+def test_every_public_function_has_type_hints():
+    """load_text_embedder had no return type: help() and editors showed nothing of what it gives."""
+    import inspect
+
+    import napari_promptseg.models
+
+    for module in (napari_promptseg, napari_promptseg.models):
+        for name in module.__all__:
+            function = getattr(module, name)
+            if not inspect.isfunction(function):
+                continue
+            signature = inspect.signature(function)
+            assert signature.return_annotation is not inspect.Signature.empty, f"{module.__name__}.{name}: return"
+            for parameter in signature.parameters.values():
+                if parameter.kind is not parameter.VAR_KEYWORD:
+                    assert parameter.annotation is not inspect.Parameter.empty, f"{name}({parameter.name})"

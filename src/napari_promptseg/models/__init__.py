@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .device import resolve_device
 from .protocols import (
@@ -25,6 +26,9 @@ from .registry import (
     get_card,
     resolve_weights,
 )
+
+if TYPE_CHECKING:  # torch and the sentence model load with it, not with this package
+    from .text_embedding import SentenceEmbedder
 
 __all__ = [
     "DEFAULT_SEGMENTER",
@@ -108,7 +112,7 @@ def load_text_embedder(
     *,
     weights: str | os.PathLike | None = None,
     device: str = "auto",
-):
+) -> SentenceEmbedder:
     """Load (once per process) the sentence-embedding model that matches prompts to reference-library entries."""
     return _load(name, "text_embedder", weights, device, None)
 
