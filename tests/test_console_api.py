@@ -263,3 +263,20 @@ def test_every_public_function_has_type_hints():
             for parameter in signature.parameters.values():
                 if parameter.kind is not parameter.VAR_KEYWORD:
                     assert parameter.annotation is not inspect.Parameter.empty, f"{name}({parameter.name})"
+
+
+def test_a_read_only_image_gives_no_torch_warning():
+    """A read-only array (a memory map, a broadcast view) gave the console user PyTorch's "The given NumPy array is
+    not writable ... undefined behavior" warning (once per process: a fresh one is run)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import warnings, numpy as np; from skimage import data; import napari_promptseg\n"
+        "warnings.filterwarnings('error', message='The given NumPy array is not writable')\n"
+        "image = data.coins().copy(); image.setflags(write=False)\n"
+        f"labels = napari_promptseg.segment(image, boxes=[{BOX}], device='cpu')\n"
+        "assert labels.any() and not image.flags.writeable\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..errors import PromptsegError, WeightsError
 from .device import resolve_device
-from .preprocessing import Normalization, as_channels_last, in_memory, normalize_intensity
+from .preprocessing import Normalization, as_channels_last, as_tensor, in_memory, normalize_intensity
 from .protocols import Embedding, PromptableSegmenter
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -246,7 +246,7 @@ class Dinov2Features:
         gh, gw = ih // self.patch_size, iw // self.patch_size
         stride = (h / gh, w / gw)
         _check_grid(gh, gw, stride, (h, w), name, self.min_cells, self.patch_size)
-        x = torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1).float()
+        x = as_tensor(hwc).permute(2, 0, 1).float()
         x = normalize_intensity(x, source_dtype=hwc.dtype, mode=normalize)
         if x.shape[0] == 1:
             x = x.expand(3, -1, -1)

@@ -175,6 +175,15 @@ def in_memory(image_hwc: object, name: str = "image") -> np.ndarray:
     return arr
 
 
+def as_tensor(pixels: np.ndarray, dtype: np.dtype | type | None = None) -> torch.Tensor:
+    """A tensor over ``pixels`` (as ``dtype``), copied only when it must be: a read-only array (a memory map, a
+    broadcast view, a layer's data read from a file) is copied too, else torch warned the user "The given NumPy array
+    is not writable, and PyTorch does not support non-writable tensors"."""
+    import torch
+
+    return torch.from_numpy(np.require(pixels, dtype, requirements=("C", "W")))
+
+
 def to_numpy(pixels: object) -> np.ndarray:
     """An in-memory array of ``pixels``; a dask array is computed in this thread (no worker pool under the tiles'
     own torch threads, and deterministic)."""
@@ -240,7 +249,7 @@ class ResizeTransform:
         import torch.nn.functional as F
 
         nh, nw = self.resized_shape
-        x = torch.from_numpy(np.ascontiguousarray(image_hwc)).permute(2, 0, 1).float()[None]
+        x = as_tensor(image_hwc).permute(2, 0, 1).float()[None]
         if (nh, nw) != tuple(x.shape[-2:]):
             # antialias: a 4000 px slide shrunk to 256 must average, not alias
             x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
@@ -277,7 +286,7 @@ def to_rgb_uint8(image_hwc: np.ndarray, normalize: Normalization = "auto") -> np
     else:
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(image_hwc)).permute(2, 0, 1).float()
+        x = as_tensor(image_hwc).permute(2, 0, 1).float()
         scaled = normalize_intensity(x, source_dtype=image_hwc.dtype, mode=normalize)
         rgb = (scaled * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     c = rgb.shape[2]
