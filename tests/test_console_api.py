@@ -280,3 +280,19 @@ def test_a_read_only_image_gives_no_torch_warning():
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_propagation_takes_the_seed_plane_of_a_whole_stacks_labels(litemedsam):
+    """labels= the stack's (Z, Y, X) labels layer data, as napari holds it: refused, 'seed labels of shape (3, 303,
+    384) do not match a plane'; now its seed plane seeds, and labels on other planes are said to be unused."""
+    stack = np.stack([COINS, np.roll(COINS, 2, axis=1), np.roll(COINS, 4, axis=1)])
+    layer = np.zeros(stack.shape, np.int32)
+    layer[1, 72:128, 50:110] = 3
+    layer[2, 20:40, 20:40] = 9
+    whole = napari_promptseg.propagate_through_stack(stack, 1, labels=layer, segmenter=litemedsam)
+    plane = napari_promptseg.propagate_through_stack(stack, 1, labels=layer[1], segmenter=litemedsam)
+    np.testing.assert_array_equal(whole.labels, plane.labels)
+    assert whole.warnings[-1] == (
+        "stack: the labels of the whole stack were given: plane 1's labels seed the propagation, and the 400 "
+        "labelled pixel(s) of other planes are not used"
+    )

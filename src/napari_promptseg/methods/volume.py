@@ -398,8 +398,8 @@ def propagate_through_stack(
     The seed is ``boxes`` (x0, y0, x1, y1 on that plane; one object each), refined by ``positive_points`` and
     ``negative_points`` (x, y on that plane; grouped with the boxes as
     :func:`..interactive.segment_prompts` groups them: positive points outside every box are one more object), or
-    ``labels`` (not both), a (Y, X) label image of
-    that plane from any method (one-shot, text, a user's drawing; ids kept, values <= 0 background, a bool mask is
+    ``labels`` (not both), a (Y, X) label image of that plane (or the stack's (Z, Y, X) labels, of which that plane
+    is read) from any method (one-shot, text, a user's drawing; ids kept, values <= 0 background, a bool mask is
     object 1) with, when the method gives them, ``seed_scores`` (id -> score). No object on the seed plane raises
     :class:`NothingFoundError`. On every further plane each live object is
     prompted with the previous plane's mask (see the module's docstring) and ends where its IoU with that mask falls
@@ -446,6 +446,16 @@ def propagate_through_stack(
     scale = None
     if labels is not None:
         seed = np.asarray(full_resolution(labels))
+        if seed.shape == tuple(vol.shape[:3]):
+            # the stack's labels layer, (Z, Y, X) as napari holds it: its seed plane; refused before, though the
+            # plane to take is the one given
+            others = np.count_nonzero(seed) - np.count_nonzero(seed[plane])
+            seed = seed[plane]
+            if others:
+                warnings.append(
+                    f"{name}: the labels of the whole stack were given: plane {plane}'s labels seed the propagation, "
+                    f"and the {others} labelled pixel(s) of other planes are not used"
+                )
         if seed.shape != tuple(vol.shape[1:3]):
             raise PromptsegError(f"{name}: seed labels of shape {seed.shape} do not match a plane {vol.shape[1:3]}")
         seed = _as_ids(seed, f"{name}: seed labels", components=False)
