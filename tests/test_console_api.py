@@ -296,3 +296,10 @@ def test_propagation_takes_the_seed_plane_of_a_whole_stacks_labels(litemedsam):
         "stack: the labels of the whole stack were given: plane 1's labels seed the propagation, and the 400 "
         "labelled pixel(s) of other planes are not used"
     )
+
+
+def test_an_image_with_a_leading_axis_of_one_is_that_plane():
+    """(1, H, W), a TIFF's or a layer's singleton first axis (one plane, or one channel: alike), was refused as an
+    ambiguous 3D array asking for channel_axis."""
+    expected = napari_promptseg.segment(COINS, boxes=[BOX], device="cpu")
+    np.testing.assert_array_equal(napari_promptseg.segment(COINS[None], boxes=[BOX], device="cpu"), expected)

@@ -62,11 +62,11 @@ def as_channels_last(
 ) -> np.ndarray:
     """Validate a 2D image and return it as (H, W, C) with C in {1, 2, 3}, in its original dtype.
 
-    ``(H, W)`` is gray; ``(H, W, 3|4)`` is RGB(A) (alpha dropped); ``(H, W, 2)`` is two channels. Any other 3D
-    array needs ``channel_axis``; ``channels`` picks up to three channels (e.g. nuclei + membrane) to feed the
-    model's three colour inputs. A pyramid (a multiscale layer's data, levels largest first) is read at its full
-    resolution (:func:`full_resolution`). A dask array (an OME-Zarr or pyramidal TIFF level) stays lazy: the tiled
-    methods read it tile by tile (its values are checked for NaN tile by tile, not here).
+    ``(H, W)`` is gray, and ``(1, H, W)``; ``(H, W, 3|4)`` is RGB(A) (alpha dropped); ``(H, W, 2)`` is two
+    channels. Any other 3D array needs ``channel_axis``; ``channels`` picks up to three channels (e.g. nuclei +
+    membrane) to feed the model's three colour inputs. A pyramid (a multiscale layer's data, levels largest first)
+    is read at its full resolution (:func:`full_resolution`). A dask array (an OME-Zarr or pyramidal TIFF level)
+    stays lazy: the tiled methods read it tile by tile (its values are checked for NaN tile by tile, not here).
     """
     image = full_resolution(image)
     if isinstance(image, (list, tuple)) and len({np.shape(part) for part in image}) > 1:
@@ -97,6 +97,8 @@ def as_channels_last(
             # two channels last (e.g. nuclei + membrane, or this function's own output): a stack of two planes
             # would be (2, H, W), so this reading is the only sensible one and keeps the function idempotent
             pass
+        elif arr.shape[0] == 1:  # one plane, or one channel first (a TIFF's or a layer's singleton axis): alike
+            arr = arr[0][..., None]
         else:
             raise PromptsegError(
                 f"{name}: 3D array of shape {arr.shape} is ambiguous; pass channel_axis for a multichannel image, "
