@@ -303,3 +303,20 @@ def test_an_image_with_a_leading_axis_of_one_is_that_plane():
     ambiguous 3D array asking for channel_axis."""
     expected = napari_promptseg.segment(COINS, boxes=[BOX], device="cpu")
     np.testing.assert_array_equal(napari_promptseg.segment(COINS[None], boxes=[BOX], device="cpu"), expected)
+
+
+def test_an_overlay_of_multiscale_layers_is_written(tmp_path):
+    """write_overlay(path, image layer data, labels layer data) of multiscale layers: TypeError "list indices must
+    be integers or slices, not tuple"."""
+    from napari.layers import Image, Labels
+    from PIL import Image as PILImage
+
+    from napari_promptseg.io import write_overlay
+
+    labels = np.zeros(COINS.shape, np.uint16)
+    labels[72:128, 50:110] = 1
+    image_data = Image(pyramid(COINS), multiscale=True).data
+    labels_data = Labels(pyramid(labels), multiscale=True).data
+    expected = np.asarray(PILImage.open(write_overlay(tmp_path / "plain.png", COINS, labels)))
+    written = np.asarray(PILImage.open(write_overlay(tmp_path / "layers.png", image_data, labels_data)))
+    np.testing.assert_array_equal(written, expected)

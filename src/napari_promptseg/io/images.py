@@ -226,6 +226,8 @@ def write_overlay(
 
     from ..models.preprocessing import as_channels_last
 
+    # multiscale layers' data: their full-resolution level (a pyramid cannot be sliced as one array)
+    image, labels = full_resolution(image), full_resolution(labels)
     # a quick look: a big image is shown at most OVERLAY_SIDE pixels wide (a slide in float would not fit memory)
     step = max(1, -(-max(np.shape(labels)) // OVERLAY_SIDE))
     if channel_axis is not None and np.ndim(image) == 3:  # channels last first, so the step thins Y and X
