@@ -320,3 +320,13 @@ def test_an_overlay_of_multiscale_layers_is_written(tmp_path):
     expected = np.asarray(PILImage.open(write_overlay(tmp_path / "plain.png", COINS, labels)))
     written = np.asarray(PILImage.open(write_overlay(tmp_path / "layers.png", image_data, labels_data)))
     np.testing.assert_array_equal(written, expected)
+
+
+def test_a_pyramid_too_big_at_full_resolution_is_refused_naming_its_levels():
+    """Read at its coarsest level, a slide's pyramid was segmented there without a word; at full resolution it is
+    above the pixel limit, and the refusal says to pass a coarser level."""
+    import dask.array as da
+
+    slide = [da.zeros((20_000, 20_000), np.uint8, chunks=4096), da.zeros((5_000, 5_000), np.uint8, chunks=4096)]
+    with pytest.raises(PromptsegError, match=r"400,000,000 pixels exceeds .*a pyramid of 2 levels: pass a coarser"):
+        napari_promptseg.segment(slide, boxes=[BOX], device="cpu")

@@ -68,7 +68,9 @@ def as_channels_last(
     is read at its full resolution (:func:`full_resolution`). A dask array (an OME-Zarr or pyramidal TIFF level)
     stays lazy: the tiled methods read it tile by tile (its values are checked for NaN tile by tile, not here).
     """
-    image = full_resolution(image)
+    full = full_resolution(image)
+    levels = len(image) if full is not image else 0  # a pyramid's, for the advice on a level too big
+    image = full
     if isinstance(image, (list, tuple)) and len({np.shape(part) for part in image}) > 1:
         shapes = ", ".join(str(np.shape(part)) for part in image)
         raise PromptsegError(
@@ -116,9 +118,14 @@ def as_channels_last(
     if min(h, w) < 2:
         raise PromptsegError(f"{name}: image of {h}x{w} pixels is too small (at least 2 pixels along each side)")
     if h * w > max_pixels:
+        coarser = (
+            f"; a pyramid of {levels} levels: pass a coarser one (data[1], ...) with coordinates in its pixels"
+            if levels > 1
+            else ""
+        )
         raise PromptsegError(
             f"{name}: {h}x{w} = {h * w:,} pixels exceeds the limit of {max_pixels:,}; downsample or tile the image "
-            "(or raise max_pixels if you have the memory)"
+            f"(or raise max_pixels if you have the memory){coarser}"
         )
     if channels is not None:
         channels = list(channels)
