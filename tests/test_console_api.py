@@ -330,3 +330,17 @@ def test_a_pyramid_too_big_at_full_resolution_is_refused_naming_its_levels():
     slide = [da.zeros((20_000, 20_000), np.uint8, chunks=4096), da.zeros((5_000, 5_000), np.uint8, chunks=4096)]
     with pytest.raises(PromptsegError, match=r"400,000,000 pixels exceeds .*a pyramid of 2 levels: pass a coarser"):
         napari_promptseg.segment(slide, boxes=[BOX], device="cpu")
+
+
+def test_none_is_no_prompt(litemedsam):
+    """boxes=None (or points=None) beside other prompts: TypeError "'NoneType' object is not iterable", and
+    propagate_through_stack(..., boxes=None, labels=...) "object of type 'NoneType' has no len()"."""
+    expected = napari_promptseg.segment(COINS, boxes=[BOX], device="cpu")
+    given = napari_promptseg.segment(COINS, boxes=[BOX], points=None, negative_points=None, device="cpu")
+    np.testing.assert_array_equal(given, expected)
+    assert napari_promptseg.segment(COINS, boxes=None, points=[(80, 100)], device="cpu").any()
+    stack = np.stack([COINS] * 3)
+    seed = np.zeros(COINS.shape, np.uint8)
+    seed[72:128, 50:110] = 1
+    result = napari_promptseg.propagate_through_stack(stack, 1, boxes=None, labels=seed, segmenter=litemedsam)
+    assert result.labels[1].any()

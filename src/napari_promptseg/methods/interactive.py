@@ -118,11 +118,12 @@ def _count(value: object) -> str:
     return f"{len(value)}" if np.ndim(value) == 1 else f"an array of shape {np.shape(value)}"
 
 
-def prompt_list(values: Sequence, size: int, what: str) -> list:
+def prompt_list(values: Sequence | None, size: int, what: str) -> list:
     """``values`` as a list of prompts of ``size`` numbers each. One flat box ``(x0, y0, x1, y1)`` or point
     ``(x, y)``, as typed in the console (``boxes=(x0, y0, x1, y1)``), is that one prompt: taken as a list, each of
-    its numbers was a box, and the error a bare TypeError; any other flat list of numbers is refused, naming it."""
-    items = list(values)  # a (N, size) array: its rows
+    its numbers was a box, and the error a bare TypeError; any other flat list of numbers is refused, naming it.
+    None is no prompt (``boxes=None``: "'NoneType' object is not iterable")."""
+    items = [] if values is None else list(values)  # a (N, size) array: its rows
     if items and all(np.ndim(v) == 0 for v in items):
         if len(items) == size:
             return [items]

@@ -413,6 +413,10 @@ def propagate_through_stack(
     vol, warnings = _stack(volume, channel_axis, name, axes)
     n = vol.shape[0]
     plane = _plane_index(plane, n, name)
+    # None is no prompt, as for segment (boxes=None beside labels=...)
+    boxes, positive_points, negative_points = (
+        () if p is None else p for p in (boxes, positive_points, negative_points)
+    )
     if labels is not None and (len(boxes) or len(positive_points) or len(negative_points)):
         # one seed or the other: the labels won, and the boxes and points were dropped without a word
         raise PromptsegError(
