@@ -344,3 +344,12 @@ def test_none_is_no_prompt(litemedsam):
     seed[72:128, 50:110] = 1
     result = napari_promptseg.propagate_through_stack(stack, 1, boxes=None, labels=seed, segmenter=litemedsam)
     assert result.labels[1].any()
+
+
+def test_a_file_name_given_as_the_image_is_refused_saying_to_read_it(tmp_path):
+    """segment("cells.tif", ...): 'unsupported pixel type <U9; expected integers or floats'."""
+    from pathlib import Path
+
+    for path in ("cells.tif", Path("cells.tif")):
+        with pytest.raises(PromptsegError, match=r"image: a file name \(cells\.tif\), not pixels; read it first"):
+            napari_promptseg.segment(path, boxes=[BOX], device="cpu")

@@ -6,6 +6,7 @@ input size; the :class:`ResizeTransform` maps prompts into that frame and masks 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -68,6 +69,11 @@ def as_channels_last(
     is read at its full resolution (:func:`full_resolution`). A dask array (an OME-Zarr or pyramidal TIFF level)
     stays lazy: the tiled methods read it tile by tile (its values are checked for NaN tile by tile, not here).
     """
+    if isinstance(image, (str, bytes, os.PathLike)):  # numpy would read a path as a 0-d array of text
+        raise PromptsegError(
+            f"{name}: a file name ({os.fsdecode(image)}), not pixels; read it first: "
+            "napari_promptseg.io.read_image(path)"
+        )
     full = full_resolution(image)
     levels = len(image) if full is not image else 0  # a pyramid's, for the advice on a level too big
     image = full
