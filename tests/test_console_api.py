@@ -338,7 +338,8 @@ def test_none_is_no_prompt(litemedsam):
     expected = napari_promptseg.segment(COINS, boxes=[BOX], device="cpu")
     given = napari_promptseg.segment(COINS, boxes=[BOX], points=None, negative_points=None, device="cpu")
     np.testing.assert_array_equal(given, expected)
-    assert napari_promptseg.segment(COINS, boxes=None, points=[(80, 100)], device="cpu").any()
+    with pytest.warns(UserWarning, match="trained on box prompts"):  # a click alone, said as ever
+        assert napari_promptseg.segment(COINS, boxes=None, points=[(80, 100)], device="cpu").any()
     stack = np.stack([COINS] * 3)
     seed = np.zeros(COINS.shape, np.uint8)
     seed[72:128, 50:110] = 1
