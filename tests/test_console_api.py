@@ -354,3 +354,6 @@ def test_a_file_name_given_as_the_image_is_refused_saying_to_read_it(tmp_path):
     for path in ("cells.tif", Path("cells.tif")):
         with pytest.raises(PromptsegError, match=r"image: a file name \(cells\.tif\), not pixels; read it first"):
             napari_promptseg.segment(path, boxes=[BOX], device="cpu")
+    # register read it as 'fixed has shape () (0D)'
+    with pytest.raises(PromptsegError, match=r"^moving: a file name \(cells\.tif\), not pixels"):
+        napari_promptseg.register(COINS, "cells.tif")

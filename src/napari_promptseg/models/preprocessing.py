@@ -69,11 +69,7 @@ def as_channels_last(
     is read at its full resolution (:func:`full_resolution`). A dask array (an OME-Zarr or pyramidal TIFF level)
     stays lazy: the tiled methods read it tile by tile (its values are checked for NaN tile by tile, not here).
     """
-    if isinstance(image, (str, bytes, os.PathLike)):  # numpy would read a path as a 0-d array of text
-        raise PromptsegError(
-            f"{name}: a file name ({os.fsdecode(image)}), not pixels; read it first: "
-            "napari_promptseg.io.read_image(path)"
-        )
+    check_pixels(image, name)
     full = full_resolution(image)
     levels = len(image) if full is not image else 0  # a pyramid's, for the advice on a level too big
     image = full
@@ -153,6 +149,16 @@ def as_channels_last(
 def is_lazy(image: object) -> bool:
     """A dask array (read chunk by chunk when indexed), not an in-memory one."""
     return hasattr(image, "dask") and hasattr(image, "compute")
+
+
+def check_pixels(image: object, name: str = "image") -> None:
+    """Refuse a file name given for an image: numpy reads a path as a 0-d array of text, refused as 'unsupported
+    pixel type <U9' or 'shape () (0D)'."""
+    if isinstance(image, (str, bytes, os.PathLike)):
+        raise PromptsegError(
+            f"{name}: a file name ({os.fsdecode(image)}), not pixels; read it first: "
+            "napari_promptseg.io.read_image(path)"
+        )
 
 
 def full_resolution(image: object, *, planes: bool = False) -> object:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import CancelledError, PromptsegError
-from ...models.preprocessing import as_channels_last, full_resolution
+from ...models.preprocessing import as_channels_last, check_pixels, full_resolution
 from ...models.protocols import PromptableSegmenter
 from ...models.sam_family import auto_precision
 from ..regions import (
@@ -323,6 +323,8 @@ def check_pair(
     fixed: np.ndarray, moving: np.ndarray, channel_axis: int | None, fixed_name: str, moving_name: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Both images must be single 2D planes (gray, RGB or multichannel with ``channel_axis``)."""
+    check_pixels(fixed, fixed_name)
+    check_pixels(moving, moving_name)
     f, m = np.asarray(full_resolution(fixed)), np.asarray(full_resolution(moving))
 
     def is_plane(a: np.ndarray) -> bool:
