@@ -6,6 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.promptseg-installed
 CONSTRAINTS := requirements/constraints.txt
+# test processes (pytest-xdist), one torch thread each: a 2-core CI machine runs the suite in about half the time
+# of one process (many tests wait on Qt, files and subprocesses, and tests of one file share their fixtures)
+TEST_WORKERS ?= 2
 APT_PACKAGES := xvfb xauth libgl1-mesa-dri libglx-mesa0 libegl1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 \
 	libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xfixes0 \
 	libdbus-1-3 libfontconfig1
@@ -36,7 +39,7 @@ demo: $(STAMP)
 
 test: $(STAMP) sysdeps
 	$(PY) -m ruff check src tests benchmarks
-	xvfb-run -a -s "-screen 0 1280x1024x24" $(PY) -m pytest
+	OMP_NUM_THREADS=1 xvfb-run -a -s "-screen 0 1280x1024x24" $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
