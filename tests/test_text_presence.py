@@ -192,7 +192,9 @@ def test_refit_keeps_the_head_without_absent_pairs_and_refuses_other_data(
     assert all(torch.equal(v, decoder.presence_head.state_dict()[k]) for k, v in head.items())
     with pytest.raises(PromptsegError, match=r"2 training and 1 validation rows, but .* was trained on 4 and 2"):
         refit_presence_head(trained.path, [t for t in two_targets if t.text == "polyp"], cache_dir=cache)
-    assert main(["train-text", "pairs.csv", "-o", str(trained.path), "--refit-presence", "--resume"]) == 2
+    csv = trained.path.parent / "pairs.csv"  # any existing CSV: the flags are refused before it is read
+    csv.write_text("image,mask,text\n")
+    assert main(["train-text", str(csv), "-o", str(trained.path), "--refit-presence", "--resume"]) == 2
     assert "--refit-presence refits the model in" in capsys.readouterr().err
 
 
