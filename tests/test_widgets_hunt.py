@@ -129,12 +129,7 @@ def test_the_commit_target_follows_the_image(make_viewer, qtbot, sample):
     image, truth, (r0, c0, r1, c1) = sample
     viewer = make_viewer()
     first = viewer.add_image(image, name="nuclei")
-    widget = InteractiveWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="promptseg interactive")
-    widget.new_prompt_layers()
-    shapes = widget.shapes_picker.layer()
-    shapes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
-    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    widget, shapes = _previewing_one_box(viewer, qtbot, (r0, c0, r1, c1))
     widget.commit()
     made = widget.target_picker.layer()
     assert made is not None and made.data.any()
@@ -398,12 +393,7 @@ def test_a_preview_of_an_image_since_moved_is_not_committed_where_it_was(make_vi
     image, truth, (r0, c0, r1, c1) = sample
     viewer = make_viewer()
     layer = viewer.add_image(image, name="nuclei")
-    widget = InteractiveWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="promptseg interactive")
-    widget.new_prompt_layers()
-    boxes = widget.shapes_picker.layer()
-    boxes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
-    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    widget, boxes = _previewing_one_box(viewer, qtbot, (r0, c0, r1, c1))
     assert widget.preview is not None
     layer.scale = (2.0, 2.0)  # the pixel size, set now
     boxes.scale = (2.0, 2.0)  # the prompts go along (as any layer the user set it on)
@@ -416,3 +406,15 @@ def test_a_preview_of_an_image_since_moved_is_not_committed_where_it_was(make_vi
     np.testing.assert_allclose(target.scale, (2.0, 2.0))
     committed = np.argwhere(target.data > 0).mean(0)
     assert truth[tuple(np.round(committed).astype(int))] > 0  # on the nucleus the image shows there
+
+
+def _previewing_one_box(viewer, qtbot, box):
+    """The Interactive widget docked, its new box layer holding ``box`` (r0, c0, r1, c1), its preview made."""
+    r0, c0, r1, c1 = box
+    widget = InteractiveWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="promptseg interactive")
+    widget.new_prompt_layers()
+    shapes = widget.shapes_picker.layer()
+    shapes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    return widget, shapes
