@@ -357,3 +357,24 @@ def test_a_file_name_given_as_the_image_is_refused_saying_to_read_it(tmp_path):
     # register read it as 'fixed has shape () (0D)'
     with pytest.raises(PromptsegError, match=r"^moving: a file name \(cells\.tif\), not pixels"):
         napari_promptseg.register(COINS, "cells.tif")
+
+
+def test_a_reference_mask_with_nan_or_inf_is_refused(litemedsam, tmp_path):
+    """A float mask (a layer computed in the console) with NaN segmented as if the NaN pixels were background, and
+    inf counted as an object, without a word. Refused now, in one-shot, many instances and the library alike."""
+    from napari_promptseg.io.library import ReferenceLibrary
+    from napari_promptseg.methods.instances import segment_instances_like
+
+    mask = np.zeros(COINS.shape, np.float32)
+    mask[60:140, 40:120] = 1.0
+    for bad in (np.nan, np.inf):
+        broken = mask.copy()
+        broken[70, 50] = bad
+        with pytest.raises(PromptsegError, match="reference mask: the mask contains NaN or infinite values"):
+            napari_promptseg.segment_like(COINS, broken, COINS, segmenter=litemedsam)
+        with pytest.raises(PromptsegError, match="reference labels: the mask contains NaN or infinite"):
+            segment_instances_like(COINS, broken, COINS, segmenter=litemedsam)
+        with pytest.raises(PromptsegError, match="the mask contains NaN or infinite"):
+            ReferenceLibrary.open(tmp_path / "lib").add("coin", COINS, broken)
+    (fine,) = napari_promptseg.segment_like(COINS, mask, COINS, segmenter=litemedsam)
+    assert fine.labels.any()

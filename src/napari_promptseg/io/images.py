@@ -59,7 +59,8 @@ def label_objects(labels: np.ndarray) -> np.ndarray:
 def label_image_2d(mask: np.ndarray, name: str = "labels") -> np.ndarray:
     """A reference mask or label image as one 2D array of ids (0 = background). An RGB(A) image whose channels differ
     is a colour label image: each distinct colour is one id (black or transparent: background); a grey one (equal
-    channels) is its first channel. Negative ids are refused: they are neither an object nor clearly background."""
+    channels) is its first channel. Negative ids are refused: they are neither an object nor clearly background; so
+    are NaN and inf (NaN was read as background, inf as an object)."""
     mask = np.asarray(full_resolution(mask))  # a multiscale labels layer: its full-resolution level
     if mask.ndim == 3 and mask.shape[-1] in (3, 4):
         rgb = mask[..., :3]
@@ -71,6 +72,10 @@ def label_image_2d(mask: np.ndarray, name: str = "labels") -> np.ndarray:
             colours, ids = np.unique(packed[~background], return_inverse=True)
             mask = np.zeros(mask.shape[:2], np.uint16 if len(colours) < 2**16 else np.uint32)
             mask[~background] = ids.ravel() + 1
+    if mask.dtype.kind == "f" and not np.isfinite(mask).all():  # NaN read as background, inf as an object
+        raise PromptsegError(
+            f"{name}: the mask contains NaN or infinite values; set them to 0 (background) or to an object's id"
+        )
     if mask.dtype.kind in "if" and mask.size and mask.min() < 0:
         raise PromptsegError(
             f"{name}: negative label id {mask.min():g}; ids are 0 (background) and positive numbers, one per object"

@@ -223,8 +223,6 @@ class ReferenceLibrary:
             raise PromptsegError(
                 f"{what}: mask of shape {mask.shape} does not match the image's {hwc.shape[:2]} (rows, columns)"
             )
-        if mask.dtype.kind == "f" and np.isnan(mask).any():
-            raise PromptsegError(f"{what}: the mask contains NaN values")
         binary = mask > 0
         if not binary.any():
             raise PromptsegError(f"{what}: the mask is empty; label the object to save (non-zero pixels)")
