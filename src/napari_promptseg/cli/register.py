@@ -39,9 +39,6 @@ def cmd_register(args: argparse.Namespace) -> int:
     from ..methods.registration.quality import quality_line
     from ..tiling import upsample_labels
 
-    for path in (args.fixed, args.moving, args.moving_labels, args.moving_annotations):
-        if path is not None and not path.exists():  # a folder may be an OME-Zarr image: read_image says when it is not
-            raise PromptsegError(f"input image not found: {path}")
     # report.json names its files wherever it is read from (as the other subcommands' reports do)
     for key in ("fixed", "moving", "moving_labels", "moving_annotations", "landmarks_fixed", "landmarks_moving"):
         if getattr(args, key) is not None:

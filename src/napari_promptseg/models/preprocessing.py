@@ -141,9 +141,14 @@ def as_channels_last(
         raise PromptsegError(
             f"{name}: {arr.shape[-1]} channels; choose up to three with channels=[...] (CLI: --channels)"
         )
-    if arr.dtype.kind == "f" and not lazy and not np.isfinite(arr).all():
-        raise PromptsegError(f"{name}: contains NaN or infinite values; fill or mask them first")
+    if not lazy:  # a lazy one is checked where it is read (tile by tile, or whole by in_memory)
+        _refuse_non_finite(arr, name)
     return arr
+
+
+def _refuse_non_finite(arr: np.ndarray, name: str) -> None:
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise PromptsegError(f"{name}: contains NaN or infinite values; fill or mask them first")
 
 
 def is_lazy(image: object) -> bool:
@@ -191,8 +196,7 @@ def in_memory(image_hwc: object, name: str = "image") -> np.ndarray:
     if not is_lazy(image_hwc):
         return image_hwc
     arr = to_numpy(image_hwc)
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise PromptsegError(f"{name}: contains NaN or infinite values; fill or mask them first")
+    _refuse_non_finite(arr, name)
     return arr
 
 

@@ -25,8 +25,7 @@ from qtpy.QtWidgets import (
 from ...models import DEFAULT_SEGMENTER, MODELS
 from ...models.preprocessing import NORMALIZATIONS
 from ...models.registry import UNUSABLE_WEIGHTS, weights_status
-from .._common import ROLE_KEY, LayerPicker  # noqa: F401 - ROLE_KEY: the widget's metadata key, re-exported
-from .._common import is_preview as _is_preview  # noqa: F401 - the preview tag, as the widget reads it
+from .._common import LayerPicker
 from .geometry import POSITIVE, _image_data
 
 if TYPE_CHECKING:

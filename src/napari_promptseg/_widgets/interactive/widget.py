@@ -24,8 +24,10 @@ from ...methods.interactive import SegmentationResult, segment_prompts
 from ...models.preprocessing import as_channels_last
 from ...tiling import box_object_size
 from .._common import (
+    ROLE_KEY,
     TaskRunner,
     debounce_timer,
+    is_preview,
     load_triton_safely,
     notify_exception,
     notify_once,
@@ -54,12 +56,10 @@ from .layout import (
     POLARITY_COLOURS,
     PREVIEW_DELAY_MS,
     PREVIEW_NAME,
-    ROLE_KEY,
     TARGET_NAME,
     TOGGLE_KEY,
     UNDO_KEY,
     VIEW_3D,
-    _is_preview,
     build_controls,
     list_channel_axes,
 )
@@ -377,7 +377,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
         data = labels.reshape(geom.preview_shape)
         layer = self._preview_layer
         if layer is None or layer not in self.viewer.layers:
-            layer = next((ly for ly in self.viewer.layers if _is_preview(ly)), None)
+            layer = next((ly for ly in self.viewer.layers if is_preview(ly)), None)
         if layer is not None and layer.ndim != data.ndim:
             self.viewer.layers.remove(layer)
             layer = None
