@@ -324,12 +324,13 @@ def test_an_overlay_of_multiscale_layers_is_written(tmp_path):
 
 def test_a_pyramid_too_big_at_full_resolution_is_refused_naming_its_levels():
     """Read at its coarsest level, a slide's pyramid was segmented there without a word; at full resolution it is
-    above the pixel limit, and the refusal says to pass a coarser level."""
+    above the pixel limit, and the refusal says to pass a coarser level. (Objects of 20 px need full resolution;
+    larger ones are read at a coarser level: the next test.)"""
     import dask.array as da
 
     slide = [da.zeros((20_000, 20_000), np.uint8, chunks=4096), da.zeros((5_000, 5_000), np.uint8, chunks=4096)]
     with pytest.raises(PromptsegError, match=r"400,000,000 pixels exceeds .*a pyramid of 2 levels: pass a coarser"):
-        napari_promptseg.segment(slide, boxes=[BOX], device="cpu")
+        napari_promptseg.segment(slide, boxes=[(40, 60, 60, 80)], device="cpu")
 
 
 def test_none_is_no_prompt(litemedsam):
@@ -378,3 +379,21 @@ def test_a_reference_mask_with_nan_or_inf_is_refused(litemedsam, tmp_path):
             ReferenceLibrary.open(tmp_path / "lib").add("coin", COINS, broken)
     (fine,) = napari_promptseg.segment_like(COINS, mask, COINS, segmenter=litemedsam)
     assert fine.labels.any()
+
+
+def test_a_pyramid_too_big_at_full_resolution_is_read_at_the_level_its_prompts_need(litemedsam):
+    """A 12k x 15k pyramid with a box around a coin was refused ("exceeds the limit ... pass a coarser one"), where
+    the CLI reads an OME-Zarr at the level the boxes' working scale needs: the console reads that level too (here
+    the coins themselves, 40 times coarser) and returns the labels at full resolution, as the CLI writes them."""
+    import dask.array as da
+
+    from napari_promptseg.tiling import upsample_labels
+
+    k = 40  # level 0 is the real coins photo at 40x (186 M pixels, never read): 40x, 20x, 10x, 5x, the photo
+    lazy = da.from_array(COINS, chunks=COINS.shape)
+    levels = [lazy.repeat(k // f, axis=0).repeat(k // f, axis=1) for f in (1, 2, 4, 8)] + [COINS]
+    labels = napari_promptseg.segment(levels, boxes=[np.multiply(BOX, k)], device="cpu")
+    expected = napari_promptseg.segment(COINS, boxes=[BOX], device="cpu")
+    assert expected.any()
+    assert labels.shape == levels[0].shape
+    np.testing.assert_array_equal(labels, upsample_labels(expected, levels[0].shape))

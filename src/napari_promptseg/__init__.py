@@ -79,6 +79,8 @@ def segment(
     ``(c[:, 1].min(), c[:, 0].min(), c[:, 1].max(), c[:, 0].max())``.
     ``object_size``: the objects' diameter in pixels, which sets the working scale (default: the boxes' size;
     the CLI's ``--object-size``, the Interactive widget's object size field).
+    A pyramid (a multiscale layer's ``data``) is read at the coarsest level the working scale needs, as the CLI
+    reads an OME-Zarr; prompts stay in full-resolution pixels and the labels come back at full resolution.
     """
     from .methods.interactive import segment_prompts
     from .models import load_segmenter

@@ -113,7 +113,7 @@ def _segment(args: argparse.Namespace, segmenter, image, name: str, channel_axis
 def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     import numpy as np
 
-    from ..tiling import box_object_size, choose_scale
+    from ..methods.interactive import prompts_working_scale
 
     if np.ndim(image) > 2 and (stack := _stack_for(args, image, path)) is not None:
         if args.plane is None and np.shape(stack)[0] > 1:  # one plane: the boxes can only be on it
@@ -134,8 +134,7 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         boxes = np.asarray(args.box, np.float64).reshape(-1, 4)
         return _stack_record(args, path, image, plane_labels, segmenter, boxes=boxes, **points)
     # a pyramid is read at the level of the boxes' working scale
-    size = args.object_size or (box_object_size(np.array(args.box)) if args.box else None)
-    scale = choose_scale(np.shape(image), segmenter.input_size, size).scale
+    scale = prompts_working_scale(np.shape(image), segmenter.input_size, args.box, args.object_size)
     level, index, factor = _at_level(path, image, scale)
     result = _segment(args, segmenter, level, str(path), args.channel_axis, factor)
     if args.find_all:

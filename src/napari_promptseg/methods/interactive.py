@@ -13,9 +13,19 @@ import numpy as np
 import torch
 
 from ..errors import CancelledError, PromptsegError
-from ..models.preprocessing import Normalization, as_channels_last, full_resolution, to_numpy
+from ..models.preprocessing import Normalization, as_channels_last, full_resolution, pyramid_levels, to_numpy
 from ..models.protocols import Embedding, Prediction, PromptableSegmenter
-from ..tiling import IntensityWindow, Tile, TileGrid, WorkingScale, box_object_size, choose_scale, read_tile
+from ..tiling import (
+    IntensityWindow,
+    Tile,
+    TileGrid,
+    WorkingScale,
+    box_object_size,
+    choose_scale,
+    pyramid_level,
+    read_tile,
+    upsample_labels,
+)
 
 #: progress(fraction_done, message)
 ProgressCallback = Callable[[float, str], None]
@@ -298,7 +308,32 @@ def segment_prompts(
     The working scale comes from ``object_size`` (pixels) or the boxes' size (:mod:`..tiling`): when the objects
     are small for the whole image, each object is decoded in the tile around it at that scale instead of in the
     whole image squeezed into the model's input. Click-only prompts use the whole image.
+
+    A pyramid (a multiscale layer's data, levels largest first; prompts in full-resolution pixels) is read at the
+    coarsest level that still has the working scale's resolution, as the CLI reads an OME-Zarr, and the labels come
+    back at full resolution (:func:`_segment_pyramid`).
     """
+    levels = pyramid_levels(image)
+    plane = _pyramid_plane_axes(levels, channel_axis)
+    on_level = None
+    if levels is not None and plane is not None:
+        on_level = _segment_pyramid(
+            levels,
+            plane,
+            segmenter,
+            boxes=boxes,
+            positive_points=positive_points,
+            negative_points=negative_points,
+            object_size=object_size,
+            channel_axis=channel_axis,
+            channels=channels,
+            normalize=normalize,
+            name=name,
+            progress=progress,
+            cancel=cancel,
+        )
+    if on_level is not None:
+        return on_level
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
     clipped: list[str] = []
     objects = group_prompts(hwc.shape[:2], boxes, positive_points, negative_points, clipped)
@@ -368,6 +403,58 @@ def segment_prompts(
     return SegmentationResult(
         labels=labels, scores=scores, timings=timings, warnings=warnings, scale=scale if size else None
     )
+
+
+def prompts_working_scale(
+    shape: Sequence[int],
+    input_size: int,
+    boxes: Sequence[Sequence[float]] | None,
+    object_size: float | None,
+) -> float:
+    """The working scale of box/point prompts on an image of ``shape`` (rows, columns, ...): from ``object_size``,
+    else the boxes' size, else the whole image. A pyramid is read at the level this scale needs (the CLI's level of
+    an OME-Zarr, the console's of a multiscale layer's data)."""
+    boxes = np.asarray(boxes if boxes is not None else (), np.float64).reshape(-1, 4)
+    size = object_size if object_size is not None else (box_object_size(boxes) if len(boxes) else None)
+    return choose_scale(shape, input_size, size).scale
+
+
+def _pyramid_plane_axes(levels: list | None, channel_axis: int | None) -> tuple[int, int] | None:
+    """The (row, column) axes of a 2D pyramid's levels, None for a pyramid read otherwise (whole, at full resolution:
+    a stack's or an ambiguous 3D one's error is as_channels_last's)."""
+    if levels is None:
+        return None
+    ndim = len(np.shape(levels[0]))
+    if ndim == 2:
+        return 0, 1
+    if ndim == 3 and channel_axis is not None and -3 <= channel_axis < 3:
+        rows, cols = (a for a in range(3) if a != channel_axis % 3)
+        return rows, cols
+    if ndim == 3 and np.shape(levels[0])[-1] <= 4:
+        return 0, 1
+    return None
+
+
+def _segment_pyramid(
+    levels: list, plane: tuple[int, int], segmenter: PromptableSegmenter, **options
+) -> SegmentationResult | None:
+    """:func:`segment_prompts` on the pyramid level the prompts' working scale needs; prompts (full-resolution
+    pixels) divided by the level's downsampling, labels back on the full-resolution grid (as the CLI writes them).
+    None when that level is full resolution (the pyramid is read as such, and refused naming its levels when too
+    big)."""
+    shapes = [tuple(np.shape(level)[a] for a in plane) for level in levels]
+    scale = prompts_working_scale(shapes[0], segmenter.input_size, options["boxes"], options["object_size"])
+    index, factor = pyramid_level(shapes, scale)
+    if index == 0:
+        return None
+    for key in ("boxes", "positive_points", "negative_points"):
+        if options[key] is not None:
+            options[key] = np.asarray(options[key], np.float64) / factor
+    if options["object_size"] is not None:
+        options["object_size"] = options["object_size"] / factor
+    result = segment_prompts(levels[index], segmenter, **options)
+    result.labels = upsample_labels(result.labels, shapes[0])
+    return result
 
 
 def _is_flat(hwc: np.ndarray, box: tuple[float, float, float, float]) -> bool:

@@ -189,6 +189,11 @@ def full_resolution(image: object, *, planes: bool = False) -> object:
     return image[0] if shrinking else image
 
 
+def pyramid_levels(image: object) -> list | None:
+    """A pyramid's levels, largest first (see :func:`full_resolution`); None for any other input."""
+    return list(image) if full_resolution(image) is not image else None
+
+
 def in_memory(image_hwc: object, name: str = "image") -> np.ndarray:
     """An image from :func:`as_channels_last` read whole, for a model that takes it whole: a lazy one is computed
     and checked for NaN and infinite values as an in-memory one is (a dask array's values are checked where it is
