@@ -397,3 +397,26 @@ def test_a_pyramid_too_big_at_full_resolution_is_read_at_the_level_its_prompts_n
     assert expected.any()
     assert labels.shape == levels[0].shape
     np.testing.assert_array_equal(labels, upsample_labels(expected, levels[0].shape))
+
+
+def test_segment_like_reads_a_pyramid_target_at_the_level_the_cli_reads(litemedsam):
+    """A multiscale target was read whole at full resolution (a slide's was refused as too big); the CLI reads the
+    coarsest level with 1024 px along its longest side. The console reads that level too: the result is the level's,
+    with its mask, labels, points and boxes in full-resolution pixels (the labels as the CLI writes them)."""
+    import dask.array as da
+    from napari.layers import Image
+
+    from napari_promptseg.tiling import upsample_labels
+
+    lazy = da.from_array(COINS, chunks=COINS.shape)  # the real coins photo at 8x, 4x (1212 x 1536: read), 2x, 1x
+    layer = Image([lazy.repeat(k, axis=0).repeat(k, axis=1) for k in (8, 4, 2)] + [COINS], multiscale=True)
+    level = np.asarray(layer.data[1])
+    mask = napari_promptseg.segment(COINS, boxes=[BOX], device="cpu") > 0
+    (result,) = napari_promptseg.segment_like(COINS, mask, layer.data, segmenter=litemedsam)
+    (on_level,) = napari_promptseg.segment_like(COINS, mask, level, segmenter=litemedsam)
+    assert on_level.mask.any()
+    full = layer.data[0].shape
+    np.testing.assert_array_equal(result.labels, upsample_labels(on_level.labels, full))
+    np.testing.assert_array_equal(result.mask, result.labels > 0)
+    np.testing.assert_allclose(result.boxes, on_level.boxes * 2)
+    np.testing.assert_allclose(result.positives, on_level.positives * 2)

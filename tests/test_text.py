@@ -284,6 +284,15 @@ def test_cli_text_on_a_pyramidal_tiff_reads_a_level_with_the_objects_at_its_size
     # compared at the level's pixels (the labels are the level's, upsampled)
     assert match_instances(labels[::ZOOM, ::ZOOM], mosaic_truth)["f1"] > 0.65
 
+    # the console, given the same pyramid as a multiscale layer's levels, reads the same level and returns the same
+    # full-resolution labels and boxes (it read the full resolution, with the nuclei sought at another size)
+    from napari_promptseg.io.multiscale import open_multiscale
+
+    levels = open_multiscale(path).levels
+    console = segment_text(levels, "nuclei", library=library, device="cpu")
+    np.testing.assert_array_equal(console.labels, labels)
+    np.testing.assert_allclose(console.boxes, np.asarray(record["boxes"]), atol=0.051)
+
 
 def test_cancel_while_an_instances_entry_is_learnt_stops_within_seconds(litemedsam, tmp_path):
     """Cancel pressed during "matching 'nuclei' to the reference library" waited for the whole fitting of the

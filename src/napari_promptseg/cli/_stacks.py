@@ -141,9 +141,9 @@ def _whole_image_level(path: Path, image: object) -> tuple[object, int, float]:
     """The pyramid level a whole-image method (text, SAT) reads: the coarsest with WHOLE_IMAGE_SIDE px per side."""
     import numpy as np
 
-    from ..io.multiscale import WHOLE_IMAGE_SIDE
+    from ..io.multiscale import whole_image_scale
 
-    return _at_level(path, image, WHOLE_IMAGE_SIDE / max(np.shape(image)[:2]))
+    return _at_level(path, image, whole_image_scale(np.shape(image)[:2]))
 
 
 def _full_resolution(labels: object, image: object, factor: float) -> object:

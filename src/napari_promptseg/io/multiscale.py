@@ -34,6 +34,13 @@ WHOLE_IMAGE_SIDE = 1024
 REGISTER_SIDE = 2048
 
 
+def whole_image_scale(plane_shape: Sequence[int]) -> float:
+    """The working scale (level pixels per full-resolution pixel) at which a whole-image method (text, SAT one-shot)
+    reads a pyramid whose full-resolution plane is ``plane_shape`` (rows, columns): WHOLE_IMAGE_SIDE px along its
+    longest side (the CLI's level of a file and the console's of a multiscale layer's data)."""
+    return WHOLE_IMAGE_SIDE / max(int(plane_shape[0]), int(plane_shape[1]))
+
+
 @dataclass
 class MultiscaleImage:
     """A lazily read image pyramid: ``levels[0]`` is full resolution, every level in the axis order ``axes``."""

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import CancelledError, PromptsegError
-from ..models.preprocessing import Normalization, as_channels_last, full_resolution, pyramid_levels, to_numpy
+from ..models.preprocessing import Normalization, as_channels_last, full_resolution, read_pyramid_level, to_numpy
 from ..models.protocols import Embedding, Prediction, PromptableSegmenter
 from ..tiling import (
     IntensityWindow,
@@ -22,7 +22,6 @@ from ..tiling import (
     WorkingScale,
     box_object_size,
     choose_scale,
-    pyramid_level,
     read_tile,
     upsample_labels,
 )
@@ -311,20 +310,25 @@ def segment_prompts(
 
     A pyramid (a multiscale layer's data, levels largest first; prompts in full-resolution pixels) is read at the
     coarsest level that still has the working scale's resolution, as the CLI reads an OME-Zarr, and the labels come
-    back at full resolution (:func:`_segment_pyramid`).
+    back at full resolution (:func:`~..models.preprocessing.read_pyramid_level`).
     """
-    levels = pyramid_levels(image)
-    plane = _pyramid_plane_axes(levels, channel_axis)
-    on_level = None
-    if levels is not None and plane is not None:
-        on_level = _segment_pyramid(
-            levels,
-            plane,
+    level = read_pyramid_level(
+        image,
+        lambda shape: prompts_working_scale(shape, segmenter.input_size, boxes, object_size),
+        channel_axis,
+    )
+    if level is not None:
+        divided = [
+            None if c is None else np.asarray(c, np.float64) / level.factor
+            for c in (boxes, positive_points, negative_points)
+        ]
+        result = segment_prompts(
+            level.array,
             segmenter,
-            boxes=boxes,
-            positive_points=positive_points,
-            negative_points=negative_points,
-            object_size=object_size,
+            boxes=divided[0],
+            positive_points=divided[1],
+            negative_points=divided[2],
+            object_size=None if object_size is None else object_size / level.factor,
             channel_axis=channel_axis,
             channels=channels,
             normalize=normalize,
@@ -332,8 +336,8 @@ def segment_prompts(
             progress=progress,
             cancel=cancel,
         )
-    if on_level is not None:
-        return on_level
+        result.labels = upsample_labels(result.labels, level.full_shape)  # as the CLI writes them
+        return result
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
     clipped: list[str] = []
     objects = group_prompts(hwc.shape[:2], boxes, positive_points, negative_points, clipped)
@@ -417,44 +421,6 @@ def prompts_working_scale(
     boxes = np.asarray(boxes if boxes is not None else (), np.float64).reshape(-1, 4)
     size = object_size if object_size is not None else (box_object_size(boxes) if len(boxes) else None)
     return choose_scale(shape, input_size, size).scale
-
-
-def _pyramid_plane_axes(levels: list | None, channel_axis: int | None) -> tuple[int, int] | None:
-    """The (row, column) axes of a 2D pyramid's levels, None for a pyramid read otherwise (whole, at full resolution:
-    a stack's or an ambiguous 3D one's error is as_channels_last's)."""
-    if levels is None:
-        return None
-    ndim = len(np.shape(levels[0]))
-    if ndim == 2:
-        return 0, 1
-    if ndim == 3 and channel_axis is not None and -3 <= channel_axis < 3:
-        rows, cols = (a for a in range(3) if a != channel_axis % 3)
-        return rows, cols
-    if ndim == 3 and np.shape(levels[0])[-1] <= 4:
-        return 0, 1
-    return None
-
-
-def _segment_pyramid(
-    levels: list, plane: tuple[int, int], segmenter: PromptableSegmenter, **options
-) -> SegmentationResult | None:
-    """:func:`segment_prompts` on the pyramid level the prompts' working scale needs; prompts (full-resolution
-    pixels) divided by the level's downsampling, labels back on the full-resolution grid (as the CLI writes them).
-    None when that level is full resolution (the pyramid is read as such, and refused naming its levels when too
-    big)."""
-    shapes = [tuple(np.shape(level)[a] for a in plane) for level in levels]
-    scale = prompts_working_scale(shapes[0], segmenter.input_size, options["boxes"], options["object_size"])
-    index, factor = pyramid_level(shapes, scale)
-    if index == 0:
-        return None
-    for key in ("boxes", "positive_points", "negative_points"):
-        if options[key] is not None:
-            options[key] = np.asarray(options[key], np.float64) / factor
-    if options["object_size"] is not None:
-        options["object_size"] = options["object_size"] / factor
-    result = segment_prompts(levels[index], segmenter, **options)
-    result.labels = upsample_labels(result.labels, shapes[0])
-    return result
 
 
 def _is_flat(hwc: np.ndarray, box: tuple[float, float, float, float]) -> bool:

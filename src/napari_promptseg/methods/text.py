@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import CancelledError, PromptsegError, WeightsError
-from ..models.preprocessing import Normalization, as_channels_last
+from ..models.preprocessing import Normalization, as_channels_last, read_pyramid_level
 from ..models.protocols import PromptableSegmenter, TextGrounder, TextHeatmapper, TextSegmenter
 from .prompt_templates import PromptAttributes, expand_prompt
 
@@ -274,7 +274,9 @@ def segment_text(
     alone. The library route uses ``top_k`` matching exemplars above ``min_similarity`` (see
     :func:`~.library.match_library`). ``factor``: ``image`` is a pyramid level that many times coarser than full
     resolution (the pixels library exemplars are saved at): the objects of an instances entry are sought that much
-    smaller, as the one-shot CLI does on a level.
+    smaller, as the one-shot CLI does on a level. A pyramid (a multiscale layer's data) is read at its coarsest level
+    with 1024 px along its longest side, as the CLI reads an OME-Zarr: the labels and boxes come back in
+    full-resolution pixels, the heatmap stays at that level's.
     """
     if not 0 <= box_threshold <= 1 or not 0 <= text_threshold <= 1 or not 0 <= heatmap_threshold <= 1:
         raise PromptsegError("box, text and heatmap thresholds must lie in [0, 1]")
@@ -284,6 +286,43 @@ def segment_text(
     report = progress or (lambda fraction, message: None)
     prompt = prompt_text(prompt)
     phrases = split_phrases(prompt)  # bad input is refused before any model loads
+    from ..io.multiscale import whole_image_scale
+
+    level = read_pyramid_level(image, whole_image_scale, channel_axis)
+    if level is not None:
+        result = segment_text(
+            level.array,
+            prompt,
+            route=route,
+            grounder=grounder,
+            heatmapper=heatmapper,
+            library=library,
+            segmenter=segmenter,
+            weights=weights,
+            device=device,
+            template=template,
+            attributes=attributes,
+            box_threshold=box_threshold,
+            text_threshold=text_threshold,
+            nms_iou=nms_iou,
+            heatmap_threshold=heatmap_threshold,
+            refine=refine,
+            top_k=top_k,
+            min_similarity=min_similarity,
+            channel_axis=channel_axis,
+            channels=channels,
+            normalize=normalize,
+            name=name,
+            text_model=text_model,
+            factor=factor * level.factor,
+            progress=progress,
+            cancel=cancel,
+        )
+        from ..tiling import upsample_labels
+
+        result.labels = upsample_labels(result.labels, level.full_shape)  # as the CLI writes them
+        result.boxes = np.asarray(result.boxes) * level.factor
+        return result
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

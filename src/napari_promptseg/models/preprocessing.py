@@ -7,9 +7,9 @@ input size; the :class:`ResizeTransform` maps prompts into that frame and masks 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -63,11 +63,12 @@ def as_channels_last(
 ) -> np.ndarray:
     """Validate a 2D image and return it as (H, W, C) with C in {1, 2, 3}, in its original dtype.
 
-    ``(H, W)`` is gray, and ``(1, H, W)``; ``(H, W, 3|4)`` is RGB(A) (alpha dropped); ``(H, W, 2)`` is two
-    channels. Any other 3D array needs ``channel_axis``; ``channels`` picks up to three channels (e.g. nuclei +
-    membrane) to feed the model's three colour inputs. A pyramid (a multiscale layer's data, levels largest first)
-    is read at its full resolution (:func:`full_resolution`). A dask array (an OME-Zarr or pyramidal TIFF level)
-    stays lazy: the tiled methods read it tile by tile (its values are checked for NaN tile by tile, not here).
+    ``(H, W)`` is gray, and ``(1, H, W)``; ``(H, W, 3|4)`` is RGB(A) (alpha dropped); ``(H, W, 2)`` is two channels.
+    Any other 3D array needs ``channel_axis`` (refused for a 2D image: it has none); ``channels`` picks up to three
+    channels (e.g. nuclei + membrane) to feed the model's three colour inputs. A pyramid (a multiscale layer's data,
+    levels largest first) is read at its full resolution (:func:`full_resolution`). A dask array (an OME-Zarr or
+    pyramidal TIFF level) stays lazy: the tiled methods read it tile by tile (its values are checked for NaN tile by
+    tile, not here).
     """
     check_pixels(image, name)
     full = full_resolution(image)
@@ -192,6 +193,41 @@ def full_resolution(image: object, *, planes: bool = False) -> object:
 def pyramid_levels(image: object) -> list | None:
     """A pyramid's levels, largest first (see :func:`full_resolution`); None for any other input."""
     return list(image) if full_resolution(image) is not image else None
+
+
+class PyramidRead(NamedTuple):
+    """A 2D pyramid read at one level: its array, how many times coarser than full resolution it is, and the full
+    resolution's (rows, columns), which results come back to."""
+
+    array: Any
+    factor: float
+    full_shape: tuple[int, int]
+
+
+def read_pyramid_level(
+    image: object, scale_for: Callable[[tuple[int, int]], float], channel_axis: int | None = None
+) -> PyramidRead | None:
+    """A 2D pyramid (a multiscale layer's data, levels largest first) at its coarsest level that still has the
+    working scale ``scale_for(full-resolution (rows, columns))`` (model-input pixels per full-resolution pixel;
+    :func:`~napari_promptseg.tiling.pyramid_level`, as the CLI reads an OME-Zarr). None for any other input, for a
+    pyramid whose planes are not plain (a stack's, an ambiguous 3D one's: read whole, its error is
+    :func:`as_channels_last`'s) and when that level is full resolution (read as such, refused naming its levels when
+    too big)."""
+    from ..tiling import pyramid_level  # tiling imports this module
+
+    levels = pyramid_levels(image)
+    if levels is None:
+        return None
+    shape = tuple(np.shape(levels[0]))
+    if len(shape) == 2 or (len(shape) == 3 and channel_axis is None and shape[-1] <= 4):
+        plane = (0, 1)
+    elif len(shape) == 3 and channel_axis is not None and -3 <= channel_axis < 3:
+        plane = tuple(a for a in range(3) if a != channel_axis % 3)
+    else:
+        return None
+    shapes = [(int(np.shape(level)[plane[0]]), int(np.shape(level)[plane[1]])) for level in levels]
+    index, factor = pyramid_level(shapes, scale_for(shapes[0]))
+    return PyramidRead(levels[index], factor, shapes[0]) if index > 0 else None
 
 
 def in_memory(image_hwc: object, name: str = "image") -> np.ndarray:

@@ -30,8 +30,9 @@ from scipy import ndimage
 
 from ...errors import CancelledError, PromptsegError
 from ...io.images import label_image_2d
+from ...io.multiscale import whole_image_scale
 from ...models.features import PatchFeatureExtractor, SegmenterFeatures
-from ...models.preprocessing import Normalization, as_channels_last, in_memory
+from ...models.preprocessing import Normalization, PyramidRead, as_channels_last, in_memory, read_pyramid_level
 from ...models.protocols import PromptableSegmenter
 from .correspondence import (
     Correspondence,
@@ -143,6 +144,9 @@ def segment_like(
     adds the scheme's points to its boxes. ``keep_largest``: GBMSeg's optional largest-component post-processing.
     ``diagnostics``: SAT keeps every candidate mask of its bank on each result (:class:`SchemeDiagnostics`).
     ``warn_many``: warn when a reference holds several objects (callers that chose one region say False).
+    A target that is a pyramid (a multiscale layer's data) is read at its coarsest level with 1024 px along its
+    longest side, as the CLI reads an OME-Zarr: its mask, labels, points and boxes come back in full-resolution
+    pixels, its probability map stays at that level's.
     """
     if strategy not in STRATEGIES:
         raise PromptsegError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -202,6 +206,9 @@ def segment_like(
         report(k / len(target_list), f"{tname}: features")
         timings = {"reference_features_s": ref_time if k == 0 else 0.0}
         t0 = time.perf_counter()
+        level = read_pyramid_level(target, whole_image_scale, channel_axis)
+        if level is not None:
+            target = level.array
         hwc = in_memory(as_channels_last(target, channel_axis=channel_axis, channels=channels, name=tname), tname)
         if _is_blank(hwc):
             # one value everywhere (an empty canvas, a blank plane of a stack) holds no object: the decoder's best
@@ -210,7 +217,7 @@ def segment_like(
                 hwc.shape[:2], strategy, f"{tname}: the image holds one value everywhere: nothing to segment"
             )
             blank.timings = timings
-            results.append(blank)
+            results.append(_at_full_resolution(blank, level))
             continue
         tfeat = extractor.features(hwc, normalize=normalize, name=tname)
         embedding = segmenter.embed(hwc, normalize=normalize, name=tname)  # shared with the features by default
@@ -252,9 +259,24 @@ def segment_like(
                 "object like them, as instance labels, use methods.instances.segment_instances_like (what the CLI "
                 "and the One-shot widget do with such a reference)"
             )
-        results.append(result)
+        results.append(_at_full_resolution(result, level))
     report(1.0, "done")
     return results
+
+
+def _at_full_resolution(result: OneShotResult, level: PyramidRead | None) -> OneShotResult:
+    """A result found on a pyramid level, with its mask, labels, points and boxes on the full-resolution grid (as
+    the CLI writes and reports them); the probability map stays the level's."""
+    if level is None:
+        return result
+    from ...tiling import upsample_labels
+
+    result.labels = upsample_labels(result.labels, level.full_shape)
+    result.mask = result.labels > 0
+    result.positives = np.asarray(result.positives) * level.factor
+    result.negatives = np.asarray(result.negatives) * level.factor
+    result.boxes = np.asarray(result.boxes) * level.factor
+    return result
 
 
 def _is_blank(image_hwc: np.ndarray) -> bool:
