@@ -416,3 +416,27 @@ def test_a_box_partly_outside_the_image_is_clipped_with_a_warning(litemedsam, tm
     assert len(lines) == 1 and lines[0].startswith(f"warning: {image}: box 1 (344, 263, 424, 343) reaches past")
     report = json.loads((out / "report.json").read_text())
     assert report["images"][0]["warnings"] == [lines[0].removeprefix("warning: ")]
+
+
+def test_a_channel_axis_given_for_a_2d_image_is_refused_by_every_function_that_takes_it(litemedsam):
+    """channel_axis=0 with a gray (2D) image was ignored without a word: a wrong image (one channel of several) or a
+    wrong setting went unnoticed. Every function that takes it refuses it now, naming the image and its shape."""
+    import napari_promptseg
+
+    box = (40.0, 60.0, 120.0, 140.0)
+    said = r"channel_axis=0 given for a 2D image of shape \(303, 384\) \(gray: it has no channel axis\)"
+    calls = {
+        "segment": lambda: napari_promptseg.segment(COINS, boxes=[box], channel_axis=0, device="cpu"),
+        "segment_like": lambda: napari_promptseg.segment_like(COINS, COINS > 150, COINS, channel_axis=0),
+        "segment_text": lambda: napari_promptseg.segment_text(COINS, "nucleus", channel_axis=0, segmenter=litemedsam),
+    }
+    for call in calls.values():
+        with pytest.raises(PromptsegError, match=said):
+            call()
+    with pytest.raises(PromptsegError, match=r"channel_axis=0 given, but fixed \(303, 384\) and moving .* are 2D"):
+        napari_promptseg.register(COINS, COINS, "coin", channel_axis=0)
+    # one gray image beside a multichannel one (a pair given one channel_axis) is still a valid pair
+    from napari_promptseg.methods.registration.pipeline import check_pair
+
+    fixed, moving = check_pair(COINS, np.stack([COINS, COINS]), 0, "fixed", "moving")
+    assert fixed.shape == (303, 384, 1) and moving.shape == (303, 384, 2)

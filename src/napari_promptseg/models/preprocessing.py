@@ -90,6 +90,11 @@ def as_channels_last(
     if arr.size == 0 or 0 in arr.shape:
         raise PromptsegError(f"{name}: image is empty (shape {arr.shape})")
     if arr.ndim == 2:
+        if channel_axis is not None:  # ignored, it hid a wrong image (one channel of several) or a wrong setting
+            raise PromptsegError(
+                f"{name}: channel_axis={channel_axis} given for a 2D image of shape {arr.shape} (gray: it has no "
+                "channel axis); drop channel_axis (CLI: --channel-axis), or pass the image with its channels"
+            )
         arr = arr[..., None]
     elif arr.ndim == 3:
         if channel_axis is not None:

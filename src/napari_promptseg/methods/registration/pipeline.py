@@ -336,6 +336,11 @@ def check_pair(
             "registration needs two 2D images (gray, RGB, or multichannel with channel_axis); "
             "pick one plane of a stack first"
         )
+    if channel_axis is not None and f.ndim == m.ndim == 2:  # one of the pair may be gray, not both
+        raise PromptsegError(
+            f"channel_axis={channel_axis} given, but {fixed_name} {f.shape} and {moving_name} {m.shape} are 2D (gray: "
+            "no channel axis); drop channel_axis (CLI: --channel-axis), or pass the images with their channels"
+        )
     pair = tuple(
         as_channels_last(a, channel_axis=pair_channel_axis(a.shape, channel_axis, name), name=name)
         for a, name in ((f, fixed_name), (m, moving_name))
