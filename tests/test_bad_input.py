@@ -440,3 +440,22 @@ def test_a_channel_axis_given_for_a_2d_image_is_refused_by_every_function_that_t
 
     fixed, moving = check_pair(COINS, np.stack([COINS, COINS]), 0, "fixed", "moving")
     assert fixed.shape == (303, 384, 1) and moving.shape == (303, 384, 2)
+
+
+def test_float_pixels_outside_0_1_with_normalize_none_are_refused_naming_their_range(litemedsam):
+    """normalize="none" takes float pixels as they are; a float image of 0-255 values was clamped to [0, 1] without
+    a word (white everywhere: the box's object was found in a blank image). It is refused, naming the values' range,
+    on the whole-image path, the tiled one and SAT's features; the same pixels scaled to [0, 1] are taken."""
+    import napari_promptseg
+
+    box = (40.0, 60.0, 120.0, 140.0)
+    floats = COINS.astype(np.float32)  # the real photo's 1-252 as floats
+    said = r"image: normalize='none' takes float pixels in \[0, 1\], used as they are; these span \[1, 252\]"
+    with pytest.raises(PromptsegError, match=said):
+        segment(floats, litemedsam, boxes=[box], normalize="none")
+    with pytest.raises(PromptsegError, match=said):  # small objects: tiles, normalised by one window
+        segment(floats, litemedsam, boxes=[box], object_size=20, normalize="none")
+    with pytest.raises(PromptsegError, match=r"target 1: normalize='none' .* span \[1, 252\]"):
+        napari_promptseg.segment_like(COINS, COINS > 150, floats, segmenter=litemedsam, normalize="none")
+    scaled = segment(floats / 255, litemedsam, boxes=[box], normalize="none").labels
+    assert (scaled > 0).sum() > 500

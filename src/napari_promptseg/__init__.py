@@ -79,6 +79,9 @@ def segment(
     ``(c[:, 1].min(), c[:, 0].min(), c[:, 1].max(), c[:, 0].max())``.
     ``object_size``: the objects' diameter in pixels, which sets the working scale (default: the boxes' size;
     the CLI's ``--object-size``, the Interactive widget's object size field).
+    ``normalize``: "auto" (uint8 min-max, other types a percentile window), "percentile", "minmax", or "none" (the
+    pixels as they are: integers divided by their type's maximum, floats taken as lying in [0, 1]; floats outside
+    it are refused, naming their range).
     A pyramid (a multiscale layer's ``data``) is read at the coarsest level the working scale needs, as the CLI
     reads an OME-Zarr; prompts stay in full-resolution pixels and the labels come back at full resolution.
     """

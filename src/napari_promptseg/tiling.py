@@ -32,7 +32,7 @@ import torch
 
 from .errors import PromptsegError
 from .io.images import label_objects  # the one rule for masks and label images (torch-free, the library uses it)
-from .models.preprocessing import PERCENTILES, Normalization, as_tensor, to_numpy
+from .models.preprocessing import PERCENTILES, Normalization, as_tensor, check_unit_range, to_numpy
 
 #: a typical object should span this fraction of the model input (LiteMedSAM: 20 of 256 px, 5 feature cells).
 #: 0.1 gave the same or lower instance F1 on every nuclei set with 1.5-4x the tiles (benchmarks/README.md)
@@ -238,16 +238,20 @@ class IntensityWindow:
     median: np.ndarray | None = None  # (C,) median of the raw image, per channel
 
     @classmethod
-    def measure(cls, image_hwc: np.ndarray, mode: Normalization = "auto", background: bool = False) -> IntensityWindow:
+    def measure(
+        cls, image_hwc: np.ndarray, mode: Normalization = "auto", background: bool = False, name: str = "image"
+    ) -> IntensityWindow:
         """The window ``normalize_intensity`` would use on the whole image, measured on at most a few million
         pixels (a regular subsample of a large image). ``background``: also measure the median for
-        :meth:`background_level` (it doubles the cost on a large image, so only the callers that use it ask)."""
+        :meth:`background_level` (it doubles the cost on a large image, so only the callers that use it ask).
+        ``none`` refuses float pixels outside [0, 1] (:func:`check_unit_range`, on the subsample), naming ``name``."""
         arr = image_hwc
         step = max(1, int(math.sqrt(arr.shape[0] * arr.shape[1] / WINDOW_SAMPLE)))
         sample = to_numpy(arr[::step, ::step]).astype(np.float32)
         c = sample.shape[-1]
         if mode == "none":
             if np.dtype(arr.dtype).kind == "f":
+                check_unit_range(sample, mode, name)
                 lo, hi = np.zeros(c, np.float32), np.ones(c, np.float32)
             else:
                 lo, hi = np.zeros(c, np.float32), np.full(c, float(np.iinfo(arr.dtype).max), np.float32)

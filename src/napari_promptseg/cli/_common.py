@@ -36,7 +36,10 @@ def _add_model_options(parser: argparse.ArgumentParser, *, channel_choice: bool 
             "--channels", type=int, nargs="+", help="up to three channels to use (after --channel-axis)"
         )
         parser.add_argument(
-            "--normalize", default="auto", choices=["auto", "percentile", "minmax", "none"], help="intensity scaling"
+            "--normalize",
+            default="auto",
+            choices=["auto", "percentile", "minmax", "none"],
+            help="intensity scaling (none: integers divided by their type's maximum, floats must lie in [0, 1])",
         )
     parser.add_argument(
         "--cache",

@@ -355,7 +355,7 @@ def segment_prompts(
     report = progress or (lambda fraction, message: None)
     h, w = hwc.shape[:2]
     grid = TileGrid((h, w), scale.tile, scale.overlap)
-    window = IntensityWindow.measure(hwc, normalize) if len(grid) > 1 else None
+    window = IntensityWindow.measure(hwc, normalize, name=name) if len(grid) > 1 else None
     # a box over pixels of one value holds nothing, whatever the decoder would draw there (an empty canvas, a blank
     # plane): it is not decoded, and its object stays empty
     flat = [i for i, obj in enumerate(objects) if obj.box is not None and _is_flat(hwc, obj.box)]

@@ -28,7 +28,7 @@ def precompute_embeddings(
     out = [segmenter.embed(hwc, normalize=normalize, name=name)]
     if object_size is not None:
         scale = choose_scale(hwc.shape, segmenter.input_size, object_size)
-        window = IntensityWindow.measure(hwc, normalize)
+        window = IntensityWindow.measure(hwc, normalize, name=name)
         for tile in TileGrid(hwc.shape[:2], scale.tile, scale.overlap):
             pixels = read_tile(hwc, tile, window)
             out.append(segmenter.embed(pixels, normalize="none", name=f"{name} tile {tile.index}"))

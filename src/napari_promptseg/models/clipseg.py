@@ -101,7 +101,7 @@ class ClipSegHeatmapper:
         if bad:
             raise PromptsegError(f"prompts must be strings, got {bad[0]!r}")
         hwc = in_memory(as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name), name)
-        rgb = to_rgb_uint8(hwc, normalize)
+        rgb = to_rgb_uint8(hwc, normalize, name)
         logits = self.logits(rgb, prompts)  # (P, s, s) in the processor's square frame
         h, w = hwc.shape[:2]
         out = np.empty((len(prompts), h, w), np.float32)

@@ -24,7 +24,14 @@ import torch.nn.functional as F
 
 from ..errors import PromptsegError, WeightsError
 from .device import resolve_device
-from .preprocessing import Normalization, as_channels_last, as_tensor, in_memory, normalize_intensity
+from .preprocessing import (
+    Normalization,
+    as_channels_last,
+    as_tensor,
+    check_unit_range,
+    in_memory,
+    normalize_intensity,
+)
 from .protocols import Embedding, PromptableSegmenter
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -241,6 +248,7 @@ class Dinov2Features:
         name: str = "image",
     ) -> PatchFeatures:
         hwc = in_memory(as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name), name)
+        check_unit_range(hwc, normalize, name)
         h, w = hwc.shape[:2]
         ih, iw = self._input_shape(h, w)
         gh, gw = ih // self.patch_size, iw // self.patch_size

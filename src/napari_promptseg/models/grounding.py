@@ -63,7 +63,7 @@ def _rgb(
     if channel_axis is None and arr.ndim == 3 and arr.shape[-1] == 2:
         channel_axis = -1  # an (H, W, 2) array from as_channels_last: two channels, not an ambiguous stack
     hwc = as_channels_last(arr, channel_axis=channel_axis, channels=channels, name=name)
-    return to_rgb_uint8(hwc, normalize)
+    return to_rgb_uint8(hwc, normalize, name)
 
 
 def _finish(

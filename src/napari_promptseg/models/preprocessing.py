@@ -263,12 +263,34 @@ def to_numpy(pixels: object) -> np.ndarray:
     return np.asarray(pixels)
 
 
+#: how far float pixels given with normalize="none" may lie outside [0, 1] (rounding of a resampled tile) before
+#: they are refused
+UNIT_RANGE_SLACK = 1e-3
+
+
+def check_unit_range(pixels: np.ndarray, normalize: str, name: str = "image") -> None:
+    """Refuse float pixels outside [0, 1] given with ``normalize="none"`` (used as they are): they were clamped
+    without a word, so a float image of 0-255 values became white everywhere and nothing was found. Integer pixels
+    are scaled by their type's maximum, as ``none`` says."""
+    if normalize != "none" or np.dtype(pixels.dtype).kind != "f" or not np.size(pixels):
+        return
+    lo, hi = float(np.min(pixels)), float(np.max(pixels))
+    if lo < -UNIT_RANGE_SLACK or hi > 1 + UNIT_RANGE_SLACK:
+        raise PromptsegError(
+            f"{name}: normalize='none' takes float pixels in [0, 1], used as they are; these span [{lo:.4g}, "
+            f"{hi:.4g}]: choose normalize='auto', 'percentile' or 'minmax' (CLI: --normalize), or scale the image to "
+            "[0, 1] first"
+        )
+
+
 def normalize_intensity(x: torch.Tensor, *, source_dtype: np.dtype, mode: Normalization = "auto") -> torch.Tensor:
     """Map a (C, h, w) float tensor to [0, 1].
 
-    ``auto``: uint8 data is min-max scaled over the whole image (what LiteMedSAM's reference inference does);
-    other dtypes get a percentile window, robust to hot pixels and 12/16-bit ranges: per channel for 1-2 channels
-    (fluorescence), one window for all three channels of colour data (keeps the colour balance).
+    ``none``: float data is taken as it is (callers refuse data outside [0, 1]: :func:`check_unit_range`), integer
+    data is divided by its type's maximum. ``auto``: uint8 data is min-max scaled over the whole image (what
+    LiteMedSAM's reference inference does); other dtypes get a percentile window, robust to hot pixels and 12/16-bit
+    ranges: per channel for 1-2 channels (fluorescence), one window for all three channels of colour data (keeps the
+    colour balance).
     """
     import torch
 
@@ -345,13 +367,14 @@ class ResizeTransform:
         return F.interpolate(x, size=self.original_shape, mode="bilinear", align_corners=False)
 
 
-def to_rgb_uint8(image_hwc: np.ndarray, normalize: Normalization = "auto") -> np.ndarray:
+def to_rgb_uint8(image_hwc: np.ndarray, normalize: Normalization = "auto", name: str = "image") -> np.ndarray:
     """(H, W, 3) uint8 for models trained on 8-bit photographs (GroundingDINO, CLIPSeg, CLIP).
 
     ``image_hwc`` comes from :func:`as_channels_last`. With ``auto``, uint8 data keeps its raw values (those
     models were trained on raw 0-255 colours); other dtypes get :func:`normalize_intensity`'s window. Gray is
     repeated to three channels; a second channel fills green with blue empty (a two-stain fluorescence overlay).
     """
+    check_unit_range(image_hwc, normalize, name)
     if normalize == "auto" and image_hwc.dtype == np.uint8:
         rgb = image_hwc
     else:

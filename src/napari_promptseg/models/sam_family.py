@@ -24,7 +24,7 @@ from . import embedding_cache, sam_decoder_fast
 from .cache import EmbeddingCache, content_key
 from .checkpoint import load_state_dict
 from .device import PRECISION_ENV, check_precision
-from .preprocessing import Normalization, ResizeTransform, as_channels_last, in_memory
+from .preprocessing import Normalization, ResizeTransform, as_channels_last, check_unit_range, in_memory
 from .protocols import Embedding, Prediction
 
 #: Prompts decoded per forward pass on CPU. Every prompt carries ~30 MB of (4096, 256) image tokens and upsampled
@@ -259,6 +259,7 @@ class SamFamilySegmenter:
         name: str = "image",
     ) -> Embedding:
         arr = in_memory(as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name), name)
+        check_unit_range(arr, normalize, name)
         key = content_key(arr, self.feature_name, normalize)
 
         def compute() -> Embedding:

@@ -277,7 +277,7 @@ def fit_exemplars(
     size = float(object_size) if object_size else typical_object_size(labels)
     scale = choose_scale(image.shape, segmenter.input_size, size, source="reference objects")
     grid = TileGrid(image.shape, scale.tile, scale.overlap)
-    window = IntensityWindow.measure(image, normalize, background=True)
+    window = IntensityWindow.measure(image, normalize, background=True, name=name)
     known_mask = np.ones(labels.shape, bool) if known is None else np.asarray(known, bool)
     # tiles with the most labelled pixels teach the classifier
     counts = [int((labels[t.slices] > 0).sum()) for t in grid]

@@ -337,7 +337,7 @@ def segment_with_exemplars(
             f"{max(model.channels) + 1}; use targets of the exemplars' kind"
         )
     h, w = image.shape[:2]
-    window = IntensityWindow.measure(image, model.normalize, background=True)
+    window = IntensityWindow.measure(image, model.normalize, background=True, name=name)
     t0 = time.perf_counter()
     if object_size is None:
         object_size, source = estimate_object_size(model, image, segmenter.input_size, window)
