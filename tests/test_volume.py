@@ -80,6 +80,23 @@ def test_plane_by_plane_links_each_nucleus_to_one_id():
     assert match_instances(otsu.labels, truth)["f1"] > 0.6
 
 
+def test_segment_stack_takes_a_function_of_the_plane_alone():
+    """``segment_stack(vol, lambda plane: ...)`` failed at the first plane with "takes 1 positional argument but 2
+    were given"; and a function whose second parameter has a default must not get z there (``nbins=0``)."""
+    stack, truth = nuclei_stack()
+    by_plane = segment_stack(stack, lambda plane, z: label(plane > threshold_otsu(plane)))
+    alone = segment_stack(stack, lambda plane: label(plane > threshold_otsu(plane)))
+    np.testing.assert_array_equal(alone.labels, by_plane.labels)
+    assert match_instances(alone.labels, truth)["f1"] > 0.6
+
+    def otsu_components(plane, nbins=256):
+        return label(plane > threshold_otsu(plane, nbins))
+
+    np.testing.assert_array_equal(segment_stack(stack, otsu_components).labels, by_plane.labels)
+    with pytest.raises(PromptsegError, match="segment_plane: expected a function of a plane, got int"):
+        segment_stack(stack, 5)
+
+
 def test_propagation_through_real_mri_planes(litemedsam, mri):
     vol, truth = mri
     seed = len(vol) // 2

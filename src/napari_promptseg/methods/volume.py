@@ -248,7 +248,7 @@ class StackResult:
 
 def segment_stack(
     volume: object,
-    segment_plane: Callable[[np.ndarray, int], object],
+    segment_plane: Callable[[np.ndarray, int], object] | Callable[[np.ndarray], object],
     *,
     channel_axis: int | None = None,
     link_iou: float = LINK_IOU,
@@ -257,15 +257,17 @@ def segment_stack(
     cancel: Callable[[], bool] | None = None,
     axes: str | None = None,
 ) -> StackResult:
-    """Segment every plane of a (Z, Y, X[, C]) stack with ``segment_plane(plane, z)`` (any 2D method: it returns
-    labels, or a result with ``.labels`` and ``.warnings``) and link the planes' objects: an object overlapping one
+    """Segment every plane of a (Z, Y, X[, C]) stack with ``segment_plane(plane, z)``, or ``segment_plane(plane)``
+    when it takes one required argument (any 2D method: it returns labels, or a result with ``.labels`` and
+    ``.warnings``; :func:`plane_function`) and link the planes' objects: an object overlapping one
     of the previous plane by IoU >= ``link_iou`` (best match first, one to one) keeps its id. Integer labels keep
     their objects (values <= 0 are background); a bool or float mask's objects are its connected components.
     ``volume`` may also be a list of planes; a float stack in memory with NaN/inf is refused before any work.
     ``axes``: the input's axis order when its file names it (:func:`as_stack`).
 
-    Example: ``segment_stack(vol, lambda plane, z: segment_text(plane, "nuclei"))``.
+    Example: ``segment_stack(vol, lambda plane: segment_text(plane, "nuclei"))``.
     """
+    segment_plane = plane_function(segment_plane)
     vol, warnings = _stack(volume, channel_axis, name, axes)
     report = progress or (lambda fraction, message: None)
     n = vol.shape[0]
@@ -291,6 +293,27 @@ def segment_stack(
     report(1.0, f"{name}: {next_id - 1} object(s)")
     warnings += plane_warnings(per_plane, name)
     return StackResult(_compact(labels), object_extents(labels), {"total_s": time.perf_counter() - t0}, warnings)
+
+
+def plane_function(
+    segment_plane: Callable[[np.ndarray, int], object] | Callable[[np.ndarray], object],
+) -> Callable[[np.ndarray, int], object]:
+    """``segment_plane`` called as ``(plane, z)``: a function of two required positional arguments (or ``*args``)
+    gets z too, any other the plane alone (``lambda plane: ...``, failed with "takes 1 positional argument but 2 were
+    given"; z must not land in a parameter with a default, e.g. ``threshold_otsu(image, nbins=256)``'s)."""
+    import inspect
+
+    if not callable(segment_plane):
+        raise PromptsegError(f"segment_plane: expected a function of a plane, got {type(segment_plane).__name__}")
+    try:
+        parameters = inspect.signature(segment_plane).parameters.values()
+    except (TypeError, ValueError):  # no readable signature (some builtins): both, as always
+        return segment_plane  # type: ignore[return-value]
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = sum(p.kind in positional and p.default is inspect.Parameter.empty for p in parameters)
+    if required >= 2 or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        return segment_plane  # type: ignore[return-value]
+    return lambda plane, z: segment_plane(plane)  # type: ignore[call-arg]
 
 
 def _link(previous: np.ndarray | None, plane: np.ndarray, next_id: int, min_iou: float) -> tuple[np.ndarray, int]:
