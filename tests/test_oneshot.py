@@ -160,3 +160,23 @@ def test_cli_oneshot_bad_mask_exits_nonzero(tmp_path, shared_data, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"--reference-mask {mask}: 10 x 10 px, the reference image {ref} is 512 x 512 px" in err[0]
+
+
+def test_a_reference_of_single_pixels_warns_once_about_its_patches(litemedsam):
+    """A reference marking two nuclei by one pixel each: no patch lies inside it, and the relaxation was said for each
+    step, twice ("at least 50% inside", then "at least 0% inside"); once now, with the patches used."""
+    from scipy import ndimage
+
+    from napari_promptseg._sample_data import nuclei
+
+    (image, _, _), (truth, _, _) = nuclei()
+    centres = ndimage.center_of_mass(truth > 0, truth, [1, 2])
+    dots = np.zeros(truth.shape, np.uint8)
+    for row, col in centres:
+        dots[int(row), int(col)] = 1
+    (result,) = segment_like(image, dots, image, segmenter=litemedsam)
+    said = [w for w in result.warnings if "no reference patch lies wholly inside" in w]
+    assert said == [
+        "reference mask: no reference patch lies wholly inside the mask; using patches with any part inside it (the "
+        "mask is thin or small for the 4.0 px patches)"
+    ]

@@ -92,23 +92,31 @@ class NoMatchError(NothingFoundError):
 
 
 def label_reference_patches(
-    reference: PatchFeatures, mask: np.ndarray, *, fg_purity: float = 1.0, bg_purity: float = 0.0, name: str = "mask"
+    reference: PatchFeatures,
+    mask: np.ndarray,
+    *,
+    fg_purity: float = 1.0,
+    bg_purity: float = 0.0,
+    name: str = "reference mask",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Reference cells -> (fg, bg, fraction, warnings). GBMSeg: fg = all pixels in the mask, bg = none; mixed dropped.
 
     GUESS(SAT): when no cell lies wholly inside a thin or small mask we relax to cells at least half inside
-    (then to any cell touching the mask) and say so, instead of GBMSeg's fixed fallback point.
+    (then to any cell touching the mask) and say so once, with the cells used (both steps were said: a mask of
+    single pixels warned twice, the second time of cells "at least 0% inside"), instead of GBMSeg's fixed fallback.
     """
     frac = reference.cell_fraction(mask).ravel()
     warnings: list[str] = []
     fg = frac >= fg_purity - 1e-9
-    for relaxed in (0.5, 1e-9):
+    used = None
+    for relaxed, said in ((0.5, "at least half inside it"), (1e-9, "with any part inside it")):
         if fg.any():
             break
-        fg = frac >= relaxed
+        fg, used = frac >= relaxed, said
+    if used is not None:
         warnings.append(
-            f"{name}: no reference patch lies wholly inside the mask; using patches at least "
-            f"{relaxed:.0%} inside (the mask is thin or small for the {reference.stride[0]:.1f} px patches)"
+            f"{name}: no reference patch lies wholly inside the mask; using patches {used} (the mask is thin or "
+            f"small for the {reference.stride[0]:.1f} px patches)"
         )
     bg = frac <= bg_purity + 1e-9
     return fg, bg, frac, warnings
