@@ -105,3 +105,32 @@ def test_training_can_be_cancelled_and_bad_input_is_reported(make_viewer, qtbot,
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
     assert widget.runner.state == "failed"
     assert "negative pairs need texts" in widget.runner.widget.status.text()
+
+
+def test_remove_pair_removes_the_clicked_pair_else_the_last(make_viewer, qtbot):
+    """'Remove pair' removed the last row whichever pair the user had clicked in; it removes the clicked one now,
+    and the last when none was chosen."""
+    from qtpy.QtCore import Qt
+
+    viewer = make_viewer()
+
+    def widget_with_pairs(texts: str) -> TrainTextWidget:
+        widget = TrainTextWidget(viewer)
+        qtbot.addWidget(widget)
+        while widget.table.rowCount() < len(texts):  # one row comes by default
+            widget.add_row()
+        for row, text in enumerate(texts):
+            widget.table.cellWidget(row, 2).setText(text)
+        return widget
+
+    def texts(widget: TrainTextWidget) -> list[str]:
+        return [widget.table.cellWidget(row, 2).text() for row in range(widget.table.rowCount())]
+
+    widget = widget_with_pairs("abc")
+    qtbot.mouseClick(widget.table.cellWidget(1, 2), Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(widget.remove_row_button, Qt.MouseButton.LeftButton)
+    assert texts(widget) == ["a", "c"]
+
+    untouched = widget_with_pairs("abc")
+    qtbot.mouseClick(untouched.remove_row_button, Qt.MouseButton.LeftButton)
+    assert texts(untouched) == ["a", "b"]

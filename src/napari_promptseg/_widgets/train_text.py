@@ -13,6 +13,7 @@ from pathlib import Path
 import napari
 import napari.layers
 import numpy as np
+from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -92,7 +93,8 @@ class TrainTextWidget(QWidget):
         self.add_row_button.setToolTip("one more image layer + Labels layer (non-zero = target) + its text")
         self.add_row_button.clicked.connect(self.add_row)
         self.remove_row_button = QPushButton("Remove pair")
-        self.remove_row_button.clicked.connect(lambda: self.table.removeRow(self.table.rowCount() - 1))
+        self.remove_row_button.setToolTip("remove the selected pair (the one last clicked or typed in), else the last")
+        self.remove_row_button.clicked.connect(self.remove_row)
         self.csv = QLineEdit()
         self.csv.setPlaceholderText("triplets.csv: columns image, mask, text[, split]")
         self.output = QLineEdit()
@@ -167,7 +169,27 @@ class TrainTextWidget(QWidget):
         text = QLineEdit()
         text.setPlaceholderText("e.g. polyp")
         self.table.setCellWidget(row, 2, text)
+        for column in range(3):
+            # a click or focus in a cell's widget selects its row: the table itself never sees those clicks
+            self.table.cellWidget(row, column).installEventFilter(self)
         return row
+
+    def remove_row(self) -> None:
+        """Remove the selected pair (the row last clicked or typed in), else the last: the last was removed
+        whichever pair the user had chosen."""
+        row = self.table.currentRow()
+        if not 0 <= row < self.table.rowCount():
+            row = self.table.rowCount() - 1
+        if row >= 0:
+            self.table.removeRow(row)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if event.type() in (QEvent.Type.FocusIn, QEvent.Type.MouseButtonPress):
+            for row in range(self.table.rowCount()):
+                for column in range(3):
+                    if self.table.cellWidget(row, column) is watched:
+                        self.table.setCurrentCell(row, column)
+        return super().eventFilter(watched, event)
 
     def set_row(self, row: int, image: napari.layers.Image, labels: napari.layers.Labels, text: str) -> None:
         while self.table.rowCount() <= row:
