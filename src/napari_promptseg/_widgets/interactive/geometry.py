@@ -17,7 +17,7 @@ import numpy as np
 
 from ...errors import PromptsegError
 from ...tiling import choose_scale, pyramid_level, upsample_labels
-from .._common import _same_map, data_to_world_matrix, placement_over
+from .._common import _levels, _same_map, data_to_world_matrix, placement_over
 
 #: feature of the points layer: True for a positive click, False for a negative one
 POSITIVE = "positive"
@@ -84,10 +84,6 @@ class PlaneGeometry:
         return tuple(out)
 
 
-def _image_data(layer: napari.layers.Image):
-    return layer.data[0] if layer.multiscale else layer.data
-
-
 def plane_geometry(
     viewer: napari.viewer.Viewer, layer: napari.layers.Image, channel_axis: int | None = None
 ) -> PlaneGeometry:
@@ -95,7 +91,7 @@ def plane_geometry(
     name = f"image layer '{layer.name}'"
     if viewer.dims.ndisplay != 2:
         raise PromptsegError(f"{name}: prompts segment one 2D plane; switch the viewer to 2D (Ctrl+Y)")
-    shape = tuple(_image_data(layer).shape)
+    shape = tuple(_levels(layer)[0].shape)
     spatial = shape[:-1] if layer.rgb else shape
     ndim = len(spatial)
     if ndim < 2:
@@ -140,7 +136,7 @@ def plane_geometry(
 
 def extract_plane(layer: napari.layers.Image, geom: PlaneGeometry) -> tuple[np.ndarray, int | None]:
     """The plane's pixels (H, W), (H, W, RGB) or (C, H, W), and the channel axis to pass to the core function."""
-    return _plane_of(_image_data(layer), geom)
+    return _plane_of(_levels(layer)[0], geom)
 
 
 def _plane_of(data, geom: PlaneGeometry) -> tuple[np.ndarray, int | None]:
@@ -212,7 +208,7 @@ def at_level(coords, width: int, factor: float) -> np.ndarray:
 
 
 def plane_source(layer: napari.layers.Image, geom: PlaneGeometry) -> PlaneSource:
-    return PlaneSource(tuple(layer.data) if layer.multiscale else (layer.data,), geom)
+    return PlaneSource(tuple(_levels(layer)), geom)
 
 
 def extract_volume(layer: napari.layers.Image, geom: PlaneGeometry) -> tuple[object, int]:
@@ -224,7 +220,7 @@ def extract_volume(layer: napari.layers.Image, geom: PlaneGeometry) -> tuple[obj
             f"this layer's planes are {geom.labels_shape} (axes without channels)"
         )
     z = geom.fixed_axes[0]
-    data = _image_data(layer)
+    data = _levels(layer)[0]
     offset = 0 if geom.channel_axis is None else 1  # the channel axis is always the first (see plane_geometry)
     order = [z + offset, geom.row_axis + offset, geom.col_axis + offset]
     if geom.channel_axis is not None:

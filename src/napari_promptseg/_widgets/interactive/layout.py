@@ -25,8 +25,8 @@ from qtpy.QtWidgets import (
 from ...models import DEFAULT_SEGMENTER, MODELS
 from ...models.preprocessing import NORMALIZATIONS
 from ...models.registry import UNUSABLE_WEIGHTS, weights_status
-from .._common import LayerPicker
-from .geometry import POSITIVE, _image_data
+from .._common import LayerPicker, _levels
+from .geometry import POSITIVE
 
 if TYPE_CHECKING:
     from .widget import InteractiveWidget
@@ -199,7 +199,7 @@ def list_channel_axes(widget: InteractiveWidget, layer: napari.layers.Image | No
     combo.clear()
     combo.addItem("none (gray or RGB)", None)
     if layer is not None and not layer.rgb and layer.ndim >= 3:
-        combo.addItem(f"axis 0 ({_image_data(layer).shape[0]} channels)", 0)
+        combo.addItem(f"axis 0 ({_levels(layer)[0].shape[0]} channels)", 0)
     combo.setCurrentIndex(max(0, combo.findData(chosen)) if chosen is not None else 0)
     combo.blockSignals(False)
     widget.channels_edit.setEnabled(combo.count() > 1)
