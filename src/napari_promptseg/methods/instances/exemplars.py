@@ -131,7 +131,7 @@ class ExemplarModel:
     size_classifier: PixelClassifier | None = None  # filters only: a quick foreground to measure targets' objects
     reference_width: float = 0.0  # that foreground's typical object width on the reference, image pixels
     background: np.ndarray | None = None  # grey references: their background level (targets are shifted to it)
-    candidates: str = "watershed"  # how targets are cut into candidate objects (pipeline._candidates)
+    candidates: str = "watershed"  # how targets are cut into candidate objects (tile_objects._candidates)
     candidate_scores: dict[str, float] = field(default_factory=dict)  # F1 of each source on the reference
     interior_weight: float = INTERIOR_WEIGHT  # the watershed's seed score: interior probability per diameter
     patch_reference: PatchReference | None = None  # the reference tile's patches, for correspondence candidates
