@@ -29,6 +29,21 @@ def dataset_pairs(root: Path) -> list[tuple[Path, Path]]:
     return [(image, root / "masks" / image.name) for image in sorted((root / "images").iterdir())]
 
 
+def thread_recording_dask(array, threads: list, chunks=None):
+    """A dask array of ``array`` whose every block read appends the thread that read it to ``threads``: where a
+    widget reads a layer's pixels is observable. Use it under ``dask.config.set(scheduler="synchronous")`` (dask's
+    threaded scheduler computes blocks in its own pool, whatever thread asked)."""
+    import threading
+
+    import dask.array as da
+
+    def record(block):
+        threads.append(threading.current_thread())
+        return block
+
+    return da.from_array(array, chunks=chunks or array.shape).map_blocks(record, dtype=array.dtype)
+
+
 def some_dsb_nuclei(shared_data, prefix: str, keep: int = 8):
     """A shared DSB fluorescence image (grey, as its first channel) with ``keep`` of its labelled nuclei, spread over
     its id order, as a user labels a few examples of many; and the image's full labels."""

@@ -14,7 +14,7 @@ from napari_promptseg._widgets.oneshot import OneShotOutput, OneShotWidget
 from napari_promptseg.io import read_image, read_mask
 from napari_promptseg.methods.metrics import dice
 
-from .conftest import dataset_pairs
+from .conftest import dataset_pairs, thread_recording_dask
 
 pytestmark = pytest.mark.gui
 RUN_MS = 600_000  # model load + 2 targets; the 2-core CPU is often shared
@@ -30,6 +30,13 @@ def make_viewer(make_napari_viewer):
 def lungs(shared_data):
     pairs = dataset_pairs(shared_data / "lungs_cxr_shenzhen")[:3]
     return [(read_image(i)[..., 0], read_mask(m)) for i, m in pairs]  # the X-rays are gray stored as RGB
+
+
+def _read_inputs(widget: OneShotWidget):
+    """What the widget's worker reads for a run (the references gathered on the main thread, then read)."""
+    from napari_promptseg._widgets.oneshot import read_oneshot_inputs
+
+    return read_oneshot_inputs(widget._inputs(), progress=lambda *_: None, cancel=lambda: False)
 
 
 def test_stack_target_gives_labels_and_prompt_points(make_viewer, qtbot, lungs):
@@ -62,6 +69,37 @@ def test_stack_target_gives_labels_and_prompt_points(make_viewer, qtbot, lungs):
     assert set(before) <= {layer.name for layer in viewer.layers}  # nothing replaced
 
 
+def test_a_lazy_stack_target_and_reference_are_read_by_the_worker_not_napari(make_viewer, qtbot, lungs):
+    """The widget turned the target stack (and the reference) into numpy on napari's main thread when Run was
+    pressed: napari froze while a dask, zarr or pyramid layer was read. Now run() only gathers the arrays and the
+    worker reads them; the planes are still segmented right."""
+    import threading
+
+    import dask
+
+    (ref, ref_mask), targets = lungs[0], lungs[1:]
+    reads: list[threading.Thread] = []
+    stack = np.stack([t for t, _ in targets])
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    with dask.config.set(scheduler="synchronous"):
+        widget.reference.set_layer(viewer.add_image(thread_recording_dask(ref, reads), name="reference"))
+        widget.reference_labels.set_layer(viewer.add_labels(ref_mask.astype(np.uint8), name="reference lungs"))
+        lazy = thread_recording_dask(stack, reads, chunks=(1, *stack.shape[1:]))
+        widget.target.set_layer(viewer.add_image(lazy, name="targets"))
+        reads.clear()  # napari's own display of the layers
+        widget.run()
+        on_main = [t for t in reads if t is threading.main_thread()]
+        assert not on_main, f"{len(on_main)} block(s) read on napari's main thread by run()"
+        qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    off_main = [t for t in reads if t is not threading.main_thread()]
+    assert len(off_main) >= 1 + len(targets), reads  # the reference and each target plane, by the worker
+    result = viewer.layers["targets one-shot"]
+    for plane, (_, truth) in zip(result.data, targets, strict=True):
+        assert dice(plane > 0, truth) > 0.85
+
+
 def test_empty_reference_labels_is_reported_not_run(make_viewer, qtbot, lungs):
     viewer = make_viewer()
     (ref, ref_mask), (target, _) = lungs[0], lungs[1]
@@ -92,17 +130,17 @@ def test_multiscale_target_is_read_at_the_level_of_the_working_scale(make_viewer
     widget = OneShotWidget(viewer)
     widget.target.set_layer(target)
     widget.object_size.setValue(60)  # objects of 60 px: a working scale of 0.43, so the 1/2 level has enough pixels
-    _, _, planes, _, stacked, layer = widget._inputs()
-    assert layer is target and not stacked
-    assert planes[0].shape == (512, 512) and tuple(widget._level_factors) == (2.0, 2.0)
+    read = _read_inputs(widget)
+    assert not read.stacked
+    assert read.targets[0].shape == (512, 512) and tuple(read.factors) == (2.0, 2.0)
     output = OneShotOutput([np.ones((512, 512), np.uint16)], [np.zeros((0, 2))], [np.zeros((0, 2))], ["slide"], False)
-    widget._add_layers(output, target, widget._level_factors)
+    widget._add_layers(output, target, read.factors)
     result = viewer.layers["slide one-shot"]
     np.testing.assert_allclose(result.scale, (1.0, 1.0))  # 0.5 x 2: covers the full-resolution extent
     # one region is a whole-image method: it reads the level of >= 1024 px, as the CLI (not the objects' level)
     widget.mode.setCurrentText("single region")
-    _, _, planes, *_ = widget._inputs()
-    assert planes[0].shape == (1024, 1024) and tuple(widget._level_factors) == (1.0, 1.0)
+    read = _read_inputs(widget)
+    assert read.targets[0].shape == (1024, 1024) and tuple(read.factors) == (1.0, 1.0)
 
 
 def test_a_pyramid_target_finds_the_nuclei_the_cli_finds(make_viewer, qtbot):
@@ -140,7 +178,8 @@ def test_a_multiscale_reference_is_read_at_full_resolution(make_viewer):
     widget = OneShotWidget(viewer)
     widget.reference.set_layer(reference)
     widget.target.set_layer(reference)
-    ref_pixels, labels, *_ = widget._inputs()
+    read = _read_inputs(widget)
+    ref_pixels, labels = read.reference, read.labels
     assert ref_pixels.shape == image.shape and np.array_equal(ref_pixels, image) and labels.shape == truth.shape
 
 

@@ -16,7 +16,7 @@ from napari_promptseg.io import read_image, read_mask
 from napari_promptseg.io.library import ReferenceLibrary
 from napari_promptseg.methods.metrics import dice
 
-from .conftest import dataset_pairs, in_hf_cache, some_dsb_nuclei
+from .conftest import dataset_pairs, in_hf_cache, some_dsb_nuclei, thread_recording_dask
 from .test_grounding import hf_dir  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.gui
@@ -93,6 +93,34 @@ def test_a_multiscale_image_gives_labels_over_the_whole_image(make_viewer, qtbot
     result = _segment(viewer, qtbot, slide, library, "lungs")
     np.testing.assert_allclose(result.extent.world, slide.extent.world)
     assert result.data.shape == truth.shape and dice(result.data > 0, truth) > 0.85
+
+
+def test_a_lazy_pyramid_is_read_by_the_worker_not_napari(make_viewer, qtbot, lungs, tmp_path):
+    """The widget turned the pyramid level it segments into numpy on napari's main thread when Run was pressed:
+    napari froze while a slide (dask, zarr) was read. Now run() looks at the levels' shapes only and the worker
+    reads the level; the labels still cover the lungs."""
+    import threading
+
+    import dask
+
+    library = ReferenceLibrary.open(tmp_path / "library")
+    library.add("lung", *lungs[0], description="lung fields of a chest X-ray")
+    target, truth = lungs[1]
+    reads: list[threading.Thread] = []
+    viewer = make_viewer()
+    with dask.config.set(scheduler="synchronous"):
+        levels = [thread_recording_dask(target, reads), thread_recording_dask(target[::2, ::2].copy(), reads)]
+        widget = _widget(viewer, viewer.add_image(levels, name="slide", multiscale=True))
+        widget.library.setText(str(library.path))
+        widget.prompt.setText("lungs")
+        reads.clear()  # napari's own display of the layer
+        widget.run()
+        assert not [t for t in reads if t is threading.main_thread()], "run() read the slide on napari's main thread"
+        qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    assert any(t is not threading.main_thread() for t in reads)  # the worker read it
+    result = viewer.layers["slide text: lungs"]
+    assert dice(np.asarray(result.data) > 0, truth) > 0.85
 
 
 def test_groundingdino_route_adds_box_shapes_on_the_image(make_viewer, qtbot, lungs, hf_dir):  # noqa: F811

@@ -32,11 +32,16 @@ from ..errors import CancelledError, PromptsegError
 from ..io.images import IMAGE_SUFFIXES
 from ._common import (
     LayerPicker,
+    LayerPixels,
     TaskRunner,
+    _levels,
+    displayed_plane,
+    layer_pixels,
     level_factors,
     load_triton_safely,
     placement,
     plane_shape,
+    read_reference_plane,
     reference_plane,
     task_segmenter,
     unproxied,
@@ -67,6 +72,13 @@ class OneShotOutput:
 def target_planes(data: np.ndarray, rgb: bool, name: str = "target layer") -> tuple[list[np.ndarray], bool]:
     """A 2D (or RGB) image -> [image]; a stack (first axis = planes) -> its planes. ``name``: the layer, as the
     refusal of other shapes names it (checked before a lazy array is read)."""
+    stacked = is_stack(data, rgb, name)
+    return read_planes(data, stacked), stacked
+
+
+def is_stack(data, rgb: bool, name: str = "target layer") -> bool:
+    """Whether a layer's array is a stack of 2D (or RGB) planes (first axis = planes) rather than one plane; other
+    shapes are refused, naming the layer. Only the shape is looked at (cheap on napari's main thread)."""
     plane_ndim = 3 if rgb else 2
     if np.ndim(data) not in (plane_ndim, plane_ndim + 1):
         shape = tuple(np.shape(data))
@@ -74,10 +86,98 @@ def target_planes(data: np.ndarray, rgb: bool, name: str = "target layer") -> tu
             f"{name} has {len(shape)} dimensions (shape {shape}{', RGB' if rgb else ''}); expected a 2D image or a "
             "stack of 2D planes: pick one stack (e.g. one time point or channel: Layers > Split Stack)"
         )
-    data = np.asarray(data)
-    if data.ndim == plane_ndim:
-        return [data], False
-    return [np.asarray(data[i]) for i in range(data.shape[0])], True
+    return np.ndim(data) == plane_ndim + 1
+
+
+def read_planes(data, stacked: bool, cancel=None) -> list[np.ndarray]:
+    """The planes of a (lazy) array in memory, a stack's one by one (``cancel`` checked between them). Reads
+    pixels: run it in a worker."""
+    if not stacked:
+        return [np.asarray(data)]
+    planes = []
+    for i in range(np.shape(data)[0]):
+        if cancel is not None and cancel():
+            raise CancelledError("cancelled")
+        planes.append(np.asarray(data[i]))
+    return planes
+
+
+@dataclass
+class OneShotInputs:
+    """What a run reads, gathered on napari's main thread without reading a pixel (reading a stack or a pyramid
+    there froze napari): the layers' arrays and the options that decide which level of a pyramid target to read."""
+
+    reference: LayerPixels
+    reference_labels: LayerPixels
+    shown: float  # the displayed plane of a stack reference (full-resolution data coordinate)
+    target: LayerPixels | None
+    files: list[Path]
+    instances: bool | None
+    partial: bool
+    object_size: float | None  # full-resolution pixels; None: measured on the reference
+
+
+@dataclass
+class OneShotPixels:
+    """The inputs read (in the worker): the reference plane and its labels, the targets (planes or files)."""
+
+    reference: np.ndarray
+    labels: np.ndarray
+    reference_plane: int | None  # the plane of a stack reference its labels mark
+    targets: list
+    names: list[str]
+    stacked: bool
+    factors: np.ndarray  # the downsampling of each axis of the target level read
+
+
+def read_oneshot_inputs(inputs: OneShotInputs, progress, cancel) -> OneShotPixels:
+    """Read the reference, its labels and the target (a pyramid target at the level the CLI reads), refusing
+    labels that do not fit or are empty, naming the layer. Runs in the worker."""
+    ref, ref_labels = inputs.reference, inputs.reference_labels
+    progress(0.0, f"reading '{ref.name}'")
+    # a stack's reference is its labelled (or displayed) plane: the volume's other planes are the usual targets
+    reference, labels, plane = read_reference_plane(ref, ref_labels, inputs.shown)
+    if labels.shape != reference.shape[: labels.ndim] or labels.ndim != 2:
+        raise PromptsegError(
+            f"reference labels '{ref_labels.name}' of shape {labels.shape} do not match the 2D reference image "
+            f"'{ref.name}' of shape {reference.shape}"
+        )
+    if not labels.any():
+        raise PromptsegError(f"reference labels '{ref_labels.name}' are empty; paint the object first")
+    target = inputs.target
+    if target is None:
+        return OneShotPixels(reference, labels, plane, inputs.files, [p.stem for p in inputs.files], False, np.ones(2))
+    if cancel():
+        raise CancelledError("cancelled")
+    data = target.data
+    if target.multiscale:
+        from ..methods.instances import is_many_objects
+
+        many = inputs.instances
+        if many if many is not None else inputs.partial or is_many_objects(labels):
+            data = _pyramid_level(target, labels, inputs.object_size)
+        else:  # one region: the level a whole-image method reads, as the CLI
+            data = whole_image_level(target)[0]
+    stacked = is_stack(data, target.rgb, f"target layer '{target.name}'")
+    progress(0.0, f"reading '{target.name}'")
+    planes = read_planes(data, stacked, cancel)
+    # a plane named as the CLI names it: its warnings then name the plane once (methods.volume.plane_warnings)
+    names = [f"{target.name} plane {i}" for i in range(len(planes))] if stacked else [target.name]
+    return OneShotPixels(reference, labels, plane, planes, names, stacked, level_factors(target, data))
+
+
+def _pyramid_level(target: LayerPixels, labels: np.ndarray, object_size: float | None):
+    """A multiscale target in the many-instances mode is read at the pyramid level that matches the working scale
+    of the reference's objects (assumed at the target's full-resolution pixel size), as the CLI reads it."""
+    from ..methods.instances import reference_objects
+    from ..tiling import choose_scale, pyramid_level, typical_object_size
+
+    size = object_size or typical_object_size(reference_objects(labels))
+    shapes = [plane_shape(level, target.rgb) for level in target.data]
+    # LiteMedSAM, the widget's model, sees 256 px
+    scale = choose_scale(shapes[0], 256, size)
+    level, _ = pyramid_level(shapes, scale.scale)
+    return target.data[level]
 
 
 def run_oneshot(
@@ -266,8 +366,6 @@ class OneShotWidget(QWidget):
         layout.addWidget(self.save_button)
         layout.addStretch(1)
         self.last_output: OneShotOutput | None = None
-        self._level_factors = np.ones(2)  # the downsampling of each axis of the target level read
-        self._reference_plane: int | None = None  # the plane of a stack reference its labels mark
 
     def _on_folder_text(self, text: str) -> None:
         if text.strip():
@@ -282,38 +380,26 @@ class OneShotWidget(QWidget):
     def is_idle(self) -> bool:
         return not self.runner.busy
 
-    def _inputs(self):
+    def _inputs(self) -> OneShotInputs:
+        """The layers and options of a run, as references: nothing is read here, on napari's main thread (the
+        worker reads them: :func:`read_oneshot_inputs`)."""
         ref, ref_labels = self.reference.layer(), self.reference_labels.layer()
         if ref is None:
             raise PromptsegError("choose a reference image layer")
         if ref_labels is None:
             raise PromptsegError("choose the Labels layer that marks the object in the reference image")
-        # a stack's reference is its labelled (or displayed) plane: the volume's other planes are the usual targets
-        reference, labels, self._reference_plane = reference_plane(self.viewer, ref, ref_labels)
-        if labels.shape != reference.shape[: labels.ndim] or labels.ndim != 2:
-            raise PromptsegError(
-                f"reference labels '{ref_labels.name}' of shape {labels.shape} do not match the 2D reference image "
-                f"'{ref.name}' of shape {reference.shape}"
-            )
-        if not labels.any():
-            raise PromptsegError(f"reference labels '{ref_labels.name}' are empty; paint the object first")
-        folder = self.folder.text().strip()
+        options = {
+            "instances": MODES[self.mode.currentText()],
+            "partial": self.partial_labels.isChecked(),
+            "object_size": float(self.object_size.value()) or None,
+        }
+        reference = (layer_pixels(ref), layer_pixels(ref_labels), displayed_plane(self.viewer, ref))
         target = self.target.layer()
         if target is not None:
-            data, self._level_factors = target.data, np.ones(target.ndim)
-            if target.multiscale:
-                from ..methods.instances import is_many_objects
-
-                instances = MODES[self.mode.currentText()]
-                if instances if instances is not None else self.partial_labels.isChecked() or is_many_objects(labels):
-                    data = self._pyramid_level(target, labels)
-                else:  # one region: the level a whole-image method reads, as the CLI
-                    data = np.asarray(whole_image_level(target)[0])
-                self._level_factors = level_factors(target, data)
-            planes, stacked = target_planes(data, target.rgb, f"target layer '{target.name}'")
-            # a plane named as the CLI names it: its warnings then name the plane once (methods.volume.plane_warnings)
-            names = [f"{target.name} plane {i}" for i in range(len(planes))] if stacked else [target.name]
-            return reference, labels, planes, names, stacked, target
+            pixels = layer_pixels(target)
+            is_stack(_levels(pixels)[0], target.rgb, f"target layer '{target.name}'")  # its shape only
+            return OneShotInputs(*reference, pixels, [], **options)
+        folder = self.folder.text().strip()
         if not folder:
             raise PromptsegError("choose a target image layer or a folder of target images")
         path = Path(folder)
@@ -322,21 +408,7 @@ class OneShotWidget(QWidget):
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise PromptsegError(f"no image files in {folder}")
-        return reference, labels, files, [p.stem for p in files], False, None
-
-    def _pyramid_level(self, target: napari.layers.Image, labels: np.ndarray) -> np.ndarray:
-        """A multiscale target in the many-instances mode is read at the pyramid level that matches the working
-        scale of the reference's objects (assumed at the target's full-resolution pixel size), as the CLI reads
-        it."""
-        from ..methods.instances import reference_objects
-        from ..tiling import choose_scale, pyramid_level, typical_object_size
-
-        size = float(self.object_size.value()) or typical_object_size(reference_objects(labels))
-        shapes = [plane_shape(level, target.rgb) for level in target.data]
-        # LiteMedSAM, the widget's model, sees 256 px
-        scale = choose_scale(shapes[0], 256, size)
-        level, _ = pyramid_level(shapes, scale.scale)
-        return np.asarray(target.data[level])
+        return OneShotInputs(*reference, None, files, **options)
 
     def save_to_library(self):
         """Save the reference layer + its labels as a named library entry (small files, written right here)."""
@@ -387,40 +459,40 @@ class OneShotWidget(QWidget):
 
     def run(self) -> None:
         try:
-            reference, labels, targets, names, stacked, layer = self._inputs()
+            inputs = self._inputs()
         except PromptsegError as exc:
             self.runner.refuse(exc, "one-shot")
             return
-        strategy, instances = self.strategy.currentText(), MODES[self.mode.currentText()]
-        factors = self._level_factors if layer is not None else np.ones(2)
-        object_size = float(self.object_size.value()) or None  # full-resolution pixels
-        partial = self.partial_labels.isChecked()
-        reference_name = self.reference.layer().name
+        strategy = self.strategy.currentText()
+        layer = self.target.layer() if inputs.target is not None else None
+        reference_name = inputs.reference.name
 
-        def task(progress, cancel) -> OneShotOutput:
-            return run_oneshot(
-                reference,
-                labels,
-                targets,
-                names,
-                stacked=stacked,
+        def task(progress, cancel) -> tuple[OneShotOutput, OneShotPixels]:
+            pixels = read_oneshot_inputs(inputs, progress, cancel)
+            output = run_oneshot(
+                pixels.reference,
+                pixels.labels,
+                pixels.targets,
+                pixels.names,
+                stacked=pixels.stacked,
                 strategy=strategy,
-                instances=instances,
-                object_size=object_size,
-                factor=float(factors[-1]),
-                partial=partial,
+                instances=inputs.instances,
+                object_size=inputs.object_size,
+                factor=float(pixels.factors[-1]),
+                partial=inputs.partial,
                 progress=progress,
                 cancel=cancel,
             )
+            pixels.targets = []  # the planes read: not kept alive while the layers are added
+            return output, pixels
 
-        plane = self._reference_plane
-
-        def done(output: OneShotOutput) -> None:
+        def done(result: tuple[OneShotOutput, OneShotPixels]) -> None:
+            output, pixels = result
             self.last_output = output
-            self._add_layers(output, layer, factors)
-            if plane is not None:  # which plane of the stack the reference was
+            self._add_layers(output, layer, pixels.factors if layer is not None else None)
+            if pixels.reference_plane is not None:  # which plane of the stack the reference was
                 summary = self.runner.widget.summary
-                summary.setText(f"{summary.text()}\nreference: plane {plane} of '{reference_name}'")
+                summary.setText(f"{summary.text()}\nreference: plane {pixels.reference_plane} of '{reference_name}'")
 
         self.runner.submit(
             "oneshot", f"one-shot ({strategy})", task, done, inputs=(layer,) if layer is not None else ()

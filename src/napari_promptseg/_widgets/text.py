@@ -42,7 +42,7 @@ from ._common import (
     unproxied,
     whole_image_level,
 )
-from .oneshot import target_planes
+from .oneshot import is_stack, read_planes
 
 BOX_COLOUR = "yellow"
 
@@ -383,9 +383,10 @@ class TextPromptWidget(QWidget):
             if layer is None:
                 raise PromptsegError("choose an image layer to segment")
             split_phrases(prompt)  # an empty prompt is refused here, before any model loads
-            # a pyramid is read at the level a whole-image method needs; the layers come back at its pixel size
+            # a pyramid is read at the level a whole-image method needs; the layers come back at its pixel size.
+            # Only its shape is looked at here: the worker reads it (a stack or a slide read here froze napari)
             data, factors = whole_image_level(layer)
-            planes, stacked = target_planes(data, layer.rgb, f"image layer '{layer.name}'")
+            stacked = is_stack(data, layer.rgb, f"image layer '{layer.name}'")
             # the level's objects are this much smaller than the library exemplars' (saved at full resolution)
             level_factor = float(np.asarray(factors)[-1])
         except PromptsegError as exc:
@@ -403,8 +404,11 @@ class TextPromptWidget(QWidget):
             "refine": self.refine.isChecked(),
             "name": layer.name,
         }
+        layer_name = layer.name
 
         def task(progress, cancel) -> TextOutput:
+            progress(0.0, f"reading '{layer_name}'")
+            planes = read_planes(data, stacked, cancel)
             return run_text(
                 planes, prompt, options=options, progress=progress, cancel=cancel, factor=level_factor, stacked=stacked
             )

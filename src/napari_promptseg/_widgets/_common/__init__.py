@@ -9,16 +9,20 @@ importable from here.
 
 from ...models._native import load_triton_safely  # noqa: F401 - every widget calls it on the main thread
 from .layers import (
+    LayerPixels,
     _levels,
     _same_map,
     data_to_world_matrix,
     data_token,
+    displayed_plane,
     image_and_labels,
     layer_level,
+    layer_pixels,
     level_factors,
     placement,
     placement_over,
     plane_shape,
+    read_reference_plane,
     reference_plane,
     unproxied,
     whole_image_level,
@@ -44,6 +48,7 @@ from .tasks import (
 
 __all__ = [
     "ROLE_KEY",
+    "LayerPixels",
     "STATES",
     "LayerPicker",
     "ProgressCallback",
@@ -60,9 +65,11 @@ __all__ = [
     "data_to_world_matrix",
     "data_token",
     "debounce_timer",
+    "displayed_plane",
     "image_and_labels",
     "is_preview",
     "layer_level",
+    "layer_pixels",
     "level_factors",
     "load_triton_safely",
     "notify_exception",
@@ -70,6 +77,7 @@ __all__ = [
     "placement",
     "placement_over",
     "plane_shape",
+    "read_reference_plane",
     "reference_plane",
     "show_details",
     "task_segmenter",

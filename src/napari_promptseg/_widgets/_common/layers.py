@@ -3,6 +3,7 @@ result layer goes so that it lies over it (the layer's whole data-to-world map).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import napari
@@ -20,7 +21,28 @@ def unproxied(viewer: napari.viewer.Viewer) -> napari.viewer.Viewer:
     return getattr(viewer, "__wrapped__", viewer)
 
 
-def _levels(layer: napari.layers.Layer) -> list:
+@dataclass(frozen=True)
+class LayerPixels:
+    """What a worker reads a layer's pixels from, gathered on napari's main thread without reading one: the
+    layer's arrays as napari holds them (a pyramid's levels, largest first; numpy, dask or zarr), its name, whether
+    it is RGB, and its number of axes. It stands for the layer in the helpers here (:func:`image_and_labels`,
+    :func:`layer_level`, :func:`level_factors`): reading a stack or a slide on the main thread froze napari."""
+
+    name: str
+    data: Any
+    multiscale: bool
+    rgb: bool
+    ndim: int
+
+
+def layer_pixels(layer: napari.layers.Layer) -> LayerPixels:
+    """The references to a layer's arrays (no pixel is read), for a worker to read them."""
+    multiscale = bool(getattr(layer, "multiscale", False))
+    data = list(layer.data) if multiscale else layer.data
+    return LayerPixels(layer.name, data, multiscale, bool(getattr(layer, "rgb", False)), int(layer.ndim))
+
+
+def _levels(layer: napari.layers.Layer | LayerPixels) -> list:
     """A layer's arrays, largest first: a multiscale (pyramid) layer's levels, else its one array. (A pyramid's
     ``data`` taken as one array is its coarsest level, which does not match what the user sees.)"""
     return list(layer.data) if getattr(layer, "multiscale", False) else [layer.data]
@@ -32,7 +54,9 @@ def plane_shape(array: Any, rgb: bool) -> tuple[int, int]:
     return shape[-2], shape[-1]
 
 
-def image_and_labels(image: napari.layers.Image, labels: napari.layers.Labels) -> tuple[np.ndarray, np.ndarray]:
+def image_and_labels(
+    image: napari.layers.Image | LayerPixels, labels: napari.layers.Labels | LayerPixels
+) -> tuple[np.ndarray, np.ndarray]:
     """An image layer and a labels layer drawn over it, as arrays on one grid: for pyramids, the levels whose planes
     have the same size (labels a widget made at a level of the image, or painted at full resolution); only those
     levels are read (a slide's full resolution is not loaded to be refused)."""
@@ -53,15 +77,30 @@ def reference_plane(
     viewer: napari.viewer.Viewer, image: napari.layers.Image, labels: napari.layers.Labels
 ) -> tuple[np.ndarray, np.ndarray, int | None]:
     """An image layer and the Labels layer marking objects on it (a reference, an exemplar) as one 2D plane each, and
+    which plane of a stack that is (None for a 2D image): :func:`read_reference_plane` of the displayed plane."""
+    return read_reference_plane(layer_pixels(image), layer_pixels(labels), displayed_plane(viewer, image))
+
+
+def displayed_plane(viewer: napari.viewer.Viewer, image: napari.layers.Image) -> float:
+    """Where along its first axis the viewer shows ``image`` (its full-resolution data coordinate), read cheaply
+    on the main thread for :func:`read_reference_plane`."""
+    return float(image.world_to_data(viewer.dims.point)[0])
+
+
+def read_reference_plane(
+    image: LayerPixels, labels: LayerPixels, shown: float
+) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """An image and the labels marking objects on it (a reference, an exemplar) read as one 2D plane each, and
     which plane of a stack that is (None for a 2D image). A stack's plane is the one its labels mark, else the one
-    displayed (labels on several planes; 2D labels, which napari shows on every plane). Pairs of other shapes come
-    back as :func:`image_and_labels` reads them, for the caller's shape check to name."""
+    displayed (``shown``: :func:`displayed_plane`; labels on several planes, or 2D labels, which napari shows on
+    every plane). Pairs of other shapes come back as :func:`image_and_labels` reads them, for the caller's shape
+    check to name. Reads pixels: run it in a worker."""
     pixels, marks = image_and_labels(image, labels)
     spatial = pixels.shape[:-1] if image.rgb else pixels.shape
     if len(spatial) != 3 or marks.shape not in (spatial, spatial[1:]):
         return pixels, marks, None
     # the displayed plane, on the level read (a pyramid's planes may be fewer than its full resolution's)
-    shown = float(image.world_to_data(viewer.dims.point)[0]) * spatial[0] / _levels(image)[0].shape[0]
+    shown = shown * spatial[0] / _levels(image)[0].shape[0]
     shown = int(np.clip(np.round(shown), 0, spatial[0] - 1))
     plane = shown
     if marks.ndim == 3:
@@ -78,14 +117,14 @@ def reference_plane(
     return pixels[plane], marks, plane
 
 
-def whole_image_level(layer: napari.layers.Image) -> tuple[Any, np.ndarray]:
+def whole_image_level(layer: napari.layers.Image | LayerPixels) -> tuple[Any, np.ndarray]:
     """The pixels a whole-image method (text, SAT) reads from a layer, and the downsampling of each of the layer's
     axes: a pyramid's coarsest level with at least 1024 px along its longest side (as the CLI reads one; planes
     may be downsampled too), else the layer itself (factors 1)."""
     return layer_level(layer, WHOLE_IMAGE_SIDE)
 
 
-def layer_level(layer: napari.layers.Image, side: float) -> tuple[Any, np.ndarray]:
+def layer_level(layer: napari.layers.Image | LayerPixels, side: float) -> tuple[Any, np.ndarray]:
     """A pyramid layer's coarsest level with at least ``side`` px along its longest side
     (:func:`~napari_promptseg.io.multiscale.level_for_side`, as the CLI reads one) and its downsampling along each of
     the layer's axes; any other layer itself (factors 1)."""
@@ -95,7 +134,7 @@ def layer_level(layer: napari.layers.Image, side: float) -> tuple[Any, np.ndarra
     return level, factors
 
 
-def level_factors(layer: napari.layers.Image, level: Any) -> np.ndarray:
+def level_factors(layer: napari.layers.Image | LayerPixels, level: Any) -> np.ndarray:
     """How many times coarser than the layer's full resolution ``level`` (one of its arrays) is, along each axis."""
     if not layer.multiscale:
         return np.ones(layer.ndim)
