@@ -101,13 +101,16 @@ def test_a_stack_reference_is_the_plane_its_labels_mark(make_viewer, qtbot, shar
     for plane in (0, 1, 3, 4):  # the thalamus on the planes the user did not paint (SAT: 0.83-0.89)
         assert dice(result.data[plane] > 0, truth[plane]) > 0.75
 
-    # labels on two planes, neither of them displayed: which one is meant is asked, nothing runs
+    # labels on two planes, neither of them displayed: which one is meant is asked, nothing is segmented (the
+    # worker reads the labels, and refuses before the model)
     viewer.dims.set_current_step(0, 0)
     both = marks.copy()
     both[3][truth[3]] = 1
     painted.data = both
+    before = len(viewer.layers)
     widget.run()
-    assert widget.runner.state == "failed"
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state == "failed" and len(viewer.layers) == before
     assert "mark planes 2, 3 of 'mri'" in widget.runner.widget.status.text()
     viewer.dims.set_current_step(0, 3)  # the displayed plane is one of them: that one
     text = TextPromptWidget(viewer)
