@@ -1,5 +1,6 @@
-"""The Interactive widget's actions that make a new Labels layer from the displayed plane or stack: "find all like
-these" (:func:`napari_promptseg.methods.instances.find_all_like`) and "propagate through stack"
+"""The Interactive widget's actions that make new layers: the prompt layers (a Shapes layer for boxes, a Points layer
+for clicks), and Labels layers from the displayed plane or stack: "find all like these"
+(:func:`napari_promptseg.methods.instances.find_all_like`) and "propagate through stack"
 (:func:`napari_promptseg.methods.volume.propagate_through_stack`). A mixin of :class:`.widget.InteractiveWidget`:
 it uses the widget's pickers, settings and task runner."""
 
@@ -8,13 +9,23 @@ from __future__ import annotations
 import napari
 import napari.layers
 import numpy as np
+from napari.utils.notifications import show_info
 
 from ...errors import PromptsegError
 from ...methods.instances import InstanceResult, find_all_like
 from ...methods.volume import PropagationResult, propagate_through_stack
 from ...tiling import box_object_size
-from .._common import notify_once, task_segmenter
-from .geometry import PlaneGeometry, at_level, commit_to_labels, extract_volume, gather_prompts, plane_source
+from .._common import notify_exception, notify_once, task_segmenter
+from .geometry import (
+    POSITIVE,
+    PlaneGeometry,
+    at_level,
+    commit_to_labels,
+    extract_volume,
+    gather_prompts,
+    plane_source,
+)
+from .layout import BOXES_NAME, COMMIT_KEY, POINTS_NAME, POLARITY_COLOURS, TOGGLE_KEY
 
 
 class NewLayerActions:
@@ -30,6 +41,14 @@ class NewLayerActions:
             if not prompts.boxes:
                 raise PromptsegError("find all: draw boxes around a few example objects on this plane first")
             source = plane_source(image, geom)
+            if source.whole_slide:  # every object of a whole slide: a batch job, not a Labels layer in memory
+                h, w = geom.plane_shape
+                raise PromptsegError(
+                    f"image layer '{image.name}' is a whole slide ({h} x {w} px): find all of it with "
+                    "`promptseg segment --find-all`",
+                    details="`promptseg segment SLIDE --find-all --box X0 Y0 X1 Y1 -o OUT` (full-resolution pixels) "
+                    "reads the slide's level tile by tile and writes labels napari opens",
+                )
             channels = self._channels()
         except PromptsegError as exc:
             self.runner.refuse(exc, "find all")
@@ -40,9 +59,9 @@ class NewLayerActions:
         def task(progress, cancel) -> InstanceResult:
             progress(0.0, f"loading {model}")
             segmenter = task_segmenter(progress, cancel, model, device)
-            return source.segment_at_level(
-                lambda plane, factor, **level: find_all_like(
-                    plane, at_level(boxes, 4, factor), segmenter=segmenter, **level
+            result, _ = source.segment_at_level(  # the whole plane (no whole slide): at full resolution
+                lambda plane, factor, shift, **level: find_all_like(
+                    plane, at_level(boxes, 4, factor, shift), segmenter=segmenter, **level
                 ),
                 segmenter.input_size,
                 object_size,
@@ -53,6 +72,7 @@ class NewLayerActions:
                 progress=progress,
                 cancel=cancel,
             )
+            return result
 
         def done(result: InstanceResult) -> None:
             target = self._add_result_layer(np.zeros(geom.labels_shape, dtype=np.uint32), geom, f"{name} find-all")
@@ -119,6 +139,51 @@ class NewLayerActions:
 
         self.runner.submit(
             "propagate", f"propagating the prompted object(s) through '{name}'", task, done, inputs=(image,), queue=True
+        )
+
+    def new_prompt_layers(self) -> None:
+        """Add a Shapes layer (rectangle tool on) and a Points layer with positive/negative colours."""
+        if self._no_image():
+            return
+        try:
+            image, geom = self._geometry()
+        except PromptsegError as exc:
+            notify_exception(exc)
+            return
+        ndim = len(geom.labels_shape)
+        h, w = geom.plane_shape
+        size = max(3.0, max(h, w) / 80)  # data pixels: napari scales it with the layer
+        common = {"ndim": ndim, "scale": geom.scale, "translate": geom.translate}
+        if geom.affine is not None:
+            common["affine"] = geom.affine
+        points = napari.layers.Points(
+            None,
+            name=POINTS_NAME,
+            features={POSITIVE: np.zeros(0, dtype=bool)},
+            feature_defaults={POSITIVE: self.positive_clicks},
+            face_color=POSITIVE,
+            face_color_cycle=POLARITY_COLOURS,
+            border_color="white",
+            size=size,
+            **common,
+        )
+        shapes = napari.layers.Shapes(
+            None,
+            name=BOXES_NAME,
+            edge_color="yellow",
+            face_color="transparent",
+            edge_width=max(1.0, size / 4),
+            **common,
+        )
+        self.viewer.add_layer(points)
+        self.viewer.add_layer(shapes)
+        self.shapes_picker.set_layer(shapes)
+        self.points_picker.set_layer(points)
+        shapes.mode = "add_rectangle"
+        self.viewer.layers.selection.active = shapes
+        show_info(
+            f"draw boxes on '{shapes.name}' (R), click on '{points.name}' (P; {TOGGLE_KEY} toggles positive/negative);"
+            f" {COMMIT_KEY} commits"
         )
 
     def _add_result_layer(self, data: np.ndarray, geom: PlaneGeometry, name: str) -> napari.layers.Labels:

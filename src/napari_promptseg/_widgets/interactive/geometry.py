@@ -8,7 +8,7 @@ box drawn on any Shapes layer lands on the right pixels; the core library then r
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import napari
@@ -21,6 +21,11 @@ from .._common import _levels, _same_map, data_to_world_matrix, placement_over
 
 #: feature of the points layer: True for a positive click, False for a negative one
 POSITIVE = "positive"
+#: a 2D pyramid whose full-resolution plane has more pixels than this (a whole slide) is segmented on a crop around
+#: the prompts, and its objects are committed into a Labels layer at its finest level within this many pixels.
+#: napari cannot paint a multiscale Labels layer, and a slide's full-resolution plane as one array (16k x 16k:
+#: 1 GB of uint32 labels, more as floats) is what froze napari; 4096 x 4096 uint32 labels take 64 MB
+LABELS_MAX_PIXELS = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,42 @@ def _plane_of(data, geom: PlaneGeometry) -> tuple[np.ndarray, int | None]:
     return np.asarray(data[tuple(index)]), (0 if geom.channel_axis is not None else None)
 
 
+@dataclass(frozen=True)
+class LevelCrop:
+    """Where labels computed on a crop of a pyramid level lie: the level's downsampling factor (1: full resolution)
+    and the crop's top-left (row, col) on that level."""
+
+    factor: float
+    offset: tuple[int, int] = (0, 0)
+
+
+def level_geometry(geom: PlaneGeometry, crop: LevelCrop, shape: tuple[int, int]) -> PlaneGeometry:
+    """The geometry of 2D labels of ``shape`` on ``crop`` of a pyramid level of ``geom``'s image: each of their
+    pixels lies over the ``factor`` x ``factor`` full-resolution pixels it stands for (its centre at theirs)."""
+    f = crop.factor
+    translate = tuple(
+        t + s * (o * f + (f - 1) / 2) for t, s, o in zip(geom.translate, geom.scale, crop.offset, strict=True)
+    )
+    return replace(
+        geom, labels_shape=tuple(shape), index=(0, 0), scale=tuple(s * f for s in geom.scale), translate=translate
+    )
+
+
+def resample_crop(labels: np.ndarray, crop: LevelCrop, to: LevelCrop, shape: tuple[int, int]) -> tuple:
+    """Labels on ``crop`` of one pyramid level -> the same region of the level of ``to`` (whose plane has
+    ``shape``), nearest pixel centre: (labels there, LevelCrop of them). Only the region is allocated."""
+    ratio = to.factor / crop.factor
+    h, w = labels.shape
+    spans = []
+    for start, size, limit in ((crop.offset[0], h, shape[0]), (crop.offset[1], w, shape[1])):
+        first = max(0, int(np.floor(start / ratio)))
+        last = min(limit, max(first + 1, int(np.ceil((start + size) / ratio))))
+        index = np.clip(np.floor((np.arange(first, last) + 0.5) * ratio).astype(np.int64) - start, 0, size - 1)
+        spans.append((first, index))
+    (row0, rows), (col0, cols) = spans
+    return labels[np.ix_(rows, cols)], LevelCrop(to.factor, (row0, col0))
+
+
 #: a core function's result: SegmentationResult or InstanceResult (both have ``labels``)
 Result = TypeVar("Result")
 
@@ -172,16 +213,55 @@ class PlaneSource:
     def read(self, input_size: int, object_size: float | None) -> tuple[np.ndarray, int | None, float]:
         """(the plane's pixels, the channel axis for the core function, the level's downsampling factor) for
         objects of ``object_size`` full-resolution pixels (None: the whole plane) and a model of ``input_size``."""
-        level, factor = 0, 1.0
-        if len(self.levels) > 1 and len(self.geom.labels_shape) == 2 and self.geom.channel_axis is None:
-            scale = choose_scale(self.geom.plane_shape, input_size, object_size).scale
-            level, factor = pyramid_level([np.shape(data)[:2] for data in self.levels], scale)
+        level, factor = self._level(input_size, object_size)
+        if self.whole_slide and self.too_large(input_size, object_size):
+            h, w = self._level_planes[level]
+            raise PromptsegError(
+                f"image layer '{self.geom.image_name}': its level for this is {h} x {w} px, too large to read "
+                "whole; draw a box around the object (only its surroundings are read)"
+            )
         plane, channel_axis = _plane_of(self.levels[level], self.geom)
         return plane, channel_axis, factor
+
+    def _level(self, input_size: int, object_size: float | None) -> tuple[int, float]:
+        if len(self.levels) > 1 and len(self.geom.labels_shape) == 2 and self.geom.channel_axis is None:
+            scale = choose_scale(self.geom.plane_shape, input_size, object_size).scale
+            return pyramid_level(self._level_planes, scale)
+        return 0, 1.0
+
+    def too_large(self, input_size: int, object_size: float | None = None) -> bool:
+        """Whether the whole plane, at the level :meth:`read` reads, has more than :data:`LABELS_MAX_PIXELS` (a
+        slide whose pyramid stops at a large level)."""
+        h, w = self._level_planes[self._level(input_size, object_size)[0]]
+        return h * w > LABELS_MAX_PIXELS
 
     def full_resolution(self, labels: np.ndarray, factor: float) -> np.ndarray:
         """Labels of a plane read at a pyramid level -> the full-resolution plane."""
         return labels if factor == 1.0 else upsample_labels(labels, self.geom.plane_shape)
+
+    @property
+    def _level_planes(self) -> list[tuple[int, int]]:
+        return [tuple(np.shape(data)[:2]) for data in self.levels]
+
+    @property
+    def whole_slide(self) -> bool:
+        """A 2D pyramid too large to hold as one full-resolution array (:data:`LABELS_MAX_PIXELS`): it is segmented
+        on crops, and its labels live at :meth:`labels_level`."""
+        h, w = self.geom.plane_shape
+        return (
+            len(self.levels) > 1
+            and len(self.geom.labels_shape) == 2
+            and self.geom.channel_axis is None
+            and h * w > LABELS_MAX_PIXELS
+        )
+
+    def labels_level(self) -> tuple[LevelCrop, tuple[int, int]]:
+        """The level a whole slide's Labels layer holds its objects at: its finest level within
+        :data:`LABELS_MAX_PIXELS` (the coarsest when none is), and that level's plane shape."""
+        planes = self._level_planes
+        fitting = [k for k, (h, w) in enumerate(planes) if h * w <= LABELS_MAX_PIXELS]
+        k = fitting[0] if fitting else len(planes) - 1
+        return LevelCrop(planes[0][0] / planes[k][0]), planes[k]
 
     def segment_at_level(
         self,
@@ -189,26 +269,69 @@ class PlaneSource:
         input_size: int,
         object_size: float | None,
         prompt_size: float | None,
+        prompt_bounds: tuple[float, float, float, float] | None = None,
         **options,
-    ) -> Result:
-        """``method(plane, factor, object_size=..., channel_axis=..., **options)`` on the plane read at the level
-        for objects of ``object_size`` full-resolution pixels (the user's setting; None: ``prompt_size``, what the
-        prompts suggest); ``method`` divides its prompts by ``factor`` (:func:`at_level`). The result's labels come
-        back at full resolution."""
-        plane, channel_axis, factor = self.read(input_size, object_size or prompt_size)
+    ) -> tuple[Result, LevelCrop | None]:
+        """``method(plane, factor, shift, object_size=..., channel_axis=..., **options)`` on the plane read at the
+        level for objects of ``object_size`` full-resolution pixels (the user's setting; None: ``prompt_size``, what
+        the prompts suggest); ``method`` maps its prompts with :func:`at_level` (``factor``, ``shift``). The
+        result's labels come back at full resolution (LevelCrop None), except on a :attr:`whole_slide`: there only
+        a crop of the level around ``prompt_bounds`` (x0, y0, x1, y1 of every prompt, full-resolution pixels) is
+        read, and the labels come back on that crop, with its LevelCrop."""
+        if not self.whole_slide or prompt_bounds is None:
+            plane, channel_axis, factor = self.read(input_size, object_size or prompt_size)
+            level_size = None if object_size is None else object_size / factor
+            result = method(plane, factor, (0.0, 0.0), object_size=level_size, channel_axis=channel_axis, **options)
+            result.labels = self.full_resolution(result.labels, factor)
+            return result, None
+        size = object_size or prompt_size
+        plane_shape = self.geom.plane_shape
+        scale = choose_scale(plane_shape, input_size, size)
+        level, factor = pyramid_level(self._level_planes, scale.scale)
+        # the prompts and a working tile of context on every side: what the method sees around an object on the
+        # whole plane (the tile its centre falls in)
+        margin = scale.tile if size is not None else max(plane_shape)
+        x0, y0, x1, y1 = prompt_bounds
+        h, w = self._level_planes[level]
+        rows = (max(0, int((y0 - margin) // factor)), min(h, int(np.ceil((y1 + 1 + margin) / factor))))
+        cols = (max(0, int((x0 - margin) // factor)), min(w, int(np.ceil((x1 + 1 + margin) / factor))))
+        if (rows[1] - rows[0]) * (cols[1] - cols[0]) > LABELS_MAX_PIXELS:
+            raise PromptsegError(
+                f"image layer '{self.geom.image_name}': these prompts would read {rows[1] - rows[0]} x "
+                f"{cols[1] - cols[0]} px of a {plane_shape[0]} x {plane_shape[1]} px slide; draw a box around the "
+                "object (or set the object size), or segment the whole slide with `promptseg segment`"
+            )
+        plane = np.asarray(self.levels[level][rows[0] : rows[1], cols[0] : cols[1]])
         level_size = None if object_size is None else object_size / factor
-        result = method(plane, factor, object_size=level_size, channel_axis=channel_axis, **options)
-        result.labels = self.full_resolution(result.labels, factor)
-        return result
+        result = method(plane, factor, (cols[0], rows[0]), object_size=level_size, channel_axis=None, **options)
+        return result, LevelCrop(factor, (rows[0], cols[0]))
 
 
-def at_level(coords, width: int, factor: float) -> np.ndarray:
-    """Full-resolution prompt coordinates (boxes: width 4, points: 2) on a pyramid level ``factor`` times smaller."""
-    return np.asarray(coords, np.float64).reshape(-1, width) / factor
+def at_level(coords, width: int, factor: float, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """Full-resolution prompt coordinates (boxes: width 4, points: 2) on a pyramid level ``factor`` times smaller,
+    in a crop of it whose top-left is (x, y) = ``shift`` on that level."""
+    return np.asarray(coords, np.float64).reshape(-1, width) / factor - np.tile(shift, width // 2)
 
 
 def plane_source(layer: napari.layers.Image, geom: PlaneGeometry) -> PlaneSource:
     return PlaneSource(tuple(_levels(layer)), geom)
+
+
+def labels_geometry(source: PlaneSource) -> PlaneGeometry:
+    """The grid a Labels layer holding the objects of ``source``'s plane lies on: the image's own, or, for a whole
+    slide, its labels level (:meth:`PlaneSource.labels_level`) placed over the full resolution."""
+    if not source.whole_slide:
+        return source.geom
+    return level_geometry(source.geom, *source.labels_level())
+
+
+def prompt_bounds(prompts: PlanePrompts) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) around every box and click of ``prompts`` (full-resolution pixels)."""
+    xy = np.array(
+        [*(b[:2] for b in prompts.boxes), *(b[2:] for b in prompts.boxes), *prompts.positive, *prompts.negative],
+        np.float64,
+    ).reshape(-1, 2)
+    return float(xy[:, 0].min()), float(xy[:, 1].min()), float(xy[:, 0].max()), float(xy[:, 1].max())
 
 
 def extract_volume(layer: napari.layers.Image, geom: PlaneGeometry) -> tuple[object, int]:
@@ -330,8 +453,11 @@ def _turned(layer: napari.layers.Layer) -> bool:
     return "affine" in placement_over(layer, list(range(layer.ndim)))
 
 
-def commit_to_labels(target: napari.layers.Labels, preview: np.ndarray, geom: PlaneGeometry) -> list[int]:
-    """Write the preview objects into ``target`` as new ids (max + 1, ...), only where ``target`` is 0.
+def commit_to_labels(
+    target: napari.layers.Labels, preview: np.ndarray, geom: PlaneGeometry, offset: tuple[int, int] = (0, 0)
+) -> list[int]:
+    """Write the preview objects into ``target`` as new ids (max + 1, ...), only where ``target`` is 0. ``preview``
+    covers the plane from (row, col) ``offset`` on (a crop of a whole slide's labels; default: the whole plane).
 
     Goes through ``Labels.data_setitem`` so the whole commit is one undo step (Ctrl+Z). Returns the new ids.
     """
@@ -345,7 +471,12 @@ def commit_to_labels(target: napari.layers.Labels, preview: np.ndarray, geom: Pl
     dtype = np.dtype(target.data.dtype)
     if dtype.kind not in "iu":
         raise PromptsegError(f"{name}: labels must be integers, got {dtype}")
-    free = np.asarray(target.data[geom.plane_slices]) == 0
+    (r0, c0), (h, w) = offset, preview.shape
+    window = tuple(
+        slice(r0, r0 + h) if a == geom.row_axis else slice(c0, c0 + w) if a == geom.col_axis else geom.index[a]
+        for a in range(len(geom.labels_shape))
+    )
+    free = np.asarray(target.data[window]) == 0
     placed = np.where(free, preview, 0)
     objects = [int(k) for k in np.unique(placed) if k != 0]
     if not objects:
@@ -361,7 +492,7 @@ def commit_to_labels(target: napari.layers.Labels, preview: np.ndarray, geom: Pl
     lut[objects] = new_ids
     rows, cols = np.nonzero(placed)
     values = lut[placed[rows, cols]].astype(dtype)
-    target.data_setitem(geom.labels_indices(rows, cols), values)
+    target.data_setitem(geom.labels_indices(rows + r0, cols + c0), values)
     return new_ids
 
 

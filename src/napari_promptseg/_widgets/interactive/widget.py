@@ -29,7 +29,6 @@ from .._common import (
     debounce_timer,
     is_preview,
     load_triton_safely,
-    notify_exception,
     notify_once,
     task_segmenter,
     unproxied,
@@ -37,22 +36,25 @@ from .._common import (
 from .actions import NewLayerActions
 from .geometry import (
     POSITIVE,
+    LevelCrop,
     PlaneGeometry,
     PlanePrompts,
     at_level,
     commit_to_labels,
     gather_prompts,
+    labels_geometry,
+    level_geometry,
     plane_geometry,
     plane_source,
+    prompt_bounds,
+    resample_crop,
     target_misfit,
 )
 from .layout import (
-    BOXES_NAME,
     COMMIT_KEY,
     NO_IMAGE,
     PLACEMENT_EVENTS,
     PLANE_DELAY_MS,
-    POINTS_NAME,
     POLARITY_COLOURS,
     PREVIEW_DELAY_MS,
     PREVIEW_NAME,
@@ -67,12 +69,13 @@ from .layout import (
 
 @dataclass
 class _Preview:
-    geom: PlaneGeometry
-    labels: np.ndarray  # (H, W)
+    geom: PlaneGeometry  # the grid a commit target lies on (a whole slide's: its labels level)
+    labels: np.ndarray  # (H, W): the plane, or a whole slide's crop on its labels level
     version: int
     prompts: PlanePrompts
     shapes: napari.layers.Shapes | None
     points: napari.layers.Points | None
+    offset: tuple[int, int] = (0, 0)  # where ``labels`` start on the target's plane (row, col)
 
 
 class InteractiveWidget(NewLayerActions, QWidget):
@@ -198,7 +201,8 @@ class InteractiveWidget(NewLayerActions, QWidget):
         next image was refused as 'shape does not match'."""
         target = self.target_picker.layer()
         try:
-            _, geom = self._geometry()
+            image, geom = self._geometry()
+            geom = labels_geometry(plane_source(image, geom))  # a whole slide's targets lie on its labels level
         except PromptsegError:
             return  # e.g. 3D view: decided when the user is back in 2D and commits
         if target is None or target_misfit(target, geom) is None:
@@ -328,51 +332,6 @@ class InteractiveWidget(NewLayerActions, QWidget):
 
         return restore
 
-    def new_prompt_layers(self) -> None:
-        """Add a Shapes layer (rectangle tool on) and a Points layer with positive/negative colours."""
-        if self._no_image():
-            return
-        try:
-            image, geom = self._geometry()
-        except PromptsegError as exc:
-            notify_exception(exc)
-            return
-        ndim = len(geom.labels_shape)
-        h, w = geom.plane_shape
-        size = max(3.0, max(h, w) / 80)  # data pixels: napari scales it with the layer
-        common = {"ndim": ndim, "scale": geom.scale, "translate": geom.translate}
-        if geom.affine is not None:
-            common["affine"] = geom.affine
-        points = napari.layers.Points(
-            None,
-            name=POINTS_NAME,
-            features={POSITIVE: np.zeros(0, dtype=bool)},
-            feature_defaults={POSITIVE: self.positive_clicks},
-            face_color=POSITIVE,
-            face_color_cycle=POLARITY_COLOURS,
-            border_color="white",
-            size=size,
-            **common,
-        )
-        shapes = napari.layers.Shapes(
-            None,
-            name=BOXES_NAME,
-            edge_color="yellow",
-            face_color="transparent",
-            edge_width=max(1.0, size / 4),
-            **common,
-        )
-        self.viewer.add_layer(points)
-        self.viewer.add_layer(shapes)
-        self.shapes_picker.set_layer(shapes)
-        self.points_picker.set_layer(points)
-        shapes.mode = "add_rectangle"
-        self.viewer.layers.selection.active = shapes
-        show_info(
-            f"draw boxes on '{shapes.name}' (R), click on '{points.name}' (P; {TOGGLE_KEY} toggles positive/negative);"
-            f" {COMMIT_KEY} commits"
-        )
-
     def _show_preview(self, geom: PlaneGeometry, labels: np.ndarray) -> None:
         data = labels.reshape(geom.preview_shape)
         layer = self._preview_layer
@@ -434,9 +393,11 @@ class InteractiveWidget(NewLayerActions, QWidget):
         model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
         self._last_plane = (geom.image_name, geom.index)
 
-        def task(progress, cancel):
+        def task(progress, cancel) -> float | None:
             progress(0.0, f"loading {model}")
             segmenter = task_segmenter(progress, cancel, model, device)
+            if source.whole_slide and source.too_large(segmenter.input_size):
+                return None  # a whole slide's coarsest level is too large: each box's surroundings are encoded
             progress(0.3, f"encoding '{name}' with {model}")
             t0 = time.perf_counter()
             plane, channel_axis, _ = source.read(segmenter.input_size, None)
@@ -445,7 +406,12 @@ class InteractiveWidget(NewLayerActions, QWidget):
             segmenter.embed(hwc, normalize=normalize, name=f"image layer '{name}'")
             return time.perf_counter() - t0
 
-        def done(seconds: float) -> None:
+        def done(seconds: float | None) -> None:
+            if seconds is None:
+                self.runner.widget.set_message(
+                    f"'{name}' is a whole slide too large to encode whole: draw a box, its surroundings are encoded"
+                )
+                return
             self.runner.widget.set_message(f"embedding of '{name}' ready ({seconds:.2f} s)")
 
         self.runner.submit("embed", f"embedding '{name}'", task, done, queue=True, repeat=True)
@@ -474,17 +440,18 @@ class InteractiveWidget(NewLayerActions, QWidget):
             return
         model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
         version, object_size = self._version, self.object_size
+        target_geom = labels_geometry(source)
 
-        def task(progress, cancel) -> SegmentationResult:
+        def task(progress, cancel) -> tuple[SegmentationResult, LevelCrop | None]:
             segmenter = task_segmenter(progress, cancel, model, device)
 
-            def at(plane: np.ndarray, factor: float, **level) -> SegmentationResult:
+            def at(plane: np.ndarray, factor: float, shift: tuple[float, float], **level) -> SegmentationResult:
                 return segment_prompts(
                     plane,
                     segmenter,
-                    boxes=at_level(prompts.boxes, 4, factor),
-                    positive_points=at_level(prompts.positive, 2, factor),
-                    negative_points=at_level(prompts.negative, 2, factor),
+                    boxes=at_level(prompts.boxes, 4, factor, shift),
+                    positive_points=at_level(prompts.positive, 2, factor, shift),
+                    negative_points=at_level(prompts.negative, 2, factor, shift),
                     **level,
                 )
 
@@ -493,6 +460,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
                 segmenter.input_size,
                 object_size,
                 box_object_size(np.array(prompts.boxes)) if prompts.boxes else None,
+                prompt_bounds(prompts),
                 channels=channels,
                 normalize=normalize,
                 name=f"image layer '{name}'",
@@ -500,13 +468,19 @@ class InteractiveWidget(NewLayerActions, QWidget):
                 cancel=cancel,
             )
 
-        def done(result: SegmentationResult) -> None:
+        def done(value: tuple[SegmentationResult, LevelCrop | None]) -> None:
+            result, crop = value
             if version != self._version:
                 return  # the prompts changed meanwhile; the preview for the newer prompts is on its way
             for message in result.warnings:
                 notify_once(message, self._shown_warnings)
-            self.preview = _Preview(geom, result.labels, version, prompts, shapes, points)
-            self._show_preview(geom, result.labels)
+            if crop is None:
+                self.preview = _Preview(geom, result.labels, version, prompts, shapes, points)
+                self._show_preview(geom, result.labels)
+            else:  # a whole slide: shown on its crop of the level segmented, committed on the labels level
+                labels, where = resample_crop(result.labels, crop, *source.labels_level())
+                self.preview = _Preview(target_geom, labels, version, prompts, shapes, points, where.offset)
+                self._show_preview(level_geometry(geom, crop, result.labels.shape), result.labels)
             n = int(result.labels.max())
             seconds = sum(result.timings.values())
             self.runner.widget.set_message(f"preview: {n} object(s) in {seconds:.2f} s")
@@ -538,7 +512,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
             target = self.target_picker.layer()
             if target is None:
                 target = self._new_target(preview.geom)
-            new_ids = commit_to_labels(target, preview.labels, preview.geom)
+            new_ids = commit_to_labels(target, preview.labels, preview.geom, preview.offset)
         except PromptsegError as exc:
             self.runner.refuse(exc, "commit")
             return
