@@ -135,6 +135,21 @@ def test_find_all_on_a_whole_slide_is_refused_pointing_to_the_cli(make_viewer, q
     assert "--box X0 Y0 X1 Y1" in widget.runner.widget.details  # the command in full, one click away
 
 
+def test_boxes_far_apart_on_a_whole_slide_are_refused_not_read_between(make_viewer, qtbot):
+    """Two boxes at opposite corners of a whole slide span nearly all of it: the crop around them would be the
+    slide's full resolution. The preview is refused, saying to prompt one region at a time, and nothing is read."""
+    (image, _, _), _ = nuclei()
+    viewer = make_viewer()
+    _, widget = _slide_and_widget(viewer, qtbot, image)
+    boxes = viewer.add_shapes(name="boxes")
+    boxes.add_rectangles(np.array([[100.0, 100.0], [130.0, 130.0]]))
+    boxes.add_rectangles(np.array([[SIDE - 130.0, SIDE - 130.0], [SIDE - 100.0, SIDE - 100.0]]))
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=FIRST_RUN_MS)
+    status = widget.runner.widget.status.text() + (widget.runner.widget.details or "")
+    assert widget.runner.state == "failed" and "prompt one region at a time" in status, status
+    assert not viewer.layers[PREVIEW_NAME].data.any() if PREVIEW_NAME in viewer.layers else True
+
+
 def test_a_whole_slide_whose_pyramid_stops_at_a_large_level_is_not_encoded_whole(make_viewer, qtbot):
     """A slide whose coarsest level is 8k x 8k: opening it encoded that whole level (64 MB of pixels, more as
     floats) for an embedding no box preview uses. It is skipped, saying that each box's surroundings are encoded."""

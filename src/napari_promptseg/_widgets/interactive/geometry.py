@@ -298,8 +298,9 @@ class PlaneSource:
         if (rows[1] - rows[0]) * (cols[1] - cols[0]) > LABELS_MAX_PIXELS:
             raise PromptsegError(
                 f"image layer '{self.geom.image_name}': these prompts would read {rows[1] - rows[0]} x "
-                f"{cols[1] - cols[0]} px of a {plane_shape[0]} x {plane_shape[1]} px slide; draw a box around the "
-                "object (or set the object size), or segment the whole slide with `promptseg segment`"
+                f"{cols[1] - cols[0]} px of a {plane_shape[0]} x {plane_shape[1]} px slide; prompt one region at a "
+                "time (commit, then the next), with a box around each object (clicks alone read the whole slide), "
+                "or segment the slide with `promptseg segment`"
             )
         plane = np.asarray(self.levels[level][rows[0] : rows[1], cols[0] : cols[1]])
         level_size = None if object_size is None else object_size / factor
