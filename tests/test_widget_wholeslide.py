@@ -33,13 +33,15 @@ def _tiled_level(tile: np.ndarray, side: int, chunk: int = 1024):
     """A lazy ``side`` x ``side`` array of ``tile`` repeated, every chunk made only when read."""
     import dask.array as da
 
-    h, w = tile.shape
+    h, w = tile.shape[:2]
 
     def fill(block: np.ndarray, block_info=None) -> np.ndarray:
-        (r0, r1), (c0, c1) = block_info[0]["array-location"]
+        (r0, r1), (c0, c1) = block_info[0]["array-location"][:2]
         return tile[np.ix_(np.arange(r0, r1) % h, np.arange(c0, c1) % w)]
 
-    return da.zeros((side, side), dtype=tile.dtype, chunks=chunk).map_blocks(fill, dtype=tile.dtype)
+    rest = tile.shape[2:]  # an RGB tile's colour axis: one chunk
+    blank = da.zeros((side, side, *rest), dtype=tile.dtype, chunks=(chunk, chunk, *rest))
+    return blank.map_blocks(fill, dtype=tile.dtype)
 
 
 def _slide_and_widget(viewer, qtbot, image: np.ndarray, factors=(1, 2, 4, 8)):
@@ -114,6 +116,27 @@ def test_a_box_on_a_whole_slide_is_segmented_on_a_crop_and_committed_without_ful
     assert np.unique(target.data).tolist() == [0, 1]
     target.undo()  # napari's own undo of the commit
     assert not target.data.any()
+
+
+def test_a_box_on_an_rgb_whole_slide_lands_on_its_nucleus(make_viewer, qtbot):
+    """Slides are mostly RGB: the crop keeps the colour axis, and the object lands where it does on a grey slide."""
+    (image, _, _), (truth, _, _) = nuclei()
+    largest = max(regionprops(truth), key=lambda r: r.area)
+    viewer = make_viewer()
+    slide, widget = _slide_and_widget(viewer, qtbot, np.stack([image] * 3, axis=-1))
+    assert slide.rgb
+    top, left = TILE_ROW * 256, TILE_COL * 256
+    r0, c0, r1, c1 = largest.bbox
+    viewer.add_shapes(name="boxes").add_rectangles(
+        np.array([[top + r0, left + c0], [top + r1 - 1, left + c1 - 1]], float)
+    )
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=FIRST_RUN_MS)
+    rows, cols = top + np.arange(256), left + np.arange(256)
+    assert _dice(_sampled_at(viewer.layers[PREVIEW_NAME], rows, cols) > 0, truth == largest.label) > 0.6
+    widget.commit()
+    target = viewer.layers[TARGET_NAME]
+    assert target.data.shape == (4096, 4096)
+    assert _dice(_sampled_at(target, rows, cols) > 0, truth == largest.label) > 0.5
 
 
 def test_find_all_on_a_whole_slide_is_refused_pointing_to_the_cli(make_viewer, qtbot):
