@@ -11,6 +11,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from scipy import ndimage
 
 from napari_promptseg._sample_data import nuclei
 from napari_promptseg.cli import main
@@ -84,6 +85,26 @@ def test_is_many_objects():
     ids = np.zeros((50, 50), np.uint16)
     ids[5:10, 5:10], ids[10:15, 5:10], ids[30:40, 30:40] = 1, 2, 3  # touching ids count separately
     assert is_many_objects(ids)
+
+
+def test_stray_pixels_of_a_mask_do_not_make_a_reference_of_many_objects(shared_data, tmp_path):
+    """Two lungs with a 1-px speck (a Shenzhen mask as it is shipped) and a brain structure with three specks of
+    1-6 px were read as references of many objects: oneshot searched for instances of a 2 px object size (the MRI
+    structure: 1228 "objects" in 10 planes, 5 min). They are one region; real small objects still count."""
+    lungs = shared_data / "lungs_cxr_shenzhen"
+    mask = iio.imread(lungs / "masks" / "CHNCXR_0096_0.jpg")
+    mask = (mask[..., 0] if mask.ndim == 3 else mask) > 127  # as the CLI reads a JPEG mask
+    assert np.sort(np.bincount(ndimage.label(mask)[0].ravel())[1:])[0] == 1  # the speck the data holds
+    assert not is_many_objects(mask)
+    brain = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")["seg"][65] == 16
+    assert ndimage.label(brain)[1] == 4 and not is_many_objects(brain)
+    glands = iio.imread(shared_data / "glands_glas" / "masks" / "testB_4.jpg")
+    assert is_many_objects((glands[..., 0] if glands.ndim == 3 else glands) > 127)  # 4 glands of 3762-225800 px
+    # the CLI takes the single-region route for that lung reference (it chose instances)
+    ref, target = lungs / "images" / "CHNCXR_0096_0.jpg", lungs / "images" / "CHNCXR_0017_0.jpg"
+    args = ["oneshot", "--reference", str(ref), "--reference-mask", str(lungs / "masks" / "CHNCXR_0096_0.jpg")]
+    assert main([*args, str(target), "-o", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "report.json").read_text())["parameters"]["mode"] == "sat"
 
 
 def test_objects_cut_by_a_tile_border_come_back_once_and_whole(sample, litemedsam, monkeypatch):

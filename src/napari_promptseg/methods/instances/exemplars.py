@@ -66,6 +66,11 @@ INTERIOR_WEIGHT, TOUCHING_INTERIOR_WEIGHT = 0.15, 0.5
 #: the reference teaches splitting when at least this fraction of its objects touch another labelled object
 TOUCHING_FRACTION = 0.1
 
+#: an object smaller than SPECK_PX pixels and than SPECK_FRACTION of the largest is a stray pixel or two of the
+#: drawing or thresholding: two lungs with a 1-px speck (a Shenzhen CXR mask), a brain structure with three, were
+#: read as a reference of many objects, and instances of a 2 px object size were searched for
+SPECK_PX, SPECK_FRACTION = 10, 0.1
+
 #: index of the hematoxylin density in an RGB image's classifier input (after the three colour channels)
 STAIN_CHANNEL = 3
 
@@ -98,11 +103,14 @@ def count_objects(labels: np.ndarray) -> int:
 
 def is_many_objects(labels: np.ndarray, min_objects: int = 3) -> bool:
     """True when reference labels hold several objects (instance ids, or several components of a mask): the
-    reference then asks for instances, not one region."""
+    reference then asks for instances, not one region. Specks (see :data:`SPECK_PX`) are not counted."""
     labels = np.asarray(full_resolution(labels))
     if labels.ndim != 2:
         return False
-    return count_objects(labels) >= min_objects
+    ids, areas = np.unique(label_objects(labels), return_counts=True)
+    areas = areas[ids > 0]
+    specks = (areas < SPECK_PX) & (areas < SPECK_FRACTION * areas.max(initial=0))
+    return int(np.count_nonzero(~specks)) >= min_objects
 
 
 @dataclass
