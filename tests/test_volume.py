@@ -156,6 +156,36 @@ def test_cli_propagates_boxes_through_a_tiff_stack(litemedsam, mri, tmp_path, ca
     assert record["working_scale"]["source"] == "boxes"  # the seed's scale, kept through the stack
 
 
+def test_a_hyperstack_whose_file_names_its_channel_axis_is_read_by_those_names(litemedsam, mri, tmp_path):
+    """A 2-channel stack saved as Fiji saves it (ImageJ ZCYX) was refused as "a time-lapse of 3D stacks, axes read
+    as (T=5, Z=2, ...)", against the file's own axis names; now the named channel axis is its channel axis, as with
+    --channel-axis 1 (also in a pyramidal OME-TIFF, which is read channels last)."""
+    vol, truth = (a[2:7] for a in mri)
+    zcyx = np.stack([vol, vol.max() - vol], axis=1)  # (Z, C, Y, X): the MRI and its inverse
+    imagej, pyramid = tmp_path / "hyper.tif", tmp_path / "pyramid.ome.tif"
+    tifffile.imwrite(imagej, zcyx, imagej=True, metadata={"axes": "ZCYX"})
+    with tifffile.TiffWriter(pyramid) as tif:
+        tif.write(zcyx, subifds=1, tile=(64, 64), metadata={"axes": "ZCYX"})
+        tif.write(zcyx[..., ::2, ::2], subfiletype=1, tile=(64, 64))
+    seed = len(vol) // 2
+    rows, cols = np.nonzero(truth[seed])
+    prompt = ["--box", *map(str, (cols.min(), rows.min(), cols.max(), rows.max())), "--plane", str(seed)]
+    runs = {
+        "named": (imagej, []),
+        "explicit": (imagej, ["--channel-axis", "1"]),
+        "pyramid": (pyramid, []),
+    }
+    labels = {}
+    for run, (path, options) in runs.items():
+        out = tmp_path / run
+        assert main(["segment", str(path), "-o", str(out), *prompt, "--propagate", *options]) == 0
+        labels[run] = tifffile.imread(out / f"{path.name.split('.')[0]}.tif")
+    assert labels["named"].shape == truth.shape and dice(labels["named"] > 0, truth) > 0.7
+    assert np.array_equal(labels["named"], labels["explicit"]) and np.array_equal(labels["named"], labels["pyramid"])
+    stack, _ = as_stack(read_image(imagej), name="hyper.tif", axes="zcyx")  # as `embed` reads it
+    assert stack.shape == (*truth.shape, 2)
+
+
 def test_cli_oneshot_on_a_stack_plane_by_plane(litemedsam, tmp_path):
     """One-shot instances (reference: another DSB image) on every plane of a nuclei stack; ids linked in 3D."""
     stack, truth = nuclei_stack(planes=3)

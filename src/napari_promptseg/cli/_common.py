@@ -323,7 +323,7 @@ def _finish_image(
             if np.ndim(labels) == 3:  # a stack: the overlay shows the seed plane, or the middle one
                 z = getattr(args, "plane", None)
                 z = np.shape(labels)[0] // 2 if z is None else z
-                image, labels = _stack_for(args, image)[z], labels[z]
+                image, labels = _stack_for(args, image, path)[z], labels[z]
                 channel_axis = _plane_channel_axis(args)
             overlay = args.output / f"{output_stem(path)}_overlay.png"
             options = {"channel_axis": channel_axis, "channels": args.channels}

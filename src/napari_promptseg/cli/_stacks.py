@@ -98,14 +98,15 @@ def _stack_for(args: argparse.Namespace, image: object, path: Path | None = None
     """The input as a (Z, Y, X[, C]) stack, or None for a 2D image (see methods.volume.as_stack)."""
     from ..methods.volume import as_stack
 
-    return as_stack(image, channel_axis=args.channel_axis, name=str(path or "image"))[0]
+    axes = None if path is None else _named_axes(path)  # a hyperstack's file names its channel axis
+    return as_stack(image, channel_axis=args.channel_axis, name=str(path or "image"), axes=axes)[0]
 
 
 def _named_axes(path: Path) -> str | None:
     """The input's axis order when its metadata names it (an OME-Zarr's axes; an OME or ImageJ TIFF whose first axis
     is Z or T: planes by the file's word); metadata only, no pixel read."""
     from ..io.images import TIFF_SUFFIXES
-    from ..io.multiscale import TIFF_AXES, is_ome_zarr, open_multiscale
+    from ..io.multiscale import TIFF_AXES, is_lazy_image, is_ome_zarr, open_multiscale
 
     if is_ome_zarr(path):
         image = open_multiscale(path)
@@ -121,6 +122,8 @@ def _named_axes(path: Path) -> str | None:
         return None
     if not named or codes[:1] not in ("Z", "T"):
         return None
+    if is_lazy_image(path):  # a pyramid is read in the order (z, y, x[, c]), not in the file's
+        return open_multiscale(path).axes
     return "z" + "".join(TIFF_AXES.get(code, "?") for code in codes[1:])
 
 

@@ -29,6 +29,7 @@ from ._stacks import (
     _at_level,
     _instances_level_record,
     _level_record,
+    _named_axes,
     _plane_channel_axis,
     _stack_for,
     _stack_record,
@@ -267,7 +268,7 @@ def _stack_object_size(args: argparse.Namespace, one: _OneShot, volume, path: Pa
     from ..methods.volume import as_stack
     from ..models.preprocessing import as_channels_last, to_numpy
 
-    stack, _ = as_stack(volume, channel_axis=args.channel_axis, name=str(path))
+    stack, _ = as_stack(volume, channel_axis=args.channel_axis, name=str(path), axes=_named_axes(path))
 
     def read(plane):  # a lazy plane -> (H, W, C)
         return as_channels_last(to_numpy(plane), channel_axis=_plane_channel_axis(args), channels=args.channels)

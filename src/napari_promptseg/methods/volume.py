@@ -61,7 +61,7 @@ def as_stack(
     ``channel_axis``. Dask arrays stay lazy; zarr arrays are read lazily too, and a list or tuple of planes is
     stacked. ``axes``: the input's axis order when its file's metadata names it (e.g. "zyx" of an OME-Zarr, see
     :class:`..io.multiscale.MultiscaleImage`); a first axis named z is planes by the file's word, without the
-    caution that a few planes might be channels.
+    caution that a few planes might be channels; a 4D file's named channel axis (ZCYX) is its channel axis.
     """
     image = full_resolution(image, planes=True)  # a 3D pyramid: its full-resolution stack
     planes_given = isinstance(image, (list, tuple))  # a stack by the caller's word: no "read as a stack" caution
@@ -84,6 +84,8 @@ def as_stack(
             )
         return image, warnings
     if ndim == 4:
+        if channel_axis is None:
+            channel_axis = named_channel_axis(axes)
         if channel_axis is not None:
             if not -4 <= channel_axis < 4:
                 raise PromptsegError(f"{name}: channel_axis {channel_axis} out of range for shape {shape}")
@@ -104,6 +106,15 @@ def as_stack(
         f"{name}: {ndim}D array of shape {shape}, its axes read as {read_axes(shape)}. Accepted: {ACCEPTED_SHAPES}. "
         f"{SPLIT_TIME_POINTS}"
     )
+
+
+def named_channel_axis(axes: str | None) -> int | None:
+    """The channel axis of a 4D stack whose file names its axes with planes first and channels on another axis (an
+    ImageJ or OME hyperstack, ZCYX as Fiji saves it), else None. Such a file was refused as a time-lapse of "T=7,
+    Z=2" stacks, against its own axis names."""
+    if axes is None or len(axes) != 4 or axes[0] != "z" or axes.count("c") != 1:
+        return None
+    return axes.index("c")
 
 
 def _from_planes(planes: Sequence[object], name: str) -> object:
@@ -449,7 +460,8 @@ def propagate_through_stack(
     if segmenter is None:
         segmenter = load_segmenter()
     report = progress or (lambda fraction, message: None)
-    plane_channels = -1 if channel_axis is not None else None  # as_stack moved the channels last
+    # as_stack moved the channels last (given, or named by the file)
+    plane_channels = -1 if channel_axis is not None or named_channel_axis(axes) is not None else None
     timings: dict[str, float] = {}
 
     def segment(z: int, prompt_boxes, points, size, negative=()):
