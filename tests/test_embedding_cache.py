@@ -261,6 +261,28 @@ def test_embed_command_precomputes_what_segment_prompts_reads(litemedsam, tmp_pa
     assert "2 input(s): 1 embedded, 1 failed" in err and "object" not in err, err
 
 
+def test_an_embedding_made_before_the_disk_cache_was_set_is_written_there(litemedsam, tmp_path, crop, capsys):
+    """An image segmented in a session before a disk cache was set (napari, a script, `promptseg embed` run from the
+    console) was never written there: the memory answered, and embed said "no embedding was kept" (exit 2)."""
+    import tifffile
+
+    path = tmp_path / "crop.tif"
+    tifffile.imwrite(path, np.ascontiguousarray(np.rot90(crop)))  # pixels no other test embeds
+    litemedsam.cache.clear()
+    assert embedding_cache.active() is None
+    first = segment_prompts(read_image(path), litemedsam, boxes=BOX)  # in memory only
+    cache_dir = tmp_path / "cache"
+    assert main(["embed", str(path), "--cache", str(cache_dir), "--scheduler", "none"]) == 0
+    assert "1 of 1 embedding(s) in" in capsys.readouterr().err
+    with embedding_cache.settings_restored():
+        disk = embedding_cache.configure(cache_dir)
+        segment_prompts(read_image(path), litemedsam, boxes=BOX)  # the memory answers; the disk has it already
+        litemedsam.cache.clear()  # as in a new process: only the disk has it
+        again = segment_prompts(read_image(path), litemedsam, boxes=BOX)
+        assert (disk.hits, disk.stored) == (1, 0)
+    assert first.labels.any() and np.array_equal(again.labels, first.labels)
+
+
 def test_the_size_cap_applies_to_the_environments_cache_and_embed_counts_what_it_kept(
     litemedsam, tmp_path, crop, capsys, monkeypatch
 ):

@@ -125,6 +125,7 @@ class SamFamilySegmenter:
         self._dense_pe: tuple | None = None  # (prompt encoder weight versions, its dense positional encoding)
         self._fingerprint: tuple[tuple[int, ...], str] | None = None  # (encoder weight versions, fingerprint)
         self._decoder_fingerprint: tuple[tuple[int, ...], str] | None = None  # the same for the decoder
+        self._offered_to_disk: set[tuple[Path, str]] = set()  # (disk cache root, key) of memory hits written there
         self.fast = fast
         self.precision = precision
         self._encoder()  # build the fast encoder now, not on the first (interactive) embed
@@ -262,7 +263,11 @@ class SamFamilySegmenter:
         check_unit_range(arr, normalize, name)
         key = content_key(arr, self.feature_name, normalize)
 
+        computed = False
+
         def compute() -> Embedding:
+            nonlocal computed
+            computed = True
             disk = embedding_cache.active()  # under the in-memory cache: what another process computed
             if disk is not None:
                 signature = self.embedding_signature(normalize)
@@ -284,7 +289,23 @@ class SamFamilySegmenter:
                 disk.store(embedding, signature, context, context_signature)
             return embedding
 
-        return self.cache.get_or_compute(key, compute)
+        embedding = self.cache.get_or_compute(key, compute)
+        if not computed:
+            self._offer_to_disk(embedding, normalize)
+        return embedding
+
+    def _offer_to_disk(self, embedding: Embedding, normalize: Normalization) -> None:
+        """An embedding the memory answered, written to the disk cache when that lacks it: computed in this process
+        before the disk cache was set (a napari session, a script, `promptseg embed` run from the console), it was
+        never written, and `embed` said "no embedding was kept". Once per cache and key: a read-only cache or a cap
+        smaller than an entry is not written again at every prompt."""
+        disk = embedding_cache.active()
+        if disk is None or (disk.root, embedding.key) in self._offered_to_disk or embedding.key in disk:
+            return
+        self._offered_to_disk.add((disk.root, embedding.key))
+        context_signature = self.context_signature() if self._fast_decoder else None
+        context = self._image_context(embedding.features).projections() if self._fast_decoder else None
+        disk.store(embedding, self.embedding_signature(normalize), context, context_signature)
 
     def embedding_signature(self, normalize: Normalization = "auto") -> dict:
         """What makes this model's features what they are, beyond the image: a disk-cache entry whose signature
