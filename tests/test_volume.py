@@ -186,6 +186,28 @@ def test_a_hyperstack_whose_file_names_its_channel_axis_is_read_by_those_names(l
     assert stack.shape == (*truth.shape, 2)
 
 
+def test_a_fiji_composite_is_a_2d_image_with_channels(litemedsam, shared_data, tmp_path):
+    """Fiji saves a 2-channel image as (C, Y, X) with its axes named: segment called it "a stack of 2 planes; give
+    --plane Z" and oneshot refused it as a reference ("3D array ... (Z or T=2, Y, X)"); now its named channel axis
+    is read as its channels, as --channel-axis 0 reads them, and a given --channel-axis still counts in the file's
+    order."""
+    name = "0114f484a16c152baa2d82fdd43740880a762c93f436c8988ac461c5c9dbe7d5"
+    gray = read_image(shared_data / "nuclei_dsb2018" / "images" / f"{name}.png")[..., 0]
+    composite = tmp_path / "composite.tif"
+    tifffile.imwrite(composite, np.stack([gray, 255 - gray]), imagej=True, metadata={"axes": "CYX"})
+    box = ["--box", "123", "134", "139", "153"]
+    labels = {}
+    for run, options in {"named": [], "explicit": ["--channel-axis", "0"]}.items():
+        out = tmp_path / run
+        assert main(["segment", str(composite), "-o", str(out), *box, *options]) == 0
+        labels[run] = tifffile.imread(out / "composite.tif")
+    assert labels["named"].shape == gray.shape and labels["named"].any()
+    assert np.array_equal(labels["named"], labels["explicit"])
+    mask = shared_data / "nuclei_dsb2018" / "labels" / f"{name}.tif"
+    args = ["oneshot", str(composite), "--reference", str(composite), "--reference-mask", str(mask)]
+    assert main([*args, "-o", str(tmp_path / "oneshot")]) == 0
+
+
 def test_cli_oneshot_on_a_stack_plane_by_plane(litemedsam, tmp_path):
     """One-shot instances (reference: another DSB image) on every plane of a nuclei stack; ids linked in 3D."""
     stack, truth = nuclei_stack(planes=3)

@@ -135,6 +135,7 @@ def _keep_freed_memory() -> None:
 def run_target(job: BatchJob, path: str, final: bool) -> dict:
     """One input: read, process, write. Raises on failure unless ``final`` (the retry), which records it."""
     from ..io import read_image
+    from ..io.multiscale import named_channels_last
 
     try:
         state, meta = worker_state(job)
@@ -148,6 +149,8 @@ def run_target(job: BatchJob, path: str, final: bool) -> dict:
     digest = input_digest(path) if getattr(job.args, "output", None) is not None else None
     try:
         image = read_image(path)
+        if getattr(job.args, "channel_axis", 0) is None:  # the file's named channel axis, where none was given
+            image = named_channels_last(path, image)
         record = job.process(job.args, state, Path(path), image)
         record.setdefault("status", "ok" if record.get("objects", 1) else "empty")
     except (CancelledError, KeyboardInterrupt):

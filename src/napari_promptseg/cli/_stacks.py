@@ -105,26 +105,26 @@ def _stack_for(args: argparse.Namespace, image: object, path: Path | None = None
 def _named_axes(path: Path) -> str | None:
     """The input's axis order when its metadata names it (an OME-Zarr's axes; an OME or ImageJ TIFF whose first axis
     is Z or T: planes by the file's word); metadata only, no pixel read."""
-    from ..io.images import TIFF_SUFFIXES
-    from ..io.multiscale import TIFF_AXES, is_lazy_image, is_ome_zarr, open_multiscale
+    from ..io.multiscale import (
+        is_lazy_image,
+        is_ome_zarr,
+        named_channel_position,
+        open_multiscale,
+        tiff_axis_names,
+    )
 
     if is_ome_zarr(path):
         image = open_multiscale(path)
         return image.axes if image.axes_named else None
-    if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
-        return None
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            named, codes = tif.is_ome or tif.is_imagej, tif.series[0].axes
-    except Exception:  # noqa: BLE001 - not a readable TIFF: the reader says why
-        return None
-    if not named or codes[:1] not in ("Z", "T"):
+    names = tiff_axis_names(path)
+    if names is None or names[0] not in ("z", "t"):
         return None
     if is_lazy_image(path):  # a pyramid is read in the order (z, y, x[, c]), not in the file's
         return open_multiscale(path).axes
-    return "z" + "".join(TIFF_AXES.get(code, "?") for code in codes[1:])
+    position = named_channel_position(names)
+    if position is not None:  # read with its channels last (batch.engine: io.multiscale.named_channels_last)
+        names = [*names[:position], *names[position + 1 :], "c"]
+    return "z" + "".join(name or "?" for name in names[1:])
 
 
 def _at_level(path: Path, image: object, scale: float) -> tuple[object, int, float]:

@@ -235,6 +235,46 @@ def _scale_translation(transforms: list[dict], ndim: int) -> tuple[list[float], 
     return scale, translation
 
 
+def tiff_axis_names(path: str | Path) -> list[str | None] | None:
+    """The axes an OME or ImageJ TIFF's metadata names for its first series (:data:`TIFF_AXES` names, None for
+    another kind), in the file's order; None for any other file (its axes are a guess)."""
+    import tifffile
+
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not (tif.is_ome or tif.is_imagej):
+                return None
+            codes = tif.series[0].axes
+    except Exception:  # noqa: BLE001 - not a readable TIFF: the reader says why
+        return None
+    return [TIFF_AXES.get(code) for code in codes]
+
+
+def named_channel_position(names: Sequence[str | None] | None) -> int | None:
+    """Where a file's named channel axis is when it is not last, in a 2D image or 3D stack ((C, Y, X) or
+    (Z, C, Y, X), as Fiji saves every multichannel image); else None."""
+    if names is None or len(names) not in (3, 4) or names.count("c") != 1 or names[-1] == "c":
+        return None
+    return names.index("c")
+
+
+def named_channels_last(path: str | Path, image: object) -> object:
+    """A TIFF's pixels (read whole, in the file's order) with the channel axis its metadata names moved last, as a
+    pyramidal TIFF is read (:func:`_open_tiff`): a Fiji composite (C, Y, X) was read as a stack of 2 planes, and a
+    (Z, C, Y, X) hyperstack as a time-lapse. For runs given no channel axis (a given one counts in the file's order);
+    any other input as it is."""
+    if not isinstance(image, np.ndarray):
+        return image
+    names = tiff_axis_names(path)
+    position = named_channel_position(names)
+    if position is None or len(names) != image.ndim:
+        return image
+    return np.ascontiguousarray(np.moveaxis(image, position, -1))
+
+
 def _open_tiff(path: Path) -> MultiscaleImage:
     import dask.array as da
     import tifffile
