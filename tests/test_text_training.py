@@ -68,6 +68,18 @@ def _untrained(litemedsam, loss: str = "dicece") -> TextPromptDecoder:
     return decoder
 
 
+def test_a_fiji_composite_in_the_csv_is_read_as_its_colour_image(shared_data, tmp_path):
+    """An image saved by Fiji as (C, Y, X) with its axes named was refused: "3D array of shape (3, 530, 607) is
+    ambiguous; pass channel_axis", an option train-text does not have; it is read as `promptseg text` reads it."""
+    triplet = read_triplets(shared_data / "polyps_kvasir_text" / "texts.csv", text_col="prompt_p1")[0]
+    rgb, mask = triplet.load()
+    composite = tmp_path / "composite.tif"
+    tifffile.imwrite(composite, np.ascontiguousarray(rgb.transpose(2, 0, 1)), imagej=True, metadata={"axes": "CYX"})
+    (tmp_path / "triplets.csv").write_text(f"image,mask,text\ncomposite.tif,{triplet.mask},polyp\n")
+    image, same_mask = read_triplets(tmp_path / "triplets.csv")[0].load()
+    assert np.array_equal(image, rgb) and np.array_equal(same_mask, mask)
+
+
 def test_training_beats_the_untrained_decoder(trained, kvasir, cache, litemedsam):
     assert (trained.path / "model.safetensors").is_file() and (trained.path / "last" / "state.json").is_file()
     config = json.loads((trained.path / "text_segmenter.json").read_text())
