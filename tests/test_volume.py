@@ -208,6 +208,27 @@ def test_a_fiji_composite_is_a_2d_image_with_channels(litemedsam, shared_data, t
     assert main([*args, "-o", str(tmp_path / "oneshot")]) == 0
 
 
+def test_a_stack_saved_with_leading_axes_of_one_value_is_the_stack(litemedsam, mri, tmp_path):
+    """(1, Z, Y, X) and (1, 1, Z, Y, X) files (a time point and a channel of one value, as scripts and converters
+    save a stack) were refused as "a time-lapse of 3D stacks, axes read as (T=1, Z=5, ...)" that said to split
+    time points (T > 1); they are the stack, and a given channel axis still points at its axis."""
+    vol, truth = (a[2:7] for a in mri)
+    assert as_stack(vol[None])[0].shape == vol.shape and as_stack(vol[None, None])[0].shape == vol.shape
+    rgb = np.repeat(vol[..., None], 3, axis=-1)
+    assert as_stack(rgb[None, None])[0].shape == rgb.shape
+    channels_first = np.ascontiguousarray(np.moveaxis(rgb, -1, 1))[None]  # (1, Z, C, Y, X)
+    assert as_stack(channels_first, channel_axis=2)[0].shape == rgb.shape
+    assert as_stack(channels_first, channel_axis=-3)[0].shape == rgb.shape
+    path = tmp_path / "tczyx.tif"
+    tifffile.imwrite(path, vol[None, None])
+    seed = len(vol) // 2
+    rows, cols = np.nonzero(truth[seed])
+    box = ["--box", *map(str, (cols.min(), rows.min(), cols.max(), rows.max())), "--plane", str(seed)]
+    assert main(["segment", str(path), "-o", str(tmp_path / "out"), *box, "--propagate"]) == 0
+    labels = tifffile.imread(tmp_path / "out" / "tczyx.tif")
+    assert labels.shape == truth.shape and dice(labels > 0, truth) > 0.7
+
+
 def test_cli_oneshot_on_a_stack_plane_by_plane(litemedsam, tmp_path):
     """One-shot instances (reference: another DSB image) on every plane of a nuclei stack; ids linked in 3D."""
     stack, truth = nuclei_stack(planes=3)

@@ -67,6 +67,7 @@ def as_stack(
     planes_given = isinstance(image, (list, tuple))  # a stack by the caller's word: no "read as a stack" caution
     if planes_given:
         image = _from_planes(image, name)
+    image, channel_axis, axes = _without_leading_singletons(image, channel_axis, axes)
     shape = tuple(np.shape(image))
     ndim = len(shape)
     if ndim == 2:
@@ -108,10 +109,23 @@ def as_stack(
     )
 
 
+def _without_leading_singletons(
+    image: object, channel_axis: int | None, axes: str | None
+) -> tuple[object, int | None, str | None]:
+    """An array without its leading axes of one value ((1, Z, Y, X), (1, 1, Z, Y, X) as converters save a stack: it
+    was refused as a time-lapse of "T=1"), down to 3 axes; ``channel_axis`` (kept) and ``axes`` follow."""
+    ndim, dropped = np.ndim(image), 0
+    while ndim - dropped > 3 and np.shape(image)[0] == 1 and channel_axis not in (dropped, dropped - ndim):
+        image, dropped = image[0], dropped + 1
+    if dropped and channel_axis is not None and channel_axis >= 0:
+        channel_axis -= dropped
+    if dropped and axes is not None and len(axes) == ndim:
+        axes = axes[dropped:]
+    return image, channel_axis, axes
+
+
 def named_channel_axis(axes: str | None) -> int | None:
-    """The channel axis of a 4D stack whose file names its axes with planes first and channels on another axis (an
-    ImageJ or OME hyperstack, ZCYX as Fiji saves it), else None. Such a file was refused as a time-lapse of "T=7,
-    Z=2" stacks, against its own axis names."""
+    """The channel axis ``axes`` names in a 4D stack of planes first (ZCYX, as Fiji saves a hyperstack), else None."""
     if axes is None or len(axes) != 4 or axes[0] != "z" or axes.count("c") != 1:
         return None
     return axes.index("c")
