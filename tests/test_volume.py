@@ -506,7 +506,7 @@ def test_propagation_refuses_a_non_integer_plane_and_reports_nothing_on_the_seed
 
 
 def test_a_stop_reason_never_contradicts_its_threshold():
-    from napari_promptseg.methods.volume import _stop_reason
+    from napari_promptseg.methods.volume.propagation import _stop_reason
 
     previous = np.zeros((100, 100), bool)
     previous[:, :50] = True  # 5000 px

@@ -1,0 +1,41 @@
+"""3D stacks (Z, Y, X[, C]): plane by plane with object ids linked across planes, and propagation of prompted objects
+through the stack.
+
+Propagation follows micro-sam's volumetric annotator (``segment_mask_in_volume``): an object segmented on one plane
+prompts its neighbour with its mask (the mask's box, grown a little since objects may widen; plus the mask's most
+interior point for segmenters trained with points), and so on outwards in both directions until the object ends:
+its mask vanishes, its overlap (IoU) with the previous plane's mask falls below a threshold, or the decoder's score
+drops. All objects still alive on a plane are decoded together, so each plane is embedded once.
+No Qt, no napari.
+"""
+
+from .planes import LINK_IOU, StackResult, object_extents, plane_function, segment_stack
+from .propagation import BOX_MARGIN, MIN_AREA_FRACTION, MIN_SCORE, STOP_IOU, PropagationResult, propagate_through_stack
+from .stacks import (
+    as_stack,
+    check_finite,
+    labels_shape,
+    named_channel_axis,
+    plane_list,
+    plane_warnings,
+)
+
+__all__ = [
+    "BOX_MARGIN",
+    "LINK_IOU",
+    "MIN_AREA_FRACTION",
+    "MIN_SCORE",
+    "STOP_IOU",
+    "PropagationResult",
+    "StackResult",
+    "as_stack",
+    "check_finite",
+    "labels_shape",
+    "named_channel_axis",
+    "object_extents",
+    "plane_function",
+    "plane_list",
+    "plane_warnings",
+    "propagate_through_stack",
+    "segment_stack",
+]

@@ -1,0 +1,224 @@
+"""Reading 3D stacks (Z, Y, X[, C]) and their labels: axes, channels, planes, finite values; the words that name a
+plane in warnings. No Qt, no napari."""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+from ...errors import PromptsegError
+from ...models.preprocessing import ACCEPTED_SHAPES, SPLIT_TIME_POINTS, full_resolution, is_lazy, read_axes
+
+ProgressCallback = Callable[[float, str], None]
+
+
+def as_stack(
+    image: object, *, channel_axis: int | None = None, name: str = "image", axes: str | None = None
+) -> tuple[object, list[str]]:
+    """``image`` as a (Z, Y, X) or (Z, Y, X, C) stack (channels last), or ``None`` for a single 2D image, and
+    warnings about how it was read.
+
+    3D arrays are 2D images when their last axis holds colours or channels (1-4 values; 2 only with at least 8 px
+    per side, as :func:`..models.preprocessing.as_channels_last` reads them), when ``channel_axis`` is given, or
+    when their planes would be too thin to be images (under 8 px: channels last, which the 2D functions ask about);
+    any other 3D array is a stack of planes along its first axis. 4D arrays are stacks with channels last or at
+    ``channel_axis``. Dask arrays stay lazy; zarr arrays are read lazily too, and a list or tuple of planes is
+    stacked. ``axes``: the input's axis order when its file's metadata names it (e.g. "zyx" of an OME-Zarr, see
+    :class:`..io.multiscale.MultiscaleImage`); a first axis named z is planes by the file's word, without the
+    caution that a few planes might be channels; a 4D file's named channel axis (ZCYX) is its channel axis.
+    """
+    image = full_resolution(image, planes=True)  # a 3D pyramid: its full-resolution stack
+    planes_given = isinstance(image, (list, tuple))  # a stack by the caller's word: no "read as a stack" caution
+    if planes_given:
+        image = _from_planes(image, name)
+    image, channel_axis, axes = _without_leading_singletons(image, channel_axis, axes)
+    shape = tuple(np.shape(image))
+    ndim = len(shape)
+    if ndim == 2:
+        return None, []
+    if ndim == 3:
+        colours = shape[-1] in (1, 3, 4) or (shape[-1] == 2 and min(shape[:2]) >= 8)
+        if channel_axis is not None or colours or min(shape[1:]) < 8:
+            return None, []
+        warnings = []
+        # one plane is one channel too: nothing to caution
+        if 1 < shape[0] <= 4 and not planes_given and not (axes or "").startswith("z"):  # nor by the file's
+            warnings.append(
+                f"{name}: read as a stack of {shape[0]} planes of {shape[1]}x{shape[2]} pixels; if the first axis "
+                "holds channels, say so: channel_axis=0 (CLI: --channel-axis 0; widgets: channel axis 0)"
+            )
+        return image, warnings
+    if ndim == 4:
+        if channel_axis is None:
+            channel_axis = named_channel_axis(axes)
+        if channel_axis is not None:
+            if not -4 <= channel_axis < 4:
+                raise PromptsegError(f"{name}: channel_axis {channel_axis} out of range for shape {shape}")
+            axis = channel_axis % 4
+            if axis == 0:
+                raise PromptsegError(f"{name}: the first axis of a (Z, Y, X, C) stack holds the planes, not channels")
+            return _lazy_if_foreign(image).transpose([a for a in range(4) if a != axis] + [axis]), []
+        if shape[-1] <= 4:
+            return image, []
+        # (T, Z, Y, X) or (Z, C, Y, X): no last axis of channels
+        raise PromptsegError(
+            f"{name}: 4D array of shape {shape}, its axes read as {read_axes(shape)}: a time-lapse of 3D stacks, or "
+            f"a stack with its channels on an axis other than the last. Accepted: {ACCEPTED_SHAPES}. "
+            f"{SPLIT_TIME_POINTS}; for channels, say which axis holds them: channel_axis (CLI: --channel-axis; "
+            "widgets: channel axis)"
+        )
+    raise PromptsegError(
+        f"{name}: {ndim}D array of shape {shape}, its axes read as {read_axes(shape)}. Accepted: {ACCEPTED_SHAPES}. "
+        f"{SPLIT_TIME_POINTS}"
+    )
+
+
+def _without_leading_singletons(
+    image: object, channel_axis: int | None, axes: str | None
+) -> tuple[object, int | None, str | None]:
+    """An array without its leading axes of one value ((1, Z, Y, X), (1, 1, Z, Y, X) as converters save a stack: it
+    was refused as a time-lapse of "T=1"), down to 3 axes; ``channel_axis`` (kept) and ``axes`` follow."""
+    ndim, dropped = np.ndim(image), 0
+    while ndim - dropped > 3 and np.shape(image)[0] == 1 and channel_axis not in (dropped, dropped - ndim):
+        image, dropped = image[0], dropped + 1
+    if dropped and channel_axis is not None and channel_axis >= 0:
+        channel_axis -= dropped
+    if dropped and axes is not None and len(axes) == ndim:
+        axes = axes[dropped:]
+    return image, channel_axis, axes
+
+
+def named_channel_axis(axes: str | None) -> int | None:
+    """The channel axis ``axes`` names in a 4D stack of planes first (ZCYX, as Fiji saves a hyperstack), else None."""
+    if axes is None or len(axes) != 4 or axes[0] != "z" or axes.count("c") != 1:
+        return None
+    return axes.index("c")
+
+
+def _from_planes(planes: Sequence[object], name: str) -> object:
+    """A list or tuple of planes as one array (a dask array when any plane is lazy, so nothing is read)."""
+    if not planes:
+        raise PromptsegError(f"{name}: an empty sequence of planes")
+    shapes = {tuple(np.shape(p)) for p in planes}
+    if len(shapes) > 1:
+        raise PromptsegError(f"{name}: planes of different shapes {sorted(shapes)}; every plane needs one shape")
+    if any(is_lazy(p) for p in planes):
+        import dask.array as da
+
+        return da.stack([p if is_lazy(p) else da.from_array(np.asarray(p)) for p in planes])
+    return np.stack([np.asarray(p) for p in planes])
+
+
+def _lazy_if_foreign(image: object) -> object:
+    """numpy and dask arrays as they are; any other array (a zarr.Array, which cannot transpose) as a lazy dask
+    array over it, so a big stack is still read plane by plane."""
+    if isinstance(image, np.ndarray) or is_lazy(image):
+        return image
+    import dask.array as da
+
+    return da.from_array(image, chunks=getattr(image, "chunks", "auto"))
+
+
+def labels_shape(image: object, *, channel_axis: int | None = None) -> tuple[int, ...]:
+    """The shape of an image's labels: (Z, Y, X) for a stack, else (Y, X) (also for an input whose shape is no
+    image's: its first two axes)."""
+    try:
+        stack = as_stack(image, channel_axis=channel_axis)[0]
+    except PromptsegError:
+        stack = None
+    return tuple(np.shape(stack)[:3]) if stack is not None else tuple(np.shape(image)[:2])
+
+
+def _stack(volume: object, channel_axis: int | None, name: str, axes: str | None = None) -> tuple[object, list[str]]:
+    vol, warnings = as_stack(volume, channel_axis=channel_axis, name=name, axes=axes)
+    if vol is None:
+        raise PromptsegError(f"{name}: a 2D image of shape {tuple(np.shape(volume))}; expected a (Z, Y, X[, C]) stack")
+    check_finite(vol, name)
+    return vol, warnings
+
+
+def check_finite(stack: object, name: str = "stack") -> None:
+    """Refuse an in-memory float stack with NaN or infinite values, naming the planes, before any plane is
+    segmented (found on the way, it would throw away the planes done before). A lazy stack is checked plane by
+    plane as it is read: reading it whole here would cost a second pass over the disk."""
+    if not isinstance(stack, np.ndarray) or stack.dtype.kind not in "fc":
+        return
+    bad = [z for z in range(stack.shape[0]) if not np.isfinite(stack[z]).all()]  # a plane at a time: memory
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise PromptsegError(
+            f"{name}: NaN or infinite values on plane(s) {shown} of {stack.shape[0]}; fill or mask them first"
+        )
+
+
+def _plane_index(plane: object, n: int, name: str) -> int:
+    """``plane`` as an index into ``n`` planes: a whole number (not a float, not a bool) within the stack."""
+    try:
+        if isinstance(plane, (bool, np.bool_)):
+            raise TypeError
+        z = operator.index(plane)
+    except TypeError:
+        raise PromptsegError(f"{name}: plane must be a whole number (a plane index), got {plane!r}") from None
+    if not 0 <= z < n:
+        raise PromptsegError(f"{name}: plane {z} is outside the stack's {n} planes (0-{n - 1})")
+    return z
+
+
+def _as_ids(plane: object, name: str, *, components: bool) -> np.ndarray:
+    """A 2D method's answer as object ids (int64, 0 background): integer labels keep their ids (values <= 0 are
+    background); bool and float masks become their connected components when ``components`` (else a mask is
+    object 1); float labels must hold whole numbers."""
+    from ...io.images import is_mask, label_objects
+
+    arr = np.asarray(plane)
+    if arr.dtype.kind not in "biuf":
+        raise PromptsegError(f"{name}: gave {arr.dtype} values; expected labels (integers) or a mask (bool/float)")
+    if arr.dtype.kind in "bf":
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise PromptsegError(f"{name}: gave NaN or infinite values; expected labels or a mask")
+        arr = label_objects(arr) if components else (arr > 0) if is_mask(arr) else arr
+        if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):
+            raise PromptsegError(f"{name}: gave fractional values above 1; expected labels (whole numbers) or a mask")
+    return np.where(arr > 0, arr, 0).astype(np.int64)
+
+
+def plane_warnings(per_plane: Iterable[tuple[int, str]], name: str = "") -> list[str]:
+    """The warnings of a stack's planes, each naming its planes once: ``per_plane`` holds (plane, a 2D method's
+    warning). A method given the plane's name ("stack.tif plane 3") begins its warnings with it; that naming is taken
+    apart, so "stack.tif plane 3: box 1 ..." reads "stack.tif: plane 3: box 1 ...", not "plane 3: stack.tif plane
+    3: box 1 ...". A warning several planes gave alike is one, listing them ("stack.tif: planes 2, 5-7: ..."), in
+    the order the warnings first came. ``name``: the stack's, for methods that begin their warnings with it."""
+    planes: dict[tuple[str, str], list[int]] = {}
+    for z, message in per_plane:
+        planes.setdefault(_named_plane(z, message, name), []).append(z)
+    return [
+        f"{head}: {plane_list(zs)}: {rest}" if head else f"{plane_list(zs)}: {rest}"
+        for (head, rest), zs in planes.items()
+    ]
+
+
+def plane_list(planes: Iterable[int]) -> str:
+    """ "plane 3", "planes 2, 5-7" (runs of three or more as a range)."""
+    zs = sorted(set(planes))
+    runs: list[list[int]] = []
+    for z in zs:
+        if runs and z == runs[-1][-1] + 1:
+            runs[-1].append(z)
+        else:
+            runs.append([z])
+    parts = [f"{run[0]}-{run[-1]}" if len(run) >= 3 else ", ".join(map(str, run)) for run in runs]
+    return f"plane{'s' if len(zs) > 1 else ''} {', '.join(parts)}"
+
+
+def _named_plane(z: int, message: str, name: str) -> tuple[str, str]:
+    """(whose, what): a plane's warning without its naming of plane ``z`` ("NAME plane Z: ", "NAME: plane Z: ",
+    "plane Z: ") or of the stack (``name``), and the name it began with ("" when none)."""
+    found = re.match(rf"(?:(?P<head>.*?)[:\s]\s*)?\bplane {z}: (?P<rest>.*)", message, re.S)
+    if found:
+        return (found["head"] or "").rstrip(": "), found["rest"]
+    if name and message.startswith(f"{name}: "):
+        return name, message[len(name) + 2 :]
+    return "", message
