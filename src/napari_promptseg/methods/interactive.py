@@ -317,27 +317,13 @@ def segment_prompts(
         lambda shape: prompts_working_scale(shape, segmenter.input_size, boxes, object_size),
         channel_axis,
     )
-    if level is not None:
-        divided = [
+    if level is not None:  # prompts and object size in the level's pixels; labels back at full resolution
+        image = level.array
+        boxes, positive_points, negative_points = (
             None if c is None else np.asarray(c, np.float64) / level.factor
             for c in (boxes, positive_points, negative_points)
-        ]
-        result = segment_prompts(
-            level.array,
-            segmenter,
-            boxes=divided[0],
-            positive_points=divided[1],
-            negative_points=divided[2],
-            object_size=None if object_size is None else object_size / level.factor,
-            channel_axis=channel_axis,
-            channels=channels,
-            normalize=normalize,
-            name=name,
-            progress=progress,
-            cancel=cancel,
         )
-        result.labels = upsample_labels(result.labels, level.full_shape)  # as the CLI writes them
-        return result
+        object_size = None if object_size is None else object_size / level.factor
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
     clipped: list[str] = []
     objects = group_prompts(hwc.shape[:2], boxes, positive_points, negative_points, clipped)
@@ -404,6 +390,8 @@ def segment_prompts(
         view[free] = ids[tile_labels[free]]
         timings["paint_s"] += time.perf_counter() - t0
     report(1.0, "done")
+    if level is not None:
+        labels = upsample_labels(labels, level.full_shape)  # as the CLI writes them
     return SegmentationResult(
         labels=labels, scores=scores, timings=timings, warnings=warnings, scale=scale if size else None
     )

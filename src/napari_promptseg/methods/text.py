@@ -289,40 +289,8 @@ def segment_text(
     from ..io.multiscale import whole_image_scale
 
     level = read_pyramid_level(image, whole_image_scale, channel_axis)
-    if level is not None:
-        result = segment_text(
-            level.array,
-            prompt,
-            route=route,
-            grounder=grounder,
-            heatmapper=heatmapper,
-            library=library,
-            segmenter=segmenter,
-            weights=weights,
-            device=device,
-            template=template,
-            attributes=attributes,
-            box_threshold=box_threshold,
-            text_threshold=text_threshold,
-            nms_iou=nms_iou,
-            heatmap_threshold=heatmap_threshold,
-            refine=refine,
-            top_k=top_k,
-            min_similarity=min_similarity,
-            channel_axis=channel_axis,
-            channels=channels,
-            normalize=normalize,
-            name=name,
-            text_model=text_model,
-            factor=factor * level.factor,
-            progress=progress,
-            cancel=cancel,
-        )
-        from ..tiling import upsample_labels
-
-        result.labels = upsample_labels(result.labels, level.full_shape)  # as the CLI writes them
-        result.boxes = np.asarray(result.boxes) * level.factor
-        return result
+    if level is not None:  # the CLI's whole-image level; labels and boxes come back in full-resolution pixels
+        image, factor = level.array, factor * level.factor
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -375,6 +343,11 @@ def segment_text(
     if not result.phrases:
         result.warnings.append(f"{name}: nothing found for {prompt!r} ({result.reason})")
     report(1.0, "done")
+    if level is not None:
+        from ..tiling import upsample_labels
+
+        result.labels = upsample_labels(result.labels, level.full_shape)  # as the CLI writes them
+        result.boxes = np.asarray(result.boxes) * level.factor
     return result
 
 
