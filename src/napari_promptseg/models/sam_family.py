@@ -300,9 +300,11 @@ class SamFamilySegmenter:
         never written, and `embed` said "no embedding was kept". Once per cache and key: a read-only cache or a cap
         smaller than an entry is not written again at every prompt."""
         disk = embedding_cache.active()
-        if disk is None or (disk.root, embedding.key) in self._offered_to_disk or embedding.key in disk:
+        if disk is None or (disk.root, embedding.key) in self._offered_to_disk:
             return
-        self._offered_to_disk.add((disk.root, embedding.key))
+        self._offered_to_disk.add((disk.root, embedding.key))  # before the look: no file check at every prompt
+        if embedding.key in disk:
+            return
         context_signature = self.context_signature() if self._fast_decoder else None
         context = self._image_context(embedding.features).projections() if self._fast_decoder else None
         disk.store(embedding, self.embedding_signature(normalize), context, context_signature)
