@@ -223,8 +223,13 @@ class PlaneSource:
         plane, channel_axis = _plane_of(self.levels[level], self.geom)
         return plane, channel_axis, factor
 
+    @property
+    def _plain_pyramid(self) -> bool:
+        """A pyramid of plain 2D planes (no stack, no channel axis): the kind read at a level."""
+        return len(self.levels) > 1 and len(self.geom.labels_shape) == 2 and self.geom.channel_axis is None
+
     def _level(self, input_size: int, object_size: float | None) -> tuple[int, float]:
-        if len(self.levels) > 1 and len(self.geom.labels_shape) == 2 and self.geom.channel_axis is None:
+        if self._plain_pyramid:
             scale = choose_scale(self.geom.plane_shape, input_size, object_size).scale
             return pyramid_level(self._level_planes, scale)
         return 0, 1.0
@@ -248,12 +253,7 @@ class PlaneSource:
         """A 2D pyramid too large to hold as one full-resolution array (:data:`LABELS_MAX_PIXELS`): it is segmented
         on crops, and its labels live at :meth:`labels_level`."""
         h, w = self.geom.plane_shape
-        return (
-            len(self.levels) > 1
-            and len(self.geom.labels_shape) == 2
-            and self.geom.channel_axis is None
-            and h * w > LABELS_MAX_PIXELS
-        )
+        return self._plain_pyramid and h * w > LABELS_MAX_PIXELS
 
     def labels_level(self) -> tuple[LevelCrop, tuple[int, int]]:
         """The level a whole slide's Labels layer holds its objects at: its finest level within
