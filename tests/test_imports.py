@@ -10,6 +10,8 @@ import ast
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 import napari_promptseg
 
 PACKAGE_DIR = Path(napari_promptseg.__file__).parent
@@ -42,3 +44,42 @@ def _exists(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:  # a parent along the dotted path is missing, or a module and not a package
         return False
+
+
+def _run(code: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMPTSEG_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.split()[-1]
+
+
+def test_a_process_without_a_gui_loads_litemedsam_without_triton() -> None:
+    """A CLI run or a batch worker (no Qt, no napari, no Mesa) never imported triton for LiteMedSAM, which does not
+    use it: 0.6 s of every start. A segmentation then runs without it too."""
+    code = (
+        "import sys, numpy as np\n"
+        "from skimage import data\n"
+        "from napari_promptseg.models import load_segmenter\n"
+        "from napari_promptseg.methods.interactive import segment_prompts\n"
+        "result = segment_prompts(data.coins(), load_segmenter('litemedsam'), boxes=np.array([[60., 10, 120, 70]]))\n"
+        "assert int(result.labels.max()) == 1\n"
+        "print('triton' in sys.modules)\n"
+    )
+    assert _run(code) == "False"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed with this torch")
+def test_once_a_gui_toolkit_is_imported_triton_is_imported_with_its_own_llvm() -> None:
+    """Where napari's canvas can load Mesa's LLVM (Qt imported), a model load still imports triton first, with
+    RTLD_DEEPBIND (tests/test_sample_data.py runs the case that crashed, in a shown viewer)."""
+    code = (
+        "import sys, qtpy\n"
+        "from napari_promptseg.models._native import load_triton_safely\n"
+        "load_triton_safely()\n"
+        "print('triton' in sys.modules)\n"
+    )
+    assert _run(code) == "True"

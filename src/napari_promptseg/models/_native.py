@@ -17,10 +17,14 @@ def load_triton_safely() -> None:
     canvas exists; triton's libtriton bundles another LLVM and segfaults in its static initialisers when its symbols
     bind to Mesa's (the first model load after the viewer is open: a text prompt from napari's console killed the
     session). RTLD_DEEPBIND makes libtriton use its own copy. Every model loader calls this first, and every widget
-    on the main thread; a no-op when triton is absent or already imported.
+    on the main thread; a no-op when triton is absent or already imported, and in a process that can meet no Mesa
+    LLVM (a CLI run, a batch worker: no Qt, napari or vispy imported, no libLLVM loaded). LiteMedSAM never needs
+    triton, whose import took 0.6 s of every such start; a later call, once napari is imported, imports it then.
     """
     deepbind = getattr(os, "RTLD_DEEPBIND", 0)
-    if not deepbind or "triton" in sys.modules or importlib.util.find_spec("triton") is None:
+    if not deepbind or "triton" in sys.modules or not _may_meet_mesa_llvm():
+        return
+    if importlib.util.find_spec("triton") is None:
         return
     flags = sys.getdlopenflags()
     sys.setdlopenflags(flags | deepbind)
@@ -30,3 +34,18 @@ def load_triton_safely() -> None:
         logger.debug("triton import failed: %s", exc)
     finally:
         sys.setdlopenflags(flags)
+
+
+#: modules whose presence means an OpenGL canvas (and so Mesa's libLLVM) can be, or will be, in this process
+GUI_MODULES = ("napari", "vispy", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6")
+
+
+def _may_meet_mesa_llvm() -> bool:
+    """Whether libLLVM is loaded, or a GUI toolkit that may load it is imported."""
+    if any(name in sys.modules for name in GUI_MODULES):
+        return True
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            return b"libLLVM" in maps.read()
+    except OSError:  # no /proc: assume it may
+        return True
