@@ -174,6 +174,21 @@ def tcp_scheduler(tmp_path):
                 proc.wait()
 
 
+def test_the_workers_take_the_largest_inputs_first(shared_data, tcp_scheduler, tmp_path, capsys):
+    """Workers take tasks in the order they were submitted: a whole slide listed last ran alone at the end while the
+    other workers idled. The largest inputs (bytes on disk) go first; the report keeps the input order."""
+    image = read_image(sorted((shared_data / "nuclei_dsb2018" / "images").iterdir())[0])[..., :3]
+    paths = []
+    for side in (64, 160, 96):
+        paths.append(tmp_path / f"crop_{side}.tif")
+        tifffile.imwrite(paths[-1], image[:side, :side])
+    out = tmp_path / "out"
+    assert main(["segment", *map(str, paths), *BOX, "-o", str(out), "--scheduler", tcp_scheduler]) == 0
+    done = [line.split(" -> ")[0] for line in capsys.readouterr().out.splitlines() if " -> " in line]
+    assert done == [str(paths[1]), str(paths[2]), str(paths[0])]  # one worker, one thread: one after the other
+    assert [record["input"] for record in report_of(out)["images"]] == [str(p) for p in paths]
+
+
 #: runs the CLI, then says whether the process imported torch (a driver of workers runs no model)
 DRIVER = (
     "import sys; from napari_promptseg.cli import main; code = main(sys.argv[1:]); "

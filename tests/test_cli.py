@@ -288,7 +288,7 @@ def test_one_large_input_shows_the_methods_steps(litemedsam, tmp_path, capsys, m
     silence. Its method's steps now reach stderr (off a terminal, a line at most every 10 s: here every step)."""
     from skimage.measure import regionprops
 
-    monkeypatch.setattr("napari_promptseg.batch.engine.LOG_STEP_EVERY_S", 0.0)
+    monkeypatch.setattr("napari_promptseg.batch.progress.LOG_STEP_EVERY_S", 0.0)
 
     from napari_promptseg._sample_data import nuclei
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
 import threading
 import time
@@ -29,6 +28,7 @@ from typing import Any
 
 from ..errors import CancelledError, NothingFoundError, PromptsegError, WeightsError
 from .journal import Journal, input_digest, is_done, run_signature
+from .progress import BatchProgress, StepLine
 
 #: ``--scheduler`` when not given: this variable, else ``local`` for several inputs and ``none`` for one
 SCHEDULER_ENV = "PROMPTSEG_SCHEDULER"
@@ -237,43 +237,6 @@ def method_progress() -> Callable[[float, str], None] | None:
     return _method_progress.get()
 
 
-#: off a terminal, a method's steps are written at most this often (seconds), the first after as long
-LOG_STEP_EVERY_S = 10.0
-
-
-class StepLine:
-    """A method's progress on stderr: one rewritten line on a terminal (at most 4 a second, cut to its width),
-    else a line at most every :data:`LOG_STEP_EVERY_S` (a log stays readable; a short run writes none)."""
-
-    def __init__(self, stream=None) -> None:
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.every = 0.25 if self.tty else LOG_STEP_EVERY_S
-        self.last, self.width = (float("-inf") if self.tty else time.monotonic()), 0
-
-    def __call__(self, fraction: float, message: str) -> None:
-        now = time.monotonic()
-        if now - self.last < self.every:
-            return
-        self.last = now
-        text = f"{message} ({100 * max(0.0, min(1.0, fraction)):.0f} %)"
-        if self.tty:  # one row: a wrapped line would leave rows behind at every update
-            columns = shutil.get_terminal_size().columns - 1
-            text = text if len(text) <= columns else "..." + text[len(text) - columns + 3 :]
-            self.stream.write("\r" + text.ljust(self.width))
-            self.width = len(text)
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        """Clear the line (before the record's own lines; the next step writes it again)."""
-        if self.tty and self.width:
-            self.stream.write("\r" + " " * self.width + "\r")
-            self.stream.flush()
-            self.width = 0
-
-
 def run_batch(
     job: BatchJob,
     paths: Sequence[Path],
@@ -301,7 +264,7 @@ def run_batch(
     if journal is not None:
         journal.start(list(kept.values()), meta)
     results: dict[str, dict] = dict(kept)
-    progress = _Progress(len(paths), len(kept)) if len(paths) > 1 else None
+    progress = BatchProgress(len(paths), len(kept)) if len(paths) > 1 else None
     finished = False
 
     fresh_meta = False  # this run's workers' meta, once seen, replaces a resumed run's
@@ -369,7 +332,7 @@ def run_batch(
     return BatchOutcome(records, meta, summary, journal)
 
 
-def _announce(record: dict, progress: _Progress | None) -> None:
+def _announce(record: dict, progress: BatchProgress | None) -> None:
     """The input's line: ``IN -> OUT (summary)`` on stdout, failures and warnings on stderr."""
     write = progress.write if progress is not None else _print
     path = record["input"]
@@ -482,7 +445,8 @@ def _run_on_dask(
             raise PromptsegError(f"the Dask scheduler at {mode} has no worker (waited {WORKER_WAIT_S:.0f} s)") from None
         n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
         tasks = {}
-        for i, path in enumerate(todo):
+        for i in largest_first(todo):
+            path = todo[i]
             future = client.submit(run_target, job, str(path), False, key=f"promptseg-{job.run_id}-{i}", pure=False)
             tasks[future] = (str(path), False)
         pending = as_completed(list(tasks))
@@ -513,57 +477,21 @@ def _run_on_dask(
             cluster.close()
 
 
-class _Progress:
-    """Counts, rate and ETA on stderr: on a terminal tqdm's bar when installed, else one rewritten line; off a
-    terminal (a log file) a plain line at most every :data:`LOG_STEP_EVERY_S` and at the end (a bar's carriage
-    returns would fill the log, and other lines would stick to it)."""
+def largest_first(paths: Sequence[Path]) -> list[int]:
+    """The inputs' indices, largest on disk first (input order among equals): workers take tasks in the order they
+    were submitted, and a whole slide taken last would leave every other worker idle while it runs alone."""
+    return sorted(range(len(paths)), key=lambda i: -_bytes_on_disk(Path(paths[i])))
 
-    def __init__(self, total: int, done: int) -> None:
-        self.total, self.done, self.failed = total, done, 0
-        self.start, self.start_done = time.monotonic(), done
-        self.tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
-        self.last = self.start
-        self.bar = None
-        if self.tty:
-            try:
-                from tqdm import tqdm
 
-                self.bar = tqdm(total=total, initial=done, unit="image", file=sys.stderr, dynamic_ncols=True)
-            except ImportError:
-                print("\r" + self._text(), end="", file=sys.stderr, flush=True)
-
-    def update(self, record: dict) -> None:
-        self.done += 1
-        self.failed += record.get("status") == "failed"
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"{self.failed} failed" if self.failed else "", refresh=False)
-            self.bar.update(1)
-        elif self.tty:
-            print("\r" + self._text(), end="", file=sys.stderr, flush=True)
-        elif time.monotonic() - self.last >= LOG_STEP_EVERY_S or self.done == self.total:
-            self.last = time.monotonic()
-            print(self._text(), file=sys.stderr, flush=True)
-
-    def write(self, text: str, err: bool = False) -> None:
-        """A line above the bar (tqdm keeps the bar at the bottom)."""
-        stream = sys.stderr if err else sys.stdout
-        if self.bar is not None:
-            self.bar.write(text, file=stream)
-        else:
-            print(("\n" if err and self.tty else "") + text, file=stream, flush=True)
-
-    def _text(self) -> str:
-        elapsed = time.monotonic() - self.start
-        new = self.done - self.start_done
-        eta = elapsed / new * (self.total - self.done) if new else None
-        text = f"{self.done}/{self.total} images" + (f", {self.failed} failed" if self.failed else "")
-        return text + (f", ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}" if eta is not None else "")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        elif self.tty:
-            print(file=sys.stderr)
+def _bytes_on_disk(path: Path) -> int:
+    """A file's size, or the total of a directory's files (an OME-Zarr); 0 when it cannot be read (its task says
+    why)."""
+    try:
+        if path.is_dir():
+            return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _reachable(address: str) -> None:

@@ -205,7 +205,8 @@ def _stack_record(
     batch writes empty labels, status "empty")."""
     import numpy as np
 
-    from ..batch.engine import StepLine, in_dask_worker
+    from ..batch.engine import in_dask_worker
+    from ..batch.progress import StepLine
     from ..methods.volume import (
         as_stack,
         check_finite,
