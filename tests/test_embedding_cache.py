@@ -172,6 +172,35 @@ def test_context_of_another_decoder_is_refused_and_a_damaged_one_refuses_the_ent
     assert torch.equal(disk.load_with_context(key, signature, context_signature)[1], context)
 
 
+def test_a_fine_tuned_checkpoint_under_the_same_name_has_its_own_entries(litemedsam, disk, crop, tmp_path):
+    """A user's fine-tuned LiteMedSAM and the bundled one, alternating on one image: each keeps its own entry and is
+    served it (before, both wrote one key and each refused and replaced the other's entry at every image)."""
+    from napari_promptseg.models import load_segmenter
+
+    state = {
+        f"{part}.{name}": tensor.clone()
+        for part in ("image_encoder", "prompt_encoder", "mask_decoder")
+        for name, tensor in getattr(litemedsam, part).state_dict().items()
+    }
+    for name, tensor in state.items():
+        if name.startswith("image_encoder.") and tensor.is_floating_point() and tensor.ndim >= 2:
+            state[name] = tensor * 1.01  # as fine-tuning does: nearly every encoder value changes
+    torch.save(state, tmp_path / "fine_tuned.pth")
+    tuned = load_segmenter("litemedsam", weights=tmp_path / "fine_tuned.pth", device="cpu")
+    assert tuned.name == litemedsam.name and tuned is not litemedsam
+    image = crop[16:144, 32:160]
+    first = {}
+    for _ in range(2):  # the second round is what a new process sees: only the disk has them
+        for segmenter in (litemedsam, tuned):
+            segmenter.cache.clear()
+            first.setdefault(id(segmenter), segmenter.embed(image))
+    base_features, tuned_features = first[id(litemedsam)].features, first[id(tuned)].features
+    assert not torch.allclose(base_features, tuned_features)  # the checkpoints make other features
+    assert (disk.stored, disk.hits, disk.refused) == (2, 2, 0) and len(disk.entries()) == 2
+    litemedsam.cache.clear()
+    assert torch.equal(litemedsam.embed(image).features, base_features)  # never served the other's
+
+
 def test_size_cap_evicts_the_least_recently_used(tmp_path):
     entry = 256 * 64 * 64 * 4
     cache = DiskEmbeddingCache(tmp_path, max_bytes=int(2.5 * entry))

@@ -40,7 +40,8 @@ def test_bfloat16_embedding_is_close_cached_apart_and_segments_alike(litemedsam,
     image, mask = polyp
     box = np.array(boxes_from_labels(mask)[:1], np.float32)
     litemedsam.precision = "float32"
-    assert litemedsam.feature_name == litemedsam.name
+    weights_name = f"{litemedsam.name}@{litemedsam.encoder_fingerprint()}"
+    assert litemedsam.feature_name == weights_name
     plain = litemedsam.embed(image)
     plain_mask = litemedsam.predict(plain, boxes=box).masks()[0, 0]
     signature = litemedsam.embedding_signature()
@@ -70,7 +71,8 @@ def test_auto_takes_bfloat16_only_on_a_cpu_with_native_bfloat16(litemedsam, monk
     assert native == any(flag in flags for flag in NATIVE_BFLOAT16_FLAGS)  # torch's probes agree with the kernel
     expected = "bfloat16" if native else "float32"
     assert litemedsam.precision == resolve_precision("auto") == expected  # the default is auto
-    assert litemedsam.feature_name == (litemedsam.name if expected == "float32" else f"{litemedsam.name}+bfloat16")
+    weights_name = f"{litemedsam.name}@{litemedsam.encoder_fingerprint()}"
+    assert litemedsam.feature_name == (weights_name if expected == "float32" else f"{weights_name}+bfloat16")
     assert resolve_precision("auto", "cuda") == "float32"  # accelerators keep float32 (not measured there)
     monkeypatch.setenv(PRECISION_ENV, "float32")
     assert litemedsam.precision == "float32"  # the variable opts out

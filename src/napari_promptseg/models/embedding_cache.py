@@ -1,14 +1,15 @@
 """On-disk embedding cache (zarr), under the in-memory one: a new process, a Dask worker or a widget reuses what
 any of them computed.
 
-One entry per key (image content + model + preprocessing, :func:`.cache.content_key`): a zarr group whose attributes
-say what made it, holding the ``features`` and, optionally, the ``decoder_context``: the decoder's prompt-independent
-work on those features (:func:`.sam_decoder_fast.image_context`), so that the first prompt on a cached image in a new
-process decodes as fast as the next ones. Reading checks the **signature** (format version, model name, a
-fingerprint of the encoder's weights, input size, pixel statistics, normalisation, encoder variant) and a CRC of the
-bytes: a stale entry (other weights under the same name, an older format), a foreign one (copied in from elsewhere)
-or a damaged one is refused, recomputed and replaced. The context has its own signature (a fingerprint of the
-decoder's weights): a context made by another decoder is refused and recomputed, the features are still served.
+One entry per key (image content + model, its encoder's weights and preprocessing, :func:`.cache.content_key`): a
+zarr group whose attributes say what made it, holding the ``features`` and, optionally, the ``decoder_context``: the
+decoder's prompt-independent work on those features (:func:`.sam_decoder_fast.image_context`), so that the first
+prompt on a cached image in a new process decodes as fast as the next ones. A fine-tuned checkpoint under a bundled
+model's name thus has entries of its own beside the bundled one's. Reading checks the **signature** (format version,
+model name, a fingerprint of the encoder's weights, input size, pixel statistics, normalisation, encoder variant) and a
+CRC of the bytes: a foreign entry (copied in from elsewhere), one of an older format or a damaged one is refused,
+recomputed and replaced. The context has its own signature (a fingerprint of the decoder's weights): a context made by
+another decoder is refused and recomputed, the features are still served.
 Writers build an entry in ``tmp/`` and rename it into place (atomic on one filesystem), so concurrent writers of one
 key never mix their files and readers never see half an entry. The size cap evicts the least recently used entries
 (a hit refreshes the entry's time).

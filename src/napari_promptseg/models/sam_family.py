@@ -171,9 +171,20 @@ class SamFamilySegmenter:
 
     @property
     def feature_name(self) -> str:
-        """What cache keys call this model's features: its name, marked when the encoder runs in bfloat16."""
+        """What cache keys call this model's features: its name and the fingerprint of its encoder's weights, marked
+        when the encoder runs in bfloat16. The weights are part of it because users load fine-tuned checkpoints under
+        the bundled model's name: with the name alone, both wrote one disk-cache entry, each refusing and replacing the
+        other's at every image, and a training feature cache (keyed by this too) served one's features to the other."""
         precision = self.precision
-        return self.name if precision == "float32" else f"{self.name}+{precision}"
+        name = f"{self.name}@{self.encoder_fingerprint()}"
+        return name if precision == "float32" else f"{name}+{precision}"
+
+    def encoder_fingerprint(self) -> str:
+        """:func:`weights_fingerprint` of the image encoder, recomputed only when its weights changed."""
+        versions = _weight_versions(self.image_encoder)
+        if self._fingerprint is None or self._fingerprint[0] != versions:
+            self._fingerprint = (versions, weights_fingerprint(self.image_encoder))
+        return self._fingerprint[1]
 
     def encoder_autocast(self) -> contextlib.AbstractContextManager:
         """The context to run the image encoder in (its output is then cast back to float32 by the caller)."""
@@ -312,13 +323,10 @@ class SamFamilySegmenter:
     def embedding_signature(self, normalize: Normalization = "auto") -> dict:
         """What makes this model's features what they are, beyond the image: a disk-cache entry whose signature
         differs (other weights under the same name, another encoder variant) is refused."""
-        versions = _weight_versions(self.image_encoder)
-        if self._fingerprint is None or self._fingerprint[0] != versions:
-            self._fingerprint = (versions, weights_fingerprint(self.image_encoder))
         encoder = type(self.image_encoder).__name__
         return {
             "model": self.name,
-            "encoder_weights": self._fingerprint[1],
+            "encoder_weights": self.encoder_fingerprint(),
             "encoder": f"{encoder} (fast)" if self._fast and encoder == "TinyViT" else encoder,
             "input_size": self.input_size,
             "pixel_mean": None if self._mean is None else self._mean.flatten().tolist(),
