@@ -216,6 +216,22 @@ def test_size_cap_evicts_the_least_recently_used(tmp_path):
     assert cache.evicted == 1 and cache.size_bytes() <= cache.max_bytes
 
 
+def test_opening_a_cache_with_a_smaller_cap_evicts_down_to_it_and_reads_count_as_use(tmp_path):
+    """--cache-max-gb / configure(max_gb=) below what the cache holds: it fits the cap from the start, not only after
+    the next write (a run that only reads never wrote, and the cache stayed over its cap)."""
+    entry = 256 * 64 * 64 * 4
+    first, second, third = (fake_embedding(f"{k:032x}", k) for k in (1, 2, 3))
+    roomy = DiskEmbeddingCache(tmp_path, max_bytes=10 * entry)
+    for embedding in (first, second, third):
+        roomy.store(embedding, {"model": "x"})
+        time.sleep(0.02)
+    assert roomy.load(first.key, {"model": "x"}) is not None  # a read: first is now the most recently used
+    with embedding_cache.settings_restored():
+        small = embedding_cache.configure(tmp_path, max_gb=2.5 * entry / 1e9)
+        assert small.stored == 0 and small.evicted == 1 and small.size_bytes() <= small.max_bytes
+        assert first.key in small and third.key in small and second.key not in small
+
+
 WRITER = """
 import sys, numpy as np, torch
 from napari_promptseg.models.embedding_cache import DiskEmbeddingCache

@@ -12,7 +12,7 @@ recomputed and replaced. The context has its own signature (a fingerprint of the
 another decoder is refused and recomputed, the features are still served.
 Writers build an entry in ``tmp/`` and rename it into place (atomic on one filesystem), so concurrent writers of one
 key never mix their files and readers never see half an entry. The size cap evicts the least recently used entries
-(a hit refreshes the entry's time).
+(a hit refreshes the entry's time), when the cache is opened and as it is written.
 
 Entries are written with zarr (readable by any zarr reader) as one uncompressed chunk per array and read back by
 :func:`_read_array` straight from that chunk: zarr's first read in a process costs ~10 ms of set-up, the raw read of
@@ -84,6 +84,20 @@ class DiskEmbeddingCache:
         self._written_since_scan: int | None = None  # None: scan on the next store
         self._write_warned = False
         self._lock = threading.Lock()
+        self._fit_cap_on_open()
+
+    def _fit_cap_on_open(self) -> None:
+        """Evict down to the cap now: a cache opened with a smaller cap than it holds (``--cache-max-gb``,
+        :func:`configure`) would otherwise stay over it until this process's first write, or for good in a
+        process that only reads."""
+        if not self.root.is_dir():
+            return
+        try:
+            self.evict()
+        except OSError as exc:  # a read-only cache: it is read as it is
+            logger.warning("embedding cache %s cannot be brought under its cap (%s)", self.root, exc)
+            return
+        self._written_since_scan = 0  # just scanned
 
     def __repr__(self) -> str:
         return f"DiskEmbeddingCache({str(self.root)!r}, max_bytes={self.max_bytes})"
