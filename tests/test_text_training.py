@@ -36,7 +36,13 @@ from napari_promptseg.methods.text_training.sampling import epoch_samples, texts
 from napari_promptseg.methods.text_training.trainer import TrainingConfig, make_batch, validate
 from napari_promptseg.models import load_text_embedder, load_text_segmenter
 from napari_promptseg.models.text_decoder import TextPromptDecoder
-from napari_promptseg.models.text_segmenter import TextTokens, TrainedTextSegmenter, save_tensors, write_config
+from napari_promptseg.models.text_segmenter import (
+    TextTokens,
+    TrainedTextSegmenter,
+    load_tensors,
+    save_tensors,
+    write_config,
+)
 
 from .test_clipseg import tiny_clipseg_dir  # noqa: F401 (fixture)
 
@@ -411,6 +417,30 @@ def test_cli_trains_and_answers_with_the_trained_route(trained, kvasir, cache, t
         segment_text(image, "polyp", route="trained")
 
 
+def test_a_validation_fraction_of_0_trains_on_every_image_and_keeps_the_last_epoch(kvasir, cache, tmp_path, capsys):
+    """`--val-fraction 0` on a CSV without a split: no image held out (one was, silently), every epoch runs whatever
+    --patience says, the last epoch's weights are the model, and the presence head is not refit (nothing to check a
+    refit against). Before, the run validated on one image it had been asked to train on."""
+    data = tmp_path / "all.csv"
+    named = [(t.image, t.mask, "adenoma" if k in (3, 5) else "polyp") for k, t in enumerate(kvasir)]
+    _write_csv(data, named, ("image", "mask", "text"))
+    out = tmp_path / "model"
+    argv = ["train-text", str(data), "-o", str(out), "--val-fraction", "0", "--epochs", "2", "--patience", "1"]
+    code = main([*argv, "--batch-size", "3", "--negatives", "1", "--cache-dir", str(cache), "--device", "cpu"])
+    assert code == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["best_val_dice"] is None and summary["best_epoch"] == summary["epochs_run"] == 2
+    assert "skipped" in summary["presence_refit"]
+    assert "epoch 1: no validation images" in captured.err and "epoch 2: no validation images" in captured.err
+    config = json.loads((out / "text_segmenter.json").read_text())
+    assert (config["training"]["train"], config["training"]["val"], config["training"]["val_negatives"]) == (6, 0, 0)
+    assert all("val_dice" not in record for record in config["history"])
+    kept = load_tensors(out / "model.safetensors", "model")
+    last = load_tensors(out / "last" / "model.safetensors", "last")
+    assert kept.keys() == last.keys() and all(torch.equal(kept[k], last[k]) for k in kept)  # the last epoch's
+
+
 def test_clipseg_finetune_end_to_end_with_a_tiny_model(tiny_clipseg_dir, kvasir, tmp_path):  # noqa: F811
     result = finetune_clipseg(
         kvasir, tmp_path / "clipseg", weights=tiny_clipseg_dir, epochs=2, batch_size=2, device="cpu"
@@ -431,6 +461,27 @@ def test_clipseg_finetune_end_to_end_with_a_tiny_model(tiny_clipseg_dir, kvasir,
     assert not np.allclose(tuned, base.heatmaps(image, ["polyp"]), atol=1e-4)  # the weights were trained
     answer = segment_text(image, "polyp", text_model=result.path, device="cpu")
     assert answer.route == "trained" and answer.labels.shape == image.shape[:2]
+
+
+def test_clipseg_with_a_validation_fraction_of_0_runs_every_epoch_on_every_image(
+    tiny_clipseg_dir,  # noqa: F811
+    kvasir,
+    tmp_path,
+):
+    unsplit = [replace(t, split="") for t in kvasir]
+    result = finetune_clipseg(
+        unsplit,
+        tmp_path / "clipseg",
+        weights=tiny_clipseg_dir,
+        epochs=2,
+        batch_size=3,
+        patience=1,
+        val_fraction=0.0,
+        device="cpu",
+    )
+    config = json.loads((result.path / "text_segmenter.json").read_text())
+    assert (config["training"]["train"], config["training"]["val"]) == (6, 0)
+    assert result.best_val_dice is None and result.best_epoch == result.epochs_run == 2 and not result.stopped_early
 
 
 def test_epochs_balance_texts_and_draw_negative_pairs(kvasir, cache, litemedsam):

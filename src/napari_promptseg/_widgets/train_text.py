@@ -242,10 +242,13 @@ class TrainTextWidget(QWidget):
         def done(result) -> None:
             self.last_result = result
             remember_model(str(result.path))
-            summary = (
-                f"best validation Dice {result.best_val_dice:.3f} at epoch {result.best_epoch} of "
-                f"{result.epochs_run}; model in {result.path} (pick it in the Text prompt widget)"
+            judged = (
+                "no validation images: the last epoch's weights"
+                if result.best_val_dice is None
+                else f"best validation Dice {result.best_val_dice:.3f} at epoch {result.best_epoch} of "
+                f"{result.epochs_run}"
             )
+            summary = f"{judged}; model in {result.path} (pick it in the Text prompt widget)"
             self.runner.widget.set_summary(summary)
 
         self.runner.submit("train", f"training a text model ({options['loss']})", task, done)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -80,7 +81,10 @@ def _add_train_text_parser(sub: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--seed", type=int, help="(default: 0)")
     train.add_argument(
-        "--val-fraction", type=fraction, help="share of the images held out when the CSV has no split (0.2)"
+        "--val-fraction",
+        type=fraction,
+        help="share of the images held out for validation when the CSV has no split (0.2); 0 trains on every image "
+        "without validation: all --epochs run (--patience does not apply) and the last epoch's weights are kept",
     )
     train.add_argument("--cache-dir", type=Path, help="image feature cache (default: MODEL_DIR/cache)")
     train.add_argument("--resume", action="store_true", help="continue the run saved in MODEL_DIR/last")
@@ -111,7 +115,7 @@ def cmd_train_text(args: argparse.Namespace) -> int:
 
     def progress(done: float, message: str) -> None:
         # one line per epoch and per tenth of the bar, so a log file stays readable
-        if done >= 1.0 or message.startswith("epoch") and "val Dice" in message or done - last[0] >= 0.1:
+        if done >= 1.0 or re.match(r"epoch \d+:", message) or done - last[0] >= 0.1:  # an epoch's end
             last[0] = done
             print(f"[{100 * done:5.1f}%] {message}", file=sys.stderr, flush=True)
 
@@ -169,7 +173,7 @@ def cmd_train_text(args: argparse.Namespace) -> int:
     summary = {
         "model": str(result.path),
         "best_epoch": result.best_epoch,
-        "best_val_dice": round(result.best_val_dice, 4),
+        "best_val_dice": None if result.best_val_dice is None else round(result.best_val_dice, 4),
         "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early,
         "seconds": round(result.seconds, 1),

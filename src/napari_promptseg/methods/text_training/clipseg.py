@@ -121,11 +121,12 @@ def finetune_clipseg(
         record = {
             "epoch": epoch + 1,
             "train_loss": round(total / steps, 5),
-            **_validate(model, processor, val, dev, max_length),
+            **(_validate(model, processor, val, dev, max_length) if val else {}),
         }
         history.append(record)
-        if record["val_dice"] > best["val_dice"]:
-            best = {"epoch": epoch + 1, "val_dice": record["val_dice"]}
+        # without validation images (val_fraction 0) every epoch is kept over the last: patience never stops it
+        if not val or record["val_dice"] > best["val_dice"]:
+            best = {"epoch": epoch + 1, "val_dice": record.get("val_dice")}
             model.save_pretrained(out)
             processor.save_pretrained(out)
             # safetensors writes its files private (0600): as readable as the folder's others, for a lab's share
@@ -159,7 +160,7 @@ def finetune_clipseg(
     return TrainingResult(
         out,
         int(best["epoch"]),
-        float(best["val_dice"]),
+        None if best["val_dice"] is None else float(best["val_dice"]),
         len(history),
         stopped_early,
         history,

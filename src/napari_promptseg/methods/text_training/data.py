@@ -165,7 +165,8 @@ def split_triplets(
     """(train, val): the CSV's split when it has train and val rows (test rows left out), else a seeded random
     ``val_fraction`` of the non-test images (at least one) is held out for validation, with all of their rows: an
     image named in several rows (other texts, or a duplicate row) on both sides would be validated on what it was
-    trained on. Val rows beside rows without a split, or without train rows, are refused (a random split would
+    trained on. ``val_fraction`` 0 holds out nothing (val is empty: the trainers then run every epoch and keep the
+    last). Val rows beside rows without a split, or without train rows, are refused (a random split would
     train on them)."""
     usable = [t for t in triplets if t.split != "test"]
     train = [t for t in usable if t.split == "train"]
@@ -183,10 +184,12 @@ def split_triplets(
         return train, val
     keys = [content_identity(t.image) for t in usable]  # a layer or plane paired with several texts: one image
     group = {key: g for g, key in enumerate(dict.fromkeys(keys))}  # the images, in the order of their first rows
+    if val_fraction <= 0 and group:
+        return list(usable), []  # no validation asked for
     if len(group) < 2:
         raise PromptsegError(
             f"{len(usable)} training row(s) of {len(group)} image(s): need at least 2 images (one to train on, one to "
-            "validate on)"
+            "validate on)" + (", or a validation fraction of 0 to train without validation" if group else "")
         )
     order = np.random.default_rng(seed).permutation(len(group))
     n_val = min(len(group) - 1, max(1, int(round(val_fraction * len(group)))))

@@ -237,6 +237,8 @@ def refit_if_not_worse(
     ``val_dice``: the decoder's validation Dice on ``val`` as it is, when the caller has just measured it."""
     from .trainer import validate  # the epochs' own judge (trainer imports this module)
 
+    if not val:  # trained with a validation fraction of 0: nothing to tell a worse head by, so the trained one stays
+        return {"skipped": "no validation images (validation fraction 0) to check a refit against"}
     device = next(decoder.parameters()).device
     before = val_dice if val_dice is not None else validate(decoder, val, text, device, threshold)["val_dice"]
     saved = copy.deepcopy(decoder.presence_head.state_dict())

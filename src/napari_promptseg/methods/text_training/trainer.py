@@ -68,9 +68,9 @@ class TrainingConfig:
     lr: float = 1e-3  # new modules (text projections, fusion, seed-paper heads); constant (cosine decay: no better)
     decoder_lr: float = 1e-4  # the pretrained SAM mask decoder; 0 keeps it frozen
     weight_decay: float = 1e-3  # medvlsm's AdamW weight decay
-    patience: int = 3  # epochs without a better validation Dice before stopping
+    patience: int = 3  # epochs without a better validation Dice before stopping (no validation: every epoch runs)
     seed: int = 0
-    val_fraction: float = 0.2  # held out when the CSV has no train/val split
+    val_fraction: float = 0.2  # held out when the CSV has no train/val split; 0: none (the last epoch is kept)
     image_encoder: str = "litemedsam"  # a SAM-family segmenter from the registry
     text_encoder: str = "all_minilm_l6_v2"  # a BERT-family sentence model from the registry
     normalize: str = "auto"
@@ -112,8 +112,8 @@ class TrainingConfig:
 @dataclass
 class TrainingResult:
     path: Path  # the model directory
-    best_epoch: int
-    best_val_dice: float
+    best_epoch: int  # without validation (val fraction 0): the last epoch, whose weights are kept
+    best_val_dice: float | None  # None without validation
     epochs_run: int
     stopped_early: bool
     history: list[dict] = field(default_factory=list)
@@ -286,23 +286,27 @@ def train_text_segmenter(
                 f"ETA {format_eta(eta)}",
             )
         record = {"epoch": epoch + 1, **{f"train_{k}": round(v / steps_per_epoch, 5) for k, v in parts_sum.items()}}
-        record.update(validate(decoder, val, text, dev, config.threshold))
+        if val:
+            record.update(validate(decoder, val, text, dev, config.threshold))
         history.append(record)
-        improved = record["val_dice"] > best["val_dice"]
+        # without validation images every epoch is the best so far: the last is kept and patience never stops it
+        improved = not val or record["val_dice"] > best["val_dice"]
         if improved:
             if best["epoch"] == 0:
                 # this run's first model: an old one (--overwrite) stayed until now, so a run failed or cancelled
                 # before its first epoch ends still has a model; its description goes first, never to describe
                 # the new weights
                 (out / CONFIG_FILE).unlink(missing_ok=True)
-            best = {"epoch": epoch + 1, "val_dice": record["val_dice"], "val_loss": record["val_loss"]}
+            best = {"epoch": epoch + 1, "val_dice": record.get("val_dice"), "val_loss": record.get("val_loss")}
             save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
         write_config(out, {**model_info, "best": best, "history": history})
         _save_last(out, decoder, optimizer, config, epoch + 1, 0, best, history, rows)
         report(
             FEATURE_SHARE + (1 - FEATURE_SHARE) * done_steps / total_steps,
             f"epoch {epoch + 1}: val Dice {record['val_dice']:.3f} (best {best['val_dice']:.3f} at epoch "
-            f"{best['epoch']})",
+            f"{best['epoch']})"
+            if val
+            else f"epoch {epoch + 1}: no validation images (validation fraction 0), this epoch's weights kept",
         )
         if epoch + 1 - best["epoch"] >= config.patience:
             stopped_early = epoch + 1 < config.epochs
@@ -333,11 +337,16 @@ def train_text_segmenter(
         if refit.get("kept"):
             save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
         write_config(out, {**model_info, "best": best, "history": history, "presence_refit": refit})
-    report(1.0, f"done: best val Dice {best['val_dice']:.3f} at epoch {best['epoch']}")
+    report(
+        1.0,
+        f"done: best val Dice {best['val_dice']:.3f} at epoch {best['epoch']}"
+        if val
+        else f"done: {best['epoch']} epoch(s) without validation, the last kept",
+    )
     return TrainingResult(
         path=out,
         best_epoch=int(best["epoch"]),
-        best_val_dice=float(best["val_dice"]),
+        best_val_dice=None if best["val_dice"] is None else float(best["val_dice"]),
         epochs_run=len(history),
         stopped_early=stopped_early,
         history=history,
