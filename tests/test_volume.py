@@ -4,6 +4,7 @@ volume (a few planes), and (Z, Y, X) inputs through the CLI."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from skimage.measure import label
 
 from napari_promptseg._sample_data import nuclei, nuclei_for_text, spheroid_stack
 from napari_promptseg.cli import main
-from napari_promptseg.errors import PromptsegError
+from napari_promptseg.errors import NothingFoundError, PromptsegError
 from napari_promptseg.io import read_image
 from napari_promptseg.methods.instances import match_instances
 from napari_promptseg.methods.metrics import dice
@@ -492,8 +493,6 @@ def test_nan_on_one_plane_is_refused_before_any_plane_is_segmented():
 
 
 def test_propagation_refuses_a_non_integer_plane_and_reports_nothing_on_the_seed_plane():
-    from napari_promptseg.errors import NothingFoundError
-
     stack, truth = nuclei_stack()
 
     class Untouchable:
@@ -501,8 +500,15 @@ def test_propagation_refuses_a_non_integer_plane_and_reports_nothing_on_the_seed
 
     with pytest.raises(PromptsegError, match="whole number"):
         propagate_through_stack(list(stack), 2.0, labels=truth[2], segmenter=Untouchable())
-    with pytest.raises(NothingFoundError, match="seed plane 2 has no object"):
+    with pytest.raises(NothingFoundError, match="seed plane 2 has no object: its labels are empty"):
         propagate_through_stack(stack, 2, labels=np.zeros(stack.shape[1:], bool), segmenter=Untouchable())
+    # labels a method made from a prompt, with what it said about the plane (the CLI's text and one-shot seeds)
+    said = ["stack: plane 2: nothing found for 'nucleus'"]
+    blank = np.zeros(stack.shape[1:], bool)
+    with pytest.raises(NothingFoundError, match=r"plane 2 has no object: the prompts found nothing there \(nothing fo"):
+        propagate_through_stack(stack, 2, labels=blank, seed_warnings=said, segmenter=Untouchable())
+    one = propagate_through_stack(stack[2:3], 0, labels=truth[2] == 1, seed_warnings=said, segmenter=Untouchable())
+    assert one.objects == 1 and said[0] in one.warnings  # with objects, they are the result's warnings
 
 
 def test_a_stop_reason_never_contradicts_its_threshold():
@@ -582,16 +588,23 @@ def test_an_overlay_that_fails_keeps_the_labels(tmp_path, monkeypatch):
     assert "overlay" not in record and "overlay not written: disk full" in record["warnings"]
 
 
-def test_nothing_on_the_seed_plane_is_an_empty_result_not_an_error(litemedsam, tmp_path):
-    """Propagating from a blank seed plane exited 2 with no output; README promises empty labels, status empty."""
+def test_nothing_on_the_seed_plane_is_an_empty_result_not_an_error(litemedsam, tmp_path, capsys):
+    """Propagating from a blank seed plane exited 2 with no output; README promises empty labels, status empty. Its
+    reason is the prompts' (in the CLI, report.json and the Python function): the record said only 'the seed plane 2
+    has no object', and the box's own word (it covers pixels of one value) was dropped."""
     stack, _ = nuclei_stack()
     stack[2] = 0
+    why = "the prompts found nothing there (box 1 covers pixels of one value"
+    with pytest.raises(NothingFoundError, match=rf"seed plane 2 has no object: {re.escape(why)}"):
+        propagate_through_stack(stack, 2, boxes=[(20, 20, 60, 60)], segmenter=litemedsam, name="blank")
     tifffile.imwrite(tmp_path / "blank.tif", stack)
     out = tmp_path / "out"
     command = ["segment", str(tmp_path / "blank.tif"), "--plane", "2", "--propagate", "--box", "20", "20", "60", "60"]
     assert main([*command, "-o", str(out), "--scheduler", "none"]) == 0
     record = json.loads((out / "report.json").read_text())["images"][0]
-    assert record["status"] == "empty" and "seed plane 2 has no object" in record["reason"]
+    assert record["status"] == "empty" and f"seed plane 2 has no object: {why}" in record["reason"]
+    captured = capsys.readouterr()
+    assert why in captured.out + captured.err
     labels = tifffile.imread(out / "blank.tif")
     assert labels.shape == stack.shape and not labels.any()
 

@@ -249,8 +249,10 @@ def _stack_record(
             seed, seed_scores, seed_warnings, seed_scale = None, None, [], None
             if not prompted:
                 out = plane_or_nothing(to_numpy(volume[plane]), plane)
-                if plane in nothing:
-                    raise NothingFoundError(nothing[plane])
+                if plane in nothing:  # the seed method's own reason, said to be the seed plane's
+                    raise NothingFoundError(
+                        f"{path}: nothing to propagate from the seed plane {plane}: {nothing[plane]}"
+                    )
                 seed, seed_scores = _plane_labels(out), _plane_scores(out)
                 seed_warnings = plane_warnings(((plane, w) for w in getattr(out, "warnings", [])), str(path))
                 seed_scale = getattr(out, "scale", None)  # the scale the seed method worked at (find-all, one-shot)
@@ -267,6 +269,7 @@ def _stack_record(
                 negative_points=negative_points,
                 labels=seed,
                 seed_scores=seed_scores,
+                seed_warnings=seed_warnings,
                 segmenter=segmenter,
                 object_size=object_size,
                 channels=args.channels,
@@ -274,7 +277,7 @@ def _stack_record(
                 stop_iou=args.stop_iou,
                 **common,
             )
-            labels, warnings = result.labels, [*seed_warnings, *result.warnings]
+            labels, warnings = result.labels, result.warnings
             record.update(
                 mode=f"propagated from plane {plane}",
                 working_scale=scale.summary() if (scale := result.scale or seed_scale) is not None else None,

@@ -56,6 +56,7 @@ def propagate_through_stack(
     negative_points: Sequence[Sequence[float]] = (),
     labels: np.ndarray | None = None,
     seed_scores: Mapping[int, float] | None = None,
+    seed_warnings: Sequence[str] = (),
     segmenter: PromptableSegmenter | None = None,
     object_size: float | None = None,
     channel_axis: int | None = None,
@@ -75,8 +76,10 @@ def propagate_through_stack(
     :func:`..interactive.segment_prompts` groups them: positive points outside every box are one more object), or
     ``labels`` (not both), a (Y, X) label image of that plane (or the stack's (Z, Y, X) labels, of which that plane
     is read) from any method (one-shot, text, a user's drawing; ids kept, values <= 0 background, a bool mask is
-    object 1) with, when the method gives them, ``seed_scores`` (id -> score). No object on the seed plane raises
-    :class:`NothingFoundError`. On every further plane each live object is
+    object 1) with, when the method gives them, ``seed_scores`` (id -> score) and ``seed_warnings`` (what it said
+    about that plane; returned with the result's warnings). No object on the seed plane raises
+    :class:`NothingFoundError` naming the plane and why (what the prompts or the seed method said about it, e.g.
+    "box 1 covers pixels of one value"). On every further plane each live object is
     prompted with the previous plane's mask (see the module's docstring) and ends where its IoU with that mask falls
     below ``stop_iou``, its score below ``min_score``, or its area below a fiftieth of its seed area. The working
     scale stays the seed's (``object_size`` or the boxes' size), so objects shrinking at their ends are seen alike.
@@ -124,6 +127,7 @@ def propagate_through_stack(
 
     report(0.0, f"{name}: seed plane {plane}")
     scale = None
+    warnings += list(seed_warnings)
     if labels is not None:
         seed = np.asarray(full_resolution(labels))
         if seed.shape == tuple(vol.shape[:3]):
@@ -152,7 +156,8 @@ def propagate_through_stack(
         result = segment(plane, boxes, positive_points, object_size, negative_points)
         seed, scale = result.labels.astype(np.uint32), result.scale
         seed_scores = {k + 1: float(s) for k, s in enumerate(result.scores)}
-        warnings += plane_warnings(((plane, w) for w in result.warnings), name)
+        seed_warnings = plane_warnings(((plane, w) for w in result.warnings), name)
+        warnings += seed_warnings
     else:
         raise PromptsegError(
             f"{name}: give boxes (or positive points) on plane {plane}, or that plane's labels, to propagate"
@@ -161,8 +166,12 @@ def propagate_through_stack(
     empty = sorted(set(seed_scores) - set(ids))
     if empty:
         warnings.append(f"{name}: object(s) {empty} have an empty mask on the seed plane and were not propagated")
-    if not ids:  # an answer (nothing there), not bad input: callers give an empty result
-        raise NothingFoundError(f"{name}: nothing to propagate: the seed plane {plane} has no object")
+    if not ids:  # an answer (nothing there), not bad input: callers give an empty result, with this reason
+        said = [w.removeprefix(f"{name}: ").removeprefix(f"plane {plane}: ") for w in seed_warnings]  # named here
+        why = f" ({'; '.join(said)})" if said else ""
+        # labels with the seed method's warnings were a prompt's answer (the CLI's text, one-shot, find-all)
+        found = "its labels are empty" if labels is not None and not said else "the prompts found nothing there"
+        raise NothingFoundError(f"{name}: nothing to propagate: the seed plane {plane} has no object: {found}{why}")
     # the seed's own working scale: boxes and the masks decoded from them differ in size (masks are tighter), and a
     # scale taken from the masks would decode the next plane at another scale than the seed (measured on identical
     # planes of a DSB image: 7 of 40 nuclei stopped at the first step, IoU 0.37-0.48)
