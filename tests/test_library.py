@@ -225,6 +225,21 @@ def test_cli_library_add_decides_many_instances_from_the_mask_unless_a_flag_says
     assert [e.instances for e in ReferenceLibrary.open(tmp_path / "lib").entries] == [True, False, True]
 
 
+def test_cli_library_add_reads_a_fiji_composite_by_its_named_axes(tmp_path, capsys):
+    """A 2-channel Fiji composite (C, Y, X, its axes named in the ImageJ metadata) was refused by `library add` as a
+    stack of 2 planes, while one-shot references and batch targets read it as one 2-channel image; now library add
+    reads it the same way: as --channel-axis 0 says."""
+    gray = read_image(_bundled("nuclei_dsb2018.png"))[..., 0]
+    labels = _bundled("nuclei_dsb2018_labels.tif")
+    composite = tmp_path / "composite.tif"
+    tifffile.imwrite(composite, np.stack([gray, gray // 2]), imagej=True, metadata={"axes": "CYX"})
+    add = ["library", "add", "nucleus", "--image", str(composite), "--mask", labels, "--library"]
+    assert main([*add, str(tmp_path / "named")]) == 0, capsys.readouterr().err
+    assert main([*add, str(tmp_path / "given"), "--channel-axis", "0"]) == 0
+    (named,), (given,) = (ReferenceLibrary.open(tmp_path / lib).entries for lib in ("named", "given"))
+    assert named.image().shape[-1] == 2 and np.array_equal(named.image(), given.image())
+
+
 def test_cli_library_add_partial_labels_and_list_shows_it(tmp_path, shared_data, capsys):
     image_path = next((shared_data / "nuclei_dsb2018" / "images").glob("52b267e2*.png"))
     _, some, _ = some_dsb_nuclei(shared_data, "52b267e2")

@@ -125,6 +125,23 @@ def test_register_cli_default_uses_the_images_alone_without_a_model(shared_data,
     assert report["quality"]["verdict"] == "good"
 
 
+def test_register_cli_reads_fiji_composites_by_their_named_axes(shared_data, tmp_path, capsys):
+    """Two 2-channel Fiji composites (C, Y, X, axes named in their ImageJ metadata) were refused as 3D stacks by
+    `register`, which read them in file order while the batch and one-shot read them by their axis names; now they
+    register as --channel-axis 0 does, and the warped image keeps the moving file's (C, Y, X) order."""
+    d = _birl(shared_data)
+    fixed_gray, moving_gray = (read_image(d[k]).mean(-1).astype(np.uint8) for k in ("fixed", "moving"))
+    for name, gray in (("fixed", fixed_gray), ("moving", moving_gray)):
+        tifffile.imwrite(
+            tmp_path / f"{name}.tif", np.stack([gray, 255 - gray // 2]), imagej=True, metadata={"axes": "CYX"}
+        )
+    pair = ["register", str(tmp_path / "fixed.tif"), str(tmp_path / "moving.tif"), "--method", "intensity", "-o"]
+    assert main([*pair, str(tmp_path / "named")]) == 0, capsys.readouterr().err
+    assert main([*pair, str(tmp_path / "given"), "--channel-axis", "0"]) == 0
+    named, given = (tifffile.imread(tmp_path / run / "moving_warped.tif") for run in ("named", "given"))
+    assert named.shape == (2, *moving_gray.shape) and np.array_equal(named, given)
+
+
 def test_register_cli_refuses_landmark_count_mismatch(shared_data, tmp_path, capsys):
     d = _birl(shared_data)
     code = main(

@@ -134,8 +134,7 @@ def _keep_freed_memory() -> None:
 
 def run_target(job: BatchJob, path: str, final: bool) -> dict:
     """One input: read, process, write. Raises on failure unless ``final`` (the retry), which records it."""
-    from ..io import read_image
-    from ..io.multiscale import named_channels_last
+    from ..io.multiscale import read_image_named
 
     try:
         state, meta = worker_state(job)
@@ -148,9 +147,8 @@ def run_target(job: BatchJob, path: str, final: bool) -> dict:
     # no journal nor report a resume would compare it with
     digest = input_digest(path) if getattr(job.args, "output", None) is not None else None
     try:
-        image = read_image(path)
-        if getattr(job.args, "channel_axis", 0) is None:  # the file's named channel axis, where none was given
-            image = named_channels_last(path, image)
+        # the file's named channel axis last where none was given (commands without the option: as the file is)
+        image = read_image_named(path, getattr(job.args, "channel_axis", 0))
         record = job.process(job.args, state, Path(path), image)
         record.setdefault("status", "ok" if record.get("objects", 1) else "empty")
     except (CancelledError, KeyboardInterrupt):

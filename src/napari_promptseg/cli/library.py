@@ -85,6 +85,7 @@ def _add_library_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_library_add(args: argparse.Namespace) -> int:
     from ..io import read_image
     from ..io.library import DEFAULT_MARGIN, ReferenceLibrary
+    from ..io.multiscale import read_image_named
     from ..methods.library import exemplar_advice
 
     for path in (args.image, args.mask):
@@ -92,7 +93,7 @@ def cmd_library_add(args: argparse.Namespace) -> int:
             raise PromptsegError(f"input file not found: {path}")
     if args.no_crop and args.margin is not None:
         raise PromptsegError("give --margin or --no-crop, not both")
-    image = read_image(args.image)
+    image = read_image_named(args.image, args.channel_axis)  # a Fiji composite by its named axes, as one-shot reads it
     mask = _reference_labels(
         read_image(args.mask), image, args.mask, args.image, args.channel_axis, args.channels, ("--image", "--mask")
     )

@@ -167,7 +167,7 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
 
     from ..batch.engine import method_progress
     from ..io import read_image
-    from ..io.multiscale import named_channels_last
+    from ..io.multiscale import read_image_named
     from ..methods.instances import fit_exemplars, is_many_objects, known_near_labels, reference_objects
     from ..methods.labelling_advice import FEW_EXEMPLARS
     from ..models import load_segmenter
@@ -176,9 +176,8 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
 
     segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
     extractor = load_feature_extractor(args.features, segmenter=segmenter, device=args.device)
-    references = [read_image(p) for p in args.reference]
-    if args.channel_axis is None:  # a Fiji composite's named channel axis (C, Y, X), as the targets read it
-        references = [named_channels_last(p, r) for p, r in zip(args.reference, references, strict=True)]
+    # a Fiji composite's named channel axis (C, Y, X), as the targets read it
+    references = [read_image_named(p, args.channel_axis) for p in args.reference]
     # every pair is checked before the mode is chosen: a bad second mask is reported as such
     reference_labels = [
         _reference_labels(read_image(m), r, m, p, args.channel_axis, args.channels)

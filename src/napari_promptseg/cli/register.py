@@ -28,6 +28,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     from ..io.annotations import read_annotations, write_annotations
     from ..io.images import REGISTER_MARKER, is_own_output
     from ..io.landmarks import paired_landmarks, read_landmarks, write_landmarks
+    from ..io.multiscale import moved_channel_position
     from ..methods.registration import (
         RegistrationOptions,
         image_diagonal,
@@ -79,13 +80,21 @@ def cmd_register(args: argparse.Namespace) -> int:
     )
     annotations = None if args.moving_annotations is None else read_annotations(args.moving_annotations)
     t0 = time.perf_counter()
-    (fixed, fixed_at), (moving, moving_at) = _registered_level(args.fixed), _registered_level(args.moving)
+    (fixed, fixed_at), (moving, moving_at) = (
+        _registered_level(p, args.channel_axis) for p in (args.fixed, args.moving)
+    )
+    fixed_moved, moving_moved = (
+        None if args.channel_axis is not None else moved_channel_position(path, image)
+        for path, image in ((args.fixed, fixed), (args.moving, moving))
+    )
+    # a Fiji composite's channels, named by its file, were read last (as every command reads them): registered there
+    channel_axis = -1 if fixed_moved is not None or moving_moved is not None else args.channel_axis
     moving_labels = None
     if args.moving_labels is not None:
-        moving_axis = pair_channel_axis(moving.shape, args.channel_axis)
+        moving_axis = pair_channel_axis(moving.shape, channel_axis)
         moving_labels = _checked_labels(args.moving_labels, moving.shape, moving_axis)
         level_shape = np.shape(moving_at.array)
-        registered_shape = _spatial_shape(level_shape, pair_channel_axis(level_shape, args.channel_axis))
+        registered_shape = _spatial_shape(level_shape, pair_channel_axis(level_shape, channel_axis))
         if moving_labels.shape != registered_shape:  # onto the level registered (nearest pixel, ids kept)
             if moving_labels.shape != _spatial_shape(moving.shape, moving_axis):
                 print(
@@ -121,7 +130,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         segmenter=segmenter,
         method=method,
         options=options,
-        channel_axis=args.channel_axis,
+        channel_axis=channel_axis,
         fixed_name=str(args.fixed),
         moving_name=str(args.moving),
         text_route=args.text_route,
@@ -134,7 +143,9 @@ def cmd_register(args: argparse.Namespace) -> int:
         },
     )
     # channels stay where --channel-axis put them: the warped image has the moving image's layout
-    warped = result.warp_image(moving_at.array, channel_axis=pair_channel_axis(moving.shape, args.channel_axis))
+    warped = result.warp_image(moving_at.array, channel_axis=pair_channel_axis(moving.shape, channel_axis))
+    if moving_moved is not None:  # the moving file's own order, as its channels were named
+        warped = np.ascontiguousarray(np.moveaxis(warped, -1, moving_moved))
     # marked as register's (not as labels: a later run may take them as its inputs); a rerun may replace them
     tifffile.imwrite(args.output / "moving_warped.tif", warped, compression="zlib", software=REGISTER_MARKER)
     tifffile.imwrite(
@@ -317,16 +328,15 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
-def _registered_level(path: Path) -> tuple[object, PyramidLevel]:
+def _registered_level(path: Path, channel_axis: int | None) -> tuple[object, PyramidLevel]:
     """The input at full resolution (lazily for a pyramid) and the plane register reads, with its factors along
     (rows, columns): an OME-Zarr or pyramidal TIFF's coarsest level with :data:`~..io.multiscale.REGISTER_SIDE` px
     along its longest side (only that level is read: a slide's full resolution peaked at 4.6 GB), any other image
-    whole."""
-    from ..io import read_image
-    from ..io.multiscale import REGISTER_SIDE, PyramidLevel, is_lazy_image, open_multiscale
+    whole (a Fiji composite by its named axes, channels last, as the other commands read it)."""
+    from ..io.multiscale import REGISTER_SIDE, PyramidLevel, is_lazy_image, open_multiscale, read_image_named
 
     if not is_lazy_image(path):
-        image = read_image(path)  # says what is wrong with a folder that is not an image
+        image = read_image_named(path, channel_axis)  # says what is wrong with a folder that is not an image
         return image, PyramidLevel(0, image, np.ones(2))
     pyramid = open_multiscale(path)
     image = pyramid.levels[0]

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import PromptsegError
 from ._files import listing_digest
-from .images import TIFF_SUFFIXES, file_labels
+from .images import TIFF_SUFFIXES, file_labels, read_image
 
 #: tifffile's axis codes -> OME names (S = samples of an RGB pixel; I and Q = a sequence of unnamed planes)
 TIFF_AXES = {"X": "x", "Y": "y", "Z": "z", "T": "t", "C": "c", "S": "c", "I": "z", "Q": "z"}
@@ -266,13 +266,27 @@ def named_channels_last(path: str | Path, image: object) -> object:
     pyramidal TIFF is read (:func:`_open_tiff`): a Fiji composite (C, Y, X) was read as a stack of 2 planes, and a
     (Z, C, Y, X) hyperstack as a time-lapse. For runs given no channel axis (a given one counts in the file's order);
     any other input as it is."""
+    position = moved_channel_position(path, image)
+    return image if position is None else np.ascontiguousarray(np.moveaxis(image, position, -1))
+
+
+def moved_channel_position(path: str | Path, image: object) -> int | None:
+    """The file's position of the channel axis :func:`named_channels_last` moves last in ``image`` (read from
+    ``path``; the same before and after the move), None when it moves nothing."""
     if not isinstance(image, np.ndarray):
-        return image
+        return None
     names = tiff_axis_names(path)
     position = named_channel_position(names)
-    if position is None or len(names) != image.ndim:
-        return image
-    return np.ascontiguousarray(np.moveaxis(image, position, -1))
+    return None if position is None or len(names) != image.ndim else position
+
+
+def read_image_named(path: str | Path, channel_axis: int | None = None) -> object:
+    """:func:`.images.read_image`, with the channel axis an OME or ImageJ TIFF names moved last
+    (:func:`named_channels_last`) when no ``channel_axis`` is given (a given one counts in the file's order): how every
+    command reads an image file (batch targets, one-shot references, library entries, registration pairs, training
+    rows), so a Fiji composite (C, Y, X) is one multichannel image to all of them, not a stack of C planes to some."""
+    image = read_image(path)
+    return named_channels_last(path, image) if channel_axis is None else image
 
 
 def _open_tiff(path: Path) -> MultiscaleImage:

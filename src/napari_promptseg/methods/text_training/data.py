@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ...errors import CancelledError, PromptsegError
 from ...io import read_image
 from ...io.images import array_digest
-from ...io.multiscale import named_channels_last
+from ...io.multiscale import read_image_named
 from ...models.cache import content_key
 from ...models.preprocessing import Normalization, ResizeTransform, as_channels_last, full_resolution
 from ...models.text_segmenter import FEATURE_VERSION, encode_levels, load_tensors, save_tensors
@@ -53,7 +53,7 @@ class Triplet:
         try:
             # a Fiji composite (C, Y, X): its named channel axis, as `promptseg text` reads it (train-text takes no
             # channel axis, and the 2D functions refused it as ambiguous)
-            pixels = named_channels_last(self.image, read_image(self.image))
+            pixels = read_image_named(self.image)
             image = as_channels_last(pixels, name=str(self.image))
             mask = read_image(self.mask)
         except PromptsegError as exc:  # the row, not only the file: the CSV is what the user edits
