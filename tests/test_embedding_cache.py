@@ -199,6 +199,14 @@ def test_a_fine_tuned_checkpoint_under_the_same_name_has_its_own_entries(litemed
     assert (disk.stored, disk.hits, disk.refused) == (2, 2, 0) and len(disk.entries()) == 2
     litemedsam.cache.clear()
     assert torch.equal(litemedsam.embed(image).features, base_features)  # never served the other's
+    # weights changed in place (a training step) are other weights: another name, so other cache entries
+    name = tuned.feature_name
+    weight = next(tuned.image_encoder.parameters())
+    with torch.no_grad():
+        weight[0] += 1.0
+        changed = tuned.feature_name
+        weight[0] -= 1.0
+    assert changed != name and name != litemedsam.feature_name
 
 
 def test_size_cap_evicts_the_least_recently_used(tmp_path):

@@ -113,6 +113,9 @@ class SamFamilySegmenter:
         self.points_reliable = points_reliable
         self.device = device
         self.image_encoder = image_encoder.eval().to(device)
+        # the encoder's tensors listed once: reading their versions costs ~30 us, walking the modules for them ~2 ms,
+        # and every prompt asks (feature_name is part of the embedding's key)
+        self._encoder_tensors = [*self.image_encoder.parameters(), *self.image_encoder.buffers()]
         self.prompt_encoder = prompt_encoder.eval().to(device)
         self.mask_decoder = mask_decoder.eval().to(device)
         # SAM normalises 0-255 pixels by ImageNet statistics; LiteMedSAM takes [0, 1] input (mean/std None)
@@ -176,12 +179,15 @@ class SamFamilySegmenter:
         the bundled model's name: with the name alone, both wrote one disk-cache entry, each refusing and replacing the
         other's at every image, and a training feature cache (keyed by this too) served one's features to the other."""
         precision = self.precision
-        name = f"{self.name}@{self.encoder_fingerprint()}"
+        # weights updated in place (training steps, load_state_dict) are seen; a parameter replaced by a new object
+        # is not, here (the disk cache's signature walks the modules and refuses the entry)
+        name = f"{self.name}@{self.encoder_fingerprint(tuple(t._version for t in self._encoder_tensors))}"
         return name if precision == "float32" else f"{name}+{precision}"
 
-    def encoder_fingerprint(self) -> str:
-        """:func:`weights_fingerprint` of the image encoder, recomputed only when its weights changed."""
-        versions = _weight_versions(self.image_encoder)
+    def encoder_fingerprint(self, versions: tuple[int, ...] | None = None) -> str:
+        """:func:`weights_fingerprint` of the image encoder, recomputed only when its weights changed (``versions``:
+        of its tensors, when the caller has them)."""
+        versions = _weight_versions(self.image_encoder) if versions is None else versions
         if self._fingerprint is None or self._fingerprint[0] != versions:
             self._fingerprint = (versions, weights_fingerprint(self.image_encoder))
         return self._fingerprint[1]
