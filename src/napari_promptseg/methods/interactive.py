@@ -23,7 +23,6 @@ from ..tiling import (
     box_object_size,
     choose_scale,
     read_tile,
-    upsample_labels,
 )
 
 #: progress(fraction_done, message)
@@ -319,10 +318,7 @@ def segment_prompts(
     )
     if level is not None:  # prompts and object size in the level's pixels; labels back at full resolution
         image = level.array
-        boxes, positive_points, negative_points = (
-            None if c is None else np.asarray(c, np.float64) / level.factor
-            for c in (boxes, positive_points, negative_points)
-        )
+        boxes, positive_points, negative_points = (level.to_level(c) for c in (boxes, positive_points, negative_points))
         object_size = None if object_size is None else object_size / level.factor
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
     clipped: list[str] = []
@@ -391,7 +387,7 @@ def segment_prompts(
         timings["paint_s"] += time.perf_counter() - t0
     report(1.0, "done")
     if level is not None:
-        labels = upsample_labels(labels, level.full_shape)  # as the CLI writes them
+        labels = level.labels_to_full(labels)
     return SegmentationResult(
         labels=labels, scores=scores, timings=timings, warnings=warnings, scale=scale if size else None
     )

@@ -344,10 +344,8 @@ def segment_text(
         result.warnings.append(f"{name}: nothing found for {prompt!r} ({result.reason})")
     report(1.0, "done")
     if level is not None:
-        from ..tiling import upsample_labels
-
-        result.labels = upsample_labels(result.labels, level.full_shape)  # as the CLI writes them
-        result.boxes = np.asarray(result.boxes) * level.factor
+        result.labels = level.labels_to_full(result.labels)
+        result.boxes = level.to_full(result.boxes)
     return result
 
 

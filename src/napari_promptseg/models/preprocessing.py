@@ -208,6 +208,20 @@ class PyramidRead(NamedTuple):
     factor: float
     full_shape: tuple[int, int]
 
+    def to_level(self, coords: object) -> np.ndarray | None:
+        """Points (x, y) or boxes (x0, y0, x1, y1) in full-resolution pixels -> in the level's (None stays None)."""
+        return None if coords is None else np.asarray(coords, np.float64) / self.factor
+
+    def to_full(self, coords: object) -> np.ndarray:
+        """Points or boxes found on the level -> in full-resolution pixels."""
+        return np.asarray(coords) * self.factor
+
+    def labels_to_full(self, labels: np.ndarray) -> np.ndarray:
+        """Labels found on the level -> the full-resolution grid (as the CLI writes them)."""
+        from ..tiling import upsample_labels  # tiling imports this module
+
+        return upsample_labels(labels, self.full_shape)
+
 
 def read_pyramid_level(
     image: object, scale_for: Callable[[tuple[int, int]], float], channel_axis: int | None = None

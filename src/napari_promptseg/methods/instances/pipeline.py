@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ...errors import CancelledError, PromptsegError
-from ...models.preprocessing import Normalization, as_channels_last
+from ...models.preprocessing import Normalization, PyramidRead, as_channels_last, read_pyramid_level
 from ...models.protocols import PromptableSegmenter
 from ...tiling import (
     IntensityWindow,
@@ -34,6 +34,7 @@ from .exemplars import (
     fit_exemplars,
     known_near,
     known_near_labels,
+    level_object_size,
 )
 
 # DECODE_BATCH and CandidateMode stay importable from here, where they were before tile_objects was split off
@@ -246,13 +247,15 @@ def segment_instances_like(
     working scale. ``model``: an :class:`ExemplarModel` from :func:`fit_exemplars` to reuse across targets.
     ``partial``: the reference labels only some of its objects; background is then learned only near them (as
     :func:`find_all_like` does), where by default every unlabelled pixel is taught as background.
+
+    A pyramid target (a multiscale layer's data, levels largest first) is read at the coarsest level that still has
+    the objects' working scale, as the CLI reads an OME-Zarr; the labels and boxes come back at full resolution.
     """
     if segmenter is None:
         from ...models import load_segmenter
 
         segmenter = load_segmenter()
     timer = _Timer()
-    hwc = as_channels_last(target, channel_axis=channel_axis, channels=channels, name=name)
     advice = None  # about the reference's labelling, when it is fitted here
     if model is None:
         ref_hwc = as_channels_last(reference, channel_axis=channel_axis, channels=channels, name="reference")
@@ -268,12 +271,22 @@ def segment_instances_like(
             timer=timer,
         )
         advice = few_labels_warning(count_objects(ref_labels), partial, "pass partial=True")
+    fitted = model  # the objects' size is known once the exemplars are fitted (the CLI's level choice too)
+    level = read_pyramid_level(
+        target,
+        lambda shape: choose_scale(shape, segmenter.input_size, object_size or fitted.object_size).scale,
+        channel_axis,
+    )
+    size = object_size
+    if level is not None:  # the objects sought at their size on the level
+        target, size = level.array, level_object_size(model, object_size, level.factor)
+    hwc = as_channels_last(target, channel_axis=channel_axis, channels=channels, name=name)
     result = segment_with_exemplars(
         segmenter,
         model,
         hwc,
         refine=refine,
-        object_size=object_size,
+        object_size=size,
         duplicate_overlap=duplicate_overlap,
         min_area_fraction=min_area_fraction,
         name=name,
@@ -283,6 +296,15 @@ def segment_instances_like(
     )
     if advice:
         result.warnings.insert(0, advice)
+    return _instances_at_full_resolution(result, level)
+
+
+def _instances_at_full_resolution(result: InstanceResult, level: PyramidRead | None) -> InstanceResult:
+    """Instances found on a pyramid level with their labels and boxes on the full-resolution grid (as the CLI
+    writes and reports them)."""
+    if level is not None:
+        result.labels = level.labels_to_full(result.labels)
+        result.boxes = level.to_full(result.boxes).astype(np.float32)
     return result
 
 
@@ -305,13 +327,26 @@ def find_all_like(
     The boxed objects are segmented first (at the boxes' working scale) and become the exemplars. Unlabelled
     objects are everywhere in the image, so background is learned only near the exemplars: inside each box outside
     its object, and in a ring of half a box around it. Returns the boxed objects and all the others as instances.
+
+    A pyramid (a multiscale layer's data, levels largest first; boxes in full-resolution pixels) is read at the
+    coarsest level that still has the boxes' working scale, as the CLI reads an OME-Zarr; the labels and boxes come
+    back at full resolution.
     """
-    from ..interactive import check_box, prompt_list, segment_prompts
+    from ..interactive import check_box, prompt_list, prompts_working_scale, segment_prompts
 
     if segmenter is None:
         from ...models import load_segmenter
 
         segmenter = load_segmenter()
+    boxes = prompt_list(boxes, 4, "boxes")
+    level = read_pyramid_level(
+        image,
+        lambda shape: prompts_working_scale(shape, segmenter.input_size, boxes, object_size),
+        channel_axis,
+    )
+    if level is not None:  # boxes and object size in the level's pixels
+        image, boxes = level.array, list(level.to_level(np.reshape(boxes, (-1, 4))))
+        object_size = None if object_size is None else object_size / level.factor
     report = progress or (lambda fraction, message: None)
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
     h, w = hwc.shape[:2]
@@ -372,7 +407,7 @@ def find_all_like(
             f"{name}: example box(es) {', '.join(map(str, empty))} gave no object and were not learned from; "
             "box objects like the others"
         )
-    return result
+    return _instances_at_full_resolution(result, level)
 
 
 #: an example box this many times the typical example's side holds something else than one object like them

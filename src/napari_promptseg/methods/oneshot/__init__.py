@@ -269,13 +269,11 @@ def _at_full_resolution(result: OneShotResult, level: PyramidRead | None) -> One
     the CLI writes and reports them); the probability map stays the level's."""
     if level is None:
         return result
-    from ...tiling import upsample_labels
-
-    result.labels = upsample_labels(result.labels, level.full_shape)
+    result.labels = level.labels_to_full(result.labels)
     result.mask = result.labels > 0
-    result.positives = np.asarray(result.positives) * level.factor
-    result.negatives = np.asarray(result.negatives) * level.factor
-    result.boxes = np.asarray(result.boxes) * level.factor
+    result.positives = level.to_full(result.positives)
+    result.negatives = level.to_full(result.negatives)
+    result.boxes = level.to_full(result.boxes)
     return result
 
 

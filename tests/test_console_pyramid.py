@@ -1,0 +1,66 @@
+"""Pyramids (a multiscale layer's data) passed to the console functions: read at the level the CLI reads, results
+back on the full-resolution grid."""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage import data
+
+from napari_promptseg.models.preprocessing import read_pyramid_level
+from napari_promptseg.tiling import upsample_labels
+
+COINS = data.coins()  # real 303x384 uint8 greyscale photo of coins
+BOXES = np.array([(40.0, 60.0, 120.0, 140.0), (150.0, 55.0, 220.0, 130.0)])  # two coins at the top left
+
+
+def block_pyramid(image: np.ndarray, magnification: int, factors: tuple[int, ...]) -> list:
+    """``image`` magnified ``magnification`` times (lazily: never read whole), then levels ``factors`` times
+    coarser, each level pixel the block of full-resolution pixels it stands for; the last level is ``image``."""
+    import dask.array as da
+
+    lazy = da.from_array(image, chunks=image.shape)
+    levels = [lazy.repeat(magnification // f, axis=0).repeat(magnification // f, axis=1) for f in factors]
+    return [*levels, image]
+
+
+def test_find_all_like_reads_a_pyramid_at_the_level_of_its_boxes(litemedsam):
+    """find_all_like read a pyramid at full resolution (a 12k x 15k slide: refused as too big, a smaller one read
+    whole), where segment and the CLI read the level the boxes' working scale needs. It reads that level now, and
+    returns the labels and boxes at full resolution."""
+    from napari_promptseg.methods.instances import find_all_like
+    from napari_promptseg.methods.interactive import prompts_working_scale
+
+    k = 40  # level 0 is the coins photo at 40x (186 M pixels, never read)
+    levels = block_pyramid(COINS, k, (1, 2, 4, 8))
+    boxes = BOXES * k
+    level = read_pyramid_level(levels, lambda s: prompts_working_scale(s, litemedsam.input_size, boxes, None))
+    assert level is not None and level.array is levels[-1]  # the boxes' level is the photo itself
+    on_level = find_all_like(COINS, level.to_level(boxes), segmenter=litemedsam)
+    assert len(on_level.boxes) > 2  # more coins than the two boxed
+    result = find_all_like(levels, boxes, segmenter=litemedsam)
+    assert result.labels.shape == levels[0].shape
+    np.testing.assert_array_equal(result.labels, upsample_labels(on_level.labels, levels[0].shape))
+    np.testing.assert_allclose(result.boxes, level.to_full(on_level.boxes))
+
+
+def test_segment_instances_like_reads_a_pyramid_target_at_the_level_of_its_objects(litemedsam):
+    """segment_instances_like read a pyramid target whole at full resolution; the CLI reads the coarsest level with
+    the objects' working scale (the reference's objects, at full resolution). It reads that level now: the result
+    is the level's, with the objects sought at the level's size, labels and boxes at full resolution."""
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.methods.instances import fit_exemplars, match_instances, segment_instances_like
+
+    (image, _, _), (truth, _, _) = nuclei()
+    zoom = np.ones((4, 4), np.uint8)
+    big, big_truth = np.kron(image, zoom), np.kron(truth, zoom)  # a 4x magnification: nuclei of ~80 px
+    slide = [big, big[::2, ::2], big[::4, ::4]]  # the 1/4 level is the sample itself
+    model = fit_exemplars(litemedsam, big[..., None], big_truth)  # the reference at its own resolution
+    result = segment_instances_like(big, big_truth, slide, segmenter=litemedsam, model=model)
+    assert result.labels.shape == big.shape
+    # the reference's objects sought on the 1/4 level, at their size there
+    size = model.object_size / 4
+    on_level = segment_instances_like(big, big_truth, image, segmenter=litemedsam, model=model, object_size=size)
+    np.testing.assert_array_equal(result.labels, upsample_labels(on_level.labels, big.shape))
+    assert result.scale.object_size == on_level.scale.object_size == size
+    np.testing.assert_allclose(result.boxes, on_level.boxes * 4)
+    assert match_instances(result.labels, big_truth)["f1"] > 0.7
