@@ -387,12 +387,13 @@ def test_a_pyramid_too_big_at_full_resolution_is_read_at_the_level_its_prompts_n
     the coins themselves, 40 times coarser) and returns the labels at full resolution, as the CLI writes them."""
     import dask.array as da
 
-    from napari_promptseg.tiling import upsample_labels
+    from napari_promptseg.tiling import level_to_full, upsample_labels
 
     k = 40  # level 0 is the real coins photo at 40x (186 M pixels, never read): 40x, 20x, 10x, 5x, the photo
     lazy = da.from_array(COINS, chunks=COINS.shape)
     levels = [lazy.repeat(k // f, axis=0).repeat(k // f, axis=1) for f in (1, 2, 4, 8)] + [COINS]
-    labels = napari_promptseg.segment(levels, boxes=[np.multiply(BOX, k)], device="cpu")
+    # the box between the centres of the blocks the photo's pixels at BOX's corners became
+    labels = napari_promptseg.segment(levels, boxes=[level_to_full(BOX, k)], device="cpu")
     expected = napari_promptseg.segment(COINS, boxes=[BOX], device="cpu")
     assert expected.any()
     assert labels.shape == levels[0].shape
@@ -406,7 +407,7 @@ def test_segment_like_reads_a_pyramid_target_at_the_level_the_cli_reads(litemeds
     import dask.array as da
     from napari.layers import Image
 
-    from napari_promptseg.tiling import upsample_labels
+    from napari_promptseg.tiling import level_to_full, upsample_labels
 
     lazy = da.from_array(COINS, chunks=COINS.shape)  # the real coins photo at 8x, 4x (1212 x 1536: read), 2x, 1x
     layer = Image([lazy.repeat(k, axis=0).repeat(k, axis=1) for k in (8, 4, 2)] + [COINS], multiscale=True)
@@ -418,5 +419,6 @@ def test_segment_like_reads_a_pyramid_target_at_the_level_the_cli_reads(litemeds
     full = layer.data[0].shape
     np.testing.assert_array_equal(result.labels, upsample_labels(on_level.labels, full))
     np.testing.assert_array_equal(result.mask, result.labels > 0)
-    np.testing.assert_allclose(result.boxes, on_level.boxes * 2)
-    np.testing.assert_allclose(result.positives, on_level.positives * 2)
+    # points and boxes over the full-resolution pixels of the level pixels they were found on, as the labels
+    np.testing.assert_allclose(result.boxes, level_to_full(on_level.boxes, 2))
+    np.testing.assert_allclose(result.positives, level_to_full(on_level.positives, 2))

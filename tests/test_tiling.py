@@ -97,6 +97,26 @@ def test_pyramid_level_matches_the_working_scale():
     assert pyramid_level(shapes, 0.01) == (3, 8.0)
 
 
+def test_level_coordinates_land_on_the_pixels_their_labels_come_back_on():
+    """Points and boxes found on a pyramid level came back multiplied by its factor (level pixel i at full-resolution
+    pixel i * factor), the labels by the centre of the block each level pixel stands for: a 4x level's points lay
+    1.5 px up and left of their objects. One rule now: on the real nuclei labels, each object's centre found on the
+    level and brought back is the centre of that object's full-resolution pixels, and goes back to the level."""
+    from scipy import ndimage
+
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.tiling import full_to_level, level_to_full, upsample_labels
+
+    (_, _, _), (truth, _, _) = nuclei()
+    ids = np.unique(truth)[1:]
+    centres = np.array(ndimage.center_of_mass(truth > 0, truth, ids))  # (row, col) on the level
+    for factor in (2.0, 4.0, 8.0):
+        full = upsample_labels(truth, (int(truth.shape[0] * factor), int(truth.shape[1] * factor)))
+        expected = np.array(ndimage.center_of_mass(full > 0, full, ids))
+        np.testing.assert_allclose(level_to_full(centres, factor), expected, atol=1e-6)
+        np.testing.assert_allclose(full_to_level(expected, factor), centres, atol=1e-6)
+
+
 def test_empty_border_does_not_stretch_the_window():
     rng = np.random.default_rng(1)
     image = np.zeros((400, 400, 1), np.uint16)

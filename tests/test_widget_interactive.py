@@ -35,6 +35,7 @@ from napari_promptseg._widgets.interactive import (
     plane_geometry,
 )
 from napari_promptseg.errors import CancelledError, PromptsegError
+from napari_promptseg.tiling import full_to_level
 
 from .conftest import REPO
 
@@ -555,7 +556,32 @@ def test_result_layers_land_on_a_rotated_sheared_image_layer(make_viewer):
     for row, col in [(0, 0), (10, 50), (39, 1)]:
         world = np.asarray(image.data_to_world([row, col]))
         np.testing.assert_allclose(same.data_to_world([row, col]), world, atol=1e-9)
-        np.testing.assert_allclose(coarse.data_to_world([row / 2, col / 2]), world, atol=1e-9)
+        np.testing.assert_allclose(coarse.data_to_world(full_to_level([row, col], 2.0)), world, atol=1e-9)
+
+
+def test_a_level_result_layer_lies_over_the_full_resolution_pixels_it_stands_for(make_viewer):
+    """placement() put a pyramid level's pixel i at full-resolution pixel i * factor (its top-left pixel), where the
+    whole-slide path and the labels the console and the CLI bring back put it at the centre of the block it
+    stands for: a 4x level's labels lay 1.5 px up and left of those, and of the objects. Both use one rule now: on
+    the real nuclei labels magnified 4x, every full-resolution pixel shows the label of its block."""
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg._widgets._common import data_to_world_matrix, placement
+    from napari_promptseg._widgets.interactive.geometry import LevelCrop, level_geometry, plane_geometry
+
+    (_, _, _), (truth, _, _) = nuclei()
+    full = np.kron(truth, np.ones((4, 4), truth.dtype))  # the labels at full resolution; the 1/4 level is truth
+    where = {"scale": (0.5, 0.25), "translate": (10.0, -3.0)}
+    viewer = make_viewer()
+    image = viewer.add_image([np.zeros(full.shape, np.uint8), np.zeros(truth.shape, np.uint8)], **where)
+    on_level = napari.layers.Labels(truth, **placement(image, 2, np.array([4.0, 4.0])))
+    geom = level_geometry(plane_geometry(viewer, image), LevelCrop(4.0), truth.shape)
+    whole_slide = napari.layers.Labels(truth, scale=geom.scale, translate=geom.translate)
+    rows, cols = np.meshgrid(np.arange(full.shape[0]), np.arange(full.shape[1]), indexing="ij")
+    pixels = np.stack([rows.ravel(), cols.ravel(), np.ones(rows.size)])
+    world = data_to_world_matrix(image, [0, 1]) @ pixels  # every full-resolution pixel centre
+    for layer in (on_level, whole_slide):
+        at = np.round(np.linalg.inv(data_to_world_matrix(layer, [0, 1])) @ world).astype(int)
+        np.testing.assert_array_equal(truth[at[0], at[1]].reshape(full.shape), full)
 
 
 def test_a_layer_in_millimetres_gets_no_spurious_affine():
@@ -571,13 +597,17 @@ def test_a_layer_in_millimetres_gets_no_spurious_affine():
         assert "affine" not in place, place
         coarse = 1.0 if factors is None else 4.0
         np.testing.assert_allclose(place["scale"], np.array(where["scale"]) * coarse)
-        np.testing.assert_allclose(place["translate"], where["translate"])
+        # a level's pixel over the centre of the block it stands for
+        np.testing.assert_allclose(
+            place["translate"],
+            np.add(where["translate"], np.multiply(where["scale"], 1.5 if factors is not None else 0)),
+        )
     turned = napari.layers.Image(np.zeros((4000, 3000), np.uint8), rotate=0.01, **where)
     place = placement(turned, 2, np.array([4.0, 4.0]))
     assert "affine" in place
     result = napari.layers.Labels(np.zeros((1000, 750), np.uint8), **place)
     world = np.asarray(turned.data_to_world([3999.0, 2999.0]))
-    np.testing.assert_allclose(result.data_to_world([3999.0 / 4, 2999.0 / 4]), world, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(result.data_to_world(full_to_level([3999.0, 2999.0], 4.0)), world, rtol=0, atol=1e-9)
 
 
 class _SlowWeights(BaseHTTPRequestHandler):

@@ -317,8 +317,25 @@ def pyramid_level(level_shapes: Sequence[Sequence[int]], scale: float) -> tuple[
     return best, factor
 
 
+def level_to_full(coords: object, factor: float | np.ndarray) -> np.ndarray:
+    """Pixel coordinates on a pyramid level ``factor`` times coarser than full resolution (per axis when an array)
+    -> full-resolution pixel coordinates. The one rule of every level read (labels, heatmaps, points, boxes, result
+    layers): a level pixel stands for the ``factor`` x ``factor`` full-resolution pixels it covers, its centre at
+    theirs (level pixel i at i * factor + (factor - 1) / 2), as a pyramid averaged block by block is built and as
+    :func:`upsample_labels` puts labels back. (Level pixel i at i * factor put a 4x level's results 1.5 px up and
+    left of their pixels.)"""
+    return np.asarray(coords, np.float64) * factor + (np.asarray(factor, np.float64) - 1) / 2
+
+
+def full_to_level(coords: object, factor: float | np.ndarray) -> np.ndarray:
+    """Full-resolution pixel coordinates -> on a pyramid level ``factor`` times coarser (:func:`level_to_full`
+    undone)."""
+    return (np.asarray(coords, np.float64) - (np.asarray(factor, np.float64) - 1) / 2) / factor
+
+
 def upsample_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Labels computed on a pyramid level -> the full-resolution (..., H, W) grid, nearest pixel centre."""
+    """Labels computed on a pyramid level -> the full-resolution (..., H, W) grid, nearest pixel centre (each
+    full-resolution pixel takes the level pixel that covers it: :func:`level_to_full`)."""
     h, w = labels.shape[-2:]
     rows = np.minimum(((np.arange(shape[-2]) + 0.5) * h / shape[-2]).astype(np.int64), h - 1)
     cols = np.minimum(((np.arange(shape[-1]) + 0.5) * w / shape[-1]).astype(np.int64), w - 1)

@@ -180,10 +180,13 @@ def _instances_level_record(
     args: argparse.Namespace, path: Path, image: object, found: object, index: int, factor: float
 ) -> dict:
     """Instances found on pyramid level ``index``: labels and boxes back at full resolution, written and recorded."""
+    import numpy as np
+
+    from ..tiling import level_to_full
     from ._common import _instances_record
 
     found.labels = _full_resolution(found.labels, image, factor)
-    found.boxes = found.boxes * factor
+    found.boxes = level_to_full(found.boxes, factor).astype(np.float32)
     return {**_instances_record(args, path, image, found), "pyramid_level": index, "level_factor": factor}
 
 

@@ -281,7 +281,7 @@ def _stack_object_size(args: argparse.Namespace, one: _OneShot, volume, path: Pa
 def _process(args: argparse.Namespace, one: _OneShot, path: Path, image) -> dict:
     import numpy as np
 
-    from ..tiling import choose_scale
+    from ..tiling import choose_scale, level_to_full
 
     if np.ndim(image) > 2 and _stack_for(args, image, path) is not None:
         size = _stack_object_size(args, one, image, path)
@@ -306,9 +306,9 @@ def _process(args: argparse.Namespace, one: _OneShot, path: Path, image) -> dict
         "area_px": int((labels > 0).sum()),
         "score": round(float(result.score), 4),
         "transfer": round(float(result.transfer), 4),  # 0: the reference does not look like this image's kind
-        "positive_points_xy": np.round(result.positives * factor, 1).tolist(),
-        "negative_points_xy": np.round(result.negatives * factor, 1).tolist(),
-        "boxes_xyxy": np.round(result.boxes * factor, 1).tolist(),
+        "positive_points_xy": np.round(level_to_full(result.positives, factor), 1).tolist(),
+        "negative_points_xy": np.round(level_to_full(result.negatives, factor), 1).tolist(),
+        "boxes_xyxy": np.round(level_to_full(result.boxes, factor), 1).tolist(),
         "schemes": result.schemes,
         "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
         "warnings": result.warnings,

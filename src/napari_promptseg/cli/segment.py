@@ -90,8 +90,9 @@ def _segment(args: argparse.Namespace, segmenter, image, name: str, channel_axis
     from ..batch.engine import method_progress
     from ..methods.instances import find_all_like
     from ..methods.interactive import segment_prompts
+    from ..tiling import full_to_level
 
-    boxes = np.asarray(args.box, np.float64).reshape(-1, 4) / factor
+    boxes = full_to_level(np.asarray(args.box, np.float64).reshape(-1, 4), factor)
     size = None if args.object_size is None else args.object_size / factor
     options = {"channel_axis": channel_axis, "channels": args.channels, "normalize": args.normalize}
     if args.find_all:
@@ -102,8 +103,8 @@ def _segment(args: argparse.Namespace, segmenter, image, name: str, channel_axis
         image,
         segmenter,
         boxes=boxes,
-        positive_points=np.asarray(args.point, np.float64).reshape(-1, 2) / factor,
-        negative_points=np.asarray(args.negative_point, np.float64).reshape(-1, 2) / factor,
+        positive_points=full_to_level(np.asarray(args.point, np.float64).reshape(-1, 2), factor),
+        negative_points=full_to_level(np.asarray(args.negative_point, np.float64).reshape(-1, 2), factor),
         object_size=size,
         name=name,
         **options,

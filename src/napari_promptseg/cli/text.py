@@ -185,6 +185,8 @@ def _segment(args: argparse.Namespace, state: tuple, image, name: str, channel_a
 def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
     import numpy as np
 
+    from ..tiling import level_to_full
+
     if np.ndim(image) > 2 and _stack_for(args, image, path) is not None:
 
         def plane_labels(plane, z: int):
@@ -196,7 +198,7 @@ def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
     record, labels = _level_record(args, path, image, result.labels, index, factor)
     record |= result.summary()
     if factor != 1.0:
-        record["boxes"] = np.round(np.asarray(result.boxes) * factor, 1).tolist()
+        record["boxes"] = np.round(level_to_full(result.boxes, factor), 1).tolist()
     if not record.get("objects"):
         record["reason"] = "; ".join(result.warnings) or f"nothing answered '{args.prompt}'"
     _finish_image(args, path, image, labels, record, f"{record['objects']} object(s); {result.reason}")

@@ -209,12 +209,18 @@ class PyramidRead(NamedTuple):
     full_shape: tuple[int, int]
 
     def to_level(self, coords: object) -> np.ndarray | None:
-        """Points (x, y) or boxes (x0, y0, x1, y1) in full-resolution pixels -> in the level's (None stays None)."""
-        return None if coords is None else np.asarray(coords, np.float64) / self.factor
+        """Points (x, y) or boxes (x0, y0, x1, y1) in full-resolution pixels -> in the level's (None stays None;
+        :func:`~napari_promptseg.tiling.full_to_level`)."""
+        from ..tiling import full_to_level  # tiling imports this module
+
+        return None if coords is None else full_to_level(coords, self.factor)
 
     def to_full(self, coords: object) -> np.ndarray:
-        """Points or boxes found on the level -> in full-resolution pixels."""
-        return np.asarray(coords) * self.factor
+        """Points or boxes found on the level -> in full-resolution pixels
+        (:func:`~napari_promptseg.tiling.level_to_full`, the rule the labels come back by)."""
+        from ..tiling import level_to_full
+
+        return level_to_full(coords, self.factor)
 
     def labels_to_full(self, labels: np.ndarray) -> np.ndarray:
         """Labels found on the level -> the full-resolution grid (as the CLI writes them)."""

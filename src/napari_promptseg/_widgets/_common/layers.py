@@ -12,6 +12,7 @@ import numpy as np
 
 from ...errors import PromptsegError
 from ...io.multiscale import WHOLE_IMAGE_SIDE, level_for_side
+from ...tiling import level_to_full
 
 
 def unproxied(viewer: napari.viewer.Viewer) -> napari.viewer.Viewer:
@@ -144,7 +145,8 @@ def level_factors(layer: napari.layers.Image | LayerPixels, level: Any) -> np.nd
 def placement(layer: napari.layers.Layer, ndim: int, factors: np.ndarray | None = None) -> dict:
     """``scale``, ``translate`` and, when ``layer`` is also rotated, sheared or has an affine, the ``affine`` that
     puts a result layer over ``layer``'s first ``ndim`` axes where ``layer`` shows them; the result made from a
-    pyramid level ``factors`` times coarser than full resolution along each axis (default: full resolution)."""
+    pyramid level ``factors`` times coarser than full resolution along each axis (default: full resolution), its
+    pixels over the full-resolution pixels they stand for (:func:`~napari_promptseg.tiling.level_to_full`)."""
     return placement_over(layer, list(range(ndim)), factors)
 
 
@@ -153,9 +155,13 @@ def placement_over(layer: napari.layers.Layer, axes: list[int], factors: np.ndar
     data-to-world map is read through napari's public ``data_to_world`` (scale and translate alone put a rotated
     layer's results 241 px off under 30 degrees)."""
     factor = np.ones(len(axes)) if factors is None else np.asarray(factors, float)[: len(axes)]
+    # a level's pixels lie over the full-resolution pixels they stand for (the labels' and the CLI's rule)
+    offset = level_to_full(np.zeros(len(axes)), factor)
     scale = np.asarray(layer.scale, float)[axes] * factor
-    translate = np.asarray(layer.translate, float)[axes]
-    result = data_to_world_matrix(layer, axes) @ np.diag([*factor, 1.0])  # the result's data -> world
+    translate = np.asarray(layer.translate, float)[axes] + np.asarray(layer.scale, float)[axes] * offset
+    to_layer = np.diag([*factor, 1.0])  # the result's data -> the layer's
+    to_layer[:-1, -1] = offset
+    result = data_to_world_matrix(layer, axes) @ to_layer  # the result's data -> world
     base = np.eye(len(axes) + 1)
     base[:-1, :-1], base[:-1, -1] = np.diag(scale), translate
     out = {"scale": scale, "translate": translate}

@@ -16,7 +16,7 @@ import napari.layers
 import numpy as np
 
 from ...errors import PromptsegError
-from ...tiling import choose_scale, pyramid_level, upsample_labels
+from ...tiling import choose_scale, full_to_level, level_to_full, pyramid_level, upsample_labels
 from .._common import _levels, _same_map, data_to_world_matrix, placement_over
 
 #: feature of the points layer: True for a positive click, False for a negative one
@@ -174,7 +174,7 @@ def level_geometry(geom: PlaneGeometry, crop: LevelCrop, shape: tuple[int, int])
     pixels lies over the ``factor`` x ``factor`` full-resolution pixels it stands for (its centre at theirs)."""
     f = crop.factor
     translate = tuple(
-        t + s * (o * f + (f - 1) / 2) for t, s, o in zip(geom.translate, geom.scale, crop.offset, strict=True)
+        t + s * float(level_to_full(o, f)) for t, s, o in zip(geom.translate, geom.scale, crop.offset, strict=True)
     )
     return replace(
         geom, labels_shape=tuple(shape), index=(0, 0), scale=tuple(s * f for s in geom.scale), translate=translate
@@ -310,8 +310,9 @@ class PlaneSource:
 
 def at_level(coords, width: int, factor: float, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """Full-resolution prompt coordinates (boxes: width 4, points: 2) on a pyramid level ``factor`` times smaller,
-    in a crop of it whose top-left is (x, y) = ``shift`` on that level."""
-    return np.asarray(coords, np.float64).reshape(-1, width) / factor - np.tile(shift, width // 2)
+    in a crop of it whose top-left is (x, y) = ``shift`` on that level
+    (:func:`~napari_promptseg.tiling.full_to_level`)."""
+    return full_to_level(np.asarray(coords, np.float64).reshape(-1, width), factor) - np.tile(shift, width // 2)
 
 
 def plane_source(layer: napari.layers.Image, geom: PlaneGeometry) -> PlaneSource:
