@@ -283,3 +283,31 @@ def test_heatmap_of_the_wrong_shape_is_refused(lungs):
         heatmap_to_instances(image, heat[:, :-1])
     with pytest.raises(PromptsegError, match="NaN"):
         heatmap_to_instances(image, np.full(heat.shape, np.nan, np.float32))
+
+
+def test_a_pyramid_heatmap_carries_its_level_and_lies_over_the_full_resolution_labels(heatmapper, polyp):
+    """segment_text on a pyramid returned full-resolution labels beside the heatmap of the level it read, with
+    nothing saying so: added to napari as it came, the heatmap covered a quarter of the labels. It carries its
+    level's factor now, and its placement lays each of its pixels over the label pixels it stands for."""
+    import dask.array as da
+
+    from napari_promptseg.methods.text import segment_text
+    from napari_promptseg.tiling import upsample_labels
+
+    lazy = da.from_array(polyp, chunks=polyp.shape)
+    levels = [lazy.repeat(4, axis=0).repeat(4, axis=1), lazy.repeat(2, axis=0).repeat(2, axis=1), polyp]
+    level = np.asarray(levels[1])  # the coarsest with 1024 px along its longest side: what the CLI reads
+    threshold = float(np.quantile(heatmapper.heatmap(level, "polyp"), 0.7))  # random weights: some blobs
+    options = {"route": "clipseg", "heatmapper": heatmapper, "heatmap_threshold": threshold, "refine": False}
+    on_level = segment_text(level, "polyp", **options)
+    result = segment_text(levels, "polyp", **options)
+    assert on_level.labels.any() and on_level.heatmap_factor == 1.0
+    np.testing.assert_array_equal(result.labels, upsample_labels(on_level.labels, levels[0].shape[:2]))
+    np.testing.assert_array_equal(result.heatmap, on_level.heatmap)
+    assert result.heatmap_factor == 2.0
+    # every full-resolution pixel of the labels lies under the heatmap pixel of its block
+    place = result.heatmap_placement
+    for axis, n in enumerate(result.labels.shape):
+        pixels = np.arange(n)
+        under = np.round((pixels - place["translate"][axis]) / place["scale"][axis]).astype(int)
+        np.testing.assert_array_equal(under, pixels // 2)

@@ -422,3 +422,7 @@ def test_segment_like_reads_a_pyramid_target_at_the_level_the_cli_reads(litemeds
     # points and boxes over the full-resolution pixels of the level pixels they were found on, as the labels
     np.testing.assert_allclose(result.boxes, level_to_full(on_level.boxes, 2))
     np.testing.assert_allclose(result.positives, level_to_full(on_level.positives, 2))
+    # the probability map stays the level's, and says so: its placement lays it over the labels
+    np.testing.assert_array_equal(result.probability, on_level.probability)
+    assert (result.probability_factor, on_level.probability_factor) == (2.0, 1.0)
+    assert result.probability_placement == {"scale": (2.0, 2.0), "translate": (0.5, 0.5)}

@@ -15,8 +15,10 @@ from napari_promptseg._widgets.text import TextPromptWidget
 from napari_promptseg.io import read_image, read_mask
 from napari_promptseg.io.library import ReferenceLibrary
 from napari_promptseg.methods.metrics import dice
+from napari_promptseg.methods.text import segment_text
 
 from .conftest import dataset_pairs, in_hf_cache, some_dsb_nuclei, thread_recording_dask
+from .test_clipseg import tiny_clipseg_dir  # noqa: F401 (fixture)
 from .test_grounding import hf_dir  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.gui
@@ -402,3 +404,51 @@ def test_a_stack_of_one_plane_gets_its_labels(make_viewer, qtbot, bundled_nuclei
     viewer = make_viewer()
     result = _segment(viewer, qtbot, viewer.add_image(target[None], name="one plane"), library, "nuclei")
     assert result.data.shape == (1, *target.shape) and result.data.max() > 10
+
+
+def test_a_pyramid_heatmap_lies_over_its_labels_where_the_console_places_it(
+    make_viewer,
+    qtbot,
+    shared_data,
+    tiny_clipseg_dir,  # noqa: F811
+):
+    """The widget and the console read a slide at one level: the widget lays its labels and heatmap over the image
+    by the level's placement, the console returns full-resolution labels beside the level's heatmap, which carries
+    its placement now (``heatmap_placement``: it stood at the top-left quarter, unsaid). Both land on one grid."""
+    import dask.array as da
+    from skimage import io
+
+    from napari_promptseg.models import load_heatmapper
+    from napari_promptseg.tiling import upsample_labels
+
+    in_hf_cache("clipseg_rd64_refined", tiny_clipseg_dir)
+    polyp = io.imread(sorted((shared_data / "polyps_kvasir_text" / "images").iterdir())[0])  # 530 x 607 RGB
+    lazy = da.from_array(polyp, chunks=polyp.shape)
+    levels = [lazy.repeat(4, axis=0).repeat(4, axis=1), lazy.repeat(2, axis=0).repeat(2, axis=1), polyp]
+    heatmapper = load_heatmapper("clipseg_rd64_refined", device="cpu")
+    threshold = float(np.quantile(heatmapper.heatmap(np.asarray(levels[1]), "polyp"), 0.7))  # random weights
+    viewer = make_viewer()
+    widget = _widget(viewer, viewer.add_image(levels, name="slide", multiscale=True, rgb=True))
+    widget.route.setCurrentText("clipseg")
+    widget.refine.setChecked(False)
+    widget.heatmap_threshold.setValue(threshold)
+    widget.prompt.setText("polyp")
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    labels, heat = viewer.layers["slide text: polyp"], viewer.layers["slide text: polyp heatmap"]
+    console = segment_text(
+        levels,
+        "polyp",
+        route="clipseg",
+        heatmapper=heatmapper,
+        template=widget.template.currentText(),
+        heatmap_threshold=widget.heatmap_threshold.value(),
+        refine=False,
+    )
+    assert console.labels.any()
+    np.testing.assert_array_equal(upsample_labels(np.asarray(labels.data), console.labels.shape), console.labels)
+    np.testing.assert_allclose(heat.data, console.heatmap, atol=1e-6)
+    for layer in (labels, heat):  # the image layer is at scale 1, translate 0: its data coordinates are the world's
+        np.testing.assert_allclose(layer.scale, console.heatmap_placement["scale"])
+        np.testing.assert_allclose(layer.translate, console.heatmap_placement["translate"])

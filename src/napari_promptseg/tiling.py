@@ -333,6 +333,13 @@ def full_to_level(coords: object, factor: float | np.ndarray) -> np.ndarray:
     return (np.asarray(coords, np.float64) - (np.asarray(factor, np.float64) - 1) / 2) / factor
 
 
+def level_placement(factor: float, ndim: int = 2) -> dict[str, tuple[float, ...]]:
+    """``scale`` and ``translate`` that lay an array found on a pyramid level ``factor`` times coarser (a heatmap,
+    a probability map) over the full-resolution pixels it stands for (:func:`level_to_full`), in the pixels of
+    the full-resolution labels: ``viewer.add_image(result.heatmap, **level_placement(result.heatmap_factor))``."""
+    return {"scale": (float(factor),) * ndim, "translate": (float(level_to_full(0.0, factor)),) * ndim}
+
+
 def upsample_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """Labels computed on a pyramid level -> the full-resolution (..., H, W) grid, nearest pixel centre (each
     full-resolution pixel takes the level pixel that covers it: :func:`level_to_full`)."""

@@ -64,6 +64,17 @@ class TextResult:
     matches: list = field(default_factory=list)  # library route: the entries used, with their similarity
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: how many times coarser than ``labels`` the heatmap is: a pyramid is read at a level, and its labels come
+    #: back at full resolution while the heatmap stays the level's (a slide's at full resolution: gigabytes)
+    heatmap_factor: float = 1.0
+
+    @property
+    def heatmap_placement(self) -> dict:
+        """``scale`` and ``translate`` that lay the heatmap over the labels' pixels in napari:
+        ``viewer.add_image(result.heatmap, **result.heatmap_placement)``."""
+        from ..tiling import level_placement
+
+        return level_placement(self.heatmap_factor)
 
     def summary(self) -> dict:
         return {
@@ -276,7 +287,7 @@ def segment_text(
     resolution (the pixels library exemplars are saved at): the objects of an instances entry are sought that much
     smaller, as the one-shot CLI does on a level. A pyramid (a multiscale layer's data) is read at its coarsest level
     with 1024 px along its longest side, as the CLI reads an OME-Zarr: the labels and boxes come back in
-    full-resolution pixels, the heatmap stays at that level's.
+    full-resolution pixels, the heatmap stays at that level's (``heatmap_factor``, ``heatmap_placement``).
     """
     if not 0 <= box_threshold <= 1 or not 0 <= text_threshold <= 1 or not 0 <= heatmap_threshold <= 1:
         raise PromptsegError("box, text and heatmap thresholds must lie in [0, 1]")
@@ -346,6 +357,7 @@ def segment_text(
     if level is not None:
         result.labels = level.labels_to_full(result.labels)
         result.boxes = level.to_full(result.boxes)
+        result.heatmap_factor = level.factor
     return result
 
 

@@ -146,7 +146,8 @@ def segment_like(
     ``warn_many``: warn when a reference holds several objects (callers that chose one region say False).
     A target that is a pyramid (a multiscale layer's data) is read at its coarsest level with 1024 px along its
     longest side, as the CLI reads an OME-Zarr: its mask, labels, points and boxes come back in full-resolution
-    pixels, its probability map stays at that level's.
+    pixels, its probability map stays at that level's (``probability_factor``; in napari:
+    ``viewer.add_image(result.probability, **result.probability_placement)`` lies over the labels).
     """
     if strategy not in STRATEGIES:
         raise PromptsegError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -266,7 +267,7 @@ def segment_like(
 
 def _at_full_resolution(result: OneShotResult, level: PyramidRead | None) -> OneShotResult:
     """A result found on a pyramid level, with its mask, labels, points and boxes on the full-resolution grid (as
-    the CLI writes and reports them); the probability map stays the level's."""
+    the CLI writes and reports them); the probability map stays the level's (``probability_factor``)."""
     if level is None:
         return result
     result.labels = level.labels_to_full(result.labels)
@@ -274,6 +275,7 @@ def _at_full_resolution(result: OneShotResult, level: PyramidRead | None) -> One
     result.positives = level.to_full(result.positives)
     result.negatives = level.to_full(result.negatives)
     result.boxes = level.to_full(result.boxes)
+    result.probability_factor = level.factor
     return result
 
 

@@ -124,3 +124,14 @@ class OneShotResult:
     diagnostics: SchemeDiagnostics | None = None
     #: how well the reference transfers to this target, 0-1 (see :func:`transfer_confidence`); ``score`` includes it
     transfer: float = 1.0
+    #: how many times coarser than ``labels`` the probability map is: a pyramid target is read at a level, and its
+    #: labels come back at full resolution while the probability stays the level's
+    probability_factor: float = 1.0
+
+    @property
+    def probability_placement(self) -> dict:
+        """``scale`` and ``translate`` that lay the probability map over the labels' pixels in napari:
+        ``viewer.add_image(result.probability, **result.probability_placement)``."""
+        from ...tiling import level_placement
+
+        return level_placement(self.probability_factor)
