@@ -26,6 +26,8 @@ from napari_promptseg.methods.metrics import dice
 
 from .conftest import dataset_pairs, some_dsb_nuclei
 
+RUN_MS = 120_000  # a worker reading two layers and writing a small entry, on a shared 2-core CPU
+
 
 @pytest.fixture(scope="module")
 def embedder():
@@ -545,7 +547,7 @@ def test_library_cli_add_list_remove_export_import(shared_data, tmp_path, capsys
 
 
 @pytest.mark.gui
-def test_oneshot_widget_saves_the_reference_to_the_library(make_napari_viewer, lungs):
+def test_oneshot_widget_saves_the_reference_to_the_library(make_napari_viewer, qtbot, lungs):
     """Under a display: ``xvfb-run -a python -m pytest tests/test_library.py``."""
     from napari.utils.notifications import NotificationSeverity, notification_manager
 
@@ -560,24 +562,26 @@ def test_oneshot_widget_saves_the_reference_to_the_library(make_napari_viewer, l
     widget.reference_labels.set_layer(labels)
 
     start = len(notification_manager.records)
-    assert widget.save_to_library() is None  # no name yet: refused with a message, nothing written
+    assert not widget.save_to_library()  # no name yet: refused with a message, nothing written
     errors = [n.message for n in notification_manager.records[start:] if n.severity == NotificationSeverity.ERROR]
     assert any("library name" in message for message in errors), errors
     assert len(ReferenceLibrary.open()) == 0
 
     widget.library_name.setText("lung")
     widget.library_description.setText("chest X-ray lung field")
-    widget.save_button.click()
+    widget.save_button.click()  # read and written in the worker
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
     (entry,) = ReferenceLibrary.open().entries  # the default library = the test's tmp dir (conftest)
     assert entry.name == "lung" and entry.source == "cxr 1" and entry.pixel_size == (0.5, 0.5)
     assert entry.rgb and np.array_equal(entry.mask(), mask) and entry.description == "chest X-ray lung field"
     assert [layer.name for layer in viewer.layers] == ["cxr 1", "cxr 1 lungs"]  # layers untouched
     widget.save_button.click()  # the same pixels under the same name again: refused, not duplicated
-    assert len(ReferenceLibrary.open()) == 1
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state == "failed" and len(ReferenceLibrary.open()) == 1
 
 
 @pytest.mark.gui
-def test_oneshot_widget_saves_partial_labels_with_the_reference(make_napari_viewer, shared_data):
+def test_oneshot_widget_saves_partial_labels_with_the_reference(make_napari_viewer, qtbot, shared_data):
     """The One-shot widget with "reference labels only some objects" ticked saves the reference as an entry with
     partial labels, as its run used them; mode "single region" saves one region without them."""
     from napari_promptseg._widgets.oneshot import OneShotWidget
@@ -590,9 +594,11 @@ def test_oneshot_widget_saves_partial_labels_with_the_reference(make_napari_view
     widget.partial_labels.setChecked(True)
     widget.library_name.setText("nucleus")
     widget.save_button.click()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
     widget.mode.setCurrentText("single region")
     widget.library_name.setText("nuclei region")
     widget.save_button.click()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
     partial, region = ReferenceLibrary.open().entries  # the default library = the test's tmp dir (conftest)
     assert (partial.name, partial.instances, partial.partial_labels) == ("nucleus", True, True)
     assert (region.name, region.instances, region.partial_labels) == ("nuclei region", False, False)

@@ -275,3 +275,35 @@ def test_a_reference_with_only_some_objects_labelled_finds_the_others_when_told(
     assert "labels only" not in widget.runner.widget.summary.text()
     found = viewer.layers["target one-shot [1]"].data
     assert match_instances(found, truth)["recall"] > 0.5, match_instances(found, truth)
+
+
+def test_save_to_library_reads_a_lazy_slide_in_the_worker_not_napari(make_viewer, qtbot):
+    """ "Save reference to library…" read the reference layer and its labels on napari's main thread: a slide's
+    pyramid (dask, zarr) froze napari while it was read. They are read in the worker now, as a run reads them,
+    and the entry is the labelled plane of the real nuclei sample."""
+    import threading
+
+    import dask
+
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.io.library import ReferenceLibrary
+
+    (image, _, _), (truth, _, _) = nuclei()
+    reads: list[threading.Thread] = []
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    with dask.config.set(scheduler="synchronous"):
+        levels = [thread_recording_dask(image, reads), thread_recording_dask(image[::2, ::2].copy(), reads)]
+        widget.reference.set_layer(viewer.add_image(levels, name="slide", multiscale=True))
+        widget.reference_labels.set_layer(viewer.add_labels(truth, name="slide nuclei"))
+        widget.library_name.setText("nucleus")
+        reads.clear()  # napari's own display of the layer
+        assert widget.save_to_library()
+        assert not [t for t in reads if t is threading.main_thread()], "the slide was read on napari's main thread"
+        qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    assert any(t is not threading.main_thread() for t in reads)  # the worker read it
+    (entry,) = ReferenceLibrary.open().entries  # the default library = the test's tmp dir (conftest)
+    assert widget.last_saved.id == entry.id and entry.name == "nucleus" and entry.source == "slide"
+    assert entry.instances and len(np.unique(entry.labels())) - 1 == len(np.unique(truth)) - 1
+    assert "saved 'nucleus'" in widget.runner.widget.status.text()

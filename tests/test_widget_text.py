@@ -294,7 +294,17 @@ def test_a_pyramid_level_seeks_the_objects_at_the_level_size(make_viewer, qtbot,
     assert match_instances(np.asarray(result.data), mosaic_truth)["f1"] > 0.65
 
 
-def test_add_exemplar_saves_many_labelled_objects_as_many_instances_by_default(make_viewer, bundled_nuclei, tmp_path):
+def _add_exemplar(widget: TextPromptWidget, qtbot):
+    """The widget's "Add exemplar" waited for: the entry it saved (None when it was refused or failed)."""
+    widget.last_exemplar = None
+    if widget.add_exemplar():
+        qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    return widget.last_exemplar
+
+
+def test_add_exemplar_saves_many_labelled_objects_as_many_instances_by_default(
+    make_viewer, qtbot, bundled_nuclei, tmp_path
+):
     """'Add exemplar from these layers' saved 50 labelled nuclei as one region unless the box was ticked (a prompt
     then gave one blob); it decides as the One-shot widget does now, and a ticked or cleared box still decides."""
     from qtpy.QtCore import Qt
@@ -308,18 +318,18 @@ def test_add_exemplar_saves_many_labelled_objects_as_many_instances_by_default(m
     widget.library.setText(str(tmp_path / "library"))
     widget.exemplar_name.setText("nucleus")
     assert widget.exemplar_instances.checkState() == Qt.CheckState.PartiallyChecked  # auto
-    entry = widget.add_exemplar()
+    entry = _add_exemplar(widget, qtbot)
     assert entry.instances and len(np.unique(entry.labels())) - 1 == 50
     assert "(many instances)" in widget.runner.widget.status.text() + widget.runner.widget.summary.text()
     widget.exemplar_instances.setCheckState(Qt.CheckState.Unchecked)
     widget.exemplar_name.setText("nuclei region")
-    assert not widget.add_exemplar().instances
+    assert not _add_exemplar(widget, qtbot).instances
     widget.exemplar_instances.setChecked(True)
     widget.exemplar_name.setText("nuclei again")
-    assert widget.add_exemplar().instances
+    assert _add_exemplar(widget, qtbot).instances
 
 
-def test_add_exemplar_of_only_some_labelled_objects_saves_partial_labels(make_viewer, shared_data, tmp_path):
+def test_add_exemplar_of_only_some_labelled_objects_saves_partial_labels(make_viewer, qtbot, shared_data, tmp_path):
     """8 of a DSB image's 146 nuclei labelled, "exemplar labels only some objects" ticked: the entry is saved with
     partial labels (many instances, background learned only near the 8); with "many instances" off it is refused."""
     from qtpy.QtCore import Qt
@@ -336,13 +346,14 @@ def test_add_exemplar_of_only_some_labelled_objects_saves_partial_labels(make_vi
     widget.exemplar_instances.setCheckState(Qt.CheckState.Unchecked)  # one region: partial labels do not apply
     widget.exemplar_partial.setChecked(True)
     start = len(notification_manager.records)
-    assert widget.add_exemplar() is None
+    assert _add_exemplar(widget, qtbot) is None
     errors = [n.message for n in notification_manager.records[start:] if n.severity == NotificationSeverity.ERROR]
     assert any("partial labels" in message and "one region" in message for message in errors), errors
     assert not (tmp_path / "library" / "library.json").exists()
 
     widget.exemplar_instances.setCheckState(Qt.CheckState.PartiallyChecked)  # auto: partial labels are many
     widget.add_exemplar_button.click()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
     (entry,) = ReferenceLibrary.open(tmp_path / "library").entries
     assert entry.name == "nucleus" and entry.instances and entry.partial_labels and entry.source == "dsb nuclei"
     assert np.array_equal(entry.labels() > 0, some > 0)
@@ -353,12 +364,14 @@ def test_add_exemplar_of_only_some_labelled_objects_saves_partial_labels(make_vi
     widget.exemplar_partial.setChecked(False)
     start = len(notification_manager.records)
     widget.add_exemplar_button.click()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
     errors = [n.message for n in notification_manager.records[start:] if n.severity == NotificationSeverity.ERROR]
     assert any(f"already saved as many instances, partial labels (id {entry.id})" in m for m in errors), errors
     # under another name they are saved as all there is, and the user is told what that teaches
     widget.exemplar_name.setText("nuclei")
     start = len(notification_manager.records)
     widget.add_exemplar_button.click()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
     warned = [n.message for n in notification_manager.records[start:] if n.severity == NotificationSeverity.WARNING]
     assert any("labels only 8 object(s)" in m and "'exemplar labels only some objects' ticked" in m for m in warned)
 
@@ -452,3 +465,31 @@ def test_a_pyramid_heatmap_lies_over_its_labels_where_the_console_places_it(
     for layer in (labels, heat):  # the image layer is at scale 1, translate 0: its data coordinates are the world's
         np.testing.assert_allclose(layer.scale, console.heatmap_placement["scale"])
         np.testing.assert_allclose(layer.translate, console.heatmap_placement["translate"])
+
+
+def test_add_exemplar_reads_a_lazy_slide_in_the_worker_not_napari(make_viewer, qtbot, bundled_nuclei, tmp_path):
+    """ "Add exemplar from these layers" read the image layer and its labels on napari's main thread: a slide's
+    pyramid (dask, zarr) froze napari while it was read. They are read in the worker now, as Run reads the image,
+    and the exemplar is the real nuclei sample with its 50 labelled nuclei."""
+    import threading
+
+    import dask
+
+    (image, truth), _ = bundled_nuclei
+    reads: list[threading.Thread] = []
+    viewer = make_viewer()
+    with dask.config.set(scheduler="synchronous"):
+        levels = [thread_recording_dask(image, reads), thread_recording_dask(image[::2, ::2].copy(), reads)]
+        widget = _widget(viewer, viewer.add_image(levels, name="slide", multiscale=True))
+        widget.exemplar_labels.set_layer(viewer.add_labels(truth, name="slide nuclei"))
+        widget.library.setText(str(tmp_path / "library"))
+        widget.exemplar_name.setText("nucleus")
+        reads.clear()  # napari's own display of the layer
+        assert widget.add_exemplar()
+        assert not [t for t in reads if t is threading.main_thread()], "the slide was read on napari's main thread"
+        qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    assert any(t is not threading.main_thread() for t in reads)  # the worker read it
+    (entry,) = ReferenceLibrary.open(tmp_path / "library").entries
+    assert widget.last_exemplar.id == entry.id and entry.source == "slide"
+    assert entry.instances and len(np.unique(entry.labels())) - 1 == 50

@@ -180,7 +180,9 @@ def test_text_widget_offers_what_the_route_uses_and_adds_exemplars(make_viewer, 
     widget.prompt.setText("nuclei")
     widget.exemplar_instances.setChecked(True)
     widget.library.setText(str(tmp_path / "library"))
-    entry = widget.add_exemplar()
+    assert widget.add_exemplar()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    entry = widget.last_exemplar
     assert entry is not None and entry.name == "nuclei" and entry.instances
     assert [e.name for e in ReferenceLibrary.open(tmp_path / "library").entries] == ["nuclei"]
     assert _errors(notifications) == [] and "saved exemplar 'nuclei'" in widget.runner.widget.status.text()

@@ -118,8 +118,9 @@ def test_a_stack_reference_is_the_plane_its_labels_mark(make_viewer, qtbot, shar
     text.exemplar_labels.set_layer(painted)
     text.exemplar_name.setText("thalamus")
     text.library.setText(str(tmp_path / "library"))
-    entry = text.add_exemplar()
-    assert entry is not None, text.runner.widget.status.text()
+    assert text.add_exemplar()
+    qtbot.waitUntil(lambda: text.is_idle, timeout=RUN_MS)
+    assert text.last_exemplar is not None, text.runner.widget.status.text()
     (stored,) = ReferenceLibrary.open(tmp_path / "library").find("thalamus")
     assert stored.source == "mri plane 3" and stored.source_shape[:2] == truth.shape[1:]
 

@@ -36,13 +36,14 @@ from ._common import (
     TaskRunner,
     _levels,
     displayed_plane,
+    exemplar_layers,
     layer_pixels,
     level_factors,
     load_triton_safely,
     placement,
     plane_shape,
+    read_exemplar,
     read_reference_plane,
-    reference_plane,
     task_segmenter,
     unproxied,
     whole_image_level,
@@ -366,6 +367,7 @@ class OneShotWidget(QWidget):
         layout.addWidget(self.save_button)
         layout.addStretch(1)
         self.last_output: OneShotOutput | None = None
+        self.last_saved = None  # the library entry "Save reference to library" wrote last
 
     def _on_folder_text(self, text: str) -> None:
         if text.strip():
@@ -410,15 +412,10 @@ class OneShotWidget(QWidget):
             raise PromptsegError(f"no image files in {folder}")
         return OneShotInputs(*reference, None, files, **options)
 
-    def save_to_library(self):
-        """Save the reference layer + its labels as a named library entry (small files, written right here)."""
-        from napari.utils.notifications import show_info, show_warning
-
-        from ..io.library import ReferenceLibrary
-        from ..methods.instances import is_many_objects
-        from ..methods.library import exemplar_advice
-        from ._common import notify_exception
-
+    def save_to_library(self) -> bool:
+        """Save the reference layer + its labels as a named library entry. The layers are read and the entry written
+        in the worker (a slide's or a stack's pixels read here froze napari); when done, the entry is
+        :attr:`last_saved`. Returns whether the task was taken."""
         try:
             ref, ref_labels = self.reference.layer(), self.reference_labels.layer()
             if ref is None or ref_labels is None:
@@ -426,36 +423,53 @@ class OneShotWidget(QWidget):
             name = self.library_name.text().strip()
             if not name:
                 raise PromptsegError("type a library name for the reference (e.g. 'gland')")
-            image, labels, plane = reference_plane(self.viewer, ref, ref_labels)
-            if labels.ndim != 2 or labels.shape != image.shape[:2]:
-                raise PromptsegError(
-                    f"reference labels '{ref_labels.name}' of shape {labels.shape} do not match the 2D reference "
-                    f"image '{ref.name}' of shape {image.shape}"
-                )
-            scale = tuple(float(s) for s in ref.scale[-2:])
-            # as run() decides: many objects, or only some objects labelled, find every one like them later too
-            # (mode "single region" saves one region, and its partial labels do not apply)
-            many = MODES[self.mode.currentText()] is not False
-            partial = many and self.partial_labels.isChecked()
+        except PromptsegError as exc:
+            self.runner.refuse(exc, "save to library")
+            return False
+        layers = exemplar_layers(self.viewer, ref, ref_labels)
+        description = self.library_description.text()
+        scale = tuple(float(s) for s in ref.scale[-2:])
+        # as run() decides: many objects, or only some objects labelled, find every one like them later too
+        # (mode "single region" saves one region, and its partial labels do not apply)
+        many = MODES[self.mode.currentText()] is not False
+        partial = many and self.partial_labels.isChecked()
+
+        def task(progress, cancel):
+            from ..io.library import ReferenceLibrary
+            from ..methods.instances import is_many_objects
+
+            progress(0.0, f"reading '{ref.name}'")
+            image, labels, source = read_exemplar(layers, "reference labels")
+            if cancel():
+                raise CancelledError("cancelled")
             library = ReferenceLibrary.open()
             entry = library.add(
                 name,
                 image,
                 labels,
-                self.library_description.text(),
-                source=ref.name if plane is None else f"{ref.name} plane {plane}",
+                description,
+                source=source,
                 pixel_size=None if scale == (1.0, 1.0) else scale,
                 instances=many and (partial or is_many_objects(labels)),
                 partial_labels=partial,
             )
-        except (PromptsegError, OSError) as exc:
-            notify_exception(exc, "save to library")
-            return None
-        show_info(f"saved '{entry.name}' ({entry.kind}) to the reference library {library.path} (id {entry.id})")
-        advice = exemplar_advice(entry, f"remove it and save it again with '{PARTIAL_LABELS_TEXT}' ticked")
-        if advice:
-            show_warning(advice)
-        return entry
+            return entry, library.path
+
+        def done(result) -> None:
+            from napari.utils.notifications import show_info, show_warning
+
+            from ..methods.library import exemplar_advice
+
+            entry, path = result
+            self.last_saved = entry
+            message = f"saved '{entry.name}' ({entry.kind}) to the reference library {path} (id {entry.id})"
+            self.runner.widget.done(message)
+            show_info(message)
+            advice = exemplar_advice(entry, f"remove it and save it again with '{PARTIAL_LABELS_TEXT}' ticked")
+            if advice:
+                show_warning(advice)
+
+        return self.runner.submit("library", f"save '{name}' to the library", task, done, inputs=(ref, ref_labels))
 
     def run(self) -> None:
         try:

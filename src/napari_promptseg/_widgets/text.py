@@ -36,9 +36,10 @@ from ..methods.text import ROUTES, TextResult, available_route, split_phrases
 from ._common import (
     LayerPicker,
     TaskRunner,
+    exemplar_layers,
     load_triton_safely,
     placement,
-    reference_plane,
+    read_exemplar,
     unproxied,
     whole_image_level,
 )
@@ -245,6 +246,7 @@ class TextPromptWidget(QWidget):
         layout.addWidget(self.runner.widget)
         layout.addStretch(1)
         self.last_output: TextOutput | None = None
+        self.last_exemplar = None  # the library entry "Add exemplar" wrote last
         self.route.currentTextChanged.connect(self._update_route_options)
         self.text_model.currentTextChanged.connect(self._update_route_options)
         self._update_expanded()
@@ -325,13 +327,10 @@ class TextPromptWidget(QWidget):
             else "many instances: off (one region)"
         )
 
-    def add_exemplar(self):
-        """Save the chosen image layer + Labels layer as a named exemplar of the library (default: the user's)."""
-        from napari.utils.notifications import show_info, show_warning
-
-        from ..io.starter import open_library
-        from ..methods.library import exemplar_advice
-
+    def add_exemplar(self) -> bool:
+        """Save the chosen image layer + Labels layer as a named exemplar of the library (default: the user's). The
+        layers are read and the entry written in the worker (a slide's or a stack's pixels read here froze napari);
+        when done, the entry is :attr:`last_exemplar`. Returns whether the task was taken."""
         try:
             image_layer, labels_layer = self.image.layer(), self.exemplar_labels.layer()
             if image_layer is None or labels_layer is None:
@@ -339,31 +338,39 @@ class TextPromptWidget(QWidget):
             name = self.exemplar_name.text().strip() or self.prompt.text().strip()
             if not name:
                 raise PromptsegError("type a name for the exemplar (or a prompt): what the structure is called")
-            image, labels, plane = reference_plane(self.viewer, image_layer, labels_layer)
-            if labels.ndim != 2 or labels.shape != image.shape[:2]:
-                raise PromptsegError(
-                    f"labels '{labels_layer.name}' of shape {labels.shape} do not match the 2D image "
-                    f"'{image_layer.name}' of shape {image.shape}"
-                )
-            library = open_library(self.library.text().strip() or None)
-            entry = library.add(
-                name,
-                image,
-                labels,
-                source=image_layer.name if plane is None else f"{image_layer.name} plane {plane}",
-                instances=self.exemplar_mode,
-                partial_labels=self.exemplar_partial.isChecked(),
-            )
-        except (PromptsegError, OSError) as exc:
+        except PromptsegError as exc:
             self.runner.refuse(exc, "add exemplar")
-            return None
-        message = f"saved exemplar '{entry.name}' ({entry.kind}) to the reference library {library.path}"
-        advice = exemplar_advice(entry, f"remove it and add it again with '{self.exemplar_partial.text()}' ticked")
-        self.runner.widget.note(message if advice is None else f"{message}. Warning: {advice}")
-        show_info(message)
-        if advice:
-            show_warning(advice)
-        return entry
+            return False
+        layers = exemplar_layers(self.viewer, image_layer, labels_layer)
+        where = self.library.text().strip() or None
+        instances, partial = self.exemplar_mode, self.exemplar_partial.isChecked()
+
+        def task(progress, cancel):
+            from ..io.starter import open_library
+
+            progress(0.0, f"reading '{image_layer.name}'")
+            image, labels, source = read_exemplar(layers)
+            if cancel():
+                raise CancelledError("cancelled")
+            library = open_library(where)
+            entry = library.add(name, image, labels, source=source, instances=instances, partial_labels=partial)
+            return entry, library.path
+
+        def done(result) -> None:
+            from napari.utils.notifications import show_info, show_warning
+
+            from ..methods.library import exemplar_advice
+
+            entry, path = result
+            self.last_exemplar = entry
+            message = f"saved exemplar '{entry.name}' ({entry.kind}) to the reference library {path}"
+            advice = exemplar_advice(entry, f"remove it and add it again with '{self.exemplar_partial.text()}' ticked")
+            self.runner.widget.done(message if advice is None else f"{message}. Warning: {advice}")
+            show_info(message)
+            if advice:
+                show_warning(advice)
+
+        return self.runner.submit("exemplar", f"add exemplar '{name}'", task, done, inputs=(image_layer, labels_layer))
 
     def _attributes(self) -> PromptAttributes:
         return PromptAttributes(shape=self.shape.text().strip() or None, colour=self.colour.text().strip() or None)

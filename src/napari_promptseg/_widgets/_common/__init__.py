@@ -9,12 +9,14 @@ importable from here.
 
 from ...models._native import load_triton_safely  # noqa: F401 - every widget calls it on the main thread
 from .layers import (
+    ExemplarLayers,
     LayerPixels,
     _levels,
     _same_map,
     data_to_world_matrix,
     data_token,
     displayed_plane,
+    exemplar_layers,
     image_and_labels,
     layer_level,
     layer_pixels,
@@ -22,8 +24,8 @@ from .layers import (
     placement,
     placement_over,
     plane_shape,
+    read_exemplar,
     read_reference_plane,
-    reference_plane,
     unproxied,
     whole_image_level,
 )
@@ -48,6 +50,7 @@ from .tasks import (
 
 __all__ = [
     "ROLE_KEY",
+    "ExemplarLayers",
     "LayerPixels",
     "STATES",
     "LayerPicker",
@@ -66,6 +69,7 @@ __all__ = [
     "data_token",
     "debounce_timer",
     "displayed_plane",
+    "exemplar_layers",
     "image_and_labels",
     "is_preview",
     "layer_level",
@@ -77,8 +81,8 @@ __all__ = [
     "placement",
     "placement_over",
     "plane_shape",
+    "read_exemplar",
     "read_reference_plane",
-    "reference_plane",
     "show_details",
     "task_segmenter",
     "unproxied",

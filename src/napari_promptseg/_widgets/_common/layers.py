@@ -74,12 +74,35 @@ def image_and_labels(
     return np.asarray(image.data), np.asarray(labels.data)  # the caller's shape check names both
 
 
-def reference_plane(
+@dataclass(frozen=True)
+class ExemplarLayers:
+    """An image layer and the Labels layer marking objects on it, to be saved to a reference library, gathered on
+    napari's main thread without reading a pixel (:func:`read_exemplar` reads them in the worker)."""
+
+    image: LayerPixels
+    labels: LayerPixels
+    shown: float  # the displayed plane of a stack (full-resolution data coordinate)
+
+
+def exemplar_layers(
     viewer: napari.viewer.Viewer, image: napari.layers.Image, labels: napari.layers.Labels
-) -> tuple[np.ndarray, np.ndarray, int | None]:
-    """An image layer and the Labels layer marking objects on it (a reference, an exemplar) as one 2D plane each, and
-    which plane of a stack that is (None for a 2D image): :func:`read_reference_plane` of the displayed plane."""
-    return read_reference_plane(layer_pixels(image), layer_pixels(labels), displayed_plane(viewer, image))
+) -> ExemplarLayers:
+    """The references to an exemplar's layers and the displayed plane; no pixel is read."""
+    return ExemplarLayers(layer_pixels(image), layer_pixels(labels), displayed_plane(viewer, image))
+
+
+def read_exemplar(layers: ExemplarLayers, what: str = "labels") -> tuple[np.ndarray, np.ndarray, str]:
+    """An exemplar's image and labels read as one 2D plane each (:func:`read_reference_plane`), refused naming both
+    layers when they do not fit, and its source (the image layer's name, with the plane of a stack). Reads pixels
+    (a slide's, a stack's): run it in a worker, as "Save reference to library" and "Add exemplar" do."""
+    image, labels, plane = read_reference_plane(layers.image, layers.labels, layers.shown)
+    if labels.ndim != 2 or labels.shape != image.shape[:2]:
+        raise PromptsegError(
+            f"{what} '{layers.labels.name}' of shape {labels.shape} do not match the 2D image '{layers.image.name}' "
+            f"of shape {image.shape}"
+        )
+    name = layers.image.name
+    return image, labels, name if plane is None else f"{name} plane {plane}"
 
 
 def displayed_plane(viewer: napari.viewer.Viewer, image: napari.layers.Image) -> float:
