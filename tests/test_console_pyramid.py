@@ -4,8 +4,10 @@ back on the full-resolution grid."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from skimage import data
 
+from napari_promptseg.errors import PromptsegError
 from napari_promptseg.models.preprocessing import read_pyramid_level
 from napari_promptseg.tiling import level_to_full, upsample_labels
 
@@ -64,3 +66,18 @@ def test_segment_instances_like_reads_a_pyramid_target_at_the_level_of_its_objec
     assert result.scale.object_size == on_level.scale.object_size == size
     np.testing.assert_allclose(result.boxes, level_to_full(on_level.boxes, 4))
     assert match_instances(result.labels, big_truth)["f1"] > 0.7
+
+
+def test_a_malformed_box_on_a_pyramid_is_refused_naming_it(litemedsam):
+    """A box of three numbers on a pyramid failed with numpy's "cannot reshape array of size 3 into shape (4)"
+    (the level was chosen from the boxes before they were checked); on a plain image it was refused naming it. Now
+    both say which box is wrong, before any model loads."""
+    import napari_promptseg
+    from napari_promptseg.methods.instances import find_all_like
+
+    levels = block_pyramid(COINS, 40, (1, 2))
+    for image in (COINS, levels):
+        with pytest.raises(PromptsegError, match="box 2: expected 4 numbers x0 y0 x1 y1, got 3"):
+            napari_promptseg.segment(image, boxes=[BOXES[0], (1, 2, 3)], device="cpu")
+        with pytest.raises(PromptsegError, match="box 2: expected 4 numbers x0 y0 x1 y1, got 3"):
+            find_all_like(image, [BOXES[0], (1, 2, 3)], segmenter=litemedsam)

@@ -318,7 +318,15 @@ def segment_prompts(
     )
     if level is not None:  # prompts and object size in the level's pixels; labels back at full resolution
         image = level.array
-        boxes, positive_points, negative_points = (level.to_level(c) for c in (boxes, positive_points, negative_points))
+        # one prompt at a time: a malformed one reaches group_prompts, which refuses it naming it
+        boxes, positive_points, negative_points = (
+            [level.to_level(p) for p in prompt_list(prompts, size, what)]
+            for prompts, size, what in (
+                (boxes, 4, "boxes"),
+                (positive_points, 2, "positive points"),
+                (negative_points, 2, "negative points"),
+            )
+        )
         object_size = None if object_size is None else object_size / level.factor
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
     clipped: list[str] = []
@@ -402,7 +410,8 @@ def prompts_working_scale(
     """The working scale of box/point prompts on an image of ``shape`` (rows, columns, ...): from ``object_size``,
     else the boxes' size, else the whole image. A pyramid is read at the level this scale needs (the CLI's level of
     an OME-Zarr, the console's of a multiscale layer's data)."""
-    boxes = np.asarray(boxes if boxes is not None else (), np.float64).reshape(-1, 4)
+    # a malformed box is left to check_box, which refuses it naming it (here numpy's reshape error came first)
+    boxes = np.array([b for b in prompt_list(boxes, 4, "boxes") if np.size(b) == 4], np.float64).reshape(-1, 4)
     size = object_size if object_size is not None else (box_object_size(boxes) if len(boxes) else None)
     return choose_scale(shape, input_size, size).scale
 

@@ -271,11 +271,10 @@ def segment_instances_like(
             timer=timer,
         )
         advice = few_labels_warning(count_objects(ref_labels), partial, "pass partial=True")
-    fitted = model  # the objects' size is known once the exemplars are fitted (the CLI's level choice too)
+    # the level of the objects' size, known once the exemplars are fitted (the CLI's choice too)
+    objects = object_size or model.object_size
     level = read_pyramid_level(
-        target,
-        lambda shape: choose_scale(shape, segmenter.input_size, object_size or fitted.object_size).scale,
-        channel_axis,
+        target, lambda shape: choose_scale(shape, segmenter.input_size, objects).scale, channel_axis
     )
     size = object_size
     if level is not None:  # the objects sought at their size on the level
@@ -345,7 +344,7 @@ def find_all_like(
         channel_axis,
     )
     if level is not None:  # boxes and object size in the level's pixels
-        image, boxes = level.array, list(level.to_level(np.reshape(boxes, (-1, 4))))
+        image, boxes = level.array, [level.to_level(box) for box in boxes]  # a malformed box: check_box says so
         object_size = None if object_size is None else object_size / level.factor
     report = progress or (lambda fraction, message: None)
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
