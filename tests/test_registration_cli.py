@@ -119,6 +119,7 @@ def test_register_cli_default_uses_the_images_alone_without_a_model(shared_data,
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "(intensity, TRE" in captured.out and "pairs" not in captured.out.splitlines()[0]
+    assert "outside" not in captured.err  # each file's landmarks lie on its image
     report = json.loads((out / "report.json").read_text())
     assert report["route"] == "intensity" and report["model"] is None and report["parameters"]["prompts"] == []
     assert report["landmarks"]["after"]["tre_mean"] < 0.1 * report["landmarks"]["before"]["tre_mean"]
@@ -191,3 +192,23 @@ def test_register_cli_refuses_an_output_that_would_replace_an_input_before_the_w
     assert main(["register", str(d["fixed"]), str(moving), "-o", str(tmp_path)]) == 2
     assert "would overwrite this input" in capsys.readouterr().err
     assert moving.read_bytes() == before
+
+
+def test_register_cli_warns_about_landmarks_outside_their_image(shared_data, tmp_path, capsys):
+    """Landmarks of the full-size slide given with its half-size copy (ANHIR ships one CSV per scale) lie outside the
+    image: the TRE compares them as its pixels, which means nothing. It was silent (TRE 73 -> 400+ px, no hint)."""
+    import imageio.v3 as iio
+
+    d = _birl(shared_data)
+    half = tmp_path / "fixed half size.png"
+    iio.imwrite(half, read_image(d["fixed"])[::2, ::2])
+    out = tmp_path / "out"
+    args = ["register", str(half), str(d["moving"]), "-o", str(out), "--method", "intensity"]
+    code = main([*args, "--landmarks-fixed", str(d["lm_fixed"]), "--landmarks-moving", str(d["lm_moving"])])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    warning = f"warning: {d['lm_fixed']}: "
+    assert warning in err and "points lie outside the 300 x 400 px image" in err, err
+    assert str(d["lm_moving"]) not in err  # those are the moving image's pixels
+    report = json.loads((out / "report.json").read_text())
+    assert any(w.startswith(f"{d['lm_fixed']}: ") and "outside" in w for w in report["warnings"])

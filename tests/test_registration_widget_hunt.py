@@ -129,5 +129,26 @@ def test_landmarks_on_pyramid_layers_are_mapped_in_full_resolution_pixels(
     assert errors["before"]["tre_mean"] > 20 and errors["after"]["rtre_mean"] == pytest.approx(
         error.mean() / np.hypot(400, 534), rel=1e-6
     )
+    assert "outside" not in widget.summary.text()  # full-resolution points on a pyramid lie on its level 0
     warped = viewer.layers["moving registered"]
     assert warped.data.shape == fixed.shape and np.allclose(warped.scale, 2.0)  # over the fixed layer
+
+
+def test_landmarks_outside_their_image_are_said_in_the_summary(make_viewer, qtbot, pair):  # noqa: F811
+    """Fixed landmarks of a 3x larger scan of the slide put on its small copy lie off the image: the TRE took them as
+    its pixels (before/after in the 100s of px) and nothing said why. The summary now names the layer."""
+    fixed, moving, lm_fixed, lm_moving = pair  # 200 x 267 RGB
+    viewer = make_viewer()
+    fixed_layer = viewer.add_image(fixed, name="fixed", rgb=True)
+    moving_layer = viewer.add_image(moving, name="moving", rgb=True)
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(fixed_layer)
+    widget.moving_picker.set_layer(moving_layer)
+    widget.fixed_points.set_layer(viewer.add_points(3 * lm_fixed[:, ::-1], name="full-size landmarks"))
+    widget.moving_points.set_layer(viewer.add_points(lm_moving[:, ::-1], name="lm moving"))
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
+    summary = widget.summary.text()
+    assert "TRE" in summary
+    assert "warning: landmarks 'full-size landmarks': " in summary and "outside the 200 x 267 px image" in summary
+    assert "'lm moving'" not in summary  # those lie on the moving image

@@ -49,6 +49,7 @@ from ..methods.registration import (
     RegistrationResult,
     image_diagonal,
     landmark_errors,
+    landmarks_outside,
     register,
     resolve_method,
 )
@@ -322,6 +323,16 @@ class RegistrationWidget(QWidget):
                     )
                     a, b = a[:n], b[:n]
                 landmarks = (a, b)
+            # points off their image: another scale's pixels, or micrometres
+            checked = zip(landmarks or (), (lm_fixed_layer, lm_moving_layer), (fixed_layer, moving_layer), strict=False)
+            outside = [
+                w
+                for xy, points, image in checked
+                if xy is not None
+                and (
+                    w := landmarks_outside(xy, plane_shape(_levels(image)[0], image.rgb), f"landmarks '{points.name}'")
+                )
+            ]
             labels_layer = self.moving_labels.layer()
             moving_labels = (
                 None
@@ -381,7 +392,9 @@ class RegistrationWidget(QWidget):
             )
 
         def done(shown: _Shown) -> None:
-            self._show(shown, fixed_layer, moving_layer, labels_layer, fixed_factors, landmarks, truncated, shapes)
+            self._show(
+                shown, fixed_layer, moving_layer, labels_layer, fixed_factors, landmarks, truncated, shapes, outside
+            )
 
         self.runner.submit(
             "register",
@@ -426,6 +439,7 @@ class RegistrationWidget(QWidget):
         landmarks,
         truncated="",
         shapes: MovingShapes | None = None,
+        landmark_warnings: list[str] = (),
     ) -> None:
         result = shown.result
         self.last_result = result
@@ -523,7 +537,7 @@ class RegistrationWidget(QWidget):
             )
             if truncated:
                 lines.append(truncated)
-        lines += [f"warning: {w}" for w in result.warnings]
+        lines += [f"warning: {w}" for w in (*landmark_warnings, *result.warnings)]
         self.runner.widget.set_summary("\n".join(lines))
 
 

@@ -33,6 +33,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         RegistrationOptions,
         image_diagonal,
         landmark_errors,
+        landmarks_outside,
         register,
         resolve_method,
     )
@@ -104,6 +105,7 @@ def cmd_register(args: argparse.Namespace) -> int:
                 )
             moving_labels = upsample_labels(moving_labels, registered_shape)
     landmarks = None
+    landmark_warnings: list[str] = []
     if args.landmarks_fixed is not None:
         lm_fixed, lm_moving = read_landmarks(args.landmarks_fixed), read_landmarks(args.landmarks_moving)
         n_fixed, n_moving = len(lm_fixed.xy), len(lm_moving.xy)
@@ -113,6 +115,17 @@ def cmd_register(args: argparse.Namespace) -> int:
                 f"{n_moving}; pass --truncate-landmarks to compare the first {min(n_fixed, n_moving)} points"
             )
         landmarks = paired_landmarks(lm_fixed, lm_moving, allow_truncate=args.truncate_landmarks)
+        for points, path, image in (
+            (lm_fixed, args.landmarks_fixed, fixed),
+            (lm_moving, args.landmarks_moving, moving),
+        ):
+            shape = np.shape(image)
+            warning = landmarks_outside(
+                points.xy, _spatial_shape(shape, pair_channel_axis(shape, args.channel_axis)), str(path)
+            )
+            if warning is not None:  # said before the work: a wrong file is worth stopping for
+                landmark_warnings.append(warning)
+                print(f"warning: {warning}", file=sys.stderr)
     options = RegistrationOptions(similarity_threshold=args.similarity, dense=not args.no_dense)
     if args.smoothness is not None:
         options.smoothness = args.smoothness
@@ -318,7 +331,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         # text prompts: the route that answered them and why (None for automatic/given regions), per prompt below
         text_route={"route": result.text_route, "reason": result.text_reason} if result.text_route else None,
         prompt_sources=result.prompt_sources,
-        warnings=result.warnings,
+        warnings=[*landmark_warnings, *result.warnings],
         timings_s={
             **{k: round(v, 4) for k, v in result.timings.items()},
             "model_load": round(load_s, 4),

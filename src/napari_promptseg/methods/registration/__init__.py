@@ -66,6 +66,7 @@ from .options import (
     RegistrationResult,
     image_diagonal,
     landmark_errors,
+    landmarks_outside,
     resolve_method,
 )
 from .pipeline import check_pair, register
@@ -98,6 +99,7 @@ __all__ = [
     "is_text_prompts",
     "joint_refine",
     "landmark_errors",
+    "landmarks_outside",
     "local_ncc_loss",
     "mind_descriptor",
     "moment_similarity",

@@ -268,6 +268,23 @@ def landmark_errors(fixed_xy: np.ndarray, mapped_xy: np.ndarray, diagonal: float
     }
 
 
+def landmarks_outside(xy: np.ndarray, shape: Sequence[int], what: str) -> str | None:
+    """A warning when landmarks lie outside the image they were placed on (``shape``: its full-resolution rows,
+    columns), else None. Points in pixels of another scale of the slide, or in micrometres, are compared as pixels
+    of this image: the TRE means nothing, and nothing else would say so."""
+    xy = np.asarray(xy, float).reshape(-1, 2)
+    h, w = shape[:2]
+    # a pixel of slack: points on the border's outer edge are the image's
+    outside = (xy[:, 0] < -1) | (xy[:, 0] > w) | (xy[:, 1] < -1) | (xy[:, 1] > h)
+    if not outside.any():
+        return None
+    return (
+        f"{what}: {int(outside.sum())} of {len(xy)} points lie outside the {h} x {w} px image (x up to "
+        f"{xy[:, 0].max():.0f}, y up to {xy[:, 1].max():.0f}): are they pixels of this image, not of another scale "
+        "of it or micrometres? The TRE takes them as this image's pixels"
+    )
+
+
 def image_diagonal(shape: Sequence[int]) -> float:
     return float(np.hypot(shape[0], shape[1]))
 
