@@ -645,3 +645,40 @@ def test_workers_asked_for_where_they_cannot_be_given_are_said_to_be_ignored(tmp
     # without --workers, nothing to say
     run_batch(BatchJob(_float32_setup, _write_nothing, args), inputs[:1], scheduler="none").finish()
     assert "--workers" not in capsys.readouterr().err
+
+
+def test_a_second_run_into_an_output_another_run_is_writing_is_refused(inputs, tmp_path, capsys):
+    """Two runs into one -o at once replaced each other's report.json and resume journal: the report of the run that
+    ended last listed only its own images (the other's outputs were there, unlisted), and a killed run's journal was
+    gone. The second run is now refused at once, before any work, and the first ends as if alone."""
+    from napari_promptseg.cli._common import OUTPUT_LOCK
+
+    out = tmp_path / "shared out"
+    command = [sys.executable, "-m", "napari_promptseg.cli", "segment", *map(str, inputs), *BOX, "-o", str(out)]
+    proc = subprocess.Popen(
+        [*command, "--scheduler", "none"],
+        env=subprocess_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    journal = out / JOURNAL_NAME
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None and not journal.is_file():
+            time.sleep(0.02)
+        assert proc.poll() is None, "the first run ended before the second could start"
+        code = run(inputs[:2], out, "--scheduler", "none")
+        err = capsys.readouterr().err
+        assert code == 2 and f"-o {out}: another promptseg run is writing there" in err, err
+        assert proc.poll() is None, "the first run ended while the second ran: nothing was tested"
+        _, first_err = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, first_err
+    report = report_of(out)
+    assert [Path(r["input"]) for r in report["images"]] == inputs  # the first run's report, whole
+    assert not (out / OUTPUT_LOCK).exists() and not journal.exists()
+    # the lock ends with its run: the next one writes there
+    assert run(inputs[:1], out, "--scheduler", "none") == 0 and not (out / OUTPUT_LOCK).exists()

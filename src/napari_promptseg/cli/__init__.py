@@ -31,7 +31,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import CancelledError, PromptsegError, WeightsError
 from ..models.device import PRECISIONS
-from ._common import _add_batch_options, _add_model_options
+from ._common import _add_batch_options, _add_model_options, _output_lock
 from ._stacks import OUTPUT_HELP, _add_stack_options
 from .embed import _add_embed_parser
 from .library import _add_library_parser
@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     new_output = output is not None and not Path(output).exists()
     try:
-        with _disk_cache(args), _precision(args.precision):
+        with _disk_cache(args), _precision(args.precision), _output_lock(args):
             return int(args.func(args))
     except (PromptsegError, WeightsError) as exc:
         reason = " ".join(str(exc).split())  # one line, even when a reader's own message has several

@@ -8,7 +8,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -160,6 +160,49 @@ def _expand_images(paths: list[Path]) -> list[Path]:
 
 def _some_names(names: Sequence[str], shown: int = 10) -> str:
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+#: held in ``-o`` while a run writes there (a dot file; lock files are left out of listings and digests)
+OUTPUT_LOCK = ".promptseg.lock"
+#: the subcommands whose ``-o`` holds a report.json (and a resume journal) the run replaces whole
+LOCKED_COMMANDS = ("segment", "oneshot", "text", "register")
+
+
+@contextlib.contextmanager
+def _output_lock(args: argparse.Namespace) -> Iterator[None]:
+    """Refuse a second run into an ``-o`` another run is writing: each replaced the other's report.json and resume
+    journal, so a finished batch's report listed only the other run's images, and a killed one's work was not
+    resumed. An ``-o`` that is a file or cannot be created is left to the subcommand's own message."""
+    from filelock import FileLock, Timeout
+
+    output = getattr(args, "output", None)
+    if output is None or getattr(args, "command", None) not in LOCKED_COMMANDS:
+        yield
+        return
+    output = Path(output)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(output / OUTPUT_LOCK)
+    except OSError:
+        yield
+        return
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise PromptsegError(
+            f"-o {output}: another promptseg run is writing there (it holds {output / OUTPUT_LOCK}, until it ends); "
+            "wait for it to finish, or give another output directory"
+        ) from None
+    except OSError:  # a read-only folder: the subcommand says so
+        yield
+        return
+    try:
+        yield
+    finally:
+        # gone before it is released: a refused run's new -o is left empty (and removed), a finished one clean
+        with contextlib.suppress(OSError):
+            (output / OUTPUT_LOCK).unlink()
+        lock.release()
 
 
 def _make_output_dir(output: Path) -> None:
