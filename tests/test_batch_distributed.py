@@ -682,3 +682,29 @@ def test_a_second_run_into_an_output_another_run_is_writing_is_refused(inputs, t
     assert not (out / OUTPUT_LOCK).exists() and not journal.exists()
     # the lock ends with its run: the next one writes there
     assert run(inputs[:1], out, "--scheduler", "none") == 0 and not (out / OUTPUT_LOCK).exists()
+
+
+def test_a_refused_resume_names_the_options_that_changed(inputs, tmp_path, capsys):
+    """--resume after changing one flag said only 'results of another run (other subcommand or options)': the user
+    had to guess which of a dozen options it was. It now names them, from a finished run's report.json and from a
+    killed run's journal."""
+    out = tmp_path / "out"
+    assert run(inputs[:1], out, "--scheduler", "none") == 0
+    capsys.readouterr()
+    assert run(inputs[:1], out, "--scheduler", "none", "--resume", "--overlay") == 2
+    err = capsys.readouterr().err
+    assert "results of another run (changed since: --overlay (False, now True)); drop --resume" in err, err
+    from napari_promptseg.batch.journal import Journal, run_options, signature_of
+    from napari_promptseg.cli import build_parser
+
+    # a killed run's journal says it too (here: the box moved)
+    before = run_options(build_parser().parse_args(["segment", "a.tif", *BOX, "-o", str(tmp_path / "killed")]))
+    Journal(tmp_path / "killed", signature_of(before), before).start([], {})
+    moved = ["--box", "10", "12", "50", "60"]
+    now = run_options(build_parser().parse_args(["segment", "a.tif", *moved, "-o", str(tmp_path / "killed")]))
+    with pytest.raises(PromptsegError, match=r"changed since: --box \(\[\[10.0, 12.0, 50.0, 56.0\]\], now"):
+        Journal(tmp_path / "killed", signature_of(now), now).previous()
+    # a run of an earlier version has its signature alone: the message stays general
+    Journal(tmp_path / "old", signature_of(before)).start([], {})
+    with pytest.raises(PromptsegError, match=r"other subcommand or options"):
+        Journal(tmp_path / "old", signature_of(now), now).previous()

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CancelledError, NothingFoundError, PromptsegError, WeightsError
-from .journal import Journal, input_digest, is_done, run_signature
+from .journal import Journal, input_digest, is_done, run_options, signature_of
 from .progress import BatchProgress, StepLine
 
 #: ``--scheduler`` when not given: this variable, else ``local`` for several inputs and ``none`` for one
@@ -249,7 +249,8 @@ def run_batch(
     run (:class:`SetupError`)."""
     args = job.args
     output: Path | None = getattr(args, "output", None)
-    journal = Journal(output, run_signature(args)) if output is not None else None
+    options = run_options(args)
+    journal = Journal(output, signature_of(options), options) if output is not None else None
     previous, meta = journal.previous() if (journal is not None and resume) else ({}, {})
     kept = {str(p): previous[str(p)] for p in paths if str(p) in previous and is_done(previous[str(p)], p)}
     todo = [p for p in paths if str(p) not in kept]
@@ -324,7 +325,8 @@ def run_batch(
         "workers": 1 if mode == "none" else n_workers,
         "threads_per_worker": getattr(args, "threads", DEFAULT_THREADS),
         "resumed": len(kept),
-        "signature": journal.signature if journal is not None else run_signature(args),
+        "signature": signature_of(options),
+        "options": options,  # what the signature is a hash of: a refused --resume names the ones that changed
         "meta": meta,
     }
     return BatchOutcome(records, meta, summary, journal)

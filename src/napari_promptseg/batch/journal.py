@@ -80,6 +80,18 @@ def _content_digest(path: str | os.PathLike, skip: tuple[str, ...] = ()) -> str:
 
 def run_signature(args: argparse.Namespace) -> str:
     """Hash of the subcommand, every option that changes its outputs and the contents of the files they name."""
+    return signature_of(run_options(args))
+
+
+def signature_of(options: dict) -> str:
+    """The hash of :func:`run_options`."""
+    text = json.dumps(options, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def run_options(args: argparse.Namespace) -> dict:
+    """What the signature is a hash of (kept beside it, so a refused resume can say which option changed): the
+    subcommand, every option that changes its outputs and the contents of the files they name, as JSON values."""
     options = {k: v for k, v in vars(args).items() if k not in NOT_IN_SIGNATURE}
     for key in CONTENT_OPTIONS:
         value = options.get(key)
@@ -89,8 +101,23 @@ def run_signature(args: argparse.Namespace) -> str:
     features = str(options.get("features") or "")
     if features.startswith("dinov2:") and Path(features[len("dinov2:") :]).exists():  # a local model folder
         options["features_contents"] = [_content_digest(features[len("dinov2:") :])]
-    text = json.dumps(options, sort_keys=True, default=str)
-    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+    return json.loads(json.dumps(options, sort_keys=True, default=str))
+
+
+def changed_options(before: dict, now: dict) -> list[str]:
+    """The options of ``now`` that differ from ``before``, in the user's terms: '--overlay (False, now True)', 'the
+    contents of --library'."""
+    changed = []
+    for key in sorted(set(before) | set(now)):
+        if before.get(key) == now.get(key):
+            continue
+        if key.endswith("_contents"):
+            changed.append(f"the contents of --{key.removesuffix('_contents').replace('_', '-')}")
+        elif key == "command":
+            changed.append(f"the subcommand ({before.get(key)}, now {now.get(key)})")
+        else:
+            changed.append(f"--{key.replace('_', '-')} ({before.get(key)}, now {now.get(key)})")
+    return changed
 
 
 def input_digest(path: str | os.PathLike) -> str:
@@ -119,10 +146,12 @@ def is_done(record: dict, path: str | os.PathLike | None = None) -> bool:
 class Journal:
     """The append-only record of one run in ``output``."""
 
-    def __init__(self, output: Path, signature: str) -> None:
+    def __init__(self, output: Path, signature: str, options: dict | None = None) -> None:
         self.output = output
         self.path = output / JOURNAL_NAME
         self.signature = signature
+        #: what the signature is a hash of (:func:`run_options`), written beside it
+        self.options = options
         self._file = None
         self._records = 0
 
@@ -138,7 +167,7 @@ class Journal:
         except (OSError, ValueError) as exc:
             raise PromptsegError(f"{report}: cannot be read to resume ({exc}); drop --resume") from exc
         batch = data.get("batch") or {}
-        self._check(batch.get("signature"), report)
+        self._check(batch.get("signature"), report, batch.get("options"))
         return {r["input"]: r for r in data.get("images", []) if "input" in r}, batch.get("meta") or {}
 
     def _read_journal(self) -> tuple[dict[str, dict], dict]:
@@ -150,24 +179,29 @@ class Journal:
                 except ValueError:  # the last line, cut by the kill
                     continue
                 if "signature" in item:
-                    self._check(item["signature"], self.path)
+                    self._check(item["signature"], self.path, item.get("options"))
                 elif "meta" in item:
                     meta = item["meta"]
                 elif "record" in item:
                     records[item["record"]["input"]] = item["record"]
         return records, meta
 
-    def _check(self, signature: str | None, where: Path) -> None:
-        if signature != self.signature:
-            raise PromptsegError(
-                f"{where}: results of another run (other subcommand or options); drop --resume to start over, "
-                "or write to another -o"
-            )
+    def _check(self, signature: str | None, where: Path, options: dict | None = None) -> None:
+        """Refuse another run's results, naming what changed when both runs' options are known (an earlier
+        version's run has only its signature)."""
+        if signature == self.signature:
+            return
+        changed = changed_options(options, self.options) if options and self.options else []
+        what = f"changed since: {'; '.join(changed)}" if changed else "other subcommand or options"
+        raise PromptsegError(
+            f"{where}: results of another run ({what}); drop --resume to start over, or write to another -o"
+        )
 
     def start(self, kept: list[dict], meta: dict) -> None:
         """A new journal holding the header and what is kept from earlier runs (written whole, then renamed)."""
         self.output.mkdir(parents=True, exist_ok=True)
-        lines = [{"signature": self.signature}, *([{"meta": meta}] if meta else []), *({"record": r} for r in kept)]
+        header = {"signature": self.signature, **({"options": self.options} if self.options else {})}
+        lines = [header, *([{"meta": meta}] if meta else []), *({"record": r} for r in kept)]
         self._records = len(kept)
         with replacing(self.path) as temp:
             temp.write_text("".join(json.dumps(item) + "\n" for item in lines))
