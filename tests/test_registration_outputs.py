@@ -230,6 +230,29 @@ def test_cli_moving_labels_are_warped_with_their_ids_and_a_rerun_without_them_re
     assert "labels_warped.tif is not an earlier output of promptseg register" in capsys.readouterr().err
 
 
+def test_cli_moving_labels_take_a_grey_jpeg_mask_as_oneshot_and_the_library_do(birl_half, tmp_path, capsys):
+    """A mask saved as a grey JPEG in three channels (as GlaS's and Kvasir's masks are) was refused by --moving-labels
+    as 'a colour image', although `oneshot --reference-mask` and `library add --mask` take the same file: it is
+    read as they read it now (thresholded at 127: one object, id 1, no JPEG noise ids) and lands on the fixed
+    image's objects."""
+    import imageio.v3 as iio
+
+    images = {role: tifffile.imread(birl_half[role]) for role in ("fixed", "moving")}
+    objects = {role: image.mean(-1) < 200 for role, image in images.items()}
+    mask = tmp_path / "moving mask.jpg"
+    grey = np.where(objects["moving"], 255, 0).astype(np.uint8)
+    iio.imwrite(mask, np.dstack([grey] * 3), quality=75)
+    assert len(np.unique(read_image(mask))) > 2  # compression left values between 0 and 255
+    out = tmp_path / "out"
+    args = ["register", str(birl_half["fixed"]), str(birl_half["moving"]), "-o", str(out), "--method", "intensity"]
+    assert main([*args, "--moving-labels", str(mask)]) == 0, capsys.readouterr().err
+    assert "1 of 1 ids inside the fixed image" in capsys.readouterr().out
+    warped = tifffile.imread(out / "labels_warped.tif")
+    assert warped.dtype == np.uint8 and set(np.unique(warped)) == {0, 1}
+    dice = 2 * ((warped > 0) & objects["fixed"]).sum() / ((warped > 0).sum() + objects["fixed"].sum())
+    assert dice > 0.95, dice
+
+
 def test_cli_moving_annotations_land_on_the_fixed_objects_with_their_properties(birl_half, tmp_path, capsys):
     """--moving-annotations (GeoJSON as QuPath exports it: a list of features): the outlines of the moving image's
     objects land on the fixed image's objects, the landmarks as a MultiPoint land where landmarks_warped.csv puts

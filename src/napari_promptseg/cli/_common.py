@@ -508,6 +508,21 @@ def _remove_stale_outputs(args: argparse.Namespace, records: Sequence[dict]) -> 
                 record.setdefault("warnings", []).append(f"removed {path.name} of an earlier run")
 
 
+def _mask_file_labels(mask: np.ndarray, path: Path, name: str) -> np.ndarray:
+    """A mask or label image as read from the file ``path``, as 2D ids: a JPEG's thresholded at 127 (compression
+    blurs its edges and adds faint values; masks such as GlaS's and Kvasir's are grey JPEGs in three channels), as
+    one binary object; any other as :func:`..io.images.label_image_2d` reads it (a grey RGB image's first channel, a
+    colour label image's colours as ids)."""
+    import numpy as np
+
+    from ..io.images import label_image_2d
+
+    mask = np.asarray(mask)
+    if mask.dtype == np.uint8 and path.suffix.lower() in (".jpg", ".jpeg"):
+        return (mask[..., 0] if mask.ndim == 3 else mask) > 127
+    return label_image_2d(mask, name)
+
+
 def _reference_labels(
     mask: np.ndarray,
     image: np.ndarray,
@@ -523,7 +538,6 @@ def _reference_labels(
     ``options`` are the subcommand's names for the image and its mask."""
     import numpy as np
 
-    from ..io.images import label_image_2d
     from ..models.preprocessing import as_channels_last, read_axes
 
     shape = np.shape(image)
@@ -534,11 +548,7 @@ def _reference_labels(
             "objects as its own file, or give --channel-axis if an axis holds channels"
         )
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=f"{options[0]} {image_path}")
-    mask = np.asarray(mask)
-    if mask.dtype == np.uint8 and path.suffix.lower() in (".jpg", ".jpeg"):
-        mask = (mask[..., 0] if mask.ndim == 3 else mask) > 127
-    else:
-        mask = label_image_2d(mask, f"{options[1]} {path}")
+    mask = _mask_file_labels(mask, path, f"{options[1]} {path}")
     h, w = hwc.shape[:2]
     if mask.shape != (h, w):
         size = f"{mask.shape[1]} x {mask.shape[0]} px" if mask.ndim == 2 else f"an array of shape {mask.shape}"

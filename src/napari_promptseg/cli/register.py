@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import PromptsegError
-from ._common import _make_output_dir, _mean_or_none, _own_report, _print_progress, _write_report
+from ._common import (
+    _make_output_dir,
+    _mask_file_labels,
+    _mean_or_none,
+    _own_report,
+    _print_progress,
+    _write_report,
+)
 
 if TYPE_CHECKING:
     from ..io.multiscale import PyramidLevel
@@ -447,10 +454,11 @@ def _checked_labels(path: Path, moving_shape: tuple[int, ...], channel_axis: int
     """--moving-labels read and checked against the moving image: 2D, integer or boolean, its height and width."""
     from ..io import read_image
 
-    labels = np.asarray(read_image(path))
+    # as oneshot's and the library's masks: a JPEG mask thresholded, a grey RGB one its first channel, colours ids
+    labels = _mask_file_labels(read_image(path), path, f"--moving-labels {path}")
+    if labels.dtype == bool:  # a JPEG mask: one object, id 1 (labels_warped.tif is an integer label image)
+        labels = labels.astype(np.uint8)
     spatial = _spatial_shape(moving_shape, channel_axis)
-    if labels.ndim == 3 and labels.shape[-1] in (3, 4) and labels.shape[:2] == spatial[:2]:
-        raise PromptsegError(f"--moving-labels {path}: a colour image (shape {labels.shape}); give a label image")
     if labels.ndim != 2:
         raise PromptsegError(f"--moving-labels {path}: shape {labels.shape}, not a 2D label image")
     if labels.dtype.kind not in "uib":
