@@ -159,8 +159,11 @@ def test_cli_text_answers_from_the_library_and_reports_the_route(shared_data, tm
     assert (
         report["reason"] == f"no GroundingDINO weights; no CLIPSeg weights; the reference library answers ({library})"
     )
+    (entry,) = ReferenceLibrary.open(library).entries
     for record, (image_path, mask_path) in zip(report["images"], targets, strict=True):
         assert record["reason"].endswith("used library entry 'lung' (similarity 1.00)")
+        # by id too: entries may share a name ('lung' saved twice), and `library remove` wants the id then
+        assert record["library_entries"] == [{"id": entry.id, "name": "lung", "similarity": 1.0}]
         labels = tifffile.imread(out / f"{image_path.stem}.tif")
         assert dice(labels > 0, read_mask(mask_path)) > 0.88  # measured 0.95
     assert "used library entry 'lung'" in capsys.readouterr().out

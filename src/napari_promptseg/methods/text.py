@@ -77,9 +77,14 @@ class TextResult:
         return level_placement(self.heatmap_factor)
 
     def summary(self) -> dict:
+        # the library entries by id: the reason names them by name, which several entries may share
+        entries = [
+            {"id": m.entry.id, "name": m.entry.name, "similarity": round(float(m.similarity), 4)} for m in self.matches
+        ]
         return {
             "route": self.route,
             "reason": self.reason,
+            **({"library_entries": entries} if entries else {}),
             "prompt": self.prompt,
             "model_prompts": self.model_prompts,
             "objects": int(len(self.phrases)),
