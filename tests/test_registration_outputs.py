@@ -230,6 +230,32 @@ def test_cli_moving_labels_are_warped_with_their_ids_and_a_rerun_without_them_re
     assert "labels_warped.tif is not an earlier output of promptseg register" in capsys.readouterr().err
 
 
+def test_cli_landmarks_listed_in_another_order_pair_by_their_index_column(birl_half, tmp_path, capsys):
+    """The moving landmarks sorted by X in a spreadsheet (each row keeps its index): they paired by row, so the TRE
+    compared unrelated points (after: 100+ px for a registration that is right within 2 px) without a word. They
+    pair by the index column now, said, and landmarks_warped.csv keeps the moving file's rows in its order."""
+    rows = list(csv.reader(birl_half["lm_moving"].read_text().splitlines()))
+    shuffled = tmp_path / "moving sorted by X.csv"
+    with open(shuffled, "w", newline="") as fh:
+        csv.writer(fh).writerows([rows[0], *sorted(rows[1:], key=lambda r: float(r[1]))])
+    assert [r[0] for r in csv.reader(shuffled.read_text().splitlines())][1:] != [r[0] for r in rows[1:]]
+    out = tmp_path / "out"
+    args = ["register", str(birl_half["fixed"]), str(birl_half["moving"]), "-o", str(out), "--method", "intensity"]
+    lm = ["--landmarks-fixed", str(birl_half["lm_fixed"]), "--landmarks-moving"]
+    assert main([*args, *lm, str(shuffled)]) == 0
+    assert "landmarks paired by their index column" in capsys.readouterr().err
+    after = json.loads((out / "report.json").read_text())["landmarks"]["after"]["tre_mean"]
+    assert main([*args, "-o", str(tmp_path / "in order"), *lm, str(birl_half["lm_moving"])]) == 0
+    in_order = json.loads((tmp_path / "in order" / "report.json").read_text())["landmarks"]["after"]["tre_mean"]
+    assert after == pytest.approx(in_order, abs=1e-6) and after < 3.0, (after, in_order)
+    warped = list(csv.reader((out / "landmarks_warped.csv").read_text().splitlines()))
+    assert [r[0] for r in warped] == [r[0] for r in csv.reader(shuffled.read_text().splitlines())]  # its order
+    fixed_rows = list(csv.reader(birl_half["lm_fixed"].read_text().splitlines()))[1:]
+    fixed_by_index = {r[0]: np.array([float(r[1]), float(r[2])]) for r in fixed_rows}
+    errors = [np.linalg.norm(np.array([float(r[1]), float(r[2])]) - fixed_by_index[r[0]]) for r in warped[1:]]
+    assert np.mean(errors) == pytest.approx(after, abs=0.01)
+
+
 def test_cli_moving_labels_take_a_grey_jpeg_mask_as_oneshot_and_the_library_do(birl_half, tmp_path, capsys):
     """A mask saved as a grey JPEG in three channels (as GlaS's and Kvasir's masks are) was refused by --moving-labels
     as 'a colour image', although `oneshot --reference-mask` and `library add --mask` take the same file: it is

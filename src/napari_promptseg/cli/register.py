@@ -34,7 +34,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     from ..io.annotations import read_annotations, write_annotations
     from ..io.images import REGISTER_MARKER, is_own_output
-    from ..io.landmarks import paired_landmarks, read_landmarks, write_landmarks
+    from ..io.landmarks import index_order, paired_landmarks, read_landmarks, write_landmarks
     from ..io.multiscale import moved_channel_position
     from ..methods.registration import (
         RegistrationOptions,
@@ -122,6 +122,12 @@ def cmd_register(args: argparse.Namespace) -> int:
                 f"{n_moving}; pass --truncate-landmarks to compare the first {min(n_fixed, n_moving)} points"
             )
         landmarks = paired_landmarks(lm_fixed, lm_moving, allow_truncate=args.truncate_landmarks)
+        if index_order(lm_fixed, lm_moving) is not None:  # said: ANHIR pairs by row
+            print(
+                f"landmarks paired by their index column: {args.landmarks_moving} lists them in another order than "
+                f"{args.landmarks_fixed}",
+                file=sys.stderr,
+            )
         for points, path, image in (
             (lm_fixed, args.landmarks_fixed, fixed),
             (lm_moving, args.landmarks_moving, moving),
@@ -205,13 +211,10 @@ def cmd_register(args: argparse.Namespace) -> int:
         return result.moving_points_to_fixed(xy, moving_factors=moving_at.factors, fixed_factors=fixed_at.factors)
 
     if landmarks is not None:
-        fixed_xy, moving_xy = landmarks
+        fixed_xy, moving_xy = landmarks  # paired: in the fixed file's order
         mapped = to_fixed(moving_xy)
-        full = lm_moving.xy.copy()
-        full[: len(mapped)] = mapped
-        if len(full) > len(mapped):  # unpaired extra points are mapped too: the file keeps every input row
-            full[len(mapped) :] = to_fixed(lm_moving.xy[len(mapped) :])
-        warped_csv = write_landmarks(args.output / "landmarks_warped.csv", lm_moving.with_xy(full))
+        # every row of the moving file, in its order (unpaired extra points too): the file keeps every input row
+        warped_csv = write_landmarks(args.output / "landmarks_warped.csv", lm_moving.with_xy(to_fixed(lm_moving.xy)))
         diagonal = image_diagonal(np.multiply(result.deformation.fixed_shape, fixed_at.factors))  # full resolution
         record = {
             "landmarks_fixed": str(args.landmarks_fixed),

@@ -145,13 +145,18 @@ def write_landmarks(path: str | Path, landmarks: Landmarks | np.ndarray, *, deci
 def paired_landmarks(
     fixed: Landmarks | np.ndarray, moving: Landmarks | np.ndarray, *, allow_truncate: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The corresponding points of two landmark sets.
+    """The corresponding points of two landmark sets, in the fixed set's order.
 
-    Different counts are an error unless ``allow_truncate`` (BIRL's rat-kidney pair has 71 vs 69 points of which
-    only the first min(n) correspond, as in ANHIR's evaluation).
+    Points pair by row, as in ANHIR, unless both are CSV files whose index columns name the same points in another
+    order (one file sorted by X in a spreadsheet): then they pair by that index. Different counts are an error
+    unless ``allow_truncate`` (BIRL's rat-kidney pair has 71 vs 69 points of which only the first min(n)
+    correspond, as in ANHIR's evaluation).
     """
     a = fixed.xy if isinstance(fixed, Landmarks) else np.asarray(fixed, dtype=np.float64)
     b = moving.xy if isinstance(moving, Landmarks) else np.asarray(moving, dtype=np.float64)
+    order = index_order(fixed, moving)
+    if order is not None:
+        b = b[order]
     for name, arr in (("fixed", a), ("moving", b)):
         if arr.ndim != 2 or arr.shape[1] != 2:
             raise PromptsegError(f"{name} landmarks must be (N, 2) x, y; got shape {arr.shape}")
@@ -164,3 +169,17 @@ def paired_landmarks(
         n = min(len(a), len(b))
         a, b = a[:n], b[:n]
     return a, b
+
+
+def index_order(fixed: Landmarks | np.ndarray, moving: Landmarks | np.ndarray) -> np.ndarray | None:
+    """The rows of ``moving`` in the order of ``fixed``'s, when both carry an index column (ANHIR's first column)
+    naming the same points, each once, in another order; else None (pair by row)."""
+    if not (isinstance(fixed, Landmarks) and isinstance(moving, Landmarks)):
+        return None
+    a, b = fixed.index, moving.index
+    if len(a) != len(fixed) or len(b) != len(moving) or a == b:
+        return None
+    if len(set(a)) != len(a) or set(a) != set(b):
+        return None
+    row = {name: i for i, name in enumerate(b)}
+    return np.array([row[name] for name in a])
