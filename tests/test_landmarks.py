@@ -36,6 +36,28 @@ def test_csv_round_trip_keeps_columns_and_index(kidney, tmp_path):
     assert back.index == original.index
 
 
+def test_a_spreadsheets_semicolon_csv_with_decimal_commas_is_read_and_written_back_alike(kidney, tmp_path):
+    """BIRL landmarks opened and saved by a spreadsheet in a locale with decimal commas (German, French...): cells
+    separated by ';', '144,5' for 144.5. Refused as 'CSV header must contain X and Y columns, got [';X;Y']'; read now,
+    and landmarks_warped.csv is written back the same way, so the same spreadsheet opens it."""
+    original = read_landmarks(kidney / "Rat-Kidney_HE.csv")
+    pairs = list(zip(original.index, original.xy, strict=True))
+    rows = [";X;Y"] + [f"{i};{x + 0.5:g};{y:g}".replace(".", ",") for i, (x, y) in pairs]
+    path = tmp_path / "Rat-Kidney_HE (Excel).csv"
+    path.write_text("\r\n".join(rows) + "\r\n", encoding="utf-8-sig")
+    read = read_landmarks(path)
+    np.testing.assert_allclose(read.xy, original.xy + [0.5, 0])
+    assert read.index == original.index
+    out = write_landmarks(tmp_path / "warped.csv", read.with_xy(read.xy + [0.25, 0]))
+    lines = out.read_text().splitlines()
+    assert lines[0] == ";X;Y" and lines[1] == "1;63,75;309"
+    np.testing.assert_allclose(read_landmarks(out).xy, original.xy + [0.75, 0])
+    # a tab-separated copy with decimal points, as another spreadsheet saves it
+    tabbed = tmp_path / "tabbed.csv"
+    tabbed.write_text("\tX\tY\n" + "".join(f"{i}\t{x}\t{y}\n" for i, (x, y) in pairs))
+    np.testing.assert_allclose(read_landmarks(tabbed).xy, original.xy)
+
+
 def test_pts_round_trip(tmp_path):
     xy = np.array([[1.5, 2.0], [300.25, 17.75]])
     path = write_landmarks(tmp_path / "p.pts", xy)

@@ -32,6 +32,9 @@ class Landmarks:
     pts_kind: str = "point"
     #: each CSV data row's cells as read (Z, a name, a comment...): written back with only X and Y replaced
     rows: tuple[tuple[str, ...], ...] = field(default=())
+    #: the CSV's delimiter, and whether its numbers have a decimal comma (a spreadsheet's in many locales: "1;12,5;7")
+    delimiter: str = ","
+    decimal_comma: bool = False
 
     def __len__(self) -> int:
         return int(len(self.xy))
@@ -58,7 +61,11 @@ def read_landmarks(path: str | Path) -> Landmarks:
 
 
 def _parse_csv(text: str, path: Path) -> Landmarks:
-    rows = [row for row in csv.reader(text.splitlines()) if any(cell.strip() for cell in row)]
+    lines = text.splitlines()
+    first = next((line for line in lines if line.strip()), "")
+    # a spreadsheet saved in a locale with decimal commas separates its cells with ';' (or a tab)
+    delimiter = next((d for d in (";", "\t") if d in first and "," not in first), ",")
+    rows = [row for row in csv.reader(lines, delimiter=delimiter) if any(cell.strip() for cell in row)]
     if not rows:
         raise PromptsegError(f"{path}: empty landmark file")
     header = tuple(cell.strip() for cell in rows[0])
@@ -67,17 +74,27 @@ def _parse_csv(text: str, path: Path) -> Landmarks:
         raise PromptsegError(f"{path}: CSV header must contain X and Y columns, got {list(header)}")
     ix, iy = upper.index("X"), upper.index("Y")
     has_index = ix > 0 and upper[0] not in ("X", "Y")
+    decimal_comma = delimiter != "," and any("," in row[i] for row in rows[1:] for i in (ix, iy) if i < len(row))
     xy, index = [], []
     for line_no, row in enumerate(rows[1:], start=2):
         try:
-            xy.append((float(row[ix]), float(row[iy])))
+            x, y = (row[ix].replace(",", "."), row[iy].replace(",", ".")) if decimal_comma else (row[ix], row[iy])
+            xy.append((float(x), float(y)))
         except (IndexError, ValueError) as exc:
             raise PromptsegError(f"{path}: line {line_no}: cannot read X, Y from {row}") from exc
         if has_index:
             index.append(row[0].strip())
     arr = _check_xy(np.asarray(xy, dtype=np.float64).reshape(-1, 2), path)
     cells = tuple(tuple(row) for row in rows[1:])
-    return Landmarks(xy=arr, format="csv", header=header, index=tuple(index), rows=cells)
+    return Landmarks(
+        xy=arr,
+        format="csv",
+        header=header,
+        index=tuple(index),
+        rows=cells,
+        delimiter=delimiter,
+        decimal_comma=decimal_comma,
+    )
 
 
 def _parse_pts(text: str, path: Path) -> Landmarks:
@@ -128,7 +145,8 @@ def write_landmarks(path: str | Path, landmarks: Landmarks | np.ndarray, *, deci
     # the columns other than X and Y (index, Z, name...) as read, when this is the file's own layout
     copied = landmarks.rows if header == landmarks.header and len(landmarks.rows) == len(xy) else None
     with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")  # as the .pts files, and as ANHIR's own CSVs end their lines
+        # lines end as the .pts files' and ANHIR's own CSVs do; cells and decimals as the file read (a spreadsheet's)
+        writer = csv.writer(fh, delimiter=landmarks.delimiter, lineterminator="\n")
         writer.writerow(header)
         for i, (x, y) in enumerate(xy):
             if copied is not None:
@@ -137,7 +155,7 @@ def write_landmarks(path: str | Path, landmarks: Landmarks | np.ndarray, *, deci
                 row = [""] * len(header)
                 if ix > 0:
                     row[0] = index[i]
-            row[ix], row[iy] = f"{x:g}", f"{y:g}"
+            row[ix], row[iy] = (f"{v:g}".replace(".", ",") if landmarks.decimal_comma else f"{v:g}" for v in (x, y))
             writer.writerow(row)
     return path
 
