@@ -186,6 +186,9 @@ def _output_lock(args: argparse.Namespace) -> Iterator[None]:
     except OSError:
         yield
         return
+    if not os.access(output, os.W_OK | os.X_OK):  # a read-only folder: the subcommand says so, not 'another run'
+        yield
+        return
     try:
         lock.acquire(timeout=0)
     except Timeout:
