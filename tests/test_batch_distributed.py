@@ -708,3 +708,27 @@ def test_a_refused_resume_names_the_options_that_changed(inputs, tmp_path, capsy
     Journal(tmp_path / "old", signature_of(before)).start([], {})
     with pytest.raises(PromptsegError, match=r"other subcommand or options"):
         Journal(tmp_path / "old", signature_of(now), now).previous()
+
+
+def test_a_resume_in_a_moved_output_folder_keeps_its_work(inputs, tmp_path, capsys):
+    """The disk filled up, the user moved the half-done -o folder to a larger one and resumed there: every image was
+    made again (its records named the files in the old folder, which no longer existed). Now the files are found
+    under their names in the folder resumed, kept, and the report names them there."""
+    import shutil
+
+    first, moved = tmp_path / "small disk" / "out", tmp_path / "large disk" / "out"
+    assert run(inputs[:2], first, "--scheduler", "none", "--overlay") == 0
+    moved.parent.mkdir()
+    shutil.move(first, moved)
+    stamps = {path: path.stat().st_mtime_ns for path in moved.iterdir()}
+    capsys.readouterr()
+    assert run(inputs, moved, "--scheduler", "none", "--overlay", "--resume") == 0
+    assert f"resuming: 2 of {N_INPUTS} input(s) already done in {moved}" in capsys.readouterr().err
+    assert {path: path.stat().st_mtime_ns for path in stamps if path.suffix != ".json"} == {
+        path: stamp for path, stamp in stamps.items() if path.suffix != ".json"
+    }  # kept, not made again
+    report = report_of(moved)
+    assert report["batch"]["resumed"] == 2
+    for record in report["images"]:
+        assert Path(record["output"]).parent == moved and Path(record["overlay"]).parent == moved
+        assert Path(record["output"]).is_file()

@@ -133,6 +133,22 @@ def input_digest(path: str | os.PathLike) -> str:
         return "unreadable"
 
 
+def moved_with_output(record: dict, output: Path) -> dict:
+    """``record`` of an earlier run with its files named in ``output``, the folder being resumed, when it names them
+    in another folder: that run's -o, since moved (to a larger disk when the first filled up) or copied. A file
+    is taken from ``output`` under its name; one that is not there keeps its path (an OME-Zarr input's labels are
+    written into the input, not into -o). Otherwise every image of a moved folder was made again."""
+    moved = {}
+    for key in ("output", "overlay"):
+        recorded = record.get(key)
+        if not recorded or Path(recorded).parent == output:
+            continue
+        here = output / Path(recorded).name
+        if here.exists():
+            moved[key] = str(here)
+    return {**record, **moved} if moved else record
+
+
 def is_done(record: dict, path: str | os.PathLike | None = None) -> bool:
     """A finished input: segmented (objects or none), every file it names still there (an OME-Zarr labels
     output is a directory), and, given its ``path``, the input's contents as they were (a record without their
