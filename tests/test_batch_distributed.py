@@ -732,3 +732,29 @@ def test_a_resume_in_a_moved_output_folder_keeps_its_work(inputs, tmp_path, caps
     for record in report["images"]:
         assert Path(record["output"]).parent == moved and Path(record["overlay"]).parent == moved
         assert Path(record["output"]).is_file()
+
+
+def test_a_resume_after_the_input_folder_moved_keeps_the_images_of_the_same_contents(inputs, tmp_path, capsys):
+    """The inputs moved (another disk, or the share mounted elsewhere on a cluster node) between a killed or finished
+    run and its --resume: every image was made again, the records being kept by input path. An input of the same
+    name and the same contents now keeps its record; one whose pixels changed is made again."""
+    import shutil
+
+    old, new = tmp_path / "scans", tmp_path / "moved scans"
+    old.mkdir()
+    for path in inputs[:3]:
+        shutil.copy(path, old / path.name)
+    out = tmp_path / "out"
+    assert run(sorted(old.iterdir()), out, "--scheduler", "none") == 0
+    shutil.move(old, new)
+    changed = new / inputs[2].name
+    tifffile.imwrite(changed, tifffile.imread(changed)[::-1].copy())  # other pixels under the same name
+    stamps = {path: path.stat().st_mtime_ns for path in out.glob("*.tif")}
+    capsys.readouterr()
+    assert run(sorted(new.iterdir()), out, "--scheduler", "none", "--resume") == 0
+    assert f"resuming: 2 of 3 input(s) already done in {out}" in capsys.readouterr().err
+    remade = out / f"{inputs[2].stem}.tif"
+    assert {p: p.stat().st_mtime_ns for p in stamps if p != remade} == {p: s for p, s in stamps.items() if p != remade}
+    assert remade.stat().st_mtime_ns != stamps[remade]
+    report = report_of(out)
+    assert [Path(r["input"]) for r in report["images"]] == sorted(new.iterdir()) and report["batch"]["resumed"] == 2

@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CancelledError, NothingFoundError, PromptsegError, WeightsError
-from .journal import Journal, input_digest, is_done, moved_with_output, run_options, signature_of
+from .journal import (
+    Journal,
+    input_digest,
+    is_done,
+    moved_inputs,
+    moved_with_output,
+    run_options,
+    signature_of,
+)
 from .progress import BatchProgress, StepLine
 
 #: ``--scheduler`` when not given: this variable, else ``local`` for several inputs and ``none`` for one
@@ -252,7 +260,7 @@ def run_batch(
     options = run_options(args)
     journal = Journal(output, signature_of(options), options) if output is not None else None
     previous, meta = journal.previous() if (journal is not None and resume) else ({}, {})
-    previous = {key: moved_with_output(record, output) for key, record in previous.items()}
+    previous = {key: moved_with_output(record, output) for key, record in moved_inputs(previous, paths).items()}
     kept = {str(p): previous[str(p)] for p in paths if str(p) in previous and is_done(previous[str(p)], p)}
     todo = [p for p in paths if str(p) not in kept]
     mode = resolve_scheduler(scheduler, len(todo))

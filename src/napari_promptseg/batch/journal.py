@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import PromptsegError
@@ -147,6 +148,27 @@ def moved_with_output(record: dict, output: Path) -> dict:
         if here.exists():
             moved[key] = str(here)
     return {**record, **moved} if moved else record
+
+
+def moved_inputs(previous: dict[str, dict], paths: Sequence[Path]) -> dict[str, dict]:
+    """``previous`` (records by input) with the records of inputs since moved under the new paths: an input of
+    ``paths`` that has no record of its own takes the record of an input of the same name that is not among
+    ``paths`` and held the same contents (its ``input_digest``): the folder was moved, or is mounted elsewhere on
+    another machine. Otherwise every image of a moved input folder was made again."""
+    given = {str(p) for p in paths}
+    by_name: dict[str, list[dict]] = {}
+    for key, record in previous.items():
+        if key not in given and record.get("input_digest"):
+            by_name.setdefault(Path(key).name, []).append(record)
+    found = {}
+    for path in paths:
+        candidates = by_name.get(Path(path).name) if str(path) not in previous else None
+        if candidates:
+            digest = input_digest(path)
+            match = next((r for r in candidates if r["input_digest"] == digest), None)
+            if match is not None:
+                found[str(path)] = {**match, "input": str(path)}
+    return {**previous, **found}
 
 
 def is_done(record: dict, path: str | os.PathLike | None = None) -> bool:
