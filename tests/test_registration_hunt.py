@@ -322,3 +322,39 @@ def test_a_cancel_stops_the_simpleitk_stages_at_their_next_iteration(shared_data
     whole_stage = stage["done"] - stage["intensity"]
     # 0.26 s against 1.5 s here (load 3-6); a user's Cancel acted after the whole stage (7 s)
     assert elapsed < 0.5 * whole_stage, (elapsed, whole_stage)
+
+
+@pytest.mark.parametrize("kind", ["ome.zarr", "ome.tif"])
+def test_a_two_channel_pyramid_is_registered_by_its_named_channels(sample, tmp_path, capsys, kind):
+    """A 2-channel OME-Zarr or pyramidal OME-TIFF (C, Y, X named by the file, read channels last) was refused as
+    'a stack: pick one plane first'; now its channels are registered as a Fiji composite's are."""
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image
+
+    fixed, moving, lf, lm = sample
+
+    def two_channels(rgb: np.ndarray, path: Path) -> Path:
+        cyx = np.ascontiguousarray(np.stack([rgb[..., 0], rgb[..., 2]]))
+        if kind == "ome.zarr":
+            root = zarr.open_group(str(path), mode="w", zarr_format=2)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                write_image(cyx, root, axes="cyx", fmt=FormatV04(), scale_factors=[2])
+        else:
+            with tifffile.TiffWriter(path, bigtiff=True) as tif:
+                tif.write(cyx, subifds=1, tile=(128, 128), metadata={"axes": "CYX"})
+                tif.write(cyx[:, ::2, ::2], subfiletype=1, tile=(128, 128))
+        return path
+
+    files = {
+        "fixed": two_channels(fixed, tmp_path / f"fixed.{kind}"),
+        "moving": two_channels(moving, tmp_path / f"moving.{kind}"),
+        "lm_fixed": write_landmarks(tmp_path / "fixed.csv", lf),
+        "lm_moving": write_landmarks(tmp_path / "moving.csv", lm),
+    }
+    out = tmp_path / "out"
+    landmarks = ["--landmarks-fixed", str(files["lm_fixed"]), "--landmarks-moving", str(files["lm_moving"])]
+    assert _cli(files, out, *landmarks, "--method", "intensity") == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["landmarks"]["after"]["tre_mean"] < 3 < report["landmarks"]["before"]["tre_mean"], report
+    assert tifffile.imread(out / "moving_warped.tif").shape == (*moving.shape[:2], 2)

@@ -88,15 +88,17 @@ def cmd_register(args: argparse.Namespace) -> int:
     )
     annotations = None if args.moving_annotations is None else read_annotations(args.moving_annotations)
     t0 = time.perf_counter()
-    (fixed, fixed_at), (moving, moving_at) = (
+    (fixed, fixed_at, fixed_channels), (moving, moving_at, moving_channels) = (
         _registered_level(p, args.channel_axis) for p in (args.fixed, args.moving)
     )
     fixed_moved, moving_moved = (
         None if args.channel_axis is not None else moved_channel_position(path, image)
         for path, image in ((args.fixed, fixed), (args.moving, moving))
     )
-    # a Fiji composite's channels, named by its file, were read last (as every command reads them): registered there
-    channel_axis = -1 if fixed_moved is not None or moving_moved is not None else args.channel_axis
+    # a Fiji composite's or a pyramid's channels, named by its file, were read last (as every command reads them):
+    # registered there
+    named_last = fixed_moved is not None or moving_moved is not None or fixed_channels or moving_channels
+    channel_axis = -1 if named_last and args.channel_axis is None else args.channel_axis
     moving_labels = None
     if args.moving_labels is not None:
         moving_axis = pair_channel_axis(moving.shape, channel_axis)
@@ -351,22 +353,23 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
-def _registered_level(path: Path, channel_axis: int | None) -> tuple[object, PyramidLevel]:
-    """The input at full resolution (lazily for a pyramid) and the plane register reads, with its factors along
-    (rows, columns): an OME-Zarr or pyramidal TIFF's coarsest level with :data:`~..io.multiscale.REGISTER_SIDE` px
-    along its longest side (only that level is read: a slide's full resolution peaked at 4.6 GB), any other image
-    whole (a Fiji composite by its named axes, channels last, as the other commands read it)."""
+def _registered_level(path: Path, channel_axis: int | None) -> tuple[object, PyramidLevel, bool]:
+    """The input at full resolution (lazily for a pyramid), the plane register reads, with its factors along
+    (rows, columns), and whether that plane is a pyramid's with the channels its file names, read last: an OME-Zarr
+    or pyramidal TIFF's coarsest level with :data:`~..io.multiscale.REGISTER_SIDE` px along its longest side (only
+    that level is read: a slide's full resolution peaked at 4.6 GB), any other image whole (a Fiji composite by its
+    named axes, channels last, as the other commands read it)."""
     from ..io.multiscale import REGISTER_SIDE, PyramidLevel, is_lazy_image, open_multiscale, read_image_named
 
     if not is_lazy_image(path):
         image = read_image_named(path, channel_axis)  # says what is wrong with a folder that is not an image
-        return image, PyramidLevel(0, image, np.ones(2))
+        return image, PyramidLevel(0, image, np.ones(2)), False
     pyramid = open_multiscale(path)
     image = pyramid.levels[0]
     if pyramid.stack_axis is not None:  # register() refuses it by its shape: nothing to choose
-        return image, PyramidLevel(0, image, np.ones(2))
+        return image, PyramidLevel(0, image, np.ones(2)), False
     index, array, factors = pyramid.level_for_side(REGISTER_SIDE)
-    return image, PyramidLevel(index, array, factors[-2:])  # (rows, columns)
+    return image, PyramidLevel(index, array, factors[-2:]), pyramid.axes.endswith("c")  # factors: (rows, columns)
 
 
 def _checked_prompts(given: list[str]) -> list[str]:
