@@ -143,6 +143,25 @@ def test_register_cli_reads_fiji_composites_by_their_named_axes(shared_data, tmp
     assert named.shape == (2, *moving_gray.shape) and np.array_equal(named, given)
 
 
+def test_register_cli_reads_an_rgba_png_beside_a_fiji_composite_as_rgb(shared_data, tmp_path, capsys):
+    """A Fiji composite beside an RGBA PNG: the composite's channel axis was applied to the PNG too, which was
+    refused as '4 channels on axis -1: registration takes up to 3' (alone it registers as RGB); now it is RGB."""
+    from skimage.io import imsave
+
+    d = _birl(shared_data)
+    fixed_gray = read_image(d["fixed"]).mean(-1).astype(np.uint8)
+    tifffile.imwrite(
+        tmp_path / "fixed.tif", np.stack([fixed_gray, 255 - fixed_gray // 2]), imagej=True, metadata={"axes": "CYX"}
+    )
+    moving = read_image(d["moving"])
+    imsave(tmp_path / "moving.png", np.dstack([moving, np.full(moving.shape[:2], 255, np.uint8)]))
+    out = tmp_path / "out"
+    code = main(["register", str(tmp_path / "fixed.tif"), str(tmp_path / "moving.png"), "-o", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert tifffile.imread(out / "moving_warped.tif").shape == (*fixed_gray.shape, 3)
+    assert json.loads((out / "report.json").read_text())["quality"]["verdict"] == "good"
+
+
 def test_register_cli_refuses_landmark_count_mismatch(shared_data, tmp_path, capsys):
     d = _birl(shared_data)
     code = main(

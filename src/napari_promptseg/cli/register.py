@@ -99,6 +99,12 @@ def cmd_register(args: argparse.Namespace) -> int:
     # registered there
     named_last = fixed_moved is not None or moving_moved is not None or fixed_channels or moving_channels
     channel_axis = -1 if named_last and args.channel_axis is None else args.channel_axis
+    if channel_axis == -1 and args.channel_axis is None:
+        # the other image's channel axis is not this one's: an RGBA image is RGB, as when registered alone
+        if not (fixed_moved is not None or fixed_channels):
+            fixed, fixed_at = _without_alpha(fixed), fixed_at._replace(array=_without_alpha(fixed_at.array))
+        if not (moving_moved is not None or moving_channels):
+            moving, moving_at = _without_alpha(moving), moving_at._replace(array=_without_alpha(moving_at.array))
     moving_labels = None
     if args.moving_labels is not None:
         moving_axis = pair_channel_axis(moving.shape, channel_axis)
@@ -370,6 +376,11 @@ def _registered_level(path: Path, channel_axis: int | None) -> tuple[object, Pyr
         return image, PyramidLevel(0, image, np.ones(2)), False
     index, array, factors = pyramid.level_for_side(REGISTER_SIDE)
     return image, PyramidLevel(index, array, factors[-2:]), pyramid.axes.endswith("c")  # factors: (rows, columns)
+
+
+def _without_alpha(image: object) -> object:
+    """An RGBA image's RGB (its alpha is not a channel to register); any other image as it is."""
+    return image[..., :3] if np.ndim(image) == 3 and np.shape(image)[-1] == 4 else image
 
 
 def _checked_prompts(given: list[str]) -> list[str]:
