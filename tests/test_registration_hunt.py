@@ -358,3 +358,14 @@ def test_a_two_channel_pyramid_is_registered_by_its_named_channels(sample, tmp_p
     report = json.loads((out / "report.json").read_text())
     assert report["landmarks"]["after"]["tre_mean"] < 3 < report["landmarks"]["before"]["tre_mean"], report
     assert tifffile.imread(out / "moving_warped.tif").shape == (*moving.shape[:2], 2)
+
+
+def test_register_takes_two_channels_last_as_segment_does(sample):
+    """register() refused (H, W, 2) images (what read_image gives for a 2-channel OME-Zarr) as 'a stack: pick one
+    plane first', while segment() reads them as two channels; now they are registered as two channels."""
+    fixed, moving, lf, lm = sample
+    two = [np.ascontiguousarray(image[..., [0, 2]]) for image in (fixed, moving)]
+    result = napari_promptseg.register(*two, options=AFFINE_ONLY)
+    mapped = result.moving_points_to_fixed(lm)
+    assert np.median(np.linalg.norm(mapped - lf, axis=1)) < 3 < np.median(np.linalg.norm(lm - lf, axis=1))
+    assert result.warp_image(two[1]).shape == two[1].shape

@@ -328,7 +328,10 @@ def check_pair(
     f, m = np.asarray(full_resolution(fixed)), np.asarray(full_resolution(moving))
 
     def is_plane(a: np.ndarray) -> bool:
-        return a.ndim == 2 or (a.ndim == 3 and (channel_axis is not None or a.shape[-1] in (1, 3, 4)))
+        # two channels last (an OME-Zarr's or a pyramidal TIFF's (Y, X, C)) as as_channels_last reads them: a stack
+        # of two planes would be (2, H, W)
+        two_last = a.shape[-1] == 2 and min(a.shape[:2]) >= 8
+        return a.ndim == 2 or (a.ndim == 3 and (channel_axis is not None or a.shape[-1] in (1, 3, 4) or two_last))
 
     if not (is_plane(f) and is_plane(m)):
         raise PromptsegError(
