@@ -233,6 +233,28 @@ def test_stack_segments_the_displayed_plane(make_viewer, qtbot, sample):
     wait_idle(qtbot, widget)
 
 
+def test_a_commit_asked_before_its_preview_is_done_on_its_plane_when_the_user_moves_on(make_viewer, qtbot, sample):
+    """Box, Shift-C at once, then the next plane (a stack's usual rhythm): the commit waited for the live preview,
+    which the plane change dropped, and nothing was committed, without a word. Now the boxed plane's objects are
+    committed, and the next plane gets nothing."""
+    image, truth, label, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    viewer.add_image(np.stack([image[::-1], image, image[:, ::-1]]), name="stack")
+    viewer.dims.set_current_step(0, 1)
+    widget = add_widget(viewer)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.new_prompt_layers()
+    shapes = widget.shapes_picker.layer()
+    shapes.add_rectangles(np.array([[1, r0, c0], [1, r0, c1], [1, r1, c1], [1, r1, c0]]))
+    press_key(viewer, COMMIT_KEY)  # before the preview (its timer has not even fired)
+    viewer.dims.set_current_step(0, 2)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    labels = viewer.layers[TARGET_NAME].data
+    assert dice(labels[1] == 1, truth == label) > MIN_DICE
+    assert not labels[0].any() and not labels[2].any()
+    assert len(shapes.data) == 0, "the committed box is removed"
+
+
 def test_plane_geometry_multichannel_and_rgb(make_viewer):
     viewer = make_viewer()
     channels = np.stack([np.full((20, 30), 5, np.uint8), np.arange(600, dtype=np.uint16).reshape(20, 30)])

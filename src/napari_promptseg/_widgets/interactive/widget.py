@@ -92,6 +92,10 @@ class InteractiveWidget(NewLayerActions, QWidget):
         self._last_commit_target: napari.layers.Labels | None = None  # what Ctrl+Z on a prompt layer undoes
         self._last_commit_steps = None  # the length of its undo history right after the commit
         self._commit_after_preview = False
+        # a commit's own preview (Shift-C before the preview came) is committed unless these changed meanwhile: the
+        # prompts (then the preview of the prompts as they are now is), or the image; not the plane shown
+        self._prompt_edits = 0
+        self._image_changes = 0
         self._shown_warnings: set[str] = set()
         self._connected: dict[str, napari.layers.Layer] = {}
         self._image_connected: napari.layers.Image | None = None
@@ -155,6 +159,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
         if self.image_picker.layer() is not None:
             return False
         self._version += 1  # a preview still on its way belongs to the image that is gone
+        self._image_changes += 1
         self._clear_preview()
         self._commit_after_preview = False
         self.runner.widget.note(NO_IMAGE)
@@ -184,6 +189,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
 
     def _on_image_options_changed(self, *_) -> None:
         self._version += 1  # a preview still on its way was made from the image (or channels) as they were
+        self._image_changes += 1
         self._commit_after_preview = False  # a commit asked for that preview is not one for the new image
         self._clear_preview()
         self._last_plane = None
@@ -266,6 +272,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
 
     def _on_prompts_edited(self, event=None) -> None:
         self._version += 1
+        self._prompt_edits += 1
         self._schedule_preview()
 
     def _schedule_preview(self) -> None:
@@ -416,7 +423,9 @@ class InteractiveWidget(NewLayerActions, QWidget):
 
         self.runner.submit("embed", f"embedding '{name}'", task, done, queue=True, repeat=True)
 
-    def _run_preview(self) -> None:
+    def _run_preview(self, for_commit: bool = False) -> None:
+        """The preview of the prompts on the plane shown; ``for_commit``: a commit's own, committed when it comes
+        (even once the user has moved to another plane) rather than shown only while its plane still is."""
         if self._no_image():
             return
         shapes, points = self.shapes_picker.layer(), self.points_picker.layer()
@@ -430,6 +439,8 @@ class InteractiveWidget(NewLayerActions, QWidget):
             if not prompts:
                 self._clear_preview()
                 self._commit_after_preview = False
+                if for_commit:
+                    show_warning("nothing to commit: draw a box or click a positive point on this plane")
                 return
             source = plane_source(image, geom)
             channels = self._channels()
@@ -440,6 +451,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
             return
         model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
         version, object_size = self._version, self.object_size
+        edits, image_changes = self._prompt_edits, self._image_changes
         target_geom = labels_geometry(source)
 
         def task(progress, cancel) -> tuple[SegmentationResult, LevelCrop | None]:
@@ -470,21 +482,32 @@ class InteractiveWidget(NewLayerActions, QWidget):
 
         def done(value: tuple[SegmentationResult, LevelCrop | None]) -> None:
             result, crop = value
-            if version != self._version:
-                return  # the prompts changed meanwhile; the preview for the newer prompts is on its way
+            shown_now = version == self._version  # else the prompts, the image or the plane shown changed meanwhile
+            if for_commit and (edits, image_changes) != (self._prompt_edits, self._image_changes):
+                # prompts edited since the commit was asked: the preview of the prompts as they are now is committed
+                # (none when the image changed: that preview would be of other pixels)
+                self._commit_after_preview = image_changes == self._image_changes
+                return
+            if not (shown_now or for_commit):
+                return  # the preview for the newer prompts or plane is on its way
             for message in result.warnings:
                 notify_once(message, self._shown_warnings)
             if crop is None:
-                self.preview = _Preview(geom, result.labels, version, prompts, shapes, points)
-                self._show_preview(geom, result.labels)
+                preview = _Preview(geom, result.labels, version, prompts, shapes, points)
+                shown = geom
             else:  # a whole slide: shown on its crop of the level segmented, committed on the labels level
                 labels, where = resample_crop(result.labels, crop, *source.labels_level())
-                self.preview = _Preview(target_geom, labels, version, prompts, shapes, points, where.offset)
-                self._show_preview(level_geometry(geom, crop, result.labels.shape), result.labels)
-            n = int(result.labels.max())
-            seconds = sum(result.timings.values())
-            self.runner.widget.set_message(f"preview: {n} object(s) in {seconds:.2f} s")
-            if self._commit_after_preview:
+                preview = _Preview(target_geom, labels, version, prompts, shapes, points, where.offset)
+                shown = level_geometry(geom, crop, result.labels.shape)
+            if shown_now:
+                self.preview = preview
+                self._show_preview(shown, result.labels)
+                n = int(result.labels.max())
+                seconds = sum(result.timings.values())
+                self.runner.widget.set_message(f"preview: {n} object(s) in {seconds:.2f} s")
+            if for_commit:
+                self._commit_preview(preview)
+            elif self._commit_after_preview:
                 self._commit_after_preview = False
                 self.commit()
 
@@ -493,6 +516,9 @@ class InteractiveWidget(NewLayerActions, QWidget):
             if version == self._version:
                 self._clear_preview()
 
+        if for_commit:  # its own key: the previews of the next plane do not replace it while it waits
+            self.runner.submit("commit", "preview to commit", task, done, failed, inputs=(image,), queue=True)
+            return
         # no inputs: the version check above drops a preview of pixels or prompts that changed, without an error
         self.runner.submit("preview", "preview", task, done, failed, queue=True, repeat=True)
 
@@ -500,13 +526,18 @@ class InteractiveWidget(NewLayerActions, QWidget):
         """Write the preview objects into the target Labels layer as new ids; existing labels are never replaced."""
         fresh = self.preview is not None and self.preview.version == self._version
         if not fresh and (self._preview_timer.isActive() or self.runner.busy):
-            self._commit_after_preview = True  # commit as soon as the preview of the current prompts arrives
+            # the preview of the prompts on this plane is computed now and committed when it comes: waiting for the
+            # live preview lost the commit when the user moved on to the next plane before it came
+            self._preview_timer.stop()
+            self._run_preview(for_commit=True)
             self.runner.widget.set_message("commit waits for the preview ...")
             return
-        if not fresh or self.preview is None or not self.preview.labels.any():
+        self._commit_preview(self.preview if fresh else None)
+
+    def _commit_preview(self, preview: _Preview | None) -> None:
+        if preview is None or not preview.labels.any():
             show_warning("nothing to commit: draw a box or click a positive point, and wait for the preview")
             return
-        preview = self.preview
         restore = self._keep_active_layer()
         try:
             target = self.target_picker.layer()
@@ -527,7 +558,8 @@ class InteractiveWidget(NewLayerActions, QWidget):
         # a commit is the user's action done: the status no longer reads as an earlier refusal ("failed: ...")
         (self.runner.widget.set_message if self.runner.busy else self.runner.widget.done)(message)
         self._remove_prompts(preview)
-        self._clear_preview()
+        if self.preview is None or self.preview is preview:  # another plane's preview shown now stays
+            self._clear_preview()
 
     def undo_commit(self) -> None:
         """Undo the last commit in its target Labels layer (napari's undo of that layer: its last change)."""
