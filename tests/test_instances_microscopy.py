@@ -226,6 +226,20 @@ def test_an_example_box_that_gives_nothing_is_said(sample, litemedsam):
     assert match_instances(result.labels[:, :w], truth)["recall"] > 0.45  # the other two examples still work
 
 
+def test_an_example_box_drawn_twice_is_said_to_repeat_the_first(sample, litemedsam):
+    """Find all with one example box drawn twice (a double click, a pasted line): the repeat's object went to the
+    first box and the warning said 'example box(es) 2 gave no object ... box objects like the others', as for a box
+    on nothing; now it says box 2 repeats box 1, and still what a box on nothing gives."""
+    image, truth = sample
+    boxes = np.array(boxes_from_labels(truth), np.float32)
+    order = np.argsort(-np.bincount(truth.ravel())[1:])
+    examples = boxes[order[[5, 5, 15]]]
+    result = find_all_like(image, examples, segmenter=litemedsam)
+    assert "example box 2 repeats box 1 (the same object): learned from once" in " ".join(result.warnings)
+    assert not any("gave no object" in m for m in result.warnings), result.warnings
+    assert match_instances(result.labels, truth)["recall"] > 0.45
+
+
 def test_small_boxes_in_a_large_image_are_decoded_at_their_scale(sample, litemedsam):
     image, truth = sample
     big = np.tile(image, (4, 4))  # 1024 px: squeezed whole into 256 px, nuclei would be 4x smaller

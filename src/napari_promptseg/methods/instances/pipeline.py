@@ -400,13 +400,36 @@ def find_all_like(
     # what the examples' segmentation said (e.g. a box over an empty canvas, left empty), and which examples gave
     # nothing to learn from: they were left out without a word
     result.warnings.extend(w for w in examples.warnings if w not in result.warnings)
-    empty = sorted(set(range(1, len(checked) + 1)) - {int(k) for k in np.unique(examples.labels)})
+    found = {int(k) for k in np.unique(examples.labels)}
+    empty = sorted(set(range(1, len(checked) + 1)) - found)
+    # a box drawn twice (or nearly) gives its object to the first one: it repeats that box, it did not miss
+    repeats = {k: _repeated_box(checked, k, found) for k in empty}
+    for k, of in repeats.items():
+        if of is not None:
+            result.warnings.append(f"{name}: example box {k} repeats box {of} (the same object): learned from once")
+    empty = [k for k in empty if repeats[k] is None]
     if empty:
         result.warnings.append(
             f"{name}: example box(es) {', '.join(map(str, empty))} gave no object and were not learned from; "
             "box objects like the others"
         )
     return _instances_at_full_resolution(result, level)
+
+
+#: an example box overlapping one that gave an object by this much (intersection over union) is a repeat of it
+REPEATED_BOX_IOU = 0.7
+
+
+def _repeated_box(boxes: np.ndarray, k: int, found: set[int]) -> int | None:
+    """The box (1-based, one that gave an object) that box ``k`` (1-based) repeats, or None."""
+    x0, y0, x1, y1 = boxes[k - 1]
+    for j in sorted(found - {0, k}):
+        a0, b0, a1, b1 = boxes[j - 1]
+        inter = max(0.0, min(x1, a1) - max(x0, a0)) * max(0.0, min(y1, b1) - max(y0, b0))
+        union = (x1 - x0) * (y1 - y0) + (a1 - a0) * (b1 - b0) - inter
+        if union > 0 and inter / union >= REPEATED_BOX_IOU:
+            return j
+    return None
 
 
 #: an example box this many times the typical example's side holds something else than one object like them
