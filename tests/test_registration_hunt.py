@@ -357,7 +357,13 @@ def test_a_two_channel_pyramid_is_registered_by_its_named_channels(sample, tmp_p
     assert _cli(files, out, *landmarks, "--method", "intensity") == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     assert report["landmarks"]["after"]["tre_mean"] < 3 < report["landmarks"]["before"]["tre_mean"], report
-    assert tifffile.imread(out / "moving_warped.tif").shape == (*moving.shape[:2], 2)
+    warped = tifffile.imread(out / "moving_warped.tif")
+    assert warped.shape == (*moving.shape[:2], 2)
+    # --channel-axis 0, the file's own order (C, Y, X): it read the channels-last level's rows as 600 channels and
+    # refused ('axis 0 (600 long) cannot be the channels'); now the same registration, the channels written first
+    given = ["--method", "intensity", "--channel-axis", "0"]
+    assert _cli(files, tmp_path / "given", *landmarks, *given) == 0, capsys.readouterr().err
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "given" / "moving_warped.tif"), np.moveaxis(warped, -1, 0))
 
 
 def test_register_takes_two_channels_last_as_segment_does(sample):

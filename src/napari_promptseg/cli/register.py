@@ -365,6 +365,8 @@ def _registered_level(path: Path, channel_axis: int | None) -> tuple[object, Pyr
     or pyramidal TIFF's coarsest level with :data:`~..io.multiscale.REGISTER_SIDE` px along its longest side (only
     that level is read: a slide's full resolution peaked at 4.6 GB), any other image whole (a Fiji composite by its
     named axes, channels last, as the other commands read it)."""
+    import dask.array as da
+
     from ..io.multiscale import REGISTER_SIDE, PyramidLevel, is_lazy_image, open_multiscale, read_image_named
 
     if not is_lazy_image(path):
@@ -375,7 +377,14 @@ def _registered_level(path: Path, channel_axis: int | None) -> tuple[object, Pyr
     if pyramid.stack_axis is not None:  # register() refuses it by its shape: nothing to choose
         return image, PyramidLevel(0, image, np.ones(2)), False
     index, array, factors = pyramid.level_for_side(REGISTER_SIDE)
-    return image, PyramidLevel(index, array, factors[-2:]), pyramid.axes.endswith("c")  # factors: (rows, columns)
+    channels = pyramid.axes.endswith("c")
+    if channels and channel_axis is not None:
+        # --channel-axis counts in the file's order (an OME-Zarr's c is before y and x), as for any other file; the
+        # levels are read channels last: they go where it says (and the warped image keeps them there)
+        if not -3 <= channel_axis < 3:
+            raise PromptsegError(f"{path}: --channel-axis {channel_axis} is out of range for its axes (y, x, c)")
+        image, array = (da.moveaxis(a, -1, channel_axis) for a in (image, array))
+    return image, PyramidLevel(index, array, factors[-2:]), channels  # factors: (rows, columns)
 
 
 def _without_alpha(image: object) -> object:
