@@ -92,9 +92,10 @@ class InteractiveWidget(NewLayerActions, QWidget):
         self._last_commit_target: napari.layers.Labels | None = None  # what Ctrl+Z on a prompt layer undoes
         self._last_commit_steps = None  # the length of its undo history right after the commit
         self._commit_after_preview = False
-        # a commit's own preview (Shift-C before the preview came) is committed unless these changed meanwhile: the
-        # prompts (then the preview of the prompts as they are now is), or the image; not the plane shown
-        self._prompt_edits = 0
+        # a commit's own preview (Shift-C before the preview came) is committed unless these changed meanwhile: its
+        # plane's prompts (then the preview of the prompts as they are now is), or the image; not the plane shown
+        self._prompt_edits = 0  # prompt edits on the plane of a waiting commit (``_commit_step``)
+        self._commit_step: tuple | None = None
         self._image_changes = 0
         self._shown_warnings: set[str] = set()
         self._connected: dict[str, napari.layers.Layer] = {}
@@ -272,7 +273,9 @@ class InteractiveWidget(NewLayerActions, QWidget):
 
     def _on_prompts_edited(self, event=None) -> None:
         self._version += 1
-        self._prompt_edits += 1
+        # boxes drawn on the next plane while a commit waits leave the prompts it commits as they were
+        if self._commit_step is None or tuple(self.viewer.dims.current_step) == self._commit_step:
+            self._prompt_edits += 1
         self._schedule_preview()
 
     def _schedule_preview(self) -> None:
@@ -483,6 +486,8 @@ class InteractiveWidget(NewLayerActions, QWidget):
         def done(value: tuple[SegmentationResult, LevelCrop | None]) -> None:
             result, crop = value
             shown_now = version == self._version  # else the prompts, the image or the plane shown changed meanwhile
+            if for_commit:
+                self._commit_step = None
             if for_commit and (edits, image_changes) != (self._prompt_edits, self._image_changes):
                 # prompts edited since the commit was asked: the preview of the prompts as they are now is committed
                 # (none when the image changed: that preview would be of other pixels)
@@ -513,6 +518,8 @@ class InteractiveWidget(NewLayerActions, QWidget):
 
         def failed(exc: BaseException) -> None:
             self._commit_after_preview = False
+            if for_commit:
+                self._commit_step = None
             if version == self._version:
                 self._clear_preview()
 
@@ -529,6 +536,7 @@ class InteractiveWidget(NewLayerActions, QWidget):
             # the preview of the prompts on this plane is computed now and committed when it comes: waiting for the
             # live preview lost the commit when the user moved on to the next plane before it came
             self._preview_timer.stop()
+            self._commit_step = tuple(self.viewer.dims.current_step)
             self._run_preview(for_commit=True)
             self.runner.widget.set_message("commit waits for the preview ...")
             return
