@@ -398,6 +398,32 @@ def test_a_registration_result_warps_geojson_as_it_maps_points_and_keeps_rings_w
     assert counts == {"geometries": 1, "vertices_in": 4, "vertices_out": 4, "geometries_outside": 0}
 
 
+def test_landmarks_mapped_through_a_pyramid_level_land_where_the_registered_layer_shows_their_pixel():
+    """The registered layers of a pyramid are laid with a level pixel over the centre of the block of
+    full-resolution pixels it stands for (placement); landmarks and outlines were still mapped with level pixel i
+    at full-resolution pixel i * factor: on a slide registered at its 1/4 level, 1.5 px up and left of the warped
+    image they belong to. On the real coins photo, registered onto itself as a slide's 1/4 level (and back), a
+    moving pixel's landmark lands on that pixel of the warped layer, the centre of its block of slide pixels."""
+    from napari.layers import Image
+    from skimage import data
+
+    from napari_promptseg._widgets._common import placement
+
+    coins = data.coins()
+    slide = np.kron(coins, np.ones((4, 4), coins.dtype))  # its 1/4 level is the photo: what register reads
+    same = RegistrationResult(Deformation.from_pixel_affine(np.eye(3), coins.shape, coins.shape), method="intensity")
+    row, col = np.unravel_index(np.argmax(coins), coins.shape)  # the photo's brightest pixel
+    mapped = same.moving_points_to_fixed(np.array([[col, row]], float), fixed_factors=(4, 4))[0]
+    place = placement(Image([slide, coins], multiscale=True), 2, np.array([4.0, 4.0]))
+    np.testing.assert_allclose(mapped, place["translate"][::-1] + np.array([col, row]) * place["scale"][::-1])
+    block = np.argwhere(slide[4 * row : 4 * row + 4, 4 * col : 4 * col + 4] == coins[row, col]) + (4 * row, 4 * col)
+    np.testing.assert_allclose(mapped, block.mean(0)[::-1])  # the centre of its 16 slide pixels
+    # the slide as the moving image: its pixels come back to the photo's pixel they were read as
+    np.testing.assert_allclose(
+        same.moving_points_to_fixed(block[:, ::-1].mean(0)[None], moving_factors=(4, 4))[0], (col, row)
+    )
+
+
 def test_register_report_names_its_files_wherever_it_is_read_from(birl_half, tmp_path, monkeypatch, capsys):
     """Paths typed relative to the working directory were written to report.json as typed (bug hunt 2), where the
     other subcommands' reports name their files absolutely."""

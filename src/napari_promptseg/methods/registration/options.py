@@ -10,6 +10,7 @@ import numpy as np
 
 from ...errors import PromptsegError
 from ...models.preprocessing import full_resolution
+from ...tiling import full_to_level, level_to_full
 from ..regions import (
     PairingOptions,
     PairingReport,
@@ -206,9 +207,10 @@ class RegistrationResult:
     ) -> np.ndarray:
         """Moving (x, y) pixels -> fixed ones. ``moving_factors``, ``fixed_factors``: how many times coarser than the
         points' pixels (full resolution) each registered image is, along (rows, columns): a pyramid registered at a
-        level takes and gives full-resolution points."""
-        moving_xy = np.asarray(moving_xy, float) / np.asarray(moving_factors, float)[1::-1]
-        return self.deformation.points_to_fixed(moving_xy) * np.asarray(fixed_factors, float)[1::-1]
+        level takes and gives full-resolution points, by the rule the registered layers are laid by
+        (:func:`~napari_promptseg.tiling.level_to_full`: a level pixel over the centre of the block it stands for)."""
+        on_moving_level = full_to_level(moving_xy, np.asarray(moving_factors, float)[1::-1])
+        return level_to_full(self.deformation.points_to_fixed(on_moving_level), np.asarray(fixed_factors, float)[1::-1])
 
     def fixed_points_to_moving(self, fixed_xy: np.ndarray) -> np.ndarray:
         return self.deformation.points_to_moving(fixed_xy)
