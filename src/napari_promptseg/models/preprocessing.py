@@ -208,17 +208,17 @@ class PyramidRead(NamedTuple):
     factor: float
     full_shape: tuple[int, int]
 
-    def to_level(self, coords: object) -> np.ndarray | None:
-        """Points (x, y) or boxes (x0, y0, x1, y1) in full-resolution pixels -> in the level's (None stays None;
-        :func:`~napari_promptseg.tiling.full_to_level`)."""
+    def to_level(self, coords: object) -> np.ndarray:
+        """Points (x, y) or boxes (x0, y0, x1, y1) in full-resolution pixels -> in the level's
+        (:func:`~napari_promptseg.tiling.full_to_level`)."""
         from ..tiling import full_to_level  # tiling imports this module
 
-        return None if coords is None else full_to_level(coords, self.factor)
+        return full_to_level(coords, self.factor)
 
     def to_full(self, coords: object) -> np.ndarray:
         """Points or boxes found on the level -> in full-resolution pixels
         (:func:`~napari_promptseg.tiling.level_to_full`, the rule the labels come back by)."""
-        from ..tiling import level_to_full
+        from ..tiling import level_to_full  # tiling imports this module
 
         return level_to_full(coords, self.factor)
 
