@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import napari
 import napari.layers
@@ -48,6 +49,9 @@ from ._common import (
     unproxied,
     whole_image_level,
 )
+
+if TYPE_CHECKING:
+    from ..io.library import LibraryEntry
 
 #: mode choice -> run_oneshot's ``instances`` (None: decided by the reference labels)
 MODES = {"auto": None, "single region": False, "many instances": True}
@@ -367,7 +371,7 @@ class OneShotWidget(QWidget):
         layout.addWidget(self.save_button)
         layout.addStretch(1)
         self.last_output: OneShotOutput | None = None
-        self.last_saved = None  # the library entry "Save reference to library" wrote last
+        self.last_saved: LibraryEntry | None = None  # the library entry "Save reference to library" wrote last
 
     def _on_folder_text(self, text: str) -> None:
         if text.strip():

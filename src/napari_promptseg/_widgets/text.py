@@ -11,6 +11,7 @@ CLIPSeg or the reference library) and why. Existing layers are never modified. M
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import napari
 import napari.layers
@@ -44,6 +45,9 @@ from ._common import (
     whole_image_level,
 )
 from .oneshot import is_stack, read_planes
+
+if TYPE_CHECKING:
+    from ..io.library import LibraryEntry
 
 BOX_COLOUR = "yellow"
 
@@ -246,7 +250,7 @@ class TextPromptWidget(QWidget):
         layout.addWidget(self.runner.widget)
         layout.addStretch(1)
         self.last_output: TextOutput | None = None
-        self.last_exemplar = None  # the library entry "Add exemplar" wrote last
+        self.last_exemplar: LibraryEntry | None = None  # the library entry "Add exemplar" wrote last
         self.route.currentTextChanged.connect(self._update_route_options)
         self.text_model.currentTextChanged.connect(self._update_route_options)
         self._update_expanded()
