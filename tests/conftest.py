@@ -44,6 +44,26 @@ def thread_recording_dask(array, threads: list, chunks=None):
     return da.from_array(array, chunks=chunks or array.shape).map_blocks(record, dtype=array.dtype)
 
 
+def thread_recording_slide(image, threads: list) -> list:
+    """A two-level pyramid of ``image`` (it and its half) whose block reads are recorded in ``threads``
+    (:func:`thread_recording_dask`): a slide layer whose reading on napari's main thread is observable."""
+    return [thread_recording_dask(image, threads), thread_recording_dask(image[::2, ::2].copy(), threads)]
+
+
+def reads_only_in_the_worker(widget, start, reads: list, qtbot, timeout: int) -> None:
+    """Start a widget's task (``start()``: True when it was taken) with ``reads`` recording a layer's block reads
+    (:func:`thread_recording_dask`): the layer is read by the worker, never on napari's main thread, and the task
+    ends done. Call it under ``dask.config.set(scheduler="synchronous")``."""
+    import threading
+
+    reads.clear()  # napari's own display of the layer
+    assert start()
+    assert not [t for t in reads if t is threading.main_thread()], "the slide was read on napari's main thread"
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=timeout)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    assert any(t is not threading.main_thread() for t in reads)  # the worker read it
+
+
 def some_dsb_nuclei(shared_data, prefix: str, keep: int = 8):
     """A shared DSB fluorescence image (grey, as its first channel) with ``keep`` of its labelled nuclei, spread over
     its id order, as a user labels a few examples of many; and the image's full labels."""

@@ -14,7 +14,7 @@ from napari_promptseg._widgets.oneshot import OneShotOutput, OneShotWidget
 from napari_promptseg.io import read_image, read_mask
 from napari_promptseg.methods.metrics import dice
 
-from .conftest import dataset_pairs, thread_recording_dask
+from .conftest import dataset_pairs, reads_only_in_the_worker, thread_recording_dask, thread_recording_slide
 
 pytestmark = pytest.mark.gui
 RUN_MS = 600_000  # model load + 2 targets; the 2-core CPU is often shared
@@ -293,16 +293,11 @@ def test_save_to_library_reads_a_lazy_slide_in_the_worker_not_napari(make_viewer
     viewer = make_viewer()
     widget = OneShotWidget(viewer)
     with dask.config.set(scheduler="synchronous"):
-        levels = [thread_recording_dask(image, reads), thread_recording_dask(image[::2, ::2].copy(), reads)]
+        levels = thread_recording_slide(image, reads)
         widget.reference.set_layer(viewer.add_image(levels, name="slide", multiscale=True))
         widget.reference_labels.set_layer(viewer.add_labels(truth, name="slide nuclei"))
         widget.library_name.setText("nucleus")
-        reads.clear()  # napari's own display of the layer
-        assert widget.save_to_library()
-        assert not [t for t in reads if t is threading.main_thread()], "the slide was read on napari's main thread"
-        qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
-    assert widget.runner.state == "done", widget.runner.widget.status.text()
-    assert any(t is not threading.main_thread() for t in reads)  # the worker read it
+        reads_only_in_the_worker(widget, widget.save_to_library, reads, qtbot, RUN_MS)
     (entry,) = ReferenceLibrary.open().entries  # the default library = the test's tmp dir (conftest)
     assert widget.last_saved.id == entry.id and entry.name == "nucleus" and entry.source == "slide"
     assert entry.instances and len(np.unique(entry.labels())) - 1 == len(np.unique(truth)) - 1

@@ -17,7 +17,14 @@ from napari_promptseg.io.library import ReferenceLibrary
 from napari_promptseg.methods.metrics import dice
 from napari_promptseg.methods.text import segment_text
 
-from .conftest import dataset_pairs, in_hf_cache, some_dsb_nuclei, thread_recording_dask
+from .conftest import (
+    dataset_pairs,
+    in_hf_cache,
+    reads_only_in_the_worker,
+    some_dsb_nuclei,
+    thread_recording_dask,
+    thread_recording_slide,
+)
 from .test_clipseg import tiny_clipseg_dir  # noqa: F401 (fixture)
 from .test_grounding import hf_dir  # noqa: F401 (fixture)
 
@@ -479,17 +486,12 @@ def test_add_exemplar_reads_a_lazy_slide_in_the_worker_not_napari(make_viewer, q
     reads: list[threading.Thread] = []
     viewer = make_viewer()
     with dask.config.set(scheduler="synchronous"):
-        levels = [thread_recording_dask(image, reads), thread_recording_dask(image[::2, ::2].copy(), reads)]
+        levels = thread_recording_slide(image, reads)
         widget = _widget(viewer, viewer.add_image(levels, name="slide", multiscale=True))
         widget.exemplar_labels.set_layer(viewer.add_labels(truth, name="slide nuclei"))
         widget.library.setText(str(tmp_path / "library"))
         widget.exemplar_name.setText("nucleus")
-        reads.clear()  # napari's own display of the layer
-        assert widget.add_exemplar()
-        assert not [t for t in reads if t is threading.main_thread()], "the slide was read on napari's main thread"
-        qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
-    assert widget.runner.state == "done", widget.runner.widget.status.text()
-    assert any(t is not threading.main_thread() for t in reads)  # the worker read it
+        reads_only_in_the_worker(widget, widget.add_exemplar, reads, qtbot, RUN_MS)
     (entry,) = ReferenceLibrary.open(tmp_path / "library").entries
     assert widget.last_exemplar.id == entry.id and entry.source == "slide"
     assert entry.instances and len(np.unique(entry.labels())) - 1 == 50
