@@ -390,6 +390,24 @@ def test_a_labels_pyramid_is_carried_over_from_its_level_as_fine_as_the_register
     np.testing.assert_array_equal(on_plane, labels)  # the level as fine as the plane, not the coarser one
 
 
+def test_moving_labels_drawn_at_full_resolution_land_on_the_level_registered_as_the_cli_puts_them():
+    """Registration's moving labels were resampled onto the registered level with level pixel i at full-resolution
+    pixel i * factor (its block's top-left pixel), while the registered layers lie with a level pixel over its
+    block's centre and `promptseg register --moving-labels` takes the label under that centre: on a 1/4 level,
+    objects were carried 1.5 px up and left. On the real nuclei labels, the widget's plane labels are now the CLI's."""
+    import napari.layers
+
+    from napari_promptseg._widgets import registration as widget_module
+    from napari_promptseg.tiling import upsample_labels
+
+    (image, _, _), (truth, _, _) = nuclei()
+    level = image[::4, ::4].copy()  # the level registered: a quarter of the photo's pixels
+    moving_layer = napari.layers.Image([image, level], multiscale=True)
+    labels_layer = napari.layers.Labels(truth)  # drawn on the full-resolution image
+    plane = widget_module._labels_on_plane(labels_layer, moving_layer, np.array([4.0, 4.0]), level.shape[:2])
+    np.testing.assert_array_equal(plane.resample(), upsample_labels(truth, level.shape[:2]))
+
+
 def test_a_preview_of_an_image_since_moved_is_not_committed_where_it_was(make_viewer, qtbot, sample):
     """The image's pixel size set after the preview (layer.scale = ...; a rotation, a translate alike): the preview
     stayed where the image had been and a commit made its target on the old grid, the nucleus drawn half the size

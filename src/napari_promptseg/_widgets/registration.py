@@ -61,6 +61,7 @@ from ._common import (
     _levels,
     data_to_world_matrix,
     layer_level,
+    level_to_layer_matrix,
     load_triton_safely,
     placement,
     plane_shape,
@@ -136,11 +137,11 @@ def _labels_on_plane(
         )
     if moving_layer.ndim != 2:  # _plane refused it already; the matrices below assume it
         raise PromptsegError(f"moving layer '{moving_layer.name}' is not 2D")
-    plane_to_world = data_to_world_matrix(moving_layer, [0, 1]) @ np.diag([*np.asarray(factors, float), 1.0])
+    plane_to_world = data_to_world_matrix(moving_layer, [0, 1]) @ level_to_layer_matrix(factors)
     plane_pixel = np.linalg.norm(plane_to_world[:2, :2], axis=0).min()  # the plane's finer pixel side, in the world
     labels_to_world = data_to_world_matrix(labels_layer, [0, 1])
     for data in reversed(levels):  # coarsest first; the full resolution at the latest
-        level_to_world = labels_to_world @ np.diag([*np.divide(levels[0].shape, data.shape), 1.0])
+        level_to_world = labels_to_world @ level_to_layer_matrix(np.divide(levels[0].shape, data.shape))
         if np.linalg.norm(level_to_world[:2, :2], axis=0).max() <= plane_pixel * (1 + 1e-6) or data is levels[0]:
             break
     plane_to_labels = np.linalg.inv(level_to_world) @ plane_to_world

@@ -173,17 +173,24 @@ def placement(layer: napari.layers.Layer, ndim: int, factors: np.ndarray | None 
     return placement_over(layer, list(range(ndim)), factors)
 
 
+def level_to_layer_matrix(factors: np.ndarray) -> np.ndarray:
+    """The homogeneous map from the pixels of a pyramid level ``factors`` times coarser (per axis) to the layer's
+    full-resolution data coordinates: a level's pixel over the centre of the block of pixels it stands for (the
+    labels' and the CLI's rule, :func:`~napari_promptseg.tiling.level_to_full`)."""
+    factor = np.asarray(factors, float)
+    matrix = np.diag([*factor, 1.0])
+    matrix[:-1, -1] = level_to_full(np.zeros(len(factor)), factor)
+    return matrix
+
+
 def placement_over(layer: napari.layers.Layer, axes: list[int], factors: np.ndarray | None = None) -> dict:
     """:func:`placement` over the data ``axes`` of ``layer`` (a channel axis left out). The layer's whole
     data-to-world map is read through napari's public ``data_to_world`` (scale and translate alone put a rotated
     layer's results 241 px off under 30 degrees)."""
     factor = np.ones(len(axes)) if factors is None else np.asarray(factors, float)[: len(axes)]
-    # a level's pixels lie over the full-resolution pixels they stand for (the labels' and the CLI's rule)
-    offset = level_to_full(np.zeros(len(axes)), factor)
+    to_layer = level_to_layer_matrix(factor)  # the result's data -> the layer's
     scale = np.asarray(layer.scale, float)[axes] * factor
-    translate = np.asarray(layer.translate, float)[axes] + np.asarray(layer.scale, float)[axes] * offset
-    to_layer = np.diag([*factor, 1.0])  # the result's data -> the layer's
-    to_layer[:-1, -1] = offset
+    translate = np.asarray(layer.translate, float)[axes] + np.asarray(layer.scale, float)[axes] * to_layer[:-1, -1]
     result = data_to_world_matrix(layer, axes) @ to_layer  # the result's data -> world
     base = np.eye(len(axes) + 1)
     base[:-1, :-1], base[:-1, -1] = np.diag(scale), translate
