@@ -1,5 +1,6 @@
 """Interactive widget: boxes (Shapes) and positive/negative clicks (Points) -> live preview -> commit to Labels.
-A package: ``geometry`` (planes, prompts, commits), ``layout`` (controls), ``widget`` (the widget itself).
+A package: ``geometry`` (planes, prompts, commits), ``layout`` (controls), ``widget`` (the widget itself), and its
+mixins ``actions`` (find all, propagate: new layers) and ``commit`` (commit, undo, clear prompts).
 
 The widget only gathers inputs and moves results between layers; segmentation is
 :func:`napari_promptseg.methods.interactive.segment_prompts` with a model from

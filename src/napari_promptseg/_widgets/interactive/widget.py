@@ -34,13 +34,13 @@ from .._common import (
     unproxied,
 )
 from .actions import NewLayerActions
+from .commit import CommitActions
 from .geometry import (
     POSITIVE,
     LevelCrop,
     PlaneGeometry,
     PlanePrompts,
     at_level,
-    commit_to_labels,
     gather_prompts,
     labels_geometry,
     level_geometry,
@@ -58,7 +58,6 @@ from .layout import (
     POLARITY_COLOURS,
     PREVIEW_DELAY_MS,
     PREVIEW_NAME,
-    TARGET_NAME,
     TOGGLE_KEY,
     UNDO_KEY,
     VIEW_3D,
@@ -78,7 +77,7 @@ class _Preview:
     offset: tuple[int, int] = (0, 0)  # where ``labels`` start on the target's plane (row, col)
 
 
-class InteractiveWidget(NewLayerActions, QWidget):
+class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
     """Boxes and clicks -> live preview -> commit new objects into a Labels layer (undo with Ctrl+Z)."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -528,86 +527,3 @@ class InteractiveWidget(NewLayerActions, QWidget):
             return
         # no inputs: the version check above drops a preview of pixels or prompts that changed, without an error
         self.runner.submit("preview", "preview", task, done, failed, queue=True, repeat=True)
-
-    def commit(self) -> None:
-        """Write the preview objects into the target Labels layer as new ids; existing labels are never replaced."""
-        fresh = self.preview is not None and self.preview.version == self._version
-        if not fresh and (self._preview_timer.isActive() or self.runner.busy):
-            # the preview of the prompts on this plane is computed now and committed when it comes: waiting for the
-            # live preview lost the commit when the user moved on to the next plane before it came
-            self._preview_timer.stop()
-            self._commit_step = tuple(self.viewer.dims.current_step)
-            self._run_preview(for_commit=True)
-            self.runner.widget.set_message("commit waits for the preview ...")
-            return
-        self._commit_preview(self.preview if fresh else None)
-
-    def _commit_preview(self, preview: _Preview | None) -> None:
-        if preview is None or not preview.labels.any():
-            show_warning("nothing to commit: draw a box or click a positive point, and wait for the preview")
-            return
-        restore = self._keep_active_layer()
-        try:
-            target = self.target_picker.layer()
-            if target is None:
-                target = self._new_target(preview.geom)
-            new_ids = commit_to_labels(target, preview.labels, preview.geom, preview.offset)
-        except PromptsegError as exc:
-            self.runner.refuse(exc, "commit")
-            return
-        finally:
-            restore()
-        if not new_ids:
-            show_warning(f"nothing committed: every preview pixel is already labelled in '{target.name}'")
-            return
-        self._last_commit_target, self._last_commit_steps = target, _undo_steps(target)
-        ids = f"{new_ids[0]}" if len(new_ids) == 1 else f"{new_ids[0]}-{new_ids[-1]}"
-        message = f"committed {len(new_ids)} object(s) to '{target.name}' as id {ids}"
-        # a commit is the user's action done: the status no longer reads as an earlier refusal ("failed: ...")
-        (self.runner.widget.set_message if self.runner.busy else self.runner.widget.done)(message)
-        self._remove_prompts(preview)
-        if self.preview is None or self.preview is preview:  # another plane's preview shown now stays
-            self._clear_preview()
-
-    def undo_commit(self) -> None:
-        """Undo the last commit in its target Labels layer (napari's undo of that layer: its last change)."""
-        target, steps = self._last_commit_target, self._last_commit_steps
-        if target is None or target not in self.viewer.layers:
-            show_warning("no commit to undo")
-            return
-        if _undo_steps(target) != steps:  # painted (or undone) since: Labels' undo would undo that instead
-            show_warning(f"'{target.name}' changed since the commit: undo there (select it, Ctrl+Z)")
-            return
-        self._last_commit_target = None
-        target.undo()
-        self.runner.widget.set_message(f"undid the last commit in '{target.name}'")
-
-    def _new_target(self, geom: PlaneGeometry) -> napari.layers.Labels:
-        target = self._add_result_layer(np.zeros(geom.labels_shape, dtype=np.uint32), geom, TARGET_NAME)
-        target.metadata[ROLE_KEY] = "target"  # found again when the user comes back to its image (_fit_target)
-        self.target_picker.set_layer(target)
-        return target
-
-    def _remove_prompts(self, preview: _Preview) -> None:
-        """Remove the prompts that made the committed objects (only those of that plane)."""
-        if preview.shapes is not None and preview.prompts.shape_indices and preview.shapes in self.viewer.layers:
-            preview.shapes.selected_data = set()
-            preview.shapes.remove(preview.prompts.shape_indices)
-        if preview.points is not None and preview.prompts.point_indices and preview.points in self.viewer.layers:
-            preview.points.selected_data = set()
-            preview.points.remove(preview.prompts.point_indices)
-
-    def clear_prompts(self) -> None:
-        """Remove every box and click from the prompt layers and clear the preview."""
-        shapes, points = self.shapes_picker.layer(), self.points_picker.layer()
-        if shapes is not None and len(shapes.data):
-            shapes.data = []
-        if points is not None and len(points.data):
-            points.remove(list(range(len(points.data))))
-        self._clear_preview()
-
-
-def _undo_steps(layer: napari.layers.Labels) -> int | None:
-    """How many changes a Labels layer can undo (napari keeps no public count: None when it is not found)."""
-    history = getattr(layer, "_undo_history", None)
-    return None if history is None else len(history)

@@ -313,7 +313,8 @@ def train_text_segmenter(
             break
     refit: dict = {}
     if decoder.config.presence and config.presence_refit and best["epoch"] > 0:
-        report(0.99, "refitting the presence head on every image-text pair")
+        if val:  # without validation images the refit is skipped (refit_if_not_worse says so in the result)
+            report(0.99, "refitting the presence head on every image-text pair")
         load_decoder_weights(decoder, out / WEIGHTS_FILE, str(out))
         try:
             refit = refit_if_not_worse(
