@@ -609,6 +609,29 @@ def test_nothing_on_the_seed_plane_is_an_empty_result_not_an_error(litemedsam, t
     assert labels.shape == stack.shape and not labels.any()
 
 
+def test_nothing_on_the_seed_plane_names_the_file_once(tmp_path):
+    """A seed method finding nothing on the seed plane was reported as 'x.tif: nothing to propagate from the seed
+    plane 2: x.tif plane 2: resembles nothing ...': the file and plane named twice. Now once."""
+    import argparse
+
+    from napari_promptseg.cli._stacks import _stack_record
+
+    stack, _ = nuclei_stack()
+    path = tmp_path / "stack.tif"
+
+    def nothing_found(plane, z: int):  # what the one-shot and text seed methods raise, naming their plane
+        raise NothingFoundError(f"{path} plane {z}: resembles nothing of the reference")
+
+    args = argparse.Namespace(
+        channel_axis=None, channels=None, plane=2, propagate=True, output=tmp_path, overlay=False,
+        output_format="tiff",
+    )  # fmt: skip
+    with pytest.raises(NothingFoundError) as raised:
+        _stack_record(args, path, stack, nothing_found, segmenter=None)
+    message = str(raised.value)
+    assert message == f"{path}: nothing to propagate from the seed plane 2: resembles nothing of the reference"
+
+
 def test_plane_scores_of_2d_results():
     from types import SimpleNamespace
 

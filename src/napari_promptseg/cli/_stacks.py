@@ -253,9 +253,10 @@ def _stack_record(
             if not prompted:
                 out = plane_or_nothing(to_numpy(volume[plane]), plane)
                 if plane in nothing:  # the seed method's own reason, said to be the seed plane's
-                    raise NothingFoundError(
-                        f"{path}: nothing to propagate from the seed plane {plane}: {nothing[plane]}"
-                    )
+                    why = nothing[plane]
+                    for named in (f"{path} plane {plane}: ", f"{path}: "):  # it names the file (and plane): once
+                        why = why.removeprefix(named)
+                    raise NothingFoundError(f"{path}: nothing to propagate from the seed plane {plane}: {why}")
                 seed, seed_scores = _plane_labels(out), _plane_scores(out)
                 seed_warnings = plane_warnings(((plane, w) for w in getattr(out, "warnings", [])), str(path))
                 seed_scale = getattr(out, "scale", None)  # the scale the seed method worked at (find-all, one-shot)
