@@ -1,4 +1,5 @@
-"""Landmark files (ANHIR/BIRL CSV ``,X,Y`` and ``.pts``): reading the shared data, round trips, bad files."""
+"""Landmark files (ANHIR/BIRL CSV ``,X,Y``, ``.pts``, BigWarp's and napari's CSVs): reading the shared data, round
+trips, bad files."""
 
 from __future__ import annotations
 
@@ -104,3 +105,57 @@ def test_landmarks_with_xy_checks_shape():
     lm = Landmarks(xy=np.zeros((3, 2)))
     with pytest.raises(PromptsegError, match=r"expected \(3, 2\)"):
         lm.with_xy(np.zeros((2, 2)))
+
+
+def _bigwarp_file(path, moving: np.ndarray, fixed: np.ndarray, inactive: tuple[float, float] | None = None):
+    """A BigWarp landmark export: no header, "Pt-i","true", moving x, y, fixed x, y (a point placed in one image
+    only is "false" with Infinity for the other's coordinates)."""
+    pairs = enumerate(zip(moving, fixed, strict=True))
+    lines = [f'"Pt-{i}","true","{m[0]:.6f}","{m[1]:.6f}","{f[0]:.6f}","{f[1]:.6f}"' for i, (m, f) in pairs]
+    if inactive is not None:
+        lines.insert(1, f'"Pt-{len(lines)}","false","{inactive[0]}","{inactive[1]}","Infinity","Infinity"')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_bigwarp_landmark_file_gives_each_set_by_role(shared_data, tmp_path):
+    """BigWarp's landmark CSV (both sets in one headerless file) was refused: 'CSV header must contain X and Y'."""
+    from napari_promptseg.io.landmarks import is_bigwarp_csv
+
+    folder = shared_data / "registration_birl" / "data-images" / "landmarks"
+    fixed = read_landmarks(folder / "artificial_reference.csv")
+    moving = read_landmarks(folder / "artificial_moving-affine.csv")
+    path = _bigwarp_file(tmp_path / "bigwarp.csv", moving.xy, fixed.xy, inactive=(12.5, 40.0))
+    assert is_bigwarp_csv(path) and not is_bigwarp_csv(folder / "artificial_reference.csv")
+    read_fixed, read_moving = read_landmarks(path, role="fixed"), read_landmarks(path, role="moving")
+    np.testing.assert_allclose(read_fixed.xy, fixed.xy)  # the inactive point left out of both
+    np.testing.assert_allclose(read_moving.xy, moving.xy)
+    assert read_fixed.index == read_moving.index == tuple(f"Pt-{i}" for i in range(len(fixed)))
+    a, b = paired_landmarks(read_fixed, read_moving)
+    np.testing.assert_allclose(a, fixed.xy)
+    np.testing.assert_allclose(b, moving.xy)
+    with pytest.raises(PromptsegError, match="bigwarp.csv: a BigWarp landmark file holds both .* --landmarks-moving"):
+        read_landmarks(path)
+    # the warped moving set written back: an ANHIR CSV named by BigWarp's points
+    out = write_landmarks(tmp_path / "warped.csv", read_moving)
+    assert out.read_text().splitlines()[:2] == [",X,Y", f"Pt-0,{moving.xy[0][0]:g},{moving.xy[0][1]:g}"]
+    np.testing.assert_allclose(read_landmarks(out).xy, moving.xy)
+
+
+def test_a_napari_points_export_is_read_as_row_column(shared_data, tmp_path):
+    """napari's Points layer CSV (index,axis-0,axis-1: row, column) was refused: 'must contain X and Y columns'."""
+    from napari_builtins.io._write import napari_write_points
+
+    kidney = shared_data / "registration_birl" / "data-images" / "rat-kidney_" / "scale-5pc"
+    anhir = read_landmarks(kidney / "Rat-Kidney_HE.csv")
+    path = tmp_path / "points.csv"
+    napari_write_points(str(path), anhir.xy[:, ::-1], {})  # a Points layer holds (row, column)
+    assert path.read_text().splitlines()[0] == "index,axis-0,axis-1"
+    points = read_landmarks(path)
+    np.testing.assert_allclose(points.xy, anhir.xy)
+    moved = write_landmarks(tmp_path / "moved.csv", points.with_xy(points.xy + [2.0, -1.0]))
+    assert moved.read_text().splitlines()[0] == "index,axis-0,axis-1"  # written back in napari's layout
+    np.testing.assert_allclose(read_landmarks(moved).xy, anhir.xy + [2.0, -1.0])
+    napari_write_points(str(tmp_path / "zyx.csv"), np.c_[np.zeros(len(anhir)), anhir.xy[:, ::-1]], {})
+    with pytest.raises(PromptsegError, match="zyx.csv: napari points with 3 axes; registration landmarks are 2D"):
+        read_landmarks(tmp_path / "zyx.csv")

@@ -231,3 +231,24 @@ def test_register_cli_warns_about_landmarks_outside_their_image(shared_data, tmp
     assert str(d["lm_moving"]) not in err  # those are the moving image's pixels
     report = json.loads((out / "report.json").read_text())
     assert any(w.startswith(f"{d['lm_fixed']}: ") and "outside" in w for w in report["warnings"])
+
+
+def test_register_cli_reads_both_landmark_sets_from_one_bigwarp_file(shared_data, tmp_path, capsys):
+    """A BigWarp landmark export (one headerless CSV: moving x, y then fixed x, y per row) was refused by
+    --landmarks-fixed ('CSV header must contain X and Y'); given alone it is both sets now."""
+    from napari_promptseg.io.landmarks import read_landmarks
+
+    from .test_landmarks import _bigwarp_file
+
+    d = _birl(shared_data)
+    fixed, moving = read_landmarks(d["lm_fixed"]).xy, read_landmarks(d["lm_moving"]).xy
+    bigwarp = _bigwarp_file(tmp_path / "landmarks.csv", moving, fixed)
+    out = tmp_path / "out"
+    code = main(["register", str(d["fixed"]), str(d["moving"]), "-o", str(out), "--landmarks-fixed", str(bigwarp)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    landmarks = json.loads((out / "report.json").read_text())["landmarks"]
+    assert landmarks["pairs_compared"] == len(fixed) == 12
+    before = float(np.mean(np.linalg.norm(fixed - moving, axis=1)))
+    assert landmarks["before"]["tre_mean"] == pytest.approx(before, rel=1e-3)
+    assert landmarks["after"]["tre_mean"] < 0.1 * before

@@ -126,7 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         "from a rotation/flip search, then a local refinement); prompts+intensity: the region starts compete too, "
         "the best by mutual information; auto: prompts+intensity with --prompt, else intensity (default: %(default)s)",
     )
-    reg.add_argument("--landmarks-fixed", type=Path, help="fixed-image landmarks (ANHIR CSV ',X,Y' or .pts)")
+    reg.add_argument(
+        "--landmarks-fixed",
+        type=Path,
+        help="fixed-image landmarks (ANHIR CSV ',X,Y', napari Points CSV, .pts, or a BigWarp landmark CSV, which "
+        "holds both sets: given alone it is also --landmarks-moving)",
+    )
     reg.add_argument("--landmarks-moving", type=Path, help="moving-image landmarks, same order as the fixed ones")
     reg.add_argument(
         "--moving-labels",

@@ -34,7 +34,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     from ..io.annotations import read_annotations, write_annotations
     from ..io.images import REGISTER_MARKER, is_own_output
-    from ..io.landmarks import index_order, paired_landmarks, read_landmarks, write_landmarks
+    from ..io.landmarks import index_order, is_bigwarp_csv, paired_landmarks, read_landmarks, write_landmarks
     from ..io.multiscale import moved_channel_position
     from ..methods.registration import (
         RegistrationOptions,
@@ -52,6 +52,10 @@ def cmd_register(args: argparse.Namespace) -> int:
     for key in ("fixed", "moving", "moving_labels", "moving_annotations", "landmarks_fixed", "landmarks_moving"):
         if getattr(args, key) is not None:
             setattr(args, key, getattr(args, key).absolute())
+    for given, other in (("landmarks_fixed", "landmarks_moving"), ("landmarks_moving", "landmarks_fixed")):
+        path = getattr(args, given)
+        if getattr(args, other) is None and path is not None and is_bigwarp_csv(path):
+            setattr(args, other, path)  # a BigWarp landmark file holds both sets
     if (args.landmarks_fixed is None) != (args.landmarks_moving is None):
         raise PromptsegError("give both --landmarks-fixed and --landmarks-moving, or neither")
     prompts = _checked_prompts(args.prompt)
@@ -122,7 +126,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     landmarks = None
     landmark_warnings: list[str] = []
     if args.landmarks_fixed is not None:
-        lm_fixed, lm_moving = read_landmarks(args.landmarks_fixed), read_landmarks(args.landmarks_moving)
+        lm_fixed = read_landmarks(args.landmarks_fixed, role="fixed")  # the role: a BigWarp file holds both
+        lm_moving = read_landmarks(args.landmarks_moving, role="moving")
         n_fixed, n_moving = len(lm_fixed.xy), len(lm_moving.xy)
         if n_fixed != n_moving and not args.truncate_landmarks:  # named by file (the library's message cannot)
             raise PromptsegError(

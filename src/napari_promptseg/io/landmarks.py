@@ -1,4 +1,6 @@
-"""Landmark files as used by ANHIR/BIRL: CSV with an index column and ``X``, ``Y`` columns, or ImageJ ``.pts``.
+"""Landmark files as used by ANHIR/BIRL: CSV with an index column and ``X``, ``Y`` columns, or ImageJ ``.pts``;
+also napari's Points layer CSV (``index,axis-0,axis-1``: row, column) and BigWarp's landmark CSV (no header; rows
+``"Pt-0","true",moving x,moving y,fixed x,fixed y``: one file holding both sets, read with ``role``).
 
 Coordinates are pixels with the origin at the top-left corner: X = column, Y = row (napari Points are (row, col);
 the widget converts). Reading keeps the file's layout in :class:`Landmarks` so that a transformed copy can be written
@@ -46,8 +48,14 @@ class Landmarks:
         return replace(self, xy=xy)
 
 
-def read_landmarks(path: str | Path) -> Landmarks:
-    """Read an ANHIR/BIRL ``.csv`` (``,X,Y``) or ``.pts`` landmark file."""
+#: BigWarp's landmark file: one set per role, in this order of its coordinate columns
+BIGWARP_ROLES = ("moving", "fixed")
+
+
+def read_landmarks(path: str | Path, role: str | None = None) -> Landmarks:
+    """Read an ANHIR/BIRL ``.csv`` (``,X,Y``), a napari Points ``.csv`` (``index,axis-0,axis-1``), a ``.pts``
+    landmark file, or one set of a BigWarp landmark ``.csv`` (``role``: "moving" or "fixed"; its inactive rows,
+    points placed in one image only, left out)."""
     path = Path(path)
     if not path.is_file():
         raise PromptsegError(f"{path}: no such landmark file")
@@ -56,8 +64,65 @@ def read_landmarks(path: str | Path) -> Landmarks:
         raise PromptsegError(f"{path}: unknown landmark format {suffix!r}; expected one of {LANDMARK_SUFFIXES}")
     text = path.read_text(encoding="utf-8-sig")
     if suffix == ".csv":
+        if is_bigwarp_csv(path):
+            return _parse_bigwarp(text, path, role)
         return _parse_csv(text, path)
     return _parse_pts(text, path)
+
+
+def is_bigwarp_csv(path: str | Path) -> bool:
+    """Whether ``path`` is a BigWarp landmark file: no header, each row a name, "true"/"false" (active), then the
+    moving and the fixed point's coordinates (2 or 3 each)."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            first = next((row for row in csv.reader(fh) if any(cell.strip() for cell in row)), [])
+    except (OSError, UnicodeDecodeError):
+        return False
+    return len(first) in (6, 8) and first[1].strip().lower() in ("true", "false") and _all_numbers(first[2:])
+
+
+def _all_numbers(cells: list[str]) -> bool:
+    try:
+        [float(cell) for cell in cells]
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_bigwarp(text: str, path: Path, role: str | None) -> Landmarks:
+    if role not in BIGWARP_ROLES:
+        raise PromptsegError(
+            f"{path}: a BigWarp landmark file holds both the moving and the fixed landmarks; say which to read "
+            "(role='moving' or 'fixed'; in the CLI give the file to both --landmarks-fixed and --landmarks-moving)"
+        )
+    rows = [row for row in csv.reader(text.splitlines()) if any(cell.strip() for cell in row)]
+    dims = (len(rows[0]) - 2) // 2
+    if dims == 3:
+        raise PromptsegError(f"{path}: 3D BigWarp landmarks (x, y, z); registration here is 2D: export 2D ones")
+    start = 2 + dims * BIGWARP_ROLES.index(role)
+    xy, names = [], []
+    for line_no, row in enumerate(rows, start=1):
+        if len(row) != 2 + 2 * dims or not _all_numbers(row[2:]):
+            raise PromptsegError(
+                f"{path}: line {line_no}: a BigWarp row is a name, true/false and 4 numbers; got {row}"
+            )
+        if row[1].strip().lower() != "true":  # placed in one image only: no pair (BigWarp leaves it out too)
+            continue
+        xy.append((float(row[start]), float(row[start + 1])))
+        names.append(row[0].strip())
+    arr = _check_xy(np.asarray(xy, dtype=np.float64).reshape(-1, 2), path)
+    # written back (the warped moving set) as an ANHIR CSV named by BigWarp's point names
+    return Landmarks(xy=arr, format="csv", index=tuple(names))
+
+
+def _xy_columns(upper: list[str]) -> tuple[int, int] | None:
+    """The X and Y columns of an upper-cased CSV header: ANHIR's X and Y, or napari's axis-1 (column) and axis-0
+    (row) when those are its only axes."""
+    if "X" in upper and "Y" in upper:
+        return upper.index("X"), upper.index("Y")
+    if "AXIS-0" in upper and "AXIS-1" in upper and "AXIS-2" not in upper:
+        return upper.index("AXIS-1"), upper.index("AXIS-0")
+    return None
 
 
 def _parse_csv(text: str, path: Path) -> Landmarks:
@@ -70,10 +135,19 @@ def _parse_csv(text: str, path: Path) -> Landmarks:
         raise PromptsegError(f"{path}: empty landmark file")
     header = tuple(cell.strip() for cell in rows[0])
     upper = [h.upper() for h in header]
-    if "X" not in upper or "Y" not in upper:
-        raise PromptsegError(f"{path}: CSV header must contain X and Y columns, got {list(header)}")
-    ix, iy = upper.index("X"), upper.index("Y")
-    has_index = ix > 0 and upper[0] not in ("X", "Y")
+    columns = _xy_columns(upper)
+    if columns is None:
+        if "AXIS-2" in upper:
+            raise PromptsegError(
+                f"{path}: napari points with {sum(h.startswith('AXIS-') for h in upper)} axes; registration "
+                "landmarks are 2D (axis-0 row, axis-1 column): export points of a 2D layer"
+            )
+        raise PromptsegError(
+            f"{path}: CSV header must contain X and Y columns (ANHIR ',X,Y'), or axis-0 and axis-1 (a napari "
+            f"Points layer's export); got {list(header)}"
+        )
+    ix, iy = columns
+    has_index = ix > 0 and iy > 0
     decimal_comma = delimiter != "," and any("," in row[i] for row in rows[1:] for i in (ix, iy) if i < len(row))
     xy, index = [], []
     for line_no, row in enumerate(rows[1:], start=2):
@@ -139,8 +213,7 @@ def write_landmarks(path: str | Path, landmarks: Landmarks | np.ndarray, *, deci
         path.write_text("\n".join(lines) + "\n")
         return path
     header = landmarks.header if landmarks.format == "csv" else ("", "X", "Y")
-    upper = [h.upper() for h in header]
-    ix, iy = upper.index("X"), upper.index("Y")
+    ix, iy = _xy_columns([h.upper() for h in header]) or (1, 2)
     index = landmarks.index if len(landmarks.index) == len(xy) else tuple(str(i + 1) for i in range(len(xy)))
     # the columns other than X and Y (index, Z, name...) as read, when this is the file's own layout
     copied = landmarks.rows if header == landmarks.header and len(landmarks.rows) == len(xy) else None
