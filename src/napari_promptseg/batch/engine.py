@@ -12,6 +12,7 @@ bar and the order of the records.
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import sys
@@ -144,6 +145,7 @@ def run_target(job: BatchJob, path: str, final: bool) -> dict:
     """One input: read, process, write. Raises on failure unless ``final`` (the retry), which records it."""
     from ..io.multiscale import read_image_named
 
+    args = job.args
     try:
         state, meta = worker_state(job)
     except (CancelledError, KeyboardInterrupt):
@@ -156,29 +158,44 @@ def run_target(job: BatchJob, path: str, final: bool) -> dict:
     digest = input_digest(path) if getattr(job.args, "output", None) is not None else None
     try:
         # the file's named channel axis last where none was given (commands without the option: as the file is)
-        image = read_image_named(path, getattr(job.args, "channel_axis", 0))
-        record = job.process(job.args, state, Path(path), image)
+        args = _args_for_file(job.args, path)
+        image = read_image_named(path, getattr(args, "channel_axis", 0))
+        record = job.process(args, state, Path(path), image)
         record.setdefault("status", "ok" if record.get("objects", 1) else "empty")
     except (CancelledError, KeyboardInterrupt):
         raise
     except NothingFoundError as exc:
         # an answer, not a failure: an empty label image and the reason, without a retry (the same inputs would
         # give the same answer), and a single input's run does not stop on it
-        record = _without_result(job, path, image, exc)
+        record = _without_result(args, path, image, exc)
         record.update(status="empty", objects=0, _summary=f"empty: {record['reason']}")
     except Exception as exc:  # noqa: BLE001 - one bad input must not stop the batch
         if not final:
             raise
-        record = _without_result(job, path, image, exc)
+        record = _without_result(args, path, image, exc)
         record["attempts"] = 2
     if digest is not None:
         record["input_digest"] = digest
     return {"record": record, "meta": meta}
 
 
-def _without_result(job: BatchJob, path: str, image: object, exc: BaseException) -> dict:
-    """:func:`failed_record` with the run's output directory and channel axis."""
-    args = job.args
+def _args_for_file(args: object, path: str) -> object:
+    """The run's options with its channel axis, given in the file's own order, counted as this file is read (a
+    pyramid's levels have their channels last: io.multiscale.read_channel_axis)."""
+    from ..io.multiscale import read_channel_axis
+
+    if not hasattr(args, "channel_axis"):
+        return args
+    axis = read_channel_axis(path, args.channel_axis)
+    if axis == args.channel_axis:
+        return args
+    mapped = copy.copy(args)  # the run's options are every file's: this file's axis on its own copy
+    mapped.channel_axis = axis
+    return mapped
+
+
+def _without_result(args: object, path: str, image: object, exc: BaseException) -> dict:
+    """:func:`failed_record` with the run's output directory and channel axis (as this file was read)."""
     return failed_record(
         getattr(args, "output", None), Path(path), image, exc, channel_axis=getattr(args, "channel_axis", None)
     )

@@ -372,7 +372,14 @@ def _registered_level(path: Path, channel_axis: int | None) -> tuple[object, Pyr
     named axes, channels last, as the other commands read it)."""
     import dask.array as da
 
-    from ..io.multiscale import REGISTER_SIDE, PyramidLevel, is_lazy_image, open_multiscale, read_image_named
+    from ..io.multiscale import (
+        REGISTER_SIDE,
+        PyramidLevel,
+        is_lazy_image,
+        open_multiscale,
+        read_channel_axis,
+        read_image_named,
+    )
 
     if not is_lazy_image(path):
         image = read_image_named(path, channel_axis)  # says what is wrong with a folder that is not an image
@@ -383,12 +390,11 @@ def _registered_level(path: Path, channel_axis: int | None) -> tuple[object, Pyr
         return image, PyramidLevel(0, image, np.ones(2)), False
     index, array, factors = pyramid.level_for_side(REGISTER_SIDE)
     channels = pyramid.axes.endswith("c")
-    if channels and channel_axis is not None:
-        # --channel-axis counts in the file's order (an OME-Zarr's c is before y and x), as for any other file; the
-        # levels are read channels last: they go where it says (and the warped image keeps them there)
-        if not -3 <= channel_axis < 3:
-            raise PromptsegError(f"{path}: --channel-axis {channel_axis} is out of range for its axes (y, x, c)")
-        image, array = (da.moveaxis(a, -1, channel_axis) for a in (image, array))
+    if read_channel_axis(path, channel_axis) == -1:  # the file's own channel axis, else refused naming its axes
+        # the levels are read channels last: they go back where the file has them (the warped image keeps them there)
+        # (among the axes kept: an OME-Zarr's singleton t and z are not read)
+        position = [a for a in pyramid.source_axes if a in ("c", "y", "x")].index("c")
+        image, array = (da.moveaxis(a, -1, position) for a in (image, array))
     return image, PyramidLevel(index, array, factors[-2:]), channels  # factors: (rows, columns)
 
 

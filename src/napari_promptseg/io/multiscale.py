@@ -280,6 +280,24 @@ def moved_channel_position(path: str | Path, image: object) -> int | None:
     return None if position is None or len(names) != image.ndim else position
 
 
+def read_channel_axis(path: str | Path, channel_axis: int | None) -> int | None:
+    """A channel axis given in the file's own order (an OME-Zarr's ``c`` comes before ``y`` and ``x``), as the image
+    is read: a lazily read pyramid's levels have their channels last (-1; None when its one channel was dropped), so
+    the file's order must not be applied to them; any other file is read in its own order: ``channel_axis`` itself.
+    The one mapping of every command (segment, oneshot, text, register)."""
+    if channel_axis is None or not is_lazy_image(path):
+        return channel_axis
+    pyramid = open_multiscale(path)
+    axes = pyramid.source_axes
+    if not -len(axes) <= channel_axis < len(axes) or axes[channel_axis] != "c":
+        named = ", ".join(f"{k}: {a}" for k, a in enumerate(axes))
+        raise PromptsegError(
+            f"{path}: channel axis {channel_axis} is not its channel axis; its axes are ({named})"
+            + (f": give {axes.index('c')}, or none (its channels are named)" if "c" in axes else ", no channels")
+        )
+    return -1 if pyramid.axes.endswith("c") else None
+
+
 def read_image_named(path: str | Path, channel_axis: int | None = None) -> object:
     """:func:`.images.read_image`, with the channel axis an OME or ImageJ TIFF names moved last
     (:func:`named_channels_last`) when no ``channel_axis`` is given (a given one counts in the file's order): how every

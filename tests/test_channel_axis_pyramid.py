@@ -1,0 +1,90 @@
+"""``--channel-axis`` counts in a multichannel pyramid's own axis order (an OME-Zarr's or OME-TIFF's C, Y, X) in
+segment and oneshot, as in register: the levels are read channels last, and the given axis was applied to them."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_promptseg.cli import main
+from napari_promptseg.io import read_image
+
+PREFIX = "1747f621"  # a 512 x 640 DSB fluorescence image with 22 labelled nuclei
+
+
+@pytest.fixture(scope="module")
+def nuclei(shared_data):
+    folder = shared_data / "nuclei_dsb2018"
+    image_path = next((folder / "images").glob(f"{PREFIX}*.png"))
+    grey = read_image(image_path)[..., 0]
+    labels = read_image(folder / "labels" / f"{image_path.stem}.tif")
+    # two channels that differ: the nuclei, and the same at half brightness
+    return np.ascontiguousarray(np.stack([grey, grey // 2])), labels
+
+
+def _pyramid(cyx: np.ndarray, path: Path, kind: str) -> Path:
+    """A 2-channel (C, Y, X) pyramid of 2 levels, its axes named by the file (as tests/test_registration_hunt.py)."""
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image
+
+    if kind == "ome.zarr":
+        root = zarr.open_group(str(path), mode="w", zarr_format=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            write_image(cyx, root, axes="cyx", fmt=FormatV04(), scale_factors=[2])
+    else:
+        with tifffile.TiffWriter(path, bigtiff=True) as tif:
+            tif.write(cyx, subifds=1, tile=(128, 128), metadata={"axes": "CYX"})
+            tif.write(cyx[:, ::2, ::2], subfiletype=1, tile=(128, 128))
+    return path
+
+
+def _labels(out: Path) -> np.ndarray:
+    report = json.loads((out / "report.json").read_text())
+    return read_image(report["images"][0]["output"])
+
+
+@pytest.mark.parametrize("kind", ["ome.zarr", "ome.tif"])
+def test_segment_takes_the_channel_axis_in_the_pyramids_order(nuclei, tmp_path, capsys, kind):
+    """`--channel-axis 0` for a (C, Y, X) pyramid was applied to its level read (Y, X, C): its rows taken for channels,
+    '256 channels; choose up to three'. Now it is the file's channel axis: the same nucleus as without it; another
+    axis is refused, naming the file and its axes."""
+    cyx, labels = nuclei
+    path = _pyramid(cyx, tmp_path / f"nuclei.{kind}", kind)
+    nucleus = labels == np.bincount(labels.ravel())[1:].argmax() + 1  # the largest
+    rows, cols = np.nonzero(nucleus)
+    box = [str(v) for v in (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)]
+    command = ["segment", str(path), "--box", *box, "--scheduler", "none"]
+    assert main([*command, "-o", str(tmp_path / "named")]) == 0, capsys.readouterr().err
+    assert main([*command, "-o", str(tmp_path / "given"), "--channel-axis", "0"]) == 0, capsys.readouterr().err
+    given = _labels(tmp_path / "given") > 0
+    assert given.shape == labels.shape
+    assert (given & nucleus).sum() / (given | nucleus).sum() > 0.75
+    np.testing.assert_array_equal(given, _labels(tmp_path / "named") > 0)
+    capsys.readouterr()
+    assert main([*command, "-o", str(tmp_path / "wrong"), "--channel-axis", "1"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "0: c, 1: y, 2: x" in err, err
+
+
+@pytest.mark.parametrize("kind", ["ome.zarr", "ome.tif"])
+def test_oneshot_takes_the_channel_axis_in_the_pyramids_order(nuclei, tmp_path, capsys, kind):
+    """The same for a one-shot run whose target is the pyramid (the reference a (C, Y, X) TIFF read whole)."""
+    cyx, labels = nuclei
+    target = _pyramid(cyx, tmp_path / f"nuclei.{kind}", kind)
+    reference = tmp_path / "reference.tif"
+    tifffile.imwrite(reference, cyx[:, :256, :320])
+    mask = tmp_path / "reference_mask.tif"
+    tifffile.imwrite(mask, (labels[:256, :320] > 0).astype(np.uint8))
+    command = ["oneshot", str(target), "--reference", str(reference), "--reference-mask", str(mask)]
+    command += ["--channel-axis", "0", "--scheduler", "none"]
+    assert main([*command, "-o", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    found, truth = _labels(tmp_path / "out") > 0, labels > 0
+    assert found.shape == truth.shape
+    assert 2 * (found & truth).sum() / (found.sum() + truth.sum()) > 0.6
