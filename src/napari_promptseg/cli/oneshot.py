@@ -167,7 +167,7 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
 
     from ..batch.engine import method_progress
     from ..io import read_image
-    from ..io.multiscale import read_image_named
+    from ..io.multiscale import read_channel_axis, read_image_named
     from ..methods.instances import fit_exemplars, is_many_objects, known_near_labels, reference_objects
     from ..methods.labelling_advice import FEW_EXEMPLARS
     from ..models import load_segmenter
@@ -177,11 +177,18 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
     segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
     extractor = load_feature_extractor(args.features, segmenter=segmenter, device=args.device)
     # a Fiji composite's named channel axis (C, Y, X), as the targets read it
-    references = [read_image_named(p, args.channel_axis) for p in args.reference]
+    # a given --channel-axis counts in each file's order (a pyramid's is read channels last): every reference's
+    # channels go last, as a target's do where it is compared with them (_segment), so one axis fits them all
+    read_axes = [read_channel_axis(p, args.channel_axis) for p in args.reference]
+    references = [read_image_named(p, axis) for p, axis in zip(args.reference, read_axes, strict=True)]
+    references = [
+        r if axis is None else np.moveaxis(r, axis, -1) for r, axis in zip(references, read_axes, strict=True)
+    ]
+    reference_axes = [None if axis is None else -1 for axis in read_axes]
     # every pair is checked before the mode is chosen: a bad second mask is reported as such
     reference_labels = [
-        _reference_labels(read_image(m), r, m, p, args.channel_axis, args.channels)
-        for p, m, r in zip(args.reference, args.reference_mask, references, strict=True)
+        _reference_labels(read_image(m), r, m, p, axis, args.channels)
+        for p, m, r, axis in zip(args.reference, args.reference_mask, references, reference_axes, strict=True)
     ]
     # a reference whose labels hold many objects asks for every such object: instances without a flag
     instances = (
@@ -193,7 +200,7 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
     if instances:
         exemplars = fit_exemplars(
             segmenter,
-            as_channels_last(references[0], channel_axis=args.channel_axis, channels=args.channels, name="reference"),
+            as_channels_last(references[0], channel_axis=reference_axes[0], channels=args.channels, name="reference"),
             reference_labels[0],
             known=known_near_labels(reference_labels[0]) if args.partial_labels else None,
             object_size=args.object_size,
@@ -233,6 +240,8 @@ def _segment(
 ):
     """One 2D target (a pyramid level ``factor`` times smaller than full resolution); ``object_size``: the objects'
     size when the caller measured it (a stack's planes share one)."""
+    import numpy as np
+
     from ..batch.engine import method_progress
     from ..methods.instances import level_object_size, segment_with_exemplars
     from ..methods.oneshot import segment_like
@@ -243,6 +252,8 @@ def _segment(
         hwc = as_channels_last(image, channel_axis=channel_axis, channels=args.channels, name=name)
         size = level_object_size(one.exemplars, object_size or args.object_size, factor)
         return segment_with_exemplars(one.segmenter, one.exemplars, hwc, object_size=size, name=name, progress=progress)
+    if channel_axis is not None:  # channels last, as the references were read (_setup): one axis for them all
+        image, channel_axis = np.moveaxis(image, channel_axis, -1), -1
     return segment_like(
         one.references,
         one.masks,
