@@ -29,6 +29,28 @@ def dataset_pairs(root: Path) -> list[tuple[Path, Path]]:
     return [(image, root / "masks" / image.name) for image in sorted((root / "images").iterdir())]
 
 
+def two_channel_pyramid(cyx, path: Path, kind: str) -> Path:
+    """A 2-channel (C, Y, X) pyramid of 2 levels whose file names its axes: an OME-Zarr (``kind`` "ome.zarr") or a
+    pyramidal OME-TIFF ("ome.tif")."""
+    import warnings
+
+    import tifffile
+    import zarr
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image
+
+    if kind == "ome.zarr":
+        root = zarr.open_group(str(path), mode="w", zarr_format=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            write_image(cyx, root, axes="cyx", fmt=FormatV04(), scale_factors=[2])
+    else:
+        with tifffile.TiffWriter(path, bigtiff=True) as tif:
+            tif.write(cyx, subifds=1, tile=(128, 128), metadata={"axes": "CYX"})
+            tif.write(cyx[:, ::2, ::2], subfiletype=1, tile=(128, 128))
+    return path
+
+
 def thread_recording_dask(array, threads: list, chunks=None):
     """A dask array of ``array`` whose every block read appends the thread that read it to ``threads``: where a
     widget reads a layer's pixels is observable. Use it under ``dask.config.set(scheduler="synchronous")`` (dask's

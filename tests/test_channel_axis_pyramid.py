@@ -4,16 +4,16 @@ segment and oneshot, as in register: the levels are read channels last, and the 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
-import zarr
 
 from napari_promptseg.cli import main
 from napari_promptseg.io import read_image
+
+from .conftest import two_channel_pyramid
 
 PREFIX = "1747f621"  # a 512 x 640 DSB fluorescence image with 22 labelled nuclei
 
@@ -28,23 +28,6 @@ def nuclei(shared_data):
     return np.ascontiguousarray(np.stack([grey, grey // 2])), labels
 
 
-def _pyramid(cyx: np.ndarray, path: Path, kind: str) -> Path:
-    """A 2-channel (C, Y, X) pyramid of 2 levels, its axes named by the file (as tests/test_registration_hunt.py)."""
-    from ome_zarr.format import FormatV04
-    from ome_zarr.writer import write_image
-
-    if kind == "ome.zarr":
-        root = zarr.open_group(str(path), mode="w", zarr_format=2)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            write_image(cyx, root, axes="cyx", fmt=FormatV04(), scale_factors=[2])
-    else:
-        with tifffile.TiffWriter(path, bigtiff=True) as tif:
-            tif.write(cyx, subifds=1, tile=(128, 128), metadata={"axes": "CYX"})
-            tif.write(cyx[:, ::2, ::2], subfiletype=1, tile=(128, 128))
-    return path
-
-
 def _labels(out: Path) -> np.ndarray:
     report = json.loads((out / "report.json").read_text())
     return np.asarray(read_image(report["images"][0]["output"]))
@@ -56,7 +39,7 @@ def test_segment_takes_the_channel_axis_in_the_pyramids_order(nuclei, tmp_path, 
     '256 channels; choose up to three'. Now it is the file's channel axis: the same nucleus as without it; another
     axis is refused, naming the file and its axes."""
     cyx, labels = nuclei
-    path = _pyramid(cyx, tmp_path / f"nuclei.{kind}", kind)
+    path = two_channel_pyramid(cyx, tmp_path / f"nuclei.{kind}", kind)
     nucleus = labels == np.bincount(labels.ravel())[1:].argmax() + 1  # the largest
     rows, cols = np.nonzero(nucleus)
     box = [str(v) for v in (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)]
@@ -79,7 +62,7 @@ def test_oneshot_takes_the_channel_axis_in_the_pyramids_order(nuclei, tmp_path, 
     """The same for a one-shot run whose target is the pyramid, its reference a (C, Y, X) TIFF read whole: by the
     exemplars of its nuclei, or by its region (where the target's axis was applied to the reference too)."""
     cyx, labels = nuclei
-    target = _pyramid(cyx, tmp_path / f"nuclei.{kind}", kind)
+    target = two_channel_pyramid(cyx, tmp_path / f"nuclei.{kind}", kind)
     reference = tmp_path / "reference.tif"
     tifffile.imwrite(reference, cyx[:, :256, :320])
     mask = tmp_path / "reference_mask.tif"

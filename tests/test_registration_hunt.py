@@ -29,6 +29,8 @@ from napari_promptseg.methods.registration import (
 from napari_promptseg.methods.registration.quality import quality_line
 from napari_promptseg.methods.warp import Deformation
 
+from .conftest import two_channel_pyramid
+
 SAMPLE = Path(napari_promptseg.__file__).parent / "sample_data"
 #: affine stages only, on small work images: the start is what is tested
 AFFINE_ONLY = RegistrationOptions(intensity_max_side=192, intensity_bspline=False, joint_refinement=False)
@@ -328,23 +330,10 @@ def test_a_cancel_stops_the_simpleitk_stages_at_their_next_iteration(shared_data
 def test_a_two_channel_pyramid_is_registered_by_its_named_channels(sample, tmp_path, capsys, kind):
     """A 2-channel OME-Zarr or pyramidal OME-TIFF (C, Y, X named by the file, read channels last) was refused as
     'a stack: pick one plane first'; now its channels are registered as a Fiji composite's are."""
-    from ome_zarr.format import FormatV04
-    from ome_zarr.writer import write_image
-
     fixed, moving, lf, lm = sample
 
     def two_channels(rgb: np.ndarray, path: Path) -> Path:
-        cyx = np.ascontiguousarray(np.stack([rgb[..., 0], rgb[..., 2]]))
-        if kind == "ome.zarr":
-            root = zarr.open_group(str(path), mode="w", zarr_format=2)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                write_image(cyx, root, axes="cyx", fmt=FormatV04(), scale_factors=[2])
-        else:
-            with tifffile.TiffWriter(path, bigtiff=True) as tif:
-                tif.write(cyx, subifds=1, tile=(128, 128), metadata={"axes": "CYX"})
-                tif.write(cyx[:, ::2, ::2], subfiletype=1, tile=(128, 128))
-        return path
+        return two_channel_pyramid(np.ascontiguousarray(np.stack([rgb[..., 0], rgb[..., 2]])), path, kind)
 
     files = {
         "fixed": two_channels(fixed, tmp_path / f"fixed.{kind}"),
