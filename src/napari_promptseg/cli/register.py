@@ -101,13 +101,14 @@ def cmd_register(args: argparse.Namespace) -> int:
     )
     # a Fiji composite's or a pyramid's channels, named by its file, were read last (as every command reads them):
     # registered there
-    named_last = fixed_moved is not None or moving_moved is not None or fixed_channels or moving_channels
-    channel_axis = -1 if named_last and args.channel_axis is None else args.channel_axis
-    if channel_axis == -1 and args.channel_axis is None:
+    fixed_named, moving_named = fixed_moved is not None or fixed_channels, moving_moved is not None or moving_channels
+    channel_axis = args.channel_axis
+    if channel_axis is None and (fixed_named or moving_named):
+        channel_axis = -1
         # the other image's channel axis is not this one's: an RGBA image is RGB, as when registered alone
-        if not (fixed_moved is not None or fixed_channels):
+        if not fixed_named:
             fixed, fixed_at = _without_alpha(fixed), fixed_at._replace(array=_without_alpha(fixed_at.array))
-        if not (moving_moved is not None or moving_channels):
+        if not moving_named:
             moving, moving_at = _without_alpha(moving), moving_at._replace(array=_without_alpha(moving_at.array))
     moving_labels = None
     if args.moving_labels is not None:
