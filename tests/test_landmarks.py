@@ -3,6 +3,9 @@ trips, bad files."""
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -140,6 +143,34 @@ def test_a_bigwarp_landmark_file_gives_each_set_by_role(shared_data, tmp_path):
     out = write_landmarks(tmp_path / "warped.csv", read_moving)
     assert out.read_text().splitlines()[:2] == [",X,Y", f"Pt-0,{moving.xy[0][0]:g},{moving.xy[0][1]:g}"]
     np.testing.assert_allclose(read_landmarks(out).xy, moving.xy)
+
+
+#: the files whose opening the audit hook below records, and the record (an audit hook stays for the process)
+_WATCHED: set[str] = set()
+_OPENED: list[str] = []
+
+
+def _record_opening(event: str, args: tuple) -> None:
+    if event == "open" and isinstance(args[0], str | os.PathLike) and os.fspath(args[0]) in _WATCHED:
+        _OPENED.append(os.fspath(args[0]))
+
+
+def test_a_landmark_csv_is_opened_once(shared_data, tmp_path):
+    """read_landmarks opened every CSV twice (once to tell whether it is BigWarp's, once to parse it): twice the
+    reads of a file on a network share, and two reads that need not see one file. Now once, BigWarp's or ANHIR's."""
+    folder = shared_data / "registration_birl" / "data-images" / "landmarks"
+    fixed, moving = (read_landmarks(folder / f"artificial_{n}.csv") for n in ("reference", "moving-affine"))
+    bigwarp = _bigwarp_file(tmp_path / "bigwarp.csv", moving.xy, fixed.xy)
+    anhir = folder / "artificial_reference.csv"
+    sys.addaudithook(_record_opening)
+    _WATCHED.update({str(bigwarp), str(anhir)})
+    try:
+        np.testing.assert_allclose(read_landmarks(bigwarp, role="fixed").xy, fixed.xy)
+        np.testing.assert_allclose(read_landmarks(anhir).xy, fixed.xy)
+    finally:
+        _WATCHED.clear()
+    opened = list(_OPENED)
+    assert opened == [str(bigwarp), str(anhir)]
 
 
 def test_a_napari_points_export_is_read_as_row_column(shared_data, tmp_path):

@@ -10,6 +10,7 @@ back with the same columns.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def read_landmarks(path: str | Path, role: str | None = None) -> Landmarks:
         raise PromptsegError(f"{path}: unknown landmark format {suffix!r}; expected one of {LANDMARK_SUFFIXES}")
     text = path.read_text(encoding="utf-8-sig")
     if suffix == ".csv":
-        if is_bigwarp_csv(path):
+        if _is_bigwarp_row(_first_row(text.splitlines())):  # the text read above: the file is opened once
             return _parse_bigwarp(text, path, role)
         return _parse_csv(text, path)
     return _parse_pts(text, path)
@@ -75,9 +76,18 @@ def is_bigwarp_csv(path: str | Path) -> bool:
     moving and the fixed point's coordinates (2 or 3 each)."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
-            first = next((row for row in csv.reader(fh) if any(cell.strip() for cell in row)), [])
+            return _is_bigwarp_row(_first_row(fh))
     except (OSError, UnicodeDecodeError):
         return False
+
+
+def _first_row(lines: Iterable[str]) -> list[str]:
+    """The first CSV row with a cell that is not blank ([] for none)."""
+    return next((row for row in csv.reader(lines) if any(cell.strip() for cell in row)), [])
+
+
+def _is_bigwarp_row(first: list[str]) -> bool:
+    """Whether a CSV's first row is BigWarp's: a name, "true"/"false", then 4 or 6 coordinates (no header)."""
     return len(first) in (6, 8) and first[1].strip().lower() in ("true", "false") and _all_numbers(first[2:])
 
 
