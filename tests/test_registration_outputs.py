@@ -5,6 +5,7 @@ inputs refused up front."""
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import time
 
@@ -434,3 +435,26 @@ def test_register_report_names_its_files_wherever_it_is_read_from(birl_half, tmp
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["parameters"]["fixed"] == str(birl_half["fixed"])
     assert report["landmarks"]["landmarks_moving"] == str(birl_half["lm_moving"])
+
+
+def test_cli_stopped_while_writing_leaves_the_earlier_runs_files_as_they_were(birl_half, tmp_path, capsys, monkeypatch):
+    """A rerun stopped between its writes (here a full disk at the warped landmarks) left its new moving_warped.tif
+    and displacement.tif beside the earlier run's report.json and landmarks: the folder mixed two runs. Now a run's
+    files appear together, report.json last, or not at all, and no temporary file is left behind."""
+    out = tmp_path / "out"
+    landmarks = ["--landmarks-fixed", str(birl_half["lm_fixed"]), "--landmarks-moving", str(birl_half["lm_moving"])]
+    pair = [str(birl_half["fixed"]), str(birl_half["moving"])]
+    assert main(["register", *pair, "-o", str(out), "--method", "intensity", *landmarks]) == 0, capsys.readouterr().err
+    earlier = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert {"moving_warped.tif", "displacement.tif", "landmarks_warped.csv", "report.json"} <= set(earlier)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("napari_promptseg.io.landmarks.write_landmarks", full_disk)
+    # another run into the same folder: the images swapped (its warped image differs from the earlier one)
+    swapped = ["--landmarks-fixed", str(birl_half["lm_moving"]), "--landmarks-moving", str(birl_half["lm_fixed"])]
+    capsys.readouterr()
+    assert main(["register", *pair[::-1], "-o", str(out), "--method", "intensity", *swapped]) != 0
+    assert "No space left on device" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier

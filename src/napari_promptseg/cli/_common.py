@@ -385,16 +385,22 @@ def _write_report(
     device: str = "auto",
     auto_precision: str | None = None,
     encoder_precision: str | None = None,
+    into: Path | None = None,
     **report: object,
 ) -> Path:
-    """OUT/report.json, replaced whole (a resumed run reads it). It says the encoder precision the run had:
-    ``encoder_precision`` as the batch's workers ran it (:func:`_segmenter_meta`), else resolved
+    """OUT/report.json, replaced whole (a resumed run reads it), or written ``into`` a temporary file that the
+    caller renames to it with the run's other files (:func:`~..io._files.replacing_together`). It says the encoder
+    precision the run had: ``encoder_precision`` as the batch's workers ran it (:func:`_segmenter_meta`), else resolved
     here from ``device`` (the run's ``--device``), ``auto_precision`` (what auto meant in the method, if it pins it)
     and ``--precision`` / ``$PROMPTSEG_PRECISION`` (auto by default)."""
     path = output / "report.json"
     precision = encoder_precision or _resolved_precision(device, auto_precision)
+    text = json.dumps({"version": __version__, "encoder_precision": precision, **report}, indent=2)
+    if into is not None:
+        into.write_text(text)
+        return path
     with replacing(path) as temp:
-        temp.write_text(json.dumps({"version": __version__, "encoder_precision": precision, **report}, indent=2))
+        temp.write_text(text)
     return path
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +34,7 @@ ANNOTATIONS_WARPED = "annotations_warped.geojson"
 def cmd_register(args: argparse.Namespace) -> int:
     import tifffile
 
+    from ..io._files import replacing_together
     from ..io.annotations import read_annotations, write_annotations
     from ..io.images import REGISTER_MARKER, is_own_output
     from ..io.landmarks import index_order, is_bigwarp_csv, paired_landmarks, read_landmarks, write_landmarks
@@ -186,182 +189,199 @@ def cmd_register(args: argparse.Namespace) -> int:
     warped = result.warp_image(moving_at.array, channel_axis=pair_channel_axis(moving.shape, channel_axis))
     if moving_moved is not None:  # the moving file's own order, as its channels were named
         warped = np.ascontiguousarray(np.moveaxis(warped, -1, moving_moved))
-    # marked as register's (not as labels: a later run may take them as its inputs); a rerun may replace them
-    tifffile.imwrite(args.output / "moving_warped.tif", warped, compression="zlib", software=REGISTER_MARKER)
-    tifffile.imwrite(
-        args.output / "displacement.tif", result.displacement, compression="zlib", software=REGISTER_MARKER
-    )
-    labels_record = None
-    if moving_labels is not None:
-        warped_labels = result.warp_labels(moving_labels)
-        tifffile.imwrite(
-            args.output / LABELS_WARPED,
-            warped_labels,
-            compression="zlib",
-            photometric="minisblack",
-            software=REGISTER_MARKER,
-        )
-        labels_record = {
-            "moving_labels": str(args.moving_labels),
-            "labels_warped": str(args.output / LABELS_WARPED),
-            # ids mapped outside the fixed image are lost: how many are left
-            "ids_before": int(np.count_nonzero(np.unique(moving_labels))),
-            "ids_after": int(np.count_nonzero(np.unique(warped_labels))),
-        }
-        print(
-            f"{args.moving_labels} -> {args.output / LABELS_WARPED} ({labels_record['ids_after']} of "
-            f"{labels_record['ids_before']} ids inside the fixed image)"
-        )
-    else:
-        labels_path = args.output / LABELS_WARPED
-        earlier_labels = ((earlier_run or {}).get("labels") or {}).get("labels_warped")
-        _remove_stale(
-            labels_path, bool(earlier_labels) and is_own_output(labels_path, REGISTER_MARKER), "--moving-labels"
-        )
-    record: dict[str, object] = {}
+    # one run's files appear together or not at all: each is written to a temporary file beside it, and all are
+    # renamed once every one is written, report.json last (a run stopped while writing leaves the earlier run's)
+    stale: list[Callable[[], None]] = []  # an earlier run's files this run has none of: go once this run's are written
+    with replacing_together(args.output, "report.json") as temp:
+        # marked as register's (not as labels: a later run may take them as its inputs); a rerun may replace them
+        tifffile.imwrite(temp("moving_warped.tif"), warped, compression="zlib", software=REGISTER_MARKER)
+        tifffile.imwrite(temp("displacement.tif"), result.displacement, compression="zlib", software=REGISTER_MARKER)
+        labels_record = None
+        if moving_labels is not None:
+            warped_labels = result.warp_labels(moving_labels)
+            tifffile.imwrite(
+                temp(LABELS_WARPED),
+                warped_labels,
+                compression="zlib",
+                photometric="minisblack",
+                software=REGISTER_MARKER,
+            )
+            labels_record = {
+                "moving_labels": str(args.moving_labels),
+                "labels_warped": str(args.output / LABELS_WARPED),
+                # ids mapped outside the fixed image are lost: how many are left
+                "ids_before": int(np.count_nonzero(np.unique(moving_labels))),
+                "ids_after": int(np.count_nonzero(np.unique(warped_labels))),
+            }
+            print(
+                f"{args.moving_labels} -> {args.output / LABELS_WARPED} ({labels_record['ids_after']} of "
+                f"{labels_record['ids_before']} ids inside the fixed image)"
+            )
+        else:
+            labels_path = args.output / LABELS_WARPED
+            earlier_labels = ((earlier_run or {}).get("labels") or {}).get("labels_warped")
+            stale.append(
+                partial(
+                    _remove_stale,
+                    labels_path,
+                    bool(earlier_labels) and is_own_output(labels_path, REGISTER_MARKER),
+                    "--moving-labels",
+                )
+            )
+        record: dict[str, object] = {}
 
-    def to_fixed(xy: np.ndarray) -> np.ndarray:
-        """Moving landmarks (full-resolution pixels, x y) mapped to the fixed image's full-resolution pixels."""
-        return result.moving_points_to_fixed(xy, moving_factors=moving_at.factors, fixed_factors=fixed_at.factors)
+        def to_fixed(xy: np.ndarray) -> np.ndarray:
+            """Moving landmarks (full-resolution pixels, x y) mapped to the fixed image's full-resolution pixels."""
+            return result.moving_points_to_fixed(xy, moving_factors=moving_at.factors, fixed_factors=fixed_at.factors)
 
-    if landmarks is not None:
-        fixed_xy, moving_xy = landmarks  # paired: in the fixed file's order
-        mapped = to_fixed(moving_xy)
-        # every row of the moving file, in its order (unpaired extra points too): the file keeps every input row
-        warped_csv = write_landmarks(args.output / "landmarks_warped.csv", lm_moving.with_xy(to_fixed(lm_moving.xy)))
-        diagonal = image_diagonal(np.multiply(result.deformation.fixed_shape, fixed_at.factors))  # full resolution
-        record = {
-            "landmarks_fixed": str(args.landmarks_fixed),
-            "landmarks_moving": str(args.landmarks_moving),
-            "landmarks_warped": str(args.output / "landmarks_warped.csv"),
-            # a CSV carries no mark: a rerun replaces or removes it only while it still has these contents
-            "landmarks_warped_sha256": _file_sha256(warped_csv),
-            "pairs_compared": len(fixed_xy),
-            "image_diagonal": round(diagonal, 2),
-            "before": landmark_errors(fixed_xy, moving_xy, diagonal),
-            "after": landmark_errors(fixed_xy, mapped, diagonal),
-        }
-    else:
-        csv_path = args.output / "landmarks_warped.csv"
-        _remove_stale(
-            csv_path,
-            _is_earlier_text_output(csv_path, earlier_run, "landmarks", "landmarks_warped_sha256"),
-            "landmarks",
-            kept_why="edited since an earlier run, or not promptseg's; ",
+        if landmarks is not None:
+            fixed_xy, moving_xy = landmarks  # paired: in the fixed file's order
+            mapped = to_fixed(moving_xy)
+            # every row of the moving file, in its order (unpaired extra points too): the file keeps every input row
+            warped_csv = write_landmarks(temp("landmarks_warped.csv"), lm_moving.with_xy(to_fixed(lm_moving.xy)))
+            diagonal = image_diagonal(np.multiply(result.deformation.fixed_shape, fixed_at.factors))  # full resolution
+            record = {
+                "landmarks_fixed": str(args.landmarks_fixed),
+                "landmarks_moving": str(args.landmarks_moving),
+                "landmarks_warped": str(args.output / "landmarks_warped.csv"),
+                # a CSV carries no mark: a rerun replaces or removes it only while it still has these contents
+                "landmarks_warped_sha256": _file_sha256(warped_csv),
+                "pairs_compared": len(fixed_xy),
+                "image_diagonal": round(diagonal, 2),
+                "before": landmark_errors(fixed_xy, moving_xy, diagonal),
+                "after": landmark_errors(fixed_xy, mapped, diagonal),
+            }
+        else:
+            csv_path = args.output / "landmarks_warped.csv"
+            stale.append(
+                partial(
+                    _remove_stale,
+                    csv_path,
+                    _is_earlier_text_output(csv_path, earlier_run, "landmarks", "landmarks_warped_sha256"),
+                    "landmarks",
+                    kept_why="edited since an earlier run, or not promptseg's; ",
+                )
+            )
+        annotations_path = args.output / ANNOTATIONS_WARPED
+        annotations_record = None
+        if annotations is not None:
+            mapped_annotations, counts = result.warp_annotations(
+                annotations, moving_factors=moving_at.factors, fixed_factors=fixed_at.factors
+            )
+            warped_annotations = write_annotations(temp(ANNOTATIONS_WARPED), mapped_annotations)
+            annotations_record = {
+                "moving_annotations": str(args.moving_annotations),
+                "annotations_warped": str(annotations_path),
+                # a GeoJSON file carries no mark: a rerun replaces or removes it only while it has these contents
+                "annotations_warped_sha256": _file_sha256(warped_annotations),
+                **counts,
+            }
+            outside = counts["geometries_outside"]
+            print(
+                f"{args.moving_annotations} -> {annotations_path} ({counts['geometries']} geometries"
+                + (f", {outside} of them outside the fixed image" if outside else "")
+                + ")"
+            )
+        else:
+            stale.append(
+                partial(
+                    _remove_stale,
+                    annotations_path,
+                    _is_earlier_text_output(annotations_path, earlier_run, "annotations", "annotations_warped_sha256"),
+                    "--moving-annotations",
+                    kept_why="edited since an earlier run, or not promptseg's; ",
+                )
+            )
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        summary = f"{args.moving} -> {args.output / 'moving_warped.tif'} ({result.method}"
+        if result.method != "intensity":
+            summary += f", {len(result.pairs)} pairs"
+        if record:
+            summary += f", TRE {record['before']['tre_mean']:.2f} -> {record['after']['tre_mean']:.2f} px"
+        print(summary + ")")
+        if fixed_at.index or moving_at.index:
+            print(
+                f"registered at pyramid level {fixed_at.index} of {args.fixed} and {moving_at.index} of {args.moving}: "
+                f"the outputs are on the fixed level's {result.deformation.fixed_shape[0]} x "
+                f"{result.deformation.fixed_shape[1]} px grid, landmarks in full-resolution pixels"
+            )
+        if result.quality:
+            print(quality_line(result.quality))
+        if result.text_route:
+            print(f"text prompts answered by {result.text_route}: {result.text_reason}")
+        _write_report(
+            args.output,
+            into=temp("report.json"),
+            device=args.device,
+            auto_precision=REGION_PRECISION,  # what register() runs its encoder at when the precision is auto
+            command="register",
+            model=None if segmenter is None else segmenter.name,
+            route=result.method,
+            parameters={
+                "fixed": str(args.fixed),
+                "moving": str(args.moving),
+                "prompts": prompts or (["auto"] if result.method != "intensity" else []),
+                "text_route": args.text_route,
+                "library": None if args.library is None else str(args.library),
+                "box_threshold": args.box_threshold,
+                "text_threshold": args.text_threshold,
+                "heatmap_threshold": args.heatmap_threshold,
+                "method": args.method,
+                "similarity": args.similarity,
+                "smoothness": options.smoothness,
+                "dense": options.dense,
+                "weights": args.weights,
+                "device": args.device,
+            },
+            convention="displacement.tif is (H, W, 2) float32 on the fixed grid, last axis (dx, dy) in pixels: fixed "
+            "pixel (x, y) corresponds to moving pixel (x + dx, y + dy); moving_warped = moving(x + u(x)), with the "
+            "moving image's axis order (channels on --channel-axis); "
+            "landmarks_warped = moving landmarks mapped into the fixed frame (solving x + u(x) = p); "
+            "a pyramid (OME-Zarr, pyramidal TIFF) is registered at one level (registered_level): the grids and pixels "
+            "above are that level's, landmarks and TRE stay in full-resolution pixels",
+            shapes={"fixed": list(fixed.shape), "moving": list(moving.shape)},
+            # the pyramid level each image was registered at (0: full resolution), and how many times coarser it is
+            # along (rows, columns)
+            registered_level={
+                name: {"level": at.index, "factors": at.factors.tolist()}
+                for name, at in (("fixed", fixed_at), ("moving", moving_at))
+            },
+            region_pairs={
+                "count": len(result.pairs),
+                # the prompt (text phrase, "<phrase> (all)" for a phrase's union; None: automatic) of each pair
+                "prompts": [p.prompt for p in result.pairs],
+                "pairing": None if result.pairing is None else vars(result.pairing),
+                "dice_before_mean": _mean_or_none(result.pair_dice_before),
+                "dice_after_mean": _mean_or_none(result.pair_dice_after),
+            },
+            landmarks=record or None,
+            # --moving-labels on the fixed grid (nearest neighbour, ids and dtype kept) and how many ids are left
+            labels=labels_record,
+            # --moving-annotations in the fixed frame (full-resolution pixels): geometries, vertices before and after
+            # densifying, and how many geometries ended with no vertex inside the fixed image
+            annotations=annotations_record,
+            # which start won the image-similarity (NMI) choice, and every start's score
+            start={"chosen": result.start, "scores": {k: round(v, 4) for k, v in result.start_scores.items()}},
+            # the joint refinement after the intensity stage: kept only when the image score (NMI) rose
+            refinement={k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.refinement.items()} or None,
+            # each stage that was checked, accepted or rejected (a degenerate stage gives way to the one before, why
+            # here)
+            stages=result.stages,
+            # read without landmarks: image similarity (NMI) before/after, Jacobian range, stages rejected, verdict
+            quality=result.quality,
+            # text prompts: the route that answered them and why (None for automatic/given regions), per prompt below
+            text_route={"route": result.text_route, "reason": result.text_reason} if result.text_route else None,
+            prompt_sources=result.prompt_sources,
+            warnings=[*landmark_warnings, *result.warnings],
+            timings_s={
+                **{k: round(v, 4) for k, v in result.timings.items()},
+                "model_load": round(load_s, 4),
+                "total": round(time.perf_counter() - t0, 4),
+            },
         )
-    annotations_path = args.output / ANNOTATIONS_WARPED
-    annotations_record = None
-    if annotations is not None:
-        mapped_annotations, counts = result.warp_annotations(
-            annotations, moving_factors=moving_at.factors, fixed_factors=fixed_at.factors
-        )
-        write_annotations(annotations_path, mapped_annotations)
-        annotations_record = {
-            "moving_annotations": str(args.moving_annotations),
-            "annotations_warped": str(annotations_path),
-            # a GeoJSON file carries no mark: a rerun replaces or removes it only while it has these contents
-            "annotations_warped_sha256": _file_sha256(annotations_path),
-            **counts,
-        }
-        outside = counts["geometries_outside"]
-        print(
-            f"{args.moving_annotations} -> {annotations_path} ({counts['geometries']} geometries"
-            + (f", {outside} of them outside the fixed image" if outside else "")
-            + ")"
-        )
-    else:
-        _remove_stale(
-            annotations_path,
-            _is_earlier_text_output(annotations_path, earlier_run, "annotations", "annotations_warped_sha256"),
-            "--moving-annotations",
-            kept_why="edited since an earlier run, or not promptseg's; ",
-        )
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    summary = f"{args.moving} -> {args.output / 'moving_warped.tif'} ({result.method}"
-    if result.method != "intensity":
-        summary += f", {len(result.pairs)} pairs"
-    if record:
-        summary += f", TRE {record['before']['tre_mean']:.2f} -> {record['after']['tre_mean']:.2f} px"
-    print(summary + ")")
-    if fixed_at.index or moving_at.index:
-        print(
-            f"registered at pyramid level {fixed_at.index} of {args.fixed} and {moving_at.index} of {args.moving}: "
-            f"the outputs are on the fixed level's {result.deformation.fixed_shape[0]} x "
-            f"{result.deformation.fixed_shape[1]} px grid, landmarks in full-resolution pixels"
-        )
-    if result.quality:
-        print(quality_line(result.quality))
-    if result.text_route:
-        print(f"text prompts answered by {result.text_route}: {result.text_reason}")
-    _write_report(
-        args.output,
-        device=args.device,
-        auto_precision=REGION_PRECISION,  # what register() runs its encoder at when the precision is auto
-        command="register",
-        model=None if segmenter is None else segmenter.name,
-        route=result.method,
-        parameters={
-            "fixed": str(args.fixed),
-            "moving": str(args.moving),
-            "prompts": prompts or (["auto"] if result.method != "intensity" else []),
-            "text_route": args.text_route,
-            "library": None if args.library is None else str(args.library),
-            "box_threshold": args.box_threshold,
-            "text_threshold": args.text_threshold,
-            "heatmap_threshold": args.heatmap_threshold,
-            "method": args.method,
-            "similarity": args.similarity,
-            "smoothness": options.smoothness,
-            "dense": options.dense,
-            "weights": args.weights,
-            "device": args.device,
-        },
-        convention="displacement.tif is (H, W, 2) float32 on the fixed grid, last axis (dx, dy) in pixels: fixed "
-        "pixel (x, y) corresponds to moving pixel (x + dx, y + dy); moving_warped = moving(x + u(x)), with the "
-        "moving image's axis order (channels on --channel-axis); "
-        "landmarks_warped = moving landmarks mapped into the fixed frame (solving x + u(x) = p); "
-        "a pyramid (OME-Zarr, pyramidal TIFF) is registered at one level (registered_level): the grids and pixels "
-        "above are that level's, landmarks and TRE stay in full-resolution pixels",
-        shapes={"fixed": list(fixed.shape), "moving": list(moving.shape)},
-        # the pyramid level each image was registered at (0: full resolution), and how many times coarser it is
-        # along (rows, columns)
-        registered_level={
-            name: {"level": at.index, "factors": at.factors.tolist()}
-            for name, at in (("fixed", fixed_at), ("moving", moving_at))
-        },
-        region_pairs={
-            "count": len(result.pairs),
-            # the prompt (text phrase, "<phrase> (all)" for a phrase's union; None: automatic) of each pair
-            "prompts": [p.prompt for p in result.pairs],
-            "pairing": None if result.pairing is None else vars(result.pairing),
-            "dice_before_mean": _mean_or_none(result.pair_dice_before),
-            "dice_after_mean": _mean_or_none(result.pair_dice_after),
-        },
-        landmarks=record or None,
-        # --moving-labels on the fixed grid (nearest neighbour, ids and dtype kept) and how many ids are left
-        labels=labels_record,
-        # --moving-annotations in the fixed frame (full-resolution pixels): geometries, vertices before and after
-        # densifying, and how many geometries ended with no vertex inside the fixed image
-        annotations=annotations_record,
-        # which start won the image-similarity (NMI) choice, and every start's score
-        start={"chosen": result.start, "scores": {k: round(v, 4) for k, v in result.start_scores.items()}},
-        # the joint refinement after the intensity stage: kept only when the image score (NMI) rose
-        refinement={k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.refinement.items()} or None,
-        # each stage that was checked, accepted or rejected (a degenerate stage gives way to the one before, why here)
-        stages=result.stages,
-        # read without landmarks: image similarity (NMI) before/after, Jacobian range, stages rejected, verdict
-        quality=result.quality,
-        # text prompts: the route that answered them and why (None for automatic/given regions), per prompt below
-        text_route={"route": result.text_route, "reason": result.text_reason} if result.text_route else None,
-        prompt_sources=result.prompt_sources,
-        warnings=[*landmark_warnings, *result.warnings],
-        timings_s={
-            **{k: round(v, 4) for k, v in result.timings.items()},
-            "model_load": round(load_s, 4),
-            "total": round(time.perf_counter() - t0, 4),
-        },
-    )
+        for remove in stale:  # this run's files are all written
+            remove()
     return 0
 
 

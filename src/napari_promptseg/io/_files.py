@@ -8,7 +8,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import PromptsegError
@@ -37,6 +37,25 @@ def replacing(path: Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(OSError):  # already renamed into place when the block succeeded
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def replacing_together(folder: Path, last: str) -> Iterator[Callable[[str], Path]]:
+    """The files of one run, written as :func:`replacing` writes one: ``temp(name)`` is a temporary path beside
+    ``folder / name`` to write to; only when the block ends without error does each replace its name, ``last`` (the
+    report that says the others belong to it) after all the others. A run stopped while writing (Ctrl+C, a full disk,
+    an error in a later file) leaves the folder's earlier files as they were, not some of this run's beside an
+    earlier run's report; the temporary files go."""
+    temps: dict[str, Path] = {}
+    with contextlib.ExitStack() as stack:
+
+        def temp(name: str) -> Path:
+            if name not in temps:
+                temps[name] = stack.enter_context(replacing(folder / name))
+            return temps[name]
+
+        temp(last)  # the first entered is the last renamed: the stack is left in reverse
+        yield temp
 
 
 def replacing_temp_of(name: str) -> str | None:
