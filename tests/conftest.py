@@ -29,9 +29,10 @@ def dataset_pairs(root: Path) -> list[tuple[Path, Path]]:
     return [(image, root / "masks" / image.name) for image in sorted((root / "images").iterdir())]
 
 
-def two_channel_pyramid(cyx, path: Path, kind: str) -> Path:
-    """A 2-channel (C, Y, X) pyramid of 2 levels whose file names its axes: an OME-Zarr (``kind`` "ome.zarr") or a
-    pyramidal OME-TIFF ("ome.tif")."""
+def two_channel_pyramid(cyx, path: Path, kind: str, axes: str = "cyx") -> Path:
+    """A 2-channel (C, Y, X) pyramid of 2 levels whose file names its axes: an OME-Zarr (``kind`` "ome.zarr";
+    ``axes`` "tczyx": stored as a 5-D image of one time point and one plane, its c axis 1) or a pyramidal OME-TIFF
+    ("ome.tif")."""
     import warnings
 
     import tifffile
@@ -43,7 +44,8 @@ def two_channel_pyramid(cyx, path: Path, kind: str) -> Path:
         root = zarr.open_group(str(path), mode="w", zarr_format=2)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            write_image(cyx, root, axes="cyx", fmt=FormatV04(), scale_factors=[2])
+            data = cyx if axes == "cyx" else cyx[None, :, None]
+            write_image(data, root, axes=axes, fmt=FormatV04(), scale_factors=[2])
     else:
         with tifffile.TiffWriter(path, bigtiff=True) as tif:
             tif.write(cyx, subifds=1, tile=(128, 128), metadata={"axes": "CYX"})

@@ -355,6 +355,41 @@ def test_a_two_channel_pyramid_is_registered_by_its_named_channels(sample, tmp_p
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "given" / "moving_warped.tif"), np.moveaxis(warped, -1, 0))
 
 
+def test_a_five_d_ome_zarr_pair_takes_its_own_channel_axis(sample, tmp_path, capsys):
+    """--channel-axis 1, the c of an OME-Zarr stored (t, c, z, y, x), was applied to its planes read (c, y, x): the
+    landmark check took rows for channels and the run stopped ('image has shape (2, 600, 800): its axis 1 (600 long)
+    cannot be the channels'). Now the axis counts in each image as read: the same registration as by the file's named
+    axes, its landmarks checked against the 600 x 800 plane (no warning), the channels written first."""
+    fixed, moving, lf, lm = sample
+
+    def five_d(rgb: np.ndarray, path: Path) -> Path:
+        cyx = np.ascontiguousarray(np.stack([rgb[..., 0], rgb[..., 2]]))
+        return two_channel_pyramid(cyx, path, "ome.zarr", axes="tczyx")
+
+    files = {
+        "fixed": five_d(fixed, tmp_path / "fixed.ome.zarr"),
+        "moving": five_d(moving, tmp_path / "moving.ome.zarr"),
+    }
+    lm_files = [write_landmarks(tmp_path / "fixed.csv", lf), write_landmarks(tmp_path / "moving.csv", lm)]
+    landmarks = ["--landmarks-fixed", str(lm_files[0]), "--landmarks-moving", str(lm_files[1]), "--method", "intensity"]
+    assert _cli(files, tmp_path / "named", *landmarks) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert _cli(files, tmp_path / "given", *landmarks, "--channel-axis", "1") == 0, capsys.readouterr().err
+    assert "warning" not in capsys.readouterr().err
+    named, given = (json.loads((tmp_path / run / "report.json").read_text()) for run in ("named", "given"))
+    assert given["landmarks"]["after"] == named["landmarks"]["after"] and given["warnings"] == []
+    assert given["landmarks"]["after"]["tre_mean"] < 3
+    warped = tifffile.imread(tmp_path / "named" / "moving_warped.tif")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "given" / "moving_warped.tif"), np.moveaxis(warped, -1, 0))
+    # one axis for two images whose channels are on different axes as read: said, naming both, before the work
+    tifffile.imwrite(tmp_path / "ycx.tif", np.ascontiguousarray(np.moveaxis(warped, -1, 1)))
+    files["moving"] = tmp_path / "ycx.tif"
+    capsys.readouterr()
+    assert _cli(files, tmp_path / "mixed", "--method", "intensity", "--channel-axis", "1") == 2
+    err = capsys.readouterr().err
+    assert f"channels of {files['fixed']} are its axis 0 as read, those of {files['moving']} its axis 1" in err, err
+
+
 def test_register_takes_two_channels_last_as_segment_does(sample):
     """register() refused (H, W, 2) images (what read_image gives for a 2-channel OME-Zarr) as 'a stack: pick one
     plane first', while segment() reads them as two channels; now they are registered as two channels."""

@@ -95,7 +95,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     )
     annotations = None if args.moving_annotations is None else read_annotations(args.moving_annotations)
     t0 = time.perf_counter()
-    (fixed, fixed_at, fixed_channels), (moving, moving_at, moving_channels) = (
+    (fixed, fixed_at, fixed_channels, fixed_axis), (moving, moving_at, moving_channels, moving_axis) = (
         _registered_level(p, args.channel_axis) for p in (args.fixed, args.moving)
     )
     fixed_moved, moving_moved = (
@@ -105,7 +105,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     # a Fiji composite's or a pyramid's channels, named by its file, were read last (as every command reads them):
     # registered there
     fixed_named, moving_named = fixed_moved is not None or fixed_channels, moving_moved is not None or moving_channels
-    channel_axis = args.channel_axis
+    channel_axis = _pair_axis(args.channel_axis, (args.fixed, fixed, fixed_axis), (args.moving, moving, moving_axis))
     if channel_axis is None and (fixed_named or moving_named):
         channel_axis = -1
         # the other image's channel axis is not this one's: an RGBA image is RGB, as when registered alone
@@ -145,13 +145,13 @@ def cmd_register(args: argparse.Namespace) -> int:
                 f"{args.landmarks_fixed}",
                 file=sys.stderr,
             )
-        for points, path, image in (
-            (lm_fixed, args.landmarks_fixed, fixed),
-            (lm_moving, args.landmarks_moving, moving),
+        for points, path, image, image_path in (
+            (lm_fixed, args.landmarks_fixed, fixed, args.fixed),
+            (lm_moving, args.landmarks_moving, moving, args.moving),
         ):
             shape = np.shape(image)
             warning = landmarks_outside(
-                points.xy, _spatial_shape(shape, pair_channel_axis(shape, args.channel_axis)), str(path)
+                points.xy, _spatial_shape(shape, pair_channel_axis(shape, channel_axis, str(image_path))), str(path)
             )
             if warning is not None:  # said before the work: a wrong file is worth stopping for
                 landmark_warnings.append(warning)
@@ -385,9 +385,11 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
-def _registered_level(path: Path, channel_axis: int | None) -> tuple[object, PyramidLevel, bool]:
+def _registered_level(path: Path, channel_axis: int | None) -> tuple[object, PyramidLevel, bool, int | None]:
     """The input at full resolution (lazily for a pyramid), the plane register reads, with its factors along
-    (rows, columns), and whether that plane is a pyramid's with the channels its file names, read last: an OME-Zarr
+    (rows, columns), whether that plane is a pyramid's with the channels its file names, read last, and the given
+    ``channel_axis`` (the file's order) counted in the axes read (a 5-D OME-Zarr's c, its axis 1, is axis 0 of the
+    (c, y, x) read; None: no channels read): an OME-Zarr
     or pyramidal TIFF's coarsest level with :data:`~..io.multiscale.REGISTER_SIDE` px along its longest side (only
     that level is read: a slide's full resolution peaked at 4.6 GB), any other image whole (a Fiji composite by its
     named axes, channels last, as the other commands read it)."""
@@ -404,19 +406,43 @@ def _registered_level(path: Path, channel_axis: int | None) -> tuple[object, Pyr
 
     if not is_lazy_image(path):
         image = read_image_named(path, channel_axis)  # says what is wrong with a folder that is not an image
-        return image, PyramidLevel(0, image, np.ones(2)), False
+        return image, PyramidLevel(0, image, np.ones(2)), False, channel_axis
     pyramid = open_multiscale(path)
     image = pyramid.levels[0]
     if pyramid.stack_axis is not None:  # register() refuses it by its shape: nothing to choose
-        return image, PyramidLevel(0, image, np.ones(2)), False
+        return image, PyramidLevel(0, image, np.ones(2)), False, channel_axis
     index, array, factors = pyramid.level_for_side(REGISTER_SIDE)
     channels = pyramid.axes.endswith("c")
+    read_axis = None
     if read_channel_axis(path, channel_axis) == -1:  # the file's own channel axis, else refused naming its axes
         # the levels are read channels last: they go back where the file has them (the warped image keeps them there)
         # (among the axes kept: an OME-Zarr's singleton t and z are not read)
         position = [a for a in pyramid.source_axes if a in ("c", "y", "x")].index("c")
         image, array = (da.moveaxis(a, -1, position) for a in (image, array))
-    return image, PyramidLevel(index, array, factors[-2:]), channels  # factors: (rows, columns)
+        read_axis = position
+    return image, PyramidLevel(index, array, factors[-2:]), channels, read_axis  # factors: (rows, columns)
+
+
+def _pair_axis(given: int | None, *images: tuple[Path, object, int | None]) -> int | None:
+    """The one channel axis register() takes for the pair: ``given`` (--channel-axis, in each file's order) as
+    counted in each image read ((path, image, its axis read), see :func:`_registered_level`); refused when the two
+    images have their channels on different axes. Gray and RGB images, which have none there, follow the other."""
+    from ..methods.registration.pipeline import pair_channel_axis
+
+    if given is None:
+        return None
+    read = {}
+    for path, image, axis in images:
+        shape = np.shape(image)
+        if axis is not None and pair_channel_axis(shape, axis, str(path)) is not None:
+            read[path] = axis % len(shape)
+    if len(set(read.values())) > 1:
+        (fixed, a), (moving, b) = read.items()
+        raise PromptsegError(
+            f"--channel-axis {given}: the channels of {fixed} are its axis {a} as read, those of {moving} its axis "
+            f"{b}; save them with their channels on one axis"
+        )
+    return next(iter(read.values()), given)
 
 
 def _without_alpha(image: object) -> object:
