@@ -426,3 +426,27 @@ def test_segment_like_reads_a_pyramid_target_at_the_level_the_cli_reads(litemeds
     np.testing.assert_array_equal(result.probability, on_level.probability)
     assert (result.probability_factor, on_level.probability_factor) == (2.0, 1.0)
     assert result.probability_placement == {"scale": (2.0, 2.0), "translate": (0.5, 0.5)}
+
+
+def test_segment_like_gives_every_references_result_on_a_pyramid_at_full_resolution(litemedsam):
+    """With several references and a pyramid target, the combined result came back at full resolution and
+    ``result.per_reference`` at the level's pixels (1212 x 1536 masks beside 2424 x 3072 labels): a console user
+    comparing them, or writing each, had masks of the wrong shape. Now each is the combined result's frame."""
+    import dask.array as da
+    from napari.layers import Image
+
+    from napari_promptseg.tiling import level_to_full, upsample_labels
+
+    lazy = da.from_array(COINS, chunks=COINS.shape)  # a multiscale layer's data (a list would be a list of targets)
+    levels = Image([lazy.repeat(k, axis=0).repeat(k, axis=1) for k in (8, 4, 2)] + [COINS], multiscale=True).data
+    mask = napari_promptseg.segment(COINS, boxes=[BOX], device="cpu") > 0
+    references, masks = [COINS, COINS[:, ::-1]], [mask, mask[:, ::-1]]  # the photo and its mirror image
+    (result,) = napari_promptseg.segment_like(references, masks, levels, segmenter=litemedsam)
+    (on_level,) = napari_promptseg.segment_like(references, masks, np.asarray(levels[1]), segmenter=litemedsam)
+    assert len(result.per_reference) == len(on_level.per_reference) == 2
+    for one, level_one in zip(result.per_reference, on_level.per_reference, strict=True):
+        assert level_one.mask.any()
+        assert one.mask.shape == one.labels.shape == result.labels.shape
+        np.testing.assert_array_equal(one.labels, upsample_labels(level_one.labels, result.labels.shape))
+        np.testing.assert_allclose(one.boxes, level_to_full(level_one.boxes, 2))
+        assert one.probability_factor == result.probability_factor == 2.0

@@ -267,9 +267,12 @@ def segment_like(
 
 def _at_full_resolution(result: OneShotResult, level: PyramidRead | None) -> OneShotResult:
     """A result found on a pyramid level, with its mask, labels, points and boxes on the full-resolution grid (as
-    the CLI writes and reports them); the probability map stays the level's (``probability_factor``)."""
+    the CLI writes and reports them), each reference's result too; the probability map stays the level's
+    (``probability_factor``)."""
     if level is None:
         return result
+    for one in result.per_reference:  # in the combined result's frame: a reference's mask is compared with it
+        _at_full_resolution(one, level)
     result.labels = level.labels_to_full(result.labels)
     result.mask = result.labels > 0
     result.positives = level.to_full(result.positives)
