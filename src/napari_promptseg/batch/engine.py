@@ -176,6 +176,8 @@ def run_target(job: BatchJob, path: str, final: bool) -> dict:
         record["attempts"] = 2
     if digest is not None:
         record["input_digest"] = digest
+    # where it ran (a cluster's workers may differ): a resume with another --device naming it keeps it
+    record.update({k: meta[k] for k in ("device", "encoder_precision") if k in meta})
     return {"record": record, "meta": meta}
 
 

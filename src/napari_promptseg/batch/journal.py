@@ -4,7 +4,9 @@ Beside ``report.json`` the driver appends one JSON line per finished input to ``
 once): a header with the run's signature, the run-level fields (``meta``), then the records. ``--resume`` takes
 the records of inputs whose outputs exist from the journal when there is one (a killed run), else from report.json
 (a finished one); an input that failed is run again. The signature (a hash of the options that change outputs)
-must match: results of other options are never mixed into one report.
+must match: results of other options are never mixed into one report. ``--device`` alone may differ when it names
+the device the earlier run ran on (each record says where it ran): ``auto`` and ``cpu`` are one run on a machine
+whose auto is the CPU, known without importing torch in the driver.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from ..errors import PromptsegError
 from ..io._files import files_under, listing_digest, replacing
+from ..models.device import DEVICES
 
 JOURNAL_NAME = "report.partial.jsonl"
 #: options that do not make a run another run: where and how fast it runs, and the encoder precision (the
@@ -121,6 +124,21 @@ def changed_options(before: dict, now: dict) -> list[str]:
     return changed
 
 
+def earlier_device(signature: str | None, before: dict | None, now: dict) -> str | None:
+    """The --device of an earlier run whose ``signature`` differs from this one's (options ``now``) by --device
+    alone, else None. ``before``: its options (None from an earlier version: its --device is found from its
+    signature, computed as it was)."""
+    if signature is None or "device" not in now:
+        return None
+    candidates = [before["device"]] if before and "device" in before else list(DEVICES)
+    return next((d for d in candidates if signature_of({**now, "device": d}) == signature), None)
+
+
+def device_kinds(devices: set[str]) -> set[str]:
+    """'cuda:1' -> 'cuda': the kinds a journal's devices name."""
+    return {str(d).split(":")[0].strip().lower() for d in devices}
+
+
 def input_digest(path: str | os.PathLike) -> str:
     """What an input held when it was segmented: an image replaced under the same name is another input to a
     resume. A file is known by its bytes (by size and time above :data:`HASHED_BYTES`); a folder (an OME-Zarr:
@@ -205,11 +223,13 @@ class Journal:
         except (OSError, ValueError) as exc:
             raise PromptsegError(f"{report}: cannot be read to resume ({exc}); drop --resume") from exc
         batch = data.get("batch") or {}
-        self._check(batch.get("signature"), report, batch.get("options"))
-        return {r["input"]: r for r in data.get("images", []) if "input" in r}, batch.get("meta") or {}
+        records = {r["input"]: r for r in data.get("images", []) if "input" in r}
+        meta = batch.get("meta") or {}
+        self._check(batch.get("signature"), report, batch.get("options"), records, meta)
+        return records, meta
 
     def _read_journal(self) -> tuple[dict[str, dict], dict]:
-        records, meta = {}, {}
+        header, records, meta = {}, {}, {}
         with open(self.path) as fh:
             for line in fh:
                 try:
@@ -217,19 +237,41 @@ class Journal:
                 except ValueError:  # the last line, cut by the kill
                     continue
                 if "signature" in item:
-                    self._check(item["signature"], self.path, item.get("options"))
+                    header = item
                 elif "meta" in item:
                     meta = item["meta"]
                 elif "record" in item:
                     records[item["record"]["input"]] = item["record"]
+        # checked once all is read: where the run ran is in its meta and records, after the header
+        if header:
+            self._check(header["signature"], self.path, header.get("options"), records, meta)
         return records, meta
 
-    def _check(self, signature: str | None, where: Path, options: dict | None = None) -> None:
+    def _check(
+        self,
+        signature: str | None,
+        where: Path,
+        options: dict | None = None,
+        records: dict[str, dict] | None = None,
+        meta: dict | None = None,
+    ) -> None:
         """Refuse another run's results, naming what changed when both runs' options are known (an earlier
-        version's run has only its signature)."""
+        version's run has only its signature). --device alone may differ where it names where that run ran."""
         if signature == self.signature:
             return
         changed = changed_options(options, self.options) if options and self.options else []
+        earlier = earlier_device(signature, options, self.options) if self.options else None
+        if earlier is not None:
+            # where it ran, as its records and meta say (an explicit device is where it ran: an unavailable one is
+            # refused); auto matches any, an explicit one the same kind (no torch here: a Dask driver has none)
+            ran_on = {r["device"] for r in (records or {}).values() if r.get("device")}
+            ran_on |= {meta["device"]} if meta and meta.get("device") else set()
+            kinds = device_kinds(ran_on) or device_kinds({earlier}) - {"auto"}
+            wanted = device_kinds({self.options["device"]}).pop()
+            if wanted == "auto" or kinds == {wanted}:
+                return
+            ran = f"it ran on {', '.join(sorted(kinds))}" if kinds else "where it ran is not recorded"
+            changed = [f"--device ({earlier}, now {self.options['device']}; {ran})"]
         what = f"changed since: {'; '.join(changed)}" if changed else "other subcommand or options"
         raise PromptsegError(
             f"{where}: results of another run ({what}); drop --resume to start over, or write to another -o"
