@@ -190,3 +190,27 @@ def test_a_napari_points_export_is_read_as_row_column(shared_data, tmp_path):
     napari_write_points(str(tmp_path / "zyx.csv"), np.c_[np.zeros(len(anhir)), anhir.xy[:, ::-1]], {})
     with pytest.raises(PromptsegError, match="zyx.csv: napari points with 3 axes; registration landmarks are 2D"):
         read_landmarks(tmp_path / "zyx.csv")
+
+
+def test_pixel_size_is_read_as_fiji_reads_it(tmp_path):
+    """The calibration BigWarp writes landmarks in: OME (OME-TIFF PhysicalSize, OME-Zarr scale), an ImageJ TIFF's
+    resolution and unit, a TIFF's resolution in cm; none for resolution without a length unit, or no tags."""
+    import tifffile
+    from ome_zarr.format import FormatV04
+
+    from napari_promptseg.io.calibration import PixelSize, pixel_size
+
+    from .test_bigimage import write_ome_zarr
+
+    image = np.zeros((64, 80), np.uint8)
+    tifffile.imwrite(tmp_path / "imagej.tif", image, imagej=True, resolution=(2.0, 4.0), metadata={"unit": "micron"})
+    tifffile.imwrite(tmp_path / "ome.ome.tif", image, ome=True, metadata={"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+    tifffile.imwrite(tmp_path / "cm.tif", image, resolution=(20000, 20000), resolutionunit="CENTIMETER")
+    tifffile.imwrite(tmp_path / "ratio.tif", image, resolution=(2.0, 2.0), resolutionunit="NONE")
+    tifffile.imwrite(tmp_path / "plain.tif", image)
+    write_ome_zarr(tmp_path / "image.zarr", image[None], FormatV04(), pixel_size=0.25, levels=2)
+    assert pixel_size(tmp_path / "imagej.tif") == PixelSize(0.5, 0.25, "micron")
+    assert pixel_size(tmp_path / "ome.ome.tif") == PixelSize(0.5, 0.5, "µm")
+    assert pixel_size(tmp_path / "cm.tif") == PixelSize(5e-5, 5e-5, "cm")
+    assert pixel_size(tmp_path / "image.zarr")[:2] == (0.25, 0.25)
+    assert pixel_size(tmp_path / "ratio.tif") is None and pixel_size(tmp_path / "plain.tif") is None

@@ -252,3 +252,52 @@ def test_register_cli_reads_both_landmark_sets_from_one_bigwarp_file(shared_data
     before = float(np.mean(np.linalg.norm(fixed - moving, axis=1)))
     assert landmarks["before"]["tre_mean"] == pytest.approx(before, rel=1e-3)
     assert landmarks["after"]["tre_mean"] < 0.1 * before
+
+
+def test_register_cli_reads_bigwarp_landmarks_in_the_images_calibrated_units(shared_data, tmp_path, capsys):
+    """BigWarp writes a calibrated image's landmarks in its units (here µm, 0.5 µm/px): they were read as pixels,
+    half the distances and points off their places. Each set is divided by its image's pixel size now, and the TRE
+    equals the run given the same points in pixels; an image without a pixel size is read as pixels, said once."""
+    from napari_promptseg.io.calibration import pixel_size
+    from napari_promptseg.io.landmarks import read_landmarks
+
+    from .test_landmarks import _bigwarp_file
+
+    d = _birl(shared_data)
+    calibrated = {}
+    for role in ("fixed", "moving"):  # the real pair, written as Fiji does with 0.5 µm pixels
+        calibrated[role] = tmp_path / f"{role}.tif"
+        tifffile.imwrite(
+            calibrated[role], read_image(d[role]), imagej=True, resolution=(2.0, 2.0), metadata={"unit": "micron"}
+        )
+        assert str(pixel_size(calibrated[role])) == "0.5 micron/px"
+    fixed, moving = read_landmarks(d["lm_fixed"]).xy, read_landmarks(d["lm_moving"]).xy
+    images = [str(calibrated["fixed"]), str(calibrated["moving"]), "--method", "intensity"]
+
+    def tre(out, *landmarks):
+        code = main(["register", *images, "-o", str(tmp_path / out), *landmarks])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        return json.loads((tmp_path / out / "report.json").read_text())["landmarks"], err
+
+    in_pixels, _ = tre("pixels", "--landmarks-fixed", str(d["lm_fixed"]), "--landmarks-moving", str(d["lm_moving"]))
+    in_um = _bigwarp_file(tmp_path / "bigwarp_um.csv", moving * 0.5, fixed * 0.5)
+    from_bigwarp, err = tre("bigwarp", "--landmarks-fixed", str(in_um))
+    assert "outside" not in err and "read as pixels" not in err, err
+    for when in ("before", "after"):
+        for key, value in in_pixels[when].items():
+            assert from_bigwarp[when][key] == pytest.approx(value, rel=1e-5, abs=1e-4), (when, key)
+    assert in_pixels["after"]["tre_mean"] < 0.2 * in_pixels["before"]["tre_mean"]  # a registration, not two failures
+    assert from_bigwarp["bigwarp_pixel_size"] == {"fixed": "0.5 micron/px", "moving": "0.5 micron/px"}
+
+    # the shared JPEGs have no pixel size: pixels, said once naming the file and both images
+    out = tmp_path / "jpeg"
+    in_px = _bigwarp_file(tmp_path / "bigwarp_px.csv", moving, fixed)
+    code = main(["register", str(d["fixed"]), str(d["moving"]), "-o", str(out), "--method", "intensity",
+                 "--landmarks-fixed", str(in_px)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    said = f"warning: {in_px}: BigWarp landmarks read as pixels: {d['fixed']} and {d['moving']} have no pixel size"
+    assert err.count("read as pixels") == 1 and said in err, err
+    report = json.loads((out / "report.json").read_text())
+    assert any("read as pixels" in w for w in report["warnings"]) and "bigwarp_pixel_size" not in report["landmarks"]

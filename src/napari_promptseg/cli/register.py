@@ -37,7 +37,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     from ..io._files import replacing_together
     from ..io.annotations import read_annotations, write_annotations
     from ..io.images import REGISTER_MARKER, is_own_output
-    from ..io.landmarks import index_order, is_bigwarp_csv, paired_landmarks, read_landmarks, write_landmarks
+    from ..io.landmarks import index_order, is_bigwarp_csv, paired_landmarks, read_landmark_pair, write_landmarks
     from ..io.multiscale import moved_channel_position
     from ..methods.registration import (
         RegistrationOptions,
@@ -130,8 +130,13 @@ def cmd_register(args: argparse.Namespace) -> int:
     landmarks = None
     landmark_warnings: list[str] = []
     if args.landmarks_fixed is not None:
-        lm_fixed = read_landmarks(args.landmarks_fixed, role="fixed")  # the role: a BigWarp file holds both
-        lm_moving = read_landmarks(args.landmarks_moving, role="moving")
+        # in pixels of each image (a BigWarp file, which holds both sets, is in their calibrated units)
+        lm_fixed, lm_moving, bigwarp_pixel_sizes, calibration_warnings = read_landmark_pair(
+            args.landmarks_fixed, args.landmarks_moving, args.fixed, args.moving
+        )
+        for warning in calibration_warnings:
+            landmark_warnings.append(warning)
+            print(f"warning: {warning}", file=sys.stderr)
         n_fixed, n_moving = len(lm_fixed.xy), len(lm_moving.xy)
         if n_fixed != n_moving and not args.truncate_landmarks:  # named by file (the library's message cannot)
             raise PromptsegError(
@@ -246,6 +251,8 @@ def cmd_register(args: argparse.Namespace) -> int:
                 "landmarks_warped": str(args.output / "landmarks_warped.csv"),
                 # a CSV carries no mark: a rerun replaces or removes it only while it still has these contents
                 "landmarks_warped_sha256": _file_sha256(warped_csv),
+                # a BigWarp file's sets divided by their image's pixel size (by role): its coordinates were in its units
+                **({"bigwarp_pixel_size": bigwarp_pixel_sizes} if bigwarp_pixel_sizes else {}),
                 "pairs_compared": len(fixed_xy),
                 "image_diagonal": round(diagonal, 2),
                 "before": landmark_errors(fixed_xy, moving_xy, diagonal),

@@ -3,8 +3,9 @@ also napari's Points layer CSV (``index,axis-0,axis-1``: row, column) and BigWar
 ``"Pt-0","true",moving x,moving y,fixed x,fixed y``: one file holding both sets, read with ``role``).
 
 Coordinates are pixels with the origin at the top-left corner: X = column, Y = row (napari Points are (row, col);
-the widget converts). Reading keeps the file's layout in :class:`Landmarks` so that a transformed copy can be written
-back with the same columns.
+the widget converts). BigWarp writes its image's calibrated units (micrometres...) when the image has a pixel size:
+:func:`read_landmark_pair` reads them in pixels of each image (:mod:`.calibration`). Reading keeps the file's layout
+in :class:`Landmarks` so that a transformed copy can be written back with the same columns.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PromptsegError
+from .calibration import pixel_size
 
 LANDMARK_SUFFIXES = (".csv", ".pts", ".txt")
 
@@ -38,6 +40,8 @@ class Landmarks:
     #: the CSV's delimiter, and whether its numbers have a decimal comma (a spreadsheet's in many locales: "1;12,5;7")
     delimiter: str = ","
     decimal_comma: bool = False
+    #: read from a BigWarp file: in its image's calibrated units where it has one (micrometres...), else pixels
+    bigwarp: bool = False
 
     def __len__(self) -> int:
         return int(len(self.xy))
@@ -56,7 +60,8 @@ BIGWARP_ROLES = ("moving", "fixed")
 def read_landmarks(path: str | Path, role: str | None = None) -> Landmarks:
     """Read an ANHIR/BIRL ``.csv`` (``,X,Y``), a napari Points ``.csv`` (``index,axis-0,axis-1``), a ``.pts``
     landmark file, or one set of a BigWarp landmark ``.csv`` (``role``: "moving" or "fixed"; its inactive rows,
-    points placed in one image only, left out)."""
+    points placed in one image only, left out; its coordinates as written: :func:`read_landmark_pair` makes them
+    pixels)."""
     path = Path(path)
     if not path.is_file():
         raise PromptsegError(f"{path}: no such landmark file")
@@ -69,6 +74,33 @@ def read_landmarks(path: str | Path, role: str | None = None) -> Landmarks:
             return _parse_bigwarp(text, path, role)
         return _parse_csv(text, path)
     return _parse_pts(text, path)
+
+
+def read_landmark_pair(
+    fixed: str | Path, moving: str | Path, fixed_image: str | Path, moving_image: str | Path
+) -> tuple[Landmarks, Landmarks, dict[str, str], list[str]]:
+    """The fixed and the moving landmarks in pixels of their images (``fixed`` may be ``moving``: one BigWarp file
+    holds both), the pixel size each BigWarp set was divided by (by role, as text), and warnings: a BigWarp file
+    on an image without a pixel size is read as pixels, said once per file naming it and the image(s)."""
+    sizes: dict[str, str] = {}
+    uncalibrated: dict[Path, list[str]] = {}
+    sets = []
+    for role, path, image in (("fixed", fixed, fixed_image), ("moving", moving, moving_image)):
+        landmarks = read_landmarks(path, role=role)
+        size = pixel_size(image) if landmarks.bigwarp else None
+        if size is not None:
+            sizes[role] = str(size)
+            landmarks = landmarks.with_xy(landmarks.xy / (size.x, size.y))
+        elif landmarks.bigwarp:
+            uncalibrated.setdefault(Path(path), []).append(str(image))
+        sets.append(landmarks)
+    warnings = [
+        f"{path}: BigWarp landmarks read as pixels: {' and '.join(images)} "
+        f"{'has' if len(images) == 1 else 'have'} no pixel size (BigWarp writes calibrated units, e.g. µm, for a "
+        "calibrated image)"
+        for path, images in uncalibrated.items()
+    ]
+    return sets[0], sets[1], sizes, warnings
 
 
 def is_bigwarp_csv(path: str | Path) -> bool:
@@ -122,7 +154,7 @@ def _parse_bigwarp(text: str, path: Path, role: str | None) -> Landmarks:
         names.append(row[0].strip())
     arr = _check_xy(np.asarray(xy, dtype=np.float64).reshape(-1, 2), path)
     # written back (the warped moving set) as an ANHIR CSV named by BigWarp's point names
-    return Landmarks(xy=arr, format="csv", index=tuple(names))
+    return Landmarks(xy=arr, format="csv", index=tuple(names), bigwarp=True)
 
 
 def _xy_columns(upper: list[str]) -> tuple[int, int] | None:
