@@ -208,9 +208,10 @@ def test_pixel_size_is_read_as_fiji_reads_it(tmp_path):
     tifffile.imwrite(tmp_path / "cm.tif", image, resolution=(20000, 20000), resolutionunit="CENTIMETER")
     tifffile.imwrite(tmp_path / "ratio.tif", image, resolution=(2.0, 2.0), resolutionunit="NONE")
     tifffile.imwrite(tmp_path / "plain.tif", image)
+    tifffile.imwrite(tmp_path / "pixel.tif", image, imagej=True, resolution=(1.0, 1.0), metadata={"unit": "pixel"})
     write_ome_zarr(tmp_path / "image.zarr", image[None], FormatV04(), pixel_size=0.25, levels=2)
     assert pixel_size(tmp_path / "imagej.tif") == PixelSize(0.5, 0.25, "micron")
     assert pixel_size(tmp_path / "ome.ome.tif") == PixelSize(0.5, 0.5, "µm")
     assert pixel_size(tmp_path / "cm.tif") == PixelSize(5e-5, 5e-5, "cm")
     assert pixel_size(tmp_path / "image.zarr")[:2] == (0.25, 0.25)
-    assert pixel_size(tmp_path / "ratio.tif") is None and pixel_size(tmp_path / "plain.tif") is None
+    assert [pixel_size(tmp_path / f"{name}.tif") for name in ("ratio", "plain", "pixel")] == [None] * 3

@@ -39,8 +39,12 @@ def pixel_size(path: str | Path) -> PixelSize | None:
     return None
 
 
+#: units that say "not calibrated" (ImageJ's default unit is the pixel)
+_NOT_LENGTHS = {"pixel", "pixels", "px"}
+
+
 def _valid(x: float | None, y: float | None, unit: str | None) -> PixelSize | None:
-    if x is None or y is None or not (x > 0 and y > 0):
+    if x is None or y is None or not (x > 0 and y > 0) or str(unit).strip().lower() in _NOT_LENGTHS:
         return None
     return PixelSize(float(x), float(y), unit or None)
 
