@@ -28,6 +28,12 @@ def nuclei(shared_data):
     return np.ascontiguousarray(np.stack([grey, grey // 2])), labels
 
 
+def into(tmp_path: Path, name: str) -> list[str]:
+    """-o of a run of its own: its folder, and its own labels image in an OME-Zarr input (a run into another -o does
+    not replace the labels another run's report names)."""
+    return ["-o", str(tmp_path / name), "--labels-name", name]
+
+
 def _labels(out: Path) -> np.ndarray:
     report = json.loads((out / "report.json").read_text())
     return np.asarray(read_image(report["images"][0]["output"]))
@@ -44,14 +50,14 @@ def test_segment_takes_the_channel_axis_in_the_pyramids_order(nuclei, tmp_path, 
     rows, cols = np.nonzero(nucleus)
     box = [str(v) for v in (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)]
     command = ["segment", str(path), "--box", *box, "--scheduler", "none"]
-    assert main([*command, "-o", str(tmp_path / "named")]) == 0, capsys.readouterr().err
-    assert main([*command, "-o", str(tmp_path / "given"), "--channel-axis", "0"]) == 0, capsys.readouterr().err
+    assert main([*command, *into(tmp_path, "named")]) == 0, capsys.readouterr().err
+    assert main([*command, *into(tmp_path, "given"), "--channel-axis", "0"]) == 0, capsys.readouterr().err
     given = _labels(tmp_path / "given") > 0
     assert given.shape == labels.shape
     assert (given & nucleus).sum() / (given | nucleus).sum() > 0.75
     np.testing.assert_array_equal(given, _labels(tmp_path / "named") > 0)
     capsys.readouterr()
-    assert main([*command, "-o", str(tmp_path / "wrong"), "--channel-axis", "1"]) == 2
+    assert main([*command, *into(tmp_path, "wrong"), "--channel-axis", "1"]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "0: c, 1: y, 2: x" in err, err
 
@@ -69,12 +75,12 @@ def test_oneshot_takes_the_channel_axis_in_the_pyramids_order(nuclei, tmp_path, 
     tifffile.imwrite(mask, (labels[:256, :320] > 0).astype(np.uint8))
     command = ["oneshot", str(target), "--reference", str(reference), "--reference-mask", str(mask)]
     command += ["--scheduler", "none", mode]
-    assert main([*command, "--channel-axis", "0", "-o", str(tmp_path / "given")]) == 0, capsys.readouterr().err
+    assert main([*command, "--channel-axis", "0", *into(tmp_path, "given")]) == 0, capsys.readouterr().err
     found, truth = _labels(tmp_path / "given") > 0, labels > 0
     assert found.shape == truth.shape
     # the region found from one reference region is coarser than the exemplars' nuclei
     assert 2 * (found & truth).sum() / (found.sum() + truth.sum()) > (0.6 if mode == "--instances" else 0.3)
     # the same as both files read by the channel axis they name (the reference a Fiji composite)
     tifffile.imwrite(reference, cyx[:, :256, :320], imagej=True, metadata={"axes": "CYX"})
-    assert main([*command, "-o", str(tmp_path / "named")]) == 0, capsys.readouterr().err
+    assert main([*command, *into(tmp_path, "named")]) == 0, capsys.readouterr().err
     np.testing.assert_array_equal(found, _labels(tmp_path / "named") > 0)

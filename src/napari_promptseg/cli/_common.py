@@ -269,7 +269,7 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
 
         for path in inputs:
             refused = (
-                labels_not_replaceable(path, getattr(args, "labels_name", "promptseg"))
+                labels_not_replaceable(path, getattr(args, "labels_name", "promptseg"), args.output)
                 if is_ome_zarr(path) and _writes_into_zarr(args, path)
                 else None
             )

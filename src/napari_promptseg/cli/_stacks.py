@@ -90,7 +90,7 @@ def _write_output(args: argparse.Namespace, path: Path, labels: object) -> str:
                 f"{path}: --output-format ome-zarr writes into an OME-Zarr input's labels/ group; this input is not "
                 "one (use --output-format tiff)"
             )
-        return str(write_ome_zarr_labels(path, labels, getattr(args, "labels_name", "promptseg")))
+        return str(write_ome_zarr_labels(path, labels, getattr(args, "labels_name", "promptseg"), args.output))
     return str(write_labels(args.output / f"{output_stem(path)}.tif", labels))
 
 

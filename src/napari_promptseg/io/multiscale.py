@@ -9,6 +9,7 @@ asked for. No Qt, no napari.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from collections.abc import Sequence
@@ -363,12 +364,15 @@ def _axis_metadata(name: str, info: dict) -> str | dict:
     return {"name": name, **info, "type": kind} if info and kind else name
 
 
-def write_ome_zarr_labels(image_path: str | Path, labels: np.ndarray, name: str = "promptseg") -> Path:
+def write_ome_zarr_labels(
+    image_path: str | Path, labels: np.ndarray, name: str = "promptseg", output: str | Path | None = None
+) -> Path:
     """Write full-resolution instance labels ((Y, X) or (Z, Y, X), as the image's level 0 without channels) into
     ``image_path/labels/<name>``: one level per image level, of that level's shape and coordinate transforms (scale
     and translation), the image's axis units and NGFF version. An earlier labels image of the same name is
     replaced only if promptseg wrote it and nothing changed it since (:func:`labels_not_replaceable`): labels a
-    user drew or corrected are refused, not lost. Returns the labels group's path."""
+    user drew or corrected are refused, not lost; so are the labels of a CLI run into another ``output`` folder
+    (its -o) whose report still names them. Returns the labels group's path."""
     import zarr
 
     with warnings.catch_warnings():  # ome_zarr.writer's own defaults use its deprecated Scaler on import
@@ -412,7 +416,7 @@ def write_ome_zarr_labels(image_path: str | Path, labels: np.ndarray, name: str 
         complete = any((replaced / meta).exists() for meta in (".zattrs", "zarr.json"))
         if not (labels_dir / name).exists() and complete:
             replaced.rename(labels_dir / name)  # killed between the two renames: the old labels back in place
-        refused = labels_not_replaceable(image.path, name)
+        refused = labels_not_replaceable(image.path, name, output)
         if refused:
             raise PromptsegError(refused)
         _remove_tree(scratch)  # what a killed run left: never listed, so no reader saw it
@@ -437,11 +441,12 @@ def write_ome_zarr_labels(image_path: str | Path, labels: np.ndarray, name: str 
         _remove_tree(replaced)
         target = labels_dir / name
         written = listing_digest(scratch / "labels" / name)  # renaming the folder keeps its files' names and times
-        _stamp_labels(labels_dir, name, [written, *([listing_digest(target)] if target.exists() else [])])
+        before = [listing_digest(target)] if target.exists() else []
+        _stamp_labels(labels_dir, name, [written, *before], _stamp_of(labels_dir, name).get("output"))
         if target.exists():
             target.rename(replaced)
         (scratch / "labels" / name).rename(target)
-        _stamp_labels(labels_dir, name, [written])
+        _stamp_labels(labels_dir, name, [written], output)
         listed = get_metadata(labels_group).get("labels", [])
         if name not in listed:
             add_metadata(labels_group, {"labels": [*listed, name]}, fmt=fmt)
@@ -463,27 +468,60 @@ REPLACED_PREFIX = ".promptseg-replaced-"
 WRITTEN_PREFIX = ".promptseg-written-"
 
 
-def labels_not_replaceable(image_path: str | Path, name: str) -> str | None:
+def labels_not_replaceable(image_path: str | Path, name: str, output: str | Path | None = None) -> str | None:
     """Why ``image_path/labels/<name>`` must not be replaced (an existing labels image that promptseg did not write,
-    or that changed since it wrote it: a user's annotations, labels corrected in napari and saved back), or None
-    (absent, or promptseg's own as it wrote it)."""
+    or that changed since it wrote it: a user's annotations, labels corrected in napari and saved back; or, for a
+    CLI run into the folder ``output``, the labels a run into another -o wrote, while that folder's report names
+    them), or None (absent, or promptseg's own as it wrote it)."""
     target = Path(image_path) / "labels" / name
     if not target.exists():
         return None
-    try:
-        accepted = json.loads((target.parent / f"{WRITTEN_PREFIX}{name}.json").read_text())["listings"]
-    except (OSError, ValueError, KeyError, TypeError):
-        accepted = []
-    if listing_digest(target) in accepted:
+    stamp = _stamp_of(target.parent, name)
+    accepted = stamp.get("listings")
+    if not isinstance(accepted, list) or listing_digest(target) not in accepted:
+        return (
+            f"{target} holds labels that promptseg did not write, or that were changed since it wrote them, and would "
+            "be replaced; write under another labels name (--labels-name), or move them"
+        )
+    owner = stamp.get("output")
+    if output is None or not isinstance(owner, str) or Path(owner).resolve() == Path(output).resolve():
+        return None
+    if not _run_names(Path(owner), target):  # that run's report is gone, or no longer names them: free to replace
         return None
     return (
-        f"{target} holds labels that promptseg did not write, or that were changed since it wrote them, and would be "
-        "replaced; write under another labels name (--labels-name), or move them"
+        f"{target} holds the labels of the run into -o {owner} (its report names them), which this run into -o "
+        f"{output} would replace; give this run another --labels-name to keep both, or rerun into -o {owner}"
     )
 
 
-def _stamp_labels(labels_dir: Path, name: str, listings: list[str]) -> None:
-    (labels_dir / f"{WRITTEN_PREFIX}{name}.json").write_text(json.dumps({"listings": listings}))
+def _run_names(folder: Path, target: Path) -> bool:
+    """Whether the report.json, or the resume journal, of a CLI run into ``folder`` names ``target`` as an output."""
+    from ..batch.journal import JOURNAL_NAME  # lazy: batch imports io
+
+    records: list = []
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        records += json.loads((folder / "report.json").read_text()).get("images") or []
+    with contextlib.suppress(OSError):
+        for line in (folder / JOURNAL_NAME).read_text().splitlines():
+            with contextlib.suppress(ValueError, AttributeError):  # the last line of a killed run, cut
+                records.append(json.loads(line).get("record"))
+    named = {r.get("output") for r in records if isinstance(r, dict)}
+    return any(isinstance(n, str) and Path(n).resolve() == target.resolve() for n in named)
+
+
+def _stamp_of(labels_dir: Path, name: str) -> dict:
+    """The stamp promptseg left beside the labels image ``name`` (:data:`WRITTEN_PREFIX`), or {}."""
+    try:
+        stamp = json.loads((labels_dir / f"{WRITTEN_PREFIX}{name}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamp if isinstance(stamp, dict) else {}
+
+
+def _stamp_labels(labels_dir: Path, name: str, listings: list[str], output: str | Path | None = None) -> None:
+    """The stamp of labels promptseg wrote: their listings, and the -o of the CLI run that wrote them."""
+    stamp = {"listings": listings, **({"output": str(output)} if output is not None else {})}
+    (labels_dir / f"{WRITTEN_PREFIX}{name}.json").write_text(json.dumps(stamp))
 
 
 def _remove_tree(path: Path) -> None:

@@ -1,0 +1,61 @@
+"""Folder batches as a microscopist runs them on a real, messy folder: the outputs of one run are never lost to
+another, and inputs are found as the user named them. Real EM pixels, the real LiteMedSAM."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from ome_zarr.format import FormatV04
+from ome_zarr.writer import write_image
+
+from napari_promptseg.cli import main
+from napari_promptseg.io import read_image
+from napari_promptseg.io.multiscale import open_multiscale
+
+
+@pytest.fixture
+def em_zarr(shared_data, tmp_path) -> Path:
+    """A 2-level OME-Zarr of a 256 px crop of a real EM image, in a folder of inputs."""
+    em = read_image(shared_data / "em_isbi2012" / "images" / "0.png")[:256, :256]
+    path = tmp_path / "slides" / "em.ome.zarr"
+    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        write_image(em, root, axes="yx", fmt=FormatV04(), scale_factors=[2])
+    return path
+
+
+def zarr_labels(path: Path, name: str = "promptseg") -> np.ndarray:
+    return np.asarray(open_multiscale(path / "labels" / name).levels[0])
+
+
+def test_a_run_into_another_output_folder_keeps_the_labels_an_ome_zarr_holds_for_the_first(em_zarr, tmp_path, capsys):
+    """Two runs over one folder holding an OME-Zarr, into two -o folders (comparing prompts, or segment against
+    oneshot): the second replaced the first's labels in the OME-Zarr without a word (both are labels/promptseg), so
+    the first run's report.json, and its --resume, named labels the other run made."""
+    folder = em_zarr.parent
+    first, second = tmp_path / "boxes_small", tmp_path / "boxes_large"
+    assert main(["segment", str(folder), "--box", "60", "60", "120", "120", "-o", str(first)]) == 0
+    labels = zarr_labels(em_zarr)
+    assert labels.any()
+    record = json.loads((first / "report.json").read_text())["images"][0]
+    assert Path(record["output"]) == em_zarr / "labels" / "promptseg"
+    capsys.readouterr()
+
+    assert main(["segment", str(folder), "--box", "20", "20", "200", "200", "-o", str(second)]) == 2
+    error = capsys.readouterr().err
+    assert "labels/promptseg" in error and str(first) in error and "--labels-name" in error
+    np.testing.assert_array_equal(zarr_labels(em_zarr), labels)  # the first run's labels, as it wrote them
+
+    # its own name keeps both; a rerun into the first folder replaces that run's labels, as before
+    large = ["--box", "20", "20", "200", "200", "--labels-name", "large"]
+    assert main(["segment", str(folder), *large, "-o", str(second)]) == 0
+    assert zarr_labels(em_zarr, "large").any()
+    np.testing.assert_array_equal(zarr_labels(em_zarr), labels)
+    assert main(["segment", str(folder), "--box", "20", "20", "200", "200", "-o", str(first)]) == 0
+    np.testing.assert_array_equal(zarr_labels(em_zarr), zarr_labels(em_zarr, "large"))
