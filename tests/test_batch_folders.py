@@ -59,3 +59,37 @@ def test_a_run_into_another_output_folder_keeps_the_labels_an_ome_zarr_holds_for
     np.testing.assert_array_equal(zarr_labels(em_zarr), labels)
     assert main(["segment", str(folder), "--box", "20", "20", "200", "200", "-o", str(first)]) == 0
     np.testing.assert_array_equal(zarr_labels(em_zarr), zarr_labels(em_zarr, "large"))
+
+
+@pytest.fixture
+def em_pngs(shared_data, tmp_path) -> Path:
+    """A folder of two 128 px crops of real EM images, as PNG, with a note beside them."""
+    import imageio.v3 as iio
+
+    folder = tmp_path / "em images"
+    folder.mkdir()
+    for name in ("0", "1"):
+        iio.imwrite(
+            folder / f"em {name}.png", read_image(shared_data / "em_isbi2012" / "images" / f"{name}.png")[:128, :128]
+        )
+    (folder / "notes.txt").write_text("imaged 2026-12-03")
+    return folder
+
+
+BOX = ["--box", "30", "30", "90", "90"]
+
+
+def inputs_of(out: Path) -> list[str]:
+    return [Path(r["input"]).name for r in json.loads((out / "report.json").read_text())["images"]]
+
+
+def test_a_quoted_pattern_is_the_files_it_matches(em_pngs, tmp_path, capsys):
+    """`promptseg segment "images/*.png"` (a pattern the shell did not expand: quoted, or Windows' cmd and
+    PowerShell, which never expand one) was refused as 'input image not found: images/*.png'. The pattern is now
+    the files it matches, sorted; a pattern that matches nothing says so."""
+    out = tmp_path / "out"
+    assert main(["segment", str(em_pngs / "*.png"), *BOX, "-o", str(out)]) == 0, capsys.readouterr().err
+    assert inputs_of(out) == ["em 0.png", "em 1.png"]
+    capsys.readouterr()
+    assert main(["segment", str(em_pngs / "*.tif"), *BOX, "-o", str(tmp_path / "none")]) == 2
+    assert f"no file matches {em_pngs / '*.tif'}" in capsys.readouterr().err

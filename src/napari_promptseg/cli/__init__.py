@@ -63,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     seg = sub.add_parser("segment", help="segment images from boxes and points (pixel x = column, y = row)")
     seg.add_argument(
-        "images", nargs="+", type=Path, help="images: 2D, (Z, Y, X[, C]) stacks, OME-Zarr, or folders of them"
+        "images",
+        nargs="+",
+        type=Path,
+        help="images: 2D, (Z, Y, X[, C]) stacks, OME-Zarr, folders of them, or patterns like 'dir/*.tif'",
     )
     seg.add_argument("-o", "--output", type=Path, required=True, help=OUTPUT_HELP)
     seg.add_argument("--box", nargs=4, type=float, action="append", default=[], metavar=("X0", "Y0", "X1", "Y1"))

@@ -110,7 +110,7 @@ def _expand_images(paths: list[Path]) -> list[Path]:
     from ..io.multiscale import bioformats2raw_series, is_ome_zarr
 
     out = []
-    for path in paths:
+    for path in _matched(paths):
         if is_ome_zarr(path):
             out.append(path)
         elif series := bioformats2raw_series(path):  # bioformats2raw's layout: the images are its series 0, 1, ...
@@ -156,6 +156,24 @@ def _expand_images(paths: list[Path]) -> list[Path]:
     for path in out:
         unique.setdefault(Path(os.path.normpath(path.absolute())), path)
     return list(unique.values())
+
+
+def _matched(paths: list[Path]) -> list[Path]:
+    """``paths`` with each pattern (``*``, ``?``, ``[...]``, ``**`` for any subfolders) that names no file itself
+    replaced by the files and folders it matches, sorted: a shell that does not expand them (Windows' cmd and
+    PowerShell, or a quoted one) passes them on as they were typed."""
+    import glob
+
+    out = []
+    for path in paths:
+        if path.exists() or not any(c in str(path) for c in "*?["):
+            out.append(path)
+            continue
+        matches = sorted(glob.glob(str(path), recursive=True))
+        if not matches:
+            raise PromptsegError(f"no file matches {path}")
+        out.extend(Path(m) for m in matches)
+    return out
 
 
 def _some_names(names: Sequence[str], shown: int = 10) -> str:

@@ -25,7 +25,10 @@ def _add_embed_parser(sub: argparse._SubParsersAction) -> None:
         "directory's embeddings/. Use the same --model, --channels and --normalize as the later runs.",
     )
     embed.add_argument(
-        "images", nargs="+", type=Path, help="2D images, (Z, Y, X[, C]) stacks (every plane) or folders of them"
+        "images",
+        nargs="+",
+        type=Path,
+        help="2D images, (Z, Y, X[, C]) stacks (every plane), folders of them, or patterns like 'dir/*.tif'",
     )
     embed.add_argument(
         "--object-size",

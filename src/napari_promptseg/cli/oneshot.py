@@ -45,7 +45,10 @@ def _add_oneshot_parser(sub: argparse._SubParsersAction) -> None:
         "timings). Repeat --reference/--reference-mask for an ensemble over several references.",
     )
     one.add_argument(
-        "targets", nargs="+", type=Path, help="targets: 2D images, (Z, Y, X[, C]) stacks, OME-Zarr, or folders of them"
+        "targets",
+        nargs="+",
+        type=Path,
+        help="targets: 2D images, (Z, Y, X[, C]) stacks, OME-Zarr, folders of them, or patterns like 'dir/*.tif'",
     )
     one.add_argument("-o", "--output", type=Path, required=True, help=OUTPUT_HELP)
     one.add_argument("--reference", type=Path, action="append", required=True, help="reference image (repeatable)")

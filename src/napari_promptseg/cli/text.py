@@ -40,7 +40,10 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
     )
     text.add_argument("prompt", help="what to segment, e.g. 'nuclei' or 'gland, stroma' (phrases split on , . ;)")
     text.add_argument(
-        "images", nargs="+", type=Path, help="images: 2D, (Z, Y, X[, C]) stacks, OME-Zarr, or folders of them"
+        "images",
+        nargs="+",
+        type=Path,
+        help="images: 2D, (Z, Y, X[, C]) stacks, OME-Zarr, folders of them, or patterns like 'dir/*.tif'",
     )
     text.add_argument("-o", "--output", type=Path, required=True, help=OUTPUT_HELP)
     text.add_argument("--route", default="auto", choices=["auto", "trained", "groundingdino", "clipseg", "library"])
