@@ -93,3 +93,23 @@ def test_a_quoted_pattern_is_the_files_it_matches(em_pngs, tmp_path, capsys):
     capsys.readouterr()
     assert main(["segment", str(em_pngs / "*.tif"), *BOX, "-o", str(tmp_path / "none")]) == 2
     assert f"no file matches {em_pngs / '*.tif'}" in capsys.readouterr().err
+
+
+def test_a_second_run_over_the_files_a_shell_pattern_names_leaves_the_first_runs_outputs_out(em_pngs, tmp_path, capsys):
+    """`promptseg segment images/*.png -o images --overlay`, run twice: the shell's list held the first run's overlay
+    PNGs, which the second run took for inputs (refused: 'its output em 0_overlay.png would overwrite the input'; into
+    another -o, segmented as images). A folder given whole never read them; files named one by one no longer do."""
+    shell_list = [str(p) for p in sorted(em_pngs.glob("*.png"))]
+    command = ["segment", *BOX, "--overlay", "-o", str(em_pngs)]
+    assert main([*command, *shell_list]) == 0
+    assert (em_pngs / "em 0_overlay.png").is_file()
+    capsys.readouterr()
+
+    shell_list = [str(p) for p in sorted(em_pngs.glob("*.png"))]  # the same pattern, typed again
+    assert len(shell_list) == 4
+    assert main([*command, *shell_list]) == 0, capsys.readouterr().err
+    assert inputs_of(em_pngs) == ["em 0.png", "em 1.png"]
+    err = capsys.readouterr().err
+    assert "skipped 2 file(s) promptseg wrote" in err and "em 0_overlay.png" in err
+    assert main(["segment", *BOX, "-o", str(tmp_path / "elsewhere"), *shell_list]) == 0
+    assert inputs_of(tmp_path / "elsewhere") == ["em 0.png", "em 1.png"]

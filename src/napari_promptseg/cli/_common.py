@@ -110,6 +110,7 @@ def _expand_images(paths: list[Path]) -> list[Path]:
     from ..io.multiscale import bioformats2raw_series, is_ome_zarr
 
     out = []
+    ours = []  # files named one by one (a shell pattern's list) that an earlier run wrote: outputs, not inputs
     for path in _matched(paths):
         if is_ome_zarr(path):
             out.append(path)
@@ -145,9 +146,15 @@ def _expand_images(paths: list[Path]) -> list[Path]:
                     file=sys.stderr,
                 )
         elif path.is_file():
-            out.append(path)
+            (ours if path.suffix.lower() in IMAGE_SUFFIXES and is_own_output(path) else out).append(path)
         else:
             raise PromptsegError(f"input image not found: {path}")
+    if ours:  # as a folder given whole leaves them out, said since they were named
+        print(
+            f"skipped {len(ours)} file(s) promptseg wrote (labels and overlays of an earlier run, not images to "
+            f"segment): {_some_names([str(p) for p in ours])}",
+            file=sys.stderr,
+        )
     if not out:
         raise PromptsegError(f"no image files in {', '.join(map(str, paths))}")
     # a file named again, or inside a folder given too, is one input (its first mention keeps its place); two
