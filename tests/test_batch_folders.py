@@ -113,3 +113,20 @@ def test_a_second_run_over_the_files_a_shell_pattern_names_leaves_the_first_runs
     assert "skipped 2 file(s) promptseg wrote" in err and "em 0_overlay.png" in err
     assert main(["segment", *BOX, "-o", str(tmp_path / "elsewhere"), *shell_list]) == 0
     assert inputs_of(tmp_path / "elsewhere") == ["em 0.png", "em 1.png"]
+
+
+def test_the_reference_mask_kept_beside_the_targets_is_no_target(em_pngs, shared_data, tmp_path, capsys):
+    """`promptseg oneshot images/ --reference images/ref.png --reference-mask images/ref_mask.png`: the mask kept
+    in the targets' folder was segmented as one more target (its own labels and record in report.json). It is the
+    reference's mask: left out, and said to be."""
+    import imageio.v3 as iio
+
+    em = shared_data / "em_isbi2012"
+    iio.imwrite(em_pngs / "ref.png", read_image(em / "images" / "2.png")[:128, :128])
+    iio.imwrite(em_pngs / "ref_mask.png", read_image(em / "masks" / "2.png")[:128, :128])
+    out = tmp_path / "out"
+    reference = ["--reference", str(em_pngs / "ref.png"), "--reference-mask", str(em_pngs / "ref_mask.png")]
+    assert main(["oneshot", str(em_pngs), *reference, "--no-instances", "-o", str(out)]) == 0
+    assert inputs_of(out) == ["em 0.png", "em 1.png", "ref.png"]
+    assert not (out / "ref_mask.tif").exists()
+    assert f"skipped the --reference-mask {em_pngs / 'ref_mask.png'}" in capsys.readouterr().err

@@ -99,6 +99,7 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
     targets = _expand_images(args.targets)
     args.reference = [p.absolute() for p in args.reference]  # workers may run in another directory
     args.reference_mask = [p.absolute() for p in args.reference_mask]
+    targets = _without_reference_masks(targets, args.reference_mask)
     t0 = time.perf_counter()
     _prepare_outputs(args, targets, also_read=[*args.reference, *args.reference_mask])
     outcome, code = _run_batch(args, targets, _setup, _process)
@@ -152,6 +153,19 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
     )
     outcome.finish()
     return code
+
+
+def _without_reference_masks(targets: list[Path], masks: list[Path]) -> list[Path]:
+    """The targets without the reference masks (kept beside the targets, a folder of them named them too): a mask
+    is no image to segment."""
+    known = {m.resolve() for m in masks}
+    skipped = [t for t in targets if t.resolve() in known]
+    for mask in skipped:
+        print(f"skipped the --reference-mask {mask.absolute()} among the targets: a mask, no target", file=sys.stderr)
+    kept = [t for t in targets if t not in skipped]
+    if not kept:
+        raise PromptsegError(f"no target: {', '.join(map(str, targets))} named only the --reference-mask")
+    return kept
 
 
 @dataclass
