@@ -130,3 +130,26 @@ def test_the_reference_mask_kept_beside_the_targets_is_no_target(em_pngs, shared
     assert inputs_of(out) == ["em 0.png", "em 1.png", "ref.png"]
     assert not (out / "ref_mask.tif").exists()
     assert f"skipped the --reference-mask {em_pngs / 'ref_mask.png'}" in capsys.readouterr().err
+
+
+def test_a_rerun_that_fails_on_an_ome_zarr_takes_the_earlier_runs_labels_out_of_it(em_zarr, tmp_path, capsys):
+    """A rerun into the same -o that failed on an OME-Zarr input removed that input's earlier label TIFF (it would
+    pass for this run's result), but left the earlier run's labels/promptseg in the OME-Zarr: napari showed them
+    with the image while report.json said the input failed. They go now (only this -o's own, as written), and the
+    record says so."""
+    import zarr as zarr_module
+
+    out = tmp_path / "out"
+    command = ["segment", str(em_zarr), "--box", "60", "60", "120", "120", "-o", str(out)]
+    assert main(command) == 0
+    assert zarr_labels(em_zarr).any()
+    capsys.readouterr()
+
+    assert main([*command, "--channels", "2"]) == 2  # a grey image has no channel 2: this run's own error
+    err = capsys.readouterr().err
+    assert "channel" in err and "removed labels/promptseg of an earlier run" in err
+    assert not (em_zarr / "labels" / "promptseg").exists()
+    assert "promptseg" not in zarr_module.open_group(str(em_zarr / "labels"), mode="r").attrs.get("labels", [])
+    assert json.loads((out / "report.json").read_text())["images"][0]["status"] == "failed"
+    assert main(command) == 0  # and a later run writes them again
+    assert zarr_labels(em_zarr).any()

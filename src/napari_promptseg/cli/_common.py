@@ -528,10 +528,11 @@ def _forget_earlier_result(args: argparse.Namespace, path: str, exc: BaseExcepti
 
 def _remove_stale_outputs(args: argparse.Namespace, records: Sequence[dict]) -> None:
     """A failed or empty input's files of an earlier run (its labels when this run wrote none, its overlay: this
-    run draws none) would pass for this run's result: they go, and its record says so. Only our own (marked) files
-    are removed."""
+    run draws none; an OME-Zarr input's labels image a run into this -o wrote) would pass for this run's result: they
+    go, and its record says so. Only our own files (marked; labels as written) are removed."""
     from ..io import output_stem
     from ..io.images import is_own_output
+    from ..io.multiscale import is_ome_zarr, remove_own_labels
 
     for record in records:
         stem = output_stem(record["input"])
@@ -540,6 +541,14 @@ def _remove_stale_outputs(args: argparse.Namespace, records: Sequence[dict]) -> 
             if not record.get(key) and is_own_output(path):  # this run wrote none: an earlier run's
                 path.unlink()
                 record.setdefault("warnings", []).append(f"removed {path.name} of an earlier run")
+        zarr_input = Path(record["input"])
+        if is_ome_zarr(zarr_input) and _writes_into_zarr(args, zarr_input):  # its labels image: none this run
+            name = getattr(args, "labels_name", "promptseg")
+            written = (
+                record.get("output") and Path(record["output"]).resolve() == (zarr_input / "labels" / name).resolve()
+            )
+            if not written and remove_own_labels(zarr_input, name, args.output):
+                record.setdefault("warnings", []).append(f"removed labels/{name} of an earlier run from {zarr_input}")
 
 
 def _mask_file_labels(mask: np.ndarray, path: Path, name: str) -> np.ndarray:

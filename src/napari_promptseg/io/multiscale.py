@@ -494,6 +494,34 @@ def labels_not_replaceable(image_path: str | Path, name: str, output: str | Path
     )
 
 
+def remove_own_labels(image_path: str | Path, name: str, output: str | Path) -> bool:
+    """Remove ``image_path/labels/<name>`` when the CLI run into ``output`` wrote it and nothing changed it since (an
+    input that run now failed on: the labels would pass for its result); returns whether they were removed."""
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ome_zarr.writer import add_metadata, get_metadata
+
+    labels_dir = Path(image_path) / "labels"
+    owner = _stamp_of(labels_dir, name).get("output")
+    if (
+        not (labels_dir / name).exists()
+        or not isinstance(owner, str)
+        or Path(owner).resolve() != Path(output).resolve()
+    ):
+        return False
+    if labels_not_replaceable(image_path, name, output) is not None:  # edited since: the user's now
+        return False
+    group = zarr.open_group(str(labels_dir), mode="a")
+    listed = get_metadata(group).get("labels", [])
+    if name in listed:  # out of the list first: a reader never lists labels that are not there
+        add_metadata(group, {"labels": [n for n in listed if n != name]})
+    _remove_tree(labels_dir / name)
+    (labels_dir / f"{WRITTEN_PREFIX}{name}.json").unlink(missing_ok=True)
+    return True
+
+
 def _run_names(folder: Path, target: Path) -> bool:
     """Whether the report.json, or the resume journal, of a CLI run into ``folder`` names ``target`` as an output."""
     from ..batch.journal import JOURNAL_NAME  # lazy: batch imports io
