@@ -153,3 +153,20 @@ def test_a_rerun_that_fails_on_an_ome_zarr_takes_the_earlier_runs_labels_out_of_
     assert json.loads((out / "report.json").read_text())["images"][0]["status"] == "failed"
     assert main(command) == 0  # and a later run writes them again
     assert zarr_labels(em_zarr).any()
+
+
+def test_every_pair_of_inputs_that_would_write_one_output_is_named(em_pngs, tmp_path, capsys):
+    """Two pairs of inputs sharing output names (em 0.png and em 0.tif; x.ome.tif and x.tif) in one folder, with
+    --overlay: the refusal named the first pair only, then '(and 2 more such clash(es))', one of which was that
+    pair's overlay, so the user renamed, reran and was refused again. Every pair is named now, once."""
+    import tifffile
+
+    em = read_image(em_pngs / "em 0.png")
+    tifffile.imwrite(em_pngs / "em 0.tif", em)
+    tifffile.imwrite(em_pngs / "x.ome.tif", em)
+    tifffile.imwrite(em_pngs / "x.tif", em)
+    assert main(["segment", str(em_pngs), *BOX, "--overlay", "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{em_pngs / 'em 0.png'}, {em_pngs / 'em 0.tif'}" in err
+    assert f"{em_pngs / 'x.ome.tif'}, {em_pngs / 'x.tif'} (x.tif)" in err
+    assert "more such" not in err and not (tmp_path / "out").exists()

@@ -300,13 +300,20 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
             )
             if refused:  # before any work, as for files in -o (the write checks again)
                 raise PromptsegError(refused)
-    clashes = [(out, paths) for out, paths in writers.items() if len(paths) > 1]
+    # each set of inputs once (with --overlay, a.png and a.tif clash at a.tif and a_overlay.png): all named, so one
+    # renaming pass settles them (only the first was, and '1 more such clash' could be that same pair's overlay)
+    clashes: dict[tuple[Path, ...], Path] = {}
+    for out, paths in writers.items():
+        if len(paths) > 1:
+            clashes.setdefault(tuple(paths), out)
     if clashes:
-        out, paths = clashes[0]
+        (paths, out), *others = clashes.items()
+        shown = [f"{', '.join(map(str, p))} ({o.name})" for p, o in others[:9]]
         raise PromptsegError(
             f"{len(paths)} inputs would write the same output {out}: {', '.join(map(str, paths))}"
-            + (f" (and {len(clashes) - 1} more such clash(es))" if len(clashes) > 1 else "")
-            + "; rename one, or run them into separate output directories"
+            + (f"; so would {'; '.join(shown)}" if shown else "")
+            + (f" and {len(others) - len(shown)} more such set(s)" if len(others) > len(shown) else "")
+            + "; rename one of each, or run them into separate output directories"
         )
 
 
