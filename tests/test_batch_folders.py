@@ -170,3 +170,25 @@ def test_every_pair_of_inputs_that_would_write_one_output_is_named(em_pngs, tmp_
     assert f"{em_pngs / 'em 0.png'}, {em_pngs / 'em 0.tif'}" in err
     assert f"{em_pngs / 'x.ome.tif'}, {em_pngs / 'x.tif'} (x.tif)" in err
     assert "more such" not in err and not (tmp_path / "out").exists()
+
+
+def test_an_ome_zarr_whose_metadata_cannot_be_read_is_a_failed_input_not_a_skipped_folder(em_zarr, tmp_path, capsys):
+    """An OME-Zarr whose .zattrs was cut short (a copy interrupted) was taken for a plain subfolder: in a folder,
+    'skipped 1 subfolder(s), not searched (name them too ...)', and the slide missing from a run that exited 0;
+    named, 'no image files in em.ome.zarr'. It is an input that failed now, with the reason."""
+    import tifffile
+
+    tifffile.imwrite(em_zarr.parent / "em level 1.tif", np.asarray(open_multiscale(em_zarr).levels[1]))
+    attrs = em_zarr / ".zattrs"
+    attrs.write_text(attrs.read_text()[:40])
+    out = tmp_path / "out"
+    assert main(["segment", str(em_zarr.parent), *BOX, "-o", str(out)]) == 1  # an input without output
+    err = capsys.readouterr().err
+    assert "subfolder" not in err
+    segmented, failed = json.loads((out / "report.json").read_text())["images"]
+    assert segmented["status"] == "ok" and failed["input"] == str(em_zarr) and failed["status"] == "failed"
+    assert ".zattrs" in failed["reason"] and "JSON" in failed["reason"], failed["reason"]
+
+    assert main(["segment", str(em_zarr), *BOX, "-o", str(tmp_path / "alone")]) == 2
+    err = capsys.readouterr().err
+    assert ".zattrs" in err and "no image files" not in err, err

@@ -107,7 +107,7 @@ def _mean_or_none(values: Sequence[float]) -> float | None:
 
 def _expand_images(paths: list[Path]) -> list[Path]:
     from ..io.images import IMAGE_SUFFIXES, is_own_output
-    from ..io.multiscale import bioformats2raw_series, is_ome_zarr
+    from ..io.multiscale import bioformats2raw_series, is_ome_zarr, is_zarr_named
 
     out = []
     ours = []  # files named one by one (a shell pattern's list) that an earlier run wrote: outputs, not inputs
@@ -116,12 +116,18 @@ def _expand_images(paths: list[Path]) -> list[Path]:
             out.append(path)
         elif series := bioformats2raw_series(path):  # bioformats2raw's layout: the images are its series 0, 1, ...
             out.extend(series)
+        elif is_zarr_named(path):  # its metadata cannot be read: an input whose reading says why
+            out.append(path)
         elif path.is_dir():
             # hidden files (macOS "._x.tif" resource forks, editors' temporaries) are not the user's images, nor are
             # our own outputs (labels and overlays of a run whose -o was this folder)
             found = sorted(p for p in path.iterdir() if not p.name.startswith("."))
             containers = {p: bioformats2raw_series(p) for p in found if p.is_dir() and not is_ome_zarr(p)}
-            readable = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES or is_ome_zarr(p) or containers.get(p)]
+            readable = [
+                p
+                for p in found
+                if p.suffix.lower() in IMAGE_SUFFIXES or is_ome_zarr(p) or containers.get(p) or is_zarr_named(p)
+            ]
             for p in readable:
                 if containers.get(p):
                     out.extend(containers[p])

@@ -105,14 +105,14 @@ def read_image(path: str | Path) -> np.ndarray:
 
     OME-Zarr image directories and pyramidal TIFFs are opened lazily: their full-resolution level as a dask array in
     the order (Z, ) Y, X (, C) (see :mod:`.multiscale`); nothing is read until a tile or plane is asked for."""
-    from .multiscale import bioformats2raw_series, is_lazy_image, open_multiscale
+    from .multiscale import bioformats2raw_series, is_lazy_image, not_ome_zarr_why, open_multiscale
 
     path = Path(path)
     if path.is_dir() or is_lazy_image(path):
         if bioformats2raw_series(path):
             open_multiscale(path)  # names the container's image series to open
         if not is_lazy_image(path):
-            raise PromptsegError(f"{path}: a directory, not an image (OME-Zarr images carry 'multiscales' metadata)")
+            raise PromptsegError(f"{path}: a directory, not an image: {not_ome_zarr_why(path)}")
         return open_multiscale(path).levels[0]
     if not path.is_file():
         raise PromptsegError(f"{path}: no such file")

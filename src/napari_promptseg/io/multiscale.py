@@ -125,6 +125,26 @@ def is_ome_zarr(path: str | Path) -> bool:
     return bool(attrs and attrs.get("multiscales"))
 
 
+def is_zarr_named(path: str | Path) -> bool:
+    """A directory named like a zarr store (``slide.zarr``, ``slide.ome.zarr``): an image to read, even when its
+    metadata cannot be (a copy cut short), never a folder of images."""
+    path = Path(path)
+    return path.name.lower().endswith(".zarr") and path.is_dir()
+
+
+def not_ome_zarr_why(path: str | Path) -> str:
+    """Why the directory ``path`` is no OME-Zarr image, in a few words."""
+    path = Path(path)
+    for name in ("zarr.json", ".zattrs"):
+        if (path / name).is_file():
+            try:
+                json.loads((path / name).read_text())
+            except (OSError, ValueError) as exc:
+                return f"its {name} cannot be read as JSON ({exc}); was its copy cut short?"
+            return f"no 'multiscales' metadata in its {name}, which OME-Zarr images carry"
+    return "neither .zattrs nor zarr.json in it, which OME-Zarr images carry with their 'multiscales' metadata"
+
+
 def bioformats2raw_series(path: str | Path) -> list[Path]:
     """The images of a bioformats2raw container (the layout bioformats2raw writes, and IDR and the BioImage Archive
     serve: a root group marked ``bioformats2raw.layout`` whose OME-Zarr images are the series ``0``, ``1``, ...),
