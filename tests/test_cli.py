@@ -232,7 +232,7 @@ def test_reruns_keep_corrections_drop_stale_results_and_see_every_name(litemedsa
 def test_hidden_files_are_not_inputs_and_a_repeated_input_is_one(tmp_path, capsys):
     """macOS resource forks ("._x.tif") and other dot files are not the user's images; files of other kinds in the
     folder are skipped, and said to be (a .webp the user counted on went missing without a word)."""
-    from napari_promptseg.cli._common import _expand_images
+    from napari_promptseg.cli._inputs import _expand_images
 
     image = np.full((32, 32), 7, np.uint8)
     tifffile.imwrite(tmp_path / "cells.tif", image)
@@ -250,7 +250,7 @@ def test_subfolders_of_an_input_folder_are_said_to_be_skipped(tmp_path, capsys):
     """slides/ holding patient1/ and patient2/ beside one image ran on that image alone, without a word on the
     subfolders. They are named now (not searched: a folder is one level). An earlier run's -o folder (its
     report.json) and an OME-Zarr image inside are no subfolders to mention."""
-    from napari_promptseg.cli._common import _expand_images
+    from napari_promptseg.cli._inputs import _expand_images
 
     image = np.full((32, 32), 7, np.uint8)
     tifffile.imwrite(tmp_path / "cells.tif", image)

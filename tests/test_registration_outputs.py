@@ -66,7 +66,7 @@ def test_cli_landmarks_keep_their_columns_and_a_rerun_without_them_removes_the_o
     assert not (out / "landmarks_warped.csv").exists()
     assert f"removed {out / 'landmarks_warped.csv'}" in err
     assert json.loads((out / "report.json").read_text())["landmarks"] is None
-    from napari_promptseg.cli._common import _expand_images
+    from napari_promptseg.cli._inputs import _expand_images
 
     # register's images are marked as its own, not as labels: a later run may take them as inputs
     assert out / "moving_warped.tif" in _expand_images([out])

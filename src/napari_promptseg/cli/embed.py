@@ -9,11 +9,11 @@ from pathlib import Path
 from ._common import (
     _add_batch_options,
     _add_model_options,
-    _expand_images,
     _print_progress,
     _run_batch,
     _segmenter_meta,
 )
+from ._inputs import _expand_images
 
 
 def _add_embed_parser(sub: argparse._SubParsersAction) -> None:

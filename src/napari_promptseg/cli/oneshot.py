@@ -13,7 +13,6 @@ from ..methods.labelling_advice import few_labels_warning
 from ._common import (
     _add_batch_options,
     _add_model_options,
-    _expand_images,
     _finish_image,
     _model_parameters,
     _prepare_outputs,
@@ -23,6 +22,7 @@ from ._common import (
     _segmenter_meta,
     _write_report,
 )
+from ._inputs import _expand_images
 from ._stacks import (
     OUTPUT_HELP,
     _add_stack_options,

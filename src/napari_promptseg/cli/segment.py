@@ -8,7 +8,6 @@ from pathlib import Path
 
 from ..errors import PromptsegError
 from ._common import (
-    _expand_images,
     _finish_image,
     _model_parameters,
     _prepare_outputs,
@@ -17,6 +16,7 @@ from ._common import (
     _segmenter_meta,
     _write_report,
 )
+from ._inputs import _expand_images
 from ._stacks import (
     _at_level,
     _instances_level_record,

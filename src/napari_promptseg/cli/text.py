@@ -9,7 +9,6 @@ from pathlib import Path
 from ._common import (
     _add_batch_options,
     _add_model_options,
-    _expand_images,
     _finish_image,
     _prepare_outputs,
     _print_progress,
@@ -17,6 +16,7 @@ from ._common import (
     _segmenter_meta,
     _write_report,
 )
+from ._inputs import _expand_images
 from ._stacks import (
     OUTPUT_HELP,
     _add_stack_options,

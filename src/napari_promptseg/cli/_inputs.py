@@ -1,0 +1,100 @@
+"""The inputs a batch subcommand was given: files, folders of them, and patterns, as the list of images to run."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import PromptsegError
+
+__all__ = ["_expand_images"]
+
+
+def _expand_images(paths: list[Path]) -> list[Path]:
+    from ..io.images import IMAGE_SUFFIXES, is_own_output
+    from ..io.multiscale import bioformats2raw_series, is_ome_zarr, is_zarr_named
+
+    out = []
+    ours = []  # files named one by one (a shell pattern's list) that an earlier run wrote: outputs, not inputs
+    for path in _matched(paths):
+        if is_ome_zarr(path):
+            out.append(path)
+        elif series := bioformats2raw_series(path):  # bioformats2raw's layout: the images are its series 0, 1, ...
+            out.extend(series)
+        elif is_zarr_named(path):  # its metadata cannot be read: an input whose reading says why
+            out.append(path)
+        elif path.is_dir():
+            # hidden files (macOS "._x.tif" resource forks, editors' temporaries) are not the user's images, nor are
+            # our own outputs (labels and overlays of a run whose -o was this folder)
+            found = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+            containers = {p: bioformats2raw_series(p) for p in found if p.is_dir() and not is_ome_zarr(p)}
+            readable = [
+                p
+                for p in found
+                if p.suffix.lower() in IMAGE_SUFFIXES or is_ome_zarr(p) or containers.get(p) or is_zarr_named(p)
+            ]
+            for p in readable:
+                if containers.get(p):
+                    out.extend(containers[p])
+                elif not is_own_output(p):
+                    out.append(p)
+            readable_set = set(readable)  # a folder of thousands of tiles: no list scan per file
+            skipped = [p.name for p in found if p not in readable_set and p.is_file()]
+            if skipped:  # a .webp or .gif the user counted on is not silently missing from the batch
+                print(
+                    f"{path}: skipped {len(skipped)} file(s) that are not images read here "
+                    f"({', '.join(IMAGE_SUFFIXES)}, OME-Zarr): {_some_names(skipped)}",
+                    file=sys.stderr,
+                )
+            # nor a folder of images one level down (slides/patient1/); an earlier run's -o folder is no input
+            folders = [
+                p.name for p in found if p.is_dir() and p not in readable_set and not (p / "report.json").is_file()
+            ]
+            if folders:
+                print(
+                    f"{path}: skipped {len(folders)} subfolder(s), not searched (name them too, e.g. {path}/*/): "
+                    f"{_some_names(folders)}",
+                    file=sys.stderr,
+                )
+        elif path.is_file():
+            (ours if path.suffix.lower() in IMAGE_SUFFIXES and is_own_output(path) else out).append(path)
+        else:
+            raise PromptsegError(f"input image not found: {path}")
+    if ours:  # as a folder given whole leaves them out, said since they were named
+        print(
+            f"skipped {len(ours)} file(s) promptseg wrote (labels and overlays of an earlier run, not images to "
+            f"segment): {_some_names([str(p) for p in ours])}",
+            file=sys.stderr,
+        )
+    if not out:
+        raise PromptsegError(f"no image files in {', '.join(map(str, paths))}")
+    # a file named again, or inside a folder given too, is one input (its first mention keeps its place); two
+    # links to one file are two names, each with its output
+    unique: dict[Path, Path] = {}
+    for path in out:
+        unique.setdefault(Path(os.path.normpath(path.absolute())), path)
+    return list(unique.values())
+
+
+def _matched(paths: list[Path]) -> list[Path]:
+    """``paths`` with each pattern (``*``, ``?``, ``[...]``, ``**`` for any subfolders) that names no file itself
+    replaced by the files and folders it matches, sorted: a shell that does not expand them (Windows' cmd and
+    PowerShell, or a quoted one) passes them on as they were typed."""
+    import glob
+
+    out = []
+    for path in paths:
+        if path.exists() or not any(c in str(path) for c in "*?["):
+            out.append(path)
+            continue
+        matches = sorted(glob.glob(str(path), recursive=True))
+        if not matches:
+            raise PromptsegError(f"no file matches {path}")
+        out.extend(Path(m) for m in matches)
+    return out
+
+
+def _some_names(names: Sequence[str], shown: int = 10) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
