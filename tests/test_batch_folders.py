@@ -192,3 +192,14 @@ def test_an_ome_zarr_whose_metadata_cannot_be_read_is_a_failed_input_not_a_skipp
     assert main(["segment", str(em_zarr), *BOX, "-o", str(tmp_path / "alone")]) == 2
     err = capsys.readouterr().err
     assert ".zattrs" in err and "no image files" not in err, err
+
+
+def test_the_library_routes_warnings_name_the_image_in_the_report(em_pngs, tmp_path):
+    """`promptseg text nuclei FOLDER --route library` on EM images (no nuclei): each record's warnings said 'image:
+    no object like the exemplars was found', a name no script collecting the report's warnings can place. They name
+    the input."""
+    out = tmp_path / "out"
+    assert main(["text", "nuclei", str(em_pngs / "em 0.png"), "--route", "library", "-o", str(out)]) == 0
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    assert record["objects"] == 0 and record["warnings"], record
+    assert all(w.startswith(str(em_pngs / "em 0.png")) for w in record["warnings"]), record["warnings"]

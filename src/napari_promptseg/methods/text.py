@@ -346,6 +346,7 @@ def segment_text(
         report=report,
         cancel=cancel,
         factor=float(factor),
+        name=name,
     )
     t0 = time.perf_counter()
     if chosen.route == "groundingdino":
@@ -380,6 +381,7 @@ class _Request:
     report: ProgressCallback
     cancel: Callable[[], bool] | None
     factor: float = 1.0  # the image is a pyramid level this many times coarser than full resolution
+    name: str = "image"  # what warnings call the image (a batch's file)
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel():
@@ -493,6 +495,7 @@ def _library_route(req: _Request, top_k: int, min_similarity: float | None) -> T
             channel_axis=-1,  # the validated channels-last image
             normalize=req.normalize,
             factor=req.factor,
+            name=req.name,
             progress=sub_progress,
             cancel=req.cancel,
         )
