@@ -238,3 +238,40 @@ def test_bundled_minilm_first_then_the_hf_cache(tmp_path, monkeypatch):
         (tmp_path / "m" / file).write_text("{}")
     snapshot = in_hf_cache(card.name, tmp_path / "m")
     assert registry.weights_status(MODELS[card.name]) == ("hf_cache", snapshot)
+
+
+def test_a_cancelled_hub_download_is_a_cancel_not_a_failed_download(fake_hub, tiny_clipseg_dir):  # noqa: F811
+    """The widgets' Cancel during a hub model's download (GroundingDINO: 690 MB) stops it as a cancel; it was caught
+    with the network's errors and reported as 'download ... failed (download of ... cancelled)', a failed run with the
+    advice to fetch the model by hand. The next load fetches it whole."""
+    from napari_promptseg.errors import CancelledError
+    from napari_promptseg.models import download_progress
+
+    fake_hub.add(CLIPSEG.repo_id, tiny_clipseg_dir, CLIPSEG.revision)
+    told: list[str] = []
+    progress = download_progress(lambda fraction, message: told.append(message), lambda: bool(told), "clipseg")
+
+    with pytest.raises(CancelledError, match="download of clipseg cancelled"):
+        resolve_weights(CLIPSEG.name, progress=progress)
+
+    assert registry.weights_status(CLIPSEG) == ("missing", None)
+    assert resolve_weights(CLIPSEG.name) == _snapshot(CLIPSEG.repo_id, CLIPSEG.revision)
+
+
+def test_a_cancel_while_a_snapshots_lacking_files_come_is_a_cancel(fake_hub, tiny_clipseg_dir, tmp_path):  # noqa: F811
+    """A snapshot with its weights but not its tokenizer (a partial copy): the files it lacks are fetched; a Cancel
+    then was swallowed with the network's errors, and the model loaded anyway after the user had stopped it."""
+    from napari_promptseg.errors import CancelledError
+    from napari_promptseg.models import download_progress
+
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for file in ("config.json", "model.safetensors"):
+        (partial / file).write_bytes((tiny_clipseg_dir / file).read_bytes())
+    in_hf_cache(CLIPSEG.name, partial)
+    fake_hub.add(CLIPSEG.repo_id, tiny_clipseg_dir, CLIPSEG.revision)
+    told: list[str] = []
+    progress = download_progress(lambda fraction, message: told.append(message), lambda: bool(told), "clipseg")
+
+    with pytest.raises(CancelledError, match="download of clipseg cancelled"):
+        resolve_weights(CLIPSEG.name, progress=progress)

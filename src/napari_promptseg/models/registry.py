@@ -31,7 +31,7 @@ from pathlib import Path
 
 import platformdirs
 
-from ..errors import WeightsError
+from ..errors import CancelledError, WeightsError
 from ..io._files import default_file_mode
 from . import hub
 from .hub import OFFLINE_ENV, Progress, offline
@@ -382,8 +382,12 @@ def _from_hub(
     snapshot, lacking = _in_hf_cache(repo_id, revisions, files, required)
     if snapshot is not None:
         if lacking and not offline() and hub.unreachable_reason() is None:
-            with contextlib.suppress(Exception):
+            try:
                 hub.download_snapshot(repo_id, snapshot.name, lacking, (), progress)  # snapshots/<commit>
+            except CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - optional files: the adapter names one it cannot do without
+                pass
         return snapshot
     where = named + _hub_where(card, repo_id, revisions[0], required)
     if offline():
@@ -395,6 +399,8 @@ def _from_hub(
         )
     try:
         return hub.download_snapshot(repo_id, revisions[0], files, required, progress)
+    except CancelledError:  # the user's stop, raised by ``progress``: a cancelled task, not a failed download
+        raise
     except Exception as exc:  # whatever the hub or the network raised
         raise WeightsError(
             f"{card.name}: download of {repo_id}@{revisions[0][:12]} from {hub.endpoint()} failed ({_reason(exc)})",
