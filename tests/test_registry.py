@@ -340,3 +340,28 @@ def test_a_cancelled_download_stops_at_its_next_block_and_leaves_no_weights(serv
     assert told == [(2**20 / len(PAYLOAD), "downloading x: 1 of 3 MB")]  # one block told, then stopped
     assert list(cache.iterdir()) == []  # pooch's temporary file went with it
     assert resolve_weights(CARD_NAME).read_bytes() == PAYLOAD
+
+
+def test_a_checkpoint_saved_again_under_its_name_is_loaded_again(tmp_path):
+    """A fine-tuned checkpoint given with --weights / weights=..., saved again by a further epoch at the same path:
+    the same napari session or console kept answering with the model first loaded from it."""
+    import shutil
+
+    import torch
+    from skimage import data
+
+    from napari_promptseg.models import load_segmenter
+
+    path = tmp_path / "my fine-tuned litemedsam.pth"
+    shutil.copy(resolve_weights("litemedsam"), path)
+    first = load_segmenter("litemedsam", weights=path, device="cpu")
+    image = data.camera()[:200, :200]
+    before = first.embed(image).features
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    torch.save({k: v * 0.5 if v.is_floating_point() else v for k, v in state.items()}, path)
+    again = load_segmenter("litemedsam", weights=path, device="cpu")
+
+    assert again is not first
+    assert not torch.allclose(again.embed(image).features, before)
+    assert load_segmenter("litemedsam", weights=path, device="cpu") is again  # unchanged: loaded once

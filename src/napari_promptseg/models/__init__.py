@@ -152,6 +152,23 @@ def load_text_segmenter(path: str | os.PathLike, *, device: str = "auto") -> Tex
     return model
 
 
+def _version(path: os.PathLike) -> tuple:
+    """What changes when weights are saved again at ``path``: size, modification time and inode of the file, or of
+    each file of a model directory (a hub snapshot's links are followed to their blobs)."""
+
+    def stamp(entry: os.PathLike) -> tuple:
+        try:
+            st = os.stat(entry)
+        except OSError:  # removed meanwhile: the loader says what is missing
+            return ()
+        return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+    if not os.path.isdir(path):
+        return stamp(path)
+    with os.scandir(path) as entries:
+        return tuple(sorted((entry.name, *stamp(entry.path)) for entry in entries if entry.is_file()))
+
+
 def _load(name: str, role: str, weights, device: str, progress: Progress | None):
     from ..errors import WeightsError
     from ._native import load_triton_safely
@@ -165,11 +182,15 @@ def _load(name: str, role: str, weights, device: str, progress: Progress | None)
     load_triton_safely()  # before transformers or torch pull it in (napari's console: Mesa's LLVM is loaded)
     dev = resolve_device(device)
     with _lock:
-        # keyed by the resolved file, so weights that appear later (a download, a new cache dir) are picked up
+        # keyed by the resolved file, so weights that appear later (a download, a new cache dir) are picked up, and
+        # by its version: a checkpoint saved again under its name (a further fine-tuning epoch) is loaded again
         path = resolve_weights(name, weights, progress=progress)
-        key = (name, os.fspath(path), str(dev))
+        place = (name, os.fspath(path), str(dev))
+        key = (*place, _version(path))
         if key in _loaded:
             return _loaded[key]
+        for stale in [k for k in _loaded if k[:3] == place]:  # an older version of these weights: not kept in memory
+            del _loaded[stale]
         if card.backend == "litemedsam":
             from .litemedsam import load_litemedsam
 
