@@ -275,3 +275,26 @@ def test_a_cancel_while_a_snapshots_lacking_files_come_is_a_cancel(fake_hub, tin
 
     with pytest.raises(CancelledError, match="download of clipseg cancelled"):
         resolve_weights(CLIPSEG.name, progress=progress)
+
+
+def test_a_hugging_face_cache_folder_given_as_the_model_directory(tiny_clipseg_dir, tmp_path):  # noqa: F811
+    """--text-weights ~/.cache/huggingface/hub/models--CIDAS--clipseg-rd64-refined (the folder a user sees there, or
+    copies from another machine) was refused as 'missing config.json', though the model is in it: its snapshot
+    refs/main names is used, else its only one; several without refs/main are named."""
+    import shutil
+
+    snapshot = put_in_hf_cache(tiny_clipseg_dir, "lab/clipseg-copy", "d" * 40, tmp_path / "copied hub")
+    repo = snapshot.parents[1]
+    model = load_heatmapper(weights=repo, device="cpu")
+    assert model.heatmap(np.zeros((20, 20), np.uint8), "cell").shape == (20, 20)
+    assert resolve_weights(CLIPSEG.name, repo) == snapshot
+
+    shutil.rmtree(repo / "refs")
+    assert resolve_weights(CLIPSEG.name, repo) == snapshot
+    put_in_hf_cache(tiny_clipseg_dir, "lab/clipseg-copy", "e" * 40, tmp_path / "copied hub")
+    shutil.rmtree(repo / "refs")
+    with pytest.raises(
+        WeightsError,
+        match=f"without refs/main and with 2 snapshots; give one of its snapshots \\({'d' * 40}, {'e' * 40}\\)",
+    ):
+        resolve_weights(CLIPSEG.name, repo)

@@ -557,12 +557,33 @@ def _explicit(card: ModelCard, path: str | os.PathLike, progress: Progress | Non
                 f"{card.name}: weights path {explicit} is not a directory; give the model directory "
                 f"(with {', '.join(card.files)}) or a hub id owner/name[@revision]"
             )
-        return explicit
+        return _snapshot_in_repo_folder(card, explicit)
     if explicit.is_dir():
         raise WeightsError(f"{card.name}: weights path {explicit} is a directory, not a checkpoint file")
     if not explicit.is_file():
         raise WeightsError(f"{card.name}: weights file {explicit} does not exist")
     return explicit
+
+
+def _snapshot_in_repo_folder(card: ModelCard, directory: Path) -> Path:
+    """The model directory in a Hugging Face cache's repository folder (``models--owner--name``, what a user finds
+    in ~/.cache/huggingface/hub or copies from another machine): the snapshot ``refs/main`` names, else its only
+    snapshot. Any other directory is the model directory itself. It was refused as 'missing config.json'."""
+    snapshots = directory / "snapshots"
+    if (directory / "config.json").exists() or not snapshots.is_dir():
+        return directory
+    with contextlib.suppress(OSError):
+        main = snapshots / (directory / "refs" / "main").read_text().strip()
+        if main.name and main.is_dir():
+            return main
+    found = sorted(p for p in snapshots.iterdir() if p.is_dir())
+    if len(found) == 1:
+        return found[0]
+    choices = f"one of its snapshots ({', '.join(p.name for p in found)})" if found else "a model directory"
+    raise WeightsError(
+        f"{card.name}: {directory} is a Hugging Face cache folder without refs/main and with "
+        f"{len(found) or 'no'} snapshot{'s' if len(found) != 1 else ''}; give {choices}"
+    )
 
 
 def _reason(exc: BaseException, limit: int = 200) -> str:
