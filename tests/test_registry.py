@@ -365,3 +365,23 @@ def test_a_checkpoint_saved_again_under_its_name_is_loaded_again(tmp_path):
     assert again is not first
     assert not torch.allclose(again.embed(image).features, before)
     assert load_segmenter("litemedsam", weights=path, device="cpu") is again  # unchanged: loaded once
+
+
+def test_a_cache_dir_variable_with_a_tilde_is_the_home_folder(monkeypatch, tmp_path):
+    """PROMPTSEG_CACHE_DIR="~/promptseg" (quoted in a shell, or set by a launcher that runs no shell): the weights
+    were looked for in a folder named '~' under the working directory while the message said to put them in
+    ~/promptseg/weights, and the embedding cache (which expanded it) went to the home folder."""
+    from napari_promptseg.models import embedding_cache
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PROMPTSEG_CACHE_DIR", "~/promptseg")
+    register_card(monkeypatch, None)
+    folder = tmp_path / "home" / "promptseg" / "weights"
+    folder.mkdir(parents=True)
+    (folder / FILENAME).write_bytes(PAYLOAD)
+
+    assert registry.cache_dir() == folder
+    assert resolve_weights(CARD_NAME) == folder / FILENAME
+    assert embedding_cache.default_location() == folder.parent / "embeddings"
+    assert not (tmp_path / "~").exists()

@@ -270,8 +270,13 @@ def get_card(name: str) -> ModelCard:
 
 
 def cache_dir() -> Path:
-    """Our cache of single-file checkpoints (hub models live in the Hugging Face cache)."""
-    return Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("napari-promptseg")) / "weights"
+    """Our cache of single-file checkpoints (hub models live in the Hugging Face cache). ``~`` and variables in
+    ``$PROMPTSEG_CACHE_DIR`` are expanded, as huggingface_hub does for ``$HF_HOME`` (a value set in quotes, or by a
+    launcher that runs no shell, was a folder named '~' under the working directory)."""
+    explicit = os.environ.get(CACHE_ENV, "").strip()
+    if explicit:
+        return Path(os.path.expandvars(explicit)).expanduser() / "weights"
+    return Path(platformdirs.user_cache_dir("napari-promptseg")) / "weights"
 
 
 # -- resolution ---------------------------------------------------------------------------------------------------
