@@ -298,3 +298,37 @@ def test_a_hugging_face_cache_folder_given_as_the_model_directory(tiny_clipseg_d
         match=f"without refs/main and with 2 snapshots; give one of its snapshots \\({'d' * 40}, {'e' * 40}\\)",
     ):
         resolve_weights(CLIPSEG.name, repo)
+
+
+def test_a_hub_answering_with_a_server_error_is_named_not_the_users_connection(monkeypatch, tmp_path):
+    """The hub (or a mirror in $HF_ENDPOINT) answering 500: the error said huggingface_hub's 'cannot find the requested
+    files in the local cache. Please check your connection', sending the user to a connection that worked."""
+    from http.server import BaseHTTPRequestHandler
+
+    from .fake_hub import serve
+
+    class Failing(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_HEAD = do_GET = _answer  # noqa: N815 (http.server's naming)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server, _ = serve(Failing, None)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.delenv("PROMPTSEG_OFFLINE")
+    import huggingface_hub.utils._http as hub_http
+
+    monkeypatch.setattr(hub_http.time, "sleep", lambda seconds: None)  # huggingface_hub's 5 retries wait 23 s
+    try:
+        with pytest.raises(WeightsError) as error:
+            resolve_weights("dinov2_small")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "500 Internal Server Error" in error.value.message
+    assert "check your connection" not in error.value.message

@@ -172,6 +172,21 @@ def download_snapshot(
     return snapshot
 
 
+def http_cause(exc: BaseException) -> BaseException:
+    """The hub's HTTP error under ``exc`` when there is one: huggingface_hub raises a server's 500 or 503 (after its
+    retries) as 'cannot find the requested files in the local cache. Please check your connection', which sent users
+    to a connection that worked."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    seen, cause = set(), exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, HfHubHTTPError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return exc
+
+
 def _reporting_bar(progress: Progress | None):
     """huggingface_hub's own progress bar, also reporting to ``progress`` (None: the plain bar)."""
     if progress is None:

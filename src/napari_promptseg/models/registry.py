@@ -407,8 +407,9 @@ def _from_hub(
     except CancelledError:  # the user's stop, raised by ``progress``: a cancelled task, not a failed download
         raise
     except Exception as exc:  # whatever the hub or the network raised
+        reason = _reason(hub.http_cause(exc))
         raise WeightsError(
-            f"{card.name}: download of {repo_id}@{revisions[0][:12]} from {hub.endpoint()} failed ({_reason(exc)})",
+            f"{card.name}: download of {repo_id}@{revisions[0][:12]} from {hub.endpoint()} failed ({reason})",
             details=where,
         ) from exc
 
