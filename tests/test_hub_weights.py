@@ -332,3 +332,35 @@ def test_a_hub_answering_with_a_server_error_is_named_not_the_users_connection(m
         server.server_close()
     assert "500 Internal Server Error" in error.value.message
     assert "check your connection" not in error.value.message
+
+
+def test_a_hub_download_does_not_hold_up_loading_another_model(fake_hub, tiny_clipseg_dir):  # noqa: F811
+    """One lock held every model's load while any model's weights downloaded: the Text prompt widget fetching
+    GroundingDINO (690 MB) left the Interactive widget's every run waiting on its bundled LiteMedSAM."""
+    import threading
+
+    from napari_promptseg.models import load_segmenter
+
+    fake_hub.add(CLIPSEG.repo_id, tiny_clipseg_dir, CLIPSEG.revision)
+    downloading, release = threading.Event(), threading.Event()
+
+    def slow_network(done: int, total: int | None) -> None:
+        downloading.set()
+        release.wait(60)
+
+    loads: dict[str, object] = {}
+    clipseg = threading.Thread(
+        target=lambda: loads.update(clipseg=load_heatmapper(device="cpu", progress=slow_network)), daemon=True
+    )
+    litemedsam = threading.Thread(target=lambda: loads.update(litemedsam=load_segmenter(device="cpu")), daemon=True)
+    clipseg.start()
+    try:
+        assert downloading.wait(30)
+        litemedsam.start()
+        litemedsam.join(60)
+        assert "litemedsam" in loads  # loaded while the other download was still going
+        assert "clipseg" not in loads
+    finally:
+        release.set()
+        clipseg.join(60)
+    assert "clipseg" in loads

@@ -55,6 +55,14 @@ __all__ = [
 
 _loaded: dict[tuple, object] = {}
 _lock = threading.Lock()
+#: one per model name, held while its weights resolve (a download: minutes) and it is built; ``_lock`` only guards
+#: the dictionaries, so a GroundingDINO download in one widget does not stop every other widget's model
+_name_locks: dict[str, threading.Lock] = {}
+
+
+def _name_lock(name: str) -> threading.Lock:
+    with _lock:
+        return _name_locks.setdefault(name, threading.Lock())
 
 
 def download_progress(report: Callable[[float, str], None], cancel: Callable[[], bool] | None, name: str) -> Progress:
@@ -181,16 +189,17 @@ def _load(name: str, role: str, weights, device: str, progress: Progress | None)
         raise WeightsError(f"{wrong}; the {role}s: {fitting}")
     load_triton_safely()  # before transformers or torch pull it in (napari's console: Mesa's LLVM is loaded)
     dev = resolve_device(device)
-    with _lock:
+    with _name_lock(name):
         # keyed by the resolved file, so weights that appear later (a download, a new cache dir) are picked up, and
         # by its version: a checkpoint saved again under its name (a further fine-tuning epoch) is loaded again
         path = resolve_weights(name, weights, progress=progress)
         place = (name, os.fspath(path), str(dev))
         key = (*place, _version(path))
-        if key in _loaded:
-            return _loaded[key]
-        for stale in [k for k in _loaded if k[:3] == place]:  # an older version of these weights: not kept in memory
-            del _loaded[stale]
+        with _lock:
+            if key in _loaded:
+                return _loaded[key]
+            for stale in [k for k in _loaded if k[:3] == place]:  # an older version of these weights: not kept
+                del _loaded[stale]
         if card.backend == "litemedsam":
             from .litemedsam import load_litemedsam
 
@@ -217,5 +226,6 @@ def _load(name: str, role: str, weights, device: str, progress: Progress | None)
             model = load_sentence_embedder(path, device=dev, name=name)
         else:  # a card added without its adapter
             raise ValueError(f"{name}: no adapter for backend {card.backend!r}")
-        _loaded[key] = model
+        with _lock:
+            _loaded[key] = model
         return model
