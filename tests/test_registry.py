@@ -248,8 +248,23 @@ def test_missing_explicit_path_is_an_error_naming_it(tmp_path):
     missing = tmp_path / "finetuned.pth"
     with pytest.raises(WeightsError, match=rf"litemedsam: weights file {re.escape(str(missing))} does not exist"):
         resolve_weights("litemedsam", missing)
-    with pytest.raises(WeightsError, match=r"litemedsam: weights path .* is a directory, not a checkpoint file"):
+    with pytest.raises(
+        WeightsError, match=r"litemedsam: weights path .* is a folder without lite_medsam.pth \(it holds no"
+    ):
         resolve_weights("litemedsam", tmp_path)
+
+
+def test_a_folder_given_for_a_single_file_model_gives_its_published_file_or_names_what_it_holds(tmp_path):
+    """--weights ~/models for SAM ViT-B: the folder holding sam_vit_b_01ec64.pth was refused as 'a directory, not a
+    checkpoint file'; its published file is now taken, and a folder without it names the checkpoints it holds."""
+    folder = tmp_path / "my models ü"
+    folder.mkdir()
+    (folder / "sam_vit_b_finetuned.pth").write_bytes(b"x")
+    (folder / "notes.txt").write_text("which is which")
+    with pytest.raises(WeightsError, match=r"folder without sam_vit_b_01ec64.pth \(it holds sam_vit_b_finetuned.pth\)"):
+        resolve_weights("sam_vit_b", folder)
+    (folder / "sam_vit_b_01ec64.pth").write_bytes(b"the published checkpoint, not held to its checksum here")
+    assert resolve_weights("sam_vit_b", folder) == folder / "sam_vit_b_01ec64.pth"
 
 
 @pytest.fixture

@@ -565,10 +565,31 @@ def _explicit(card: ModelCard, path: str | os.PathLike, progress: Progress | Non
             )
         return _snapshot_in_repo_folder(card, explicit)
     if explicit.is_dir():
-        raise WeightsError(f"{card.name}: weights path {explicit} is a directory, not a checkpoint file")
+        return _checkpoint_in_folder(card, explicit)
     if not explicit.is_file():
         raise WeightsError(f"{card.name}: weights file {explicit} does not exist")
     return explicit
+
+
+#: file name endings of single-file checkpoints, named when a folder is given for one
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
+
+
+def _checkpoint_in_folder(card: ModelCard, directory: Path) -> Path:
+    """The card's published file in a folder given for a single-file model (``--weights ~/models``); else an error
+    naming the checkpoints the folder holds. A folder was refused as 'a directory, not a checkpoint file' even when
+    it held the very file."""
+    if card.filename and (directory / card.filename).is_file():
+        return directory / card.filename
+    try:
+        found = sorted(p.name for p in directory.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
+    except OSError:
+        found = []
+    holds = f"it holds {', '.join(found[:5])}{', ...' if len(found) > 5 else ''}" if found else "it holds no checkpoint"
+    raise WeightsError(
+        f"{card.name}: weights path {directory} is a folder without {card.filename or 'the checkpoint'} ({holds}); "
+        "give the checkpoint file itself"
+    )
 
 
 def _snapshot_in_repo_folder(card: ModelCard, directory: Path) -> Path:
