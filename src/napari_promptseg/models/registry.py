@@ -21,10 +21,7 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import importlib.util
-import json
 import os
-import re
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +32,7 @@ from ..errors import CancelledError, WeightsError
 from ..io._files import default_file_mode
 from . import hub
 from .hub import OFFLINE_ENV, Progress, offline
+from .single_file import PoochBar, mismatch, remove_stale_partials, verify, write_stamp
 
 CACHE_ENV = "PROMPTSEG_CACHE_DIR"
 #: extra attempts pooch makes when a single-file download fails or arrives corrupt
@@ -290,7 +288,7 @@ def resolve_weights(name: str, path: str | os.PathLike | None = None, *, progres
     packaged = _package_path(card)
     if packaged is not None:
         if not card.is_directory:
-            _verify(card, packaged)
+            verify(card, packaged)
         return packaged
     if card.repo_id is not None:
         return _from_hub(card, card.repo_id, _revisions(card), card.files, card.required, progress)
@@ -444,9 +442,9 @@ def _single_file(card: ModelCard, progress: Progress | None) -> Path:
         f"put {card.filename} in {target.parent} (or set ${CACHE_ENV}, or pass the path with {weights_option(card)})"
     )
     if target.is_file():
-        problem = _mismatch(card, target)
+        problem = mismatch(card, target)
         if problem is None:
-            _write_stamp(card, target)
+            write_stamp(card, target)
             return target
         if offline() or card.url is None:
             raise WeightsError(
@@ -463,7 +461,7 @@ def _single_file(card: ModelCard, progress: Progress | None) -> Path:
         )
     unreachable = hub.unreachable_reason(card.url)
     if unreachable is not None:  # fail now, not after pooch's retries
-        problem = _mismatch(card, target) if target.is_file() else None
+        problem = mismatch(card, target) if target.is_file() else None
         state = "weights not found"
         if problem:
             state = f"{target} is truncated, corrupt or not the published file ({problem})"
@@ -484,9 +482,9 @@ def _download_file(card: ModelCard, target: Path, where: str, progress: Progress
         urls={card.filename: card.url},
         retry_if_failed=DOWNLOAD_RETRIES,
     )
-    _remove_stale_partials(target.parent)
+    remove_stale_partials(target.parent)
     # 1 MiB reads: pooch's default of 1 KiB would call ``progress`` 2.5 million times for SAM ViT-H
-    downloader = pooch.HTTPDownloader(progressbar=_PoochBar(progress) if progress else True, chunk_size=1 << 20)
+    downloader = pooch.HTTPDownloader(progressbar=PoochBar(progress) if progress else True, chunk_size=1 << 20)
     try:
         fetched = Path(fetcher.fetch(card.filename, downloader=downloader))
     except ValueError as exc:  # pooch: the hash of what arrived is not the known one (after its retries)
@@ -501,47 +499,8 @@ def _download_file(card: ModelCard, target: Path, where: str, progress: Progress
     # others. The mode a plain file gets here (umask, default ACL) instead
     with contextlib.suppress(OSError):
         os.chmod(fetched, default_file_mode(fetched.parent))
-    _write_stamp(card, fetched)
+    write_stamp(card, fetched)
     return fetched
-
-
-#: a download's temporary file not written to for this long belongs to a download that was killed
-STALE_PARTIAL_S = 3600.0
-#: the name of pooch's temporary download file: ``tempfile.NamedTemporaryFile(dir=...)``'s default, "tmp" and 8
-#: of its random characters (pooch.utils.temporary_file)
-POOCH_PARTIAL = re.compile(r"tmp[a-z0-9_]{8}")
-
-
-def _remove_stale_partials(folder: Path) -> None:
-    """pooch downloads into ``tmpXXXXXXXX`` beside the target and removes it on errors and Ctrl+C, but not when
-    the process is killed: up to a whole checkpoint (2.5 GB for SAM ViT-H) stayed for good. A running download
-    writes its file all the time, so only files idle for an hour go, and only by pooch's exact name:
-    $PROMPTSEG_CACHE_DIR may be a folder shared with other programs, whose files are not ours to remove."""
-    now = time.time()
-    for path in folder.glob("tmp*"):
-        with contextlib.suppress(OSError):
-            if POOCH_PARTIAL.fullmatch(path.name) and path.is_file() and now - path.stat().st_mtime > STALE_PARTIAL_S:
-                path.unlink()
-
-
-class _PoochBar:
-    """pooch's progress-bar protocol (``total``, ``update``, ``reset``, ``close``) reporting to ``progress``."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress, self.total, self.done = progress, None, 0
-
-    def update(self, n: int) -> None:
-        # pooch counts whole chunks (the last one overshoots) and at the end resets and adds the total
-        done = min(self.done + n, self.total or self.done + n)
-        if done != self.done:
-            self.done = done
-            self.progress(done, self.total or None)
-
-    def reset(self) -> None:
-        pass  # the count is already right (see update)
-
-    def close(self) -> None:
-        pass
 
 
 def _explicit(card: ModelCard, path: str | os.PathLike, progress: Progress | None) -> Path:
@@ -617,48 +576,3 @@ def _reason(exc: BaseException, limit: int = 200) -> str:
     """The first line of a library's error (huggingface_hub's run to paragraphs)."""
     line = next((s.strip() for s in str(exc).splitlines() if s.strip()), type(exc).__name__)
     return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-# -- checking single files ----------------------------------------------------------------------------------------
-def _stamp(card: ModelCard, path: Path) -> tuple[Path, str]:
-    """Sidecar that records a successful check, so a 2.5 GB checkpoint is hashed once, not at every start."""
-    st = path.stat()
-    # the inode catches a file replaced by another of the same size within one timestamp tick
-    return path.with_name(path.name + ".verified"), json.dumps(
-        {"sha256": card.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
-    )
-
-
-def _write_stamp(card: ModelCard, path: Path) -> None:
-    if card.sha256 is None:
-        return
-    stamp_file, signature = _stamp(card, path)
-    with contextlib.suppress(OSError):  # read-only location (e.g. site-packages): verify again next time
-        stamp_file.write_text(signature)
-
-
-def _mismatch(card: ModelCard, path: Path) -> str | None:
-    """Why ``path`` is not the card's file (size first: cheap), or None when it is."""
-    size = path.stat().st_size
-    if card.size is not None and size != card.size:
-        return f"{size:,} bytes, expected {card.size:,}"
-    if card.sha256 is None:
-        return None
-    stamp_file, signature = _stamp(card, path)
-    with contextlib.suppress(OSError):
-        if stamp_file.read_text() == signature:
-            return None
-    from pooch import file_hash
-
-    actual = file_hash(str(path), alg="sha256")
-    return None if actual == card.sha256 else f"sha256 {actual}, expected {card.sha256}"
-
-
-def _verify(card: ModelCard, path: Path) -> None:
-    problem = _mismatch(card, path)
-    if problem is not None:
-        raise WeightsError(
-            f"{card.name}: {path} is truncated, corrupt or not the published file ({problem}); reinstall "
-            f"{card.package_resource[0] if card.package_resource else 'it'}"
-        )
-    _write_stamp(card, path)

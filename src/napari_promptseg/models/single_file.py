@@ -1,0 +1,101 @@
+"""Single-file checkpoints: checked against their card (size, then sha256, once: a stamp beside the file records
+the check) and the helpers of their download through pooch (its progress bar, its killed downloads' leftovers)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import WeightsError
+from .hub import Progress
+
+if TYPE_CHECKING:
+    from .registry import ModelCard
+
+
+#: a download's temporary file not written to for this long belongs to a download that was killed
+STALE_PARTIAL_S = 3600.0
+#: the name of pooch's temporary download file: ``tempfile.NamedTemporaryFile(dir=...)``'s default, "tmp" and 8
+#: of its random characters (pooch.utils.temporary_file)
+POOCH_PARTIAL = re.compile(r"tmp[a-z0-9_]{8}")
+
+
+def remove_stale_partials(folder: Path) -> None:
+    """pooch downloads into ``tmpXXXXXXXX`` beside the target and removes it on errors and Ctrl+C, but not when
+    the process is killed: up to a whole checkpoint (2.5 GB for SAM ViT-H) stayed for good. A running download
+    writes its file all the time, so only files idle for an hour go, and only by pooch's exact name:
+    $PROMPTSEG_CACHE_DIR may be a folder shared with other programs, whose files are not ours to remove."""
+    now = time.time()
+    for path in folder.glob("tmp*"):
+        with contextlib.suppress(OSError):
+            if POOCH_PARTIAL.fullmatch(path.name) and path.is_file() and now - path.stat().st_mtime > STALE_PARTIAL_S:
+                path.unlink()
+
+
+class PoochBar:
+    """pooch's progress-bar protocol (``total``, ``update``, ``reset``, ``close``) reporting to ``progress``."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress, self.total, self.done = progress, None, 0
+
+    def update(self, n: int) -> None:
+        # pooch counts whole chunks (the last one overshoots) and at the end resets and adds the total
+        done = min(self.done + n, self.total or self.done + n)
+        if done != self.done:
+            self.done = done
+            self.progress(done, self.total or None)
+
+    def reset(self) -> None:
+        pass  # the count is already right (see update)
+
+    def close(self) -> None:
+        pass
+
+
+# -- checking single files ----------------------------------------------------------------------------------------
+def _stamp(card: ModelCard, path: Path) -> tuple[Path, str]:
+    """Sidecar that records a successful check, so a 2.5 GB checkpoint is hashed once, not at every start."""
+    st = path.stat()
+    # the inode catches a file replaced by another of the same size within one timestamp tick
+    return path.with_name(path.name + ".verified"), json.dumps(
+        {"sha256": card.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+    )
+
+
+def write_stamp(card: ModelCard, path: Path) -> None:
+    if card.sha256 is None:
+        return
+    stamp_file, signature = _stamp(card, path)
+    with contextlib.suppress(OSError):  # read-only location (e.g. site-packages): verify again next time
+        stamp_file.write_text(signature)
+
+
+def mismatch(card: ModelCard, path: Path) -> str | None:
+    """Why ``path`` is not the card's file (size first: cheap), or None when it is."""
+    size = path.stat().st_size
+    if card.size is not None and size != card.size:
+        return f"{size:,} bytes, expected {card.size:,}"
+    if card.sha256 is None:
+        return None
+    stamp_file, signature = _stamp(card, path)
+    with contextlib.suppress(OSError):
+        if stamp_file.read_text() == signature:
+            return None
+    from pooch import file_hash
+
+    actual = file_hash(str(path), alg="sha256")
+    return None if actual == card.sha256 else f"sha256 {actual}, expected {card.sha256}"
+
+
+def verify(card: ModelCard, path: Path) -> None:
+    problem = mismatch(card, path)
+    if problem is not None:
+        raise WeightsError(
+            f"{card.name}: {path} is truncated, corrupt or not the published file ({problem}); reinstall "
+            f"{card.package_resource[0] if card.package_resource else 'it'}"
+        )
+    write_stamp(card, path)
