@@ -400,3 +400,14 @@ def test_a_cache_dir_variable_with_a_tilde_is_the_home_folder(monkeypatch, tmp_p
     assert resolve_weights(CARD_NAME) == folder / FILENAME
     assert embedding_cache.default_location() == folder.parent / "embeddings"
     assert not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize(("model", "path"), [("sam_vit_b", "./models/sam.pth"), ("dinov2_small", "./dinov2-small")])
+def test_a_relative_path_that_does_not_exist_is_a_weights_error_not_a_hub_traceback(model, path, tmp_path, monkeypatch):
+    """--weights ./models/sam.pth with a typo: taken for a hub id './models', whose refusal by huggingface_hub
+    (HFValidationError) was a traceback; it is a path that does not exist."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        WeightsError, match=rf"{model}: weights (file|path) {re.escape(str(Path(path)))} (does not exist|is not)"
+    ):
+        resolve_weights(model, path)

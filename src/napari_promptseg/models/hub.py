@@ -115,6 +115,13 @@ def parse_hub_id(text: str) -> HubRef | None:
     match = _HUB_ID.fullmatch(text.strip())
     if match is None or ".." in text:
         return None
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:  # a relative path such as ./models/sam.pth is no repository: huggingface_hub's refusal was a traceback
+        validate_repo_id(match["repo"])
+    except HFValidationError:
+        return None
     return HubRef(match["repo"], match["rev"] or "main", match["file"])
 
 
