@@ -698,3 +698,55 @@ def test_a_weights_download_shows_its_megabytes_and_the_cancel_button_stops_it(m
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+class _ServedCheckpoint(BaseHTTPRequestHandler):
+    """Serves the bundled LiteMedSAM checkpoint's bytes, as a weights server would a model not yet downloaded."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        body = self.server.owner.read_bytes()  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_model_downloaded_by_a_run_is_no_longer_listed_as_missing(make_viewer, qtbot, sample, monkeypatch):
+    """The model list said 'sam_vit_b (weights missing)' when the widget opened, and still said so after a run
+    had downloaded the weights and segmented with them."""
+    import dataclasses
+
+    from napari_promptseg.models import MODELS, registry, resolve_weights
+
+    from .fake_hub import serve
+
+    server, thread = serve(_ServedCheckpoint, resolve_weights("litemedsam"))
+    host, port = server.server_address[:2]
+    card = dataclasses.replace(
+        MODELS["litemedsam"],
+        name="served_litemedsam",
+        filename="served_litemedsam.pth",
+        url=f"http://{host}:{port}/served_litemedsam.pth",
+        package_resource=None,
+    )
+    monkeypatch.setitem(MODELS, card.name, card)
+    monkeypatch.delenv(registry.OFFLINE_ENV, raising=False)
+    try:
+        viewer = make_viewer()
+        viewer.add_image(sample[0], name="nuclei")
+        widget = add_widget(viewer)
+        wait_idle(qtbot, widget, FIRST_RUN_MS)
+        index = widget.model_combo.findData(card.name)
+        assert widget.model_combo.itemText(index) == "served_litemedsam (weights missing)"
+        widget.model_combo.setCurrentIndex(index)  # the image is embedded again with it: the download
+        wait_idle(qtbot, widget, FIRST_RUN_MS)
+        assert widget.runner.widget.state == "done"
+        assert (registry.cache_dir() / card.filename).is_file()
+        assert widget.model_combo.itemText(index) == "served_litemedsam"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -113,9 +113,7 @@ def build_controls(widget: InteractiveWidget) -> None:
     for card in MODELS.values():
         if card.role != "segmenter":
             continue
-        status, _ = weights_status(card)
-        label = card.name if status not in UNUSABLE_WEIGHTS else f"{card.name} (weights {status.replace('_', ' ')})"
-        widget.model_combo.addItem(label, card.name)
+        widget.model_combo.addItem(_model_label(card), card.name)
         widget.model_combo.setItemData(widget.model_combo.count() - 1, card.description, Qt.ToolTipRole)
     widget.model_combo.setCurrentIndex(max(0, widget.model_combo.findData(DEFAULT_SEGMENTER)))
     widget.device_combo = QComboBox()
@@ -203,3 +201,17 @@ def list_channel_axes(widget: InteractiveWidget, layer: napari.layers.Image | No
     combo.setCurrentIndex(max(0, combo.findData(chosen)) if chosen is not None else 0)
     combo.blockSignals(False)
     widget.channels_edit.setEnabled(combo.count() > 1)
+
+
+def _model_label(card) -> str:
+    status, _ = weights_status(card)
+    return card.name if status not in UNUSABLE_WEIGHTS else f"{card.name} (weights {status.replace('_', ' ')})"
+
+
+def refresh_model_labels(widget) -> None:
+    """Each model's label as its weights are now (a stat per file): a download by a run, or a file put in the cache
+    meanwhile; the list said '(weights missing)' for a model it had just downloaded and used."""
+    for index in range(widget.model_combo.count()):
+        card = MODELS.get(widget.model_combo.itemData(index))
+        if card is not None:
+            widget.model_combo.setItemText(index, _model_label(card))

@@ -63,6 +63,7 @@ from .layout import (
     VIEW_3D,
     build_controls,
     list_channel_axes,
+    refresh_model_labels,
 )
 
 
@@ -151,6 +152,7 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
         return image, plane_geometry(self.viewer, image, self._channel_axis())
 
     def _on_runner_idle(self) -> None:
+        refresh_model_labels(self)  # a run may have downloaded its model's weights
         if self.image_picker.layer() is None:
             self.runner.widget.note(NO_IMAGE)
 
