@@ -441,3 +441,25 @@ def test_a_resume_sees_a_dinov2_folder_given_with_a_tilde_change(tmp_path, monke
     (tmp_path / "dino" / "model.safetensors").write_bytes(b"epoch 2")
     after = run_options(build_parser().parse_args(argv)).get("features_contents")
     assert before is not None and before != after
+
+
+def test_a_checkpoint_in_a_folder_that_takes_no_stamp_is_hashed_once(cache, monkeypatch, tmp_path):
+    """A lab's shared, read-only weights folder ($PROMPTSEG_CACHE_DIR): the check's stamp could not be written beside
+    the checkpoint, so every start, and every Dask worker, hashed it again (SAM ViT-H: 2.5 GB). The stamp goes to
+    the user's cache then. (The folder here refuses the stamp by a directory under its name: root writes anywhere.)"""
+    import pooch
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user cache"))
+    register_card(monkeypatch, None)
+    cache.mkdir(parents=True)
+    (cache / FILENAME).write_bytes(PAYLOAD)
+    (cache / (FILENAME + ".verified")).mkdir()  # writing the stamp there fails, as in a read-only folder
+    hashed: list[str] = []
+    real_hash = pooch.file_hash
+    monkeypatch.setattr(pooch, "file_hash", lambda path, alg: hashed.append(path) or real_hash(path, alg=alg))
+
+    assert resolve_weights(CARD_NAME) == cache / FILENAME
+    assert resolve_weights(CARD_NAME) == cache / FILENAME
+
+    assert hashed == [str(cache / FILENAME)]  # the first start only
+    assert len(list((tmp_path / "user cache" / "napari-promptseg" / "verified").iterdir())) == 1

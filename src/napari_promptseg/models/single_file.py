@@ -4,11 +4,15 @@ the check) and the helpers of their download through pooch (its progress bar, it
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
 import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import platformdirs
 
 from ..errors import WeightsError
 from .hub import Progress
@@ -57,21 +61,29 @@ class PoochBar:
 
 
 # -- checking single files ----------------------------------------------------------------------------------------
-def _stamp(card: ModelCard, path: Path) -> tuple[Path, str]:
-    """Sidecar that records a successful check, so a 2.5 GB checkpoint is hashed once, not at every start."""
+def _stamp(card: ModelCard, path: Path) -> tuple[list[Path], str]:
+    """Where a successful check is recorded, so a 2.5 GB checkpoint is hashed once, not at every start: beside the
+    file, else (a read-only folder: a lab's shared weights, a read-only environment's site-packages) in the user's
+    cache, named by the file's path; there every start, and every Dask worker, hashed the file again."""
     st = path.stat()
+    key = hashlib.sha256(os.fsencode(path.absolute())).hexdigest()[:32]
+    elsewhere = Path(platformdirs.user_cache_dir("napari-promptseg")) / "verified" / f"{key}.json"
     # the inode catches a file replaced by another of the same size within one timestamp tick
-    return path.with_name(path.name + ".verified"), json.dumps(
-        {"sha256": card.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
-    )
+    signature = {"sha256": card.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+    return [path.with_name(path.name + ".verified"), elsewhere], json.dumps(signature)
 
 
 def write_stamp(card: ModelCard, path: Path) -> None:
     if card.sha256 is None:
         return
-    stamp_file, signature = _stamp(card, path)
-    with contextlib.suppress(OSError):  # read-only location (e.g. site-packages): verify again next time
-        stamp_file.write_text(signature)
+    stamp_files, signature = _stamp(card, path)
+    for stamp_file in stamp_files:
+        try:
+            stamp_file.parent.mkdir(parents=True, exist_ok=True)
+            stamp_file.write_text(signature)
+            return
+        except OSError:  # read-only: the next place (none left: verified again next time)
+            continue
 
 
 def mismatch(card: ModelCard, path: Path) -> str | None:
@@ -81,10 +93,11 @@ def mismatch(card: ModelCard, path: Path) -> str | None:
         return f"{size:,} bytes, expected {card.size:,}"
     if card.sha256 is None:
         return None
-    stamp_file, signature = _stamp(card, path)
-    with contextlib.suppress(OSError):
-        if stamp_file.read_text() == signature:
-            return None
+    stamp_files, signature = _stamp(card, path)
+    for stamp_file in stamp_files:
+        with contextlib.suppress(OSError):
+            if stamp_file.read_text() == signature:
+                return None
     from pooch import file_hash
 
     actual = file_hash(str(path), alg="sha256")
