@@ -364,3 +364,18 @@ def test_a_hub_download_does_not_hold_up_loading_another_model(fake_hub, tiny_cl
         release.set()
         clipseg.join(60)
     assert "clipseg" in loads
+
+
+def test_a_hugging_face_cache_folder_given_for_a_single_file_model(tmp_path):
+    """--weights ~/.cache/huggingface/hub/models--lab--sam-finetuned for SAM: the checkpoint in its snapshot is
+    taken when it has the published name, else the snapshot's checkpoints are named (it said 'no checkpoint')."""
+    repo_files = tmp_path / "repo"
+    repo_files.mkdir()
+    (repo_files / "sam_finetuned.pth").write_bytes(b"a fine-tuned SAM")
+    snapshot = put_in_hf_cache(repo_files, "lab/sam-finetuned", "f" * 40, tmp_path / "hub")
+    repo = snapshot.parents[1]
+    with pytest.raises(WeightsError, match=r"folder without sam_vit_b_01ec64.pth \(it holds sam_finetuned.pth\)"):
+        resolve_weights("sam_vit_b", repo)
+    (repo_files / "sam_vit_b_01ec64.pth").write_bytes(b"SAM under its published name")
+    snapshot = put_in_hf_cache(repo_files, "lab/sam-finetuned", "e" * 40, tmp_path / "hub")  # refs/main: this one
+    assert resolve_weights("sam_vit_b", repo) == snapshot / "sam_vit_b_01ec64.pth"

@@ -524,7 +524,7 @@ def _explicit(card: ModelCard, path: str | os.PathLike, progress: Progress | Non
             )
         return _snapshot_in_repo_folder(card, explicit)
     if explicit.is_dir():
-        return _checkpoint_in_folder(card, explicit)
+        return _checkpoint_in_folder(card, _snapshot_in_repo_folder(card, explicit))
     if not explicit.is_file():
         raise WeightsError(f"{card.name}: weights file {explicit} does not exist")
     return explicit
