@@ -19,14 +19,8 @@ from napari_promptseg._sample_data import nuclei
 from napari_promptseg.cli import main
 from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io import read_image
-from napari_promptseg.io.multiscale import (
-    REPLACED_PREFIX,
-    SCRATCH_PREFIX,
-    WRITTEN_PREFIX,
-    is_ome_zarr,
-    open_multiscale,
-    write_ome_zarr_labels,
-)
+from napari_promptseg.io.multiscale import is_ome_zarr, open_multiscale
+from napari_promptseg.io.ome_zarr_labels import REPLACED_PREFIX, SCRATCH_PREFIX, WRITTEN_PREFIX, write_ome_zarr_labels
 from napari_promptseg.methods.instances import match_instances, segment_with_exemplars
 from napari_promptseg.methods.metrics import dice
 from napari_promptseg.tiling import upsample_labels

@@ -163,7 +163,7 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
     is not one of this package's earlier outputs (``cells.tif`` beside ``cells.ome.tif``): each would lose data
     without a word. Earlier outputs (marked, see :func:`..io.images.is_own_output`, or listed in the folder's
     report.json by a version before the mark) are replaced, so a rerun into the same folder works. The same holds
-    for an OME-Zarr input's labels image (:func:`..io.multiscale.labels_not_replaceable`)."""
+    for an OME-Zarr input's labels image (:func:`..io.ome_zarr_labels.labels_not_replaceable`)."""
     from ..io import output_stem
     from ..io.images import is_own_output
     from ..io.multiscale import is_ome_zarr
@@ -208,7 +208,7 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
             + "; move it, or give another output directory"
         )
     if not getattr(args, "resume", False):  # a resume keeps its finished inputs' labels as they are, edited or not
-        from ..io.multiscale import labels_not_replaceable
+        from ..io.ome_zarr_labels import labels_not_replaceable
 
         for path in inputs:
             refused = (
@@ -457,7 +457,8 @@ def _remove_stale_outputs(args: argparse.Namespace, records: Sequence[dict]) -> 
     go, and its record says so. Only our own files (marked; labels as written) are removed."""
     from ..io import output_stem
     from ..io.images import is_own_output
-    from ..io.multiscale import is_ome_zarr, remove_own_labels
+    from ..io.multiscale import is_ome_zarr
+    from ..io.ome_zarr_labels import remove_own_labels
 
     for record in records:
         stem = output_stem(record["input"])

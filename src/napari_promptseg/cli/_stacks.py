@@ -82,7 +82,8 @@ def _writes_into_zarr(args: argparse.Namespace, path: Path) -> bool:
 def _write_output(args: argparse.Namespace, path: Path, labels: object) -> str:
     """Write one input's labels where --output-format says; returns where."""
     from ..io import output_stem, write_labels
-    from ..io.multiscale import is_ome_zarr, write_ome_zarr_labels
+    from ..io.multiscale import is_ome_zarr
+    from ..io.ome_zarr_labels import write_ome_zarr_labels
 
     if _writes_into_zarr(args, path):
         if not is_ome_zarr(path):

@@ -68,7 +68,7 @@ def weights_path(text: str) -> str:
 def labels_name(text: str) -> str:
     """argparse type: an OME-Zarr labels image's name, one plain segment (checked before any work)."""
     from ..errors import PromptsegError
-    from ..io.multiscale import check_labels_name
+    from ..io.ome_zarr_labels import check_labels_name
 
     try:
         return check_labels_name(text)

@@ -2,7 +2,8 @@
 napari."""
 
 from .images import output_stem, read_image, read_mask, write_labels, write_overlay
-from .multiscale import MultiscaleImage, is_ome_zarr, open_multiscale, write_ome_zarr_labels
+from .multiscale import MultiscaleImage, is_ome_zarr, open_multiscale
+from .ome_zarr_labels import write_ome_zarr_labels
 
 __all__ = [
     "MultiscaleImage",

@@ -1,5 +1,5 @@
-"""Big images read lazily: OME-Zarr and multiscale (pyramidal) TIFF as dask arrays, one per pyramid level; instance
-labels written into an OME-Zarr's ``labels/`` group (ome-zarr-py) with the image's levels and pixel sizes.
+"""Big images read lazily: OME-Zarr and multiscale (pyramidal) TIFF as dask arrays, one per pyramid level (labels
+written into an OME-Zarr: :mod:`.ome_zarr_labels`).
 
 Every level comes in the project's axis order: an optional stack axis first (OME ``z``, or ``t`` for a time-lapse of
 2D frames), then ``y``, ``x``, and the channels last when there are several: (Y, X), (Y, X, C), (Z, Y, X) or
@@ -9,9 +9,7 @@ asked for. No Qt, no napari.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +18,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import PromptsegError
-from ._files import listing_digest
-from .images import TIFF_SUFFIXES, file_labels, read_image
+from .images import TIFF_SUFFIXES, read_image
 
 #: tifffile's axis codes -> OME names (S = samples of an RGB pixel; I and Q = a sequence of unnamed planes)
 TIFF_AXES = {"X": "x", "Y": "y", "Z": "z", "T": "t", "C": "c", "S": "c", "I": "z", "Q": "z"}
-#: chunk side of written labels (pixels)
-LABEL_CHUNK = 1024
 #: whole-image methods (text, SAT one-shot) read a pyramid at the level with at least this many pixels per side
 WHOLE_IMAGE_SIDE = 1024
 #: registration reads a pyramid at its coarsest level with at least this many pixels along its longest side: the
@@ -375,232 +370,3 @@ def _project_axes(arrays: list, axes: tuple[str, ...], path: Path) -> tuple[list
 
 
 #: NGFF axis types of the standard axis names (ome-zarr refuses an axis dict without one)
-AXIS_TYPES = {"x": "space", "y": "space", "z": "space", "t": "time", "c": "channel"}
-
-
-def _axis_metadata(name: str, info: dict) -> str | dict:
-    """An axis as ome-zarr writes it: the name alone, or with the image's type and unit."""
-    kind = info.get("type") or AXIS_TYPES.get(name)
-    return {"name": name, **info, "type": kind} if info and kind else name
-
-
-def write_ome_zarr_labels(
-    image_path: str | Path, labels: np.ndarray, name: str = "promptseg", output: str | Path | None = None
-) -> Path:
-    """Write full-resolution instance labels ((Y, X) or (Z, Y, X), as the image's level 0 without channels) into
-    ``image_path/labels/<name>``: one level per image level, of that level's shape and coordinate transforms (scale
-    and translation), the image's axis units and NGFF version. An earlier labels image of the same name is
-    replaced only if promptseg wrote it and nothing changed it since (:func:`labels_not_replaceable`): labels a
-    user drew or corrected are refused, not lost; so are the labels of a CLI run into another ``output`` folder
-    (its -o) whose report still names them. Returns the labels group's path."""
-    import zarr
-
-    with warnings.catch_warnings():  # ome_zarr.writer's own defaults use its deprecated Scaler on import
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from ome_zarr.format import format_from_version
-        from ome_zarr.writer import add_metadata, get_metadata, write_multiscale_labels
-
-    check_labels_name(name)
-    image = open_multiscale(image_path)
-    if image.ome_version is None:
-        raise PromptsegError(f"{image.path}: labels go into an OME-Zarr image; write a TIFF for this input")
-    expected = tuple(n for n, a in zip(image.shape, image.axes, strict=True) if a != "c")
-    labels = file_labels(labels, f"{image.path}: labels")
-    if labels.shape != expected:
-        raise PromptsegError(f"{image.path}: labels of shape {labels.shape} do not match the image {expected}")
-    # back to the file's axes (without channels): the dropped singleton axes return with size 1
-    keep = [k for k, a in enumerate(image.source_axes) if a != "c"]
-    axes = [image.source_axes[k] for k in keep]
-    spatial = [k for k, a in enumerate(image.axes) if a != "c"]
-    pyramid, transforms = [], []
-    for level, transform in zip(image.levels, image.level_transforms, strict=True):
-        # each level of the image's own shape (nearest sampling): a halving of its own would round odd sides
-        # otherwise than the image did (62 rows against 63)
-        shape = tuple(int(level.shape[k]) for k in spatial)
-        sizes = {"y": shape[-2], "x": shape[-1]}
-        if image.stack_axis is not None:
-            sizes[image.stack_axis] = shape[0]
-        pyramid.append(_nearest(labels, shape).reshape([sizes.get(a, 1) for a in axes]))
-        level_transform = [{"type": "scale", "scale": [transform["scale"][k] for k in keep]}]
-        translation = [transform["translation"][k] for k in keep]
-        if any(translation):
-            level_transform.append({"type": "translation", "translation": translation})
-        transforms.append(level_transform)
-    chunks = tuple(min(LABEL_CHUNK, n) if a in ("y", "x") else 1 for a, n in zip(axes, pyramid[0].shape, strict=True))
-    labels_dir = image.path / "labels"
-    scratch, replaced = labels_dir / f"{SCRATCH_PREFIX}{name}", labels_dir / f"{REPLACED_PREFIX}{name}"
-    try:
-        fmt = format_from_version(image.ome_version)
-        root = zarr.open_group(str(image.path), mode="a")
-        labels_group = root.require_group("labels")
-        complete = any((replaced / meta).exists() for meta in (".zattrs", "zarr.json"))
-        if not (labels_dir / name).exists() and complete:
-            replaced.rename(labels_dir / name)  # killed between the two renames: the old labels back in place
-        refused = labels_not_replaceable(image.path, name, output)
-        if refused:
-            raise PromptsegError(refused)
-        _remove_tree(scratch)  # what a killed run left: never listed, so no reader saw it
-        # the new labels image is written whole beside the old one, under a name the labels list does not hold (a
-        # group of its own, whose labels/<name> is the image under its final name and metadata); the old one stays
-        # readable until the new one is complete (an interrupted rewrite deleted it, and left levels missing or
-        # zero)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            write_multiscale_labels(
-                pyramid,
-                zarr.open_group(str(scratch), mode="w", zarr_format=fmt.zarr_format),
-                name,
-                fmt=fmt,
-                # with their type and unit (micrometer...), so the labels lie on the image's physical grid
-                axes=[_axis_metadata(a, image.axis_info.get(a, {})) for a in axes],
-                coordinate_transformations=transforms,
-                storage_options={"chunks": chunks},
-            )
-        # swapped in by two renames, the old one removed once the new one is in place; the list names it last.
-        # The stamp accepts both while they swap places (a run killed in between leaves either one, ours)
-        _remove_tree(replaced)
-        target = labels_dir / name
-        written = listing_digest(scratch / "labels" / name)  # renaming the folder keeps its files' names and times
-        before = [listing_digest(target)] if target.exists() else []
-        _stamp_labels(labels_dir, name, [written, *before], _stamp_of(labels_dir, name).get("output"))
-        if target.exists():
-            target.rename(replaced)
-        (scratch / "labels" / name).rename(target)
-        _stamp_labels(labels_dir, name, [written], output)
-        listed = get_metadata(labels_group).get("labels", [])
-        if name not in listed:
-            add_metadata(labels_group, {"labels": [*listed, name]}, fmt=fmt)
-        _remove_tree(replaced)
-        _remove_tree(scratch)
-    except PermissionError as exc:
-        raise PromptsegError(f"{image.path}: cannot write its labels/ group ({exc}); write TIFF labels") from exc
-    return target
-
-
-#: a labels image being written goes into ``labels/<SCRATCH_PREFIX><name>`` (a zarr group that no labels list names;
-#: readers list only the names in ``labels/``' list) and is moved to ``labels/<name>`` when complete; the image it
-#: replaces waits as ``labels/<REPLACED_PREFIX><name>`` until then. The next write of that name removes both
-SCRATCH_PREFIX = ".promptseg-writing-"
-REPLACED_PREFIX = ".promptseg-replaced-"
-#: ``labels/<WRITTEN_PREFIX><name>.json`` beside each labels image promptseg wrote: the listing (names, sizes and
-#: modification times of its files) it had when written, to tell our own unchanged output, which a rerun replaces,
-#: from labels someone else wrote or edited and saved since, which it must not
-WRITTEN_PREFIX = ".promptseg-written-"
-
-
-def labels_not_replaceable(image_path: str | Path, name: str, output: str | Path | None = None) -> str | None:
-    """Why ``image_path/labels/<name>`` must not be replaced (an existing labels image that promptseg did not write,
-    or that changed since it wrote it: a user's annotations, labels corrected in napari and saved back; or, for a
-    CLI run into the folder ``output``, the labels a run into another -o wrote, while that folder's report names
-    them), or None (absent, or promptseg's own as it wrote it)."""
-    target = Path(image_path) / "labels" / name
-    if not target.exists():
-        return None
-    stamp = _stamp_of(target.parent, name)
-    accepted = stamp.get("listings")
-    if not isinstance(accepted, list) or listing_digest(target) not in accepted:
-        return (
-            f"{target} holds labels that promptseg did not write, or that were changed since it wrote them, and would "
-            "be replaced; write under another labels name (--labels-name), or move them"
-        )
-    owner = stamp.get("output")
-    if output is None or not isinstance(owner, str) or Path(owner).resolve() == Path(output).resolve():
-        return None
-    if not _run_names(Path(owner), target):  # that run's report is gone, or no longer names them: free to replace
-        return None
-    return (
-        f"{target} holds the labels of the run into -o {owner} (its report names them), which this run into -o "
-        f"{output} would replace; give this run another --labels-name to keep both, or rerun into -o {owner}"
-    )
-
-
-def remove_own_labels(image_path: str | Path, name: str, output: str | Path) -> bool:
-    """Remove ``image_path/labels/<name>`` when the CLI run into ``output`` wrote it and nothing changed it since (an
-    input that run now failed on: the labels would pass for its result); returns whether they were removed."""
-    import zarr
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from ome_zarr.writer import add_metadata, get_metadata
-
-    labels_dir = Path(image_path) / "labels"
-    owner = _stamp_of(labels_dir, name).get("output")
-    if (
-        not (labels_dir / name).exists()
-        or not isinstance(owner, str)
-        or Path(owner).resolve() != Path(output).resolve()
-    ):
-        return False
-    if labels_not_replaceable(image_path, name, output) is not None:  # edited since: the user's now
-        return False
-    group = zarr.open_group(str(labels_dir), mode="a")
-    listed = get_metadata(group).get("labels", [])
-    if name in listed:  # out of the list first: a reader never lists labels that are not there
-        add_metadata(group, {"labels": [n for n in listed if n != name]})
-    _remove_tree(labels_dir / name)
-    (labels_dir / f"{WRITTEN_PREFIX}{name}.json").unlink(missing_ok=True)
-    return True
-
-
-def _run_names(folder: Path, target: Path) -> bool:
-    """Whether the report.json, or the resume journal, of a CLI run into ``folder`` names ``target`` as an output."""
-    from ..batch.journal import JOURNAL_NAME  # lazy: batch imports io
-
-    records: list = []
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        records += json.loads((folder / "report.json").read_text()).get("images") or []
-    with contextlib.suppress(OSError):
-        for line in (folder / JOURNAL_NAME).read_text().splitlines():
-            with contextlib.suppress(ValueError, AttributeError):  # the last line of a killed run, cut
-                records.append(json.loads(line).get("record"))
-    named = {r.get("output") for r in records if isinstance(r, dict)}
-    return any(isinstance(n, str) and Path(n).resolve() == target.resolve() for n in named)
-
-
-def _stamp_of(labels_dir: Path, name: str) -> dict:
-    """The stamp promptseg left beside the labels image ``name`` (:data:`WRITTEN_PREFIX`), or {}."""
-    try:
-        stamp = json.loads((labels_dir / f"{WRITTEN_PREFIX}{name}.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return stamp if isinstance(stamp, dict) else {}
-
-
-def _stamp_labels(labels_dir: Path, name: str, listings: list[str], output: str | Path | None = None) -> None:
-    """The stamp of labels promptseg wrote: their listings, and the -o of the CLI run that wrote them."""
-    stamp = {"listings": listings, **({"output": str(output)} if output is not None else {})}
-    (labels_dir / f"{WRITTEN_PREFIX}{name}.json").write_text(json.dumps(stamp))
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    if path.is_dir():
-        shutil.rmtree(path)
-
-
-def check_labels_name(name: str) -> str:
-    """A labels image's name in an OME-Zarr's ``labels/`` group: one plain path segment. An empty name addressed
-    ``labels/`` itself, and replacing it deleted every labels image of the file."""
-    if (
-        not isinstance(name, str)
-        or not name.strip()
-        or name != name.strip()
-        or name in (".", "..")
-        or any(c in name for c in "/\\")
-    ):
-        raise PromptsegError(
-            f"labels name {name!r}: give a plain name (not empty, no '/' or '\\', no surrounding spaces), e.g. "
-            "'promptseg'"
-        )
-    return name
-
-
-def _nearest(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """``labels`` sampled to ``shape`` (nearest, top-left aligned: ``labels[::2, ::2]`` for halves)."""
-    if labels.shape == shape:
-        return labels
-    index = [
-        np.minimum((np.arange(m) * (n / m)).astype(np.int64), n - 1) for n, m in zip(labels.shape, shape, strict=True)
-    ]
-    return labels[np.ix_(*index)]
