@@ -51,7 +51,8 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
         "--text-model",
         type=Path,
         metavar="MODEL_DIR",
-        help="a text model trained with `promptseg train-text` (route 'trained'; auto takes it first)",
+        help="a text model trained with `promptseg train-text`: its directory or its model.safetensors (route "
+        "'trained'; auto takes it first)",
     )
     text.add_argument("--grounder", help="GroundingDINO model name from `promptseg models` (default: any available)")
     text.add_argument("--heatmapper", help="CLIPSeg model name from `promptseg models` (default: any available)")

@@ -196,8 +196,8 @@ def choose_route(
         if isinstance(text_model, (str, os.PathLike)):
             from ..models import load_text_segmenter
 
-            directory = Path(text_model)
-            return TextRoute("trained", load_text_segmenter(directory, device=device), directory.name)
+            model = load_text_segmenter(text_model, device=device)
+            return TextRoute("trained", model, getattr(model, "name", Path(text_model).name))
         return TextRoute("trained", text_model, getattr(text_model, "name", "trained"))
     if route == "trained":
         raise PromptsegError(

@@ -128,14 +128,15 @@ def load_text_embedder(
 def load_text_segmenter(path: str | os.PathLike, *, device: str = "auto") -> TextSegmenter:
     """Load (once per process and version of its weights) a trained text model directory: the output of
     ``promptseg train-text`` / :func:`~napari_promptseg.methods.text_training.train_text_segmenter` (fusion
-    decoder over the bundled encoders) or of the CLIPSeg fine-tune (transformers layout)."""
+    decoder over the bundled encoders) or of the CLIPSeg fine-tune (transformers layout). Its
+    ``model.safetensors`` or ``text_segmenter.json`` names it too."""
     from pathlib import Path
 
     from ._native import load_triton_safely
-    from .text_segmenter import WEIGHTS_FILE, load_fusion_model, read_config
+    from .text_segmenter import WEIGHTS_FILE, load_fusion_model, model_directory, read_config
 
     load_triton_safely()
-    directory = Path(path).expanduser().resolve()
+    directory = model_directory(Path(path).expanduser().resolve())  # the model's weights file names it too
     config = read_config(directory)
     kind = config.get("kind")
     weights = directory / WEIGHTS_FILE

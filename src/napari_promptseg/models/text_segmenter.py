@@ -271,13 +271,28 @@ def load_tensors(path: Path, name: str) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{name}: {path} is not a readable safetensors file ({exc})") from exc
 
 
+def model_directory(path: str | os.PathLike) -> Path:
+    """The model directory ``path`` names: the directory itself, or the directory of one of its own files
+    (``model.safetensors``, ``text_segmenter.json``). Why: users give "the checkpoint", the weights file, and were
+    told it was not a directory and to train one."""
+    path = Path(path).expanduser()
+    if path.name in (CONFIG_FILE, WEIGHTS_FILE) and path.is_file() and (path.parent / CONFIG_FILE).is_file():
+        return path.parent
+    return path
+
+
 def read_config(path: str | os.PathLike) -> dict:
-    """The JSON config of a model directory, checked; raises WeightsError naming the directory."""
-    directory = Path(path).expanduser()
+    """The JSON config of a model directory (or of the directory of its weights or config file, see
+    :func:`model_directory`), checked; raises WeightsError naming the directory."""
+    directory = model_directory(path)
     config_path = directory / CONFIG_FILE
     if not directory.is_dir():
         raise WeightsError(f"text model {directory}: not a directory (train one with `promptseg train-text`)")
     if not config_path.is_file():
+        if (directory.parent / CONFIG_FILE).is_file():  # last/ (the resume state) or cache/ of a model
+            raise WeightsError(
+                f"text model {directory}: a folder inside the text model {directory.parent}; give that directory"
+            )
         raise WeightsError(
             f"text model {directory}: no {CONFIG_FILE}; is it the output directory of `promptseg train-text`?"
         )

@@ -1,0 +1,37 @@
+"""A user's first steps with a text model of their own (bug hunt 24): naming the model by the file they think of as
+"the checkpoint", giving train-text the wrong file, resuming in the widget. Real Kvasir triplets, real LiteMedSAM +
+MiniLM, one-epoch trainings (the fixtures of test_text_training)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_promptseg.cli import main
+from napari_promptseg.errors import WeightsError
+from napari_promptseg.models import load_text_segmenter
+
+from .test_text_training import cache, kvasir, trained  # noqa: F401 (fixtures)
+
+
+def test_a_text_model_is_named_by_its_weights_or_config_file_too(trained, kvasir, tmp_path):  # noqa: F811
+    """`promptseg text polyp IMG --text-model MODEL/model.safetensors` (the checkpoint file train-text wrote) was
+    refused, "not a directory (train one with `promptseg train-text`)"; the file's model answers, as its directory
+    does. MODEL/last (the resume state) is refused naming the model directory to give instead."""
+    weights = trained.path / "model.safetensors"
+    answer = tmp_path / "answer"
+    argv = ["text", "polyp", str(kvasir[4].image), "--text-model", str(weights), "-o", str(answer)]
+    assert main([*argv, "--device", "cpu"]) == 0
+    report = json.loads((answer / "report.json").read_text())
+    assert report["route"] == "trained" and report["text_model"] == trained.path.name
+    image, _ = kvasir[4].load()
+    labels = tifffile.imread(answer / f"{kvasir[4].image.stem}.tif")
+    model = load_text_segmenter(trained.path / "text_segmenter.json", device="cpu")
+    assert model is load_text_segmenter(trained.path, device="cpu")  # one model, however it is named
+    expected = model.heatmap(image, "polyp") > 0.5
+    assert labels.shape == expected.shape and not np.any((labels > 0) & ~expected)
+    with pytest.raises(WeightsError, match=f"inside the text model {trained.path.resolve()}; give that directory"):
+        load_text_segmenter(trained.path / "last", device="cpu")
