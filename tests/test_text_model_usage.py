@@ -35,3 +35,14 @@ def test_a_text_model_is_named_by_its_weights_or_config_file_too(trained, kvasir
     assert labels.shape == expected.shape and not np.any((labels > 0) & ~expected)
     with pytest.raises(WeightsError, match=f"inside the text model {trained.path.resolve()}; give that directory"):
         load_text_segmenter(trained.path / "last", device="cpu")
+
+
+def test_a_json_of_texts_given_as_the_csv_is_refused_saying_so(shared_data, tmp_path, capsys):
+    """medvlsm's prompt JSON sits beside the Kvasir images; given to train-text it was read as a CSV and refused
+    with "no column 'image', 'mask', 'text'; the columns are {". It is refused as JSON, naming the columns a CSV
+    needs, before any model loads."""
+    prompts = shared_data / "polyps_kvasir_text" / "medvlsm_prompts_subset.json"
+    assert main(["train-text", str(prompts), "-o", str(tmp_path / "model")]) == 2
+    error = capsys.readouterr().err
+    assert "a JSON file, not a CSV" in error and "columns image, mask, text" in error
+    assert "the columns are {" not in error and not (tmp_path / "model").exists()

@@ -125,6 +125,11 @@ def read_triplets(
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise PromptsegError(f"{path}: cannot be read as a CSV file ({exc})") from exc
+    if columns and columns[0].lstrip().startswith(("{", "[")):  # a JSON file: its "columns" were "{" or "["
+        raise PromptsegError(
+            f"{path}: a JSON file, not a CSV; give a CSV of one row per triplet with columns {image_col}, "
+            f"{mask_col}, {text_col} (and optionally {split_col}): image and mask paths relative to the CSV"
+        )
     missing = [c for c in (image_col, mask_col, text_col) if c not in columns]
     if missing:
         raise PromptsegError(
