@@ -107,6 +107,33 @@ def test_training_can_be_cancelled_and_bad_input_is_reported(make_viewer, qtbot,
     assert "negative pairs need texts" in widget.runner.widget.status.text()
 
 
+def test_resume_continues_the_saved_runs_loss_whatever_the_loss_box_shows(make_viewer, qtbot, polyps, tmp_path):
+    """Bug hunt 24: 'resume' sent the loss box's value, at its default dicece, so every resume of a tmca run was
+    refused ("loss='dicece' (saved: 'tmca') differ; leave them out"), which a widget user cannot do. A resume
+    continues the saved run with its own loss, up to the epochs asked for."""
+    viewer = make_viewer()
+    widget = TrainTextWidget(viewer)
+    for k, (image, mask) in enumerate(polyps[:2]):  # two frames: one to train on, one to validate on
+        layer = viewer.add_image(image, name=f"frame {k}")
+        widget.set_row(k, layer, viewer.add_labels(mask.astype(np.uint8), name=f"polyp {k}"), "polyp")
+    widget.output.setText(str(tmp_path / "model"))
+    widget.epochs.setValue(1)
+    widget.loss.setCurrentText("tmca")
+    widget.train()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+
+    widget.loss.setCurrentText("dicece")  # as a new widget shows it
+    widget.resume.setChecked(True)
+    widget.epochs.setValue(2)
+    widget.train()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    config = json.loads((tmp_path / "model" / "text_segmenter.json").read_text())
+    assert config["training"]["loss"] == "tmca" and [h["epoch"] for h in config["history"]] == [1, 2]
+    assert widget.last_result.epochs_run == 2
+
+
 def test_remove_pair_removes_the_clicked_pair_else_the_last(make_viewer, qtbot):
     """'Remove pair' removed the last row whichever pair the user had clicked in; it removes the clicked one now,
     and the last when none was chosen."""

@@ -114,6 +114,7 @@ class TrainTextWidget(QWidget):
             "empty mask (one per pair and epoch), so naming what is not there gives an empty result"
         )
         self.resume = QCheckBox("resume the run in this directory")
+        self.resume.setToolTip("continue the saved run with its own loss and options, up to the epochs above")
         self.overwrite = QCheckBox("overwrite a model in this directory")
         self.train_button = QPushButton("Train")
         self.train_button.clicked.connect(self.train)
@@ -226,11 +227,17 @@ class TrainTextWidget(QWidget):
         except PromptsegError as exc:
             self.runner.refuse(exc, "train text model")
             return
-        options = {
+        resume = self.resume.isChecked()
+        # a resume continues the saved run with its own settings (only epochs may grow): passing the loss shown,
+        # still at its default, refused every resume of a tmca or reclmis run
+        settings = {
             "loss": self.loss.currentText(),
-            "epochs": self.epochs.value(),
             **({"balance": True, "negatives": 1.0} if self.class_names.isChecked() else {}),
-            "resume": self.resume.isChecked(),
+        }
+        options = {
+            **({} if resume else settings),
+            "epochs": self.epochs.value(),
+            "resume": resume,
             "overwrite": self.overwrite.isChecked(),
         }
 
@@ -251,4 +258,5 @@ class TrainTextWidget(QWidget):
             summary = f"{judged}; model in {result.path} (pick it in the Text prompt widget)"
             self.runner.widget.set_summary(summary)
 
-        self.runner.submit("train", f"training a text model ({options['loss']})", task, done)
+        what = f"resuming the text model run in {output}" if resume else f"training a text model ({settings['loss']})"
+        self.runner.submit("train", what, task, done)
