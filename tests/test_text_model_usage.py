@@ -12,6 +12,7 @@ import tifffile
 
 from napari_promptseg.cli import main
 from napari_promptseg.errors import WeightsError
+from napari_promptseg.methods.text_training import train_text_segmenter
 from napari_promptseg.models import load_text_segmenter
 
 from .test_text_training import cache, kvasir, trained  # noqa: F401 (fixtures)
@@ -46,3 +47,16 @@ def test_a_json_of_texts_given_as_the_csv_is_refused_saying_so(shared_data, tmp_
     error = capsys.readouterr().err
     assert "a JSON file, not a CSV" in error and "columns image, mask, text" in error
     assert "the columns are {" not in error and not (tmp_path / "model").exists()
+
+
+def test_a_resume_reads_the_runs_own_feature_cache(kvasir, cache, tmp_path):  # noqa: F811
+    """`train-text CSV -o MODEL --cache-dir FEATURES`, then `--resume --epochs 2` without --cache-dir: the resume
+    encoded every image again into MODEL/cache (minutes on a few hundred images) and recorded that cache as the
+    model's; it reads the run's own cache now."""
+    out = tmp_path / "model"
+    train_text_segmenter(kvasir, out, cache_dir=cache, device="cpu", epochs=1, batch_size=2)
+    resumed = train_text_segmenter(kvasir, out, resume=True, device="cpu", epochs=2)
+    assert resumed.epochs_run == 2 and resumed.feature_cache == {"hits": len(kvasir), "misses": 0}
+    assert not (out / "cache").exists()
+    config = json.loads((out / "text_segmenter.json").read_text())
+    assert config["training"]["cache_dir"] == str(cache.absolute())

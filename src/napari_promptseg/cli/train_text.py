@@ -86,7 +86,9 @@ def _add_train_text_parser(sub: argparse._SubParsersAction) -> None:
         help="share of the images held out for validation when the CSV has no split (0.2); 0 trains on every image "
         "without validation: all --epochs run (--patience does not apply) and the last epoch's weights are kept",
     )
-    train.add_argument("--cache-dir", type=Path, help="image feature cache (default: MODEL_DIR/cache)")
+    train.add_argument(
+        "--cache-dir", type=Path, help="image feature cache (default: MODEL_DIR/cache; --resume: the run's own)"
+    )
     train.add_argument("--resume", action="store_true", help="continue the run saved in MODEL_DIR/last")
     train.add_argument(
         "--refit-presence",

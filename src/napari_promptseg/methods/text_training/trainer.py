@@ -199,6 +199,8 @@ def train_text_segmenter(
     if not hasattr(segmenter, "mask_decoder"):
         raise PromptsegError(f"{config.image_encoder}: not a SAM-family segmenter; its decoder cannot be trained")
     embedder = load_text_embedder(config.text_encoder, device=device)
+    if cache_dir is None and state is not None:  # the run's own cache: a resume encoded every image again
+        cache_dir = _saved_cache_dir(out, state)
     cache = Path(cache_dir or out / "cache").absolute()
     store = FeatureStore(cache, segmenter, normalize=config.normalize, low=config.low_level)
 
@@ -267,7 +269,7 @@ def train_text_segmenter(
         parts_sum: dict[str, float] = dict(state.get("partial", {})) if state is not None and start else {}
         for step in range(start, steps_per_epoch):
             if stop():
-                _save_last(out, decoder, optimizer, config, epoch, step, best, history, rows, parts_sum)
+                _save_last(out, decoder, optimizer, config, epoch, step, best, history, rows, parts_sum, cache=cache)
                 raise CancelledError(f"cancelled at epoch {epoch + 1}, step {step}; resume from {out / 'last'}")
             batch = make_batch(seen[step * config.batch_size : (step + 1) * config.batch_size], text, dev)
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 10_007 + step)
@@ -300,7 +302,7 @@ def train_text_segmenter(
             best = {"epoch": epoch + 1, "val_dice": record.get("val_dice"), "val_loss": record.get("val_loss")}
             save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
         write_config(out, {**model_info, "best": best, "history": history})
-        _save_last(out, decoder, optimizer, config, epoch + 1, 0, best, history, rows)
+        _save_last(out, decoder, optimizer, config, epoch + 1, 0, best, history, rows, cache=cache)
         report(
             FEATURE_SHARE + (1 - FEATURE_SHARE) * done_steps / total_steps,
             f"epoch {epoch + 1}: val Dice {record['val_dice']:.3f} (best {best['val_dice']:.3f} at epoch "
@@ -420,6 +422,8 @@ def _save_last(
     history,
     rows: str,
     partial=None,
+    *,
+    cache: Path,
 ) -> None:
     last, tmp, old = out / "last", out / "last.tmp", out / "last.old"
     for leftover in (tmp, old):
@@ -439,6 +443,7 @@ def _save_last(
         "param_groups": groups,
         "partial": partial or {},
         "rows": rows,  # the data a resume must be given again (split_fingerprint)
+        "cache_dir": str(cache),  # where a resume finds the features without being told again
     }
     (tmp / "state.json").write_text(json.dumps(state, indent=1))  # written last: a complete state has it
     # a crash leaves the old state or the new one, never half of one or none (_recover_last finds it)
@@ -494,6 +499,18 @@ def _read_state(out: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise PromptsegError(f"{path}: not readable ({exc}); train again without --resume") from exc
+
+
+def _saved_cache_dir(out: Path, state: dict) -> Path | None:
+    """The feature cache of the run saved in ``out`` (its state, else its model's config for states saved before
+    the state said it), if it still exists."""
+    saved = state.get("cache_dir")
+    if saved is None and (out / CONFIG_FILE).is_file():
+        try:
+            saved = json.loads((out / CONFIG_FILE).read_text()).get("training", {}).get("cache_dir")
+        except (OSError, ValueError, AttributeError):
+            saved = None
+    return Path(saved) if saved and Path(saved).is_dir() else None
 
 
 def _load_last(out: Path, decoder, optimizer, state: dict) -> None:
