@@ -60,3 +60,31 @@ def test_a_resume_reads_the_runs_own_feature_cache(kvasir, cache, tmp_path):  # 
     assert not (out / "cache").exists()
     config = json.loads((out / "text_segmenter.json").read_text())
     assert config["training"]["cache_dir"] == str(cache.absolute())
+
+
+def test_a_text_model_given_to_another_option_answers_or_says_where_it_goes(
+    trained,  # noqa: F811
+    kvasir,  # noqa: F811
+    tmp_path,
+    capsys,
+):
+    """`--text-weights MODEL` ("weights of the text model") failed with three loaders' complaints, one repeated, and
+    no word of --text-model; it answers as --text-model does. `--model MODEL` (the segmenter) said "unknown model";
+    it names the option, and a route that cannot load it says which can."""
+    image = str(kvasir[4].image)
+    answer = tmp_path / "answer"
+    assert (
+        main(["text", "polyp", image, "--text-weights", str(trained.path), "-o", str(answer), "--device", "cpu"]) == 0
+    )
+    report = json.loads((answer / "report.json").read_text())
+    assert report["route"] == "trained" and report["text_model"] == trained.path.name
+    capsys.readouterr()
+    assert main(["text", "polyp", image, "--model", str(trained.path), "-o", str(tmp_path / "a2")]) == 2
+    assert "a text model of `promptseg train-text`, not a segmenter: `promptseg text` takes it with --text-model" in (
+        capsys.readouterr().err
+    )
+    argv = ["text", "polyp", image, "--text-weights", str(trained.path), "--route", "clipseg", "-o", str(tmp_path)]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "which route 'clipseg' does not load; give it as the text model (--text-model" in error
+    assert "GroundingDINO" not in error

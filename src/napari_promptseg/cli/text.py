@@ -57,7 +57,10 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
     text.add_argument("--grounder", help="GroundingDINO model name from `promptseg models` (default: any available)")
     text.add_argument("--heatmapper", help="CLIPSeg model name from `promptseg models` (default: any available)")
     text.add_argument(
-        "--text-weights", type=weights_path, help="weights of the text model (checkpoint file or model directory)"
+        "--text-weights",
+        type=weights_path,
+        help="weights of GroundingDINO or CLIPSeg (checkpoint file or model directory); a model of `promptseg "
+        "train-text` given here answers as --text-model does",
     )
     text.add_argument("--library", type=Path, help="reference library directory (default: the user library)")
     text.add_argument(

@@ -192,6 +192,19 @@ def choose_route(
         raise PromptsegError(f"route must be one of {ROUTES}, got {route!r}")
     skipped: list[str] = []
     details: list[str] = []
+    if weights is not None and not text_model:
+        from ..models.text_segmenter import is_text_model, read_config
+
+        # a model of train-text given as the text weights (--text-weights, "weights of the text model"): no
+        # GroundingDINO or CLIPSeg loader reads it, and each said so at length
+        if is_text_model(weights):
+            if route in ("auto", "trained"):
+                text_model = weights
+            elif read_config(weights).get("kind") != "clipseg":  # a fine-tuned CLIPSeg loads on route clipseg too
+                raise PromptsegError(
+                    f"text weights {weights}: a text model trained with `promptseg train-text`, which route "
+                    f"{route!r} does not load; give it as the text model (--text-model, route trained or auto)"
+                )
     if route in ("auto", "trained") and text_model:
         if isinstance(text_model, (str, os.PathLike)):
             from ..models import load_text_segmenter

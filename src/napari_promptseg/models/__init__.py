@@ -187,6 +187,13 @@ def _load(name: str, role: str, weights, device: str, progress: Progress | None)
         # the names that fit here, not every model of the registry
         fitting = ", ".join(n for n, c in MODELS.items() if c.role == role)
         wrong = f"unknown model {name!r}" if card is None else f"{name} is a {card.role}, not a {role}"
+        from .text_segmenter import is_text_model
+
+        if card is None and is_text_model(name):  # `promptseg text --model MODEL_DIR`: the trained model's flag
+            wrong = (
+                f"{name} is a text model of `promptseg train-text`, not a {role}: `promptseg text` takes it with "
+                "--text-model"
+            )
         raise WeightsError(f"{wrong}; the {role}s: {fitting}")
     load_triton_safely()  # before transformers or torch pull it in (napari's console: Mesa's LLVM is loaded)
     dev = resolve_device(device)

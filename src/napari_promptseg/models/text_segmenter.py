@@ -281,6 +281,14 @@ def model_directory(path: str | os.PathLike) -> Path:
     return path
 
 
+def is_text_model(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a text model of ``promptseg train-text`` (its directory or one of its files)."""
+    try:
+        return (model_directory(path) / CONFIG_FILE).is_file()
+    except (OSError, TypeError, ValueError):
+        return False
+
+
 def read_config(path: str | os.PathLike) -> dict:
     """The JSON config of a model directory (or of the directory of its weights or config file, see
     :func:`model_directory`), checked; raises WeightsError naming the directory."""
