@@ -11,8 +11,8 @@ import pytest
 import tifffile
 
 from napari_promptseg.cli import main
-from napari_promptseg.errors import WeightsError
-from napari_promptseg.methods.text_training import train_text_segmenter
+from napari_promptseg.errors import PromptsegError, WeightsError
+from napari_promptseg.methods.text_training import read_triplets, train_text_segmenter
 from napari_promptseg.models import load_text_segmenter
 
 from .test_text_training import cache, kvasir, trained  # noqa: F401 (fixtures)
@@ -88,3 +88,17 @@ def test_a_text_model_given_to_another_option_answers_or_says_where_it_goes(
     error = capsys.readouterr().err
     assert "which route 'clipseg' does not load; give it as the text model (--text-model" in error
     assert "GroundingDINO" not in error
+
+
+def test_a_spreadsheets_csv_with_semicolons_or_in_its_own_encoding_is_read_or_explained(kvasir, tmp_path):  # noqa: F811
+    """A triplet table saved by a spreadsheet in a locale with decimal commas separates cells with ';': it was
+    refused, "no column 'image', 'mask', 'text'; the columns are image;mask;text" (landmark CSVs were read). It is
+    read, texts with commas kept whole; a file in the spreadsheet's own 8-bit encoding says to save it as UTF-8."""
+    rows = [(str(t.image), str(t.mask), f"polype à droite, {k}", t.split) for k, t in enumerate(kvasir)]
+    table = "\r\n".join(";".join(row) for row in [("image", "mask", "text", "split"), *rows]) + "\r\n"
+    (tmp_path / "excel.csv").write_text(table, encoding="utf-8-sig")
+    triplets = read_triplets(tmp_path / "excel.csv")
+    assert [(str(t.image), str(t.mask), t.text, t.split) for t in triplets] == rows
+    (tmp_path / "ansi.csv").write_bytes(table.encode("cp1252"))
+    with pytest.raises(PromptsegError, match=r"ansi.csv: not UTF-8 text .*save it as UTF-8"):
+        read_triplets(tmp_path / "ansi.csv")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -114,16 +115,23 @@ def read_triplets(
     text_col: str = "text",
     split_col: str = "split",
 ) -> list[Triplet]:
-    """Rows of a triplet CSV, checked: columns present, no empty cell, files exist, split values known."""
+    """Rows of a triplet CSV, checked: columns present, no empty cell, files exist, split values known. Cells are
+    separated by commas, or by semicolons or tabs when the header has no comma (a spreadsheet saved in a locale
+    with decimal commas), as landmark CSVs are read."""
     path = Path(csv_path)
     if not path.is_file():
         raise PromptsegError(f"{path}: no such CSV file")
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            columns = reader.fieldnames or []
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            text = fh.read()
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        delimiter = next((d for d in (";", "\t") if d in first and "," not in first), ",")
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+        columns = reader.fieldnames or []
+        rows = list(reader)
+    except UnicodeDecodeError as exc:
+        raise PromptsegError(f"{path}: not UTF-8 text ({exc}); save it as UTF-8 (a spreadsheet's 'CSV UTF-8')") from exc
+    except (OSError, csv.Error) as exc:
         raise PromptsegError(f"{path}: cannot be read as a CSV file ({exc})") from exc
     if columns and columns[0].lstrip().startswith(("{", "[")):  # a JSON file: its "columns" were "{" or "["
         raise PromptsegError(
