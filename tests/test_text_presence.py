@@ -234,3 +234,29 @@ def test_refit_on_other_rows_of_the_same_counts_is_refused(trained, two_targets,
         refit_presence_head(model_dir, swapped, cache_dir=cache, device="cpu")
     assert (model_dir / WEIGHTS_FILE).read_bytes() == weights
     assert refit_presence_head(model_dir, two_targets, cache_dir=cache, device="cpu")["train_pairs"] == 8
+
+
+def test_ctrl_c_while_the_presence_head_is_refitted_says_how_to_finish(
+    two_targets, cache, tmp_path, capsys, monkeypatch
+):
+    """Ctrl+C after the last epoch, while the presence head was being refitted, said "--resume continues"; the
+    resume was then refused as having nothing left to train. It says the model is there and how to refit its head
+    (a KeyboardInterrupt raised where the refit starts stands for the Ctrl+C)."""
+    from napari_promptseg.methods.text_training import trainer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "refit_if_not_worse", interrupted)
+    csv_path = tmp_path / "pairs.csv"
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", "mask", "text", "split"])
+        writer.writerows([t.image, t.mask, t.text, t.split] for t in two_targets)
+    out = tmp_path / "model"
+    argv = ["train-text", str(csv_path), "-o", str(out), "--epochs", "1", "--batch-size", "4", "--negatives", "1"]
+    assert main([*argv, "--cache-dir", str(cache), "--device", "cpu"]) == 130
+    error = capsys.readouterr().err
+    assert f"training had finished: {out} holds the model (epoch 1, the best)" in error
+    assert f"-o {out} --refit-presence` refits the head" in error and "--resume continues" not in error
+    assert load_text_segmenter(out, device="cpu").decoder.config.presence

@@ -168,9 +168,9 @@ def cmd_train_text(args: argparse.Namespace) -> int:
                 **given,
             )
         except KeyboardInterrupt:
-            state = Path(args.output) / "last" / "state.json"
-            if state.is_file() and state.stat().st_mtime >= started:  # this run saved an epoch
-                print(f"\nthe last finished epoch is saved in {state.parent}; --resume continues", file=sys.stderr)
+            note = _interrupted_note(Path(args.output), args.csv, started)
+            if note:
+                print(f"\n{note}", file=sys.stderr)
             raise
     summary = {
         "model": str(result.path),
@@ -185,3 +185,37 @@ def cmd_train_text(args: argparse.Namespace) -> int:
         summary["presence_refit"] = result.presence_refit
     print(json.dumps(summary))
     return 0
+
+
+def _interrupted_note(out: Path, csv_path: Path, started: float) -> str:
+    """What a Ctrl+C left in ``out``: the best epoch's model and where a resume starts, or, once every epoch had
+    run (the presence head was being refitted), the finished model and how to refit its head. Why: it said
+    "--resume continues" there too, and the resume was refused as having nothing left to train."""
+    state_path = out / "last" / "state.json"
+    if not (state_path.is_file() and state_path.stat().st_mtime >= started):  # this run saved no epoch
+        return ""
+    try:
+        state = json.loads(state_path.read_text())
+        config, epoch, best = state["config"], int(state["epoch"]), state["best"]
+        done = not state.get("step") and (epoch >= config["epochs"] or epoch - int(best["epoch"]) >= config["patience"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"the last finished epoch is saved in {state_path.parent}; --resume continues"
+    if done:
+        from ..errors import WeightsError
+        from ..models.text_segmenter import read_config
+
+        finished = f"training had finished: {out} holds the model (epoch {best['epoch']}, the best)"
+        try:
+            presence = read_config(out).get("decoder", {}).get("presence")
+        except WeightsError:
+            presence = False
+        if not presence:
+            return finished
+        return (
+            f"{finished}, its presence head as trained; `promptseg train-text {csv_path} -o {out} --refit-presence` "
+            "refits the head"
+        )
+    return (
+        f"{out} holds the best epoch so far (epoch {best['epoch']}); the last finished epoch is saved in "
+        f"{state_path.parent}: --resume continues"
+    )
