@@ -5,6 +5,7 @@ MiniLM, one-epoch trainings (the fixtures of test_text_training)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -102,3 +103,13 @@ def test_a_spreadsheets_csv_with_semicolons_or_in_its_own_encoding_is_read_or_ex
     (tmp_path / "ansi.csv").write_bytes(table.encode("cp1252"))
     with pytest.raises(PromptsegError, match=r"ansi.csv: not UTF-8 text .*save it as UTF-8"):
         read_triplets(tmp_path / "ansi.csv")
+
+
+def test_negative_pairs_without_a_second_name_are_refused_before_any_image_is_encoded(kvasir, tmp_path):  # noqa: F811
+    """--negatives (the widget's 'texts are class names') with one name for every image was refused only after the
+    models loaded and every image was encoded (minutes for a few hundred images); it is refused from the rows."""
+    one_name = [replace(t, text="polyp") for t in kvasir]
+    features = tmp_path / "features"
+    with pytest.raises(PromptsegError, match="negative pairs need texts"):
+        train_text_segmenter(one_name, tmp_path / "model", cache_dir=features, device="cpu", epochs=1, negatives=1.0)
+    assert not features.exists() and not (tmp_path / "model").exists()

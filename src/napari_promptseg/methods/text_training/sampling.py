@@ -25,6 +25,22 @@ import torch
 from ...errors import PromptsegError
 from .data import Sample, content_identity
 
+NO_NEGATIVES = (
+    "negative pairs need texts that some image is not paired with; every image has every training text (negative "
+    "pairs, and the widget's 'texts are class names', need two or more names)"
+)
+
+
+def check_negatives_possible(train: Sequence, triplets: Sequence, negatives: float) -> None:
+    """Refuse negative pairs that no training image can have, from the rows alone: said after every image was
+    encoded (minutes for a few hundred) before."""
+    if int(round(negatives * len(train))) == 0:
+        return
+    texts = {t.text for t in train}
+    paired = texts_per_image(triplets)
+    if all(texts <= paired[image_key(t)] for t in train):
+        raise PromptsegError(NO_NEGATIVES)
+
 
 def image_key(triplet) -> object:
     """What identifies a triplet's image: its path, or an array (a layer, or one plane of a stack that several rows
@@ -82,9 +98,7 @@ def negative_pairs(
             own[key] |= known
     usable = [i for i, s in enumerate(samples) if len(own[_image_id(s)]) < len(texts)]
     if count and not usable:
-        raise PromptsegError(
-            "negative pairs need texts that some image is not paired with; every image has every training text"
-        )
+        raise PromptsegError(NO_NEGATIVES)
     out: list[Sample] = []
     while len(out) < count:
         for i in rng.permutation(usable)[: count - len(out)]:

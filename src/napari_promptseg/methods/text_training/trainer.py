@@ -51,7 +51,7 @@ from .data import (
 )
 from .losses import LOSSES, Batch, batch_loss, dice_ce
 from .presence import PresenceFit, refit_if_not_worse
-from .sampling import epoch_samples, texts_per_image, validation_negatives
+from .sampling import check_negatives_possible, epoch_samples, texts_per_image, validation_negatives
 
 ProgressCallback = Callable[[float, str], None]
 #: share of the progress bar the feature pass takes when nothing is cached (the rest is training)
@@ -184,6 +184,7 @@ def train_text_segmenter(
         )
     triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else as_triplets(data)
     train_set, val_set = split_triplets(triplets, val_fraction=config.val_fraction, seed=config.seed)
+    check_negatives_possible(train_set, triplets, config.negatives)
     rows = split_fingerprint(train_set, val_set)
     if state is not None and state.get("rows", rows) != rows:  # runs saved before the fingerprint: not checked
         raise PromptsegError(
