@@ -5,6 +5,7 @@ MiniLM, one-epoch trainings (the fixtures of test_text_training)."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -13,9 +14,10 @@ import tifffile
 
 from napari_promptseg.cli import main
 from napari_promptseg.errors import PromptsegError, WeightsError
-from napari_promptseg.methods.text_training import read_triplets, train_text_segmenter
+from napari_promptseg.methods.text_training import finetune_clipseg, read_triplets, train_text_segmenter
 from napari_promptseg.models import load_text_segmenter
 
+from .test_clipseg import tiny_clipseg_dir  # noqa: F401 (fixture)
 from .test_text_training import cache, kvasir, trained  # noqa: F401 (fixtures)
 
 
@@ -113,3 +115,19 @@ def test_negative_pairs_without_a_second_name_are_refused_before_any_image_is_en
     with pytest.raises(PromptsegError, match="negative pairs need texts"):
         train_text_segmenter(one_name, tmp_path / "model", cache_dir=features, device="cpu", epochs=1, negatives=1.0)
     assert not features.exists() and not (tmp_path / "model").exists()
+
+
+def test_the_clipseg_fine_tune_never_writes_over_a_model_it_was_not_told_to(
+    tiny_clipseg_dir,  # noqa: F811
+    kvasir,  # noqa: F811
+    tmp_path,
+):
+    """`train-text --clipseg --clipseg-weights ~/clipseg -o ~/clipseg` (or -o any transformers model's folder) wrote
+    the fine-tuned weights over the model there without a word: only a text_segmenter.json was looked for. A
+    folder with a model's config.json or weights is refused unless --overwrite."""
+    base = tmp_path / "clipseg"
+    shutil.copytree(tiny_clipseg_dir, base)
+    before = {f.name: f.read_bytes() for f in base.iterdir() if f.is_file()}
+    with pytest.raises(PromptsegError, match=r"already holds a model \(config.json, model.safetensors\)"):
+        finetune_clipseg(kvasir, base, weights=base, epochs=1, batch_size=2, device="cpu")
+    assert {f.name: f.read_bytes() for f in base.iterdir() if f.is_file()} == before

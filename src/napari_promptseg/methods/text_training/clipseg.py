@@ -30,6 +30,8 @@ from .losses import dice_ce
 from .trainer import TrainingResult
 
 ProgressCallback = Callable[[float, str], None]
+#: what the fine-tune's save_pretrained writes over, besides the processor's files
+MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
 
 
 def _prepare(model, processor, items: Sequence[Triplet | ArrayTriplet]) -> list[tuple[torch.Tensor, torch.Tensor, str]]:
@@ -78,8 +80,13 @@ def finetune_clipseg(
     report = progress or (lambda fraction, message: None)
     stop = cancel or (lambda: False)
     out = Path(output_dir)
-    if not overwrite and (out / CONFIG_FILE).exists():
-        raise PromptsegError(f"{out} already holds a trained model; choose another directory or overwrite it")
+    # save_pretrained writes config.json and model.safetensors: a CLIPSeg (the base given with --clipseg-weights)
+    # or any transformers model in the folder was replaced without a word
+    held = [name for name in (CONFIG_FILE, *MODEL_FILES) if (out / name).exists()]
+    if held and not overwrite:
+        raise PromptsegError(
+            f"{out} already holds a model ({', '.join(held)}); choose another directory or overwrite it (--overwrite)"
+        )
     triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else list(data)
     train_set, val_set = split_triplets(triplets, val_fraction=val_fraction, seed=seed)
     t_start = time.perf_counter()
