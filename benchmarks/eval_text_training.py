@@ -210,7 +210,7 @@ def _target_triplets(name: str) -> dict[str, list[Triplet]]:
         chosen = {"train": split["train"][:n_train], "val": split["val"][:n_val], "test": split["test"][:n_test]}
     else:
         if (root / "pairs.csv").is_file():
-            rows = read_triplets(root / "pairs.csv", text_col="image", split_col="-")
+            rows = read_triplets(root / "pairs.csv", text_col="image", split_col="")  # its split is not used here
         else:  # nuclei_dsb2018: images/X.png with labels/X.tif
             rows = [
                 Triplet(p, root / "labels" / f"{p.stem}.tif", "", "", 0) for p in sorted((root / "images").iterdir())

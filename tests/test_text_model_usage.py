@@ -131,3 +131,20 @@ def test_the_clipseg_fine_tune_never_writes_over_a_model_it_was_not_told_to(
     with pytest.raises(PromptsegError, match=r"already holds a model \(config.json, model.safetensors\)"):
         finetune_clipseg(kvasir, base, weights=base, epochs=1, batch_size=2, device="cpu")
     assert {f.name: f.read_bytes() for f in base.iterdir() if f.is_file()} == before
+
+
+def test_a_split_in_a_column_of_another_name_is_not_trained_on_silently(shared_data, tmp_path, capsys):
+    """Kvasir's texts.csv keeps its split in 'medvlsm_split': `train-text texts.csv --text-col prompt_p1` found no
+    'split' column and trained on every row, its test rows too, without a word; and a --split-col that is no column
+    (a typo) did the same. Both are refused naming the column; --split-col '' trains on every row when meant."""
+    texts = shared_data / "polyps_kvasir_text" / "texts.csv"
+    argv = ["train-text", str(texts), "--text-col", "prompt_p1", "-o", str(tmp_path / "model")]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "column 'medvlsm_split' holds test, train, val rows" in error and "--split-col medvlsm_split" in error
+    assert main([*argv, "--split-col", "fold"]) == 2
+    assert "no split column 'fold'" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
+    split = read_triplets(texts, text_col="prompt_p1", split_col="medvlsm_split")
+    assert {t.split for t in split} == {"train", "val", "test"}
+    assert {t.split for t in read_triplets(texts, text_col="prompt_p1", split_col="")} == {""}

@@ -77,7 +77,8 @@ def _untrained(litemedsam, loss: str = "dicece") -> TextPromptDecoder:
 def test_a_fiji_composite_in_the_csv_is_read_as_its_colour_image(shared_data, tmp_path):
     """An image saved by Fiji as (C, Y, X) with its axes named was refused: "3D array of shape (3, 530, 607) is
     ambiguous; pass channel_axis", an option train-text does not have; it is read as `promptseg text` reads it."""
-    triplet = read_triplets(shared_data / "polyps_kvasir_text" / "texts.csv", text_col="prompt_p1")[0]
+    texts = shared_data / "polyps_kvasir_text" / "texts.csv"
+    triplet = read_triplets(texts, text_col="prompt_p1", split_col="medvlsm_split")[0]
     rgb, mask = triplet.load()
     composite = tmp_path / "composite.tif"
     tifffile.imwrite(composite, np.ascontiguousarray(rgb.transpose(2, 0, 1)), imagej=True, metadata={"axes": "CYX"})

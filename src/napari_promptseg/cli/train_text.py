@@ -47,7 +47,7 @@ def _add_train_text_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--image-col", default="image", help="column of the image paths (%(default)s)")
     train.add_argument("--mask-col", default="mask", help="column of the mask paths (%(default)s)")
     train.add_argument("--text-col", default="text", help="column of the texts (%(default)s)")
-    train.add_argument("--split-col", default="split", help="column of train/val/test (%(default)s)")
+    train.add_argument("--split-col", help="column of train/val/test (default: split, when there is one; '' for none)")
     # settings default to None ("not given"): a resume keeps the saved run's, and refuses others
     train.add_argument(
         "--loss",

@@ -113,11 +113,13 @@ def read_triplets(
     image_col: str = "image",
     mask_col: str = "mask",
     text_col: str = "text",
-    split_col: str = "split",
+    split_col: str | None = None,
 ) -> list[Triplet]:
     """Rows of a triplet CSV, checked: columns present, no empty cell, files exist, split values known. Cells are
     separated by commas, or by semicolons or tabs when the header has no comma (a spreadsheet saved in a locale
-    with decimal commas), as landmark CSVs are read."""
+    with decimal commas), as landmark CSVs are read. ``split_col``: None reads a ``split`` column when there is one
+    (and refuses a CSV whose split sits in a column of another name: its test rows would be trained on); a name
+    must be a column; "" reads no split."""
     path = Path(csv_path)
     if not path.is_file():
         raise PromptsegError(f"{path}: no such CSV file")
@@ -136,7 +138,8 @@ def read_triplets(
     if columns and columns[0].lstrip().startswith(("{", "[")):  # a JSON file: its "columns" were "{" or "["
         raise PromptsegError(
             f"{path}: a JSON file, not a CSV; give a CSV of one row per triplet with columns {image_col}, "
-            f"{mask_col}, {text_col} (and optionally {split_col}): image and mask paths relative to the CSV"
+            f"{mask_col}, {text_col} (and optionally {split_col or 'split'}): image and mask paths relative to the "
+            "CSV"
         )
     missing = [c for c in (image_col, mask_col, text_col) if c not in columns]
     if missing:
@@ -144,7 +147,8 @@ def read_triplets(
             f"{path}: no column {', '.join(map(repr, missing))}; the columns are {', '.join(columns) or 'none'} "
             "(map other names with --image-col/--mask-col/--text-col)"
         )
-    has_split = split_col in columns
+    split_col = _split_column(path, columns, rows, split_col)
+    has_split = bool(split_col)
     triplets, problems = [], []
     for line, row in enumerate(rows, start=2):
         cells = {
@@ -170,6 +174,30 @@ def read_triplets(
     if not triplets:
         raise PromptsegError(f"{path}: no rows")
     return triplets
+
+
+def _split_column(path: Path, columns: Sequence[str], rows: Sequence[dict], split_col: str | None) -> str:
+    """The column of the split ("" for none). A named one must exist (a typo trained on every row, test rows too);
+    without a name, "split", else none, unless another column holds only split values with test or val among them
+    (medvlsm's ``medvlsm_split``): that CSV's test rows were trained on without a word."""
+    if split_col:
+        if split_col not in columns:
+            raise PromptsegError(
+                f"{path}: no split column {split_col!r}; the columns are {', '.join(columns)} (--split-col '' trains "
+                "on every row)"
+            )
+        return split_col
+    if split_col == "" or "split" in columns:
+        return split_col if split_col == "" else "split"
+    for column in columns:
+        values = {(row.get(column) or "").strip().lower() for row in rows} - {""}
+        if values and values <= set(SPLITS) and values & {"val", "test"}:
+            raise PromptsegError(
+                f"{path}: column {column!r} holds {', '.join(sorted(values))} rows, but the split is read from a "
+                f"column 'split': give --split-col {column} to use it (test rows are then never trained on), or "
+                "--split-col '' to train on every row (or name the column 'split')"
+            )
+    return ""
 
 
 def split_triplets(
