@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .allocator import keep_large_blocks
 from .device import resolve_device
 from .protocols import (
     Detections,
@@ -142,6 +143,8 @@ def load_text_segmenter(path: str | os.PathLike, *, device: str = "auto") -> Tex
     weights = directory / WEIGHTS_FILE
     stamp = weights.stat().st_mtime_ns if weights.is_file() else 0
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        keep_large_blocks()
     key = ("text_segmenter", str(directory), stamp, str(dev))
     with _lock:
         if key in _loaded:
@@ -197,6 +200,8 @@ def _load(name: str, role: str, weights, device: str, progress: Progress | None)
         raise WeightsError(f"{wrong}; the {role}s: {fitting}")
     load_triton_safely()  # before transformers or torch pull it in (napari's console: Mesa's LLVM is loaded)
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        keep_large_blocks()
     with _name_lock(name):
         # keyed by the resolved file, so weights that appear later (a download, a new cache dir) are picked up, and
         # by its version: a checkpoint saved again under its name (a further fine-tuning epoch) is loaded again
