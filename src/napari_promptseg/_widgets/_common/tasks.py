@@ -22,7 +22,7 @@ from napari.utils.notifications import (
     show_info,
     show_warning,
 )
-from qtpy.QtCore import QEvent, QObject, Qt, QThreadPool, QTimer, Signal
+from qtpy.QtCore import QEvent, QObject, Qt, QThreadPool, QTimer, Signal, Slot
 from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -39,12 +39,17 @@ from .layers import data_token
 try:
     from qtpy.sip import delete as _delete_qt
     from qtpy.sip import isdeleted as _is_deleted
+    from qtpy.sip import unwrapinstance as _address
 except ImportError:  # PySide
     from shiboken6 import delete as _delete_qt
+    from shiboken6 import getCppPointer
     from shiboken6 import isValid as _is_valid
 
     def _is_deleted(obj: QObject) -> bool:
         return not _is_valid(obj)
+
+    def _address(obj: QObject) -> int:
+        return getCppPointer(obj)[0]
 
 
 logger = logging.getLogger(__name__)
@@ -151,6 +156,39 @@ def _stop_at_exit() -> None:
     _undocked.clear()
 
 
+class _Mourner(QObject):
+    """Stops a runner's work when Qt deletes it: its tasks see the cancel, its late signals are dropped, its waiting
+    jobs let go of their input layers' data events (which would hold them, and the widget).
+
+    The handler is a slot of this object, which lives as long as the process, connected to each runner's
+    ``destroyed``. It was a Python function connected there, which PyQt held for the runner's Python wrapper only:
+    when the garbage collector freed that wrapper (a widget's wrapper is in reference cycles) while Qt still owned
+    the C++ runner (e.g. a widget closed with ``deleteLater``, as pytest-qt's teardown does), PyQt let go of the
+    function but kept it connected, and the runner's deletion then ran freed memory: a segfault (in CI, in the next
+    test's event loop)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: C++ address of each living runner -> (its alive flag, its waiting jobs)
+        self._runners: dict[int, tuple[threading.Event, dict[str, _Job]]] = {}
+
+    def watch(self, runner: QObject, alive: threading.Event, pending: dict[str, _Job]) -> None:
+        self._runners[_address(runner)] = (alive, pending)
+        # direct: the slot runs inside the deletion, while the address still names this runner
+        runner.destroyed.connect(self._mourn, Qt.ConnectionType.DirectConnection)
+
+    @Slot(QObject)
+    def _mourn(self, runner: QObject) -> None:
+        alive, pending = self._runners.pop(_address(runner), (None, {}))
+        if alive is not None:
+            alive.clear()
+        for job in pending.values():
+            _unwatch(job)
+
+
+_mourner = _Mourner()
+
+
 @dataclass
 class _Outcome:
     """What a task produced; errors travel as values so napari never turns them into traceback pop-ups."""
@@ -192,17 +230,10 @@ class TaskRunner(QObject):
         self.widget = _ProgressPanel(self, parent)
         self._progressed.connect(self._on_progress)
         # when the widget is closed mid-task, the worker must stop and its late signals must not touch dead Qt
-        # objects; the flag lives outside this QObject so the `destroyed` handler holds no reference to it
-        self._alive = alive = threading.Event()
-        alive.set()
-        pending = self._pending  # not self: the handler runs when this object is gone
-
-        def gone(*_) -> None:
-            alive.clear()
-            for job in pending.values():  # their input layers' data events would hold them (and the widget)
-                _unwatch(job)
-
-        self.destroyed.connect(gone)
+        # objects; the flag lives outside this QObject, cleared when Qt deletes it (see :class:`_Mourner`)
+        self._alive = threading.Event()
+        self._alive.set()
+        _mourner.watch(self, self._alive, self._pending)
         # closing a dock only takes the widget out of its dock (it lives on): that is when its work stops too
         self._docked = self._closed = False
         if parent is not None:
