@@ -148,3 +148,18 @@ def test_a_split_in_a_column_of_another_name_is_not_trained_on_silently(shared_d
     split = read_triplets(texts, text_col="prompt_p1", split_col="medvlsm_split")
     assert {t.split for t in split} == {"train", "val", "test"}
     assert {t.split for t in read_triplets(texts, text_col="prompt_p1", split_col="")} == {""}
+
+
+def test_a_fine_tuned_clipseg_given_as_text_weights_on_route_groundingdino_says_where_it_goes(tmp_path):
+    """A CLIPSeg fine-tuned by train-text loads on route clipseg; given as --text-weights with route groundingdino it
+    was tried as GroundingDINO weights ('no GroundingDINO weights', the loader's complaint) instead of being named as
+    a text model that route does not load."""
+    from napari_promptseg.methods.text import choose_route
+    from napari_promptseg.models.text_segmenter import CONFIG_FILE, FORMAT, FORMAT_VERSION
+
+    model = tmp_path / "clipseg-polyps"
+    model.mkdir()
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "clipseg"}
+    (model / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(PromptsegError, match="which route 'groundingdino' does not load; give it as the text model"):
+        choose_route("groundingdino", weights=str(model), device="cpu")

@@ -200,7 +200,8 @@ def choose_route(
         if is_text_model(weights):
             if route in ("auto", "trained"):
                 text_model = weights
-            elif read_config(weights).get("kind") != "clipseg":  # a fine-tuned CLIPSeg loads on route clipseg too
+            # a fine-tuned CLIPSeg loads on route clipseg too, on no other (route groundingdino tried it as one)
+            elif not (route == "clipseg" and read_config(weights).get("kind") == "clipseg"):
                 raise PromptsegError(
                     f"text weights {weights}: a text model trained with `promptseg train-text`, which route "
                     f"{route!r} does not load; give it as the text model (--text-model, route trained or auto)"
