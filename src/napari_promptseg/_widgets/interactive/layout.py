@@ -29,6 +29,7 @@ from .._common import LayerPicker, _levels
 from .geometry import POSITIVE
 
 if TYPE_CHECKING:
+    from ...models.registry import ModelCard
     from .widget import InteractiveWidget
 
 PREVIEW_NAME = "promptseg preview"
@@ -203,12 +204,13 @@ def list_channel_axes(widget: InteractiveWidget, layer: napari.layers.Image | No
     widget.channels_edit.setEnabled(combo.count() > 1)
 
 
-def _model_label(card) -> str:
+def _model_label(card: ModelCard) -> str:
+    """The model list's entry: the name, and why its weights cannot be used when they cannot."""
     status, _ = weights_status(card)
     return card.name if status not in UNUSABLE_WEIGHTS else f"{card.name} (weights {status.replace('_', ' ')})"
 
 
-def refresh_model_labels(widget) -> None:
+def refresh_model_labels(widget: InteractiveWidget) -> None:
     """Each model's label as its weights are now (a stat per file): a download by a run, or a file put in the cache
     meanwhile; the list said '(weights missing)' for a model it had just downloaded and used."""
     for index in range(widget.model_combo.count()):
