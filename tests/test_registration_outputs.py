@@ -458,3 +458,29 @@ def test_cli_stopped_while_writing_leaves_the_earlier_runs_files_as_they_were(bi
     assert main(["register", *pair[::-1], "-o", str(out), "--method", "intensity", *swapped]) != 0
     assert "No space left on device" in capsys.readouterr().err
     assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier
+
+
+def test_cli_stopped_while_renaming_keeps_the_earlier_runs_landmarks(birl_half, tmp_path, capsys, monkeypatch):
+    """A rerun without landmarks removes the earlier run's landmarks_warped.csv: that happened before its own files
+    were renamed into place, so a run stopped at a rename (a full disk, Ctrl+C) left the earlier report.json naming
+    a landmarks file that was gone. The earlier run's files go only once this run's are in place."""
+    import os
+
+    out = tmp_path / "out"
+    landmarks = ["--landmarks-fixed", str(birl_half["lm_fixed"]), "--landmarks-moving", str(birl_half["lm_moving"])]
+    pair = [str(birl_half["fixed"]), str(birl_half["moving"])]
+    assert main(["register", *pair, "-o", str(out), "--method", "intensity", *landmarks]) == 0, capsys.readouterr().err
+    earlier = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert "landmarks_warped.csv" in earlier
+    replace = os.replace
+
+    def full_disk_at_the_first_rename(src, dst):
+        if os.path.basename(dst) == "displacement.tif":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        replace(src, dst)
+
+    monkeypatch.setattr("napari_promptseg.io._files.os.replace", full_disk_at_the_first_rename)
+    capsys.readouterr()
+    assert main(["register", *pair, "-o", str(out), "--method", "intensity"]) != 0
+    assert "No space left on device" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier

@@ -196,7 +196,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         warped = np.ascontiguousarray(np.moveaxis(warped, -1, moving_moved))
     # one run's files appear together or not at all: each is written to a temporary file beside it, and all are
     # renamed once every one is written, report.json last (a run stopped while writing leaves the earlier run's)
-    stale: list[Callable[[], None]] = []  # an earlier run's files this run has none of: go once this run's are written
+    stale: list[Callable[[], None]] = []  # an earlier run's files this run has none of: go once this run's are in place
     with replacing_together(args.output, "report.json") as temp:
         # marked as register's (not as labels: a later run may take them as its inputs); a rerun may replace them
         tifffile.imwrite(temp("moving_warped.tif"), warped, compression="zlib", software=REGISTER_MARKER)
@@ -387,8 +387,9 @@ def cmd_register(args: argparse.Namespace) -> int:
                 "total": round(time.perf_counter() - t0, 4),
             },
         )
-        for remove in stale:  # this run's files are all written
-            remove()
+    # only once this run's files are in place: a run stopped before (even at a rename) keeps the earlier run whole
+    for remove in stale:
+        remove()
     return 0
 
 
