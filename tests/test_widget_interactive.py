@@ -9,12 +9,15 @@ Run under a display: ``xvfb-run -a python -m pytest tests/test_widget_interactiv
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING
 
 import napari
 import numpy as np
@@ -38,6 +41,9 @@ from napari_promptseg.errors import CancelledError, PromptsegError
 from napari_promptseg.tiling import full_to_level
 
 from .conftest import REPO
+
+if TYPE_CHECKING:
+    from napari_promptseg.models.registry import ModelCard
 
 pytestmark = pytest.mark.gui
 
@@ -642,6 +648,38 @@ def test_a_layer_in_millimetres_gets_no_spurious_affine():
     np.testing.assert_allclose(result.data_to_world(full_to_level([3999.0, 2999.0], 4.0)), world, rtol=0, atol=1e-9)
 
 
+@contextlib.contextmanager
+def _served_card(
+    monkeypatch: pytest.MonkeyPatch,
+    handler: type[BaseHTTPRequestHandler],
+    owner: object,
+    base: str,
+    name: str,
+    **changes,
+) -> Iterator[ModelCard]:
+    """A copy of the registry's ``base`` card, named ``name``, whose weights a loopback server sends (``handler``,
+    with ``owner`` as its server's), downloads allowed; the server stops after the block."""
+    import dataclasses
+
+    from napari_promptseg.models import MODELS, registry
+
+    from .fake_hub import serve
+
+    server, thread = serve(handler, owner)
+    host, port = server.server_address[:2]
+    card = dataclasses.replace(
+        MODELS[base], name=name, filename=f"{name}.pth", url=f"http://{host}:{port}/{name}.pth", **changes
+    )
+    monkeypatch.setitem(MODELS, card.name, card)
+    monkeypatch.delenv(registry.OFFLINE_ENV, raising=False)
+    try:
+        yield card
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
 class _SlowWeights(BaseHTTPRequestHandler):
     """A checkpoint of 64 MiB sent at 1 MiB every 0.2 s: a download the user watches, then cancels."""
 
@@ -665,21 +703,10 @@ def test_a_weights_download_shows_its_megabytes_and_the_cancel_button_stops_it(m
     """A model whose weights are not here downloads when first used (SAM ViT-H: 2.5 GB): the run panel says how
     many MB have arrived, and Cancel stops the download at its next block instead of after the whole file; nothing
     that could pass for the weights is left in the cache."""
-    import dataclasses
-
-    from napari_promptseg.models import MODELS, registry
-
-    from .fake_hub import serve
+    from napari_promptseg.models import registry
 
     sent: list[int] = []
-    server, thread = serve(_SlowWeights, sent)
-    host, port = server.server_address[:2]
-    card = dataclasses.replace(
-        MODELS["sam_vit_b"], name="slow_sam", filename="slow_sam.pth", url=f"http://{host}:{port}/slow_sam.pth"
-    )
-    monkeypatch.setitem(MODELS, card.name, card)
-    monkeypatch.delenv(registry.OFFLINE_ENV, raising=False)
-    try:
+    with _served_card(monkeypatch, _SlowWeights, sent, "sam_vit_b", "slow_sam") as card:
         viewer = make_viewer()
         viewer.add_image(sample[0], name="nuclei")
         widget = add_widget(viewer)
@@ -694,10 +721,6 @@ def test_a_weights_download_shows_its_megabytes_and_the_cancel_button_stops_it(m
         assert sum(sent) < 32 * 2**20  # stopped at a block, not after the file
         cache = registry.cache_dir()
         assert not cache.exists() or not any(cache.iterdir())
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 class _ServedCheckpoint(BaseHTTPRequestHandler):
@@ -717,24 +740,12 @@ class _ServedCheckpoint(BaseHTTPRequestHandler):
 def test_a_model_downloaded_by_a_run_is_no_longer_listed_as_missing(make_viewer, qtbot, sample, monkeypatch):
     """The model list said 'sam_vit_b (weights missing)' when the widget opened, and still said so after a run
     had downloaded the weights and segmented with them."""
-    import dataclasses
+    from napari_promptseg.models import registry, resolve_weights
 
-    from napari_promptseg.models import MODELS, registry, resolve_weights
-
-    from .fake_hub import serve
-
-    server, thread = serve(_ServedCheckpoint, resolve_weights("litemedsam"))
-    host, port = server.server_address[:2]
-    card = dataclasses.replace(
-        MODELS["litemedsam"],
-        name="served_litemedsam",
-        filename="served_litemedsam.pth",
-        url=f"http://{host}:{port}/served_litemedsam.pth",
-        package_resource=None,
-    )
-    monkeypatch.setitem(MODELS, card.name, card)
-    monkeypatch.delenv(registry.OFFLINE_ENV, raising=False)
-    try:
+    bundled = resolve_weights("litemedsam")
+    with _served_card(
+        monkeypatch, _ServedCheckpoint, bundled, "litemedsam", "served_litemedsam", package_resource=None
+    ) as card:
         viewer = make_viewer()
         viewer.add_image(sample[0], name="nuclei")
         widget = add_widget(viewer)
@@ -746,7 +757,3 @@ def test_a_model_downloaded_by_a_run_is_no_longer_listed_as_missing(make_viewer,
         assert widget.runner.widget.state == "done"
         assert (registry.cache_dir() / card.filename).is_file()
         assert widget.model_combo.itemText(index) == "served_litemedsam"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
