@@ -163,3 +163,25 @@ def test_a_fine_tuned_clipseg_given_as_text_weights_on_route_groundingdino_says_
     (model / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(PromptsegError, match="which route 'groundingdino' does not load; give it as the text model"):
         choose_route("groundingdino", weights=str(model), device="cpu")
+
+
+def test_a_text_model_saved_again_is_loaded_again_and_its_older_version_let_go(trained, tmp_path):  # noqa: F811
+    """A text model trained again into its directory (a further run, a presence refit) was loaded again, but the
+    process kept every earlier version in memory (a fine-tuned CLIPSeg: hundreds of MB each): it is let go, as the
+    segmenters' loader does since it keys on the weights' version."""
+    import gc
+    import os
+    import weakref
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained.path, model_dir, ignore=shutil.ignore_patterns("cache", "last*"))
+    first = load_text_segmenter(model_dir, device="cpu")
+    assert load_text_segmenter(model_dir, device="cpu") is first
+    older = weakref.ref(first)
+    weights = model_dir / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # saved again
+    again = load_text_segmenter(model_dir, device="cpu")
+    assert again is not first
+    del first
+    gc.collect()
+    assert older() is None

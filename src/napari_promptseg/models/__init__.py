@@ -134,21 +134,23 @@ def load_text_segmenter(path: str | os.PathLike, *, device: str = "auto") -> Tex
     from pathlib import Path
 
     from ._native import load_triton_safely
-    from .text_segmenter import WEIGHTS_FILE, load_fusion_model, model_directory, read_config
+    from .text_segmenter import load_fusion_model, model_directory, read_config
 
     load_triton_safely()
     directory = model_directory(Path(path).expanduser().resolve())  # the model's weights file names it too
     config = read_config(directory)
     kind = config.get("kind")
-    weights = directory / WEIGHTS_FILE
-    stamp = weights.stat().st_mtime_ns if weights.is_file() else 0
     dev = resolve_device(device)
     if dev.type == "cpu":
         keep_large_blocks()
-    key = ("text_segmenter", str(directory), stamp, str(dev))
+    # as _load keys a model: a model saved again (a further training, a presence refit) is loaded again and its
+    # older version let go (it stayed in memory, and a CLIPSeg fine-tune's pytorch_model.bin was not looked at)
+    place = ("text_segmenter", str(directory), str(dev))
+    key = (*place, _version(directory))
     with _lock:
         if key in _loaded:
             return _loaded[key]
+        _forget_other_versions(place)
     if kind == "fusion":
         model = load_fusion_model(directory, config, device=device)
     elif kind == "clipseg":
@@ -181,6 +183,13 @@ def _version(path: os.PathLike) -> tuple:
         return tuple(sorted((entry.name, *stamp(entry.path)) for entry in entries if entry.is_file()))
 
 
+def _forget_other_versions(place: tuple) -> None:
+    """Drop the models loaded from ``place`` (name, weights path, device) at another version of its weights: an
+    older version is not kept. Call holding ``_lock``."""
+    for stale in [k for k in _loaded if k[: len(place)] == place]:
+        del _loaded[stale]
+
+
 def _load(name: str, role: str, weights, device: str, progress: Progress | None):
     from ..errors import WeightsError
     from ._native import load_triton_safely
@@ -211,8 +220,7 @@ def _load(name: str, role: str, weights, device: str, progress: Progress | None)
         with _lock:
             if key in _loaded:
                 return _loaded[key]
-            for stale in [k for k in _loaded if k[:3] == place]:  # an older version of these weights: not kept
-                del _loaded[stale]
+            _forget_other_versions(place)
         if card.backend == "litemedsam":
             from .litemedsam import load_litemedsam
 
