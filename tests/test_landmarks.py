@@ -215,3 +215,18 @@ def test_pixel_size_is_read_as_fiji_reads_it(tmp_path):
     assert pixel_size(tmp_path / "cm.tif") == PixelSize(5e-5, 5e-5, "cm")
     assert pixel_size(tmp_path / "image.zarr")[:2] == (0.25, 0.25)
     assert [pixel_size(tmp_path / f"{name}.tif") for name in ("ratio", "plain", "pixel")] == [None] * 3
+
+
+def test_a_tiff_at_72_dots_per_inch_is_not_calibrated(tmp_path):
+    """Photoshop, scanners and many exports write 72 pixels per inch without measuring anything, and Fiji reads such
+    a TIFF as uncalibrated (its BigWarp landmarks are in pixels); it was taken for 1/72 inch per pixel, so those
+    landmarks were multiplied by 72. Another resolution in inches stays a calibration."""
+    import tifffile
+
+    from napari_promptseg.io.calibration import PixelSize, pixel_size
+
+    image = np.zeros((64, 80), np.uint8)
+    tifffile.imwrite(tmp_path / "screen.tif", image, resolution=(72.0, 72.0), resolutionunit="INCH")
+    tifffile.imwrite(tmp_path / "scan.tif", image, resolution=(300.0, 300.0), resolutionunit="INCH")
+    assert pixel_size(tmp_path / "screen.tif") is None
+    assert pixel_size(tmp_path / "scan.tif") == PixelSize(1 / 300, 1 / 300, "inch")

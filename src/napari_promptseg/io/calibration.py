@@ -12,6 +12,9 @@ from .multiscale import TIFF_SUFFIXES, is_ome_zarr
 
 #: TIFF ResolutionUnit values that are lengths (1 is "none": a ratio, no calibration)
 _TIFF_UNITS = {2: "inch", 3: "cm"}
+#: 72 pixels per inch: what Photoshop, scanners and many exports write without measuring anything; ImageJ's TIFF
+#: reader takes it for no calibration, so BigWarp's landmarks on such an image are in pixels
+_SCREEN_DPI = 72.0
 
 
 class PixelSize(NamedTuple):
@@ -78,6 +81,8 @@ def _tiff_pixel_size(path: Path) -> PixelSize | None:
         unit = (tif.imagej_metadata or {}).get("unit") if tif.is_imagej else None
         if unit is None:
             unit = _TIFF_UNITS.get(int(getattr(tags.get("ResolutionUnit"), "value", 1)))
+            if unit == "inch" and xres == _SCREEN_DPI:  # a default of image software, which Fiji reads as none
+                return None
         if unit is None:  # resolution without a length unit: a ratio of pixels, no calibration
             return None
         return _valid(1 / xres, 1 / yres, str(unit))
