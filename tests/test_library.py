@@ -60,6 +60,17 @@ def test_default_location_is_the_env_var(tmp_path, monkeypatch):
     assert ReferenceLibrary.open().path == tmp_path / "lib"
 
 
+def test_a_library_variable_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    """PROMPTSEG_LIBRARY="~/refs" (quoted in a shell, or set by a launcher that runs no shell): the library was a
+    folder named '~' under the working directory; now it is in the home folder, as for $PROMPTSEG_CACHE_DIR."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("REFS_NAME", "refs")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PROMPTSEG_LIBRARY", "~/$REFS_NAME")
+    assert default_library_path() == tmp_path / "home" / "refs"
+    assert ReferenceLibrary.open().path == tmp_path / "home" / "refs"
+
+
 def test_add_crops_keeps_dtype_and_round_trips(tmp_path, lungs, cell):
     lib = ReferenceLibrary.open(tmp_path / "lib")
     assert len(lib) == 0 and not (tmp_path / "lib").exists()  # nothing is written until the first add

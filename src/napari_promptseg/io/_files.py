@@ -17,6 +17,13 @@ from ..errors import PromptsegError
 _TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.tmp")
 
 
+def path_from_environment(value: str) -> Path:
+    """A folder named by an environment variable, with ``~`` and ``$VARIABLES`` expanded as a shell would (a value
+    set in quotes, or by a launcher that runs no shell, reaches us unexpanded: '~' would be a folder of that name
+    under the working directory)."""
+    return Path(os.path.expandvars(value.strip())).expanduser()
+
+
 def _create_like_open(path: Path) -> None:
     """Create the empty file ``path`` as ``open()`` creates a file: mode 0666 under the umask and the folder's
     default ACL, not mkstemp's private 0600, so a lab's shared folder stays readable to the others."""

@@ -29,7 +29,7 @@ from pathlib import Path
 import platformdirs
 
 from ..errors import CancelledError, WeightsError
-from ..io._files import default_file_mode
+from ..io._files import default_file_mode, path_from_environment
 from . import hub
 from .hub import OFFLINE_ENV, Progress, offline
 from .single_file import PoochBar, mismatch, remove_stale_partials, verify, write_stamp
@@ -273,7 +273,7 @@ def cache_dir() -> Path:
     launcher that runs no shell, was a folder named '~' under the working directory)."""
     explicit = os.environ.get(CACHE_ENV, "").strip()
     if explicit:
-        return Path(os.path.expandvars(explicit)).expanduser() / "weights"
+        return path_from_environment(explicit) / "weights"
     return Path(platformdirs.user_cache_dir("napari-promptseg")) / "weights"
 
 

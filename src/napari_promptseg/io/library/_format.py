@@ -17,7 +17,7 @@ import tifffile
 
 from ... import __version__
 from ...errors import PromptsegError
-from .._files import replacing
+from .._files import path_from_environment, replacing
 from ..images import array_digest, label_objects
 
 LIBRARY_ENV = "PROMPTSEG_LIBRARY"
@@ -45,7 +45,11 @@ _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,80}$")
 
 
 def default_library_path() -> Path:
-    return Path(os.environ.get(LIBRARY_ENV) or Path(platformdirs.user_data_dir("napari-promptseg")) / "library")
+    """``$PROMPTSEG_LIBRARY`` (``~`` and variables expanded), else the user's data folder."""
+    explicit = os.environ.get(LIBRARY_ENV, "").strip()
+    if explicit:
+        return path_from_environment(explicit)
+    return Path(platformdirs.user_data_dir("napari-promptseg")) / "library"
 
 
 def _slug(name: str) -> str:
