@@ -411,3 +411,24 @@ def test_a_missing_input_file_is_said_before_anything_heavy_is_loaded(tmp_path):
         assert proc.stdout.split() == ["2", "False"], (option, proc.stdout, proc.stderr)
         assert f"not found: {missing} {option}" in proc.stderr, proc.stderr
         assert not out.exists()
+
+
+def test_an_image_given_where_the_text_prompt_goes_is_said_with_the_corrected_command(tmp_path, capsys, monkeypatch):
+    """`promptseg text image.png polyp` (the prompt after the image) said only "input image not found: polyp". Now
+    it says the prompt comes first and shows the command in that order; a plain missing image is said as before."""
+    monkeypatch.chdir(tmp_path)
+    iio.imwrite(tmp_path / "a.png", np.zeros((16, 16), np.uint8))
+    iio.imwrite(tmp_path / "b.png", np.zeros((16, 16), np.uint8))
+
+    assert main(["text", "a.png", "--route", "library", "polyp", "-o", "out"]) == 2
+    err = capsys.readouterr().err
+    assert "input image not found: polyp; the prompt comes first, then the images" in err, err
+    assert "Run: promptseg text polyp a.png --route library -o out" in err, err
+    assert not (tmp_path / "out").exists()
+
+    assert main(["text", "a.png", "b.png", "red", "cells", "-o", "out"]) == 2  # a prompt of several words
+    assert "Run: promptseg text 'red cells' a.png b.png -o out" in capsys.readouterr().err
+
+    assert main(["text", "nuclei", "a.png", "missing", "-o", "out"]) == 2  # the prompt is no file: only the typo
+    err = capsys.readouterr().err
+    assert "input image not found: missing" in err and "prompt comes first" not in err, err

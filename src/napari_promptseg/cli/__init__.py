@@ -39,7 +39,7 @@ from .models import cmd_models
 from .oneshot import _add_oneshot_parser
 from .register import cmd_register
 from .segment import cmd_segment
-from .text import _add_text_parser
+from .text import _add_text_parser, _refuse_swapped_prompt
 from .train_text import _add_train_text_parser
 
 __all__ = ["build_parser", "main"]
@@ -173,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     output = getattr(args, "output", None)
     try:
+        if args.command == "text":
+            _refuse_swapped_prompt(args, sys.argv[1:] if argv is None else argv)
         _refuse_missing_inputs(args)
     except PromptsegError as exc:
         print(f"promptseg {args.command}: error: {exc}", file=sys.stderr)

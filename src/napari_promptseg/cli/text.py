@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import PromptsegError
 from ._common import (
     _add_batch_options,
     _add_model_options,
@@ -84,6 +87,31 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
     _add_model_options(text)
     _add_batch_options(text)
     text.set_defaults(func=cmd_text)
+
+
+def _refuse_swapped_prompt(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    """``promptseg text image.png polyp``: the image given where the prompt goes made the prompt an "image" that was
+    said only to be missing. When the prompt names an existing file or folder and the missing inputs are plain words
+    (no suffix, no pattern), say the order and the corrected command (``argv`` as typed, the words moved first)."""
+    if not Path(args.prompt).exists():
+        return
+    words = [p for p in args.images if not p.exists() and not p.suffix and not any(c in str(p) for c in "*?[")]
+    if not words or any(not p.exists() for p in args.images if p not in words):
+        return
+    prompt = " ".join(str(p) for p in words)
+    message = (
+        f"input image not found: {words[0]}; the prompt comes first, then the images (promptseg text PROMPT "
+        f"IMAGE ...): {args.prompt} is an image and {prompt!r} the prompt?"
+    )
+    tokens = list(argv)
+    try:
+        prompt_at = tokens.index(args.prompt, tokens.index("text") + 1)
+        for word in words:  # the last token of that name: the positional after the options, not an option's value
+            del tokens[len(tokens) - 1 - tokens[::-1].index(str(word))]
+    except ValueError:  # not as typed (an abbreviation, a response file): the order is said all the same
+        raise PromptsegError(message) from None
+    tokens.insert(prompt_at, prompt)
+    raise PromptsegError(f"{message} Run: promptseg {shlex.join(tokens)}")
 
 
 def cmd_text(args: argparse.Namespace) -> int:
