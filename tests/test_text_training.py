@@ -603,3 +603,33 @@ def test_cli_text_names_a_relative_text_model_absolutely(trained, kvasir, tmp_pa
     assert main([*argv, "--device", "cpu"]) == 0
     report = json.loads((answer / "report.json").read_text())
     assert report["parameters"]["text_model"] == str(trained.path.absolute())
+
+
+LONG_TEXT = "a round pink polyp on the wall of the colon " * 30  # ~300 MiniLM tokens, more than its 256
+
+
+def test_texts_longer_than_the_sentence_model_reads_are_said_to_be_cut(kvasir, cache, tmp_path):
+    """MiniLM reads 256 tokens: a longer training text or prompt was cut without a word (two texts differing after
+    their 256th token trained as one, a prompt's end had no effect). Now training names how many texts are cut, at
+    the start and in its result, and the first image answering a cut prompt says so (once, not per image)."""
+    messages = []
+    data = [replace(kvasir[0], text=LONG_TEXT), *kvasir[1:]]
+    result = train_text_segmenter(
+        data, tmp_path / "m", cache_dir=cache, device="cpu", progress=lambda f, m: messages.append(m), **FAST
+    )
+    texts = len({t.text for t in data})
+    assert len(result.warnings) == 1 and f"1 of {texts} text(s) are longer than" in result.warnings[0], result.warnings
+    assert "256 tokens" in result.warnings[0]
+    assert any(m.startswith("warning: 1 of") for m in messages)  # said at the start, before the epochs
+
+    image, _ = kvasir[0].load()
+    first = segment_text(image, LONG_TEXT, text_model=result.path, device="cpu")
+    assert any("the prompt is longer than" in w and "was cut" in w for w in first.warnings), first.warnings
+    again = segment_text(image, LONG_TEXT, text_model=result.path, device="cpu")
+    assert not any("was cut" in w for w in again.warnings)  # once per run, not once per image
+    short = segment_text(image, "polyp", text_model=result.path, device="cpu")
+    assert not any("was cut" in w for w in short.warnings)
+
+
+def test_a_training_run_of_short_texts_warns_of_nothing(trained):
+    assert trained.warnings == []

@@ -256,6 +256,7 @@ class TrainTextWidget(QWidget):
                 f"{result.epochs_run}"
             )
             summary = f"{judged}; model in {result.path} (pick it in the Text prompt widget)"
+            summary = "; ".join([summary, *(f"warning: {w}" for w in result.warnings)])
             self.runner.widget.set_summary(summary)
 
         what = f"resuming the text model run in {output}" if resume else f"training a text model ({settings['loss']})"

@@ -183,6 +183,8 @@ def cmd_train_text(args: argparse.Namespace) -> int:
     }
     if getattr(result, "presence_refit", None):
         summary["presence_refit"] = result.presence_refit
+    if getattr(result, "warnings", None):  # said at the start too; again here, where a long run's log ends
+        summary["warnings"] = result.warnings
     print(json.dumps(summary))
     return 0
 

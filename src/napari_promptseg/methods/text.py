@@ -363,6 +363,9 @@ def segment_text(
         name=name,
     )
     t0 = time.perf_counter()
+    # a trained model's text tokens are encoded once per process: its first image says the prompt was cut
+    tokens = getattr(chosen.model, "text", None) if chosen.route == "trained" else None
+    cut_before = len(getattr(tokens, "cut", ()))
     if chosen.route == "groundingdino":
         result = _grounding_route(request, box_threshold, text_threshold, nms_iou)
     elif chosen.route in ("clipseg", "trained"):
@@ -371,6 +374,12 @@ def segment_text(
         result = _library_route(request, top_k, min_similarity)
     timings["segment_s"] = time.perf_counter() - t0
     result.timings = timings
+    if tokens is not None and len(getattr(tokens, "cut", ())) > cut_before:
+        limit = tokens.embedder.max_seq_length
+        result.warnings.append(
+            f"the prompt is longer than the text model's sentence encoder reads ({limit} tokens) and was cut to its "
+            f"first {limit}: the rest of it had no effect"
+        )
     if not result.phrases:
         result.warnings.append(f"{name}: nothing found for {prompt!r} ({result.reason})")
     report(1.0, "done")

@@ -129,6 +129,16 @@ class SentenceEmbedder:
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
         return hidden.cpu(), mask.cpu(), pooled.cpu()
 
+    def too_long(self, texts: Sequence[str]) -> list[str]:
+        """The texts longer than ``max_seq_length`` tokens ([CLS] and [SEP] counted): :meth:`embed` and
+        :meth:`encode_tokens` read only their first ``max_seq_length`` tokens, the rest is cut."""
+        items = list(dict.fromkeys(texts))
+        if not items:
+            return []
+        with self._lock:  # verbose=False: no transformers warning about the model's own maximum for a long text
+            ids = self.tokenizer(items, truncation=False, verbose=False)["input_ids"]
+        return [text for text, tokens in zip(items, ids, strict=True) if len(tokens) > self.max_seq_length]
+
     def similarity(self, a: str | Sequence[str], b: str | Sequence[str]) -> np.ndarray:
         """(len(a), len(b)) cosine similarities."""
         return self.embed(a) @ self.embed(b).T

@@ -120,6 +120,7 @@ class TrainingResult:
     seconds: float = 0.0
     feature_cache: dict = field(default_factory=dict)  # hits / misses of the disk cache
     presence_refit: dict = field(default_factory=dict)  # the presence head's refit (.presence), if it ran
+    warnings: list[str] = field(default_factory=list)  # what the run did that the user did not ask for
 
 
 Data = str | Path | Sequence[Triplet | ArrayTriplet | tuple]
@@ -200,6 +201,9 @@ def train_text_segmenter(
     if not hasattr(segmenter, "mask_decoder"):
         raise PromptsegError(f"{config.image_encoder}: not a SAM-family segmenter; its decoder cannot be trained")
     embedder = load_text_embedder(config.text_encoder, device=device)
+    warnings = cut_texts_warning(embedder, config.text_encoder, [t.text for t in triplets])
+    for warning in warnings:  # said at the start, not after the hours of training
+        report(0.0, f"warning: {warning}")
     if cache_dir is None and state is not None:  # the run's own cache: a resume encoded every image again
         cache_dir = _saved_cache_dir(out, state)
     cache = Path(cache_dir or out / "cache").absolute()
@@ -357,7 +361,21 @@ def train_text_segmenter(
         seconds=time.perf_counter() - t_start,
         feature_cache={"hits": store.hits, "misses": store.misses},
         presence_refit=refit,
+        warnings=warnings,
     )
+
+
+def cut_texts_warning(embedder, name: str, texts: Sequence[str]) -> list[str]:
+    """A warning naming how many of ``texts`` the sentence model cuts (none: no warning): it reads only its first
+    ``max_seq_length`` tokens of each, so what follows cannot tell two texts apart."""
+    unique = list(dict.fromkeys(texts))
+    cut = embedder.too_long(unique)
+    if not cut:
+        return []
+    return [
+        f"{len(cut)} of {len(unique)} text(s) are longer than {name}'s {embedder.max_seq_length} tokens and are cut "
+        f"to their first {embedder.max_seq_length} (the model never reads the rest), e.g. {cut[0][:60]!r}..."
+    ]
 
 
 def make_batch(samples: Sequence[Sample], text: TextTokens, device: torch.device) -> Batch:
