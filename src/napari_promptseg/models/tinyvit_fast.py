@@ -204,32 +204,26 @@ class FastTinyViT(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        """The weights' dtype, which the activations take after the patch embedding: float32, or bfloat16 (see
-        :meth:`in_bfloat16`)."""
+        """The weights' dtype, which the activations take: float32, or bfloat16 (see :meth:`in_bfloat16`)."""
         return self.neck_conv1.weight.dtype
 
     def in_bfloat16(self) -> FastTinyViT:
-        """A copy with bfloat16 weights, whose activations are bfloat16 from the patch embedding's output on.
+        """A copy with bfloat16 weights, whose activations are bfloat16 from the input on.
 
         Autocast cannot do this for the fused oneDNN kernels: it does not cover them, so under autocast they ran in
         float32 and every other op cast its float32 input to bfloat16 and back (a third of a forward was GEMMs in
         float32 and dtype copies, measured in benchmarks/README.md). LayerNorm and softmax accumulate in float32
-        inside their bfloat16 kernels. The patch embedding stays float32: it reads the pixels, whose fine intensity
-        differences bfloat16's 8-bit mantissa rounds away (GlaS instance Dice 0.869 with it in bfloat16, 0.878 in
-        float32, 0.882 under autocast), for a few ms."""
-        half = copy.deepcopy(self).to(torch.bfloat16)
-        half.patch_embed = copy.deepcopy(self.patch_embed)
-        return half
+        inside their bfloat16 kernels."""
+        return copy.deepcopy(self).to(torch.bfloat16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) input in any float dtype -> float32 (B, 256, h, w) features."""
         # the weights say the precision: an autocast around the call would hand the fused kernels mixed dtypes
         with torch.autocast(x.device.type, enabled=False):
-            x = x.to(self.patch_embed[0].weight.dtype).permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)
+            x = x.to(self.dtype).permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)
             last = len(self.patch_embed) - 1
             for i, conv in enumerate(self.patch_embed):
                 x = conv(x, gelu=i < last)
-            x = x.to(self.dtype)
             for stage in self.stages:
                 x = stage(x)
             x = self.neck_norm1(self.neck_conv1(x))
