@@ -198,8 +198,10 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
     # channels go last, as a target's do where it is compared with them (_segment), so one axis fits them all
     read_axes = [read_channel_axis(p, args.channel_axis) for p in args.reference]
     references = [read_image_named(p, axis) for p, axis in zip(args.reference, read_axes, strict=True)]
+    # contiguous: float sums over a strided view differ in their last bits, and so would the result
     references = [
-        r if axis is None else np.moveaxis(r, axis, -1) for r, axis in zip(references, read_axes, strict=True)
+        r if axis is None else np.ascontiguousarray(np.moveaxis(r, axis, -1))
+        for r, axis in zip(references, read_axes, strict=True)
     ]
     reference_axes = [None if axis is None else -1 for axis in read_axes]
     # every pair is checked before the mode is chosen: a bad second mask is reported as such
