@@ -2,8 +2,8 @@
 
 Eager PyTorch writes a GEMM's output, then reads and writes it again for the bias broadcast, the GELU and the
 residual add; on activations of tens of MB that memory traffic costs as much as the GEMM. oneDNN's fused kernels
-(the ones ``torch.compile`` uses on CPU) do it in one pass. They exist for float32 and bfloat16 CPU tensors (input and
-weights of one dtype); on CUDA/MPS, or with ``USE_ONEDNN_FUSION = False``, the same functions run the standard ops.
+(the ones ``torch.compile`` uses on CPU) do it in one pass. They exist only for float32 CPU tensors; on CUDA/MPS,
+or with ``USE_ONEDNN_FUSION = False``, the same functions run the standard ops.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def onednn(x: torch.Tensor) -> bool:
     return (
         USE_ONEDNN_FUSION
         and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16)
+        and x.dtype == torch.float32
         and not (torch.is_grad_enabled() and x.requires_grad)
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_linear_pointwise")

@@ -123,7 +123,6 @@ class SamFamilySegmenter:
         self._std = None if pixel_std is None else torch.tensor(pixel_std).view(1, 3, 1, 1) / 255.0
         self.cache = cache if cache is not None else EmbeddingCache()
         self._fast_encoder: nn.Module | None = None  # a snapshot of image_encoder's weights, see _encoder()
-        self._fast_encoder_bfloat16: nn.Module | None = None  # its bfloat16 copy, built when first asked for
         self._fast_encoder_versions: tuple[int, ...] = ()
         self._context: tuple | None = None  # (features, weight versions, sam_decoder_fast.ImageContext)
         self._dense_pe: tuple | None = None  # (prompt encoder weight versions, its dense positional encoding)
@@ -194,32 +193,22 @@ class SamFamilySegmenter:
         return self._fingerprint[1]
 
     def encoder_autocast(self) -> contextlib.AbstractContextManager:
-        """The context to run the image encoder in (its output is then cast back to float32 by the caller): autocast
-        for bfloat16, except for the fast TinyViT, which holds bfloat16 weights then (see :meth:`_encoder`)."""
-        if self.precision == "bfloat16" and not self._fast_tinyvit():
+        """The context to run the image encoder in (its output is then cast back to float32 by the caller)."""
+        if self.precision == "bfloat16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _fast_tinyvit(self) -> bool:
-        return self._fast and type(self.image_encoder).__name__ == "TinyViT"
-
     def _encoder(self) -> nn.Module:
-        """What computes the features: the fast TinyViT (rebuilt after the weights changed; its bfloat16 copy when the
-        precision is bfloat16) or the original."""
-        if not self._fast_tinyvit():
+        """What computes the features: the fast TinyViT (rebuilt after the weights changed) or the original."""
+        if not self._fast or type(self.image_encoder).__name__ != "TinyViT":
             return self.image_encoder
         versions = _weight_versions(self.image_encoder)
         if self._fast_encoder is None or self._fast_encoder_versions != versions:
             from .tinyvit_fast import FastTinyViT
 
             self._fast_encoder = FastTinyViT(self.image_encoder).to(self.device)
-            self._fast_encoder_bfloat16 = None
             self._fast_encoder_versions = versions
-        if self.precision != "bfloat16":
-            return self._fast_encoder
-        if self._fast_encoder_bfloat16 is None:
-            self._fast_encoder_bfloat16 = self._fast_encoder.in_bfloat16()
-        return self._fast_encoder_bfloat16
+        return self._fast_encoder
 
     def _image_context(
         self, features: torch.Tensor, projections: torch.Tensor | None = None
@@ -340,10 +329,11 @@ class SamFamilySegmenter:
     def embedding_signature(self, normalize: Normalization = "auto") -> dict:
         """What makes this model's features what they are, beyond the image: a disk-cache entry whose signature
         differs (other weights under the same name, another encoder variant) is refused."""
+        encoder = type(self.image_encoder).__name__
         return {
             "model": self.name,
             "encoder_weights": self.encoder_fingerprint(),
-            "encoder": self._encoder_variant(),
+            "encoder": f"{encoder} (fast)" if self._fast and encoder == "TinyViT" else encoder,
             "input_size": self.input_size,
             "pixel_mean": None if self._mean is None else self._mean.flatten().tolist(),
             "pixel_std": None if self._std is None else self._std.flatten().tolist(),
@@ -351,13 +341,6 @@ class SamFamilySegmenter:
             # float32 entries keep the signature they had before precisions existed (users' caches stay valid)
             **({} if self.precision == "float32" else {"precision": self.precision}),
         }
-
-    def _encoder_variant(self) -> str:
-        encoder = type(self.image_encoder).__name__
-        if not self._fast_tinyvit():
-            return encoder
-        # bfloat16 weights compute other features than autocast did: entries from before are refused
-        return f"{encoder} (fast, bfloat16 weights)" if self.precision == "bfloat16" else f"{encoder} (fast)"
 
     def context_signature(self) -> dict:
         """What makes the decoder's per-image context (stored with the features) what it is, beyond the features:

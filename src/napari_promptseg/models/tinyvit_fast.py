@@ -159,9 +159,8 @@ class _WindowAttention(nn.Module):
     def _attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         bias = self.attn_bias.to(q.dtype)
         windows, heads, n, _ = q.shape
-        if onednn(q) and (n <= 64 or q.dtype == torch.bfloat16):
-            # 7x7 windows on CPU: batched GEMMs beat the flash kernel, which is tuned for long sequences; in
-            # bfloat16 also 14x14 ones (LiteMedSAM's third stage: a tenth of the forward, measured)
+        if onednn(q) and n <= 64:
+            # 7x7 windows on CPU: batched GEMMs beat the flash kernel, which is tuned for long sequences
             q, k, v = (t.reshape(windows * heads, n, -1) for t in (q, k, v))
             scores = torch.bmm(q * self.scale, k.transpose(1, 2)).view(windows, heads, n, n)
             scores = scores.add_(bias).softmax(-1).view(windows * heads, n, n)
@@ -202,30 +201,13 @@ class FastTinyViT(nn.Module):
         self.neck_norm2 = _channel_norm(neck[3])
         self.eval().requires_grad_(False)
 
-    @property
-    def dtype(self) -> torch.dtype:
-        """The weights' dtype, which the activations take: float32, or bfloat16 (see :meth:`in_bfloat16`)."""
-        return self.neck_conv1.weight.dtype
-
-    def in_bfloat16(self) -> FastTinyViT:
-        """A copy with bfloat16 weights, whose activations are bfloat16 from the input on.
-
-        Autocast cannot do this for the fused oneDNN kernels: it does not cover them, so under autocast they ran in
-        float32 and every other op cast its float32 input to bfloat16 and back (a third of a forward was GEMMs in
-        float32 and dtype copies, measured in benchmarks/README.md). LayerNorm and softmax accumulate in float32
-        inside their bfloat16 kernels."""
-        return copy.deepcopy(self).to(torch.bfloat16)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) input in any float dtype -> float32 (B, 256, h, w) features."""
-        # the weights say the precision: an autocast around the call would hand the fused kernels mixed dtypes
-        with torch.autocast(x.device.type, enabled=False):
-            x = x.to(self.dtype).permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)
-            last = len(self.patch_embed) - 1
-            for i, conv in enumerate(self.patch_embed):
-                x = conv(x, gelu=i < last)
-            for stage in self.stages:
-                x = stage(x)
-            x = self.neck_norm1(self.neck_conv1(x))
-            x = self.neck_norm2(self.neck_conv2(x))
-            return x.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+        x = x.permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)
+        last = len(self.patch_embed) - 1
+        for i, conv in enumerate(self.patch_embed):
+            x = conv(x, gelu=i < last)
+        for stage in self.stages:
+            x = stage(x)
+        x = self.neck_norm1(self.neck_conv1(x))
+        x = self.neck_norm2(self.neck_conv2(x))
+        return x.permute(0, 3, 1, 2).contiguous()
