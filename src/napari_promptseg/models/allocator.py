@@ -10,7 +10,6 @@ layer reuses them. The cost is memory the process keeps after a job, at most :da
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 
@@ -38,7 +37,7 @@ def _tune() -> bool:
     if os.environ.get(ENV, "1").strip() == "0":
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the process's own symbols: the malloc it runs, no ldconfig subprocess to find it
         libc.gnu_get_libc_version  # noqa: B018 - glibc only: musl has a mallopt that does nothing
         mallopt = libc.mallopt
     except (OSError, AttributeError):
