@@ -53,6 +53,9 @@ class MultiscaleImage:
     #: (OME-Zarr); what labels written beside the image repeat, so that they lie on the image's grid
     level_transforms: list[dict[str, list[float]]] = field(default_factory=list)
     axes_named: bool = False  # the file's metadata names its axes (OME-Zarr >= 0.3), so ``axes`` is not a guess
+    #: the channels are the red, green, blue (and alpha) samples of colour pixels (a TIFF's RGB or YCbCr
+    #: photometric, as slide scanners write), not separately acquired channels (fluorescence)
+    rgb: bool = False
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -332,6 +335,7 @@ def _open_tiff(path: Path) -> MultiscaleImage:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             codes, n_levels = series.axes, len(series.levels)
+            colour = series.keyframe.photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
         store = tifffile.imread(path, aszarr=True)  # owns its file handle for as long as the arrays live
         node = zarr.open(store, mode="r")
         arrays = [da.from_zarr(node[str(k)]) for k in range(n_levels)] if n_levels > 1 else [da.from_zarr(node)]
@@ -346,7 +350,9 @@ def _open_tiff(path: Path) -> MultiscaleImage:
             name = f"drop{len(axes)}"  # a singleton axis of another kind: dropped below
         axes.append(name)
     levels, order, stack = _project_axes(arrays, tuple(axes), path)
-    return MultiscaleImage(path, levels, order, tuple(axes), stack)
+    # colour samples (S) of 3 or 4 values; a YCbCr slide's are decoded to RGB
+    rgb = colour and "S" in codes and order.endswith("c") and levels[0].shape[-1] in (3, 4)
+    return MultiscaleImage(path, levels, order, tuple(axes), stack, rgb=bool(rgb))
 
 
 def _project_axes(arrays: list, axes: tuple[str, ...], path: Path) -> tuple[list, str, str | None]:
