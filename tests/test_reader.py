@@ -106,3 +106,13 @@ def test_a_tiff_without_a_pyramid_is_left_to_napari(tmp_path):
     tifffile.imwrite(path, data.coins())
     assert get_reader(str(path)) is None
     assert get_reader([str(path)]) is None
+
+
+def test_a_stack_is_scaled_by_its_plane_spacing(tmp_path):
+    camera = data.camera()
+    zyx = np.stack([camera[:256, :256], camera[128:384, 128:384], camera[256:, 256:]])
+    path = tmp_path / "stack.ome.tif"
+    write_pyramid(path, zyx, "ZYX", levels=2, PhysicalSizeX=0.2, PhysicalSizeY=0.2, PhysicalSizeZ=1.5)
+    [(levels, meta, _)] = get_reader(str(path))(str(path))
+    assert [level.shape for level in levels] == [(3, 256, 256), (3, 128, 128)]
+    assert meta["scale"] == [1.5, 0.2, 0.2] and meta["units"] == ["µm"] * 3
