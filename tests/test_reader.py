@@ -1,17 +1,22 @@
 """The napari reader of pyramidal TIFFs: a tiled OME-TIFF with its resolution levels in SubIFDs (as slide scanners
 and bioformats2raw/raw2ometiff write them), made from real skimage images, opens as a lazy multiscale image layer:
-colour slides as RGB, fluorescence channels one layer each, the file's pixel size as the layer's scale."""
+colour slides as RGB, fluorescence channels one layer each, the file's pixel size as the layer's scale. A folder of
+same-size images opens as one stack, read plane by plane; a folder of mixed sizes is refused naming the odd file."""
 
 from __future__ import annotations
 
 import dask.array as da
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
 from skimage import data
 
 from napari_promptseg._reader import get_reader
+from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io.layer_data import image_layer_data
+
+from .conftest import two_channel_pyramid
 
 PLUGIN = "napari-promptseg"
 
@@ -116,3 +121,43 @@ def test_a_stack_is_scaled_by_its_plane_spacing(tmp_path):
     [(levels, meta, _)] = get_reader(str(path))(str(path))
     assert [level.shape for level in levels] == [(3, 256, 256), (3, 128, 128)]
     assert meta["scale"] == [1.5, 0.2, 0.2] and meta["units"] == ["µm"] * 3
+
+
+def camera_planes(folder, names, shift: int = 64) -> list[np.ndarray]:
+    """256² crops of skimage's camera, each ``shift`` px further along the diagonal, saved under ``names``."""
+    folder.mkdir(exist_ok=True)
+    camera = data.camera()
+    planes = [camera[k * shift : k * shift + 256, k * shift : k * shift + 256] for k in range(len(names))]
+    for name, plane in zip(names, planes, strict=True):
+        iio.imwrite(folder / name, plane)
+    return planes
+
+
+def test_a_folder_of_same_size_images_opens_as_one_stack_in_natural_order(make_napari_viewer, tmp_path):
+    folder = tmp_path / "planes"
+    planes = camera_planes(folder, ["z1.png", "z2.png", "z10.png"])
+    (folder / "notes.txt").write_text("acquired on Monday")  # napari's own reader would stack this file too
+    (folder / ".z3.png").write_bytes(b"")  # macOS resource fork: not an image
+    (folder / "sub").mkdir()
+    assert get_reader(str(folder)) is not None
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(folder), plugin=PLUGIN)
+    assert layer.name == "planes" and layer.data.shape == (3, 256, 256) and isinstance(layer.data, da.Array)
+    assert layer.metadata["files"] == ["z1.png", "z2.png", "z10.png"]  # z10 after z2, not after z1
+    np.testing.assert_array_equal(np.asarray(layer.data), np.stack(planes))
+
+
+def test_a_folder_of_images_of_different_sizes_is_refused_naming_the_odd_one(tmp_path):
+    folder = tmp_path / "mixed"
+    camera_planes(folder, ["a.png", "b.png"])
+    iio.imwrite(folder / "c.png", data.camera()[:100, :120])
+    with pytest.raises(PromptsegError, match=r"c\.png is \(100, 120\) uint8 and a\.png \(256, 256\) uint8"):
+        get_reader(str(folder))(str(folder))
+
+
+def test_a_folder_without_images_or_an_ome_zarr_is_left_to_other_readers(tmp_path, two_channels):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no images here")
+    assert get_reader(str(tmp_path / "notes")) is None
+    zarr_path = two_channel_pyramid(two_channels, tmp_path / "slide.ome.zarr", "ome.zarr")
+    assert get_reader(str(zarr_path)) is None  # napari-ome-zarr reads it, with its labels

@@ -2,7 +2,8 @@
 read arrays and plain values, what a napari reader returns (the plugin's reader, :mod:`.._reader`, only hands them
 on). A pyramid becomes one multiscale layer whose levels are the dask arrays :func:`.multiscale.open_multiscale`
 gives the CLI and the batch runs (no pixel is read here); colour slides an RGB layer, separately acquired channels
-one layer each (napari's ``channel_axis``), and the file's pixel size (:mod:`.calibration`) the layer's scale."""
+one layer each (napari's ``channel_axis``), and the file's pixel size (:mod:`.calibration`) the layer's scale. A
+folder of same-size images becomes one stack layer, read plane by plane."""
 
 from __future__ import annotations
 
@@ -10,9 +11,20 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ..errors import PromptsegError
 from .calibration import pixel_size
-from .images import TIFF_SUFFIXES, output_stem
-from .multiscale import open_multiscale
+from .images import IMAGE_SUFFIXES, TIFF_SUFFIXES, output_stem
+from .multiscale import (
+    bioformats2raw_series,
+    is_ome_zarr,
+    is_zarr_named,
+    named_channel_position,
+    open_multiscale,
+    read_image_named,
+    tiff_axis_names,
+)
 
 #: (data, keyword arguments of ``viewer.add_image``, layer type): napari's LayerDataTuple
 LayerData = tuple[Any, dict[str, Any], str]
@@ -99,3 +111,94 @@ def _ome_tiff_details(path: Path) -> tuple[list[str], float | None]:
     if z > 0 and (attribute("PhysicalSizeZUnit") or "µm") == (attribute("PhysicalSizeXUnit") or "µm"):
         z_spacing = z
     return [n for n in names if n], z_spacing
+
+
+def is_image_folder(path: str | Path) -> bool:
+    """A plain folder (no OME-Zarr image, zarr store or bioformats2raw container) with image files in it."""
+    path = Path(path)
+    if not path.is_dir() or is_ome_zarr(path) or is_zarr_named(path) or bioformats2raw_series(path):
+        return False
+    return bool(_folder_images(path))
+
+
+def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
+    """A folder of same-size images as one image layer: a stack along a new first axis, in natural name order
+    (``z2`` before ``z10``), each image read only when napari shows its plane. Hidden files, files of other kinds,
+    subfolders and the label TIFFs and overlays promptseg wrote are left out. Images of different sizes or types,
+    or a pyramid among them, are refused up front with the file that differs (only their headers are read)."""
+    import dask
+    import dask.array as da
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise PromptsegError(f"{folder}: not a folder")
+    files = _folder_images(folder)
+    if not files:
+        raise PromptsegError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it")
+    first_shape, first_dtype = _file_shape(files[0])
+    for file in files[1:]:
+        shape, dtype = _file_shape(file)
+        if (shape, dtype) != (first_shape, first_dtype):
+            raise PromptsegError(
+                f"{folder}: a folder opens as one stack of same-size images, but {file.name} is {shape} {dtype} "
+                f"and {files[0].name} {first_shape} {first_dtype}; open the images one by one, or move the odd ones "
+                "out"
+            )
+    planes = [
+        da.from_delayed(dask.delayed(_read_plane)(file, first_shape), first_shape, first_dtype) for file in files
+    ]
+    kwargs: dict[str, Any] = {"name": folder.name, "metadata": {"path": str(folder), "files": [f.name for f in files]}}
+    size = pixel_size(files[0])
+    # a plane of (Y, X) or colour (Y, X, RGB(A)); other shapes' axes are napari's guess, so no scale is put on them
+    if size is not None and (len(first_shape) == 2 or _is_colour(first_shape)):
+        kwargs["scale"] = [1.0, size.y, size.x]
+    return [(da.stack(planes), kwargs, "image")]
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    from .images import is_own_output
+
+    found = [
+        p
+        for p in folder.iterdir()
+        if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not is_own_output(p)
+    ]
+    return sorted(found, key=lambda p: [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)])
+
+
+def _file_shape(file: Path) -> tuple[tuple[int, ...], str]:
+    """The shape and dtype ``file`` is read with (:func:`.multiscale.read_image_named`), from its header only."""
+    import tifffile
+
+    try:
+        if file.suffix.lower() in TIFF_SUFFIXES:
+            with tifffile.TiffFile(file) as tif:
+                if len(tif.series[0].levels) > 1:
+                    raise PromptsegError(f"{file}: a pyramid (a whole slide), not one image of a stack; open it alone")
+                shape, dtype = tuple(tif.series[0].shape), tif.series[0].dtype
+            names = tiff_axis_names(file)
+            position = named_channel_position(names)
+            if position is not None and len(names) == len(shape):  # a Fiji composite: its channels are read last
+                shape = (*shape[:position], *shape[position + 1 :], shape[position])
+        else:
+            import imageio.v3 as iio
+
+            props = iio.improps(file)
+            shape, dtype = tuple(props.shape), props.dtype
+    except PromptsegError:
+        raise
+    except Exception as exc:  # every reader has its own exception types; the user needs the file name
+        raise PromptsegError(f"{file}: cannot be read as an image ({exc})") from exc
+    return tuple(int(s) for s in shape), str(np.dtype(dtype))
+
+
+def _read_plane(file: Path, shape: tuple[int, ...]) -> np.ndarray:
+    image = np.asarray(read_image_named(file))
+    if image.shape != shape:  # its header said otherwise: a file changed since the folder was opened
+        raise PromptsegError(f"{file}: read as {image.shape}, not the {shape} of the stack it was opened in")
+    return image
+
+
+def _is_colour(shape: tuple[int, ...]) -> bool:
+    """Whether an image of ``shape`` is a 2D image of RGB(A) pixels, as napari guesses it."""
+    return len(shape) == 3 and shape[-1] in (3, 4)
