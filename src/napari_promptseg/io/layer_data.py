@@ -144,9 +144,7 @@ def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
                 f"and {files[0].name} {first_shape} {first_dtype}; open the images one by one, or move the odd ones "
                 "out"
             )
-    planes = [
-        da.from_delayed(dask.delayed(_read_plane)(file, first_shape), first_shape, first_dtype) for file in files
-    ]
+    planes = [da.from_delayed(dask.delayed(_read_plane)(file, first_shape), first_shape, first_dtype) for file in files]
     kwargs: dict[str, Any] = {"name": folder.name, "metadata": {"path": str(folder), "files": [f.name for f in files]}}
     size = pixel_size(files[0])
     # a plane of (Y, X) or colour (Y, X, RGB(A)); other shapes' axes are napari's guess, so no scale is put on them
