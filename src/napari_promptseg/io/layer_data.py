@@ -114,11 +114,12 @@ def _ome_tiff_details(path: Path) -> tuple[list[str], float | None]:
 
 
 def is_image_folder(path: str | Path) -> bool:
-    """A plain folder (no OME-Zarr image, zarr store or bioformats2raw container) with image files in it."""
+    """A plain folder (no OME-Zarr image, zarr store or bioformats2raw container) with files named as images in it.
+    Only names are looked at: napari asks every reader about every folder dropped, one of thousands of tiles too."""
     path = Path(path)
     if not path.is_dir() or is_ome_zarr(path) or is_zarr_named(path) or bioformats2raw_series(path):
         return False
-    return bool(_folder_images(path))
+    return any(not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
 
 
 def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
