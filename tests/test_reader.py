@@ -106,11 +106,25 @@ def test_napari_opens_a_pyramidal_tiff_with_the_plugin(make_napari_viewer, tmp_p
         np.testing.assert_array_equal(np.asarray(layer.data[1]), two_channels[k, ::2, ::2])
 
 
-def test_a_tiff_without_a_pyramid_is_left_to_napari(tmp_path):
+def test_a_tiff_without_a_pyramid_is_read_whole_with_its_pixel_size(tmp_path, make_napari_viewer):
+    # napari lets a user remember one reader for every *.tif: this one must then open plain TIFFs as napari's would
     path = tmp_path / "coins.tif"
-    tifffile.imwrite(path, data.coins())
-    assert get_reader(str(path)) is None
-    assert get_reader([str(path)]) is None
+    tifffile.imwrite(path, data.coins(), resolution=(4.0, 4.0), resolutionunit="CENTIMETER")
+    hyperstack = tmp_path / "hyperstack.tif"  # T, Z, C, Y, X: axes the project's own readers refuse
+    tczyx = np.stack([np.stack([np.stack([data.camera()[:64, :64]] * 2)] * 3)] * 2)
+    tifffile.imwrite(hyperstack, tczyx, imagej=True, metadata={"axes": "TZCYX"})
+    reader = get_reader(str(path))
+    assert reader is not None and get_reader([str(path), str(hyperstack)]) is not None
+    [(array, meta, kind)] = reader(str(path))
+    assert kind == "image" and isinstance(array, np.ndarray) and not meta["multiscale"]
+    np.testing.assert_array_equal(array, data.coins())
+    assert meta["scale"] == pytest.approx([0.25, 0.25]) and meta["units"] == ["cm", "cm"]  # 4 px/cm
+    [(array, meta, _)] = reader(str(hyperstack))
+    assert isinstance(array, np.ndarray) and array.shape == tczyx.shape
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(path), plugin=PLUGIN)
+    assert layer.name == "coins" and layer.data.shape == data.coins().shape
+    assert get_reader(str(tmp_path / "missing.tif")) is None
 
 
 def test_a_stack_is_scaled_by_its_plane_spacing(tmp_path):

@@ -1,32 +1,35 @@
 """npe2 reader contribution: pyramidal (tiled, multi-resolution) TIFFs and OME-TIFFs opened lazily as multiscale
 image layers, where napari's own TIFF reader reads the full-resolution level whole; and a folder of same-size images
 as one stack, its files checked up front (napari's own reader stacks every file of a folder, whatever its kind, and
-finds a different size only when it shows that plane). Other TIFFs are left to napari's reader (no pyramid: nothing
-to add). Thin wrappers over :mod:`.io.layer_data`."""
+finds a different size only when it shows that plane). A TIFF without a pyramid is read too, whole, with its pixel
+size as the layer's scale: napari offers the user a choice of reader for every TIFF once two plugins accept the
+suffix, and a user who lets it remember this plugin must still open every TIFF. Thin wrappers over
+:mod:`.io.layer_data`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+from .io.images import TIFF_SUFFIXES
 from .io.layer_data import LayerData, folder_stack_layer_data, image_layer_data, is_image_folder
-from .io.multiscale import is_multiscale_tiff
 
 
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
-    """The reader of ``path`` (a file, or several dropped together) when every file is a pyramidal TIFF, or of a
-    folder of images; else None."""
+    """The reader of ``path`` (a file, or several dropped together) when every file is a TIFF, or of a folder of
+    images; else None."""
     paths = [path] if isinstance(path, str) else list(path)
     if len(paths) == 1 and is_image_folder(paths[0]):
         return read_folder
-    if not paths or not all(is_multiscale_tiff(p) for p in paths):
+    if not paths or not all(Path(p).suffix.lower() in TIFF_SUFFIXES and Path(p).is_file() for p in paths):
         return None
-    return read_pyramids
+    return read_tiffs
 
 
-def read_pyramids(path: str | list[str]) -> list[LayerData]:
-    """The layers of each pyramidal TIFF in ``path``, in order."""
+def read_tiffs(path: str | list[str]) -> list[LayerData]:
+    """The layers of each TIFF in ``path``, in order: pyramids lazily, other TIFFs whole."""
     paths = [path] if isinstance(path, str) else list(path)
-    return [layer for p in paths for layer in image_layer_data(p)]
+    return [layer for p in paths for layer in image_layer_data(p, whole_when_single_level=True)]
 
 
 def read_folder(path: str | list[str]) -> list[LayerData]:

@@ -45,13 +45,31 @@ _NAPARI_UNITS = {
 }
 
 
-def image_layer_data(path: str | Path) -> list[LayerData]:
+def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False) -> list[LayerData]:
     """The image layer(s) of a pyramidal TIFF (any TIFF or OME-Zarr image too: one level is a plain layer), read
     lazily: every level a dask array in the project's axis order ((Z,) Y, X (, C)), nothing read until napari asks
     for a tile. RGB(A) colour samples make an RGB layer; other channels one layer per channel, named after the
-    OME-TIFF's channel names when it has them; the file's pixel size is the layer's scale (and units)."""
+    OME-TIFF's channel names when it has them; the file's pixel size is the layer's scale (and units).
+    ``whole_when_single_level``: an image of one level is read into memory, as napari's own reader does (layers
+    the widgets take as they take any other); a TIFF whose axes the project does not read (a 5D hyperstack) then
+    becomes one plain layer of the file's array, as napari's reader would give it."""
     path = Path(path)
-    pyramid = open_multiscale(path)
+    try:
+        pyramid = open_multiscale(path)
+    except PromptsegError:
+        if not whole_when_single_level or path.suffix.lower() not in TIFF_SUFFIXES:
+            raise
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                pyramid_refused = len(tif.series) > 0 and len(tif.series[0].levels) > 1
+                array = None if pyramid_refused else tif.asarray()
+        except Exception as exc:  # noqa: BLE001 - tifffile raises many types; the user needs the file's name
+            raise PromptsegError(f"{path}: cannot be read as a TIFF ({exc})") from exc
+        if array is None:
+            raise
+        return [(array, {"name": output_stem(path), "metadata": {"path": str(path)}}, "image")]
     name = output_stem(path)
     multiscale = len(pyramid.levels) > 1
     metadata: dict[str, Any] = {"path": str(path)}
@@ -76,6 +94,8 @@ def image_layer_data(path: str | Path) -> list[LayerData]:
                 channel_names = [f"channel {k}" for k in range(channels)]
             kwargs["name"] = [f"{name} {channel}" for channel in channel_names]
     data = pyramid.levels if multiscale else pyramid.levels[0]
+    if not multiscale and whole_when_single_level:
+        data = np.asarray(data)
     return [(data, kwargs, "image")]
 
 
