@@ -194,7 +194,7 @@ def test_a_napari_points_export_is_read_as_row_column(shared_data, tmp_path):
 
 def test_pixel_size_is_read_as_fiji_reads_it(tmp_path):
     """The calibration BigWarp writes landmarks in: OME (OME-TIFF PhysicalSize, OME-Zarr scale), an ImageJ TIFF's
-    resolution and unit, a TIFF's resolution in cm; none for resolution without a length unit, or no tags."""
+    resolution and unit, a TIFF's resolution in cm; none for tifffile's default 1 px per unit, or a pixel unit."""
     import tifffile
     from ome_zarr.format import FormatV04
 
@@ -206,7 +206,6 @@ def test_pixel_size_is_read_as_fiji_reads_it(tmp_path):
     tifffile.imwrite(tmp_path / "imagej.tif", image, imagej=True, resolution=(2.0, 4.0), metadata={"unit": "micron"})
     tifffile.imwrite(tmp_path / "ome.ome.tif", image, ome=True, metadata={"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
     tifffile.imwrite(tmp_path / "cm.tif", image, resolution=(20000, 20000), resolutionunit="CENTIMETER")
-    tifffile.imwrite(tmp_path / "ratio.tif", image, resolution=(2.0, 2.0), resolutionunit="NONE")
     tifffile.imwrite(tmp_path / "plain.tif", image)
     tifffile.imwrite(tmp_path / "pixel.tif", image, imagej=True, resolution=(1.0, 1.0), metadata={"unit": "pixel"})
     write_ome_zarr(tmp_path / "image.zarr", image[None], FormatV04(), pixel_size=0.25, levels=2)
@@ -214,7 +213,7 @@ def test_pixel_size_is_read_as_fiji_reads_it(tmp_path):
     assert pixel_size(tmp_path / "ome.ome.tif") == PixelSize(0.5, 0.5, "µm")
     assert pixel_size(tmp_path / "cm.tif") == PixelSize(5e-5, 5e-5, "cm")
     assert pixel_size(tmp_path / "image.zarr")[:2] == (0.25, 0.25)
-    assert [pixel_size(tmp_path / f"{name}.tif") for name in ("ratio", "plain", "pixel")] == [None] * 3
+    assert [pixel_size(tmp_path / f"{name}.tif") for name in ("plain", "pixel")] == [None] * 2
 
 
 def test_a_tiff_at_72_dots_per_inch_is_not_calibrated(tmp_path):
@@ -230,3 +229,52 @@ def test_a_tiff_at_72_dots_per_inch_is_not_calibrated(tmp_path):
     tifffile.imwrite(tmp_path / "scan.tif", image, resolution=(300.0, 300.0), resolutionunit="INCH")
     assert pixel_size(tmp_path / "screen.tif") is None
     assert pixel_size(tmp_path / "scan.tif") == PixelSize(1 / 300, 1 / 300, "inch")
+
+
+def _without_resolution_unit(path) -> None:
+    """Rename the ResolutionUnit tag (296) of a TIFF's first page to an unknown one (298, still in tag order): a
+    file with X/YResolution and no unit, which tifffile cannot write (it always writes the unit)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        entry = tif.pages.first.tags["ResolutionUnit"].offset
+        code = (298).to_bytes(2, "little" if tif.byteorder == "<" else "big")
+    with open(path, "r+b") as fh:
+        fh.seek(entry)
+        fh.write(code)
+
+
+def test_pixel_size_edge_cases_are_read_as_fiji_and_bio_formats_read_them(tmp_path):
+    """ImageJ's TIFF reader (what Fiji, and so BigWarp, opens a TIFF with) calibrates a ResolutionUnit NONE file
+    with 1 / resolution per pixel and a blank unit: such an image was taken as uncalibrated, its BigWarp landmarks
+    as pixels. Without a ResolutionUnit tag ImageJ leaves the image uncalibrated (the TIFF spec's default, inch, is
+    not applied). An ImageJ TIFF in cm whose description says um is scaled to um, as ImageJ does. OME (Bio-Formats
+    in Fiji): a PhysicalSize without its unit is in µm, each axis by its own unit, converted to µm (Fiji's
+    calibration), and a missing PhysicalSizeY is PhysicalSizeX (an OME-TIFF with X alone was uncalibrated; one in
+    nm with a unitless Y gave Y in nm)."""
+    import tifffile
+
+    from napari_promptseg.io.calibration import PixelSize, pixel_size
+
+    image = np.zeros((64, 80), np.uint8)
+    tifffile.imwrite(tmp_path / "ratio.tif", image, resolution=(2.0, 4.0), resolutionunit="NONE")
+    tifffile.imwrite(tmp_path / "default.tif", image)  # tifffile's own: 1 px per unit NONE, the identity
+    tifffile.imwrite(tmp_path / "no_unit.tif", image, resolution=(2.0, 4.0), resolutionunit="INCH")
+    _without_resolution_unit(tmp_path / "no_unit.tif")
+    with tifffile.TiffFile(tmp_path / "no_unit.tif") as tif:
+        assert "ResolutionUnit" not in tif.pages.first.tags and "XResolution" in tif.pages.first.tags
+    tifffile.imwrite(tmp_path / "ij_cm.tif", image, imagej=True, resolution=(2e4, 2e4), resolutionunit="CENTIMETER",
+                     metadata={"unit": "um"})  # fmt: skip
+    tifffile.imwrite(tmp_path / "x_only.ome.tif", image, ome=True, metadata={"PhysicalSizeX": 0.5})
+    tifffile.imwrite(tmp_path / "mixed.ome.tif", image, ome=True,
+                     metadata={"PhysicalSizeX": 500, "PhysicalSizeXUnit": "nm", "PhysicalSizeY": 0.25})  # fmt: skip
+    with tifffile.TiffFile(tmp_path / "x_only.ome.tif") as tif:
+        assert "PhysicalSizeX=" in tif.ome_metadata and "Unit=" not in tif.ome_metadata
+    assert pixel_size(tmp_path / "ratio.tif") == PixelSize(0.5, 0.25, None)
+    assert str(pixel_size(tmp_path / "ratio.tif")) == "0.5 x 0.25 units/px"
+    assert pixel_size(tmp_path / "default.tif") is None
+    assert pixel_size(tmp_path / "no_unit.tif") is None
+    ij_cm, mixed = pixel_size(tmp_path / "ij_cm.tif"), pixel_size(tmp_path / "mixed.ome.tif")
+    assert ij_cm[:2] == pytest.approx((0.5, 0.5)) and ij_cm.unit == "um"
+    assert pixel_size(tmp_path / "x_only.ome.tif") == PixelSize(0.5, 0.5, "µm")
+    assert mixed[:2] == pytest.approx((0.5, 0.25)) and mixed.unit == "µm"

@@ -1,6 +1,7 @@
-"""An image file's pixel size (its calibration), as Fiji and BigWarp read it: OME metadata (OME-TIFF PhysicalSizeX/Y,
-an OME-Zarr's level-0 scale), else an ImageJ TIFF's resolution tags and ``unit``, else a TIFF's resolution tags in
-centimetres or inches. Tools that work in calibrated units (BigWarp's landmark files) give coordinates in it."""
+"""An image file's pixel size (its calibration), as Fiji and BigWarp read it: OME metadata (OME-TIFF PhysicalSizeX/Y
+as Bio-Formats reads it, an OME-Zarr's level-0 scale), else a TIFF's resolution tags as ImageJ's TIFF reader reads
+them (with an ImageJ TIFF's ``unit``). Tools that work in calibrated units (BigWarp's landmark files) give
+coordinates in it."""
 
 from __future__ import annotations
 
@@ -10,11 +11,17 @@ from typing import NamedTuple
 
 from .multiscale import TIFF_SUFFIXES, is_ome_zarr
 
-#: TIFF ResolutionUnit values that are lengths (1 is "none": a ratio, no calibration)
+#: TIFF ResolutionUnit values that are lengths (1, "none", calibrates with a blank unit: see _tiff_pixel_size)
 _TIFF_UNITS = {2: "inch", 3: "cm"}
 #: 72 pixels per inch: what Photoshop, scanners and many exports write without measuring anything; ImageJ's TIFF
 #: reader takes it for no calibration, so BigWarp's landmarks on such an image are in pixels
 _SCREEN_DPI = 72.0
+#: micrometres per OME length unit (OME's UnitsLength): Bio-Formats gives Fiji every PhysicalSize in µm
+_OME_MICROMETRES = {
+    "km": 1e9, "hm": 1e8, "dam": 1e7, "m": 1e6, "dm": 1e5, "cm": 1e4, "mm": 1e3, "µm": 1.0, "um": 1.0,
+    "nm": 1e-3, "pm": 1e-6, "fm": 1e-9, "Å": 1e-4, "in": 25400.0, "ft": 304800.0, "yd": 914400.0,
+    "pt": 25400.0 / 72,
+}  # fmt: skip
 
 
 class PixelSize(NamedTuple):
@@ -64,6 +71,11 @@ def _zarr_pixel_size(path: Path) -> PixelSize | None:
 
 
 def _tiff_pixel_size(path: Path) -> PixelSize | None:
+    """As ImageJ's TIFF reader (Fiji's, so BigWarp's) calibrates: 1 / X/YResolution per pixel in the
+    ResolutionUnit's unit, cm or inch (72 px per inch: none), a blank unit for NONE (1; tifffile's own 1 px per
+    unit is no calibration); no ResolutionUnit tag: none (ImageJ leaves the TIFF spec's default, inch, aside). An
+    ImageJ TIFF's unit is its description's (a cm file whose description says um is scaled to um, as ImageJ does).
+    An OME-TIFF's OME metadata comes first (as Bio-Formats, which Fiji opens it with, reads it)."""
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
@@ -78,14 +90,21 @@ def _tiff_pixel_size(path: Path) -> PixelSize | None:
         xres, yres = (_rational(tags[name].value) for name in ("XResolution", "YResolution"))
         if not (xres and yres):
             return None
-        unit = (tif.imagej_metadata or {}).get("unit") if tif.is_imagej else None
-        if unit is None:
-            unit = _TIFF_UNITS.get(int(getattr(tags.get("ResolutionUnit"), "value", 1)))
-            if unit == "inch" and xres == _SCREEN_DPI:  # a default of image software, which Fiji reads as none
-                return None
-        if unit is None:  # resolution without a length unit: a ratio of pixels, no calibration
+        x, y = 1 / xres, 1 / yres
+        code = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else None
+        unit = {1: ""}.get(code, _TIFF_UNITS.get(code)) if code is not None else None  # "": named none
+        if code == 2 and xres == _SCREEN_DPI:  # a default of image software, which ImageJ reads as 1 px per px
+            x, y, unit = 1.0, 1.0, None
+        if tif.is_imagej:  # ImageJ takes the unit from the description ("": none named) whatever the tag says
+            described = str((tif.imagej_metadata or {}).get("unit", ""))
+            if unit == "cm" and described == "um":
+                x, y = x * 1e4, y * 1e4
+            unit = described
+        if unit is None:  # no unit tag, or 72 dpi: not calibrated
             return None
-        return _valid(1 / xres, 1 / yres, str(unit))
+        if not unit.strip() and x == y == 1:  # 1 px per unit of no name: the pixels themselves
+            return None
+        return _valid(x, y, unit.strip() or None)
 
 
 def _rational(value: object) -> float | None:
@@ -95,7 +114,9 @@ def _rational(value: object) -> float | None:
 
 
 def _ome_pixel_size(xml: str) -> PixelSize | None:
-    """The first image's PhysicalSizeX/Y of OME-XML (micrometres unless its unit attribute says otherwise)."""
+    """The first image's PhysicalSizeX/Y of OME-XML as Bio-Formats gives them to Fiji: each in its own unit
+    (micrometres when it names none, the OME default), converted to micrometres (a unit that is no length, e.g.
+    "pixel", leaves that size out), and one size missing taken from the other."""
     pixels = re.search(r"<(?:\w+:)?Pixels\b[^>]*>", xml)
     if pixels is None:
         return None
@@ -104,8 +125,15 @@ def _ome_pixel_size(xml: str) -> PixelSize | None:
         found = re.search(rf'\b{name}="([^"]*)"', pixels.group(0))
         return found.group(1) if found else None
 
-    try:
-        x, y = (float(v) if v else None for v in (attribute("PhysicalSizeX"), attribute("PhysicalSizeY")))
-    except ValueError:
-        return None
-    return _valid(x, y, attribute("PhysicalSizeXUnit") or "µm")
+    def micrometres(axis: str) -> float | None:
+        value, unit = attribute(f"PhysicalSize{axis}"), attribute(f"PhysicalSize{axis}Unit") or "µm"
+        try:
+            size = float(value) if value else None
+        except ValueError:
+            return None
+        factor = _OME_MICROMETRES.get(unit.strip())
+        return None if size is None or factor is None else size * factor
+
+    x, y = micrometres("X"), micrometres("Y")
+    x, y = (y if x is None else x), (x if y is None else y)
+    return _valid(x, y, "µm")
