@@ -278,3 +278,36 @@ def test_pixel_size_edge_cases_are_read_as_fiji_and_bio_formats_read_them(tmp_pa
     assert ij_cm[:2] == pytest.approx((0.5, 0.5)) and ij_cm.unit == "um"
     assert pixel_size(tmp_path / "x_only.ome.tif") == PixelSize(0.5, 0.5, "µm")
     assert mixed[:2] == pytest.approx((0.5, 0.25)) and mixed.unit == "µm"
+
+
+def test_a_3d_bigwarp_file_is_read_on_its_plane_and_refused_across_planes(shared_data, tmp_path):
+    """A BigWarp session on images opened as 3D writes x, y, z per point, also when every point is on one section;
+    such a file was refused whole ('3D BigWarp landmarks ... export 2D ones', which BigWarp cannot do for a 3D
+    session). A set whose points all lie on one plane is that plane's 2D landmarks now (said), one across planes is
+    refused naming the file, the line, the two planes and what to do."""
+    from napari_promptseg.io.landmarks import read_landmark_pair
+
+    root = shared_data / "registration_birl" / "data-images"
+    fixed = read_landmarks(root / "landmarks" / "artificial_reference.csv").xy
+    moving = read_landmarks(root / "landmarks" / "artificial_moving-affine.csv").xy
+    rows = [
+        f'"Pt-{i}","true","{m[0]:.6f}","{m[1]:.6f}","0.0","{f[0]:.6f}","{f[1]:.6f}","4.0"'
+        for i, (m, f) in enumerate(zip(moving, fixed, strict=True))
+    ]
+    # a point placed in the moving image only: its plane does not count
+    rows.insert(1, '"Pt-x","false","12.5","40.0","9.0","Infinity","Infinity","Infinity"')
+    path = tmp_path / "bigwarp3d.csv"
+    path.write_text("\n".join(rows) + "\n")
+    np.testing.assert_allclose(read_landmarks(path, role="fixed").xy, fixed)
+    np.testing.assert_allclose(read_landmarks(path, role="moving").xy, moving)
+    images = [root / "images" / f"artificial_{name}.jpg" for name in ("reference", "moving-affine")]
+    lm_fixed, lm_moving, _, warnings = read_landmark_pair(path, path, *images)
+    np.testing.assert_allclose(lm_fixed.xy, fixed)
+    said = [w for w in warnings if "3D BigWarp landmarks" in w]
+    assert len(said) == 2 and "fixed" in said[0] and "z=4" in said[0] and "moving" in said[1] and "z=0" in said[1]
+
+    rows[3] = rows[3].rsplit(",", 1)[0] + ',"7.0"'  # the third fixed point on another section
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(PromptsegError, match=r"bigwarp3d.csv: line 4: .*fixed.* z=7.* line 1.* z=4.*one section"):
+        read_landmarks(path, role="fixed")
+    np.testing.assert_allclose(read_landmarks(path, role="moving").xy, moving)  # its moving points: one plane

@@ -42,6 +42,8 @@ class Landmarks:
     decimal_comma: bool = False
     #: read from a BigWarp file: in its image's calibrated units where it has one (micrometres...), else pixels
     bigwarp: bool = False
+    #: a 3D BigWarp file's set, all on one plane: that plane's z (x, y read; None: a 2D file, or not BigWarp's)
+    plane: float | None = None
 
     def __len__(self) -> int:
         return int(len(self.xy))
@@ -81,12 +83,19 @@ def read_landmark_pair(
 ) -> tuple[Landmarks, Landmarks, dict[str, str], list[str]]:
     """The fixed and the moving landmarks in pixels of their images (``fixed`` may be ``moving``: one BigWarp file
     holds both), the pixel size each BigWarp set was divided by (by role, as text), and warnings: a BigWarp file
-    on an image without a pixel size is read as pixels, said once per file naming it and the image(s)."""
+    on an image without a pixel size is read as pixels, said once per file naming it and the image(s); a 3D BigWarp
+    file's set read on its one plane, said per set (the 2D image it is taken for)."""
     sizes: dict[str, str] = {}
     uncalibrated: dict[Path, list[str]] = {}
+    planes: list[str] = []
     sets = []
     for role, path, image in (("fixed", fixed, fixed_image), ("moving", moving, moving_image)):
         landmarks = read_landmarks(path, role=role)
+        if landmarks.plane is not None:
+            planes.append(
+                f"{path}: 3D BigWarp landmarks, every {role} point on the plane z={landmarks.plane:g}: read as 2D "
+                f"(x, y) landmarks of {image}"
+            )
         size = pixel_size(image) if landmarks.bigwarp else None
         if size is not None:
             sizes[role] = str(size)
@@ -100,7 +109,7 @@ def read_landmark_pair(
         "calibrated image)"
         for path, images in uncalibrated.items()
     ]
-    return sets[0], sets[1], sizes, warnings
+    return sets[0], sets[1], sizes, planes + warnings
 
 
 def is_bigwarp_csv(path: str | Path) -> bool:
@@ -132,29 +141,44 @@ def _all_numbers(cells: list[str]) -> bool:
 
 
 def _parse_bigwarp(text: str, path: Path, role: str | None) -> Landmarks:
+    """One set of a BigWarp file. A 3D file (x, y, z per point: a session on images opened as 3D) is read as 2D
+    when every active point of the set lies on one plane (one z: a section's landmarks), and refused otherwise:
+    registration here is 2D."""
     if role not in BIGWARP_ROLES:
         raise PromptsegError(
             f"{path}: a BigWarp landmark file holds both the moving and the fixed landmarks; say which to read "
             "(role='moving' or 'fixed'; in the CLI give the file to both --landmarks-fixed and --landmarks-moving)"
         )
-    rows = [row for row in csv.reader(text.splitlines()) if any(cell.strip() for cell in row)]
-    dims = (len(rows[0]) - 2) // 2
-    if dims == 3:
-        raise PromptsegError(f"{path}: 3D BigWarp landmarks (x, y, z); registration here is 2D: export 2D ones")
+    # (line number in the file, cells) of each row that is not blank
+    rows = [(n, row) for n, row in enumerate(csv.reader(text.splitlines()), start=1) if any(c.strip() for c in row)]
+    dims = (len(rows[0][1]) - 2) // 2
     start = 2 + dims * BIGWARP_ROLES.index(role)
     xy, names = [], []
-    for line_no, row in enumerate(rows, start=1):
+    plane: tuple[int, float] | None = None  # the first active point's line and z (3D)
+    for line_no, row in rows:
         if len(row) != 2 + 2 * dims or not _all_numbers(row[2:]):
             raise PromptsegError(
-                f"{path}: line {line_no}: a BigWarp row is a name, true/false and 4 numbers; got {row}"
+                f"{path}: line {line_no}: a {dims}D BigWarp row is a name, true/false and {2 * dims} numbers "
+                f"(the moving point's {dims} coordinates, then the fixed one's); got {row}"
             )
         if row[1].strip().lower() != "true":  # placed in one image only: no pair (BigWarp leaves it out too)
             continue
+        if dims == 3:
+            z = float(row[start + 2])
+            if plane is None:
+                plane = (line_no, z)
+            elif z != plane[1]:
+                raise PromptsegError(
+                    f"{path}: line {line_no}: 3D BigWarp landmarks on several planes: this {role} point is at "
+                    f"z={z:g}, the one on line {plane[0]} at z={plane[1]:g}; registration here is 2D and takes "
+                    "the landmarks of one section: keep only that section's points in the file (delete or "
+                    "deactivate the others in BigWarp), and register that section of each image"
+                )
         xy.append((float(row[start]), float(row[start + 1])))
         names.append(row[0].strip())
     arr = _check_xy(np.asarray(xy, dtype=np.float64).reshape(-1, 2), path)
     # written back (the warped moving set) as an ANHIR CSV named by BigWarp's point names
-    return Landmarks(xy=arr, format="csv", index=tuple(names), bigwarp=True)
+    return Landmarks(xy=arr, format="csv", index=tuple(names), bigwarp=True, plane=None if plane is None else plane[1])
 
 
 def _xy_columns(upper: list[str]) -> tuple[int, int] | None:
