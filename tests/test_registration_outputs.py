@@ -484,3 +484,86 @@ def test_cli_stopped_while_renaming_keeps_the_earlier_runs_landmarks(birl_half, 
     assert main(["register", *pair, "-o", str(out), "--method", "intensity"]) != 0
     assert "No space left on device" in capsys.readouterr().err
     assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier
+
+
+def test_cli_stopped_between_two_renames_leaves_the_earlier_run_whole(birl_half, tmp_path, capsys, monkeypatch):
+    """The run's files were renamed into place one by one: a rename that failed after the first (a file held open
+    by another program, a full disk) left this run's displacement.tif beside the earlier run's moving_warped.tif and
+    report.json. Now the renamed ones are put back: the folder is the earlier run's, byte for byte."""
+    import os
+
+    out = tmp_path / "out"
+    pair = [str(birl_half["fixed"]), str(birl_half["moving"])]
+    assert main(["register", *pair, "-o", str(out), "--method", "intensity"]) == 0, capsys.readouterr().err
+    earlier = {path.name: path.read_bytes() for path in out.iterdir()}
+    replace, failed = os.replace, []
+
+    def held_open_at_the_second_rename(src, dst):
+        if os.path.basename(dst) == "moving_warped.tif" and not failed:  # renamed after displacement.tif
+            failed.append(dst)
+            raise PermissionError(errno.EACCES, "Permission denied", str(dst))
+        replace(src, dst)
+
+    monkeypatch.setattr("napari_promptseg.io._files.os.replace", held_open_at_the_second_rename)
+    capsys.readouterr()
+    assert main(["register", *pair[::-1], "-o", str(out), "--method", "intensity"]) != 0  # another result
+    assert failed and "Permission denied" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier
+
+
+_KILLED_AT_A_RENAME = """
+import os, sys
+from napari_promptseg.cli import main
+replace = os.replace
+def killed(src, dst):  # the process dies here, as at a power cut: no cleanup runs
+    if os.path.basename(dst) == sys.argv[1]:
+        os._exit(9)
+    replace(src, dst)
+os.replace = killed
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_cli_killed_between_two_renames_is_undone_by_the_next_run(birl_half, tmp_path, capsys):
+    """A run killed between its renames (no cleanup can run) left its landmarks_warped.csv beside the earlier run's
+    report.json, whose hash of that file no longer matched: the next run into the folder refused it ('not an earlier
+    output of promptseg register, or was changed since'), and nothing said the folder mixed two runs. Now what the
+    killed run renamed is put back by the next run (or :func:`undo_interrupted_replacing`) before it looks."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    pair = [str(birl_half["fixed"]), str(birl_half["moving"])]
+    landmarks = ["--landmarks-fixed", str(birl_half["lm_fixed"]), "--landmarks-moving", str(birl_half["lm_moving"])]
+    swapped = ["--landmarks-fixed", str(birl_half["lm_moving"]), "--landmarks-moving", str(birl_half["lm_fixed"])]
+    run = ["register", *pair, "-o", str(out), "--method", "intensity", *landmarks]
+    killed = ["register", *pair[::-1], "-o", str(out), "--method", "intensity", *swapped]  # other files
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def kill_at(name: str) -> None:
+        done = subprocess.run([sys.executable, "-c", _KILLED_AT_A_RENAME, name, *killed], env=env, capture_output=True)
+        assert done.returncode == 9, done.stderr.decode()[-2000:]
+
+    assert main(run) == 0, capsys.readouterr().err
+    kill_at("displacement.tif")  # renamed after landmarks_warped.csv
+    assert main(run) == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["landmarks"]["landmarks_warped_sha256"] == _sha256(out / "landmarks_warped.csv")
+    assert sorted(path.name for path in out.iterdir()) == sorted(
+        ["moving_warped.tif", "displacement.tif", "landmarks_warped.csv", "report.json"]
+    )
+    earlier = {path.name: path.read_bytes() for path in out.iterdir()}
+    kill_at("report.json")  # every other file renamed: the last step
+    assert {path.name: path.read_bytes() for path in out.iterdir() if not path.name.startswith(".")} != earlier
+    (out / ".promptseg.lock").unlink()  # the killed run's lock file (its lock went with it)
+    from napari_promptseg.io._files import undo_interrupted_replacing
+
+    undo_interrupted_replacing(out)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +21,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
+    from ..io._files import FilesReplacedTogether
     from ..io.multiscale import PyramidLevel
 
 #: --moving-labels on the fixed grid
@@ -34,7 +33,7 @@ ANNOTATIONS_WARPED = "annotations_warped.geojson"
 def cmd_register(args: argparse.Namespace) -> int:
     import tifffile
 
-    from ..io._files import replacing_together
+    from ..io._files import replacing_together, undo_interrupted_replacing
     from ..io.annotations import read_annotations, write_annotations
     from ..io.images import REGISTER_MARKER, is_own_output
     from ..io.landmarks import index_order, is_bigwarp_csv, paired_landmarks, read_landmark_pair, write_landmarks
@@ -87,6 +86,14 @@ def cmd_register(args: argparse.Namespace) -> int:
     for path in (p for p in inputs if p is not None):
         if path.resolve() in outputs:
             raise PromptsegError(f"{path}: -o {args.output} would overwrite this input; give another output directory")
+    # a run killed while replacing its files left a mix of two runs: put back the earlier one before judging it
+    restored = undo_interrupted_replacing(args.output)
+    if restored:
+        print(
+            f"-o {args.output}: an earlier run was stopped while replacing its files; put back the ones before it "
+            f"({', '.join(restored)})",
+            file=sys.stderr,
+        )
     earlier_run = _check_earlier_outputs(
         args.output,
         landmarks_given=args.landmarks_fixed is not None,
@@ -194,9 +201,10 @@ def cmd_register(args: argparse.Namespace) -> int:
     warped = result.warp_image(moving_at.array, channel_axis=pair_channel_axis(moving.shape, channel_axis))
     if moving_moved is not None:  # the moving file's own order, as its channels were named
         warped = np.ascontiguousarray(np.moveaxis(warped, -1, moving_moved))
-    # one run's files appear together or not at all: each is written to a temporary file beside it, and all are
-    # renamed once every one is written, report.json last (a run stopped while writing leaves the earlier run's)
-    stale: list[Callable[[], None]] = []  # an earlier run's files this run has none of: go once this run's are in place
+    # one run's files replace the earlier run's together or not at all (io._files.replacing_together: written to
+    # temporary files, then renamed under a journal, report.json last; a stopped or killed run is undone)
+    # an earlier run's files this run has none of: removed with this run's replacement (what was done, said after)
+    stale: list[str | None] = []
     with replacing_together(args.output, "report.json") as temp:
         # marked as register's (not as labels: a later run may take them as its inputs); a rerun may replace them
         tifffile.imwrite(temp("moving_warped.tif"), warped, compression="zlib", software=REGISTER_MARKER)
@@ -226,8 +234,8 @@ def cmd_register(args: argparse.Namespace) -> int:
             labels_path = args.output / LABELS_WARPED
             earlier_labels = ((earlier_run or {}).get("labels") or {}).get("labels_warped")
             stale.append(
-                partial(
-                    _remove_stale,
+                _stale(
+                    temp,
                     labels_path,
                     bool(earlier_labels) and is_own_output(labels_path, REGISTER_MARKER),
                     "--moving-labels",
@@ -261,8 +269,8 @@ def cmd_register(args: argparse.Namespace) -> int:
         else:
             csv_path = args.output / "landmarks_warped.csv"
             stale.append(
-                partial(
-                    _remove_stale,
+                _stale(
+                    temp,
                     csv_path,
                     _is_earlier_text_output(csv_path, earlier_run, "landmarks", "landmarks_warped_sha256"),
                     "landmarks",
@@ -291,8 +299,8 @@ def cmd_register(args: argparse.Namespace) -> int:
             )
         else:
             stale.append(
-                partial(
-                    _remove_stale,
+                _stale(
+                    temp,
                     annotations_path,
                     _is_earlier_text_output(annotations_path, earlier_run, "annotations", "annotations_warped_sha256"),
                     "--moving-annotations",
@@ -387,9 +395,9 @@ def cmd_register(args: argparse.Namespace) -> int:
                 "total": round(time.perf_counter() - t0, 4),
             },
         )
-    # only once this run's files are in place: a run stopped before (even at a rename) keeps the earlier run whole
-    for remove in stale:
-        remove()
+    for message in stale:  # said once done: a run stopped before kept the earlier run whole
+        if message:
+            print(message, file=sys.stderr)
     return 0
 
 
@@ -531,15 +539,19 @@ def _is_earlier_text_output(path: Path, earlier: dict | None, section: str, key:
         return False
 
 
-def _remove_stale(path: Path, earlier_wrote_it: bool, missing: str, kept_why: str = "") -> None:
+def _stale(
+    together: FilesReplacedTogether, path: Path, earlier_wrote_it: bool, missing: str, kept_why: str = ""
+) -> str | None:
     """Without ``missing`` this run writes no ``path``, and an earlier run's file of that name would pass for this
-    run's: removed when ``earlier_wrote_it`` (still as that run wrote it); any other file of that name is the
-    user's, kept, and said so (``kept_why`` adds what may have made it so)."""
+    run's: removed with this run's replacement (``together``) when ``earlier_wrote_it`` (still as that run wrote it);
+    any other file of that name is the user's, kept. Returns what to say once done (``kept_why`` adds what may have
+    made it the user's), None for nothing."""
     if earlier_wrote_it:
-        path.unlink()
-        print(f"removed {path} of an earlier run (this run has no {missing})", file=sys.stderr)
-    elif path.exists() or path.is_symlink():
-        print(f"kept {path}: not written by this run ({kept_why}this run has no {missing})", file=sys.stderr)
+        together.remove(path.name)
+        return f"removed {path} of an earlier run (this run has no {missing})"
+    if path.exists() or path.is_symlink():
+        return f"kept {path}: not written by this run ({kept_why}this run has no {missing})"
+    return None
 
 
 def _checked_labels(path: Path, moving_shape: tuple[int, ...], channel_axis: int | None) -> np.ndarray:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import PromptsegError
@@ -46,23 +47,182 @@ def replacing(path: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+#: the journal of a :func:`replacing_together` in progress, in its folder: what to undo if the run is killed
+REPLACING_JOURNAL = ".promptseg-replacing.json"
+
+
+class FilesReplacedTogether:
+    """The files of one run, replaced together (see :func:`replacing_together`): ``self(name)`` is a temporary path
+    beside ``folder / name`` to write to, :meth:`remove` drops an earlier run's file that this run has none of."""
+
+    def __init__(self, folder: Path, last: str) -> None:
+        self.folder = folder
+        self.last = last
+        #: name -> its temporary file's name and, once renaming, its earlier file's backup name and whether it had one
+        self.entries: dict[str, dict[str, object]] = {}
+        #: earlier files to remove with this run's replacement (each moved to a backup, deleted once all are in place)
+        self.removals: dict[str, str] = {}
+        self.state = "writing"
+
+    def __call__(self, name: str) -> Path:
+        if name not in self.entries:
+            self.entries[name] = {"temp": f".{name}.{uuid.uuid4().hex[:12]}.tmp"}
+            self._record()  # listed before it exists: a run killed once it does leaves no file the journal misses
+            _create_like_open(self.folder / str(self.entries[name]["temp"]))
+        return self.folder / str(self.entries[name]["temp"])
+
+    def remove(self, name: str) -> None:
+        """Remove ``folder / name`` once this run's files are in place (kept if the run stops before)."""
+        self.removals[name] = f".{name}.{uuid.uuid4().hex[:12]}.old"
+
+    def _record(self) -> None:
+        """The journal, replaced whole and flushed to disk (with the folder's entry) before the step it announces."""
+        text = json.dumps(self._journal())
+        with replacing(self.folder / REPLACING_JOURNAL) as temp, open(temp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync(self.folder)
+
+    def _commit(self) -> None:
+        """Move each earlier file aside (to a backup) and this run's into its place, ``last`` after all the others;
+        then delete the backups and the journal. Any error on the way puts every earlier file back."""
+        for name, entry in self.entries.items():
+            final = self.folder / name
+            entry["had"] = final.exists() or final.is_symlink()
+            entry["backup"] = f".{name}.{uuid.uuid4().hex[:12]}.old"
+            _fsync(self.folder / str(entry["temp"]))  # on disk before a rename makes it the file
+        present = [n for n in self.removals if (self.folder / n).exists() or (self.folder / n).is_symlink()]
+        self.removals = {n: self.removals[n] for n in present}
+        self.state = "renaming"
+        try:
+            self._record()
+            for name, backup in self.removals.items():
+                os.replace(self.folder / name, self.folder / backup)
+            # the first written is the last renamed (as the earlier version's stack did), ``last`` at the very end
+            order = [n for n in reversed(self.entries) if n != self.last] + [self.last]
+            for name in order:
+                entry = self.entries[name]
+                if entry["had"]:
+                    _keep_as_backup(self.folder / name, self.folder / str(entry["backup"]))
+                os.replace(self.folder / str(entry["temp"]), self.folder / name)
+            _fsync(self.folder)
+            self.state = "done"
+            self._record()
+        except BaseException:
+            with contextlib.suppress(Exception):  # if even this fails, the journal stays: the next run undoes it
+                undo_interrupted_replacing(self.folder)
+            raise
+        _finish(self.folder, self._journal())
+
+    def _journal(self) -> dict:
+        return {"state": self.state, "last": self.last, "files": self.entries, "remove": self.removals}
+
+    def _discard(self) -> None:
+        """The run stopped while writing: its temporary files and the journal go, the folder is as it was."""
+        _finish(self.folder, self._journal())
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries (renames), to disk where the system allows (not a folder on Windows)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _keep_as_backup(final: Path, backup: Path) -> None:
+    """Keep an earlier file under ``backup`` while this run's replaces it: as a second name (a hard link: the file
+    keeps its own until the rename swaps it, so a rename that fails leaves nothing to put back), else moved there
+    (a filesystem without hard links: FAT, some network shares)."""
+    try:
+        os.link(final, backup, follow_symlinks=False)
+    except (OSError, NotImplementedError):
+        os.replace(final, backup)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _finish(folder: Path, journal: dict) -> None:
+    """Delete what a journal's run leaves behind: its temporary files (all of them when it stopped while writing,
+    none are left otherwise), its backups once it is done, then the journal itself."""
+    for entry in journal["files"].values():
+        _unlink(folder / entry["temp"])
+        if journal["state"] == "done" and "backup" in entry:
+            _unlink(folder / entry["backup"])
+    if journal["state"] == "done":
+        for backup in journal["remove"].values():
+            _unlink(folder / backup)
+    _unlink(folder / REPLACING_JOURNAL)
+
+
+def undo_interrupted_replacing(folder: Path) -> list[str]:
+    """Undo a :func:`replacing_together` that was killed in ``folder`` (nothing runs in a killed process: the
+    journal it left says what it did). Killed while writing: its temporary files go. Killed while renaming: every
+    earlier file is put back, over this run's where one was already renamed, and this run's files where there was
+    none go. Killed after renaming (only its cleanup left): its backups go. Returns the names put back."""
+    path = folder / REPLACING_JOURNAL
+    try:
+        journal = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise PromptsegError(
+            f"{path}: the journal of a run stopped while replacing its files in {folder} cannot be read ({exc}); "
+            "check the folder's files, then delete it"
+        ) from exc
+    restored = []
+    if journal["state"] == "renaming":
+        for name, backup in journal["remove"].items():
+            if (folder / backup).exists() or (folder / backup).is_symlink():
+                os.replace(folder / backup, folder / name)
+                restored.append(name)
+        for name, entry in journal["files"].items():
+            backup, final, temp = folder / entry["backup"], folder / name, folder / entry["temp"]
+            replaced = not temp.exists()  # this run's file was renamed to ``name``
+            if backup.exists() or backup.is_symlink():
+                if not replaced and (final.exists() or final.is_symlink()):
+                    _unlink(backup)  # a second name of the earlier file, which still has its own
+                else:
+                    os.replace(backup, final)  # the earlier file, over this run's if it was renamed already
+                    restored.append(name)
+            elif replaced and not entry["had"]:
+                _unlink(final)  # renamed where no earlier file was
+    _finish(folder, journal)
+    _fsync(folder)
+    return restored
+
+
 @contextlib.contextmanager
-def replacing_together(folder: Path, last: str) -> Iterator[Callable[[str], Path]]:
+def replacing_together(folder: Path, last: str) -> Iterator[FilesReplacedTogether]:
     """The files of one run, written as :func:`replacing` writes one: ``temp(name)`` is a temporary path beside
-    ``folder / name`` to write to; only when the block ends without error does each replace its name, ``last`` (the
-    report that says the others belong to it) after all the others. A run stopped while writing (Ctrl+C, a full disk,
-    an error in a later file) leaves the folder's earlier files as they were, not some of this run's beside an
-    earlier run's report; the temporary files go."""
-    temps: dict[str, Path] = {}
-    with contextlib.ExitStack() as stack:
+    ``folder / name`` to write to (``temp.remove(name)``: an earlier file this run has none of); only when the block
+    ends without error do they replace their names, ``last`` (the report that says the others belong to it) after
+    all the others. A run stopped while writing (Ctrl+C, a full disk, an error in a later file) leaves the folder's
+    earlier files as they were; the temporary files go.
 
-        def temp(name: str) -> Path:
-            if name not in temps:
-                temps[name] = stack.enter_context(replacing(folder / name))
-            return temps[name]
-
-        temp(last)  # the first entered is the last renamed: the stack is left in reverse
-        yield temp
+    Several renames are not one step, so each is journaled: before renaming, a journal (:data:`REPLACING_JOURNAL`,
+    written whole) lists every file, and each earlier file is kept under a backup name (a hard link, else moved
+    there) before this run's takes its name.
+    An error at a rename (a file held open by another program) puts every earlier file back at once; a run killed
+    between renames (power cut, SIGKILL: nothing of it runs) is undone by the next one into the folder
+    (:func:`undo_interrupted_replacing`, called here first; ``promptseg register`` calls it before it reads the
+    folder). So the folder ends with this run's files or the earlier ones, never a mix, except to a reader looking
+    at the very moment of a kill, before the next run. Backups are deleted once all files are in place."""
+    undo_interrupted_replacing(folder)
+    together = FilesReplacedTogether(folder, last)
+    together(last)  # listed first: renamed after all the others
+    try:
+        yield together
+    except BaseException:
+        together._discard()
+        raise
+    together._commit()
 
 
 def replacing_temp_of(name: str) -> str | None:
