@@ -100,7 +100,7 @@ def test_landmarks_on_pyramid_layers_are_mapped_in_full_resolution_pixels(
     coarser than full resolution): the moving points are divided by the moving factors on the way in and the
     result multiplied by the fixed ones on the way out; TRE in full-resolution pixels of the fixed layer."""
     fixed, moving, lm_fixed, lm_moving = pair  # 200 x 267 RGB, a known affine apart
-    monkeypatch.setattr(widget_module, "REGISTER_SIDE", 256)  # the pair's own size is the level registered
+    monkeypatch.setattr(widget_module.planes, "REGISTER_SIDE", 256)  # the pair's own size is the level registered
 
     def enlarged(image: np.ndarray, k: int) -> da.Array:
         return da.repeat(da.repeat(da.from_array(image, chunks=(128, 128, 3)), k, 0), k, 1)

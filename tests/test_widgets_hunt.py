@@ -371,7 +371,7 @@ def test_a_labels_pyramid_is_carried_over_from_its_level_as_fine_as_the_register
     moving = read_image(shared_data / "registration_birl" / "data-images" / "images" / "artificial_reference.jpg")
     moving = moving[::3, ::3]
     labels = _quadrant_labels(moving)
-    monkeypatch.setattr(widget_module, "REGISTER_SIDE", 256)  # the image's own size is the level registered
+    monkeypatch.setattr(widget_module.planes, "REGISTER_SIDE", 256)  # the image's own size is the level registered
 
     def never(block_info=None):
         raise AssertionError("the labels' full resolution was read")

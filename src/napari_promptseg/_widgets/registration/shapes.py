@@ -17,9 +17,9 @@ import napari
 import napari.layers
 import numpy as np
 
-from ..errors import PromptsegError
-from ..io.annotations import map_paths
-from ._common import data_to_world_matrix, placement
+from ...errors import PromptsegError
+from ...io.annotations import map_paths
+from .._common import data_to_world_matrix, placement
 
 #: vertices of an ellipse's outline (napari stores an ellipse as the four corners of its box)
 ELLIPSE_VERTICES = 64

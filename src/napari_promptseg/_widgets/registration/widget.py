@@ -1,33 +1,11 @@
-"""Registration widget: fixed + moving Image layers (+ optional landmark Points, + an optional Labels layer and an
-optional Shapes layer drawn on the moving image) -> warped overlay, region pairs, deformation grid, mapped landmarks
-and TRE, warped labels, the shapes in the fixed frame (:mod:`.registration_shapes`).
-
-Everything is shown in the fixed frame: the moving image and the moving regions are warped onto the fixed grid, so
-region pair k (same id, same colour on both sides) lies on its fixed partner where the registration is right. The
-region layers start hidden (they would cover the tissue). A rerun replaces the layers the previous run of this
-widget added that are still as it made them (a renamed or edited one stays), and nothing else. Landmark layers with
-different counts are compared over their first min(n) points (as ANHIR and ``promptseg register
---truncate-landmarks`` do), and the summary says so. Moving landmarks without fixed ones are only carried over
-(no TRE). The moving labels are read where napari shows them over the moving image (any shape, scale or affine of
-their own) and warped with nearest neighbour: ids are kept, never mixed.
-
-The work is :func:`napari_promptseg.methods.registration.register` in a thread worker (:class:`._common.TaskRunner`).
-Layers hold (row, col) data coordinates; the core takes x = column, y = row, so points are flipped on the way in and
-out. Results are new layers placed with the fixed layer's whole data-to-world transform (nothing is overwritten);
-they are computed in the worker (warping a 4000 x 5333 RGB image took 12.6 s), and only added on the main thread.
-A pyramid layer is registered at one level (:data:`REGISTER_SIDE`); landmarks and TRE stay in full-resolution pixels.
-"""
+"""The registration widget itself: its controls, a run (inputs read from the layers, :func:`register` and the
+result layers' data in the worker) and the result layers added on the main thread, replacing the previous run's."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Any
 
 import napari
 import napari.layers
 import numpy as np
-import torch
-import torch.nn.functional as F
 from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -40,9 +18,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..errors import CancelledError, PromptsegError
-from ..io.multiscale import REGISTER_SIDE
-from ..methods.registration import (
+from ...errors import PromptsegError
+from ...methods.registration import (
     DEFAULT_METHOD,
     METHODS,
     RegistrationOptions,
@@ -53,148 +30,31 @@ from ..methods.registration import (
     register,
     resolve_method,
 )
-from ..methods.registration.options import outline_step
-from ..methods.registration.quality import quality_line
-from ._common import (
+from ...methods.registration.quality import quality_line
+from .._common import (
     LayerPicker,
     TaskRunner,
     _levels,
-    data_to_world_matrix,
-    layer_level,
-    level_to_layer_matrix,
     load_triton_safely,
     placement,
     plane_shape,
     task_segmenter,
     unproxied,
 )
-from .registration_shapes import MovingShapes, add_registered_shapes, moving_shapes
+from .planes import _labels_on_plane, _plane, _points_xy
+from .results import _results_to_show, _Shown
+from .shapes import MovingShapes, add_registered_shapes, moving_shapes
 
-GRID_LINES = 12
-#: the part of the task's progress bar that register() fills; the warp and the result layers' data follow
 REGISTER_SHARE = 0.95
-
-
-def _plane(layer: napari.layers.Image, role: str) -> tuple[np.ndarray, np.ndarray]:
-    """The 2D plane registered from ``layer`` and how many times coarser than the layer's full resolution it is
-    (rows, columns): a pyramid's level by :data:`REGISTER_SIDE` (only that level is read), else the layer's data."""
-    level, factors = layer_level(layer, REGISTER_SIDE)
-    spatial = level.ndim - (1 if layer.rgb else 0)
-    if spatial != 2:
-        raise PromptsegError(
-            f"{role} layer '{layer.name}' has {spatial} spatial dimensions (shape {level.shape}); registration "
-            "works on 2D images: pick one plane first"
-        )
-    return np.asarray(level), factors[-2:]
-
-
-def _points_xy(layer: napari.layers.Points, image: napari.layers.Image) -> np.ndarray:
-    """Points layer -> (N, 2) x, y pixel coordinates of ``image`` (through world coordinates)."""
-    rows_cols = np.array([image.world_to_data(layer.data_to_world(p)) for p in layer.data]).reshape(-1, 2)
-    return rows_cols[:, ::-1].astype(float)
-
-
-@dataclass
-class _LabelsOnPlane:
-    """A Labels layer's data and the map from the registered moving plane's pixels to its pixels (read on the main
-    thread, where the layers live); :meth:`resample` runs in the worker."""
-
-    data: Any
-    plane_to_labels: np.ndarray
-    shape: tuple[int, int]
-
-    def resample(self) -> np.ndarray:
-        """The labels on the moving plane's grid (nearest: ids are never mixed); outside the labels: 0."""
-        if tuple(self.data.shape) == self.shape and np.allclose(self.plane_to_labels, np.eye(3), atol=1e-6):
-            return np.asarray(self.data)  # drawn on the registered plane itself: no resampling
-        from scipy import ndimage
-
-        # pixel centres sit on integer data coordinates in napari, as in affine_transform
-        return ndimage.affine_transform(
-            np.asarray(self.data),
-            self.plane_to_labels[:2, :2],
-            offset=self.plane_to_labels[:2, 2],
-            output_shape=self.shape,
-            order=0,
-            mode="constant",
-            cval=0,
-        )
-
-
-def _labels_on_plane(
-    labels_layer: napari.layers.Labels, moving_layer: napari.layers.Image, factors: np.ndarray, shape: tuple[int, int]
-) -> _LabelsOnPlane:
-    """How ``labels_layer`` lies over the registered plane of ``moving_layer`` (``shape``, ``factors`` coarser than
-    its full resolution), through the two layers' data-to-world maps: labels painted on the moving image at any
-    scale, offset or affine of their own land where napari shows them. A pyramid of labels (an OME-Zarr's) is read
-    at its coarsest level still as fine as the plane (its full resolution, e.g. a slide's 10 GB, was read to be
-    resampled onto a plane of 2048 px)."""
-    levels = _levels(labels_layer)
-    if levels[0].ndim != 2:
-        raise PromptsegError(
-            f"labels layer '{labels_layer.name}' has {levels[0].ndim} dimensions (shape {levels[0].shape}); "
-            "registration carries 2D labels over: pick one plane first"
-        )
-    if moving_layer.ndim != 2:  # _plane refused it already; the matrices below assume it
-        raise PromptsegError(f"moving layer '{moving_layer.name}' is not 2D")
-    plane_to_world = data_to_world_matrix(moving_layer, [0, 1]) @ level_to_layer_matrix(factors)
-    plane_pixel = np.linalg.norm(plane_to_world[:2, :2], axis=0).min()  # the plane's finer pixel side, in the world
-    labels_to_world = data_to_world_matrix(labels_layer, [0, 1])
-    for data in reversed(levels):  # coarsest first; the full resolution at the latest
-        level_to_world = labels_to_world @ level_to_layer_matrix(np.divide(levels[0].shape, data.shape))
-        if np.linalg.norm(level_to_world[:2, :2], axis=0).max() <= plane_pixel * (1 + 1e-6) or data is levels[0]:
-            break
-    plane_to_labels = np.linalg.inv(level_to_world) @ plane_to_world
-    return _LabelsOnPlane(data, plane_to_labels, (int(shape[0]), int(shape[1])))
 
 
 def _digest(layer: napari.layers.Layer) -> str:
     """A fingerprint of a layer's data (a Shapes layer's: its list of arrays), to notice an edit (a point added, a
     label painted in place) that keeps the same array object."""
-    from ..io.images import array_digest
+    from ...io.images import array_digest
 
     data = layer.data
     return array_digest(*(data if isinstance(data, list) else [data]))
-
-
-def _resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    t = torch.from_numpy(mask.astype(np.float32))[None, None]
-    return (F.interpolate(t, size=shape, mode="bilinear", align_corners=False)[0, 0] > 0.5).numpy()
-
-
-def pair_labels(result: RegistrationResult, fixed_shape, moving_shape) -> tuple[np.ndarray, np.ndarray]:
-    """Two label images in which region pair k has id k + 1 on both sides (napari colours them alike); the moving
-    one is in the moving frame (see :func:`warped_pair_labels` for the fixed frame)."""
-    fixed = np.zeros(fixed_shape, np.uint16)
-    moving = np.zeros(moving_shape, np.uint16)
-    # largest first, so that small regions stay visible on top
-    order = sorted(range(len(result.pairs)), key=lambda k: -result.pairs[k].fixed.area_fraction)
-    for k in order:
-        pair = result.pairs[k]
-        fixed[_resize_mask(pair.fixed.mask, fixed_shape)] = k + 1
-        moving[_resize_mask(pair.moving.mask, moving_shape)] = k + 1
-    return fixed, moving
-
-
-def warped_pair_labels(result: RegistrationResult, fixed_shape, moving_shape) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`pair_labels` with the moving regions warped into the fixed frame by the registration's displacement
-    field (nearest neighbour, ids kept): both images are on the fixed grid."""
-    fixed, moving = pair_labels(result, fixed_shape, moving_shape)
-    return fixed, result.warp_labels(moving)
-
-
-def deformation_grid(result: RegistrationResult, moving_shape: tuple[int, int], lines: int = GRID_LINES):
-    """Lines of a regular grid on the moving image, mapped into the fixed frame: (row, col) paths."""
-    h, w = moving_shape
-    paths = []
-    samples = 64
-    for y in np.linspace(0, h - 1, lines):
-        xy = np.stack([np.linspace(0, w - 1, samples), np.full(samples, y)], 1)
-        paths.append(result.moving_points_to_fixed(xy)[:, ::-1])
-    for x in np.linspace(0, w - 1, lines):
-        xy = np.stack([np.full(samples, x), np.linspace(0, h - 1, samples)], 1)
-        paths.append(result.moving_points_to_fixed(xy)[:, ::-1])
-    return paths
 
 
 class RegistrationWidget(QWidget):
@@ -540,64 +400,3 @@ class RegistrationWidget(QWidget):
                 lines.append(truncated)
         lines += [f"warning: {w}" for w in (*landmark_warnings, *result.warnings)]
         self.runner.widget.set_summary("\n".join(lines))
-
-
-@dataclass
-class _Shown:
-    """What the result layers show, computed in the worker: the warped moving image and pair labels on the fixed
-    plane's grid, the grid's paths there, the moving landmarks mapped to the fixed layer's full-resolution pixels."""
-
-    result: RegistrationResult
-    warped: np.ndarray
-    pair_labels: tuple[np.ndarray, np.ndarray] | None
-    grid: list[np.ndarray] | None
-    mapped: np.ndarray | None
-    #: the moving labels on the fixed plane's grid, and how many ids they had before and have there
-    labels: np.ndarray | None = None
-    label_counts: tuple[int, int] = (0, 0)
-    #: the moving shapes' outlines in the fixed layer's full-resolution pixels (x, y)
-    shapes: list[np.ndarray] | None = None
-
-
-def _results_to_show(
-    result: RegistrationResult,
-    fixed: np.ndarray,
-    moving: np.ndarray,
-    landmarks: tuple[np.ndarray | None, np.ndarray] | None,
-    moving_labels: _LabelsOnPlane | None,
-    fixed_factors: np.ndarray,
-    moving_factors: np.ndarray,
-    with_grid: bool,
-    progress,
-    cancel,
-    shapes: MovingShapes | None = None,
-) -> _Shown:
-    """The result layers' data (worker thread; no Qt, no layers). Landmarks are in full-resolution pixels (x, y):
-    divided by the moving plane's factors on the way in, multiplied by the fixed plane's on the way out."""
-
-    def check() -> None:
-        if cancel():
-            raise CancelledError("registration cancelled")
-
-    fixed_shape, moving_shape = fixed.shape[:2], moving.shape[:2]
-    progress(0.97, "warping the moving image")
-    check()
-    warped = result.warp_image(moving)
-    check()
-    pairs = warped_pair_labels(result, fixed_shape, moving_shape) if result.pairs else None
-    grid = deformation_grid(result, moving_shape) if with_grid else None
-    labels, label_counts = None, (0, 0)
-    if moving_labels is not None:
-        check()
-        on_plane = moving_labels.resample()
-        check()
-        labels = result.warp_labels(on_plane)
-        label_counts = (int(np.count_nonzero(np.unique(on_plane))), int(np.count_nonzero(np.unique(labels))))
-
-    def to_fixed(xy: np.ndarray) -> np.ndarray:  # full-resolution pixels of one layer to the other's
-        return result.moving_points_to_fixed(xy, moving_factors=moving_factors, fixed_factors=fixed_factors)
-
-    mapped = None if landmarks is None else to_fixed(landmarks[1])
-    check()
-    outlines = None if shapes is None else shapes.mapped(to_fixed, outline_step(moving_factors))
-    return _Shown(result, warped, pairs, grid, mapped, labels, label_counts, outlines)

@@ -1,0 +1,89 @@
+"""The registration widget's inputs, read from the layers on the main thread: the 2D plane registered from an
+Image layer (a pyramid's level by :data:`REGISTER_SIDE`), landmark Points as pixel x, y of their image, and a
+Labels layer as it lies over the moving plane (resampled in the worker)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import napari
+import napari.layers
+import numpy as np
+
+from ...errors import PromptsegError
+from ...io.multiscale import REGISTER_SIDE
+from .._common import _levels, data_to_world_matrix, layer_level, level_to_layer_matrix
+
+
+def _plane(layer: napari.layers.Image, role: str) -> tuple[np.ndarray, np.ndarray]:
+    """The 2D plane registered from ``layer`` and how many times coarser than the layer's full resolution it is
+    (rows, columns): a pyramid's level by :data:`REGISTER_SIDE` (only that level is read), else the layer's data."""
+    level, factors = layer_level(layer, REGISTER_SIDE)
+    spatial = level.ndim - (1 if layer.rgb else 0)
+    if spatial != 2:
+        raise PromptsegError(
+            f"{role} layer '{layer.name}' has {spatial} spatial dimensions (shape {level.shape}); registration "
+            "works on 2D images: pick one plane first"
+        )
+    return np.asarray(level), factors[-2:]
+
+
+def _points_xy(layer: napari.layers.Points, image: napari.layers.Image) -> np.ndarray:
+    """Points layer -> (N, 2) x, y pixel coordinates of ``image`` (through world coordinates)."""
+    rows_cols = np.array([image.world_to_data(layer.data_to_world(p)) for p in layer.data]).reshape(-1, 2)
+    return rows_cols[:, ::-1].astype(float)
+
+
+@dataclass
+class _LabelsOnPlane:
+    """A Labels layer's data and the map from the registered moving plane's pixels to its pixels (read on the main
+    thread, where the layers live); :meth:`resample` runs in the worker."""
+
+    data: Any
+    plane_to_labels: np.ndarray
+    shape: tuple[int, int]
+
+    def resample(self) -> np.ndarray:
+        """The labels on the moving plane's grid (nearest: ids are never mixed); outside the labels: 0."""
+        if tuple(self.data.shape) == self.shape and np.allclose(self.plane_to_labels, np.eye(3), atol=1e-6):
+            return np.asarray(self.data)  # drawn on the registered plane itself: no resampling
+        from scipy import ndimage
+
+        # pixel centres sit on integer data coordinates in napari, as in affine_transform
+        return ndimage.affine_transform(
+            np.asarray(self.data),
+            self.plane_to_labels[:2, :2],
+            offset=self.plane_to_labels[:2, 2],
+            output_shape=self.shape,
+            order=0,
+            mode="constant",
+            cval=0,
+        )
+
+
+def _labels_on_plane(
+    labels_layer: napari.layers.Labels, moving_layer: napari.layers.Image, factors: np.ndarray, shape: tuple[int, int]
+) -> _LabelsOnPlane:
+    """How ``labels_layer`` lies over the registered plane of ``moving_layer`` (``shape``, ``factors`` coarser than
+    its full resolution), through the two layers' data-to-world maps: labels painted on the moving image at any
+    scale, offset or affine of their own land where napari shows them. A pyramid of labels (an OME-Zarr's) is read
+    at its coarsest level still as fine as the plane (its full resolution, e.g. a slide's 10 GB, was read to be
+    resampled onto a plane of 2048 px)."""
+    levels = _levels(labels_layer)
+    if levels[0].ndim != 2:
+        raise PromptsegError(
+            f"labels layer '{labels_layer.name}' has {levels[0].ndim} dimensions (shape {levels[0].shape}); "
+            "registration carries 2D labels over: pick one plane first"
+        )
+    if moving_layer.ndim != 2:  # _plane refused it already; the matrices below assume it
+        raise PromptsegError(f"moving layer '{moving_layer.name}' is not 2D")
+    plane_to_world = data_to_world_matrix(moving_layer, [0, 1]) @ level_to_layer_matrix(factors)
+    plane_pixel = np.linalg.norm(plane_to_world[:2, :2], axis=0).min()  # the plane's finer pixel side, in the world
+    labels_to_world = data_to_world_matrix(labels_layer, [0, 1])
+    for data in reversed(levels):  # coarsest first; the full resolution at the latest
+        level_to_world = labels_to_world @ level_to_layer_matrix(np.divide(levels[0].shape, data.shape))
+        if np.linalg.norm(level_to_world[:2, :2], axis=0).max() <= plane_pixel * (1 + 1e-6) or data is levels[0]:
+            break
+    plane_to_labels = np.linalg.inv(level_to_world) @ plane_to_world
+    return _LabelsOnPlane(data, plane_to_labels, (int(shape[0]), int(shape[1])))
