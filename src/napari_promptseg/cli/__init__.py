@@ -33,6 +33,7 @@ from ..errors import CancelledError, PromptsegError, WeightsError
 from ..models.device import PRECISIONS
 from ._common import _add_batch_options, _add_model_options, _output_lock
 from ._stacks import OUTPUT_HELP, _add_stack_options
+from .cache import _add_cache_parser
 from .embed import _add_embed_parser
 from .library import _add_library_parser
 from .models import cmd_models
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_text_parser(sub)
     _add_library_parser(sub)
     _add_embed_parser(sub)
+    _add_cache_parser(sub)
     return parser
 
 

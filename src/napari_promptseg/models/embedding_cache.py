@@ -59,6 +59,8 @@ STALE_TEMP_S = 3600.0
 #: cache directory given where the user keeps other files (their OME-Zarr images...) must not lose them to the cap
 _ENTRY_NAME = re.compile(r"([0-9a-f]{2})[0-9a-f]{30}\.zarr")
 _TEMP_NAME = re.compile(r"[0-9a-f]{32}\.[0-9]+\.[0-9a-f]{32}\.zarr")
+#: an entry :meth:`DiskEmbeddingCache._discard` moved aside to delete it: ``trash/<key>.zarr.<uuid>``
+_TRASH_NAME = re.compile(r"[0-9a-f]{32}\.zarr\.[0-9a-f]{32}")
 #: the cap is checked again after this fraction of it was written by this process (a full scan costs a stat per
 #: entry; the cap may be exceeded by this much per writing process in between)
 SCAN_FRACTION = 0.05
@@ -74,7 +76,8 @@ def default_location() -> Path:
 class DiskEmbeddingCache:
     """Embeddings as zarr arrays under ``root``, at most ``max_bytes`` (least recently used evicted first)."""
 
-    def __init__(self, root: str | os.PathLike, max_bytes: int | None = None) -> None:
+    def __init__(self, root: str | os.PathLike, max_bytes: int | None = None, *, fit_cap: bool = True) -> None:
+        """``fit_cap=False``: look only (``promptseg cache`` lists a cache without evicting from it)."""
         import zarr  # noqa: F401 - imported with the cache, not on the first store (reads do not use it)
 
         self.root = Path(root).expanduser().absolute()
@@ -84,7 +87,8 @@ class DiskEmbeddingCache:
         self._written_since_scan: int | None = None  # None: scan on the next store
         self._write_warned = False
         self._lock = threading.Lock()
-        self._fit_cap_on_open()
+        if fit_cap:
+            self._fit_cap_on_open()
 
     def _fit_cap_on_open(self) -> None:
         """Evict down to the cap now: a cache opened with a smaller cap than it holds (``--cache-max-gb``,
@@ -245,15 +249,7 @@ class DiskEmbeddingCache:
     def evict(self) -> int:
         """Remove least recently used entries until the cache fits its cap, and temporaries of dead writers;
         returns the number of entries removed."""
-        now = time.time()
-        for temp in _subdirs(self.root / "tmp"):
-            if not _TEMP_NAME.fullmatch(temp.name):
-                continue  # not one of ours: never removed
-            try:
-                if now - temp.stat().st_mtime > STALE_TEMP_S:
-                    shutil.rmtree(temp, ignore_errors=True)
-            except OSError:
-                pass
+        self._remove_dead_temporaries()
         entries = self.entries()
         total = sum(size for _, size, _ in entries)
         removed = 0
@@ -264,6 +260,46 @@ class DiskEmbeddingCache:
             total -= size
             removed += 1
         self._count("evicted", removed)
+        return removed
+
+    def _remove_dead_temporaries(self, *, dry_run: bool = False) -> list[tuple[int, Path]]:
+        """(bytes, path) of the temporaries of writers that died (idle for :data:`STALE_TEMP_S`; a live writer's
+        are left alone), removed unless ``dry_run``; and of what ``_discard`` left in ``trash/`` (a process killed
+        while it deleted)."""
+        now = time.time()
+        found = []
+        for folder, name in ((self.root / "tmp", _TEMP_NAME), (self.root / "trash", _TRASH_NAME)):
+            for temp in _subdirs(folder):
+                if not name.fullmatch(temp.name):
+                    continue  # not one of ours: never removed
+                try:
+                    if folder.name == "tmp" and now - temp.stat().st_mtime <= STALE_TEMP_S:
+                        continue
+                    size = sum(f.stat().st_size for f in temp.rglob("*") if f.is_file())
+                except OSError:  # removed by another process meanwhile
+                    continue
+                found.append((size, temp))
+                if not dry_run:
+                    shutil.rmtree(temp, ignore_errors=True)
+        return found
+
+    def clear(self, *, dry_run: bool = False) -> list[tuple[int, Path]]:
+        """Remove every entry the cache wrote, and dead writers' leftovers; returns (bytes, path) of each (with
+        ``dry_run``: what would go). An entry is the cache's by its name and by its ``zarr.json`` naming that key: a
+        cache directory set where the user keeps other files loses none of them. Entries go as the size cap evicts
+        them (renamed aside, then deleted): a reader in another process sees a whole entry or a miss, a writer's
+        temporary being written now is kept."""
+        removed = self._remove_dead_temporaries(dry_run=dry_run)
+        for _, size, path in self.entries():
+            try:
+                if _read_node(path, "group").get("attributes", {}).get("key") != path.name[: -len(".zarr")]:
+                    continue
+            except (OSError, ValueError):  # damaged or not ours: left (the size cap still evicts a damaged entry)
+                continue
+            removed.append((size, path))
+            if not dry_run:
+                # the emptied folders stay: a writer between its mkdir and its rename would lose its entry
+                self._discard(path)
         return removed
 
     def _after_write(self, nbytes: int) -> None:

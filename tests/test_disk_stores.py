@@ -1,0 +1,176 @@
+"""`promptseg cache` / `disk_stores` / `clear_stores`: what the project keeps on disk is listed and cleared, real
+LiteMedSAM embeddings of a skimage image and a real-format checkpoint; files the project did not write survive."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import platformdirs
+import pytest
+import tifffile
+import torch
+from skimage import data
+
+import napari_promptseg
+from napari_promptseg.cli import main
+from napari_promptseg.models import registry
+from napari_promptseg.models.disk_stores import clear_stores, disk_stores
+from napari_promptseg.models.embedding_cache import DiskEmbeddingCache
+from napari_promptseg.models.single_file import write_stamp
+
+from .conftest import in_hf_cache
+
+
+@pytest.fixture(autouse=True)
+def isolated_user_cache(tmp_path_factory, monkeypatch):
+    """The checksum stamps of read-only folders live in the platform's user cache: never the user's in a test."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+
+
+def test_clearing_the_embedding_cache_empties_it_keeps_other_files_and_the_next_embed_recomputes(
+    litemedsam, tmp_path, capsys, monkeypatch
+):
+    image = tmp_path / "camera.tif"
+    tifffile.imwrite(image, np.ascontiguousarray(data.camera()[::4, ::4][::-1]))  # 128 x 128, seen by no other test
+    cache = tmp_path / "cache"
+    litemedsam.cache.clear()
+    assert main(["embed", str(image), "--cache", str(cache)]) == 0
+    assert "0 of 1 already cached" in capsys.readouterr().out
+    (entry,) = [path for _, _, path in DiskEmbeddingCache(cache).entries()]
+    # the user's files in the folder: one beside the entries, one named as an entry is but another zarr's
+    (cache / "notes.txt").write_text("mine")
+    (entry.parent / "notes.txt").write_text("mine too")
+    lookalike = entry.parent / (entry.name[:2] + "0" * 30 + ".zarr")
+    lookalike.mkdir()
+    (lookalike / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}))
+
+    assert main(["cache", "--cache", str(cache)]) == 0
+    listing = capsys.readouterr().out
+    size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+    store = next(s for s in disk_stores(cache) if s.kind == "embeddings")
+    assert (store.path, store.size, store.entries, store.cap) == (cache, size + _size(lookalike), 2, int(10e9))
+    assert f"{store.size / 1e6:,.1f} MB" in listing and str(cache) in listing and "reference library" in listing
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))  # asked first: a no deletes nothing
+    assert main(["cache", "clear", "--embeddings", "--cache", str(cache)]) == 1
+    assert "nothing deleted" in capsys.readouterr().err and entry.is_dir()
+
+    assert main(["cache", "clear", "--embeddings", "--cache", str(cache), "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert f"embedding cache: freed {size / 1e6:,.1f} MB (1 entry) in {cache}" in out, out
+    assert [path for _, _, path in DiskEmbeddingCache(cache).entries()] == [lookalike]  # named so, but not ours
+    assert not entry.exists()
+    assert (cache / "notes.txt").read_text() == "mine" and (entry.parent / "notes.txt").read_text() == "mine too"
+    assert (lookalike / "zarr.json").is_file()
+
+    litemedsam.cache.clear()  # as in a new process: the disk cache alone could have answered
+    assert main(["embed", str(image), "--cache", str(cache)]) == 0
+    assert "0 of 1 already cached" in capsys.readouterr().out  # recomputed
+    assert entry.is_dir()
+
+
+def _size(path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@pytest.fixture
+def tiny_model(tmp_path, monkeypatch) -> registry.ModelCard:
+    """A model card for a small real checkpoint (torch's format) with its published size and sha256."""
+    source = tmp_path / "tiny.pth"
+    torch.save({"weight": torch.arange(64, dtype=torch.float32).reshape(8, 8)}, source)
+    payload = source.read_bytes()
+    card = registry.ModelCard(
+        name="tiny_test",
+        role="segmenter",
+        backend="sam",
+        description="test checkpoint",
+        licence="MIT",
+        citation="-",
+        filename="tiny_test.pth",
+        url="https://example.invalid/tiny_test.pth",
+        sha256=hashlib.sha256(payload).hexdigest(),
+        size=len(payload),
+    )
+    monkeypatch.setitem(registry.MODELS, card.name, card)
+    return card
+
+
+def test_clearing_weights_removes_only_published_checkpoints_and_their_stamps(tiny_model, tmp_path, capsys):
+    weights = registry.cache_dir()
+    weights.mkdir(parents=True, exist_ok=True)
+    checkpoint = weights / tiny_model.filename
+    checkpoint.write_bytes((tmp_path / "tiny.pth").read_bytes())
+    assert registry.resolve_weights("tiny_test") == checkpoint  # checked and stamped, as a download leaves it
+    stamp = checkpoint.with_name(checkpoint.name + ".verified")
+    assert stamp.is_file()
+    # not ours: the user's notes, a file under a published model's name that is not the published file, a
+    # download running now (pooch's temporary name, fresh), a JSON in the stamps folder that is no stamp
+    (weights / "notes.txt").write_text("mine")
+    (weights / "sam_vit_b_01ec64.pth").write_bytes(b"my own fine-tune")
+    (weights / "tmpabcd1234").write_bytes(b"half a download")
+    stamps = Path(platformdirs.user_cache_dir("napari-promptseg"))
+    (stamps / "verified").mkdir(parents=True)
+    foreign_json = stamps / "verified" / ("0" * 32 + ".json")
+    foreign_json.write_text('{"mine": 1}')
+    own_stamp = stamps / "verified" / ("1" * 32 + ".json")
+    own_stamp.write_text(json.dumps({"sha256": "x", "size": 1, "mtime_ns": 1, "inode": 1}))
+
+    store = next(s for s in disk_stores() if s.kind == "weights")
+    assert (store.path, store.entries, store.models) == (weights, 2, ("sam_vit_b", "tiny_test"))
+
+    freed = checkpoint.stat().st_size + stamp.stat().st_size
+    own_size = own_stamp.stat().st_size
+    assert main(["cache", "clear", "--weights", "--yes"]) == 0
+    out, err = capsys.readouterr()
+    assert f"weights (ours): freed {freed / 1e3:,.1f} kB (2 files) in {weights}" in out, out
+    assert f"kept {weights / 'sam_vit_b_01ec64.pth'}: not the published file" in err, err
+    assert f"checksum stamps: freed {own_size} B (1 file)" in out, out
+    assert not checkpoint.exists() and not stamp.exists() and not own_stamp.exists()
+    for survivor in ("notes.txt", "sam_vit_b_01ec64.pth", "tmpabcd1234"):
+        assert (weights / survivor).is_file(), survivor
+    assert foreign_json.is_file()
+
+    # one named model: only its file
+    checkpoint.write_bytes((tmp_path / "tiny.pth").read_bytes())
+    write_stamp(tiny_model, checkpoint)
+    (cleared,) = clear_stores(weights="tiny_test")
+    assert cleared.removed == [checkpoint, stamp] and (weights / "notes.txt").is_file()
+    assert main(["cache", "clear", "--weights", "no_such_model", "--yes"]) == 2
+    assert "unknown model 'no_such_model'; known models: litemedsam" in capsys.readouterr().err
+
+
+def test_a_named_hub_model_is_cleared_from_the_hugging_face_cache_and_nothing_else(tmp_path, capsys):
+    model = tmp_path / "dinov2"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "dinov2"}')
+    (model / "preprocessor_config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"\0" * 1000)
+    snapshot = in_hf_cache("dinov2_small", model)
+    other = in_hf_cache("clipseg_rd64_refined", model)  # another model in the shared cache
+    store = next(s for s in disk_stores() if s.kind == "hf_cache")
+    assert store.models == ("clipseg_rd64_refined", "dinov2_small") and store.entries == 2
+
+    assert main(["cache", "clear", "--weights", "--yes"]) == 0  # all weights: the shared cache is not touched
+    assert snapshot.is_dir()
+    assert main(["cache", "clear", "--weights", "dinov2_small", "--yes"]) == 0
+    assert "Hugging Face cache: freed" in capsys.readouterr().out
+    assert not snapshot.exists() and (other / "model.safetensors").is_file()
+
+
+def test_clear_without_a_choice_and_a_cache_that_is_a_file_are_refused_naming_it(tmp_path, capsys):
+    assert main(["cache", "clear", "--yes"]) == 2
+    assert "say what to clear: --embeddings and/or --weights" in capsys.readouterr().err
+    not_a_folder = tmp_path / "cache.txt"
+    not_a_folder.write_text("x")
+    assert main(["cache", "--cache", str(not_a_folder)]) == 2
+    assert f"embedding cache {not_a_folder}: a file, not a directory" in capsys.readouterr().err
+
+
+def test_the_library_is_listed_and_never_cleared(tmp_path):
+    assert {s.kind: s.clearable for s in disk_stores()}["library"] is False
+    with pytest.raises(napari_promptseg.errors.PromptsegError, match="nothing chosen"):
+        clear_stores()
