@@ -170,7 +170,8 @@ def test_clear_without_a_choice_and_a_cache_that_is_a_file_are_refused_naming_it
     assert f"embedding cache {not_a_folder}: a file, not a directory" in capsys.readouterr().err
 
 
-def test_the_library_is_listed_and_never_cleared(tmp_path):
+def test_the_library_is_listed_and_never_cleared_and_the_console_has_both_functions(tmp_path):
     assert {s.kind: s.clearable for s in disk_stores()}["library"] is False
+    assert napari_promptseg.disk_stores is disk_stores and napari_promptseg.clear_stores is clear_stores
     with pytest.raises(napari_promptseg.errors.PromptsegError, match="nothing chosen"):
         clear_stores()

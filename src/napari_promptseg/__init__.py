@@ -7,6 +7,7 @@ From the napari console or a script::
     result = segment_text(image, "nuclei")  # result.labels, result.route, result.reason
     train_text_segmenter("triplets.csv", "my-model/")  # then segment_text(image, "polyp", text_model="my-model/")
     volume_result = propagate_through_stack(volume, 40, boxes=[(x0, y0, x1, y1)])  # 3D: .labels (Z, Y, X)
+    disk_stores()  # what is kept on disk; clear_stores(embeddings=True, weights="sam_vit_b") deletes it
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = [
+    "clear_stores",
+    "disk_stores",
     "load_text_segmenter",
     "propagate_through_stack",
     "register",
@@ -40,6 +43,8 @@ _LAZY = {
     "load_text_segmenter": "napari_promptseg.models",
     "segment_stack": "napari_promptseg.methods.volume",
     "propagate_through_stack": "napari_promptseg.methods.volume",
+    "disk_stores": "napari_promptseg.models.disk_stores",
+    "clear_stores": "napari_promptseg.models.disk_stores",
 }
 
 
