@@ -55,6 +55,12 @@ def test_clearing_the_embedding_cache_empties_it_keeps_other_files_and_the_next_
     assert (store.path, store.size, store.entries, store.cap) == (cache, size + _size(lookalike), 2, int(10e9))
     assert f"{store.size / 1e6:,.1f} MB" in listing and str(cache) in listing and "reference library" in listing
 
+    with monkeypatch.context() as env:  # the environment's cache, over its cap: listed as it is, nothing evicted
+        env.setenv("PROMPTSEG_EMBEDDING_CACHE", str(cache))
+        env.setenv("PROMPTSEG_EMBEDDING_CACHE_GB", "0.000001")
+        listed = next(s for s in disk_stores() if s.kind == "embeddings")
+        assert (listed.path, listed.entries, listed.cap) == (cache, 2, 1000) and entry.is_dir()
+
     monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))  # asked first: a no deletes nothing
     assert main(["cache", "clear", "--embeddings", "--cache", str(cache)]) == 1
     assert "nothing deleted" in capsys.readouterr().err and entry.is_dir()

@@ -66,13 +66,11 @@ def _embedding_cache(root: str | os.PathLike | None) -> ec.DiskEmbeddingCache:
     """The cache ``root`` names, else the one this process uses (``configure``, ``$PROMPTSEG_EMBEDDING_CACHE``),
     else :func:`.embedding_cache.default_location` (where ``promptseg embed`` puts it); opened without evicting."""
     max_bytes = None
-    if root is None:
-        in_use = ec.active()
-        if in_use is not None:
-            root, max_bytes = in_use.root, in_use.max_bytes
-        else:
-            root = ec.default_location()
-    elif str(root) == "default":
+    if root is None and ec._explicit and ec._configured is not None:  # configure() in this process
+        root, max_bytes = ec._configured.root, ec._configured.max_bytes
+    elif root is None:  # not ec.active(): it opens the environment's cache, which evicts down to the cap
+        root = os.environ.get(ec.CACHE_ENV, "").strip() or "default"
+    if str(root) == "default":
         root = ec.default_location()
     if max_bytes is None:
         gigabytes = ec._gigabytes(os.environ.get(ec.MAX_GB_ENV, "").strip())
