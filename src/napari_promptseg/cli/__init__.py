@@ -15,7 +15,8 @@ model once and writes its outputs; a failed input is retried once, then recorded
 same ``-o`` already wrote (``OUT/report.partial.jsonl`` is the running journal).
 
 Embedding cache: ``--cache DIR`` (or ``$PROMPTSEG_EMBEDDING_CACHE``) keeps image embeddings on disk (zarr), shared
-by runs, workers and the widgets; ``promptseg embed`` fills it ahead of time.
+by runs, workers and the widgets; ``promptseg embed`` fills it ahead of time, ``promptseg cache`` lists it (and
+the downloaded weights) and ``promptseg cache clear`` deletes it.
 """
 
 from __future__ import annotations
