@@ -72,6 +72,7 @@ class OneShotOutput:
     warnings: list[str] = field(default_factory=list)
     scales: list[dict] = field(default_factory=list)  # working scale per target (many-instances mode)
     labelling_advice: str | None = None  # few objects labelled, not said to be partial: why little may be found
+    skipped: list[str] = field(default_factory=list)  # a folder's files that could not be done, each with why
 
 
 def target_planes(data: np.ndarray, rgb: bool, name: str = "target layer") -> tuple[list[np.ndarray], bool]:
@@ -279,12 +280,23 @@ def run_oneshot(
         stack = segment_stack(targets, lambda plane, z: segment_one(z, plane), name="target stack", cancel=cancel)
         out.labels, out.warnings = list(stack.labels), stack.warnings
     else:
+        failed: list[PromptsegError] = []
         for k, target in enumerate(targets):
             if cancel():
                 raise CancelledError("cancelled")
-            res = segment_one(k, read_image(target) if isinstance(target, (str, Path)) else target)
+            if not isinstance(target, (str, Path)):
+                res = segment_one(k, target)
+            else:  # a folder's file that cannot be done is said and skipped, as the CLI's batch goes on past it
+                try:
+                    res = segment_one(k, read_image(target))
+                except PromptsegError as exc:
+                    failed.append(exc)
+                    out.skipped.append(f"{Path(target).name}: {exc}")
+                    continue
             out.labels.append(res.labels)
             out.warnings += res.warnings
+        if failed and not out.labels:  # nothing done: the run failed, saying why
+            raise failed[0]
     if exemplars is not None:
         out.labelling_advice = few_labels_warning(
             count_objects(reference_labels), partial, f"tick '{PARTIAL_LABELS_TEXT}'"
@@ -411,7 +423,11 @@ class OneShotWidget(QWidget):
         path = Path(folder)
         if not path.is_dir():
             raise PromptsegError(f"target folder {folder} does not exist")
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        from ..cli._inputs import _expand_images
+
+        # the folder's images as the CLI takes them: hidden files (macOS '._x.png' forks) and the labels and overlays
+        # an earlier run wrote there are no targets (a '._x.png' failed the whole run); image files only, as before
+        files = [p for p in _expand_images([path]) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
         if not files:
             raise PromptsegError(f"no image files in {folder}")
         return OneShotInputs(*reference, None, files, **options)
@@ -557,6 +573,11 @@ class OneShotWidget(QWidget):
         if output.labelling_advice:  # the likely reason few objects came back
             caution += f"\nwarning: {output.labelling_advice}"
             show_warning(output.labelling_advice)
+        if output.skipped:  # a folder's files that could not be done: the others' layers are there
+            more = f" (+{len(output.skipped) - 1} more)" if len(output.skipped) > 1 else ""
+            caution += f"\nskipped {len(output.skipped)} file(s): {output.skipped[0]}{more}"
+            for reason in output.skipped:
+                show_warning(f"one-shot: skipped {reason}")
         self.runner.widget.set_summary(
             f"one-shot: {objects} object(s) in {len(output.labels)} target(s){scale}{caution}"
         )

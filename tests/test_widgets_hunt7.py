@@ -1,0 +1,72 @@
+"""Widget defects found in bug hunt 7 (a microscopist's session in napari), each reproduced in a real napari viewer
+with the real bundled LiteMedSAM on shared or bundled data. Run under a display: ``xvfb-run -a python -m pytest
+tests/test_widgets_hunt7.py``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.qt.threading import WorkerBase
+from napari.utils.notifications import NotificationSeverity, notification_manager
+
+from napari_promptseg.io import read_image, read_mask
+from napari_promptseg.methods.metrics import dice
+
+from .conftest import dataset_pairs
+
+pytestmark = pytest.mark.gui
+RUN_MS = 600_000  # the first run loads the model; the 2-core CPU is often shared
+
+
+@pytest.fixture
+def make_viewer(make_napari_viewer):
+    yield make_napari_viewer
+    WorkerBase.await_workers(msecs=120_000)
+
+
+def _messages_since(start: int, severity: NotificationSeverity) -> list[str]:
+    return [n.message for n in notification_manager.records[start:] if n.severity == severity]
+
+
+def test_a_folder_target_takes_the_clis_images_and_goes_on_past_a_file_it_cannot_read(
+    make_viewer, qtbot, shared_data, tmp_path
+):
+    """A target folder copied from a Mac (its '._a.png' resource forks), holding an earlier run's labels and one
+    truncated PNG: the One-shot widget failed the whole run on '._a.png' ('cannot be read as an image'), nothing
+    segmented. The folder's images are now the CLI's (no hidden files, no promptseg outputs) and a file that cannot
+    be read is skipped, said in a warning and the summary, while the others get their layers (the CLI's batch goes
+    on past a failed input too)."""
+    from skimage.io import imsave
+
+    from napari_promptseg._widgets.oneshot import OneShotWidget
+    from napari_promptseg.io.images import write_labels
+
+    pairs = dataset_pairs(shared_data / "lungs_cxr_shenzhen")[:3]
+    (ref, ref_mask), *targets = [(read_image(i)[..., 0], read_mask(m)) for i, m in pairs]
+    folder = tmp_path / "targets"
+    folder.mkdir()
+    for name, (image, _) in zip("ab", targets, strict=True):
+        imsave(folder / f"{name}.png", image)
+    (folder / "._a.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")  # AppleDouble header
+    write_labels(folder / "a_labels.tif", (targets[0][1] > 0).astype(np.uint16))  # an earlier run's output
+    (folder / "c.png").write_bytes((folder / "a.png").read_bytes()[:200])  # cut short by a failed copy
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="one-shot")
+    widget.reference.set_layer(viewer.add_image(ref, name="reference"))
+    widget.reference_labels.set_layer(viewer.add_labels(ref_mask.astype(np.uint8), name="reference lungs"))
+    widget.folder.setText(str(folder))
+    start = len(notification_manager.records)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    made = [layer.name for layer in viewer.layers if layer.name.endswith("one-shot")]
+    assert made == ["a one-shot", "b one-shot"], made
+    for name, (_, truth) in zip("ab", targets, strict=True):
+        assert dice(viewer.layers[f"{name} one-shot"].data > 0, truth) > 0.85
+    summary = widget.runner.widget.summary.text()
+    assert "skipped 1 file(s): c.png: " in summary and "cannot be read as an image" in summary, summary
+    warnings = _messages_since(start, NotificationSeverity.WARNING)
+    assert any("c.png" in message for message in warnings), warnings
+    assert not _messages_since(start, NotificationSeverity.ERROR)
