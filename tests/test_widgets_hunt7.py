@@ -70,3 +70,35 @@ def test_a_folder_target_takes_the_clis_images_and_goes_on_past_a_file_it_cannot
     warnings = _messages_since(start, NotificationSeverity.WARNING)
     assert any("c.png" in message for message in warnings), warnings
     assert not _messages_since(start, NotificationSeverity.ERROR)
+
+
+def test_a_second_commit_right_after_the_first_says_there_is_nothing_left(make_viewer, qtbot):
+    """Shift-C pressed twice (a double press, or 'did it take?'): the first commit took the object and removed its
+    box; the second said 'commit waits for the preview ...' in the status line for good, and nothing came (no
+    prompt was left to preview). It now says there is nothing to commit, and the status keeps the commit's line."""
+    from skimage.measure import regionprops
+
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg._widgets.interactive import TARGET_NAME, InteractiveWidget
+
+    (image, _, _), (truth, _, _) = nuclei()
+    largest = max(regionprops(truth), key=lambda r: r.area)
+    r0, c0, r1, c1 = largest.bbox
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei")
+    widget = InteractiveWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="promptseg interactive")
+    shapes = viewer.add_shapes(name="boxes")
+    shapes.add_rectangles(np.array([[r0, c0], [r1 - 1, c1 - 1]]))
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    widget.commit()
+    status = widget.runner.widget.status.text()
+    assert status.startswith("committed 1 object(s)") and len(shapes.data) == 0, status
+    start = len(notification_manager.records)
+    widget.commit()  # at once: the box's removal has just scheduled a preview
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.widget.status.text() == status
+    warnings = _messages_since(start, NotificationSeverity.WARNING)
+    assert any(message.startswith("nothing to commit") for message in warnings), warnings
+    labels = viewer.layers[TARGET_NAME].data
+    assert np.unique(labels).tolist() == [0, 1] and dice(labels == 1, truth == largest.label) > 0.6

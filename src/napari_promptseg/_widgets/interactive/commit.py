@@ -31,8 +31,10 @@ class CommitActions:
             # live preview lost the commit when the user moved on to the next plane before it came
             self._preview_timer.stop()
             self._commit_step = tuple(self.viewer.dims.current_step)
-            self._run_preview(for_commit=True)
-            self.runner.widget.set_message("commit waits for the preview ...")
+            if self._run_preview(for_commit=True):
+                self.runner.widget.set_message("commit waits for the preview ...")
+            else:  # nothing to preview (said why): the status line keeps what it said, and no commit waits
+                self._commit_step = None
             return
         self._commit_preview(self.preview if fresh else None)
 

@@ -427,16 +427,19 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
 
         self.runner.submit("embed", f"embedding '{name}'", task, done, queue=True, repeat=True)
 
-    def _run_preview(self, for_commit: bool = False) -> None:
+    def _run_preview(self, for_commit: bool = False) -> bool:
         """The preview of the prompts on the plane shown; ``for_commit``: a commit's own, committed when it comes
-        (even once the user has moved to another plane) rather than shown only while its plane still is."""
+        (even once the user has moved to another plane) rather than shown only while its plane still is. Returns
+        whether a preview was started."""
         if self._no_image():
-            return
+            return False
         shapes, points = self.shapes_picker.layer(), self.points_picker.layer()
         if not self._has_prompt_layers():  # nothing to preview: not even a 3D view is worth an error
             self._clear_preview()
             self._commit_after_preview = False
-            return
+            if for_commit:  # e.g. Shift-C again right after a commit took the prompts
+                show_warning("nothing to commit: draw a box or click a positive point on this plane")
+            return False
         try:
             image, geom = self._geometry()
             prompts = gather_prompts(self.viewer, image, geom, shapes, points)
@@ -445,14 +448,14 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
                 self._commit_after_preview = False
                 if for_commit:
                     show_warning("nothing to commit: draw a box or click a positive point on this plane")
-                return
+                return False
             source = plane_source(image, geom)
             channels = self._channels()
         except PromptsegError as exc:
             self._clear_preview()
             self._commit_after_preview = False
             self.runner.refuse(exc, "preview")
-            return
+            return False
         model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
         version, object_size = self._version, self.object_size
         edits, image_changes = self._prompt_edits, self._image_changes
@@ -525,7 +528,6 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
                 self._clear_preview()
 
         if for_commit:  # its own key: the previews of the next plane do not replace it while it waits
-            self.runner.submit("commit", "preview to commit", task, done, failed, inputs=(image,), queue=True)
-            return
+            return self.runner.submit("commit", "preview to commit", task, done, failed, inputs=(image,), queue=True)
         # no inputs: the version check above drops a preview of pixels or prompts that changed, without an error
-        self.runner.submit("preview", "preview", task, done, failed, queue=True, repeat=True)
+        return self.runner.submit("preview", "preview", task, done, failed, queue=True, repeat=True)
