@@ -72,6 +72,41 @@ def test_a_folder_target_takes_the_clis_images_and_goes_on_past_a_file_it_cannot
     assert not _messages_since(start, NotificationSeverity.ERROR)
 
 
+def test_the_registration_widget_reads_lazy_layers_in_its_worker_not_napari(make_viewer, qtbot):
+    """A fixed and a moving image opened lazily (dask: a zarr, a slide's level): pressing Register read both into
+    memory on napari's main thread before the worker started, freezing napari meanwhile (the One-shot and Text
+    widgets read theirs in the worker). They are read in the worker now, and the registration is the same."""
+    import dask
+    from scipy import ndimage
+
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg._widgets.registration import RegistrationWidget
+
+    from .conftest import reads_only_in_the_worker, thread_recording_dask
+
+    (image, _, _), _ = nuclei()
+    moved = ndimage.shift(image.astype(np.float32), (6, -4), order=1, mode="nearest")  # a known 6, -4 px shift
+    reads: list = []
+    viewer = make_viewer()
+    with dask.config.set(scheduler="synchronous"):
+        fixed = viewer.add_image(thread_recording_dask(image.astype(np.float32), reads, chunks=128), name="fixed")
+        moving = viewer.add_image(thread_recording_dask(moved, reads, chunks=128), name="moving")
+        widget = RegistrationWidget(viewer)
+        viewer.window.add_dock_widget(widget, name="registration")
+        widget.fixed_picker.set_layer(fixed)
+        widget.moving_picker.set_layer(moving)
+        widget.method.setCurrentText("intensity")
+
+        def register() -> bool:
+            widget.run()
+            return widget.runner.busy
+
+        reads_only_in_the_worker(widget, register, reads, qtbot, RUN_MS)
+    # the moving image's (row, col) pixel lies at the fixed (row - 6, col + 4): the shift found
+    mapped = widget.last_result.moving_points_to_fixed(np.array([[100.0, 120.0]]))  # x, y
+    np.testing.assert_allclose(mapped, [[104.0, 114.0]], atol=1.0)
+
+
 def test_a_second_commit_right_after_the_first_says_there_is_nothing_left(make_viewer, qtbot):
     """Shift-C pressed twice (a double press, or 'did it take?'): the first commit took the object and removed its
     box; the second said 'commit waits for the preview ...' in the status line for good, and nothing came (no

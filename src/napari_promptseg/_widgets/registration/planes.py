@@ -11,14 +11,15 @@ import napari
 import napari.layers
 import numpy as np
 
-from ...errors import PromptsegError
+from ...errors import CancelledError, PromptsegError
 from ...io.multiscale import REGISTER_SIDE
 from .._common import _levels, data_to_world_matrix, layer_level, level_to_layer_matrix
 
 
-def _plane(layer: napari.layers.Image, role: str) -> tuple[np.ndarray, np.ndarray]:
+def _plane(layer: napari.layers.Image, role: str) -> tuple[Any, np.ndarray]:
     """The 2D plane registered from ``layer`` and how many times coarser than the layer's full resolution it is
-    (rows, columns): a pyramid's level by :data:`REGISTER_SIDE` (only that level is read), else the layer's data."""
+    (rows, columns): a pyramid's level by :data:`REGISTER_SIDE`, else the layer's data. Nothing is read (only the
+    shape is looked at): the worker reads it (:func:`_read_plane`)."""
     level, factors = layer_level(layer, REGISTER_SIDE)
     spatial = level.ndim - (1 if layer.rgb else 0)
     if spatial != 2:
@@ -26,7 +27,16 @@ def _plane(layer: napari.layers.Image, role: str) -> tuple[np.ndarray, np.ndarra
             f"{role} layer '{layer.name}' has {spatial} spatial dimensions (shape {level.shape}); registration "
             "works on 2D images: pick one plane first"
         )
-    return np.asarray(level), factors[-2:]
+    return level, factors[-2:]
+
+
+def _read_plane(level: Any, role: str, progress, cancel) -> np.ndarray:
+    """A plane of :func:`_plane` in memory; reads pixels (a dask or zarr layer's): run it in the worker (read on
+    napari's main thread, a lazy layer froze napari until it was in memory)."""
+    if cancel():
+        raise CancelledError("registration cancelled")
+    progress(0.0, f"reading the {role} image")
+    return np.asarray(level)
 
 
 def _points_xy(layer: napari.layers.Points, image: napari.layers.Image) -> np.ndarray:

@@ -41,7 +41,7 @@ from .._common import (
     task_segmenter,
     unproxied,
 )
-from .planes import _labels_on_plane, _plane, _points_xy
+from .planes import _labels_on_plane, _plane, _points_xy, _read_plane
 from .results import _results_to_show, _Shown
 from .shapes import MovingShapes, add_registered_shapes, moving_shapes
 
@@ -216,6 +216,8 @@ class RegistrationWidget(QWidget):
         with_grid = self.show_grid.isChecked()
 
         def task(progress, cancel) -> _Shown:
+            fixed_pixels = _read_plane(fixed, "fixed", progress, cancel)
+            moving_pixels = _read_plane(moving, "moving", progress, cancel)
             segmenter = None
             if method != "intensity":
                 progress(0.0, "loading the model")
@@ -226,8 +228,8 @@ class RegistrationWidget(QWidget):
                 progress(REGISTER_SHARE * fraction, "registered" if message == "done" else message)
 
             result = register(
-                fixed,
-                moving,
+                fixed_pixels,
+                moving_pixels,
                 prompts,
                 segmenter=segmenter,
                 method=method,
@@ -240,8 +242,8 @@ class RegistrationWidget(QWidget):
             # the layers' data here, off the GUI thread (a large warp froze napari for seconds)
             return _results_to_show(
                 result,
-                fixed,
-                moving,
+                fixed_pixels,
+                moving_pixels,
                 landmarks,
                 moving_labels,
                 fixed_factors,
