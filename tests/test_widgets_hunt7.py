@@ -137,3 +137,29 @@ def test_a_second_commit_right_after_the_first_says_there_is_nothing_left(make_v
     assert any(message.startswith("nothing to commit") for message in warnings), warnings
     labels = viewer.layers[TARGET_NAME].data
     assert np.unique(labels).tolist() == [0, 1] and dice(labels == 1, truth == largest.label) > 0.6
+
+
+def test_run_right_after_cancel_runs_once_the_cancelled_run_has_stopped(make_viewer, qtbot, shared_data):
+    """Run, Cancel (a wrong option), Run again: the second run was refused, 'one-shot (sat) is still running: wait
+    for it, or press Cancel first', although Cancel had been pressed, and the user had to wait and press Run a
+    third time. The run is taken now, and starts when the cancelled one has stopped."""
+    from napari_promptseg._widgets.oneshot import OneShotWidget
+
+    pairs = dataset_pairs(shared_data / "lungs_cxr_shenzhen")[:2]
+    (ref, ref_mask), (target, truth) = [(read_image(i)[..., 0], read_mask(m)) for i, m in pairs]
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="one-shot")
+    widget.reference.set_layer(viewer.add_image(ref, name="reference"))
+    widget.reference_labels.set_layer(viewer.add_labels(ref_mask.astype(np.uint8), name="reference lungs"))
+    widget.target.set_layer(viewer.add_image(target, name="target"))
+    widget.strategy.setCurrentText("persam")
+    widget.run()
+    widget.runner.cancel()
+    widget.strategy.setCurrentText("sat")
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    assert widget.runner.widget.status.text().startswith("one-shot (sat): done")
+    layers = [layer for layer in viewer.layers if layer.name == "target one-shot"]
+    assert len(layers) == 1 and dice(layers[0].data > 0, truth) > 0.85  # the second run's, once

@@ -283,10 +283,13 @@ class TaskRunner(QObject):
         replaced, meanwhile is not pushed back (it would lie over other pixels). A run button's task is refused
         while another task runs (a double click ran the whole job twice); ``queue``: wait for the others instead,
         but not behind a running task of its own key unless ``repeat`` (a preview of prompts edited since). A
-        later task under a waiting task's key replaces it: latest wins. Returns whether the task was taken."""
+        later task under a waiting task's key replaces it: latest wins. A task given while the running one is being
+        cancelled waits for it to stop (Cancel, then Run: the run was refused, 'press Cancel first'). Returns whether
+        the task was taken."""
         if self._closed:  # the widget's dock was closed (e.g. a layer event of a closed Interactive widget)
             return False
-        if (self.busy and not queue) or (self.running_key == key and not repeat):
+        stopping = self._job is not None and self._cancel_event is not None and self._cancel_event.is_set()
+        if not stopping and ((self.busy and not queue) or (self.running_key == key and not repeat)):
             running = self._job.description if self._job is not None else "a task"
             show_info(f"{running} is still running: wait for it, or press Cancel first")
             return False
@@ -306,6 +309,8 @@ class TaskRunner(QObject):
         self._pending[key] = job
         if self._job is None:
             self._start_next()
+        elif stopping:
+            self.widget.set_message(f"cancelling {self._job.description} ...; {description} starts when it has stopped")
         return True
 
     def refuse(self, exc: BaseException, what: str) -> None:
