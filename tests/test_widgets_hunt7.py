@@ -163,3 +163,37 @@ def test_run_right_after_cancel_runs_once_the_cancelled_run_has_stopped(make_vie
     assert widget.runner.widget.status.text().startswith("one-shot (sat): done")
     layers = [layer for layer in viewer.layers if layer.name == "target one-shot"]
     assert len(layers) == 1 and dice(layers[0].data > 0, truth) > 0.85  # the second run's, once
+
+
+def test_propagating_through_a_short_grey_stack_gives_no_advice_to_make_its_planes_channels(make_viewer, qtbot):
+    """A grey stack of 3 planes, its channel axis left at 'none', 'Propagate through stack': a warning said it was
+    'read as a stack of 3 planes ...; if the first axis holds channels, say so: ... widgets: channel axis 0', though
+    the widget had offered that axis and the user had asked to propagate along it (and with channel axis 0 the
+    propagation is refused). No such warning now; the object is carried through every plane."""
+    from skimage.measure import regionprops
+
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg._widgets.interactive import InteractiveWidget
+
+    (image, _, _), (truth, _, _) = nuclei()
+    largest = max(regionprops(truth), key=lambda r: r.area)
+    r0, c0, r1, c1 = largest.bbox
+    viewer = make_viewer()
+    viewer.add_image(np.stack([image, image, image]), name="stack")
+    viewer.dims.set_current_step(0, 1)
+    widget = InteractiveWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="promptseg interactive")
+    assert widget.channel_combo.count() == 2 and widget.channel_combo.currentData() is None  # offered, left at none
+    widget.new_prompt_layers()
+    widget.shapes_picker.layer().add_rectangles(
+        np.array([[1, r0, c0], [1, r0, c1 - 1], [1, r1 - 1, c1 - 1], [1, r1 - 1, c0]])
+    )
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    start = len(notification_manager.records)
+    widget.propagate()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    warnings = _messages_since(start, NotificationSeverity.WARNING)
+    assert not [message for message in warnings if "channel" in message], warnings
+    labels = viewer.layers["stack propagated"].data
+    assert all(dice(plane > 0, truth == largest.label) > 0.6 for plane in labels)

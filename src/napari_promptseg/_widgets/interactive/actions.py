@@ -107,6 +107,9 @@ class NewLayerActions:
         model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
         boxes, object_size, plane = prompts.boxes, self.object_size, geom.index[z_axis]
         positive, negative = prompts.positive, prompts.negative
+        # a grey volume's first axis is planes by the user's word (its channel axis left at 'none', propagation asked
+        # for): not the core's caution that 2-4 planes might be channels, whose advice (channel axis 0) is refused
+        axes = "zyx" if geom.channel_axis is None and not image.rgb else None
 
         def task(progress, cancel) -> PropagationResult:
             progress(0.0, f"loading {model}")
@@ -122,6 +125,7 @@ class NewLayerActions:
                 channels=channels,
                 normalize=normalize,
                 name=f"image layer '{name}'",
+                axes=axes,
                 progress=progress,
                 cancel=cancel,
             )
