@@ -197,3 +197,27 @@ def test_propagating_through_a_short_grey_stack_gives_no_advice_to_make_its_plan
     assert not [message for message in warnings if "channel" in message], warnings
     labels = viewer.layers["stack propagated"].data
     assert all(dice(plane > 0, truth == largest.label) > 0.6 for plane in labels)
+
+
+@pytest.mark.parametrize("mode", ["single region", "many instances"])
+def test_a_reference_layer_with_nan_is_refused_naming_the_layer(make_viewer, qtbot, mode):
+    """A float reference with NaN (outside a registered or deconvolved field of view): the One-shot widget said
+    'reference: contains NaN or infinite values', naming no layer (the target's refusal names its layer)."""
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg._widgets.oneshot import OneShotWidget
+
+    (image, _, _), (truth, _, _) = nuclei()
+    with_nan = image.astype(np.float32)
+    with_nan[:4, :4] = np.nan
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="one-shot")
+    widget.reference.set_layer(viewer.add_image(with_nan, name="deconvolved"))
+    widget.reference_labels.set_layer(viewer.add_labels(truth, name="nuclei labels"))
+    widget.target.set_layer(viewer.add_image(image, name="target"))
+    widget.mode.setCurrentText(mode)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    status = widget.runner.widget.status.text()
+    assert widget.runner.state == "failed" and "reference image layer 'deconvolved': contains NaN" in status, status
+    assert "target one-shot" not in viewer.layers

@@ -198,6 +198,7 @@ def run_oneshot(
     object_size: float | None = None,
     factor: float = 1.0,
     partial: bool = False,
+    reference_name: str = "reference",
     progress,
     cancel,
 ) -> OneShotOutput:
@@ -205,7 +206,7 @@ def run_oneshot(
     reference labels hold several objects (or only some of its objects are labelled: ``partial``, which learns
     background only near them); ``object_size``: the objects' diameter in full-resolution pixels (None: measured);
     ``factor``: the downsampling of the pyramid level the targets were read at. The planes of a stack share one
-    object size and are linked into objects across planes."""
+    object size and are linked into objects across planes. ``reference_name``: the reference as errors name it."""
     from ..io import read_image
     from ..methods.instances import (
         count_objects,
@@ -221,6 +222,7 @@ def run_oneshot(
     from ..methods.volume import segment_stack
     from ..models.preprocessing import as_channels_last
 
+    ref = as_channels_last(reference, name=reference_name)  # refused naming the layer (NaN...), not as 'reference'
     progress(0.0, "loading model")
     segmenter = task_segmenter(progress, cancel)
     out = OneShotOutput([], [], [], [], stacked)
@@ -230,7 +232,6 @@ def run_oneshot(
     if instances:
         progress(0.0, "learning the reference objects")
         # the reference is fitted at its own (full) resolution; the targets' level gets the size divided
-        ref = as_channels_last(reference, name="reference")
         exemplars = fit_exemplars(
             segmenter,
             ref,
@@ -425,8 +426,7 @@ class OneShotWidget(QWidget):
             raise PromptsegError(f"target folder {folder} does not exist")
         from ..cli._inputs import _expand_images
 
-        # the folder's images as the CLI takes them: hidden files (macOS '._x.png' forks) and the labels and overlays
-        # an earlier run wrote there are no targets (a '._x.png' failed the whole run); image files only, as before
+        # as the CLI takes them: no hidden files (a macOS '._x.png' failed the whole run), no outputs of earlier runs
         files = [p for p in _expand_images([path]) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
         if not files:
             raise PromptsegError(f"no image files in {folder}")
@@ -514,6 +514,7 @@ class OneShotWidget(QWidget):
                 object_size=inputs.object_size,
                 factor=float(pixels.factors[-1]),
                 partial=inputs.partial,
+                reference_name=f"reference image layer '{reference_name}'",
                 progress=progress,
                 cancel=cancel,
             )
