@@ -128,6 +128,28 @@ def _named_axes(path: Path) -> str | None:
     return "z" + "".join(name or "?" for name in names[1:])
 
 
+#: report.json's ``stack_axis`` note for a stack whose file does not name the axis its planes lie along
+UNNAMED_STACK_AXIS = (
+    "the file does not name its first axis: its {n} images were read as the planes of a stack (Z); the frames of a "
+    "time-lapse (T) are segmented alike, one by one with ids linked across them (--propagate: objects carried from "
+    "frame to frame). If that axis holds channels, give --channel-axis 0. To have it named, save the file with its "
+    "axes: an ImageJ hyperstack, an OME-TIFF, or tifffile.imwrite(..., metadata={{'axes': 'TYXS'}})"
+)
+
+
+def _stack_axis(path: Path) -> str | None:
+    """What the input's metadata calls the axis a stack's planes lie along: "z" or "t" (a time-lapse of 2D frames,
+    segmented as planes all the same); None when nothing names it (a plain TIFF, a numpy array saved as it is).
+    Metadata only, no pixel read."""
+    from ..io.multiscale import is_ome_zarr, open_multiscale, tiff_axis_names
+
+    if is_ome_zarr(path):
+        image = open_multiscale(path)
+        return image.stack_axis if image.axes_named else None
+    names = tiff_axis_names(path)  # a pyramidal TIFF's Q or I axis is read as z, a guess
+    return names[0] if names and names[0] in ("z", "t") else None
+
+
 def _at_level(path: Path, image: object, scale: float) -> tuple[object, int, float]:
     """A lazily read pyramid's level for a working scale (model-input pixels per full-resolution pixel): the array,
     its index and its downsampling factor. Any other input: itself, level 0, factor 1."""
@@ -243,6 +265,12 @@ def _stack_record(
         # refuse NaN before the first plane is segmented
         check_finite(volume, str(path))
     record: dict = {"input": str(path), "shape": list(np.shape(image)), "planes": n}
+    # what the planes are: by the file's word, or a guess the report says (a time-lapse of RGB frames saved without
+    # axes reads as Z; the same segmentation, but the user must know what was assumed)
+    stack_axis = _stack_axis(path)
+    record["stack_axis"] = stack_axis or "unnamed"
+    if stack_axis is None:
+        record["stack_axis_note"] = UNNAMED_STACK_AXIS.format(n=n)
     # per-plane progress on this process's terminal (a rewritten line; in a log, a line every few seconds, not a
     # carriage return per plane); Dask workers leave it to the driver's progress bar
     progress = None if in_dask_worker() else StepLine()
@@ -317,7 +345,9 @@ def _stack_record(
     )
     if not objects:
         record["reason"] = "; ".join(warnings) or "no object found"
-    _finish_image(args, path, image, labels, record, f"{objects} object(s) in {n} planes, {record['mode']}")
+    unnamed = f"{n} planes (first axis unnamed: Z or T)"
+    planes = {"t": f"{n} frames (T)", "z": f"{n} planes (Z)"}.get(stack_axis, unnamed)
+    _finish_image(args, path, image, labels, record, f"{objects} object(s) in {planes}, {record['mode']}")
     return record
 
 

@@ -256,7 +256,9 @@ def _scale_translation(transforms: list[dict], ndim: int) -> tuple[list[float], 
 
 def tiff_axis_names(path: str | Path) -> list[str | None] | None:
     """The axes an OME or ImageJ TIFF's metadata names for its first series (:data:`TIFF_AXES` names, None for
-    another kind), in the file's order; None for any other file (its axes are a guess)."""
+    another kind), in the file's order; so does tifffile's own JSON description when it was written with
+    ``metadata={"axes": ...}`` (a time-lapse saved from Python: "TYXS"). None for any other file (its axes are a
+    guess: tifffile calls unnamed ones Q or I)."""
     import tifffile
 
     path = Path(path)
@@ -264,7 +266,8 @@ def tiff_axis_names(path: str | Path) -> list[str | None] | None:
         return None
     try:
         with tifffile.TiffFile(path) as tif:
-            if not (tif.is_ome or tif.is_imagej):
+            shaped = tif.shaped_metadata if tif.is_shaped else None
+            if not (tif.is_ome or tif.is_imagej or (shaped and "axes" in shaped[0])):
                 return None
             codes = tif.series[0].axes
     except Exception:  # noqa: BLE001 - not a readable TIFF: the reader says why

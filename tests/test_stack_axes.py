@@ -1,0 +1,65 @@
+"""Which axis a stack's planes lie along: a time-lapse of 2D frames (T, Y, X[, C]) saved without axes reads as a stack
+of planes (Z); the report says what was assumed and how to name the axes, and a file that names them is read by its
+word. Real pixels (skimage's astronaut) and the real LiteMedSAM."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from skimage import data
+
+from napari_promptseg.cli import main
+
+BOX = ["--box", "60", "20", "180", "140"]  # the face, on every frame
+
+
+def frames(n: int = 3) -> np.ndarray:
+    """A short time-lapse of RGB frames (T, Y, X, 3): the astronaut moving right by 5 px a frame."""
+    rgb = data.astronaut()[::2, ::2]
+    return np.stack([np.roll(rgb, 5 * k, axis=1) for k in range(n)])
+
+
+def run(tmp_path, path, *options: str) -> tuple[dict, str]:
+    out = tmp_path / f"out_{path.stem}"
+    assert main(["segment", str(path), "--plane", "0", *BOX, "-o", str(out), "--scheduler", "none", *options]) == 0
+    return json.loads((out / "report.json").read_text())["images"][0]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "axis", "words"),
+    [
+        ({}, "unnamed", "3 planes (first axis unnamed: Z or T)"),  # tifffile's default: no axes ("QYXS")
+        ({"axes": "TYXS"}, "t", "3 frames (T)"),  # tifffile's own description names them
+        ({"axes": "ZYXS"}, "z", "3 planes (Z)"),
+    ],
+)
+def test_a_stack_says_which_axis_its_planes_were_read_along(tmp_path, capsys, metadata, axis, words):
+    """A (T, Y, X, 3) time-lapse written by tifffile without axes was read as a Z stack without a word; one written
+    with metadata={'axes': 'TYXS'} was read as unnamed too (only OME and ImageJ files were asked)."""
+    path = tmp_path / "timelapse.tif"
+    tifffile.imwrite(path, frames(), metadata=metadata)
+    record = run(tmp_path, path)
+    assert record["stack_axis"] == axis
+    assert record["planes"] == 3 and record["objects"] >= 1
+    assert f"in {words}, plane 0 only" in capsys.readouterr().out
+    if axis == "unnamed":  # what was assumed, and how to say otherwise
+        note = record["stack_axis_note"]
+        assert "read as the planes of a stack (Z)" in note and "time-lapse (T)" in note
+        assert "--channel-axis 0" in note and "metadata={'axes': 'TYXS'}" in note
+    else:
+        assert "stack_axis_note" not in record
+
+
+def test_channels_named_by_tifffiles_description_are_channels(tmp_path):
+    """A (Z, C, Y, X) stack of two channels saved with tifffile.imwrite(..., metadata={'axes': 'ZCYX'}) was refused
+    as 'a time-lapse of 3D stacks, or a stack with its channels on an axis other than the last': the axes its file
+    names were not read (only an OME or ImageJ TIFF's were)."""
+    grey = frames()[..., :2].transpose(0, 3, 1, 2)  # (Z=3, C=2, Y, X): the red and green channels
+    path = tmp_path / "zcyx.tif"
+    tifffile.imwrite(path, np.ascontiguousarray(grey), metadata={"axes": "ZCYX"})
+    record = run(tmp_path, path)
+    assert record["stack_axis"] == "z" and record["planes"] == 3 and record["objects"] >= 1
+    assert tifffile.imread(record["output"]).shape == (3, 256, 256)
