@@ -81,7 +81,8 @@ def _expand_images(paths: list[Path]) -> list[Path]:
 def _matched(paths: list[Path]) -> list[Path]:
     """``paths`` with each pattern (``*``, ``?``, ``[...]``, ``**`` for any subfolders) that names no file itself
     replaced by the files and folders it matches, sorted: a shell that does not expand them (Windows' cmd and
-    PowerShell, or a quoted one) passes them on as they were typed."""
+    PowerShell, or a quoted one) passes them on as they were typed. A part of the pattern that names an existing
+    file or folder as typed is that name (a folder ``run[1]`` is not the class ``[1]``, which matched only ``run1``)."""
     import glob
 
     out = []
@@ -89,11 +90,28 @@ def _matched(paths: list[Path]) -> list[Path]:
         if path.exists() or not any(c in str(path) for c in "*?["):
             out.append(path)
             continue
-        matches = sorted(glob.glob(str(path), recursive=True))
+        matches = sorted(glob.glob(_literal_where_it_exists(path), recursive=True))
         if not matches:
             raise PromptsegError(f"no file matches {path}")
         out.extend(Path(m) for m in matches)
     return out
+
+
+def _literal_where_it_exists(pattern: Path) -> str:
+    """``pattern`` with its leading parts that name an existing file or folder as typed escaped (taken literally),
+    up to its first part that does not: what follows that one may be under any of its matches."""
+    import glob
+
+    parts = pattern.parts
+    prefix = Path(parts[0]) if pattern.is_absolute() else Path()
+    escaped = [glob.escape(str(prefix))] if pattern.is_absolute() else []
+    for i, part in enumerate(parts[1:] if pattern.is_absolute() else parts):
+        if any(c in part for c in "*?[") and not (prefix / part).exists():
+            rest = (parts[1:] if pattern.is_absolute() else parts)[i:]
+            return str(Path(*escaped, *rest)) if escaped else str(Path(*rest))
+        prefix = prefix / part
+        escaped.append(glob.escape(part))
+    return str(Path(*escaped))
 
 
 def _some_names(names: Sequence[str], shown: int = 10) -> str:
