@@ -156,19 +156,22 @@ def test_a_rerun_that_fails_on_an_ome_zarr_takes_the_earlier_runs_labels_out_of_
 
 
 def test_every_pair_of_inputs_that_would_write_one_output_is_named(em_pngs, tmp_path, capsys):
-    """Two pairs of inputs sharing output names (em 0.png and em 0.tif; x.ome.tif and x.tif) in one folder, with
-    --overlay: the refusal named the first pair only, then '(and 2 more such clash(es))', one of which was that
-    pair's overlay, so the user renamed, reran and was refused again. Every pair is named now, once."""
+    """Two pairs of inputs sharing output names (em 0.png and x.tif, each in two folders), with --overlay: the
+    refusal named the first pair only, then '(and 2 more such clash(es))', one of which was that pair's overlay, so
+    the user renamed, reran and was refused again. Every pair is named now, once."""
+    import shutil
+
     import tifffile
 
-    em = read_image(em_pngs / "em 0.png")
-    tifffile.imwrite(em_pngs / "em 0.tif", em)
-    tifffile.imwrite(em_pngs / "x.ome.tif", em)
-    tifffile.imwrite(em_pngs / "x.tif", em)
-    assert main(["segment", str(em_pngs), *BOX, "--overlay", "-o", str(tmp_path / "out")]) == 2
+    tifffile.imwrite(em_pngs / "x.tif", read_image(em_pngs / "em 0.png"))
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("em 0.png", "x.tif"):
+        shutil.copy(em_pngs / name, copy / name)
+    assert main(["segment", str(em_pngs), str(copy), *BOX, "--overlay", "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert f"{em_pngs / 'em 0.png'}, {em_pngs / 'em 0.tif'}" in err
-    assert f"{em_pngs / 'x.ome.tif'}, {em_pngs / 'x.tif'} (x.tif)" in err
+    assert f"{em_pngs / 'em 0.png'}, {copy / 'em 0.png'}" in err
+    assert f"{em_pngs / 'x.tif'}, {copy / 'x.tif'} (x.tif)" in err
     assert "more such" not in err and not (tmp_path / "out").exists()
 
 

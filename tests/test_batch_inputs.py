@@ -1,17 +1,24 @@
-"""Batch inputs as users name them: folders whose names hold pattern characters. Real EM pixels, the real
-LiteMedSAM."""
+"""Batch inputs as users name them: inputs of one stem in two formats, folders whose names hold pattern
+characters. Real EM pixels, the real LiteMedSAM."""
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import tifffile
+import zarr
+from ome_zarr.format import FormatV04
+from ome_zarr.writer import write_image
 
 from napari_promptseg.cli import main
 from napari_promptseg.io import read_image
+from napari_promptseg.io.images import is_own_output
+from napari_promptseg.io.multiscale import open_multiscale
 
 BOX = ["--box", "30", "30", "90", "90"]
 
@@ -24,6 +31,49 @@ def em(shared_data) -> np.ndarray:
 
 def report_of(out: Path) -> dict:
     return json.loads((out / "report.json").read_text())
+
+
+def test_a_png_and_an_ome_zarr_of_one_name_each_get_outputs_named_after_their_whole_name(em, tmp_path, capsys):
+    """A folder holding slide.png and slide.ome.zarr (the same sample exported twice) was refused: '2 inputs would
+    write the same output slide.tif', although nothing of the user's was at stake. Inputs sharing a stem are now
+    each named after the whole file name (slide.png.tif, slide.ome.zarr.tif), said on stderr; inputs of one whole
+    name (x.tif in two folders) are still refused, saying how to resolve it."""
+    folder = tmp_path / "slides"
+    root = zarr.open_group(str(folder / "slide.ome.zarr"), mode="w", zarr_format=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        write_image(em, root, axes="yx", fmt=FormatV04(), scale_factors=[2])
+    iio.imwrite(folder / "slide.png", em)
+    out = tmp_path / "out"
+    command = ["segment", str(folder), *BOX, "--overlay", "-o", str(out)]
+    assert main(command) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "slide.png -> slide.png.tif" in err and "slide.ome.zarr -> slide.ome.zarr.tif" in err, err
+    records = {Path(r["input"]).name: r for r in report_of(out)["images"]}
+    assert Path(records["slide.png"]["output"]) == out / "slide.png.tif"
+    assert Path(records["slide.png"]["overlay"]) == out / "slide.png_overlay.png"
+    assert Path(records["slide.ome.zarr"]["output"]) == folder / "slide.ome.zarr" / "labels" / "promptseg"
+    assert Path(records["slide.ome.zarr"]["overlay"]) == out / "slide.ome.zarr_overlay.png"
+    png_labels = tifffile.imread(out / "slide.png.tif")
+    zarr_labels = np.asarray(open_multiscale(folder / "slide.ome.zarr" / "labels" / "promptseg").levels[0])
+    assert png_labels.any() and np.array_equal(png_labels > 0, zarr_labels > 0)  # one image, one answer
+    assert not (out / "slide.tif").exists()
+
+    # a rerun replaces its own files, and a resume keeps both
+    assert main(command) == 0 and is_own_output(out / "slide.png.tif")
+    assert main([*command, "--resume"]) == 0
+    assert report_of(out)["batch"]["resumed"] == 2
+    capsys.readouterr()
+
+    # one whole name in two folders: one output file, refused before any work, saying what to do
+    other = tmp_path / "other"
+    other.mkdir()
+    iio.imwrite(other / "slide.png", em)
+    refused = tmp_path / "refused"
+    assert main(["segment", str(folder / "slide.png"), str(other / "slide.png"), *BOX, "-o", str(refused)]) == 2
+    err = capsys.readouterr().err
+    assert "2 inputs would write the same output" in err and "run them into separate output directories" in err
+    assert not refused.exists()
 
 
 def test_a_pattern_in_a_folder_whose_name_holds_brackets_finds_its_files(em, tmp_path, capsys, monkeypatch):

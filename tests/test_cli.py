@@ -96,10 +96,13 @@ def test_outputs_that_would_overwrite_an_input_or_each_other_are_refused_before_
     import imageio.v3 as iio
 
     iio.imwrite(folder / "cells.png", image)
+    other = tmp_path / "in2"  # cells.tif in two folders: one output name (cells.png's is cells.png.tif)
+    other.mkdir()
+    tifffile.imwrite(other / "cells.tif", image)
     out = tmp_path / "out"
-    assert main(["segment", str(folder), "-o", str(out), *box]) == 2
+    assert main(["segment", str(folder), str(other), "-o", str(out), *box]) == 2
     err = capsys.readouterr().err
-    assert "2 inputs would write the same output" in err and "cells.png" in err and "cells.tif" in err
+    assert "2 inputs would write the same output" in err and "in/cells.tif" in err and "in2/cells.tif" in err
     assert not out.exists()  # a refused run leaves no empty folder behind
     assert main(["segment", str(folder / "cells.png"), "-o", str(out), *box[:5], "--scheduler", "tcp://127.0.0.1"]) == 2
     assert "give the scheduler's port too" in capsys.readouterr().err and not out.exists()

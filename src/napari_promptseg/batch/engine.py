@@ -199,16 +199,27 @@ def _args_for_file(args: object, path: str) -> object:
 def _without_result(args: object, path: str, image: object, exc: BaseException) -> dict:
     """:func:`failed_record` with the run's output directory and channel axis (as this file was read)."""
     return failed_record(
-        getattr(args, "output", None), Path(path), image, exc, channel_axis=getattr(args, "channel_axis", None)
+        getattr(args, "output", None),
+        Path(path),
+        image,
+        exc,
+        channel_axis=getattr(args, "channel_axis", None),
+        output_stems=getattr(args, "output_stems", None),
     )
 
 
 def failed_record(
-    output: Path | None, path: Path, image: object, exc: BaseException | str, *, channel_axis: int | None = None
+    output: Path | None,
+    path: Path,
+    image: object,
+    exc: BaseException | str,
+    *,
+    channel_axis: int | None = None,
+    output_stems: dict[str, str] | None = None,
 ) -> dict:
     """The record of an input without a result (it failed, or held nothing to find: the caller sets that status),
     with an empty label image where its shape is known: (Y, X), or (Z, Y, X) for a stack (``channel_axis`` as the
-    run read it)."""
+    run read it; ``output_stems``: the run's names of inputs that share a stem, io.images.distinct_output_stems)."""
     import numpy as np
 
     from ..io import output_stem, write_labels
@@ -217,7 +228,7 @@ def failed_record(
     record = {"input": str(path), "status": "failed", "reason": exc if isinstance(exc, str) else _reason(exc)}
     if output is not None and image is not None and np.ndim(image) >= 2:
         empty = np.zeros(labels_shape(image, channel_axis=channel_axis), np.uint16)
-        record["output"] = str(write_labels(Path(output) / f"{output_stem(path)}.tif", empty))
+        record["output"] = str(write_labels(Path(output) / f"{output_stem(path, output_stems)}.tif", empty))
         record["shape"] = list(np.shape(image))
     return record
 

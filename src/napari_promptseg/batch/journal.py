@@ -40,6 +40,7 @@ NOT_IN_SIGNATURE = frozenset(
         "cache",
         "cache_max_gb",
         "precision",
+        "output_stems",  # the names of inputs that share a stem: each record names its files
     }
 )
 

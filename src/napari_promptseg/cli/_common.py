@@ -159,13 +159,14 @@ def _make_output_dir(output: Path) -> None:
 def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read: Sequence[Path] = ()) -> None:
     """Create the output directory and refuse, before any work, a run whose label files would overwrite one of its
     inputs (``-o`` is the input's folder; ``also_read``: other files the run reads, e.g. a reference mask), each
-    other (two inputs with one stem: ``a.tif`` and ``a.png``, or ``x.tif`` in two folders), or any other file that
-    is not one of this package's earlier outputs (``cells.tif`` beside ``cells.ome.tif``): each would lose data
-    without a word. Earlier outputs (marked, see :func:`..io.images.is_own_output`, or listed in the folder's
-    report.json by a version before the mark) are replaced, so a rerun into the same folder works. The same holds
-    for an OME-Zarr input's labels image (:func:`..io.ome_zarr_labels.labels_not_replaceable`)."""
+    other (``x.tif`` in two folders; inputs of one stem in other formats, ``a.tif`` and ``a.png``, are named after
+    their whole names instead, ``a.tif.tif`` and ``a.png.tif``: :func:`..io.images.distinct_output_stems`), or any
+    other file that is not one of this package's earlier outputs (``cells.tif`` beside ``cells.ome.tif``): each
+    would lose data without a word. Earlier outputs (marked, see :func:`..io.images.is_own_output`, or listed in the
+    folder's report.json by a version before the mark) are replaced, so a rerun into the same folder works. The
+    same holds for an OME-Zarr input's labels image (:func:`..io.ome_zarr_labels.labels_not_replaceable`)."""
     from ..io import output_stem
-    from ..io.images import is_own_output
+    from ..io.images import distinct_output_stems, is_own_output
     from ..io.multiscale import is_ome_zarr
 
     if getattr(args, "output_format", "auto") == "ome-zarr":
@@ -181,11 +182,13 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
     _make_output_dir(args.output)
     suffixes = [".tif"] + (["_overlay.png"] if getattr(args, "overlay", False) else [])
     sources = {Path(p).resolve(): Path(p) for p in [*inputs, *also_read]}
+    # inputs sharing a stem (slide.png, slide.ome.zarr) are the user's to keep both: each named after its whole name
+    args.output_stems = distinct_output_stems(inputs)
     writers: dict[Path, list[Path]] = {}
     for path in inputs:
         # an OME-Zarr input's labels go into its labels/ group, but a failed or empty one gets OUT/<stem>.tif too
         for suffix in suffixes:
-            out = (args.output / f"{output_stem(path)}{suffix}").resolve()
+            out = (args.output / f"{output_stem(path, args.output_stems)}{suffix}").resolve()
             if out in sources:
                 raise PromptsegError(
                     f"{path}: its output {out.name} in -o {args.output} would overwrite the input "
@@ -232,6 +235,27 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
             + (f"; so would {'; '.join(shown)}" if shown else "")
             + (f" and {len(others) - len(shown)} more such set(s)" if len(others) > len(shown) else "")
             + "; rename one of each, or run them into separate output directories"
+        )
+    _say_renamed(inputs, args.output_stems)
+
+
+def _say_renamed(inputs: Sequence[Path], renamed: dict[str, str], shown: int = 5) -> None:
+    """One line per set of inputs that share a stem, naming the outputs each gets instead (the user looks for
+    OUT/<stem>.tif)."""
+    from ..io import output_stem
+
+    sets: dict[str, list[Path]] = {}
+    for path in inputs:
+        if str(Path(path).absolute()) in renamed:
+            sets.setdefault(output_stem(path), []).append(Path(path))
+    for i, (stem, paths) in enumerate(sets.items()):
+        if i == shown:
+            print(f"... and {len(sets) - shown} more such set(s)", file=sys.stderr)
+            break
+        names = ", ".join(f"{p.name} -> {output_stem(p, renamed)}.tif" for p in paths)
+        print(
+            f"inputs share the output name {stem}.tif: each is named after its whole file name ({names})",
+            file=sys.stderr,
         )
 
 
@@ -321,7 +345,7 @@ def _finish_image(
                 z = np.shape(labels)[0] // 2 if z is None else z
                 image, labels = _stack_for(args, image, path)[z], labels[z]
                 channel_axis = _plane_channel_axis(args)
-            overlay = args.output / f"{output_stem(path)}_overlay.png"
+            overlay = args.output / f"{output_stem(path, getattr(args, 'output_stems', None))}_overlay.png"
             options = {"channel_axis": channel_axis, "channels": args.channels}
             record["overlay"] = str(write_overlay(overlay, image, labels, **options))
         except Exception as exc:  # noqa: BLE001 - a quick look must not cost the labels already written
@@ -461,7 +485,7 @@ def _remove_stale_outputs(args: argparse.Namespace, records: Sequence[dict]) -> 
     from ..io.ome_zarr_labels import remove_own_labels
 
     for record in records:
-        stem = output_stem(record["input"])
+        stem = output_stem(record["input"], getattr(args, "output_stems", None))
         for key, suffix in (("overlay", "_overlay.png"), ("output", ".tif")):
             path = args.output / f"{stem}{suffix}"
             if not record.get(key) and is_own_output(path):  # this run wrote none: an earlier run's

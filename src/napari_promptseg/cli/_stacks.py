@@ -92,7 +92,7 @@ def _write_output(args: argparse.Namespace, path: Path, labels: object) -> str:
                 "one (use --output-format tiff)"
             )
         return str(write_ome_zarr_labels(path, labels, getattr(args, "labels_name", "promptseg"), args.output))
-    return str(write_labels(args.output / f"{output_stem(path)}.tif", labels))
+    return str(write_labels(args.output / f"{output_stem(path, getattr(args, 'output_stems', None))}.tif", labels))
 
 
 def _stack_for(args: argparse.Namespace, image: object, path: Path | None = None) -> object | None:

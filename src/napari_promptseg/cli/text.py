@@ -143,7 +143,7 @@ def cmd_text(args: argparse.Namespace) -> int:
             **{
                 k: (str(v) if isinstance(v, Path) else v)
                 for k, v in vars(args).items()
-                if k not in ("func", "images", "output", "command")
+                if k not in ("func", "images", "output", "command", "output_stems")
             },
             "stop_iou": args.stop_iou,
         },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -83,13 +84,16 @@ def label_image_2d(mask: np.ndarray, name: str = "labels") -> np.ndarray:
     return mask
 
 
-def output_stem(path: str | Path) -> str:
+def output_stem(path: str | Path, renamed: Mapping[str, str] | None = None) -> str:
     """Output name of an input: 'slide.ome.zarr' and 'slide.ome.tif' -> 'slide', 'cells.png' -> 'cells'; the image
     series of a bioformats2raw container: 'slide.ome.zarr/0' -> 'slide', 'slide.ome.zarr/2' -> 'slide_2' (not '0',
-    which every such container's first series would share)."""
+    which every such container's first series would share). ``renamed``: a run's names of inputs that share one
+    (:func:`distinct_output_stems`), by absolute path."""
     from .multiscale import is_bioformats2raw_series
 
     path = Path(path)
+    if renamed and str(path.absolute()) in renamed:
+        return renamed[str(path.absolute())]
     if is_bioformats2raw_series(path):
         stem = output_stem(path.parent)
         return stem if path.name == "0" else f"{stem}_{path.name}"
@@ -98,6 +102,30 @@ def output_stem(path: str | Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
+
+
+def distinct_output_stems(paths: Sequence[str | Path]) -> dict[str, str]:
+    """Output names for the inputs of one run that share an :func:`output_stem` ('slide.png' and 'slide.ome.zarr'):
+    each is named after its whole file name instead ('slide.png', 'slide.ome.zarr', so 'slide.png.tif' and
+    'slide.ome.zarr.tif'), by absolute path. Inputs whose whole names are the same too ('x.tif' in two folders) keep
+    their stem: their outputs would be one file, which the caller refuses."""
+    from .multiscale import is_bioformats2raw_series
+
+    def whole_name(path: Path) -> str:
+        if is_bioformats2raw_series(path):  # a container's series: the container's whole name, numbered as usual
+            return path.parent.name if path.name == "0" else f"{path.parent.name}_{path.name}"
+        return path.name
+
+    by_stem: dict[str, list[Path]] = {}
+    for path in map(Path, paths):
+        by_stem.setdefault(output_stem(path), []).append(path)
+    renamed = {}
+    for sharing in by_stem.values():
+        if len(sharing) > 1:
+            names = {p: whole_name(p) for p in sharing}
+            unique = [p for p in sharing if list(names.values()).count(names[p]) == 1]
+            renamed.update({str(p.absolute()): names[p] for p in unique})
+    return renamed
 
 
 def read_image(path: str | Path) -> np.ndarray:
