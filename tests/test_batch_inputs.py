@@ -1,9 +1,13 @@
-"""Batch inputs as users name them: inputs of one stem in two formats, folders whose names hold pattern
-characters. Real EM pixels, the real LiteMedSAM."""
+"""Batch inputs as users name them and what a batch shows while it runs: inputs of one stem in two formats, folders
+whose names hold pattern characters, and the progress of stacks segmented one after the other in this process.
+Real EM and MRI pixels, the real LiteMedSAM."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -93,3 +97,35 @@ def test_a_pattern_in_a_folder_whose_name_holds_brackets_finds_its_files(em, tmp
     assert main(["segment", "run[2]/*.png", *BOX, "-o", "out3"]) == 0, capsys.readouterr().err
     assert main(["segment", "run[1]/*.tif", *BOX, "-o", "out4"]) == 2
     assert "no file matches run[1]/*.tif" in capsys.readouterr().err
+
+
+class Terminal(io.StringIO):
+    """stderr as a terminal shows it: what a user sees is each line's last carriage-return segment."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_stacks_segmented_here_show_their_planes_in_the_batch_progress_display(shared_data, tmp_path):
+    """Two (Z, Y, X) stacks with --scheduler none on a terminal: each stack's per-plane progress was its own
+    carriage-return line written over the batch's bar, leaving pieces of the bar behind it, and the bar over it in
+    turn. The planes are now shown in the bar itself: one display."""
+    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
+    vol, truth = scan["vol"].astype(np.float32), scan["seg"] == 10  # the left thalamus
+    z = int(np.argmax(truth.sum((1, 2))))
+    rows, cols = np.nonzero(truth[z])
+    box = [str(v) for v in (cols.min(), rows.min(), cols.max(), rows.max())]
+    paths = [tmp_path / "mri_a.tif", tmp_path / "mri_b.tif"]
+    for path, planes in zip(paths, (vol[z - 1 : z + 2], vol[z - 1 : z + 2][::-1]), strict=True):
+        tifffile.imwrite(path, planes, imagej=True, metadata={"axes": "ZYX"})  # as Fiji saves a stack
+    terminal = Terminal()
+    command = ["segment", *map(str, paths), "--box", *box, "--plane", "1", "--propagate", "--scheduler", "none"]
+    with contextlib.redirect_stderr(terminal):
+        code = main([*command, "-o", str(tmp_path / "out")])
+    shown = terminal.getvalue()
+    assert code == 0, shown
+    segments = [s.strip() for s in re.split(r"[\r\n]", shown) if s.strip()]
+    planes = [s for s in segments if "plane" in s]
+    assert planes, shown  # the planes are shown...
+    assert all("/2 " in s and "image" in s for s in planes), planes  # ...within the bar of the two inputs
+    assert not any(s.startswith(str(tmp_path)) for s in segments), segments  # no line of their own over it

@@ -268,8 +268,9 @@ _method_progress: ContextVar[Callable[[float, str], None] | None] = ContextVar("
 
 
 def method_progress() -> Callable[[float, str], None] | None:
-    """A reporter for the method the CLI calls (``progress=``): the one input of an in-process run shows its
-    steps (tiles, planes) on stderr, so a large image is not minutes of silence; None in a batch."""
+    """A reporter for the method the CLI calls (``progress=``): an in-process run shows the steps (tiles, planes) of
+    the input being segmented on stderr, so a large image is not minutes of silence (its own line for a run's one
+    input, beside the bar of a batch's); None on Dask workers (the driver's bar counts their inputs)."""
     return _method_progress.get()
 
 
@@ -340,7 +341,10 @@ def run_batch(
     single = len(paths) == 1
     interrupted = False
     steps = StepLine() if single and mode == "none" else None
-    steps_token = _method_progress.set(steps)
+    # several inputs in this process: the steps of each go beside the bar, one display (a line of their own wrote
+    # over the bar and left its pieces behind)
+    in_bar = progress.step if progress is not None and mode == "none" else None
+    steps_token = _method_progress.set(steps or in_bar)
     try:
         if todo and mode == "none":
             _run_here(job, todo, single, deliver)

@@ -47,7 +47,8 @@ class StepLine:
 class BatchProgress:
     """Counts, rate and ETA on stderr: on a terminal tqdm's bar when installed, else one rewritten line; off a
     terminal (a log file) a plain line at most every :data:`LOG_STEP_EVERY_S` and at the end (a bar's carriage
-    returns would fill the log, and other lines would stick to it)."""
+    returns would fill the log, and other lines would stick to it). The steps of the input being segmented in this
+    process (:meth:`step`: a stack's planes) are shown in that same display, not on a line of their own over it."""
 
     def __init__(self, total: int, done: int) -> None:
         self.total, self.done, self.failed = total, done, 0
@@ -55,25 +56,61 @@ class BatchProgress:
         self.tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
         self.last = self.start
         self.bar = None
+        self.step_text, self.last_step, self.width = "", float("-inf"), 0
+        # off a terminal, the steps are lines of their own, as a single input's (a log: no carriage returns)
+        self.steps = None if self.tty else StepLine(sys.stderr)
         if self.tty:
             try:
                 from tqdm import tqdm
 
                 self.bar = tqdm(total=total, initial=done, unit="image", file=sys.stderr, dynamic_ncols=True)
             except ImportError:
-                print("\r" + self._text(), end="", file=sys.stderr, flush=True)
+                self._rewrite()
+
+    def step(self, fraction: float, message: str) -> None:
+        """The current input's step (``progress(fraction, message)`` of a method), after the counts: at most 4 a
+        second on a terminal."""
+        if self.steps is not None:
+            self.steps(fraction, message)
+            return
+        now = time.monotonic()
+        if now - self.last_step < 0.25:
+            return
+        self.last_step = now
+        self.step_text = f"{message} ({100 * max(0.0, min(1.0, fraction)):.0f} %)"
+        self._show()
 
     def update(self, record: dict) -> None:
         self.done += 1
         self.failed += record.get("status") == "failed"
+        self.step_text, self.last_step = "", float("-inf")  # the next input's steps start afresh
         if self.bar is not None:
-            self.bar.set_postfix_str(f"{self.failed} failed" if self.failed else "", refresh=False)
+            self._postfix(refresh=False)
             self.bar.update(1)
         elif self.tty:
-            print("\r" + self._text(), end="", file=sys.stderr, flush=True)
+            self._rewrite()
         elif time.monotonic() - self.last >= LOG_STEP_EVERY_S or self.done == self.total:
             self.last = time.monotonic()
             print(self._text(), file=sys.stderr, flush=True)
+
+    def _show(self) -> None:
+        if self.bar is not None:
+            self._postfix(refresh=True)
+        else:
+            self._rewrite()
+
+    def _postfix(self, refresh: bool) -> None:
+        parts = [f"{self.failed} failed" if self.failed else "", self.step_text]
+        self.bar.set_postfix_str(", ".join(p for p in parts if p), refresh=refresh)
+
+    def _rewrite(self) -> None:
+        """The counts (and step) as one rewritten line, cut to the terminal's width (a wrapped line would leave rows
+        behind), padded over the longer line it replaces."""
+        text = self._text() + (f" | {self.step_text}" if self.step_text else "")
+        columns = shutil.get_terminal_size().columns - 1
+        text = text if len(text) <= columns else text[: columns - 3] + "..."
+        print("\r" + text.ljust(self.width), end="", file=sys.stderr, flush=True)
+        self.width = len(text)
 
     def write(self, text: str, err: bool = False) -> None:
         """A line above the bar (tqdm keeps the bar at the bottom)."""

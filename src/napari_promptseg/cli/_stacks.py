@@ -231,8 +231,7 @@ def _stack_record(
     batch writes empty labels, status "empty")."""
     import numpy as np
 
-    from ..batch.engine import in_dask_worker
-    from ..batch.progress import StepLine
+    from ..batch.engine import method_progress
     from ..methods.volume import (
         as_stack,
         check_finite,
@@ -271,66 +270,62 @@ def _stack_record(
     record["stack_axis"] = stack_axis or "unnamed"
     if stack_axis is None:
         record["stack_axis_note"] = UNNAMED_STACK_AXIS.format(n=n)
-    # per-plane progress on this process's terminal (a rewritten line; in a log, a line every few seconds, not a
-    # carriage return per plane); Dask workers leave it to the driver's progress bar
-    progress = None if in_dask_worker() else StepLine()
+    # per-plane progress where the run shows its steps (a run's one input: its own line; several inputs in this
+    # process: beside the batch's bar, which a line of its own wrote over); Dask workers leave it to the driver's bar
+    progress = method_progress()
     # the file's own axis names: an OME-Zarr's z is planes, not maybe channels (as the 2D functions would caution)
     common = {"channel_axis": args.channel_axis, "name": str(path), "progress": progress, "axes": axes}
-    try:
-        if args.propagate:
-            seed, seed_scores, seed_warnings, seed_scale = None, None, [], None
-            if not prompted:
-                out = plane_or_nothing(to_numpy(volume[plane]), plane)
-                if plane in nothing:  # the seed method's own reason, said to be the seed plane's
-                    why = nothing[plane]
-                    for named in (f"{path} plane {plane}: ", f"{path}: "):  # it names the file (and plane): once
-                        why = why.removeprefix(named)
-                    raise NothingFoundError(f"{path}: nothing to propagate from the seed plane {plane}: {why}")
-                seed, seed_scores = _plane_labels(out), _plane_scores(out)
-                seed_warnings = plane_warnings(((plane, w) for w in getattr(out, "warnings", [])), str(path))
-                seed_scale = getattr(out, "scale", None)  # the scale the seed method worked at (find-all, one-shot)
-            object_size = getattr(args, "object_size", None)
-            if object_size is None and seed_scale is not None:
-                # the seed's objects decoded at the seed method's scale, not at one taken from its (tighter) masks:
-                # find-all's nuclei on a DSB stack, F1 0.42 at the masks' scale, 0.69 at the seed's
-                object_size = seed_scale.object_size
-            result = propagate_through_stack(
-                image,
-                plane,
-                boxes=boxes,
-                positive_points=positive_points,
-                negative_points=negative_points,
-                labels=seed,
-                seed_scores=seed_scores,
-                seed_warnings=seed_warnings,
-                segmenter=segmenter,
-                object_size=object_size,
-                channels=args.channels,
-                normalize=args.normalize,
-                stop_iou=args.stop_iou,
-                **common,
-            )
-            labels, warnings = result.labels, result.warnings
-            record.update(
-                mode=f"propagated from plane {plane}",
-                working_scale=scale.summary() if (scale := result.scale or seed_scale) is not None else None,
-                stops={str(k): v for k, v in result.stops.items()},
-                scores={str(k): None if v is None else round(v, 4) for k, v in result.scores.items()},
-            )
-        elif plane is not None:
+    if args.propagate:
+        seed, seed_scores, seed_warnings, seed_scale = None, None, [], None
+        if not prompted:
             out = plane_or_nothing(to_numpy(volume[plane]), plane)
-            warnings = [*warnings, *plane_warnings(((plane, w) for w in getattr(out, "warnings", [])), str(path))]
-            found = np.asarray(_plane_labels(out))
-            labels = np.zeros((n, *found.shape), found.dtype)
-            labels[plane] = found
-            record["mode"] = f"plane {plane} only"
-        else:
-            result = segment_stack(image, plane_or_nothing, **common)
-            labels, warnings = result.labels, result.warnings
-            record["mode"] = "plane by plane, ids linked across planes"
-    finally:
-        if progress is not None:
-            progress.close()  # a following message, or an error, starts on a line of its own
+            if plane in nothing:  # the seed method's own reason, said to be the seed plane's
+                why = nothing[plane]
+                for named in (f"{path} plane {plane}: ", f"{path}: "):  # it names the file (and plane): once
+                    why = why.removeprefix(named)
+                raise NothingFoundError(f"{path}: nothing to propagate from the seed plane {plane}: {why}")
+            seed, seed_scores = _plane_labels(out), _plane_scores(out)
+            seed_warnings = plane_warnings(((plane, w) for w in getattr(out, "warnings", [])), str(path))
+            seed_scale = getattr(out, "scale", None)  # the scale the seed method worked at (find-all, one-shot)
+        object_size = getattr(args, "object_size", None)
+        if object_size is None and seed_scale is not None:
+            # the seed's objects decoded at the seed method's scale, not at one taken from its (tighter) masks:
+            # find-all's nuclei on a DSB stack, F1 0.42 at the masks' scale, 0.69 at the seed's
+            object_size = seed_scale.object_size
+        result = propagate_through_stack(
+            image,
+            plane,
+            boxes=boxes,
+            positive_points=positive_points,
+            negative_points=negative_points,
+            labels=seed,
+            seed_scores=seed_scores,
+            seed_warnings=seed_warnings,
+            segmenter=segmenter,
+            object_size=object_size,
+            channels=args.channels,
+            normalize=args.normalize,
+            stop_iou=args.stop_iou,
+            **common,
+        )
+        labels, warnings = result.labels, result.warnings
+        record.update(
+            mode=f"propagated from plane {plane}",
+            working_scale=scale.summary() if (scale := result.scale or seed_scale) is not None else None,
+            stops={str(k): v for k, v in result.stops.items()},
+            scores={str(k): None if v is None else round(v, 4) for k, v in result.scores.items()},
+        )
+    elif plane is not None:
+        out = plane_or_nothing(to_numpy(volume[plane]), plane)
+        warnings = [*warnings, *plane_warnings(((plane, w) for w in getattr(out, "warnings", [])), str(path))]
+        found = np.asarray(_plane_labels(out))
+        labels = np.zeros((n, *found.shape), found.dtype)
+        labels[plane] = found
+        record["mode"] = f"plane {plane} only"
+    else:
+        result = segment_stack(image, plane_or_nothing, **common)
+        labels, warnings = result.labels, result.warnings
+        record["mode"] = "plane by plane, ids linked across planes"
     if nothing:
         warnings = [*warnings, f"{path}: nothing like the prompt on plane(s) {', '.join(map(str, sorted(nothing)))}"]
     if not args.propagate and getattr(args, "stop_iou_given", False):
