@@ -108,3 +108,25 @@ print("torch" in sys.modules)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
     assert (out / JOURNAL_NAME).is_file()
+
+
+def test_auto_resumed_where_auto_means_another_device_makes_that_devices_images_again(inputs, tmp_path, capsys):
+    """A --device auto run on a GPU machine, resumed with --device auto where there is none (the output folder on
+    a share, the GPU node busy): the signature is the same, so every record was kept, and the report mixed images
+    made on cuda with images made on the CPU. auto means the device it resolves to now: the images made on another
+    kind are made again, and said; those made here are kept."""
+    out = tmp_path / "out"
+    assert segment(inputs, out) == 0  # auto: the CPU here
+    report = json.loads((out / "report.json").read_text())
+    stamps = [Path(r["output"]).stat().st_mtime_ns for r in report["images"]]
+    # as a GPU machine wrote it: the first input made on cuda (the run's meta says where its workers ran)
+    report["images"][0]["device"] = "cuda:0"
+    (out / "report.json").write_text(json.dumps(report))
+    capsys.readouterr()
+
+    assert segment(inputs, out, "--resume") == 0
+    assert "1 input(s) done on cuda:0 are made again on cpu" in capsys.readouterr().err
+    again = json.loads((out / "report.json").read_text())
+    assert again["batch"]["resumed"] == 1 and [r["device"] for r in again["images"]] == ["cpu", "cpu"]
+    assert Path(again["images"][0]["output"]).stat().st_mtime_ns != stamps[0]  # made again
+    assert Path(again["images"][1]["output"]).stat().st_mtime_ns == stamps[1]  # kept

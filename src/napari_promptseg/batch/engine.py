@@ -32,6 +32,7 @@ from .journal import (
     Journal,
     input_digest,
     is_done,
+    made_on_another_device,
     moved_inputs,
     moved_with_output,
     run_options,
@@ -274,6 +275,28 @@ def method_progress() -> Callable[[float, str], None] | None:
     return _method_progress.get()
 
 
+def _made_on_another_device(args: object, kept: dict[str, dict], meta: dict, scheduler: str | None) -> list[str]:
+    """--device auto resumed where auto now means another kind of device than the kept inputs ran on (a GPU run
+    resumed on a machine without one): those inputs, said; they are made again, as results differ between devices.
+    Only for workers on this machine (scheduler none, local): a scheduler's workers elsewhere are not asked."""
+    if not kept or str(getattr(args, "device", "")).strip().lower() != "auto":
+        return []
+    if resolve_scheduler(scheduler, 2) not in ("none", "local"):
+        return []
+    from ..models.device import resolve_device
+
+    now = resolve_device("auto").type
+    elsewhere = made_on_another_device(kept, meta, now)
+    if elsewhere:
+        ran = ", ".join(sorted(set(elsewhere.values())))
+        print(
+            f"resuming: {len(elsewhere)} input(s) done on {ran} are made again on {now}, where --device auto runs "
+            "now (results differ between devices: one report holds one device's)",
+            file=sys.stderr,
+        )
+    return list(elsewhere)
+
+
 def run_batch(
     job: BatchJob,
     paths: Sequence[Path],
@@ -293,6 +316,8 @@ def run_batch(
     previous, meta = journal.previous() if (journal is not None and resume) else ({}, {})
     previous = {key: moved_with_output(record, output) for key, record in moved_inputs(previous, paths).items()}
     kept = {str(p): previous[str(p)] for p in paths if str(p) in previous and is_done(previous[str(p)], p)}
+    for key in _made_on_another_device(args, kept, meta, scheduler):
+        del kept[key]
     todo = [p for p in paths if str(p) not in kept]
     mode = resolve_scheduler(scheduler, len(todo))
     n_workers = max(1, min(workers or default_workers(), len(todo) or 1)) if mode == "local" else None  # tcp: seen
@@ -323,6 +348,15 @@ def run_batch(
                         "batch meta resumed_encoder_precision); run without --resume to make all at one precision",
                         file=sys.stderr,
                     )
+            # a scheduler's workers elsewhere (not asked before the run) whose auto is another device: said
+            elsewhere = made_on_another_device(kept, {}, meta["device"]) if kept and meta.get("device") else {}
+            if elsewhere:
+                print(
+                    f"warning: this run's workers run on {meta['device']}; {len(elsewhere)} input(s) kept from the "
+                    f"earlier run were made on {', '.join(sorted(set(elsewhere.values())))}, and results differ "
+                    "between devices; run without --resume to make all on one device",
+                    file=sys.stderr,
+                )
             if journal is not None:
                 journal.add(meta=meta)
         record = result["record"]

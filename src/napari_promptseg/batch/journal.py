@@ -6,7 +6,8 @@ the records of inputs whose outputs exist from the journal when there is one (a 
 (a finished one); an input that failed is run again. The signature (a hash of the options that change outputs)
 must match: results of other options are never mixed into one report. ``--device`` alone may differ when it names
 the device the earlier run ran on (each record says where it ran): ``auto`` and ``cpu`` are one run on a machine
-whose auto is the CPU, known without importing torch in the driver.
+whose auto is the CPU, known without importing torch in the driver. ``auto`` keeps only the records made where auto
+runs now (:func:`made_on_another_device`: a GPU run resumed on a machine without one is made again on the CPU).
 """
 
 from __future__ import annotations
@@ -140,6 +141,17 @@ def earlier_device(signature: str | None, before: dict | None, now: dict) -> str
 def device_kinds(devices: set[str]) -> set[str]:
     """'cuda:1' -> 'cuda': the kinds a journal's devices name."""
     return {str(d).split(":")[0].strip().lower() for d in devices}
+
+
+def made_on_another_device(kept: dict[str, dict], meta: dict, device_now: str) -> dict[str, str]:
+    """The inputs of ``kept`` made on a device of another kind than ``device_now`` (where --device auto runs now),
+    each with the device it ran on (a record without one: its run's meta; neither, an earlier version's: kept)."""
+    elsewhere = {}
+    for key, record in kept.items():
+        ran = record.get("device") or (meta or {}).get("device")
+        if ran and device_kinds({ran}) != device_kinds({device_now}):
+            elsewhere[key] = str(ran)
+    return elsewhere
 
 
 def input_digest(path: str | os.PathLike) -> str:
