@@ -7,7 +7,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -19,6 +24,7 @@ import zarr
 from ome_zarr.format import FormatV04
 from ome_zarr.writer import write_image
 
+from napari_promptseg.batch import JOURNAL_NAME
 from napari_promptseg.cli import main
 from napari_promptseg.io import read_image
 from napari_promptseg.io.images import is_own_output
@@ -129,3 +135,43 @@ def test_stacks_segmented_here_show_their_planes_in_the_batch_progress_display(s
     assert planes, shown  # the planes are shown...
     assert all("/2 " in s and "image" in s for s in planes), planes  # ...within the bar of the two inputs
     assert not any(s.startswith(str(tmp_path)) for s in segments), segments  # no line of their own over it
+
+
+def test_ctrl_c_in_a_batch_says_how_to_go_on(em, tmp_path, capsys):
+    """Ctrl+C part-way through a folder said only 'promptseg segment: interrupted': nothing told the user that the
+    finished images were kept, nor that --resume goes on without making them again (a rerun made all of them). It
+    says both now, and --resume does."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(3):
+        iio.imwrite(inputs / f"em_{i}.png", np.rot90(em, i))
+    out = tmp_path / "out"
+    command = ["segment", str(inputs), *BOX, "-o", str(out), "--scheduler", "none"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_promptseg.cli", *command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal gives it
+    )
+    journal = out / JOURNAL_NAME
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.is_file() and '"record"' in journal.read_text():
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+            time.sleep(0.05)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    said = re.search(r"interrupted; (\d) input\(s\) finished are kept: run the same command with --resume", stderr)
+    assert said, stderr
+    assert main([*command, "--resume"]) == 0
+    assert f"resuming: {said.group(1)} of 3 input(s) already done" in capsys.readouterr().err

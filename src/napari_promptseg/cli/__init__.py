@@ -198,11 +198,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except OSError as exc:  # the disk filled up, a folder became read-only: one line, and --resume goes on after
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"promptseg {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"promptseg {args.command}: error: {where}{exc.strerror or exc}{_resume_hint(args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\npromptseg {args.command}: interrupted", file=sys.stderr)
+        print(f"\npromptseg {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """How to go on after a batch stopped part-way (Ctrl+C, a full disk): the inputs it finished, kept in its journal,
+    and the option that skips them ('' when it left no journal)."""
+    import json
+
+    from ..batch import JOURNAL_NAME
+
+    output = getattr(args, "output", None)
+    if output is None or not hasattr(args, "resume"):
+        return ""
+    done = 0
+    try:
+        with open(Path(output) / JOURNAL_NAME) as journal:
+            for line in journal:
+                with contextlib.suppress(ValueError, AttributeError):  # the last line may be cut short
+                    done += (json.loads(line).get("record") or {}).get("status") in ("ok", "empty")
+    except OSError:
+        return ""
+    if not done:
+        return ""
+    return f"; {done} input(s) finished are kept: run the same command with --resume to go on from there"
 
 
 #: per subcommand, the arguments naming files it reads: (dest, option, what). Checked before anything is imported or
