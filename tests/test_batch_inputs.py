@@ -175,3 +175,17 @@ def test_ctrl_c_in_a_batch_says_how_to_go_on(em, tmp_path, capsys):
     assert said, stderr
     assert main([*command, "--resume"]) == 0
     assert f"resuming: {said.group(1)} of 3 input(s) already done" in capsys.readouterr().err
+
+
+def test_a_png_named_tif_is_read_as_the_png_it_holds(em, tmp_path, capsys):
+    """A PNG saved or renamed as .tif (an exporter's choice, a user's rename) failed in a folder's batch: 'cannot be
+    read as an image (not a TIFF file: header=b'\\x89PNG...')'. It is read by what it holds: the same labels as the
+    PNG."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    iio.imwrite(folder / "em.png", em)
+    (folder / "em_renamed.tif").write_bytes((folder / "em.png").read_bytes())
+    out = tmp_path / "out"
+    assert main(["segment", str(folder), *BOX, "-o", str(out)]) == 0, capsys.readouterr().err
+    labels = tifffile.imread(out / "em_renamed.tif")
+    assert labels.any() and np.array_equal(labels, tifffile.imread(out / "em.tif"))

@@ -145,17 +145,37 @@ def read_image(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise PromptsegError(f"{path}: no such file")
     try:
-        if path.suffix.lower() in TIFF_SUFFIXES:
+        misnamed = _format_of_misnamed_tiff(path)
+        if path.suffix.lower() in TIFF_SUFFIXES and misnamed is None:
             image = tifffile.imread(path)
         else:
             import imageio.v3 as iio
 
-            image = np.asarray(iio.imread(path))
+            # a PNG or JPEG named .tif (renamed, or an exporter's choice) is read as what it holds, not refused as
+            # "not a TIFF file"
+            image = np.asarray(iio.imread(path, extension=misnamed))
     except Exception as exc:  # every reader has its own exception types; the user needs the file name
         raise PromptsegError(f"{path}: cannot be read as an image ({_unreadable_why(path, exc)})") from exc
     if image.ndim < 2 or not image.size:  # tifffile reads a TIFF without pages as an empty array, with a warning
         raise PromptsegError(f"{path}: cannot be read as an image (no pixels: shape {image.shape})")
     return image
+
+
+#: first bytes of the formats a file named .tif may hold instead, and their suffix
+_SIGNATURES = {b"\x89PNG\r\n\x1a\n": ".png", b"\xff\xd8\xff": ".jpg", b"BM": ".bmp"}
+
+
+def _format_of_misnamed_tiff(path: Path) -> str | None:
+    """The suffix of the format a file named .tif holds when its first bytes say it is a PNG, JPEG or BMP; else
+    None (a TIFF, or a file of another name)."""
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    return next((suffix for signature, suffix in _SIGNATURES.items() if head.startswith(signature)), None)
 
 
 def _unreadable_why(path: Path, exc: Exception) -> str:
