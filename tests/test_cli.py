@@ -342,7 +342,8 @@ def test_an_output_folder_that_cannot_be_written_or_fills_up_gives_one_line(lite
     out = tmp_path / "full"
     assert main([*command, str(out)]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.strip().endswith(f"error: {out / JOURNAL_NAME}: No space left on device")
+    said = f"error: {out / JOURNAL_NAME}: No space left on device; 1 input(s) finished are kept: run the same "
+    assert "Traceback" not in err and err.strip().endswith(said + "command with --resume to go on from there"), err
     assert (out / JOURNAL_NAME).read_text().count('"record"') == 1  # what was done is kept for --resume
 
 
