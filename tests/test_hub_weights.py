@@ -16,7 +16,7 @@ import torch
 
 from napari_promptseg import cli
 from napari_promptseg.errors import WeightsError
-from napari_promptseg.io import read_image
+from napari_promptseg.io import read_image, read_mask
 from napari_promptseg.models import MODELS, get_card, load_grounder, load_heatmapper, registry, resolve_weights
 from napari_promptseg.models.features import load_feature_extractor
 from napari_promptseg.models.hub import hf_cache_dir
@@ -379,3 +379,32 @@ def test_a_hugging_face_cache_folder_given_for_a_single_file_model(tmp_path):
     (repo_files / "sam_vit_b_01ec64.pth").write_bytes(b"SAM under its published name")
     snapshot = put_in_hf_cache(repo_files, "lab/sam-finetuned", "e" * 40, tmp_path / "hub")  # refs/main: this one
     assert resolve_weights("sam_vit_b", repo) == snapshot / "sam_vit_b_01ec64.pth"
+
+
+def test_auto_route_downloads_nothing_a_named_route_does(fake_hub, tiny_clipseg_dir, hf_dir, shared_data, tmp_path):  # noqa: F811
+    """A user with the offline library alone, online: route auto fetched GroundingDINO (690 MB) from the hub without
+    asking, while the Text widget said the library would answer. Auto takes what is on disk and the network is not
+    even asked; naming the route downloads the model (with progress), and auto takes it from then on."""
+    from napari_promptseg.io.library import ReferenceLibrary
+    from napari_promptseg.methods.text import available_route, choose_route
+
+    fake_hub.add(GDINO.repo_id, hf_dir, GDINO.revision)
+    fake_hub.add(CLIPSEG.repo_id, tiny_clipseg_dir, CLIPSEG.revision)
+    image_path, mask_path = dataset_pairs(shared_data / "lungs_cxr_shenzhen")[0]
+    library = ReferenceLibrary.open(tmp_path / "library")
+    library.add("lung", read_image(image_path)[::8, ::8, 0], read_mask(mask_path)[::8, ::8])
+
+    assert available_route("auto") == "library"  # what the widget shows before a run
+    route = choose_route("auto", library=library, device="cpu")
+    assert (route.route, route.skipped) == ("library", ["no GroundingDINO weights", "no CLIPSeg weights"])
+    assert "not downloaded unless asked for" in route.details[0]
+    assert fake_hub.requests == []
+
+    told: list[str] = []
+    route = choose_route("groundingdino", device="cpu", progress=lambda fraction, message: told.append(message))
+    assert (route.route, route.name) == ("groundingdino", GDINO.name)
+    assert f"/{GDINO.repo_id}/resolve/{GDINO.revision}/model.safetensors" in fake_hub.downloads()
+    assert any(m.startswith(f"downloading {GDINO.name}:") for m in told)
+    asked = len(fake_hub.requests)
+    assert choose_route("auto", library=library, device="cpu").route == "groundingdino"  # now on disk
+    assert len(fake_hub.requests) == asked

@@ -463,3 +463,16 @@ def test_a_checkpoint_in_a_folder_that_takes_no_stamp_is_hashed_once(cache, monk
 
     assert hashed == [str(cache / FILENAME)]  # the first start only
     assert len(list((tmp_path / "user cache" / "napari-promptseg" / "verified").iterdir())) == 1
+
+
+def test_no_download_when_not_asked_for_even_online(server, cache, monkeypatch):
+    """``download=False`` (the text route auto): a missing checkpoint is an error saying it was not downloaded, the
+    server is not asked, and the same call with downloads allowed fetches it."""
+    register_card(monkeypatch, server.url)
+    with pytest.raises(WeightsError) as info:
+        resolve_weights(CARD_NAME, download=False)
+    assert info.value.message == f"{CARD_NAME}: weights not found, and they are not downloaded unless asked for"
+    assert f"put {FILENAME} in {cache}" in info.value.details
+    assert server.requests == []
+    assert resolve_weights(CARD_NAME) == cache / FILENAME and server.requests == [len(PAYLOAD)]
+    assert resolve_weights(CARD_NAME, download=False) == cache / FILENAME  # on disk now: taken

@@ -147,7 +147,8 @@ class TextPromptWidget(QWidget):
         self.route.addItems(list(ROUTES))
         self.route.setToolTip(
             "auto: your trained text model if one is chosen, else GroundingDINO if its weights are present, else "
-            "CLIPSeg, else your reference library"
+            "CLIPSeg, else your reference library; auto downloads nothing: choose groundingdino or clipseg to "
+            "download that model"
         )
         # a model trained with `promptseg train-text` or the Train text model widget (directory)
         self.text_model = QComboBox()
@@ -310,7 +311,8 @@ class TextPromptWidget(QWidget):
         if self.route.currentText() == "auto":
             self.route.setToolTip(
                 f"auto: your trained text model if one is chosen, else GroundingDINO if its weights are present, "
-                f"else CLIPSeg, else your reference library (here: {answer})"
+                f"else CLIPSeg, else your reference library (here: {answer}); auto downloads nothing: choose "
+                "groundingdino or clipseg to download that model"
             )
 
     @property

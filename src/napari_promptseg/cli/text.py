@@ -39,7 +39,10 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
         "reference library)",
         description="Writes OUT/<stem>.tif (instance labels) per image and OUT/report.json (route, why, boxes, "
         "phrases). The route is the first that can answer: a trained model given with --text-model, GroundingDINO, "
-        "CLIPSeg, then the reference library (`promptseg library add`), unless --route picks one.",
+        "CLIPSeg, then the reference library (`promptseg library add`), unless --route picks one. Route auto uses "
+        "only weights already on disk (`promptseg models` lists them) and downloads nothing; --route groundingdino "
+        "or clipseg (or --grounder/--heatmapper NAME, --text-weights HUB_ID) downloads a missing model "
+        "(GroundingDINO: 690 MB) unless $PROMPTSEG_OFFLINE is set.",
     )
     text.add_argument("prompt", help="what to segment, e.g. 'nuclei' or 'gland, stroma' (phrases split on , . ;)")
     text.add_argument(
@@ -49,7 +52,13 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
         help="images: 2D, (Z, Y, X[, C]) stacks, OME-Zarr, folders of them, or patterns like 'dir/*.tif'",
     )
     text.add_argument("-o", "--output", type=Path, required=True, help=OUTPUT_HELP)
-    text.add_argument("--route", default="auto", choices=["auto", "trained", "groundingdino", "clipseg", "library"])
+    text.add_argument(
+        "--route",
+        default="auto",
+        choices=["auto", "trained", "groundingdino", "clipseg", "library"],
+        help="auto (default): the first route whose model is on disk, never a download; groundingdino, clipseg: "
+        "that model, downloaded when missing",
+    )
     text.add_argument(
         "--text-model",
         type=Path,

@@ -1,6 +1,8 @@
 """Segment what a text prompt names, by whichever route can answer it here.
 
-Routes, tried in this order by ``route="auto"``:
+Routes, tried in this order by ``route="auto"``, which takes only models whose weights are already on disk (bundled,
+in the Hugging Face cache, in our cache, or given): it never downloads. Naming a route, a model (``grounder``,
+``heatmapper``) or weights (a hub id) is what fetches a missing model:
 
 0. **trained**: a text segmenter trained on the user's triplets (``promptseg train-text``), when one is given
    (``text_model``): its mask probability is thresholded (0.5) and split into objects. It reads the prompt as one
@@ -141,6 +143,7 @@ def _try_load(
     device: str,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
+    download: bool = True,
 ) -> tuple[object, str, list[str]]:
     from ..models import download_progress, load_grounder, load_heatmapper
 
@@ -149,7 +152,8 @@ def _try_load(
     for model_name in names:
         downloads = download_progress(progress, cancel, model_name) if progress is not None else None
         try:
-            return loader(model_name, weights=weights, device=device, progress=downloads), model_name, problems
+            model = loader(model_name, weights=weights, device=device, progress=downloads, download=download)
+            return model, model_name, problems
         except (WeightsError, ImportError) as exc:
             problems.append(str(exc))
     return None, "", problems
@@ -187,7 +191,9 @@ def choose_route(
     """Pick the route that can answer: a trained text model when given (``text_model``: a model directory or a
     loaded :class:`~..models.protocols.TextSegmenter`), a given model object, else registry models whose weights
     resolve, else the reference library (``library``: a :class:`~..io.library.ReferenceLibrary`, a path, or None
-    for the default). A model's weights download tells ``progress`` and stops when ``cancel()`` says so."""
+    for the default). ``route="auto"`` takes only weights already on disk: a user with the offline library alone is
+    not sent a 690 MB GroundingDINO download they did not ask for; a named route, model or hub id downloads what is
+    missing. A model's weights download tells ``progress`` and stops when ``cancel()`` says so."""
     if route not in ROUTES:
         raise PromptsegError(f"route must be one of {ROUTES}, got {route!r}")
     skipped: list[str] = []
@@ -222,7 +228,9 @@ def choose_route(
         if grounder is not None and not isinstance(grounder, str):
             return TextRoute("groundingdino", grounder, getattr(grounder, "name", "grounder"))
         names = [grounder] if isinstance(grounder, str) else GROUNDER_MODELS
-        model, model_name, problems = _try_load("grounder", names, weights, device, progress, cancel)
+        # auto fetches nothing unless the user named the model or its weights
+        download = route != "auto" or isinstance(grounder, str) or weights is not None
+        model, model_name, problems = _try_load("grounder", names, weights, device, progress, cancel, download)
         if model is not None:
             return TextRoute("groundingdino", model, model_name)
         if route == "groundingdino":
@@ -235,7 +243,8 @@ def choose_route(
         if heatmapper is not None and not isinstance(heatmapper, str):
             return TextRoute("clipseg", heatmapper, getattr(heatmapper, "name", "heatmapper"), skipped, details)
         names = [heatmapper] if isinstance(heatmapper, str) else HEATMAPPER_MODELS
-        model, model_name, problems = _try_load("heatmapper", names, weights, device, progress, cancel)
+        download = route != "auto" or isinstance(heatmapper, str) or weights is not None
+        model, model_name, problems = _try_load("heatmapper", names, weights, device, progress, cancel, download)
         if model is not None:
             return TextRoute("clipseg", model, model_name, skipped, details)
         if route == "clipseg":
@@ -259,7 +268,8 @@ def choose_route(
             details=f"library: {lib.path}. Save a named exemplar from the One-shot widget ('Save reference to "
             "library…'), or the Text prompt widget's 'Add exemplar', or run `promptseg library add NAME --image IMG "
             "--mask MASK` (`promptseg library starter` adds the bundled nuclei exemplar); or put GroundingDINO/CLIPSeg "
-            "weights in place (`promptseg models` lists where)",
+            "weights in place (`promptseg models` lists where), or choose route groundingdino or clipseg to download "
+            "them (route auto downloads nothing)",
         )
     return TextRoute("library", lib, str(lib.path), skipped, details)
 
@@ -297,7 +307,7 @@ def segment_text(
     two).
 
     ``route``: "auto" takes the trained ``text_model`` when given, else the first that can answer of
-    GroundingDINO, CLIPSeg, the reference library (or pass a
+    GroundingDINO, CLIPSeg (whose weights are on disk: auto downloads nothing), the reference library (or pass a
     :class:`TextRoute` from :func:`choose_route` to reuse loaded models over many images). ``template``: medvlsm
     prompt level p0-p9 (:func:`~.prompt_templates.expand_prompt`) applied to each phrase for the vision-language
     models. ``refine``: decode CLIPSeg components with the segmenter (default LiteMedSAM) instead of thresholding

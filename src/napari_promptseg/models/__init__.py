@@ -100,9 +100,11 @@ def load_grounder(
     weights: str | os.PathLike | None = None,
     device: str = "auto",
     progress: Progress | None = None,
+    download: bool = True,
 ) -> TextGrounder:
-    """Load (once per process) a text -> boxes model (GroundingDINO through transformers or groundingdino-py)."""
-    return _load(name, "grounder", weights, device, progress)
+    """Load (once per process) a text -> boxes model (GroundingDINO through transformers or groundingdino-py).
+    ``download=False``: only weights already on disk (:func:`~.registry.resolve_weights`)."""
+    return _load(name, "grounder", weights, device, progress, download)
 
 
 def load_heatmapper(
@@ -111,9 +113,11 @@ def load_heatmapper(
     weights: str | os.PathLike | None = None,
     device: str = "auto",
     progress: Progress | None = None,
+    download: bool = True,
 ) -> TextHeatmapper:
-    """Load (once per process) a text -> heatmap model (CLIPSeg, or a medvlsm-style fine-tuned checkpoint dir)."""
-    return _load(name, "heatmapper", weights, device, progress)
+    """Load (once per process) a text -> heatmap model (CLIPSeg, or a medvlsm-style fine-tuned checkpoint dir).
+    ``download=False``: only weights already on disk (:func:`~.registry.resolve_weights`)."""
+    return _load(name, "heatmapper", weights, device, progress, download)
 
 
 def load_text_embedder(
@@ -190,7 +194,7 @@ def _forget_other_versions(place: tuple) -> None:
         del _loaded[stale]
 
 
-def _load(name: str, role: str, weights, device: str, progress: Progress | None):
+def _load(name: str, role: str, weights, device: str, progress: Progress | None, download: bool = True):
     from ..errors import WeightsError
     from ._native import load_triton_safely
 
@@ -214,7 +218,7 @@ def _load(name: str, role: str, weights, device: str, progress: Progress | None)
     with _name_lock(name):
         # keyed by the resolved file, so weights that appear later (a download, a new cache dir) are picked up, and
         # by its version: a checkpoint saved again under its name (a further fine-tuning epoch) is loaded again
-        path = resolve_weights(name, weights, progress=progress)
+        path = resolve_weights(name, weights, progress=progress, download=download)
         place = (name, os.fspath(path), str(dev))
         key = (*place, _version(path))
         with _lock:

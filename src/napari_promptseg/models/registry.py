@@ -12,6 +12,7 @@ Resolution order (ours; fetching and caching are huggingface_hub's and pooch's):
    revision into the Hugging Face cache; pooch downloads a single file into our cache, retried, checked against the
    card's sha256;
 5. otherwise one :class:`WeightsError` that names the file, the variable and the folder.
+Step 4 is skipped when the caller says ``download=False`` (the text route "auto": it takes what is on disk).
 A single-file checkpoint is checked against the card's size and sha256 before it is loaded (a stamp beside it
 records the check, so a 2.5 GB file is hashed once, not at every start).
 """
@@ -278,21 +279,36 @@ def cache_dir() -> Path:
 
 
 # -- resolution ---------------------------------------------------------------------------------------------------
-def resolve_weights(name: str, path: str | os.PathLike | None = None, *, progress: Progress | None = None) -> Path:
+def resolve_weights(
+    name: str, path: str | os.PathLike | None = None, *, progress: Progress | None = None, download: bool = True
+) -> Path:
     """Local weights for model ``name``: a verified file, or a directory for directory models (order: module doc).
 
-    ``progress(done, total)`` hears about downloads (huggingface_hub's own bars show as well)."""
+    ``progress(done, total)`` hears about downloads (huggingface_hub's own bars show as well). ``download=False``:
+    only weights already on disk; nothing is fetched (not even a cached snapshot's missing optional files) and the
+    network is not probed; missing weights are a :class:`WeightsError` as offline."""
     card = get_card(name)
     if path is not None:
-        return _explicit(card, path, progress)
+        return _explicit(card, path, progress, download)
     packaged = _package_path(card)
     if packaged is not None:
         if not card.is_directory:
             verify(card, packaged)
         return packaged
     if card.repo_id is not None:
-        return _from_hub(card, card.repo_id, _revisions(card), card.files, card.required, progress)
-    return _single_file(card, progress)
+        return _from_hub(card, card.repo_id, _revisions(card), card.files, card.required, progress, download=download)
+    return _single_file(card, progress, download)
+
+
+#: why weights were not fetched when the caller asked for none (``download=False``)
+NOT_DOWNLOADED = "weights not found, and they are not downloaded unless asked for"
+
+
+def _no_fetch(card: ModelCard, download: bool) -> str | None:
+    """The error message when nothing may be fetched (offline, or ``download=False``), else None."""
+    if offline():
+        return f"{card.name}: weights not found and ${hub.offline_variable()} is set"
+    return None if download else f"{card.name}: {NOT_DOWNLOADED}"
 
 
 #: what :func:`weights_status` says of weights a load would not use as they are
@@ -379,12 +395,13 @@ def _from_hub(
     progress: Progress | None,
     *,
     named: str = "",
+    download: bool = True,
 ) -> Path:
     """The Hugging Face cache's snapshot (online, with the files it lacks fetched: best effort, the adapter names
     a file it cannot do without), else a download into the cache, else one error that says what to do."""
     snapshot, lacking = _in_hf_cache(repo_id, revisions, files, required)
     if snapshot is not None:
-        if lacking and not offline() and hub.unreachable_reason() is None:
+        if lacking and download and not offline() and hub.unreachable_reason() is None:
             try:
                 hub.download_snapshot(repo_id, snapshot.name, lacking, (), progress)  # snapshots/<commit>
             except CancelledError:
@@ -393,8 +410,9 @@ def _from_hub(
                 pass
         return snapshot
     where = named + _hub_where(card, repo_id, revisions[0], required)
-    if offline():
-        raise WeightsError(f"{card.name}: weights not found and ${hub.offline_variable()} is set", details=where)
+    refused = _no_fetch(card, download)
+    if refused is not None:
+        raise WeightsError(refused, details=where)
     unreachable = hub.unreachable_reason()
     if unreachable is not None:  # fail now, not after the hub's minute of retries
         raise WeightsError(
@@ -436,7 +454,7 @@ def _hub_where(card: ModelCard, repo_id: str, revision: str, required: tuple[str
     )
 
 
-def _single_file(card: ModelCard, progress: Progress | None) -> Path:
+def _single_file(card: ModelCard, progress: Progress | None, download: bool = True) -> Path:
     target = cache_dir() / card.filename
     where = (
         f"put {card.filename} in {target.parent} (or set ${CACHE_ENV}, or pass the path with {weights_option(card)})"
@@ -446,7 +464,7 @@ def _single_file(card: ModelCard, progress: Progress | None) -> Path:
         if problem is None:
             write_stamp(card, target)
             return target
-        if offline() or card.url is None:
+        if offline() or not download or card.url is None:
             raise WeightsError(
                 f"{card.name}: {target} is truncated, corrupt or not the published file ({problem})",
                 details=f"delete it and {where}",
@@ -454,11 +472,9 @@ def _single_file(card: ModelCard, progress: Progress | None) -> Path:
         # online: pooch sees the wrong hash and replaces the file by a verified download
     if card.url is None:
         raise WeightsError(f"{card.name}: no weights found and no download source", details=where)
-    if offline():
-        raise WeightsError(
-            f"{card.name}: weights not found and ${hub.offline_variable()} is set",
-            details=f"{where}; it is published at {card.url}",
-        )
+    refused = _no_fetch(card, download)
+    if refused is not None:
+        raise WeightsError(refused, details=f"{where}; it is published at {card.url}")
     unreachable = hub.unreachable_reason(card.url)
     if unreachable is not None:  # fail now, not after pooch's retries
         problem = mismatch(card, target) if target.is_file() else None
@@ -503,7 +519,7 @@ def _download_file(card: ModelCard, target: Path, where: str, progress: Progress
     return fetched
 
 
-def _explicit(card: ModelCard, path: str | os.PathLike, progress: Progress | None) -> Path:
+def _explicit(card: ModelCard, path: str | os.PathLike, progress: Progress | None, download: bool = True) -> Path:
     """Weights the user named: not held to the published checksum (often fine-tuned)."""
     explicit = Path(path).expanduser()
     ref = None if explicit.exists() else hub.parse_hub_id(os.fspath(path))
@@ -514,7 +530,7 @@ def _explicit(card: ModelCard, path: str | os.PathLike, progress: Progress | Non
         files = card.files if card.is_directory else (str(ref.file),)
         required = card.required if card.is_directory else files
         named = f"{os.fspath(path)} is not a local path; as a hub id, "
-        snapshot = _from_hub(card, ref.repo_id, revisions, files, required, progress, named=named)
+        snapshot = _from_hub(card, ref.repo_id, revisions, files, required, progress, named=named, download=download)
         return snapshot if card.is_directory else snapshot / str(ref.file)
     if card.is_directory:
         if not explicit.is_dir():
