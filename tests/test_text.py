@@ -384,3 +384,48 @@ def test_a_phrase_the_library_cannot_answer_fails_before_any_phrase_is_segmented
             progress=lambda fraction, message: messages.append(message),
         )
     assert not [m for m in messages if "lungs" in m]  # nothing of the first phrase ran
+
+
+def test_a_prompt_longer_than_clipseg_reads_is_told_once_with_what_was_kept(tiny_clipseg_dir, lungs):  # noqa: F811
+    """CLIP reads 77 tokens: a longer prompt (a p7-p9 template with a description) was cut without a word. The
+    warning names the prompt and where the cut fell, and comes once per route (a batch's first image), not per
+    image or per phrase checked again."""
+    in_hf_cache("clipseg_rd64_refined", tiny_clipseg_dir)
+    image = lungs[0][0][::8, ::8]
+    long_prompt = " ".join(["left lung"] * 50)  # 100 words, each one token of the tiny model's vocabulary
+    kept = " ".join(long_prompt.split()[:75])  # 77 - <|startoftext|> - <|endoftext|>
+    route = choose_route("clipseg", device="cpu")
+
+    first = segment_text(image, long_prompt, route=route, refine=False, device="cpu")
+
+    assert [w for w in first.warnings if "tokens long" in w] == [
+        f"the prompt '{long_prompt[:57]}...' is 102 tokens long and CLIPSeg (clipseg_rd64_refined) reads 77: it was "
+        f"cut after '...{kept[-37:]}' (75 of its 100 words kept); the rest had no effect"
+    ]
+    np.testing.assert_allclose(first.heatmap, route.model.heatmap(image, kept), atol=1e-6)  # what the model read
+    again = segment_text(image, long_prompt, route=route, refine=False, device="cpu")
+    short = segment_text(image, "left lung", refine=False, device="cpu")
+    assert not [w for w in again.warnings + short.warnings if "tokens long" in w]
+
+
+def test_a_prompt_longer_than_the_sentence_model_reads_is_told_on_the_library_route(lungs, litemedsam, empty_library):
+    """The library route's sentence model reads 256 tokens of a phrase; a pasted description longer than that was
+    matched on its start alone, silently."""
+    from napari_promptseg.models import load_text_embedder
+
+    (ref, ref_mask), (target, _) = lungs[0], lungs[1]
+    sentence = "the left and right lung fields of a frontal chest radiograph with clear margins "
+    long_prompt = (sentence * 24).strip()  # 336 words, one phrase (no ',', '.' or ';')
+    empty_library.add("lung", ref[::8, ::8], ref_mask[::8, ::8], description=long_prompt)
+
+    result = segment_text(target[::8, ::8], long_prompt, library=empty_library, segmenter=litemedsam, device="cpu")
+
+    assert result.route == "library" and result.phrases
+    cut = [w for w in result.warnings if "tokens long" in w]
+    assert len(cut) == 1 and cut[0].startswith(f"the prompt '{long_prompt[:57]}...' is ")
+    assert "the sentence model (all_minilm_l6_v2) reads 256: it was cut after '..." in cut[0]
+    embedder = load_text_embedder()
+    kept = embedder.cut_prompt(long_prompt).kept
+    assert f"({len(kept.split())} of its 336 words kept); the rest had no effect" in cut[0]
+    assert len(kept.split()) < 336 and long_prompt.startswith(kept)
+    np.testing.assert_allclose(embedder.embed(long_prompt), embedder.embed(kept), atol=1e-5)  # all it read

@@ -624,7 +624,9 @@ def test_texts_longer_than_the_sentence_model_reads_are_said_to_be_cut(kvasir, c
 
     image, _ = kvasir[0].load()
     first = segment_text(image, LONG_TEXT, text_model=result.path, device="cpu")
-    assert any("the prompt is longer than" in w and "was cut" in w for w in first.warnings), first.warnings
+    cut = [w for w in first.warnings if "was cut" in w]
+    assert len(cut) == 1 and cut[0].startswith(f"the prompt '{LONG_TEXT[:57]}...' is "), first.warnings
+    assert "the trained text model (all_minilm_l6_v2) reads 256: it was cut after '..." in cut[0]
     again = segment_text(image, LONG_TEXT, text_model=result.path, device="cpu")
     assert not any("was cut" in w for w in again.warnings)  # once per run, not once per image
     short = segment_text(image, "polyp", text_model=result.path, device="cpu")

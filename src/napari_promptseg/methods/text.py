@@ -372,10 +372,8 @@ def segment_text(
         factor=float(factor),
         name=name,
     )
+    cut_warnings = _cut_prompt_warnings(chosen, request.phrases if chosen.route == "library" else request.model_prompts)
     t0 = time.perf_counter()
-    # a trained model's text tokens are encoded once per process: its first image says the prompt was cut
-    tokens = getattr(chosen.model, "text", None) if chosen.route == "trained" else None
-    cut_before = len(getattr(tokens, "cut", ()))
     if chosen.route == "groundingdino":
         result = _grounding_route(request, box_threshold, text_threshold, nms_iou)
     elif chosen.route in ("clipseg", "trained"):
@@ -384,12 +382,7 @@ def segment_text(
         result = _library_route(request, top_k, min_similarity)
     timings["segment_s"] = time.perf_counter() - t0
     result.timings = timings
-    if tokens is not None and len(getattr(tokens, "cut", ())) > cut_before:
-        limit = tokens.embedder.max_seq_length
-        result.warnings.append(
-            f"the prompt is longer than the text model's sentence encoder reads ({limit} tokens) and was cut to its "
-            f"first {limit}: the rest of it had no effect"
-        )
+    result.warnings[:0] = cut_warnings
     if not result.phrases:
         result.warnings.append(f"{name}: nothing found for {prompt!r} ({result.reason})")
     report(1.0, "done")
@@ -398,6 +391,26 @@ def segment_text(
         result.boxes = level.to_full(result.boxes)
         result.heatmap_factor = level.factor
     return result
+
+
+def _cut_prompt_warnings(chosen: TextRoute, texts: Sequence[str]) -> list[str]:
+    """A warning per text longer than the route's text encoder reads, once per process (a batch's first image):
+    CLIPSeg's CLIP (77 tokens), the sentence model of the library and of a trained fusion model (256); their
+    tokenizers cut it without a word."""
+    model = chosen.model
+    if chosen.route == "trained" and hasattr(model, "text"):  # a fusion model: its frozen sentence model reads it
+        model = model.text.embedder
+    elif chosen.route == "library":
+        from ..models import load_text_embedder
+
+        try:  # loaded once per process; rank_library matches exact names without it
+            model = load_text_embedder()
+        except (WeightsError, ImportError):
+            return []
+    from ..models.tokens import cut_warnings
+
+    what = {"library": "the sentence model", "trained": "the trained text model"}.get(chosen.route, "CLIPSeg")
+    return cut_warnings(model, f"{what} ({getattr(model, 'name', chosen.name)})", texts)
 
 
 @dataclass

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..errors import PromptsegError, WeightsError
 from .checkpoint import PROCESSOR_FILES, WEIGHT_FILES, check_model_directory, hub_load_errors
 from .preprocessing import Normalization, as_channels_last, in_memory, to_rgb_uint8
+from .tokens import CutText, cut_text
 
 #: what a CLIPSeg directory needs besides config.json
 CLIPSEG_PARTS = (
@@ -49,6 +50,12 @@ class ClipSegHeatmapper:
         # CLIP's text encoder has 77 positions; longer prompts (medvlsm p8/p9) are cut, as in medvlsm's training
         self.max_text_length = int(model.config.text_config.max_position_embeddings)
         self._lock = threading.Lock()  # a tokenizer is not safe to share between threads (widget worker + console)
+
+    def cut_prompt(self, prompt: str) -> CutText | None:
+        """What of ``prompt`` the text encoder reads when it is longer than :attr:`max_text_length` tokens, else
+        None (:meth:`logits` cuts it there)."""
+        with self._lock:
+            return cut_text(self.processor.tokenizer, prompt, self.max_text_length)
 
     def heatmap(
         self,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import WeightsError
+from .tokens import CutText, cut_text
 
 DEFAULT_MAX_SEQ_LENGTH = 256
 
@@ -138,6 +139,11 @@ class SentenceEmbedder:
         with self._lock:  # verbose=False: no transformers warning about the model's own maximum for a long text
             ids = self.tokenizer(items, truncation=False, verbose=False)["input_ids"]
         return [text for text, tokens in zip(items, ids, strict=True) if len(tokens) > self.max_seq_length]
+
+    def cut_prompt(self, text: str) -> CutText | None:
+        """What of ``text`` the model reads when it is longer than ``max_seq_length`` tokens, else None."""
+        with self._lock:
+            return cut_text(self.tokenizer, text, self.max_seq_length)
 
     def similarity(self, a: str | Sequence[str], b: str | Sequence[str]) -> np.ndarray:
         """(len(a), len(b)) cosine similarities."""

@@ -105,8 +105,6 @@ class TextTokens:
         self._memo: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self.maxsize = maxsize
         self._lock = threading.Lock()
-        #: the texts met so far that the sentence model cut at its maximum length (each once per process)
-        self.cut: list[str] = []
 
     def get(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(words (N, T, dim), mask (N, T) bool, sentence (N, dim)) padded to the longest text."""
@@ -115,9 +113,6 @@ class TextTokens:
                 # one text at a time: batched with others it is padded, and its states change in the last bits with
                 # the batch (1e-7), so a resumed training run, meeting texts in another order, ended elsewhere
                 hidden, mask, pooled = self.embedder.encode_tokens([text])
-                too_long = getattr(self.embedder, "too_long", None)
-                if too_long is not None and too_long([text]):
-                    self.cut.append(text)
                 self._memo[text] = (hidden[0, mask[0]].clone(), pooled[0].clone())
             items = [self._memo[t] for t in texts]
             while len(self._memo) > self.maxsize:

@@ -1,0 +1,61 @@
+"""How much of a prompt a text encoder reads: CLIP (CLIPSeg) reads 77 tokens, the sentence model of the library route
+256; the tokenizers cut what is longer without a word. :func:`cut_text` says what was kept, so the user can be told."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CutText:
+    """A text longer than a model's token limit and what of it the model reads."""
+
+    text: str
+    tokens: int  # the text's tokens, the model's special tokens ([CLS], <|startoftext|>, ...) counted
+    limit: int  # the tokens the model reads
+    kept: str  # the start of the text that fits, as the tokenizer decodes it (lower case for an uncased model)
+
+    def warning(self, model: str) -> str:
+        """One sentence naming the prompt, the limit and where the cut fell."""
+        shown = self.text if len(self.text) <= 60 else self.text[:57] + "..."
+        tail = self.kept if len(self.kept) <= 40 else "..." + self.kept[-37:]
+        words = f"{len(self.kept.split())} of its {len(self.text.split())} words"
+        return (
+            f"the prompt {shown!r} is {self.tokens} tokens long and {model} reads {self.limit}: it was cut after "
+            f"{tail!r} ({words} kept); the rest had no effect"
+        )
+
+
+def cut_text(tokenizer, text: str, limit: int) -> CutText | None:
+    """What ``tokenizer`` (a transformers tokenizer) keeps of ``text`` when it truncates at ``limit`` tokens (special
+    tokens counted, as ``truncation=True, max_length=limit`` does); None when the whole text fits."""
+    # verbose=False: no transformers warning about the model's maximum for a long text
+    ids = tokenizer(text, truncation=False, verbose=False)["input_ids"]
+    if len(ids) <= limit:
+        return None
+    content = tokenizer(text, truncation=False, verbose=False, add_special_tokens=False)["input_ids"]
+    room = max(limit - tokenizer.num_special_tokens_to_add(), 0)
+    kept = tokenizer.decode(content[:room], skip_special_tokens=True, clean_up_tokenization_spaces=True)
+    return CutText(text=text, tokens=len(ids), limit=limit, kept=" ".join(kept.split()))
+
+
+#: per model (loaded once per process), the texts already checked against its token limit
+_checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_checked_lock = threading.Lock()
+
+
+def cut_warnings(model: object, what: str, texts: Sequence[str]) -> list[str]:
+    """A warning (:meth:`CutText.warning`, the model called ``what``) per text longer than ``model`` reads (its
+    ``cut_prompt(text)``; a model without one is not checked). Each text is checked once per model: a batch's first
+    image, a widget's first run, says it; the images after it are not told again."""
+    cut_prompt = getattr(model, "cut_prompt", None)
+    if cut_prompt is None:
+        return []
+    with _checked_lock:
+        checked = _checked.setdefault(model, set())
+        new = [t for t in dict.fromkeys(texts) if t not in checked]
+        checked.update(new)
+    return [cut.warning(what) for cut in map(cut_prompt, new) if cut is not None]
