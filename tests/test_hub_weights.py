@@ -408,3 +408,33 @@ def test_auto_route_downloads_nothing_a_named_route_does(fake_hub, tiny_clipseg_
     asked = len(fake_hub.requests)
     assert choose_route("auto", library=library, device="cpu").route == "groundingdino"  # now on disk
     assert len(fake_hub.requests) == asked
+
+
+def test_a_dinov2_download_reports_progress_and_stops_on_cancel(fake_hub, tmp_path):
+    """DINOv2 (--features dinov2:facebook/dinov2-small) was fetched with no progress of ours and no way to stop it,
+    unlike every other model: its download now reports through the shared download progress and stops on cancel."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    from napari_promptseg.errors import CancelledError
+    from napari_promptseg.models import download_progress
+
+    card = get_card("dinov2_small")
+    torch.manual_seed(0)
+    config = Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=14, image_size=98
+    )
+    Dinov2Model(config).save_pretrained(tmp_path / "tiny-dinov2")
+    fake_hub.add(card.repo_id, tmp_path / "tiny-dinov2", card.revision)
+    told: list[str] = []
+    progress = download_progress(lambda fraction, message: told.append(message), lambda: bool(told), card.name)
+
+    with pytest.raises(CancelledError, match=f"download of {card.name} cancelled"):
+        load_feature_extractor(f"dinov2:{card.repo_id}", progress=progress)
+    assert told[0].startswith(f"downloading {card.name}:")
+    assert registry.weights_status(card) == ("missing", None)  # nothing half-fetched is taken for the model
+
+    seen: list[tuple[int, int | None]] = []
+    extractor = load_feature_extractor(f"dinov2:{card.repo_id}", progress=lambda done, size: seen.append((done, size)))
+    weights = (tmp_path / "tiny-dinov2" / "model.safetensors").stat().st_size
+    assert (weights, weights) in seen
+    assert extractor.features(np.zeros((60, 90), np.uint8)).shape[0] >= 2

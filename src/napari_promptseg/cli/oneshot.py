@@ -192,7 +192,7 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
     from ..models.preprocessing import as_channels_last
 
     segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
-    extractor = load_feature_extractor(args.features, segmenter=segmenter, device=args.device)
+    extractor = load_feature_extractor(args.features, segmenter=segmenter, device=args.device, progress=_print_progress)
     # a Fiji composite's named channel axis (C, Y, X), as the targets read it
     # a given --channel-axis counts in each file's order (a pyramid's is read channels last): every reference's
     # channels go last, as a target's do where it is compared with them (_segment), so one axis fits them all

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ..errors import PromptsegError, WeightsError
 from .device import resolve_device
+from .hub import Progress
 from .preprocessing import (
     Normalization,
     as_channels_last,
@@ -183,7 +184,9 @@ class Dinov2Features:
 
     ``image_size``: target length of the longer side before rounding each side to a multiple of the patch size
     (GBMSeg resizes to a 560x560 square, Matcher to 518; we keep the aspect ratio so non-square images are not
-    distorted — ``keep_aspect=False`` reproduces GBMSeg's square resize).
+    distorted — ``keep_aspect=False`` reproduces GBMSeg's square resize). ``progress(done_bytes, total_bytes)``
+    hears about a download of the weights, as the other models' loaders (:func:`~.download_progress` makes one
+    that reports to a task and raises :class:`~..errors.CancelledError` on cancel).
     """
 
     def __init__(
@@ -194,6 +197,7 @@ class Dinov2Features:
         keep_aspect: bool = True,
         device: str | torch.device = "cpu",
         min_cells: int = 2,
+        progress: Progress | None = None,
     ) -> None:
         if isinstance(model, torch.nn.Module):
             self.model = model
@@ -211,7 +215,7 @@ class Dinov2Features:
 
             load_triton_safely()
             # a local directory, or a hub id through the Hugging Face cache (facebook/dinov2-small: pinned revision)
-            path = resolve_weights("dinov2_small", model)
+            path = resolve_weights("dinov2_small", model, progress=progress)
             # another model's folder loaded as a DINOv2 of default size with random weights, without a word
             weights = ("the weights (model.safetensors or pytorch_model.bin)", [[f] for f in WEIGHT_FILES])
             check_model_directory(path, (weights,), model_type="dinov2", what="DINOv2", name="dinov2_small")
@@ -269,17 +273,22 @@ class Dinov2Features:
 
 
 def load_feature_extractor(
-    name: str, *, segmenter: PromptableSegmenter | None = None, device: str = "cpu", image_size: int = 518
+    name: str,
+    *,
+    segmenter: PromptableSegmenter | None = None,
+    device: str = "cpu",
+    image_size: int = 518,
+    progress: Progress | None = None,
 ) -> PatchFeatureExtractor:
     """``"segmenter"`` (the segmenter's encoder; ``"segmenter+flip"``/``"+flip4"``: with mirror views averaged, see
-    :class:`SegmenterFeatures`) or ``"dinov2:<local dir or hub id>"``."""
+    :class:`SegmenterFeatures`) or ``"dinov2:<local dir or hub id>"`` (``progress``: of its weights' download)."""
     base, _, flip = name.partition("+")
     if base in ("segmenter", "encoder", "") and flip in FLIP_VIEWS:
         if segmenter is None:
             raise PromptsegError("feature extractor 'segmenter' needs a segmenter")
         return SegmenterFeatures(segmenter, flip=flip)
     if name.startswith("dinov2:"):
-        return Dinov2Features(name.split(":", 1)[1], device=device, image_size=image_size)
+        return Dinov2Features(name.split(":", 1)[1], device=device, image_size=image_size, progress=progress)
     raise PromptsegError(
         f"unknown feature extractor {name!r}; use 'segmenter' (optionally '+flip' or '+flip4') or "
         "'dinov2:<directory or hub id>'"
