@@ -388,8 +388,8 @@ def test_a_phrase_the_library_cannot_answer_fails_before_any_phrase_is_segmented
 
 def test_a_prompt_longer_than_clipseg_reads_is_told_once_with_what_was_kept(tiny_clipseg_dir, lungs):  # noqa: F811
     """CLIP reads 77 tokens: a longer prompt (a p7-p9 template with a description) was cut without a word. The
-    warning names the prompt and where the cut fell, and comes once per route (a batch's first image), not per
-    image or per phrase checked again."""
+    warning names the prompt and where the cut fell, and comes once per model and process (a batch's first image),
+    not per image."""
     in_hf_cache("clipseg_rd64_refined", tiny_clipseg_dir)
     image = lungs[0][0][::8, ::8]
     long_prompt = " ".join(["left lung"] * 50)  # 100 words, each one token of the tiny model's vocabulary
@@ -429,3 +429,25 @@ def test_a_prompt_longer_than_the_sentence_model_reads_is_told_on_the_library_ro
     assert f"({len(kept.split())} of its 336 words kept); the rest had no effect" in cut[0]
     assert len(kept.split()) < 336 and long_prompt.startswith(kept)
     np.testing.assert_allclose(embedder.embed(long_prompt), embedder.embed(kept), atol=1e-5)  # all it read
+
+
+def test_a_caption_longer_than_groundingdino_reads_is_told(hf_dir, lungs, litemedsam):  # noqa: F811
+    """GroundingDINO's BERT reads 256 tokens of the caption of all phrases; the model dropped the rest silently
+    (many phrases, or a p7-p9 template over several)."""
+    in_hf_cache("grounding_dino_tiny", hf_dir)
+    phrase = "a round pink nucleus in the centre of the image"
+    prompt = ", ".join([phrase] * 30)  # 30 phrases of 10 words: 330 tokens with the ' . ' after each
+    route = choose_route("groundingdino", device="cpu")
+
+    result = segment_text(lungs[0][0][::8, ::8], prompt, route=route, box_threshold=1.0, segmenter=litemedsam)
+
+    cut = [w for w in result.warnings if "tokens long" in w]
+    caption = route.model.cut_prompt(result.model_prompts[0])
+    kept = caption.kept
+    assert caption.text.startswith(kept) and caption.text.startswith(f"{phrase} . {phrase} . ")  # as typed, not decoded
+    assert cut == [
+        f"the prompt '{' . '.join([phrase] * 2)[:57]}...' is 332 tokens long and GroundingDINO (grounding_dino_tiny) "
+        f"reads 256: it was cut after '...{kept[-37:]}' ({len(kept.split())} of its 330 words kept); the rest had "
+        "no effect"
+    ]
+    assert 200 < len(kept.split()) < 256

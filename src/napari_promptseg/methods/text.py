@@ -372,7 +372,9 @@ def segment_text(
         factor=float(factor),
         name=name,
     )
-    cut_warnings = _cut_prompt_warnings(chosen, request.phrases if chosen.route == "library" else request.model_prompts)
+    # what each route's text encoder reads: the library the phrases, GroundingDINO one caption of them all
+    texts = {"library": request.phrases, "groundingdino": [" . ".join(request.model_prompts)]}
+    cut_warnings = _cut_prompt_warnings(chosen, texts.get(chosen.route, request.model_prompts))
     t0 = time.perf_counter()
     if chosen.route == "groundingdino":
         result = _grounding_route(request, box_threshold, text_threshold, nms_iou)
@@ -395,8 +397,8 @@ def segment_text(
 
 def _cut_prompt_warnings(chosen: TextRoute, texts: Sequence[str]) -> list[str]:
     """A warning per text longer than the route's text encoder reads, once per process (a batch's first image):
-    CLIPSeg's CLIP (77 tokens), the sentence model of the library and of a trained fusion model (256); their
-    tokenizers cut it without a word."""
+    CLIPSeg's CLIP (77 tokens), GroundingDINO's BERT (256), the sentence model of the library and of a trained fusion
+    model (256); each cuts the rest without a word."""
     model = chosen.model
     if chosen.route == "trained" and hasattr(model, "text"):  # a fusion model: its frozen sentence model reads it
         model = model.text.embedder
@@ -409,7 +411,8 @@ def _cut_prompt_warnings(chosen: TextRoute, texts: Sequence[str]) -> list[str]:
             return []
     from ..models.tokens import cut_warnings
 
-    what = {"library": "the sentence model", "trained": "the trained text model"}.get(chosen.route, "CLIPSeg")
+    what = {"library": "the sentence model", "trained": "the trained text model", "groundingdino": "GroundingDINO"}
+    what = what.get(chosen.route, "CLIPSeg")
     return cut_warnings(model, f"{what} ({getattr(model, 'name', chosen.name)})", texts)
 
 

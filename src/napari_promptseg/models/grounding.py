@@ -31,6 +31,7 @@ from ..errors import PromptsegError, WeightsError
 from .checkpoint import PROCESSOR_FILES, WEIGHT_FILES, check_model_directory, hub_load_errors
 from .preprocessing import Normalization, as_channels_last, to_rgb_uint8
 from .protocols import Detections
+from .tokens import CutText, cut_text
 
 #: Boxes narrower or lower than this (pixels, after clipping) cannot prompt a segmenter and are dropped.
 MIN_BOX_SIDE = 1.0
@@ -108,6 +109,11 @@ class HFGroundingDino:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, device={self.device})"
+
+    def cut_prompt(self, prompt: str) -> CutText | None:
+        """What of ``prompt``'s caption the model reads when it is longer than its ``max_text_len`` tokens (256):
+        the model drops the rest without a word."""
+        return cut_text(self.processor.tokenizer, normalize_caption(prompt), int(self.model.config.max_text_len))
 
     @torch.inference_mode()
     def boxes(
@@ -319,6 +325,11 @@ class GroundingDinoPy:
         self._get_phrases = _import_groundingdino(name)[3]
         #: input size of the authors' inference; smaller is faster but misses small objects
         self.short_side, self.max_side = _SHORT_SIDE, _MAX_SIDE
+
+    def cut_prompt(self, prompt: str) -> CutText | None:
+        """What of ``prompt``'s caption the model reads when it is longer than its ``max_text_len`` tokens (256):
+        the authors' forward drops the rest without a word."""
+        return cut_text(self.model.tokenizer, normalize_caption(prompt), int(self.model.max_text_len))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, device={self.device})"

@@ -36,9 +36,13 @@ def cut_text(tokenizer, text: str, limit: int) -> CutText | None:
     ids = tokenizer(text, truncation=False, verbose=False)["input_ids"]
     if len(ids) <= limit:
         return None
-    content = tokenizer(text, truncation=False, verbose=False, add_special_tokens=False)["input_ids"]
     room = max(limit - tokenizer.num_special_tokens_to_add(), 0)
-    kept = tokenizer.decode(content[:room], skip_special_tokens=True, clean_up_tokenization_spaces=True)
+    try:  # a fast tokenizer maps its tokens to the text's characters: the kept part as the user typed it
+        spans = tokenizer(text, verbose=False, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        kept = text[: spans[room - 1][1]] if room else ""
+    except NotImplementedError:  # a slow (Python) tokenizer: the kept tokens decoded (lower case, spacing its own)
+        content = tokenizer(text, truncation=False, verbose=False, add_special_tokens=False)["input_ids"]
+        kept = tokenizer.decode(content[:room], skip_special_tokens=True)
     return CutText(text=text, tokens=len(ids), limit=limit, kept=" ".join(kept.split()))
 
 
