@@ -374,7 +374,7 @@ def test_a_phrase_the_library_cannot_answer_fails_before_any_phrase_is_segmented
     (ref, ref_mask), (target, _) = lungs[0], lungs[1]
     empty_library.add("lung", ref, ref_mask)
     messages: list[str] = []
-    with pytest.raises(PromptsegError, match="no reference-library entry matches 'kidney'"):
+    with pytest.raises(PromptsegError, match="no reference-library entry matches 'kidney'") as info:
         segment_text(
             target,
             "lungs, kidney",
@@ -384,6 +384,11 @@ def test_a_phrase_the_library_cannot_answer_fails_before_any_phrase_is_segmented
             progress=lambda fraction, message: messages.append(message),
         )
     assert not [m for m in messages if "lungs" in m]  # nothing of the first phrase ran
+    # route auto took the library as no vision-language model is on disk, and downloads none: the way to one is said
+    assert info.value.details == (
+        "no GroundingDINO weights; no CLIPSeg weights here: route groundingdino or clipseg downloads one (route auto "
+        "downloads nothing)"
+    )
 
 
 def test_a_prompt_longer_than_clipseg_reads_is_told_once_with_what_was_kept(tiny_clipseg_dir, lungs):  # noqa: F811

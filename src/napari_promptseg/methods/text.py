@@ -525,7 +525,10 @@ def _library_route(req: _Request, top_k: int, min_similarity: float | None) -> T
         ranked = rank_library(phrase, library)
         selected = select_matches(ranked, top_k=top_k, min_similarity=floor)
         if not selected:
-            raise PromptsegError(no_match_message(phrase, library, ranked, floor))
+            # auto answered from the library because no vision-language model is on disk: one may be fetched
+            hint = "; ".join(req.chosen.skipped)
+            hint = hint and f"{hint} here: route groundingdino or clipseg downloads one (route auto downloads nothing)"
+            raise PromptsegError(no_match_message(phrase, library, ranked, floor), details=hint)
         chosen.append(selected)
     labels = np.zeros(req.hwc.shape[:2], np.uint32)
     found_phrases, boxes, scores, matches, reasons, warnings = [], [], [], [], [], []
