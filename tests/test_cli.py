@@ -436,3 +436,9 @@ def test_an_image_given_where_the_text_prompt_goes_is_said_with_the_corrected_co
     assert main(["text", "nuclei", "a.png", "missing", "-o", "out"]) == 2  # the prompt is no file: only the typo
     err = capsys.readouterr().err
     assert "input image not found: missing" in err and "prompt comes first" not in err, err
+
+    # a prompt longer than a file name may be (a pasted description) was looked for as a file: OSError traceback
+    long_prompt = " ".join(["nuclei"] * 60)
+    assert main(["text", long_prompt, "a.png", "--route", "library", "--library", "empty", "-o", "out"]) == 2
+    err = capsys.readouterr().err
+    assert "the reference library has no entries" in err and "Traceback" not in err, err

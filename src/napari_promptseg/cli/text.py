@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import time
 from collections.abc import Sequence
@@ -102,7 +103,8 @@ def _refuse_swapped_prompt(args: argparse.Namespace, argv: Sequence[str]) -> Non
     """``promptseg text image.png polyp``: the image given where the prompt goes made the prompt an "image" that was
     said only to be missing. When the prompt names an existing file or folder and the missing inputs are plain words
     (no suffix, no pattern), say the order and the corrected command (``argv`` as typed, the words moved first)."""
-    if not Path(args.prompt).exists():
+    # os.path: a prompt longer than a file name may be (255 bytes: a pasted description) is no file, not an OSError
+    if not os.path.exists(args.prompt):
         return
     words = [p for p in args.images if not p.exists() and not p.suffix and not any(c in str(p) for c in "*?[")]
     if not words or any(not p.exists() for p in args.images if p not in words):
