@@ -54,7 +54,8 @@ _checked_lock = threading.Lock()
 def cut_warnings(model: object, what: str, texts: Sequence[str]) -> list[str]:
     """A warning (:meth:`CutText.warning`, the model called ``what``) per text longer than ``model`` reads (its
     ``cut_prompt(text)``; a model without one is not checked). Each text is checked once per model: a batch's first
-    image, a widget's first run, says it; the images after it are not told again."""
+    image, a widget's first run, says it; the images after it are not told again (a Dask batch's workers are
+    processes of their own: each worker's first image says it)."""
     cut_prompt = getattr(model, "cut_prompt", None)
     if cut_prompt is None:
         return []
