@@ -495,3 +495,25 @@ def test_add_exemplar_reads_a_lazy_slide_in_the_worker_not_napari(make_viewer, q
     (entry,) = ReferenceLibrary.open(tmp_path / "library").entries
     assert widget.last_exemplar.id == entry.id and entry.source == "slide"
     assert entry.instances and len(np.unique(entry.labels())) - 1 == 50
+
+
+def test_a_long_prompt_names_its_layers_briefly_and_says_what_was_read(make_viewer, qtbot, lungs, tiny_clipseg_dir):  # noqa: F811
+    """A pasted description as the prompt named the new layers with all of it (hundreds of characters in the layer
+    list) and CLIPSeg read its first 77 tokens without a word: the names carry its start, a warning says the cut."""
+    in_hf_cache("clipseg_rd64_refined", tiny_clipseg_dir)
+    viewer = make_viewer()
+    image = viewer.add_image(lungs[0][0][::4, ::4], name="xray")
+    widget = _widget(viewer, image)
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    widget.prompt.setText(" ".join(["left lung"] * 50))
+    widget.heatmap_threshold.setValue(0.0)  # random weights: the whole image is an object
+    widget.refine.setChecked(False)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    prefix = "xray text: left lung left lung left lung left lung…"
+    assert [layer.name for layer in viewer.layers] == ["xray", prefix, f"{prefix} heatmap", f"{prefix} boxes"]
+    warnings = [n.message for n in seen if n.severity == NotificationSeverity.WARNING]
+    assert any("is 102 tokens long and CLIPSeg (clipseg_rd64_refined) reads 77" in m for m in warnings), warnings

@@ -50,6 +50,14 @@ if TYPE_CHECKING:
     from ..io.library import LibraryEntry
 
 BOX_COLOUR = "yellow"
+#: longest prompt a layer name carries: a pasted description made a name of a thousand characters in the layer list
+LAYER_PROMPT_CHARS = 40
+
+
+def layer_prompt(prompt: str) -> str:
+    """The prompt as the new layers' names give it: whole when short, else its start and '…'."""
+    prompt = " ".join(prompt.split())
+    return prompt if len(prompt) <= LAYER_PROMPT_CHARS else prompt[: LAYER_PROMPT_CHARS - 1].rstrip() + "…"
 
 
 @dataclass
@@ -444,7 +452,7 @@ class TextPromptWidget(QWidget):
         from napari.utils.notifications import show_info, show_warning
 
         kw = placement(layer, 3 if stacked else 2, factors)
-        name = f"{layer.name} text: {prompt}"
+        name = f"{layer.name} text: {layer_prompt(prompt)}"
         self.viewer.add_labels(output.labels, name=name, **kw)
         heatmaps = [r.heatmap for r in output.results]
         if all(h is not None for h in heatmaps):
