@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=["auto", "groundingdino", "clipseg", "library"],
         help="what answers the text prompts: the first available of GroundingDINO, CLIPSeg, the reference library "
-        "(default: %(default)s)",
+        "(default: %(default)s; auto takes only models on disk and downloads nothing, groundingdino or clipseg "
+        "downloads a missing model)",
     )
     reg.add_argument("--library", type=Path, help="reference library directory (default: the user library)")
     reg.add_argument("--box-threshold", type=float, default=0.35, help="GroundingDINO box threshold (%(default)s)")
