@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,3 +175,31 @@ def batches_in_process(monkeypatch):
     Dask batches ask for their scheduler with --scheduler. No test uses the user's embedding cache."""
     monkeypatch.setenv("PROMPTSEG_SCHEDULER", "none")
     monkeypatch.delenv("PROMPTSEG_EMBEDDING_CACHE", raising=False)
+
+
+def interrupt_at_first_record(command: list[str], env: dict, journal: Path) -> subprocess.CompletedProcess:
+    """Run a promptseg ``command`` as a terminal's foreground job and press Ctrl+C (SIGINT to its process group)
+    once its batch journal holds a finished input's record; its exit code and stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_promptseg.cli", *command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+        # as a terminal gives it: a test run in the background (`cmd &`) hands its children SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.is_file() and '"record"' in journal.read_text():
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+            time.sleep(0.05)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(command, proc.returncode, None, stderr)

@@ -24,7 +24,7 @@ from napari_promptseg.cli import main
 from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io import read_image
 
-from .conftest import REPO
+from .conftest import REPO, interrupt_at_first_record
 
 BOX = ["--box", "10", "12", "50", "56"]
 N_INPUTS = 5
@@ -226,31 +226,11 @@ def test_ctrl_c_stops_a_local_cluster_run_with_one_line(inputs, tmp_path):
     tracebacks over the driver's one line. The workers now leave it to the driver, which closes the cluster and
     keeps the journal for --resume."""
     out = tmp_path / "interrupted"
-    command = [sys.executable, "-m", "napari_promptseg.cli", "segment", *map(str, inputs), *BOX, "-o", str(out)]
-    proc = subprocess.Popen(
-        [*command, "--scheduler", "local", "--workers", "1"],
-        env=subprocess_env(tmp_path),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
-        # as a terminal gives it: a test run in the background (`cmd &`) hands its children SIGINT ignored
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    command = ["segment", *map(str, inputs), *BOX, "-o", str(out), "--scheduler", "local", "--workers", "1"]
     journal = out / JOURNAL_NAME
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if journal.is_file() and '"record"' in journal.read_text():
-                os.killpg(proc.pid, signal.SIGINT)
-                break
-            time.sleep(0.05)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 130, stderr
+    run = interrupt_at_first_record(command, subprocess_env(tmp_path), journal)
+    stderr = run.stderr
+    assert run.returncode == 130, stderr
     assert "promptseg segment: interrupted" in stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     assert journal.is_file() and not (out / "report.json").exists()

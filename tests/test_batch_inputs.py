@@ -9,10 +9,6 @@ import io
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -29,6 +25,8 @@ from napari_promptseg.cli import main
 from napari_promptseg.io import read_image
 from napari_promptseg.io.images import is_own_output
 from napari_promptseg.io.multiscale import open_multiscale
+
+from .conftest import interrupt_at_first_record
 
 BOX = ["--box", "30", "30", "90", "90"]
 
@@ -148,29 +146,9 @@ def test_ctrl_c_in_a_batch_says_how_to_go_on(em, tmp_path, capsys):
     out = tmp_path / "out"
     command = ["segment", str(inputs), *BOX, "-o", str(out), "--scheduler", "none"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "napari_promptseg.cli", *command],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal gives it
-    )
-    journal = out / JOURNAL_NAME
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            if journal.is_file() and '"record"' in journal.read_text():
-                os.killpg(proc.pid, signal.SIGINT)
-                break
-            time.sleep(0.05)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 130, stderr
+    run = interrupt_at_first_record(command, env, out / JOURNAL_NAME)
+    stderr = run.stderr
+    assert run.returncode == 130, stderr
     said = re.search(r"interrupted; (\d) input\(s\) finished are kept: run the same command with --resume", stderr)
     assert said, stderr
     assert main([*command, "--resume"]) == 0
