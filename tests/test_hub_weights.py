@@ -438,3 +438,18 @@ def test_a_dinov2_download_reports_progress_and_stops_on_cancel(fake_hub, tmp_pa
     weights = (tmp_path / "tiny-dinov2" / "model.safetensors").stat().st_size
     assert (weights, weights) in seen
     assert extractor.features(np.zeros((60, 90), np.uint8)).shape[0] >= 2
+
+
+def test_promptseg_text_tells_a_named_routes_download(fake_hub, tiny_clipseg_dir, shared_data, tmp_path, capsys):  # noqa: F811
+    """`promptseg text --route clipseg` downloading CLIPSeg showed huggingface_hub's bars, not the line every other
+    download of the CLI gets."""
+    fake_hub.add(CLIPSEG.repo_id, tiny_clipseg_dir, CLIPSEG.revision)
+    image_path, _ = dataset_pairs(shared_data / "lungs_cxr_shenzhen")[0]
+    small = tmp_path / "lungs.tif"
+    tifffile.imwrite(small, read_image(image_path)[::8, ::8, 0])
+    code = cli.main(
+        ["text", "lungs", str(small), "--route", "clipseg", "-o", str(tmp_path / "out"), "--scheduler", "none"]
+    )
+    err = capsys.readouterr().err
+    assert code in (0, 1), err  # a tiny random CLIPSeg may find nothing; the download is what is checked
+    assert f"downloading {CLIPSEG.name}:" in err, err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -179,6 +180,8 @@ def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
         weights=args.text_weights,
         device=args.device,
         text_model=args.text_model,
+        # a named route's download, told on our line (huggingface_hub's own bars were all a user saw)
+        progress=lambda fraction, message: print(f"\r{message}", end="", file=sys.stderr, flush=True),
     )
     segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
     meta = {
