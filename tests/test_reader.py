@@ -137,6 +137,20 @@ def test_a_stack_is_scaled_by_its_plane_spacing(tmp_path):
     assert meta["scale"] == [1.5, 0.2, 0.2] and meta["units"] == ["µm"] * 3
 
 
+def test_a_stack_in_millimetres_keeps_its_plane_spacing_in_the_units_of_its_pixel_size(tmp_path):
+    # the pixel size is read in micrometres (as Bio-Formats gives Fiji it): the plane spacing must be too, not
+    # 0.002 (mm) beside 0.2 (µm), which flattened the stack a thousandfold
+    camera = data.camera()
+    zyx = np.stack([camera[:256, :256], camera[128:384, 128:384], camera[256:, 256:]])
+    path = tmp_path / "stack_mm.ome.tif"
+    sizes = {"PhysicalSizeX": 0.0002, "PhysicalSizeY": 0.0002, "PhysicalSizeZ": 0.0015}
+    units = {"PhysicalSizeXUnit": "mm", "PhysicalSizeYUnit": "mm", "PhysicalSizeZUnit": "mm"}
+    write_pyramid(path, zyx, "ZYX", levels=2, **sizes, **units)
+    [(_, meta, _)] = get_reader(str(path))(str(path))
+    np.testing.assert_allclose(meta["scale"], [1.5, 0.2, 0.2])
+    assert meta["units"] == ["µm"] * 3
+
+
 def camera_planes(folder, names, shift: int = 64) -> list[np.ndarray]:
     """256² crops of skimage's camera, each ``shift`` px further along the diagonal, saved under ``names``."""
     folder.mkdir(exist_ok=True)

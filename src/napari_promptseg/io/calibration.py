@@ -125,15 +125,17 @@ def _ome_pixel_size(xml: str) -> PixelSize | None:
         found = re.search(rf'\b{name}="([^"]*)"', pixels.group(0))
         return found.group(1) if found else None
 
-    def micrometres(axis: str) -> float | None:
-        value, unit = attribute(f"PhysicalSize{axis}"), attribute(f"PhysicalSize{axis}Unit") or "µm"
-        try:
-            size = float(value) if value else None
-        except ValueError:
-            return None
-        factor = _OME_MICROMETRES.get(unit.strip())
-        return None if size is None or factor is None else size * factor
-
-    x, y = micrometres("X"), micrometres("Y")
+    x, y = (ome_micrometres(attribute(f"PhysicalSize{a}"), attribute(f"PhysicalSize{a}Unit")) for a in "XY")
     x, y = (y if x is None else x), (x if y is None else y)
     return _valid(x, y, "µm")
+
+
+def ome_micrometres(value: str | None, unit: str | None) -> float | None:
+    """An OME PhysicalSize attribute (``value`` in ``unit``, micrometres when it names none: the OME default) in
+    micrometres, as Bio-Formats gives it to Fiji; None when missing, not a number or in a unit that is no length."""
+    try:
+        size = float(value) if value else None
+    except ValueError:
+        return None
+    factor = _OME_MICROMETRES.get((unit or "µm").strip())
+    return None if size is None or factor is None else size * factor

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PromptsegError
-from .calibration import pixel_size
+from .calibration import ome_micrometres, pixel_size
 from .images import IMAGE_SUFFIXES, TIFF_SUFFIXES, output_stem
 from .multiscale import (
     bioformats2raw_series,
@@ -78,7 +78,9 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
     size = pixel_size(path)
     if size is not None:
         stacked = pyramid.axes.startswith("z")
-        z = z_spacing if pyramid.stack_axis == "z" and z_spacing else pyramid.pixel_size.get("z", 1.0)
+        # the OME spacing is in micrometres: only beside a pixel size in them (not one from resolution tags in cm)
+        spaced = pyramid.stack_axis == "z" and z_spacing is not None and _NAPARI_UNITS.get(str(size.unit)) == "µm"
+        z = z_spacing if spaced else pyramid.pixel_size.get("z", 1.0)
         kwargs["scale"] = ([float(z)] if stacked else []) + [size.y, size.x]
         metadata["pixel_size"] = str(size)
         unit = _NAPARI_UNITS.get(str(size.unit))
@@ -100,8 +102,8 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
 
 
 def _ome_tiff_details(path: Path) -> tuple[list[str], float | None]:
-    """An OME-TIFF's channel names and plane spacing (PhysicalSizeZ, when in the unit of its pixel size) of its
-    first image; ([], None) for any other file. Only the header is read."""
+    """An OME-TIFF's channel names and plane spacing (PhysicalSizeZ, in micrometres) of its first image; ([], None)
+    for any other file. Only the header is read."""
     import tifffile
 
     if path.suffix.lower() not in TIFF_SUFFIXES:
@@ -122,15 +124,10 @@ def _ome_tiff_details(path: Path) -> tuple[list[str], float | None]:
         found = re.search(rf'\b{key}="([^"]*)"', tag)
         return found.group(1) if found else None
 
-    z_spacing = None
-    try:
-        z = float(attribute("PhysicalSizeZ") or "nan")
-    except ValueError:
-        z = float("nan")
-    # units default to micrometres in OME; a z in another unit than x would stretch the stack, so it is left out
-    if z > 0 and (attribute("PhysicalSizeZUnit") or "µm") == (attribute("PhysicalSizeXUnit") or "µm"):
-        z_spacing = z
-    return [n for n in names if n], z_spacing
+    # in micrometres, as :func:`.calibration.pixel_size` reads PhysicalSizeX/Y (a spacing in mm beside a pixel size
+    # in µm flattened the stack a thousandfold)
+    z = ome_micrometres(attribute("PhysicalSizeZ"), attribute("PhysicalSizeZUnit"))
+    return [n for n in names if n], z if z is not None and z > 0 else None
 
 
 def is_image_folder(path: str | Path) -> bool:
