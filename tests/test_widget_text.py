@@ -513,6 +513,9 @@ def test_a_long_prompt_names_its_layers_briefly_and_says_what_was_read(make_view
     qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
 
     assert widget.runner.state == "done", widget.runner.widget.status.text()
+    # the status line (and napari's activity dock) names the run by the prompt's start too, not all 449 characters
+    status = widget.runner.widget.status.text()
+    assert "'left lung left lung left lung left lung…'" in status and len(status) < 120, status
     prefix = "xray text: left lung left lung left lung left lung…"
     assert [layer.name for layer in viewer.layers] == ["xray", prefix, f"{prefix} heatmap", f"{prefix} boxes"]
     warnings = [n.message for n in seen if n.severity == NotificationSeverity.WARNING]

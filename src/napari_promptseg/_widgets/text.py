@@ -438,7 +438,8 @@ class TextPromptWidget(QWidget):
             self.last_output = output
             self._add_layers(output, layer, prompt, stacked, factors)
 
-        self.runner.submit("text", f"text prompt {prompt!r}", task, done, inputs=(layer,))
+        # named by its start: a pasted description made a status line (and activity-dock entry) of a paragraph
+        self.runner.submit("text", f"text prompt {layer_prompt(prompt)!r}", task, done, inputs=(layer,))
 
     def _add_layers(
         self,
