@@ -189,3 +189,17 @@ def test_a_folder_without_images_or_an_ome_zarr_is_left_to_other_readers(tmp_pat
     assert get_reader(str(tmp_path / "notes")) is None
     zarr_path = two_channel_pyramid(two_channels, tmp_path / "slide.ome.zarr", "ome.zarr")
     assert get_reader(str(zarr_path)) is None  # napari-ome-zarr reads it, with its labels
+
+
+def test_pngs_named_tif_open_as_the_pngs_they_hold_alone_and_as_a_folder(tmp_path):
+    """A PNG saved or renamed as .tif is read as the PNG it holds by the CLI (586ad0e); the reader, which napari asks
+    first for every *.tif, refused it ('not a TIFF file: header=b'\\x89PNG''), alone and in a folder."""
+    folder = tmp_path / "renamed"
+    planes = camera_planes(folder, ["z1.png", "z2.png"])
+    for name in ("z1", "z2"):
+        (folder / f"{name}.png").rename(folder / f"{name}.tif")
+    [(data_, meta, kind)] = get_reader(str(folder / "z1.tif"))(str(folder / "z1.tif"))
+    assert kind == "image" and meta["name"] == "z1"
+    np.testing.assert_array_equal(np.asarray(data_), planes[0])
+    [(stack, _, _)] = get_reader(str(folder))(str(folder))
+    np.testing.assert_array_equal(np.asarray(stack), np.stack(planes))

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import PromptsegError
 from .calibration import ome_micrometres, pixel_size
-from .images import IMAGE_SUFFIXES, TIFF_SUFFIXES, output_stem
+from .images import IMAGE_SUFFIXES, TIFF_SUFFIXES, _format_of_misnamed_tiff, output_stem, read_image
 from .multiscale import (
     bioformats2raw_series,
     is_ome_zarr,
@@ -54,6 +54,8 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
     the widgets take as they take any other); a TIFF whose axes the project does not read (a 5D hyperstack) then
     becomes one plain layer of the file's array, as napari's reader would give it."""
     path = Path(path)
+    if _format_of_misnamed_tiff(path) is not None:  # a PNG or JPEG named .tif: read as what it holds, as the CLI does
+        return [(read_image(path), {"name": output_stem(path), "metadata": {"path": str(path)}}, "image")]
     try:
         pyramid = open_multiscale(path)
     except PromptsegError:
@@ -186,8 +188,9 @@ def _file_shape(file: Path) -> tuple[tuple[int, ...], str]:
     """The shape and dtype ``file`` is read with (:func:`.multiscale.read_image_named`), from its header only."""
     import tifffile
 
+    misnamed = _format_of_misnamed_tiff(file)  # a PNG named .tif: its header is a PNG's
     try:
-        if file.suffix.lower() in TIFF_SUFFIXES:
+        if file.suffix.lower() in TIFF_SUFFIXES and misnamed is None:
             with tifffile.TiffFile(file) as tif:
                 if len(tif.series[0].levels) > 1:
                     raise PromptsegError(f"{file}: a pyramid (a whole slide), not one image of a stack; open it alone")
@@ -199,7 +202,7 @@ def _file_shape(file: Path) -> tuple[tuple[int, ...], str]:
         else:
             import imageio.v3 as iio
 
-            props = iio.improps(file)
+            props = iio.improps(file, extension=misnamed)
             shape, dtype = tuple(props.shape), props.dtype
     except PromptsegError:
         raise
