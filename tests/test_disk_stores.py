@@ -181,3 +181,18 @@ def test_the_library_is_listed_and_never_cleared_and_the_console_has_both_functi
     assert napari_promptseg.disk_stores is disk_stores and napari_promptseg.clear_stores is clear_stores
     with pytest.raises(napari_promptseg.errors.PromptsegError, match="nothing chosen"):
         clear_stores()
+
+
+def test_a_dangling_link_among_the_weights_stops_no_other_leftover_from_going(tmp_path):
+    """One file that cannot be looked at (a dangling link under a download temporary's name) ended the clean-up of
+    every leftover after it."""
+    import os
+
+    weights = registry.cache_dir()
+    weights.mkdir(parents=True, exist_ok=True)
+    (weights / "tmpaaaaaaaa").symlink_to(tmp_path / "gone")  # sorted first; its stat fails
+    stale = weights / "tmpzzzzzzzz"
+    stale.write_bytes(b"half a download, killed two hours ago")
+    os.utime(stale, (stale.stat().st_atime - 7200, stale.stat().st_mtime - 7200))
+    cleared = next(c for c in clear_stores(weights=True) if c.kind == "weights")
+    assert stale in cleared.removed and not stale.exists()

@@ -130,8 +130,12 @@ def _clear_leftovers(folder: Path, cleared: Cleared, dry_run: bool) -> None:
     """Killed downloads' temporaries (pooch's exact name, idle for an hour: a running download writes its file all
     the time) and stamps whose checkpoint is gone."""
     now = time.time()
-    with contextlib.suppress(OSError):
-        for path in sorted(folder.iterdir()):
+    try:
+        found = sorted(folder.iterdir())
+    except OSError:
+        return
+    for path in found:
+        with contextlib.suppress(OSError):  # one file that cannot be looked at (a dangling link) stops no other
             stale_partial = POOCH_PARTIAL.fullmatch(path.name) and now - path.stat().st_mtime > STALE_PARTIAL_S
             orphan_stamp = (
                 path.name.endswith(".verified")
