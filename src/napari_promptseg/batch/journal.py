@@ -6,8 +6,9 @@ the records of inputs whose outputs exist from the journal when there is one (a 
 (a finished one); an input that failed is run again. The signature (a hash of the options that change outputs)
 must match: results of other options are never mixed into one report. ``--device`` alone may differ when it names
 the device the earlier run ran on (each record says where it ran): ``auto`` and ``cpu`` are one run on a machine
-whose auto is the CPU, known without importing torch in the driver. ``auto`` keeps only the records made where auto
-runs now (:func:`made_on_another_device`: a GPU run resumed on a machine without one is made again on the CPU).
+whose auto is the CPU (this check needs no torch). ``auto`` then keeps only the records made where auto runs now
+(:func:`made_on_another_device`: a GPU run resumed on a machine without one is made again on the CPU); knowing that
+imports torch in the driver of an in-process or local run, a tcp driver leaves it to its workers' records.
 """
 
 from __future__ import annotations
