@@ -237,7 +237,11 @@ def test_an_example_box_drawn_twice_is_said_to_repeat_the_first(sample, litemeds
     result = find_all_like(image, examples, segmenter=litemedsam)
     assert "example box 2 repeats box 1 (the same object): learned from once" in " ".join(result.warnings)
     assert not any("gave no object" in m for m in result.warnings), result.warnings
-    assert match_instances(result.labels, truth)["recall"] > 0.45
+    # the repeat adds nothing and takes nothing: the objects of the two distinct boxes alone (the recall of those
+    # two differs with the CPU's precision: 0.44 in float32 on AVX2, above 0.45 in bfloat16)
+    alone = find_all_like(image, boxes[order[[5, 15]]], segmenter=litemedsam)
+    assert match_instances(result.labels, alone.labels)["f1"] > 0.95
+    assert match_instances(result.labels, truth)["recall"] > 0.4
 
 
 def test_small_boxes_in_a_large_image_are_decoded_at_their_scale(sample, litemedsam):
