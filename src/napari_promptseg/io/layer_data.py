@@ -55,7 +55,7 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
     becomes one plain layer of the file's array, as napari's reader would give it."""
     path = Path(path)
     if _format_of_misnamed_tiff(path) is not None:  # a PNG or JPEG named .tif: read as what it holds, as the CLI does
-        return [(read_image(path), {"name": output_stem(path), "metadata": {"path": str(path)}}, "image")]
+        return _plain_layer(read_image(path), path)
     try:
         pyramid = open_multiscale(path)
     except PromptsegError:
@@ -71,7 +71,7 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
             raise PromptsegError(f"{path}: cannot be read as a TIFF ({exc})") from exc
         if array is None:
             raise
-        return [(array, {"name": output_stem(path), "metadata": {"path": str(path)}}, "image")]
+        return _plain_layer(array, path)
     name = output_stem(path)
     multiscale = len(pyramid.levels) > 1
     metadata: dict[str, Any] = {"path": str(path)}
@@ -101,6 +101,11 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
     if not multiscale and whole_when_single_level:
         data = np.asarray(data)
     return [(data, kwargs, "image")]
+
+
+def _plain_layer(array: np.ndarray, path: Path) -> list[LayerData]:
+    """A file read whole, as napari's own reader gives it: no scale, no channel split."""
+    return [(array, {"name": output_stem(path), "metadata": {"path": str(path)}}, "image")]
 
 
 def _ome_tiff_details(path: Path) -> tuple[list[str], float | None]:
