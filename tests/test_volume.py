@@ -230,28 +230,24 @@ def test_a_stack_saved_with_leading_axes_of_one_value_is_the_stack(litemedsam, m
     assert labels.shape == truth.shape and dice(labels > 0, truth) > 0.7
 
 
-def test_cli_oneshot_on_a_stack_plane_by_plane(litemedsam, tmp_path):
-    """One-shot instances (reference: another DSB image) on every plane of a nuclei stack; ids linked in 3D."""
+def test_oneshot_on_a_stack_by_the_cli_and_the_widgets_worker(litemedsam, tmp_path, monkeypatch):
+    """One-shot instances (reference: another DSB image) on every plane of a nuclei stack, ids linked in 3D, by the
+    CLI and then by the One-shot widget's worker, which reads the CLI's embeddings from the disk cache and gives the
+    CLI's labels. The planes share one object size, so the first plane (caps of nuclei) is segmented at the middle
+    plane's scale (measured on its own, its size came out 0.37x and F1 0.11)."""
+    from napari_promptseg._widgets.oneshot import run_oneshot
+    from napari_promptseg.models import embedding_cache
+
     stack, truth = nuclei_stack(planes=3)
     (image, _, _), (reference_labels, _, _) = nuclei_for_text()
     tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
     tifffile.imwrite(tmp_path / "reference.tif", image)
     tifffile.imwrite(tmp_path / "reference_labels.tif", reference_labels)
-    out = tmp_path / "out"
-    code = main(
-        [
-            "oneshot",
-            str(tmp_path / "stack.tif"),
-            "--reference",
-            str(tmp_path / "reference.tif"),
-            "--reference-mask",
-            str(tmp_path / "reference_labels.tif"),
-            "-o",
-            str(out),
-            "--overlay",
-        ]
-    )
-    assert code == 0
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    reference = ["--reference", str(tmp_path / "reference.tif")]
+    reference += ["--reference-mask", str(tmp_path / "reference_labels.tif")]
+    outputs = ["-o", str(out), "--overlay", "--cache", str(cache)]
+    assert main(["oneshot", str(tmp_path / "stack.tif"), *reference, *outputs]) == 0
     labels = tifffile.imread(out / "stack.tif")
     assert labels.shape == stack.shape
     assert match_instances(labels, truth)["f1"] > 0.5
@@ -259,16 +255,10 @@ def test_cli_oneshot_on_a_stack_plane_by_plane(litemedsam, tmp_path):
     assert record["mode"] == "plane by plane, ids linked across planes" and record["planes"] == 3
     assert (out / "stack_overlay.png").is_file()
 
-
-def test_oneshot_widget_worker_measures_one_size_for_a_stack(litemedsam):
-    """The One-shot widget's worker on the same nuclei stack: its planes share one object size, so the first
-    plane (caps of nuclei) is segmented at the middle plane's scale as in the CLI (measured on its own, its size
-    came out 0.37x and F1 0.11)."""
-    from napari_promptseg._widgets.oneshot import run_oneshot
-
-    stack, truth = nuclei_stack(planes=3)
-    (image, _, _), (reference_labels, _, _) = nuclei_for_text()
-    out = run_oneshot(
+    litemedsam.cache.clear()  # the worker's embeddings come from the disk cache the CLI filled
+    monkeypatch.setenv(embedding_cache.CACHE_ENV, str(cache))
+    disk = embedding_cache.active()
+    result = run_oneshot(
         image,
         reference_labels,
         list(stack),
@@ -279,17 +269,18 @@ def test_oneshot_widget_worker_measures_one_size_for_a_stack(litemedsam):
         progress=lambda fraction, message: None,
         cancel=lambda: False,
     )
-    assert len({s["object_size"] for s in out.scales}) == 1
-    assert match_instances(out.labels[0], truth[0])["f1"] > 0.5
+    assert disk.hits > 0 and disk.misses == 0  # no tile embedded again
+    assert len({s["object_size"] for s in result.scales}) == 1
+    assert np.array_equal(np.stack(result.labels), labels)
     # the layer is a stack by the user's choice: no "read as a stack ... channel axis" caution (3 planes <= 4)
-    assert not any("read as a stack" in w for w in out.warnings), out.warnings
-    # ids linked across planes, as the CLI's stacks: a nucleus keeps its id from one plane to the next (the
-    # worker stacked each plane's own ids: 7 of 68 nuclei kept theirs)
+    assert not any("read as a stack" in w for w in result.warnings), result.warnings
+    # ids linked across planes: a nucleus keeps its id from one plane to the next (the worker stacked each plane's
+    # own ids: 7 of 68 nuclei kept theirs)
     kept = []
     for g in np.intersect1d(np.unique(truth[0]), np.unique(truth[1])):
         if g == 0:
             continue
-        ids = [np.bincount(out.labels[z][truth[z] == g].astype(np.int64)) for z in (0, 1)]
+        ids = [np.bincount(labels[z][truth[z] == g].astype(np.int64)) for z in (0, 1)]
         if all(len(c) > 1 and c[1:].max() > 0.5 * c.sum() for c in ids):  # found on both planes
             kept.append(int(np.argmax(ids[0][1:])) == int(np.argmax(ids[1][1:])))
     assert len(kept) > 10 and np.mean(kept) > 0.8, (len(kept), np.mean(kept))
