@@ -83,6 +83,9 @@ def _tiff_pixel_size(path: Path) -> PixelSize | None:
             found = _ome_pixel_size(tif.ome_metadata)
             if found is not None:
                 return found
+        slide = _slide_pixel_size(tif)
+        if slide is not None:
+            return slide
         page = tif.pages.first
         tags = page.tags
         if "XResolution" not in tags or "YResolution" not in tags:
@@ -105,6 +108,26 @@ def _tiff_pixel_size(path: Path) -> PixelSize | None:
         if not unit.strip() and x == y == 1:  # 1 px per unit of no name: the pixels themselves
             return None
         return _valid(x, y, unit.strip() or None)
+
+
+def _slide_pixel_size(tif: object) -> PixelSize | None:
+    """A whole slide's pixel size in micrometres as its scanner records it, and OpenSlide and Bio-Formats read it:
+    an Aperio SVS's ImageDescription ``|MPP = 0.2520`` (its resolution tags are tifffile's or none), a Hamamatsu
+    NDPI's resolution tags in pixels per cm (in µm, as a pathologist measures a slide, not ImageJ's cm). None for
+    any other TIFF, or a slide without it."""
+    page = tif.pages.first
+    if tif.is_svs:
+        found = re.search(r"\|\s*MPP\s*=\s*([0-9.eE+-]+)", page.description)
+        try:
+            mpp = float(found.group(1)) if found else None
+        except ValueError:
+            return None
+        return _valid(mpp, mpp, "µm")
+    tags = page.tags
+    if tif.is_ndpi and "ResolutionUnit" in tags and int(tags["ResolutionUnit"].value) == 3:  # 3: centimetre
+        xres, yres = (_rational(tags[name].value) if name in tags else None for name in ("XResolution", "YResolution"))
+        return _valid(1e4 / xres, 1e4 / yres, "µm") if xres and yres else None
+    return None
 
 
 def _rational(value: object) -> float | None:

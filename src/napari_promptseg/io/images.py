@@ -13,7 +13,10 @@ from ..errors import PromptsegError
 from ..models.preprocessing import full_resolution
 from ._files import replacing
 
-TIFF_SUFFIXES = (".tif", ".tiff")
+#: whole-slide scanners' TIFF-based files (Aperio, Hamamatsu): pyramids read as any pyramidal TIFF, series 0 (the
+#: slide; its label, macro and thumbnail images are other series), tile by tile
+SLIDE_SUFFIXES = (".svs", ".ndpi")
+TIFF_SUFFIXES = (".tif", ".tiff", *SLIDE_SUFFIXES)
 #: what a folder of inputs is read for (OME-Zarr folders besides)
 IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png", ".jpg", ".jpeg", ".bmp")
 #: longest side of an overlay PNG

@@ -1,0 +1,79 @@
+"""Whole slides as scanners save them: an Aperio .svs and a Hamamatsu .ndpi (TIFF-based, written small in the test:
+:mod:`.slide_files`) open lazily as their pyramid, in micrometres from the slide's own metadata, the label and macro
+images left out; in napari, and as inputs of the batch commands (named, or in a folder)."""
+
+from __future__ import annotations
+
+import json
+
+import dask.array as da
+import numpy as np
+import pytest
+import tifffile
+from skimage import data
+
+from napari_promptseg._reader import get_reader
+from napari_promptseg.cli import main
+from napari_promptseg.io import read_image
+from napari_promptseg.io.calibration import PixelSize, pixel_size
+
+from .slide_files import write_ndpi, write_svs
+
+WRITERS = {"svs": write_svs, "ndpi": write_ndpi}
+
+
+@pytest.fixture(scope="module")
+def ihc() -> np.ndarray:
+    return data.immunohistochemistry()  # 512 x 512 RGB: a bright-field stain, as slides are
+
+
+@pytest.mark.parametrize("kind", ["svs", "ndpi"])
+def test_a_slide_opens_lazily_as_its_pyramid_in_micrometres_without_its_label_and_macro(tmp_path, ihc, kind):
+    """Aperio's pixel size is its ImageDescription's 'MPP = 0.5'; Hamamatsu's its resolution tags, 20000 px per cm:
+    both 0.5 µm, as OpenSlide and Bio-Formats read them. Neither suffix was read: napari had no reader, the batch
+    commands skipped a folder's slides, and a slide named was read whole (its full resolution into memory)."""
+    path = WRITERS[kind](tmp_path / f"biopsy.{kind}", ihc)
+    assert pixel_size(path) == PixelSize(0.5, 0.5, "µm")
+    reader = get_reader(str(path))
+    assert reader is not None
+    [(levels, meta, kind_)] = reader(str(path))
+    assert kind_ == "image" and meta["multiscale"] and meta["rgb"] and meta["name"] == "biopsy"
+    assert [level.shape for level in levels] == [(512, 512, 3), (256, 256, 3), (128, 128, 3)]  # no label, macro
+    assert all(isinstance(level, da.Array) for level in levels)
+    assert meta["scale"] == pytest.approx([0.5, 0.5]) and meta["units"] == ["µm", "µm"]
+    np.testing.assert_array_equal(np.asarray(levels[2]), ihc[::4, ::4])
+    full = read_image(path)  # what the commands read: lazily too
+    assert isinstance(full, da.Array) and full.shape == ihc.shape
+    np.testing.assert_array_equal(np.asarray(full[100:164, 200:264]), ihc[100:164, 200:264])
+
+
+def test_napari_opens_a_slide_with_the_plugin(make_napari_viewer, tmp_path, ihc):
+    path = write_svs(tmp_path / "biopsy.svs", ihc)
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(path), plugin="napari-promptseg")  # its reader's file patterns take .svs
+    assert layer.multiscale and layer.rgb and [level.shape[:2] for level in layer.data] == [(512, 512), (256, 256),
+                                                                                           (128, 128)]  # fmt: skip
+    assert tuple(layer.scale) == pytest.approx((0.5, 0.5)) and [str(u) for u in layer.units] == ["micrometer"] * 2
+
+
+def test_segment_and_oneshot_take_slides_named_and_in_a_folder(litemedsam, tmp_path, ihc, capsys):
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    write_svs(folder / "a.svs", ihc)
+    write_ndpi(folder / "b.ndpi", ihc[:, ::-1].copy())
+    out = tmp_path / "out"
+    box = ["--box", "200", "200", "300", "300", "--scheduler", "none"]
+    assert main(["segment", str(folder), *box, "-o", str(out)]) == 0, capsys.readouterr().err
+    records = json.loads((out / "report.json").read_text())["images"]
+    assert [r["input"] for r in records] == [str(folder / "a.svs"), str(folder / "b.ndpi")]
+    for name in ("a", "b"):
+        labels = tifffile.imread(out / f"{name}.tif")
+        assert labels.shape == (512, 512) and labels.max() == 1  # full resolution, one object in the box
+
+    reference, mask = tmp_path / "ref.tif", tmp_path / "ref_mask.tif"
+    tifffile.imwrite(reference, ihc[:256, :256], photometric="rgb")
+    tifffile.imwrite(mask, tifffile.imread(out / "a.tif")[:256, :256].astype(np.uint8))
+    one = tmp_path / "one"
+    argv = ["oneshot", str(folder / "a.svs"), "--reference", str(reference), "--reference-mask", str(mask)]
+    assert main([*argv, "--no-instances", "-o", str(one), "--scheduler", "none"]) == 0, capsys.readouterr().err
+    assert tifffile.imread(one / "a.tif").shape == (512, 512)
