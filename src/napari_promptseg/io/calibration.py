@@ -49,13 +49,18 @@ def pixel_size(path: str | Path) -> PixelSize | None:
     return None
 
 
-#: units that say "not calibrated" (ImageJ's default unit is the pixel)
+#: units that name no length (ImageJ's default unit is the pixel): a size in them is a calibration of a blank unit
 _NOT_LENGTHS = {"pixel", "pixels", "px"}
 
 
 def _valid(x: float | None, y: float | None, unit: str | None) -> PixelSize | None:
-    if x is None or y is None or not (x > 0 and y > 0) or str(unit).strip().lower() in _NOT_LENGTHS:
+    """The pixel size x by y in ``unit``; None when it is none (missing, not above 0, 1 by 1 of no length). A size
+    other than 1 in pixels is a calibration with a blank unit, as ImageJ reads it (2 px per pixel: 0.5 'pixel' per
+    pixel, what BigWarp's landmarks are in), the same as a size of no unit named."""
+    if x is None or y is None or not (x > 0 and y > 0):
         return None
+    if str(unit).strip().lower() in _NOT_LENGTHS:
+        return None if x == y == 1 else PixelSize(float(x), float(y), None)
     return PixelSize(float(x), float(y), unit or None)
 
 

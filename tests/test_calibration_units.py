@@ -1,0 +1,55 @@
+"""Calibration units: a pixel size that is not 1 in ImageJ's "pixel" unit is a calibration (Fiji's, so BigWarp's),
+and an OME-Zarr's scale in any NGFF length unit is read in micrometres, as OME-TIFF's PhysicalSize is."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from ome_zarr.format import FormatV04
+from ome_zarr.writer import write_image
+from skimage import data
+
+from napari_promptseg.io.calibration import PixelSize, pixel_size
+from napari_promptseg.io.layer_data import image_layer_data
+
+
+def test_an_imagej_tiff_in_pixel_units_of_another_size_is_calibrated_as_imagej_reads_it(tmp_path):
+    """ImageJ sets a TIFF's calibration to 1 / resolution in its description's unit, "pixel" as any other (and a
+    blank unit when none is named): 2 px per pixel is 0.5 of a unit per pixel to Fiji, so BigWarp's landmarks are in
+    half pixels. "pixel" was read as no calibration at all (only a missing unit gave 0.5), so those landmarks and the
+    layer's scale were off by 2. At 1 px per pixel it is no calibration, as before."""
+    image = data.camera()[:64, :80]
+    pixel = {"unit": "pixel"}
+    for name, per_pixel, unit in (("pixel", 2.0, pixel), ("blank", 2.0, {}), ("one", 1.0, pixel)):
+        tifffile.imwrite(tmp_path / f"{name}.tif", image, imagej=True, resolution=(per_pixel,) * 2, metadata=unit)
+    assert pixel_size(tmp_path / "pixel.tif") == pixel_size(tmp_path / "blank.tif") == PixelSize(0.5, 0.5, None)
+    assert pixel_size(tmp_path / "one.tif") is None
+    [(_, meta, _)] = image_layer_data(tmp_path / "pixel.tif", whole_when_single_level=True)
+    assert meta["scale"] == [0.5, 0.5] and "units" not in meta
+
+
+def _write_zyx_zarr(path, unit: str | None, scale: list[float]) -> None:
+    """A 3-plane (Z, Y, X) OME-Zarr of 2 levels whose axes are in ``unit`` (none named: None), scaled by ``scale``."""
+    stack = np.stack([data.camera()[:64, :80]] * 3)
+    axes = [{"name": a, "type": "space", **({"unit": unit} if unit else {})} for a in "zyx"]
+    transforms = [[{"type": "scale", "scale": [scale[0], scale[1] * f, scale[2] * f]}] for f in (1, 2)]
+    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        write_image(stack, root, axes=axes, fmt=FormatV04(), scale_factors=[2], coordinate_transformations=transforms)
+
+
+def test_an_ome_zarr_without_a_length_unit_keeps_its_scale_in_no_unit(tmp_path):
+    """No unit named, or "pixel": the scale is the calibration of a blank unit (none is assumed), 1 none at all."""
+    _write_zyx_zarr(tmp_path / "none.ome.zarr", None, [2.0, 0.5, 0.5])
+    _write_zyx_zarr(tmp_path / "pixel.ome.zarr", "pixel", [2.0, 0.5, 0.5])
+    _write_zyx_zarr(tmp_path / "one.ome.zarr", "pixel", [1.0, 1.0, 1.0])
+    for name in ("none", "pixel"):
+        assert pixel_size(tmp_path / f"{name}.ome.zarr") == PixelSize(0.5, 0.5, None)
+        [(_, meta, _)] = image_layer_data(tmp_path / f"{name}.ome.zarr")
+        assert meta["scale"] == pytest.approx([2.0, 0.5, 0.5]) and "units" not in meta
+    assert pixel_size(tmp_path / "one.ome.zarr") is None
