@@ -43,6 +43,23 @@ def _write_zyx_zarr(path, unit: str | None, scale: list[float]) -> None:
         write_image(stack, root, axes=axes, fmt=FormatV04(), scale_factors=[2], coordinate_transformations=transforms)
 
 
+@pytest.mark.parametrize(
+    ("unit", "scale"),
+    [("nanometer", [2000.0, 500.0, 500.0]), ("millimeter", [0.002, 0.0005, 0.0005]), ("micrometer", [2.0, 0.5, 0.5])],
+)
+def test_an_ome_zarr_scale_in_any_length_unit_is_read_in_micrometres(tmp_path, unit, scale):
+    """An OME-Zarr in nanometres (as EM volumes are written) had a pixel size of '500 nanometer/px', and its layer a
+    scale of 500 with no units (napari's units know no 'nanometer'); BigWarp landmarks were divided by 500. Every
+    axis is read in µm now, the planes' spacing with it."""
+    path = tmp_path / f"{unit}.ome.zarr"
+    _write_zyx_zarr(path, unit, scale)
+    size = pixel_size(path)
+    assert size.unit == "µm" and size[:2] == pytest.approx((0.5, 0.5))
+    [(levels, meta, _)] = image_layer_data(path)
+    assert meta["scale"] == pytest.approx([2.0, 0.5, 0.5]) and meta["units"] == ["µm"] * 3
+    assert [level.shape for level in levels] == [(3, 64, 80), (3, 32, 40)]
+
+
 def test_an_ome_zarr_without_a_length_unit_keeps_its_scale_in_no_unit(tmp_path):
     """No unit named, or "pixel": the scale is the calibration of a blank unit (none is assumed), 1 none at all."""
     _write_zyx_zarr(tmp_path / "none.ome.zarr", None, [2.0, 0.5, 0.5])

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from .multiscale import TIFF_SUFFIXES, is_ome_zarr
+
+if TYPE_CHECKING:
+    from .multiscale import MultiscaleImage
 
 #: TIFF ResolutionUnit values that are lengths (1, "none", calibrates with a blank unit: see _tiff_pixel_size)
 _TIFF_UNITS = {2: "inch", 3: "cm"}
@@ -21,6 +24,16 @@ _OME_MICROMETRES = {
     "km": 1e9, "hm": 1e8, "dam": 1e7, "m": 1e6, "dm": 1e5, "cm": 1e4, "mm": 1e3, "µm": 1.0, "um": 1.0,
     "nm": 1e-3, "pm": 1e-6, "fm": 1e-9, "Å": 1e-4, "in": 25400.0, "ft": 304800.0, "yd": 914400.0,
     "pt": 25400.0 / 72,
+}  # fmt: skip
+
+
+#: micrometres per NGFF axis unit (OME-Zarr names its lengths in full, as UDUNITS-2 does)
+_NGFF_MICROMETRES = {
+    "yoctometer": 1e-18, "zeptometer": 1e-15, "attometer": 1e-12, "femtometer": 1e-9, "picometer": 1e-6,
+    "angstrom": 1e-4, "nanometer": 1e-3, "micrometer": 1.0, "millimeter": 1e3, "centimeter": 1e4, "decimeter": 1e5,
+    "meter": 1e6, "hectometer": 1e8, "kilometer": 1e9, "megameter": 1e12, "gigameter": 1e15, "terameter": 1e18,
+    "petameter": 1e21, "exameter": 1e24, "zettameter": 1e27, "yottameter": 1e30, "inch": 25400.0, "foot": 304800.0,
+    "yard": 914400.0, "mile": 1609344000.0, "parsec": 3.0856775814913673e22, "micron": 1.0,
 }  # fmt: skip
 
 
@@ -64,10 +77,30 @@ def _valid(x: float | None, y: float | None, unit: str | None) -> PixelSize | No
     return PixelSize(float(x), float(y), unit or None)
 
 
+def micrometres_per_unit(unit: str | None) -> float | None:
+    """Micrometres in one ``unit`` of length, named as NGFF names it ("nanometer") or as OME abbreviates it ("nm");
+    None for a unit that is no length known here (or none)."""
+    if unit is None:
+        return None
+    return _OME_MICROMETRES.get(unit.strip()) or _NGFF_MICROMETRES.get(unit.strip().lower())
+
+
+def axis_micrometres(image: MultiscaleImage, axis: str) -> float | None:
+    """An OME-Zarr's level-0 scale along ``axis`` in micrometres; None when its unit is no length known here."""
+    factor = micrometres_per_unit(image.axis_info.get(axis, {}).get("unit"))
+    size = image.pixel_size.get(axis)
+    return None if factor is None or size is None else size * factor
+
+
 def _zarr_pixel_size(path: Path) -> PixelSize | None:
+    """An OME-Zarr's level-0 scale: in micrometres when its x and y units are lengths (so an image in nanometres
+    is on the grid of one in µm, and BigWarp's µm apply), else in the scale's own numbers (no unit: none)."""
     from .multiscale import open_multiscale
 
     image = open_multiscale(path)
+    x, y = axis_micrometres(image, "x"), axis_micrometres(image, "y")
+    if x is not None and y is not None:
+        return _valid(x, y, "µm")
     x, y = image.pixel_size.get("x"), image.pixel_size.get("y")
     unit = image.axis_info.get("x", {}).get("unit")
     if x == 1 and y == 1 and unit is None:  # the default scale: not calibrated

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PromptsegError
-from .calibration import ome_micrometres, pixel_size
+from .calibration import axis_micrometres, ome_micrometres, pixel_size
 from .images import IMAGE_SUFFIXES, TIFF_SUFFIXES, _format_of_misnamed_tiff, output_stem, read_image
 from .multiscale import (
     bioformats2raw_series,
@@ -83,6 +83,8 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
         # the OME spacing is in micrometres: only beside a pixel size in them (not one from resolution tags in cm)
         spaced = pyramid.stack_axis == "z" and z_spacing is not None and _NAPARI_UNITS.get(str(size.unit)) == "µm"
         z = z_spacing if spaced else pyramid.pixel_size.get("z", 1.0)
+        if not spaced and pyramid.ome_version is not None and size.unit == "µm":  # an OME-Zarr read in µm
+            z = axis_micrometres(pyramid, "z") or z  # its planes' spacing too (nm beside nm read as µm)
         kwargs["scale"] = ([float(z)] if stacked else []) + [size.y, size.x]
         metadata["pixel_size"] = str(size)
         unit = _NAPARI_UNITS.get(str(size.unit))
