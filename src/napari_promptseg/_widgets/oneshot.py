@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import CancelledError, PromptsegError
 from ..io.images import IMAGE_SUFFIXES
+from ..io.listing import list_images
 from ._common import (
     LayerPicker,
     LayerPixels,
@@ -424,12 +425,10 @@ class OneShotWidget(QWidget):
         path = Path(folder)
         if not path.is_dir():
             raise PromptsegError(f"target folder {folder} does not exist")
-        from ..cli._inputs import _expand_images
-
-        # as the CLI takes them: no hidden files (a macOS '._x.png' failed the whole run), no outputs of earlier runs
-        files = [p for p in _expand_images([path]) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        # the images, in the order, the CLI and napari's reader take from this folder; files only (each is read whole)
+        files = list_images(path, stores=False)
         if not files:
-            raise PromptsegError(f"no image files in {folder}")
+            raise PromptsegError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in target folder {folder}")
         return OneShotInputs(*reference, None, files, **options)
 
     def save_to_library(self) -> bool:

@@ -14,6 +14,7 @@ __all__ = ["_expand_images"]
 
 def _expand_images(paths: list[Path]) -> list[Path]:
     from ..io.images import IMAGE_SUFFIXES, is_own_output
+    from ..io.listing import folder_images
     from ..io.multiscale import bioformats2raw_series, is_ome_zarr, is_zarr_named
 
     out = []
@@ -26,36 +27,19 @@ def _expand_images(paths: list[Path]) -> list[Path]:
         elif is_zarr_named(path):  # its metadata cannot be read: an input whose reading says why
             out.append(path)
         elif path.is_dir():
-            # hidden files (macOS "._x.tif" resource forks, editors' temporaries) are not the user's images, nor are
-            # our own outputs (labels and overlays of a run whose -o was this folder)
-            found = sorted(p for p in path.iterdir() if not p.name.startswith("."))
-            containers = {p: bioformats2raw_series(p) for p in found if p.is_dir() and not is_ome_zarr(p)}
-            readable = [
-                p
-                for p in found
-                if p.suffix.lower() in IMAGE_SUFFIXES or is_ome_zarr(p) or containers.get(p) or is_zarr_named(p)
-            ]
-            for p in readable:
-                if containers.get(p):
-                    out.extend(containers[p])
-                elif not is_own_output(p):
-                    out.append(p)
-            readable_set = set(readable)  # a folder of thousands of tiles: no list scan per file
-            skipped = [p.name for p in found if p not in readable_set and p.is_file()]
-            if skipped:  # a .webp or .gif the user counted on is not silently missing from the batch
+            # the folder's images as the napari reader and the widgets take them (io.listing: one rule)
+            listing = folder_images(path)
+            out.extend(listing.images)
+            if listing.other_files:  # a .webp or .gif the user counted on is not silently missing from the batch
                 print(
-                    f"{path}: skipped {len(skipped)} file(s) that are not images read here "
-                    f"({', '.join(IMAGE_SUFFIXES)}, OME-Zarr): {_some_names(skipped)}",
+                    f"{path}: skipped {len(listing.other_files)} file(s) that are not images read here "
+                    f"({', '.join(IMAGE_SUFFIXES)}, OME-Zarr): {_some_names(listing.other_files)}",
                     file=sys.stderr,
                 )
-            # nor a folder of images one level down (slides/patient1/); an earlier run's -o folder is no input
-            folders = [
-                p.name for p in found if p.is_dir() and p not in readable_set and not (p / "report.json").is_file()
-            ]
-            if folders:
+            if listing.subfolders:  # nor a folder of images one level down (slides/patient1/)
                 print(
-                    f"{path}: skipped {len(folders)} subfolder(s), not searched (name them too, e.g. {path}/*/): "
-                    f"{_some_names(folders)}",
+                    f"{path}: skipped {len(listing.subfolders)} subfolder(s), not searched (name them too, e.g. "
+                    f"{path}/*/): {_some_names(listing.subfolders)}",
                     file=sys.stderr,
                 )
         elif path.is_file():
@@ -80,17 +64,20 @@ def _expand_images(paths: list[Path]) -> list[Path]:
 
 def _matched(paths: list[Path]) -> list[Path]:
     """``paths`` with each pattern (``*``, ``?``, ``[...]``, ``**`` for any subfolders) that names no file itself
-    replaced by the files and folders it matches, sorted: a shell that does not expand them (Windows' cmd and
-    PowerShell, or a quoted one) passes them on as they were typed. A part of the pattern that names an existing
-    file or folder as typed is that name (a folder ``run[1]`` is not the class ``[1]``, which matched only ``run1``)."""
+    replaced by the files and folders it matches, in natural order (``img2`` before ``img10``, as a folder given
+    whole lists them): a shell that does not expand them (Windows' cmd and PowerShell, or a quoted one) passes them
+    on as they were typed. A part of the pattern that names an existing file or folder as typed is that name (a
+    folder ``run[1]`` is not the class ``[1]``, which matched only ``run1``)."""
     import glob
+
+    from ..io.listing import natural_key
 
     out = []
     for path in paths:
         if path.exists() or not any(c in str(path) for c in "*?["):
             out.append(path)
             continue
-        matches = sorted(glob.glob(_literal_where_it_exists(path), recursive=True))
+        matches = sorted(glob.glob(_literal_where_it_exists(path), recursive=True), key=natural_key)
         if not matches:
             raise PromptsegError(f"no file matches {path}")
         out.extend(Path(m) for m in matches)

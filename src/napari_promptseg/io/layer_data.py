@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import PromptsegError
 from .calibration import axis_micrometres, ome_micrometres, pixel_size
 from .images import IMAGE_SUFFIXES, TIFF_SUFFIXES, _format_of_misnamed_tiff, output_stem, read_image
+from .listing import is_image_name, list_images
 from .multiscale import (
     bioformats2raw_series,
     is_ome_zarr,
@@ -145,7 +146,7 @@ def is_image_folder(path: str | Path) -> bool:
     path = Path(path)
     if not path.is_dir() or is_ome_zarr(path) or is_zarr_named(path) or bioformats2raw_series(path):
         return False
-    return any(not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
+    return any(is_image_name(p) for p in path.iterdir())
 
 
 def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
@@ -159,7 +160,7 @@ def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
     folder = Path(path)
     if not folder.is_dir():
         raise PromptsegError(f"{folder}: not a folder")
-    files = _folder_images(folder)
+    files = list_images(folder, stores=False)  # as the CLI and the one-shot widget list the folder
     if not files:
         raise PromptsegError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it")
     first_shape, first_dtype = _file_shape(files[0])
@@ -178,17 +179,6 @@ def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
     if size is not None and (len(first_shape) == 2 or _is_colour(first_shape)):
         kwargs["scale"] = [1.0, size.y, size.x]
     return [(da.stack(planes), kwargs, "image")]
-
-
-def _folder_images(folder: Path) -> list[Path]:
-    from .images import is_own_output
-
-    found = [
-        p
-        for p in folder.iterdir()
-        if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not is_own_output(p)
-    ]
-    return sorted(found, key=lambda p: [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)])
 
 
 def _file_shape(file: Path) -> tuple[tuple[int, ...], str]:

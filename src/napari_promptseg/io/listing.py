@@ -1,0 +1,74 @@
+"""Which entries of a folder are its images, and in what order: one rule for the CLI's batch inputs, the napari
+reader's folder stack and the one-shot widget's target folder, so a folder gives the same images in the same order
+wherever it is opened. No Qt, no napari."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .images import IMAGE_SUFFIXES, is_own_output
+from .multiscale import bioformats2raw_series, is_ome_zarr, is_zarr_named
+
+__all__ = ["FolderImages", "folder_images", "is_image_name", "list_images", "natural_key"]
+
+
+def natural_key(name: str) -> tuple[list[int | str], str]:
+    """Sort key of a name in natural order: runs of digits compared as numbers (``z2`` before ``z10``), the rest
+    regardless of case (``Img3.PNG`` between ``img2.png`` and ``img10.png``). Names that tie so (``z02``/``z2``,
+    ``A``/``a``) are ordered by the name itself: the order never depends on how the filesystem lists them."""
+    parts = re.split(r"(\d+)", name)
+    # odd places hold the digit runs: each place holds one type in every name, so any two keys compare
+    return [int(part) if i % 2 else part.casefold() for i, part in enumerate(parts)], name
+
+
+def is_image_name(path: str | Path) -> bool:
+    """Whether ``path`` is named as an image a folder's listing takes: an image suffix (any case), not hidden (macOS
+    ``._x.tif`` resource forks and editors' temporaries are not the user's images). Only the name is looked at."""
+    path = Path(path)
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+@dataclass
+class FolderImages:
+    """A folder's entries, sorted into its images and what was left out (see :func:`folder_images`)."""
+
+    #: image files and OME-Zarr images in natural name order; a bioformats2raw container's series in its place
+    images: list[Path] = field(default_factory=list)
+    #: names of files that are not images read here (a .txt, a .webp)
+    other_files: list[str] = field(default_factory=list)
+    #: names of subfolders that are not images, nor an earlier run's output folder (it has a report.json): not searched
+    subfolders: list[str] = field(default_factory=list)
+
+
+def folder_images(folder: str | Path) -> FolderImages:
+    """The images of ``folder`` (:func:`list_images`) and the entries left out that a user may have counted on, for a
+    caller that says which (the CLI does). Hidden entries and the label TIFFs and overlays promptseg wrote are left out
+    silently."""
+    found = sorted((p for p in Path(folder).iterdir() if not p.name.startswith(".")), key=lambda p: natural_key(p.name))
+    out = FolderImages()
+    for path in found:
+        if is_ome_zarr(path):
+            out.images.append(path)
+        elif path.is_dir() and (series := bioformats2raw_series(path)):
+            out.images.extend(series)
+        elif is_zarr_named(path):  # its metadata cannot be read: an input whose reading says why
+            out.images.append(path)
+        elif path.is_file() and is_image_name(path):
+            if not is_own_output(path):
+                out.images.append(path)
+        elif path.is_file():
+            out.other_files.append(path.name)
+        elif path.is_dir() and not (path / "report.json").is_file():
+            out.subfolders.append(path.name)
+    return out
+
+
+def list_images(folder: str | Path, *, stores: bool = True) -> list[Path]:
+    """The images of ``folder``, as every part of promptseg takes them: files with an image suffix (any case; TIFF,
+    PNG, JPEG, BMP) and OME-Zarr images, in natural name order (:func:`natural_key`); hidden files, other files,
+    subfolders and promptseg's own outputs left out. ``stores=False``: image files only (no OME-Zarr), for a caller
+    that reads files whole or stacks them (the napari reader's folder stack, the one-shot widget's target folder)."""
+    images = folder_images(folder).images
+    return images if stores else [p for p in images if p.is_file()]

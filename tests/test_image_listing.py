@@ -1,0 +1,74 @@
+"""One rule for the images of a folder (:func:`napari_promptseg.io.list_images`): the CLI's batch inputs, the napari
+reader's folder stack and the One-shot widget's target folder take the same images in the same order. Run under a
+display: ``xvfb-run -a python -m pytest tests/test_image_listing.py``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from skimage import data
+
+from napari_promptseg._reader import get_reader
+from napari_promptseg.cli._inputs import _expand_images
+from napari_promptseg.io.images import write_labels
+
+pytestmark = pytest.mark.gui
+
+
+def camera_crops(folder: Path, names: list[str]) -> None:
+    """64² crops of skimage's camera, each from another place, saved under ``names``."""
+    folder.mkdir(exist_ok=True)
+    camera = data.camera()
+    for k, name in enumerate(names):
+        iio.imwrite(folder / name, camera[k * 64 : k * 64 + 64, 100:164], extension=".png")
+
+
+def reader_files(folder: Path) -> list[str]:
+    [(_, kwargs, _)] = get_reader(str(folder))(str(folder))
+    return kwargs["metadata"]["files"]
+
+
+def test_a_folder_gives_the_cli_the_reader_and_the_one_shot_widget_the_same_images_in_one_order(
+    make_napari_viewer, tmp_path
+):
+    """The CLI listed a folder in plain sorted order ('Img3.PNG', 'img10.png', 'img2.png': upper case first, 10
+    before 2), the napari reader in natural order ('img2', 'Img3', 'img10'), and the One-shot widget took the CLI's
+    list through a CLI-private helper: planes opened in napari and the CLI's outputs were in different orders, and a
+    folder named like an image ('old.tif/') was a CLI input the reader left out. One listing rule now."""
+    from napari_promptseg._widgets.oneshot import OneShotWidget
+
+    folder = tmp_path / "targets"
+    camera_crops(folder, ["img10.png", "img2.png", "Img3.PNG"])
+    (folder / ".img4.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")  # AppleDouble fork
+    (folder / "notes.txt").write_text("acquired on Monday")
+    (folder / "old.tif").mkdir()  # a folder named as an image is no image file
+    write_labels(folder / "img2_labels.tif", np.ones((64, 64), np.uint16))  # an earlier run's output
+    expected = ["img2.png", "Img3.PNG", "img10.png"]
+
+    cli = [p.name for p in _expand_images([folder])]  # what `promptseg oneshot FOLDER` runs on
+    reader = reader_files(folder)
+    viewer = make_napari_viewer()
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(viewer.add_image(data.camera()[:64, :64], name="reference"))
+    widget.reference_labels.set_layer(viewer.add_labels(np.ones((64, 64), np.uint8), name="reference labels"))
+    widget.folder.setText(str(folder))
+    in_widget = [p.name for p in widget._inputs().files]
+    assert cli == reader == in_widget == expected, (cli, reader, in_widget)
+
+    from napari_promptseg.io import list_images
+
+    assert [p.name for p in list_images(folder)] == expected
+    # a pattern's matches come in the same order as the folder's (a shell that does not expand it passes it on)
+    assert [p.name for p in _expand_images([folder / "img*"])] == ["img2.png", "img10.png"]
+
+
+def test_a_folder_with_superscript_digits_in_a_name_opens(tmp_path):
+    """A name with superscript digits between digit runs ('cells1²2.png', as an area in the name) stopped the
+    reader's natural sort: '²' is a digit to str.isdigit but not to int(), so opening the folder raised ValueError."""
+    folder = tmp_path / "areas"
+    camera_crops(folder, ["cells1²2.png", "cells1.png"])
+    assert reader_files(folder) == ["cells1.png", "cells1²2.png"]
+    assert [p.name for p in _expand_images([folder])] == ["cells1.png", "cells1²2.png"]
