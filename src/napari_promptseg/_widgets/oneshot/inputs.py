@@ -1,0 +1,138 @@
+"""The One-shot widget's inputs: the target layer's planes (a 2D image or a stack), a target folder's images, and
+everything a run reads, gathered on napari's main thread without reading a pixel and read in the worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import CancelledError, PromptsegError
+from ...io.images import IMAGE_SUFFIXES
+from ...io.listing import list_images
+from .._common import LayerPixels, level_factors, plane_shape, read_reference_plane, whole_image_level
+
+
+def target_planes(data: np.ndarray, rgb: bool, name: str = "target layer") -> tuple[list[np.ndarray], bool]:
+    """A 2D (or RGB) image -> [image]; a stack (first axis = planes) -> its planes. ``name``: the layer, as the
+    refusal of other shapes names it (checked before a lazy array is read)."""
+    stacked = is_stack(data, rgb, name)
+    return read_planes(data, stacked), stacked
+
+
+def is_stack(data, rgb: bool, name: str = "target layer") -> bool:
+    """Whether a layer's array is a stack of 2D (or RGB) planes (first axis = planes) rather than one plane; other
+    shapes are refused, naming the layer. Only the shape is looked at (cheap on napari's main thread)."""
+    plane_ndim = 3 if rgb else 2
+    if np.ndim(data) not in (plane_ndim, plane_ndim + 1):
+        shape = tuple(np.shape(data))
+        raise PromptsegError(
+            f"{name} has {len(shape)} dimensions (shape {shape}{', RGB' if rgb else ''}); expected a 2D image or a "
+            "stack of 2D planes: pick one stack (e.g. one time point or channel: Layers > Split Stack)"
+        )
+    return np.ndim(data) == plane_ndim + 1
+
+
+def read_planes(data, stacked: bool, cancel=None) -> list[np.ndarray]:
+    """The planes of a (lazy) array in memory, a stack's one by one (``cancel`` checked between them). Reads
+    pixels: run it in a worker."""
+    if not stacked:
+        return [np.asarray(data)]
+    planes = []
+    for i in range(np.shape(data)[0]):
+        if cancel is not None and cancel():
+            raise CancelledError("cancelled")
+        planes.append(np.asarray(data[i]))
+    return planes
+
+
+@dataclass
+class OneShotInputs:
+    """What a run reads, gathered on napari's main thread without reading a pixel (reading a stack or a pyramid
+    there froze napari): the layers' arrays and the options that decide which level of a pyramid target to read."""
+
+    reference: LayerPixels
+    reference_labels: LayerPixels
+    shown: float  # the displayed plane of a stack reference (full-resolution data coordinate)
+    target: LayerPixels | None
+    files: list[Path]
+    instances: bool | None
+    partial: bool
+    object_size: float | None  # full-resolution pixels; None: measured on the reference
+
+
+@dataclass
+class OneShotPixels:
+    """The inputs read (in the worker): the reference plane and its labels, the targets (planes or files)."""
+
+    reference: np.ndarray
+    labels: np.ndarray
+    reference_plane: int | None  # the plane of a stack reference its labels mark
+    targets: list
+    names: list[str]
+    stacked: bool
+    factors: np.ndarray  # the downsampling of each axis of the target level read
+
+
+def read_oneshot_inputs(inputs: OneShotInputs, progress, cancel) -> OneShotPixels:
+    """Read the reference, its labels and the target (a pyramid target at the level the CLI reads), refusing
+    labels that do not fit or are empty, naming the layer. Runs in the worker."""
+    ref, ref_labels = inputs.reference, inputs.reference_labels
+    progress(0.0, f"reading '{ref.name}'")
+    # a stack's reference is its labelled (or displayed) plane: the volume's other planes are the usual targets
+    reference, labels, plane = read_reference_plane(ref, ref_labels, inputs.shown)
+    if labels.shape != reference.shape[: labels.ndim] or labels.ndim != 2:
+        raise PromptsegError(
+            f"reference labels '{ref_labels.name}' of shape {labels.shape} do not match the 2D reference image "
+            f"'{ref.name}' of shape {reference.shape}"
+        )
+    if not labels.any():
+        raise PromptsegError(f"reference labels '{ref_labels.name}' are empty; paint the object first")
+    target = inputs.target
+    if target is None:
+        return OneShotPixels(reference, labels, plane, inputs.files, [p.stem for p in inputs.files], False, np.ones(2))
+    if cancel():
+        raise CancelledError("cancelled")
+    data = target.data
+    if target.multiscale:
+        from ...methods.instances import is_many_objects
+
+        many = inputs.instances
+        if many if many is not None else inputs.partial or is_many_objects(labels):
+            data = _pyramid_level(target, labels, inputs.object_size)
+        else:  # one region: the level a whole-image method reads, as the CLI
+            data = whole_image_level(target)[0]
+    stacked = is_stack(data, target.rgb, f"target layer '{target.name}'")
+    progress(0.0, f"reading '{target.name}'")
+    planes = read_planes(data, stacked, cancel)
+    # a plane named as the CLI names it: its warnings then name the plane once (methods.volume.plane_warnings)
+    names = [f"{target.name} plane {i}" for i in range(len(planes))] if stacked else [target.name]
+    return OneShotPixels(reference, labels, plane, planes, names, stacked, level_factors(target, data))
+
+
+def _pyramid_level(target: LayerPixels, labels: np.ndarray, object_size: float | None):
+    """A multiscale target in the many-instances mode is read at the pyramid level that matches the working scale
+    of the reference's objects (assumed at the target's full-resolution pixel size), as the CLI reads it."""
+    from ...methods.instances import reference_objects
+    from ...tiling import choose_scale, pyramid_level, typical_object_size
+
+    size = object_size or typical_object_size(reference_objects(labels))
+    shapes = [plane_shape(level, target.rgb) for level in target.data]
+    # LiteMedSAM, the widget's model, sees 256 px
+    scale = choose_scale(shapes[0], 256, size)
+    level, _ = pyramid_level(shapes, scale.scale)
+    return target.data[level]
+
+
+def folder_targets(folder: str) -> list[Path]:
+    """The images of a target folder typed or browsed to, in the order the CLI and napari's reader take them from
+    it (:func:`napari_promptseg.io.list_images`); image files only: each is read whole. Only names and headers are
+    looked at."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise PromptsegError(f"target folder {folder} does not exist")
+    files = list_images(path, stores=False)
+    if not files:
+        raise PromptsegError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in target folder {folder}")
+    return files

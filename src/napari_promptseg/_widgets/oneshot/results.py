@@ -1,0 +1,174 @@
+"""The One-shot widget's worker body (no Qt, no layers): the reference learned and each target segmented, as the CLI
+runs one-shot, into a :class:`OneShotOutput` the widget adds as layers; and the summary that says what came back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import CancelledError, PromptsegError
+from .._common import task_segmenter
+
+#: the checkbox saying the reference labels only some of its objects (named in the advice when it is not ticked)
+PARTIAL_LABELS_TEXT = "reference labels only some objects"
+
+
+@dataclass
+class OneShotOutput:
+    """Everything the main thread needs to add layers: one entry per target plane or file."""
+
+    labels: list[np.ndarray]
+    positives: list[np.ndarray]  # (P, 2) x, y per target
+    negatives: list[np.ndarray]
+    names: list[str]
+    stacked: bool  # True: targets were the planes of one layer -> one 3D Labels layer
+    warnings: list[str] = field(default_factory=list)
+    scales: list[dict] = field(default_factory=list)  # working scale per target (many-instances mode)
+    labelling_advice: str | None = None  # few objects labelled, not said to be partial: why little may be found
+    skipped: list[str] = field(default_factory=list)  # a folder's files that could not be done, each with why
+
+
+def run_oneshot(
+    reference: np.ndarray,
+    reference_labels: np.ndarray,
+    targets: list[np.ndarray],
+    names: list[str],
+    *,
+    stacked: bool,
+    strategy: str,
+    instances: bool | None,
+    object_size: float | None = None,
+    factor: float = 1.0,
+    partial: bool = False,
+    reference_name: str = "reference",
+    progress,
+    cancel,
+) -> OneShotOutput:
+    """The worker body (no Qt, no layers), as the CLI runs one-shot. ``instances=None``: many instances when the
+    reference labels hold several objects (or only some of its objects are labelled: ``partial``, which learns
+    background only near them); ``object_size``: the objects' diameter in full-resolution pixels (None: measured);
+    ``factor``: the downsampling of the pyramid level the targets were read at. The planes of a stack share one
+    object size and are linked into objects across planes. ``reference_name``: the reference as errors name it."""
+    from ...io import read_image
+    from ...methods.instances import (
+        count_objects,
+        fit_exemplars,
+        is_many_objects,
+        known_near_labels,
+        level_object_size,
+        segment_with_exemplars,
+        stack_object_size,
+    )
+    from ...methods.labelling_advice import few_labels_warning
+    from ...methods.oneshot import segment_like
+    from ...methods.volume import segment_stack
+    from ...models.preprocessing import as_channels_last
+
+    ref = as_channels_last(reference, name=reference_name)  # refused naming the layer (NaN...), not as 'reference'
+    progress(0.0, "loading model")
+    segmenter = task_segmenter(progress, cancel)
+    out = OneShotOutput([], [], [], [], stacked)
+    if instances is None:
+        instances = partial or is_many_objects(reference_labels)
+    exemplars, target_size = None, None
+    if instances:
+        progress(0.0, "learning the reference objects")
+        # the reference is fitted at its own (full) resolution; the targets' level gets the size divided
+        exemplars = fit_exemplars(
+            segmenter,
+            ref,
+            reference_labels,
+            known=known_near_labels(reference_labels) if partial else None,
+            object_size=object_size,
+            progress=lambda fraction, message: progress(0.0, message),
+            cancel=cancel,
+        )
+        target_size = level_object_size(exemplars, object_size, factor)
+        if stacked and target_size is None:  # the planes of one stack share one size (as the CLI's stacks)
+            target_size = stack_object_size(exemplars, targets, segmenter.input_size)
+
+    def segment_one(k: int, image: np.ndarray):
+        name = names[k]
+
+        def sub(fraction: float, message: str) -> None:
+            progress((k + fraction) / len(targets), f"{name}: {message}")
+
+        if exemplars is not None:
+            hwc = as_channels_last(image, name=name)
+            res = segment_with_exemplars(
+                segmenter, exemplars, hwc, object_size=target_size, name=name, progress=sub, cancel=cancel
+            )
+            out.positives.append((res.boxes[:, :2] + res.boxes[:, 2:]) / 2 if len(res.boxes) else np.zeros((0, 2)))
+            out.negatives.append(np.zeros((0, 2)))
+            if res.scale is not None:
+                out.scales.append(res.scale.summary())
+        else:
+            res = segment_like(
+                reference,
+                reference_labels > 0,
+                image,
+                segmenter=segmenter,
+                strategy=strategy,  # type: ignore[arg-type]
+                warn_many=False,  # the mode chose one region
+                names=[name],
+                progress=sub,
+                cancel=cancel,
+            )[0]
+            out.positives.append(res.positives)
+            out.negatives.append(res.negatives)
+        out.names.append(name)
+        return res
+
+    if stacked:  # ids linked across planes, as the CLI's stacks (segment_stack checks cancel between planes)
+        stack = segment_stack(targets, lambda plane, z: segment_one(z, plane), name="target stack", cancel=cancel)
+        out.labels, out.warnings = list(stack.labels), stack.warnings
+    else:
+        failed: list[PromptsegError] = []
+        for k, target in enumerate(targets):
+            if cancel():
+                raise CancelledError("cancelled")
+            if not isinstance(target, (str, Path)):
+                res = segment_one(k, target)
+            else:  # a folder's file that cannot be done is said and skipped, as the CLI's batch goes on past it
+                try:
+                    res = segment_one(k, read_image(target))
+                except PromptsegError as exc:
+                    failed.append(exc)
+                    out.skipped.append(f"{Path(target).name}: {exc}")
+                    continue
+            out.labels.append(res.labels)
+            out.warnings += res.warnings
+        if failed and not out.labels:  # nothing done: the run failed, saying why
+            raise failed[0]
+    if exemplars is not None:
+        out.labelling_advice = few_labels_warning(
+            count_objects(reference_labels), partial, f"tick '{PARTIAL_LABELS_TEXT}'"
+        )
+    progress(1.0, "done")
+    return out
+
+
+def result_summary(output: OneShotOutput) -> str:
+    """What a run found, as the widget's summary says it: objects and targets, the working scale, and why the result
+    may disappoint (a reference that does not transfer, few objects labelled, a folder's files skipped)."""
+    # a stack's objects are linked across its planes: counted once
+    groups = [np.stack(output.labels)] if output.stacked else output.labels
+    objects = sum(int(len(np.unique(labels))) - int((labels == 0).any()) for labels in groups)
+    scale = ""
+    if output.scales:
+        first = output.scales[0]
+        scale = f"; working scale {first['scale']} ({first['source']}), {first['tiles']} tile(s)"
+    # a reference that does not transfer is said where the result is read, not only in a passing notification
+    untransferred = [w for w in dict.fromkeys(output.warnings) if "does not transfer" in w]
+    caution = ""
+    if untransferred:
+        more = f" (+{len(untransferred) - 1} more)" if len(untransferred) > 1 else ""
+        caution = f"\nwarning: {untransferred[0]}{more}"
+    if output.labelling_advice:  # the likely reason few objects came back
+        caution += f"\nwarning: {output.labelling_advice}"
+    if output.skipped:  # a folder's files that could not be done: the others' layers are there
+        more = f" (+{len(output.skipped) - 1} more)" if len(output.skipped) > 1 else ""
+        caution += f"\nskipped {len(output.skipped)} file(s): {output.skipped[0]}{more}"
+    return f"one-shot: {objects} object(s) in {len(output.labels)} target(s){scale}{caution}"

@@ -1,0 +1,312 @@
+"""The One-shot widget itself: its controls, a run (the inputs gathered here, read and segmented in the worker) and
+the result layers added on the main thread; and saving the reference to the library."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import napari
+import napari.layers
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...errors import CancelledError, PromptsegError
+from .._common import (
+    LayerPicker,
+    TaskRunner,
+    _levels,
+    displayed_plane,
+    exemplar_layers,
+    layer_pixels,
+    load_triton_safely,
+    placement,
+    read_exemplar,
+    unproxied,
+)
+from .inputs import OneShotInputs, OneShotPixels, folder_targets, is_stack, read_oneshot_inputs
+from .results import PARTIAL_LABELS_TEXT, OneShotOutput, result_summary, run_oneshot
+
+if TYPE_CHECKING:
+    from ...io.library import LibraryEntry
+
+#: mode choice -> run_oneshot's ``instances`` (None: decided by the reference labels)
+MODES = {"auto": None, "single region": False, "many instances": True}
+POSITIVE_COLOUR, NEGATIVE_COLOUR = "lime", "red"
+
+
+class OneShotWidget(QWidget):
+    """Reference image + Labels -> target layer/stack/folder -> new Labels layer + prompt Points layer."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        load_triton_safely()
+        self.viewer = napari_viewer = unproxied(napari_viewer)
+        self.runner = TaskRunner(self)
+        self.reference = LayerPicker(napari_viewer, napari.layers.Image)
+        self.reference_labels = LayerPicker(napari_viewer, napari.layers.Labels)
+        # another image than the reference: the target started on the folder entry with a second image open
+        self.target = LayerPicker(napari_viewer, napari.layers.Image, none_text="(folder below)", unlike=self.reference)
+        self.folder = QLineEdit()
+        self.folder.setPlaceholderText("optional: folder of target images")
+        # a folder typed or browsed to is the target (a target layer would otherwise take precedence unseen)
+        self.folder.textChanged.connect(self._on_folder_text)  # a bound method: a lambda would hold the widget
+        browse = QPushButton("…")
+        browse.clicked.connect(self._browse)
+        self.strategy = QComboBox()
+        self.strategy.addItems(["sat", "persam", "matcher"])
+        self.strategy.setToolTip("SAT (default), PerSAM-style or Matcher-style prompt search")
+        self.mode = QComboBox()
+        self.mode.addItems(list(MODES))
+        self.mode.setToolTip(
+            "auto: every similar object (instances) when the reference labels hold several objects, else one region"
+        )
+        self.object_size = QDoubleSpinBox()
+        self.object_size.setRange(0, 100_000)
+        self.object_size.setDecimals(0)
+        self.object_size.setSuffix(" px")
+        self.object_size.setSpecialValueText("auto (from the reference)")
+        self.object_size.setToolTip("Typical object diameter in pixels (many instances): sets the working scale")
+        self.partial_labels = QCheckBox(PARTIAL_LABELS_TEXT)
+        self.partial_labels.setToolTip(
+            "ticked: the reference's unlabelled objects are not background; background is learned only near the "
+            "labelled objects (as 'find all like these' does), and every object like them is found. Unticked, every "
+            "unlabelled pixel of the reference is taught as background: label all its objects"
+        )
+        self.show_points = QCheckBox("show prompt points")
+        self.show_points.setChecked(True)
+        self.run_button = QPushButton("Segment like the reference")
+        self.run_button.clicked.connect(self.run)
+        # reference library: the reference + its labels saved under a name answer text prompts later (offline)
+        self.library_name = QLineEdit()
+        self.library_name.setPlaceholderText("e.g. gland")
+        self.library_description = QLineEdit()
+        self.library_description.setPlaceholderText("optional; synonyms separated by commas")
+        self.save_button = QPushButton("Save reference to library…")
+        self.save_button.setToolTip(
+            "Save the reference image (cropped around its labels) and labels as a named exemplar; typed prompts "
+            "are matched to its name. Saving a name again adds another exemplar (nothing is overwritten)."
+        )
+        self.save_button.clicked.connect(self.save_to_library)
+
+        form = QFormLayout()
+        form.addRow("reference image", self.reference)
+        form.addRow("reference labels", self.reference_labels)
+        form.addRow("target", self.target)
+        row = QHBoxLayout()
+        row.addWidget(self.folder, 1)
+        row.addWidget(browse)
+        form.addRow("target folder", row)
+        form.addRow("strategy", self.strategy)
+        form.addRow("mode", self.mode)
+        form.addRow("object size", self.object_size)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.partial_labels)
+        layout.addWidget(self.show_points)
+        layout.addWidget(self.run_button)
+        layout.addWidget(self.runner.widget)
+        library_form = QFormLayout()
+        library_form.addRow("library name", self.library_name)
+        library_form.addRow("description", self.library_description)
+        layout.addLayout(library_form)
+        layout.addWidget(self.save_button)
+        layout.addStretch(1)
+        self.last_output: OneShotOutput | None = None
+        self.last_saved: LibraryEntry | None = None  # the library entry "Save reference to library" wrote last
+
+    def _on_folder_text(self, text: str) -> None:
+        if text.strip():
+            self.target.set_layer(None)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder of target images")
+        if folder:
+            self.folder.setText(folder)
+
+    @property
+    def is_idle(self) -> bool:
+        return not self.runner.busy
+
+    def _inputs(self) -> OneShotInputs:
+        """The layers and options of a run, as references: nothing is read here, on napari's main thread (the
+        worker reads them: :func:`read_oneshot_inputs`)."""
+        ref, ref_labels = self.reference.layer(), self.reference_labels.layer()
+        if ref is None:
+            raise PromptsegError("choose a reference image layer")
+        if ref_labels is None:
+            raise PromptsegError("choose the Labels layer that marks the object in the reference image")
+        options = {
+            "instances": MODES[self.mode.currentText()],
+            "partial": self.partial_labels.isChecked(),
+            "object_size": float(self.object_size.value()) or None,
+        }
+        reference = (layer_pixels(ref), layer_pixels(ref_labels), displayed_plane(self.viewer, ref))
+        target = self.target.layer()
+        if target is not None:
+            pixels = layer_pixels(target)
+            is_stack(_levels(pixels)[0], target.rgb, f"target layer '{target.name}'")  # its shape only
+            return OneShotInputs(*reference, pixels, [], **options)
+        folder = self.folder.text().strip()
+        if not folder:
+            raise PromptsegError("choose a target image layer or a folder of target images")
+        return OneShotInputs(*reference, None, folder_targets(folder), **options)
+
+    def save_to_library(self) -> bool:
+        """Save the reference layer + its labels as a named library entry. The layers are read and the entry written
+        in the worker (a slide's or a stack's pixels read here froze napari); when done, the entry is
+        :attr:`last_saved`. Returns whether the task was taken."""
+        try:
+            ref, ref_labels = self.reference.layer(), self.reference_labels.layer()
+            if ref is None or ref_labels is None:
+                raise PromptsegError("choose the reference image and its Labels layer to save to the library")
+            name = self.library_name.text().strip()
+            if not name:
+                raise PromptsegError("type a library name for the reference (e.g. 'gland')")
+        except PromptsegError as exc:
+            self.runner.refuse(exc, "save to library")
+            return False
+        layers = exemplar_layers(self.viewer, ref, ref_labels)
+        description = self.library_description.text()
+        scale = tuple(float(s) for s in ref.scale[-2:])
+        # as run() decides: many objects, or only some objects labelled, find every one like them later too
+        # (mode "single region" saves one region, and its partial labels do not apply)
+        many = MODES[self.mode.currentText()] is not False
+        partial = many and self.partial_labels.isChecked()
+
+        def task(progress, cancel):
+            from ...io.library import ReferenceLibrary
+            from ...methods.instances import is_many_objects
+
+            progress(0.0, f"reading '{ref.name}'")
+            image, labels, source = read_exemplar(layers, "reference labels")
+            if cancel():
+                raise CancelledError("cancelled")
+            library = ReferenceLibrary.open()
+            entry = library.add(
+                name,
+                image,
+                labels,
+                description,
+                source=source,
+                pixel_size=None if scale == (1.0, 1.0) else scale,
+                instances=many and (partial or is_many_objects(labels)),
+                partial_labels=partial,
+            )
+            return entry, library.path
+
+        def done(result) -> None:
+            from napari.utils.notifications import show_info, show_warning
+
+            from ...methods.library import exemplar_advice
+
+            entry, path = result
+            self.last_saved = entry
+            message = f"saved '{entry.name}' ({entry.kind}) to the reference library {path} (id {entry.id})"
+            self.runner.widget.done(message)
+            show_info(message)
+            advice = exemplar_advice(entry, f"remove it and save it again with '{PARTIAL_LABELS_TEXT}' ticked")
+            if advice:
+                show_warning(advice)
+
+        return self.runner.submit("library", f"save '{name}' to the library", task, done, inputs=(ref, ref_labels))
+
+    def run(self) -> None:
+        try:
+            inputs = self._inputs()
+        except PromptsegError as exc:
+            self.runner.refuse(exc, "one-shot")
+            return
+        strategy = self.strategy.currentText()
+        layer = self.target.layer() if inputs.target is not None else None
+        reference_name = inputs.reference.name
+
+        def task(progress, cancel) -> tuple[OneShotOutput, OneShotPixels]:
+            pixels = read_oneshot_inputs(inputs, progress, cancel)
+            output = run_oneshot(
+                pixels.reference,
+                pixels.labels,
+                pixels.targets,
+                pixels.names,
+                stacked=pixels.stacked,
+                strategy=strategy,
+                instances=inputs.instances,
+                object_size=inputs.object_size,
+                factor=float(pixels.factors[-1]),
+                partial=inputs.partial,
+                reference_name=f"reference image layer '{reference_name}'",
+                progress=progress,
+                cancel=cancel,
+            )
+            pixels.targets = []  # the planes read: not kept alive while the layers are added
+            return output, pixels
+
+        def done(result: tuple[OneShotOutput, OneShotPixels]) -> None:
+            output, pixels = result
+            self.last_output = output
+            self._add_layers(output, layer, pixels.factors if layer is not None else None)
+            if pixels.reference_plane is not None:  # which plane of the stack the reference was
+                summary = self.runner.widget.summary
+                summary.setText(f"{summary.text()}\nreference: plane {pixels.reference_plane} of '{reference_name}'")
+
+        self.runner.submit(
+            "oneshot", f"one-shot ({strategy})", task, done, inputs=(layer,) if layer is not None else ()
+        )
+
+    def _add_layers(
+        self, output: OneShotOutput, layer: napari.layers.Image | None, factors: np.ndarray | None = None
+    ) -> None:
+        """``factors``: the downsampling of each axis of the pyramid level that was segmented (default none)."""
+        from napari.utils.notifications import show_warning
+
+        kw = {} if layer is None else placement(layer, 3 if output.stacked else 2, factors)
+        if output.stacked:
+            data = np.stack(output.labels)
+            self.viewer.add_labels(data, name=f"{layer.name} one-shot", **kw)
+            points = [
+                np.column_stack([np.full(len(p), k), p[:, 1], p[:, 0]]) if len(p) else np.zeros((0, 3))
+                for k, p in enumerate(output.positives)
+            ]
+            negatives = [
+                np.column_stack([np.full(len(p), k), p[:, 1], p[:, 0]]) if len(p) else np.zeros((0, 3))
+                for k, p in enumerate(output.negatives)
+            ]
+            self._add_points(np.concatenate(points), np.concatenate(negatives), f"{layer.name} one-shot prompts", kw)
+        else:
+            for labels, pos, neg, name in zip(
+                output.labels, output.positives, output.negatives, output.names, strict=True
+            ):
+                self.viewer.add_labels(labels, name=f"{name} one-shot", **kw)
+                self._add_points(pos[:, ::-1], neg[:, ::-1], f"{name} one-shot prompts", kw)
+        summary = result_summary(output)
+        if output.labelling_advice:  # the likely reason few objects came back
+            show_warning(output.labelling_advice)
+        for reason in output.skipped:  # a folder's files that could not be done: the others' layers are there
+            show_warning(f"one-shot: skipped {reason}")
+        self.runner.widget.set_summary(summary)
+        for warning in dict.fromkeys(output.warnings):
+            show_warning(warning)
+
+    def _add_points(self, positives: np.ndarray, negatives: np.ndarray, name: str, kw: dict) -> None:
+        if not self.show_points.isChecked() or len(positives) + len(negatives) == 0:
+            return
+        data = np.concatenate([positives, negatives])
+        colours = [POSITIVE_COLOUR] * len(positives) + [NEGATIVE_COLOUR] * len(negatives)
+        self.viewer.add_points(
+            data,
+            name=name,
+            face_color=colours,
+            size=8,
+            properties={"positive": np.r_[np.ones(len(positives), bool), np.zeros(len(negatives), bool)]},
+            **kw,
+        )
