@@ -72,3 +72,27 @@ def test_a_folder_with_superscript_digits_in_a_name_opens(tmp_path):
     camera_crops(folder, ["cells1²2.png", "cells1.png"])
     assert reader_files(folder) == ["cells1.png", "cells1²2.png"]
     assert [p.name for p in _expand_images([folder])] == ["cells1.png", "cells1²2.png"]
+
+
+def test_a_target_folder_of_ome_zarr_images_says_why_the_one_shot_widget_does_not_take_it(make_napari_viewer, tmp_path):
+    """A folder of OME-Zarr images (which `promptseg oneshot FOLDER` runs on) as the One-shot widget's target folder
+    was refused as 'no image files in FOLDER', sending the user looking for another folder. It says the folder's
+    images are OME-Zarr, which the widget does not read from a folder, and what to do instead."""
+    from napari_promptseg._widgets.oneshot import OneShotWidget
+    from napari_promptseg.errors import PromptsegError
+    from napari_promptseg.io import list_images
+
+    from .conftest import two_channel_pyramid
+
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    camera = data.camera()[:256, :256]
+    two_channel_pyramid(np.stack([camera, camera[::-1]]), folder / "slide.ome.zarr", "ome.zarr")
+    assert [p.name for p in _expand_images([folder])] == [p.name for p in list_images(folder)] == ["slide.ome.zarr"]
+    viewer = make_napari_viewer()
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(viewer.add_image(camera[:64, :64], name="reference"))
+    widget.reference_labels.set_layer(viewer.add_labels(np.ones((64, 64), np.uint8), name="reference labels"))
+    widget.folder.setText(str(folder))
+    with pytest.raises(PromptsegError, match=r"only OME-Zarr images \(slide\.ome\.zarr\).*promptseg oneshot"):
+        widget._inputs()

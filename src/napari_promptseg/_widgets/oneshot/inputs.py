@@ -132,7 +132,15 @@ def folder_targets(folder: str) -> list[Path]:
     path = Path(folder)
     if not path.is_dir():
         raise PromptsegError(f"target folder {folder} does not exist")
-    files = list_images(path, stores=False)
+    images = list_images(path)
+    files = [p for p in images if p.is_file()]
+    if not files and images:  # images the CLI runs on: "no image files" sent the user looking for a wrong folder
+        raise PromptsegError(
+            f"target folder {folder} holds only OME-Zarr images ({', '.join(p.name for p in images[:3])}"
+            f"{', ...' if len(images) > 3 else ''}), which the One-shot widget does not read from a folder (it reads "
+            "each file whole): open one in napari (napari-ome-zarr) and pick it as the target layer, or run "
+            f"'promptseg oneshot {folder}'"
+        )
     if not files:
         raise PromptsegError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in target folder {folder}")
     return files
