@@ -112,7 +112,12 @@ def some_dsb_nuclei(shared_data, prefix: str, keep: int = 8):
 def litemedsam():
     from napari_promptseg.models import load_segmenter
 
-    return load_segmenter("litemedsam", device="cpu")
+    segmenter = load_segmenter("litemedsam", device="cpu")
+    # the tests of a process reuse one another's embeddings (sample images, the MRI planes, the DSB references): a
+    # third of the encoder's passes in the suite were images encoded before and evicted by the default 8 entries.
+    # A test that needs an image encoded afresh clears the cache, as it would need to with 8
+    segmenter.cache.maxsize = 64
+    return segmenter
 
 
 @pytest.fixture(scope="session")
