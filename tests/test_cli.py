@@ -442,3 +442,37 @@ def test_an_image_given_where_the_text_prompt_goes_is_said_with_the_corrected_co
     assert main(["text", long_prompt, "a.png", "--route", "library", "--library", "empty", "-o", "out"]) == 2
     err = capsys.readouterr().err
     assert "the reference library has no entries" in err and "Traceback" not in err, err
+
+
+def test_an_input_the_system_refuses_to_look_at_is_an_error_naming_it(tmp_path, capsys, monkeypatch):
+    """A folder whose listing is denied, or a name longer than a file name may be, raised OSError from the inputs'
+    expansion (or, for oneshot's --reference, a traceback from the check that it exists): now an error names the
+    input and why, and a refused run leaves no empty -o folder behind."""
+    import errno
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    iio.imwrite(locked / "a.png", np.zeros((16, 16), np.uint8))
+    listing = Path.iterdir
+
+    def refused(self):  # what a folder without read permission does to its listing (root reads it all the same)
+        if self == locked:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", refused)
+    too_long = "a" * 300  # over the 255 bytes a file name may have: for root too
+    cases = {
+        str(locked): ["segment", str(locked), "--box", "1", "1", "9", "9"],
+        too_long: ["segment", too_long, "--box", "1", "1", "9", "9"],
+        f"{too_long}.png": ["oneshot", "a.png", "--reference", f"{too_long}.png", "--reference-mask", "a.png"],
+    }
+    iio.imwrite(tmp_path / "a.png", np.zeros((16, 16), np.uint8))
+    for name, argv in cases.items():
+        assert main([*argv, "-o", "out"]) == 2, name
+        err = capsys.readouterr().err
+        why = "Permission denied" if name == str(locked) else "File name too long"
+        assert f"{name}: cannot be read" in err and why in err and "Traceback" not in err, err
+        assert not (tmp_path / "out").exists(), name

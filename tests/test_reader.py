@@ -5,6 +5,10 @@ same-size images opens as one stack, read plane by plane; a folder of mixed size
 
 from __future__ import annotations
 
+import errno
+import os
+from pathlib import Path
+
 import dask.array as da
 import imageio.v3 as iio
 import numpy as np
@@ -189,6 +193,26 @@ def test_a_folder_without_images_or_an_ome_zarr_is_left_to_other_readers(tmp_pat
     assert get_reader(str(tmp_path / "notes")) is None
     zarr_path = two_channel_pyramid(two_channels, tmp_path / "slide.ome.zarr", "ome.zarr")
     assert get_reader(str(zarr_path)) is None  # napari-ome-zarr reads it, with its labels
+
+
+def test_a_folder_that_cannot_be_looked_into_is_left_to_other_readers(tmp_path, monkeypatch):
+    """napari asks every reader about every path dropped or typed: a name too long for the file system, or a folder
+    whose listing is refused (permission denied), raised OSError out of get_reader instead of answering None."""
+    too_long = tmp_path / ("a" * 300)  # over the 255 bytes a file name may have: stat fails, for root too
+    assert get_reader(str(too_long)) is None
+    assert get_reader(str(tmp_path / ("b" * 300 + ".tif"))) is None
+    locked = tmp_path / "locked"
+    camera_planes(locked, ["z1.png", "z2.png"])
+    assert get_reader(str(locked)) is not None
+    listing = Path.iterdir
+
+    def refused(self):  # what a folder without read permission does to its listing (root reads it all the same)
+        if self == locked:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", refused)
+    assert get_reader(str(locked)) is None
 
 
 def test_pngs_named_tif_open_as_the_pngs_they_hold_alone_and_as_a_folder(tmp_path):

@@ -8,6 +8,7 @@ suffix, and a user who lets it remember this plugin must still open every TIFF. 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +22,8 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
     paths = [path] if isinstance(path, str) else list(path)
     if len(paths) == 1 and is_image_folder(paths[0]):
         return read_folder
-    if not paths or not all(Path(p).suffix.lower() in TIFF_SUFFIXES and Path(p).is_file() for p in paths):
+    # os.path.isfile: a name the system refuses (too long) is no file here, not an error out of napari's probe
+    if not paths or not all(Path(p).suffix.lower() in TIFF_SUFFIXES and os.path.isfile(p) for p in paths):
         return None
     return read_tiffs
 

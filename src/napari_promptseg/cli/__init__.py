@@ -251,7 +251,13 @@ def _refuse_missing_inputs(args: argparse.Namespace) -> None:
     for dest, option, what in _INPUT_FILES.get(args.command, ()):
         value = getattr(args, dest, None)
         for path in value if isinstance(value, list) else [value]:
-            if path is not None and not Path(path).exists():  # a folder may be an OME-Zarr image: its reader says
+            if path is None:
+                continue
+            try:
+                exists = Path(path).exists()  # a folder may be an OME-Zarr image: its reader says
+            except OSError as exc:  # a name too long, a folder that may not be looked into: not a traceback
+                raise PromptsegError(f"{path}: cannot be read ({exc.strerror or exc}; {option})") from exc
+            if not exists:
                 raise PromptsegError(f"{what} not found: {path} ({option})")
 
 

@@ -13,6 +13,16 @@ __all__ = ["_expand_images"]
 
 
 def _expand_images(paths: list[Path]) -> list[Path]:
+    """The images ``paths`` name: files, the images in folders, pattern matches. A path the system refuses to look
+    at (a folder whose listing is denied, a name too long) is an error naming it."""
+    try:
+        return _expanded(paths)
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else ", ".join(map(str, paths))
+        raise PromptsegError(f"{where}: cannot be read as an input ({exc.strerror or exc})") from exc
+
+
+def _expanded(paths: list[Path]) -> list[Path]:
     from ..io.images import IMAGE_SUFFIXES, is_own_output
     from ..io.listing import folder_images
     from ..io.multiscale import bioformats2raw_series, is_ome_zarr, is_zarr_named

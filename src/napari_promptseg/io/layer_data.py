@@ -144,9 +144,12 @@ def is_image_folder(path: str | Path) -> bool:
     """A plain folder (no OME-Zarr image, zarr store or bioformats2raw container) with files named as images in it.
     Only names are looked at: napari asks every reader about every folder dropped, one of thousands of tiles too."""
     path = Path(path)
-    if not path.is_dir() or is_ome_zarr(path) or is_zarr_named(path) or bioformats2raw_series(path):
+    try:  # napari's probe of every reader must get an answer: a folder that cannot be looked into is not ours
+        if not path.is_dir() or is_ome_zarr(path) or is_zarr_named(path) or bioformats2raw_series(path):
+            return False
+        return any(is_image_name(p) for p in path.iterdir())
+    except OSError:  # permission denied, a name too long, a folder gone meanwhile
         return False
-    return any(is_image_name(p) for p in path.iterdir())
 
 
 def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
