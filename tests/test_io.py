@@ -43,3 +43,35 @@ def test_outputs_written_whole_get_the_mode_a_plain_write_gives(tmp_path):
     assert stat.S_IMODE(labels.stat().st_mode) == expected
     os.chmod(labels, 0o600)  # a rerun replaces it with the usual mode again
     assert stat.S_IMODE(write_labels(labels, np.eye(8, dtype=np.uint16)).stat().st_mode) == expected
+
+
+def test_label_tiffs_name_their_axes_for_fiji_and_tifffile(tmp_path):
+    """Label TIFFs had no axis names: a time-lapse's labels read as a stack of planes (Fiji: slices), tifffile said
+    'QYX'. Now ImageJ hyperstack metadata names them (OME for uint32 ids, which the ImageJ format cannot hold)."""
+    from skimage.measure import label
+
+    from napari_promptseg.io.images import is_own_output
+
+    coins = label(data.coins() > 120).astype(np.uint16)
+    frames = np.stack([np.roll(coins, 7 * k, axis=1) for k in range(4)])  # 4 planes: not RGBA samples
+    expected = {
+        "2d.tif": (coins, None, "YX", {}),
+        "stack.tif": (frames, None, "ZYX", {"slices": 4}),
+        "timelapse.tif": (frames, "TYX", "TYX", {"frames": 4}),
+    }
+    for name, (labels, axes, read_axes, imagej) in expected.items():
+        path = write_labels(tmp_path / name, labels, axes=axes)
+        with tifffile.TiffFile(path) as tif:
+            assert tif.series[0].axes == read_axes and tif.is_imagej, name
+            assert {k: tif.imagej_metadata.get(k) for k in imagej} == imagej, name
+            np.testing.assert_array_equal(tif.asarray(), labels)
+        assert is_own_output(path)
+    many = frames.astype(np.uint32) * 30_000  # ids past 65535: uint32
+    path = write_labels(tmp_path / "many.tif", many, axes="TYX")
+    with tifffile.TiffFile(path) as tif:
+        assert tif.series[0].axes == "TYX" and tif.is_ome and tif.series[0].dtype == np.uint32
+        np.testing.assert_array_equal(tif.asarray(), many)
+    assert is_own_output(path)
+    # OME-XML's UUID is random unless given: the same labels written again are the same bytes
+    again = write_labels(tmp_path / "again" / "many.tif", many, axes="TYX")
+    assert again.read_bytes() == path.read_bytes()

@@ -51,6 +51,9 @@ def test_a_stack_says_which_axis_its_planes_were_read_along(tmp_path, capsys, me
         assert "--channel-axis 0" in note and "metadata={'axes': 'TYXS'}" in note
     else:
         assert "stack_axis_note" not in record
+    # the labels name their first axis as the input does (Fiji: frames or slices); an unnamed one was read as Z
+    with tifffile.TiffFile(record["output"]) as tif:
+        assert tif.series[0].axes == ("TYX" if axis == "t" else "ZYX") and tif.is_imagej
 
 
 def test_channels_named_by_tifffiles_description_are_channels(tmp_path):
@@ -63,3 +66,14 @@ def test_channels_named_by_tifffiles_description_are_channels(tmp_path):
     record = run(tmp_path, path)
     assert record["stack_axis"] == "z" and record["planes"] == 3 and record["objects"] >= 1
     assert tifffile.imread(record["output"]).shape == (3, 256, 256)
+
+
+def test_the_empty_labels_of_a_failed_time_lapse_name_its_frames(tmp_path):
+    """An input that failed gets empty labels of its shape; a time-lapse's are named TYX as a result's would be."""
+    from napari_promptseg.batch.engine import failed_record
+
+    path = tmp_path / "timelapse.tif"
+    tifffile.imwrite(path, frames(), metadata={"axes": "TYXS"})
+    record = failed_record(tmp_path / "out", path, tifffile.imread(path), "the model ran out of memory")
+    with tifffile.TiffFile(record["output"]) as tif:
+        assert tif.series[0].axes == "TYX" and tif.asarray().shape == (3, 256, 256) and not tif.asarray().any()

@@ -224,12 +224,18 @@ def failed_record(
     import numpy as np
 
     from ..io import output_stem, write_labels
+    from ..io.multiscale import labels_axes
     from ..methods.volume import labels_shape
 
     record = {"input": str(path), "status": "failed", "reason": exc if isinstance(exc, str) else _reason(exc)}
     if output is not None and image is not None and np.ndim(image) >= 2:
         empty = np.zeros(labels_shape(image, channel_axis=channel_axis), np.uint16)
-        record["output"] = str(write_labels(Path(output) / f"{output_stem(path, output_stems)}.tif", empty))
+        try:  # a stack's empty labels name their axes as a result's would (the metadata read before the failure)
+            axes = labels_axes(path, empty.ndim)
+        except Exception:  # noqa: BLE001 - the input's reading failed: its planes, unnamed
+            axes = None
+        stem = output_stem(path, output_stems)
+        record["output"] = str(write_labels(Path(output) / f"{stem}.tif", empty, axes=axes))
         record["shape"] = list(np.shape(image))
     return record
 

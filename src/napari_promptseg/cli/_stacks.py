@@ -81,8 +81,10 @@ def _writes_into_zarr(args: argparse.Namespace, path: Path) -> bool:
 
 def _write_output(args: argparse.Namespace, path: Path, labels: object) -> str:
     """Write one input's labels where --output-format says; returns where."""
+    import numpy as np
+
     from ..io import output_stem, write_labels
-    from ..io.multiscale import is_ome_zarr
+    from ..io.multiscale import is_ome_zarr, labels_axes
     from ..io.ome_zarr_labels import write_ome_zarr_labels
 
     if _writes_into_zarr(args, path):
@@ -92,7 +94,8 @@ def _write_output(args: argparse.Namespace, path: Path, labels: object) -> str:
                 "one (use --output-format tiff)"
             )
         return str(write_ome_zarr_labels(path, labels, getattr(args, "labels_name", "promptseg"), args.output))
-    return str(write_labels(args.output / f"{output_stem(path, getattr(args, 'output_stems', None))}.tif", labels))
+    stem = output_stem(path, getattr(args, "output_stems", None))
+    return str(write_labels(args.output / f"{stem}.tif", labels, axes=labels_axes(path, np.ndim(labels))))
 
 
 def _stack_for(args: argparse.Namespace, image: object, path: Path | None = None) -> object | None:
@@ -135,19 +138,6 @@ UNNAMED_STACK_AXIS = (
     "frame to frame). If that axis holds channels, give --channel-axis 0. To have it named, save the file with its "
     "axes: an ImageJ hyperstack, an OME-TIFF, or tifffile.imwrite(..., metadata={{'axes': 'TYXS'}})"
 )
-
-
-def _stack_axis(path: Path) -> str | None:
-    """What the input's metadata calls the axis a stack's planes lie along: "z" or "t" (a time-lapse of 2D frames,
-    segmented as planes all the same); None when nothing names it (a plain TIFF, a numpy array saved as it is).
-    Metadata only, no pixel read."""
-    from ..io.multiscale import is_ome_zarr, open_multiscale, tiff_axis_names
-
-    if is_ome_zarr(path):
-        image = open_multiscale(path)
-        return image.stack_axis if image.axes_named else None
-    names = tiff_axis_names(path)  # a pyramidal TIFF's Q or I axis is read as z, a guess
-    return names[0] if names and names[0] in ("z", "t") else None
 
 
 def _at_level(path: Path, image: object, scale: float) -> tuple[object, int, float]:
@@ -232,6 +222,7 @@ def _stack_record(
     import numpy as np
 
     from ..batch.engine import method_progress
+    from ..io.multiscale import named_stack_axis
     from ..methods.volume import (
         as_stack,
         check_finite,
@@ -266,7 +257,7 @@ def _stack_record(
     record: dict = {"input": str(path), "shape": list(np.shape(image)), "planes": n}
     # what the planes are: by the file's word, or a guess the report says (a time-lapse of RGB frames saved without
     # axes reads as Z; the same segmentation, but the user must know what was assumed)
-    stack_axis = _stack_axis(path)
+    stack_axis = named_stack_axis(path)
     record["stack_axis"] = stack_axis or "unnamed"
     if stack_axis is None:
         record["stack_axis_note"] = UNNAMED_STACK_AXIS.format(n=n)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -227,12 +228,24 @@ def file_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
     return labels.astype(np.uint16 if high < 2**16 else np.uint32, copy=False)
 
 
-def write_labels(path: str | Path, labels: np.ndarray) -> Path:
+def write_labels(path: str | Path, labels: np.ndarray, *, axes: str | None = None) -> Path:
     """Instance labels ((Y, X) or (Z, Y, X)) as a compressed TIFF (uint16, or uint32 past 65535 objects), marked
-    as ours (:data:`OUTPUT_MARKER` in its Software tag; see :func:`is_own_output`). Ids a TIFF of labels cannot
-    hold (negative, fractional, from 2**32) are refused (:func:`file_labels`)."""
+    as ours (:data:`OUTPUT_MARKER` in its Software tag; see :func:`is_own_output`). Its axes are named, ``axes``
+    ("YX", "ZYX" by default for a stack, "TYX" for the frames of a time-lapse), so Fiji and tifffile read its planes
+    as what they are: ImageJ hyperstack metadata, OME for uint32 labels (the ImageJ format holds no 32-bit ids). Ids
+    a TIFF of labels cannot hold (negative, fractional, from 2**32) are refused (:func:`file_labels`)."""
     path = Path(path)
     labels = file_labels(labels, str(path))
+    axes = (axes or {2: "YX", 3: "ZYX"}.get(labels.ndim, "")).upper()
+    if axes and len(axes) != labels.ndim:
+        raise PromptsegError(f"{path}: axes {axes!r} do not fit labels of shape {labels.shape}")
+    named: dict = {}
+    if axes and labels.dtype == np.uint16:
+        named = {"imagej": True, "metadata": {"axes": axes}}
+    elif axes:  # OME-XML carries a UUID, random unless given: one of the name and ids, so a rerun writes the same bytes
+        digest = hashlib.blake2b(path.name.encode(), digest_size=16)
+        digest.update(np.ascontiguousarray(labels))
+        named = {"ome": True, "metadata": {"axes": axes, "UUID": str(uuid.UUID(bytes=digest.digest()))}}
     path.parent.mkdir(parents=True, exist_ok=True)
     # whole or not at all: a truncated file of a killed run is not ours to replace, and would stop a resume
     with replacing(path) as temp:
@@ -243,6 +256,7 @@ def write_labels(path: str | Path, labels: np.ndarray) -> Path:
             compression="zlib",
             photometric="minisblack",
             software=OUTPUT_MARKER,
+            **named,
         )
     return path
 

@@ -275,6 +275,26 @@ def tiff_axis_names(path: str | Path) -> list[str | None] | None:
     return [TIFF_AXES.get(code) for code in codes]
 
 
+def named_stack_axis(path: str | Path) -> str | None:
+    """What the input's metadata calls the axis a stack's planes lie along: "z" or "t" (a time-lapse of 2D frames,
+    segmented as planes all the same); None when nothing names it (a plain TIFF, a numpy array saved as it is).
+    Metadata only, no pixel read."""
+    if is_ome_zarr(path):
+        image = open_multiscale(path)
+        return image.stack_axis if image.axes_named else None
+    names = tiff_axis_names(path)  # a pyramidal TIFF's Q or I axis is read as z, a guess
+    return names[0] if names and names[0] in ("z", "t") else None
+
+
+def labels_axes(path: str | Path, ndim: int) -> str | None:
+    """The axes of the labels (``ndim`` dimensions) of input ``path``, as :func:`.images.write_labels` names them:
+    a stack's first axis as the input's metadata names it (a time-lapse's frames: "TYX"), else "ZYX"; None for 2D
+    labels (write_labels's own "YX")."""
+    if ndim != 3:
+        return None
+    return "TYX" if named_stack_axis(path) == "t" else "ZYX"
+
+
 def named_channel_position(names: Sequence[str | None] | None) -> int | None:
     """Where a file's named channel axis is when it is not last, in a 2D image or 3D stack ((C, Y, X) or
     (Z, C, Y, X), as Fiji saves every multichannel image); else None."""
