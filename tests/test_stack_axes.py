@@ -48,12 +48,27 @@ def test_a_stack_says_which_axis_its_planes_were_read_along(tmp_path, capsys, me
     if axis == "unnamed":  # what was assumed, and how to say otherwise
         note = record["stack_axis_note"]
         assert "read as the planes of a stack (Z)" in note and "time-lapse (T)" in note
-        assert "--channel-axis 0" in note and "metadata={'axes': 'TYXS'}" in note
+        # the first axis of RGB frames cannot be channels: --channel-axis 0 was advised all the same
+        assert "--channel-axis" not in note and "metadata={'axes': 'TYXS'}" in note
     else:
         assert "stack_axis_note" not in record
     # the labels name their first axis as the input does (Fiji: frames or slices); an unnamed one was read as Z
     with tifffile.TiffFile(record["output"]) as tif:
         assert tif.series[0].axes == ("TYX" if axis == "t" else "ZYX") and tif.is_imagej
+
+
+def test_an_unnamed_stack_is_told_the_axes_of_its_own_shape(tmp_path):
+    """A grey (N, Y, X) stack without axes: its first axis may be channels (--channel-axis 0), and the axes to save
+    it with are a grey stack's, not the RGB frames' TYXS. A (T, C, Y, X) stack read with --channel-axis 1: its
+    channels are known, and the axes place them where the file has them."""
+    path = tmp_path / "grey.tif"
+    tifffile.imwrite(path, frames()[..., 0])
+    note = run(tmp_path, path)["stack_axis_note"]
+    assert "If that axis holds channels, give --channel-axis 0." in note and "metadata={'axes': 'TYX'}" in note
+    path = tmp_path / "tcyx.tif"
+    tifffile.imwrite(path, np.ascontiguousarray(frames()[..., :2].transpose(0, 3, 1, 2)))
+    note = run(tmp_path, path, "--channel-axis", "1")["stack_axis_note"]
+    assert "--channel-axis" not in note and "metadata={'axes': 'TCYX'}" in note
 
 
 def test_channels_named_by_tifffiles_description_are_channels(tmp_path):

@@ -135,9 +135,22 @@ def _named_axes(path: Path) -> str | None:
 UNNAMED_STACK_AXIS = (
     "the file does not name its first axis: its {n} images were read as the planes of a stack (Z); the frames of a "
     "time-lapse (T) are segmented alike, one by one with ids linked across them (--propagate: objects carried from "
-    "frame to frame). If that axis holds channels, give --channel-axis 0. To have it named, save the file with its "
-    "axes: an ImageJ hyperstack, an OME-TIFF, or tifffile.imwrite(..., metadata={{'axes': 'TYXS'}})"
+    "frame to frame).{channels} To have it named, save the file with its axes: an ImageJ hyperstack, an OME-TIFF, "
+    "or tifffile.imwrite(..., metadata={{'axes': '{axes}'}})"
 )
+
+
+def _unnamed_stack_axis_note(n: int, shape: Sequence[int], channel_axis: int | None) -> str:
+    """:data:`UNNAMED_STACK_AXIS` for an input of ``shape`` read as a stack of ``n`` planes: a grey stack's first axis
+    may hold channels (--channel-axis 0 says so); a 4D stack has its channels or colours on another axis (its first
+    cannot be channels), and the axes to save it with put them where the file has them."""
+    if len(shape) != 4:
+        channels = " If that axis holds channels, give --channel-axis 0."
+        return UNNAMED_STACK_AXIS.format(n=n, channels=channels, axes="TYX")
+    axis = 3 if channel_axis is None else channel_axis % 4
+    letters = ["T", "Y", "X"]
+    letters.insert(axis, "S" if axis == 3 and channel_axis is None and shape[3] in (3, 4) else "C")
+    return UNNAMED_STACK_AXIS.format(n=n, channels="", axes="".join(letters))
 
 
 def _at_level(path: Path, image: object, scale: float) -> tuple[object, int, float]:
@@ -260,7 +273,7 @@ def _stack_record(
     stack_axis = named_stack_axis(path)
     record["stack_axis"] = stack_axis or "unnamed"
     if stack_axis is None:
-        record["stack_axis_note"] = UNNAMED_STACK_AXIS.format(n=n)
+        record["stack_axis_note"] = _unnamed_stack_axis_note(n, np.shape(image), args.channel_axis)
     # per-plane progress where the run shows its steps (a run's one input: its own line; several inputs in this
     # process: beside the batch's bar, which a line of its own wrote over); Dask workers leave it to the driver's bar
     progress = method_progress()
