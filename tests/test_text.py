@@ -6,6 +6,7 @@ assert the plumbing; the offline library route runs real LiteMedSAM on real ches
 
 from __future__ import annotations
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -411,6 +412,33 @@ def test_a_prompt_longer_than_clipseg_reads_is_told_once_with_what_was_kept(tiny
     again = segment_text(image, long_prompt, route=route, refine=False, device="cpu")
     short = segment_text(image, "left lung", refine=False, device="cpu")
     assert not [w for w in again.warnings + short.warnings if "tokens long" in w]
+
+
+def test_cli_text_says_a_cut_prompt_once_per_run_in_its_output_and_report(tiny_clipseg_dir, lungs, tmp_path, capsys):  # noqa: F811
+    """The cut was said by each process's first image: each Dask worker's (so once per worker, in the record of
+    whichever image a worker took first), and not at all by a second run in the same process. It is the run's: said
+    once on stderr and once in report.json's warnings, whatever ran the images."""
+    import json
+
+    from napari_promptseg.cli import main
+
+    in_hf_cache("clipseg_rd64_refined", tiny_clipseg_dir)
+    images = []
+    for k in range(2):
+        images.append(str(tmp_path / f"xray{k}.png"))
+        iio.imwrite(images[-1], lungs[k][0][::8, ::8])
+    long_prompt = " ".join(["left lung"] * 50)  # 102 tokens: CLIP reads 77
+    options = ["--route", "clipseg", "--no-refine", "--device", "cpu", "--workers", "2"]
+    for run, scheduler in (("first", "none"), ("again", "none"), ("workers", "local")):
+        out = tmp_path / run
+        assert main(["text", long_prompt, *images, "-o", str(out), "--scheduler", scheduler, *options]) == 0, run
+        err = capsys.readouterr().err
+        report = json.loads((out / "report.json").read_text())
+        said = report.get("warnings", []) + [w for image in report["images"] for w in image["warnings"]]
+        cut = [w for w in said if "tokens long" in w]
+        assert len(cut) == 1 and cut[0].startswith(f"the prompt '{long_prompt[:57]}...' is 102 tokens long"), run
+        assert err.count("tokens long") == 1 and f"warning: {cut[0]}" in err, run
+        assert cut[0] in report.get("warnings", []), run  # the run's, not the first image's
 
 
 def test_a_prompt_longer_than_the_sentence_model_reads_is_told_on_the_library_route(lungs, litemedsam, empty_library):

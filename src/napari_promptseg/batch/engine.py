@@ -62,6 +62,7 @@ class BatchJob:
     """Picklable description of a run: functions by reference, options as parsed (paths absolute)."""
 
     setup: Setup  # args -> (state, meta): models loaded once per worker; meta = run-level fields of report.json
+    # (its "warnings": the run's, said once by the driver)
     process: Process  # (args, state, path, image) -> record; writes the outputs
     args: argparse.Namespace
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -341,8 +342,10 @@ def run_batch(
 
     def deliver(path: str, result: dict) -> None:
         nonlocal meta, fresh_meta
+        run_warnings = []  # the setup's (every worker finds the same): said once, before the first input's line
         if not fresh_meta and result.get("meta"):
             fresh_meta = True
+            run_warnings = result["meta"].get("warnings", [])
             earlier = meta.get("encoder_precision")
             meta = {**meta, **result["meta"]}
             if earlier is not None and earlier != meta.get("encoder_precision"):
@@ -374,6 +377,8 @@ def run_batch(
             journal.add(record={k: v for k, v in record.items() if not k.startswith("_")})
         if steps is not None:
             steps.close()
+        for warning in run_warnings:
+            (progress.write if progress is not None else _print)(f"warning: {warning}", err=True)
         _announce(record, progress)
         if progress is not None:
             progress.update(record)

@@ -151,6 +151,7 @@ def cmd_text(args: argparse.Namespace) -> int:
         route=meta.get("route", args.route),
         reason=meta.get("reason"),
         text_model=meta.get("text_model"),
+        warnings=meta.get("warnings", []),  # the run's (a prompt cut by the model), said once; images' in their own
         parameters={
             **{
                 k: (str(v) if isinstance(v, Path) else v)
@@ -169,7 +170,7 @@ def cmd_text(args: argparse.Namespace) -> int:
 
 def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
     """Once per worker: the text route (its models) and the segmenter."""
-    from ..methods.text import choose_route
+    from ..methods.text import choose_route, prompt_cut_warnings
     from ..models import load_segmenter
 
     route = choose_route(
@@ -184,13 +185,17 @@ def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
         progress=lambda fraction, message: print(f"\r{message}", end="", file=sys.stderr, flush=True),
     )
     segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
+    # a prompt longer than the route's model reads is the run's to say, once (every worker finds the same): not each
+    # worker's first image's
+    cut = prompt_cut_warnings(route, args.prompt, template=args.template, attributes=_attributes(args))
     meta = {
         **_segmenter_meta(segmenter),
         "route": route.route,
         "text_model": route.name,
         "reason": _route_reason(route),
+        "warnings": cut,
     }
-    return (route, segmenter), meta
+    return (route, segmenter, cut), meta
 
 
 def _route_reason(route) -> str:
@@ -206,17 +211,16 @@ def _route_reason(route) -> str:
 
 def _segment(args: argparse.Namespace, state: tuple, image, name: str, channel_axis: int | None, factor=1.0):
     """One 2D image, a pyramid level ``factor`` times coarser than full resolution."""
-    from ..methods.prompt_templates import PromptAttributes
     from ..methods.text import segment_text
 
-    route, segmenter = state
-    return segment_text(
+    route, segmenter, run_warnings = state
+    result = segment_text(
         image,
         args.prompt,
         route=route,
         segmenter=segmenter,
         template=args.template,
-        attributes=PromptAttributes(shape=args.shape, colour=args.colour, description=args.description),
+        attributes=_attributes(args),
         box_threshold=args.box_threshold,
         text_threshold=args.text_threshold,
         heatmap_threshold=args.heatmap_threshold,
@@ -229,6 +233,14 @@ def _segment(args: argparse.Namespace, state: tuple, image, name: str, channel_a
         name=name,
         factor=factor,
     )
+    result.warnings = [w for w in result.warnings if w not in run_warnings]  # the run's, said once (report.json too)
+    return result
+
+
+def _attributes(args: argparse.Namespace):
+    from ..methods.prompt_templates import PromptAttributes
+
+    return PromptAttributes(shape=args.shape, colour=args.colour, description=args.description)
 
 
 def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:

@@ -372,9 +372,7 @@ def segment_text(
         factor=float(factor),
         name=name,
     )
-    # what each route's text encoder reads: the library the phrases, GroundingDINO one caption of them all
-    texts = {"library": request.phrases, "groundingdino": [" . ".join(request.model_prompts)]}
-    cut_warnings = _cut_prompt_warnings(chosen, texts.get(chosen.route, request.model_prompts))
+    cut_warnings = prompt_cut_warnings(chosen, prompt, template=template, attributes=attributes, once_per_process=True)
     t0 = time.perf_counter()
     if chosen.route == "groundingdino":
         result = _grounding_route(request, box_threshold, text_threshold, nms_iou)
@@ -395,14 +393,28 @@ def segment_text(
     return result
 
 
-def _cut_prompt_warnings(chosen: TextRoute, texts: Sequence[str]) -> list[str]:
-    """A warning per text longer than the route's text encoder reads, once per process (a batch's first image):
-    CLIPSeg's CLIP (77 tokens), GroundingDINO's BERT (256), the sentence model of the library and of a trained fusion
-    model (256); each cuts the rest without a word."""
-    model = chosen.model
-    if chosen.route == "trained" and hasattr(model, "text"):  # a fusion model: its frozen sentence model reads it
+def prompt_cut_warnings(
+    route: TextRoute,
+    prompt: str | Sequence[str],
+    *,
+    template: str = "p1",
+    attributes: PromptAttributes | None = None,
+    once_per_process: bool = False,
+) -> list[str]:
+    """A warning per text :func:`segment_text` gives the route's text encoder for ``prompt`` that is longer than it
+    reads (cut without a word): CLIPSeg's CLIP 77 tokens of each phrase, GroundingDINO's BERT 256 of the caption of
+    them all, the sentence model of the library or a trained fusion model 256 of each. ``once_per_process``: only
+    texts not yet checked with this model in this process (segment_text's: a loop's first image says it)."""
+    prompt = prompt_text(prompt)
+    phrases = [" ".join(prompt.split())] if route.route == "trained" else split_phrases(prompt)
+    model_prompts = [expand_prompt(p, template, attributes) for p in phrases]
+    texts = phrases if route.route == "library" else model_prompts
+    if route.route == "groundingdino":  # one caption of them all
+        texts = [" . ".join(model_prompts)]
+    model = route.model
+    if route.route == "trained" and hasattr(model, "text"):  # a fusion model: its frozen sentence model reads it
         model = model.text.embedder
-    elif chosen.route == "library":
+    elif route.route == "library":
         from ..models import load_text_embedder
 
         try:  # loaded once per process; rank_library matches exact names without it
@@ -412,8 +424,8 @@ def _cut_prompt_warnings(chosen: TextRoute, texts: Sequence[str]) -> list[str]:
     from ..models.tokens import cut_warnings
 
     what = {"library": "the sentence model", "trained": "the trained text model", "groundingdino": "GroundingDINO"}
-    what = what.get(chosen.route, "CLIPSeg")
-    return cut_warnings(model, f"{what} ({getattr(model, 'name', chosen.name)})", texts)
+    name = f"{what.get(route.route, 'CLIPSeg')} ({getattr(model, 'name', route.name)})"
+    return cut_warnings(model, name, texts, once_per_process=once_per_process)
 
 
 @dataclass

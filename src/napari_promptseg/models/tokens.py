@@ -51,16 +51,18 @@ _checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _checked_lock = threading.Lock()
 
 
-def cut_warnings(model: object, what: str, texts: Sequence[str]) -> list[str]:
+def cut_warnings(model: object, what: str, texts: Sequence[str], *, once_per_process: bool = True) -> list[str]:
     """A warning (:meth:`CutText.warning`, the model called ``what``) per text longer than ``model`` reads (its
-    ``cut_prompt(text)``; a model without one is not checked). Each text is checked once per model: a batch's first
-    image, a widget's first run, says it; the images after it are not told again (a Dask batch's workers are
-    processes of their own: each worker's first image says it)."""
+    ``cut_prompt(text)``; a model without one is not checked). ``once_per_process``: each text is checked once per
+    model, so a loop's or a widget's first image says it and the images after it are not told again; a run that says
+    it once itself (the CLI's batch, whose Dask workers are processes of their own) checks with False."""
     cut_prompt = getattr(model, "cut_prompt", None)
     if cut_prompt is None:
         return []
-    with _checked_lock:
-        checked = _checked.setdefault(model, set())
-        new = [t for t in dict.fromkeys(texts) if t not in checked]
-        checked.update(new)
+    new = list(dict.fromkeys(texts))
+    if once_per_process:
+        with _checked_lock:
+            checked = _checked.setdefault(model, set())
+            new = [t for t in new if t not in checked]
+            checked.update(new)
     return [cut.warning(what) for cut in map(cut_prompt, new) if cut is not None]
