@@ -409,8 +409,8 @@ def prompt_cut_warnings(
     phrases = [" ".join(prompt.split())] if route.route == "trained" else split_phrases(prompt)
     model_prompts = [expand_prompt(p, template, attributes) for p in phrases]
     texts = phrases if route.route == "library" else model_prompts
-    if route.route == "groundingdino":  # one caption of them all
-        texts = [" . ".join(model_prompts)]
+    if route.route == "groundingdino":  # one caption; the words the user typed when no template changed them
+        texts = [prompt if model_prompts == phrases else " . ".join(model_prompts)]
     model = route.model
     if route.route == "trained" and hasattr(model, "text"):  # a fusion model: its frozen sentence model reads it
         model = model.text.embedder

@@ -21,6 +21,7 @@ import re
 import tempfile
 import threading
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,28 @@ def split_caption(prompt: str) -> list[str]:
 def normalize_caption(prompt: str) -> str:
     """The caption GroundingDINO was trained on: lower-case phrases separated by ' . ', ending with ' .'."""
     return " . ".join(split_caption(prompt)) + " ."
+
+
+def cut_caption(tokenizer, prompt: str, limit: int) -> CutText | None:
+    """:func:`.tokens.cut_text` of ``prompt``'s caption (:func:`normalize_caption`), told in the words the user typed:
+    the prompt as given, and the start of it that became the kept caption (its capitals and commas, not the
+    caption's lower case and ' . ')."""
+    cut = cut_text(tokenizer, normalize_caption(prompt), limit)
+    if cut is None:
+        return None
+    # the caption keeps every character of the prompt but separators and whitespace (lower-cased, which may lengthen
+    # one): the typed prefix is the one with as many of them as the kept caption
+    def counted(text: str) -> int:
+        return sum(len(ch.lower()) for ch in text if not ch.isspace() and ch not in ".,;")
+
+    wanted, typed = counted(cut.kept), 0
+    end = len(prompt)
+    for i, ch in enumerate(prompt):
+        if typed >= wanted:
+            end = i
+            break
+        typed += counted(ch)
+    return replace(cut, text=prompt, kept=" ".join(prompt[:end].split()))
 
 
 def _check_thresholds(box_threshold: float, text_threshold: float) -> None:
@@ -111,9 +134,9 @@ class HFGroundingDino:
         return f"{type(self).__name__}(name={self.name!r}, device={self.device})"
 
     def cut_prompt(self, prompt: str) -> CutText | None:
-        """What of ``prompt``'s caption the model reads when it is longer than its ``max_text_len`` tokens (256):
-        the model drops the rest without a word."""
-        return cut_text(self.processor.tokenizer, normalize_caption(prompt), int(self.model.config.max_text_len))
+        """What of ``prompt`` the model reads when its caption is longer than its ``max_text_len`` tokens (256): the
+        model drops the rest without a word."""
+        return cut_caption(self.processor.tokenizer, prompt, int(self.model.config.max_text_len))
 
     @torch.inference_mode()
     def boxes(
@@ -327,9 +350,9 @@ class GroundingDinoPy:
         self.short_side, self.max_side = _SHORT_SIDE, _MAX_SIDE
 
     def cut_prompt(self, prompt: str) -> CutText | None:
-        """What of ``prompt``'s caption the model reads when it is longer than its ``max_text_len`` tokens (256):
-        the authors' forward drops the rest without a word."""
-        return cut_text(self.model.tokenizer, normalize_caption(prompt), int(self.model.max_text_len))
+        """What of ``prompt`` the model reads when its caption is longer than its ``max_text_len`` tokens (256): the
+        authors' forward drops the rest without a word."""
+        return cut_caption(self.model.tokenizer, prompt, int(self.model.max_text_len))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, device={self.device})"
