@@ -59,6 +59,7 @@ def cut_caption(tokenizer, prompt: str, limit: int) -> CutText | None:
     cut = cut_text(tokenizer, normalize_caption(prompt), limit)
     if cut is None:
         return None
+
     # the caption keeps every character of the prompt but separators and whitespace (lower-cased, which may lengthen
     # one): the typed prefix is the one with as many of them as the kept caption
     def counted(text: str) -> int:
