@@ -1,44 +1,43 @@
-"""`promptseg register`: Tell2Reg regions and/or SimpleITK intensity registration."""
+"""`promptseg register`: read and check the inputs, :func:`~...methods.registration.register`, write the outputs
+and report.json together."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import PromptsegError
-from ._common import (
-    _make_output_dir,
-    _mask_file_labels,
-    _mean_or_none,
-    _own_report,
-    _print_progress,
-    _write_report,
+from ...errors import PromptsegError
+from .._common import _make_output_dir, _mean_or_none, _print_progress, _write_report
+from .inputs import (
+    _checked_labels,
+    _checked_prompts,
+    _pair_axis,
+    _registered_level,
+    _spatial_shape,
+    _without_alpha,
 )
-
-if TYPE_CHECKING:
-    from ..io._files import FilesReplacedTogether
-    from ..io.multiscale import PyramidLevel
-
-#: --moving-labels on the fixed grid
-LABELS_WARPED = "labels_warped.tif"
-#: --moving-annotations in the fixed frame
-ANNOTATIONS_WARPED = "annotations_warped.geojson"
+from .outputs import (
+    ANNOTATIONS_WARPED,
+    LABELS_WARPED,
+    _check_earlier_outputs,
+    _file_sha256,
+    _is_earlier_text_output,
+    _stale,
+)
 
 
 def cmd_register(args: argparse.Namespace) -> int:
     import tifffile
 
-    from ..io._files import replacing_together, undo_interrupted_replacing
-    from ..io.annotations import read_annotations, write_annotations
-    from ..io.images import REGISTER_MARKER, is_own_output
-    from ..io.landmarks import index_order, is_bigwarp_csv, paired_landmarks, read_landmark_pair, write_landmarks
-    from ..io.multiscale import moved_channel_position
-    from ..methods.registration import (
+    from ...io._files import replacing_together, undo_interrupted_replacing
+    from ...io.annotations import read_annotations, write_annotations
+    from ...io.images import REGISTER_MARKER, is_own_output
+    from ...io.landmarks import index_order, is_bigwarp_csv, paired_landmarks, read_landmark_pair, write_landmarks
+    from ...io.multiscale import moved_channel_position
+    from ...methods.registration import (
         RegistrationOptions,
         image_diagonal,
         landmark_errors,
@@ -46,9 +45,9 @@ def cmd_register(args: argparse.Namespace) -> int:
         register,
         resolve_method,
     )
-    from ..methods.registration.pipeline import REGION_PRECISION, pair_channel_axis
-    from ..methods.registration.quality import quality_line
-    from ..tiling import upsample_labels
+    from ...methods.registration.pipeline import REGION_PRECISION, pair_channel_axis
+    from ...methods.registration.quality import quality_line
+    from ...tiling import upsample_labels
 
     # report.json names its files wherever it is read from (as the other subcommands' reports do)
     for key in ("fixed", "moving", "moving_labels", "moving_annotations", "landmarks_fixed", "landmarks_moving"):
@@ -174,7 +173,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     segmenter = None
     load_s = 0.0
     if method != "intensity":
-        from ..models import load_segmenter
+        from ...models import load_segmenter
 
         segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
         load_s = time.perf_counter() - t0
@@ -399,196 +398,3 @@ def cmd_register(args: argparse.Namespace) -> int:
         if message:
             print(message, file=sys.stderr)
     return 0
-
-
-def _registered_level(path: Path, channel_axis: int | None) -> tuple[object, PyramidLevel, bool, int | None]:
-    """The input at full resolution (lazily for a pyramid), the plane register reads, with its factors along
-    (rows, columns), whether that plane is a pyramid's with the channels its file names, read last, and the given
-    ``channel_axis`` (the file's order) counted in the axes read (a 5-D OME-Zarr's c, its axis 1, is axis 0 of the
-    (c, y, x) read; None: no channels read): an OME-Zarr
-    or pyramidal TIFF's coarsest level with :data:`~..io.multiscale.REGISTER_SIDE` px along its longest side (only
-    that level is read: a slide's full resolution peaked at 4.6 GB), any other image whole (a Fiji composite by its
-    named axes, channels last, as the other commands read it)."""
-    import dask.array as da
-
-    from ..io.multiscale import (
-        REGISTER_SIDE,
-        PyramidLevel,
-        is_lazy_image,
-        open_multiscale,
-        read_channel_axis,
-        read_image_named,
-    )
-
-    if not is_lazy_image(path):
-        image = read_image_named(path, channel_axis)  # says what is wrong with a folder that is not an image
-        return image, PyramidLevel(0, image, np.ones(2)), False, channel_axis
-    pyramid = open_multiscale(path)
-    image = pyramid.levels[0]
-    if pyramid.stack_axis is not None:  # register() refuses it by its shape: nothing to choose
-        return image, PyramidLevel(0, image, np.ones(2)), False, channel_axis
-    index, array, factors = pyramid.level_for_side(REGISTER_SIDE)
-    channels = pyramid.axes.endswith("c")
-    read_axis = None
-    if read_channel_axis(path, channel_axis) == -1:  # the file's own channel axis, else refused naming its axes
-        # the levels are read channels last: they go back where the file has them (the warped image keeps them there)
-        # (among the axes kept: an OME-Zarr's singleton t and z are not read)
-        position = [a for a in pyramid.source_axes if a in ("c", "y", "x")].index("c")
-        image, array = (da.moveaxis(a, -1, position) for a in (image, array))
-        read_axis = position
-    return image, PyramidLevel(index, array, factors[-2:]), channels, read_axis  # factors: (rows, columns)
-
-
-def _pair_axis(given: int | None, *images: tuple[Path, object, int | None]) -> int | None:
-    """The one channel axis register() takes for the pair: ``given`` (--channel-axis, in each file's order) as
-    counted in each image read ((path, image, its axis read), see :func:`_registered_level`); refused when the two
-    images have their channels on different axes. Gray and RGB images, which have none there, follow the other."""
-    from ..methods.registration.pipeline import pair_channel_axis
-
-    if given is None:
-        return None
-    read = {}
-    for path, image, axis in images:
-        shape = np.shape(image)
-        if axis is not None and pair_channel_axis(shape, axis, str(path)) is not None:
-            read[path] = axis % len(shape)
-    if len(set(read.values())) > 1:
-        (fixed, a), (moving, b) = read.items()
-        raise PromptsegError(
-            f"--channel-axis {given}: the channels of {fixed} are its axis {a} as read, those of {moving} its axis "
-            f"{b}; save them with their channels on one axis"
-        )
-    return next(iter(read.values()), given)
-
-
-def _without_alpha(image: object) -> object:
-    """An RGBA image's RGB (its alpha is not a channel to register); any other image as it is."""
-    return image[..., :3] if np.ndim(image) == 3 and np.shape(image)[-1] == 4 else image
-
-
-def _checked_prompts(given: list[str]) -> list[str]:
-    """The --prompt values as text prompts (none: 'auto' alone), refused before any model loads when one names
-    nothing or 'auto' is mixed with text."""
-    from ..methods.text import split_phrases
-
-    for prompt in given:
-        try:
-            split_phrases(prompt)
-        except PromptsegError:
-            raise PromptsegError(
-                f"--prompt {prompt!r} is empty: name what to pair on both images (e.g. --prompt lungs), or leave "
-                "--prompt out to register the images alone"
-            ) from None
-    prompts = [p for p in given if p.strip() != "auto"]
-    if prompts and len(prompts) < len(given):
-        raise PromptsegError(
-            f"--prompt auto (automatic regions) stands alone; it does not mix with --prompt {prompts[0]!r}"
-        )
-    return prompts
-
-
-def _check_earlier_outputs(
-    output: Path, *, landmarks_given: bool, labels_given: bool = False, annotations_given: bool = False
-) -> dict | None:
-    """Refuse, before any work, to replace files in ``output`` that an earlier register run did not write or that
-    were changed since: a foreign report.json, TIFFs without our mark (a user's own image saved under our name;
-    labels_warped.tif only when this run writes one), with landmarks (annotations) a landmarks_warped.csv
-    (annotations_warped.geojson) whose contents are not those the earlier run recorded (without landmarks, labels
-    or annotations such files are kept, and the run says so). Returns the earlier register run's report, or None."""
-    from ..io.images import REGISTER_MARKER, is_own_output
-
-    report = output / "report.json"
-    earlier = _own_report(report)
-    if earlier is not None and earlier.get("command") != "register":
-        earlier = None
-    ours = ("moving_warped.tif", "displacement.tif", *((LABELS_WARPED,) if labels_given else ()))
-    foreign = [output / name for name in ours if (output / name).exists() or (output / name).is_symlink()]
-    foreign = [p for p in foreign if not is_own_output(p, REGISTER_MARKER)]
-    if report.exists() and earlier is None:
-        foreign.append(report)
-    for given, name, section, key in (
-        (landmarks_given, "landmarks_warped.csv", "landmarks", "landmarks_warped_sha256"),
-        (annotations_given, ANNOTATIONS_WARPED, "annotations", "annotations_warped_sha256"),
-    ):
-        path = output / name
-        if given and (path.exists() or path.is_symlink()) and not _is_earlier_text_output(path, earlier, section, key):
-            foreign.append(path)
-    if foreign:
-        raise PromptsegError(
-            f"-o {output}: {foreign[0]} is not an earlier output of promptseg register, or was changed since, and "
-            "would be overwritten or removed; move it, or give another output directory"
-        )
-    return earlier
-
-
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _is_earlier_text_output(path: Path, earlier: dict | None, section: str, key: str) -> bool:
-    """Whether ``path`` is the file the earlier run wrote, unchanged: its hash as recorded in the earlier report's
-    ``section`` under ``key`` (landmarks_warped.csv, annotations_warped.geojson: text files carry no mark)."""
-    recorded = ((earlier or {}).get(section) or {}).get(key)
-    if not recorded or path.is_symlink() or not path.is_file():
-        return False
-    try:
-        return _file_sha256(path) == recorded
-    except OSError:
-        return False
-
-
-def _stale(
-    together: FilesReplacedTogether, path: Path, earlier_wrote_it: bool, missing: str, kept_why: str = ""
-) -> str | None:
-    """Without ``missing`` this run writes no ``path``, and an earlier run's file of that name would pass for this
-    run's: removed with this run's replacement (``together``) when ``earlier_wrote_it`` (still as that run wrote it);
-    any other file of that name is the user's, kept. Returns what to say once done (``kept_why`` adds what may have
-    made it the user's), None for nothing."""
-    if earlier_wrote_it:
-        together.remove(path.name)
-        return f"removed {path} of an earlier run (this run has no {missing})"
-    if path.exists() or path.is_symlink():
-        return f"kept {path}: not written by this run ({kept_why}this run has no {missing})"
-    return None
-
-
-def _checked_labels(path: Path, moving_shape: tuple[int, ...], channel_axis: int | None) -> np.ndarray:
-    """--moving-labels read and checked against the moving image: 2D, integer or boolean, its height and width."""
-    from ..io import read_image
-
-    # as oneshot's and the library's masks: a JPEG mask thresholded, a grey RGB one its first channel, colours ids
-    labels = _mask_file_labels(read_image(path), path, f"--moving-labels {path}")
-    if labels.dtype == bool:  # a JPEG mask: one object, id 1 (labels_warped.tif is an integer label image)
-        labels = labels.astype(np.uint8)
-    spatial = _spatial_shape(moving_shape, channel_axis)
-    if labels.ndim != 2:
-        raise PromptsegError(f"--moving-labels {path}: shape {labels.shape}, not a 2D label image")
-    if labels.dtype.kind not in "uib":
-        raise PromptsegError(f"--moving-labels {path}: {labels.dtype} values; labels are integer ids (or a mask)")
-    if labels.shape != spatial[:2] and not _same_picture_scaled(labels.shape, spatial[:2]):
-        raise PromptsegError(
-            f"--moving-labels {path}: {labels.shape[0]} x {labels.shape[1]} px, the moving image is {spatial[0]} x "
-            f"{spatial[1]} px; the labels must be drawn on the moving image (or on a version of it scaled alike "
-            "along both axes)"
-        )
-    return labels
-
-
-def _spatial_shape(shape: tuple[int, ...], channel_axis: int | None) -> tuple[int, ...]:
-    """Height and width of an image of ``shape`` (its channel axis, if any, left out)."""
-    return tuple(n for axis, n in enumerate(shape) if channel_axis is None or axis != channel_axis % len(shape))[:2]
-
-
-def _same_picture_scaled(labels_shape: tuple[int, ...], image_shape: tuple[int, ...]) -> bool:
-    """Whether labels of ``labels_shape`` are drawn on the image scaled by one factor along both axes (a pyramid
-    level, the 5 % / 10 % copies of a slide), each side rounded to whole pixels; labels that keep one side of the
-    image and lose a row of the other are a crop or a mistake, not a scaled copy."""
-    (lh, lw), (h, w) = labels_shape[:2], image_shape[:2]
-    if lh == h or lw == w or min(lh, lw) < 2:
-        return False
-    # the factors each side allows when it was rounded to within one pixel; a common one must exist
-    low = max(h / (lh + 1), w / (lw + 1))
-    high = min(h / (lh - 1), w / (lw - 1))
-    return low <= high

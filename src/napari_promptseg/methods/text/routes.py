@@ -1,0 +1,174 @@
+"""Which route answers a text prompt here: the models whose weights (and packages) are in place, or the ones a named
+route downloads; the reference library otherwise."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ...errors import PromptsegError, WeightsError
+from ...models.protocols import TextGrounder, TextHeatmapper, TextSegmenter
+
+Route = Literal["auto", "trained", "groundingdino", "clipseg", "library"]
+ROUTES: tuple[str, ...] = ("auto", "trained", "groundingdino", "clipseg", "library")
+#: registry names tried, in order, when no model object is given
+GROUNDER_MODELS: tuple[str, ...] = ("grounding_dino_tiny", "groundingdino_swint_ogc")
+HEATMAPPER_MODELS: tuple[str, ...] = ("clipseg_rd64_refined",)
+
+#: progress(fraction_done, message)
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass
+class TextRoute:
+    """The model (or library) chosen to answer, and why."""
+
+    route: str
+    model: object  # TextGrounder | TextHeatmapper | ReferenceLibrary
+    name: str
+    skipped: list[str] = field(default_factory=list)  # why earlier routes were not taken, briefly
+    details: list[str] = field(default_factory=list)  # the full messages (which file is missing, where to put it)
+
+    def because(self, answer: str) -> str:
+        return "; ".join([*self.skipped, answer])
+
+
+def _try_load(
+    kind: str,
+    names: Sequence[str],
+    weights: str | None,
+    device: str,
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+    download: bool = True,
+) -> tuple[object, str, list[str]]:
+    from ...models import download_progress, load_grounder, load_heatmapper
+
+    loader = load_grounder if kind == "grounder" else load_heatmapper
+    problems = []
+    for model_name in names:
+        downloads = download_progress(progress, cancel, model_name) if progress is not None else None
+        try:
+            model = loader(model_name, weights=weights, device=device, progress=downloads, download=download)
+            return model, model_name, problems
+        except (WeightsError, ImportError) as exc:
+            problems.append(str(exc))
+    return None, "", problems
+
+
+def available_route(route: Route = "auto", text_model: object | None = None) -> str:
+    """The route ``route`` would take, judged from which weights are in place (nothing is loaded): for "auto" a
+    given trained model, else the first of GroundingDINO, CLIPSeg, library whose weights resolve locally. For the UI
+    (which options apply)."""
+    if route != "auto":
+        return route
+    if text_model:
+        return "trained"
+    from ...models import get_card
+    from ...models.registry import UNUSABLE_WEIGHTS, weights_status
+
+    for answer, names in (("groundingdino", GROUNDER_MODELS), ("clipseg", HEATMAPPER_MODELS)):
+        if any(weights_status(get_card(name))[0] not in UNUSABLE_WEIGHTS for name in names):
+            return answer
+    return "library"
+
+
+def choose_route(
+    route: Route = "auto",
+    *,
+    grounder: TextGrounder | str | None = None,
+    heatmapper: TextHeatmapper | str | None = None,
+    library: object | None = None,
+    weights: str | None = None,
+    device: str = "auto",
+    text_model: TextSegmenter | str | os.PathLike | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> TextRoute:
+    """Pick the route that can answer: a trained text model when given (``text_model``: a model directory or a
+    loaded :class:`~..models.protocols.TextSegmenter`), a given model object, else registry models whose weights
+    resolve, else the reference library (``library``: a :class:`~..io.library.ReferenceLibrary`, a path, or None
+    for the default). ``route="auto"`` takes only weights already on disk: a user with the offline library alone is
+    not sent a 690 MB GroundingDINO download they did not ask for; a named route, model or hub id downloads what is
+    missing. A model's weights download tells ``progress`` and stops when ``cancel()`` says so."""
+    if route not in ROUTES:
+        raise PromptsegError(f"route must be one of {ROUTES}, got {route!r}")
+    skipped: list[str] = []
+    details: list[str] = []
+    if weights is not None and not text_model:
+        from ...models.text_segmenter import is_text_model, read_config
+
+        # a model of train-text given as the text weights (--text-weights, "weights of the text model"): no
+        # GroundingDINO or CLIPSeg loader reads it, and each said so at length
+        if is_text_model(weights):
+            if route in ("auto", "trained"):
+                text_model = weights
+            # a fine-tuned CLIPSeg loads on route clipseg too, on no other (route groundingdino tried it as one)
+            elif not (route == "clipseg" and read_config(weights).get("kind") == "clipseg"):
+                raise PromptsegError(
+                    f"text weights {weights}: a text model trained with `promptseg train-text`, which route "
+                    f"{route!r} does not load; give it as the text model (--text-model, route trained or auto)"
+                )
+    if route in ("auto", "trained") and text_model:
+        if isinstance(text_model, (str, os.PathLike)):
+            from ...models import load_text_segmenter
+
+            model = load_text_segmenter(text_model, device=device)
+            return TextRoute("trained", model, getattr(model, "name", Path(text_model).name))
+        return TextRoute("trained", text_model, getattr(text_model, "name", "trained"))
+    if route == "trained":
+        raise PromptsegError(
+            "route 'trained' needs a trained text model: give its directory (--text-model MODEL_DIR; train one "
+            "with `promptseg train-text`)"
+        )
+    if route in ("auto", "groundingdino"):
+        if grounder is not None and not isinstance(grounder, str):
+            return TextRoute("groundingdino", grounder, getattr(grounder, "name", "grounder"))
+        names = [grounder] if isinstance(grounder, str) else GROUNDER_MODELS
+        # auto fetches nothing unless the user named the model or its weights
+        download = route != "auto" or isinstance(grounder, str) or weights is not None
+        model, model_name, problems = _try_load("grounder", names, weights, device, progress, cancel, download)
+        if model is not None:
+            return TextRoute("groundingdino", model, model_name)
+        if route == "groundingdino":
+            raise WeightsError("no GroundingDINO weights (route groundingdino)", details="; ".join(problems))
+        if isinstance(grounder, str):  # a model the user named is not passed over for another route
+            raise WeightsError(f"grounder {grounder!r}: {problems[0]}", details="; ".join(problems))
+        skipped.append("no GroundingDINO weights")
+        details.extend(problems)
+    if route in ("auto", "clipseg"):
+        if heatmapper is not None and not isinstance(heatmapper, str):
+            return TextRoute("clipseg", heatmapper, getattr(heatmapper, "name", "heatmapper"), skipped, details)
+        names = [heatmapper] if isinstance(heatmapper, str) else HEATMAPPER_MODELS
+        download = route != "auto" or isinstance(heatmapper, str) or weights is not None
+        model, model_name, problems = _try_load("heatmapper", names, weights, device, progress, cancel, download)
+        if model is not None:
+            return TextRoute("clipseg", model, model_name, skipped, details)
+        if route == "clipseg":
+            raise WeightsError("no CLIPSeg weights (route clipseg)", details="; ".join(problems))
+        if isinstance(heatmapper, str):
+            raise WeightsError(f"heatmapper {heatmapper!r}: {problems[0]}", details="; ".join(problems))
+        skipped.append("no CLIPSeg weights")
+        details.extend(problems)
+    if route == "auto" and weights is not None:  # weights the user gave that no route loads (a typo, a wrong folder)
+        raise WeightsError(
+            f"text weights {weights}: neither GroundingDINO nor CLIPSeg loads them ({details[0] if details else ''})",
+            details="; ".join(details),
+        )
+    from ...io.starter import open_library
+
+    lib = open_library(library)  # the default library gets the starter exemplars (nuclei) on first use
+    if not lib.entries:
+        where = "; ".join(skipped) + ", and " if skipped else ""
+        raise PromptsegError(
+            f"{where}the reference library has no entries",
+            details=f"library: {lib.path}. Save a named exemplar from the One-shot widget ('Save reference to "
+            "library…'), or the Text prompt widget's 'Add exemplar', or run `promptseg library add NAME --image IMG "
+            "--mask MASK` (`promptseg library starter` adds the bundled nuclei exemplar); or put GroundingDINO/CLIPSeg "
+            "weights in place (`promptseg models` lists where), or choose route groundingdino or clipseg to download "
+            "them (route auto downloads nothing)",
+        )
+    return TextRoute("library", lib, str(lib.path), skipped, details)

@@ -1,0 +1,137 @@
+"""Segment what a text prompt names in one image, through the route chosen (:mod:`.routes`)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ...errors import CancelledError, PromptsegError
+from ...models.preprocessing import Normalization, as_channels_last, read_pyramid_level
+from ...models.protocols import PromptableSegmenter, TextGrounder, TextHeatmapper, TextSegmenter
+from ..prompt_templates import PromptAttributes, expand_prompt
+from .answers import _grounding_route, _heatmap_route, _library_route, _Request, prompt_cut_warnings
+from .phrases import prompt_text, split_phrases
+from .result import TextResult
+from .routes import ProgressCallback, Route, TextRoute, choose_route
+
+
+def segment_text(
+    image: np.ndarray,
+    prompt: str | Sequence[str],
+    *,
+    route: Route | TextRoute = "auto",
+    grounder: TextGrounder | str | None = None,
+    heatmapper: TextHeatmapper | str | None = None,
+    library: object | None = None,
+    segmenter: PromptableSegmenter | None = None,
+    weights: str | None = None,
+    device: str = "auto",
+    template: str = "p1",
+    attributes: PromptAttributes | None = None,
+    box_threshold: float = 0.35,
+    text_threshold: float = 0.25,
+    nms_iou: float = 0.5,
+    heatmap_threshold: float = 0.5,
+    refine: bool = True,
+    top_k: int = 3,
+    min_similarity: float | None = None,
+    channel_axis: int | None = None,
+    channels: list[int] | None = None,
+    normalize: Normalization = "auto",
+    name: str = "image",
+    text_model: TextSegmenter | str | os.PathLike | None = None,
+    factor: float = 1.0,
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> TextResult:
+    """Instance labels of what ``prompt`` names in ``image`` ("nuclei"; "gland, stroma" or ["gland", "stroma"] for
+    two).
+
+    ``route``: "auto" takes the trained ``text_model`` when given, else the first that can answer of
+    GroundingDINO, CLIPSeg (whose weights are on disk: auto downloads nothing), the reference library (or pass a
+    :class:`TextRoute` from :func:`choose_route` to reuse loaded models over many images). ``template``: medvlsm
+    prompt level p0-p9 (:func:`~.prompt_templates.expand_prompt`) applied to each phrase for the vision-language
+    models. ``refine``: decode CLIPSeg components with the segmenter (default LiteMedSAM) instead of thresholding
+    alone. The library route uses ``top_k`` matching exemplars above ``min_similarity`` (see
+    :func:`~.library.match_library`). ``factor``: ``image`` is a pyramid level that many times coarser than full
+    resolution (the pixels library exemplars are saved at): the objects of an instances entry are sought that much
+    smaller, as the one-shot CLI does on a level. A pyramid (a multiscale layer's data) is read at its coarsest level
+    with 1024 px along its longest side, as the CLI reads an OME-Zarr: the labels and boxes come back in
+    full-resolution pixels, the heatmap stays at that level's (``heatmap_factor``, ``heatmap_placement``).
+    """
+    if not 0 <= box_threshold <= 1 or not 0 <= text_threshold <= 1 or not 0 <= heatmap_threshold <= 1:
+        raise PromptsegError("box, text and heatmap thresholds must lie in [0, 1]")
+    from ..library import check_library_settings
+
+    check_library_settings(top_k, min_similarity)  # as the thresholds: before any model loads
+    report = progress or (lambda fraction, message: None)
+    prompt = prompt_text(prompt)
+    phrases = split_phrases(prompt)  # bad input is refused before any model loads
+    from ...io.multiscale import whole_image_scale
+
+    level = read_pyramid_level(image, whole_image_scale, channel_axis)
+    if level is not None:  # the CLI's whole-image level; labels and boxes come back in full-resolution pixels
+        image, factor = level.array, factor * level.factor
+    hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    report(0.0, "choosing the text route")
+    if isinstance(route, TextRoute):
+        chosen = route
+    else:
+        chosen = choose_route(
+            route,
+            grounder=grounder,
+            heatmapper=heatmapper,
+            library=library,
+            weights=weights,
+            device=device,
+            text_model=text_model,
+            progress=progress,
+            cancel=cancel,
+        )
+    timings["load_s"] = time.perf_counter() - t0
+    if cancel is not None and cancel():
+        raise CancelledError("cancelled")
+    needs_segmenter = chosen.route in ("groundingdino", "library") or (chosen.route == "clipseg" and refine)
+    if segmenter is None and needs_segmenter:
+        from ...models import load_segmenter
+
+        segmenter = load_segmenter(device=device)
+    if chosen.route == "trained":
+        phrases = [" ".join(prompt.split())]  # one sentence: trained prompts carry commas
+    request = _Request(
+        hwc=hwc,
+        prompt=prompt,
+        phrases=phrases,
+        model_prompts=[expand_prompt(p, template, attributes) for p in phrases],
+        chosen=chosen,
+        segmenter=segmenter if needs_segmenter else None,
+        normalize=normalize,
+        report=report,
+        cancel=cancel,
+        factor=float(factor),
+        name=name,
+    )
+    cut_warnings = prompt_cut_warnings(chosen, prompt, template=template, attributes=attributes, once_per_process=True)
+    t0 = time.perf_counter()
+    if chosen.route == "groundingdino":
+        result = _grounding_route(request, box_threshold, text_threshold, nms_iou)
+    elif chosen.route in ("clipseg", "trained"):
+        result = _heatmap_route(request, heatmap_threshold)
+    else:
+        result = _library_route(request, top_k, min_similarity)
+    timings["segment_s"] = time.perf_counter() - t0
+    result.timings = timings
+    result.warnings[:0] = cut_warnings
+    if not result.phrases:
+        result.warnings.append(f"{name}: nothing found for {prompt!r} ({result.reason})")
+    report(1.0, "done")
+    if level is not None:
+        result.labels = level.labels_to_full(result.labels)
+        result.boxes = level.to_full(result.boxes)
+        result.heatmap_factor = level.factor
+    return result
