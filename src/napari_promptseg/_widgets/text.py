@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import CancelledError, PromptsegError
 from ..methods.prompt_templates import LEVELS, PromptAttributes, expand_prompt
-from ..methods.text import ROUTES, TextResult, available_route, split_phrases
+from ..methods.text import ROUTES, TextResult, split_phrases
 from ._common import (
     LayerPicker,
     TaskRunner,
@@ -44,6 +44,7 @@ from ._common import (
     unproxied,
     whole_image_level,
 )
+from ._common.text_route import route_hint, text_route_box
 from .oneshot import is_stack, read_planes
 
 if TYPE_CHECKING:
@@ -151,13 +152,7 @@ class TextPromptWidget(QWidget):
         self.prompt = QLineEdit()
         self.prompt.setPlaceholderText("e.g. nuclei   or   gland, stroma")
         self.prompt.returnPressed.connect(self.run)
-        self.route = QComboBox()
-        self.route.addItems(list(ROUTES))
-        self.route.setToolTip(
-            "auto: your trained text model if one is chosen, else GroundingDINO if its weights are present, else "
-            "CLIPSeg, else your reference library; auto downloads nothing: choose groundingdino or clipseg to "
-            "download that model"
-        )
+        self.route = text_route_box(ROUTES)  # its tooltip: _update_route_options
         # a model trained with `promptseg train-text` or the Train text model widget (directory)
         self.text_model = QComboBox()
         self.text_model.setEditable(True)
@@ -298,7 +293,10 @@ class TextPromptWidget(QWidget):
     def _update_route_options(self, *_) -> None:
         """Show only the options the route that will answer uses (templates and thresholds are GroundingDINO's and
         CLIPSeg's; the library field the library's), so nothing suggests a model that is not there."""
-        answer = available_route(self.route.currentText(), self.text_model.currentText().strip())
+        answer, tooltip = route_hint(
+            self.route.currentText(), text_model=self.text_model.currentText().strip(), trained=True
+        )
+        self.route.setToolTip(tooltip)
         vlm = answer in ("groundingdino", "clipseg", "trained")
         self.effective_route = answer
         for control, shown in (
@@ -316,12 +314,6 @@ class TextPromptWidget(QWidget):
             if label is not None:
                 label.setVisible(shown)
         self.refine.setVisible(answer == "clipseg")
-        if self.route.currentText() == "auto":
-            self.route.setToolTip(
-                f"auto: your trained text model if one is chosen, else GroundingDINO if its weights are present, "
-                f"else CLIPSeg, else your reference library (here: {answer}); auto downloads nothing: choose "
-                "groundingdino or clipseg to download that model"
-            )
 
     @property
     def exemplar_mode(self) -> bool | None:

@@ -211,6 +211,13 @@ def _load(name: str, role: str, weights, device: str, progress: Progress | None,
                 "--text-model"
             )
         raise WeightsError(f"{wrong}; the {role}s: {fitting}")
+    from .availability import missing_package, missing_weights
+
+    # before the weights resolve: a named route downloaded 690 MB of GroundingDINO that its missing package then
+    # could not load
+    package = missing_package(card)
+    if package is not None:
+        raise WeightsError(package, details=None if weights is not None else missing_weights(card))
     load_triton_safely()  # before transformers or torch pull it in (napari's console: Mesa's LLVM is loaded)
     dev = resolve_device(device)
     if dev.type == "cpu":

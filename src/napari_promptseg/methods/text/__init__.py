@@ -26,18 +26,21 @@ from .result import TextResult
 from .routes import (
     GROUNDER_MODELS,
     HEATMAPPER_MODELS,
+    PROMPT_ROUTES,
     ROUTES,
     ProgressCallback,
     Route,
     TextRoute,
     available_route,
     choose_route,
+    route_missing,
 )
 from .segment import segment_text
 
 __all__ = [
     "GROUNDER_MODELS",
     "HEATMAPPER_MODELS",
+    "PROMPT_ROUTES",
     "ROUTES",
     "SPECK_FRACTION",
     "ProgressCallback",
@@ -48,6 +51,7 @@ __all__ = [
     "choose_route",
     "prompt_cut_warnings",
     "prompt_text",
+    "route_missing",
     "segment_text",
     "split_phrases",
 ]

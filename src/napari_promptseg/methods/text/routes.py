@@ -14,6 +14,8 @@ from ...models.protocols import TextGrounder, TextHeatmapper, TextSegmenter
 
 Route = Literal["auto", "trained", "groundingdino", "clipseg", "library"]
 ROUTES: tuple[str, ...] = ("auto", "trained", "groundingdino", "clipseg", "library")
+#: the routes that answer without a trained text model: what registration's text prompts take
+PROMPT_ROUTES: tuple[str, ...] = ("auto", "groundingdino", "clipseg", "library")
 #: registry names tried, in order, when no model object is given
 GROUNDER_MODELS: tuple[str, ...] = ("grounding_dino_tiny", "groundingdino_swint_ogc")
 HEATMAPPER_MODELS: tuple[str, ...] = ("clipseg_rd64_refined",)
@@ -59,21 +61,57 @@ def _try_load(
     return None, "", problems
 
 
+#: what each vision-language route is called in messages, and the registry names it tries
+_ROUTE_MODELS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "groundingdino": ("GroundingDINO", GROUNDER_MODELS),
+    "clipseg": ("CLIPSeg", HEATMAPPER_MODELS),
+}
+
+
+def route_missing(route: str, *, download: bool = False) -> list[str]:
+    """What keeps the vision-language ``route`` ("groundingdino", "clipseg") from answering here, one message per
+    model it tries (a missing package with its pip command, missing weights with where to put them); empty when one
+    of its models has both its package and its weights. ``download``: the route may fetch weights (a named route):
+    only packages count. Nothing is loaded or fetched."""
+    from ...models.availability import missing, missing_package
+
+    if route not in _ROUTE_MODELS:
+        return []
+    lacks = (lambda name: [m for m in [missing_package(name)] if m]) if download else missing
+    problems = [lacks(name) for name in _ROUTE_MODELS[route][1]]
+    return [] if any(not p for p in problems) else [m for p in problems for m in p]
+
+
 def available_route(route: Route = "auto", text_model: object | None = None) -> str:
-    """The route ``route`` would take, judged from which weights are in place (nothing is loaded): for "auto" a
-    given trained model, else the first of GroundingDINO, CLIPSeg, library whose weights resolve locally. For the UI
-    (which options apply)."""
+    """The route ``route`` would take, judged from what is in place (nothing is loaded): for "auto" a given trained
+    model, else the first of GroundingDINO, CLIPSeg with a model whose package is installed and whose weights are on
+    disk (either alone loads nothing), else the library. For the UI (which options apply); :func:`route_missing`
+    says why a route is passed over."""
     if route != "auto":
         return route
     if text_model:
         return "trained"
-    from ...models import get_card
-    from ...models.registry import UNUSABLE_WEIGHTS, weights_status
-
-    for answer, names in (("groundingdino", GROUNDER_MODELS), ("clipseg", HEATMAPPER_MODELS)):
-        if any(weights_status(get_card(name))[0] not in UNUSABLE_WEIGHTS for name in names):
+    for answer in _ROUTE_MODELS:
+        if not route_missing(answer):
             return answer
     return "library"
+
+
+def _not_loaded(route: str, names: Sequence[str]) -> str:
+    """Why no model of ``route`` loaded (``names``: the models tried), briefly: weights on disk whose package is not
+    installed say so, with the install command ("no weights" sent users to fetch weights they had), as does a route
+    none of whose models has its package; otherwise the weights are missing."""
+    from ...models import MODELS
+    from ...models.availability import missing_package, missing_weights
+
+    what = _ROUTE_MODELS[route][0]
+    packages = {name: missing_package(name) for name in names if name in MODELS}  # an unknown name: its own error
+    for name, package in packages.items():
+        if package is not None and missing_weights(name) is None:
+            return f"{what} weights are here but not their package ({package})"
+    if packages and all(packages.values()):
+        return f"{what} cannot load: " + "; ".join(packages.values())
+    return f"no {what} weights"
 
 
 def choose_route(
@@ -134,10 +172,10 @@ def choose_route(
         if model is not None:
             return TextRoute("groundingdino", model, model_name)
         if route == "groundingdino":
-            raise WeightsError("no GroundingDINO weights (route groundingdino)", details="; ".join(problems))
+            raise WeightsError(f"{_not_loaded(route, names)} (route {route})", details="; ".join(problems))
         if isinstance(grounder, str):  # a model the user named is not passed over for another route
             raise WeightsError(f"grounder {grounder!r}: {problems[0]}", details="; ".join(problems))
-        skipped.append("no GroundingDINO weights")
+        skipped.append(_not_loaded("groundingdino", names))
         details.extend(problems)
     if route in ("auto", "clipseg"):
         if heatmapper is not None and not isinstance(heatmapper, str):
@@ -148,10 +186,10 @@ def choose_route(
         if model is not None:
             return TextRoute("clipseg", model, model_name, skipped, details)
         if route == "clipseg":
-            raise WeightsError("no CLIPSeg weights (route clipseg)", details="; ".join(problems))
+            raise WeightsError(f"{_not_loaded(route, names)} (route {route})", details="; ".join(problems))
         if isinstance(heatmapper, str):
             raise WeightsError(f"heatmapper {heatmapper!r}: {problems[0]}", details="; ".join(problems))
-        skipped.append("no CLIPSeg weights")
+        skipped.append(_not_loaded("clipseg", names))
         details.extend(problems)
     if route == "auto" and weights is not None:  # weights the user gave that no route loads (a typo, a wrong folder)
         raise WeightsError(

@@ -1,0 +1,61 @@
+"""Whether a model can load here without fetching anything, and, when not, what is missing and how to get it.
+
+A model needs two things: the Python package its backend imports (the authors' GroundingDINO is ``groundingdino``
+from groundingdino-py, not in the ``all`` extra) and its weights. Either alone is not a model: weights in the cache
+without the package once made the text route "auto" promise GroundingDINO, and a named route downloaded 690 MB of
+weights before the import failed. Nothing here imports the package or hashes the weights (the widgets ask on every
+change of a route box).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from . import registry
+from .registry import ModelCard, get_card
+
+#: backend -> (the module it imports, how to install it)
+BACKEND_PACKAGES: dict[str, tuple[str, str]] = {
+    "groundingdino": (
+        "groundingdino",
+        "pip install groundingdino-py (requirements/install_groundingdino.sh installs it without its demo's opencv)",
+    ),
+    "hf_grounding_dino": ("transformers", "pip install 'napari-promptseg[text]'"),
+    "hf_clipseg": ("transformers", "pip install 'napari-promptseg[text]'"),
+}
+
+
+def missing_package(card: ModelCard | str) -> str | None:
+    """What ``card``'s backend cannot import and how to install it, or None when its package is installed (found,
+    not imported: a broken install still fails at the load, with the import's own error)."""
+    card = get_card(card) if isinstance(card, str) else card
+    needed = BACKEND_PACKAGES.get(card.backend)
+    if needed is None:
+        return None
+    module, install = needed
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent that fails to import, or a module whose spec is None
+        found = False
+    return None if found else f"{card.name} needs the Python package {module}, which is not installed: {install}"
+
+
+def missing_weights(card: ModelCard | str) -> str | None:
+    """Why ``card``'s weights are not usable on disk and where to put them, or None when they are in place (bundled,
+    in the Hugging Face cache or in our cache; checked by size, not hashed)."""
+    card = get_card(card) if isinstance(card, str) else card
+    status, path = registry.weights_status(card)
+    if status not in registry.UNUSABLE_WEIGHTS:
+        return None
+    if card.repo_id is not None:
+        where = registry._hub_where(card, card.repo_id, card.revision or "main", card.required)
+        return f"{card.name}: no weights: {where}"
+    where = f"put {card.filename} in {registry.cache_dir()} (or set ${registry.CACHE_ENV})"
+    if status == "missing":
+        return f"{card.name}: no weights: {where}" + (f"; it is published at {card.url}" if card.url else "")
+    return f"{card.name}: {path} is {status.replace('_', ' ')} (not the published file): delete it and {where}"
+
+
+def missing(card: ModelCard | str) -> list[str]:
+    """Everything ``card`` lacks to load here without a download: its package, its weights; empty when ready."""
+    return [m for m in (missing_package(card), missing_weights(card)) if m is not None]
