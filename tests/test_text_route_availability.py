@@ -14,17 +14,22 @@ import hashlib
 import shutil
 import sys
 
+import imageio.v3 as iio
+import numpy as np
 import pytest
 
+from napari_promptseg import cli
 from napari_promptseg._widgets._common.text_route import route_hint
 from napari_promptseg.errors import WeightsError
 from napari_promptseg.methods.text import available_route, choose_route, route_missing
-from napari_promptseg.models import MODELS, registry
+from napari_promptseg.models import MODELS, get_card, registry
 
-from .test_grounding import gdpy_checkpoint  # noqa: F401 (fixture)
+from .test_grounding import gdpy_checkpoint, hf_dir  # noqa: F401 (fixtures)
+from .test_registration_widget import pair  # noqa: F401 (fixture)
 from .test_registry import PAYLOAD, PAYLOAD_SHA, WeightsServer
 
 SWINT = "groundingdino_swint_ogc"
+GDINO = get_card("grounding_dino_tiny")
 INSTALL = "pip install groundingdino-py"
 
 
@@ -84,3 +89,80 @@ def test_a_named_grounder_without_its_package_downloads_nothing(monkeypatch):
     assert caught.value.message.startswith(f"GroundingDINO cannot load: {SWINT} needs the Python package")
     assert INSTALL in caught.value.message
     assert f"{SWINT}: no weights: put {card.filename} in {registry.cache_dir()}" in caught.value.details
+
+
+def test_promptseg_register_tells_a_named_text_routes_download(fake_hub, hf_dir, shared_data, tmp_path, capsys):  # noqa: F811
+    """`promptseg register --text-route groundingdino` fetched GroundingDINO with no line of ours (`promptseg text`
+    tells it); it is told as every download of the CLI."""
+    fake_hub.add(GDINO.repo_id, hf_dir, GDINO.revision)
+    image = iio.imread(shared_data / "registration_birl" / "data-images" / "images" / "artificial_reference.jpg")
+    small = np.ascontiguousarray(image[::8, ::8, 0])
+    iio.imwrite(tmp_path / "fixed.png", small)
+    iio.imwrite(tmp_path / "moving.png", np.roll(small, (3, -4), axis=(0, 1)))
+    args = ["register", str(tmp_path / "fixed.png"), str(tmp_path / "moving.png"), "-o", str(tmp_path / "out")]
+    code = cli.main([*args, "--prompt", "gland", "--text-route", "groundingdino", "--method", "prompts", "--no-dense"])
+    captured = capsys.readouterr()
+    assert f"/{GDINO.repo_id}/resolve/{GDINO.revision}/model.safetensors" in fake_hub.downloads()
+    assert f"downloading {GDINO.name}:" in captured.err, captured.err
+    assert code == 0, captured.err
+    assert "text prompts answered by groundingdino: GroundingDINO (grounding_dino_tiny)" in captured.out
+
+
+@pytest.mark.gui
+def test_the_registration_widget_downloads_the_text_route_it_is_told(make_napari_viewer, qtbot, fake_hub, hf_dir, pair):  # noqa: F811
+    """The Registration widget's text prompts always went to route auto, which never downloads: GroundingDINO could
+    not be had from it. Its route box is the Text prompt widget's: auto (the default) fetches nothing and says what
+    it takes here; a named route downloads its model with the task's progress, and auto takes it from then on."""
+    from napari.qt.threading import WorkerBase
+
+    from napari_promptseg._widgets.registration import RegistrationWidget
+
+    fake_hub.add(GDINO.repo_id, hf_dir, GDINO.revision)
+    fixed, moving, _, _ = pair
+    viewer = make_napari_viewer()
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(viewer.add_image(fixed[::2, ::2, 0], name="fixed"))
+    widget.moving_picker.set_layer(viewer.add_image(moving[::2, ::2, 0], name="moving"))
+    widget.text_prompts.setText("gland")
+    widget.method.setCurrentText("prompts")
+    assert widget.text_route.currentText() == "auto"
+    assert "here auto takes: library" in widget.text_route.toolTip()
+    assert "GroundingDINO passed over: grounding_dino_tiny: no weights" in widget.text_route.toolTip()
+    messages: list[str] = []
+    widget.runner._progressed.connect(lambda job, fraction, message: messages.append(message))
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
+    assert fake_hub.requests == []  # auto: the library answered ('gland' is not in it), nothing was fetched
+
+    widget.text_route.setCurrentText("groundingdino")
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
+    WorkerBase.await_workers(msecs=60_000)
+    assert f"/{GDINO.repo_id}/resolve/{GDINO.revision}/model.safetensors" in fake_hub.downloads()
+    assert any(m.startswith(f"downloading {GDINO.name}:") for m in messages), messages
+    # the tiny random model answered the prompt on both images (the route box reached register)
+    assert widget.last_result is not None and widget.last_result.text_route == "groundingdino", widget.runner.state
+    widget.text_route.setCurrentText("auto")
+    assert "here auto takes: groundingdino" in widget.text_route.toolTip()  # on disk now
+
+
+def test_register_tells_and_stops_a_named_text_routes_download(fake_hub, hf_dir, pair):  # noqa: F811
+    """register(text_route="groundingdino") fetched the model with no word to ``progress`` and no ear for
+    ``cancel``: the widget's bar stood still and its Cancel waited for 690 MB. The download is told and stopped."""
+    from napari_promptseg.errors import CancelledError
+    from napari_promptseg.methods.registration import register
+
+    fake_hub.add(GDINO.repo_id, hf_dir, GDINO.revision)
+    fixed, moving, _, _ = pair
+    told: list[str] = []
+    with pytest.raises(CancelledError, match=f"download of {GDINO.name} cancelled"):
+        register(
+            fixed[::2, ::2, 0],
+            moving[::2, ::2, 0],
+            "gland",
+            method="prompts",
+            text_route="groundingdino",
+            progress=lambda fraction, message: told.append(message),
+            cancel=lambda: any(m.startswith(f"downloading {GDINO.name}:") for m in told),
+        )
+    assert any(m.startswith(f"downloading {GDINO.name}:") for m in told)

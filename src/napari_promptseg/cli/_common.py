@@ -101,6 +101,12 @@ def _print_progress(done: int, total: int | None) -> None:
     print(text, end="", file=sys.stderr, flush=True)
 
 
+def _print_download(fraction: float, message: str) -> None:
+    """A named text route's model download (``progress(fraction, message)`` of the route chooser), told on the line
+    every download of the CLI gets (huggingface_hub's own bars were all a user saw)."""
+    print(f"\r{message}", end="", file=sys.stderr, flush=True)
+
+
 def _mean_or_none(values: Sequence[float]) -> float | None:
     return round(float(sum(values) / len(values)), 4) if values else None
 

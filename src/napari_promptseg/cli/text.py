@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from ._common import (
     _add_model_options,
     _finish_image,
     _prepare_outputs,
+    _print_download,
     _print_progress,
     _run_batch,
     _segmenter_meta,
@@ -181,8 +181,7 @@ def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
         weights=args.text_weights,
         device=args.device,
         text_model=args.text_model,
-        # a named route's download, told on our line (huggingface_hub's own bars were all a user saw)
-        progress=lambda fraction, message: print(f"\r{message}", end="", file=sys.stderr, flush=True),
+        progress=_print_download,  # a named route's download
     )
     segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
     # a prompt longer than the route's model reads is the run's to say, once (every worker finds the same): not each

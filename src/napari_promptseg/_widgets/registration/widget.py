@@ -31,6 +31,7 @@ from ...methods.registration import (
     resolve_method,
 )
 from ...methods.registration.quality import quality_line
+from ...methods.text import PROMPT_ROUTES
 from .._common import (
     LayerPicker,
     TaskRunner,
@@ -41,6 +42,7 @@ from .._common import (
     task_segmenter,
     unproxied,
 )
+from .._common.text_route import route_hint, text_route_box
 from .planes import _labels_on_plane, _plane, _points_xy, _read_plane
 from .results import _results_to_show, _Shown
 from .shapes import MovingShapes, add_registered_shapes, moving_shapes
@@ -114,6 +116,10 @@ class RegistrationWidget(QWidget):
             "CLIPSeg, or offline the reference library) and its regions pair with the same prompt's; empty = "
             "the images alone with the auto method, automatic LiteMedSAM regions with a prompts method"
         )
+        # what answers the text prompts, as the Text prompt widget's route: a named route downloads its model
+        self.text_route = text_route_box(PROMPT_ROUTES)
+        self.text_route.currentTextChanged.connect(self._update_route_hint)
+        self._update_route_hint()
         self.show_pairs = QCheckBox("show region pairs")
         self.show_pairs.setToolTip(
             "the region pairs are always added as two Labels layers in the fixed frame (the moving regions warped, "
@@ -135,6 +141,7 @@ class RegistrationWidget(QWidget):
         form.addRow("method", self.method)
         form.addRow("pair similarity", self.similarity)
         form.addRow("text prompts", self.text_prompts)
+        form.addRow("text route", self.text_route)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.show_pairs)
@@ -213,6 +220,7 @@ class RegistrationWidget(QWidget):
             return
         options = RegistrationOptions(similarity_threshold=float(self.similarity.value()))
         names = (fixed_layer.name, moving_layer.name)
+        text_route = self.text_route.currentText()
         with_grid = self.show_grid.isChecked()
 
         def task(progress, cancel) -> _Shown:
@@ -238,6 +246,7 @@ class RegistrationWidget(QWidget):
                 cancel=cancel,
                 fixed_name=f"layer '{names[0]}'",
                 moving_name=f"layer '{names[1]}'",
+                text_route=text_route,
             )
             # the layers' data here, off the GUI thread (a large warp froze napari for seconds)
             return _results_to_show(
@@ -266,6 +275,11 @@ class RegistrationWidget(QWidget):
             done,
             inputs=tuple(x for x in (fixed_layer, moving_layer, labels_layer, shapes_layer) if x is not None),
         )
+
+    def _update_route_hint(self, *_) -> None:
+        """The route box's tooltip: which route auto takes here, what a route passed over or chosen lacks."""
+        intro = "what answers the text prompts (none typed: not used)"
+        self.text_route.setToolTip(route_hint(self.text_route.currentText(), intro=intro)[1])
 
     def prompts(self) -> list[str] | None:
         """The text prompts typed (comma-separated), or None for automatic regions."""

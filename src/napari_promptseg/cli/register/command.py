@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from ...errors import PromptsegError
-from .._common import _make_output_dir, _mean_or_none, _print_progress, _write_report
+from .._common import _make_output_dir, _mean_or_none, _print_download, _print_progress, _write_report
 from .inputs import (
     _checked_labels,
     _checked_prompts,
@@ -188,6 +188,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         fixed_name=str(args.fixed),
         moving_name=str(args.moving),
         text_route=args.text_route,
+        downloads=_print_download,  # a named text route's model download, told on the CLI's line
         library=args.library,
         text_options={
             "box_threshold": args.box_threshold,

@@ -57,6 +57,7 @@ def register(
     text_route: str | TextRoute = "auto",
     library: object | None = None,
     text_options: Mapping[str, Any] | None = None,
+    downloads: ProgressCallback | None = None,
 ) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` (2D, gray or RGB/multichannel; the sizes may differ).
 
@@ -67,7 +68,9 @@ def register(
     * a text prompt (``"gland"``; ``"gland, nuclei"`` is two phrases) or a list of them: each prompt is answered on
       both images by :func:`~.text.segment_text` through one route chosen once (``text_route``: "auto",
       "groundingdino", "clipseg", "library", or a :class:`~.text.TextRoute`; ``library``: the reference library for
-      the offline route; ``text_options``: more :func:`~.text.segment_text` arguments such as ``box_threshold``);
+      the offline route; ``text_options``: more :func:`~.text.segment_text` arguments such as ``box_threshold``;
+      a named route downloads a missing model, told to ``downloads`` (default: ``progress``, at the start of its
+      bar) and stopped by ``cancel``);
       its objects pair only with objects of the same phrase (see :class:`~.prompt_regions.TextRegions`);
     * a callable ``image -> regions`` (:class:`~.regions.RegionSource`; masks or :class:`~.regions.Region` with a
       ``prompt`` name, e.g. :class:`~.prompt_regions.OneShotRegions` for a labelled reference image), or a list of
@@ -172,6 +175,7 @@ def register(
                 library=library,
                 text_options=text_options,
                 sources_report=sources,
+                downloads=downloads if downloads is not None or progress is None else _at_start(progress),
             )
         timings["regions"] = time.perf_counter() - t_regions
         warnings.extend(pairing.notes)
@@ -352,3 +356,9 @@ def check_pair(
         if min(image.shape[:2]) < MIN_SIDE:
             raise PromptsegError(f"{name} is {image.shape[0]} x {image.shape[1]} px: too small to register")
     return pair
+
+
+def _at_start(progress: ProgressCallback) -> ProgressCallback:
+    """``progress`` told a model download's messages at the start of its bar: the bytes of a download are no share
+    of the registration's work."""
+    return lambda fraction, message: progress(0.0, message)

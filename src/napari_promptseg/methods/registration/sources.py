@@ -27,7 +27,7 @@ from ..regions import (
 from ..text import TextRoute, choose_route
 from .from_pairs import fit_pairs
 from .intensity import IntensityImages
-from .options import RegistrationOptions
+from .options import ProgressCallback, RegistrationOptions
 
 
 # -- region pairs -------------------------------------------------------------------------------------------------
@@ -45,17 +45,20 @@ def region_pairs(
     library: object | None = None,
     text_options: Mapping[str, Any] | None = None,
     sources_report: list[dict] | None = None,
+    downloads: ProgressCallback | None = None,
 ) -> list[RegionPair]:
     """Corresponding regions of the two images from ``prompts`` (see :func:`register`); ``images`` lets the
     image similarity pick the first estimate that the automatic route's box transfer relies on. ``sources_report``
     (a list) receives one record per region source: its prompt, regions found per image, and for text prompts the
-    route that answered and why."""
+    route that answered and why. ``downloads`` hears of the text route's model downloads."""
     opts = options or RegistrationOptions()
     report = report if report is not None else PairingReport()
     if isinstance(prompts, Sequence) and not isinstance(prompts, str) and len(prompts) == 0:
         raise PromptsegError("prompts: empty list of regions/region sources")
     if is_text_prompts(prompts):
-        prompts = text_sources(prompts, segmenter, text_route=text_route, library=library, text_options=text_options)
+        prompts = text_sources(
+            prompts, segmenter, text_route=text_route, library=library, text_options=text_options, downloads=downloads
+        )
         if segmenter is None:  # the one text_sources loaded, for the prototypes
             segmenter = next(p.segmenter for p in prompts if isinstance(p, TextRegions))
     if isinstance(prompts, Sequence) and not isinstance(prompts, str) and not callable(prompts[0]):
@@ -188,9 +191,12 @@ def text_sources(
     text_route: str | TextRoute = "auto",
     library: object | None = None,
     text_options: Mapping[str, Any] | None = None,
+    downloads: ProgressCallback | None = None,
 ) -> object:
     """Text prompts -> one :class:`~.prompt_regions.TextRegions` per prompt, all answered by one route chosen once
-    (:func:`~.text.choose_route`); callables in a mixed list stay as they are; other ``prompts`` pass unchanged."""
+    (:func:`~.text.choose_route`); callables in a mixed list stay as they are; other ``prompts`` pass unchanged. A
+    named route downloads its missing model as the Text prompt widget's does: told to ``downloads``, stopped by
+    ``text_options["cancel"]``."""
     if not is_text_prompts(prompts):
         return prompts
     items = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -211,7 +217,13 @@ def text_sources(
     if not isinstance(route, TextRoute):
         keys = ("grounder", "heatmapper", "weights", "device")
         try:
-            route = choose_route(route, library=library, **{k: options.pop(k) for k in keys if k in options})
+            route = choose_route(
+                route,
+                library=library,
+                progress=downloads,
+                cancel=options.get("cancel"),
+                **{k: options.pop(k) for k in keys if k in options},
+            )
         except (PromptsegError, WeightsError) as exc:
             # the route chooser's own message (which weights are missing, how to fill the library), for these prompts
             prompts_text = ", ".join(map(repr, texts))
