@@ -1,8 +1,8 @@
 """Segment what a text prompt names, by whichever route can answer it here.
 
-Routes, tried in this order by ``route="auto"``, which takes only models whose weights are already on disk (bundled,
-in the Hugging Face cache, in our cache, or given): it never downloads. Naming a route, a model (``grounder``,
-``heatmapper``) or weights (a hub id) is what fetches a missing model:
+Routes, tried in this order by ``route="auto"``, which takes only models whose package is installed and whose weights
+are already on disk (bundled, in the Hugging Face cache, in our cache, or given): it never downloads. Naming a route,
+a model (``grounder``, ``heatmapper``) or weights (a hub id) is what fetches missing weights (never a package):
 
 0. **trained**: a text segmenter trained on the user's triplets (``promptseg train-text``), when one is given
    (``text_model``): its mask probability is thresholded (0.5) and split into objects. It reads the prompt as one
