@@ -77,3 +77,14 @@ def test_segment_and_oneshot_take_slides_named_and_in_a_folder(litemedsam, tmp_p
     argv = ["oneshot", str(folder / "a.svs"), "--reference", str(reference), "--reference-mask", str(mask)]
     assert main([*argv, "--no-instances", "-o", str(one), "--scheduler", "none"]) == 0, capsys.readouterr().err
     assert tifffile.imread(one / "a.tif").shape == (512, 512)
+
+
+@pytest.mark.parametrize("command", ["segment", "oneshot", "text", "register"])
+def test_the_help_of_each_image_command_names_whole_slides(command, capsys):
+    """The commands read .svs and .ndpi slides (lazily, at the pyramid level the working scale needs), but their
+    --help named only 2D images, stacks and OME-Zarr: a pathologist reading it took slides to need converting."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert ".svs" in help_text and ".ndpi" in help_text, help_text
+    assert "lazily" in help_text and "pyramid level" in help_text, help_text

@@ -33,7 +33,7 @@ from .. import __version__
 from ..errors import CancelledError, PromptsegError, WeightsError
 from ..models.device import PRECISIONS
 from ._common import _add_batch_options, _add_model_options, _output_lock
-from ._stacks import OUTPUT_HELP, _add_stack_options
+from ._stacks import OUTPUT_HELP, REGISTER_IMAGE_HELP, _add_stack_options, images_help
 from .cache import _add_cache_parser
 from .embed import _add_embed_parser
 from .library import _add_library_parser
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         "images",
         nargs="+",
         type=Path,
-        help="images: 2D, (Z, Y, X[, C]) stacks, OME-Zarr, folders of them, or patterns like 'dir/*.tif'",
+        help=images_help("images"),
     )
     seg.add_argument("-o", "--output", type=Path, required=True, help=OUTPUT_HELP)
     seg.add_argument("--box", nargs=4, type=float, action="append", default=[], metavar=("X0", "Y0", "X1", "Y1"))
@@ -101,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT/annotations_warped.geojson (--moving-annotations in the fixed frame) and OUT/report.json (TRE/rTRE before "
         "and after).",
     )
-    reg.add_argument("fixed", type=Path, help="fixed (target) 2D image")
-    reg.add_argument("moving", type=Path, help="moving (source) 2D image, warped onto the fixed grid")
+    reg.add_argument("fixed", type=Path, help=f"fixed (target) {REGISTER_IMAGE_HELP}")
+    reg.add_argument("moving", type=Path, help=f"moving (source) {REGISTER_IMAGE_HELP}; warped onto the fixed grid")
     reg.add_argument("-o", "--output", type=Path, required=True, help="output directory")
     reg.add_argument(
         "--prompt",

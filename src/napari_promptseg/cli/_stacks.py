@@ -19,6 +19,23 @@ OUTPUT_HELP = (
 )
 
 
+def images_help(what: str) -> str:
+    """The help of a batch command's image inputs (``what``: "images", "targets"): every kind it reads, whole
+    slides too (a pathologist reading a help that named none took them to need converting first)."""
+    return (
+        f"{what}: 2D images (TIFF, PNG, JPEG, BMP), (Z, Y, X[, C]) stacks, OME-Zarr, pyramidal (OME-)TIFFs and "
+        "whole slides (Aperio .svs, Hamamatsu .ndpi): pyramids are read lazily, tile by tile, at the pyramid level "
+        "the working scale asks for; folders of them, or patterns like 'dir/*.tif'"
+    )
+
+
+#: the help of register's FIXED and MOVING
+REGISTER_IMAGE_HELP = (
+    "2D image (TIFF, PNG, JPEG, BMP); an OME-Zarr, pyramidal (OME-)TIFF or whole slide (Aperio .svs, Hamamatsu "
+    ".ndpi) is read lazily, only its coarsest pyramid level of at least 2048 px"
+)
+
+
 def _add_stack_options(parser: argparse.ArgumentParser, *, seeds: str, prompts_on_a_plane: bool = False) -> None:
     """Options for 3D stacks and for where labels are written; ``seeds`` says what starts a propagation;
     ``prompts_on_a_plane``: the prompts (boxes, points) were drawn on one plane, so a stack needs --plane."""

@@ -34,6 +34,7 @@ from ._stacks import (
     _stack_for,
     _stack_record,
     _whole_image_level,
+    images_help,
 )
 
 
@@ -48,7 +49,7 @@ def _add_oneshot_parser(sub: argparse._SubParsersAction) -> None:
         "targets",
         nargs="+",
         type=Path,
-        help="targets: 2D images, (Z, Y, X[, C]) stacks, OME-Zarr, folders of them, or patterns like 'dir/*.tif'",
+        help=images_help("targets"),
     )
     one.add_argument("-o", "--output", type=Path, required=True, help=OUTPUT_HELP)
     one.add_argument("--reference", type=Path, action="append", required=True, help="reference image (repeatable)")

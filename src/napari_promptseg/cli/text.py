@@ -30,6 +30,7 @@ from ._stacks import (
     _stack_for,
     _stack_record,
     _whole_image_level,
+    images_help,
 )
 from ._types import fraction, positive_int, similarity, weights_path
 
@@ -51,7 +52,7 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
         "images",
         nargs="+",
         type=Path,
-        help="images: 2D, (Z, Y, X[, C]) stacks, OME-Zarr, folders of them, or patterns like 'dir/*.tif'",
+        help=images_help("images"),
     )
     text.add_argument("-o", "--output", type=Path, required=True, help=OUTPUT_HELP)
     text.add_argument(
