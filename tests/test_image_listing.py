@@ -96,3 +96,71 @@ def test_a_target_folder_of_ome_zarr_images_says_why_the_one_shot_widget_does_no
     widget.folder.setText(str(folder))
     with pytest.raises(PromptsegError, match=r"only OME-Zarr images \(slide\.ome\.zarr\).*promptseg oneshot"):
         widget._inputs()
+
+
+def mixed_folder(tmp_path: Path) -> Path:
+    """Two PNG images and one OME-Zarr image: what `promptseg oneshot FOLDER` runs on all three of."""
+    from .conftest import two_channel_pyramid
+
+    folder = tmp_path / "mixed"
+    camera_crops(folder, ["img1.png", "img2.png"])
+    camera = data.camera()[:128, :128]
+    two_channel_pyramid(np.stack([camera, camera[::-1]]), folder / "slide.ome.zarr", "ome.zarr")
+    assert [p.name for p in _expand_images([folder])] == ["img1.png", "img2.png", "slide.ome.zarr"]
+    return folder
+
+
+def test_the_reader_says_which_ome_zarr_images_a_folder_stack_leaves_out(make_napari_viewer, tmp_path):
+    """A folder of images and OME-Zarr images opened in napari was the stack of its image files: the OME-Zarr images
+    (which the CLI runs on) were left out without a word. A warning notification now names how many, which, and
+    what to do."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    folder = mixed_folder(tmp_path)
+    viewer = make_napari_viewer()
+    before = len(notification_manager.records)
+    [layer] = viewer.open(str(folder), plugin="napari-promptseg")
+    assert layer.data.shape == (2, 64, 64) and layer.metadata["files"] == ["img1.png", "img2.png"]
+    warnings = [n.message for n in notification_manager.records[before:] if n.severity == NotificationSeverity.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "1 OME-Zarr image (slide.ome.zarr)" in warnings[0] and "open it alone" in warnings[0], warnings[0]
+    assert "promptseg" in warnings[0] and str(folder) in warnings[0], warnings[0]
+    before = len(notification_manager.records)
+    viewer.open(str(tmp_path / "mixed" / "img1.png"), plugin="napari")  # a plain open: nothing said
+    assert not [n for n in notification_manager.records[before:] if n.severity == NotificationSeverity.WARNING]
+
+
+def test_the_one_shot_widget_says_which_ome_zarr_images_of_its_target_folder_it_leaves_out(
+    make_napari_viewer, qtbot, tmp_path, litemedsam
+):
+    """The One-shot widget ran on a target folder's image files and left its OME-Zarr images out without a word (a
+    folder of OME-Zarr images only was refused, saying why). The run now says, in a warning notification and in
+    its summary, how many were left out and how to segment them."""
+    from napari.qt.threading import WorkerBase
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    from napari_promptseg._widgets.oneshot import OneShotWidget
+
+    folder = mixed_folder(tmp_path)
+    viewer = make_napari_viewer()
+    widget = OneShotWidget(viewer)
+    camera = data.camera()
+    reference = viewer.add_image(camera[:64, 100:164], name="reference")
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:40, 20:40] = 1
+    widget.reference.set_layer(reference)
+    widget.reference_labels.set_layer(viewer.add_labels(mask, name="reference labels"))
+    widget.mode.setCurrentText("single region")
+    widget.folder.setText(str(folder))
+    before = len(notification_manager.records)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=300_000)
+    WorkerBase.await_workers(msecs=60_000)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    assert [layer.name for layer in viewer.layers][-2:] == ["img2 one-shot", "img2 one-shot prompts"]
+    warnings = [n.message for n in notification_manager.records[before:] if n.severity == NotificationSeverity.WARNING]
+    said = [w for w in warnings if "OME-Zarr" in w]
+    assert len(said) == 1, warnings
+    assert "1 OME-Zarr image (slide.ome.zarr)" in said[0] and f"promptseg oneshot {folder}" in said[0], said[0]
+    summary = widget.runner.widget.summary.text()
+    assert "1 OME-Zarr image (slide.ome.zarr)" in summary and "2 target(s)" in summary, summary

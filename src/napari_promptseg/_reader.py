@@ -35,5 +35,12 @@ def read_tiffs(path: str | list[str]) -> list[LayerData]:
 
 
 def read_folder(path: str | list[str]) -> list[LayerData]:
-    """The stack layer of a folder of images."""
-    return folder_stack_layer_data(path if isinstance(path, str) else path[0])
+    """The stack layer of a folder of images; the OME-Zarr images it leaves out are said in a napari warning."""
+    layers = folder_stack_layer_data(path if isinstance(path, str) else path[0])
+    left_out = [kwargs["metadata"]["left_out"] for _, kwargs, _ in layers if "left_out" in kwargs["metadata"]]
+    if left_out:
+        from napari.utils.notifications import show_warning  # napari runs this reader: its notification area
+
+        for message in left_out:
+            show_warning(message)
+    return layers

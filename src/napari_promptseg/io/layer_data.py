@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import PromptsegError
 from .calibration import axis_micrometres, ome_micrometres, pixel_size
 from .images import IMAGE_SUFFIXES, TIFF_SUFFIXES, _format_of_misnamed_tiff, output_stem, read_image
-from .listing import is_image_name, list_images
+from .listing import is_image_name, list_images, ome_zarr_left_out
 from .multiscale import (
     bioformats2raw_series,
     is_ome_zarr,
@@ -155,15 +155,18 @@ def is_image_folder(path: str | Path) -> bool:
 def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
     """A folder of same-size images as one image layer: a stack along a new first axis, in natural name order
     (``z2`` before ``z10``), each image read only when napari shows its plane. Hidden files, files of other kinds,
-    subfolders and the label TIFFs and overlays promptseg wrote are left out. Images of different sizes or types,
-    or a pyramid among them, are refused up front with the file that differs (only their headers are read)."""
+    subfolders and the label TIFFs and overlays promptseg wrote are left out; OME-Zarr images too, which the CLI runs
+    on: the layer's metadata ``left_out`` then says which, and what to do (the napari reader shows it). Images of
+    different sizes or types, or a pyramid among them, are refused up front with the file that differs (only their
+    headers are read)."""
     import dask
     import dask.array as da
 
     folder = Path(path)
     if not folder.is_dir():
         raise PromptsegError(f"{folder}: not a folder")
-    files = list_images(folder, stores=False)  # as the CLI and the one-shot widget list the folder
+    images = list_images(folder)  # as the CLI and the one-shot widget list the folder
+    files = [p for p in images if p.is_file()]  # an OME-Zarr image is no plane of a stack: said, see below
     if not files:
         raise PromptsegError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it")
     first_shape, first_dtype = _file_shape(files[0])
@@ -177,6 +180,11 @@ def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
             )
     planes = [da.from_delayed(dask.delayed(_read_plane)(file, first_shape), first_shape, first_dtype) for file in files]
     kwargs: dict[str, Any] = {"name": folder.name, "metadata": {"path": str(folder), "files": [f.name for f in files]}}
+    left_out = ome_zarr_left_out(
+        folder, images, "the stack", "open {it} alone (napari --plugin napari-ome-zarr PATH, or drag it in)"
+    )
+    if left_out:  # the CLI runs on them: the reader says so (napari shows it), not only the listing's caller
+        kwargs["metadata"]["left_out"] = left_out
     size = pixel_size(files[0])
     # a plane of (Y, X) or colour (Y, X, RGB(A)); other shapes' axes are napari's guess, so no scale is put on them
     if size is not None and (len(first_shape) == 2 or _is_colour(first_shape)):

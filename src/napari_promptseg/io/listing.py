@@ -11,7 +11,7 @@ from pathlib import Path
 from .images import IMAGE_SUFFIXES, is_own_output
 from .multiscale import bioformats2raw_series, is_ome_zarr, is_zarr_named
 
-__all__ = ["FolderImages", "folder_images", "is_image_name", "list_images", "natural_key"]
+__all__ = ["FolderImages", "folder_images", "is_image_name", "list_images", "natural_key", "ome_zarr_left_out"]
 
 
 def natural_key(name: str) -> tuple[list[int | str], str]:
@@ -72,3 +72,22 @@ def list_images(folder: str | Path, *, stores: bool = True) -> list[Path]:
     that reads files whole or stacks them (the napari reader's folder stack, the one-shot widget's target folder)."""
     images = folder_images(folder).images
     return images if stores else [p for p in images if p.is_file()]
+
+
+def ome_zarr_left_out(
+    folder: str | Path, images: list[Path], what: str, instead: str, command: str | None = None
+) -> str | None:
+    """What a caller that reads a folder's image files whole (``what``: the napari reader's stack, a One-shot widget
+    run) says of the OME-Zarr images among ``images`` (:func:`list_images`) it leaves out, which the CLI runs on: how
+    many, which, and what to do instead (``instead``, its ``{it}`` the image or images; or ``command``, by default
+    the batch commands on the folder); None when there are none."""
+    stores = [p for p in images if not p.is_file()]
+    if not stores:
+        return None
+    names = ", ".join(p.name for p in stores[:3]) + (", ..." if len(stores) > 3 else "")
+    many = len(stores) > 1
+    return (
+        f"{folder}: {len(stores)} OME-Zarr image{'s' if many else ''} ({names}) left out of {what}, which takes a "
+        f"folder's image files only: {instead.format(it='each' if many else 'it')}, or run "
+        f"{command or f'promptseg segment, oneshot or text on {folder}'}, which takes them all"
+    )

@@ -45,6 +45,7 @@ from .tasks import (
     debounce_timer,
     notify_exception,
     notify_once,
+    notify_warning,
     show_details,
     task_segmenter,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "load_triton_safely",
     "notify_exception",
     "notify_once",
+    "notify_warning",
     "placement",
     "placement_over",
     "plane_shape",

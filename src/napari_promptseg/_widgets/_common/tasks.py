@@ -110,6 +110,12 @@ def notify_exception(exc: BaseException, context: str = "") -> None:
     notification_manager.dispatch(Notification(message, severity=NotificationSeverity.ERROR, actions=actions))
 
 
+def notify_warning(message: str, context: str = "") -> None:
+    """Something the user should know that does not stop the run (inputs it leaves out): a warning notification,
+    prefixed with what said it as errors are (:func:`notify_exception`)."""
+    show_warning(f"{context}: {message}" if context else message)
+
+
 _open_boxes: list[QMessageBox] = []
 
 

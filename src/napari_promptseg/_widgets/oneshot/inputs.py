@@ -10,7 +10,7 @@ import numpy as np
 
 from ...errors import CancelledError, PromptsegError
 from ...io.images import IMAGE_SUFFIXES
-from ...io.listing import list_images
+from ...io.listing import list_images, ome_zarr_left_out
 from .._common import LayerPixels, level_factors, plane_shape, read_reference_plane, whole_image_level
 
 
@@ -60,6 +60,7 @@ class OneShotInputs:
     instances: bool | None
     partial: bool
     object_size: float | None  # full-resolution pixels; None: measured on the reference
+    left_out: str | None = None  # a target folder's OME-Zarr images, not read here: which, and how to run them
 
 
 @dataclass
@@ -127,8 +128,8 @@ def _pyramid_level(target: LayerPixels, labels: np.ndarray, object_size: float |
 
 def folder_targets(folder: str) -> list[Path]:
     """The images of a target folder typed or browsed to, in the order the CLI and napari's reader take them from
-    it (:func:`napari_promptseg.io.list_images`); image files only: each is read whole. Only names and headers are
-    looked at."""
+    it (:func:`napari_promptseg.io.list_images`); image files only: each is read whole (:func:`folder_left_out`
+    says which OME-Zarr images are left out). Only names and headers are looked at."""
     path = Path(folder)
     if not path.is_dir():
         raise PromptsegError(f"target folder {folder} does not exist")
@@ -144,3 +145,15 @@ def folder_targets(folder: str) -> list[Path]:
     if not files:
         raise PromptsegError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in target folder {folder}")
     return files
+
+
+def folder_left_out(folder: str) -> str | None:
+    """What a run on a target folder says of the folder's OME-Zarr images it leaves out (the CLI runs on them), or
+    None. Only names are looked at."""
+    return ome_zarr_left_out(
+        folder,
+        list_images(folder),
+        "the One-shot run",
+        "open {it} in napari (napari-ome-zarr) and pick it as the target layer",
+        f"'promptseg oneshot {folder}'",
+    )

@@ -30,11 +30,12 @@ from .._common import (
     exemplar_layers,
     layer_pixels,
     load_triton_safely,
+    notify_warning,
     placement,
     read_exemplar,
     unproxied,
 )
-from .inputs import OneShotInputs, OneShotPixels, folder_targets, is_stack, read_oneshot_inputs
+from .inputs import OneShotInputs, OneShotPixels, folder_left_out, folder_targets, is_stack, read_oneshot_inputs
 from .results import PARTIAL_LABELS_TEXT, OneShotOutput, result_summary, run_oneshot
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ class OneShotWidget(QWidget):
         folder = self.folder.text().strip()
         if not folder:
             raise PromptsegError("choose a target image layer or a folder of target images")
-        return OneShotInputs(*reference, None, folder_targets(folder), **options)
+        return OneShotInputs(*reference, None, folder_targets(folder), **options, left_out=folder_left_out(folder))
 
     def save_to_library(self) -> bool:
         """Save the reference layer + its labels as a named library entry. The layers are read and the entry written
@@ -255,13 +256,17 @@ class OneShotWidget(QWidget):
             output, pixels = result
             self.last_output = output
             self._add_layers(output, layer, pixels.factors if layer is not None else None)
+            summary = self.runner.widget.summary
             if pixels.reference_plane is not None:  # which plane of the stack the reference was
-                summary = self.runner.widget.summary
                 summary.setText(f"{summary.text()}\nreference: plane {pixels.reference_plane} of '{reference_name}'")
+            if inputs.left_out:  # said where the result is read too: the notification passes
+                summary.setText(f"{summary.text()}\nwarning: {inputs.left_out}")
 
-        self.runner.submit(
+        taken = self.runner.submit(
             "oneshot", f"one-shot ({strategy})", task, done, inputs=(layer,) if layer is not None else ()
         )
+        if taken and inputs.left_out:  # at once: the user may stop the run and segment the folder otherwise
+            notify_warning(inputs.left_out, "one-shot")
 
     def _add_layers(
         self, output: OneShotOutput, layer: napari.layers.Image | None, factors: np.ndarray | None = None
