@@ -88,3 +88,43 @@ def test_the_help_of_each_image_command_names_whole_slides(command, capsys):
     help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert ".svs" in help_text and ".ndpi" in help_text, help_text
     assert "lazily" in help_text and "pyramid level" in help_text, help_text
+
+
+def _readme_code(*needles: str) -> str:
+    """The README's inline code span holding every one of ``needles`` (the line a user copies)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    spans = [span for span in re.findall(r"`([^`\n]+)`", readme) if all(n in span for n in needles)]
+    assert spans, f"README.md has no code with {needles}"
+    return spans[0]
+
+
+def test_the_readme_lines_that_open_a_slide_with_the_plugin_in_napari_do(
+    make_napari_viewer, monkeypatch, tmp_path, ihc
+):
+    """napari's own reader claims *.svs, *.ndpi and *.tif too, and napari's Python ``viewer.open(path)`` reads with
+    it unless told otherwise (``plugin='napari'`` is its default): a slide's full resolution into memory, as one
+    plain layer. A plugin cannot make itself napari's default reader (npe2's reader contribution has no such field;
+    the choice is the user's setting ``plugins.extension2reader``, which napari's "remember" and Preferences >
+    Plugins > File extension readers set), so the README gives the lines that do: they are run here as written."""
+    from napari.settings import get_settings
+
+    path = write_svs(tmp_path / "slide.svs", ihc)
+    viewer = make_napari_viewer()
+    [builtin] = viewer.open(str(path))  # why the README says more: napari's own reader, the slide whole
+    assert builtin.source.reader_plugin == "napari" and not builtin.multiscale
+
+    named = _readme_code("viewer.open(", 'plugin="napari-promptseg"')
+    [layer] = eval(named, {"viewer": viewer, "path": str(path)})  # noqa: S307 - the README's own line
+    assert layer.multiscale and layer.source.reader_plugin == "napari-promptseg"
+
+    settings = get_settings()
+    # the setting is saved to the user's napari settings file on change: not from a test
+    monkeypatch.setattr(settings, "_save_on_change", False)
+    monkeypatch.setattr(settings.plugins, "extension2reader", dict(settings.plugins.extension2reader))
+    exec(_readme_code("extension2reader", '"*.svs": "napari-promptseg"'), {"get_settings": get_settings})  # noqa: S102
+    assert settings.plugins.extension2reader["*.ndpi"] == "napari-promptseg"
+    [preferred] = eval(_readme_code("viewer.open(", "plugin=None"), {"viewer": viewer, "path": str(path)})  # noqa: S307
+    assert preferred.multiscale and preferred.source.reader_plugin == "napari-promptseg"
