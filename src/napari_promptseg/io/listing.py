@@ -67,9 +67,10 @@ def folder_images(folder: str | Path) -> FolderImages:
 
 def list_images(folder: str | Path, *, stores: bool = True) -> list[Path]:
     """The images of ``folder``, as every part of promptseg takes them: files with an image suffix (any case; TIFF,
-    PNG, JPEG, BMP) and OME-Zarr images, in natural name order (:func:`natural_key`); hidden files, other files,
-    subfolders and promptseg's own outputs left out. ``stores=False``: image files only (no OME-Zarr), for a caller
-    that reads files whole or stacks them (the napari reader's folder stack, the one-shot widget's target folder)."""
+    PNG, JPEG, BMP, whole slides) and OME-Zarr images, in natural name order (:func:`natural_key`); hidden files,
+    other files, subfolders and promptseg's own outputs left out. ``stores=False``: image files only (no OME-Zarr),
+    for a caller that reads files whole or stacks them; one that lists them all says which it leaves out
+    (:func:`ome_zarr_left_out`), as the napari reader's folder stack and the One-shot widget's target folder do."""
     images = folder_images(folder).images
     return images if stores else [p for p in images if p.is_file()]
 
