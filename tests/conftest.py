@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +20,13 @@ from .fake_hub import FakeHub, put_in_hf_cache
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+# napari's make_napari_viewer resets its settings, and a reset saves them: the suite's napari (and the napari of its
+# subprocesses) keeps a settings file of its own, not the user's. Set before napari.settings is first imported,
+# which reads it once
+_NAPARI_SETTINGS = tempfile.mkdtemp(prefix="promptseg-tests-napari-")
+os.environ["NAPARI_CONFIG"] = str(Path(_NAPARI_SETTINGS) / "settings.yaml")
+atexit.register(shutil.rmtree, _NAPARI_SETTINGS, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

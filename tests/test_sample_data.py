@@ -124,3 +124,16 @@ def test_the_readmes_console_text_prompt_on_a_sample_runs_in_a_shown_viewer(tmp_
     assert done.returncode == 0, done.stderr[-2000:]
     objects, route = done.stdout.split()[-2:]
     assert route == "library" and int(objects) > 20  # the starter nucleus exemplar finds the sample's nuclei
+
+
+def test_the_suites_napari_keeps_its_settings_apart_from_the_users():
+    """make_napari_viewer resets napari's settings, and a reset saves them: the suite wrote the user's settings file
+    (~/.config/napari/.../settings.yaml), e.g. their preferred readers, at every viewer it made."""
+    from pathlib import Path
+
+    import platformdirs
+    from napari.settings import get_settings
+
+    users = Path(platformdirs.user_config_dir("napari", appauthor=False)).resolve()
+    path = Path(get_settings().config_path).resolve()
+    assert users not in path.parents, path

@@ -121,8 +121,7 @@ def test_the_readme_lines_that_open_a_slide_with_the_plugin_in_napari_do(
     assert layer.multiscale and layer.source.reader_plugin == "napari-promptseg"
 
     settings = get_settings()
-    # the setting is saved to the user's napari settings file on change: not from a test
-    monkeypatch.setattr(settings, "_save_on_change", False)
+    # the setting is saved on change, to the suite's own settings file (conftest: NAPARI_CONFIG), and put back after
     monkeypatch.setattr(settings.plugins, "extension2reader", dict(settings.plugins.extension2reader))
     exec(_readme_code("extension2reader", '"*.svs": "napari-promptseg"'), {"get_settings": get_settings})  # noqa: S102
     assert settings.plugins.extension2reader["*.ndpi"] == "napari-promptseg"
