@@ -164,3 +164,23 @@ def test_the_one_shot_widget_says_which_ome_zarr_images_of_its_target_folder_it_
     assert "1 OME-Zarr image (slide.ome.zarr)" in said[0] and f"promptseg oneshot {folder}" in said[0], said[0]
     summary = widget.runner.widget.summary.text()
     assert "1 OME-Zarr image (slide.ome.zarr)" in summary and "2 target(s)" in summary, summary
+
+
+def test_a_link_to_an_image_moved_away_is_no_silent_gap_in_a_folder(tmp_path):
+    """A folder's entry named as an image that is a broken link (its file moved, a share unmounted) was an input the
+    CLI's own listing took before io.list_images, whose reading said why it failed; the shared rule left it out
+    silently (it is neither a file nor a folder): a batch one image short, a stack one plane short, no word. It is
+    one of the folder's images again, wherever the folder is opened, and its reading names it."""
+    from napari_promptseg._widgets.oneshot import folder_targets
+    from napari_promptseg.errors import PromptsegError
+    from napari_promptseg.io import list_images
+
+    folder = tmp_path / "planes"
+    camera_crops(folder, ["z1.png", "z3.png"])
+    (folder / "z2.png").symlink_to(tmp_path / "moved" / "z2.png")
+    expected = ["z1.png", "z2.png", "z3.png"]
+    assert [p.name for p in _expand_images([folder])] == expected  # `promptseg oneshot FOLDER`: z2.png fails, said
+    assert [p.name for p in list_images(folder, stores=False)] == expected
+    assert [p.name for p in folder_targets(str(folder))] == expected  # the One-shot widget skips it saying why
+    with pytest.raises(PromptsegError, match=r"z2\.png: cannot be read"):  # napari: no stack with a plane missing
+        get_reader(str(folder))(str(folder))

@@ -34,7 +34,8 @@ def is_image_name(path: str | Path) -> bool:
 class FolderImages:
     """A folder's entries, sorted into its images and what was left out (see :func:`folder_images`)."""
 
-    #: image files and OME-Zarr images in natural name order; a bioformats2raw container's series in its place
+    #: image files (a broken link named as one too: not silently missing) and OME-Zarr images in natural name order;
+    #: a bioformats2raw container's series in its place
     images: list[Path] = field(default_factory=list)
     #: names of files that are not images read here (a .txt, a .webp)
     other_files: list[str] = field(default_factory=list)
@@ -55,7 +56,7 @@ def folder_images(folder: str | Path) -> FolderImages:
             out.images.extend(series)
         elif is_zarr_named(path):  # its metadata cannot be read: an input whose reading says why
             out.images.append(path)
-        elif path.is_file() and is_image_name(path):
+        elif is_image_name(path) and not path.is_dir():  # a link to a file moved away too: its reading says why
             if not is_own_output(path):
                 out.images.append(path)
         elif path.is_file():
@@ -72,7 +73,7 @@ def list_images(folder: str | Path, *, stores: bool = True) -> list[Path]:
     for a caller that reads files whole or stacks them; one that lists them all says which it leaves out
     (:func:`ome_zarr_left_out`), as the napari reader's folder stack and the One-shot widget's target folder do."""
     images = folder_images(folder).images
-    return images if stores else [p for p in images if p.is_file()]
+    return images if stores else [p for p in images if not p.is_dir()]
 
 
 def ome_zarr_left_out(
@@ -82,7 +83,7 @@ def ome_zarr_left_out(
     run) says of the OME-Zarr images among ``images`` (:func:`list_images`) it leaves out, which the CLI runs on: how
     many, which, and what to do instead (``instead``, its ``{it}`` the image or images; or ``command``, by default
     the batch commands on the folder); None when there are none."""
-    stores = [p for p in images if not p.is_file()]
+    stores = [p for p in images if p.is_dir()]
     if not stores:
         return None
     names = ", ".join(p.name for p in stores[:3]) + (", ..." if len(stores) > 3 else "")
