@@ -184,3 +184,30 @@ def test_a_link_to_an_image_moved_away_is_no_silent_gap_in_a_folder(tmp_path):
     assert [p.name for p in folder_targets(str(folder))] == expected  # the One-shot widget skips it saying why
     with pytest.raises(PromptsegError, match=r"z2\.png: cannot be read"):  # napari: no stack with a plane missing
         get_reader(str(folder))(str(folder))
+
+
+def test_a_subfolder_that_cannot_be_looked_into_is_skipped_not_the_whole_folder(tmp_path, monkeypatch, capsys):
+    """A folder of images with a subfolder whose contents may not be read (another user's, a lost+found): looking
+    for OME-Zarr metadata in it raised PermissionError, so the CLI refused the whole folder ('cannot be read as an
+    input') and napari's folder stack failed, for a subfolder that is never an input. It is skipped and said."""
+    import errno
+    import os
+
+    from napari_promptseg.io import list_images
+
+    folder = tmp_path / "planes"
+    camera_crops(folder, ["z1.png", "z2.png"])
+    locked = folder / "private"
+    locked.mkdir()
+    is_file = Path.is_file
+
+    def refused(self):  # what stat does inside a folder without search permission (root passes it all the same)
+        if self.parent == locked:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return is_file(self)
+
+    monkeypatch.setattr(Path, "is_file", refused)
+    assert [p.name for p in _expand_images([folder])] == ["z1.png", "z2.png"]
+    assert "skipped 1 subfolder(s), not searched" in capsys.readouterr().err
+    assert [p.name for p in list_images(folder)] == ["z1.png", "z2.png"]
+    assert reader_files(folder) == ["z1.png", "z2.png"]

@@ -50,20 +50,31 @@ def folder_images(folder: str | Path) -> FolderImages:
     found = sorted((p for p in Path(folder).iterdir() if not p.name.startswith(".")), key=lambda p: natural_key(p.name))
     out = FolderImages()
     for path in found:
-        if is_ome_zarr(path):
-            out.images.append(path)
-        elif path.is_dir() and (series := bioformats2raw_series(path)):
-            out.images.extend(series)
-        elif is_zarr_named(path):  # its metadata cannot be read: an input whose reading says why
-            out.images.append(path)
-        elif is_image_name(path) and not path.is_dir():  # a link to a file moved away too: its reading says why
-            if not is_own_output(path):
+        try:
+            _sort_entry(path, out)
+        except OSError:  # a subfolder that may not be looked into (another user's): said, not the run's end
+            if is_zarr_named(path):  # a store: its reading says why
                 out.images.append(path)
-        elif path.is_file():
-            out.other_files.append(path.name)
-        elif path.is_dir() and not (path / "report.json").is_file():
-            out.subfolders.append(path.name)
+            else:
+                out.subfolders.append(path.name)
     return out
+
+
+def _sort_entry(path: Path, out: FolderImages) -> None:
+    """Put one entry of a folder where it belongs in ``out``; OSError when a subfolder cannot be looked into."""
+    if is_ome_zarr(path):
+        out.images.append(path)
+    elif path.is_dir() and (series := bioformats2raw_series(path)):
+        out.images.extend(series)
+    elif is_zarr_named(path):  # its metadata cannot be read: an input whose reading says why
+        out.images.append(path)
+    elif is_image_name(path) and not path.is_dir():  # a link to a file moved away too: its reading says why
+        if not is_own_output(path):
+            out.images.append(path)
+    elif path.is_file():
+        out.other_files.append(path.name)
+    elif path.is_dir() and not (path / "report.json").is_file():
+        out.subfolders.append(path.name)
 
 
 def list_images(folder: str | Path, *, stores: bool = True) -> list[Path]:
