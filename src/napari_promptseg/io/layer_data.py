@@ -166,7 +166,7 @@ def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
     if not folder.is_dir():
         raise PromptsegError(f"{folder}: not a folder")
     images = list_images(folder)  # as the CLI and the one-shot widget list the folder
-    files = [p for p in images if p.is_file()]  # an OME-Zarr image is no plane of a stack: said, see below
+    files = [p for p in images if not p.is_dir()]  # an OME-Zarr image is no plane of a stack: said, see below
     if not files:
         raise PromptsegError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it")
     first_shape, first_dtype = _file_shape(files[0])
