@@ -192,6 +192,21 @@ def batches_in_process(monkeypatch):
     monkeypatch.delenv("PROMPTSEG_EMBEDDING_CACHE", raising=False)
 
 
+def listing_refused(monkeypatch, folder: Path) -> None:
+    """``folder``'s listing refused as the OS refuses a folder without read permission (root, which the tests may
+    run as, reads it all the same): PermissionError from Path.iterdir for that folder only."""
+    import errno
+
+    listing = Path.iterdir
+
+    def refused(self):
+        if self == folder:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", refused)
+
+
 def interrupt_at_first_record(command: list[str], env: dict, journal: Path) -> subprocess.CompletedProcess:
     """Run a promptseg ``command`` as a terminal's foreground job and press Ctrl+C (SIGINT to its process group)
     once its batch journal holds a finished input's record; its exit code and stderr."""

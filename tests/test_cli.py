@@ -16,7 +16,7 @@ from napari_promptseg.io import read_mask
 from napari_promptseg.methods.interactive import boxes_from_labels
 from napari_promptseg.methods.metrics import dice
 
-from .conftest import dataset_pairs
+from .conftest import dataset_pairs, listing_refused
 
 
 def test_segment_console_script_writes_labels_and_report(shared_data, tmp_path):
@@ -448,21 +448,11 @@ def test_an_input_the_system_refuses_to_look_at_is_an_error_naming_it(tmp_path, 
     """A folder whose listing is denied, or a name longer than a file name may be, raised OSError from the inputs'
     expansion (or, for oneshot's --reference, a traceback from the check that it exists): now an error names the
     input and why, and a refused run leaves no empty -o folder behind."""
-    import errno
-    import os
-
     monkeypatch.chdir(tmp_path)
     locked = tmp_path / "locked"
     locked.mkdir()
     iio.imwrite(locked / "a.png", np.zeros((16, 16), np.uint8))
-    listing = Path.iterdir
-
-    def refused(self):  # what a folder without read permission does to its listing (root reads it all the same)
-        if self == locked:
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
-        return listing(self)
-
-    monkeypatch.setattr(Path, "iterdir", refused)
+    listing_refused(monkeypatch, locked)
     too_long = "a" * 300  # over the 255 bytes a file name may have: for root too
     cases = {
         str(locked): ["segment", str(locked), "--box", "1", "1", "9", "9"],

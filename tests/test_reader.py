@@ -5,10 +5,6 @@ same-size images opens as one stack, read plane by plane; a folder of mixed size
 
 from __future__ import annotations
 
-import errno
-import os
-from pathlib import Path
-
 import dask.array as da
 import imageio.v3 as iio
 import numpy as np
@@ -20,7 +16,7 @@ from napari_promptseg._reader import get_reader
 from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io.layer_data import image_layer_data
 
-from .conftest import two_channel_pyramid
+from .conftest import listing_refused, two_channel_pyramid
 
 PLUGIN = "napari-promptseg"
 
@@ -204,14 +200,7 @@ def test_a_folder_that_cannot_be_looked_into_is_left_to_other_readers(tmp_path, 
     locked = tmp_path / "locked"
     camera_planes(locked, ["z1.png", "z2.png"])
     assert get_reader(str(locked)) is not None
-    listing = Path.iterdir
-
-    def refused(self):  # what a folder without read permission does to its listing (root reads it all the same)
-        if self == locked:
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
-        return listing(self)
-
-    monkeypatch.setattr(Path, "iterdir", refused)
+    listing_refused(monkeypatch, locked)
     assert get_reader(str(locked)) is None
 
 
