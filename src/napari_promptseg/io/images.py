@@ -240,6 +240,8 @@ def write_labels(path: str | Path, labels: np.ndarray, *, axes: str | None = Non
     if axes and len(axes) != labels.ndim:
         raise PromptsegError(f"{path}: axes {axes!r} do not fit labels of shape {labels.shape}")
     named: dict = {}
+    if 1 in labels.shape[:-2]:  # readers of ImageJ and OME metadata drop an axis of one plane: (1, Y, X) read (Y, X)
+        axes = ""
     if axes and labels.dtype == np.uint16:
         named = {"imagej": True, "metadata": {"axes": axes}}
     elif axes:  # OME-XML carries a UUID, random unless given: one of the name and ids, so a rerun writes the same bytes
