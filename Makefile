@@ -8,7 +8,7 @@ STAMP := $(VENV)/.promptseg-installed
 CONSTRAINTS := requirements/constraints.txt
 # test processes (pytest-xdist), one torch thread each: a 2-core CI machine runs the suite in about half the time
 # of one process (many tests wait on Qt, files and subprocesses, and tests of one file share their fixtures);
-# --durations lists the slowest tests, where the suite's time goes (21.5 min on an AVX2-only CPU, 13.5 with AMX)
+# --durations lists the slowest tests, where the suite's time goes (19.7 min on an AVX2-only CPU, 13.5 with AMX)
 TEST_WORKERS ?= 2
 APT_PACKAGES := xvfb xauth libgl1-mesa-dri libglx-mesa0 libegl1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 \
 	libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xfixes0 \
