@@ -126,10 +126,11 @@ def _pyramid_level(target: LayerPixels, labels: np.ndarray, object_size: float |
     return target.data[level]
 
 
-def folder_targets(folder: str) -> list[Path]:
+def folder_targets(folder: str) -> tuple[list[Path], str | None]:
     """The images of a target folder typed or browsed to, in the order the CLI and napari's reader take them from
-    it (:func:`napari_promptseg.io.list_images`); image files only: each is read whole (:func:`folder_left_out`
-    says which OME-Zarr images are left out). Only names and headers are looked at."""
+    it (:func:`napari_promptseg.io.list_images`), image files only (each is read whole), and what a run says of the
+    folder's OME-Zarr images it leaves out (the CLI runs on them), or None. The folder is listed once; only names
+    and headers are looked at."""
     path = Path(folder)
     if not path.is_dir():
         raise PromptsegError(f"target folder {folder} does not exist")
@@ -144,15 +145,9 @@ def folder_targets(folder: str) -> list[Path]:
         )
     if not files:
         raise PromptsegError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in target folder {folder}")
-    return files
-
-
-def folder_left_out(folder: str) -> str | None:
-    """What a run on a target folder says of the folder's OME-Zarr images it leaves out (the CLI runs on them), or
-    None. Only names are looked at."""
-    return ome_zarr_left_out(
+    return files, ome_zarr_left_out(
         folder,
-        list_images(folder),
+        images,
         "the One-shot run",
         "open {it} in napari (napari-ome-zarr) and pick it as the target layer",
         f"'promptseg oneshot {folder}'",

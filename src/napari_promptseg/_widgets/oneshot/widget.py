@@ -35,7 +35,7 @@ from .._common import (
     read_exemplar,
     unproxied,
 )
-from .inputs import OneShotInputs, OneShotPixels, folder_left_out, folder_targets, is_stack, read_oneshot_inputs
+from .inputs import OneShotInputs, OneShotPixels, folder_targets, is_stack, read_oneshot_inputs
 from .results import PARTIAL_LABELS_TEXT, OneShotOutput, result_summary, run_oneshot
 
 if TYPE_CHECKING:
@@ -161,7 +161,8 @@ class OneShotWidget(QWidget):
         folder = self.folder.text().strip()
         if not folder:
             raise PromptsegError("choose a target image layer or a folder of target images")
-        return OneShotInputs(*reference, None, folder_targets(folder), **options, left_out=folder_left_out(folder))
+        files, left_out = folder_targets(folder)
+        return OneShotInputs(*reference, None, files, **options, left_out=left_out)
 
     def save_to_library(self) -> bool:
         """Save the reference layer + its labels as a named library entry. The layers are read and the entry written
