@@ -24,18 +24,13 @@ def _expand_images(paths: list[Path]) -> list[Path]:
 
 def _expanded(paths: list[Path]) -> list[Path]:
     from ..io.images import IMAGE_SUFFIXES, is_own_output
-    from ..io.listing import folder_images
-    from ..io.multiscale import bioformats2raw_series, is_ome_zarr, is_zarr_named
+    from ..io.listing import folder_images, store_images
 
     out = []
     ours = []  # files named one by one (a shell pattern's list) that an earlier run wrote: outputs, not inputs
     for path in _matched(paths):
-        if is_ome_zarr(path):
-            out.append(path)
-        elif series := bioformats2raw_series(path):  # bioformats2raw's layout: the images are its series 0, 1, ...
-            out.extend(series)
-        elif is_zarr_named(path):  # its metadata cannot be read: an input whose reading says why
-            out.append(path)
+        if stores := store_images(path):  # an OME-Zarr image, a bioformats2raw container's series 0, 1, ...
+            out.extend(stores)
         elif path.is_dir():
             # the folder's images as the napari reader and the widgets take them (io.listing: one rule)
             listing = folder_images(path)

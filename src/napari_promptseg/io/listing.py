@@ -11,7 +11,15 @@ from pathlib import Path
 from .images import IMAGE_SUFFIXES, is_own_output
 from .multiscale import bioformats2raw_series, is_ome_zarr, is_zarr_named
 
-__all__ = ["FolderImages", "folder_images", "is_image_name", "list_images", "natural_key", "ome_zarr_left_out"]
+__all__ = [
+    "FolderImages",
+    "folder_images",
+    "is_image_name",
+    "list_images",
+    "natural_key",
+    "ome_zarr_left_out",
+    "store_images",
+]
 
 
 def natural_key(name: str) -> tuple[list[int | str], str]:
@@ -60,14 +68,21 @@ def folder_images(folder: str | Path) -> FolderImages:
     return out
 
 
+def store_images(path: Path) -> list[Path]:
+    """The images a zarr store at ``path`` is as an input, whether named or found in a folder: an OME-Zarr image
+    itself, a bioformats2raw container's series, a store named .zarr whose metadata cannot be read (an input whose
+    reading says why); [] for anything else."""
+    if is_ome_zarr(path):
+        return [path]
+    if series := bioformats2raw_series(path):
+        return series
+    return [path] if is_zarr_named(path) else []
+
+
 def _sort_entry(path: Path, out: FolderImages) -> None:
     """Put one entry of a folder where it belongs in ``out``; OSError when a subfolder cannot be looked into."""
-    if is_ome_zarr(path):
-        out.images.append(path)
-    elif path.is_dir() and (series := bioformats2raw_series(path)):
-        out.images.extend(series)
-    elif is_zarr_named(path):  # its metadata cannot be read: an input whose reading says why
-        out.images.append(path)
+    if stores := store_images(path):
+        out.images.extend(stores)
     elif is_image_name(path) and not path.is_dir():  # a link to a file moved away too: its reading says why
         if not is_own_output(path):
             out.images.append(path)
