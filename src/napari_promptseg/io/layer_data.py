@@ -16,11 +16,8 @@ import numpy as np
 from ..errors import PromptsegError
 from .calibration import axis_micrometres, ome_micrometres, pixel_size
 from .images import IMAGE_SUFFIXES, TIFF_SUFFIXES, _format_of_misnamed_tiff, output_stem, read_image
-from .listing import is_image_name, list_images, ome_zarr_left_out
+from .listing import is_image_name, list_images, ome_zarr_left_out, store_images
 from .multiscale import (
-    bioformats2raw_series,
-    is_ome_zarr,
-    is_zarr_named,
     named_channel_position,
     open_multiscale,
     read_image_named,
@@ -145,7 +142,7 @@ def is_image_folder(path: str | Path) -> bool:
     Only names are looked at: napari asks every reader about every folder dropped, one of thousands of tiles too."""
     path = Path(path)
     try:  # napari's probe of every reader must get an answer: a folder that cannot be looked into is not ours
-        if not path.is_dir() or is_ome_zarr(path) or is_zarr_named(path) or bioformats2raw_series(path):
+        if not path.is_dir() or store_images(path):
             return False
         return any(is_image_name(p) for p in path.iterdir())
     except OSError:  # permission denied, a name too long, a folder gone meanwhile
