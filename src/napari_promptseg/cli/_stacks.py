@@ -170,28 +170,6 @@ def _unnamed_stack_axis_note(n: int, shape: Sequence[int], channel_axis: int | N
     return UNNAMED_STACK_AXIS.format(n=n, channels="", axes="".join(letters))
 
 
-def _at_level(path: Path, image: object, scale: float) -> tuple[object, int, float]:
-    """A lazily read pyramid's level for a working scale (model-input pixels per full-resolution pixel): the array,
-    its index and its downsampling factor. Any other input: itself, level 0, factor 1."""
-    from ..io.multiscale import is_lazy_image, open_multiscale
-    from ..models.preprocessing import is_lazy
-
-    if not is_lazy(image) or not is_lazy_image(path):
-        return image, 0, 1.0
-    pyramid = open_multiscale(path)
-    level, factor = pyramid.level_for_scale(scale)
-    return pyramid.levels[level], level, factor
-
-
-def _whole_image_level(path: Path, image: object) -> tuple[object, int, float]:
-    """The pyramid level a whole-image method (text, SAT) reads: the coarsest with WHOLE_IMAGE_SIDE px per side."""
-    import numpy as np
-
-    from ..io.multiscale import whole_image_scale
-
-    return _at_level(path, image, whole_image_scale(np.shape(image)[:2]))
-
-
 def _full_resolution(labels: object, image: object, factor: float) -> object:
     """Labels found on a pyramid level, back on the input's full-resolution grid."""
     import numpy as np

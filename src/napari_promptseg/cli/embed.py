@@ -149,17 +149,17 @@ def _embed_levels(args: argparse.Namespace, segmenter, path: Path, image, option
     asks for). ``levels`` receives the level indices."""
     import numpy as np
 
+    from ..io.multiscale import file_level, whole_image_file_level
     from ..methods.precompute import precompute_embeddings
     from ..tiling import choose_scale
-    from ._stacks import _at_level, _whole_image_level
 
-    whole, whole_index, _ = _whole_image_level(path, image)
+    whole, whole_index, _ = whole_image_file_level(path, image)
     levels["whole_image"] = whole_index
     embeddings = []
     if args.object_size is not None:
         # that level whole too: a level that fits one tile is embedded whole by the methods
         scale = choose_scale(np.shape(image), segmenter.input_size, args.object_size).scale
-        level, index, factor = _at_level(path, image, scale)
+        level, index, factor = file_level(path, image, scale)
         embeddings += precompute_embeddings(level, segmenter, object_size=args.object_size / factor, **options)
         levels["tiles"] = index
     if levels.get("tiles") != whole_index:  # else embedded above (any image that is no pyramid)

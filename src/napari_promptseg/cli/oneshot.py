@@ -26,14 +26,12 @@ from ._inputs import _expand_images
 from ._stacks import (
     OUTPUT_HELP,
     _add_stack_options,
-    _at_level,
     _instances_level_record,
     _level_record,
     _named_axes,
     _plane_channel_axis,
     _stack_for,
     _stack_record,
-    _whole_image_level,
     images_help,
 )
 
@@ -312,7 +310,8 @@ def _stack_object_size(args: argparse.Namespace, one: _OneShot, volume, path: Pa
 def _process(args: argparse.Namespace, one: _OneShot, path: Path, image) -> dict:
     import numpy as np
 
-    from ..tiling import choose_scale, level_to_full
+    from ..methods.oneshot import target_file_level
+    from ..tiling import level_to_full
 
     if np.ndim(image) > 2 and _stack_for(args, image, path) is not None:
         size = _stack_object_size(args, one, image, path)
@@ -322,12 +321,9 @@ def _process(args: argparse.Namespace, one: _OneShot, path: Path, image) -> dict
             return _segment(args, one, plane, f"{path} plane {z}", _plane_channel_axis(args), object_size=size)
 
         return _stack_record(args, path, image, plane_labels, one.segmenter)
-    if one.exemplars is not None:  # a pyramid is read at the level of the objects' working scale
-        size = args.object_size or one.exemplars.object_size
-        scale = choose_scale(np.shape(image), one.segmenter.input_size, size).scale
-        level, index, factor = _at_level(path, image, scale)
-    else:
-        level, index, factor = _whole_image_level(path, image)
+    # a pyramid is read at the level of the objects' working scale (many instances), else of the whole image
+    size = (args.object_size or one.exemplars.object_size) if one.exemplars is not None else None
+    level, index, factor = target_file_level(path, image, one.segmenter.input_size, size)
     result = _segment(args, one, level, str(path), args.channel_axis, factor)
     if one.exemplars is not None:
         return _instances_level_record(args, path, image, result, index, factor)

@@ -18,7 +18,6 @@ from ._common import (
 )
 from ._inputs import _expand_images
 from ._stacks import (
-    _at_level,
     _instances_level_record,
     _level_record,
     _plane_channel_axis,
@@ -114,6 +113,7 @@ def _segment(args: argparse.Namespace, segmenter, image, name: str, channel_axis
 def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     import numpy as np
 
+    from ..io.multiscale import file_level
     from ..methods.interactive import prompts_working_scale
 
     if np.ndim(image) > 2 and (stack := _stack_for(args, image, path)) is not None:
@@ -136,7 +136,7 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         return _stack_record(args, path, image, plane_labels, segmenter, boxes=boxes, **points)
     # a pyramid is read at the level of the boxes' working scale
     scale = prompts_working_scale(np.shape(image), segmenter.input_size, args.box, args.object_size)
-    level, index, factor = _at_level(path, image, scale)
+    level, index, factor = file_level(path, image, scale)
     result = _segment(args, segmenter, level, str(path), args.channel_axis, factor)
     if args.find_all:
         return _instances_level_record(args, path, image, result, index, factor)

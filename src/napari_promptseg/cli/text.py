@@ -29,7 +29,6 @@ from ._stacks import (
     _plane_channel_axis,
     _stack_for,
     _stack_record,
-    _whole_image_level,
     images_help,
 )
 from ._types import fraction, positive_int, similarity, weights_path
@@ -246,6 +245,7 @@ def _attributes(args: argparse.Namespace):
 def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
     import numpy as np
 
+    from ..io.multiscale import whole_image_file_level
     from ..tiling import level_to_full
 
     if np.ndim(image) > 2 and _stack_for(args, image, path) is not None:
@@ -254,7 +254,7 @@ def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
             return _segment(args, state, plane, f"{path} plane {z}", _plane_channel_axis(args))
 
         return _stack_record(args, path, image, plane_labels, state[1])
-    level, index, factor = _whole_image_level(path, image)  # a pyramid: the level a text model sees
+    level, index, factor = whole_image_file_level(path, image)  # a pyramid: the level a text model sees
     result = _segment(args, state, level, str(path), args.channel_axis, factor)
     record, labels = _level_record(args, path, image, result.labels, index, factor)
     record |= result.summary()

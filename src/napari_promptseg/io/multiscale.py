@@ -193,6 +193,26 @@ def open_multiscale(path: str | Path) -> MultiscaleImage:
     raise PromptsegError(f"{path}: not an OME-Zarr image directory or a TIFF file")
 
 
+def file_level(path: str | Path, image: object, scale: float) -> tuple[Any, int, float]:
+    """The pyramid level of an image file a working scale (model-input pixels per full-resolution pixel) asks for:
+    ``image`` as read from ``path`` (:func:`.images.read_image`: a pyramid's full resolution, lazily) -> the coarsest
+    level that still has that resolution, its index and its downsampling factor. Any other input: itself, level 0,
+    factor 1. Only metadata is read: the one rule of the CLI's commands and the One-shot widget's target folder."""
+    from ..models.preprocessing import is_lazy
+
+    if not is_lazy(image) or not is_lazy_image(path):
+        return image, 0, 1.0
+    pyramid = open_multiscale(path)
+    level, factor = pyramid.level_for_scale(scale)
+    return pyramid.levels[level], level, factor
+
+
+def whole_image_file_level(path: str | Path, image: object) -> tuple[Any, int, float]:
+    """:func:`file_level` for a whole-image method (text, SAT one-shot): the coarsest level with
+    :data:`WHOLE_IMAGE_SIDE` px along its longest side."""
+    return file_level(path, image, whole_image_scale(np.shape(image)[:2]))
+
+
 def _open_ome_zarr(path: Path) -> MultiscaleImage:
     import dask.array as da
     import zarr

@@ -23,17 +23,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from scipy import ndimage
 
 from ...errors import CancelledError, PromptsegError
 from ...io.images import label_image_2d
-from ...io.multiscale import whole_image_scale
+from ...io.multiscale import file_level, whole_image_file_level, whole_image_scale
 from ...models.features import PatchFeatureExtractor, SegmenterFeatures
 from ...models.preprocessing import Normalization, PyramidRead, as_channels_last, in_memory, read_pyramid_level
 from ...models.protocols import PromptableSegmenter
+from ...tiling import choose_scale
 from .correspondence import (
     Correspondence,
     NoMatchError,
@@ -85,6 +87,7 @@ __all__ = [
     "run_sat",
     "score_mask",
     "segment_like",
+    "target_file_level",
     "self_affinity",
     "sparse_sampling",
     "transfer_confidence",
@@ -263,6 +266,19 @@ def segment_like(
         results.append(_at_full_resolution(result, level))
     report(1.0, "done")
     return results
+
+
+def target_file_level(
+    path: str | Path, image: object, input_size: int, object_size: float | None = None
+) -> tuple[Any, int, float]:
+    """The pyramid level a one-shot run reads of a target file (``image`` as read from ``path``: a pyramid's full
+    resolution, lazily), its index and its downsampling factor. Many instances (``object_size``: the reference
+    objects' diameter in full-resolution pixels, given or the exemplars') at the level of their working scale for a
+    model of ``input_size`` px; one region (None) at the level a whole-image method reads. Any other file: itself,
+    level 0, factor 1. The one rule of the CLI and the One-shot widget's target folder; no pixel is read."""
+    if object_size is None:
+        return whole_image_file_level(path, image)
+    return file_level(path, image, choose_scale(np.shape(image), input_size, object_size).scale)
 
 
 def _at_full_resolution(result: OneShotResult, level: PyramidRead | None) -> OneShotResult:
