@@ -166,6 +166,45 @@ def test_a_pyramid_target_finds_the_nuclei_the_cli_finds(make_viewer, qtbot):
     assert match_instances(result.data, truth)["f1"] > 0.7
 
 
+def test_a_target_folders_slide_is_read_at_the_clis_level_and_lies_over_its_full_resolution(
+    make_viewer, qtbot, tmp_path
+):
+    """A folder of whole slides as the target: the widget read each file whole, at full resolution (a slide's
+    gigapixels in memory), where `promptseg oneshot FOLDER` reads the pyramid level of the objects' working scale.
+    It reads that level now, by the CLI's rule, and lays the labels over the file's full-resolution pixels."""
+    import tifffile
+
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.methods.instances import match_instances
+
+    (image, _, _), (truth, _, _) = nuclei()
+    zoom = np.ones((2, 2), np.uint8)
+    big, big_truth = np.kron(image, zoom), np.kron(truth, zoom)  # nuclei of ~40 px: a working scale of 1/2
+    target = np.fliplr(big)  # its half is np.fliplr(image), with np.fliplr(truth) its nuclei
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    with tifffile.TiffWriter(folder / "slide.ome.tif") as tif:  # 512 px and its half
+        tif.write(target, subifds=1, tile=(128, 128), metadata={"axes": "YX"})
+        tif.write(target[::2, ::2], subfiletype=1, tile=(128, 128))
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(viewer.add_image(big, name="reference"))
+    widget.reference_labels.set_layer(viewer.add_labels(big_truth, name="reference nuclei"))
+    widget.folder.setText(str(folder))
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    result = viewer.layers["slide.ome one-shot"]
+    assert result.data.shape == (256, 256)  # level 1, as the CLI reads it (level 0 was read: 512 px)
+    np.testing.assert_allclose(result.scale, (2.0, 2.0))
+    np.testing.assert_allclose(result.translate, (0.5, 0.5))  # a level pixel over the centre of the 2 x 2 it stands for
+    assert match_instances(result.data, np.fliplr(truth))["f1"] > 0.7
+    # the nuclei's centres in the file's full-resolution pixels fall in the labels where napari shows them
+    centres = [np.argwhere(np.fliplr(big_truth) == k).mean(axis=0) for k in range(1, int(truth.max()) + 1)]
+    hits = [result.data[tuple(np.round(result.world_to_data(c)).astype(int))] > 0 for c in centres]
+    assert np.mean(hits) > 0.8
+
+
 def test_a_multiscale_reference_is_read_at_full_resolution(make_viewer):
     """A pyramid layer's ``data`` taken as one array is its coarsest level: labels painted on the full-resolution
     image were refused as "(256, 256) do not match ... (128, 128)", and coarse labels were silently accepted."""

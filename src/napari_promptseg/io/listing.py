@@ -105,7 +105,7 @@ def list_images(folder: str | Path, *, stores: bool = True) -> list[Path]:
 def ome_zarr_left_out(
     folder: str | Path, images: list[Path], what: str, instead: str, command: str | None = None
 ) -> str | None:
-    """What a caller that reads a folder's image files whole (``what``: the napari reader's stack, a One-shot widget
+    """What a caller that reads a folder's image files only (``what``: the napari reader's stack, a One-shot widget
     run) says of the OME-Zarr images among ``images`` (:func:`list_images`) it leaves out, which the CLI runs on: how
     many, which, and what to do instead (``instead``, its ``{it}`` the image or images; or ``command``, by default
     the batch commands on the folder); None when there are none."""

@@ -128,7 +128,8 @@ def _pyramid_level(target: LayerPixels, labels: np.ndarray, object_size: float |
 
 def folder_targets(folder: str) -> tuple[list[Path], str | None]:
     """The images of a target folder typed or browsed to, in the order the CLI and napari's reader take them from
-    it (:func:`napari_promptseg.io.list_images`), image files only (each is read whole), and what a run says of the
+    it (:func:`napari_promptseg.io.list_images`), image files only (a pyramidal TIFF or whole slide is read at the
+    level the CLI reads: :func:`~napari_promptseg.methods.oneshot.target_file_level`), and what a run says of the
     folder's OME-Zarr images it leaves out (the CLI runs on them), or None. The folder is listed once; only names
     and headers are looked at."""
     path = Path(folder)
@@ -140,7 +141,7 @@ def folder_targets(folder: str) -> tuple[list[Path], str | None]:
         raise PromptsegError(
             f"target folder {folder} holds only OME-Zarr images ({', '.join(p.name for p in images[:3])}"
             f"{', ...' if len(images) > 3 else ''}), which the One-shot widget does not read from a folder (it reads "
-            "each file whole): open one in napari (napari-ome-zarr) and pick it as the target layer, or run "
+            "image files): open one in napari (napari-ome-zarr) and pick it as the target layer, or run "
             f"'promptseg oneshot {folder}'"
         )
     if not files:

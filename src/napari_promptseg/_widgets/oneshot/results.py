@@ -28,6 +28,9 @@ class OneShotOutput:
     scales: list[dict] = field(default_factory=list)  # working scale per target (many-instances mode)
     labelling_advice: str | None = None  # few objects labelled, not said to be partial: why little may be found
     skipped: list[str] = field(default_factory=list)  # a folder's files that could not be done, each with why
+    #: per folder file done: how many times coarser than its full resolution the pyramid level read was (1: the
+    #: file itself); empty for a layer's targets (placed over their layer)
+    file_factors: list[float] = field(default_factory=list)
 
 
 def run_oneshot(
@@ -49,9 +52,11 @@ def run_oneshot(
     """The worker body (no Qt, no layers), as the CLI runs one-shot. ``instances=None``: many instances when the
     reference labels hold several objects (or only some of its objects are labelled: ``partial``, which learns
     background only near them); ``object_size``: the objects' diameter in full-resolution pixels (None: measured);
-    ``factor``: the downsampling of the pyramid level the targets were read at. The planes of a stack share one
-    object size and are linked into objects across planes. ``reference_name``: the reference as errors name it."""
-    from ...io import read_image
+    ``factor``: the downsampling of the pyramid level the targets were read at; a folder's files (paths) are read
+    here, each at the level the CLI reads (:func:`~napari_promptseg.methods.oneshot.target_file_level`). The planes
+    of a stack share one object size and are linked into objects across planes. ``reference_name``: the reference as
+    errors name it."""
+    from ...io.multiscale import read_image_named
     from ...methods.instances import (
         count_objects,
         fit_exemplars,
@@ -62,7 +67,7 @@ def run_oneshot(
         stack_object_size,
     )
     from ...methods.labelling_advice import few_labels_warning
-    from ...methods.oneshot import segment_like
+    from ...methods.oneshot import segment_like, target_file_level
     from ...methods.volume import segment_stack
     from ...models.preprocessing import as_channels_last
 
@@ -89,7 +94,8 @@ def run_oneshot(
         if stacked and target_size is None:  # the planes of one stack share one size (as the CLI's stacks)
             target_size = stack_object_size(exemplars, targets, segmenter.input_size)
 
-    def segment_one(k: int, image: np.ndarray):
+    def segment_one(k: int, image: np.ndarray, size: float | None):
+        """``size``: the objects' size in the pixels of ``image`` (many instances; None: measured there)."""
         name = names[k]
 
         def sub(fraction: float, message: str) -> None:
@@ -98,7 +104,7 @@ def run_oneshot(
         if exemplars is not None:
             hwc = as_channels_last(image, name=name)
             res = segment_with_exemplars(
-                segmenter, exemplars, hwc, object_size=target_size, name=name, progress=sub, cancel=cancel
+                segmenter, exemplars, hwc, object_size=size, name=name, progress=sub, cancel=cancel
             )
             out.positives.append((res.boxes[:, :2] + res.boxes[:, 2:]) / 2 if len(res.boxes) else np.zeros((0, 2)))
             out.negatives.append(np.zeros((0, 2)))
@@ -121,8 +127,20 @@ def run_oneshot(
         out.names.append(name)
         return res
 
+    def segment_file(k: int, path: Path):
+        # a slide is read at the level of the working scale, as the CLI reads it, never whole at full resolution
+        image = read_image_named(path)
+        full_size = (object_size or exemplars.object_size) if exemplars is not None else None  # None: one region
+        level, _, level_factor = target_file_level(path, image, segmenter.input_size, full_size)
+        size = None if exemplars is None else level_object_size(exemplars, object_size, level_factor)
+        result = segment_one(k, level, size)
+        out.file_factors.append(level_factor)
+        return result
+
     if stacked:  # ids linked across planes, as the CLI's stacks (segment_stack checks cancel between planes)
-        stack = segment_stack(targets, lambda plane, z: segment_one(z, plane), name="target stack", cancel=cancel)
+        stack = segment_stack(
+            targets, lambda plane, z: segment_one(z, plane, target_size), name="target stack", cancel=cancel
+        )
         out.labels, out.warnings = list(stack.labels), stack.warnings
     else:
         failed: list[PromptsegError] = []
@@ -130,10 +148,10 @@ def run_oneshot(
             if cancel():
                 raise CancelledError("cancelled")
             if not isinstance(target, (str, Path)):
-                res = segment_one(k, target)
+                res = segment_one(k, target, target_size)
             else:  # a folder's file that cannot be done is said and skipped, as the CLI's batch goes on past it
                 try:
-                    res = segment_one(k, read_image(target))
+                    res = segment_file(k, Path(target))
                 except PromptsegError as exc:
                     failed.append(exc)
                     out.skipped.append(f"{Path(target).name}: {exc}")

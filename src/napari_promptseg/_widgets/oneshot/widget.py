@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
 )
 
 from ...errors import CancelledError, PromptsegError
+from ...tiling import level_placement
 from .._common import (
     LayerPicker,
     TaskRunner,
@@ -272,7 +273,8 @@ class OneShotWidget(QWidget):
     def _add_layers(
         self, output: OneShotOutput, layer: napari.layers.Image | None, factors: np.ndarray | None = None
     ) -> None:
-        """``factors``: the downsampling of each axis of the pyramid level that was segmented (default none)."""
+        """``factors``: the downsampling of each axis of the pyramid level of ``layer`` that was segmented (default
+        none); a target folder's files (no ``layer``) each over its own full resolution (``output.file_factors``)."""
         from napari.utils.notifications import show_warning
 
         kw = {} if layer is None else placement(layer, 3 if output.stacked else 2, factors)
@@ -289,9 +291,11 @@ class OneShotWidget(QWidget):
             ]
             self._add_points(np.concatenate(points), np.concatenate(negatives), f"{layer.name} one-shot prompts", kw)
         else:
-            for labels, pos, neg, name in zip(
-                output.labels, output.positives, output.negatives, output.names, strict=True
+            for k, (labels, pos, neg, name) in enumerate(
+                zip(output.labels, output.positives, output.negatives, output.names, strict=True)
             ):
+                if layer is None and output.file_factors:  # a slide's level, over the slide's full-resolution pixels
+                    kw = level_placement(output.file_factors[k])
                 self.viewer.add_labels(labels, name=f"{name} one-shot", **kw)
                 self._add_points(pos[:, ::-1], neg[:, ::-1], f"{name} one-shot prompts", kw)
         summary = result_summary(output)
