@@ -75,3 +75,31 @@ def test_label_tiffs_name_their_axes_for_fiji_and_tifffile(tmp_path):
     # OME-XML's UUID is random unless given: the same labels written again are the same bytes
     again = write_labels(tmp_path / "again" / "many.tif", many, axes="TYX")
     assert again.read_bytes() == path.read_bytes()
+
+
+def test_labels_past_classic_tiffs_size_are_written_as_bigtiff_with_their_axes(tmp_path, monkeypatch):
+    """A whole slide's labels (65k x 65k uint32: 17 GB) went into a classic TIFF, whose 32-bit offsets end at 4 GiB:
+    the write failed or left a broken file. Past BIGTIFF_ABOVE_BYTES (lowered here to a few KB) labels are a
+    BigTIFF that names its axes (OME: ImageJ's reader opens no BigTIFF); smaller ones stay classic TIFF."""
+    from skimage.measure import label
+
+    from napari_promptseg.io import images
+    from napari_promptseg.io.images import is_own_output
+
+    monkeypatch.setattr(images, "BIGTIFF_ABOVE_BYTES", 8192)
+    coins = label(data.coins()[:96, :128] > 120).astype(np.uint16)  # 24 KB
+    frames = np.stack([np.roll(coins, 7 * k, axis=1) for k in range(3)])
+    written = {
+        "2d.tif": (coins, None, "YX"),
+        "timelapse.tif": (frames, "TYX", "TYX"),
+        "many.tif": (frames.astype(np.uint32) * 70_000, None, "ZYX"),  # uint32 ids
+    }
+    for name, (labels, axes, read_axes) in written.items():
+        path = write_labels(tmp_path / name, labels, axes=axes)
+        with tifffile.TiffFile(path) as tif:
+            assert tif.is_bigtiff and tif.series[0].axes == read_axes, name
+            np.testing.assert_array_equal(tif.asarray(), labels)
+        assert is_own_output(path), name  # a rerun replaces it
+    small = write_labels(tmp_path / "small.tif", coins[:32, :32])  # 2 KB: a classic ImageJ TIFF, as before
+    with tifffile.TiffFile(small) as tif:
+        assert not tif.is_bigtiff and tif.is_imagej and tif.series[0].axes == "YX"

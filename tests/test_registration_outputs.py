@@ -180,9 +180,12 @@ def test_losing_starts_do_not_count_in_the_quality_report(shared_data):
 
 
 def test_cli_moving_labels_are_warped_with_their_ids_and_a_rerun_without_them_removes_the_file(
-    birl_half, tmp_path, capsys
+    birl_half, tmp_path, capsys, monkeypatch
 ):
-    """--moving-labels: the moving image's objects, cut into four ids, land on the fixed image's objects."""
+    """--moving-labels: the moving image's objects, cut into four ids, land on the fixed image's objects. The files
+    of a fixed image past classic TIFF's 4 GiB (a slide's) are BigTIFFs (the size that decides lowered here)."""
+    from napari_promptseg.io import images as image_files
+
     images = {role: tifffile.imread(birl_half[role]) for role in ("fixed", "moving")}
     ids = {}
     for role, image in images.items():
@@ -193,8 +196,13 @@ def test_cli_moving_labels_are_warped_with_their_ids_and_a_rerun_without_them_re
     tifffile.imwrite(labels, ids["moving"])
     out = tmp_path / "out"
     args = ["register", str(birl_half["fixed"]), str(birl_half["moving"]), "-o", str(out), "--method", "intensity"]
-    assert main([*args, "--moving-labels", str(labels)]) == 0, capsys.readouterr().err
+    with monkeypatch.context() as patched:  # each of the three files is larger: BigTIFFs, this run only
+        patched.setattr(image_files, "BIGTIFF_ABOVE_BYTES", 100_000)
+        assert main([*args, "--moving-labels", str(labels)]) == 0, capsys.readouterr().err
     assert "4 of 4 ids inside the fixed image" in capsys.readouterr().out
+    for name in ("labels_warped.tif", "moving_warped.tif", "displacement.tif"):
+        with tifffile.TiffFile(out / name) as tif:
+            assert tif.is_bigtiff, name
     warped = tifffile.imread(out / "labels_warped.tif")
     assert warped.shape == images["fixed"].shape[:2] and warped.dtype == np.uint16
     assert set(np.unique(warped)) == {0, 1, 2, 3, 4}

@@ -27,6 +27,10 @@ OVERLAY_SIDE = 4096
 OUTPUT_MARKER = "napari-promptseg"
 #: register's images (the warped moving image, the displacement): ours, but images a later run may take as inputs
 REGISTER_MARKER = "napari-promptseg register"
+#: pixel bytes above which a TIFF is written as BigTIFF: classic TIFF's offsets are 32-bit (4 GiB), less room for
+#: the tags and metadata written after the pixels (tifffile's own margin, 32 MiB); compression is no promise of
+#: fitting (noise compresses to about its own size), so the uncompressed size decides
+BIGTIFF_ABOVE_BYTES = 2**32 - 2**25
 
 
 def is_mask(labels: np.ndarray) -> bool:
@@ -228,12 +232,20 @@ def file_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
     return labels.astype(np.uint16 if high < 2**16 else np.uint32, copy=False)
 
 
+def needs_bigtiff(nbytes: int) -> bool:
+    """Whether a TIFF of ``nbytes`` pixel bytes must be a BigTIFF (:data:`BIGTIFF_ABOVE_BYTES`): a classic TIFF of
+    a whole slide's labels (65k x 65k uint32: 17 GB) fails to write or is broken. Smaller files stay classic TIFF,
+    which every reader opens."""
+    return nbytes > BIGTIFF_ABOVE_BYTES
+
+
 def write_labels(path: str | Path, labels: np.ndarray, *, axes: str | None = None) -> Path:
     """Instance labels ((Y, X) or (Z, Y, X)) as a compressed TIFF (uint16, or uint32 past 65535 objects), marked
     as ours (:data:`OUTPUT_MARKER` in its Software tag; see :func:`is_own_output`). Its axes are named, ``axes``
     ("YX", "ZYX" by default for a stack, "TYX" for the frames of a time-lapse), so Fiji and tifffile read its planes
-    as what they are: ImageJ hyperstack metadata, OME for uint32 labels (the ImageJ format holds no 32-bit ids). Ids
-    a TIFF of labels cannot hold (negative, fractional, from 2**32) are refused (:func:`file_labels`)."""
+    as what they are: ImageJ hyperstack metadata, OME for uint32 labels (the ImageJ format holds no 32-bit ids). Past
+    :data:`BIGTIFF_ABOVE_BYTES` (a whole slide's labels) the file is a BigTIFF, its axes named in OME. Ids a TIFF of
+    labels cannot hold (negative, fractional, from 2**32) are refused (:func:`file_labels`)."""
     path = Path(path)
     labels = file_labels(labels, str(path))
     axes = (axes or {2: "YX", 3: "ZYX"}.get(labels.ndim, "")).upper()
@@ -242,7 +254,10 @@ def write_labels(path: str | Path, labels: np.ndarray, *, axes: str | None = Non
     named: dict = {}
     if 1 in labels.shape[:-2]:  # readers of ImageJ and OME metadata drop an axis of one plane: (1, Y, X) read (Y, X)
         axes = ""
-    if axes and labels.dtype == np.uint16:
+    bigtiff = needs_bigtiff(labels.nbytes)
+    # ImageJ's own reader opens no BigTIFF (tifffile calls such a file nonconformant): a BigTIFF names its axes in
+    # OME, which Fiji's Bio-Formats and tifffile read
+    if axes and labels.dtype == np.uint16 and not bigtiff:
         named = {"imagej": True, "metadata": {"axes": axes}}
     elif axes:  # OME-XML carries a UUID, random unless given: one of the name and ids, so a rerun writes the same bytes
         digest = hashlib.blake2b(path.name.encode(), digest_size=16)
@@ -258,6 +273,7 @@ def write_labels(path: str | Path, labels: np.ndarray, *, axes: str | None = Non
             compression="zlib",
             photometric="minisblack",
             software=OUTPUT_MARKER,
+            bigtiff=bigtiff,
             **named,
         )
     return path

@@ -34,7 +34,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     from ...io._files import replacing_together, undo_interrupted_replacing
     from ...io.annotations import read_annotations, write_annotations
-    from ...io.images import REGISTER_MARKER, is_own_output
+    from ...io.images import REGISTER_MARKER, is_own_output, needs_bigtiff
     from ...io.landmarks import index_order, is_bigwarp_csv, paired_landmarks, read_landmark_pair, write_landmarks
     from ...io.multiscale import moved_channel_position
     from ...methods.registration import (
@@ -206,19 +206,18 @@ def cmd_register(args: argparse.Namespace) -> int:
     # an earlier run's files this run has none of: removed with this run's replacement (what was done, said after)
     stale: list[str | None] = []
     with replacing_together(args.output, "report.json") as temp:
-        # marked as register's (not as labels: a later run may take them as its inputs); a rerun may replace them
-        tifffile.imwrite(temp("moving_warped.tif"), warped, compression="zlib", software=REGISTER_MARKER)
-        tifffile.imwrite(temp("displacement.tif"), result.displacement, compression="zlib", software=REGISTER_MARKER)
+        # marked as register's (not as labels: a later run may take them as its inputs); a rerun may replace them;
+        # BigTIFF past classic TIFF's 4 GiB (a slide-sized fixed image's labels and displacement)
+        def write_tiff(name: str, data: np.ndarray, **options: object) -> None:
+            big = needs_bigtiff(data.nbytes)
+            tifffile.imwrite(temp(name), data, compression="zlib", software=REGISTER_MARKER, bigtiff=big, **options)
+
+        write_tiff("moving_warped.tif", warped)
+        write_tiff("displacement.tif", result.displacement)
         labels_record = None
         if moving_labels is not None:
             warped_labels = result.warp_labels(moving_labels)
-            tifffile.imwrite(
-                temp(LABELS_WARPED),
-                warped_labels,
-                compression="zlib",
-                photometric="minisblack",
-                software=REGISTER_MARKER,
-            )
+            write_tiff(LABELS_WARPED, warped_labels, photometric="minisblack")
             labels_record = {
                 "moving_labels": str(args.moving_labels),
                 "labels_warped": str(args.output / LABELS_WARPED),
