@@ -36,12 +36,19 @@ def run(tmp_path, path, *options: str) -> tuple[dict, str]:
         ({"axes": "ZYXS"}, "z", "3 planes (Z)"),
     ],
 )
-def test_a_stack_says_which_axis_its_planes_were_read_along(tmp_path, capsys, metadata, axis, words):
+def test_a_stack_says_which_axis_its_planes_were_read_along(tmp_path, capsys, monkeypatch, metadata, axis, words):
     """A (T, Y, X, 3) time-lapse written by tifffile without axes was read as a Z stack without a word; one written
-    with metadata={'axes': 'TYXS'} was read as unnamed too (only OME and ImageJ files were asked)."""
+    with metadata={'axes': 'TYXS'} was read as unnamed too (only OME and ImageJ files were asked). Its axes are read
+    from the file once, for its planes and its labels' axes (the header was read four times, with --overlay five)."""
+    from napari_promptseg.io import multiscale
+
     path = tmp_path / "timelapse.tif"
     tifffile.imwrite(path, frames(), metadata=metadata)
-    record = run(tmp_path, path)
+    reads = []
+    stack_axes = multiscale.stack_axes
+    monkeypatch.setattr(multiscale, "stack_axes", lambda p: reads.append(p) or stack_axes(p))
+    record = run(tmp_path, path, "--overlay")
+    assert reads == [path] and record["overlay"]
     assert record["stack_axis"] == axis
     assert record["planes"] == 3 and record["objects"] >= 1
     assert f"in {words}, plane 0 only" in capsys.readouterr().out

@@ -321,11 +321,18 @@ def _instances_record(args: argparse.Namespace, path: Path, image, found) -> dic
 
 
 def _finish_image(
-    args: argparse.Namespace, path: Path, image: object, labels: object, record: dict, summary: str
+    args: argparse.Namespace,
+    path: Path,
+    image: object,
+    labels: object,
+    record: dict,
+    summary: str,
+    *,
+    stack: object | None = None,
 ) -> None:
     """Per-image tail shared by the segmenting subcommands: a warning for stack options a 2D input ignored, the
     optional overlay (its failure is a warning: the labels are written) and the summary the driver prints (private
-    ``_`` keys stay out of report.json)."""
+    ``_`` keys stay out of report.json). ``stack``: a stack input as its planes were read (its overlay's plane)."""
     import numpy as np
 
     from ..io import output_stem, write_overlay
@@ -349,7 +356,8 @@ def _finish_image(
             if np.ndim(labels) == 3:  # a stack: the overlay shows the seed plane, or the middle one
                 z = getattr(args, "plane", None)
                 z = np.shape(labels)[0] // 2 if z is None else z
-                image, labels = _stack_for(args, image, path)[z], labels[z]
+                image = (_stack_for(args, image, path) if stack is None else stack)[z]
+                labels = labels[z]
                 channel_axis = _plane_channel_axis(args)
             overlay = args.output / f"{output_stem(path, getattr(args, 'output_stems', None))}_overlay.png"
             options = {"channel_axis": channel_axis, "channels": args.channels}

@@ -6,9 +6,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import NothingFoundError, PromptsegError
 from ._types import fraction, labels_name
+
+if TYPE_CHECKING:
+    from ..io.multiscale import StackAxes
 
 #: = methods.volume.STOP_IOU (not imported here: that imports torch, slow for --help)
 STOP_IOU = 0.5
@@ -96,8 +100,9 @@ def _writes_into_zarr(args: argparse.Namespace, path: Path) -> bool:
     return fmt == "ome-zarr" or (fmt == "auto" and is_ome_zarr(path))
 
 
-def _write_output(args: argparse.Namespace, path: Path, labels: object) -> str:
-    """Write one input's labels where --output-format says; returns where."""
+def _write_output(args: argparse.Namespace, path: Path, labels: object, *, axes: str | None = None) -> str:
+    """Write one input's labels where --output-format says; returns where. ``axes``: the labels' axes (a stack's,
+    :attr:`..io.multiscale.StackAxes.labels`) when the caller has read them; else the input's metadata is read."""
     import numpy as np
 
     from ..io import output_stem, write_labels
@@ -112,40 +117,37 @@ def _write_output(args: argparse.Namespace, path: Path, labels: object) -> str:
             )
         return str(write_ome_zarr_labels(path, labels, getattr(args, "labels_name", "promptseg"), args.output))
     stem = output_stem(path, getattr(args, "output_stems", None))
-    return str(write_labels(args.output / f"{stem}.tif", labels, axes=labels_axes(path, np.ndim(labels))))
+    axes = axes if axes is not None else labels_axes(path, np.ndim(labels))
+    return str(write_labels(args.output / f"{stem}.tif", labels, axes=axes))
 
 
-def _stack_for(args: argparse.Namespace, image: object, path: Path | None = None) -> object | None:
-    """The input as a (Z, Y, X[, C]) stack, or None for a 2D image (see methods.volume.as_stack)."""
+def _stack_for(
+    args: argparse.Namespace, image: object, path: Path | None = None, axes: StackAxes | None = None
+) -> object | None:
+    """The input as a (Z, Y, X[, C]) stack, or None for a 2D image (see methods.volume.as_stack). ``axes``: the
+    input's :func:`..io.multiscale.stack_axes` when the caller has read them (a hyperstack's file names its channel
+    axis); else they are read from ``path``."""
+    from ..io.multiscale import stack_axes
     from ..methods.volume import as_stack
 
-    axes = None if path is None else _named_axes(path)  # a hyperstack's file names its channel axis
-    return as_stack(image, channel_axis=args.channel_axis, name=str(path or "image"), axes=axes)[0]
+    if axes is None and path is not None:
+        axes = stack_axes(path)
+    named = None if axes is None else axes.read
+    return as_stack(image, channel_axis=args.channel_axis, name=str(path or "image"), axes=named)[0]
 
 
-def _named_axes(path: Path) -> str | None:
-    """The input's axis order when its metadata names it (an OME-Zarr's axes; an OME or ImageJ TIFF whose first axis
-    is Z or T: planes by the file's word); metadata only, no pixel read."""
-    from ..io.multiscale import (
-        is_lazy_image,
-        is_ome_zarr,
-        named_channel_position,
-        open_multiscale,
-        tiff_axis_names,
-    )
+def _input_stack(args: argparse.Namespace, image: object, path: Path) -> tuple[object, StackAxes] | None:
+    """An input of more than two axes as a (Z, Y, X[, C]) stack, with the axes its metadata names (read once: they
+    plan its planes and name its labels' axes); None for a 2D image."""
+    import numpy as np
 
-    if is_ome_zarr(path):
-        image = open_multiscale(path)
-        return image.axes if image.axes_named else None
-    names = tiff_axis_names(path)
-    if names is None or names[0] not in ("z", "t"):
+    from ..io.multiscale import stack_axes
+
+    if np.ndim(image) <= 2:
         return None
-    if is_lazy_image(path):  # a pyramid is read in the order (z, y, x[, c]), not in the file's
-        return open_multiscale(path).axes
-    position = named_channel_position(names)
-    if position is not None:  # read with its channels last (batch.engine: io.multiscale.named_channels_last)
-        names = [*names[:position], *names[position + 1 :], "c"]
-    return "z" + "".join(name or "?" for name in names[1:])
+    axes = stack_axes(path)
+    stack = _stack_for(args, image, path, axes)
+    return None if stack is None else (stack, axes)
 
 
 #: report.json's ``stack_axis`` note for a stack whose file does not name the axis its planes lie along
@@ -221,16 +223,18 @@ def _stack_record(
     boxes: Sequence[Sequence[float]] = (),
     positive_points: Sequence[Sequence[float]] = (),
     negative_points: Sequence[Sequence[float]] = (),
+    axes: StackAxes | None = None,
 ) -> dict:
     """Segment a (Z, Y, X[, C]) input: one plane (--plane), every plane with linked ids, or objects propagated from
     a seed plane (--propagate; seeded by ``boxes`` and the points, refining them or objects of their own, when given,
     else by ``segment_plane`` on that plane). Writes the
     (Z, Y, X) labels and returns the record for report.json. Nothing on the seed plane raises NothingFoundError (the
-    batch writes empty labels, status "empty")."""
+    batch writes empty labels, status "empty"). ``axes``: the input's :func:`..io.multiscale.stack_axes`, when the
+    caller has read them (:func:`_input_stack`); read here otherwise, once for the planes and the labels' axes."""
     import numpy as np
 
     from ..batch.engine import method_progress
-    from ..io.multiscale import named_stack_axis
+    from ..io.multiscale import stack_axes
     from ..methods.volume import (
         as_stack,
         check_finite,
@@ -242,8 +246,8 @@ def _stack_record(
     from ..models.preprocessing import to_numpy
     from ._common import _finish_image
 
-    axes = _named_axes(path)
-    volume, warnings = as_stack(image, channel_axis=args.channel_axis, name=str(path), axes=axes)
+    axes = stack_axes(path) if axes is None else axes
+    volume, warnings = as_stack(image, channel_axis=args.channel_axis, name=str(path), axes=axes.read)
     n = int(np.shape(volume)[0])
     nothing: dict[int, str] = {}
 
@@ -265,7 +269,7 @@ def _stack_record(
     record: dict = {"input": str(path), "shape": list(np.shape(image)), "planes": n}
     # what the planes are: by the file's word, or a guess the report says (a time-lapse of RGB frames saved without
     # axes reads as Z; the same segmentation, but the user must know what was assumed)
-    stack_axis = named_stack_axis(path)
+    stack_axis = axes.planes
     record["stack_axis"] = stack_axis or "unnamed"
     if stack_axis is None:
         record["stack_axis_note"] = _unnamed_stack_axis_note(n, np.shape(image), args.channel_axis)
@@ -273,7 +277,7 @@ def _stack_record(
     # process: beside the batch's bar, which a line of its own wrote over); Dask workers leave it to the driver's bar
     progress = method_progress()
     # the file's own axis names: an OME-Zarr's z is planes, not maybe channels (as the 2D functions would caution)
-    common = {"channel_axis": args.channel_axis, "name": str(path), "progress": progress, "axes": axes}
+    common = {"channel_axis": args.channel_axis, "name": str(path), "progress": progress, "axes": axes.read}
     if args.propagate:
         seed, seed_scores, seed_warnings, seed_scale = None, None, [], None
         if not prompted:
@@ -332,7 +336,7 @@ def _stack_record(
     extents = object_extents(labels)
     objects = len(extents)
     record.update(
-        output=_write_output(args, path, labels),
+        output=_write_output(args, path, labels, axes=axes.labels),
         objects=objects,
         extents={str(k): list(v) for k, v in extents.items()},
         warnings=warnings,
@@ -341,7 +345,8 @@ def _stack_record(
         record["reason"] = "; ".join(warnings) or "no object found"
     unnamed = f"{n} planes (first axis unnamed: Z or T)"
     planes = {"t": f"{n} frames (T)", "z": f"{n} planes (Z)"}.get(stack_axis, unnamed)
-    _finish_image(args, path, image, labels, record, f"{objects} object(s) in {planes}, {record['mode']}")
+    summary = f"{objects} object(s) in {planes}, {record['mode']}"
+    _finish_image(args, path, image, labels, record, summary, stack=volume)
     return record
 
 

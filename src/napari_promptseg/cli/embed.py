@@ -83,11 +83,12 @@ def _setup(args: argparse.Namespace) -> tuple[object, dict]:
 def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     import numpy as np
 
+    from ..io.multiscale import stack_axes
     from ..methods.precompute import precompute_embeddings
     from ..methods.volume import as_stack, check_finite
     from ..models import embedding_cache
     from ..models.preprocessing import to_numpy
-    from ._stacks import _named_axes, _plane_channel_axis
+    from ._stacks import _plane_channel_axis
 
     disk = embedding_cache.active()
     memory = getattr(segmenter, "cache", None)  # the model's in-memory cache answers first (an image given twice)
@@ -104,7 +105,7 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     }
     stack, warnings = None, []
     if np.ndim(image) > 2:
-        stack, warnings = as_stack(image, channel_axis=args.channel_axis, name=str(path), axes=_named_axes(path))
+        stack, warnings = as_stack(image, channel_axis=args.channel_axis, name=str(path), axes=stack_axes(path).read)
     levels: dict[str, int] = {}
     if stack is not None:
         check_finite(stack, str(path))  # before any plane is encoded

@@ -26,11 +26,10 @@ from ._inputs import _expand_images
 from ._stacks import (
     OUTPUT_HELP,
     _add_stack_options,
+    _input_stack,
     _instances_level_record,
     _level_record,
-    _named_axes,
     _plane_channel_axis,
-    _stack_for,
     _stack_record,
     images_help,
 )
@@ -291,15 +290,12 @@ def _segment(
     )[0]
 
 
-def _stack_object_size(args: argparse.Namespace, one: _OneShot, volume, path: Path) -> float | None:
+def _stack_object_size(args: argparse.Namespace, one: _OneShot, stack) -> float | None:
     """--object-size, else one size for the stack's planes (:func:`..methods.instances.stack_object_size`)."""
     if one.exemplars is None or args.object_size:
         return args.object_size
     from ..methods.instances import stack_object_size
-    from ..methods.volume import as_stack
     from ..models.preprocessing import as_channels_last, to_numpy
-
-    stack, _ = as_stack(volume, channel_axis=args.channel_axis, name=str(path), axes=_named_axes(path))
 
     def read(plane):  # a lazy plane -> (H, W, C)
         return as_channels_last(to_numpy(plane), channel_axis=_plane_channel_axis(args), channels=args.channels)
@@ -313,14 +309,15 @@ def _process(args: argparse.Namespace, one: _OneShot, path: Path, image) -> dict
     from ..methods.oneshot import target_file_level
     from ..tiling import level_to_full
 
-    if np.ndim(image) > 2 and _stack_for(args, image, path) is not None:
-        size = _stack_object_size(args, one, image, path)
+    if (stacked := _input_stack(args, image, path)) is not None:
+        stack, axes = stacked
+        size = _stack_object_size(args, one, stack)
 
         def plane_labels(plane, z: int):
             # the result, with its warnings
             return _segment(args, one, plane, f"{path} plane {z}", _plane_channel_axis(args), object_size=size)
 
-        return _stack_record(args, path, image, plane_labels, one.segmenter)
+        return _stack_record(args, path, image, plane_labels, one.segmenter, axes=axes)
     # a pyramid is read at the level of the objects' working scale (many instances), else of the whole image
     size = (args.object_size or one.exemplars.object_size) if one.exemplars is not None else None
     level, index, factor = target_file_level(path, image, one.segmenter.input_size, size)

@@ -18,10 +18,10 @@ from ._common import (
 )
 from ._inputs import _expand_images
 from ._stacks import (
+    _input_stack,
     _instances_level_record,
     _level_record,
     _plane_channel_axis,
-    _stack_for,
     _stack_record,
 )
 
@@ -116,7 +116,8 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     from ..io.multiscale import file_level
     from ..methods.interactive import prompts_working_scale
 
-    if np.ndim(image) > 2 and (stack := _stack_for(args, image, path)) is not None:
+    if (stacked := _input_stack(args, image, path)) is not None:
+        stack, axes = stacked
         if args.plane is None and np.shape(stack)[0] > 1:  # one plane: the boxes can only be on it
             raise PromptsegError(
                 f"{path}: a stack of {np.shape(image)[0]} planes; give --plane Z, the plane the boxes were drawn "
@@ -127,13 +128,13 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
             return _segment(args, segmenter, plane, f"{path} plane {z}", _plane_channel_axis(args))  # with warnings
 
         if not args.propagate or args.find_all:  # the plane's own method (find-all) seeds the propagation
-            return _stack_record(args, path, image, plane_labels, segmenter)
+            return _stack_record(args, path, image, plane_labels, segmenter, axes=axes)
         points = {
             "positive_points": np.asarray(args.point, np.float64).reshape(-1, 2),
             "negative_points": np.asarray(args.negative_point, np.float64).reshape(-1, 2),
         }
         boxes = np.asarray(args.box, np.float64).reshape(-1, 4)
-        return _stack_record(args, path, image, plane_labels, segmenter, boxes=boxes, **points)
+        return _stack_record(args, path, image, plane_labels, segmenter, boxes=boxes, axes=axes, **points)
     # a pyramid is read at the level of the boxes' working scale
     scale = prompts_working_scale(np.shape(image), segmenter.input_size, args.box, args.object_size)
     level, index, factor = file_level(path, image, scale)

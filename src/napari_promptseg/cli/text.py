@@ -25,9 +25,9 @@ from ._inputs import _expand_images
 from ._stacks import (
     OUTPUT_HELP,
     _add_stack_options,
+    _input_stack,
     _level_record,
     _plane_channel_axis,
-    _stack_for,
     _stack_record,
     images_help,
 )
@@ -248,12 +248,12 @@ def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
     from ..io.multiscale import whole_image_file_level
     from ..tiling import level_to_full
 
-    if np.ndim(image) > 2 and _stack_for(args, image, path) is not None:
+    if (stacked := _input_stack(args, image, path)) is not None:
 
         def plane_labels(plane, z: int):
             return _segment(args, state, plane, f"{path} plane {z}", _plane_channel_axis(args))
 
-        return _stack_record(args, path, image, plane_labels, state[1])
+        return _stack_record(args, path, image, plane_labels, state[1], axes=stacked[1])
     level, index, factor = whole_image_file_level(path, image)  # a pyramid: the level a text model sees
     result = _segment(args, state, level, str(path), args.channel_axis, factor)
     record, labels = _level_record(args, path, image, result.labels, index, factor)

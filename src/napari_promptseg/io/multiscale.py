@@ -279,40 +279,70 @@ def tiff_axis_names(path: str | Path) -> list[str | None] | None:
     another kind), in the file's order; so does tifffile's own JSON description when it was written with
     ``metadata={"axes": ...}`` (a time-lapse saved from Python: "TYXS"). None for any other file (its axes are a
     guess: tifffile calls unnamed ones Q or I)."""
+    return _tiff_header(path)[0]
+
+
+def _tiff_header(path: str | Path) -> tuple[list[str | None] | None, bool]:
+    """A TIFF's :func:`tiff_axis_names` and whether its first series is a pyramid, from one read of its header;
+    (None, False) for any other file."""
     import tifffile
 
     path = Path(path)
     if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
-        return None
+        return None, False
     try:
         with tifffile.TiffFile(path) as tif:
+            pyramid = len(tif.series[0].levels) > 1
             shaped = tif.shaped_metadata if tif.is_shaped else None
             if not (tif.is_ome or tif.is_imagej or (shaped and "axes" in shaped[0])):
-                return None
+                return None, pyramid
             codes = tif.series[0].axes
     except Exception:  # noqa: BLE001 - not a readable TIFF: the reader says why
-        return None
-    return [TIFF_AXES.get(code) for code in codes]
+        return None, False
+    return [TIFF_AXES.get(code) for code in codes], pyramid
 
 
-def named_stack_axis(path: str | Path) -> str | None:
-    """What the input's metadata calls the axis a stack's planes lie along: "z" or "t" (a time-lapse of 2D frames,
-    segmented as planes all the same); None when nothing names it (a plain TIFF, a numpy array saved as it is).
-    Metadata only, no pixel read."""
+class StackAxes(NamedTuple):
+    """What an input's metadata says of its axes as a stack (:func:`stack_axes`): read once per input, for reading
+    it as a stack and for naming its labels' axes."""
+
+    #: the axis order the input is read in, when its metadata names it (methods.volume.as_stack's ``axes``): an
+    #: OME-Zarr's axes; an OME or ImageJ TIFF's whose first axis is Z or T (read as "z"), its channels last as they
+    #: are read; else None
+    read: str | None = None
+    #: the axis its planes lie along, by the file's word: "z", or "t" (a time-lapse of 2D frames); None when unnamed
+    planes: str | None = None
+
+    @property
+    def labels(self) -> str:
+        """The axes of the input's (Z, Y, X) labels, as :func:`.images.write_labels` names them: a time-lapse's
+        frames "TYX", else "ZYX"."""
+        return "TYX" if self.planes == "t" else "ZYX"
+
+
+def stack_axes(path: str | Path) -> StackAxes:
+    """:class:`StackAxes` of input ``path``: metadata only (a TIFF's header, an OME-Zarr's attributes), no pixel
+    read."""
     if is_ome_zarr(path):
         image = open_multiscale(path)
-        return image.stack_axis if image.axes_named else None
-    names = tiff_axis_names(path)  # a pyramidal TIFF's Q or I axis is read as z, a guess
-    return names[0] if names and names[0] in ("z", "t") else None
+        return StackAxes(image.axes, image.stack_axis) if image.axes_named else StackAxes()
+    names, pyramid = _tiff_header(path)
+    if names is None or names[0] not in ("z", "t"):  # a pyramidal TIFF's Q or I axis is read as z, a guess
+        return StackAxes()
+    if pyramid:  # a pyramid is read in the order (z, y, x[, c]), not in the file's
+        return StackAxes(open_multiscale(path).axes, names[0])
+    position = named_channel_position(names)
+    read = names
+    if position is not None:  # read with its channels last (batch.engine: named_channels_last)
+        read = [*names[:position], *names[position + 1 :], "c"]
+    return StackAxes("z" + "".join(name or "?" for name in read[1:]), names[0])
 
 
 def labels_axes(path: str | Path, ndim: int) -> str | None:
     """The axes of the labels (``ndim`` dimensions) of input ``path``, as :func:`.images.write_labels` names them:
     a stack's first axis as the input's metadata names it (a time-lapse's frames: "TYX"), else "ZYX"; None for 2D
     labels (write_labels's own "YX")."""
-    if ndim != 3:
-        return None
-    return "TYX" if named_stack_axis(path) == "t" else "ZYX"
+    return stack_axes(path).labels if ndim == 3 else None
 
 
 def named_channel_position(names: Sequence[str | None] | None) -> int | None:
