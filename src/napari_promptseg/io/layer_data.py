@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import PromptsegError
 from .calibration import axis_micrometres, ome_micrometres, pixel_size
 from .images import IMAGE_SUFFIXES, TIFF_SUFFIXES, _format_of_misnamed_tiff, output_stem, read_image
-from .listing import is_image_name, list_images, ome_zarr_left_out, store_images
+from .listing import image_files, is_image_name, list_images, ome_zarr_left_out, store_images
 from .multiscale import (
     named_channel_position,
     open_multiscale,
@@ -163,7 +163,7 @@ def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
     if not folder.is_dir():
         raise PromptsegError(f"{folder}: not a folder")
     images = list_images(folder)  # as the CLI and the one-shot widget list the folder
-    files = [p for p in images if not p.is_dir()]  # an OME-Zarr image is no plane of a stack: said, see below
+    files = image_files(images)  # an OME-Zarr image is no plane of a stack: said, see below
     if not files:
         raise PromptsegError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it")
     first_shape, first_dtype = _file_shape(files[0])

@@ -14,6 +14,7 @@ from .multiscale import bioformats2raw_series, is_ome_zarr, is_zarr_named
 __all__ = [
     "FolderImages",
     "folder_images",
+    "image_files",
     "is_image_name",
     "list_images",
     "natural_key",
@@ -92,14 +93,19 @@ def _sort_entry(path: Path, out: FolderImages) -> None:
         out.subfolders.append(path.name)
 
 
-def list_images(folder: str | Path, *, stores: bool = True) -> list[Path]:
+def list_images(folder: str | Path) -> list[Path]:
     """The images of ``folder``, as every part of promptseg takes them: files with an image suffix (any case; TIFF,
     PNG, JPEG, BMP, whole slides) and OME-Zarr images, in natural name order (:func:`natural_key`); hidden files,
-    other files, subfolders and promptseg's own outputs left out. ``stores=False``: image files only (no OME-Zarr),
-    for a caller that reads files whole or stacks them; one that lists them all says which it leaves out
-    (:func:`ome_zarr_left_out`), as the napari reader's folder stack and the One-shot widget's target folder do."""
-    images = folder_images(folder).images
-    return images if stores else [p for p in images if not p.is_dir()]
+    other files, subfolders and promptseg's own outputs left out. A caller that reads files whole or stacks them
+    takes their :func:`image_files` and says which OME-Zarr images it leaves out (:func:`ome_zarr_left_out`), as the
+    napari reader's folder stack and the One-shot widget's target folder do."""
+    return folder_images(folder).images
+
+
+def image_files(images: list[Path]) -> list[Path]:
+    """The files of a folder's listing (:func:`list_images`), in its order: its OME-Zarr images (folders) left out, a
+    broken link named as an image kept (its reading says why it fails, not a silent gap)."""
+    return [p for p in images if not p.is_dir()]
 
 
 def ome_zarr_left_out(
