@@ -10,7 +10,7 @@ import numpy as np
 
 from ...errors import CancelledError, PromptsegError
 from ...io.images import IMAGE_SUFFIXES
-from ...io.listing import list_images, ome_zarr_left_out
+from ...io.listing import image_files, list_images, ome_zarr_left_out
 from .._common import LayerPixels, level_factors, plane_shape, read_reference_plane, whole_image_level
 
 
@@ -136,7 +136,7 @@ def folder_targets(folder: str) -> tuple[list[Path], str | None]:
     if not path.is_dir():
         raise PromptsegError(f"target folder {folder} does not exist")
     images = list_images(path)
-    files = [p for p in images if not p.is_dir()]  # a broken link among them: skipped saying why, as the CLI
+    files = image_files(images)  # a broken link among them: skipped saying why, as the CLI
     if not files and images:  # images the CLI runs on: "no image files" sent the user looking for a wrong folder
         raise PromptsegError(
             f"target folder {folder} holds only OME-Zarr images ({', '.join(p.name for p in images[:3])}"
