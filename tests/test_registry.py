@@ -36,6 +36,7 @@ class WeightsServer:
 
     def __init__(self) -> None:
         self.mode = "ok"
+        self.payload = PAYLOAD  # what it serves
         self.requests: list[int] = []  # bytes sent per GET
         self._server, self._thread = serve(_Handler, self)
 
@@ -57,7 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
             srv.requests.append(0)
             self.send_error(404)
             return
-        body = bytearray(PAYLOAD)
+        body = bytearray(srv.payload)
         if srv.mode == "corrupt":
             body[len(body) // 2] ^= 0xFF
         self.send_response(200)
@@ -355,6 +356,18 @@ def test_a_cancelled_download_stops_at_its_next_block_and_leaves_no_weights(serv
     assert told == [(2**20 / len(PAYLOAD), "downloading x: 1 of 3 MB")]  # one block told, then stopped
     assert list(cache.iterdir()) == []  # pooch's temporary file went with it
     assert resolve_weights(CARD_NAME).read_bytes() == PAYLOAD
+
+
+def test_a_small_download_tells_its_size_in_kb_not_0_of_0_mb(server, cache, monkeypatch):
+    """A file under 1 MB (a config, a small fine-tuned head) was told as "0 of 0 MB" all through its download."""
+    from napari_promptseg.models import download_progress
+
+    small = PAYLOAD[:300_000]
+    server.payload = small
+    register_card(monkeypatch, server.url, sha256=hashlib.sha256(small).hexdigest(), size=len(small))
+    told: list[str] = []
+    resolve_weights(CARD_NAME, progress=download_progress(lambda fraction, message: told.append(message), None, "x"))
+    assert told[-1] == "downloading x: 293 of 293 KB", told
 
 
 def test_a_checkpoint_saved_again_under_its_name_is_loaded_again(tmp_path):

@@ -44,6 +44,7 @@ __all__ = [
     "TextHeatmapper",
     "TextSegmenter",
     "download_progress",
+    "download_size",
     "get_card",
     "load_grounder",
     "load_heatmapper",
@@ -66,6 +67,14 @@ def _name_lock(name: str) -> threading.Lock:
         return _name_locks.setdefault(name, threading.Lock())
 
 
+def download_size(done: int, total: int | None = None) -> str:
+    """``done`` (of ``total``) bytes in the unit of the larger: "12 of 375 MB", "300 of 700 KB", "512 bytes". MB
+    only, a file under 1 MB read "0 of 0 MB" all through its download."""
+    scale = max(done, total or 0)
+    unit, step = ("MB", 2**20) if scale >= 2**20 else ("KB", 2**10) if scale >= 2**10 else ("bytes", 1)
+    return f"{done / step:.0f}" + (f" of {total / step:.0f}" if total else "") + f" {unit}"
+
+
 def download_progress(report: Callable[[float, str], None], cancel: Callable[[], bool] | None, name: str) -> Progress:
     """A weights download (``progress(done_bytes, total_bytes)`` of the loaders) told as ``report(fraction,
     message)``, as tasks and widgets take progress, and stopped at its next block of bytes once ``cancel()`` says
@@ -77,8 +86,7 @@ def download_progress(report: Callable[[float, str], None], cancel: Callable[[],
             from ..errors import CancelledError
 
             raise CancelledError(f"download of {name} cancelled")
-        size = f"{done / 2**20:.0f}" + (f" of {total / 2**20:.0f}" if total else "")
-        report(min(done / total, 1.0) if total else 0.0, f"downloading {name}: {size} MB")
+        report(min(done / total, 1.0) if total else 0.0, f"downloading {name}: {download_size(done, total)}")
 
     return on_bytes
 
