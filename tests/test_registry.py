@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
+from skimage import data as skdata
 
 from napari_promptseg import cli
 from napari_promptseg.errors import WeightsError
@@ -32,7 +34,7 @@ CARD_NAME = "tiny_test"
 
 class WeightsServer:
     """Serves PAYLOAD at /FILENAME. Modes: 'ok'; 'corrupt' (right length, a flipped byte); 'truncate_once' (the
-    first answer announces the full length but the connection drops half way, then 'ok')."""
+    first answer announces the full length but the connection drops half way, then 'ok'); 'truncate' (always)."""
 
     def __init__(self) -> None:
         self.mode = "ok"
@@ -64,9 +66,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if srv.mode == "truncate_once":
+        if srv.mode in ("truncate_once", "truncate"):
             body = body[: len(body) // 2]  # the connection then closes: a dropped download
-            srv.mode = "ok"
+            srv.mode = "ok" if srv.mode == "truncate_once" else srv.mode
         self.wfile.write(bytes(body))
         srv.requests.append(len(body))
 
@@ -368,6 +370,32 @@ def test_a_small_download_tells_its_size_in_kb_not_0_of_0_mb(server, cache, monk
     told: list[str] = []
     resolve_weights(CARD_NAME, progress=download_progress(lambda fraction, message: told.append(message), None, "x"))
     assert told[-1] == "downloading x: 293 of 293 KB", told
+
+
+def test_the_clis_download_line_is_ended_when_the_download_finishes_or_fails(
+    server, cache, monkeypatch, tmp_path, capsys
+):
+    """The CLI's download progress is a line rewritten with carriage returns; it was never ended, so what came next
+    (here the error that the served bytes are no SAM checkpoint, or that the download broke off) was written on
+    its end."""
+    register_card(monkeypatch, server.url)
+    monkeypatch.setattr(registry, "DOWNLOAD_RETRIES", 0)
+    image = tmp_path / "coins.tif"
+    tifffile.imwrite(image, skdata.coins()[:64, :64])
+    args = ["segment", str(image), "-o", str(tmp_path / "out"), "--box", "2", "2", "20", "20", "--model", CARD_NAME]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    last = err.rpartition("\r")[2]  # the progress line as it ends
+    assert last.startswith("downloading weights: 3 of 3 MB\n"), repr(err[-400:])
+    assert f"promptseg segment: error: {CARD_NAME}" in last.partition("\n")[2]
+
+    (cache / FILENAME).unlink()
+    server.mode = "truncate"  # the connection drops half way: the download fails
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    last = err.rpartition("\r")[2]
+    assert last.startswith("downloading weights: 1 of 3 MB\npromptseg segment: error:"), repr(err[-400:])
+    assert "download from" in last and "failed" in last
 
 
 def test_a_checkpoint_saved_again_under_its_name_is_loaded_again(tmp_path):

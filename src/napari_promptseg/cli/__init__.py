@@ -32,6 +32,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import CancelledError, PromptsegError, WeightsError
 from ..models.device import PRECISIONS
+from . import _progress_line
 from ._common import _add_batch_options, _add_model_options, _output_lock
 from ._stacks import OUTPUT_HELP, REGISTER_IMAGE_HELP, _add_stack_options, images_help
 from .cache import _add_cache_parser
@@ -185,7 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     new_output = output is not None and not Path(output).exists()
     try:
-        with _disk_cache(args), _precision(args.precision), _output_lock(args):
+        # the progress line innermost: ended before an error or the interruption is printed
+        with _disk_cache(args), _precision(args.precision), _output_lock(args), _progress_line.ended():
             return int(args.func(args))
     except (PromptsegError, WeightsError) as exc:
         reason = " ".join(str(exc).split())  # one line, even when a reader's own message has several

@@ -95,18 +95,6 @@ def _model_parameters(args: argparse.Namespace, meta: dict) -> dict:
     }
 
 
-def _print_progress(done: int, total: int | None) -> None:
-    mb = done / 2**20
-    text = f"\rdownloading weights: {mb:.1f} MB" + (f" / {total / 2**20:.1f} MB" if total else "")
-    print(text, end="", file=sys.stderr, flush=True)
-
-
-def _print_download(fraction: float, message: str) -> None:
-    """A named text route's model download (``progress(fraction, message)`` of the route chooser), told on the line
-    every download of the CLI gets (huggingface_hub's own bars were all a user saw)."""
-    print(f"\r{message}", end="", file=sys.stderr, flush=True)
-
-
 def _mean_or_none(values: Sequence[float]) -> float | None:
     return round(float(sum(values) / len(values)), 4) if values else None
 

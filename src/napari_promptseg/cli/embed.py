@@ -9,11 +9,11 @@ from pathlib import Path
 from ._common import (
     _add_batch_options,
     _add_model_options,
-    _print_progress,
     _run_batch,
     _segmenter_meta,
 )
 from ._inputs import _expand_images
+from ._progress_line import weights_progress
 
 
 def _add_embed_parser(sub: argparse._SubParsersAction) -> None:
@@ -76,7 +76,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def _setup(args: argparse.Namespace) -> tuple[object, dict]:
     from ..models import load_segmenter
 
-    segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
+    segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=weights_progress)
     return segmenter, _segmenter_meta(segmenter)
 
 

@@ -16,13 +16,13 @@ from ._common import (
     _finish_image,
     _model_parameters,
     _prepare_outputs,
-    _print_progress,
     _reference_labels,
     _run_batch,
     _segmenter_meta,
     _write_report,
 )
 from ._inputs import _expand_images
+from ._progress_line import weights_progress
 from ._stacks import (
     OUTPUT_HELP,
     _add_stack_options,
@@ -189,8 +189,10 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
     from ..models.features import load_feature_extractor
     from ..models.preprocessing import as_channels_last
 
-    segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
-    extractor = load_feature_extractor(args.features, segmenter=segmenter, device=args.device, progress=_print_progress)
+    segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=weights_progress)
+    extractor = load_feature_extractor(
+        args.features, segmenter=segmenter, device=args.device, progress=weights_progress
+    )
     # a Fiji composite's named channel axis (C, Y, X), as the targets read it
     # a given --channel-axis counts in each file's order (a pyramid's is read channels last): every reference's
     # channels go last, as a target's do where it is compared with them (_segment), so one axis fits them all

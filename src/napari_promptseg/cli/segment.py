@@ -11,12 +11,12 @@ from ._common import (
     _finish_image,
     _model_parameters,
     _prepare_outputs,
-    _print_progress,
     _run_batch,
     _segmenter_meta,
     _write_report,
 )
 from ._inputs import _expand_images
+from ._progress_line import weights_progress
 from ._stacks import (
     _input_stack,
     _instances_level_record,
@@ -77,7 +77,7 @@ def _setup(args: argparse.Namespace) -> tuple[object, dict]:
     """Once per worker: the segmenter."""
     from ..models import load_segmenter
 
-    segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
+    segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=weights_progress)
     return segmenter, _segmenter_meta(segmenter)
 
 

@@ -15,13 +15,12 @@ from ._common import (
     _add_model_options,
     _finish_image,
     _prepare_outputs,
-    _print_download,
-    _print_progress,
     _run_batch,
     _segmenter_meta,
     _write_report,
 )
 from ._inputs import _expand_images
+from ._progress_line import route_progress, weights_progress
 from ._stacks import (
     OUTPUT_HELP,
     _add_stack_options,
@@ -181,9 +180,9 @@ def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
         weights=args.text_weights,
         device=args.device,
         text_model=args.text_model,
-        progress=_print_download,  # a named route's download
+        progress=route_progress,  # a named route's download
     )
-    segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
+    segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=weights_progress)
     # a prompt longer than the route's model reads is the run's to say, once (every worker finds the same): not each
     # worker's first image's
     cut = prompt_cut_warnings(route, args.prompt, template=args.template, attributes=_attributes(args))

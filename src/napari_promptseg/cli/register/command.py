@@ -10,7 +10,8 @@ import time
 import numpy as np
 
 from ...errors import PromptsegError
-from .._common import _make_output_dir, _mean_or_none, _print_download, _print_progress, _write_report
+from .._common import _make_output_dir, _mean_or_none, _write_report
+from .._progress_line import route_progress, weights_progress
 from .inputs import (
     _checked_labels,
     _checked_prompts,
@@ -175,7 +176,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     if method != "intensity":
         from ...models import load_segmenter
 
-        segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=_print_progress)
+        segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=weights_progress)
         load_s = time.perf_counter() - t0
     result = register(
         fixed_at.array,
@@ -188,7 +189,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         fixed_name=str(args.fixed),
         moving_name=str(args.moving),
         text_route=args.text_route,
-        downloads=_print_download,  # a named text route's model download, told on the CLI's line
+        downloads=route_progress,  # a named text route's model download, told on the CLI's line
         library=args.library,
         text_options={
             "box_threshold": args.box_threshold,
