@@ -341,6 +341,33 @@ def test_cli_models_says_where_each_model_was_found_and_its_size(cache, monkeypa
     assert "missing" in sam_line and "(375 MB)" in sam_line
 
 
+def test_cli_models_names_the_package_each_backend_imports_and_whether_it_is_installed(monkeypatch, capsys):
+    """Weights without their backend's package load nothing, and `promptseg models` did not say which package
+    that is: groundingdino_swint_ogc listed as 'our cache' while groundingdino-py was not installed. Each model's
+    row names the module its backend imports beyond torch, installed or not, and how to install a missing one."""
+    monkeypatch.setitem(sys.modules, "groundingdino", None)  # as an uninstalled package looks to Python
+    assert cli.main(["models", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    packages = {name: (row["package"], row["package_installed"]) for name, row in rows.items()}
+    assert packages == {
+        **dict.fromkeys(
+            ("litemedsam", "sam_vit_b", "sam_vit_l", "sam_vit_h", "mobile_sam"), ("segment_anything", True)
+        ),
+        **dict.fromkeys(("grounding_dino_tiny", "clipseg_rd64_refined"), ("transformers", True)),
+        "groundingdino_swint_ogc": ("groundingdino", False),
+        "all_minilm_l6_v2": ("transformers", True),  # plain transformers, not sentence-transformers
+        "dinov2_small": ("transformers", True),  # transformers' Dinov2Model, not torch hub
+    }
+    assert rows["groundingdino_swint_ogc"]["install"].startswith("pip install groundingdino-py")
+    assert rows["litemedsam"]["install"] is None
+    assert cli.main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, x in enumerate(lines) if x.startswith("groundingdino_swint_ogc "))
+    assert "groundingdino (missing)" in lines[at]
+    assert "until its package is installed: pip install groundingdino-py" in lines[at + 2]
+    assert "segment_anything (installed)" in next(x for x in lines if x.startswith("litemedsam "))
+
+
 def test_a_cancelled_download_stops_at_its_next_block_and_leaves_no_weights(server, cache, monkeypatch):
     """download_progress, as the widgets' tasks pass it: the download tells its share and size in MB, stops at the
     next block once cancel() says so (SAM ViT-H is 2.5 GB), and leaves nothing that passes for the weights; the next

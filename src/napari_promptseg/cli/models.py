@@ -1,5 +1,6 @@
 """`promptseg models`: each model, where its weights were found (bundled / HF cache / our cache / missing), their
-size, and where missing ones go."""
+size, where missing ones go, and the Python package its backend imports (and whether it is installed: weights
+without it load nothing)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def _megabytes(size: int | None) -> str:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from ..models import hub
+    from ..models.availability import BACKEND_PACKAGES, backend_package
     from ..models.registry import MODELS, cache_dir, weights_status
 
     rows = []
@@ -42,11 +44,16 @@ def cmd_models(args: argparse.Namespace) -> int:
             where = str(hub.repo_folder(card.repo_id))
         else:
             where = str(cache_dir() / card.filename)
+        package = backend_package(card)
         rows.append(
             {
                 "name": card.name,
                 "role": card.role,
                 "weights": status,
+                # the module its backend imports beyond torch (None: nothing more), and whether it is installed
+                "package": package[0] if package else None,
+                "package_installed": package[1] if package else None,
+                "install": BACKEND_PACKAGES[card.backend][1] if package and not package[1] else None,
                 "path": where,
                 # on disk when found, else what the download costs (where published)
                 "size": _size_on_disk(path) if path is not None else card.size,
@@ -67,7 +74,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     print(f"Hugging Face cache: {hub.hf_cache_dir()}  (hub models; $HF_HOME, $HF_HUB_CACHE)")
     print(f"our cache:          {cache_dir()}  (single-file checkpoints; $PROMPTSEG_CACHE_DIR)")
-    print(f"{'model':<24} {'role':<17} {'found in':<23} {'size':>10}  description / where")
+    print(f"{'model':<24} {'role':<17} {'found in':<23} {'size':>10}  {'package':<28} description / where")
     for row in rows:
         place = PLACES[row["weights"]]
         if row["weights"] == "hf_cache" and row["revision"] and Path(row["path"]).name != row["revision"]:
@@ -75,7 +82,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         size = _megabytes(row["size"])
         if row["weights"] == "missing":
             size = f"({size})" if row["size"] else ""
-        print(f"{row['name']:<24} {row['role']:<17} {place:<23} {size:>10}  {row['description']}")
+        package = "-"
+        if row["package"]:
+            package = f"{row['package']} ({'installed' if row['package_installed'] else 'missing'})"
+        print(f"{row['name']:<24} {row['role']:<17} {place:<23} {size:>10}  {package:<28} {row['description']}")
         print(f"{'':<24} {row['path']}")
-    print("(size): what the download of a missing model weighs")
+        if row["install"]:
+            print(f"{'':<24} not loadable here until its package is installed: {row['install']}")
+    print("(size): what the download of a missing model weighs; package: the one its backend imports beyond torch")
     return 0

@@ -14,30 +14,46 @@ import importlib.util
 from . import registry
 from .registry import ModelCard, get_card
 
-#: backend -> (the module it imports, how to install it)
+#: backend -> (the module it imports beyond torch, how to install it); every backend of the registry is here
+#: (``promptseg models`` lists them), a backend that needs nothing more would be left out
 BACKEND_PACKAGES: dict[str, tuple[str, str]] = {
+    # the SAM decoder (and ViT encoder) come from segment_anything.modeling; a dependency of the project
+    "litemedsam": ("segment_anything", "pip install segment-anything"),
+    "sam": ("segment_anything", "pip install segment-anything"),
     "groundingdino": (
         "groundingdino",
         "pip install groundingdino-py (requirements/install_groundingdino.sh installs it without its demo's opencv)",
     ),
     "hf_grounding_dino": ("transformers", "pip install 'napari-promptseg[text]'"),
     "hf_clipseg": ("transformers", "pip install 'napari-promptseg[text]'"),
+    # BERT run by plain transformers (no sentence-transformers), Dinov2Model of transformers (not torch hub)
+    "sentence_minilm": ("transformers", "pip install transformers"),
+    "hf_dinov2": ("transformers", "pip install 'napari-promptseg[dino]'"),
 }
 
 
-def missing_package(card: ModelCard | str) -> str | None:
-    """What ``card``'s backend cannot import and how to install it, or None when its package is installed (found,
-    not imported: a broken install still fails at the load, with the import's own error)."""
+def backend_package(card: ModelCard | str) -> tuple[str, bool] | None:
+    """The module ``card``'s backend imports beyond torch and whether it is installed (found, not imported: a
+    broken install still fails at the load, with the import's own error); None when it needs nothing more."""
     card = get_card(card) if isinstance(card, str) else card
     needed = BACKEND_PACKAGES.get(card.backend)
     if needed is None:
         return None
-    module, install = needed
     try:
-        found = importlib.util.find_spec(module) is not None
+        found = importlib.util.find_spec(needed[0]) is not None
     except (ImportError, ValueError):  # a parent that fails to import, or a module whose spec is None
         found = False
-    return None if found else f"{card.name} needs the Python package {module}, which is not installed: {install}"
+    return needed[0], found
+
+
+def missing_package(card: ModelCard | str) -> str | None:
+    """What ``card``'s backend cannot import and how to install it, or None when its package is installed."""
+    card = get_card(card) if isinstance(card, str) else card
+    package = backend_package(card)
+    if package is None or package[1]:
+        return None
+    module, install = BACKEND_PACKAGES[card.backend]
+    return f"{card.name} needs the Python package {module}, which is not installed: {install}"
 
 
 def missing_weights(card: ModelCard | str) -> str | None:
