@@ -71,6 +71,37 @@ def test_weights_without_their_package_are_no_route_and_the_hint_says_what_to_in
     assert (route.route, route.name) == ("groundingdino", SWINT)
 
 
+def test_a_route_whose_packages_are_missing_is_not_advised_as_a_download(monkeypatch, tmp_path):
+    """Route auto without a vision-language model advised "choose groundingdino or clipseg to download" whether
+    or not their packages were installed: a download of weights no package here could load. A route none of whose
+    models has its package is advised as an install first; one that can load what it fetches, as a download."""
+    from napari_promptseg.errors import PromptsegError
+    from napari_promptseg.io.library import ReferenceLibrary
+
+    empty = ReferenceLibrary.open(tmp_path / "library")
+    monkeypatch.setitem(sys.modules, "groundingdino", None)  # uninstalled, as Python sees it
+    monkeypatch.setitem(sys.modules, "transformers", None)  # (a --no-deps install): GroundingDINO's and CLIPSeg's
+    _, tooltip = route_hint("auto", trained=True)  # the Text prompt widget's route box
+    advice = tooltip.partition("auto downloads nothing: ")[2].partition("<br>")[0]
+    assert advice.startswith("GroundingDINO needs its package installed before a download: ") and INSTALL in advice
+    assert "; CLIPSeg needs its package installed before a download: " in advice and "route " not in advice
+    # where to get the weights (`hf download ...`) comes after the install, as each passed-over model says
+    assert tooltip.count("no weights: ") == tooltip.count(", after installing its package: no weights: ") == 3
+    with pytest.raises(PromptsegError, match="the reference library has no entries") as caught:
+        choose_route("auto", library=empty, device="cpu")
+    assert "route groundingdino" not in caught.value.details and "route clipseg" not in caught.value.details
+    assert "CLIPSeg needs its package installed before a download: clipseg_rd64_refined needs the Python package " in (
+        caught.value.details
+    )
+    # groundingdino-py installed: GroundingDINO is a download again (its authors' model), CLIPSeg still an install
+    monkeypatch.delitem(sys.modules, "groundingdino")
+    with pytest.raises(PromptsegError) as caught:
+        choose_route("auto", library=empty, device="cpu")
+    assert "route groundingdino downloads its model (route auto downloads nothing); CLIPSeg needs its package" in (
+        caught.value.details
+    )
+
+
 def test_a_named_grounder_without_its_package_downloads_nothing(monkeypatch):
     """--grounder groundingdino_swint_ogc without groundingdino-py: its 690 MB checkpoint was downloaded, then the
     import failed. The package is checked first; the error names it with the install command, and the weights

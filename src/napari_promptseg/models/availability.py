@@ -73,5 +73,11 @@ def missing_weights(card: ModelCard | str) -> str | None:
 
 
 def missing(card: ModelCard | str) -> list[str]:
-    """Everything ``card`` lacks to load here without a download: its package, its weights; empty when ready."""
-    return [m for m in (missing_package(card), missing_weights(card)) if m is not None]
+    """Everything ``card`` lacks to load here without a download: its package, its weights; empty when ready. With
+    both missing, the weights' advice (where to put them, how to fetch them) is said to come after the install:
+    weights fetched first loaded nothing."""
+    package, weights = missing_package(card), missing_weights(card)
+    if package is not None and weights is not None:
+        name, _, rest = weights.partition(": ")
+        weights = f"{name}, after installing its package: {rest}"
+    return [m for m in (package, weights) if m is not None]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from qtpy.QtWidgets import QComboBox
 
-from ...methods.text import available_route, route_missing
+from ...methods.text import available_route, download_advice, route_missing
 
 #: the vision-language routes in the order auto tries them, as messages name them
 _VISION_LANGUAGE = {"groundingdino": "GroundingDINO", "clipseg": "CLIPSeg"}
@@ -35,7 +35,7 @@ def route_hint(route: str, *, text_model: str = "", trained: bool = False, intro
     lines = [intro] if intro else []
     lines += [
         f"auto: {first}GroundingDINO if its package and weights are here, else CLIPSeg, else your reference library; "
-        "auto downloads nothing: choose groundingdino or clipseg to download that model"
+        f"auto downloads nothing: {download_advice()}"
     ]
     if route == "auto":
         lines.append(f"here auto takes: {answer}")

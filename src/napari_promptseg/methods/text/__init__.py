@@ -33,6 +33,7 @@ from .routes import (
     TextRoute,
     available_route,
     choose_route,
+    download_advice,
     route_missing,
 )
 from .segment import segment_text
@@ -49,6 +50,7 @@ __all__ = [
     "TextRoute",
     "available_route",
     "choose_route",
+    "download_advice",
     "prompt_cut_warnings",
     "prompt_text",
     "route_missing",

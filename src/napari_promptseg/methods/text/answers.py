@@ -15,7 +15,7 @@ from ...models.protocols import PromptableSegmenter
 from ..prompt_templates import PromptAttributes, expand_prompt
 from .phrases import prompt_text, split_phrases
 from .result import TextResult
-from .routes import ProgressCallback, TextRoute
+from .routes import ProgressCallback, TextRoute, download_advice
 
 #: a piece of a one-region answer smaller than this fraction of its largest piece is not an object: thresholding the
 #: decoder's upsampled low-resolution mask leaves specks of a few pixels beside the regions (GlaS: 1-54 px beside
@@ -170,7 +170,7 @@ def _library_route(req: _Request, top_k: int, min_similarity: float | None) -> T
         if not selected:
             # auto answered from the library because no vision-language model is on disk: one may be fetched
             hint = "; ".join(req.chosen.skipped)
-            hint = hint and f"{hint} here: route groundingdino or clipseg downloads one (route auto downloads nothing)"
+            hint = hint and f"{hint} here: {download_advice()}"
             raise PromptsegError(no_match_message(phrase, library, ranked, floor), details=hint)
         chosen.append(selected)
     labels = np.zeros(req.hwc.shape[:2], np.uint32)

@@ -82,6 +82,25 @@ def route_missing(route: str, *, download: bool = False) -> list[str]:
     return [] if any(not p for p in problems) else [m for p in problems for m in p]
 
 
+def download_advice() -> str:
+    """How to get a vision-language model when auto found none on disk: the routes that download theirs ("route
+    groundingdino or clipseg downloads one (route auto downloads nothing)"), and for a route none of whose models has
+    its package, that package's install command first (a download for a model that cannot load was advised too).
+    Nothing is loaded or fetched."""
+    fetching, installing = [], []
+    for route, (what, _names) in _ROUTE_MODELS.items():
+        lacking = route_missing(route, download=True)  # a package only: weights are what the route downloads
+        if lacking:
+            installing.append(f"{what} needs its package installed before a download: " + "; ".join(lacking))
+        else:
+            fetching.append(route)
+    said = []
+    if fetching:
+        one = "one" if len(fetching) > 1 else "its model"
+        said.append(f"route {' or '.join(fetching)} downloads {one} (route auto downloads nothing)")
+    return "; ".join(said + installing)
+
+
 def available_route(route: Route = "auto", text_model: object | None = None) -> str:
     """The route ``route`` would take, judged from what is in place (nothing is loaded): for "auto" a given trained
     model, else the first of GroundingDINO, CLIPSeg with a model whose package is installed and whose weights are on
@@ -206,7 +225,6 @@ def choose_route(
             details=f"library: {lib.path}. Save a named exemplar from the One-shot widget ('Save reference to "
             "library…'), or the Text prompt widget's 'Add exemplar', or run `promptseg library add NAME --image IMG "
             "--mask MASK` (`promptseg library starter` adds the bundled nuclei exemplar); or put GroundingDINO/CLIPSeg "
-            "weights in place (`promptseg models` lists where), or choose route groundingdino or clipseg to download "
-            "them (route auto downloads nothing)",
+            f"weights in place (`promptseg models` lists where); {download_advice()}",
         )
     return TextRoute("library", lib, str(lib.path), skipped, details)
