@@ -6,16 +6,20 @@ Run under a display: ``xvfb-run -a python -m pytest tests/test_widget_text.py``.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from napari.qt.threading import WorkerBase
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
+from napari_promptseg._widgets._common.tasks import _runs_ended, is_deleted
 from napari_promptseg._widgets.text import TextPromptWidget
 from napari_promptseg.io import read_image, read_mask
 from napari_promptseg.io.library import ReferenceLibrary
 from napari_promptseg.methods.metrics import dice
 from napari_promptseg.methods.text import segment_text
+from napari_promptseg.models import get_card
 
 from .conftest import (
     dataset_pairs,
@@ -155,6 +159,41 @@ def test_groundingdino_route_adds_box_shapes_on_the_image(make_viewer, qtbot, lu
         np.testing.assert_allclose(corners.max(0), [y1, x1], atol=1e-3)
     assert list(boxes.features["phrase"]) == result.phrases == ["lung"] * n
     assert widget.route_label.text().startswith("route: groundingdino — GroundingDINO (grounding_dino_tiny)")
+
+
+def test_the_route_box_says_what_auto_takes_after_another_widgets_run_downloaded_a_model(
+    make_viewer,
+    qtbot,
+    lungs,
+    fake_hub,
+    hf_dir,  # noqa: F811
+    caplog,
+):
+    """A Text prompt widget's route box told what auto takes when its own controls changed only: after GroundingDINO
+    was downloaded by another widget's run, it still said "library" and hid the GroundingDINO thresholds, and a
+    press of Segment answered with GroundingDINO. Every run's end (of any widget) refreshes it."""
+    card = get_card("grounding_dino_tiny")
+    fake_hub.add(card.repo_id, hf_dir, card.revision)
+    viewer = make_viewer()
+    image = viewer.add_image(lungs[0][0][::4, ::4], name="xray")
+    waiting = _widget(viewer, image)
+    assert "here auto takes: library" in waiting.route.toolTip() and waiting.box_threshold.isHidden()
+    fetching = _widget(viewer, image)  # the second Text prompt widget: its named route downloads the model
+    fetching.route.setCurrentText("groundingdino")
+    fetching.prompt.setText("lung")
+    fetching.run()
+    qtbot.waitUntil(lambda: fetching.is_idle, timeout=RUN_MS)
+    assert fetching.runner.state == "done", fetching.runner.widget.status.text()
+    assert f"/{card.repo_id}/resolve/{card.revision}/model.safetensors" in fake_hub.downloads()
+    assert waiting.route.currentText() == "auto" and "here auto takes: groundingdino" in waiting.route.toolTip()
+    assert waiting.effective_route == "groundingdino" and not waiting.box_threshold.isHidden()
+    # a widget Qt has deleted is refreshed no more (its controls are gone): the next run's end passes it over
+    gone = TextPromptWidget(viewer)
+    gone.deleteLater()
+    qtbot.waitUntil(lambda: is_deleted(gone), timeout=5_000)
+    with caplog.at_level(logging.ERROR):
+        _runs_ended.ended.emit()  # as a run's end
+    assert not caplog.records, caplog.text
 
 
 def test_empty_prompt_and_empty_library_are_reported_not_raised(make_viewer, qtbot, lungs, tmp_path):

@@ -152,7 +152,7 @@ class TextPromptWidget(QWidget):
         self.prompt = QLineEdit()
         self.prompt.setPlaceholderText("e.g. nuclei   or   gland, stroma")
         self.prompt.returnPressed.connect(self.run)
-        self.route = text_route_box(ROUTES)  # its tooltip: _update_route_options
+        self.route = text_route_box(ROUTES, self._update_route_options)  # and after every run
         # a model trained with `promptseg train-text` or the Train text model widget (directory)
         self.text_model = QComboBox()
         self.text_model.setEditable(True)
@@ -255,7 +255,6 @@ class TextPromptWidget(QWidget):
         layout.addStretch(1)
         self.last_output: TextOutput | None = None
         self.last_exemplar: LibraryEntry | None = None  # the library entry "Add exemplar" wrote last
-        self.route.currentTextChanged.connect(self._update_route_options)
         self.text_model.currentTextChanged.connect(self._update_route_options)
         self._update_expanded()
         self._update_route_options()

@@ -38,14 +38,20 @@ from .layers import data_token
 
 try:
     from qtpy.sip import delete as _delete_qt
-    from qtpy.sip import isdeleted as _is_deleted
+    from qtpy.sip import isdeleted as _sip_isdeleted
     from qtpy.sip import unwrapinstance as _address
+
+    def is_deleted(obj: QObject) -> bool:
+        """Whether Qt has deleted ``obj``'s C++ object (its Python wrapper may outlive it)."""
+        return _sip_isdeleted(obj)
+
 except ImportError:  # PySide
     from shiboken6 import delete as _delete_qt
     from shiboken6 import getCppPointer
     from shiboken6 import isValid as _is_valid
 
-    def _is_deleted(obj: QObject) -> bool:
+    def is_deleted(obj: QObject) -> bool:
+        """Whether Qt has deleted ``obj``'s C++ object (its Python wrapper may outlive it)."""
         return not _is_valid(obj)
 
     def _address(obj: QObject) -> int:
@@ -157,7 +163,7 @@ def _stop_at_exit() -> None:
     if pool is not None and pool.activeThreadCount() and not pool.waitForDone(EXIT_WAIT_MS):
         logger.warning("promptseg: a task did not stop within %d s of the exit", EXIT_WAIT_MS // 1000)
     for widget in list(_undocked):
-        if not _is_deleted(widget) and widget.parent() is None:
+        if not is_deleted(widget) and widget.parent() is None:
             _delete_qt(widget)
     _undocked.clear()
 
@@ -193,6 +199,35 @@ class _Mourner(QObject):
 
 
 _mourner = _Mourner()
+
+
+class _RunsEnded(QObject):
+    """Says on the main thread that a task of any promptseg widget has ended: what one run did (a model it
+    downloaded) changes what other widgets show (which text route auto takes), and each widget refreshed that only
+    when its own controls changed."""
+
+    ended = Signal()
+
+
+_runs_ended = _RunsEnded()
+
+
+def after_every_run(callback: Callable[[], None]) -> None:
+    """Call ``callback``, a widget's method, on the main thread each time a task of any promptseg widget has ended
+    (done, failed or cancelled). Its widget is held weakly: once Qt or Python has deleted it, it is called no more."""
+    method = weakref.WeakMethod(callback)
+
+    def call() -> None:
+        bound = method()
+        if bound is None or (isinstance(bound.__self__, QObject) and is_deleted(bound.__self__)):
+            _runs_ended.ended.disconnect(call)
+            return
+        try:
+            bound()
+        except Exception:  # a refresh must not stop the other widgets' (nor the runner that ended)
+            logger.exception("promptseg: refreshing %s after a run failed", type(bound.__self__).__name__)
+
+    _runs_ended.ended.connect(call)
 
 
 @dataclass
@@ -386,10 +421,11 @@ class TaskRunner(QObject):
         def finished() -> None:
             if alive.is_set():
                 self._on_finished(job, outcome, cancelled())
-                return
-            _unwatch(job)  # the widget is gone: its watchers and the activity-dock bar are left to close
-            if pbar is not None:
-                pbar.close()
+            else:
+                _unwatch(job)  # the widget is gone: its watchers and the activity-dock bar are left to close
+                if pbar is not None:
+                    pbar.close()
+            _runs_ended.ended.emit()  # whatever the task left behind (weights on disk) is for every widget to see
 
         worker.finished.connect(finished)
         worker.start()

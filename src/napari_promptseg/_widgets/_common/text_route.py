@@ -8,21 +8,27 @@ through :func:`~napari_promptseg.methods.text.choose_route` (progress and cancel
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from qtpy.QtWidgets import QComboBox
 
 from ...methods.text import available_route, download_advice, route_missing
+from .tasks import after_every_run
 
 #: the vision-language routes in the order auto tries them, as messages name them
 _VISION_LANGUAGE = {"groundingdino": "GroundingDINO", "clipseg": "CLIPSeg"}
 
 
-def text_route_box(routes: Sequence[str]) -> QComboBox:
-    """A box of the text ``routes`` (``methods.text.ROUTES`` or ``PROMPT_ROUTES``), "auto" chosen."""
+def text_route_box(routes: Sequence[str], refresh: Callable[..., None]) -> QComboBox:
+    """A box of the text ``routes`` (``methods.text.ROUTES`` or ``PROMPT_ROUTES``), "auto" chosen. ``refresh``, the
+    widget's method that sets the box's tooltip (:func:`route_hint`) and what depends on the route, is called when
+    the choice changes and after every run of any promptseg widget: a model downloaded in another widget changes
+    what auto takes here, and the box said the old answer until its choice was changed."""
     box = QComboBox()
     box.addItems(list(routes))
     box.setCurrentText("auto")
+    box.currentTextChanged.connect(refresh)
+    after_every_run(refresh)
     return box
 
 

@@ -117,8 +117,7 @@ class RegistrationWidget(QWidget):
             "the images alone with the auto method, automatic LiteMedSAM regions with a prompts method"
         )
         # what answers the text prompts, as the Text prompt widget's route: a named route downloads its model
-        self.text_route = text_route_box(PROMPT_ROUTES)
-        self.text_route.currentTextChanged.connect(self._update_route_hint)
+        self.text_route = text_route_box(PROMPT_ROUTES, self._update_route_hint)  # and after every run
         self._update_route_hint()
         self.show_pairs = QCheckBox("show region pairs")
         self.show_pairs.setToolTip(
