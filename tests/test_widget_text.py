@@ -13,7 +13,7 @@ import pytest
 from napari.qt.threading import WorkerBase
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
-from napari_promptseg._widgets._common.tasks import _runs_ended, is_deleted
+from napari_promptseg._widgets._common.tasks import is_deleted, runs_ended
 from napari_promptseg._widgets.text import TextPromptWidget
 from napari_promptseg.io import read_image, read_mask
 from napari_promptseg.io.library import ReferenceLibrary
@@ -192,7 +192,7 @@ def test_the_route_box_says_what_auto_takes_after_another_widgets_run_downloaded
     gone.deleteLater()
     qtbot.waitUntil(lambda: is_deleted(gone), timeout=5_000)
     with caplog.at_level(logging.ERROR):
-        _runs_ended.ended.emit()  # as a run's end
+        runs_ended()  # as a run's end
     assert not caplog.records, caplog.text
 
 

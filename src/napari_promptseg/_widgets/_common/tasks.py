@@ -201,33 +201,32 @@ class _Mourner(QObject):
 _mourner = _Mourner()
 
 
-class _RunsEnded(QObject):
-    """Says on the main thread that a task of any promptseg widget has ended: what one run did (a model it
-    downloaded) changes what other widgets show (which text route auto takes), and each widget refreshed that only
-    when its own controls changed."""
-
-    ended = Signal()
-
-
-_runs_ended = _RunsEnded()
+#: what :func:`after_every_run` calls, held weakly. A plain list, not a Qt signal: with Python functions connected to
+#: a module-level QObject's signal, a script that closed the Interactive widget's dock crashed at its exit (code 139)
+#: in one run of two (test_a_script_that_closes_the_dock_after_an_embedding_exits_cleanly); a list runs no code in
+#: PyQt's exit clean-up
+_after_run: list[weakref.WeakMethod] = []
 
 
 def after_every_run(callback: Callable[[], None]) -> None:
     """Call ``callback``, a widget's method, on the main thread each time a task of any promptseg widget has ended
-    (done, failed or cancelled). Its widget is held weakly: once Qt or Python has deleted it, it is called no more."""
-    method = weakref.WeakMethod(callback)
+    (done, failed or cancelled): what one run did (a model it downloaded) changes what other widgets show (which text
+    route auto takes, which models are on disk), and each refreshed that after its own runs or control changes only.
+    Its widget is held weakly: once Qt or Python has deleted it, it is called no more."""
+    _after_run.append(weakref.WeakMethod(callback))
 
-    def call() -> None:
-        bound = method()
+
+def runs_ended() -> None:
+    """Call what :func:`after_every_run` was given (main thread: after a task has ended)."""
+    for ref in list(_after_run):
+        bound = ref()
         if bound is None or (isinstance(bound.__self__, QObject) and is_deleted(bound.__self__)):
-            _runs_ended.ended.disconnect(call)
-            return
+            _after_run.remove(ref)
+            continue
         try:
             bound()
         except Exception:  # a refresh must not stop the other widgets' (nor the runner that ended)
             logger.exception("promptseg: refreshing %s after a run failed", type(bound.__self__).__name__)
-
-    _runs_ended.ended.connect(call)
 
 
 @dataclass
@@ -425,7 +424,7 @@ class TaskRunner(QObject):
                 _unwatch(job)  # the widget is gone: its watchers and the activity-dock bar are left to close
                 if pbar is not None:
                     pbar.close()
-            _runs_ended.ended.emit()  # whatever the task left behind (weights on disk) is for every widget to see
+            runs_ended()  # what the task left behind (weights on disk) is for every widget to see
 
         worker.finished.connect(finished)
         worker.start()
