@@ -757,3 +757,27 @@ def test_a_model_downloaded_by_a_run_is_no_longer_listed_as_missing(make_viewer,
         assert widget.runner.widget.state == "done"
         assert (registry.cache_dir() / card.filename).is_file()
         assert widget.model_combo.itemText(index) == "served_litemedsam"
+
+
+def test_a_model_downloaded_by_another_widgets_run_is_no_longer_listed_as_missing(make_viewer, qtbot, monkeypatch):
+    """The model list was refreshed after the Interactive widget's own runs only: a model another widget's run had
+    downloaded (a One-shot or Registration run's segmenter) stayed '(weights missing)'."""
+    from qtpy.QtWidgets import QWidget
+
+    from napari_promptseg._widgets._common import TaskRunner, task_segmenter
+    from napari_promptseg.models import resolve_weights
+
+    bundled = resolve_weights("litemedsam")
+    with _served_card(
+        monkeypatch, _ServedCheckpoint, bundled, "litemedsam", "served_litemedsam", package_resource=None
+    ) as card:
+        widget = add_widget(make_viewer())  # no image: it runs nothing itself
+        index = widget.model_combo.findData(card.name)
+        assert widget.model_combo.itemText(index) == "served_litemedsam (weights missing)"
+        other = QWidget()  # another widget's run panel, as One-shot and Registration load their segmenter
+        runner = TaskRunner(other)
+        runner.submit("load", "load model", lambda progress, cancel: task_segmenter(progress, cancel, card.name), print)
+        qtbot.waitUntil(lambda: not runner.busy, timeout=FIRST_RUN_MS)
+        assert runner.state == "done", runner.widget.status.text()
+        assert widget.model_combo.itemText(index) == "served_litemedsam"
+        other.deleteLater()
