@@ -3,8 +3,8 @@
 Widgets stay thin: they gather inputs on the main thread, hand a plain function to :class:`TaskRunner` (which runs it
 in a ``napari.qt.threading`` worker with progress and cancel) and push the result back into layers on the main thread.
 The pieces live in :mod:`.layers` (planes, pyramid levels, placement of result layers), :mod:`.picker`
-(:class:`LayerPicker`) and :mod:`.tasks` (:class:`TaskRunner`, the status panel, notifications); every name is
-importable from here.
+(:class:`LayerPicker`), :mod:`.tasks` (:class:`TaskRunner`, notifications) and :mod:`.panel` (the run/status panel);
+every name is importable from here.
 """
 
 from ...models._native import load_triton_safely  # noqa: F401 - every widget calls it on the main thread
@@ -30,9 +30,9 @@ from .layers import (
     unproxied,
     whole_image_level,
 )
+from .panel import STATES, _ProgressPanel, show_details
 from .picker import ROLE_KEY, LayerPicker, is_preview
 from .tasks import (
-    STATES,
     ProgressCallback,
     Task,
     TaskRunner,
@@ -40,7 +40,6 @@ from .tasks import (
     _keep,
     _open_boxes,
     _Outcome,
-    _ProgressPanel,
     _unwatch,
     after_every_run,
     debounce_timer,
@@ -48,7 +47,6 @@ from .tasks import (
     notify_exception,
     notify_once,
     notify_warning,
-    show_details,
     task_segmenter,
 )
 
