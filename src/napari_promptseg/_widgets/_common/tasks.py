@@ -148,6 +148,7 @@ def _stop_at_exit() -> None:
     pool = QThreadPool.globalInstance()  # where napari's workers run: also those past their task, still signalling
     if pool is not None and pool.activeThreadCount() and not pool.waitForDone(EXIT_WAIT_MS):
         logger.warning("promptseg: a task did not stop within %d s of the exit", EXIT_WAIT_MS // 1000)
+    _after_run.clear()
     for widget in list(_undocked):
         if not is_deleted(widget) and widget.parent() is None:
             _delete_qt(widget)
@@ -187,11 +188,11 @@ class _Mourner(QObject):
 _mourner = _Mourner()
 
 
-#: what :func:`after_every_run` calls, held weakly. A plain list, not a Qt signal: with Python functions connected to
-#: a module-level QObject's signal, a script that closed the Interactive widget's dock crashed at its exit (code 139)
-#: in one run of two (test_a_script_that_closes_the_dock_after_an_embedding_exits_cleanly); a list runs no code in
-#: PyQt's exit clean-up
-_after_run: list[weakref.WeakMethod] = []
+#: what :func:`after_every_run` calls: (its widget, held weakly, and the method's function). Plain references,
+#: without the callback a ``WeakMethod`` runs when its widget goes: no Python code of ours in PyQt's exit clean-up
+#: (see :func:`_stop_at_exit`, which empties this list as it does ``_undocked``). A Qt signal here, then weak methods,
+#: saw test_a_script_that_closes_the_dock_after_an_embedding_exits_cleanly crash (139) now and then
+_after_run: list[tuple[weakref.ref, Callable[[Any], None]]] = []
 
 
 def after_every_run(callback: Callable[[], None]) -> None:
@@ -199,20 +200,20 @@ def after_every_run(callback: Callable[[], None]) -> None:
     (done, failed or cancelled): what one run did (a model it downloaded) changes what other widgets show (which text
     route auto takes, which models are on disk), and each refreshed that after its own runs or control changes only.
     Its widget is held weakly: once Qt or Python has deleted it, it is called no more."""
-    _after_run.append(weakref.WeakMethod(callback))
+    _after_run.append((weakref.ref(callback.__self__), callback.__func__))  # type: ignore[attr-defined]
 
 
 def runs_ended() -> None:
     """Call what :func:`after_every_run` was given (main thread: after a task has ended)."""
-    for ref in list(_after_run):
-        bound = ref()
-        if bound is None or (isinstance(bound.__self__, QObject) and is_deleted(bound.__self__)):
-            _after_run.remove(ref)
+    for entry in list(_after_run):
+        widget, function = entry[0](), entry[1]
+        if widget is None or (isinstance(widget, QObject) and is_deleted(widget)):
+            _after_run.remove(entry)
             continue
         try:
-            bound()
+            function(widget)
         except Exception:  # a refresh must not stop the other widgets' (nor the runner that ended)
-            logger.exception("promptseg: refreshing %s after a run failed", type(bound.__self__).__name__)
+            logger.exception("promptseg: refreshing %s after a run failed", type(widget).__name__)
 
 
 @dataclass
