@@ -90,6 +90,7 @@ def test_a_route_whose_packages_are_missing_is_not_advised_as_a_download(monkeyp
     with pytest.raises(PromptsegError, match="the reference library has no entries") as caught:
         choose_route("auto", library=empty, device="cpu")
     assert "route groundingdino" not in caught.value.details and "route clipseg" not in caught.value.details
+    assert "weights in place" not in caught.value.details  # weights no package here could load
     assert "CLIPSeg needs its package installed before a download: clipseg_rd64_refined needs the Python package " in (
         caught.value.details
     )
@@ -100,6 +101,8 @@ def test_a_route_whose_packages_are_missing_is_not_advised_as_a_download(monkeyp
     assert "route groundingdino downloads its model (route auto downloads nothing); CLIPSeg needs its package" in (
         caught.value.details
     )
+    _, tooltip = route_hint("auto", trained=True)  # said once, not again in the advice's bracket
+    assert tooltip.count("auto downloads nothing") == 1 and "route groundingdino downloads its model" in tooltip
 
 
 def test_a_named_grounder_without_its_package_downloads_nothing(monkeypatch):

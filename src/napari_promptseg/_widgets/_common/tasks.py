@@ -4,6 +4,7 @@ cancel; its run/status panel is :mod:`.panel`'s), errors as notifications, and t
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import threading
 import time
@@ -200,7 +201,10 @@ def after_every_run(callback: Callable[[], None]) -> None:
     (done, failed or cancelled): what one run did (a model it downloaded) changes what other widgets show (which text
     route auto takes, which models are on disk), and each refreshed that after its own runs or control changes only.
     Its widget is held weakly: once Qt or Python has deleted it, it is called no more."""
-    _after_run.append((weakref.ref(callback.__self__), callback.__func__))  # type: ignore[attr-defined]
+    owner = getattr(callback, "__self__", None)
+    if owner is None:  # a function or lambda: nothing to hold weakly, and it would outlive its widget
+        raise TypeError(f"after_every_run takes a widget's method, not {callback!r}")
+    _after_run.append((weakref.ref(owner), callback.__func__))  # type: ignore[attr-defined]
 
 
 def runs_ended() -> None:
@@ -208,7 +212,8 @@ def runs_ended() -> None:
     for entry in list(_after_run):
         widget, function = entry[0](), entry[1]
         if widget is None or (isinstance(widget, QObject) and is_deleted(widget)):
-            _after_run.remove(entry)
+            with contextlib.suppress(ValueError):  # already gone (the exit's clean-up, a refresh that ran a task)
+                _after_run.remove(entry)
             continue
         try:
             function(widget)

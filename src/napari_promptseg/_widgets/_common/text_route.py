@@ -41,7 +41,7 @@ def route_hint(route: str, *, text_model: str = "", trained: bool = False, intro
     lines = [intro] if intro else []
     lines += [
         f"auto: {first}GroundingDINO if its package and weights are here, else CLIPSeg, else your reference library; "
-        f"auto downloads nothing: {download_advice()}"
+        f"auto downloads nothing: {download_advice(auto_note=False)}"
     ]
     if route == "auto":
         lines.append(f"here auto takes: {answer}")

@@ -82,11 +82,12 @@ def route_missing(route: str, *, download: bool = False) -> list[str]:
     return [] if any(not p for p in problems) else [m for p in problems for m in p]
 
 
-def download_advice() -> str:
+def download_advice(*, auto_note: bool = True) -> str:
     """How to get a vision-language model when auto found none on disk: the routes that download theirs ("route
     groundingdino or clipseg downloads one (route auto downloads nothing)"), and for a route none of whose models has
     its package, that package's install command first (a download for a model that cannot load was advised too).
-    Nothing is loaded or fetched."""
+    ``auto_note=False``: without the bracket, for a caller that has said so (the route box's tooltip). Nothing is
+    loaded or fetched."""
     fetching, installing = [], []
     for route, (what, _names) in _ROUTE_MODELS.items():
         lacking = route_missing(route, download=True)  # a package only: weights are what the route downloads
@@ -97,7 +98,8 @@ def download_advice() -> str:
     said = []
     if fetching:
         one = "one" if len(fetching) > 1 else "its model"
-        said.append(f"route {' or '.join(fetching)} downloads {one} (route auto downloads nothing)")
+        note = " (route auto downloads nothing)" if auto_note else ""
+        said.append(f"route {' or '.join(fetching)} downloads {one}{note}")
     return "; ".join(said + installing)
 
 
@@ -224,7 +226,7 @@ def choose_route(
             f"{where}the reference library has no entries",
             details=f"library: {lib.path}. Save a named exemplar from the One-shot widget ('Save reference to "
             "library…'), or the Text prompt widget's 'Add exemplar', or run `promptseg library add NAME --image IMG "
-            "--mask MASK` (`promptseg library starter` adds the bundled nuclei exemplar); or put GroundingDINO/CLIPSeg "
-            f"weights in place (`promptseg models` lists where); {download_advice()}",
+            "--mask MASK` (`promptseg library starter` adds the bundled nuclei exemplar); or a vision-language model: "
+            f"{download_advice()} (`promptseg models` lists where weights go)",
         )
     return TextRoute("library", lib, str(lib.path), skipped, details)
