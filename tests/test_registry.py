@@ -382,14 +382,14 @@ def test_a_cancelled_download_stops_at_its_next_block_and_leaves_no_weights(serv
     with pytest.raises(CancelledError, match="download of x cancelled"):
         resolve_weights(CARD_NAME, progress=progress)
 
-    assert told == [(2**20 / len(PAYLOAD), "downloading x: 1 of 3 MB")]  # one block told, then stopped
+    assert told == [(2**20 / len(PAYLOAD), "downloading x: 1.0 of 3.0 MB")]  # one block told, then stopped
     assert list(cache.iterdir()) == []  # pooch's temporary file went with it
     assert resolve_weights(CARD_NAME).read_bytes() == PAYLOAD
 
 
 def test_a_small_download_tells_its_size_in_kb_not_0_of_0_mb(server, cache, monkeypatch):
     """A file under 1 MB (a config, a small fine-tuned head) was told as "0 of 0 MB" all through its download."""
-    from napari_promptseg.models import download_progress
+    from napari_promptseg.models import download_progress, download_size
 
     small = PAYLOAD[:300_000]
     server.payload = small
@@ -397,6 +397,9 @@ def test_a_small_download_tells_its_size_in_kb_not_0_of_0_mb(server, cache, monk
     told: list[str] = []
     resolve_weights(CARD_NAME, progress=download_progress(lambda fraction, message: told.append(message), None, "x"))
     assert told[-1] == "downloading x: 293 of 293 KB", told
+    # whole units only, a 1.4 MB file read "1 of 1 MB" half way: one decimal below 10 of the unit
+    assert download_size(734_003, 1_468_006) == "0.7 of 1.4 MB" and download_size(5 * 2**20) == "5.0 MB"
+    assert download_size(12 * 2**20, 375 * 2**20) == "12 of 375 MB" and download_size(512) == "512 bytes"
 
 
 def test_the_clis_download_line_is_ended_when_the_download_finishes_or_fails(
@@ -413,7 +416,7 @@ def test_the_clis_download_line_is_ended_when_the_download_finishes_or_fails(
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     last = err.rpartition("\r")[2]  # the progress line as it ends
-    assert last.startswith("downloading weights: 3 of 3 MB\n"), repr(err[-400:])
+    assert last.startswith("downloading weights: 3.0 of 3.0 MB\n"), repr(err[-400:])
     assert f"promptseg segment: error: {CARD_NAME}" in last.partition("\n")[2]
 
     (cache / FILENAME).unlink()
@@ -421,7 +424,7 @@ def test_the_clis_download_line_is_ended_when_the_download_finishes_or_fails(
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     last = err.rpartition("\r")[2]
-    assert last.startswith("downloading weights: 1 of 3 MB\npromptseg segment: error:"), repr(err[-400:])
+    assert last.startswith("downloading weights: 1.0 of 3.0 MB\npromptseg segment: error:"), repr(err[-400:])
     assert "download from" in last and "failed" in last
 
 

@@ -68,11 +68,13 @@ def _name_lock(name: str) -> threading.Lock:
 
 
 def download_size(done: int, total: int | None = None) -> str:
-    """``done`` (of ``total``) bytes in the unit of the larger: "12 of 375 MB", "300 of 700 KB", "512 bytes". MB
-    only, a file under 1 MB read "0 of 0 MB" all through its download."""
+    """``done`` (of ``total``) bytes in the unit of the larger: "12 of 375 MB", "0.7 of 1.4 MB", "300 of 700 KB", "512
+    bytes". MB only, a file under 1 MB read "0 of 0 MB" all through its download; whole units only, a 1.4 MB one
+    read "1 of 1 MB" half way: one decimal below 10 of the unit."""
     scale = max(done, total or 0)
     unit, step = ("MB", 2**20) if scale >= 2**20 else ("KB", 2**10) if scale >= 2**10 else ("bytes", 1)
-    return f"{done / step:.0f}" + (f" of {total / step:.0f}" if total else "") + f" {unit}"
+    digits = 1 if step > 1 and scale < 10 * step else 0
+    return f"{done / step:.{digits}f}" + (f" of {total / step:.{digits}f}" if total else "") + f" {unit}"
 
 
 def download_progress(report: Callable[[float, str], None], cancel: Callable[[], bool] | None, name: str) -> Progress:
