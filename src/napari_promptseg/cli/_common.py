@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..errors import PromptsegError, WeightsError
 from ..io._files import ensure_writable_dir, replacing
-from ._stacks import _plane_channel_axis, _stack_for, _write_output, _writes_into_zarr
+from ._stacks import _plane_channel_axis, _write_output, _writes_into_zarr
 from ._types import positive_float, positive_int, weights_path
 
 if TYPE_CHECKING:
@@ -320,7 +320,8 @@ def _finish_image(
 ) -> None:
     """Per-image tail shared by the segmenting subcommands: a warning for stack options a 2D input ignored, the
     optional overlay (its failure is a warning: the labels are written) and the summary the driver prints (private
-    ``_`` keys stay out of report.json). ``stack``: a stack input as its planes were read (its overlay's plane)."""
+    ``_`` keys stay out of report.json). ``stack``: a stack input as its planes were read (its overlay's plane),
+    given with stack labels."""
     import numpy as np
 
     from ..io import output_stem, write_overlay
@@ -344,7 +345,7 @@ def _finish_image(
             if np.ndim(labels) == 3:  # a stack: the overlay shows the seed plane, or the middle one
                 z = getattr(args, "plane", None)
                 z = np.shape(labels)[0] // 2 if z is None else z
-                image = (_stack_for(args, image, path) if stack is None else stack)[z]
+                image = stack[z]  # _stack_record passes the planes as it read them
                 labels = labels[z]
                 channel_axis = _plane_channel_axis(args)
             overlay = args.output / f"{output_stem(path, getattr(args, 'output_stems', None))}_overlay.png"
