@@ -180,10 +180,11 @@ def test_a_target_folders_slide_is_read_at_the_clis_level_and_lies_over_its_full
     (image, _, _), (truth, _, _) = nuclei()
     zoom = np.ones((2, 2), np.uint8)
     big, big_truth = np.kron(image, zoom), np.kron(truth, zoom)  # nuclei of ~40 px: a working scale of 1/2
-    target = np.fliplr(big)  # its half is np.fliplr(image), with np.fliplr(truth) its nuclei
+    # 512 x 511 px; its half (every other pixel, 256 x 256) is np.fliplr(image), with np.fliplr(truth) its nuclei
+    target = np.fliplr(big)[:, :-1]
     folder = tmp_path / "slides"
     folder.mkdir()
-    with tifffile.TiffWriter(folder / "slide.ome.tif") as tif:  # 512 px and its half
+    with tifffile.TiffWriter(folder / "slide.ome.tif") as tif:
         tif.write(target, subifds=1, tile=(128, 128), metadata={"axes": "YX"})
         tif.write(target[::2, ::2], subfiletype=1, tile=(128, 128))
     viewer = make_viewer()
@@ -196,11 +197,13 @@ def test_a_target_folders_slide_is_read_at_the_clis_level_and_lies_over_its_full
     assert widget.runner.state == "done", widget.runner.widget.status.text()
     result = viewer.layers["slide.ome one-shot"]
     assert result.data.shape == (256, 256)  # level 1, as the CLI reads it (level 0 was read: 512 px)
-    np.testing.assert_allclose(result.scale, (2.0, 2.0))
-    np.testing.assert_allclose(result.translate, (0.5, 0.5))  # a level pixel over the centre of the 2 x 2 it stands for
+    # a level pixel over the centre of the pixels it stands for, per axis as the CLI upsamples (511 / 256 columns)
+    np.testing.assert_allclose(result.scale, (2.0, 511 / 256))
+    np.testing.assert_allclose(result.translate, (0.5, (511 / 256 - 1) / 2))
     assert match_instances(result.data, np.fliplr(truth))["f1"] > 0.7
     # the nuclei's centres in the file's full-resolution pixels fall in the labels where napari shows them
-    centres = [np.argwhere(np.fliplr(big_truth) == k).mean(axis=0) for k in range(1, int(truth.max()) + 1)]
+    target_truth = np.fliplr(big_truth)[:, :-1]
+    centres = [np.argwhere(target_truth == k).mean(axis=0) for k in range(1, int(truth.max()) + 1)]
     hits = [result.data[tuple(np.round(result.world_to_data(c)).astype(int))] > 0 for c in centres]
     assert np.mean(hits) > 0.8
 

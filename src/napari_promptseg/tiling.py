@@ -333,11 +333,13 @@ def full_to_level(coords: object, factor: float | np.ndarray) -> np.ndarray:
     return (np.asarray(coords, np.float64) - (np.asarray(factor, np.float64) - 1) / 2) / factor
 
 
-def level_placement(factor: float, ndim: int = 2) -> dict[str, tuple[float, ...]]:
-    """``scale`` and ``translate`` that lay an array found on a pyramid level ``factor`` times coarser (a heatmap,
-    a probability map) over the full-resolution pixels it stands for (:func:`level_to_full`), in the pixels of
-    the full-resolution labels: ``viewer.add_image(result.heatmap, **level_placement(result.heatmap_factor))``."""
-    return {"scale": (float(factor),) * ndim, "translate": (float(level_to_full(0.0, factor)),) * ndim}
+def level_placement(factor: float | Sequence[float], ndim: int = 2) -> dict[str, tuple[float, ...]]:
+    """``scale`` and ``translate`` that lay an array found on a pyramid level ``factor`` times coarser (per axis
+    when a sequence: a level of an odd-sized image is not exactly half along both) over the full-resolution pixels
+    it stands for (:func:`level_to_full`), in the pixels of the full-resolution labels:
+    ``viewer.add_image(result.heatmap, **level_placement(result.heatmap_factor))``."""
+    factors = np.broadcast_to(np.asarray(factor, np.float64), (ndim,))
+    return {"scale": tuple(map(float, factors)), "translate": tuple(map(float, level_to_full(0.0, factors)))}
 
 
 def upsample_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:

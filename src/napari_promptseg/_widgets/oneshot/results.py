@@ -28,9 +28,9 @@ class OneShotOutput:
     scales: list[dict] = field(default_factory=list)  # working scale per target (many-instances mode)
     labelling_advice: str | None = None  # few objects labelled, not said to be partial: why little may be found
     skipped: list[str] = field(default_factory=list)  # a folder's files that could not be done, each with why
-    #: per folder file done: how many times coarser than its full resolution the pyramid level read was (1: the
-    #: file itself); empty for a layer's targets (placed over their layer)
-    file_factors: list[float] = field(default_factory=list)
+    #: per folder file done: how many times coarser than its full resolution the pyramid level read was, per axis
+    #: (rows, columns; 1: the file itself); empty for a layer's targets (placed over their layer)
+    file_factors: list[tuple[float, float]] = field(default_factory=list)
 
 
 def run_oneshot(
@@ -134,7 +134,9 @@ def run_oneshot(
         level, _, level_factor = target_file_level(path, image, segmenter.input_size, full_size)
         size = None if exemplars is None else level_object_size(exemplars, object_size, level_factor)
         result = segment_one(k, level, size)
-        out.file_factors.append(level_factor)
+        # per axis, from the shapes, as the CLI puts labels back (upsample_labels): an odd side's level is not half
+        full_shape, level_shape = np.shape(image)[:2], np.shape(level)[:2]
+        out.file_factors.append((full_shape[0] / level_shape[0], full_shape[1] / level_shape[1]))
         return result
 
     if stacked:  # ids linked across planes, as the CLI's stacks (segment_stack checks cancel between planes)
