@@ -416,7 +416,7 @@ def test_the_clis_download_line_is_ended_when_the_download_finishes_or_fails(
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     last = err.rpartition("\r")[2]  # the progress line as it ends
-    assert last.startswith("downloading weights: 3.0 of 3.0 MB\n"), repr(err[-400:])
+    assert last.startswith(f"downloading {CARD_NAME}: 3.0 of 3.0 MB\n"), repr(err[-400:])
     assert f"promptseg segment: error: {CARD_NAME}" in last.partition("\n")[2]
 
     (cache / FILENAME).unlink()
@@ -424,7 +424,7 @@ def test_the_clis_download_line_is_ended_when_the_download_finishes_or_fails(
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     last = err.rpartition("\r")[2]
-    assert last.startswith("downloading weights: 1.0 of 3.0 MB\npromptseg segment: error:"), repr(err[-400:])
+    assert last.startswith(f"downloading {CARD_NAME}: 1.0 of 3.0 MB\npromptseg segment: error:"), repr(err[-400:])
     assert "download from" in last and "failed" in last
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 _lock = threading.Lock()  # a model may load in a thread of an in-process batch
 _open = False  # a progress line was written and not yet ended
@@ -34,11 +34,12 @@ def end() -> None:
             _open = False
 
 
-def weights_progress(done: int, total: int | None) -> None:
-    """A loader's ``progress(done_bytes, total_bytes)`` told on the line."""
-    from ..models import download_size
+def weights_progress(name: str) -> Callable[[int, int | None], None]:
+    """A loader's ``progress(done_bytes, total_bytes)`` for model ``name``, told on the line as the widgets tell it
+    ("downloading sam_vit_b: 12 of 375 MB"; the line said "weights", not which)."""
+    from ..models import download_progress
 
-    show(f"downloading weights: {download_size(done, total)}", finished=bool(total) and done >= total)
+    return download_progress(route_progress, None, name)
 
 
 def route_progress(fraction: float, message: str) -> None:

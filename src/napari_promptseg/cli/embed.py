@@ -76,7 +76,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def _setup(args: argparse.Namespace) -> tuple[object, dict]:
     from ..models import load_segmenter
 
-    segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=weights_progress)
+    segmenter = load_segmenter(
+        args.model, weights=args.weights, device=args.device, progress=weights_progress(args.model)
+    )
     return segmenter, _segmenter_meta(segmenter)
 
 

@@ -189,9 +189,11 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
     from ..models.features import load_feature_extractor
     from ..models.preprocessing import as_channels_last
 
-    segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=weights_progress)
+    segmenter = load_segmenter(
+        args.model, weights=args.weights, device=args.device, progress=weights_progress(args.model)
+    )
     extractor = load_feature_extractor(
-        args.features, segmenter=segmenter, device=args.device, progress=weights_progress
+        args.features, segmenter=segmenter, device=args.device, progress=weights_progress(args.features)
     )
     # a Fiji composite's named channel axis (C, Y, X), as the targets read it
     # a given --channel-axis counts in each file's order (a pyramid's is read channels last): every reference's

@@ -77,7 +77,9 @@ def _setup(args: argparse.Namespace) -> tuple[object, dict]:
     """Once per worker: the segmenter."""
     from ..models import load_segmenter
 
-    segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=weights_progress)
+    segmenter = load_segmenter(
+        args.model, weights=args.weights, device=args.device, progress=weights_progress(args.model)
+    )
     return segmenter, _segmenter_meta(segmenter)
 
 

@@ -182,7 +182,9 @@ def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
         text_model=args.text_model,
         progress=route_progress,  # a named route's download
     )
-    segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=weights_progress)
+    segmenter = load_segmenter(
+        args.model, weights=args.weights, device=args.device, progress=weights_progress(args.model)
+    )
     # a prompt longer than the route's model reads is the run's to say, once (every worker finds the same): not each
     # worker's first image's
     cut = prompt_cut_warnings(route, args.prompt, template=args.template, attributes=_attributes(args))

@@ -176,7 +176,9 @@ def cmd_register(args: argparse.Namespace) -> int:
     if method != "intensity":
         from ...models import load_segmenter
 
-        segmenter = load_segmenter(args.model, weights=args.weights, device=args.device, progress=weights_progress)
+        segmenter = load_segmenter(
+            args.model, weights=args.weights, device=args.device, progress=weights_progress(args.model)
+        )
         load_s = time.perf_counter() - t0
     result = register(
         fixed_at.array,
