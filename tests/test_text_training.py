@@ -464,6 +464,26 @@ def test_clipseg_finetune_end_to_end_with_a_tiny_model(tiny_clipseg_dir, kvasir,
     assert answer.route == "trained" and answer.labels.shape == image.shape[:2]
 
 
+def test_clipseg_finetuning_tells_the_download_of_its_base_model(fake_hub, tiny_clipseg_dir, kvasir, tmp_path):  # noqa: F811
+    """Fine-tuning CLIPSeg without --clipseg-weights downloads the base model: its progress was huggingface_hub's
+    bars only, not the run's progress (the widget's panel, the CLI's line)."""
+    from napari_promptseg.models import get_card
+
+    card = get_card("clipseg_rd64_refined")
+    fake_hub.add(card.repo_id, tiny_clipseg_dir, card.revision)
+    told: list[str] = []
+    finetune_clipseg(
+        kvasir,
+        tmp_path / "clipseg",
+        epochs=1,
+        batch_size=2,
+        device="cpu",
+        progress=lambda fraction, message: told.append(message),
+    )
+    downloads = [m for m in told if m.startswith("downloading clipseg_rd64_refined: ")]
+    assert downloads and downloads[-1].endswith(" KB"), told  # the tiny model's weights, told in KB
+
+
 def test_clipseg_with_a_validation_fraction_of_0_runs_every_epoch_on_every_image(
     tiny_clipseg_dir,  # noqa: F811
     kvasir,

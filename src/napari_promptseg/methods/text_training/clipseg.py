@@ -74,7 +74,7 @@ def finetune_clipseg(
     cancel: Callable[[], bool] | None = None,
 ) -> TrainingResult:
     """Fine-tune CLIPSeg (registry ``clipseg_rd64_refined``, or the checkpoint directory ``weights``)."""
-    from ...models import resolve_device, resolve_weights
+    from ...models import download_progress, resolve_device, resolve_weights
     from ...models.clipseg import load_clipseg
 
     report = progress or (lambda fraction, message: None)
@@ -91,7 +91,10 @@ def finetune_clipseg(
     train_set, val_set = split_triplets(triplets, val_fraction=val_fraction, seed=seed)
     t_start = time.perf_counter()
     report(0.0, "loading CLIPSeg")
-    source = resolve_weights("clipseg_rd64_refined", weights)
+    # a download is told (and cancelled) as every other step: huggingface_hub's own bars were all a user saw
+    source = resolve_weights(
+        "clipseg_rd64_refined", weights, progress=download_progress(report, stop, "clipseg_rd64_refined")
+    )
     dev = resolve_device(device)
     base = load_clipseg(source, device=dev, name="clipseg")  # a private copy: the registry's stays untouched
     model, processor = base.model, base.processor
