@@ -210,12 +210,12 @@ def test_channel_axis_applies_to_the_image_it_fits(sample_files, tmp_path, capsy
     """--channel-axis 0 for a channels-first moving image beside an RGB fixed one: the fixed image was read as 300
     channels and the error pointed to --channels, which register refuses."""
     moving = np.moveaxis(tifffile.imread(sample_files["moving"]), -1, 0)
-    tifffile.imwrite(tmp_path / "moving_cyx.tif", moving)
+    tifffile.imwrite(tmp_path / "moving_cyx.tif", moving, photometric="minisblack")  # planes, not tifffile's RGB guess
     files = {**sample_files, "moving": tmp_path / "moving_cyx.tif"}
     assert _cli(files, tmp_path / "out", "--channel-axis", "0") == 0, capsys.readouterr().err
     assert tifffile.imread(tmp_path / "out" / "moving_warped.tif").shape == moving.shape
     five = np.concatenate([moving, moving[:2]])
-    tifffile.imwrite(tmp_path / "moving_5.tif", five)
+    tifffile.imwrite(tmp_path / "moving_5.tif", five, photometric="minisblack")
     assert _cli({**files, "moving": tmp_path / "moving_5.tif"}, tmp_path / "out5", "--channel-axis", "0") == 2
     err = capsys.readouterr().err
     assert "5 channels on axis 0" in err and "--channels" not in err, err

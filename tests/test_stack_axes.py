@@ -69,7 +69,8 @@ def test_an_unnamed_stack_is_told_the_axes_of_its_own_shape(tmp_path):
     it with are a grey stack's, not the RGB frames' TYXS. A (T, C, Y, X) stack read with --channel-axis 1: its
     channels are known, and the axes place them where the file has them."""
     path = tmp_path / "grey.tif"
-    tifffile.imwrite(path, frames()[..., 0])
+    # three planes, not the colour samples tifffile takes a (3, Y, X) array for by default (to change in its future)
+    tifffile.imwrite(path, frames()[..., 0], photometric="minisblack")
     note = run(tmp_path, path)["stack_axis_note"]
     assert "If that axis holds channels, give --channel-axis 0." in note and "metadata={'axes': 'TYX'}" in note
     path = tmp_path / "tcyx.tif"
