@@ -206,6 +206,8 @@ def test_a_rerun_neither_overwrites_nor_removes_files_the_user_saved_in_the_outp
     assert "removed" in capsys.readouterr().err
 
 
+# tifffile's guess of a (3, Y, X) image's photometric is deprecated: the warped image says what it is
+@pytest.mark.filterwarnings("error::DeprecationWarning:tifffile")
 def test_channel_axis_applies_to_the_image_it_fits(sample_files, tmp_path, capsys):
     """--channel-axis 0 for a channels-first moving image beside an RGB fixed one: the fixed image was read as 300
     channels and the error pointed to --channels, which register refuses."""

@@ -215,7 +215,11 @@ def cmd_register(args: argparse.Namespace) -> int:
             big = needs_bigtiff(data.nbytes)
             tifffile.imwrite(temp(name), data, compression="zlib", software=REGISTER_MARKER, bigtiff=big, **options)
 
-        write_tiff("moving_warped.tif", warped)
+        # channels first: colour planes, as tifffile guesses today and has said it will stop guessing
+        colour_planes = warped.ndim == 3 and warped.shape[0] in (3, 4) and warped.shape[-1] not in (3, 4)
+        write_tiff(
+            "moving_warped.tif", warped, **({"photometric": "rgb", "planarconfig": "separate"} if colour_planes else {})
+        )
         write_tiff("displacement.tif", result.displacement)
         labels_record = None
         if moving_labels is not None:
