@@ -35,13 +35,8 @@ from .panel import _ProgressPanel, show_details
 
 try:
     from qtpy.sip import delete as _delete_qt
-    from qtpy.sip import isdeleted as _sip_isdeleted
+    from qtpy.sip import isdeleted as is_deleted  # whether Qt has deleted an object (its wrapper may outlive it)
     from qtpy.sip import unwrapinstance as _address
-
-    def is_deleted(obj: QObject) -> bool:
-        """Whether Qt has deleted ``obj``'s C++ object (its Python wrapper may outlive it)."""
-        return _sip_isdeleted(obj)
-
 except ImportError:  # PySide
     from shiboken6 import delete as _delete_qt
     from shiboken6 import getCppPointer
