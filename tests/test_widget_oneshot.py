@@ -32,11 +32,12 @@ def lungs(shared_data):
     return [(read_image(i)[..., 0], read_mask(m)) for i, m in pairs]  # the X-rays are gray stored as RGB
 
 
-def _read_inputs(widget: OneShotWidget):
-    """What the widget's worker reads for a run (the references gathered on the main thread, then read)."""
+def _read_inputs(widget: OneShotWidget, input_size: int = 256):
+    """What the widget's worker reads for a run (the references gathered on the main thread, then read) for a model
+    of ``input_size`` px (LiteMedSAM's, the widget's model, by default)."""
     from napari_promptseg._widgets.oneshot import read_oneshot_inputs
 
-    return read_oneshot_inputs(widget._inputs(), progress=lambda *_: None, cancel=lambda: False)
+    return read_oneshot_inputs(widget._inputs(), input_size, progress=lambda *_: None, cancel=lambda: False)
 
 
 def test_stack_target_gives_labels_and_prompt_points(make_viewer, qtbot, lungs):
@@ -133,6 +134,8 @@ def test_multiscale_target_is_read_at_the_level_of_the_working_scale(make_viewer
     read = _read_inputs(widget)
     assert not read.stacked
     assert read.targets[0].shape == (512, 512) and tuple(read.factors) == (2.0, 2.0)
+    # as the CLI, for the model's input size: a 1024 px model (SAM) needs these objects at full resolution
+    assert _read_inputs(widget, input_size=1024).targets[0].shape == (1024, 1024)
     output = OneShotOutput([np.ones((512, 512), np.uint16)], [np.zeros((0, 2))], [np.zeros((0, 2))], ["slide"], False)
     widget._add_layers(output, target, read.factors)
     result = viewer.layers["slide one-shot"]

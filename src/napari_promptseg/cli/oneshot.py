@@ -323,7 +323,7 @@ def _process(args: argparse.Namespace, one: _OneShot, path: Path, image) -> dict
 
         return _stack_record(args, path, image, plane_labels, one.segmenter, axes=axes)
     # a pyramid is read at the level of the objects' working scale (many instances), else of the whole image
-    size = (args.object_size or one.exemplars.object_size) if one.exemplars is not None else None
+    size = one.exemplars.object_size if one.exemplars is not None else None  # --object-size, else the objects'
     level, index, factor = target_file_level(path, image, one.segmenter.input_size, size)
     result = _segment(args, one, level, str(path), args.channel_axis, factor)
     if one.exemplars is not None:

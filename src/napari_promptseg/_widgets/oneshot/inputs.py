@@ -11,7 +11,7 @@ import numpy as np
 from ...errors import CancelledError, PromptsegError
 from ...io.images import IMAGE_SUFFIXES
 from ...io.listing import image_files, list_images, ome_zarr_left_out
-from .._common import LayerPixels, level_factors, plane_shape, read_reference_plane, whole_image_level
+from .._common import LayerPixels, level_factors, plane_shape, read_reference_plane
 
 
 def target_planes(data: np.ndarray, rgb: bool, name: str = "target layer") -> tuple[list[np.ndarray], bool]:
@@ -76,9 +76,9 @@ class OneShotPixels:
     factors: np.ndarray  # the downsampling of each axis of the target level read
 
 
-def read_oneshot_inputs(inputs: OneShotInputs, progress, cancel) -> OneShotPixels:
-    """Read the reference, its labels and the target (a pyramid target at the level the CLI reads), refusing
-    labels that do not fit or are empty, naming the layer. Runs in the worker."""
+def read_oneshot_inputs(inputs: OneShotInputs, input_size: int, progress, cancel) -> OneShotPixels:
+    """Read the reference, its labels and the target (a pyramid target at the level the CLI reads for a model of
+    ``input_size`` px), refusing labels that do not fit or are empty, naming the layer. Runs in the worker."""
     ref, ref_labels = inputs.reference, inputs.reference_labels
     progress(0.0, f"reading '{ref.name}'")
     # a stack's reference is its labelled (or displayed) plane: the volume's other planes are the usual targets
@@ -97,13 +97,7 @@ def read_oneshot_inputs(inputs: OneShotInputs, progress, cancel) -> OneShotPixel
         raise CancelledError("cancelled")
     data = target.data
     if target.multiscale:
-        from ...methods.instances import is_many_objects
-
-        many = inputs.instances
-        if many if many is not None else inputs.partial or is_many_objects(labels):
-            data = _pyramid_level(target, labels, inputs.object_size)
-        else:  # one region: the level a whole-image method reads, as the CLI
-            data = whole_image_level(target)[0]
+        data = _pyramid_level(target, labels, inputs, input_size)
     stacked = is_stack(data, target.rgb, f"target layer '{target.name}'")
     progress(0.0, f"reading '{target.name}'")
     planes = read_planes(data, stacked, cancel)
@@ -112,17 +106,19 @@ def read_oneshot_inputs(inputs: OneShotInputs, progress, cancel) -> OneShotPixel
     return OneShotPixels(reference, labels, plane, planes, names, stacked, level_factors(target, data))
 
 
-def _pyramid_level(target: LayerPixels, labels: np.ndarray, object_size: float | None):
-    """A multiscale target in the many-instances mode is read at the pyramid level that matches the working scale
-    of the reference's objects (assumed at the target's full-resolution pixel size), as the CLI reads it."""
-    from ...methods.instances import reference_objects
-    from ...tiling import choose_scale, pyramid_level, typical_object_size
+def _pyramid_level(target: LayerPixels, labels: np.ndarray, inputs: OneShotInputs, input_size: int):
+    """The level of a multiscale target a run reads, by the CLI's rule (:func:`~napari_promptseg.methods.oneshot.
+    target_scale`): many instances at the working scale of the reference's objects (their size assumed at the
+    target's full-resolution pixel size), one region at the level a whole-image method reads."""
+    from ...methods.instances import is_many_objects, reference_objects
+    from ...methods.oneshot import target_scale
+    from ...tiling import pyramid_level, typical_object_size
 
-    size = object_size or typical_object_size(reference_objects(labels))
+    many = inputs.instances if inputs.instances is not None else inputs.partial or is_many_objects(labels)
+    # the exemplars' size (fit_exemplars): the size given, else the reference objects' own
+    size = (inputs.object_size or typical_object_size(reference_objects(labels))) if many else None
     shapes = [plane_shape(level, target.rgb) for level in target.data]
-    # LiteMedSAM, the widget's model, sees 256 px
-    scale = choose_scale(shapes[0], 256, size)
-    level, _ = pyramid_level(shapes, scale.scale)
+    level, _ = pyramid_level(shapes, target_scale(shapes[0], input_size, size))
     return target.data[level]
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import CancelledError, PromptsegError
-from .._common import task_segmenter
 
 #: the checkbox saying the reference labels only some of its objects (named in the advice when it is not ticked)
 PARTIAL_LABELS_TEXT = "reference labels only some objects"
@@ -46,6 +45,7 @@ def run_oneshot(
     factor: float = 1.0,
     partial: bool = False,
     reference_name: str = "reference",
+    segmenter,
     progress,
     cancel,
 ) -> OneShotOutput:
@@ -55,7 +55,7 @@ def run_oneshot(
     ``factor``: the downsampling of the pyramid level the targets were read at; a folder's files (paths) are read
     here, each at the level the CLI reads (:func:`~napari_promptseg.methods.oneshot.target_file_level`). The planes
     of a stack share one object size and are linked into objects across planes. ``reference_name``: the reference as
-    errors name it."""
+    errors name it; ``segmenter``: the task's (:func:`~.._common.task_segmenter`)."""
     from ...io.multiscale import read_image_named
     from ...methods.instances import (
         count_objects,
@@ -72,8 +72,6 @@ def run_oneshot(
     from ...models.preprocessing import as_channels_last
 
     ref = as_channels_last(reference, name=reference_name)  # refused naming the layer (NaN...), not as 'reference'
-    progress(0.0, "loading model")
-    segmenter = task_segmenter(progress, cancel)
     out = OneShotOutput([], [], [], [], stacked)
     if instances is None:
         instances = partial or is_many_objects(reference_labels)
@@ -130,7 +128,7 @@ def run_oneshot(
     def segment_file(k: int, path: Path):
         # a slide is read at the level of the working scale, as the CLI reads it, never whole at full resolution
         image = read_image_named(path)
-        full_size = (object_size or exemplars.object_size) if exemplars is not None else None  # None: one region
+        full_size = exemplars.object_size if exemplars is not None else None  # the size given, else the objects'
         level, _, level_factor = target_file_level(path, image, segmenter.input_size, full_size)
         size = None if exemplars is None else level_object_size(exemplars, object_size, level_factor)
         result = segment_one(k, level, size)

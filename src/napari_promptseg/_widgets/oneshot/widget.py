@@ -34,6 +34,7 @@ from .._common import (
     notify_warning,
     placement,
     read_exemplar,
+    task_segmenter,
     unproxied,
 )
 from .inputs import OneShotInputs, OneShotPixels, folder_targets, is_stack, read_oneshot_inputs
@@ -235,7 +236,9 @@ class OneShotWidget(QWidget):
         reference_name = inputs.reference.name
 
         def task(progress, cancel) -> tuple[OneShotOutput, OneShotPixels]:
-            pixels = read_oneshot_inputs(inputs, progress, cancel)
+            progress(0.0, "loading model")
+            segmenter = task_segmenter(progress, cancel)
+            pixels = read_oneshot_inputs(inputs, segmenter.input_size, progress, cancel)
             output = run_oneshot(
                 pixels.reference,
                 pixels.labels,
@@ -248,6 +251,7 @@ class OneShotWidget(QWidget):
                 factor=float(pixels.factors[-1]),
                 partial=inputs.partial,
                 reference_name=f"reference image layer '{reference_name}'",
+                segmenter=segmenter,
                 progress=progress,
                 cancel=cancel,
             )

@@ -31,7 +31,7 @@ from scipy import ndimage
 
 from ...errors import CancelledError, PromptsegError
 from ...io.images import label_image_2d
-from ...io.multiscale import file_level, whole_image_file_level, whole_image_scale
+from ...io.multiscale import file_level, whole_image_scale
 from ...models.features import PatchFeatureExtractor, SegmenterFeatures
 from ...models.preprocessing import Normalization, PyramidRead, as_channels_last, in_memory, read_pyramid_level
 from ...models.protocols import PromptableSegmenter
@@ -88,6 +88,7 @@ __all__ = [
     "score_mask",
     "segment_like",
     "target_file_level",
+    "target_scale",
     "self_affinity",
     "sparse_sampling",
     "transfer_confidence",
@@ -268,17 +269,24 @@ def segment_like(
     return results
 
 
+def target_scale(plane_shape: Sequence[int], input_size: int, object_size: float | None) -> float:
+    """The working scale (model-input pixels per full-resolution pixel) a one-shot run reads a target pyramid at, its
+    full-resolution plane ``plane_shape`` (rows, columns): many instances (``object_size``: the reference objects'
+    diameter in full-resolution pixels, given or the exemplars') at their working scale for a model of
+    ``input_size`` px; one region (None) at the scale a whole-image method reads. The one rule of the CLI and the
+    One-shot widget's target layer and folder."""
+    if object_size is None:
+        return whole_image_scale(plane_shape)
+    return choose_scale(tuple(plane_shape)[:2], input_size, object_size).scale
+
+
 def target_file_level(
     path: str | Path, image: object, input_size: int, object_size: float | None = None
 ) -> tuple[Any, int, float]:
     """The pyramid level a one-shot run reads of a target file (``image`` as read from ``path``: a pyramid's full
-    resolution, lazily), its index and its downsampling factor. Many instances (``object_size``: the reference
-    objects' diameter in full-resolution pixels, given or the exemplars') at the level of their working scale for a
-    model of ``input_size`` px; one region (None) at the level a whole-image method reads. Any other file: itself,
-    level 0, factor 1. The one rule of the CLI and the One-shot widget's target folder; no pixel is read."""
-    if object_size is None:
-        return whole_image_file_level(path, image)
-    return file_level(path, image, choose_scale(np.shape(image), input_size, object_size).scale)
+    resolution, lazily) at :func:`target_scale`, its index and its downsampling factor. Any other file: itself,
+    level 0, factor 1. No pixel is read."""
+    return file_level(path, image, target_scale(np.shape(image)[:2], input_size, object_size))
 
 
 def _at_full_resolution(result: OneShotResult, level: PyramidRead | None) -> OneShotResult:
