@@ -174,10 +174,12 @@ def test_a_target_folders_slide_is_read_at_the_clis_level_and_lies_over_its_full
 ):
     """A folder of whole slides as the target: the widget read each file whole, at full resolution (a slide's
     gigapixels in memory), where `promptseg oneshot FOLDER` reads the pyramid level of the objects' working scale.
-    It reads that level now, by the CLI's rule, and lays the labels over the file's full-resolution pixels."""
+    It reads that level now, by the CLI's rule, and lays the labels over the file's full-resolution pixels, in the
+    file's pixel size as napari opens the slide (the labels were in pixels, the slide in µm: 4x off at 0.25 µm)."""
     import tifffile
 
     from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.io.layer_data import image_layer_data
     from napari_promptseg.methods.instances import match_instances
 
     (image, _, _), (truth, _, _) = nuclei()
@@ -188,7 +190,12 @@ def test_a_target_folders_slide_is_read_at_the_clis_level_and_lies_over_its_full
     folder = tmp_path / "slides"
     folder.mkdir()
     with tifffile.TiffWriter(folder / "slide.ome.tif") as tif:
-        tif.write(target, subifds=1, tile=(128, 128), metadata={"axes": "YX"})
+        tif.write(
+            target,
+            subifds=1,
+            tile=(128, 128),
+            metadata={"axes": "YX", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25},
+        )
         tif.write(target[::2, ::2], subfiletype=1, tile=(128, 128))
     viewer = make_viewer()
     widget = OneShotWidget(viewer)
@@ -200,14 +207,18 @@ def test_a_target_folders_slide_is_read_at_the_clis_level_and_lies_over_its_full
     assert widget.runner.state == "done", widget.runner.widget.status.text()
     result = viewer.layers["slide.ome one-shot"]
     assert result.data.shape == (256, 256)  # level 1, as the CLI reads it (level 0 was read: 512 px)
-    # a level pixel over the centre of the pixels it stands for, per axis as the CLI upsamples (511 / 256 columns)
-    np.testing.assert_allclose(result.scale, (2.0, 511 / 256))
-    np.testing.assert_allclose(result.translate, (0.5, (511 / 256 - 1) / 2))
+    # a level pixel over the centre of the pixels it stands for, per axis as the CLI upsamples (511 / 256 columns),
+    # in the file's micrometres
+    np.testing.assert_allclose(result.scale, (2.0 * 0.25, 511 / 256 * 0.25))
+    np.testing.assert_allclose(result.translate, (0.5 * 0.25, (511 / 256 - 1) / 2 * 0.25))
+    assert [str(unit) for unit in result.units] == ["micrometer"] * 2
     assert match_instances(result.data, np.fliplr(truth))["f1"] > 0.7
-    # the nuclei's centres in the file's full-resolution pixels fall in the labels where napari shows them
+    # the slide opened as napari's reader gives it: the nuclei's centres fall in the labels where napari shows them
+    ((data, kwargs, _),) = image_layer_data(folder / "slide.ome.tif")
+    slide = viewer.add_image(data, **kwargs)
     target_truth = np.fliplr(big_truth)[:, :-1]
     centres = [np.argwhere(target_truth == k).mean(axis=0) for k in range(1, int(truth.max()) + 1)]
-    hits = [result.data[tuple(np.round(result.world_to_data(c)).astype(int))] > 0 for c in centres]
+    hits = [result.data[tuple(np.round(result.world_to_data(slide.data_to_world(c))).astype(int))] > 0 for c in centres]
     assert np.mean(hits) > 0.8
 
 

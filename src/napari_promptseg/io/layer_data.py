@@ -103,6 +103,25 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
     return [(data, kwargs, "image")]
 
 
+def file_placement(path: str | Path, factors: tuple[float, float] = (1.0, 1.0)) -> dict[str, Any]:
+    """``scale``, ``translate`` (and ``units``) that lay a 2D result found on a level ``factors`` (rows, columns)
+    times coarser than the full resolution of the image file ``path`` over that file's layer as
+    :func:`image_layer_data` opens it: the level's pixels over the full-resolution pixels they stand for
+    (:func:`~napari_promptseg.tiling.level_placement`), in the file's pixel size and unit."""
+    from ..tiling import level_placement
+
+    placed = level_placement(factors)
+    size = pixel_size(path)
+    if size is None:
+        return placed
+    pixel = np.array([size.y, size.x], float)
+    out: dict[str, Any] = {key: tuple(map(float, np.multiply(value, pixel))) for key, value in placed.items()}
+    unit = _NAPARI_UNITS.get(str(size.unit))
+    if unit is not None:
+        out["units"] = (unit, unit)
+    return out
+
+
 def _plain_layer(array: np.ndarray, path: Path) -> list[LayerData]:
     """A file read whole, as napari's own reader gives it: no scale, no channel split."""
     return [(array, {"name": output_stem(path), "metadata": {"path": str(path)}}, "image")]

@@ -27,9 +27,10 @@ class OneShotOutput:
     scales: list[dict] = field(default_factory=list)  # working scale per target (many-instances mode)
     labelling_advice: str | None = None  # few objects labelled, not said to be partial: why little may be found
     skipped: list[str] = field(default_factory=list)  # a folder's files that could not be done, each with why
-    #: per folder file done: how many times coarser than its full resolution the pyramid level read was, per axis
-    #: (rows, columns; 1: the file itself); empty for a layer's targets (placed over their layer)
-    file_factors: list[tuple[float, float]] = field(default_factory=list)
+    #: per folder file done: the scale, translate (and units) that lay its labels over the file as napari opens it
+    #: (the pyramid level read, in the file's pixel size: :func:`~napari_promptseg.io.layer_data.file_placement`);
+    #: empty for a layer's targets (placed over their layer)
+    file_placements: list[dict] = field(default_factory=list)
 
 
 def run_oneshot(
@@ -56,6 +57,7 @@ def run_oneshot(
     here, each at the level the CLI reads (:func:`~napari_promptseg.methods.oneshot.target_file_level`). The planes
     of a stack share one object size and are linked into objects across planes. ``reference_name``: the reference as
     errors name it; ``segmenter``: the task's (:func:`~.._common.task_segmenter`)."""
+    from ...io.layer_data import file_placement
     from ...io.multiscale import read_image_named
     from ...methods.instances import (
         count_objects,
@@ -134,7 +136,8 @@ def run_oneshot(
         result = segment_one(k, level, size)
         # per axis, from the shapes, as the CLI puts labels back (upsample_labels): an odd side's level is not half
         full_shape, level_shape = np.shape(image)[:2], np.shape(level)[:2]
-        out.file_factors.append((full_shape[0] / level_shape[0], full_shape[1] / level_shape[1]))
+        factors = (full_shape[0] / level_shape[0], full_shape[1] / level_shape[1])
+        out.file_placements.append(file_placement(path, factors))
         return result
 
     if stacked:  # ids linked across planes, as the CLI's stacks (segment_stack checks cancel between planes)

@@ -22,7 +22,6 @@ from qtpy.QtWidgets import (
 )
 
 from ...errors import CancelledError, PromptsegError
-from ...tiling import level_placement
 from .._common import (
     LayerPicker,
     TaskRunner,
@@ -278,7 +277,8 @@ class OneShotWidget(QWidget):
         self, output: OneShotOutput, layer: napari.layers.Image | None, factors: np.ndarray | None = None
     ) -> None:
         """``factors``: the downsampling of each axis of the pyramid level of ``layer`` that was segmented (default
-        none); a target folder's files (no ``layer``) each over its own full resolution (``output.file_factors``)."""
+        none); a target folder's files (no ``layer``) each over the file as napari opens it
+        (``output.file_placements``)."""
         from napari.utils.notifications import show_warning
 
         kw = {} if layer is None else placement(layer, 3 if output.stacked else 2, factors)
@@ -298,8 +298,8 @@ class OneShotWidget(QWidget):
             for k, (labels, pos, neg, name) in enumerate(
                 zip(output.labels, output.positives, output.negatives, output.names, strict=True)
             ):
-                if layer is None and output.file_factors:  # a slide's level, over the slide's full-resolution pixels
-                    kw = level_placement(output.file_factors[k])
+                if layer is None and output.file_placements:  # a slide's level, over the slide as napari opens it
+                    kw = output.file_placements[k]
                 self.viewer.add_labels(labels, name=f"{name} one-shot", **kw)
                 self._add_points(pos[:, ::-1], neg[:, ::-1], f"{name} one-shot prompts", kw)
         summary = result_summary(output)
