@@ -216,3 +216,21 @@ def test_pngs_named_tif_open_as_the_pngs_they_hold_alone_and_as_a_folder(tmp_pat
     np.testing.assert_array_equal(np.asarray(data_), planes[0])
     [(stack, _, _)] = get_reader(str(folder))(str(folder))
     np.testing.assert_array_equal(np.asarray(stack), np.stack(planes))
+
+
+def test_label_tiffs_promptseg_wrote_open_as_labels_and_registers_images_as_images(tmp_path):
+    """promptseg's labels opened as an image layer (grey values, no ids to pick or edit). They open as labels now;
+    register's outputs (the warped moving image) are images, though ours too."""
+    from skimage.measure import label
+
+    from napari_promptseg.io.images import REGISTER_MARKER, write_labels
+
+    coins = label(data.coins() > 120)
+    path = write_labels(tmp_path / "coins.tif", coins)
+    [(array, meta, kind)] = get_reader(str(path))(str(path))
+    assert kind == "labels" and meta["name"] == "coins" and not meta["multiscale"]
+    np.testing.assert_array_equal(array, coins)
+    warped = tmp_path / "warped.tif"
+    tifffile.imwrite(warped, data.coins(), software=REGISTER_MARKER)
+    [(_, _, kind)] = get_reader(str(warped))(str(warped))
+    assert kind == "image"

@@ -3,8 +3,8 @@ image layers, where napari's own TIFF reader reads the full-resolution level who
 as one stack, its files checked up front (napari's own reader stacks every file of a folder, whatever its kind, and
 finds a different size only when it shows that plane). A TIFF without a pyramid is read too, whole, with its pixel
 size as the layer's scale: napari offers the user a choice of reader for every TIFF once two plugins accept the
-suffix, and a user who lets it remember this plugin must still open every TIFF. Thin wrappers over
-:mod:`.io.layer_data`."""
+suffix, and a user who lets it remember this plugin must still open every TIFF. The label TIFFs promptseg writes open
+as Labels layers, over the image they came from. Thin wrappers over :mod:`.io.layer_data`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .io.images import TIFF_SUFFIXES
-from .io.layer_data import LayerData, folder_stack_layer_data, image_layer_data, is_image_folder
+from .io.layer_data import LayerData, folder_stack_layer_data, is_image_folder, tiff_layer_data
 
 
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
@@ -29,9 +29,10 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
 
 
 def read_tiffs(path: str | list[str]) -> list[LayerData]:
-    """The layers of each TIFF in ``path``, in order: pyramids lazily, other TIFFs whole."""
+    """The layers of each TIFF in ``path``, in order: pyramids lazily, other TIFFs whole; promptseg's label TIFFs as
+    Labels layers."""
     paths = [path] if isinstance(path, str) else list(path)
-    return [layer for p in paths for layer in image_layer_data(p, whole_when_single_level=True)]
+    return [layer for p in paths for layer in tiff_layer_data(p)]
 
 
 def read_folder(path: str | list[str]) -> list[LayerData]:

@@ -15,7 +15,14 @@ import numpy as np
 
 from ..errors import PromptsegError
 from .calibration import axis_micrometres, ome_micrometres, pixel_size
-from .images import IMAGE_SUFFIXES, TIFF_SUFFIXES, _format_of_misnamed_tiff, output_stem, read_image
+from .images import (
+    IMAGE_SUFFIXES,
+    TIFF_SUFFIXES,
+    _format_of_misnamed_tiff,
+    is_own_output,
+    output_stem,
+    read_image,
+)
 from .listing import image_files, is_image_name, list_images, ome_zarr_left_out, store_images
 from .multiscale import (
     named_channel_position,
@@ -101,6 +108,15 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
     if not multiscale and whole_when_single_level:
         data = np.asarray(data)
     return [(data, kwargs, "image")]
+
+
+def tiff_layer_data(path: str | Path) -> list[LayerData]:
+    """What napari opens a TIFF as through the plugin: :func:`image_layer_data` (a single level read whole), and a
+    label TIFF promptseg wrote (:func:`.images.is_own_output`; not register's warped images) as a Labels layer."""
+    layers = image_layer_data(path, whole_when_single_level=True)
+    if is_own_output(path):
+        return [(data, kwargs, "labels") for data, kwargs, _ in layers]
+    return layers
 
 
 def file_placement(path: str | Path, factors: tuple[float, float] = (1.0, 1.0)) -> dict[str, Any]:
