@@ -11,6 +11,7 @@ import imageio.v3 as iio
 import numpy as np
 import tifffile
 
+from napari_promptseg._reader import get_reader
 from napari_promptseg.cli import main
 from napari_promptseg.io import read_mask
 from napari_promptseg.methods.interactive import boxes_from_labels
@@ -133,7 +134,7 @@ def test_existing_files_that_are_not_our_outputs_are_never_overwritten(litemedsa
     folder = tmp_path / "r2"
     folder.mkdir()
     tifffile.imwrite(folder / "cells.tif", image)
-    tifffile.imwrite(folder / "cells.ome.tif", image)
+    tifffile.imwrite(folder / "cells.ome.tif", image, metadata={"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
     raw = (folder / "cells.tif").read_bytes()
     command = ["segment", str(folder / "cells.ome.tif"), "--box", "37", "26", "66", "50", "--scheduler", "none"]
     assert main([*command, "-o", str(folder)]) == 2
@@ -144,6 +145,13 @@ def test_existing_files_that_are_not_our_outputs_are_never_overwritten(litemedsa
     (folder / "cells.tif").unlink()
     assert main([*command, "-o", str(folder), "--overlay"]) == 0
     assert is_own_output(folder / "cells.tif") and is_own_output(folder / "cells_overlay.png")
+    # napari opens the labels as labels over their image, in its pixel size (0.5 µm), not in pixels beside it
+    [(pixels, image_meta, _)] = get_reader(str(folder / "cells.ome.tif"))(str(folder / "cells.ome.tif"))
+    [(labels, labels_meta, kind)] = get_reader(str(folder / "cells.tif"))(str(folder / "cells.tif"))
+    assert kind == "labels" and labels_meta["scale"] == image_meta["scale"] == [0.5, 0.5]
+    assert labels_meta["units"] == image_meta["units"] == ["µm", "µm"]
+    rows, cols = np.round(np.argwhere(labels > 0) * labels_meta["scale"] / image_meta["scale"]).astype(int).T
+    assert pixels[rows, cols].mean() > 2 * pixels.mean()  # the object lies over the nucleus the box holds
     assert main([*command, "-o", str(folder), "--overlay"]) == 0, "a rerun replaces its own outputs"
 
     # another suffix of one stem: x.tiff's labels would replace x.tif; an overlay name taken by the user's PNG too

@@ -103,3 +103,31 @@ def test_labels_past_classic_tiffs_size_are_written_as_bigtiff_with_their_axes(t
     small = write_labels(tmp_path / "small.tif", coins[:32, :32])  # 2 KB: a classic ImageJ TIFF, as before
     with tifffile.TiffFile(small) as tif:
         assert not tif.is_bigtiff and tif.is_imagej and tif.series[0].axes == "YX"
+
+
+def test_label_tiffs_record_their_inputs_pixel_size_in_its_unit(tmp_path):
+    """Label TIFFs held no calibration: napari opened a slide in µm and its labels in pixels, beside it. The input's
+    pixel size is read back from the labels in the image's own unit (so both layers' scales are equal), in ImageJ
+    metadata for uint16 ids and in OME (µm) or resolution tags (cm, no unit named) for uint32; a stack's spacing
+    too. No pixel size: the file is the one written without calibration, byte for byte."""
+    from skimage.measure import label
+
+    from napari_promptseg.io.calibration import PixelSize, pixel_size
+    from napari_promptseg.io.layer_data import image_layer_data
+
+    coins = label(data.coins()[:96, :128] > 120).astype(np.uint16)
+    for ids in (coins, coins.astype(np.uint32) * 70_000):  # ImageJ, OME
+        for unit in ("µm", "cm", None):
+            size = PixelSize(0.5, 0.25, unit)
+            path = write_labels(tmp_path / f"{ids.dtype}_{unit}.tif", ids, pixel_size=size)
+            back = pixel_size(path)
+            assert (back.x, back.y) == (0.5, 0.25) and (back.unit or "").replace("um", "µm") == (unit or ""), back
+            np.testing.assert_array_equal(tifffile.imread(path), ids)
+        stack = np.stack([ids] * 3)
+        path = write_labels(
+            tmp_path / f"stack_{ids.dtype}.tif", stack, pixel_size=PixelSize(0.5, 0.5, "µm"), z_spacing=2
+        )
+        [(_, meta, _)] = image_layer_data(path)
+        assert meta["scale"] == [2.0, 0.5, 0.5] and meta["units"] == ["µm"] * 3
+    plain = write_labels(tmp_path / "plain.tif", coins).read_bytes()
+    assert write_labels(tmp_path / "again" / "plain.tif", coins, pixel_size=None).read_bytes() == plain

@@ -225,18 +225,21 @@ def failed_record(
     import numpy as np
 
     from ..io import output_stem, write_labels
+    from ..io.layer_data import labels_calibration
     from ..io.multiscale import labels_axes
     from ..methods.volume import labels_shape
 
     record = {"input": str(path), "status": "failed", "reason": exc if isinstance(exc, str) else _reason(exc)}
     if output is not None and image is not None and np.ndim(image) >= 2:
         empty = np.zeros(labels_shape(image, channel_axis=channel_axis), np.uint16)
-        try:  # a stack's empty labels name their axes as a result's would (the metadata read before the failure)
+        try:  # a stack's empty labels name their axes and pixel size as a result's would (the metadata read before)
             axes = labels_axes(path, empty.ndim)
-        except Exception:  # noqa: BLE001 - the input's reading failed: its planes, unnamed
-            axes = None
+            size, z_spacing = labels_calibration(path, empty.ndim)
+        except Exception:  # noqa: BLE001 - the input's reading failed: its planes, unnamed and uncalibrated
+            axes, size, z_spacing = None, None, None
         stem = output_stem(path, output_stems)
-        record["output"] = str(write_labels(Path(output) / f"{stem}.tif", empty, axes=axes))
+        out = Path(output) / f"{stem}.tif"
+        record["output"] = str(write_labels(out, empty, axes=axes, pixel_size=size, z_spacing=z_spacing))
         record["shape"] = list(np.shape(image))
     return record
 

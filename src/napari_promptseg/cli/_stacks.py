@@ -106,6 +106,7 @@ def _write_output(args: argparse.Namespace, path: Path, labels: object, *, axes:
     import numpy as np
 
     from ..io import output_stem, write_labels
+    from ..io.layer_data import labels_calibration
     from ..io.multiscale import is_ome_zarr, labels_axes
     from ..io.ome_zarr_labels import write_ome_zarr_labels
 
@@ -118,7 +119,9 @@ def _write_output(args: argparse.Namespace, path: Path, labels: object, *, axes:
         return str(write_ome_zarr_labels(path, labels, getattr(args, "labels_name", "promptseg"), args.output))
     stem = output_stem(path, getattr(args, "output_stems", None))
     axes = axes if axes is not None else labels_axes(path, np.ndim(labels))
-    return str(write_labels(args.output / f"{stem}.tif", labels, axes=axes))
+    # the input's pixel size (and plane spacing): napari opens the labels over the image, in its unit
+    size, z_spacing = labels_calibration(path, np.ndim(labels))
+    return str(write_labels(args.output / f"{stem}.tif", labels, axes=axes, pixel_size=size, z_spacing=z_spacing))
 
 
 def _stack_for(

@@ -6,6 +6,7 @@ import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
@@ -13,6 +14,9 @@ import tifffile
 from ..errors import PromptsegError
 from ..models.preprocessing import full_resolution
 from ._files import replacing
+
+if TYPE_CHECKING:
+    from .calibration import PixelSize
 
 #: whole-slide scanners' TIFF-based files (Aperio, Hamamatsu): pyramids read as any pyramidal TIFF, series 0 (the
 #: slide; its label, macro and thumbnail images are other series), tile by tile
@@ -239,13 +243,23 @@ def needs_bigtiff(nbytes: int) -> bool:
     return nbytes > BIGTIFF_ABOVE_BYTES
 
 
-def write_labels(path: str | Path, labels: np.ndarray, *, axes: str | None = None) -> Path:
+def write_labels(
+    path: str | Path,
+    labels: np.ndarray,
+    *,
+    axes: str | None = None,
+    pixel_size: PixelSize | None = None,
+    z_spacing: float | None = None,
+) -> Path:
     """Instance labels ((Y, X) or (Z, Y, X)) as a compressed TIFF (uint16, or uint32 past 65535 objects), marked
     as ours (:data:`OUTPUT_MARKER` in its Software tag; see :func:`is_own_output`). Its axes are named, ``axes``
     ("YX", "ZYX" by default for a stack, "TYX" for the frames of a time-lapse), so Fiji and tifffile read its planes
     as what they are: ImageJ hyperstack metadata, OME for uint32 labels (the ImageJ format holds no 32-bit ids). Past
-    :data:`BIGTIFF_ABOVE_BYTES` (a whole slide's labels) the file is a BigTIFF, its axes named in OME. Ids a TIFF of
-    labels cannot hold (negative, fractional, from 2**32) are refused (:func:`file_labels`)."""
+    :data:`BIGTIFF_ABOVE_BYTES` (a whole slide's labels) the file is a BigTIFF, its axes named in OME.
+    ``pixel_size``: the input's calibration, recorded so the labels lie over their image in Fiji and napari
+    (:func:`.calibration.pixel_size` reads it back); ``z_spacing``: a stack's plane spacing, in the unit of
+    ``pixel_size``. Ids a TIFF of labels cannot hold (negative, fractional, from 2**32) are refused
+    (:func:`file_labels`)."""
     path = Path(path)
     labels = file_labels(labels, str(path))
     axes = (axes or {2: "YX", 3: "ZYX"}.get(labels.ndim, "")).upper()
@@ -263,20 +277,58 @@ def write_labels(path: str | Path, labels: np.ndarray, *, axes: str | None = Non
         digest = hashlib.blake2b(path.name.encode(), digest_size=16)
         digest.update(np.ascontiguousarray(labels))
         named = {"ome": True, "metadata": {"axes": axes, "UUID": str(uuid.UUID(bytes=digest.digest()))}}
+    stacked = len(axes) == 3 and axes[0] == "Z"
+    calibration = _calibration(pixel_size, z_spacing if stacked else None, named)
+    # minisblack: a stack of 3 or 4 planes is planes, not the colour samples tifffile would take them for
+    options = {"compression": "zlib", "photometric": "minisblack"}
     path.parent.mkdir(parents=True, exist_ok=True)
     # whole or not at all: a truncated file of a killed run is not ours to replace, and would stop a resume
     with replacing(path) as temp:
-        # minisblack: a stack of 3 or 4 planes is planes, not the colour samples tifffile would take them for
-        tifffile.imwrite(
-            temp,
-            labels,
-            compression="zlib",
-            photometric="minisblack",
-            software=OUTPUT_MARKER,
-            bigtiff=bigtiff,
-            **named,
-        )
+        tifffile.imwrite(temp, labels, software=OUTPUT_MARKER, bigtiff=bigtiff, **options, **named, **calibration)
     return path
+
+
+#: TIFF ResolutionUnit names of the units a calibration is kept in as it is (ImageJ reads resolution tags in them)
+_RESOLUTION_UNITS = {"cm": "CENTIMETER", "inch": "INCH"}
+
+
+def _calibration(size: PixelSize | None, z_spacing: float | None, named: dict) -> dict:
+    """The keyword arguments of ``tifffile.imwrite`` that record a pixel size in a label TIFF whose metadata is
+    ``named`` (updated in place), as :func:`.calibration.pixel_size` reads it back in the same unit: an ImageJ
+    file's unit and spacing in its description with resolution tags; an OME file's PhysicalSizeX/Y (Z) in µm, the
+    unit OME is read in; a size in cm, inch or no unit named as resolution tags (OME would read it in µm, so the
+    labels' scale would differ from their image's). No size: nothing, so the file is what it was without one."""
+    if size is None:
+        return {}
+    from .calibration import micrometres_per_unit
+
+    metadata = named.get("metadata", {})
+    resolution = (1 / size.x, 1 / size.y)
+    if named.get("imagej"):
+        # ImageJ's description is ASCII, and ImageJ itself writes µm as "um"
+        unit = {"µm": "um", "μm": "um"}.get(size.unit or "", size.unit)
+        if unit and unit.isascii():
+            metadata["unit"] = unit
+        if z_spacing is not None:
+            metadata["spacing"] = float(z_spacing)
+        return {"resolution": resolution}
+    factor = micrometres_per_unit(size.unit)
+    if named.get("ome") and size.unit not in (*_RESOLUTION_UNITS, None) and factor is not None:
+        metadata.update(
+            PhysicalSizeX=size.x * factor,
+            PhysicalSizeY=size.y * factor,
+            PhysicalSizeXUnit="µm",
+            PhysicalSizeYUnit="µm",
+        )
+        if z_spacing is not None:
+            metadata.update(PhysicalSizeZ=float(z_spacing) * factor, PhysicalSizeZUnit="µm")
+        return {}
+    if size.unit in _RESOLUTION_UNITS:
+        return {"resolution": resolution, "resolutionunit": _RESOLUTION_UNITS[size.unit]}
+    if factor is not None:  # another length (nm, mm): in cm, which resolution tags hold
+        cm = 1e4 / factor
+        return {"resolution": (cm / size.x, cm / size.y), "resolutionunit": "CENTIMETER"}
+    return {"resolution": resolution, "resolutionunit": "NONE"}  # a size of no unit named
 
 
 def is_own_output(path: str | Path, marker: str = OUTPUT_MARKER) -> bool:

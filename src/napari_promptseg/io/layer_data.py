@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PromptsegError
-from .calibration import axis_micrometres, ome_micrometres, pixel_size
+from .calibration import PixelSize, axis_micrometres, ome_micrometres, pixel_size
 from .images import (
     IMAGE_SUFFIXES,
     TIFF_SUFFIXES,
@@ -25,6 +25,7 @@ from .images import (
 )
 from .listing import image_files, is_image_name, list_images, ome_zarr_left_out, store_images
 from .multiscale import (
+    MultiscaleImage,
     named_channel_position,
     open_multiscale,
     read_image_named,
@@ -81,16 +82,12 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
     multiscale = len(pyramid.levels) > 1
     metadata: dict[str, Any] = {"path": str(path)}
     kwargs: dict[str, Any] = {"name": name, "multiscale": multiscale, "metadata": metadata}
-    channel_names, z_spacing = _ome_tiff_details(path)
+    channel_names, _ = _ome_tiff_details(path)
     size = pixel_size(path)
     if size is not None:
         stacked = pyramid.axes.startswith("z")
-        # the OME spacing is in micrometres: only beside a pixel size in them (not one from resolution tags in cm)
-        spaced = pyramid.stack_axis == "z" and z_spacing is not None and _NAPARI_UNITS.get(str(size.unit)) == "µm"
-        z = z_spacing if spaced else pyramid.pixel_size.get("z", 1.0)
-        if not spaced and pyramid.ome_version is not None and size.unit == "µm":  # an OME-Zarr read in µm
-            z = axis_micrometres(pyramid, "z") or z  # its planes' spacing too (nm beside nm read as µm)
-        kwargs["scale"] = ([float(z)] if stacked else []) + [size.y, size.x]
+        z = plane_spacing(path, pyramid, size)
+        kwargs["scale"] = ([z] if stacked else []) + [size.y, size.x]
         metadata["pixel_size"] = str(size)
         unit = _NAPARI_UNITS.get(str(size.unit))
         if unit is not None:
@@ -110,9 +107,60 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
     return [(data, kwargs, "image")]
 
 
+def plane_spacing(path: str | Path, pyramid: MultiscaleImage | None = None, size: PixelSize | None = None) -> float:
+    """The spacing of the planes of the stack ``path`` in the unit of its pixel size ``size`` (its
+    :func:`.calibration.pixel_size`), as :func:`image_layer_data` scales its layer: an OME-TIFF's PhysicalSizeZ
+    (in µm, beside a pixel size in µm), an ImageJ stack's ``spacing`` (in its own unit, as Fiji reads it), an
+    OME-Zarr's z scale; 1 otherwise (a time-lapse's frames, unknown spacing). ``pyramid``: the file opened
+    (:func:`.multiscale.open_multiscale`), when the caller has it."""
+    path = Path(path)
+    pyramid = open_multiscale(path) if pyramid is None else pyramid
+    size = pixel_size(path) if size is None else size
+    if pyramid.stack_axis != "z" or size is None:
+        return 1.0
+    _, z_spacing = _ome_tiff_details(path)
+    # the OME spacing is in micrometres: only beside a pixel size in them (not one from resolution tags in cm)
+    if z_spacing is not None and _NAPARI_UNITS.get(str(size.unit)) == "µm":
+        return float(z_spacing)
+    imagej = _imagej_spacing(path)
+    if imagej is not None:
+        return imagej
+    z = pyramid.pixel_size.get("z", 1.0)
+    if pyramid.ome_version is not None and size.unit == "µm":  # an OME-Zarr read in µm
+        z = axis_micrometres(pyramid, "z") or z  # its planes' spacing too (nm beside nm read as µm)
+    return float(z)
+
+
+def labels_calibration(path: str | Path, ndim: int) -> tuple[PixelSize | None, float | None]:
+    """What labels (``ndim`` dimensions) of the input ``path`` record so that they open over its layer
+    (:func:`.images.write_labels`'s ``pixel_size`` and ``z_spacing``): its pixel size, and a stack's plane spacing
+    as :func:`image_layer_data` gives it (None where it is 1, as a file without one is read). (None, None) for an
+    uncalibrated input, whose labels are then written as they always were."""
+    size = pixel_size(path)
+    if size is None or ndim != 3:
+        return size, None
+    z = plane_spacing(path, size=size)
+    return size, None if z == 1.0 else z
+
+
+def _imagej_spacing(path: Path) -> float | None:
+    """An ImageJ TIFF's plane spacing (its description's ``spacing``, in its ``unit``), None for any other file."""
+    import tifffile
+
+    if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
+        return None
+    with tifffile.TiffFile(path) as tif:
+        spacing = (tif.imagej_metadata or {}).get("spacing") if tif.is_imagej else None
+    try:
+        return float(spacing) if spacing is not None and float(spacing) > 0 else None
+    except (TypeError, ValueError):
+        return None
+
+
 def tiff_layer_data(path: str | Path) -> list[LayerData]:
     """What napari opens a TIFF as through the plugin: :func:`image_layer_data` (a single level read whole), and a
-    label TIFF promptseg wrote (:func:`.images.is_own_output`; not register's warped images) as a Labels layer."""
+    label TIFF promptseg wrote (:func:`.images.is_own_output`; not register's warped images) as a Labels layer, in
+    the pixel size it recorded from its input (so it lies over the image it came from), a pyramid lazily."""
     layers = image_layer_data(path, whole_when_single_level=True)
     if is_own_output(path):
         return [(data, kwargs, "labels") for data, kwargs, _ in layers]
