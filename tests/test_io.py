@@ -131,3 +131,31 @@ def test_label_tiffs_record_their_inputs_pixel_size_in_its_unit(tmp_path):
         assert meta["scale"] == [2.0, 0.5, 0.5] and meta["units"] == ["µm"] * 3
     plain = write_labels(tmp_path / "plain.tif", coins).read_bytes()
     assert write_labels(tmp_path / "again" / "plain.tif", coins, pixel_size=None).read_bytes() == plain
+
+
+def test_a_whole_slides_labels_are_a_tiled_pyramid_read_level_by_level(tmp_path, monkeypatch):
+    """A whole slide's labels (40k x 40k) were one untiled image: napari read gigabytes whole to show them. Labels
+    past PYRAMID_ABOVE_SIDE (lowered here to 256 px) are written in 512 px tiles with levels of every other pixel
+    down to PYRAMID_TOP_SIDE (256 here), which io.multiscale opens lazily; smaller ones stay one plain image."""
+    from skimage.measure import label
+
+    from napari_promptseg.io import images
+    from napari_promptseg.io.calibration import PixelSize, pixel_size
+    from napari_promptseg.io.images import is_own_output
+    from napari_promptseg.io.multiscale import open_multiscale
+
+    coins = label(np.tile(data.coins() > 120, (2, 2))[:600, :600]).astype(np.uint16)  # 600 x 600
+    untiled = write_labels(tmp_path / "small.tif", coins)
+    monkeypatch.setattr(images, "PYRAMID_ABOVE_SIDE", 256)
+    monkeypatch.setattr(images, "PYRAMID_TOP_SIDE", 256)
+    path = write_labels(tmp_path / "slide.tif", coins, pixel_size=PixelSize(0.5, 0.5, "µm"))
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages.first.is_tiled and tif.pages.first.tile == (512, 512) and tif.is_ome
+        assert [level.shape for level in tif.series[0].levels] == [(600, 600), (300, 300), (150, 150)]
+    with tifffile.TiffFile(untiled) as tif:
+        assert not tif.pages.first.is_tiled and len(tif.series[0].levels) == 1
+    pyramid = open_multiscale(path)
+    assert [level.shape for level in pyramid.levels] == [(600, 600), (300, 300), (150, 150)]
+    np.testing.assert_array_equal(np.asarray(pyramid.levels[0]), coins)
+    np.testing.assert_array_equal(np.asarray(pyramid.levels[2]), coins[::4, ::4])  # ids, never blended
+    assert is_own_output(path) and pixel_size(path) == PixelSize(0.5, 0.5, "µm")

@@ -234,3 +234,26 @@ def test_label_tiffs_promptseg_wrote_open_as_labels_and_registers_images_as_imag
     tifffile.imwrite(warped, data.coins(), software=REGISTER_MARKER)
     [(_, _, kind)] = get_reader(str(warped))(str(warped))
     assert kind == "image"
+
+
+def test_napari_opens_a_whole_slides_labels_as_lazy_multiscale_labels(make_napari_viewer, tmp_path, monkeypatch):
+    """A whole slide's labels were one untiled image, which napari read whole (gigabytes) as an image layer in
+    pixels beside the slide in µm: a pyramid of them opens as a lazy multiscale Labels layer in the slide's unit."""
+    import napari
+    from skimage.measure import label
+
+    from napari_promptseg.io import images
+    from napari_promptseg.io.calibration import PixelSize
+
+    monkeypatch.setattr(images, "PYRAMID_ABOVE_SIDE", 256)  # a whole slide's labels, small
+    monkeypatch.setattr(images, "PYRAMID_TOP_SIDE", 256)
+    coins = label(np.tile(data.coins() > 120, (2, 2))[:600, :600])
+    path = images.write_labels(tmp_path / "slide.tif", coins, pixel_size=PixelSize(0.5, 0.5, "µm"))
+    [(levels, meta, kind)] = get_reader(str(path))(str(path))
+    assert kind == "labels" and meta["multiscale"] and all(isinstance(level, da.Array) for level in levels)
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(path), plugin=PLUGIN)
+    assert isinstance(layer, napari.layers.Labels) and layer.multiscale and layer.name == "slide"
+    assert [level.shape for level in layer.data] == [(600, 600), (300, 300), (150, 150)]
+    assert tuple(layer.scale) == (0.5, 0.5) and [str(u) for u in layer.units] == ["micrometer"] * 2
+    np.testing.assert_array_equal(np.asarray(layer.data[1]), coins[::2, ::2])

@@ -35,6 +35,13 @@ REGISTER_MARKER = "napari-promptseg register"
 #: the tags and metadata written after the pixels (tifffile's own margin, 32 MiB); compression is no promise of
 #: fitting (noise compresses to about its own size), so the uncompressed size decides
 BIGTIFF_ABOVE_BYTES = 2**32 - 2**25
+#: longest side of a label image's plane above which it is written as a tiled pyramid (as is a BigTIFF's): napari's
+#: largest texture, past which a viewer reads a whole slide's labels whole (gigabytes) to show them
+PYRAMID_ABOVE_SIDE = 16384
+#: a pyramid of labels halves its levels (every other pixel: ids are never blended) until this longest side
+PYRAMID_TOP_SIDE = 2048
+#: the tiles of a pyramid of labels: what a viewer reads of a level at a time
+PYRAMID_TILE = (512, 512)
 
 
 def is_mask(labels: np.ndarray) -> bool:
@@ -243,6 +250,25 @@ def needs_bigtiff(nbytes: int) -> bool:
     return nbytes > BIGTIFF_ABOVE_BYTES
 
 
+def needs_pyramid(shape: Sequence[int], nbytes: int) -> bool:
+    """Whether labels of ``shape`` ((Z,) Y, X) and ``nbytes`` are written as a tiled pyramid: a whole slide's, past
+    :data:`PYRAMID_ABOVE_SIDE` px along a side or a BigTIFF's size (:func:`needs_bigtiff`), so that napari opens them
+    lazily, tile by tile, at the level it shows. Smaller labels stay one untiled image, as every reader opens it."""
+    return needs_bigtiff(nbytes) or max(shape[-2:]) > PYRAMID_ABOVE_SIDE
+
+
+def label_levels(labels: np.ndarray) -> list[np.ndarray]:
+    """The sub-resolution levels of a pyramid of ``labels``: every other pixel along Y and X of the level before
+    (nearest neighbour: ids stay ids), until the longest side is :data:`PYRAMID_TOP_SIDE` px at most. Strided views:
+    no copy is made here."""
+    levels = []
+    level = labels
+    while max(level.shape[-2:]) > PYRAMID_TOP_SIDE:
+        level = level[..., ::2, ::2]
+        levels.append(level)
+    return levels
+
+
 def write_labels(
     path: str | Path,
     labels: np.ndarray,
@@ -255,7 +281,8 @@ def write_labels(
     as ours (:data:`OUTPUT_MARKER` in its Software tag; see :func:`is_own_output`). Its axes are named, ``axes``
     ("YX", "ZYX" by default for a stack, "TYX" for the frames of a time-lapse), so Fiji and tifffile read its planes
     as what they are: ImageJ hyperstack metadata, OME for uint32 labels (the ImageJ format holds no 32-bit ids). Past
-    :data:`BIGTIFF_ABOVE_BYTES` (a whole slide's labels) the file is a BigTIFF, its axes named in OME.
+    :data:`BIGTIFF_ABOVE_BYTES` (a whole slide's labels) the file is a BigTIFF, its axes named in OME; past that or
+    :data:`PYRAMID_ABOVE_SIDE` it is a tiled pyramid (:func:`needs_pyramid`), which napari opens lazily.
     ``pixel_size``: the input's calibration, recorded so the labels lie over their image in Fiji and napari
     (:func:`.calibration.pixel_size` reads it back); ``z_spacing``: a stack's plane spacing, in the unit of
     ``pixel_size``. Ids a TIFF of labels cannot hold (negative, fractional, from 2**32) are refused
@@ -269,9 +296,10 @@ def write_labels(
     if 1 in labels.shape[:-2]:  # readers of ImageJ and OME metadata drop an axis of one plane: (1, Y, X) read (Y, X)
         axes = ""
     bigtiff = needs_bigtiff(labels.nbytes)
-    # ImageJ's own reader opens no BigTIFF (tifffile calls such a file nonconformant): a BigTIFF names its axes in
-    # OME, which Fiji's Bio-Formats and tifffile read
-    if axes and labels.dtype == np.uint16 and not bigtiff:
+    pyramid = needs_pyramid(labels.shape, labels.nbytes)
+    # ImageJ's own reader opens no BigTIFF (tifffile calls such a file nonconformant) and no tiles: a BigTIFF or a
+    # pyramid names its axes in OME, which Fiji's Bio-Formats and tifffile read
+    if axes and labels.dtype == np.uint16 and not (bigtiff or pyramid):
         named = {"imagej": True, "metadata": {"axes": axes}}
     elif axes:  # OME-XML carries a UUID, random unless given: one of the name and ids, so a rerun writes the same bytes
         digest = hashlib.blake2b(path.name.encode(), digest_size=16)
@@ -279,12 +307,21 @@ def write_labels(
         named = {"ome": True, "metadata": {"axes": axes, "UUID": str(uuid.UUID(bytes=digest.digest()))}}
     stacked = len(axes) == 3 and axes[0] == "Z"
     calibration = _calibration(pixel_size, z_spacing if stacked else None, named)
+    levels = label_levels(labels) if pyramid else []
+    tiles = {"tile": PYRAMID_TILE, "subifds": len(levels)} if pyramid else {}
     # minisblack: a stack of 3 or 4 planes is planes, not the colour samples tifffile would take them for
     options = {"compression": "zlib", "photometric": "minisblack"}
     path.parent.mkdir(parents=True, exist_ok=True)
     # whole or not at all: a truncated file of a killed run is not ours to replace, and would stop a resume
     with replacing(path) as temp:
-        tifffile.imwrite(temp, labels, software=OUTPUT_MARKER, bigtiff=bigtiff, **options, **named, **calibration)
+        if pyramid:  # the full resolution's SubIFDs hold the levels (subfiletype 1: reduced images), as OME does
+            ome = {"ome": named.pop("ome")} if "ome" in named else {}
+            with tifffile.TiffWriter(temp, bigtiff=bigtiff, **ome) as tif:
+                tif.write(labels, software=OUTPUT_MARKER, **tiles, **options, **named, **calibration)
+                for level in levels:
+                    tif.write(level, subfiletype=1, tile=PYRAMID_TILE, **options)
+        else:
+            tifffile.imwrite(temp, labels, software=OUTPUT_MARKER, bigtiff=bigtiff, **options, **named, **calibration)
     return path
 
 
