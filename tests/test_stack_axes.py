@@ -100,3 +100,18 @@ def test_the_empty_labels_of_a_failed_time_lapse_name_its_frames(tmp_path):
     record = failed_record(tmp_path / "out", path, tifffile.imread(path), "the model ran out of memory")
     with tifffile.TiffFile(record["output"]) as tif:
         assert tif.series[0].axes == "TYX" and tif.asarray().shape == (3, 256, 256) and not tif.asarray().any()
+
+
+def test_the_empty_labels_of_a_failed_calibrated_stack_lie_over_it(tmp_path):
+    """A failed input's empty labels opened in pixels beside its image in µm; they record its pixel size and plane
+    spacing now, as a result's labels do."""
+    from napari_promptseg._reader import get_reader
+    from napari_promptseg.batch.engine import failed_record
+
+    path = tmp_path / "stack.ome.tif"
+    sizes = {"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeZ": 2.0}
+    tifffile.imwrite(path, frames()[..., 0], metadata={"axes": "ZYX", **sizes})
+    record = failed_record(tmp_path / "out", path, tifffile.imread(path), "the model ran out of memory")
+    [(_, image, _)] = get_reader(str(path))(str(path))
+    [(_, labels, kind)] = get_reader(record["output"])(record["output"])
+    assert kind == "labels" and labels["scale"] == image["scale"] == [2.0, 0.5, 0.5]
