@@ -559,3 +559,34 @@ def test_a_long_prompt_names_its_layers_briefly_and_says_what_was_read(make_view
     assert [layer.name for layer in viewer.layers] == ["xray", prefix, f"{prefix} heatmap", f"{prefix} boxes"]
     warnings = [n.message for n in seen if n.severity == NotificationSeverity.WARNING]
     assert any("is 102 tokens long and CLIPSeg (clipseg_rd64_refined) reads 77" in m for m in warnings), warnings
+
+
+def test_templates_p7_to_p9_take_the_description_the_cli_takes(make_viewer, qtbot, lungs, tiny_clipseg_dir):  # noqa: F811
+    """The widget offered templates p7-p9, which describe the class, but no field for the description: the CLI's
+    ``--description`` (``PromptAttributes.description``) could not be given, and CLIPSeg saw the bare class name. The
+    model now sees the description typed, and the widget's heatmap is the console's for the same prompt."""
+    from napari_promptseg.methods.prompt_templates import PromptAttributes, expand_prompt
+    from napari_promptseg.models import load_heatmapper
+
+    in_hf_cache("clipseg_rd64_refined", tiny_clipseg_dir)
+    viewer = make_viewer()
+    image = lungs[0][0][::8, ::8]
+    widget = _widget(viewer, viewer.add_image(image, name="xray"))
+    widget.route.setCurrentText("clipseg")
+    widget.refine.setChecked(False)
+    widget.prompt.setText("lungs")
+    widget.template.setCurrentText("p7")
+    widget.description.setText("a dark air-filled region of the chest")
+    attributes = PromptAttributes(description="a dark air-filled region of the chest")
+    assert widget.expanded.text() == expand_prompt("lungs", "p7", attributes) != "lungs"
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    heatmapper = load_heatmapper("clipseg_rd64_refined", device="cpu")
+    console = segment_text(
+        image, "lungs", route="clipseg", heatmapper=heatmapper, template="p7", attributes=attributes, refine=False
+    )
+    bare = segment_text(image, "lungs", route="clipseg", heatmapper=heatmapper, template="p7", refine=False)
+    heat = viewer.layers["xray text: lungs heatmap"].data
+    np.testing.assert_allclose(heat, console.heatmap, atol=1e-6)
+    assert not np.allclose(heat, bare.heatmap, atol=1e-6)  # the description reached the model

@@ -174,6 +174,9 @@ class TextPromptWidget(QWidget):
         self.shape.setPlaceholderText("optional, e.g. round")
         self.colour = QLineEdit()
         self.colour.setPlaceholderText("optional, e.g. pink")
+        # templates p7-p9 describe the class (the CLI's --description, PromptAttributes.description)
+        self.description = QLineEdit()
+        self.description.setPlaceholderText("optional (p7-p9), e.g. a projecting growth of tissue")
         self.expanded = QLabel()
         self.expanded.setWordWrap(True)
         self.box_threshold = self._spin(0.35, "GroundingDINO: keep boxes scoring at least this")
@@ -218,7 +221,7 @@ class TextPromptWidget(QWidget):
         # which route answered and why: the shared panel's summary, cleared when a run starts (a failed run never
         # shows the previous run's route)
         self.route_label = self.runner.widget.summary
-        for edit in (self.prompt, self.shape, self.colour):
+        for edit in (self.prompt, self.shape, self.colour, self.description):
             edit.textChanged.connect(self._update_expanded)
         self.template.currentTextChanged.connect(self._update_expanded)
 
@@ -233,6 +236,7 @@ class TextPromptWidget(QWidget):
         form.addRow("template", self.template)
         form.addRow("shape", self.shape)
         form.addRow("colour", self.colour)
+        form.addRow("description", self.description)
         form.addRow("model sees", self.expanded)
         form.addRow("box threshold", self.box_threshold)
         form.addRow("text threshold", self.text_threshold)
@@ -302,6 +306,7 @@ class TextPromptWidget(QWidget):
             (self.template, vlm),
             (self.shape, vlm),
             (self.colour, vlm),
+            (self.description, vlm),
             (self.expanded, vlm),
             (self.box_threshold, answer == "groundingdino"),
             (self.text_threshold, answer == "groundingdino"),
@@ -378,7 +383,11 @@ class TextPromptWidget(QWidget):
         return self.runner.submit("exemplar", f"add exemplar '{name}'", task, done, inputs=(image_layer, labels_layer))
 
     def _attributes(self) -> PromptAttributes:
-        return PromptAttributes(shape=self.shape.text().strip() or None, colour=self.colour.text().strip() or None)
+        return PromptAttributes(
+            shape=self.shape.text().strip() or None,
+            colour=self.colour.text().strip() or None,
+            description=self.description.text().strip() or None,
+        )
 
     def _update_expanded(self, *_) -> None:
         try:
