@@ -590,3 +590,26 @@ def test_templates_p7_to_p9_take_the_description_the_cli_takes(make_viewer, qtbo
     heat = viewer.layers["xray text: lungs heatmap"].data
     np.testing.assert_allclose(heat, console.heatmap, atol=1e-6)
     assert not np.allclose(heat, bare.heatmap, atol=1e-6)  # the description reached the model
+
+
+def test_add_exemplar_keeps_a_description_that_prompts_match_and_the_pixel_size(
+    make_viewer, qtbot, bundled_nuclei, tmp_path
+):
+    """'Add exemplar from these layers' saved a name alone: the description (synonyms a prompt is matched to) that
+    `promptseg library add --description` and the One-shot widget's "Save reference to library" save could not be
+    given, nor was the layer's pixel size kept as the One-shot widget keeps it. A synonym now finds the entry."""
+    from napari_promptseg.methods.library import match_library
+
+    (image, truth), _ = bundled_nuclei
+    viewer = make_viewer()
+    layer = viewer.add_image(image, name="nuclei", scale=(0.5, 0.5))
+    one = (truth == truth.max()).astype(np.uint8)  # one region: nothing learnt, the entry is written at once
+    widget = _widget(viewer, layer)
+    widget.exemplar_labels.set_layer(viewer.add_labels(one, name="a nucleus", scale=(0.5, 0.5)))
+    widget.library.setText(str(tmp_path / "library"))
+    widget.exemplar_name.setText("blob")
+    widget.exemplar_description.setText("cell nucleus")
+    entry = _add_exemplar(widget, qtbot)
+    assert entry.description == "cell nucleus" and entry.pixel_size == (0.5, 0.5)
+    (match,) = match_library("cell nucleus", tmp_path / "library")
+    assert match.entry.id == entry.id

@@ -191,6 +191,12 @@ class TextPromptWidget(QWidget):
         self.exemplar_labels.setToolTip("Labels layer marking the structure in the image above (non-zero = it)")
         self.exemplar_name = QLineEdit()
         self.exemplar_name.setPlaceholderText("name, default: the prompt (e.g. gland)")
+        # as the One-shot widget's library description and `promptseg library add --description`: prompts match it too
+        self.exemplar_description = QLineEdit()
+        self.exemplar_description.setPlaceholderText("optional; synonyms separated by commas")
+        self.exemplar_description.setToolTip(
+            "words typed prompts are matched to besides the name (e.g. 'neuron, cell body'): the entry answers them too"
+        )
         # three states: auto (partly checked, the default: many instances when the labels hold several objects, as
         # the One-shot widget and `promptseg library add` decide), on, off (one region)
         self.exemplar_instances = QCheckBox()
@@ -246,6 +252,7 @@ class TextPromptWidget(QWidget):
         exemplar = QFormLayout()
         exemplar.addRow("exemplar labels", self.exemplar_labels)
         exemplar.addRow("exemplar name", self.exemplar_name)
+        exemplar.addRow("description", self.exemplar_description)
         exemplar.addRow(self.exemplar_instances)
         exemplar.addRow(self.exemplar_partial)
         exemplar.addRow(self.add_exemplar_button)
@@ -354,6 +361,9 @@ class TextPromptWidget(QWidget):
         layers = exemplar_layers(self.viewer, image_layer, labels_layer)
         where = self.library.text().strip() or None
         instances, partial = self.exemplar_mode, self.exemplar_partial.isChecked()
+        description = self.exemplar_description.text()
+        # the layer's pixel size, recorded as the One-shot widget's "Save reference to library" records it
+        scale = tuple(float(s) for s in image_layer.scale[-2:])
 
         def task(progress, cancel):
             from ..io.starter import open_library
@@ -363,7 +373,16 @@ class TextPromptWidget(QWidget):
             if cancel():
                 raise CancelledError("cancelled")
             library = open_library(where)
-            entry = library.add(name, image, labels, source=source, instances=instances, partial_labels=partial)
+            entry = library.add(
+                name,
+                image,
+                labels,
+                description,
+                source=source,
+                pixel_size=None if scale == (1.0, 1.0) else scale,
+                instances=instances,
+                partial_labels=partial,
+            )
             return entry, library.path
 
         def done(result) -> None:
