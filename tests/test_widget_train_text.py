@@ -161,3 +161,32 @@ def test_remove_pair_removes_the_clicked_pair_else_the_last(make_viewer, qtbot):
     untouched = widget_with_pairs("abc")
     qtbot.mouseClick(untouched.remove_row_button, Qt.MouseButton.LeftButton)
     assert texts(untouched) == ["a", "b"]
+
+
+def test_a_csv_with_other_column_names_trains_as_the_cli_maps_them(make_viewer, qtbot, shared_data, tmp_path):
+    """A triplet CSV whose columns have other names (a medvlsm CSV: class names in 'p1', its split in
+    'medvlsm_split') trains with `promptseg train-text --text-col p1 --split-col medvlsm_split`; the widget had no
+    such setting, so it refused the CSV for its missing 'text' column. Its CSV columns map them now."""
+    pairs = dataset_pairs(shared_data / "polyps_kvasir_triplets")[:3]
+    csv = tmp_path / "medvlsm.csv"
+    rows = [
+        f"{image},{mask},polyp,{split}" for (image, mask), split in zip(pairs, ["train", "train", "val"], strict=True)
+    ]
+    csv.write_text("\n".join(["frame,outline,p1,medvlsm_split", *rows]) + "\n")
+    viewer = make_viewer()
+    widget = TrainTextWidget(viewer)
+    widget.source.setCurrentText("CSV")
+    widget.csv.setText(str(csv))
+    widget.output.setText(str(tmp_path / "model"))
+    widget.epochs.setValue(1)
+    for key, name in (("image_col", "frame"), ("mask_col", "outline"), ("text_col", "p1")):
+        widget.csv_columns[key].setText(name)
+    widget.train()  # the split sits in 'medvlsm_split': refused, as the CLI refuses it, until it is named
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
+    assert widget.runner.state == "failed" and "medvlsm_split" in widget.runner.widget.details
+    widget.csv_columns["split_col"].setText("medvlsm_split")
+    widget.train()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    training = json.loads((widget.last_result.path / "text_segmenter.json").read_text())["training"]
+    assert (training["train"], training["val"]) == (2, 1)  # the CSV's own split

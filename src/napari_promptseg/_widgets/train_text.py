@@ -97,6 +97,18 @@ class TrainTextWidget(QWidget):
         self.remove_row_button.clicked.connect(self.remove_row)
         self.csv = QLineEdit()
         self.csv.setPlaceholderText("triplets.csv: columns image, mask, text[, split]")
+        # the CSV's column names, as the CLI's --image-col, --mask-col, --text-col, --split-col (empty: the default)
+        self.csv_columns = {}
+        for key, default, tip in (
+            ("image_col", "image", "column of the image paths"),
+            ("mask_col", "mask", "column of the mask paths"),
+            ("text_col", "text", "column of the texts (e.g. 'p1' for class names in a medvlsm CSV)"),
+            ("split_col", "split", "column of train/val/test (default: 'split', when there is one)"),
+        ):
+            edit = QLineEdit()
+            edit.setPlaceholderText(default)
+            edit.setToolTip(f"CSV: {tip}; empty = '{default}'")
+            self.csv_columns[key] = edit
         self.output = QLineEdit()
         self.output.setPlaceholderText("model directory, e.g. ~/models/polyp-text")
         self.loss = QComboBox()
@@ -133,6 +145,10 @@ class TrainTextWidget(QWidget):
         form.addRow(self.table)
         form.addRow(rows)
         form.addRow("CSV", csv_row)
+        columns_row = QHBoxLayout()
+        for edit in self.csv_columns.values():
+            columns_row.addWidget(edit)
+        form.addRow("CSV columns", columns_row)
         form.addRow("output", out_row)
         form.addRow("loss", self.loss)
         form.addRow("epochs", self.epochs)
@@ -218,10 +234,13 @@ class TrainTextWidget(QWidget):
             output = self.output.text().strip()
             if not output:
                 raise PromptsegError("choose an output directory for the model")
+            columns = None
             if self.source.currentText() == "CSV":
                 data = self.csv.text().strip()
                 if not data:
                     raise PromptsegError("choose a triplet CSV")
+                typed = {key: edit.text().strip() for key, edit in self.csv_columns.items()}
+                columns = {key: name for key, name in typed.items() if name}  # the others: the defaults
             else:
                 data = layer_triplets(self._layer_rows())  # copies of the layers, taken on the main thread
         except PromptsegError as exc:
@@ -239,6 +258,7 @@ class TrainTextWidget(QWidget):
             "epochs": self.epochs.value(),
             "resume": resume,
             "overwrite": self.overwrite.isChecked(),
+            "columns": columns,
         }
 
         def task(progress, cancel):
