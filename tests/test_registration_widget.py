@@ -446,3 +446,22 @@ def test_moving_shapes_are_carried_onto_the_fixed_image_with_their_style(make_vi
     widget.moving_shapes.set_layer(stack)
     widget.run()
     assert any("shapes layer '3d' has 3 dimensions" in m for m in errors) and not widget.runner.busy
+
+
+def test_widget_text_prompts_are_answered_from_the_library_given(make_viewer, qtbot, pair, tmp_path):
+    """The widget's text prompts were always answered from the default library: the library the Text prompt widget
+    and `promptseg register --library DIR` name could not be given. An empty one is now read, and said to be empty,
+    naming it, before any model loads."""
+    fixed, moving, _, _ = pair
+    viewer = make_viewer()
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(viewer.add_image(fixed[..., 0], name="fixed"))
+    widget.moving_picker.set_layer(viewer.add_image(moving[..., 0], name="moving"))
+    widget.text_prompts.setText("gland")
+    widget.method.setCurrentText("prompts")
+    widget.library.setText(str(tmp_path / "empty"))
+    widget.run()
+    _wait(qtbot, widget)
+    assert widget.runner.state == "failed"
+    details = f"{widget.runner.widget.status.text()} {widget.runner.widget.details}"
+    assert "has no entries" in details and str(tmp_path / "empty") in details, details

@@ -119,6 +119,10 @@ class RegistrationWidget(QWidget):
         # what answers the text prompts, as the Text prompt widget's route: a named route downloads its model
         self.text_route = text_route_box(PROMPT_ROUTES, self._update_route_hint)  # and after every run
         self._update_route_hint()
+        # the library the offline route reads, as the Text prompt widget's library field and the CLI's --library
+        self.library = QLineEdit()
+        self.library.setPlaceholderText("default user library")
+        self.library.setToolTip("reference library directory the text prompts are answered from (route library)")
         self.show_pairs = QCheckBox("show region pairs")
         self.show_pairs.setToolTip(
             "the region pairs are always added as two Labels layers in the fixed frame (the moving regions warped, "
@@ -141,6 +145,7 @@ class RegistrationWidget(QWidget):
         form.addRow("pair similarity", self.similarity)
         form.addRow("text prompts", self.text_prompts)
         form.addRow("text route", self.text_route)
+        form.addRow("library", self.library)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.show_pairs)
@@ -220,6 +225,7 @@ class RegistrationWidget(QWidget):
         options = RegistrationOptions(similarity_threshold=float(self.similarity.value()))
         names = (fixed_layer.name, moving_layer.name)
         text_route = self.text_route.currentText()
+        library = self.library.text().strip() or None
         with_grid = self.show_grid.isChecked()
 
         def task(progress, cancel) -> _Shown:
@@ -246,6 +252,7 @@ class RegistrationWidget(QWidget):
                 fixed_name=f"layer '{names[0]}'",
                 moving_name=f"layer '{names[1]}'",
                 text_route=text_route,
+                library=library,
             )
             # the layers' data here, off the GUI thread (a large warp froze napari for seconds)
             return _results_to_show(
