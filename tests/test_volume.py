@@ -266,6 +266,7 @@ def test_oneshot_on_a_stack_by_the_cli_and_the_widgets_worker(litemedsam, tmp_pa
         stacked=True,
         strategy="auto",
         instances=None,
+        segmenter=litemedsam,  # the task's (the widget loads it once per run)
         progress=lambda fraction, message: None,
         cancel=lambda: False,
     )
