@@ -358,3 +358,36 @@ def test_save_to_library_reads_a_lazy_slide_in_the_worker_not_napari(make_viewer
     assert widget.last_saved.id == entry.id and entry.name == "nucleus" and entry.source == "slide"
     assert entry.instances and len(np.unique(entry.labels())) - 1 == len(np.unique(truth)) - 1
     assert "saved 'nucleus'" in widget.runner.widget.status.text()
+
+
+def test_a_stack_plane_with_nothing_like_the_reference_is_empty_as_the_cli_leaves_it(make_viewer, qtbot, tmp_path):
+    """One plane of a target stack where nothing resembles the reference (background alone) failed the widget's
+    whole run, and the planes that matched were lost; `promptseg oneshot` leaves that plane empty, says so, and
+    keeps the others. Both now give the same labels (methods.volume.segment_stack leaves such a plane empty)."""
+    import tifffile
+
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.cli import main
+
+    (image, _, _), (truth, _, _) = nuclei()
+    one = (truth == 8).astype(np.uint8)  # one nucleus: SAT's one region
+    background = np.random.default_rng(0).normal(image[truth == 0].mean(), 7, truth.shape)
+    stack = np.stack([image, np.clip(background, 0, 255).astype(image.dtype), image])
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(viewer.add_image(image, name="reference"))
+    widget.reference_labels.set_layer(viewer.add_labels(one, name="a nucleus"))
+    widget.target.set_layer(viewer.add_image(stack, name="targets"))
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    labels = viewer.layers["targets one-shot"].data
+    assert labels[0].any() and not labels[1].any() and labels[2].any()
+    assert any("plane 1" in w and "resembles" in w for w in widget.last_output.warnings)  # why plane 1 is empty
+
+    tifffile.imwrite(tmp_path / "reference.tif", image)
+    tifffile.imwrite(tmp_path / "mask.tif", one)
+    tifffile.imwrite(tmp_path / "targets.tif", stack, photometric="minisblack", metadata={"axes": "ZYX"})
+    where = ["--reference", str(tmp_path / "reference.tif"), "--reference-mask", str(tmp_path / "mask.tif")]
+    assert main(["oneshot", *where, str(tmp_path / "targets.tif"), "-o", str(tmp_path / "out")]) == 0
+    np.testing.assert_array_equal(labels, tifffile.imread(tmp_path / "out" / "targets.tif"))

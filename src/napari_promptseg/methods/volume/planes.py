@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from ...errors import CancelledError, PromptsegError
+from ...errors import CancelledError, NothingFoundError, PromptsegError
 from ...models.preprocessing import to_numpy
 from .stacks import ProgressCallback, _as_ids, _stack, plane_warnings
 
@@ -49,7 +49,8 @@ def segment_stack(
     of the previous plane by IoU >= ``link_iou`` (best match first, one to one) keeps its id. Integer labels keep
     their objects (values <= 0 are background); a bool or float mask's objects are its connected components.
     ``volume`` may also be a list of planes; a float stack in memory with NaN/inf is refused before any work.
-    ``axes``: the input's axis order when its file names it (:func:`as_stack`).
+    ``axes``: the input's axis order when its file names it (:func:`as_stack`). A plane where the method finds
+    nothing (:class:`~napari_promptseg.errors.NothingFoundError`) is left empty, its reason among the warnings.
 
     Example: ``segment_stack(vol, lambda plane: segment_text(plane, "nuclei"))``.
     """
@@ -65,7 +66,12 @@ def segment_stack(
         if cancel is not None and cancel():
             raise CancelledError("cancelled")
         report(z / n, f"{name}: plane {z + 1}/{n}")
-        out = segment_plane(to_numpy(vol[z]), z)
+        try:
+            out = segment_plane(to_numpy(vol[z]), z)
+        except NothingFoundError as exc:
+            # a plane with nothing like the prompt is empty, and says why, as the CLI's stacks: failing here threw away
+            # the planes that matched (the One-shot and Text widgets' stacks, the console's)
+            out = _Nothing(np.zeros(labels.shape[1:], np.uint8), [str(exc)])
         per_plane += [(z, message) for message in getattr(out, "warnings", [])]
         plane = np.asarray(getattr(out, "labels", out))
         if plane.shape != labels.shape[1:]:
@@ -79,6 +85,14 @@ def segment_stack(
     report(1.0, f"{name}: {next_id - 1} object(s)")
     warnings += plane_warnings(per_plane, name)
     return StackResult(_compact(labels), object_extents(labels), {"total_s": time.perf_counter() - t0}, warnings)
+
+
+@dataclass
+class _Nothing:
+    """A plane where the method found nothing: empty labels, and the method's reason as the plane's warning."""
+
+    labels: np.ndarray
+    warnings: list[str]
 
 
 def plane_function(
