@@ -613,3 +613,29 @@ def test_add_exemplar_keeps_a_description_that_prompts_match_and_the_pixel_size(
     assert entry.description == "cell nucleus" and entry.pixel_size == (0.5, 0.5)
     (match,) = match_library("cell nucleus", tmp_path / "library")
     assert match.entry.id == entry.id
+
+
+def test_the_library_routes_min_similarity_is_the_clis(make_viewer, qtbot, bundled_nuclei, tmp_path):
+    """The widget had no --min-similarity (nor --top-k): a prompt matched only through a synonym was always
+    answered at the default floor. Raised above the match, the widget refuses the prompt as the console does."""
+    from napari_promptseg.errors import PromptsegError
+
+    (image, truth), _ = bundled_nuclei
+    library = ReferenceLibrary.open(tmp_path / "library")
+    library.add("nucleus", image, truth == truth.max(), "fluorescent cell nucleus")
+    with pytest.raises(PromptsegError) as refused:
+        segment_text(image, "cell nuclei", route="library", library=library.path, min_similarity=0.99, top_k=1)
+    viewer = make_viewer()
+    widget = _widget(viewer, viewer.add_image(image, name="nuclei"))
+    widget.route.setCurrentText("library")
+    assert not widget.min_similarity.isHidden() and not widget.top_k.isHidden()  # the library route's settings
+    widget.library.setText(str(library.path))
+    widget.min_similarity.setValue(0.99)
+    widget.top_k.setValue(1)
+    widget.prompt.setText("cell nuclei")
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state == "failed"
+    said = f"{widget.runner.widget.status.text()} {widget.runner.widget.details}"
+    assert "a match needs similarity >= 0.99" in str(refused.value)  # 'cell nuclei' is 'nucleus' at 0.81
+    assert "no reference-library entry matches 'cell nuclei'" in said and "0.99" in said, said

@@ -27,11 +27,13 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from ..errors import CancelledError, PromptsegError
+from ..methods.library import DEFAULT_MIN_SIMILARITY, DEFAULT_TOP_K
 from ..methods.prompt_templates import LEVELS, PromptAttributes, expand_prompt
 from ..methods.text import ROUTES, TextResult, split_phrases
 from ._common import (
@@ -186,6 +188,20 @@ class TextPromptWidget(QWidget):
         self.refine.setChecked(True)
         self.library = QLineEdit()
         self.library.setPlaceholderText("default user library")
+        # the library route's choice of exemplars, as the CLI's --top-k and --min-similarity
+        self.top_k = QSpinBox()
+        self.top_k.setRange(1, 50)
+        self.top_k.setValue(DEFAULT_TOP_K)
+        self.top_k.setToolTip("library: the best-matching exemplars ensembled (as many as match, up to this)")
+        self.min_similarity = QDoubleSpinBox()
+        self.min_similarity.setRange(-1.0, 1.0)
+        self.min_similarity.setSingleStep(0.05)
+        self.min_similarity.setDecimals(2)
+        self.min_similarity.setValue(DEFAULT_MIN_SIMILARITY)
+        self.min_similarity.setToolTip(
+            "library: the lowest similarity of the prompt to an entry's name, description or synonyms that answers "
+            "(exact and plural names count 1.0)"
+        )
         # the obvious path to a library entry: the image above + a Labels layer marking the structure, under a name
         self.exemplar_labels = LayerPicker(napari_viewer, napari.layers.Labels, none_text="(choose a Labels layer)")
         self.exemplar_labels.setToolTip("Labels layer marking the structure in the image above (non-zero = it)")
@@ -248,6 +264,8 @@ class TextPromptWidget(QWidget):
         form.addRow("text threshold", self.text_threshold)
         form.addRow("heatmap threshold", self.heatmap_threshold)
         form.addRow("library", self.library)
+        form.addRow("exemplars (top k)", self.top_k)
+        form.addRow("min similarity", self.min_similarity)
         self._form = form
         exemplar = QFormLayout()
         exemplar.addRow("exemplar labels", self.exemplar_labels)
@@ -319,6 +337,8 @@ class TextPromptWidget(QWidget):
             (self.text_threshold, answer == "groundingdino"),
             (self.heatmap_threshold, answer in ("clipseg", "trained")),
             (self.library, answer == "library"),
+            (self.top_k, answer == "library"),
+            (self.min_similarity, answer == "library"),
         ):
             control.setVisible(shown)
             label = self._form.labelForField(control)
@@ -442,6 +462,8 @@ class TextPromptWidget(QWidget):
             "text_threshold": self.text_threshold.value(),
             "heatmap_threshold": self.heatmap_threshold.value(),
             "refine": self.refine.isChecked(),
+            "top_k": self.top_k.value(),
+            "min_similarity": self.min_similarity.value(),
             "name": layer.name,
         }
         layer_name = layer.name
