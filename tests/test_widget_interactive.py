@@ -507,6 +507,36 @@ def test_propagation_carries_the_previews_objects_clicks_included(make_viewer, q
     assert "2 object(s) propagated" in widget.runner.widget.summary.text()
 
 
+def test_propagation_stops_where_the_stop_iou_set_says_as_the_cli(make_viewer, qtbot, shared_data):
+    """The widget always propagated with the default stop IoU (0.5): `--stop-iou` and ``stop_iou`` could not be
+    given. Set to 0.9, the widget's labels are the console's with ``stop_iou=0.9``, which end objects the default
+    carries on."""
+    from napari_promptseg.methods.volume import propagate_through_stack
+
+    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
+    truth = scan["seg"] == 10
+    z = int(np.argmax(truth.sum((1, 2))))
+    vol, truth = scan["vol"][z - 2 : z + 3].astype(np.float32), truth[z - 2 : z + 3]
+    viewer = make_viewer()
+    viewer.add_image(vol, name="mri")
+    viewer.dims.set_current_step(0, 2)
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    rows, cols = np.nonzero(truth[2])
+    r0, c0, r1, c1 = rows.min(), cols.min(), rows.max(), cols.max()
+    widget.shapes_picker.layer().add_rectangles(np.array([[2, r0, c0], [2, r0, c1], [2, r1, c1], [2, r1, c0]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.stop_iou_spin.setValue(0.9)
+    widget.propagate()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    result = viewer.layers["mri propagated"].data
+    box = [(float(c0), float(r0), float(c1), float(r1))]
+    strict = propagate_through_stack(vol, 2, boxes=box, stop_iou=0.9, axes="zyx")
+    default = propagate_through_stack(vol, 2, boxes=box, axes="zyx")
+    np.testing.assert_array_equal(result, strict.labels)
+    assert not np.array_equal(strict.labels, default.labels)  # the setting changes what is carried
+
+
 def test_multiscale_image_is_segmented_at_the_pyramid_level_of_the_boxes(make_viewer, qtbot, sample):
     """A pyramid layer (the sample magnified 4x, so its nuclei are 4x larger): a box is segmented on the coarse level
     that has the boxes' working resolution, not on the full resolution, and the preview lies on the full-resolution

@@ -106,6 +106,7 @@ class NewLayerActions:
             return
         model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
         boxes, object_size, plane = prompts.boxes, self.object_size, geom.index[z_axis]
+        stop_iou = float(self.stop_iou_spin.value())
         positive, negative = prompts.positive, prompts.negative
         # a grey volume's first axis is planes by the user's word (its channel axis left at 'none', propagation asked
         # for): not the core's caution that 2-4 planes might be channels, whose advice (channel axis 0) is refused
@@ -124,6 +125,7 @@ class NewLayerActions:
                 channel_axis=-1 if geom.channel_axis is not None else None,
                 channels=channels,
                 normalize=normalize,
+                stop_iou=stop_iou,
                 name=f"image layer '{name}'",
                 axes=axes,
                 progress=progress,

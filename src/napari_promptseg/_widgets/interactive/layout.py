@@ -16,12 +16,14 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPushButton,
     QRadioButton,
     QVBoxLayout,
 )
 
+from ...methods.volume import STOP_IOU
 from ...models import DEFAULT_SEGMENTER, MODELS
 from ...models.preprocessing import NORMALIZATIONS
 from ...models.registry import UNUSABLE_WEIGHTS, weights_status
@@ -105,6 +107,16 @@ def build_controls(widget: InteractiveWidget) -> None:
         "3D image: segment the objects prompted on this plane (boxes, clicks) and carry each plane by plane through "
         "the stack, both ways, until it ends; the result is a new Labels layer"
     )
+    # when a carried object ends, as the CLI's --stop-iou and propagate_through_stack's stop_iou
+    widget.stop_iou_spin = QDoubleSpinBox()
+    widget.stop_iou_spin.setRange(0.0, 1.0)
+    widget.stop_iou_spin.setSingleStep(0.05)
+    widget.stop_iou_spin.setDecimals(2)
+    widget.stop_iou_spin.setValue(STOP_IOU)
+    widget.stop_iou_spin.setToolTip(
+        "Propagate through stack: an object ends on the plane where its mask overlaps the previous plane's by less "
+        "than this (IoU)"
+    )
     widget.find_all_button = QPushButton("Find all like these")
     widget.find_all_button.setToolTip(
         "Every object in the image like the boxed examples, as a new Labels layer (box 2-5 typical objects)"
@@ -151,7 +163,11 @@ def build_controls(widget: InteractiveWidget) -> None:
     form.addRow(row)
     form.addRow("object size", widget.object_size_spin)
     form.addRow(widget.find_all_button)
-    form.addRow(widget.propagate_button)
+    row = QHBoxLayout()
+    row.addWidget(widget.propagate_button)
+    row.addWidget(QLabel("stop IoU"))
+    row.addWidget(widget.stop_iou_spin)
+    form.addRow(row)
 
     model_box = QGroupBox("Model")
     form = QFormLayout(model_box)
