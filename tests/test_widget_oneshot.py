@@ -372,7 +372,7 @@ def test_a_stack_plane_with_nothing_like_the_reference_is_empty_as_the_cli_leave
     (image, _, _), (truth, _, _) = nuclei()
     one = (truth == 8).astype(np.uint8)  # one nucleus: SAT's one region
     background = np.random.default_rng(0).normal(image[truth == 0].mean(), 7, truth.shape)
-    stack = np.stack([image, np.clip(background, 0, 255).astype(image.dtype), image])
+    stack = np.stack([image, np.clip(background, 0, 255).astype(image.dtype)])
     viewer = make_viewer()
     widget = OneShotWidget(viewer)
     widget.reference.set_layer(viewer.add_image(image, name="reference"))
@@ -382,7 +382,7 @@ def test_a_stack_plane_with_nothing_like_the_reference_is_empty_as_the_cli_leave
     qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
     assert widget.runner.state == "done", widget.runner.widget.status.text()
     labels = viewer.layers["targets one-shot"].data
-    assert labels[0].any() and not labels[1].any() and labels[2].any()
+    assert labels[0].any() and not labels[1].any()
     assert any("plane 1" in w and "resembles" in w for w in widget.last_output.warnings)  # why plane 1 is empty
 
     tifffile.imwrite(tmp_path / "reference.tif", image)
