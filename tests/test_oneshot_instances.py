@@ -146,6 +146,9 @@ def test_cli_a_partly_labelled_reference_is_warned_and_finds_every_object_with_p
     )
     report = json.loads((tmp_path / "partial" / "report.json").read_text())
     assert report["parameters"]["instances_chosen_by"] == "--partial-labels" and not report["warnings"]
+    # one region (--no-instances) would drop --partial-labels unsaid: refused before any work, as `library add` does
+    assert main([*args, "--partial-labels", "--no-instances", "-o", str(tmp_path / "both")]) == 2
+    assert "--partial-labels" in capsys.readouterr().err and not (tmp_path / "both").exists()
     # the console's function says it too, in its own words
     plain = segment_instances_like(image, some, image[:128, :128], segmenter=litemedsam)
     assert "labels only 3 object(s)" in plain.warnings[0] and "pass partial=True" in plain.warnings[0]

@@ -94,6 +94,12 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
         raise PromptsegError(
             f"{len(args.reference)} --reference but {len(args.reference_mask)} --reference-mask; give one mask each"
         )
+    if args.partial_labels and args.instances is False:
+        # refused as `promptseg library add` refuses it: the one region of SAT would drop --partial-labels unsaid
+        raise PromptsegError(
+            "--partial-labels (the reference labels only some of its objects) applies to the many-instances mode, "
+            "and --no-instances asks for one region; drop one of them"
+        )
     targets = _expand_images(args.targets)
     args.reference = [p.absolute() for p in args.reference]  # workers may run in another directory
     args.reference_mask = [p.absolute() for p in args.reference_mask]
