@@ -270,7 +270,7 @@ class TextPromptWidget(QWidget):
         exemplar = QFormLayout()
         exemplar.addRow("exemplar labels", self.exemplar_labels)
         exemplar.addRow("exemplar name", self.exemplar_name)
-        exemplar.addRow("description", self.exemplar_description)
+        exemplar.addRow("exemplar description", self.exemplar_description)
         exemplar.addRow(self.exemplar_instances)
         exemplar.addRow(self.exemplar_partial)
         exemplar.addRow(self.add_exemplar_button)
