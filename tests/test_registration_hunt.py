@@ -19,6 +19,7 @@ from napari_promptseg.cli import main
 from napari_promptseg.errors import CancelledError, PromptsegError
 from napari_promptseg.io import read_image
 from napari_promptseg.io.landmarks import read_landmarks, write_landmarks
+from napari_promptseg.io.layer_data import image_layer_data, tiff_layer_data
 from napari_promptseg.methods.registration import (
     IntensityImages,
     RegistrationOptions,
@@ -287,6 +288,12 @@ def test_an_ome_zarr_pair_is_registered_at_one_level_and_landmarks_stay_full_res
     assert report["shapes"]["fixed"] == [3600, 4800, 3]  # the input as given
     assert tifffile.imread(out / "displacement.tif").shape == (1800, 2400, 2)  # the fixed level's grid
     assert tifffile.imread(out / "moving_warped.tif").shape == (1800, 2400, 3)
+    # the outputs record the level's pixel size, twice the fixed image's (uncalibrated: 1, a size of no unit), so
+    # our reader opens them over the fixed image, not at half its size
+    fixed_scale = image_layer_data(files["fixed"])[0][1].get("scale", [1.0, 1.0])
+    for name in ("moving_warped.tif", "displacement.tif"):
+        [(_, layer, _)] = tiff_layer_data(out / name)
+        assert layer["scale"] == [2 * s for s in fixed_scale] and "units" not in layer, name
     warped = read_landmarks(out / "landmarks_warped.csv").xy
     error = np.linalg.norm(warped - read_landmarks(files["lm_fixed"]).xy, axis=1)
     after = report["landmarks"]["after"]

@@ -183,10 +183,16 @@ def test_cli_moving_labels_are_warped_with_their_ids_and_a_rerun_without_them_re
     birl_half, tmp_path, capsys, monkeypatch
 ):
     """--moving-labels: the moving image's objects, cut into four ids, land on the fixed image's objects. The files
-    of a fixed image past classic TIFF's 4 GiB (a slide's) are BigTIFFs (the size that decides lowered here)."""
+    of a fixed image past classic TIFF's 4 GiB (a slide's) are BigTIFFs (the size that decides lowered here). The
+    fixed image is calibrated (an OME-TIFF, 0.5 µm/px): the warped image and labels record its pixel size, so our
+    reader opens them over it (they opened in pixels, 2x its size beside it)."""
     from napari_promptseg.io import images as image_files
+    from napari_promptseg.io.layer_data import tiff_layer_data
 
     images = {role: tifffile.imread(birl_half[role]) for role in ("fixed", "moving")}
+    fixed = tmp_path / "fixed.ome.tif"
+    size = {"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm"}
+    tifffile.imwrite(fixed, images["fixed"], photometric="rgb", metadata={"axes": "YXS", **size})
     ids = {}
     for role, image in images.items():
         h, w = image.shape[:2]
@@ -195,7 +201,7 @@ def test_cli_moving_labels_are_warped_with_their_ids_and_a_rerun_without_them_re
     labels = tmp_path / "cells.tif"
     tifffile.imwrite(labels, ids["moving"])
     out = tmp_path / "out"
-    args = ["register", str(birl_half["fixed"]), str(birl_half["moving"]), "-o", str(out), "--method", "intensity"]
+    args = ["register", str(fixed), str(birl_half["moving"]), "-o", str(out), "--method", "intensity"]
     with monkeypatch.context() as patched:  # each of the three files is larger: BigTIFFs, this run only
         patched.setattr(image_files, "BIGTIFF_ABOVE_BYTES", 100_000)
         assert main([*args, "--moving-labels", str(labels)]) == 0, capsys.readouterr().err
@@ -203,6 +209,12 @@ def test_cli_moving_labels_are_warped_with_their_ids_and_a_rerun_without_them_re
     for name in ("labels_warped.tif", "moving_warped.tif", "displacement.tif"):
         with tifffile.TiffFile(out / name) as tif:
             assert tif.is_bigtiff, name
+    [(_, fixed_layer, _)] = tiff_layer_data(fixed)
+    assert fixed_layer["scale"] == [0.5, 0.5] and fixed_layer["units"] == ["µm", "µm"]
+    for name in ("moving_warped.tif", "labels_warped.tif", "displacement.tif"):
+        [(data, layer, _)] = tiff_layer_data(out / name)
+        assert np.shape(data)[:2] == images["fixed"].shape[:2], name
+        assert (layer["scale"], layer["units"]) == (fixed_layer["scale"], fixed_layer["units"]), name
     warped = tifffile.imread(out / "labels_warped.tif")
     assert warped.shape == images["fixed"].shape[:2] and warped.dtype == np.uint16
     assert set(np.unique(warped)) == {0, 1, 2, 3, 4}

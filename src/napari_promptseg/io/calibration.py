@@ -6,6 +6,7 @@ coordinates in it."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -47,6 +48,16 @@ class PixelSize(NamedTuple):
     def __str__(self) -> str:
         size = f"{self.x:g}" if self.x == self.y else f"{self.x:g} x {self.y:g}"
         return f"{size} {self.unit or 'units'}/px"
+
+
+def level_pixel_size(size: PixelSize | None, factors: Sequence[float]) -> PixelSize | None:
+    """The pixel size of a pyramid level ``factors`` (rows, columns) times coarser than an image of pixel size
+    ``size``: ``size`` times the factors, per axis; an uncalibrated image's level a size of no unit (its factors),
+    None at its full resolution (no calibration: nothing to record)."""
+    fy, fx = (float(f) for f in factors)
+    if size is None:
+        return None if fx == fy == 1 else PixelSize(fx, fy, None)
+    return PixelSize(size.x * fx, size.y * fy, size.unit)
 
 
 def pixel_size(path: str | Path) -> PixelSize | None:

@@ -301,12 +301,10 @@ def write_labels(
     # pyramid names its axes in OME, which Fiji's Bio-Formats and tifffile read
     if axes and labels.dtype == np.uint16 and not (bigtiff or pyramid):
         named = {"imagej": True, "metadata": {"axes": axes}}
-    elif axes:  # OME-XML carries a UUID, random unless given: one of the name and ids, so a rerun writes the same bytes
-        digest = hashlib.blake2b(path.name.encode(), digest_size=16)
-        digest.update(np.ascontiguousarray(labels))
-        named = {"ome": True, "metadata": {"axes": axes, "UUID": str(uuid.UUID(bytes=digest.digest()))}}
+    elif axes:
+        named = {"ome": True, "metadata": {"axes": axes, "UUID": ome_uuid(path.name, labels)}}
     stacked = len(axes) == 3 and axes[0] == "Z"
-    calibration = _calibration(pixel_size, z_spacing if stacked else None, named)
+    calibration = tiff_calibration(pixel_size, z_spacing if stacked else None, named)
     levels = label_levels(labels) if pyramid else []
     tiles = {"tile": PYRAMID_TILE, "subifds": len(levels)} if pyramid else {}
     # minisblack: a stack of 3 or 4 planes is planes, not the colour samples tifffile would take them for
@@ -329,12 +327,21 @@ def write_labels(
 _RESOLUTION_UNITS = {"cm": "CENTIMETER", "inch": "INCH"}
 
 
-def _calibration(size: PixelSize | None, z_spacing: float | None, named: dict) -> dict:
-    """The keyword arguments of ``tifffile.imwrite`` that record a pixel size in a label TIFF whose metadata is
-    ``named`` (updated in place), as :func:`.calibration.pixel_size` reads it back in the same unit: an ImageJ
-    file's unit and spacing in its description with resolution tags; an OME file's PhysicalSizeX/Y (Z) in µm, the
-    unit OME is read in; a size in cm, inch or no unit named as resolution tags (OME would read it in µm, so the
-    labels' scale would differ from their image's). No size: nothing, so the file is what it was without one."""
+def ome_uuid(name: str, data: np.ndarray) -> str:
+    """The UUID of the OME-XML of a TIFF named ``name`` holding ``data``: tifffile's is random unless given, this one
+    of the name and pixels, so a rerun writes the same bytes."""
+    digest = hashlib.blake2b(name.encode(), digest_size=16)
+    digest.update(np.ascontiguousarray(data))
+    return str(uuid.UUID(bytes=digest.digest()))
+
+
+def tiff_calibration(size: PixelSize | None, z_spacing: float | None, named: dict) -> dict:
+    """The keyword arguments of ``tifffile.imwrite`` that record a pixel size in a TIFF (labels, register's outputs)
+    whose metadata is ``named`` (updated in place), as :func:`.calibration.pixel_size` reads it back in the same
+    unit: an ImageJ file's unit and spacing in its description with resolution tags; an OME file's PhysicalSizeX/Y
+    (Z) in µm, the unit OME is read in; a size in cm, inch or no unit named as resolution tags (OME would read it in
+    µm, so the file's scale would differ from its image's), as is any size in a file of neither kind (a length in
+    cm). No size: nothing, so the file is what it was without one."""
     if size is None:
         return {}
     from .calibration import micrometres_per_unit

@@ -27,6 +27,7 @@ from .outputs import (
     _file_sha256,
     _is_earlier_text_output,
     _stale,
+    grid_tiff_options,
 )
 
 
@@ -35,6 +36,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     from ...io._files import replacing_together, undo_interrupted_replacing
     from ...io.annotations import read_annotations, write_annotations
+    from ...io.calibration import level_pixel_size, pixel_size
     from ...io.images import REGISTER_MARKER, is_own_output, needs_bigtiff
     from ...io.landmarks import index_order, is_bigwarp_csv, paired_landmarks, read_landmark_pair, write_landmarks
     from ...io.multiscale import moved_channel_position
@@ -208,11 +210,15 @@ def cmd_register(args: argparse.Namespace) -> int:
     # temporary files, then renamed under a journal, report.json last; a stopped or killed run is undone)
     # an earlier run's files this run has none of: removed with this run's replacement (what was done, said after)
     stale: list[str | None] = []
+    # the pixels of the grid the TIFFs are on: the fixed image's, times its registered level's factors, recorded so
+    # they open over the fixed image (in its unit); none for an uncalibrated image's full resolution
+    grid_size = level_pixel_size(pixel_size(args.fixed), fixed_at.factors)
     with replacing_together(args.output, "report.json") as temp:
         # marked as register's (not as labels: a later run may take them as its inputs); a rerun may replace them;
         # BigTIFF past classic TIFF's 4 GiB (a slide-sized fixed image's labels and displacement)
         def write_tiff(name: str, data: np.ndarray, **options: object) -> None:
             big = needs_bigtiff(data.nbytes)
+            options = grid_tiff_options(name, data, result.deformation.fixed_shape, grid_size, options)
             tifffile.imwrite(temp(name), data, compression="zlib", software=REGISTER_MARKER, bigtiff=big, **options)
 
         # channels first: colour planes, as tifffile guesses today and has said it will stop guessing

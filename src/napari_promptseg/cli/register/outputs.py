@@ -2,19 +2,61 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ...errors import PromptsegError
 from .._common import _own_report
 
 if TYPE_CHECKING:
     from ...io._files import FilesReplacedTogether
+    from ...io.calibration import PixelSize
 
 #: --moving-labels on the fixed grid
 LABELS_WARPED = "labels_warped.tif"
 #: --moving-annotations in the fixed frame
 ANNOTATIONS_WARPED = "annotations_warped.geojson"
+#: the pixel types OME-XML names (tifffile writes no OME-TIFF of 64-bit integers)
+_OME_DTYPES = frozenset(
+    ("bool", "int8", "int16", "int32", "uint8", "uint16", "uint32", "float32", "float64", "complex64", "complex128")
+)
+
+
+def grid_tiff_options(
+    name: str, data: np.ndarray, grid_shape: Sequence[int], size: PixelSize | None, options: dict
+) -> dict:
+    """``tifffile.imwrite``'s keyword arguments (``options`` and more) for register's output ``name`` holding
+    ``data`` on the fixed grid of ``grid_shape`` (rows, columns) whose pixels are ``size``
+    (:func:`~...io.calibration.level_pixel_size`), so the file opens over the fixed image in our reader and Fiji: an
+    OME-TIFF naming its axes, in µm as the fixed image is read (:func:`~...io.images.tiff_calibration`), or
+    resolution tags (a size in cm, inch or no unit; a 64-bit image, which OME cannot hold). Channels last that are not
+    colour are written as samples of one page (as "YXS"), which reads them as channels, not as a stack of (W, C)
+    planes; every other layout as before. No size (an uncalibrated fixed image at full resolution): ``options``
+    alone, the bytes of a file that records no pixel size."""
+    from ...io.images import ome_uuid, tiff_calibration
+
+    if size is None:
+        return options
+    options = dict(options)
+    shape, grid = np.shape(data), tuple(grid_shape)
+    axes = None
+    if len(shape) == 2:
+        axes = "YX"
+    elif len(shape) == 3 and shape[:2] == grid:
+        axes = "YXS"
+        colour = shape[-1] in (3, 4)  # as tifffile takes them when not told (RGB(A))
+        options.setdefault("photometric", "rgb" if colour else "minisblack")
+        options.setdefault("planarconfig", "contig")
+    elif len(shape) == 3 and shape[1:] == grid:
+        axes = "SYX" if options.get("planarconfig") == "separate" else "CYX"
+    named: dict = {}
+    if axes is not None and str(np.dtype(data.dtype)) in _OME_DTYPES:
+        named = {"ome": True, "metadata": {"axes": axes, "UUID": ome_uuid(name, data)}}
+    calibration = tiff_calibration(size, None, named)
+    return {**options, **named, **calibration}
 
 
 def _check_earlier_outputs(
