@@ -185,7 +185,7 @@ def test_cli_moving_labels_are_warped_with_their_ids_and_a_rerun_without_them_re
     """--moving-labels: the moving image's objects, cut into four ids, land on the fixed image's objects. The files
     of a fixed image past classic TIFF's 4 GiB (a slide's) are BigTIFFs (the size that decides lowered here). The
     fixed image is calibrated (an OME-TIFF, 0.5 µm/px): the warped image and labels record its pixel size, so our
-    reader opens them over it (they opened in pixels, 2x its size beside it)."""
+    reader opens them over it (they opened in pixels, 2x its size beside it), the labels as Labels."""
     from napari_promptseg.io import images as image_files
     from napari_promptseg.io.layer_data import tiff_layer_data
 
@@ -211,9 +211,9 @@ def test_cli_moving_labels_are_warped_with_their_ids_and_a_rerun_without_them_re
             assert tif.is_bigtiff, name
     [(_, fixed_layer, _)] = tiff_layer_data(fixed)
     assert fixed_layer["scale"] == [0.5, 0.5] and fixed_layer["units"] == ["µm", "µm"]
-    for name in ("moving_warped.tif", "labels_warped.tif", "displacement.tif"):
-        [(data, layer, _)] = tiff_layer_data(out / name)
-        assert np.shape(data)[:2] == images["fixed"].shape[:2], name
+    for name, kind in (("moving_warped.tif", "image"), ("labels_warped.tif", "labels"), ("displacement.tif", "image")):
+        [(data, layer, layer_type)] = tiff_layer_data(out / name)
+        assert layer_type == kind and np.shape(data)[:2] == images["fixed"].shape[:2], name
         assert (layer["scale"], layer["units"]) == (fixed_layer["scale"], fixed_layer["units"]), name
     warped = tifffile.imread(out / "labels_warped.tif")
     assert warped.shape == images["fixed"].shape[:2] and warped.dtype == np.uint16

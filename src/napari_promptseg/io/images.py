@@ -31,6 +31,9 @@ OVERLAY_SIDE = 4096
 OUTPUT_MARKER = "napari-promptseg"
 #: register's images (the warped moving image, the displacement): ours, but images a later run may take as inputs
 REGISTER_MARKER = "napari-promptseg register"
+#: register's warped labels (--moving-labels on the fixed grid): ours, inputs too, and labels (the reader opens them
+#: as a Labels layer); an earlier run's carry :data:`REGISTER_MARKER`
+REGISTER_LABELS_MARKER = "napari-promptseg register labels"
 #: pixel bytes above which a TIFF is written as BigTIFF: classic TIFF's offsets are 32-bit (4 GiB), less room for
 #: the tags and metadata written after the pixels (tifffile's own margin, 32 MiB); compression is no promise of
 #: fitting (noise compresses to about its own size), so the uncompressed size decides
@@ -375,20 +378,21 @@ def tiff_calibration(size: PixelSize | None, z_spacing: float | None, named: dic
     return {"resolution": resolution, "resolutionunit": "NONE"}  # a size of no unit named
 
 
-def is_own_output(path: str | Path, marker: str = OUTPUT_MARKER) -> bool:
+def is_own_output(path: str | Path, marker: str | tuple[str, ...] = OUTPUT_MARKER) -> bool:
     """Whether ``path`` is a label TIFF or overlay PNG this package wrote (it carries :data:`OUTPUT_MARKER`; other
-    outputs carry their own ``marker``: :data:`REGISTER_MARKER`)."""
+    outputs carry their own ``marker``, or one of several: :data:`REGISTER_MARKER`, :data:`REGISTER_LABELS_MARKER`)."""
     path = Path(path)
+    markers = (marker,) if isinstance(marker, str) else marker
     if not path.is_file():
         return False
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
             with tifffile.TiffFile(path) as tif:
-                return bool(tif.pages) and tif.pages[0].software == marker
+                return bool(tif.pages) and tif.pages[0].software in markers
         from PIL import Image
 
         with Image.open(path) as png:
-            return png.info.get("Software") == marker
+            return png.info.get("Software") in markers
     except Exception:  # noqa: BLE001 - unreadable or not an image: not ours, so never overwritten
         return False
 

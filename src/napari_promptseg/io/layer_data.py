@@ -17,6 +17,8 @@ from ..errors import PromptsegError
 from .calibration import PixelSize, axis_micrometres, ome_micrometres, pixel_size
 from .images import (
     IMAGE_SUFFIXES,
+    OUTPUT_MARKER,
+    REGISTER_LABELS_MARKER,
     TIFF_SUFFIXES,
     _format_of_misnamed_tiff,
     is_own_output,
@@ -159,10 +161,11 @@ def _imagej_spacing(path: Path) -> float | None:
 
 def tiff_layer_data(path: str | Path) -> list[LayerData]:
     """What napari opens a TIFF as through the plugin: :func:`image_layer_data` (a single level read whole), and a
-    label TIFF promptseg wrote (:func:`.images.is_own_output`; not register's warped images) as a Labels layer, in
-    the pixel size it recorded from its input (so it lies over the image it came from), a pyramid lazily."""
+    label TIFF promptseg wrote (:func:`.images.is_own_output`: a segmentation's, register's warped labels; not
+    register's warped images) as a Labels layer, in the pixel size it recorded from its input (so it lies over the
+    image it came from), a pyramid lazily."""
     layers = image_layer_data(path, whole_when_single_level=True)
-    if is_own_output(path):
+    if is_own_output(path, (OUTPUT_MARKER, REGISTER_LABELS_MARKER)):
         return [(data, kwargs, "labels") for data, kwargs, _ in layers]
     return layers
 

@@ -37,7 +37,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     from ...io._files import replacing_together, undo_interrupted_replacing
     from ...io.annotations import read_annotations, write_annotations
     from ...io.calibration import level_pixel_size, pixel_size
-    from ...io.images import REGISTER_MARKER, is_own_output, needs_bigtiff
+    from ...io.images import REGISTER_LABELS_MARKER, REGISTER_MARKER, is_own_output, needs_bigtiff
     from ...io.landmarks import index_order, is_bigwarp_csv, paired_landmarks, read_landmark_pair, write_landmarks
     from ...io.multiscale import moved_channel_position
     from ...methods.registration import (
@@ -214,12 +214,12 @@ def cmd_register(args: argparse.Namespace) -> int:
     # they open over the fixed image (in its unit); none for an uncalibrated image's full resolution
     grid_size = level_pixel_size(pixel_size(args.fixed), fixed_at.factors)
     with replacing_together(args.output, "report.json") as temp:
-        # marked as register's (not as labels: a later run may take them as its inputs); a rerun may replace them;
-        # BigTIFF past classic TIFF's 4 GiB (a slide-sized fixed image's labels and displacement)
-        def write_tiff(name: str, data: np.ndarray, **options: object) -> None:
+        # marked as register's (not as a segmentation's labels: a later run may take them as its inputs); a rerun may
+        # replace them; BigTIFF past classic TIFF's 4 GiB (a slide-sized fixed image's labels and displacement)
+        def write_tiff(name: str, data: np.ndarray, marker: str = REGISTER_MARKER, **options: object) -> None:
             big = needs_bigtiff(data.nbytes)
             options = grid_tiff_options(name, data, result.deformation.fixed_shape, grid_size, options)
-            tifffile.imwrite(temp(name), data, compression="zlib", software=REGISTER_MARKER, bigtiff=big, **options)
+            tifffile.imwrite(temp(name), data, compression="zlib", software=marker, bigtiff=big, **options)
 
         # channels first: colour planes, as tifffile guesses today and has said it will stop guessing
         colour_planes = warped.ndim == 3 and warped.shape[0] in (3, 4) and warped.shape[-1] not in (3, 4)
@@ -230,7 +230,8 @@ def cmd_register(args: argparse.Namespace) -> int:
         labels_record = None
         if moving_labels is not None:
             warped_labels = result.warp_labels(moving_labels)
-            write_tiff(LABELS_WARPED, warped_labels, photometric="minisblack")
+            # marked as labels, which the reader opens as a Labels layer
+            write_tiff(LABELS_WARPED, warped_labels, REGISTER_LABELS_MARKER, photometric="minisblack")
             labels_record = {
                 "moving_labels": str(args.moving_labels),
                 "labels_warped": str(args.output / LABELS_WARPED),
@@ -249,7 +250,7 @@ def cmd_register(args: argparse.Namespace) -> int:
                 _stale(
                     temp,
                     labels_path,
-                    bool(earlier_labels) and is_own_output(labels_path, REGISTER_MARKER),
+                    bool(earlier_labels) and is_own_output(labels_path, (REGISTER_LABELS_MARKER, REGISTER_MARKER)),
                     "--moving-labels",
                 )
             )
