@@ -116,6 +116,28 @@ def test_empty_reference_labels_is_reported_not_run(make_viewer, qtbot, lungs):
     assert len(viewer.layers) == 3
 
 
+def test_the_model_chosen_is_the_one_the_run_loads(make_viewer, qtbot, lungs):
+    """The widget always ran the bundled LiteMedSAM, where `promptseg oneshot --model` takes any segmenter: its
+    model box is the Interactive widget's, and a model whose weights are not here (offline) is named in the error,
+    with where to put them, before any pixel is read."""
+    viewer = make_viewer()
+    (ref, ref_mask), (target, _) = lungs[0], lungs[1]
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(viewer.add_image(ref, name="reference"))
+    widget.reference_labels.set_layer(viewer.add_labels(ref_mask.astype(np.uint8), name="lungs"))
+    widget.target.set_layer(viewer.add_image(target, name="target"))
+    assert widget.model.model_name == "litemedsam"
+    widget.model.setCurrentIndex(widget.model.findData("sam_vit_b"))
+    assert widget.model.currentText() == "sam_vit_b (weights missing)"
+    start = len(notification_manager.records)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=10_000)
+    assert widget.runner.state == "failed"
+    errors = [n.message for n in notification_manager.records[start:] if n.severity == NotificationSeverity.ERROR]
+    assert any("sam_vit_b" in message for message in errors), errors
+    assert len(viewer.layers) == 3  # no result
+
+
 def test_multiscale_target_is_read_at_the_level_of_the_working_scale(make_viewer):
     """A pyramid target: the level whose resolution matches the objects' working scale is segmented, and the
     result layer is scaled to lie on the full-resolution image."""

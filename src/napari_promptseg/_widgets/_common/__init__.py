@@ -30,6 +30,7 @@ from .layers import (
     unproxied,
     whole_image_level,
 )
+from .model_box import SegmenterBox
 from .panel import STATES, _ProgressPanel, show_details
 from .picker import ROLE_KEY, LayerPicker, is_preview
 from .tasks import (
@@ -55,6 +56,7 @@ __all__ = [
     "ExemplarLayers",
     "LayerPixels",
     "STATES",
+    "SegmenterBox",
     "LayerPicker",
     "ProgressCallback",
     "Task",

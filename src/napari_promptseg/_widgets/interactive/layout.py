@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 import napari
 import napari.layers
 import torch
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -24,14 +23,11 @@ from qtpy.QtWidgets import (
 )
 
 from ...methods.volume import STOP_IOU
-from ...models import DEFAULT_SEGMENTER, MODELS
 from ...models.preprocessing import NORMALIZATIONS
-from ...models.registry import UNUSABLE_WEIGHTS, weights_status
-from .._common import LayerPicker, _levels
+from .._common import LayerPicker, SegmenterBox, _levels
 from .geometry import POSITIVE
 
 if TYPE_CHECKING:
-    from ...models.registry import ModelCard
     from .widget import InteractiveWidget
 
 PREVIEW_NAME = "promptseg preview"
@@ -122,13 +118,7 @@ def build_controls(widget: InteractiveWidget) -> None:
         "Every object in the image like the boxed examples, as a new Labels layer (box 2-5 typical objects)"
     )
 
-    widget.model_combo = QComboBox()
-    for card in MODELS.values():
-        if card.role != "segmenter":
-            continue
-        widget.model_combo.addItem(_model_label(card), card.name)
-        widget.model_combo.setItemData(widget.model_combo.count() - 1, card.description, Qt.ToolTipRole)
-    widget.model_combo.setCurrentIndex(max(0, widget.model_combo.findData(DEFAULT_SEGMENTER)))
+    widget.model_combo = SegmenterBox()
     widget.device_combo = QComboBox()
     widget.device_combo.addItems(_available_devices())
     widget.auto_embed_check = QCheckBox("embed when the image or plane changes")
@@ -218,18 +208,3 @@ def list_channel_axes(widget: InteractiveWidget, layer: napari.layers.Image | No
     combo.setCurrentIndex(max(0, combo.findData(chosen)) if chosen is not None else 0)
     combo.blockSignals(False)
     widget.channels_edit.setEnabled(combo.count() > 1)
-
-
-def _model_label(card: ModelCard) -> str:
-    """The model list's entry: the name, and why its weights cannot be used when they cannot."""
-    status, _ = weights_status(card)
-    return card.name if status not in UNUSABLE_WEIGHTS else f"{card.name} (weights {status.replace('_', ' ')})"
-
-
-def refresh_model_labels(widget: InteractiveWidget) -> None:
-    """Each model's label as its weights are now (a stat per file): a download by a run, or a file put in the cache
-    meanwhile; the list said '(weights missing)' for a model it had just downloaded and used."""
-    for index in range(widget.model_combo.count()):
-        card = MODELS.get(widget.model_combo.itemData(index))
-        if card is not None:
-            widget.model_combo.setItemText(index, _model_label(card))

@@ -26,7 +26,6 @@ from ...tiling import box_object_size
 from .._common import (
     ROLE_KEY,
     TaskRunner,
-    after_every_run,
     debounce_timer,
     is_preview,
     load_triton_safely,
@@ -64,7 +63,6 @@ from .layout import (
     VIEW_3D,
     build_controls,
     list_channel_axes,
-    refresh_model_labels,
 )
 
 
@@ -106,7 +104,6 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
         self._plane_timer = debounce_timer(self, PLANE_DELAY_MS, self._on_plane_settled)
         build_controls(self)
         self.runner.idle.connect(self._on_runner_idle)
-        after_every_run(self._refresh_model_labels)  # any widget's run may have downloaded a model's weights
         self.viewer.dims.events.current_step.connect(self._on_dims_changed)
         self.viewer.dims.events.ndisplay.connect(self._on_dims_changed)  # back in 2D: a plane to embed again
         self._on_image_changed(self.image_picker.layer())
@@ -152,9 +149,6 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
         if image is None:
             raise PromptsegError(NO_IMAGE)
         return image, plane_geometry(self.viewer, image, self._channel_axis())
-
-    def _refresh_model_labels(self) -> None:
-        refresh_model_labels(self)
 
     def _on_runner_idle(self) -> None:
         if self.image_picker.layer() is None:

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
 from ...errors import CancelledError, PromptsegError
 from .._common import (
     LayerPicker,
+    SegmenterBox,
     TaskRunner,
     _levels,
     displayed_plane,
@@ -79,6 +80,8 @@ class OneShotWidget(QWidget):
         self.object_size.setSuffix(" px")
         self.object_size.setSpecialValueText("auto (from the reference)")
         self.object_size.setToolTip("Typical object diameter in pixels (many instances): sets the working scale")
+        # as the CLI's --model: the Interactive widget's list (a model whose weights are missing downloads them)
+        self.model = SegmenterBox("the promptable segmenter that cuts the objects out (and, by default, sees them)")
         self.partial_labels = QCheckBox(PARTIAL_LABELS_TEXT)
         self.partial_labels.setToolTip(
             "ticked: the reference's unlabelled objects are not background; background is learned only near the "
@@ -112,6 +115,7 @@ class OneShotWidget(QWidget):
         form.addRow("strategy", self.strategy)
         form.addRow("mode", self.mode)
         form.addRow("object size", self.object_size)
+        form.addRow("model", self.model)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.partial_labels)
@@ -233,10 +237,11 @@ class OneShotWidget(QWidget):
         strategy = self.strategy.currentText()
         layer = self.target.layer() if inputs.target is not None else None
         reference_name = inputs.reference.name
+        model = self.model.model_name
 
         def task(progress, cancel) -> tuple[OneShotOutput, OneShotPixels]:
             progress(0.0, "loading model")
-            segmenter = task_segmenter(progress, cancel)
+            segmenter = task_segmenter(progress, cancel, model)
             pixels = read_oneshot_inputs(inputs, segmenter.input_size, progress, cancel)
             output = run_oneshot(
                 pixels.reference,
