@@ -215,6 +215,25 @@ def test_empty_prompt_and_empty_library_are_reported_not_raised(make_viewer, qtb
     assert [layer.name for layer in viewer.layers] == ["xray"]
 
 
+def test_the_model_chosen_decodes_what_the_route_found(make_viewer, qtbot, lungs):
+    """The widget always decoded with the bundled LiteMedSAM, where `promptseg text --model` takes any segmenter: a
+    route that needs one (here the starter library's) loads the model of the widget's model box, and a model whose
+    weights are not here (offline) is named in the error."""
+    viewer = make_viewer()
+    image = viewer.add_image(lungs[0][0], name="xray")
+    widget = _widget(viewer, image)
+    widget.prompt.setText("nuclei")
+    widget.route.setCurrentText("library")
+    widget.model.setCurrentIndex(widget.model.findData("sam_vit_b"))
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    errors = [n.message for n in seen if n.severity == NotificationSeverity.ERROR]
+    assert any("sam_vit_b" in m for m in errors), errors
+    assert [layer.name for layer in viewer.layers] == ["xray"]
+
+
 def test_a_result_whose_image_layer_was_removed_meanwhile_is_dropped(make_viewer, qtbot, lungs, tmp_path):
     """The labels used to appear anyway, over an image no longer there; every widget's runner now drops them."""
     library = ReferenceLibrary.open(tmp_path / "library")

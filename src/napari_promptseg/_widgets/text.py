@@ -38,11 +38,13 @@ from ..methods.prompt_templates import LEVELS, PromptAttributes, expand_prompt
 from ..methods.text import ROUTES, TextResult, split_phrases
 from ._common import (
     LayerPicker,
+    SegmenterBox,
     TaskRunner,
     exemplar_layers,
     load_triton_safely,
     placement,
     read_exemplar,
+    task_segmenter,
     unproxied,
     whole_image_level,
 )
@@ -112,6 +114,7 @@ def run_text(
     from ..methods.volume import segment_stack
 
     progress(0.0, "loading models")
+    model = options.pop("model", None)
     route = choose_route(
         options.pop("route"),
         library=options.pop("library") or None,
@@ -119,6 +122,8 @@ def run_text(
         progress=progress,
         cancel=cancel,
     )
+    if route.needs_segmenter(options.get("refine", True)):  # the model chosen, its download told in the panel
+        options["segmenter"] = task_segmenter(progress, cancel, model)
     results: list[TextResult] = []
 
     def segment_one(plane: np.ndarray, k: int) -> TextResult:
@@ -128,7 +133,6 @@ def run_text(
         def sub(fraction: float, message: str) -> None:
             progress((k + fraction) / len(planes), message if len(planes) == 1 else f"plane {k}: {message}")
 
-        # the default segmenter loads (once per process) only when the route needs it
         results.append(segment_text(plane, prompt, route=route, factor=factor, progress=sub, cancel=cancel, **options))
         return results[-1]
 
@@ -188,6 +192,8 @@ class TextPromptWidget(QWidget):
         self.refine.setChecked(True)
         self.library = QLineEdit()
         self.library.setPlaceholderText("default user library")
+        # as the CLI's --model: the Interactive widget's list (a model whose weights are missing downloads them)
+        self.model = SegmenterBox("the promptable segmenter that cuts out what the route found (not the trained route)")
         # the library route's choice of exemplars, as the CLI's --top-k and --min-similarity
         self.top_k = QSpinBox()
         self.top_k.setRange(1, 50)
@@ -266,6 +272,7 @@ class TextPromptWidget(QWidget):
         form.addRow("library", self.library)
         form.addRow("exemplars (top k)", self.top_k)
         form.addRow("min similarity", self.min_similarity)
+        form.addRow("model", self.model)
         self._form = form
         exemplar = QFormLayout()
         exemplar.addRow("exemplar labels", self.exemplar_labels)
@@ -464,6 +471,7 @@ class TextPromptWidget(QWidget):
             "refine": self.refine.isChecked(),
             "top_k": self.top_k.value(),
             "min_similarity": self.min_similarity.value(),
+            "model": self.model.model_name,
             "name": layer.name,
         }
         layer_name = layer.name

@@ -37,6 +37,11 @@ class TextRoute:
     def because(self, answer: str) -> str:
         return "; ".join([*self.skipped, answer])
 
+    def needs_segmenter(self, refine: bool = True) -> bool:
+        """Whether answering takes a promptable segmenter: boxes (GroundingDINO) and exemplars (library) are decoded
+        by one, CLIPSeg's components when ``refine``; a trained text model segments alone."""
+        return self.route in ("groundingdino", "library") or (self.route == "clipseg" and refine)
+
 
 def _try_load(
     kind: str,

@@ -96,8 +96,7 @@ def segment_text(
     timings["load_s"] = time.perf_counter() - t0
     if cancel is not None and cancel():
         raise CancelledError("cancelled")
-    needs_segmenter = chosen.route in ("groundingdino", "library") or (chosen.route == "clipseg" and refine)
-    if segmenter is None and needs_segmenter:
+    if segmenter is None and chosen.needs_segmenter(refine):
         from ...models import load_segmenter
 
         segmenter = load_segmenter(device=device)
@@ -109,7 +108,7 @@ def segment_text(
         phrases=phrases,
         model_prompts=[expand_prompt(p, template, attributes) for p in phrases],
         chosen=chosen,
-        segmenter=segmenter if needs_segmenter else None,
+        segmenter=segmenter if chosen.needs_segmenter(refine) else None,
         normalize=normalize,
         report=report,
         cancel=cancel,
