@@ -102,6 +102,14 @@ def test_widget_refuses_a_stack_and_empty_landmarks(make_viewer, qtbot, pair):
     widget.run()
     assert any("landmark layer 'b' has no points" in m for m in errors)
     assert not widget.runner.busy
+    # the regions' segmenter is the model box's (the CLI's --model): offline, one whose weights are missing is named
+    widget.fixed_points.set_layer(None)
+    widget.moving_points.set_layer(None)
+    widget.method.setCurrentText("prompts")
+    widget.model.setCurrentIndex(widget.model.findData("sam_vit_b"))
+    widget.run()
+    _wait(qtbot, widget)
+    assert widget.runner.state == "failed" and any("sam_vit_b" in m for m in errors), errors
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

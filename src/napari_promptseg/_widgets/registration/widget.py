@@ -34,6 +34,7 @@ from ...methods.registration.quality import quality_line
 from ...methods.text import PROMPT_ROUTES
 from .._common import (
     LayerPicker,
+    SegmenterBox,
     TaskRunner,
     _levels,
     load_triton_safely,
@@ -123,6 +124,8 @@ class RegistrationWidget(QWidget):
         self.library = QLineEdit()
         self.library.setPlaceholderText("default user library")
         self.library.setToolTip("reference library directory the text prompts are answered from (route library)")
+        # as the CLI's --model: the Interactive widget's list (a model whose weights are missing downloads them)
+        self.model = SegmenterBox("the promptable segmenter of the prompts methods' regions (intensity uses none)")
         self.show_pairs = QCheckBox("show region pairs")
         self.show_pairs.setToolTip(
             "the region pairs are always added as two Labels layers in the fixed frame (the moving regions warped, "
@@ -146,6 +149,7 @@ class RegistrationWidget(QWidget):
         form.addRow("text prompts", self.text_prompts)
         form.addRow("text route", self.text_route)
         form.addRow("library", self.library)
+        form.addRow("model", self.model)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.show_pairs)
@@ -226,6 +230,7 @@ class RegistrationWidget(QWidget):
         names = (fixed_layer.name, moving_layer.name)
         text_route = self.text_route.currentText()
         library = self.library.text().strip() or None
+        model = self.model.model_name
         with_grid = self.show_grid.isChecked()
 
         def task(progress, cancel) -> _Shown:
@@ -234,7 +239,7 @@ class RegistrationWidget(QWidget):
             segmenter = None
             if method != "intensity":
                 progress(0.0, "loading the model")
-                segmenter = task_segmenter(progress, cancel)
+                segmenter = task_segmenter(progress, cancel, model)
 
             def registering(fraction: float, message: str) -> None:
                 # the warp and the layers' data come after: register's "done" is not the task's end
