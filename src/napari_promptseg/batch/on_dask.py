@@ -1,0 +1,128 @@
+"""A batch's tasks on Dask distributed workers (:func:`.engine.run_batch` with a scheduler): a LocalCluster of worker
+processes, or a scheduler's ``tcp://`` address; one task per input, largest first, a failed task once more."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..errors import CancelledError, PromptsegError
+from .engine import BatchJob, SetupError, failed_record, first_error_is_the_runs, run_target
+
+#: how long a scheduler address may have no worker before the run gives up
+WORKER_WAIT_S = 60.0
+
+
+def run_on_dask(
+    job: BatchJob,
+    todo: Sequence[Path],
+    single: bool,
+    mode: str,
+    n_workers: int | None,
+    deliver: Callable[[str, dict], None],
+) -> int:
+    """One task per input on Dask distributed; a failed task is submitted once more as the final attempt. Returns
+    the number of workers."""
+    import dask
+    from distributed import Client, LocalCluster, as_completed
+
+    from ._exit import ExitWithoutTeardown
+
+    cluster = None
+    if mode == "local":
+        # no dashboard, so no use for the workers' statistical profiler (it samples every thread 100 times a second)
+        with dask.config.set({"distributed.worker.profile.enabled": False}):
+            cluster = LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                # the scheduler's HTTP server starts even without a dashboard, at 8787 unless told: a free loopback
+                # port, so two runs (or a user's own cluster) never meet there
+                dashboard_address=None,
+                scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+                # a failed input's reason goes to its record and report.json; distributed's own log of it
+                # ("Compute Failed" and a traceback) would come first on stderr
+                silence_logs=logging.CRITICAL,
+            )
+        client = Client(cluster)
+    else:
+        try:
+            _reachable(mode)  # a refused connection says so at once (the client would retry for its timeout)
+            client = Client(mode, timeout="20s")
+        except OSError as exc:
+            raise PromptsegError(f"cannot reach the Dask scheduler at {mode}: {exc}") from exc
+    try:
+        if cluster is not None:
+            client.register_plugin(ExitWithoutTeardown())
+        try:
+            client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+        except TimeoutError:
+            raise PromptsegError(f"the Dask scheduler at {mode} has no worker (waited {WORKER_WAIT_S:.0f} s)") from None
+        n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
+        tasks = {}
+        for i in largest_first(todo):
+            path = todo[i]
+            future = client.submit(run_target, job, str(path), False, key=f"promptseg-{job.run_id}-{i}", pure=False)
+            tasks[future] = (str(path), False)
+        pending = as_completed(list(tasks))
+        for future in pending:
+            path, final = tasks.pop(future)
+            try:
+                result = future.result()
+            except (CancelledError, KeyboardInterrupt):
+                raise
+            except SetupError:
+                raise
+            except Exception as exc:
+                if not final:
+                    if first_error_is_the_runs(exc, single, str(path)):
+                        raise
+                    retry = client.submit(run_target, job, path, True, key=f"{future.key}-retry", pure=False)
+                    tasks[retry] = (path, True)
+                    pending.add(retry)
+                    continue
+                # the retry itself died (e.g. its worker was lost): no output, the reason in the report
+                result = {"record": failed_record(None, Path(path), None, exc), "meta": {}}
+                result["record"]["attempts"] = 2
+            deliver(path, result)
+        return n_workers
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def largest_first(paths: Sequence[Path]) -> list[int]:
+    """The inputs' indices, largest on disk first (input order among equals): workers take tasks in the order they
+    were submitted, and a whole slide taken last would leave every other worker idle while it runs alone."""
+    return sorted(range(len(paths)), key=lambda i: -_bytes_on_disk(Path(paths[i])))
+
+
+def _bytes_on_disk(path: Path) -> int:
+    """A file's size, or the total of a directory's files (an OME-Zarr); 0 when it cannot be read (its task says
+    why)."""
+    try:
+        if path.is_dir():
+            return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _reachable(address: str) -> None:
+    """Raise OSError when nothing listens at a ``tcp://HOST:PORT`` scheduler address, or its host is unknown (other
+    schemes, and slow connections, are left to the client)."""
+    import socket
+
+    if not address.startswith("tcp://"):
+        return
+    host, _, port = address[len("tcp://") :].rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except ValueError as exc:
+        raise OSError(f"not a HOST:PORT address ({exc})") from exc
+    except (ConnectionRefusedError, socket.gaierror):
+        raise
+    except OSError:
+        pass  # slow (a tunnel, a VPN): the client's own timeout decides
