@@ -20,7 +20,6 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -41,9 +40,10 @@ from ._common import (
     SegmenterBox,
     TaskRunner,
     exemplar_layers,
+    fraction_box,
     load_triton_safely,
     placement,
-    read_exemplar,
+    save_exemplar,
     task_segmenter,
     unproxied,
     whole_image_level,
@@ -185,9 +185,9 @@ class TextPromptWidget(QWidget):
         self.description.setPlaceholderText("optional (p7-p9), e.g. a projecting growth of tissue")
         self.expanded = QLabel()
         self.expanded.setWordWrap(True)
-        self.box_threshold = self._spin(0.35, "GroundingDINO: keep boxes scoring at least this")
-        self.text_threshold = self._spin(0.25, "GroundingDINO: phrase tokens scoring at least this")
-        self.heatmap_threshold = self._spin(0.5, "CLIPSeg: pixels above this probability (medvlsm uses 0.5)")
+        self.box_threshold = fraction_box(0.35, "GroundingDINO: keep boxes scoring at least this")
+        self.text_threshold = fraction_box(0.25, "GroundingDINO: phrase tokens scoring at least this")
+        self.heatmap_threshold = fraction_box(0.5, "CLIPSeg: pixels above this probability (medvlsm uses 0.5)")
         self.refine = QCheckBox("refine CLIPSeg regions with the segmenter")
         self.refine.setChecked(True)
         self.library = QLineEdit()
@@ -199,14 +199,11 @@ class TextPromptWidget(QWidget):
         self.top_k.setRange(1, 50)
         self.top_k.setValue(DEFAULT_TOP_K)
         self.top_k.setToolTip("library: the best-matching exemplars ensembled (as many as match, up to this)")
-        self.min_similarity = QDoubleSpinBox()
-        self.min_similarity.setRange(-1.0, 1.0)
-        self.min_similarity.setSingleStep(0.05)
-        self.min_similarity.setDecimals(2)
-        self.min_similarity.setValue(DEFAULT_MIN_SIMILARITY)
-        self.min_similarity.setToolTip(
+        self.min_similarity = fraction_box(
+            DEFAULT_MIN_SIMILARITY,
             "library: the lowest similarity of the prompt to an entry's name, description or synonyms that answers "
-            "(exact and plural names count 1.0)"
+            "(exact and plural names count 1.0)",
+            low=-1.0,
         )
         # the obvious path to a library entry: the image above + a Labels layer marking the structure, under a name
         self.exemplar_labels = LayerPicker(napari_viewer, napari.layers.Labels, none_text="(choose a Labels layer)")
@@ -294,16 +291,6 @@ class TextPromptWidget(QWidget):
         self.text_model.currentTextChanged.connect(self._update_route_options)
         self._update_expanded()
         self._update_route_options()
-
-    @staticmethod
-    def _spin(value: float, tip: str) -> QDoubleSpinBox:
-        spin = QDoubleSpinBox()
-        spin.setRange(0.0, 1.0)
-        spin.setSingleStep(0.05)
-        spin.setDecimals(2)
-        spin.setValue(value)
-        spin.setToolTip(tip)
-        return spin
 
     @property
     def is_idle(self) -> bool:
@@ -396,19 +383,17 @@ class TextPromptWidget(QWidget):
             from ..io.starter import open_library
 
             progress(0.0, f"reading '{image_layer.name}'")
-            image, labels, source = read_exemplar(layers)
-            if cancel():
-                raise CancelledError("cancelled")
             library = open_library(where)
-            entry = library.add(
-                name,
-                image,
-                labels,
-                description,
-                source=source,
-                pixel_size=None if scale == (1.0, 1.0) else scale,
+            entry = save_exemplar(
+                layers,
+                "labels",
+                library,
+                name=name,
+                description=description,
+                scale=scale,
                 instances=instances,
-                partial_labels=partial,
+                partial=partial,
+                cancel=cancel,
             )
             return entry, library.path
 

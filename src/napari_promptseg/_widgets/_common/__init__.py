@@ -8,6 +8,7 @@ every name is importable from here.
 """
 
 from ...models._native import load_triton_safely  # noqa: F401 - every widget calls it on the main thread
+from .controls import SegmenterBox, fraction_box
 from .layers import (
     ExemplarLayers,
     LayerPixels,
@@ -27,10 +28,10 @@ from .layers import (
     plane_shape,
     read_exemplar,
     read_reference_plane,
+    save_exemplar,
     unproxied,
     whole_image_level,
 )
-from .model_box import SegmenterBox
 from .panel import STATES, _ProgressPanel, show_details
 from .picker import ROLE_KEY, LayerPicker, is_preview
 from .tasks import (
@@ -75,6 +76,7 @@ __all__ = [
     "debounce_timer",
     "displayed_plane",
     "exemplar_layers",
+    "fraction_box",
     "image_and_labels",
     "is_deleted",
     "is_preview",
@@ -90,6 +92,7 @@ __all__ = [
     "placement_over",
     "plane_shape",
     "read_exemplar",
+    "save_exemplar",
     "read_reference_plane",
     "show_details",
     "task_segmenter",

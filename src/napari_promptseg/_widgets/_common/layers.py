@@ -3,16 +3,20 @@ result layer goes so that it lies over it (the layer's whole data-to-world map).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import napari
 import napari.layers
 import numpy as np
 
-from ...errors import PromptsegError
+from ...errors import CancelledError, PromptsegError
 from ...io.multiscale import WHOLE_IMAGE_SIDE, level_for_side
 from ...tiling import level_to_full
+
+if TYPE_CHECKING:
+    from ...io.library import LibraryEntry, ReferenceLibrary
 
 
 def unproxied(viewer: napari.viewer.Viewer) -> napari.viewer.Viewer:
@@ -103,6 +107,38 @@ def read_exemplar(layers: ExemplarLayers, what: str = "labels") -> tuple[np.ndar
         )
     name = layers.image.name
     return image, labels, name if plane is None else f"{name} plane {plane}"
+
+
+def save_exemplar(
+    layers: ExemplarLayers,
+    what: str,
+    library: ReferenceLibrary,
+    *,
+    name: str,
+    description: str,
+    scale: tuple[float, ...],
+    instances: bool | None,
+    partial: bool,
+    cancel: Callable[[], bool],
+) -> LibraryEntry:
+    """Read an exemplar (:func:`read_exemplar`, ``what`` naming its labels) and add it to ``library`` under ``name``,
+    with the image layer's pixel size ``scale`` (none recorded at 1 x 1) and :meth:`~napari_promptseg.io.library.
+    ReferenceLibrary.add`'s ``instances`` (None: decided from the labels) and ``partial_labels``. The one path of the
+    One-shot widget's "Save reference to library" and the Text prompt widget's "Add exemplar"; reads pixels: run it
+    in a worker."""
+    image, labels, source = read_exemplar(layers, what)
+    if cancel():
+        raise CancelledError("cancelled")
+    return library.add(
+        name,
+        image,
+        labels,
+        description,
+        source=source,
+        pixel_size=None if tuple(scale) == (1.0, 1.0) else scale,
+        instances=instances,
+        partial_labels=partial,
+    )
 
 
 def displayed_plane(viewer: napari.viewer.Viewer, image: napari.layers.Image) -> float:

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 
 from ...methods.volume import STOP_IOU
 from ...models.preprocessing import NORMALIZATIONS
-from .._common import LayerPicker, SegmenterBox, _levels
+from .._common import LayerPicker, SegmenterBox, _levels, fraction_box
 from .geometry import POSITIVE
 
 if TYPE_CHECKING:
@@ -104,14 +104,10 @@ def build_controls(widget: InteractiveWidget) -> None:
         "the stack, both ways, until it ends; the result is a new Labels layer"
     )
     # when a carried object ends, as the CLI's --stop-iou and propagate_through_stack's stop_iou
-    widget.stop_iou_spin = QDoubleSpinBox()
-    widget.stop_iou_spin.setRange(0.0, 1.0)
-    widget.stop_iou_spin.setSingleStep(0.05)
-    widget.stop_iou_spin.setDecimals(2)
-    widget.stop_iou_spin.setValue(STOP_IOU)
-    widget.stop_iou_spin.setToolTip(
+    widget.stop_iou_spin = fraction_box(
+        STOP_IOU,
         "Propagate through stack: an object ends on the plane where its mask overlaps the previous plane's by less "
-        "than this (IoU)"
+        "than this (IoU)",
     )
     widget.find_all_button = QPushButton("Find all like these")
     widget.find_all_button.setToolTip(

@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ...errors import CancelledError, PromptsegError
+from ...errors import PromptsegError
 from .._common import (
     LayerPicker,
     SegmenterBox,
@@ -33,7 +33,7 @@ from .._common import (
     load_triton_safely,
     notify_warning,
     placement,
-    read_exemplar,
+    save_exemplar,
     task_segmenter,
     unproxied,
 )
@@ -193,22 +193,19 @@ class OneShotWidget(QWidget):
 
         def task(progress, cancel):
             from ...io.library import ReferenceLibrary
-            from ...methods.instances import is_many_objects
 
             progress(0.0, f"reading '{ref.name}'")
-            image, labels, source = read_exemplar(layers, "reference labels")
-            if cancel():
-                raise CancelledError("cancelled")
             library = ReferenceLibrary.open()
-            entry = library.add(
-                name,
-                image,
-                labels,
-                description,
-                source=source,
-                pixel_size=None if scale == (1.0, 1.0) else scale,
-                instances=many and (partial or is_many_objects(labels)),
-                partial_labels=partial,
+            entry = save_exemplar(
+                layers,
+                "reference labels",
+                library,
+                name=name,
+                description=description,
+                scale=scale,
+                instances=None if many else False,  # None: many objects, or some labelled (partial), as run() decides
+                partial=partial,
+                cancel=cancel,
             )
             return entry, library.path
 

@@ -10,7 +10,6 @@ from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QLineEdit,
     QPushButton,
@@ -37,6 +36,7 @@ from .._common import (
     SegmenterBox,
     TaskRunner,
     _levels,
+    fraction_box,
     load_triton_safely,
     placement,
     plane_shape,
@@ -105,11 +105,7 @@ class RegistrationWidget(QWidget):
             "SimpleITK, the one that aligns the images best (mutual information) kept; intensity: the same without "
             "regions"
         )
-        self.similarity = QDoubleSpinBox()
-        self.similarity.setRange(0.0, 1.0)
-        self.similarity.setSingleStep(0.05)
-        self.similarity.setValue(0.8)
-        self.similarity.setToolTip("cosine similarity needed to pair two regions (Tell2Reg: 0.8)")
+        self.similarity = fraction_box(0.8, "cosine similarity needed to pair two regions (Tell2Reg: 0.8)")
         self.text_prompts = QLineEdit()
         self.text_prompts.setPlaceholderText("none (automatic regions with a prompts method)")
         self.text_prompts.setToolTip(

@@ -1,11 +1,12 @@
-"""The segmenter box of the widgets that run a promptable segmenter (Interactive, One-shot): every registered
-segmenter, its label saying when its weights cannot be used, refreshed after every run of any widget (a run may have
-downloaded a model's weights, or a file may have been put in the cache meanwhile)."""
+"""Controls several widgets share: the segmenter box of the widgets that run a promptable segmenter (every registered
+segmenter, its label saying when its weights cannot be used, refreshed after every run of any widget: a run may have
+downloaded a model's weights, or a file may have been put in the cache meanwhile), and the box of a fraction (a
+threshold, an IoU, a similarity)."""
 
 from __future__ import annotations
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QComboBox
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox
 
 from ...models import DEFAULT_SEGMENTER, MODELS
 from ...models.registry import UNUSABLE_WEIGHTS, ModelCard, weights_status
@@ -44,3 +45,14 @@ def _model_label(card: ModelCard) -> str:
     """The model's entry: its name, and why its weights cannot be used when they cannot."""
     status, _ = weights_status(card)
     return card.name if status not in UNUSABLE_WEIGHTS else f"{card.name} (weights {status.replace('_', ' ')})"
+
+
+def fraction_box(value: float, tooltip: str, low: float = 0.0) -> QDoubleSpinBox:
+    """A box of a number from ``low`` to 1 in steps of 0.05, two decimals (thresholds, IoUs, similarities)."""
+    box = QDoubleSpinBox()
+    box.setRange(low, 1.0)
+    box.setSingleStep(0.05)
+    box.setDecimals(2)
+    box.setValue(value)
+    box.setToolTip(tooltip)
+    return box
