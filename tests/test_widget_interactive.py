@@ -479,9 +479,9 @@ def test_propagate_through_stack_on_real_mri(make_viewer, qtbot, shared_data):
     assert "one plane propagated" not in viewer.layers
 
 
-def test_propagation_carries_the_previews_objects_clicks_included(make_viewer, qtbot, shared_data):
-    """Propagate through stack took the boxes only: a click outside every box (an object of the preview) was not
-    carried, and the propagated plane differed from the preview the user saw."""
+def _mri_boxed_on_its_middle_plane(make_viewer, shared_data):
+    """Five planes of the shared brain MRI around its largest slice of one structure, in a viewer on the middle
+    plane, with the Interactive widget's box around that structure there: (viewer, widget, volume, box x0 y0 x1 y1)."""
     scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
     truth = scan["seg"] == 10
     z = int(np.argmax(truth.sum((1, 2))))
@@ -494,6 +494,13 @@ def test_propagation_carries_the_previews_objects_clicks_included(make_viewer, q
     rows, cols = np.nonzero(truth[2])
     r0, c0, r1, c1 = rows.min(), cols.min(), rows.max(), cols.max()
     widget.shapes_picker.layer().add_rectangles(np.array([[2, r0, c0], [2, r0, c1], [2, r1, c1], [2, r1, c0]]))
+    return viewer, widget, vol, (float(c0), float(r0), float(c1), float(r1))
+
+
+def test_propagation_carries_the_previews_objects_clicks_included(make_viewer, qtbot, shared_data):
+    """Propagate through stack took the boxes only: a click outside every box (an object of the preview) was not
+    carried, and the propagated plane differed from the preview the user saw."""
+    viewer, widget, vol, box = _mri_boxed_on_its_middle_plane(make_viewer, shared_data)
     widget.points_picker.layer().add(np.array([[2, 78, 126]]))  # the lateral ventricle, outside the box
     wait_idle(qtbot, widget, FIRST_RUN_MS)
     preview = preview_layer(viewer).data[0].copy()
@@ -513,26 +520,14 @@ def test_propagation_stops_where_the_stop_iou_set_says_as_the_cli(make_viewer, q
     carries on."""
     from napari_promptseg.methods.volume import propagate_through_stack
 
-    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
-    truth = scan["seg"] == 10
-    z = int(np.argmax(truth.sum((1, 2))))
-    vol, truth = scan["vol"][z - 2 : z + 3].astype(np.float32), truth[z - 2 : z + 3]
-    viewer = make_viewer()
-    viewer.add_image(vol, name="mri")
-    viewer.dims.set_current_step(0, 2)
-    widget = add_widget(viewer)
-    widget.new_prompt_layers()
-    rows, cols = np.nonzero(truth[2])
-    r0, c0, r1, c1 = rows.min(), cols.min(), rows.max(), cols.max()
-    widget.shapes_picker.layer().add_rectangles(np.array([[2, r0, c0], [2, r0, c1], [2, r1, c1], [2, r1, c0]]))
+    viewer, widget, vol, box = _mri_boxed_on_its_middle_plane(make_viewer, shared_data)
     wait_idle(qtbot, widget, FIRST_RUN_MS)
     widget.stop_iou_spin.setValue(0.9)
     widget.propagate()
     wait_idle(qtbot, widget, FIRST_RUN_MS)
     result = viewer.layers["mri propagated"].data
-    box = [(float(c0), float(r0), float(c1), float(r1))]
-    strict = propagate_through_stack(vol, 2, boxes=box, stop_iou=0.9, axes="zyx")
-    default = propagate_through_stack(vol, 2, boxes=box, axes="zyx")
+    strict = propagate_through_stack(vol, 2, boxes=[box], stop_iou=0.9, axes="zyx")
+    default = propagate_through_stack(vol, 2, boxes=[box], axes="zyx")
     np.testing.assert_array_equal(result, strict.labels)
     assert not np.array_equal(strict.labels, default.labels)  # the setting changes what is carried
 
