@@ -12,6 +12,7 @@ import tifffile
 
 from napari_promptseg.cli import main
 from napari_promptseg.io import read_image
+from napari_promptseg.io.layer_data import tiff_layer_data
 
 
 def _birl(shared_data):
@@ -42,6 +43,10 @@ def test_register_cli_writes_warped_image_field_landmarks_and_report(shared_data
     assert warped.shape == fixed.shape and warped.dtype == moving.dtype
     field = tifffile.imread(out / "displacement.tif")
     assert field.shape == (*fixed.shape[:2], 2) and field.dtype == np.float32
+    # napari (the plugin's reader) opens the field as its two channels, dx and dy, on the fixed grid; tifffile's
+    # default wrote H pages of (W, 2), a stack of H planes 2 px wide
+    ((data, kwargs, kind),) = tiff_layer_data(out / "displacement.tif")
+    assert kind == "image" and np.shape(data) == field.shape and kwargs["channel_axis"] == 2
     report = json.loads((out / "report.json").read_text())
     lm = report["landmarks"]
     assert lm["pairs_compared"] == 12

@@ -32,14 +32,13 @@ def grid_tiff_options(
     ``data`` on the fixed grid of ``grid_shape`` (rows, columns) whose pixels are ``size``
     (:func:`~...io.calibration.level_pixel_size`), so the file opens over the fixed image in our reader and Fiji: an
     OME-TIFF naming its axes, in µm as the fixed image is read (:func:`~...io.images.tiff_calibration`), or
-    resolution tags (a size in cm, inch or no unit; a 64-bit image, which OME cannot hold). Channels last that are not
-    colour are written as samples of one page (as "YXS"), which reads them as channels, not as a stack of (W, C)
-    planes; every other layout as before. No size (an uncalibrated fixed image at full resolution): ``options``
-    alone, the bytes of a file that records no pixel size."""
+    resolution tags (a size in cm, inch or no unit; a 64-bit image, which OME cannot hold). Channels last (the
+    displacement's dx, dy; a multichannel warped image) are written as samples of one page (as "YXS"), calibrated
+    or not, which reads them as channels: tifffile's default for channels that are not colour made H pages of
+    (W, C), a stack napari showed as H planes of W x 2 pixels. No size (an uncalibrated fixed image at full
+    resolution): no pixel size recorded."""
     from ...io.images import ome_uuid, tiff_calibration
 
-    if size is None:
-        return options
     options = dict(options)
     shape, grid = np.shape(data), tuple(grid_shape)
     axes = None
@@ -52,6 +51,8 @@ def grid_tiff_options(
         options.setdefault("planarconfig", "contig")
     elif len(shape) == 3 and shape[1:] == grid:
         axes = "SYX" if options.get("planarconfig") == "separate" else "CYX"
+    if size is None:
+        return options
     named: dict = {}
     if axes is not None and str(np.dtype(data.dtype)) in _OME_DTYPES:
         named = {"ome": True, "metadata": {"axes": axes, "UUID": ome_uuid(name, data)}}
