@@ -425,10 +425,14 @@ def test_find_all_like_three_boxes(make_viewer, qtbot, sample):
     for r in (regions[5], regions[15], regions[25]):
         r0, c0, r1, c1 = r.bbox
         shapes.add_rectangles(np.array([[r0, c0], [r1 - 1, c1 - 1]]) * scale)
+    clicks = viewer.add_points(name="clicks")
+    clicks.add(np.array(regions[35].centroid) * scale)  # a click for the preview: find all is told it is not used
     wait_idle(qtbot, widget, FIRST_RUN_MS)
     start = len(notification_manager.records)
     widget.find_all()
     wait_idle(qtbot, widget, FIRST_RUN_MS)
+    warnings = records_since(start, NotificationSeverity.WARNING)
+    assert any("the 1 click(s) on this plane are not used" in m for m in warnings), warnings
     found = viewer.layers["nuclei find-all"]
     np.testing.assert_allclose(found.scale, scale)
     assert found.data.shape == truth.shape

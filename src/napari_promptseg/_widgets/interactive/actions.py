@@ -15,7 +15,7 @@ from ...errors import PromptsegError
 from ...methods.instances import InstanceResult, find_all_like
 from ...methods.volume import PropagationResult, propagate_through_stack
 from ...tiling import box_object_size
-from .._common import notify_exception, notify_once, task_segmenter
+from .._common import notify_exception, notify_once, notify_warning, task_segmenter
 from .geometry import (
     POSITIVE,
     PlaneGeometry,
@@ -37,7 +37,7 @@ class NewLayerActions:
             return
         try:
             image, geom = self._geometry()
-            prompts = gather_prompts(self.viewer, image, geom, self.shapes_picker.layer(), None)
+            prompts = gather_prompts(self.viewer, image, geom, self.shapes_picker.layer(), self.points_picker.layer())
             if not prompts.boxes:
                 raise PromptsegError("find all: draw boxes around a few example objects on this plane first")
             source = plane_source(image, geom)
@@ -55,6 +55,11 @@ class NewLayerActions:
             return
         model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
         boxes, object_size = prompts.boxes, self.object_size
+        clicks = len(prompts.positive) + len(prompts.negative)
+        if clicks:  # said, as `segment --find-all` refuses --point: the user may think they steer the search
+            notify_warning(
+                f"learns from the boxed examples only: the {clicks} click(s) on this plane are not used", "find all"
+            )
 
         def task(progress, cancel) -> InstanceResult:
             progress(0.0, f"loading {model}")
