@@ -294,6 +294,8 @@ def test_an_ome_zarr_pair_is_registered_at_one_level_and_landmarks_stay_full_res
     for name in ("moving_warped.tif", "displacement.tif"):
         [(_, layer, _)] = tiff_layer_data(out / name)
         assert layer["scale"] == [2 * s for s in fixed_scale] and "units" not in layer, name
+        # a level pixel over the centre of the 2 x 2 fixed pixels it stands for, as the labels of a level are put
+        assert layer["translate"] == [0.5 * s for s in fixed_scale], name
     warped = read_landmarks(out / "landmarks_warped.csv").xy
     error = np.linalg.norm(warped - read_landmarks(files["lm_fixed"]).xy, axis=1)
     after = report["landmarks"]["after"]

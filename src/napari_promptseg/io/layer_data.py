@@ -19,6 +19,7 @@ from .images import (
     IMAGE_SUFFIXES,
     OUTPUT_MARKER,
     REGISTER_LABELS_MARKER,
+    REGISTER_MARKER,
     TIFF_SUFFIXES,
     _format_of_misnamed_tiff,
     is_own_output,
@@ -163,11 +164,34 @@ def tiff_layer_data(path: str | Path) -> list[LayerData]:
     """What napari opens a TIFF as through the plugin: :func:`image_layer_data` (a single level read whole), and a
     label TIFF promptseg wrote (:func:`.images.is_own_output`: a segmentation's, register's warped labels; not
     register's warped images) as a Labels layer, in the pixel size it recorded from its input (so it lies over the
-    image it came from), a pyramid lazily."""
+    image it came from), a pyramid lazily; register's outputs of a coarser level of the fixed image where that
+    level lies (:func:`_register_level_translate`)."""
     layers = image_layer_data(path, whole_when_single_level=True)
+    if is_own_output(path, (REGISTER_MARKER, REGISTER_LABELS_MARKER)):
+        for _, kwargs, _ in layers:
+            _register_level_translate(Path(path), kwargs)
     if is_own_output(path, (OUTPUT_MARKER, REGISTER_LABELS_MARKER)):
         return [(data, kwargs, "labels") for data, kwargs, _ in layers]
     return layers
+
+
+def _register_level_translate(path: Path, kwargs: dict[str, Any]) -> None:
+    """An output of `promptseg register` on a coarser level of the fixed image (its report.json beside it says
+    which: ``registered_level``) starts where that level's first pixel stands, the centre of the block of fixed
+    pixels it covers (:func:`~napari_promptseg.tiling.level_to_full`), not at the fixed image's first pixel: half a
+    level pixel less one fixed pixel's half, in the layer's scale (the level's pixel size). Without the report (moved
+    away, unreadable) the layer keeps no translate."""
+    import json
+
+    try:
+        report = json.loads((path.parent / "report.json").read_text())
+        factors = np.asarray(report["registered_level"]["fixed"]["factors"], float)[:2]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    scale = np.asarray(kwargs.get("scale", [1.0, 1.0]), float)[-2:]
+    if factors.shape != (2,) or np.all(factors == 1.0):
+        return
+    kwargs["translate"] = [float(t) for t in (factors - 1) / 2 * scale / factors]
 
 
 def file_placement(path: str | Path, factors: tuple[float, float] = (1.0, 1.0)) -> dict[str, Any]:
