@@ -381,20 +381,26 @@ def tiff_calibration(size: PixelSize | None, z_spacing: float | None, named: dic
 def is_own_output(path: str | Path, marker: str | tuple[str, ...] = OUTPUT_MARKER) -> bool:
     """Whether ``path`` is a label TIFF or overlay PNG this package wrote (it carries :data:`OUTPUT_MARKER`; other
     outputs carry their own ``marker``, or one of several: :data:`REGISTER_MARKER`, :data:`REGISTER_LABELS_MARKER`)."""
-    path = Path(path)
     markers = (marker,) if isinstance(marker, str) else marker
+    return output_marker(path) in markers
+
+
+def output_marker(path: str | Path) -> str | None:
+    """The Software mark of the TIFF's first page or the PNG (:data:`OUTPUT_MARKER` and its kin on our outputs);
+    None when it has none, or is no file or no image it can read."""
+    path = Path(path)
     if not path.is_file():
-        return False
+        return None
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
             with tifffile.TiffFile(path) as tif:
-                return bool(tif.pages) and tif.pages[0].software in markers
+                return tif.pages[0].software if tif.pages else None
         from PIL import Image
 
         with Image.open(path) as png:
-            return png.info.get("Software") in markers
+            return png.info.get("Software")
     except Exception:  # noqa: BLE001 - unreadable or not an image: not ours, so never overwritten
-        return False
+        return None
 
 
 def write_overlay(

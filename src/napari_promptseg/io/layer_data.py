@@ -22,7 +22,7 @@ from .images import (
     REGISTER_MARKER,
     TIFF_SUFFIXES,
     _format_of_misnamed_tiff,
-    is_own_output,
+    output_marker,
     output_stem,
     read_image,
 )
@@ -167,10 +167,11 @@ def tiff_layer_data(path: str | Path) -> list[LayerData]:
     image it came from), a pyramid lazily; register's outputs of a coarser level of the fixed image where that
     level lies (:func:`_register_level_translate`)."""
     layers = image_layer_data(path, whole_when_single_level=True)
-    if is_own_output(path, (REGISTER_MARKER, REGISTER_LABELS_MARKER)):
+    marker = output_marker(path)  # the file's header read once for both questions
+    if marker in (REGISTER_MARKER, REGISTER_LABELS_MARKER):
         for _, kwargs, _ in layers:
             _register_level_translate(Path(path), kwargs)
-    if is_own_output(path, (OUTPUT_MARKER, REGISTER_LABELS_MARKER)):
+    if marker in (OUTPUT_MARKER, REGISTER_LABELS_MARKER):
         return [(data, kwargs, "labels") for data, kwargs, _ in layers]
     return layers
 
@@ -191,7 +192,10 @@ def _register_level_translate(path: Path, kwargs: dict[str, Any]) -> None:
     scale = np.asarray(kwargs.get("scale", [1.0, 1.0]), float)[-2:]
     if factors.shape != (2,) or np.all(factors == 1.0):
         return
-    kwargs["translate"] = [float(t) for t in (factors - 1) / 2 * scale / factors]
+    from ..tiling import level_to_full
+
+    # the level's first pixel in fixed pixels (the one rule of every level read), in the fixed pixel size
+    kwargs["translate"] = [float(t) for t in level_to_full(np.zeros(2), factors) * scale / factors]
 
 
 def file_placement(path: str | Path, factors: tuple[float, float] = (1.0, 1.0)) -> dict[str, Any]:

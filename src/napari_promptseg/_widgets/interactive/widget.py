@@ -113,7 +113,7 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
     # -- state read from the controls --------------------------------------------------------------------------
     @property
     def model_name(self) -> str:
-        return self.model_combo.currentData()
+        return self.model_combo.model_name
 
     @property
     def device(self) -> str:

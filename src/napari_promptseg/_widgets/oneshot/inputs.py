@@ -110,13 +110,12 @@ def _pyramid_level(target: LayerPixels, labels: np.ndarray, inputs: OneShotInput
     """The level of a multiscale target a run reads, by the CLI's rule (:func:`~napari_promptseg.methods.oneshot.
     target_scale`): many instances at the working scale of the reference's objects (their size assumed at the
     target's full-resolution pixel size), one region at the level a whole-image method reads."""
-    from ...methods.instances import is_many_objects, reference_objects
+    from ...methods.instances import exemplar_object_size, is_many_objects, reference_objects
     from ...methods.oneshot import target_scale
-    from ...tiling import pyramid_level, typical_object_size
+    from ...tiling import pyramid_level
 
     many = inputs.instances if inputs.instances is not None else inputs.partial or is_many_objects(labels)
-    # the exemplars' size (fit_exemplars): the size given, else the reference objects' own
-    size = (inputs.object_size or typical_object_size(reference_objects(labels))) if many else None
+    size = exemplar_object_size(reference_objects(labels), inputs.object_size) if many else None
     shapes = [plane_shape(level, target.rgb) for level in target.data]
     level, _ = pyramid_level(shapes, target_scale(shapes[0], input_size, size))
     return target.data[level]

@@ -80,6 +80,13 @@ def reference_objects(labels: np.ndarray) -> np.ndarray:
     return label_objects(labels)
 
 
+def exemplar_object_size(objects: np.ndarray, object_size: float | None = None) -> float:
+    """The typical object diameter (image pixels) exemplars are fitted at: ``object_size`` when given (typed by the
+    user), else that of the reference's ``objects`` (:func:`reference_objects`). The one rule of
+    :func:`fit_exemplars` and of what reads a target before fitting (the One-shot widget's pyramid level)."""
+    return float(object_size) if object_size else typical_object_size(objects)
+
+
 def touching_fraction(labels: np.ndarray) -> float:
     """The fraction of labelled objects that touch another labelled object (8-connected); 0 without objects."""
     labels = np.asarray(labels)
@@ -282,7 +289,7 @@ def fit_exemplars(
     ids, areas = np.unique(labels[labels > 0], return_counts=True)
     if len(ids) == 0:
         raise PromptsegError(f"{name}: no labelled object; label at least one object (non-zero pixels)")
-    size = float(object_size) if object_size else typical_object_size(labels)
+    size = exemplar_object_size(labels, object_size)
     scale = choose_scale(image.shape, segmenter.input_size, size, source="reference objects")
     grid = TileGrid(image.shape, scale.tile, scale.overlap)
     window = IntensityWindow.measure(image, normalize, background=True, name=name)
