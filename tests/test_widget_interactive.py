@@ -435,6 +435,8 @@ def test_find_all_like_three_boxes(make_viewer, qtbot, sample):
     assert any("the 1 click(s) on this plane are not used" in m for m in warnings), warnings
     found = viewer.layers["nuclei find-all"]
     np.testing.assert_allclose(found.scale, scale)
+    # the scale its objects were found at, which a propagation seeded by this layer decodes them at
+    assert found.metadata["promptseg_object_size"] > 0
     assert found.data.shape == truth.shape
     m = match_instances(found.data, truth)
     assert m["recall"] > 0.45, m  # measured 0.6 through the Python function
@@ -534,6 +536,43 @@ def test_propagation_stops_where_the_stop_iou_set_says_as_the_cli(make_viewer, q
     default = propagate_through_stack(vol, 2, boxes=[box], axes="zyx")
     np.testing.assert_array_equal(result, strict.labels)
     assert not np.array_equal(strict.labels, default.labels)  # the setting changes what is carried
+
+
+def test_propagation_carries_a_labels_layers_objects_as_the_console_does(make_viewer, qtbot, shared_data):
+    """The widget propagated only the prompts on the plane: a find-all result, committed labels or a drawing could
+    not seed it, as they do through the console (``labels=``) and the CLI's methods. A drawn Labels layer chosen as
+    the seed gives the console's labels; the box on the plane is said to be unused; a seed layer with nothing on the
+    displayed plane is refused with a notification and no layer added."""
+    from napari_promptseg.methods.volume import propagate_through_stack
+
+    viewer, widget, vol, (x0, y0, x1, y1) = _mri_boxed_on_its_middle_plane(make_viewer, shared_data)
+    drawing = np.zeros(vol.shape, np.uint8)
+    yy, xx = np.mgrid[: vol.shape[1], : vol.shape[2]]
+    drawing[2] = ((yy - (y0 + y1) / 2) / ((y1 - y0) / 2)) ** 2 + ((xx - (x0 + x1) / 2) / ((x1 - x0) / 2)) ** 2 <= 1
+    seed = viewer.add_labels(drawing, name="drawn")
+    widget.seed_picker.set_layer(seed)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    start = len(notification_manager.records)
+    widget.propagate()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert not records_since(start, NotificationSeverity.ERROR)
+    warnings = records_since(start, NotificationSeverity.WARNING)
+    assert any("the 1 prompt(s) on this plane are not used" in m for m in warnings), warnings
+    result = viewer.layers["mri propagated"].data
+    console = propagate_through_stack(vol, 2, labels=drawing[2], axes="zyx")
+    np.testing.assert_array_equal(result, console.labels)
+    assert result[[1, 3]].any(), "carried to the planes beside the drawn one"
+    np.testing.assert_array_equal(seed.data, drawing)  # the user's layer is read, never written
+
+    viewer.dims.set_current_step(0, 0)  # a plane the drawing has nothing on
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    layers = len(viewer.layers)
+    start = len(notification_manager.records)
+    widget.propagate()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    errors = records_since(start, NotificationSeverity.ERROR)
+    assert any("labels layer 'drawn' holds no object on the displayed plane (axis 0 = 0)" in m for m in errors)
+    assert len(viewer.layers) == layers
 
 
 def test_multiscale_image_is_segmented_at_the_pyramid_level_of_the_boxes(make_viewer, qtbot, sample):

@@ -24,8 +24,9 @@ from .geometry import (
     extract_volume,
     gather_prompts,
     plane_source,
+    seed_plane,
 )
-from .layout import BOXES_NAME, COMMIT_KEY, POINTS_NAME, POLARITY_COLOURS, TOGGLE_KEY
+from .layout import BOXES_NAME, COMMIT_KEY, OBJECT_SIZE_KEY, POINTS_NAME, POLARITY_COLOURS, TOGGLE_KEY
 
 
 class NewLayerActions:
@@ -61,13 +62,18 @@ class NewLayerActions:
                 f"learns from the boxed examples only: the {clicks} click(s) on this plane are not used", "find all"
             )
 
+        levels_read: list[float] = []  # the pyramid level's factor the plane was read at (1: full resolution)
+
         def task(progress, cancel) -> InstanceResult:
             progress(0.0, f"loading {model}")
             segmenter = task_segmenter(progress, cancel, model, device)
+
+            def on_level(plane, factor, shift, **level) -> InstanceResult:
+                levels_read.append(factor)
+                return find_all_like(plane, at_level(boxes, 4, factor, shift), segmenter=segmenter, **level)
+
             result, _ = source.segment_at_level(  # the whole plane (no whole slide): at full resolution
-                lambda plane, factor, shift, **level: find_all_like(
-                    plane, at_level(boxes, 4, factor, shift), segmenter=segmenter, **level
-                ),
+                on_level,
                 segmenter.input_size,
                 object_size,
                 box_object_size(boxes),
@@ -82,6 +88,9 @@ class NewLayerActions:
         def done(result: InstanceResult) -> None:
             target = self._add_result_layer(np.zeros(geom.labels_shape, dtype=np.uint32), geom, f"{name} find-all")
             commit_to_labels(target, result.labels, geom)
+            if result.scale is not None and result.scale.object_size is not None:
+                # the scale a propagation seeded by this layer decodes its objects at (full-resolution pixels)
+                target.metadata[OBJECT_SIZE_KEY] = result.scale.object_size * levels_read[-1]
             for message in result.warnings:
                 notify_once(message, self._shown_warnings)
             scale = result.scale
@@ -95,24 +104,43 @@ class NewLayerActions:
         )
 
     def propagate(self) -> None:
-        """Carry the objects prompted on the displayed plane of a 3D image (boxes, refined by the clicks, and
-        positive clicks outside every box: the preview's objects) through the stack -> a new Labels layer."""
+        """Carry the objects on the displayed plane of a 3D image through the stack -> a new Labels layer: those
+        prompted there (boxes, refined by the clicks, and positive clicks outside every box: the preview's
+        objects), or those of the seed Labels layer on that plane (a find-all result, the committed labels...)."""
         if self._no_image():
             return
         try:
             image, geom = self._geometry()
-            prompts = gather_prompts(self.viewer, image, geom, self.shapes_picker.layer(), self.points_picker.layer())
             volume, z_axis = extract_volume(image, geom)
-            if not prompts.boxes and not prompts.positive:
-                raise PromptsegError("draw boxes around the objects on this plane first (or click on them)")
+            seed_layer = self.seed_picker.layer()
+            prompts = gather_prompts(self.viewer, image, geom, self.shapes_picker.layer(), self.points_picker.layer())
+            if seed_layer is not None:
+                seed, seed_size = seed_plane(seed_layer, geom), seed_layer.metadata.get(OBJECT_SIZE_KEY)
+                unused = len(prompts.boxes) + len(prompts.positive) + len(prompts.negative)
+            else:
+                seed, seed_size, unused = None, None, 0
+                if not prompts.boxes and not prompts.positive:
+                    raise PromptsegError(
+                        "draw boxes around the objects on this plane first (or click on them), or choose a Labels "
+                        "layer whose objects on this plane seed the propagation"
+                    )
             channels = self._channels()
         except PromptsegError as exc:
             self.runner.refuse(exc, "propagate")
             return
+        if unused:  # said, as propagate_through_stack refuses prompts beside labels: the user may think they count
+            notify_warning(
+                f"carries the objects of labels layer '{seed_layer.name}': the {unused} prompt(s) on this plane are "
+                "not used",
+                "propagate",
+            )
         model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
-        boxes, object_size, plane = prompts.boxes, self.object_size, geom.index[z_axis]
+        plane = geom.index[z_axis]
+        # the seed's objects decoded at the scale its method found them at, as the CLI does (find-all's nuclei on a
+        # DSB stack: F1 0.42 at their masks' scale, 0.69 at the seed's)
+        object_size = self.object_size or seed_size
         stop_iou = float(self.stop_iou_spin.value())
-        positive, negative = prompts.positive, prompts.negative
+        boxes, positive, negative = (prompts.boxes, prompts.positive, prompts.negative) if seed is None else ((),) * 3
         # a grey volume's first axis is planes by the user's word (its channel axis left at 'none', propagation asked
         # for): not the core's caution that 2-4 planes might be channels, whose advice (channel axis 0) is refused
         axes = "zyx" if geom.channel_axis is None and not image.rgb else None
@@ -125,6 +153,7 @@ class NewLayerActions:
                 boxes=boxes,
                 positive_points=positive,
                 negative_points=negative,
+                labels=seed,
                 segmenter=task_segmenter(progress, cancel, model, device),
                 object_size=object_size,
                 channel_axis=-1 if geom.channel_axis is not None else None,
@@ -148,9 +177,8 @@ class NewLayerActions:
                 f"{result.objects} object(s) propagated from plane {plane} ({spans}) -> '{layer.name}'"
             )
 
-        self.runner.submit(
-            "propagate", f"propagating the prompted object(s) through '{name}'", task, done, inputs=(image,), queue=True
-        )
+        what = "the prompted object(s)" if seed is None else f"the objects of '{seed_layer.name}'"
+        self.runner.submit("propagate", f"propagating {what} through '{name}'", task, done, inputs=(image,), queue=True)
 
     def new_prompt_layers(self) -> None:
         """Add a Shapes layer (rectangle tool on) and a Points layer with positive/negative colours."""

@@ -450,6 +450,24 @@ def target_misfit(target: napari.layers.Labels, geom: PlaneGeometry) -> str | No
     return None
 
 
+def seed_plane(layer: napari.layers.Labels, geom: PlaneGeometry) -> np.ndarray:
+    """The objects a Labels layer holds on ``geom``'s plane, (H, W) rows by columns: a propagation's seed. It must
+    lie on the image's grid (:func:`target_misfit`) and hold an object there."""
+    misfit = target_misfit(layer, geom)
+    if misfit:
+        raise PromptsegError(f"{misfit}; choose a Labels layer of this image to seed the propagation")
+    plane = np.asarray(layer.data[geom.plane_slices])
+    if geom.row_axis > geom.col_axis:  # the plane is displayed transposed: its labels axes come columns first
+        plane = plane.T
+    if not plane.any():
+        where = ", ".join(f"axis {a} = {geom.index[a]}" for a in geom.fixed_axes)
+        raise PromptsegError(
+            f"labels layer '{layer.name}' holds no object on the displayed plane ({where}): move to the plane its "
+            "objects are on, or choose 'the prompts on this plane'"
+        )
+    return plane
+
+
 def _turned(layer: napari.layers.Layer) -> bool:
     """Whether a layer has a rotation, shear or affine of its own (beyond scale and translate)."""
     return "affine" in placement_over(layer, list(range(layer.ndim)))

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 PREVIEW_NAME = "promptseg preview"
 NO_IMAGE = "no image layer: open an image (File > Open Sample > Prompt segmentation), then draw boxes or click"
 TARGET_NAME = "promptseg labels"
+#: the seed picker's first entry: propagate the objects prompted on the plane, not a Labels layer's
+SEED_FROM_PROMPTS = "the prompts on this plane"
+#: metadata key of a result layer's object size (full-resolution pixels): the scale its method found the objects at
+OBJECT_SIZE_KEY = "promptseg_object_size"
 #: the status line in a 3D view (no plane to embed or prompt on), said quietly: it is no error
 VIEW_3D = "3D view: prompts segment one 2D plane; switch the viewer to 2D (Ctrl+Y)"
 BOXES_NAME = "promptseg boxes"
@@ -100,8 +104,15 @@ def build_controls(widget: InteractiveWidget) -> None:
     )
     widget.propagate_button = QPushButton("Propagate through stack")
     widget.propagate_button.setToolTip(
-        "3D image: segment the objects prompted on this plane (boxes, clicks) and carry each plane by plane through "
-        "the stack, both ways, until it ends; the result is a new Labels layer"
+        "3D image: segment the objects prompted on this plane (boxes, clicks), or take those of the seed Labels "
+        "layer on this plane, and carry each plane by plane through the stack, both ways, until it ends; the result "
+        "is a new Labels layer"
+    )
+    # a find-all, one-shot or text result, a commit target or a drawing seeds the propagation as the CLI's methods do
+    widget.seed_picker = LayerPicker(v, napari.layers.Labels, none_text=SEED_FROM_PROMPTS)
+    widget.seed_picker.setToolTip(
+        "What 'Propagate through stack' carries: the prompts on this plane, or the objects a Labels layer holds on "
+        "this plane (e.g. a 'find all' result, the committed labels, a drawing)"
     )
     # when a carried object ends, as the CLI's --stop-iou and propagate_through_stack's stop_iou
     widget.stop_iou_spin = fraction_box(
@@ -149,6 +160,7 @@ def build_controls(widget: InteractiveWidget) -> None:
     form.addRow(row)
     form.addRow("object size", widget.object_size_spin)
     form.addRow(widget.find_all_button)
+    form.addRow("propagate", widget.seed_picker)
     row = QHBoxLayout()
     row.addWidget(widget.propagate_button)
     row.addWidget(QLabel("stop IoU"))
