@@ -157,6 +157,36 @@ def test_cli_propagates_boxes_through_a_tiff_stack(litemedsam, mri, tmp_path, ca
     assert record["working_scale"]["source"] == "boxes"  # the seed's scale, kept through the stack
 
 
+def test_cli_propagates_the_objects_of_a_seed_label_image(litemedsam, mri, tmp_path, capsys):
+    """`promptseg segment STACK --plane Z --propagate --seed-labels LABELS`: the objects of a label image (a drawing,
+    another method's result) seed the propagation, as ``propagate_through_stack(labels=)`` in the console; the CLI
+    could seed it only with prompts or its own methods. The stack's (Z, Y, X) labels give their plane's objects."""
+    vol, truth = (a[2:7] for a in mri)
+    path, seed_path, out = tmp_path / "mri.tif", tmp_path / "drawn.tif", tmp_path / "out"
+    tifffile.imwrite(path, vol)
+    tifffile.imwrite(seed_path, truth.astype(np.uint8))  # the whole stack's labels: plane 2's objects seed it
+    command = ["segment", str(path), "--plane", "2", "--propagate", "--seed-labels", str(seed_path), "-o", str(out)]
+    assert main(command) == 0
+    console = propagate_through_stack(vol, 2, labels=truth[2].astype(np.uint8), segmenter=litemedsam)
+    np.testing.assert_array_equal(tifffile.imread(out / "mri.tif"), console.labels)
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    assert record["mode"] == "propagated from plane 2"
+    assert any("plane 2's labels seed the propagation" in w for w in record["warnings"]), record["warnings"]
+
+    flat = tmp_path / "plane.tif"
+    tifffile.imwrite(flat, vol[2])
+    refused = {
+        "add --propagate": ["segment", str(path), "--plane", "2", "--seed-labels", str(seed_path)],
+        "not both": [*command[:-2], "--box", "10", "10", "40", "40"],
+        "no such file": [*command[:-4], "--seed-labels", str(tmp_path / "missing.tif")],
+        "a 2D image": ["segment", str(flat), "--plane", "0", "--propagate", "--seed-labels", str(seed_path)],
+    }
+    for why, argv in refused.items():
+        capsys.readouterr()
+        assert main([*argv, "-o", str(tmp_path / "refused")]) != 0, why
+        assert why in capsys.readouterr().err, why
+
+
 def test_a_hyperstack_whose_file_names_its_channel_axis_is_read_by_those_names(litemedsam, mri, tmp_path):
     """A 2-channel stack saved as Fiji saves it (ImageJ ZCYX) was refused as "a time-lapse of 3D stacks, axes read
     as (T=5, Z=2, ...)", against the file's own axis names; now the named channel axis is its channel axis, as with

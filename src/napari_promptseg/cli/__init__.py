@@ -88,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--overlay", action="store_true", help="also write OUT/<stem>_overlay.png")
     _add_stack_options(seg, seeds="segment the prompted objects (boxes, clicks)", prompts_on_a_plane=True)
+    seg.add_argument(
+        "--seed-labels",
+        type=Path,
+        metavar="LABELS",
+        help="--propagate: carry the objects of this label image through the stack instead of prompted ones: the "
+        "(Y, X) labels of --plane, or the stack's (Z, Y, X) labels, of which --plane is read (e.g. a one-shot, text "
+        "or find-all result, or a drawing)",
+    )
     _add_model_options(seg)
     _add_batch_options(seg)
     seg.set_defaults(func=cmd_segment)

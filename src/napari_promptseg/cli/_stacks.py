@@ -226,11 +226,13 @@ def _stack_record(
     boxes: Sequence[Sequence[float]] = (),
     positive_points: Sequence[Sequence[float]] = (),
     negative_points: Sequence[Sequence[float]] = (),
+    seed_labels: object | None = None,
     axes: StackAxes | None = None,
 ) -> dict:
     """Segment a (Z, Y, X[, C]) input: one plane (--plane), every plane with linked ids, or objects propagated from
     a seed plane (--propagate; seeded by ``boxes`` and the points, refining them or objects of their own, when given,
-    else by ``segment_plane`` on that plane). Writes the
+    or by ``seed_labels`` (--seed-labels: that plane's labels, or the stack's), else by ``segment_plane`` on that
+    plane). Writes the
     (Z, Y, X) labels and returns the record for report.json. Nothing on the seed plane raises NothingFoundError (the
     batch writes empty labels, status "empty"). ``axes``: the input's :func:`..io.multiscale.stack_axes`, when the
     caller has read them (:func:`_input_stack`); read here otherwise, once for the planes and the labels' axes."""
@@ -264,7 +266,7 @@ def _stack_record(
     plane = args.plane if args.plane is not None or not args.propagate else n // 2
     if plane is not None and not 0 <= plane < n:
         raise PromptsegError(f"{path}: --plane {plane} is outside the stack's {n} planes (0-{n - 1})")
-    prompted = bool(len(boxes) or len(positive_points))
+    prompted = bool(len(boxes) or len(positive_points)) or seed_labels is not None
     if args.propagate and not prompted:
         # the seed plane is segmented here, before propagate_through_stack checks (as segment_stack does itself):
         # refuse NaN before the first plane is segmented
@@ -282,7 +284,7 @@ def _stack_record(
     # the file's own axis names: an OME-Zarr's z is planes, not maybe channels (as the 2D functions would caution)
     common = {"channel_axis": args.channel_axis, "name": str(path), "progress": progress, "axes": axes.read}
     if args.propagate:
-        seed, seed_scores, seed_warnings, seed_scale = None, None, [], None
+        seed, seed_scores, seed_warnings, seed_scale = seed_labels, None, [], None
         if not prompted:
             out = plane_or_nothing(to_numpy(volume[plane]), plane)
             if plane in nothing:  # the seed method's own reason, said to be the seed plane's

@@ -27,20 +27,24 @@ from ._stacks import (
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    if not args.box and not args.point:
-        raise PromptsegError("give at least one --box X0 Y0 X1 Y1 or --point X Y")
+    if args.seed_labels is not None:
+        _check_seed_labels(args)
+    elif not args.box and not args.point:
+        raise PromptsegError(
+            "give at least one --box X0 Y0 X1 Y1 or --point X Y (for --propagate, or the seed plane's objects as "
+            "--seed-labels)"
+        )
     if args.find_all and not args.box:
         raise PromptsegError("--find-all needs the boxes of a few example objects (--box X0 Y0 X1 Y1, repeated)")
     if args.find_all and (args.point or args.negative_point):
         raise PromptsegError(
             "--find-all learns from the boxed examples only; --point and --negative-point would not be used: drop them"
         )
-    if args.propagate and not args.box and not args.point:
-        raise PromptsegError(
-            "--propagate carries the prompted objects through a stack: give --box X0 Y0 X1 Y1 (or --point X Y) on "
-            "--plane"
-        )
     images = _expand_images(args.images)
+    if args.seed_labels is not None and len(images) > 1:
+        raise PromptsegError(
+            f"--seed-labels {args.seed_labels} are one stack's objects; give that one stack, not {len(images)} inputs"
+        )
     t0 = time.perf_counter()
     _prepare_outputs(args, images)
     outcome, code = _run_batch(args, images, _setup, _process)
@@ -60,6 +64,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             "object_size": args.object_size,
             "plane": args.plane,
             "propagate": args.propagate,
+            "seed_labels": None if args.seed_labels is None else str(args.seed_labels),
             "stop_iou": args.stop_iou,
             "output_format": args.output_format,
             "labels_name": args.labels_name,
@@ -71,6 +76,19 @@ def cmd_segment(args: argparse.Namespace) -> int:
     )
     outcome.finish()
     return code
+
+
+def _check_seed_labels(args: argparse.Namespace) -> None:
+    """--seed-labels seeds a propagation, and is its only seed."""
+    if not args.propagate:
+        raise PromptsegError(f"--seed-labels {args.seed_labels} seed a propagation through a stack: add --propagate")
+    if args.box or args.point or args.negative_point or args.find_all:
+        raise PromptsegError(
+            "give the seed plane's objects as prompts (--box, --point, --find-all) or as --seed-labels, not both (the "
+            "prompts would not be used)"
+        )
+    if not args.seed_labels.exists():
+        raise PromptsegError(f"--seed-labels {args.seed_labels}: no such file")
 
 
 def _setup(args: argparse.Namespace) -> tuple[object, dict]:
@@ -129,6 +147,11 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         def plane_labels(plane, z: int):
             return _segment(args, segmenter, plane, f"{path} plane {z}", _plane_channel_axis(args))  # with warnings
 
+        if args.seed_labels is not None:
+            from ..io.images import read_image
+
+            seed = read_image(args.seed_labels)
+            return _stack_record(args, path, image, plane_labels, segmenter, seed_labels=seed, axes=axes)
         if not args.propagate or args.find_all:  # the plane's own method (find-all) seeds the propagation
             return _stack_record(args, path, image, plane_labels, segmenter, axes=axes)
         points = {
@@ -137,6 +160,11 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         }
         boxes = np.asarray(args.box, np.float64).reshape(-1, 4)
         return _stack_record(args, path, image, plane_labels, segmenter, boxes=boxes, axes=axes, **points)
+    if args.seed_labels is not None:
+        raise PromptsegError(
+            f"{path}: a 2D image (shape {np.shape(image)}); --seed-labels and --propagate carry objects through the "
+            "planes of a 3D stack"
+        )
     # a pyramid is read at the level of the boxes' working scale
     scale = prompts_working_scale(np.shape(image), segmenter.input_size, args.box, args.object_size)
     level, index, factor = file_level(path, image, scale)
