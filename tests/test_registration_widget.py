@@ -78,7 +78,7 @@ def test_widget_registers_and_maps_landmarks(make_viewer, qtbot, pair):
     assert viewer.layers["moving"].data is moving_layer.data and np.array_equal(moving_layer.data, moving)
 
 
-def test_widget_refuses_a_stack_and_empty_landmarks(make_viewer, qtbot, pair):
+def test_widget_refuses_a_stack_and_empty_landmarks(make_viewer, qtbot, pair, tmp_path):
     fixed, moving, lm_fixed, lm_moving = pair
     viewer = make_viewer()
     errors = []
@@ -110,6 +110,13 @@ def test_widget_refuses_a_stack_and_empty_landmarks(make_viewer, qtbot, pair):
     widget.run()
     _wait(qtbot, widget)
     assert widget.runner.state == "failed" and any("sam_vit_b" in m for m in errors), errors
+    # its weights file (the CLI's --weights), one that does not exist: refused before the run starts
+    missing = tmp_path / "missing.pth"
+    widget.model.weights_file.set_path(str(missing))
+    widget.run()
+    assert not widget.runner.busy and widget.runner.state == "failed"
+    said = widget.runner.widget.details or widget.runner.widget.status.text()
+    assert f"sam_vit_b: weights file {missing} does not exist" in said, said
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -259,6 +259,23 @@ def test_missing_explicit_path_is_an_error_naming_it(tmp_path):
         resolve_weights("litemedsam", tmp_path)
 
 
+def test_weights_a_widget_is_given_are_refused_before_its_run_as_the_load_refuses_them(tmp_path, monkeypatch):
+    """A widget's weights file is checked before its run starts, by the load's rule: one that does not exist, or a
+    folder without the model's checkpoint, is refused naming it and the model; a file's bytes are the load's to
+    judge, and a hub id not on disk is left to the load's download (nothing is fetched by the check)."""
+    from napari_promptseg.models import check_weights
+
+    weights = tmp_path / "fine_tuned.pth"
+    with pytest.raises(WeightsError, match=rf"^litemedsam: weights file {re.escape(str(weights))} does not exist$"):
+        check_weights("litemedsam", weights)
+    with pytest.raises(WeightsError, match=r"^litemedsam: weights path .* is a folder without lite_medsam.pth"):
+        check_weights("litemedsam", tmp_path)
+    weights.write_bytes(b"not read by the check")
+    check_weights("litemedsam", weights)
+    monkeypatch.setattr(registry, "_from_hub", lambda *args, **kwargs: pytest.fail("the check fetched the hub id"))
+    check_weights("sam_vit_b", "someone/fine-tuned-sam/sam.pth")
+
+
 def test_a_folder_given_for_a_single_file_model_gives_its_published_file_or_names_what_it_holds(tmp_path):
     """--weights ~/models for SAM ViT-B: the folder holding sam_vit_b_01ec64.pth was refused as 'a directory, not a
     checkpoint file'; its published file is now taken, and a folder without it names the checkpoints it holds."""

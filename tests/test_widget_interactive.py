@@ -849,3 +849,57 @@ def test_a_model_downloaded_by_another_widgets_run_is_no_longer_listed_as_missin
         assert runner.state == "done", runner.widget.status.text()
         assert widget.model_combo.itemText(index) == "served_litemedsam"
         other.deleteLater()
+
+
+def test_a_weights_file_given_is_loaded_and_one_the_model_cannot_read_is_named(make_viewer, qtbot, sample, tmp_path):
+    """The model box listed registry names only: a fine-tuned checkpoint (the CLI's --weights) could not be used
+    from napari. A copy of the bundled LiteMedSAM file segments as the bundled weights do; that file truncated in
+    place is loaded again (a changed file is not the model loaded before) and refused naming the file and the model,
+    the layers left as they were; a file that does not exist is refused before any run starts."""
+    from napari_promptseg.models import resolve_weights
+
+    image, truth, label, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei")
+    widget = add_widget(viewer)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    viewer.add_shapes(name="boxes").add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    bundled = preview_layer(viewer).data.copy()
+    assert dice(bundled == 1, truth == label) > MIN_DICE
+
+    weights = tmp_path / "fine_tuned.pth"
+    checkpoint = resolve_weights("litemedsam").read_bytes()
+    weights.write_bytes(checkpoint)
+    box = widget.model_combo
+    box.weights_file.set_path(str(weights))  # the image is embedded and previewed again, with the file
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    np.testing.assert_array_equal(preview_layer(viewer).data, bundled)
+
+    weights.write_bytes(checkpoint[: len(checkpoint) // 2])  # a copy cut short
+    layers = {layer.name: layer.data.copy() for layer in viewer.layers}
+    first = len(notification_manager.records)
+    widget.compute_embedding()
+    wait_idle(qtbot, widget)
+    panel = widget.runner.widget
+    assert panel.state == "failed" and len(records_since(first, NotificationSeverity.ERROR)) == 1
+    # the whole message: a long temporary path cuts the status line's short one
+    said = panel.details or panel.status.text()
+    assert f"litemedsam: {weights} cannot be read as a PyTorch checkpoint" in said, said
+    assert {layer.name for layer in viewer.layers} == set(layers)
+    for layer in viewer.layers:
+        np.testing.assert_array_equal(layer.data, layers[layer.name])
+    # the model list refreshed after the runs keeps the choice
+    assert (box.model_name, box.weights_file.text) == ("litemedsam", str(weights))
+
+    missing = tmp_path / "missing.pth"
+    box.weights_file.blockSignals(True)  # no preview of its own: the button's run is the one looked at
+    box.weights_file.set_path(str(missing))
+    box.weights_file.blockSignals(False)
+    first = len(notification_manager.records)
+    widget.compute_embedding()
+    assert not widget.runner.busy  # refused before a task was started
+    assert panel.state == "failed" and len(records_since(first, NotificationSeverity.ERROR)) == 1
+    said = panel.details or panel.status.text()
+    assert f"litemedsam: weights file {missing} does not exist" in said, said

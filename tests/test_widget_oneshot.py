@@ -137,6 +137,19 @@ def test_the_model_chosen_is_the_one_the_run_loads(make_viewer, qtbot, lungs):
     assert any("sam_vit_b" in message for message in errors), errors
     assert len(viewer.layers) == 3  # no result
 
+    # a weights file given for it (the CLI's --weights) is what the run loads: LiteMedSAM's is another architecture
+    from napari_promptseg.models import resolve_weights
+
+    weights = resolve_weights("litemedsam")
+    widget.model.weights_file.set_path(str(weights))
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=60_000)
+    panel = widget.runner.widget
+    said = panel.details or panel.status.text()
+    assert panel.state == "failed" and f"sam_vit_b: {weights} does not fit the sam_vit_b architecture" in said, said
+    assert len(viewer.layers) == 3
+    assert (widget.model.model_name, widget.model.weights_file.text) == ("sam_vit_b", str(weights))
+
 
 def test_multiscale_target_is_read_at_the_level_of_the_working_scale(make_viewer):
     """A pyramid target: the level whose resolution matches the objects' working scale is segmented, and the

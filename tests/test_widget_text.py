@@ -215,7 +215,7 @@ def test_empty_prompt_and_empty_library_are_reported_not_raised(make_viewer, qtb
     assert [layer.name for layer in viewer.layers] == ["xray"]
 
 
-def test_the_model_chosen_decodes_what_the_route_found(make_viewer, qtbot, lungs):
+def test_the_model_chosen_decodes_what_the_route_found(make_viewer, qtbot, lungs, tmp_path):
     """The widget always decoded with the bundled LiteMedSAM, where `promptseg text --model` takes any segmenter: a
     route that needs one (here the starter library's) loads the model of the widget's model box, and a model whose
     weights are not here (offline) is named in the error."""
@@ -232,6 +232,13 @@ def test_the_model_chosen_decodes_what_the_route_found(make_viewer, qtbot, lungs
     errors = [n.message for n in seen if n.severity == NotificationSeverity.ERROR]
     assert any("sam_vit_b" in m for m in errors), errors
     assert [layer.name for layer in viewer.layers] == ["xray"]
+    # its weights file (the CLI's --weights), one that does not exist: refused before the run starts
+    missing = tmp_path / "missing.pth"
+    widget.model.weights_file.set_path(str(missing))
+    widget.run()
+    assert not widget.runner.busy and widget.runner.state == "failed"
+    said = widget.runner.widget.details or widget.runner.widget.status.text()
+    assert f"sam_vit_b: weights file {missing} does not exist" in said, said
 
 
 def test_a_result_whose_image_layer_was_removed_meanwhile_is_dropped(make_viewer, qtbot, lungs, tmp_path):

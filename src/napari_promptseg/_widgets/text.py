@@ -114,7 +114,7 @@ def run_text(
     from ..methods.volume import segment_stack
 
     progress(0.0, "loading models")
-    model = options.pop("model", None)
+    model, weights = options.pop("model", None), options.pop("weights", None)
     route = choose_route(
         options.pop("route"),
         library=options.pop("library") or None,
@@ -123,7 +123,7 @@ def run_text(
         cancel=cancel,
     )
     if route.needs_segmenter(options.get("refine", True)):  # the model chosen, its download told in the panel
-        options["segmenter"] = task_segmenter(progress, cancel, model)
+        options["segmenter"] = task_segmenter(progress, cancel, model, weights=weights)
     results: list[TextResult] = []
 
     def segment_one(plane: np.ndarray, k: int) -> TextResult:
@@ -269,7 +269,7 @@ class TextPromptWidget(QWidget):
         form.addRow("library", self.library)
         form.addRow("exemplars (top k)", self.top_k)
         form.addRow("min similarity", self.min_similarity)
-        form.addRow("model", self.model)
+        self.model.add_rows(form)
         self._form = form
         exemplar = QFormLayout()
         exemplar.addRow("exemplar labels", self.exemplar_labels)
@@ -441,6 +441,7 @@ class TextPromptWidget(QWidget):
             stacked = is_stack(data, layer.rgb, f"image layer '{layer.name}'")
             # the level's objects are this much smaller than the library exemplars' (saved at full resolution)
             level_factor = float(np.asarray(factors)[-1])
+            model, weights = self.model.checked_choice()
         except PromptsegError as exc:
             self.runner.refuse(exc, "text prompt")
             return
@@ -456,7 +457,8 @@ class TextPromptWidget(QWidget):
             "refine": self.refine.isChecked(),
             "top_k": self.top_k.value(),
             "min_similarity": self.min_similarity.value(),
-            "model": self.model.model_name,
+            "model": model,
+            "weights": weights,
             "name": layer.name,
         }
         layer_name = layer.name

@@ -43,6 +43,7 @@ __all__ = [
     "TextGrounder",
     "TextHeatmapper",
     "TextSegmenter",
+    "check_weights",
     "download_progress",
     "download_size",
     "get_card",
@@ -102,6 +103,19 @@ def load_segmenter(
 ) -> PromptableSegmenter:
     """Load (once per process) the named promptable segmenter; weights resolve through the registry."""
     return _load(name, "segmenter", weights, device, progress)
+
+
+def check_weights(name: str, weights: str | os.PathLike) -> None:
+    """The load's :class:`~napari_promptseg.errors.WeightsError` for explicit ``weights`` of model ``name`` that it
+    refuses before reading them (a file that does not exist, a folder without the model's checkpoint), raised now:
+    a widget refuses its run with it before the run starts. Weights a file's bytes refuse (truncated, another
+    model's) fail the load itself, and a hub id not on disk is left to it (its download has progress and Cancel)."""
+    from pathlib import Path
+
+    from .hub import parse_hub_id
+
+    if Path(weights).expanduser().exists() or parse_hub_id(os.fspath(weights)) is None:
+        resolve_weights(name, weights, download=False)  # for a local path: the checks of stat() alone
 
 
 def load_grounder(

@@ -1,24 +1,89 @@
 """Controls several widgets share: the segmenter box of the widgets that run a promptable segmenter (every registered
 segmenter, its label saying when its weights cannot be used, refreshed after every run of any widget: a run may have
-downloaded a model's weights, or a file may have been put in the cache meanwhile), and the box of a fraction (a
-threshold, an IoU, a similarity)."""
+downloaded a model's weights, or a file may have been put in the cache meanwhile; and an optional weights file, the
+CLI's --weights), and the box of a fraction (a threshold, an IoU, a similarity)."""
 
 from __future__ import annotations
 
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QWidget,
+)
 
-from ...models import DEFAULT_SEGMENTER, MODELS
-from ...models.registry import UNUSABLE_WEIGHTS, ModelCard, weights_status
+from ...errors import PromptsegError, WeightsError
+from ...models import DEFAULT_SEGMENTER, MODELS, check_weights
+from ...models.registry import CHECKPOINT_SUFFIXES, UNUSABLE_WEIGHTS, ModelCard, weights_status
 from .tasks import after_every_run
+
+
+class WeightsFileField(QWidget):
+    """A weights file typed or pasted in, or chosen with the '…' button; empty: the registry's weights.
+    ``changed`` fires when the text has changed once editing is done (a file chosen, Enter, focus left)."""
+
+    changed = Signal()
+
+    def __init__(self, box: SegmenterBox) -> None:
+        super().__init__()
+        self._box = box
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText("the model's own (empty)")
+        self.edit.setClearButtonEnabled(True)
+        self.setToolTip(
+            "a weights file of the chosen model, e.g. a fine-tuned checkpoint (the CLI's --weights); empty: the "
+            "model's own weights (bundled, cached or downloaded)"
+        )
+        browse = QPushButton("…")
+        browse.setMaximumWidth(30)
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.edit)
+        row.addWidget(browse)
+        self._last = ""
+        self.edit.editingFinished.connect(self._edited)
+
+    @property
+    def text(self) -> str:
+        return self.edit.text().strip()
+
+    def set_path(self, path: str) -> None:
+        """Give the weights file (as the dialog does); ``""``: the model's own."""
+        self.edit.setText(path)
+        self._edited()
+
+    def _edited(self) -> None:
+        # editingFinished fires on Enter and again when the focus leaves: one change, one re-run
+        if self.text != self._last:
+            self._last = self.text
+            self.changed.emit()
+
+    def _browse(self) -> None:
+        patterns = " ".join(f"*{suffix}" for suffix in CHECKPOINT_SUFFIXES)
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            f"Weights file of {self._box.model_name}",
+            self.text,
+            f"Checkpoints ({patterns});;All files (*)",
+        )
+        if path:
+            self.set_path(path)
 
 
 class SegmenterBox(QComboBox):
     """The registered segmenters by name (``currentData()``), the default chosen; a model whose weights are missing
-    or unusable reads so (a run downloads them: :func:`~.tasks.task_segmenter`)."""
+    or unusable reads so (a run downloads them: :func:`~.tasks.task_segmenter`). Its ``weights_file`` field (laid
+    out with it by :meth:`add_rows`) names other weights for it, as the CLI's --weights."""
 
     def __init__(self, tooltip: str = "") -> None:
         super().__init__()
+        self.weights_file = WeightsFileField(self)
         for card in MODELS.values():
             if card.role == "segmenter":
                 self.addItem(_model_label(card), card.name)
@@ -31,6 +96,23 @@ class SegmenterBox(QComboBox):
     @property
     def model_name(self) -> str:
         return self.currentData()
+
+    def add_rows(self, form: QFormLayout) -> None:
+        """The box and its weights file, as two rows of ``form``."""
+        form.addRow("model", self)
+        form.addRow("weights file", self.weights_file)
+
+    def checked_choice(self) -> tuple[str, str | None]:
+        """(model name, weights file or None for the model's own), the file refused now, before a run starts, as
+        the load refuses it (:func:`~napari_promptseg.models.check_weights`): a PromptsegError naming the file
+        and the model, as the widgets' other inputs are refused."""
+        model, weights = self.model_name, self.weights_file.text or None
+        if weights is not None:
+            try:
+                check_weights(model, weights)
+            except WeightsError as exc:
+                raise PromptsegError(exc.message, details=exc.details) from exc
+        return model, weights
 
     def refresh_labels(self) -> None:
         """Each model's label as its weights are now (a stat per file): the box said '(weights missing)' for a model

@@ -59,14 +59,22 @@ Task = Callable[[ProgressCallback, Callable[[], bool]], Any]
 
 
 def task_segmenter(
-    progress: ProgressCallback, cancel: Callable[[], bool], model: str | None = None, device: str = "auto"
+    progress: ProgressCallback,
+    cancel: Callable[[], bool],
+    model: str | None = None,
+    device: str = "auto",
+    weights: str | None = None,
 ):
-    """The named segmenter (default: the bundled one) as a task loads it: a weights download tells its MB in the run
-    panel and stops at the cancel button, as every other step of a task does."""
+    """The named segmenter (default: the bundled one) as a task loads it, from ``weights`` when given (a
+    :class:`~.controls.SegmenterBox`'s weights file; loaded again once that file changes) as the CLI's --weights: a
+    weights download tells its MB in the run panel and stops at the cancel button, as every other step of a task
+    does."""
     from ...models import DEFAULT_SEGMENTER, download_progress, load_segmenter
 
     model = model or DEFAULT_SEGMENTER
-    segmenter = load_segmenter(model, device=device, progress=download_progress(progress, cancel, model))
+    segmenter = load_segmenter(
+        model, weights=weights, device=device, progress=download_progress(progress, cancel, model)
+    )
     if cancel():
         raise CancelledError("cancelled")
     return segmenter

@@ -51,10 +51,11 @@ class NewLayerActions:
                     "reads the slide's level tile by tile and writes labels napari opens",
                 )
             channels = self._channels()
+            model, weights = self.model_combo.checked_choice()
         except PromptsegError as exc:
             self.runner.refuse(exc, "find all")
             return
-        model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
+        device, normalize, name = self.device, self.normalize_combo.currentText(), image.name
         boxes, object_size = prompts.boxes, self.object_size
         clicks = len(prompts.positive) + len(prompts.negative)
         if clicks:  # said, as `segment --find-all` refuses --point: the user may think they steer the search
@@ -66,7 +67,7 @@ class NewLayerActions:
 
         def task(progress, cancel) -> InstanceResult:
             progress(0.0, f"loading {model}")
-            segmenter = task_segmenter(progress, cancel, model, device)
+            segmenter = task_segmenter(progress, cancel, model, device, weights)
 
             def on_level(plane, factor, shift, **level) -> InstanceResult:
                 levels_read.append(factor)
@@ -125,6 +126,7 @@ class NewLayerActions:
                         "layer whose objects on this plane seed the propagation"
                     )
             channels = self._channels()
+            model, weights = self.model_combo.checked_choice()
         except PromptsegError as exc:
             self.runner.refuse(exc, "propagate")
             return
@@ -134,7 +136,7 @@ class NewLayerActions:
                 "not used",
                 "propagate",
             )
-        model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
+        device, normalize, name = self.device, self.normalize_combo.currentText(), image.name
         plane = geom.index[z_axis]
         # the seed's objects decoded at the scale its method found them at, as the CLI does (find-all's nuclei on a
         # DSB stack: F1 0.42 at their masks' scale, 0.69 at the seed's)
@@ -154,7 +156,7 @@ class NewLayerActions:
                 positive_points=positive,
                 negative_points=negative,
                 labels=seed,
-                segmenter=task_segmenter(progress, cancel, model, device),
+                segmenter=task_segmenter(progress, cancel, model, device, weights),
                 object_size=object_size,
                 channel_axis=-1 if geom.channel_axis is not None else None,
                 channels=channels,

@@ -169,7 +169,7 @@ def build_controls(widget: InteractiveWidget) -> None:
 
     model_box = QGroupBox("Model")
     form = QFormLayout(model_box)
-    form.addRow("model", widget.model_combo)
+    widget.model_combo.add_rows(form)
     form.addRow("device", widget.device_combo)
     form.addRow(widget.auto_embed_check)
     form.addRow(widget.embed_button)
@@ -198,6 +198,7 @@ def build_controls(widget: InteractiveWidget) -> None:
     widget.find_all_button.clicked.connect(widget.find_all)
     widget.propagate_button.clicked.connect(widget.propagate)
     widget.model_combo.currentIndexChanged.connect(widget._on_image_options_changed)
+    widget.model_combo.weights_file.changed.connect(widget._on_image_options_changed)  # other weights: embed again
     widget.device_combo.currentIndexChanged.connect(widget._on_image_options_changed)
     widget.embed_button.clicked.connect(widget.compute_embedding)
     widget.commit_button.clicked.connect(widget.commit)

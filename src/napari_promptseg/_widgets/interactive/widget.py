@@ -396,15 +396,16 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
             image, geom = self._geometry()
             source = plane_source(image, geom)
             channels = self._channels()
+            model, weights = self.model_combo.checked_choice()
         except PromptsegError as exc:
             self.runner.refuse(exc, "embedding")
             return
-        model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
+        device, normalize, name = self.device, self.normalize_combo.currentText(), image.name
         self._last_plane = (geom.image_name, geom.index)
 
         def task(progress, cancel) -> float | None:
             progress(0.0, f"loading {model}")
-            segmenter = task_segmenter(progress, cancel, model, device)
+            segmenter = task_segmenter(progress, cancel, model, device, weights)
             if source.whole_slide and source.too_large(segmenter.input_size):
                 return None  # a whole slide's coarsest level is too large: each box's surroundings are encoded
             progress(0.3, f"encoding '{name}' with {model}")
@@ -449,18 +450,19 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
                 return False
             source = plane_source(image, geom)
             channels = self._channels()
+            model, weights = self.model_combo.checked_choice()
         except PromptsegError as exc:
             self._clear_preview()
             self._commit_after_preview = False
             self.runner.refuse(exc, "preview")
             return False
-        model, device, normalize, name = self.model_name, self.device, self.normalize_combo.currentText(), image.name
+        device, normalize, name = self.device, self.normalize_combo.currentText(), image.name
         version, object_size = self._version, self.object_size
         edits, image_changes = self._prompt_edits, self._image_changes
         target_geom = labels_geometry(source)
 
         def task(progress, cancel) -> tuple[SegmentationResult, LevelCrop | None]:
-            segmenter = task_segmenter(progress, cancel, model, device)
+            segmenter = task_segmenter(progress, cancel, model, device, weights)
 
             def at(plane: np.ndarray, factor: float, shift: tuple[float, float], **level) -> SegmentationResult:
                 return segment_prompts(

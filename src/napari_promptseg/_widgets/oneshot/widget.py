@@ -115,7 +115,7 @@ class OneShotWidget(QWidget):
         form.addRow("strategy", self.strategy)
         form.addRow("mode", self.mode)
         form.addRow("object size", self.object_size)
-        form.addRow("model", self.model)
+        self.model.add_rows(form)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.partial_labels)
@@ -228,17 +228,17 @@ class OneShotWidget(QWidget):
     def run(self) -> None:
         try:
             inputs = self._inputs()
+            model, weights = self.model.checked_choice()
         except PromptsegError as exc:
             self.runner.refuse(exc, "one-shot")
             return
         strategy = self.strategy.currentText()
         layer = self.target.layer() if inputs.target is not None else None
         reference_name = inputs.reference.name
-        model = self.model.model_name
 
         def task(progress, cancel) -> tuple[OneShotOutput, OneShotPixels]:
             progress(0.0, "loading model")
-            segmenter = task_segmenter(progress, cancel, model)
+            segmenter = task_segmenter(progress, cancel, model, weights=weights)
             pixels = read_oneshot_inputs(inputs, segmenter.input_size, progress, cancel)
             output = run_oneshot(
                 pixels.reference,

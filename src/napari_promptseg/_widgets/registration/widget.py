@@ -145,7 +145,7 @@ class RegistrationWidget(QWidget):
         form.addRow("text prompts", self.text_prompts)
         form.addRow("text route", self.text_route)
         form.addRow("library", self.library)
-        form.addRow("model", self.model)
+        self.model.add_rows(form)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.show_pairs)
@@ -219,6 +219,8 @@ class RegistrationWidget(QWidget):
                 raise PromptsegError(
                     f"text prompts {', '.join(prompts)}: choose a prompts method (intensity registration uses none)"
                 )
+            # the weights file is looked at only when a segmenter will be loaded from it
+            model, weights = self.model.checked_choice() if method != "intensity" else (None, None)
         except PromptsegError as exc:
             self.runner.refuse(exc, "registration")
             return
@@ -226,7 +228,6 @@ class RegistrationWidget(QWidget):
         names = (fixed_layer.name, moving_layer.name)
         text_route = self.text_route.currentText()
         library = self.library.text().strip() or None
-        model = self.model.model_name
         with_grid = self.show_grid.isChecked()
 
         def task(progress, cancel) -> _Shown:
@@ -235,7 +236,7 @@ class RegistrationWidget(QWidget):
             segmenter = None
             if method != "intensity":
                 progress(0.0, "loading the model")
-                segmenter = task_segmenter(progress, cancel, model)
+                segmenter = task_segmenter(progress, cancel, model, weights=weights)
 
             def registering(fraction: float, message: str) -> None:
                 # the warp and the layers' data come after: register's "done" is not the task's end
