@@ -32,7 +32,7 @@ from .layers import (
     unproxied,
     whole_image_level,
 )
-from .panel import STATES, _ProgressPanel, show_details
+from .panel import STATES, _ProgressPanel, controls_layout, show_details
 from .picker import ROLE_KEY, LayerPicker, is_preview
 from .tasks import (
     ProgressCallback,
@@ -71,6 +71,7 @@ __all__ = [
     "_same_map",
     "_unwatch",
     "after_every_run",
+    "controls_layout",
     "data_to_world_matrix",
     "data_token",
     "debounce_timer",

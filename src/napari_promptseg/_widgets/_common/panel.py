@@ -1,5 +1,6 @@
 """The run/status panel every promptseg widget shows under its run button (:class:`_ProgressPanel`, made by its
-:class:`~.tasks.TaskRunner`), and the box with an error's details."""
+:class:`~.tasks.TaskRunner`), the layout that keeps it in view under the widget's scrolling controls
+(:func:`controls_layout`), and the box with an error's details."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from typing import TYPE_CHECKING
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QFrame,
     QHBoxLayout,
     QLabel,
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -30,6 +33,27 @@ def show_details(title: str, short: str, details: str, parent: QWidget | None = 
     box.setModal(False)
     box.show()
     return box
+
+
+def controls_layout(widget: QWidget, runner: TaskRunner) -> QVBoxLayout:
+    """The layout ``widget``'s controls go in: inside a scroll area, with ``runner``'s run/status panel pinned under
+    it. napari docks a widget at its full height: the Interactive widget's controls (769 px at least) pushed its
+    Commit button and status line off a laptop's screen, and held the window at that height."""
+    content = QWidget()
+    controls = QVBoxLayout(content)
+    scroll = QScrollArea()
+    scroll.setWidget(content)
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # the dock's width wraps the rows
+    layout = QVBoxLayout(widget)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(scroll, 1)
+    panel = QVBoxLayout()
+    panel.setContentsMargins(9, 0, 9, 9)
+    panel.addWidget(runner.widget)
+    layout.addLayout(panel)
+    return controls
 
 
 #: what a :class:`_ProgressPanel` shows: nothing run yet, running, and how the last run ended
