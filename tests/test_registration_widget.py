@@ -14,6 +14,7 @@ from napari.qt.threading import WorkerBase
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
 from napari_promptseg._widgets.registration import RegistrationWidget, deformation_grid, pair_labels
+from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io import read_image
 from napari_promptseg.io.landmarks import read_landmarks
 from napari_promptseg.methods.registration import DEFAULT_METHOD, register
@@ -480,3 +481,59 @@ def test_widget_text_prompts_are_answered_from_the_library_given(make_viewer, qt
     assert widget.runner.state == "failed"
     details = f"{widget.runner.widget.status.text()} {widget.runner.widget.details}"
     assert "has no entries" in details and str(tmp_path / "empty") in details, details
+
+
+def test_advanced_settings_reach_register_as_the_cli_builds_them(make_viewer, qtbot, pair, monkeypatch):
+    """The widget had none of `promptseg register`'s --no-dense, --smoothness, --box-threshold, --text-threshold and
+    --heatmap-threshold: it always ran register() with their defaults. Its advanced section sets them now, and
+    register() gets the options and text options the CLI builds from the same settings (one rule for both); each
+    is enabled only where the run uses it."""
+    from napari_promptseg._widgets.registration import widget as widget_module
+    from napari_promptseg.cli import build_parser
+    from napari_promptseg.cli.register import register_settings
+
+    calls = []
+
+    def register_called(*args, **kwargs):  # the wiring is what is checked here: register() itself is not run
+        calls.append(kwargs)
+        raise PromptsegError("register reached")
+
+    monkeypatch.setattr(widget_module, "register", register_called)
+
+    def cli_settings(*flags: str):
+        return register_settings(build_parser().parse_args(["register", "f.png", "m.png", "-o", "out", *flags]))
+
+    fixed, moving, _, _ = pair
+    viewer = make_viewer()
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(viewer.add_image(fixed[..., 0], name="fixed"))
+    widget.moving_picker.set_layer(viewer.add_image(moving[..., 0], name="moving"))
+    widget.method.setCurrentText("intensity")  # no model loads: the settings reach register() all the same
+
+    def run_settings():
+        widget.run()
+        _wait(qtbot, widget)
+        assert "register reached" in widget.runner.widget.status.text(), widget.runner.widget.status.text()
+        call = calls.pop()
+        return call["options"], call["text_options"]
+
+    assert run_settings() == cli_settings()  # untouched: the CLI's defaults
+    assert not widget.advanced.body.isVisible() and not widget.smoothness.isEnabled()  # intensity: no region field
+    widget.advanced.set_open(True)
+    widget.similarity.setValue(0.65)
+    widget.smoothness.setValue(0.3)
+    widget.dense.setChecked(False)
+    widget.box_threshold.setValue(0.4)
+    widget.text_threshold.setValue(0.3)
+    widget.heatmap_threshold.setValue(0.6)
+    flags = ["--similarity", "0.65", "--smoothness", "0.3", "--no-dense", "--box-threshold", "0.4"]
+    flags += ["--text-threshold", "0.3", "--heatmap-threshold", "0.6"]
+    options, text_options = run_settings()
+    assert (options, text_options) == cli_settings(*flags)
+    assert (options.smoothness, options.dense, text_options["box_threshold"]) == (0.3, False, 0.4)
+    widget.method.setCurrentText("prompts")
+    assert widget.similarity.isEnabled() and widget.dense.isEnabled() and not widget.smoothness.isEnabled()
+    widget.dense.setChecked(True)
+    assert widget.smoothness.isEnabled() and not widget.box_threshold.isEnabled()  # no text prompts typed
+    with pytest.raises(SystemExit):  # as the widget's box cannot go below 0
+        build_parser().parse_args(["register", "f.png", "m.png", "-o", "out", "--smoothness", "-1"])

@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import CancelledError, PromptsegError
+from ..methods.defaults import BOX_THRESHOLD, HEATMAP_THRESHOLD, TEXT_THRESHOLD
 from ..methods.library import DEFAULT_MIN_SIMILARITY, DEFAULT_TOP_K
 from ..methods.prompt_templates import LEVELS, PromptAttributes, expand_prompt
 from ..methods.text import ROUTES, TextResult, split_phrases
@@ -185,9 +186,11 @@ class TextPromptWidget(QWidget):
         self.description.setPlaceholderText("optional (p7-p9), e.g. a projecting growth of tissue")
         self.expanded = QLabel()
         self.expanded.setWordWrap(True)
-        self.box_threshold = fraction_box(0.35, "GroundingDINO: keep boxes scoring at least this")
-        self.text_threshold = fraction_box(0.25, "GroundingDINO: phrase tokens scoring at least this")
-        self.heatmap_threshold = fraction_box(0.5, "CLIPSeg: pixels above this probability (medvlsm uses 0.5)")
+        self.box_threshold = fraction_box(BOX_THRESHOLD, "GroundingDINO: keep boxes scoring at least this")
+        self.text_threshold = fraction_box(TEXT_THRESHOLD, "GroundingDINO: phrase tokens scoring at least this")
+        self.heatmap_threshold = fraction_box(
+            HEATMAP_THRESHOLD, "CLIPSeg: pixels above this probability (medvlsm uses 0.5)"
+        )
         self.refine = QCheckBox("refine CLIPSeg regions with the segmenter")
         self.refine.setChecked(True)
         self.library = QLineEdit()

@@ -31,10 +31,12 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import CancelledError, PromptsegError, WeightsError
+from ..methods.defaults import BOX_THRESHOLD, FIELD_SMOOTHNESS, HEATMAP_THRESHOLD, PAIR_SIMILARITY, TEXT_THRESHOLD
 from ..models.device import PRECISIONS
 from . import _progress_line
 from ._common import _add_batch_options, _add_model_options, _output_lock
 from ._stacks import OUTPUT_HELP, REGISTER_IMAGE_HELP, _add_stack_options, images_help
+from ._types import fraction, non_negative_float, similarity
 from .cache import _add_cache_parser
 from .embed import _add_embed_parser
 from .library import _add_library_parser
@@ -130,9 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
         "downloads a missing model)",
     )
     reg.add_argument("--library", type=Path, help="reference library directory (default: the user library)")
-    reg.add_argument("--box-threshold", type=float, default=0.35, help="GroundingDINO box threshold (%(default)s)")
-    reg.add_argument("--text-threshold", type=float, default=0.25, help="GroundingDINO text threshold (%(default)s)")
-    reg.add_argument("--heatmap-threshold", type=float, default=0.5, help="CLIPSeg threshold (%(default)s)")
+    reg.add_argument(
+        "--box-threshold", type=fraction, default=BOX_THRESHOLD, help="GroundingDINO box threshold (%(default)s)"
+    )
+    reg.add_argument(
+        "--text-threshold", type=fraction, default=TEXT_THRESHOLD, help="GroundingDINO text threshold (%(default)s)"
+    )
+    reg.add_argument(
+        "--heatmap-threshold", type=fraction, default=HEATMAP_THRESHOLD, help="CLIPSeg threshold (%(default)s)"
+    )
     reg.add_argument(
         "--method",
         default="auto",  # = methods.registration.DEFAULT_METHOD (not imported here: torch is slow)
@@ -167,8 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="compare the first min(n) landmarks when the counts differ (as ANHIR does)",
     )
-    reg.add_argument("--similarity", type=float, default=0.8, help="region-pair cosine threshold (%(default)s)")
-    reg.add_argument("--smoothness", type=float, help="bending-energy weight of the dense field")
+    reg.add_argument(
+        "--similarity", type=similarity, default=PAIR_SIMILARITY, help="region-pair cosine threshold (%(default)s)"
+    )
+    reg.add_argument(
+        "--smoothness",
+        type=non_negative_float,
+        help=f"bending-energy weight of the prompt method's dense field (default: {FIELD_SMOOTHNESS})",
+    )
     reg.add_argument("--no-dense", action="store_true", help="affine only (no dense field) for the prompt method")
     _add_model_options(reg, channel_choice=False)
     reg.set_defaults(func=cmd_register)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import PromptsegError
+from ..methods.defaults import BOX_THRESHOLD, HEATMAP_THRESHOLD, TEXT_THRESHOLD
 from ._common import (
     _add_batch_options,
     _add_model_options,
@@ -82,12 +83,17 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
     text.add_argument("--shape", help="prompt attribute for templates p2+, e.g. 'round'")
     text.add_argument("--colour", "--color", dest="colour", help="prompt attribute for templates p3+, e.g. 'pink'")
     text.add_argument("--description", help="prompt attribute for templates p7-p9")
-    text.add_argument("--box-threshold", type=fraction, default=0.35, help="GroundingDINO box threshold (%(default)s)")
     text.add_argument(
-        "--text-threshold", type=fraction, default=0.25, help="GroundingDINO text threshold (%(default)s)"
+        "--box-threshold", type=fraction, default=BOX_THRESHOLD, help="GroundingDINO box threshold (%(default)s)"
     )
     text.add_argument(
-        "--heatmap-threshold", type=fraction, default=0.5, help="CLIPSeg / trained model threshold (%(default)s)"
+        "--text-threshold", type=fraction, default=TEXT_THRESHOLD, help="GroundingDINO text threshold (%(default)s)"
+    )
+    text.add_argument(
+        "--heatmap-threshold",
+        type=fraction,
+        default=HEATMAP_THRESHOLD,
+        help="CLIPSeg / trained model threshold (%(default)s)",
     )
     text.add_argument("--no-refine", action="store_true", help="CLIPSeg: threshold only, no SAM refinement")
     text.add_argument("--top-k", type=positive_int, default=3, help="library: exemplars to ensemble (%(default)s)")

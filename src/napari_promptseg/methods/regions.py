@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import PromptsegError
 from ..models.protocols import Embedding, PromptableSegmenter
+from .defaults import PAIR_SIMILARITY
 from .warp import fit_affine_lstsq, norm_grid
 
 #: longest side of the masks kept for registration (LiteMedSAM decodes at 256 px)
@@ -83,7 +84,7 @@ class PairingOptions:
     """How the regions of the two images become pairs; :class:`~.registration.RegistrationOptions` extends it."""
 
     #: Tell2Reg pairs prototypes with cosine similarity > 0.8
-    similarity_threshold: float = 0.8
+    similarity_threshold: float = PAIR_SIMILARITY
     #: pairs whose areas (fractions of their images) differ by more than this factor are dropped
     max_area_ratio: float = 2.0
     #: RANSAC tolerance on pair centroids, normalised units

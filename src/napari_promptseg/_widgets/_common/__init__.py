@@ -8,7 +8,7 @@ every name is importable from here.
 """
 
 from ...models._native import load_triton_safely  # noqa: F401 - every widget calls it on the main thread
-from .controls import SegmenterBox, fraction_box
+from .controls import AdvancedSection, SegmenterBox, fraction_box
 from .layers import (
     ExemplarLayers,
     LayerPixels,
@@ -53,6 +53,7 @@ from .tasks import (
 )
 
 __all__ = [
+    "AdvancedSection",
     "ROLE_KEY",
     "ExemplarLayers",
     "LayerPixels",

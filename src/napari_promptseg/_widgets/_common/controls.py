@@ -1,7 +1,8 @@
 """Controls several widgets share: the segmenter box of the widgets that run a promptable segmenter (every registered
 segmenter, its label saying when its weights cannot be used, refreshed after every run of any widget: a run may have
 downloaded a model's weights, or a file may have been put in the cache meanwhile; and an optional weights file, the
-CLI's --weights), and the box of a fraction (a threshold, an IoU, a similarity)."""
+CLI's --weights), the box of a fraction (a threshold, an IoU, a similarity), and the closed section of the settings
+most runs leave at their defaults."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLineEdit,
     QPushButton,
+    QToolButton,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -138,3 +141,33 @@ def fraction_box(value: float, tooltip: str, low: float = 0.0) -> QDoubleSpinBox
     box.setValue(value)
     box.setToolTip(tooltip)
     return box
+
+
+class AdvancedSection(QWidget):
+    """A section closed at first, opened by its header ("advanced settings"): the settings the CLI takes that most
+    runs leave at their defaults, one click away without lengthening the widget. Rows go in :attr:`form`."""
+
+    def __init__(self, title: str = "advanced settings", tooltip: str = "") -> None:
+        super().__init__()
+        self.header = QToolButton()
+        self.header.setText(title)
+        self.header.setCheckable(True)
+        self.header.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.header.setArrowType(Qt.ArrowType.RightArrow)
+        self.header.setAutoRaise(True)
+        if tooltip:
+            self.header.setToolTip(tooltip)
+        self.body = QWidget()
+        self.form = QFormLayout(self.body)
+        self.form.setContentsMargins(12, 0, 0, 0)
+        self.body.setVisible(False)
+        self.header.toggled.connect(self.set_open)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.header)
+        layout.addWidget(self.body)
+
+    def set_open(self, open_: bool) -> None:
+        self.header.setChecked(open_)
+        self.header.setArrowType(Qt.ArrowType.DownArrow if open_ else Qt.ArrowType.RightArrow)
+        self.body.setVisible(open_)

@@ -10,6 +10,7 @@ from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QLineEdit,
     QPushButton,
@@ -18,6 +19,7 @@ from qtpy.QtWidgets import (
 )
 
 from ...errors import PromptsegError
+from ...methods.defaults import BOX_THRESHOLD, FIELD_SMOOTHNESS, HEATMAP_THRESHOLD, PAIR_SIMILARITY, TEXT_THRESHOLD
 from ...methods.registration import (
     DEFAULT_METHOD,
     METHODS,
@@ -28,10 +30,13 @@ from ...methods.registration import (
     landmarks_outside,
     register,
     resolve_method,
+    text_prompt_options,
+    user_options,
 )
 from ...methods.registration.quality import quality_line
 from ...methods.text import PROMPT_ROUTES
 from .._common import (
+    AdvancedSection,
     LayerPicker,
     SegmenterBox,
     TaskRunner,
@@ -105,7 +110,35 @@ class RegistrationWidget(QWidget):
             "SimpleITK, the one that aligns the images best (mutual information) kept; intensity: the same without "
             "regions"
         )
-        self.similarity = fraction_box(0.8, "cosine similarity needed to pair two regions (Tell2Reg: 0.8)")
+        # the settings of `promptseg register` most runs leave at their defaults, in a closed section: the prompts
+        # methods' pairing and dense field (--similarity, --smoothness, --no-dense) and the text routes' thresholds
+        self.similarity = fraction_box(
+            PAIR_SIMILARITY,
+            f"prompts methods: cosine similarity needed to pair two regions (Tell2Reg: {PAIR_SIMILARITY})",
+        )
+        self.dense = QCheckBox("dense field")
+        self.dense.setChecked(True)
+        self.dense.setToolTip(
+            "prompts methods: a dense displacement field on top of the regions' affine (kept only where it aligns "
+            "the images better); unticked: the affine alone (the CLI's --no-dense)"
+        )
+        self.smoothness = QDoubleSpinBox()
+        self.smoothness.setRange(0.0, 100.0)
+        self.smoothness.setDecimals(3)
+        self.smoothness.setSingleStep(0.05)
+        self.smoothness.setValue(FIELD_SMOOTHNESS)
+        self.smoothness.setToolTip(
+            "prompts methods: bending-energy weight of the dense field; higher = smoother, less local bending"
+        )
+        self.box_threshold = fraction_box(
+            BOX_THRESHOLD, "text prompts, GroundingDINO: keep boxes scoring at least this"
+        )
+        self.text_threshold = fraction_box(
+            TEXT_THRESHOLD, "text prompts, GroundingDINO: phrase tokens scoring at least this"
+        )
+        self.heatmap_threshold = fraction_box(
+            HEATMAP_THRESHOLD, "text prompts, CLIPSeg: pixels above this probability (medvlsm uses 0.5)"
+        )
         self.text_prompts = QLineEdit()
         self.text_prompts.setPlaceholderText("none (automatic regions with a prompts method)")
         self.text_prompts.setToolTip(
@@ -115,7 +148,7 @@ class RegistrationWidget(QWidget):
         )
         # what answers the text prompts, as the Text prompt widget's route: a named route downloads its model
         self.text_route = text_route_box(PROMPT_ROUTES, self._update_route_hint)  # and after every run
-        self._update_route_hint()
+        self._route_answer = ""  # the route the text prompts go to here (route_hint's answer)
         # the library the offline route reads, as the Text prompt widget's library field and the CLI's --library
         self.library = QLineEdit()
         self.library.setPlaceholderText("default user library")
@@ -141,13 +174,24 @@ class RegistrationWidget(QWidget):
         form.addRow("moving labels", self.moving_labels)
         form.addRow("moving shapes", self.moving_shapes)
         form.addRow("method", self.method)
-        form.addRow("pair similarity", self.similarity)
         form.addRow("text prompts", self.text_prompts)
         form.addRow("text route", self.text_route)
         form.addRow("library", self.library)
         self.model.add_rows(form)
+        self.advanced = AdvancedSection(tooltip="the CLI's --similarity, --smoothness, --no-dense and thresholds")
+        self.advanced.form.addRow("pair similarity", self.similarity)
+        self.advanced.form.addRow(self.dense)
+        self.advanced.form.addRow("smoothness", self.smoothness)
+        self.advanced.form.addRow("box threshold", self.box_threshold)
+        self.advanced.form.addRow("text threshold", self.text_threshold)
+        self.advanced.form.addRow("heatmap threshold", self.heatmap_threshold)
+        self.method.currentTextChanged.connect(self._update_applicable)
+        self.text_prompts.textChanged.connect(self._update_applicable)
+        self.dense.toggled.connect(self._update_applicable)
+        self._update_route_hint()
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.advanced)
         layout.addWidget(self.show_pairs)
         layout.addWidget(self.show_grid)
         layout.addWidget(self.run_button)
@@ -221,10 +265,10 @@ class RegistrationWidget(QWidget):
                 )
             # the weights file is looked at only when a segmenter will be loaded from it
             model, weights = self.model.checked_choice() if method != "intensity" else (None, None)
+            options, text_options = self.settings()
         except PromptsegError as exc:
             self.runner.refuse(exc, "registration")
             return
-        options = RegistrationOptions(similarity_threshold=float(self.similarity.value()))
         names = (fixed_layer.name, moving_layer.name)
         text_route = self.text_route.currentText()
         library = self.library.text().strip() or None
@@ -255,6 +299,7 @@ class RegistrationWidget(QWidget):
                 moving_name=f"layer '{names[1]}'",
                 text_route=text_route,
                 library=library,
+                text_options=text_options,
             )
             # the layers' data here, off the GUI thread (a large warp froze napari for seconds)
             return _results_to_show(
@@ -284,10 +329,38 @@ class RegistrationWidget(QWidget):
             inputs=tuple(x for x in (fixed_layer, moving_layer, labels_layer, shapes_layer) if x is not None),
         )
 
+    def settings(self) -> tuple[RegistrationOptions, dict[str, object]]:
+        """The options and text options register() runs with, built by the rules `promptseg register` builds its
+        own with (:func:`~...methods.registration.user_options`, :func:`~...text_prompt_options`)."""
+        options = user_options(
+            similarity=self.similarity.value(), smoothness=self.smoothness.value(), dense=self.dense.isChecked()
+        )
+        text_options = text_prompt_options(
+            box_threshold=self.box_threshold.value(),
+            text_threshold=self.text_threshold.value(),
+            heatmap_threshold=self.heatmap_threshold.value(),
+        )
+        return options, text_options
+
     def _update_route_hint(self, *_) -> None:
         """The route box's tooltip: which route auto takes here, what a route passed over or chosen lacks."""
         intro = "what answers the text prompts (none typed: not used)"
-        self.text_route.setToolTip(route_hint(self.text_route.currentText(), intro=intro)[1])
+        self._route_answer, tooltip = route_hint(self.text_route.currentText(), intro=intro)
+        self.text_route.setToolTip(tooltip)
+        self._update_applicable()
+
+    def _update_applicable(self, *_) -> None:
+        """Enable only the advanced settings this run uses: the pairing and dense field with a prompts method, each
+        threshold with text prompts its route answers (GroundingDINO's two, CLIPSeg's one)."""
+        prompts = self.prompts()
+        regions = resolve_method(self.method.currentText(), prompts) != "intensity"
+        self.similarity.setEnabled(regions)
+        self.dense.setEnabled(regions)
+        self.smoothness.setEnabled(regions and self.dense.isChecked())
+        answer = self._route_answer
+        self.box_threshold.setEnabled(bool(prompts) and regions and answer == "groundingdino")
+        self.text_threshold.setEnabled(bool(prompts) and regions and answer == "groundingdino")
+        self.heatmap_threshold.setEnabled(bool(prompts) and regions and answer == "clipseg")
 
     def prompts(self) -> list[str] | None:
         """The text prompts typed (comma-separated), or None for automatic regions."""

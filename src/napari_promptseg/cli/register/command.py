@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +31,24 @@ from .outputs import (
     grid_tiff_options,
 )
 
+if TYPE_CHECKING:
+    from ...methods.registration import RegistrationOptions
+
+
+def register_settings(args: argparse.Namespace) -> tuple[RegistrationOptions, dict[str, Any]]:
+    """The options and text options register() runs with for these arguments, built by the rules the Registration
+    widget builds its own with (:func:`~...methods.registration.user_options`, :func:`~...text_prompt_options`)."""
+    from ...methods.registration import text_prompt_options, user_options
+
+    options = user_options(similarity=args.similarity, smoothness=args.smoothness, dense=not args.no_dense)
+    text_options = text_prompt_options(
+        box_threshold=args.box_threshold,
+        text_threshold=args.text_threshold,
+        heatmap_threshold=args.heatmap_threshold,
+        device=args.device,
+    )
+    return options, text_options
+
 
 def cmd_register(args: argparse.Namespace) -> int:
     import tifffile
@@ -41,7 +60,6 @@ def cmd_register(args: argparse.Namespace) -> int:
     from ...io.landmarks import index_order, is_bigwarp_csv, paired_landmarks, read_landmark_pair, write_landmarks
     from ...io.multiscale import moved_channel_position
     from ...methods.registration import (
-        RegistrationOptions,
         image_diagonal,
         landmark_errors,
         landmarks_outside,
@@ -170,9 +188,7 @@ def cmd_register(args: argparse.Namespace) -> int:
             if warning is not None:  # said before the work: a wrong file is worth stopping for
                 landmark_warnings.append(warning)
                 print(f"warning: {warning}", file=sys.stderr)
-    options = RegistrationOptions(similarity_threshold=args.similarity, dense=not args.no_dense)
-    if args.smoothness is not None:
-        options.smoothness = args.smoothness
+    options, text_options = register_settings(args)
     segmenter = None
     load_s = 0.0
     if method != "intensity":
@@ -195,12 +211,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         text_route=args.text_route,
         downloads=route_progress,  # a named text route's model download, told on the CLI's line
         library=args.library,
-        text_options={
-            "box_threshold": args.box_threshold,
-            "text_threshold": args.text_threshold,
-            "heatmap_threshold": args.heatmap_threshold,
-            "device": args.device,
-        },
+        text_options=text_options,
     )
     # channels stay where --channel-axis put them: the warped image has the moving image's layout
     warped = result.warp_image(moving_at.array, channel_axis=pair_channel_axis(moving.shape, channel_axis))

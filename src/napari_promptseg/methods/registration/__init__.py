@@ -68,6 +68,8 @@ from .options import (
     landmark_errors,
     landmarks_outside,
     resolve_method,
+    text_prompt_options,
+    user_options,
 )
 from .pipeline import check_pair, register
 from .quality import quality_report
@@ -81,6 +83,8 @@ __all__ = [
     "DEFAULT_METHOD",
     "METHODS",
     "resolve_method",
+    "text_prompt_options",
+    "user_options",
     "IntensityImages",
     "ProgressCallback",
     "RegistrationOptions",

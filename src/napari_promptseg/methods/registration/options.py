@@ -11,6 +11,7 @@ import numpy as np
 from ...errors import PromptsegError
 from ...models.preprocessing import full_resolution
 from ...tiling import full_to_level, level_to_full
+from ..defaults import BOX_THRESHOLD, FIELD_SMOOTHNESS, HEATMAP_THRESHOLD, PAIR_SIMILARITY, TEXT_THRESHOLD
 from ..regions import (
     PairingOptions,
     PairingReport,
@@ -55,7 +56,7 @@ class RegistrationOptions(PairingOptions):
     #: prior on the affine: larger rotations/scalings are not considered (raise for strongly rotated sections)
     max_rotation_deg: float = 45.0
     max_scale: float = 2.0
-    smoothness: float = 0.1
+    smoothness: float = FIELD_SMOOTHNESS
     learning_rate: float = 0.01
     dense: bool = True
     # intensity stages / refinement
@@ -115,6 +116,45 @@ class RegistrationOptions(PairingOptions):
     refine_dice: float = 0.2
     refine_smoothness: float = 0.05
     refine_learning_rate: float = 0.001
+
+
+def user_options(
+    *, similarity: float = PAIR_SIMILARITY, smoothness: float | None = None, dense: bool = True
+) -> RegistrationOptions:
+    """The :class:`RegistrationOptions` a user sets, the one rule of `promptseg register` (--similarity,
+    --smoothness, --no-dense) and the Registration widget: ``similarity``, the cosine similarity two regions need to
+    pair; ``smoothness``, the bending-energy weight of the region route's dense field (None: the default);
+    ``dense``: False fits the region route's affine alone. The rest stays at its defaults."""
+    if not -1.0 <= similarity <= 1.0:  # NaN fails too
+        raise PromptsegError(f"the pair similarity is a cosine similarity, from -1 to 1, got {similarity}")
+    options = RegistrationOptions(similarity_threshold=float(similarity), dense=bool(dense))
+    if smoothness is not None:
+        if not 0.0 <= smoothness < float("inf"):
+            raise PromptsegError(
+                f"the smoothness (bending-energy weight) must be a finite number from 0 up, got {smoothness}"
+            )
+        options.smoothness = float(smoothness)
+    return options
+
+
+def text_prompt_options(
+    *,
+    box_threshold: float = BOX_THRESHOLD,
+    text_threshold: float = TEXT_THRESHOLD,
+    heatmap_threshold: float = HEATMAP_THRESHOLD,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """:func:`~.pipeline.register`'s ``text_options`` a user sets (`promptseg register`'s thresholds and --device,
+    the Registration widget's): how the text prompts' regions are found (:func:`~..text.segment_text`'s
+    arguments)."""
+    if not all(0.0 <= t <= 1.0 for t in (box_threshold, text_threshold, heatmap_threshold)):  # segment_text's rule
+        raise PromptsegError("box, text and heatmap thresholds must lie in [0, 1]")
+    return {
+        "box_threshold": float(box_threshold),
+        "text_threshold": float(text_threshold),
+        "heatmap_threshold": float(heatmap_threshold),
+        "device": device,
+    }
 
 
 @dataclass

@@ -11,6 +11,7 @@ import numpy as np
 from ...errors import CancelledError, PromptsegError
 from ...models.preprocessing import Normalization, as_channels_last, read_pyramid_level
 from ...models.protocols import PromptableSegmenter, TextGrounder, TextHeatmapper, TextSegmenter
+from ..defaults import BOX_THRESHOLD, HEATMAP_THRESHOLD, TEXT_THRESHOLD
 from ..prompt_templates import PromptAttributes, expand_prompt
 from .answers import _grounding_route, _heatmap_route, _library_route, _Request, prompt_cut_warnings
 from .phrases import prompt_text, split_phrases
@@ -31,10 +32,10 @@ def segment_text(
     device: str = "auto",
     template: str = "p1",
     attributes: PromptAttributes | None = None,
-    box_threshold: float = 0.35,
-    text_threshold: float = 0.25,
+    box_threshold: float = BOX_THRESHOLD,
+    text_threshold: float = TEXT_THRESHOLD,
     nms_iou: float = 0.5,
-    heatmap_threshold: float = 0.5,
+    heatmap_threshold: float = HEATMAP_THRESHOLD,
     refine: bool = True,
     top_k: int = 3,
     min_similarity: float | None = None,
