@@ -613,6 +613,26 @@ def test_cli_train_text_refuses_a_decoder_lr_that_is_not_a_rate(tmp_path, capsys
     assert not (tmp_path / "model").exists()
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--clipseg", "--resume"], "--clipseg fine-tunes CLIPSeg with medvlsm's recipe; --resume do not apply"),
+        (["--clipseg", "--cache-dir", "f"], "--cache-dir do not apply to it"),
+        (["--clipseg-weights", "w"], "--clipseg-weights is the CLIPSeg model --clipseg fine-tunes; give --clipseg"),
+        (["--refit-presence", "--epochs", "4"], "it does not go with --epochs"),
+    ],
+)
+def test_cli_train_text_refuses_options_its_trainer_would_ignore(tmp_path, capsys, flags, message):
+    """`train-text --clipseg --resume` fine-tuned CLIPSeg from the start, --cache-dir and --clipseg-weights without
+    --clipseg were ignored, and --refit-presence trained nothing with the --epochs given: each without a word. They
+    are refused before anything loads (the Train text model widget goes through the same check)."""
+    csv_path = tmp_path / "rows.csv"
+    csv_path.write_text("image,mask,text\n")  # read by no one: the options are refused first
+    assert main(["train-text", str(csv_path), "-o", str(tmp_path / "model"), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
+
+
 def test_cli_text_names_a_relative_text_model_absolutely(trained, kvasir, tmp_path, monkeypatch):
     """Bug hunt 3: `text --text-model my-polyps/` kept the path as typed: report.json's parameters named it relative
     to wherever the run was, and Dask workers in another directory (the reason the library is made absolute) could

@@ -15,9 +15,11 @@ from napari.qt.threading import WorkerBase
 
 from napari_promptseg._widgets.text import TextPromptWidget
 from napari_promptseg._widgets.train_text import TRAINED_MODELS, TrainTextWidget
+from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io import read_image, read_mask
 
 from .conftest import dataset_pairs
+from .test_clipseg import tiny_clipseg_dir  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.gui
 RUN_MS = 600_000  # model load + encoding on a shared 2-core CPU
@@ -190,3 +192,132 @@ def test_a_csv_with_other_column_names_trains_as_the_cli_maps_them(make_viewer, 
     assert widget.runner.state == "done", widget.runner.widget.status.text()
     training = json.loads((widget.last_result.path / "text_segmenter.json").read_text())["training"]
     assert (training["train"], training["val"]) == (2, 1)  # the CSV's own split
+
+
+def _trainer_calls(monkeypatch) -> list[tuple[str, tuple, dict]]:
+    """The trainer train_text_model starts, recorded instead of run: the wiring is what is checked."""
+    from napari_promptseg.methods.text_training import run
+
+    calls = []
+
+    def recorder(trainer: str):
+        def called(*args, **kwargs):
+            calls.append((trainer, args, kwargs))
+            raise PromptsegError("trainer reached")
+
+        return called
+
+    monkeypatch.setattr(run, "train_text_segmenter", recorder("fusion"))
+    monkeypatch.setattr(run, "finetune_clipseg", recorder("clipseg"))
+    return calls
+
+
+def _comparable(call: tuple[str, tuple, dict]) -> tuple[str, tuple, dict]:
+    """A trainer call without its callbacks, the CSV columns with read_triplets' defaults filled in (the CLI passes
+    every column, the widget the ones typed)."""
+    trainer, args, kwargs = call
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("progress", "cancel")}
+    defaults = {"image_col": "image", "mask_col": "mask", "text_col": "text", "split_col": None}
+    kwargs["columns"] = {**defaults, **(kwargs.get("columns") or {})}
+    return trainer, tuple(str(a) for a in args), kwargs
+
+
+def test_the_cli_settings_reach_the_trainer_as_train_text_passes_them(make_viewer, qtbot, tmp_path, monkeypatch):
+    """The widget had none of `promptseg train-text`'s --batch-size, --lr, --decoder-lr, --patience, --seed,
+    --val-fraction, --cache-dir, --device, --clipseg and --clipseg-weights (and its epochs box started at 8 for
+    CLIPSeg too, whose default is 20). Set in its advanced section and CLIPSeg box, they reach the trainer as the
+    CLI passes the same options: one call, train_text_model; left at "default" they are not given, as an option
+    left out."""
+    from napari_promptseg.cli import main
+
+    calls = _trainer_calls(monkeypatch)
+    csv = tmp_path / "triplets.csv"
+    csv.write_text("image,mask,text\n")  # read by no one: the trainers are recorded
+    out, cache, weights = tmp_path / "model", tmp_path / "features", tmp_path / "clipseg"
+    viewer = make_viewer()
+    widget = TrainTextWidget(viewer)
+    widget.source.setCurrentText("CSV")
+    widget.csv.setText(str(csv))
+    widget.output.setText(str(out))
+
+    def widget_call():
+        widget.train()
+        qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
+        assert "trainer reached" in widget.runner.widget.status.text(), widget.runner.widget.status.text()
+        return _comparable(calls.pop())
+
+    def cli_call(*flags: str):
+        assert main(["train-text", str(csv), "-o", str(out), *flags]) == 2
+        return _comparable(calls.pop())
+
+    assert widget_call() == cli_call("--loss", "dicece")  # untouched: every setting at the trainer's default
+    assert widget.epochs.specialValueText() == "default (8)"
+    widget.advanced.set_open(True)
+    widget.loss.setCurrentText("tmca")
+    widget.epochs.setValue(3)
+    widget.batch_size.setValue(4)
+    widget.lr.setText("2e-3")
+    widget.decoder_lr.setText("0")
+    widget.patience.setValue(2)
+    widget.seed.setValue(7)
+    widget.val_fraction.setText("0.3")
+    widget.cache_dir.setText(str(cache))
+    widget.device.setCurrentText("cpu")
+    widget.class_names.setChecked(True)
+    fusion = ["--loss", "tmca", "--epochs", "3", "--batch-size", "4", "--lr", "2e-3", "--decoder-lr", "0"]
+    fusion += ["--patience", "2", "--seed", "7", "--val-fraction", "0.3", "--cache-dir", str(cache)]
+    fusion += ["--device", "cpu", "--balance", "--negatives", "1"]
+    called = widget_call()
+    assert called == cli_call(*fusion)
+    assert called[0] == "fusion" and called[2]["cache_dir"] == cache and called[2]["decoder_lr"] == 0.0
+
+    # CLIPSeg: its own defaults shown; the fusion decoder's controls disabled and not passed (the CLI refuses them)
+    widget.clipseg.setChecked(True)
+    widget.clipseg_weights.setText(str(weights))
+    assert widget.epochs.specialValueText() == "default (20)" and widget.lr.placeholderText() == "default (0.0002)"
+    assert not any(c.isEnabled() for c in (widget.loss, widget.decoder_lr, widget.class_names, widget.cache_dir))
+    clipseg = ["--clipseg", "--clipseg-weights", str(weights), "--epochs", "3", "--batch-size", "4", "--lr", "2e-3"]
+    clipseg += ["--patience", "2", "--seed", "7", "--val-fraction", "0.3", "--device", "cpu"]
+    called = widget_call()
+    assert called == cli_call(*clipseg)
+    assert called[0] == "clipseg" and called[2]["weights"] == weights and called[2]["lr"] == 2e-3
+
+    # a value the CLI's option refuses is refused too, naming the widget's field, before any trainer starts
+    widget.clipseg.setChecked(False)
+    widget.lr.setText("0")
+    widget.train()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
+    assert "'learning rate' must be a finite number above 0, got 0.0" in widget.runner.widget.status.text()
+    widget.lr.setText("fast")
+    widget.train()
+    assert "'learning rate': expected a number, got 'fast'" in widget.runner.widget.status.text()
+    assert calls == []
+
+
+def test_clipseg_is_fine_tuned_from_the_layers_with_the_weights_given(
+    make_viewer,
+    qtbot,
+    polyps,
+    tiny_clipseg_dir,  # noqa: F811
+    tmp_path,
+):
+    """The widget could only train the fusion decoder; `train-text --clipseg --clipseg-weights DIR` fine-tunes
+    CLIPSeg. Ticked, with a (tiny, random) CLIPSeg's directory, it fine-tunes that model on the layer pairs at
+    CLIPSeg's own learning rate and offers the result to the Text prompt widget."""
+    viewer = make_viewer()
+    widget = TrainTextWidget(viewer)
+    for k, (image, mask) in enumerate(polyps[:2]):
+        layer = viewer.add_image(image, name=f"frame {k}")
+        widget.set_row(k, layer, viewer.add_labels(mask.astype(np.uint8), name=f"polyp {k}"), "polyp")
+    widget.output.setText(str(tmp_path / "tuned"))
+    widget.clipseg.setChecked(True)
+    widget.clipseg_weights.setText(str(tiny_clipseg_dir))
+    widget.epochs.setValue(1)
+    widget.batch_size.setValue(2)
+    widget.device.setCurrentText("cpu")
+    widget.train()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    config = json.loads((tmp_path / "tuned" / "text_segmenter.json").read_text())
+    assert config["kind"] == "clipseg" and config["training"]["lr"] == 2e-4 and config["training"]["epochs"] == 1
+    assert TRAINED_MODELS[0] == str(widget.last_result.path)

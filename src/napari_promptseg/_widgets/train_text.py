@@ -1,8 +1,9 @@
 """Train text model widget: image + Labels layers with a text each (or a triplet CSV) -> a trained text model.
 
 Thin: it gathers the rows (layer data copied on the main thread) and the options, runs
-:func:`napari_promptseg.methods.text_training.train_text_segmenter` in a :class:`._common.TaskRunner` worker with
-progress (ETA in the status line) and cancel, and, when done, offers the model in every open Text prompt widget.
+:func:`napari_promptseg.methods.text_training.train_text_model` (what `promptseg train-text` runs: the fusion decoder,
+or CLIPSeg fine-tuned) in a :class:`._common.TaskRunner` worker with progress (ETA in the status line) and cancel,
+and, when done, offers the model in every open Text prompt widget.
 """
 
 from __future__ import annotations
@@ -29,12 +30,39 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import PromptsegError
-from ._common import LayerPicker, TaskRunner, image_and_labels, load_triton_safely, unproxied
+from ..methods.text_training.losses import LOSSES
+from ..methods.text_training.run import setting_defaults, train_text_model
+from ._common import (
+    AdvancedSection,
+    LayerPicker,
+    TaskRunner,
+    available_devices,
+    image_and_labels,
+    load_triton_safely,
+    unproxied,
+)
 from .oneshot import target_planes
 
 #: model directories trained in this session, newest first; the Text prompt widget lists them
 TRAINED_MODELS: list[str] = []
 _listeners: list[weakref.WeakMethod] = []
+#: how the widget names the CLI's settings and options in a message (train_text_model's ``name``)
+LABELS = {
+    "loss": "loss",
+    "epochs": "epochs",
+    "batch_size": "batch size",
+    "lr": "learning rate",
+    "decoder_lr": "decoder learning rate",
+    "patience": "patience",
+    "seed": "seed",
+    "val_fraction": "validation share",
+    "balance": "texts are class names",
+    "negatives": "texts are class names",
+    "resume": "resume",
+    "cache_dir": "feature cache",
+    "clipseg": "fine-tune CLIPSeg",
+    "clipseg_weights": "CLIPSeg weights",
+}
 
 
 def on_model_trained(method) -> None:
@@ -112,14 +140,14 @@ class TrainTextWidget(QWidget):
         self.output = QLineEdit()
         self.output.setPlaceholderText("model directory, e.g. ~/models/polyp-text")
         self.loss = QComboBox()
-        self.loss.addItems(["dicece", "tmca", "reclmis"])
+        self.loss.addItems(list(LOSSES))
         self.loss.setToolTip(
             "dicece: medvlsm's Dice + CE; tmca: + target-informed contrastive alignment and target enhancement; "
             "reclmis: + conditioned interaction, masked reconstruction and contrastive loss"
         )
-        self.epochs = QSpinBox()
-        self.epochs.setRange(1, 500)
-        self.epochs.setValue(8)
+        # the CLI's settings: left at "default" (a box's lowest value, an empty field) they are not given, as a CLI
+        # option left out, and the trainer's own default applies (shown, the fusion decoder's or CLIPSeg's)
+        self.epochs = _default_or_whole(1, 500, "epochs in all (a resume trains up to this)")
         self.class_names = QCheckBox("texts are class names: balance them, wrong names give nothing")
         self.class_names.setToolTip(
             "every text equally often per epoch, and each image also trained with a text of another pair and an "
@@ -128,6 +156,32 @@ class TrainTextWidget(QWidget):
         self.resume = QCheckBox("resume the run in this directory")
         self.resume.setToolTip("continue the saved run with its own loss and options, up to the epochs above")
         self.overwrite = QCheckBox("overwrite a model in this directory")
+        # the CLI's --clipseg and --clipseg-weights: medvlsm's own route instead of the fusion decoder
+        self.clipseg = QCheckBox("fine-tune CLIPSeg instead (medvlsm's recipe)")
+        self.clipseg.setToolTip(
+            "fine-tune CLIPSeg on the pairs instead of training the fusion decoder over LiteMedSAM; the loss, decoder "
+            "learning rate, class names, resume and feature cache are the fusion decoder's"
+        )
+        self.clipseg_weights = QLineEdit()
+        self.clipseg_weights.setPlaceholderText("the registry's CLIPSeg (downloaded if missing)")
+        self.clipseg_weights.setToolTip("CLIPSeg model directory to fine-tune (the CLI's --clipseg-weights)")
+        self.advanced = AdvancedSection(tooltip="the CLI's --batch-size, --lr, --decoder-lr, --patience, --seed, ...")
+        self.batch_size = _default_or_whole(1, 1024, "pairs per training step")
+        self.lr = _number_field("learning rate of the new modules (CLIPSeg: of the whole model)")
+        self.decoder_lr = _number_field("learning rate of LiteMedSAM's mask decoder; 0 freezes it")
+        self.patience = _default_or_whole(1, 1000, "epochs without a better validation Dice before stopping")
+        self.seed = _default_or_whole(0, 2**31 - 1, "seed of the validation split, the sampling and the weights")
+        self.val_fraction = _number_field(
+            "share of the images held out for validation when there is no split; 0 trains on every image and keeps "
+            "the last epoch's weights"
+        )
+        self.cache_dir = QLineEdit()
+        self.cache_dir.setPlaceholderText("the model directory's cache/ (a resume: the run's own)")
+        self.cache_dir.setToolTip("where the images' LiteMedSAM features are kept between runs (--cache-dir)")
+        self.device = QComboBox()
+        self.device.addItems(available_devices())
+        self.device.setToolTip("where the training runs (auto: a GPU when there is one)")
+        self.clipseg.toggled.connect(self._show_trainer)
         self.train_button = QPushButton("Train")
         self.train_button.clicked.connect(self.train)
 
@@ -155,8 +209,27 @@ class TrainTextWidget(QWidget):
         form.addRow(self.class_names)
         form.addRow(self.resume)
         form.addRow(self.overwrite)
+        form.addRow(self.clipseg)
+        weights_row = QHBoxLayout()
+        weights_row.addWidget(self.clipseg_weights, 1)
+        weights_row.addWidget(self._browse(self.clipseg_weights, directory=True))
+        form.addRow("CLIPSeg weights", weights_row)
+        advanced = self.advanced.form
+        advanced.addRow("batch size", self.batch_size)
+        advanced.addRow("learning rate", self.lr)
+        advanced.addRow("decoder learning rate", self.decoder_lr)
+        advanced.addRow("patience", self.patience)
+        advanced.addRow("seed", self.seed)
+        advanced.addRow("validation share", self.val_fraction)
+        cache_row = QHBoxLayout()
+        cache_row.addWidget(self.cache_dir, 1)
+        cache_row.addWidget(self._browse(self.cache_dir, directory=True))
+        advanced.addRow("feature cache", cache_row)
+        advanced.addRow("device", self.device)
+        self._show_trainer()
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.advanced)
         layout.addWidget(self.train_button)
         layout.addWidget(self.runner.widget)
         layout.addStretch(1)
@@ -169,7 +242,7 @@ class TrainTextWidget(QWidget):
 
         def choose() -> None:
             if directory:
-                path = QFileDialog.getExistingDirectory(self, "Model directory")
+                path = QFileDialog.getExistingDirectory(self, "Directory")
             else:
                 path = QFileDialog.getOpenFileName(self, "Triplet CSV", filter="CSV (*.csv)")[0]
             if path:
@@ -177,6 +250,40 @@ class TrainTextWidget(QWidget):
 
         button.clicked.connect(choose)
         return button
+
+    def _show_trainer(self, *_) -> None:
+        """Each setting's default as the chosen trainer has it (CLIPSeg: 20 epochs, not 8), and only the controls
+        it takes enabled: a disabled one is not passed."""
+        clipseg = self.clipseg.isChecked()
+        defaults = setting_defaults(clipseg)
+        for key, box in (("epochs", self.epochs), ("batch_size", self.batch_size), ("patience", self.patience)):
+            box.setSpecialValueText(f"default ({defaults[key]})")
+        self.seed.setSpecialValueText(f"default ({defaults['seed']})")
+        for key, edit in (("lr", self.lr), ("decoder_lr", self.decoder_lr), ("val_fraction", self.val_fraction)):
+            edit.setPlaceholderText(f"default ({defaults[key]:g})" if key in defaults else "not with CLIPSeg")
+        for control in (self.loss, self.decoder_lr, self.class_names, self.resume, self.cache_dir):
+            control.setEnabled(not clipseg)
+        self.clipseg_weights.setEnabled(clipseg)
+
+    def settings(self) -> dict[str, object]:
+        """The training settings given (train_text_model's ``settings``): a box at "default" or an empty field is
+        None (not given), as an option the CLI was not given; a resume passes neither the loss nor the class names
+        (the saved run's are kept), CLIPSeg none it does not take."""
+        clipseg, resume = self.clipseg.isChecked(), self.resume.isChecked() and not self.clipseg.isChecked()
+        fusion_only = not (clipseg or resume)
+        given: dict[str, object] = {
+            "loss": self.loss.currentText() if fusion_only else None,
+            "epochs": _whole_or_none(self.epochs),
+            "batch_size": _whole_or_none(self.batch_size),
+            "lr": _number_or_none(self.lr, LABELS["lr"]),
+            "decoder_lr": None if clipseg else _number_or_none(self.decoder_lr, LABELS["decoder_lr"]),
+            "patience": _whole_or_none(self.patience),
+            "seed": _whole_or_none(self.seed),
+            "val_fraction": _number_or_none(self.val_fraction, LABELS["val_fraction"]),
+        }
+        if fusion_only and self.class_names.isChecked():
+            given.update(balance=True, negatives=1.0)
+        return given
 
     def add_row(self) -> int:
         row = self.table.rowCount()
@@ -243,28 +350,35 @@ class TrainTextWidget(QWidget):
                 columns = {key: name for key, name in typed.items() if name}  # the others: the defaults
             else:
                 data = layer_triplets(self._layer_rows())  # copies of the layers, taken on the main thread
+            # a resume continues the saved run with its own settings (only epochs may grow): passing the loss
+            # shown, still at its default, refused every resume of a tmca or reclmis run
+            settings = self.settings()
         except PromptsegError as exc:
             self.runner.refuse(exc, "train text model")
             return
-        resume = self.resume.isChecked()
-        # a resume continues the saved run with its own settings (only epochs may grow): passing the loss shown,
-        # still at its default, refused every resume of a tmca or reclmis run
-        settings = {
-            "loss": self.loss.currentText(),
-            **({"balance": True, "negatives": 1.0} if self.class_names.isChecked() else {}),
-        }
+        clipseg = self.clipseg.isChecked()
+        resume = self.resume.isChecked() and not clipseg
+        weights, cache = self.clipseg_weights.text().strip(), self.cache_dir.text().strip()
         options = {
-            **({} if resume else settings),
-            "epochs": self.epochs.value(),
+            "settings": settings,
+            "clipseg": clipseg,
+            "clipseg_weights": Path(weights).expanduser() if clipseg and weights else None,
             "resume": resume,
             "overwrite": self.overwrite.isChecked(),
+            "cache_dir": Path(cache).expanduser() if cache and not clipseg else None,
+            "device": self.device.currentText(),
             "columns": columns,
         }
 
         def task(progress, cancel):
-            from ..methods.text_training import train_text_segmenter
-
-            return train_text_segmenter(data, Path(output).expanduser(), progress=progress, cancel=cancel, **options)
+            return train_text_model(
+                data,
+                Path(output).expanduser(),
+                progress=progress,
+                cancel=cancel,
+                name=lambda key: f"'{LABELS.get(key, key)}'",
+                **options,
+            )
 
         def done(result) -> None:
             self.last_result = result
@@ -279,5 +393,41 @@ class TrainTextWidget(QWidget):
             summary = "; ".join([summary, *(f"warning: {w}" for w in result.warnings)])
             self.runner.widget.set_summary(summary)
 
-        what = f"resuming the text model run in {output}" if resume else f"training a text model ({settings['loss']})"
+        if clipseg:
+            what = "fine-tuning CLIPSeg"
+        elif resume:
+            what = f"resuming the text model run in {output}"
+        else:
+            what = f"training a text model ({settings['loss']})"
         self.runner.submit("train", what, task, done)
+
+
+def _default_or_whole(low: int, high: int, tooltip: str) -> QSpinBox:
+    """A box of a whole number from ``low`` to ``high`` whose lowest value, one below ``low``, reads "default (N)":
+    the setting is not given (:meth:`TrainTextWidget._show_trainer` writes N)."""
+    box = QSpinBox()
+    box.setRange(low - 1, high)
+    box.setValue(low - 1)
+    box.setToolTip(tooltip)
+    return box
+
+
+def _whole_or_none(box: QSpinBox) -> int | None:
+    return None if box.value() == box.minimum() else box.value()
+
+
+def _number_field(tooltip: str) -> QLineEdit:
+    """A field of a number such as a learning rate (1e-3 typed as such); empty: the default."""
+    edit = QLineEdit()
+    edit.setToolTip(f"{tooltip}; empty = the default")
+    return edit
+
+
+def _number_or_none(edit: QLineEdit, label: str) -> float | None:
+    text = edit.text().strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise PromptsegError(f"'{label}': expected a number, got {text!r}") from None

@@ -11,21 +11,6 @@ from pathlib import Path
 
 from ._types import fraction, non_negative_float, positive_float, positive_int
 
-#: training settings of the CLI (argparse dests), passed on only when given
-SETTINGS = (
-    "loss",
-    "epochs",
-    "batch_size",
-    "lr",
-    "decoder_lr",
-    "patience",
-    "balance",
-    "negatives",
-    "seed",
-    "val_fraction",
-)
-CLIPSEG_SETTINGS = {"epochs", "batch_size", "lr", "patience", "seed", "val_fraction"}
-
 
 def _add_train_text_parser(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser(
@@ -104,15 +89,32 @@ def _add_train_text_parser(sub: argparse._SubParsersAction) -> None:
     train.set_defaults(func=cmd_train_text)
 
 
-def cmd_train_text(args: argparse.Namespace) -> int:
-    from ..methods.text_training import finetune_clipseg, train_text_segmenter
+def training_run(args: argparse.Namespace) -> dict[str, object]:
+    """The arguments of :func:`~..methods.text_training.train_text_model` for these options but the data, output
+    and callbacks: the settings given (argparse dests = the setting names; not given: None), the trainer, columns."""
+    from ..methods.text_training.run import SETTINGS
 
-    columns = {
-        "image_col": args.image_col,
-        "mask_col": args.mask_col,
-        "text_col": args.text_col,
-        "split_col": args.split_col,
+    return {
+        "settings": {key: getattr(args, key) for key in SETTINGS},
+        "clipseg": args.clipseg,
+        "clipseg_weights": args.clipseg_weights,
+        "resume": args.resume,
+        "overwrite": args.overwrite,
+        "cache_dir": args.cache_dir,
+        "device": args.device,
+        "columns": {
+            "image_col": args.image_col,
+            "mask_col": args.mask_col,
+            "text_col": args.text_col,
+            "split_col": args.split_col,
+        },
     }
+
+
+def cmd_train_text(args: argparse.Namespace) -> int:
+    from ..methods.text_training.run import train_text_model
+
+    run = training_run(args)
     last = [-1.0]
 
     def progress(done: float, message: str) -> None:
@@ -126,54 +128,33 @@ def cmd_train_text(args: argparse.Namespace) -> int:
     if args.refit_presence:
         from ..errors import PromptsegError
         from ..methods.text_training import refit_presence_head
+        from ..methods.text_training.run import cli_flag
 
-        conflicting = (("--resume", args.resume), ("--overwrite", args.overwrite), ("--clipseg", args.clipseg))
+        # a refit trains nothing: the training settings were ignored without a word
+        conflicting = [
+            ("--resume", args.resume),
+            ("--overwrite", args.overwrite),
+            ("--clipseg", args.clipseg),
+            ("--clipseg-weights", args.clipseg_weights is not None),
+            *((cli_flag(key), value is not None) for key, value in run["settings"].items()),
+        ]
         clash = ", ".join(flag for flag, given in conflicting if given)
         if clash:
             raise PromptsegError(f"--refit-presence refits the model in {args.output}; it does not go with {clash}")
 
         record = refit_presence_head(
-            args.output, args.csv, cache_dir=args.cache_dir, device=args.device, columns=columns
+            args.output, args.csv, cache_dir=args.cache_dir, device=args.device, columns=run["columns"]
         )
         print(json.dumps({"model": str(args.output), "presence_refit": record}))
         return 0
-    given = {key: getattr(args, key) for key in SETTINGS if getattr(args, key) is not None}
-    if args.clipseg:
-        from ..errors import PromptsegError
-
-        unused = sorted(set(given) - CLIPSEG_SETTINGS)
-        if unused:
-            flags = ", ".join("--" + key.replace("_", "-") for key in unused)
-            raise PromptsegError(f"--clipseg fine-tunes CLIPSeg with medvlsm's recipe; {flags} do not apply to it")
-        result = finetune_clipseg(
-            args.csv,
-            args.output,
-            weights=args.clipseg_weights,
-            overwrite=args.overwrite,
-            columns=columns,
-            device=args.device,
-            progress=progress,
-            **given,
-        )
-    else:
-        started = time.time()
-        try:
-            result = train_text_segmenter(
-                args.csv,
-                args.output,
-                cache_dir=args.cache_dir,
-                resume=args.resume,
-                overwrite=args.overwrite,
-                device=args.device,
-                columns=columns,
-                progress=progress,
-                **given,
-            )
-        except KeyboardInterrupt:
-            note = _interrupted_note(Path(args.output), args.csv, started)
-            if note:
-                print(f"\n{note}", file=sys.stderr)
-            raise
+    started = time.time()
+    try:
+        result = train_text_model(args.csv, args.output, progress=progress, **run)
+    except KeyboardInterrupt:
+        note = "" if args.clipseg else _interrupted_note(Path(args.output), args.csv, started)
+        if note:
+            print(f"\n{note}", file=sys.stderr)
+        raise
     summary = {
         "model": str(result.path),
         "best_epoch": result.best_epoch,

@@ -8,7 +8,7 @@ every name is importable from here.
 """
 
 from ...models._native import load_triton_safely  # noqa: F401 - every widget calls it on the main thread
-from .controls import AdvancedSection, SegmenterBox, fraction_box
+from .controls import AdvancedSection, SegmenterBox, available_devices, fraction_box
 from .layers import (
     ExemplarLayers,
     LayerPixels,
@@ -72,6 +72,7 @@ __all__ = [
     "_same_map",
     "_unwatch",
     "after_every_run",
+    "available_devices",
     "controls_layout",
     "data_to_world_matrix",
     "data_token",

@@ -132,6 +132,20 @@ def _model_label(card: ModelCard) -> str:
     return card.name if status not in UNUSABLE_WEIGHTS else f"{card.name} (weights {status.replace('_', ' ')})"
 
 
+def available_devices() -> list[str]:
+    """The devices a model can run on here, as the CLI's --device names them: auto, cpu, and cuda or mps when
+    present."""
+    import torch
+
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
 def fraction_box(value: float, tooltip: str, low: float = 0.0) -> QDoubleSpinBox:
     """A box of a number from ``low`` to 1 in steps of 0.05, two decimals (thresholds, IoUs, similarities)."""
     box = QDoubleSpinBox()

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 import napari
 import napari.layers
-import torch
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -24,7 +23,7 @@ from qtpy.QtWidgets import (
 
 from ...methods.volume import STOP_IOU
 from ...models.preprocessing import NORMALIZATIONS
-from .._common import LayerPicker, SegmenterBox, _levels, fraction_box
+from .._common import LayerPicker, SegmenterBox, _levels, available_devices, fraction_box
 from .geometry import POSITIVE
 
 if TYPE_CHECKING:
@@ -49,16 +48,6 @@ PREVIEW_DELAY_MS = 150  # prompt edits come in bursts (add + select + move event
 PLANE_DELAY_MS = 300  # scrubbing a slider must not encode every plane it passes
 #: the image layer's events that move it in the world (its preview is stale then)
 PLACEMENT_EVENTS = ("scale", "translate", "rotate", "shear", "affine")
-
-
-def _available_devices() -> list[str]:
-    devices = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        devices.append("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        devices.append("mps")
-    return devices
 
 
 def build_controls(widget: InteractiveWidget) -> None:
@@ -127,7 +116,7 @@ def build_controls(widget: InteractiveWidget) -> None:
 
     widget.model_combo = SegmenterBox()
     widget.device_combo = QComboBox()
-    widget.device_combo.addItems(_available_devices())
+    widget.device_combo.addItems(available_devices())
     widget.auto_embed_check = QCheckBox("embed when the image or plane changes")
     widget.auto_embed_check.setChecked(True)
     widget.embed_button = QPushButton("Compute embedding")

@@ -4,6 +4,7 @@
   seeds' objectives as ``loss="dicece" | "tmca" | "reclmis"`` (:mod:`.losses`);
 - :func:`refit_presence_head`: the presence head of a trained model refitted alone (:mod:`.presence`);
 - :func:`finetune_clipseg`: medvlsm's own route, CLIPSeg fine-tuned with its recipe, when CLIPSeg weights exist;
+- :func:`train_text_model`: either, as `promptseg train-text` and the Train text model widget start them (:mod:`.run`);
 - :func:`evaluate_text_segmenter`: Dice of a trained model on triplets at their original resolution.
 """
 
@@ -17,6 +18,7 @@ from .clipseg import finetune_clipseg
 from .data import ArrayTriplet, Triplet, read_triplets, split_triplets
 from .losses import LOSSES
 from .presence import PresenceFit, refit_presence_head
+from .run import train_text_model
 from .trainer import TrainingConfig, TrainingResult, train_text_segmenter
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "read_triplets",
     "refit_presence_head",
     "split_triplets",
+    "train_text_model",
     "train_text_segmenter",
 ]
 

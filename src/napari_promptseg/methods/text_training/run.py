@@ -1,0 +1,128 @@
+"""One training run as `promptseg train-text` and the Train text model widget start it: the fusion decoder
+(:func:`~.trainer.train_text_segmenter`) or, with ``clipseg``, CLIPSeg fine-tuned (:func:`~.clipseg.finetune_clipseg`),
+with the settings a user gave (the others at that trainer's defaults), and the combinations neither takes refused
+before anything loads, in the caller's words for its options (the CLI's flags, the widget's labels)."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from ...errors import PromptsegError
+from . import clipseg as clipseg_module
+from .clipseg import finetune_clipseg
+from .data import ProgressCallback
+from .trainer import Data, TrainingConfig, TrainingResult, train_text_segmenter
+
+#: the settings of a run a user sets (TrainingConfig's names, the CLI's options); passed on only when given
+SETTINGS = (
+    "loss",
+    "epochs",
+    "batch_size",
+    "lr",
+    "decoder_lr",
+    "patience",
+    "balance",
+    "negatives",
+    "seed",
+    "val_fraction",
+)
+#: those CLIPSeg's fine-tuning (medvlsm's recipe) takes
+CLIPSEG_SETTINGS = frozenset({"epochs", "batch_size", "lr", "patience", "seed", "val_fraction"})
+_WHOLE = ("epochs", "batch_size", "patience")
+
+
+def cli_flag(name: str) -> str:
+    """How the CLI names a setting or option in a message: ``decoder_lr`` -> ``--decoder-lr``."""
+    return "--" + name.replace("_", "-")
+
+
+def setting_defaults(clipseg: bool = False) -> dict[str, object]:
+    """What each setting is when not given: :class:`TrainingConfig`'s defaults, or with ``clipseg``
+    :func:`finetune_clipseg`'s (its own epochs, learning rate and patience)."""
+    if clipseg:
+        parameters = inspect.signature(clipseg_module.finetune_clipseg).parameters
+        return {name: parameters[name].default for name in SETTINGS if name in CLIPSEG_SETTINGS}
+    config = TrainingConfig()
+    return {name: getattr(config, name) for name in SETTINGS}
+
+
+def _check_values(given: Mapping[str, object], name: Callable[[str], str]) -> None:
+    """The ranges the CLI's argument types keep to, for callers without them (the widget, Python): CLIPSeg's
+    fine-tuning checks none itself (a learning rate of 0 trained nothing, without a word)."""
+    for key, value in given.items():
+        if key in _WHOLE and not (isinstance(value, int) and value >= 1):
+            raise PromptsegError(f"{name(key)} must be a whole number, at least 1, got {value}")
+        if key == "lr" and not 0 < value < math.inf:
+            raise PromptsegError(f"{name(key)} must be a finite number above 0, got {value}")
+        if key == "decoder_lr" and not 0 <= value < math.inf:
+            raise PromptsegError(f"{name(key)} must be a finite number from 0 up (0 freezes the decoder), got {value}")
+        if key == "val_fraction" and not 0 <= value <= 1:
+            raise PromptsegError(f"{name(key)} must lie from 0 to 1, got {value}")
+
+
+def train_text_model(
+    data: Data,
+    output_dir: str | Path,
+    *,
+    settings: Mapping[str, object] | None = None,
+    clipseg: bool = False,
+    clipseg_weights: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    cache_dir: str | Path | None = None,
+    device: str = "auto",
+    columns: dict[str, str] | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+    name: Callable[[str], str] = cli_flag,
+) -> TrainingResult:
+    """Train a text model in ``output_dir`` on ``data`` (a triplet CSV or triplets), as `promptseg train-text`
+    does: ``settings`` (:data:`SETTINGS`; None or left out: the trainer's default), ``clipseg`` to fine-tune CLIPSeg
+    (from ``clipseg_weights``, else the registry's) instead of training the fusion decoder; ``resume`` and
+    ``cache_dir`` are the fusion decoder's. A setting or option the chosen trainer does not take is refused, named
+    by ``name`` (the CLI's flags by default), before anything is read or loaded: it was ignored without a word."""
+    given = {key: value for key, value in (settings or {}).items() if value is not None}
+    unknown = sorted(set(given) - set(SETTINGS))
+    if unknown:
+        raise PromptsegError(f"unknown training setting(s) {', '.join(unknown)}")
+    if clipseg:
+        unused = [key for key in SETTINGS if key in given and key not in CLIPSEG_SETTINGS]
+        unused += [key for key, used in (("resume", resume), ("cache_dir", cache_dir is not None)) if used]
+        if unused:
+            raise PromptsegError(
+                f"{name('clipseg')} fine-tunes CLIPSeg with medvlsm's recipe; "
+                f"{', '.join(name(key) for key in unused)} do not apply to it"
+            )
+    elif clipseg_weights is not None:
+        raise PromptsegError(
+            f"{name('clipseg_weights')} is the CLIPSeg model {name('clipseg')} fine-tunes; give {name('clipseg')} "
+            "too, or leave it out"
+        )
+    _check_values(given, name)
+    if clipseg:
+        return finetune_clipseg(
+            data,
+            output_dir,
+            weights=clipseg_weights,
+            overwrite=overwrite,
+            columns=columns,
+            device=device,
+            progress=progress,
+            cancel=cancel,
+            **given,
+        )
+    return train_text_segmenter(
+        data,
+        output_dir,
+        cache_dir=cache_dir,
+        resume=resume,
+        overwrite=overwrite,
+        device=device,
+        columns=columns,
+        progress=progress,
+        cancel=cancel,
+        **given,
+    )
