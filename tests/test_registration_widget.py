@@ -526,11 +526,13 @@ def test_advanced_settings_reach_register_as_the_cli_builds_them(make_viewer, qt
     widget.box_threshold.setValue(0.4)
     widget.text_threshold.setValue(0.3)
     widget.heatmap_threshold.setValue(0.6)
+    widget.device.setCurrentText("cpu")
     flags = ["--similarity", "0.65", "--smoothness", "0.3", "--no-dense", "--box-threshold", "0.4"]
-    flags += ["--text-threshold", "0.3", "--heatmap-threshold", "0.6"]
+    flags += ["--text-threshold", "0.3", "--heatmap-threshold", "0.6", "--device", "cpu"]
     options, text_options = run_settings()
     assert (options, text_options) == cli_settings(*flags)
-    assert (options.smoothness, options.dense, text_options["box_threshold"]) == (0.3, False, 0.4)
+    assert (options.smoothness, options.dense) == (0.3, False)
+    assert (text_options["box_threshold"], text_options["device"]) == (0.4, "cpu")
     widget.method.setCurrentText("prompts")
     assert widget.similarity.isEnabled() and widget.dense.isEnabled() and not widget.smoothness.isEnabled()
     widget.dense.setChecked(True)

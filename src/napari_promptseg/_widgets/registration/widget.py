@@ -41,6 +41,7 @@ from .._common import (
     SegmenterBox,
     TaskRunner,
     _levels,
+    available_devices,
     fraction_box,
     load_triton_safely,
     placement,
@@ -139,6 +140,9 @@ class RegistrationWidget(QWidget):
         self.heatmap_threshold = fraction_box(
             HEATMAP_THRESHOLD, "text prompts, CLIPSeg: pixels above this probability (medvlsm uses 0.5)"
         )
+        self.device = QComboBox()
+        self.device.addItems(available_devices())
+        self.device.setToolTip("where the models run: the segmenter of the regions and the text route's (--device)")
         self.text_prompts = QLineEdit()
         self.text_prompts.setPlaceholderText("none (automatic regions with a prompts method)")
         self.text_prompts.setToolTip(
@@ -178,13 +182,16 @@ class RegistrationWidget(QWidget):
         form.addRow("text route", self.text_route)
         form.addRow("library", self.library)
         self.model.add_rows(form)
-        self.advanced = AdvancedSection(tooltip="the CLI's --similarity, --smoothness, --no-dense and thresholds")
+        self.advanced = AdvancedSection(
+            tooltip="the CLI's --similarity, --smoothness, --no-dense, thresholds and --device"
+        )
         self.advanced.form.addRow("pair similarity", self.similarity)
         self.advanced.form.addRow(self.dense)
         self.advanced.form.addRow("smoothness", self.smoothness)
         self.advanced.form.addRow("box threshold", self.box_threshold)
         self.advanced.form.addRow("text threshold", self.text_threshold)
         self.advanced.form.addRow("heatmap threshold", self.heatmap_threshold)
+        self.advanced.form.addRow("device", self.device)
         self.method.currentTextChanged.connect(self._update_applicable)
         self.text_prompts.textChanged.connect(self._update_applicable)
         self.dense.toggled.connect(self._update_applicable)
@@ -280,7 +287,7 @@ class RegistrationWidget(QWidget):
             segmenter = None
             if method != "intensity":
                 progress(0.0, "loading the model")
-                segmenter = task_segmenter(progress, cancel, model, weights=weights)
+                segmenter = task_segmenter(progress, cancel, model, device=text_options["device"], weights=weights)
 
             def registering(fraction: float, message: str) -> None:
                 # the warp and the layers' data come after: register's "done" is not the task's end
@@ -339,6 +346,7 @@ class RegistrationWidget(QWidget):
             box_threshold=self.box_threshold.value(),
             text_threshold=self.text_threshold.value(),
             heatmap_threshold=self.heatmap_threshold.value(),
+            device=self.device.currentText(),
         )
         return options, text_options
 
