@@ -43,6 +43,7 @@ def setting_defaults(clipseg: bool = False) -> dict[str, object]:
     """What each setting is when not given: :class:`TrainingConfig`'s defaults, or with ``clipseg``
     :func:`finetune_clipseg`'s (its own epochs, learning rate and patience)."""
     if clipseg:
+        # the function's own signature, read through its module: this module's name may be a recorder in a test
         parameters = inspect.signature(clipseg_module.finetune_clipseg).parameters
         return {name: parameters[name].default for name in SETTINGS if name in CLIPSEG_SETTINGS}
     config = TrainingConfig()
