@@ -65,6 +65,34 @@ def test_every_widget_docks_on_an_empty_viewer_without_an_error(make_viewer, qtb
         assert "no image layer" in widget.runner.widget.status.text()
 
 
+def test_every_widget_fits_a_laptop_screen_with_its_run_button_and_status_in_view(make_viewer, qtbot):
+    """napari docks a widget at the height of all its controls: the Interactive widget's (769 px at least) held the
+    window at that height and put its Commit button and status line below a laptop screen's edge. The controls now
+    scroll, under a run button and run/status panel that stay in view, and ask for their whole height where there is
+    room; the dock is never narrower than the rows (an advanced section opened widens it)."""
+    from qtpy.QtWidgets import QScrollArea
+
+    from napari_promptseg._widgets.train_text import TrainTextWidget
+
+    viewer = make_viewer(show=True)  # a hidden window lays nothing out again when a section opens
+    for widget_class in (*WIDGETS, TrainTextWidget):
+        widget = widget_class(viewer)
+        viewer.window.add_dock_widget(widget, name=widget_class.__name__)
+        scroll = widget.findChild(QScrollArea)
+        controls = scroll.widget()
+        assert widget.minimumSizeHint().height() < 250, widget_class.__name__
+        assert widget.sizeHint().height() >= controls.sizeHint().height(), "all of them where there is room"
+        pinned = [widget.runner.widget, getattr(widget, "run_button", None) or getattr(widget, "train_button", None)]
+        for control in filter(None, pinned):
+            assert not scroll.isAncestorOf(control), f"{widget_class.__name__}: {control} scrolls away"
+        if hasattr(widget, "advanced"):  # opened, its rows are as wide as they need
+            before = controls.minimumSizeHint().height()
+            widget.advanced.set_open(True)
+            qtbot.waitUntil(lambda c=controls, h=before: c.minimumSizeHint().height() > h)
+        beside = scroll.verticalScrollBar().sizeHint().width()
+        assert scroll.minimumSizeHint().width() >= controls.minimumSizeHint().width() + beside, widget_class.__name__
+
+
 def test_interactive_removing_the_image_is_quiet(make_viewer, qtbot, notifications):
     viewer = make_viewer()
     (image, meta, _), _ = nuclei()

@@ -27,7 +27,6 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -40,6 +39,7 @@ from ._common import (
     LayerPicker,
     SegmenterBox,
     TaskRunner,
+    controls_layout,
     exemplar_layers,
     fraction_box,
     load_triton_safely,
@@ -281,13 +281,11 @@ class TextPromptWidget(QWidget):
         exemplar.addRow(self.exemplar_instances)
         exemplar.addRow(self.exemplar_partial)
         exemplar.addRow(self.add_exemplar_button)
-        layout = QVBoxLayout(self)
+        layout = controls_layout(self, self.runner, self.run_button)
         layout.addLayout(form)
         layout.addLayout(exemplar)
         layout.addWidget(self.refine)
         layout.addWidget(self.show_boxes)
-        layout.addWidget(self.run_button)
-        layout.addWidget(self.runner.widget)
         layout.addStretch(1)
         self.last_output: TextOutput | None = None
         self.last_exemplar: LibraryEntry | None = None  # the library entry "Add exemplar" wrote last

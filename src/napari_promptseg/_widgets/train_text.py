@@ -25,7 +25,6 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSpinBox,
     QTableWidget,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -37,6 +36,7 @@ from ._common import (
     LayerPicker,
     TaskRunner,
     available_devices,
+    controls_layout,
     image_and_labels,
     load_triton_safely,
     unproxied,
@@ -227,11 +227,9 @@ class TrainTextWidget(QWidget):
         advanced.addRow("feature cache", cache_row)
         advanced.addRow("device", self.device)
         self._show_trainer()
-        layout = QVBoxLayout(self)
+        layout = controls_layout(self, self.runner, self.train_button)
         layout.addLayout(form)
         layout.addWidget(self.advanced)
-        layout.addWidget(self.train_button)
-        layout.addWidget(self.runner.widget)
         layout.addStretch(1)
         self.last_result = None
         self.add_row()

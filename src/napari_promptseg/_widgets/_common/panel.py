@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, QObject, QSize, Qt
 from qtpy.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -35,22 +35,48 @@ def show_details(title: str, short: str, details: str, parent: QWidget | None = 
     return box
 
 
-def controls_layout(widget: QWidget, runner: TaskRunner) -> QVBoxLayout:
-    """The layout ``widget``'s controls go in: inside a scroll area, with ``runner``'s run/status panel pinned under
-    it. napari docks a widget at its full height: the Interactive widget's controls (769 px at least) pushed its
-    Commit button and status line off a laptop's screen, and held the window at that height."""
+class _ControlsScroll(QScrollArea):
+    """A scroll area that asks for its controls' whole height (QScrollArea asks for a fixed ~450 px), so the dock
+    shows them all where the screen has room and scrolls them only where it has not, and never for less than their
+    width beside its scroll bar (the rows are never cut at the right, nor scrolled sideways)."""
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        inner = self.widget().sizeHint()
+        return QSize(inner.width() + self._bar(), inner.height())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return QSize(self.widget().minimumSizeHint().width() + self._bar(), super().minimumSizeHint().height())
+
+    def _bar(self) -> int:
+        """The width beside the controls: the scroll bar and the frame (napari's style gives it one of 1 px)."""
+        return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        # the controls grew or shrank (a section opened, a row shown): the dock asks again how much room they need
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(watched, event)
+
+
+def controls_layout(widget: QWidget, runner: TaskRunner, run_button: QWidget | None = None) -> QVBoxLayout:
+    """The layout ``widget``'s controls go in: inside a scroll area, with its ``run_button`` (when it has one) and
+    ``runner``'s run/status panel pinned under it. napari docks a widget at its full height: the Interactive widget's
+    controls (769 px at least) pushed its Commit button and status line off a laptop's screen, and held the window
+    at that height."""
     content = QWidget()
     controls = QVBoxLayout(content)
-    scroll = QScrollArea()
+    scroll = _ControlsScroll()
     scroll.setWidget(content)
     scroll.setWidgetResizable(True)
     scroll.setFrameShape(QFrame.Shape.NoFrame)
-    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # the dock's width wraps the rows
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # never narrower than the rows
     layout = QVBoxLayout(widget)
     layout.setContentsMargins(0, 0, 0, 0)
     layout.addWidget(scroll, 1)
     panel = QVBoxLayout()
     panel.setContentsMargins(9, 0, 9, 9)
+    if run_button is not None:
+        panel.addWidget(run_button)
     panel.addWidget(runner.widget)
     layout.addLayout(panel)
     return controls

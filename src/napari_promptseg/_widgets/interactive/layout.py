@@ -18,12 +18,11 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QPushButton,
     QRadioButton,
-    QVBoxLayout,
 )
 
 from ...methods.volume import STOP_IOU
 from ...models.preprocessing import NORMALIZATIONS
-from .._common import LayerPicker, SegmenterBox, _levels, available_devices, fraction_box
+from .._common import LayerPicker, SegmenterBox, _levels, available_devices, controls_layout, fraction_box
 from .geometry import POSITIVE
 
 if TYPE_CHECKING:
@@ -168,10 +167,9 @@ def build_controls(widget: InteractiveWidget) -> None:
     form.addRow("target", widget.target_picker)
     form.addRow(widget.commit_button)
 
-    layout = QVBoxLayout(widget)
+    layout = controls_layout(widget, widget.runner)
     for box in (image_box, prompt_box, model_box, result_box):
         layout.addWidget(box)
-    layout.addWidget(widget.runner.widget)
     layout.addStretch(1)
 
     widget.image_picker.layer_changed.connect(widget._on_image_changed)

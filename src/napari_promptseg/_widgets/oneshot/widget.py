@@ -17,7 +17,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLineEdit,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -27,6 +26,7 @@ from .._common import (
     SegmenterBox,
     TaskRunner,
     _levels,
+    controls_layout,
     displayed_plane,
     exemplar_layers,
     layer_pixels,
@@ -116,12 +116,10 @@ class OneShotWidget(QWidget):
         form.addRow("mode", self.mode)
         form.addRow("object size", self.object_size)
         self.model.add_rows(form)
-        layout = QVBoxLayout(self)
+        layout = controls_layout(self, self.runner, self.run_button)
         layout.addLayout(form)
         layout.addWidget(self.partial_labels)
         layout.addWidget(self.show_points)
-        layout.addWidget(self.run_button)
-        layout.addWidget(self.runner.widget)
         library_form = QFormLayout()
         library_form.addRow("library name", self.library_name)
         library_form.addRow("description", self.library_description)

@@ -14,7 +14,6 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QLineEdit,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -42,6 +41,7 @@ from .._common import (
     TaskRunner,
     _levels,
     available_devices,
+    controls_layout,
     fraction_box,
     load_triton_safely,
     placement,
@@ -196,13 +196,11 @@ class RegistrationWidget(QWidget):
         self.text_prompts.textChanged.connect(self._update_applicable)
         self.dense.toggled.connect(self._update_applicable)
         self._update_route_hint()
-        layout = QVBoxLayout(self)
+        layout = controls_layout(self, self.runner, self.run_button)
         layout.addLayout(form)
         layout.addWidget(self.advanced)
         layout.addWidget(self.show_pairs)
         layout.addWidget(self.show_grid)
-        layout.addWidget(self.run_button)
-        layout.addWidget(self.runner.widget)
         layout.addStretch(1)
 
     @property
