@@ -135,6 +135,10 @@ def as_channels_last(
             f"{name}: {h}x{w} = {h * w:,} pixels exceeds the limit of {max_pixels:,}; downsample or tile the image "
             f"(or raise max_pixels if you have the memory){coarser}"
         )
+    if channel_axis is not None and not lazy:
+        # contiguous (once its size is checked): float sums over a strided view differ in their last bits, and so
+        # did the labels of a (C, Y, X) image from those of the same image given channels last
+        arr = np.ascontiguousarray(arr)
     if channels is not None:
         channels = list(channels)
         if not 1 <= len(channels) <= 3:
