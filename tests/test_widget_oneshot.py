@@ -426,3 +426,52 @@ def test_a_stack_plane_with_nothing_like_the_reference_is_empty_as_the_cli_leave
     where = ["--reference", str(tmp_path / "reference.tif"), "--reference-mask", str(tmp_path / "mask.tif")]
     assert main(["oneshot", *where, str(tmp_path / "targets.tif"), "-o", str(tmp_path / "out")]) == 0
     np.testing.assert_array_equal(labels, tifffile.imread(tmp_path / "out" / "targets.tif"))
+
+
+def test_a_multichannel_layer_with_channel_axis_0_gives_one_labels_layer_as_the_function_and_the_cli(
+    make_viewer, qtbot, tmp_path
+):
+    """A (C, Y, X) reference and target (two channels in one layer, as skimage's cells3d()[30]) were taken as stacks
+    of C planes: the reference's displayed channel alone, and each channel of the target segmented as a plane (a
+    (2, Y, X) Labels layer). With channel axis 0 the widget reads them as the CLI's --channel-axis 0 and the
+    function's channel_axis=0 do: one (Y, X) Labels layer over the image, the same labels."""
+    import tifffile
+
+    from napari_promptseg._sample_data import nuclei, nuclei_for_text
+    from napari_promptseg.cli import main
+    from napari_promptseg.methods.instances import segment_instances_like
+
+    (image, _, _), (truth, _, _) = nuclei()
+    (target, _, _), _ = nuclei_for_text()
+    reference, cyx = np.stack([image, image[::-1]]), np.stack([target, target[::-1]])  # two channels that differ
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    ref_layer = viewer.add_image(reference, name="reference")
+    widget.reference.set_layer(ref_layer)
+    widget.reference_labels.set_layer(viewer.add_labels(truth, name="reference nuclei"))
+    target_layer = viewer.add_image(cyx, name="cells", scale=(1, 0.5, 0.5), translate=(0, 3, 4))
+    widget.target.set_layer(target_layer)
+    assert widget.channel_axis.itemText(1) == "axis 0 (2 channels)"
+    widget.channel_axis.setCurrentIndex(1)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+
+    result = viewer.layers["cells one-shot"]
+    assert result.data.shape == target.shape  # one plane of labels, not one per channel
+    assert tuple(result.scale) == (0.5, 0.5) and tuple(result.translate) == (3, 4)  # over the image's (Y, X)
+    expected = segment_instances_like(reference, truth, cyx, channel_axis=0).labels
+    np.testing.assert_array_equal(result.data, expected)
+    tifffile.imwrite(tmp_path / "reference.tif", reference)
+    tifffile.imwrite(tmp_path / "truth.tif", truth)
+    tifffile.imwrite(tmp_path / "cells.tif", cyx)
+    command = ["oneshot", str(tmp_path / "cells.tif"), "-o", str(tmp_path / "out"), "--channel-axis", "0"]
+    references = ["--reference", str(tmp_path / "reference.tif"), "--reference-mask", str(tmp_path / "truth.tif")]
+    assert main([*command, *references, "--scheduler", "none"]) == 0
+    np.testing.assert_array_equal(result.data, read_image(tmp_path / "out" / "cells.tif"))
+
+    # a 2D layer has no channel axis: refused naming it, before any work
+    widget.target.set_layer(viewer.add_image(target, name="grey"))
+    widget.channel_axis.setCurrentIndex(1)  # offered by the reference
+    widget.run()
+    assert "target layer 'grey': a 2D layer has no channel axis" in widget.runner.widget.status.text()

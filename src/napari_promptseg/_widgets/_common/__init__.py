@@ -3,11 +3,12 @@
 Widgets stay thin: they gather inputs on the main thread, hand a plain function to :class:`TaskRunner` (which runs it
 in a ``napari.qt.threading`` worker with progress and cancel) and push the result back into layers on the main thread.
 The pieces live in :mod:`.layers` (planes, pyramid levels, placement of result layers), :mod:`.picker`
-(:class:`LayerPicker`), :mod:`.tasks` (:class:`TaskRunner`, notifications) and :mod:`.panel` (the run/status panel);
-every name is importable from here.
+(:class:`LayerPicker`), :mod:`.channels` (the channel axis of a multichannel layer), :mod:`.tasks`
+(:class:`TaskRunner`, notifications) and :mod:`.panel` (the run/status panel); every name is importable from here.
 """
 
 from ...models._native import load_triton_safely  # noqa: F401 - every widget calls it on the main thread
+from .channels import CHANNEL_AXIS, ChannelAxisBox, check_channel_axis, offers_channel_axis
 from .controls import AdvancedSection, SegmenterBox, available_devices, fraction_box
 from .layers import (
     ExemplarLayers,
@@ -54,7 +55,9 @@ from .tasks import (
 
 __all__ = [
     "AdvancedSection",
+    "CHANNEL_AXIS",
     "ROLE_KEY",
+    "ChannelAxisBox",
     "ExemplarLayers",
     "LayerPixels",
     "STATES",
@@ -75,6 +78,7 @@ __all__ = [
     "available_devices",
     "controls_layout",
     "data_to_world_matrix",
+    "check_channel_axis",
     "data_token",
     "debounce_timer",
     "displayed_plane",
@@ -91,6 +95,7 @@ __all__ = [
     "notify_exception",
     "notify_once",
     "notify_warning",
+    "offers_channel_axis",
     "placement",
     "placement_over",
     "plane_shape",

@@ -86,20 +86,28 @@ class ExemplarLayers:
     image: LayerPixels
     labels: LayerPixels
     shown: float  # the displayed plane of a stack (full-resolution data coordinate)
+    channel_axis: int | None = None  # the image layer's axis of channels (its labels have none)
+    channels: list[int] | None = None  # the channels fed to the model (None: all)
 
 
 def exemplar_layers(
-    viewer: napari.viewer.Viewer, image: napari.layers.Image, labels: napari.layers.Labels
+    viewer: napari.viewer.Viewer,
+    image: napari.layers.Image,
+    labels: napari.layers.Labels,
+    channel_axis: int | None = None,
+    channels: list[int] | None = None,
 ) -> ExemplarLayers:
     """The references to an exemplar's layers and the displayed plane; no pixel is read."""
-    return ExemplarLayers(layer_pixels(image), layer_pixels(labels), displayed_plane(viewer, image))
+    shown = displayed_plane(viewer, image, channel_axis)
+    return ExemplarLayers(layer_pixels(image), layer_pixels(labels), shown, channel_axis, channels)
 
 
 def read_exemplar(layers: ExemplarLayers, what: str = "labels") -> tuple[np.ndarray, np.ndarray, str]:
-    """An exemplar's image and labels read as one 2D plane each (:func:`read_reference_plane`), refused naming both
-    layers when they do not fit, and its source (the image layer's name, with the plane of a stack). Reads pixels
-    (a slide's, a stack's): run it in a worker, as "Save reference to library" and "Add exemplar" do."""
-    image, labels, plane = read_reference_plane(layers.image, layers.labels, layers.shown)
+    """An exemplar's image and labels read as one 2D plane each (:func:`read_reference_plane`: a multichannel
+    image's channels last), refused naming both layers when they do not fit, and its source (the image layer's name,
+    with the plane of a stack). Reads pixels (a slide's, a stack's): run it in a worker, as "Save reference to
+    library" and "Add exemplar" do."""
+    image, labels, plane = read_reference_plane(layers.image, layers.labels, layers.shown, layers.channel_axis)
     if labels.ndim != 2 or labels.shape != image.shape[:2]:
         raise PromptsegError(
             f"{what} '{layers.labels.name}' of shape {labels.shape} do not match the 2D image '{layers.image.name}' "
@@ -129,6 +137,7 @@ def save_exemplar(
     image, labels, source = read_exemplar(layers, what)
     if cancel():
         raise CancelledError("cancelled")
+    multichannel = layers.channel_axis is not None  # read channels last
     return library.add(
         name,
         image,
@@ -138,29 +147,36 @@ def save_exemplar(
         pixel_size=None if tuple(scale) == (1.0, 1.0) else scale,
         instances=instances,
         partial_labels=partial,
+        channel_axis=-1 if multichannel else None,
+        channels=layers.channels if multichannel else None,
     )
 
 
-def displayed_plane(viewer: napari.viewer.Viewer, image: napari.layers.Image) -> float:
-    """Where along its first axis the viewer shows ``image`` (its full-resolution data coordinate), read cheaply
-    on the main thread for :func:`read_reference_plane`."""
-    return float(image.world_to_data(viewer.dims.point)[0])
+def displayed_plane(viewer: napari.viewer.Viewer, image: napari.layers.Image, channel_axis: int | None = None) -> float:
+    """Where along its axis of planes (its first, or the one after its ``channel_axis``) the viewer shows ``image``
+    (its full-resolution data coordinate), read cheaply on the main thread for :func:`read_reference_plane`."""
+    position = image.world_to_data(viewer.dims.point)
+    return float(position[1 if channel_axis == 0 and len(position) > 1 else 0])
 
 
 def read_reference_plane(
-    image: LayerPixels, labels: LayerPixels, shown: float
+    image: LayerPixels, labels: LayerPixels, shown: float, channel_axis: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, int | None]:
     """An image and the labels marking objects on it (a reference, an exemplar) read as one 2D plane each, and
     which plane of a stack that is (None for a 2D image). A stack's plane is the one its labels mark, else the one
     displayed (``shown``: :func:`displayed_plane`; labels on several planes, or 2D labels, which napari shows on
-    every plane). Pairs of other shapes come back as :func:`image_and_labels` reads them, for the caller's shape
-    check to name. Reads pixels: run it in a worker."""
+    every plane). An image with a ``channel_axis`` ((C, Y, X), (C, Z, Y, X)) comes back with its channels last, as
+    the CLI reads a reference: (Y, X, C). Pairs of other shapes come back as :func:`image_and_labels`
+    reads them, for the caller's shape check to name. Reads pixels: run it in a worker."""
     pixels, marks = image_and_labels(image, labels)
-    spatial = pixels.shape[:-1] if image.rgb else pixels.shape
+    if channel_axis is not None and pixels.ndim >= 3:
+        pixels = np.moveaxis(pixels, channel_axis, -1)  # as the CLI reads a reference (the model reads it contiguous)
+    spatial = pixels.shape[:-1] if image.rgb or channel_axis is not None else pixels.shape
     if len(spatial) != 3 or marks.shape not in (spatial, spatial[1:]):
         return pixels, marks, None
     # the displayed plane, on the level read (a pyramid's planes may be fewer than its full resolution's)
-    shown = shown * spatial[0] / _levels(image)[0].shape[0]
+    planes_axis = 1 if channel_axis == 0 else 0
+    shown = shown * spatial[0] / _levels(image)[0].shape[planes_axis]
     shown = int(np.clip(np.round(shown), 0, spatial[0] - 1))
     plane = shown
     if marks.ndim == 3:
@@ -201,12 +217,16 @@ def level_factors(layer: napari.layers.Image | LayerPixels, level: Any) -> np.nd
     return np.divide(layer.data[0].shape[: layer.ndim], level.shape[: layer.ndim])
 
 
-def placement(layer: napari.layers.Layer, ndim: int, factors: np.ndarray | None = None) -> dict:
+def placement(
+    layer: napari.layers.Layer, ndim: int, factors: np.ndarray | None = None, channel_axis: int | None = None
+) -> dict:
     """``scale``, ``translate`` and, when ``layer`` is also rotated, sheared or has an affine, the ``affine`` that
-    puts a result layer over ``layer``'s first ``ndim`` axes where ``layer`` shows them; the result made from a
-    pyramid level ``factors`` times coarser than full resolution along each axis (default: full resolution), its
-    pixels over the full-resolution pixels they stand for (:func:`~napari_promptseg.tiling.level_to_full`)."""
-    return placement_over(layer, list(range(ndim)), factors)
+    puts a result layer over ``layer``'s first ``ndim`` axes where ``layer`` shows them (its ``channel_axis``, when
+    it has one, left out: a (C, Y, X) layer's labels are (Y, X)); the result made from a pyramid level ``factors``
+    times coarser than full resolution along each of the layer's axes (default: full resolution), its pixels over
+    the full-resolution pixels they stand for (:func:`~napari_promptseg.tiling.level_to_full`)."""
+    axes = [a for a in range(ndim + (channel_axis is not None)) if a != channel_axis]
+    return placement_over(layer, axes, None if factors is None else np.asarray(factors, float)[axes])
 
 
 def level_to_layer_matrix(factors: np.ndarray) -> np.ndarray:

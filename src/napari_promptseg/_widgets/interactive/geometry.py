@@ -17,7 +17,7 @@ import numpy as np
 
 from ...errors import PromptsegError
 from ...tiling import choose_scale, full_to_level, level_to_full, pyramid_level, upsample_labels
-from .._common import _levels, _same_map, data_to_world_matrix, placement_over
+from .._common import _levels, _same_map, check_channel_axis, data_to_world_matrix, placement_over
 
 #: feature of the points layer: True for a positive click, False for a negative one
 POSITIVE = "positive"
@@ -105,20 +105,9 @@ def plane_geometry(
     displayed = sorted(d - offset for d in viewer.dims.displayed)
     if any(d < 0 for d in displayed):
         raise PromptsegError(f"{name}: the displayed axes {viewer.dims.displayed} are not axes of this layer")
-    if channel_axis is not None:
-        if layer.rgb:
-            raise PromptsegError(f"{name}: an RGB layer has no separate channel axis; choose 'none'")
-        if ndim < 3:
-            raise PromptsegError(f"{name}: a 2D layer has no channel axis; choose 'none'")
-        if channel_axis != 0:
-            # labels layers drop the channel axis; napari aligns layers by their trailing axes, so only a leading
-            # channel axis keeps the labels on top of the image
-            raise PromptsegError(
-                f"{name}: the channel axis must be the first axis (got {channel_axis}); split the channels "
-                "(layer menu: Split Stack) or reorder the axes"
-            )
-        if channel_axis in displayed:
-            raise PromptsegError(f"{name}: the channel axis {channel_axis} is displayed; show the image plane instead")
+    check_channel_axis(layer, channel_axis, name)
+    if channel_axis is not None and channel_axis in displayed:
+        raise PromptsegError(f"{name}: the channel axis {channel_axis} is displayed; show the image plane instead")
     position = layer.world_to_data(viewer.dims.point)
     data_index = [int(np.clip(np.round(position[a]), 0, spatial[a] - 1)) for a in range(ndim)]
     keep = [a for a in range(ndim) if a != channel_axis]

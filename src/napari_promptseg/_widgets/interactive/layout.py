@@ -15,14 +15,20 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPushButton,
     QRadioButton,
 )
 
 from ...methods.volume import STOP_IOU
 from ...models.preprocessing import NORMALIZATIONS
-from .._common import LayerPicker, SegmenterBox, _levels, available_devices, controls_layout, fraction_box
+from .._common import (
+    ChannelAxisBox,
+    LayerPicker,
+    SegmenterBox,
+    available_devices,
+    controls_layout,
+    fraction_box,
+)
 from .geometry import POSITIVE
 
 if TYPE_CHECKING:
@@ -54,11 +60,8 @@ def build_controls(widget: InteractiveWidget) -> None:
     v = widget.viewer
     widget.image_picker = LayerPicker(v, napari.layers.Image)
     widget.image_picker.setToolTip("Image to segment; for a stack, the displayed 2D plane")
-    widget.channel_combo = QComboBox()
-    widget.channel_combo.setToolTip("For a multichannel image stored as one layer: the axis holding the channels")
-    widget.channels_edit = QLineEdit()
-    widget.channels_edit.setPlaceholderText("all (up to 3), e.g. 0,2")
-    widget.channels_edit.setToolTip("Up to three channels fed to the model's colour inputs")
+    widget.channel_combo = ChannelAxisBox()
+    widget.channels_edit = widget.channel_combo.channels_edit
     widget.normalize_combo = QComboBox()
     widget.normalize_combo.addItems(list(NORMALIZATIONS))
     widget.normalize_combo.setToolTip("Intensity scaling before the model: auto = 0-255 for 8-bit, else percentiles")
@@ -130,8 +133,7 @@ def build_controls(widget: InteractiveWidget) -> None:
     image_box = QGroupBox("Image")
     form = QFormLayout(image_box)
     form.addRow("image", widget.image_picker)
-    form.addRow("channel axis", widget.channel_combo)
-    form.addRow("channels", widget.channels_edit)
+    widget.channel_combo.add_rows(form)
     form.addRow("intensity", widget.normalize_combo)
 
     prompt_box = QGroupBox("Prompts")
@@ -189,18 +191,3 @@ def build_controls(widget: InteractiveWidget) -> None:
     widget.device_combo.currentIndexChanged.connect(widget._on_image_options_changed)
     widget.embed_button.clicked.connect(widget.compute_embedding)
     widget.commit_button.clicked.connect(widget.commit)
-
-
-def list_channel_axes(widget: InteractiveWidget, layer: napari.layers.Image | None, *, keep: bool) -> None:
-    """Offer ``layer``'s channel axis (a leading axis of a non-RGB layer of 3+ dimensions); ``keep``: the current
-    choice stays while the layer still offers it (its pixels replaced), else 'none' is chosen."""
-    combo = widget.channel_combo
-    chosen = combo.currentData() if keep else None
-    combo.blockSignals(True)
-    combo.clear()
-    combo.addItem("none (gray or RGB)", None)
-    if layer is not None and not layer.rgb and layer.ndim >= 3:
-        combo.addItem(f"axis 0 ({_levels(layer)[0].shape[0]} channels)", 0)
-    combo.setCurrentIndex(max(0, combo.findData(chosen)) if chosen is not None else 0)
-    combo.blockSignals(False)
-    widget.channels_edit.setEnabled(combo.count() > 1)

@@ -62,7 +62,6 @@ from .layout import (
     UNDO_KEY,
     VIEW_3D,
     build_controls,
-    list_channel_axes,
 )
 
 
@@ -133,16 +132,10 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
         return not (self.runner.busy or self._preview_timer.isActive() or self._plane_timer.isActive())
 
     def _channel_axis(self) -> int | None:
-        return self.channel_combo.currentData()
+        return self.channel_combo.channel_axis
 
     def _channels(self) -> list[int] | None:
-        text = self.channels_edit.text().strip()
-        if not text or self._channel_axis() is None:
-            return None
-        try:
-            return [int(part) for part in text.replace(" ", ",").split(",") if part]
-        except ValueError:
-            raise PromptsegError(f"channels: expected comma-separated channel numbers like 0,2; got {text!r}") from None
+        return self.channel_combo.channels()
 
     def _geometry(self) -> tuple[napari.layers.Image, PlaneGeometry]:
         image = self.image_picker.layer()
@@ -179,12 +172,12 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
             # the image moved (a pixel size set, a rotation): the preview, made for its old place, is stale too
             for name in PLACEMENT_EVENTS:
                 getattr(layer.events, name).connect(self._on_image_options_changed)
-        list_channel_axes(self, layer, keep=False)  # another image: its axis 0 may hold planes, not channels
+        self.channel_combo.offer([layer], keep=False)  # another image: its axis 0 may hold planes, not channels
         self._on_image_options_changed()
 
     def _on_image_data_changed(self, *_) -> None:
         # new pixels may have other axes: a 2D image kept 'axis 0 (2 channels)', and every preview was refused
-        list_channel_axes(self, self._image_connected, keep=True)
+        self.channel_combo.offer([self._image_connected], keep=True)
         self._on_image_options_changed()
 
     def _on_image_options_changed(self, *_) -> None:

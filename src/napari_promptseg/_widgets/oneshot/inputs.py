@@ -21,29 +21,34 @@ def target_planes(data: np.ndarray, rgb: bool, name: str = "target layer") -> tu
     return read_planes(data, stacked), stacked
 
 
-def is_stack(data, rgb: bool, name: str = "target layer") -> bool:
-    """Whether a layer's array is a stack of 2D (or RGB) planes (first axis = planes) rather than one plane; other
-    shapes are refused, naming the layer. Only the shape is looked at (cheap on napari's main thread)."""
-    plane_ndim = 3 if rgb else 2
+def is_stack(data, rgb: bool, name: str = "target layer", channel_axis: int | None = None) -> bool:
+    """Whether a layer's array is a stack of 2D (RGB, or multichannel with ``channel_axis`` 0: (C, Z, Y, X)) planes
+    rather than one plane; other shapes are refused, naming the layer. Only the shape is looked at (cheap on
+    napari's main thread)."""
+    plane_ndim = 3 if rgb or channel_axis is not None else 2
     if np.ndim(data) not in (plane_ndim, plane_ndim + 1):
         shape = tuple(np.shape(data))
+        # a (C, Z, Y, X) layer is one stack once its first axis is said to hold channels
+        channels = plane_ndim == 2 and len(shape) == 4
+        multichannel = "; or, if its first axis holds channels, choose channel axis 0" if channels else ""
         raise PromptsegError(
             f"{name} has {len(shape)} dimensions (shape {shape}{', RGB' if rgb else ''}); expected a 2D image or a "
-            "stack of 2D planes: pick one stack (e.g. one time point or channel: Layers > Split Stack)"
+            f"stack of 2D planes: pick one stack (e.g. one time point or channel: Layers > Split Stack){multichannel}"
         )
     return np.ndim(data) == plane_ndim + 1
 
 
-def read_planes(data, stacked: bool, cancel=None) -> list[np.ndarray]:
-    """The planes of a (lazy) array in memory, a stack's one by one (``cancel`` checked between them). Reads
-    pixels: run it in a worker."""
+def read_planes(data, stacked: bool, cancel=None, channel_axis: int | None = None) -> list[np.ndarray]:
+    """The planes of a (lazy) array in memory, a stack's one by one (``cancel`` checked between them); a (C, Z, Y, X)
+    stack's (``channel_axis`` 0) with their channels: (C, Y, X). Reads pixels: run it in a worker."""
     if not stacked:
         return [np.asarray(data)]
+    planes_axis = 1 if channel_axis == 0 else 0
     planes = []
-    for i in range(np.shape(data)[0]):
+    for i in range(np.shape(data)[planes_axis]):
         if cancel is not None and cancel():
             raise CancelledError("cancelled")
-        planes.append(np.asarray(data[i]))
+        planes.append(np.asarray(data[:, i] if planes_axis else data[i]))
     return planes
 
 
@@ -60,12 +65,15 @@ class OneShotInputs:
     instances: bool | None
     partial: bool
     object_size: float | None  # full-resolution pixels; None: measured on the reference
+    channel_axis: int | None = None  # the layers' axis of channels (the CLI's --channel-axis); None: gray or RGB
+    channels: list[int] | None = None  # the channels fed to the model (--channels); None: all
     left_out: str | None = None  # a target folder's OME-Zarr images, not read here: which, and how to run them
 
 
 @dataclass
 class OneShotPixels:
-    """The inputs read (in the worker): the reference plane and its labels, the targets (planes or files)."""
+    """The inputs read (in the worker): the reference plane (a multichannel one's channels last) and its labels, the
+    targets (planes or files; a multichannel layer's planes with their channels first)."""
 
     reference: np.ndarray
     labels: np.ndarray
@@ -82,7 +90,7 @@ def read_oneshot_inputs(inputs: OneShotInputs, input_size: int, progress, cancel
     ref, ref_labels = inputs.reference, inputs.reference_labels
     progress(0.0, f"reading '{ref.name}'")
     # a stack's reference is its labelled (or displayed) plane: the volume's other planes are the usual targets
-    reference, labels, plane = read_reference_plane(ref, ref_labels, inputs.shown)
+    reference, labels, plane = read_reference_plane(ref, ref_labels, inputs.shown, inputs.channel_axis)
     if labels.shape != reference.shape[: labels.ndim] or labels.ndim != 2:
         raise PromptsegError(
             f"reference labels '{ref_labels.name}' of shape {labels.shape} do not match the 2D reference image "
@@ -98,9 +106,9 @@ def read_oneshot_inputs(inputs: OneShotInputs, input_size: int, progress, cancel
     data = target.data
     if target.multiscale:
         data = _pyramid_level(target, labels, inputs, input_size)
-    stacked = is_stack(data, target.rgb, f"target layer '{target.name}'")
+    stacked = is_stack(data, target.rgb, f"target layer '{target.name}'", inputs.channel_axis)
     progress(0.0, f"reading '{target.name}'")
-    planes = read_planes(data, stacked, cancel)
+    planes = read_planes(data, stacked, cancel, inputs.channel_axis)
     # a plane named as the CLI names it: its warnings then name the plane once (methods.volume.plane_warnings)
     names = [f"{target.name} plane {i}" for i in range(len(planes))] if stacked else [target.name]
     return OneShotPixels(reference, labels, plane, planes, names, stacked, level_factors(target, data))

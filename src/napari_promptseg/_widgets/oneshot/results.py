@@ -45,6 +45,8 @@ def run_oneshot(
     object_size: float | None = None,
     factor: float = 1.0,
     partial: bool = False,
+    channel_axis: int | None = None,
+    channels: list[int] | None = None,
     reference_name: str = "reference",
     segmenter,
     progress,
@@ -55,10 +57,12 @@ def run_oneshot(
     background only near them); ``object_size``: the objects' diameter in full-resolution pixels (None: measured);
     ``factor``: the downsampling of the pyramid level the targets were read at; a folder's files (paths) are read
     here, each at the level the CLI reads (:func:`~napari_promptseg.methods.oneshot.target_file_level`). The planes
-    of a stack share one object size and are linked into objects across planes. ``reference_name``: the reference as
-    errors name it; ``segmenter``: the task's (:func:`~.._common.task_segmenter`)."""
+    of a stack share one object size and are linked into objects across planes. ``channel_axis``: the targets' axis
+    of channels (the reference then has its channels last), ``channels`` those fed to the model, as the CLI's
+    --channel-axis and --channels. ``reference_name``: the reference as errors name it; ``segmenter``: the task's
+    (:func:`~.._common.task_segmenter`)."""
     from ...io.layer_data import file_placement
-    from ...io.multiscale import read_image_named
+    from ...io.multiscale import read_channel_axis, read_image_named
     from ...methods.instances import (
         count_objects,
         fit_exemplars,
@@ -73,7 +77,10 @@ def run_oneshot(
     from ...methods.volume import segment_stack
     from ...models.preprocessing import as_channels_last
 
-    ref = as_channels_last(reference, name=reference_name)  # refused naming the layer (NaN...), not as 'reference'
+    # a multichannel reference is read channels last, as the CLI reads its references (read_reference_plane)
+    ref_axis = None if channel_axis is None else -1
+    # refused naming the layer (NaN...), not as 'reference'
+    ref = as_channels_last(reference, channel_axis=ref_axis, channels=channels, name=reference_name)
     out = OneShotOutput([], [], [], [], stacked)
     if instances is None:
         instances = partial or is_many_objects(reference_labels)
@@ -92,17 +99,23 @@ def run_oneshot(
         )
         target_size = level_object_size(exemplars, object_size, factor)
         if stacked and target_size is None:  # the planes of one stack share one size (as the CLI's stacks)
-            target_size = stack_object_size(exemplars, targets, segmenter.input_size)
+            target_size = stack_object_size(
+                exemplars,
+                targets,
+                segmenter.input_size,
+                lambda plane: as_channels_last(plane, channel_axis=channel_axis, channels=channels),
+            )
 
-    def segment_one(k: int, image: np.ndarray, size: float | None):
-        """``size``: the objects' size in the pixels of ``image`` (many instances; None: measured there)."""
+    def segment_one(k: int, image: np.ndarray, size: float | None, axis: int | None = channel_axis):
+        """``size``: the objects' size in the pixels of ``image`` (many instances; None: measured there); ``axis``:
+        its channel axis. As the CLI's oneshot._segment."""
         name = names[k]
 
         def sub(fraction: float, message: str) -> None:
             progress((k + fraction) / len(targets), f"{name}: {message}")
 
         if exemplars is not None:
-            hwc = as_channels_last(image, name=name)
+            hwc = as_channels_last(image, channel_axis=axis, channels=channels, name=name)
             res = segment_with_exemplars(
                 segmenter, exemplars, hwc, object_size=size, name=name, progress=sub, cancel=cancel
             )
@@ -111,12 +124,16 @@ def run_oneshot(
             if res.scale is not None:
                 out.scales.append(res.scale.summary())
         else:
+            if axis is not None:  # channels last, as the reference's: one axis for both
+                image, axis = np.moveaxis(image, axis, -1), -1
             res = segment_like(
                 reference,
                 reference_labels > 0,
                 image,
                 segmenter=segmenter,
                 strategy=strategy,  # type: ignore[arg-type]
+                channel_axis=axis if axis is not None else ref_axis,
+                channels=channels,
                 warn_many=False,  # the mode chose one region
                 names=[name],
                 progress=sub,
@@ -129,11 +146,13 @@ def run_oneshot(
 
     def segment_file(k: int, path: Path):
         # a slide is read at the level of the working scale, as the CLI reads it, never whole at full resolution
-        image = read_image_named(path)
+        # a given channel axis counts in the file's order (a pyramid's levels are read channels last), as the CLI's
+        axis = read_channel_axis(path, channel_axis)
+        image = read_image_named(path, axis)
         full_size = exemplars.object_size if exemplars is not None else None  # the size given, else the objects'
         level, _, level_factor = target_file_level(path, image, segmenter.input_size, full_size)
         size = None if exemplars is None else level_object_size(exemplars, object_size, level_factor)
-        result = segment_one(k, level, size)
+        result = segment_one(k, level, size, axis)
         # per axis, from the shapes, as the CLI puts labels back (upsample_labels): an odd side's level is not half
         full_shape, level_shape = np.shape(image)[:2], np.shape(level)[:2]
         factors = (full_shape[0] / level_shape[0], full_shape[1] / level_shape[1])
@@ -141,8 +160,13 @@ def run_oneshot(
         return result
 
     if stacked:  # ids linked across planes, as the CLI's stacks (segment_stack checks cancel between planes)
+        # (C, Y, X) planes stack as (Z, C, Y, X): segment_stack hands them over channels last, as the CLI's
         stack = segment_stack(
-            targets, lambda plane, z: segment_one(z, plane, target_size), name="target stack", cancel=cancel
+            targets,
+            lambda plane, z: segment_one(z, plane, target_size, None if channel_axis is None else -1),
+            channel_axis=None if channel_axis is None else 1,
+            name="target stack",
+            cancel=cancel,
         )
         out.labels, out.warnings = list(stack.labels), stack.warnings
     else:

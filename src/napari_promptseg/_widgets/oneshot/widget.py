@@ -22,10 +22,12 @@ from qtpy.QtWidgets import (
 
 from ...errors import PromptsegError
 from .._common import (
+    ChannelAxisBox,
     LayerPicker,
     SegmenterBox,
     TaskRunner,
     _levels,
+    check_channel_axis,
     controls_layout,
     displayed_plane,
     exemplar_layers,
@@ -60,6 +62,11 @@ class OneShotWidget(QWidget):
         self.reference_labels = LayerPicker(napari_viewer, napari.layers.Labels)
         # another image than the reference: the target started on the folder entry with a second image open
         self.target = LayerPicker(napari_viewer, napari.layers.Image, none_text="(folder below)", unlike=self.reference)
+        # a multichannel (C, Y, X) reference and target, as the CLI's --channel-axis (one axis for both)
+        self.channel_axis = ChannelAxisBox()
+        for picker in (self.reference, self.target):
+            picker.layer_changed.connect(self._offer_channel_axis)
+        self._offer_channel_axis()
         self.folder = QLineEdit()
         self.folder.setPlaceholderText("optional: folder of target images")
         # a folder typed or browsed to is the target (a target layer would otherwise take precedence unseen)
@@ -112,6 +119,7 @@ class OneShotWidget(QWidget):
         row.addWidget(self.folder, 1)
         row.addWidget(browse)
         form.addRow("target folder", row)
+        self.channel_axis.add_rows(form)
         form.addRow("strategy", self.strategy)
         form.addRow("mode", self.mode)
         form.addRow("object size", self.object_size)
@@ -128,6 +136,10 @@ class OneShotWidget(QWidget):
         layout.addStretch(1)
         self.last_output: OneShotOutput | None = None
         self.last_saved: LibraryEntry | None = None  # the library entry "Save reference to library" wrote last
+
+    def _offer_channel_axis(self, *_) -> None:
+        """Another reference or target: its first axis may hold planes, not channels ('none' chosen again)."""
+        self.channel_axis.offer([self.reference.layer(), self.target.layer()], keep=False)
 
     def _on_folder_text(self, text: str) -> None:
         if text.strip():
@@ -150,16 +162,22 @@ class OneShotWidget(QWidget):
             raise PromptsegError("choose a reference image layer")
         if ref_labels is None:
             raise PromptsegError("choose the Labels layer that marks the object in the reference image")
+        channel_axis = self.channel_axis.channel_axis
+        check_channel_axis(ref, channel_axis, f"reference image layer '{ref.name}'")
         options = {
             "instances": MODES[self.mode.currentText()],
             "partial": self.partial_labels.isChecked(),
             "object_size": float(self.object_size.value()) or None,
+            "channel_axis": channel_axis,
+            "channels": self.channel_axis.channels(),
         }
-        reference = (layer_pixels(ref), layer_pixels(ref_labels), displayed_plane(self.viewer, ref))
+        reference = (layer_pixels(ref), layer_pixels(ref_labels), displayed_plane(self.viewer, ref, channel_axis))
         target = self.target.layer()
         if target is not None:
+            name = f"target layer '{target.name}'"
+            check_channel_axis(target, channel_axis, name)
             pixels = layer_pixels(target)
-            is_stack(_levels(pixels)[0], target.rgb, f"target layer '{target.name}'")  # its shape only
+            is_stack(_levels(pixels)[0], target.rgb, name, channel_axis)  # its shape only
             return OneShotInputs(*reference, pixels, [], **options)
         folder = self.folder.text().strip()
         if not folder:
@@ -181,7 +199,13 @@ class OneShotWidget(QWidget):
         except PromptsegError as exc:
             self.runner.refuse(exc, "save to library")
             return False
-        layers = exemplar_layers(self.viewer, ref, ref_labels)
+        try:  # the reference's channels, as a run reads them
+            channel_axis, channels = self.channel_axis.channel_axis, self.channel_axis.channels()
+            check_channel_axis(ref, channel_axis, f"reference image layer '{ref.name}'")
+        except PromptsegError as exc:
+            self.runner.refuse(exc, "save to library")
+            return False
+        layers = exemplar_layers(self.viewer, ref, ref_labels, channel_axis, channels)
         description = self.library_description.text()
         scale = tuple(float(s) for s in ref.scale[-2:])
         # as run() decides: many objects, or only some objects labelled, find every one like them later too
@@ -249,6 +273,8 @@ class OneShotWidget(QWidget):
                 object_size=inputs.object_size,
                 factor=float(pixels.factors[-1]),
                 partial=inputs.partial,
+                channel_axis=inputs.channel_axis,
+                channels=inputs.channels,
                 reference_name=f"reference image layer '{reference_name}'",
                 segmenter=segmenter,
                 progress=progress,
@@ -260,7 +286,7 @@ class OneShotWidget(QWidget):
         def done(result: tuple[OneShotOutput, OneShotPixels]) -> None:
             output, pixels = result
             self.last_output = output
-            self._add_layers(output, layer, pixels.factors if layer is not None else None)
+            self._add_layers(output, layer, pixels.factors if layer is not None else None, inputs.channel_axis)
             summary = self.runner.widget.summary
             if pixels.reference_plane is not None:  # which plane of the stack the reference was
                 summary.setText(f"{summary.text()}\nreference: plane {pixels.reference_plane} of '{reference_name}'")
@@ -274,14 +300,18 @@ class OneShotWidget(QWidget):
             notify_warning(inputs.left_out, "one-shot")
 
     def _add_layers(
-        self, output: OneShotOutput, layer: napari.layers.Image | None, factors: np.ndarray | None = None
+        self,
+        output: OneShotOutput,
+        layer: napari.layers.Image | None,
+        factors: np.ndarray | None = None,
+        channel_axis: int | None = None,
     ) -> None:
         """``factors``: the downsampling of each axis of the pyramid level of ``layer`` that was segmented (default
-        none); a target folder's files (no ``layer``) each over the file as napari opens it
-        (``output.file_placements``)."""
+        none); ``channel_axis``: ``layer``'s, which its labels do not have; a target folder's files (no ``layer``)
+        each over the file as napari opens it (``output.file_placements``)."""
         from napari.utils.notifications import show_warning
 
-        kw = {} if layer is None else placement(layer, 3 if output.stacked else 2, factors)
+        kw = {} if layer is None else placement(layer, 3 if output.stacked else 2, factors, channel_axis)
         if output.stacked:
             data = np.stack(output.labels)
             self.viewer.add_labels(data, name=f"{layer.name} one-shot", **kw)

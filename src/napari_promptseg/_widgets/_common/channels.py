@@ -1,0 +1,81 @@
+"""The channel axis of a multichannel image held in one layer ((C, Y, X), e.g. membrane + nuclei), as the CLI's
+--channel-axis and --channels: the box that offers it, with the channels field beside it, and the check of a layer
+against it. One control for the Interactive, One-shot and Text widgets."""
+
+from __future__ import annotations
+
+import napari.layers
+from qtpy.QtWidgets import QComboBox, QFormLayout, QLineEdit
+
+from ...errors import PromptsegError
+from .layers import LayerPixels, _levels
+
+#: the one channel axis the widgets take: Labels layers drop it and napari aligns layers by their trailing axes, so
+#: only a leading channel axis keeps the labels over the image
+CHANNEL_AXIS = 0
+
+
+def offers_channel_axis(layer: napari.layers.Layer | LayerPixels | None) -> bool:
+    """Whether ``layer``'s first axis may hold channels: a non-RGB image of three or more axes."""
+    return layer is not None and not layer.rgb and layer.ndim >= 3
+
+
+def check_channel_axis(layer: napari.layers.Image | LayerPixels, channel_axis: int | None, name: str) -> None:
+    """Refuse a channel axis ``layer`` (named ``name`` in the error) cannot have; cheap (its shape only)."""
+    if channel_axis is None:
+        return
+    if layer.rgb:
+        raise PromptsegError(f"{name}: an RGB layer has no separate channel axis; choose 'none'")
+    if layer.ndim < 3:
+        raise PromptsegError(f"{name}: a 2D layer has no channel axis; choose 'none'")
+    if channel_axis != CHANNEL_AXIS:
+        raise PromptsegError(
+            f"{name}: the channel axis must be the first axis (got {channel_axis}); split the channels "
+            "(layer menu: Split Stack) or reorder the axes"
+        )
+
+
+class ChannelAxisBox(QComboBox):
+    """'none (gray or RGB)', or 'axis 0 (N channels)' when a layer offers it (``currentData()``: None or 0); its
+    :attr:`channels_edit` takes the channels fed to the model (the CLI's --channels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setToolTip("For a multichannel image stored as one layer: the axis holding the channels")
+        self.channels_edit = QLineEdit()
+        self.channels_edit.setPlaceholderText("all (up to 3), e.g. 0,2")
+        self.channels_edit.setToolTip("Up to three channels fed to the model's colour inputs")
+        self.offer([], keep=False)
+
+    def add_rows(self, form: QFormLayout) -> None:
+        form.addRow("channel axis", self)
+        form.addRow("channels", self.channels_edit)
+
+    @property
+    def channel_axis(self) -> int | None:
+        return self.currentData()
+
+    def channels(self) -> list[int] | None:
+        """The channels typed (None: all, or no channel axis chosen)."""
+        text = self.channels_edit.text().strip()
+        if not text or self.channel_axis is None:
+            return None
+        try:
+            return [int(part) for part in text.replace(" ", ",").split(",") if part]
+        except ValueError:
+            raise PromptsegError(f"channels: expected comma-separated channel numbers like 0,2; got {text!r}") from None
+
+    def offer(self, layers: list[napari.layers.Layer | None], *, keep: bool) -> None:
+        """Offer the channel axis when one of ``layers`` may have it (counted on the first that may); ``keep``: the
+        current choice stays while it is still offered, else 'none' is chosen (another image's first axis may hold
+        planes, not channels). Says nothing to the widget (signals blocked)."""
+        chosen = self.currentData() if keep else None
+        self.blockSignals(True)
+        self.clear()
+        self.addItem("none (gray or RGB)", None)
+        layer = next((layer for layer in layers if offers_channel_axis(layer)), None)
+        if layer is not None:
+            self.addItem(f"axis {CHANNEL_AXIS} ({_levels(layer)[0].shape[CHANNEL_AXIS]} channels)", CHANNEL_AXIS)
+        self.setCurrentIndex(max(0, self.findData(chosen)) if chosen is not None else 0)
+        self.blockSignals(False)
+        self.channels_edit.setEnabled(self.count() > 1)
