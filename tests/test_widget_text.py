@@ -665,3 +665,44 @@ def test_the_library_routes_min_similarity_is_the_clis(make_viewer, qtbot, bundl
     said = f"{widget.runner.widget.status.text()} {widget.runner.widget.details}"
     assert "a match needs similarity >= 0.99" in str(refused.value)  # 'cell nuclei' is 'nucleus' at 0.81
     assert "no reference-library entry matches 'cell nuclei'" in said and "0.99" in said, said
+
+
+def test_a_multichannel_layer_with_channel_axis_0_gives_one_labels_layer_as_the_function_and_the_cli(
+    make_viewer, qtbot, bundled_nuclei, tmp_path
+):
+    """A (C, Y, X) layer (two channels in one layer, as skimage's cells3d()[30]) was segmented as a stack of C planes
+    (a (2, Y, X) Labels layer), and 'Add exemplar' saved its displayed channel alone. With channel axis 0 the
+    exemplar keeps both channels and a prompt gives one (Y, X) Labels layer over the image, the labels of the
+    function's channel_axis=0 and of the CLI's --channel-axis 0."""
+    import tifffile
+
+    from napari_promptseg.cli import main
+
+    (image, truth), (target, _) = bundled_nuclei
+    reference, cyx = np.stack([image, image[::-1]]), np.stack([target, target[::-1]])  # two channels that differ
+    viewer = make_viewer()
+    exemplar = viewer.add_image(reference, name="exemplar")
+    widget = _widget(viewer, exemplar)
+    widget.channel_axis.setCurrentIndex(1)
+    widget.exemplar_labels.set_layer(viewer.add_labels(truth, name="nuclei ground truth"))
+    widget.library.setText(str(tmp_path / "library"))
+    widget.exemplar_name.setText("nucleus")
+    entry = _add_exemplar(widget, qtbot)
+    assert entry.image().shape == (*image.shape, 2) and entry.instances  # both channels, at the labels' plane
+
+    layer = viewer.add_image(cyx, name="cells", scale=(1, 0.5, 0.5))
+    widget.image.set_layer(layer)
+    assert widget.channel_axis.channel_axis is None  # another image: its first axis may hold planes
+    widget.channel_axis.setCurrentIndex(1)
+    widget.prompt.setText("nuclei")
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    result = viewer.layers["cells text: nuclei"]
+    assert result.data.shape == target.shape and tuple(result.scale) == (0.5, 0.5)  # one plane over the image's
+    library = ReferenceLibrary.open(tmp_path / "library")
+    np.testing.assert_array_equal(result.data, segment_text(cyx, "nuclei", library=library, channel_axis=0).labels)
+    tifffile.imwrite(tmp_path / "cells.tif", cyx)
+    out = tmp_path / "out"
+    command = ["text", "nuclei", str(tmp_path / "cells.tif"), "-o", str(out), "--library", str(library.path)]
+    assert main([*command, "--channel-axis", "0", "--scheduler", "none"]) == 0
+    np.testing.assert_array_equal(result.data, read_image(out / "cells.tif"))

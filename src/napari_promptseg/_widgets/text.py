@@ -36,9 +36,11 @@ from ..methods.library import DEFAULT_MIN_SIMILARITY, DEFAULT_TOP_K
 from ..methods.prompt_templates import LEVELS, PromptAttributes, expand_prompt
 from ..methods.text import ROUTES, TextResult, split_phrases
 from ._common import (
+    ChannelAxisBox,
     LayerPicker,
     SegmenterBox,
     TaskRunner,
+    check_channel_axis,
     controls_layout,
     exemplar_layers,
     fraction_box,
@@ -116,6 +118,7 @@ def run_text(
 
     progress(0.0, "loading models")
     model, weights = options.pop("model", None), options.pop("weights", None)
+    channel_axis = options.pop("channel_axis", None)  # of the planes: (C, Y, X) with 0
     route = choose_route(
         options.pop("route"),
         library=options.pop("library") or None,
@@ -134,11 +137,25 @@ def run_text(
         def sub(fraction: float, message: str) -> None:
             progress((k + fraction) / len(planes), message if len(planes) == 1 else f"plane {k}: {message}")
 
-        results.append(segment_text(plane, prompt, route=route, factor=factor, progress=sub, cancel=cancel, **options))
+        # a stack's planes come channels last (segment_stack), a 2D layer as it is: (C, Y, X)
+        axis = (None if channel_axis is None else -1) if in_stack else channel_axis
+        results.append(
+            segment_text(
+                plane, prompt, route=route, factor=factor, channel_axis=axis, progress=sub, cancel=cancel, **options
+            )
+        )
         return results[-1]
 
-    if stacked if stacked is not None else len(planes) > 1:  # a layer of one plane is a stack too
-        stack = segment_stack(planes, segment_one, name=options.get("name", "stack"), cancel=cancel)
+    in_stack = stacked if stacked is not None else len(planes) > 1  # a layer of one plane is a stack too
+    if in_stack:
+        # (C, Y, X) planes stack as (Z, C, Y, X): segment_stack hands them over channels last, as the CLI's
+        stack = segment_stack(
+            planes,
+            segment_one,
+            channel_axis=None if channel_axis is None else 1,
+            name=options.get("name", "stack"),
+            cancel=cancel,
+        )
         output = TextOutput(results, stacked=True, warnings=stack.warnings, stack_labels=stack.labels)
     else:
         segment_one(planes[0], 0)
@@ -156,6 +173,11 @@ class TextPromptWidget(QWidget):
         self.viewer = napari_viewer = unproxied(napari_viewer)
         self.runner = TaskRunner(self)
         self.image = LayerPicker(napari_viewer, napari.layers.Image)
+        # a multichannel (C, Y, X) layer, as the CLI's --channel-axis and --channels
+        self.channel_axis = ChannelAxisBox()
+        # another image: its first axis may hold planes, not channels ('none' chosen again)
+        self.image.layer_changed.connect(self._offer_channel_axis)
+        self._offer_channel_axis()
         self.prompt = QLineEdit()
         self.prompt.setPlaceholderText("e.g. nuclei   or   gland, stroma")
         self.prompt.returnPressed.connect(self.run)
@@ -255,6 +277,7 @@ class TextPromptWidget(QWidget):
 
         form = QFormLayout()
         form.addRow("image", self.image)
+        self.channel_axis.add_rows(form)
         form.addRow("prompt", self.prompt)
         form.addRow("route", self.route)
         model_row = QHBoxLayout()
@@ -296,6 +319,9 @@ class TextPromptWidget(QWidget):
     @property
     def is_idle(self) -> bool:
         return not self.runner.busy
+
+    def _offer_channel_axis(self, *_) -> None:
+        self.channel_axis.offer([self.image.layer()], keep=False)
 
     def _list_trained_models(self) -> None:
         """Offer the models trained in this session (newest first), keeping what the user typed or chose."""
@@ -370,10 +396,13 @@ class TextPromptWidget(QWidget):
             name = self.exemplar_name.text().strip() or self.prompt.text().strip()
             if not name:
                 raise PromptsegError("type a name for the exemplar (or a prompt): what the structure is called")
+            # the image's channels, as a run reads them
+            channel_axis, channels = self.channel_axis.channel_axis, self.channel_axis.channels()
+            check_channel_axis(image_layer, channel_axis, f"image layer '{image_layer.name}'")
         except PromptsegError as exc:
             self.runner.refuse(exc, "add exemplar")
             return False
-        layers = exemplar_layers(self.viewer, image_layer, labels_layer)
+        layers = exemplar_layers(self.viewer, image_layer, labels_layer, channel_axis, channels)
         where = self.library.text().strip() or None
         instances, partial = self.exemplar_mode, self.exemplar_partial.isChecked()
         description = self.exemplar_description.text()
@@ -436,10 +465,12 @@ class TextPromptWidget(QWidget):
             if layer is None:
                 raise PromptsegError("choose an image layer to segment")
             split_phrases(prompt)  # an empty prompt is refused here, before any model loads
+            channel_axis, channels = self.channel_axis.channel_axis, self.channel_axis.channels()
+            check_channel_axis(layer, channel_axis, f"image layer '{layer.name}'")
             # a pyramid is read at the level a whole-image method needs; the layers come back at its pixel size.
             # Only its shape is looked at here: the worker reads it (a stack or a slide read here froze napari)
             data, factors = whole_image_level(layer)
-            stacked = is_stack(data, layer.rgb, f"image layer '{layer.name}'")
+            stacked = is_stack(data, layer.rgb, f"image layer '{layer.name}'", channel_axis)
             # the level's objects are this much smaller than the library exemplars' (saved at full resolution)
             level_factor = float(np.asarray(factors)[-1])
             model, weights = self.model.checked_choice()
@@ -460,20 +491,22 @@ class TextPromptWidget(QWidget):
             "min_similarity": self.min_similarity.value(),
             "model": model,
             "weights": weights,
+            "channel_axis": channel_axis,
+            "channels": channels,
             "name": layer.name,
         }
         layer_name = layer.name
 
         def task(progress, cancel) -> TextOutput:
             progress(0.0, f"reading '{layer_name}'")
-            planes = read_planes(data, stacked, cancel)
+            planes = read_planes(data, stacked, cancel, channel_axis)
             return run_text(
                 planes, prompt, options=options, progress=progress, cancel=cancel, factor=level_factor, stacked=stacked
             )
 
         def done(output: TextOutput) -> None:
             self.last_output = output
-            self._add_layers(output, layer, prompt, stacked, factors)
+            self._add_layers(output, layer, prompt, stacked, factors, channel_axis)
 
         # named by its start: a pasted description made a status line (and activity-dock entry) of a paragraph
         self.runner.submit("text", f"text prompt {layer_prompt(prompt)!r}", task, done, inputs=(layer,))
@@ -485,11 +518,13 @@ class TextPromptWidget(QWidget):
         prompt: str,
         stacked: bool,
         factors: np.ndarray | None = None,
+        channel_axis: int | None = None,
     ) -> None:
-        """``factors``: the downsampling of each axis of the pyramid level that was segmented (default none)."""
+        """``factors``: the downsampling of each axis of the pyramid level that was segmented (default none);
+        ``channel_axis``: ``layer``'s, which its labels do not have."""
         from napari.utils.notifications import show_info, show_warning
 
-        kw = placement(layer, 3 if stacked else 2, factors)
+        kw = placement(layer, 3 if stacked else 2, factors, channel_axis)
         name = f"{layer.name} text: {layer_prompt(prompt)}"
         self.viewer.add_labels(output.labels, name=name, **kw)
         heatmaps = [r.heatmap for r in output.results]
