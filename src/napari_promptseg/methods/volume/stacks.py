@@ -48,7 +48,8 @@ def as_stack(
         if 1 < shape[0] <= 4 and not planes_given and not (axes or "").startswith("z"):  # nor by the file's
             warnings.append(
                 f"{name}: read as a stack of {shape[0]} planes of {shape[1]}x{shape[2]} pixels; if the first axis "
-                "holds channels, say so: channel_axis=0 (CLI: --channel-axis 0; widgets: channel axis 0)"
+                "holds channels, say so: channel_axis=0 (CLI: --channel-axis 0; the Interactive, One-shot and Text "
+                "widgets: channel axis 0)"
             )
         return image, warnings
     if ndim == 4:
@@ -67,8 +68,8 @@ def as_stack(
         raise PromptsegError(
             f"{name}: 4D array of shape {shape}, its axes read as {read_axes(shape)}: a time-lapse of 3D stacks, or "
             f"a stack with its channels on an axis other than the last. Accepted: {ACCEPTED_SHAPES}. "
-            f"{SPLIT_TIME_POINTS}; for channels, say which axis holds them: channel_axis (CLI: --channel-axis; "
-            "widgets: channel axis)"
+            f"{SPLIT_TIME_POINTS}; for channels, say which axis holds them: channel_axis (CLI: --channel-axis; the "
+            "Interactive, One-shot and Text widgets take a (C, Z, Y, X) layer's first axis: channel axis 0)"
         )
     raise PromptsegError(
         f"{name}: {ndim}D array of shape {shape}, its axes read as {read_axes(shape)}. Accepted: {ACCEPTED_SHAPES}. "
