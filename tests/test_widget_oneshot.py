@@ -475,3 +475,24 @@ def test_a_multichannel_layer_with_channel_axis_0_gives_one_labels_layer_as_the_
     widget.channel_axis.setCurrentIndex(1)  # offered by the reference
     widget.run()
     assert "target layer 'grey': a 2D layer has no channel axis" in widget.runner.widget.status.text()
+
+
+def test_a_multichannel_reference_takes_labels_napari_made_over_its_channels_too(make_viewer):
+    """napari's 'New labels' over a (C, Y, X) reference is (C, Y, X), painted on the channel shown: with channel
+    axis 0 the objects painted on any channel are the reference's (Y, X) labels, its pixels its channels last."""
+    from napari_promptseg._sample_data import nuclei
+
+    (image, _, _), (truth, _, _) = nuclei()
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    reference = viewer.add_image(np.stack([image, image[::-1]]), name="reference")
+    painted = np.zeros((2, *truth.shape), truth.dtype)
+    painted[1] = truth  # painted while channel 1 was shown
+    widget.reference.set_layer(reference)
+    widget.reference_labels.set_layer(viewer.add_labels(painted, name="nuclei"))
+    widget.target.set_layer(viewer.add_image(np.stack([image, image]), name="target"))
+    widget.channel_axis.setCurrentIndex(1)
+    pixels = _read_inputs(widget)
+    np.testing.assert_array_equal(pixels.labels, truth)
+    np.testing.assert_array_equal(pixels.reference, np.moveaxis(reference.data, 0, -1))
+    assert pixels.reference_plane is None and not pixels.stacked and pixels.targets[0].shape == (2, *image.shape)

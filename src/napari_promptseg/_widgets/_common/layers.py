@@ -166,9 +166,13 @@ def read_reference_plane(
     which plane of a stack that is (None for a 2D image). A stack's plane is the one its labels mark, else the one
     displayed (``shown``: :func:`displayed_plane`; labels on several planes, or 2D labels, which napari shows on
     every plane). An image with a ``channel_axis`` ((C, Y, X), (C, Z, Y, X)) comes back with its channels last, as
-    the CLI reads a reference: (Y, X, C). Pairs of other shapes come back as :func:`image_and_labels`
-    reads them, for the caller's shape check to name. Reads pixels: run it in a worker."""
+    the CLI reads a reference: (Y, X, C); labels over its channel axis too, its channels' objects together. Pairs
+    of other shapes come back as :func:`image_and_labels` reads them, for the caller's shape check to name. Reads
+    pixels: run it in a worker."""
     pixels, marks = image_and_labels(image, labels)
+    if channel_axis is not None and marks.ndim == pixels.ndim >= 3:
+        # napari's own 'New labels' over a (C, Y, X) layer has its every axis: the objects painted on any channel
+        marks = marks.max(axis=channel_axis)
     if channel_axis is not None and pixels.ndim >= 3:
         pixels = np.moveaxis(pixels, channel_axis, -1)  # as the CLI reads a reference (the model reads it contiguous)
     spatial = pixels.shape[:-1] if image.rgb or channel_axis is not None else pixels.shape
