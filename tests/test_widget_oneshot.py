@@ -479,7 +479,8 @@ def test_a_multichannel_layer_with_channel_axis_0_gives_one_labels_layer_as_the_
 
 def test_a_multichannel_reference_takes_labels_napari_made_over_its_channels_too(make_viewer):
     """napari's 'New labels' over a (C, Y, X) reference is (C, Y, X), painted on the channel shown: with channel
-    axis 0 the objects painted on any channel are the reference's (Y, X) labels, its pixels its channels last."""
+    axis 0 the objects painted on any channel are the reference's (Y, X) labels, its pixels its channels last. A
+    (C, Z, Y, X) target is a stack of (C, Y, X) planes; without the channel axis its refusal says to choose it."""
     from napari_promptseg._sample_data import nuclei
 
     (image, _, _), (truth, _, _) = nuclei()
@@ -496,3 +497,14 @@ def test_a_multichannel_reference_takes_labels_napari_made_over_its_channels_too
     np.testing.assert_array_equal(pixels.labels, truth)
     np.testing.assert_array_equal(pixels.reference, np.moveaxis(reference.data, 0, -1))
     assert pixels.reference_plane is None and not pixels.stacked and pixels.targets[0].shape == (2, *image.shape)
+
+    # a (C, Z, Y, X) target: refused as 4D with channel axis 'none' (saying which to choose), a stack with 0
+    from napari_promptseg.errors import PromptsegError
+
+    widget.target.set_layer(viewer.add_image(np.stack([reference.data] * 3, axis=1), name="czyx"))
+    assert widget.channel_axis.channel_axis is None  # another target: its first axis may hold planes
+    with pytest.raises(PromptsegError, match="4 dimensions .* if its first axis holds channels, choose channel axis 0"):
+        widget._inputs()
+    widget.channel_axis.setCurrentIndex(1)
+    pixels = _read_inputs(widget)
+    assert pixels.stacked and [p.shape for p in pixels.targets] == [(2, *image.shape)] * 3
