@@ -410,3 +410,74 @@ def test_register_takes_two_channels_last_as_segment_does(sample):
     mapped = result.moving_points_to_fixed(lm)
     assert np.median(np.linalg.norm(mapped - lf, axis=1)) < 3 < np.median(np.linalg.norm(lm - lf, axis=1))
     assert result.warp_image(two[1]).shape == two[1].shape
+
+
+def _unread_pyramid(image: np.ndarray, factors: tuple[int, ...], reads: list) -> list:
+    """``image`` enlarged by each of ``factors`` (nearest, lazily; full resolution first) then itself: the levels of
+    a pyramid whose enlarged levels note any block read into ``reads`` and fail it."""
+    import dask.array as da
+
+    def unread(block: np.ndarray, block_info=None) -> np.ndarray:
+        reads.append(block_info[None]["array-location"])
+        raise AssertionError("a level not registered was read")
+
+    chunks = (300, 400, *image.shape[2:])
+    enlarged = [da.repeat(da.repeat(da.from_array(image, chunks=chunks), k, 0), k, 1) for k in factors]
+    return [*(level.map_blocks(unread, dtype=image.dtype) for level in enlarged), image]
+
+
+def test_a_pyramid_given_to_register_is_registered_at_the_clis_level_unread_at_full_resolution(sample, monkeypatch):
+    """register() read a pyramid (a multiscale layer's data) whole at full resolution (a 6400 px level 0: 8.4 s,
+    2.6 GB peak; a slide's could not fit) and registered it there; the CLI and the widget read the coarsest level
+    with REGISTER_SIDE px along its longest side. It now reads that level (by their rule, level_for_side) and says
+    which (registered_level, as the CLI's report.json): points go in and out in full-resolution pixels, and the
+    warped image and labels lie on the fixed level's grid (fixed_placement). REGISTER_SIDE is the sample's size here:
+    fixed 4x coarser than its full resolution, moving 2x."""
+    from napari_promptseg.methods.registration import pipeline
+
+    fixed, moving, lf, lm = sample  # 600 x 800 RGB
+    monkeypatch.setattr(pipeline, "REGISTER_SIDE", 800)
+    reads: list = []
+    fixed_pyramid, moving_pyramid = _unread_pyramid(fixed, (4, 2), reads), _unread_pyramid(moving, (2,), reads)
+    result = register(fixed_pyramid, moving_pyramid, options=AFFINE_ONLY)
+    assert not reads
+    assert result.registered_level == {
+        "fixed": {"level": 2, "factors": [4.0, 4.0]},
+        "moving": {"level": 1, "factors": [2.0, 2.0]},
+    }
+    assert result.deformation.fixed_shape == fixed.shape[:2] and result.deformation.moving_shape == moving.shape[:2]
+    assert result.fixed_placement == {"scale": (4.0, 4.0), "translate": (1.5, 1.5)}
+    # the level's own registration, its points taken and given at full resolution (a level pixel over the centre of
+    # the block it stands for)
+    on_levels = register(fixed, moving, options=AFFINE_ONLY)
+    assert np.allclose(result.displacement, on_levels.displacement)
+    full_lf, full_lm = lf * 4 + 1.5, lm * 2 + 0.5
+    mapped = result.moving_points_to_fixed(full_lm)
+    assert np.allclose(mapped, on_levels.moving_points_to_fixed(lm) * 4 + 1.5, atol=1e-6)
+    assert np.median(np.linalg.norm(mapped - full_lf, axis=1)) < 4 * 1.5  # 4x the pair's own 1.2 px
+    assert np.allclose(result.fixed_points_to_moving(full_lf), on_levels.fixed_points_to_moving(lf) * 2 + 0.5)
+    # the moving pyramid is warped at its level registered; its full resolution is refused saying what to pass
+    assert np.array_equal(result.warp_image(moving_pyramid), on_levels.warp_image(moving)) and not reads
+    with pytest.raises(PromptsegError, match=r"registered at its pyramid level 1 \(600 x 800 px\): pass the pyramid"):
+        result.warp_image(np.kron(moving, np.ones((2, 2, 1), moving.dtype)))
+    # labels drawn at full resolution are put on the level registered (nearest), as the CLI's --moving-labels
+    labels = (to_gray(moving) < 0.5).astype(np.uint16) * np.arange(1, 801, dtype=np.uint16)[None] // 100
+    warped = result.warp_labels(np.kron(labels, np.ones((2, 2), labels.dtype)))
+    assert np.array_equal(warped, on_levels.warp_labels(labels)) and warped.max() > 0
+    with pytest.raises(PromptsegError, match="full resolution 1200 x 1600 px\\): give labels of either size"):
+        result.warp_labels(labels[:500])
+
+
+def test_a_channels_first_pyramid_is_registered_at_its_level(sample, monkeypatch):
+    """A (C, Y, X) pyramid with channel_axis=0: its level is chosen by its rows and columns, not its channels."""
+    from napari_promptseg.methods.registration import pipeline
+
+    fixed, moving, _, _ = sample
+    monkeypatch.setattr(pipeline, "REGISTER_SIDE", 800)
+    reads: list = []
+    pyramids = [
+        [level.transpose(2, 0, 1) for level in _unread_pyramid(image, (2,), reads)] for image in (fixed, moving)
+    ]
+    result = register(*pyramids, options=AFFINE_ONLY, channel_axis=0)
+    assert not reads and result.registered_level["moving"] == {"level": 1, "factors": [2.0, 2.0]}
+    assert result.warp_image(pyramids[1], channel_axis=0).shape == (3, 600, 800)

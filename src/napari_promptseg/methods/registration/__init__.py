@@ -71,7 +71,7 @@ from .options import (
     text_prompt_options,
     user_options,
 )
-from .pipeline import check_pair, register
+from .pipeline import check_pair, register, registered_level
 from .quality import quality_report
 from .refine import joint_refine, local_ncc_loss, mind_descriptor
 from .route import intensity_route
@@ -113,6 +113,7 @@ __all__ = [
     "quality_report",
     "region_pairs",
     "register",
+    "registered_level",
     "rotation_flip_search",
     "single_thread",
     "sitk_single_threaded",

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from ...errors import PromptsegError
-from ...models.preprocessing import full_resolution
-from ...tiling import full_to_level, level_to_full
+from ...models.preprocessing import pyramid_levels
+from ...tiling import full_to_level, level_placement, level_to_full, upsample_labels
 from ..defaults import BOX_THRESHOLD, FIELD_SMOOTHNESS, HEATMAP_THRESHOLD, PAIR_SIMILARITY, TEXT_THRESHOLD
 from ..regions import (
     PairingOptions,
@@ -157,9 +157,30 @@ def text_prompt_options(
     }
 
 
+def level_record(index: int = 0, factors: Sequence[float] = (1.0, 1.0)) -> dict[str, Any]:
+    """The record of the pyramid level an image was registered at, as report.json's ``registered_level`` names it:
+    its index (0: full resolution) and how many times coarser than full resolution it is along (rows, columns)."""
+    return {"level": int(index), "factors": [float(f) for f in factors]}
+
+
+def _full_resolution_levels() -> dict[str, dict[str, Any]]:
+    return {"fixed": level_record(), "moving": level_record()}
+
+
+def _plane_shape(shape: Sequence[int], channel_axis: int | None) -> tuple[int, ...]:
+    """(rows, columns) of an image of ``shape``: its channel axis left out, else its first two axes."""
+    if channel_axis is not None and len(shape) == 3:
+        return tuple(int(n) for axis, n in enumerate(shape) if axis != channel_axis % 3)
+    return tuple(int(n) for n in shape[:2])
+
+
 @dataclass
 class RegistrationResult:
-    """Transform fixed -> moving plus what was used to find it. ``displacement`` is (H, W, 2) (dx, dy) pixels."""
+    """Transform fixed -> moving plus what was used to find it. ``displacement`` is (H, W, 2) (dx, dy) pixels.
+
+    A pyramid is registered at one level of each image (``registered_level``): the deformation, the displacement
+    (in moving-level pixels), the warped images and labels are on the fixed level's grid, laid over the fixed image
+    by ``fixed_placement``; points are taken and given in full-resolution pixels."""
 
     deformation: Deformation
     method: str
@@ -186,18 +207,71 @@ class RegistrationResult:
     #: what a user can read without landmarks (:func:`~.quality.quality_report`): image similarity (NMI) before and
     #: after, the Jacobian range, stages rejected, and a verdict
     quality: dict[str, Any] = field(default_factory=dict)
+    #: the pyramid level each image was registered at, as the CLI's report.json says it: ``{"fixed": {"level": 1,
+    #: "factors": [2.0, 2.0]}, "moving": {...}}`` (level 0, factors 1: full resolution, or not a pyramid)
+    registered_level: dict[str, dict[str, Any]] = field(default_factory=_full_resolution_levels)
 
     @property
     def displacement(self) -> np.ndarray:
         return self.deformation.displacement()
 
+    @property
+    def fixed_factors(self) -> np.ndarray:
+        """How many times coarser than the fixed image's full resolution its registered level is, (rows, columns)."""
+        return np.asarray(self.registered_level["fixed"]["factors"], float)
+
+    @property
+    def moving_factors(self) -> np.ndarray:
+        """:attr:`fixed_factors` of the moving image."""
+        return np.asarray(self.registered_level["moving"]["factors"], float)
+
+    @property
+    def fixed_placement(self) -> dict[str, tuple[float, ...]]:
+        """``scale`` and ``translate`` that lay the fixed level's grid (the warped image and labels, the
+        displacement) over the fixed image's full-resolution pixels (:func:`~napari_promptseg.tiling.level_placement`):
+        ``viewer.add_image(result.warp_image(moving), **result.fixed_placement)``."""
+        return level_placement(self.fixed_factors)
+
+    @property
+    def _moving_full_shape(self) -> tuple[int, int]:
+        """(rows, columns) of the moving image's full resolution (its registered level times its factors)."""
+        shape, factors = self.deformation.moving_shape, self.moving_factors
+        return int(round(shape[0] * factors[0])), int(round(shape[1] * factors[1]))
+
+    def _moving_plane(self, moving: Any, channel_axis: int | None, what: str) -> Any:
+        """The array of ``moving`` on the plane registered: a pyramid's level of that size (no other level is
+        read), any other image itself; refused, saying what to pass, when it is the full resolution of a moving
+        image registered at a coarser level."""
+        shape = self.deformation.moving_shape
+        levels = pyramid_levels(moving)
+        if levels is not None:
+            for level in levels:
+                if _plane_shape(np.shape(level), channel_axis) == shape:
+                    return level
+            sizes = ", ".join(" x ".join(map(str, _plane_shape(np.shape(a), channel_axis))) for a in levels)
+            raise PromptsegError(
+                f"{what}: no level of this pyramid ({sizes} px) is the {shape[0]} x {shape[1]} px moving plane "
+                "registered"
+            )
+        index = self.registered_level["moving"]["level"]
+        full = self._moving_full_shape
+        if index and _plane_shape(np.shape(moving), channel_axis) == full != shape:
+            raise PromptsegError(
+                f"{what}: this is the moving image's full resolution ({full[0]} x {full[1]} px); it was registered "
+                f"at its pyramid level {index} ({shape[0]} x {shape[1]} px): pass the pyramid itself (the layer's "
+                f"data) or that level (data[{index}]); the result lies on the fixed level's grid: "
+                "viewer.add_image(warped, **result.fixed_placement)"
+            )
+        return moving
+
     def warp_image(self, moving: np.ndarray, *, order: int = 1, channel_axis: int | None = None) -> np.ndarray:
         """``moving`` on the fixed grid, in the axis order it was given: (H, W), (H, W, C), or with ``channel_axis``
         (as given to :func:`~.pipeline.register`) the channels where that axis puts them. ``order``: 1 = bilinear,
-        0 = nearest neighbour (labels)."""
+        0 = nearest neighbour (labels). A pyramid (a multiscale layer's data) is warped at its level of the size
+        registered (``registered_level``), onto the fixed level's grid (``fixed_placement``)."""
         if order not in (0, 1):
             raise PromptsegError(f"warp_image: order must be 0 (nearest) or 1 (bilinear), got {order!r}")
-        arr = np.asarray(full_resolution(moving))  # a multiscale layer's data: numpy would read its coarsest level
+        arr = np.asarray(self._moving_plane(moving, channel_axis, "warp_image"))
         shape = self.deformation.moving_shape
         if channel_axis is not None and arr.ndim == 3:
             if not -3 <= channel_axis < 3:
@@ -212,14 +286,32 @@ class RegistrationResult:
         return self.deformation.warp_image(arr, order=order)
 
     def warp_labels(self, labels: np.ndarray) -> np.ndarray:
+        """Labels of the moving image on the fixed grid (nearest: ids are never mixed). Labels drawn on the full
+        resolution of a moving image registered at a pyramid level are first put on that level (nearest pixel, as
+        the CLI's --moving-labels); a pyramid of labels is read at its level of the size registered."""
+        shape = self.deformation.moving_shape
+        full = self._moving_full_shape
+        levels = pyramid_levels(labels)
+        if levels is not None:  # the level registered, else the full resolution (resampled below)
+            labels = next((a for a in levels if tuple(np.shape(a)) == shape), levels[0])
+        given = tuple(np.shape(labels))
+        if given == full != shape:
+            labels = upsample_labels(np.asarray(labels), shape)
+        elif given[:2] != shape:
+            level = self.registered_level["moving"]["level"]
+            of = f" (its pyramid level {level}; full resolution {full[0]} x {full[1]} px)" if level else ""
+            raise PromptsegError(
+                f"warp_labels: labels of shape {given}; the moving image registered is {shape[0]} x {shape[1]} px"
+                f"{of}: give labels of {'either size' if level else 'that size'} (2D, one id per pixel)"
+            )
         return self.deformation.warp_labels(labels)
 
     def warp_annotations(
         self,
         geojson: Any,
         *,
-        moving_factors: Sequence[float] = (1, 1),
-        fixed_factors: Sequence[float] = (1, 1),
+        moving_factors: Sequence[float] | None = None,
+        fixed_factors: Sequence[float] | None = None,
         max_segment: float | None = None,
     ) -> tuple[Any, dict[str, int]]:
         """GeoJSON annotations of the moving image (as :func:`~napari_promptseg.io.annotations.read_annotations`
@@ -229,6 +321,8 @@ class RegistrationResult:
         copy and counts (``geometries``, ``vertices_in``/``_out``, ``geometries_outside``)."""
         from ...io.annotations import map_annotations
 
+        moving_factors = self.moving_factors if moving_factors is None else moving_factors
+        fixed_factors = self.fixed_factors if fixed_factors is None else fixed_factors
         fixed_full = np.multiply(self.deformation.fixed_shape, np.asarray(fixed_factors, float)[:2])
         return map_annotations(
             geojson,
@@ -242,18 +336,23 @@ class RegistrationResult:
         self,
         moving_xy: np.ndarray,
         *,
-        moving_factors: Sequence[float] = (1, 1),
-        fixed_factors: Sequence[float] = (1, 1),
+        moving_factors: Sequence[float] | None = None,
+        fixed_factors: Sequence[float] | None = None,
     ) -> np.ndarray:
         """Moving (x, y) pixels -> fixed ones. ``moving_factors``, ``fixed_factors``: how many times coarser than the
-        points' pixels (full resolution) each registered image is, along (rows, columns): a pyramid registered at a
-        level takes and gives full-resolution points, by the rule the registered layers are laid by
+        points' pixels (full resolution) each registered image is, along (rows, columns) (default: the levels
+        :func:`~.pipeline.register` read, ``registered_level``): a pyramid registered at a level takes and gives
+        full-resolution points, by the rule the registered layers are laid by
         (:func:`~napari_promptseg.tiling.level_to_full`: a level pixel over the centre of the block it stands for)."""
+        moving_factors = self.moving_factors if moving_factors is None else moving_factors
+        fixed_factors = self.fixed_factors if fixed_factors is None else fixed_factors
         on_moving_level = full_to_level(moving_xy, np.asarray(moving_factors, float)[1::-1])
         return level_to_full(self.deformation.points_to_fixed(on_moving_level), np.asarray(fixed_factors, float)[1::-1])
 
     def fixed_points_to_moving(self, fixed_xy: np.ndarray) -> np.ndarray:
-        return self.deformation.points_to_moving(fixed_xy)
+        """Fixed (x, y) pixels -> moving ones, in full-resolution pixels of both (as :meth:`moving_points_to_fixed`)."""
+        on_fixed_level = full_to_level(fixed_xy, self.fixed_factors[::-1])
+        return level_to_full(self.deformation.points_to_moving(on_fixed_level), self.moving_factors[::-1])
 
 
 #: outlines and lines carried across a registration get a vertex every this many registered (moving) pixels: the

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from ...errors import CancelledError, PromptsegError
-from ...models.preprocessing import as_channels_last, check_pixels, full_resolution
+from ...io.multiscale import REGISTER_SIDE, PyramidLevel, level_for_side
+from ...models.preprocessing import as_channels_last, check_pixels, full_resolution, pyramid_levels
 from ...models.protocols import PromptableSegmenter
 from ...models.sam_family import auto_precision
 from ..regions import (
@@ -26,6 +27,7 @@ from .options import (
     RegistrationResult,
     _stage,
     _stage_warnings,
+    level_record,
     resolve_method,
 )
 from .quality import quality_report
@@ -78,6 +80,13 @@ def register(
     * a list of :class:`~.regions.RegionPair` or of ``(fixed_mask, moving_mask)`` tuples: pairs given directly.
 
     ``segmenter`` defaults to :func:`napari_promptseg.models.load_segmenter()` when one is needed.
+
+    A pyramid (a multiscale layer's data, levels largest first: a whole slide, an OME-Zarr) is registered at its
+    coarsest level with 2048 px along its longest side (:func:`registered_level`), as the CLI and the widget read
+    one; only that level is read. The result's ``registered_level`` says which level of each image and how many
+    times coarser it is; the warped image, labels and displacement are on the fixed level's grid
+    (``viewer.add_image(result.warp_image(moving), **result.fixed_placement)``); points go in and come out in
+    full-resolution pixels.
     """
     opts = options or RegistrationOptions()
     method = resolve_method(method, prompts)
@@ -94,7 +103,14 @@ def register(
         if cancel is not None and cancel():
             raise CancelledError("registration cancelled")
 
-    fixed_hwc, moving_hwc = check_pair(fixed, moving, channel_axis, fixed_name, moving_name)
+    fixed_at, moving_at = (
+        registered_level(image, channel_axis, name) for image, name in ((fixed, fixed_name), (moving, moving_name))
+    )
+    fixed_hwc, moving_hwc = check_pair(fixed_at.array, moving_at.array, channel_axis, fixed_name, moving_name)
+    levels = {
+        "fixed": level_record(fixed_at.index, fixed_at.factors),
+        "moving": level_record(moving_at.index, moving_at.factors),
+    }
     fixed_shape, moving_shape = fixed_hwc.shape[:2], moving_hwc.shape[:2]
     timings: dict[str, float] = {}
     warnings: list[str] = []
@@ -148,6 +164,7 @@ def register(
             refinement=refinement,
             stages=stages,
             quality=quality_report(images, deformation, stages, start_scores=scores, mirrored=mirrored, start=start),
+            registered_level=levels,
         )
 
     if cancel is not None and is_text_prompts(prompts):  # the text routes stop inside long segmentations too
@@ -254,6 +271,7 @@ def register(
         refinement=refinement,
         stages=stages,
         quality=quality_report(images, deformation, stages, start_scores=scores, mirrored=mirrored, start=start),
+        registered_level=levels,
         **route_info,
     )
 
@@ -323,13 +341,38 @@ def pair_channel_axis(shape: tuple[int, ...], channel_axis: int | None, name: st
     return channel_axis
 
 
+def registered_level(image: object, channel_axis: int | None = None, name: str = "image") -> PyramidLevel:
+    """The plane :func:`register` reads of ``image``: a pyramid's (a multiscale layer's data, levels largest first)
+    coarsest level with :data:`~napari_promptseg.io.multiscale.REGISTER_SIDE` px along its longest side, by the rule
+    the CLI reads a file's and the widget a layer's (:func:`~napari_promptseg.io.multiscale.level_for_side`), with
+    its factors along (rows, columns); any other image itself (level 0, factors 1). Only the shapes are looked at: a
+    lazy (dask) level is not read here."""
+    levels = pyramid_levels(image)
+    if levels is None:
+        return PyramidLevel(0, image, np.ones(2))
+    shape = tuple(np.shape(levels[0]))
+    axis = pair_channel_axis(shape, channel_axis, name)
+    if not (len(shape) == 2 or (len(shape) == 3 and (axis is not None or shape[-1] <= 4))):
+        return PyramidLevel(0, levels[0], np.ones(2))  # a stack's: check_pair refuses it by its shape, unread
+    if axis is not None and axis % 3 == 1:  # level_for_side takes the plane's axes together
+        raise PromptsegError(
+            f"{name}: a pyramid of shape {shape} with its channels on axis 1 (between its rows and columns); give its "
+            "channels first or last"
+        )
+    # level_for_side's plane is the last two of its first ndim axes: channels first count as one more axis (of
+    # factor 1), channels last (or none) are left out
+    level = level_for_side(levels, REGISTER_SIDE, 3 if axis is not None and axis % 3 == 0 else 2)
+    return level._replace(factors=level.factors[-2:])
+
+
 def check_pair(
     fixed: np.ndarray, moving: np.ndarray, channel_axis: int | None, fixed_name: str, moving_name: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Both images must be single 2D planes (gray, RGB or multichannel with ``channel_axis``)."""
     check_pixels(fixed, fixed_name)
     check_pixels(moving, moving_name)
-    f, m = np.asarray(full_resolution(fixed)), np.asarray(full_resolution(moving))
+    # a lazy (dask) image is read after its shape is checked: a stack was read whole to be refused
+    f, m = (a if hasattr(a, "shape") else np.asarray(a) for a in (full_resolution(fixed), full_resolution(moving)))
 
     def is_plane(a: np.ndarray) -> bool:
         # two channels last (an OME-Zarr's or a pyramidal TIFF's (Y, X, C)) as as_channels_last reads them: a stack
@@ -349,7 +392,7 @@ def check_pair(
             "no channel axis); drop channel_axis (CLI: --channel-axis), or pass the images with their channels"
         )
     pair = tuple(
-        as_channels_last(a, channel_axis=pair_channel_axis(a.shape, channel_axis, name), name=name)
+        as_channels_last(np.asarray(a), channel_axis=pair_channel_axis(a.shape, channel_axis, name), name=name)
         for a, name in ((f, fixed_name), (m, moving_name))
     )
     for image, name in zip(pair, (fixed_name, moving_name), strict=True):
