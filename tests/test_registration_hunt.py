@@ -481,3 +481,16 @@ def test_a_channels_first_pyramid_is_registered_at_its_level(sample, monkeypatch
     result = register(*pyramids, options=AFFINE_ONLY, channel_axis=0)
     assert not reads and result.registered_level["moving"] == {"level": 1, "factors": [2.0, 2.0]}
     assert result.warp_image(pyramids[1], channel_axis=0).shape == (3, 600, 800)
+
+
+def test_a_lazy_stack_is_refused_by_its_shape_unread(sample):
+    """A dask stack (an OME-Zarr's (Z, Y, X), or a pyramid of them) was read whole to be refused as 'pick one plane';
+    its shape says it."""
+    fixed = to_gray(sample[0])
+    reads: list = []
+    stack = np.stack([fixed] * 3)
+    lazy = _unread_pyramid(stack.transpose(1, 2, 0), (2,), reads)[0].transpose(2, 0, 1)  # (3, 1200, 1600)
+    for image in (lazy, [lazy, stack]):
+        with pytest.raises(PromptsegError, match=r"has shape \(3, 1200, 1600\) \(3D\).*pick one plane"):
+            register(image, fixed, options=AFFINE_ONLY)
+    assert not reads
