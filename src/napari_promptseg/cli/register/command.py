@@ -66,6 +66,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         register,
         resolve_method,
     )
+    from ...methods.registration.options import level_record
     from ...methods.registration.pipeline import REGION_PRECISION, pair_channel_axis
     from ...methods.registration.quality import quality_line
     from ...tiling import upsample_labels
@@ -381,10 +382,9 @@ def cmd_register(args: argparse.Namespace) -> int:
             "above are that level's, landmarks and TRE stay in full-resolution pixels",
             shapes={"fixed": list(fixed.shape), "moving": list(moving.shape)},
             # the pyramid level each image was registered at (0: full resolution), and how many times coarser it is
-            # along (rows, columns)
+            # along (rows, columns): register()'s own record of a pyramid given to it (RegistrationResult)
             registered_level={
-                name: {"level": at.index, "factors": at.factors.tolist()}
-                for name, at in (("fixed", fixed_at), ("moving", moving_at))
+                name: level_record(at.index, at.factors) for name, at in (("fixed", fixed_at), ("moving", moving_at))
             },
             region_pairs={
                 "count": len(result.pairs),
