@@ -34,7 +34,7 @@ from .layers import (
     whole_image_level,
 )
 from .panel import STATES, _ProgressPanel, controls_layout, show_details
-from .picker import ROLE_KEY, LayerPicker, is_preview
+from .picker import OBJECT_SIZE_KEY, ROLE_KEY, LayerPicker, is_preview
 from .tasks import (
     ProgressCallback,
     Task,
@@ -56,6 +56,7 @@ from .tasks import (
 __all__ = [
     "AdvancedSection",
     "CHANNEL_AXIS",
+    "OBJECT_SIZE_KEY",
     "ROLE_KEY",
     "ChannelAxisBox",
     "ExemplarLayers",

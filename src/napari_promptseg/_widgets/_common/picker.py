@@ -14,6 +14,10 @@ from qtpy.QtWidgets import QComboBox, QWidget
 #: "preview": redrawn at every prompt edit, it is no one's input (it was the One-shot widget's default reference labels)
 ROLE_KEY = "promptseg_role"
 
+#: metadata key of a result layer's object size (pixels of the image it lies over): the scale its method found the
+#: objects at, which a propagation seeded by that layer decodes them at (the Interactive widget's seed layer)
+OBJECT_SIZE_KEY = "promptseg_object_size"
+
 
 def is_preview(layer: napari.layers.Layer) -> bool:
     return layer.metadata.get(ROLE_KEY) == "preview"

@@ -15,7 +15,7 @@ from ...errors import PromptsegError
 from ...methods.instances import InstanceResult, find_all_like
 from ...methods.volume import PropagationResult, propagate_through_stack
 from ...tiling import box_object_size
-from .._common import notify_exception, notify_once, notify_warning, task_segmenter
+from .._common import OBJECT_SIZE_KEY, notify_exception, notify_once, notify_warning, task_segmenter
 from .geometry import (
     POSITIVE,
     PlaneGeometry,
@@ -26,7 +26,7 @@ from .geometry import (
     plane_source,
     seed_plane,
 )
-from .layout import BOXES_NAME, COMMIT_KEY, OBJECT_SIZE_KEY, POINTS_NAME, POLARITY_COLOURS, TOGGLE_KEY
+from .layout import BOXES_NAME, COMMIT_KEY, POINTS_NAME, POLARITY_COLOURS, TOGGLE_KEY
 
 
 class NewLayerActions:

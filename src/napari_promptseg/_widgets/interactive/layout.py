@@ -39,8 +39,6 @@ NO_IMAGE = "no image layer: open an image (File > Open Sample > Prompt segmentat
 TARGET_NAME = "promptseg labels"
 #: the seed picker's first entry: propagate the objects prompted on the plane, not a Labels layer's
 SEED_FROM_PROMPTS = "the prompts on this plane"
-#: metadata key of a result layer's object size (full-resolution pixels): the scale its method found the objects at
-OBJECT_SIZE_KEY = "promptseg_object_size"
 #: the status line in a 3D view (no plane to embed or prompt on), said quietly: it is no error
 VIEW_3D = "3D view: prompts segment one 2D plane; switch the viewer to 2D (Ctrl+Y)"
 BOXES_NAME = "promptseg boxes"

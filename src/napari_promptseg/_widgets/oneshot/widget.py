@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
 
 from ...errors import PromptsegError
 from .._common import (
+    OBJECT_SIZE_KEY,
     ChannelAxisBox,
     LayerPicker,
     SegmenterBox,
@@ -314,7 +315,10 @@ class OneShotWidget(QWidget):
         kw = {} if layer is None else placement(layer, 3 if output.stacked else 2, factors, channel_axis)
         if output.stacked:
             data = np.stack(output.labels)
-            self.viewer.add_labels(data, name=f"{layer.name} one-shot", **kw)
+            labels_layer = self.viewer.add_labels(data, name=f"{layer.name} one-shot", **kw)
+            if output.scales and output.scales[0].get("object_size"):  # many instances: the planes' one size
+                factor = 1.0 if factors is None else float(np.asarray(factors)[-1])
+                labels_layer.metadata[OBJECT_SIZE_KEY] = output.scales[0]["object_size"] * factor
             points = [
                 np.column_stack([np.full(len(p), k), p[:, 1], p[:, 0]]) if len(p) else np.zeros((0, 3))
                 for k, p in enumerate(output.positives)
