@@ -890,8 +890,9 @@ def test_a_weights_file_given_is_loaded_and_one_the_model_cannot_read_is_named(m
     assert {layer.name for layer in viewer.layers} == set(layers)
     for layer in viewer.layers:
         np.testing.assert_array_equal(layer.data, layers[layer.name])
-    # the model list refreshed after the runs keeps the choice
+    # the model list refreshed after the runs keeps the choice, and names where the chosen model's weights come from
     assert (box.model_name, box.weights_file.text) == ("litemedsam", str(weights))
+    assert box.currentText() == "litemedsam (weights file)"
 
     missing = tmp_path / "missing.pth"
     box.weights_file.blockSignals(True)  # no preview of its own: the button's run is the one looked at

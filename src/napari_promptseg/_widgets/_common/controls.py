@@ -95,6 +95,9 @@ class SegmenterBox(QComboBox):
         if tooltip:
             self.setToolTip(tooltip)
         after_every_run(self.refresh_labels)  # held weakly: gone with the widget
+        # the chosen model reads the file's weights, not '(weights missing)' when its own are missing
+        self.weights_file.changed.connect(self.refresh_labels)
+        self.currentIndexChanged.connect(self.refresh_labels)
 
     @property
     def model_name(self) -> str:
@@ -119,15 +122,19 @@ class SegmenterBox(QComboBox):
 
     def refresh_labels(self) -> None:
         """Each model's label as its weights are now (a stat per file): the box said '(weights missing)' for a model
-        a run had just downloaded and used."""
+        a run had just downloaded and used, and for the chosen one when a weights file was given for it."""
         for index in range(self.count()):
             card = MODELS.get(self.itemData(index))
             if card is not None:
-                self.setItemText(index, _model_label(card))
+                given = index == self.currentIndex() and bool(self.weights_file.text)
+                self.setItemText(index, _model_label(card, given))
 
 
-def _model_label(card: ModelCard) -> str:
-    """The model's entry: its name, and why its weights cannot be used when they cannot."""
+def _model_label(card: ModelCard, weights_file: bool = False) -> str:
+    """The model's entry: its name, and why its weights cannot be used when they cannot (the weights file given
+    for it, when one is)."""
+    if weights_file:
+        return f"{card.name} (weights file)"
     status, _ = weights_status(card)
     return card.name if status not in UNUSABLE_WEIGHTS else f"{card.name} (weights {status.replace('_', ' ')})"
 
