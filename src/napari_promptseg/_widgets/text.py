@@ -40,7 +40,6 @@ from ._common import (
     LayerPicker,
     SegmenterBox,
     TaskRunner,
-    check_channel_axis,
     controls_layout,
     exemplar_layers,
     fraction_box,
@@ -397,8 +396,7 @@ class TextPromptWidget(QWidget):
             if not name:
                 raise PromptsegError("type a name for the exemplar (or a prompt): what the structure is called")
             # the image's channels, as a run reads them
-            channel_axis, channels = self.channel_axis.channel_axis, self.channel_axis.channels()
-            check_channel_axis(image_layer, channel_axis, f"image layer '{image_layer.name}'")
+            channel_axis, channels = self.channel_axis.checked(image_layer, f"image layer '{image_layer.name}'")
         except PromptsegError as exc:
             self.runner.refuse(exc, "add exemplar")
             return False
@@ -465,8 +463,7 @@ class TextPromptWidget(QWidget):
             if layer is None:
                 raise PromptsegError("choose an image layer to segment")
             split_phrases(prompt)  # an empty prompt is refused here, before any model loads
-            channel_axis, channels = self.channel_axis.channel_axis, self.channel_axis.channels()
-            check_channel_axis(layer, channel_axis, f"image layer '{layer.name}'")
+            channel_axis, channels = self.channel_axis.checked(layer, f"image layer '{layer.name}'")
             # a pyramid is read at the level a whole-image method needs; the layers come back at its pixel size.
             # Only its shape is looked at here: the worker reads it (a stack or a slide read here froze napari)
             data, factors = whole_image_level(layer)

@@ -55,6 +55,11 @@ class ChannelAxisBox(QComboBox):
     def channel_axis(self) -> int | None:
         return self.currentData()
 
+    def checked(self, layer: napari.layers.Image, name: str) -> tuple[int | None, list[int] | None]:
+        """(channel axis, channels) chosen, refused now if ``layer`` (``name`` in the error) cannot have them."""
+        check_channel_axis(layer, self.channel_axis, name)
+        return self.channel_axis, self.channels()
+
     def channels(self) -> list[int] | None:
         """The channels typed (None: all, or no channel axis chosen)."""
         text = self.channels_edit.text().strip()

@@ -163,14 +163,13 @@ class OneShotWidget(QWidget):
             raise PromptsegError("choose a reference image layer")
         if ref_labels is None:
             raise PromptsegError("choose the Labels layer that marks the object in the reference image")
-        channel_axis = self.channel_axis.channel_axis
-        check_channel_axis(ref, channel_axis, f"reference image layer '{ref.name}'")
+        channel_axis, channels = self.channel_axis.checked(ref, f"reference image layer '{ref.name}'")
         options = {
             "instances": MODES[self.mode.currentText()],
             "partial": self.partial_labels.isChecked(),
             "object_size": float(self.object_size.value()) or None,
             "channel_axis": channel_axis,
-            "channels": self.channel_axis.channels(),
+            "channels": channels,
         }
         reference = (layer_pixels(ref), layer_pixels(ref_labels), displayed_plane(self.viewer, ref, channel_axis))
         target = self.target.layer()
@@ -201,8 +200,7 @@ class OneShotWidget(QWidget):
             self.runner.refuse(exc, "save to library")
             return False
         try:  # the reference's channels, as a run reads them
-            channel_axis, channels = self.channel_axis.channel_axis, self.channel_axis.channels()
-            check_channel_axis(ref, channel_axis, f"reference image layer '{ref.name}'")
+            channel_axis, channels = self.channel_axis.checked(ref, f"reference image layer '{ref.name}'")
         except PromptsegError as exc:
             self.runner.refuse(exc, "save to library")
             return False
