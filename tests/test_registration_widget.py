@@ -539,3 +539,46 @@ def test_advanced_settings_reach_register_as_the_cli_builds_them(make_viewer, qt
     assert widget.smoothness.isEnabled() and not widget.box_threshold.isEnabled()  # no text prompts typed
     with pytest.raises(SystemExit):  # as the widget's box cannot go below 0
         build_parser().parse_args(["register", "f.png", "m.png", "-o", "out", "--smoothness", "-1"])
+
+
+def test_a_two_channel_layer_pair_registers_as_register_and_the_cli_do(make_viewer, qtbot, tmp_path):
+    """A (C, Y, X) fixed and moving layer (the bundled pair's gray and its half inverse, 2 channels; a full inverse
+    averages to one gray value) were refused as stacks of planes: the widget had no channel axis. With channel axis
+    0 it registers them as one image each, as register(channel_axis=0) and `promptseg register --channel-axis 0` do
+    (same displacement and warped arrays), the warped image a (C, Y, X) layer over the fixed one."""
+    import tifffile
+
+    from napari_promptseg._sample_data import registration_pair
+    from napari_promptseg.cli import main
+
+    (fixed_rgb, *_), _, (moving_rgb, *_), _ = registration_pair()
+    fixed, moving = (
+        np.stack([gray, 255 - gray // 2])
+        for gray in (a[::4, ::4].mean(-1).astype(np.uint8) for a in (fixed_rgb, moving_rgb))
+    )  # (2, 150, 200)
+    viewer = make_viewer()
+    fixed_layer = viewer.add_image(fixed, name="fixed")
+    moving_layer = viewer.add_image(moving, name="moving")
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(fixed_layer)
+    widget.moving_picker.set_layer(moving_layer)
+    widget.run()  # channel axis 'none': a stack of 2 planes, refused saying what to choose
+    said = widget.runner.widget.details or widget.runner.widget.status.text()
+    assert not widget.runner.busy and "choose channel axis 0" in said, said
+    widget.channel_axis.setCurrentIndex(widget.channel_axis.findData(0))
+    assert widget.channel_axis.currentText() == "axis 0 (2 channels)"
+    widget.run()
+    _wait(qtbot, widget)
+    assert widget.runner.state != "failed", widget.runner.widget.details
+    result = widget.last_result
+    warped = viewer.layers["moving registered"]
+    assert warped.data.shape == fixed.shape and np.allclose(warped.extent.world, fixed_layer.extent.world)
+    expected = register(fixed, moving, channel_axis=0, options=widget.settings()[0])
+    assert np.array_equal(result.displacement, expected.displacement)
+    assert np.array_equal(warped.data, expected.warp_image(moving, channel_axis=0))
+    for name, image in (("fixed", fixed), ("moving", moving)):
+        tifffile.imwrite(tmp_path / f"{name}.tif", image)
+    files = [str(tmp_path / "fixed.tif"), str(tmp_path / "moving.tif")]
+    assert main(["register", *files, "--channel-axis", "0", "-o", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert np.array_equal(tifffile.imread(tmp_path / "out" / "displacement.tif"), result.displacement)
+    assert np.array_equal(tifffile.imread(tmp_path / "out" / "moving_warped.tif"), warped.data)

@@ -1,6 +1,7 @@
 """The channel axis of a multichannel image held in one layer ((C, Y, X), e.g. membrane + nuclei), as the CLI's
 --channel-axis and --channels: the box that offers it, with the channels field beside it, and the check of a layer
-against it. One control for the Interactive, One-shot and Text widgets."""
+against it. One control for the Interactive, One-shot and Text widgets, and the Registration widget's channel axis
+(without the channels field: register() reads every channel)."""
 
 from __future__ import annotations
 

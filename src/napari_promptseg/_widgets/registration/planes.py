@@ -1,6 +1,7 @@
 """The registration widget's inputs, read from the layers on the main thread: the 2D plane registered from an
-Image layer (a pyramid's level by :data:`REGISTER_SIDE`), landmark Points as pixel x, y of their image, and a
-Labels layer as it lies over the moving plane (resampled in the worker)."""
+Image layer (a pyramid's level by :data:`REGISTER_SIDE`; a (C, Y, X) layer's channels on its first axis when the
+channel axis is chosen), landmark Points as pixel x, y of their image, and a Labels layer as it lies over the moving
+plane (resampled in the worker)."""
 
 from __future__ import annotations
 
@@ -13,19 +14,49 @@ import numpy as np
 
 from ...errors import CancelledError, PromptsegError
 from ...io.multiscale import REGISTER_SIDE
-from .._common import _levels, data_to_world_matrix, layer_level, level_to_layer_matrix
+from .._common import (
+    CHANNEL_AXIS,
+    _levels,
+    data_to_world_matrix,
+    layer_level,
+    level_to_layer_matrix,
+    offers_channel_axis,
+)
 
 
-def _plane(layer: napari.layers.Image, role: str) -> tuple[Any, np.ndarray]:
-    """The 2D plane registered from ``layer`` and how many times coarser than the layer's full resolution it is
-    (rows, columns): a pyramid's level by :data:`REGISTER_SIDE`, else the layer's data. Nothing is read (only the
-    shape is looked at): the worker reads it (:func:`_read_plane`)."""
+def layer_channel_axis(layer: napari.layers.Image, channel_axis: int | None) -> int | None:
+    """``layer``'s own channel axis given the pair's one (register()'s and the CLI's ``channel_axis``): the first
+    axis of a layer that may hold channels, None for a gray or RGB layer beside a multichannel one."""
+    return CHANNEL_AXIS if channel_axis is not None and offers_channel_axis(layer) else None
+
+
+def spatial_axes(layer: napari.layers.Image, channel_axis: int | None) -> list[int]:
+    """The data axes of ``layer``'s rows and columns: its last two with a channel axis first, else its first two
+    (an RGB layer's colour axis is no data axis of napari's)."""
+    return [1, 2] if layer_channel_axis(layer, channel_axis) is not None else [0, 1]
+
+
+def _level_index(layer: napari.layers.Image, level: Any) -> int:
+    """Which of ``layer``'s arrays ``level`` is (0: full resolution, or not a pyramid)."""
+    return next((i for i, array in enumerate(_levels(layer)) if array is level), 0)
+
+
+def _plane(layer: napari.layers.Image, role: str, channel_axis: int | None = None) -> tuple[Any, np.ndarray]:
+    """The 2D plane registered from ``layer`` (with its channels first when ``channel_axis`` is chosen and the layer
+    may have them) and how many times coarser than the layer's full resolution it is (rows, columns): a pyramid's
+    level by :data:`REGISTER_SIDE`, else the layer's data. Nothing is read (only the shape is looked at): the worker
+    reads it (:func:`_read_plane`)."""
     level, factors = layer_level(layer, REGISTER_SIDE)
-    spatial = level.ndim - (1 if layer.rgb else 0)
+    channels = layer_channel_axis(layer, channel_axis) is not None
+    spatial = level.ndim - (1 if layer.rgb else 0) - channels
     if spatial != 2:
+        # a (C, Y, X) layer read as a stack of C planes: the channel axis is the way on
+        hint = (
+            "" if channels or spatial != 3 or layer.rgb else "; if its first axis holds channels, choose channel axis 0"
+        )
         raise PromptsegError(
             f"{role} layer '{layer.name}' has {spatial} spatial dimensions (shape {level.shape}); registration "
-            "works on 2D images: pick one plane first"
+            f"works on 2D images: pick one plane first{hint}"
         )
     return level, factors[-2:]
 
@@ -40,8 +71,9 @@ def _read_plane(level: Any, role: str, progress, cancel) -> np.ndarray:
 
 
 def _points_xy(layer: napari.layers.Points, image: napari.layers.Image) -> np.ndarray:
-    """Points layer -> (N, 2) x, y pixel coordinates of ``image`` (through world coordinates)."""
-    rows_cols = np.array([image.world_to_data(layer.data_to_world(p)) for p in layer.data]).reshape(-1, 2)
+    """Points layer -> (N, 2) x, y pixel coordinates of ``image`` (through world coordinates; a (C, Y, X) image's
+    rows and columns are its last two axes)."""
+    rows_cols = np.array([image.world_to_data(layer.data_to_world(p))[-2:] for p in layer.data]).reshape(-1, 2)
     return rows_cols[:, ::-1].astype(float)
 
 
@@ -73,7 +105,11 @@ class _LabelsOnPlane:
 
 
 def _labels_on_plane(
-    labels_layer: napari.layers.Labels, moving_layer: napari.layers.Image, factors: np.ndarray, shape: tuple[int, int]
+    labels_layer: napari.layers.Labels,
+    moving_layer: napari.layers.Image,
+    factors: np.ndarray,
+    shape: tuple[int, int],
+    channel_axis: int | None = None,
 ) -> _LabelsOnPlane:
     """How ``labels_layer`` lies over the registered plane of ``moving_layer`` (``shape``, ``factors`` coarser than
     its full resolution), through the two layers' data-to-world maps: labels painted on the moving image at any
@@ -86,9 +122,10 @@ def _labels_on_plane(
             f"labels layer '{labels_layer.name}' has {levels[0].ndim} dimensions (shape {levels[0].shape}); "
             "registration carries 2D labels over: pick one plane first"
         )
-    if moving_layer.ndim != 2:  # _plane refused it already; the matrices below assume it
+    axes = spatial_axes(moving_layer, channel_axis)
+    if moving_layer.ndim != len(axes) + (axes[0] == 1):  # _plane refused it already; the matrices below assume it
         raise PromptsegError(f"moving layer '{moving_layer.name}' is not 2D")
-    plane_to_world = data_to_world_matrix(moving_layer, [0, 1]) @ level_to_layer_matrix(factors)
+    plane_to_world = data_to_world_matrix(moving_layer, axes) @ level_to_layer_matrix(factors)
     plane_pixel = np.linalg.norm(plane_to_world[:2, :2], axis=0).min()  # the plane's finer pixel side, in the world
     labels_to_world = data_to_world_matrix(labels_layer, [0, 1])
     for data in reversed(levels):  # coarsest first; the full resolution at the latest

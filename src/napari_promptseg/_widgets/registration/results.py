@@ -46,16 +46,18 @@ def warped_pair_labels(result: RegistrationResult, fixed_shape, moving_shape) ->
 
 
 def deformation_grid(result: RegistrationResult, moving_shape: tuple[int, int], lines: int = GRID_LINES):
-    """Lines of a regular grid on the moving image, mapped into the fixed frame: (row, col) paths."""
+    """Lines of a regular grid on the moving image, mapped into the fixed frame: (row, col) paths, in the pixels of
+    the planes registered (a pyramid's levels: the deformation's own, not the full-resolution points of
+    ``moving_points_to_fixed``)."""
     h, w = moving_shape
     paths = []
     samples = 64
     for y in np.linspace(0, h - 1, lines):
         xy = np.stack([np.linspace(0, w - 1, samples), np.full(samples, y)], 1)
-        paths.append(result.moving_points_to_fixed(xy)[:, ::-1])
+        paths.append(result.deformation.points_to_fixed(xy)[:, ::-1])
     for x in np.linspace(0, w - 1, lines):
         xy = np.stack([np.full(samples, x), np.linspace(0, h - 1, samples)], 1)
-        paths.append(result.moving_points_to_fixed(xy)[:, ::-1])
+        paths.append(result.deformation.points_to_fixed(xy)[:, ::-1])
     return paths
 
 
@@ -88,18 +90,20 @@ def _results_to_show(
     progress,
     cancel,
     shapes: MovingShapes | None = None,
+    moving_channel_axis: int | None = None,
 ) -> _Shown:
     """The result layers' data (worker thread; no Qt, no layers). Landmarks are in full-resolution pixels (x, y):
-    divided by the moving plane's factors on the way in, multiplied by the fixed plane's on the way out."""
+    divided by the moving plane's factors on the way in, multiplied by the fixed plane's on the way out. The warped
+    image keeps the moving image's channels where they were (``moving_channel_axis``), as the CLI writes it."""
 
     def check() -> None:
         if cancel():
             raise CancelledError("registration cancelled")
 
-    fixed_shape, moving_shape = fixed.shape[:2], moving.shape[:2]
+    fixed_shape, moving_shape = result.deformation.fixed_shape, result.deformation.moving_shape
     progress(0.97, "warping the moving image")
     check()
-    warped = result.warp_image(moving)
+    warped = result.warp_image(moving, channel_axis=moving_channel_axis)
     check()
     pairs = warped_pair_labels(result, fixed_shape, moving_shape) if result.pairs else None
     grid = deformation_grid(result, moving_shape) if with_grid else None

@@ -19,7 +19,7 @@ import numpy as np
 
 from ...errors import PromptsegError
 from ...io.annotations import map_paths
-from .._common import data_to_world_matrix, placement
+from .._common import data_to_world_matrix, placement_over
 
 #: vertices of an ellipse's outline (napari stores an ellipse as the four corners of its box)
 ELLIPSE_VERTICES = 64
@@ -40,9 +40,12 @@ class MovingShapes:
         return map_paths(self.paths, self.closed, to_fixed, max_segment)
 
 
-def moving_shapes(layer: napari.layers.Shapes, moving_layer: napari.layers.Image) -> MovingShapes:
-    """``layer``'s shapes in the full-resolution pixels of ``moving_layer``, through both layers' data-to-world maps
-    (shapes drawn with a scale, offset or affine of their own land where napari shows them)."""
+def moving_shapes(
+    layer: napari.layers.Shapes, moving_layer: napari.layers.Image, moving_axes: list[int] = (0, 1)
+) -> MovingShapes:
+    """``layer``'s shapes in the full-resolution pixels of ``moving_layer`` (its rows and columns: ``moving_axes``,
+    the last two of a (C, Y, X) layer), through both layers' data-to-world maps (shapes drawn with a scale, offset or
+    affine of their own land where napari shows them)."""
     if layer.ndim != 2:
         raise PromptsegError(
             f"shapes layer '{layer.name}' has {layer.ndim} dimensions; registration carries 2D shapes over: draw them "
@@ -50,7 +53,9 @@ def moving_shapes(layer: napari.layers.Shapes, moving_layer: napari.layers.Image
         )
     if len(layer.data) == 0:
         raise PromptsegError(f"shapes layer '{layer.name}' has no shapes")
-    to_moving = np.linalg.inv(data_to_world_matrix(moving_layer, [0, 1])) @ data_to_world_matrix(layer, [0, 1])
+    to_moving = np.linalg.inv(data_to_world_matrix(moving_layer, list(moving_axes))) @ data_to_world_matrix(
+        layer, [0, 1]
+    )
     paths, closed = [], []
     for vertices, kind in zip(layer.data, layer.shape_type, strict=True):
         rows_cols = np.asarray(vertices, float)[:, -2:]
@@ -77,13 +82,18 @@ def _ellipse_outline(corners: np.ndarray) -> np.ndarray:
 
 
 def add_registered_shapes(
-    viewer: napari.Viewer, shapes: MovingShapes, mapped_xy: list[np.ndarray], fixed_layer: napari.layers.Image
+    viewer: napari.Viewer,
+    shapes: MovingShapes,
+    mapped_xy: list[np.ndarray],
+    fixed_layer: napari.layers.Image,
+    fixed_axes: list[int] = (0, 1),
 ) -> napari.layers.Shapes:
-    """A new Shapes layer over ``fixed_layer`` from the mapped paths (full-resolution pixels of the fixed image)."""
+    """A new Shapes layer over ``fixed_layer`` (its rows and columns: ``fixed_axes``) from the mapped paths
+    (full-resolution pixels of the fixed image)."""
     return viewer.add_shapes(
         [xy[:, ::-1] for xy in mapped_xy],
         shape_type=["polygon" if c else "path" for c in shapes.closed],
         name=f"{shapes.name} registered",
         **shapes.style,
-        **placement(fixed_layer, 2),
+        **placement_over(fixed_layer, list(fixed_axes)),
     )

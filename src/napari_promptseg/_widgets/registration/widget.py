@@ -32,10 +32,12 @@ from ...methods.registration import (
     text_prompt_options,
     user_options,
 )
+from ...methods.registration.options import level_record
 from ...methods.registration.quality import quality_line
 from ...methods.text import PROMPT_ROUTES
 from .._common import (
     AdvancedSection,
+    ChannelAxisBox,
     LayerPicker,
     SegmenterBox,
     TaskRunner,
@@ -44,13 +46,14 @@ from .._common import (
     controls_layout,
     fraction_box,
     load_triton_safely,
-    placement,
+    offers_channel_axis,
+    placement_over,
     plane_shape,
     task_segmenter,
     unproxied,
 )
 from .._common.text_route import route_hint, text_route_box
-from .planes import _labels_on_plane, _plane, _points_xy, _read_plane
+from .planes import _labels_on_plane, _level_index, _plane, _points_xy, _read_plane, layer_channel_axis, spatial_axes
 from .results import _results_to_show, _Shown
 from .shapes import MovingShapes, add_registered_shapes, moving_shapes
 
@@ -64,6 +67,20 @@ def _digest(layer: napari.layers.Layer) -> str:
 
     data = layer.data
     return array_digest(*(data if isinstance(data, list) else [data]))
+
+
+def _with_channels(place: dict, moving_layer: napari.layers.Image) -> dict:
+    """``place`` (over the fixed image's rows and columns) for a warped (C, H, W) image: its channels first, on the
+    moving layer's channel axis, so that napari's channel slider shows the same channel of both."""
+    out = {
+        "scale": (moving_layer.scale[0], *place["scale"]),
+        "translate": (moving_layer.translate[0], *place["translate"]),
+    }
+    if "affine" in place:  # the channel axis left as it is
+        affine = np.eye(4)
+        affine[1:, 1:] = place["affine"]
+        out["affine"] = affine
+    return out
 
 
 class RegistrationWidget(QWidget):
@@ -85,6 +102,16 @@ class RegistrationWidget(QWidget):
 
         self.fixed_picker = LayerPicker(napari_viewer, napari.layers.Image)
         self.moving_picker = LayerPicker(napari_viewer, napari.layers.Image, unlike=self.fixed_picker)
+        # a multichannel (C, Y, X) fixed or moving layer, as register()'s channel_axis and the CLI's --channel-axis:
+        # one axis for both (a gray or RGB layer of the pair has none); no channels field: register reads them all
+        self.channel_axis = ChannelAxisBox()
+        self.channel_axis.setToolTip(
+            "For a multichannel fixed or moving image stored as one layer (C, Y, X): its first axis holds the "
+            "channels (up to 3), registered together"
+        )
+        for picker in (self.fixed_picker, self.moving_picker):
+            picker.layer_changed.connect(self._offer_channel_axis)
+        self._offer_channel_axis()
         self.fixed_points = LayerPicker(napari_viewer, napari.layers.Points, none_text="none")
         self.moving_points = LayerPicker(napari_viewer, napari.layers.Points, none_text="none")
         self.moving_points.setToolTip(
@@ -173,6 +200,7 @@ class RegistrationWidget(QWidget):
         form = QFormLayout()
         form.addRow("fixed image", self.fixed_picker)
         form.addRow("moving image", self.moving_picker)
+        form.addRow("channel axis", self.channel_axis)
         form.addRow("fixed landmarks", self.fixed_points)
         form.addRow("moving landmarks", self.moving_points)
         form.addRow("moving labels", self.moving_labels)
@@ -203,6 +231,10 @@ class RegistrationWidget(QWidget):
         layout.addWidget(self.show_grid)
         layout.addStretch(1)
 
+    def _offer_channel_axis(self, *_) -> None:
+        """Another fixed or moving image: its first axis may hold planes, not channels ('none' chosen again)."""
+        self.channel_axis.offer([self.fixed_picker.layer(), self.moving_picker.layer()], keep=False)
+
     @property
     def is_idle(self) -> bool:
         return not self.runner.busy
@@ -214,10 +246,22 @@ class RegistrationWidget(QWidget):
                 raise PromptsegError("choose a fixed and a moving image layer")
             if fixed_layer is moving_layer:
                 raise PromptsegError(f"fixed and moving are the same layer '{fixed_layer.name}'")
+            channel_axis = self.channel_axis.channel_axis
+            if channel_axis is not None and not any(map(offers_channel_axis, (fixed_layer, moving_layer))):
+                raise PromptsegError(
+                    f"channel axis {channel_axis}: neither '{fixed_layer.name}' nor '{moving_layer.name}' has one "
+                    "(gray or RGB); choose 'none'"
+                )
             (fixed, fixed_factors), (moving, moving_factors) = (
-                _plane(fixed_layer, "fixed"),
-                _plane(moving_layer, "moving"),
+                _plane(fixed_layer, "fixed", channel_axis),
+                _plane(moving_layer, "moving", channel_axis),
             )
+            # the levels read, which register() is given as arrays: the result says them (registered_level)
+            levels = {
+                "fixed": level_record(_level_index(fixed_layer, fixed), fixed_factors),
+                "moving": level_record(_level_index(moving_layer, moving), moving_factors),
+            }
+            moving_channel_axis = layer_channel_axis(moving_layer, channel_axis)
             lm_fixed_layer, lm_moving_layer = self.fixed_points.layer(), self.moving_points.layer()
             landmarks = None
             truncated = ""
@@ -258,10 +302,16 @@ class RegistrationWidget(QWidget):
             moving_labels = (
                 None
                 if labels_layer is None
-                else _labels_on_plane(labels_layer, moving_layer, moving_factors, moving.shape[:2])
+                else _labels_on_plane(
+                    labels_layer, moving_layer, moving_factors, plane_shape(moving, moving_layer.rgb), channel_axis
+                )
             )
             shapes_layer = self.moving_shapes.layer()
-            shapes = None if shapes_layer is None else moving_shapes(shapes_layer, moving_layer)
+            shapes = (
+                None
+                if shapes_layer is None
+                else moving_shapes(shapes_layer, moving_layer, spatial_axes(moving_layer, channel_axis))
+            )
             prompts = self.prompts()
             method = resolve_method(self.method.currentText(), prompts)
             if prompts and method == "intensity":
@@ -298,6 +348,7 @@ class RegistrationWidget(QWidget):
                 segmenter=segmenter,
                 method=method,
                 options=options,
+                channel_axis=channel_axis,
                 progress=registering,
                 cancel=cancel,
                 fixed_name=f"layer '{names[0]}'",
@@ -306,6 +357,7 @@ class RegistrationWidget(QWidget):
                 library=library,
                 text_options=text_options,
             )
+            result.registered_level = levels  # register() saw the levels' arrays alone: as level 0
             # the layers' data here, off the GUI thread (a large warp froze napari for seconds)
             return _results_to_show(
                 result,
@@ -319,11 +371,21 @@ class RegistrationWidget(QWidget):
                 progress,
                 cancel,
                 shapes,
+                moving_channel_axis,
             )
 
         def done(shown: _Shown) -> None:
             self._show(
-                shown, fixed_layer, moving_layer, labels_layer, fixed_factors, landmarks, truncated, shapes, outside
+                shown,
+                fixed_layer,
+                moving_layer,
+                labels_layer,
+                fixed_factors,
+                landmarks,
+                truncated,
+                shapes,
+                outside,
+                channel_axis,
             )
 
         self.runner.submit(
@@ -404,10 +466,12 @@ class RegistrationWidget(QWidget):
         truncated="",
         shapes: MovingShapes | None = None,
         landmark_warnings: list[str] = (),
+        channel_axis: int | None = None,
     ) -> None:
         result = shown.result
         self.last_result = result
-        place = placement(fixed_layer, 2, fixed_factors)
+        fixed_axes = spatial_axes(fixed_layer, channel_axis)  # a (C, Y, X) fixed layer's rows and columns: its last two
+        place = placement_over(fixed_layer, fixed_axes, fixed_factors)
         self._remove_previous_results(
             keep=(
                 fixed_layer,
@@ -426,7 +490,9 @@ class RegistrationWidget(QWidget):
             blending="translucent",
             contrast_limits=moving_layer.contrast_limits,
             colormap=None if moving_layer.rgb else moving_layer.colormap,
-            **place,
+            **(
+                place if layer_channel_axis(moving_layer, channel_axis) is None else _with_channels(place, moving_layer)
+            ),
         )
         self._track(layer)
         lines = [f"{result.method}: {len(result.pairs)} region pairs" if result.pairs else result.method]
@@ -461,7 +527,7 @@ class RegistrationWidget(QWidget):
             before, after = shown.label_counts
             lines.append(f"labels '{labels_layer.name}': {after} of {before} ids inside the fixed image")
         if shown.shapes is not None:
-            layer = add_registered_shapes(self.viewer, shapes, shown.shapes, fixed_layer)
+            layer = add_registered_shapes(self.viewer, shapes, shown.shapes, fixed_layer, fixed_axes)
             self._track(layer)
             lines.append(f"shapes '{shapes.name}': {len(shown.shapes)} carried into the fixed frame")
         if shown.grid is not None:
@@ -482,7 +548,7 @@ class RegistrationWidget(QWidget):
                 name="landmarks (moving -> fixed)",
                 face_color="magenta",
                 size=8,
-                **placement(fixed_layer, 2),
+                **placement_over(fixed_layer, fixed_axes),
             )
             self._track(layer)
         if shown.mapped is not None and landmarks[0] is not None:  # fixed landmarks too: TRE

@@ -48,8 +48,8 @@ def as_stack(
         if 1 < shape[0] <= 4 and not planes_given and not (axes or "").startswith("z"):  # nor by the file's
             warnings.append(
                 f"{name}: read as a stack of {shape[0]} planes of {shape[1]}x{shape[2]} pixels; if the first axis "
-                "holds channels, say so: channel_axis=0 (CLI: --channel-axis 0; the Interactive, One-shot and Text "
-                "widgets: channel axis 0)"
+                "holds channels, say so: channel_axis=0 (CLI: --channel-axis 0; the Interactive, One-shot, Text and "
+                "Registration widgets: channel axis 0)"
             )
         return image, warnings
     if ndim == 4:
