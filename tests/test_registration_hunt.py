@@ -258,7 +258,9 @@ def _ome_zarr(path: Path, image: np.ndarray, levels: int) -> Path:
     return path
 
 
-def test_an_ome_zarr_pair_is_registered_at_one_level_and_landmarks_stay_full_resolution(sample, tmp_path, capsys):
+def test_an_ome_zarr_pair_is_registered_at_one_level_and_landmarks_stay_full_resolution(
+    sample, tmp_path, capsys, monkeypatch
+):
     """`promptseg register` read an OME-Zarr's full resolution (a slide's peaked at 4.6 GB) although the stages see
     384-1024 px; as the widget does, it now reads the coarsest level with 2048 px along its longest side, and the
     landmarks and TRE stay in full-resolution pixels. The sample pair enlarged (nearest): fixed 6x (4800 px wide:
@@ -277,6 +279,13 @@ def test_an_ome_zarr_pair_is_registered_at_one_level_and_landmarks_stay_full_res
     }
     out = tmp_path / "out"
     landmarks = ["--landmarks-fixed", str(files["lm_fixed"]), "--landmarks-moving", str(files["lm_moving"])]
+    results = []  # the RegistrationResult the CLI worked with (the real register(), kept)
+    real_register = napari_promptseg.methods.registration.register
+    monkeypatch.setattr(
+        napari_promptseg.methods.registration,
+        "register",
+        lambda *a, **k: results.append(real_register(*a, **k)) or results[-1],
+    )
     assert _cli(files, out, *landmarks) == 0, capsys.readouterr().err
     said = capsys.readouterr().out
     assert f"registered at pyramid level 1 of {files['fixed']} and 0 of {files['moving']}" in said, said
@@ -298,6 +307,12 @@ def test_an_ome_zarr_pair_is_registered_at_one_level_and_landmarks_stay_full_res
         assert layer["translate"] == [0.5 * s for s in fixed_scale], name
     warped = read_landmarks(out / "landmarks_warped.csv").xy
     error = np.linalg.norm(warped - read_landmarks(files["lm_fixed"]).xy, axis=1)
+    # the result says the levels read too (it said level 0: register() was given their arrays), so its default
+    # factors map full-resolution points as the CLI did
+    assert results[0].registered_level == report["registered_level"]
+    np.testing.assert_allclose(
+        results[0].moving_points_to_fixed(read_landmarks(files["lm_moving"]).xy), warped, atol=0.01
+    )  # as the CSV rounds them
     after = report["landmarks"]["after"]
     # full-resolution fixed pixels: 7.7 px, 6x the 600 x 800 pair's 1.3 px (a factor left out: 1000s of px off)
     assert np.median(error) < 12 and after["tre_median"] == pytest.approx(np.median(error), abs=0.01), after

@@ -116,11 +116,25 @@ def test_landmarks_on_pyramid_layers_are_mapped_in_full_resolution_pixels(
     widget.moving_picker.set_layer(moving_layer)
     widget.fixed_points.set_layer(lm_fixed_layer)
     widget.moving_points.set_layer(viewer.layers["lm moving"])
+    widget.show_grid.setChecked(True)
     widget.run()
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
-    assert widget.last_result is not None
-    assert widget.last_result.deformation.fixed_shape == fixed.shape[:2]  # the level registered, not level 0
-    assert widget.last_result.deformation.moving_shape == moving.shape[:2]
+    result = widget.last_result
+    assert result is not None
+    assert result.deformation.fixed_shape == fixed.shape[:2]  # the level registered, not level 0
+    assert result.deformation.moving_shape == moving.shape[:2]
+    # the result says the levels read (it said level 0, factors 1: register() was given the levels' arrays), so a
+    # console user's full-resolution points map as the widget's landmarks do
+    assert result.registered_level == {
+        "fixed": {"level": 1, "factors": [2.0, 2.0]},
+        "moving": {"level": 1, "factors": [3.0, 3.0]},
+    }
+    np.testing.assert_allclose(
+        result.moving_points_to_fixed(3 * lm_moving), viewer.layers["landmarks (moving -> fixed)"].data[:, ::-1]
+    )
+    # the grid stays in the levels' pixels (laid by the fixed level's placement): not shrunk by 2/3 by the factors
+    grid = np.concatenate(viewer.layers["deformation grid"].data)
+    assert np.allclose(np.ptp(grid, axis=0) / fixed.shape[:2], 1.0, atol=0.2), np.ptp(grid, axis=0)
     mapped = viewer.layers["landmarks (moving -> fixed)"]
     error = np.linalg.norm(_world(mapped, mapped.data) - _world(lm_fixed_layer, lm_fixed_layer.data), axis=1)
     assert error.mean() < 6.0, error  # 2x the 200 x 267 pair's 3 px (a factor left out: 100s of px)

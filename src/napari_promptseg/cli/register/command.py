@@ -214,6 +214,11 @@ def cmd_register(args: argparse.Namespace) -> int:
         library=args.library,
         text_options=text_options,
     )
+    # register() was given the levels' arrays, which it takes as level 0: the result says the levels read (a Python
+    # user of it, and report.json below, see which level and factors its grids are at)
+    result.registered_level = {
+        name: level_record(at.index, at.factors) for name, at in (("fixed", fixed_at), ("moving", moving_at))
+    }
     # channels stay where --channel-axis put them: the warped image has the moving image's layout
     warped = result.warp_image(moving_at.array, channel_axis=pair_channel_axis(moving.shape, channel_axis))
     if moving_moved is not None:  # the moving file's own order, as its channels were named
@@ -382,10 +387,8 @@ def cmd_register(args: argparse.Namespace) -> int:
             "above are that level's, landmarks and TRE stay in full-resolution pixels",
             shapes={"fixed": list(fixed.shape), "moving": list(moving.shape)},
             # the pyramid level each image was registered at (0: full resolution), and how many times coarser it is
-            # along (rows, columns): register()'s own record of a pyramid given to it (RegistrationResult)
-            registered_level={
-                name: level_record(at.index, at.factors) for name, at in (("fixed", fixed_at), ("moving", moving_at))
-            },
+            # along (rows, columns): the result's record (RegistrationResult), as register() keeps it for a pyramid
+            registered_level=result.registered_level,
             region_pairs={
                 "count": len(result.pairs),
                 # the prompt (text phrase, "<phrase> (all)" for a phrase's union; None: automatic) of each pair
