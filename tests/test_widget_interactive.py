@@ -575,6 +575,32 @@ def test_propagation_carries_a_labels_layers_objects_as_the_console_does(make_vi
     assert len(viewer.layers) == layers
 
 
+def test_a_pyramid_labels_layer_seeds_the_propagation_at_full_resolution(make_viewer, qtbot, shared_data):
+    """An OME-Zarr stack opened in napari is a pyramid image with pyramid labels (those the CLI writes into its
+    labels/ group): chosen as the seed, such a layer raised 'TypeError: list indices must be integers' (its data
+    indexed as one array). Its full-resolution plane seeds the propagation, as the console's labels=."""
+    from napari_promptseg.methods.volume import propagate_through_stack
+
+    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
+    truth = scan["seg"] == 10
+    z = int(np.argmax(truth.sum((1, 2))))
+    vol, truth = scan["vol"][z - 1 : z + 2].astype(np.float32), truth[z - 1 : z + 2].astype(np.uint8)
+    viewer = make_viewer()
+    viewer.add_image([vol, vol[:, ::2, ::2]], name="mri", multiscale=True)
+    seed = viewer.add_labels([truth, truth[:, ::2, ::2]], name="labels/promptseg", multiscale=True)
+    viewer.dims.set_current_step(0, 1)
+    widget = add_widget(viewer)
+    widget.seed_picker.set_layer(seed)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    start = len(notification_manager.records)
+    widget.propagate()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert not records_since(start, NotificationSeverity.ERROR)
+    console = propagate_through_stack(vol, 1, labels=truth[1], axes="zyx")
+    np.testing.assert_array_equal(viewer.layers["mri propagated"].data, console.labels)
+    assert console.labels[[0, 2]].any()
+
+
 def test_multiscale_image_is_segmented_at_the_pyramid_level_of_the_boxes(make_viewer, qtbot, sample):
     """A pyramid layer (the sample magnified 4x, so its nuclei are 4x larger): a box is segmented on the coarse level
     that has the boxes' working resolution, not on the full resolution, and the preview lies on the full-resolution

@@ -445,7 +445,9 @@ def seed_plane(layer: napari.layers.Labels, geom: PlaneGeometry) -> np.ndarray:
     misfit = target_misfit(layer, geom)
     if misfit:
         raise PromptsegError(f"{misfit}; choose a Labels layer of this image to seed the propagation")
-    plane = np.asarray(layer.data[geom.plane_slices])
+    # a pyramid's full-resolution level (OME-Zarr labels, as the CLI writes them into a stack's labels/ group: its
+    # data indexed as one array raised TypeError), and a copy: the run may wait in the queue while the user paints
+    plane = np.array(_levels(layer)[0][geom.plane_slices])
     if geom.row_axis > geom.col_axis:  # the plane is displayed transposed: its labels axes come columns first
         plane = plane.T
     if not plane.any():
