@@ -173,13 +173,29 @@ def test_cli_propagates_the_objects_of_a_seed_label_image(litemedsam, mri, tmp_p
     assert record["mode"] == "propagated from plane 2"
     assert any("plane 2's labels seed the propagation" in w for w in record["warnings"]), record["warnings"]
 
-    flat = tmp_path / "plane.tif"
+    flat, cut = tmp_path / "plane.tif", tmp_path / "cut.tif"
     tifffile.imwrite(flat, vol[2])
+    tifffile.imwrite(cut, truth[2, :50].astype(np.uint8))
+    _, rows, cols = vol.shape
     refused = {
         "add --propagate": ["segment", str(path), "--plane", "2", "--seed-labels", str(seed_path)],
         "not both": [*command[:-2], "--box", "10", "10", "40", "40"],
         "no such file": [*command[:-4], "--seed-labels", str(tmp_path / "missing.tif")],
         "a 2D image": ["segment", str(flat), "--plane", "0", "--propagate", "--seed-labels", str(seed_path)],
+        # the labels file named, and what it must be (it read 'mri.tif: seed labels of shape ...')
+        f"--seed-labels {cut}: labels of shape (50, {cols}); {path} is a stack of 5 planes of {rows} x {cols} px": [
+            *command[:-4],
+            "--seed-labels",
+            str(cut),
+        ],
+        # the plane the seed's objects are on: it asked for the plane 'the boxes were drawn on', and --propagate
+        f"give --plane Z, the plane whose objects --seed-labels {seed_path} holds": [
+            "segment",
+            str(path),
+            "--propagate",
+            "--seed-labels",
+            str(seed_path),
+        ],
     }
     for why, argv in refused.items():
         capsys.readouterr()

@@ -216,6 +216,21 @@ def _instances_level_record(
     return {**_instances_record(args, path, image, found), "pyramid_level": index, "level_factor": factor}
 
 
+def _check_seed_shape(seed_path: Path, seed: object, path: Path, volume: object) -> None:
+    """--seed-labels must be a plane's (Y, X) labels or the stack's (Z, Y, X): refused naming that file and both
+    shapes (the propagation's own refusal named the stack alone, as 'seed labels')."""
+    import numpy as np
+
+    from ..models.preprocessing import full_resolution
+
+    given, stack = tuple(np.shape(full_resolution(seed))), tuple(np.shape(volume)[:3])
+    if given not in (stack[1:], stack):
+        raise PromptsegError(
+            f"--seed-labels {seed_path}: labels of shape {given}; {path} is a stack of {stack[0]} planes of "
+            f"{stack[1]} x {stack[2]} px: give the (Y, X) labels of --plane {stack[1:]} or the stack's {stack}"
+        )
+
+
 def _stack_record(
     args: argparse.Namespace,
     path: Path,
@@ -267,6 +282,8 @@ def _stack_record(
     if plane is not None and not 0 <= plane < n:
         raise PromptsegError(f"{path}: --plane {plane} is outside the stack's {n} planes (0-{n - 1})")
     prompted = bool(len(boxes) or len(positive_points)) or seed_labels is not None
+    if seed_labels is not None:
+        _check_seed_shape(args.seed_labels, seed_labels, path, volume)
     if args.propagate and not prompted:
         # the seed plane is segmented here, before propagate_through_stack checks (as segment_stack does itself):
         # refuse NaN before the first plane is segmented

@@ -139,9 +139,14 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     if (stacked := _input_stack(args, image, path)) is not None:
         stack, axes = stacked
         if args.plane is None and np.shape(stack)[0] > 1:  # one plane: the boxes can only be on it
+            # seed labels: the plane their objects are on (boxes were asked for, and --propagate, already given)
             raise PromptsegError(
-                f"{path}: a stack of {np.shape(image)[0]} planes; give --plane Z, the plane the boxes were drawn "
-                "on (and --propagate to carry the objects through the stack)"
+                f"{path}: a stack of {np.shape(stack)[0]} planes; give --plane Z, "
+                + (
+                    f"the plane whose objects --seed-labels {args.seed_labels} holds"
+                    if args.seed_labels is not None
+                    else "the plane the boxes were drawn on (and --propagate to carry the objects through the stack)"
+                )
             )
 
         def plane_labels(plane, z: int):
