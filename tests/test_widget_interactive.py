@@ -601,6 +601,36 @@ def test_a_pyramid_labels_layer_seeds_the_propagation_at_full_resolution(make_vi
     assert console.labels[[0, 2]].any()
 
 
+def test_labels_napari_made_over_a_multichannel_stack_seed_the_propagation(make_viewer, qtbot, shared_data):
+    """napari's 'New labels' over a (C, Z, Y, X) layer has its channel axis too, painted on the channel shown: as
+    the seed of a propagation with channel axis 0 it was refused as not matching the image (the One-shot and Text
+    widgets take such labels); its objects on any channel seed it, as the console's (Y, X) labels."""
+    from napari_promptseg.methods.volume import propagate_through_stack
+
+    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
+    truth = scan["seg"] == 10
+    z = int(np.argmax(truth.sum((1, 2))))
+    vol, truth = scan["vol"][z - 1 : z + 2].astype(np.float32), truth[z - 1 : z + 2].astype(np.uint8)
+    czyx = np.stack([vol, vol.max() - vol])  # the MRI and its inverse
+    viewer = make_viewer()
+    viewer.add_image(czyx, name="mc")
+    viewer.dims.set_current_step(1, 1)
+    widget = add_widget(viewer)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.channel_combo.setCurrentIndex(1)  # axis 0 (2 channels)
+    painted = np.zeros(czyx.shape, np.uint8)
+    painted[1, 1] = truth[1]  # painted while channel 1 was shown
+    widget.seed_picker.set_layer(viewer.add_labels(painted, name="painted"))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    start = len(notification_manager.records)
+    widget.propagate()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert not records_since(start, NotificationSeverity.ERROR)
+    console = propagate_through_stack(np.moveaxis(czyx, 0, -1), 1, labels=truth[1], channel_axis=-1)
+    np.testing.assert_array_equal(viewer.layers["mc propagated"].data, console.labels)
+    assert console.labels[[0, 2]].any()
+
+
 def test_multiscale_image_is_segmented_at_the_pyramid_level_of_the_boxes(make_viewer, qtbot, sample):
     """A pyramid layer (the sample magnified 4x, so its nuclei are 4x larger): a box is segmented on the coarse level
     that has the boxes' working resolution, not on the full resolution, and the preview lies on the full-resolution

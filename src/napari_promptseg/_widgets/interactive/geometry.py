@@ -417,11 +417,13 @@ def gather_prompts(
     return prompts
 
 
-def target_misfit(target: napari.layers.Labels, geom: PlaneGeometry) -> str | None:
+def target_misfit(target: napari.layers.Labels, geom: PlaneGeometry, *, over_channels: bool = False) -> str | None:
     """Why a Labels layer cannot hold the objects of ``geom``'s image (another shape, or the same shape on another
-    grid), or None when it can."""
+    grid), or None when it can. ``over_channels``: the layer has the image's channel axis too, first (napari's 'New
+    labels' over a multichannel layer); the other axes are compared."""
     name = f"labels layer '{target.name}'"
-    if tuple(target.data.shape) != geom.labels_shape:
+    shape = tuple(target.data.shape)[1 if over_channels else 0 :]
+    if shape != geom.labels_shape:
         return f"{name}: shape {tuple(target.data.shape)} does not match image '{geom.image_name}' {geom.labels_shape}"
     # the same array shape on another grid puts the objects elsewhere in the world than the image shows them; the
     # whole data-to-world map counts (an unrotated layer over a rotated image showed the objects turned away)
@@ -429,7 +431,7 @@ def target_misfit(target: napari.layers.Labels, geom: PlaneGeometry) -> str | No
     image_map[:-1, :-1], image_map[:-1, -1] = np.diag(geom.scale), geom.translate
     if geom.affine is not None:
         image_map = geom.affine @ image_map
-    if not _same_map(data_to_world_matrix(target, list(range(target.ndim))), image_map):
+    if not _same_map(data_to_world_matrix(target, list(range(1 if over_channels else 0, target.ndim))), image_map):
         turned = " or another rotation/shear/affine" if geom.affine is not None or _turned(target) else ""
         return (
             f"{name} lies on another grid (scale {tuple(map(float, target.scale))}, translate "
@@ -441,13 +443,20 @@ def target_misfit(target: napari.layers.Labels, geom: PlaneGeometry) -> str | No
 
 def seed_plane(layer: napari.layers.Labels, geom: PlaneGeometry) -> np.ndarray:
     """The objects a Labels layer holds on ``geom``'s plane, (H, W) rows by columns: a propagation's seed. It must
-    lie on the image's grid (:func:`target_misfit`) and hold an object there."""
-    misfit = target_misfit(layer, geom)
+    lie on the image's grid (:func:`target_misfit`) and hold an object there. Over a multichannel image, labels with
+    its channel axis too (napari's 'New labels', painted on the channel shown) give the objects of every channel, as
+    the One-shot and Text widgets read such labels."""
+    over_channels = geom.channel_axis is not None and layer.ndim == len(geom.labels_shape) + 1
+    misfit = target_misfit(layer, geom, over_channels=over_channels)
     if misfit:
         raise PromptsegError(f"{misfit}; choose a Labels layer of this image to seed the propagation")
     # a pyramid's full-resolution level (OME-Zarr labels, as the CLI writes them into a stack's labels/ group: its
     # data indexed as one array raised TypeError), and a copy: the run may wait in the queue while the user paints
-    plane = np.array(_levels(layer)[0][geom.plane_slices])
+    data = _levels(layer)[0]
+    if over_channels:
+        plane = np.asarray(data[(slice(None), *geom.plane_slices)]).max(axis=0)
+    else:
+        plane = np.array(data[geom.plane_slices])
     if geom.row_axis > geom.col_axis:  # the plane is displayed transposed: its labels axes come columns first
         plane = plane.T
     if not plane.any():
