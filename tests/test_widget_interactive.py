@@ -564,6 +564,16 @@ def test_propagation_carries_a_labels_layers_objects_as_the_console_does(make_vi
     assert result[[1, 3]].any(), "carried to the planes beside the drawn one"
     np.testing.assert_array_equal(seed.data, drawing)  # the user's layer is read, never written
 
+    # a 2D layer of that plane's drawing, which napari shows over every plane: the CLI's and console's (Y, X) seed
+    # labels (it was refused as not matching the image's shape)
+    widget.seed_picker.set_layer(viewer.add_labels(drawing[2], name="drawn 2D"))
+    start = len(notification_manager.records)
+    widget.propagate()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert not records_since(start, NotificationSeverity.ERROR)
+    np.testing.assert_array_equal(viewer.layers["mri propagated [1]"].data, console.labels)
+    widget.seed_picker.set_layer(seed)
+
     viewer.dims.set_current_step(0, 0)  # a plane the drawing has nothing on
     wait_idle(qtbot, widget, FIRST_RUN_MS)
     layers = len(viewer.layers)

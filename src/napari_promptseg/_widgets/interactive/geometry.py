@@ -417,20 +417,26 @@ def gather_prompts(
     return prompts
 
 
-def target_misfit(target: napari.layers.Labels, geom: PlaneGeometry, *, over_channels: bool = False) -> str | None:
+def target_misfit(
+    target: napari.layers.Labels, geom: PlaneGeometry, *, over_channels: bool = False, plane_only: bool = False
+) -> str | None:
     """Why a Labels layer cannot hold the objects of ``geom``'s image (another shape, or the same shape on another
     grid), or None when it can. ``over_channels``: the layer has the image's channel axis too, first (napari's 'New
-    labels' over a multichannel layer); the other axes are compared."""
+    labels' over a multichannel layer); the other axes are compared. ``plane_only``: a 2D layer over the image's
+    last two axes (napari lays it over every plane), compared with those."""
     name = f"labels layer '{target.name}'"
+    n = len(geom.labels_shape)
+    kept = list(range(n - 2 if plane_only else 0, n))
     shape = tuple(target.data.shape)[1 if over_channels else 0 :]
-    if shape != geom.labels_shape:
+    if shape != tuple(geom.labels_shape[a] for a in kept):
         return f"{name}: shape {tuple(target.data.shape)} does not match image '{geom.image_name}' {geom.labels_shape}"
     # the same array shape on another grid puts the objects elsewhere in the world than the image shows them; the
     # whole data-to-world map counts (an unrotated layer over a rotated image showed the objects turned away)
-    image_map = np.eye(len(geom.scale) + 1)
+    image_map = np.eye(n + 1)
     image_map[:-1, :-1], image_map[:-1, -1] = np.diag(geom.scale), geom.translate
     if geom.affine is not None:
         image_map = geom.affine @ image_map
+    image_map = image_map[np.ix_([*kept, n], [*kept, n])]
     if not _same_map(data_to_world_matrix(target, list(range(1 if over_channels else 0, target.ndim))), image_map):
         turned = " or another rotation/shear/affine" if geom.affine is not None or _turned(target) else ""
         return (
@@ -445,9 +451,12 @@ def seed_plane(layer: napari.layers.Labels, geom: PlaneGeometry) -> np.ndarray:
     """The objects a Labels layer holds on ``geom``'s plane, (H, W) rows by columns: a propagation's seed. It must
     lie on the image's grid (:func:`target_misfit`) and hold an object there. Over a multichannel image, labels with
     its channel axis too (napari's 'New labels', painted on the channel shown) give the objects of every channel, as
-    the One-shot and Text widgets read such labels."""
-    over_channels = geom.channel_axis is not None and layer.ndim == len(geom.labels_shape) + 1
-    misfit = target_misfit(layer, geom, over_channels=over_channels)
+    the One-shot and Text widgets read such labels. A 2D layer over a stack's planes (which napari shows on every
+    plane) gives its objects, as the CLI's and the console's (Y, X) seed labels of the plane."""
+    n = len(geom.labels_shape)
+    over_channels = geom.channel_axis is not None and layer.ndim == n + 1
+    plane_only = layer.ndim == 2 < n and sorted((geom.row_axis, geom.col_axis)) == [n - 2, n - 1]
+    misfit = target_misfit(layer, geom, over_channels=over_channels, plane_only=plane_only)
     if misfit:
         raise PromptsegError(f"{misfit}; choose a Labels layer of this image to seed the propagation")
     # a pyramid's full-resolution level (OME-Zarr labels, as the CLI writes them into a stack's labels/ group: its
@@ -456,7 +465,7 @@ def seed_plane(layer: napari.layers.Labels, geom: PlaneGeometry) -> np.ndarray:
     if over_channels:
         plane = np.asarray(data[(slice(None), *geom.plane_slices)]).max(axis=0)
     else:
-        plane = np.array(data[geom.plane_slices])
+        plane = np.array(data if plane_only else data[geom.plane_slices])
     if geom.row_axis > geom.col_axis:  # the plane is displayed transposed: its labels axes come columns first
         plane = plane.T
     if not plane.any():
