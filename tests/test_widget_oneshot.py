@@ -5,6 +5,7 @@ Run under a display: ``xvfb-run -a python -m pytest tests/test_widget_oneshot.py
 
 from __future__ import annotations
 
+import napari
 import numpy as np
 import pytest
 from napari.qt.threading import WorkerBase
@@ -473,6 +474,9 @@ def test_a_multichannel_layer_with_channel_axis_0_gives_one_labels_layer_as_the_
     target_layer = viewer.add_image(cyx, name="cells", scale=(1, 0.5, 0.5), translate=(0, 3, 4))
     widget.target.set_layer(target_layer)
     assert widget.channel_axis.itemText(1) == "axis 0 (2 channels)"
+    widget.channel_axis.offer([napari.layers.Image(cyx[:1])], keep=False)
+    assert widget.channel_axis.itemText(1) == "axis 0 (1 channel)"  # it read '(1 channels)'
+    widget.channel_axis.offer([target_layer], keep=False)
     widget.channel_axis.setCurrentIndex(1)
     widget.run()
     qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)

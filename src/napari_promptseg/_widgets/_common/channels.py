@@ -81,7 +81,8 @@ class ChannelAxisBox(QComboBox):
         self.addItem("none (gray or RGB)", None)
         layer = next((layer for layer in layers if offers_channel_axis(layer)), None)
         if layer is not None:
-            self.addItem(f"axis {CHANNEL_AXIS} ({_levels(layer)[0].shape[CHANNEL_AXIS]} channels)", CHANNEL_AXIS)
+            n = _levels(layer)[0].shape[CHANNEL_AXIS]
+            self.addItem(f"axis {CHANNEL_AXIS} ({n} channel{'' if n == 1 else 's'})", CHANNEL_AXIS)
         self.setCurrentIndex(max(0, self.findData(chosen)) if chosen is not None else 0)
         self.blockSignals(False)
         self.channels_edit.setEnabled(self.count() > 1)
