@@ -306,3 +306,32 @@ def test_register_cli_reads_bigwarp_landmarks_in_the_images_calibrated_units(sha
     assert err.count("read as pixels") == 1 and said in err, err
     report = json.loads((out / "report.json").read_text())
     assert any("read as pixels" in w for w in report["warnings"]) and "bigwarp_pixel_size" not in report["landmarks"]
+
+
+def test_register_cli_says_the_region_settings_a_run_does_not_use(tmp_path, capsys):
+    """--similarity, --smoothness and --no-dense set the region route: with --method intensity (or --smoothness beside
+    --no-dense) they were ignored without a word, while the Registration widget greys them out. They are said, on
+    stderr and in report.json, and the run goes on."""
+    from skimage import data
+
+    camera = data.camera()[::4, ::4].astype(np.float32)
+    tifffile.imwrite(tmp_path / "fixed.tif", camera)
+    tifffile.imwrite(tmp_path / "moving.tif", np.roll(camera, (3, -2), axis=(0, 1)))
+    argv = ["register", str(tmp_path / "fixed.tif"), str(tmp_path / "moving.tif"), "-o", str(tmp_path / "out")]
+    assert main([*argv, "--method", "intensity", "--similarity", "0.6", "--no-dense"]) == 0
+    said = "--similarity, --no-dense ignored: they set the region route"
+    assert said in capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert any(said in w for w in report["warnings"]), report["warnings"]
+
+    from napari_promptseg.cli import build_parser
+    from napari_promptseg.cli.register.command import unused_settings
+
+    def unused(*flags: str, method: str = "prompts+intensity") -> list[str]:
+        return unused_settings(build_parser().parse_args([*argv, *flags]), method)
+
+    assert unused("--no-dense", "--smoothness", "0.3") == [
+        "--smoothness ignored: it weighs the dense field, which --no-dense leaves out"
+    ]
+    assert unused("--similarity", "0.6", "--smoothness", "0.3") == []  # both used by the region route
+    assert unused(method="intensity") == []  # nothing given

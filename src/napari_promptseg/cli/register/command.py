@@ -50,6 +50,28 @@ def register_settings(args: argparse.Namespace) -> tuple[RegistrationOptions, di
     return options, text_options
 
 
+def unused_settings(args: argparse.Namespace, method: str) -> list[str]:
+    """What the run will not use of the region route's settings given, said as the Registration widget greys them
+    out: --similarity, --smoothness and --no-dense with --method intensity, --smoothness with --no-dense (they were
+    ignored without a word)."""
+    from ...methods.defaults import PAIR_SIMILARITY
+
+    given = [
+        flag
+        for flag, is_given in (
+            ("--similarity", args.similarity != PAIR_SIMILARITY),
+            ("--smoothness", args.smoothness is not None),
+            ("--no-dense", args.no_dense),
+        )
+        if is_given
+    ]
+    if method == "intensity" and given:
+        return [f"{', '.join(given)} ignored: they set the region route (--method prompts or prompts+intensity)"]
+    if args.no_dense and args.smoothness is not None:
+        return ["--smoothness ignored: it weighs the dense field, which --no-dense leaves out"]
+    return []
+
+
 def cmd_register(args: argparse.Namespace) -> int:
     import tifffile
 
@@ -85,6 +107,9 @@ def cmd_register(args: argparse.Namespace) -> int:
     method = resolve_method(args.method, prompts or None)
     if prompts and method == "intensity":
         raise PromptsegError(f"--prompt {prompts[0]!r} needs --method prompts or prompts+intensity, not intensity")
+    setting_warnings = unused_settings(args, method)
+    for warning in setting_warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     # before the work: -o must be a directory, and what register writes there must not replace an input
     _make_output_dir(args.output)
     written = (
@@ -415,7 +440,7 @@ def cmd_register(args: argparse.Namespace) -> int:
             # text prompts: the route that answered them and why (None for automatic/given regions), per prompt below
             text_route={"route": result.text_route, "reason": result.text_reason} if result.text_route else None,
             prompt_sources=result.prompt_sources,
-            warnings=[*landmark_warnings, *result.warnings],
+            warnings=[*setting_warnings, *landmark_warnings, *result.warnings],
             timings_s={
                 **{k: round(v, 4) for k, v in result.timings.items()},
                 "model_load": round(load_s, 4),
