@@ -165,6 +165,21 @@ def test_remove_pair_removes_the_clicked_pair_else_the_last(make_viewer, qtbot):
     assert texts(untouched) == ["a", "b"]
 
 
+def test_a_short_dock_keeps_three_pairs_of_the_table_in_view(make_viewer, qtbot):
+    """In the controls' scroll area a short dock (a laptop's window, another widget docked below) squeezed the pairs
+    table to a row and a half, a scrolled table inside scrolled controls: the controls scroll instead."""
+    viewer = make_viewer(show=True)  # a hidden window lays nothing out
+    viewer.window._qt_window.resize(1280, 700)
+    widget = TrainTextWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="train")
+    viewer.window.add_dock_widget(TrainTextWidget(viewer), name="another")
+    while widget.table.rowCount() < 4:
+        widget.add_row()
+    qtbot.waitUntil(lambda: widget.isVisible() and widget.height() < 500)
+    rows = widget.table.verticalHeader().defaultSectionSize()
+    qtbot.waitUntil(lambda: widget.table.height() >= widget.table.horizontalHeader().height() + 3 * rows)
+
+
 def test_a_csv_with_other_column_names_trains_as_the_cli_maps_them(make_viewer, qtbot, shared_data, tmp_path):
     """A triplet CSV whose columns have other names (a medvlsm CSV: class names in 'p1', its split in
     'medvlsm_split') trains with `promptseg train-text --text-col p1 --split-col medvlsm_split`; the widget had no

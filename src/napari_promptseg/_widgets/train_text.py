@@ -263,6 +263,14 @@ class TrainTextWidget(QWidget):
             control.setEnabled(not clipseg)
         self.clipseg_weights.setEnabled(clipseg)
 
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        # three pairs in view at least: in the controls' scroll area a short dock squeezed the table to a row and a
+        # half, scrolled inside the scrolled controls (measured once styled: its rows' height is the style's)
+        rows = self.table.verticalHeader().defaultSectionSize()
+        header = self.table.horizontalHeader().sizeHint().height()
+        self.table.setMinimumHeight(header + 3 * rows + 2 * self.table.frameWidth())
+        super().showEvent(event)
+
     def settings(self) -> dict[str, object]:
         """The training settings given (train_text_model's ``settings``): a box at "default" or an empty field is
         None (not given), as an option the CLI was not given; a resume passes neither the loss nor the class names
