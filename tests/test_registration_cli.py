@@ -335,3 +335,7 @@ def test_register_cli_says_the_region_settings_a_run_does_not_use(tmp_path, caps
     ]
     assert unused("--similarity", "0.6", "--smoothness", "0.3") == []  # both used by the region route
     assert unused(method="intensity") == []  # nothing given
+    assert unused("--box-threshold", "0.5", "--heatmap-threshold", "0.4") == [
+        "--box-threshold, --heatmap-threshold ignored: they set how text prompts (--prompt) are answered"
+    ]
+    assert unused_settings(build_parser().parse_args([*argv, "--box-threshold", "0.5"]), "prompts", True) == []

@@ -357,7 +357,7 @@ def test_rows_of_one_image_stay_on_one_side_and_label_images_are_targets(kvasir,
             main(["train-text", str(csv_path), "-o", str(tmp_path / "m"), *flags])
         assert refused.value.code == 2 and message in capsys.readouterr().err
     assert main(["train-text", str(csv_path), "-o", str(tmp_path / "m"), "--clipseg", "--loss", "tmca"]) == 2
-    assert "--loss do not apply" in capsys.readouterr().err
+    assert "--loss does not apply" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
 
@@ -616,8 +616,8 @@ def test_cli_train_text_refuses_a_decoder_lr_that_is_not_a_rate(tmp_path, capsys
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--clipseg", "--resume"], "--clipseg fine-tunes CLIPSeg with medvlsm's recipe; --resume do not apply"),
-        (["--clipseg", "--cache-dir", "f"], "--cache-dir do not apply to it"),
+        (["--clipseg", "--resume"], "--clipseg fine-tunes CLIPSeg with medvlsm's recipe; --resume does not apply"),
+        (["--clipseg", "--cache-dir", "f"], "--cache-dir does not apply to it"),
         (["--clipseg-weights", "w"], "--clipseg-weights is the CLIPSeg model --clipseg fine-tunes; give --clipseg"),
         (["--refit-presence", "--epochs", "4"], "it does not go with --epochs"),
     ],
@@ -631,6 +631,16 @@ def test_cli_train_text_refuses_options_its_trainer_would_ignore(tmp_path, capsy
     assert main(["train-text", str(csv_path), "-o", str(tmp_path / "model"), *flags]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "model").exists()
+
+
+def test_train_text_model_takes_numpy_whole_numbers_and_refuses_bools_as_counts(tmp_path):
+    """A Python caller's ``np.int64(3)`` epochs (a value read from an array or a table) was refused as "must be a
+    whole number"; a bool, which is an int to Python, is no count of epochs."""
+    from napari_promptseg.methods.text_training.run import _check_values, cli_flag
+
+    _check_values({"epochs": np.int64(3), "batch_size": np.int32(2), "patience": 4}, cli_flag)
+    with pytest.raises(PromptsegError, match="--epochs must be a whole number, at least 1, got True"):
+        _check_values({"epochs": True}, cli_flag)
 
 
 def test_cli_text_names_a_relative_text_model_absolutely(trained, kvasir, tmp_path, monkeypatch):

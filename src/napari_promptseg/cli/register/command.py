@@ -50,26 +50,33 @@ def register_settings(args: argparse.Namespace) -> tuple[RegistrationOptions, di
     return options, text_options
 
 
-def unused_settings(args: argparse.Namespace, method: str) -> list[str]:
-    """What the run will not use of the region route's settings given, said as the Registration widget greys them
-    out: --similarity, --smoothness and --no-dense with --method intensity, --smoothness with --no-dense (they were
-    ignored without a word)."""
-    from ...methods.defaults import PAIR_SIMILARITY
+def unused_settings(args: argparse.Namespace, method: str, text_prompts: bool = False) -> list[str]:
+    """What the run will not use of the settings given, said as the Registration widget greys them out: the region
+    route's (--similarity, --smoothness, --no-dense) with --method intensity, --smoothness with --no-dense, and the
+    text routes' thresholds without ``text_prompts`` (--prompt); they were ignored without a word."""
+    from ...methods.defaults import BOX_THRESHOLD, HEATMAP_THRESHOLD, PAIR_SIMILARITY, TEXT_THRESHOLD
 
-    given = [
-        flag
-        for flag, is_given in (
-            ("--similarity", args.similarity != PAIR_SIMILARITY),
-            ("--smoothness", args.smoothness is not None),
-            ("--no-dense", args.no_dense),
-        )
-        if is_given
-    ]
-    if method == "intensity" and given:
-        return [f"{', '.join(given)} ignored: they set the region route (--method prompts or prompts+intensity)"]
-    if args.no_dense and args.smoothness is not None:
-        return ["--smoothness ignored: it weighs the dense field, which --no-dense leaves out"]
-    return []
+    def given(*pairs: tuple[str, bool]) -> list[str]:
+        return [flag for flag, is_given in pairs if is_given]
+
+    said = []
+    region = given(
+        ("--similarity", args.similarity != PAIR_SIMILARITY),
+        ("--smoothness", args.smoothness is not None),
+        ("--no-dense", args.no_dense),
+    )
+    if method == "intensity" and region:
+        said.append(f"{', '.join(region)} ignored: they set the region route (--method prompts or prompts+intensity)")
+    elif args.no_dense and args.smoothness is not None:
+        said.append("--smoothness ignored: it weighs the dense field, which --no-dense leaves out")
+    thresholds = given(
+        ("--box-threshold", args.box_threshold != BOX_THRESHOLD),
+        ("--text-threshold", args.text_threshold != TEXT_THRESHOLD),
+        ("--heatmap-threshold", args.heatmap_threshold != HEATMAP_THRESHOLD),
+    )
+    if thresholds and not text_prompts:
+        said.append(f"{', '.join(thresholds)} ignored: they set how text prompts (--prompt) are answered")
+    return said
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -107,7 +114,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     method = resolve_method(args.method, prompts or None)
     if prompts and method == "intensity":
         raise PromptsegError(f"--prompt {prompts[0]!r} needs --method prompts or prompts+intensity, not intensity")
-    setting_warnings = unused_settings(args, method)
+    setting_warnings = unused_settings(args, method, text_prompts=bool(prompts))
     for warning in setting_warnings:
         print(f"warning: {warning}", file=sys.stderr)
     # before the work: -o must be a directory, and what register writes there must not replace an input

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def _check_values(given: Mapping[str, object], name: Callable[[str], str]) -> No
     """The ranges the CLI's argument types keep to, for callers without them (the widget, Python): CLIPSeg's
     fine-tuning checks none itself (a learning rate of 0 trained nothing, without a word)."""
     for key, value in given.items():
-        if key in _WHOLE and not (isinstance(value, int) and value >= 1):
+        if key in _WHOLE and not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
             raise PromptsegError(f"{name(key)} must be a whole number, at least 1, got {value}")
         if key == "lr" and not 0 < value < math.inf:
             raise PromptsegError(f"{name(key)} must be a finite number above 0, got {value}")
@@ -95,7 +96,7 @@ def train_text_model(
         if unused:
             raise PromptsegError(
                 f"{name('clipseg')} fine-tunes CLIPSeg with medvlsm's recipe; "
-                f"{', '.join(name(key) for key in unused)} do not apply to it"
+                f"{', '.join(name(key) for key in unused)} {'does' if len(unused) == 1 else 'do'} not apply to it"
             )
     elif clipseg_weights is not None:
         raise PromptsegError(
