@@ -238,7 +238,8 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
         ),
         pytest.param(
             "5-channels",
-            r"stack\.tif: 5 channels; choose up to three with channels=\[\.\.\.\] \(CLI: --channels\)",
+            r"stack\.tif: 5 channels; choose up to three with channels=\[\.\.\.\] \(CLI: --channels; "
+            r"widgets: the channels field beside the channel axis\)",
             id="5-channels",
         ),
         pytest.param("nan", r"nan\.tif: contains NaN or infinite values", id="nan"),

@@ -149,7 +149,8 @@ def as_channels_last(
         arr = arr[..., channels]
     elif arr.shape[-1] > 3:
         raise PromptsegError(
-            f"{name}: {arr.shape[-1]} channels; choose up to three with channels=[...] (CLI: --channels)"
+            f"{name}: {arr.shape[-1]} channels; choose up to three with channels=[...] (CLI: --channels; widgets: "
+            "the channels field beside the channel axis)"
         )
     if not lazy:  # a lazy one is checked where it is read (tile by tile, or whole by in_memory)
         _refuse_non_finite(arr, name)
