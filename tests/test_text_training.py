@@ -32,6 +32,7 @@ from napari_promptseg.methods.text_training import (
 )
 from napari_promptseg.methods.text_training.data import ArrayTriplet, FeatureStore
 from napari_promptseg.methods.text_training.losses import batch_loss
+from napari_promptseg.methods.text_training.run import CLIPSEG_SETTINGS, SETTINGS, cli_flag
 from napari_promptseg.methods.text_training.sampling import epoch_samples, texts_per_image
 from napari_promptseg.methods.text_training.trainer import TrainingConfig, make_batch, validate
 from napari_promptseg.models import load_text_embedder, load_text_segmenter
@@ -359,6 +360,13 @@ def test_rows_of_one_image_stay_on_one_side_and_label_images_are_targets(kvasir,
     assert main(["train-text", str(csv_path), "-o", str(tmp_path / "m"), "--clipseg", "--loss", "tmca"]) == 2
     assert "--loss does not apply" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+    # --help says which settings go with --clipseg (it listed none: a user learnt them one refusal at a time)
+    with pytest.raises(SystemExit):
+        main(["train-text", "--help"])
+    clipseg_help = " ".join(capsys.readouterr().out.split("--clipseg  ")[1].split("--clipseg-weights")[0].split())
+    takes, refused = clipseg_help.split("refused")[0].split("; ")
+    for key in SETTINGS:
+        assert cli_flag(key) in (takes if key in CLIPSEG_SETTINGS else refused), key
 
 
 def test_cli_trains_and_answers_with_the_trained_route(trained, kvasir, cache, tmp_path, capsys):

@@ -80,11 +80,21 @@ def _add_train_text_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not train: refit the presence head of the model already in MODEL_DIR on this CSV (the one it was "
         "trained on), as training now ends (models trained before it gain it; the mask decoder is unchanged, only "
-        "which names are gated changes)",
+        "which names are gated changes); no training setting, --resume, --overwrite or --clipseg goes with it",
     )
     train.add_argument("--overwrite", action="store_true", help="replace a model already in MODEL_DIR")
-    train.add_argument("--clipseg", action="store_true", help="fine-tune CLIPSeg (medvlsm) instead")
-    train.add_argument("--clipseg-weights", type=Path, help="CLIPSeg model directory (default: from the registry)")
+    train.add_argument(
+        "--clipseg",
+        action="store_true",
+        help="fine-tune CLIPSeg (medvlsm's recipe) instead: it takes --epochs, --batch-size, --lr, --patience, "
+        "--seed and --val-fraction; --loss, --decoder-lr, --balance, --negatives, --cache-dir and --resume are "
+        "refused with it",
+    )
+    train.add_argument(
+        "--clipseg-weights",
+        type=Path,
+        help="with --clipseg: the CLIPSeg model directory it fine-tunes (default: from the registry)",
+    )
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: %(default)s)")
     train.set_defaults(func=cmd_train_text)
 
