@@ -339,3 +339,10 @@ def test_register_cli_says_the_region_settings_a_run_does_not_use(tmp_path, caps
         "--box-threshold, --heatmap-threshold ignored: they set how text prompts (--prompt) are answered"
     ]
     assert unused_settings(build_parser().parse_args([*argv, "--box-threshold", "0.5"]), "prompts", True) == []
+    # one option is "it" (it read "--similarity ignored: they set ...")
+    assert unused("--similarity", "0.6", method="intensity") == [
+        "--similarity ignored: it sets the region route (--method prompts or prompts+intensity)"
+    ]
+    assert unused("--text-threshold", "0.3") == [
+        "--text-threshold ignored: it sets how text prompts (--prompt) are answered"
+    ]

@@ -59,6 +59,9 @@ def unused_settings(args: argparse.Namespace, method: str, text_prompts: bool = 
     def given(*pairs: tuple[str, bool]) -> list[str]:
         return [flag for flag, is_given in pairs if is_given]
 
+    def ignored(flags: list[str]) -> str:  # one option is "it": "--similarity ignored: they set" read wrongly
+        return f"{', '.join(flags)} ignored: {'it sets' if len(flags) == 1 else 'they set'}"
+
     said = []
     region = given(
         ("--similarity", args.similarity != PAIR_SIMILARITY),
@@ -66,7 +69,7 @@ def unused_settings(args: argparse.Namespace, method: str, text_prompts: bool = 
         ("--no-dense", args.no_dense),
     )
     if method == "intensity" and region:
-        said.append(f"{', '.join(region)} ignored: they set the region route (--method prompts or prompts+intensity)")
+        said.append(f"{ignored(region)} the region route (--method prompts or prompts+intensity)")
     elif args.no_dense and args.smoothness is not None:
         said.append("--smoothness ignored: it weighs the dense field, which --no-dense leaves out")
     thresholds = given(
@@ -75,7 +78,7 @@ def unused_settings(args: argparse.Namespace, method: str, text_prompts: bool = 
         ("--heatmap-threshold", args.heatmap_threshold != HEATMAP_THRESHOLD),
     )
     if thresholds and not text_prompts:
-        said.append(f"{', '.join(thresholds)} ignored: they set how text prompts (--prompt) are answered")
+        said.append(f"{ignored(thresholds)} how text prompts (--prompt) are answered")
     return said
 
 
