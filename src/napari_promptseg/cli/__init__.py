@@ -132,14 +132,24 @@ def build_parser() -> argparse.ArgumentParser:
         "downloads a missing model)",
     )
     reg.add_argument("--library", type=Path, help="reference library directory (default: the user library)")
+    # the text routes' thresholds apply to --prompt's answers only (a run without them says they are ignored)
     reg.add_argument(
-        "--box-threshold", type=fraction, default=BOX_THRESHOLD, help="GroundingDINO box threshold (%(default)s)"
+        "--box-threshold",
+        type=fraction,
+        default=BOX_THRESHOLD,
+        help="GroundingDINO box threshold of the --prompt answers (%(default)s)",
     )
     reg.add_argument(
-        "--text-threshold", type=fraction, default=TEXT_THRESHOLD, help="GroundingDINO text threshold (%(default)s)"
+        "--text-threshold",
+        type=fraction,
+        default=TEXT_THRESHOLD,
+        help="GroundingDINO text threshold of the --prompt answers (%(default)s)",
     )
     reg.add_argument(
-        "--heatmap-threshold", type=fraction, default=HEATMAP_THRESHOLD, help="CLIPSeg threshold (%(default)s)"
+        "--heatmap-threshold",
+        type=fraction,
+        default=HEATMAP_THRESHOLD,
+        help="CLIPSeg threshold of the --prompt answers (%(default)s)",
     )
     reg.add_argument(
         "--method",
@@ -176,14 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare the first min(n) landmarks when the counts differ (as ANHIR does)",
     )
     reg.add_argument(
-        "--similarity", type=similarity, default=PAIR_SIMILARITY, help="region-pair cosine threshold (%(default)s)"
+        "--similarity",
+        type=similarity,
+        default=PAIR_SIMILARITY,
+        help="region-pair cosine threshold of the prompts methods (%(default)s)",
     )
     reg.add_argument(
         "--smoothness",
         type=non_negative_float,
-        help=f"bending-energy weight of the prompt method's dense field (default: {FIELD_SMOOTHNESS})",
+        help=f"bending-energy weight of the prompts methods' dense field (default: {FIELD_SMOOTHNESS})",
     )
-    reg.add_argument("--no-dense", action="store_true", help="affine only (no dense field) for the prompt method")
+    reg.add_argument("--no-dense", action="store_true", help="affine only (no dense field) for the prompts methods")
     _add_model_options(reg, channel_choice=False)
     reg.set_defaults(func=cmd_register)
     _add_oneshot_parser(sub)
