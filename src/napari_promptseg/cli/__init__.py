@@ -89,7 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="typical object diameter in pixels; sets the working scale (default: from the boxes)",
     )
     seg.add_argument("--overlay", action="store_true", help="also write OUT/<stem>_overlay.png")
-    _add_stack_options(seg, seeds="segment the prompted objects (boxes, clicks)", prompts_on_a_plane=True)
+    _add_stack_options(
+        seg,
+        seeds="segment the prompted objects (boxes, clicks; or take those of --seed-labels)",
+        prompts_on_a_plane=True,
+    )
     seg.add_argument(
         "--seed-labels",
         type=Path,
