@@ -169,7 +169,9 @@ def test_cli_propagates_the_objects_of_a_seed_label_image(litemedsam, mri, tmp_p
     assert main(command) == 0
     console = propagate_through_stack(vol, 2, labels=truth[2].astype(np.uint8), segmenter=litemedsam)
     np.testing.assert_array_equal(tifffile.imread(out / "mri.tif"), console.labels)
-    record = json.loads((out / "report.json").read_text())["images"][0]
+    report = json.loads((out / "report.json").read_text())
+    assert report["route"] == "seed labels"  # it said "box/point prompts", with no box or point given
+    record = report["images"][0]
     assert record["mode"] == "propagated from plane 2"
     assert any("plane 2's labels seed the propagation" in w for w in record["warnings"]), record["warnings"]
 

@@ -55,7 +55,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         command="segment",
         model=meta.get("model", args.model),
         encoder_precision=meta.get("encoder_precision"),
-        route="find all like the boxed objects" if args.find_all else "box/point prompts",
+        route=_route(args),
         parameters={
             "boxes": args.box,
             "points": args.point,
@@ -76,6 +76,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
     )
     outcome.finish()
     return code
+
+
+def _route(args: argparse.Namespace) -> str:
+    """report.json's route: what gave the objects (a --seed-labels run was "box/point prompts", with none given)."""
+    if args.seed_labels is not None:
+        return "seed labels"
+    return "find all like the boxed objects" if args.find_all else "box/point prompts"
 
 
 def _check_seed_labels(args: argparse.Namespace) -> None:
