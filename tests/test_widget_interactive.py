@@ -970,3 +970,10 @@ def test_a_weights_file_given_is_loaded_and_one_the_model_cannot_read_is_named(m
     assert panel.state == "failed" and len(records_since(first, NotificationSeverity.ERROR)) == 1
     said = panel.details or panel.status.text()
     assert f"litemedsam: weights file {missing} does not exist" in said, said
+
+    # the field's clear button empties it without Enter: the model's own weights at once, embedded again
+    box.weights_file.edit.clear()
+    assert box.currentText() == "litemedsam"
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    np.testing.assert_array_equal(preview_layer(viewer).data, bundled)

@@ -51,6 +51,8 @@ class WeightsFileField(QWidget):
         row.addWidget(browse)
         self._last = ""
         self.edit.editingFinished.connect(self._edited)
+        # its clear button empties the field without finishing an edit: the model's own weights at once
+        self.edit.textChanged.connect(lambda text: self._edited() if not text.strip() else None)
 
     @property
     def text(self) -> str:
