@@ -86,7 +86,7 @@ def test_a_pyramid_is_registered_at_one_level_without_reading_its_full_resolutio
     h, w = middle.shape[:2]
     big = da.map_blocks(level0_block, dtype=fixed.dtype, chunks=((h,) * 4, (w,) * 4, (3,)))  # 6400 x 8544
     layer = napari.layers.Image([big, middle, fixed], rgb=True, multiscale=True)
-    plane, factors = widget_module._plane(layer, "fixed")
+    _, plane, factors = widget_module._plane(layer, "fixed")
     assert plane.shape == middle.shape and np.allclose(factors, 4) and not reads
 
 

@@ -381,7 +381,7 @@ def test_a_labels_pyramid_is_carried_over_from_its_level_as_fine_as_the_register
         return da.map_blocks(never, dtype=image.dtype, chunks=tuple((n,) for n in shape))
 
     moving_layer = napari.layers.Image([full_resolution(moving, 4), moving], rgb=True, multiscale=True)
-    plane, factors = widget_module._plane(moving_layer, "moving")
+    _, plane, factors = widget_module._plane(moving_layer, "moving")
     assert plane.shape == moving.shape and np.allclose(factors, 4)
     pyramid = napari.layers.Labels(
         [full_resolution(labels, 4), labels, labels[::2, ::2].copy()], multiscale=True, name="zarr labels"

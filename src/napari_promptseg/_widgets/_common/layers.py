@@ -12,7 +12,7 @@ import napari.layers
 import numpy as np
 
 from ...errors import CancelledError, PromptsegError
-from ...io.multiscale import WHOLE_IMAGE_SIDE, level_for_side
+from ...io.multiscale import WHOLE_IMAGE_SIDE, PyramidLevel, level_for_side
 from ...tiling import level_to_full
 
 if TYPE_CHECKING:
@@ -208,10 +208,15 @@ def layer_level(layer: napari.layers.Image | LayerPixels, side: float) -> tuple[
     """A pyramid layer's coarsest level with at least ``side`` px along its longest side
     (:func:`~napari_promptseg.io.multiscale.level_for_side`, as the CLI reads one) and its downsampling along each of
     the layer's axes; any other layer itself (factors 1)."""
-    if not layer.multiscale:
-        return layer.data, np.ones(layer.ndim)
-    _, level, factors = level_for_side(layer.data, side, layer.ndim)
+    _, level, factors = layer_pyramid_level(layer, side)
     return level, factors
+
+
+def layer_pyramid_level(layer: napari.layers.Image | LayerPixels, side: float) -> PyramidLevel:
+    """:func:`layer_level` with the level's index (0: full resolution, or not a pyramid)."""
+    if not layer.multiscale:
+        return PyramidLevel(0, layer.data, np.ones(layer.ndim))
+    return level_for_side(layer.data, side, layer.ndim)
 
 
 def level_factors(layer: napari.layers.Image | LayerPixels, level: Any) -> np.ndarray:

@@ -13,12 +13,12 @@ import napari.layers
 import numpy as np
 
 from ...errors import CancelledError, PromptsegError
-from ...io.multiscale import REGISTER_SIDE
+from ...io.multiscale import REGISTER_SIDE, PyramidLevel
 from .._common import (
     CHANNEL_AXIS,
     _levels,
     data_to_world_matrix,
-    layer_level,
+    layer_pyramid_level,
     level_to_layer_matrix,
     offers_channel_axis,
 )
@@ -36,17 +36,12 @@ def spatial_axes(layer: napari.layers.Image, channel_axis: int | None) -> list[i
     return [1, 2] if layer_channel_axis(layer, channel_axis) is not None else [0, 1]
 
 
-def _level_index(layer: napari.layers.Image, level: Any) -> int:
-    """Which of ``layer``'s arrays ``level`` is (0: full resolution, or not a pyramid)."""
-    return next((i for i, array in enumerate(_levels(layer)) if array is level), 0)
-
-
-def _plane(layer: napari.layers.Image, role: str, channel_axis: int | None = None) -> tuple[Any, np.ndarray]:
+def _plane(layer: napari.layers.Image, role: str, channel_axis: int | None = None) -> PyramidLevel:
     """The 2D plane registered from ``layer`` (with its channels first when ``channel_axis`` is chosen and the layer
-    may have them) and how many times coarser than the layer's full resolution it is (rows, columns): a pyramid's
-    level by :data:`REGISTER_SIDE`, else the layer's data. Nothing is read (only the shape is looked at): the worker
-    reads it (:func:`_read_plane`)."""
-    level, factors = layer_level(layer, REGISTER_SIDE)
+    may have them), its level's index and how many times coarser than the layer's full resolution it is (rows,
+    columns): a pyramid's level by :data:`REGISTER_SIDE`, else the layer's data. Nothing is read (only the shape is
+    looked at): the worker reads it (:func:`_read_plane`)."""
+    index, level, factors = layer_pyramid_level(layer, REGISTER_SIDE)
     channels = layer_channel_axis(layer, channel_axis) is not None
     spatial = level.ndim - (1 if layer.rgb else 0) - channels
     if spatial != 2:
@@ -58,7 +53,7 @@ def _plane(layer: napari.layers.Image, role: str, channel_axis: int | None = Non
             f"{role} layer '{layer.name}' has {spatial} spatial dimensions (shape {level.shape}); registration "
             f"works on 2D images: pick one plane first{hint}"
         )
-    return level, factors[-2:]
+    return PyramidLevel(index, level, factors[-2:])
 
 
 def _read_plane(level: Any, role: str, progress, cancel) -> np.ndarray:

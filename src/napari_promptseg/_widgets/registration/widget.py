@@ -53,7 +53,7 @@ from .._common import (
     unproxied,
 )
 from .._common.text_route import route_hint, text_route_box
-from .planes import _labels_on_plane, _level_index, _plane, _points_xy, _read_plane, layer_channel_axis, spatial_axes
+from .planes import _labels_on_plane, _plane, _points_xy, _read_plane, layer_channel_axis, spatial_axes
 from .results import _results_to_show, _Shown
 from .shapes import MovingShapes, add_registered_shapes, moving_shapes
 
@@ -252,14 +252,14 @@ class RegistrationWidget(QWidget):
                     f"channel axis {channel_axis}: neither '{fixed_layer.name}' nor '{moving_layer.name}' has one "
                     "(gray or RGB); choose 'none'"
                 )
-            (fixed, fixed_factors), (moving, moving_factors) = (
+            fixed_at, moving_at = (
                 _plane(fixed_layer, "fixed", channel_axis),
                 _plane(moving_layer, "moving", channel_axis),
             )
+            (_, fixed, fixed_factors), (_, moving, moving_factors) = fixed_at, moving_at
             # the levels read, which register() is given as arrays: the result says them (registered_level)
             levels = {
-                "fixed": level_record(_level_index(fixed_layer, fixed), fixed_factors),
-                "moving": level_record(_level_index(moving_layer, moving), moving_factors),
+                name: level_record(at.index, at.factors) for name, at in (("fixed", fixed_at), ("moving", moving_at))
             }
             moving_channel_axis = layer_channel_axis(moving_layer, channel_axis)
             lm_fixed_layer, lm_moving_layer = self.fixed_points.layer(), self.moving_points.layer()
