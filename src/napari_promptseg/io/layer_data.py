@@ -19,7 +19,7 @@ from .images import (
     IMAGE_SUFFIXES,
     OUTPUT_MARKER,
     REGISTER_LABELS_MARKER,
-    REGISTER_MARKER,
+    REGISTER_MARKERS,
     TIFF_SUFFIXES,
     _format_of_misnamed_tiff,
     output_marker,
@@ -168,7 +168,7 @@ def tiff_layer_data(path: str | Path) -> list[LayerData]:
     level lies (:func:`_register_level_translate`)."""
     layers = image_layer_data(path, whole_when_single_level=True)
     marker = output_marker(path)  # the file's header read once for both questions
-    if marker in (REGISTER_MARKER, REGISTER_LABELS_MARKER):
+    if marker in REGISTER_MARKERS:
         for _, kwargs, _ in layers:
             _register_level_translate(Path(path), kwargs)
     if marker in (OUTPUT_MARKER, REGISTER_LABELS_MARKER):

@@ -88,7 +88,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     from ...io._files import replacing_together, undo_interrupted_replacing
     from ...io.annotations import read_annotations, write_annotations
     from ...io.calibration import level_pixel_size, pixel_size
-    from ...io.images import REGISTER_LABELS_MARKER, REGISTER_MARKER, is_own_output, needs_bigtiff
+    from ...io.images import REGISTER_LABELS_MARKER, REGISTER_MARKER, REGISTER_MARKERS, is_own_output, needs_bigtiff
     from ...io.landmarks import index_order, is_bigwarp_csv, paired_landmarks, read_landmark_pair, write_landmarks
     from ...io.multiscale import moved_channel_position
     from ...methods.registration import (
@@ -302,7 +302,7 @@ def cmd_register(args: argparse.Namespace) -> int:
                 _stale(
                     temp,
                     labels_path,
-                    bool(earlier_labels) and is_own_output(labels_path, (REGISTER_LABELS_MARKER, REGISTER_MARKER)),
+                    bool(earlier_labels) and is_own_output(labels_path, REGISTER_MARKERS),
                     "--moving-labels",
                 )
             )

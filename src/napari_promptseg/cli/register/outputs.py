@@ -68,7 +68,7 @@ def _check_earlier_outputs(
     labels_warped.tif only when this run writes one), with landmarks (annotations) a landmarks_warped.csv
     (annotations_warped.geojson) whose contents are not those the earlier run recorded (without landmarks, labels
     or annotations such files are kept, and the run says so). Returns the earlier register run's report, or None."""
-    from ...io.images import REGISTER_LABELS_MARKER, REGISTER_MARKER, is_own_output
+    from ...io.images import REGISTER_MARKERS, is_own_output
 
     report = output / "report.json"
     earlier = _own_report(report)
@@ -77,7 +77,7 @@ def _check_earlier_outputs(
     ours = ("moving_warped.tif", "displacement.tif", *((LABELS_WARPED,) if labels_given else ()))
     foreign = [output / name for name in ours if (output / name).exists() or (output / name).is_symlink()]
     # labels_warped.tif: REGISTER_MARKER of a run before it was marked as labels
-    foreign = [p for p in foreign if not is_own_output(p, (REGISTER_MARKER, REGISTER_LABELS_MARKER))]
+    foreign = [p for p in foreign if not is_own_output(p, REGISTER_MARKERS)]
     if report.exists() and earlier is None:
         foreign.append(report)
     for given, name, section, key in (
