@@ -151,6 +151,14 @@ def test_the_model_chosen_is_the_one_the_run_loads(make_viewer, qtbot, lungs):
     assert len(viewer.layers) == 3
     assert (widget.model.model_name, widget.model.weights_file.text) == ("sam_vit_b", str(weights))
 
+    # the file belongs to sam_vit_b: another model chosen shows its own weights, sam_vit_b chosen again its file
+    widget.model.setCurrentIndex(widget.model.findData("litemedsam"))
+    assert (widget.model.weights_file.text, widget.model.currentText()) == ("", "litemedsam")
+    assert widget.model.checked_choice() == ("litemedsam", None)
+    widget.model.setCurrentIndex(widget.model.findData("sam_vit_b"))
+    assert widget.model.weights_file.text == str(weights)
+    assert widget.model.currentText() == "sam_vit_b (weights file)"
+
 
 def test_multiscale_target_is_read_at_the_level_of_the_working_scale(make_viewer):
     """A pyramid target: the level whose resolution matches the objects' working scale is segmented, and the

@@ -63,6 +63,13 @@ class WeightsFileField(QWidget):
         self.edit.setText(path)
         self._edited()
 
+    def show_quietly(self, path: str) -> None:
+        """Show ``path`` without firing ``changed`` (the box's model change, which its listeners hear, brings it)."""
+        self.edit.blockSignals(True)
+        self.edit.setText(path)
+        self.edit.blockSignals(False)
+        self._last = self.text
+
     def _edited(self) -> None:
         # editingFinished fires on Enter and again when the focus leaves: one change, one re-run
         if self.text != self._last:
@@ -99,7 +106,16 @@ class SegmenterBox(QComboBox):
         after_every_run(self.refresh_labels)  # held weakly: gone with the widget
         # the chosen model reads the file's weights, not '(weights missing)' when its own are missing
         self.weights_file.changed.connect(self.refresh_labels)
-        self.currentIndexChanged.connect(self.refresh_labels)
+        self._files: dict[str, str] = {}  # model name -> the weights file given for it
+        self._shown = self.model_name  # the model whose file the field shows
+        self.currentIndexChanged.connect(self._model_changed)
+
+    def _model_changed(self) -> None:
+        # another model cannot read the previous one's checkpoint: the field shows the chosen model's own file
+        self._files[self._shown] = self.weights_file.text
+        self._shown = self.model_name
+        self.weights_file.show_quietly(self._files.get(self._shown, ""))
+        self.refresh_labels()
 
     @property
     def model_name(self) -> str:
