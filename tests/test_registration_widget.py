@@ -582,3 +582,12 @@ def test_a_two_channel_layer_pair_registers_as_register_and_the_cli_do(make_view
     assert main(["register", *files, "--channel-axis", "0", "-o", str(tmp_path / "out"), "--device", "cpu"]) == 0
     assert np.array_equal(tifffile.imread(tmp_path / "out" / "displacement.tif"), result.displacement)
     assert np.array_equal(tifffile.imread(tmp_path / "out" / "moving_warped.tif"), warped.data)
+
+    # five channels: refused before a run starts, naming the layer and what to do in napari
+    five = viewer.add_image(np.concatenate([moving, moving, moving[:1]]), name="five channels")
+    widget.moving_picker.set_layer(five)
+    widget.channel_axis.setCurrentIndex(widget.channel_axis.findData(0))
+    widget.run()
+    said = widget.runner.widget.details or widget.runner.widget.status.text()
+    assert not widget.runner.busy, said
+    assert "moving layer 'five channels' has 5 channels: registration takes up to 3; split it" in said, said

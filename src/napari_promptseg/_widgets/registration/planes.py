@@ -14,6 +14,7 @@ import numpy as np
 
 from ...errors import CancelledError, PromptsegError
 from ...io.multiscale import REGISTER_SIDE, PyramidLevel
+from ...methods.registration.pipeline import MAX_CHANNELS
 from .._common import (
     CHANNEL_AXIS,
     _levels,
@@ -52,6 +53,13 @@ def _plane(layer: napari.layers.Image, role: str, channel_axis: int | None = Non
         raise PromptsegError(
             f"{role} layer '{layer.name}' has {spatial} spatial dimensions (shape {level.shape}); registration "
             f"works on 2D images: pick one plane first{hint}"
+        )
+    if channels and level.shape[CHANNEL_AXIS] > MAX_CHANNELS:
+        # refused here, naming the layer: register() would refuse it in the run, with a console user's advice
+        raise PromptsegError(
+            f"{role} layer '{layer.name}' has {level.shape[CHANNEL_AXIS]} channels: registration takes up to "
+            f"{MAX_CHANNELS}; split it (layer menu: Split Stack) and register one channel, or a layer of up to "
+            f"{MAX_CHANNELS} channels both images show"
         )
     return PyramidLevel(index, level, factors[-2:])
 
