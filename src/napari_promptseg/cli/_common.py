@@ -440,7 +440,8 @@ def _run_batch(
     empty = [r for r in records if r["status"] == "empty"]
     unwritten = sum(1 for r in failed if "output" not in r)
     if getattr(args, "output", None) is not None:
-        _remove_stale_outputs(args, failed + empty)
+        # every record: an input segmented without --overlay (or whose overlay failed) kept the earlier run's
+        _remove_stale_outputs(args, records)
     if failed or empty:
         embedding = getattr(args, "command", "") == "embed"  # embeddings have no objects to count
         done = "embedded" if embedding else "segmented"
@@ -479,9 +480,10 @@ def _forget_earlier_result(args: argparse.Namespace, path: str, exc: BaseExcepti
 
 
 def _remove_stale_outputs(args: argparse.Namespace, records: Sequence[dict]) -> None:
-    """A failed or empty input's files of an earlier run (its labels when this run wrote none, its overlay: this
-    run draws none; an OME-Zarr input's labels image a run into this -o wrote) would pass for this run's result: they
-    go, and its record says so. Only our own files (marked; labels as written) are removed."""
+    """An input's files of an earlier run that this run did not write (a failed or empty input's labels when this
+    run wrote none, any input's overlay when this run drew none: no --overlay, or its drawing failed; an OME-Zarr
+    input's labels image a run into this -o wrote) would pass for this run's result: they go, and its record says
+    so. Only our own files (marked; labels as written) are removed."""
     from ..io import output_stem
     from ..io.images import is_own_output
     from ..io.multiscale import is_ome_zarr
