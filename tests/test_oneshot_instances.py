@@ -250,3 +250,23 @@ def test_a_colour_label_image_is_read_as_one_id_per_colour(tmp_path):
 
     grey = np.repeat((truth > 0).astype(np.uint8)[..., None] * 255, 3, axis=-1)
     np.testing.assert_array_equal(_reference_labels(grey, image, path, path), (truth > 0) * 255)
+
+
+def test_cli_a_two_channel_target_of_a_grey_rgb_reference_is_refused_by_name(tmp_path, capsys):
+    """Bug hunt: a reference of grey nuclei saved as RGB (as DSB's PNGs are) and a 2-channel fluorescence target
+    failed with numpy's 'operands could not be broadcast together with shapes (2,) (3,)'; an empty label image in a
+    batch, the run's error alone. It now names the target and the option that picks the channel to segment."""
+    import imageio.v3 as iio
+
+    from napari_promptseg._sample_data import nuclei
+
+    (image, _, _), (truth, _, _) = nuclei()
+    crop = (slice(0, 128), slice(0, 128))
+    iio.imwrite(tmp_path / "ref.png", np.repeat(image[crop][..., None], 3, axis=-1))
+    tifffile.imwrite(tmp_path / "ref_mask.tif", truth[crop])
+    target = tmp_path / "two channels.tif"
+    tifffile.imwrite(target, np.stack([image[128:, 128:], image[128:, 128:] // 2], axis=-1))
+    args = ["oneshot", "--reference", str(tmp_path / "ref.png"), "--reference-mask", str(tmp_path / "ref_mask.tif")]
+    assert main([*args, str(target), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{target}: 2 channels" in err and "--channels" in err and "broadcast" not in err

@@ -127,6 +127,15 @@ def segment_with_exemplars(
             f"{name}: {image.shape[-1]} channel(s), but the exemplars were colour images with "
             f"{max(model.channels) + 1}; use targets of the exemplars' kind"
         )
+    # a grey reference's background level has one value per channel it was stored with (3 for grey saved as RGB):
+    # a target of another count (a 2-channel fluorescence image) failed deep inside with numpy's broadcast error
+    stored = 0 if model.background is None else np.size(model.background)
+    if stored > 1 and image.shape[-1] not in (1, stored):
+        raise PromptsegError(
+            f"{name}: {image.shape[-1]} channels, but the exemplars were learnt on a grey image stored with {stored}; "
+            "choose the channel to segment with channels=[...] (CLI: --channels; widgets: the channels field beside "
+            "the channel axis), or use targets of the exemplars' kind"
+        )
     h, w = image.shape[:2]
     window = IntensityWindow.measure(image, model.normalize, background=True, name=name)
     t0 = time.perf_counter()
