@@ -167,3 +167,20 @@ def test_a_png_named_tif_is_read_as_the_png_it_holds(em, tmp_path, capsys):
     assert main(["segment", str(folder), *BOX, "-o", str(out)]) == 0, capsys.readouterr().err
     labels = tifffile.imread(out / "em_renamed.tif")
     assert labels.any() and np.array_equal(labels, tifffile.imread(out / "em.tif"))
+
+
+def test_a_broken_link_in_a_folder_is_said_to_be_one(em, tmp_path, capsys):
+    """A folder holding a link to an image on an unmounted disk: its failure read 'no such file' for a file `ls`
+    shows, and named directly 'input image not found'. Both now say it is a link and where it points."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    iio.imwrite(folder / "a.png", em)
+    (folder / "b.png").symlink_to(tmp_path / "unmounted" / "b.png")
+    out = tmp_path / "out"
+    assert main(["segment", str(folder), *BOX, "-o", str(out)]) == 1
+    failed = [r for r in report_of(out)["images"] if r["status"] == "failed"]
+    assert [Path(r["input"]).name for r in failed] == ["b.png"]
+    assert f"a link to {tmp_path / 'unmounted' / 'b.png'}, which does not exist" in failed[0]["reason"]
+    capsys.readouterr()
+    assert main(["segment", str(folder / "b.png"), *BOX, "-o", str(out)]) == 2
+    assert "a link to" in capsys.readouterr().err

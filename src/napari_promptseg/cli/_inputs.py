@@ -49,6 +49,10 @@ def _expanded(paths: list[Path]) -> list[Path]:
                 )
         elif path.is_file():
             (ours if path.suffix.lower() in IMAGE_SUFFIXES and is_own_output(path) else out).append(path)
+        elif path.is_symlink():  # listed by `ls`: 'not found' read as wrong
+            from ..io.images import missing_file_why
+
+            raise PromptsegError(f"input image {path}: {missing_file_why(path)}")
         else:
             raise PromptsegError(f"input image not found: {path}")
     if ours:  # as a folder given whole leaves them out, said since they were named

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -152,6 +154,16 @@ def distinct_output_stems(paths: Sequence[str | Path]) -> dict[str, str]:
     return renamed
 
 
+def missing_file_why(path: str | Path) -> str:
+    """Why ``path``, not a file, is not there: a link whose target is gone (a folder's listing shows it, so 'no such
+    file' read as wrong), else no such file."""
+    path = Path(path)
+    if path.is_symlink():
+        with contextlib.suppress(OSError):
+            return f"a link to {os.readlink(path)}, which does not exist"
+    return "no such file"
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file (TIFF, PNG, JPEG, BMP, ...) as a numpy array in its stored dtype.
 
@@ -167,7 +179,7 @@ def read_image(path: str | Path) -> np.ndarray:
             raise PromptsegError(f"{path}: a directory, not an image: {not_ome_zarr_why(path)}")
         return open_multiscale(path).levels[0]
     if not path.is_file():
-        raise PromptsegError(f"{path}: no such file")
+        raise PromptsegError(f"{path}: {missing_file_why(path)}")
     try:
         misnamed = _format_of_misnamed_tiff(path)
         if path.suffix.lower() in TIFF_SUFFIXES and misnamed is None:
