@@ -9,6 +9,7 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+import pytest
 import tifffile
 
 from napari_promptseg._reader import get_reader
@@ -474,3 +475,16 @@ def test_an_input_the_system_refuses_to_look_at_is_an_error_naming_it(tmp_path, 
         why = "Permission denied" if name == str(locked) else "File name too long"
         assert f"{name}: cannot be read" in err and why in err and "Traceback" not in err, err
         assert not (tmp_path / "out").exists(), name
+
+
+@pytest.mark.parametrize("command", [[], ["segment"], ["oneshot"], ["text"]])
+def test_the_exit_codes_are_in_the_help(command, capsys):
+    """The exit codes (1: an input without output; 2: the run stopped, or every input failed; 130: interrupted) were
+    written in the module's docstring and the README only: `promptseg --help` showed its first line, and a script's
+    author reading `promptseg segment --help` found none."""
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "--help"])
+    assert stop.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "exit codes: 0 every output was written" in help_text
+    assert "1 some input could not be read" in help_text and "130 interrupted" in help_text

@@ -35,7 +35,7 @@ from ..methods.defaults import BOX_THRESHOLD, FIELD_SMOOTHNESS, HEATMAP_THRESHOL
 from ..models.device import PRECISIONS
 from . import _progress_line
 from ._common import _add_batch_options, _add_model_options, _output_lock
-from ._stacks import OUTPUT_HELP, REGISTER_IMAGE_HELP, _add_stack_options, images_help
+from ._stacks import EXIT_CODES_HELP, OUTPUT_HELP, REGISTER_IMAGE_HELP, _add_stack_options, images_help
 from ._types import fraction, non_negative_float, similarity
 from .cache import _add_cache_parser
 from .embed import _add_embed_parser
@@ -51,7 +51,11 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="promptseg", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="promptseg",
+        description=__doc__.splitlines()[0],
+        epilog=f"segment, oneshot and text {EXIT_CODES_HELP}",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--precision",
@@ -66,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="machine-readable output")
     models.set_defaults(func=cmd_models)
 
-    seg = sub.add_parser("segment", help="segment images from boxes and points (pixel x = column, y = row)")
+    seg = sub.add_parser(
+        "segment", help="segment images from boxes and points (pixel x = column, y = row)", epilog=EXIT_CODES_HELP
+    )
     seg.add_argument(
         "images",
         nargs="+",

@@ -24,6 +24,7 @@ from ._common import (
 from ._inputs import _expand_images
 from ._progress_line import weights_progress
 from ._stacks import (
+    EXIT_CODES_HELP,
     OUTPUT_HELP,
     _add_stack_options,
     _input_stack,
@@ -41,6 +42,7 @@ def _add_oneshot_parser(sub: argparse._SubParsersAction) -> None:
         help="segment in TARGETs what a labelled reference shows (SAT one-shot; PerSAM-/Matcher-style)",
         description="Writes OUT/<stem>.tif (labels) per target and OUT/report.json (chosen prompts, scheme scores, "
         "timings). Repeat --reference/--reference-mask for an ensemble over several references.",
+        epilog=EXIT_CODES_HELP,
     )
     one.add_argument(
         "targets",

@@ -23,6 +23,7 @@ from ._common import (
 from ._inputs import _expand_images
 from ._progress_line import route_progress, weights_progress
 from ._stacks import (
+    EXIT_CODES_HELP,
     OUTPUT_HELP,
     _add_stack_options,
     _input_stack,
@@ -45,6 +46,7 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
         "only weights already on disk (`promptseg models` lists them) and downloads nothing; --route groundingdino "
         "or clipseg (or --grounder/--heatmapper NAME, --text-weights HUB_ID) downloads a missing model "
         "(GroundingDINO: 690 MB) unless $PROMPTSEG_OFFLINE is set.",
+        epilog=EXIT_CODES_HELP,
     )
     text.add_argument("prompt", help="what to segment, e.g. 'nuclei' or 'gland, stroma' (phrases split on , . ;)")
     text.add_argument(
