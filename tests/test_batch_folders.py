@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import zarr
 from ome_zarr.format import FormatV04
 from ome_zarr.writer import write_image
@@ -220,3 +221,25 @@ def test_a_rerun_without_overlay_takes_out_the_overlays_of_the_earlier_run(em_pn
     assert not (out / "em 0_overlay.png").exists() and not (out / "em 1_overlay.png").exists()
     records = json.loads((out / "report.json").read_text())["images"]
     assert all(r["status"] == "ok" and "removed" in " ".join(r["warnings"]) for r in records)
+
+
+def test_a_resume_does_not_write_over_labels_drawn_into_a_failed_inputs_empty_image(em_pngs, tmp_path, capsys):
+    """A failed input gets an empty label image; the user draws its objects by hand into that file. A --resume (to
+    take in new images) ran the failed input again and wrote a new empty image over the drawing without a word: a
+    resume took every file its report listed for replaceable, though it keeps only the finished inputs' as they
+    are. A rerun refused it; a resume now does too, before any work."""
+    import imageio.v3 as iio
+
+    iio.imwrite(em_pngs / "small.png", read_image(em_pngs / "em 0.png")[:64, :64])
+    out = tmp_path / "out"
+    command = ["segment", str(em_pngs), *BOX, "--point", "100", "100", "-o", str(out)]
+    assert main(command) == 0  # small.png: the point lies outside it, an empty label image and its reason
+    records = {Path(r["input"]).name: r for r in json.loads((out / "report.json").read_text())["images"]}
+    assert records["small.png"]["status"] == "failed" and records["em 0.png"]["status"] == "ok"
+    drawn = np.zeros((64, 64), np.uint16)
+    drawn[10:30, 10:30] = 1
+    tifffile.imwrite(out / "small.tif", drawn)  # saved from napari: without promptseg's mark
+    capsys.readouterr()
+    assert main([*command, "--resume"]) == 2
+    assert "small.tif" in capsys.readouterr().err
+    np.testing.assert_array_equal(tifffile.imread(out / "small.tif"), drawn)

@@ -266,8 +266,10 @@ def _listed_outputs(output: Path, *, kept: bool = False) -> set[Path]:
     """Label and overlay files that the folder's report.json or resume journal names, when a version that did not
     mark its files yet wrote them (they may be replaced by a rerun). Files of records made by a marking version
     (``outputs_marked``) count only by their mark: one without it was rewritten since, e.g. a user's corrected
-    labels. ``kept``: every listed file (a --resume keeps the finished ones as they are, corrected or not)."""
-    from ..batch.journal import JOURNAL_NAME
+    labels. ``kept``: also every file of a finished record (a --resume keeps those as they are, corrected or not);
+    a failed input's empty label image is written again by a resume, so it counts by its mark (a user's drawing
+    saved into it was replaced)."""
+    from ..batch.journal import JOURNAL_NAME, is_done
 
     records: list = []
     with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -276,7 +278,7 @@ def _listed_outputs(output: Path, *, kept: bool = False) -> set[Path]:
         for line in (output / JOURNAL_NAME).read_text().splitlines():
             with contextlib.suppress(ValueError, AttributeError):
                 records.append(json.loads(line).get("record"))
-    records = [r for r in records if isinstance(r, dict) and (kept or not r.get("outputs_marked"))]
+    records = [r for r in records if isinstance(r, dict) and ((kept and is_done(r)) or not r.get("outputs_marked"))]
     files = {r.get(key) for r in records for key in ("output", "overlay")}
     # by name in this folder: a report stores paths as given, relative to where that run was started
     return {(output / Path(f).name).resolve() for f in files if isinstance(f, str) and f}
