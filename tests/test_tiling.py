@@ -175,6 +175,9 @@ def test_an_object_size_the_upscale_cap_overrides_is_reported_and_warned(tmp_pat
     assert summary["object_size_used"] > 5
     assert not choose_scale((4096, 4096), 256, 20.0).capped  # no cap, no warning
     assert choose_scale((4096, 4096), 256, 20.0).cap_warning("x") is None
+    # a 32 px patch fills the model's input (8x) whatever its objects' size: no cap was applied, none is warned of
+    patch = choose_scale((32, 32), 256, 20.0)
+    assert patch.scale == 8.0 and not patch.capped and patch.cap_warning("patch") is None
 
     image = tmp_path / "coins.tif"
     tifffile.imwrite(image, data.coins()[:256, :256])

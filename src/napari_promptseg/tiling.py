@@ -64,8 +64,14 @@ class WorkingScale:
 
     @property
     def capped(self) -> bool:
-        """Whether MAX_UPSCALE kept the scale below what the object size asked for."""
-        return self.requested_scale is not None and self.requested_scale > MAX_UPSCALE
+        """Whether MAX_UPSCALE kept the scale below what the object size asked for. An image smaller than the
+        model's input is enlarged to fill it whatever the cap (a 32 px patch: 8x): it asked for that much and got it,
+        and was warned 'above the cap of 4x ... worked at 8.00x', which read as a contradiction."""
+        return (
+            self.requested_scale is not None
+            and self.requested_scale > MAX_UPSCALE
+            and self.scale < self.requested_scale * (1 - 1e-9)
+        )
 
     @property
     def object_size_used(self) -> float | None:
