@@ -184,3 +184,20 @@ def test_a_broken_link_in_a_folder_is_said_to_be_one(em, tmp_path, capsys):
     capsys.readouterr()
     assert main(["segment", str(folder / "b.png"), *BOX, "-o", str(out)]) == 2
     assert "a link to" in capsys.readouterr().err
+
+
+def test_an_inputs_error_names_it_alone_and_when_every_input_failed(em, tmp_path, capsys):
+    """`promptseg segment "scans/*.png" --box ...` where the box lies outside the image: 'error: box 1: (200, 200,
+    240, 240) lies outside the 128x128 image' named no file, for one input (its error is the run's) and for the first
+    of a batch where every input failed ('every input failed; the first: box 1: ...'). Both name it now."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        iio.imwrite(folder / name, em)
+    outside = ["--box", "200", "200", "240", "240"]
+    assert main(["segment", str(folder / "a.png"), *outside, "-o", str(tmp_path / "one")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {folder / 'a.png'}: box 1: (200, 200, 240, 240) lies outside" in err, err
+    assert main(["segment", str(folder), *outside, "-o", str(tmp_path / "all")]) == 2
+    err = capsys.readouterr().err
+    assert f"every input failed; the first: {folder / 'a.png'}: box 1" in err, err

@@ -236,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args))
     except (PromptsegError, WeightsError) as exc:
         reason = " ".join(str(exc).split())  # one line, even when a reader's own message has several
+        failed_input = getattr(exc, "failed_input", None)
+        if failed_input is not None and failed_input not in reason:  # 'box 1 lies outside the image': which one
+            reason = f"{failed_input}: {reason}"
         print(f"promptseg {args.command}: error: {reason}", file=sys.stderr)
         if new_output:  # a refused run leaves no empty -o folder behind
             with contextlib.suppress(OSError):

@@ -455,7 +455,8 @@ def _run_batch(
             file=sys.stderr,
         )
     if records and len(failed) == len(records):
-        print(f"every input failed; the first: {failed[0]['reason']}", file=sys.stderr)
+        first, reason = failed[0]["input"], failed[0]["reason"]
+        print(f"every input failed; the first: {reason if first in reason else f'{first}: {reason}'}", file=sys.stderr)
         return outcome, 2
     return outcome, (1 if unwritten else 0)
 
