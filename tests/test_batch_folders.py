@@ -212,13 +212,14 @@ def test_the_library_routes_warnings_name_the_image_in_the_report(em_pngs, tmp_p
 def test_a_rerun_without_overlay_takes_out_the_overlays_of_the_earlier_run(em_pngs, tmp_path, capsys):
     """`segment FOLDER --overlay -o OUT`, then the same folder with other boxes and no --overlay: OUT/x_overlay.png
     still drew the first run's objects beside the second run's labels, as if it were this run's (only a failed or
-    empty input's overlay was taken out). An overlay this run drew none of goes, and its record says so; a user's
-    PNG (unmarked) stays."""
+    empty input's overlay was taken out). An overlay this run drew none of goes, and stderr and its record say so."""
     out = tmp_path / "out"
     assert main(["segment", str(em_pngs), *BOX, "--overlay", "-o", str(out)]) == 0
     assert (out / "em 0_overlay.png").is_file() and (out / "em 1_overlay.png").is_file()
+    capsys.readouterr()
     assert main(["segment", str(em_pngs), "--box", "10", "10", "50", "50", "-o", str(out)]) == 0
     assert not (out / "em 0_overlay.png").exists() and not (out / "em 1_overlay.png").exists()
+    assert "removed 2 file(s) of an earlier run" in capsys.readouterr().err  # said, not only in report.json
     records = json.loads((out / "report.json").read_text())["images"]
     assert all(r["status"] == "ok" and "removed" in " ".join(r["warnings"]) for r in records)
 

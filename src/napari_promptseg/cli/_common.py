@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..errors import PromptsegError, WeightsError
 from ..io._files import ensure_writable_dir, replacing
+from ._inputs import _some_names
 from ._stacks import _plane_channel_axis, _write_output, _writes_into_zarr
 from ._types import positive_float, positive_int, weights_path
 
@@ -443,7 +444,13 @@ def _run_batch(
     unwritten = sum(1 for r in failed if "output" not in r)
     if getattr(args, "output", None) is not None:
         # every record: an input segmented without --overlay (or whose overlay failed) kept the earlier run's
-        _remove_stale_outputs(args, records)
+        removed = _remove_stale_outputs(args, records)
+        if removed:  # files the user may look for: said here too, not only in each record of report.json
+            print(
+                f"-o {args.output}: removed {len(removed)} file(s) of an earlier run that this run did not write "
+                f"(they would pass for its results): {_some_names(removed)}",
+                file=sys.stderr,
+            )
     if failed or empty:
         embedding = getattr(args, "command", "") == "embed"  # embeddings have no objects to count
         done = "embedded" if embedding else "segmented"
@@ -482,16 +489,17 @@ def _forget_earlier_result(args: argparse.Namespace, path: str, exc: BaseExcepti
         temp.write_text(json.dumps(report, indent=2))
 
 
-def _remove_stale_outputs(args: argparse.Namespace, records: Sequence[dict]) -> None:
+def _remove_stale_outputs(args: argparse.Namespace, records: Sequence[dict]) -> list[str]:
     """An input's files of an earlier run that this run did not write (a failed or empty input's labels when this
     run wrote none, any input's overlay when this run drew none: no --overlay, or its drawing failed; an OME-Zarr
     input's labels image a run into this -o wrote) would pass for this run's result: they go, and its record says
-    so. Only our own files (marked; labels as written) are removed."""
+    so. Only our own files (marked; labels as written) are removed. Returns their names."""
     from ..io import output_stem
     from ..io.images import is_own_output
     from ..io.multiscale import is_ome_zarr
     from ..io.ome_zarr_labels import remove_own_labels
 
+    removed = []
     for record in records:
         stem = output_stem(record["input"], getattr(args, "output_stems", None))
         for key, suffix in (("overlay", "_overlay.png"), ("output", ".tif")):
@@ -499,6 +507,7 @@ def _remove_stale_outputs(args: argparse.Namespace, records: Sequence[dict]) -> 
             if not record.get(key) and is_own_output(path):  # this run wrote none: an earlier run's
                 path.unlink()
                 record.setdefault("warnings", []).append(f"removed {path.name} of an earlier run")
+                removed.append(path.name)
         zarr_input = Path(record["input"])
         if is_ome_zarr(zarr_input) and _writes_into_zarr(args, zarr_input):  # its labels image: none this run
             name = getattr(args, "labels_name", "promptseg")
@@ -507,6 +516,8 @@ def _remove_stale_outputs(args: argparse.Namespace, records: Sequence[dict]) -> 
             )
             if not written and remove_own_labels(zarr_input, name, args.output):
                 record.setdefault("warnings", []).append(f"removed labels/{name} of an earlier run from {zarr_input}")
+                removed.append(f"{zarr_input.name}/labels/{name}")
+    return removed
 
 
 def _mask_file_labels(mask: np.ndarray, path: Path, name: str) -> np.ndarray:
