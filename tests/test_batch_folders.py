@@ -244,3 +244,13 @@ def test_a_resume_does_not_write_over_labels_drawn_into_a_failed_inputs_empty_im
     assert main([*command, "--resume"]) == 2
     assert "small.tif" in capsys.readouterr().err
     np.testing.assert_array_equal(tifffile.imread(out / "small.tif"), drawn)
+
+    # a finished input's corrected labels are still kept by a resume, in an -o moved since too
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    (moved / "small.tif").unlink()
+    corrected = tifffile.imread(moved / "em 0.tif")
+    corrected[:4, :4] = 9
+    tifffile.imwrite(moved / "em 0.tif", corrected)
+    assert main([*command[:-1], str(moved), "--resume"]) == 0, capsys.readouterr().err
+    assert tifffile.imread(moved / "em 0.tif")[0, 0] == 9

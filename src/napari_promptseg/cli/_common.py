@@ -270,7 +270,7 @@ def _listed_outputs(output: Path, *, kept: bool = False) -> set[Path]:
     labels. ``kept``: also every file of a finished record (a --resume keeps those as they are, corrected or not);
     a failed input's empty label image is written again by a resume, so it counts by its mark (a user's drawing
     saved into it was replaced)."""
-    from ..batch.journal import JOURNAL_NAME, is_done
+    from ..batch.journal import JOURNAL_NAME, is_done, moved_with_output
 
     records: list = []
     with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -279,7 +279,12 @@ def _listed_outputs(output: Path, *, kept: bool = False) -> set[Path]:
         for line in (output / JOURNAL_NAME).read_text().splitlines():
             with contextlib.suppress(ValueError, AttributeError):
                 records.append(json.loads(line).get("record"))
-    records = [r for r in records if isinstance(r, dict) and ((kept and is_done(r)) or not r.get("outputs_marked"))]
+    # finished as the resume sees them: in this folder when it was moved since (its files taken under their names)
+    records = [
+        r
+        for r in records
+        if isinstance(r, dict) and ((kept and is_done(moved_with_output(r, output))) or not r.get("outputs_marked"))
+    ]
     files = {r.get(key) for r in records for key in ("output", "overlay")}
     # by name in this folder: a report stores paths as given, relative to where that run was started
     return {(output / Path(f).name).resolve() for f in files if isinstance(f, str) and f}
