@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
+import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -399,6 +401,30 @@ def is_own_output(path: str | Path, marker: str | tuple[str, ...] = OUTPUT_MARKE
     return output_marker(path) in markers
 
 
+_looking = threading.local()
+
+
+def _not_while_looking(record: logging.LogRecord) -> bool:
+    return not getattr(_looking, "active", False)
+
+
+# this thread's own looks only: a read in another thread (a Dask worker's, a widget's) keeps its warnings
+logging.getLogger("tifffile").addFilter(_not_while_looking)
+
+
+@contextlib.contextmanager
+def _only_looking() -> Iterator[None]:
+    """tifffile's warnings held back while a file is only looked at (its mark, whether it is a pyramid): a broken
+    TIFF's '<tifffile.TiffFile 'x.tif'> contains no pages' was printed at every look, five times for one batch
+    input, besides the read's own error naming the file."""
+    before = getattr(_looking, "active", False)
+    _looking.active = True
+    try:
+        yield
+    finally:
+        _looking.active = before
+
+
 def output_marker(path: str | Path) -> str | None:
     """The Software mark of the TIFF's first page or the PNG (:data:`OUTPUT_MARKER` and its kin on our outputs);
     None when it has none, or is no file or no image it can read."""
@@ -407,7 +433,7 @@ def output_marker(path: str | Path) -> str | None:
         return None
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
-            with tifffile.TiffFile(path) as tif:
+            with _only_looking(), tifffile.TiffFile(path) as tif:
                 return tif.pages[0].software if tif.pages else None
         from PIL import Image
 

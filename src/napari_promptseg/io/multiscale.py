@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import PromptsegError
-from .images import TIFF_SUFFIXES, read_image
+from .images import TIFF_SUFFIXES, _only_looking, read_image
 
 #: tifffile's axis codes -> OME names (S = samples of an RGB pixel; I and Q = a sequence of unnamed planes)
 TIFF_AXES = {"X": "x", "Y": "y", "Z": "z", "T": "t", "C": "c", "S": "c", "I": "z", "Q": "z"}
@@ -172,7 +172,7 @@ def is_multiscale_tiff(path: str | Path) -> bool:
     if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
         return False
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _only_looking(), tifffile.TiffFile(path) as tif:
             return len(tif.series[0].levels) > 1
     except Exception:  # noqa: BLE001 - not a readable TIFF: the ordinary reader says why
         return False
