@@ -219,3 +219,16 @@ def test_a_tiff_without_pages_is_said_once_per_read_not_at_every_look(em, tmp_pa
     assert len(said) == 2, [r.getMessage() for r in said]
     record = [r for r in report_of(tmp_path / "out")["images"] if r["status"] == "failed"][0]
     assert record["reason"] == f"{folder / 'cut.tif'}: cannot be read as an image (no pixels: shape (0,))"
+
+
+def test_a_resume_with_every_input_done_reports_no_model_load_of_its_own(em, tmp_path):
+    """A --resume that found every input done loaded no model, yet its report.json said 'model_load' of the earlier
+    run (16.7 s) beside its own 'total' (1.3 s)."""
+    image = tmp_path / "a.png"
+    iio.imwrite(image, em)
+    command = ["segment", str(image), *BOX, "-o", str(tmp_path / "out")]
+    assert main(command) == 0
+    assert report_of(tmp_path / "out")["timings_s"]["model_load"] is not None
+    assert main([*command, "--resume"]) == 0
+    report = report_of(tmp_path / "out")
+    assert report["batch"]["resumed"] == 1 and report["timings_s"]["model_load"] is None
