@@ -392,6 +392,26 @@ def test_a_phrase_the_library_cannot_answer_fails_before_any_phrase_is_segmented
     )
 
 
+def test_cli_text_a_prompt_the_library_cannot_answer_stops_the_run_before_any_image(
+    lungs, shared_data, tmp_path, capsys
+):
+    """Bug hunt (session 31): a folder's run with a phrase no entry answers failed every image in turn (each retried),
+    wrote an empty label image and a record per image, and ended 'every input failed': the phrases are matched once,
+    in the run's setup, and the run stops there, saying which phrase and what to do."""
+    from napari_promptseg.cli import main
+    from napari_promptseg.io.library import ReferenceLibrary
+
+    (ref, ref_mask), _ = lungs[0], lungs[1]
+    ReferenceLibrary.open(tmp_path / "lib").add("lung", ref, ref_mask)
+    images = [str(pair[0]) for pair in dataset_pairs(shared_data / "lungs_cxr_shenzhen")[:2]]
+    out = tmp_path / "out"
+    args = ["text", "lungs, kidney", *images, "-o", str(out), "--library", str(tmp_path / "lib"), "--scheduler", "none"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "promptseg text: error: no reference-library entry matches 'kidney'" in err, err
+    assert "every input failed" not in err and not out.exists()
+
+
 def test_a_prompt_longer_than_clipseg_reads_is_told_once_with_what_was_kept(tiny_clipseg_dir, lungs):  # noqa: F811
     """CLIP reads 77 tokens: a longer prompt (a p7-p9 template with a description) was cut without a word. The
     warning names the prompt and where the cut fell, and comes once per model and process (a batch's first image),

@@ -177,7 +177,8 @@ def cmd_text(args: argparse.Namespace) -> int:
 
 def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
     """Once per worker: the text route (its models) and the segmenter."""
-    from ..methods.text import choose_route, prompt_cut_warnings
+    from ..methods.text import choose_route, prompt_cut_warnings, split_phrases
+    from ..methods.text.answers import library_matches
     from ..models import load_segmenter
 
     route = choose_route(
@@ -190,6 +191,9 @@ def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
         text_model=args.text_model,
         progress=route_progress,  # a named route's download
     )
+    if route.route == "library":
+        # a prompt the library cannot answer is the run's to say, once: every image failed with it in turn
+        library_matches(split_phrases(args.prompt), route, args.top_k, args.min_similarity)
     segmenter = load_segmenter(
         args.model, weights=args.weights, device=args.device, progress=weights_progress(args.model)
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
@@ -16,6 +17,9 @@ from ..prompt_templates import PromptAttributes, expand_prompt
 from .phrases import prompt_text, split_phrases
 from .result import TextResult
 from .routes import ProgressCallback, TextRoute, download_advice
+
+if TYPE_CHECKING:
+    from ..library import LibraryMatch
 
 #: a piece of a one-region answer smaller than this fraction of its largest piece is not an object: thresholding the
 #: decoder's upsampled low-resolution mask leaves specks of a few pixels beside the regions (GlaS: 1-54 px beside
@@ -149,30 +153,36 @@ def _heatmap_route(req: _Request, threshold: float) -> TextResult:
     )
 
 
-def _library_route(req: _Request, top_k: int, min_similarity: float | None) -> TextResult:
-    from ..library import (
-        DEFAULT_MIN_SIMILARITY,
-        _as_library,
-        no_match_message,
-        rank_library,
-        segment_with_library,
-        select_matches,
-    )
+def library_matches(
+    phrases: list[str], route: TextRoute, top_k: int, min_similarity: float | None
+) -> list[list[LibraryMatch]]:
+    """The library entries answering each phrase of a prompt on the library ``route``, or a PromptsegError naming
+    the first phrase none answers. The images play no part: a batch asks once, before its first image (every image
+    failed in turn, each retried)."""
+    from ..library import DEFAULT_MIN_SIMILARITY, _as_library, no_match_message, rank_library, select_matches
 
-    # every phrase is matched (milliseconds) before any is segmented (seconds each): a phrase the library cannot
-    # answer fails the prompt before the work on the others is done and thrown away
     floor = DEFAULT_MIN_SIMILARITY if min_similarity is None else min_similarity
-    library = _as_library(req.chosen.model)
+    library = _as_library(route.model)
     chosen = []
-    for phrase in req.phrases:
+    for phrase in phrases:
         ranked = rank_library(phrase, library)
         selected = select_matches(ranked, top_k=top_k, min_similarity=floor)
         if not selected:
             # auto answered from the library because no vision-language model is on disk: one may be fetched
-            hint = "; ".join(req.chosen.skipped)
+            hint = "; ".join(route.skipped)
             hint = hint and f"{hint} here: {download_advice()}"
             raise PromptsegError(no_match_message(phrase, library, ranked, floor), details=hint)
         chosen.append(selected)
+    return chosen
+
+
+def _library_route(req: _Request, top_k: int, min_similarity: float | None) -> TextResult:
+    from ..library import _as_library, segment_with_library
+
+    # every phrase is matched (milliseconds) before any is segmented (seconds each): a phrase the library cannot
+    # answer fails the prompt before the work on the others is done and thrown away
+    library = _as_library(req.chosen.model)
+    chosen = library_matches(req.phrases, req.chosen, top_k, min_similarity)
     labels = np.zeros(req.hwc.shape[:2], np.uint32)
     found_phrases, boxes, scores, matches, reasons, warnings = [], [], [], [], [], []
     for k, (phrase, selected) in enumerate(zip(req.phrases, chosen, strict=True)):
