@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import imageio.v3 as iio
 import numpy as np
+import pytest
 import tifffile
 from skimage import data
 
@@ -20,6 +21,31 @@ def test_overlay_keeps_the_image_colour_and_marks_objects(tmp_path):
     assert np.abs(outside[..., 0] - outside[..., 2]).mean() > 5  # H&E/DAB colours survive, not turned gray
     assert np.abs(png[140:160, 140:160] - image[140:160, 140:160].astype(int)).mean() > 5  # object is tinted
     assert (png[99, 100:200] == (255, 255, 0)).all()  # yellow outline just outside the object
+
+
+def test_an_overlay_the_disk_cannot_hold_leaves_no_half_drawn_png(tmp_path, monkeypatch):
+    """A full disk cut the PNG short (seen on a 48 kB tmpfs: 40 960 of its bytes kept); the batch said 'overlay not
+    written' beside a file that passed for one. The earlier overlay stays as it was, and no temporary file is left."""
+    import errno
+
+    from PIL import Image
+
+    image, labels = data.coins()[:64, :64], np.zeros((64, 64), np.uint16)
+    labels[10:20, 10:20] = 1
+    earlier = write_overlay(tmp_path / "overlay.png", image, labels).read_bytes()
+    save = Image.Image.save
+
+    def disk_full(self, fp, *args, **kwargs):
+        save(self, fp, *args, **kwargs)
+        with open(fp, "r+b") as written:
+            written.truncate(100)  # what reached the disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_overlay(tmp_path / "overlay.png", image, labels * 2)
+    assert (tmp_path / "overlay.png").read_bytes() == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["overlay.png"]
 
 
 def test_labels_round_trip_as_uint16_or_uint32(tmp_path):

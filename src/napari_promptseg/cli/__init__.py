@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -249,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except OSError as exc:  # the disk filled up, a folder became read-only: one line, and --resume goes on after
         where = f"{exc.filename}: " if exc.filename else ""
+        if not where and output is not None and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f"writing into {output}: "  # a journal's or report's write names no file
         print(f"promptseg {args.command}: error: {where}{exc.strerror or exc}{_resume_hint(args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -483,5 +483,6 @@ def write_overlay(
     path.parent.mkdir(parents=True, exist_ok=True)
     info = PngInfo()
     info.add_text("Software", OUTPUT_MARKER)
-    Image.fromarray((rgb * 255).astype(np.uint8)).save(path, pnginfo=info)
+    with replacing(path) as tmp:  # a full disk leaves no half-drawn PNG that would pass for an overlay
+        Image.fromarray((rgb * 255).astype(np.uint8)).save(tmp, format="PNG", pnginfo=info)
     return path
