@@ -192,6 +192,28 @@ def test_library_entry_saved_with_instances_answers_with_every_object(shared_dat
     assert match_instances(result.labels, label(truth_mask))["f1"] > 0.7
 
 
+def test_one_object_of_a_many_instances_entry_in_pieces_is_one_object(shared_data, empty_library, monkeypatch):
+    """Batch bug hunt (session 31): an instances entry's answer holding one object (id 1) in two pieces was cut into
+    its connected components, as a one-region answer is: two objects, where the answer's reason said one. Here the
+    answer itself is given (the route's labelling is what is checked, not the segmentation)."""
+    from napari_promptseg.methods import library as library_module
+    from napari_promptseg.methods.library import LibraryMatch, LibraryResult
+
+    image, _, truth = some_dsb_nuclei(shared_data, "52b267e2")
+    entry = empty_library.add("nucleus", image, truth, instances=True)
+    pieces = np.zeros(image.shape[:2], np.uint16)
+    pieces[10:20, 10:20] = pieces[10:20, 30:40] = 1  # one object, two pieces
+
+    def answer(hwc, phrase, library, **kwargs):
+        match = LibraryMatch(entry, 1.0, entry.name, True)
+        return LibraryResult(pieces, pieces > 0, [match], "library entry 'nucleus', many-instances mode: 1", None)
+
+    monkeypatch.setattr(library_module, "segment_with_library", answer)
+    result = segment_text(image, "nuclei", library=empty_library, route="library", segmenter=object())
+    assert result.labels.max() == 1 and len(result.boxes) == 1
+    np.testing.assert_array_equal(result.labels > 0, pieces > 0)
+
+
 def test_a_library_entry_with_partial_labels_finds_the_nuclei_it_left_unlabelled(shared_data, litemedsam, tmp_path):
     """A user labels 8 of the 146 nuclei of a DSB fluorescence image and saves it as the 'nucleus' entry. Without
     partial labels the 138 unlabelled nuclei were taught as background, and "nuclei" on another DSB image of that

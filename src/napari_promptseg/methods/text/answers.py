@@ -208,8 +208,10 @@ def _library_route(req: _Request, top_k: int, min_similarity: float | None) -> T
         reasons.append(answer.reason)
         warnings.extend(answer.warnings)
         # one-shot SAT answers with one mask: its connected components become the objects; an entry saved with
-        # "many instances" answers with instance labels already
-        components = answer.labels if answer.labels.max() > 1 else _without_specks(ndimage.label(answer.mask)[0])
+        # "many instances" answers with instance labels already (one object in pieces stays one: its reason counts it
+        # once)
+        instances = bool(answer.matches) and answer.matches[0].entry.instances
+        components = answer.labels if instances else _without_specks(ndimage.label(answer.mask)[0])
         similarity = max((m.similarity for m in answer.matches), default=0.0)
         for sl_index, sl in enumerate(ndimage.find_objects(components), start=1):
             if sl is None:
