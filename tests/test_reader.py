@@ -183,6 +183,20 @@ def test_a_folder_of_images_of_different_sizes_is_refused_naming_the_odd_one(tmp
         get_reader(str(folder))(str(folder))
 
 
+def test_a_folder_with_a_damaged_image_names_it_in_the_users_words(tmp_path):
+    """A PNG that holds no image (a failed download) in a folder was refused quoting SimpleITK's internals ('sitk::
+    ERROR: Unable to determine ImageIO reader'), the last of imageio's plugins tried; the file alone is refused in
+    the words the CLI uses (io.images.read_image)."""
+    folder = tmp_path / "planes"
+    camera_planes(folder, ["a.png"])
+    (folder / "b.png").write_text("<html>not found</html>")
+    with pytest.raises(PromptsegError) as refused:
+        get_reader(str(folder))(str(folder))
+    said = str(refused.value)
+    assert "b.png: cannot be read as an image (its contents match no image format known here" in said, said
+    assert "sitk" not in said and "SimpleITK" not in said
+
+
 def test_a_folder_without_images_or_an_ome_zarr_is_left_to_other_readers(tmp_path, two_channels):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("no images here")

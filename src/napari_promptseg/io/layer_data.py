@@ -22,6 +22,7 @@ from .images import (
     REGISTER_MARKERS,
     TIFF_SUFFIXES,
     _format_of_misnamed_tiff,
+    _unreadable_why,
     output_marker,
     output_stem,
     read_image,
@@ -326,7 +327,8 @@ def _file_shape(file: Path) -> tuple[tuple[int, ...], str]:
     except PromptsegError:
         raise
     except Exception as exc:  # every reader has its own exception types; the user needs the file name
-        raise PromptsegError(f"{file}: cannot be read as an image ({exc})") from exc
+        # in the CLI's words: imageio quotes the last of its plugins that failed (SimpleITK's internals)
+        raise PromptsegError(f"{file}: cannot be read as an image ({_unreadable_why(file, exc)})") from exc
     return tuple(int(s) for s in shape), str(np.dtype(dtype))
 
 
