@@ -401,6 +401,23 @@ def test_add_exemplar_saves_many_labelled_objects_as_many_instances_by_default(
     assert _add_exemplar(widget, qtbot).instances
 
 
+def test_add_exemplar_of_an_empty_labels_layer_names_that_layer(make_viewer, qtbot, bundled_nuclei, tmp_path):
+    """A Labels layer with nothing painted (napari's 'New labels', not yet used) was refused naming the image layer:
+    "reference 'nuclei': the mask is empty"; the layer to paint is named now, and nothing is saved."""
+    (image, truth), _ = bundled_nuclei
+    viewer = make_viewer()
+    layer = viewer.add_image(image, name="nuclei")
+    viewer.add_labels(np.zeros_like(truth), name="unpainted")
+    widget = _widget(viewer, layer)
+    widget.exemplar_labels.set_layer(viewer.layers["unpainted"])
+    widget.library.setText(str(tmp_path / "library"))
+    widget.exemplar_name.setText("nucleus")
+    assert _add_exemplar(widget, qtbot) is None
+    said = widget.runner.widget.status.text()
+    assert "labels 'unpainted' mark nothing on image 'nuclei' (every pixel 0)" in said, said
+    assert not len(ReferenceLibrary.open(tmp_path / "library"))
+
+
 def test_add_exemplar_of_only_some_labelled_objects_saves_partial_labels(make_viewer, qtbot, shared_data, tmp_path):
     """8 of a DSB image's 146 nuclei labelled, "exemplar labels only some objects" ticked: the entry is saved with
     partial labels (many instances, background learned only near the 8); with "many instances" off it is refused."""

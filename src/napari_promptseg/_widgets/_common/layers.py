@@ -114,7 +114,13 @@ def read_exemplar(layers: ExemplarLayers, what: str = "labels") -> tuple[np.ndar
             f"of shape {image.shape}"
         )
     name = layers.image.name
-    return image, labels, name if plane is None else f"{name} plane {plane}"
+    source = name if plane is None else f"{name} plane {plane}"
+    if not np.any(labels):  # the library named the image ('reference 'cells': the mask is empty'), not the labels
+        raise PromptsegError(
+            f"{what} '{layers.labels.name}' mark nothing on image '{source}' (every pixel 0); paint the structure "
+            "there first"
+        )
+    return image, labels, source
 
 
 def save_exemplar(
