@@ -655,6 +655,18 @@ def test_export_to_a_directory_says_so(tmp_path, cell, capsys):
     assert code == 2 and "is a directory" in capsys.readouterr().err
 
 
+def test_import_of_a_folder_says_it_is_a_folder(tmp_path, cell, capsys):
+    """`library import SOME_LIBRARY_DIR` (a library folder, not its export) said "SOME_LIBRARY_DIR: no such file"
+    although the folder is there; it says it is a folder, and how a library folder is used."""
+    lib = ReferenceLibrary.open(tmp_path / "lib")
+    lib.add("cell", *cell)
+    with pytest.raises(PromptsegError, match=rf"{lib.path}: a folder, not a zip file"):
+        ReferenceLibrary.import_zip(lib.path, into=tmp_path / "other")
+    code = main(["library", "import", str(lib.path), "--library", str(tmp_path / "other")])
+    assert code == 2 and f"--library {lib.path}" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
+
+
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [

@@ -383,6 +383,11 @@ class ReferenceLibrary:
         source = Path(zip_path).expanduser()
         library = into if isinstance(into, ReferenceLibrary) else cls.open(into)
         where = str(source)
+        if source.is_dir():  # a library folder itself (it said "no such file", though the folder is there)
+            raise PromptsegError(
+                f"{where}: a folder, not a zip file; import the FILE.zip `promptseg library export` wrote, or use a "
+                f"library folder as it is (CLI: --library {where}; ReferenceLibrary.open(path))"
+            )
         if not source.is_file():
             raise PromptsegError(f"{where}: no such file")
         try:
