@@ -554,6 +554,22 @@ def test_library_cli_add_list_remove_export_import(shared_data, tmp_path, capsys
     assert main(["library", "import", str(tmp_path / "nope.zip"), *where]) == 2
 
 
+def test_library_list_into_a_closed_pipe_says_nothing(tmp_path, cell, monkeypatch, capfd):
+    """`promptseg library list --json | head` printed "promptseg library: error: Broken pipe" and exited 2 when head
+    stopped reading; the reader's leaving is no error: nothing is said, and the exit status is a shell's for SIGPIPE."""
+    import os
+
+    ReferenceLibrary.open(tmp_path / "lib").add("cell", *cell)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone (head read its lines)
+    with os.fdopen(write_end, "w", buffering=1) as stdout:
+        monkeypatch.setattr("sys.stdout", stdout)
+        code = main(["library", "list", "--json", "--library", str(tmp_path / "lib")])
+        monkeypatch.undo()
+    assert code == 141
+    assert "error" not in capfd.readouterr().err
+
+
 # -- widget --------------------------------------------------------------------------------------------------------
 
 

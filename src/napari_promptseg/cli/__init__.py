@@ -248,6 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CancelledError:
         print(f"promptseg {args.command}: cancelled", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `promptseg library list --json | head`: the reader stopped reading, nothing is wrong
+        _quiet_stdout()
+        return 141  # as a shell reports a command stopped by SIGPIPE
     except OSError as exc:  # the disk filled up, a folder became read-only: one line, and --resume goes on after
         where = f"{exc.filename}: " if exc.filename else ""
         if not where and output is not None and exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -257,6 +260,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\npromptseg {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at the null device: Python's flush of it at exit would raise on the closed pipe again (and print
+    'Exception ignored ... BrokenPipeError')."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # a stdout without a file descriptor: nothing to do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
