@@ -197,6 +197,18 @@ def test_a_folder_with_a_damaged_image_names_it_in_the_users_words(tmp_path):
     assert "sitk" not in said and "SimpleITK" not in said
 
 
+def test_a_tiff_of_complex_values_is_refused_naming_it(tmp_path):
+    """A complex TIFF (an FFT, a holography phase image) opened as a layer napari cannot make: NotImplementedError with
+    no message at all; alone or as a folder's planes, it is refused naming the file and what to save instead."""
+    folder = tmp_path / "fft"
+    folder.mkdir()
+    for name in ("a.tif", "b.tif"):
+        tifffile.imwrite(folder / name, np.fft.fft2(data.camera()[:64, :64]).astype(np.complex64))
+    for path in (folder / "a.tif", folder):
+        with pytest.raises(PromptsegError, match=r"a\.tif: complex values \(complex64\), which napari cannot show"):
+            get_reader(str(path))(str(path))
+
+
 def test_a_folder_without_images_or_an_ome_zarr_is_left_to_other_readers(tmp_path, two_channels):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("no images here")

@@ -168,6 +168,8 @@ def tiff_layer_data(path: str | Path) -> list[LayerData]:
     image it came from), a pyramid lazily; register's outputs of a coarser level of the fixed image where that
     level lies (:func:`_register_level_translate`)."""
     layers = image_layer_data(path, whole_when_single_level=True)
+    for data, _, _ in layers:
+        _refuse_complex(path, (data[0] if isinstance(data, list) else data).dtype)
     marker = output_marker(path)  # the file's header read once for both questions
     if marker in REGISTER_MARKERS:
         for _, kwargs, _ in layers:
@@ -175,6 +177,15 @@ def tiff_layer_data(path: str | Path) -> list[LayerData]:
     if marker in (OUTPUT_MARKER, REGISTER_LABELS_MARKER):
         return [(data, kwargs, "labels") for data, kwargs, _ in layers]
     return layers
+
+
+def _refuse_complex(path: str | Path, dtype: np.dtype) -> None:
+    """napari shows no complex image: it failed with an empty NotImplementedError, naming neither file nor cause."""
+    if np.dtype(dtype).kind == "c":
+        raise PromptsegError(
+            f"{path}: complex values ({np.dtype(dtype)}), which napari cannot show; save their magnitude (abs) or "
+            "real part as the image to open"
+        )
 
 
 def _register_level_translate(path: Path, kwargs: dict[str, Any]) -> None:
@@ -290,6 +301,7 @@ def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
                 f"and {files[0].name} {first_shape} {first_dtype}; open the images one by one, or move the odd ones "
                 "out"
             )
+    _refuse_complex(files[0], first_dtype)
     planes = [da.from_delayed(dask.delayed(_read_plane)(file, first_shape), first_shape, first_dtype) for file in files]
     kwargs: dict[str, Any] = {"name": folder.name, "metadata": {"path": str(folder), "files": [f.name for f in files]}}
     left_out = ome_zarr_left_out(
