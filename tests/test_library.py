@@ -321,6 +321,10 @@ def test_add_refuses_bad_input_and_versions_duplicates(tmp_path, cell):
         lib.add("cell", bad, mask, source="noisy.tif")
     with pytest.raises(PromptsegError, match="needs a name"):
         lib.add("  ", image, mask)
+    # a negative floor was taken as none: `library add --min-crop -5` saved a tight crop without a word
+    with pytest.raises(PromptsegError, match=r"min_crop \(CLI: --min-crop\) must be >= 0 pixels, got -5"):
+        lib.add("cell", image, mask, min_crop=-5)
+    assert len(lib) == 0
     first = lib.add("cell", image, mask)
     with pytest.raises(PromptsegError, match="already saved"):
         lib.add("Cell", image, mask)  # same name, same pixels: refused, nothing overwritten

@@ -228,6 +228,8 @@ class ReferenceLibrary:
             raise PromptsegError(f"{what}: the mask is empty; label the object to save (non-zero pixels)")
         if margin is not None and margin < 0:
             raise PromptsegError(f"margin must be >= 0, got {margin}")
+        if min_crop < 0:
+            raise PromptsegError(f"min_crop (CLI: --min-crop) must be >= 0 pixels, got {min_crop}")
         if pixel_size is not None:
             sizes = tuple(float(p) for p in pixel_size)
             # NaN would make library.json invalid JSON; a size <= 0 is no size
