@@ -418,6 +418,30 @@ def test_add_exemplar_of_an_empty_labels_layer_names_that_layer(make_viewer, qtb
     assert not len(ReferenceLibrary.open(tmp_path / "library"))
 
 
+def test_add_exemplar_says_it_saved_when_its_labels_layer_is_removed_meanwhile(
+    make_viewer, qtbot, bundled_nuclei, tmp_path
+):
+    """The labels layer removed while "Add exemplar" ran: the status said "the result was dropped (run it again)",
+    yet the library held the entry (a second try was refused as already saved). The layers' arrays are taken when
+    the button is pressed: the entry is saved, and said to be."""
+    (image, truth), _ = bundled_nuclei
+    viewer = make_viewer()
+    layer = viewer.add_image(image, name="nuclei")
+    labels = viewer.add_labels(truth, name="nuclei labels")
+    widget = _widget(viewer, layer)
+    widget.exemplar_labels.set_layer(labels)
+    widget.library.setText(str(tmp_path / "library"))
+    widget.exemplar_name.setText("nucleus")
+    widget.last_exemplar = None
+    assert widget.add_exemplar()
+    viewer.layers.remove(labels)
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    [saved] = ReferenceLibrary.open(tmp_path / "library").entries
+    assert widget.runner.state == "done" and widget.last_exemplar.id == saved.id
+    assert "saved exemplar 'nucleus'" in widget.runner.widget.status.text()
+    np.testing.assert_array_equal(saved.labels() > 0, truth > 0)
+
+
 def test_add_exemplar_of_only_some_labelled_objects_saves_partial_labels(make_viewer, qtbot, shared_data, tmp_path):
     """8 of a DSB image's 146 nuclei labelled, "exemplar labels only some objects" ticked: the entry is saved with
     partial labels (many instances, background learned only near the 8); with "many instances" off it is refused."""

@@ -439,7 +439,9 @@ class TextPromptWidget(QWidget):
             if advice:
                 show_warning(advice)
 
-        return self.runner.submit("exemplar", f"add exemplar '{name}'", task, done, inputs=(image_layer, labels_layer))
+        # no inputs to watch: the layers' arrays are taken now, and the entry is written whatever becomes of the
+        # layers (a layer removed meanwhile was said to drop a result the library had already saved)
+        return self.runner.submit("exemplar", f"add exemplar '{name}'", task, done)
 
     def _attributes(self) -> PromptAttributes:
         return PromptAttributes(

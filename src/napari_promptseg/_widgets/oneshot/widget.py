@@ -244,7 +244,9 @@ class OneShotWidget(QWidget):
             if advice:
                 show_warning(advice)
 
-        return self.runner.submit("library", f"save '{name}' to the library", task, done, inputs=(ref, ref_labels))
+        # no inputs to watch: the layers' arrays are taken now, and the entry is written whatever becomes of the
+        # layers (a layer removed meanwhile was said to drop a result the library had already saved)
+        return self.runner.submit("library", f"save '{name}' to the library", task, done)
 
     def run(self) -> None:
         try:
