@@ -97,14 +97,18 @@ def test_library_route_on_a_stack_shows_labels_and_the_route(make_viewer, qtbot,
 def test_a_multiscale_image_gives_labels_over_the_whole_image(make_viewer, qtbot, lungs, tmp_path):
     """A pyramid layer: the text route reads the level a whole-image method needs (here the full 512 px level, the
     coarsest with 1024 px is none) and the labels cover the image's extent. They covered a quarter of it (the
-    coarsest level at the full level's pixel size)."""
+    coarsest level at the full level's pixel size). They are in the image's units (a slide's µm, as the reader opens
+    it): in pixels, napari warned "Inconsistent units across layers" and dropped the units from its display."""
     library = ReferenceLibrary.open(tmp_path / "library")
     library.add("lung", *lungs[0], description="lung fields of a chest X-ray")
     viewer = make_viewer()
     target, truth = lungs[1]
-    slide = viewer.add_image([target, target[::2, ::2]], name="slide", multiscale=True, scale=(0.5, 0.5))
+    slide = viewer.add_image(
+        [target, target[::2, ::2]], name="slide", multiscale=True, scale=(0.5, 0.5), units=("µm", "µm")
+    )
     result = _segment(viewer, qtbot, slide, library, "lungs")
     np.testing.assert_allclose(result.extent.world, slide.extent.world)
+    assert result.units == viewer.layers["slide text: lungs boxes"].units == slide.units
     assert result.data.shape == truth.shape and dice(result.data > 0, truth) > 0.85
 
 

@@ -265,7 +265,9 @@ def placement_over(layer: napari.layers.Layer, axes: list[int], factors: np.ndar
     result = data_to_world_matrix(layer, axes) @ to_layer  # the result's data -> world
     base = np.eye(len(axes) + 1)
     base[:-1, :-1], base[:-1, -1] = np.diag(scale), translate
-    out = {"scale": scale, "translate": translate}
+    # the layer's units too (a slide's µm from the reader): a result in pixels made napari warn "Inconsistent units
+    # across layers; units will not be used for rendering", and the scale bar lost its unit
+    out = {"scale": scale, "translate": translate, "units": tuple(layer.units[a] for a in axes)}
     if not _same_map(result, base):
         out["affine"] = result @ np.linalg.inv(base)
     return out

@@ -75,6 +75,7 @@ def _with_channels(place: dict, moving_layer: napari.layers.Image) -> dict:
     out = {
         "scale": (moving_layer.scale[0], *place["scale"]),
         "translate": (moving_layer.translate[0], *place["translate"]),
+        "units": (moving_layer.units[0], *place["units"]),
     }
     if "affine" in place:  # the channel axis left as it is
         affine = np.eye(4)
