@@ -91,6 +91,11 @@ def test_library_route_on_a_stack_shows_labels_and_the_route(make_viewer, qtbot,
     assert set(boxes.features["phrase"]) == {"lungs"}
     assert "used library entry 'lung'" in widget.route_label.text()
     assert widget.route_label.text().startswith("route: library — no GroundingDINO weights; no CLIPSeg weights")
+    # the route's answer is the first plane's (its counts were read as the stack's); the stack's objects follow
+    route, objects = widget.route_label.text().split("\n")
+    assert route.endswith("(plane 0 of 2)") and objects.endswith(
+        "object(s) in the stack's 2 planes, ids linked across planes"
+    )
     assert [layer.name for layer in viewer.layers][: len(before)] == before  # nothing the user made was replaced
 
 

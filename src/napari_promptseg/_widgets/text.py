@@ -79,7 +79,12 @@ class TextOutput:
 
     @property
     def route_text(self) -> str:
-        return f"route: {self.results[0].route} — {self.results[0].reason}" if self.results else ""
+        """The route and why, as the first plane's answer says it: a stack's counts there are that plane's (its
+        '0 object(s)' read as the stack's, over a layer of objects found on other planes)."""
+        if not self.results:
+            return ""
+        whose = f" (plane 0 of {len(self.results)})" if self.stacked and len(self.results) > 1 else ""
+        return f"route: {self.results[0].route} — {self.results[0].reason}{whose}"
 
     @property
     def summary(self) -> str:
