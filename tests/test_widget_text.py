@@ -412,7 +412,8 @@ def test_add_exemplar_saves_many_labelled_objects_as_many_instances_by_default(
 
 def test_add_exemplar_of_an_empty_labels_layer_names_that_layer(make_viewer, qtbot, bundled_nuclei, tmp_path):
     """A Labels layer with nothing painted (napari's 'New labels', not yet used) was refused naming the image layer:
-    "reference 'nuclei': the mask is empty"; the layer to paint is named now, and nothing is saved."""
+    "reference 'nuclei': the mask is empty"; the layer to paint is named now, and nothing is saved. Neither is an
+    exemplar named after a prompt of several phrases (it was saved as 'nuclei, cytoplasm')."""
     (image, truth), _ = bundled_nuclei
     viewer = make_viewer()
     layer = viewer.add_image(image, name="nuclei")
@@ -424,6 +425,13 @@ def test_add_exemplar_of_an_empty_labels_layer_names_that_layer(make_viewer, qtb
     assert _add_exemplar(widget, qtbot) is None
     said = widget.runner.widget.status.text()
     assert "labels 'unpainted' mark nothing on image 'nuclei' (every pixel 0)" in said, said
+    # no name but a prompt of two phrases: an entry named 'nuclei, cytoplasm' would answer neither
+    widget.exemplar_labels.set_layer(viewer.add_labels(truth, name="painted"))
+    widget.exemplar_name.setText("")
+    widget.prompt.setText("nuclei, cytoplasm")
+    assert not widget.add_exemplar()
+    said = widget.runner.widget.status.text()
+    assert "the prompt names 2 structures ('nuclei', 'cytoplasm'); type the exemplar name" in said, said
     assert not len(ReferenceLibrary.open(tmp_path / "library"))
 
 

@@ -400,6 +400,13 @@ class TextPromptWidget(QWidget):
             name = self.exemplar_name.text().strip() or self.prompt.text().strip()
             if not name:
                 raise PromptsegError("type a name for the exemplar (or a prompt): what the structure is called")
+            if not self.exemplar_name.text().strip() and len(phrases := split_phrases(name)) > 1:
+                # an entry named 'gland, stroma' answers neither 'gland' nor 'stroma' (a prompt's phrases are matched
+                # one by one), and its labels mark one of them
+                raise PromptsegError(
+                    f"the prompt names {len(phrases)} structures ({', '.join(repr(p) for p in phrases)}); type the "
+                    "exemplar name of the one its labels mark"
+                )
             # the image's channels, as a run reads them
             channel_axis, channels = self.channel_axis.checked(image_layer, f"image layer '{image_layer.name}'")
         except PromptsegError as exc:
