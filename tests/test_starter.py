@@ -61,3 +61,33 @@ def test_the_cli_answers_a_first_text_prompt_from_the_starter_library(tmp_path, 
     assert report["route"] == "library" and "nucleus" in report["images"][0]["reason"], report
     labels = tifffile.imread(tmp_path / "out" / "nuclei.tif")
     assert labels.max() >= 20 and dice(labels > 0, truth > 0) > 0.65
+
+
+def test_a_first_library_add_or_import_into_the_default_library_keeps_the_starter(tmp_path, capsys):
+    """README: the default library starts with 'nucleus'. A `library add` (or `import`) before any text prompt wrote
+    the index without it, and the starter never came: 'nuclei' had no answer. They start the library as a prompt
+    does (the Text widget's "Add exemplar" did already)."""
+    import tifffile
+
+    assert not (default_library_path() / "library.json").exists()  # a new user
+    (image, _, _), (truth, _, _) = nuclei_for_text()
+    tifffile.imwrite(tmp_path / "cells.tif", image)
+    tifffile.imwrite(tmp_path / "cells_labels.tif", (truth == truth.max()).astype(np.uint8))
+    argv = [
+        "library",
+        "add",
+        "cell",
+        "--image",
+        str(tmp_path / "cells.tif"),
+        "--mask",
+        str(tmp_path / "cells_labels.tif"),
+    ]
+    assert main(argv) == 0
+    assert ReferenceLibrary.open().names() == ["nucleus", "cell"]
+    assert main([*argv, "--library", str(tmp_path / "mine")]) == 0  # a library folder named: only what is added
+    assert ReferenceLibrary.open(tmp_path / "mine").names() == ["cell"]
+    assert main(["library", "export", str(tmp_path / "mine.zip"), "--library", str(tmp_path / "mine")]) == 0
+    ReferenceLibrary.open().remove("nucleus")
+    (default_library_path() / "library.json").unlink()  # a new default library again, its first change an import
+    assert main(["library", "import", str(tmp_path / "mine.zip")]) == 0
+    assert ReferenceLibrary.open().names() == ["nucleus", "cell"]

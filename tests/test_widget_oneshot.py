@@ -396,12 +396,14 @@ def test_save_to_library_reads_a_lazy_slide_in_the_worker_not_napari(make_viewer
         levels = thread_recording_slide(image, reads)
         widget.reference.set_layer(viewer.add_image(levels, name="slide", multiscale=True))
         widget.reference_labels.set_layer(viewer.add_labels(truth, name="slide nuclei"))
-        widget.library_name.setText("nucleus")
+        widget.library_name.setText("slide nucleus")  # the starter is 'nucleus' of these pixels
         reads_only_in_the_worker(widget, widget.save_to_library, reads, qtbot, RUN_MS)
-    (entry,) = ReferenceLibrary.open().entries  # the default library = the test's tmp dir (conftest)
-    assert widget.last_saved.id == entry.id and entry.name == "nucleus" and entry.source == "slide"
+    # the default library = the test's tmp dir (conftest), new: the starter exemplar, then this one
+    starter, entry = ReferenceLibrary.open().entries
+    assert starter.source.startswith("bundled sample")
+    assert widget.last_saved.id == entry.id and entry.name == "slide nucleus" and entry.source == "slide"
     assert entry.instances and len(np.unique(entry.labels())) - 1 == len(np.unique(truth)) - 1
-    assert "saved 'nucleus'" in widget.runner.widget.status.text()
+    assert "saved 'slide nucleus'" in widget.runner.widget.status.text()
 
 
 def test_a_stacks_instances_record_the_size_a_propagation_seeded_by_them_decodes_at(make_viewer, qtbot):

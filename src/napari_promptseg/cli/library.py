@@ -84,8 +84,9 @@ def _add_library_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_library_add(args: argparse.Namespace) -> int:
     from ..io import read_image
-    from ..io.library import DEFAULT_MARGIN, ReferenceLibrary
+    from ..io.library import DEFAULT_MARGIN
     from ..io.multiscale import read_image_named
+    from ..io.starter import open_library
     from ..methods.library import exemplar_advice
 
     for path in (args.image, args.mask):
@@ -97,7 +98,9 @@ def cmd_library_add(args: argparse.Namespace) -> int:
     mask = _reference_labels(
         read_image(args.mask), image, args.mask, args.image, args.channel_axis, args.channels, ("--image", "--mask")
     )
-    library = ReferenceLibrary.open(args.library)
+    # the default library gets the starter exemplar on its first entry, as on its first text prompt and the Text
+    # widget's "Add exemplar" (an add before any prompt left it without 'nucleus' for good)
+    library = open_library(args.library)
     entry = library.add(
         args.name,
         image,
@@ -171,8 +174,10 @@ def cmd_library_export(args: argparse.Namespace) -> int:
 
 def cmd_library_import(args: argparse.Namespace) -> int:
     from ..io.library import ReferenceLibrary
+    from ..io.starter import open_library
 
-    result = ReferenceLibrary.import_zip(args.zip, into=args.library)
+    # a new default library gets the starter exemplar, as with `library add`
+    result = ReferenceLibrary.import_zip(args.zip, into=open_library(args.library))
     for entry in result.added:
         print(f"imported '{entry.name}' (id {entry.id})")
     if result.skipped:

@@ -213,10 +213,10 @@ class OneShotWidget(QWidget):
         partial = many and self.partial_labels.isChecked()
 
         def task(progress, cancel):
-            from ...io.library import ReferenceLibrary
+            from ...io.starter import open_library
 
             progress(0.0, f"reading '{ref.name}'")
-            library = ReferenceLibrary.open()
+            library = open_library()  # a new default library gets the starter exemplar, as the Text widget's
             entry = save_exemplar(
                 layers,
                 "reference labels",
