@@ -175,6 +175,21 @@ def test_a_folder_of_same_size_images_opens_as_one_stack_in_natural_order(make_n
     np.testing.assert_array_equal(np.asarray(layer.data), np.stack(planes))
 
 
+def test_a_folder_of_calibrated_images_is_a_stack_in_their_unit(tmp_path):
+    """A folder of TIFFs of 0.25 µm pixels opened with a scale of 0.25 in pixels (no units, where one of its files
+    opens in µm): napari warned "Inconsistent units across layers" beside the file's layer and dropped the units."""
+    folder = tmp_path / "calibrated"
+    folder.mkdir()
+    for name in ("a.tif", "b.tif"):
+        tifffile.imwrite(
+            folder / name, data.camera()[:30, :40], imagej=True, resolution=(4, 4), metadata={"unit": "um"}
+        )
+    [(_, one, _)] = get_reader(str(folder / "a.tif"))(str(folder / "a.tif"))
+    [(stack, kwargs, _)] = get_reader(str(folder))(str(folder))
+    assert stack.shape == (2, 30, 40) and kwargs["scale"] == [1.0, 0.25, 0.25]
+    assert kwargs["units"] == ["pixel", *one["units"]] == ["pixel", "µm", "µm"]
+
+
 def test_a_folder_of_images_of_different_sizes_is_refused_naming_the_odd_one(tmp_path):
     folder = tmp_path / "mixed"
     camera_planes(folder, ["a.png", "b.png"])

@@ -313,6 +313,11 @@ def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
     # a plane of (Y, X) or colour (Y, X, RGB(A)); other shapes' axes are napari's guess, so no scale is put on them
     if size is not None and (len(first_shape) == 2 or _is_colour(first_shape)):
         kwargs["scale"] = [1.0, size.y, size.x]
+        # in its unit, as one of its files opens (a folder's µm scale in pixels: napari warned of inconsistent units
+        # beside the file's layer, and dropped them); the planes' spacing is unknown: pixels
+        unit = _NAPARI_UNITS.get(str(size.unit))
+        if unit is not None:
+            kwargs["units"] = ["pixel", unit, unit]
     return [(da.stack(planes), kwargs, "image")]
 
 
