@@ -117,6 +117,28 @@ def test_empty_reference_labels_is_reported_not_run(make_viewer, qtbot, lungs):
     assert len(viewer.layers) == 3
 
 
+def test_negative_reference_labels_are_refused_naming_the_layer_and_labels_are_read_as_a_copy(make_viewer, lungs):
+    """Negative ids (an int32 Labels layer) were taken for background and the run failed on "the reference mask is
+    empty" (the CLI refuses such a mask as negative ids); the labels read were the layer's own array, so labels
+    painted or cleared while the run went on changed its reference midway (a cleared layer failed it as empty)."""
+    from napari_promptseg.errors import PromptsegError
+
+    viewer = make_viewer()
+    (ref, ref_mask), (target, _) = lungs[0], lungs[1]
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(viewer.add_image(ref, name="reference"))
+    widget.target.set_layer(viewer.add_image(target, name="target"))
+    negative = viewer.add_labels(-ref_mask.astype(np.int32), name="lungs negative")
+    widget.reference_labels.set_layer(negative)
+    with pytest.raises(PromptsegError, match="'lungs negative'.*negative label id"):
+        _read_inputs(widget)
+    painted = viewer.add_labels(ref_mask.astype(np.uint8), name="lungs")
+    widget.reference_labels.set_layer(painted)
+    read = _read_inputs(widget)
+    painted.data[:] = 0  # the user clears the layer while the run goes on
+    assert read.labels.any() and not np.shares_memory(read.labels, painted.data)
+
+
 def test_the_model_chosen_is_the_one_the_run_loads(make_viewer, qtbot, lungs):
     """The widget always ran the bundled LiteMedSAM, where `promptseg oneshot --model` takes any segmenter: its
     model box is the Interactive widget's, and a model whose weights are not here (offline) is named in the error,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import CancelledError, PromptsegError
-from ...io.images import IMAGE_SUFFIXES
+from ...io.images import IMAGE_SUFFIXES, label_image_2d
 from ...io.listing import image_files, list_images, ome_zarr_left_out
 from .._common import LayerPixels, level_factors, plane_shape, read_reference_plane
 
@@ -96,6 +96,9 @@ def read_oneshot_inputs(inputs: OneShotInputs, input_size: int, progress, cancel
             f"reference labels '{ref_labels.name}' of shape {labels.shape} do not match the 2D reference image "
             f"'{ref.name}' of shape {reference.shape}"
         )
+    # negative ids refused naming the layer, as the CLI refuses such a mask (a run took them for background and
+    # said the layer was empty); a copy: labels painted while the run goes on do not change its reference midway
+    labels = np.array(label_image_2d(labels, f"reference labels '{ref_labels.name}'"))
     if not labels.any():
         raise PromptsegError(f"reference labels '{ref_labels.name}' are empty; paint the object first")
     target = inputs.target
