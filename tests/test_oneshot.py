@@ -95,6 +95,34 @@ def test_bad_inputs_give_clear_errors(lungs, litemedsam):
         segment_like([ref, ref], [ref_mask], target, segmenter=litemedsam)
 
 
+def test_a_reference_mask_over_the_whole_image_is_refused_and_one_without_background_patches_warned(lungs, litemedsam):
+    """A mask over the whole reference (a bucket fill that leaked) has no background to tell the object from: SAT
+    ran on it and returned half the target as "the object", without a word (the instances route refused it). Now
+    refused alike; a mask leaving only a thin rim, narrower than a patch, is run but warned about."""
+    (ref, ref_mask), (target, _) = lungs[0], lungs[1]
+    with pytest.raises(PromptsegError, match="reference mask: everything is labelled; leave background unlabelled"):
+        segment_like(ref, np.ones_like(ref_mask), target, segmenter=litemedsam)
+    rim = np.ones(ref_mask.shape, np.uint8)
+    rim[:, :2] = 0  # two columns of background, less than the 8 px patches
+    (result,) = segment_like(ref, rim, target, segmenter=litemedsam)
+    assert any("no reference patch lies wholly outside the mask" in w for w in result.warnings), result.warnings
+    (fine,) = segment_like(ref, ref_mask, target, segmenter=litemedsam)
+    assert not any("wholly outside" in w for w in fine.warnings)
+
+
+def test_cli_oneshot_refuses_a_mask_over_the_whole_reference_naming_it(tmp_path, shared_data, capsys):
+    pairs = dataset_pairs(shared_data / "lungs_cxr_shenzhen")
+    (ref, _), (t1, _) = pairs[0], pairs[1]
+    mask = tmp_path / "all.tif"
+    tifffile.imwrite(mask, np.ones((512, 512), np.uint8))
+    for mode in ([], ["--instances"]):  # SAT ran on it; the instances route refused it, naming neither file
+        args = ["--reference", str(ref), "--reference-mask", str(mask), str(t1), "-o", str(tmp_path / "o"), *mode]
+        code = main(["oneshot", *args])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert f"--reference-mask {mask}: every pixel is labelled" in err, (mode, err)
+
+
 def test_all_background_similarity_is_an_error(lungs, litemedsam):
     """The reference marks a pasted checkerboard; no patch of a plain chest X-ray resembles it more than lung tissue."""
     (ref, _), (target, _) = lungs[0], lungs[1]

@@ -137,6 +137,10 @@ def test_negative_reference_labels_are_refused_naming_the_layer_and_labels_are_r
     read = _read_inputs(widget)
     painted.data[:] = 0  # the user clears the layer while the run goes on
     assert read.labels.any() and not np.shares_memory(read.labels, painted.data)
+    everything = viewer.add_labels(np.ones_like(ref_mask, np.uint8), name="bucket fill")
+    widget.reference_labels.set_layer(everything)  # no background: SAT found half the target as "the object"
+    with pytest.raises(PromptsegError, match="'bucket fill' cover every pixel of 'reference'"):
+        _read_inputs(widget)
 
 
 def test_the_model_chosen_is_the_one_the_run_loads(make_viewer, qtbot, lungs):

@@ -219,6 +219,11 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
         _reference_labels(read_image(m), r, m, p, axis, args.channels)
         for p, m, r, axis in zip(args.reference, args.reference_mask, references, reference_axes, strict=True)
     ]
+    for mask, labels in zip(args.reference_mask, reference_labels, strict=True):
+        if (labels > 0).all():  # no background to tell the object from; named here, the methods say 'reference'
+            raise PromptsegError(
+                f"--reference-mask {mask}: every pixel is labelled; leave the background unlabelled (0)"
+            )
     # a reference whose labels hold many objects asks for every such object: instances without a flag
     instances = (
         args.instances if args.instances is not None else args.partial_labels or is_many_objects(reference_labels[0])

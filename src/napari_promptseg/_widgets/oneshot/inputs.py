@@ -101,6 +101,10 @@ def read_oneshot_inputs(inputs: OneShotInputs, input_size: int, progress, cancel
     labels = np.array(label_image_2d(labels, f"reference labels '{ref_labels.name}'"))
     if not labels.any():
         raise PromptsegError(f"reference labels '{ref_labels.name}' are empty; paint the object first")
+    if labels.all():  # no background to tell the object from
+        raise PromptsegError(
+            f"reference labels '{ref_labels.name}' cover every pixel of '{ref.name}'; leave the background unlabelled"
+        )
     target = inputs.target
     if target is None:
         return OneShotPixels(reference, labels, plane, inputs.files, [p.stem for p in inputs.files], False, np.ones(2))

@@ -557,12 +557,10 @@ def _quick_width(
 
 
 def _check_reference_labels(ref_hwc: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Reference labels checked as one-shot checks a reference mask (shape, not empty), plus: not all labelled;
-    returned as instance labels (ids kept, a mask's components numbered)."""
+    """Reference labels checked as one-shot checks a reference mask (shape, not empty, not all labelled); returned
+    as instance labels (ids kept, a mask's components numbered)."""
     from ..oneshot import check_reference
 
     check_reference(ref_hwc, labels, "reference labels")
     labels = label_image_2d(labels, "reference labels")  # an RGB(A) label image, as check_reference accepts it
-    if (labels > 0).all():
-        raise PromptsegError("reference labels: everything is labelled; leave background unlabelled (0)")
     return reference_objects(labels)

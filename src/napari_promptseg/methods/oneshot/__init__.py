@@ -112,6 +112,8 @@ def check_reference(image_hwc: np.ndarray, mask: np.ndarray, name: str) -> np.nd
     binary = mask > 0
     if not binary.any():
         raise PromptsegError(f"{name}: the reference mask is empty; label the object to find (non-zero pixels)")
+    if binary.all():  # no background to tell the object from: a whole-image "object" was found in half a target
+        raise PromptsegError(f"{name}: everything is labelled; leave background unlabelled (0)")
     return binary
 
 

@@ -119,6 +119,11 @@ def label_reference_patches(
             f"small for the {reference.stride[0]:.1f} px patches)"
         )
     bg = frac <= bg_purity + 1e-9
+    if not bg.any():  # a mask over (nearly) the whole image: the object cannot be told from its surroundings
+        warnings.append(
+            f"{name}: no reference patch lies wholly outside the mask, so nothing is learned as background and the "
+            "result is a guess; leave the background around the object unlabelled"
+        )
     return fg, bg, frac, warnings
 
 
