@@ -112,10 +112,13 @@ def test_cli_instances(tmp_path, shared_data):
     (ref, ref_mask), (target, _) = pairs[0], pairs[3]
     out = tmp_path / "out"
     args = ["oneshot", "--instances", "--reference", str(ref), "--reference-mask", str(ref_mask), str(target)]
-    assert main([*args, "-o", str(out)]) == 0
+    assert main([*args, "-o", str(out), "--strategy", "persam", "--keep-largest"]) == 0
     labels = tifffile.imread(out / f"{target.stem}.tif")
     report = json.loads((out / "report.json").read_text())
     assert report["images"][0]["objects"] == len(np.unique(labels)) - 1 > 1
+    # one region's settings: the instances ran without them, unsaid
+    ignored = "--strategy persam, --keep-largest ignored: they set the one-region route"
+    assert any(w.startswith(ignored) for w in report["warnings"]), report["warnings"]
 
 
 def test_cli_a_partly_labelled_reference_is_warned_and_finds_every_object_with_partial_labels(

@@ -396,9 +396,11 @@ def test_a_reference_with_only_some_objects_labelled_finds_the_others_when_told(
     assert "labels only 2 object(s)" in summary and "tick 'reference labels only some objects'" in summary, summary
     assert match_instances(viewer.layers["target one-shot"].data, truth)["recall"] < 0.3
     widget.partial_labels.setChecked(True)
+    widget.strategy.setCurrentText("persam")  # one region's: the instances ran without it, unsaid
     widget.run()
     qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
     assert "labels only" not in widget.runner.widget.summary.text()
+    assert any("strategy 'persam' ignored" in w for w in widget.last_output.warnings), widget.last_output.warnings
     found = viewer.layers["target one-shot [1]"].data
     assert match_instances(found, truth)["recall"] > 0.5, match_instances(found, truth)
 

@@ -118,6 +118,12 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
     if few:
         warnings.append(few)
         print(f"warning: {few}", file=sys.stderr)
+    ignored = _one_region_options(args) if instances else []
+    if ignored:  # the instances pipeline has no strategy, points or feature extractor: they were dropped unsaid
+        said = f"{', '.join(ignored)} ignored: {'it sets' if len(ignored) == 1 else 'they set'} the one-region route"
+        said += ", and the many-instances mode ran (--no-instances for one region)"
+        warnings.append(said)
+        print(f"warning: {said}", file=sys.stderr)
     _write_report(
         args.output,
         device=args.device,
@@ -261,6 +267,17 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
         }
     masks = [labels > 0 for labels in reference_labels]
     return _OneShot(segmenter, extractor, references, masks, exemplars), meta
+
+
+def _one_region_options(args: argparse.Namespace) -> list[str]:
+    """The options given that only SAT's one region uses (the many-instances mode ignores them)."""
+    given = [
+        (f"--strategy {args.strategy}", args.strategy != "sat"),
+        (f"--features {args.features}", args.features != "segmenter"),
+        ("--keep-largest", args.keep_largest),
+        ("--use-points" if args.use_points else "--no-use-points", args.use_points is not None),
+    ]
+    return [option for option, on in given if on]
 
 
 def _segment(

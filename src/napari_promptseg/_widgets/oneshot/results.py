@@ -85,6 +85,11 @@ def run_oneshot(
     if instances is None:
         instances = partial or is_many_objects(reference_labels)
     exemplars, target_size = None, None
+    if instances and strategy != "sat":  # the instances pipeline has no strategy: it was dropped unsaid
+        out.warnings.append(
+            f"strategy '{strategy}' ignored: it sets the one-region route, and the many-instances mode ran "
+            "(mode 'single region' for one region)"
+        )
     if instances:
         progress(0.0, "learning the reference objects")
         # the reference is fitted at its own (full) resolution; the targets' level gets the size divided
