@@ -362,6 +362,12 @@ def test_the_cli_names_the_image_of_a_warning_once(tmp_path, capsys):
         ),
         ("second-mask", r"--reference-mask \S*small\.tif: 200 x 200 px, the reference image \S*ref\.tif"),
         ("negative-id", r"--reference-mask \S*negative\.tif: negative label id -1; ids are 0 \(background\) and"),
+        # two references for an ensemble, the first's nuclei choosing the many-instances mode unasked: said why
+        (
+            "two-instance-references",
+            r"the many-instances mode \(--reference-mask \S*labels\.tif holds several objects\) takes one "
+            r"--reference \(with its instance labels\): give one, or --no-instances for one region from them all",
+        ),
     ],
 )
 def test_oneshot_reference_errors_name_the_files_in_cli_terms(litemedsam, tmp_path, capsys, case, message):
@@ -392,12 +398,14 @@ def test_oneshot_reference_errors_name_the_files_in_cli_terms(litemedsam, tmp_pa
         ],
         "second-mask": ["--reference", ref, "--reference-mask", labels, "--reference", ref, "--reference-mask", small],
         "negative-id": ["--reference", ref, "--reference-mask", write_tif(tmp_path, "negative.tif", negative)],
+        "two-instance-references": ["--reference", ref, "--reference-mask", labels] * 2,
     }[case]
     code = main(["oneshot", *map(str, argv), str(ref), "-o", str(tmp_path / "out"), "--scheduler", "none"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert re.search(message, err), err
-    assert "channel_axis" not in err and "segment_stack" not in err and "many-instances" not in err
+    assert "channel_axis" not in err and "segment_stack" not in err
+    assert ("many-instances" in err) == (case == "two-instance-references")
 
 
 def test_a_box_partly_outside_the_image_is_clipped_with_a_warning(litemedsam, tmp_path, capsys):

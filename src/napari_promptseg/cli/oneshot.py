@@ -234,8 +234,13 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
     instances = (
         args.instances if args.instances is not None else args.partial_labels or is_many_objects(reference_labels[0])
     )
-    if instances and len(references) > 1:
-        raise PromptsegError("the many-instances mode takes one --reference (with its instance labels)")
+    if instances and len(references) > 1:  # said why that mode, and the way on (it was chosen unasked from the labels)
+        why = "--instances" if args.instances else "--partial-labels" if args.partial_labels else None
+        why = why or f"--reference-mask {args.reference_mask[0]} holds several objects"
+        way = "" if args.instances or args.partial_labels else ", or --no-instances for one region from them all"
+        raise PromptsegError(
+            f"the many-instances mode ({why}) takes one --reference (with its instance labels): give one{way}"
+        )
     exemplars = None
     if instances:
         exemplars = fit_exemplars(
