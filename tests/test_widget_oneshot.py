@@ -143,6 +143,25 @@ def test_negative_reference_labels_are_refused_naming_the_layer_and_labels_are_r
         _read_inputs(widget)
 
 
+def test_partial_labels_with_mode_single_region_is_refused_as_the_cli_refuses_it(make_viewer, lungs):
+    """Ticked with mode "single region", "reference labels only some objects" was dropped without a word (SAT's
+    one region learns no background near labels); the CLI refuses --partial-labels with --no-instances."""
+    from napari_promptseg.errors import PromptsegError
+
+    viewer = make_viewer()
+    (ref, ref_mask), (target, _) = lungs[0], lungs[1]
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(viewer.add_image(ref, name="reference"))
+    widget.reference_labels.set_layer(viewer.add_labels(ref_mask.astype(np.uint8), name="lungs"))
+    widget.target.set_layer(viewer.add_image(target, name="target"))
+    widget.partial_labels.setChecked(True)
+    widget.mode.setCurrentText("single region")
+    with pytest.raises(PromptsegError, match="'reference labels only some objects' applies to the many-instances"):
+        widget._inputs()
+    widget.mode.setCurrentText("auto")
+    assert widget._inputs().partial
+
+
 def test_the_model_chosen_is_the_one_the_run_loads(make_viewer, qtbot, lungs):
     """The widget always ran the bundled LiteMedSAM, where `promptseg oneshot --model` takes any segmenter: its
     model box is the Interactive widget's, and a model whose weights are not here (offline) is named in the error,

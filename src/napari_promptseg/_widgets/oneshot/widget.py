@@ -171,6 +171,11 @@ class OneShotWidget(QWidget):
             "channel_axis": channel_axis,
             "channels": channels,
         }
+        if options["partial"] and options["instances"] is False:  # one region dropped it unsaid; the CLI refuses it
+            raise PromptsegError(
+                f"'{PARTIAL_LABELS_TEXT}' applies to the many-instances mode, and mode 'single region' asks for one "
+                "region; untick it, or choose mode 'auto' or 'many instances'"
+            )
         reference = (layer_pixels(ref), layer_pixels(ref_labels), displayed_plane(self.viewer, ref, channel_axis))
         target = self.target.layer()
         if target is not None:
