@@ -5,6 +5,8 @@ Run under a display: ``xvfb-run -a python -m pytest tests/test_widget_oneshot.py
 
 from __future__ import annotations
 
+import json
+
 import napari
 import numpy as np
 import pytest
@@ -492,19 +494,26 @@ def test_a_stack_plane_with_nothing_like_the_reference_is_empty_as_the_cli_leave
     widget.reference.set_layer(viewer.add_image(image, name="reference"))
     widget.reference_labels.set_layer(viewer.add_labels(one, name="a nucleus"))
     widget.target.set_layer(viewer.add_image(stack, name="targets"))
+    widget.object_size.setValue(12)  # the instances' working scale: one region ran without it, unsaid
     widget.run()
     qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
     assert widget.runner.state == "done", widget.runner.widget.status.text()
     labels = viewer.layers["targets one-shot"].data
     assert labels[0].any() and not labels[1].any()
     assert any("plane 1" in w and "resembles" in w for w in widget.last_output.warnings)  # why plane 1 is empty
+    assert any(w.startswith("object size ignored") for w in widget.last_output.warnings)
 
     tifffile.imwrite(tmp_path / "reference.tif", image)
     tifffile.imwrite(tmp_path / "mask.tif", one)
     tifffile.imwrite(tmp_path / "targets.tif", stack, photometric="minisblack", metadata={"axes": "ZYX"})
     where = ["--reference", str(tmp_path / "reference.tif"), "--reference-mask", str(tmp_path / "mask.tif")]
-    assert main(["oneshot", *where, str(tmp_path / "targets.tif"), "-o", str(tmp_path / "out")]) == 0
+    assert (
+        main(["oneshot", *where, str(tmp_path / "targets.tif"), "-o", str(tmp_path / "out"), "--object-size", "12"])
+        == 0
+    )
     np.testing.assert_array_equal(labels, tifffile.imread(tmp_path / "out" / "targets.tif"))
+    warnings = json.loads((tmp_path / "out" / "report.json").read_text())["warnings"]
+    assert any(w.startswith("--object-size ignored: it sets the many-instances mode's") for w in warnings), warnings
 
 
 def test_a_multichannel_layer_with_channel_axis_0_gives_one_labels_layer_as_the_function_and_the_cli(

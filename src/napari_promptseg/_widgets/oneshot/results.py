@@ -90,6 +90,8 @@ def run_oneshot(
             f"strategy '{strategy}' ignored: it sets the one-region route, and the many-instances mode ran "
             "(mode 'single region' for one region)"
         )
+    if not instances and object_size:  # SAT reads the whole image: the size was dropped unsaid
+        out.warnings.append("object size ignored: it sets the many-instances mode's working scale, and one region ran")
     if instances:
         progress(0.0, "learning the reference objects")
         # the reference is fitted at its own (full) resolution; the targets' level gets the size divided
@@ -173,7 +175,7 @@ def run_oneshot(
             name="target stack",
             cancel=cancel,
         )
-        out.labels, out.warnings = list(stack.labels), stack.warnings
+        out.labels, out.warnings = list(stack.labels), [*out.warnings, *stack.warnings]  # the settings ignored too
     else:
         failed: list[PromptsegError] = []
         for k, target in enumerate(targets):
