@@ -208,3 +208,21 @@ def test_a_reference_of_single_pixels_warns_once_about_its_patches(litemedsam):
         "reference mask: no reference patch lies wholly inside the mask; using patches with any part inside it (the "
         "mask is thin or small for the 4.0 px patches)"
     ]
+
+
+def test_cli_one_region_says_object_size_is_ignored_except_where_propagate_decodes_at_it(tmp_path):
+    """--object-size sets the many-instances mode's working scale: one region (SAT) ran without it, unsaid; now
+    said, except with --propagate, which decodes its planes at that size."""
+    from napari_promptseg._sample_data import nuclei
+
+    (image, _, _), (truth, _, _) = nuclei()
+    tifffile.imwrite(tmp_path / "reference.tif", image)
+    tifffile.imwrite(tmp_path / "mask.tif", (truth == 8).astype(np.uint8))  # one nucleus: one region
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([image] * 3), photometric="minisblack", metadata={"axes": "ZYX"})
+    where = ["--reference", str(tmp_path / "reference.tif"), "--reference-mask", str(tmp_path / "mask.tif")]
+    for options, said in ((["--plane", "1"], True), (["--plane", "1", "--propagate"], False)):
+        out = tmp_path / f"out{len(options)}"
+        code = main(["oneshot", *where, str(tmp_path / "stack.tif"), "-o", str(out), "--object-size", "12", *options])
+        assert code == 0
+        warnings = json.loads((out / "report.json").read_text())["warnings"]
+        assert any(w.startswith("--object-size ignored") for w in warnings) == said, (options, warnings)

@@ -124,7 +124,8 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
         said += ", and the many-instances mode ran (--no-instances for one region)"
         warnings.append(said)
         print(f"warning: {said}", file=sys.stderr)
-    if not instances and args.object_size is not None:  # SAT reads the whole image: the size was dropped unsaid
+    # SAT reads the whole image: the size was dropped unsaid (--propagate decodes its planes at it)
+    if not instances and args.object_size is not None and not args.propagate:
         said = "--object-size ignored: it sets the many-instances mode's working scale, and one region ran"
         warnings.append(said)
         print(f"warning: {said}", file=sys.stderr)
