@@ -164,6 +164,38 @@ def test_partial_labels_with_mode_single_region_is_refused_as_the_cli_refuses_it
     assert widget._inputs().partial
 
 
+def test_a_stack_file_in_a_target_folder_is_skipped_saying_how_to_segment_it(tmp_path, litemedsam):
+    """A (Z, Y, X) file among a target folder's images was skipped with the console's advice ("pass channel_axis
+    ... segment_stack ... in napari_promptseg.methods.volume"); it now says the widget's way (open it as the target
+    layer) and the CLI's, and the folder's 2D images are still done."""
+    import tifffile
+    from skimage import data
+
+    from napari_promptseg._widgets.oneshot import run_oneshot
+
+    camera = data.camera()[:128, 100:228]
+    mask = np.zeros(camera.shape, np.uint8)
+    mask[40:80, 40:80] = 1
+    tifffile.imwrite(tmp_path / "plane.tif", camera)
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([camera] * 3), photometric="minisblack", metadata={"axes": "ZYX"})
+    files = [tmp_path / "plane.tif", tmp_path / "stack.tif"]
+    out = run_oneshot(
+        camera,
+        mask,
+        files,
+        [f.stem for f in files],
+        stacked=False,
+        strategy="sat",
+        instances=False,
+        segmenter=litemedsam,
+        progress=lambda *_: None,
+        cancel=lambda: False,
+    )
+    assert out.names == ["plane"] and len(out.skipped) == 1, out.skipped
+    assert out.skipped[0].startswith("stack.tif: a 3D image of shape (3, 128, 128)"), out.skipped
+    assert "pick it as the target layer" in out.skipped[0] and "segment_stack" not in out.skipped[0]
+
+
 def test_the_model_chosen_is_the_one_the_run_loads(make_viewer, qtbot, lungs):
     """The widget always ran the bundled LiteMedSAM, where `promptseg oneshot --model` takes any segmenter: its
     model box is the Interactive widget's, and a model whose weights are not here (offline) is named in the error,

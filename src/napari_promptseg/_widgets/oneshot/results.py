@@ -75,7 +75,7 @@ def run_oneshot(
     from ...methods.labelling_advice import few_labels_warning
     from ...methods.oneshot import segment_like, target_file_level
     from ...methods.volume import segment_stack
-    from ...models.preprocessing import as_channels_last
+    from ...models.preprocessing import as_channels_last, full_resolution
 
     # a multichannel reference is read channels last, as the CLI reads its references (read_reference_plane)
     ref_axis = None if channel_axis is None else -1
@@ -156,6 +156,14 @@ def run_oneshot(
         # a given channel axis counts in the file's order (a pyramid's levels are read channels last), as the CLI's
         axis = read_channel_axis(path, channel_axis)
         image = read_image_named(path, axis)
+        shape = tuple(np.shape(full_resolution(image)))
+        if len(shape) > (3 if axis is not None or (len(shape) == 3 and shape[-1] <= 4) else 2):
+            # said in the widget's terms: the method's refusal advised channel_axis= and segment_stack()
+            raise PromptsegError(
+                f"a {len(shape)}D image of shape {shape} (a stack's planes, or channels), which a target folder does "
+                "not take: open it in napari and pick it as the target layer (a stack's planes are segmented and "
+                f"linked; for channels, choose the channel axis), or run 'promptseg oneshot {path}'"
+            )
         full_size = exemplars.object_size if exemplars is not None else None  # the size given, else the objects'
         level, _, level_factor = target_file_level(path, image, segmenter.input_size, full_size)
         size = None if exemplars is None else level_object_size(exemplars, object_size, level_factor)
