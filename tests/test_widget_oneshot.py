@@ -179,6 +179,7 @@ def test_a_stack_file_in_a_target_folder_is_skipped_saying_how_to_segment_it(tmp
     tifffile.imwrite(tmp_path / "plane.tif", camera)
     tifffile.imwrite(tmp_path / "stack.tif", np.stack([camera] * 3), photometric="minisblack", metadata={"axes": "ZYX"})
     files = [tmp_path / "plane.tif", tmp_path / "stack.tif"]
+    said = []
     out = run_oneshot(
         camera,
         mask,
@@ -188,10 +189,12 @@ def test_a_stack_file_in_a_target_folder_is_skipped_saying_how_to_segment_it(tmp
         strategy="sat",
         instances=False,
         segmenter=litemedsam,
-        progress=lambda *_: None,
+        progress=lambda fraction, message: said.append(message),
         cancel=lambda: False,
     )
     assert out.names == ["plane"] and len(out.skipped) == 1, out.skipped
+    # the status line names the target once (the methods name it: 'plane: plane: features' was read)
+    assert "plane: features" in said and not [m for m in said if "plane: plane" in m], said
     assert out.skipped[0].startswith("stack.tif: a 3D image of shape (3, 128, 128)"), out.skipped
     assert "pick it as the target layer" in out.skipped[0] and "segment_stack" not in out.skipped[0]
 

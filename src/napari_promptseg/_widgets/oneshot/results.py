@@ -119,7 +119,9 @@ def run_oneshot(
         name = names[k]
 
         def sub(fraction: float, message: str) -> None:
-            progress((k + fraction) / len(targets), f"{name}: {message}")
+            # the methods' messages name the target already ('t plane 0: t plane 0: tile 4/9' was read)
+            said = message if message.startswith(f"{name}: ") else f"{name}: {message}"
+            progress((k + fraction) / len(targets), said)
 
         if exemplars is not None:
             hwc = as_channels_last(image, channel_axis=axis, channels=channels, name=name)
