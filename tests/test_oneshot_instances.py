@@ -273,3 +273,22 @@ def test_cli_a_two_channel_target_of_a_grey_rgb_reference_is_refused_by_name(tmp
     assert main([*args, str(target), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert f"{target}: 2 channels" in err and "--channels" in err and "broadcast" not in err
+
+
+def test_cli_a_stacks_working_scale_says_its_size_was_measured_not_given(tmp_path):
+    """A stack's planes share one object size measured on its middle plane; report.json's working scale said it came
+    from "object size" (the user's --object-size), which was not given."""
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.methods.instances.exemplars import STACK_SIZE_SOURCE
+
+    (image, _, _), (truth, _, _) = nuclei()
+    tifffile.imwrite(tmp_path / "reference.tif", image)
+    tifffile.imwrite(tmp_path / "labels.tif", truth.astype(np.uint16))
+    tifffile.imwrite(
+        tmp_path / "stack.tif", np.stack([image[:96, :96]] * 3), photometric="minisblack", metadata={"axes": "ZYX"}
+    )
+    args = ["--reference", str(tmp_path / "reference.tif"), "--reference-mask", str(tmp_path / "labels.tif")]
+    out = tmp_path / "out"
+    assert main(["oneshot", str(tmp_path / "stack.tif"), *args, "--plane", "1", "--propagate", "-o", str(out)]) == 0
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    assert record["working_scale"]["source"] == STACK_SIZE_SOURCE, record["working_scale"]

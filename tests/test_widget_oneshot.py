@@ -509,6 +509,9 @@ def test_a_stacks_instances_record_the_size_a_propagation_seeded_by_them_decodes
     found = segment_instances_like(image, truth, image)
     recorded = viewer.layers["targets one-shot"].metadata["promptseg_object_size"]
     assert recorded == pytest.approx(found.scale.object_size, abs=0.05)
+    # the size was measured, not given: the summary read 'working scale 1.0 (object size)'
+    summary = widget.runner.widget.summary.text()
+    assert "(measured on the stack's middle plane)" in summary and "(object size)" not in summary, summary
 
 
 def test_a_stack_plane_with_nothing_like_the_reference_is_empty_as_the_cli_leaves_it(make_viewer, qtbot, tmp_path):

@@ -305,6 +305,7 @@ def _segment(
 
     from ..batch.engine import method_progress
     from ..methods.instances import level_object_size, segment_with_exemplars
+    from ..methods.instances.exemplars import STACK_SIZE_SOURCE
     from ..methods.oneshot import segment_like
     from ..models.preprocessing import as_channels_last
 
@@ -312,7 +313,11 @@ def _segment(
     if one.exemplars is not None:
         hwc = as_channels_last(image, channel_axis=channel_axis, channels=args.channels, name=name)
         size = level_object_size(one.exemplars, object_size or args.object_size, factor)
-        return segment_with_exemplars(one.segmenter, one.exemplars, hwc, object_size=size, name=name, progress=progress)
+        # where the size came from: a stack's measured one read as --object-size in report.json
+        source = "object size" if args.object_size else STACK_SIZE_SOURCE if object_size else "reference objects"
+        return segment_with_exemplars(
+            one.segmenter, one.exemplars, hwc, object_size=size, size_source=source, name=name, progress=progress
+        )
     if channel_axis is not None:  # channels last, as the references were read (_setup): one axis for them all
         image, channel_axis = np.moveaxis(image, channel_axis, -1), -1
     return segment_like(

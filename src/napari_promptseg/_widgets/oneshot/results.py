@@ -72,6 +72,7 @@ def run_oneshot(
         segment_with_exemplars,
         stack_object_size,
     )
+    from ...methods.instances.exemplars import STACK_SIZE_SOURCE
     from ...methods.labelling_advice import few_labels_warning
     from ...methods.oneshot import segment_like, target_file_level
     from ...methods.volume import segment_stack
@@ -125,8 +126,10 @@ def run_oneshot(
 
         if exemplars is not None:
             hwc = as_channels_last(image, channel_axis=axis, channels=channels, name=name)
+            # where the size came from: a stack's measured one read as the user's 'object size'
+            source = "object size" if object_size else STACK_SIZE_SOURCE if stacked else "reference objects"
             res = segment_with_exemplars(
-                segmenter, exemplars, hwc, object_size=size, name=name, progress=sub, cancel=cancel
+                segmenter, exemplars, hwc, object_size=size, size_source=source, name=name, progress=sub, cancel=cancel
             )
             out.positives.append((res.boxes[:, :2] + res.boxes[:, 2:]) / 2 if len(res.boxes) else np.zeros((0, 2)))
             out.negatives.append(np.zeros((0, 2)))

@@ -511,6 +511,10 @@ def estimate_object_size(
     return proposed, f"reference objects, rescaled x{ratio:.2f} to the target's objects"
 
 
+#: the working scale's ``source`` for a stack's planes decoded at :func:`stack_object_size` (not a size the user gave)
+STACK_SIZE_SOURCE = "measured on the stack's middle plane"
+
+
 def stack_object_size(
     model: ExemplarModel,
     planes: Sequence,
