@@ -314,6 +314,9 @@ def test_add_refuses_bad_input_and_versions_duplicates(tmp_path, cell):
     image, mask = cell
     with pytest.raises(PromptsegError, match="mask is empty"):
         lib.add("cell", image, np.zeros_like(mask))
+    # no background: one-shot refuses such a reference, so every prompt the entry answered would fail
+    with pytest.raises(PromptsegError, match="mask covers every pixel"):
+        lib.add("cell", image, np.ones_like(mask))
     with pytest.raises(PromptsegError, match=r"mask of shape \(10, 10\) does not match"):
         lib.add("cell", image, mask[:10, :10])
     bad = image.astype(np.float32)

@@ -226,6 +226,10 @@ class ReferenceLibrary:
         binary = mask > 0
         if not binary.any():
             raise PromptsegError(f"{what}: the mask is empty; label the object to save (non-zero pixels)")
+        if binary.all():  # refused when saved, not at every prompt it answers: no background, no object learned
+            raise PromptsegError(
+                f"{what}: the mask covers every pixel; leave the background around the object unlabelled"
+            )
         if margin is not None and margin < 0:
             raise PromptsegError(f"margin must be >= 0, got {margin}")
         if min_crop < 0:
