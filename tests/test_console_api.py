@@ -450,3 +450,22 @@ def test_segment_like_gives_every_references_result_on_a_pyramid_at_full_resolut
         np.testing.assert_array_equal(one.labels, upsample_labels(level_one.labels, result.labels.shape))
         np.testing.assert_allclose(one.boxes, level_to_full(level_one.boxes, 2))
         assert one.probability_factor == result.probability_factor == 2.0
+
+
+def test_a_list_of_unrelated_images_is_not_a_pyramid():
+    """One-shot bug hunt (session 31): segment_instances_like(ref, labels, [a, b]) with b smaller than a (as a list of
+    targets for segment_like) took the list for a pyramid and answered for a alone, without a word. A pyramid's
+    levels are one image downsampled by one factor on every axis that shrinks (sizes rounded either way); two
+    unrelated images are refused as a list."""
+    from napari_promptseg.models.preprocessing import as_channels_last, full_resolution
+
+    levels = pyramid(COINS)  # 303 x 384, 152 x 192, ...: rounded up
+    assert full_resolution(levels) is levels[0]
+    rgb = [np.zeros((4801, 6401, 3), np.uint8), np.zeros((2400, 3200, 3), np.uint8), np.zeros((3, 4, 3), np.uint8)]
+    assert full_resolution(rgb) is rgb[0]
+    stack = [np.zeros((10, 64, 64)), np.zeros((10, 32, 32))]  # planes kept, rows and columns halved
+    assert full_resolution(stack) is stack[0]
+    targets = [COINS, COINS[:150, :180]]  # 303 x 384 and 150 x 180: rows halved, columns not
+    assert full_resolution(targets) is targets
+    with pytest.raises(PromptsegError, match=r"a list of arrays of shapes \(303, 384\), \(150, 180\)"):
+        as_channels_last(targets, name="target")

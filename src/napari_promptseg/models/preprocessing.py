@@ -196,8 +196,20 @@ def full_resolution(image: object, *, planes: bool = False) -> object:
     if planes and (len(shapes[0]) == 2 or (len(shapes[0]) == 3 and shapes[0][-1] <= 4)):
         return image
     pairs = zip(shapes[:-1], shapes[1:], strict=True)
-    shrinking = all(all(b <= a for a, b in zip(big, small, strict=True)) for big, small in pairs)
-    return image[0] if shrinking else image
+    return image[0] if all(_is_coarser_level(big, small) for big, small in pairs) else image
+
+
+def _is_coarser_level(big: tuple[int, ...], small: tuple[int, ...]) -> bool:
+    """Whether ``small`` is ``big`` downsampled by one factor along every axis that shrinks (each size rounded
+    either way), the others kept (channels; a 3D pyramid's planes). Two unrelated images, the second smaller (a
+    list of targets, 520 x 696 and 256 x 320), were read as a pyramid: the second one's result silently dropped."""
+    if any(b > a for a, b in zip(big, small, strict=True)):
+        return False
+    low, high = 1.0, np.inf  # the factors every shrinking axis allows
+    for a, b in zip(big, small, strict=True):
+        if b < a:
+            low, high = max(low, a / (b + 1)), min(high, a / (b - 1) if b > 1 else np.inf)
+    return low <= high
 
 
 def pyramid_levels(image: object) -> list | None:
