@@ -112,12 +112,14 @@ def test_cli_instances(tmp_path, shared_data):
     (ref, ref_mask), (target, _) = pairs[0], pairs[3]
     out = tmp_path / "out"
     args = ["oneshot", "--instances", "--reference", str(ref), "--reference-mask", str(ref_mask), str(target)]
-    assert main([*args, "-o", str(out), "--strategy", "persam", "--keep-largest"]) == 0
+    # DINOv2 features whose weights are not there: one region's, not loaded (the run failed on them)
+    features = f"dinov2:{tmp_path / 'no-dinov2'}"
+    assert main([*args, "-o", str(out), "--strategy", "persam", "--keep-largest", "--features", features]) == 0
     labels = tifffile.imread(out / f"{target.stem}.tif")
     report = json.loads((out / "report.json").read_text())
     assert report["images"][0]["objects"] == len(np.unique(labels)) - 1 > 1
     # one region's settings: the instances ran without them, unsaid
-    ignored = "--strategy persam, --keep-largest ignored: they set the one-region route"
+    ignored = f"--strategy persam, --features {features}, --keep-largest ignored: they set the one-region route"
     assert any(w.startswith(ignored) for w in report["warnings"]), report["warnings"]
 
 

@@ -190,7 +190,7 @@ class _OneShot:
     """What every worker prepares once: models, references, and the exemplars of the many-instances mode."""
 
     segmenter: object
-    extractor: object
+    extractor: object | None  # None in the many-instances mode
     references: list
     masks: list
     exemplars: object | None
@@ -210,9 +210,6 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
 
     segmenter = load_segmenter(
         args.model, weights=args.weights, device=args.device, progress=weights_progress(args.model)
-    )
-    extractor = load_feature_extractor(
-        args.features, segmenter=segmenter, device=args.device, progress=weights_progress(args.features)
     )
     # a Fiji composite's named channel axis (C, Y, X), as the targets read it
     # a given --channel-axis counts in each file's order (a pyramid's is read channels last): every reference's
@@ -245,6 +242,12 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
         way = "" if args.instances or args.partial_labels else ", or --no-instances for one region from them all"
         raise PromptsegError(
             f"the many-instances mode ({why}) takes one --reference (with its instance labels): give one{way}"
+        )
+    # the one region's patch features: the many-instances mode reads none (DINOv2's missing weights failed its run)
+    extractor = None
+    if not instances:
+        extractor = load_feature_extractor(
+            args.features, segmenter=segmenter, device=args.device, progress=weights_progress(args.features)
         )
     exemplars = None
     if instances:
