@@ -35,6 +35,15 @@ def lungs(shared_data):
     return [(read_image(i)[..., 0], read_mask(m)) for i, m in pairs]  # the X-rays are gray stored as RGB
 
 
+def _lungs_reference(viewer, lungs) -> OneShotWidget:
+    """A One-shot widget with the first lung X-ray and its mask as the reference ('reference', 'lungs')."""
+    ref, ref_mask = lungs[0]
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(viewer.add_image(ref, name="reference"))
+    widget.reference_labels.set_layer(viewer.add_labels(ref_mask.astype(np.uint8), name="lungs"))
+    return widget
+
+
 def _read_inputs(widget: OneShotWidget, input_size: int = 256):
     """What the widget's worker reads for a run (the references gathered on the main thread, then read) for a model
     of ``input_size`` px (LiteMedSAM's, the widget's model, by default)."""
@@ -151,10 +160,8 @@ def test_partial_labels_with_mode_single_region_is_refused_as_the_cli_refuses_it
     from napari_promptseg.errors import PromptsegError
 
     viewer = make_viewer()
-    (ref, ref_mask), (target, _) = lungs[0], lungs[1]
-    widget = OneShotWidget(viewer)
-    widget.reference.set_layer(viewer.add_image(ref, name="reference"))
-    widget.reference_labels.set_layer(viewer.add_labels(ref_mask.astype(np.uint8), name="lungs"))
+    target = lungs[1][0]
+    widget = _lungs_reference(viewer, lungs)
     widget.target.set_layer(viewer.add_image(target, name="target"))
     widget.partial_labels.setChecked(True)
     widget.mode.setCurrentText("single region")
@@ -204,10 +211,8 @@ def test_the_model_chosen_is_the_one_the_run_loads(make_viewer, qtbot, lungs):
     model box is the Interactive widget's, and a model whose weights are not here (offline) is named in the error,
     with where to put them, before any pixel is read."""
     viewer = make_viewer()
-    (ref, ref_mask), (target, _) = lungs[0], lungs[1]
-    widget = OneShotWidget(viewer)
-    widget.reference.set_layer(viewer.add_image(ref, name="reference"))
-    widget.reference_labels.set_layer(viewer.add_labels(ref_mask.astype(np.uint8), name="lungs"))
+    target = lungs[1][0]
+    widget = _lungs_reference(viewer, lungs)
     widget.target.set_layer(viewer.add_image(target, name="target"))
     assert widget.model.model_name == "litemedsam"
     widget.model.setCurrentIndex(widget.model.findData("sam_vit_b"))
@@ -368,11 +373,8 @@ def test_a_multiscale_reference_is_read_at_full_resolution(make_viewer):
 def test_reference_of_another_modality_is_warned_in_the_summary(make_viewer, qtbot, lungs, shared_data):
     """A chest X-ray reference on an H&E gland image: the result comes with 'does not transfer' in the summary."""
     viewer = make_viewer()
-    (ref, ref_mask) = lungs[0]
     gland = read_image(dataset_pairs(shared_data / "glands_glas")[0][0])
-    widget = OneShotWidget(viewer)
-    widget.reference.set_layer(viewer.add_image(ref, name="reference"))
-    widget.reference_labels.set_layer(viewer.add_labels(ref_mask.astype(np.uint8), name="lungs"))
+    widget = _lungs_reference(viewer, lungs)
     widget.target.set_layer(viewer.add_image(gland, name="gland", rgb=True))
     widget.run()
     qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
@@ -384,10 +386,8 @@ def test_a_double_click_runs_once_and_a_target_replaced_meanwhile_gets_no_result
     """A double click on the run button ran the whole job twice (two identical result layers); a result made from
     a target whose pixels were replaced meanwhile was laid over the new pixels."""
     viewer = make_viewer()
-    (ref, ref_mask), (target, _) = lungs[0], lungs[1]
-    widget = OneShotWidget(viewer)
-    widget.reference.set_layer(viewer.add_image(ref, name="reference"))
-    widget.reference_labels.set_layer(viewer.add_labels(ref_mask.astype(np.uint8), name="lungs"))
+    target = lungs[1][0]
+    widget = _lungs_reference(viewer, lungs)
     layer = viewer.add_image(target, name="target")
     widget.target.set_layer(layer)
     widget.run()
