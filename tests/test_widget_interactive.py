@@ -173,6 +173,28 @@ def test_a_preview_of_pixels_since_replaced_is_never_committed(make_viewer, qtbo
     assert target is None or not target.data.any()
 
 
+def test_a_commit_dropped_because_the_image_changed_is_said(make_viewer, qtbot, sample):
+    """Shift-C before the preview came, then another image chosen: the commit (of the old image's objects) was
+    dropped without a word, and the status line then read "preview: 1 object(s)" as if all went well."""
+    image, _, _, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    first_image = viewer.add_image(image, name="nuclei")
+    flipped = viewer.add_image(image[::-1].copy(), name="flipped")
+    widget = add_widget(viewer)
+    widget.image_picker.set_layer(first_image)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.new_prompt_layers()
+    widget.shapes_picker.layer().add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    first = len(notification_manager.records)
+    widget.commit()  # the preview to commit is computed now
+    widget.image_picker.set_layer(flipped)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    target = widget.target_picker.layer()
+    assert target is None or not target.data.any()
+    warnings = records_since(first, NotificationSeverity.WARNING)
+    assert any("nothing committed" in m and "'nuclei'" in m for m in warnings), warnings
+
+
 def test_negative_point_alone_is_a_notification(make_viewer, qtbot, sample):
     image, truth, label, _ = sample
     viewer = make_viewer()

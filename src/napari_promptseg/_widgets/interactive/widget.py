@@ -489,6 +489,11 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
                 # prompts edited since the commit was asked: the preview of the prompts as they are now is committed
                 # (none when the image changed: that preview would be of other pixels)
                 self._commit_after_preview = image_changes == self._image_changes
+                if not self._commit_after_preview:  # the commit asked for is not done: said, not silently dropped
+                    show_warning(
+                        f"nothing committed: image '{name}' (or its channels or placement) changed while the preview "
+                        "to commit was computed; commit again (Shift-C) once the preview is shown"
+                    )
                 return
             if not (shown_now or for_commit):
                 return  # the preview for the newer prompts or plane is on its way
