@@ -373,6 +373,16 @@ def test_a_size_cap_in_the_environment_that_is_not_a_number_is_named(tmp_path, m
         embedding_cache.active()
 
 
+def test_embed_help_says_where_it_writes_without_cache(capsys):
+    """embed's --help said "--cache [DIR] (default: $PROMPTSEG_EMBEDDING_CACHE, else none)", but embed without a
+    cache fills the user cache directory's (its description says so); segment's default stays none."""
+    for command, says_none in (("embed", False), ("segment", True)):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert ("$PROMPTSEG_EMBEDDING_CACHE, else none)" in text) == says_none, (command, text)
+
+
 def test_embed_help_names_the_runs_that_reuse_its_tiles(litemedsam, tmp_path, capsys):
     """The help promised tiles "as oneshot's many-instances mode sees them", but oneshot measures each target's own
     object size: only a run given the same --object-size reuses them. It says so now, and oneshot --object-size

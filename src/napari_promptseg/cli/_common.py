@@ -25,9 +25,12 @@ if TYPE_CHECKING:
     from ..batch import BatchOutcome
 
 
-def _add_model_options(parser: argparse.ArgumentParser, *, channel_choice: bool = True) -> None:
+def _add_model_options(
+    parser: argparse.ArgumentParser, *, channel_choice: bool = True, cache_fallback: str = "none"
+) -> None:
     """The model options every subcommand takes; ``channel_choice``: also --channels and --normalize (not register,
-    whose intensity stages read every channel as it is)."""
+    whose intensity stages read every channel as it is). ``cache_fallback``: the disk cache used without --cache
+    and $PROMPTSEG_EMBEDDING_CACHE, as --help says it."""
     parser.add_argument("--model", default="litemedsam", help="name from `promptseg models` (default: %(default)s)")
     parser.add_argument("--weights", type=weights_path, help="explicit weights file (e.g. a fine-tuned checkpoint)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: %(default)s)")
@@ -48,7 +51,7 @@ def _add_model_options(parser: argparse.ArgumentParser, *, channel_choice: bool 
         const="default",
         metavar="DIR",
         help="on-disk embedding cache (zarr) shared by runs, Dask workers and the widgets; without DIR: the user "
-        "cache directory's embeddings/ (default: $PROMPTSEG_EMBEDDING_CACHE, else none)",
+        f"cache directory's embeddings/ (default: $PROMPTSEG_EMBEDDING_CACHE, else {cache_fallback})",
     )
     parser.add_argument(
         "--cache-max-gb",

@@ -38,7 +38,8 @@ def _add_embed_parser(sub: argparse._SubParsersAction) -> None:
         "same size reuse them: segment --object-size PX (with or without --find-all) and oneshot --object-size PX; "
         "without it, segment works at the boxes' size and oneshot at each target's measured object size",
     )
-    _add_model_options(embed)
+    # embed exists to fill a cache: without one named it fills the user cache directory's (cmd_embed)
+    _add_model_options(embed, cache_fallback="the user cache directory's embeddings/")
     _add_batch_options(embed, resume=False)
     embed.set_defaults(func=cmd_embed)
 
