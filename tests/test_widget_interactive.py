@@ -195,6 +195,33 @@ def test_a_commit_dropped_because_the_image_changed_is_said(make_viewer, qtbot, 
     assert any("nothing committed" in m and "'nuclei'" in m for m in warnings), warnings
 
 
+def test_a_commit_says_the_objects_that_lay_on_painted_labels(make_viewer, qtbot, sample):
+    """Two boxes, one on a nucleus the user had painted over: the status read "committed 1 object(s)", both boxes
+    went, and nothing said where the second object was (never overwritten, as it must be: now said)."""
+    image, truth, label, (r0, c0, r1, c1) = sample
+    other = next(r for r in regionprops(truth) if r.label != label and r.area > 200)
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei")
+    painted = np.zeros(truth.shape, dtype=np.int32)
+    painted[max(r0 - 4, 0) : r1 + 5, max(c0 - 4, 0) : c1 + 5] = 4
+    target = viewer.add_labels(painted.copy(), name="my labels")
+    widget = add_widget(viewer)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.target_picker.set_layer(target)
+    widget.new_prompt_layers()
+    o0, p0, o1, p1 = other.bbox
+    widget.shapes_picker.layer().add_rectangles(
+        [np.array([[r0, c0], [r1, c1]]), np.array([[o0, p0], [o1 - 1, p1 - 1]])]
+    )
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert int(widget.preview.labels.max()) == 2
+    widget.commit()
+    assert set(np.unique(target.data)) == {0, 4, 5}
+    assert (target.data[painted == 4] == 4).all()
+    status = widget.runner.widget.status.text()
+    assert "committed 1 object(s)" in status and "1 other(s) lay wholly on labels already there" in status, status
+
+
 def test_negative_point_alone_is_a_notification(make_viewer, qtbot, sample):
     image, truth, label, _ = sample
     viewer = make_viewer()

@@ -59,6 +59,9 @@ class CommitActions:
         self._last_commit_target, self._last_commit_steps = target, _undo_steps(target)
         ids = f"{new_ids[0]}" if len(new_ids) == 1 else f"{new_ids[0]}-{new_ids[-1]}"
         message = f"committed {len(new_ids)} object(s) to '{target.name}' as id {ids}"
+        covered = int(np.count_nonzero(np.unique(preview.labels))) - len(new_ids)
+        if covered > 0:  # their prompts go too: the count says why fewer objects came than were asked for
+            message += f"; {covered} other(s) lay wholly on labels already there (never overwritten)"
         # a commit is the user's action done: the status no longer reads as an earlier refusal ("failed: ...")
         (self.runner.widget.set_message if self.runner.busy else self.runner.widget.done)(message)
         self._remove_prompts(preview)
