@@ -222,6 +222,27 @@ def test_a_commit_says_the_objects_that_lay_on_painted_labels(make_viewer, qtbot
     assert "committed 1 object(s)" in status and "1 other(s) lay wholly on labels already there" in status, status
 
 
+def test_the_preview_of_another_image_lies_above_it(make_viewer, qtbot, sample):
+    """The preview layer made for the first image stayed under the second when the user chose that one (the upper
+    layer): its preview was computed and shown under the second image's pixels, unseen."""
+    image, _, _, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    lower = viewer.add_image(image, name="nuclei")
+    upper = viewer.add_image(image[:, ::-1].copy(), name="mirrored")
+    widget = add_widget(viewer)
+    widget.image_picker.set_layer(lower)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.new_prompt_layers()
+    widget.shapes_picker.layer().add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    preview = preview_layer(viewer)
+    assert viewer.layers.index(lower) < viewer.layers.index(preview) < viewer.layers.index(upper)
+    widget.image_picker.set_layer(upper)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert widget.preview is not None and widget.preview.geom.image_name == "mirrored" and preview.data.any()
+    assert viewer.layers.index(preview) > viewer.layers.index(upper)
+
+
 def test_negative_point_alone_is_a_notification(make_viewer, qtbot, sample):
     image, truth, label, _ = sample
     viewer = make_viewer()

@@ -364,6 +364,10 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
             # the image's rotate/shear/affine too: a preview reused from an unrotated image lay off a rotated one
             layer.affine = geom.affine if geom.affine is not None else np.eye(data.ndim + 1)
             layer.data = data
+            image = self.image_picker.layer()
+            if image in self.viewer.layers and self.viewer.layers.index(layer) < self.viewer.layers.index(image):
+                # made for an image lower in the list: the preview of this one lay under its pixels, unseen
+                self.viewer.layers.move(self.viewer.layers.index(layer), self.viewer.layers.index(image) + 1)
         self._preview_layer = layer
 
     def _clear_preview(self) -> None:
