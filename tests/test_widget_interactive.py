@@ -278,6 +278,23 @@ def test_negative_point_alone_is_a_notification(make_viewer, qtbot, sample):
     assert not records_since(after_error, NotificationSeverity.ERROR)
 
 
+def test_negative_chosen_with_the_users_own_points_layer(make_viewer, qtbot, sample):
+    """A points layer of the user's own (no polarity feature) counted every click positive: 'negative' chosen in the
+    widget (not with T) left the next clicks positive, while the widget showed negative."""
+    image, truth, _, _ = sample
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei")
+    nucleus_centre = np.round(regionprops(truth)[0].centroid)
+    points = viewer.add_points([nucleus_centre], name="my clicks")
+    widget = add_widget(viewer)
+    widget.points_picker.set_layer(points)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.negative_radio.setChecked(True)
+    points.add(np.argwhere(truth == 0)[0])
+    assert points.features["positive"].tolist() == [True, False]
+    wait_idle(qtbot, widget)
+
+
 def test_stack_segments_the_displayed_plane(make_viewer, qtbot, sample):
     image, truth, label, (r0, c0, r1, c1) = sample
     nucleus = truth == label

@@ -65,6 +65,13 @@ from .layout import (
 )
 
 
+def _mark_polarity(points: napari.layers.Points) -> None:
+    """Give a user's own points layer the polarity feature (and its colours): its clicks so far count as positive."""
+    points.features = {POSITIVE: np.ones(len(points.data), dtype=bool)}
+    points.face_color_cycle = POLARITY_COLOURS
+    points.face_color = POSITIVE
+
+
 @dataclass
 class _Preview:
     geom: PlaneGeometry  # the grid a commit target lies on (a whole slide's: its labels level)
@@ -300,6 +307,10 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
             self._apply_polarity_default(points)
 
     def _apply_polarity_default(self, points: napari.layers.Points) -> None:
+        if POSITIVE not in points.features and not self.positive_clicks:
+            # a user's own points layer counts every click positive: 'negative' chosen (radio, or the layer picked
+            # while it was) left the next clicks positive, unlike what the widget showed
+            _mark_polarity(points)
         if POSITIVE in points.features:
             points.feature_defaults = {POSITIVE: self.positive_clicks}
 
@@ -309,10 +320,8 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
         (self.negative_radio if self.positive_clicks else self.positive_radio).setChecked(True)
         if points is None:
             return
-        if POSITIVE not in points.features:  # a user's own points layer: its clicks so far count as positive
-            points.features = {POSITIVE: np.ones(len(points.data), dtype=bool)}
-            points.face_color_cycle = POLARITY_COLOURS
-            points.face_color = POSITIVE
+        if POSITIVE not in points.features:
+            _mark_polarity(points)
             self._apply_polarity_default(points)
         selected = sorted(points.selected_data)
         if selected:
