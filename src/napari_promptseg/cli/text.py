@@ -191,12 +191,13 @@ def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
         text_model=args.text_model,
         progress=route_progress,  # a named route's download
     )
-    if route.route == "library":
-        # a prompt the library cannot answer is the run's to say, once: every image failed with it in turn
-        library_matches(split_phrases(args.prompt), route, args.top_k, args.min_similarity)
     segmenter = load_segmenter(
         args.model, weights=args.weights, device=args.device, progress=weights_progress(args.model)
     )
+    if route.route == "library":
+        # a prompt the library cannot answer is the run's to say, once: every image failed with it in turn (after
+        # the models: a wrong --model or --weights is said first, as it was)
+        library_matches(split_phrases(args.prompt), route, args.top_k, args.min_similarity)
     # a prompt longer than the route's model reads is the run's to say, once (every worker finds the same): not each
     # worker's first image's
     cut = prompt_cut_warnings(route, args.prompt, template=args.template, attributes=_attributes(args))
