@@ -572,13 +572,29 @@ def test_propagate_through_stack_on_real_mri(make_viewer, qtbot, shared_data):
     assert "one plane propagated" not in viewer.layers
 
 
-def _mri_boxed_on_its_middle_plane(make_viewer, shared_data):
-    """Five planes of the shared brain MRI around its largest slice of one structure, in a viewer on the middle
-    plane, with the Interactive widget's box around that structure there: (viewer, widget, volume, box x0 y0 x1 y1)."""
+def _propagate_without_error(qtbot, widget: InteractiveWidget) -> int:
+    """Press Propagate, wait for the run, and check it raised no error notification; returns where its
+    notifications start (for the warnings it gave)."""
+    start = len(notification_manager.records)
+    widget.propagate()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert not records_since(start, NotificationSeverity.ERROR)
+    return start
+
+
+def _mri_planes(shared_data, half: int) -> tuple[np.ndarray, np.ndarray]:
+    """``2 * half + 1`` planes of the shared brain MRI around its largest slice of one structure, and that
+    structure's mask on them."""
     scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
     truth = scan["seg"] == 10
     z = int(np.argmax(truth.sum((1, 2))))
-    vol, truth = scan["vol"][z - 2 : z + 3].astype(np.float32), truth[z - 2 : z + 3]
+    return scan["vol"][z - half : z + half + 1].astype(np.float32), truth[z - half : z + half + 1]
+
+
+def _mri_boxed_on_its_middle_plane(make_viewer, shared_data):
+    """Five planes of the shared brain MRI around its largest slice of one structure, in a viewer on the middle
+    plane, with the Interactive widget's box around that structure there: (viewer, widget, volume, box x0 y0 x1 y1)."""
+    vol, truth = _mri_planes(shared_data, 2)
     viewer = make_viewer()
     viewer.add_image(vol, name="mri")
     viewer.dims.set_current_step(0, 2)
@@ -598,10 +614,7 @@ def test_propagation_carries_the_previews_objects_clicks_included(make_viewer, q
     wait_idle(qtbot, widget, FIRST_RUN_MS)
     preview = preview_layer(viewer).data[0].copy()
     assert set(np.unique(preview)) == {0, 1, 2}
-    start = len(notification_manager.records)
-    widget.propagate()
-    wait_idle(qtbot, widget, FIRST_RUN_MS)
-    assert not records_since(start, NotificationSeverity.ERROR)
+    _propagate_without_error(qtbot, widget)
     result = viewer.layers["mri propagated"].data
     np.testing.assert_array_equal(result[2], preview)
     assert "2 object(s) propagated" in widget.runner.widget.summary.text()
@@ -639,10 +652,7 @@ def test_propagation_carries_a_labels_layers_objects_as_the_console_does(make_vi
     seed = viewer.add_labels(drawing, name="drawn")
     widget.seed_picker.set_layer(seed)
     wait_idle(qtbot, widget, FIRST_RUN_MS)
-    start = len(notification_manager.records)
-    widget.propagate()
-    wait_idle(qtbot, widget, FIRST_RUN_MS)
-    assert not records_since(start, NotificationSeverity.ERROR)
+    start = _propagate_without_error(qtbot, widget)
     warnings = records_since(start, NotificationSeverity.WARNING)
     assert any("the 1 prompt(s) on this plane are not used" in m for m in warnings), warnings
     result = viewer.layers["mri propagated"].data
@@ -654,10 +664,7 @@ def test_propagation_carries_a_labels_layers_objects_as_the_console_does(make_vi
     # a 2D layer of that plane's drawing, which napari shows over every plane: the CLI's and console's (Y, X) seed
     # labels (it was refused as not matching the image's shape)
     widget.seed_picker.set_layer(viewer.add_labels(drawing[2], name="drawn 2D"))
-    start = len(notification_manager.records)
-    widget.propagate()
-    wait_idle(qtbot, widget, FIRST_RUN_MS)
-    assert not records_since(start, NotificationSeverity.ERROR)
+    _propagate_without_error(qtbot, widget)
     np.testing.assert_array_equal(viewer.layers["mri propagated [1]"].data, console.labels)
     widget.seed_picker.set_layer(seed)
 
@@ -678,10 +685,8 @@ def test_a_pyramid_labels_layer_seeds_the_propagation_at_full_resolution(make_vi
     indexed as one array). Its full-resolution plane seeds the propagation, as the console's labels=."""
     from napari_promptseg.methods.volume import propagate_through_stack
 
-    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
-    truth = scan["seg"] == 10
-    z = int(np.argmax(truth.sum((1, 2))))
-    vol, truth = scan["vol"][z - 1 : z + 2].astype(np.float32), truth[z - 1 : z + 2].astype(np.uint8)
+    vol, truth = _mri_planes(shared_data, 1)
+    truth = truth.astype(np.uint8)
     viewer = make_viewer()
     viewer.add_image([vol, vol[:, ::2, ::2]], name="mri", multiscale=True)
     seed = viewer.add_labels([truth, truth[:, ::2, ::2]], name="labels/promptseg", multiscale=True)
@@ -689,10 +694,7 @@ def test_a_pyramid_labels_layer_seeds_the_propagation_at_full_resolution(make_vi
     widget = add_widget(viewer)
     widget.seed_picker.set_layer(seed)
     wait_idle(qtbot, widget, FIRST_RUN_MS)
-    start = len(notification_manager.records)
-    widget.propagate()
-    wait_idle(qtbot, widget, FIRST_RUN_MS)
-    assert not records_since(start, NotificationSeverity.ERROR)
+    _propagate_without_error(qtbot, widget)
     console = propagate_through_stack(vol, 1, labels=truth[1], axes="zyx")
     np.testing.assert_array_equal(viewer.layers["mri propagated"].data, console.labels)
     assert console.labels[[0, 2]].any()
@@ -704,10 +706,8 @@ def test_labels_napari_made_over_a_multichannel_stack_seed_the_propagation(make_
     widgets take such labels); its objects on any channel seed it, as the console's (Y, X) labels."""
     from napari_promptseg.methods.volume import propagate_through_stack
 
-    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
-    truth = scan["seg"] == 10
-    z = int(np.argmax(truth.sum((1, 2))))
-    vol, truth = scan["vol"][z - 1 : z + 2].astype(np.float32), truth[z - 1 : z + 2].astype(np.uint8)
+    vol, truth = _mri_planes(shared_data, 1)
+    truth = truth.astype(np.uint8)
     czyx = np.stack([vol, vol.max() - vol])  # the MRI and its inverse
     viewer = make_viewer()
     viewer.add_image(czyx, name="mc")
@@ -719,10 +719,7 @@ def test_labels_napari_made_over_a_multichannel_stack_seed_the_propagation(make_
     painted[1, 1] = truth[1]  # painted while channel 1 was shown
     widget.seed_picker.set_layer(viewer.add_labels(painted, name="painted"))
     wait_idle(qtbot, widget, FIRST_RUN_MS)
-    start = len(notification_manager.records)
-    widget.propagate()
-    wait_idle(qtbot, widget, FIRST_RUN_MS)
-    assert not records_since(start, NotificationSeverity.ERROR)
+    _propagate_without_error(qtbot, widget)
     console = propagate_through_stack(np.moveaxis(czyx, 0, -1), 1, labels=truth[1], channel_axis=-1)
     np.testing.assert_array_equal(viewer.layers["mc propagated"].data, console.labels)
     assert console.labels[[0, 2]].any()
