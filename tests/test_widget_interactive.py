@@ -195,6 +195,38 @@ def test_a_commit_dropped_because_the_image_changed_is_said(make_viewer, qtbot, 
     assert any("nothing committed" in m and "'nuclei'" in m for m in warnings), warnings
 
 
+def test_each_image_of_one_size_gets_its_own_commit_target(make_viewer, qtbot, sample):
+    """Two images of one size: the target layer made for the first stayed the target when the second was chosen
+    (it fits by shape), so the second image's objects were committed among the first's."""
+    image, _, _, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    first_image = viewer.add_image(image, name="nuclei")
+    flipped = viewer.add_image(image[::-1].copy(), name="flipped")
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+
+    def commit_box(layer, box) -> napari.layers.Labels:
+        widget.image_picker.set_layer(layer)
+        wait_idle(qtbot, widget, FIRST_RUN_MS)
+        widget.shapes_picker.layer().add_rectangles(box)
+        wait_idle(qtbot, widget, FIRST_RUN_MS)
+        widget.commit()
+        wait_idle(qtbot, widget)
+        return widget.target_picker.layer()
+
+    box = np.array([[r0, c0], [r1, c1]])
+    first_target = commit_box(first_image, box)
+    committed_first = first_target.data.copy()
+    assert committed_first.any()
+    flipped_box = np.array([[image.shape[0] - 1 - r1, c0], [image.shape[0] - 1 - r0, c1]])
+    second_target = commit_box(flipped, flipped_box)
+    assert second_target is not first_target
+    assert second_target.data.any()
+    np.testing.assert_array_equal(first_target.data, committed_first)
+    widget.image_picker.set_layer(first_image)  # back to the first image: its own target again
+    assert widget.target_picker.layer() is first_target
+
+
 def test_a_commit_says_the_objects_that_lay_on_painted_labels(make_viewer, qtbot, sample):
     """Two boxes, one on a nucleus the user had painted over: the status read "committed 1 object(s)", both boxes
     went, and nothing said where the second object was (never overwritten, as it must be: now said)."""

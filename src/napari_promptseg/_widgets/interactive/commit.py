@@ -14,7 +14,7 @@ from napari.utils.notifications import show_warning
 from ...errors import PromptsegError
 from .._common import ROLE_KEY
 from .geometry import PlaneGeometry, commit_to_labels
-from .layout import TARGET_NAME
+from .layout import TARGET_IMAGE_KEY, TARGET_NAME
 
 if TYPE_CHECKING:
     from .widget import _Preview
@@ -84,6 +84,7 @@ class CommitActions:
     def _new_target(self, geom: PlaneGeometry) -> napari.layers.Labels:
         target = self._add_result_layer(np.zeros(geom.labels_shape, dtype=np.uint32), geom, TARGET_NAME)
         target.metadata[ROLE_KEY] = "target"  # found again when the user comes back to its image (_fit_target)
+        target.metadata[TARGET_IMAGE_KEY] = self.image_picker.layer().unique_id
         self.target_picker.set_layer(target)
         return target
 

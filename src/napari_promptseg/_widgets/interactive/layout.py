@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 PREVIEW_NAME = "promptseg preview"
 NO_IMAGE = "no image layer: open an image (File > Open Sample > Prompt segmentation), then draw boxes or click"
 TARGET_NAME = "promptseg labels"
+TARGET_IMAGE_KEY = "promptseg_target_of"  # the unique id of the image a target layer was made for
 #: the seed picker's first entry: propagate the objects prompted on the plane, not a Labels layer's
 SEED_FROM_PROMPTS = "the prompts on this plane"
 #: the status line in a 3D view (no plane to embed or prompt on), said quietly: it is no error

@@ -58,6 +58,7 @@ from .layout import (
     POLARITY_COLOURS,
     PREVIEW_DELAY_MS,
     PREVIEW_NAME,
+    TARGET_IMAGE_KEY,
     TOGGLE_KEY,
     UNDO_KEY,
     VIEW_3D,
@@ -202,28 +203,30 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
             self._auto_embed()
 
     def _fit_target(self) -> None:
-        """Another image (or channel axis) than the target Labels layer fits: the target becomes a layer this widget
+        """Another image (or channel axis) than the target Labels layer's: the target becomes a layer this widget
         made for that image, else a new layer. The target made for the first image stayed, and every commit on the
-        next image was refused as 'shape does not match'."""
+        next image was refused as 'shape does not match'; or, the images being of one size, was committed among the
+        first image's objects."""
         target = self.target_picker.layer()
         try:
             image, geom = self._geometry()
             geom = labels_geometry(plane_source(image, geom))  # a whole slide's targets lie on its labels level
         except PromptsegError:
             return  # e.g. 3D view: decided when the user is back in 2D and commits
-        if target is None or target_misfit(target, geom) is None:
-            return
+        if target is not None and target_misfit(target, geom) is None and _made_for(target) in (None, image.unique_id):
+            return  # the user's own layer that fits, or the one made for this image
         made = (
             layer
             for layer in self.viewer.layers
             if isinstance(layer, napari.layers.Labels)
-            and layer.metadata.get(ROLE_KEY) == "target"
+            and _made_for(layer) in (image.unique_id, "")
             and target_misfit(layer, geom) is None
         )
         fitting = next(made, None)
         self.target_picker.set_layer(fitting)
-        now = f"'{fitting.name}'" if fitting is not None else "a new layer"
-        show_info(f"commit target: {now} for image '{geom.image_name}' ('{target.name}' lies elsewhere)")
+        if target is not None:
+            now = f"'{fitting.name}'" if fitting is not None else "a new layer"
+            show_info(f"commit target: {now} for image '{geom.image_name}' ('{target.name}' is another image's)")
 
     def _has_prompt_layers(self) -> bool:
         shapes, points = self.shapes_picker.layer(), self.points_picker.layer()
@@ -542,3 +545,11 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
             return self.runner.submit("commit", "preview to commit", task, done, failed, inputs=(image,), queue=True)
         # no inputs: the version check above drops a preview of pixels or prompts that changed, without an error
         return self.runner.submit("preview", "preview", task, done, failed, queue=True, repeat=True)
+
+
+def _made_for(layer: napari.layers.Layer) -> str | None:
+    """The unique id of the image a target layer was made for ("" when made before that was recorded), None for a
+    layer this widget did not make."""
+    if layer.metadata.get(ROLE_KEY) != "target":
+        return None
+    return layer.metadata.get(TARGET_IMAGE_KEY, "")
