@@ -227,6 +227,31 @@ def test_each_image_of_one_size_gets_its_own_commit_target(make_viewer, qtbot, s
     assert widget.target_picker.layer() is first_target
 
 
+def test_the_channels_field_picks_an_rgb_layers_colours_as_the_cli_does(make_viewer, qtbot, sample, litemedsam):
+    """The channels field was disabled for an RGB layer, and read as 'all' there, while the CLI's --channels 0 2
+    picks an RGB file's colours (GlaS: 5 glands by the CLI, 4 in the widget): the widget now takes them too."""
+    from napari_promptseg.methods.interactive import segment_prompts
+
+    image, _, _, (r0, c0, r1, c1) = sample
+    # red: the nuclei; green: their inverse, where a box on a nucleus holds a dark blob; blue: nothing
+    rgb = np.stack([image, image.max() - image, np.zeros_like(image)], axis=-1)
+    viewer = make_viewer()
+    viewer.add_image(rgb, name="rgb", rgb=True)
+    widget = add_widget(viewer)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert widget.channels_edit.isEnabled()
+    widget.channels_edit.setText("1")
+    widget.channels_edit.editingFinished.emit()
+    widget.new_prompt_layers()
+    widget.shapes_picker.layer().add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    box = [c0, r0, c1, r1]
+    green = segment_prompts(rgb, litemedsam, boxes=[box], channels=[1]).labels
+    every = segment_prompts(rgb, litemedsam, boxes=[box]).labels
+    assert not np.array_equal(green, every)  # the channels change the result
+    np.testing.assert_array_equal(preview_layer(viewer).data, green)
+
+
 def test_a_commit_says_the_objects_that_lay_on_painted_labels(make_viewer, qtbot, sample):
     """Two boxes, one on a nucleus the user had painted over: the status read "committed 1 object(s)", both boxes
     went, and nothing said where the second object was (never overwritten, as it must be: now said)."""

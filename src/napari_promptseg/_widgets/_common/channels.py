@@ -38,14 +38,19 @@ def check_channel_axis(layer: napari.layers.Image | LayerPixels, channel_axis: i
 
 class ChannelAxisBox(QComboBox):
     """'none (gray or RGB)', or 'axis 0 (N channels)' when a layer offers it (``currentData()``: None or 0); its
-    :attr:`channels_edit` takes the channels fed to the model (the CLI's --channels)."""
+    :attr:`channels_edit` takes the channels fed to the model (the CLI's --channels): of the channel axis, or of an
+    RGB layer's colours (as the CLI's --channels 0 2 on an RGB file)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.setToolTip("For a multichannel image stored as one layer: the axis holding the channels")
         self.channels_edit = QLineEdit()
         self.channels_edit.setPlaceholderText("all (up to 3), e.g. 0,2")
-        self.channels_edit.setToolTip("Up to three channels fed to the model's colour inputs")
+        self.channels_edit.setToolTip(
+            "Up to three channels fed to the model's colour inputs: of the channel axis, or of an RGB layer "
+            "(0 red, 1 green, 2 blue)"
+        )
+        self._rgb = False  # the layer offered is RGB: its colours are the channels
         self.offer([], keep=False)
 
     def add_rows(self, form: QFormLayout) -> None:
@@ -62,9 +67,9 @@ class ChannelAxisBox(QComboBox):
         return self.channel_axis, self.channels()
 
     def channels(self) -> list[int] | None:
-        """The channels typed (None: all, or no channel axis chosen)."""
+        """The channels typed (None: all, or neither a channel axis chosen nor an RGB layer offered)."""
         text = self.channels_edit.text().strip()
-        if not text or self.channel_axis is None:
+        if not text or (self.channel_axis is None and not self._rgb):
             return None
         try:
             return [int(part) for part in text.replace(" ", ",").split(",") if part]
@@ -85,4 +90,6 @@ class ChannelAxisBox(QComboBox):
             self.addItem(f"axis {CHANNEL_AXIS} ({n} channel{'' if n == 1 else 's'})", CHANNEL_AXIS)
         self.setCurrentIndex(max(0, self.findData(chosen)) if chosen is not None else 0)
         self.blockSignals(False)
-        self.channels_edit.setEnabled(self.count() > 1)
+        # an RGB layer's colours are channels too: the CLI's --channels picks them, and the field was disabled here
+        self._rgb = any(layer is not None and layer.rgb for layer in layers)
+        self.channels_edit.setEnabled(self.count() > 1 or self._rgb)
