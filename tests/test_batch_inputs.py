@@ -201,6 +201,8 @@ def test_an_inputs_error_names_it_alone_and_when_every_input_failed(em, tmp_path
     assert main(["segment", str(folder), *outside, "-o", str(tmp_path / "all")]) == 2
     err = capsys.readouterr().err
     assert f"every input failed; the first: {folder / 'a.png'}: box 1" in err, err
+    # the same box is outside on any attempt: recorded at once, not segmented again for a retry
+    assert [record["attempts"] for record in report_of(tmp_path / "all")["images"]] == [1, 1]
 
 
 def test_a_tiff_without_pages_is_said_once_per_read_not_at_every_look(em, tmp_path, caplog):

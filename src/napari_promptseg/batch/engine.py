@@ -4,9 +4,9 @@
 A :class:`BatchJob` is what every worker needs: a ``setup`` that loads the models (once per worker process and run:
 :func:`worker_state`), a ``process`` that segments one image and writes its outputs (on the worker), and the
 subcommand's options. Every mode runs the same :func:`run_target`, with the same torch thread count, so outputs are
-the same byte for byte whichever runs them. A failed input is retried once; the second failure writes its empty
-label image and a record with the reason, and the rest go on. The driver keeps the journal (resume), the progress
-bar and the order of the records.
+the same byte for byte whichever runs them. A failed input is retried once (not for an error of the input and options
+themselves, e.g. a box outside it: the same again); the second failure writes its empty label image and a record with
+the reason, and the rest go on. The driver keeps the journal (resume), the progress bar and the order of the records.
 """
 
 from __future__ import annotations
@@ -140,8 +140,10 @@ def _keep_freed_memory() -> None:
         pass
 
 
-def run_target(job: BatchJob, path: str, final: bool) -> dict:
-    """One input: read, process, write. Raises on failure unless ``final`` (the retry), which records it."""
+def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool = False) -> dict:
+    """One input: read, process, write. Raises on failure unless ``final`` (the retry), which records it.
+    ``record_input_errors``: an error of the input and options themselves (a :class:`PromptsegError` once the image
+    was read, e.g. a box outside it) is recorded at once, not raised for a retry that would only say it again."""
     from ..io.multiscale import read_image_named
 
     args = job.args
@@ -169,10 +171,11 @@ def run_target(job: BatchJob, path: str, final: bool) -> dict:
         record = _without_result(args, path, image, exc)
         record.update(status="empty", objects=0, _summary=f"empty: {record['reason']}")
     except Exception as exc:  # noqa: BLE001 - one bad input must not stop the batch
-        if not final:
+        said_by_the_input = image is not None and isinstance(exc, PromptsegError)
+        if not (final or (record_input_errors and said_by_the_input)):
             raise
         record = _without_result(args, path, image, exc)
-        record["attempts"] = 2
+        record["attempts"] = 2 if final else 1
     if digest is not None:
         record["input_digest"] = digest
     # where it ran (a cluster's workers may differ): a resume with another --device naming it keeps it
@@ -462,7 +465,7 @@ def _run_here(job: BatchJob, todo: Sequence[Path], single: bool, deliver: Callab
         try:
             for path in todo:
                 try:
-                    result = run_target(job, str(path), final=False)
+                    result = run_target(job, str(path), final=False, record_input_errors=not single)
                 except (CancelledError, KeyboardInterrupt):
                     raise
                 except Exception as exc:

@@ -63,7 +63,9 @@ def run_on_dask(
         tasks = {}
         for i in largest_first(todo):
             path = todo[i]
-            future = client.submit(run_target, job, str(path), False, key=f"promptseg-{job.run_id}-{i}", pure=False)
+            future = client.submit(
+                run_target, job, str(path), False, not single, key=f"promptseg-{job.run_id}-{i}", pure=False
+            )
             tasks[future] = (str(path), False)
         pending = as_completed(list(tasks))
         for future in pending:

@@ -10,9 +10,10 @@ label image and its reason in report.json); 1 some input could not be read, so i
 Batches (segment, oneshot, text, embed): one task per image on Dask distributed. ``--scheduler local`` (the default
 for several inputs) starts a LocalCluster with ``--workers`` processes (one per core); ``tcp://HOST:PORT`` uses a
 running ``dask scheduler`` and its workers; ``none`` (the default for one input) runs here. Each worker loads the
-model once and writes its outputs; a failed input is retried once, then recorded; every mode gives the same outputs
-(``--threads`` torch threads per worker, 1 by default). ``--resume`` skips inputs a killed or finished run into the
-same ``-o`` already wrote (``OUT/report.partial.jsonl`` is the running journal).
+model once and writes its outputs; a failed input is retried once (not for an error of its own, e.g. a box outside
+it), then recorded; every mode gives the same outputs (``--threads`` torch threads per worker, 1 by default).
+``--resume`` skips inputs a killed or finished run into the same ``-o`` already wrote (``OUT/report.partial.jsonl``
+is the running journal).
 
 Embedding cache: ``--cache DIR`` (or ``$PROMPTSEG_EMBEDDING_CACHE``) keeps image embeddings on disk (zarr), shared
 by runs, workers and the widgets; ``promptseg embed`` fills it ahead of time, ``promptseg cache`` lists it (and

@@ -24,7 +24,7 @@ OUTPUT_HELP = (
 
 #: the exit codes of the subcommands that write labels into -o, at the end of their --help (and promptseg --help)
 EXIT_CODES_HELP = (
-    "exit codes: 0 every output was written (an input where nothing was found, or whose processing failed twice, "
+    "exit codes: 0 every output was written (an input where nothing was found, or whose processing failed, "
     "gets an empty label image and its status and reason in OUT/report.json); 1 some input could not be read, so it "
     "has no output (the others do); 2 bad invocation, an input that stops the whole run (a single input's error: "
     "one line, no report), or every input failed; 130 interrupted (Ctrl+C: --resume goes on from there)"
