@@ -200,6 +200,8 @@ def test_text_widget_offers_what_the_route_uses_and_adds_exemplars(make_viewer, 
     widget.route.setCurrentText("clipseg")  # chosen explicitly: its options appear
     assert widget.heatmap_threshold.isVisibleTo(widget) and widget.expanded.isVisibleTo(widget)
     assert not widget.box_threshold.isVisibleTo(widget)
+    # "Add exemplar" writes into the library field whatever route answers: it was hidden with another route
+    assert widget.library.isVisibleTo(widget) and not widget.top_k.isVisibleTo(widget)
     widget.route.setCurrentText("auto")
 
     (image, meta, _), (truth, _, _) = nuclei()

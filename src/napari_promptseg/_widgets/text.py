@@ -221,6 +221,7 @@ class TextPromptWidget(QWidget):
         self.refine.setChecked(True)
         self.library = QLineEdit()
         self.library.setPlaceholderText("default user library")
+        self.library.setToolTip("The reference library: the library route answers from it, 'Add exemplar' adds to it")
         # as the CLI's --model: the Interactive widget's list (a model whose weights are missing downloads them)
         self.model = SegmenterBox("the promptable segmenter that cuts out what the route found (not the trained route)")
         # the library route's choice of exemplars, as the CLI's --top-k and --min-similarity
@@ -345,7 +346,8 @@ class TextPromptWidget(QWidget):
 
     def _update_route_options(self, *_) -> None:
         """Show only the options the route that will answer uses (templates and thresholds are GroundingDINO's and
-        CLIPSeg's; the library field the library's), so nothing suggests a model that is not there."""
+        CLIPSeg's; top k the library's), so nothing suggests a model that is not there. The library field stays:
+        "Add exemplar" writes there whatever route answers (hidden, it took an exemplar to a path no longer shown)."""
         answer, tooltip = route_hint(
             self.route.currentText(), text_model=self.text_model.currentText().strip(), trained=True
         )
@@ -361,7 +363,6 @@ class TextPromptWidget(QWidget):
             (self.box_threshold, answer == "groundingdino"),
             (self.text_threshold, answer == "groundingdino"),
             (self.heatmap_threshold, answer in ("clipseg", "trained")),
-            (self.library, answer == "library"),
             (self.top_k, answer == "library"),
             (self.min_similarity, answer == "library"),
         ):
