@@ -85,7 +85,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
         print(f"{KINDS[store.kind]:<20} {human_size(store.size):>10} {store.entries:>8}  {store.path}")
         details = []
         if store.cap is not None:
-            details.append(f"cap {human_size(store.cap)} ($PROMPTSEG_EMBEDDING_CACHE_GB, --cache-max-gb)")
+            details.append(
+                f"cap {human_size(store.cap)} (set by $PROMPTSEG_EMBEDDING_CACHE_GB, or a run's --cache-max-gb)"
+            )
         if store.models:
             details.append(", ".join(store.models))
         if store.note:
