@@ -298,6 +298,11 @@ def test_a_pyramid_target_finds_the_nuclei_the_cli_finds(make_viewer, qtbot):
     result = viewer.layers["slide one-shot"]
     assert result.data.shape == (256, 256) and tuple(result.scale) == (4.0, 4.0)
     assert match_instances(result.data, truth)["f1"] > 0.7
+    # mode auto: which mode ran is said (the status read 'one-shot (sat)', one region's strategy)
+    assert widget.runner.widget.status.text().startswith("one-shot: done")
+    assert widget.runner.widget.summary.text().startswith("one-shot (many instances): "), (
+        widget.runner.widget.summary.text()
+    )
 
 
 def test_a_target_folders_slide_is_read_at_the_clis_level_and_lies_over_its_full_resolution(

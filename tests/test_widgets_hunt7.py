@@ -160,7 +160,8 @@ def test_run_right_after_cancel_runs_once_the_cancelled_run_has_stopped(make_vie
     widget.run()
     qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
     assert widget.runner.state == "done", widget.runner.widget.status.text()
-    assert widget.runner.widget.status.text().startswith("one-shot (sat): done")
+    assert widget.runner.widget.status.text().startswith("one-shot: done")
+    assert widget.runner.widget.summary.text().startswith("one-shot (one region, sat): 1 object(s)")
     layers = [layer for layer in viewer.layers if layer.name == "target one-shot"]
     assert len(layers) == 1 and dice(layers[0].data > 0, truth) > 0.85  # the second run's, once
 

@@ -31,6 +31,8 @@ class OneShotOutput:
     #: (the pyramid level read, in the file's pixel size: :func:`~napari_promptseg.io.layer_data.file_placement`);
     #: empty for a layer's targets (placed over their layer)
     file_placements: list[dict] = field(default_factory=list)
+    #: what ran: 'many instances' or 'one region, STRATEGY' (mode auto decides in the worker, from the labels)
+    mode: str = ""
 
 
 def run_oneshot(
@@ -85,6 +87,7 @@ def run_oneshot(
     out = OneShotOutput([], [], [], [], stacked)
     if instances is None:
         instances = partial or is_many_objects(reference_labels)
+    out.mode = "many instances" if instances else f"one region, {strategy}"
     exemplars, target_size = None, None
     if instances and strategy != "sat":  # the instances pipeline has no strategy: it was dropped unsaid
         out.warnings.append(
@@ -236,4 +239,5 @@ def result_summary(output: OneShotOutput) -> str:
     if output.skipped:  # a folder's files that could not be done: the others' layers are there
         more = f" (+{len(output.skipped) - 1} more)" if len(output.skipped) > 1 else ""
         caution += f"\nskipped {len(output.skipped)} file(s): {output.skipped[0]}{more}"
-    return f"one-shot: {objects} object(s) in {len(output.labels)} target(s){scale}{caution}"
+    mode = f" ({output.mode})" if output.mode else ""
+    return f"one-shot{mode}: {objects} object(s) in {len(output.labels)} target(s){scale}{caution}"

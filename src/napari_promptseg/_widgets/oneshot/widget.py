@@ -299,8 +299,10 @@ class OneShotWidget(QWidget):
             if inputs.left_out:  # said where the result is read too: the notification passes
                 summary.setText(f"{summary.text()}\nwarning: {inputs.left_out}")
 
+        # mode auto decides in the worker, from the labels: the summary says which mode ran
+        ran = {None: "", False: f" ({strategy})", True: " (many instances)"}[inputs.instances]
         taken = self.runner.submit(
-            "oneshot", f"one-shot ({strategy})", task, done, inputs=(layer,) if layer is not None else ()
+            "oneshot", f"one-shot{ran}", task, done, inputs=(layer,) if layer is not None else ()
         )
         if taken and inputs.left_out:  # at once: the user may stop the run and segment the folder otherwise
             notify_warning(inputs.left_out, "one-shot")
