@@ -103,7 +103,13 @@ def _check_grid(
     gh: int, gw: int, stride: tuple[float, float], shape: tuple[int, int], name: str, min_cells: int, min_side: float
 ) -> None:
     # a target smaller than one native patch (or than one grid cell) carries no patch feature of its own
-    if min(shape) < max(max(stride), min_side) or min(gh, gw) < min_cells:
+    patch = max(max(stride), min_side)
+    if min(shape) < patch:  # its stride is then below a pixel: "0.0x0.0 px per patch" was said
+        raise PromptsegError(
+            f"{name}: {shape[1]}x{shape[0]} pixels (width x height) is smaller than a patch along one side (a patch "
+            f"of its features spans {patch:.0f} px). Use a larger image."
+        )
+    if min(gh, gw) < min_cells:
         raise PromptsegError(
             f"{name}: {shape[1]}x{shape[0]} pixels (width x height) gives a {gw}x{gh} feature grid at "
             f"{stride[1]:.1f}x{stride[0]:.1f} px per patch; the image is smaller than a patch along one side "
