@@ -219,7 +219,7 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
             layer
             for layer in self.viewer.layers
             if isinstance(layer, napari.layers.Labels)
-            and _made_for(layer) in (image.unique_id, "")
+            and _made_for(layer) == image.unique_id
             and target_misfit(layer, geom) is None
         )
         fitting = next(made, None)
@@ -548,8 +548,5 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
 
 
 def _made_for(layer: napari.layers.Layer) -> str | None:
-    """The unique id of the image a target layer was made for ("" when made before that was recorded), None for a
-    layer this widget did not make."""
-    if layer.metadata.get(ROLE_KEY) != "target":
-        return None
-    return layer.metadata.get(TARGET_IMAGE_KEY, "")
+    """The unique id of the image a target layer was made for; None for a layer this widget did not make."""
+    return layer.metadata.get(TARGET_IMAGE_KEY) if layer.metadata.get(ROLE_KEY) == "target" else None
