@@ -298,3 +298,30 @@ def test_napari_opens_a_whole_slides_labels_as_lazy_multiscale_labels(make_napar
     assert [level.shape for level in layer.data] == [(600, 600), (300, 300), (150, 150)]
     assert tuple(layer.scale) == (0.5, 0.5) and [str(u) for u in layer.units] == ["micrometer"] * 2
     np.testing.assert_array_equal(np.asarray(layer.data[1]), coins[::2, ::2])
+
+
+def test_a_tiff_of_few_planes_saved_as_tifffile_guesses_opens_as_the_cli_reads_it(tmp_path):
+    """tifffile saves a (3 or 4, Y, X) array as planar RGB unless told otherwise (and says it will stop guessing so):
+    the CLI reads such a file's first axis as planes (napari's own reader too), and its labels are (4, Y, X); the
+    plugin opened the 4 frames of a time-lapse as one RGBA image, its layer (Y, X, 4), where the labels did not fit."""
+    from napari_promptseg.io.images import write_labels
+    from napari_promptseg.io.layer_data import labels_calibration
+    from napari_promptseg.io.multiscale import labels_axes, read_image_named
+
+    camera = data.camera()
+    frames = np.stack([camera[k * 32 : k * 32 + 128, k * 32 : k * 32 + 160] for k in range(4)])
+    path = tmp_path / "four_frames.tif"  # what tifffile.imwrite(path, frames) writes, warning of its guess
+    tifffile.imwrite(
+        path, frames, photometric="rgb", planarconfig="separate", resolution=(4, 4), resolutionunit="CENTIMETER"
+    )
+    [(array, meta, kind)] = get_reader(str(path))(str(path))
+    assert kind == "image" and "rgb" not in meta
+    assert array.shape == np.shape(read_image_named(path)) == (4, 128, 160)  # the CLI's reading of the file
+    np.testing.assert_array_equal(array, frames)
+    size, spacing = labels_calibration(path, 3)  # the CLI's labels of it open over it
+    labels = write_labels(
+        tmp_path / "labels.tif", frames > 128, axes=labels_axes(path, 3), pixel_size=size, z_spacing=spacing
+    )
+    [(_, labels_meta, _)] = get_reader(str(labels))(str(labels))
+    assert meta["scale"] == labels_meta["scale"] == [1.0, 0.25, 0.25]
+    assert meta["units"] == labels_meta["units"]

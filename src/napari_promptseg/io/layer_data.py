@@ -82,8 +82,10 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
         if array is None:
             raise
         return _plain_layer(array, path)
-    name = output_stem(path)
     multiscale = len(pyramid.levels) > 1
+    if whole_when_single_level and not multiscale and _unnamed_planar_samples(path, pyramid):
+        return _planes_layer(path)
+    name = output_stem(path)
     metadata: dict[str, Any] = {"path": str(path)}
     kwargs: dict[str, Any] = {"name": name, "multiscale": multiscale, "metadata": metadata}
     channel_names, _ = _ome_tiff_details(path)
@@ -227,6 +229,30 @@ def file_placement(path: str | Path, factors: tuple[float, float] = (1.0, 1.0)) 
     if unit is not None:
         out["units"] = (unit, unit)
     return out
+
+
+def _unnamed_planar_samples(path: Path, pyramid: MultiscaleImage) -> bool:
+    """Whether a TIFF's colour samples are planes before its rows (planar RGB) that no OME or ImageJ metadata names:
+    what tifffile makes of any (3 or 4, Y, X) array unless told (a guess it says it will stop making), so the CLI
+    reads their axis as it reads an unnamed first axis (planes, or channels given channel axis 0)."""
+    axes = pyramid.source_axes
+    return pyramid.rgb and axes.index("c") < axes.index("y") and tiff_axis_names(path) is None
+
+
+def _planes_layer(path: Path) -> list[LayerData]:
+    """The layer of a TIFF read whole in the CLI's axes (:func:`.multiscale.read_image_named`): its pixel size on the
+    last two, as the CLI's labels of it record it (one unit on every axis, as they open)."""
+    array = np.asarray(read_image_named(path))
+    [(_, kwargs, kind)] = _plain_layer(array, path)
+    kwargs["multiscale"] = False
+    size = pixel_size(path)
+    if size is not None:
+        kwargs["scale"] = [1.0] * (array.ndim - 2) + [size.y, size.x]
+        kwargs["metadata"]["pixel_size"] = str(size)
+        unit = _NAPARI_UNITS.get(str(size.unit))
+        if unit is not None:
+            kwargs["units"] = [unit] * array.ndim
+    return [(array, kwargs, kind)]
 
 
 def _plain_layer(array: np.ndarray, path: Path) -> list[LayerData]:
