@@ -139,6 +139,7 @@ def _segment(args: argparse.Namespace, segmenter, image, name: str, channel_axis
 
 def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     import numpy as np
+    from scipy import ndimage
 
     from ..io.multiscale import file_level
     from ..methods.interactive import prompts_working_scale
@@ -185,7 +186,9 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         return _instances_level_record(args, path, image, result, index, factor)
     record, labels = _level_record(args, path, image, result.labels, index, factor)
     record |= {
-        "objects": int(np.count_nonzero(np.bincount(result.labels.ravel())[1:])),  # a prompt may leave its object empty
+        # a prompt may leave its object empty; find_objects reads the ids as they are stored (bincount made an
+        # int64 copy of the labels: 8 bytes per pixel, 4x a slide level's uint16 labels)
+        "objects": sum(found is not None for found in ndimage.find_objects(result.labels)),
         "working_scale": result.scale.summary() if result.scale is not None else None,
         "predicted_iou": [round(float(s), 4) for s in result.scores],
         "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
