@@ -81,3 +81,30 @@ def test_a_malformed_box_on_a_pyramid_is_refused_naming_it(litemedsam):
             napari_promptseg.segment(image, boxes=[BOXES[0], (1, 2, 3)], device="cpu")
         with pytest.raises(PromptsegError, match="box 2: expected 4 numbers x0 y0 x1 y1, got 3"):
             find_all_like(image, [BOXES[0], (1, 2, 3)], segmenter=litemedsam)
+
+
+def test_a_slide_whose_boxes_need_its_full_resolution_is_read_there_tile_by_tile(litemedsam):
+    """A box on a small object of a lazy slide past 150 M pixels (a 20k x 20k slide's nucleus, which needs its full
+    resolution) was refused as too big ("downsample or tile the image"), though only the tiles around the box are
+    read: the CLI could segment no nucleus of a slide whose pyramid has no level fine enough below that size. The
+    limit stays on what is read whole."""
+    import dask.array as da
+
+    import napari_promptseg
+    from napari_promptseg.models.preprocessing import DEFAULT_MAX_PIXELS, in_memory
+
+    side = 12800  # 164 M pixels, never read whole: the coins photo tiled over it, chunk by chunk
+    tiled = da.tile(da.from_array(COINS, chunks=COINS.shape), (side // COINS.shape[0] + 1, side // COINS.shape[1] + 1))
+    slide = tiled[:side, :side].rechunk(1024)
+    assert slide.size > DEFAULT_MAX_PIXELS
+    row, col = 20 * COINS.shape[0], 20 * COINS.shape[1]  # a copy of the photo inside the slide
+    box = BOXES[0] + [col, row, col, row]
+    labels = napari_promptseg.segment(slide, boxes=[box], device="cpu")
+    assert labels.shape == slide.shape
+    rows, cols = np.nonzero(labels)
+    x0, y0, x1, y1 = box
+    # the coin's object, in the box (decoded in the tile around it) and nowhere else
+    assert len(rows) > 0.1 * (x1 - x0) * (y1 - y0)
+    assert x0 - 2 <= cols.min() and cols.max() <= x1 + 2 and y0 - 2 <= rows.min() and rows.max() <= y1 + 2
+    with pytest.raises(PromptsegError, match="exceeds the limit of 150,000,000"):
+        in_memory(slide[..., None], "slide")  # a model that takes it whole

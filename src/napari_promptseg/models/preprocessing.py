@@ -68,7 +68,7 @@ def as_channels_last(
     channels (e.g. nuclei + membrane) to feed the model's three colour inputs. A pyramid (a multiscale layer's data,
     levels largest first) is read at its full resolution (:func:`full_resolution`). A dask array (an OME-Zarr or
     pyramidal TIFF level) stays lazy: the tiled methods read it tile by tile (its values are checked for NaN tile by
-    tile, not here).
+    tile, not here), so ``max_pixels`` refuses it only where it is read whole (:func:`in_memory`).
     """
     check_pixels(image, name)
     full = full_resolution(image)
@@ -125,16 +125,8 @@ def as_channels_last(
     h, w, c = arr.shape
     if min(h, w) < 2:
         raise PromptsegError(f"{name}: image of {h}x{w} pixels is too small (at least 2 pixels along each side)")
-    if h * w > max_pixels:
-        coarser = (
-            f"; a pyramid of {levels} levels: pass a coarser one (data[1], ...) with coordinates in its pixels"
-            if levels > 1
-            else ""
-        )
-        raise PromptsegError(
-            f"{name}: {h}x{w} = {h * w:,} pixels exceeds the limit of {max_pixels:,}; downsample or tile the image "
-            f"(or raise max_pixels if you have the memory){coarser}"
-        )
+    if h * w > max_pixels and not lazy:  # a lazy one is read tile by tile; read whole, in_memory refuses it
+        _refuse_too_large(h, w, max_pixels, name, levels)
     if channel_axis is not None and not lazy:
         # contiguous (once its size is checked): float sums over a strided view differ in their last bits, and so
         # did the labels of a (C, Y, X) image from those of the same image given channels last
@@ -155,6 +147,22 @@ def as_channels_last(
     if not lazy:  # a lazy one is checked where it is read (tile by tile, or whole by in_memory)
         _refuse_non_finite(arr, name)
     return arr
+
+
+def _refuse_too_large(h: int, w: int, max_pixels: int, name: str, levels: int = 0) -> None:
+    """Refuse an image of ``h`` x ``w`` pixels above ``max_pixels`` held in memory whole, naming it (and, for a
+    pyramid of ``levels`` levels, its coarser levels)."""
+    if h * w <= max_pixels:
+        return
+    coarser = (
+        f"; a pyramid of {levels} levels: pass a coarser one (data[1], ...) with coordinates in its pixels"
+        if levels > 1
+        else ""
+    )
+    raise PromptsegError(
+        f"{name}: {h}x{w} = {h * w:,} pixels exceeds the limit of {max_pixels:,}; downsample or tile the image "
+        f"(or raise max_pixels if you have the memory){coarser}"
+    )
 
 
 def _refuse_non_finite(arr: np.ndarray, name: str) -> None:
@@ -273,11 +281,13 @@ def read_pyramid_level(
 
 
 def in_memory(image_hwc: object, name: str = "image") -> np.ndarray:
-    """An image from :func:`as_channels_last` read whole, for a model that takes it whole: a lazy one is computed
-    and checked for NaN and infinite values as an in-memory one is (a dask array's values are checked where it is
-    read; unchecked, a NaN reached the encoder and an image of one tile came back with no object, without a word)."""
+    """An image from :func:`as_channels_last` read whole, for a model that takes it whole: a lazy one is refused past
+    :data:`DEFAULT_MAX_PIXELS` (as an in-memory one is by as_channels_last), computed and checked for NaN and
+    infinite values as an in-memory one is (a dask array's values are checked where it is read; unchecked, a NaN
+    reached the encoder and an image of one tile came back with no object, without a word)."""
     if not is_lazy(image_hwc):
         return image_hwc
+    _refuse_too_large(*np.shape(image_hwc)[:2], DEFAULT_MAX_PIXELS, name)  # as_channels_last left it lazy
     arr = to_numpy(image_hwc)
     _refuse_non_finite(arr, name)
     return arr
