@@ -397,3 +397,26 @@ def test_a_box_on_a_large_image_costs_about_its_labels_not_an_int64_copy_of_them
     assert tifffile.imread(tmp_path / "out" / "large.tif").any()
     labels_bytes = big.size * 2  # uint16
     assert peak < 3 * (big.nbytes + labels_bytes), f"{peak / 2**20:.0f} MB at its peak"
+
+
+def test_a_tiled_tiff_too_large_to_read_whole_is_read_tile_by_tile(litemedsam, tmp_path, monkeypatch):
+    """A slide or mosaic saved as one tiled level without a pyramid (20k x 20k) was read whole (400 MB) only to be
+    refused as past the pixel limit; it is read lazily now, as a pyramid of one level, and segmented tile by tile
+    into the labels the same pixels give read whole. The limit lowered here, so that a small image is past it."""
+    from napari_promptseg.models import preprocessing
+
+    (image, _, _), (truth, _, _) = nuclei()
+    big = np.kron(image, np.ones((2, 2), image.dtype))
+    rows, cols = np.nonzero(truth == np.bincount(truth.ravel())[1:].argmax() + 1)  # the largest nucleus, boxed
+    box = ["--box", *map(str, 2 * np.array([cols.min(), rows.min(), cols.max(), rows.max()]))]
+    tiled, strips = tmp_path / "tiled.tif", tmp_path / "strips.tif"
+    tifffile.imwrite(tiled, big, tile=(128, 128), compression="zlib")
+    tifffile.imwrite(strips, big)
+    monkeypatch.setattr(preprocessing, "DEFAULT_MAX_PIXELS", big.size - 1)
+    assert isinstance(read_image(tiled), da.Array) and isinstance(read_image(strips), np.ndarray)
+    for path in (tiled, strips):  # decoded in the tile around it (a whole-image read is still refused)
+        args = ["segment", str(path), *box, "--object-size", "20", "-o", str(tmp_path / path.stem)]
+        assert main(args) == 0, path
+    labels = tifffile.imread(tmp_path / "tiled" / "tiled.tif")
+    assert labels.shape == big.shape and labels.any()
+    np.testing.assert_array_equal(labels, tifffile.imread(tmp_path / "strips" / "strips.tif"))

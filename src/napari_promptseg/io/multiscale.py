@@ -178,9 +178,31 @@ def is_multiscale_tiff(path: str | Path) -> bool:
         return False
 
 
+def is_large_tiled_tiff(path: str | Path) -> bool:
+    """True for a TIFF of one level whose tiled planes hold more pixels than an image read whole may
+    (:data:`~..models.preprocessing.DEFAULT_MAX_PIXELS`): a mosaic or slide saved without a pyramid. Read whole, it
+    filled memory only to be refused; tile by tile, as a pyramid of one level, the tiled methods take it."""
+    import tifffile
+
+    from ..models import preprocessing
+
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
+        return False
+    try:
+        with _only_looking(), tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            plane = dict(zip(series.axes, series.shape, strict=True))
+            tiled = series.keyframe.is_tiled
+    except Exception:  # noqa: BLE001 - not a readable TIFF: the ordinary reader says why
+        return False
+    return tiled and plane.get("Y", 0) * plane.get("X", 0) > preprocessing.DEFAULT_MAX_PIXELS
+
+
 def is_lazy_image(path: str | Path) -> bool:
-    """Images read level by level, tile by tile: OME-Zarr and pyramidal TIFF."""
-    return is_ome_zarr(path) or is_multiscale_tiff(path)
+    """Images read level by level, tile by tile: OME-Zarr, pyramidal TIFF, and a TIFF of tiled planes too large to
+    read whole (:func:`is_large_tiled_tiff`)."""
+    return is_ome_zarr(path) or is_multiscale_tiff(path) or is_large_tiled_tiff(path)
 
 
 def open_multiscale(path: str | Path) -> MultiscaleImage:
