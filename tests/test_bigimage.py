@@ -420,3 +420,8 @@ def test_a_tiled_tiff_too_large_to_read_whole_is_read_tile_by_tile(litemedsam, t
     labels = tifffile.imread(tmp_path / "tiled" / "tiled.tif")
     assert labels.shape == big.shape and labels.any()
     np.testing.assert_array_equal(labels, tifffile.imread(tmp_path / "strips" / "strips.tif"))
+    # three planes saved as tifffile guesses (planar RGB, unnamed) stay planes, as read whole: read as a pyramid of
+    # one level, they became the colours of one image
+    planes = tmp_path / "planes.tif"
+    tifffile.imwrite(planes, np.stack([big] * 3), tile=(128, 128), photometric="rgb", planarconfig="separate")
+    assert np.shape(read_image(planes)) == (3, *big.shape)

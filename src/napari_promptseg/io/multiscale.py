@@ -192,11 +192,14 @@ def is_large_tiled_tiff(path: str | Path) -> bool:
     try:
         with _only_looking(), tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            plane = dict(zip(series.axes, series.shape, strict=True))
+            axes, plane = series.axes, dict(zip(series.axes, series.shape, strict=True))
             tiled = series.keyframe.is_tiled
     except Exception:  # noqa: BLE001 - not a readable TIFF: the ordinary reader says why
         return False
-    return tiled and plane.get("Y", 0) * plane.get("X", 0) > preprocessing.DEFAULT_MAX_PIXELS
+    # planar colour samples (S before Y) stay as read whole: a pyramid's reading would take them for colours, where
+    # the file's own order (tifffile's guess for a few planes) is planes
+    planar = "S" in axes and "Y" in axes and axes.index("S") < axes.index("Y")
+    return tiled and not planar and plane.get("Y", 0) * plane.get("X", 0) > preprocessing.DEFAULT_MAX_PIXELS
 
 
 def is_lazy_image(path: str | Path) -> bool:
