@@ -29,7 +29,9 @@ from skimage.measure import regionprops
 
 from napari_promptseg._sample_data import nuclei
 from napari_promptseg._widgets.interactive import (
+    BOXES_NAME,
     COMMIT_KEY,
+    POINTS_NAME,
     PREVIEW_NAME,
     TARGET_NAME,
     TOGGLE_KEY,
@@ -151,6 +153,24 @@ def test_box_preview_commit_undo(make_viewer, qtbot, sample):
 
     target.undo()
     np.testing.assert_array_equal(target.data, existing)
+
+
+def test_layers_made_over_an_image_in_micrometres_are_in_micrometres(make_viewer, qtbot, sample):
+    """The prompt layers, the preview and the committed labels over a slide opened in µm (the reader's scale and
+    units) were in pixels: napari warned "Inconsistent units across layers; units will not be used for rendering"
+    and its scale bar lost the unit (the Text and One-shot widgets' results take the image's units)."""
+    image, truth, label, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    slide = viewer.add_image(image, name="slide", scale=(0.25, 0.25), translate=(10.0, -4.0), units=("µm", "µm"))
+    widget = add_widget(viewer)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.new_prompt_layers()
+    viewer.layers[BOXES_NAME].add_rectangles(np.array([[r0, c0], [r1, c1]], float))  # on the image's pixels
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.commit()
+    made = [viewer.layers[name] for name in (BOXES_NAME, POINTS_NAME, PREVIEW_NAME, TARGET_NAME)]
+    assert all(layer.units == slide.units for layer in made), [layer.units for layer in made]
+    assert dice(viewer.layers[TARGET_NAME].data > 0, truth == label) > MIN_DICE
 
 
 def test_a_preview_of_pixels_since_replaced_is_never_committed(make_viewer, qtbot, sample):

@@ -194,7 +194,7 @@ class NewLayerActions:
         ndim = len(geom.labels_shape)
         h, w = geom.plane_shape
         size = max(3.0, max(h, w) / 80)  # data pixels: napari scales it with the layer
-        common = {"ndim": ndim, "scale": geom.scale, "translate": geom.translate}
+        common = {"ndim": ndim, "scale": geom.scale, "translate": geom.translate, "units": geom.units}
         if geom.affine is not None:
             common["affine"] = geom.affine
         points = napari.layers.Points(
@@ -234,6 +234,7 @@ class NewLayerActions:
             name=name,
             scale=geom.scale,
             translate=geom.translate,
+            units=geom.units,
             **({"affine": geom.affine} if geom.affine is not None else {}),
         )
         image = self.image_picker.layer()

@@ -45,6 +45,9 @@ class PlaneGeometry:
     scale: tuple[float, ...]
     translate: tuple[float, ...]
     affine: np.ndarray | None  # (n+1, n+1) matrix in labels space for rotate/shear/affine; None without any
+    #: the image's units along the labels axes (a slide's µm from the reader), which the layers made over it take:
+    #: in pixels, napari warned "Inconsistent units across layers" and its scale bar lost the unit
+    units: tuple[str, ...] | None = None
 
     @property
     def plane_shape(self) -> tuple[int, int]:
@@ -125,6 +128,7 @@ def plane_geometry(
         scale=tuple(float(layer.scale[a]) for a in keep),
         translate=tuple(float(layer.translate[a]) for a in keep),
         affine=affine,
+        units=tuple(str(layer.units[a]) for a in keep),
     )
 
 

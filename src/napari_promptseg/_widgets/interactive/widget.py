@@ -362,6 +362,7 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
                 name=PREVIEW_NAME,
                 scale=geom.scale,
                 translate=geom.preview_translate,
+                units=geom.units,
                 opacity=0.6,
                 metadata={ROLE_KEY: "preview"},
                 **kwargs,
@@ -373,6 +374,7 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
         else:
             layer.scale = geom.scale
             layer.translate = geom.preview_translate
+            layer.units = geom.units  # a preview reused from an image in other units (pixels beside µm)
             # the image's rotate/shear/affine too: a preview reused from an unrotated image lay off a rotated one
             layer.affine = geom.affine if geom.affine is not None else np.eye(data.ndim + 1)
             layer.data = data
