@@ -346,3 +346,21 @@ def test_register_cli_says_the_region_settings_a_run_does_not_use(tmp_path, caps
     assert unused("--text-threshold", "0.3") == [
         "--text-threshold ignored: it sets how text prompts (--prompt) are answered"
     ]
+
+
+def test_a_channel_axis_neither_image_has_is_refused_as_the_widget_refuses_it(shared_data, tmp_path, capsys):
+    """--channel-axis 0 for two RGB images (channels last) was dropped without a word by the CLI and register(),
+    whose result's warp_image(moving, channel_axis=0) then failed with "expected shape (600, 800), got (800, 3,
+    600)"; the Registration widget refuses it ("neither has one: choose 'none'")."""
+    from napari_promptseg.errors import PromptsegError
+    from napari_promptseg.methods.registration import register
+
+    d = _birl(shared_data)
+    out = tmp_path / "out"
+    assert main(["register", str(d["fixed"]), str(d["moving"]), "-o", str(out), "--channel-axis", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "channel_axis=0 given" in err and "--channel-axis" in err, err
+    assert not (out / "moving_warped.tif").exists()
+    rgb = np.zeros((40, 50, 3), np.uint8)
+    with pytest.raises(PromptsegError, match=r"neither fixed \(40, 50, 3\) nor moving \(40, 50, 3\)"):
+        register(rgb, rgb, channel_axis=0)

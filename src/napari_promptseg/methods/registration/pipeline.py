@@ -391,9 +391,15 @@ def check_pair(
             f"channel_axis={channel_axis} given, but {fixed_name} {f.shape} and {moving_name} {m.shape} are 2D (gray: "
             "no channel axis); drop channel_axis (CLI: --channel-axis), or pass the images with their channels"
         )
+    axes = [pair_channel_axis(a.shape, channel_axis, name) for a, name in ((f, fixed_name), (m, moving_name))]
+    if channel_axis is not None and axes == [None, None]:  # two RGB images: dropped without a word, as the widget
+        raise PromptsegError(  # refuses it
+            f"channel_axis={channel_axis} given, but neither {fixed_name} {f.shape} nor {moving_name} {m.shape} has "
+            "its channels on that axis (gray or RGB, colours last); drop channel_axis (CLI: --channel-axis)"
+        )
     pair = tuple(
-        as_channels_last(np.asarray(a), channel_axis=pair_channel_axis(a.shape, channel_axis, name), name=name)
-        for a, name in ((f, fixed_name), (m, moving_name))
+        as_channels_last(np.asarray(a), channel_axis=axis, name=name)
+        for a, axis, name in ((f, axes[0], fixed_name), (m, axes[1], moving_name))
     )
     for image, name in zip(pair, (fixed_name, moving_name), strict=True):
         if min(image.shape[:2]) < MIN_SIDE:
