@@ -311,3 +311,18 @@ def test_a_3d_bigwarp_file_is_read_on_its_plane_and_refused_across_planes(shared
     with pytest.raises(PromptsegError, match=r"bigwarp3d.csv: line 4: .*fixed.* z=7.* line 1.* z=4.*one section"):
         read_landmarks(path, role="fixed")
     np.testing.assert_allclose(read_landmarks(path, role="moving").xy, moving)  # its moving points: one plane
+
+
+def test_a_utf16_spreadsheet_export_is_read_and_a_file_that_is_no_text_is_refused_by_name(kidney, tmp_path):
+    """Excel's "Unicode Text" (and Windows PowerShell's Out-File) saves UTF-16 with a byte-order mark; that and an
+    image given as a landmark file stopped `promptseg register` with a UnicodeDecodeError traceback."""
+    original = read_landmarks(kidney / "Rat-Kidney_HE.csv")
+    rows = ["\tX\tY"] + [f"{i}\t{x:g}\t{y:g}" for i, (x, y) in zip(original.index, original.xy, strict=True)]
+    path = tmp_path / "unicode text.csv"
+    path.write_text("\r\n".join(rows) + "\r\n", encoding="utf-16")
+    np.testing.assert_allclose(read_landmarks(path).xy, original.xy)
+    image = (kidney / "Rat-Kidney_HE.jpg").read_bytes()
+    for name in ("image.csv", "image.pts"):
+        (tmp_path / name).write_bytes(image)
+        with pytest.raises(PromptsegError, match=f"{name}: not a text landmark file"):
+            read_landmarks(tmp_path / name)

@@ -70,12 +70,26 @@ def read_landmarks(path: str | Path, role: str | None = None) -> Landmarks:
     suffix = path.suffix.lower()
     if suffix not in LANDMARK_SUFFIXES:
         raise PromptsegError(f"{path}: unknown landmark format {suffix!r}; expected one of {LANDMARK_SUFFIXES}")
-    text = path.read_text(encoding="utf-8-sig")
+    text = _landmark_text(path)
     if suffix == ".csv":
         if _is_bigwarp_row(_first_row(text.splitlines())):  # the text read above: the file is opened once
             return _parse_bigwarp(text, path, role)
         return _parse_csv(text, path)
     return _parse_pts(text, path)
+
+
+def _landmark_text(path: Path) -> str:
+    """The text of a landmark file: UTF-8 (a byte-order mark dropped), or UTF-16 with its byte-order mark (Excel's
+    "Unicode Text", Windows PowerShell's Out-File); anything else is refused naming the file (an image given as
+    landmarks stopped with a UnicodeDecodeError)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-16" if data.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PromptsegError(
+            f"{path}: not a text landmark file ({exc.reason} at byte {exc.start}); expected a CSV or .pts saved as "
+            "text (UTF-8)"
+        ) from None
 
 
 def read_landmark_pair(
@@ -116,9 +130,8 @@ def is_bigwarp_csv(path: str | Path) -> bool:
     """Whether ``path`` is a BigWarp landmark file: no header, each row a name, "true"/"false" (active), then the
     moving and the fixed point's coordinates (2 or 3 each)."""
     try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            return _is_bigwarp_row(_first_row(fh))
-    except (OSError, UnicodeDecodeError):
+        return _is_bigwarp_row(_first_row(_landmark_text(Path(path)).splitlines()))
+    except (OSError, PromptsegError):
         return False
 
 
