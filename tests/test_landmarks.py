@@ -326,3 +326,14 @@ def test_a_utf16_spreadsheet_export_is_read_and_a_file_that_is_no_text_is_refuse
         (tmp_path / name).write_bytes(image)
         with pytest.raises(PromptsegError, match=f"{name}: not a text landmark file"):
             read_landmarks(tmp_path / name)
+
+
+def test_csv_landmarks_on_several_planes_are_refused_as_bigwarps_are(tmp_path):
+    """An X, Y, Z file (a 3D tool's export) was read as its X and Y, dropping Z: points of several sections paired
+    and measured as one section's. Points all on one plane are that plane's 2D landmarks."""
+    path = tmp_path / "xyz.csv"
+    path.write_text(",X,Y,Z\n1,144,122,3\n2,281,66,3\n")
+    np.testing.assert_allclose(read_landmarks(path).xy, [[144, 122], [281, 66]])
+    path.write_text(",X,Y,Z\n1,144,122,3\n2,281,66,3\n3,10,20,5\n")
+    with pytest.raises(PromptsegError, match=r"xyz.csv: line 4: landmarks on several planes: this point is at Z=5"):
+        read_landmarks(path)

@@ -228,13 +228,25 @@ def _parse_csv(text: str, path: Path) -> Landmarks:
     ix, iy = columns
     has_index = ix > 0 and iy > 0
     decimal_comma = delimiter != "," and any("," in row[i] for row in rows[1:] for i in (ix, iy) if i < len(row))
+    # an X, Y, Z file (a 3D tool's): 2D landmarks only when every point lies on one plane, as BigWarp's
+    iz = upper.index("Z") if "X" in upper and "Z" in upper else None
     xy, index = [], []
+    plane: tuple[int, float] | None = None  # the first point's line and Z
     for line_no, row in enumerate(rows[1:], start=2):
         try:
             x, y = (row[ix].replace(",", "."), row[iy].replace(",", ".")) if decimal_comma else (row[ix], row[iy])
             xy.append((float(x), float(y)))
         except (IndexError, ValueError) as exc:
             raise PromptsegError(f"{path}: line {line_no}: cannot read X, Y from {row}") from exc
+        z = _number(row[iz], decimal_comma) if iz is not None and iz < len(row) else None
+        if z is not None and plane is None:
+            plane = (line_no, z)
+        elif z is not None and z != plane[1]:
+            raise PromptsegError(
+                f"{path}: line {line_no}: landmarks on several planes: this point is at Z={z:g}, the one on line "
+                f"{plane[0]} at Z={plane[1]:g}; registration here is 2D and takes the landmarks of one section: keep "
+                "only that section's points in the file"
+            )
         if has_index:
             index.append(row[0].strip())
     arr = _check_xy(np.asarray(xy, dtype=np.float64).reshape(-1, 2), path)
@@ -248,6 +260,14 @@ def _parse_csv(text: str, path: Path) -> Landmarks:
         delimiter=delimiter,
         decimal_comma=decimal_comma,
     )
+
+
+def _number(cell: str, decimal_comma: bool) -> float | None:
+    """A cell's number (None for a blank cell or text)."""
+    try:
+        return float(cell.replace(",", ".") if decimal_comma else cell)
+    except ValueError:
+        return None
 
 
 def _parse_pts(text: str, path: Path) -> Landmarks:
