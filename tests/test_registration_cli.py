@@ -115,8 +115,11 @@ def test_auto_method_uses_regions_only_for_the_users_prompts():
         resolve_method("magic", None)
 
 
-def test_register_cli_default_uses_the_images_alone_without_a_model(shared_data, tmp_path, capsys):
-    """No --prompt: the default (auto) runs the intensity route, loads no segmenter and reports no region pairs."""
+def test_register_cli_default_uses_the_images_alone_without_a_model(shared_data, tmp_path, capsys, monkeypatch):
+    """No --prompt: the default (auto) runs the intensity route, loads no segmenter and reports no region pairs.
+    Its steps reach stderr as segment's do (off a terminal, a line at most every 10 s: here every step); a run was
+    silent until it ended (68 s on a 8000 x 6000 pair)."""
+    monkeypatch.setattr("napari_promptseg.batch.progress.LOG_STEP_EVERY_S", 0.0)
     d = _birl(shared_data)
     out = tmp_path / "out"
     args = ["register", str(d["fixed"]), str(d["moving"]), "-o", str(out)]
@@ -125,6 +128,8 @@ def test_register_cli_default_uses_the_images_alone_without_a_model(shared_data,
     assert code == 0, captured.err
     assert "(intensity, TRE" in captured.out and "pairs" not in captured.out.splitlines()[0]
     assert "outside" not in captured.err  # each file's landmarks lie on its image
+    steps = [line for line in captured.err.splitlines() if line.endswith("%)")]
+    assert "intensity registration (SimpleITK) (9 %)" in steps and "writing the outputs (95 %)" in steps, steps
     report = json.loads((out / "report.json").read_text())
     assert report["route"] == "intensity" and report["model"] is None and report["parameters"]["prompts"] == []
     assert report["landmarks"]["after"]["tre_mean"] < 0.1 * report["landmarks"]["before"]["tre_mean"]

@@ -32,6 +32,7 @@ from .outputs import (
 )
 
 if TYPE_CHECKING:
+    from ...batch.progress import StepLine
     from ...methods.registration import RegistrationOptions
 
 
@@ -82,7 +83,23 @@ def unused_settings(args: argparse.Namespace, method: str, text_prompts: bool = 
     return said
 
 
+#: the share of the run's steps shown on stderr that register() takes (the warp and the outputs come after)
+REGISTER_SHARE = 0.9
+
+
 def cmd_register(args: argparse.Namespace) -> int:
+    """The run, its steps on stderr as segment's are (a large pair was minutes of silence); the step line is
+    cleared however the run ends, before what is said next."""
+    from ...batch.progress import StepLine
+
+    steps = StepLine()
+    try:
+        return _run(args, steps)
+    finally:
+        steps.close()
+
+
+def _run(args: argparse.Namespace, steps: StepLine) -> int:
     import tifffile
 
     from ...io._files import replacing_together, undo_interrupted_replacing
@@ -248,6 +265,9 @@ def cmd_register(args: argparse.Namespace) -> int:
         downloads=route_progress,  # a named text route's model download, told on the CLI's line
         library=args.library,
         text_options=text_options,
+        progress=lambda fraction, message: steps(
+            REGISTER_SHARE * fraction, "registered" if message == "done" else message
+        ),
     )
     # register() was given the levels' arrays, which it takes as level 0: the result says the levels read (a Python
     # user of it, and report.json below, see which level and factors its grids are at)
@@ -255,6 +275,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         name: level_record(at.index, at.factors) for name, at in (("fixed", fixed_at), ("moving", moving_at))
     }
     # channels stay where --channel-axis put them: the warped image has the moving image's layout
+    steps(REGISTER_SHARE, "warping the moving image")
     warped = result.warp_image(moving_at.array, channel_axis=pair_channel_axis(moving.shape, channel_axis))
     if moving_moved is not None:  # the moving file's own order, as its channels were named
         warped = np.ascontiguousarray(np.moveaxis(warped, -1, moving_moved))
@@ -275,10 +296,12 @@ def cmd_register(args: argparse.Namespace) -> int:
 
         # channels first: colour planes, as tifffile guesses today and has said it will stop guessing
         colour_planes = warped.ndim == 3 and warped.shape[0] in (3, 4) and warped.shape[-1] not in (3, 4)
+        steps(0.95, "writing the outputs")
         write_tiff(
             "moving_warped.tif", warped, **({"photometric": "rgb", "planarconfig": "separate"} if colour_planes else {})
         )
         write_tiff("displacement.tif", result.displacement)
+        steps.close()  # the lines below start on a line of their own
         labels_record = None
         if moving_labels is not None:
             warped_labels = result.warp_labels(moving_labels)
