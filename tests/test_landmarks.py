@@ -187,8 +187,19 @@ def test_a_napari_points_export_is_read_as_row_column(shared_data, tmp_path):
     moved = write_landmarks(tmp_path / "moved.csv", points.with_xy(points.xy + [2.0, -1.0]))
     assert moved.read_text().splitlines()[0] == "index,axis-0,axis-1"  # written back in napari's layout
     np.testing.assert_allclose(read_landmarks(moved).xy, anhir.xy + [2.0, -1.0])
-    napari_write_points(str(tmp_path / "zyx.csv"), np.c_[np.zeros(len(anhir)), anhir.xy[:, ::-1]], {})
-    with pytest.raises(PromptsegError, match="zyx.csv: napari points with 3 axes; registration landmarks are 2D"):
+    # a 3D layer's points (drawn over a (C, Y, X) composite, or beside a volume): its last two axes, as the
+    # Registration widget reads the layer, when all lie on one plane; the CLI refused the file ('export points of a
+    # 2D layer') while the widget took the layer
+    on_plane = np.c_[np.full(len(anhir), 2.0), anhir.xy[:, ::-1]]
+    napari_write_points(str(tmp_path / "zyx.csv"), on_plane, {})
+    points = read_landmarks(tmp_path / "zyx.csv")
+    np.testing.assert_allclose(points.xy, anhir.xy)
+    moved = write_landmarks(tmp_path / "zyx moved.csv", points.with_xy(points.xy + [2.0, -1.0]))
+    assert moved.read_text().splitlines()[1].split(",")[1] == "2.0"  # its plane kept
+    np.testing.assert_allclose(read_landmarks(moved).xy, anhir.xy + [2.0, -1.0])
+    on_plane[5, 0] = 3
+    napari_write_points(str(tmp_path / "zyx.csv"), on_plane, {})
+    with pytest.raises(PromptsegError, match=r"zyx.csv: line 7: landmarks on several planes: .* at axis-0=3"):
         read_landmarks(tmp_path / "zyx.csv")
 
 

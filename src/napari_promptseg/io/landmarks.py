@@ -194,14 +194,29 @@ def _parse_bigwarp(text: str, path: Path, role: str | None) -> Landmarks:
     return Landmarks(xy=arr, format="csv", index=tuple(names), bigwarp=True, plane=None if plane is None else plane[1])
 
 
+def _napari_axes(upper: list[str]) -> list[int]:
+    """The columns of a napari Points CSV's axes (axis-0, axis-1, ...) in axis order, [] for another header."""
+    axes = []
+    while f"AXIS-{len(axes)}" in upper:
+        axes.append(upper.index(f"AXIS-{len(axes)}"))
+    return axes if len(axes) >= 2 else []
+
+
 def _xy_columns(upper: list[str]) -> tuple[int, int] | None:
-    """The X and Y columns of an upper-cased CSV header: ANHIR's X and Y, or napari's axis-1 (column) and axis-0
-    (row) when those are its only axes."""
+    """The X and Y columns of an upper-cased CSV header: ANHIR's X and Y, or napari's last two axes (row, column:
+    the plane napari shows, as the Registration widget reads a Points layer)."""
     if "X" in upper and "Y" in upper:
         return upper.index("X"), upper.index("Y")
-    if "AXIS-0" in upper and "AXIS-1" in upper and "AXIS-2" not in upper:
-        return upper.index("AXIS-1"), upper.index("AXIS-0")
-    return None
+    axes = _napari_axes(upper)
+    return (axes[-1], axes[-2]) if axes else None
+
+
+def _plane_columns(upper: list[str]) -> list[int]:
+    """The columns that place a point on a plane (an X, Y, Z file's Z; a napari export's axes before its last two):
+    2D landmarks need one value in each."""
+    if "X" in upper and "Y" in upper:
+        return [upper.index("Z")] if "Z" in upper else []
+    return _napari_axes(upper)[:-2]
 
 
 def _parse_csv(text: str, path: Path) -> Landmarks:
@@ -216,11 +231,6 @@ def _parse_csv(text: str, path: Path) -> Landmarks:
     upper = [h.upper() for h in header]
     columns = _xy_columns(upper)
     if columns is None:
-        if "AXIS-2" in upper:
-            raise PromptsegError(
-                f"{path}: napari points with {sum(h.startswith('AXIS-') for h in upper)} axes; registration "
-                "landmarks are 2D (axis-0 row, axis-1 column): export points of a 2D layer"
-            )
         raise PromptsegError(
             f"{path}: CSV header must contain X and Y columns (ANHIR ',X,Y'), or axis-0 and axis-1 (a napari "
             f"Points layer's export); got {list(header)}"
@@ -228,24 +238,26 @@ def _parse_csv(text: str, path: Path) -> Landmarks:
     ix, iy = columns
     has_index = ix > 0 and iy > 0
     decimal_comma = delimiter != "," and any("," in row[i] for row in rows[1:] for i in (ix, iy) if i < len(row))
-    # an X, Y, Z file (a 3D tool's): 2D landmarks only when every point lies on one plane, as BigWarp's
-    iz = upper.index("Z") if "X" in upper and "Z" in upper else None
+    # an X, Y, Z file (a 3D tool's), a napari export of a 3D layer: 2D landmarks only when every point lies on one
+    # plane, as BigWarp's
+    planes = _plane_columns(upper)
     xy, index = [], []
-    plane: tuple[int, float] | None = None  # the first point's line and Z
+    plane: tuple[int, tuple[float | None, ...]] | None = None  # the first point's line and plane
     for line_no, row in enumerate(rows[1:], start=2):
         try:
             x, y = (row[ix].replace(",", "."), row[iy].replace(",", ".")) if decimal_comma else (row[ix], row[iy])
             xy.append((float(x), float(y)))
         except (IndexError, ValueError) as exc:
             raise PromptsegError(f"{path}: line {line_no}: cannot read X, Y from {row}") from exc
-        z = _number(row[iz], decimal_comma) if iz is not None and iz < len(row) else None
-        if z is not None and plane is None:
-            plane = (line_no, z)
-        elif z is not None and z != plane[1]:
+        at = tuple(_number(row[i], decimal_comma) if i < len(row) else None for i in planes)
+        if plane is None:
+            plane = (line_no, at)
+        elif differs := [i for i, a, b in zip(planes, at, plane[1], strict=True) if None not in (a, b) and a != b]:
+            k = planes.index(differs[0])
             raise PromptsegError(
-                f"{path}: line {line_no}: landmarks on several planes: this point is at Z={z:g}, the one on line "
-                f"{plane[0]} at Z={plane[1]:g}; registration here is 2D and takes the landmarks of one section: keep "
-                "only that section's points in the file"
+                f"{path}: line {line_no}: landmarks on several planes: this point is at {header[differs[0]]}="
+                f"{at[k]:g}, the one on line {plane[0]} at {plane[1][k]:g}; registration here is 2D and takes the "
+                "landmarks of one section: keep only that section's points in the file"
             )
         if has_index:
             index.append(row[0].strip())
