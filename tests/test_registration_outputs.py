@@ -17,6 +17,7 @@ from napari_promptseg.cli import main
 from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io import read_image
 from napari_promptseg.io.landmarks import read_landmarks, write_landmarks
+from napari_promptseg.io.multiscale import read_image_named, tiff_axis_names
 from napari_promptseg.methods.registration import IntensityImages, RegistrationResult, quality_report, register
 from napari_promptseg.methods.registration.options import _stage, _stage_warnings
 from napari_promptseg.methods.warp import Deformation
@@ -84,7 +85,9 @@ def test_cli_landmarks_keep_their_columns_and_a_rerun_without_them_removes_the_o
 
 
 def test_cli_warps_a_channels_first_image_and_writes_it_as_given(birl_half, tmp_path, capsys):
-    """(2, H, W) with --channel-axis 0 registered, then failed writing: the raw array was warped."""
+    """(2, H, W) with --channel-axis 0 registered, then failed writing: the raw array was warped. The warped image
+    of an uncalibrated fixed image names its axes: it was read back (by the CLI, the plugin) as a stack of 2 planes,
+    so the run's own output was refused as a moving image ('pick one plane of a stack first')."""
     first = {}
     for role in ("fixed", "moving"):
         image = tifffile.imread(birl_half[role])
@@ -97,6 +100,8 @@ def test_cli_warps_a_channels_first_image_and_writes_it_as_given(birl_half, tmp_
     warped = tifffile.imread(out / "moving_warped.tif")
     fixed = tifffile.imread(first["fixed"])
     assert warped.shape == fixed.shape and warped.dtype == fixed.dtype  # (2, H, W): the layout given
+    assert tiff_axis_names(out / "moving_warped.tif") == ["c", "y", "x"]
+    assert read_image_named(out / "moving_warped.tif").shape == (*fixed.shape[1:], 2)  # as every command reads it
     report = json.loads((out / "report.json").read_text())
     assert report["landmarks"]["image_diagonal"] == 500.0  # of the 300 x 400 plane, not of (2, 300)
     assert report["landmarks"]["after"]["tre_mean"] < 0.1 * report["landmarks"]["before"]["tre_mean"]

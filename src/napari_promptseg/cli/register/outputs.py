@@ -36,7 +36,7 @@ def grid_tiff_options(
     displacement's dx, dy; a multichannel warped image) are written as samples of one page (as "YXS"), calibrated
     or not, which reads them as channels: tifffile's default for channels that are not colour made H pages of
     (W, C), a stack napari showed as H planes of W x 2 pixels. No size (an uncalibrated fixed image at full
-    resolution): no pixel size recorded."""
+    resolution): no pixel size recorded, the axes of channels named all the same."""
     from ...io.images import ome_uuid, tiff_calibration
 
     options = dict(options)
@@ -51,8 +51,9 @@ def grid_tiff_options(
         options.setdefault("planarconfig", "contig")
     elif len(shape) == 3 and shape[1:] == grid:
         axes = "SYX" if options.get("planarconfig") == "separate" else "CYX"
-    if size is None:
-        return options
+    if size is None:  # no OME (nothing to calibrate), but the axes named in tifffile's description: channels first
+        # were read back (by every command, and the plugin's reader) as a stack of planes, even the run's own output
+        return {**options, "metadata": {"axes": axes}} if axes is not None and len(shape) == 3 else options
     named: dict = {}
     if axes is not None and str(np.dtype(data.dtype)) in _OME_DTYPES:
         named = {"ome": True, "metadata": {"axes": axes, "UUID": ome_uuid(name, data)}}
