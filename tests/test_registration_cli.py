@@ -369,3 +369,18 @@ def test_a_channel_axis_neither_image_has_is_refused_as_the_widget_refuses_it(sh
     rgb = np.zeros((40, 50, 3), np.uint8)
     with pytest.raises(PromptsegError, match=r"neither fixed \(40, 50, 3\) nor moving \(40, 50, 3\)"):
         register(rgb, rgb, channel_axis=0)
+
+
+def test_a_planar_rgb_tiff_is_one_colour_image_to_the_cli_as_to_the_plugin(shared_data, tmp_path):
+    """An RGB TIFF stored plane by plane (photometric RGB, planar configuration separate; no axis names) opened in
+    napari as one RGB image, but every command read it as a stack of 3 planes: `register` refused it ('pick one
+    plane of a stack first'), `segment` asked for --plane."""
+    from napari_promptseg.io.multiscale import read_image_named
+
+    moving = read_image(_birl(shared_data)["moving"])
+    path = tmp_path / "planar.tif"
+    tifffile.imwrite(path, np.moveaxis(moving, -1, 0), photometric="rgb", planarconfig="separate", metadata=None)
+    assert tifffile.imread(path).shape == (3, *moving.shape[:2])  # as tifffile reads it: samples first
+    ((data, kwargs, _),) = tiff_layer_data(path)
+    assert np.shape(data) == moving.shape and kwargs.get("rgb")
+    assert np.array_equal(read_image_named(path), moving)
