@@ -348,3 +348,12 @@ def test_csv_landmarks_on_several_planes_are_refused_as_bigwarps_are(tmp_path):
     path.write_text(",X,Y,Z\n1,144,122,3\n2,281,66,3\n3,10,20,5\n")
     with pytest.raises(PromptsegError, match=r"xyz.csv: line 4: landmarks on several planes: this point is at Z=5"):
         read_landmarks(path)
+
+
+def test_whole_slide_coordinates_are_written_to_the_decimals_asked(tmp_path):
+    """Written with 6 significant digits (':g'): a landmark of a full-resolution slide at x = 123456.789 came back
+    as 123457 (0.2 px off), one past a million px as 1.23457e+06 (4 px off)."""
+    xy = np.array([[123456.789, 98765.4321], [1234567.5, 0.25]])
+    for name in ("slide.csv", "slide.pts"):
+        back = read_landmarks(write_landmarks(tmp_path / name, xy)).xy
+        np.testing.assert_allclose(back, np.round(xy, 3), rtol=0, atol=1e-9)

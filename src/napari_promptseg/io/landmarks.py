@@ -320,7 +320,7 @@ def write_landmarks(path: str | Path, landmarks: Landmarks | np.ndarray, *, deci
     path.parent.mkdir(parents=True, exist_ok=True)
     xy = np.round(landmarks.xy, decimals)
     if path.suffix.lower() in (".pts", ".txt"):
-        lines = [landmarks.pts_kind, str(len(xy))] + [f"{x:g} {y:g}" for x, y in xy]
+        lines = [landmarks.pts_kind, str(len(xy))] + [f"{_cell(x)} {_cell(y)}" for x, y in xy]
         path.write_text("\n".join(lines) + "\n")
         return path
     header = landmarks.header if landmarks.format == "csv" else ("", "X", "Y")
@@ -339,9 +339,15 @@ def write_landmarks(path: str | Path, landmarks: Landmarks | np.ndarray, *, deci
                 row = [""] * len(header)
                 if ix > 0:
                     row[0] = index[i]
-            row[ix], row[iy] = (f"{v:g}".replace(".", ",") if landmarks.decimal_comma else f"{v:g}" for v in (x, y))
+            row[ix], row[iy] = (_cell(v).replace(".", ",") if landmarks.decimal_comma else _cell(v) for v in (x, y))
             writer.writerow(row)
     return path
+
+
+def _cell(value: float) -> str:
+    """A coordinate rounded to its decimals as text, every digit kept: ':g' kept 6 significant digits (a slide's
+    x = 123456.789 was written 123457)."""
+    return f"{value:.15g}"
 
 
 def paired_landmarks(
