@@ -206,6 +206,14 @@ def test_a_rerun_neither_overwrites_nor_removes_files_the_user_saved_in_the_outp
     assert _cli(sample_files, out) == 0 and not (out / "landmarks_warped.csv").exists()
     assert "removed" in capsys.readouterr().err
 
+    # another pair's run: it replaced this pair's results without a word (the files have fixed names)
+    report = (out / "report.json").read_text()
+    swapped = {**sample_files, "fixed": sample_files["moving"], "moving": sample_files["fixed"]}
+    assert _cli(swapped, out) == 2
+    err = capsys.readouterr().err
+    assert f"holds the registration of {sample_files['moving']} onto {sample_files['fixed']}" in err, err
+    assert (out / "report.json").read_text() == report
+
 
 # tifffile's guess of a (3, Y, X) image's photometric is deprecated: the warped image says what it is
 @pytest.mark.filterwarnings("error::DeprecationWarning:tifffile")

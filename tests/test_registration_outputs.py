@@ -8,6 +8,8 @@ import csv
 import errno
 import json
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,6 +42,23 @@ def birl_half(shared_data, tmp_path_factory):
             writer.writerow(["", "X", "Y", "Z", "name"])
             writer.writerows([i + 1, f"{x:g}", f"{y:g}", 7, f"point, {i + 1}"] for i, (x, y) in enumerate(xy))
     return paths
+
+
+def _swappable_pair(birl_half, folder) -> tuple[dict, Callable[[], None]]:
+    """The pair and its landmarks copied into ``folder``, and a function that swaps the two images' (and their
+    landmarks') contents in place: a rerun on the same files then writes other results (a run on another pair of
+    files into the same -o is refused)."""
+    import shutil
+
+    paths = {key: shutil.copy(birl_half[key], folder / f"{key}{birl_half[key].suffix}") for key in birl_half}
+
+    def swap() -> None:
+        for a, b in (("fixed", "moving"), ("lm_fixed", "lm_moving")):
+            first, second = (Path(paths[k]).read_bytes() for k in (a, b))
+            Path(paths[a]).write_bytes(second)
+            Path(paths[b]).write_bytes(first)
+
+    return paths, swap
 
 
 def test_landmark_csv_keeps_its_other_columns(birl_half, tmp_path):
@@ -467,9 +486,10 @@ def test_cli_stopped_while_writing_leaves_the_earlier_runs_files_as_they_were(bi
     and displacement.tif beside the earlier run's report.json and landmarks: the folder mixed two runs. Now a run's
     files appear together, report.json last, or not at all, and no temporary file is left behind."""
     out = tmp_path / "out"
-    landmarks = ["--landmarks-fixed", str(birl_half["lm_fixed"]), "--landmarks-moving", str(birl_half["lm_moving"])]
-    pair = [str(birl_half["fixed"]), str(birl_half["moving"])]
-    assert main(["register", *pair, "-o", str(out), "--method", "intensity", *landmarks]) == 0, capsys.readouterr().err
+    files, swap = _swappable_pair(birl_half, tmp_path)
+    landmarks = ["--landmarks-fixed", str(files["lm_fixed"]), "--landmarks-moving", str(files["lm_moving"])]
+    run = ["register", str(files["fixed"]), str(files["moving"]), "-o", str(out), "--method", "intensity", *landmarks]
+    assert main(run) == 0, capsys.readouterr().err
     earlier = {path.name: path.read_bytes() for path in out.iterdir()}
     assert {"moving_warped.tif", "displacement.tif", "landmarks_warped.csv", "report.json"} <= set(earlier)
 
@@ -477,10 +497,10 @@ def test_cli_stopped_while_writing_leaves_the_earlier_runs_files_as_they_were(bi
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("napari_promptseg.io.landmarks.write_landmarks", full_disk)
-    # another run into the same folder: the images swapped (its warped image differs from the earlier one)
-    swapped = ["--landmarks-fixed", str(birl_half["lm_moving"]), "--landmarks-moving", str(birl_half["lm_fixed"])]
+    # a rerun into the same folder: the images swapped (its warped image differs from the earlier one)
+    swap()
     capsys.readouterr()
-    assert main(["register", *pair[::-1], "-o", str(out), "--method", "intensity", *swapped]) != 0
+    assert main(run) != 0
     assert "No space left on device" in capsys.readouterr().err
     assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier
 
@@ -518,7 +538,8 @@ def test_cli_stopped_between_two_renames_leaves_the_earlier_run_whole(birl_half,
     import os
 
     out = tmp_path / "out"
-    pair = [str(birl_half["fixed"]), str(birl_half["moving"])]
+    files, swap = _swappable_pair(birl_half, tmp_path)
+    pair = [str(files["fixed"]), str(files["moving"])]
     assert main(["register", *pair, "-o", str(out), "--method", "intensity"]) == 0, capsys.readouterr().err
     earlier = {path.name: path.read_bytes() for path in out.iterdir()}
     replace, failed = os.replace, []
@@ -531,7 +552,8 @@ def test_cli_stopped_between_two_renames_leaves_the_earlier_run_whole(birl_half,
 
     monkeypatch.setattr("napari_promptseg.io._files.os.replace", held_open_at_the_second_rename)
     capsys.readouterr()
-    assert main(["register", *pair[::-1], "-o", str(out), "--method", "intensity"]) != 0  # another result
+    swap()
+    assert main(["register", *pair, "-o", str(out), "--method", "intensity"]) != 0  # another result
     assert failed and "Permission denied" in capsys.readouterr().err
     assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier
 
@@ -559,15 +581,15 @@ def test_cli_killed_between_two_renames_is_undone_by_the_next_run(birl_half, tmp
     import sys
 
     out = tmp_path / "out"
-    pair = [str(birl_half["fixed"]), str(birl_half["moving"])]
-    landmarks = ["--landmarks-fixed", str(birl_half["lm_fixed"]), "--landmarks-moving", str(birl_half["lm_moving"])]
-    swapped = ["--landmarks-fixed", str(birl_half["lm_moving"]), "--landmarks-moving", str(birl_half["lm_fixed"])]
-    run = ["register", *pair, "-o", str(out), "--method", "intensity", *landmarks]
-    killed = ["register", *pair[::-1], "-o", str(out), "--method", "intensity", *swapped]  # other files
+    files, swap = _swappable_pair(birl_half, tmp_path)
+    landmarks = ["--landmarks-fixed", str(files["lm_fixed"]), "--landmarks-moving", str(files["lm_moving"])]
+    run = ["register", str(files["fixed"]), str(files["moving"]), "-o", str(out), "--method", "intensity", *landmarks]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-    def kill_at(name: str) -> None:
-        done = subprocess.run([sys.executable, "-c", _KILLED_AT_A_RENAME, name, *killed], env=env, capture_output=True)
+    def kill_at(name: str) -> None:  # a run on the images swapped (other files), killed
+        swap()
+        done = subprocess.run([sys.executable, "-c", _KILLED_AT_A_RENAME, name, *run], env=env, capture_output=True)
+        swap()
         assert done.returncode == 9, done.stderr.decode()[-2000:]
 
     assert main(run) == 0, capsys.readouterr().err

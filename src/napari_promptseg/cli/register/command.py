@@ -172,6 +172,7 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
         landmarks_given=args.landmarks_fixed is not None,
         labels_given=args.moving_labels is not None,
         annotations_given=args.moving_annotations is not None,
+        pair=(args.fixed, args.moving),
     )
     annotations = None if args.moving_annotations is None else read_annotations(args.moving_annotations)
     t0 = time.perf_counter()

@@ -62,19 +62,33 @@ def grid_tiff_options(
 
 
 def _check_earlier_outputs(
-    output: Path, *, landmarks_given: bool, labels_given: bool = False, annotations_given: bool = False
+    output: Path,
+    *,
+    landmarks_given: bool,
+    labels_given: bool = False,
+    annotations_given: bool = False,
+    pair: tuple[Path, Path] | None = None,
 ) -> dict | None:
     """Refuse, before any work, to replace files in ``output`` that an earlier register run did not write or that
     were changed since: a foreign report.json, TIFFs without our mark (a user's own image saved under our name;
     labels_warped.tif only when this run writes one), with landmarks (annotations) a landmarks_warped.csv
     (annotations_warped.geojson) whose contents are not those the earlier run recorded (without landmarks, labels
-    or annotations such files are kept, and the run says so). Returns the earlier register run's report, or None."""
+    or annotations such files are kept, and the run says so); and the results of another ``pair`` (fixed, moving:
+    the files have one name whatever the pair, so a rerun on another pair replaced them without a word). Returns
+    the earlier register run's report, or None."""
     from ...io.images import REGISTER_MARKERS, is_own_output
 
     report = output / "report.json"
     earlier = _own_report(report)
     if earlier is not None and earlier.get("command") != "register":
         earlier = None
+    given = (earlier or {}).get("parameters") or {}
+    before = given.get("fixed"), given.get("moving")
+    if pair is not None and None not in before and before != tuple(str(p) for p in pair):
+        raise PromptsegError(
+            f"-o {output}: it holds the registration of {before[1]} onto {before[0]} (its report.json), which this "
+            f"run of {pair[1]} onto {pair[0]} would replace; give another output directory, or move those results"
+        )
     ours = ("moving_warped.tif", "displacement.tif", *((LABELS_WARPED,) if labels_given else ()))
     foreign = [output / name for name in ours if (output / name).exists() or (output / name).is_symlink()]
     # labels_warped.tif: REGISTER_MARKER of a run before it was marked as labels
