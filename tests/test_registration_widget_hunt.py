@@ -166,3 +166,23 @@ def test_landmarks_outside_their_image_are_said_in_the_summary(make_viewer, qtbo
     assert "TRE" in summary
     assert "warning: landmarks 'full-size landmarks': " in summary and "outside the 200 x 267 px image" in summary
     assert "'lm moving'" not in summary  # those lie on the moving image
+
+
+def test_a_run_on_another_pair_keeps_the_results_of_the_pair_before(make_viewer, qtbot, pair):  # noqa: F811
+    """The results of B onto A were removed when C was registered onto A: a rerun replaces the layers of the same
+    pair (a tweak of its settings), as `promptseg register` now refuses to replace another pair's results."""
+    fixed, moving, _, lm_moving = pair
+    viewer = make_viewer()
+    fixed_layer = viewer.add_image(fixed, name="fixed", rgb=True)
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(fixed_layer)
+    widget.moving_points.set_layer(viewer.add_points(lm_moving[:, ::-1], name="lm moving"))
+    for name in ("B", "C", "C"):
+        layer = viewer.layers[name] if name in viewer.layers else viewer.add_image(moving, name=name, rgb=True)
+        widget.moving_picker.set_layer(layer)
+        widget.run()
+        qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
+        assert widget.runner.state == "done", widget.runner.widget.status.text()
+    names = [layer.name for layer in viewer.layers]
+    assert names.count("B registered") == 1 and names.count("C registered") == 1, names
+    assert names.count("landmarks (moving -> fixed)") == 1 and "landmarks (moving -> fixed) [1]" in names, names

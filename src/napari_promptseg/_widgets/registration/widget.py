@@ -100,6 +100,8 @@ class RegistrationWidget(QWidget):
         #: the layers the last successful run added, each with its name and data digest at creation: the next run
         #: removes those still as they were (and only those) before adding its own
         self.result_layers: list[tuple[napari.layers.Layer, str, str]] = []
+        #: the (fixed, moving) layers those results register: a run on another pair keeps them (they are that pair's)
+        self.result_pair: tuple[napari.layers.Layer, napari.layers.Layer] | None = None
 
         self.fixed_picker = LayerPicker(napari_viewer, napari.layers.Image)
         self.moving_picker = LayerPicker(napari_viewer, napari.layers.Image, unlike=self.fixed_picker)
@@ -436,19 +438,21 @@ class RegistrationWidget(QWidget):
         typed = [p.strip() for p in self.text_prompts.text().split(",")]
         return [p for p in typed if p] or None
 
-    def _remove_previous_results(self, keep=()) -> None:
+    def _remove_previous_results(self, pair: tuple, keep=()) -> None:
         """Remove the layers this widget's previous run added that are still as it made them (same name, same
         data), except those in ``keep`` (this run's inputs: a previous result picked as the fixed or moving image
-        stays). A renamed or edited result is the user's work now: it stays, and the new results come beside it."""
+        stays). A renamed or edited result is the user's work now: it stays, and the new results come beside it;
+        so do all the results of another (fixed, moving) ``pair`` than this run's."""
         kept = []
-        for layer, name, digest in self.result_layers:
+        same_pair = self.result_pair is not None and all(a is b for a, b in zip(self.result_pair, pair, strict=True))
+        for layer, name, digest in self.result_layers if same_pair else ():
             if not any(existing is layer for existing in self.viewer.layers) or any(k is layer for k in keep):
                 continue
             if layer.name == name and _digest(layer) == digest:
                 self.viewer.layers.remove(layer)
             else:
                 kept.append(layer.name)
-        self.result_layers = []
+        self.result_layers, self.result_pair = [], pair
         if kept:
             show_info(f"kept {', '.join(map(repr, kept))} of the previous run: renamed or edited since")
 
@@ -474,6 +478,7 @@ class RegistrationWidget(QWidget):
         fixed_axes = spatial_axes(fixed_layer, channel_axis)  # a (C, Y, X) fixed layer's rows and columns: its last two
         place = placement_over(fixed_layer, fixed_axes, fixed_factors)
         self._remove_previous_results(
+            (fixed_layer, moving_layer),
             keep=(
                 fixed_layer,
                 moving_layer,
@@ -481,7 +486,7 @@ class RegistrationWidget(QWidget):
                 self.fixed_points.layer(),
                 self.moving_points.layer(),
                 self.moving_shapes.layer(),
-            )
+            ),
         )
         layer = self.viewer.add_image(
             shown.warped,
