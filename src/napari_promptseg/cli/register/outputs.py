@@ -84,7 +84,9 @@ def _check_earlier_outputs(
         earlier = None
     given = (earlier or {}).get("parameters") or {}
     before = given.get("fixed"), given.get("moving")
-    if pair is not None and None not in before and before != tuple(str(p) for p in pair):
+    # the same files by another name (a link, a mount) are the same pair
+    known = pair is not None and None not in before
+    if known and any(Path(b).resolve() != p.resolve() for b, p in zip(before, pair, strict=True)):
         raise PromptsegError(
             f"-o {output}: it holds the registration of {before[1]} onto {before[0]} (its report.json), which this "
             f"run of {pair[1]} onto {pair[0]} would replace; give another output directory, or move those results"
