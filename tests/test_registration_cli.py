@@ -372,9 +372,10 @@ def test_a_channel_axis_neither_image_has_is_refused_as_the_widget_refuses_it(sh
 
 
 def test_a_planar_rgb_tiff_is_one_colour_image_to_the_cli_as_to_the_plugin(shared_data, tmp_path):
-    """An RGB TIFF stored plane by plane (photometric RGB, planar configuration separate; no axis names) opened in
-    napari as one RGB image, but every command read it as a stack of 3 planes: `register` refused it ('pick one
-    plane of a stack first'), `segment` asked for --plane."""
+    """An RGB TIFF another program stored plane by plane (photometric RGB, planar configuration separate; no axis
+    names, no tifffile description) opened in napari as one RGB image, but every command read it as a stack of 3
+    planes: `register` refused it ('pick one plane of a stack first'), `segment` asked for --plane. (tifffile's own
+    guess for a (3, Y, X) array is planes: tests/test_reader.py.)"""
     from napari_promptseg.io.multiscale import read_image_named
 
     moving = read_image(_birl(shared_data)["moving"])

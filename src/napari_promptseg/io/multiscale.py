@@ -302,8 +302,8 @@ def _scale_translation(transforms: list[dict], ndim: int) -> tuple[list[float], 
 def tiff_axis_names(path: str | Path) -> list[str | None] | None:
     """The axes an OME or ImageJ TIFF's metadata names for its first series (:data:`TIFF_AXES` names, None for
     another kind), in the file's order; so does tifffile's own JSON description when it was written with
-    ``metadata={"axes": ...}`` (a time-lapse saved from Python: "TYXS"), and an RGB image's tags when it is stored
-    plane by plane ("SYX"). None for any other file (its axes are a guess: tifffile calls unnamed ones Q or I)."""
+    ``metadata={"axes": ...}`` (a time-lapse saved from Python: "TYXS"), and an RGB image's tags when another program
+    stored it plane by plane ("SYX"). None for any other file (its axes are a guess: tifffile calls unnamed ones Q or I)."""
     return _tiff_header(path)[0]
 
 
@@ -320,8 +320,10 @@ def _tiff_header(path: str | Path) -> tuple[list[str | None] | None, bool]:
             pyramid = len(tif.series[0].levels) > 1
             shaped = tif.shaped_metadata if tif.is_shaped else None
             codes = tif.series[0].axes
-            # an RGB image stored plane by plane names its colour samples by its tags (the plugin opens it as RGB)
-            planar_rgb = codes == "SYX" and tif.pages[0].photometric == tifffile.PHOTOMETRIC.RGB
+            # an RGB image stored plane by plane names its colour samples by its tags (the plugin opens it as RGB);
+            # not one tifffile wrote with its own description: that is tifffile's guess for any (3 or 4, Y, X) array
+            # (which it says it will stop making), a stack of planes to napari's reader and ours
+            planar_rgb = codes == "SYX" and tif.pages[0].photometric == tifffile.PHOTOMETRIC.RGB and not shaped
             if not (tif.is_ome or tif.is_imagej or (shaped and "axes" in shaped[0]) or planar_rgb):
                 return None, pyramid
     except Exception:  # noqa: BLE001 - not a readable TIFF: the reader says why
