@@ -302,8 +302,9 @@ def _scale_translation(transforms: list[dict], ndim: int) -> tuple[list[float], 
 def tiff_axis_names(path: str | Path) -> list[str | None] | None:
     """The axes an OME or ImageJ TIFF's metadata names for its first series (:data:`TIFF_AXES` names, None for
     another kind), in the file's order; so does tifffile's own JSON description when it was written with
-    ``metadata={"axes": ...}`` (a time-lapse saved from Python: "TYXS"), and an RGB image's tags when another program
-    stored it plane by plane ("SYX"). None for any other file (its axes are a guess: tifffile calls unnamed ones Q or I)."""
+    ``metadata={"axes": ...}`` (a time-lapse saved from Python: "TYXS"), and an RGB image's tags when another
+    program stored it plane by plane ("SYX"). None for any other file (its axes are a guess: tifffile calls unnamed
+    ones Q or I)."""
     return _tiff_header(path)[0]
 
 
