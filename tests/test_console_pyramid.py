@@ -108,3 +108,30 @@ def test_a_slide_whose_boxes_need_its_full_resolution_is_read_there_tile_by_tile
     assert x0 - 2 <= cols.min() and cols.max() <= x1 + 2 and y0 - 2 <= rows.min() and rows.max() <= y1 + 2
     with pytest.raises(PromptsegError, match="exceeds the limit of 150,000,000"):
         in_memory(slide[..., None], "slide")  # a model that takes it whole
+
+
+def test_the_library_reads_a_slide_at_the_level_its_many_instances_entrys_objects_need(
+    litemedsam, tmp_path, monkeypatch
+):
+    """A text prompt read a pyramid at its whole-image level (1024 px) whatever answered: an 8k slide's nuclei were
+    2.5 px there, and the library's nucleus entry (many instances) ran 4 min to find none. The library's
+    many-instances entries now choose the level their objects need, as one-shot does (here the whole-image level is
+    made 128 px, so that a 512 px slide shows it: its nuclei are 4 px there)."""
+    import napari_promptseg.io.multiscale as multiscale
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.io.library import ReferenceLibrary
+    from napari_promptseg.methods.instances import match_instances
+    from napari_promptseg.methods.text import segment_text
+
+    (image, _, _), (truth, _, _) = nuclei()
+    library = ReferenceLibrary.open(tmp_path / "library")
+    library.add("nucleus", image[:, :128], truth[:, :128], "cell nuclei", instances=True)
+    slide = np.tile(image, (2, 1))  # 512 x 256 at the exemplar's pixel size
+    monkeypatch.setattr(multiscale, "WHOLE_IMAGE_SIDE", 128)
+    result = segment_text(
+        [slide, slide[::2, ::2], slide[::4, ::4]], "nuclei", route="library", library=library, segmenter=litemedsam
+    )
+    assert result.heatmap_factor == 1.0  # full resolution, not the whole-image level (4x coarser)
+    assert result.labels.shape == slide.shape
+    second = np.where(truth > 0, truth + truth.max(), 0)  # the second copy's nuclei are other objects
+    assert match_instances(result.labels, np.concatenate([truth, second]))["f1"] > 0.6

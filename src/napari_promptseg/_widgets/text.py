@@ -34,7 +34,8 @@ from ..errors import CancelledError, PromptsegError
 from ..methods.defaults import BOX_THRESHOLD, HEATMAP_THRESHOLD, TEXT_THRESHOLD
 from ..methods.library import DEFAULT_MIN_SIMILARITY, DEFAULT_TOP_K
 from ..methods.prompt_templates import LEVELS, PromptAttributes, expand_prompt
-from ..methods.text import ROUTES, TextResult, split_phrases
+from ..methods.text import ROUTES, TextResult, TextRoute, split_phrases
+from ..methods.text.answers import text_working_scale
 from ._common import (
     ChannelAxisBox,
     LayerPicker,
@@ -43,6 +44,8 @@ from ._common import (
     controls_layout,
     exemplar_layers,
     fraction_box,
+    layer_level,
+    layer_pixels,
     load_triton_safely,
     placement,
     save_exemplar,
@@ -104,6 +107,25 @@ class TextOutput:
         return int(len(np.unique(labels))) - int((labels == 0).any())
 
 
+def load_text_route(options: dict, progress, cancel) -> TextRoute:
+    """The worker's models: the route chosen from ``options`` (its entries taken out) and, when it needs one, the
+    segmenter (put in ``options["segmenter"]``, its download told in the panel)."""
+    from ..methods.text import choose_route
+
+    progress(0.0, "loading models")
+    model, weights = options.pop("model", None), options.pop("weights", None)
+    route = choose_route(
+        options.pop("route"),
+        library=options.pop("library") or None,
+        text_model=options.pop("text_model") or None,
+        progress=progress,
+        cancel=cancel,
+    )
+    if route.needs_segmenter(options.get("refine", True)):
+        options["segmenter"] = task_segmenter(progress, cancel, model, weights=weights)
+    return route
+
+
 def run_text(
     planes: list[np.ndarray],
     prompt: str,
@@ -113,25 +135,17 @@ def run_text(
     cancel,
     factor: float = 1.0,
     stacked: bool | None = None,
+    route: TextRoute | None = None,
 ) -> TextOutput:
-    """The worker body (no Qt, no layers): choose the route once, then segment every plane; a stack's objects keep
-    their ids across planes (as the CLI's). ``factor``: the planes are a pyramid level that many times coarser than
-    full resolution."""
-    from ..methods.text import choose_route, segment_text
+    """The worker body (no Qt, no layers): choose the route once (``route``: chosen already, by
+    :func:`load_text_route`), then segment every plane; a stack's objects keep their ids across planes (as the
+    CLI's). ``factor``: the planes are a pyramid level that many times coarser than full resolution."""
+    from ..methods.text import segment_text
     from ..methods.volume import segment_stack
 
-    progress(0.0, "loading models")
-    model, weights = options.pop("model", None), options.pop("weights", None)
+    if route is None:
+        route = load_text_route(options, progress, cancel)
     channel_axis = options.pop("channel_axis", None)  # of the planes: (C, Y, X) with 0
-    route = choose_route(
-        options.pop("route"),
-        library=options.pop("library") or None,
-        text_model=options.pop("text_model") or None,
-        progress=progress,
-        cancel=cancel,
-    )
-    if route.needs_segmenter(options.get("refine", True)):  # the model chosen, its download told in the panel
-        options["segmenter"] = task_segmenter(progress, cancel, model, weights=weights)
     results: list[TextResult] = []
 
     def segment_one(plane: np.ndarray, k: int) -> TextResult:
@@ -483,8 +497,6 @@ class TextPromptWidget(QWidget):
             # Only its shape is looked at here: the worker reads it (a stack or a slide read here froze napari)
             data, factors = whole_image_level(layer)
             stacked = is_stack(data, layer.rgb, f"image layer '{layer.name}'", channel_axis)
-            # the level's objects are this much smaller than the library exemplars' (saved at full resolution)
-            level_factor = float(np.asarray(factors)[-1])
             model, weights = self.model.checked_choice()
         except PromptsegError as exc:
             self.runner.refuse(exc, "text prompt")
@@ -509,16 +521,42 @@ class TextPromptWidget(QWidget):
         }
         layer_name = layer.name
 
-        def task(progress, cancel) -> TextOutput:
-            progress(0.0, f"reading '{layer_name}'")
-            planes = read_planes(data, stacked, cancel, channel_axis)
-            return run_text(
-                planes, prompt, options=options, progress=progress, cancel=cancel, factor=level_factor, stacked=stacked
-            )
+        pixels = layer_pixels(layer)
 
-        def done(output: TextOutput) -> None:
+        def task(progress, cancel) -> tuple[TextOutput, np.ndarray]:
+            route = load_text_route(options, progress, cancel)
+            level, level_factors = data, factors
+            if pixels.multiscale and route.route == "library":
+                # as the CLI and the console: the level the library's many-instances entries' objects need
+                plane = np.shape(pixels.data[0])[pixels.ndim - 2 : pixels.ndim]
+                scale = text_working_scale(
+                    plane,
+                    prompt,
+                    route,
+                    options["segmenter"].input_size,
+                    top_k=options["top_k"],
+                    min_similarity=options["min_similarity"],
+                )
+                level, level_factors = layer_level(pixels, scale * max(plane))
+            progress(0.0, f"reading '{layer_name}'")
+            planes = read_planes(level, stacked, cancel, channel_axis)
+            output = run_text(
+                planes,
+                prompt,
+                options=options,
+                progress=progress,
+                cancel=cancel,
+                # the level's objects are this much smaller than the library exemplars' (saved at full resolution)
+                factor=float(np.asarray(level_factors)[-1]),
+                stacked=stacked,
+                route=route,
+            )
+            return output, level_factors
+
+        def done(result: tuple[TextOutput, np.ndarray]) -> None:
+            output, level_factors = result
             self.last_output = output
-            self._add_layers(output, layer, prompt, stacked, factors, channel_axis)
+            self._add_layers(output, layer, prompt, stacked, level_factors, channel_axis)
 
         # named by its start: a pasted description made a status line (and activity-dock entry) of a paragraph
         self.runner.submit("text", f"text prompt {layer_prompt(prompt)!r}", task, done, inputs=(layer,))

@@ -259,7 +259,9 @@ def _attributes(args: argparse.Namespace):
 def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
     import numpy as np
 
-    from ..io.multiscale import whole_image_file_level
+    from ..io.multiscale import file_level
+    from ..methods.text.answers import text_working_scale
+    from ..models.preprocessing import is_lazy
     from ..tiling import level_to_full
 
     if (stacked := _input_stack(args, image, path)) is not None:
@@ -268,7 +270,21 @@ def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
             return _segment(args, state, plane, f"{path} plane {z}", _plane_channel_axis(args))
 
         return _stack_record(args, path, image, plane_labels, state[1], axes=stacked[1])
-    level, index, factor = whole_image_file_level(path, image)  # a pyramid: the level a text model sees
+    # a pyramid: the level a text model sees, or the one the library's many-instances entries' objects need
+    route, segmenter, _ = state
+    scale = (
+        text_working_scale(
+            np.shape(image)[:2],
+            args.prompt,
+            route,
+            segmenter.input_size,
+            top_k=args.top_k,
+            min_similarity=args.min_similarity,
+        )
+        if is_lazy(image)  # read whole otherwise: no level to choose
+        else 1.0
+    )
+    level, index, factor = file_level(path, image, scale)
     result = _segment(args, state, level, str(path), args.channel_axis, factor)
     record, labels = _level_record(args, path, image, result.labels, index, factor)
     record |= result.summary()

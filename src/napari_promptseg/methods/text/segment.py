@@ -13,7 +13,7 @@ from ...models.preprocessing import Normalization, as_channels_last, read_pyrami
 from ...models.protocols import PromptableSegmenter, TextGrounder, TextHeatmapper, TextSegmenter
 from ..defaults import BOX_THRESHOLD, HEATMAP_THRESHOLD, TEXT_THRESHOLD
 from ..prompt_templates import PromptAttributes, expand_prompt
-from .answers import _grounding_route, _heatmap_route, _library_route, _Request, prompt_cut_warnings
+from .answers import _grounding_route, _heatmap_route, _library_route, _Request, prompt_cut_warnings, text_working_scale
 from .phrases import prompt_text, split_phrases
 from .result import TextResult
 from .routes import ProgressCallback, Route, TextRoute, choose_route
@@ -60,8 +60,10 @@ def segment_text(
     :func:`~.library.match_library`). ``factor``: ``image`` is a pyramid level that many times coarser than full
     resolution (the pixels library exemplars are saved at): the objects of an instances entry are sought that much
     smaller, as the one-shot CLI does on a level. A pyramid (a multiscale layer's data) is read at its coarsest level
-    with 1024 px along its longest side, as the CLI reads an OME-Zarr: the labels and boxes come back in
-    full-resolution pixels, the heatmap stays at that level's (``heatmap_factor``, ``heatmap_placement``).
+    with 1024 px along its longest side, as the CLI reads an OME-Zarr, or, when the library answers with
+    many-instances entries, at the level their objects need (:func:`~.answers.text_working_scale`): the labels and
+    boxes come back in full-resolution pixels, the heatmap stays at that level's (``heatmap_factor``,
+    ``heatmap_placement``).
     """
     if not 0 <= box_threshold <= 1 or not 0 <= text_threshold <= 1 or not 0 <= heatmap_threshold <= 1:
         raise PromptsegError("box, text and heatmap thresholds must lie in [0, 1]")
@@ -73,6 +75,7 @@ def segment_text(
     phrases = split_phrases(prompt)  # bad input is refused before any model loads
     from ...io.multiscale import whole_image_scale
 
+    original, base_factor = image, factor
     level = read_pyramid_level(image, whole_image_scale, channel_axis)
     if level is not None:  # the CLI's whole-image level; labels and boxes come back in full-resolution pixels
         image, factor = level.array, factor * level.factor
@@ -101,6 +104,19 @@ def segment_text(
         from ...models import load_segmenter
 
         segmenter = load_segmenter(device=device)
+    if chosen.route == "library":  # its many-instances entries may need a finer level than the whole image's
+        finer = read_pyramid_level(
+            original,
+            lambda shape: text_working_scale(
+                shape, prompt, chosen, segmenter.input_size, top_k=top_k, min_similarity=min_similarity
+            ),
+            channel_axis,
+        )
+        if (finer.factor if finer else 1.0) != (level.factor if level else 1.0):
+            level, factor = finer, base_factor * (finer.factor if finer else 1.0)
+            hwc = as_channels_last(
+                finer.array if finer else original, channel_axis=channel_axis, channels=channels, name=name
+            )
     if chosen.route == "trained":
         phrases = [" ".join(prompt.split())]  # one sentence: trained prompts carry commas
     request = _Request(
