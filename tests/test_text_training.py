@@ -609,7 +609,7 @@ def test_text_resume_ignores_the_model_folders_feature_cache_and_training_state(
 def test_training_refuses_a_learning_rate_that_is_not_a_number(setting):
     """Bug hunt 3: `train-text --decoder-lr inf` trained and saved a model of NaN weights as the best epoch (val Dice
     0.000), and `--decoder-lr nan` wrote NaN into text_segmenter.json (not JSON): only negative rates were refused."""
-    with pytest.raises(PromptsegError, match="learning rate"):
+    with pytest.raises(PromptsegError, match="lr must be a finite number"):
         TrainingConfig(**setting)
 
 
@@ -644,11 +644,40 @@ def test_cli_train_text_refuses_options_its_trainer_would_ignore(tmp_path, capsy
 def test_train_text_model_takes_numpy_whole_numbers_and_refuses_bools_as_counts(tmp_path):
     """A Python caller's ``np.int64(3)`` epochs (a value read from an array or a table) was refused as "must be a
     whole number"; a bool, which is an int to Python, is no count of epochs."""
-    from napari_promptseg.methods.text_training.run import _check_values, cli_flag
+    from napari_promptseg.methods.text_training.trainer import check_settings
 
-    _check_values({"epochs": np.int64(3), "batch_size": np.int32(2), "patience": 4}, cli_flag)
+    check_settings({"epochs": np.int64(3), "batch_size": np.int32(2), "patience": 4}, cli_flag)
     with pytest.raises(PromptsegError, match="--epochs must be a whole number, at least 1, got True"):
-        _check_values({"epochs": True}, cli_flag)
+        check_settings({"epochs": True}, cli_flag)
+
+
+def test_cli_train_text_refuses_a_negative_seed_before_anything_loads(tmp_path, capsys):
+    """`train-text --seed -1` loaded both encoders and encoded every image, then failed with numpy's traceback
+    ("expected non-negative integer"): a seed is a whole number from 0 up, as the widget's seed box has it."""
+    csv_path = tmp_path / "rows.csv"
+    csv_path.write_text("image,mask,text\n")  # read by no one: the seed is refused first
+    assert main(["train-text", str(csv_path), "-o", str(tmp_path / "model"), "--seed", "-1"]) == 2
+    assert "--seed must be a whole number, at least 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"val_fraction": float("nan")}, "val_fraction must lie from 0 to 1, got nan"),
+        ({"val_fraction": 1.5}, "val_fraction must lie from 0 to 1"),
+        ({"batch_size": 2.0}, "batch_size must be a whole number, at least 1, got 2.0"),
+        ({"seed": 1.5}, "seed must be a whole number, at least 0"),
+    ],
+)
+def test_python_training_checks_its_settings_as_the_cli_does(kvasir, tmp_path, setting, message):
+    """`train_text_segmenter(..., batch_size=2.0)` (the README's Python way) loaded the models, encoded every image
+    and failed in its first step ("slice indices must be integers"), val_fraction=nan failed in the split, and 1.5
+    held out all images but one without a word: the CLI's and the widget's checks were in their shared caller only.
+    TrainingConfig checks them, for every way in."""
+    with pytest.raises(PromptsegError, match=message):
+        train_text_segmenter(kvasir, tmp_path / "model", device="cpu", **setting)
+    assert not (tmp_path / "model").exists()
 
 
 def test_cli_text_names_a_relative_text_model_absolutely(trained, kvasir, tmp_path, monkeypatch):

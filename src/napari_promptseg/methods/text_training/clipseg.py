@@ -27,7 +27,7 @@ from ...models.preprocessing import to_rgb_uint8
 from ...models.text_segmenter import CONFIG_FILE, write_config
 from .data import ArrayTriplet, Triplet, format_eta, read_triplets, split_triplets
 from .losses import dice_ce
-from .trainer import TrainingResult
+from .trainer import TrainingResult, check_settings
 
 ProgressCallback = Callable[[float, str], None]
 #: what the fine-tune's save_pretrained writes over, besides the processor's files
@@ -77,6 +77,9 @@ def finetune_clipseg(
     from ...models import download_progress, resolve_device, resolve_weights
     from ...models.clipseg import load_clipseg
 
+    check_settings(
+        dict(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed, val_fraction=val_fraction)
+    )
     report = progress or (lambda fraction, message: None)
     stop = cancel or (lambda: False)
     out = Path(output_dir)

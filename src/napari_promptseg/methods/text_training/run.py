@@ -6,8 +6,6 @@ before anything loads, in the caller's words for its options (the CLI's flags, t
 from __future__ import annotations
 
 import inspect
-import math
-import numbers
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from ...errors import PromptsegError
 from . import clipseg as clipseg_module
 from .clipseg import finetune_clipseg
 from .data import ProgressCallback
-from .trainer import Data, TrainingConfig, TrainingResult, train_text_segmenter
+from .trainer import Data, TrainingConfig, TrainingResult, check_settings, train_text_segmenter
 
 #: the settings of a run a user sets (TrainingConfig's names, the CLI's options); passed on only when given
 SETTINGS = (
@@ -32,7 +30,6 @@ SETTINGS = (
 )
 #: those CLIPSeg's fine-tuning (medvlsm's recipe) takes
 CLIPSEG_SETTINGS = frozenset({"epochs", "batch_size", "lr", "patience", "seed", "val_fraction"})
-_WHOLE = ("epochs", "batch_size", "patience")
 
 
 def cli_flag(name: str) -> str:
@@ -49,20 +46,6 @@ def setting_defaults(clipseg: bool = False) -> dict[str, object]:
         return {name: parameters[name].default for name in SETTINGS if name in CLIPSEG_SETTINGS}
     config = TrainingConfig()
     return {name: getattr(config, name) for name in SETTINGS}
-
-
-def _check_values(given: Mapping[str, object], name: Callable[[str], str]) -> None:
-    """The ranges the CLI's argument types keep to, for callers without them (the widget, Python): CLIPSeg's
-    fine-tuning checks none itself (a learning rate of 0 trained nothing, without a word)."""
-    for key, value in given.items():
-        if key in _WHOLE and not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
-            raise PromptsegError(f"{name(key)} must be a whole number, at least 1, got {value}")
-        if key == "lr" and not 0 < value < math.inf:
-            raise PromptsegError(f"{name(key)} must be a finite number above 0, got {value}")
-        if key == "decoder_lr" and not 0 <= value < math.inf:
-            raise PromptsegError(f"{name(key)} must be a finite number from 0 up (0 freezes the decoder), got {value}")
-        if key == "val_fraction" and not 0 <= value <= 1:
-            raise PromptsegError(f"{name(key)} must lie from 0 to 1, got {value}")
 
 
 def train_text_model(
@@ -103,7 +86,7 @@ def train_text_model(
             f"{name('clipseg_weights')} is the CLIPSeg model {name('clipseg')} fine-tunes; give {name('clipseg')} "
             "too, or leave it out"
         )
-    _check_values(given, name)
+    check_settings(given, name)  # as the trainers check them, in the caller's words for its options
     if clipseg:
         return finetune_clipseg(
             data,

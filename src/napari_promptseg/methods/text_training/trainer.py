@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -58,6 +59,27 @@ ProgressCallback = Callable[[float, str], None]
 FEATURE_SHARE = 0.2
 
 
+_WHOLE = {"epochs": 1, "batch_size": 1, "patience": 1, "seed": 0}  # whole-number settings and their least value
+_CHECKED = (*_WHOLE, "lr", "decoder_lr", "val_fraction")
+
+
+def check_settings(given: Mapping[str, object], name: Callable[[str], str] = str) -> None:
+    """The ranges of the settings in ``given`` (those it holds), named by ``name`` (the caller's words: the CLI's
+    flags, the widget's labels): one check for the CLI, the widget and Python, before anything loads. Why: a
+    Python caller's batch_size=2.0 failed in the first step, after the encoders, and --seed -1 in numpy."""
+    for key, value in given.items():
+        if key in _WHOLE:
+            least = _WHOLE[key]
+            if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least):
+                raise PromptsegError(f"{name(key)} must be a whole number, at least {least}, got {value}")
+        elif key == "lr" and not 0 < value < math.inf:  # NaN fails every comparison
+            raise PromptsegError(f"{name(key)} must be a finite number above 0, got {value}")
+        elif key == "decoder_lr" and not 0 <= value < math.inf:
+            raise PromptsegError(f"{name(key)} must be a finite number from 0 up (0 freezes the decoder), got {value}")
+        elif key == "val_fraction" and not 0 <= value <= 1:
+            raise PromptsegError(f"{name(key)} must lie from 0 to 1, got {value}")
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """Settings of one training run; recorded in the model's JSON config."""
@@ -88,13 +110,7 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise PromptsegError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise PromptsegError("epochs, batch size and patience must be at least 1")
-        if not (0 < self.lr < math.inf and 0 <= self.decoder_lr < math.inf):  # NaN fails both
-            raise PromptsegError(
-                f"learning rates must be finite and positive (decoder_lr 0 freezes the SAM decoder), got lr "
-                f"{self.lr}, decoder_lr {self.decoder_lr}"
-            )
+        check_settings({name: getattr(self, name) for name in _CHECKED})
         if not 0 <= self.negatives <= 4:
             raise PromptsegError(f"negatives is a share of the training samples in [0, 4], got {self.negatives}")
 
