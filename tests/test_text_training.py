@@ -513,6 +513,19 @@ def test_clipseg_with_a_validation_fraction_of_0_runs_every_epoch_on_every_image
     assert result.best_val_dice is None and result.best_epoch == result.epochs_run == 2 and not result.stopped_early
 
 
+def test_clipseg_takes_plain_tuples_as_the_fusion_decoder_does(tiny_clipseg_dir, kvasir, tmp_path):  # noqa: F811
+    """`train_text_model(tuples, ..., clipseg=True)` (and finetune_clipseg) failed halfway with "'tuple' object has
+    no attribute 'split'", where the fusion decoder takes (image, mask, text[, split]) tuples of paths or arrays."""
+    from napari_promptseg.methods.text_training import train_text_model
+
+    rows = [(t.image, t.mask, t.text, t.split) for t in kvasir[:3]] + [(*kvasir[4].load(), "polyp", "val")]
+    result = train_text_model(
+        rows, tmp_path / "clipseg", settings={"epochs": 1}, clipseg=True, clipseg_weights=tiny_clipseg_dir
+    )
+    config = json.loads((result.path / "text_segmenter.json").read_text())
+    assert (config["training"]["train"], config["training"]["val"]) == (3, 1)
+
+
 def test_epochs_balance_texts_and_draw_negative_pairs(kvasir, cache, litemedsam):
     """Five frames named "polyp" and one "adenoma" (any two class names do): the epoch plan, not the model."""
     samples = FeatureStore(cache, litemedsam).samples(kvasir)

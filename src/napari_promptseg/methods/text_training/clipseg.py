@@ -25,7 +25,7 @@ from ...errors import CancelledError, PromptsegError
 from ...io._files import default_file_mode
 from ...models.preprocessing import to_rgb_uint8
 from ...models.text_segmenter import CONFIG_FILE, write_config
-from .data import ArrayTriplet, Triplet, format_eta, read_triplets, split_triplets
+from .data import ArrayTriplet, Triplet, as_triplets, format_eta, read_triplets, split_triplets
 from .losses import dice_ce
 from .trainer import TrainingResult, check_settings
 
@@ -56,7 +56,7 @@ def _logits(model, processor, pixels: torch.Tensor, texts: list[str], max_length
 
 
 def finetune_clipseg(
-    data: str | Path | Sequence[Triplet | ArrayTriplet],
+    data: str | Path | Sequence[Triplet | ArrayTriplet | tuple],
     output_dir: str | Path,
     *,
     weights: str | Path | None = None,
@@ -90,7 +90,7 @@ def finetune_clipseg(
         raise PromptsegError(
             f"{out} already holds a model ({', '.join(held)}); choose another directory or overwrite it (--overwrite)"
         )
-    triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else list(data)
+    triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else as_triplets(data)
     train_set, val_set = split_triplets(triplets, val_fraction=val_fraction, seed=seed)
     t_start = time.perf_counter()
     report(0.0, "loading CLIPSeg")
