@@ -306,6 +306,15 @@ def test_bad_rows_are_named(kvasir, shared_data, tmp_path):
         load_text_segmenter(tmp_path, device="cpu")
 
 
+def test_a_csv_named_from_the_home_folder_is_read(kvasir, tmp_path, monkeypatch):
+    """The Train text model widget's CSV field (and a Python caller) took '~/triplets.csv' as typed: "no such CSV
+    file", where the output and cache fields beside it expand '~' (a shell expands it for the CLI)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _write_csv(tmp_path / "rows.csv", [(str(kvasir[0].image), str(kvasir[0].mask), "polyp", "train")])
+    (triplet,) = read_triplets("~/rows.csv")
+    assert triplet.image == kvasir[0].image and triplet.source == str(tmp_path / "rows.csv")
+
+
 def test_rows_of_one_image_stay_on_one_side_and_label_images_are_targets(kvasir, tmp_path, capsys):
     rows = [replace(t, split="") for t in kvasir]
     # every image named twice (a duplicate row, another text): a row-wise split validated on trained images

@@ -120,7 +120,7 @@ def read_triplets(
     with decimal commas), as landmark CSVs are read. ``split_col``: None reads a ``split`` column when there is one
     (and refuses a CSV whose split sits in a column of another name: its test rows would be trained on); a name
     must be a column; "" reads no split."""
-    path = Path(csv_path)
+    path = Path(csv_path).expanduser()  # '~/rows.csv' typed in the widget, as its output and cache fields
     if not path.is_file():
         raise PromptsegError(f"{path}: no such CSV file")
     try:
