@@ -240,6 +240,16 @@ def test_an_overwrite_keeps_the_old_model_until_the_new_one_replaces_it(trained,
     assert (mine / "last.old" / ".notes.txt.0123456789ab.tmp").read_text() == "my notes"
 
 
+def test_a_resume_without_a_saved_state_says_how_to_train_again(trained, kvasir, tmp_path):
+    """A model whose last/ is gone (deleted to free its 50 MB, or a Ctrl+C while the first epoch's state was being
+    written) answered --resume with "train without --resume first", and that run with "already holds a trained
+    model; resume it": each pointed at the other. The resume names --overwrite."""
+    out = tmp_path / "model"
+    shutil.copytree(trained.path, out, ignore=shutil.ignore_patterns("last", "cache"))
+    with pytest.raises(PromptsegError, match=r"no training state to resume.*--overwrite"):
+        train_text_segmenter(kvasir, out, resume=True, device="cpu")
+
+
 @pytest.mark.parametrize(
     ("loss", "heads"),
     [

@@ -529,6 +529,13 @@ def _read_state(out: Path) -> dict | None:
     _recover_last(out)
     path = out / "last" / "state.json"
     if not path.is_file():
+        if (out / CONFIG_FILE).is_file() or (out / WEIGHTS_FILE).is_file():
+            # a run without --resume is refused there ("resume it"): say the way that trains
+            raise PromptsegError(
+                f"{out} holds a model but no training state to resume (last/state.json: deleted, or the run was "
+                "stopped while saving it); train it again with --overwrite (widget: overwrite), or into another "
+                "directory"
+            )
         raise PromptsegError(f"{out}: nothing to resume (no last/state.json); train without --resume first")
     try:
         return json.loads(path.read_text())
