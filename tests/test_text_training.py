@@ -597,6 +597,13 @@ def test_training_with_negatives_validates_wrong_names_too(kvasir, cache, tmp_pa
     assert training["balance"] and training["negatives"] == 1.0
     assert training["torch_threads"] == torch.get_num_threads()  # what a repeat of the run needs
     assert any(m.startswith("epoch 1/1, step 2/2") for m in messages)  # 4 positives + 4 negatives per epoch
+    # the names are the model's vocabulary: another name is answered with what it learnt for the nearest of them
+    # (a gland and lung model asked for "nuclei" gave the glands without a word), and says so
+    assert training["vocabulary"] == ["adenoma", "polyp"]
+    image, model = kvasir[4].load()[0], load_text_segmenter(result.path, device="cpu")
+    foreign = segment_text(image, "nuclei", text_model=model)
+    assert any("'nuclei' is none of the 2 texts" in w and "'adenoma', 'polyp'" in w for w in foreign.warnings)
+    assert not any("texts" in w for w in segment_text(image, " Polyp", text_model=model).warnings)
 
 
 def test_images_trained_on_are_not_encoded_again(trained, kvasir, litemedsam):

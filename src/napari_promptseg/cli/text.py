@@ -178,7 +178,7 @@ def cmd_text(args: argparse.Namespace) -> int:
 def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
     """Once per worker: the text route (its models) and the segmenter."""
     from ..methods.text import choose_route, prompt_cut_warnings, split_phrases
-    from ..methods.text.answers import library_matches
+    from ..methods.text.answers import library_matches, prompt_vocabulary_warnings
     from ..models import load_segmenter
 
     route = choose_route(
@@ -201,6 +201,7 @@ def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
     # a prompt longer than the route's model reads is the run's to say, once (every worker finds the same): not each
     # worker's first image's
     cut = prompt_cut_warnings(route, args.prompt, template=args.template, attributes=_attributes(args))
+    cut += prompt_vocabulary_warnings(route, args.prompt)  # a name the trained model was not trained on: the run's
     meta = {
         **_segmenter_meta(segmenter),
         "route": route.route,

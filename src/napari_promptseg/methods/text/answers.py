@@ -63,6 +63,24 @@ def prompt_cut_warnings(
     return cut_warnings(model, name, texts, once_per_process=once_per_process)
 
 
+def prompt_vocabulary_warnings(route: TextRoute, prompt: str | Sequence[str]) -> list[str]:
+    """A warning when a trained text model that knows a few names (its vocabulary, recorded by training with class
+    names or one text) is asked for another: it answers with what it learnt for the nearest of them (a gland and
+    lung model asked for "nuclei" gave the glands, without a word). Case and spacing do not count (MiniLM reads
+    lower case)."""
+    info = getattr(route.model, "info", None) if route.route == "trained" else None
+    vocabulary = (info or {}).get("training", {}).get("vocabulary") or []
+    text = " ".join(prompt_text(prompt).split())
+    if not vocabulary or text.casefold() in {name.casefold() for name in vocabulary}:
+        return []
+    names = ", ".join(map(repr, vocabulary[:8])) + (", ..." if len(vocabulary) > 8 else "")
+    return [
+        f"{text!r} is none of the {len(vocabulary)} texts the trained text model ({route.name}) was trained on "
+        f"({names}): it answers with what it learnt for the nearest of them; prompt with one of those, or train with "
+        f"{text!r}"
+    ]
+
+
 @dataclass
 class _Request:
     """One image and prompt on its way through a route."""

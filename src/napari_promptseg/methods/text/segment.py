@@ -13,7 +13,15 @@ from ...models.preprocessing import Normalization, as_channels_last, read_pyrami
 from ...models.protocols import PromptableSegmenter, TextGrounder, TextHeatmapper, TextSegmenter
 from ..defaults import BOX_THRESHOLD, HEATMAP_THRESHOLD, TEXT_THRESHOLD
 from ..prompt_templates import PromptAttributes, expand_prompt
-from .answers import _grounding_route, _heatmap_route, _library_route, _Request, prompt_cut_warnings, text_working_scale
+from .answers import (
+    _grounding_route,
+    _heatmap_route,
+    _library_route,
+    _Request,
+    prompt_cut_warnings,
+    prompt_vocabulary_warnings,
+    text_working_scale,
+)
 from .phrases import prompt_text, split_phrases
 from .result import TextResult
 from .routes import ProgressCallback, Route, TextRoute, choose_route
@@ -133,6 +141,7 @@ def segment_text(
         name=name,
     )
     cut_warnings = prompt_cut_warnings(chosen, prompt, template=template, attributes=attributes, once_per_process=True)
+    cut_warnings += prompt_vocabulary_warnings(chosen, prompt)
     t0 = time.perf_counter()
     if chosen.route == "groundingdino":
         result = _grounding_route(request, box_threshold, text_threshold, nms_iou)

@@ -263,6 +263,9 @@ def train_text_segmenter(
             "val": len(val),
             "val_negatives": len(val_negatives),
             "texts": len(texts),
+            # class names (or one text): what the model can tell apart, checked against a prompt at inference;
+            # captions are not recorded (a new sentence is how such a model is asked)
+            "vocabulary": texts if config.balance or config.negatives > 0 or len(texts) == 1 else None,
             "cache_dir": str(cache),  # read at inference: images trained on are not encoded again
             # a run repeats exactly at the same thread count only: other counts sum in another order, and training
             # amplifies that (Kvasir, dicece: test Dice 0.854 at one thread, 0.832 at two; benchmarks/README.md)
