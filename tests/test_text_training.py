@@ -325,6 +325,20 @@ def test_a_csv_named_from_the_home_folder_is_read(kvasir, tmp_path, monkeypatch)
     assert triplet.image == kvasir[0].image and triplet.source == str(tmp_path / "rows.csv")
 
 
+def test_a_stack_in_the_csv_is_refused_in_train_texts_words(kvasir, tmp_path):
+    """A (Z, Y, X) stack in a triplet CSV was refused with the console's advice ("pass channel_axis ... segment_stack
+    in napari_promptseg.methods.volume"), options train-text does not have; it says what a CSV takes and that the
+    Train text model widget trains on a stack's planes."""
+    image, mask = kvasir[0].load()
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([image[..., 0]] * 5))
+    _write_csv(tmp_path / "rows.csv", [("stack.tif", str(kvasir[0].mask), "polyp", "train")])
+    with pytest.raises(PromptsegError) as info:
+        read_triplets(tmp_path / "rows.csv")[0].load()
+    message = str(info.value)
+    assert "rows.csv: row 2: " in message and "stack.tif is a stack of 5 planes" in message
+    assert "one row per plane" in message and "channel_axis" not in message
+
+
 def test_rows_of_one_image_stay_on_one_side_and_label_images_are_targets(kvasir, tmp_path, capsys):
     rows = [replace(t, split="") for t in kvasir]
     # every image named twice (a duplicate row, another text): a row-wise split validated on trained images

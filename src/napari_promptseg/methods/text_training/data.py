@@ -55,11 +55,25 @@ class Triplet:
             # a Fiji composite (C, Y, X): its named channel axis, as `promptseg text` reads it (train-text takes no
             # channel axis, and the 2D functions refused it as ambiguous)
             pixels = read_image_named(self.image)
+            _refuse_stack(np.shape(pixels), self.image)
             image = as_channels_last(pixels, name=str(self.image))
             mask = read_image(self.mask)
         except PromptsegError as exc:  # the row, not only the file: the CSV is what the user edits
             raise PromptsegError(f"{self.where()}: {exc}") from exc
         return image, _binary_mask(mask, image.shape[:2], self.where(), self.mask.name)
+
+
+def _refuse_stack(shape: tuple[int, ...], path: Path) -> None:
+    """A file of planes, not one 2D image: said in train-text's words. as_channels_last's refusal advised the
+    console's channel_axis and segment_stack, which a CSV row cannot take."""
+    if len(shape) == 3 and (shape[-1] in (1, 2, 3, 4) or shape[0] == 1):  # colour, channels last, one plane
+        return
+    if len(shape) >= 3:
+        raise PromptsegError(
+            f"{path} is a stack of {shape[0]} planes (shape {shape}); a triplet CSV takes 2D images: one row per "
+            "plane, each saved as an image with its mask (napari's Train text model widget trains on every plane of "
+            "a stack layer)"
+        )
 
 
 @dataclass(frozen=True)
