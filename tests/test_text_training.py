@@ -250,6 +250,25 @@ def test_a_resume_without_a_saved_state_says_how_to_train_again(trained, kvasir,
         train_text_segmenter(kvasir, out, resume=True, device="cpu")
 
 
+def test_ctrl_c_in_a_resumed_run_says_where_it_resumes_from(trained, tmp_path, capsys, monkeypatch):
+    """Ctrl+C in a --resume run before its first new epoch was saved (while the images were read) said only
+    "interrupted": the saved state was older than the run, so it was taken for another run's, though it is the one
+    this run continues (a KeyboardInterrupt raised as the run starts stands for the Ctrl+C)."""
+    from napari_promptseg.methods.text_training import run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "train_text_segmenter", interrupted)
+    out = tmp_path / "model"
+    shutil.copytree(trained.path, out, ignore=shutil.ignore_patterns("cache"))  # its saved state keeps its age
+    csv_path = tmp_path / "rows.csv"
+    csv_path.write_text("image,mask,text\n")
+    assert main(["train-text", str(csv_path), "-o", str(out), "--resume", "--epochs", "4"]) == 130
+    error = capsys.readouterr().err
+    assert f"{out} holds the best epoch so far (epoch {trained.best_epoch})" in error and "--resume continues" in error
+
+
 @pytest.mark.parametrize(
     ("loss", "heads"),
     [

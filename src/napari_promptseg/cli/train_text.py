@@ -161,7 +161,13 @@ def cmd_train_text(args: argparse.Namespace) -> int:
     try:
         result = train_text_model(args.csv, args.output, progress=progress, **run)
     except KeyboardInterrupt:
-        note = "" if args.clipseg else _interrupted_note(Path(args.output), args.csv, started)
+        note = (
+            ""
+            if args.clipseg
+            else _interrupted_note(
+                Path(args.output), args.csv, started, resumed_to=(args.epochs or 0) if args.resume else None
+            )
+        )
         if note:
             print(f"\n{note}", file=sys.stderr)
         raise
@@ -182,17 +188,20 @@ def cmd_train_text(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interrupted_note(out: Path, csv_path: Path, started: float) -> str:
+def _interrupted_note(out: Path, csv_path: Path, started: float, resumed_to: int | None = None) -> str:
     """What a Ctrl+C left in ``out``: the best epoch's model and where a resume starts, or, once every epoch had
     run (the presence head was being refitted), the finished model and how to refit its head. Why: it said
-    "--resume continues" there too, and the resume was refused as having nothing left to train."""
+    "--resume continues" there too, and the resume was refused as having nothing left to train. A resumed run's
+    state is its own however old (it said only "interrupted" before its first new epoch was saved), and its
+    ``resumed_to`` (--epochs; 0: not given) is the total it trains to."""
     state_path = out / "last" / "state.json"
-    if not (state_path.is_file() and state_path.stat().st_mtime >= started):  # this run saved no epoch
+    if not (state_path.is_file() and (resumed_to is not None or state_path.stat().st_mtime >= started)):
         return ""
     try:
         state = json.loads(state_path.read_text())
         config, epoch, best = state["config"], int(state["epoch"]), state["best"]
-        done = not state.get("step") and (epoch >= config["epochs"] or epoch - int(best["epoch"]) >= config["patience"])
+        epochs = resumed_to or config["epochs"]
+        done = not state.get("step") and (epoch >= epochs or epoch - int(best["epoch"]) >= config["patience"])
     except (OSError, ValueError, KeyError, TypeError):
         return f"the last finished epoch is saved in {state_path.parent}; --resume continues"
     if done:
