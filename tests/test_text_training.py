@@ -342,6 +342,10 @@ def test_a_csv_named_from_the_home_folder_is_read(kvasir, tmp_path, monkeypatch)
     _write_csv(tmp_path / "rows.csv", [(str(kvasir[0].image), str(kvasir[0].mask), "polyp", "train")])
     (triplet,) = read_triplets("~/rows.csv")
     assert triplet.image == kvasir[0].image and triplet.source == str(tmp_path / "rows.csv")
+    # and a cell naming a file from the home folder (no shell expands a CSV's cells): "no image file ~/frame.png"
+    shutil.copy(kvasir[0].image, tmp_path / "frame.png")
+    _write_csv(tmp_path / "sub.csv", [("~/frame.png", str(kvasir[0].mask), "polyp", "train")])
+    assert read_triplets(tmp_path / "sub.csv")[0].image == tmp_path / "frame.png"
 
 
 def test_a_stack_in_the_csv_is_refused_in_train_texts_words(kvasir, tmp_path):

@@ -176,7 +176,8 @@ def read_triplets(
         if split and split not in SPLITS:
             problems.append(f"row {line}: split {split!r} is not one of {', '.join(SPLITS)}")
             continue
-        image, mask = path.parent / cells["image"], path.parent / cells["mask"]
+        # relative to the CSV; '~/...' from the home folder (no shell expands a CSV's cells)
+        image, mask = (path.parent / Path(cells[k]).expanduser() for k in ("image", "mask"))
         absent = [f"{k} file {p}" for k, p in (("image", image), ("mask", mask)) if not p.is_file()]
         if absent:
             problems.append(f"row {line}: no {' and no '.join(absent)}")
