@@ -233,7 +233,9 @@ def test_refit_on_other_rows_of_the_same_counts_is_refused(trained, two_targets,
     with pytest.raises(PromptsegError, match="other rows"):
         refit_presence_head(model_dir, swapped, cache_dir=cache, device="cpu")
     assert (model_dir / WEIGHTS_FILE).read_bytes() == weights
-    assert refit_presence_head(model_dir, two_targets, cache_dir=cache, device="cpu")["train_pairs"] == 8
+    # plain (image, mask, text, split) tuples, as training takes them ("'tuple' object has no attribute 'split'")
+    rows = [(t.image, t.mask, t.text, t.split) for t in two_targets]
+    assert refit_presence_head(model_dir, rows, cache_dir=cache, device="cpu")["train_pairs"] == 8
 
 
 def test_ctrl_c_while_the_presence_head_is_refitted_says_how_to_finish(
