@@ -362,6 +362,18 @@ def test_a_stack_in_the_csv_is_refused_in_train_texts_words(kvasir, tmp_path):
     assert "one row per plane" in message and "channel_axis" not in message
 
 
+def test_a_header_typed_with_spaces_after_its_commas_is_read(kvasir, tmp_path):
+    """A CSV written by hand, "image, mask, text, split", was refused: "no column 'mask', 'text'; the columns are
+    image,  mask,  text", names that read as the ones asked for (its cells were stripped, its header was not)."""
+    rows = f"{kvasir[0].image}, {kvasir[0].mask}, polyp, val\n{kvasir[1].image}, {kvasir[1].mask}, polyp, train\n"
+    (tmp_path / "rows.csv").write_text("image, mask, text, split\n" + rows)
+    triplets = read_triplets(tmp_path / "rows.csv")
+    assert [(t.mask, t.text, t.split) for t in triplets] == [
+        (kvasir[0].mask, "polyp", "val"),
+        (kvasir[1].mask, "polyp", "train"),
+    ]
+
+
 def test_rows_of_one_image_stay_on_one_side_and_label_images_are_targets(kvasir, tmp_path, capsys):
     rows = [replace(t, split="") for t in kvasir]
     # every image named twice (a duplicate row, another text): a row-wise split validated on trained images

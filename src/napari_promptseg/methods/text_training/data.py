@@ -143,7 +143,8 @@ def read_triplets(
         first = next((line for line in text.splitlines() if line.strip()), "")
         delimiter = next((d for d in (";", "\t") if d in first and "," not in first), ",")
         reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-        columns = reader.fieldnames or []
+        # "image, mask, text" typed by hand: names stripped as the cells are (" mask" was no column 'mask')
+        reader.fieldnames = columns = [name.strip() for name in reader.fieldnames or []]
         rows = list(reader)
     except UnicodeDecodeError as exc:
         raise PromptsegError(f"{path}: not UTF-8 text ({exc}); save it as UTF-8 (a spreadsheet's 'CSV UTF-8')") from exc
