@@ -655,6 +655,19 @@ def test_training_with_negatives_validates_wrong_names_too(kvasir, cache, tmp_pa
     assert not any("texts" in w for w in segment_text(image, " Polyp", text_model=model).warnings)
 
 
+def test_class_names_that_differ_only_in_case_are_refused(kvasir, tmp_path):
+    """Class names written two ways ("polyp" in some rows, "Polyp" in others) were two classes to --balance and
+    --negatives: each "polyp" image was paired with "Polyp" and an empty mask, though the (lower-casing) sentence
+    model reads them alike, so the model was taught both that the polyp is there and that it is not."""
+    names = ["polyp", "Polyp", "lung", "polyp", "lung", "polyp"]
+    rows = [replace(t, text=name) for t, name in zip(kvasir, names, strict=True)]
+    with pytest.raises(PromptsegError, match=r"'Polyp' .*and 'polyp' .*differ only in case or spacing"):
+        train_text_segmenter(rows, tmp_path / "model", device="cpu", negatives=1.0)
+    with pytest.raises(PromptsegError, match="differ only in case or spacing"):
+        train_text_segmenter(rows, tmp_path / "model", device="cpu", balance=True)
+    assert not (tmp_path / "model").exists()
+
+
 def test_images_trained_on_are_not_encoded_again(trained, kvasir, litemedsam):
     model = load_text_segmenter(trained.path, device="cpu")
     assert model.feature_dirs  # the training run's cache, recorded in the model's config

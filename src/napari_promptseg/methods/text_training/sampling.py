@@ -42,6 +42,22 @@ def check_negatives_possible(train: Sequence, triplets: Sequence, negatives: flo
         raise PromptsegError(NO_NEGATIVES)
 
 
+def check_class_names(triplets: Sequence) -> None:
+    """Refuse class names written two ways ("polyp" and "Polyp"): balance and negatives count them as two classes,
+    so each image would be paired with its own name's other spelling and an empty mask, though the sentence model
+    (MiniLM reads lower case) sees one name: the model was taught both that the target is there and that it is not."""
+    spellings: dict[str, dict[str, str]] = {}
+    for t in triplets:
+        spellings.setdefault(" ".join(t.text.split()).casefold(), {}).setdefault(t.text, t.where())
+    for forms in spellings.values():
+        if len(forms) > 1:
+            named = " and ".join(f"{text!r} ({where})" for text, where in sorted(forms.items()))
+            raise PromptsegError(
+                f"as class names (balanced, with negative pairs) the texts {named} differ only in case or spacing: "
+                "they would be two classes, and each image taught the other spelling as absent; write them alike"
+            )
+
+
 def image_key(triplet) -> object:
     """What identifies a triplet's image: its path, or an array (a layer, or one plane of a stack that several rows
     name through views of their own) by its content."""

@@ -52,7 +52,13 @@ from .data import (
 )
 from .losses import LOSSES, Batch, batch_loss, dice_ce
 from .presence import PresenceFit, refit_if_not_worse
-from .sampling import check_negatives_possible, epoch_samples, texts_per_image, validation_negatives
+from .sampling import (
+    check_class_names,
+    check_negatives_possible,
+    epoch_samples,
+    texts_per_image,
+    validation_negatives,
+)
 
 ProgressCallback = Callable[[float, str], None]
 #: share of the progress bar the feature pass takes when nothing is cached (the rest is training)
@@ -201,6 +207,8 @@ def train_text_segmenter(
         )
     triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else as_triplets(data)
     train_set, val_set = split_triplets(triplets, val_fraction=config.val_fraction, seed=config.seed)
+    if config.balance or config.negatives > 0:  # class names: one spelling each
+        check_class_names([*train_set, *val_set])
     check_negatives_possible(train_set, triplets, config.negatives)
     rows = split_fingerprint(train_set, val_set)
     if state is not None and state.get("rows", rows) != rows:  # runs saved before the fingerprint: not checked
