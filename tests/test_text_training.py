@@ -374,6 +374,16 @@ def test_a_header_typed_with_spaces_after_its_commas_is_read(kvasir, tmp_path):
     ]
 
 
+def test_a_split_column_naming_one_image_train_and_val_is_refused(kvasir):
+    """A row copied within the CSV and marked val in its copy (or an image given two texts, one row train and one
+    val) was validated on what it was trained on: the best epoch was chosen on a training image without a word (a
+    random split keeps an image's rows on one side)."""
+    leaked = [*kvasir, replace(kvasir[1], split="val")]  # kvasir[1] is a train row
+    with pytest.raises(PromptsegError, match=rf"{kvasir[1].image.name} is in train and val rows"):
+        split_triplets(leaked)
+    assert split_triplets([*kvasir, replace(kvasir[1], split="test")])[0] == kvasir[:4]  # test rows: never trained on
+
+
 def test_rows_of_one_image_stay_on_one_side_and_label_images_are_targets(kvasir, tmp_path, capsys):
     rows = [replace(t, split="") for t in kvasir]
     # every image named twice (a duplicate row, another text): a row-wise split validated on trained images

@@ -238,6 +238,17 @@ def split_triplets(
             + "; give every row train, val or test, or leave the column empty everywhere for a random split"
         )
     if train and val:
+        # an image on both sides (a copied row marked val, or a second text of it): validated on what it trained on
+        trained = {content_identity(t.image): t for t in train}
+        both = [(trained[key], t) for t in val if (key := content_identity(t.image)) in trained]
+        if both:
+            first, second = both[0]
+            what = first.image.name if isinstance(first.image, Path) else first.where()
+            more = f"; and {len(both) - 1} more val row(s)" if len(both) > 1 else ""
+            raise PromptsegError(
+                f"{what} is in train and val rows ({first.where()}, {second.where()}{more}): validation would "
+                "judge the model on an image it trained on; give all the rows of an image one split"
+            )
         return train, val
     keys = [content_identity(t.image) for t in usable]  # a layer or plane paired with several texts: one image
     group = {key: g for g, key in enumerate(dict.fromkeys(keys))}  # the images, in the order of their first rows
