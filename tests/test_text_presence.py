@@ -220,6 +220,21 @@ def test_a_refit_that_costs_validation_dice_is_put_back(trained, two_targets, ca
     assert all(torch.equal(v, decoder.presence_head.state_dict()[k]) for k, v in head.items())
 
 
+def test_a_resumed_run_judges_its_refit_against_the_model_it_refits(two_targets, cache, tmp_path):
+    """A finished run's model.safetensors holds its refitted head; resumed for more epochs, none better, the refit
+    started from those weights but was judged against the jointly trained head's validation Dice (the best epoch's
+    record): a second refit worse than the first was kept. Its baseline is now the Dice of the weights it refits
+    (the learning rate is all but 0, so the resumed epoch cannot be better)."""
+    run = {"cache_dir": cache, "device": "cpu", "batch_size": 4, "lr": 1e-12, "decoder_lr": 0.0, "negatives": 1.0}
+    first = train_text_segmenter(two_targets, tmp_path / "model", epochs=1, **run)
+    assert first.presence_refit["kept"] and first.presence_refit["val_dice"] > first.best_val_dice
+    resumed = train_text_segmenter(
+        two_targets, tmp_path / "model", epochs=2, resume=True, device="cpu", cache_dir=cache
+    )
+    assert resumed.best_epoch == 1
+    assert resumed.presence_refit["val_dice_before"] == first.presence_refit["val_dice"]
+
+
 def test_refit_on_other_rows_of_the_same_counts_is_refused(trained, two_targets, cache, tmp_path):
     """Bug hunt 3: --refit-presence checked only the row counts against the model's training run: the same images
     with their names swapped (or any other CSV of as many rows) refitted the head on them, validated on them too,

@@ -291,6 +291,9 @@ def train_text_segmenter(
     t_train, first_step = time.perf_counter(), done_steps
     stopped_early = False
     epoch = epoch0
+    # model.safetensors holds the best epoch's own weights once this run saved them; a resumed run's may hold the
+    # head its earlier run refitted, whose Dice is not the best epoch's record
+    saved_here = False
     for epoch in range(epoch0, config.epochs):
         seen = epoch_samples(
             train, epoch, seed=config.seed, balance=config.balance, negatives=config.negatives, paired=paired
@@ -333,6 +336,7 @@ def train_text_segmenter(
                 (out / CONFIG_FILE).unlink(missing_ok=True)
             best = {"epoch": epoch + 1, "val_dice": record.get("val_dice"), "val_loss": record.get("val_loss")}
             save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
+            saved_here = True
         write_config(out, {**model_info, "best": best, "history": history})
         _save_last(out, decoder, optimizer, config, epoch + 1, 0, best, history, rows, cache=cache)
         report(
@@ -361,7 +365,8 @@ def train_text_segmenter(
                 PresenceFit(seed=config.seed),
                 paired=paired,
                 threshold=config.threshold,
-                val_dice=best["val_dice"],  # of the weights just loaded, on the same validation samples
+                # of the weights just loaded, on the same validation samples; else measured on them
+                val_dice=best["val_dice"] if saved_here else None,
                 cancel=stop,
             )
         except CancelledError:
