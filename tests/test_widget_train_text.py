@@ -309,6 +309,30 @@ def test_the_cli_settings_reach_the_trainer_as_train_text_passes_them(make_viewe
     assert calls == []
 
 
+def test_the_summary_gives_the_validation_dice_of_the_model_kept_after_its_presence_refit(
+    make_viewer, qtbot, tmp_path, monkeypatch
+):
+    """A class-name run's presence head is refitted after its last epoch, and kept when the validation Dice does not
+    fall: the summary said only the best epoch's Dice (0.500 here), not the 0.773 of the model saved. The trainer's
+    result stands in for a run: what the summary makes of it is checked."""
+    from napari_promptseg.methods.text_training import run
+    from napari_promptseg.methods.text_training.trainer import TrainingResult
+
+    refit = {"val_dice_before": 0.5, "val_dice": 0.77331, "kept": True}
+    result = TrainingResult(tmp_path / "model", 1, 0.5, 2, False, presence_refit=refit)
+    monkeypatch.setattr(run, "train_text_segmenter", lambda *args, **kwargs: result)
+    csv = tmp_path / "triplets.csv"
+    csv.write_text("image,mask,text\n")  # read by no one: the trainer's result is given
+    widget = TrainTextWidget(make_viewer())
+    widget.source.setCurrentText("CSV")
+    widget.csv.setText(str(csv))
+    widget.output.setText(str(tmp_path / "model"))
+    widget.train()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
+    summary = widget.runner.widget.summary.text()
+    assert "best validation Dice 0.500 at epoch 1 of 2, 0.773 with its presence head refitted" in summary, summary
+
+
 def test_clipseg_is_fine_tuned_from_the_layers_with_the_weights_given(
     make_viewer,
     qtbot,

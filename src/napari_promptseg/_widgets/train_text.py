@@ -395,6 +395,9 @@ class TrainTextWidget(QWidget):
                 else f"best validation Dice {result.best_val_dice:.3f} at epoch {result.best_epoch} of "
                 f"{result.epochs_run}"
             )
+            refit = result.presence_refit or {}
+            if refit.get("kept") and refit.get("val_dice") is not None:  # the model saved is the refitted one
+                judged += f", {refit['val_dice']:.3f} with its presence head refitted"
             summary = f"{judged}; model in {result.path} (pick it in the Text prompt widget)"
             summary = "; ".join([summary, *(f"warning: {w}" for w in result.warnings)])
             self.runner.widget.set_summary(summary)
