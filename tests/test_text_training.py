@@ -269,6 +269,27 @@ def test_ctrl_c_in_a_resumed_run_says_where_it_resumes_from(trained, tmp_path, c
     assert f"{out} holds the best epoch so far (epoch {trained.best_epoch})" in error and "--resume continues" in error
 
 
+def test_ctrl_c_while_clipseg_is_fine_tuned_says_the_best_epoch_is_kept(tmp_path, capsys, monkeypatch):
+    """Ctrl+C in `train-text --clipseg` said only "interrupted", though the best epoch so far is saved in -o (the
+    Train text model widget's cancel says so). A KeyboardInterrupt raised after the fine-tune's first epoch was
+    saved stands for the Ctrl+C."""
+    from napari_promptseg.methods.text_training import run
+
+    out = tmp_path / "clipseg"
+
+    def interrupted_after_epoch_1(data, output_dir, **kwargs):
+        out.mkdir()
+        write_config(out, {"kind": "clipseg", "best": {"epoch": 1, "val_dice": 0.5}, "history": [{"epoch": 1}]})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "finetune_clipseg", interrupted_after_epoch_1)
+    csv_path = tmp_path / "rows.csv"
+    csv_path.write_text("image,mask,text\n")
+    assert main(["train-text", str(csv_path), "-o", str(out), "--clipseg", "--epochs", "4"]) == 130
+    error = capsys.readouterr().err
+    assert f"{out} holds the best epoch so far (epoch 1)" in error and "--resume" not in error
+
+
 @pytest.mark.parametrize(
     ("loss", "heads"),
     [

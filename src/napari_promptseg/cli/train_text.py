@@ -161,13 +161,11 @@ def cmd_train_text(args: argparse.Namespace) -> int:
     try:
         result = train_text_model(args.csv, args.output, progress=progress, **run)
     except KeyboardInterrupt:
-        note = (
-            ""
-            if args.clipseg
-            else _interrupted_note(
-                Path(args.output), args.csv, started, resumed_to=(args.epochs or 0) if args.resume else None
-            )
-        )
+        if args.clipseg:
+            note = _clipseg_interrupted_note(Path(args.output), started)
+        else:
+            resumed_to = (args.epochs or 0) if args.resume else None
+            note = _interrupted_note(Path(args.output), args.csv, started, resumed_to=resumed_to)
         if note:
             print(f"\n{note}", file=sys.stderr)
         raise
@@ -186,6 +184,21 @@ def cmd_train_text(args: argparse.Namespace) -> int:
         summary["warnings"] = result.warnings
     print(json.dumps(summary))
     return 0
+
+
+def _clipseg_interrupted_note(out: Path, started: float) -> str:
+    """What a Ctrl+C in a CLIPSeg fine-tune left in ``out``: the best epoch so far, when this run saved one (it said
+    only "interrupted"); the fine-tune does not resume."""
+    config = out / "text_segmenter.json"
+    if not (config.is_file() and config.stat().st_mtime >= started):
+        return ""
+    try:
+        best = json.loads(config.read_text())["best"]["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return (
+        f"{out} holds the best epoch so far (epoch {best}); a CLIPSeg fine-tune does not resume: train again to go on"
+    )
 
 
 def _interrupted_note(out: Path, csv_path: Path, started: float, resumed_to: int | None = None) -> str:
