@@ -290,6 +290,20 @@ def test_ctrl_c_while_clipseg_is_fine_tuned_says_the_best_epoch_is_kept(tmp_path
     assert f"{out} holds the best epoch so far (epoch 1)" in error and "--resume" not in error
 
 
+@pytest.mark.parametrize("inside", ["last", "cache"])
+def test_a_folder_inside_a_model_is_refused_as_the_output(trained, kvasir, tmp_path, inside):
+    """`-o MODEL/last` (a folder picked one level too deep) said "already holds a trained model; resume it" (last/
+    holds model.safetensors), and with --overwrite wrote a new model over the run's resume state, whose next resume
+    then loaded the new run's weights with the old run's optimizer."""
+    model = tmp_path / "model"
+    shutil.copytree(trained.path, model, ignore=shutil.ignore_patterns("cache"))
+    (model / "cache").mkdir()
+    state = (model / "last" / "model.safetensors").read_bytes()
+    with pytest.raises(PromptsegError, match=rf"{inside}: a folder inside the text model {model}; give another"):
+        train_text_segmenter(kvasir, model / inside, overwrite=True, device="cpu")
+    assert (model / "last" / "model.safetensors").read_bytes() == state
+
+
 @pytest.mark.parametrize(
     ("loss", "heads"),
     [

@@ -27,7 +27,7 @@ from ...models.preprocessing import to_rgb_uint8
 from ...models.text_segmenter import CONFIG_FILE, write_config
 from .data import ArrayTriplet, Triplet, as_triplets, format_eta, read_triplets, split_triplets
 from .losses import dice_ce
-from .trainer import TrainingResult, check_settings
+from .trainer import TrainingResult, check_settings, refuse_inside_model
 
 ProgressCallback = Callable[[float, str], None]
 #: what the fine-tune's save_pretrained writes over, besides the processor's files
@@ -83,6 +83,7 @@ def finetune_clipseg(
     report = progress or (lambda fraction, message: None)
     stop = cancel or (lambda: False)
     out = Path(output_dir)
+    refuse_inside_model(out)
     # save_pretrained writes config.json and model.safetensors: a CLIPSeg (the base given with --clipseg-weights)
     # or any transformers model in the folder was replaced without a word
     held = [name for name in (CONFIG_FILE, *MODEL_FILES) if (out / name).exists()]

@@ -177,6 +177,7 @@ def train_text_segmenter(
     report = progress or (lambda fraction, message: None)
     stop = cancel or (lambda: False)
     out = Path(output_dir)
+    refuse_inside_model(out)
     unknown = sorted(set(overrides) - {f.name for f in fields(TrainingConfig)})
     if unknown:
         raise PromptsegError(f"unknown training setting(s) {', '.join(unknown)}")
@@ -512,6 +513,16 @@ def _is_state_file(name: str) -> bool:
     """One of a training state's files, or the temporary file replacing() leaves of one when a save is killed
     mid-write (``.optimizer.safetensors.<id>.tmp``)."""
     return name in _STATE_FILES or replacing_temp_of(name) in _STATE_FILES
+
+
+def refuse_inside_model(out: Path) -> None:
+    """Refuse an output folder that is a text model's own (its resume state, its feature cache): picked one level too
+    deep, it was trained into, a new model written over the run's resume state."""
+    if out.name in ("last", "last.tmp", "last.old", "cache") and (out.parent / CONFIG_FILE).is_file():
+        raise PromptsegError(
+            f"{out}: a folder inside the text model {out.parent}; give another output directory for a model of its "
+            f"own (or {out.parent} itself to resume or overwrite that model)"
+        )
 
 
 def _held_model(out: Path) -> list[Path]:
