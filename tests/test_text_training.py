@@ -75,6 +75,17 @@ def _untrained(litemedsam, loss: str = "dicece") -> TextPromptDecoder:
     return decoder
 
 
+def test_dice_reads_label_images_and_8_bit_masks_as_their_non_zero_pixels():
+    """dice(labels, truth) with the labels segment_text returns (ids 1, 2, ...) and a 0/255 mask combined them bit by
+    bit: an object of id 2 shared no pixel with the mask, and 255-valued pixels counted 255 times."""
+    truth = np.zeros((8, 8), np.uint8)
+    truth[:4] = 255
+    labels = np.zeros((8, 8), np.uint16)
+    labels[:2], labels[2:4] = 1, 2
+    assert dice(labels, truth) == dice(labels > 0, truth > 0) == 1.0
+    assert dice(np.zeros((8, 8), np.uint8), np.zeros((8, 8), bool)) == 1.0
+
+
 def test_a_fiji_composite_in_the_csv_is_read_as_its_colour_image(shared_data, tmp_path):
     """An image saved by Fiji as (C, Y, X) with its axes named was refused: "3D array of shape (3, 530, 607) is
     ambiguous; pass channel_axis", an option train-text does not have; it is read as `promptseg text` reads it."""

@@ -40,7 +40,8 @@ __all__ = [
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two binary masks; 1.0 when both are empty."""
+    """Dice of two masks (non-zero = the mask: a label image, a 0/255 mask); 1.0 when both are empty."""
+    pred, truth = np.asarray(pred) != 0, np.asarray(truth) != 0  # bitwise & of ids or 255s counted no overlap
     total = int(pred.sum()) + int(truth.sum())
     return 1.0 if total == 0 else 2.0 * int((pred & truth).sum()) / total
 
