@@ -120,6 +120,11 @@ def test_training_beats_the_untrained_decoder(trained, kvasir, cache, litemedsam
     assert on_train > 0.6
     # the same at the frame's own resolution, through the inference path (encoder + decoder + resize back)
     assert evaluate_text_segmenter(model, kvasir[:1])[0] > 0.6
+    # (image, mask, text) tuples, as training takes them ("'tuple' object has no attribute 'load'")
+    first = kvasir[0]
+    assert evaluate_text_segmenter(model, [(first.image, first.mask, first.text)]) == evaluate_text_segmenter(
+        model, kvasir[:1]
+    )
 
 
 def test_checkpoint_round_trip_gives_identical_logits(kvasir, litemedsam, tmp_path):

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .clipseg import finetune_clipseg
-from .data import ArrayTriplet, Triplet, read_triplets, split_triplets
+from .data import ArrayTriplet, Triplet, as_triplets, read_triplets, split_triplets
 from .losses import LOSSES
 from .presence import PresenceFit, refit_presence_head
 from .run import train_text_model
@@ -47,11 +47,16 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def evaluate_text_segmenter(
-    model, triplets: Sequence[Triplet | ArrayTriplet], *, prompts: Sequence[str] | None = None, threshold: float = 0.5
+    model,
+    triplets: Sequence[Triplet | ArrayTriplet | tuple],
+    *,
+    prompts: Sequence[str] | None = None,
+    threshold: float = 0.5,
 ) -> list[float]:
-    """Dice per triplet at the original resolution (probability > ``threshold``); ``prompts`` replaces the texts."""
+    """Dice per triplet (or ``(image, mask, text)`` tuple, as training takes them) at the original resolution
+    (probability > ``threshold``); ``prompts`` replaces the texts."""
     scores = []
-    for k, t in enumerate(triplets):
+    for k, t in enumerate(as_triplets(triplets)):
         image, mask = t.load()
         prompt = t.text if prompts is None else prompts[k]
         prob = model.heatmaps(image, [prompt])[0]
