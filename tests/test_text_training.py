@@ -306,6 +306,16 @@ def test_ctrl_c_while_clipseg_is_fine_tuned_says_the_best_epoch_is_kept(tmp_path
     assert f"{out} holds the best epoch so far (epoch 1)" in error and "--resume" not in error
 
 
+@pytest.mark.parametrize("fraction", [0.0, 0.5])
+def test_a_validation_fraction_given_for_data_with_its_own_split_is_refused(kvasir, tmp_path, fraction):
+    """`--val-fraction 0` ("train on every image") with a CSV whose split column marks val rows trained without
+    them and validated on them, and any other fraction held out the CSV's val rows instead: ignored without a word
+    (the fraction applies to data without a split)."""
+    with pytest.raises(PromptsegError, match=r"validation fraction .* 2 row\(s\) val"):
+        train_text_segmenter(kvasir, tmp_path / "model", device="cpu", val_fraction=fraction)
+    assert not (tmp_path / "model").exists()
+
+
 @pytest.mark.parametrize("inside", ["last", "cache"])
 def test_a_folder_inside_a_model_is_refused_as_the_output(trained, kvasir, tmp_path, inside):
     """`-o MODEL/last` (a folder picked one level too deep) said "already holds a trained model; resume it" (last/

@@ -207,6 +207,13 @@ def train_text_segmenter(
             "--overwrite; widget: overwrite) or choose another output directory"
         )
     triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else as_triplets(data)
+    marked = sum(t.split == "val" for t in triplets)
+    if state is None and "val_fraction" in overrides and marked:  # the data's own split wins: it was ignored unsaid
+        raise PromptsegError(
+            f"a validation fraction ({overrides['val_fraction']}) was given, but the split column marks {marked} "
+            "row(s) val, and they validate (the fraction splits data without a split): leave the fraction out, or "
+            "the split column (CLI --split-col '')"
+        )
     train_set, val_set = split_triplets(triplets, val_fraction=config.val_fraction, seed=config.seed)
     if config.balance or config.negatives > 0:  # class names: one spelling each
         check_class_names([*train_set, *val_set])
