@@ -375,7 +375,8 @@ def test_bad_rows_are_named(kvasir, shared_data, tmp_path):
     with pytest.raises(PromptsegError, match="no column 'image'.*--image-col"):
         read_triplets(tmp_path / "cols.csv")
     assert kvasir[0].load()[0].shape[:2] != kvasir[1].load()[0].shape[:2]
-    _write_csv(tmp_path / "size.csv", [(image, mask, "polyp", "train"), (image, other_mask, "polyp", "val")])
+    other_row = (str(kvasir[2].image), str(kvasir[2].mask), "polyp", "train")  # one image on one side of the split
+    _write_csv(tmp_path / "size.csv", [other_row, (image, other_mask, "polyp", "val")])
     with pytest.raises(PromptsegError, match=r"size.csv: row 3: .*png is \d+x\d+ but the image is"):
         train_text_segmenter(tmp_path / "size.csv", tmp_path / "model", device="cpu", epochs=1)
     (tmp_path / "not an image.png").write_text("text, not pixels")
