@@ -365,6 +365,8 @@ def test_bad_rows_are_named(kvasir, shared_data, tmp_path):
         ([(image, mask, "polyp", "train"), (image, str(tmp_path / "gone.png"), "polyp", "train")], "row 3: no mask"),
         ([(image, mask, "   ", "train")], "row 2: empty text"),
         ([(image, mask, "polyp", "holdout")], "row 2: split 'holdout'"),
+        # the image path copied into the mask column: every non-black pixel was the target, without a word
+        ([(image, mask, "polyp", "train"), (image, image, "polyp", "val")], "row 3: the mask is the image file"),
     ]
     for k, (rows, message) in enumerate(cases):
         path = tmp_path / f"bad{k}.csv"

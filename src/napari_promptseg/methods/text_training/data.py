@@ -183,6 +183,9 @@ def read_triplets(
         if absent:
             problems.append(f"row {line}: no {' and no '.join(absent)}")
             continue
+        if image.resolve() == mask.resolve():  # a path copied into both columns: every non-black pixel a target
+            problems.append(f"row {line}: the mask is the image file itself ({cells['mask']})")
+            continue
         triplets.append(Triplet(image, mask, cells["text"], split, line, str(path)))
     if problems:
         more = f" (and {len(problems) - 3} more rows)" if len(problems) > 3 else ""
