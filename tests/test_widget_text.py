@@ -375,6 +375,30 @@ def test_a_pyramid_level_seeks_the_objects_at_the_level_size(make_viewer, qtbot,
     assert match_instances(np.asarray(result.data), mosaic_truth)["f1"] > 0.65
 
 
+def test_a_slide_is_read_at_the_level_the_librarys_instances_entry_needs(
+    make_viewer, qtbot, bundled_nuclei, tmp_path, monkeypatch
+):
+    """The widget read a slide at its whole-image level whatever answered: an 8k slide's nuclei were 2.5 px there
+    and none was found. A many-instances library entry reads the level its objects need, as the console and the CLI
+    do (the whole-image level made 128 px here, so that a 512 px slide shows it: its nuclei are 4 px there)."""
+    import napari_promptseg._widgets._common.layers as layers
+    import napari_promptseg.io.multiscale as multiscale
+    from napari_promptseg.methods.instances import match_instances
+
+    (image, truth), _ = bundled_nuclei
+    library = ReferenceLibrary.open(tmp_path / "library")
+    library.add("nucleus", image[:, :128], truth[:, :128], instances=True)
+    full = np.tile(image, (2, 1))  # 512 x 256 px, the exemplar's pixel size
+    for module in (layers, multiscale):
+        monkeypatch.setattr(module, "WHOLE_IMAGE_SIDE", 128)
+    viewer = make_viewer()
+    slide = viewer.add_image([full, full[::2, ::2], full[::4, ::4]], name="slide", multiscale=True)
+    result = _segment(viewer, qtbot, slide, library, "nuclei")
+    assert result.data.shape == full.shape and list(result.scale) == [1, 1]  # full resolution, not 4x coarser
+    second = np.where(truth > 0, truth + truth.max(), 0)  # the second copy's nuclei are other objects
+    assert match_instances(np.asarray(result.data), np.concatenate([truth, second]))["f1"] > 0.6
+
+
 def _add_exemplar(widget: TextPromptWidget, qtbot):
     """The widget's "Add exemplar" waited for: the entry it saved (None when it was refused or failed)."""
     widget.last_exemplar = None
