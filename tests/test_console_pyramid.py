@@ -3,6 +3,8 @@ back on the full-resolution grid."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from skimage import data
@@ -110,28 +112,49 @@ def test_a_slide_whose_boxes_need_its_full_resolution_is_read_there_tile_by_tile
         in_memory(slide[..., None], "slide")  # a model that takes it whole
 
 
+def _nuclei_slide_and_library(path) -> tuple[np.ndarray, np.ndarray, object]:
+    """A 512 x 256 slide of two copies of the bundled nuclei, its instance labels, and a library at ``path`` whose
+    'nucleus' entry (many instances) is a part of it, at its pixel size."""
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.io.library import ReferenceLibrary
+
+    (image, _, _), (truth, _, _) = nuclei()
+    library = ReferenceLibrary.open(path)
+    library.add("nucleus", image[:, :128], truth[:, :128], "cell nuclei", instances=True)
+    second = np.where(truth > 0, truth + truth.max(), 0)  # the second copy's nuclei are other objects
+    return np.tile(image, (2, 1)), np.concatenate([truth, second]), library
+
+
 def test_the_library_reads_a_slide_at_the_level_its_many_instances_entrys_objects_need(
     litemedsam, tmp_path, monkeypatch
 ):
     """A text prompt read a pyramid at its whole-image level (1024 px) whatever answered: an 8k slide's nuclei were
     2.5 px there, and the library's nucleus entry (many instances) ran 4 min to find none. The library's
     many-instances entries now choose the level their objects need, as one-shot does (here the whole-image level is
-    made 128 px, so that a 512 px slide shows it: its nuclei are 4 px there)."""
+    made 128 px, so that a 512 px slide shows it: its nuclei are 4 px there). The CLI reads that level of a file."""
+    import tifffile
+
     import napari_promptseg.io.multiscale as multiscale
-    from napari_promptseg._sample_data import nuclei
-    from napari_promptseg.io.library import ReferenceLibrary
+    from napari_promptseg.cli import main
     from napari_promptseg.methods.instances import match_instances
     from napari_promptseg.methods.text import segment_text
 
-    (image, _, _), (truth, _, _) = nuclei()
-    library = ReferenceLibrary.open(tmp_path / "library")
-    library.add("nucleus", image[:, :128], truth[:, :128], "cell nuclei", instances=True)
-    slide = np.tile(image, (2, 1))  # 512 x 256 at the exemplar's pixel size
+    slide, truth, library = _nuclei_slide_and_library(tmp_path / "library")
     monkeypatch.setattr(multiscale, "WHOLE_IMAGE_SIDE", 128)
-    result = segment_text(
-        [slide, slide[::2, ::2], slide[::4, ::4]], "nuclei", route="library", library=library, segmenter=litemedsam
-    )
+    levels = [slide, slide[::2, ::2], slide[::4, ::4]]
+    result = segment_text(levels, "nuclei", route="library", library=library, segmenter=litemedsam)
     assert result.heatmap_factor == 1.0  # full resolution, not the whole-image level (4x coarser)
     assert result.labels.shape == slide.shape
-    second = np.where(truth > 0, truth + truth.max(), 0)  # the second copy's nuclei are other objects
-    assert match_instances(result.labels, np.concatenate([truth, second]))["f1"] > 0.6
+    assert match_instances(result.labels, truth)["f1"] > 0.6
+
+    path = tmp_path / "slide.ome.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(slide, subifds=2, tile=(64, 64), metadata={"axes": "YX"})
+        for level in levels[1:]:
+            tif.write(level, subfiletype=1, tile=(64, 64))
+    out = tmp_path / "out"
+    command = ["text", "nuclei", str(path), "--route", "library", "--library", str(library.path)]
+    assert main([*command, "-o", str(out), "--scheduler", "none"]) == 0
+    [record] = json.loads((out / "report.json").read_text())["images"]
+    assert record["pyramid_level"] == 0 and record["level_factor"] == 1.0
+    np.testing.assert_array_equal(tifffile.imread(out / "slide.tif"), result.labels)
