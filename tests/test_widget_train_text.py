@@ -360,3 +360,22 @@ def test_clipseg_is_fine_tuned_from_the_layers_with_the_weights_given(
     config = json.loads((tmp_path / "tuned" / "text_segmenter.json").read_text())
     assert config["kind"] == "clipseg" and config["training"]["lr"] == 2e-4 and config["training"]["epochs"] == 1
     assert TRAINED_MODELS[0] == str(widget.last_result.path)
+
+
+def test_planes_of_a_stack_left_unlabelled_are_not_trained_as_absent():
+    """Three nuclei planes of a stack, one of them labelled: the two unlabelled planes were trained as 'nuclei
+    absent' (empty masks) without a word, where they were only not labelled yet. Only the labelled plane is taken,
+    and the others are said to be left out; a stack labelled nowhere is refused."""
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg._widgets.train_text import layer_triplets
+
+    (image, _, _), (truth, _, _) = nuclei()
+    stack = np.stack([image, np.fliplr(image), np.flipud(image)])
+    labels = np.zeros(stack.shape, np.uint16)
+    labels[1] = np.fliplr(truth)
+    left_out: list[str] = []
+    [triplet] = layer_triplets([(stack, False, labels, "nuclei", "stack")], left_out)
+    assert triplet.name == "stack plane 1" and np.array_equal(triplet.mask, np.fliplr(truth) > 0)
+    assert left_out == ["stack: 2 of 3 planes have no labels: left out"]
+    with pytest.raises(PromptsegError, match="its labels mark no plane of the stack"):
+        layer_triplets([(stack, False, np.zeros_like(labels), "nuclei", "stack")])

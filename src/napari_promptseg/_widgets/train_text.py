@@ -39,6 +39,7 @@ from ._common import (
     controls_layout,
     image_and_labels,
     load_triton_safely,
+    notify_warning,
     unproxied,
 )
 from .oneshot import target_planes
@@ -84,8 +85,13 @@ def remember_model(path: str) -> None:
             _listeners.remove(ref)
 
 
-def layer_triplets(rows: list[tuple[np.ndarray, bool, np.ndarray, str, str]]) -> list:
-    """(image data, rgb, labels data, text, name) per table row -> one ArrayTriplet per 2D plane."""
+def layer_triplets(
+    rows: list[tuple[np.ndarray, bool, np.ndarray, str, str]], left_out: list[str] | None = None
+) -> list:
+    """(image data, rgb, labels data, text, name) per table row -> one ArrayTriplet per 2D plane. Of a stack, only
+    the planes its labels mark: a plane left unlabelled is one not labelled yet, far more often than one without
+    the structure, and was trained as "absent" (``left_out`` gets a line per stack saying how many were left out;
+    absence is taught by the balance/negatives settings)."""
     from ..methods.text_training import ArrayTriplet
 
     triplets = []
@@ -97,9 +103,14 @@ def layer_triplets(rows: list[tuple[np.ndarray, bool, np.ndarray, str, str]]) ->
         masks = [labels[i] for i in range(labels.shape[0])] if stacked and labels.ndim == 3 else [labels]
         if len(masks) != len(planes):
             raise PromptsegError(f"{name}: {len(planes)} image planes but {len(masks)} label planes")
-        for k, (plane, mask) in enumerate(zip(planes, masks, strict=True)):
+        marked = [k for k, mask in enumerate(masks) if mask.any()] if len(masks) > 1 else [0]
+        if not marked:
+            raise PromptsegError(f"{name}: its labels mark no plane of the stack; label the structure on some planes")
+        if len(marked) < len(masks) and left_out is not None:
+            left_out.append(f"{name}: {len(masks) - len(marked)} of {len(masks)} planes have no labels: left out")
+        for k in marked:
             where = f"{name} plane {k}" if stacked else name
-            triplets.append(ArrayTriplet(plane, mask > 0, text.strip(), name=where))
+            triplets.append(ArrayTriplet(planes[k], masks[k] > 0, text.strip(), name=where))
     return triplets
 
 
@@ -355,7 +366,10 @@ class TrainTextWidget(QWidget):
                 typed = {key: edit.text().strip() for key, edit in self.csv_columns.items()}
                 columns = {key: name for key, name in typed.items() if name}  # the others: the defaults
             else:
-                data = layer_triplets(self._layer_rows())  # copies of the layers, taken on the main thread
+                left_out: list[str] = []
+                data = layer_triplets(self._layer_rows(), left_out)  # copies of the layers, taken on the main thread
+                for line in left_out:
+                    notify_warning(line, "train text model")
             # a resume continues the saved run with its own settings (only epochs may grow): passing the loss
             # shown, still at its default, refused every resume of a tmca or reclmis run
             settings = self.settings()
