@@ -265,9 +265,15 @@ def test_cli_moving_labels_are_warped_with_their_ids_and_a_rerun_without_them_re
     assert main([*args, "--moving-labels", str(labels)]) == 2
     err = capsys.readouterr().err
     assert f"--moving-labels {labels}: 299 x 400 px, the moving image is 300 x 400 px" in err
+    # whole-number ids stored as floats (voxelmorph's segmentations) are ids, as warp_labels takes them; fractions
+    # are not
     tifffile.imwrite(labels, ids["moving"].astype(np.float32))
+    assert main([*args, "--moving-labels", str(labels)]) == 0
+    assert "4 of 4 ids inside the fixed image" in capsys.readouterr().out
+    np.testing.assert_array_equal(tifffile.imread(out / "labels_warped.tif"), warped)
+    tifffile.imwrite(labels, ids["moving"].astype(np.float32) / 2)
     assert main([*args, "--moving-labels", str(labels)]) == 2
-    assert "float32 values; labels are integer ids" in capsys.readouterr().err
+    assert "float32 values that are not whole numbers; labels are integer ids" in capsys.readouterr().err
     # a user's own file under that name is not replaced
     tifffile.imwrite(labels, ids["moving"])
     tifffile.imwrite(out / "labels_warped.tif", ids["fixed"])
