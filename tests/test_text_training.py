@@ -316,6 +316,16 @@ def test_a_validation_fraction_given_for_data_with_its_own_split_is_refused(kvas
     assert not (tmp_path / "model").exists()
 
 
+def test_clipseg_refuses_a_validation_fraction_given_for_data_with_its_own_split(kvasir, tmp_path):
+    """The same for `train-text --clipseg` (and the widget's CLIPSeg fine-tune): its fraction was ignored without a
+    word where the fusion decoder's is refused; refused before any model loads."""
+    from napari_promptseg.methods.text_training import train_text_model
+
+    with pytest.raises(PromptsegError, match=r"validation fraction \(0.0\) .* 2 row\(s\) val"):
+        train_text_model(kvasir, tmp_path / "clipseg", settings={"val_fraction": 0.0}, clipseg=True)
+    assert not (tmp_path / "clipseg").exists()
+
+
 @pytest.mark.parametrize("inside", ["last", "cache"])
 def test_a_folder_inside_a_model_is_refused_as_the_output(trained, kvasir, tmp_path, inside):
     """`-o MODEL/last` (a folder picked one level too deep) said "already holds a trained model; resume it" (last/

@@ -25,9 +25,17 @@ from ...errors import CancelledError, PromptsegError
 from ...io._files import default_file_mode
 from ...models.preprocessing import to_rgb_uint8
 from ...models.text_segmenter import CONFIG_FILE, write_config
-from .data import ArrayTriplet, Triplet, as_triplets, format_eta, read_triplets, split_triplets
+from .data import (
+    ArrayTriplet,
+    Triplet,
+    as_triplets,
+    format_eta,
+    read_triplets,
+    refuse_fraction_beside_split,
+    split_triplets,
+)
 from .losses import dice_ce
-from .trainer import TrainingResult, check_settings, refuse_inside_model
+from .trainer import DEFAULT_VAL_FRACTION, TrainingResult, check_settings, refuse_inside_model
 
 ProgressCallback = Callable[[float, str], None]
 #: what the fine-tune's save_pretrained writes over, besides the processor's files
@@ -66,20 +74,21 @@ def finetune_clipseg(
     weight_decay: float = 1e-3,
     patience: int = 5,
     seed: int = 0,
-    val_fraction: float = 0.2,
+    val_fraction: float | None = None,
     overwrite: bool = False,
     columns: dict[str, str] | None = None,
     device: str = "auto",
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> TrainingResult:
-    """Fine-tune CLIPSeg (registry ``clipseg_rd64_refined``, or the checkpoint directory ``weights``)."""
+    """Fine-tune CLIPSeg (registry ``clipseg_rd64_refined``, or the checkpoint directory ``weights``).
+    ``val_fraction``: the share of the images held out for validation when the data has no split of its own (None:
+    :data:`~.trainer.DEFAULT_VAL_FRACTION`); given for data whose split marks val rows, it is refused."""
     from ...models import download_progress, resolve_device, resolve_weights
     from ...models.clipseg import load_clipseg
 
-    check_settings(
-        dict(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed, val_fraction=val_fraction)
-    )
+    given = dict(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed, val_fraction=val_fraction)
+    check_settings({key: value for key, value in given.items() if value is not None})
     report = progress or (lambda fraction, message: None)
     stop = cancel or (lambda: False)
     out = Path(output_dir)
@@ -92,7 +101,9 @@ def finetune_clipseg(
             f"{out} already holds a model ({', '.join(held)}); choose another directory or overwrite it (--overwrite)"
         )
     triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else as_triplets(data)
-    train_set, val_set = split_triplets(triplets, val_fraction=val_fraction, seed=seed)
+    refuse_fraction_beside_split(triplets, val_fraction)  # as the fusion decoder: it was ignored without a word
+    fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
+    train_set, val_set = split_triplets(triplets, val_fraction=fraction, seed=seed)
     t_start = time.perf_counter()
     report(0.0, "loading CLIPSeg")
     # a download is told (and cancelled) as every other step: huggingface_hub's own bars were all a user saw

@@ -269,6 +269,19 @@ def split_triplets(
     return [t for t, key in zip(usable, keys, strict=True) if group[key] not in held], held_rows
 
 
+def refuse_fraction_beside_split(triplets: Sequence[Triplet | ArrayTriplet], val_fraction: float | None) -> None:
+    """Refuse a validation fraction given (None: not given) for data whose split column marks val rows: that split
+    wins, so the fraction was ignored without a word (`--val-fraction 0`, "train on every image", validated on the
+    val rows). One check for the fusion decoder and CLIPSeg's fine-tune."""
+    marked = sum(t.split == "val" for t in triplets)
+    if val_fraction is not None and marked:
+        raise PromptsegError(
+            f"a validation fraction ({val_fraction}) was given, but the split column marks {marked} row(s) val, and "
+            "they validate (the fraction splits data without a split): leave the fraction out, or the split column "
+            "(CLI --split-col '')"
+        )
+
+
 def split_fingerprint(train: Sequence[Triplet | ArrayTriplet], val: Sequence[Triplet | ArrayTriplet]) -> str:
     """A digest of what a run trains and validates on: each row's image and mask (files by path, arrays by content)
     and text, in order. A resume must see the same."""

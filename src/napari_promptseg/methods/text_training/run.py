@@ -13,7 +13,7 @@ from ...errors import PromptsegError
 from . import clipseg as clipseg_module
 from .clipseg import finetune_clipseg
 from .data import ProgressCallback
-from .trainer import Data, TrainingConfig, TrainingResult, check_settings, train_text_segmenter
+from .trainer import DEFAULT_VAL_FRACTION, Data, TrainingConfig, TrainingResult, check_settings, train_text_segmenter
 
 #: the settings of a run a user sets (TrainingConfig's names, the CLI's options); passed on only when given
 SETTINGS = (
@@ -43,7 +43,8 @@ def setting_defaults(clipseg: bool = False) -> dict[str, object]:
     if clipseg:
         # the function's own signature, read through its module: this module's name may be a recorder in a test
         parameters = inspect.signature(clipseg_module.finetune_clipseg).parameters
-        return {name: parameters[name].default for name in SETTINGS if name in CLIPSEG_SETTINGS}
+        defaults = {name: parameters[name].default for name in SETTINGS if name in CLIPSEG_SETTINGS}
+        return defaults | {"val_fraction": DEFAULT_VAL_FRACTION}  # None there: not given (refused beside a split)
     config = TrainingConfig()
     return {name: getattr(config, name) for name in SETTINGS}
 

@@ -47,6 +47,7 @@ from .data import (
     as_triplets,
     format_eta,
     read_triplets,
+    refuse_fraction_beside_split,
     split_fingerprint,
     split_triplets,
 )
@@ -65,6 +66,8 @@ ProgressCallback = Callable[[float, str], None]
 FEATURE_SHARE = 0.2
 
 
+#: the share of the images held out for validation when the data has no split of its own (both trainers)
+DEFAULT_VAL_FRACTION = 0.2
 _WHOLE = {"epochs": 1, "batch_size": 1, "patience": 1, "seed": 0}  # whole-number settings and their least value
 _CHECKED = (*_WHOLE, "lr", "decoder_lr", "val_fraction")
 
@@ -98,7 +101,8 @@ class TrainingConfig:
     weight_decay: float = 1e-3  # medvlsm's AdamW weight decay
     patience: int = 3  # epochs without a better validation Dice before stopping (no validation: every epoch runs)
     seed: int = 0
-    val_fraction: float = 0.2  # held out when the CSV has no train/val split; 0: none (the last epoch is kept)
+    #: held out when the CSV has no train/val split; 0: none (the last epoch is kept)
+    val_fraction: float = DEFAULT_VAL_FRACTION
     image_encoder: str = "litemedsam"  # a SAM-family segmenter from the registry
     text_encoder: str = "all_minilm_l6_v2"  # a BERT-family sentence model from the registry
     normalize: str = "auto"
@@ -207,13 +211,8 @@ def train_text_segmenter(
             "--overwrite; widget: overwrite) or choose another output directory"
         )
     triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else as_triplets(data)
-    marked = sum(t.split == "val" for t in triplets)
-    if state is None and "val_fraction" in overrides and marked:  # the data's own split wins: it was ignored unsaid
-        raise PromptsegError(
-            f"a validation fraction ({overrides['val_fraction']}) was given, but the split column marks {marked} "
-            "row(s) val, and they validate (the fraction splits data without a split): leave the fraction out, or "
-            "the split column (CLI --split-col '')"
-        )
+    if state is None:  # a resume keeps its run's split
+        refuse_fraction_beside_split(triplets, overrides.get("val_fraction"))
     train_set, val_set = split_triplets(triplets, val_fraction=config.val_fraction, seed=config.seed)
     if config.balance or config.negatives > 0:  # class names: one spelling each
         check_class_names([*train_set, *val_set])
