@@ -425,3 +425,23 @@ def test_a_tiled_tiff_too_large_to_read_whole_is_read_tile_by_tile(litemedsam, t
     planes = tmp_path / "planes.tif"
     tifffile.imwrite(planes, np.stack([big] * 3), tile=(128, 128), photometric="rgb", planarconfig="separate")
     assert np.shape(read_image(planes)) == (3, *big.shape)
+
+
+def test_a_large_planar_rgb_tiff_from_another_program_is_read_tile_by_tile_as_colour(tmp_path, monkeypatch):
+    """An RGB TIFF another program stored plane by plane (photometric RGB, planar configuration separate, no
+    tifffile description) is one colour image to every command; tiled and past the pixel limit it was still read
+    whole (filling memory only to be refused), as if its samples were tifffile's guess for a few planes. It is read
+    tile by tile, as colour, as other large tiled TIFFs are. The limit lowered, so that a small image is past it."""
+    from napari_promptseg.io.multiscale import read_image_named
+    from napari_promptseg.models import preprocessing
+
+    (image, _, _), _ = nuclei()
+    rgb = np.stack([image, image // 2, 255 - image], axis=-1)
+    path = tmp_path / "planar.tif"
+    tifffile.imwrite(
+        path, np.moveaxis(rgb, -1, 0), tile=(128, 128), photometric="rgb", planarconfig="separate", metadata=None
+    )
+    monkeypatch.setattr(preprocessing, "DEFAULT_MAX_PIXELS", image.size - 1)
+    read = read_image_named(path)
+    assert isinstance(read, da.Array) and read.shape == rgb.shape
+    np.testing.assert_array_equal(np.asarray(read), rgb)

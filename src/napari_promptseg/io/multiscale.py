@@ -196,10 +196,12 @@ def is_large_tiled_tiff(path: str | Path) -> bool:
             tiled = series.keyframe.is_tiled
     except Exception:  # noqa: BLE001 - not a readable TIFF: the ordinary reader says why
         return False
-    # planar colour samples (S before Y) stay as read whole: a pyramid's reading would take them for colours, where
-    # the file's own order (tifffile's guess for a few planes) is planes
+    # unnamed planar colour samples (S before Y: tifffile's guess for a few planes) stay as read whole, in the file's
+    # order (planes), which a pyramid's reading would take for colours; another program's planar RGB is colour
+    # (tiff_axis_names), read tile by tile
     planar = "S" in axes and "Y" in axes and axes.index("S") < axes.index("Y")
-    return tiled and not planar and plane.get("Y", 0) * plane.get("X", 0) > preprocessing.DEFAULT_MAX_PIXELS
+    large = tiled and plane.get("Y", 0) * plane.get("X", 0) > preprocessing.DEFAULT_MAX_PIXELS
+    return large and not (planar and tiff_axis_names(path) is None)
 
 
 def is_lazy_image(path: str | Path) -> bool:
