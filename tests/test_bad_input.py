@@ -95,6 +95,20 @@ def test_huge_image_is_refused_before_any_copy(litemedsam):
         as_channels_last(COINS, max_pixels=100_000)
 
 
+def test_a_lazy_image_too_large_to_read_whole_is_refused_without_advising_max_pixels():
+    """A lazy image (a slide level) passes as_channels_last whatever its max_pixels (the tiled methods read it tile
+    by tile) and is refused where a model reads it whole, at the default limit: the refusal advised raising
+    max_pixels, which changes nothing there."""
+    import dask.array as da
+
+    from napari_promptseg.models.preprocessing import in_memory
+
+    slide = as_channels_last(da.zeros((20_000, 20_000), np.uint8, chunks=4096), max_pixels=10**9)
+    with pytest.raises(PromptsegError, match=r"slide: 20000x20000 = 400,000,000 pixels exceeds the limit") as info:
+        in_memory(slide, "slide")
+    assert "max_pixels" not in str(info.value) and "downsample or tile the image" in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("prompts", "message"),
     [

@@ -68,7 +68,8 @@ def as_channels_last(
     channels (e.g. nuclei + membrane) to feed the model's three colour inputs. A pyramid (a multiscale layer's data,
     levels largest first) is read at its full resolution (:func:`full_resolution`). A dask array (an OME-Zarr or
     pyramidal TIFF level) stays lazy: the tiled methods read it tile by tile (its values are checked for NaN tile by
-    tile, not here), so ``max_pixels`` refuses it only where it is read whole (:func:`in_memory`).
+    tile, not here), so ``max_pixels`` does not apply to it: read whole, :func:`in_memory` refuses it past
+    :data:`DEFAULT_MAX_PIXELS`.
     """
     check_pixels(image, name)
     full = full_resolution(image)
@@ -149,9 +150,10 @@ def as_channels_last(
     return arr
 
 
-def _refuse_too_large(h: int, w: int, max_pixels: int, name: str, levels: int = 0) -> None:
+def _refuse_too_large(h: int, w: int, max_pixels: int, name: str, levels: int = 0, raisable: bool = True) -> None:
     """Refuse an image of ``h`` x ``w`` pixels above ``max_pixels`` held in memory whole, naming it (and, for a
-    pyramid of ``levels`` levels, its coarser levels)."""
+    pyramid of ``levels`` levels, its coarser levels). ``raisable``: the caller's ``max_pixels`` may be raised (not
+    :func:`in_memory`'s limit, which none sets)."""
     if h * w <= max_pixels:
         return
     coarser = (
@@ -159,9 +161,10 @@ def _refuse_too_large(h: int, w: int, max_pixels: int, name: str, levels: int = 
         if levels > 1
         else ""
     )
+    raise_it = " (or raise max_pixels if you have the memory)" if raisable else ""
     raise PromptsegError(
-        f"{name}: {h}x{w} = {h * w:,} pixels exceeds the limit of {max_pixels:,}; downsample or tile the image "
-        f"(or raise max_pixels if you have the memory){coarser}"
+        f"{name}: {h}x{w} = {h * w:,} pixels exceeds the limit of {max_pixels:,}; downsample or tile the image"
+        f"{raise_it}{coarser}"
     )
 
 
@@ -287,7 +290,8 @@ def in_memory(image_hwc: object, name: str = "image") -> np.ndarray:
     reached the encoder and an image of one tile came back with no object, without a word)."""
     if not is_lazy(image_hwc):
         return image_hwc
-    _refuse_too_large(*np.shape(image_hwc)[:2], DEFAULT_MAX_PIXELS, name)  # as_channels_last left it lazy
+    # as_channels_last left it lazy, whatever its max_pixels: the default limit, which no caller raises here
+    _refuse_too_large(*np.shape(image_hwc)[:2], DEFAULT_MAX_PIXELS, name, raisable=False)
     arr = to_numpy(image_hwc)
     _refuse_non_finite(arr, name)
     return arr
