@@ -525,3 +525,19 @@ def test_a_caption_longer_than_groundingdino_reads_is_told_in_the_words_typed(hf
         f"cut after '...{kept[-37:]}' (231 of its 300 words kept); the rest had no effect"
     ]
     assert route.model.cut_prompt(prompt).kept == kept
+
+
+def test_a_prompt_is_matched_to_a_trained_models_names_whatever_its_case_and_spacing():
+    """A trained model's names (training.vocabulary) are compared with the prompt as the sentence model reads both,
+    in lower case and single-spaced: a name written with two spaces (a Python caller's text, not stripped as a CSV's
+    cells are) warned that its own prompt was none of the names. (Only the model's recorded info is read here.)"""
+    from types import SimpleNamespace
+
+    from napari_promptseg.methods.text.answers import prompt_vocabulary_warnings
+    from napari_promptseg.methods.text.routes import TextRoute
+
+    info = {"training": {"vocabulary": ["gland  tissue", "Lung "]}}
+    route = TextRoute("trained", SimpleNamespace(info=info), "glands")
+    assert prompt_vocabulary_warnings(route, "gland tissue") == prompt_vocabulary_warnings(route, " lung") == []
+    (warning,) = prompt_vocabulary_warnings(route, "nuclei")
+    assert "'nuclei' is none of the 2 texts the trained text model (glands)" in warning

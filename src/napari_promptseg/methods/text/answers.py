@@ -71,7 +71,7 @@ def prompt_vocabulary_warnings(route: TextRoute, prompt: str | Sequence[str]) ->
     info = getattr(route.model, "info", None) if route.route == "trained" else None
     vocabulary = (info or {}).get("training", {}).get("vocabulary") or []
     text = " ".join(prompt_text(prompt).split())
-    if not vocabulary or text.casefold() in {name.casefold() for name in vocabulary}:
+    if not vocabulary or text.casefold() in {" ".join(name.split()).casefold() for name in vocabulary}:
         return []
     names = ", ".join(map(repr, vocabulary[:8])) + (", ..." if len(vocabulary) > 8 else "")
     return [
