@@ -1,7 +1,8 @@
 """Text prompt widget: type "nuclei" or "gland" and get a Labels layer (plus the boxes as a Shapes layer).
 
 Thin: it gathers the image layer, prompt and options on the main thread, runs
-:func:`napari_promptseg.methods.text.segment_text` in a :class:`._common.TaskRunner` worker with progress and cancel,
+:func:`napari_promptseg.methods.text.segment_text` in a :class:`._common.TaskRunner` worker (its body:
+:mod:`.text_results`) with progress and cancel,
 and adds *new* layers: Labels (one id per object), Shapes (a rectangle per object, with its phrase and score) and,
 on the CLIPSeg and trained routes, the heatmap. It shows which route answered (a trained text model, GroundingDINO,
 CLIPSeg or the reference library) and why. Existing layers are never modified. Models trained in this session
@@ -10,7 +11,6 @@ CLIPSeg or the reference library) and why. Existing layers are never modified. M
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import napari
@@ -30,11 +30,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..errors import CancelledError, PromptsegError
+from ..errors import PromptsegError
 from ..methods.defaults import BOX_THRESHOLD, HEATMAP_THRESHOLD, TEXT_THRESHOLD
 from ..methods.library import DEFAULT_MIN_SIMILARITY, DEFAULT_TOP_K
 from ..methods.prompt_templates import LEVELS, PromptAttributes, expand_prompt
-from ..methods.text import ROUTES, TextResult, TextRoute, split_phrases
+from ..methods.text import ROUTES, split_phrases
 from ..methods.text.answers import text_working_scale
 from ._common import (
     ChannelAxisBox,
@@ -49,12 +49,12 @@ from ._common import (
     load_triton_safely,
     placement,
     save_exemplar,
-    task_segmenter,
     unproxied,
     whole_image_level,
 )
 from ._common.text_route import route_hint, text_route_box
 from .oneshot import is_stack, read_planes
+from .text_results import TextOutput, load_text_route, run_text
 
 if TYPE_CHECKING:
     from ..io.library import LibraryEntry
@@ -68,118 +68,6 @@ def layer_prompt(prompt: str) -> str:
     """The prompt as the new layers' names give it: whole when short, else its start and '…'."""
     prompt = " ".join(prompt.split())
     return prompt if len(prompt) <= LAYER_PROMPT_CHARS else prompt[: LAYER_PROMPT_CHARS - 1].rstrip() + "…"
-
-
-@dataclass
-class TextOutput:
-    """Results per plane of the target layer, for the main thread to turn into layers."""
-
-    results: list[TextResult]
-    stacked: bool
-    warnings: list[str] = field(default_factory=list)
-    #: a stack's labels, ids linked across its planes (methods.volume.segment_stack, as the CLI); None for 2D
-    stack_labels: np.ndarray | None = None
-
-    @property
-    def route_text(self) -> str:
-        """The route and why, as the first plane's answer says it: a stack's counts there are that plane's (its
-        '0 object(s)' read as the stack's, over a layer of objects found on other planes)."""
-        if not self.results:
-            return ""
-        whose = f" (plane 0 of {len(self.results)})" if self.stacked and len(self.results) > 1 else ""
-        return f"route: {self.results[0].route} — {self.results[0].reason}{whose}"
-
-    @property
-    def summary(self) -> str:
-        """The route and why, then the objects found (a stack's once, however many planes they span)."""
-        where = f" in the stack's {len(self.results)} planes, ids linked across planes" if self.stacked else ""
-        return f"{self.route_text}\n{self.objects} object(s){where}" if self.results else ""
-
-    @property
-    def labels(self) -> np.ndarray:
-        """The labels layer's data: the linked stack, or the one plane's labels."""
-        return self.stack_labels if self.stack_labels is not None else self.results[0].labels
-
-    @property
-    def objects(self) -> int:
-        """Objects found, a stack's counted once however many planes they span."""
-        labels = self.labels
-        return int(len(np.unique(labels))) - int((labels == 0).any())
-
-
-def load_text_route(options: dict, progress, cancel) -> TextRoute:
-    """The worker's models: the route chosen from ``options`` (its entries taken out) and, when it needs one, the
-    segmenter (put in ``options["segmenter"]``, its download told in the panel)."""
-    from ..methods.text import choose_route
-
-    progress(0.0, "loading models")
-    model, weights = options.pop("model", None), options.pop("weights", None)
-    route = choose_route(
-        options.pop("route"),
-        library=options.pop("library") or None,
-        text_model=options.pop("text_model") or None,
-        progress=progress,
-        cancel=cancel,
-    )
-    if route.needs_segmenter(options.get("refine", True)):
-        options["segmenter"] = task_segmenter(progress, cancel, model, weights=weights)
-    return route
-
-
-def run_text(
-    planes: list[np.ndarray],
-    prompt: str,
-    *,
-    options: dict,
-    progress,
-    cancel,
-    factor: float = 1.0,
-    stacked: bool | None = None,
-    route: TextRoute | None = None,
-) -> TextOutput:
-    """The worker body (no Qt, no layers): choose the route once (``route``: chosen already, by
-    :func:`load_text_route`), then segment every plane; a stack's objects keep their ids across planes (as the
-    CLI's). ``factor``: the planes are a pyramid level that many times coarser than full resolution."""
-    from ..methods.text import segment_text
-    from ..methods.volume import segment_stack
-
-    if route is None:
-        route = load_text_route(options, progress, cancel)
-    channel_axis = options.pop("channel_axis", None)  # of the planes: (C, Y, X) with 0
-    results: list[TextResult] = []
-
-    def segment_one(plane: np.ndarray, k: int) -> TextResult:
-        if cancel():
-            raise CancelledError("cancelled")
-
-        def sub(fraction: float, message: str) -> None:
-            progress((k + fraction) / len(planes), message if len(planes) == 1 else f"plane {k}: {message}")
-
-        # a stack's planes come channels last (segment_stack), a 2D layer as it is: (C, Y, X)
-        axis = (None if channel_axis is None else -1) if in_stack else channel_axis
-        results.append(
-            segment_text(
-                plane, prompt, route=route, factor=factor, channel_axis=axis, progress=sub, cancel=cancel, **options
-            )
-        )
-        return results[-1]
-
-    in_stack = stacked if stacked is not None else len(planes) > 1  # a layer of one plane is a stack too
-    if in_stack:
-        # (C, Y, X) planes stack as (Z, C, Y, X): segment_stack hands them over channels last, as the CLI's
-        stack = segment_stack(
-            planes,
-            segment_one,
-            channel_axis=None if channel_axis is None else 1,
-            name=options.get("name", "stack"),
-            cancel=cancel,
-        )
-        output = TextOutput(results, stacked=True, warnings=stack.warnings, stack_labels=stack.labels)
-    else:
-        segment_one(planes[0], 0)
-        output = TextOutput(results, stacked=False, warnings=[w for r in results for w in r.warnings])
-    progress(1.0, "done")
-    return output
 
 
 class TextPromptWidget(QWidget):

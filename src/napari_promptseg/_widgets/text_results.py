@@ -1,0 +1,124 @@
+"""The Text prompt widget's worker body (no Qt, no layers): the route and segmenter loaded once, then every plane of
+the target layer segmented, as the CLI runs a text prompt, into a :class:`TextOutput` the widget adds as layers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import CancelledError
+from ..methods.text import TextResult, TextRoute
+from ._common import task_segmenter
+
+
+@dataclass
+class TextOutput:
+    """Results per plane of the target layer, for the main thread to turn into layers."""
+
+    results: list[TextResult]
+    stacked: bool
+    warnings: list[str] = field(default_factory=list)
+    #: a stack's labels, ids linked across its planes (methods.volume.segment_stack, as the CLI); None for 2D
+    stack_labels: np.ndarray | None = None
+
+    @property
+    def route_text(self) -> str:
+        """The route and why, as the first plane's answer says it: a stack's counts there are that plane's (its
+        '0 object(s)' read as the stack's, over a layer of objects found on other planes)."""
+        if not self.results:
+            return ""
+        whose = f" (plane 0 of {len(self.results)})" if self.stacked and len(self.results) > 1 else ""
+        return f"route: {self.results[0].route} — {self.results[0].reason}{whose}"
+
+    @property
+    def summary(self) -> str:
+        """The route and why, then the objects found (a stack's once, however many planes they span)."""
+        where = f" in the stack's {len(self.results)} planes, ids linked across planes" if self.stacked else ""
+        return f"{self.route_text}\n{self.objects} object(s){where}" if self.results else ""
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The labels layer's data: the linked stack, or the one plane's labels."""
+        return self.stack_labels if self.stack_labels is not None else self.results[0].labels
+
+    @property
+    def objects(self) -> int:
+        """Objects found, a stack's counted once however many planes they span."""
+        labels = self.labels
+        return int(len(np.unique(labels))) - int((labels == 0).any())
+
+
+def load_text_route(options: dict, progress, cancel) -> TextRoute:
+    """The worker's models: the route chosen from ``options`` (its entries taken out) and, when it needs one, the
+    segmenter (put in ``options["segmenter"]``, its download told in the panel)."""
+    from ..methods.text import choose_route
+
+    progress(0.0, "loading models")
+    model, weights = options.pop("model", None), options.pop("weights", None)
+    route = choose_route(
+        options.pop("route"),
+        library=options.pop("library") or None,
+        text_model=options.pop("text_model") or None,
+        progress=progress,
+        cancel=cancel,
+    )
+    if route.needs_segmenter(options.get("refine", True)):
+        options["segmenter"] = task_segmenter(progress, cancel, model, weights=weights)
+    return route
+
+
+def run_text(
+    planes: list[np.ndarray],
+    prompt: str,
+    *,
+    options: dict,
+    progress,
+    cancel,
+    factor: float = 1.0,
+    stacked: bool | None = None,
+    route: TextRoute | None = None,
+) -> TextOutput:
+    """The worker body (no Qt, no layers): choose the route once (``route``: chosen already, by
+    :func:`load_text_route`), then segment every plane; a stack's objects keep their ids across planes (as the
+    CLI's). ``factor``: the planes are a pyramid level that many times coarser than full resolution."""
+    from ..methods.text import segment_text
+    from ..methods.volume import segment_stack
+
+    if route is None:
+        route = load_text_route(options, progress, cancel)
+    channel_axis = options.pop("channel_axis", None)  # of the planes: (C, Y, X) with 0
+    results: list[TextResult] = []
+
+    def segment_one(plane: np.ndarray, k: int) -> TextResult:
+        if cancel():
+            raise CancelledError("cancelled")
+
+        def sub(fraction: float, message: str) -> None:
+            progress((k + fraction) / len(planes), message if len(planes) == 1 else f"plane {k}: {message}")
+
+        # a stack's planes come channels last (segment_stack), a 2D layer as it is: (C, Y, X)
+        axis = (None if channel_axis is None else -1) if in_stack else channel_axis
+        results.append(
+            segment_text(
+                plane, prompt, route=route, factor=factor, channel_axis=axis, progress=sub, cancel=cancel, **options
+            )
+        )
+        return results[-1]
+
+    in_stack = stacked if stacked is not None else len(planes) > 1  # a layer of one plane is a stack too
+    if in_stack:
+        # (C, Y, X) planes stack as (Z, C, Y, X): segment_stack hands them over channels last, as the CLI's
+        stack = segment_stack(
+            planes,
+            segment_one,
+            channel_axis=None if channel_axis is None else 1,
+            name=options.get("name", "stack"),
+            cancel=cancel,
+        )
+        output = TextOutput(results, stacked=True, warnings=stack.warnings, stack_labels=stack.labels)
+    else:
+        segment_one(planes[0], 0)
+        output = TextOutput(results, stacked=False, warnings=[w for r in results for w in r.warnings])
+    progress(1.0, "done")
+    return output
