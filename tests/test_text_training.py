@@ -434,6 +434,12 @@ def test_a_stack_in_the_csv_is_refused_in_train_texts_words(kvasir, tmp_path):
     message = str(info.value)
     assert "rows.csv: row 2: " in message and "stack.tif is a stack of 5 planes" in message
     assert "one row per plane" in message and "channel_axis" not in message
+    # a Fiji composite of more channels than a colour image holds (its axes named): not "a stack of 64 planes"
+    tifffile.imwrite(tmp_path / "five.tif", np.stack([image[:64, :64, 0]] * 5), imagej=True, metadata={"axes": "CYX"})
+    _write_csv(tmp_path / "five.csv", [("five.tif", str(kvasir[0].mask), "polyp", "train")])
+    with pytest.raises(PromptsegError, match=r"five.tif has 5 channels .*shape \(64, 64, 5\).* colour image") as info:
+        read_triplets(tmp_path / "five.csv")[0].load()
+    assert "planes" not in str(info.value) and "channel_axis" not in str(info.value)
 
 
 def test_a_header_typed_with_spaces_after_its_commas_is_read(kvasir, tmp_path):

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ...errors import CancelledError, PromptsegError
 from ...io import read_image
 from ...io.images import array_digest
-from ...io.multiscale import read_image_named
+from ...io.multiscale import named_channels_last
 from ...models.cache import content_key
 from ...models.preprocessing import Normalization, ResizeTransform, as_channels_last, full_resolution
 from ...models.text_segmenter import FEATURE_VERSION, encode_levels, load_tensors, save_tensors
@@ -54,8 +54,9 @@ class Triplet:
         try:
             # a Fiji composite (C, Y, X): its named channel axis, as `promptseg text` reads it (train-text takes no
             # channel axis, and the 2D functions refused it as ambiguous)
-            pixels = read_image_named(self.image)
-            _refuse_stack(np.shape(pixels), self.image)
+            raw = read_image(self.image)
+            pixels = named_channels_last(self.image, raw)  # read_image_named's reading, the move known
+            _refuse_stack(np.shape(pixels), self.image, channels_named=pixels is not raw)
             image = as_channels_last(pixels, name=str(self.image))
             mask = read_image(self.mask)
         except PromptsegError as exc:  # the row, not only the file: the CSV is what the user edits
@@ -63,11 +64,17 @@ class Triplet:
         return image, _binary_mask(mask, image.shape[:2], self.where(), self.mask.name)
 
 
-def _refuse_stack(shape: tuple[int, ...], path: Path) -> None:
+def _refuse_stack(shape: tuple[int, ...], path: Path, channels_named: bool = False) -> None:
     """A file of planes, not one 2D image: said in train-text's words. as_channels_last's refusal advised the
-    console's channel_axis and segment_stack, which a CSV row cannot take."""
+    console's channel_axis and segment_stack, which a CSV row cannot take. ``channels_named``: the file's metadata
+    named the channel axis moved last (a Fiji composite), so (Y, X, C) holds channels, not planes."""
     if len(shape) == 3 and (shape[-1] in (1, 2, 3, 4) or shape[0] == 1):  # colour, channels last, one plane
         return
+    if len(shape) == 3 and channels_named:
+        raise PromptsegError(
+            f"{path} has {shape[-1]} channels (shape {shape}, channels last); a triplet CSV takes gray or colour "
+            "images of up to 4 channels: save the channels to train on (up to 3) as a colour image"
+        )
     if len(shape) >= 3:
         raise PromptsegError(
             f"{path} is a stack of {shape[0]} planes (shape {shape}); a triplet CSV takes 2D images: one row per "
