@@ -273,7 +273,7 @@ def test_cli_moving_labels_are_warped_with_their_ids_and_a_rerun_without_them_re
     np.testing.assert_array_equal(tifffile.imread(out / "labels_warped.tif"), warped)
     tifffile.imwrite(labels, ids["moving"].astype(np.float32) / 2)
     assert main([*args, "--moving-labels", str(labels)]) == 2
-    assert "float32 values that are not whole numbers; labels are integer ids" in capsys.readouterr().err
+    assert f"--moving-labels {labels}: fractional values; expected label ids (whole numbers)" in capsys.readouterr().err
     # a user's own file under that name is not replaced
     tifffile.imwrite(labels, ids["moving"])
     tifffile.imwrite(out / "labels_warped.tif", ids["fixed"])

@@ -104,6 +104,7 @@ def _checked_prompts(given: list[str]) -> list[str]:
 def _checked_labels(path: Path, moving_shape: tuple[int, ...], channel_axis: int | None) -> np.ndarray:
     """--moving-labels read and checked against the moving image: 2D, integer or boolean, its height and width."""
     from ...io import read_image
+    from ...io.images import file_labels
 
     # as oneshot's and the library's masks: a JPEG mask thresholded, a grey RGB one its first channel, colours ids
     labels = _mask_file_labels(read_image(path), path, f"--moving-labels {path}")
@@ -112,14 +113,12 @@ def _checked_labels(path: Path, moving_shape: tuple[int, ...], channel_axis: int
     spatial = _spatial_shape(moving_shape, channel_axis)
     if labels.ndim != 2:
         raise PromptsegError(f"--moving-labels {path}: shape {labels.shape}, not a 2D label image")
-    if labels.dtype.kind == "f" and np.isfinite(labels).all() and (labels >= 0).all() and (labels % 1 == 0).all():
-        # whole-number ids stored as floats (voxelmorph's segmentations, a float export): ids, as warp_labels takes them
-        labels = labels.astype(np.uint32 if labels.max() > np.iinfo(np.uint16).max else np.uint16)
+    if labels.dtype.kind == "f":
+        # whole-number ids stored as floats (voxelmorph's segmentations, a float export): ids, as warp_labels takes
+        # them (io.images.file_labels, the one conversion: a fraction is refused, as a label file's writing does)
+        labels = file_labels(labels, f"--moving-labels {path}")
     if labels.dtype.kind not in "uib":
-        raise PromptsegError(
-            f"--moving-labels {path}: {labels.dtype} values that are not whole numbers; labels are integer ids (or a "
-            "mask)"
-        )
+        raise PromptsegError(f"--moving-labels {path}: {labels.dtype} values; labels are integer ids (or a mask)")
     if labels.shape != spatial[:2] and not _same_picture_scaled(labels.shape, spatial[:2]):
         raise PromptsegError(
             f"--moving-labels {path}: {labels.shape[0]} x {labels.shape[1]} px, the moving image is {spatial[0]} x "
