@@ -650,6 +650,20 @@ def test_clipseg_finetuning_tells_the_download_of_its_base_model(fake_hub, tiny_
     assert downloads and downloads[-1].endswith(" KB"), told  # the tiny model's weights, told in KB
 
 
+def test_clipseg_weights_missing_are_told_with_the_option_train_text_takes(kvasir, tmp_path, capsys):
+    """`train-text --clipseg` offline without CLIPSeg's weights said "pass the model directory with --text-weights",
+    an option of `promptseg text` that train-text refuses; its own is --clipseg-weights (the widget's field by name)."""
+    csv_path = tmp_path / "pairs.csv"
+    _write_csv(csv_path, [(str(t.image), str(t.mask), t.text, t.split) for t in kvasir])
+    assert main(["train-text", str(csv_path), "-o", str(tmp_path / "m"), "--clipseg"]) == 2
+    error = capsys.readouterr().err
+    assert "pass the model directory with --clipseg-weights" in error and "--text-weights" not in error, error
+    from napari_promptseg.methods.text_training import train_text_model
+
+    with pytest.raises(WeightsError, match="pass the model directory with 'CLIPSeg weights'"):
+        train_text_model(kvasir, tmp_path / "w", clipseg=True, name=lambda key: "'CLIPSeg weights'")
+
+
 def test_clipseg_with_a_validation_fraction_of_0_runs_every_epoch_on_every_image(
     tiny_clipseg_dir,  # noqa: F811
     kvasir,

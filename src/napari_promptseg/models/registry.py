@@ -280,13 +280,20 @@ def cache_dir() -> Path:
 
 # -- resolution ---------------------------------------------------------------------------------------------------
 def resolve_weights(
-    name: str, path: str | os.PathLike | None = None, *, progress: Progress | None = None, download: bool = True
+    name: str,
+    path: str | os.PathLike | None = None,
+    *,
+    progress: Progress | None = None,
+    download: bool = True,
+    option: str | None = None,
 ) -> Path:
     """Local weights for model ``name``: a verified file, or a directory for directory models (order: module doc).
 
     ``progress(done, total)`` hears about downloads (huggingface_hub's own bars show as well). ``download=False``:
     only weights already on disk; nothing is fetched (not even a cached snapshot's missing optional files) and the
-    network is not probed; missing weights are a :class:`WeightsError` as offline."""
+    network is not probed; missing weights are a :class:`WeightsError` as offline. ``option``: how the caller's user
+    gives these weights (default: the role's option of `promptseg text`/`segment`, :func:`weights_option`), named
+    where the error says what to do: `train-text --clipseg` takes CLIPSeg's as --clipseg-weights, not --text-weights."""
     card = get_card(name)
     if path is not None:
         return _explicit(card, path, progress, download)
@@ -296,8 +303,10 @@ def resolve_weights(
             verify(card, packaged)
         return packaged
     if card.repo_id is not None:
-        return _from_hub(card, card.repo_id, _revisions(card), card.files, card.required, progress, download=download)
-    return _single_file(card, progress, download)
+        return _from_hub(
+            card, card.repo_id, _revisions(card), card.files, card.required, progress, download=download, option=option
+        )
+    return _single_file(card, progress, download, option)
 
 
 #: why weights were not fetched when the caller asked for none (``download=False``)
@@ -396,6 +405,7 @@ def _from_hub(
     *,
     named: str = "",
     download: bool = True,
+    option: str | None = None,
 ) -> Path:
     """The Hugging Face cache's snapshot (online, with the files it lacks fetched: best effort, the adapter names
     a file it cannot do without), else a download into the cache, else one error that says what to do."""
@@ -409,7 +419,7 @@ def _from_hub(
             except Exception:  # noqa: BLE001 - optional files: the adapter names one it cannot do without
                 pass
         return snapshot
-    where = named + _hub_where(card, repo_id, revisions[0], required)
+    where = named + _hub_where(card, repo_id, revisions[0], required, option)
     refused = _no_fetch(card, download)
     if refused is not None:
         raise WeightsError(refused, details=where)
@@ -445,19 +455,22 @@ def weights_option(card: ModelCard) -> str:
     return WEIGHTS_OPTIONS.get(card.role, "weights=... (Python)")
 
 
-def _hub_where(card: ModelCard, repo_id: str, revision: str, required: tuple[str, ...]) -> str:
+def _hub_where(
+    card: ModelCard, repo_id: str, revision: str, required: tuple[str, ...], option: str | None = None
+) -> str:
     return (
         f"{repo_id} ({', '.join(required)}, revision {revision[:12]}) is not in the Hugging Face cache "
         f"{hub.hf_cache_dir()} (set $HF_HOME or $HF_HUB_CACHE to use another cache); where there is a network, run "
         f"`hf download {repo_id} --revision {revision}` and copy that cache here, or pass the model directory with "
-        f"{weights_option(card)}; it is published at {hub.endpoint()}/{repo_id}"
+        f"{option or weights_option(card)}; it is published at {hub.endpoint()}/{repo_id}"
     )
 
 
-def _single_file(card: ModelCard, progress: Progress | None, download: bool = True) -> Path:
+def _single_file(card: ModelCard, progress: Progress | None, download: bool = True, option: str | None = None) -> Path:
     target = cache_dir() / card.filename
     where = (
-        f"put {card.filename} in {target.parent} (or set ${CACHE_ENV}, or pass the path with {weights_option(card)})"
+        f"put {card.filename} in {target.parent} (or set ${CACHE_ENV}, or pass the path with "
+        f"{option or weights_option(card)})"
     )
     if target.is_file():
         problem = mismatch(card, target)

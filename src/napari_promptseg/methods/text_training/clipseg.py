@@ -80,10 +80,12 @@ def finetune_clipseg(
     device: str = "auto",
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
+    weights_option: str = "--clipseg-weights",
 ) -> TrainingResult:
     """Fine-tune CLIPSeg (registry ``clipseg_rd64_refined``, or the checkpoint directory ``weights``).
     ``val_fraction``: the share of the images held out for validation when the data has no split of its own (None:
-    :data:`~.trainer.DEFAULT_VAL_FRACTION`); given for data whose split marks val rows, it is refused."""
+    :data:`~.trainer.DEFAULT_VAL_FRACTION`); given for data whose split marks val rows, it is refused.
+    ``weights_option`` names ``weights`` where missing weights are told (the CLI's flag, the widget's field)."""
     from ...models import download_progress, resolve_device, resolve_weights
     from ...models.clipseg import load_clipseg
 
@@ -108,7 +110,10 @@ def finetune_clipseg(
     report(0.0, "loading CLIPSeg")
     # a download is told (and cancelled) as every other step: huggingface_hub's own bars were all a user saw
     source = resolve_weights(
-        "clipseg_rd64_refined", weights, progress=download_progress(report, stop, "clipseg_rd64_refined")
+        "clipseg_rd64_refined",
+        weights,
+        progress=download_progress(report, stop, "clipseg_rd64_refined"),
+        option=weights_option,
     )
     dev = resolve_device(device)
     base = load_clipseg(source, device=dev, name="clipseg")  # a private copy: the registry's stays untouched

@@ -93,6 +93,7 @@ def train_text_model(
             data,
             output_dir,
             weights=clipseg_weights,
+            weights_option=name("clipseg_weights"),
             overwrite=overwrite,
             columns=columns,
             device=device,
