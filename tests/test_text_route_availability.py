@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import shutil
 import sys
 
@@ -24,6 +25,7 @@ from napari_promptseg.errors import WeightsError
 from napari_promptseg.methods.text import available_route, choose_route, route_missing
 from napari_promptseg.models import MODELS, get_card, registry
 
+from .test_clipseg import tiny_clipseg_dir  # noqa: F401 (fixture)
 from .test_grounding import gdpy_checkpoint, hf_dir  # noqa: F401 (fixtures)
 from .test_registration_widget import pair  # noqa: F401 (fixture)
 from .test_registry import PAYLOAD, PAYLOAD_SHA, WeightsServer
@@ -140,6 +142,31 @@ def test_promptseg_register_tells_a_named_text_routes_download(fake_hub, hf_dir,
     assert f"downloading {GDINO.name}:" in captured.err, captured.err
     assert code == 0, captured.err
     assert "text prompts answered by groundingdino: GroundingDINO (grounding_dino_tiny)" in captured.out
+
+
+def test_promptseg_register_takes_the_text_routes_weights_as_promptseg_text_does(
+    tiny_clipseg_dir,  # noqa: F811
+    shared_data,
+    tmp_path,
+    capsys,
+):
+    """`promptseg register --prompt gland --text-route clipseg` without CLIPSeg's weights said "pass the model
+    directory with --text-weights", an option register did not have: a model directory on disk (a fine-tuned
+    CLIPSeg, a copy of the hub's) could not answer its prompts. It takes --text-weights as `promptseg text` does."""
+    image = iio.imread(shared_data / "registration_birl" / "data-images" / "images" / "artificial_reference.jpg")
+    small = np.ascontiguousarray(image[::8, ::8, 0])
+    iio.imwrite(tmp_path / "fixed.png", small)
+    iio.imwrite(tmp_path / "moving.png", np.roll(small, (3, -4), axis=(0, 1)))
+    args = ["register", str(tmp_path / "fixed.png"), str(tmp_path / "moving.png"), "-o", str(tmp_path / "out")]
+    args += ["--prompt", "gland", "--text-route", "clipseg", "--method", "prompts", "--no-dense", "--device", "cpu"]
+    assert cli.main(args) == 2
+    assert "pass the model directory with --text-weights" in capsys.readouterr().err
+    code = cli.main([*args, "--text-weights", str(tiny_clipseg_dir)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "text prompts answered by clipseg: CLIPSeg" in captured.out, captured.out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["parameters"]["text_weights"] == str(tiny_clipseg_dir)
 
 
 @pytest.mark.gui

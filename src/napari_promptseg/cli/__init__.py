@@ -38,7 +38,7 @@ from ..models.device import PRECISIONS
 from . import _progress_line
 from ._common import _add_batch_options, _add_model_options, _output_lock
 from ._stacks import EXIT_CODES_HELP, OUTPUT_HELP, REGISTER_IMAGE_HELP, _add_stack_options, images_help
-from ._types import fraction, non_negative_float, similarity
+from ._types import fraction, non_negative_float, similarity, weights_path
 from .cache import _add_cache_parser
 from .embed import _add_embed_parser
 from .library import _add_library_parser
@@ -144,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
         "downloads a missing model)",
     )
     reg.add_argument("--library", type=Path, help="reference library directory (default: the user library)")
+    reg.add_argument(
+        "--text-weights",
+        type=weights_path,
+        help="weights of GroundingDINO or CLIPSeg for the --prompt answers (checkpoint file, model directory or hub "
+        "id), as `promptseg text --text-weights`",
+    )
     # the text routes' thresholds apply to --prompt's answers only (a run without them says they are ignored)
     reg.add_argument(
         "--box-threshold",

@@ -48,6 +48,8 @@ def register_settings(args: argparse.Namespace) -> tuple[RegistrationOptions, di
         heatmap_threshold=args.heatmap_threshold,
         device=args.device,
     )
+    if args.text_weights is not None:  # the text route's weights, as `promptseg text --text-weights` gives them
+        text_options["weights"] = args.text_weights
     return options, text_options
 
 
@@ -77,6 +79,7 @@ def unused_settings(args: argparse.Namespace, method: str, text_prompts: bool = 
         ("--box-threshold", args.box_threshold != BOX_THRESHOLD),
         ("--text-threshold", args.text_threshold != TEXT_THRESHOLD),
         ("--heatmap-threshold", args.heatmap_threshold != HEATMAP_THRESHOLD),
+        ("--text-weights", args.text_weights is not None),
     )
     if thresholds and not text_prompts:
         said.append(f"{ignored(thresholds)} how text prompts (--prompt) are answered")
@@ -428,6 +431,7 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
                 "prompts": prompts or (["auto"] if result.method != "intensity" else []),
                 "text_route": args.text_route,
                 "library": None if args.library is None else str(args.library),
+                "text_weights": args.text_weights,
                 "box_threshold": args.box_threshold,
                 "text_threshold": args.text_threshold,
                 "heatmap_threshold": args.heatmap_threshold,
