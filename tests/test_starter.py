@@ -91,3 +91,19 @@ def test_a_first_library_add_or_import_into_the_default_library_keeps_the_starte
     (default_library_path() / "library.json").unlink()  # a new default library again, its first change an import
     assert main(["library", "import", str(tmp_path / "mine.zip")]) == 0
     assert ReferenceLibrary.open().names() == ["nucleus", "cell"]
+
+
+def test_a_named_empty_librarys_error_gives_commands_that_fill_that_library(tmp_path, capsys):
+    """`promptseg text nuclei IMG --library DIR` on a new DIR said to run `promptseg library starter` (or `library
+    add ...`) without --library: run as told, they filled the default library, and the rerun failed the same way."""
+    image = files("napari_promptseg") / "sample_data" / "nuclei_dsb2018_b.png"
+    mine = tmp_path / "my library"
+    argv = ["text", "nuclei", str(image), "--route", "library", "--library", str(mine), "-o", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "the reference library has no entries" in err, err
+    command = err.split("`promptseg library starter")[1].split("`")[0]
+    assert command == f" --library '{mine}'", err
+    assert f"`promptseg library add NAME --image IMG --mask MASK --library '{mine}'`" in err, err
+    assert main(["library", "starter", "--library", str(mine)]) == 0  # as told: the rerun finds the exemplar
+    assert [e.name for e in ReferenceLibrary.open(mine).entries] == ["nucleus"]

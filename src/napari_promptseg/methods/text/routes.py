@@ -4,6 +4,7 @@ route downloads; the reference library otherwise."""
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,11 +228,13 @@ def choose_route(
     lib = open_library(library)  # the default library gets the starter exemplars (nuclei) on first use
     if not lib.entries:
         where = "; ".join(skipped) + ", and " if skipped else ""
+        # a library named by the user is filled by commands that name it: without --library they fill the default one
+        named = "" if library is None else f" --library {shlex.quote(str(lib.path))}"
         raise PromptsegError(
             f"{where}the reference library has no entries",
             details=f"library: {lib.path}. Save a named exemplar from the One-shot widget ('Save reference to "
             "library…'), or the Text prompt widget's 'Add exemplar', or run `promptseg library add NAME --image IMG "
-            "--mask MASK` (`promptseg library starter` adds the bundled nuclei exemplar); or a vision-language model: "
-            f"{download_advice()} (`promptseg models` lists where weights go)",
+            f"--mask MASK{named}` (`promptseg library starter{named}` adds the bundled nuclei exemplar); or a "
+            f"vision-language model: {download_advice()} (`promptseg models` lists where weights go)",
         )
     return TextRoute("library", lib, str(lib.path), skipped, details)
