@@ -41,6 +41,16 @@ def test_a_text_model_is_named_by_its_weights_or_config_file_too(trained, kvasir
         load_text_segmenter(trained.path / "last", device="cpu")
 
 
+def test_text_help_says_a_trained_model_reads_its_prompt_whole(capsys):
+    """`promptseg text --help` said a prompt's phrases are split on , . ; and the README's trained-model example is
+    "one small polyp, located in top of the image": a trained model reads it whole (its training sentences have
+    commas too), which the help now says."""
+    with pytest.raises(SystemExit):
+        main(["text", "--help"])
+    usage = " ".join(capsys.readouterr().out.split())
+    assert "phrases split on , . ;); a trained text model (--text-model) reads it whole" in usage, usage
+
+
 def test_a_json_of_texts_given_as_the_csv_is_refused_saying_so(shared_data, tmp_path, capsys):
     """medvlsm's prompt JSON sits beside the Kvasir images; given to train-text it was read as a CSV and refused
     with "no column 'image', 'mask', 'text'; the columns are {". It is refused as JSON, naming the columns a CSV

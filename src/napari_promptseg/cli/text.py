@@ -48,7 +48,11 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
         "(GroundingDINO: 690 MB) unless $PROMPTSEG_OFFLINE is set.",
         epilog=EXIT_CODES_HELP,
     )
-    text.add_argument("prompt", help="what to segment, e.g. 'nuclei' or 'gland, stroma' (phrases split on , . ;)")
+    text.add_argument(
+        "prompt",
+        help="what to segment, e.g. 'nuclei' or 'gland, stroma' (phrases split on , . ;); a trained text model "
+        "(--text-model) reads it whole, as the sentences it was trained on",
+    )
     text.add_argument(
         "images",
         nargs="+",
