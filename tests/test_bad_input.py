@@ -247,8 +247,15 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
         ),
         pytest.param(
             "stack-without-plane",
-            r"stack\.tif: a stack of 5 planes; give --plane Z, the plane the boxes were drawn on",
+            r"stack\.tif: a stack of 5 planes; give --plane Z, the plane the boxes were drawn on \(and --propagate to "
+            r"carry the objects through the stack\)$",
             id="stack-without-plane",
+        ),
+        pytest.param(  # 2-4 planes may be a channels-first image: the refusal said only to give --plane
+            "two-planes-without-plane",
+            r"two\.tif: a stack of 2 planes; give --plane Z, .*; or, if its first axis holds channels, "
+            r"--channel-axis 0$",
+            id="two-planes-without-plane",
         ),
         pytest.param(
             "5-channels",
@@ -285,6 +292,7 @@ def test_cli_exits_2_with_a_one_line_reason(litemedsam, tmp_path, capsys, coins_
         "4d": [str(write_tif(tmp_path, "coins4d.tif", np.stack([stack[:2]] * 2))), "-o", out, *box],
         "5d": [str(write_timelapse(tmp_path, np.stack([np.stack([stack[:2]] * 2, 1)] * 3))), "-o", out, *box],
         "stack-without-plane": [str(write_tif(tmp_path, "stack.tif", stack)), "-o", out, *box],
+        "two-planes-without-plane": [str(write_tif(tmp_path, "two.tif", stack[:2])), "-o", out, *box],
         "5-channels": [str(write_tif(tmp_path, "stack.tif", stack)), "-o", out, "--channel-axis", "0", *box],
         "nan": [
             str(write_tif(tmp_path, "nan.tif", np.where(COINS > 200, np.nan, COINS.astype("f4")))),

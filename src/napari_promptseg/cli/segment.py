@@ -148,13 +148,18 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         stack, axes = stacked
         if args.plane is None and np.shape(stack)[0] > 1:  # one plane: the boxes can only be on it
             # seed labels: the plane their objects are on (boxes were asked for, and --propagate, already given)
+            n = np.shape(stack)[0]
+            # 2-4 grey planes the file does not call planes may be a channels-first image: as_stack's caution,
+            # which this refusal came before (a (2, Y, X) two-channel image was told only to give --plane)
+            channels = n <= 4 and np.ndim(stack) == 3 and axes.planes is None
             raise PromptsegError(
-                f"{path}: a stack of {np.shape(stack)[0]} planes; give --plane Z, "
+                f"{path}: a stack of {n} planes; give --plane Z, "
                 + (
                     f"the plane whose objects --seed-labels {args.seed_labels} holds"
                     if args.seed_labels is not None
                     else "the plane the boxes were drawn on (and --propagate to carry the objects through the stack)"
                 )
+                + ("; or, if its first axis holds channels, --channel-axis 0" if channels else "")
             )
 
         def plane_labels(plane, z: int):
