@@ -393,6 +393,24 @@ def test_a_plane_with_nothing_to_find_leaves_the_other_planes_of_the_stack(tmp_p
     assert record["objects"] == 1 and any("nothing like the prompt on plane(s) 0" in w for w in record["warnings"])
 
 
+def test_a_plane_segmented_alone_records_its_working_scale(litemedsam, tmp_path):
+    """`segment STACK --plane Z --box ...` wrote no working_scale (nor scores) in report.json, where the same boxes
+    on a 2D image, or propagated from that plane, say the scale they were decoded at: a user could not tell from
+    the report whether the plane was tiled at the boxes' size or at --object-size."""
+    from skimage import data as skdata
+
+    plane = skdata.coins()[:128, :128]
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.stack([plane, plane]))
+    out = tmp_path / "out"
+    args = ["segment", str(path), "--plane", "1", "--box", "10", "10", "60", "60", "-o", str(out)]
+    assert main([*args, "--object-size", "40", "--scheduler", "none"]) == 0
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    assert record["mode"] == "plane 1 only"
+    assert record["working_scale"]["source"] == "object size" and record["working_scale"]["object_size"] == 40
+    assert list(record["scores"]) == ["1"] and 0 < record["scores"]["1"] <= 1
+
+
 def test_a_plane_segmented_alone_keeps_its_warnings(tmp_path, capsys):
     """`segment STACK --plane Z` returned the plane's labels only, so its warnings (here: a box over a blank area)
     never reached report.json. The warning names the stack and the plane once each: it read "plane 1: STACK plane 1:

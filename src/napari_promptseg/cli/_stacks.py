@@ -355,6 +355,11 @@ def _stack_record(
         labels = np.zeros((n, *found.shape), found.dtype)
         labels[plane] = found
         record["mode"] = f"plane {plane} only"
+        # what the plane was decoded at, as a 2D input's record and a propagation's say
+        scale, scores = getattr(out, "scale", None), _plane_scores(out)
+        record["working_scale"] = scale.summary() if scale is not None else None
+        if scores is not None:
+            record["scores"] = {str(k): round(v, 4) for k, v in scores.items()}
     else:
         result = segment_stack(image, plane_or_nothing, **common)
         labels, warnings = result.labels, result.warnings
