@@ -116,6 +116,10 @@ def test_a_lazy_image_too_large_to_read_whole_is_refused_without_advising_max_pi
         ({"boxes": [(40, 60, 40, 140)]}, r"box 1: corners in the wrong order or zero size"),
         ({"boxes": [(500, 10, 600, 50)]}, r"box 1: \(500, 10, 600, 50\) lies outside the 384x303 image"),
         ({"boxes": [BOX, (-50, -50, -10, -10)]}, r"box 2: .* lies outside"),
+        # past the last column's centre, where a box is clipped to (it was clipped to (383.6, 10, 383, 40), corners
+        # the wrong way round, "-4% of its area", and segmented); on it, it has no width left
+        ({"boxes": [(383.6, 10, 400, 40)]}, r"box 1: \(383.6, 10, 400, 40\) covers only the edge of the 384x303"),
+        ({"boxes": [(10, 302, 40, 320)]}, r"box 1: \(10, 302, 40, 320\) covers only the edge of the 384x303"),
         ({"boxes": [(0, 0, np.nan, 10)]}, r"box 1: coordinates must be finite"),
         ({"boxes": [(1, 2, 3)]}, r"box 1: expected 4 numbers"),
         ({"boxes": [], "positive_points": [(400, 20)]}, r"positive point 1: \(400, 20\) lies outside the 384x303"),
@@ -128,6 +132,8 @@ def test_a_lazy_image_too_large_to_read_whole_is_refused_without_advising_max_pi
         "box-zero",
         "box-outside",
         "second-box-outside",
+        "box-past-the-last-column",
+        "box-on-the-last-row",
         "box-nan",
         "box-3",
         "point",

@@ -80,6 +80,13 @@ def check_box(
             f"{name}: ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the {w}x{h} image (width x height)"
         )
     clipped = max(x0, 0.0), max(y0, 0.0), min(x1, w - 1.0), min(y1, h - 1.0)
+    # clipped to the last pixel's centre, a box starting on or past it has nothing left (it was kept with its corners
+    # the wrong way round, and segmented)
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        raise PromptsegError(
+            f"{name}: ({x0:g}, {y0:g}, {x1:g}, {y1:g}) covers only the edge of the {w}x{h} image (width x height), "
+            "past its last pixel's centre: nothing of it is left inside; draw it over the object"
+        )
     # a box drawn to the edge may end on it (x1 = w) or half a pixel out (napari): not worth a word
     if warnings is not None and (x0 < -1 or y0 < -1 or x1 > w or y1 > h):
         kept = (clipped[2] - clipped[0]) * (clipped[3] - clipped[1]) / ((x1 - x0) * (y1 - y0))
