@@ -147,6 +147,18 @@ def test_bad_prompts_are_refused_with_the_reason(litemedsam, prompts, message):
         segment(COINS, litemedsam, **prompts)
 
 
+def test_a_negative_click_outside_every_box_is_said_to_be_unused(litemedsam):
+    """A negative click refines the box it lies in; one outside every box, with no positive click to go with it, was
+    dropped without a word (the user clicked the neighbour the mask spilled onto, and nothing changed)."""
+    alone = segment(COINS, litemedsam)
+    clicked = segment(COINS, litemedsam, negative_points=[(300, 250)], name="coins")
+    np.testing.assert_array_equal(clicked.labels, alone.labels)
+    assert clicked.warnings == [
+        "coins: negative point 1 (300, 250) lies outside every box and goes with no positive point: not used (a "
+        "negative point refines the box it lies in)"
+    ]
+
+
 def test_a_click_on_the_outer_half_of_the_first_pixel_is_on_the_image(litemedsam):
     """napari puts pixel centres on whole numbers: pixel 0 spans -0.5 to 0.5, and a click on the left half of the
     first column (x = -0.3) was refused as 'outside the image' while the user saw it on the image."""

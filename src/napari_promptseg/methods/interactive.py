@@ -157,7 +157,8 @@ def group_prompts(
     """Turn flat prompt lists into objects (boxes partly outside the image clipped, said in ``warnings``).
 
     Each box is one object; a point inside boxes refines the smallest box that contains it. Points outside every box
-    form one further object (when at least one of them is positive), the usual click-to-segment case.
+    form one further object (when at least one of them is positive), the usual click-to-segment case; negative
+    points outside every box without a positive one refine nothing (said in ``warnings``).
     """
     boxes = prompt_list(boxes, 4, "boxes")
     positive_points = prompt_list(positive_points, 2, "positive points")
@@ -165,6 +166,7 @@ def group_prompts(
     objects = [ObjectPrompt(box=check_box(b, shape, f"box {i + 1}", warnings)) for i, b in enumerate(boxes)]
     loose_points: list[tuple[float, float]] = []
     loose_labels: list[int] = []
+    loose_names: list[str] = []
     tagged = [(p, 1, f"positive point {i + 1}") for i, p in enumerate(positive_points)]
     tagged += [(p, 0, f"negative point {i + 1}") for i, p in enumerate(negative_points)]
     for p, label, point_name in tagged:
@@ -177,10 +179,17 @@ def group_prompts(
         else:
             loose_points.append((x, y))
             loose_labels.append(label)
+            loose_names.append(point_name)
     if 1 in loose_labels:
         objects.append(ObjectPrompt(points=loose_points, labels=loose_labels))
     elif loose_labels and not objects:
         raise PromptsegError("only negative points given: add a box or a positive point")
+    elif loose_labels and warnings is not None:  # they refine no object: said, not dropped without a word
+        warnings.extend(
+            f"{point_name} ({x:g}, {y:g}) lies outside every box and goes with no positive point: not used (a "
+            "negative point refines the box it lies in)"
+            for point_name, (x, y) in zip(loose_names, loose_points, strict=True)
+        )
     if not objects:
         raise PromptsegError("no prompt: give at least one box or positive point")
     return objects
