@@ -234,6 +234,8 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
     [
         pytest.param("box-order", r"box 1: corners in the wrong order", id="box-order"),
         pytest.param("box-outside", r"box 1: \(500, 10, 600, 50\) lies outside the 384x303 image", id="box-outside"),
+        # the CLI's pyramid level was chosen from it first: "object size must be a positive number of pixels, got nan"
+        pytest.param("box-nan", r"box 2: coordinates must be finite", id="box-nan"),
         pytest.param("point-outside", r"positive point 1: \(-5, 20\) lies outside", id="point-outside"),
         pytest.param("no-prompt", r"give at least one --box X0 Y0 X1 Y1 or --point X Y", id="no-prompt"),
         pytest.param(
@@ -302,6 +304,7 @@ def test_cli_exits_2_with_a_one_line_reason(litemedsam, tmp_path, capsys, coins_
     argv = {
         "box-order": [image, "-o", out, "--box", "120", "60", "40", "140"],
         "box-outside": [image, "-o", out, "--box", "500", "10", "600", "50"],
+        "box-nan": [image, "-o", out, *box, "--box", "10", "10", "40", "nan"],
         "point-outside": [image, "-o", out, "--point", "-5", "20"],
         "no-prompt": [image, "-o", out],
         "find-all-points": [image, "-o", out, *box, "--find-all", "--point", "60", "80"],  # were ignored

@@ -426,8 +426,10 @@ def prompts_working_scale(
     """The working scale of box/point prompts on an image of ``shape`` (rows, columns, ...): from ``object_size``,
     else the boxes' size, else the whole image. A pyramid is read at the level this scale needs (the CLI's level of
     an OME-Zarr, the console's of a multiscale layer's data)."""
-    # a malformed box is left to check_box, which refuses it naming it (here numpy's reshape error came first)
+    # a malformed box is left to check_box, which refuses it naming it (here numpy's reshape error came first, and a
+    # NaN corner gave "object size must be a positive number of pixels, got nan")
     boxes = np.array([b for b in prompt_list(boxes, 4, "boxes") if np.size(b) == 4], np.float64).reshape(-1, 4)
+    boxes = boxes[np.isfinite(boxes).all(axis=1)]
     size = object_size if object_size is not None else (box_object_size(boxes) if len(boxes) else None)
     return choose_scale(shape, input_size, size).scale
 
