@@ -488,3 +488,18 @@ def test_the_exit_codes_are_in_the_help(command, capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "exit codes: 0 every output was written" in help_text
     assert "1 some input could not be read" in help_text and "130 interrupted" in help_text
+
+
+def test_segment_help_says_the_prompts_coordinate_order(capsys):
+    """`promptseg segment --help` listed --box X0 Y0 X1 Y1, --point X Y and --negative-point X Y without a word: not
+    that x is the column (napari's Points and Shapes exports are (row, column): the order swapped), nor that the
+    clicks outside every box make one object together (two --point on two nuclei gave one object)."""
+    with pytest.raises(SystemExit):
+        main(["segment", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--box X0 Y0 X1 Y1 one object's box in pixels, x = column, y = row" in help_text
+    assert "--point X Y a click on an object (x = column, y = row)" in help_text
+    assert "the clicks outside every box make one object together" in help_text
+    assert (
+        "--negative-point X Y a click off an object (x = column, y = row): it refines the box it lies in" in help_text
+    )

@@ -82,9 +82,36 @@ def build_parser() -> argparse.ArgumentParser:
         help=images_help("images"),
     )
     seg.add_argument("-o", "--output", type=Path, required=True, help=OUTPUT_HELP)
-    seg.add_argument("--box", nargs=4, type=float, action="append", default=[], metavar=("X0", "Y0", "X1", "Y1"))
-    seg.add_argument("--point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"))
-    seg.add_argument("--negative-point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"))
+    seg.add_argument(
+        "--box",
+        nargs=4,
+        type=float,
+        action="append",
+        default=[],
+        metavar=("X0", "Y0", "X1", "Y1"),
+        help="one object's box in pixels, x = column, y = row (napari's Shapes exports are row, column: swap them); "
+        "repeat for more objects",
+    )
+    seg.add_argument(
+        "--point",
+        nargs=2,
+        type=float,
+        action="append",
+        default=[],
+        metavar=("X", "Y"),
+        help="a click on an object (x = column, y = row): inside boxes it refines the smallest, and the clicks "
+        "outside every box make one object together",
+    )
+    seg.add_argument(
+        "--negative-point",
+        nargs=2,
+        type=float,
+        action="append",
+        default=[],
+        metavar=("X", "Y"),
+        help="a click off an object (x = column, y = row): it refines the box it lies in, else the object of the "
+        "clicks outside every box",
+    )
     seg.add_argument(
         "--find-all",
         action="store_true",
