@@ -448,9 +448,19 @@ OUTLIER_BOX = 3.0
 def _outlier_boxes(boxes: np.ndarray, object_size: float | None = None) -> list[str]:
     """Warnings for example boxes far larger than the others (three boxes at least; of two, when one is far larger
     than the other and no ``object_size`` was given): one such box skews the object size and the background that
-    are learnt (measured: a box over most of the nuclei sample beside 4 nuclei boxes, F1 0.45 -> 0.18)."""
+    are learnt (measured: a box over most of the nuclei sample beside 4 nuclei boxes, F1 0.45 -> 0.18); or for an
+    ``object_size`` far from the boxes' size, which sets both in their place."""
     sides = np.sqrt(np.maximum(boxes[:, 2] - boxes[:, 0], 1) * np.maximum(boxes[:, 3] - boxes[:, 1], 1))
     typical = float(np.median(sides))
+    unlike = []
+    if object_size is not None and not 1 / OUTLIER_BOX <= object_size / typical <= OUTLIER_BOX:
+        # the size given, not the examples', sets the scale and the ring of background learnt around the boxes (ten
+        # times the nuclei's: about the whole image, 11 of 50 nuclei found instead of 44)
+        unlike = [
+            f"object size {object_size:g} px is {object_size / typical:.2g} times the example boxes' (typically "
+            f"{typical:.0f} px a side): objects of {object_size:g} px are looked for, and background learnt within "
+            f"{object_size / 2:g} px of the boxes; give the boxed objects' size, or none to take theirs"
+        ]
     if len(sides) == 2 and object_size is None and sides.max() > OUTLIER_BOX * sides.min():
         # no third box to tell which one is unlike: the size learnt lies between them, like neither (a nucleus and a
         # box over most of the sample: 5 objects found instead of 39)
@@ -458,7 +468,7 @@ def _outlier_boxes(boxes: np.ndarray, object_size: float | None = None) -> list[
             f"example boxes 1 and 2 differ in size ({sides[0]:.0f} and {sides[1]:.0f} px a side): objects of "
             f"{typical:.0f} px are looked for, like neither; box objects of one kind, or give the object size"
         ]
-    return [
+    return unlike + [
         f"example box {k + 1} ({side:.0f} px a side) is far larger than the others (typically {typical:.0f} px): "
         "each example box should hold one object like the others; remove it, or box one object"
         for k, side in enumerate(sides)
