@@ -159,6 +159,17 @@ def test_a_negative_click_outside_every_box_is_said_to_be_unused(litemedsam):
     ]
 
 
+def test_a_box_whose_object_is_taken_by_an_overlapping_one_is_said(litemedsam):
+    """A box given twice (a pasted line, a double-drawn rectangle) gave one object: the second's pixels all went to
+    the first, equally confident, and the CLI said "1 object(s)" for two boxes without a word."""
+    result = segment(COINS, litemedsam, boxes=[BOX, BOX, (200, 150, 260, 210)], name="coins")
+    assert set(np.unique(result.labels)) == {0, 1, 3}
+    assert result.warnings == [
+        "coins: box 2 gave no object: its pixels went to the object of box 1, which overlaps it (where objects "
+        "overlap, the more confident one takes the pixel)"
+    ]
+
+
 def test_a_click_on_the_outer_half_of_the_first_pixel_is_on_the_image(litemedsam):
     """napari puts pixel centres on whole numbers: pixel 0 spans -0.5 to 0.5, and a click on the left half of the
     first column (x = -0.3) was refused as 'outside the image' while the user saw it on the image."""

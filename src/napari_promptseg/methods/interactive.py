@@ -381,6 +381,8 @@ def segment_prompts(
     labels = np.zeros((h, w), np.uint16 if len(objects) < 2**16 else np.uint32)
     scores = np.zeros(len(objects), np.float32)
     timings = {"embed_s": 0.0, "decode_s": 0.0, "paint_s": 0.0}
+    painted: set[int] = set()  # ids that kept pixels
+    decoded: set[int] = set()  # ids whose own mask was not empty
     for n, (index, members) in enumerate(sorted(by_tile.items())):
         tile = grid.tiles[index] if index >= 0 else Tile(-1, 0, h, 0, w, (0.0, h, 0.0, w))
         report(
@@ -408,13 +410,49 @@ def segment_prompts(
         view = labels[tile.slices]
         free = (tile_labels > 0) & (view == 0)
         view[free] = ids[tile_labels[free]]
+        painted.update(int(k) for k in np.unique(ids[tile_labels[free]]))
+        decoded.update(i + 1 for i, logit in zip(members, logits, strict=True) if bool((logit > 0).any()))
         timings["paint_s"] += time.perf_counter() - t0
+    warnings += [f"{name}: {said}" for said in empty_objects(objects, set(flat), painted, decoded)]
     report(1.0, "done")
     if level is not None:
         labels = level.labels_to_full(labels)
     return SegmentationResult(
         labels=labels, scores=scores, timings=timings, warnings=warnings, scale=scale if size else None
     )
+
+
+#: the words of :func:`empty_objects` (find-all says its examples' own way)
+NO_OBJECT = "gave no object"
+
+
+def empty_objects(objects: Sequence[ObjectPrompt], flat: set[int], painted: set[int], decoded: set[int]) -> list[str]:
+    """Why objects (ids = index + 1; boxes first, as :func:`group_prompts` orders them) came back without a pixel:
+    the objects of boxes overlapping theirs took them (a box given twice), or the model found nothing. Objects over
+    pixels of one value (``flat``) were said already."""
+    said = []
+    for i, obj in enumerate(objects):
+        if i + 1 in painted or i in flat:
+            continue
+        what = f"box {i + 1}" if obj.box is not None else "the clicks outside every box"
+        takers = [] if obj.box is None else [j for j in sorted(painted) if _overlap(obj.box, objects[j - 1].box)]
+        if i + 1 not in decoded:
+            said.append(f"{what} {NO_OBJECT}: the model found none there")
+            continue
+        whose = "other objects"
+        if len(takers) == 1:
+            whose = f"the object of box {takers[0]}, which overlaps it"
+        elif takers:
+            whose = f"the objects of boxes {', '.join(map(str, takers))}, which overlap it"
+        said.append(
+            f"{what} {NO_OBJECT}: its pixels went to {whose} (where objects overlap, the more confident one takes "
+            "the pixel)"
+        )
+    return said
+
+
+def _overlap(box: tuple[float, float, float, float], other: tuple[float, float, float, float] | None) -> bool:
+    return other is not None and box[0] < other[2] and other[0] < box[2] and box[1] < other[3] and other[1] < box[3]
 
 
 def prompts_working_scale(

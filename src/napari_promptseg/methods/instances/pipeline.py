@@ -340,7 +340,7 @@ def find_all_like(
     coarsest level that still has the boxes' working scale, as the CLI reads an OME-Zarr; the labels and boxes come
     back at full resolution.
     """
-    from ..interactive import check_box, prompt_list, prompts_working_scale, segment_prompts
+    from ..interactive import NO_OBJECT, check_box, prompt_list, prompts_working_scale, segment_prompts
 
     if segmenter is None:
         from ...models import load_segmenter
@@ -408,7 +408,8 @@ def find_all_like(
     result.warnings.extend([f"{name}: {warning}" for warning in clipped] + _outlier_boxes(checked, object_size))
     # what the examples' segmentation said (e.g. a box over an empty canvas, left empty), and which examples gave
     # nothing to learn from: they were left out without a word
-    result.warnings.extend(w for w in examples.warnings if w not in result.warnings)
+    # (an example without an object is said below, in find-all's words)
+    result.warnings.extend(w for w in examples.warnings if w not in result.warnings and NO_OBJECT not in w)
     found = {int(k) for k in np.unique(examples.labels)}
     empty = sorted(set(range(1, len(checked) + 1)) - found)
     # a box drawn twice (or nearly) gives its object to the first one: it repeats that box, it did not miss
