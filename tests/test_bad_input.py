@@ -170,6 +170,21 @@ def test_a_box_whose_object_is_taken_by_an_overlapping_one_is_said(litemedsam):
     ]
 
 
+def test_find_all_from_boxes_on_blank_pixels_says_why_nothing_was_learnt(litemedsam):
+    """Find all from a box on the empty canvas beside an image was refused with 'the boxed examples gave empty
+    masks; draw boxes tightly around objects': advice for a loose box, not for one on no object at all. The
+    examples' own reasons are said now."""
+    from napari_promptseg.methods.instances import find_all_like
+
+    canvas = np.pad(COINS, ((0, 0), (0, 80)))
+    with pytest.raises(PromptsegError) as refused:
+        find_all_like(canvas, [(400, 100, 440, 140)], segmenter=litemedsam, name="coins.png")
+    assert str(refused.value) == (
+        "coins.png: the boxed examples gave no object (box 1 covers pixels of one value: nothing to segment there "
+        "(left empty)); box objects in the image"
+    )
+
+
 def test_a_click_on_the_outer_half_of_the_first_pixel_is_on_the_image(litemedsam):
     """napari puts pixel centres on whole numbers: pixel 0 spans -0.5 to 0.5, and a click on the left half of the
     first column (x = -0.3) was refused as 'outside the image' while the user saw it on the image."""

@@ -371,7 +371,11 @@ def find_all_like(
     )
     timer.add("examples_s", t0)
     if not (examples.labels > 0).any():
-        raise PromptsegError(f"{name}: the boxed examples gave empty masks; draw boxes tightly around objects")
+        # why (boxes on blank pixels, or on no object), not only advice for loose boxes, which these may not be
+        why = "; ".join(w.removeprefix(f"{name}: ") for w in examples.warnings)
+        raise PromptsegError(
+            f"{name}: the boxed examples gave no object" + (f" ({why})" if why else "") + "; box objects in the image"
+        )
     size = examples.scale.object_size  # the given size, else the boxes' (segment_prompts chose the scale from it)
     known = known_near(checked, (h, w), 0.5 * size)
     if cancel is not None and cancel():
