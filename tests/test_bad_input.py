@@ -124,6 +124,11 @@ def test_a_lazy_image_too_large_to_read_whole_is_refused_without_advising_max_pi
         ({"boxes": [(1, 2, 3)]}, r"box 1: expected 4 numbers"),
         ({"boxes": [], "positive_points": [(400, 20)]}, r"positive point 1: \(400, 20\) lies outside the 384x303"),
         ({"boxes": [BOX], "negative_points": [(10, -1)]}, r"negative point 1: \(10, -1\) lies outside"),
+        # a 3D Points layer's data reversed, as the docstring says for a 2D one: (x, y, plane)
+        (
+            {"boxes": [], "positive_points": [(100, 90, 3)]},
+            r"positive point 1: expected 2 numbers x y, got 3: a 3D Points layer's point is \(plane, row, column\)",
+        ),
         ({"boxes": [], "negative_points": [(10, 10)]}, r"only negative points given"),
         ({"boxes": []}, r"no prompt"),
     ],
@@ -138,6 +143,7 @@ def test_a_lazy_image_too_large_to_read_whole_is_refused_without_advising_max_pi
         "box-3",
         "point",
         "neg",
+        "point-3d",
         "neg-only",
         "none",
     ],

@@ -121,7 +121,14 @@ def check_point(point: Sequence[float], shape: tuple[int, int], name: str = "poi
     """Validate x, y against the image. Pixel 0 spans -0.5 to 0.5 (napari puts pixel centres on whole numbers), so a
     click on the first row's or column's outer half is that pixel's (moved to 0), not outside the image."""
     if np.ndim(point) != 1 or len(point) != 2:
-        raise PromptsegError(f"{name}: expected 2 numbers x y, got {_count(point)}")
+        # a napari Points layer over a stack holds (plane, row, column): reversed whole, as a 2D layer's, it is 3
+        hint = (
+            ": a 3D Points layer's point is (plane, row, column); x y are its last two numbers reversed "
+            "(data[:, -1:-3:-1]), of the points on the plane segmented"
+            if np.ndim(point) == 1 and len(point) == 3
+            else ""
+        )
+        raise PromptsegError(f"{name}: expected 2 numbers x y, got {_count(point)}{hint}")
     x, y = (float(v) for v in point)
     h, w = shape
     if not (np.isfinite([x, y]).all() and -0.5 <= x < w and -0.5 <= y < h):
