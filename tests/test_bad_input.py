@@ -122,6 +122,12 @@ def test_a_lazy_image_too_large_to_read_whole_is_refused_without_advising_max_pi
         ({"boxes": [(10, 302, 40, 320)]}, r"box 1: \(10, 302, 40, 320\) covers only the edge of the 384x303"),
         ({"boxes": [(0, 0, np.nan, 10)]}, r"box 1: coordinates must be finite"),
         ({"boxes": [(1, 2, 3)]}, r"box 1: expected 4 numbers"),
+        # a rectangle of a Shapes layer over a stack: (plane, row, column) corners, where c[:, 1] is the row
+        (
+            {"boxes": [np.array([[3, 60, 40], [3, 60, 120], [3, 140, 120], [3, 140, 40]], float)]},
+            r"box 1: .* shape \(4, 3\); .* its box is \(c\[:, -1\]\.min\(\), c\[:, -2\]\.min\(\), "
+            r"c\[:, -1\]\.max\(\), c\[:, -2\]\.max\(\)\)",
+        ),
         ({"boxes": [], "positive_points": [(400, 20)]}, r"positive point 1: \(400, 20\) lies outside the 384x303"),
         ({"boxes": [BOX], "negative_points": [(10, -1)]}, r"negative point 1: \(10, -1\) lies outside"),
         # a 3D Points layer's data reversed, as the docstring says for a 2D one: (x, y, plane)
@@ -141,6 +147,7 @@ def test_a_lazy_image_too_large_to_read_whole_is_refused_without_advising_max_pi
         "box-on-the-last-row",
         "box-nan",
         "box-3",
+        "box-3d-corners",
         "point",
         "neg",
         "point-3d",

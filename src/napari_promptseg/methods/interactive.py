@@ -61,8 +61,8 @@ def check_box(
     if np.ndim(box) != 1:
         raise PromptsegError(
             f"{name}: expected 4 numbers x0 y0 x1 y1, got an array of shape {np.shape(box)}; a napari Shapes "
-            "rectangle holds 4 (row, column) corners: its box is (c[:, 1].min(), c[:, 0].min(), c[:, 1].max(), "
-            "c[:, 0].max())"
+            "rectangle holds 4 corners, (row, column) last (a layer over a stack: (plane, row, column)): its box is "
+            "(c[:, -1].min(), c[:, -2].min(), c[:, -1].max(), c[:, -2].max())"
         )
     if len(box) != 4:
         raise PromptsegError(f"{name}: expected 4 numbers x0 y0 x1 y1, got {len(box)}")
