@@ -101,7 +101,10 @@ def test_one_box_or_point_given_alone_is_that_prompt(litemedsam):
     np.testing.assert_array_equal(segment_prompts(COINS, litemedsam, positive_points=point).labels, clicked)
 
     corners = np.array([[60, 40], [60, 120], [140, 120], [140, 40]], float)  # (row, column), as napari holds them
-    with pytest.raises(PromptsegError, match=r"box 1: .* shape \(4, 2\); a napari Shapes rectangle holds 4 \(row"):
+    with pytest.raises(
+        PromptsegError,
+        match=r"box 1: .* shape \(4, 2\); a napari Shapes rectangle holds 4 corners, \(row, column\) last",
+    ):
         segment_prompts(COINS, litemedsam, boxes=[corners])
     with pytest.raises(PromptsegError, match=r"boxes: 8 numbers; expected a list of \(x0, y0, x1, y1\), one per box"):
         segment_prompts(COINS, litemedsam, boxes=[*BOX, *BOX])
