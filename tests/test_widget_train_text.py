@@ -228,10 +228,11 @@ def _trainer_calls(monkeypatch) -> list[tuple[str, tuple, dict]]:
 
 
 def _comparable(call: tuple[str, tuple, dict]) -> tuple[str, tuple, dict]:
-    """A trainer call without its callbacks, the CSV columns with read_triplets' defaults filled in (the CLI passes
-    every column, the widget the ones typed)."""
+    """A trainer call without its callbacks and without how its user gives the weights (``weights_option``: the
+    CLI's --clipseg-weights, the widget's field, each said in its own words), the CSV columns with read_triplets'
+    defaults filled in (the CLI passes every column, the widget the ones typed)."""
     trainer, args, kwargs = call
-    kwargs = {k: v for k, v in kwargs.items() if k not in ("progress", "cancel")}
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("progress", "cancel", "weights_option")}
     defaults = {"image_col": "image", "mask_col": "mask", "text_col": "text", "split_col": None}
     kwargs["columns"] = {**defaults, **(kwargs.get("columns") or {})}
     return trainer, tuple(str(a) for a in args), kwargs
