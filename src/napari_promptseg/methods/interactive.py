@@ -75,18 +75,20 @@ def check_box(
             "expected x0 < x1 and y0 < y1 (x = column, y = row)"
         )
     h, w = shape
-    if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+    # the last pixel ends half a pixel past its centre: a box starting beyond that holds none of the image
+    if x1 <= 0 or y1 <= 0 or x0 >= w - 0.5 or y0 >= h - 0.5:
         raise PromptsegError(
             f"{name}: ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the {w}x{h} image (width x height)"
         )
-    clipped = max(x0, 0.0), max(y0, 0.0), min(x1, w - 1.0), min(y1, h - 1.0)
-    # clipped to the last pixel's centre, a box starting on or past it has nothing left (it was kept with its corners
-    # the wrong way round, and segmented)
-    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-        raise PromptsegError(
-            f"{name}: ({x0:g}, {y0:g}, {x1:g}, {y1:g}) covers only the edge of the {w}x{h} image (width x height), "
-            "past its last pixel's centre: nothing of it is left inside; draw it over the object"
-        )
+    # clipped to the pixel centres; a box starting on the last pixel keeps it, one pixel thin (boxes_from_labels' box
+    # of an object on the last row): clipping its end alone turned a start past the centre into corners the wrong
+    # way round
+    clipped = (
+        min(max(x0, 0.0), w - 1.0),
+        min(max(y0, 0.0), h - 1.0),
+        min(x1, w - 1.0),
+        min(y1, h - 1.0),
+    )
     # a box drawn to the edge may end on it (x1 = w) or half a pixel out (napari): not worth a word
     if warnings is not None and (x0 < -1 or y0 < -1 or x1 > w or y1 > h):
         kept = (clipped[2] - clipped[0]) * (clipped[3] - clipped[1]) / ((x1 - x0) * (y1 - y0))
