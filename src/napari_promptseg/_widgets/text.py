@@ -48,6 +48,7 @@ from ._common import (
     layer_pixels,
     load_triton_safely,
     placement,
+    plane_shape,
     save_exemplar,
     unproxied,
     whole_image_level,
@@ -416,7 +417,7 @@ class TextPromptWidget(QWidget):
             level, level_factors = data, factors
             if pixels.multiscale and route.route == "library":
                 # as the CLI and the console: the level the library's many-instances entries' objects need
-                plane = np.shape(pixels.data[0])[pixels.ndim - 2 : pixels.ndim]
+                plane = plane_shape(pixels.data[0], pixels.rgb)
                 scale = text_working_scale(
                     plane,
                     prompt,
