@@ -108,6 +108,11 @@ def test_cli_reads_the_pyramid_level_of_the_boxes_and_writes_labels_napari_opens
     # the nucleus spans ~136 px: LiteMedSAM (256 px input) sees the whole 1024 px image at scale 0.25 and the
     # objects at the size it segments well, so the 1/4 level (256 px) has all the resolution it needs
     assert record["pyramid_level"] == 2
+    # the working scale is said in the input's pixels, as its shape and the labels written: the box's size, and
+    # the model's 256 px over the whole 1024 px image (not the 1/4 level's 34 px objects at scale 1)
+    (x0, y0, x1, y1), scale = box, record["working_scale"]
+    assert scale["object_size"] == pytest.approx(np.sqrt((x1 - x0) * (y1 - y0)), abs=0.1)
+    assert scale["scale"] == pytest.approx(0.25) and scale["tile"] == 1024
     assert record["output"] == str(path / "labels" / "promptseg")
     assert main(args) == 0  # a second run replaces the labels image, it does not add another
 

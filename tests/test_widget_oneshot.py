@@ -6,6 +6,7 @@ Run under a display: ``xvfb-run -a python -m pytest tests/test_widget_oneshot.py
 from __future__ import annotations
 
 import json
+import re
 
 import napari
 import numpy as np
@@ -300,9 +301,11 @@ def test_a_pyramid_target_finds_the_nuclei_the_cli_finds(make_viewer, qtbot):
     assert match_instances(result.data, truth)["f1"] > 0.7
     # mode auto: which mode ran is said (the status read 'one-shot (sat)', one region's strategy)
     assert widget.runner.widget.status.text().startswith("one-shot: done")
-    assert widget.runner.widget.summary.text().startswith("one-shot (many instances): "), (
-        widget.runner.widget.summary.text()
-    )
+    summary = widget.runner.widget.summary.text()
+    assert summary.startswith("one-shot (many instances): "), summary
+    # the working scale is the full-resolution layer's (~20 model px for ~80 px nuclei), not the 1/4 level's (~1)
+    scale = float(re.search(r"working scale ([0-9.]+)", summary).group(1))
+    assert 0.15 < scale < 0.4, summary
 
 
 def test_a_target_folders_slide_is_read_at_the_clis_level_and_lies_over_its_full_resolution(

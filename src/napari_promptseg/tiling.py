@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import numpy.ma  # noqa: F401 - np.median imports it on its first call: ~15 ms added to the first prompt's mask
@@ -90,6 +90,21 @@ class WorkingScale:
             f"enlargement, above the cap of {MAX_UPSCALE:g}x (interpolation adds no detail); worked at "
             f"{self.scale:.2f}x, as for objects of about {self.object_size_used:.1f} px: objects much smaller than "
             "that may be missed or merged"
+        )
+
+    def at_full_resolution(self, factor: float) -> WorkingScale:
+        """This scale, chosen on a pyramid level ``factor`` times smaller than the image, in the full-resolution
+        image's pixels: what a report beside the full-resolution labels and shape says (a slide's objects of 40 px
+        read as '10 px' at scale 0.64 on its 1/4 level, which the user's image does not show)."""
+        if factor == 1.0:
+            return self
+        return replace(
+            self,
+            scale=self.scale / factor,
+            object_size=None if self.object_size is None else self.object_size * factor,
+            tile=round(self.tile * factor),
+            overlap=round(self.overlap * factor),
+            requested_scale=None if self.requested_scale is None else self.requested_scale / factor,
         )
 
     def summary(self) -> dict:

@@ -221,6 +221,7 @@ def _instances_level_record(
 
     found.labels = _full_resolution(found.labels, image, factor)
     found.boxes = level_to_full(found.boxes, factor).astype(np.float32)
+    found.scale = None if found.scale is None else found.scale.at_full_resolution(factor)
     return {**_instances_record(args, path, image, found), "pyramid_level": index, "level_factor": factor}
 
 

@@ -194,7 +194,7 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         # a prompt may leave its object empty; find_objects reads the ids as they are stored (bincount made an
         # int64 copy of the labels: 8 bytes per pixel, 4x a slide level's uint16 labels)
         "objects": sum(found is not None for found in ndimage.find_objects(result.labels)),
-        "working_scale": result.scale.summary() if result.scale is not None else None,
+        "working_scale": result.scale.at_full_resolution(factor).summary() if result.scale is not None else None,
         "predicted_iou": [round(float(s), 4) for s in result.scores],
         "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
         "warnings": result.warnings,

@@ -117,9 +117,12 @@ def run_oneshot(
                 lambda plane: as_channels_last(plane, channel_axis=channel_axis, channels=channels),
             )
 
-    def segment_one(k: int, image: np.ndarray, size: float | None, axis: int | None = channel_axis):
+    def segment_one(
+        k: int, image: np.ndarray, size: float | None, axis: int | None = channel_axis, image_factor: float = factor
+    ):
         """``size``: the objects' size in the pixels of ``image`` (many instances; None: measured there); ``axis``:
-        its channel axis. As the CLI's oneshot._segment."""
+        its channel axis; ``image_factor``: how many times smaller than its full resolution ``image`` is (its
+        working scale is said in full-resolution pixels, as the CLI's report). As the CLI's oneshot._segment."""
         name = names[k]
 
         def sub(fraction: float, message: str) -> None:
@@ -137,7 +140,7 @@ def run_oneshot(
             out.positives.append((res.boxes[:, :2] + res.boxes[:, 2:]) / 2 if len(res.boxes) else np.zeros((0, 2)))
             out.negatives.append(np.zeros((0, 2)))
             if res.scale is not None:
-                out.scales.append(res.scale.summary())
+                out.scales.append(res.scale.at_full_resolution(image_factor).summary())
         else:
             if axis is not None:  # channels last, as the reference's: one axis for both
                 image, axis = np.moveaxis(image, axis, -1), -1
@@ -175,7 +178,7 @@ def run_oneshot(
         full_size = exemplars.object_size if exemplars is not None else None  # the size given, else the objects'
         level, _, level_factor = target_file_level(path, image, segmenter.input_size, full_size)
         size = None if exemplars is None else level_object_size(exemplars, object_size, level_factor)
-        result = segment_one(k, level, size, axis)
+        result = segment_one(k, level, size, axis, level_factor)
         # per axis, from the shapes, as the CLI puts labels back (upsample_labels): an odd side's level is not half
         full_shape, level_shape = np.shape(image)[:2], np.shape(level)[:2]
         factors = (full_shape[0] / level_shape[0], full_shape[1] / level_shape[1])

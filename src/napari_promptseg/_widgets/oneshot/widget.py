@@ -324,8 +324,7 @@ class OneShotWidget(QWidget):
             data = np.stack(output.labels)
             labels_layer = self.viewer.add_labels(data, name=f"{layer.name} one-shot", **kw)
             if output.scales and output.scales[0].get("object_size"):  # many instances: the planes' one size
-                factor = 1.0 if factors is None else float(np.asarray(factors)[-1])
-                labels_layer.metadata[OBJECT_SIZE_KEY] = output.scales[0]["object_size"] * factor
+                labels_layer.metadata[OBJECT_SIZE_KEY] = output.scales[0]["object_size"]  # full-resolution px
             points = [
                 np.column_stack([np.full(len(p), k), p[:, 1], p[:, 0]]) if len(p) else np.zeros((0, 3))
                 for k, p in enumerate(output.positives)
