@@ -201,6 +201,7 @@ def test_a_csv_with_other_column_names_trains_as_the_cli_maps_them(make_viewer, 
     widget.train()  # the split sits in 'medvlsm_split': refused, as the CLI refuses it, until it is named
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
     assert widget.runner.state == "failed" and "medvlsm_split" in widget.runner.widget.details
+    assert "widget: split column medvlsm_split" in widget.runner.widget.details  # not only the CLI's flag
     widget.csv_columns["split_col"].setText("medvlsm_split")
     widget.train()
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
@@ -267,6 +268,10 @@ def test_the_cli_settings_reach_the_trainer_as_train_text_passes_them(make_viewe
         return _comparable(calls.pop())
 
     assert widget_call() == cli_call("--loss", "dicece")  # untouched: every setting at the trainer's default
+    # a CSV's split column left unused, every row trained: the CLI's --split-col '' (the field had no way to say it)
+    widget.csv_columns["split_col"].setText("None")
+    assert widget_call() == cli_call("--loss", "dicece", "--split-col", "")
+    widget.csv_columns["split_col"].setText("")
     assert widget.epochs.specialValueText() == "default (8)"
     widget.advanced.set_open(True)
     widget.loss.setCurrentText("tmca")

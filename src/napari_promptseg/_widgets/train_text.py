@@ -66,6 +66,10 @@ LABELS = {
 }
 
 
+#: typed as the split column: the CSV has none to use (the CLI's --split-col ''); every row trains
+NO_SPLIT = "none"
+
+
 def on_model_trained(method) -> None:
     """Call the bound ``method`` after each training run (held weakly: a closed widget is not kept alive)."""
     _listeners.append(weakref.WeakMethod(method))
@@ -142,7 +146,11 @@ class TrainTextWidget(QWidget):
             ("image_col", "image", "column of the image paths"),
             ("mask_col", "mask", "column of the mask paths"),
             ("text_col", "text", "column of the texts (e.g. 'p1' for class names in a medvlsm CSV)"),
-            ("split_col", "split", "column of train/val/test (default: 'split', when there is one)"),
+            (
+                "split_col",
+                "split",
+                f"column of train/val/test (default: 'split', when there is one; '{NO_SPLIT}': train on every row)",
+            ),
         ):
             edit = QLineEdit()
             edit.setPlaceholderText(default)
@@ -365,6 +373,8 @@ class TrainTextWidget(QWidget):
                     raise PromptsegError("choose a triplet CSV")
                 typed = {key: edit.text().strip() for key, edit in self.csv_columns.items()}
                 columns = {key: name for key, name in typed.items() if name}  # the others: the defaults
+                if columns.get("split_col", "").lower() == NO_SPLIT:  # as the CLI's --split-col ''
+                    columns["split_col"] = ""
             else:
                 left_out: list[str] = []
                 data = layer_triplets(self._layer_rows(), left_out)  # copies of the layers, taken on the main thread

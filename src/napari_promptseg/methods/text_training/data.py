@@ -167,7 +167,7 @@ def read_triplets(
     if missing:
         raise PromptsegError(
             f"{path}: no column {', '.join(map(repr, missing))}; the columns are {', '.join(columns) or 'none'} "
-            "(map other names with --image-col/--mask-col/--text-col)"
+            "(map other names with --image-col/--mask-col/--text-col; widget: CSV columns)"
         )
     split_col = _split_column(path, columns, rows, split_col)
     has_split = bool(split_col)
@@ -209,8 +209,8 @@ def _split_column(path: Path, columns: Sequence[str], rows: Sequence[dict], spli
     if split_col:
         if split_col not in columns:
             raise PromptsegError(
-                f"{path}: no split column {split_col!r}; the columns are {', '.join(columns)} (--split-col '' trains "
-                "on every row)"
+                f"{path}: no split column {split_col!r}; the columns are {', '.join(columns)} (--split-col '', widget: "
+                "split column 'none', trains on every row)"
             )
         return split_col
     if split_col == "" or "split" in columns:
@@ -220,8 +220,9 @@ def _split_column(path: Path, columns: Sequence[str], rows: Sequence[dict], spli
         if values and values <= set(SPLITS) and values & {"val", "test"}:
             raise PromptsegError(
                 f"{path}: column {column!r} holds {', '.join(sorted(values))} rows, but the split is read from a "
-                f"column 'split': give --split-col {column} to use it (test rows are then never trained on), or "
-                "--split-col '' to train on every row (or name the column 'split')"
+                f"column 'split': give --split-col {column} (widget: split column {column}) to use it (test rows are "
+                "then never trained on), or --split-col '' (widget: 'none') to train on every row (or name the column "
+                "'split')"
             )
     return ""
 
@@ -285,7 +286,7 @@ def refuse_fraction_beside_split(triplets: Sequence[Triplet | ArrayTriplet], val
         raise PromptsegError(
             f"a validation fraction ({val_fraction}) was given, but the split column marks {marked} row(s) val, and "
             "they validate (the fraction splits data without a split): leave the fraction out, or the split column "
-            "(CLI --split-col '')"
+            "(CLI --split-col '', widget: split column 'none')"
         )
 
 
