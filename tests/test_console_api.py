@@ -82,9 +82,7 @@ def test_propagation_refuses_a_seed_given_both_as_labels_and_as_boxes(litemedsam
             stack, 1, boxes=[(200, 20, 260, 90)], labels=seed, segmenter=litemedsam
         )
     with pytest.raises(PromptsegError, match=r"not both"):
-        napari_promptseg.propagate_through_stack(
-            stack, 1, positive_points=[(230, 55)], labels=seed, segmenter=litemedsam
-        )
+        napari_promptseg.propagate_through_stack(stack, 1, points=[(230, 55)], labels=seed, segmenter=litemedsam)
 
 
 def test_one_box_or_point_given_alone_is_that_prompt(litemedsam):

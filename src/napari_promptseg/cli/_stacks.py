@@ -330,7 +330,7 @@ def _stack_record(
             image,
             plane,
             boxes=boxes,
-            positive_points=positive_points,
+            points=positive_points,
             negative_points=negative_points,
             labels=seed,
             seed_scores=seed_scores,

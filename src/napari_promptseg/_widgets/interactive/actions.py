@@ -153,7 +153,7 @@ class NewLayerActions:
                 volume,
                 plane,
                 boxes=boxes,
-                positive_points=positive,
+                points=positive,
                 negative_points=negative,
                 labels=seed,
                 segmenter=task_segmenter(progress, cancel, model, device, weights),

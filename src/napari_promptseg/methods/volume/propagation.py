@@ -52,7 +52,7 @@ def propagate_through_stack(
     plane: int,
     *,
     boxes: Sequence[Sequence[float]] = (),
-    positive_points: Sequence[Sequence[float]] = (),
+    points: Sequence[Sequence[float]] = (),
     negative_points: Sequence[Sequence[float]] = (),
     labels: np.ndarray | None = None,
     seed_scores: Mapping[int, float] | None = None,
@@ -71,8 +71,9 @@ def propagate_through_stack(
 ) -> PropagationResult:
     """Segment objects on ``plane`` of a (Z, Y, X[, C]) stack and carry each through the stack in both directions.
 
-    The seed is ``boxes`` (x0, y0, x1, y1 on that plane; one object each), refined by ``positive_points`` and
-    ``negative_points`` (x, y on that plane; grouped with the boxes as
+    The seed is ``boxes`` (x0, y0, x1, y1 on that plane; one object each), refined by ``points`` (positive clicks,
+    named as :func:`napari_promptseg.segment` names them) and ``negative_points`` (x, y on that plane; grouped with
+    the boxes as
     :func:`..interactive.segment_prompts` groups them: positive points outside every box are one more object), or
     ``labels`` (not both), a (Y, X) label image of that plane (or the stack's (Z, Y, X) labels, of which that plane
     is read) from any method (one-shot, text, a user's drawing; ids kept, values <= 0 background, a bool mask is
@@ -92,10 +93,8 @@ def propagate_through_stack(
     n = vol.shape[0]
     plane = _plane_index(plane, n, name)
     # None is no prompt, as for segment (boxes=None beside labels=...)
-    boxes, positive_points, negative_points = (
-        () if p is None else p for p in (boxes, positive_points, negative_points)
-    )
-    if labels is not None and (len(boxes) or len(positive_points) or len(negative_points)):
+    boxes, points, negative_points = (() if p is None else p for p in (boxes, points, negative_points))
+    if labels is not None and (len(boxes) or len(points) or len(negative_points)):
         # one seed or the other: the labels won, and the boxes and points were dropped without a word
         raise PromptsegError(
             f"{name}: give the seed plane's objects as boxes and points, or as labels, not both (the prompts would "
@@ -108,12 +107,12 @@ def propagate_through_stack(
     plane_channels = -1 if channel_axis is not None or named_channel_axis(axes) is not None else None
     timings: dict[str, float] = {}
 
-    def segment(z: int, prompt_boxes, points, size, negative=()):
+    def segment(z: int, prompt_boxes, clicks, size, negative=()):
         result = segment_prompts(
             to_numpy(vol[z]),
             segmenter,
             boxes=prompt_boxes,
-            positive_points=points,
+            positive_points=clicks,
             negative_points=negative,
             object_size=size,
             channel_axis=plane_channels,
@@ -152,8 +151,8 @@ def propagate_through_stack(
         # a score only where the seed method gave one: a made-up 1.0 would hide an object that stopped at once
         known = {int(k): float(v) for k, v in (seed_scores or {}).items() if v is not None and np.isfinite(v)}
         seed_scores = {int(k): known.get(int(k)) for k in np.unique(seed[seed > 0])}
-    elif len(boxes) or len(positive_points):
-        result = segment(plane, boxes, positive_points, object_size, negative_points)
+    elif len(boxes) or len(points):
+        result = segment(plane, boxes, points, object_size, negative_points)
         seed, scale = result.labels.astype(np.uint32), result.scale
         seed_scores = {k + 1: float(s) for k, s in enumerate(result.scores)}
         seed_warnings = plane_warnings(((plane, w) for w in result.warnings), name)
@@ -192,8 +191,8 @@ def propagate_through_stack(
             report(done / max(total, 1), f"{name}: plane {z} ({len(alive)} object(s), {side} from {plane})")
             keys = list(alive)
             prompt_boxes = [_grown_box(alive[k], BOX_MARGIN) for k in keys]
-            points = [_interior_point(alive[k]) for k in keys] if segmenter.points_reliable else []
-            result = segment(z, prompt_boxes, points, size)
+            interior = [_interior_point(alive[k]) for k in keys] if segmenter.points_reliable else []
+            result = segment(z, prompt_boxes, interior, size)
             for i, k in enumerate(keys):
                 mask = result.labels == i + 1
                 reason = _stop_reason(alive[k], mask, float(result.scores[i]), seed_area[k], stop_iou, min_score)
