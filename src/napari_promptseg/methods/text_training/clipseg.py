@@ -35,7 +35,8 @@ from .data import (
     split_triplets,
 )
 from .losses import dice_ce
-from .trainer import DEFAULT_VAL_FRACTION, TrainingResult, check_settings, refuse_inside_model
+from .resume import refuse_inside_model
+from .trainer import DEFAULT_VAL_FRACTION, TrainingResult, check_settings
 
 ProgressCallback = Callable[[float, str], None]
 #: what the fine-tune's save_pretrained writes over, besides the processor's files

@@ -5,7 +5,7 @@ Output directory (a model directory, :mod:`...models.text_segmenter`)::
 
     MODEL_DIR/text_segmenter.json   what the model is, the training settings, the history, the best epoch
     MODEL_DIR/model.safetensors     the best epoch's decoder weights (by validation Dice)
-    MODEL_DIR/last/                 the last finished step: weights, optimizer moments, state.json (for resume)
+    MODEL_DIR/last/                 the last finished step: weights, optimizer moments, state.json (:mod:`.resume`)
     MODEL_DIR/cache/                the frozen image features (default cache location)
 
 Repeatable: the decoder's initial weights, the batch order of every epoch and the RecLMIS masking of every step
@@ -15,10 +15,8 @@ uninterrupted one (same thread count assumed: CPU reductions depend on it).
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -28,14 +26,13 @@ import numpy as np
 import torch
 
 from ...errors import CancelledError, PromptsegError
-from ...io._files import ensure_writable_dir, replacing_temp_of
+from ...io._files import ensure_writable_dir
 from ...models.text_decoder import DecoderConfig, TextPromptDecoder
 from ...models.text_segmenter import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     TextTokens,
     load_decoder_weights,
-    load_tensors,
     save_tensors,
     write_config,
 )
@@ -53,6 +50,16 @@ from .data import (
 )
 from .losses import LOSSES, Batch, batch_loss, dice_ce
 from .presence import PresenceFit, refit_if_not_worse
+from .resume import (
+    check_same_rows,
+    held_model_files,
+    load_resume_state,
+    read_resume_state,
+    refuse_inside_model,
+    resumed_config,
+    save_resume_state,
+    saved_cache_dir,
+)
 from .sampling import (
     check_class_names,
     check_negatives_possible,
@@ -185,26 +192,13 @@ def train_text_segmenter(
     unknown = sorted(set(overrides) - {f.name for f in fields(TrainingConfig)})
     if unknown:
         raise PromptsegError(f"unknown training setting(s) {', '.join(unknown)}")
-    state = _read_state(out) if resume else None
+    state = read_resume_state(out) if resume else None
     if state is not None:
-        config = TrainingConfig(**{"presence": False, **state["config"]})  # runs from before the presence head
-        saved = asdict(config)
-        changed = [f"{k}={v!r} (saved: {saved[k]!r})" for k, v in overrides.items() if k != "epochs" and v != saved[k]]
-        if changed:
-            raise PromptsegError(
-                f"{out}: a resume continues the saved run with its settings, and {', '.join(changed)} differ; leave "
-                "them out, or train a new model (--overwrite, or another directory)"
-            )
-        if overrides.get("epochs"):  # the one setting a resume may change: train for longer
-            config = replace(config, epochs=int(overrides["epochs"]))
-        if state["epoch"] >= config.epochs and not state["step"]:  # a resume that would train nothing says so
-            raise PromptsegError(
-                f"{out}: the saved run has trained {state['epoch']} epoch(s), and epochs={config.epochs} is the total "
-                f"to reach; give more than {state['epoch']} to train further (--epochs)"
-            )
+        saved = TrainingConfig(**{"presence": False, **state["config"]})  # runs from before the presence head
+        config = resumed_config(out, state, saved, overrides)
     else:
         config = replace(config or TrainingConfig(), **overrides)
-    held = _held_model(out) if state is None else []
+    held = held_model_files(out) if state is None else []
     if held and not overwrite:
         raise PromptsegError(
             f"{out} already holds a trained model; resume it (CLI --resume; widget: resume), overwrite it (CLI "
@@ -218,12 +212,8 @@ def train_text_segmenter(
         check_class_names([*train_set, *val_set])
     check_negatives_possible(train_set, triplets, config.negatives)
     rows = split_fingerprint(train_set, val_set)
-    if state is not None and state.get("rows", rows) != rows:  # runs saved before the fingerprint: not checked
-        raise PromptsegError(
-            f"{out}: the saved run trained and validated on other rows (another CSV, rows added, removed or "
-            "changed, or its files moved: files are known by their full path); a resume continues the same run on "
-            "the same data: give that data, or train a new model"
-        )
+    if state is not None:
+        check_same_rows(out, state, rows)
     ensure_writable_dir(out, "the model")  # said before the models load, not after an epoch
     t_start = time.perf_counter()
 
@@ -236,7 +226,7 @@ def train_text_segmenter(
     for warning in warnings:  # said at the start, not after the hours of training
         report(0.0, f"warning: {warning}")
     if cache_dir is None and state is not None:  # the run's own cache: a resume encoded every image again
-        cache_dir = _saved_cache_dir(out, state)
+        cache_dir = saved_cache_dir(out, state)
     cache = Path(cache_dir or out / "cache").absolute()
     store = FeatureStore(cache, segmenter, normalize=config.normalize, low=config.low_level)
 
@@ -266,7 +256,7 @@ def train_text_segmenter(
     epoch0, step0, best, history = 0, 0, {"epoch": 0, "val_dice": -1.0}, []
     if state is not None:
         epoch0, step0, best, history = state["epoch"], state["step"], state["best"], state["history"]
-        _load_last(out, decoder, optimizer, state)
+        load_resume_state(out, decoder, optimizer, state)
     model_info = {
         "kind": "fusion",
         "encoders": {"image": config.image_encoder, "text": config.text_encoder},
@@ -311,7 +301,9 @@ def train_text_segmenter(
         parts_sum: dict[str, float] = dict(state.get("partial", {})) if state is not None and start else {}
         for step in range(start, steps_per_epoch):
             if stop():
-                _save_last(out, decoder, optimizer, config, epoch, step, best, history, rows, parts_sum, cache=cache)
+                save_resume_state(
+                    out, decoder, optimizer, config, epoch, step, best, history, rows, parts_sum, cache=cache
+                )
                 raise CancelledError(f"cancelled at epoch {epoch + 1}, step {step}; resume from {out / 'last'}")
             batch = make_batch(seen[step * config.batch_size : (step + 1) * config.batch_size], text, dev)
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 10_007 + step)
@@ -345,7 +337,7 @@ def train_text_segmenter(
             save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
             saved_here = True
         write_config(out, {**model_info, "best": best, "history": history})
-        _save_last(out, decoder, optimizer, config, epoch + 1, 0, best, history, rows, cache=cache)
+        save_resume_state(out, decoder, optimizer, config, epoch + 1, 0, best, history, rows, cache=cache)
         report(
             FEATURE_SHARE + (1 - FEATURE_SHARE) * done_steps / total_steps,
             f"epoch {epoch + 1}: val Dice {record['val_dice']:.3f} (best {best['val_dice']:.3f} at epoch "
@@ -464,135 +456,3 @@ def _optimizer(decoder: TextPromptDecoder, config: TrainingConfig) -> torch.opti
     else:
         decoder.mask_decoder.requires_grad_(False)
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-
-
-# -- resume state (safetensors + JSON, no pickle) ----------------------------------------------------------------
-
-
-def _save_last(
-    out: Path,
-    decoder,
-    optimizer,
-    config: TrainingConfig,
-    epoch: int,
-    step: int,
-    best,
-    history,
-    rows: str,
-    partial=None,
-    *,
-    cache: Path,
-) -> None:
-    last, tmp, old = out / "last", out / "last.tmp", out / "last.old"
-    for leftover in (tmp, old):
-        shutil.rmtree(leftover, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_tensors(tmp / WEIGHTS_FILE, decoder.state_dict())
-    opt = optimizer.state_dict()
-    tensors = {f"{i}.{k}": v for i, s in opt["state"].items() for k, v in s.items() if torch.is_tensor(v)}
-    save_tensors(tmp / "optimizer.safetensors", tensors)
-    groups = [{k: v for k, v in g.items()} for g in opt["param_groups"]]
-    state = {
-        "config": asdict(config),
-        "epoch": epoch,
-        "step": step,
-        "best": best,
-        "history": history,
-        "param_groups": groups,
-        "partial": partial or {},
-        "rows": rows,  # the data a resume must be given again (split_fingerprint)
-        "cache_dir": str(cache),  # where a resume finds the features without being told again
-    }
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))  # written last: a complete state has it
-    # a crash leaves the old state or the new one, never half of one or none (_recover_last finds it)
-    if last.exists():
-        last.rename(old)
-    tmp.rename(last)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-#: what a training state folder (last/, last.tmp/, last.old/) holds; a folder with anything else is not ours
-_STATE_FILES = frozenset({WEIGHTS_FILE, "optimizer.safetensors", "state.json"})
-
-
-def _is_state_file(name: str) -> bool:
-    """One of a training state's files, or the temporary file replacing() leaves of one when a save is killed
-    mid-write (``.optimizer.safetensors.<id>.tmp``)."""
-    return name in _STATE_FILES or replacing_temp_of(name) in _STATE_FILES
-
-
-def refuse_inside_model(out: Path) -> None:
-    """Refuse an output folder that is a text model's own (its resume state, its feature cache): picked one level too
-    deep, it was trained into, a new model written over the run's resume state."""
-    if out.name in ("last", "last.tmp", "last.old", "cache") and (out.parent / CONFIG_FILE).is_file():
-        raise PromptsegError(
-            f"{out}: a folder inside the text model {out.parent}; give another output directory for a model of its "
-            f"own (or {out.parent} itself to resume or overwrite that model)"
-        )
-
-
-def _held_model(out: Path) -> list[Path]:
-    """The files of a model trained in ``out`` earlier. A folder named like a training state that holds other
-    files is the user's: refused, never removed."""
-    held = [p for p in (out / CONFIG_FILE, out / WEIGHTS_FILE) if p.exists()]
-    for name in ("last", "last.tmp", "last.old"):
-        path = out / name
-        if not path.exists():
-            continue
-        if not path.is_dir() or not all(_is_state_file(p.name) for p in path.iterdir()):
-            raise PromptsegError(
-                f"{path} is not a training state of promptseg, and a training run in {out} would use that name; "
-                "move it, or choose another output directory"
-            )
-        held.append(path)
-    return held
-
-
-def _recover_last(out: Path) -> None:
-    """A save killed between its two renames left no ``last``: the new state when it is complete, else the old."""
-    if (out / "last").exists():
-        return
-    for candidate in (out / "last.tmp", out / "last.old"):
-        if (candidate / "state.json").is_file():
-            candidate.rename(out / "last")
-            return
-
-
-def _read_state(out: Path) -> dict | None:
-    _recover_last(out)
-    path = out / "last" / "state.json"
-    if not path.is_file():
-        if (out / CONFIG_FILE).is_file() or (out / WEIGHTS_FILE).is_file():
-            # a run without --resume is refused there ("resume it"): say the way that trains
-            raise PromptsegError(
-                f"{out} holds a model but no training state to resume (last/state.json: deleted, or the run was "
-                "stopped while saving it); train it again with --overwrite (widget: overwrite), or into another "
-                "directory"
-            )
-        raise PromptsegError(f"{out}: nothing to resume (no last/state.json); train without --resume first")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise PromptsegError(f"{path}: not readable ({exc}); train again without --resume") from exc
-
-
-def _saved_cache_dir(out: Path, state: dict) -> Path | None:
-    """The feature cache of the run saved in ``out`` (its state, else its model's config for states saved before
-    the state said it), if it still exists."""
-    saved = state.get("cache_dir")
-    if saved is None and (out / CONFIG_FILE).is_file():
-        try:
-            saved = json.loads((out / CONFIG_FILE).read_text()).get("training", {}).get("cache_dir")
-        except (OSError, ValueError, AttributeError):
-            saved = None
-    return Path(saved) if saved and Path(saved).is_dir() else None
-
-
-def _load_last(out: Path, decoder, optimizer, state: dict) -> None:
-    load_decoder_weights(decoder, out / "last" / WEIGHTS_FILE, str(out / "last"))
-    tensors = load_tensors(out / "last" / "optimizer.safetensors", str(out / "last"))
-    per_param: dict[int, dict] = {}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        per_param.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
