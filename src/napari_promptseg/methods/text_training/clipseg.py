@@ -27,6 +27,7 @@ from ...models.preprocessing import to_rgb_uint8
 from ...models.text_segmenter import CONFIG_FILE, write_config
 from .data import (
     ArrayTriplet,
+    ProgressCallback,
     Triplet,
     as_triplets,
     format_eta,
@@ -38,7 +39,6 @@ from .losses import dice_ce
 from .resume import refuse_inside_model
 from .trainer import DEFAULT_VAL_FRACTION, TrainingResult, check_settings
 
-ProgressCallback = Callable[[float, str], None]
 #: what the fine-tune's save_pretrained writes over, besides the processor's files
 MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
 

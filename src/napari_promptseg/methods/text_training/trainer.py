@@ -39,6 +39,7 @@ from ...models.text_segmenter import (
 from .data import (
     ArrayTriplet,
     FeatureStore,
+    ProgressCallback,
     Sample,
     Triplet,
     as_triplets,
@@ -68,7 +69,6 @@ from .sampling import (
     validation_negatives,
 )
 
-ProgressCallback = Callable[[float, str], None]
 #: share of the progress bar the feature pass takes when nothing is cached (the rest is training)
 FEATURE_SHARE = 0.2
 
