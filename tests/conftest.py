@@ -119,6 +119,32 @@ def some_dsb_nuclei(shared_data, prefix: str, keep: int = 8):
 
 
 @pytest.fixture(scope="session")
+def birl_half(shared_data, tmp_path_factory) -> dict[str, Path]:
+    """BIRL's artificial pair at half size (seconds per run), its landmarks with extra columns (Z, a name): the
+    registration output tests' pair. Tests read these files and never change them (a test that swaps the images
+    copies them first)."""
+    import tifffile
+
+    from napari_promptseg.io import read_image
+    from napari_promptseg.io.landmarks import read_landmarks
+
+    root = shared_data / "registration_birl" / "data-images"
+    out = tmp_path_factory.mktemp("birl-half")
+    paths = {}
+    for role, stem in (("fixed", "artificial_reference"), ("moving", "artificial_moving-affine")):
+        image = read_image(root / "images" / f"{stem}.jpg")[::2, ::2]
+        paths[role] = out / f"{role}.tif"
+        tifffile.imwrite(paths[role], image)
+        xy = read_landmarks(root / "landmarks" / f"{stem}.csv").xy / 2
+        paths[f"lm_{role}"] = out / f"{role}.csv"
+        with open(paths[f"lm_{role}"], "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["", "X", "Y", "Z", "name"])
+            writer.writerows([i + 1, f"{x:g}", f"{y:g}", 7, f"point, {i + 1}"] for i, (x, y) in enumerate(xy))
+    return paths
+
+
+@pytest.fixture(scope="session")
 def litemedsam():
     from napari_promptseg.models import load_segmenter
 
