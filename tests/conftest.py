@@ -118,30 +118,42 @@ def some_dsb_nuclei(shared_data, prefix: str, keep: int = 8):
     return read_image(image_path)[..., 0], np.where(np.isin(labels, kept), labels, 0), labels
 
 
-@pytest.fixture(scope="session")
-def birl_half(shared_data, tmp_path_factory) -> dict[str, Path]:
-    """BIRL's artificial pair at half size (seconds per run), its landmarks with extra columns (Z, a name): the
-    registration output tests' pair. Tests read these files and never change them (a test that swaps the images
-    copies them first)."""
+def _birl_pair(shared_data: Path, out: Path, step: int) -> dict[str, Path]:
+    """BIRL's artificial pair (fixed, moving) at 1/``step`` of its size as TIFFs in ``out``, and its landmarks
+    (lm_fixed, lm_moving) with extra columns (Z, a name)."""
     import tifffile
 
     from napari_promptseg.io import read_image
     from napari_promptseg.io.landmarks import read_landmarks
 
     root = shared_data / "registration_birl" / "data-images"
-    out = tmp_path_factory.mktemp("birl-half")
     paths = {}
     for role, stem in (("fixed", "artificial_reference"), ("moving", "artificial_moving-affine")):
-        image = read_image(root / "images" / f"{stem}.jpg")[::2, ::2]
+        image = read_image(root / "images" / f"{stem}.jpg")[::step, ::step]
         paths[role] = out / f"{role}.tif"
         tifffile.imwrite(paths[role], image)
-        xy = read_landmarks(root / "landmarks" / f"{stem}.csv").xy / 2
+        xy = read_landmarks(root / "landmarks" / f"{stem}.csv").xy / step
         paths[f"lm_{role}"] = out / f"{role}.csv"
         with open(paths[f"lm_{role}"], "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["", "X", "Y", "Z", "name"])
             writer.writerows([i + 1, f"{x:g}", f"{y:g}", 7, f"point, {i + 1}"] for i, (x, y) in enumerate(xy))
     return paths
+
+
+@pytest.fixture(scope="session")
+def birl_half(shared_data, tmp_path_factory) -> dict[str, Path]:
+    """BIRL's artificial pair at half size (300 x 400 px, seconds per run), its landmarks with extra columns (Z, a
+    name): the registration output tests' pair where what they measure depends on the images. Tests read these files
+    and never change them (a test that swaps the images copies them first)."""
+    return _birl_pair(shared_data, tmp_path_factory.mktemp("birl-half"), 2)
+
+
+@pytest.fixture(scope="session")
+def birl_quarter(shared_data, tmp_path_factory) -> dict[str, Path]:
+    """The same pair at a quarter of its size (150 x 200 px, a run 3-4 times quicker): for tests of what a run
+    writes, names and refuses, whose assertions do not depend on the images' size or on how well they register."""
+    return _birl_pair(shared_data, tmp_path_factory.mktemp("birl-quarter"), 4)
 
 
 @pytest.fixture(scope="session")

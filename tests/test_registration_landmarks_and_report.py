@@ -32,10 +32,11 @@ def test_landmark_csv_keeps_its_other_columns(birl_half, tmp_path):
     assert np.allclose(read_landmarks(moved).xy, landmarks.xy + 1.5)
 
 
-def test_cli_landmarks_keep_their_columns_and_a_rerun_without_them_removes_the_old_file(birl_half, tmp_path, capsys):
+def test_cli_landmarks_keep_their_columns_and_a_rerun_without_them_removes_the_old_file(birl_quarter, tmp_path, capsys):
     out = tmp_path / "out"
-    args = ["register", str(birl_half["fixed"]), str(birl_half["moving"]), "-o", str(out), "--method", "intensity"]
-    landmarks = ["--landmarks-fixed", str(birl_half["lm_fixed"]), "--landmarks-moving", str(birl_half["lm_moving"])]
+    fixed, moving, lm_fixed, lm_moving = (str(birl_quarter[k]) for k in ("fixed", "moving", "lm_fixed", "lm_moving"))
+    args = ["register", fixed, moving, "-o", str(out), "--method", "intensity"]
+    landmarks = ["--landmarks-fixed", lm_fixed, "--landmarks-moving", lm_moving]
     assert main([*args, *landmarks]) == 0, capsys.readouterr().err
     rows = list(csv.reader((out / "landmarks_warped.csv").read_text().splitlines()))
     assert rows[0] == ["", "X", "Y", "Z", "name"] and rows[2][3:] == ["7", "point, 2"], rows[:3]
@@ -115,16 +116,16 @@ def test_landmarks_mapped_through_a_pyramid_level_land_where_the_registered_laye
     )
 
 
-def test_register_report_names_its_files_wherever_it_is_read_from(birl_half, tmp_path, monkeypatch, capsys):
+def test_register_report_names_its_files_wherever_it_is_read_from(birl_quarter, tmp_path, monkeypatch, capsys):
     """Paths typed relative to the working directory were written to report.json as typed (bug hunt 2), where the
     other subcommands' reports name their files absolutely."""
-    monkeypatch.chdir(birl_half["fixed"].parent)
-    lms = ["--landmarks-fixed", birl_half["lm_fixed"].name, "--landmarks-moving", birl_half["lm_moving"].name]
+    monkeypatch.chdir(birl_quarter["fixed"].parent)
+    lms = ["--landmarks-fixed", birl_quarter["lm_fixed"].name, "--landmarks-moving", birl_quarter["lm_moving"].name]
     args = ["register", "fixed.tif", "moving.tif", "-o", str(tmp_path / "out"), "--method", "intensity", *lms]
     assert main(args) == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["parameters"]["fixed"] == str(birl_half["fixed"])
-    assert report["landmarks"]["landmarks_moving"] == str(birl_half["lm_moving"])
+    assert report["parameters"]["fixed"] == str(birl_quarter["fixed"])
+    assert report["landmarks"]["landmarks_moving"] == str(birl_quarter["lm_moving"])
 
 
 def test_intensity_route_refuses_prompts_and_reports_done(birl_half):

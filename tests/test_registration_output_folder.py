@@ -11,13 +11,13 @@ from pathlib import Path
 from napari_promptseg.cli import main
 
 
-def _swappable_pair(birl_half, folder) -> tuple[dict, Callable[[], None]]:
+def _swappable_pair(pair, folder) -> tuple[dict, Callable[[], None]]:
     """The pair and its landmarks copied into ``folder``, and a function that swaps the two images' (and their
     landmarks') contents in place: a rerun on the same files then writes other results (a run on another pair of
     files into the same -o is refused)."""
     import shutil
 
-    paths = {key: shutil.copy(birl_half[key], folder / f"{key}{birl_half[key].suffix}") for key in birl_half}
+    paths = {key: shutil.copy(pair[key], folder / f"{key}{pair[key].suffix}") for key in pair}
 
     def swap() -> None:
         for a, b in (("fixed", "moving"), ("lm_fixed", "lm_moving")):
@@ -28,12 +28,14 @@ def _swappable_pair(birl_half, folder) -> tuple[dict, Callable[[], None]]:
     return paths, swap
 
 
-def test_cli_stopped_while_writing_leaves_the_earlier_runs_files_as_they_were(birl_half, tmp_path, capsys, monkeypatch):
+def test_cli_stopped_while_writing_leaves_the_earlier_runs_files_as_they_were(
+    birl_quarter, tmp_path, capsys, monkeypatch
+):
     """A rerun stopped between its writes (here a full disk at the warped landmarks) left its new moving_warped.tif
     and displacement.tif beside the earlier run's report.json and landmarks: the folder mixed two runs. Now a run's
     files appear together, report.json last, or not at all, and no temporary file is left behind."""
     out = tmp_path / "out"
-    files, swap = _swappable_pair(birl_half, tmp_path)
+    files, swap = _swappable_pair(birl_quarter, tmp_path)
     landmarks = ["--landmarks-fixed", str(files["lm_fixed"]), "--landmarks-moving", str(files["lm_moving"])]
     run = ["register", str(files["fixed"]), str(files["moving"]), "-o", str(out), "--method", "intensity", *landmarks]
     assert main(run) == 0, capsys.readouterr().err
@@ -52,15 +54,16 @@ def test_cli_stopped_while_writing_leaves_the_earlier_runs_files_as_they_were(bi
     assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier
 
 
-def test_cli_stopped_while_renaming_keeps_the_earlier_runs_landmarks(birl_half, tmp_path, capsys, monkeypatch):
+def test_cli_stopped_while_renaming_keeps_the_earlier_runs_landmarks(birl_quarter, tmp_path, capsys, monkeypatch):
     """A rerun without landmarks removes the earlier run's landmarks_warped.csv: that happened before its own files
     were renamed into place, so a run stopped at a rename (a full disk, Ctrl+C) left the earlier report.json naming
     a landmarks file that was gone. The earlier run's files go only once this run's are in place."""
     import os
 
     out = tmp_path / "out"
-    landmarks = ["--landmarks-fixed", str(birl_half["lm_fixed"]), "--landmarks-moving", str(birl_half["lm_moving"])]
-    pair = [str(birl_half["fixed"]), str(birl_half["moving"])]
+    fixed, moving, lm_fixed, lm_moving = (str(birl_quarter[k]) for k in ("fixed", "moving", "lm_fixed", "lm_moving"))
+    landmarks = ["--landmarks-fixed", lm_fixed, "--landmarks-moving", lm_moving]
+    pair = [fixed, moving]
     assert main(["register", *pair, "-o", str(out), "--method", "intensity", *landmarks]) == 0, capsys.readouterr().err
     earlier = {path.name: path.read_bytes() for path in out.iterdir()}
     assert "landmarks_warped.csv" in earlier
@@ -78,14 +81,14 @@ def test_cli_stopped_while_renaming_keeps_the_earlier_runs_landmarks(birl_half, 
     assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier
 
 
-def test_cli_stopped_between_two_renames_leaves_the_earlier_run_whole(birl_half, tmp_path, capsys, monkeypatch):
+def test_cli_stopped_between_two_renames_leaves_the_earlier_run_whole(birl_quarter, tmp_path, capsys, monkeypatch):
     """The run's files were renamed into place one by one: a rename that failed after the first (a file held open
     by another program, a full disk) left this run's displacement.tif beside the earlier run's moving_warped.tif and
     report.json. Now the renamed ones are put back: the folder is the earlier run's, byte for byte."""
     import os
 
     out = tmp_path / "out"
-    files, swap = _swappable_pair(birl_half, tmp_path)
+    files, swap = _swappable_pair(birl_quarter, tmp_path)
     pair = [str(files["fixed"]), str(files["moving"])]
     assert main(["register", *pair, "-o", str(out), "--method", "intensity"]) == 0, capsys.readouterr().err
     earlier = {path.name: path.read_bytes() for path in out.iterdir()}
@@ -118,7 +121,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def test_cli_killed_between_two_renames_is_undone_by_the_next_run(birl_half, tmp_path, capsys):
+def test_cli_killed_between_two_renames_is_undone_by_the_next_run(birl_quarter, tmp_path, capsys):
     """A run killed between its renames (no cleanup can run) left its landmarks_warped.csv beside the earlier run's
     report.json, whose hash of that file no longer matched: the next run into the folder refused it ('not an earlier
     output of promptseg register, or was changed since'), and nothing said the folder mixed two runs. Now what the
@@ -128,7 +131,7 @@ def test_cli_killed_between_two_renames_is_undone_by_the_next_run(birl_half, tmp
     import sys
 
     out = tmp_path / "out"
-    files, swap = _swappable_pair(birl_half, tmp_path)
+    files, swap = _swappable_pair(birl_quarter, tmp_path)
     landmarks = ["--landmarks-fixed", str(files["lm_fixed"]), "--landmarks-moving", str(files["lm_moving"])]
     run = ["register", str(files["fixed"]), str(files["moving"]), "-o", str(out), "--method", "intensity", *landmarks]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
