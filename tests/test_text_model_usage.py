@@ -195,3 +195,23 @@ def test_a_text_model_saved_again_is_loaded_again_and_its_older_version_let_go(t
     del first
     gc.collect()
     assert older() is None
+
+
+def test_a_clipseg_fine_tune_over_a_fusion_model_leaves_no_fusion_run_to_resume(
+    trained,  # noqa: F811
+    tiny_clipseg_dir,  # noqa: F811
+    kvasir,  # noqa: F811
+    cache,  # noqa: F811
+    tmp_path,
+):
+    """`train-text --clipseg --overwrite` into a fusion model's folder kept the fusion run's training state (last/):
+    a later `--resume` there trained the fusion decoder on from it and wrote its weights and description over the
+    fine-tuned CLIPSeg's. The overwrite takes the old run's state with the old model."""
+    out = tmp_path / "model"
+    shutil.copytree(trained.path, out)
+    assert (out / "last" / "state.json").is_file()
+    finetune_clipseg(kvasir, out, weights=tiny_clipseg_dir, overwrite=True, epochs=1, batch_size=2, device="cpu")
+    assert not any((out / name).exists() for name in ("last", "last.tmp", "last.old"))
+    assert json.loads((out / "text_segmenter.json").read_text())["kind"] == "clipseg"
+    with pytest.raises(PromptsegError, match="holds a fine-tuned CLIPSeg, which has no training state to resume"):
+        train_text_segmenter(kvasir, out, cache_dir=cache, device="cpu", resume=True, epochs=2)

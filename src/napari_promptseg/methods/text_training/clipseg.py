@@ -36,7 +36,7 @@ from .data import (
     split_triplets,
 )
 from .losses import dice_ce
-from .resume import refuse_inside_model
+from .resume import drop_resume_state, refuse_inside_model
 from .trainer import DEFAULT_VAL_FRACTION, TrainingResult, check_settings
 
 #: what the fine-tune's save_pretrained writes over, besides the processor's files
@@ -101,7 +101,8 @@ def finetune_clipseg(
     held = [name for name in (CONFIG_FILE, *MODEL_FILES) if (out / name).exists()]
     if held and not overwrite:
         raise PromptsegError(
-            f"{out} already holds a model ({', '.join(held)}); choose another directory or overwrite it (--overwrite)"
+            f"{out} already holds a model ({', '.join(held)}); choose another directory or overwrite it (CLI "
+            "--overwrite; widget: overwrite)"
         )
     triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else as_triplets(data)
     refuse_fraction_beside_split(triplets, val_fraction)  # as the fusion decoder: it was ignored without a word
@@ -157,6 +158,8 @@ def finetune_clipseg(
         history.append(record)
         # without validation images (val_fraction 0) every epoch is kept over the last: patience never stops it
         if not val or record["val_dice"] > best["val_dice"]:
+            if best["epoch"] == 0:  # this run's first model: an old fusion run's state goes with the old model
+                drop_resume_state(out)
             best = {"epoch": epoch + 1, "val_dice": record.get("val_dice")}
             model.save_pretrained(out)
             processor.save_pretrained(out)

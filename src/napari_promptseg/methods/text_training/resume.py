@@ -107,6 +107,16 @@ def held_model_files(out: Path) -> list[Path]:
     return held
 
 
+def drop_resume_state(out: Path) -> None:
+    """Remove the training state of a fusion run in ``out`` (its folders that hold only state files; anything else
+    is the user's and stays): a model of another kind now written there (a fine-tuned CLIPSeg, --overwrite) has no
+    such run to resume, and a resume from it trained the old decoder on over the new model."""
+    for name in STATE_DIRS:
+        path = out / name
+        if path.is_dir() and all(_is_state_file(p.name) for p in path.iterdir()):
+            shutil.rmtree(path)
+
+
 def _recover_last(out: Path) -> None:
     """A save killed between its two renames left no ``last``: the new state when it is complete, else the old."""
     if (out / "last").exists():
@@ -117,11 +127,24 @@ def _recover_last(out: Path) -> None:
             return
 
 
+def _model_kind(out: Path) -> str | None:
+    """The kind ``out``'s model description names (None: none, or not readable)."""
+    try:
+        return json.loads((out / CONFIG_FILE).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def read_resume_state(out: Path) -> dict:
     """The saved state of the run in ``out`` (``last/state.json``), refused naming why a resume cannot start."""
     _recover_last(out)
     path = out / "last" / "state.json"
     if not path.is_file():
+        if _model_kind(out) == "clipseg":  # fine-tuned in one go: there is no run of the fusion decoder to go on
+            raise PromptsegError(
+                f"{out} holds a fine-tuned CLIPSeg, which has no training state to resume; fine-tune it again (CLI "
+                "--clipseg --overwrite; widget: fine-tune CLIPSeg, overwrite), or train into another directory"
+            )
         if (out / CONFIG_FILE).is_file() or (out / WEIGHTS_FILE).is_file():
             # a run without --resume is refused there ("resume it"): say the way that trains
             raise PromptsegError(
