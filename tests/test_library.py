@@ -4,6 +4,7 @@ with real LiteMedSAM on shared chest X-rays."""
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 
 import numpy as np
@@ -795,3 +796,31 @@ def test_a_damaged_index_is_reported_and_never_written_over(tmp_path, cell, caps
     assert not (tmp_path / "out.zip").exists() and not (lib / "entries").exists()
     with pytest.raises(PromptsegError, match="index is damaged"):
         ReferenceLibrary.open(lib)
+
+
+def test_removing_an_entry_keeps_the_files_another_entry_points_at(tmp_path, cell, capsys):
+    """library.json edited by hand to give an exemplar a second name (an entry copied under a new id and name, its
+    files shared; the library has no rename): removing the first deleted the files of the second, which then failed
+    every prompt with 'file ... is missing'. The shared folder stays until no entry points at it. Exported, the
+    shared files are written once (zipfile warned 'Duplicate name') and import as two entries of their own."""
+    lib = ReferenceLibrary.open(tmp_path / "lib")
+    first = lib.add("nucleus", *cell)
+    index = tmp_path / "lib" / "library.json"
+    data = json.loads(index.read_text(encoding="utf-8"))
+    data["entries"].append({**data["entries"][0], "id": "cell-alias", "name": "cell"})
+    index.write_text(json.dumps(data), encoding="utf-8")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lib.export(tmp_path / "lib.zip")
+    with zipfile.ZipFile(tmp_path / "lib.zip") as zf:
+        assert len(zf.namelist()) == len(set(zf.namelist())) == 3
+    imported = ReferenceLibrary.import_zip(tmp_path / "lib.zip", into=tmp_path / "other").library
+    assert sorted(e.name for e in imported) == ["cell", "nucleus"]
+
+    assert main(["library", "remove", "nucleus", "--library", str(tmp_path / "lib")]) == 0
+    assert capsys.readouterr().out == f"removed 'nucleus' (id {first.id})\n"
+    alias = ReferenceLibrary.open(tmp_path / "lib").get("cell")
+    assert np.array_equal(alias.mask(), imported.get("nucleus").mask()) and alias.mask().any()
+    ReferenceLibrary.open(tmp_path / "lib").remove("cell-alias")  # the last entry using them: the folder goes
+    assert not (tmp_path / "lib" / "entries" / first.id).exists()

@@ -342,10 +342,13 @@ class ReferenceLibrary:
                     "(CLI: --all)"
                 )
             gone = {e.id for e in found}
-            self._write_index([e for e in self._entries if e.id not in gone])
+            kept = [e for e in self._entries if e.id not in gone]
+            # an entry copied by hand in library.json under another name shares the files: they stay for it
+            in_use = {(self.path / p).parent for e in kept for p in (e.image_path, e.mask_path)}
+            self._write_index(kept)
             for entry in found:  # files go after the index no longer points at them
                 folder = (self.path / entry.image_path).parent
-                if folder.parent == self.path / "entries":
+                if folder.parent == self.path / "entries" and folder not in in_use:
                     shutil.rmtree(folder, ignore_errors=True)
             return found
 
@@ -365,8 +368,12 @@ class ReferenceLibrary:
         with replacing(target) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             index = {"format": FORMAT, "version": VERSION, "entries": [e.to_json() for e in self._entries]}
             zf.writestr(INDEX, json.dumps(index, indent=2) + "\n")
+            written = set()  # entries copied by hand in library.json share files: each goes in once
             for entry in self._entries:
                 for relative in (entry.image_path, entry.mask_path):
+                    if relative in written:
+                        continue
+                    written.add(relative)
                     source = self.path / relative
                     if not source.is_file():
                         raise PromptsegError(
