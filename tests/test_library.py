@@ -824,3 +824,56 @@ def test_removing_an_entry_keeps_the_files_another_entry_points_at(tmp_path, cel
     assert np.array_equal(alias.mask(), imported.get("nucleus").mask()) and alias.mask().any()
     ReferenceLibrary.open(tmp_path / "lib").remove("cell-alias")  # the last entry using them: the folder goes
     assert not (tmp_path / "lib" / "entries" / first.id).exists()
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:300])
+
+
+def _png(array):
+    def write(path):
+        import imageio.v3 as iio
+
+        iio.imwrite(path, array, extension=".png")
+
+    return write
+
+
+@pytest.mark.parametrize(
+    ("damage", "file", "reason"),
+    [
+        (_truncate, "image.tif", "is not a readable TIFF"),
+        (lambda path: path.write_bytes(b"garbage"), "image.tif", "is not a readable TIFF"),
+        (lambda path: path.write_bytes(b"garbage"), "mask.png", "is not a readable PNG"),
+        (_png(np.full((100, 120), 255, np.uint8)), "mask.png", r"is 120 x 100 px, the entry's image 256 x 256 px"),
+        (_png(np.zeros((256, 256), np.uint8)), "mask.png", r"marks no pixel \(all 0\)"),
+    ],
+)
+def test_a_damaged_entry_file_is_said_naming_the_entry_and_its_file(tmp_path, cell, damage, file, reason):
+    """An exemplar's image or mask damaged, cut short or replaced by hand (a mask of another size, an emptied one):
+    the text prompt it answered failed with tifffile's or one-shot's words ('DeflateError: libdeflate_zlib_decompress
+    returned LIBDEFLATE_BAD_DATA', 'reference mask: mask shape (100, 120) does not match the reference image's'),
+    which the CLI put after the target image's name as if the target were at fault. Now the entry and its file."""
+    image, mask = cell
+    lib = ReferenceLibrary.open(tmp_path / "lib")
+    entry = lib.add("cell", image[:256, 200:456], mask[:256, 200:456])
+    path = tmp_path / "lib" / "entries" / entry.id / file
+    damage(path)
+    expected = rf"library entry 'cell' \({entry.id}\) {file[:-4].replace('.', '')}.*: {path} {reason}.*remove the entry"
+    with pytest.raises(PromptsegError, match=expected):
+        entry.mask()
+        entry.image()
+    with pytest.raises(PromptsegError, match=expected):
+        segment_with_library(image, "cell", lib, embedder=_no_embedder)
+
+
+class _NoEmbedder:
+    """The prompt names the entry exactly: no sentence model is needed."""
+
+    name = "none"
+
+    def embed(self, texts):
+        return np.ones((len(texts) if isinstance(texts, list) else 1, 4), np.float32)
+
+
+_no_embedder = _NoEmbedder()

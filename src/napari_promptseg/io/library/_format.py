@@ -132,7 +132,11 @@ class LibraryEntry:
         return list(dict.fromkeys([self.name, self.text, *self.synonyms]))
 
     def image(self) -> np.ndarray:
-        return _read_tiff(self._file(self.image_path), f"library entry '{self.name}' ({self.id}) image")
+        path = self._file(self.image_path)
+        image = _read_tiff(path, f"{self._what} image")
+        if image.shape[:2] != self.shape[:2]:
+            raise PromptsegError(self._damaged(f"image: {path} is {_size(image.shape)}", "its recorded size"))
+        return image
 
     def mask(self) -> np.ndarray:
         """Binary (H, W) bool mask."""
@@ -147,7 +151,27 @@ class LibraryEntry:
         return label_objects(raw > 0).astype(np.int32)
 
     def _mask_png(self) -> np.ndarray:
-        return _read_png(self._file(self.mask_path), f"library entry '{self.name}' ({self.id}) mask")
+        """The mask file's pixels, refused when they cannot be this entry's (replaced or emptied by hand): one-shot
+        said 'reference mask: mask shape ... does not match' as if the target image were at fault."""
+        path = self._file(self.mask_path)
+        mask = _read_png(path, f"{self._what} mask")
+        if mask.shape != self.shape[:2]:
+            raise PromptsegError(self._damaged(f"mask: {path} is {_size(mask.shape)}", "the entry's image"))
+        if not mask.any():
+            raise PromptsegError(self._damaged(f"mask: {path} marks no pixel (all 0)"))
+        return mask
+
+    @property
+    def _what(self) -> str:
+        return f"library entry '{self.name}' ({self.id})"
+
+    def _damaged(self, problem: str, size_of: str | None = None) -> str:
+        """What is wrong with one of the entry's files, and what to do (``size_of``: what its size differs from)."""
+        against = "" if size_of is None else f", {size_of} {_size(self.shape)}"
+        return (
+            f"{self._what} {problem}{against}; the library is damaged: remove the entry (CLI: promptseg library "
+            f"remove {self.id}) and add the exemplar again"
+        )
 
     def _file(self, relative: str) -> Path:
         if self.root is None:
@@ -237,10 +261,21 @@ class LibraryEntry:
         )
 
 
+def _size(shape: tuple[int, ...]) -> str:
+    """'384 x 303 px' (columns x rows), as `promptseg library list` gives an entry's size."""
+    return f"{shape[1]} x {shape[0]} px"
+
+
 def _read_tiff(path: Path, what: str) -> np.ndarray:
     if not path.is_file():
         raise PromptsegError(f"{what}: file {path} is missing; the library is damaged (remove the entry)")
-    return tifffile.imread(path)
+    try:
+        return tifffile.imread(path)
+    except Exception as exc:  # tifffile and its codecs raise several types on damaged data
+        raise PromptsegError(
+            f"{what}: {path} is not a readable TIFF ({type(exc).__name__}: {exc}); the library is damaged (remove "
+            "the entry)"
+        ) from exc
 
 
 def _read_png(source: Path | bytes, what: str) -> np.ndarray:
@@ -251,7 +286,12 @@ def _read_png(source: Path | bytes, what: str) -> np.ndarray:
     try:
         arr = np.asarray(iio.imread(source, extension=".png"))
     except Exception as exc:  # imageio raises per-plugin exception types
-        raise PromptsegError(f"{what}: not a readable PNG ({exc})") from exc
+        reason = " ".join(str(exc).split())
+        if isinstance(source, Path):  # a library's file, else a zip's member (the zip is named in ``what``)
+            raise PromptsegError(
+                f"{what}: {source} is not a readable PNG ({reason}); the library is damaged (remove the entry)"
+            ) from exc
+        raise PromptsegError(f"{what}: not a readable PNG ({reason})") from exc
     return arr[..., 0] if arr.ndim == 3 else arr
 
 
