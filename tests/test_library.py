@@ -4,6 +4,7 @@ with real LiteMedSAM on shared chest X-rays."""
 from __future__ import annotations
 
 import json
+import unicodedata
 import warnings
 import zipfile
 
@@ -459,6 +460,27 @@ def test_names_in_any_script_match_only_themselves(tmp_path, cell, embedder):
     assert lib.find("ядро  клетки") == lib.find("Ядро клетки") and len(lib.find("Ядро клетки")) == 1
     assert lib.find("Ядро клетки")[0].id.startswith("entry-")
     assert lib.add("Zellkörper", image, np.roll(mask, 6, axis=1)).id.startswith("zellkorper-")
+
+
+def test_a_name_in_either_unicode_form_is_the_same_name(tmp_path, cell, capsys):
+    """'Zellkörper' pasted from a macOS file name comes decomposed ('o' + a combining diaeresis): `library remove
+    Zellkörper` typed on a keyboard said "no entry 'Zellkörper'; entries: Zellkörper", and the same pixels were saved
+    again under the 'other' name. A name hand-edited in library.json with extra spaces was not found either."""
+    image, mask = cell
+    composed, decomposed = unicodedata.normalize("NFC", "Zellkörper"), unicodedata.normalize("NFD", "Zellkörper")
+    assert composed != decomposed
+    lib = ReferenceLibrary.open(tmp_path)
+    entry = lib.add(decomposed, image, mask)
+    assert entry.name == composed  # stored as keyboards type it
+    with pytest.raises(PromptsegError, match="already saved"):
+        lib.add(composed, image, mask)
+    index = tmp_path / "library.json"
+    data = json.loads(index.read_text(encoding="utf-8"))
+    data["entries"].append({**data["entries"][0], "id": "cell-alias", "name": f" Zell{decomposed[4:]}  body "})
+    index.write_text(json.dumps(data), encoding="utf-8")
+    assert main(["library", "remove", decomposed, "--library", str(tmp_path)]) == 0
+    assert main(["library", "remove", "zellkörper body", "--library", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.count("removed") == 2 and len(ReferenceLibrary.open(tmp_path)) == 0
 
 
 #: what each racing process runs, through ``exec``: a spawned process imports only what this code imports (with a

@@ -59,6 +59,18 @@ def _slug(name: str) -> str:
     return slug or "entry"
 
 
+def clean_name(text: str) -> str:
+    """An entry's name or description as stored: spaces collapsed, composed characters ('ö' one character, as most
+    keyboards type it; a name pasted from a macOS file name comes decomposed, 'o' + combining diaeresis)."""
+    return unicodedata.normalize("NFC", " ".join(str(text).split()))
+
+
+def name_key(name: str) -> str:
+    """What names are compared by (find, remove, duplicates, import): case, spaces and Unicode forms aside, so
+    'Zellkörper' typed or pasted in either form, or a name edited by hand with extra spaces, is the entry's name."""
+    return unicodedata.normalize("NFKC", clean_name(name)).casefold()
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 

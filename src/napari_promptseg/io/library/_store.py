@@ -40,8 +40,10 @@ from ._format import (
     _slug,
     _tiff_bytes,
     bounding_crop,
+    clean_name,
     default_library_path,
     instance_ids,
+    name_key,
 )
 
 
@@ -125,8 +127,8 @@ class ReferenceLibrary:
         by_id = [e for e in self._entries if e.id == name_or_id]
         if by_id:
             return by_id
-        key = " ".join(name_or_id.split()).casefold()  # as add() stores names: inner spaces collapsed
-        return [e for e in self._entries if e.name.casefold() == key]
+        key = name_key(name_or_id)
+        return [e for e in self._entries if name_key(e.name) == key]
 
     def get(self, name_or_id: str) -> LibraryEntry:
         """The entry with this id, or the only/newest entry with this name."""
@@ -211,10 +213,10 @@ class ReferenceLibrary:
         from ...models.preprocessing import as_channels_last
 
         what = f"reference '{source}'" if source else "reference image"
-        name = " ".join(str(name).split())
+        name = clean_name(name)
         if not name:
             raise PromptsegError("a library entry needs a name (e.g. 'gland')")
-        description = " ".join(str(description).split())
+        description = clean_name(description)
         hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=what)
         if hwc.dtype.kind == "f" and not np.isfinite(hwc).all():
             raise PromptsegError(f"{what}: the image contains NaN or infinite values; fill or clip them first")
@@ -280,7 +282,7 @@ class ReferenceLibrary:
         with self._changing():
             entries = self.entries
             for other in entries:
-                if other.name.casefold() != name.casefold():
+                if name_key(other.name) != name_key(name):
                     continue
                 if other.sha256 == digest:
                     raise PromptsegError(
@@ -446,12 +448,12 @@ class ReferenceLibrary:
 
         with library._changing():
             existing = library.entries
-            known = {(e.name.casefold(), e.sha256) for e in existing}
+            known = {(name_key(e.name), e.sha256) for e in existing}
             taken = {e.id for e in existing}
             added, skipped, written = [], [], []
             try:
                 for entry, image_bytes, mask_bytes in incoming:
-                    if (entry.name.casefold(), entry.sha256) in known:
+                    if (name_key(entry.name), entry.sha256) in known:
                         skipped.append(entry.name)
                         continue
                     entry.id = library._new_id(entry.name, taken)
@@ -460,7 +462,7 @@ class ReferenceLibrary:
                     entry.root = library.path
                     written.append(library.path / "entries" / entry.id)
                     library._write_entry_files(entry, image_bytes, mask_bytes)
-                    known.add((entry.name.casefold(), entry.sha256))
+                    known.add((name_key(entry.name), entry.sha256))
                     added.append(entry)
                 if added:
                     library._write_index([*existing, *added])
