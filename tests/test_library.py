@@ -774,6 +774,27 @@ def test_import_of_a_folder_says_it_is_a_folder(tmp_path, cell, capsys):
             ),
             "entry 'cell-0a1b2c3d' has an invalid crop",
         ),
+        # a flag typed by hand in quotes: "false" read as true, and a one-region exemplar answered as many instances
+        (
+            json.dumps(
+                {
+                    "format": FORMAT,
+                    "version": VERSION,
+                    "entries": [
+                        {
+                            "id": "cell-0a1b2c3d",
+                            "name": "cell",
+                            "image": "entries/cell-0a1b2c3d/image.tif",
+                            "mask": "entries/cell-0a1b2c3d/mask.png",
+                            "shape": [4, 4],
+                            "dtype": "uint8",
+                            "instances": "false",
+                        }
+                    ],
+                }
+            ),
+            "entry 'cell-0a1b2c3d': instances must be true or false (JSON, unquoted), got 'false'",
+        ),
     ],
 )
 def test_a_damaged_index_is_reported_and_never_written_over(tmp_path, cell, capsys, damage, reason):

@@ -245,6 +245,15 @@ class LibraryEntry:
                 raise DamagedIndexError(
                     f"{where}: entry {entry_id!r}: {key} should hold {length} numbers, got {value!r:.40}"
                 )
+        # a flag typed by hand as "false" (a string) read as true: a one-region exemplar answered as many instances
+        flags = {}
+        for key in ("rgb", "instances", "partial_labels"):
+            value = record.get(key)
+            if value is not None and not isinstance(value, bool):
+                raise DamagedIndexError(
+                    f"{where}: entry {entry_id!r}: {key} must be true or false (JSON, unquoted), got {value!r:.40}"
+                )
+            flags[key] = bool(value)
         try:
             mask_pixels = int(record.get("mask_pixels") or 0)
         except (TypeError, ValueError) as exc:
@@ -258,9 +267,7 @@ class LibraryEntry:
             dtype=str(record["dtype"]),
             description=str(record.get("description") or ""),
             created=str(record.get("created") or ""),
-            rgb=bool(record.get("rgb", False)),
-            instances=bool(record.get("instances", False)),
-            partial_labels=bool(record.get("partial_labels", False)),
+            **flags,
             channel_axis=channel_axis,
             source=str(record.get("source") or ""),
             source_shape=optional["source_shape"],
