@@ -196,3 +196,25 @@ def test_a_dangling_link_among_the_weights_stops_no_other_leftover_from_going(tm
     os.utime(stale, (stale.stat().st_atime - 7200, stale.stat().st_mtime - 7200))
     cleared = next(c for c in clear_stores(weights=True) if c.kind == "weights")
     assert stale in cleared.removed and not stale.exists()
+
+
+def test_a_library_whose_index_is_damaged_is_not_listed_as_empty(tmp_path, monkeypatch, capsys):
+    """`promptseg cache` listed a library whose library.json cannot be read as '0 B, 0 entries': an empty library,
+    which its owner might delete, exemplars and all. Its exemplars' folders are counted and the listing says why.
+    A --cache that does not exist (mistyped) is said to be no folder, not listed as an empty cache there."""
+    from napari_promptseg.io.library import ReferenceLibrary
+
+    monkeypatch.setenv("PROMPTSEG_LIBRARY", str(tmp_path / "lib"))
+    image = data.camera()[::4, ::4]
+    mask = image > 150
+    library = ReferenceLibrary.open()
+    library.add("bright", image, mask)
+    library.add("dark", image, ~mask)
+    (tmp_path / "lib" / "library.json").write_text('{"format": "napari-promptseg-library", "entries": [')
+    store = next(s for s in disk_stores(tmp_path / "cache") if s.kind == "library")
+    exemplars = sum(f.stat().st_size for f in (tmp_path / "lib" / "entries").rglob("*") if f.is_file())
+    assert store.entries == 2 and store.size > exemplars
+    assert main(["cache", "--cache", str(tmp_path / "no-such-cache")]) == 0
+    listing = capsys.readouterr().out
+    assert "library.json cannot be read (`promptseg library list` says why)" in listing
+    assert "no such folder (yet)" in listing

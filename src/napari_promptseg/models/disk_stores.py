@@ -192,14 +192,24 @@ def _tree_size(path: Path) -> int:
 def disk_stores(embedding_cache: str | os.PathLike | None = None) -> list[DiskStore]:
     """Each place the project keeps files, without changing any (the embedding cache is not brought under its cap,
     no checkpoint is hashed). ``embedding_cache``: which one (default: this process's, else the default location)."""
-    from ..io.library import ReferenceLibrary
+    from ..io.library import INDEX, ReferenceLibrary
     from ..io.library._format import default_library_path
     from .hub import hf_cache_dir
 
     stores = []
     cache = _embedding_cache(embedding_cache)
     entries = cache.entries()
-    stores.append(DiskStore("embeddings", cache.root, sum(s for _, s, _ in entries), len(entries), cap=cache.max_bytes))
+    stores.append(
+        DiskStore(
+            "embeddings",
+            cache.root,
+            sum(s for _, s, _ in entries),
+            len(entries),
+            cap=cache.max_bytes,
+            # a --cache mistyped read as an empty cache at that path
+            note="" if cache.root.is_dir() else "no such folder (yet)",
+        )
+    )
     weights = cache_dir()
     found = [c for c in MODELS.values() if c.filename and (weights / c.filename).is_file()]
     stores.append(
@@ -238,24 +248,28 @@ def disk_stores(embedding_cache: str | os.PathLike | None = None) -> list[DiskSt
         )
     )
     library = default_library_path()
+    note = "your reference library ($PROMPTSEG_LIBRARY): your data, never cleared"
     try:
         # its index and the entries' files only: a $PROMPTSEG_LIBRARY set to the home folder is not walked
         opened = ReferenceLibrary(library) if library.is_dir() else None
         files = [] if opened is None else [opened.index_path]
         files += [library / rel for e in (opened or ()) for rel in (e.image_path, e.mask_path)]
-    except (PromptsegError, OSError):  # a damaged index: `promptseg library list` says what is wrong
-        opened, files = None, []
-    stores.append(
-        DiskStore(
-            "library",
-            library,
-            sum(_tree_size(f) for f in files if f.is_file()),
-            len(opened or ()),
-            clearable=False,
-            note="your reference library ($PROMPTSEG_LIBRARY): your data, never cleared",
-        )
-    )
+        entries = len(opened or ())
+    except (PromptsegError, OSError):
+        # a damaged index: its exemplars' folders are counted (it was listed as 0 B and 0 entries, an empty library
+        # one might delete), and `promptseg library list` says what is wrong
+        folders = _subfolders(library / "entries")
+        files, entries = [library / INDEX, *folders], len(folders)
+        note = f"its {INDEX} cannot be read (`promptseg library list` says why); {note}"
+    stores.append(DiskStore("library", library, sum(_tree_size(f) for f in files), entries, clearable=False, note=note))
     return stores
+
+
+def _subfolders(path: Path) -> list[Path]:
+    try:
+        return sorted(p for p in path.iterdir() if p.is_dir())
+    except OSError:
+        return []
 
 
 # -- clearing ----------------------------------------------------------------------------------------------------
