@@ -517,3 +517,28 @@ def test_a_cache_that_is_a_file_is_refused_before_any_work(tmp_path, crop, capsy
     assert main(argv) == 2
     assert f"embedding cache {cache_file}: a file, not a directory" in capsys.readouterr().err
     assert not out.exists() and cache_file.read_text() == "my notes"
+
+
+def test_precompute_embeds_a_pyramid_at_the_levels_the_console_functions_read(litemedsam, disk, crop):
+    """A multiscale layer's data given to precompute_embeddings (the README's Python way to fill the cache) was
+    embedded at full resolution whole: all of a slide read into memory, for entries no console function asks for
+    (segment_text and SAT one-shot read the >= 1024 px level, box prompts their working scale's). Now the levels
+    `promptseg embed` embeds of a pyramid file, which the console functions then find on disk."""
+    from napari_promptseg.io.multiscale import whole_image_scale
+    from napari_promptseg.methods.precompute import precompute_embeddings
+    from napari_promptseg.models.preprocessing import read_pyramid_level
+
+    full = np.kron(crop[..., 0], np.ones((16, 16), np.uint8))  # 2560 x 2592: real pixels, a slide's size class
+    levels = [full, full[::2, ::2], full[::4, ::4], full[::8, ::8]]
+    litemedsam.cache.clear()
+    embeddings = precompute_embeddings(levels, litemedsam, object_size=160)
+    whole = read_pyramid_level(levels, whole_image_scale)
+    assert whole.factor == 2 and embeddings[0].transform.original_shape == (1280, 1296)
+    assert all(e.transform.original_shape[0] < 2560 for e in embeddings)  # full resolution never read whole
+    stored, misses = disk.stored, disk.misses
+    assert stored == len(embeddings) == len({e.key for e in embeddings})
+    litemedsam.cache.clear()  # as in a new process: only the disk has them
+    assert litemedsam.embed(whole.array).key == embeddings[0].key and disk.hits == 1
+    result = segment_prompts(levels, litemedsam, boxes=[[400, 400, 560, 560]], object_size=160)
+    assert result.labels.shape == full.shape and result.labels.any()
+    assert disk.hits == 2 and disk.misses == misses and disk.stored == stored

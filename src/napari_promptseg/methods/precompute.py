@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..models.preprocessing import Normalization, as_channels_last
+from ..models.preprocessing import Normalization, as_channels_last, full_resolution, read_pyramid_level
 from ..models.protocols import Embedding, PromptableSegmenter
 from ..tiling import IntensityWindow, TileGrid, choose_scale, read_tile
 
@@ -23,7 +23,41 @@ def precompute_embeddings(
     and with ``object_size`` (pixels) every tile at that working scale, as box prompts, find-all and one-shot
     instances embed them when given the same ``object_size`` (:mod:`..tiling`; without it they work at the boxes'
     or the target's measured size, other tiles). With a disk cache configured (:mod:`..models.embedding_cache`) they are
-    written there for any later process."""
+    written there for any later process.
+
+    A pyramid (a multiscale layer's data, levels largest first; ``object_size`` in full-resolution pixels) is embedded
+    at the levels the console functions read it, as `promptseg embed` embeds a pyramid file: the whole image at the
+    level of ``segment_text`` and SAT one-shot (>= 1024 px), the tiles at the level of their working scale. Its full
+    resolution was embedded whole: entries no prompt asked for, and all of a slide read into memory."""
+    from ..io.multiscale import whole_image_scale
+
+    options = {"channel_axis": channel_axis, "channels": channels, "normalize": normalize, "name": name}
+    whole = read_pyramid_level(image, whole_image_scale, channel_axis)
+    out = []
+    whole_factor = 1.0 if whole is None else whole.factor
+    if object_size is not None:
+        tiles = read_pyramid_level(
+            image, lambda shape: choose_scale(shape, segmenter.input_size, object_size).scale, channel_axis
+        )
+        level, factor = (full_resolution(image), 1.0) if tiles is None else (tiles.array, tiles.factor)
+        out += _embed_level(level, segmenter, object_size=object_size / factor, **options)
+        if factor == whole_factor:  # that level's whole embedding is the one whole-image methods read
+            return out
+    level = full_resolution(image) if whole is None else whole.array
+    return [_embed_level(level, segmenter, **options)[0], *out]
+
+
+def _embed_level(
+    image: np.ndarray,
+    segmenter: PromptableSegmenter,
+    *,
+    object_size: float | None = None,
+    channel_axis: int | None,
+    channels: list[int] | None,
+    normalize: Normalization,
+    name: str,
+) -> list[Embedding]:
+    """One array's embeddings: the whole of it, and with ``object_size`` (its pixels) its tiles at that scale."""
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
     out = [segmenter.embed(hwc, normalize=normalize, name=name)]
     if object_size is not None:
