@@ -517,6 +517,17 @@ def test_a_cache_that_is_a_file_is_refused_before_any_work(tmp_path, crop, capsy
     assert main(argv) == 2
     assert f"embedding cache {cache_file}: a file, not a directory" in capsys.readouterr().err
     assert not out.exists() and cache_file.read_text() == "my notes"
+    # a folder under that file (mistyped): the run stored nothing, and `embed` blamed the size cap for it
+    under = cache_file / "cache"
+    for run in (
+        [*argv[:-1], str(under)],
+        ["embed", str(path), "--cache", str(under)],
+        ["cache", "--cache", str(under)],
+    ):
+        assert main(run) == 2
+        err = capsys.readouterr().err
+        assert f"embedding cache {under}: under {cache_file}, a file, not a directory" in err and "cap" not in err
+    assert not out.exists() and cache_file.read_text() == "my notes"
 
 
 def test_precompute_embeds_a_pyramid_at_the_levels_the_console_functions_read(litemedsam, disk, crop):

@@ -76,8 +76,7 @@ def _embedding_cache(root: str | os.PathLike | None) -> ec.DiskEmbeddingCache:
         gigabytes = ec._gigabytes(os.environ.get(ec.MAX_GB_ENV, "").strip())
         max_bytes = None if gigabytes is None else int(gigabytes * 1e9)
     path = Path(root).expanduser()
-    if path.exists() and not path.is_dir():
-        raise PromptsegError(f"embedding cache {path}: a file, not a directory")
+    ec.check_folder(path)
     return ec.DiskEmbeddingCache(path, max_bytes, fit_cap=False)
 
 

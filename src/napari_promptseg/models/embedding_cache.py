@@ -454,7 +454,17 @@ def _open(root: str, max_gb: float | None) -> DiskEmbeddingCache:
     if max_gb is not None and not (0 < max_gb < math.inf):
         raise PromptsegError(f"embedding cache size cap {max_gb} GB: give a size above 0 (e.g. 10)")
     path = default_location() if root == "default" else Path(root)
-    if path.expanduser().exists() and not path.expanduser().is_dir():
-        # every store would fail (logged once, then every image encoded again): say so before any work
-        raise PromptsegError(f"embedding cache {path}: a file, not a directory; give a directory for the cache")
+    check_folder(path)
     return DiskEmbeddingCache(path, None if max_gb is None else int(max_gb * 1e9))
+
+
+def check_folder(path: Path) -> None:
+    """Refuse a cache path that is a file, or lies under one (``notes.txt/cache``): every store would fail (logged
+    once, then every image encoded again, and `promptseg embed` blamed the size cap), so it is said before any work."""
+    path = path.expanduser()
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if folder.is_dir():
+                return
+            where = "a file" if folder == path else f"under {folder}, a file"
+            raise PromptsegError(f"embedding cache {path}: {where}, not a directory; give a directory for the cache")
