@@ -546,10 +546,22 @@ def test_prompts_match_the_right_entries(tmp_path, cell, embedder):
     assert ranked == sorted(ranked, key=lambda m: -m.similarity)
 
 
-def test_empty_library_and_no_match_messages_say_what_to_do(tmp_path, cell, embedder, lungs):
+def test_empty_library_and_no_match_messages_say_what_to_do(tmp_path, cell, embedder, lungs, capsys):
+    from napari_promptseg.methods.text.routes import choose_route
+
     target = lungs[1][0]
     with pytest.raises(PromptsegError, match=r"library \(.*\) is empty.*One-shot widget.*promptseg library add"):
         segment_with_library(target, "lungs", tmp_path / "empty", embedder=embedder)
+    # a mistyped library path is said to be no folder, not an empty library its owner may think lost
+    with pytest.raises(PromptsegError, match=r"library \(.*typo\) is empty: no such folder"):
+        segment_with_library(target, "lungs", tmp_path / "typo", embedder=embedder)
+    with pytest.raises(PromptsegError, match=rf"has no entries \(no such folder: {tmp_path / 'typo'}\)"):
+        choose_route("library", library=tmp_path / "typo")
+    assert main(["library", "list", "--library", str(tmp_path / "typo")]) == 0
+    assert "(0 entries; no such folder)" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PromptsegError, match=r"has no entries; library: "):
+        choose_route("library", library=tmp_path / "empty")
     lib = ReferenceLibrary.open(tmp_path / "lib")
     lib.add("polyp", cell[0], cell[1])
     with pytest.raises(PromptsegError, match=r"no reference-library entry matches 'lungs' \(closest: 'polyp' 0\.\d\d"):

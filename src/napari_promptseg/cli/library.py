@@ -133,7 +133,8 @@ def cmd_library_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"library": str(library.path), "entries": rows}, indent=2))
         return 0
-    print(f"reference library: {library.path} ({len(rows)} entries)")
+    missing = "" if library.path.exists() else "; no such folder"  # a mistyped --library, not an emptied library
+    print(f"reference library: {library.path} ({len(rows)} entries{missing})")
     for e in library.entries:
         size = "x".join(str(s) for s in e.shape[:2][::-1])
         described = f"  {e.description}" if e.description else ""

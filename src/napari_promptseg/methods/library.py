@@ -283,8 +283,9 @@ def no_match_message(
         f"`promptseg library add '{prompt}' --image IMAGE --mask MASK`"
     )
     if not len(library):
+        empty = "is empty" if library.path.exists() else "is empty: no such folder"  # a mistyped path
         return (
-            f"the reference library ({library.path}) is empty, so the text prompt '{prompt}' cannot be answered "
+            f"the reference library ({library.path}) {empty}, so the text prompt '{prompt}' cannot be answered "
             f"offline; save an exemplar first: {howto}"
         )
     closest = ", ".join(f"'{m.entry.name}' {m.similarity:.2f}" for m in list(ranked)[:3]) or ", ".join(

@@ -230,8 +230,10 @@ def choose_route(
         where = "; ".join(skipped) + ", and " if skipped else ""
         # a library named by the user is filled by commands that name it: without --library they fill the default one
         named = "" if library is None else f" --library {shlex.quote(str(lib.path))}"
+        # a mistyped --library is no folder: said with its path, not as an empty library the user may think lost
+        missing = "" if lib.path.exists() else f" (no such folder: {lib.path})"
         raise PromptsegError(
-            f"{where}the reference library has no entries",
+            f"{where}the reference library has no entries{missing}",
             details=f"library: {lib.path}. Save a named exemplar from the One-shot widget ('Save reference to "
             "library…'), or the Text prompt widget's 'Add exemplar', or run `promptseg library add NAME --image IMG "
             f"--mask MASK{named}` (`promptseg library starter{named}` adds the bundled nuclei exemplar); or a "
