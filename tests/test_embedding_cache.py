@@ -553,3 +553,19 @@ def test_precompute_embeds_a_pyramid_at_the_levels_the_console_functions_read(li
     result = segment_prompts(levels, litemedsam, boxes=[[400, 400, 560, 560]], object_size=160)
     assert result.labels.shape == full.shape and result.labels.any()
     assert disk.hits == 2 and disk.misses == misses and disk.stored == stored
+
+
+def test_embed_into_a_cache_that_cannot_be_written_says_so_not_the_size_cap(tmp_path, crop, capsys):
+    """A cache folder that cannot be written (read-only; here its tmp/ taken by a file): `promptseg embed` said 'its
+    size cap (10 GB, --cache-max-gb) holds no entry, or it cannot be written', naming an option that changes nothing
+    for a cache of a few MB. It says the cache cannot be written, and why."""
+    import tifffile
+
+    path, cache = tmp_path / "crop.tif", tmp_path / "cache"
+    tifffile.imwrite(path, np.ascontiguousarray(crop[::-1, ::-1]))
+    cache.mkdir()
+    (cache / "tmp").write_text("not a folder")
+    assert main(["embed", str(path), "--cache", str(cache), "--scheduler", "none"]) == 2
+    err = capsys.readouterr().err
+    assert f"no embedding was kept in {cache}: it cannot be written ({cache / 'tmp'}: File exists)" in err, err
+    assert "--cache-max-gb" not in err and (cache / "tmp").read_text() == "not a folder"

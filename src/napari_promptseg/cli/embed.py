@@ -59,18 +59,15 @@ def cmd_embed(args: argparse.Namespace) -> int:
         f"{len(done)} image(s): {kept} of {total} embedding(s) in {cache.root} ({cached} were cached)", file=sys.stderr
     )
     if kept < total:
-        print(
-            f"warning: {total - kept} of {total} embedding(s) are not in the cache: its size cap "
-            f"({cache.max_bytes / 1e9:g} GB, --cache-max-gb) holds fewer, or it cannot be written",
-            file=sys.stderr,
-        )
-    if total and not kept:  # embed exists to fill the cache: a run that kept nothing did not do its job
-        print(
-            f"promptseg embed: error: no embedding was kept in {cache.root}: its size cap "
-            f"({cache.max_bytes / 1e9:g} GB, --cache-max-gb) holds no entry, or it cannot be written",
-            file=sys.stderr,
-        )
-        return 2
+        # a cache that cannot be written is said so: the size cap was blamed for a read-only folder
+        problem = cache.write_problem()
+        cap = f"its size cap ({cache.max_bytes / 1e9:g} GB, --cache-max-gb)"
+        why = f"it cannot be written ({problem})" if problem else f"{cap} holds fewer, or it cannot be written"
+        print(f"warning: {total - kept} of {total} embedding(s) are not in the cache: {why}", file=sys.stderr)
+        if not kept:  # embed exists to fill the cache: a run that kept nothing did not do its job
+            why = why if problem else f"{cap} holds no entry, or it cannot be written"
+            print(f"promptseg embed: error: no embedding was kept in {cache.root}: {why}", file=sys.stderr)
+            return 2
     return code
 
 

@@ -223,6 +223,19 @@ class DiskEmbeddingCache:
         self._after_write(sum(array.nbytes for array, _ in arrays.values()))
         return final
 
+    def write_problem(self) -> str | None:
+        """Why nothing can be written here now (a read-only folder, its ``tmp`` taken by a file), else None: a
+        temporary folder made and removed where :meth:`store` writes its entries first."""
+        import tempfile
+
+        try:
+            (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=self.root / "tmp"):
+                pass
+        except OSError as exc:  # said for the folder (the probe's own name is random)
+            return f"{self.root / 'tmp'}: {exc.strerror or exc}"
+        return None
+
     # -- size cap --------------------------------------------------------------------------------------------
     def entries(self) -> list[tuple[float, int, Path]]:
         """(last access time, bytes, path) of every entry, oldest first. Only the cache's own entries count (named as
