@@ -383,6 +383,13 @@ def test_export_import_merges_and_rejects_bad_zips(tmp_path, cell):
     escaping = write_zip("escaping.zip", {**members, "library.json": json.dumps({**index, "entries": [record]})})
     with pytest.raises(PromptsegError, match="unsafe path"):
         ReferenceLibrary.import_zip(escaping, into=tmp_path / "c")
+    # an emptied mask (edited by hand before zipping): imported, it failed every prompt it was matched to
+    import imageio.v3 as iio
+
+    empty_mask = iio.imwrite("<bytes>", np.zeros(a.shape[:2], np.uint8), extension=".png")
+    emptied = write_zip("emptied.zip", {**members, a.mask_path: empty_mask})
+    with pytest.raises(PromptsegError, match=rf"emptied.zip: entry 'nucleus' mask: {a.mask_path} marks no pixel"):
+        ReferenceLibrary.import_zip(emptied, into=tmp_path / "c")
     foreign = write_zip("foreign.zip", {"library.json": json.dumps({"format": "something-else", "version": 1})})
     with pytest.raises(PromptsegError, match="not a napari-promptseg reference library"):
         ReferenceLibrary.import_zip(foreign, into=tmp_path / "c")

@@ -442,6 +442,8 @@ class ReferenceLibrary:
                     raise PromptsegError(
                         f"{what}: image {image.shape} / mask {mask.shape} do not match the recorded shape {entry.shape}"
                     )
+                if not mask.any():  # as add() refuses it: every prompt the entry answered would fail
+                    raise PromptsegError(f"{what} mask: {entry.mask_path} marks no pixel (all 0); nothing imported")
                 ids = entry.instances and mask.dtype.itemsize > 1  # what add() hashed: the ids, else the mask
                 entry.sha256 = _content_hash(image, mask.astype(np.uint16) if ids else mask > 0, entry.partial_labels)
                 incoming.append((entry, image_bytes, mask_bytes))
