@@ -888,6 +888,32 @@ def test_removing_an_entry_keeps_the_files_another_entry_points_at(tmp_path, cel
     assert not (tmp_path / "lib" / "entries" / first.id).exists()
 
 
+def test_an_add_that_fails_part_way_leaves_no_folder_behind(tmp_path, cell, monkeypatch, capsys):
+    """The disk filling up while an exemplar's mask was written: the image stayed in an entries/ folder no index entry
+    lists, never removed (not by `library remove`, which goes by the index, nor by a later add)."""
+    import errno
+
+    from napari_promptseg.io.library import _store
+
+    lib = ReferenceLibrary.open(tmp_path / "lib")
+    kept = lib.add("cell", *cell)
+    write = _store._atomic_write
+
+    def full_at_the_mask(path, data):
+        if path.name == "mask.png":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write(path, data)
+
+    monkeypatch.setattr(_store, "_atomic_write", full_at_the_mask)
+    tifffile.imwrite(tmp_path / "cell.tif", cell[0])
+    tifffile.imwrite(tmp_path / "mask.tif", np.roll(cell[1], 5, axis=1).astype(np.uint8))
+    argv = ["library", "add", "cell", "--image", str(tmp_path / "cell.tif"), "--mask", str(tmp_path / "mask.tif")]
+    assert main([*argv, "--library", str(tmp_path / "lib")]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "lib" / "entries").iterdir()] == [kept.id]
+    assert [e.id for e in ReferenceLibrary.open(tmp_path / "lib")] == [kept.id]
+
+
 def _truncate(path):
     path.write_bytes(path.read_bytes()[:300])
 

@@ -318,8 +318,8 @@ class ReferenceLibrary:
                 partial_labels=bool(partial_labels),
                 root=self.path,
             )
-            self._write_entry_files(entry, _tiff_bytes(stored), _png_bytes(stored_labels))
-            try:
+            try:  # a disk that fills up at the mask (or the index) leaves no folder the index does not list
+                self._write_entry_files(entry, _tiff_bytes(stored), _png_bytes(stored_labels))
                 self._write_index([*entries, entry])
             except BaseException:
                 shutil.rmtree(self.path / folder, ignore_errors=True)
