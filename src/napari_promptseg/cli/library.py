@@ -17,7 +17,8 @@ def _add_library_parser(sub: argparse._SubParsersAction) -> None:
         "library",
         help="manage the reference library: named exemplars that answer text prompts offline",
         description="Named one-shot exemplars (image crop + mask + description). `promptseg text --route library` "
-        "matches a prompt to their names/descriptions and segments with SAT. Default location: $PROMPTSEG_LIBRARY, "
+        "matches a prompt to their names/descriptions and segments like the exemplar: one region with SAT, or every "
+        "similar object when it was saved with --instances. Default location: $PROMPTSEG_LIBRARY, "
         "else the user data directory.",
     )
     lib_sub = lib.add_subparsers(dest="library_command", required=True)
