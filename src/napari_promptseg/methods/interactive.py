@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..callbacks import ProgressCallback
 from ..errors import CancelledError, PromptsegError
 from ..models.preprocessing import Normalization, as_channels_last, full_resolution, read_pyramid_level, to_numpy
 from ..models.protocols import Embedding, Prediction, PromptableSegmenter
@@ -24,9 +25,6 @@ from ..tiling import (
     choose_scale,
     read_tile,
 )
-
-#: progress(fraction_done, message)
-ProgressCallback = Callable[[float, str], None]
 
 
 @dataclass

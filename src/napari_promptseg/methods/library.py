@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..callbacks import ProgressCallback
 from ..errors import CancelledError, PromptsegError, WeightsError
 from ..io.library import LibraryEntry, ReferenceLibrary
 from ..models.preprocessing import Normalization, as_channels_last
@@ -48,8 +49,6 @@ from .instances import (
 )
 from .labelling_advice import few_labels_warning
 from .oneshot import OneShotResult, segment_like
-
-ProgressCallback = Callable[[float, str], None]
 
 DEFAULT_MIN_SIMILARITY = 0.6
 DEFAULT_MAX_GAP = 0.1

@@ -7,6 +7,7 @@ The pieces live in :mod:`.layers` (planes, pyramid levels, placement of result l
 (:class:`TaskRunner`, notifications) and :mod:`.panel` (the run/status panel); every name is importable from here.
 """
 
+from ...callbacks import ProgressCallback
 from ...models._native import load_triton_safely  # noqa: F401 - every widget calls it on the main thread
 from .channels import CHANNEL_AXIS, ChannelAxisBox, check_channel_axis, offers_channel_axis
 from .controls import AdvancedSection, SegmenterBox, available_devices, fraction_box
@@ -37,7 +38,6 @@ from .layers import (
 from .panel import STATES, _ProgressPanel, controls_layout, show_details
 from .picker import OBJECT_SIZE_KEY, ROLE_KEY, LayerPicker, is_preview
 from .tasks import (
-    ProgressCallback,
     Task,
     TaskRunner,
     _Job,

@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError, WeightsError, split_message
 from .layers import data_token
 from .panel import _ProgressPanel, show_details
@@ -52,8 +53,6 @@ except ImportError:  # PySide
 
 logger = logging.getLogger(__name__)
 
-#: progress(fraction_done, message), as the core functions take it
-ProgressCallback = Callable[[float, str], None]
 #: task(progress, cancel) -> result; runs in a worker thread and must not touch Qt or napari layers
 Task = Callable[[ProgressCallback, Callable[[], bool]], Any]
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError
 from ...io.images import label_image_2d
 from ...models.preprocessing import Normalization, ResizeTransform, as_channels_last, full_resolution
@@ -35,9 +36,6 @@ from ..pixel_classifier import (
     training_classes,
 )
 from .correspondence import PatchReference
-
-ProgressCallback = Callable[[float, str], None]
-
 
 #: reference tiles the classifier learns from at most (those holding the most labelled pixels)
 MAX_REFERENCE_TILES = 6

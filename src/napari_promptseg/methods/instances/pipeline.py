@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError
 from ...models.preprocessing import Normalization, PyramidRead, as_channels_last, read_pyramid_level
 from ...models.protocols import PromptableSegmenter
@@ -24,7 +25,6 @@ from ...tiling import (
 from ..labelling_advice import few_labels_warning
 from .exemplars import (
     ExemplarModel,
-    ProgressCallback,
     _check_reference_labels,
     _classifier_input,
     _tile_inputs,

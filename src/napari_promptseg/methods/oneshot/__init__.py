@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import ndimage
 
+from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError
 from ...io.images import label_image_2d
 from ...io.multiscale import file_level, whole_image_scale
@@ -51,7 +52,6 @@ from .settings import (
     STRATEGIES,
     BoxMode,
     OneShotResult,
-    ProgressCallback,
     PromptScheme,
     SatSetting,
     SchemeDiagnostics,

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
 import torch
 
-#: progress(fraction_done, message)
-ProgressCallback = Callable[[float, str], None]
 Strategy = Literal["sat", "persam", "matcher"]
 BoxMode = Literal["points", "region", "components", "none"]
 STRATEGIES: tuple[str, ...] = ("sat", "persam", "matcher")

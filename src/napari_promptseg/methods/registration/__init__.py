@@ -49,6 +49,7 @@ Coordinates, the displacement convention and point mapping are described in :mod
 :mod:`.quality`, :mod:`.torch_ops`, :mod:`.options`.
 """
 
+from ...callbacks import ProgressCallback
 from .from_pairs import fit_pairs, fit_similarity, initial_affine, moment_similarity, pair_dice, plausible
 from .intensity import (
     IntensityImages,
@@ -61,7 +62,6 @@ from .intensity import (
 from .options import (
     DEFAULT_METHOD,
     METHODS,
-    ProgressCallback,
     RegistrationOptions,
     RegistrationResult,
     image_diagonal,

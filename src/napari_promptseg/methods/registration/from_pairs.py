@@ -8,12 +8,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...callbacks import ProgressCallback
 from ..regions import (
     RegionPair,
 )
 from ..warp import Deformation, apply_affine_norm, fit_affine_lstsq, norm_grid
 from .intensity import IntensityImages
-from .options import ProgressCallback, RegistrationOptions
+from .options import RegistrationOptions
 from .torch_ops import (
     _blur,
     _inside,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +19,6 @@ from ..regions import (
 )
 from ..warp import Deformation
 
-#: progress(fraction_done, message)
-ProgressCallback = Callable[[float, str], None]
 METHODS = ("auto", "prompts+intensity", "intensity", "prompts")
 #: Python, CLI and widget: "prompts+intensity" when prompts are given (text, a reference, regions or pairs), else
 #: "intensity". Without prompts the automatic region starts no longer won on any dev pair once the affine stage

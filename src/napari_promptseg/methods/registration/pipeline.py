@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError
 from ...io.multiscale import REGISTER_SIDE, PyramidLevel, level_for_side
 from ...models.preprocessing import as_channels_last, check_pixels, full_resolution, pyramid_levels
@@ -22,7 +23,6 @@ from .from_pairs import fit_pairs, pair_dice
 from .intensity import IntensityImages, check_affine_optimizer
 from .options import (
     DEFAULT_METHOD,
-    ProgressCallback,
     RegistrationOptions,
     RegistrationResult,
     _stage,

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ...callbacks import ProgressCallback
 from ...errors import PromptsegError, WeightsError
 from ...models.preprocessing import full_resolution
 from ...models.protocols import PromptableSegmenter
@@ -27,7 +28,7 @@ from ..regions import (
 from ..text import TextRoute, choose_route
 from .from_pairs import fit_pairs
 from .intensity import IntensityImages
-from .options import ProgressCallback, RegistrationOptions
+from .options import RegistrationOptions
 
 
 # -- region pairs -------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ Modules by job: :mod:`.phrases` (the prompt as phrases), :mod:`.routes` (which r
 :mod:`.segment` (:func:`segment_text`), :mod:`.answers` (each route's way from image to labels), :mod:`.result`.
 """
 
+from ...callbacks import ProgressCallback
 from .answers import SPECK_FRACTION, prompt_cut_warnings
 from .phrases import prompt_text, split_phrases
 from .result import TextResult
@@ -28,7 +29,6 @@ from .routes import (
     HEATMAPPER_MODELS,
     PROMPT_ROUTES,
     ROUTES,
-    ProgressCallback,
     Route,
     TextRoute,
     available_route,

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError, WeightsError
 from ...models.preprocessing import Normalization
 from ...models.protocols import PromptableSegmenter
 from ..prompt_templates import PromptAttributes, expand_prompt
 from .phrases import prompt_text, split_phrases
 from .result import TextResult
-from .routes import ProgressCallback, TextRoute, download_advice
+from .routes import TextRoute, download_advice
 
 if TYPE_CHECKING:
     from ..library import LibraryMatch

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ...callbacks import ProgressCallback
 from ...errors import PromptsegError, WeightsError
 from ...models.protocols import TextGrounder, TextHeatmapper, TextSegmenter
 
@@ -20,9 +21,6 @@ PROMPT_ROUTES: tuple[str, ...] = ("auto", "groundingdino", "clipseg", "library")
 #: registry names tried, in order, when no model object is given
 GROUNDER_MODELS: tuple[str, ...] = ("grounding_dino_tiny", "groundingdino_swint_ogc")
 HEATMAPPER_MODELS: tuple[str, ...] = ("clipseg_rd64_refined",)
-
-#: progress(fraction_done, message)
-ProgressCallback = Callable[[float, str], None]
 
 
 @dataclass

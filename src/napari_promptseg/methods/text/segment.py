@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError
 from ...models.preprocessing import Normalization, as_channels_last, read_pyramid_level
 from ...models.protocols import PromptableSegmenter, TextGrounder, TextHeatmapper, TextSegmenter
@@ -24,7 +25,7 @@ from .answers import (
 )
 from .phrases import prompt_text, split_phrases
 from .result import TextResult
-from .routes import ProgressCallback, Route, TextRoute, choose_route
+from .routes import Route, TextRoute, choose_route
 
 
 def segment_text(

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError
 from ...io._files import default_file_mode
 from ...models.preprocessing import to_rgb_uint8
 from ...models.text_segmenter import CONFIG_FILE, write_config
 from .data import (
     ArrayTriplet,
-    ProgressCallback,
     Triplet,
     as_triplets,
     format_eta,

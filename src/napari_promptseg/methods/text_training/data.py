@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError
 from ...io import read_image
 from ...io.images import array_digest
@@ -33,8 +34,6 @@ from ...models.preprocessing import Normalization, ResizeTransform, as_channels_
 from ...models.text_segmenter import FEATURE_VERSION, encode_levels, load_tensors, save_tensors
 
 SPLITS = ("train", "val", "test")
-#: progress(fraction_done, message)
-ProgressCallback = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ import inspect
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from ...callbacks import ProgressCallback
 from ...errors import PromptsegError
 from . import clipseg as clipseg_module
 from .clipseg import finetune_clipseg
-from .data import ProgressCallback
 from .trainer import DEFAULT_VAL_FRACTION, Data, TrainingConfig, TrainingResult, check_settings, train_text_segmenter
 
 #: the settings of a run a user sets (TrainingConfig's names, the CLI's options); passed on only when given

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError
 from ...io._files import ensure_writable_dir
 from ...models.text_decoder import DecoderConfig, TextPromptDecoder
@@ -39,7 +40,6 @@ from ...models.text_segmenter import (
 from .data import (
     ArrayTriplet,
     FeatureStore,
-    ProgressCallback,
     Sample,
     Triplet,
     as_triplets,

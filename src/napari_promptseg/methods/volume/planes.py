@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from ...callbacks import ProgressCallback
 from ...errors import CancelledError, NothingFoundError, PromptsegError
 from ...models.preprocessing import to_numpy
-from .stacks import ProgressCallback, _as_ids, _stack, plane_warnings
+from .stacks import _as_ids, _stack, plane_warnings
 
 #: plane by plane: objects of consecutive planes overlapping at least this much (IoU) are one object
 LINK_IOU = 0.3

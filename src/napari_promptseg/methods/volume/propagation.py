@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from ...callbacks import ProgressCallback
 from ...errors import CancelledError, NothingFoundError, PromptsegError
 from ...models.preprocessing import Normalization, full_resolution, to_numpy
 from ...models.protocols import PromptableSegmenter
 from ...tiling import WorkingScale, box_object_size
 from .planes import _compact, object_extents
-from .stacks import ProgressCallback, _as_ids, _plane_index, _stack, named_channel_axis, plane_warnings
+from .stacks import _as_ids, _plane_index, _stack, named_channel_axis, plane_warnings
 
 #: an object stops where its mask overlaps the previous plane's by less than this (IoU)
 STOP_IOU = 0.5

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from ...errors import PromptsegError
 from ...models.preprocessing import ACCEPTED_SHAPES, SPLIT_TIME_POINTS, full_resolution, is_lazy, read_axes
-
-ProgressCallback = Callable[[float, str], None]
 
 
 def as_stack(
