@@ -495,7 +495,31 @@ def test_save_to_library_reads_a_lazy_slide_in_the_worker_not_napari(make_viewer
     assert starter.source.startswith("bundled sample")
     assert widget.last_saved.id == entry.id and entry.name == "slide nucleus" and entry.source == "slide"
     assert entry.instances and len(np.unique(entry.labels())) - 1 == len(np.unique(truth)) - 1
-    assert "saved 'slide nucleus'" in widget.runner.widget.status.text()
+    assert "saved exemplar 'slide nucleus'" in widget.runner.widget.status.text()
+
+
+def test_save_to_library_writes_to_the_library_field_as_the_text_widgets_add_exemplar(make_viewer, qtbot, tmp_path):
+    """ "Save reference to library" always wrote to the default library, while the Text prompt widget answers from
+    (and adds to) the library its field names: a lab's shared library could not be taught from a one-shot
+    reference. The One-shot widget has the same library field now, and both save through one path."""
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.io.library import ReferenceLibrary
+
+    (image, _, _), (truth, _, _) = nuclei()
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(viewer.add_image(image, name="cells"))
+    widget.reference_labels.set_layer(viewer.add_labels(truth, name="cells nuclei"))
+    widget.library_name.setText("lab nucleus")
+    shared = tmp_path / "lab library"
+    widget.library.setText(str(shared))
+    assert widget.save_to_library()
+    qtbot.waitUntil(lambda: widget.runner.state != "running", timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    names = [entry.name for entry in ReferenceLibrary.open(shared).entries]
+    assert names[-1] == "lab nucleus" and widget.last_saved.name == "lab nucleus"
+    assert "lab nucleus" not in [entry.name for entry in ReferenceLibrary.open().entries]  # the default one
+    assert str(shared) in widget.runner.widget.status.text()
 
 
 def test_a_stacks_instances_record_the_size_a_propagation_seeded_by_them_decodes_at(make_viewer, qtbot):

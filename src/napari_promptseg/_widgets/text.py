@@ -49,7 +49,7 @@ from ._common import (
     load_triton_safely,
     placement,
     plane_shape,
-    save_exemplar,
+    submit_save_exemplar,
     unproxied,
     whole_image_level,
 )
@@ -316,48 +316,25 @@ class TextPromptWidget(QWidget):
         except PromptsegError as exc:
             self.runner.refuse(exc, "add exemplar")
             return False
-        layers = exemplar_layers(self.viewer, image_layer, labels_layer, channel_axis, channels)
-        where = self.library.text().strip() or None
-        instances, partial = self.exemplar_mode, self.exemplar_partial.isChecked()
-        description = self.exemplar_description.text()
-        # the layer's pixel size, recorded as the One-shot widget's "Save reference to library" records it
-        scale = tuple(float(s) for s in image_layer.scale[-2:])
 
-        def task(progress, cancel):
-            from ..io.starter import open_library
-
-            progress(0.0, f"reading '{image_layer.name}'")
-            library = open_library(where)
-            entry = save_exemplar(
-                layers,
-                "labels",
-                library,
-                name=name,
-                description=description,
-                scale=scale,
-                instances=instances,
-                partial=partial,
-                cancel=cancel,
-            )
-            return entry, library.path
-
-        def done(result) -> None:
-            from napari.utils.notifications import show_info, show_warning
-
-            from ..methods.library import exemplar_advice
-
-            entry, path = result
+        def saved(entry) -> None:
             self.last_exemplar = entry
-            message = f"saved exemplar '{entry.name}' ({entry.kind}) to the reference library {path}"
-            advice = exemplar_advice(entry, f"remove it and add it again with '{self.exemplar_partial.text()}' ticked")
-            self.runner.widget.done(message if advice is None else f"{message}. Warning: {advice}")
-            show_info(message)
-            if advice:
-                show_warning(advice)
 
-        # no inputs to watch: the layers' arrays are taken now, and the entry is written whatever becomes of the
-        # layers (a layer removed meanwhile was said to drop a result the library had already saved)
-        return self.runner.submit("exemplar", f"add exemplar '{name}'", task, done)
+        return submit_save_exemplar(
+            self.runner,
+            exemplar_layers(self.viewer, image_layer, labels_layer, channel_axis, channels),
+            "labels",
+            self.library.text().strip() or None,
+            task_name="exemplar",
+            title=f"add exemplar '{name}'",
+            saved=saved,
+            advice_fix=f"remove it and add it again with '{self.exemplar_partial.text()}' ticked",
+            name=name,
+            description=self.exemplar_description.text(),
+            scale=tuple(float(s) for s in image_layer.scale[-2:]),  # the layer's pixel size
+            instances=self.exemplar_mode,
+            partial=self.exemplar_partial.isChecked(),
+        )
 
     def _attributes(self) -> PromptAttributes:
         return PromptAttributes(

@@ -32,6 +32,7 @@ from .layers import (
     read_exemplar,
     read_reference_plane,
     save_exemplar,
+    submit_save_exemplar,
     unproxied,
     whole_image_level,
 )
@@ -104,6 +105,7 @@ __all__ = [
     "plane_shape",
     "read_exemplar",
     "save_exemplar",
+    "submit_save_exemplar",
     "read_reference_plane",
     "show_details",
     "task_segmenter",

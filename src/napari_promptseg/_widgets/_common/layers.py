@@ -17,6 +17,7 @@ from ...tiling import level_to_full
 
 if TYPE_CHECKING:
     from ...io.library import LibraryEntry, ReferenceLibrary
+    from .tasks import TaskRunner
 
 
 def unproxied(viewer: napari.viewer.Viewer) -> napari.viewer.Viewer:
@@ -156,6 +157,51 @@ def save_exemplar(
         channel_axis=-1 if multichannel else None,
         channels=layers.channels if multichannel else None,
     )
+
+
+def submit_save_exemplar(
+    runner: TaskRunner,
+    layers: ExemplarLayers,
+    what: str,
+    where: str | None,
+    *,
+    task_name: str,
+    title: str,
+    saved: Callable[[LibraryEntry], None],
+    advice_fix: str,
+    **entry: Any,
+) -> bool:
+    """Save an exemplar to the library at ``where`` (None: the default one; a new library gets the starter exemplar)
+    in ``runner``'s worker (:func:`save_exemplar` with ``what`` and ``entry``'s name, description, scale, instances
+    and partial), then hand the entry to ``saved`` and say where it went and, when its labels teach little,
+    :func:`~napari_promptseg.methods.library.exemplar_advice` with ``advice_fix``. The one path of the One-shot
+    widget's "Save reference to library" and the Text prompt widget's "Add exemplar". Returns whether the task was
+    taken."""
+
+    def task(progress, cancel):
+        from ...io.starter import open_library
+
+        progress(0.0, f"reading '{layers.image.name}'")
+        library = open_library(where)
+        return save_exemplar(layers, what, library, cancel=cancel, **entry), library.path
+
+    def done(result) -> None:
+        from napari.utils.notifications import show_info, show_warning
+
+        from ...methods.library import exemplar_advice
+
+        added, path = result
+        saved(added)
+        message = f"saved exemplar '{added.name}' ({added.kind}) to the reference library {path} (id {added.id})"
+        advice = exemplar_advice(added, advice_fix)
+        runner.widget.done(message if advice is None else f"{message}. Warning: {advice}")
+        show_info(message)
+        if advice:
+            show_warning(advice)
+
+    # no inputs to watch: the layers' arrays are taken now, and the entry is written whatever becomes of the
+    # layers (a layer removed meanwhile was said to drop a result the library had already saved)
+    return runner.submit(task_name, title, task, done)
 
 
 def displayed_plane(viewer: napari.viewer.Viewer, image: napari.layers.Image, channel_axis: int | None = None) -> float:

@@ -36,7 +36,7 @@ from .._common import (
     load_triton_safely,
     notify_warning,
     placement,
-    save_exemplar,
+    submit_save_exemplar,
     task_segmenter,
     unproxied,
 )
@@ -101,6 +101,12 @@ class OneShotWidget(QWidget):
         self.run_button = QPushButton("Segment like the reference")
         self.run_button.clicked.connect(self.run)
         # reference library: the reference + its labels saved under a name answer text prompts later (offline)
+        self.library = QLineEdit()
+        self.library.setPlaceholderText("default user library")
+        self.library.setToolTip(
+            "The reference library 'Save reference to library' adds to (the Text prompt widget's library field "
+            "answers from the one it names)"
+        )
         self.library_name = QLineEdit()
         self.library_name.setPlaceholderText("e.g. gland")
         self.library_description = QLineEdit()
@@ -130,6 +136,7 @@ class OneShotWidget(QWidget):
         layout.addWidget(self.partial_labels)
         layout.addWidget(self.show_points)
         library_form = QFormLayout()
+        library_form.addRow("library", self.library)
         library_form.addRow("library name", self.library_name)
         library_form.addRow("description", self.library_description)
         layout.addLayout(library_form)
@@ -191,7 +198,8 @@ class OneShotWidget(QWidget):
         return OneShotInputs(*reference, None, files, **options, left_out=left_out)
 
     def save_to_library(self) -> bool:
-        """Save the reference layer + its labels as a named library entry. The layers are read and the entry written
+        """Save the reference layer + its labels as a named entry of the library in the library field (default: the
+        user's), as the Text prompt widget's "Add exemplar" does. The layers are read and the entry written
         in the worker (a slide's or a stack's pixels read here froze napari); when done, the entry is
         :attr:`last_saved`. Returns whether the task was taken."""
         try:
@@ -209,49 +217,28 @@ class OneShotWidget(QWidget):
         except PromptsegError as exc:
             self.runner.refuse(exc, "save to library")
             return False
-        layers = exemplar_layers(self.viewer, ref, ref_labels, channel_axis, channels)
-        description = self.library_description.text()
-        scale = tuple(float(s) for s in ref.scale[-2:])
         # as run() decides: many objects, or only some objects labelled, find every one like them later too
         # (mode "single region" saves one region, and its partial labels do not apply)
         many = MODES[self.mode.currentText()] is not False
-        partial = many and self.partial_labels.isChecked()
 
-        def task(progress, cancel):
-            from ...io.starter import open_library
-
-            progress(0.0, f"reading '{ref.name}'")
-            library = open_library()  # a new default library gets the starter exemplar, as the Text widget's
-            entry = save_exemplar(
-                layers,
-                "reference labels",
-                library,
-                name=name,
-                description=description,
-                scale=scale,
-                instances=None if many else False,  # None: many objects, or some labelled (partial), as run() decides
-                partial=partial,
-                cancel=cancel,
-            )
-            return entry, library.path
-
-        def done(result) -> None:
-            from napari.utils.notifications import show_info, show_warning
-
-            from ...methods.library import exemplar_advice
-
-            entry, path = result
+        def saved(entry) -> None:
             self.last_saved = entry
-            message = f"saved '{entry.name}' ({entry.kind}) to the reference library {path} (id {entry.id})"
-            self.runner.widget.done(message)
-            show_info(message)
-            advice = exemplar_advice(entry, f"remove it and save it again with '{PARTIAL_LABELS_TEXT}' ticked")
-            if advice:
-                show_warning(advice)
 
-        # no inputs to watch: the layers' arrays are taken now, and the entry is written whatever becomes of the
-        # layers (a layer removed meanwhile was said to drop a result the library had already saved)
-        return self.runner.submit("library", f"save '{name}' to the library", task, done)
+        return submit_save_exemplar(
+            self.runner,
+            exemplar_layers(self.viewer, ref, ref_labels, channel_axis, channels),
+            "reference labels",
+            self.library.text().strip() or None,
+            task_name="library",
+            title=f"save '{name}' to the library",
+            saved=saved,
+            advice_fix=f"remove it and save it again with '{PARTIAL_LABELS_TEXT}' ticked",
+            name=name,
+            description=self.library_description.text(),
+            scale=tuple(float(s) for s in ref.scale[-2:]),
+            instances=None if many else False,  # None: many objects, or some labelled (partial), as run() decides
+            partial=many and self.partial_labels.isChecked(),
+        )
 
     def run(self) -> None:
         try:
