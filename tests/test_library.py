@@ -767,6 +767,19 @@ def test_import_of_a_folder_says_it_is_a_folder(tmp_path, cell, capsys):
     assert not (tmp_path / "other").exists()
 
 
+def _one_entry_index(**fields: object) -> str:
+    """A library.json of one entry, 'cell', with ``fields`` added to it (a damage typed by hand)."""
+    entry = {
+        "id": "cell-0a1b2c3d",
+        "name": "cell",
+        "image": "entries/cell-0a1b2c3d/image.tif",
+        "mask": "entries/cell-0a1b2c3d/mask.png",
+        "shape": [4, 4],
+        "dtype": "uint8",
+    }
+    return json.dumps({"format": FORMAT, "version": VERSION, "entries": [{**entry, **fields}]})
+
+
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
@@ -774,44 +787,12 @@ def test_import_of_a_folder_says_it_is_a_folder(tmp_path, cell, capsys):
         ("[1, 2]", "not a napari-promptseg reference library"),
         # one entry of the wrong structure: a number where a list belongs was a TypeError traceback
         (
-            json.dumps(
-                {
-                    "format": FORMAT,
-                    "version": VERSION,
-                    "entries": [
-                        {
-                            "id": "cell-0a1b2c3d",
-                            "name": "cell",
-                            "image": "entries/cell-0a1b2c3d/image.tif",
-                            "mask": "entries/cell-0a1b2c3d/mask.png",
-                            "shape": [4, 4],
-                            "dtype": "uint8",
-                            "crop": 7,
-                        }
-                    ],
-                }
-            ),
+            _one_entry_index(crop=7),
             "entry 'cell-0a1b2c3d' has an invalid crop",
         ),
         # a flag typed by hand in quotes: "false" read as true, and a one-region exemplar answered as many instances
         (
-            json.dumps(
-                {
-                    "format": FORMAT,
-                    "version": VERSION,
-                    "entries": [
-                        {
-                            "id": "cell-0a1b2c3d",
-                            "name": "cell",
-                            "image": "entries/cell-0a1b2c3d/image.tif",
-                            "mask": "entries/cell-0a1b2c3d/mask.png",
-                            "shape": [4, 4],
-                            "dtype": "uint8",
-                            "instances": "false",
-                        }
-                    ],
-                }
-            ),
+            _one_entry_index(instances="false"),
             "entry 'cell-0a1b2c3d': instances must be true or false (JSON, unquoted), got 'false'",
         ),
     ],
