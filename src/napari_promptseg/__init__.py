@@ -79,9 +79,9 @@ def segment(
     """Instance labels (0 = background, one id per object) for boxes and points in pixel x = column, y = row.
 
     Each box is one object; points inside a box refine it; points outside all boxes make one more object. Where
-    objects overlap, a pixel goes to the more confident one (of objects decoded in different tiles of a large image:
-    the first decoded; an object left without a pixel is warned of). One box
-    or point may be given alone (``boxes=(x0, y0, x1, y1)``). napari layers hold (row, column): a Points layer's
+    objects overlap, a pixel goes to the more confident one (within a tile by the pixel's logit, across the tiles of a
+    large image by the objects' predicted IoU; an object left without a pixel is warned of). One box or point may be
+    given alone (``boxes=(x0, y0, x1, y1)``). napari layers hold (row, column): a Points layer's
     ``data`` is ``points=data[:, ::-1]``, a Shapes rectangle's corners ``c`` are the box
     ``(c[:, -1].min(), c[:, -2].min(), c[:, -1].max(), c[:, -2].max())`` (over a stack, a layer's points and
     corners are (plane, row, column): x y are their last two numbers reversed).

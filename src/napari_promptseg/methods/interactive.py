@@ -388,7 +388,8 @@ def segment_prompts(
     labels = np.zeros((h, w), np.uint16 if len(objects) < 2**16 else np.uint32)
     scores = np.zeros(len(objects), np.float32)
     timings = {"embed_s": 0.0, "decode_s": 0.0, "paint_s": 0.0}
-    painted: set[int] = set()  # ids that kept pixels
+    painted: set[int] = set()  # ids that got pixels
+    taken_from: set[int] = set()  # ids whose pixels a more confident object of a later tile took
     decoded: set[int] = set()  # ids whose own mask was not empty
     for n, (index, members) in enumerate(sorted(by_tile.items())):
         tile = grid.tiles[index] if index >= 0 else Tile(-1, 0, h, 0, w, (0.0, h, 0.0, w))
@@ -415,11 +416,17 @@ def segment_prompts(
         ids = np.zeros(len(members) + 1, labels.dtype)
         ids[1:] = np.array(members) + 1
         view = labels[tile.slices]
-        free = (tile_labels > 0) & (view == 0)
-        view[free] = ids[tile_labels[free]]
-        painted.update(int(k) for k in np.unique(ids[tile_labels[free]]))
+        claimed = ids[tile_labels]
+        # a pixel an object of an earlier tile holds goes to the more confident of the two, as within a tile: the
+        # order the tiles are decoded in decided it, and the warning said the more confident one took it
+        by_id = np.concatenate([[-np.inf], scores]).astype(np.float32)
+        take = (claimed > 0) & (by_id[claimed] > by_id[view])
+        taken_from.update(int(k) for k in np.unique(view[take & (view > 0)]))
+        view[take] = claimed[take]
+        painted.update(int(k) for k in np.unique(claimed[take]))
         decoded.update(i + 1 for i, logit in zip(members, logits, strict=True) if bool((logit > 0).any()))
         timings["paint_s"] += time.perf_counter() - t0
+    painted -= {k for k in taken_from if not (labels == k).any()}  # left with no pixel
     warnings += [f"{name}: {said}" for said in empty_objects(objects, set(flat), painted, decoded)]
     report(1.0, "done")
     if level is not None:
