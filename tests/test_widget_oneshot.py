@@ -549,7 +549,9 @@ def test_a_stacks_instances_record_the_size_a_propagation_seeded_by_them_decodes
 def test_a_stack_plane_with_nothing_like_the_reference_is_empty_as_the_cli_leaves_it(make_viewer, qtbot, tmp_path):
     """One plane of a target stack where nothing resembles the reference (background alone) failed the widget's
     whole run, and the planes that matched were lost; `promptseg oneshot` leaves that plane empty, says so, and
-    keeps the others. Both now give the same labels (methods.volume.segment_stack leaves such a plane empty)."""
+    keeps the others. Both now give the same labels (methods.volume.segment_stack leaves such a plane empty). The
+    prompt points of the planes after such a plane were drawn one plane too low (on the empty one): each plane's
+    points are on it."""
     import tifffile
 
     from napari_promptseg._sample_data import nuclei
@@ -558,7 +560,7 @@ def test_a_stack_plane_with_nothing_like_the_reference_is_empty_as_the_cli_leave
     (image, _, _), (truth, _, _) = nuclei()
     one = (truth == 8).astype(np.uint8)  # one nucleus: SAT's one region
     background = np.random.default_rng(0).normal(image[truth == 0].mean(), 7, truth.shape)
-    stack = np.stack([image, np.clip(background, 0, 255).astype(image.dtype)])
+    stack = np.stack([np.clip(background, 0, 255).astype(image.dtype), image])  # the blank plane first
     viewer = make_viewer()
     widget = OneShotWidget(viewer)
     widget.reference.set_layer(viewer.add_image(image, name="reference"))
@@ -569,8 +571,13 @@ def test_a_stack_plane_with_nothing_like_the_reference_is_empty_as_the_cli_leave
     qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
     assert widget.runner.state == "done", widget.runner.widget.status.text()
     labels = viewer.layers["targets one-shot"].data
-    assert labels[0].any() and not labels[1].any()
-    assert any("plane 1" in w and "resembles" in w for w in widget.last_output.warnings)  # why plane 1 is empty
+    assert labels[1].any() and not labels[0].any()
+    assert any("plane 0" in w and "resembles" in w for w in widget.last_output.warnings)  # why plane 0 is empty
+    points = viewer.layers["targets one-shot prompts"].data  # (plane, row, column)
+    assert set(points[:, 0]) == {1.0}, "the points of plane 1 lie on plane 1"
+    positive = viewer.layers["targets one-shot prompts"].properties["positive"]
+    rows, cols = points[positive, 1].astype(int), points[positive, 2].astype(int)
+    assert np.mean(labels[1][rows, cols] > 0) > 0.5  # on the object they found
     assert any(w.startswith("object size ignored") for w in widget.last_output.warnings)
 
     tifffile.imwrite(tmp_path / "reference.tif", image)

@@ -85,6 +85,10 @@ def run_oneshot(
     # refused naming the layer (NaN...), not as 'reference'
     ref = as_channels_last(reference, channel_axis=ref_axis, channels=channels, name=reference_name)
     out = OneShotOutput([], [], [], [], stacked)
+    if stacked:  # one entry per plane, set as it is done: a plane where nothing is found keeps its empty one
+        # (appended, the points of the planes after such a plane were drawn one plane too low, on the empty one)
+        out.positives, out.negatives = [np.zeros((0, 2))] * len(targets), [np.zeros((0, 2))] * len(targets)
+        out.names = list(names)
     if instances is None:
         instances = partial or is_many_objects(reference_labels)
     out.mode = "many instances" if instances else f"one region, {strategy}"
@@ -117,6 +121,15 @@ def run_oneshot(
                 lambda plane: as_channels_last(plane, channel_axis=channel_axis, channels=channels),
             )
 
+    def keep_points(k: int, positives: np.ndarray, negatives: np.ndarray) -> None:
+        """Target ``k``'s prompt points: a stack's at its plane, a layer's or a file's after those done before."""
+        if stacked:
+            out.positives[k], out.negatives[k] = positives, negatives
+        else:
+            out.positives.append(positives)
+            out.negatives.append(negatives)
+            out.names.append(names[k])
+
     def segment_one(
         k: int, image: np.ndarray, size: float | None, axis: int | None = channel_axis, image_factor: float = factor
     ):
@@ -137,8 +150,8 @@ def run_oneshot(
             res = segment_with_exemplars(
                 segmenter, exemplars, hwc, object_size=size, size_source=source, name=name, progress=sub, cancel=cancel
             )
-            out.positives.append((res.boxes[:, :2] + res.boxes[:, 2:]) / 2 if len(res.boxes) else np.zeros((0, 2)))
-            out.negatives.append(np.zeros((0, 2)))
+            centres = (res.boxes[:, :2] + res.boxes[:, 2:]) / 2 if len(res.boxes) else np.zeros((0, 2))
+            keep_points(k, centres, np.zeros((0, 2)))
             if res.scale is not None:
                 out.scales.append(res.scale.at_full_resolution(image_factor).summary())
         else:
@@ -157,9 +170,7 @@ def run_oneshot(
                 progress=sub,
                 cancel=cancel,
             )[0]
-            out.positives.append(res.positives)
-            out.negatives.append(res.negatives)
-        out.names.append(name)
+            keep_points(k, res.positives, res.negatives)
         return res
 
     def segment_file(k: int, path: Path):
