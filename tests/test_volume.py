@@ -123,14 +123,14 @@ def test_propagation_keeps_the_seed_planes_working_scale(litemedsam, monkeypatch
     for k in ids:
         rows, cols = np.nonzero(truth == k)
         boxes.append((cols.min(), rows.min(), cols.max(), rows.max()))
-    sizes, real = [], interactive.segment_prompts
+    sizes, real = [], interactive.segment_objects  # what decodes the seed's prompts and every carried plane
 
     def recording(*args, **kwargs):
         result = real(*args, **kwargs)
         sizes.append(result.scale.object_size)
         return result
 
-    monkeypatch.setattr(interactive, "segment_prompts", recording)
+    monkeypatch.setattr(interactive, "segment_objects", recording)
     result = propagate_through_stack(np.stack([image] * 3), 1, boxes=boxes, segmenter=litemedsam)
     assert len(sizes) == 3 and sizes[0] == result.scale.object_size
     assert sizes[1:] == [sizes[0]] * 2
@@ -842,3 +842,42 @@ def _write_zyx_ome_zarr(path, planes: np.ndarray) -> None:
         python_warnings.simplefilter("ignore", DeprecationWarning)
         root = zarr.open_group(str(path), mode="w", zarr_format=2)
         write_image(planes, root, axes="zyx", fmt=FormatV04(), storage_options={"chunks": (1, 128, 128)})
+
+
+class _TakesClicks:
+    """The real LiteMedSAM, said to take clicks beside boxes (``points_reliable``), as SAM's checkpoints do: a
+    propagation then prompts each carried object with its box and its mask's most interior point."""
+
+    points_reliable = True
+
+    def __init__(self, segmenter) -> None:
+        self._segmenter = segmenter
+
+    def __getattr__(self, name: str):
+        return getattr(self._segmenter, name)
+
+
+def test_each_carried_object_is_prompted_with_its_own_interior_point(litemedsam, shared_data, monkeypatch):
+    """A carried object's interior point went to the smallest box holding it (segment_prompts' rule for a user's
+    clicks): the left cortex's point, inside the box of the white matter it wraps, refined the white matter, and
+    the cortex was decoded without one (29 of 97 objects of the MRI's FreeSurfer planes). Each object is prompted
+    with its own box and point."""
+    from napari_promptseg.methods import interactive
+
+    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
+    vol, seg = scan["vol"][99:102].astype(np.float32), scan["seg"][99:102]
+    seed = np.where(np.isin(seg[1], (2, 3)), seg[1], 0)  # left white matter (2) and the cortex around it (3)
+    decoded, real = [], interactive.predict_objects
+
+    def recording(segmenter, embedding, objects):
+        decoded.append([(o.box, list(o.points), list(o.labels)) for o in objects])
+        return real(segmenter, embedding, objects)
+
+    monkeypatch.setattr(interactive, "predict_objects", recording)
+    result = propagate_through_stack(vol, 1, labels=seed, segmenter=_TakesClicks(litemedsam), axes="zyx")
+    assert len(decoded) >= 2  # the planes above and below
+    for objects in decoded:
+        assert [labels for _, _, labels in objects] == [[1]] * len(objects), objects  # one click each
+        for (x0, y0, x1, y1), ((x, y),), _ in objects:
+            assert x0 <= x <= x1 and y0 <= y <= y1  # in its own box
+    assert set(result.extents) == {2, 3}

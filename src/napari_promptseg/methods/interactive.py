@@ -354,7 +354,37 @@ def segment_prompts(
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
     clipped: list[str] = []
     objects = group_prompts(hwc.shape[:2], boxes, positive_points, negative_points, clipped)
-    warnings = [f"{name}: {warning}" for warning in clipped]
+    result = segment_objects(
+        hwc,
+        segmenter,
+        objects,
+        object_size=object_size,
+        normalize=normalize,
+        name=name,
+        progress=progress,
+        cancel=cancel,
+    )
+    result.warnings = [*(f"{name}: {warning}" for warning in clipped), *result.warnings]
+    if level is not None:
+        result.labels = level.labels_to_full(result.labels)
+    return result
+
+
+def segment_objects(
+    hwc: np.ndarray,
+    segmenter: PromptableSegmenter,
+    objects: Sequence[ObjectPrompt],
+    *,
+    object_size: float | None = None,
+    normalize: Normalization = "auto",
+    name: str = "image",
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> SegmentationResult:
+    """:func:`segment_prompts` of prompts already grouped into ``objects`` (label ``i + 1`` for ``objects[i]``) on
+    an (H, W, C) image: each object's box decoded with its own clicks, as a propagation carries them (grouped by
+    :func:`group_prompts`, a click inside a smaller box of another object refines that one)."""
+    warnings: list[str] = []
     if not segmenter.points_reliable and any(o.box is None for o in objects):
         warnings.append(
             f"{segmenter.name} was trained on box prompts: clicks without a box were answered by searching boxes "
@@ -429,8 +459,6 @@ def segment_prompts(
     painted -= {k for k in taken_from if not (labels == k).any()}  # left with no pixel
     warnings += [f"{name}: {said}" for said in empty_objects(objects, set(flat), painted, decoded)]
     report(1.0, "done")
-    if level is not None:
-        labels = level.labels_to_full(labels)
     return SegmentationResult(
         labels=labels, scores=scores, timings=timings, warnings=warnings, scale=scale if size else None
     )

@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from ...callbacks import ProgressCallback
 from ...errors import CancelledError, NothingFoundError, PromptsegError
-from ...models.preprocessing import Normalization, full_resolution, to_numpy
+from ...models.preprocessing import Normalization, as_channels_last, full_resolution, to_numpy
 from ...models.protocols import PromptableSegmenter
 from ...tiling import WorkingScale, box_object_size
 from .planes import _compact, object_extents
@@ -88,7 +88,7 @@ def propagate_through_stack(
     ``axes``: the input's axis order when its file names it (:func:`as_stack`).
     """
     from ...models import load_segmenter
-    from ..interactive import segment_prompts
+    from ..interactive import ObjectPrompt, check_box, segment_objects, segment_prompts
 
     vol, warnings = _stack(volume, channel_axis, name, axes)
     n = vol.shape[0]
@@ -108,22 +108,46 @@ def propagate_through_stack(
     plane_channels = -1 if channel_axis is not None or named_channel_axis(axes) is not None else None
     timings: dict[str, float] = {}
 
-    def segment(z: int, prompt_boxes, clicks, size, negative=()):
-        result = segment_prompts(
-            to_numpy(vol[z]),
-            segmenter,
-            boxes=prompt_boxes,
-            positive_points=clicks,
-            negative_points=negative,
-            object_size=size,
-            channel_axis=plane_channels,
-            channels=channels,
-            normalize=normalize,
-            name=f"{name} plane {z}",
-        )
+    def timed(result):
         for key, seconds in result.timings.items():
             timings[key] = timings.get(key, 0.0) + seconds
         return result
+
+    def segment(z: int, prompt_boxes, clicks, size, negative=()):
+        """The seed plane's objects from the user's prompts, grouped as a plane's prompts are."""
+        return timed(
+            segment_prompts(
+                to_numpy(vol[z]),
+                segmenter,
+                boxes=prompt_boxes,
+                positive_points=clicks,
+                negative_points=negative,
+                object_size=size,
+                channel_axis=plane_channels,
+                channels=channels,
+                normalize=normalize,
+                name=f"{name} plane {z}",
+            )
+        )
+
+    def carry(z: int, masks: list[np.ndarray], size: float):
+        """The live objects on plane ``z``, each prompted with its previous mask's box grown, and, for a segmenter
+        that takes clicks, that mask's most interior point: its own (a user's clicks refine the smallest box that
+        holds them, and the cortex's point, inside the box of the white matter it wraps, refined the white
+        matter)."""
+        plane = as_channels_last(
+            to_numpy(vol[z]), channel_axis=plane_channels, channels=channels, name=f"{name} plane {z}"
+        )
+        boxes = [check_box(_grown_box(mask, BOX_MARGIN), mask.shape) for mask in masks]
+        objects = [
+            ObjectPrompt(box=box, points=[_interior_point(mask)], labels=[1])
+            if segmenter.points_reliable
+            else ObjectPrompt(box=box)
+            for box, mask in zip(boxes, masks, strict=True)
+        ]
+        return timed(
+            segment_objects(plane, segmenter, objects, object_size=size, normalize=normalize, name=f"{name} plane {z}")
+        )
 
     report(0.0, f"{name}: seed plane {plane}")
     scale = None
@@ -191,9 +215,7 @@ def propagate_through_stack(
             done += 1
             report(done / max(total, 1), f"{name}: plane {z} ({len(alive)} object(s), {side} from {plane})")
             keys = list(alive)
-            prompt_boxes = [_grown_box(alive[k], BOX_MARGIN) for k in keys]
-            interior = [_interior_point(alive[k]) for k in keys] if segmenter.points_reliable else []
-            result = segment(z, prompt_boxes, interior, size)
+            result = carry(z, [alive[k] for k in keys], size)
             for i, k in enumerate(keys):
                 mask = result.labels == i + 1
                 reason = _stop_reason(alive[k], mask, float(result.scores[i]), seed_area[k], stop_iou, min_score)
