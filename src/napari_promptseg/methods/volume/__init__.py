@@ -5,7 +5,9 @@ Propagation follows micro-sam's volumetric annotator (``segment_mask_in_volume``
 prompts its neighbour with its mask (the mask's box, grown a little since objects may widen; plus the mask's most
 interior point for segmenters trained with points), and so on outwards in both directions until the object ends:
 its mask vanishes, its overlap (IoU) with the previous plane's mask falls below a threshold, or the decoder's score
-drops. All objects still alive on a plane are decoded together, so each plane is embedded once.
+drops. All objects still alive on a plane are decoded together, so each plane is embedded once; one that would
+end there is decoded alone first (where masks overlap, the more confident takes the pixel: a neighbour's pixels
+must not end it), and the others again without those that end.
 No Qt, no napari.
 """
 

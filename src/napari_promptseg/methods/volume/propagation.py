@@ -83,8 +83,10 @@ def propagate_through_stack(
     :class:`NothingFoundError` naming the plane and why (what the prompts or the seed method said about it, e.g.
     "box 1 covers pixels of one value"). On every further plane each live object is
     prompted with the previous plane's mask (see the module's docstring) and ends where its IoU with that mask falls
-    below ``stop_iou``, its score below ``min_score``, or its area below a fiftieth of its seed area. The working
-    scale stays the seed's (``object_size`` or the boxes' size), so objects shrinking at their ends are seen alike.
+    below ``stop_iou``, its score below ``min_score``, or its area below a fiftieth of its seed area, decoded alone
+    (a plane's objects are decoded together, and where their masks overlap the more confident takes the pixel). The
+    working scale stays the seed's (``object_size`` or the boxes' size), so objects shrinking at their ends are seen
+    alike.
     ``axes``: the input's axis order when its file names it (:func:`as_stack`).
     """
     from ...models import load_segmenter
@@ -205,6 +207,36 @@ def propagate_through_stack(
     seed_area = {k: int((seed == k).sum()) for k in ids}
     scores = {k: [seed_scores[k]] if seed_scores.get(k) is not None else [] for k in ids}
     stops: dict[int, dict[str, str]] = {k: {} for k in ids}
+
+    def ends(previous: np.ndarray, mask: np.ndarray, score: float, k: int) -> str | None:
+        return _stop_reason(previous, mask, score, seed_area[k], stop_iou, min_score)
+
+    def step(z: int, live: dict[int, np.ndarray]) -> tuple[dict[int, np.ndarray], dict[int, float], dict[int, str]]:
+        """The objects ``live`` (id -> previous mask) on plane ``z``: the masks and scores of those carried on, and
+        why the others end there. They are decoded together (one embedding), and where masks overlap the more
+        confident takes the pixel: the left cortex, whose box gives a blob over the hemisphere on the next plane,
+        took the thalamus' pixels there, and both ended (the thalamus at IoU 0.485, Dice 0.61 where alone it
+        reaches 0.88). So an object ends only if it ends decoded alone too, and the others are decoded again
+        without those that end."""
+        keys, ended = list(live), {}
+        while True:
+            result = carry(z, [live[k] for k in keys], size)
+            masks = {k: result.labels == i + 1 for i, k in enumerate(keys)}
+            found = {k: float(result.scores[i]) for i, k in enumerate(keys)}
+            ending = {k: why for k in keys if (why := ends(live[k], masks[k], found[k], k))}
+            if not ending:
+                return masks, found, ended
+            if len(keys) > 1:  # each alone: its own mask, no other's pixels taken
+                alone = {k: carry(z, [live[k]], size) for k in ending}
+                confirmed = {
+                    k: why for k, r in alone.items() if (why := ends(live[k], r.labels == 1, float(r.scores[0]), k))
+                }
+                ending = confirmed or ending  # they end only beside each other: the decode together decides
+            ended |= ending
+            keys = [k for k in keys if k not in ending]
+            if not keys:
+                return {}, {}, ended
+
     done, total = 0, n - 1
     for direction, side in ((1, "up"), (-1, "down")):
         alive = {k: seed == k for k in ids}
@@ -214,18 +246,14 @@ def propagate_through_stack(
                 raise CancelledError("cancelled")
             done += 1
             report(done / max(total, 1), f"{name}: plane {z} ({len(alive)} object(s), {side} from {plane})")
-            keys = list(alive)
-            result = carry(z, [alive[k] for k in keys], size)
-            for i, k in enumerate(keys):
-                mask = result.labels == i + 1
-                reason = _stop_reason(alive[k], mask, float(result.scores[i]), seed_area[k], stop_iou, min_score)
-                if reason:
-                    stops[k][side] = f"{reason} at plane {z}"
-                    del alive[k]
-                    continue
+            masks, plane_scores, ended = step(z, alive)
+            for k, reason in ended.items():
+                stops[k][side] = f"{reason} at plane {z}"
+                del alive[k]
+            for k, mask in masks.items():
                 out[z][mask] = k
                 alive[k] = mask
-                scores[k].append(float(result.scores[i]))
+                scores[k].append(plane_scores[k])
             z += direction
         for k in alive:
             stops[k][side] = "reached the end of the stack"
