@@ -378,6 +378,32 @@ def test_a_multiscale_reference_is_read_at_full_resolution(make_viewer):
     assert ref_pixels.shape == image.shape and np.array_equal(ref_pixels, image) and labels.shape == truth.shape
 
 
+def test_labels_that_fit_no_plane_of_a_stack_reference_are_refused_saying_what_fits(make_viewer):
+    """Labels of 3 planes over a reference stack of 5 were refused as not matching 'the 2D reference image 'ref' of
+    shape (5, 256, 256)': a stack called 2D, and no word of the shapes that fit (the stack's, or one plane's)."""
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.errors import PromptsegError
+
+    (image, _, _), (truth, _, _) = nuclei()
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(viewer.add_image(np.stack([image] * 5), name="ref"))
+    widget.reference_labels.set_layer(viewer.add_labels(np.stack([truth] * 3), name="nuclei"))
+    widget.target.set_layer(viewer.add_image(image, name="target"))
+    expected = (
+        "reference labels 'nuclei' of shape (3, 256, 256) do not match the reference image 'ref', a stack of shape "
+        "(5, 256, 256): give labels of the stack's shape, or of one plane (256, 256)"
+    )
+    with pytest.raises(PromptsegError, match=re.escape(expected)):
+        _read_inputs(widget)
+    widget.reference_labels.set_layer(viewer.add_labels(truth[:100], name="cut"))
+    with pytest.raises(PromptsegError, match=re.escape("labels 'cut' of shape (100, 256) do not match the reference")):
+        _read_inputs(widget)
+    widget.reference.set_layer(viewer.add_image(image, name="plane"))  # a 2D reference: said as before
+    with pytest.raises(PromptsegError, match=re.escape("do not match the 2D reference image 'plane' of shape")):
+        _read_inputs(widget)
+
+
 def test_reference_of_another_modality_is_warned_in_the_summary(make_viewer, qtbot, lungs, shared_data):
     """A chest X-ray reference on an H&E gland image: the result comes with 'does not transfer' in the summary."""
     viewer = make_viewer()

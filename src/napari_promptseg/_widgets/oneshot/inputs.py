@@ -92,10 +92,15 @@ def read_oneshot_inputs(inputs: OneShotInputs, input_size: int, progress, cancel
     # a stack's reference is its labelled (or displayed) plane: the volume's other planes are the usual targets
     reference, labels, plane = read_reference_plane(ref, ref_labels, inputs.shown, inputs.channel_axis)
     if labels.shape != reference.shape[: labels.ndim] or labels.ndim != 2:
-        raise PromptsegError(
-            f"reference labels '{ref_labels.name}' of shape {labels.shape} do not match the 2D reference image "
-            f"'{ref.name}' of shape {reference.shape}"
-        )
+        spatial = reference.shape[:-1] if ref.rgb or inputs.channel_axis is not None else reference.shape
+        if len(spatial) == 3:  # a stack was called 'the 2D reference image', and the shapes that fit went unsaid
+            what = (
+                f"reference image '{ref.name}', a stack of shape {spatial}: give labels of the stack's shape, or of "
+                f"one plane {spatial[1:]}"
+            )
+        else:
+            what = f"2D reference image '{ref.name}' of shape {reference.shape}"
+        raise PromptsegError(f"reference labels '{ref_labels.name}' of shape {labels.shape} do not match the {what}")
     # negative ids refused naming the layer, as the CLI refuses such a mask (a run took them for background and
     # said the layer was empty); a copy: labels painted while the run goes on do not change its reference midway
     labels = np.array(label_image_2d(labels, f"reference labels '{ref_labels.name}'"))
