@@ -483,7 +483,7 @@ def test_widget_text_prompts_are_answered_from_the_library_given(make_viewer, qt
     assert "has no entries" in details and str(tmp_path / "empty") in details, details
 
 
-def test_advanced_settings_reach_register_as_the_cli_builds_them(make_viewer, qtbot, pair, monkeypatch):
+def test_advanced_settings_reach_register_as_the_cli_builds_them(make_viewer, qtbot, pair, monkeypatch, tmp_path):
     """The widget had none of `promptseg register`'s --no-dense, --smoothness, --box-threshold, --text-threshold and
     --heatmap-threshold: it always ran register() with their defaults. Its advanced section sets them now, and
     register() gets the options and text options the CLI builds from the same settings (one rule for both); each
@@ -511,11 +511,15 @@ def test_advanced_settings_reach_register_as_the_cli_builds_them(make_viewer, qt
     widget.method.setCurrentText("intensity")  # no model loads: the settings reach register() all the same
 
     def run_settings():
+        """register()'s options and text options, without how missing text weights are told (the widget's field,
+        the CLI's --text-weights: each in its own words)."""
         widget.run()
         _wait(qtbot, widget)
         assert "register reached" in widget.runner.widget.status.text(), widget.runner.widget.status.text()
         call = calls.pop()
-        return call["options"], call["text_options"]
+        text_options = dict(call["text_options"])
+        assert text_options.pop("weights_option") == "the 'text weights' field"
+        return call["options"], text_options
 
     assert run_settings() == cli_settings()  # untouched: the CLI's defaults
     assert not widget.advanced.body.isVisible() and not widget.smoothness.isEnabled()  # intensity: no region field
@@ -527,12 +531,23 @@ def test_advanced_settings_reach_register_as_the_cli_builds_them(make_viewer, qt
     widget.text_threshold.setValue(0.3)
     widget.heatmap_threshold.setValue(0.6)
     widget.device.setCurrentText("cpu")
+    widget.text_weights.set_path(str(tmp_path))  # a model folder, named absolutely by both
     flags = ["--similarity", "0.65", "--smoothness", "0.3", "--no-dense", "--box-threshold", "0.4"]
-    flags += ["--text-threshold", "0.3", "--heatmap-threshold", "0.6", "--device", "cpu"]
+    flags += [
+        "--text-threshold",
+        "0.3",
+        "--heatmap-threshold",
+        "0.6",
+        "--device",
+        "cpu",
+        "--text-weights",
+        str(tmp_path),
+    ]
     options, text_options = run_settings()
     assert (options, text_options) == cli_settings(*flags)
     assert (options.smoothness, options.dense) == (0.3, False)
     assert (text_options["box_threshold"], text_options["device"]) == (0.4, "cpu")
+    assert text_options["weights"] == str(tmp_path)
     widget.method.setCurrentText("prompts")
     assert widget.similarity.isEnabled() and widget.dense.isEnabled() and not widget.smoothness.isEnabled()
     widget.dense.setChecked(True)

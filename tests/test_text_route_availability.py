@@ -227,3 +227,86 @@ def test_register_tells_and_stops_a_named_text_routes_download(fake_hub, hf_dir,
             cancel=lambda: any(m.startswith(f"downloading {GDINO.name}:") for m in told),
         )
     assert any(m.startswith(f"downloading {GDINO.name}:") for m in told)
+
+
+def _details(widget) -> str:
+    """What the widget's status line and its Details… box say of the last failed run."""
+    panel = widget.runner.widget
+    return f"{panel.status.text()}\n{panel.details or ''}"
+
+
+@pytest.mark.gui
+def test_the_text_widget_takes_the_text_routes_weights_as_promptseg_text_does(
+    make_napari_viewer,
+    qtbot,
+    tiny_clipseg_dir,  # noqa: F811
+    shared_data,
+):
+    """Route clipseg without CLIPSeg's weights told a napari user to 'pass the model directory with --text-weights',
+    an option the Text prompt widget had no field for: a model directory on disk could not answer. The widget takes
+    it in its 'text weights' field, which the message names, and the heatmap is the console's with those weights."""
+    from napari_promptseg._widgets.text import TextPromptWidget
+    from napari_promptseg.methods.text import segment_text
+    from napari_promptseg.models import load_heatmapper
+
+    image = iio.imread(next((shared_data / "lungs_cxr_shenzhen").glob("images/*")))
+    image = np.ascontiguousarray((image if image.ndim == 2 else image[..., 0])[::8, ::8])
+    viewer = make_napari_viewer()
+    widget = TextPromptWidget(viewer)
+    widget.image.set_layer(viewer.add_image(image, name="xray"))
+    # the route box's tooltip, on the routes auto passes over, names the field too
+    tooltip = widget.route.toolTip()
+    assert "CLIPSeg passed over" in tooltip and "the 'text weights' field" in tooltip, tooltip
+    assert "--text-weights" not in tooltip, tooltip
+    widget.route.setCurrentText("clipseg")
+    widget.refine.setChecked(False)
+    widget.prompt.setText("lungs")
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=180_000)
+    said = _details(widget)
+    assert widget.runner.state == "failed" and "the 'text weights' field" in said and "--text-weights" not in said, said
+    widget.text_weights.set_path(str(tiny_clipseg_dir))
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=180_000)
+    assert widget.runner.state == "done", _details(widget)
+    heatmapper = load_heatmapper("clipseg_rd64_refined", weights=tiny_clipseg_dir, device="cpu")
+    console = segment_text(image, "lungs", route="clipseg", heatmapper=heatmapper, refine=False)
+    np.testing.assert_allclose(viewer.layers["xray text: lungs heatmap"].data, console.heatmap, atol=1e-6)
+
+
+@pytest.mark.gui
+def test_the_registration_widget_takes_the_text_routes_weights_as_promptseg_register_does(
+    make_napari_viewer,
+    qtbot,
+    tiny_clipseg_dir,  # noqa: F811
+    shared_data,
+):
+    """The Registration widget's text prompts on route clipseg without its weights said 'pass the model directory
+    with --text-weights' (the CLI's option; the widget had none). Its 'text weights' field gives them, as
+    `promptseg register --text-weights` does, and the message names that field."""
+    from napari.qt.threading import WorkerBase
+
+    from napari_promptseg._widgets.registration import RegistrationWidget
+
+    image = iio.imread(shared_data / "registration_birl" / "data-images" / "images" / "artificial_reference.jpg")
+    small = np.ascontiguousarray(image[::8, ::8, 0])
+    viewer = make_napari_viewer()
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(viewer.add_image(small, name="fixed"))
+    widget.moving_picker.set_layer(viewer.add_image(np.roll(small, (3, -4), axis=(0, 1)), name="moving"))
+    widget.text_prompts.setText("gland")
+    widget.text_route.setCurrentText("clipseg")
+    widget.method.setCurrentText("prompts")
+    widget.dense.setChecked(False)
+    widget.device.setCurrentText("cpu")
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
+    said = _details(widget)
+    assert widget.runner.state == "failed" and "the 'text weights' field" in said and "--text-weights" not in said, said
+    widget.text_weights.set_path(str(tiny_clipseg_dir))
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
+    WorkerBase.await_workers(msecs=60_000)
+    assert widget.runner.state == "done", _details(widget)
+    assert widget.last_result.text_route == "clipseg"
+    assert "text prompts answered by clipseg: CLIPSeg" in widget.summary.text()

@@ -53,7 +53,7 @@ from ._common import (
     unproxied,
     whole_image_level,
 )
-from ._common.text_route import route_hint, text_route_box
+from ._common.text_route import TextWeightsField, route_hint, text_route_box
 from .oneshot import is_stack, read_planes
 from .text_results import TextOutput, load_text_route, run_text
 
@@ -99,6 +99,8 @@ class TextPromptWidget(QWidget):
         self.browse_model.setToolTip("choose a trained text model directory")
         self.browse_model.clicked.connect(self._browse_model)
         self._list_trained_models()
+        # GroundingDINO's or CLIPSeg's own weights (the CLI's --text-weights): a fine-tuned CLIPSeg, a copied model
+        self.text_weights = TextWeightsField()
         from .train_text import on_model_trained
 
         on_model_trained(self._list_trained_models)
@@ -192,6 +194,7 @@ class TextPromptWidget(QWidget):
         model_row.addWidget(self.text_model, 1)
         model_row.addWidget(self.browse_model)
         form.addRow("text model", model_row)
+        form.addRow("text weights", self.text_weights)
         form.addRow("template", self.template)
         form.addRow("shape", self.shape)
         form.addRow("colour", self.colour)
@@ -266,6 +269,8 @@ class TextPromptWidget(QWidget):
             (self.box_threshold, answer == "groundingdino"),
             (self.text_threshold, answer == "groundingdino"),
             (self.heatmap_threshold, answer in ("clipseg", "trained")),
+            # the weights of the vision-language routes, which route auto loads too when they are given
+            (self.text_weights, self.route.currentText() in ("auto", "groundingdino", "clipseg")),
             (self.top_k, answer == "library"),
             (self.min_similarity, answer == "library"),
         ):
@@ -370,6 +375,7 @@ class TextPromptWidget(QWidget):
         options = {
             "route": self.route.currentText(),
             "text_model": self.text_model.currentText().strip(),
+            "text_weights": self.text_weights.weights(),
             "library": self.library.text().strip(),
             "template": self.template.currentText(),
             "attributes": self._attributes(),

@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import CancelledError
 from ..methods.text import TextResult, TextRoute
 from ._common import task_segmenter
+from ._common.text_route import TEXT_WEIGHTS_FIELD
 
 
 @dataclass
@@ -60,6 +61,9 @@ def load_text_route(options: dict, progress, cancel) -> TextRoute:
         options.pop("route"),
         library=options.pop("library") or None,
         text_model=options.pop("text_model") or None,
+        weights=options.pop("text_weights", None),
+        # missing weights are told with the widget's field, not the CLI's --text-weights
+        weights_option=TEXT_WEIGHTS_FIELD,
         progress=progress,
         cancel=cancel,
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -58,11 +57,11 @@ def similarity(text: str) -> float:
 
 
 def weights_path(text: str) -> str:
-    """argparse type: weights a model loads (--weights, --text-weights): a local file or directory named absolutely
-    (a Dask worker, or a resumed run, may read it from another working directory), anything else as typed (a hub id
-    owner/name[/file][@revision], or a path that does not exist, which the load reports)."""
-    local = Path(text).expanduser()
-    return str(local.absolute()) if local.exists() else text
+    """argparse type: weights a model loads (--weights, --text-weights), named as the widgets' weights fields name
+    them (:func:`~napari_promptseg.models.registry.named_weights`: a local path absolutely, a hub id as typed)."""
+    from ..models.registry import named_weights
+
+    return named_weights(text)
 
 
 def labels_name(text: str) -> str:

@@ -125,10 +125,12 @@ def load_grounder(
     device: str = "auto",
     progress: Progress | None = None,
     download: bool = True,
+    option: str | None = None,
 ) -> TextGrounder:
     """Load (once per process) a text -> boxes model (GroundingDINO through transformers or groundingdino-py).
-    ``download=False``: only weights already on disk (:func:`~.registry.resolve_weights`)."""
-    return _load(name, "grounder", weights, device, progress, download)
+    ``download=False``: only weights already on disk; ``option``: how the caller's user gives ``weights``, named
+    where missing weights are told (:func:`~.registry.resolve_weights`)."""
+    return _load(name, "grounder", weights, device, progress, download, option)
 
 
 def load_heatmapper(
@@ -138,10 +140,12 @@ def load_heatmapper(
     device: str = "auto",
     progress: Progress | None = None,
     download: bool = True,
+    option: str | None = None,
 ) -> TextHeatmapper:
     """Load (once per process) a text -> heatmap model (CLIPSeg, or a medvlsm-style fine-tuned checkpoint dir).
-    ``download=False``: only weights already on disk (:func:`~.registry.resolve_weights`)."""
-    return _load(name, "heatmapper", weights, device, progress, download)
+    ``download=False``: only weights already on disk; ``option``: how the caller's user gives ``weights``, named
+    where missing weights are told (:func:`~.registry.resolve_weights`)."""
+    return _load(name, "heatmapper", weights, device, progress, download, option)
 
 
 def load_text_embedder(
@@ -218,7 +222,15 @@ def _forget_other_versions(place: tuple) -> None:
         del _loaded[stale]
 
 
-def _load(name: str, role: str, weights, device: str, progress: Progress | None, download: bool = True):
+def _load(
+    name: str,
+    role: str,
+    weights,
+    device: str,
+    progress: Progress | None,
+    download: bool = True,
+    option: str | None = None,
+):
     from ..errors import WeightsError
     from ._native import load_triton_safely
 
@@ -241,7 +253,7 @@ def _load(name: str, role: str, weights, device: str, progress: Progress | None,
     # could not load
     package = missing_package(card)
     if package is not None:
-        raise WeightsError(package, details=None if weights is not None else missing_weights(card))
+        raise WeightsError(package, details=None if weights is not None else missing_weights(card, option))
     load_triton_safely()  # before transformers or torch pull it in (napari's console: Mesa's LLVM is loaded)
     dev = resolve_device(device)
     if dev.type == "cpu":
@@ -249,7 +261,7 @@ def _load(name: str, role: str, weights, device: str, progress: Progress | None,
     with _name_lock(name):
         # keyed by the resolved file, so weights that appear later (a download, a new cache dir) are picked up, and
         # by its version: a checkpoint saved again under its name (a further fine-tuning epoch) is loaded again
-        path = resolve_weights(name, weights, progress=progress, download=download)
+        path = resolve_weights(name, weights, progress=progress, download=download, option=option)
         place = (name, os.fspath(path), str(dev))
         key = (*place, _version(path))
         with _lock:

@@ -56,15 +56,16 @@ def missing_package(card: ModelCard | str) -> str | None:
     return f"{card.name} needs the Python package {module}, which is not installed: {install}"
 
 
-def missing_weights(card: ModelCard | str) -> str | None:
+def missing_weights(card: ModelCard | str, option: str | None = None) -> str | None:
     """Why ``card``'s weights are not usable on disk and where to put them, or None when they are in place (bundled,
-    in the Hugging Face cache or in our cache; checked by size, not hashed)."""
+    in the Hugging Face cache or in our cache; checked by size, not hashed). ``option``: how the caller's user gives
+    them (a widget's field; default: the CLI option of the model's role)."""
     card = get_card(card) if isinstance(card, str) else card
     status, path = registry.weights_status(card)
     if status not in registry.UNUSABLE_WEIGHTS:
         return None
     if card.repo_id is not None:
-        where = registry._hub_where(card, card.repo_id, card.revision or "main", card.required)
+        where = registry._hub_where(card, card.repo_id, card.revision or "main", card.required, option)
         return f"{card.name}: no weights: {where}"
     where = f"put {card.filename} in {registry.cache_dir()} (or set ${registry.CACHE_ENV})"
     if status == "missing":
@@ -72,11 +73,11 @@ def missing_weights(card: ModelCard | str) -> str | None:
     return f"{card.name}: {path} is {status.replace('_', ' ')} (not the published file): delete it and {where}"
 
 
-def missing(card: ModelCard | str) -> list[str]:
+def missing(card: ModelCard | str, option: str | None = None) -> list[str]:
     """Everything ``card`` lacks to load here without a download: its package, its weights; empty when ready. With
     both missing, the weights' advice (where to put them, how to fetch them) is said to come after the install:
-    weights fetched first loaded nothing."""
-    package, weights = missing_package(card), missing_weights(card)
+    weights fetched first loaded nothing. ``option``: as :func:`missing_weights`'s."""
+    package, weights = missing_package(card), missing_weights(card, option)
     if package is not None and weights is not None:
         name, _, rest = weights.partition(": ")
         weights = f"{name}, after installing its package: {rest}"

@@ -279,6 +279,15 @@ def cache_dir() -> Path:
 
 
 # -- resolution ---------------------------------------------------------------------------------------------------
+def named_weights(text: str) -> str:
+    """Weights a user names (the CLI's --weights and --text-weights, a widget's weights field): a local file or
+    directory named absolutely (a Dask worker, or a resumed run, may read it from another working directory),
+    anything else as typed (a hub id owner/name[/file][@revision], or a path that does not exist, which the load
+    reports)."""
+    local = Path(text).expanduser()
+    return str(local.absolute()) if local.exists() else text
+
+
 def resolve_weights(
     name: str,
     path: str | os.PathLike | None = None,

@@ -1,8 +1,10 @@
-"""The text route box of the widgets that take text prompts (Text prompt, Registration).
+"""The text route box of the widgets that take text prompts (Text prompt, Registration), and their text weights
+field (the CLI's --text-weights).
 
 One list, one tooltip: which route auto takes here and, for a route passed over, what it lacks (its package with the
-pip command, its weights with where to put them). A named route downloads its missing model in the widget's task
-through :func:`~napari_promptseg.methods.text.choose_route` (progress and cancel of the task), the one download path.
+pip command, its weights with where to put them: the text weights field). A named route downloads its missing model
+in the widget's task through :func:`~napari_promptseg.methods.text.choose_route` (progress and cancel of the task),
+the one download path.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Sequence
 
-from qtpy.QtWidgets import QComboBox
+from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLineEdit, QMenu, QToolButton, QWidget
 
 from ...methods.text import available_route, download_advice, route_missing
+from ...models.registry import CHECKPOINT_SUFFIXES, named_weights
 from .tasks import after_every_run
+
+#: how a widget's user gives the text route's weights (the CLI's --text-weights), as messages of missing weights name it
+TEXT_WEIGHTS_FIELD = "the 'text weights' field"
 
 #: the vision-language routes in the order auto tries them, as messages name them
 _VISION_LANGUAGE = {"groundingdino": "GroundingDINO", "clipseg": "CLIPSeg"}
@@ -32,6 +38,58 @@ def text_route_box(routes: Sequence[str], refresh: Callable[..., None]) -> QComb
     return box
 
 
+class TextWeightsField(QWidget):
+    """GroundingDINO's or CLIPSeg's weights for the text route, as the CLI's --text-weights: a checkpoint file, a
+    model folder (a fine-tuned CLIPSeg, a copy of the hub's) or a hub id, typed or chosen with '…' (a file or a
+    folder); empty: the registry's (bundled, cached, or downloaded by a named route)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText("the registry's (empty)")
+        self.edit.setClearButtonEnabled(True)
+        self.setToolTip(
+            "weights of GroundingDINO or CLIPSeg for the text prompts (the CLI's --text-weights): a checkpoint file, "
+            "a model folder (e.g. a fine-tuned CLIPSeg) or a hub id owner/name; empty: the models' own"
+        )
+        # GroundingDINO's authors' checkpoint is a file, the transformers models are folders: one dialog takes one
+        browse = QToolButton()
+        browse.setText("…")
+        browse.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(browse)
+        menu.addAction("checkpoint file…", self._browse_file)
+        menu.addAction("model folder…", self._browse_folder)
+        browse.setMenu(menu)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.edit)
+        row.addWidget(browse)
+
+    @property
+    def text(self) -> str:
+        return self.edit.text().strip()
+
+    def set_path(self, path: str) -> None:
+        self.edit.setText(path)
+
+    def weights(self) -> str | None:
+        """The weights given, named as the CLI's --text-weights names them (a local path absolutely), or None."""
+        return named_weights(self.text) if self.text else None
+
+    def _browse_file(self) -> None:
+        patterns = " ".join(f"*{suffix}" for suffix in CHECKPOINT_SUFFIXES)
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Text model weights file", self.text, f"Checkpoints ({patterns});;All files (*)"
+        )
+        if path:
+            self.set_path(path)
+
+    def _browse_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Text model weights folder", self.text)
+        if path:
+            self.set_path(path)
+
+
 def route_hint(route: str, *, text_model: str = "", trained: bool = False, intro: str = "") -> tuple[str, str]:
     """``(answer, tooltip)``: the route ``route`` takes here (:func:`~...methods.text.available_route`) and the
     tooltip of the route box that says why. ``trained``: the widget offers a trained text model (auto takes it);
@@ -48,7 +106,7 @@ def route_hint(route: str, *, text_model: str = "", trained: bool = False, intro
         for passed, name in _VISION_LANGUAGE.items():
             if passed == answer or answer == "trained":
                 break
-            lines.append(f"{name} passed over: " + "; ".join(route_missing(passed)))
+            lines.append(f"{name} passed over: " + "; ".join(route_missing(passed, weights_option=TEXT_WEIGHTS_FIELD)))
     elif route in _VISION_LANGUAGE:
         lacking = route_missing(route, download=True)  # weights it downloads; a package it cannot
         if lacking:

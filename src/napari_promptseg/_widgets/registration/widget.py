@@ -52,7 +52,7 @@ from .._common import (
     task_segmenter,
     unproxied,
 )
-from .._common.text_route import route_hint, text_route_box
+from .._common.text_route import TEXT_WEIGHTS_FIELD, TextWeightsField, route_hint, text_route_box
 from .planes import _labels_on_plane, _plane, _points_xy, _read_plane, layer_channel_axis, spatial_axes
 from .results import _results_to_show, _Shown
 from .shapes import MovingShapes, add_registered_shapes, moving_shapes
@@ -187,6 +187,8 @@ class RegistrationWidget(QWidget):
         self.library = QLineEdit()
         self.library.setPlaceholderText("default user library")
         self.library.setToolTip("reference library directory the text prompts are answered from (route library)")
+        # GroundingDINO's or CLIPSeg's weights for the text prompts, as the CLI's --text-weights and the Text widget's
+        self.text_weights = TextWeightsField()
         # as the CLI's --model: the Interactive widget's list (a model whose weights are missing downloads them)
         self.model = SegmenterBox("the promptable segmenter of the prompts methods' regions (intensity uses none)")
         self.show_pairs = QCheckBox("show region pairs")
@@ -212,6 +214,7 @@ class RegistrationWidget(QWidget):
         form.addRow("text prompts", self.text_prompts)
         form.addRow("text route", self.text_route)
         form.addRow("library", self.library)
+        form.addRow("text weights", self.text_weights)
         self.model.add_rows(form)
         self.advanced = AdvancedSection(
             tooltip="the CLI's --similarity, --smoothness, --no-dense, thresholds and --device"
@@ -410,6 +413,8 @@ class RegistrationWidget(QWidget):
             text_threshold=self.text_threshold.value(),
             heatmap_threshold=self.heatmap_threshold.value(),
             device=self.device.currentText(),
+            weights=self.text_weights.weights(),
+            weights_option=TEXT_WEIGHTS_FIELD,  # missing weights are told with this field, not --text-weights
         )
         return options, text_options
 
@@ -432,6 +437,9 @@ class RegistrationWidget(QWidget):
         self.box_threshold.setEnabled(bool(prompts) and regions and answer == "groundingdino")
         self.text_threshold.setEnabled(bool(prompts) and regions and answer == "groundingdino")
         self.heatmap_threshold.setEnabled(bool(prompts) and regions and answer == "clipseg")
+        # what a vision-language route loads, route auto's too when given
+        vision_language = self.text_route.currentText() in ("auto", "groundingdino", "clipseg")
+        self.text_weights.setEnabled(bool(prompts) and regions and vision_language)
 
     def prompts(self) -> list[str] | None:
         """The text prompts typed (comma-separated), or None for automatic regions."""

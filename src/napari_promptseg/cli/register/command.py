@@ -47,9 +47,8 @@ def register_settings(args: argparse.Namespace) -> tuple[RegistrationOptions, di
         text_threshold=args.text_threshold,
         heatmap_threshold=args.heatmap_threshold,
         device=args.device,
+        weights=args.text_weights,  # the text route's weights, as `promptseg text --text-weights` gives them
     )
-    if args.text_weights is not None:  # the text route's weights, as `promptseg text --text-weights` gives them
-        text_options["weights"] = args.text_weights
     return options, text_options
 
 

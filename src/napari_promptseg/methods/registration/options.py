@@ -141,18 +141,26 @@ def text_prompt_options(
     text_threshold: float = TEXT_THRESHOLD,
     heatmap_threshold: float = HEATMAP_THRESHOLD,
     device: str = "auto",
+    weights: str | None = None,
+    weights_option: str | None = None,
 ) -> dict[str, Any]:
-    """:func:`~.pipeline.register`'s ``text_options`` a user sets (`promptseg register`'s thresholds and --device,
-    the Registration widget's): how the text prompts' regions are found (:func:`~..text.segment_text`'s
-    arguments)."""
+    """:func:`~.pipeline.register`'s ``text_options`` a user sets (`promptseg register`'s thresholds, --device and
+    --text-weights, the Registration widget's): how the text prompts' regions are found (:func:`~..text.segment_text`'s
+    arguments) and which weights the route loads (``weights``: GroundingDINO's or CLIPSeg's; ``weights_option``: how
+    the user gives them, named where missing ones are told, :func:`~..text.choose_route`)."""
     if not all(0.0 <= t <= 1.0 for t in (box_threshold, text_threshold, heatmap_threshold)):  # segment_text's rule
         raise PromptsegError("box, text and heatmap thresholds must lie in [0, 1]")
-    return {
+    options: dict[str, Any] = {
         "box_threshold": float(box_threshold),
         "text_threshold": float(text_threshold),
         "heatmap_threshold": float(heatmap_threshold),
         "device": device,
     }
+    if weights is not None:
+        options["weights"] = weights
+    if weights_option is not None:
+        options["weights_option"] = weights_option
+    return options
 
 
 def level_record(index: int = 0, factors: Sequence[float] = (1.0, 1.0)) -> dict[str, Any]:

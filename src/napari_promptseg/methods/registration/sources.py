@@ -216,7 +216,7 @@ def text_sources(
     options = dict(text_options or {})
     route = text_route
     if not isinstance(route, TextRoute):
-        keys = ("grounder", "heatmapper", "weights", "device")
+        keys = ("grounder", "heatmapper", "weights", "weights_option", "device")
         try:
             route = choose_route(
                 route,

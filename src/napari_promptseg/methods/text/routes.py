@@ -50,6 +50,7 @@ def _try_load(
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
     download: bool = True,
+    option: str | None = None,
 ) -> tuple[object, str, list[str]]:
     from ...models import download_progress, load_grounder, load_heatmapper
 
@@ -58,7 +59,9 @@ def _try_load(
     for model_name in names:
         downloads = download_progress(progress, cancel, model_name) if progress is not None else None
         try:
-            model = loader(model_name, weights=weights, device=device, progress=downloads, download=download)
+            model = loader(
+                model_name, weights=weights, device=device, progress=downloads, download=download, option=option
+            )
             return model, model_name, problems
         except (WeightsError, ImportError) as exc:
             problems.append(str(exc))
@@ -72,16 +75,22 @@ _ROUTE_MODELS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def route_missing(route: str, *, download: bool = False) -> list[str]:
+def route_missing(route: str, *, download: bool = False, weights_option: str | None = None) -> list[str]:
     """What keeps the vision-language ``route`` ("groundingdino", "clipseg") from answering here, one message per
     model it tries (a missing package with its pip command, missing weights with where to put them); empty when one
     of its models has both its package and its weights. ``download``: the route may fetch weights (a named route):
-    only packages count. Nothing is loaded or fetched."""
+    only packages count. ``weights_option``: how the caller's user gives the text weights (a widget's field;
+    default the CLI's --text-weights). Nothing is loaded or fetched."""
     from ...models.availability import missing, missing_package
 
     if route not in _ROUTE_MODELS:
         return []
-    lacks = (lambda name: [m for m in [missing_package(name)] if m]) if download else missing
+
+    def lacks(name: str) -> list[str]:
+        if download:  # the weights it fetches; a package it cannot
+            return [m for m in [missing_package(name)] if m]
+        return missing(name, option=weights_option)
+
     problems = [lacks(name) for name in _ROUTE_MODELS[route][1]]
     return [] if any(not p for p in problems) else [m for p in problems for m in p]
 
@@ -150,13 +159,16 @@ def choose_route(
     text_model: TextSegmenter | str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
+    weights_option: str | None = None,
 ) -> TextRoute:
     """Pick the route that can answer: a trained text model when given (``text_model``: a model directory or a
     loaded :class:`~..models.protocols.TextSegmenter`), a given model object, else registry models whose weights
     resolve, else the reference library (``library``: a :class:`~..io.library.ReferenceLibrary`, a path, or None
     for the default). ``route="auto"`` takes only weights already on disk: a user with the offline library alone is
     not sent a 690 MB GroundingDINO download they did not ask for; a named route, model or hub id downloads what is
-    missing. A model's weights download tells ``progress`` and stops when ``cancel()`` says so."""
+    missing. A model's weights download tells ``progress`` and stops when ``cancel()`` says so. ``weights_option``:
+    how the caller's user gives ``weights`` (a widget's field), named where missing weights are told (default: the
+    CLI's --text-weights)."""
     if route not in ROUTES:
         raise PromptsegError(f"route must be one of {ROUTES}, got {route!r}")
     skipped: list[str] = []
@@ -193,7 +205,9 @@ def choose_route(
         names = [grounder] if isinstance(grounder, str) else GROUNDER_MODELS
         # auto fetches nothing unless the user named the model or its weights
         download = route != "auto" or isinstance(grounder, str) or weights is not None
-        model, model_name, problems = _try_load("grounder", names, weights, device, progress, cancel, download)
+        model, model_name, problems = _try_load(
+            "grounder", names, weights, device, progress, cancel, download, weights_option
+        )
         if model is not None:
             return TextRoute("groundingdino", model, model_name)
         if route == "groundingdino":
@@ -207,7 +221,9 @@ def choose_route(
             return TextRoute("clipseg", heatmapper, getattr(heatmapper, "name", "heatmapper"), skipped, details)
         names = [heatmapper] if isinstance(heatmapper, str) else HEATMAPPER_MODELS
         download = route != "auto" or isinstance(heatmapper, str) or weights is not None
-        model, model_name, problems = _try_load("heatmapper", names, weights, device, progress, cancel, download)
+        model, model_name, problems = _try_load(
+            "heatmapper", names, weights, device, progress, cancel, download, weights_option
+        )
         if model is not None:
             return TextRoute("clipseg", model, model_name, skipped, details)
         if route == "clipseg":
