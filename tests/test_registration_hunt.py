@@ -517,3 +517,36 @@ def test_a_lazy_stack_is_refused_by_its_shape_unread(sample):
         with pytest.raises(PromptsegError, match=r"has shape \(3, 1200, 1600\) \(3D\).*pick one plane"):
             register(image, fixed, options=AFFINE_ONLY)
     assert not reads
+
+
+def test_a_single_plane_stack_registers_as_its_plane_and_keeps_its_shape(shared_data, tmp_path):
+    """A (1, H, W) image (a single-plane stack, as a TIFF or a napari layer often holds one plane) was refused by
+    register() ('pick one plane of a stack first'), by warp_image ('has its channels first') and warp_labels, and by
+    `promptseg register`, while segment() takes it as its plane. It registers as that plane; warp_image and
+    warp_labels give it back in the shape given, (1, H, W); the CLI writes the warped plane."""
+    image = read_image(shared_data / "registration_birl" / "data-images" / "images" / "artificial_reference.jpg")
+    fixed = np.ascontiguousarray(image[::4, ::4, 0])
+    moving = np.roll(fixed, (3, -4), axis=(0, 1))
+    labels = (moving > np.median(moving)).astype(np.uint16)
+    plain = register(fixed, moving, method="intensity", options=AFFINE_ONLY)
+    for f, m in ((fixed[None], moving[None]), (fixed, moving[None]), (fixed[None], moving)):
+        result = register(f, m, method="intensity", options=AFFINE_ONLY)
+        np.testing.assert_allclose(result.displacement, plain.displacement, atol=1e-4)
+    warped = result.warp_image(moving[None])
+    assert warped.shape == (1, *fixed.shape)
+    np.testing.assert_array_equal(warped[0], plain.warp_image(moving))
+    np.testing.assert_array_equal(result.warp_labels(labels[None]), plain.warp_labels(labels)[None])
+    for name, data in (("fixed.tif", fixed[None]), ("moving.tif", moving[None]), ("labels.tif", labels[None])):
+        tifffile.imwrite(tmp_path / name, data)
+    xy = np.array([[40.0, 30.0], [150.0, 40.0], [100.0, 120.0]])
+    np.savetxt(tmp_path / "fixed.csv", xy, delimiter=",", header="X,Y", comments="")
+    np.savetxt(tmp_path / "moving.csv", xy + [-4, 3], delimiter=",", header="X,Y", comments="")
+    out = tmp_path / "out"
+    argv = ["register", str(tmp_path / "fixed.tif"), str(tmp_path / "moving.tif"), "-o", str(out)]
+    argv += ["--landmarks-fixed", str(tmp_path / "fixed.csv"), "--landmarks-moving", str(tmp_path / "moving.csv")]
+    assert main([*argv, "--moving-labels", str(tmp_path / "labels.tif"), "--method", "intensity"]) == 0
+    assert read_image(out / "moving_warped.tif").shape == (1, *fixed.shape)
+    assert read_image(out / "labels_warped.tif").shape == fixed.shape
+    report = json.loads((out / "report.json").read_text())["landmarks"]
+    assert report["image_diagonal"] == pytest.approx(np.hypot(*fixed.shape))  # of the plane, not of (1, H)
+    assert report["after"]["tre_mean"] < 0.5 < report["before"]["tre_mean"]

@@ -186,3 +186,37 @@ def test_a_run_on_another_pair_keeps_the_results_of_the_pair_before(make_viewer,
     names = [layer.name for layer in viewer.layers]
     assert names.count("B registered") == 1 and names.count("C registered") == 1, names
     assert names.count("landmarks (moving -> fixed)") == 1 and "landmarks (moving -> fixed) [1]" in names, names
+
+
+def test_single_plane_layers_register_as_their_plane_as_register_and_the_cli_do(make_viewer, qtbot, pair):  # noqa: F811
+    """A (1, H, W) fixed and moving layer (a single-plane stack, as napari opens many TIFFs) was refused ('3 spatial
+    dimensions; pick one plane first') while register() and `promptseg register` take it as its plane. The widget
+    takes it with channel axis 'none': the warped layer is (1, H, W) over the fixed layer, as warp_image gives it,
+    the landmarks (3D points over the stacks) are mapped, and labels painted over the moving stack are carried."""
+    from napari_promptseg.methods.registration import register
+
+    fixed, moving, lm_fixed, lm_moving = pair
+    fixed, moving = fixed[..., 0], moving[..., 0]
+    viewer = make_viewer()
+    fixed_layer = viewer.add_image(fixed[None], name="fixed")
+    moving_layer = viewer.add_image(moving[None], name="moving")
+    on_plane = np.zeros((len(lm_fixed), 1))
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(fixed_layer)
+    widget.moving_picker.set_layer(moving_layer)
+    widget.fixed_points.set_layer(viewer.add_points(np.hstack([on_plane, lm_fixed[:, ::-1]]), name="lm fixed"))
+    widget.moving_points.set_layer(viewer.add_points(np.hstack([on_plane, lm_moving[:, ::-1]]), name="lm moving"))
+    labels = (moving > np.median(moving)).astype(np.uint16)[None]
+    widget.moving_labels.set_layer(viewer.add_labels(labels, name="painted"))
+    widget.method.setCurrentText("intensity")
+    assert widget.channel_axis.channel_axis is None
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    console = register(fixed, moving, method="intensity")
+    np.testing.assert_allclose(widget.last_result.displacement, console.displacement, atol=1e-4)
+    warped = viewer.layers["moving registered"]
+    np.testing.assert_array_equal(warped.data, console.warp_image(moving)[None])
+    assert np.allclose(_world(warped, [[0, 10.0, 20.0]]), _world(fixed_layer, [[0, 10.0, 20.0]]))
+    np.testing.assert_array_equal(viewer.layers["painted registered"].data, console.warp_labels(labels[0]))
+    assert widget.last_errors["after"]["tre_mean"] < 3.0 < widget.last_errors["before"]["tre_mean"]

@@ -53,6 +53,12 @@ def read_axes(shape: Sequence[int]) -> str:
     return "(" + ", ".join(f"{a}={n}" for a, n in zip(axes, shape, strict=True)) + ")"
 
 
+def is_single_plane(shape: Sequence[int]) -> bool:
+    """Whether an image of ``shape`` is one 2D plane behind a leading axis of one, (1, H, W): a TIFF's or a layer's
+    singleton plane or channel axis, read as that plane (:func:`as_channels_last`); (1, W, 3) is a row of colours."""
+    return len(shape) == 3 and shape[0] == 1 and shape[-1] not in (1, 3, 4)
+
+
 def as_channels_last(
     image: np.ndarray,
     *,
@@ -108,7 +114,7 @@ def as_channels_last(
             # two channels last (e.g. nuclei + membrane, or this function's own output): a stack of two planes
             # would be (2, H, W), so this reading is the only sensible one and keeps the function idempotent
             pass
-        elif arr.shape[0] == 1:  # one plane, or one channel first (a TIFF's or a layer's singleton axis): alike
+        elif is_single_plane(arr.shape):  # one plane, or one channel first (a singleton axis): alike
             arr = arr[0][..., None]
         else:
             raise PromptsegError(

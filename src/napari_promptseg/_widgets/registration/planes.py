@@ -15,6 +15,7 @@ import numpy as np
 from ...errors import CancelledError, PromptsegError
 from ...io.multiscale import REGISTER_SIDE, PyramidLevel
 from ...methods.registration.pipeline import MAX_CHANNELS
+from ...models.preprocessing import is_single_plane
 from .._common import (
     CHANNEL_AXIS,
     _levels,
@@ -27,7 +28,11 @@ from .._common import (
 
 def layer_channel_axis(layer: napari.layers.Image, channel_axis: int | None) -> int | None:
     """``layer``'s own channel axis given the pair's one (register()'s and the CLI's ``channel_axis``): the first
-    axis of a layer that may hold channels, None for a gray or RGB layer beside a multichannel one."""
+    axis of a layer that may hold channels, None for a gray or RGB layer beside a multichannel one. A (1, Y, X)
+    layer's first axis is laid out as one channel's whatever the choice: register() reads it as its plane and
+    warp_image gives it back (1, Y, X) alike."""
+    if channel_axis is None and not layer.rgb and is_single_plane(_levels(layer)[0].shape):
+        return CHANNEL_AXIS
     return CHANNEL_AXIS if channel_axis is not None and offers_channel_axis(layer) else None
 
 
@@ -43,6 +48,7 @@ def _plane(layer: napari.layers.Image, role: str, channel_axis: int | None = Non
     columns): a pyramid's level by :data:`REGISTER_SIDE`, else the layer's data. Nothing is read (only the shape is
     looked at): the worker reads it (:func:`_read_plane`)."""
     index, level, factors = layer_pyramid_level(layer, REGISTER_SIDE)
+    # a (1, Y, X) layer's axis of one is no spatial one (register() reads the plane behind it)
     channels = layer_channel_axis(layer, channel_axis) is not None
     spatial = level.ndim - (1 if layer.rgb else 0) - channels
     if spatial != 2:
@@ -120,6 +126,9 @@ def _labels_on_plane(
     at its coarsest level still as fine as the plane (its full resolution, e.g. a slide's 10 GB, was read to be
     resampled onto a plane of 2048 px)."""
     levels = _levels(labels_layer)
+    labels_axes = [0, 1]
+    if is_single_plane(levels[0].shape):  # painted over a (1, Y, X) image: its plane
+        levels, labels_axes = [level[0] for level in levels], [1, 2]
     if levels[0].ndim != 2:
         raise PromptsegError(
             f"labels layer '{labels_layer.name}' has {levels[0].ndim} dimensions (shape {levels[0].shape}); "
@@ -130,7 +139,7 @@ def _labels_on_plane(
         raise PromptsegError(f"moving layer '{moving_layer.name}' is not 2D")
     plane_to_world = data_to_world_matrix(moving_layer, axes) @ level_to_layer_matrix(factors)
     plane_pixel = np.linalg.norm(plane_to_world[:2, :2], axis=0).min()  # the plane's finer pixel side, in the world
-    labels_to_world = data_to_world_matrix(labels_layer, [0, 1])
+    labels_to_world = data_to_world_matrix(labels_layer, labels_axes)
     for data in reversed(levels):  # coarsest first; the full resolution at the latest
         level_to_world = labels_to_world @ level_to_layer_matrix(np.divide(levels[0].shape, data.shape))
         if np.linalg.norm(level_to_world[:2, :2], axis=0).max() <= plane_pixel * (1 + 1e-6) or data is levels[0]:

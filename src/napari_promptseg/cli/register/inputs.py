@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...errors import PromptsegError
+from ...models.preprocessing import is_single_plane
 from .._common import _mask_file_labels
 
 if TYPE_CHECKING:
@@ -111,6 +112,8 @@ def _checked_labels(path: Path, moving_shape: tuple[int, ...], channel_axis: int
     if labels.dtype == bool:  # a JPEG mask: one object, id 1 (labels_warped.tif is an integer label image)
         labels = labels.astype(np.uint8)
     spatial = _spatial_shape(moving_shape, channel_axis)
+    if is_single_plane(labels.shape):  # a stack of one plane: its plane, as the image's
+        labels = labels[0]
     if labels.ndim != 2:
         raise PromptsegError(f"--moving-labels {path}: shape {labels.shape}, not a 2D label image")
     if labels.dtype.kind == "f":
@@ -129,7 +132,10 @@ def _checked_labels(path: Path, moving_shape: tuple[int, ...], channel_axis: int
 
 
 def _spatial_shape(shape: tuple[int, ...], channel_axis: int | None) -> tuple[int, ...]:
-    """Height and width of an image of ``shape`` (its channel axis, if any, left out)."""
+    """Height and width of an image of ``shape`` (its channel axis, if any, left out; a (1, H, W) plane's last two,
+    as register() reads it)."""
+    if channel_axis is None and is_single_plane(shape):
+        return tuple(shape[1:])
     return tuple(n for axis, n in enumerate(shape) if channel_axis is None or axis != channel_axis % len(shape))[:2]
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import PromptsegError
-from ...models.preprocessing import pyramid_levels
+from ...models.preprocessing import is_single_plane, pyramid_levels
 from ...tiling import full_to_level, level_placement, level_to_full, upsample_labels
 from ..defaults import BOX_THRESHOLD, FIELD_SMOOTHNESS, HEATMAP_THRESHOLD, PAIR_SIMILARITY, TEXT_THRESHOLD
 from ..regions import (
@@ -174,10 +174,11 @@ def _full_resolution_levels() -> dict[str, dict[str, Any]]:
 
 
 def _plane_shape(shape: Sequence[int], channel_axis: int | None) -> tuple[int, ...]:
-    """(rows, columns) of an image of ``shape``: its channel axis left out, else its first two axes."""
+    """(rows, columns) of an image of ``shape``: its channel axis left out, a (1, H, W) plane's last two, else its
+    first two axes."""
     if channel_axis is not None and len(shape) == 3:
         return tuple(int(n) for axis, n in enumerate(shape) if axis != channel_axis % 3)
-    return tuple(int(n) for n in shape[:2])
+    return tuple(int(n) for n in (shape[1:] if is_single_plane(shape) else shape[:2]))
 
 
 @dataclass
@@ -278,6 +279,8 @@ class RegistrationResult:
         if order not in (0, 1):
             raise PromptsegError(f"warp_image: order must be 0 (nearest) or 1 (bilinear), got {order!r}")
         arr = np.asarray(self._moving_plane(moving, channel_axis, "warp_image"))
+        if channel_axis is None and is_single_plane(arr.shape):  # a stack of one plane: given back as given
+            return self.deformation.warp_image(arr[0], order=order)[None]
         shape = self.deformation.moving_shape
         if channel_axis is not None and arr.ndim == 3:
             if not -3 <= channel_axis < 3:
@@ -299,7 +302,9 @@ class RegistrationResult:
         full = self._moving_full_shape
         levels = pyramid_levels(labels)
         if levels is not None:  # the level registered, else the full resolution (resampled below)
-            labels = next((a for a in levels if tuple(np.shape(a)) == shape), levels[0])
+            labels = next((a for a in levels if _plane_shape(np.shape(a), None) == shape), levels[0])
+        if is_single_plane(np.shape(labels)):  # a stack of one plane (a Labels layer over one): given back as given
+            return self.warp_labels(np.asarray(labels)[0])[None]
         given = tuple(np.shape(labels))
         if given == full != shape:
             labels = upsample_labels(np.asarray(labels), shape)

@@ -11,7 +11,13 @@ import numpy as np
 from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError
 from ...io.multiscale import REGISTER_SIDE, PyramidLevel, level_for_side
-from ...models.preprocessing import as_channels_last, check_pixels, full_resolution, pyramid_levels
+from ...models.preprocessing import (
+    as_channels_last,
+    check_pixels,
+    full_resolution,
+    is_single_plane,
+    pyramid_levels,
+)
 from ...models.protocols import PromptableSegmenter
 from ...models.sam_family import auto_precision
 from ..regions import (
@@ -61,7 +67,8 @@ def register(
     text_options: Mapping[str, Any] | None = None,
     downloads: ProgressCallback | None = None,
 ) -> RegistrationResult:
-    """Register ``moving`` onto ``fixed`` (2D, gray or RGB/multichannel; the sizes may differ).
+    """Register ``moving`` onto ``fixed`` (2D, gray or RGB/multichannel; the sizes may differ). A single-plane stack,
+    (1, H, W), is its plane; the result's ``warp_image`` and ``warp_labels`` give such an input back (1, H, W).
 
     ``method``: "auto" (default) is "prompts+intensity" when ``prompts`` are given and "intensity" otherwise; the
     result's ``method`` says which ran. ``prompts`` selects the region source for the prompt-based methods:
@@ -352,7 +359,9 @@ def registered_level(image: object, channel_axis: int | None = None, name: str =
         return PyramidLevel(0, image, np.ones(2))
     shape = tuple(np.shape(levels[0]))
     axis = pair_channel_axis(shape, channel_axis, name)
-    if not (len(shape) == 2 or (len(shape) == 3 and (axis is not None or shape[-1] <= 4))):
+    # (1, H, W) levels: the plane behind a leading axis of one, chosen as a channel axis first is (factor 1)
+    single = axis is None and is_single_plane(shape)
+    if not (len(shape) == 2 or (len(shape) == 3 and (axis is not None or single or shape[-1] <= 4))):
         return PyramidLevel(0, levels[0], np.ones(2))  # a stack's: check_pair refuses it by its shape, unread
     if axis is not None and axis % 3 == 1:  # level_for_side takes the plane's axes together
         raise PromptsegError(
@@ -361,7 +370,7 @@ def registered_level(image: object, channel_axis: int | None = None, name: str =
         )
     # level_for_side's plane is the last two of its first ndim axes: channels first count as one more axis (of
     # factor 1), channels last (or none) are left out
-    level = level_for_side(levels, REGISTER_SIDE, 3 if axis is not None and axis % 3 == 0 else 2)
+    level = level_for_side(levels, REGISTER_SIDE, 3 if (axis is not None and axis % 3 == 0) or single else 2)
     return level._replace(factors=level.factors[-2:])
 
 
@@ -376,9 +385,10 @@ def check_pair(
 
     def is_plane(a: np.ndarray) -> bool:
         # two channels last (an OME-Zarr's or a pyramidal TIFF's (Y, X, C)) as as_channels_last reads them: a stack
-        # of two planes would be (2, H, W)
+        # of two planes would be (2, H, W); a stack of one plane, (1, H, W), is that plane (as segment() reads it)
         two_last = a.shape[-1] == 2 and min(a.shape[:2]) >= 8
-        return a.ndim == 2 or (a.ndim == 3 and (channel_axis is not None or a.shape[-1] in (1, 3, 4) or two_last))
+        flat = a.shape[-1] in (1, 3, 4) or two_last or is_single_plane(a.shape)
+        return a.ndim == 2 or (a.ndim == 3 and (channel_axis is not None or flat))
 
     if not (is_plane(f) and is_plane(m)):
         raise PromptsegError(
