@@ -310,3 +310,30 @@ def test_the_registration_widget_takes_the_text_routes_weights_as_promptseg_regi
     assert widget.runner.state == "done", _details(widget)
     assert widget.last_result.text_route == "clipseg"
     assert "text prompts answered by clipseg: CLIPSeg" in widget.summary.text()
+
+
+@pytest.mark.gui
+def test_route_auto_with_text_weights_shows_and_enables_the_settings_they_answer_with(
+    make_napari_viewer,
+    tiny_clipseg_dir,  # noqa: F811
+):
+    """Route auto loads the text weights given (choose_route tries them as GroundingDINO's, then CLIPSeg's), but the
+    widgets judged auto by the models on disk alone: with only the library here, the Text widget hid CLIPSeg's
+    threshold and templates that the run then used, and the Registration widget greyed its thresholds out. Given
+    weights, auto is said to take them, and both their routes' settings are offered."""
+    from napari_promptseg._widgets.registration import RegistrationWidget
+    from napari_promptseg._widgets.text import TextPromptWidget
+
+    viewer = make_napari_viewer()
+    text = TextPromptWidget(viewer)
+    assert text.effective_route == "library" and text.heatmap_threshold.isHidden()
+    text.text_weights.set_path(str(tiny_clipseg_dir))
+    assert text.effective_route == "text weights"
+    assert not text.heatmap_threshold.isHidden() and not text.box_threshold.isHidden()
+    assert not text.template.isHidden() and not text.refine.isHidden() and text.top_k.isHidden()
+    assert "here auto takes: the text weights" in text.route.toolTip()
+    registration = RegistrationWidget(viewer)
+    registration.text_prompts.setText("gland")
+    assert not registration.heatmap_threshold.isEnabled()
+    registration.text_weights.set_path(str(tiny_clipseg_dir))
+    assert registration.heatmap_threshold.isEnabled() and registration.box_threshold.isEnabled()

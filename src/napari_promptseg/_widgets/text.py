@@ -53,7 +53,7 @@ from ._common import (
     unproxied,
     whole_image_level,
 )
-from ._common.text_route import TextWeightsField, route_hint, text_route_box
+from ._common.text_route import WEIGHTS_ANSWER, TextWeightsField, route_hint, text_route_box
 from .oneshot import is_stack, read_planes
 from .text_results import TextOutput, load_text_route, run_text
 
@@ -224,6 +224,7 @@ class TextPromptWidget(QWidget):
         self.last_output: TextOutput | None = None
         self.last_exemplar: LibraryEntry | None = None  # the library entry "Add exemplar" wrote last
         self.text_model.currentTextChanged.connect(self._update_route_options)
+        self.text_weights.edit.textChanged.connect(self._update_route_options)
         self._update_expanded()
         self._update_route_options()
 
@@ -255,10 +256,14 @@ class TextPromptWidget(QWidget):
         CLIPSeg's; top k the library's), so nothing suggests a model that is not there. The library field stays:
         "Add exemplar" writes there whatever route answers (hidden, it took an exemplar to a path no longer shown)."""
         answer, tooltip = route_hint(
-            self.route.currentText(), text_model=self.text_model.currentText().strip(), trained=True
+            self.route.currentText(),
+            text_model=self.text_model.currentText().strip(),
+            trained=True,
+            text_weights=self.text_weights.text,
         )
         self.route.setToolTip(tooltip)
-        vlm = answer in ("groundingdino", "clipseg", "trained")
+        weights = answer == WEIGHTS_ANSWER  # GroundingDINO's or CLIPSeg's: both routes' settings
+        vlm = weights or answer in ("groundingdino", "clipseg", "trained")
         self.effective_route = answer
         for control, shown in (
             (self.template, vlm),
@@ -266,9 +271,9 @@ class TextPromptWidget(QWidget):
             (self.colour, vlm),
             (self.description, vlm),
             (self.expanded, vlm),
-            (self.box_threshold, answer == "groundingdino"),
-            (self.text_threshold, answer == "groundingdino"),
-            (self.heatmap_threshold, answer in ("clipseg", "trained")),
+            (self.box_threshold, weights or answer == "groundingdino"),
+            (self.text_threshold, weights or answer == "groundingdino"),
+            (self.heatmap_threshold, weights or answer in ("clipseg", "trained")),
             # the weights of the vision-language routes, which route auto loads too when they are given
             (self.text_weights, self.route.currentText() in ("auto", "groundingdino", "clipseg")),
             (self.top_k, answer == "library"),
@@ -278,7 +283,7 @@ class TextPromptWidget(QWidget):
             label = self._form.labelForField(control)
             if label is not None:
                 label.setVisible(shown)
-        self.refine.setVisible(answer == "clipseg")
+        self.refine.setVisible(weights or answer == "clipseg")
 
     @property
     def exemplar_mode(self) -> bool | None:

@@ -90,18 +90,29 @@ class TextWeightsField(QWidget):
             self.set_path(path)
 
 
-def route_hint(route: str, *, text_model: str = "", trained: bool = False, intro: str = "") -> tuple[str, str]:
+#: route auto's answer when text weights are given: choose_route loads them as GroundingDINO's, else as CLIPSeg's
+WEIGHTS_ANSWER = "text weights"
+
+
+def route_hint(
+    route: str, *, text_model: str = "", trained: bool = False, intro: str = "", text_weights: str = ""
+) -> tuple[str, str]:
     """``(answer, tooltip)``: the route ``route`` takes here (:func:`~...methods.text.available_route`) and the
     tooltip of the route box that says why. ``trained``: the widget offers a trained text model (auto takes it);
-    ``intro``: the tooltip's first line."""
+    ``intro``: the tooltip's first line; ``text_weights``: the text weights field's, which route auto loads (as
+    GroundingDINO's, else CLIPSeg's: :data:`WEIGHTS_ANSWER`) unless a trained model answers."""
     answer = available_route(route, text_model)
+    if route == "auto" and text_weights and answer != "trained":
+        answer = WEIGHTS_ANSWER
     first = "your trained text model if one is chosen, else " if trained else ""
     lines = [intro] if intro else []
     lines += [
         f"auto: {first}GroundingDINO if its package and weights are here, else CLIPSeg, else your reference library; "
         f"auto downloads nothing: {download_advice(auto_note=False)}"
     ]
-    if route == "auto":
+    if answer == WEIGHTS_ANSWER:
+        lines.append(f"here auto takes: the text weights given ({text_weights}), as GroundingDINO's, else CLIPSeg's")
+    elif route == "auto":
         lines.append(f"here auto takes: {answer}")
         for passed, name in _VISION_LANGUAGE.items():
             if passed == answer or answer == "trained":

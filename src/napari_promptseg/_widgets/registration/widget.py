@@ -52,7 +52,13 @@ from .._common import (
     task_segmenter,
     unproxied,
 )
-from .._common.text_route import TEXT_WEIGHTS_FIELD, TextWeightsField, route_hint, text_route_box
+from .._common.text_route import (
+    TEXT_WEIGHTS_FIELD,
+    WEIGHTS_ANSWER,
+    TextWeightsField,
+    route_hint,
+    text_route_box,
+)
 from .planes import _labels_on_plane, _plane, _points_xy, _read_plane, layer_channel_axis, spatial_axes
 from .results import _results_to_show, _Shown
 from .shapes import MovingShapes, add_registered_shapes, moving_shapes
@@ -189,6 +195,7 @@ class RegistrationWidget(QWidget):
         self.library.setToolTip("reference library directory the text prompts are answered from (route library)")
         # GroundingDINO's or CLIPSeg's weights for the text prompts, as the CLI's --text-weights and the Text widget's
         self.text_weights = TextWeightsField()
+        self.text_weights.edit.textChanged.connect(self._update_route_hint)  # route auto loads them when given
         # as the CLI's --model: the Interactive widget's list (a model whose weights are missing downloads them)
         self.model = SegmenterBox("the promptable segmenter of the prompts methods' regions (intensity uses none)")
         self.show_pairs = QCheckBox("show region pairs")
@@ -421,7 +428,9 @@ class RegistrationWidget(QWidget):
     def _update_route_hint(self, *_) -> None:
         """The route box's tooltip: which route auto takes here, what a route passed over or chosen lacks."""
         intro = "what answers the text prompts (none typed: not used)"
-        self._route_answer, tooltip = route_hint(self.text_route.currentText(), intro=intro)
+        self._route_answer, tooltip = route_hint(
+            self.text_route.currentText(), intro=intro, text_weights=self.text_weights.text
+        )
         self.text_route.setToolTip(tooltip)
         self._update_applicable()
 
@@ -434,9 +443,10 @@ class RegistrationWidget(QWidget):
         self.dense.setEnabled(regions)
         self.smoothness.setEnabled(regions and self.dense.isChecked())
         answer = self._route_answer
-        self.box_threshold.setEnabled(bool(prompts) and regions and answer == "groundingdino")
-        self.text_threshold.setEnabled(bool(prompts) and regions and answer == "groundingdino")
-        self.heatmap_threshold.setEnabled(bool(prompts) and regions and answer == "clipseg")
+        weights = answer == WEIGHTS_ANSWER  # GroundingDINO's or CLIPSeg's: both routes' thresholds
+        self.box_threshold.setEnabled(bool(prompts) and regions and (weights or answer == "groundingdino"))
+        self.text_threshold.setEnabled(bool(prompts) and regions and (weights or answer == "groundingdino"))
+        self.heatmap_threshold.setEnabled(bool(prompts) and regions and (weights or answer == "clipseg"))
         # what a vision-language route loads, route auto's too when given
         vision_language = self.text_route.currentText() in ("auto", "groundingdino", "clipseg")
         self.text_weights.setEnabled(bool(prompts) and regions and vision_language)
