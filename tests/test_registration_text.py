@@ -267,3 +267,25 @@ def test_a_prompt_that_finds_nothing_in_one_image(known_pair, tiny_grounder, lit
     assert any("prompt 'lung' found no region in the moving image" in w for w in result.warnings)
     assert result.text_route == "groundingdino" and result.prompt_sources[0]["fixed_regions"] >= 1
     assert "moving_regions" in result.prompt_sources[1] and result.prompt_sources[0]["moving_regions"] == 0
+
+
+def test_library_exemplars_fitted_at_one_encoder_precision_are_not_reused_at_another(shared_data, litemedsam):
+    """register() finds its region pairs with the encoder in float32 (REGION_PRECISION), the Text widget and the
+    console in auto (bfloat16 on CPUs with it). The library entry's exemplars were fitted once per segmenter whatever
+    the precision, so the Registration widget's 'nucleus' found 2 objects in the moving image after a Text widget run
+    and none in a fresh napari (what `promptseg register` finds): the answer hung on what ran before."""
+    from napari_promptseg.methods import library
+    from napari_promptseg.methods.text import segment_text
+    from napari_promptseg.models.sam_family import auto_precision
+
+    image = read_image(shared_data / "registration_birl" / "data-images" / "images" / "artificial_moving-affine.jpg")
+    gray = np.ascontiguousarray(image[::2, ::2, 1])
+    library._EXEMPLARS.clear()
+    with auto_precision("float32"):
+        fresh = segment_text(gray, "nucleus", segmenter=litemedsam).labels
+    library._EXEMPLARS.clear()
+    with auto_precision("bfloat16"):
+        segment_text(gray, "nucleus", segmenter=litemedsam)
+    with auto_precision("float32"):
+        after = segment_text(gray, "nucleus", segmenter=litemedsam).labels
+    np.testing.assert_array_equal(after, fresh)

@@ -327,11 +327,14 @@ def _fitted_exemplars(
     report: ProgressCallback,
     cancel: Callable[[], bool] | None,
 ) -> ExemplarModel:
-    """The exemplars of an instances entry, fitted once per entry content, segmenter and normalisation. An entry saved
-    with partial labels (only some of its objects labelled) learns background only near them, as `promptseg oneshot
-    --partial-labels` does: every other unlabelled pixel of it may be an object."""
-    # the flag is in the key beside the digest (which holds it too): an entry without a digest is known by its id
-    key = (entry.sha256 or entry.id, entry.partial_labels, str(entry.root), id(segmenter), normalize)
+    """The exemplars of an instances entry, fitted once per entry content, segmenter, encoder precision and
+    normalisation. An entry saved with partial labels (only some of its objects labelled) learns background only
+    near them, as `promptseg oneshot --partial-labels` does: every other unlabelled pixel of it may be an object."""
+    # the flag is in the key beside the digest (which holds it too): an entry without a digest is known by its id.
+    # The precision in force too: register's regions run the encoder in float32, the Text widget in auto (bfloat16),
+    # and exemplars fitted by one changed the other's objects (what ran before decided the answer)
+    precision = getattr(segmenter, "precision", None)
+    key = (entry.sha256 or entry.id, entry.partial_labels, str(entry.root), id(segmenter), precision, normalize)
     with _exemplars_lock:
         cached = _EXEMPLARS.get(key)
     if cached is not None and cached[0]() is segmenter:
