@@ -220,3 +220,24 @@ def test_single_plane_layers_register_as_their_plane_as_register_and_the_cli_do(
     assert np.allclose(_world(warped, [[0, 10.0, 20.0]]), _world(fixed_layer, [[0, 10.0, 20.0]]))
     np.testing.assert_array_equal(viewer.layers["painted registered"].data, console.warp_labels(labels[0]))
     assert widget.last_errors["after"]["tre_mean"] < 3.0 < widget.last_errors["before"]["tre_mean"]
+
+
+def test_moving_landmarks_beyond_the_fixed_ones_are_carried_over_too(make_viewer, qtbot, pair):  # noqa: F811
+    """Fixed landmarks with fewer points than the moving ones: the TRE compares the first min(n) (as ANHIR and
+    --truncate-landmarks), but the widget also dropped the moving points past that count from the mapped layer,
+    where `promptseg register --truncate-landmarks` writes every moving landmark to landmarks_warped.csv."""
+    fixed, moving, lm_fixed, lm_moving = pair
+    viewer = make_viewer()
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(viewer.add_image(fixed, name="fixed", rgb=True))
+    widget.moving_picker.set_layer(viewer.add_image(moving, name="moving", rgb=True))
+    widget.fixed_points.set_layer(viewer.add_points(lm_fixed[:9, ::-1], name="lm fixed"))
+    widget.moving_points.set_layer(viewer.add_points(lm_moving[:, ::-1], name="lm moving"))
+    widget.method.setCurrentText("intensity")
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    mapped = viewer.layers["landmarks (moving -> fixed)"].data[:, ::-1]
+    assert len(mapped) == len(lm_moving) == 12
+    assert np.linalg.norm(mapped - lm_fixed, axis=1).max() < 3.0  # all of them, the three without a partner too
+    assert widget.last_errors["after"]["n"] == 9 and "over the first 9 landmarks" in widget.summary.text()

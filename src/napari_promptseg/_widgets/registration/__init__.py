@@ -9,7 +9,8 @@ region pair k (same id, same colour on both sides) lies on its fixed partner whe
 region layers start hidden (they would cover the tissue). A rerun on the same pair replaces the layers the
 previous run of this widget added that are still as it made them (a renamed or edited one stays), and nothing else
 (a run on another pair keeps them all). Landmark layers with different counts are compared over their first
-min(n) points (as ANHIR and ``promptseg register --truncate-landmarks`` do), and the summary says so. Moving
+min(n) points (as ANHIR and ``promptseg register --truncate-landmarks`` do), and the summary says so; every
+moving point is mapped, as the CLI's landmarks_warped.csv holds them. Moving
 landmarks without fixed ones are only carried over (no TRE). The moving labels are read where napari shows them over
 the moving image (any shape, scale or affine of their own) and warped with nearest neighbour: ids are kept, never
 mixed.

@@ -299,7 +299,7 @@ class RegistrationWidget(QWidget):
                         f"landmarks: '{lm_fixed_layer.name}' has {len(a)} points, '{lm_moving_layer.name}' has "
                         f"{len(b)}; comparing the first {n}"
                     )
-                    a, b = a[:n], b[:n]
+                    a = a[:n]  # every moving point is still mapped, as the CLI's landmarks_warped.csv holds them
                 landmarks = (a, b)
             # points off their image: another scale's pixels, or micrometres
             checked = zip(landmarks or (), (lm_fixed_layer, lm_moving_layer), (fixed_layer, moving_layer), strict=False)
@@ -579,9 +579,10 @@ class RegistrationWidget(QWidget):
             a = landmarks[0]
             full_shape = plane_shape(_levels(fixed_layer)[0], fixed_layer.rgb)
             diagonal = image_diagonal(full_shape)
+            n = len(a)  # the moving points past the fixed ones have no partner
             self.last_errors = {
-                "before": landmark_errors(a, landmarks[1], diagonal),
-                "after": landmark_errors(a, mapped, diagonal),
+                "before": landmark_errors(a, landmarks[1][:n], diagonal),
+                "after": landmark_errors(a, mapped[:n], diagonal),
             }
             before, after = self.last_errors["before"], self.last_errors["after"]
             lines.append(
