@@ -209,6 +209,7 @@ def test_single_plane_layers_register_as_their_plane_as_register_and_the_cli_do(
     labels = (moving > np.median(moving)).astype(np.uint16)[None]
     widget.moving_labels.set_layer(viewer.add_labels(labels, name="painted"))
     widget.method.setCurrentText("intensity")
+    widget.show_grid.setChecked(True)
     assert widget.channel_axis.channel_axis is None
     widget.run()
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
@@ -220,6 +221,9 @@ def test_single_plane_layers_register_as_their_plane_as_register_and_the_cli_do(
     assert np.allclose(_world(warped, [[0, 10.0, 20.0]]), _world(fixed_layer, [[0, 10.0, 20.0]]))
     np.testing.assert_array_equal(viewer.layers["painted registered"].data, console.warp_labels(labels[0]))
     assert widget.last_errors["after"]["tre_mean"] < 3.0 < widget.last_errors["before"]["tre_mean"]
+    # the grid's lines are as wide over a (1, H, W) warped image as over its plane: the plane's longest side / 400
+    # (the warped array's first two axes, (1, H), gave H / 400)
+    assert np.allclose(viewer.layers["deformation grid"].edge_width, max(fixed.shape) / 400)
 
 
 def test_moving_landmarks_beyond_the_fixed_ones_are_carried_over_too(make_viewer, qtbot, pair):  # noqa: F811

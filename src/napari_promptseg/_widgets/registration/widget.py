@@ -559,7 +559,7 @@ class RegistrationWidget(QWidget):
                 shown.grid,
                 shape_type="path",
                 edge_color="yellow",
-                edge_width=max(shown.warped.shape[:2]) / 400,
+                edge_width=max(result.deformation.fixed_shape) / 400,  # the plane's (a warped (C, H, W) is no (H, W))
                 name="deformation grid",
                 **place,
             )
