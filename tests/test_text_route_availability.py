@@ -337,3 +337,37 @@ def test_route_auto_with_text_weights_shows_and_enables_the_settings_they_answer
     assert not registration.heatmap_threshold.isEnabled()
     registration.text_weights.set_path(str(tiny_clipseg_dir))
     assert registration.heatmap_threshold.isEnabled() and registration.box_threshold.isEnabled()
+
+
+@pytest.mark.gui
+def test_the_widgets_idle_text_weights_do_not_stop_the_library_route(make_napari_viewer, qtbot, tmp_path):
+    """The Text widget hides its 'text weights' field on route library (no weights are loaded there), the
+    Registration widget greys it out, but both still passed what it held to the route chooser: a train-text model
+    left in it refused the run ('route library does not load it') with the field out of sight. Idle, it is not
+    read."""
+    from napari_promptseg._sample_data import nuclei_for_text
+    from napari_promptseg._widgets.registration import RegistrationWidget
+    from napari_promptseg._widgets.text import TextPromptWidget
+    from napari_promptseg.models.text_segmenter import CONFIG_FILE
+
+    (image, _, _), _ = nuclei_for_text()
+    model = tmp_path / "trained"  # what the route chooser takes for a train-text model: its config file
+    model.mkdir()
+    (model / CONFIG_FILE).write_text(json.dumps({"kind": "fusion"}))
+    viewer = make_napari_viewer()
+    widget = TextPromptWidget(viewer)
+    widget.image.set_layer(viewer.add_image(image[:96, :96], name="nuclei"))
+    widget.text_weights.set_path(str(model))
+    widget.route.setCurrentText("library")
+    assert widget.text_weights.isHidden()
+    widget.prompt.setText("nucleus")
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=180_000)
+    assert widget.runner.state == "done", _details(widget)
+    # the Registration widget's field, greyed out on route library, is not read there either
+    registration = RegistrationWidget(viewer)
+    registration.text_weights.set_path(str(model))
+    registration.text_prompts.setText("nucleus")
+    assert registration.settings()[1]["weights"] == str(model)  # route auto loads them
+    registration.text_route.setCurrentText("library")
+    assert not registration.text_weights.isEnabled() and "weights" not in registration.settings()[1]

@@ -53,7 +53,7 @@ from ._common import (
     unproxied,
     whole_image_level,
 )
-from ._common.text_route import WEIGHTS_ANSWER, TextWeightsField, route_hint, text_route_box
+from ._common.text_route import WEIGHTS_ANSWER, WEIGHTS_ROUTES, TextWeightsField, route_hint, text_route_box
 from .oneshot import is_stack, read_planes
 from .text_results import TextOutput, load_text_route, run_text
 
@@ -275,7 +275,7 @@ class TextPromptWidget(QWidget):
             (self.text_threshold, weights or answer == "groundingdino"),
             (self.heatmap_threshold, weights or answer in ("clipseg", "trained")),
             # the weights of the vision-language routes, which route auto loads too when they are given
-            (self.text_weights, self.route.currentText() in ("auto", "groundingdino", "clipseg")),
+            (self.text_weights, self.route.currentText() in WEIGHTS_ROUTES),
             (self.top_k, answer == "library"),
             (self.min_similarity, answer == "library"),
         ):
@@ -380,7 +380,8 @@ class TextPromptWidget(QWidget):
         options = {
             "route": self.route.currentText(),
             "text_model": self.text_model.currentText().strip(),
-            "text_weights": self.text_weights.weights(),
+            # hidden on the other routes, the field is not read (what it still holds refused their runs)
+            "text_weights": self.text_weights.weights() if self.route.currentText() in WEIGHTS_ROUTES else None,
             "library": self.library.text().strip(),
             "template": self.template.currentText(),
             "attributes": self._attributes(),

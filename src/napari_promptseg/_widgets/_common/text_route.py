@@ -90,6 +90,9 @@ class TextWeightsField(QWidget):
             self.set_path(path)
 
 
+#: the routes that load text weights (auto tries them as GroundingDINO's, then CLIPSeg's); the field is idle on others
+WEIGHTS_ROUTES = ("auto", "groundingdino", "clipseg")
+
 #: route auto's answer when text weights are given: choose_route loads them as GroundingDINO's, else as CLIPSeg's
 WEIGHTS_ANSWER = "text weights"
 

@@ -55,6 +55,7 @@ from .._common import (
 from .._common.text_route import (
     TEXT_WEIGHTS_FIELD,
     WEIGHTS_ANSWER,
+    WEIGHTS_ROUTES,
     TextWeightsField,
     route_hint,
     text_route_box,
@@ -420,7 +421,8 @@ class RegistrationWidget(QWidget):
             text_threshold=self.text_threshold.value(),
             heatmap_threshold=self.heatmap_threshold.value(),
             device=self.device.currentText(),
-            weights=self.text_weights.weights(),
+            # greyed out on route library, the field is not read (what it still holds refused the run)
+            weights=self.text_weights.weights() if self.text_route.currentText() in WEIGHTS_ROUTES else None,
             weights_option=TEXT_WEIGHTS_FIELD,  # missing weights are told with this field, not --text-weights
         )
         return options, text_options
@@ -448,7 +450,7 @@ class RegistrationWidget(QWidget):
         self.text_threshold.setEnabled(bool(prompts) and regions and (weights or answer == "groundingdino"))
         self.heatmap_threshold.setEnabled(bool(prompts) and regions and (weights or answer == "clipseg"))
         # what a vision-language route loads, route auto's too when given
-        vision_language = self.text_route.currentText() in ("auto", "groundingdino", "clipseg")
+        vision_language = self.text_route.currentText() in WEIGHTS_ROUTES
         self.text_weights.setEnabled(bool(prompts) and regions and vision_language)
 
     def prompts(self) -> list[str] | None:
