@@ -99,7 +99,7 @@ def test_a_text_model_given_to_another_option_answers_or_says_where_it_goes(
     argv = ["text", "polyp", image, "--text-weights", str(trained.path), "--route", "clipseg", "-o", str(tmp_path)]
     assert main(argv) == 2
     error = capsys.readouterr().err
-    assert "which route 'clipseg' does not load; give it as the text model (--text-model" in error
+    assert "which route 'clipseg' does not load; give it as the text model (CLI --text-model" in error
     assert "GroundingDINO" not in error
 
 

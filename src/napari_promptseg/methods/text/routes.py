@@ -185,7 +185,8 @@ def choose_route(
             elif not (route == "clipseg" and read_config(weights).get("kind") == "clipseg"):
                 raise PromptsegError(
                     f"text weights {weights}: a text model trained with `promptseg train-text`, which route "
-                    f"{route!r} does not load; give it as the text model (--text-model, route trained or auto)"
+                    f"{route!r} does not load; give it as the text model (CLI --text-model, widget: text model; route "
+                    "trained or auto)"
                 )
     if route in ("auto", "trained") and text_model:
         if isinstance(text_model, (str, os.PathLike)):
@@ -196,8 +197,8 @@ def choose_route(
         return TextRoute("trained", text_model, getattr(text_model, "name", "trained"))
     if route == "trained":
         raise PromptsegError(
-            "route 'trained' needs a trained text model: give its directory (--text-model MODEL_DIR; train one "
-            "with `promptseg train-text`)"
+            "route 'trained' needs a trained text model: give its directory (CLI --text-model MODEL_DIR, widget: "
+            "text model; train one with `promptseg train-text` or the Train text model widget)"
         )
     if route in ("auto", "groundingdino"):
         if grounder is not None and not isinstance(grounder, str):
