@@ -207,6 +207,64 @@ def test_labels_repeat_the_images_level_shapes_and_transforms(tmp_path):
         main(["segment", str(path), "--plane", "1", "--box", "20", "10", "50", "60", "--labels-name", "", "-o", "x"])
 
 
+def test_tiff_labels_of_an_ome_zarr_keep_its_origin(litemedsam, tmp_path):
+    """--output-format tiff on an OME-Zarr placed at an origin (its multiscales' translation: a crop of a larger
+    acquisition) wrote labels that started at 0: the origin the OME-Zarr labels keep was lost. The TIFF records it
+    as Fiji reads it (ImageJ's xorigin/yorigin/zorigin, in pixels; OME Plane PositionX/Y/Z for uint32 ids), in the
+    unit of its pixel size, and the reader gives it back in the Labels layer's metadata ("origin"). Not as a
+    translate: napari-ome-zarr opens the image, and its OME-Zarr labels, without their translation, and the TIFF's
+    labels lie over the image as napari shows it."""
+    from napari_ome_zarr import napari_get_reader
+
+    from napari_promptseg.io import write_labels
+    from napari_promptseg.io.calibration import PixelSize
+    from napari_promptseg.io.layer_data import tiff_layer_data
+
+    (image, _, _), _ = nuclei()
+    path = tmp_path / "crop.ome.zarr"
+    write_ome_zarr(path, image[None], FormatV04(), pixel_size=0.0005, levels=2)
+    attrs = json.loads((path / ".zattrs").read_text())
+    multiscale = attrs["multiscales"][0]
+    multiscale["axes"] = [{"name": "c", "type": "channel"}] + [
+        {"name": a, "type": "space", "unit": "millimeter"} for a in "yx"
+    ]
+    for dataset in multiscale["datasets"]:  # 100 and 250 µm
+        dataset["coordinateTransformations"].append({"type": "translation", "translation": [0.0, 0.1, 0.25]})
+    (path / ".zattrs").write_text(json.dumps(attrs))
+    out = tmp_path / "out"
+    box = ["--box", "17", "113", "41", "134"]
+    assert main(["segment", str(path), *box, "--output-format", "tiff", "-o", str(out)]) == 0
+    [(labels, kwargs, kind)] = tiff_layer_data(out / "crop.tif")
+    assert kind == "labels" and labels.max() == 1
+    np.testing.assert_allclose(kwargs["scale"], [0.5, 0.5])  # in µm, as pixel_size reads the OME-Zarr
+    np.testing.assert_allclose(kwargs["metadata"]["origin"], [100.0, 250.0])
+    with tifffile.TiffFile(out / "crop.tif") as tif:  # ImageJ's origin is in pixels, the negative of the offset
+        assert tif.imagej_metadata["xorigin"] == -500.0 and tif.imagej_metadata["yorigin"] == -200.0
+    # the same origin as the OME-Zarr labels of the same input keep (in the file's millimetres)
+    written = open_multiscale(write_ome_zarr_labels(path, np.asarray(labels)))
+    np.testing.assert_allclose(written.level_transforms[0]["translation"], [0.1, 0.25])
+    # napari opens the image at 0 (napari-ome-zarr drops translations), where the labels' layer lies: if it ever
+    # places the image at its origin, the labels' layer must take its origin as translate
+    opened = napari_get_reader(str(path))(str(path))
+    assert sorted(kind for _, _, kind in opened) == ["image", "labels"]
+    for _, layer_kwargs, _ in opened:
+        assert not np.any(layer_kwargs.get("translate", 0))
+        assert not np.any(np.asarray(layer_kwargs.get("affine", np.eye(3)))[:-1, -1])
+    assert "translate" not in kwargs
+
+    # a stack's origin along its planes too; uint32 ids (more than 65535 objects) in OME metadata
+    for dtype in (np.uint16, np.uint32):
+        stack = np.zeros((3, 20, 30), np.uint32)
+        stack[1, 5:9, 5:9] = 70000 if dtype == np.uint32 else 7
+        size = PixelSize(0.5, 0.5, "µm")
+        tif = write_labels(
+            tmp_path / f"{dtype.__name__}.tif", stack, pixel_size=size, z_spacing=2.0, origin=(4, 100, 250)
+        )
+        [(_, kwargs, _)] = tiff_layer_data(tif)
+        np.testing.assert_allclose(kwargs["scale"], [2.0, 0.5, 0.5])
+        np.testing.assert_allclose(kwargs["metadata"]["origin"], [4.0, 100.0, 250.0]), dtype
+
+
 def _napari_labels(path) -> dict[str, np.ndarray]:
     """The labels layers napari's reader (napari-ome-zarr) opens from an OME-Zarr: full-resolution data by labels
     name (its layer names are paths, "labels/labels/<name>")."""

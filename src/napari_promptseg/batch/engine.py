@@ -225,7 +225,7 @@ def failed_record(
     import numpy as np
 
     from ..io import output_stem, write_labels
-    from ..io.layer_data import labels_calibration
+    from ..io.layer_data import labels_calibration, labels_origin
     from ..io.multiscale import labels_axes
     from ..methods.volume import labels_shape
 
@@ -235,11 +235,13 @@ def failed_record(
         try:  # a stack's empty labels name their axes and pixel size as a result's would (the metadata read before)
             axes = labels_axes(path, empty.ndim)
             size, z_spacing = labels_calibration(path, empty.ndim)
+            origin = labels_origin(path, empty.ndim)
         except Exception:  # noqa: BLE001 - the input's reading failed: its planes, unnamed and uncalibrated
-            axes, size, z_spacing = None, None, None
+            axes, size, z_spacing, origin = None, None, None, None
         stem = output_stem(path, output_stems)
         out = Path(output) / f"{stem}.tif"
-        record["output"] = str(write_labels(out, empty, axes=axes, pixel_size=size, z_spacing=z_spacing))
+        placed = {"pixel_size": size, "z_spacing": z_spacing, "origin": origin}
+        record["output"] = str(write_labels(out, empty, axes=axes, **placed))
         record["shape"] = list(np.shape(image))
     return record
 

@@ -114,7 +114,7 @@ def _write_output(args: argparse.Namespace, path: Path, labels: object, *, axes:
     import numpy as np
 
     from ..io import output_stem, write_labels
-    from ..io.layer_data import labels_calibration
+    from ..io.layer_data import labels_calibration, labels_origin
     from ..io.multiscale import is_ome_zarr, labels_axes
     from ..io.ome_zarr_labels import write_ome_zarr_labels
 
@@ -129,7 +129,9 @@ def _write_output(args: argparse.Namespace, path: Path, labels: object, *, axes:
     axes = axes if axes is not None else labels_axes(path, np.ndim(labels))
     # the input's pixel size (and plane spacing): napari opens the labels over the image, in its unit
     size, z_spacing = labels_calibration(path, np.ndim(labels))
-    return str(write_labels(args.output / f"{stem}.tif", labels, axes=axes, pixel_size=size, z_spacing=z_spacing))
+    origin = labels_origin(path, np.ndim(labels))  # an OME-Zarr's, as its labels/ group would keep it
+    out = args.output / f"{stem}.tif"
+    return str(write_labels(out, labels, axes=axes, pixel_size=size, z_spacing=z_spacing, origin=origin))
 
 
 def _stack_for(

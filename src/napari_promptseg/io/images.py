@@ -295,6 +295,7 @@ def write_labels(
     axes: str | None = None,
     pixel_size: PixelSize | None = None,
     z_spacing: float | None = None,
+    origin: Sequence[float] | None = None,
 ) -> Path:
     """Instance labels ((Y, X) or (Z, Y, X)) as a compressed TIFF (uint16, or uint32 past 65535 objects), marked
     as ours (:data:`OUTPUT_MARKER` in its Software tag; see :func:`is_own_output`). Its axes are named, ``axes``
@@ -304,8 +305,10 @@ def write_labels(
     :data:`PYRAMID_ABOVE_SIDE` it is a tiled pyramid (:func:`needs_pyramid`), which napari opens lazily.
     ``pixel_size``: the input's calibration, recorded so the labels lie over their image in Fiji and napari
     (:func:`.calibration.pixel_size` reads it back); ``z_spacing``: a stack's plane spacing, in the unit of
-    ``pixel_size``. Ids a TIFF of labels cannot hold (negative, fractional, from 2**32) are refused
-    (:func:`file_labels`)."""
+    ``pixel_size``. ``origin``: where the first pixel lies, along each axis of the labels in the unit of
+    ``pixel_size`` (of ``z_spacing`` for planes; pixels without), an OME-Zarr input's translation
+    (:func:`.layer_data.labels_origin`), recorded with the axes' names (:func:`tiff_origin`). Ids a TIFF of labels
+    cannot hold (negative, fractional, from 2**32) are refused (:func:`file_labels`)."""
     path = Path(path)
     labels = file_labels(labels, str(path))
     axes = (axes or {2: "YX", 3: "ZYX"}.get(labels.ndim, "")).upper()
@@ -324,6 +327,7 @@ def write_labels(
         named = {"ome": True, "metadata": {"axes": axes, "UUID": ome_uuid(path.name, labels)}}
     stacked = len(axes) == 3 and axes[0] == "Z"
     calibration = tiff_calibration(pixel_size, z_spacing if stacked else None, named)
+    tiff_origin(origin, labels.shape, pixel_size, z_spacing if stacked else None, named)
     levels = label_levels(labels) if pyramid else []
     tiles = {"tile": PYRAMID_TILE, "subifds": len(levels)} if pyramid else {}
     # minisblack: a stack of 3 or 4 planes is planes, not the colour samples tifffile would take them for
@@ -392,6 +396,47 @@ def tiff_calibration(size: PixelSize | None, z_spacing: float | None, named: dic
         cm = 1e4 / factor
         return {"resolution": (cm / size.x, cm / size.y), "resolutionunit": "CENTIMETER"}
     return {"resolution": resolution, "resolutionunit": "NONE"}  # a size of no unit named
+
+
+def tiff_origin(
+    origin: Sequence[float] | None,
+    shape: Sequence[int],
+    size: PixelSize | None,
+    z_spacing: float | None,
+    named: dict,
+) -> None:
+    """Record ``origin`` (where the first pixel of an image of ``shape`` lies, per axis, in the unit of ``size``; of
+    ``z_spacing`` along a stack's planes) in the TIFF metadata ``named`` (updated in place; after
+    :func:`tiff_calibration`) as Fiji reads it: ImageJ's ``xorigin``/``yorigin``/``zorigin`` in pixels (the negative
+    of the offset: ImageJ's coordinate of a pixel is its index less the origin), OME's ``PositionX``/``Y``/``Z`` of
+    every plane in the unit the file's PhysicalSize is in (µm), or in pixels where it has none.
+    :func:`.layer_data.recorded_origin` reads it back. Nothing for a file whose axes are not named (no metadata)."""
+    if origin is None or not any(origin) or "metadata" not in named:
+        return
+    metadata = named["metadata"]
+    *planes, oy, ox = (float(o) for o in origin)
+    oz = planes[0] if planes and str(metadata.get("axes", "")).upper().startswith("Z") else 0.0  # not a time's
+    sx, sy = (size.x, size.y) if size is not None else (1.0, 1.0)
+    dz = z_spacing or 1.0
+    if named.get("imagej"):
+        metadata.update(xorigin=-ox / sx, yorigin=-oy / sy)
+        if oz:
+            metadata["zorigin"] = -oz / dz
+        return
+    count = int(np.prod(shape[:-2], dtype=np.int64))
+    if "PhysicalSizeX" in metadata:  # in µm, as the pixel size: the factor that took it there
+        factor, unit = metadata["PhysicalSizeX"] / sx, "µm"
+        positions = {"X": ox * factor, "Y": oy * factor}
+        z = [(oz + k * dz) * factor for k in range(count)]
+    else:
+        unit = "pixel"
+        positions = {"X": ox / sx, "Y": oy / sy}
+        z = [oz / dz + k for k in range(count)]
+    plane = {f"Position{a}": [v] * count for a, v in positions.items()}
+    plane.update({f"Position{a}Unit": [unit] * count for a in positions})
+    if oz:
+        plane.update(PositionZ=z, PositionZUnit=[unit] * count)
+    metadata["Plane"] = plane
 
 
 def is_own_output(path: str | Path, marker: str | tuple[str, ...] = OUTPUT_MARKER) -> bool:

@@ -7,7 +7,9 @@ folder of same-size images becomes one stack layer, read plane by plane."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from .images import (
 from .listing import image_files, is_image_name, list_images, ome_zarr_left_out, store_images
 from .multiscale import (
     MultiscaleImage,
+    is_ome_zarr,
     named_channel_position,
     open_multiscale,
     read_image_named,
@@ -149,6 +152,63 @@ def labels_calibration(path: str | Path, ndim: int) -> tuple[PixelSize | None, f
     return size, None if z == 1.0 else z
 
 
+def labels_origin(path: str | Path, ndim: int) -> tuple[float, ...] | None:
+    """Where labels (``ndim`` dimensions, (Y, X) or a stack's (Z, Y, X)) of the input ``path`` start: an OME-Zarr's
+    level-0 translation (its origin) on their axes, in the unit :func:`labels_calibration` gives their pixel size and
+    plane spacing in (a time-lapse's frames start at 0); None for any other input, or one at 0.
+    :func:`.images.write_labels` records it."""
+    from .calibration import micrometres_per_unit
+
+    if not is_ome_zarr(path):
+        return None
+    image = open_multiscale(path)
+    translation = dict(zip(image.source_axes, image.level_transforms[0]["translation"], strict=True))
+    in_micrometres = (pixel_size(path) or PixelSize(1, 1)).unit == "µm"  # the pixel size read in µm: so is its origin
+
+    def along(axis: str) -> float:
+        factor = micrometres_per_unit(image.axis_info.get(axis, {}).get("unit")) if in_micrometres else None
+        return float(translation.get(axis, 0.0)) * (factor or 1.0)
+
+    origin = (along("y"), along("x"))
+    if ndim == 3:
+        origin = (along("z") if image.stack_axis == "z" else 0.0, *origin)
+    return origin if any(origin) else None
+
+
+def recorded_origin(path: str | Path, scale: Sequence[float]) -> list[float] | None:
+    """The origin a TIFF records (:func:`.images.tiff_origin`: ImageJ's x/y/zorigin, or its first OME plane's
+    Position), along the axes of its layer of ``scale`` ((Z,) Y, X, in the layer's units); None when it records
+    none. Only the header is read."""
+    import tifffile
+
+    ndim = len(scale)
+    with tifffile.TiffFile(path) as tif:
+        imagej = (tif.imagej_metadata or {}) if tif.is_imagej else None
+        xml = tif.ome_metadata if tif.is_ome else None
+    found: dict[str, float] = {}
+    if imagej:  # in pixels, the negative of the offset
+        for axis, k in (("z", ndim - 3), ("y", ndim - 2), ("x", ndim - 1)):
+            value = imagej.get(f"{axis}origin")
+            if k >= 0 and isinstance(value, (int, float)):
+                found[axis] = -float(value) * float(scale[k])
+    elif xml:
+        plane = re.search(r"<(?:\w+:)?Plane\b[^>]*>", xml)
+        for axis, k in (("z", ndim - 3), ("y", ndim - 2), ("x", ndim - 1)):
+            value = re.search(rf'\bPosition{axis.upper()}="([^"]*)"', plane.group(0)) if plane else None
+            unit = re.search(rf'\bPosition{axis.upper()}Unit="([^"]*)"', plane.group(0)) if plane else None
+            if k < 0 or value is None:
+                continue
+            if unit is not None and unit.group(1) == "pixel":
+                with contextlib.suppress(ValueError):
+                    found[axis] = float(value.group(1)) * float(scale[k])
+            else:  # beside a PhysicalSize in µm, the unit of the layer's scale
+                micrometres = ome_micrometres(value.group(1), unit.group(1) if unit else None)
+                if micrometres is not None:
+                    found[axis] = micrometres
+    origin = [found.get(axis, 0.0) for axis in "zyx"[3 - ndim :]] if ndim <= 3 else None
+    return origin if origin and any(origin) else None
+
+
 def _imagej_spacing(path: Path) -> float | None:
     """An ImageJ TIFF's plane spacing (its description's ``spacing``, in its ``unit``), None for any other file."""
     import tifffile
@@ -177,6 +237,13 @@ def tiff_layer_data(path: str | Path) -> list[LayerData]:
         for _, kwargs, _ in layers:
             _register_level_translate(Path(path), kwargs)
     if marker in (OUTPUT_MARKER, REGISTER_LABELS_MARKER):
+        for data, kwargs, _ in layers:
+            # an OME-Zarr input's origin, kept in the metadata only: napari-ome-zarr opens the image at 0 (it drops
+            # its translation), where the labels must lie over it
+            ndim = len(data[0].shape if isinstance(data, list) else data.shape)
+            origin = recorded_origin(path, kwargs.get("scale", [1.0] * ndim)) if ndim in (2, 3) else None
+            if origin is not None:
+                kwargs["metadata"]["origin"] = origin
         return [(data, kwargs, "labels") for data, kwargs, _ in layers]
     return layers
 
