@@ -392,6 +392,40 @@ def test_labels_promptseg_did_not_write_or_that_were_edited_since_are_never_repl
     assert sorted(_napari_labels(path)) == ["again", "manual", "promptseg"]
 
 
+@pytest.mark.parametrize("fmt", [FormatV04(), FormatV05()], ids=["ngff0.4", "ngff0.5"])
+def test_labels_of_an_image_copied_without_its_file_times_are_still_ours(tmp_path, fmt):
+    """An OME-Zarr copied with a plain `cp -r` (its files get the copy's modification times) refused the labels
+    promptseg had written into it ("did not write, or that were changed since"): they were known by their files'
+    times alone. They are known by their contents too now, beside the image they were written into: the copy's
+    are replaced, while labels copied into another image, or edited after the copy, are still refused."""
+    import os
+    import shutil
+
+    (image, _, _), (truth, _, _) = nuclei()
+    first = tmp_path / "first.ome.zarr"
+    write_ome_zarr(first, image[None], fmt, levels=2)
+    write_ome_zarr_labels(first, truth)
+    copy = tmp_path / "copy.ome.zarr"
+    shutil.copytree(first, copy, copy_function=shutil.copy)  # as cp -r: contents and modes, not times
+    for folder, _, names in os.walk(copy):
+        for name in names:  # the copy's own times (within the file system's clock tick of the originals otherwise)
+            os.utime(os.path.join(folder, name), ns=(10**18, 10**18))
+    write_ome_zarr_labels(copy, truth > 0)
+    np.testing.assert_array_equal(np.asarray(open_multiscale(copy / "labels" / "promptseg").levels[0]), truth > 0)
+
+    # labels copied with their times into another image of the same shape: still refused
+    other = tmp_path / "other.ome.zarr"
+    write_ome_zarr(other, image[None, ::-1].copy(), fmt, levels=2)
+    shutil.copytree(first / "labels", other / "labels", copy_function=shutil.copy2)
+    with pytest.raises(PromptsegError, match="labels/promptseg holds labels that promptseg wrote for another image"):
+        write_ome_zarr_labels(other, truth > 0)
+    # and the copy's labels edited since
+    group = zarr.open_group(str(copy / "labels" / "promptseg"), mode="r+")
+    group[sorted(group.array_keys())[0]][0, 0] = 9
+    with pytest.raises(PromptsegError, match="changed since it wrote them"):
+        write_ome_zarr_labels(copy, truth)
+
+
 def test_bioformats2raw_containers_are_read_as_their_image_series(litemedsam, tmp_path, shared_data, capsys):
     """Bug hunt 4: bioformats2raw writes an OME-Zarr as a container (root marked 'bioformats2raw.layout', the image
     in its series '0'), as IDR and the BioImage Archive serve them. A folder of them was 'no image files'; two named

@@ -283,3 +283,16 @@ def listing_digest(path: Path, skip: tuple[str, ...] = ()) -> str:
         stat = file.stat()
         digest.update(f"{name}\0{stat.st_size}:{stat.st_mtime_ns}\0".encode())
     return digest.hexdigest()
+
+
+def contents_digest(path: Path) -> str:
+    """Hash of the relative names and bytes of every file under a directory: what it holds, whatever its files'
+    times (a copy that keeps none)."""
+    digest = hashlib.blake2b(digest_size=12)
+    for name, file in files_under(path):
+        digest.update(name.encode() + b"\0")
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()

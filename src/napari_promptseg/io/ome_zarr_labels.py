@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PromptsegError
-from ._files import listing_digest
+from ._files import contents_digest, files_under, listing_digest
 from .images import file_labels
 from .multiscale import open_multiscale
 
@@ -105,11 +105,14 @@ def write_ome_zarr_labels(
         target = labels_dir / name
         written = listing_digest(scratch / "labels" / name)  # renaming the folder keeps its files' names and times
         before = [listing_digest(target)] if target.exists() else []
-        _stamp_labels(labels_dir, name, [written, *before], _stamp_of(labels_dir, name).get("output"))
+        contents = contents_digest(scratch / "labels" / name)
+        image_print = image_fingerprint(image.path)
+        earlier = _stamp_of(labels_dir, name).get("output")
+        _stamp_labels(labels_dir, name, [written, *before], earlier, contents=contents, image=image_print)
         if target.exists():
             target.rename(replaced)
         (scratch / "labels" / name).rename(target)
-        _stamp_labels(labels_dir, name, [written], output)
+        _stamp_labels(labels_dir, name, [written], output, contents=contents, image=image_print)
         listed = get_metadata(labels_group).get("labels", [])
         if name not in listed:
             add_metadata(labels_group, {"labels": [*listed, name]}, fmt=fmt)
@@ -127,8 +130,27 @@ SCRATCH_PREFIX = ".promptseg-writing-"
 REPLACED_PREFIX = ".promptseg-replaced-"
 #: ``labels/<WRITTEN_PREFIX><name>.json`` beside each labels image promptseg wrote: the listing (names, sizes and
 #: modification times of its files) it had when written, to tell our own unchanged output, which a rerun replaces,
-#: from labels someone else wrote or edited and saved since, which it must not
+#: from labels someone else wrote or edited and saved since, which it must not; the hash of its contents (a copy of
+#: the image, ``cp -r``, gives its files new times) and the fingerprint of the image it was written into
+#: (:func:`image_fingerprint`: labels copied into another image are not ours to replace there)
 WRITTEN_PREFIX = ".promptseg-written-"
+
+#: an OME-Zarr's top-level files that viewers and tools rewrite without changing its pixels (its attributes, and
+#: consolidated metadata that lists the labels too): left out of :func:`image_fingerprint`
+_REWRITTEN_METADATA = (".zattrs", ".zgroup", ".zmetadata", "zarr.json")
+
+
+def image_fingerprint(image_path: str | Path) -> str:
+    """Hash of the names and sizes of an OME-Zarr image's level files (chunks of compressed pixels, so two images of
+    one shape differ), its ``labels/`` and top-level metadata aside: the same for a copy of it, whatever its files'
+    times, and for the image after labels are written into it."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=12)
+    for name, file in files_under(Path(image_path), skip=("labels",)):
+        if name not in _REWRITTEN_METADATA:
+            digest.update(f"{name}\0{file.stat().st_size}\0".encode())
+    return digest.hexdigest()
 
 
 def labels_not_replaceable(image_path: str | Path, name: str, output: str | Path | None = None) -> str | None:
@@ -140,8 +162,17 @@ def labels_not_replaceable(image_path: str | Path, name: str, output: str | Path
     if not target.exists():
         return None
     stamp = _stamp_of(target.parent, name)
-    accepted = stamp.get("listings")
-    if not isinstance(accepted, list) or listing_digest(target) not in accepted:
+    accepted, contents = stamp.get("listings"), stamp.get("contents")
+    image = stamp.get("image")  # stamps of earlier versions have neither
+    if isinstance(image, str) and image != image_fingerprint(image_path):
+        return (
+            f"{target} holds labels that promptseg wrote for another image (copied here with them?), or for this "
+            "image before its pixels were rewritten, and would be replaced; write under another labels name "
+            "(--labels-name), or move them"
+        )
+    ours = isinstance(accepted, list) and listing_digest(target) in accepted
+    # by contents when the files' times changed (a copy): hashed only then, as labels can be a slide's
+    if not ours and not (isinstance(contents, str) and contents_digest(target) == contents):
         return (
             f"{target} holds labels that promptseg did not write, or that were changed since it wrote them, and would "
             "be replaced; write under another labels name (--labels-name), or move them"
@@ -209,9 +240,19 @@ def _stamp_of(labels_dir: Path, name: str) -> dict:
     return stamp if isinstance(stamp, dict) else {}
 
 
-def _stamp_labels(labels_dir: Path, name: str, listings: list[str], output: str | Path | None = None) -> None:
-    """The stamp of labels promptseg wrote: their listings, and the -o of the CLI run that wrote them."""
-    stamp = {"listings": listings, **({"output": str(output)} if output is not None else {})}
+def _stamp_labels(
+    labels_dir: Path,
+    name: str,
+    listings: list[str],
+    output: str | Path | None = None,
+    *,
+    contents: str,
+    image: str,
+) -> None:
+    """The stamp of labels promptseg wrote: their listings and contents, the image's fingerprint, and the -o of the
+    CLI run that wrote them."""
+    stamp = {"listings": listings, "contents": contents, "image": image}
+    stamp.update({"output": str(output)} if output is not None else {})
     (labels_dir / f"{WRITTEN_PREFIX}{name}.json").write_text(json.dumps(stamp))
 
 
