@@ -185,3 +185,25 @@ def test_a_whole_slides_labels_are_a_tiled_pyramid_read_level_by_level(tmp_path,
     np.testing.assert_array_equal(np.asarray(pyramid.levels[0]), coins)
     np.testing.assert_array_equal(np.asarray(pyramid.levels[2]), coins[::4, ::4])  # ids, never blended
     assert is_own_output(path) and pixel_size(path) == PixelSize(0.5, 0.5, "µm")
+
+
+def test_a_grey_image_with_transparency_is_read_grey(tmp_path):
+    """A grey PNG or TIFF with an alpha channel (grey + alpha, as image editors save it) was read as two channels,
+    and the models took its alpha for a second channel: boxes around the bundled nuclei sample's nuclei gave a mean
+    Dice of 0.28 against 0.69 for the same image without alpha. Its alpha is dropped, as an RGBA image's is."""
+    from napari_promptseg._sample_data import nuclei
+
+    (image, _, _), _ = nuclei()
+    alpha = np.full_like(image, 255)
+    alpha[:8] = 0  # transparent rows: their grey values stay what they are
+    iio.imwrite(tmp_path / "la.png", np.dstack([image, alpha]))
+    tifffile.imwrite(
+        tmp_path / "la.tif", np.dstack([image, alpha]), photometric="minisblack", extrasamples=["unassalpha"]
+    )
+    tifffile.imwrite(tmp_path / "stack_la.tif", np.stack([np.dstack([image, alpha])] * 2), extrasamples=["assocalpha"])
+    for name in ("la.png", "la.tif"):
+        np.testing.assert_array_equal(read_image(tmp_path / name), image)
+    np.testing.assert_array_equal(read_image(tmp_path / "stack_la.tif"), np.stack([image] * 2))
+    two_channels = np.dstack([image, image[::-1]])  # a TIFF of two channels, not alpha: kept
+    tifffile.imwrite(tmp_path / "two.tif", two_channels, photometric="minisblack", metadata={"axes": "YXC"})
+    np.testing.assert_array_equal(read_image(tmp_path / "two.tif"), two_channels)

@@ -185,18 +185,37 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         misnamed = _format_of_misnamed_tiff(path)
         if path.suffix.lower() in TIFF_SUFFIXES and misnamed is None:
-            image = tifffile.imread(path)
+            with tifffile.TiffFile(path) as tif:
+                image = tif.asarray()
+                grey_alpha = _grey_and_alpha(tif, image.shape)
         else:
             import imageio.v3 as iio
 
             # a PNG or JPEG named .tif (renamed, or an exporter's choice) is read as what it holds, not refused as
             # "not a TIFF file"
             image = np.asarray(iio.imread(path, extension=misnamed))
+            grey_alpha = image.ndim == 3 and image.shape[-1] == 2  # a PNG's only kind of two samples
     except Exception as exc:  # every reader has its own exception types; the user needs the file name
         raise PromptsegError(f"{path}: cannot be read as an image ({_unreadable_why(path, exc)})") from exc
+    if grey_alpha:  # its alpha is no second channel (the models took it for one), as an RGBA image's is not
+        image = image[..., 0]
     if image.ndim < 2 or not image.size:  # tifffile reads a TIFF without pages as an empty array, with a warning
         raise PromptsegError(f"{path}: cannot be read as an image (no pixels: shape {image.shape})")
     return image
+
+
+def _grey_and_alpha(tif: tifffile.TiffFile, shape: tuple[int, ...]) -> bool:
+    """Whether a TIFF read as ``shape`` holds grey pixels with an alpha sample, last (grey + alpha, as image editors
+    save transparency): two samples, the second an alpha (ExtraSamples 1 or 2)."""
+    page = tif.pages.first
+    extra = tuple(int(e) for e in np.atleast_1d(page.extrasamples)) if page.extrasamples is not None else ()
+    return (
+        page.samplesperpixel == 2
+        and len(extra) == 1
+        and extra[0] in (1, 2)  # associated or unassociated alpha
+        and tif.series[0].axes.endswith("S")
+        and shape[-1] == 2
+    )
 
 
 #: first bytes of the formats a file named .tif may hold instead, and their suffix
