@@ -213,7 +213,9 @@ def test_tiff_labels_of_an_ome_zarr_keep_its_origin(litemedsam, tmp_path):
     as Fiji reads it (ImageJ's xorigin/yorigin/zorigin, in pixels; OME Plane PositionX/Y/Z for uint32 ids), in the
     unit of its pixel size, and the reader gives it back in the Labels layer's metadata ("origin"). Not as a
     translate: napari-ome-zarr opens the image, and its OME-Zarr labels, without their translation, and the TIFF's
-    labels lie over the image as napari shows it."""
+    labels lie over the image as napari shows it. Their pixel size is in the OME-Zarr's own unit (here an electron
+    micrograph's nanometres), as napari-ome-zarr scales the image: in µm, 0.5 beside its 500 (napari converts no
+    units), they covered a thousandth of it."""
     from napari_ome_zarr import napari_get_reader
 
     from napari_promptseg.io import write_labels
@@ -222,32 +224,35 @@ def test_tiff_labels_of_an_ome_zarr_keep_its_origin(litemedsam, tmp_path):
 
     (image, _, _), _ = nuclei()
     path = tmp_path / "crop.ome.zarr"
-    write_ome_zarr(path, image[None], FormatV04(), pixel_size=0.0005, levels=2)
+    write_ome_zarr(path, image[None], FormatV04(), pixel_size=500.0, levels=2)
     attrs = json.loads((path / ".zattrs").read_text())
     multiscale = attrs["multiscales"][0]
     multiscale["axes"] = [{"name": "c", "type": "channel"}] + [
-        {"name": a, "type": "space", "unit": "millimeter"} for a in "yx"
+        {"name": a, "type": "space", "unit": "nanometer"} for a in "yx"
     ]
     for dataset in multiscale["datasets"]:  # 100 and 250 µm
-        dataset["coordinateTransformations"].append({"type": "translation", "translation": [0.0, 0.1, 0.25]})
+        translation = [0.0, 100_000.0, 250_000.0]
+        dataset["coordinateTransformations"].append({"type": "translation", "translation": translation})
     (path / ".zattrs").write_text(json.dumps(attrs))
     out = tmp_path / "out"
     box = ["--box", "17", "113", "41", "134"]
     assert main(["segment", str(path), *box, "--output-format", "tiff", "-o", str(out)]) == 0
     [(labels, kwargs, kind)] = tiff_layer_data(out / "crop.tif")
     assert kind == "labels" and labels.max() == 1
-    np.testing.assert_allclose(kwargs["scale"], [0.5, 0.5])  # in µm, as pixel_size reads the OME-Zarr
-    np.testing.assert_allclose(kwargs["metadata"]["origin"], [100.0, 250.0])
+    np.testing.assert_allclose(kwargs["scale"], [500.0, 500.0])
+    assert kwargs["units"] == ["nm", "nm"]
+    np.testing.assert_allclose(kwargs["metadata"]["origin"], [100_000.0, 250_000.0])
     with tifffile.TiffFile(out / "crop.tif") as tif:  # ImageJ's origin is in pixels, the negative of the offset
         assert tif.imagej_metadata["xorigin"] == -500.0 and tif.imagej_metadata["yorigin"] == -200.0
-    # the same origin as the OME-Zarr labels of the same input keep (in the file's millimetres)
+    # the same origin as the OME-Zarr labels of the same input keep
     written = open_multiscale(write_ome_zarr_labels(path, np.asarray(labels)))
-    np.testing.assert_allclose(written.level_transforms[0]["translation"], [0.1, 0.25])
+    np.testing.assert_allclose(written.level_transforms[0]["translation"], [100_000.0, 250_000.0])
     # napari opens the image at 0 (napari-ome-zarr drops translations), where the labels' layer lies: if it ever
     # places the image at its origin, the labels' layer must take its origin as translate
     opened = napari_get_reader(str(path))(str(path))
     assert sorted(kind for _, _, kind in opened) == ["image", "labels"]
     for _, layer_kwargs, _ in opened:
+        np.testing.assert_allclose(layer_kwargs["scale"], kwargs["scale"])  # the labels TIFF's, read above
         assert not np.any(layer_kwargs.get("translate", 0))
         assert not np.any(np.asarray(layer_kwargs.get("affine", np.eye(3)))[:-1, -1])
     assert "translate" not in kwargs

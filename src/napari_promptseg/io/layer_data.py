@@ -143,13 +143,46 @@ def plane_spacing(path: str | Path, pyramid: MultiscaleImage | None = None, size
 def labels_calibration(path: str | Path, ndim: int) -> tuple[PixelSize | None, float | None]:
     """What labels (``ndim`` dimensions) of the input ``path`` record so that they open over its layer
     (:func:`.images.write_labels`'s ``pixel_size`` and ``z_spacing``): its pixel size, and a stack's plane spacing
-    as :func:`image_layer_data` gives it (None where it is 1, as a file without one is read). (None, None) for an
-    uncalibrated input, whose labels are then written as they always were."""
+    as :func:`image_layer_data` gives it (None where it is 1, as a file without one is read); an OME-Zarr's as
+    napari-ome-zarr scales it (:func:`_zarr_own_unit`). (None, None) for an uncalibrated input, whose labels are then
+    written as they always were."""
+    own = _zarr_own_unit(path)
+    if own is not None:
+        image, unit = own
+        size = PixelSize(image.pixel_size["x"], image.pixel_size["y"], unit)
+        z = float(image.pixel_size.get("z", 1.0)) if ndim == 3 and image.stack_axis == "z" else 1.0
+        return size, None if z == 1.0 else z
     size = pixel_size(path)
     if size is None or ndim != 3:
         return size, None
     z = plane_spacing(path, size=size)
     return size, None if z == 1.0 else z
+
+
+#: NGFF length units -> the names ImageJ descriptions and napari take, for the OME-Zarrs whose labels TIFFs keep
+#: their own unit (:func:`_zarr_own_unit`)
+_NGFF_SHORT_UNITS = {
+    "nanometer": "nm",
+    "micrometer": "µm",
+    "millimeter": "mm",
+    "centimeter": "cm",
+    "meter": "m",
+    "inch": "inch",
+}
+
+
+def _zarr_own_unit(path: str | Path) -> tuple[MultiscaleImage, str] | None:
+    """An OME-Zarr input opened, and the unit its rows and columns share, when labels TIFFs of it keep its scale's
+    numbers in it: napari-ome-zarr scales the image by those numbers and converts no unit, so labels in µm (0.5
+    beside an electron micrograph's 500 nm) covered a thousandth of it. None for any other input (or unit)."""
+    if not is_ome_zarr(path):
+        return None
+    image = open_multiscale(path)
+    units = {image.axis_info.get(a, {}).get("unit") for a in "yx"}
+    unit = _NGFF_SHORT_UNITS.get(str(units.pop()).lower()) if len(units) == 1 else None
+    if unit is None or not {"y", "x"} <= set(image.pixel_size):
+        return None
+    return image, unit
 
 
 def labels_origin(path: str | Path, ndim: int) -> tuple[float, ...] | None:
@@ -163,7 +196,8 @@ def labels_origin(path: str | Path, ndim: int) -> tuple[float, ...] | None:
         return None
     image = open_multiscale(path)
     translation = dict(zip(image.source_axes, image.level_transforms[0]["translation"], strict=True))
-    in_micrometres = (pixel_size(path) or PixelSize(1, 1)).unit == "µm"  # the pixel size read in µm: so is its origin
+    # in the scale's own numbers where the labels keep them, else in µm when the pixel size is read in them
+    in_micrometres = _zarr_own_unit(path) is None and (pixel_size(path) or PixelSize(1, 1)).unit == "µm"
 
     def along(axis: str) -> float:
         factor = micrometres_per_unit(image.axis_info.get(axis, {}).get("unit")) if in_micrometres else None
