@@ -144,7 +144,7 @@ def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool 
     """One input: read, process, write. Raises on failure unless ``final`` (the retry), which records it.
     ``record_input_errors``: an error of the input and options themselves (a :class:`PromptsegError` once the image
     was read, e.g. a box outside it) is recorded at once, not raised for a retry that would only say it again."""
-    from ..io.multiscale import read_image_named, refuse_a_plane_too_large
+    from ..io.multiscale import read_image_named
 
     args = job.args
     try:
@@ -160,7 +160,6 @@ def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool 
     try:
         # the file's named channel axis last where none was given (commands without the option: as the file is)
         args = _args_for_file(job.args, path)
-        refuse_a_plane_too_large(path)  # the methods would, once it filled memory
         image = read_image_named(path, getattr(args, "channel_axis", 0))
         record = job.process(args, state, Path(path), image)
         record.setdefault("status", "ok" if record.get("objects", 1) else "empty")

@@ -431,55 +431,6 @@ def read_image_named(path: str | Path, channel_axis: int | None = None) -> objec
     return named_channels_last(path, image) if channel_axis is None else image
 
 
-def refuse_a_plane_too_large(path: str | Path) -> None:
-    """Refuse, from its header alone, an image file read whole whose planes hold more pixels than an image held in
-    memory may (:data:`~..models.preprocessing.DEFAULT_MAX_PIXELS`), as the methods of the batch commands refuse it:
-    a TIFF of strips, a PNG, was read whole only to be refused (a 13000 x 13000 TIFF of 170 kB took 1 GB and 19 s; a
-    larger declared size filled memory). Images read tile by tile (:func:`is_lazy_image`) and files whose header
-    says nothing here pass; napari and register, which take such images, do not call it."""
-    from ..models import preprocessing
-
-    path = Path(path)
-    if not path.is_file() or is_lazy_image(path):
-        return
-    shape = _header_plane_shape(path)
-    limit = preprocessing.DEFAULT_MAX_PIXELS
-    if shape is None or shape[0] * shape[1] <= limit:
-        return
-    h, w = shape
-    raise PromptsegError(
-        f"{path}: {h}x{w} = {h * w:,} pixels per plane exceeds the limit of {limit:,} for an image read whole "
-        "(nothing was read); save it as a tiled TIFF or a pyramid (OME-TIFF, OME-Zarr), which is read tile by tile, "
-        "or downsample it"
-    )
-
-
-def _header_plane_shape(path: Path) -> tuple[int, int] | None:
-    """(rows, columns) of an image file's planes as its header gives them (a TIFF's first series, the formats Pillow
-    reads), or None (unreadable: its reader says why)."""
-    import tifffile
-
-    from .images import _format_of_misnamed_tiff
-
-    try:
-        if path.suffix.lower() in TIFF_SUFFIXES and _format_of_misnamed_tiff(path) is None:
-            with _only_looking(), tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
-                sizes = dict(zip(series.axes, series.shape, strict=True))
-            return (int(sizes["Y"]), int(sizes["X"])) if "Y" in sizes and "X" in sizes else None
-        import warnings
-
-        from PIL import Image
-
-        # the header only: no pixel decoded. Past twice Pillow's own limit it refuses the file, and its read says so
-        with warnings.catch_warnings(), Image.open(path) as image:
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            width, height = image.size
-        return int(height), int(width)
-    except Exception:  # noqa: BLE001 - many readers, many exception types: the read says why
-        return None
-
-
 def _open_tiff(path: Path) -> MultiscaleImage:
     import dask.array as da
     import tifffile
