@@ -207,3 +207,17 @@ def test_a_grey_image_with_transparency_is_read_grey(tmp_path):
     two_channels = np.dstack([image, image[::-1]])  # a TIFF of two channels, not alpha: kept
     tifffile.imwrite(tmp_path / "two.tif", two_channels, photometric="minisblack", metadata={"axes": "YXC"})
     np.testing.assert_array_equal(read_image(tmp_path / "two.tif"), two_channels)
+
+
+def test_a_cmyk_jpeg_is_read_in_rgb(tmp_path):
+    """A JPEG saved in CMYK (print workflows, figures from a publisher) was read as its four ink channels, taken for
+    RGBA: the models and the overlay saw the colours inverted (cyan for red). It is read in RGB, as Pillow converts
+    it."""
+    from PIL import Image
+
+    rgb = data.astronaut()
+    Image.fromarray(rgb).save(tmp_path / "rgb.jpg", quality=95)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    read = read_image(tmp_path / "cmyk.jpg")
+    assert read.shape == rgb.shape and read.dtype == np.uint8
+    assert np.abs(read.astype(int) - read_image(tmp_path / "rgb.jpg")).mean() < 5

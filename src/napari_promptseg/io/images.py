@@ -193,7 +193,8 @@ def read_image(path: str | Path) -> np.ndarray:
 
             # a PNG or JPEG named .tif (renamed, or an exporter's choice) is read as what it holds, not refused as
             # "not a TIFF file"
-            image = np.asarray(iio.imread(path, extension=misnamed))
+            # a CMYK JPEG's ink channels are no RGBA (its colours came out inverted): read in RGB, as Pillow converts
+            image = np.asarray(iio.imread(path, extension=misnamed, **({"mode": "RGB"} if _is_cmyk(path) else {})))
             grey_alpha = image.ndim == 3 and image.shape[-1] == 2  # a PNG's only kind of two samples
     except Exception as exc:  # every reader has its own exception types; the user needs the file name
         raise PromptsegError(f"{path}: cannot be read as an image ({_unreadable_why(path, exc)})") from exc
@@ -202,6 +203,17 @@ def read_image(path: str | Path) -> np.ndarray:
     if image.ndim < 2 or not image.size:  # tifffile reads a TIFF without pages as an empty array, with a warning
         raise PromptsegError(f"{path}: cannot be read as an image (no pixels: shape {image.shape})")
     return image
+
+
+def _is_cmyk(path: Path) -> bool:
+    """Whether Pillow opens ``path`` as a CMYK image (a JPEG saved for print); only its header is read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.mode == "CMYK"
+    except Exception:  # noqa: BLE001 - not an image Pillow opens: its reader says why
+        return False
 
 
 def _grey_and_alpha(tif: tifffile.TiffFile, shape: tuple[int, ...]) -> bool:
