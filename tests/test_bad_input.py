@@ -95,6 +95,34 @@ def test_huge_image_is_refused_before_any_copy(litemedsam):
         as_channels_last(COINS, max_pixels=100_000)
 
 
+def test_an_image_file_larger_than_the_free_memory_is_refused_from_its_header(tmp_path, monkeypatch):
+    """A TIFF of strips (a large tiled one is read tile by tile) or a PNG whose header declares more pixels than the
+    memory holds was read until the system killed the process (a 100k x 100k mosaic of strips: 10 GB), without a
+    word of why. Refused from its header, nothing read, with what is read tile by tile."""
+    import types
+
+    import psutil
+    from PIL import Image
+
+    from napari_promptseg.io import read_image
+
+    coins = data.coins()
+    tifffile.imwrite(tmp_path / "strips.tif", coins, rowsperstrip=16, compression="zlib")
+    Image.fromarray(coins).save(tmp_path / "coins.png")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: types.SimpleNamespace(available=coins.nbytes - 1))
+
+    def never(*args, **kwargs):
+        raise AssertionError("the pixels were read")
+
+    monkeypatch.setattr(tifffile.TiffFile, "asarray", never)
+    monkeypatch.setattr(Image.Image, "load", never)
+    for name in ("strips.tif", "coins.png"):
+        with pytest.raises(PromptsegError, match=r"read whole, more than .* free \(nothing was read\).* tile by tile"):
+            read_image(tmp_path / name)
+    monkeypatch.undo()
+    assert read_image(tmp_path / "strips.tif").shape == coins.shape  # what fits is read
+
+
 def test_a_lazy_image_too_large_to_read_whole_is_refused_without_advising_max_pixels():
     """A lazy image (a slide level) passes as_channels_last whatever its max_pixels (the tiled methods read it tile
     by tile) and is refused where a model reads it whole, at the default limit: the refusal advised raising

@@ -182,6 +182,7 @@ def read_image(path: str | Path) -> np.ndarray:
         return open_multiscale(path).levels[0]
     if not path.is_file():
         raise PromptsegError(f"{path}: {missing_file_why(path)}")
+    _refuse_more_than_memory(path)
     try:
         misnamed = _format_of_misnamed_tiff(path)
         if path.suffix.lower() in TIFF_SUFFIXES and misnamed is None:
@@ -203,6 +204,44 @@ def read_image(path: str | Path) -> np.ndarray:
     if image.ndim < 2 or not image.size:  # tifffile reads a TIFF without pages as an empty array, with a warning
         raise PromptsegError(f"{path}: cannot be read as an image (no pixels: shape {image.shape})")
     return image
+
+
+def _refuse_more_than_memory(path: Path) -> None:
+    """Refuse, from its header, an image file read whole whose pixels take more than the memory free now: a TIFF of
+    strips (not tiles, which a large one is read by) or a PNG declaring a mosaic's size was read until the system
+    killed the process, or the machine swapped, without a word of why."""
+    import psutil  # distributed's dependency
+
+    declared = _declared_bytes(path)
+    free = psutil.virtual_memory().available
+    if declared is None or declared <= free:
+        return
+    raise PromptsegError(
+        f"{path}: its pixels take {declared / 1e9:.1f} GB read whole, more than the {free / 1e9:.1f} GB of memory "
+        "free (nothing was read); save it as a tiled TIFF or a pyramid (OME-TIFF, OME-Zarr), which is read tile by "
+        "tile, or downsample it"
+    )
+
+
+def _declared_bytes(path: Path) -> int | None:
+    """The bytes of an image file's pixels as its header declares them (a TIFF's first series, the formats Pillow
+    opens); None when it says nothing readable here (its reader then says why)."""
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES and _format_of_misnamed_tiff(path) is None:
+            with _only_looking(), tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                return int(np.prod(series.shape, dtype=np.int64)) * np.dtype(series.dtype).itemsize
+        import warnings
+
+        from PIL import Image
+
+        with warnings.catch_warnings(), Image.open(path) as image:  # the header only
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            width, height = image.size
+            sample = 2 if "16" in image.mode else 4 if image.mode in ("I", "F") else 1
+            return width * height * len(image.getbands()) * sample
+    except Exception:  # noqa: BLE001 - many readers, many exception types: the read says why
+        return None
 
 
 def _is_cmyk(path: Path) -> bool:
