@@ -258,6 +258,8 @@ def _is_cmyk(path: Path) -> bool:
 def _grey_and_alpha(tif: tifffile.TiffFile, shape: tuple[int, ...]) -> bool:
     """Whether a TIFF read as ``shape`` holds grey pixels with an alpha sample, last (grey + alpha, as image editors
     save transparency): two samples, the second an alpha (ExtraSamples 1 or 2)."""
+    if not len(tif.pages) or not tif.series:  # no pages: the read says so (no pixels)
+        return False
     page = tif.pages.first
     extra = tuple(int(e) for e in np.atleast_1d(page.extrasamples)) if page.extrasamples is not None else ()
     return (
