@@ -204,6 +204,16 @@ def test_a_grey_image_with_transparency_is_read_grey(tmp_path):
     for name in ("la.png", "la.tif"):
         np.testing.assert_array_equal(read_image(tmp_path / name), image)
     np.testing.assert_array_equal(read_image(tmp_path / "stack_la.tif"), np.stack([image] * 2))
+    # a folder of them opens in napari as a stack of grey planes, each read as its header said
+    from napari_promptseg.io.layer_data import folder_stack_layer_data
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(2):
+        iio.imwrite(folder / f"f{k}.png", np.dstack([np.roll(image, k, 1), alpha]))
+        tifffile.imwrite(folder / f"g{k}.tif", np.dstack([image, alpha]), extrasamples=["unassalpha"])
+    [(stack, _, _)] = folder_stack_layer_data(folder)
+    assert np.asarray(stack).shape == (4, *image.shape)
     two_channels = np.dstack([image, image[::-1]])  # a TIFF of two channels, not alpha: kept
     tifffile.imwrite(tmp_path / "two.tif", two_channels, photometric="minisblack", metadata={"axes": "YXC"})
     np.testing.assert_array_equal(read_image(tmp_path / "two.tif"), two_channels)
@@ -221,3 +231,12 @@ def test_a_cmyk_jpeg_is_read_in_rgb(tmp_path):
     read = read_image(tmp_path / "cmyk.jpg")
     assert read.shape == rgb.shape and read.dtype == np.uint8
     assert np.abs(read.astype(int) - read_image(tmp_path / "rgb.jpg")).mean() < 5
+    # a folder of them opens in napari as a stack of RGB planes, each read as its header said
+    from napari_promptseg.io.layer_data import folder_stack_layer_data
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(2):
+        Image.fromarray(rgb).convert("CMYK").save(folder / f"f{k}.jpg")
+    [(stack, _, _)] = folder_stack_layer_data(folder)
+    assert np.asarray(stack).shape == (2, *rgb.shape)

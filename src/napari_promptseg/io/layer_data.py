@@ -24,6 +24,8 @@ from .images import (
     REGISTER_MARKERS,
     TIFF_SUFFIXES,
     _format_of_misnamed_tiff,
+    _grey_and_alpha,
+    _is_cmyk,
     _unreadable_why,
     output_marker,
     output_stem,
@@ -459,6 +461,8 @@ def _file_shape(file: Path) -> tuple[tuple[int, ...], str]:
                 if len(tif.series[0].levels) > 1:
                     raise PromptsegError(f"{file}: a pyramid (a whole slide), not one image of a stack; open it alone")
                 shape, dtype = tuple(tif.series[0].shape), tif.series[0].dtype
+                if _grey_and_alpha(tif, shape):  # read grey, its alpha dropped
+                    shape = shape[:-1]
             names = tiff_axis_names(file)
             position = named_channel_position(names)
             if position is not None and len(names) == len(shape):  # a Fiji composite: its channels are read last
@@ -468,6 +472,10 @@ def _file_shape(file: Path) -> tuple[tuple[int, ...], str]:
 
             props = iio.improps(file, extension=misnamed)
             shape, dtype = tuple(props.shape), props.dtype
+            if len(shape) == 3 and shape[-1] == 2:  # a PNG's grey + alpha, read grey
+                shape = shape[:-1]
+            elif _is_cmyk(file):  # read in RGB
+                shape = (*shape[:-1], 3)
     except PromptsegError:
         raise
     except Exception as exc:  # every reader has its own exception types; the user needs the file name
