@@ -109,7 +109,8 @@ def test_an_image_file_larger_than_the_free_memory_is_refused_from_its_header(tm
     coins = data.coins()
     tifffile.imwrite(tmp_path / "strips.tif", coins, rowsperstrip=16, compression="zlib")
     Image.fromarray(coins).save(tmp_path / "coins.png")
-    monkeypatch.setattr(psutil, "virtual_memory", lambda: types.SimpleNamespace(available=coins.nbytes - 1))
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: types.SimpleNamespace(available=coins.nbytes - 2))
+    monkeypatch.setattr(psutil, "swap_memory", lambda: types.SimpleNamespace(free=1))
 
     def never(*args, **kwargs):
         raise AssertionError("the pixels were read")
@@ -117,7 +118,9 @@ def test_an_image_file_larger_than_the_free_memory_is_refused_from_its_header(tm
     monkeypatch.setattr(tifffile.TiffFile, "asarray", never)
     monkeypatch.setattr(Image.Image, "load", never)
     for name in ("strips.tif", "coins.png"):
-        with pytest.raises(PromptsegError, match=r"read whole, more than .* free \(nothing was read\).* tile by tile"):
+        with pytest.raises(
+            PromptsegError, match=r"read whole, more than .* \(and swap\) free \(nothing was read\).* tile by tile"
+        ):
             read_image(tmp_path / name)
     monkeypatch.undo()
     assert read_image(tmp_path / "strips.tif").shape == coins.shape  # what fits is read

@@ -207,19 +207,20 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def _refuse_more_than_memory(path: Path) -> None:
-    """Refuse, from its header, an image file read whole whose pixels take more than the memory free now: a TIFF of
-    strips (not tiles, which a large one is read by) or a PNG declaring a mosaic's size was read until the system
-    killed the process, or the machine swapped, without a word of why."""
+    """Refuse, from its header, an image file read whole whose pixels take more than the memory (and swap) free now:
+    a TIFF of strips (not tiles, which a large one is read by) or a PNG declaring a mosaic's size was read until the
+    system killed the process, without a word of why."""
     import psutil  # distributed's dependency
 
     declared = _declared_bytes(path)
-    free = psutil.virtual_memory().available
+    # swap too: a read that fits there is slow, not killed
+    free = psutil.virtual_memory().available + psutil.swap_memory().free
     if declared is None or declared <= free:
         return
     raise PromptsegError(
         f"{path}: its pixels take {declared / 1e9:.1f} GB read whole, more than the {free / 1e9:.1f} GB of memory "
-        "free (nothing was read); save it as a tiled TIFF or a pyramid (OME-TIFF, OME-Zarr), which is read tile by "
-        "tile, or downsample it"
+        "(and swap) free (nothing was read); save it as a tiled TIFF or a pyramid (OME-TIFF, OME-Zarr), which is read "
+        "tile by tile, or downsample it"
     )
 
 
