@@ -126,6 +126,19 @@ def test_an_image_file_larger_than_the_free_memory_is_refused_from_its_header(tm
     assert read_image(tmp_path / "strips.tif").shape == coins.shape  # what fits is read
 
 
+def test_a_tiff_cut_short_is_said_to_be_cut_short(tmp_path):
+    """A TIFF whose copy or download was interrupted was refused with tifffile's 'failed to read 131072 bytes, got
+    29744', which names no cause; it says the file is cut short, and how much of it is there."""
+    from napari_promptseg.io import read_image
+
+    whole = tmp_path / "whole.tif"
+    tifffile.imwrite(whole, COINS, rowsperstrip=64)
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(PromptsegError, match=r"cut\.tif: .*the file is cut short \(58,\d+ of its 116,\d+ bytes"):
+        read_image(cut)
+
+
 def test_a_lazy_image_too_large_to_read_whole_is_refused_without_advising_max_pixels():
     """A lazy image (a slide level) passes as_channels_last whatever its max_pixels (the tiled methods read it tile
     by tile) and is refused where a model reads it whole, at the default limit: the refusal advised raising

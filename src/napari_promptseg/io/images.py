@@ -289,11 +289,27 @@ def _format_of_misnamed_tiff(path: Path) -> str | None:
     return next((suffix for signature, suffix in _SIGNATURES.items() if head.startswith(signature)), None)
 
 
+def _tiff_cut_short(path: Path) -> str | None:
+    """How much of a TIFF is there when its pixels end past its last byte ("58,176 of its 116,360 bytes"): tifffile
+    says only 'failed to read 116352 bytes, got 58032'. None for a TIFF whole, or whose header is unreadable too."""
+    try:
+        size = path.stat().st_size
+        with _only_looking(), tifffile.TiffFile(path) as tif:
+            end = max(
+                (o + n for page in tif.pages for o, n in zip(page.dataoffsets, page.databytecounts, strict=False)),
+                default=0,
+            )
+    except Exception:  # noqa: BLE001 - a header tifffile cannot read either: its own words say why
+        return None
+    return f"{size:,} of its {end:,} bytes" if end > size else None
+
+
 def _unreadable_why(path: Path, exc: Exception) -> str:
     """Why a file is no image, in the user's words: imageio tries every plugin it has on a file no plugin knows, and
     quotes the last one's internals (SimpleITK's 'sitk::ERROR: Unable to determine ImageIO reader')."""
     if path.suffix.lower() in TIFF_SUFFIXES:
-        return str(exc)
+        cut = _tiff_cut_short(path)
+        return f"{exc}; the file is cut short ({cut}): an interrupted copy or download?" if cut else str(exc)
     from PIL import Image, UnidentifiedImageError
 
     try:
