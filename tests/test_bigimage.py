@@ -270,6 +270,42 @@ def test_tiff_labels_of_an_ome_zarr_keep_its_origin(litemedsam, tmp_path):
         np.testing.assert_allclose(kwargs["metadata"]["origin"], [4.0, 100.0, 250.0]), dtype
 
 
+@pytest.mark.parametrize("objects", [7, 70_000], ids=["imagej", "ome"])
+def test_tiff_labels_of_an_ome_zarr_time_lapse_keep_its_frame_interval(tmp_path, objects):
+    """A time-lapse OME-Zarr (t, y, x) whose frames are 5 s apart opens in napari-ome-zarr with a time scale of 5;
+    its labels TIFF (--output-format tiff) opened with a scale of 1 along its frames, so past the first frame napari
+    showed the labels of another frame, or none. The TIFF records the interval (ImageJ's finterval, OME's
+    TimeIncrement) and the reader scales its frames by it."""
+    import argparse
+
+    from napari_ome_zarr import napari_get_reader
+
+    from napari_promptseg.cli._stacks import _write_output
+    from napari_promptseg.io.layer_data import tiff_layer_data
+
+    (image, _, _), _ = nuclei()
+    path = tmp_path / "movie.ome.zarr"
+    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        write_image(
+            np.stack([image] * 3),
+            root,
+            axes=[{"name": "t", "type": "time", "unit": "second"}]
+            + [{"name": a, "type": "space", "unit": "micrometer"} for a in "yx"],
+            fmt=FormatV04(),
+            scale_factors=[2],
+            scale={"t": 5.0, "y": 0.5, "x": 0.5},
+        )
+    labels = np.zeros((3, *image.shape), np.uint32)
+    labels[1, 10:20, 10:20] = objects
+    args = argparse.Namespace(output_format="tiff", output=tmp_path / "out", labels_name="promptseg")
+    [(_, kwargs, kind)] = tiff_layer_data(_write_output(args, path, labels, axes="TYX"))
+    [(_, image_kwargs, _)] = napari_get_reader(str(path))(str(path))
+    assert kind == "labels" and image_kwargs["scale"] == [5.0, 0.5, 0.5]
+    np.testing.assert_allclose(kwargs["scale"], image_kwargs["scale"])
+
+
 def _napari_labels(path) -> dict[str, np.ndarray]:
     """The labels layers napari's reader (napari-ome-zarr) opens from an OME-Zarr: full-resolution data by labels
     name (its layer names are paths, "labels/labels/<name>")."""

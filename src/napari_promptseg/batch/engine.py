@@ -225,7 +225,7 @@ def failed_record(
     import numpy as np
 
     from ..io import output_stem, write_labels
-    from ..io.layer_data import labels_calibration, labels_origin
+    from ..io.layer_data import labels_calibration, labels_frame_interval, labels_origin
     from ..io.multiscale import labels_axes
     from ..methods.volume import labels_shape
 
@@ -235,12 +235,12 @@ def failed_record(
         try:  # a stack's empty labels name their axes and pixel size as a result's would (the metadata read before)
             axes = labels_axes(path, empty.ndim)
             size, z_spacing = labels_calibration(path, empty.ndim)
-            origin = labels_origin(path, empty.ndim)
+            origin, interval = labels_origin(path, empty.ndim), labels_frame_interval(path, empty.ndim)
         except Exception:  # noqa: BLE001 - the input's reading failed: its planes, unnamed and uncalibrated
-            axes, size, z_spacing, origin = None, None, None, None
+            axes, size, z_spacing, origin, interval = None, None, None, None, None
         stem = output_stem(path, output_stems)
         out = Path(output) / f"{stem}.tif"
-        placed = {"pixel_size": size, "z_spacing": z_spacing, "origin": origin}
+        placed = {"pixel_size": size, "z_spacing": z_spacing, "origin": origin, "frame_interval": interval}
         record["output"] = str(write_labels(out, empty, axes=axes, **placed))
         record["shape"] = list(np.shape(image))
     return record

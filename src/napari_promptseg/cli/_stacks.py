@@ -114,7 +114,7 @@ def _write_output(args: argparse.Namespace, path: Path, labels: object, *, axes:
     import numpy as np
 
     from ..io import output_stem, write_labels
-    from ..io.layer_data import labels_calibration, labels_origin
+    from ..io.layer_data import labels_calibration, labels_frame_interval, labels_origin
     from ..io.multiscale import is_ome_zarr, labels_axes
     from ..io.ome_zarr_labels import write_ome_zarr_labels
 
@@ -129,9 +129,13 @@ def _write_output(args: argparse.Namespace, path: Path, labels: object, *, axes:
     axes = axes if axes is not None else labels_axes(path, np.ndim(labels))
     # the input's pixel size (and plane spacing): napari opens the labels over the image, in its unit
     size, z_spacing = labels_calibration(path, np.ndim(labels))
-    origin = labels_origin(path, np.ndim(labels))  # an OME-Zarr's, as its labels/ group would keep it
+    # an OME-Zarr's origin and frame interval, as its labels/ group would keep them
+    placed = {
+        "origin": labels_origin(path, np.ndim(labels)),
+        "frame_interval": labels_frame_interval(path, np.ndim(labels)),
+    }
     out = args.output / f"{stem}.tif"
-    return str(write_labels(out, labels, axes=axes, pixel_size=size, z_spacing=z_spacing, origin=origin))
+    return str(write_labels(out, labels, axes=axes, pixel_size=size, z_spacing=z_spacing, **placed))
 
 
 def _stack_for(

@@ -385,6 +385,7 @@ def write_labels(
     pixel_size: PixelSize | None = None,
     z_spacing: float | None = None,
     origin: Sequence[float] | None = None,
+    frame_interval: float | None = None,
 ) -> Path:
     """Instance labels ((Y, X) or (Z, Y, X)) as a compressed TIFF (uint16, or uint32 past 65535 objects), marked
     as ours (:data:`OUTPUT_MARKER` in its Software tag; see :func:`is_own_output`). Its axes are named, ``axes``
@@ -396,8 +397,10 @@ def write_labels(
     (:func:`.calibration.pixel_size` reads it back); ``z_spacing``: a stack's plane spacing, in the unit of
     ``pixel_size``. ``origin``: where the first pixel lies, along each axis of the labels in the unit of
     ``pixel_size`` (of ``z_spacing`` for planes; pixels without), an OME-Zarr input's translation
-    (:func:`.layer_data.labels_origin`), recorded with the axes' names (:func:`tiff_origin`). Ids a TIFF of labels
-    cannot hold (negative, fractional, from 2**32) are refused (:func:`file_labels`)."""
+    (:func:`.layer_data.labels_origin`), recorded with the axes' names (:func:`tiff_origin`). ``frame_interval``: a
+    time-lapse's (axes "TYX") time between frames, as its input scales them (ImageJ's finterval, OME's
+    TimeIncrement; :func:`.layer_data.labels_frame_interval`). Ids a TIFF of labels cannot hold (negative,
+    fractional, from 2**32) are refused (:func:`file_labels`)."""
     path = Path(path)
     labels = file_labels(labels, str(path))
     axes = (axes or {2: "YX", 3: "ZYX"}.get(labels.ndim, "")).upper()
@@ -417,6 +420,8 @@ def write_labels(
     stacked = len(axes) == 3 and axes[0] == "Z"
     calibration = tiff_calibration(pixel_size, z_spacing if stacked else None, named)
     tiff_origin(origin, labels.shape, pixel_size, z_spacing if stacked else None, named)
+    if frame_interval and "metadata" in named and axes.startswith("T"):
+        named["metadata"]["finterval" if named.get("imagej") else "TimeIncrement"] = float(frame_interval)
     levels = label_levels(labels) if pyramid else []
     tiles = {"tile": PYRAMID_TILE, "subifds": len(levels)} if pyramid else {}
     # minisblack: a stack of 3 or 4 planes is planes, not the colour samples tifffile would take them for

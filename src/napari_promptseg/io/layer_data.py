@@ -211,6 +211,37 @@ def labels_origin(path: str | Path, ndim: int) -> tuple[float, ...] | None:
     return origin if any(origin) else None
 
 
+def labels_frame_interval(path: str | Path, ndim: int) -> float | None:
+    """The time between the frames of labels (``ndim`` dimensions) of the input ``path``, as napari-ome-zarr scales
+    them: a time-lapse OME-Zarr's t scale (in its own unit) when it is not 1; None for any other input."""
+    if ndim != 3 or not is_ome_zarr(path):
+        return None
+    image = open_multiscale(path)
+    interval = float(image.pixel_size.get("t", 1.0)) if image.stack_axis == "t" else 1.0
+    return None if interval == 1.0 else interval
+
+
+def recorded_frame_interval(path: str | Path) -> float | None:
+    """The frame interval a time-lapse TIFF records (ImageJ's finterval, OME's TimeIncrement) when its first axis is
+    time; None otherwise. Only the header is read."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if not tif.series or not tif.series[0].axes.startswith("T"):
+            return None
+        imagej = (tif.imagej_metadata or {}) if tif.is_imagej else {}
+        xml = tif.ome_metadata if tif.is_ome else None
+    value = imagej.get("finterval")
+    if value is None and xml:
+        found = re.search(r'<(?:\w+:)?Pixels\b[^>]*\bTimeIncrement="([^"]*)"', xml)
+        value = found.group(1) if found else None
+    try:
+        interval = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return interval if interval is not None and interval > 0 else None
+
+
 def recorded_origin(path: str | Path, scale: Sequence[float]) -> list[float] | None:
     """The origin a TIFF records (:func:`.images.tiff_origin`: ImageJ's x/y/zorigin, or its first OME plane's
     Position), along the axes of its layer of ``scale`` ((Z,) Y, X, in the layer's units); None when it records
@@ -277,6 +308,9 @@ def tiff_layer_data(path: str | Path) -> list[LayerData]:
             # an OME-Zarr input's origin, kept in the metadata only: napari-ome-zarr opens the image at 0 (it drops
             # its translation), where the labels must lie over it
             ndim = len(data[0].shape if isinstance(data, list) else data.shape)
+            interval = recorded_frame_interval(path) if ndim == 3 else None
+            if interval is not None:  # a time-lapse OME-Zarr's frames, as napari-ome-zarr scales them
+                kwargs["scale"] = [interval, *kwargs.get("scale", [1.0] * ndim)[1:]]
             origin = recorded_origin(path, kwargs.get("scale", [1.0] * ndim)) if ndim in (2, 3) else None
             if origin is not None:
                 kwargs["metadata"]["origin"] = origin
