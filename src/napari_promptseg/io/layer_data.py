@@ -243,7 +243,7 @@ def recorded_frame_interval(path: str | Path) -> float | None:
 
 
 def recorded_origin(path: str | Path, scale: Sequence[float]) -> list[float] | None:
-    """The origin a TIFF records (:func:`.images.tiff_origin`: ImageJ's x/y/zorigin, or its first OME plane's
+    """The origin a TIFF records (:func:`.tiff_metadata.tiff_origin`: ImageJ's x/y/zorigin, or its first OME plane's
     Position), along the axes of its layer of ``scale`` ((Z,) Y, X, in the layer's units); None when it records
     none. Only the header is read."""
     import tifffile
