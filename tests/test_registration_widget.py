@@ -69,8 +69,8 @@ def test_widget_registers_and_maps_landmarks(make_viewer, qtbot, pair):
     assert widget.last_result is not None and widget.last_result.method == "intensity"  # auto, no text prompts
     warped = viewer.layers["moving registered"]
     assert warped.data.shape == fixed.shape and warped.opacity == 0.5
-    assert "deformation grid" in viewer.layers
-    mapped = viewer.layers["landmarks (moving -> fixed)"].data[:, ::-1]
+    assert "moving deformation grid" in viewer.layers
+    mapped = viewer.layers["moving landmarks registered"].data[:, ::-1]
     assert np.linalg.norm(mapped - lm_fixed, axis=1).mean() < 3.0
     errors = widget.last_errors
     assert errors["before"]["tre_mean"] > 10 and errors["after"]["tre_mean"] < 3.0
@@ -144,7 +144,7 @@ def test_region_pairs_are_warped_hidden_colour_matched_and_replaced_by_a_rerun(m
     moving_layer = viewer.add_image(moving, name="moving", rgb=True)
     viewer.add_points(lm_fixed[:, ::-1], name="lm fixed")
     viewer.add_points(lm_moving[:, ::-1], name="lm moving")
-    mine = viewer.add_labels(np.zeros(shape, np.uint8), name="region pairs (fixed)")  # the user's own layer
+    mine = viewer.add_labels(np.zeros(shape, np.uint8), name="moving region pairs (fixed)")  # the user's own layer
     widget = RegistrationWidget(viewer)
     widget.fixed_picker.set_layer(fixed_layer)
     widget.moving_picker.set_layer(moving_layer)
@@ -164,12 +164,12 @@ def test_region_pairs_are_warped_hidden_colour_matched_and_replaced_by_a_rerun(m
     first = ours()
     assert {layer.name for layer in first} == {
         "moving registered",
-        "region pairs (fixed) [1]",  # napari's suffix: the user's layer keeps its name
-        "region pairs (moving, warped)",
-        "landmarks (moving -> fixed)",
+        "moving region pairs (fixed) [1]",  # napari's suffix: the user's layer keeps its name
+        "moving region pairs (warped)",
+        "moving landmarks registered",
     }
-    fixed_regions = next(layer for layer in first if layer.name.startswith("region pairs (fixed)"))
-    warped_regions = viewer.layers["region pairs (moving, warped)"]
+    fixed_regions = next(layer for layer in first if layer.name.startswith("moving region pairs (fixed)"))
+    warped_regions = viewer.layers["moving region pairs (warped)"]
     assert not fixed_regions.visible and not warped_regions.visible
     assert warped_regions.data.shape == shape and np.allclose(warped_regions.scale, fixed_layer.scale)
     _, unwarped = pair_labels(result, shape, shape)
@@ -192,7 +192,7 @@ def test_region_pairs_are_warped_hidden_colour_matched_and_replaced_by_a_rerun(m
     assert len(second) == len(first) and not any(layer is old for layer in second for old in first)
     assert sorted(layer.name for layer in second) == sorted(layer.name for layer in first)
     assert all(any(u is layer for layer in viewer.layers) for u in user_layers)
-    assert viewer.layers["region pairs (fixed)"] is mine and not mine.data.any()
+    assert viewer.layers["moving region pairs (fixed)"] is mine and not mine.data.any()
     assert np.array_equal(moving_layer.data, moving)
 
 
@@ -267,7 +267,7 @@ def test_widget_compares_the_first_landmarks_of_the_kidney_pair(make_viewer, qtb
     assert widget.runner.state == "done", widget.runner.widget.status.text()
     text = widget.summary.text()
     assert "'Rat-Kidney_HE' has 71 points, 'Rat-Kidney_PanCytokeratin' has 69; comparing the first 69" in text, text
-    assert len(viewer.layers["landmarks (moving -> fixed)"].data) == 69
+    assert len(viewer.layers["moving landmarks registered"].data) == 69
     before, after = widget.last_errors["before"]["tre_mean"], widget.last_errors["after"]["tre_mean"]
     assert before > 20 and after < 0.5 * before, (before, after)
 
@@ -287,11 +287,11 @@ def test_a_rerun_keeps_renamed_or_edited_results_and_input_errors_reach_the_stat
     widget.run()
     _wait(qtbot, widget)
     assert widget.runner.state == "done", widget.runner.widget.status.text()
-    corrected = viewer.layers["landmarks (moving -> fixed)"]
+    corrected = viewer.layers["moving landmarks registered"]
     corrected.name = "my corrected landmarks"
     corrected.add(np.array([[50.0, 60.0]]))
     points = corrected.data.copy()
-    grid = viewer.layers["deformation grid"]  # edited in place, name unchanged
+    grid = viewer.layers["moving deformation grid"]  # edited in place, name unchanged
     grid.selected_data = {0}
     grid.remove_selected()
     unchanged = viewer.layers["moving registered"]
@@ -300,8 +300,8 @@ def test_a_rerun_keeps_renamed_or_edited_results_and_input_errors_reach_the_stat
     assert widget.runner.state == "done", widget.runner.widget.status.text()
     names = [layer.name for layer in viewer.layers]
     assert viewer.layers["my corrected landmarks"] is corrected and np.array_equal(corrected.data, points)
-    assert viewer.layers["deformation grid"] is grid and len(grid.data) == 2 * 12 - 1
-    assert "deformation grid [1]" in names and "landmarks (moving -> fixed)" in names  # the new results beside
+    assert viewer.layers["moving deformation grid"] is grid and len(grid.data) == 2 * 12 - 1
+    assert "moving deformation grid [1]" in names and "moving landmarks registered" in names  # the new results beside
     assert unchanged not in viewer.layers and names.count("moving registered") == 1
     # the third run replaces only the second run's untouched results
     widget.run()
@@ -374,7 +374,7 @@ def test_moving_labels_and_points_are_carried_onto_the_fixed_image(make_viewer, 
         after, before = _dice(warped.data == k, fixed_labels == k), _dice(moving_labels == k, fixed_labels == k)
         assert after > 0.95 and before < after - 0.05, (k, before, after)  # the registration did the work
     assert "labels 'cells': 4 of 4 ids inside the fixed image" in widget.summary.text()
-    assert "landmarks (moving -> fixed)" in viewer.layers and "TRE" not in widget.summary.text()
+    assert "moving landmarks registered" in viewer.layers and "TRE" not in widget.summary.text()
     assert np.array_equal(drawn.data, moving_labels)  # the user's labels untouched
     # labels painted at half the resolution, shown over the moving image by their scale: resampled through it
     coarse = viewer.add_labels(moving_labels[::2, ::2].copy(), name="coarse", scale=(2, 2))

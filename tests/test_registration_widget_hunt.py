@@ -64,10 +64,10 @@ def test_results_land_on_a_rotated_and_sheared_fixed_layer_and_are_made_off_the_
     widget.run()
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
     assert warped_on == [False], warped_on
-    mapped = viewer.layers["landmarks (moving -> fixed)"]
+    mapped = viewer.layers["moving landmarks registered"]
     error = np.linalg.norm(_world(mapped, mapped.data) - _world(lm_fixed_layer, lm_fixed_layer.data), axis=1)
     assert error.mean() < 5.0, error.mean()  # world units (1.5 per pixel)
-    for name in ("moving registered", "deformation grid"):
+    for name in ("moving registered", "moving deformation grid"):
         layer = viewer.layers[name]
         corner = np.array([[10.0, 20.0]])
         assert np.allclose(_world(layer, corner), _world(fixed_layer, corner)), name
@@ -130,12 +130,12 @@ def test_landmarks_on_pyramid_layers_are_mapped_in_full_resolution_pixels(
         "moving": {"level": 1, "factors": [3.0, 3.0]},
     }
     np.testing.assert_allclose(
-        result.moving_points_to_fixed(3 * lm_moving), viewer.layers["landmarks (moving -> fixed)"].data[:, ::-1]
+        result.moving_points_to_fixed(3 * lm_moving), viewer.layers["moving landmarks registered"].data[:, ::-1]
     )
     # the grid stays in the levels' pixels (laid by the fixed level's placement): not shrunk by 2/3 by the factors
-    grid = np.concatenate(viewer.layers["deformation grid"].data)
+    grid = np.concatenate(viewer.layers["moving deformation grid"].data)
     assert np.allclose(np.ptp(grid, axis=0) / fixed.shape[:2], 1.0, atol=0.2), np.ptp(grid, axis=0)
-    mapped = viewer.layers["landmarks (moving -> fixed)"]
+    mapped = viewer.layers["moving landmarks registered"]
     error = np.linalg.norm(_world(mapped, mapped.data) - _world(lm_fixed_layer, lm_fixed_layer.data), axis=1)
     assert error.mean() < 6.0, error  # 2x the 200 x 267 pair's 3 px (a factor left out: 100s of px)
     errors = widget.last_errors
@@ -185,7 +185,9 @@ def test_a_run_on_another_pair_keeps_the_results_of_the_pair_before(make_viewer,
         assert widget.runner.state == "done", widget.runner.widget.status.text()
     names = [layer.name for layer in viewer.layers]
     assert names.count("B registered") == 1 and names.count("C registered") == 1, names
-    assert names.count("landmarks (moving -> fixed)") == 1 and "landmarks (moving -> fixed) [1]" in names, names
+    # named after their moving image: the two pairs' layers told apart (they were 'landmarks (moving -> fixed)' and
+    # 'landmarks (moving -> fixed) [1]')
+    assert names.count("B landmarks registered") == 1 and names.count("C landmarks registered") == 1, names
 
 
 def test_single_plane_layers_register_as_their_plane_as_register_and_the_cli_do(make_viewer, qtbot, pair):  # noqa: F811
@@ -223,7 +225,7 @@ def test_single_plane_layers_register_as_their_plane_as_register_and_the_cli_do(
     assert widget.last_errors["after"]["tre_mean"] < 3.0 < widget.last_errors["before"]["tre_mean"]
     # the grid's lines are as wide over a (1, H, W) warped image as over its plane: the plane's longest side / 400
     # (the warped array's first two axes, (1, H), gave H / 400)
-    assert np.allclose(viewer.layers["deformation grid"].edge_width, max(fixed.shape) / 400)
+    assert np.allclose(viewer.layers["moving deformation grid"].edge_width, max(fixed.shape) / 400)
 
 
 def test_moving_landmarks_beyond_the_fixed_ones_are_carried_over_too(make_viewer, qtbot, pair):  # noqa: F811
@@ -241,7 +243,7 @@ def test_moving_landmarks_beyond_the_fixed_ones_are_carried_over_too(make_viewer
     widget.run()
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
     assert widget.runner.state == "done", widget.runner.widget.status.text()
-    mapped = viewer.layers["landmarks (moving -> fixed)"].data[:, ::-1]
+    mapped = viewer.layers["moving landmarks registered"].data[:, ::-1]
     assert len(mapped) == len(lm_moving) == 12
     assert np.linalg.norm(mapped - lm_fixed, axis=1).max() < 3.0  # all of them, the three without a partner too
     assert widget.last_errors["after"]["n"] == 9 and "over the first 9 landmarks" in widget.summary.text()

@@ -533,11 +533,11 @@ class RegistrationWidget(QWidget):
             fixed_labels, warped_labels = shown.pair_labels
             visible = self.show_pairs.isChecked()
             pairs_fixed = self.viewer.add_labels(
-                fixed_labels, name="region pairs (fixed)", opacity=0.4, visible=visible, **place
+                fixed_labels, name=f"{moving_layer.name} region pairs (fixed)", opacity=0.4, visible=visible, **place
             )
             pairs_moving = self.viewer.add_labels(
                 warped_labels,
-                name="region pairs (moving, warped)",
+                name=f"{moving_layer.name} region pairs (warped)",
                 opacity=0.4,
                 visible=visible,
                 colormap=pairs_fixed.colormap,  # pair k: one colour on both sides
@@ -562,7 +562,7 @@ class RegistrationWidget(QWidget):
                 shape_type="path",
                 edge_color="yellow",
                 edge_width=max(result.deformation.fixed_shape) / 400,  # the plane's (a warped (C, H, W) is no (H, W))
-                name="deformation grid",
+                name=f"{moving_layer.name} deformation grid",
                 **place,
             )
             self._track(layer)
@@ -571,7 +571,7 @@ class RegistrationWidget(QWidget):
             mapped = shown.mapped  # full-resolution pixels of the fixed layer, as the landmarks
             layer = self.viewer.add_points(
                 mapped[:, ::-1],
-                name="landmarks (moving -> fixed)",
+                name=f"{moving_layer.name} landmarks registered",
                 face_color="magenta",
                 size=8,
                 **placement_over(fixed_layer, fixed_axes),
