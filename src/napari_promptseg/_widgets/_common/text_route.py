@@ -56,6 +56,9 @@ class TextWeightsField(QWidget):
         browse = QToolButton()
         browse.setText("…")
         browse.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        # as wide as the weights file field's '…' beside it, without the menu arrow that squeezed its dots
+        browse.setMinimumWidth(30)
+        browse.setStyleSheet("QToolButton::menu-indicator { image: none; width: 0px; }")
         menu = QMenu(browse)
         menu.addAction("checkpoint file…", self._browse_file)
         menu.addAction("model folder…", self._browse_folder)
