@@ -570,6 +570,7 @@ def test_a_stacks_instances_record_the_size_a_propagation_seeded_by_them_decodes
     # the size was measured, not given: the summary read 'working scale 1.0 (object size)'
     summary = widget.runner.widget.summary.text()
     assert "(measured on the stack's middle plane)" in summary and "(object size)" not in summary, summary
+    assert "in 2 plane(s) of one stack" in summary, summary  # not '2 target(s)': one stack, linked across planes
 
 
 def test_a_stack_plane_with_nothing_like_the_reference_is_empty_as_the_cli_leaves_it(make_viewer, qtbot, tmp_path):

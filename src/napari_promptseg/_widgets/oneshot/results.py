@@ -254,4 +254,6 @@ def result_summary(output: OneShotOutput) -> str:
         more = f" (+{len(output.skipped) - 1} more)" if len(output.skipped) > 1 else ""
         caution += f"\nskipped {len(output.skipped)} file(s): {output.skipped[0]}{more}"
     mode = f" ({output.mode})" if output.mode else ""
-    return f"one-shot{mode}: {objects} object(s) in {len(output.labels)} target(s){scale}{caution}"
+    # a stack's planes are one target, its objects linked across them (the CLI says 'in N planes' too)
+    where = f"{len(output.labels)} plane(s) of one stack" if output.stacked else f"{len(output.labels)} target(s)"
+    return f"one-shot{mode}: {objects} object(s) in {where}{scale}{caution}"
