@@ -367,3 +367,28 @@ def test_unknown_method_and_unanswerable_text_prompt_are_refused(birl, tmp_path)
     # the default library starts with the starter 'nucleus' exemplar only: 'gland' is refused by name
     with pytest.raises(PromptsegError, match="no reference-library entry matches 'gland'"):
         register(small, small, prompts="gland")
+
+
+def test_a_region_route_that_finds_nothing_stops_the_intensity_runs_beside_it(birl, monkeypatch):
+    """The region route runs while the intensity starts are refined in the background. When it found no region
+    (a text prompt answered in one image only), its error came only after those refinements had run to their end:
+    minutes on a slide, for a run that was failing. They now stop at their next iteration."""
+    from napari_promptseg.methods.registration import intensity
+
+    outcomes: list[str] = []
+    stage = intensity.intensity_stage
+
+    def recorded(*args, **kwargs):
+        try:
+            result = stage(*args, **kwargs)
+        except intensity.StageStopped:
+            outcomes.append("stopped")
+            raise
+        outcomes.append("finished")
+        return result
+
+    monkeypatch.setattr(intensity, "intensity_stage", recorded)
+    image = birl["image"][::2, ::2]
+    with pytest.raises(PromptsegError, match="empty region set"):
+        register(image, image, prompts=lambda image: [])
+    assert outcomes and "finished" not in outcomes, outcomes

@@ -85,7 +85,10 @@ def _intensity_route(
     later_starts: Callable[[], dict[str, Deformation]] | None,
     mirrored: dict[str, bool],
 ) -> tuple[Deformation, str, dict[str, float]]:
-    cancelled = _CancelFlag(check_cancel)
+    # set when the route is left (an error of the region route, a cancel): the starts refined in the background stop
+    # at their next iteration, not after their whole stage ('no region in the moving image' came after minutes)
+    leaving = threading.Event()
+    cancelled = _CancelFlag(check_cancel, leaving)
     if later_starts is None or opts.coarse_first:  # coarse_first ranks all starts together: no run ahead
         every = {**starts, **(later_starts() if later_starts else {})}
         return _route(images, opts, every, check_cancel, stages, mirrored, cancelled)
@@ -137,7 +140,9 @@ def _intensity_route(
                     bspline = _bspline(images, opts, deformation, stop=cancelled)
                 deformation = _keep_bspline(images, deformation, bspline, stages)
         finally:
-            stop_early.set()  # after a cancel or an error too: leaving does not wait for the run ahead to finish
+            # after a cancel or an error too: leaving does not wait for the runs ahead to finish
+            stop_early.set()
+            leaving.set()
     return deformation, best, scores
 
 
