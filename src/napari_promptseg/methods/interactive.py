@@ -456,7 +456,11 @@ def segment_objects(
         painted.update(int(k) for k in np.unique(claimed[take]))
         decoded.update(i + 1 for i, logit in zip(members, logits, strict=True) if bool((logit > 0).any()))
         timings["paint_s"] += time.perf_counter() - t0
-    painted -= {k for k in taken_from if not (labels == k).any()}  # left with no pixel
+    if taken_from:  # those left with no pixel: one pass over the labels (find_objects reads the ids as stored)
+        from scipy import ndimage
+
+        present = {k + 1 for k, found in enumerate(ndimage.find_objects(labels)) if found is not None}
+        painted -= taken_from - present
     warnings += [f"{name}: {said}" for said in empty_objects(objects, set(flat), painted, decoded)]
     report(1.0, "done")
     return SegmentationResult(
