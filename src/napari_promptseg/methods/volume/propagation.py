@@ -132,14 +132,16 @@ def propagate_through_stack(
             )
         )
 
-    def carry(z: int, masks: list[np.ndarray], size: float):
-        """The live objects on plane ``z``, each prompted with its previous mask's box grown, and, for a segmenter
-        that takes clicks, that mask's most interior point: its own (a user's clicks refine the smallest box that
-        holds them, and the cortex's point, inside the box of the white matter it wraps, refined the white
-        matter)."""
-        plane = as_channels_last(
+    def read_plane(z: int) -> np.ndarray:
+        return as_channels_last(
             to_numpy(vol[z]), channel_axis=plane_channels, channels=channels, name=f"{name} plane {z}"
         )
+
+    def carry(plane: np.ndarray, z: int, masks: list[np.ndarray], size: float):
+        """The live objects on ``plane`` (plane ``z``, :func:`read_plane`), each prompted with its previous mask's
+        box grown, and, for a segmenter that takes clicks, that mask's most interior point: its own (a user's clicks
+        refine the smallest box that holds them, and the cortex's point, inside the box of the white matter it wraps,
+        refined the white matter)."""
         boxes = [check_box(_grown_box(mask, BOX_MARGIN), mask.shape) for mask in masks]
         objects = [
             ObjectPrompt(box=box, points=[_interior_point(mask)], labels=[1])
@@ -219,15 +221,16 @@ def propagate_through_stack(
         reaches 0.88). So an object ends only if it ends decoded alone too, and the others are decoded again
         without those that end."""
         keys, ended = list(live), {}
+        plane = read_plane(z)  # once: the decodes below all read it (a lazy stack's plane came from disk each time)
         while True:
-            result = carry(z, [live[k] for k in keys], size)
+            result = carry(plane, z, [live[k] for k in keys], size)
             masks = {k: result.labels == i + 1 for i, k in enumerate(keys)}
             found = {k: float(result.scores[i]) for i, k in enumerate(keys)}
             ending = {k: why for k in keys if (why := ends(live[k], masks[k], found[k], k))}
             if not ending:
                 return masks, found, ended
             if len(keys) > 1:  # each alone: its own mask, no other's pixels taken
-                alone = {k: carry(z, [live[k]], size) for k in ending}
+                alone = {k: carry(plane, z, [live[k]], size) for k in ending}
                 confirmed = {
                     k: why for k, r in alone.items() if (why := ends(live[k], r.labels == 1, float(r.scores[0]), k))
                 }
