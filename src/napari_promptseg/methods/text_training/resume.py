@@ -17,9 +17,16 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ...errors import PromptsegError
+from ...errors import PromptsegError, WeightsError
 from ...io._files import replacing_temp_of
-from ...models.text_segmenter import CONFIG_FILE, WEIGHTS_FILE, load_decoder_weights, load_tensors, save_tensors
+from ...models.text_segmenter import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    load_decoder_weights,
+    load_tensors,
+    read_config,
+    save_tensors,
+)
 
 if TYPE_CHECKING:
     from .trainer import TrainingConfig
@@ -80,6 +87,11 @@ def _is_state_file(name: str) -> bool:
     return name in STATE_FILES or replacing_temp_of(name) in STATE_FILES
 
 
+def _is_state_dir(path: Path) -> bool:
+    """Whether ``path`` is a folder of a training state's files only (ours to replace or remove)."""
+    return path.is_dir() and all(_is_state_file(p.name) for p in path.iterdir())
+
+
 def refuse_inside_model(out: Path) -> None:
     """Refuse an output folder that is a text model's own (its resume state, its feature cache): picked one level too
     deep, it was trained into, a new model written over the run's resume state."""
@@ -98,7 +110,7 @@ def held_model_files(out: Path) -> list[Path]:
         path = out / name
         if not path.exists():
             continue
-        if not path.is_dir() or not all(_is_state_file(p.name) for p in path.iterdir()):
+        if not _is_state_dir(path):
             raise PromptsegError(
                 f"{path} is not a training state of promptseg, and a training run in {out} would use that name; "
                 "move it, or choose another output directory"
@@ -113,7 +125,7 @@ def drop_resume_state(out: Path) -> None:
     such run to resume, and a resume from it trained the old decoder on over the new model."""
     for name in STATE_DIRS:
         path = out / name
-        if path.is_dir() and all(_is_state_file(p.name) for p in path.iterdir()):
+        if _is_state_dir(path):
             shutil.rmtree(path)
 
 
@@ -128,10 +140,10 @@ def _recover_last(out: Path) -> None:
 
 
 def _model_kind(out: Path) -> str | None:
-    """The kind ``out``'s model description names (None: none, or not readable)."""
+    """The kind ``out``'s model description names (None: none, or not a readable one)."""
     try:
-        return json.loads((out / CONFIG_FILE).read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
+        return read_config(out).get("kind")
+    except WeightsError:
         return None
 
 
