@@ -462,6 +462,7 @@ def test_embed_of_a_pyramid_fills_what_segment_reads_from_it(litemedsam, tmp_pat
     litemedsam.cache.clear()
     # 60 px nuclei: a working scale of 1/3, read at level 1; the whole image at level 0 (text and SAT read that)
     assert main(["embed", str(path), "--cache", str(cache_dir), "--object-size", "60", "--scheduler", "none"]) == 0
+    assert "(pyramid level 0, tiles at level 1)" in capsys.readouterr().out
     embedded = {entry for _, _, entry in DiskEmbeddingCache(cache_dir).entries()}
     assert len(embedded) >= 2
     litemedsam.cache.clear()  # a new process: only the disk has them
@@ -536,7 +537,7 @@ def test_precompute_embeds_a_pyramid_at_the_levels_the_console_functions_read(li
     (segment_text and SAT one-shot read the >= 1024 px level, box prompts their working scale's). Now the levels
     `promptseg embed` embeds of a pyramid file, which the console functions then find on disk."""
     from napari_promptseg.io.multiscale import whole_image_scale
-    from napari_promptseg.methods.precompute import precompute_embeddings
+    from napari_promptseg.methods.precompute import precompute_embeddings, precompute_levels
     from napari_promptseg.models.preprocessing import read_pyramid_level
 
     full = np.kron(crop[..., 0], np.ones((16, 16), np.uint8))  # 2560 x 2592: real pixels, a slide's size class
@@ -545,6 +546,9 @@ def test_precompute_embeds_a_pyramid_at_the_levels_the_console_functions_read(li
     embeddings = precompute_embeddings(levels, litemedsam, object_size=160)
     whole = read_pyramid_level(levels, whole_image_scale)
     assert whole.factor == 2 and embeddings[0].transform.original_shape == (1280, 1296)
+    # the levels `promptseg embed` reports are the ones embedded
+    said = precompute_levels(levels, litemedsam.input_size, object_size=160)
+    assert said["whole_image"] == 1 and embeddings[1].transform.original_shape == levels[said["tiles"]].shape
     assert all(e.transform.original_shape[0] < 2560 for e in embeddings)  # full resolution never read whole
     stored, misses = disk.stored, disk.misses
     assert stored == len(embeddings) == len({e.key for e in embeddings})

@@ -83,8 +83,8 @@ def _setup(args: argparse.Namespace) -> tuple[object, dict]:
 def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     import numpy as np
 
-    from ..io.multiscale import stack_axes
-    from ..methods.precompute import precompute_embeddings
+    from ..io.multiscale import file_pyramid, stack_axes
+    from ..methods.precompute import precompute_embeddings, precompute_levels
     from ..methods.volume import as_stack, check_finite
     from ..models import embedding_cache
     from ..models.preprocessing import to_numpy
@@ -106,7 +106,7 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     stack, warnings = None, []
     if np.ndim(image) > 2:
         stack, warnings = as_stack(image, channel_axis=args.channel_axis, name=str(path), axes=stack_axes(path).read)
-    levels: dict[str, int] = {}
+    levels: dict[str, int] = {}  # a stack's planes are read at full resolution: no level to report
     if stack is not None:
         check_finite(stack, str(path))  # before any plane is encoded
         # a (Z, Y, X[, C]) stack plane by plane, as segment, oneshot and text read it (full resolution)
@@ -116,7 +116,12 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
             plane_options = {**options, "channel_axis": _plane_channel_axis(args), "name": f"{path} plane {z}"}
             embeddings += precompute_embeddings(plane, segmenter, object_size=args.object_size, **plane_options)
     else:
-        embeddings = _embed_levels(args, segmenter, path, image, options, levels)
+        # a pyramid file as its napari layer holds it: the library embeds it at the levels every command reads
+        pyramid = file_pyramid(path, image)
+        embeddings = precompute_embeddings(pyramid, segmenter, object_size=args.object_size, **options)
+        levels = precompute_levels(
+            pyramid, segmenter.input_size, object_size=args.object_size, channel_axis=args.channel_axis
+        )
     from_cache = hits() - before
     n = 1 if stack is None else int(np.shape(stack)[0])
     tiles = f" + {len(embeddings) - n} tile(s)" if args.object_size is not None else ""
@@ -141,28 +146,3 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     if warnings:
         record["warnings"] = warnings
     return record
-
-
-def _embed_levels(args: argparse.Namespace, segmenter, path: Path, image, options: dict, levels: dict) -> list:
-    """A 2D image's embeddings; a pyramid (OME-Zarr, pyramidal TIFF) at the levels the segmenting subcommands read,
-    so that they find these entries: the whole image where text and SAT one-shot read it, the tiles at the working
-    scale's level (level 0 embedded whole read all of a slide into memory, and its tiles were not the ones segment
-    asks for). ``levels`` receives the level indices."""
-    import numpy as np
-
-    from ..io.multiscale import file_level, whole_image_file_level
-    from ..methods.precompute import precompute_embeddings
-    from ..tiling import choose_scale
-
-    whole, whole_index, _ = whole_image_file_level(path, image)
-    levels["whole_image"] = whole_index
-    embeddings = []
-    if args.object_size is not None:
-        # that level whole too: a level that fits one tile is embedded whole by the methods
-        scale = choose_scale(np.shape(image), segmenter.input_size, args.object_size).scale
-        level, index, factor = file_level(path, image, scale)
-        embeddings += precompute_embeddings(level, segmenter, object_size=args.object_size / factor, **options)
-        levels["tiles"] = index
-    if levels.get("tiles") != whole_index:  # else embedded above (any image that is no pyramid)
-        embeddings.insert(0, precompute_embeddings(whole, segmenter, **options)[0])
-    return embeddings

@@ -234,10 +234,17 @@ def file_level(path: str | Path, image: object, scale: float) -> tuple[Any, int,
     return pyramid.levels[level], level, factor
 
 
-def whole_image_file_level(path: str | Path, image: object) -> tuple[Any, int, float]:
-    """:func:`file_level` for a whole-image method (text, SAT one-shot): the coarsest level with
-    :data:`WHOLE_IMAGE_SIDE` px along its longest side."""
-    return file_level(path, image, whole_image_scale(np.shape(image)[:2]))
+def file_pyramid(path: str | Path, image: object) -> object:
+    """An image file as a multiscale layer holds it (:func:`.layer_data.tiff_layer_data`), for the console functions
+    to read at their levels: ``image`` as read from ``path`` (:func:`.images.read_image`: a pyramid's full resolution,
+    lazily) -> the pyramid's levels, largest first, when it has several; any other input as it is. Only metadata is
+    read."""
+    from ..models.preprocessing import is_lazy
+
+    if not is_lazy(image) or not is_lazy_image(path):
+        return image
+    levels = open_multiscale(path).levels
+    return levels if len(levels) > 1 else image
 
 
 def _open_ome_zarr(path: Path) -> MultiscaleImage:

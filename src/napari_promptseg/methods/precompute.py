@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..models.preprocessing import Normalization, as_channels_last, full_resolution, read_pyramid_level
+from ..models.preprocessing import (
+    Normalization,
+    PyramidRead,
+    as_channels_last,
+    full_resolution,
+    read_pyramid_level,
+)
 from ..models.protocols import Embedding, PromptableSegmenter
 from ..tiling import IntensityWindow, TileGrid, choose_scale, read_tile
 
@@ -26,25 +32,48 @@ def precompute_embeddings(
     written there for any later process.
 
     A pyramid (a multiscale layer's data, levels largest first; ``object_size`` in full-resolution pixels) is embedded
-    at the levels the console functions read it, as `promptseg embed` embeds a pyramid file: the whole image at the
-    level of ``segment_text`` and SAT one-shot (>= 1024 px), the tiles at the level of their working scale. Its full
-    resolution was embedded whole: entries no prompt asked for, and all of a slide read into memory."""
-    from ..io.multiscale import whole_image_scale
-
+    at the levels the console functions read it (`promptseg embed` gives it a pyramid file's levels): the whole image
+    at the level of ``segment_text`` and SAT one-shot (>= 1024 px), the tiles at the level of their working scale
+    (:func:`precompute_levels` says which). Its full resolution was embedded whole: entries no prompt asked for, and
+    all of a slide read into memory."""
     options = {"channel_axis": channel_axis, "channels": channels, "normalize": normalize, "name": name}
-    whole = read_pyramid_level(image, whole_image_scale, channel_axis)
+    whole, tiles = _pyramid_reads(image, segmenter.input_size, object_size, channel_axis)
     out = []
     whole_factor = 1.0 if whole is None else whole.factor
     if object_size is not None:
-        tiles = read_pyramid_level(
-            image, lambda shape: choose_scale(shape, segmenter.input_size, object_size).scale, channel_axis
-        )
         level, factor = (full_resolution(image), 1.0) if tiles is None else (tiles.array, tiles.factor)
         out += _embed_level(level, segmenter, object_size=object_size / factor, **options)
         if factor == whole_factor:  # that level's whole embedding is the one whole-image methods read
             return out
     level = full_resolution(image) if whole is None else whole.array
     return [_embed_level(level, segmenter, **options)[0], *out]
+
+
+def precompute_levels(
+    image: object, input_size: int, *, object_size: float | None = None, channel_axis: int | None = None
+) -> dict[str, int]:
+    """The pyramid levels :func:`precompute_embeddings` embeds ``image`` at, given the same arguments (the model's
+    ``input_size``): ``"whole_image"``, and with ``object_size`` ``"tiles"``, each a level index (0 = full resolution,
+    as for any image that is no pyramid). Only shapes are looked at: no pixel is read."""
+    whole, tiles = _pyramid_reads(image, input_size, object_size, channel_axis)
+    levels = {"whole_image": 0 if whole is None else whole.index}
+    if object_size is not None:
+        levels["tiles"] = 0 if tiles is None else tiles.index
+    return levels
+
+
+def _pyramid_reads(
+    image: object, input_size: int, object_size: float | None, channel_axis: int | None
+) -> tuple[PyramidRead | None, PyramidRead | None]:
+    """Where a pyramid is read for its whole-image embedding and, with ``object_size``, for its tiles (None: full
+    resolution, and for any image that is no pyramid)."""
+    from ..io.multiscale import whole_image_scale
+
+    whole = read_pyramid_level(image, whole_image_scale, channel_axis)
+    if object_size is None:
+        return whole, None
+    tiles = read_pyramid_level(image, lambda shape: choose_scale(shape, input_size, object_size).scale, channel_axis)
+    return whole, tiles
 
 
 def _embed_level(

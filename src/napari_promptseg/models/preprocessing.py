@@ -235,12 +235,13 @@ def pyramid_levels(image: object) -> list | None:
 
 
 class PyramidRead(NamedTuple):
-    """A 2D pyramid read at one level: its array, how many times coarser than full resolution it is, and the full
-    resolution's (rows, columns), which results come back to."""
+    """A 2D pyramid read at one level: its array, how many times coarser than full resolution it is, the full
+    resolution's (rows, columns), which results come back to, and the level's index (0 = full resolution)."""
 
     array: Any
     factor: float
     full_shape: tuple[int, int]
+    index: int = 0
 
     def to_level(self, coords: object) -> np.ndarray:
         """Points (x, y) or boxes (x0, y0, x1, y1) in full-resolution pixels -> in the level's
@@ -286,7 +287,7 @@ def read_pyramid_level(
         return None
     shapes = [(int(np.shape(level)[plane[0]]), int(np.shape(level)[plane[1]])) for level in levels]
     index, factor = pyramid_level(shapes, scale_for(shapes[0]))
-    return PyramidRead(levels[index], factor, shapes[0]) if index > 0 else None
+    return PyramidRead(levels[index], factor, shapes[0], index) if index > 0 else None
 
 
 def in_memory(image_hwc: object, name: str = "image") -> np.ndarray:
