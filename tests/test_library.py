@@ -577,6 +577,34 @@ def test_empty_library_and_no_match_messages_say_what_to_do(tmp_path, cell, embe
         match_library("  ", lib, embedder)
 
 
+def test_a_read_only_default_library_is_read_without_a_lock_and_a_change_names_its_folder(
+    tmp_path, monkeypatch, capsys
+):
+    """$PROMPTSEG_LIBRARY naming a folder that cannot be written (a shared lab library mounted read-only) and that
+    holds no library yet: a text prompt failed on taking the lock to save the starter exemplars there
+    ('.library.lock: Permission denied', a traceback from Python), though answering needs no write. It is read as
+    it is now, and a change is refused naming the folder. The tests run as root, whom a read-only mode does not
+    stop: here the lock file's path is a folder, which opens as no lock file, as a read-only folder does not."""
+    from napari_promptseg.io.library._format import LOCK
+    from napari_promptseg.methods.text.routes import choose_route
+
+    shared = tmp_path / "shared-library"
+    (shared / LOCK).mkdir(parents=True)
+    monkeypatch.setenv("PROMPTSEG_LIBRARY", str(shared))
+    with pytest.raises(PromptsegError, match=rf"no entries \(its folder cannot be written, .*: {shared}\)"):
+        choose_route("library")
+    assert main(["library", "list"]) == 0 and "(0 entries)" in capsys.readouterr().out
+    image, labels = _bundled("nuclei_dsb2018.png"), _bundled("nuclei_dsb2018_labels.tif")
+    assert main(["library", "add", "nucleus", "--image", image, "--mask", labels]) == 2
+    err = capsys.readouterr().err
+    assert f"reference library {shared}: the folder cannot be written (Is a directory: {shared / LOCK})" in err, err
+    from napari_promptseg.io.library import LibraryNotWritableError
+
+    with pytest.raises(LibraryNotWritableError, match="can still be read"):
+        ReferenceLibrary.open().remove("nucleus")
+    assert [p.name for p in shared.iterdir()] == [LOCK]  # nothing written
+
+
 # -- the route on real pixels --------------------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -148,7 +149,10 @@ def cmd_text(args: argparse.Namespace) -> int:
     if args.library is not None:
         args.library = args.library.absolute()
     elif args.route in ("auto", "library"):
-        args.library = open_library(None).path.absolute()
+        library = open_library(None)
+        args.library = library.path.absolute()
+        if library.starter_not_saved:  # the workers read it by its path: said here, where it was found
+            print(f"warning: the starter exemplars were not saved: {library.starter_not_saved}", file=sys.stderr)
     t0 = time.perf_counter()
     _prepare_outputs(args, images)
     outcome, code = _run_batch(args, images, _setup, _process)

@@ -14,7 +14,7 @@ from importlib.resources import files
 
 import numpy as np
 
-from .library import LibraryEntry, ReferenceLibrary
+from .library import LibraryEntry, LibraryNotWritableError, ReferenceLibrary
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,14 @@ def add_starter(library: ReferenceLibrary) -> list[LibraryEntry]:
 
 
 def open_library(path: str | os.PathLike | ReferenceLibrary | None = None) -> ReferenceLibrary:
-    """The library at ``path``; the default library (``path`` None) gets the starter exemplars on first use."""
+    """The library at ``path``; the default library (``path`` None) gets the starter exemplars on first use, when its
+    folder can be written (else ``starter_not_saved`` says why they are not there)."""
     if isinstance(path, ReferenceLibrary):
         return path
     library = ReferenceLibrary.open(path)
     if path is None and not library.index_path.exists():
-        add_starter(library)
+        try:
+            add_starter(library)
+        except LibraryNotWritableError as exc:  # a shared library mounted read-only: read as it is, no lock needed
+            library.starter_not_saved = str(exc)
     return library

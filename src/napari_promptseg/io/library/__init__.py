@@ -36,7 +36,9 @@ On-disk format, version 1 (a directory)::
 Text embeddings are not stored: they are recomputed at match time (milliseconds for a few hundred entries).
 ``library.json`` is always written atomically (temporary file + ``os.replace``) and re-read before every change,
 so a crash never leaves a half-written index; a change holds the lock file ``.library.lock`` from that read to the
-write, so two writers (widget + CLI, parallel scripts) never drop each other's entries. A damaged index (not JSON,
+write, so two writers (widget + CLI, parallel scripts) never drop each other's entries; a read takes no lock, and a
+folder that cannot be written (a shared library mounted read-only) is read as it is, a change of it refused naming it
+(:class:`LibraryNotWritableError`). A damaged index (not JSON,
 or not this structure) is reported with its path and never written over: every command refuses until it is
 repaired or moved aside. The default location is ``$PROMPTSEG_LIBRARY``, else the platform's user data directory
 (``platformdirs.user_data_dir("napari-promptseg")/library``).
@@ -51,6 +53,7 @@ from ._format import (
     MAX_FILE_BYTES,
     VERSION,
     LibraryEntry,
+    LibraryNotWritableError,
     bounding_crop,
     default_library_path,
     instance_ids,
@@ -67,6 +70,7 @@ __all__ = [
     "VERSION",
     "ImportResult",
     "LibraryEntry",
+    "LibraryNotWritableError",
     "ReferenceLibrary",
     "bounding_crop",
     "default_library_path",

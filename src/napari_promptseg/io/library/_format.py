@@ -41,6 +41,11 @@ class DamagedIndexError(PromptsegError):
     """A library index (library.json, on disk or in a zip) is not valid JSON or not of the library's structure."""
 
 
+class LibraryNotWritableError(PromptsegError):
+    """A library folder that cannot be written (a shared library mounted read-only), found on taking its lock to
+    change it. Reading it takes no lock."""
+
+
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,80}$")
 
 

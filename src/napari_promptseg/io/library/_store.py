@@ -30,6 +30,7 @@ from ._format import (
     VERSION,
     DamagedIndexError,
     LibraryEntry,
+    LibraryNotWritableError,
     _atomic_write,
     _content_hash,
     _now,
@@ -63,6 +64,8 @@ class ReferenceLibrary:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path).expanduser()
         self._entries: list[LibraryEntry] = []
+        #: why the starter exemplars are not in this new default library (its folder cannot be written), else None
+        self.starter_not_saved: str | None = None
         self.reload()
 
     @classmethod
@@ -150,14 +153,22 @@ class ReferenceLibrary:
             self._entries = []
             yield
             return
-        self.path.mkdir(parents=True, exist_ok=True)
         lock = FileLock(self.path / LOCK)
         try:
+            self.path.mkdir(parents=True, exist_ok=True)
             lock.acquire(timeout=LOCK_TIMEOUT_S)
-        except Timeout as exc:
+        except Timeout as exc:  # before OSError: a Timeout is one
             raise PromptsegError(
                 f"reference library {self.path}: another process has been changing it for {LOCK_TIMEOUT_S:.0f} s "
                 f"(it holds {self.path / LOCK}; the lock ends with that process); try again when it has finished"
+            ) from exc
+        except OSError as exc:  # a read-only folder (a shared lab library): said so, not as its lock file's error
+            where = f": {exc.filename}" if exc.filename else ""
+            readable = " (it can still be read)" if self.path.is_dir() else ""
+            raise LibraryNotWritableError(
+                f"reference library {self.path}: the folder cannot be written ({exc.strerror or exc}{where}), so "
+                f"nothing can be added to or removed from it{readable}; save into a library folder you can write "
+                "(CLI: --library DIR; or $PROMPTSEG_LIBRARY)"
             ) from exc
         try:
             self.reload()  # a damaged index raises here: it is never written over

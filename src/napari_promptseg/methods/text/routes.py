@@ -247,6 +247,8 @@ def choose_route(
         named = "" if library is None else f" --library {shlex.quote(str(lib.path))}"
         # a mistyped --library is no folder: said with its path, not as an empty library the user may think lost
         missing = "" if lib.path.exists() else f" (no such folder: {lib.path})"
+        if lib.starter_not_saved:  # a new default library that cannot be written (a shared one, read-only)
+            missing = f" (its folder cannot be written, so the starter exemplars were not saved in it: {lib.path})"
         raise PromptsegError(
             f"{where}the reference library has no entries{missing}",
             details=f"library: {lib.path}. Save a named exemplar from the One-shot widget ('Save reference to "
