@@ -79,6 +79,33 @@ def test_clearing_the_embedding_cache_empties_it_keeps_other_files_and_the_next_
     assert entry.is_dir()
 
 
+def test_the_listed_cap_is_the_one_a_run_opens_the_cache_with_and_says_where_it_comes_from(
+    tmp_path, capsys, monkeypatch
+):
+    """`promptseg cache` listed $PROMPTSEG_EMBEDDING_CACHE_GB as the cap of a cache named by --cache, or of the
+    default location `promptseg embed` fills, but a run given that cache opened it at the default 10 GB; and it said
+    the variable set the cap when the default did. One rule now for both (embedding_cache.cap_setting), and the
+    listing says where its cap comes from."""
+    from napari_promptseg.models import embedding_cache
+
+    cache = tmp_path / "cache"
+    assert main(["cache", "--cache", str(cache)]) == 0
+    assert "cap 10.0 GB (the default; $PROMPTSEG_EMBEDDING_CACHE_GB or a run's" in capsys.readouterr().out
+    monkeypatch.setenv("PROMPTSEG_EMBEDDING_CACHE_GB", "2")
+    assert main(["cache", "--cache", str(cache)]) == 0
+    assert "cap 2.0 GB ($PROMPTSEG_EMBEDDING_CACHE_GB; a run's --cache-max-gb" in capsys.readouterr().out
+    with embedding_cache.settings_restored():
+        # as runs open it: --cache DIR without --cache-max-gb (cli._disk_cache), embed without --cache
+        assert embedding_cache.configure(cache).max_bytes == int(2e9)
+        assert embedding_cache.configure("default").max_bytes == int(2e9)
+        embedding_cache.configure(cache, 3)  # the console's own setting is the one listed
+        assert main(["cache"]) == 0
+        assert "cap 3.0 GB (set in this process by embedding_cache.configure" in capsys.readouterr().out
+    monkeypatch.setenv("PROMPTSEG_EMBEDDING_CACHE_GB", "0")  # every run refuses it: so does the listing (cap 0 B)
+    assert main(["cache", "--cache", str(cache)]) == 2
+    assert "$PROMPTSEG_EMBEDDING_CACHE_GB=0: give a size above 0" in capsys.readouterr().err
+
+
 def _size(path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 

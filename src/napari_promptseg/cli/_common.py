@@ -57,7 +57,7 @@ def _add_model_options(
         "--cache-max-gb",
         type=positive_float,
         metavar="GB",
-        help="size cap of --cache, least recently used evicted (10)",
+        help="size cap of --cache, least recently used evicted (default: $PROMPTSEG_EMBEDDING_CACHE_GB, else 10)",
     )
 
 

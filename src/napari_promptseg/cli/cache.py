@@ -85,9 +85,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
         print(f"{KINDS[store.kind]:<20} {human_size(store.size):>10} {store.entries:>8}  {store.path}")
         details = []
         if store.cap is not None:
-            details.append(
-                f"cap {human_size(store.cap)} (set by $PROMPTSEG_EMBEDDING_CACHE_GB, or a run's --cache-max-gb)"
-            )
+            details.append(f"cap {human_size(store.cap)} ({_cap_source(store.cap_source)})")
         if store.models:
             details.append(", ".join(store.models))
         if store.note:
@@ -96,6 +94,17 @@ def cmd_cache(args: argparse.Namespace) -> int:
             print(f"{'':<41}{'; '.join(details)}")
     print("promptseg cache clear --embeddings | --weights [MODEL]: delete them (asks first)")
     return 0
+
+
+def _cap_source(source: str | None) -> str:
+    """Where the listed cap comes from, in words: what a run without --cache-max-gb caps the cache at."""
+    from ..models.embedding_cache import MAX_GB_ENV
+
+    if source == "configured":
+        return "set in this process by embedding_cache.configure; a run's --cache-max-gb sets its own"
+    if source == "environment":
+        return f"${MAX_GB_ENV}; a run's --cache-max-gb sets its own"
+    return f"the default; ${MAX_GB_ENV} or a run's --cache-max-gb sets another"
 
 
 def cmd_cache_clear(args: argparse.Namespace) -> int:

@@ -43,7 +43,9 @@ class DiskStore:
     path: Path
     size: int  # bytes of the project's files there (not of anything else in the folder)
     entries: int
-    cap: int | None = None  # the embedding cache's size cap in bytes
+    cap: int | None = None  # the embedding cache's size cap in bytes, as a run without --cache-max-gb caps it
+    #: where that cap comes from: "configured" (configure() in this process), "environment", "default"
+    cap_source: str | None = None
     clearable: bool = True
     models: tuple[str, ...] = ()  # models whose weights are there
     note: str = ""
@@ -62,22 +64,22 @@ class Cleared:
 
 
 # -- the embedding cache -----------------------------------------------------------------------------------------
-def _embedding_cache(root: str | os.PathLike | None) -> ec.DiskEmbeddingCache:
+def _embedding_cache(root: str | os.PathLike | None) -> tuple[ec.DiskEmbeddingCache, str]:
     """The cache ``root`` names, else the one this process uses (``configure``, ``$PROMPTSEG_EMBEDDING_CACHE``),
-    else :func:`.embedding_cache.default_location` (where ``promptseg embed`` puts it); opened without evicting."""
-    max_bytes = None
+    else :func:`.embedding_cache.default_location` (where ``promptseg embed`` puts it); opened without evicting, with
+    the cap a run given no --cache-max-gb has, and where that cap comes from (:func:`.embedding_cache.cap_setting`)."""
     if root is None and ec._explicit and ec._configured is not None:  # configure() in this process
-        root, max_bytes = ec._configured.root, ec._configured.max_bytes
-    elif root is None:  # not ec.active(): it opens the environment's cache, which evicts down to the cap
-        root = os.environ.get(ec.CACHE_ENV, "").strip() or "default"
+        root, max_bytes, source = ec._configured.root, ec._configured.max_bytes, "configured"
+    else:
+        if root is None:  # not ec.active(): it opens the environment's cache, which evicts down to the cap
+            root = os.environ.get(ec.CACHE_ENV, "").strip() or "default"
+        gigabytes, source = ec.cap_setting()
+        max_bytes = int(gigabytes * 1e9)
     if str(root) == "default":
         root = ec.default_location()
-    if max_bytes is None:
-        gigabytes = ec._gigabytes(os.environ.get(ec.MAX_GB_ENV, "").strip())
-        max_bytes = None if gigabytes is None else int(gigabytes * 1e9)
     path = Path(root).expanduser()
     ec.check_folder(path)
-    return ec.DiskEmbeddingCache(path, max_bytes, fit_cap=False)
+    return ec.DiskEmbeddingCache(path, max_bytes, fit_cap=False), source
 
 
 # -- single-file weights -----------------------------------------------------------------------------------------
@@ -196,7 +198,7 @@ def disk_stores(embedding_cache: str | os.PathLike | None = None) -> list[DiskSt
     from .hub import hf_cache_dir
 
     stores = []
-    cache = _embedding_cache(embedding_cache)
+    cache, cap_source = _embedding_cache(embedding_cache)
     entries = cache.entries()
     stores.append(
         DiskStore(
@@ -205,6 +207,7 @@ def disk_stores(embedding_cache: str | os.PathLike | None = None) -> list[DiskSt
             sum(s for _, s, _ in entries),
             len(entries),
             cap=cache.max_bytes,
+            cap_source=cap_source,
             # a --cache mistyped read as an empty cache at that path
             note="" if cache.root.is_dir() else "no such folder (yet)",
         )
@@ -289,7 +292,7 @@ def clear_stores(
         raise PromptsegError("nothing chosen to clear: give embeddings=True and/or weights=True or a model name")
     results = []
     if embeddings:
-        cache = _embedding_cache(embedding_cache)
+        cache, _ = _embedding_cache(embedding_cache)
         removed = cache.clear(dry_run=dry_run)
         results.append(Cleared("embeddings", cache.root, [p for _, p in removed], sum(s for s, _ in removed)))
     if weights:

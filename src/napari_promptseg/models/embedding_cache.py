@@ -19,7 +19,9 @@ Entries are written with zarr (readable by any zarr reader) as one uncompressed 
 4 MB ~1 ms, and the first mask on a cached image is what the cache is for.
 
 Where: ``--cache DIR`` (CLI), :func:`configure`, or ``$PROMPTSEG_EMBEDDING_CACHE`` (``default`` means
-:func:`default_location`); the cap is ``$PROMPTSEG_EMBEDDING_CACHE_GB`` (default 10 GB). Unset: no disk cache.
+:func:`default_location`); the cap is ``--cache-max-gb`` or :func:`configure`'s, else
+``$PROMPTSEG_EMBEDDING_CACHE_GB`` (default 10 GB), wherever the cache is (:func:`cap_setting`). No cache named: no
+disk cache.
 """
 
 from __future__ import annotations
@@ -417,8 +419,9 @@ _config_lock = threading.Lock()
 
 
 def configure(root: str | os.PathLike | None, max_gb: float | None = None) -> DiskEmbeddingCache | None:
-    """Use the disk cache at ``root`` in this process (``"default"``: :func:`default_location`); ``None`` goes back
-    to ``$PROMPTSEG_EMBEDDING_CACHE``. Returns the cache now in use."""
+    """Use the disk cache at ``root`` in this process (``"default"``: :func:`default_location`), capped at ``max_gb``
+    (None: :func:`cap_setting`'s); ``root`` None goes back to ``$PROMPTSEG_EMBEDDING_CACHE``. Returns the cache now
+    in use."""
     global _configured, _explicit
     with _config_lock:
         if root is None:
@@ -436,18 +439,29 @@ def active() -> DiskEmbeddingCache | None:
             return _configured
         env = (os.environ.get(CACHE_ENV, "").strip(), os.environ.get(MAX_GB_ENV, "").strip())
         if _from_env is None or _from_env[0] != env:
-            _from_env = (env, _open(env[0], _gigabytes(env[1])) if env[0] else None)
+            _from_env = (env, _open(env[0], None) if env[0] else None)
         return _from_env[1]
 
 
-def _gigabytes(text: str) -> float | None:
-    """$PROMPTSEG_EMBEDDING_CACHE_GB as a number of GB ('' = the default cap)."""
-    if not text:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise PromptsegError(f"${MAX_GB_ENV}={text!r}: expected a number of GB, e.g. 10") from None
+def cap_setting(max_gb: float | None = None) -> tuple[float, str]:
+    """The size cap (GB) of a cache opened with ``max_gb`` (``--cache-max-gb``, :func:`configure`), and where it
+    comes from: ``"given"``; without one, ``$PROMPTSEG_EMBEDDING_CACHE_GB`` (``"environment"``), else
+    :data:`DEFAULT_MAX_GB` (``"default"``). The one rule of every cache a process opens and of `promptseg cache`'s
+    listing (a cache given by --cache took the default and the listing the variable). A cap that is no size is
+    refused, naming where it was set."""
+    source = "given"
+    if max_gb is None:
+        text = os.environ.get(MAX_GB_ENV, "").strip()
+        if not text:
+            return DEFAULT_MAX_GB, "default"
+        try:
+            max_gb, source = float(text), "environment"
+        except ValueError:
+            raise PromptsegError(f"${MAX_GB_ENV}={text!r}: expected a number of GB, e.g. 10") from None
+    if not 0 < max_gb < math.inf:
+        where = f"${MAX_GB_ENV}={max_gb:g}" if source == "environment" else f"{max_gb} GB"
+        raise PromptsegError(f"embedding cache size cap {where}: give a size above 0 (e.g. 10)")
+    return max_gb, source
 
 
 @contextmanager
@@ -464,11 +478,10 @@ def settings_restored() -> Iterator[None]:
 
 
 def _open(root: str, max_gb: float | None) -> DiskEmbeddingCache:
-    if max_gb is not None and not (0 < max_gb < math.inf):
-        raise PromptsegError(f"embedding cache size cap {max_gb} GB: give a size above 0 (e.g. 10)")
+    gigabytes, _ = cap_setting(max_gb)
     path = default_location() if root == "default" else Path(root)
     check_folder(path)
-    return DiskEmbeddingCache(path, None if max_gb is None else int(max_gb * 1e9))
+    return DiskEmbeddingCache(path, int(gigabytes * 1e9))
 
 
 def check_folder(path: Path) -> None:
