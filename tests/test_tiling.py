@@ -173,6 +173,11 @@ def test_an_object_size_the_upscale_cap_overrides_is_reported_and_warned(tmp_pat
     assert summary["requested_scale"] == round(OBJECT_FRACTION * 256 / 3.0, 4) and summary["scale_capped"] is True
     assert summary["object_size_used"] == pytest.approx(3.0 * summary["requested_scale"] / capped.scale, abs=0.05)
     assert summary["object_size_used"] > 5
+    # chosen on a pyramid's 1/2 level, reported in full-resolution pixels: still capped (6.8x asked for there read as
+    # 3.4x, under the cap), and the object size used is the one asked for, as at the level
+    full = capped.at_full_resolution(2.0).summary()
+    assert full["scale_capped"] is True and full["requested_scale"] < MAX_UPSCALE
+    assert full["object_size_used"] == pytest.approx(2 * summary["object_size_used"], abs=0.1)
     assert not choose_scale((4096, 4096), 256, 20.0).capped  # no cap, no warning
     assert choose_scale((4096, 4096), 256, 20.0).cap_warning("x") is None
     # a 32 px patch fills the model's input (8x) whatever its objects' size: no cap was applied, none is warned of

@@ -61,17 +61,10 @@ class WorkingScale:
     overlap: int  # overlap between neighbouring tiles in image pixels
     tiles: int = 1  # number of tiles over the image
     requested_scale: float | None = None  # what the object size asked for, before the MAX_UPSCALE cap
-
-    @property
-    def capped(self) -> bool:
-        """Whether MAX_UPSCALE kept the scale below what the object size asked for. An image smaller than the
-        model's input is enlarged to fill it whatever the cap (a 32 px patch: 8x): it asked for that much and got it,
-        and was warned 'above the cap of 4x ... worked at 8.00x', which read as a contradiction."""
-        return (
-            self.requested_scale is not None
-            and self.requested_scale > MAX_UPSCALE
-            and self.scale < self.requested_scale * (1 - 1e-9)
-        )
+    #: whether MAX_UPSCALE kept the scale below what the object size asked for, decided where the scale was chosen
+    #: (:func:`choose_scale`): recomputed from a pyramid level's scale in full-resolution pixels
+    #: (:meth:`at_full_resolution`), 6.8x asked for on a 1/2 level read as 3.4x, under the cap
+    capped: bool = False
 
     @property
     def object_size_used(self) -> float | None:
@@ -109,6 +102,7 @@ class WorkingScale:
 
     def summary(self) -> dict:
         out = asdict(self)
+        del out["capped"]  # reported as scale_capped, with an object size
         out["scale"] = round(self.scale, 4)
         if self.object_size is not None:
             out["object_size"] = round(self.object_size, 1)
@@ -166,7 +160,10 @@ def choose_scale(
             best = (n, tile, overlap)
     n, tile, overlap = best
     scale = input_size / tile  # what the model really sees: a tile of `tile` pixels resized to the input
-    return WorkingScale(scale, float(object_size), source, tile, overlap, n, requested)
+    # an image smaller than the model's input is enlarged to fill it whatever the cap (a 32 px patch: 8x): it asked
+    # for that much and got it, and was warned 'above the cap of 4x ... worked at 8.00x', a contradiction
+    capped = requested > MAX_UPSCALE and scale < requested * (1 - 1e-9)
+    return WorkingScale(scale, float(object_size), source, tile, overlap, n, requested, capped)
 
 
 @dataclass(frozen=True)
