@@ -76,6 +76,19 @@ def test_auto_route_does_not_pass_over_a_model_the_user_named(empty_library, tmp
         choose_route("auto", weights=str(tmp_path / "nowhere"), library=empty_library)
 
 
+def test_auto_route_given_clipseg_weights_records_that_groundingdino_does_not_load_them(tiny_clipseg_dir):  # noqa: F811
+    """Route auto given CLIPSeg's weights (the Registration and Text widgets' text weights field, --text-weights)
+    recorded 'no GroundingDINO weights; CLIPSeg ...': as if no weights had been given and CLIPSeg answered for want
+    of GroundingDINO's. It says GroundingDINO does not load the weights given, which CLIPSeg answered with."""
+    route = choose_route("auto", weights=str(tiny_clipseg_dir), device="cpu")
+    assert (route.route, route.name) == ("clipseg", "clipseg_rd64_refined")
+    assert route.because("CLIPSeg (clipseg_rd64_refined)") == (
+        f"GroundingDINO does not load the text weights {tiny_clipseg_dir}; CLIPSeg (clipseg_rd64_refined)"
+    )
+    with pytest.raises(WeightsError, match=rf"^GroundingDINO does not load the text weights {tiny_clipseg_dir} \("):
+        choose_route("groundingdino", weights=str(tiny_clipseg_dir), device="cpu")
+
+
 def test_auto_route_takes_clipseg_when_its_weights_are_in_the_cache(tiny_clipseg_dir, lungs):  # noqa: F811
     in_hf_cache("clipseg_rd64_refined", tiny_clipseg_dir)
     image = lungs[0][0]

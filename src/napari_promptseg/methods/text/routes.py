@@ -131,10 +131,11 @@ def available_route(route: Route = "auto", text_model: object | None = None) -> 
     return "library"
 
 
-def _not_loaded(route: str, names: Sequence[str]) -> str:
+def _not_loaded(route: str, names: Sequence[str], weights: str | None = None) -> str:
     """Why no model of ``route`` loaded (``names``: the models tried), briefly: weights on disk whose package is not
     installed say so, with the install command ("no weights" sent users to fetch weights they had), as does a route
-    none of whose models has its package; otherwise the weights are missing."""
+    none of whose models has its package; otherwise the weights are missing, or the route does not load the
+    ``weights`` given (CLIPSeg's given to route auto were recorded as 'no GroundingDINO weights', as if none were)."""
     from ...models import MODELS
     from ...models.availability import missing_package, missing_weights
 
@@ -145,7 +146,7 @@ def _not_loaded(route: str, names: Sequence[str]) -> str:
             return f"{what} weights are here but not their package ({package})"
     if packages and all(packages.values()):
         return f"{what} cannot load: " + "; ".join(packages.values())
-    return f"no {what} weights"
+    return f"no {what} weights" if weights is None else f"{what} does not load the text weights {weights}"
 
 
 def choose_route(
@@ -212,10 +213,10 @@ def choose_route(
         if model is not None:
             return TextRoute("groundingdino", model, model_name)
         if route == "groundingdino":
-            raise WeightsError(f"{_not_loaded(route, names)} (route {route})", details="; ".join(problems))
+            raise WeightsError(f"{_not_loaded(route, names, weights)} (route {route})", details="; ".join(problems))
         if isinstance(grounder, str):  # a model the user named is not passed over for another route
             raise WeightsError(f"grounder {grounder!r}: {problems[0]}", details="; ".join(problems))
-        skipped.append(_not_loaded("groundingdino", names))
+        skipped.append(_not_loaded("groundingdino", names, weights))
         details.extend(problems)
     if route in ("auto", "clipseg"):
         if heatmapper is not None and not isinstance(heatmapper, str):
@@ -228,10 +229,10 @@ def choose_route(
         if model is not None:
             return TextRoute("clipseg", model, model_name, skipped, details)
         if route == "clipseg":
-            raise WeightsError(f"{_not_loaded(route, names)} (route {route})", details="; ".join(problems))
+            raise WeightsError(f"{_not_loaded(route, names, weights)} (route {route})", details="; ".join(problems))
         if isinstance(heatmapper, str):
             raise WeightsError(f"heatmapper {heatmapper!r}: {problems[0]}", details="; ".join(problems))
-        skipped.append(_not_loaded("clipseg", names))
+        skipped.append(_not_loaded("clipseg", names, weights))
         details.extend(problems)
     if route == "auto" and weights is not None:  # weights the user gave that no route loads (a typo, a wrong folder)
         raise WeightsError(
