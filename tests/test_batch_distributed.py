@@ -226,7 +226,7 @@ def test_tcp_scheduler_gives_the_outputs_of_one_process(inputs, unreadable, refe
 def test_ctrl_c_stops_a_local_cluster_run_with_one_line(inputs, tmp_path):
     """Ctrl+C reaches every process of the terminal's group: each worker printed asyncio's KeyboardInterrupt
     tracebacks over the driver's one line. The workers now leave it to the driver, which closes the cluster and
-    keeps the journal for --resume."""
+    keeps the journal for --resume, and writes the run's report.json (its inputs not done: "interrupted")."""
     out = tmp_path / "interrupted"
     command = ["segment", *map(str, inputs), *BOX, "-o", str(out), "--scheduler", "local", "--workers", "1"]
     journal = out / JOURNAL_NAME
@@ -235,7 +235,7 @@ def test_ctrl_c_stops_a_local_cluster_run_with_one_line(inputs, tmp_path):
     assert run.returncode == 130, stderr
     assert "promptseg segment: interrupted" in stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
-    assert journal.is_file() and not (out / "report.json").exists()
+    assert journal.is_file() and report_of(out)["batch"]["interrupted"] is True
 
 
 #: a LocalCluster, with or without the engine's worker plugin. The first task leaves an exit handler, as torch's

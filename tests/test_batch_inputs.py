@@ -234,3 +234,44 @@ def test_a_resume_with_every_input_done_reports_no_model_load_of_its_own(em, tmp
     assert main([*command, "--resume"]) == 0
     report = report_of(tmp_path / "out")
     assert report["batch"]["resumed"] == 1 and report["timings_s"]["model_load"] is None
+
+
+def test_ctrl_c_in_a_rerun_writes_its_own_report_not_the_earlier_runs(em, tmp_path, capsys, monkeypatch):
+    """Ctrl+C part-way through a rerun with other options (another box) left the earlier run's report.json: it
+    described the labels this run had already replaced (their box, objects, scores) as the earlier run's, and listed
+    as done the inputs this run had not reached. report.json is now this run's: the inputs it finished, and the others
+    marked interrupted; --resume goes on from there."""
+    import napari_promptseg.batch.engine as engine
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(3):
+        iio.imwrite(inputs / f"em_{i}.png", np.rot90(em, i))
+    out = tmp_path / "out"
+    command = ["segment", str(inputs), "-o", str(out), "--scheduler", "none"]
+    assert main([*command, *BOX]) == 0, capsys.readouterr().err
+    run_target = engine.run_target
+
+    def interrupted_at_the_second(job, path, *args, **kwargs):
+        if path.endswith("em_1.png"):
+            raise KeyboardInterrupt  # as Ctrl+C arrives while the second image is segmented
+        return run_target(job, path, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "run_target", interrupted_at_the_second)
+    other_box = ["--box", "10", "10", "60", "60"]
+    assert main([*command, *other_box]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; 1 input(s) finished are kept" in err, err
+    report = report_of(out)
+    assert report["parameters"]["boxes"] == [[10.0, 10.0, 60.0, 60.0]]  # this run's
+    assert report["batch"]["interrupted"] is True
+    status = {Path(r["input"]).name: r["status"] for r in report["images"]}
+    assert status == {"em_0.png": "ok", "em_1.png": "interrupted", "em_2.png": "interrupted"}, status
+    said = next(r["reason"] for r in report["images"] if r["status"] == "interrupted")
+    assert "--resume" in said and "the em_1.tif there is not this run's result" in said, said
+    monkeypatch.setattr(engine, "run_target", run_target)
+    assert main([*command, *other_box, "--resume"]) == 0
+    assert "resuming: 1 of 3 input(s) already done" in capsys.readouterr().err
+    report = report_of(out)
+    assert "interrupted" not in report["batch"] and {r["status"] for r in report["images"]} == {"ok"}
+    assert not (out / JOURNAL_NAME).exists()

@@ -71,9 +71,15 @@ class BatchOutcome:
     meta: dict  # from the workers' setup (or the resumed run's)
     summary: dict  # how the batch ran: scheduler, workers, threads, resumed, signature
     journal: Journal | None = None
+    #: stopped by Ctrl+C after some inputs were done (``run_batch(report_interrupted=True)``): the inputs not done
+    #: have records of status "interrupted", and the journal stays for a --resume
+    interrupted: bool = False
 
     def finish(self) -> None:
-        """After report.json is written: the journal is no longer needed."""
+        """After report.json is written: the journal is no longer needed; an interrupted run's stays, and the
+        interruption goes on (KeyboardInterrupt) now that its report is written."""
+        if self.interrupted:
+            raise KeyboardInterrupt
         if self.journal is not None:
             self.journal.close(finished=True)
 
@@ -316,11 +322,15 @@ def run_batch(
     scheduler: str | None = None,
     workers: int | None = None,
     resume: bool = False,
+    report_interrupted: bool = False,
 ) -> BatchOutcome:
     """Run ``job`` on every input; records come back in input order. With one input and a tool error
     (:class:`PromptsegError`, :class:`WeightsError`), that error is the run's (raised), except
     :class:`NothingFoundError`, an answer recorded like any batch's ("empty"); a worker's failing setup stops the
-    run (:class:`SetupError`)."""
+    run (:class:`SetupError`). ``report_interrupted``: Ctrl+C once this run has finished an input returns the
+    outcome so far (``interrupted``, see :class:`BatchOutcome`) for the caller to write its report, which would
+    otherwise be an earlier run's describing labels this run replaced; else, and before any input is done (nothing
+    of the earlier run replaced), KeyboardInterrupt is raised."""
     args = job.args
     output: Path | None = getattr(args, "output", None)
     options = run_options(args)
@@ -344,9 +354,10 @@ def run_batch(
     finished = False
 
     fresh_meta = False  # this run's workers' meta, once seen, replaces a resumed run's
+    delivered = 0  # inputs this run finished
 
     def deliver(path: str, result: dict) -> None:
-        nonlocal meta, fresh_meta
+        nonlocal meta, fresh_meta, delivered
         run_warnings = []  # the setup's (every worker finds the same): said once, before the first input's line
         if not fresh_meta and result.get("meta"):
             fresh_meta = True
@@ -378,6 +389,7 @@ def run_batch(
         # user's corrected labels (records kept from a version before the mark lack this)
         record["outputs_marked"] = True
         results[path] = record
+        delivered += 1
         if journal is not None:
             journal.add(record={k: v for k, v in record.items() if not k.startswith("_")})
         if steps is not None:
@@ -405,7 +417,8 @@ def run_batch(
         finished = True
     except KeyboardInterrupt:
         interrupted = True  # tasks may be out (a worker still writing): the journal must stay, even without records
-        raise
+        if not (report_interrupted and delivered):
+            raise
     finally:
         _method_progress.reset(steps_token)
         if steps is not None:
@@ -414,6 +427,9 @@ def run_batch(
             progress.close()
         if journal is not None and not finished:
             journal.close(finished=False, started=interrupted and bool(todo))
+    for path in paths:
+        if str(path) not in results:  # interrupted before it was done
+            results[str(path)] = _interrupted_record(args, path)
     records = [{k: v for k, v in results[str(p)].items() if not k.startswith("_")} for p in paths]
     if not fresh_meta:  # every input kept: this run loaded no model (the earlier run's setup time is not its own)
         meta = {k: v for k, v in meta.items() if k != "setup_s"}
@@ -425,8 +441,23 @@ def run_batch(
         "signature": signature_of(options),
         "options": options,  # what the signature is a hash of: a refused --resume names the ones that changed
         "meta": meta,
+        **({"interrupted": True} if interrupted else {}),
     }
-    return BatchOutcome(records, meta, summary, journal)
+    return BatchOutcome(records, meta, summary, journal, interrupted=interrupted)
+
+
+def _interrupted_record(args: object, path: Path) -> dict:
+    """The record of an input an interrupted run did not finish; a label file of its name in -o is not this run's
+    result (an earlier run's, or one a worker wrote as the run stopped), and the reason says so."""
+    from ..io import output_stem
+
+    reason = "the run was interrupted (Ctrl+C) before this input was done; --resume does it"
+    output = getattr(args, "output", None)
+    if output is not None:
+        labels = Path(output) / f"{output_stem(path, getattr(args, 'output_stems', None))}.tif"
+        if labels.exists():
+            reason += f"; the {labels.name} there is not this run's result"
+    return {"input": str(path), "status": "interrupted", "reason": reason}
 
 
 def _announce(record: dict, progress: BatchProgress | None) -> None:

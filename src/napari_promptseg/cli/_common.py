@@ -422,7 +422,9 @@ def _run_batch(
     the batch goes on; a target with nothing to find (:class:`NothingFoundError`)
     gets the same at once, alone too; ``--resume`` skips what a killed or finished run already wrote. Returns the
     outcome (records in input order) and the exit code: 0 when every output was written (some may be empty: see
-    each record's ``status``), 1 when an input could not be read and so has no output, 2 when every input failed.
+    each record's ``status``), 1 when an input could not be read and so has no output, 2 when every input failed,
+    130 when Ctrl+C stopped it once an input was done (the caller writes its report, then ``outcome.finish()``
+    raises KeyboardInterrupt).
     With a single input, its error is the run's error (exit 2, one line, no report)."""
     from ..batch import BatchJob, run_batch
     from ..models import embedding_cache
@@ -441,12 +443,16 @@ def _run_batch(
             scheduler=args.scheduler,
             workers=args.workers,
             resume=getattr(args, "resume", False),
+            # the run's report.json is written (an earlier run's would describe labels this one replaced)
+            report_interrupted=getattr(args, "output", None) is not None,
         )
     except (PromptsegError, WeightsError) as exc:
         failed_input = getattr(exc, "failed_input", None)  # a single input's own error: the run's
         if failed_input is not None and getattr(args, "output", None) is not None:
             _forget_earlier_result(args, failed_input, exc)
         raise
+    if outcome.interrupted:  # its report is written, then outcome.finish() goes on with the interruption
+        return outcome, 130
     records = outcome.records
     failed = [r for r in records if r["status"] == "failed"]
     empty = [r for r in records if r["status"] == "empty"]
