@@ -139,6 +139,18 @@ def test_a_tiff_cut_short_is_said_to_be_cut_short(tmp_path):
         read_image(cut)
 
 
+@pytest.mark.parametrize("name", ["empty.tif", "empty.png", "empty.jpg"])
+def test_an_empty_file_is_said_to_be_empty(tmp_path, name):
+    """A file of 0 bytes (a copy or an acquisition still writing the folder a batch runs on, a failed download) was
+    'not a TIFF file: header=b\'\'' or 'its contents match no image format known here, although it is named
+    .png': as if the file held something else. It says the file is empty."""
+    from napari_promptseg.io import read_image
+
+    (tmp_path / name).touch()
+    with pytest.raises(PromptsegError, match=rf"{name}: cannot be read as an image \(the file is empty \(0 bytes\)"):
+        read_image(tmp_path / name)
+
+
 def test_a_lazy_image_too_large_to_read_whole_is_refused_without_advising_max_pixels():
     """A lazy image (a slide level) passes as_channels_last whatever its max_pixels (the tiled methods read it tile
     by tile) and is refused where a model reads it whole, at the default limit: the refusal advised raising

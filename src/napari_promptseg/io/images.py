@@ -307,6 +307,9 @@ def _tiff_cut_short(path: Path) -> str | None:
 def _unreadable_why(path: Path, exc: Exception) -> str:
     """Why a file is no image, in the user's words: imageio tries every plugin it has on a file no plugin knows, and
     quotes the last one's internals (SimpleITK's 'sitk::ERROR: Unable to determine ImageIO reader')."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_size == 0:  # a copy still being written, a failed download: not another kind of file
+            return "the file is empty (0 bytes): a copy or download not finished, or one that failed?"
     if path.suffix.lower() in TIFF_SUFFIXES:
         cut = _tiff_cut_short(path)
         return f"{exc}; the file is cut short ({cut}): an interrupted copy or download?" if cut else str(exc)
