@@ -275,3 +275,44 @@ def test_ctrl_c_in_a_rerun_writes_its_own_report_not_the_earlier_runs(em, tmp_pa
     report = report_of(out)
     assert "interrupted" not in report["batch"] and {r["status"] for r in report["images"]} == {"ok"}
     assert not (out / JOURNAL_NAME).exists()
+
+
+def test_sigterm_in_a_batch_stops_it_as_ctrl_c_does(em, tmp_path, capsys, monkeypatch):
+    """SIGTERM (a cluster's time limit: SLURM sends it before SIGKILL; `timeout`, `kill`, a container stopped) ended
+    the run at once without a word: no report.json, no hint that --resume goes on, the Dask cluster and a label file's
+    temporary copy left as they were. It stops the run as Ctrl+C does, and says so (exit 143, as a shell reports it)."""
+    import signal
+
+    import napari_promptseg.batch.engine as engine
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(3):
+        iio.imwrite(inputs / f"em_{i}.png", np.rot90(em, i))
+    out = tmp_path / "out"
+    command = ["segment", str(inputs), *BOX, "-o", str(out), "--scheduler", "none"]
+    run_target = engine.run_target
+
+    def terminated_at_the_second(job, path, *args, **kwargs):
+        if path.endswith("em_1.png"):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return run_target(job, path, *args, **kwargs)
+
+    def unhandled(signum, frame):  # SIGTERM's default would end this test process
+        raise RuntimeError("SIGTERM reached the test's own handler")
+
+    monkeypatch.setattr(engine, "run_target", terminated_at_the_second)
+    before = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        code = main(command)
+    finally:
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # the run put back the handler it found
+        signal.signal(signal.SIGTERM, before)
+    err = capsys.readouterr().err
+    assert code == 143, err
+    assert "promptseg segment: terminated (SIGTERM); 1 input(s) finished are kept" in err, err
+    assert report_of(out)["batch"]["interrupted"] is True
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(engine, "run_target", run_target)
+    assert main([*command, "--resume"]) == 0
+    assert "resuming: 1 of 3 input(s) already done" in capsys.readouterr().err

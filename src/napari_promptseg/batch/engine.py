@@ -71,15 +71,20 @@ class BatchOutcome:
     meta: dict  # from the workers' setup (or the resumed run's)
     summary: dict  # how the batch ran: scheduler, workers, threads, resumed, signature
     journal: Journal | None = None
-    #: stopped by Ctrl+C after some inputs were done (``run_batch(report_interrupted=True)``): the inputs not done
-    #: have records of status "interrupted", and the journal stays for a --resume
-    interrupted: bool = False
+    #: Ctrl+C (or SIGTERM, as the CLI raises it) that stopped the run after some inputs were done
+    #: (``run_batch(report_interrupted=True)``): the inputs not done have records of status "interrupted", and the
+    #: journal stays for a --resume
+    interruption: KeyboardInterrupt | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.interruption is not None
 
     def finish(self) -> None:
         """After report.json is written: the journal is no longer needed; an interrupted run's stays, and the
-        interruption goes on (KeyboardInterrupt) now that its report is written."""
-        if self.interrupted:
-            raise KeyboardInterrupt
+        interruption goes on (raised again) now that its report is written."""
+        if self.interruption is not None:
+            raise self.interruption
         if self.journal is not None:
             self.journal.close(finished=True)
 
@@ -402,6 +407,7 @@ def run_batch(
 
     single = len(paths) == 1
     interrupted = False
+    interruption = None
     steps = StepLine() if single and mode == "none" else None
     # several inputs in this process: the steps of each go beside the bar, one display (a line of their own wrote
     # over the bar and left its pieces behind)
@@ -415,10 +421,11 @@ def run_batch(
 
             n_workers = run_on_dask(job, todo, single, mode, n_workers, deliver)
         finished = True
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         interrupted = True  # tasks may be out (a worker still writing): the journal must stay, even without records
         if not (report_interrupted and delivered):
             raise
+        interruption = exc
     finally:
         _method_progress.reset(steps_token)
         if steps is not None:
@@ -443,7 +450,7 @@ def run_batch(
         "meta": meta,
         **({"interrupted": True} if interrupted else {}),
     }
-    return BatchOutcome(records, meta, summary, journal, interrupted=interrupted)
+    return BatchOutcome(records, meta, summary, journal, interruption=interruption)
 
 
 def _interrupted_record(args: object, path: Path) -> dict:
@@ -451,7 +458,7 @@ def _interrupted_record(args: object, path: Path) -> dict:
     result (an earlier run's, or one a worker wrote as the run stopped), and the reason says so."""
     from ..io import output_stem
 
-    reason = "the run was interrupted (Ctrl+C) before this input was done; --resume does it"
+    reason = "the run was stopped (Ctrl+C, SIGTERM) before this input was done; --resume does it"
     output = getattr(args, "output", None)
     if output is not None:
         labels = Path(output) / f"{output_stem(path, getattr(args, 'output_stems', None))}.tif"

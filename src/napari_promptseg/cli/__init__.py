@@ -5,7 +5,8 @@ Output convention (all subcommands): ``-o OUT`` is a directory; each input image
 
 Exit codes: 0 every output was written (an input where nothing was found, or whose processing failed, gets an empty
 label image and its reason in report.json); 1 some input could not be read, so it has no output (the others do);
-2 bad invocation, input that stops the whole run, or every input failed (one-line reason); 130 cancelled.
+2 bad invocation, input that stops the whole run, or every input failed (one-line reason); 130 cancelled; 143
+terminated (SIGTERM, stopped as Ctrl+C stops a run).
 
 Batches (segment, oneshot, text, embed): one task per image on Dask distributed. ``--scheduler local`` (the default
 for several inputs) starts a LocalCluster with ``--workers`` processes (one per core); ``tcp://HOST:PORT`` uses a
@@ -26,7 +27,9 @@ import argparse
 import contextlib
 import errno
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -267,7 +270,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     new_output = output is not None and not Path(output).exists()
     try:
         # the progress line innermost: ended before an error or the interruption is printed
-        with _disk_cache(args), _precision(args.precision), _output_lock(args), _progress_line.ended():
+        with (
+            _sigterm_as_interrupt(),
+            _disk_cache(args),
+            _precision(args.precision),
+            _output_lock(args),
+            _progress_line.ended(),
+        ):
             return int(args.func(args))
     except (PromptsegError, WeightsError) as exc:
         reason = " ".join(str(exc).split())  # one line, even when a reader's own message has several
@@ -291,9 +300,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             where = f"writing into {output}: "  # a journal's or report's write names no file
         print(f"promptseg {args.command}: error: {where}{exc.strerror or exc}{_resume_hint(args)}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"\npromptseg {args.command}: terminated (SIGTERM){_resume_hint(args)}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"\npromptseg {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a run: a cluster's time limit (SLURM sends it before SIGKILL), `timeout`, `kill`, a container
+    stopped. The run stops as Ctrl+C stops it (journal kept, report written, cluster closed); SIGTERM's default ended
+    the process at once, without a word, a report, or the Dask cluster closed."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the main thread for the run; the handler found is put back after."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        raise Terminated
+
+    before = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _quiet_stdout() -> None:

@@ -27,7 +27,8 @@ EXIT_CODES_HELP = (
     "exit codes: 0 every output was written (an input where nothing was found, or whose processing failed, "
     "gets an empty label image and its status and reason in OUT/report.json); 1 some input could not be read, so it "
     "has no output (the others do); 2 bad invocation, an input that stops the whole run (a single input's error: "
-    "one line, no report), or every input failed; 130 interrupted (Ctrl+C: --resume goes on from there)"
+    "one line, no report), or every input failed; 130 interrupted (Ctrl+C: --resume goes on from there); 143 "
+    "terminated (SIGTERM, e.g. a cluster's time limit: stopped as Ctrl+C stops it)"
 )
 
 
