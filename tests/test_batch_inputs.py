@@ -316,3 +316,25 @@ def test_sigterm_in_a_batch_stops_it_as_ctrl_c_does(em, tmp_path, capsys, monkey
     monkeypatch.setattr(engine, "run_target", run_target)
     assert main([*command, "--resume"]) == 0
     assert "resuming: 1 of 3 input(s) already done" in capsys.readouterr().err
+
+
+def test_a_rerun_removes_the_temporary_files_a_killed_run_left_in_the_output_folder(em, tmp_path, capsys):
+    """A label TIFF is written to a hidden temporary file, then renamed: a run killed while writing it (SIGKILL, the
+    OOM killer, a power cut: nothing of it runs) left that file, as large as the labels (GBs for a slide), and no
+    later run removed it. A run into the folder removes those of its own outputs (it holds the folder's lock: no
+    other run writes there), and nothing else."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    iio.imwrite(inputs / "em_0.png", em)
+    out = tmp_path / "out"
+    out.mkdir()
+    left = [out / ".em_0.tif.0123456789ab.tmp", out / ".report.json.0123456789ab.tmp"]
+    for path in left:
+        path.write_bytes(b"II*\0" + bytes(1000))  # cut short, as the kill left it
+    others = [out / ".other.tif.0123456789ab.tmp", out / ".em_0.tif.notours.tmp", out / ".mine"]
+    for path in others:
+        path.write_bytes(b"kept")
+    assert main(["segment", str(inputs), *BOX, "-o", str(out), "--scheduler", "none"]) == 0
+    assert not [p.name for p in left if p.exists()]
+    assert all(p.read_bytes() == b"kept" for p in others)
+    assert "removed 2 temporary file(s) of a run killed while writing" in capsys.readouterr().err

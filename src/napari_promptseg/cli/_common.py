@@ -163,7 +163,9 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
     would lose data without a word. Earlier outputs (marked, see :func:`..io.images.is_own_output`, or listed in the
     folder's report.json by a version before the mark) are replaced, so a rerun into the same folder works. The
     same holds for an OME-Zarr input's labels image (:func:`..io.ome_zarr_labels.labels_not_replaceable`)."""
+    from ..batch.journal import JOURNAL_NAME
     from ..io import output_stem
+    from ..io._files import remove_killed_temporaries
     from ..io.images import distinct_output_stems, is_own_output
     from ..io.multiscale import is_ome_zarr
 
@@ -233,6 +235,15 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
             + (f"; so would {'; '.join(shown)}" if shown else "")
             + (f" and {len(others) - len(shown)} more such set(s)" if len(others) > len(shown) else "")
             + "; rename one of each, or run them into separate output directories"
+        )
+    # a run killed while writing (SIGKILL, the OOM killer) left its hidden temporary files, as large as the labels
+    # they were becoming: this run's go (it holds the folder's lock, _output_lock: no other run writes them)
+    removed, size = remove_killed_temporaries(args.output, {*(o.name for o in writers), "report.json", JOURNAL_NAME})
+    if removed:
+        print(
+            f"-o {args.output}: removed {len(removed)} temporary file(s) of a run killed while writing "
+            f"({size / 1e6:.1f} MB): {_some_names(removed)}",
+            file=sys.stderr,
         )
     _say_renamed(inputs, args.output_stems)
 
@@ -423,8 +434,7 @@ def _run_batch(
     gets the same at once, alone too; ``--resume`` skips what a killed or finished run already wrote. Returns the
     outcome (records in input order) and the exit code: 0 when every output was written (some may be empty: see
     each record's ``status``), 1 when an input could not be read and so has no output, 2 when every input failed,
-    130 when Ctrl+C stopped it once an input was done (the caller writes its report, then ``outcome.finish()``
-    raises KeyboardInterrupt).
+    130 when stopped once an input was done (its report written, ``outcome.finish()`` raises the interruption).
     With a single input, its error is the run's error (exit 2, one line, no report)."""
     from ..batch import BatchJob, run_batch
     from ..models import embedding_cache

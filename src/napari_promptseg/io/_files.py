@@ -232,6 +232,27 @@ def replacing_temp_of(name: str) -> str | None:
     return match["name"] if match else None
 
 
+def remove_killed_temporaries(folder: Path, names: set[str]) -> tuple[list[str], int]:
+    """Remove the temporary files of :func:`replacing` that a run killed while writing (SIGKILL, the OOM killer, a
+    power cut: its cleanup never ran) left in ``folder`` for the files ``names``, each as large as the file it was
+    becoming. Only for a caller that alone writes those files there (e.g. holding the folder's lock). Returns their
+    names and how many bytes they held."""
+    removed, size = [], 0
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return removed, size
+    for entry in entries:
+        if replacing_temp_of(entry.name) not in names or entry.is_symlink() or not entry.is_file():
+            continue
+        with contextlib.suppress(OSError):
+            held = entry.stat().st_size
+            entry.unlink()
+            removed.append(entry.name)
+            size += held
+    return removed, size
+
+
 def default_file_mode(folder: Path) -> int:
     """The permission bits a file created in ``folder`` by ``open()`` gets (0666 under the umask and the folder's
     default ACL), for files another library made private (pooch's, safetensors')."""
