@@ -338,3 +338,27 @@ def test_a_rerun_removes_the_temporary_files_a_killed_run_left_in_the_output_fol
     assert not [p.name for p in left if p.exists()]
     assert all(p.read_bytes() == b"kept" for p in others)
     assert "removed 2 temporary file(s) of a run killed while writing" in capsys.readouterr().err
+
+
+def test_the_output_folder_inside_the_input_folder_is_not_said_to_be_a_skipped_subfolder(em, tmp_path, capsys):
+    """`promptseg segment FOLDER -o FOLDER/labels` said 'FOLDER: skipped 1 subfolder(s), not searched (name them too,
+    e.g. FOLDER/*/): labels' on its first run (the run had just made it), and again after a killed run (no
+    report.json there yet): it asked the user to name the folder of its own outputs as inputs."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    iio.imwrite(folder / "em_0.png", em)
+    (folder / "other").mkdir()  # a subfolder of the user's: still said
+    command = ["segment", str(folder), *BOX, "-o", str(folder / "labels"), "--scheduler", "none"]
+    assert main(command) == 0
+    err = capsys.readouterr().err
+    assert "skipped 1 subfolder(s)" in err and err.count("other") == 1 and "labels" not in err, err
+    killed = folder / "killed"  # a killed run's: its journal, no report.json yet
+    killed.mkdir()
+    (killed / JOURNAL_NAME).write_text('{"signature": "x"}\n')
+    assert main([*command[:-4], "-o", str(folder / "labels"), "--scheduler", "none"]) == 0
+    err = capsys.readouterr().err
+    assert "killed" not in err and "labels" not in err, err
+    from napari_promptseg.cli._common import OUTPUT_LOCK
+    from napari_promptseg.io.listing import RUN_FILES
+
+    assert {"report.json", JOURNAL_NAME, OUTPUT_LOCK} <= set(RUN_FILES)  # the listing's names are the run's

@@ -23,6 +23,12 @@ __all__ = [
 ]
 
 
+#: files that make a folder a promptseg run's output folder, not a subfolder of images left out: a finished run's
+#: report, a killed run's journal (batch.journal.JOURNAL_NAME), the lock of a run writing there (cli._common's
+#: OUTPUT_LOCK: an -o inside the input folder, made by this very run)
+RUN_FILES = ("report.json", "report.partial.jsonl", ".promptseg.lock")
+
+
 def natural_key(name: str) -> tuple[list[int | str], str]:
     """Sort key of a name in natural order: runs of digits compared as numbers (``z2`` before ``z10``), the rest
     regardless of case (``Img3.PNG`` between ``img2.png`` and ``img10.png``). Names that tie so (``z02``/``z2``,
@@ -48,7 +54,7 @@ class FolderImages:
     images: list[Path] = field(default_factory=list)
     #: names of files that are not images read here (a .txt, a .webp)
     other_files: list[str] = field(default_factory=list)
-    #: names of subfolders that are not images, nor an earlier run's output folder (it has a report.json): not searched
+    #: names of subfolders that are not images, nor a run's output folder (:data:`RUN_FILES`): not searched
     subfolders: list[str] = field(default_factory=list)
 
 
@@ -89,7 +95,7 @@ def _sort_entry(path: Path, out: FolderImages) -> None:
             out.images.append(path)
     elif path.is_file():
         out.other_files.append(path.name)
-    elif path.is_dir() and not (path / "report.json").is_file():
+    elif path.is_dir() and not any((path / name).is_file() for name in RUN_FILES):
         out.subfolders.append(path.name)
 
 
