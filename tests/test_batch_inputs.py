@@ -362,3 +362,19 @@ def test_the_output_folder_inside_the_input_folder_is_not_said_to_be_a_skipped_s
     from napari_promptseg.io.listing import RUN_FILES
 
     assert {"report.json", JOURNAL_NAME, OUTPUT_LOCK} <= set(RUN_FILES)  # the listing's names are the run's
+
+
+def test_an_input_with_no_object_has_its_reason_in_the_report(em, tmp_path, capsys):
+    """An image whose boxes found nothing (a blank field: its box covers pixels of one value) got status "empty" and
+    reason null in report.json; the why was only among its warnings, where a script reading the reasons of the
+    images without output did not look (the README: 'the reason is recorded in report.json (status, reason)')."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    iio.imwrite(folder / "em.png", em)
+    iio.imwrite(folder / "blank.png", np.zeros_like(em))
+    out = tmp_path / "out"
+    assert main(["segment", str(folder), *BOX, "-o", str(out), "--scheduler", "none"]) == 0, capsys.readouterr().err
+    records = {Path(r["input"]).name: r for r in report_of(out)["images"]}
+    assert records["blank.png"]["status"] == "empty"
+    assert "box 1 covers pixels of one value" in records["blank.png"]["reason"], records["blank.png"]
+    assert records["em.png"]["status"] == "ok" and "reason" not in records["em.png"]

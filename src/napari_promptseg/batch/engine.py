@@ -174,6 +174,9 @@ def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool 
         image = read_image_named(path, getattr(args, "channel_axis", 0))
         record = job.process(args, state, Path(path), image)
         record.setdefault("status", "ok" if record.get("objects", 1) else "empty")
+        if record["status"] == "empty" and not record.get("reason"):  # why, where the failed inputs' is
+            said = [str(w).removeprefix(f"{path}: ") for w in record.get("warnings") or []]
+            record["reason"] = "; ".join(said) or "no object found"
     except (CancelledError, KeyboardInterrupt):
         raise
     except NothingFoundError as exc:
