@@ -240,3 +240,25 @@ def test_a_cmyk_jpeg_is_read_in_rgb(tmp_path):
         Image.fromarray(rgb).convert("CMYK").save(folder / f"f{k}.jpg")
     [(stack, _, _)] = folder_stack_layer_data(folder)
     assert np.asarray(stack).shape == (2, *rgb.shape)
+
+
+def test_a_cmyk_tiff_is_read_in_rgb(tmp_path):
+    """A TIFF saved in CMYK (a figure or slide snapshot exported for print) was read as its four ink channels, taken
+    for RGBA, as CMYK JPEGs were before: the models and the overlay saw the colours inverted (black nuclei on white for
+    white on black), and a batch segmented it without a word. It is read in RGB, as Pillow converts CMYK, and the
+    napari reader's folder stack takes its shape from its header alike."""
+    from PIL import Image
+
+    from napari_promptseg.io.layer_data import _file_shape
+
+    rgb = data.astronaut()
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.tif")
+    read = read_image(tmp_path / "cmyk.tif")
+    assert read.shape == rgb.shape and read.dtype == np.uint8
+    expected = np.asarray(Image.open(tmp_path / "cmyk.tif").convert("RGB"))
+    assert np.abs(read.astype(int) - expected).max() <= 1
+    assert _file_shape(tmp_path / "cmyk.tif") == (rgb.shape, "uint8")
+    inks16 = np.asarray(Image.open(tmp_path / "cmyk.tif")).astype(np.uint16) * 257  # a 16-bit CMYK TIFF
+    tifffile.imwrite(tmp_path / "cmyk16.tif", inks16, photometric="separated")
+    read16 = read_image(tmp_path / "cmyk16.tif")
+    assert read16.dtype == np.uint16 and np.abs(read16 / 257 - expected).max() <= 1

@@ -189,6 +189,8 @@ def read_image(path: str | Path) -> np.ndarray:
             with tifffile.TiffFile(path) as tif:
                 image = tif.asarray()
                 grey_alpha = _grey_and_alpha(tif, image.shape)
+                if tiff_cmyk(tif, image.shape):  # its inks are no RGBA (colours inverted): RGB, as Pillow converts
+                    image = _cmyk_to_rgb(image)
         else:
             import imageio.v3 as iio
 
@@ -270,6 +272,31 @@ def _grey_and_alpha(tif: tifffile.TiffFile, shape: tuple[int, ...]) -> bool:
         and tif.series[0].axes.endswith("S")
         and shape[-1] == 2
     )
+
+
+def tiff_cmyk(tif: tifffile.TiffFile, shape: tuple[int, ...]) -> bool:
+    """Whether a TIFF read as ``shape`` holds CMYK inks, last (photometric separated, the default ink set, four
+    inks), as a figure saved for print does: read in RGB (:func:`_cmyk_to_rgb`)."""
+    if not len(tif.pages) or not tif.series:  # no pages: the read says so (no pixels)
+        return False
+    page = tif.pages.first
+    extra = len(np.atleast_1d(page.extrasamples)) if page.extrasamples is not None else 0
+    return (
+        page.photometric == tifffile.PHOTOMETRIC.SEPARATED
+        and page.tags.valueof(332, 1) == 1  # InkSet: 1 = CMYK, the default
+        and page.samplesperpixel - extra == 4
+        and tif.series[0].axes.endswith("S")
+        and shape[-1] == page.samplesperpixel
+    )
+
+
+def _cmyk_to_rgb(inks: np.ndarray) -> np.ndarray:
+    """CMYK inks (last axis; extra samples after them dropped) as RGB of the same dtype, as Pillow converts them:
+    each colour is (1 - ink) * (1 - black)."""
+    top = float(np.iinfo(inks.dtype).max) if inks.dtype.kind in "ui" else 1.0
+    c, m, y, k = (inks[..., i].astype(np.float32) for i in range(4))
+    rgb = np.stack([(top - ink) * (top - k) / top for ink in (c, m, y)], axis=-1)
+    return np.rint(rgb).astype(inks.dtype) if inks.dtype.kind in "ui" else rgb.astype(inks.dtype)
 
 
 #: first bytes of the formats a file named .tif may hold instead, and their suffix

@@ -30,6 +30,7 @@ from .images import (
     output_marker,
     output_stem,
     read_image,
+    tiff_cmyk,
 )
 from .listing import image_files, is_image_name, list_images, ome_zarr_left_out, store_images
 from .multiscale import (
@@ -497,6 +498,8 @@ def _file_shape(file: Path) -> tuple[tuple[int, ...], str]:
                 shape, dtype = tuple(tif.series[0].shape), tif.series[0].dtype
                 if _grey_and_alpha(tif, shape):  # read grey, its alpha dropped
                     shape = shape[:-1]
+                elif tiff_cmyk(tif, shape):  # read in RGB
+                    shape = (*shape[:-1], 3)
             names = tiff_axis_names(file)
             position = named_channel_position(names)
             if position is not None and len(names) == len(shape):  # a Fiji composite: its channels are read last
