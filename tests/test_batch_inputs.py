@@ -378,3 +378,21 @@ def test_an_input_with_no_object_has_its_reason_in_the_report(em, tmp_path, caps
     assert records["blank.png"]["status"] == "empty"
     assert "box 1 covers pixels of one value" in records["blank.png"]["reason"], records["blank.png"]
     assert records["em.png"]["status"] == "ok" and "reason" not in records["em.png"]
+
+
+def test_an_ome_tiff_of_several_image_series_says_only_the_first_was_segmented(em, tmp_path, capsys):
+    """An OME-TIFF holding several image series (the positions or wells of one acquisition, exported by Bio-Formats)
+    was segmented at its first series alone, without a word: the user took OUT/<stem>.tif for all of them. Its record
+    and the run's output say how many series it holds, and that only the first was segmented."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with tifffile.TiffWriter(folder / "positions.ome.tif", ome=True) as tiff:
+        for i in range(3):
+            tiff.write(np.rot90(em, i), metadata={"axes": "YX", "Name": f"position {i}"})
+    out = tmp_path / "out"
+    assert main(["segment", str(folder), *BOX, "-o", str(out), "--scheduler", "none"]) == 0
+    err = capsys.readouterr().err
+    (record,) = report_of(out)["images"]
+    said = "an OME-TIFF of 3 image series: only the first ('position 0') was segmented"
+    assert record["status"] == "ok" and any(said in w for w in record["warnings"]), record["warnings"]
+    assert said in err, err

@@ -429,6 +429,28 @@ def read_channel_axis(path: str | Path, channel_axis: int | None) -> int | None:
     return -1 if pyramid.axes.endswith("c") else None
 
 
+def other_series_warning(path: str | Path) -> str | None:
+    """What an OME-TIFF of several image series (the positions or wells of one acquisition, as Bio-Formats exports
+    them) is told: every command reads its first series only (:func:`.images.read_image`, :func:`_open_tiff`). None
+    for any other file. Only the header is read."""
+    import tifffile
+
+    if Path(path).suffix.lower() not in TIFF_SUFFIXES:
+        return None
+    try:
+        with _only_looking(), tifffile.TiffFile(path) as tif:
+            if not tif.is_ome or len(tif.series) < 2:
+                return None
+            names = [series.name or f"series {i}" for i, series in enumerate(tif.series)]
+    except Exception:  # noqa: BLE001 - a header that cannot be read: the read said why
+        return None
+    return (
+        f"an OME-TIFF of {len(names)} image series: only the first ('{names[0]}') was segmented, not "
+        f"{', '.join(repr(n) for n in names[1:4])}{', ...' if len(names) > 4 else ''}; save each series as its own "
+        "file (Fiji: Bio-Formats Importer, open all series, save each) to segment them all"
+    )
+
+
 def read_image_named(path: str | Path, channel_axis: int | None = None) -> object:
     """:func:`.images.read_image`, with the channel axis an OME or ImageJ TIFF names moved last
     (:func:`named_channels_last`) when no ``channel_axis`` is given (a given one counts in the file's order): how every
