@@ -396,3 +396,24 @@ def test_an_ome_tiff_of_several_image_series_says_only_the_first_was_segmented(e
     said = "an OME-TIFF of 3 image series: only the first ('position 0') was segmented"
     assert record["status"] == "ok" and any(said in w for w in record["warnings"]), record["warnings"]
     assert said in err, err
+
+
+def test_a_rerun_whose_inputs_now_share_a_stem_takes_out_the_label_file_of_the_old_name(em, tmp_path, capsys):
+    """A folder segmented with a.tif alone gave OUT/a.tif; once a.png joined it (the same sample exported again), a
+    rerun named a.tif's labels OUT/a.tif.tif, and OUT/a.tif stayed: the earlier run's labels under the name the user
+    looks for (OUT/<stem>.tif), passing for this run's. It goes, said, as an earlier run's file this run did not write;
+    a --resume that keeps a.tif's earlier record keeps it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", em)
+    out = tmp_path / "out"
+    command = ["segment", str(folder), *BOX, "-o", str(out), "--scheduler", "none"]
+    assert main(command) == 0
+    iio.imwrite(folder / "a.png", np.rot90(em))
+    assert main([*command, "--resume"]) == 0  # a.tif kept as it was: its record names OUT/a.tif
+    assert (out / "a.tif").exists() and (out / "a.png.tif").exists()
+    capsys.readouterr()
+    assert main(command) == 0
+    err = capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("*.tif")) == ["a.png.tif", "a.tif.tif"], err
+    assert "removed 1 file(s) of an earlier run that this run did not write" in err and "a.tif" in err, err

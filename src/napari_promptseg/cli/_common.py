@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..errors import PromptsegError, WeightsError
 from ..io._files import ensure_writable_dir, replacing
-from ._inputs import _some_names
+from ._inputs import _say_renamed, _some_names
 from ._stacks import _plane_channel_axis, _write_output, _writes_into_zarr
 from ._types import positive_float, positive_int, weights_path
 
@@ -246,26 +246,6 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
             file=sys.stderr,
         )
     _say_renamed(inputs, args.output_stems)
-
-
-def _say_renamed(inputs: Sequence[Path], renamed: dict[str, str], shown: int = 5) -> None:
-    """One line per set of inputs that share a stem, naming the outputs each gets instead (the user looks for
-    OUT/<stem>.tif)."""
-    from ..io import output_stem
-
-    sets: dict[str, list[Path]] = {}
-    for path in inputs:
-        if str(Path(path).absolute()) in renamed:
-            sets.setdefault(output_stem(path), []).append(Path(path))
-    for i, (stem, paths) in enumerate(sets.items()):
-        if i == shown:
-            print(f"... and {len(sets) - shown} more such set(s)", file=sys.stderr)
-            break
-        names = ", ".join(f"{p.name} -> {output_stem(p, renamed)}.tif" for p in paths)
-        print(
-            f"inputs share the output name {stem}.tif: each is named after its whole file name ({names})",
-            file=sys.stderr,
-        )
 
 
 def _own_report(path: Path) -> dict | None:
@@ -517,22 +497,27 @@ def _forget_earlier_result(args: argparse.Namespace, path: str, exc: BaseExcepti
 def _remove_stale_outputs(args: argparse.Namespace, records: Sequence[dict]) -> list[str]:
     """An input's files of an earlier run that this run did not write (a failed or empty input's labels when this
     run wrote none, any input's overlay when this run drew none: no --overlay, or its drawing failed; an OME-Zarr
-    input's labels image a run into this -o wrote) would pass for this run's result: they go, and its record says
-    so. Only our own files (marked; labels as written) are removed. Returns their names."""
+    input's labels image a run into this -o wrote; those under its stem when it is named after its whole name now,
+    a.tif beside a.png) would pass for this run's result: they go, and its record says so. Only our own files
+    (marked; labels as written) are removed. Returns their names."""
     from ..io import output_stem
     from ..io.images import is_own_output
     from ..io.multiscale import is_ome_zarr
     from ..io.ome_zarr_labels import remove_own_labels
 
     removed = []
+    named = {Path(r[key]).name for r in records for key in ("output", "overlay") if r.get(key)}  # kept ones too
     for record in records:
         stem = output_stem(record["input"], getattr(args, "output_stems", None))
+        plain = output_stem(record["input"])  # its name before an input of its stem joined: a.tif, now a.tif.tif
         for key, suffix in (("overlay", "_overlay.png"), ("output", ".tif")):
-            path = args.output / f"{stem}{suffix}"
-            if not record.get(key) and is_own_output(path):  # this run wrote none: an earlier run's
-                path.unlink()
-                record.setdefault("warnings", []).append(f"removed {path.name} of an earlier run")
-                removed.append(path.name)
+            earlier = [] if record.get(key) else [args.output / f"{stem}{suffix}"]  # this run wrote none
+            earlier += [args.output / f"{plain}{suffix}"] if plain != stem else []
+            for path in earlier:
+                if path.name not in named and is_own_output(path):
+                    path.unlink()
+                    record.setdefault("warnings", []).append(f"removed {path.name} of an earlier run")
+                    removed.append(path.name)
         zarr_input = Path(record["input"])
         if is_ome_zarr(zarr_input) and _writes_into_zarr(args, zarr_input):  # its labels image: none this run
             name = getattr(args, "labels_name", "promptseg")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import PromptsegError
 
-__all__ = ["_expand_images"]
+__all__ = ["_expand_images", "_say_renamed"]
 
 
 def _expand_images(paths: list[Path]) -> list[Path]:
@@ -108,6 +108,26 @@ def _literal_where_it_exists(pattern: Path) -> str:
         prefix = prefix / part
         escaped.append(glob.escape(part))
     return str(Path(*escaped))
+
+
+def _say_renamed(inputs: Sequence[Path], renamed: dict[str, str], shown: int = 5) -> None:
+    """One line per set of inputs that share a stem, naming the outputs each gets instead (the user looks for
+    OUT/<stem>.tif)."""
+    from ..io import output_stem
+
+    sets: dict[str, list[Path]] = {}
+    for path in inputs:
+        if str(Path(path).absolute()) in renamed:
+            sets.setdefault(output_stem(path), []).append(Path(path))
+    for i, (stem, paths) in enumerate(sets.items()):
+        if i == shown:
+            print(f"... and {len(sets) - shown} more such set(s)", file=sys.stderr)
+            break
+        names = ", ".join(f"{p.name} -> {output_stem(p, renamed)}.tif" for p in paths)
+        print(
+            f"inputs share the output name {stem}.tif: each is named after its whole file name ({names})",
+            file=sys.stderr,
+        )
 
 
 def _some_names(names: Sequence[str], shown: int = 10) -> str:
