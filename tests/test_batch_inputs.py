@@ -268,7 +268,7 @@ def test_ctrl_c_in_a_rerun_writes_its_own_report_not_the_earlier_runs(em, tmp_pa
     status = {Path(r["input"]).name: r["status"] for r in report["images"]}
     assert status == {"em_0.png": "ok", "em_1.png": "interrupted", "em_2.png": "interrupted"}, status
     said = next(r["reason"] for r in report["images"] if r["status"] == "interrupted")
-    assert "--resume" in said and "the em_1.tif there is not this run's result" in said, said
+    assert "--resume" in said and "the em_1.tif there is not recorded as this run's result" in said, said
     monkeypatch.setattr(engine, "run_target", run_target)
     assert main([*command, *other_box, "--resume"]) == 0
     assert "resuming: 1 of 3 input(s) already done" in capsys.readouterr().err

@@ -468,7 +468,7 @@ def _interrupted_record(args: object, path: Path) -> dict:
     if output is not None:
         labels = Path(output) / f"{output_stem(path, getattr(args, 'output_stems', None))}.tif"
         if labels.exists():
-            reason += f"; the {labels.name} there is not this run's result"
+            reason += f"; the {labels.name} there is not recorded as this run's result"
     return {"input": str(path), "status": "interrupted", "reason": reason}
 
 
