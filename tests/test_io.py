@@ -242,23 +242,57 @@ def test_a_cmyk_jpeg_is_read_in_rgb(tmp_path):
     assert np.asarray(stack).shape == (2, *rgb.shape)
 
 
+def test_a_grey_image_with_transparency_opens_grey_in_napari_and_lazily(tmp_path):
+    """The alpha of a grey + alpha TIFF was dropped only by the whole read: the plugin opened the TIFF as two
+    channel layers (grey, and alpha as a second channel), and a pyramid of it, read lazily by every command, handed
+    the alpha on to the models as a second channel. Both read grey now, as the whole read does."""
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.io.layer_data import tiff_layer_data
+
+    (image, _, _), _ = nuclei()
+    la = np.dstack([image, np.full_like(image, 255)])
+    options = {"photometric": "minisblack", "extrasamples": ["unassalpha"]}
+    tifffile.imwrite(tmp_path / "la.tif", la, **options)
+    with tifffile.TiffWriter(tmp_path / "pyramid.tif") as tif:
+        tif.write(la, tile=(128, 128), subifds=1, **options)
+        tif.write(la[::2, ::2], tile=(128, 128), subfiletype=1, **options)
+    np.testing.assert_array_equal(np.asarray(read_image(tmp_path / "pyramid.tif")), image)
+    [(data_, kwargs, kind)] = tiff_layer_data(tmp_path / "la.tif")
+    assert kind == "image" and "channel_axis" not in kwargs
+    np.testing.assert_array_equal(data_, image)
+    [(levels, kwargs, _)] = tiff_layer_data(tmp_path / "pyramid.tif")
+    assert "channel_axis" not in kwargs and [level.shape for level in levels] == [image.shape, image[::2, ::2].shape]
+
+
 def test_a_cmyk_tiff_is_read_in_rgb(tmp_path):
-    """A TIFF saved in CMYK (a figure or slide snapshot exported for print) was read as its four ink channels, taken
-    for RGBA, as CMYK JPEGs were before: the models and the overlay saw the colours inverted (black nuclei on white for
-    white on black), and a batch segmented it without a word. It is read in RGB, as Pillow converts CMYK, and the
-    napari reader's folder stack takes its shape from its header alike."""
+    """A TIFF saved in CMYK (photometric separated: print workflows, publishers' figures) was read as its four ink
+    channels, where a CMYK JPEG is converted: the commands took them for RGBA (cyan for red, the models saw the
+    colours inverted) and the plugin opened four channel layers. Every read converts it to RGB, as Pillow does;
+    a pyramid of it too, lazily, and a folder of them stacks RGB planes."""
     from PIL import Image
 
-    from napari_promptseg.io.layer_data import _file_shape
+    from napari_promptseg.io.layer_data import folder_stack_layer_data, tiff_layer_data
 
-    rgb = data.astronaut()
-    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.tif")
-    read = read_image(tmp_path / "cmyk.tif")
-    assert read.shape == rgb.shape and read.dtype == np.uint8
-    expected = np.asarray(Image.open(tmp_path / "cmyk.tif").convert("RGB"))
-    assert np.abs(read.astype(int) - expected).max() <= 1
-    assert _file_shape(tmp_path / "cmyk.tif") == (rgb.shape, "uint8")
-    inks16 = np.asarray(Image.open(tmp_path / "cmyk.tif")).astype(np.uint16) * 257  # a 16-bit CMYK TIFF
+    rgb = data.astronaut()[::4, ::4]
+    cmyk = np.asarray(Image.fromarray(rgb).convert("CMYK"))
+    tifffile.imwrite(tmp_path / "cmyk.tif", cmyk, photometric="separated")
+    with tifffile.TiffWriter(tmp_path / "pyramid.tif") as tif:
+        tif.write(cmyk, tile=(64, 64), subifds=1, photometric="separated")
+        tif.write(cmyk[::2, ::2], tile=(64, 64), subfiletype=1, photometric="separated")
+    np.testing.assert_array_equal(read_image(tmp_path / "cmyk.tif"), rgb)
+    np.testing.assert_array_equal(np.asarray(read_image(tmp_path / "pyramid.tif")), rgb)
+    [(image, kwargs, _)] = tiff_layer_data(tmp_path / "cmyk.tif")
+    assert kwargs.get("rgb") and "channel_axis" not in kwargs
+    np.testing.assert_array_equal(image, rgb)
+    [(levels, kwargs, _)] = tiff_layer_data(tmp_path / "pyramid.tif")
+    assert kwargs.get("rgb") and [level.shape for level in levels] == [rgb.shape, rgb[::2, ::2].shape]
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(2):
+        tifffile.imwrite(folder / f"f{k}.tif", cmyk, photometric="separated")
+    [(stack, _, _)] = folder_stack_layer_data(folder)
+    np.testing.assert_array_equal(np.asarray(stack), np.stack([rgb] * 2))
+    inks16 = cmyk.astype(np.uint16) * 257  # a 16-bit CMYK TIFF
     tifffile.imwrite(tmp_path / "cmyk16.tif", inks16, photometric="separated")
     read16 = read_image(tmp_path / "cmyk16.tif")
-    assert read16.dtype == np.uint16 and np.abs(read16 / 257 - expected).max() <= 1
+    assert read16.dtype == np.uint16 and np.abs(read16 / 257 - rgb).max() <= 1

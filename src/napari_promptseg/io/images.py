@@ -189,8 +189,9 @@ def read_image(path: str | Path) -> np.ndarray:
             with tifffile.TiffFile(path) as tif:
                 image = tif.asarray()
                 grey_alpha = _grey_and_alpha(tif, image.shape)
-                if tiff_cmyk(tif, image.shape):  # its inks are no RGBA (colours inverted): RGB, as Pillow converts
-                    image = _cmyk_to_rgb(image)
+                cmyk = cmyk_sample_axis(tif, image.ndim)
+            if cmyk is not None:  # ink channels, no RGBA: in RGB, as a CMYK JPEG is read
+                image = np.moveaxis(cmyk_to_rgb(image, cmyk), cmyk, -1)
         else:
             import imageio.v3 as iio
 
@@ -274,29 +275,35 @@ def _grey_and_alpha(tif: tifffile.TiffFile, shape: tuple[int, ...]) -> bool:
     )
 
 
-def tiff_cmyk(tif: tifffile.TiffFile, shape: tuple[int, ...]) -> bool:
-    """Whether a TIFF read as ``shape`` holds CMYK inks, last (photometric separated, the default ink set, four
-    inks), as a figure saved for print does: read in RGB (:func:`_cmyk_to_rgb`)."""
-    if not len(tif.pages) or not tif.series:  # no pages: the read says so (no pixels)
-        return False
-    page = tif.pages.first
-    extra = len(np.atleast_1d(page.extrasamples)) if page.extrasamples is not None else 0
-    return (
-        page.photometric == tifffile.PHOTOMETRIC.SEPARATED
-        and page.tags.valueof(332, 1) == 1  # InkSet: 1 = CMYK, the default
-        and page.samplesperpixel - extra == 4
-        and tif.series[0].axes.endswith("S")
-        and shape[-1] == page.samplesperpixel
-    )
+def cmyk_sample_axis(tif: tifffile.TiffFile, ndim: int) -> int | None:
+    """The axis of the ink samples of a CMYK TIFF (photometric separated, four samples of CMYK ink, no alpha) whose
+    first series is read with ``ndim`` axes; None for any other TIFF (other inks, a float CMYK: left as they are)."""
+    if not len(tif.pages) or not tif.series:
+        return None
+    page, axes = tif.pages.first, tif.series[0].axes
+    ink = page.tags.get("InkSet")  # 1 (the default): CMYK; 2: other inks, named by the file
+    if (
+        page.photometric != tifffile.PHOTOMETRIC.SEPARATED
+        or page.samplesperpixel != 4
+        or len(page.extrasamples or ())
+        or (ink is not None and int(ink.value) != 1)
+        or not np.issubdtype(page.dtype, np.unsignedinteger)
+        or "S" not in axes
+        or len(axes) != ndim
+    ):
+        return None
+    return axes.index("S")
 
 
-def _cmyk_to_rgb(inks: np.ndarray) -> np.ndarray:
-    """CMYK inks (last axis; extra samples after them dropped) as RGB of the same dtype, as Pillow converts them:
-    each colour is (1 - ink) * (1 - black)."""
-    top = float(np.iinfo(inks.dtype).max) if inks.dtype.kind in "ui" else 1.0
-    c, m, y, k = (inks[..., i].astype(np.float32) for i in range(4))
-    rgb = np.stack([(top - ink) * (top - k) / top for ink in (c, m, y)], axis=-1)
-    return np.rint(rgb).astype(inks.dtype) if inks.dtype.kind in "ui" else rgb.astype(inks.dtype)
+def cmyk_to_rgb(image: np.ndarray, axis: int = -1) -> np.ndarray:
+    """CMYK ink values (unsigned integers, along ``axis``) as RGB of the same dtype and axis, as Pillow converts
+    them: each colour the white left by the black ink, less the share its own ink takes of it. A dask array stays
+    lazy."""
+    top = float(np.iinfo(image.dtype).max)
+    ink = [image[(slice(None),) * (axis % image.ndim) + (k,)].astype(np.float32) for k in range(4)]
+    white = top - ink[3]
+    rgb = np.stack([white - ink[k] * white / top for k in range(3)], axis=axis)
+    return rgb.round().astype(image.dtype)
 
 
 #: first bytes of the formats a file named .tif may hold instead, and their suffix

@@ -27,10 +27,10 @@ from .images import (
     _grey_and_alpha,
     _is_cmyk,
     _unreadable_why,
+    cmyk_sample_axis,
     output_marker,
     output_stem,
     read_image,
-    tiff_cmyk,
 )
 from .listing import image_files, is_image_name, list_images, ome_zarr_left_out, store_images
 from .multiscale import (
@@ -496,10 +496,11 @@ def _file_shape(file: Path) -> tuple[tuple[int, ...], str]:
                 if len(tif.series[0].levels) > 1:
                     raise PromptsegError(f"{file}: a pyramid (a whole slide), not one image of a stack; open it alone")
                 shape, dtype = tuple(tif.series[0].shape), tif.series[0].dtype
+                cmyk = cmyk_sample_axis(tif, len(shape))
                 if _grey_and_alpha(tif, shape):  # read grey, its alpha dropped
                     shape = shape[:-1]
-                elif tiff_cmyk(tif, shape):  # read in RGB
-                    shape = (*shape[:-1], 3)
+                elif cmyk is not None:  # read in RGB, its colours last
+                    shape = (*shape[:cmyk], *shape[cmyk + 1 :], 3)
             names = tiff_axis_names(file)
             position = named_channel_position(names)
             if position is not None and len(names) == len(shape):  # a Fiji composite: its channels are read last

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import PromptsegError
-from .images import TIFF_SUFFIXES, _only_looking, read_image
+from .images import TIFF_SUFFIXES, _grey_and_alpha, _only_looking, cmyk_sample_axis, cmyk_to_rgb, read_image
 
 #: tifffile's axis codes -> OME names (S = samples of an RGB pixel; I and Q = a sequence of unnamed planes)
 TIFF_AXES = {"X": "x", "Y": "y", "Z": "z", "T": "t", "C": "c", "S": "c", "I": "z", "Q": "z"}
@@ -470,11 +470,19 @@ def _open_tiff(path: Path) -> MultiscaleImage:
             series = tif.series[0]
             codes, n_levels = series.axes, len(series.levels)
             colour = series.keyframe.photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
+            grey_alpha = _grey_and_alpha(tif, series.shape)
+            cmyk = cmyk_sample_axis(tif, len(codes))
         store = tifffile.imread(path, aszarr=True)  # owns its file handle for as long as the arrays live
         node = zarr.open(store, mode="r")
         arrays = [da.from_zarr(node[str(k)]) for k in range(n_levels)] if n_levels > 1 else [da.from_zarr(node)]
     except Exception as exc:  # tifffile and zarr raise many types; the user needs the file name
         raise PromptsegError(f"{path}: cannot be read as a TIFF ({exc})") from exc
+    # as the whole read takes them (.images.read_image): a grey image's alpha dropped (its samples axis is then one
+    # value, dropped below), a CMYK image's ink in RGB
+    if grey_alpha:
+        arrays = [a[(slice(None),) * (a.ndim - 1) + (slice(0, 1),)] for a in arrays]
+    elif cmyk is not None:
+        arrays, colour = [cmyk_to_rgb(a, cmyk) for a in arrays], True
     axes = []
     for code, size in zip(codes, arrays[0].shape, strict=True):
         name = TIFF_AXES.get(code)
