@@ -95,7 +95,7 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
     metadata: dict[str, Any] = {"path": str(path)}
     kwargs: dict[str, Any] = {"name": name, "multiscale": multiscale, "metadata": metadata}
     channel_names, _ = _ome_tiff_details(path)
-    size = pixel_size(path)
+    size = layer_pixel_size(path)
     if size is not None:
         stacked = pyramid.axes.startswith("z")
         z = plane_spacing(path, pyramid, size)
@@ -130,6 +130,9 @@ def plane_spacing(path: str | Path, pyramid: MultiscaleImage | None = None, size
     size = pixel_size(path) if size is None else size
     if pyramid.stack_axis != "z" or size is None:
         return 1.0
+    recorded = _recorded_ome_calibration(path)
+    if recorded is not None and recorded[0].unit == size.unit:  # promptseg's labels, in their own unit
+        return recorded[1]
     _, z_spacing = _ome_tiff_details(path)
     # the OME spacing is in micrometres: only beside a pixel size in them (not one from resolution tags in cm)
     if z_spacing is not None and _NAPARI_UNITS.get(str(size.unit)) == "µm":
@@ -141,6 +144,51 @@ def plane_spacing(path: str | Path, pyramid: MultiscaleImage | None = None, size
     if pyramid.ome_version is not None and size.unit == "µm":  # an OME-Zarr read in µm
         z = axis_micrometres(pyramid, "z") or z  # its planes' spacing too (nm beside nm read as µm)
     return float(z)
+
+
+def layer_pixel_size(path: str | Path) -> PixelSize | None:
+    """The pixel size of the layer napari opens ``path`` as, in that layer's unit: an OME-Zarr's own numbers in its
+    own unit, as napari-ome-zarr scales it (:func:`_zarr_own_unit`); the labels TIFFs promptseg wrote of one in the
+    unit they record (:func:`_recorded_ome_calibration`); else :func:`.calibration.pixel_size` (as Fiji reads it:
+    OME metadata in µm). Metadata only."""
+    own = _zarr_own_unit(path)
+    if own is not None:
+        image, unit = own
+        return PixelSize(image.pixel_size["x"], image.pixel_size["y"], unit)
+    recorded = _recorded_ome_calibration(path)
+    return recorded[0] if recorded is not None else pixel_size(path)
+
+
+def _recorded_ome_calibration(path: str | Path) -> tuple[PixelSize, float] | None:
+    """The pixel size and plane spacing (1 without one) a labels TIFF promptseg wrote records in OME metadata in a
+    unit other than µm (:func:`.tiff_metadata.tiff_calibration`: an OME-Zarr's nm, as its layer opens), in that unit;
+    None for any other file (read in µm, as Bio-Formats gives Fiji every OME size)."""
+    import tifffile
+
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES or output_marker(path) not in (OUTPUT_MARKER, REGISTER_LABELS_MARKER):
+        return None
+    with tifffile.TiffFile(path) as tif:
+        xml = tif.ome_metadata if tif.is_ome else None
+    tag = re.search(r"<(?:\w+:)?Pixels\b[^>]*>", xml or "")
+    if tag is None:
+        return None
+
+    def attribute(key: str) -> str | None:
+        found = re.search(rf'\b{key}="([^"]*)"', tag.group(0))
+        return found.group(1) if found else None
+
+    unit = attribute("PhysicalSizeXUnit")
+    if unit in (None, "µm") or unit not in _NAPARI_UNITS or attribute("PhysicalSizeYUnit") != unit:
+        return None
+    try:
+        x, y = float(attribute("PhysicalSizeX") or "nan"), float(attribute("PhysicalSizeY") or "nan")
+        z = float(attribute("PhysicalSizeZ") or 1.0) if attribute("PhysicalSizeZUnit") in (unit, None) else 1.0
+    except ValueError:
+        return None
+    if not (x > 0 and y > 0 and z > 0):
+        return None
+    return PixelSize(x, y, _NAPARI_UNITS[unit]), z
 
 
 def labels_calibration(path: str | Path, ndim: int) -> tuple[PixelSize | None, float | None]:
@@ -243,11 +291,15 @@ def recorded_frame_interval(path: str | Path) -> float | None:
     return interval if interval is not None and interval > 0 else None
 
 
-def recorded_origin(path: str | Path, scale: Sequence[float]) -> list[float] | None:
+def recorded_origin(path: str | Path, scale: Sequence[float], unit: str | None = None) -> list[float] | None:
     """The origin a TIFF records (:func:`.tiff_metadata.tiff_origin`: ImageJ's x/y/zorigin, or its first OME plane's
-    Position), along the axes of its layer of ``scale`` ((Z,) Y, X, in the layer's units); None when it records
-    none. Only the header is read."""
+    Position), along the axes of its layer of ``scale`` ((Z,) Y, X, in the layer's ``unit``: µm where it names
+    none); None when it records none. Only the header is read."""
     import tifffile
+
+    from .calibration import micrometres_per_unit
+
+    per_unit = micrometres_per_unit(unit) or 1.0  # an OME Position in another length, in the layer's
 
     ndim = len(scale)
     with tifffile.TiffFile(path) as tif:
@@ -269,10 +321,10 @@ def recorded_origin(path: str | Path, scale: Sequence[float]) -> list[float] | N
             if unit is not None and unit.group(1) == "pixel":
                 with contextlib.suppress(ValueError):
                     found[axis] = float(value.group(1)) * float(scale[k])
-            else:  # beside a PhysicalSize in µm, the unit of the layer's scale
+            else:  # in a length, converted into the unit of the layer's scale
                 micrometres = ome_micrometres(value.group(1), unit.group(1) if unit else None)
                 if micrometres is not None:
-                    found[axis] = micrometres
+                    found[axis] = micrometres / per_unit
     origin = [found.get(axis, 0.0) for axis in "zyx"[3 - ndim :]] if ndim <= 3 else None
     return origin if origin and any(origin) else None
 
@@ -312,7 +364,8 @@ def tiff_layer_data(path: str | Path) -> list[LayerData]:
             interval = recorded_frame_interval(path) if ndim == 3 else None
             if interval is not None:  # a time-lapse OME-Zarr's frames, as napari-ome-zarr scales them
                 kwargs["scale"] = [interval, *kwargs.get("scale", [1.0] * ndim)[1:]]
-            origin = recorded_origin(path, kwargs.get("scale", [1.0] * ndim)) if ndim in (2, 3) else None
+            scale, unit = kwargs.get("scale", [1.0] * ndim), kwargs.get("units", [None])[-1]
+            origin = recorded_origin(path, scale, unit) if ndim in (2, 3) else None
             if origin is not None:
                 kwargs["metadata"]["origin"] = origin
         return [(data, kwargs, "labels") for data, kwargs, _ in layers]
@@ -358,7 +411,7 @@ def file_placement(path: str | Path, factors: tuple[float, float] = (1.0, 1.0)) 
     from ..tiling import level_placement
 
     placed = level_placement(factors)
-    size = pixel_size(path)
+    size = layer_pixel_size(path)
     if size is None:
         return placed
     pixel = np.array([size.y, size.x], float)

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 #: TIFF ResolutionUnit names of the units a calibration is kept in as it is (ImageJ reads resolution tags in them)
 _RESOLUTION_UNITS = {"cm": "CENTIMETER", "inch": "INCH"}
+#: units of a pixel size (as :mod:`.calibration` and :func:`.layer_data.labels_calibration` name them) that an OME
+#: PhysicalSize is written in as they are, by their OME name
+_OME_UNITS = {"µm": "µm", "μm": "µm", "um": "µm", "micron": "µm", "nm": "nm", "mm": "mm", "m": "m"}
 
 
 def ome_uuid(name: str, data: np.ndarray) -> str:
@@ -28,11 +31,13 @@ def ome_uuid(name: str, data: np.ndarray) -> str:
 
 def tiff_calibration(size: PixelSize | None, z_spacing: float | None, named: dict) -> dict:
     """The keyword arguments of ``tifffile.imwrite`` that record a pixel size in a TIFF (labels, register's outputs)
-    whose metadata is ``named`` (updated in place), as :func:`.calibration.pixel_size` reads it back in the same
-    unit: an ImageJ file's unit and spacing in its description with resolution tags; an OME file's PhysicalSizeX/Y
-    (Z) in µm, the unit OME is read in; a size in cm, inch or no unit named as resolution tags (OME would read it in
-    µm, so the file's scale would differ from its image's), as is any size in a file of neither kind (a length in
-    cm). No size: nothing, so the file is what it was without one."""
+    whose metadata is ``named`` (updated in place), as :func:`.calibration.pixel_size` reads it back (an OME file's in
+    µm) and the plugin's layer of the file opens (:func:`.layer_data.layer_pixel_size`) in the same unit: an ImageJ
+    file's unit and spacing in its description with resolution tags; an OME file's PhysicalSizeX/Y (Z) in its own
+    unit where OME names it (nm, µm, mm, m: an OME-Zarr's nanometres, as napari-ome-zarr scales it), else in µm; a
+    size in cm, inch or no unit named as resolution tags (OME would read it in µm, so the file's scale would differ
+    from its image's), as is any size in a file of neither kind (a length in cm). No size: nothing, so the file is
+    what it was without one."""
     if size is None:
         return {}
     from .calibration import micrometres_per_unit
@@ -49,14 +54,19 @@ def tiff_calibration(size: PixelSize | None, z_spacing: float | None, named: dic
         return {"resolution": resolution}
     factor = micrometres_per_unit(size.unit)
     if named.get("ome") and size.unit not in (*_RESOLUTION_UNITS, None) and factor is not None:
+        # in the size's own unit where OME names it (an OME-Zarr's nm: its layer's numbers, which the labels' layer
+        # must repeat), else in µm
+        unit = _OME_UNITS.get(size.unit)
+        factor = 1.0 if unit else factor
+        unit = unit or "µm"
         metadata.update(
             PhysicalSizeX=size.x * factor,
             PhysicalSizeY=size.y * factor,
-            PhysicalSizeXUnit="µm",
-            PhysicalSizeYUnit="µm",
+            PhysicalSizeXUnit=unit,
+            PhysicalSizeYUnit=unit,
         )
         if z_spacing is not None:
-            metadata.update(PhysicalSizeZ=float(z_spacing) * factor, PhysicalSizeZUnit="µm")
+            metadata.update(PhysicalSizeZ=float(z_spacing) * factor, PhysicalSizeZUnit=unit)
         return {}
     if size.unit in _RESOLUTION_UNITS:
         return {"resolution": resolution, "resolutionunit": _RESOLUTION_UNITS[size.unit]}
@@ -77,7 +87,7 @@ def tiff_origin(
     ``z_spacing`` along a stack's planes) in the TIFF metadata ``named`` (updated in place; after
     :func:`tiff_calibration`) as Fiji reads it: ImageJ's ``xorigin``/``yorigin``/``zorigin`` in pixels (the negative
     of the offset: ImageJ's coordinate of a pixel is its index less the origin), OME's ``PositionX``/``Y``/``Z`` of
-    every plane in the unit the file's PhysicalSize is in (µm), or in pixels where it has none.
+    every plane in the unit the file's PhysicalSize is in (its own), or in pixels where it has none.
     :func:`.layer_data.recorded_origin` reads it back. Nothing for a file whose axes are not named (no metadata)."""
     if origin is None or not any(origin) or "metadata" not in named:
         return
@@ -92,8 +102,8 @@ def tiff_origin(
             metadata["zorigin"] = -oz / dz
         return
     count = int(np.prod(shape[:-2], dtype=np.int64))
-    if "PhysicalSizeX" in metadata:  # in µm, as the pixel size: the factor that took it there
-        factor, unit = metadata["PhysicalSizeX"] / sx, "µm"
+    if "PhysicalSizeX" in metadata:  # in the pixel size's unit: the factor that took it there
+        factor, unit = metadata["PhysicalSizeX"] / sx, metadata["PhysicalSizeXUnit"]
         positions = {"X": ox * factor, "Y": oy * factor}
         z = [(oz + k * dz) * factor for k in range(count)]
     else:
