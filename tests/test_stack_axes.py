@@ -115,3 +115,19 @@ def test_the_empty_labels_of_a_failed_calibrated_stack_lie_over_it(tmp_path):
     [(_, image, _)] = get_reader(str(path))(str(path))
     [(_, labels, kind)] = get_reader(record["output"])(record["output"])
     assert kind == "labels" and labels["scale"] == image["scale"] == [2.0, 0.5, 0.5]
+
+
+def test_a_time_lapse_without_plane_is_asked_for_a_frame_not_a_z_plane(tmp_path, capsys):
+    """A time-lapse (its file names the axis T) given boxes without --plane was told 'a stack of 3 planes; give
+    --plane Z', and a --plane past its end 'outside the stack's 3 planes': its frames, along T, are named now."""
+    path = tmp_path / "timelapse.tif"
+    tifffile.imwrite(path, frames()[..., 0], imagej=True, metadata={"axes": "TYX"})
+    out = str(tmp_path / "out")
+    assert main(["segment", str(path), *BOX, "-o", out, "--scheduler", "none"]) != 0
+    said = capsys.readouterr().err
+    assert (
+        "a time-lapse of 3 frames; give --plane T, the frame the boxes were drawn on" in said
+        and "--plane Z" not in said
+    )
+    assert main(["segment", str(path), *BOX, "--plane", "5", "-o", out, "--scheduler", "none"]) != 0
+    assert "--plane 5 is outside the time-lapse's 3 frames (0-2)" in capsys.readouterr().err

@@ -61,7 +61,8 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, seeds: str, prompts_o
         "--plane",
         type=int,
         metavar="Z",
-        help=f"3D stacks (Z, Y, X[, C]): the plane to segment (alone, or as the seed of --propagate); {plane_default}",
+        help=f"3D stacks (Z, Y, X[, C]) and time-lapses (T, Y, X[, C]): the plane (a time-lapse's frame) to segment "
+        f"(alone, or as the seed of --propagate); {plane_default}",
     )
     parser.add_argument(
         "--propagate",
@@ -296,7 +297,8 @@ def _stack_record(
 
     plane = args.plane if args.plane is not None or not args.propagate else n // 2
     if plane is not None and not 0 <= plane < n:
-        raise PromptsegError(f"{path}: --plane {plane} is outside the stack's {n} planes (0-{n - 1})")
+        planes = f"time-lapse's {n} frames" if axes.planes == "t" else f"stack's {n} planes"
+        raise PromptsegError(f"{path}: --plane {plane} is outside the {planes} (0-{n - 1})")
     prompted = bool(len(boxes) or len(positive_points)) or seed_labels is not None
     if seed_labels is not None:
         _check_seed_shape(args.seed_labels, seed_labels, path, volume)

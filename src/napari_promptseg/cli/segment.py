@@ -152,12 +152,19 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
             # 2-4 grey planes the file does not call planes may be a channels-first image: as_stack's caution,
             # which this refusal came before (a (2, Y, X) two-channel image was told only to give --plane)
             channels = n <= 4 and np.ndim(stack) == 3 and axes.planes is None
+            # a time-lapse's planes are its frames, along T (its file says so)
+            stack_of, plane, through = (
+                (f"a time-lapse of {n} frames; give --plane T", "frame", "frames")
+                if axes.planes == "t"
+                else (f"a stack of {n} planes; give --plane Z", "plane", "stack")
+            )
             raise PromptsegError(
-                f"{path}: a stack of {n} planes; give --plane Z, "
+                f"{path}: {stack_of}, "
                 + (
-                    f"the plane whose objects --seed-labels {args.seed_labels} holds"
+                    f"the {plane} whose objects --seed-labels {args.seed_labels} holds"
                     if args.seed_labels is not None
-                    else "the plane the boxes were drawn on (and --propagate to carry the objects through the stack)"
+                    else f"the {plane} the boxes were drawn on (and --propagate to carry the objects through the "
+                    f"{through})"
                 )
                 + ("; or, if its first axis holds channels, --channel-axis 0" if channels else "")
             )
