@@ -296,3 +296,25 @@ def test_a_cmyk_tiff_is_read_in_rgb(tmp_path):
     tifffile.imwrite(tmp_path / "cmyk16.tif", inks16, photometric="separated")
     read16 = read_image(tmp_path / "cmyk16.tif")
     assert read16.dtype == np.uint16 and np.abs(read16 / 257 - rgb).max() <= 1
+
+
+def test_labels_of_one_plane_keep_their_unit_and_origin(tmp_path):
+    """(1, Y, X) labels are written without ImageJ or OME axes (their readers drop an axis of one plane), and so
+    lost what (Y, X) labels record: their origin was not written, and their µm pixel size went into centimetre
+    resolution tags, so the plugin opened them at 5e-05 cm beside their image's 0.5 µm (napari converts no units).
+    They keep both now, and their shape."""
+    from napari_promptseg.io.calibration import PixelSize, pixel_size
+    from napari_promptseg.io.layer_data import tiff_layer_data
+
+    labels = np.zeros((1, 64, 80), np.uint16)
+    labels[0, 10:20, 10:30] = 1
+    for unit in ("µm", "nm"):
+        path = write_labels(
+            tmp_path / f"one_{unit}.tif", labels, pixel_size=PixelSize(0.5, 0.5, unit), origin=(0, 10, 20)
+        )
+        assert read_image(path).shape == labels.shape
+        size = pixel_size(path)
+        assert size.unit == unit and size[:2] == pytest.approx((0.5, 0.5))
+        [(_, kwargs, kind)] = tiff_layer_data(path)
+        assert kind == "labels" and kwargs["scale"] == pytest.approx([0.5, 0.5]) and kwargs["units"] == [unit] * 2
+        assert kwargs["metadata"]["origin"] == pytest.approx([10.0, 20.0])

@@ -152,6 +152,10 @@ def _tiff_pixel_size(path: Path) -> PixelSize | None:
             if unit == "cm" and described == "um":
                 x, y = x * 1e4, y * 1e4
             unit = described
+        shaped = tif.shaped_metadata[0] if tif.is_shaped and tif.shaped_metadata else {}
+        described = micrometres_per_unit(shaped.get("unit")) if isinstance(shaped.get("unit"), str) else None
+        if unit == "cm" and described:  # tifffile's own description names the unit of the length in cm (labels)
+            x, y, unit = x * 1e4 / described, y * 1e4 / described, shaped["unit"]
         if unit is None:  # no unit tag, or 72 dpi: not calibrated
             return None
         if not unit.strip() and x == y == 1:  # 1 px per unit of no name: the pixels themselves

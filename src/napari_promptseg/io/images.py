@@ -444,13 +444,15 @@ def write_labels(
     if axes and len(axes) != labels.ndim:
         raise PromptsegError(f"{path}: axes {axes!r} do not fit labels of shape {labels.shape}")
     named: dict = {}
-    if 1 in labels.shape[:-2]:  # readers of ImageJ and OME metadata drop an axis of one plane: (1, Y, X) read (Y, X)
-        axes = ""
     bigtiff = needs_bigtiff(labels.nbytes)
     pyramid = needs_pyramid(labels.shape, labels.nbytes)
+    if 1 in labels.shape[:-2]:
+        # readers of ImageJ and OME metadata drop an axis of one plane ((1, Y, X) read (Y, X)): tifffile's own
+        # description keeps the shape, and what the others would record (tiff_calibration, tiff_origin)
+        named = {"metadata": {"axes": axes}} if axes else {"metadata": {}}
     # ImageJ's own reader opens no BigTIFF (tifffile calls such a file nonconformant) and no tiles: a BigTIFF or a
     # pyramid names its axes in OME, which Fiji's Bio-Formats and tifffile read
-    if axes and labels.dtype == np.uint16 and not (bigtiff or pyramid):
+    elif axes and labels.dtype == np.uint16 and not (bigtiff or pyramid):
         named = {"imagej": True, "metadata": {"axes": axes}}
     elif axes:
         named = {"ome": True, "metadata": {"axes": axes, "UUID": ome_uuid(path.name, labels)}}

@@ -305,8 +305,12 @@ def recorded_origin(path: str | Path, scale: Sequence[float], unit: str | None =
     with tifffile.TiffFile(path) as tif:
         imagej = (tif.imagej_metadata or {}) if tif.is_imagej else None
         xml = tif.ome_metadata if tif.is_ome else None
+        shaped = tif.shaped_metadata[0] if tif.is_shaped and tif.shaped_metadata else {}
     found: dict[str, float] = {}
-    if imagej:  # in pixels, the negative of the offset
+    recorded = shaped.get("origin")  # tifffile's own description ((1, Y, X) labels): in the layer's unit, per axis
+    if isinstance(recorded, list) and len(recorded) >= 2 and all(isinstance(v, (int, float)) for v in recorded):
+        found = dict(zip("zyx"[3 - min(len(recorded), 3) :], map(float, recorded[-3:]), strict=True))
+    elif imagej:  # in pixels, the negative of the offset
         for axis, k in (("z", ndim - 3), ("y", ndim - 2), ("x", ndim - 1)):
             value = imagej.get(f"{axis}origin")
             if k >= 0 and isinstance(value, (int, float)):

@@ -71,6 +71,8 @@ def tiff_calibration(size: PixelSize | None, z_spacing: float | None, named: dic
     if size.unit in _RESOLUTION_UNITS:
         return {"resolution": resolution, "resolutionunit": _RESOLUTION_UNITS[size.unit]}
     if factor is not None:  # another length (nm, mm): in cm, which resolution tags hold
+        if "metadata" in named and not named.get("ome"):  # tifffile's own description: the unit it is read in
+            metadata["unit"] = size.unit
         cm = 1e4 / factor
         return {"resolution": (cm / size.x, cm / size.y), "resolutionunit": "CENTIMETER"}
     return {"resolution": resolution, "resolutionunit": "NONE"}  # a size of no unit named
@@ -100,6 +102,9 @@ def tiff_origin(
         metadata.update(xorigin=-ox / sx, yorigin=-oy / sy)
         if oz:
             metadata["zorigin"] = -oz / dz
+        return
+    if not named.get("ome"):  # tifffile's own description ((1, Y, X) labels): in the pixel size's unit, per axis
+        metadata["origin"] = [float(o) for o in origin]
         return
     count = int(np.prod(shape[:-2], dtype=np.int64))
     if "PhysicalSizeX" in metadata:  # in the pixel size's unit: the factor that took it there
