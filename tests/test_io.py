@@ -205,7 +205,7 @@ def test_a_grey_image_with_transparency_is_read_grey(tmp_path):
         np.testing.assert_array_equal(read_image(tmp_path / name), image)
     np.testing.assert_array_equal(read_image(tmp_path / "stack_la.tif"), np.stack([image] * 2))
     # a folder of them opens in napari as a stack of grey planes, each read as its header said
-    from napari_promptseg.io.layer_data import folder_stack_layer_data
+    from napari_promptseg.io.folder_layers import folder_stack_layer_data
 
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -232,7 +232,7 @@ def test_a_cmyk_jpeg_is_read_in_rgb(tmp_path):
     assert read.shape == rgb.shape and read.dtype == np.uint8
     assert np.abs(read.astype(int) - read_image(tmp_path / "rgb.jpg")).mean() < 5
     # a folder of them opens in napari as a stack of RGB planes, each read as its header said
-    from napari_promptseg.io.layer_data import folder_stack_layer_data
+    from napari_promptseg.io.folder_layers import folder_stack_layer_data
 
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -271,7 +271,8 @@ def test_a_cmyk_tiff_is_read_in_rgb(tmp_path):
     a pyramid of it too, lazily, and a folder of them stacks RGB planes."""
     from PIL import Image
 
-    from napari_promptseg.io.layer_data import folder_stack_layer_data, tiff_layer_data
+    from napari_promptseg.io.folder_layers import folder_stack_layer_data
+    from napari_promptseg.io.layer_data import tiff_layer_data
 
     rgb = data.astronaut()[::4, ::4]
     cmyk = np.asarray(Image.fromarray(rgb).convert("CMYK"))

@@ -12,8 +12,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from .io.folder_layers import folder_stack_layer_data, is_image_folder
 from .io.images import TIFF_SUFFIXES
-from .io.layer_data import LayerData, folder_stack_layer_data, is_image_folder, tiff_layer_data
+from .io.layer_data import LayerData, tiff_layer_data
 
 
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:

@@ -3,7 +3,7 @@ read arrays and plain values, what a napari reader returns (the plugin's reader,
 on). A pyramid becomes one multiscale layer whose levels are the dask arrays :func:`.multiscale.open_multiscale`
 gives the CLI and the batch runs (no pixel is read here); colour slides an RGB layer, separately acquired channels
 one layer each (napari's ``channel_axis``), and the file's pixel size (:mod:`.calibration`) the layer's scale. A
-folder of same-size images becomes one stack layer, read plane by plane."""
+folder opened whole: :mod:`.folder_layers`."""
 
 from __future__ import annotations
 
@@ -18,25 +18,18 @@ import numpy as np
 from ..errors import PromptsegError
 from .calibration import PixelSize, axis_micrometres, ome_micrometres, pixel_size
 from .images import (
-    IMAGE_SUFFIXES,
     OUTPUT_MARKER,
     REGISTER_LABELS_MARKER,
     REGISTER_MARKERS,
     TIFF_SUFFIXES,
     _format_of_misnamed_tiff,
-    _grey_and_alpha,
-    _is_cmyk,
-    _unreadable_why,
-    cmyk_sample_axis,
     output_marker,
     output_stem,
     read_image,
 )
-from .listing import image_files, is_image_name, list_images, ome_zarr_left_out, store_images
 from .multiscale import (
     MultiscaleImage,
     is_ome_zarr,
-    named_channel_position,
     open_multiscale,
     read_image_named,
     tiff_axis_names,
@@ -482,110 +475,3 @@ def _ome_tiff_details(path: Path) -> tuple[list[str], float | None]:
     # in µm flattened the stack a thousandfold)
     z = ome_micrometres(attribute("PhysicalSizeZ"), attribute("PhysicalSizeZUnit"))
     return [n for n in names if n], z if z is not None and z > 0 else None
-
-
-def is_image_folder(path: str | Path) -> bool:
-    """A plain folder (no OME-Zarr image, zarr store or bioformats2raw container) with files named as images in it.
-    Only names are looked at: napari asks every reader about every folder dropped, one of thousands of tiles too."""
-    path = Path(path)
-    try:  # napari's probe of every reader must get an answer: a folder that cannot be looked into is not ours
-        if not path.is_dir() or store_images(path):
-            return False
-        return any(is_image_name(p) for p in path.iterdir())
-    except OSError:  # permission denied, a name too long, a folder gone meanwhile
-        return False
-
-
-def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
-    """A folder of same-size images as one image layer: a stack along a new first axis, in natural name order
-    (``z2`` before ``z10``), each image read only when napari shows its plane. Hidden files, files of other kinds,
-    subfolders and the label TIFFs and overlays promptseg wrote are left out; OME-Zarr images too, which the CLI runs
-    on: the layer's metadata ``left_out`` then says which, and what to do (the napari reader shows it). Images of
-    different sizes or types, or a pyramid among them, are refused up front with the file that differs (only their
-    headers are read)."""
-    import dask
-    import dask.array as da
-
-    folder = Path(path)
-    if not folder.is_dir():
-        raise PromptsegError(f"{folder}: not a folder")
-    images = list_images(folder)  # as the CLI and the one-shot widget list the folder
-    files = image_files(images)  # an OME-Zarr image is no plane of a stack: said, see below
-    if not files:
-        raise PromptsegError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it")
-    first_shape, first_dtype = _file_shape(files[0])
-    for file in files[1:]:
-        shape, dtype = _file_shape(file)
-        if (shape, dtype) != (first_shape, first_dtype):
-            raise PromptsegError(
-                f"{folder}: a folder opens as one stack of same-size images, but {file.name} is {shape} {dtype} "
-                f"and {files[0].name} {first_shape} {first_dtype}; open the images one by one, or move the odd ones "
-                "out"
-            )
-    _refuse_complex(files[0], first_dtype)
-    planes = [da.from_delayed(dask.delayed(_read_plane)(file, first_shape), first_shape, first_dtype) for file in files]
-    kwargs: dict[str, Any] = {"name": folder.name, "metadata": {"path": str(folder), "files": [f.name for f in files]}}
-    left_out = ome_zarr_left_out(
-        folder, images, "the stack", "open {it} alone (napari --plugin napari-ome-zarr PATH, or drag it in)"
-    )
-    if left_out:  # the CLI runs on them: the reader says so (napari shows it), not only the listing's caller
-        kwargs["metadata"]["left_out"] = left_out
-    size = pixel_size(files[0])
-    # a plane of (Y, X) or colour (Y, X, RGB(A)); other shapes' axes are napari's guess, so no scale is put on them
-    if size is not None and (len(first_shape) == 2 or _is_colour(first_shape)):
-        kwargs["scale"] = [1.0, size.y, size.x]
-        # in its unit, as one of its files opens (a folder's µm scale in pixels: napari warned of inconsistent units
-        # beside the file's layer, and dropped them); the planes' spacing is unknown: pixels
-        unit = _NAPARI_UNITS.get(str(size.unit))
-        if unit is not None:
-            kwargs["units"] = ["pixel", unit, unit]
-    return [(da.stack(planes), kwargs, "image")]
-
-
-def _file_shape(file: Path) -> tuple[tuple[int, ...], str]:
-    """The shape and dtype ``file`` is read with (:func:`.multiscale.read_image_named`), from its header only."""
-    import tifffile
-
-    misnamed = _format_of_misnamed_tiff(file)  # a PNG named .tif: its header is a PNG's
-    try:
-        if file.suffix.lower() in TIFF_SUFFIXES and misnamed is None:
-            with tifffile.TiffFile(file) as tif:
-                if len(tif.series[0].levels) > 1:
-                    raise PromptsegError(f"{file}: a pyramid (a whole slide), not one image of a stack; open it alone")
-                shape, dtype = tuple(tif.series[0].shape), tif.series[0].dtype
-                cmyk = cmyk_sample_axis(tif, len(shape))
-                if _grey_and_alpha(tif, shape):  # read grey, its alpha dropped
-                    shape = shape[:-1]
-                elif cmyk is not None:  # read in RGB, its colours last
-                    shape = (*shape[:cmyk], *shape[cmyk + 1 :], 3)
-            names = tiff_axis_names(file)
-            position = named_channel_position(names)
-            if position is not None and len(names) == len(shape):  # a Fiji composite: its channels are read last
-                shape = (*shape[:position], *shape[position + 1 :], shape[position])
-        else:
-            import imageio.v3 as iio
-
-            props = iio.improps(file, extension=misnamed)
-            shape, dtype = tuple(props.shape), props.dtype
-            if len(shape) == 3 and shape[-1] == 2:  # a PNG's grey + alpha, read grey
-                shape = shape[:-1]
-            elif _is_cmyk(file):  # read in RGB
-                shape = (*shape[:-1], 3)
-    except PromptsegError:
-        raise
-    except Exception as exc:  # every reader has its own exception types; the user needs the file name
-        # in the CLI's words: imageio quotes the last of its plugins that failed (SimpleITK's internals)
-        raise PromptsegError(f"{file}: cannot be read as an image ({_unreadable_why(file, exc)})") from exc
-    return tuple(int(s) for s in shape), str(np.dtype(dtype))
-
-
-def _read_plane(file: Path, shape: tuple[int, ...]) -> np.ndarray:
-    image = np.asarray(read_image_named(file))
-    if image.shape != shape:  # its header said otherwise: a file changed since the folder was opened
-        raise PromptsegError(f"{file}: read as {image.shape}, not the {shape} of the stack it was opened in")
-    return image
-
-
-def _is_colour(shape: tuple[int, ...]) -> bool:
-    """Whether an image of ``shape`` is a 2D image of RGB(A) pixels, as napari guesses it."""
-    return len(shape) == 3 and shape[-1] in (3, 4)
