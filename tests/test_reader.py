@@ -325,3 +325,31 @@ def test_a_tiff_of_few_planes_saved_as_tifffile_guesses_opens_as_the_cli_reads_i
     [(_, labels_meta, _)] = get_reader(str(labels))(str(labels))
     assert meta["scale"] == labels_meta["scale"] == [1.0, 0.25, 0.25]
     assert meta["units"] == labels_meta["units"]
+
+
+def test_a_cli_output_folder_opens_as_its_labels_over_their_images(tmp_path):
+    """A `promptseg segment -o OUT` folder (label TIFFs, overlays, report.json) dropped on napari: the plugin took it
+    for a folder of images, left out its own outputs and said 'no image files (.tif, ...) in it' beside two .tif
+    files. It opens as their Labels layers, each in the pixel size and origin it recorded, as each opens alone."""
+    from skimage.measure import label
+
+    from napari_promptseg.io.calibration import PixelSize
+    from napari_promptseg.io.images import write_labels, write_overlay
+
+    out = tmp_path / "out"
+    coins = label(data.coins()[:96, :128] > 120)
+    write_labels(out / "b.tif", coins, pixel_size=PixelSize(0.5, 0.5, "µm"), origin=(5.0, 10.0))
+    write_labels(out / "a10.tif", np.stack([coins, coins[::-1]]))
+    write_labels(out / "a2.tif", coins[:50])
+    write_overlay(out / "b_overlay.png", data.coins()[:96, :128], coins)
+    (out / "report.json").write_text("{}")
+    reader = get_reader(str(out))
+    layers = reader(str(out))
+    assert [(meta["name"], kind, np.shape(array)) for array, meta, kind in layers] == [
+        ("a2", "labels", (50, 128)),
+        ("a10", "labels", (2, 96, 128)),
+        ("b", "labels", (96, 128)),
+    ]
+    _, meta, _ = layers[2]
+    assert meta["scale"] == [0.5, 0.5] and meta["units"] == ["µm", "µm"] and meta["metadata"]["origin"] == [5.0, 10.0]
+    np.testing.assert_array_equal(layers[2][0], coins)

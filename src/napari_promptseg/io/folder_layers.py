@@ -12,15 +12,17 @@ from ..errors import PromptsegError
 from .calibration import pixel_size
 from .images import (
     IMAGE_SUFFIXES,
+    LABELS_MARKERS,
     TIFF_SUFFIXES,
     _format_of_misnamed_tiff,
     _grey_and_alpha,
     _is_cmyk,
     _unreadable_why,
     cmyk_sample_axis,
+    output_marker,
 )
-from .layer_data import _NAPARI_UNITS, LayerData, _refuse_complex
-from .listing import image_files, is_image_name, list_images, ome_zarr_left_out, store_images
+from .layer_data import _NAPARI_UNITS, LayerData, _refuse_complex, tiff_layer_data
+from .listing import image_files, is_image_name, list_images, natural_key, ome_zarr_left_out, store_images
 from .multiscale import named_channel_position, read_image_named, tiff_axis_names
 
 
@@ -42,7 +44,8 @@ def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
     subfolders and the label TIFFs and overlays promptseg wrote are left out; OME-Zarr images too, which the CLI runs
     on: the layer's metadata ``left_out`` then says which, and what to do (the napari reader shows it). Images of
     different sizes or types, or a pyramid among them, are refused up front with the file that differs (only their
-    headers are read)."""
+    headers are read). A folder of no images but promptseg's label TIFFs (a CLI run's -o) is their Labels layers,
+    each as it opens alone (:func:`.layer_data.tiff_layer_data`)."""
     import dask
     import dask.array as da
 
@@ -52,6 +55,9 @@ def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
     images = list_images(folder)  # as the CLI and the one-shot widget list the folder
     files = image_files(images)  # an OME-Zarr image is no plane of a stack: said, see below
     if not files:
+        labels = own_labels_files(folder)
+        if labels:  # a CLI run's -o folder: its labels, each over its image as it opens alone
+            return [layer for file in labels for layer in tiff_layer_data(file)]
         raise PromptsegError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it")
     first_shape, first_dtype = _file_shape(files[0])
     for file in files[1:]:
@@ -80,6 +86,17 @@ def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
         if unit is not None:
             kwargs["units"] = ["pixel", unit, unit]
     return [(da.stack(planes), kwargs, "image")]
+
+
+def own_labels_files(folder: Path) -> list[Path]:
+    """The label TIFFs promptseg wrote into ``folder`` (segment, oneshot, text; register's warped labels), in natural
+    name order; only their headers are read."""
+    found = [
+        p
+        for p in folder.iterdir()
+        if is_image_name(p) and p.suffix.lower() in TIFF_SUFFIXES and output_marker(p) in LABELS_MARKERS
+    ]
+    return sorted(found, key=lambda p: natural_key(p.name))
 
 
 def _file_shape(file: Path) -> tuple[tuple[int, ...], str]:

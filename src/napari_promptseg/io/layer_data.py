@@ -18,8 +18,7 @@ import numpy as np
 from ..errors import PromptsegError
 from .calibration import PixelSize, axis_micrometres, ome_micrometres, pixel_size
 from .images import (
-    OUTPUT_MARKER,
-    REGISTER_LABELS_MARKER,
+    LABELS_MARKERS,
     REGISTER_MARKERS,
     TIFF_SUFFIXES,
     _format_of_misnamed_tiff,
@@ -159,7 +158,7 @@ def _recorded_ome_calibration(path: str | Path) -> tuple[PixelSize, float] | Non
     import tifffile
 
     path = Path(path)
-    if path.suffix.lower() not in TIFF_SUFFIXES or output_marker(path) not in (OUTPUT_MARKER, REGISTER_LABELS_MARKER):
+    if path.suffix.lower() not in TIFF_SUFFIXES or output_marker(path) not in LABELS_MARKERS:
         return None
     with tifffile.TiffFile(path) as tif:
         xml = tif.ome_metadata if tif.is_ome else None
@@ -353,7 +352,7 @@ def tiff_layer_data(path: str | Path) -> list[LayerData]:
     if marker in REGISTER_MARKERS:
         for _, kwargs, _ in layers:
             _register_level_translate(Path(path), kwargs)
-    if marker in (OUTPUT_MARKER, REGISTER_LABELS_MARKER):
+    if marker in LABELS_MARKERS:
         for data, kwargs, _ in layers:
             # an OME-Zarr input's origin, kept in the metadata only: napari-ome-zarr opens the image at 0 (it drops
             # its translation), where the labels must lie over it
