@@ -151,6 +151,26 @@ def test_an_empty_file_is_said_to_be_empty(tmp_path, name):
         read_image(tmp_path / name)
 
 
+def test_napari_opening_a_tiff_larger_than_the_free_memory_is_refused_from_its_header(tmp_path, monkeypatch):
+    """The plugin reads a TIFF without a pyramid whole (as napari's own reader does), but did so whatever its header
+    declared: a TIFF of strips declaring a mosaic's size was allocated and decoded in napari until the system killed
+    it, where every command refuses it from its header. The plugin refuses it too, nothing read, naming the file."""
+    import types
+
+    import psutil
+
+    from napari_promptseg._reader import get_reader
+
+    coins = data.coins()
+    path = tmp_path / "strips.tif"
+    tifffile.imwrite(path, coins, rowsperstrip=16, compression="zlib")
+    memory = types.SimpleNamespace(available=coins.nbytes - 1, total=2**34, percent=50.0, used=2**33, free=1)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: memory)
+    monkeypatch.setattr(psutil, "swap_memory", lambda: types.SimpleNamespace(free=0, total=0, used=0, percent=0.0))
+    with pytest.raises(PromptsegError, match=r"strips\.tif: its pixels take .* \(nothing was read\)"):
+        get_reader(str(path))(str(path))
+
+
 def test_a_lazy_image_too_large_to_read_whole_is_refused_without_advising_max_pixels():
     """A lazy image (a slide level) passes as_channels_last whatever its max_pixels (the tiled methods read it tile
     by tile) and is refused where a model reads it whole, at the default limit: the refusal advised raising

@@ -22,6 +22,7 @@ from .images import (
     REGISTER_MARKERS,
     TIFF_SUFFIXES,
     _format_of_misnamed_tiff,
+    _refuse_more_than_memory,
     output_marker,
     output_stem,
     read_image,
@@ -71,6 +72,7 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
             raise
         import tifffile
 
+        _refuse_more_than_memory(path)  # read whole below: refused from its header, as every command refuses it
         try:
             with tifffile.TiffFile(path) as tif:
                 pyramid_refused = len(tif.series) > 0 and len(tif.series[0].levels) > 1
@@ -107,6 +109,8 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
             kwargs["name"] = [f"{name} {channel}" for channel in channel_names]
     data = pyramid.levels if multiscale else pyramid.levels[0]
     if not multiscale and whole_when_single_level:
+        if path.is_file():  # a mosaic's size declared: refused from its header, as every command refuses it
+            _refuse_more_than_memory(path)
         data = np.asarray(data)
     return [(data, kwargs, "image")]
 
