@@ -330,7 +330,8 @@ def test_a_tiff_of_few_planes_saved_as_tifffile_guesses_opens_as_the_cli_reads_i
 def test_a_cli_output_folder_opens_as_its_labels_over_their_images(tmp_path):
     """A `promptseg segment -o OUT` folder (label TIFFs, overlays, report.json) dropped on napari: the plugin took it
     for a folder of images, left out its own outputs and said 'no image files (.tif, ...) in it' beside two .tif
-    files. It opens as their Labels layers, each in the pixel size and origin it recorded, as each opens alone."""
+    files. It opens as their Labels layers, each in the pixel size and origin it recorded, as each opens alone; a
+    register run's folder as its outputs, each as it opens alone."""
     from skimage.measure import label
 
     from napari_promptseg.io.calibration import PixelSize
@@ -353,3 +354,21 @@ def test_a_cli_output_folder_opens_as_its_labels_over_their_images(tmp_path):
     _, meta, _ = layers[2]
     assert meta["scale"] == [0.5, 0.5] and meta["units"] == ["µm", "µm"] and meta["metadata"]["origin"] == [5.0, 10.0]
     np.testing.assert_array_equal(layers[2][0], coins)
+    # a `promptseg register -o` folder: its warped image and displacement (images of their own shapes, which a
+    # stack refused: 'a folder opens as one stack of same-size images, but moving_warped.tif is (96, 128, 3)'), and
+    # its warped labels
+    from napari_promptseg.io.images import REGISTER_LABELS_MARKER, REGISTER_MARKER
+
+    registered = tmp_path / "registered"
+    registered.mkdir()
+    tifffile.imwrite(registered / "moving_warped.tif", data.astronaut()[:96, :128], software=REGISTER_MARKER)
+    field = np.zeros((96, 128, 2), np.float32)
+    tifffile.imwrite(registered / "displacement.tif", field, software=REGISTER_MARKER, metadata={"axes": "YXC"})
+    tifffile.imwrite(registered / "moving_labels.tif", coins.astype(np.uint16), software=REGISTER_LABELS_MARKER)
+    (registered / "report.json").write_text("{}")
+    layers = get_reader(str(registered))(str(registered))
+    assert [(kind, np.shape(array)) for array, _, kind in layers] == [
+        ("image", (96, 128, 2)),
+        ("labels", (96, 128)),
+        ("image", (96, 128, 3)),
+    ]

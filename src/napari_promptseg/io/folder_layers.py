@@ -13,6 +13,7 @@ from .calibration import pixel_size
 from .images import (
     IMAGE_SUFFIXES,
     LABELS_MARKERS,
+    REGISTER_MARKERS,
     TIFF_SUFFIXES,
     _format_of_misnamed_tiff,
     _grey_and_alpha,
@@ -44,8 +45,8 @@ def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
     subfolders and the label TIFFs and overlays promptseg wrote are left out; OME-Zarr images too, which the CLI runs
     on: the layer's metadata ``left_out`` then says which, and what to do (the napari reader shows it). Images of
     different sizes or types, or a pyramid among them, are refused up front with the file that differs (only their
-    headers are read). A folder of no images but promptseg's label TIFFs (a CLI run's -o) is their Labels layers,
-    each as it opens alone (:func:`.layer_data.tiff_layer_data`)."""
+    headers are read). A folder of no images but promptseg's outputs (a CLI run's -o) is their layers, each as it
+    opens alone (:func:`.layer_data.tiff_layer_data`: labels as Labels layers)."""
     import dask
     import dask.array as da
 
@@ -54,10 +55,12 @@ def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
         raise PromptsegError(f"{folder}: not a folder")
     images = list_images(folder)  # as the CLI and the one-shot widget list the folder
     files = image_files(images)  # an OME-Zarr image is no plane of a stack: said, see below
+    # a CLI run's -o folder (segment's labels, which the listing leaves out; register's images of their own shapes):
+    # each output as it opens alone, its labels over their image (a folder of images: asked of its first file only)
+    outputs = own_output_files(folder) if all(output_marker(f) in REGISTER_MARKERS for f in files) else []
+    if outputs:
+        return [layer for file in outputs for layer in tiff_layer_data(file)]
     if not files:
-        labels = own_labels_files(folder)
-        if labels:  # a CLI run's -o folder: its labels, each over its image as it opens alone
-            return [layer for file in labels for layer in tiff_layer_data(file)]
         raise PromptsegError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it")
     first_shape, first_dtype = _file_shape(files[0])
     for file in files[1:]:
@@ -88,13 +91,15 @@ def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
     return [(da.stack(planes), kwargs, "image")]
 
 
-def own_labels_files(folder: Path) -> list[Path]:
-    """The label TIFFs promptseg wrote into ``folder`` (segment, oneshot, text; register's warped labels), in natural
-    name order; only their headers are read."""
+def own_output_files(folder: Path) -> list[Path]:
+    """The TIFFs promptseg wrote into ``folder`` (the labels of segment, oneshot and text; register's images and
+    warped labels), in natural name order; only their headers are read."""
     found = [
         p
         for p in folder.iterdir()
-        if is_image_name(p) and p.suffix.lower() in TIFF_SUFFIXES and output_marker(p) in LABELS_MARKERS
+        if is_image_name(p)
+        and p.suffix.lower() in TIFF_SUFFIXES
+        and output_marker(p) in (*LABELS_MARKERS, *REGISTER_MARKERS)
     ]
     return sorted(found, key=lambda p: natural_key(p.name))
 
