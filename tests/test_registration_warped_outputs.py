@@ -282,3 +282,36 @@ def test_a_registration_result_warps_geojson_as_it_maps_points_and_keeps_rings_w
     assert np.allclose(mapped[::-1], result.moving_points_to_fixed(np.array(ring)))  # reversed: winding kept
     assert np.allclose(mapped[:, 0], 119 - np.array(ring)[::-1, 0]) and out["properties"] == {"a": 1}
     assert counts == {"geometries": 1, "vertices_in": 4, "vertices_out": 4, "geometries_outside": 0}
+
+
+def test_cli_outputs_of_an_ome_zarr_in_nanometres_open_over_it(birl_quarter, tmp_path, capsys):
+    """napari-ome-zarr opens an OME-Zarr fixed image in its own numbers and unit (500 nanometer); register's warped
+    image and displacement recorded its pixel size in µm (0.5: napari converts no units), so they covered a
+    thousandth of the fixed image. They record it in nanometres now, and Fiji still reads 0.5 µm."""
+    import warnings
+
+    import zarr
+    from napari_ome_zarr import napari_get_reader
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image
+
+    from napari_promptseg._reader import get_reader
+    from napari_promptseg.io.calibration import pixel_size
+
+    paths = {}
+    for role in ("fixed", "moving"):
+        paths[role] = tmp_path / f"{role}.ome.zarr"
+        axes = [{"name": "c", "type": "channel"}] + [{"name": a, "type": "space", "unit": "nanometer"} for a in "yx"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            root = zarr.open_group(str(paths[role]), mode="w", zarr_format=2)
+            scale = [[{"type": "scale", "scale": [1.0, 500.0, 500.0]}]]
+            image = np.moveaxis(read_image(birl_quarter[role]), -1, 0)
+            write_image(image, root, axes=axes, fmt=FormatV04(), scale_factors=[], coordinate_transformations=scale)
+    out = tmp_path / "out"
+    assert main(["register", str(paths["fixed"]), str(paths["moving"]), "-o", str(out)]) == 0, capsys.readouterr().err
+    opened = napari_get_reader(str(paths["fixed"]))(str(paths["fixed"]))
+    assert opened[0][1]["scale"] == [500.0, 500.0]
+    for _, kwargs, _ in get_reader(str(out))(str(out)):
+        assert kwargs["scale"] == [500.0, 500.0] and kwargs["units"] == ["nm", "nm"], kwargs["name"]
+    assert pixel_size(out / "moving_warped.tif")[:2] == pytest.approx((0.5, 0.5))

@@ -156,13 +156,13 @@ def layer_pixel_size(path: str | Path) -> PixelSize | None:
 
 
 def _recorded_ome_calibration(path: str | Path) -> tuple[PixelSize, float] | None:
-    """The pixel size and plane spacing (1 without one) a labels TIFF promptseg wrote records in OME metadata in a
-    unit other than µm (:func:`.tiff_metadata.tiff_calibration`: an OME-Zarr's nm, as its layer opens), in that unit;
-    None for any other file (read in µm, as Bio-Formats gives Fiji every OME size)."""
+    """The pixel size and plane spacing (1 without one) a TIFF promptseg wrote (labels, register's outputs) records in
+    OME metadata in a unit other than µm (:func:`.tiff_metadata.tiff_calibration`: an OME-Zarr's nm, as its layer
+    opens), in that unit; None for any other file (read in µm, as Bio-Formats gives Fiji every OME size)."""
     import tifffile
 
     path = Path(path)
-    if path.suffix.lower() not in TIFF_SUFFIXES or output_marker(path) not in LABELS_MARKERS:
+    if path.suffix.lower() not in TIFF_SUFFIXES or output_marker(path) not in (*LABELS_MARKERS, *REGISTER_MARKERS):
         return None
     with tifffile.TiffFile(path) as tif:
         xml = tif.ome_metadata if tif.is_ome else None

@@ -106,9 +106,10 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
 
     from ...io._files import replacing_together, undo_interrupted_replacing
     from ...io.annotations import read_annotations, write_annotations
-    from ...io.calibration import level_pixel_size, pixel_size
+    from ...io.calibration import level_pixel_size
     from ...io.images import REGISTER_LABELS_MARKER, REGISTER_MARKER, REGISTER_MARKERS, is_own_output, needs_bigtiff
     from ...io.landmarks import index_order, is_bigwarp_csv, paired_landmarks, read_landmark_pair, write_landmarks
+    from ...io.layer_data import layer_pixel_size
     from ...io.multiscale import moved_channel_position
     from ...methods.registration import (
         image_diagonal,
@@ -287,8 +288,9 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
     # an earlier run's files this run has none of: removed with this run's replacement (what was done, said after)
     stale: list[str | None] = []
     # the pixels of the grid the TIFFs are on: the fixed image's, times its registered level's factors, recorded so
-    # they open over the fixed image (in its unit); none for an uncalibrated image's full resolution
-    grid_size = level_pixel_size(pixel_size(args.fixed), fixed_at.factors)
+    # they open over the fixed image (in the unit of its layer: an OME-Zarr's own, as napari-ome-zarr scales it);
+    # none for an uncalibrated image's full resolution
+    grid_size = level_pixel_size(layer_pixel_size(args.fixed), fixed_at.factors)
     with replacing_together(args.output, "report.json") as temp:
         # marked as register's (not as a segmentation's labels: a later run may take them as its inputs); a rerun may
         # replace them; BigTIFF past classic TIFF's 4 GiB (a slide-sized fixed image's labels and displacement)
