@@ -583,3 +583,21 @@ def test_a_large_planar_rgb_tiff_from_another_program_is_read_tile_by_tile_as_co
     read = read_image_named(path)
     assert isinstance(read, da.Array) and read.shape == rgb.shape
     np.testing.assert_array_equal(np.asarray(read), rgb)
+
+
+@pytest.mark.parametrize("fmt", [FormatV04(), FormatV05()], ids=["ngff0.4", "ngff0.5"])
+def test_an_ome_zarrs_labels_group_or_level_given_as_an_image_is_told_what_to_give(tmp_path, fmt):
+    """`slide.ome.zarr/labels` (the group listing its labels images) or `slide.ome.zarr/s0` (one level, a bare zarr
+    array) given as an image or mask: both were refused as having 'no multiscales metadata in its .zattrs'. The
+    refusal names the labels images to give, or the image the level belongs to."""
+    (image, _, _), (truth, _, _) = nuclei()
+    path = tmp_path / "crop.ome.zarr"
+    write_ome_zarr(path, image[None], fmt, levels=2)
+    write_ome_zarr_labels(path, truth.astype(np.uint16), name="nuclei")
+    with pytest.raises(PromptsegError, match=r"the labels group of an OME-Zarr image; give one of its labels images"):
+        read_image(path / "labels")
+    with pytest.raises(PromptsegError, match=r"crop\.ome\.zarr/labels/nuclei"):
+        read_image(path / "labels")
+    with pytest.raises(PromptsegError, match=r"s0: .*one level \(a zarr array\) of the OME-Zarr image .*crop\.ome\.zarr;"):
+        read_image(path / "s0")
+    np.testing.assert_array_equal(np.asarray(read_image(path / "labels" / "nuclei")), truth)

@@ -131,8 +131,22 @@ def is_zarr_named(path: str | Path) -> bool:
 
 
 def not_ome_zarr_why(path: str | Path) -> str:
-    """Why the directory ``path`` is no OME-Zarr image, in a few words."""
+    """Why the directory ``path`` is no OME-Zarr image, in a few words: what to give instead where it is part of
+    one (its labels group, one of its levels)."""
     path = Path(path)
+    listed = (_ome_attributes(path) or {}).get("labels")
+    if isinstance(listed, list) and listed:
+        names = ", ".join(str(path / str(n)) for n in listed[:3]) + (" ..." if len(listed) > 3 else "")
+        return f"the labels group of an OME-Zarr image; give one of its labels images: {names}"
+    if _is_zarr_array(path):
+        owner = path.parent if is_ome_zarr(path.parent) else None
+        return (
+            f"one level (a zarr array) of the OME-Zarr image {owner}; give the image itself, its levels are read as "
+            "they are needed"
+            if owner is not None
+            else "a bare zarr array, without the 'multiscales' metadata of an OME-Zarr image; give the image it "
+            "belongs to"
+        )
     for name in ("zarr.json", ".zattrs"):
         if (path / name).is_file():
             try:
@@ -141,6 +155,16 @@ def not_ome_zarr_why(path: str | Path) -> str:
                 return f"its {name} cannot be read as JSON ({exc}); was its copy cut short?"
             return f"no 'multiscales' metadata in its {name}, which OME-Zarr images carry"
     return "neither .zattrs nor zarr.json in it, which OME-Zarr images carry with their 'multiscales' metadata"
+
+
+def _is_zarr_array(path: Path) -> bool:
+    """Whether the directory ``path`` is a zarr array (v2 ``.zarray``, v3 ``zarr.json`` of node_type array)."""
+    if (path / ".zarray").is_file():
+        return True
+    try:
+        return json.loads((path / "zarr.json").read_text()).get("node_type") == "array"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def bioformats2raw_series(path: str | Path) -> list[Path]:
