@@ -598,6 +598,7 @@ def test_an_ome_zarrs_labels_group_or_level_given_as_an_image_is_told_what_to_gi
         read_image(path / "labels")
     with pytest.raises(PromptsegError, match=r"crop\.ome\.zarr/labels/nuclei"):
         read_image(path / "labels")
-    with pytest.raises(PromptsegError, match=r"s0: .*one level \(a zarr array\) of the OME-Zarr image .*crop\.ome\.zarr;"):
+    level = r"s0: .*one level \(a zarr array\) of the OME-Zarr image .*crop\.ome\.zarr;"
+    with pytest.raises(PromptsegError, match=level):
         read_image(path / "s0")
     np.testing.assert_array_equal(np.asarray(read_image(path / "labels" / "nuclei")), truth)
