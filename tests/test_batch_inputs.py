@@ -380,24 +380,6 @@ def test_an_input_with_no_object_has_its_reason_in_the_report(em, tmp_path, caps
     assert records["em.png"]["status"] == "ok" and "reason" not in records["em.png"]
 
 
-def test_an_ome_tiff_of_several_image_series_says_only_the_first_was_segmented(em, tmp_path, capsys):
-    """An OME-TIFF holding several image series (the positions or wells of one acquisition, exported by Bio-Formats)
-    was segmented at its first series alone, without a word: the user took OUT/<stem>.tif for all of them. Its record
-    and the run's output say how many series it holds, and that only the first was segmented."""
-    folder = tmp_path / "in"
-    folder.mkdir()
-    with tifffile.TiffWriter(folder / "positions.ome.tif", ome=True) as tiff:
-        for i in range(3):
-            tiff.write(np.rot90(em, i), metadata={"axes": "YX", "Name": f"position {i}"})
-    out = tmp_path / "out"
-    assert main(["segment", str(folder), *BOX, "-o", str(out), "--scheduler", "none"]) == 0
-    err = capsys.readouterr().err
-    (record,) = report_of(out)["images"]
-    said = "an OME-TIFF of 3 image series: only the first ('position 0') was segmented"
-    assert record["status"] == "ok" and any(said in w for w in record["warnings"]), record["warnings"]
-    assert said in err, err
-
-
 def test_a_rerun_whose_inputs_now_share_a_stem_takes_out_the_label_file_of_the_old_name(em, tmp_path, capsys):
     """A folder segmented with a.tif alone gave OUT/a.tif; once a.png joined it (the same sample exported again), a
     rerun named a.tif's labels OUT/a.tif.tif, and OUT/a.tif stayed: the earlier run's labels under the name the user
@@ -417,3 +399,25 @@ def test_a_rerun_whose_inputs_now_share_a_stem_takes_out_the_label_file_of_the_o
     err = capsys.readouterr().err
     assert sorted(p.name for p in out.glob("*.tif")) == ["a.png.tif", "a.tif.tif"], err
     assert "removed 1 file(s) of an earlier run that this run did not write" in err and "a.tif" in err, err
+
+
+def test_a_tiff_of_several_images_says_that_only_its_first_is_read(litemedsam, tmp_path, capsys):
+    """An OME-TIFF of two images (two positions of a plate, a multi-series export) was read as its first image by
+    every command and by the plugin, without a word of the second. The run's report and the plugin say so, naming
+    how many images the file holds and which one is read."""
+    from skimage import data
+
+    from napari_promptseg.io.layer_data import tiff_layer_data
+
+    path = tmp_path / "positions.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(data.coins()[:128, :128], metadata={"axes": "YX", "Name": "A1"})
+        tif.write(data.camera()[:96, :96], metadata={"axes": "YX", "Name": "A2"})
+    out = tmp_path / "out"
+    assert main(["segment", str(path), "--box", "10", "10", "60", "60", "-o", str(out), "--scheduler", "none"]) == 0
+    [record] = json.loads((out / "report.json").read_text())["images"]
+    said = "holds 2 images (TIFF series: A1, A2); only the first (A1, (128, 128)) is read"
+    assert any(said in warning for warning in record["warnings"]), record["warnings"]
+    assert said in capsys.readouterr().err
+    [(_, kwargs, _)] = tiff_layer_data(path)
+    assert said in kwargs["metadata"]["left_out"]

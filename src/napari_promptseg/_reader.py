@@ -31,15 +31,19 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
 
 def read_tiffs(path: str | list[str]) -> list[LayerData]:
     """The layers of each TIFF in ``path``, in order: pyramids lazily, other TIFFs whole; promptseg's label TIFFs as
-    Labels layers."""
+    Labels layers. The images a TIFF of several leaves out are said in a napari warning."""
     paths = [path] if isinstance(path, str) else list(path)
-    return [layer for p in paths for layer in tiff_layer_data(p)]
+    return _said([layer for p in paths for layer in tiff_layer_data(p)])
 
 
 def read_folder(path: str | list[str]) -> list[LayerData]:
     """The stack layer of a folder of images; the OME-Zarr images it leaves out are said in a napari warning."""
-    layers = folder_stack_layer_data(path if isinstance(path, str) else path[0])
-    left_out = [kwargs["metadata"]["left_out"] for _, kwargs, _ in layers if "left_out" in kwargs["metadata"]]
+    return _said(folder_stack_layer_data(path if isinstance(path, str) else path[0]))
+
+
+def _said(layers: list[LayerData]) -> list[LayerData]:
+    """``layers``, what their metadata says was left out (``left_out``) shown as napari warnings."""
+    left_out = [kwargs["metadata"]["left_out"] for _, kwargs, _ in layers if "left_out" in kwargs.get("metadata", {})]
     if left_out:
         from napari.utils.notifications import show_warning  # napari runs this reader: its notification area
 

@@ -155,7 +155,7 @@ def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool 
     """One input: read, process, write. Raises on failure unless ``final`` (the retry), which records it.
     ``record_input_errors``: an error of the input and options themselves (a :class:`PromptsegError` once the image
     was read, e.g. a box outside it) is recorded at once, not raised for a retry that would only say it again."""
-    from ..io.multiscale import other_series_warning, read_image_named
+    from ..io.multiscale import other_images_left_out, read_image_named
 
     args = job.args
     try:
@@ -173,12 +173,12 @@ def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool 
         args = _args_for_file(job.args, path)
         image = read_image_named(path, getattr(args, "channel_axis", 0))
         record = job.process(args, state, Path(path), image)
-        if said := other_series_warning(path):  # its other image series were not read: said, not dropped unsaid
-            record.setdefault("warnings", []).append(said)
         record.setdefault("status", "ok" if record.get("objects", 1) else "empty")
         if record["status"] == "empty" and not record.get("reason"):  # why, where the failed inputs' is
             said = [str(w).removeprefix(f"{path}: ") for w in record.get("warnings") or []]
             record["reason"] = "; ".join(said) or "no object found"
+        if left_out := other_images_left_out(path):  # a TIFF's images after its first: read by nothing
+            record.setdefault("warnings", []).append(left_out)
     except (CancelledError, KeyboardInterrupt):
         raise
     except NothingFoundError as exc:

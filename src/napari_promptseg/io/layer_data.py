@@ -31,6 +31,7 @@ from .multiscale import (
     MultiscaleImage,
     is_ome_zarr,
     open_multiscale,
+    other_images_left_out,
     read_image_named,
     tiff_axis_names,
 )
@@ -348,10 +349,14 @@ def tiff_layer_data(path: str | Path) -> list[LayerData]:
     label TIFF promptseg wrote (:func:`.images.is_own_output`: a segmentation's, register's warped labels; not
     register's warped images) as a Labels layer, in the pixel size it recorded from its input (so it lies over the
     image it came from), a pyramid lazily; register's outputs of a coarser level of the fixed image where that
-    level lies (:func:`_register_level_translate`)."""
+    level lies (:func:`_register_level_translate`). A TIFF of several images: its first, the others said in the
+    first layer's metadata ``left_out`` (the napari reader shows it)."""
     layers = image_layer_data(path, whole_when_single_level=True)
     for data, _, _ in layers:
         _refuse_complex(path, (data[0] if isinstance(data, list) else data).dtype)
+    left_out = other_images_left_out(path)
+    if left_out:
+        layers[0][1]["metadata"]["left_out"] = left_out
     marker = output_marker(path)  # the file's header read once for both questions
     if marker in REGISTER_MARKERS:
         for _, kwargs, _ in layers:

@@ -188,6 +188,39 @@ def is_bioformats2raw_series(path: str | Path) -> bool:
     return path.name.isdigit() and "bioformats2raw.layout" in (_ome_attributes(path.parent) or {})
 
 
+#: words in the names of a TIFF's series that are a slide's or a scanner's accessories, not the user's images
+_ACCESSORY_SERIES = ("label", "macro", "thumbnail", "overview", "preview")
+
+
+def other_images_left_out(path: str | Path) -> str | None:
+    """What a TIFF holding several images (an OME-TIFF of several positions, a multi-series export) says of those
+    after its first, which every read leaves out (:func:`.images.read_image`, the plugin); None for any other file,
+    and for a whole slide's label, macro and thumbnail images (not the user's). Only the header is read."""
+    import tifffile
+
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
+        return None
+    try:
+        with _only_looking(), tifffile.TiffFile(path) as tif:
+            if tif.is_svs or tif.is_ndpi or len(tif.series) < 2:
+                return None
+            images = [
+                (s.name or f"series {k}", tuple(s.shape))
+                for k, s in enumerate(tif.series)
+                if not any(word in (s.name or "").lower() for word in _ACCESSORY_SERIES)
+            ]
+    except Exception:  # noqa: BLE001 - an unreadable TIFF: its read says why
+        return None
+    if len(images) < 2:
+        return None
+    names = ", ".join(name for name, _ in images[:5]) + (", ..." if len(images) > 5 else "")
+    return (
+        f"{path}: holds {len(images)} images (TIFF series: {names}); only the first ({images[0][0]}, "
+        f"{images[0][1]}) is read: save each image as its own file to segment the others"
+    )
+
+
 def is_multiscale_tiff(path: str | Path) -> bool:
     """True for a TIFF whose first series holds a pyramid (several resolution levels)."""
     import tifffile
@@ -451,28 +484,6 @@ def read_channel_axis(path: str | Path, channel_axis: int | None) -> int | None:
             + (f": give {axes.index('c')}, or none (its channels are named)" if "c" in axes else ", no channels")
         )
     return -1 if pyramid.axes.endswith("c") else None
-
-
-def other_series_warning(path: str | Path) -> str | None:
-    """What an OME-TIFF of several image series (the positions or wells of one acquisition, as Bio-Formats exports
-    them) is told: every command reads its first series only (:func:`.images.read_image`, :func:`_open_tiff`). None
-    for any other file. Only the header is read."""
-    import tifffile
-
-    if Path(path).suffix.lower() not in TIFF_SUFFIXES:
-        return None
-    try:
-        with _only_looking(), tifffile.TiffFile(path) as tif:
-            if not tif.is_ome or len(tif.series) < 2:
-                return None
-            names = [series.name or f"series {i}" for i, series in enumerate(tif.series)]
-    except Exception:  # noqa: BLE001 - a header that cannot be read: the read said why
-        return None
-    return (
-        f"an OME-TIFF of {len(names)} image series: only the first ('{names[0]}') was segmented, not "
-        f"{', '.join(repr(n) for n in names[1:4])}{', ...' if len(names) > 4 else ''}; save each series as its own "
-        "file (Fiji: Bio-Formats Importer, open all series, save each) to segment them all"
-    )
 
 
 def read_image_named(path: str | Path, channel_axis: int | None = None) -> object:
