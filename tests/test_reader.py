@@ -372,3 +372,22 @@ def test_a_cli_output_folder_opens_as_its_labels_over_their_images(tmp_path):
         ("labels", (96, 128)),
         ("image", (96, 128, 3)),
     ]
+
+
+def test_an_empty_or_pageless_tiff_is_refused_naming_it_and_what_is_wrong(tmp_path):
+    """A TIFF without pages opened in napari failed in napari's own words ('Image data must have at least 2
+    dimensions.'), naming no file; an empty file (0 bytes: a copy that never started) was 'not a TIFF file:
+    header=b'''. Both are refused naming the file and what is wrong, by the plugin as by every command."""
+    import warnings
+
+    from napari_promptseg.io import read_image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # tifffile: 'writing zero-size array to nonconformant TIFF'
+        tifffile.imwrite(tmp_path / "nopages.tif", np.zeros((0,), np.uint8))
+    (tmp_path / "empty.tif").write_bytes(b"")
+    with pytest.raises(PromptsegError, match=r"nopages\.tif: cannot be read as an image \(no pixels"):
+        get_reader(str(tmp_path / "nopages.tif"))(str(tmp_path / "nopages.tif"))
+    for read in (read_image, lambda p: get_reader(str(p))(str(p))):
+        with pytest.raises(PromptsegError, match=r"empty\.tif: .*the file is empty \(0 bytes\)"):
+            read(tmp_path / "empty.tif")

@@ -23,6 +23,7 @@ from .images import (
     TIFF_SUFFIXES,
     _format_of_misnamed_tiff,
     _refuse_more_than_memory,
+    _unreadable_why,
     output_marker,
     output_stem,
     read_image,
@@ -79,7 +80,7 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
                 pyramid_refused = len(tif.series) > 0 and len(tif.series[0].levels) > 1
                 array = None if pyramid_refused else tif.asarray()
         except Exception as exc:  # noqa: BLE001 - tifffile raises many types; the user needs the file's name
-            raise PromptsegError(f"{path}: cannot be read as a TIFF ({exc})") from exc
+            raise PromptsegError(f"{path}: cannot be read as a TIFF ({_unreadable_why(path, exc)})") from exc
         if array is None:
             raise
         return _plain_layer(array, path)
@@ -353,7 +354,10 @@ def tiff_layer_data(path: str | Path) -> list[LayerData]:
     first layer's metadata ``left_out`` (the napari reader shows it)."""
     layers = image_layer_data(path, whole_when_single_level=True)
     for data, _, _ in layers:
-        _refuse_complex(path, (data[0] if isinstance(data, list) else data).dtype)
+        full = data[0] if isinstance(data, list) else data
+        _refuse_complex(path, full.dtype)
+        if len(full.shape) < 2 or not np.prod(full.shape):  # napari's own words named no file
+            raise PromptsegError(f"{path}: cannot be read as an image (no pixels: shape {tuple(full.shape)})")
     left_out = other_images_left_out(path)
     if left_out:
         layers[0][1]["metadata"]["left_out"] = left_out

@@ -18,7 +18,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import PromptsegError
-from .images import TIFF_SUFFIXES, _grey_and_alpha, _only_looking, cmyk_sample_axis, cmyk_to_rgb, read_image
+from .images import (
+    TIFF_SUFFIXES,
+    _grey_and_alpha,
+    _only_looking,
+    _unreadable_why,
+    cmyk_sample_axis,
+    cmyk_to_rgb,
+    read_image,
+)
 
 #: tifffile's axis codes -> OME names (S = samples of an RGB pixel; I and Q = a sequence of unnamed planes)
 TIFF_AXES = {"X": "x", "Y": "y", "Z": "z", "T": "t", "C": "c", "S": "c", "I": "z", "Q": "z"}
@@ -511,7 +519,7 @@ def _open_tiff(path: Path) -> MultiscaleImage:
         node = zarr.open(store, mode="r")
         arrays = [da.from_zarr(node[str(k)]) for k in range(n_levels)] if n_levels > 1 else [da.from_zarr(node)]
     except Exception as exc:  # tifffile and zarr raise many types; the user needs the file name
-        raise PromptsegError(f"{path}: cannot be read as a TIFF ({exc})") from exc
+        raise PromptsegError(f"{path}: cannot be read as a TIFF ({_unreadable_why(path, exc)})") from exc
     # as the whole read takes them (.images.read_image): a grey image's alpha dropped (its samples axis is then one
     # value, dropped below), a CMYK image's ink in RGB
     if grey_alpha:
