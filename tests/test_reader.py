@@ -391,3 +391,25 @@ def test_an_empty_or_pageless_tiff_is_refused_naming_it_and_what_is_wrong(tmp_pa
     for read in (read_image, lambda p: get_reader(str(p))(str(p))):
         with pytest.raises(PromptsegError, match=r"empty\.tif: .*the file is empty \(0 bytes\)"):
             read(tmp_path / "empty.tif")
+
+
+def test_a_folder_of_multichannel_images_opens_one_stack_per_channel(tmp_path):
+    """A folder of Fiji composites or OME-TIFFs of channels (each alone: one layer per channel) opened as one
+    (N, Y, X, C) layer: napari showed its last two axes, X and the channels, as a 2-pixel-wide image. It is a stack
+    per channel now (channel_axis), named and scaled as each file's channels open."""
+    folder = tmp_path / "composites"
+    folder.mkdir()
+    coins = data.coins()[:64, :80]
+    for k in range(3):
+        channels = np.stack([np.roll(coins, k, 1), coins[::-1]])
+        tifffile.imwrite(
+            folder / f"t{k}.ome.tif",
+            channels,
+            ome=True,
+            metadata={"axes": "CYX", "Channel": {"Name": ["DAPI", "GFP"]}, "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5},
+        )
+    [(stack, kwargs, kind)] = get_reader(str(folder))(str(folder))
+    assert kind == "image" and stack.shape == (3, 64, 80, 2) and kwargs["channel_axis"] == 3
+    assert kwargs["name"] == ["composites DAPI", "composites GFP"]
+    assert kwargs["scale"] == [1.0, 0.5, 0.5] and kwargs["units"] == ["pixel", "µm", "µm"]
+    np.testing.assert_array_equal(np.asarray(stack[2, ..., 0]), np.roll(coins, 2, 1))

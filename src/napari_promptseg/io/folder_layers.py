@@ -22,9 +22,9 @@ from .images import (
     cmyk_sample_axis,
     output_marker,
 )
-from .layer_data import _NAPARI_UNITS, LayerData, _refuse_complex, tiff_layer_data
+from .layer_data import _NAPARI_UNITS, LayerData, _ome_tiff_details, _refuse_complex, tiff_layer_data
 from .listing import image_files, is_image_name, list_images, natural_key, ome_zarr_left_out, store_images
-from .multiscale import named_channel_position, read_image_named, tiff_axis_names
+from .multiscale import named_channel_position, open_multiscale, read_image_named, tiff_axis_names
 
 
 def is_image_folder(path: str | Path) -> bool:
@@ -79,9 +79,16 @@ def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
     )
     if left_out:  # the CLI runs on them: the reader says so (napari shows it), not only the listing's caller
         kwargs["metadata"]["left_out"] = left_out
+    channels = len(first_shape) == 3 and not _is_colour(first_shape) and _channels_last(files[0])
+    if channels:  # one stack per channel, as each file's channels open: napari showed (X, C) as the plane
+        names, _ = _ome_tiff_details(files[0])
+        if len(names) != first_shape[-1] or len(set(names)) != len(names):
+            names = [f"channel {k}" for k in range(first_shape[-1])]
+        kwargs.update(channel_axis=3, name=[f"{folder.name} {name}" for name in names])
     size = pixel_size(files[0])
-    # a plane of (Y, X) or colour (Y, X, RGB(A)); other shapes' axes are napari's guess, so no scale is put on them
-    if size is not None and (len(first_shape) == 2 or _is_colour(first_shape)):
+    # a plane of (Y, X), colour (Y, X, RGB(A)) or channels; other shapes' axes are napari's guess, so no scale is put
+    # on them
+    if size is not None and (len(first_shape) == 2 or _is_colour(first_shape) or channels):
         kwargs["scale"] = [1.0, size.y, size.x]
         # in its unit, as one of its files opens (a folder's µm scale in pixels: napari warned of inconsistent units
         # beside the file's layer, and dropped them); the planes' spacing is unknown: pixels
@@ -146,6 +153,17 @@ def _read_plane(file: Path, shape: tuple[int, ...]) -> np.ndarray:
     if image.shape != shape:  # its header said otherwise: a file changed since the folder was opened
         raise PromptsegError(f"{file}: read as {image.shape}, not the {shape} of the stack it was opened in")
     return image
+
+
+def _channels_last(file: Path) -> bool:
+    """Whether the last axis of ``file`` as it is read is its channels (a Fiji composite's, an OME-TIFF's named
+    ones, a TIFF's samples), not a stack's columns; only its header is read."""
+    if file.suffix.lower() not in TIFF_SUFFIXES or _format_of_misnamed_tiff(file) is not None:
+        return False
+    try:
+        return open_multiscale(file).axes.endswith("c")
+    except PromptsegError:
+        return False
 
 
 def _is_colour(shape: tuple[int, ...]) -> bool:
