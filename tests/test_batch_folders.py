@@ -254,3 +254,23 @@ def test_a_resume_does_not_write_over_labels_drawn_into_a_failed_inputs_empty_im
     tifffile.imwrite(moved / "em 0.tif", corrected)
     assert main([*command[:-1], str(moved), "--resume"]) == 0, capsys.readouterr().err
     assert tifffile.imread(moved / "em 0.tif")[0, 0] == 9
+
+
+def test_an_earlier_runs_output_folder_given_as_input_says_why_it_has_no_images(tmp_path, capsys):
+    """`promptseg segment OUT/` on a run's -o folder said 'no image files in OUT' beside its .tif and .png files
+    (its labels and overlays, left out without a word; only report.json was said to be skipped). It says that the
+    folder holds promptseg's outputs only, and which."""
+    from skimage import data
+
+    from napari_promptseg.io import write_labels, write_overlay
+
+    out = tmp_path / "out"
+    labels = np.zeros((64, 64), np.uint16)
+    labels[10:20, 10:20] = 1
+    write_labels(out / "coins.tif", labels)
+    write_overlay(out / "coins_overlay.png", data.coins()[:64, :64], labels)
+    (out / "report.json").write_text("{}")
+    assert main(["segment", str(out), "--box", "1", "1", "9", "9", "-o", str(tmp_path / "again")]) != 0
+    said = capsys.readouterr().err
+    assert "holds only files promptseg wrote (labels and overlays of an earlier run, not images to segment)" in said
+    assert "coins.tif" in said and "coins_overlay.png" in said

@@ -28,6 +28,7 @@ def _expanded(paths: list[Path]) -> list[Path]:
 
     out = []
     ours = []  # files named one by one (a shell pattern's list) that an earlier run wrote: outputs, not inputs
+    left_ours: list[str] = []  # those a folder given holds (left out silently, unless the folder has nothing else)
     for path in _matched(paths):
         if stores := store_images(path):  # an OME-Zarr image, a bioformats2raw container's series 0, 1, ...
             out.extend(stores)
@@ -35,6 +36,7 @@ def _expanded(paths: list[Path]) -> list[Path]:
             # the folder's images as the napari reader and the widgets take them (io.listing: one rule)
             listing = folder_images(path)
             out.extend(listing.images)
+            left_ours.extend(str(path / name) for name in listing.own_outputs)
             if listing.other_files:  # a .webp or .gif the user counted on is not silently missing from the batch
                 print(
                     f"{path}: skipped {len(listing.other_files)} file(s) that are not images read here "
@@ -62,7 +64,13 @@ def _expanded(paths: list[Path]) -> list[Path]:
             file=sys.stderr,
         )
     if not out:
-        raise PromptsegError(f"no image files in {', '.join(map(str, paths))}")
+        ours_only = (
+            f": it holds only files promptseg wrote (labels and overlays of an earlier run, not images to segment): "
+            f"{_some_names(left_ours)}; give the images they came from"
+            if left_ours
+            else ""
+        )
+        raise PromptsegError(f"no image files in {', '.join(map(str, paths))}{ours_only}")
     # a file named again, or inside a folder given too, is one input (its first mention keeps its place); two
     # links to one file are two names, each with its output
     unique: dict[Path, Path] = {}

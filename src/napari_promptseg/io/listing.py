@@ -56,6 +56,8 @@ class FolderImages:
     other_files: list[str] = field(default_factory=list)
     #: names of subfolders that are not images, nor a run's output folder (:data:`RUN_FILES`): not searched
     subfolders: list[str] = field(default_factory=list)
+    #: names of the label TIFFs and overlays promptseg wrote (outputs of an earlier run, not inputs)
+    own_outputs: list[str] = field(default_factory=list)
 
 
 def folder_images(folder: str | Path) -> FolderImages:
@@ -91,7 +93,9 @@ def _sort_entry(path: Path, out: FolderImages) -> None:
     if stores := store_images(path):
         out.images.extend(stores)
     elif is_image_name(path) and not path.is_dir():  # a link to a file moved away too: its reading says why
-        if not is_own_output(path):
+        if is_own_output(path):
+            out.own_outputs.append(path.name)
+        else:
             out.images.append(path)
     elif path.is_file():
         out.other_files.append(path.name)
