@@ -169,6 +169,13 @@ def test_napari_opening_a_tiff_larger_than_the_free_memory_is_refused_from_its_h
     monkeypatch.setattr(psutil, "swap_memory", lambda: types.SimpleNamespace(free=0, total=0, used=0, percent=0.0))
     with pytest.raises(PromptsegError, match=r"strips\.tif: its pixels take .* \(nothing was read\)"):
         get_reader(str(path))(str(path))
+    # a folder of them: refused when it is opened, not when napari shows a plane (an error of its slicing thread)
+    folder = tmp_path / "planes"
+    folder.mkdir()
+    for name in ("a.tif", "b.tif"):
+        tifffile.imwrite(folder / name, coins, rowsperstrip=16)
+    with pytest.raises(PromptsegError, match=r"a\.tif: its pixels take .* \(nothing was read\)"):
+        get_reader(str(folder))(str(folder))
 
 
 def test_a_lazy_image_too_large_to_read_whole_is_refused_without_advising_max_pixels():

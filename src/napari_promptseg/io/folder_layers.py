@@ -18,6 +18,7 @@ from .images import (
     _format_of_misnamed_tiff,
     _grey_and_alpha,
     _is_cmyk,
+    _refuse_more_than_memory,
     _unreadable_why,
     cmyk_sample_axis,
     output_marker,
@@ -72,6 +73,9 @@ def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
                 "out"
             )
     _refuse_complex(files[0], first_dtype)
+    # a plane napari would read whole, refused from its header now rather than in napari's slicing thread (all the
+    # planes are of one size)
+    _refuse_more_than_memory(files[0])
     planes = [da.from_delayed(dask.delayed(_read_plane)(file, first_shape), first_shape, first_dtype) for file in files]
     kwargs: dict[str, Any] = {"name": folder.name, "metadata": {"path": str(folder), "files": [f.name for f in files]}}
     left_out = ome_zarr_left_out(
