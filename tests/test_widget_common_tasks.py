@@ -76,3 +76,37 @@ def test_a_widget_deleted_after_its_wrapper_was_collected_cancels_its_task_and_d
     assert proc.returncode == 0, f"exit code {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
     assert "collected\ndeleted\ntask stopped by its cancel check\n" in proc.stdout, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_both_weights_fields_choose_a_checkpoint_with_one_dialog(qtbot, monkeypatch):
+    """The segmenter's weights file field and the text weights field open the same checkpoint dialog
+    (``choose_checkpoint``: the registry's suffixes, or any file) and take the file chosen; a cancelled dialog
+    leaves them as they were."""
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_promptseg._widgets._common.controls import SegmenterBox
+    from napari_promptseg._widgets._common.text_route import TextWeightsField
+    from napari_promptseg.models.registry import CHECKPOINT_SUFFIXES
+
+    asked: list[tuple[str, str, str]] = []
+    answer = ["/data/model.pth"]
+
+    def dialog(parent, title, start, patterns):
+        asked.append((title, start, patterns))
+        return answer[0], patterns
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", dialog)
+    box, text_field = SegmenterBox(), TextWeightsField()
+    qtbot.addWidget(box)
+    qtbot.addWidget(text_field)
+    box.weights_file._browse()
+    text_field._browse_file()
+    assert (box.weights_file.text, text_field.text) == ("/data/model.pth", "/data/model.pth")
+    patterns = " ".join(f"*{suffix}" for suffix in CHECKPOINT_SUFFIXES)
+    assert [a[2] for a in asked] == [f"Checkpoints ({patterns});;All files (*)"] * 2
+    assert asked[0][0] == f"Weights file of {box.model_name}" and asked[1][0] == "Text model weights file"
+    answer[0] = ""  # cancelled: the fields keep their files
+    box.weights_file._browse()
+    text_field._browse_file()
+    assert asked[-1][1] == "/data/model.pth"  # the dialog opens at the file given
+    assert (box.weights_file.text, text_field.text) == ("/data/model.pth", "/data/model.pth")

@@ -77,15 +77,17 @@ class WeightsFileField(QWidget):
             self.changed.emit()
 
     def _browse(self) -> None:
-        patterns = " ".join(f"*{suffix}" for suffix in CHECKPOINT_SUFFIXES)
-        path, _ = QFileDialog.getOpenFileName(
-            self,
-            f"Weights file of {self._box.model_name}",
-            self.text,
-            f"Checkpoints ({patterns});;All files (*)",
-        )
+        path = choose_checkpoint(self, f"Weights file of {self._box.model_name}", self.text)
         if path:
             self.set_path(path)
+
+
+def choose_checkpoint(parent: QWidget, title: str, start: str) -> str:
+    """A checkpoint file chosen in a file dialog (the registry's checkpoint suffixes, or any file) from ``start``;
+    ``""`` when the dialog is cancelled. The weights fields of the segmenter and of the text route share it."""
+    patterns = " ".join(f"*{suffix}" for suffix in CHECKPOINT_SUFFIXES)
+    path, _ = QFileDialog.getOpenFileName(parent, title, start, f"Checkpoints ({patterns});;All files (*)")
+    return path
 
 
 class SegmenterBox(QComboBox):

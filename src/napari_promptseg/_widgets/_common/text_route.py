@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLineEdit, QMenu, QToolButton, QWidget
 
 from ...methods.text import available_route, download_advice, route_missing
-from ...models.registry import CHECKPOINT_SUFFIXES, named_weights
+from ...models.registry import named_weights
+from .controls import choose_checkpoint
 from .tasks import after_every_run
 
 #: how a widget's user gives the text route's weights (the CLI's --text-weights), as messages of missing weights name it
@@ -80,10 +81,7 @@ class TextWeightsField(QWidget):
         return named_weights(self.text) if self.text else None
 
     def _browse_file(self) -> None:
-        patterns = " ".join(f"*{suffix}" for suffix in CHECKPOINT_SUFFIXES)
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Text model weights file", self.text, f"Checkpoints ({patterns});;All files (*)"
-        )
+        path = choose_checkpoint(self, "Text model weights file", self.text)
         if path:
             self.set_path(path)
 
