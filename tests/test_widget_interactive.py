@@ -155,6 +155,39 @@ def test_box_preview_commit_undo(make_viewer, qtbot, sample):
     np.testing.assert_array_equal(target.data, existing)
 
 
+def test_ctrl_z_on_the_prompts_undoes_the_commit_and_never_a_later_paint_stroke(make_viewer, qtbot, sample):
+    """Ctrl+Z on the prompt layers undoes the last commit. It compared the target's count of undoable changes with
+    the count right after the commit: the commit undone in the Labels layer itself (its own Ctrl+Z) and one stroke
+    painted there gave the same count, and the widget's undo then erased that stroke, the user's own work."""
+    image, truth, label, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei")
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    boxes = viewer.layers[BOXES_NAME]
+    boxes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.commit()
+    target = viewer.layers[TARGET_NAME]
+    assert dice(target.data > 0, truth == label) > MIN_DICE
+    assert viewer.layers.selection.active is boxes
+    press_key(viewer, "Control-Z")  # on the boxes layer: the commit is undone
+    assert not target.data.any()
+
+    boxes.add_rectangles(np.array([[r0, c0], [r1, c1]]))  # committed again, ...
+    wait_idle(qtbot, widget)
+    widget.commit()
+    assert target.data.any()
+    target.undo()  # ... undone in the labels layer, where the user then paints a stroke
+    target.data_setitem((np.arange(3), np.arange(3)), np.full(3, 5, target.data.dtype))
+    painted = target.data.copy()
+    first = len(notification_manager.records)
+    press_key(viewer, "Control-Z")
+    np.testing.assert_array_equal(target.data, painted)  # the stroke stays
+    warnings = records_since(first, NotificationSeverity.WARNING)
+    assert any(f"'{TARGET_NAME}' changed since the commit" in m for m in warnings), warnings
+
+
 def test_layers_made_over_an_image_in_micrometres_are_in_micrometres(make_viewer, qtbot, sample):
     """The prompt layers, the preview and the committed labels over a slide opened in µm (the reader's scale and
     units) were in pixels: napari warned "Inconsistent units across layers; units will not be used for rendering"

@@ -56,7 +56,7 @@ class CommitActions:
         if not new_ids:
             show_warning(f"nothing committed: every preview pixel is already labelled in '{target.name}'")
             return
-        self._last_commit_target, self._last_commit_steps = target, _undo_steps(target)
+        self._last_commit_target, self._last_commit_change = target, _last_change(target)
         ids = f"{new_ids[0]}" if len(new_ids) == 1 else f"{new_ids[0]}-{new_ids[-1]}"
         message = f"committed {len(new_ids)} object(s) to '{target.name}' as id {ids}"
         covered = int(np.count_nonzero(np.unique(preview.labels))) - len(new_ids)
@@ -70,11 +70,13 @@ class CommitActions:
 
     def undo_commit(self) -> None:
         """Undo the last commit in its target Labels layer (napari's undo of that layer: its last change)."""
-        target, steps = self._last_commit_target, self._last_commit_steps
+        target, change = self._last_commit_target, self._last_commit_change
         if target is None or target not in self.viewer.layers:
             show_warning("no commit to undo")
             return
-        if _undo_steps(target) != steps:  # painted (or undone) since: Labels' undo would undo that instead
+        # the commit's own change, not a count of changes: undone in the layer and painted again, the count was the
+        # same and the paint stroke was undone (as was any change past napari's 100 kept)
+        if _last_change(target) is not change:  # painted (or undone) since: Labels' undo would undo that instead
             show_warning(f"'{target.name}' changed since the commit: undo there (select it, Ctrl+Z)")
             return
         self._last_commit_target = None
@@ -107,7 +109,8 @@ class CommitActions:
         self._clear_preview()
 
 
-def _undo_steps(layer: napari.layers.Labels) -> int | None:
-    """How many changes a Labels layer can undo (napari keeps no public count: None when it is not found)."""
+def _last_change(layer: napari.layers.Labels) -> object | None:
+    """The change a Labels layer's undo would undo now (napari's history item; it has no public handle to one: None
+    when it is not found or there is none)."""
     history = getattr(layer, "_undo_history", None)
-    return None if history is None else len(history)
+    return history[-1] if history else None

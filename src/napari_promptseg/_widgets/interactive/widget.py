@@ -96,7 +96,7 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
         self._preview_layer: napari.layers.Labels | None = None
         self._version = 0  # bumped by every prompt edit; a preview computed for an older version is stale
         self._last_commit_target: napari.layers.Labels | None = None  # what Ctrl+Z on a prompt layer undoes
-        self._last_commit_steps = None  # the length of its undo history right after the commit
+        self._last_commit_change = None  # its undo history's newest change right after the commit
         self._commit_after_preview = False
         # a commit's own preview (Shift-C before the preview came) is committed unless these changed meanwhile: its
         # plane's prompts (then the preview of the prompts as they are now is), or the image; not the plane shown
