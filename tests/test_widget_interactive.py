@@ -388,6 +388,31 @@ def test_negative_point_alone_is_a_notification(make_viewer, qtbot, sample):
     assert not records_since(after_error, NotificationSeverity.ERROR)
 
 
+def test_a_line_or_a_box_off_the_image_on_the_boxes_layer_is_named_with_its_layer(make_viewer, qtbot, sample):
+    """A line drawn on the boxes layer (the wrong tool) was refused as "box 1: corners in the wrong order or zero
+    size", naming neither the shape nor its layer, and the corners cannot be in the wrong order (the widget takes
+    each shape's extent); a rectangle off the image was "box 1: ... lies outside". Both name the shape, its kind and
+    its layer now, refused before any model loads, by the preview and by find all."""
+    image, _, _, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    widget = add_widget(viewer)
+    widget.auto_embed_check.setChecked(False)
+    viewer.add_image(image, name="nuclei")
+    widget.new_prompt_layers()
+    boxes = viewer.layers[BOXES_NAME]
+    boxes.add_rectangles(np.array([[r0, c0], [r1, c1]], float))
+    boxes.add_lines(np.array([[r0, c0], [r0, c1]], float))
+    wait_idle(qtbot, widget)
+    line = f"shape 2 of layer '{BOXES_NAME}' (a line) spans no area on image 'nuclei' (x {c0:g} to {c1:g}, y {r0:g} to"
+    assert widget.runner.state == "failed" and line in widget.runner.widget.status.text()
+    widget.find_all()
+    assert not widget.runner.busy and line in widget.runner.widget.status.text()
+    boxes.data = [np.array([[300, 300], [300, 320], [320, 320], [320, 300]], float)]  # below the 256 px image
+    wait_idle(qtbot, widget)
+    status = widget.runner.widget.status.text()
+    assert f"shape 1 of layer '{BOXES_NAME}' (a rectangle): (300, 300, 320, 320) lies outside" in status, status
+
+
 def test_negative_chosen_with_the_users_own_points_layer(make_viewer, qtbot, sample):
     """A points layer of the user's own (no polarity feature) counted every click positive: 'negative' chosen in the
     widget (not with T) left the next clicks positive, while the widget showed negative."""

@@ -20,6 +20,7 @@ from .geometry import (
     POSITIVE,
     PlaneGeometry,
     at_level,
+    check_prompt_boxes,
     commit_to_labels,
     extract_volume,
     gather_prompts,
@@ -41,6 +42,7 @@ class NewLayerActions:
             prompts = gather_prompts(self.viewer, image, geom, self.shapes_picker.layer(), self.points_picker.layer())
             if not prompts.boxes:
                 raise PromptsegError("find all: draw boxes around a few example objects on this plane first")
+            check_prompt_boxes(prompts, self.shapes_picker.layer(), geom)
             source = plane_source(image, geom)
             if source.whole_slide:  # every object of a whole slide: a batch job, not a Labels layer in memory
                 h, w = geom.plane_shape
@@ -125,6 +127,7 @@ class NewLayerActions:
                         "draw boxes around the objects on this plane first (or click on them), or choose a Labels "
                         "layer whose objects on this plane seed the propagation"
                     )
+                check_prompt_boxes(prompts, self.shapes_picker.layer(), geom)
             channels = self._channels()
             model, weights = self.model_combo.checked_choice()
         except PromptsegError as exc:

@@ -16,6 +16,7 @@ import napari.layers
 import numpy as np
 
 from ...errors import PromptsegError
+from ...methods.interactive import check_box
 from ...tiling import choose_scale, full_to_level, level_to_full, pyramid_level, upsample_labels
 from .._common import _levels, _same_map, check_channel_axis, data_to_world_matrix, placement_over
 
@@ -419,6 +420,22 @@ def gather_prompts(
             (prompts.positive if positive[i] else prompts.negative).append(xy)
             prompts.point_indices.append(int(i))
     return prompts
+
+
+def check_prompt_boxes(prompts: PlanePrompts, shapes: napari.layers.Shapes | None, geom: PlaneGeometry) -> None:
+    """The boxes of ``prompts`` refused as the methods refuse them (no area, wholly outside the image), naming the
+    shape and its layer: the methods' "box 1: corners in the wrong order or zero size" named neither, nor that a
+    line (or a path) drawn on the boxes layer was the box."""
+    if shapes is None:
+        return
+    for (x0, y0, x1, y1), index in zip(prompts.boxes, prompts.shape_indices, strict=True):
+        name = f"shape {index + 1} of layer '{shapes.name}' (a {shapes.shape_type[index]})"
+        if x1 <= x0 or y1 <= y0:
+            raise PromptsegError(
+                f"{name} spans no area on image '{geom.image_name}' (x {x0:g} to {x1:g}, y {y0:g} to {y1:g}): a box "
+                "prompt needs a width and a height; delete it, or draw a rectangle"
+            )
+        check_box((x0, y0, x1, y1), geom.plane_shape, name)
 
 
 def target_misfit(

@@ -41,6 +41,7 @@ from .geometry import (
     PlaneGeometry,
     PlanePrompts,
     at_level,
+    check_prompt_boxes,
     gather_prompts,
     labels_geometry,
     level_geometry,
@@ -459,6 +460,7 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
                 if for_commit:
                     show_warning("nothing to commit: draw a box or click a positive point on this plane")
                 return False
+            check_prompt_boxes(prompts, shapes, geom)
             source = plane_source(image, geom)
             channels = self._channels()
             model, weights = self.model_combo.checked_choice()
