@@ -461,6 +461,32 @@ def test_stack_segments_the_displayed_plane(make_viewer, qtbot, sample):
     wait_idle(qtbot, widget)
 
 
+def test_cancel_drops_a_commit_waiting_for_its_preview(make_viewer, qtbot, sample):
+    """Shift-C before the preview came, a box added meanwhile (the commit then waits for the preview of the prompts
+    as they are now), then Cancel: the commit stayed asked for, and the preview of the user's next edit committed
+    every prompt on the plane, unasked."""
+    image, truth, label, (r0, c0, r1, c1) = sample
+    other = next(r for r in regionprops(truth) if r.label != label and r.area > 200)
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei")
+    widget = add_widget(viewer)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.new_prompt_layers()
+    boxes = viewer.layers[BOXES_NAME]
+    boxes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    widget.commit()  # its preview is computed now, and committed when it comes ...
+    boxes.add_rectangles(np.reshape(other.bbox, (2, 2)) - [[0, 0], [1, 1]])  # ... unless the prompts change meanwhile
+    qtbot.waitUntil(lambda: widget._commit_after_preview, timeout=CACHED_RUN_MS)  # waits for the newer preview
+    widget.runner.cancel()  # the Cancel button's
+    wait_idle(qtbot, widget)
+    viewer.layers[POINTS_NAME].add(np.round(other.centroid))  # the next edit
+    wait_idle(qtbot, widget)
+    assert TARGET_NAME not in viewer.layers, "committed without being asked"
+    assert len(boxes.data) == 2 and widget.preview is not None
+    widget.commit()  # asked again: committed
+    assert viewer.layers[TARGET_NAME].data.max() == 2
+
+
 def test_a_commit_asked_before_its_preview_is_done_on_its_plane_when_the_user_moves_on(make_viewer, qtbot, sample):
     """Box, Shift-C at once, then the next plane (a stack's usual rhythm): the commit waited for the live preview,
     which the plane change dropped, and nothing was committed, without a word. Now the boxed plane's objects are

@@ -253,6 +253,8 @@ class TaskRunner(QObject):
 
     _progressed = Signal(object, float, str)  # (job, fraction, message) from the worker thread, to the main thread
     idle = Signal()
+    #: Cancel was asked (the button, the dock closed): what a widget keeps waiting for a result goes too
+    cancelling = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -358,6 +360,7 @@ class TaskRunner(QObject):
 
     def cancel(self) -> None:
         """Drop waiting tasks and ask the running one to stop (it stops at its next cancel check)."""
+        self.cancelling.emit()
         for job in self._pending.values():
             _unwatch(job)
         self._pending.clear()

@@ -112,6 +112,7 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
         self._plane_timer = debounce_timer(self, PLANE_DELAY_MS, self._on_plane_settled)
         build_controls(self)
         self.runner.idle.connect(self._on_runner_idle)
+        self.runner.cancelling.connect(self._drop_waiting_commit)
         self.viewer.dims.events.current_step.connect(self._on_dims_changed)
         self.viewer.dims.events.ndisplay.connect(self._on_dims_changed)  # back in 2D: a plane to embed again
         self._on_image_changed(self.image_picker.layer())
@@ -155,6 +156,12 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
     def _on_runner_idle(self) -> None:
         if self.image_picker.layer() is None:
             self.runner.widget.note(NO_IMAGE)
+
+    def _drop_waiting_commit(self) -> None:
+        # Cancel stops a commit waiting for its preview too: it stayed asked for, and the preview of the next prompt
+        # edit committed every prompt on the plane, unasked
+        self._commit_after_preview = False
+        self._commit_step = None
 
     def _no_image(self) -> bool:
         """No image layer is a normal state (an empty viewer, the image just removed): said in the status line."""
