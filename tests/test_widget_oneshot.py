@@ -416,6 +416,30 @@ def test_reference_of_another_modality_is_warned_in_the_summary(make_viewer, qtb
     assert "does not transfer" in widget.runner.widget.summary.text()
 
 
+def test_a_runs_prompt_points_are_named_after_its_own_labels_layer(make_viewer, lungs):
+    """Results never replace a layer: napari names the labels '... [1]' when a layer has their name (a rerun's).
+    Their prompt points took a free name of their own, so after a run without points shown the labels 'target
+    one-shot [1]' came with the points 'target one-shot prompts', which read as another run's. (The result laid out
+    here is the X-ray's lung mask and a point in a lung: what a run gives, without running one.)"""
+    image, mask = lungs[1]
+    labels = mask.astype(np.uint16)
+    inside = np.array([np.argwhere(labels > 0)[0][::-1]], float)  # x, y
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    target = viewer.add_image(image, name="target")
+    stack = viewer.add_image(np.stack([image, image]), name="stack")
+    for shown in (False, True):
+        widget.show_points.setChecked(shown)
+        widget._add_layers(OneShotOutput([labels], [inside], [np.zeros((0, 2))], ["target"], False), target)
+        stacked = OneShotOutput([labels] * 2, [inside] * 2, [np.zeros((0, 2))] * 2, ["stack"] * 2, True)
+        widget._add_layers(stacked, stack)
+    names = [ly.name for ly in viewer.layers][2:]
+    assert names == [
+        *("target one-shot", "stack one-shot"),
+        *("target one-shot [1]", "target one-shot [1] prompts", "stack one-shot [1]", "stack one-shot [1] prompts"),
+    ], names
+
+
 def test_a_double_click_runs_once_and_a_target_replaced_meanwhile_gets_no_result(make_viewer, qtbot, lungs):
     """A double click on the run button ran the whole job twice (two identical result layers); a result made from
     a target whose pixels were replaced meanwhile was laid over the new pixels."""

@@ -573,6 +573,32 @@ def test_a_stack_of_one_plane_gets_its_labels(make_viewer, qtbot, bundled_nuclei
     assert result.data.shape == (1, *target.shape) and result.data.max() > 10
 
 
+def test_a_runs_heatmap_and_boxes_are_named_after_its_own_labels_layer(make_viewer, bundled_nuclei):
+    """Results never replace a layer: napari names the labels '... [1]' when a layer has their name (a rerun's, a
+    layer of the user's). The heatmap and boxes took free names of their own, so the labels 'nuclei text: nuclei
+    [1]' came with the boxes 'nuclei text: nuclei boxes', which read as another run's. (The answer laid out here is
+    the sample's ground truth, with its boxes: what a route gives, without running one.)"""
+    from skimage.measure import regionprops
+
+    from napari_promptseg._widgets.text_results import TextOutput
+    from napari_promptseg.methods.text import TextResult
+
+    (image, truth), _ = bundled_nuclei
+    boxes = np.array([[r.bbox[1], r.bbox[0], r.bbox[3], r.bbox[2]] for r in regionprops(truth)], np.float32)
+    answer = TextResult(
+        truth, "library", "the ground truth", "nuclei", ["nuclei"], ["nuclei"] * len(boxes), boxes,
+        np.ones(len(boxes), np.float32), heatmap=(truth > 0).astype(np.float32),
+    )  # fmt: skip
+    viewer = make_viewer()
+    layer = viewer.add_image(image, name="nuclei")
+    viewer.add_labels(truth, name="nuclei text: nuclei")  # e.g. an earlier run's, its boxes removed
+    widget = _widget(viewer, layer)
+    widget._add_layers(TextOutput([answer], stacked=False), layer, "nuclei", stacked=False)
+    names = [ly.name for ly in viewer.layers]
+    run = "nuclei text: nuclei [1]"
+    assert names == ["nuclei", "nuclei text: nuclei", run, f"{run} heatmap", f"{run} boxes"], names
+
+
 def test_a_pyramid_heatmap_lies_over_its_labels_where_the_console_places_it(
     make_viewer,
     qtbot,

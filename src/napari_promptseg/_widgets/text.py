@@ -454,7 +454,8 @@ class TextPromptWidget(QWidget):
 
         kw = placement(layer, 3 if stacked else 2, factors, channel_axis)
         name = f"{layer.name} text: {layer_prompt(prompt)}"
-        self.viewer.add_labels(output.labels, name=name, **kw)
+        # napari's ' [1]' of a name taken (a rerun): the run's heatmap and boxes carry it too, to be told whose they are
+        name = self.viewer.add_labels(output.labels, name=name, **kw).name
         heatmaps = [r.heatmap for r in output.results]
         if all(h is not None for h in heatmaps):
             heat = np.stack(heatmaps) if stacked else heatmaps[0]

@@ -320,15 +320,16 @@ class OneShotWidget(QWidget):
                 np.column_stack([np.full(len(p), k), p[:, 1], p[:, 0]]) if len(p) else np.zeros((0, 3))
                 for k, p in enumerate(output.negatives)
             ]
-            self._add_points(np.concatenate(points), np.concatenate(negatives), f"{layer.name} one-shot prompts", kw)
+            # named after the labels (napari's ' [1]' of a rerun included): to be told whose prompts they are
+            self._add_points(np.concatenate(points), np.concatenate(negatives), f"{labels_layer.name} prompts", kw)
         else:
             for k, (labels, pos, neg, name) in enumerate(
                 zip(output.labels, output.positives, output.negatives, output.names, strict=True)
             ):
                 if layer is None and output.file_placements:  # a slide's level, over the slide as napari opens it
                     kw = output.file_placements[k]
-                self.viewer.add_labels(labels, name=f"{name} one-shot", **kw)
-                self._add_points(pos[:, ::-1], neg[:, ::-1], f"{name} one-shot prompts", kw)
+                added = self.viewer.add_labels(labels, name=f"{name} one-shot", **kw)
+                self._add_points(pos[:, ::-1], neg[:, ::-1], f"{added.name} prompts", kw)
         summary = result_summary(output)
         if output.labelling_advice:  # the likely reason few objects came back
             show_warning(output.labelling_advice)
