@@ -239,6 +239,10 @@ def test_a_volume_shown_in_3d_gives_no_error_and_2d_embeds_it(make_viewer, qtbot
     errors = [n.message for n in notification_manager.records[start:] if n.severity == NotificationSeverity.ERROR]
     assert not errors, errors
     assert widget.runner.state == "ready" and "3D view" in widget.runner.widget.status.text()
+    # a button pressed there is refused as the others are: in the status line, the notification saying which
+    widget.new_prompt_layers()
+    status = widget.runner.widget.status.text()
+    assert status.startswith("failed: new prompt layers: image layer 'mri': prompts segment one 2D plane"), status
 
     viewer.dims.ndisplay = 2
     qtbot.waitUntil(lambda: widget.is_idle and widget.runner.state == "done", timeout=RUN_MS)

@@ -15,7 +15,7 @@ from ...errors import PromptsegError
 from ...methods.instances import InstanceResult, find_all_like
 from ...methods.volume import PropagationResult, propagate_through_stack
 from ...tiling import box_object_size
-from .._common import OBJECT_SIZE_KEY, notify_exception, notify_once, notify_warning, task_segmenter
+from .._common import OBJECT_SIZE_KEY, notify_once, notify_warning, task_segmenter
 from .geometry import (
     POSITIVE,
     PlaneGeometry,
@@ -192,7 +192,7 @@ class NewLayerActions:
         try:
             image, geom = self._geometry()
         except PromptsegError as exc:
-            notify_exception(exc)
+            self.runner.refuse(exc, "new prompt layers")
             return
         ndim = len(geom.labels_shape)
         h, w = geom.plane_shape
