@@ -165,6 +165,30 @@ def test_remove_pair_removes_the_clicked_pair_else_the_last(make_viewer, qtbot):
     assert texts(untouched) == ["a", "b"]
 
 
+def test_a_pairs_layer_removed_from_the_viewer_is_chosen_again_not_replaced(make_viewer, qtbot):
+    """A pair's layer removed from the viewer: its cell took the first other layer of its kind, so the pair
+    (frame 1, polyp 1) became (frame 0, polyp 1) and trained frame 0 with frame 1's labels, unsaid. The cell is
+    empty now and Train says which pair to complete; a new pair still starts on the first layers."""
+    viewer = make_viewer()
+    widget = TrainTextWidget(viewer)
+    qtbot.addWidget(widget)
+    for k in range(3):
+        image = viewer.add_image(np.full((64, 64), k, np.uint8), name=f"frame {k}")
+        widget.set_row(k, image, viewer.add_labels(np.ones((64, 64), np.uint8), name=f"polyp {k}"), "polyp")
+    widget.output.setText("unused")
+    viewer.layers.remove("frame 1")
+    viewer.layers.remove("polyp 2")
+
+    def pair(row: int) -> tuple:
+        return tuple(getattr(widget.table.cellWidget(row, column).layer(), "name", None) for column in (0, 1))
+
+    assert [pair(row) for row in range(3)] == [("frame 0", "polyp 0"), (None, "polyp 1"), ("frame 2", None)]
+    widget.train()
+    assert not widget.runner.busy and widget.runner.state == "failed"
+    assert "pair 2: choose an image layer and a Labels layer" in widget.runner.widget.status.text()
+    assert pair(widget.add_row()) == ("frame 0", "polyp 0")
+
+
 def test_a_short_dock_keeps_three_pairs_of_the_table_in_view(make_viewer, qtbot):
     """In the controls' scroll area a short dock (a laptop's window, another widget docked below) squeezed the pairs
     table to a row and a half, a scrolled table inside scrolled controls: the controls scroll instead."""

@@ -38,6 +38,7 @@ from ._common import (
     available_devices,
     controls_layout,
     image_and_labels,
+    is_preview,
     load_triton_safely,
     notify_warning,
     unproxied,
@@ -65,6 +66,9 @@ LABELS = {
     "clipseg_weights": "CLIPSeg weights",
 }
 
+
+#: a pair's layer cell with no layer (none left, or its layer removed from the viewer)
+CHOOSE_LAYER = "(choose a layer)"
 
 #: typed as the split column: the CSV has none to use (the CLI's --split-col ''); every row trains
 NO_SPLIT = "none"
@@ -313,8 +317,8 @@ class TrainTextWidget(QWidget):
     def add_row(self) -> int:
         row = self.table.rowCount()
         self.table.insertRow(row)
-        self.table.setCellWidget(row, 0, LayerPicker(self.viewer, napari.layers.Image))
-        self.table.setCellWidget(row, 1, LayerPicker(self.viewer, napari.layers.Labels))
+        self.table.setCellWidget(row, 0, self._pair_picker(napari.layers.Image))
+        self.table.setCellWidget(row, 1, self._pair_picker(napari.layers.Labels))
         text = QLineEdit()
         text.setPlaceholderText("e.g. polyp")
         self.table.setCellWidget(row, 2, text)
@@ -322,6 +326,17 @@ class TrainTextWidget(QWidget):
             # a click or focus in a cell's widget selects its row: the table itself never sees those clicks
             self.table.cellWidget(row, column).installEventFilter(self)
         return row
+
+    def _pair_picker(self, layer_type: type[napari.layers.Layer]) -> LayerPicker:
+        """A pair's layer cell. It starts on the first layer of its type, as a new pair did; a layer that leaves the
+        viewer leaves its cell to be chosen again: a picker without that empty entry took the first other layer,
+        and the pair trained one image with another's labels, unsaid."""
+        picker = LayerPicker(self.viewer, layer_type, none_text=CHOOSE_LAYER)
+        kind = (layer for layer in self.viewer.layers if isinstance(layer, layer_type) and not is_preview(layer))
+        first = next(kind, None)
+        if first is not None:
+            picker.set_layer(first)
+        return picker
 
     def remove_row(self) -> None:
         """Remove the selected pair (the row last clicked or typed in), else the last: the last was removed
