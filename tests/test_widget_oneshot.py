@@ -440,6 +440,27 @@ def test_a_runs_prompt_points_are_named_after_its_own_labels_layer(make_viewer, 
     ], names
 
 
+def test_reference_labels_removed_are_chosen_again_not_an_earlier_result(make_viewer, lungs):
+    """The reference labels removed (e.g. to draw them again): the box took the next Labels layer, here an earlier
+    run's result on a target of the reference's size, and the next run took it as the reference, unsaid. The box is
+    empty now until labels are chosen, and Run asks for them."""
+    (ref, mask), (target, target_mask) = lungs[:2]
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    viewer.add_image(ref, name="reference")
+    labels = viewer.add_labels(mask.astype(np.uint8), name="lungs")
+    assert widget.reference_labels.layer() is labels  # the first Labels layer, as before
+    viewer.add_image(target, name="target")
+    viewer.add_labels(target_mask.astype(np.uint8), name="target one-shot")  # an earlier run's result
+    viewer.layers.remove(labels)
+    assert widget.reference_labels.layer() is None
+    widget.run()
+    assert not widget.runner.busy and widget.runner.state == "failed"
+    assert "choose the Labels layer that marks the object" in widget.runner.widget.status.text()
+    viewer.add_labels(mask.astype(np.uint8), name="lungs again")
+    assert widget.reference_labels.layer() is None  # the user chooses it
+
+
 def test_a_double_click_runs_once_and_a_target_replaced_meanwhile_gets_no_result(make_viewer, qtbot, lungs):
     """A double click on the run button ran the whole job twice (two identical result layers); a result made from
     a target whose pixels were replaced meanwhile was laid over the new pixels."""

@@ -38,7 +38,6 @@ from ._common import (
     available_devices,
     controls_layout,
     image_and_labels,
-    is_preview,
     load_triton_safely,
     notify_warning,
     unproxied,
@@ -328,15 +327,10 @@ class TrainTextWidget(QWidget):
         return row
 
     def _pair_picker(self, layer_type: type[napari.layers.Layer]) -> LayerPicker:
-        """A pair's layer cell. It starts on the first layer of its type, as a new pair did; a layer that leaves the
-        viewer leaves its cell to be chosen again: a picker without that empty entry took the first other layer,
-        and the pair trained one image with another's labels, unsaid."""
-        picker = LayerPicker(self.viewer, layer_type, none_text=CHOOSE_LAYER)
-        kind = (layer for layer in self.viewer.layers if isinstance(layer, layer_type) and not is_preview(layer))
-        first = next(kind, None)
-        if first is not None:
-            picker.set_layer(first)
-        return picker
+        """A pair's layer cell: the first layer of its type, as a new pair started; a layer that leaves the viewer
+        leaves its cell to be chosen again (it took the first other layer, and the pair trained one image with
+        another's labels, unsaid)."""
+        return LayerPicker(self.viewer, layer_type, none_text=CHOOSE_LAYER, empty_when_removed=True)
 
     def remove_row(self) -> None:
         """Remove the selected pair (the row last clicked or typed in), else the last: the last was removed

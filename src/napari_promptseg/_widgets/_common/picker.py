@@ -31,6 +31,10 @@ class LayerPicker(QComboBox):
     ``auto_select`` picks the first matching layer while nothing is selected (prompt layers: the one just added),
     of those that were empty when they appeared (a layer holding the user's shapes or points is never taken).
     ``unlike`` (another picker): by default a layer other than that one's, so a pair starts on two layers.
+    ``empty_when_removed`` (with ``none_text``): it starts on the first layer, as a picker without ``none_text``
+    does, but when the layer it shows leaves the viewer it shows ``none_text`` until one is chosen, where it took
+    the first other layer: an input the user had not chosen (another run's result as the reference labels, another
+    image's labels in a training pair), shown in the box only.
     ``layer_changed`` fires with the newly selected layer (or None) only when the selection really changes.
     """
 
@@ -45,9 +49,13 @@ class LayerPicker(QComboBox):
         exclude: Callable[[napari.layers.Layer], bool] | None = None,
         auto_select: bool = False,
         unlike: LayerPicker | None = None,
+        empty_when_removed: bool = False,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
+        if empty_when_removed and none_text is None:
+            raise ValueError("empty_when_removed needs a none_text entry to show")
+        self._empty_when_removed = empty_when_removed
         self._viewer = viewer
         self._unlike = unlike  # by default, a layer other than that picker's (a pair: fixed and moving)
         if unlike is not None:
@@ -92,12 +100,16 @@ class LayerPicker(QComboBox):
             and not (self._exclude and self._exclude(layer))
         ]
         keep = self._current if any(layer is self._current for layer in layers) else None
+        if self._empty_when_removed and self._current is not None and keep is None:
+            self._none_chosen = True  # its layer left the viewer: empty until one is chosen
         if keep is not None and self._unlike is not None and keep is self._unlike.layer() and not self._user_chose:
             keep = None  # not chosen by the user, and the other picker's: another layer when there is one
         if keep is None and self._auto_select and not self._none_chosen:
             keep = next((layer for layer in layers if layer is not None and layer in self._empty_when_seen), None)
         if keep is None and self._unlike is not None and not self._none_chosen:
             keep = next((ly for ly in layers if ly is not None and ly is not self._unlike.layer()), None)
+        if keep is None and self._empty_when_removed and not self._none_chosen:
+            keep = next((ly for ly in layers if ly is not None), None)
         self._refreshing = True
         try:
             self.clear()

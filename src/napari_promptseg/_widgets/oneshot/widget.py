@@ -60,7 +60,10 @@ class OneShotWidget(QWidget):
         self.viewer = napari_viewer = unproxied(napari_viewer)
         self.runner = TaskRunner(self)
         self.reference = LayerPicker(napari_viewer, napari.layers.Image)
-        self.reference_labels = LayerPicker(napari_viewer, napari.layers.Labels)
+        # its labels removed (to be drawn again): chosen again, not the next Labels layer (an earlier run's result)
+        self.reference_labels = LayerPicker(
+            napari_viewer, napari.layers.Labels, none_text="(choose a Labels layer)", empty_when_removed=True
+        )
         # another image than the reference: the target started on the folder entry with a second image open
         self.target = LayerPicker(napari_viewer, napari.layers.Image, none_text="(folder below)", unlike=self.reference)
         # a multichannel (C, Y, X) reference and target, as the CLI's --channel-axis (one axis for both)
