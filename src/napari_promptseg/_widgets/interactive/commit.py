@@ -92,12 +92,16 @@ class CommitActions:
 
     def _remove_prompts(self, preview: _Preview) -> None:
         """Remove the prompts that made the committed objects (only those of that plane)."""
-        if preview.shapes is not None and preview.prompts.shape_indices and preview.shapes in self.viewer.layers:
-            preview.shapes.selected_data = set()
-            preview.shapes.remove(preview.prompts.shape_indices)
-        if preview.points is not None and preview.prompts.point_indices and preview.points in self.viewer.layers:
-            preview.points.selected_data = set()
-            preview.points.remove(preview.prompts.point_indices)
+        if preview.shapes is not None and preview.shapes in self.viewer.layers:
+            rows = _found_again(preview.prompts.shape_vertices, preview.shapes.data)
+            if rows:
+                preview.shapes.selected_data = set()
+                preview.shapes.remove(rows)
+        if preview.points is not None and preview.points in self.viewer.layers:
+            rows = _found_again(preview.prompts.point_coords, preview.points.data)
+            if rows:
+                preview.points.selected_data = set()
+                preview.points.remove(rows)
 
     def clear_prompts(self) -> None:
         """Remove every box and click from the prompt layers and clear the preview."""
@@ -107,6 +111,21 @@ class CommitActions:
         if points is not None and len(points.data):
             points.remove(list(range(len(points.data))))
         self._clear_preview()
+
+
+def _found_again(gathered: list[np.ndarray], now) -> list[int]:
+    """The rows of a prompt layer's data ``now`` that hold the prompts ``gathered`` (each found once). A commit that
+    waited for its preview removed its prompts by their rows at the time: one removed on another plane meanwhile
+    had shifted them, and the commit removed another prompt, or failed past the layer's end (IndexError)."""
+    left = list(gathered)
+    rows = []
+    for row, prompt in enumerate(now):
+        prompt = np.asarray(prompt)
+        same = next((k for k, old in enumerate(left) if np.array_equal(old, prompt)), None)
+        if same is not None:
+            rows.append(row)
+            del left[same]
+    return rows
 
 
 def _last_change(layer: napari.layers.Labels) -> object | None:

@@ -8,7 +8,7 @@ box drawn on any Shapes layer lands on the right pixels; the core library then r
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import napari
@@ -383,8 +383,12 @@ class PlanePrompts:
     boxes: list[tuple[float, float, float, float]]
     positive: list[tuple[float, float]]
     negative: list[tuple[float, float]]
-    shape_indices: list[int]  # rows of the Shapes layer used (removed after a commit)
+    shape_indices: list[int]  # rows of the Shapes layer used
     point_indices: list[int]
+    #: the shapes' vertices and the clicks' coordinates as gathered: what a commit removes, found again then (while
+    #: it waited for its preview, prompts removed on another plane moved these to other rows)
+    shape_vertices: list[np.ndarray] = field(default_factory=list)
+    point_coords: list[np.ndarray] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.boxes or self.positive or self.negative)
@@ -407,6 +411,7 @@ def gather_prompts(
             rows, cols = c[:, geom.row_axis], c[:, geom.col_axis]
             prompts.boxes.append((float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max())))
             prompts.shape_indices.append(i)
+            prompts.shape_vertices.append(np.array(vertices, copy=True))
     if points is not None and len(points.data):
         c = to_labels_coords(viewer, image, geom, points, points.data)
         features = points.features
@@ -419,6 +424,7 @@ def gather_prompts(
             xy = (float(c[i, geom.col_axis]), float(c[i, geom.row_axis]))
             (prompts.positive if positive[i] else prompts.negative).append(xy)
             prompts.point_indices.append(int(i))
+            prompts.point_coords.append(np.array(points.data[i], copy=True))
     return prompts
 
 
