@@ -461,6 +461,24 @@ def test_reference_labels_removed_are_chosen_again_not_an_earlier_result(make_vi
     assert widget.reference_labels.layer() is None  # the user chooses it
 
 
+def test_a_reference_image_removed_is_chosen_again_not_the_target(make_viewer, lungs):
+    """The reference image removed (to open another): the box took the next image, the target, and with labels of
+    the target's size the next run took the target as its own reference, unsaid. The box is empty now until a
+    reference is chosen, and Run asks for one."""
+    (ref, mask), (target, _) = lungs[:2]
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    reference = viewer.add_image(ref, name="reference")
+    viewer.add_labels(mask.astype(np.uint8), name="lungs")
+    target_layer = viewer.add_image(target, name="target")
+    assert widget.reference.layer() is reference and widget.target.layer() is target_layer
+    viewer.layers.remove(reference)
+    assert widget.reference.layer() is None and widget.target.layer() is target_layer
+    widget.run()
+    assert not widget.runner.busy and widget.runner.state == "failed"
+    assert "choose a reference image layer" in widget.runner.widget.status.text()
+
+
 def test_a_double_click_runs_once_and_a_target_replaced_meanwhile_gets_no_result(make_viewer, qtbot, lungs):
     """A double click on the run button ran the whole job twice (two identical result layers); a result made from
     a target whose pixels were replaced meanwhile was laid over the new pixels."""

@@ -59,8 +59,11 @@ class OneShotWidget(QWidget):
         load_triton_safely()
         self.viewer = napari_viewer = unproxied(napari_viewer)
         self.runner = TaskRunner(self)
-        self.reference = LayerPicker(napari_viewer, napari.layers.Image)
-        # its labels removed (to be drawn again): chosen again, not the next Labels layer (an earlier run's result)
+        # the reference or its labels removed (to open or draw them again): chosen again, not the next layer (the
+        # target image, an earlier run's result), which the next run took as the reference unsaid
+        self.reference = LayerPicker(
+            napari_viewer, napari.layers.Image, none_text="(choose an image layer)", empty_when_removed=True
+        )
         self.reference_labels = LayerPicker(
             napari_viewer, napari.layers.Labels, none_text="(choose a Labels layer)", empty_when_removed=True
         )
