@@ -360,6 +360,33 @@ def test_cli_models_says_where_each_model_was_found_and_its_size(cache, monkeypa
     assert "missing" in sam_line and "(375 MB)" in sam_line
 
 
+def test_cli_models_says_how_to_get_each_missing_model(cache, monkeypatch, capsys):
+    """`promptseg models` listed a missing model's path and nothing more: not that a run naming it downloads it, nor
+    the command that fetches it where there is a network, nor (offline) that downloads are off. A cut download
+    was 'truncated: delete it' without what to do next."""
+    assert cli.main(["models", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    sam, clipseg = MODELS["sam_vit_b"], MODELS["clipseg_rd64_refined"]
+    assert rows["litemedsam"]["get"] is None  # bundled: nothing to get
+    assert "a run with --model sam_vit_b downloads it" in rows["sam_vit_b"]["get"]
+    assert f"curl -L --create-dirs -o {cache / sam.filename} {sam.url}" in rows["sam_vit_b"]["get"]
+    assert "a run with --heatmapper clipseg_rd64_refined downloads it" in rows["clipseg_rd64_refined"]["get"]
+    assert f"hf download {clipseg.repo_id} --revision {clipseg.revision}" in rows["clipseg_rd64_refined"]["get"]
+    assert "--features dinov2:facebook/dinov2-small" in rows["dinov2_small"]["get"]
+    assert "give the file with --weights" in rows["mobile_sam"]["get"]  # no download source
+    assert "downloads it" not in rows["mobile_sam"]["get"]
+
+    (cache / sam.filename).parent.mkdir(parents=True, exist_ok=True)
+    (cache / sam.filename).write_bytes(b"a download cut short")
+    monkeypatch.setenv(registry.OFFLINE_ENV, "1")
+    assert cli.main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("sam_vit_b "))
+    get = lines[at + 2].strip()
+    assert get.startswith(f"to get it: delete {cache / sam.filename}; downloads are off ($PROMPTSEG_OFFLINE)"), get
+    assert f"curl -L --create-dirs -o {cache / sam.filename} {sam.url}" in get
+
+
 def test_cli_models_names_the_package_each_backend_imports_and_whether_it_is_installed(monkeypatch, capsys):
     """Weights without their backend's package load nothing, and `promptseg models` did not say which package
     that is: groundingdino_swint_ogc listed as 'our cache' while groundingdino-py was not installed. Each model's

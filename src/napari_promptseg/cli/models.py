@@ -32,7 +32,7 @@ def _megabytes(size: int | None) -> str:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from ..models import hub
-    from ..models.availability import BACKEND_PACKAGES, backend_package
+    from ..models.availability import BACKEND_PACKAGES, backend_package, how_to_get
     from ..models.registry import MODELS, cache_dir, weights_status
 
     rows = []
@@ -55,6 +55,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                 "package_installed": package[1] if package else None,
                 "install": BACKEND_PACKAGES[card.backend][1] if package and not package[1] else None,
                 "path": where,
+                # missing or unusable: the run that downloads the weights, the command that fetches them
+                "get": how_to_get(card),
                 # on disk when found, else what the download costs (where published)
                 "size": _size_on_disk(path) if path is not None else card.size,
                 "repo_id": card.repo_id,
@@ -87,7 +89,9 @@ def cmd_models(args: argparse.Namespace) -> int:
             package = f"{row['package']} ({'installed' if row['package_installed'] else 'missing'})"
         print(f"{row['name']:<24} {row['role']:<17} {place:<23} {size:>10}  {package:<28} {row['description']}")
         print(f"{'':<24} {row['path']}")
-        if row["install"]:
+        if row["install"]:  # first: weights fetched before the package load nothing
             print(f"{'':<24} not loadable here until its package is installed: {row['install']}")
+        if row["get"]:
+            print(f"{'':<24} to get it: {row['get']}")
     print("(size): what the download of a missing model weighs; package: the one its backend imports beyond torch")
     return 0

@@ -10,6 +10,7 @@ change of a route box).
 from __future__ import annotations
 
 import importlib.util
+import shlex
 
 from . import registry
 from .registry import ModelCard, get_card
@@ -82,3 +83,33 @@ def missing(card: ModelCard | str, option: str | None = None) -> list[str]:
         name, _, rest = weights.partition(": ")
         weights = f"{name}, after installing its package: {rest}"
     return [m for m in (package, weights) if m is not None]
+
+
+#: the option of a run that names a model of this role, so that the run downloads its weights
+RUN_OPTIONS = {"segmenter": "--model", "grounder": "--grounder", "heatmapper": "--heatmapper"}
+
+
+def how_to_get(card: ModelCard | str) -> str | None:
+    """How to get ``card``'s weights when they are not usable on disk (None when they are): the run that downloads
+    them, the command that fetches them where there is a network (copy the result here when this machine has none),
+    else how to give them. For `promptseg models`, which listed only where they go."""
+    card = get_card(card) if isinstance(card, str) else card
+    status, path = registry.weights_status(card)
+    if status not in registry.UNUSABLE_WEIGHTS:
+        return None
+    steps = [f"delete {path}"] if status != "missing" and path is not None else []
+    if card.repo_id is None and card.url is None:
+        target = registry.cache_dir() / card.filename
+        return "; ".join([*steps, f"give the file with {registry.weights_option(card)}, or put it at {target}"])
+    if card.role == "feature_extractor" and card.repo_id is not None:
+        run = f"a run with --features dinov2:{card.repo_id} downloads it"
+    else:
+        run = f"a run with {RUN_OPTIONS.get(card.role, 'it')} {card.name} downloads it"
+    steps.append(f"downloads are off (${registry.hub.offline_variable()})" if registry.offline() else run)
+    if card.repo_id is not None:
+        fetch = (
+            f"`hf download {card.repo_id} --revision {card.revision or 'main'}` (into {registry.hub.hf_cache_dir()})"
+        )
+    else:
+        fetch = f"`curl -L --create-dirs -o {shlex.quote(str(registry.cache_dir() / card.filename))} {card.url}`"
+    return "; ".join([*steps, f"where there is a network: {fetch}"])
