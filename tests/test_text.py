@@ -76,6 +76,18 @@ def test_auto_route_does_not_pass_over_a_model_the_user_named(empty_library, tmp
         choose_route("auto", weights=str(tmp_path / "nowhere"), library=empty_library)
 
 
+def test_a_named_model_or_weights_no_route_loads_are_told_once(empty_library, tmp_path):
+    """`promptseg text --heatmapper clipseg_rd64_refined` offline printed its whole reason (where to put the
+    weights, the `hf download` command) twice, and --text-weights no model loads its first model's reason twice."""
+    for named in ({"heatmapper": "clipseg_rd64_refined"}, {"grounder": "grounding_dino_tiny"}):
+        with pytest.raises(WeightsError) as info:
+            choose_route("auto", library=empty_library, **named)
+        assert str(info.value).count("hf download") == 1, str(info.value)
+    with pytest.raises(WeightsError) as info:
+        choose_route("auto", weights=str(tmp_path), library=empty_library)
+    assert str(info.value).count(f"grounding_dino_tiny: {tmp_path} is not a complete") == 1, str(info.value)
+
+
 def test_auto_route_given_clipseg_weights_records_that_groundingdino_does_not_load_them(tiny_clipseg_dir):  # noqa: F811
     """Route auto given CLIPSeg's weights (the Registration and Text widgets' text weights field, --text-weights)
     recorded 'no GroundingDINO weights; CLIPSeg ...': as if no weights had been given and CLIPSeg answered for want

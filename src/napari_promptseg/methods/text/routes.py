@@ -51,11 +51,11 @@ def _try_load(
     cancel: Callable[[], bool] | None = None,
     download: bool = True,
     option: str | None = None,
-) -> tuple[object, str, list[str]]:
+) -> tuple[object, str, list[BaseException]]:
     from ...models import download_progress, load_grounder, load_heatmapper
 
     loader = load_grounder if kind == "grounder" else load_heatmapper
-    problems = []
+    problems: list[BaseException] = []
     for model_name in names:
         downloads = download_progress(progress, cancel, model_name) if progress is not None else None
         try:
@@ -64,8 +64,19 @@ def _try_load(
             )
             return model, model_name, problems
         except (WeightsError, ImportError) as exc:
-            problems.append(str(exc))
+            problems.append(exc)
     return None, "", problems
+
+
+def _joined(problems: list[BaseException]) -> str:
+    return "; ".join(map(str, problems))
+
+
+def _refused(kind: str, name: str, error: BaseException) -> WeightsError:
+    """Why the model the user named (--grounder, --heatmapper) did not load: its error's message and details once
+    (its whole text as the message and again as the details printed where to put the weights twice)."""
+    message, details = getattr(error, "message", str(error)), getattr(error, "details", None)
+    return WeightsError(f"{kind} {name!r}: {message}", details=details)
 
 
 #: what each vision-language route is called in messages, and the registry names it tries
@@ -213,11 +224,11 @@ def choose_route(
         if model is not None:
             return TextRoute("groundingdino", model, model_name)
         if route == "groundingdino":
-            raise WeightsError(f"{_not_loaded(route, names, weights)} (route {route})", details="; ".join(problems))
+            raise WeightsError(f"{_not_loaded(route, names, weights)} (route {route})", details=_joined(problems))
         if isinstance(grounder, str):  # a model the user named is not passed over for another route
-            raise WeightsError(f"grounder {grounder!r}: {problems[0]}", details="; ".join(problems))
+            raise _refused("grounder", grounder, problems[0])
         skipped.append(_not_loaded("groundingdino", names, weights))
-        details.extend(problems)
+        details.extend(map(str, problems))
     if route in ("auto", "clipseg"):
         if heatmapper is not None and not isinstance(heatmapper, str):
             return TextRoute("clipseg", heatmapper, getattr(heatmapper, "name", "heatmapper"), skipped, details)
@@ -229,15 +240,15 @@ def choose_route(
         if model is not None:
             return TextRoute("clipseg", model, model_name, skipped, details)
         if route == "clipseg":
-            raise WeightsError(f"{_not_loaded(route, names, weights)} (route {route})", details="; ".join(problems))
+            raise WeightsError(f"{_not_loaded(route, names, weights)} (route {route})", details=_joined(problems))
         if isinstance(heatmapper, str):
-            raise WeightsError(f"heatmapper {heatmapper!r}: {problems[0]}", details="; ".join(problems))
+            raise _refused("heatmapper", heatmapper, problems[0])
         skipped.append(_not_loaded("clipseg", names, weights))
-        details.extend(problems)
+        details.extend(map(str, problems))
     if route == "auto" and weights is not None:  # weights the user gave that no route loads (a typo, a wrong folder)
         raise WeightsError(
             f"text weights {weights}: neither GroundingDINO nor CLIPSeg loads them ({details[0] if details else ''})",
-            details="; ".join(details),
+            details="; ".join(details[1:]),  # the first is said already
         )
     from ...io.starter import open_library
 
