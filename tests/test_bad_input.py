@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 
@@ -322,11 +323,25 @@ def test_corrupt_weights_file_is_a_one_line_weights_error(tmp_path):
         load_segmenter("litemedsam", weights=path, device="cpu")
 
 
+def test_a_checkpoint_cut_short_is_said_to_be(tmp_path):
+    """A .pth whose download or copy was cut short read 'PytorchStreamReader failed reading zip archive: failed
+    finding central directory', which does not tell a user the file is incomplete."""
+    buffer = io.BytesIO()
+    torch.save({"weight": torch.zeros(64, 64)}, buffer)
+    path = tmp_path / "finetuned.pth"
+    path.write_bytes(buffer.getvalue()[:10_000])
+    with pytest.raises(WeightsError) as info:
+        read_state_dict(path, "mymodel")
+    assert str(info.value).startswith(
+        f"mymodel: {path} is cut short (10,000 bytes: its end is missing; an interrupted download or copy?)"
+    ), str(info.value)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
         (np.random.default_rng(0).bytes(4096), r"cannot be read as a PyTorch checkpoint \(.+\)"),
-        (b"PK\x03\x04 truncated zip", r"cannot be read as a PyTorch checkpoint \(.*zip archive"),
+        (b"PK\x03\x04 truncated zip", r"is cut short \(18 bytes: its end is missing"),
         (b"hello, I am a text file\n", r"cannot be read as a PyTorch checkpoint \(.+\)"),
         (b"", r"is empty \(0 bytes\), not a PyTorch checkpoint"),
     ],

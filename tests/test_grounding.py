@@ -299,7 +299,10 @@ def test_groundingdino_py_errors(gdpy_checkpoint, hf_dir, tmp_path, monkeypatch)
     torch.save({"model": {"backbone.weight": torch.zeros(3)}}, wrong)
     with pytest.raises(WeightsError, match=r"wrong\.pth does not fit.*missing"):
         load_groundingdino_py(wrong, device="cpu", name="groundingdino_swint_ogc", config=config)
-    with pytest.raises(WeightsError, match="is a folder without groundingdino_swint_ogc.pth"):
+    # the transformers folder is said to be grounding_dino_tiny's, not the authors' checkpoint
+    with pytest.raises(
+        WeightsError, match="model folder .*, not a groundingdino_swint_ogc checkpoint: grounding_dino_"
+    ):
         load_grounder("groundingdino_swint_ogc", weights=hf_dir, device="cpu")
     monkeypatch.setitem(sys.modules, "groundingdino.models", None)  # as if groundingdino-py were not installed
     with pytest.raises(WeightsError, match="pip install groundingdino-py"):

@@ -259,6 +259,21 @@ def test_missing_explicit_path_is_an_error_naming_it(tmp_path):
         resolve_weights("litemedsam", tmp_path)
 
 
+def test_a_transformers_model_folder_given_as_checkpoint_weights_is_named_as_one(tmp_path):
+    """A CLIPSeg folder given as --weights of a SAM-family model was 'a folder without sam_vit_b_01ec64.pth (it holds
+    model.safetensors); give the checkpoint file itself': the user then gave its model.safetensors, which failed
+    again. The folder is said to be a CLIPSeg model, and where that goes."""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "clipseg"}))
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(WeightsError) as info:
+        resolve_weights("sam_vit_b", tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"sam_vit_b: weights path {tmp_path} is a transformers 'clipseg' model folder"), message
+    assert message.endswith(
+        "not a sam_vit_b checkpoint: clipseg_rd64_refined loads it, given as `promptseg text --text-weights FOLDER`"
+    ), message
+
+
 def test_weights_a_widget_is_given_are_refused_before_its_run_as_the_load_refuses_them(tmp_path, monkeypatch):
     """A widget's weights file is checked before its run starts, by the load's rule: one that does not exist, or a
     folder without the model's checkpoint, is refused naming it and the model; a file's bytes are the load's to

@@ -28,6 +28,23 @@ def _reason(exc: BaseException, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+#: a zip file (torch.save's format since 1.6) starts with a local file header and ends with the end-of-central-directory
+#: record, within its last 22 bytes plus a comment of up to 64 KiB
+_ZIP_START, _ZIP_END, _ZIP_TAIL = b"PK\x03\x04", b"PK\x05\x06", 22 + 65535
+
+
+def _zip_without_end(path: Path) -> bool:
+    """Whether ``path`` is a zip file whose end is missing: a checkpoint whose download or copy was cut short."""
+    try:
+        with open(path, "rb") as file:
+            if file.read(4) != _ZIP_START:
+                return False
+            file.seek(max(0, path.stat().st_size - _ZIP_TAIL))
+            return _ZIP_END not in file.read()
+    except OSError:
+        return False
+
+
 def read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
@@ -37,6 +54,12 @@ def read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises anything on a bad file (KeyError for a text file, UnpicklingError, ...)
+        if _zip_without_end(path):  # torch said 'failed finding central directory', or 'Invalid argument'
+            raise WeightsError(
+                f"{name}: {path} is cut short ({path.stat().st_size:,} bytes: its end is missing; an interrupted "
+                "download or copy?)",
+                details="copy or download it again",
+            ) from exc
         raise WeightsError(f"{name}: {path} cannot be read as a PyTorch checkpoint ({_reason(exc)})") from exc
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

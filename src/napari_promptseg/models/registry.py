@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import importlib.util
+import json
 import os
 import warnings
 from pathlib import Path
@@ -366,6 +367,14 @@ def _checkpoint_in_folder(card: ModelCard, directory: Path) -> Path:
     it held the very file."""
     if card.filename and (directory / card.filename).is_file():
         return directory / card.filename
+    model_type = _transformers_model_type(directory)
+    if model_type is not None:  # its model.safetensors, given next, failed again: the folder is another model
+        loader = TRANSFORMERS_MODELS.get(model_type)
+        where = f": {loader[0]} loads it, given as {loader[1]}" if loader else ""
+        raise WeightsError(
+            f"{card.name}: weights path {directory} is a transformers {model_type!r} model folder (its config.json "
+            f"says so), not a {card.name} checkpoint{where}"
+        )
     try:
         found = sorted(p.name for p in directory.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
     except OSError:
@@ -375,6 +384,23 @@ def _checkpoint_in_folder(card: ModelCard, directory: Path) -> Path:
         f"{card.name}: weights path {directory} is a folder without {card.filename or 'the checkpoint'} ({holds}); "
         "give the checkpoint file itself"
     )
+
+
+#: the model that loads a transformers model folder of this ``model_type`` (config.json), and how it is given
+TRANSFORMERS_MODELS = {
+    "clipseg": ("clipseg_rd64_refined", "`promptseg text --text-weights FOLDER`"),
+    "grounding-dino": ("grounding_dino_tiny", "`promptseg text --grounder grounding_dino_tiny --text-weights FOLDER`"),
+    "dinov2": ("dinov2_small", "`promptseg oneshot --features dinov2:FOLDER`"),
+}
+
+
+def _transformers_model_type(directory: Path) -> str | None:
+    """The ``model_type`` a transformers model folder's config.json names, else None."""
+    try:
+        found = json.loads((directory / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None
 
 
 def _snapshot_in_repo_folder(card: ModelCard, directory: Path) -> Path:
