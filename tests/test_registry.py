@@ -9,6 +9,8 @@ import json
 import re
 import socket
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -40,6 +42,7 @@ class WeightsServer:
         self.mode = "ok"
         self.payload = PAYLOAD  # what it serves
         self.requests: list[int] = []  # bytes sent per GET
+        self.delay = 0.0  # seconds between the headers and the body (a download that takes a while)
         self._server, self._thread = serve(_Handler, self)
 
     @property
@@ -66,6 +69,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        time.sleep(srv.delay)
         if srv.mode in ("truncate_once", "truncate"):
             body = body[: len(body) // 2]  # the connection then closes: a dropped download
             srv.mode = "ok" if srv.mode == "truncate_once" else srv.mode
@@ -121,6 +125,28 @@ def test_download_reports_progress_verifies_and_is_not_repeated(server, cache, m
     monkeypatch.setattr("pooch.file_hash", lambda p, **k: hashed.append(p) or PAYLOAD_SHA)
     assert resolve_weights(CARD_NAME) == path
     assert hashed == [] and server.requests == [len(PAYLOAD)]
+
+
+def test_missing_weights_wanted_by_two_loads_at_once_are_downloaded_once(server, cache, monkeypatch):
+    """Every worker of a batch (`promptseg segment FOLDER --model sam_vit_h`, one per core) or a CLI run beside
+    napari found the weights missing and downloaded them at once: N times the bytes (2.5 GB each for SAM ViT-H)
+    and N temporary files. One downloads; the others wait for it and take its file."""
+    register_card(monkeypatch, server.url)
+    server.delay = 0.5
+    start = threading.Barrier(2)
+    paths: list[Path] = []
+
+    def want() -> None:
+        start.wait()
+        paths.append(resolve_weights(CARD_NAME))
+
+    threads = [threading.Thread(target=want) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert paths == [cache / FILENAME] * 2 and paths[0].read_bytes() == PAYLOAD
+    assert server.requests == [len(PAYLOAD)]
 
 
 def test_a_killed_downloads_partial_file_goes_at_the_next_download(server, cache, monkeypatch):

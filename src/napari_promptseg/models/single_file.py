@@ -9,6 +9,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,35 @@ def remove_stale_partials(folder: Path) -> None:
         with contextlib.suppress(OSError):
             if POOCH_PARTIAL.fullmatch(path.name) and path.is_file() and now - path.stat().st_mtime > STALE_PARTIAL_S:
                 path.unlink()
+
+
+@contextlib.contextmanager
+def download_lock(target: Path, progress: Progress | None = None) -> Iterator[None]:
+    """Held while ``target`` is downloaded, so that processes wanting it at once (a batch's workers, a CLI run beside
+    napari) fetch it once: each downloaded it whole. The lock file beside it goes when it is released (a later
+    holder of the unlinked file finds ``target`` there and fetches nothing). ``progress(0, None)`` is called while
+    waiting, once a second: a cancelled task's raises and stops the wait. A folder that cannot be written takes no
+    lock (its download fails and says why)."""
+    from filelock import FileLock, Timeout
+
+    lock_file = target.with_name(f".{target.name}.lock")
+    lock = FileLock(lock_file)
+    while True:
+        try:
+            lock.acquire(timeout=1.0)
+            break
+        except Timeout:
+            if progress is not None:
+                progress(0, None)
+        except OSError:
+            yield
+            return
+    try:
+        yield
+    finally:
+        lock.release()
+        with contextlib.suppress(OSError):
+            lock_file.unlink()
 
 
 class PoochBar:
