@@ -149,6 +149,24 @@ def test_missing_weights_wanted_by_two_loads_at_once_are_downloaded_once(server,
     assert server.requests == [len(PAYLOAD)]
 
 
+def test_a_cache_folder_that_cannot_be_written_is_named_before_a_download(server, tmp_path, monkeypatch):
+    """$PROMPTSEG_CACHE_DIR where no folder can be made (read-only, or under a file) failed as 'download from URL
+    failed ([Errno 20] Not a directory ...)' (pooch's message for a read-only one names a random temporary file and
+    its own variable): the folder is named, with what to do, and nothing is fetched."""
+    monkeypatch.delenv(registry.OFFLINE_ENV, raising=False)
+    (tmp_path / "a file").write_bytes(b"")
+    monkeypatch.setenv(registry.CACHE_ENV, str(tmp_path / "a file" / "cache"))
+    register_card(monkeypatch, server.url)
+    with pytest.raises(WeightsError) as info:
+        resolve_weights(CARD_NAME)
+    folder = tmp_path / "a file" / "cache" / "weights"
+    assert info.value.message.startswith(f"{CARD_NAME}: the weights cache {folder} cannot be written ("), str(
+        info.value
+    )
+    assert f"set ${registry.CACHE_ENV} to a folder you can write" in info.value.details
+    assert server.requests == []
+
+
 def test_a_killed_downloads_partial_file_goes_at_the_next_download(server, cache, monkeypatch):
     """pooch removes its temporary file on errors and Ctrl+C, not when the process is killed: up to a whole
     checkpoint stayed in the cache for good. One idle for an hour goes; a running download's (fresh) stays, and so

@@ -34,9 +34,8 @@ from ..io._files import default_file_mode, path_from_environment
 from . import hub
 from .catalogue import DEFAULT_SEGMENTER, DEFAULT_TEXT_EMBEDDER, MODELS, ModelCard, get_card
 from .hub import OFFLINE_ENV, Progress, offline
-from .single_file import PoochBar, download_lock, mismatch, remove_stale_partials, verify, write_stamp
+from .single_file import CACHE_ENV, PoochBar, download_lock, mismatch, remove_stale_partials, verify, write_stamp
 
-CACHE_ENV = "PROMPTSEG_CACHE_DIR"
 #: extra attempts pooch makes when a single-file download fails or arrives corrupt
 DOWNLOAD_RETRIES = 2
 
@@ -296,7 +295,7 @@ def _single_file(card: ModelCard, progress: Progress | None, download: bool = Tr
             f"{card.name}: {state}, and {card.url} cannot be reached ({unreachable})",
             details=f"{'delete it and ' if problem else ''}{where}; it is published at {card.url}",
         )
-    with download_lock(target, progress):
+    with download_lock(target, progress, card.name, f"pass the file with {option or weights_option(card)}"):
         if target.is_file() and mismatch(card, target) is None:  # another process fetched it while this one waited
             write_stamp(card, target)
             return target

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from .registry import ModelCard
 
 
+#: the variable of our weights cache folder (:func:`.registry.cache_dir`)
+CACHE_ENV = "PROMPTSEG_CACHE_DIR"
 #: a download's temporary file not written to for this long belongs to a download that was killed
 STALE_PARTIAL_S = 3600.0
 #: the name of pooch's temporary download file: ``tempfile.NamedTemporaryFile(dir=...)``'s default, "tmp" and 8
@@ -42,12 +44,13 @@ def remove_stale_partials(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def download_lock(target: Path, progress: Progress | None = None) -> Iterator[None]:
+def download_lock(target: Path, progress: Progress | None, name: str, where: str) -> Iterator[None]:
     """Held while ``target`` is downloaded, so that processes wanting it at once (a batch's workers, a CLI run beside
     napari) fetch it once: each downloaded it whole. The lock file beside it goes when it is released (a later
     holder of the unlinked file finds ``target`` there and fetches nothing). ``progress(0, None)`` is called while
-    waiting, once a second: a cancelled task's raises and stops the wait. A folder that cannot be written takes no
-    lock (its download fails and says why)."""
+    waiting, once a second: a cancelled task's raises and stops the wait. A folder where the lock cannot be made
+    (read-only, or under a file) is refused naming it (``name``: the model's, ``where``: where else the weights may
+    go): pooch's error named a random temporary file and its own variable."""
     from filelock import FileLock, Timeout
 
     lock_file = target.with_name(f".{target.name}.lock")
@@ -59,9 +62,11 @@ def download_lock(target: Path, progress: Progress | None = None) -> Iterator[No
         except Timeout:
             if progress is not None:
                 progress(0, None)
-        except OSError:
-            yield
-            return
+        except OSError as exc:
+            raise WeightsError(
+                f"{name}: the weights cache {target.parent} cannot be written ({exc.strerror or exc})",
+                details=f"set ${CACHE_ENV} to a folder you can write, or {where}",
+            ) from exc
     try:
         yield
     finally:
