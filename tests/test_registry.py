@@ -275,6 +275,25 @@ def test_unknown_model_lists_the_known_ones():
         resolve_weights("sam_vit_x")
 
 
+def test_a_model_named_as_the_docs_write_it_is_that_model(tmp_path, capsys):
+    """`--model LiteMedSAM` (as the README and the papers write it), 'sam vit b' or SAM-ViT-B were unknown models,
+    and `promptseg cache clear --weights SAM_VIT_B` too: a name differing in case, spaces or hyphens is the
+    catalogue's model, under the catalogue's name (the embedding cache and report.json key on it)."""
+    from napari_promptseg.models import get_card
+
+    assert [get_card(n).name for n in ("LiteMedSAM", " sam vit b", "SAM-ViT-L", "Grounding DINO tiny")] == [
+        "litemedsam",
+        "sam_vit_b",
+        "sam_vit_l",
+        "grounding_dino_tiny",
+    ]
+    tifffile.imwrite(tmp_path / "coins.tif", skdata.coins()[:96, :96])
+    out = tmp_path / "out"
+    box = ["--box", "10", "10", "40", "40"]
+    assert cli.main(["segment", str(tmp_path / "coins.tif"), *box, "-o", str(out), "--model", "LiteMedSAM"]) == 0
+    assert json.loads((out / "report.json").read_text())["model"] == "litemedsam"
+
+
 def test_a_model_of_another_role_is_one_line_naming_the_fitting_ones(tmp_path, capsys):
     """--model grounding_dino_tiny for segment was a ValueError traceback; an unknown name listed models of every
     role, which then failed the same way."""

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .allocator import keep_large_blocks
+from .catalogue import canonical_name
 from .device import resolve_device
 from .protocols import (
     Detections,
@@ -234,6 +235,7 @@ def _load(
     from ..errors import WeightsError
     from ._native import load_triton_safely
 
+    name = canonical_name(name)  # 'LiteMedSAM' is litemedsam, under the name caches and reports key on
     card = MODELS.get(name)
     if card is None or card.role != role:  # e.g. --model grounding_dino_tiny for segment: a traceback before
         # the names that fit here, not every model of the registry

@@ -4,6 +4,7 @@ bundled package resource, a hub repository at a pinned revision, or a single-fil
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ..errors import WeightsError
@@ -214,8 +215,17 @@ DEFAULT_SEGMENTER = "litemedsam"
 DEFAULT_TEXT_EMBEDDER = "all_minilm_l6_v2"
 
 
+def canonical_name(name: str) -> str:
+    """The catalogue's name of a model typed as the docs write it (case, spaces, hyphens: 'LiteMedSAM', 'sam vit b',
+    'SAM-ViT-B'), else ``name`` as given (an unknown name is the caller's to refuse)."""
+    if name in MODELS:
+        return name
+    key = re.sub(r"[\s-]+", "_", name.strip().lower())
+    return key if key in MODELS else name
+
+
 def get_card(name: str) -> ModelCard:
     try:
-        return MODELS[name]
+        return MODELS[canonical_name(name)]
     except KeyError:
         raise WeightsError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
