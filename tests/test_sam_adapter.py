@@ -231,6 +231,23 @@ def test_load_segmenter_sam_vit_b_rejects_a_tiny_checkpoint_clearly(tiny_vit):
     assert "\n" not in message
 
 
+def test_a_checkpoint_of_another_catalogue_model_is_named_with_the_model_that_loads_it(tmp_path):
+    """`promptseg segment --weights sam_vit_h_4b8939.pth` without --model (LiteMedSAM is the default), or the bundled
+    LiteMedSAM given as MobileSAM, ended in 'Is it a checkpoint of another model?' after 400 key names: which model
+    it is (a SAM ViT by its width, a TinyViT by its first convolution) is said, with the option that loads it."""
+    from napari_promptseg.models.registry import resolve_weights
+
+    lite = resolve_weights("litemedsam")
+    with pytest.raises(WeightsError) as info:
+        load_segmenter("mobile_sam", weights=lite, device="cpu")
+    assert str(info.value).endswith(". It is a litemedsam checkpoint: load it with --model litemedsam"), info.value
+    vit_h = tmp_path / "sam_vit_h_4b8939.pth"  # the keys that tell a SAM ViT's size (the rest: 2.5 GB)
+    torch.save({"image_encoder.pos_embed": torch.zeros(1, 64, 64, 1280)}, vit_h)
+    with pytest.raises(WeightsError) as info:
+        load_segmenter("litemedsam", weights=vit_h, device="cpu")
+    assert str(info.value).endswith(". It is a sam_vit_h checkpoint: load it with --model sam_vit_h"), info.value
+
+
 def test_load_segmenter_sam_vit_b_offline_names_the_file_and_the_cache_dir():
     # conftest: empty per-test cache dir and PROMPTSEG_OFFLINE=1
     with pytest.raises(WeightsError) as info:

@@ -77,6 +77,24 @@ def _examples(items: list[str], n: int = 3) -> str:
     return ", ".join(items[:n]) + (", ..." if len(items) > n else "")
 
 
+#: SAM's image encoders by their width (the last axis of ``image_encoder.pos_embed``)
+_SAM_VIT_WIDTHS = {768: "sam_vit_b", 1024: "sam_vit_l", 1280: "sam_vit_h"}
+#: TinyViT encoders by their first convolution's kernel: LiteMedSAM's is 1x1, MobileSAM's 3x3
+_TINYVIT_KERNELS = {1: "litemedsam", 3: "mobile_sam"}
+
+
+def sam_checkpoint_kind(state: dict[str, torch.Tensor]) -> str | None:
+    """The catalogue model a SAM-layout state dict is, told by the shapes of its image encoder, else None: a user
+    who forgot --model (LiteMedSAM is the default) was told 'Is it a checkpoint of another model?' and no more."""
+    pos_embed = state.get("image_encoder.pos_embed")
+    if pos_embed is not None and pos_embed.ndim == 4:
+        return _SAM_VIT_WIDTHS.get(int(pos_embed.shape[-1]))
+    first = state.get("image_encoder.patch_embed.seq.0.c.weight")
+    if first is not None and first.ndim == 4:
+        return _TINYVIT_KERNELS.get(int(first.shape[-1]))
+    return None
+
+
 def load_state_dict(
     module: torch.nn.Module,
     path: Path,
@@ -110,10 +128,13 @@ def load_state_dict(
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected ({_examples(unexpected)})")
     if problems:
-        raise WeightsError(
-            f"{name}: {path} does not fit the {architecture}: {'; '.join(problems)}. "
-            "Is it a checkpoint of another model?"
+        kind = sam_checkpoint_kind(state)
+        which = (
+            f"It is a {kind} checkpoint: load it with --model {kind}"
+            if kind is not None and kind != name
+            else "Is it a checkpoint of another model?"
         )
+        raise WeightsError(f"{name}: {path} does not fit the {architecture}: {'; '.join(problems)}. {which}")
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # e.g. a dtype torch cannot copy; keys and shapes were checked above
