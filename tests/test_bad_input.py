@@ -337,6 +337,34 @@ def test_a_checkpoint_cut_short_is_said_to_be(tmp_path):
     ), str(info.value)
 
 
+def test_a_safetensors_file_cut_short_and_a_zipped_checkpoint_are_said_to_be(tmp_path):
+    """A safetensors file cut short read 'SafetensorError: Error while deserializing header: incomplete metadata,
+    file not fully covered'; a checkpoint zipped for mailing 'file in archive is not in a subdirectory'."""
+    import zipfile
+
+    from safetensors.torch import save_file
+
+    whole = tmp_path / "whole.safetensors"
+    save_file({"weight": torch.zeros(64, 64)}, whole)
+    cut = tmp_path / "finetuned.safetensors"
+    cut.write_bytes(whole.read_bytes()[:10_000])
+    with pytest.raises(WeightsError) as info:
+        read_state_dict(cut, "mymodel")
+    assert str(info.value).startswith(
+        f"mymodel: {cut} is cut short (10,000 of its {whole.stat().st_size:,} bytes; an interrupted download or copy?)"
+    ), str(info.value)
+    checkpoint = tmp_path / "finetuned.pth"
+    torch.save({"weight": torch.zeros(4)}, checkpoint)
+    zipped = tmp_path / "finetuned.zip"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.write(checkpoint, "finetuned.pth")
+    with pytest.raises(WeightsError) as info:
+        read_state_dict(zipped, "mymodel")
+    assert str(info.value) == (
+        f"mymodel: {zipped} is a zip archive holding finetuned.pth, not a checkpoint: unzip it and give finetuned.pth"
+    )
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -45,6 +46,53 @@ def _zip_without_end(path: Path) -> bool:
         return False
 
 
+#: what to do with a file cut short
+AGAIN = "copy or download it again"
+
+
+def _safetensors_size(path: Path) -> int | None:
+    """The size a safetensors file's header says the file has (8 bytes of header length, the JSON header, then the
+    tensors' bytes up to the largest end offset), or None when ``path`` does not start as one."""
+    try:
+        with open(path, "rb") as file:
+            length = int.from_bytes(file.read(8), "little")
+            if not 2 <= length <= min(100_000_000, path.stat().st_size - 8):
+                return None
+            header = json.loads(file.read(length))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    ends = [
+        e["data_offsets"][1] for e in header.values() if isinstance(e, dict) and len(e.get("data_offsets", ())) == 2
+    ]
+    return 8 + length + max(ends, default=0)
+
+
+def _why_unreadable(path: Path) -> str | None:
+    """Why a file torch cannot load is no checkpoint, when the bytes say: a zip (torch.save's format) or safetensors
+    file cut short (torch said 'failed finding central directory', 'Invalid argument', or safetensors 'incomplete
+    metadata, file not fully covered'), a checkpoint zipped for mailing ('file in archive is not in a
+    subdirectory'). None: torch's own reason is told."""
+    size = path.stat().st_size
+    if _zip_without_end(path):
+        return f"is cut short ({size:,} bytes: its end is missing; an interrupted download or copy?)"
+    expected = _safetensors_size(path)
+    if expected is not None and size < expected:
+        return f"is cut short ({size:,} of its {expected:,} bytes; an interrupted download or copy?)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    if any(n.endswith("/data.pkl") for n in names):  # a torch archive of its own, unreadable for another reason
+        return None
+    held = [n for n in names if n.endswith((".pth", ".pt", ".ckpt", ".bin", ".safetensors"))]
+    if held:
+        return f"is a zip archive holding {', '.join(held[:3])}, not a checkpoint: unzip it and give {held[0]}"
+    return None
+
+
 def read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
@@ -54,12 +102,9 @@ def read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises anything on a bad file (KeyError for a text file, UnpicklingError, ...)
-        if _zip_without_end(path):  # torch said 'failed finding central directory', or 'Invalid argument'
-            raise WeightsError(
-                f"{name}: {path} is cut short ({path.stat().st_size:,} bytes: its end is missing; an interrupted "
-                "download or copy?)",
-                details="copy or download it again",
-            ) from exc
+        why = _why_unreadable(path)
+        if why is not None:
+            raise WeightsError(f"{name}: {path} {why}", details=None if "zip archive" in why else AGAIN) from exc
         raise WeightsError(f"{name}: {path} cannot be read as a PyTorch checkpoint ({_reason(exc)})") from exc
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
