@@ -162,6 +162,10 @@ def test_an_unreachable_hub_fails_at_once_and_is_not_probed_again(monkeypatch):
         f"(no connection to 127.0.0.1:{port}: "
     )
     assert f"hf download {CLIPSEG.repo_id} --revision {CLIPSEG.revision}" in info.value.details
+    # the files the model needs only: the whole repository is its weights twice (pytorch_model.bin beside
+    # model.safetensors, 600 MB more for CLIPSeg); a listed file the repository lacks matches no --include
+    includes = " ".join(f"--include {file}" for file in CLIPSEG.files)
+    assert f"hf download {CLIPSEG.repo_id} --revision {CLIPSEG.revision} {includes}`" in info.value.details
 
     monkeypatch.setattr(hub.socket, "create_connection", _no_download)  # remembered: no second probe
     with pytest.raises(WeightsError, match=f"{GDINO.name}: weights not found, and .* cannot be reached"):

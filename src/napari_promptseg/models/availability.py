@@ -107,9 +107,8 @@ def how_to_get(card: ModelCard | str) -> str | None:
         run = f"a run with {RUN_OPTIONS.get(card.role, 'it')} {card.name} downloads it"
     steps.append(f"downloads are off (${registry.hub.offline_variable()})" if registry.offline() else run)
     if card.repo_id is not None:
-        fetch = (
-            f"`hf download {card.repo_id} --revision {card.revision or 'main'}` (into {registry.hub.hf_cache_dir()})"
-        )
+        command = registry.hf_download_command(card.repo_id, card.revision or "main", card.files)
+        fetch = f"`{command}` (into {registry.hub.hf_cache_dir()})"
     else:
         fetch = f"`curl -L --create-dirs -o {shlex.quote(str(registry.cache_dir() / card.filename))} {card.url}`"
     return "; ".join([*steps, f"where there is a network: {fetch}"])

@@ -24,6 +24,7 @@ import importlib.resources
 import importlib.util
 import json
 import os
+import shlex
 import warnings
 from pathlib import Path
 
@@ -252,13 +253,22 @@ def weights_option(card: ModelCard) -> str:
     return WEIGHTS_OPTIONS.get(card.role, "weights=... (Python)")
 
 
+def hf_download_command(repo_id: str, revision: str, files: tuple[str, ...]) -> str:
+    """The `hf download` command that fetches these files of ``repo_id`` into the Hugging Face cache: the whole
+    repository is a model's weights twice or more (pytorch_model.bin beside model.safetensors). --include, not file
+    arguments: a listed file the repository lacks (transformers 5's) matches nothing instead of failing."""
+    includes = "".join(f" --include {shlex.quote(file)}" for file in files)
+    return f"hf download {repo_id} --revision {revision}{includes}"
+
+
 def _hub_where(
     card: ModelCard, repo_id: str, revision: str, required: tuple[str, ...], option: str | None = None
 ) -> str:
     return (
         f"{repo_id} ({', '.join(required)}, revision {revision[:12]}) is not in the Hugging Face cache "
         f"{hub.hf_cache_dir()} (set $HF_HOME or $HF_HUB_CACHE to use another cache); where there is a network, run "
-        f"`hf download {repo_id} --revision {revision}` and copy that cache here, or pass the model directory with "
+        f"`{hf_download_command(repo_id, revision, card.files if card.is_directory else required)}` and copy that "
+        "cache here, or pass the model directory with "
         f"{option or weights_option(card)}; it is published at {hub.endpoint()}/{repo_id}"
     )
 
