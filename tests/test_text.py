@@ -101,6 +101,14 @@ def test_auto_route_given_clipseg_weights_records_that_groundingdino_does_not_lo
         choose_route("groundingdino", weights=str(tiny_clipseg_dir), device="cpu")
 
 
+def test_a_model_named_as_the_docs_write_it_answers_under_its_catalogue_name(tiny_clipseg_dir):  # noqa: F811
+    """--heatmapper CLIPSeg_rd64_refined loads clipseg_rd64_refined; the route (report.json's model, the reason)
+    named it as typed, beside the catalogue's name everywhere else."""
+    in_hf_cache("clipseg_rd64_refined", tiny_clipseg_dir)
+    route = choose_route("auto", heatmapper="CLIPSeg_rd64_refined", device="cpu")
+    assert (route.route, route.name) == ("clipseg", "clipseg_rd64_refined")
+
+
 def test_auto_route_takes_clipseg_when_its_weights_are_in_the_cache(tiny_clipseg_dir, lungs):  # noqa: F811
     in_hf_cache("clipseg_rd64_refined", tiny_clipseg_dir)
     image = lungs[0][0]

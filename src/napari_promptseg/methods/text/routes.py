@@ -52,7 +52,7 @@ def _try_load(
     download: bool = True,
     option: str | None = None,
 ) -> tuple[object, str, list[BaseException]]:
-    from ...models import download_progress, load_grounder, load_heatmapper
+    from ...models import canonical_name, download_progress, load_grounder, load_heatmapper
 
     loader = load_grounder if kind == "grounder" else load_heatmapper
     problems: list[BaseException] = []
@@ -62,7 +62,7 @@ def _try_load(
             model = loader(
                 model_name, weights=weights, device=device, progress=downloads, download=download, option=option
             )
-            return model, model_name, problems
+            return model, canonical_name(model_name), problems  # 'CLIPSeg_rd64_refined' as the catalogue names it
         except (WeightsError, ImportError) as exc:
             problems.append(exc)
     return None, "", problems
