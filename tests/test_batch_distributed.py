@@ -1,6 +1,6 @@
 """Batches on Dask distributed with real cluster objects and the real LiteMedSAM: a LocalCluster (2 worker processes,
 1 thread each) and a `dask scheduler` + `dask worker` started as subprocesses on loopback give the outputs of
-`--scheduler none` byte for byte; an unreadable input is retried, then recorded; a run killed midway resumes
+`--scheduler none` byte for byte; an unreadable input is recorded at once (no retry); a run killed midway resumes
 without losing or redoing work."""
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def assert_same_outputs(out: Path, reference: Path, inputs: list[Path]) -> None:
 def assert_unreadable_recorded(out: Path, unreadable: Path) -> None:
     record = report_of(out)["images"][-1]
     assert record["input"] == str(unreadable) and record["status"] == "failed"
-    assert record["attempts"] == 2 and "truncated.tif" in record["reason"] and "output" not in record
+    assert record["attempts"] == 1 and "truncated.tif" in record["reason"] and "output" not in record
 
 
 def test_local_cluster_gives_the_outputs_of_one_process(inputs, unreadable, reference, tmp_path, monkeypatch, capfd):

@@ -421,3 +421,35 @@ def test_a_tiff_of_several_images_says_that_only_its_first_is_read(litemedsam, t
     assert said in capsys.readouterr().err
     [(_, kwargs, _)] = tiff_layer_data(path)
     assert said in kwargs["metadata"]["left_out"]
+
+
+def test_a_file_that_is_no_image_is_recorded_at_once_a_transient_read_error_retried(em, tmp_path, monkeypatch):
+    """A folder with a file that cannot be read as an image (not an image, cut short): it was read again for a retry
+    that could only say the same ('attempts': 2). It is recorded at its first read; an OSError of the file system
+    (EIO: a network share's hiccup) still gets the retry, which may read it."""
+    import errno
+
+    from napari_promptseg.errors import PromptsegError
+    from napari_promptseg.io import multiscale
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    iio.imwrite(folder / "a.png", em)
+    (folder / "b.tif").write_bytes(b"II*\x00 not really a TIFF")
+    reads = []
+    read = multiscale.read_image_named
+
+    def counted(path, *args, **kwargs):
+        reads.append(Path(path).name)
+        if Path(path).name == "a.png" and reads.count("a.png") == 1:  # the share's hiccup, as read_image says it
+            hiccup = OSError(errno.EIO, "Input/output error", str(path))
+            raise PromptsegError(f"{path}: cannot be read as an image ({hiccup})") from hiccup
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(multiscale, "read_image_named", counted)
+    out = tmp_path / "out"
+    assert main(["segment", str(folder), *BOX, "-o", str(out), "--scheduler", "none"]) == 1
+    records = {Path(r["input"]).name: r for r in report_of(out)["images"]}
+    assert records["b.tif"]["status"] == "failed" and records["b.tif"]["attempts"] == 1, records["b.tif"]
+    assert "cannot be read as an image" in records["b.tif"]["reason"]
+    assert records["a.png"]["status"] == "ok" and sorted(reads) == ["a.png", "a.png", "b.tif"], reads

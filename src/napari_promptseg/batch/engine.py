@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import errno
 import os
 import sys
 import threading
@@ -187,7 +188,9 @@ def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool 
         record = _without_result(args, path, image, exc)
         record.update(status="empty", objects=0, _summary=f"empty: {record['reason']}")
     except Exception as exc:  # noqa: BLE001 - one bad input must not stop the batch
-        said_by_the_input = image is not None and isinstance(exc, PromptsegError)
+        # the input's own error once it was read (a box outside it), or its reading's (not an image, corrupt, empty):
+        # a retry would only say it again; a file system's error (a network share's hiccup) may pass on a retry
+        said_by_the_input = isinstance(exc, PromptsegError) and (image is not None or not _may_pass_on_retry(exc))
         if not (final or (record_input_errors and said_by_the_input)):
             raise
         record = _without_result(args, path, image, exc)
@@ -197,6 +200,23 @@ def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool 
     # where it ran (a cluster's workers may differ): a resume with another --device naming it keeps it
     record.update({k: meta[k] for k in ("device", "encoder_precision") if k in meta})
     return {"record": record, "meta": meta}
+
+
+#: errors of a file system, not of the file: a network share's lost connection or stale handle, a timeout
+_TRANSIENT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("EIO", "ESTALE", "ETIMEDOUT", "EAGAIN", "EINTR", "EHOSTDOWN", "EHOSTUNREACH", "ECONNRESET", "ENOLINK")
+    if hasattr(errno, name)
+)
+
+
+def _may_pass_on_retry(exc: BaseException) -> bool:
+    """Whether a read refused as no image (:func:`~..io.images.read_image` wraps every reader's error) failed on the
+    file system rather than on the file's contents: that one deserves the retry, a corrupt or empty file does not."""
+    cause = exc.__cause__
+    return isinstance(cause, (TimeoutError, ConnectionError)) or (
+        isinstance(cause, OSError) and cause.errno in _TRANSIENT_ERRNOS
+    )
 
 
 def _args_for_file(args: object, path: str) -> object:
