@@ -372,6 +372,8 @@ def test_a_cli_output_folder_opens_as_its_labels_over_their_images(tmp_path):
         ("labels", (96, 128)),
         ("image", (96, 128, 3)),
     ]
+    # the displacement's two channels named by what they hold: 'displacement channel 0/1' told dx from dy to no one
+    assert layers[0][1]["name"] == ["displacement dx (columns)", "displacement dy (rows)"]
 
 
 def test_an_empty_or_pageless_tiff_is_refused_naming_it_and_what_is_wrong(tmp_path):

@@ -47,6 +47,7 @@ def test_register_cli_writes_warped_image_field_landmarks_and_report(shared_data
     # default wrote H pages of (W, 2), a stack of H planes 2 px wide
     ((data, kwargs, kind),) = tiff_layer_data(out / "displacement.tif")
     assert kind == "image" and np.shape(data) == field.shape and kwargs["channel_axis"] == 2
+    assert kwargs["name"] == ["displacement dx (columns)", "displacement dy (rows)"]
     report = json.loads((out / "report.json").read_text())
     lm = report["landmarks"]
     assert lm["pairs_compared"] == 12

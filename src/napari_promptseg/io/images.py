@@ -40,6 +40,9 @@ REGISTER_MARKER = "napari-promptseg register"
 REGISTER_LABELS_MARKER = "napari-promptseg register labels"
 #: every mark register's outputs carry (a rerun replaces any of them; the reader places any on the fixed image)
 REGISTER_MARKERS = (REGISTER_MARKER, REGISTER_LABELS_MARKER)
+#: register's displacement field ((H, W, 2), last axis dx, dy) and what its two channels hold, as napari names them
+DISPLACEMENT_FILE = "displacement.tif"
+DISPLACEMENT_CHANNELS = ("dx (columns)", "dy (rows)")
 #: the marks of the label TIFFs promptseg writes (the reader opens them as Labels layers)
 LABELS_MARKERS = (OUTPUT_MARKER, REGISTER_LABELS_MARKER)
 #: pixel bytes above which a TIFF is written as BigTIFF: classic TIFF's offsets are 32-bit (4 GiB), less room for

@@ -18,6 +18,8 @@ import numpy as np
 from ..errors import PromptsegError
 from .calibration import PixelSize, axis_micrometres, ome_micrometres, pixel_size
 from .images import (
+    DISPLACEMENT_CHANNELS,
+    DISPLACEMENT_FILE,
     LABELS_MARKERS,
     REGISTER_MARKERS,
     TIFF_SUFFIXES,
@@ -365,6 +367,10 @@ def tiff_layer_data(path: str | Path) -> list[LayerData]:
     if marker in REGISTER_MARKERS:
         for _, kwargs, _ in layers:
             _register_level_translate(Path(path), kwargs)
+        names = layers[0][1]["name"]
+        if Path(path).name == DISPLACEMENT_FILE and isinstance(names, list) and len(names) == 2:
+            # its channels by what they hold: 'displacement channel 0' and '1' told dx from dy to no one
+            layers[0][1]["name"] = [f"{output_stem(path)} {channel}" for channel in DISPLACEMENT_CHANNELS]
     if marker in LABELS_MARKERS:
         for data, kwargs, _ in layers:
             # an OME-Zarr input's origin, kept in the metadata only: napari-ome-zarr opens the image at 0 (it drops

@@ -107,7 +107,14 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
     from ...io._files import replacing_together, undo_interrupted_replacing
     from ...io.annotations import read_annotations, write_annotations
     from ...io.calibration import level_pixel_size
-    from ...io.images import REGISTER_LABELS_MARKER, REGISTER_MARKER, REGISTER_MARKERS, is_own_output, needs_bigtiff
+    from ...io.images import (
+        DISPLACEMENT_FILE,
+        REGISTER_LABELS_MARKER,
+        REGISTER_MARKER,
+        REGISTER_MARKERS,
+        is_own_output,
+        needs_bigtiff,
+    )
     from ...io.landmarks import index_order, is_bigwarp_csv, paired_landmarks, read_landmark_pair, write_landmarks
     from ...io.layer_data import layer_pixel_size
     from ...io.multiscale import moved_channel_position
@@ -144,7 +151,7 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
     _make_output_dir(args.output)
     written = (
         "moving_warped.tif",
-        "displacement.tif",
+        DISPLACEMENT_FILE,
         LABELS_WARPED,
         "landmarks_warped.csv",
         ANNOTATIONS_WARPED,
@@ -305,7 +312,7 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
         write_tiff(
             "moving_warped.tif", warped, **({"photometric": "rgb", "planarconfig": "separate"} if colour_planes else {})
         )
-        write_tiff("displacement.tif", result.displacement)
+        write_tiff(DISPLACEMENT_FILE, result.displacement)
         steps.close()  # the lines below start on a line of their own
         labels_record = None
         if moving_labels is not None:
