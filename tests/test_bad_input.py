@@ -168,8 +168,13 @@ def test_napari_opening_a_tiff_larger_than_the_free_memory_is_refused_from_its_h
     memory = types.SimpleNamespace(available=coins.nbytes - 1, total=2**34, percent=50.0, used=2**33, free=1)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: memory)
     monkeypatch.setattr(psutil, "swap_memory", lambda: types.SimpleNamespace(free=0, total=0, used=0, percent=0.0))
-    with pytest.raises(PromptsegError, match=r"strips\.tif: its pixels take .* \(nothing was read\)"):
+    with pytest.raises(PromptsegError, match=r"strips\.tif: its pixels take .* \(nothing was read\)") as refused:
         get_reader(str(path))(str(path))
+    # advice true for the plugin, which reads a TIFF of one level whole, tiled or not ('a tiled TIFF, which is read
+    # tile by tile' holds for the commands only)
+    said = str(refused.value)
+    assert "save it as a tiled TIFF" not in said and "a pyramid (OME-TIFF, OME-Zarr), which napari opens" in said
+    assert "the promptseg commands read a tiled TIFF tile by tile" in said, said
     # a folder of them: refused when it is opened, not when napari shows a plane (an error of its slicing thread)
     folder = tmp_path / "planes"
     folder.mkdir()

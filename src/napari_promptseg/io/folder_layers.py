@@ -13,6 +13,7 @@ from .calibration import pixel_size
 from .images import (
     IMAGE_SUFFIXES,
     LABELS_MARKERS,
+    PLUGIN_READ_WHOLE_ADVICE,
     REGISTER_MARKERS,
     TIFF_SUFFIXES,
     _format_of_misnamed_tiff,
@@ -75,7 +76,7 @@ def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
     _refuse_complex(files[0], first_dtype)
     # a plane napari would read whole, refused from its header now rather than in napari's slicing thread (all the
     # planes are of one size)
-    _refuse_more_than_memory(files[0])
+    _refuse_more_than_memory(files[0], PLUGIN_READ_WHOLE_ADVICE)
     planes = [da.from_delayed(dask.delayed(_read_plane)(file, first_shape), first_shape, first_dtype) for file in files]
     kwargs: dict[str, Any] = {"name": folder.name, "metadata": {"path": str(folder), "files": [f.name for f in files]}}
     left_out = ome_zarr_left_out(

@@ -214,10 +214,22 @@ def read_image(path: str | Path) -> np.ndarray:
     return image
 
 
-def _refuse_more_than_memory(path: Path) -> None:
+#: what to do with an image too large to read whole, as the commands read files (a large tiled TIFF tile by tile)
+READ_WHOLE_ADVICE = (
+    "save it as a tiled TIFF or a pyramid (OME-TIFF, OME-Zarr), which is read tile by tile, or downsample it"
+)
+#: the same, as the napari plugin reads them: a TIFF of one level whole, tiled or not; a pyramid level by level
+PLUGIN_READ_WHOLE_ADVICE = (
+    "save it as a pyramid (OME-TIFF, OME-Zarr), which napari opens level by level, or downsample it; the promptseg "
+    "commands read a tiled TIFF tile by tile"
+)
+
+
+def _refuse_more_than_memory(path: Path, advice: str = READ_WHOLE_ADVICE) -> None:
     """Refuse, from its header, an image file read whole whose pixels take more than the memory (and swap) free now:
     a TIFF of strips (not tiles, which a large one is read by) or a PNG declaring a mosaic's size was read until the
-    system killed the process, without a word of why."""
+    system killed the process, without a word of why. ``advice``: what to do instead, true for the reader refusing
+    (the plugin's: :data:`PLUGIN_READ_WHOLE_ADVICE`)."""
     import psutil  # distributed's dependency
 
     declared = _declared_bytes(path)
@@ -227,8 +239,7 @@ def _refuse_more_than_memory(path: Path) -> None:
         return
     raise PromptsegError(
         f"{path}: its pixels take {declared / 1e9:.1f} GB read whole, more than the {free / 1e9:.1f} GB of memory "
-        "(and swap) free (nothing was read); save it as a tiled TIFF or a pyramid (OME-TIFF, OME-Zarr), which is read "
-        "tile by tile, or downsample it"
+        f"(and swap) free (nothing was read); {advice}"
     )
 
 

@@ -21,6 +21,7 @@ from .images import (
     DISPLACEMENT_CHANNELS,
     DISPLACEMENT_FILE,
     LABELS_MARKERS,
+    PLUGIN_READ_WHOLE_ADVICE,
     REGISTER_MARKERS,
     TIFF_SUFFIXES,
     _format_of_misnamed_tiff,
@@ -76,7 +77,8 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
             raise
         import tifffile
 
-        _refuse_more_than_memory(path)  # read whole below: refused from its header, as every command refuses it
+        # read whole below: refused from its header, as every command refuses it
+        _refuse_more_than_memory(path, PLUGIN_READ_WHOLE_ADVICE)
         try:
             with tifffile.TiffFile(path) as tif:
                 pyramid_refused = len(tif.series) > 0 and len(tif.series[0].levels) > 1
@@ -114,7 +116,7 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
     data = pyramid.levels if multiscale else pyramid.levels[0]
     if not multiscale and whole_when_single_level:
         if path.is_file():  # a mosaic's size declared: refused from its header, as every command refuses it
-            _refuse_more_than_memory(path)
+            _refuse_more_than_memory(path, PLUGIN_READ_WHOLE_ADVICE)
         data = np.asarray(data)
     return [(data, kwargs, "image")]
 
