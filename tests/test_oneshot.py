@@ -226,3 +226,31 @@ def test_cli_one_region_says_object_size_is_ignored_except_where_propagate_decod
         assert code == 0
         warnings = json.loads((out / "report.json").read_text())["warnings"]
         assert any(w.startswith("--object-size ignored") for w in warnings) == said, (options, warnings)
+
+
+def test_a_reference_tiff_of_several_images_says_only_its_first_is_learned_from(tmp_path, capsys):
+    """A reference (or its mask) saved as a TIFF of several images (a multi-position OME-TIFF) was read as its first
+    image by `oneshot --reference` and `library add`, without a word of the others, where the targets' own TIFFs were
+    said. Both say it, in the run's output and oneshot's report, as every command does."""
+    from napari_promptseg._sample_data import nuclei
+
+    (image, _, _), (truth, _, _) = nuclei()
+    reference = tmp_path / "positions.ome.tif"
+    with tifffile.TiffWriter(reference, ome=True) as tif:
+        tif.write(image, metadata={"axes": "YX", "Name": "A1"})
+        tif.write(image[::-1], metadata={"axes": "YX", "Name": "A2"})
+    tifffile.imwrite(tmp_path / "mask.tif", (truth == 8).astype(np.uint8))  # one nucleus: one region
+    tifffile.imwrite(tmp_path / "target.tif", image)
+    said = "holds 2 images (TIFF series: A1, A2); only the first (A1,"
+    where = ["--reference", str(reference), "--reference-mask", str(tmp_path / "mask.tif")]
+    out = tmp_path / "out"
+    assert main(["oneshot", *where, str(tmp_path / "target.tif"), "-o", str(out)]) == 0
+    warnings = json.loads((out / "report.json").read_text())["warnings"]
+    assert any(w.startswith(f"--reference {reference}: {said}") for w in warnings), warnings
+    assert said in capsys.readouterr().err
+    library = ["--library", str(tmp_path / "library")]
+    assert (
+        main(["library", "add", "nucleus", "--image", str(reference), "--mask", str(tmp_path / "mask.tif"), *library])
+        == 0
+    )
+    assert f"warning: --image {reference}: {said}" in capsys.readouterr().err

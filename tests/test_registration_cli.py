@@ -386,3 +386,32 @@ def test_a_planar_rgb_tiff_is_one_colour_image_to_the_cli_as_to_the_plugin(share
     ((data, kwargs, _),) = tiff_layer_data(path)
     assert np.shape(data) == moving.shape and kwargs.get("rgb")
     assert np.array_equal(read_image_named(path), moving)
+
+
+def test_register_says_a_tiff_of_several_images_is_read_at_its_first(tmp_path, capsys):
+    """A fixed or moving image, or --moving-labels, saved as a TIFF of several images (a multi-position OME-TIFF)
+    was registered at its first image without a word of the others, where the batch commands said it. Said in the
+    run's output and report.json's warnings, as every command says it."""
+    from skimage import data
+
+    camera = data.camera()[::4, ::4]  # 128 x 128
+    fixed = tmp_path / "positions.ome.tif"
+    with tifffile.TiffWriter(fixed, ome=True) as tif:
+        tif.write(camera, metadata={"axes": "YX", "Name": "A1"})
+        tif.write(camera[::-1], metadata={"axes": "YX", "Name": "A2"})
+    tifffile.imwrite(tmp_path / "moving.tif", np.roll(camera, (3, 5), axis=(0, 1)))
+    labels = tmp_path / "labels.ome.tif"
+    with tifffile.TiffWriter(labels, ome=True) as tif:
+        for name in ("cells", "nuclei"):
+            tif.write((camera < 60).astype(np.uint8), metadata={"axes": "YX", "Name": name})
+    out = tmp_path / "out"
+    args = ["register", str(fixed), str(tmp_path / "moving.tif"), "-o", str(out), "--method", "intensity"]
+    assert main([*args, "--moving-labels", str(labels)]) == 0
+    err = capsys.readouterr().err
+    warnings = json.loads((out / "report.json").read_text())["warnings"]
+    for said in (
+        f"{fixed}: holds 2 images (TIFF series: A1, A2); only the first (A1, (128, 128)) is read",
+        f"--moving-labels {labels}: holds 2 images (TIFF series: cells, nuclei); only the first (cells,",
+    ):
+        assert any(w.startswith(said) for w in warnings), warnings
+        assert f"warning: {said}" in err, err

@@ -928,3 +928,24 @@ def test_texts_longer_than_the_sentence_model_reads_are_said_to_be_cut(kvasir, c
 
 def test_a_training_run_of_short_texts_warns_of_nothing(trained):
     assert trained.warnings == []
+
+
+def test_a_training_image_tiff_of_several_images_says_only_its_first_is_trained_on(kvasir, tmp_path):
+    """A CSV row's image saved as a TIFF of several images (a multi-position OME-TIFF) was trained on at its first
+    image, without a word of the others. Said at the start (before the models load), naming the row."""
+    image, _ = kvasir[0].load()
+    path = tmp_path / "positions.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(image[:64, :64, 0], metadata={"axes": "YX", "Name": "A1"})
+        tif.write(image[64:128, :64, 0], metadata={"axes": "YX", "Name": "A2"})
+    rows = [
+        ("positions.ome.tif", str(kvasir[0].mask), "polyp", "train"),
+        (str(kvasir[4].image), str(kvasir[4].mask), "polyp", "val"),
+    ]
+    _write_csv(tmp_path / "rows.csv", rows)
+    (tmp_path / "taken").write_text("a file where the model's folder would be")  # stops the run before the models
+    told = []
+    with pytest.raises(PromptsegError, match="a file, not a directory"):
+        train_text_segmenter(tmp_path / "rows.csv", tmp_path / "taken", progress=lambda f, m: told.append(m))
+    said = "holds 2 images (TIFF series: A1, A2); only the first (A1, (64, 64)) is read"
+    assert any(m.startswith("warning: ") and "rows.csv: row 2: " in m and said in m for m in told), told

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import PromptsegError
 
-__all__ = ["_expand_images", "_say_renamed"]
+__all__ = ["_expand_images", "_say_images_left_out", "_say_renamed"]
 
 
 def _expand_images(paths: list[Path]) -> list[Path]:
@@ -140,3 +140,18 @@ def _say_renamed(inputs: Sequence[Path], renamed: dict[str, str], shown: int = 5
 
 def _some_names(names: Sequence[str], shown: int = 10) -> str:
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _say_images_left_out(files: Sequence[tuple[str, Path | None]]) -> list[str]:
+    """What each given file, a TIFF of several images, leaves out (only its first is read:
+    :func:`~..io.multiscale.other_images_left_out`), as ``(option, path)`` pairs (option "" for a positional
+    argument; path None: not given): said on stderr as warnings now, returned for the report."""
+    from ..io.multiscale import other_images_left_out
+
+    warnings = []
+    for option, path in files:
+        left_out = None if path is None else other_images_left_out(path)
+        if left_out:
+            warnings.append(f"{option} {left_out}".strip())
+            print(f"warning: {warnings[-1]}", file=sys.stderr)
+    return warnings

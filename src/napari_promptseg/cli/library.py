@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import PromptsegError
 from ._common import _reference_labels
+from ._inputs import _say_images_left_out
 from ._types import positive_float
 
 
@@ -96,6 +97,7 @@ def cmd_library_add(args: argparse.Namespace) -> int:
     if args.no_crop and args.margin is not None:
         raise PromptsegError("give --margin or --no-crop, not both")
     image = read_image_named(args.image, args.channel_axis)  # a Fiji composite by its named axes, as one-shot reads it
+    _say_images_left_out([("--image", args.image), ("--mask", args.mask)])  # a TIFF's images after its first
     mask = _reference_labels(
         read_image(args.mask), image, args.mask, args.image, args.channel_axis, args.channels, ("--image", "--mask")
     )

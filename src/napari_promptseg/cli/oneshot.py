@@ -21,7 +21,7 @@ from ._common import (
     _segmenter_meta,
     _write_report,
 )
-from ._inputs import _expand_images
+from ._inputs import _expand_images, _say_images_left_out
 from ._progress_line import weights_progress
 from ._stacks import (
     EXIT_CODES_HELP,
@@ -108,11 +108,14 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
     targets = _without_reference_masks(targets, args.reference_mask)
     t0 = time.perf_counter()
     _prepare_outputs(args, targets, also_read=[*args.reference, *args.reference_mask])
+    # a reference TIFF's images after its first: learned from by nothing (a target's are said in its record)
+    warnings = _say_images_left_out(
+        [("--reference", p) for p in args.reference] + [("--reference-mask", p) for p in args.reference_mask]
+    )
     outcome, code = _run_batch(args, targets, _setup, _process)
     meta = outcome.meta
     instances = meta.get("instances", args.instances)
     mode = "instances" if instances else args.strategy
-    warnings = []
     objects = meta.get("exemplar_objects")
     few = objects is not None and few_labels_warning(objects, args.partial_labels, "pass --partial-labels")
     if few:

@@ -12,6 +12,7 @@ import numpy as np
 
 from ...errors import PromptsegError
 from .._common import _make_output_dir, _mean_or_none, _write_report
+from .._inputs import _say_images_left_out
 from .._progress_line import route_progress, weights_progress
 from .inputs import (
     _checked_labels,
@@ -204,6 +205,9 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
             fixed, fixed_at = _without_alpha(fixed), fixed_at._replace(array=_without_alpha(fixed_at.array))
         if not moving_named:
             moving, moving_at = _without_alpha(moving), moving_at._replace(array=_without_alpha(moving_at.array))
+    left_out = _say_images_left_out(
+        [("", args.fixed), ("", args.moving), ("--moving-labels", args.moving_labels)]
+    )  # a TIFF's images after its first: registered by nothing
     moving_labels = None
     if args.moving_labels is not None:
         moving_axis = pair_channel_axis(moving.shape, channel_axis)
@@ -486,7 +490,7 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
             # text prompts: the route that answered them and why (None for automatic/given regions), per prompt below
             text_route={"route": result.text_route, "reason": result.text_reason} if result.text_route else None,
             prompt_sources=result.prompt_sources,
-            warnings=[*setting_warnings, *landmark_warnings, *result.warnings],
+            warnings=[*setting_warnings, *left_out, *landmark_warnings, *result.warnings],
             timings_s={
                 **{k: round(v, 4) for k, v in result.timings.items()},
                 "model_load": round(load_s, 4),

@@ -30,6 +30,7 @@ from .data import (
     ArrayTriplet,
     Triplet,
     as_triplets,
+    files_left_out,
     format_eta,
     read_triplets,
     refuse_fraction_beside_split,
@@ -108,6 +109,9 @@ def finetune_clipseg(
     refuse_fraction_beside_split(triplets, val_fraction)  # as the fusion decoder: it was ignored without a word
     fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
     train_set, val_set = split_triplets(triplets, val_fraction=fraction, seed=seed)
+    left_out = files_left_out(triplets)  # a TIFF's images after its first: trained on by nothing
+    for warning in left_out:
+        report(0.0, f"warning: {warning}")
     t_start = time.perf_counter()
     report(0.0, "loading CLIPSeg")
     # a download is told (and cancelled) as every other step: huggingface_hub's own bars were all a user saw
@@ -199,6 +203,7 @@ def finetune_clipseg(
         stopped_early,
         history,
         time.perf_counter() - t_start,
+        warnings=left_out,
     )
 
 

@@ -63,6 +63,21 @@ class Triplet:
         return image, _binary_mask(mask, image.shape[:2], self.where(), self.mask.name)
 
 
+def files_left_out(triplets: Sequence[object]) -> list[str]:
+    """What the triplets' TIFFs of several images leave out (:func:`~...io.multiscale.other_images_left_out`: only
+    the first image of each is trained on), each file said once, at its first row."""
+    from ...io.multiscale import other_images_left_out
+
+    said: dict[Path, str] = {}
+    for triplet in triplets:
+        for path in (getattr(triplet, "image", None), getattr(triplet, "mask", None)):
+            if isinstance(path, (str, Path)) and Path(path) not in said:
+                path = Path(path)
+                left_out = other_images_left_out(path)
+                said[path] = left_out and f"{triplet.where()}: {left_out}"
+    return [warning for warning in said.values() if warning]
+
+
 def _refuse_stack(shape: tuple[int, ...], path: Path, channels_named: bool = False) -> None:
     """A file of planes, not one 2D image: said in train-text's words. as_channels_last's refusal advised the
     console's channel_axis and segment_stack, which a CSV row cannot take. ``channels_named``: the file's metadata

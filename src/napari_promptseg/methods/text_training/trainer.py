@@ -43,6 +43,7 @@ from .data import (
     Sample,
     Triplet,
     as_triplets,
+    files_left_out,
     format_eta,
     read_triplets,
     refuse_fraction_beside_split,
@@ -214,6 +215,9 @@ def train_text_segmenter(
     rows = split_fingerprint(train_set, val_set)
     if state is not None:
         check_same_rows(out, state, rows)
+    left_out = files_left_out(triplets)  # a TIFF's images after its first: trained on by nothing
+    for warning in left_out:
+        report(0.0, f"warning: {warning}")
     ensure_writable_dir(out, "the model")  # said before the models load, not after an epoch
     t_start = time.perf_counter()
 
@@ -222,9 +226,10 @@ def train_text_segmenter(
     if not hasattr(segmenter, "mask_decoder"):
         raise PromptsegError(f"{config.image_encoder}: not a SAM-family segmenter; its decoder cannot be trained")
     embedder = load_text_embedder(config.text_encoder, device=device)
-    warnings = cut_texts_warning(embedder, config.text_encoder, [t.text for t in triplets])
-    for warning in warnings:  # said at the start, not after the hours of training
+    cut = cut_texts_warning(embedder, config.text_encoder, [t.text for t in triplets])
+    for warning in cut:  # said at the start, not after the hours of training
         report(0.0, f"warning: {warning}")
+    warnings = [*left_out, *cut]
     if cache_dir is None and state is not None:  # the run's own cache: a resume encoded every image again
         cache_dir = saved_cache_dir(out, state)
     cache = Path(cache_dir or out / "cache").absolute()
