@@ -31,9 +31,11 @@ def run(tmp_path, path, *options: str) -> tuple[dict, str]:
 @pytest.mark.parametrize(
     ("metadata", "axis", "words"),
     [
-        ({}, "unnamed", "3 planes (first axis unnamed: Z or T)"),  # tifffile's default: no axes ("QYXS")
-        ({"axes": "TYXS"}, "t", "3 frames (T)"),  # tifffile's own description names them
-        ({"axes": "ZYXS"}, "z", "3 planes (Z)"),
+        # tifffile's default: no axes ("QYXS")
+        ({}, "unnamed", "3 planes (first axis unnamed: Z or T), plane 0 only"),
+        # tifffile's own description names them; a time-lapse's planes are its frames ('3 frames (T), plane 0 only')
+        ({"axes": "TYXS"}, "t", "3 frames (T), frame 0 only"),
+        ({"axes": "ZYXS"}, "z", "3 planes (Z), plane 0 only"),
     ],
 )
 def test_a_stack_says_which_axis_its_planes_were_read_along(tmp_path, capsys, monkeypatch, metadata, axis, words):
@@ -51,7 +53,8 @@ def test_a_stack_says_which_axis_its_planes_were_read_along(tmp_path, capsys, mo
     assert reads == [path] and record["overlay"]
     assert record["stack_axis"] == axis
     assert record["planes"] == 3 and record["objects"] >= 1
-    assert f"in {words}, plane 0 only" in capsys.readouterr().out
+    assert f"in {words}" in capsys.readouterr().out
+    assert record["mode"] == "plane 0 only"  # the report's value, as scripts read it, whatever the planes are
     if axis == "unnamed":  # what was assumed, and how to say otherwise
         note = record["stack_axis_note"]
         assert "read as the planes of a stack (Z)" in note and "time-lapse (T)" in note

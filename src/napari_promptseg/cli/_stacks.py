@@ -275,6 +275,7 @@ def _stack_record(
     from ..methods.volume import (
         as_stack,
         check_finite,
+        in_frames,
         object_extents,
         plane_warnings,
         propagate_through_stack,
@@ -326,7 +327,8 @@ def _stack_record(
                 why = nothing[plane]
                 for named in (f"{path} plane {plane}: ", f"{path}: "):  # it names the file (and plane): once
                     why = why.removeprefix(named)
-                raise NothingFoundError(f"{path}: nothing to propagate from the seed plane {plane}: {why}")
+                said = in_frames(f"nothing to propagate from the seed plane {plane}", stack_axis)
+                raise NothingFoundError(f"{path}: {said}: {why}")
             seed, seed_scores = _plane_labels(out), _plane_scores(out)
             seed_warnings = plane_warnings(((plane, w) for w in getattr(out, "warnings", [])), str(path))
             seed_scale = getattr(out, "scale", None)  # the scale the seed method worked at (find-all, one-shot)
@@ -375,7 +377,8 @@ def _stack_record(
         labels, warnings = result.labels, result.warnings
         record["mode"] = "plane by plane, ids linked across planes"
     if nothing:
-        warnings = [*warnings, f"{path}: nothing like the prompt on plane(s) {', '.join(map(str, sorted(nothing)))}"]
+        said = in_frames(f"nothing like the prompt on plane(s) {', '.join(map(str, sorted(nothing)))}", stack_axis)
+        warnings = [*warnings, f"{path}: {said}"]
     if not args.propagate and getattr(args, "stop_iou_given", False):
         warnings = [*warnings, f"{path}: --stop-iou ignored: it ends objects carried by --propagate"]
     extents = object_extents(labels)
@@ -390,7 +393,8 @@ def _stack_record(
         record["reason"] = "; ".join(warnings) or "no object found"
     unnamed = f"{n} planes (first axis unnamed: Z or T)"
     planes = {"t": f"{n} frames (T)", "z": f"{n} planes (Z)"}.get(stack_axis, unnamed)
-    summary = f"{objects} object(s) in {planes}, {record['mode']}"
+    # a time-lapse's frames named so (report.json's mode keeps its value, which scripts read)
+    summary = f"{objects} object(s) in {planes}, {in_frames(record['mode'], stack_axis)}"
     _finish_image(args, path, image, labels, record, summary, stack=volume)
     return record
 

@@ -199,6 +199,12 @@ def plane_warnings(per_plane: Iterable[tuple[int, str]], name: str = "") -> list
     ]
 
 
+def in_frames(text: str, stack_axis: str | None) -> str:
+    """``text`` about a stack's planes in a time-lapse's words (``stack_axis`` "t": its planes are frames, along T):
+    "propagated from frame 2", "frame 0 only"; any other stack's as it is. An option's name (--plane) stays."""
+    return re.sub(r"(?<![-\w])plane(s?)\b", r"frame\1", text) if stack_axis == "t" else text
+
+
 def plane_list(planes: Iterable[int]) -> str:
     """ "plane 3", "planes 2, 5-7" (runs of three or more as a range)."""
     zs = sorted(set(planes))
