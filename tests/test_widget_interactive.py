@@ -736,6 +736,21 @@ def test_propagate_through_stack_on_real_mri(make_viewer, qtbot, shared_data):
     assert "propagated from plane 4" in widget.runner.widget.summary.text()
     assert len(shapes.data) == 1, "the box stays"
 
+    # a time-lapse (its first axis labelled t): its planes are frames, in the summary's words ('propagated from
+    # plane 1 (1: planes 0-2)' named no frame)
+    viewer.add_image(vol[3:6], name="cine", axis_labels=("t", "y", "x"))
+    widget.image_picker.set_layer(viewer.layers["cine"])
+    viewer.dims.set_current_step(0, 1)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.new_prompt_layers()
+    shapes = widget.shapes_picker.layer()
+    shapes.add_rectangles(np.array([[1, r0, c0], [1, r0, c1], [1, r1, c1], [1, r1, c0]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.propagate_button.click()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    said = widget.runner.widget.summary.text()
+    assert "propagated from frame 1 (1: frames 0-2) -> 'cine propagated'" in said, said
+
     # a 2D image has no stack to propagate through: said in a notification, nothing added
     viewer.add_image(vol[4], name="one plane")
     widget.image_picker.set_layer(viewer.layers["one plane"])

@@ -204,6 +204,24 @@ def submit_save_exemplar(
     return runner.submit(task_name, title, task, done)
 
 
+def stack_axis_of(layer: napari.layers.Layer, axis: int = 0) -> str | None:
+    """ "t" when the layer's ``axis`` holds a time-lapse's frames, by napari's axis label ("t", "time": a reader that
+    names its axes) or by the file our reader opened it from (its metadata's path: an ImageJ or OME TYX stack); None
+    otherwise. What the widgets' words call its planes (frames, along T)."""
+    labels = tuple(getattr(layer, "axis_labels", ()) or ())
+    if axis < len(labels) and str(labels[axis]).lower() in ("t", "time"):
+        return "t"
+    path = (getattr(layer, "metadata", None) or {}).get("path")
+    if axis != 0 or not path:  # the file's stack axis is its first
+        return None
+    from ...io.multiscale import stack_axes
+
+    try:
+        return stack_axes(path).planes
+    except Exception:  # noqa: BLE001 - a file moved or unreadable since: its planes, unnamed
+        return None
+
+
 def displayed_plane(viewer: napari.viewer.Viewer, image: napari.layers.Image, channel_axis: int | None = None) -> float:
     """Where along its axis of planes (its first, or the one after its ``channel_axis``) the viewer shows ``image``
     (its full-resolution data coordinate), read cheaply on the main thread for :func:`read_reference_plane`."""

@@ -13,9 +13,15 @@ from napari.utils.notifications import show_info
 
 from ...errors import PromptsegError
 from ...methods.instances import InstanceResult, find_all_like
-from ...methods.volume import PropagationResult, propagate_through_stack
+from ...methods.volume import PropagationResult, in_frames, propagate_through_stack
 from ...tiling import box_object_size
-from .._common import OBJECT_SIZE_KEY, notify_once, notify_warning, task_segmenter
+from .._common import (
+    OBJECT_SIZE_KEY,
+    notify_once,
+    notify_warning,
+    stack_axis_of,
+    task_segmenter,
+)
 from .geometry import (
     POSITIVE,
     PlaneGeometry,
@@ -141,6 +147,7 @@ class NewLayerActions:
             )
         device, normalize, name = self.device, self.normalize_combo.currentText(), image.name
         plane = geom.index[z_axis]
+        stack_axis = stack_axis_of(image, z_axis)  # a time-lapse's planes are its frames, in the summary's words
         # the seed's objects decoded at the scale its method found them at, as the CLI does (find-all's nuclei on a
         # DSB stack: F1 0.42 at their masks' scale, 0.69 at the seed's)
         object_size = self.object_size or seed_size
@@ -178,9 +185,8 @@ class NewLayerActions:
             for message in result.warnings:
                 notify_once(message, self._shown_warnings)
             spans = ", ".join(f"{k}: planes {a}-{b}" for k, (a, b) in result.extents.items())
-            self.runner.widget.set_summary(
-                f"{result.objects} object(s) propagated from plane {plane} ({spans}) -> '{layer.name}'"
-            )
+            said = in_frames(f"{result.objects} object(s) propagated from plane {plane} ({spans})", stack_axis)
+            self.runner.widget.set_summary(f"{said} -> '{layer.name}'")
 
         what = "the prompted object(s)" if seed is None else f"the objects of '{seed_layer.name}'"
         self.runner.submit("propagate", f"propagating {what} through '{name}'", task, done, inputs=(image,), queue=True)
