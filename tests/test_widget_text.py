@@ -337,7 +337,9 @@ def test_a_stack_keeps_each_nucleus_id_across_planes_and_counts_it_once(make_vie
     library.add("nucleus", image, truth, instances=True)
     viewer = make_viewer()
     shift = 2
-    stack = viewer.add_image(np.stack([np.roll(target, shift * z, axis=1) for z in range(3)]), name="nuclei stack")
+    # nuclei moving right: a time-lapse, its first axis labelled t (its planes are frames in the summary's words)
+    frames = np.stack([np.roll(target, shift * z, axis=1) for z in range(3)])
+    stack = viewer.add_image(frames, name="nuclei stack", axis_labels=("t", "y", "x"))
     widget = _widget(viewer, stack)
     widget.library.setText(str(library.path))
     widget.prompt.setText("nuclei")
@@ -350,7 +352,8 @@ def test_a_stack_keeps_each_nucleus_id_across_planes_and_counts_it_once(make_vie
     objects = len(np.unique(labels)) - 1
     per_plane = [len(np.unique(plane)) - 1 for plane in labels]
     assert max(per_plane) <= objects < 1.5 * max(per_plane)  # each nucleus once, not once per plane
-    assert f"\n{objects} object(s) in the stack's 3 planes" in widget.route_label.text()
+    said = widget.route_label.text()
+    assert f"(frame 0 of 3)\n{objects} object(s) in the stack's 3 frames, ids linked across frames" in said, said
 
 
 def test_a_pyramid_level_seeks_the_objects_at_the_level_size(make_viewer, qtbot, bundled_nuclei, tmp_path):

@@ -49,6 +49,7 @@ from ._common import (
     load_triton_safely,
     placement,
     plane_shape,
+    stack_axis_of,
     submit_save_exemplar,
     unproxied,
     whole_image_level,
@@ -433,6 +434,7 @@ class TextPromptWidget(QWidget):
 
         def done(result: tuple[TextOutput, np.ndarray]) -> None:
             output, level_factors = result
+            output.stack_axis = stack_axis_of(layer) if stacked else None  # a time-lapse's planes: its frames
             self.last_output = output
             self._add_layers(output, layer, prompt, stacked, level_factors, channel_axis)
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import CancelledError
 from ..methods.text import TextResult, TextRoute
+from ..methods.volume import in_frames
 from ._common import task_segmenter
 from ._common.text_route import TEXT_WEIGHTS_FIELD
 
@@ -22,6 +23,8 @@ class TextOutput:
     warnings: list[str] = field(default_factory=list)
     #: a stack's labels, ids linked across its planes (methods.volume.segment_stack, as the CLI); None for 2D
     stack_labels: np.ndarray | None = None
+    #: "t" for a time-lapse, whose planes the summary calls frames (the layer's: _common.stack_axis_of)
+    stack_axis: str | None = None
 
     @property
     def route_text(self) -> str:
@@ -30,12 +33,13 @@ class TextOutput:
         if not self.results:
             return ""
         whose = f" (plane 0 of {len(self.results)})" if self.stacked and len(self.results) > 1 else ""
-        return f"route: {self.results[0].route} — {self.results[0].reason}{whose}"
+        return f"route: {self.results[0].route} — {self.results[0].reason}{in_frames(whose, self.stack_axis)}"
 
     @property
     def summary(self) -> str:
         """The route and why, then the objects found (a stack's once, however many planes they span)."""
         where = f" in the stack's {len(self.results)} planes, ids linked across planes" if self.stacked else ""
+        where = in_frames(where, self.stack_axis)
         return f"{self.route_text}\n{self.objects} object(s){where}" if self.results else ""
 
     @property
