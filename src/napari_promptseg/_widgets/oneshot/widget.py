@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
 )
 
 from ...errors import PromptsegError
+from ...methods.volume import in_frames
 from .._common import (
     OBJECT_SIZE_KEY,
     ChannelAxisBox,
@@ -36,6 +37,7 @@ from .._common import (
     load_triton_safely,
     notify_warning,
     placement,
+    stack_axis_of,
     submit_save_exemplar,
     task_segmenter,
     unproxied,
@@ -256,6 +258,8 @@ class OneShotWidget(QWidget):
         strategy = self.strategy.currentText()
         layer = self.target.layer() if inputs.target is not None else None
         reference_name = inputs.reference.name
+        # a time-lapse reference's plane is a frame (its first axis, or the one after its channels)
+        reference_axis = stack_axis_of(self.reference.layer(), 1 if inputs.channel_axis == 0 else 0)
 
         def task(progress, cancel) -> tuple[OneShotOutput, OneShotPixels]:
             progress(0.0, "loading model")
@@ -288,7 +292,8 @@ class OneShotWidget(QWidget):
             self._add_layers(output, layer, pixels.factors if layer is not None else None, inputs.channel_axis)
             summary = self.runner.widget.summary
             if pixels.reference_plane is not None:  # which plane of the stack the reference was
-                summary.setText(f"{summary.text()}\nreference: plane {pixels.reference_plane} of '{reference_name}'")
+                said = in_frames(f"reference: plane {pixels.reference_plane} of", reference_axis)
+                summary.setText(f"{summary.text()}\n{said} '{reference_name}'")
             if inputs.left_out:  # said where the result is read too: the notification passes
                 summary.setText(f"{summary.text()}\nwarning: {inputs.left_out}")
 
