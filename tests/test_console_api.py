@@ -63,6 +63,29 @@ def test_help_and_tab_completion_list_every_entry_point():
         assert f"\n    {name}(" in functions, name
 
 
+def test_the_package_docstrings_example_imports_every_entry_point_it_calls():
+    """help(napari_promptseg)'s example imported segment, segment_text, segment_like and register, then called
+    train_text_segmenter, propagate_through_stack, disk_stores and clear_stores: pasted as written, a NameError."""
+    import ast
+    import textwrap
+
+    doc = napari_promptseg.__doc__
+    example = textwrap.dedent(doc.split("::", 1)[1].strip("\n"))
+    tree = ast.parse(example)
+    imported = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    comments = " ".join(line.split("#", 1)[1] for line in example.splitlines() if "#" in line)
+    called = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    called |= {name for name in napari_promptseg.__all__ if f"{name}(" in comments}  # the calls its comments suggest
+    entry_points = called & set(napari_promptseg.__all__)
+    assert entry_points >= {"segment", "train_text_segmenter", "clear_stores"}, entry_points
+    assert entry_points <= imported, sorted(entry_points - imported)
+
+
 def test_segment_like_refuses_names_that_do_not_match_the_targets(litemedsam):
     """One name for two targets: a bare 'zip() argument 2 is shorter than argument 1' ValueError, after the
     reference's features were computed."""

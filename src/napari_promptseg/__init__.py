@@ -2,7 +2,8 @@
 
 From the napari console or a script::
 
-    from napari_promptseg import segment, segment_text, segment_like, register
+    from napari_promptseg import (clear_stores, disk_stores, propagate_through_stack, register, segment,
+                                  segment_like, segment_text, train_text_segmenter)
     labels = segment(image, boxes=[(x0, y0, x1, y1)])
     result = segment_text(image, "nuclei")  # result.labels, result.route, result.reason
     train_text_segmenter("triplets.csv", "my-model/")  # then segment_text(image, "polyp", text_model="my-model/")
