@@ -86,6 +86,36 @@ def test_the_package_docstrings_example_imports_every_entry_point_it_calls():
     assert entry_points <= imported, sorted(entry_points - imported)
 
 
+def test_every_python_name_the_readmes_give_can_be_imported():
+    """The READMEs name functions by their dotted path (``napari_promptseg.io.layer_data.image_layer_data``) and in
+    ``from ... import`` lines; one moved (folder_stack_layer_data, to io.folder_layers) left the README naming it bare
+    beside the module it had left. Every such name must resolve, so a move or rename updates the README too."""
+    import importlib
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    missing = []
+    for doc in ("README.md", "benchmarks/README.md"):
+        text = (root / doc).read_text()
+        names = set(re.findall(r"napari_promptseg(?:\.[A-Za-z_]\w*)+", text))
+        for module, listed in re.findall(r"from (napari_promptseg[\w.]*) import ([\w, ]+)", text):
+            names |= {f"{module}.{name}" for name in re.split(r"[\s,]+", listed) if name}
+        for name in sorted(names):
+            module, *attributes = name.split(".")
+            obj = importlib.import_module(module)
+            for part in attributes:  # submodules are imported as reached: a package need not import them
+                module = f"{module}.{part}"
+                try:
+                    obj = getattr(obj, part) if hasattr(obj, part) else importlib.import_module(module)
+                except ImportError:
+                    obj = None
+                    break
+            if obj is None:
+                missing.append(f"{doc}: {name}")
+    assert not missing, missing
+
+
 def test_segment_like_refuses_names_that_do_not_match_the_targets(litemedsam):
     """One name for two targets: a bare 'zip() argument 2 is shorter than argument 1' ValueError, after the
     reference's features were computed."""
