@@ -454,3 +454,20 @@ def test_a_file_that_is_no_image_is_recorded_at_once_a_transient_read_error_retr
     assert records["b.tif"]["status"] == "failed" and records["b.tif"]["attempts"] == 1, records["b.tif"]
     assert "cannot be read as an image" in records["b.tif"]["reason"]
     assert records["a.png"]["status"] == "ok" and sorted(reads) == ["a.png", "a.png", "b.tif"], reads
+
+
+def test_the_readmes_example_of_inputs_that_would_write_one_output_is_refused(em, tmp_path, capsys):
+    """The README's example of inputs whose outputs overwrite each other ('a.tif and a.png both give OUT/a.tif')
+    ran: such inputs are each named after their whole file name since (a.png.tif, a.tif.tif). Its example, run as
+    written, must be refused (exit 2, before any work) naming the output they share."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    first, second, shared = re.search(
+        r"each other \(`([^`]+)` and `([^`]+)` both give `OUT/([^`]+)`[;)]", readme
+    ).groups()
+    for name in (first, second):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tifffile.imwrite if name.endswith(".tif") else iio.imwrite)(tmp_path / name, em)
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / first), str(tmp_path / second), *BOX, "-o", str(out)]) == 2
+    assert f"would write the same output {out / shared}" in capsys.readouterr().err
+    assert not out.exists()
