@@ -103,27 +103,34 @@ def test_manifest_widget_resolves(plugin_manager):
 
 
 def test_the_readmes_console_text_prompt_on_a_sample_runs_in_a_shown_viewer(tmp_path):
-    """README's console snippet: the nuclei sample opened from the menu, then segment_text, with no plugin widget
-    open. The text model's import pulled in triton, whose LLVM clashes with Mesa's once a canvas is shown: napari
+    """README's console snippet, as written, in a shown viewer after File > Open Sample > Nuclei with ground truth
+    (the layer it names), with no plugin widget open: its box is one of the sample's nuclei, and segment_text finds
+    them. The text model's import pulled in triton, whose LLVM clashes with Mesa's once a canvas is shown: napari
     died with a segmentation fault (only widgets loaded triton safely). In a process of its own, as it crashed."""
     import os
+    import re
     import subprocess
     import sys
+    from pathlib import Path
 
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    [snippet] = re.findall(r"\*\*Console\*\*.*?```python\n(.*?)```", readme, flags=re.DOTALL)
     script = (
         "import napari\n"
         "viewer = napari.Viewer(show=True)\n"
-        "viewer.open_sample('napari-promptseg', 'nuclei_text')\n"
-        "from napari_promptseg import segment_text\n"
-        "result = segment_text(viewer.layers['nuclei (text prompt)'].data, 'nuclei')\n"
-        "print('objects', int(result.labels.max()), result.route)\n"
+        "viewer.open_sample('napari-promptseg', 'nuclei')\n"
+        f"{snippet}"
+        "truth = viewer.layers['nuclei ground truth'].data[viewer.layers['my nuclei'].data > 0]\n"
+        "print('box', int(labels.max()), int((truth == 0).sum()), len(set(truth.tolist())))\n"
+        "print('text', int(result.labels.max()), result.route)\n"
         "viewer.close()\n"
     )
     env = {**os.environ, "PROMPTSEG_OFFLINE": "1", "PROMPTSEG_LIBRARY": str(tmp_path / "library")}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    objects, route = done.stdout.split()[-2:]
-    assert route == "library" and int(objects) > 20  # the starter nucleus exemplar finds the sample's nuclei
+    box, text = (line.split()[1:] for line in done.stdout.splitlines()[-2:])
+    assert box == ["1", "0", "1"], done.stdout  # one object, inside one nucleus of the ground truth
+    assert text[1] == "library" and int(text[0]) > 20  # the starter nucleus exemplar finds the sample's nuclei
 
 
 def test_the_suites_napari_keeps_its_settings_apart_from_the_users():
