@@ -196,6 +196,15 @@ def test_refit_keeps_the_head_without_absent_pairs_and_refuses_other_data(
     csv.write_text("image,mask,text\n")
     assert main(["train-text", str(csv), "-o", str(trained.path), "--refit-presence", "--resume"]) == 2
     assert "--refit-presence refits the model in" in capsys.readouterr().err
+    # a model trained without negatives has no head to refit: said from its settings, before the models load (its
+    # weights are not even read here), where the refusal came after 40 s of loading them
+    plain = trained.path.parent / "no-presence"
+    plain.mkdir()
+    config = json.loads((trained.path / "text_segmenter.json").read_text())
+    config["decoder"]["presence"] = False
+    (plain / "text_segmenter.json").write_text(json.dumps(config))
+    with pytest.raises(PromptsegError, match="the model has no presence head"):
+        refit_presence_head(plain, csv)
 
 
 def test_a_refit_that_costs_validation_dice_is_put_back(trained, two_targets, cache, litemedsam):

@@ -274,6 +274,8 @@ def refit_presence_head(
     training = info.get("training", {})
     if info.get("kind") != "fusion":
         raise PromptsegError(f"{out}: not a fusion text model (only those have a presence head)")
+    if info.get("decoder", {}).get("presence") is False:  # said before the models load (40 s on a laptop CPU)
+        raise PromptsegError(f"{out}: the model has no presence head (it was trained without negative pairs)")
     model = load_fusion_model(out, info, device=device)  # its own copy: a loaded model is not changed under its users
     decoder = model.decoder
     if not decoder.config.presence:
