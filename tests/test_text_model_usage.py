@@ -49,6 +49,8 @@ def test_text_help_says_a_trained_model_reads_its_prompt_whole(capsys):
         main(["text", "--help"])
     usage = " ".join(capsys.readouterr().out.split())
     assert "phrases split on , . ;); a trained text model (--text-model) reads it whole" in usage, usage
+    # the library's floor was not given (README: "cosine similarity >= 0.6"), beside every other threshold's
+    assert "lowest prompt-to-entry similarity accepted (0.6; exact and plural names: 1.0)" in usage, usage
 
 
 def test_a_json_of_texts_given_as_the_csv_is_refused_saying_so(shared_data, tmp_path, capsys):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import PromptsegError
-from ..methods.defaults import BOX_THRESHOLD, HEATMAP_THRESHOLD, TEXT_THRESHOLD
+from ..methods.defaults import BOX_THRESHOLD, HEATMAP_THRESHOLD, MIN_SIMILARITY, TEXT_THRESHOLD, TOP_K
 from ._common import (
     _add_batch_options,
     _add_model_options,
@@ -103,8 +103,12 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
         help="CLIPSeg / trained model threshold (%(default)s)",
     )
     text.add_argument("--no-refine", action="store_true", help="CLIPSeg: threshold only, no SAM refinement")
-    text.add_argument("--top-k", type=positive_int, default=3, help="library: exemplars to ensemble (%(default)s)")
-    text.add_argument("--min-similarity", type=similarity, help="library: lowest prompt-to-entry similarity accepted")
+    text.add_argument("--top-k", type=positive_int, default=TOP_K, help="library: exemplars to ensemble (%(default)s)")
+    text.add_argument(
+        "--min-similarity",
+        type=similarity,
+        help=f"library: lowest prompt-to-entry similarity accepted ({MIN_SIMILARITY}; exact and plural names: 1.0)",
+    )
     text.add_argument("--overlay", action="store_true", help="also write OUT/<stem>_overlay.png")
     _add_stack_options(text, seeds="segment what the prompt names")
     _add_model_options(text)

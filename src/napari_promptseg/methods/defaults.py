@@ -15,3 +15,7 @@ BOX_THRESHOLD = 0.35
 TEXT_THRESHOLD = 0.25
 #: CLIPSeg and trained text models: pixels above this probability (medvlsm uses 0.5)
 HEATMAP_THRESHOLD = 0.5
+#: reference library: a prompt matches an entry from this cosine similarity (exact and plural names count 1.0), and
+#: the best this many matching exemplars are ensembled
+MIN_SIMILARITY = 0.6
+TOP_K = 3

@@ -38,6 +38,7 @@ from ..errors import CancelledError, PromptsegError, WeightsError
 from ..io.library import LibraryEntry, ReferenceLibrary
 from ..models.preprocessing import Normalization, as_channels_last
 from ..models.protocols import PromptableSegmenter
+from .defaults import MIN_SIMILARITY, TOP_K
 from .instances import (
     ExemplarModel,
     InstanceResult,
@@ -50,9 +51,9 @@ from .instances import (
 from .labelling_advice import few_labels_warning
 from .oneshot import OneShotResult, segment_like
 
-DEFAULT_MIN_SIMILARITY = 0.6
+DEFAULT_MIN_SIMILARITY = MIN_SIMILARITY
 DEFAULT_MAX_GAP = 0.1
-DEFAULT_TOP_K = 3
+DEFAULT_TOP_K = TOP_K
 
 _IRREGULAR_PLURALS = {
     "nuclei": "nucleus",
