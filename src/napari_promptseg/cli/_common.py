@@ -221,7 +221,7 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
             )
             if refused:  # before any work, as for files in -o (the write checks again)
                 raise PromptsegError(refused)
-    # each set of inputs once (with --overlay, a.png and a.tif clash at a.tif and a_overlay.png): all named, so one
+    # each set of inputs once (with --overlay, two folders' a.png clash at a.tif and a_overlay.png): all named, so one
     # renaming pass settles them (only the first was, and '1 more such clash' could be that same pair's overlay)
     clashes: dict[tuple[Path, ...], Path] = {}
     for out, paths in writers.items():
