@@ -37,6 +37,15 @@ def em(shared_data) -> np.ndarray:
     return read_image(shared_data / "em_isbi2012" / "images" / "0.png")[:128, :128]
 
 
+def em_folder(em: np.ndarray, tmp_path: Path) -> Path:
+    """A folder of three EM images (the shared one turned by 0, 90 and 180 degrees): em_0.png, em_1.png, em_2.png."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(3):
+        iio.imwrite(inputs / f"em_{i}.png", np.rot90(em, i))
+    return inputs
+
+
 def report_of(out: Path) -> dict:
     return json.loads((out / "report.json").read_text())
 
@@ -139,10 +148,7 @@ def test_ctrl_c_in_a_batch_says_how_to_go_on(em, tmp_path, capsys):
     """Ctrl+C part-way through a folder said only 'promptseg segment: interrupted': nothing told the user that the
     finished images were kept, nor that --resume goes on without making them again (a rerun made all of them). It
     says both now, and --resume does."""
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for i in range(3):
-        iio.imwrite(inputs / f"em_{i}.png", np.rot90(em, i))
+    inputs = em_folder(em, tmp_path)
     out = tmp_path / "out"
     command = ["segment", str(inputs), *BOX, "-o", str(out), "--scheduler", "none"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
@@ -244,10 +250,7 @@ def test_ctrl_c_in_a_rerun_writes_its_own_report_not_the_earlier_runs(em, tmp_pa
     marked interrupted; --resume goes on from there."""
     import napari_promptseg.batch.engine as engine
 
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for i in range(3):
-        iio.imwrite(inputs / f"em_{i}.png", np.rot90(em, i))
+    inputs = em_folder(em, tmp_path)
     out = tmp_path / "out"
     command = ["segment", str(inputs), "-o", str(out), "--scheduler", "none"]
     assert main([*command, *BOX]) == 0, capsys.readouterr().err
@@ -286,10 +289,7 @@ def test_sigterm_in_a_batch_stops_it_as_ctrl_c_does(em, tmp_path, capsys, monkey
 
     import napari_promptseg.batch.engine as engine
 
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for i in range(3):
-        iio.imwrite(inputs / f"em_{i}.png", np.rot90(em, i))
+    inputs = em_folder(em, tmp_path)
     out = tmp_path / "out"
     command = ["segment", str(inputs), *BOX, "-o", str(out), "--scheduler", "none"]
     run_target = engine.run_target
