@@ -410,7 +410,7 @@ def _run_batch(
     (``--scheduler``), each worker running ``setup(args) -> (state, meta)`` once. Never loses work: a target that
     fails (bad file, an error in a method; not an error of the input and options themselves, e.g. a box outside
     it) is retried once, then gets an empty label image where its shape is known and a record with the reason, and
-    the batch goes on; a target with nothing to find (:class:`NothingFoundError`)
+    the batch goes on; a target with nothing to find (:class:`~..errors.NothingFoundError`)
     gets the same at once, alone too; ``--resume`` skips what a killed or finished run already wrote. Returns the
     outcome (records in input order) and the exit code: 0 when every output was written (some may be empty: see
     each record's ``status``), 1 when an input could not be read and so has no output, 2 when every input failed,

@@ -1,4 +1,4 @@
-"""One implementation of :class:`PromptableSegmenter` for every SAM-shaped model.
+"""One implementation of :class:`~.protocols.PromptableSegmenter` for every SAM-shaped model.
 
 SAM ViT-B/L/H, MobileSAM (TinyViT at 1024 px) and LiteMedSAM (TinyViT at 256 px) share the prompt encoder and mask
 decoder; they differ only in the image encoder, the input size and the pixel normalisation, which the backend

@@ -5,7 +5,7 @@ A model directory holds ``text_segmenter.json`` (what the model is: kind, encode
 architecture, training settings and validation metrics) and ``model.safetensors`` (the decoder's weights). The
 encoders are not copied: they resolve through the registry (LiteMedSAM and MiniLM are bundled), so a model
 directory is a few MB. ``kind: clipseg`` marks a fine-tuned CLIPSeg, stored in the transformers layout in the same
-directory (:func:`load_text_segmenter` loads both).
+directory (:func:`~napari_promptseg.models.load_text_segmenter` loads both).
 """
 
 from __future__ import annotations

@@ -137,10 +137,10 @@ def save_exemplar(
     cancel: Callable[[], bool],
 ) -> LibraryEntry:
     """Read an exemplar (:func:`read_exemplar`, ``what`` naming its labels) and add it to ``library`` under ``name``,
-    with the image layer's pixel size ``scale`` (none recorded at 1 x 1) and :meth:`~napari_promptseg.io.library.
-    ReferenceLibrary.add`'s ``instances`` (None: decided from the labels) and ``partial_labels``. The one path of the
-    One-shot widget's "Save reference to library" and the Text prompt widget's "Add exemplar"; reads pixels: run it
-    in a worker."""
+    with the image layer's pixel size ``scale`` (none recorded at 1 x 1) and
+    :meth:`~...io.library.ReferenceLibrary.add`'s ``instances`` (None: decided from the labels) and ``partial_labels``.
+    The one path of the One-shot widget's "Save reference to library" and the Text prompt widget's "Add exemplar"; reads
+    pixels: run it in a worker."""
     image, labels, source = read_exemplar(layers, what)
     if cancel():
         raise CancelledError("cancelled")

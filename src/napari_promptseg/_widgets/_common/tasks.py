@@ -297,7 +297,7 @@ class TaskRunner(QObject):
 
     @property
     def state(self) -> str:
-        """'ready', 'running', 'done', 'failed' or 'cancelled' (see :data:`STATES`)."""
+        """'ready', 'running', 'done', 'failed' or 'cancelled' (see :data:`~.panel.STATES`)."""
         return self.widget.state
 
     @property

@@ -4,7 +4,7 @@ mixins ``actions`` (find all, propagate: new layers) and ``commit`` (commit, und
 
 The widget only gathers inputs and moves results between layers; segmentation is
 :func:`napari_promptseg.methods.interactive.segment_prompts` with a model from
-:func:`napari_promptseg.models.load_segmenter`, run in a thread worker by :class:`._common.TaskRunner`.
+:func:`napari_promptseg.models.load_segmenter`, run in a thread worker by :class:`.._common.TaskRunner`.
 
 Coordinates: napari layers hold (row, col) *data* coordinates, each layer with its own scale/translate. Prompts are
 taken to world coordinates with their own layer's transform and back into the image layer's data coordinates, so a

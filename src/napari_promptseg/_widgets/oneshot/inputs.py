@@ -127,9 +127,9 @@ def read_oneshot_inputs(inputs: OneShotInputs, input_size: int, progress, cancel
 
 
 def _pyramid_level(target: LayerPixels, labels: np.ndarray, inputs: OneShotInputs, input_size: int):
-    """The level of a multiscale target a run reads, by the CLI's rule (:func:`~napari_promptseg.methods.oneshot.
-    target_scale`): many instances at the working scale of the reference's objects (their size assumed at the
-    target's full-resolution pixel size), one region at the level a whole-image method reads."""
+    """The level of a multiscale target a run reads, by the CLI's rule (:func:`~...methods.oneshot.target_scale`): many
+    instances at the working scale of the reference's objects (their size assumed at the target's full-resolution pixel
+    size), one region at the level a whole-image method reads."""
     from ...methods.instances import exemplar_object_size, is_many_objects, reference_objects
     from ...methods.oneshot import target_scale
     from ...tiling import pyramid_level

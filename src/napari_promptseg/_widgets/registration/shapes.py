@@ -3,7 +3,7 @@ registration: read on the main thread (:func:`moving_shapes`), mapped in the wor
 added as a new Shapes layer over the fixed image (:func:`add_registered_shapes`).
 
 A deformation bends straight edges, so every outline gets a vertex every 2 registered pixels before it is mapped
-(:func:`~..io.annotations.map_paths`, as ``promptseg register --moving-annotations`` does for GeoJSON); rectangles
+(:func:`~...io.annotations.map_paths`, as ``promptseg register --moving-annotations`` does for GeoJSON); rectangles
 and ellipses therefore come back as polygons, lines as paths. Each shape keeps its colours, edge width and features.
 """
 

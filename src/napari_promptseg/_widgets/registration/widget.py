@@ -100,7 +100,7 @@ class RegistrationWidget(QWidget):
         self.viewer = napari_viewer = unproxied(napari_viewer)
         self.runner = TaskRunner(self)
         #: the last run's result, in the pixels of the planes registered: a pyramid layer's level
-        #: (:data:`REGISTER_SIDE`), not its full resolution
+        #: (:data:`~...io.multiscale.REGISTER_SIDE`), not its full resolution
         self.last_result: RegistrationResult | None = None
         #: the last run's landmark errors ("before", "after"), in full-resolution pixels of the fixed layer
         self.last_errors: dict[str, dict] = {}
@@ -411,8 +411,8 @@ class RegistrationWidget(QWidget):
         )
 
     def settings(self) -> tuple[RegistrationOptions, dict[str, object]]:
-        """The options and text options register() runs with, built by the rules `promptseg register` builds its
-        own with (:func:`~...methods.registration.user_options`, :func:`~...text_prompt_options`)."""
+        """The options and text options register() runs with, built by the rules `promptseg register` builds its own
+        with (:func:`~...methods.registration.user_options`, :func:`~...methods.registration.text_prompt_options`)."""
         options = user_options(
             similarity=self.similarity.value(), smoothness=self.smoothness.value(), dense=self.dense.isChecked()
         )

@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 
 
 def register_settings(args: argparse.Namespace) -> tuple[RegistrationOptions, dict[str, Any]]:
-    """The options and text options register() runs with for these arguments, built by the rules the Registration
-    widget builds its own with (:func:`~...methods.registration.user_options`, :func:`~...text_prompt_options`)."""
+    """The options and text options register() runs with for these arguments, built by the rules the Registration widget
+    builds its own with (:func:`~...methods.registration.user_options`,
+    :func:`~...methods.registration.text_prompt_options`)."""
     from ...methods.registration import text_prompt_options, user_options
 
     options = user_options(similarity=args.similarity, smoothness=args.smoothness, dense=not args.no_dense)

@@ -21,7 +21,7 @@ def _registered_level(path: Path, channel_axis: int | None) -> tuple[object, Pyr
     (rows, columns), whether that plane is a pyramid's with the channels its file names, read last, and the given
     ``channel_axis`` (the file's order) counted in the axes read (a 5-D OME-Zarr's c, its axis 1, is axis 0 of the
     (c, y, x) read; None: no channels read): an OME-Zarr
-    or pyramidal TIFF's coarsest level with :data:`~..io.multiscale.REGISTER_SIDE` px along its longest side (only
+    or pyramidal TIFF's coarsest level with :data:`~...io.multiscale.REGISTER_SIDE` px along its longest side (only
     that level is read: a slide's full resolution peaked at 4.6 GB), any other image whole (a Fiji composite by its
     named axes, channels last, as the other commands read it)."""
     import dask.array as da

@@ -1,6 +1,6 @@
 """Reference library: named one-shot exemplars (image crop + mask + name + description) saved on disk.
 
-A typed prompt ("glands") is later matched to the entry names/descriptions (:mod:`..methods.library`) and answered
+A typed prompt ("glands") is later matched to the entry names/descriptions (:mod:`...methods.library`) and answered
 by SAT with the matching exemplars. No pickle: plain JSON, TIFF and PNG, readable by any tool.
 
 On-disk format, version 1 (a directory)::

@@ -3,9 +3,9 @@
 Microscopy needs all nuclei / all glands of an image, not one mask, at the image's own resolution. The pipeline
 (each stage measured in ``benchmarks/eval_instances.py``):
 
-1. **working scale** from the exemplars' typical size (:mod:`..tiling`): a typical object spans ~8 % of the model
+1. **working scale** from the exemplars' typical size (:mod:`...tiling`): a typical object spans ~8 % of the model
    input; reference and target are tiled at that scale (same pixel size assumed, or ``object_size`` given);
-2. **foreground probability** learned from the reference (:mod:`.pixel_classifier`, ilastik's recipe): a random
+2. **foreground probability** learned from the reference (:mod:`..pixel_classifier`, ilastik's recipe): a random
    forest on intensity filters plus the segmenter's encoder features, three classes (background, object interior,
    object rim), fitted on the reference's labels;
 3. **candidates**, from one of two sources chosen on the reference itself (:mod:`.selection`: the source whose
@@ -17,7 +17,7 @@ Microscopy needs all nuclei / all glands of an image, not one mask, at the image
    from the image tokens near it (``local`` decoding); for watershed candidates the decoder's probability and the
    classifier's foreground probability are averaged (``refine="fused"``), limited to pixels no other candidate
    claims; ``"sam"`` keeps the decoder's mask alone, ``"none"`` the candidate region;
-5. **stitching** (:mod:`..tiling`): the tile whose core holds an object's centre paints it; a mask mostly covering
+5. **stitching** (:mod:`...tiling`): the tile whose core holds an object's centre paints it; a mask mostly covering
    objects already painted is a duplicate; objects down to ``min_area_fraction`` of the smallest whole exemplar
    (one the image border does not cut) are kept, and, with a fully labelled reference, none that is both smaller
    than that exemplar and decoded with less confidence than the least confident whole reference object the chosen

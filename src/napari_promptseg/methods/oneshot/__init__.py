@@ -4,7 +4,7 @@ One labelled reference (image + mask) -> the same tissue in other images, with n
 
 SAT, as described by Liu et al. (Medical Image Analysis 2025) and its public predecessor GBMSeg (MICCAI 2024):
 
-1. patch features of reference and target (:mod:`..models.features`), L2-normalised;
+1. patch features of reference and target (:mod:`...models.features`), L2-normalised;
 2. reference patches labelled foreground (all pixels in the mask) / background (none in it); mixed ones dropped;
 3. correspondence matrix of cosine similarities; forward match (nearest target patch of every reference fg patch)
    and backward match (nearest reference patch of that target patch): a target patch is a positive only when its
@@ -146,7 +146,7 @@ def segment_like(
     target on its own; ``ensemble="vote"`` keeps pixels whose mean probability over references is > 0.5,
     ``"union"`` any reference's mask). ``targets``: one 2D image or a list of them.
     ``segmenter`` defaults to LiteMedSAM; ``extractor`` to the segmenter's own encoder
-    (:class:`~..models.features.SegmenterFeatures`). ``use_points`` (default: the segmenter's ``points_reliable``)
+    (:class:`~...models.features.SegmenterFeatures`). ``use_points`` (default: the segmenter's ``points_reliable``)
     adds the scheme's points to its boxes. ``keep_largest``: GBMSeg's optional largest-component post-processing.
     ``diagnostics``: SAT keeps every candidate mask of its bank on each result (:class:`SchemeDiagnostics`).
     ``warn_many``: warn when a reference holds several objects (callers that chose one region say False).

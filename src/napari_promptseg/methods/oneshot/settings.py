@@ -97,9 +97,9 @@ class SchemeDiagnostics:
 
     positive_xy: np.ndarray  # (P, 2) centres of the cycle-consistent positive cells (before physical sampling)
     candidate_logits: torch.Tensor  # (S, s, s) low-res decoder logits of each scheme's mask
-    features: dict[str, np.ndarray]  # (S,) each: see :func:`candidate_features`
+    features: dict[str, np.ndarray]  # (S,) each: see :func:`~.strategies.candidate_features`
     chosen: int
-    affinity: float  # see :attr:`Correspondence.affinity`
+    affinity: float  # see :attr:`Correspondence.affinity <.correspondence.Correspondence.affinity>`
     transform: object  # the embedding's ResizeTransform (low-res logits -> target pixels)
 
 
@@ -113,14 +113,15 @@ class OneShotResult:
     positives: np.ndarray  # (P, 2) chosen positive points, x, y
     negatives: np.ndarray  # (Q, 2) chosen negative points, x, y
     boxes: np.ndarray  # (B, 4) chosen boxes
-    score: float  # the chosen scheme's score (see :func:`score_mask`)
+    score: float  # the chosen scheme's score (see :func:`~.decoding.score_mask`)
     strategy: str
     schemes: list[dict] = field(default_factory=list)  # every scheme tried, with its score (SAT's bank)
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     per_reference: list[OneShotResult] = field(default_factory=list)
     diagnostics: SchemeDiagnostics | None = None
-    #: how well the reference transfers to this target, 0-1 (see :func:`transfer_confidence`); ``score`` includes it
+    #: how well the reference transfers to this target, 0-1 (see :func:`~.correspondence.transfer_confidence`);
+    #: ``score`` includes it
     transfer: float = 1.0
     #: how many times coarser than ``labels`` the probability map is: a pyramid target is read at a level, and its
     #: labels come back at full resolution while the probability stays the level's

@@ -1,12 +1,12 @@
 """Tell2Reg-style registration from corresponding regions, and an intensity (SimpleITK) baseline/refinement.
 
-Pipeline of :func:`register` with ``method="prompts"`` (see :mod:`.regions` for the region pairs):
+Pipeline of :func:`register` with ``method="prompts"`` (see :mod:`..regions` for the region pairs):
 
 1. region pairs from the same prompts (default, offline: automatic LiteMedSAM regions from a grid of box prompts,
    matched greedily by prototype cosine similarity >= 0.8 as in Tell2Reg; the whole-image box gives a "global"
    pair; then the fixed regions' boxes, mapped through the global-pair affine, prompt the moving image again and
    are kept when their prototypes agree; or text prompts / one-shot references on both images, whose objects pair
-   within their phrase, :mod:`.prompt_regions`);
+   within their phrase, :mod:`..prompt_regions`);
 2. affine: candidate starts (all pair centroids by least squares, each of the largest pairs alone, identity, and
    the similarity from the second moments of the two largest pairs), each refined briefly by maximising the Dice of
    the warped moving masks with their fixed partners; the candidate whose transform aligns the *images* best
@@ -38,7 +38,7 @@ waiting). The joint refinement (:func:`joint_refine`, our addition): a residual 
 deformation at finer resolution (control points every 16 px) minimising the local (9 px window) squared NCC of the
 gray images (or MIND descriptors, ``refine_similarity="mind"``), suited to two stains whose intensities relate only
 locally, + 0.2 x (1 - region-pair Dice) + bending energy. The SimpleITK stages run single-threaded with a fixed
-seed, so a call repeats exactly. A stage whose result is degenerate (:func:`~.warp.degenerate_reason`: non-finite,
+seed, so a call repeats exactly. A stage whose result is degenerate (:func:`~..warp.degenerate_reason`: non-finite,
 folding, mostly outside the moving image) is rejected in favour of the stage before it, with the reason in
 ``RegistrationResult.stages`` and its warnings; ``RegistrationResult.quality`` (:mod:`.quality`) sums up, without
 landmarks, the image similarity before/after, the Jacobian range and the stages rejected.

@@ -120,9 +120,9 @@ def fit_pairs(
 ) -> tuple[Deformation, list[float], list[float]]:
     """Affine then dense field from region pairs. Returns the transform and per-pair Dice before/after.
 
-    With ``images``, the affine start is chosen by :func:`alignment_score` of the images (region-pair Dice breaks
-    near-ties) and the dense field is kept only if it does not lower that score: symmetric regions (a round section,
-    an elliptic lesion) fit wrong transforms with a high Dice, the image content does not."""
+    With ``images``, the affine start is chosen by :func:`~.intensity.alignment_score` of the images (region-pair Dice
+    breaks near-ties) and the dense field is kept only if it does not lower that score: symmetric regions (a round
+    section, an elliptic lesion) fit wrong transforms with a high Dice, the image content does not."""
     with single_thread():
         return _fit_pairs(pairs, fixed_shape, moving_shape, options, check_cancel, progress, dense, images)
 

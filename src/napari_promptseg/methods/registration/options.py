@@ -39,7 +39,7 @@ def resolve_method(method: str, prompts: object) -> str:
 
 @dataclass
 class RegistrationOptions(PairingOptions):
-    """Pairing (inherited from :class:`~.regions.PairingOptions`), transform from pairs, intensity stages."""
+    """Pairing (inherited from :class:`~..regions.PairingOptions`), transform from pairs, intensity stages."""
 
     #: automatic regions: an n x n grid of box prompts per n (1 = the whole image, the global pair)
     region_grids: tuple[int, ...] = (1, 2, 3)
@@ -203,12 +203,12 @@ class RegistrationResult:
     #: text prompts: the route that answered ("groundingdino" | "clipseg" | "library", "" without text) and why
     text_route: str = ""
     text_reason: str = ""
-    #: one record per region source: prompt, regions per image, route and reasons (see :func:`region_pairs`)
+    #: one record per region source: prompt, regions per image, route and reasons (see :func:`~.sources.region_pairs`)
     prompt_sources: list[dict] = field(default_factory=list)
     #: the joint refinement of "prompts+intensity": ``accepted`` and the image score (NMI) before and after
     refinement: dict[str, Any] = field(default_factory=dict)
     #: every stage that can be rejected, in order: ``{"stage", "accepted", "reason", "degenerate", "candidate"}``; a
-    #: degenerate stage (non-finite, folding, mostly outside the moving image; :func:`~.warp.degenerate_reason`)
+    #: degenerate stage (non-finite, folding, mostly outside the moving image; :func:`~..warp.degenerate_reason`)
     #: gives way to the stage before it; ``candidate``: a start that lost (listed for the record only)
     stages: list[dict[str, Any]] = field(default_factory=list)
     #: what a user can read without landmarks (:func:`~.quality.quality_report`): image similarity (NMI) before and

@@ -75,16 +75,16 @@ def register(
 
     * ``None`` or ``"auto"``: automatic regions (grid of box prompts) matched by embedding similarity (offline);
     * a text prompt (``"gland"``; ``"gland, nuclei"`` is two phrases) or a list of them: each prompt is answered on
-      both images by :func:`~.text.segment_text` through one route chosen once (``text_route``: "auto",
-      "groundingdino", "clipseg", "library", or a :class:`~.text.TextRoute`; ``library``: the reference library for
-      the offline route; ``text_options``: more :func:`~.text.segment_text` arguments such as ``box_threshold``;
+      both images by :func:`~..text.segment_text` through one route chosen once (``text_route``: "auto",
+      "groundingdino", "clipseg", "library", or a :class:`~..text.TextRoute`; ``library``: the reference library for
+      the offline route; ``text_options``: more :func:`~..text.segment_text` arguments such as ``box_threshold``;
       a named route downloads a missing model, told to ``downloads`` (default: ``progress``, at the start of its
       bar) and stopped by ``cancel``);
-      its objects pair only with objects of the same phrase (see :class:`~.prompt_regions.TextRegions`);
-    * a callable ``image -> regions`` (:class:`~.regions.RegionSource`; masks or :class:`~.regions.Region` with a
-      ``prompt`` name, e.g. :class:`~.prompt_regions.OneShotRegions` for a labelled reference image), or a list of
+      its objects pair only with objects of the same phrase (see :class:`~..prompt_regions.TextRegions`);
+    * a callable ``image -> regions`` (:class:`~..regions.RegionSource`; masks or :class:`~..regions.Region` with a
+      ``prompt`` name, e.g. :class:`~..prompt_regions.OneShotRegions` for a labelled reference image), or a list of
       them, text prompts and callables mixed; regions only pair with regions of the same prompt;
-    * a list of :class:`~.regions.RegionPair` or of ``(fixed_mask, moving_mask)`` tuples: pairs given directly.
+    * a list of :class:`~..regions.RegionPair` or of ``(fixed_mask, moving_mask)`` tuples: pairs given directly.
 
     ``segmenter`` defaults to :func:`napari_promptseg.models.load_segmenter()` when one is needed.
 

@@ -65,7 +65,7 @@ def quality_report(
 ) -> dict[str, Any]:
     """``{similarity_before, similarity_after, similarity_gain, jacobian_min, jacobian_max, folding_fraction,
     stages_rejected, kept_as_given, verdict}`` and the stretch; the Jacobian on the field's own grid, or a fixed grid
-    with ``side`` points along the longest side if that is finer (:meth:`~.warp.Deformation.jacobian_grid`). Only
+    with ``side`` points along the longest side if that is finer (:meth:`~..warp.Deformation.jacobian_grid`). Only
     the stages of the chosen path count (``stages_rejected`` and the verdict): the starts that lost stay in
     ``stages``, marked ``candidate``. ``start_scores`` and ``mirrored``: every refined start's
     score and whether it mirrors (:func:`~.route.intensity_route`), and ``start`` the winner's name, to weigh a

@@ -80,7 +80,7 @@ def joint_refine(
     region-pair Dice) + ``refine_smoothness`` x bending energy of the control grid (torch, Adam, coarse to fine).
 
     Our addition: Tell2Reg optimises the region Dice alone; SimpleITK's B-spline (Mattes MI, 6x6 mesh, 192 px) is
-    global and coarse. The caller keeps the result only if :func:`alignment_score` improves."""
+    global and coarse. The caller keeps the result only if :func:`~.intensity.alignment_score` improves."""
     if opts.refine_similarity not in ("ncc", "mind"):
         raise PromptsegError(f"refine_similarity must be 'ncc' or 'mind', got {opts.refine_similarity!r}")
     with single_thread():

@@ -37,12 +37,12 @@ def intensity_route(
     mirrored: dict[str, bool] | None = None,
 ) -> tuple[Deformation, str, dict[str, float]]:
     """Refine every start by the intensity affine stage, keep the one whose result aligns the images best by
-    :func:`alignment_score` (NMI on the fixed grid; no landmarks), then run the B-spline stage on it. ``None`` is
-    the intensity baseline's own (moments) start, so a wrong region start cannot win unless it also aligns the
-    intensities better. With several starts and ``coarse_first``, the starts compete after the coarser pyramid
-    levels and the winner alone goes on to the finest (a start that loses does not pay for the costliest
-    level). A degenerate result (:func:`~.warp.degenerate_reason`) is not a candidate, and a B-spline stage that
-    is degenerate or does not raise the score gives way to the affine result; each check is appended to ``stages``.
+    :func:`~.intensity.alignment_score` (NMI on the fixed grid; no landmarks), then run the B-spline stage on it.
+    ``None`` is the intensity baseline's own (moments) start, so a wrong region start cannot win unless it also aligns
+    the intensities better. With several starts and ``coarse_first``, the starts compete after the coarser pyramid
+    levels and the winner alone goes on to the finest (a start that loses does not pay for the costliest level). A
+    degenerate result (:func:`~..warp.degenerate_reason`) is not a candidate, and a B-spline stage that is degenerate or
+    does not raise the score gives way to the affine result; each check is appended to ``stages``.
 
     ``later_starts`` (the region route) runs on the calling thread while ``starts`` are refined in the background,
     and the B-spline stage runs ahead on the best of them: its result is used if that start also wins against the

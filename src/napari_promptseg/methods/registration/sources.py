@@ -48,7 +48,7 @@ def region_pairs(
     sources_report: list[dict] | None = None,
     downloads: ProgressCallback | None = None,
 ) -> list[RegionPair]:
-    """Corresponding regions of the two images from ``prompts`` (see :func:`register`); ``images`` lets the
+    """Corresponding regions of the two images from ``prompts`` (see :func:`~.pipeline.register`); ``images`` lets the
     image similarity pick the first estimate that the automatic route's box transfer relies on. ``sources_report``
     (a list) receives one record per region source: its prompt, regions found per image, and for text prompts the
     route that answered and why. ``downloads`` hears of the text route's model downloads."""
@@ -194,8 +194,8 @@ def text_sources(
     text_options: Mapping[str, Any] | None = None,
     downloads: ProgressCallback | None = None,
 ) -> object:
-    """Text prompts -> one :class:`~.prompt_regions.TextRegions` per prompt, all answered by one route chosen once
-    (:func:`~.text.choose_route`); callables in a mixed list stay as they are; other ``prompts`` pass unchanged. A
+    """Text prompts -> one :class:`~..prompt_regions.TextRegions` per prompt, all answered by one route chosen once
+    (:func:`~..text.choose_route`); callables in a mixed list stay as they are; other ``prompts`` pass unchanged. A
     named route downloads its missing model as the Text prompt widget's does: told to ``downloads``, stopped by
     ``text_options["cancel"]``."""
     if not is_text_prompts(prompts):

@@ -9,7 +9,7 @@ from ...errors import PromptsegError
 
 
 def prompt_text(prompt: str | Sequence[str]) -> str:
-    """A prompt as one text: a list of phrases (as :func:`~.registration.register` takes them) joined with ', '.
+    """A prompt as one text: a list of phrases (as :func:`~..registration.register` takes them) joined with ', '.
     Anything else is refused by name (a list, None or a number failed deep in a regular expression, "expected
     string or bytes-like object")."""
     if isinstance(prompt, str):

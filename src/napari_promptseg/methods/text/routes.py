@@ -174,8 +174,8 @@ def choose_route(
     weights_option: str | None = None,
 ) -> TextRoute:
     """Pick the route that can answer: a trained text model when given (``text_model``: a model directory or a
-    loaded :class:`~..models.protocols.TextSegmenter`), a given model object, else registry models whose weights
-    resolve, else the reference library (``library``: a :class:`~..io.library.ReferenceLibrary`, a path, or None
+    loaded :class:`~...models.protocols.TextSegmenter`), a given model object, else registry models whose weights
+    resolve, else the reference library (``library``: a :class:`~...io.library.ReferenceLibrary`, a path, or None
     for the default). ``route="auto"`` takes only weights already on disk: a user with the offline library alone is
     not sent a 690 MB GroundingDINO download they did not ask for; a named route, model or hub id downloads what is
     missing. A model's weights download tells ``progress`` and stops when ``cancel()`` says so. ``weights_option``:

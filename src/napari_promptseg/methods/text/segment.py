@@ -63,10 +63,10 @@ def segment_text(
     ``route``: "auto" takes the trained ``text_model`` when given, else the first that can answer of
     GroundingDINO, CLIPSeg (whose weights are on disk: auto downloads nothing), the reference library (or pass a
     :class:`TextRoute` from :func:`choose_route` to reuse loaded models over many images). ``template``: medvlsm
-    prompt level p0-p9 (:func:`~.prompt_templates.expand_prompt`) applied to each phrase for the vision-language
+    prompt level p0-p9 (:func:`~..prompt_templates.expand_prompt`) applied to each phrase for the vision-language
     models. ``refine``: decode CLIPSeg components with the segmenter (default LiteMedSAM) instead of thresholding
     alone. The library route uses ``top_k`` matching exemplars above ``min_similarity`` (see
-    :func:`~.library.match_library`). ``factor``: ``image`` is a pyramid level that many times coarser than full
+    :func:`~..library.match_library`). ``factor``: ``image`` is a pyramid level that many times coarser than full
     resolution (the pixels library exemplars are saved at): the objects of an instances entry are sought that much
     smaller, as the one-shot CLI does on a level. A pyramid (a multiscale layer's data) is read at its coarsest level
     with 1024 px along its longest side, as the CLI reads an OME-Zarr, or, when the library answers with

@@ -50,7 +50,7 @@ def segment_stack(
     of the previous plane by IoU >= ``link_iou`` (best match first, one to one) keeps its id. Integer labels keep
     their objects (values <= 0 are background); a bool or float mask's objects are its connected components.
     ``volume`` may also be a list of planes; a float stack in memory with NaN/inf is refused before any work.
-    ``axes``: the input's axis order when its file names it (:func:`as_stack`). A plane where the method finds
+    ``axes``: the input's axis order when its file names it (:func:`~.stacks.as_stack`). A plane where the method finds
     nothing (:class:`~napari_promptseg.errors.NothingFoundError`) is left empty, its reason among the warnings.
 
     Example: ``segment_stack(vol, lambda plane: segment_text(plane, "nuclei"))``.

@@ -87,7 +87,7 @@ def propagate_through_stack(
     (a plane's objects are decoded together, and where their masks overlap the more confident takes the pixel). The
     working scale stays the seed's (``object_size`` or the boxes' size), so objects shrinking at their ends are seen
     alike.
-    ``axes``: the input's axis order when its file names it (:func:`as_stack`).
+    ``axes``: the input's axis order when its file names it (:func:`~.stacks.as_stack`).
     """
     from ...models import load_segmenter
     from ..interactive import ObjectPrompt, check_box, segment_objects, segment_prompts
@@ -138,7 +138,7 @@ def propagate_through_stack(
         )
 
     def carry(plane: np.ndarray, z: int, masks: list[np.ndarray], size: float):
-        """The live objects on ``plane`` (plane ``z``, :func:`read_plane`), each prompted with its previous mask's
+        """The live objects on ``plane`` (plane ``z``, ``read_plane``), each prompted with its previous mask's
         box grown, and, for a segmenter that takes clicks, that mask's most interior point: its own (a user's clicks
         refine the smallest box that holds them, and the cortex's point, inside the box of the white matter it wraps,
         refined the white matter)."""

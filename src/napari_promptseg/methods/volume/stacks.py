@@ -20,12 +20,12 @@ def as_stack(
     warnings about how it was read.
 
     3D arrays are 2D images when their last axis holds colours or channels (1-4 values; 2 only with at least 8 px
-    per side, as :func:`..models.preprocessing.as_channels_last` reads them), when ``channel_axis`` is given, or
+    per side, as :func:`...models.preprocessing.as_channels_last` reads them), when ``channel_axis`` is given, or
     when their planes would be too thin to be images (under 8 px: channels last, which the 2D functions ask about);
     any other 3D array is a stack of planes along its first axis. 4D arrays are stacks with channels last or at
     ``channel_axis``. Dask arrays stay lazy; zarr arrays are read lazily too, and a list or tuple of planes is
     stacked. ``axes``: the input's axis order when its file's metadata names it (e.g. "zyx" of an OME-Zarr, see
-    :class:`..io.multiscale.MultiscaleImage`); a first axis named z is planes by the file's word, without the
+    :class:`...io.multiscale.MultiscaleImage`); a first axis named z is planes by the file's word, without the
     caution that a few planes might be channels; a 4D file's named channel axis (ZCYX) is its channel axis.
     """
     image = full_resolution(image, planes=True)  # a 3D pyramid: its full-resolution stack
