@@ -409,3 +409,25 @@ def test_planes_of_a_stack_left_unlabelled_are_not_trained_as_absent():
     assert left_out == ["stack: 2 of 3 planes have no labels: left out"]
     with pytest.raises(PromptsegError, match="its labels mark no plane of the stack"):
         layer_triplets([(stack, False, np.zeros_like(labels), "nuclei", "stack")])
+
+
+def test_a_stacks_planes_are_held_out_for_validation_in_runs_of_neighbours(shared_data):
+    """Twenty MRI planes as a stack layer: the random split held out scattered planes (e.g. 4, 5, 12, 14), each
+    validated between two training neighbours, near-copies of it, so validation Dice and the best epoch were
+    optimistic. The held-out planes now form one run of neighbours; the same planes as 2D layers split as before."""
+    from napari_promptseg._widgets.train_text import layer_triplets
+    from napari_promptseg.methods.text_training import split_triplets
+
+    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
+    vol, seg = scan["vol"][60:80, ::4, ::4], scan["seg"][60:80, ::4, ::4] > 0  # every plane labelled
+    stacked = layer_triplets([(vol, False, seg, "brain", "mri")])
+    for seed in range(4):
+        train, val = split_triplets(stacked, seed=seed)
+        held = sorted(int(t.name.split()[-1]) for t in val)  # "mri plane 12"
+        assert held == list(range(held[0], held[0] + len(held))) and 1 <= len(held) <= 4, (seed, held)
+        assert len(train) + len(val) == 20
+    assert [(t.stack, t.plane) for t in stacked] == [("mri", k) for k in range(20)]
+    flat = layer_triplets([(vol[k], False, seg[k], "brain", f"mri {k}") for k in range(20)])
+    assert {t.stack for t in flat} == {""}
+    before = [[2, 4, 6, 19], [1, 10, 16, 18]]  # the split of 2D layers, seeds 0 and 1, before stacks were split apart
+    assert [sorted(int(t.name.split()[1]) for t in split_triplets(flat, seed=seed)[1]) for seed in (0, 1)] == before

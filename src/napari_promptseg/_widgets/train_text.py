@@ -117,7 +117,8 @@ def layer_triplets(
             left_out.append(f"{name}: {len(masks) - len(marked)} of {len(masks)} planes have no labels: left out")
         for k in marked:
             where = f"{name} plane {k}" if stacked else name
-            triplets.append(ArrayTriplet(planes[k], masks[k] > 0, text.strip(), name=where))
+            stack = dict(stack=name, plane=k) if stacked else {}  # planes split in blocks of neighbours
+            triplets.append(ArrayTriplet(planes[k], masks[k] > 0, text.strip(), name=where, **stack))
     return triplets
 
 

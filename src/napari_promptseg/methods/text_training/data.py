@@ -99,13 +99,17 @@ def _refuse_stack(shape: tuple[int, ...], path: Path, channels_named: bool = Fal
 
 @dataclass(frozen=True)
 class ArrayTriplet:
-    """A triplet from arrays in memory (napari layers): image, mask (non-zero = target) and text."""
+    """A triplet from arrays in memory (napari layers): image, mask (non-zero = target) and text. ``stack`` and
+    ``plane``: the stack layer and plane it was taken from ("" and -1 for a 2D image), so that a random split holds
+    out runs of neighbouring planes rather than near-copies of training planes."""
 
     image: np.ndarray
     mask: np.ndarray
     text: str
     split: str = ""
     name: str = "layer"
+    stack: str = ""
+    plane: int = -1
 
     def where(self) -> str:
         return self.name
@@ -247,9 +251,11 @@ def split_triplets(
     """(train, val): the CSV's split when it has train and val rows (test rows left out), else a seeded random
     ``val_fraction`` of the non-test images (at least one) is held out for validation, with all of their rows: an
     image named in several rows (other texts, or a duplicate row) on both sides would be validated on what it was
-    trained on. ``val_fraction`` 0 holds out nothing (val is empty: the trainers then run every epoch and keep the
-    last). Val rows beside rows without a split, or without train rows, are refused (a random split would
-    train on them)."""
+    trained on. The planes of a stack layer are chosen in blocks of neighbouring planes, each block about
+    ``val_fraction`` of the stack's labelled planes (see ``_split_units``): validation planes then touch
+    training planes only at a block's edges, and at least one image or block is kept for training. ``val_fraction``
+    0 holds out nothing (val is empty: the trainers then run every epoch and keep the last). Val rows beside rows
+    without a split, or without train rows, are refused (a random split would train on them)."""
     usable = [t for t in triplets if t.split != "test"]
     train = [t for t in usable if t.split == "train"]
     val = [t for t in usable if t.split == "val"]
@@ -284,11 +290,39 @@ def split_triplets(
             f"{len(usable)} training row(s) of {len(group)} image(s): need at least 2 images (one to train on, one to "
             "validate on)" + (", or a validation fraction of 0 to train without validation" if group else "")
         )
-    order = np.random.default_rng(seed).permutation(len(group))
-    n_val = min(len(group) - 1, max(1, int(round(val_fraction * len(group)))))
+    unit = _split_units(usable, keys, val_fraction)
+    n_units = max(unit.values()) + 1
+    order = np.random.default_rng(seed).permutation(n_units)
+    n_val = min(n_units - 1, max(1, int(round(val_fraction * n_units))))
     held = set(order[:n_val].tolist())
-    held_rows = [t for t, key in zip(usable, keys, strict=True) if group[key] in held]
-    return [t for t, key in zip(usable, keys, strict=True) if group[key] not in held], held_rows
+    held_rows = [t for t, key in zip(usable, keys, strict=True) if unit[key] in held]
+    return [t for t, key in zip(usable, keys, strict=True) if unit[key] not in held], held_rows
+
+
+def _split_units(usable: Sequence[Triplet | ArrayTriplet], keys: Sequence[str], val_fraction: float) -> dict[str, int]:
+    """Image key -> the unit a random split holds out or keeps whole, numbered in the order of first rows. An image
+    is a unit of its own; the planes of a stack (ArrayTriplet.stack) are cut, in plane order, into blocks of
+    round(val_fraction * planes) neighbouring planes (at least 1, at most all but one): neighbouring planes are
+    near-copies, and planes held out one by one were validated between their training neighbours. Without stacks
+    the units are the images, and the split is as it was."""
+    first: dict[str, Triplet | ArrayTriplet] = {}  # each image's first row, in row order
+    for t, key in zip(usable, keys, strict=True):
+        first.setdefault(key, t)
+    planes: dict[str, list[int]] = {}
+    for t in first.values():
+        if getattr(t, "stack", ""):
+            planes.setdefault(t.stack, []).append(t.plane)
+    block_of: dict[tuple[str, int], int] = {}
+    for stack, numbers in planes.items():
+        numbers = sorted(set(numbers))
+        size = min(max(1, len(numbers) - 1), max(1, int(round(val_fraction * len(numbers)))))
+        block_of.update({(stack, p): rank // size for rank, p in enumerate(numbers)})
+    unit: dict[str, int] = {}
+    named: dict[object, int] = {}
+    for key, t in first.items():
+        name = (t.stack, block_of[t.stack, t.plane]) if getattr(t, "stack", "") else key
+        unit[key] = named.setdefault(name, len(named))
+    return unit
 
 
 def refuse_fraction_beside_split(triplets: Sequence[Triplet | ArrayTriplet], val_fraction: float | None) -> None:
