@@ -606,3 +606,28 @@ def test_a_two_channel_layer_pair_registers_as_register_and_the_cli_do(make_view
     said = widget.runner.widget.details or widget.runner.widget.status.text()
     assert not widget.runner.busy, said
     assert "moving layer 'five channels' has 5 channels: registration takes up to 3; split it" in said, said
+
+
+def test_a_removed_fixed_or_moving_image_is_chosen_again_not_another_image(make_viewer, pair):
+    """The fixed image removed: the box took the next image (the moving one, or an earlier run's warped result)
+    and the next Register used it unsaid. Each box is empty now until an image is chosen, and Register asks for
+    it by role; with no image left at all, the next images opened start the pair again."""
+    fixed, moving, _, _ = pair
+    viewer = make_viewer()
+    widget = RegistrationWidget(viewer)
+    fixed_layer = viewer.add_image(fixed[::4, ::4, 0], name="fixed")
+    moving_layer = viewer.add_image(moving[::4, ::4, 0], name="moving")
+    viewer.add_image(moving[::4, ::4, 0], name="moving registered")
+    assert widget.fixed_picker.layer() is fixed_layer and widget.moving_picker.layer() is moving_layer
+    viewer.layers.remove(fixed_layer)
+    assert widget.fixed_picker.layer() is None and widget.moving_picker.layer() is moving_layer
+    widget.run()
+    assert not widget.runner.busy and widget.runner.state == "failed"
+    assert "choose the fixed image layer" in widget.runner.widget.status.text()
+    viewer.layers.remove(moving_layer)
+    assert widget.moving_picker.layer() is None
+    widget.run()
+    assert "choose the fixed and the moving image layers" in widget.runner.widget.status.text()
+    viewer.layers.clear()
+    a, b = viewer.add_image(fixed[::4, ::4, 0], name="a"), viewer.add_image(moving[::4, ::4, 0], name="b")
+    assert widget.fixed_picker.layer() is a and widget.moving_picker.layer() is b

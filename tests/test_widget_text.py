@@ -817,3 +817,20 @@ def test_a_multichannel_layer_with_channel_axis_0_gives_one_labels_layer_as_the_
     command = ["text", "nuclei", str(tmp_path / "cells.tif"), "-o", str(out), "--library", str(library.path)]
     assert main([*command, "--channel-axis", "0", "--scheduler", "none"]) == 0
     np.testing.assert_array_equal(result.data, read_image(out / "cells.tif"))
+
+
+def test_a_removed_image_is_chosen_again_not_the_next_image(make_viewer, lungs):
+    """The image removed (to open another): the box took the next image, and Run segmented it, or Add exemplar
+    paired the labels drawn on the removed image with it, unsaid. The box is empty now until an image is chosen."""
+    viewer = make_viewer()
+    widget = TextPromptWidget(viewer)
+    image = viewer.add_image(lungs[0][0], name="xray")
+    viewer.add_image(lungs[1][0], name="other")
+    viewer.add_labels(lungs[0][1].astype(np.uint8), name="lungs")
+    assert widget.image.layer() is image
+    viewer.layers.remove(image)
+    assert widget.image.layer() is None
+    widget.prompt.setText("lungs")
+    widget.run()
+    assert not widget.runner.busy and widget.runner.state == "failed"
+    assert "choose an image layer to segment" in widget.runner.widget.status.text()

@@ -80,7 +80,11 @@ class TextPromptWidget(QWidget):
         load_triton_safely()
         self.viewer = napari_viewer = unproxied(napari_viewer)
         self.runner = TaskRunner(self)
-        self.image = LayerPicker(napari_viewer, napari.layers.Image)
+        # empty when its image leaves the viewer: it took the next image, which Run segmented and Add exemplar
+        # paired with labels drawn on the removed one, unsaid
+        self.image = LayerPicker(
+            napari_viewer, napari.layers.Image, none_text="(choose an image layer)", empty_when_removed=True
+        )
         # a multichannel (C, Y, X) layer, as the CLI's --channel-axis and --channels
         self.channel_axis = ChannelAxisBox()
         # another image: its first axis may hold planes, not channels ('none' chosen again)

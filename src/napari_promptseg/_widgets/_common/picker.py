@@ -34,7 +34,8 @@ class LayerPicker(QComboBox):
     ``empty_when_removed`` (with ``none_text``): it starts on the first layer, as a picker without ``none_text``
     does, but when the layer it shows leaves the viewer it shows ``none_text`` until one is chosen, where it took
     the first other layer: an input the user had not chosen (another run's result as the reference labels, another
-    image's labels in a training pair), shown in the box only.
+    image's labels in a training pair), shown in the box only. Once no layer of its type is left (the viewer
+    cleared), it starts again as a new picker would: the next layers opened are a new session's.
     ``layer_changed`` fires with the newly selected layer (or None) only when the selection really changes.
     """
 
@@ -70,6 +71,7 @@ class LayerPicker(QComboBox):
         self._exclude = exclude
         self._auto_select = auto_select
         self._none_chosen = False  # the user picked "no layer": auto_select must not override that
+        self._emptied = False  # empty_when_removed: "no layer" because its layer left, not the user's choice
         self._user_chose = False  # a layer picked by the user (or set_layer) stays, even the ``unlike`` one
         self._layers: list[napari.layers.Layer | None] = []
         self._current: napari.layers.Layer | None = None
@@ -101,7 +103,9 @@ class LayerPicker(QComboBox):
         ]
         keep = self._current if any(layer is self._current for layer in layers) else None
         if self._empty_when_removed and self._current is not None and keep is None:
-            self._none_chosen = True  # its layer left the viewer: empty until one is chosen
+            self._none_chosen = self._emptied = True  # its layer left the viewer: empty until one is chosen
+        if self._emptied and not any(layer is not None for layer in layers):
+            self._none_chosen = self._emptied = False  # none of its type left: the next opened are taken, as at start
         if keep is not None and self._unlike is not None and keep is self._unlike.layer() and not self._user_chose:
             keep = None  # not chosen by the user, and the other picker's: another layer when there is one
         if keep is None and self._auto_select and not self._none_chosen:
@@ -134,6 +138,7 @@ class LayerPicker(QComboBox):
     def _on_user_choice(self, index: int) -> None:
         self._none_chosen = 0 <= index < len(self._layers) and self._layers[index] is None
         self._user_chose = True
+        self._emptied = False
 
     def layer(self) -> napari.layers.Layer | None:
         return self._current
@@ -141,6 +146,7 @@ class LayerPicker(QComboBox):
     def set_layer(self, layer: napari.layers.Layer | None) -> None:
         self._none_chosen = layer is None
         self._user_chose = True
+        self._emptied = False
         self.refresh()
         for i, candidate in enumerate(self._layers):
             if candidate is layer:

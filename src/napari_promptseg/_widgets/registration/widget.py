@@ -110,8 +110,18 @@ class RegistrationWidget(QWidget):
         #: the (fixed, moving) layers those results register: a run on another pair keeps them (they are that pair's)
         self.result_pair: tuple[napari.layers.Layer, napari.layers.Layer] | None = None
 
-        self.fixed_picker = LayerPicker(napari_viewer, napari.layers.Image)
-        self.moving_picker = LayerPicker(napari_viewer, napari.layers.Image, unlike=self.fixed_picker)
+        # empty when their image leaves the viewer: they took the next image, the other role's or an earlier run's
+        # warped result, and the next Register used it unsaid
+        self.fixed_picker = LayerPicker(
+            napari_viewer, napari.layers.Image, none_text="(choose the fixed image)", empty_when_removed=True
+        )
+        self.moving_picker = LayerPicker(
+            napari_viewer,
+            napari.layers.Image,
+            none_text="(choose the moving image)",
+            empty_when_removed=True,
+            unlike=self.fixed_picker,
+        )
         # a multichannel (C, Y, X) fixed or moving layer, as register()'s channel_axis and the CLI's --channel-axis:
         # one axis for both (a gray or RGB layer of the pair has none); no channels field: register reads them all
         self.channel_axis = ChannelAxisBox()
@@ -257,7 +267,10 @@ class RegistrationWidget(QWidget):
         try:
             fixed_layer, moving_layer = self.fixed_picker.layer(), self.moving_picker.layer()
             if fixed_layer is None or moving_layer is None:
-                raise PromptsegError("choose a fixed and a moving image layer")
+                missing = " and the ".join(
+                    role for role, layer in (("fixed", fixed_layer), ("moving", moving_layer)) if layer is None
+                )
+                raise PromptsegError(f"choose the {missing} image layer" + ("s" if " and " in missing else ""))
             if fixed_layer is moving_layer:
                 raise PromptsegError(f"fixed and moving are the same layer '{fixed_layer.name}'")
             channel_axis = self.channel_axis.channel_axis
