@@ -14,6 +14,7 @@ import pytest
 from napari.qt.threading import WorkerBase
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
+from napari_promptseg._widgets._common.picker import LayerPicker
 from napari_promptseg._widgets.oneshot import OneShotOutput, OneShotWidget
 from napari_promptseg.io import read_image, read_mask
 from napari_promptseg.methods.metrics import dice
@@ -766,3 +767,26 @@ def test_a_multichannel_reference_takes_labels_napari_made_over_its_channels_too
     widget.channel_axis.setCurrentIndex(1)
     pixels = _read_inputs(widget)
     assert pixels.stacked and [p.shape for p in pixels.targets] == [(2, *image.shape)] * 3
+
+
+def test_a_removed_layer_is_let_go_by_every_picker(make_viewer, lungs):
+    """The pickers listened to a layer's renames after it left the viewer: a layer removed (kept in a script, or
+    added to another viewer) and renamed there still rebuilt every picker of the widget."""
+
+    def pickers_listening(layer) -> list:
+        refs = [cb[0]() for cb in layer.events.name.callbacks if isinstance(cb, tuple)]
+        return [obj for obj in refs if isinstance(obj, LayerPicker)]
+
+    (ref, mask), _ = lungs[:2]
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    reference = viewer.add_image(ref, name="reference")
+    labels = viewer.add_labels(mask.astype(np.uint8), name="lungs")
+    assert pickers_listening(reference) and pickers_listening(labels)
+    viewer.layers.remove(reference)
+    viewer.layers.remove(labels)
+    assert pickers_listening(reference) == [] and pickers_listening(labels) == []
+    reference.name = "renamed elsewhere"
+    assert "renamed elsewhere" not in [widget.reference.itemText(i) for i in range(widget.reference.count())]
+    viewer.layers.append(reference)  # back in the viewer: listened to again
+    assert pickers_listening(reference)

@@ -79,7 +79,7 @@ class LayerPicker(QComboBox):
         self.currentIndexChanged.connect(self._on_index_changed)
         self.activated.connect(self._on_user_choice)
         viewer.layers.events.inserted.connect(self._on_inserted)
-        viewer.layers.events.removed.connect(self.refresh)
+        viewer.layers.events.removed.connect(self._on_removed)
         viewer.layers.events.moved.connect(self.refresh)
         for layer in viewer.layers:
             layer.events.name.connect(self.refresh)
@@ -89,6 +89,11 @@ class LayerPicker(QComboBox):
         event.value.events.name.connect(self.refresh)
         if isinstance(event.value, self._layer_type) and len(event.value.data) == 0:
             self._empty_when_seen.add(event.value)
+        self.refresh()
+
+    def _on_removed(self, event) -> None:
+        # a layer gone from the viewer (kept by a script, added to another viewer) and renamed there rebuilt the box
+        event.value.events.name.disconnect(self.refresh)
         self.refresh()
 
     def refresh(self, event=None) -> None:
