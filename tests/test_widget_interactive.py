@@ -1250,3 +1250,30 @@ def test_a_weights_file_given_is_loaded_and_one_the_model_cannot_read_is_named(m
     wait_idle(qtbot, widget, FIRST_RUN_MS)
     assert widget.runner.state == "done", widget.runner.widget.status.text()
     np.testing.assert_array_equal(preview_layer(viewer).data, bundled)
+
+
+def test_boxes_drawn_on_another_shapes_layer_are_pointed_to(make_viewer, qtbot, sample):
+    """Rectangles drawn on a Shapes layer other than the boxes layer were ignored without a word (no preview, no
+    status). Said now, without a model run, while the boxes layer has none on this plane."""
+    image, _, _, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    widget = add_widget(viewer)
+    widget.auto_embed_check.setChecked(False)
+    viewer.add_image(image, name="nuclei")
+    boxes = viewer.add_shapes(name="boxes")
+    assert widget.shapes_picker.layer() is boxes
+    other = viewer.add_shapes(name="drawn here", shape_type="rectangle")
+    other.add_rectangles(np.array([[[r0, c0], [r1, c1]], [[2.0, 2.0], [20.0, 20.0]]]))
+    wait_idle(qtbot, widget)
+    status = widget.runner.widget.status.text()
+    assert "no boxes on 'boxes'" in status and "'drawn here' has 2 rectangles" in status, status
+    assert "pick it as the boxes layer" in status and widget.runner.state != "running"
+    widget.shapes_picker.set_layer(None)  # none picked: said too
+    wait_idle(qtbot, widget)
+    assert "'drawn here' has 2 rectangles" in widget.runner.widget.status.text()
+    widget.shapes_picker.set_layer(boxes)
+    widget.compute_embedding()  # drawn while the image is embedded: said when that ends
+    assert widget.runner.busy
+    other.add_rectangles(np.array([[40.0, 40.0], [60.0, 60.0]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert "'drawn here' has 3 rectangles" in widget.runner.widget.status.text()

@@ -18,7 +18,7 @@ import numpy as np
 from ...errors import PromptsegError
 from ...methods.interactive import check_box
 from ...tiling import choose_scale, full_to_level, level_to_full, pyramid_level, upsample_labels
-from .._common import _levels, _same_map, check_channel_axis, data_to_world_matrix, placement_over
+from .._common import _levels, _same_map, check_channel_axis, data_to_world_matrix, is_preview, placement_over
 
 #: feature of the points layer: True for a positive click, False for a negative one
 POSITIVE = "positive"
@@ -426,6 +426,35 @@ def gather_prompts(
             prompts.point_indices.append(int(i))
             prompts.point_coords.append(np.array(points.data[i], copy=True))
     return prompts
+
+
+def boxes_elsewhere(
+    viewer: napari.viewer.Viewer,
+    image: napari.layers.Image,
+    geom: PlaneGeometry,
+    boxes_layer: napari.layers.Shapes | None,
+    *,
+    most_shapes: int = 1000,
+) -> str | None:
+    """What to say when the boxes layer has no box on the plane but another Shapes layer has rectangles there over
+    the image (drawn on the wrong layer: ignored without a word), or None. Layers of more than ``most_shapes``
+    shapes (a slide's ROIs) are not read: this runs at every edit of a Shapes layer."""
+    height, width = geom.plane_shape
+    for layer in viewer.layers:
+        if not isinstance(layer, napari.layers.Shapes) or layer is boxes_layer or is_preview(layer):
+            continue
+        if not 0 < len(layer.data) <= most_shapes:
+            continue
+        prompts = gather_prompts(viewer, image, geom, layer, None)
+        n = sum(
+            layer.shape_type[i] == "rectangle" and x1 > 0 and y1 > 0 and x0 < width and y0 < height
+            for (x0, y0, x1, y1), i in zip(prompts.boxes, prompts.shape_indices, strict=True)
+        )
+        if n:
+            picked = f"no boxes on '{boxes_layer.name}'" if boxes_layer is not None else "no boxes layer chosen"
+            rectangles = "1 rectangle" if n == 1 else f"{n} rectangles"
+            return f"{picked} on this plane; '{layer.name}' has {rectangles}: pick it as the boxes layer"
+    return None
 
 
 def check_prompt_boxes(prompts: PlanePrompts, shapes: napari.layers.Shapes | None, geom: PlaneGeometry) -> None:

@@ -41,6 +41,7 @@ from .geometry import (
     PlaneGeometry,
     PlanePrompts,
     at_level,
+    boxes_elsewhere,
     check_prompt_boxes,
     gather_prompts,
     labels_geometry,
@@ -108,6 +109,7 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
         self._connected: dict[str, napari.layers.Layer] = {}
         self._image_connected: napari.layers.Image | None = None
         self._last_plane: tuple | None = None
+        self._boxes_hint_waits = False  # another Shapes layer edited while a task ran: looked at when it ends
         self._preview_timer = debounce_timer(self, PREVIEW_DELAY_MS, self._run_preview)
         self._plane_timer = debounce_timer(self, PLANE_DELAY_MS, self._on_plane_settled)
         build_controls(self)
@@ -118,6 +120,11 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
         self._on_image_changed(self.image_picker.layer())
         self._on_prompt_layer_changed("shapes", self.shapes_picker.layer())
         self._on_prompt_layer_changed("points", self.points_picker.layer())
+        # boxes drawn on a Shapes layer other than the boxes layer: said (ignored without a word, they were)
+        self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        for layer in self.viewer.layers:
+            self._listen_for_boxes(layer)
 
     # -- state read from the controls --------------------------------------------------------------------------
     @property
@@ -156,6 +163,8 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
     def _on_runner_idle(self) -> None:
         if self.image_picker.layer() is None:
             self.runner.widget.note(NO_IMAGE)
+        elif self._boxes_hint_waits:
+            self._note_boxes_elsewhere()
 
     def _drop_waiting_commit(self) -> None:
         # Cancel stops a commit waiting for its preview too: it stayed asked for, and the preview of the next prompt
@@ -255,6 +264,8 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
             if role == "points":
                 self._apply_polarity_default(layer)
         self._on_prompts_edited()
+        if role == "shapes":
+            self._note_boxes_elsewhere()
 
     def _bind_keys(self, role: str, layer) -> None:
         # the keymap would otherwise keep the whole widget alive after it is closed
@@ -280,6 +291,38 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
         layer.bind_key(UNDO_KEY, undo, overwrite=True)
         if role == "points":
             layer.bind_key(TOGGLE_KEY, toggle, overwrite=True)
+
+    def _on_layer_inserted(self, event) -> None:
+        self._listen_for_boxes(event.value)
+
+    def _listen_for_boxes(self, layer: napari.layers.Layer) -> None:
+        if isinstance(layer, napari.layers.Shapes):
+            layer.events.data.connect(self._on_shapes_edited)
+
+    def _on_layer_removed(self, event) -> None:
+        if isinstance(event.value, napari.layers.Shapes):
+            event.value.events.data.disconnect(self._on_shapes_edited)
+
+    def _on_shapes_edited(self, event) -> None:
+        # only another layer's edits: the boxes layer emptied by a commit kept its "done" line
+        if event.source is not self.shapes_picker.layer():
+            self._note_boxes_elsewhere()
+
+    def _note_boxes_elsewhere(self) -> None:
+        """While the prompt layers have nothing on this plane: rectangles on another Shapes layer are pointed to."""
+        shapes, points = self.shapes_picker.layer(), self.points_picker.layer()
+        self._boxes_hint_waits = self.runner.busy  # e.g. drawn while the image is embedded
+        if self.runner.busy or self.image_picker.layer() is None or self.viewer.dims.ndisplay != 2:
+            return
+        try:
+            image, geom = self._geometry()
+            if gather_prompts(self.viewer, image, geom, shapes, points):
+                return  # the preview's to show
+            hint = boxes_elsewhere(self.viewer, image, geom, shapes)
+        except PromptsegError:
+            return  # the preview says what is wrong with the image or the prompts
+        if hint is not None:
+            self.runner.widget.note(hint)
 
     def _on_prompts_edited(self, event=None) -> None:
         self._version += 1
