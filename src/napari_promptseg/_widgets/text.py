@@ -83,7 +83,11 @@ class TextPromptWidget(QWidget):
         # empty when its image leaves the viewer: it took the next image, which Run segmented and Add exemplar
         # paired with labels drawn on the removed one, unsaid
         self.image = LayerPicker(
-            napari_viewer, napari.layers.Image, none_text="(choose an image layer)", empty_when_removed=True
+            napari_viewer,
+            napari.layers.Image,
+            none_text="(choose an image layer)",
+            empty_when_removed=True,
+            restart_when_none_left=True,
         )
         # a multichannel (C, Y, X) layer, as the CLI's --channel-axis and --channels
         self.channel_axis = ChannelAxisBox()

@@ -34,8 +34,10 @@ class LayerPicker(QComboBox):
     ``empty_when_removed`` (with ``none_text``): it starts on the first layer, as a picker without ``none_text``
     does, but when the layer it shows leaves the viewer it shows ``none_text`` until one is chosen, where it took
     the first other layer: an input the user had not chosen (another run's result as the reference labels, another
-    image's labels in a training pair), shown in the box only. Once no layer of its type is left (the viewer
-    cleared), it starts again as a new picker would: the next layers opened are a new session's.
+    image's labels in a training pair), shown in the box only. ``restart_when_none_left`` too: once no layer of its
+    type is left (the viewer cleared), it starts again as a new picker would (a single image, a fixed and moving
+    pair: the next images opened are a new session's; not a table of training pairs, whose every row would take
+    the first image).
     ``layer_changed`` fires with the newly selected layer (or None) only when the selection really changes.
     """
 
@@ -51,12 +53,14 @@ class LayerPicker(QComboBox):
         auto_select: bool = False,
         unlike: LayerPicker | None = None,
         empty_when_removed: bool = False,
+        restart_when_none_left: bool = False,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         if empty_when_removed and none_text is None:
             raise ValueError("empty_when_removed needs a none_text entry to show")
         self._empty_when_removed = empty_when_removed
+        self._restart_when_none_left = restart_when_none_left
         self._viewer = viewer
         self._unlike = unlike  # by default, a layer other than that picker's (a pair: fixed and moving)
         if unlike is not None:
@@ -109,7 +113,7 @@ class LayerPicker(QComboBox):
         keep = self._current if any(layer is self._current for layer in layers) else None
         if self._empty_when_removed and self._current is not None and keep is None:
             self._none_chosen = self._emptied = True  # its layer left the viewer: empty until one is chosen
-        if self._emptied and not any(layer is not None for layer in layers):
+        if self._emptied and self._restart_when_none_left and not any(layer is not None for layer in layers):
             self._none_chosen = self._emptied = False  # none of its type left: the next opened are taken, as at start
         if keep is not None and self._unlike is not None and keep is self._unlike.layer() and not self._user_chose:
             keep = None  # not chosen by the user, and the other picker's: another layer when there is one

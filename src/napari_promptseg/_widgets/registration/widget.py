@@ -112,15 +112,12 @@ class RegistrationWidget(QWidget):
 
         # empty when their image leaves the viewer: they took the next image, the other role's or an earlier run's
         # warped result, and the next Register used it unsaid
+        empty = {"empty_when_removed": True, "restart_when_none_left": True}
         self.fixed_picker = LayerPicker(
-            napari_viewer, napari.layers.Image, none_text="(choose the fixed image)", empty_when_removed=True
+            napari_viewer, napari.layers.Image, none_text="(choose the fixed image)", **empty
         )
         self.moving_picker = LayerPicker(
-            napari_viewer,
-            napari.layers.Image,
-            none_text="(choose the moving image)",
-            empty_when_removed=True,
-            unlike=self.fixed_picker,
+            napari_viewer, napari.layers.Image, none_text="(choose the moving image)", unlike=self.fixed_picker, **empty
         )
         # a multichannel (C, Y, X) fixed or moving layer, as register()'s channel_axis and the CLI's --channel-axis:
         # one axis for both (a gray or RGB layer of the pair has none); no channels field: register reads them all
@@ -267,10 +264,8 @@ class RegistrationWidget(QWidget):
         try:
             fixed_layer, moving_layer = self.fixed_picker.layer(), self.moving_picker.layer()
             if fixed_layer is None or moving_layer is None:
-                missing = " and the ".join(
-                    role for role, layer in (("fixed", fixed_layer), ("moving", moving_layer)) if layer is None
-                )
-                raise PromptsegError(f"choose the {missing} image layer" + ("s" if " and " in missing else ""))
+                missing = [role for role, layer in (("fixed", fixed_layer), ("moving", moving_layer)) if layer is None]
+                raise PromptsegError(f"choose the {' and the '.join(missing)} image layer{'s' * (len(missing) > 1)}")
             if fixed_layer is moving_layer:
                 raise PromptsegError(f"fixed and moving are the same layer '{fixed_layer.name}'")
             channel_axis = self.channel_axis.channel_axis
