@@ -22,6 +22,10 @@ def test_first_text_prompt_is_answered_by_the_starter_library(litemedsam):
     assert result.route == "library" and "nucleus" in result.reason
     # measured 45 objects of 78, Dice 0.775 (the exemplar is the other bundled image)
     assert result.labels.max() >= 20 and dice(result.labels > 0, truth > 0) > 0.65
+    # each object's own confidence, as `promptseg oneshot` gives it; every one was the entry's similarity (1.0 for
+    # the exact name), which ranks no object above another
+    assert result.matches[0].similarity == 1.0
+    assert len(result.scores) == result.labels.max() and len(np.unique(result.scores)) > 5 and result.scores.max() < 1
     (entry,) = ReferenceLibrary.open().entries
     assert entry.name == "nucleus" and entry.instances
     # the bundled labels' ids are kept: touching nuclei stay apart (a binary mask's components merged them)

@@ -262,7 +262,11 @@ def _library_route(req: _Request, top_k: int, min_similarity: float | None) -> T
         # once)
         instances = bool(answer.matches) and answer.matches[0].entry.instances
         components = answer.labels if instances else _without_specks(ndimage.label(answer.mask)[0])
-        similarity = max((m.similarity for m in answer.matches), default=0.0)
+        # an object's score is the segmentation's confidence in it, as `promptseg oneshot` reports it (each
+        # instance's own; SAT's mask score for the pieces of one region); how well the prompt matched the entry is
+        # the matches' similarity, the same for every object and so no ranking of them
+        found = answer.oneshot_result
+        object_scores = found.scores if instances else np.full(components.max(initial=0), found.score, np.float32)
         for sl_index, sl in enumerate(ndimage.find_objects(components), start=1):
             if sl is None:
                 continue
@@ -272,7 +276,7 @@ def _library_route(req: _Request, top_k: int, min_similarity: float | None) -> T
             labels[free] = len(found_phrases) + 1
             found_phrases.append(phrase)
             boxes.append([sl[1].start, sl[0].start, sl[1].stop - 1, sl[0].stop - 1])
-            scores.append(similarity)
+            scores.append(float(object_scores[sl_index - 1]))
     return TextResult(
         labels=_compact(labels),
         route="library",
