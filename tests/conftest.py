@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from .fake_hub import FakeHub, put_in_hf_cache
+from .weights_server import WeightsServer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -204,6 +205,24 @@ def fake_hub(monkeypatch) -> Iterator[FakeHub]:
     monkeypatch.delenv("PROMPTSEG_OFFLINE")
     yield server
     server.close()
+
+
+@pytest.fixture
+def server() -> Iterator[WeightsServer]:
+    """A loopback server of a single-file checkpoint (tests/weights_server.py)."""
+    srv = WeightsServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def cache(monkeypatch) -> Path:
+    """The per-test weights cache (isolated_weights_cache), with downloads allowed and one retry (after 1 s)."""
+    from napari_promptseg.models import registry
+
+    monkeypatch.delenv(registry.OFFLINE_ENV, raising=False)
+    monkeypatch.setattr(registry, "DOWNLOAD_RETRIES", 1)
+    return registry.cache_dir()
 
 
 def in_hf_cache(model: str, directory: Path) -> Path:

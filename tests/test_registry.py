@@ -1,9 +1,9 @@
-"""Single-file checkpoints against a real HTTP server on 127.0.0.1 (pooch's URL): download with progress, retry,
-checksum, offline; the resolution order; `promptseg models`. Hub-hosted models: tests/test_hub_weights.py."""
+"""Single-file checkpoints against a real HTTP server on 127.0.0.1 (tests/weights_server.py): download with
+progress, retry, checksum, offline; the resolution order; `promptseg models`. Resumed downloads:
+tests/test_weights_resume.py; hub-hosted models: tests/test_hub_weights.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
@@ -11,8 +11,6 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -23,86 +21,15 @@ from skimage import data as skdata
 from napari_promptseg import cli
 from napari_promptseg.errors import WeightsError
 from napari_promptseg.models import registry
-from napari_promptseg.models.registry import MODELS, ModelCard, resolve_weights
+from napari_promptseg.models.registry import MODELS, resolve_weights
 
-from .fake_hub import serve
-
-#: a few MB, not a multiple of the 1 MiB read block, so the last progress step is a partial block
-PAYLOAD = np.random.default_rng(7).bytes(3 * 2**20 + 12_345)
-PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
-FILENAME = "tiny_test_weights.pth"
-CARD_NAME = "tiny_test"
-
-
-class WeightsServer:
-    """Serves PAYLOAD at /FILENAME. Modes: 'ok'; 'corrupt' (right length, a flipped byte); 'truncate_once' (the
-    first answer announces the full length but the connection drops half way, then 'ok'); 'truncate' (always)."""
-
-    def __init__(self) -> None:
-        self.mode = "ok"
-        self.payload = PAYLOAD  # what it serves
-        self.requests: list[int] = []  # bytes sent per GET
-        self.delay = 0.0  # seconds between the headers and the body (a download that takes a while)
-        self._server, self._thread = serve(_Handler, self)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/{FILENAME}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        srv: WeightsServer = self.server.owner  # type: ignore[attr-defined]
-        if self.path != f"/{FILENAME}":
-            srv.requests.append(0)
-            self.send_error(404)
-            return
-        body = bytearray(srv.payload)
-        if srv.mode == "corrupt":
-            body[len(body) // 2] ^= 0xFF
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        time.sleep(srv.delay)
-        if srv.mode in ("truncate_once", "truncate"):
-            body = body[: len(body) // 2]  # the connection then closes: a dropped download
-            srv.mode = "ok" if srv.mode == "truncate_once" else srv.mode
-        # counted before the bytes go: the client may have read them all, and its test asserted the count, before
-        # this thread went on to count them after (a CI run failed so: [] == [3158073])
-        srv.requests.append(len(body))
-        self.wfile.write(bytes(body))
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def server() -> Iterator[WeightsServer]:
-    srv = WeightsServer()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def cache(monkeypatch) -> Path:
-    """The per-test weights cache (conftest), with downloads allowed and one retry (pooch waits 1 s per retry)."""
-    monkeypatch.delenv(registry.OFFLINE_ENV, raising=False)
-    monkeypatch.setattr(registry, "DOWNLOAD_RETRIES", 1)
-    return registry.cache_dir()
-
-
-def register_card(monkeypatch, url: str | None, **changes) -> ModelCard:
-    """A throwaway card for PAYLOAD, built from a real one so every field a real card has is set."""
-    fields = {"name": CARD_NAME, "filename": FILENAME, "url": url, "sha256": PAYLOAD_SHA, "size": len(PAYLOAD)}
-    card = dataclasses.replace(MODELS["sam_vit_b"], **{**fields, "package_resource": None, **changes})
-    monkeypatch.setitem(MODELS, CARD_NAME, card)
-    return card
+from .weights_server import (
+    CARD_NAME,
+    FILENAME,
+    PAYLOAD,
+    PAYLOAD_SHA,
+    register_card,
+)
 
 
 def test_download_reports_progress_verifies_and_is_not_repeated(server, cache, monkeypatch):
@@ -173,7 +100,6 @@ def test_a_killed_downloads_partial_file_goes_at_the_next_download(server, cache
     do other programs' files starting with "tmp" (a cache folder may be shared): any of them idle for an hour
     went too."""
     import os
-    import time
 
     register_card(monkeypatch, server.url)
     cache.mkdir(parents=True)
@@ -490,25 +416,6 @@ def test_cli_models_names_the_package_each_backend_imports_and_whether_it_is_ins
     assert "groundingdino (missing)" in lines[at]
     assert "until its package is installed: pip install groundingdino-py" in lines[at + 2]
     assert "segment_anything (installed)" in next(x for x in lines if x.startswith("litemedsam "))
-
-
-def test_a_cancelled_download_stops_at_its_next_block_and_leaves_no_weights(server, cache, monkeypatch):
-    """download_progress, as the widgets' tasks pass it: the download tells its share and size in MB, stops at the
-    next block once cancel() says so (SAM ViT-H is 2.5 GB), and leaves nothing that passes for the weights; the next
-    load downloads them whole."""
-    from napari_promptseg.errors import CancelledError
-    from napari_promptseg.models import download_progress
-
-    register_card(monkeypatch, server.url)
-    told: list[tuple[float, str]] = []
-    progress = download_progress(lambda fraction, message: told.append((fraction, message)), lambda: bool(told), "x")
-
-    with pytest.raises(CancelledError, match="download of x cancelled"):
-        resolve_weights(CARD_NAME, progress=progress)
-
-    assert told == [(2**20 / len(PAYLOAD), "downloading x: 1.0 of 3.0 MB")]  # one block told, then stopped
-    assert list(cache.iterdir()) == []  # pooch's temporary file went with it
-    assert resolve_weights(CARD_NAME).read_bytes() == PAYLOAD
 
 
 def test_a_small_download_tells_its_size_in_kb_not_0_of_0_mb(server, cache, monkeypatch):

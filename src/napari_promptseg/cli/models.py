@@ -13,6 +13,7 @@ PLACES = {
     "bundled": "bundled",
     "hf_cache": "HF cache",
     "cache": "our cache",
+    "partial": "partial download",
     "truncated": "truncated: delete it",
     "size_differs": "size differs: delete it",
     "missing": "missing",
@@ -28,6 +29,10 @@ def _size_on_disk(path: Path) -> int:
 
 def _megabytes(size: int | None) -> str:
     return "?" if size is None else f"{size / 1e6:,.0f} MB" if size >= 1e6 else f"{size / 1e6:.1f} MB"
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:,.0f}" if size >= 1e7 else f"{size / 1e6:.1f}"
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -82,7 +87,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         if row["weights"] == "hf_cache" and row["revision"] and Path(row["path"]).name != row["revision"]:
             place += " (other rev.)"  # the cache's main, not the pinned commit
         size = _megabytes(row["size"])
-        if row["weights"] == "missing":
+        if row["weights"] == "partial":  # how far it got, in the size column's unit
+            card = MODELS[row["name"]]
+            place += f" ({_mb(row['size'])} of {_mb(card.size)} MB)" if card.size else f" ({size})"
+            size = ""
+        elif row["weights"] == "missing":
             size = f"({size})" if row["size"] else ""
         package = "-"
         if row["package"]:

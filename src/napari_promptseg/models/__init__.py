@@ -82,17 +82,36 @@ def download_size(done: int, total: int | None = None) -> str:
 def download_progress(report: Callable[[float, str], None], cancel: Callable[[], bool] | None, name: str) -> Progress:
     """A weights download (``progress(done_bytes, total_bytes)`` of the loaders) told as ``report(fraction,
     message)``, as tasks and widgets take progress, and stopped at its next block of bytes once ``cancel()`` says
-    so: SAM ViT-H is 2.5 GB. The partial file is pooch's temporary (removed) or huggingface_hub's ``.incomplete``
-    (resumed by the next download), never taken for the weights."""
+    so: SAM ViT-H is 2.5 GB. The partial file (our cache's ``<file>.part``) is never taken for the weights; the next
+    download resumes it. A wait for another process's download of the same file is told as that."""
+    return _DownloadReport(report, cancel, name)
 
-    def on_bytes(done: int, total: int | None) -> None:
-        if cancel is not None and cancel():
+
+class _DownloadReport:
+    """:func:`download_progress`'s ``progress``, with ``waiting(file, done, total)`` for a wait on another process's
+    download (:func:`~.single_file.tell_waiting`)."""
+
+    def __init__(self, report: Callable[[float, str], None], cancel: Callable[[], bool] | None, name: str) -> None:
+        self.report, self.cancel, self.name = report, cancel, name
+
+    def _stop_if_cancelled(self) -> None:
+        if self.cancel is not None and self.cancel():
             from ..errors import CancelledError
 
-            raise CancelledError(f"download of {name} cancelled")
-        report(min(done / total, 1.0) if total else 0.0, f"downloading {name}: {download_size(done, total)}")
+            raise CancelledError(f"download of {self.name} cancelled")
 
-    return on_bytes
+    def __call__(self, done: int, total: int | None) -> None:
+        self._stop_if_cancelled()
+        self.report(_fraction(done, total), f"downloading {self.name}: {download_size(done, total)}")
+
+    def waiting(self, file: str, done: int, total: int | None) -> None:
+        self._stop_if_cancelled()
+        told = f": {download_size(done, total)}" if done else ""
+        self.report(_fraction(done, total), f"waiting for another process's download of {file}{told}")
+
+
+def _fraction(done: int, total: int | None) -> float:
+    return min(done / total, 1.0) if total else 0.0
 
 
 def load_segmenter(

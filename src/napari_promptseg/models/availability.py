@@ -71,6 +71,9 @@ def missing_weights(card: ModelCard | str, option: str | None = None) -> str | N
     where = f"put {card.filename} in {registry.cache_dir()} (or set ${registry.CACHE_ENV})"
     if status == "missing":
         return f"{card.name}: no weights: {where}" + (f"; it is published at {card.url}" if card.url else "")
+    if status == "partial" and path is not None:
+        done = f"{path.stat().st_size / 1e6:,.1f} MB"
+        return f"{card.name}: no weights yet: a download stopped after {done} ({path}); a run resumes it, or {where}"
     return f"{card.name}: {path} is {status.replace('_', ' ')} (not the published file): delete it and {where}"
 
 
@@ -97,7 +100,7 @@ def how_to_get(card: ModelCard | str) -> str | None:
     status, path = registry.weights_status(card)
     if status not in registry.UNUSABLE_WEIGHTS:
         return None
-    steps = [f"delete {path}"] if status != "missing" and path is not None else []
+    steps = [f"delete {path}"] if status not in ("missing", "partial") and path is not None else []
     if card.repo_id is None and card.url is None:
         target = registry.cache_dir() / card.filename
         return "; ".join([*steps, f"give the file with {registry.weights_option(card)}, or put it at {target}"])
@@ -105,6 +108,8 @@ def how_to_get(card: ModelCard | str) -> str | None:
         run = f"a run with --features dinov2:{card.repo_id} downloads it"
     else:
         run = f"a run with {RUN_OPTIONS.get(card.role, 'it')} {card.name} downloads it"
+    if status == "partial":  # our cache's <file>.part: the next download goes on from its end
+        run = run.replace(" downloads it", " resumes the download")
     steps.append(f"downloads are off (${registry.hub.offline_variable()})" if registry.offline() else run)
     if card.repo_id is not None:
         command = registry.hf_download_command(card.repo_id, card.revision or "main", card.files)

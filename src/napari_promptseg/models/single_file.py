@@ -1,5 +1,6 @@
 """Single-file checkpoints: checked against their card (size, then sha256, once: a stamp beside the file records
-the check) and the helpers of their download through pooch (its progress bar, its killed downloads' leftovers)."""
+the check) and the helpers of their download (:mod:`.resumable`): the lock that makes processes fetch a file once,
+and the removal of the killed downloads' leftovers of pooch, which fetched them before."""
 
 from __future__ import annotations
 
@@ -44,14 +45,17 @@ def remove_stale_partials(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def download_lock(target: Path, progress: Progress | None, name: str, where: str) -> Iterator[None]:
+def download_lock(target: Path, progress: Progress | None, card: ModelCard, where: str) -> Iterator[None]:
     """Held while ``target`` is downloaded, so that processes wanting it at once (a batch's workers, a CLI run beside
     napari) fetch it once: each downloaded it whole. The lock file beside it goes when it is released (a later
-    holder of the unlinked file finds ``target`` there and fetches nothing). ``progress(0, None)`` is called while
-    waiting, once a second: a cancelled task's raises and stops the wait. A folder where the lock cannot be made
-    (read-only, or under a file) is refused naming it (``name``: the model's, ``where``: where else the weights may
-    go): pooch's error named a random temporary file and its own variable."""
+    holder of the unlinked file finds ``target`` there and fetches nothing). While waiting, once a second, the other
+    process's download is told from its partial file (:func:`tell_waiting`; it read 'downloading: 0 bytes' all
+    through the other's download); a cancelled task's progress raises and stops the wait. A folder where the lock
+    cannot be made (read-only, or under a file) is refused naming it (``where``: where else the weights may go):
+    pooch's error named a random temporary file and its own variable."""
     from filelock import FileLock, Timeout
+
+    from .resumable import partial_size
 
     lock_file = target.with_name(f".{target.name}.lock")
     lock = FileLock(lock_file)
@@ -61,10 +65,10 @@ def download_lock(target: Path, progress: Progress | None, name: str, where: str
             break
         except Timeout:
             if progress is not None:
-                progress(0, None)
+                tell_waiting(progress, target.name, partial_size(target), card.size)
         except OSError as exc:
             raise WeightsError(
-                f"{name}: the weights cache {target.parent} cannot be written ({exc.strerror or exc})",
+                f"{card.name}: the weights cache {target.parent} cannot be written ({exc.strerror or exc})",
                 details=f"set ${CACHE_ENV} to a folder you can write, or {where}",
             ) from exc
     try:
@@ -75,24 +79,15 @@ def download_lock(target: Path, progress: Progress | None, name: str, where: str
             lock_file.unlink()
 
 
-class PoochBar:
-    """pooch's progress-bar protocol (``total``, ``update``, ``reset``, ``close``) reporting to ``progress``."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress, self.total, self.done = progress, None, 0
-
-    def update(self, n: int) -> None:
-        # pooch counts whole chunks (the last one overshoots) and at the end resets and adds the total
-        done = min(self.done + n, self.total or self.done + n)
-        if done != self.done:
-            self.done = done
-            self.progress(done, self.total or None)
-
-    def reset(self) -> None:
-        pass  # the count is already right (see update)
-
-    def close(self) -> None:
-        pass
+def tell_waiting(progress: Progress, file: str, done: int, total: int | None) -> None:
+    """Another process's download of ``file`` (``done`` of ``total`` bytes) told to ``progress``: by its
+    ``waiting(file, done, total)`` when it has one (:func:`~napari_promptseg.models.download_progress`'s says
+    'waiting for another process's download of FILE'), else as bytes."""
+    waiting = getattr(progress, "waiting", None)
+    if waiting is not None:
+        waiting(file, done, total)
+    else:
+        progress(done, total)
 
 
 # -- checking single files ----------------------------------------------------------------------------------------
