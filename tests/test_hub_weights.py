@@ -457,3 +457,34 @@ def test_promptseg_text_tells_a_named_routes_download(fake_hub, tiny_clipseg_dir
     err = capsys.readouterr().err
     assert code in (0, 1), err  # a tiny random CLIPSeg may find nothing; the download is what is checked
     assert f"downloading {CLIPSEG.name}:" in err, err
+
+
+def test_a_stopped_hub_download_is_listed_as_incomplete_with_what_to_do(fake_hub, tiny_clipseg_dir, capsys):  # noqa: F811
+    """A hub model whose download was stopped (napari closed, the process killed) was listed by `promptseg models`
+    as missing, as if nothing had been fetched; huggingface_hub (since 1.18) does not resume the file it left nor
+    remove it. It is listed as an incomplete download with its size, that a run starts again and what to delete."""
+    from huggingface_hub import __version__ as hub_version
+
+    from napari_promptseg.models import hub
+
+    blobs = hub.repo_folder(CLIPSEG.repo_id) / "blobs"
+    blobs.mkdir(parents=True)
+    # what huggingface_hub leaves of a killed download: <etag>.<nonce>.incomplete (before 1.18: <etag>.incomplete)
+    (blobs / f"{'a' * 64}.0123abcd.incomplete").write_bytes(b"\0" * 300_000)
+    status = "partial" if tuple(map(int, hub_version.split(".")[:2])) < (1, 18) else "incomplete"
+
+    assert registry.weights_status(CLIPSEG) == (status, blobs)
+    assert cli.main(["models", "--json"]) == 0
+    row = {r["name"]: r for r in json.loads(capsys.readouterr().out)}[CLIPSEG.name]
+    assert (row["weights"], row["path"], row["size"]) == (status, str(blobs), 300_000)
+    if status == "incomplete":
+        assert "a run with --heatmapper clipseg_rd64_refined downloads it again from the start" in row["get"]
+        assert f"0.3 MB stay until you delete {blobs}/*.incomplete" in row["get"]
+    assert cli.main(["models"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(f"{CLIPSEG.name} "))
+    assert f"{status} download (0.3 MB)" in line, line
+
+    fake_hub.add(CLIPSEG.repo_id, tiny_clipseg_dir, CLIPSEG.revision)
+    assert registry.weights_status(CLIPSEG)[0] in registry.UNUSABLE_WEIGHTS  # nothing half-fetched is taken
+    path = resolve_weights(CLIPSEG.name)
+    assert registry.weights_status(CLIPSEG) == ("hf_cache", path)

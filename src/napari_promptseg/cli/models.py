@@ -14,6 +14,7 @@ PLACES = {
     "hf_cache": "HF cache",
     "cache": "our cache",
     "partial": "partial download",
+    "incomplete": "incomplete download",
     "truncated": "truncated: delete it",
     "size_differs": "size differs: delete it",
     "missing": "missing",
@@ -87,7 +88,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         if row["weights"] == "hf_cache" and row["revision"] and Path(row["path"]).name != row["revision"]:
             place += " (other rev.)"  # the cache's main, not the pinned commit
         size = _megabytes(row["size"])
-        if row["weights"] == "partial":  # how far it got, in the size column's unit
+        if row["weights"] in ("partial", "incomplete"):  # how far it got
             card = MODELS[row["name"]]
             place += f" ({_mb(row['size'])} of {_mb(card.size)} MB)" if card.size else f" ({size})"
             size = ""

@@ -100,7 +100,7 @@ def how_to_get(card: ModelCard | str) -> str | None:
     status, path = registry.weights_status(card)
     if status not in registry.UNUSABLE_WEIGHTS:
         return None
-    steps = [f"delete {path}"] if status not in ("missing", "partial") and path is not None else []
+    steps = [f"delete {path}"] if status not in ("missing", "partial", "incomplete") and path is not None else []
     if card.repo_id is None and card.url is None:
         target = registry.cache_dir() / card.filename
         return "; ".join([*steps, f"give the file with {registry.weights_option(card)}, or put it at {target}"])
@@ -108,8 +108,17 @@ def how_to_get(card: ModelCard | str) -> str | None:
         run = f"a run with --features dinov2:{card.repo_id} downloads it"
     else:
         run = f"a run with {RUN_OPTIONS.get(card.role, 'it')} {card.name} downloads it"
-    if status == "partial":  # our cache's <file>.part: the next download goes on from its end
+    if status == "partial":  # the next download goes on from the partial file's end
         run = run.replace(" downloads it", " resumes the download")
+    elif status == "incomplete" and card.repo_id is not None:
+        # huggingface_hub >= 1.18 starts again, and leaves the stopped download's file for good
+        leftovers = registry.hub.stopped_downloads(card.repo_id)
+        size = sum(p.stat().st_size for p in leftovers) / 1e6
+        run = run.replace(" downloads it", " downloads it again from the start")
+        run += (
+            " (huggingface_hub does not resume a stopped download; the stopped one's "
+            f"{size:,.1f} MB stay until you delete {leftovers[0].parent}/*.incomplete)"
+        )
     steps.append(f"downloads are off (${registry.hub.offline_variable()})" if registry.offline() else run)
     if card.repo_id is not None:
         command = registry.hf_download_command(card.repo_id, card.revision or "main", card.files)

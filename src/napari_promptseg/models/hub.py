@@ -98,6 +98,25 @@ def repo_folder(repo_id: str) -> Path:
     return hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
 
 
+def stopped_downloads(repo_id: str) -> list[Path]:
+    """The partial files stopped downloads of ``repo_id`` left in the cache (huggingface_hub's
+    ``blobs/*.incomplete``): a model with them was listed as missing, as if nothing had been fetched."""
+    try:
+        return sorted(p for p in (repo_folder(repo_id) / "blobs").glob("*.incomplete") if p.is_file())
+    except OSError:
+        return []
+
+
+def resumes_stopped_downloads() -> bool:
+    """Whether the installed huggingface_hub goes on from a stopped download's partial file: before 1.18 it resumed
+    ``<etag>.incomplete``; since then each download writes a file of its own (``<etag>.<nonce>.incomplete``),
+    removed when it fails, and one a killed process left is never resumed nor removed (huggingface_hub#4196)."""
+    from huggingface_hub import __version__
+
+    numbers = tuple(int(part) for part in re.findall(r"\d+", __version__)[:2])
+    return numbers < (1, 18)
+
+
 @dataclass(frozen=True)
 class HubRef:
     """``owner/name`` at ``revision``, and for a single-file checkpoint its file in the repository."""

@@ -119,20 +119,27 @@ def _no_fetch(card: ModelCard, download: bool) -> str | None:
 
 
 #: what :func:`weights_status` says of weights a load would not use as they are
-UNUSABLE_WEIGHTS = frozenset({"missing", "partial", "truncated", "size_differs"})
+UNUSABLE_WEIGHTS = frozenset({"missing", "partial", "incomplete", "truncated", "size_differs"})
 
 
 def weights_status(card: ModelCard) -> tuple[str, Path | None]:
-    """``('bundled'|'hf_cache'|'cache'|'partial'|'truncated'|'size_differs'|'missing', path)`` without downloading
-    or hashing (``promptseg models``): ``partial`` is a download that stopped (our cache's ``<file>.part``, which
-    the next download resumes; they were listed as missing), ``truncated`` a file in our cache smaller than the
-    published one, ``size_differs`` one of any other size (another file under its name); a load refuses both."""
+    """``('bundled'|'hf_cache'|'cache'|'partial'|'incomplete'|'truncated'|'size_differs'|'missing', path)`` without
+    downloading or hashing (``promptseg models``): ``partial`` is a download that stopped and that the next one
+    resumes (our cache's ``<file>.part``; a hub model's ``.incomplete`` files before huggingface_hub 1.18),
+    ``incomplete`` a hub model's that the next starts again (for both: its repository's blobs); both were listed as
+    missing. ``truncated`` is a file in our cache smaller than the published one, ``size_differs`` one of any
+    other size (another file under its name); a load refuses both."""
     packaged = _package_path(card)
     if packaged is not None:
         return "bundled", packaged
     if card.repo_id is not None:
         snapshot = _in_hf_cache(card.repo_id, _revisions(card), card.files, card.required)[0]
-        return ("hf_cache", snapshot) if snapshot is not None else ("missing", None)
+        if snapshot is not None:
+            return "hf_cache", snapshot
+        if hub.stopped_downloads(card.repo_id):
+            status = "partial" if hub.resumes_stopped_downloads() else "incomplete"
+            return status, hub.repo_folder(card.repo_id) / "blobs"
+        return "missing", None
     cached = cache_dir() / card.filename
     if card.filename and not cached.is_file() and resumable.partial_size(cached):
         return "partial", resumable.partial_path(cached)
