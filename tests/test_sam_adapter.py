@@ -237,15 +237,20 @@ def test_a_checkpoint_of_another_catalogue_model_is_named_with_the_model_that_lo
     it is (a SAM ViT by its width, a TinyViT by its first convolution) is said, with the option that loads it."""
     from napari_promptseg.models.registry import resolve_weights
 
+    box = "a widget's 'model' box"  # the message reaches the CLI's users and the widgets' alike
     lite = resolve_weights("litemedsam")
     with pytest.raises(WeightsError) as info:
         load_segmenter("mobile_sam", weights=lite, device="cpu")
-    assert str(info.value).endswith(". It is a litemedsam checkpoint: load it with --model litemedsam"), info.value
+    told = str(info.value)
+    which = "It is a litemedsam checkpoint: load it as model litemedsam"
+    assert told.endswith(f"{which} (--model litemedsam, or {box})"), told
     vit_h = tmp_path / "sam_vit_h_4b8939.pth"  # the keys that tell a SAM ViT's size (the rest: 2.5 GB)
     torch.save({"image_encoder.pos_embed": torch.zeros(1, 64, 64, 1280)}, vit_h)
     with pytest.raises(WeightsError) as info:
         load_segmenter("litemedsam", weights=vit_h, device="cpu")
-    assert str(info.value).endswith(". It is a sam_vit_h checkpoint: load it with --model sam_vit_h"), info.value
+    told = str(info.value)
+    which = "It is a sam_vit_h checkpoint: load it as model sam_vit_h"
+    assert told.endswith(f"{which} (--model sam_vit_h, or {box})"), told
 
 
 def test_load_segmenter_sam_vit_b_offline_names_the_file_and_the_cache_dir():

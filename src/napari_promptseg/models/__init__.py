@@ -120,9 +120,12 @@ def load_segmenter(
     weights: str | os.PathLike | None = None,
     device: str = "auto",
     progress: Progress | None = None,
+    option: str | None = None,
 ) -> PromptableSegmenter:
-    """Load (once per process) the named promptable segmenter; weights resolve through the registry."""
-    return _load(name, "segmenter", weights, device, progress)
+    """Load (once per process) the named promptable segmenter; weights resolve through the registry. ``option``:
+    how the caller's user gives ``weights`` (a widget's field; default: the CLI's --weights), named where missing
+    weights are told."""
+    return _load(name, "segmenter", weights, device, progress, option=option)
 
 
 def check_weights(name: str, weights: str | os.PathLike) -> None:

@@ -175,7 +175,8 @@ def load_state_dict(
     if problems:
         kind = sam_checkpoint_kind(state)
         which = (
-            f"It is a {kind} checkpoint: load it with --model {kind}"
+            # the CLI's option and the widgets' box: the message reaches both (the widgets said '--model')
+            f"It is a {kind} checkpoint: load it as model {kind} (--model {kind}, or a widget's 'model' box)"
             if kind is not None and kind != name
             else "Is it a checkpoint of another model?"
         )

@@ -57,6 +57,10 @@ logger = logging.getLogger(__name__)
 Task = Callable[[ProgressCallback, Callable[[], bool]], Any]
 
 
+#: how a widget's user gives a segmenter's weights (the CLI's --weights), as messages of missing weights name it
+WEIGHTS_FILE_FIELD = "the 'weights file' field"
+
+
 def task_segmenter(
     progress: ProgressCallback,
     cancel: Callable[[], bool],
@@ -72,7 +76,11 @@ def task_segmenter(
 
     model = model or DEFAULT_SEGMENTER
     segmenter = load_segmenter(
-        model, weights=weights, device=device, progress=download_progress(progress, cancel, model)
+        model,
+        weights=weights,
+        device=device,
+        progress=download_progress(progress, cancel, model),
+        option=WEIGHTS_FILE_FIELD,  # missing weights are told with the widget's field (they said --weights)
     )
     if cancel():
         raise CancelledError("cancelled")
