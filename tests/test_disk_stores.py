@@ -245,3 +245,25 @@ def test_a_library_whose_index_is_damaged_is_not_listed_as_empty(tmp_path, monke
     listing = capsys.readouterr().out
     assert "library.json cannot be read (`promptseg library list` says why)" in listing
     assert "no such folder (yet)" in listing
+
+
+def test_clearing_weights_takes_stopped_downloads_but_not_a_running_one(tiny_model, capsys):
+    """A stopped download's partial file (<file>.part, kept for the next run to resume: up to 2.5 GB for SAM ViT-H)
+    stayed after `promptseg cache clear --weights`, all or the model named; one a running download is writing (its
+    lock is held) is kept and said so."""
+    from filelock import FileLock
+
+    weights = registry.cache_dir()
+    weights.mkdir(parents=True, exist_ok=True)
+    stopped = weights / "sam_vit_b_01ec64.pth.part"
+    stopped.write_bytes(b"\0" * 1000)
+    running = weights / f"{tiny_model.filename}.part"
+    running.write_bytes(b"\0" * 500)
+    with FileLock(weights / f".{tiny_model.filename}.lock"):  # another process's download, as download_lock holds it
+        assert main(["cache", "clear", "--weights", "--yes"]) == 0
+        out, err = capsys.readouterr()
+        assert not stopped.exists() and running.is_file()
+        assert f"weights (ours): freed 1.0 kB (1 file) in {weights}" in out, out
+        assert f"kept {running}: a download is writing it now" in err, err
+    (cleared,) = clear_stores(weights="tiny_test")
+    assert cleared.removed == [running] and not running.exists()

@@ -26,6 +26,7 @@ import platformdirs
 from ..errors import PromptsegError
 from . import embedding_cache as ec
 from .registry import MODELS, ModelCard, _in_hf_cache, _package_path, _revisions, cache_dir, get_card
+from .resumable import partial_path
 from .single_file import POOCH_PARTIAL, STALE_PARTIAL_S, _stamp, mismatch, write_stamp
 
 __all__ = ["Cleared", "DiskStore", "clear_stores", "disk_stores"]
@@ -107,8 +108,11 @@ def _read_stamp(path: Path) -> bool:
 
 
 def _clear_weights_file(card: ModelCard, cleared: Cleared, dry_run: bool) -> None:
-    """``card``'s checkpoint in our cache, with its stamps, when it is the published file."""
+    """``card``'s checkpoint in our cache, with its stamps, when it is the published file; and its stopped
+    download's partial file."""
     path = cache_dir() / card.filename
+    if card.filename:
+        _clear_partial(path, cleared, dry_run)
     if not card.filename or not path.is_file():
         return
     why_not = _published_checkpoint(card, path)
@@ -125,6 +129,32 @@ def _clear_weights_file(card: ModelCard, cleared: Cleared, dry_run: bool) -> Non
                 continue
         cleared.removed.append(file)
         cleared.freed += size
+
+
+def _clear_partial(target: Path, cleared: Cleared, dry_run: bool) -> None:
+    """A stopped download's ``<file>.part`` (kept for the next run to resume: it stayed through a clear), unless a
+    download is writing it now (its lock is held: :func:`.single_file.download_lock`)."""
+    from filelock import FileLock, Timeout
+
+    part = partial_path(target)
+    if not part.is_file():
+        return
+    lock_file = target.with_name(f".{target.name}.lock")
+    try:
+        with FileLock(lock_file, timeout=0):
+            size = part.stat().st_size
+            if not dry_run:
+                part.unlink(missing_ok=True)
+    except Timeout:  # its lock file stays: the download holds it
+        cleared.kept.append((part, "a download is writing it now"))
+        return
+    except OSError as exc:  # a read-only cache: its lock cannot be made
+        cleared.kept.append((part, f"cannot be removed ({exc.strerror or exc})"))
+        return
+    with contextlib.suppress(OSError):  # as download_lock leaves none
+        lock_file.unlink()
+    cleared.removed.append(part)
+    cleared.freed += size
 
 
 def _clear_leftovers(folder: Path, cleared: Cleared, dry_run: bool) -> None:
