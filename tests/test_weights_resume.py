@@ -170,3 +170,18 @@ def test_a_full_disk_is_named_before_the_download_and_when_it_fills(server, cach
     with pytest.raises(WeightsError, match=rf"{CARD_NAME}: no room for {FILENAME} in {re.escape(str(cache))}: "):
         resolve_weights(CARD_NAME)
     assert not (cache / FILENAME).exists()
+
+
+def test_offline_with_a_stopped_download_says_it_is_kept_and_resumes_later(server, cache, monkeypatch):
+    """Offline (or with the server out of reach), a model whose download had stopped was 'weights not found' as if
+    nothing were on disk: the error says where the bytes so far are and that a run with downloads resumes them."""
+    register_card(monkeypatch, server.url)
+    cache.mkdir(parents=True)
+    (cache / PARTIAL).write_bytes(PAYLOAD[: 2**20])
+    monkeypatch.setenv(registry.OFFLINE_ENV, "1")
+    with pytest.raises(WeightsError) as info:
+        resolve_weights(CARD_NAME)
+    assert info.value.message == f"{CARD_NAME}: weights not found and ${registry.OFFLINE_ENV} is set"
+    assert f"put {FILENAME} in {cache}" in info.value.details  # where the weights go, as before
+    assert f"the 1.0 MB downloaded so far are kept in {cache / PARTIAL}" in info.value.details, info.value.details
+    assert server.requests == []

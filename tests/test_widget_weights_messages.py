@@ -34,3 +34,21 @@ def test_a_checkpoint_of_another_model_in_a_widget_names_the_model_box(tmp_path)
     assert str(info.value).endswith(
         ". It is a litemedsam checkpoint: load it as model litemedsam (--model litemedsam, or a widget's 'model' box)"
     )
+
+
+def test_the_model_box_says_a_stopped_download_of_a_segmenter(qtbot):
+    """A segmenter whose download had stopped read '(weights missing)' in the widgets' model box, as if nothing had
+    been fetched (and with the first fix, '(weights partial)'): it reads that its download stopped; a run resumes it."""
+    from napari_promptseg._widgets._common.controls import SegmenterBox
+    from napari_promptseg.models import get_card, registry
+
+    card = get_card("sam_vit_b")
+    partial = registry.cache_dir() / f"{card.filename}.part"
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_bytes(b"\0" * 1000)
+    box = SegmenterBox()
+    qtbot.addWidget(box)
+    assert box.itemText(box.findData(card.name)) == "sam_vit_b (download stopped: a run resumes it)"
+    partial.unlink()
+    box.refresh_labels()
+    assert box.itemText(box.findData(card.name)) == "sam_vit_b (weights missing)"

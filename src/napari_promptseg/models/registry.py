@@ -304,7 +304,8 @@ def _single_file(card: ModelCard, progress: Progress | None, download: bool = Tr
         raise WeightsError(f"{card.name}: no weights found and no download source", details=where)
     refused = _no_fetch(card, download)
     if refused is not None:
-        raise WeightsError(refused, details=f"{where}; it is published at {card.url}")
+        resumer = "a run with downloads allowed" if download else "a run that downloads it"
+        raise WeightsError(refused, details=f"{where}; it is published at {card.url}" + _resume_note(target, resumer))
     unreachable = hub.unreachable_reason(card.url)
     if unreachable is not None:  # fail now, not after the download's retries
         problem = mismatch(card, target) if target.is_file() else None
@@ -313,7 +314,8 @@ def _single_file(card: ModelCard, progress: Progress | None, download: bool = Tr
             state = f"{target} is truncated, corrupt or not the published file ({problem})"
         raise WeightsError(
             f"{card.name}: {state}, and {card.url} cannot be reached ({unreachable})",
-            details=f"{'delete it and ' if problem else ''}{where}; it is published at {card.url}",
+            details=f"{'delete it and ' if problem else ''}{where}; it is published at {card.url}"
+            + _resume_note(target, "a run that reaches it"),
         )
     with download_lock(target, progress, card, f"pass the file with {option or weights_option(card)}"):
         if target.is_file() and mismatch(card, target) is None:  # another process fetched it while this one waited
@@ -354,13 +356,13 @@ def _download_file(card: ModelCard, target: Path, where: str, progress: Progress
     return target
 
 
-def _resume_note(target: Path) -> str:
-    """What a failed download leaves for the next run, when it left anything."""
+def _resume_note(target: Path, resumer: str = "the next run") -> str:
+    """What a stopped download left for a later run, when it left anything."""
     done = resumable.partial_size(target)
     if not done:
         return ""
     return (
-        f"; the {_megabytes(done)} downloaded so far are kept in {resumable.partial_path(target)}, and the next run "
+        f"; the {_megabytes(done)} downloaded so far are kept in {resumable.partial_path(target)}, and {resumer} "
         "resumes from there"
     )
 

@@ -156,7 +156,13 @@ def _model_label(card: ModelCard, weights_file: bool = False) -> str:
     if weights_file:
         return f"{card.name} (weights file)"
     status, _ = weights_status(card)
-    return card.name if status not in UNUSABLE_WEIGHTS else f"{card.name} (weights {status.replace('_', ' ')})"
+    if status not in UNUSABLE_WEIGHTS:
+        return card.name
+    return f"{card.name} ({STOPPED_DOWNLOADS.get(status) or 'weights ' + status.replace('_', ' ')})"
+
+
+#: how the model box says a download that stopped (they read 'weights missing'), by weights_status
+STOPPED_DOWNLOADS = {"partial": "download stopped: a run resumes it", "incomplete": "download stopped"}
 
 
 def available_devices() -> list[str]:
