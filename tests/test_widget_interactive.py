@@ -1109,7 +1109,8 @@ class _SlowWeights(BaseHTTPRequestHandler):
 def test_a_weights_download_shows_its_megabytes_and_the_cancel_button_stops_it(make_viewer, qtbot, sample, monkeypatch):
     """A model whose weights are not here downloads when first used (SAM ViT-H: 2.5 GB): the run panel says how
     many MB have arrived, and Cancel stops the download at its next block instead of after the whole file; nothing
-    that could pass for the weights is left in the cache."""
+    that could pass for the weights is left in the cache, only the partial file the next run resumes, and the model
+    box says so."""
     from napari_promptseg.models import registry
 
     sent: list[int] = []
@@ -1127,7 +1128,9 @@ def test_a_weights_download_shows_its_megabytes_and_the_cancel_button_stops_it(m
         assert panel.state == "cancelled" and panel.status.text() == "embedding 'nuclei': cancelled"
         assert sum(sent) < 32 * 2**20  # stopped at a block, not after the file
         cache = registry.cache_dir()
-        assert not cache.exists() or not any(cache.iterdir())
+        assert [p.name for p in cache.iterdir()] == [f"{card.filename}.part"]
+        index = widget.model_combo.findData(card.name)
+        assert widget.model_combo.itemText(index) == "slow_sam (download stopped: a run resumes it)"
 
 
 class _ServedCheckpoint(BaseHTTPRequestHandler):
