@@ -267,3 +267,16 @@ def test_clearing_weights_takes_stopped_downloads_but_not_a_running_one(tiny_mod
         assert f"kept {running}: a download is writing it now" in err, err
     (cleared,) = clear_stores(weights="tiny_test")
     assert cleared.removed == [running] and not running.exists()
+
+
+def test_the_weights_store_counts_stopped_downloads(tiny_model, capsys):
+    """`promptseg cache` left out a stopped download's partial file: a 2 GB SAM ViT-H half fetched was not in the
+    size of our weights cache, and not said to be there."""
+    weights = registry.cache_dir()
+    weights.mkdir(parents=True, exist_ok=True)
+    (weights / "sam_vit_h_4b8939.pth.part").write_bytes(b"\0" * 3000)
+    store = next(s for s in disk_stores() if s.kind == "weights")
+    assert (store.size, store.entries, store.models) == (3000, 0, ())
+    assert "stopped downloads: sam_vit_h_4b8939.pth.part (3.0 kB; a run resumes it)" in store.note, store.note
+    assert main(["cache"]) == 0
+    assert "sam_vit_h_4b8939.pth.part" in capsys.readouterr().out

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import PromptsegError
+from ..models.disk_stores import human_size
 
 #: how the listing names each store
 KINDS = {
@@ -18,14 +19,6 @@ KINDS = {
     "hf_cache": "Hugging Face cache",
     "library": "reference library",
 }
-
-
-def human_size(size: int) -> str:
-    """Bytes in the largest decimal unit under which they are at least 1 (as `promptseg models` counts MB)."""
-    for unit, factor in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if size >= factor:
-            return f"{size / factor:,.1f} {unit}"
-    return f"{size} B"
 
 
 def _add_cache_parser(sub: argparse._SubParsersAction) -> None:

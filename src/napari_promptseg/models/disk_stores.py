@@ -214,6 +214,14 @@ def _clear_hub_model(card: ModelCard, dry_run: bool) -> Cleared | None:
 
 
 # -- listing -----------------------------------------------------------------------------------------------------
+def human_size(size: int) -> str:
+    """Bytes in the largest decimal unit under which they are at least 1 (as `promptseg models` counts MB)."""
+    for unit, factor in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= factor:
+            return f"{size / factor:,.1f} {unit}"
+    return f"{size} B"
+
+
 def _tree_size(path: Path) -> int:
     with contextlib.suppress(OSError):
         return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
@@ -244,14 +252,18 @@ def disk_stores(embedding_cache: str | os.PathLike | None = None) -> list[DiskSt
     )
     weights = cache_dir()
     found = [c for c in MODELS.values() if c.filename and (weights / c.filename).is_file()]
+    # stopped downloads' partial files: up to a checkpoint each, left out of the size before
+    partials = [p for c in MODELS.values() if c.filename and (p := partial_path(weights / c.filename)).is_file()]
+    stopped = ", ".join(f"{p.name} ({human_size(_tree_size(p))}; a run resumes it)" for p in partials)
+    note = "single-file checkpoints ($PROMPTSEG_CACHE_DIR)" + (f"; stopped downloads: {stopped}" if stopped else "")
     stores.append(
         DiskStore(
             "weights",
             weights,
-            sum(_tree_size(weights / c.filename) for c in found),
+            sum(_tree_size(weights / c.filename) for c in found) + sum(_tree_size(p) for p in partials),
             len(found),
             models=tuple(c.name for c in found),
-            note="single-file checkpoints ($PROMPTSEG_CACHE_DIR)",
+            note=note,
         )
     )
     stamps = _own_stamps()
