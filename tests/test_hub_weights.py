@@ -488,3 +488,19 @@ def test_a_stopped_hub_download_is_listed_as_incomplete_with_what_to_do(fake_hub
     assert registry.weights_status(CLIPSEG)[0] in registry.UNUSABLE_WEIGHTS  # nothing half-fetched is taken
     path = resolve_weights(CLIPSEG.name)
     assert registry.weights_status(CLIPSEG) == ("hf_cache", path)
+
+
+def test_a_hugging_face_cache_that_cannot_be_written_is_named(fake_hub, tiny_clipseg_dir, tmp_path, monkeypatch):  # noqa: F811
+    """$HF_HUB_CACHE where no folder can be made (read-only, or under a file): the download failed as
+    'download of CIDAS/clipseg-rd64-refined@... failed ([Errno 20] Not a directory: ...)', the network's kind of
+    failure. The cache is named, with the variables that move it, as our own cache's is."""
+    fake_hub.add(CLIPSEG.repo_id, tiny_clipseg_dir, CLIPSEG.revision)
+    (tmp_path / "a file").write_bytes(b"")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "a file" / "hub"))
+    with pytest.raises(WeightsError) as info:
+        resolve_weights(CLIPSEG.name)
+    cache = tmp_path / "a file" / "hub"
+    assert info.value.message.startswith(f"{CLIPSEG.name}: the Hugging Face cache {cache} cannot be written ("), str(
+        info.value
+    )
+    assert "set $HF_HUB_CACHE or $HF_HOME to a folder you can write" in info.value.details

@@ -20,6 +20,7 @@ records the check, so a 2.5 GB file is hashed once, not at every start).
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.resources
 import importlib.util
 import json
@@ -240,12 +241,31 @@ def _from_hub(
         return hub.download_snapshot(repo_id, revisions[0], files, required, progress)
     except CancelledError:  # the user's stop, raised by ``progress``: a cancelled task, not a failed download
         raise
-    except Exception as exc:  # whatever the hub or the network raised
-        reason = _reason(hub.http_cause(exc))
+    except OSError as exc:
+        if exc.errno not in CACHE_ERRNOS:
+            raise _hub_failure(card, repo_id, revisions[0], where, exc) from exc
+        # the cache, not the network: it read 'download of ... failed ([Errno 20] Not a directory: ...)'
+        full = exc.errno in resumable.NO_SPACE
         raise WeightsError(
-            f"{card.name}: download of {repo_id}@{revisions[0][:12]} from {hub.endpoint()} failed ({reason})",
-            details=where,
+            f"{card.name}: the Hugging Face cache {hub.hf_cache_dir()} "
+            + ("has no room left" if full else "cannot be written")
+            + f" ({exc.strerror or exc})",
+            details=f"{'free room on its disk, or ' if full else ''}set $HF_HUB_CACHE or $HF_HOME to a folder you can "
+            f"write; or {where}",
         ) from exc
+    except Exception as exc:  # whatever the hub or the network raised
+        raise _hub_failure(card, repo_id, revisions[0], where, exc) from exc
+
+
+#: errors of a cache folder, not of the network: no permission, read-only, a file in the way, no room left
+CACHE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, *resumable.NO_SPACE})
+
+
+def _hub_failure(card: ModelCard, repo_id: str, revision: str, where: str, exc: BaseException) -> WeightsError:
+    reason = _reason(hub.http_cause(exc))
+    return WeightsError(
+        f"{card.name}: download of {repo_id}@{revision[:12]} from {hub.endpoint()} failed ({reason})", details=where
+    )
 
 
 #: the option of every subcommand that takes a model of this role's weights (the Python functions: weights=...)
