@@ -74,6 +74,9 @@ def test_a_failed_download_is_resumed_by_the_next_run_and_listed_as_partial(
     row = {r["name"]: r for r in json.loads(capsys.readouterr().out)}[CARD_NAME]
     assert (row["weights"], row["path"], row["size"]) == ("partial", str(cache / PARTIAL), kept)
     assert row["get"].startswith(f"a run with --model {CARD_NAME} resumes the download")
+    # by hand, curl goes on from the same bytes (it was told to fetch the whole file again)
+    resume = f"curl -L -C - -o {cache / PARTIAL} {server.url} && mv {cache / PARTIAL} {cache / FILENAME}"
+    assert resume in row["get"], row["get"]
     assert cli.main(["models"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(f"{CARD_NAME} "))
     assert f"partial download ({kept / 1e6:.1f} of {len(PAYLOAD) / 1e6:.1f} MB)" in line, line

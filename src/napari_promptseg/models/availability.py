@@ -123,6 +123,9 @@ def how_to_get(card: ModelCard | str) -> str | None:
     if card.repo_id is not None:
         command = registry.hf_download_command(card.repo_id, card.revision or "main", card.files)
         fetch = f"`{command}` (into {registry.hub.hf_cache_dir()})"
+    elif status == "partial" and path is not None:  # curl goes on from the partial file (-C -), as a run would
+        target = shlex.quote(str(registry.cache_dir() / card.filename))
+        fetch = f"`curl -L -C - -o {shlex.quote(str(path))} {card.url} && mv {shlex.quote(str(path))} {target}`"
     else:
         fetch = f"`curl -L --create-dirs -o {shlex.quote(str(registry.cache_dir() / card.filename))} {card.url}`"
     return "; ".join([*steps, f"where there is a network: {fetch}"])
