@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from ..errors import PromptsegError
-from ..models.disk_stores import human_size
 
 #: how the listing names each store
 KINDS = {
@@ -19,6 +18,13 @@ KINDS = {
     "hf_cache": "Hugging Face cache",
     "library": "reference library",
 }
+
+
+def human_size(size: int) -> str:
+    """:func:`~..models.disk_stores.human_size`, imported when used: the CLI's start imports no model code."""
+    from ..models.disk_stores import human_size as in_units
+
+    return in_units(size)
 
 
 def _add_cache_parser(sub: argparse._SubParsersAction) -> None:
