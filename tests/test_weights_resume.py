@@ -188,3 +188,15 @@ def test_offline_with_a_stopped_download_says_it_is_kept_and_resumes_later(serve
     assert f"put {FILENAME} in {cache}" in info.value.details  # where the weights go, as before
     assert f"the 1.0 MB downloaded so far are kept in {cache / PARTIAL}" in info.value.details, info.value.details
     assert server.requests == []
+
+
+def test_a_file_cut_short_under_the_weights_name_is_resumed_not_fetched_again(server, cache, monkeypatch):
+    """The weights' own name holding the start of the file (a `curl -o` cut short, as `promptseg models` suggests
+    it; a copy that stopped): online it was fetched whole again; its bytes are resumed, and checked as any."""
+    register_card(monkeypatch, server.url)
+    server.accept_ranges = True
+    cache.mkdir(parents=True)
+    (cache / FILENAME).write_bytes(PAYLOAD[: 2**20])
+    assert resolve_weights(CARD_NAME).read_bytes() == PAYLOAD
+    assert server.ranges == [f"bytes={2**20}-"] and server.requests == [len(PAYLOAD) - 2**20]
+    assert sorted(p.name for p in cache.iterdir()) == [FILENAME, FILENAME + ".verified"]

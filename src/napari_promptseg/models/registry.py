@@ -341,7 +341,18 @@ def _single_file(card: ModelCard, progress: Progress | None, download: bool = Tr
         if target.is_file() and mismatch(card, target) is None:  # another process fetched it while this one waited
             write_stamp(card, target)
             return target
+        _resume_cut_file(card, target)
         return _download_file(card, target, where, progress)
+
+
+def _resume_cut_file(card: ModelCard, target: Path) -> None:
+    """A file under the weights' name shorter than the published one (a `curl -o` cut short, a copy that stopped)
+    becomes the partial download, when it is longer than any partial there: its bytes are resumed (the download's
+    checksum throws them away if they are not the file's start); it was fetched whole again."""
+    with contextlib.suppress(OSError):
+        size = target.stat().st_size
+        if card.size is not None and resumable.partial_size(target) < size < card.size:
+            os.replace(target, resumable.partial_path(target))
 
 
 def _download_file(card: ModelCard, target: Path, where: str, progress: Progress | None) -> Path:
