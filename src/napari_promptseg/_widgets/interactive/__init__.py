@@ -1,6 +1,7 @@
 """Interactive widget: boxes (Shapes) and positive/negative clicks (Points) -> live preview -> commit to Labels.
-A package: ``geometry`` (planes, prompts, commits), ``layout`` (controls), ``widget`` (the widget itself), and its
-mixins ``actions`` (find all, propagate: new layers) and ``commit`` (commit, undo, clear prompts).
+A package: ``geometry`` (planes, prompts, pyramid levels), ``labels`` (commit targets, seeds), ``layout``
+(controls), ``widget`` (the widget itself), and its mixins ``preview`` (embedding, live preview), ``actions`` (find
+all, propagate: new layers) and ``commit`` (commit, undo, clear prompts).
 
 The widget only gathers inputs and moves results between layers; segmentation is
 :func:`napari_promptseg.methods.interactive.segment_prompts` with a model from
@@ -15,7 +16,8 @@ they were drawn on.
 
 from __future__ import annotations
 
-from .geometry import POSITIVE, PlaneGeometry, commit_to_labels, extract_plane, gather_prompts, plane_geometry
+from .geometry import POSITIVE, PlaneGeometry, extract_plane, gather_prompts, plane_geometry
+from .labels import commit_to_labels
 from .layout import BOXES_NAME, COMMIT_KEY, POINTS_NAME, PREVIEW_NAME, TARGET_NAME, TOGGLE_KEY
 from .widget import InteractiveWidget
 

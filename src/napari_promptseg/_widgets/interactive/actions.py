@@ -27,12 +27,11 @@ from .geometry import (
     PlaneGeometry,
     at_level,
     check_prompt_boxes,
-    commit_to_labels,
     extract_volume,
     gather_prompts,
     plane_source,
-    seed_plane,
 )
+from .labels import commit_to_labels, seed_plane
 from .layout import BOXES_NAME, COMMIT_KEY, POINTS_NAME, POLARITY_COLOURS, TOGGLE_KEY
 
 

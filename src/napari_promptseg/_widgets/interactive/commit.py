@@ -13,11 +13,12 @@ from napari.utils.notifications import show_warning
 
 from ...errors import PromptsegError
 from .._common import ROLE_KEY
-from .geometry import PlaneGeometry, commit_to_labels
+from .geometry import PlaneGeometry
+from .labels import commit_to_labels
 from .layout import TARGET_IMAGE_KEY, TARGET_NAME
 
 if TYPE_CHECKING:
-    from .widget import _Preview
+    from .preview import Preview
 
 
 class CommitActions:
@@ -38,7 +39,7 @@ class CommitActions:
             return
         self._commit_preview(self.preview if fresh else None)
 
-    def _commit_preview(self, preview: _Preview | None) -> None:
+    def _commit_preview(self, preview: Preview | None) -> None:
         if preview is None or not preview.labels.any():
             show_warning("nothing to commit: draw a box or click a positive point, and wait for the preview")
             return
@@ -90,7 +91,7 @@ class CommitActions:
         self.target_picker.set_layer(target)
         return target
 
-    def _remove_prompts(self, preview: _Preview) -> None:
+    def _remove_prompts(self, preview: Preview) -> None:
         """Remove the prompts that made the committed objects (only those of that plane)."""
         if preview.shapes is not None and preview.shapes in self.viewer.layers:
             rows = _found_again(preview.prompts.shape_vertices, preview.shapes.data)

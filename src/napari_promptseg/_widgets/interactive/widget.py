@@ -9,49 +9,34 @@ with a model from :func:`napari_promptseg.models.load_segmenter`, run in a threa
 
 from __future__ import annotations
 
-import time
 import weakref
-from dataclasses import dataclass
 
 import napari
 import napari.layers
 import numpy as np
-from napari.utils.notifications import show_info, show_warning
+from napari.utils.notifications import show_info
 from qtpy.QtWidgets import QWidget
 
 from ...errors import PromptsegError
-from ...methods.interactive import SegmentationResult, segment_prompts
-from ...models.preprocessing import as_channels_last
-from ...tiling import box_object_size
 from .._common import (
     ROLE_KEY,
     TaskRunner,
     debounce_timer,
-    is_preview,
     load_triton_safely,
-    notify_once,
-    task_segmenter,
     unproxied,
 )
 from .actions import NewLayerActions
 from .commit import CommitActions
 from .geometry import (
     POSITIVE,
-    LevelCrop,
     PlaneGeometry,
-    PlanePrompts,
-    at_level,
     boxes_elsewhere,
-    check_prompt_boxes,
     gather_prompts,
     labels_geometry,
-    level_geometry,
     plane_geometry,
     plane_source,
-    prompt_bounds,
-    resample_crop,
-    target_misfit,
 )
+from .labels import target_misfit
 from .layout import (
     COMMIT_KEY,
     NO_IMAGE,
@@ -59,13 +44,13 @@ from .layout import (
     PLANE_DELAY_MS,
     POLARITY_COLOURS,
     PREVIEW_DELAY_MS,
-    PREVIEW_NAME,
     TARGET_IMAGE_KEY,
     TOGGLE_KEY,
     UNDO_KEY,
     VIEW_3D,
     build_controls,
 )
+from .preview import Preview, PreviewActions
 
 
 def _mark_polarity(points: napari.layers.Points) -> None:
@@ -75,18 +60,7 @@ def _mark_polarity(points: napari.layers.Points) -> None:
     points.face_color = POSITIVE
 
 
-@dataclass
-class _Preview:
-    geom: PlaneGeometry  # the grid a commit target lies on (a whole slide's: its labels level)
-    labels: np.ndarray  # (H, W): the plane, or a whole slide's crop on its labels level
-    version: int
-    prompts: PlanePrompts
-    shapes: napari.layers.Shapes | None
-    points: napari.layers.Points | None
-    offset: tuple[int, int] = (0, 0)  # where ``labels`` start on the target's plane (row, col)
-
-
-class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
+class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget):
     """Boxes and clicks -> live preview -> commit new objects into a Labels layer (undo with Ctrl+Z)."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -94,7 +68,7 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
         load_triton_safely()
         self.viewer = napari_viewer = unproxied(napari_viewer)
         self.runner = TaskRunner(self)
-        self.preview: _Preview | None = None
+        self.preview: Preview | None = None
         self._preview_layer: napari.layers.Labels | None = None
         self._version = 0  # bumped by every prompt edit; a preview computed for an older version is stale
         self._last_commit_target: napari.layers.Labels | None = None  # what Ctrl+Z on a prompt layer undoes
@@ -396,209 +370,6 @@ class InteractiveWidget(CommitActions, NewLayerActions, QWidget):
                 self.viewer.layers.selection.active = active
 
         return restore
-
-    def _show_preview(self, geom: PlaneGeometry, labels: np.ndarray) -> None:
-        data = labels.reshape(geom.preview_shape)
-        layer = self._preview_layer
-        if layer is None or layer not in self.viewer.layers:
-            layer = next((ly for ly in self.viewer.layers if is_preview(ly)), None)
-        if layer is not None and layer.ndim != data.ndim:
-            self.viewer.layers.remove(layer)
-            layer = None
-        if layer is None:
-            restore = self._keep_active_layer()
-            kwargs = {"affine": geom.affine} if geom.affine is not None else {}
-            layer = napari.layers.Labels(
-                data,
-                name=PREVIEW_NAME,
-                scale=geom.scale,
-                translate=geom.preview_translate,
-                units=geom.units,
-                opacity=0.6,
-                metadata={ROLE_KEY: "preview"},
-                **kwargs,
-            )
-            image = self.image_picker.layer()
-            above = self.viewer.layers.index(image) + 1 if image in self.viewer.layers else len(self.viewer.layers)
-            self.viewer.layers.insert(above, layer)
-            restore()
-        else:
-            layer.scale = geom.scale
-            layer.translate = geom.preview_translate
-            layer.units = geom.units  # a preview reused from an image in other units (pixels beside µm)
-            # the image's rotate/shear/affine too: a preview reused from an unrotated image lay off a rotated one
-            layer.affine = geom.affine if geom.affine is not None else np.eye(data.ndim + 1)
-            layer.data = data
-            image = self.image_picker.layer()
-            if image in self.viewer.layers and self.viewer.layers.index(layer) < self.viewer.layers.index(image):
-                # made for an image lower in the list: the preview of this one lay under its pixels, unseen
-                self.viewer.layers.move(self.viewer.layers.index(layer), self.viewer.layers.index(image) + 1)
-        self._preview_layer = layer
-
-    def _clear_preview(self) -> None:
-        self.preview = None
-        layer = self._preview_layer
-        if layer is not None and layer in self.viewer.layers and layer.data.any():
-            layer.data = np.zeros_like(layer.data)
-
-    # -- actions -----------------------------------------------------------------------------------------------
-    def _auto_embed(self) -> None:
-        """The embedding a change of image or plane starts. A 3D view has no plane to embed: said in the status
-        line, not as an error (opening the widget on a volume shown in 3D raised two error notifications)."""
-        if self.viewer.dims.ndisplay != 2:
-            self.runner.widget.note(VIEW_3D)
-            return
-        self.compute_embedding()
-
-    def compute_embedding(self) -> None:
-        """Encode the displayed plane now, so the first prompt previews in a fraction of a second."""
-        if self._no_image():
-            return
-        try:
-            image, geom = self._geometry()
-            source = plane_source(image, geom)
-            channels = self._channels()
-            model, weights = self.model_combo.checked_choice()
-        except PromptsegError as exc:
-            self.runner.refuse(exc, "embedding")
-            return
-        device, normalize, name = self.device, self.normalize_combo.currentText(), image.name
-        self._last_plane = (geom.image_name, geom.index)
-
-        def task(progress, cancel) -> float | None:
-            progress(0.0, f"loading {model}")
-            segmenter = task_segmenter(progress, cancel, model, device, weights)
-            if source.whole_slide and source.too_large(segmenter.input_size):
-                return None  # a whole slide's coarsest level is too large: each box's surroundings are encoded
-            progress(0.3, f"encoding '{name}' with {model}")
-            t0 = time.perf_counter()
-            plane, channel_axis, _ = source.read(segmenter.input_size, None)
-            # the same array segment_prompts will build, so the model's content-hash cache serves the previews
-            hwc = as_channels_last(plane, channel_axis=channel_axis, channels=channels, name=f"image layer '{name}'")
-            segmenter.embed(hwc, normalize=normalize, name=f"image layer '{name}'")
-            return time.perf_counter() - t0
-
-        def done(seconds: float | None) -> None:
-            if seconds is None:
-                self.runner.widget.set_message(
-                    f"'{name}' is a whole slide too large to encode whole: draw a box, its surroundings are encoded"
-                )
-                return
-            self.runner.widget.set_message(f"embedding of '{name}' ready ({seconds:.2f} s)")
-
-        self.runner.submit("embed", f"embedding '{name}'", task, done, queue=True, repeat=True)
-
-    def _run_preview(self, for_commit: bool = False) -> bool:
-        """The preview of the prompts on the plane shown; ``for_commit``: a commit's own, committed when it comes
-        (even once the user has moved to another plane) rather than shown only while its plane still is. Returns
-        whether a preview was started."""
-        if self._no_image():
-            return False
-        shapes, points = self.shapes_picker.layer(), self.points_picker.layer()
-        if not self._has_prompt_layers():  # nothing to preview: not even a 3D view is worth an error
-            self._clear_preview()
-            self._commit_after_preview = False
-            if for_commit:  # e.g. Shift-C again right after a commit took the prompts
-                show_warning("nothing to commit: draw a box or click a positive point on this plane")
-            return False
-        try:
-            image, geom = self._geometry()
-            prompts = gather_prompts(self.viewer, image, geom, shapes, points)
-            if not prompts:
-                self._clear_preview()
-                self._commit_after_preview = False
-                if for_commit:
-                    show_warning("nothing to commit: draw a box or click a positive point on this plane")
-                return False
-            check_prompt_boxes(prompts, shapes, geom)
-            source = plane_source(image, geom)
-            channels = self._channels()
-            model, weights = self.model_combo.checked_choice()
-        except PromptsegError as exc:
-            self._clear_preview()
-            self._commit_after_preview = False
-            self.runner.refuse(exc, "preview")
-            return False
-        device, normalize, name = self.device, self.normalize_combo.currentText(), image.name
-        version, object_size = self._version, self.object_size
-        edits, image_changes = self._prompt_edits, self._image_changes
-        target_geom = labels_geometry(source)
-
-        def task(progress, cancel) -> tuple[SegmentationResult, LevelCrop | None]:
-            segmenter = task_segmenter(progress, cancel, model, device, weights)
-
-            def at(plane: np.ndarray, factor: float, shift: tuple[float, float], **level) -> SegmentationResult:
-                return segment_prompts(
-                    plane,
-                    segmenter,
-                    boxes=at_level(prompts.boxes, 4, factor, shift),
-                    positive_points=at_level(prompts.positive, 2, factor, shift),
-                    negative_points=at_level(prompts.negative, 2, factor, shift),
-                    **level,
-                )
-
-            return source.segment_at_level(
-                at,
-                segmenter.input_size,
-                object_size,
-                box_object_size(np.array(prompts.boxes)) if prompts.boxes else None,
-                prompt_bounds(prompts),
-                channels=channels,
-                normalize=normalize,
-                name=f"image layer '{name}'",
-                progress=progress,
-                cancel=cancel,
-            )
-
-        def done(value: tuple[SegmentationResult, LevelCrop | None]) -> None:
-            result, crop = value
-            shown_now = version == self._version  # else the prompts, the image or the plane shown changed meanwhile
-            if for_commit:
-                self._commit_step = None
-            if for_commit and (edits, image_changes) != (self._prompt_edits, self._image_changes):
-                # prompts edited since the commit was asked: the preview of the prompts as they are now is committed
-                # (none when the image changed: that preview would be of other pixels)
-                self._commit_after_preview = image_changes == self._image_changes
-                if not self._commit_after_preview:  # the commit asked for is not done: said, not silently dropped
-                    show_warning(
-                        f"nothing committed: image '{name}' (or its channels or placement) changed while the preview "
-                        "to commit was computed; commit again (Shift-C) once the preview is shown"
-                    )
-                return
-            if not (shown_now or for_commit):
-                return  # the preview for the newer prompts or plane is on its way
-            for message in result.warnings:
-                notify_once(message, self._shown_warnings)
-            if crop is None:
-                preview = _Preview(geom, result.labels, version, prompts, shapes, points)
-                shown = geom
-            else:  # a whole slide: shown on its crop of the level segmented, committed on the labels level
-                labels, where = resample_crop(result.labels, crop, *source.labels_level())
-                preview = _Preview(target_geom, labels, version, prompts, shapes, points, where.offset)
-                shown = level_geometry(geom, crop, result.labels.shape)
-            if shown_now:
-                self.preview = preview
-                self._show_preview(shown, result.labels)
-                n = int(result.labels.max())
-                seconds = sum(result.timings.values())
-                self.runner.widget.set_message(f"preview: {n} object(s) in {seconds:.2f} s")
-            if for_commit:
-                self._commit_preview(preview)
-            elif self._commit_after_preview:
-                self._commit_after_preview = False
-                self.commit()
-
-        def failed(exc: BaseException) -> None:
-            self._commit_after_preview = False
-            if for_commit:
-                self._commit_step = None
-            if version == self._version:
-                self._clear_preview()
-
-        if for_commit:  # its own key: the previews of the next plane do not replace it while it waits
-            return self.runner.submit("commit", "preview to commit", task, done, failed, inputs=(image,), queue=True)
-        # no inputs: the version check above drops a preview of pixels or prompts that changed, without an error
-        return self.runner.submit("preview", "preview", task, done, failed, queue=True, repeat=True)
 
 
 def _made_for(layer: napari.layers.Layer) -> str | None:
