@@ -14,7 +14,7 @@ from napari.utils.notifications import show_warning
 from ...errors import PromptsegError
 from .._common import ROLE_KEY
 from .geometry import PlaneGeometry
-from .labels import commit_to_labels
+from .labels import commit_to_labels, holds_channels, shown_channel
 from .layout import TARGET_IMAGE_KEY, TARGET_NAME
 
 if TYPE_CHECKING:
@@ -48,7 +48,8 @@ class CommitActions:
             target = self.target_picker.layer()
             if target is None:
                 target = self._new_target(preview.geom)
-            new_ids = commit_to_labels(target, preview.labels, preview.geom, preview.offset)
+            channel = shown_channel(self.viewer, target) if holds_channels(target, preview.geom) else None
+            new_ids = commit_to_labels(target, preview.labels, preview.geom, preview.offset, channel)
         except PromptsegError as exc:
             self.runner.refuse(exc, "commit")
             return
@@ -59,7 +60,8 @@ class CommitActions:
             return
         self._last_commit_target, self._last_commit_change = target, _last_change(target)
         ids = f"{new_ids[0]}" if len(new_ids) == 1 else f"{new_ids[0]}-{new_ids[-1]}"
-        message = f"committed {len(new_ids)} object(s) to '{target.name}' as id {ids}"
+        on = f" on channel {channel}" if channel is not None else ""
+        message = f"committed {len(new_ids)} object(s) to '{target.name}'{on} as id {ids}"
         covered = int(np.count_nonzero(np.unique(preview.labels))) - len(new_ids)
         if covered > 0:  # their prompts go too: the count says why fewer objects came than were asked for
             message += f"; {covered} other(s) lay wholly on labels already there (never overwritten)"

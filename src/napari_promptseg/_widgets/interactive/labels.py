@@ -43,6 +43,19 @@ def target_misfit(
     return None
 
 
+def holds_channels(layer: napari.layers.Labels, geom: PlaneGeometry) -> bool:
+    """Whether a Labels layer has the image's channel axis too, first: napari's 'New labels' over a multichannel
+    image layer (one plane per channel, painted on the channel shown)."""
+    return geom.channel_axis is not None and layer.ndim == len(geom.labels_shape) + 1
+
+
+def shown_channel(viewer: napari.viewer.Viewer, layer: napari.layers.Labels) -> int:
+    """The plane of a Labels layer's first axis the viewer shows (for one that :func:`holds_channels`: the channel
+    shown, where a commit goes as a paint stroke would)."""
+    position = layer.world_to_data(viewer.dims.point)[0]
+    return int(np.clip(np.round(position), 0, layer.data.shape[0] - 1))
+
+
 def seed_plane(layer: napari.layers.Labels, geom: PlaneGeometry) -> np.ndarray:
     """The objects a Labels layer holds on ``geom``'s plane, (H, W) rows by columns: a propagation's seed. It must
     lie on the image's grid (:func:`target_misfit`) and hold an object there. Over a multichannel image, labels with
@@ -50,7 +63,7 @@ def seed_plane(layer: napari.layers.Labels, geom: PlaneGeometry) -> np.ndarray:
     the One-shot and Text widgets read such labels. A 2D layer over a stack's planes (which napari shows on every
     plane) gives its objects, as the CLI's and the console's (Y, X) seed labels of the plane."""
     n = len(geom.labels_shape)
-    over_channels = geom.channel_axis is not None and layer.ndim == n + 1
+    over_channels = holds_channels(layer, geom)
     plane_only = layer.ndim == 2 < n and sorted((geom.row_axis, geom.col_axis)) == [n - 2, n - 1]
     misfit = target_misfit(layer, geom, over_channels=over_channels, plane_only=plane_only)
     if misfit:
@@ -79,10 +92,16 @@ def _turned(layer: napari.layers.Layer) -> bool:
 
 
 def commit_to_labels(
-    target: napari.layers.Labels, preview: np.ndarray, geom: PlaneGeometry, offset: tuple[int, int] = (0, 0)
+    target: napari.layers.Labels,
+    preview: np.ndarray,
+    geom: PlaneGeometry,
+    offset: tuple[int, int] = (0, 0),
+    channel: int | None = None,
 ) -> list[int]:
     """Write the preview objects into ``target`` as new ids (max + 1, ...), only where ``target`` is 0. ``preview``
     covers the plane from (row, col) ``offset`` on (a crop of a whole slide's labels; default: the whole plane).
+    ``channel``: the plane of a target that :func:`holds_channels` to write into (napari's 'New labels' over a
+    multichannel image was refused as not matching it).
 
     Goes through ``Labels.data_setitem`` so the whole commit is one undo step (Ctrl+Z). Returns the new ids.
     """
@@ -90,9 +109,12 @@ def commit_to_labels(
     unpaintable = _unpaintable(target)
     if unpaintable:
         raise PromptsegError(f"{name} {unpaintable}, which napari cannot paint into: choose the target 'new layer'")
-    misfit = target_misfit(target, geom)
+    over_channels = holds_channels(target, geom)
+    misfit = target_misfit(target, geom, over_channels=over_channels)
     if misfit:
         raise PromptsegError(f"{misfit}; choose another target or a new layer")
+    if over_channels and channel is None:
+        raise PromptsegError(f"{name} has the channel axis of image '{geom.image_name}': say which channel's plane")
     dtype = np.dtype(target.data.dtype)
     if dtype.kind not in "iu":
         raise PromptsegError(f"{name}: labels must be integers, got {dtype}")
@@ -101,6 +123,8 @@ def commit_to_labels(
         slice(r0, r0 + h) if a == geom.row_axis else slice(c0, c0 + w) if a == geom.col_axis else geom.index[a]
         for a in range(len(geom.labels_shape))
     )
+    first = (channel,) if over_channels else ()
+    window = (*first, *window)
     free = np.asarray(target.data[window]) == 0
     placed = np.where(free, preview, 0)
     objects = [int(k) for k in np.unique(placed) if k != 0]
@@ -117,7 +141,10 @@ def commit_to_labels(
     lut[objects] = new_ids
     rows, cols = np.nonzero(placed)
     values = lut[placed[rows, cols]].astype(dtype)
-    target.data_setitem(geom.labels_indices(rows + r0, cols + c0), values)
+    where = geom.labels_indices(rows + r0, cols + c0)
+    if over_channels:
+        where = (np.full(rows.shape, channel, dtype=rows.dtype), *where)
+    target.data_setitem(where, values)
     return new_ids
 
 

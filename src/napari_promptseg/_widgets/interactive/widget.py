@@ -36,7 +36,7 @@ from .geometry import (
     plane_geometry,
     plane_source,
 )
-from .labels import target_misfit
+from .labels import holds_channels, target_misfit
 from .layout import (
     COMMIT_KEY,
     NO_IMAGE,
@@ -204,7 +204,8 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
             geom = labels_geometry(plane_source(image, geom))  # a whole slide's targets lie on its labels level
         except PromptsegError:
             return  # e.g. 3D view: decided when the user is back in 2D and commits
-        if target is not None and target_misfit(target, geom) is None and _made_for(target) in (None, image.unique_id):
+        fits = target is not None and target_misfit(target, geom, over_channels=holds_channels(target, geom)) is None
+        if fits and _made_for(target) in (None, image.unique_id):
             return  # the user's own layer that fits, or the one made for this image
         made = (
             layer

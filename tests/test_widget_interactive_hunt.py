@@ -1,0 +1,91 @@
+"""Interactive widget defects found by a user's session (commit targets napari makes, undo, prompts at the image's
+edges), each reproduced in a real napari viewer with the real bundled LiteMedSAM on the bundled nuclei sample. Run
+under a display: ``xvfb-run -a python -m pytest tests/test_widget_interactive_hunt.py``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.qt.threading import WorkerBase
+from napari.utils.notifications import NotificationSeverity, notification_manager
+from skimage.measure import regionprops
+
+from napari_promptseg._sample_data import nuclei
+from napari_promptseg._widgets.interactive import BOXES_NAME, InteractiveWidget
+
+pytestmark = pytest.mark.gui
+
+FIRST_RUN_MS = 240_000  # the first preview loads the model and encodes the image; the 2-core CPU is shared
+RUN_MS = 60_000
+MIN_DICE = 0.6
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    return 2.0 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    """(image, the largest nucleus's mask, its (row0, col0, row1, col1) inclusive bbox)."""
+    (image, _, _), (truth, _, _) = nuclei()
+    largest = max(regionprops(truth), key=lambda r: r.area)
+    r0, c0, r1, c1 = largest.bbox
+    return image, truth == largest.label, (r0, c0, r1 - 1, c1 - 1)
+
+
+@pytest.fixture
+def make_viewer(make_napari_viewer):
+    yield make_napari_viewer
+    WorkerBase.await_workers(msecs=120_000)
+
+
+def add_widget(viewer) -> InteractiveWidget:
+    widget = InteractiveWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="promptseg interactive")
+    return widget
+
+
+def wait_idle(qtbot, widget: InteractiveWidget, timeout: int = RUN_MS) -> None:
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=timeout)
+
+
+def press_key(viewer, key: str) -> None:
+    handler = viewer.window._qt_viewer._key_map_handler
+    handler.press_key(key)
+    handler.release_key(key)
+
+
+def messages_since(start: int, severity: NotificationSeverity) -> list[str]:
+    return [n.message for n in notification_manager.records[start:] if n.severity == severity]
+
+
+def test_napari_new_labels_over_a_multichannel_image_takes_the_commit_on_the_channel_shown(make_viewer, qtbot, sample):
+    """napari's 'New labels' over a (C, Y, X) layer is (C, Y, X) too. With channel axis 0 chosen it was refused as
+    the commit target ('shape (2, 256, 256) does not match image (256, 256)'), and choosing the channel axis after
+    picking it as the target swapped it for a new layer, said as 'another image's'. The objects now go into the
+    plane of the channel shown, where the user sees them (and would paint them), as a paint stroke would."""
+    image, nucleus, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    layer = viewer.add_image(np.stack([image, image]), name="two channels")
+    viewer.dims.set_current_step(0, 1)
+    viewer.layers.selection.active = layer
+    viewer._new_labels()  # the layer list's 'New labels' button
+    made = viewer.layers["two channels - Labels"]
+    assert made.data.shape == (2, *image.shape)
+    widget = add_widget(viewer)
+    widget.target_picker.set_layer(made)
+    widget.channel_combo.setCurrentIndex(1)  # axis 0 (2 channels)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert widget.target_picker.layer() is made
+    widget.new_prompt_layers()
+    viewer.layers[BOXES_NAME].add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    start = len(notification_manager.records)
+    widget.commit()
+    assert not messages_since(start, NotificationSeverity.ERROR)
+    assert not made.data[0].any()  # the channel not shown
+    assert dice(made.data[1] > 0, nucleus) > MIN_DICE
+    assert "channel 1" in widget.runner.widget.status.text()
+    press_key(viewer, "Control-Z")  # on the boxes layer: the commit is undone
+    assert not made.data.any()
