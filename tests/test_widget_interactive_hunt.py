@@ -11,7 +11,7 @@ from napari.utils.notifications import NotificationSeverity, notification_manage
 from skimage.measure import regionprops
 
 from napari_promptseg._sample_data import nuclei
-from napari_promptseg._widgets.interactive import BOXES_NAME, InteractiveWidget
+from napari_promptseg._widgets.interactive import BOXES_NAME, TARGET_NAME, InteractiveWidget
 
 pytestmark = pytest.mark.gui
 
@@ -89,3 +89,46 @@ def test_napari_new_labels_over_a_multichannel_image_takes_the_commit_on_the_cha
     assert "channel 1" in widget.runner.widget.status.text()
     press_key(viewer, "Control-Z")  # on the boxes layer: the commit is undone
     assert not made.data.any()
+
+
+class _HistoryWithoutIndex:
+    """napari's undo history as a later napari might keep it: appended to, never indexed (the widget reads a private
+    attribute of napari's Labels layer to tell its commit from a later paint stroke)."""
+
+    def __init__(self, items) -> None:
+        self._items = list(items)
+
+    def append(self, item) -> None:
+        self._items.append(item)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def test_a_napari_whose_undo_history_cannot_be_read_leaves_commits_working_and_undo_said(
+    make_viewer, qtbot, sample, monkeypatch
+):
+    """The commit read napari's private ``Labels._undo_history[-1]``: a napari keeping it otherwise raised a
+    TypeError from the commit itself, after the objects were written (prompts left, no message). The commit works
+    and the widget's undo says to undo in the layer, never undoing blindly what may be the user's stroke."""
+    image, nucleus, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei")
+    target = viewer.add_labels(np.zeros(image.shape, np.uint16), name="mine")
+    monkeypatch.setattr(target, "_undo_history", _HistoryWithoutIndex(target._undo_history))
+    widget = add_widget(viewer)
+    widget.target_picker.set_layer(target)
+    widget.new_prompt_layers()
+    boxes = viewer.layers[BOXES_NAME]
+    boxes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.commit()
+    assert dice(target.data > 0, nucleus) > MIN_DICE
+    assert len(boxes.data) == 0  # the commit finished: its box is taken
+    committed = target.data.copy()
+    start = len(notification_manager.records)
+    widget.undo_commit()
+    np.testing.assert_array_equal(target.data, committed)
+    warnings = messages_since(start, NotificationSeverity.WARNING)
+    assert any("undo it in 'mine' itself (select it, Ctrl+Z)" in m for m in warnings), warnings
+    assert TARGET_NAME not in viewer.layers

@@ -77,9 +77,16 @@ class CommitActions:
         if target is None or target not in self.viewer.layers:
             show_warning("no commit to undo")
             return
+        now = _last_change(target)
+        if UNREADABLE in (change, now):  # undone blindly, it might be the user's stroke painted since
+            show_warning(
+                f"cannot tell the commit from later changes of '{target.name}' (napari {napari.__version__} keeps "
+                f"its undo history otherwise): undo it in '{target.name}' itself (select it, Ctrl+Z)"
+            )
+            return
         # the commit's own change, not a count of changes: undone in the layer and painted again, the count was the
         # same and the paint stroke was undone (as was any change past napari's 100 kept)
-        if _last_change(target) is not change:  # painted (or undone) since: Labels' undo would undo that instead
+        if now is not change:  # painted (or undone) since: Labels' undo would undo that instead
             show_warning(f"'{target.name}' changed since the commit: undo there (select it, Ctrl+Z)")
             return
         self._last_commit_target = None
@@ -131,8 +138,18 @@ def _found_again(gathered: list[np.ndarray], now) -> list[int]:
     return rows
 
 
+#: what :func:`_last_change` returns when napari's undo history cannot be read
+UNREADABLE = object()
+
+
 def _last_change(layer: napari.layers.Labels) -> object | None:
-    """The change a Labels layer's undo would undo now (napari's history item; it has no public handle to one: None
-    when it is not found or there is none)."""
-    history = getattr(layer, "_undo_history", None)
-    return history[-1] if history else None
+    """The change a Labels layer's undo would undo now (napari's history item: None when there is none). napari has
+    no public handle to one: its private history, kept otherwise by another napari, is :data:`UNREADABLE` (read as
+    a list, it raised TypeError from the commit itself, after the objects were written)."""
+    history = getattr(layer, "_undo_history", UNREADABLE)
+    if history is UNREADABLE:
+        return UNREADABLE
+    try:
+        return history[-1] if len(history) else None
+    except (TypeError, IndexError, KeyError):
+        return UNREADABLE
