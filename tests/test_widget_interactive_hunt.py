@@ -132,3 +132,30 @@ def test_a_napari_whose_undo_history_cannot_be_read_leaves_commits_working_and_u
     warnings = messages_since(start, NotificationSeverity.WARNING)
     assert any("undo it in 'mine' itself (select it, Ctrl+Z)" in m for m in warnings), warnings
     assert TARGET_NAME not in viewer.layers
+
+
+def test_back_in_2d_after_a_change_made_in_3d_the_preview_comes_again(make_viewer, qtbot, sample):
+    """A setting changed while the viewer showed 3D (here the intensity scaling) made the preview stale and raised
+    an error notification ('switch the viewer to 2D'). Back in 2D on the same plane, no preview came: the status
+    still said to switch to 2D, and Commit said 'nothing to commit ... wait for the preview', however long one
+    waited. In 3D it is said quietly in the status line now, and back in 2D the preview comes and is committed."""
+    image, nucleus, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    viewer.add_image(np.stack([image, image, image]), name="stack")
+    viewer.dims.set_current_step(0, 1)
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    rectangle = [[1, r0, c0], [1, r0, c1], [1, r1, c1], [1, r1, c0]]
+    viewer.layers[BOXES_NAME].add_rectangles(np.array(rectangle))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    viewer.dims.ndisplay = 3
+    start = len(notification_manager.records)
+    widget.normalize_combo.setCurrentText("percentile")
+    wait_idle(qtbot, widget)
+    assert not messages_since(start, NotificationSeverity.ERROR)
+    assert "switch the viewer to 2D" in widget.runner.widget.status.text()
+    viewer.dims.ndisplay = 2
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert widget.runner.widget.status.text().startswith("preview: 1 object(s)")
+    widget.commit()
+    assert dice(viewer.layers[TARGET_NAME].data[1] > 0, nucleus) > MIN_DICE

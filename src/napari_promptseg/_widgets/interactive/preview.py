@@ -154,6 +154,13 @@ class PreviewActions:
             if for_commit:  # e.g. Shift-C again right after a commit took the prompts
                 show_warning("nothing to commit: draw a box or click a positive point on this plane")
             return False
+        if self.viewer.dims.ndisplay != 2 and not for_commit:
+            # a prompt or a setting changed in a 3D view: said quietly (an error notification it was), and previewed
+            # once back in 2D (the plane shown before is no longer taken as previewed)
+            self._clear_preview()
+            self._last_plane = None
+            self.runner.widget.note(VIEW_3D)
+            return False
         try:
             image, geom = self._geometry()
             prompts = gather_prompts(self.viewer, image, geom, shapes, points)

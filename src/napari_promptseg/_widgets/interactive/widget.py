@@ -318,6 +318,9 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
         except PromptsegError:
             if self.viewer.dims.ndisplay != 2:  # nothing to do until the user comes back to 2D: said quietly
                 self.runner.widget.note(VIEW_3D)
+                # back in 2D, the plane is previewed (or embedded) again: a prompt or a setting changed in 3D left
+                # the preview stale, and none came on the plane shown before
+                self._last_plane = None
             return
         plane = (geom.image_name, geom.index)
         if plane == self._last_plane:
