@@ -11,7 +11,7 @@ from napari.utils.notifications import NotificationSeverity, notification_manage
 from skimage.measure import regionprops
 
 from napari_promptseg._sample_data import nuclei
-from napari_promptseg._widgets.interactive import BOXES_NAME, TARGET_NAME, InteractiveWidget
+from napari_promptseg._widgets.interactive import BOXES_NAME, POINTS_NAME, TARGET_NAME, InteractiveWidget
 
 pytestmark = pytest.mark.gui
 
@@ -159,3 +159,18 @@ def test_back_in_2d_after_a_change_made_in_3d_the_preview_comes_again(make_viewe
     assert widget.runner.widget.status.text().startswith("preview: 1 object(s)")
     widget.commit()
     assert dice(viewer.layers[TARGET_NAME].data[1] > 0, nucleus) > MIN_DICE
+
+
+def test_find_all_without_boxes_says_so_once(make_viewer, qtbot, sample):
+    """'Find all like these' with only a click on the plane: the status read 'failed: find all: find all: draw
+    boxes ...' (the refusal's own prefix twice)."""
+    image, _, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei")
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    viewer.layers[POINTS_NAME].add(np.array([[(r0 + r1) / 2, (c0 + c1) / 2]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.find_all()
+    status = widget.runner.widget.status.text()
+    assert status == "failed: find all: draw boxes around a few example objects on this plane first", status

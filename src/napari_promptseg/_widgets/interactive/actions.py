@@ -46,7 +46,7 @@ class NewLayerActions:
             image, geom = self._geometry()
             prompts = gather_prompts(self.viewer, image, geom, self.shapes_picker.layer(), self.points_picker.layer())
             if not prompts.boxes:
-                raise PromptsegError("find all: draw boxes around a few example objects on this plane first")
+                raise PromptsegError("draw boxes around a few example objects on this plane first")
             check_prompt_boxes(prompts, self.shapes_picker.layer(), geom)
             source = plane_source(image, geom)
             if source.whole_slide:  # every object of a whole slide: a batch job, not a Labels layer in memory
