@@ -174,3 +174,27 @@ def test_find_all_without_boxes_says_so_once(make_viewer, qtbot, sample):
     widget.find_all()
     status = widget.runner.widget.status.text()
     assert status == "failed: find all: draw boxes around a few example objects on this plane first", status
+
+
+def test_a_target_napari_made_over_the_boxes_says_how_to_make_one_that_fits(make_viewer, qtbot, sample):
+    """After 'New prompt layers' the boxes layer is the one selected, and napari's 'New labels' then makes a layer
+    the size of the boxes drawn (37 x 32 here), not of the image. The commit into it was refused with 'choose another
+    target or a new layer' only; it now says how napari makes one that fits."""
+    image, _, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei", scale=(0.5, 0.5))
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    viewer.layers[BOXES_NAME].add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    assert viewer.layers.selection.active is viewer.layers[BOXES_NAME]
+    viewer._new_labels()  # the layer list's 'New labels' button
+    made = viewer.layers[-1]
+    assert made.data.shape != image.shape
+    widget.target_picker.set_layer(made)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    start = len(notification_manager.records)
+    widget.commit()
+    assert messages_since(start, NotificationSeverity.ERROR)
+    said = widget.runner.widget.details or widget.runner.widget.status.text()  # a long message's whole text
+    assert "choose the target 'new layer', or select image 'nuclei' in the layer list, then 'New labels'" in said
+    assert not made.data.any()

@@ -49,7 +49,9 @@ class CommitActions:
             if target is None:
                 target = self._new_target(preview.geom)
             channel = shown_channel(self.viewer, target) if holds_channels(target, preview.geom) else None
-            new_ids = commit_to_labels(target, preview.labels, preview.geom, preview.offset, channel)
+            new_ids = commit_to_labels(
+                target, preview.labels, preview.geom, preview.offset, channel, advice=_fitting_target(preview)
+            )
         except PromptsegError as exc:
             self.runner.refuse(exc, "commit")
             return
@@ -121,6 +123,17 @@ class CommitActions:
         if points is not None and len(points.data):
             points.remove(list(range(len(points.data))))
         self._clear_preview()
+
+
+def _fitting_target(preview: Preview) -> str:
+    """What a commit target that does not fit the image is told to do. napari's 'New labels' makes a layer like the
+    layer selected: after 'New prompt layers' that is the boxes layer, and the layer made is the size of its boxes."""
+    if preview.whole_slide:  # napari's 'New labels' would be the full resolution: too large to hold, and no fit
+        return "choose the target 'new layer' (a whole slide's labels lie on a coarser level of it)"
+    return (
+        f"choose the target 'new layer', or select image '{preview.geom.image_name}' in the layer list, then 'New "
+        "labels' (napari makes it like the layer selected)"
+    )
 
 
 def _found_again(gathered: list[np.ndarray], now) -> list[int]:

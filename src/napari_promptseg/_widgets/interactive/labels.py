@@ -97,11 +97,13 @@ def commit_to_labels(
     geom: PlaneGeometry,
     offset: tuple[int, int] = (0, 0),
     channel: int | None = None,
+    *,
+    advice: str = "choose another target or a new layer",
 ) -> list[int]:
     """Write the preview objects into ``target`` as new ids (max + 1, ...), only where ``target`` is 0. ``preview``
     covers the plane from (row, col) ``offset`` on (a crop of a whole slide's labels; default: the whole plane).
     ``channel``: the plane of a target that :func:`holds_channels` to write into (napari's 'New labels' over a
-    multichannel image was refused as not matching it).
+    multichannel image was refused as not matching it). ``advice``: what a target that does not fit is told to do.
 
     Goes through ``Labels.data_setitem`` so the whole commit is one undo step (Ctrl+Z). Returns the new ids.
     """
@@ -112,7 +114,7 @@ def commit_to_labels(
     over_channels = holds_channels(target, geom)
     misfit = target_misfit(target, geom, over_channels=over_channels)
     if misfit:
-        raise PromptsegError(f"{misfit}; choose another target or a new layer")
+        raise PromptsegError(f"{misfit}; {advice}")
     if over_channels and channel is None:
         raise PromptsegError(f"{name} has the channel axis of image '{geom.image_name}': say which channel's plane")
     dtype = np.dtype(target.data.dtype)

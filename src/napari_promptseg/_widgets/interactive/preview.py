@@ -45,6 +45,7 @@ class Preview:
     shapes: napari.layers.Shapes | None
     points: napari.layers.Points | None
     offset: tuple[int, int] = (0, 0)  # where ``labels`` start on the target's plane (row, col)
+    whole_slide: bool = False  # its target lies on a whole slide's labels level, not on the image's own grid
 
 
 class PreviewActions:
@@ -234,7 +235,7 @@ class PreviewActions:
                 shown = geom
             else:  # a whole slide: shown on its crop of the level segmented, committed on the labels level
                 labels, where = resample_crop(result.labels, crop, *source.labels_level())
-                preview = Preview(target_geom, labels, version, prompts, shapes, points, where.offset)
+                preview = Preview(target_geom, labels, version, prompts, shapes, points, where.offset, True)
                 shown = level_geometry(geom, crop, result.labels.shape)
             if shown_now:
                 self.preview = preview
