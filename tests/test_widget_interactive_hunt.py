@@ -198,3 +198,32 @@ def test_a_target_napari_made_over_the_boxes_says_how_to_make_one_that_fits(make
     said = widget.runner.widget.details or widget.runner.widget.status.text()  # a long message's whole text
     assert "choose the target 'new layer', or select image 'nuclei' in the layer list, then 'New labels'" in said
     assert not made.data.any()
+
+
+def test_ctrl_z_on_the_prompts_undoes_commits_one_after_another(make_viewer, qtbot, sample):
+    """Two commits, and Ctrl+Z pressed twice on the boxes layer: the second commit was undone, then 'no commit to
+    undo' although the first was still there (only the last commit was remembered). Each press undoes the commit
+    before, as long as it is still the target's last change."""
+    image, nucleus, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei")
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    boxes = viewer.layers[BOXES_NAME]
+    boxes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.commit()
+    target = viewer.layers[TARGET_NAME]
+    first = target.data.copy()
+    assert dice(first > 0, nucleus) > MIN_DICE
+    boxes.add_rectangles(np.array([[100, 100], [120, 125]]))
+    wait_idle(qtbot, widget)
+    widget.commit()
+    assert target.data.max() == 2
+    press_key(viewer, "Control-Z")
+    np.testing.assert_array_equal(target.data, first)
+    press_key(viewer, "Control-Z")
+    assert not target.data.any()
+    start = len(notification_manager.records)
+    press_key(viewer, "Control-Z")
+    assert any("no commit to undo" in m for m in messages_since(start, NotificationSeverity.WARNING))

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from .preview import Preview
 
 
+#: commits Ctrl+Z on the prompt layers can undo (napari's Labels layer keeps 100 changes)
+COMMITS_KEPT = 100
+
+
 class CommitActions:
     """Commit, undo the last commit, clear the prompts."""
 
@@ -60,7 +64,7 @@ class CommitActions:
         if not new_ids:
             show_warning(f"nothing committed: every preview pixel is already labelled in '{target.name}'")
             return
-        self._last_commit_target, self._last_commit_change = target, _last_change(target)
+        self._commits = [*self._commits[-(COMMITS_KEPT - 1) :], (target, _last_change(target))]
         ids = f"{new_ids[0]}" if len(new_ids) == 1 else f"{new_ids[0]}-{new_ids[-1]}"
         on = f" on channel {channel}" if channel is not None else ""
         message = f"committed {len(new_ids)} object(s) to '{target.name}'{on} as id {ids}"
@@ -74,11 +78,14 @@ class CommitActions:
             self._clear_preview()
 
     def undo_commit(self) -> None:
-        """Undo the last commit in its target Labels layer (napari's undo of that layer: its last change)."""
-        target, change = self._last_commit_target, self._last_commit_change
-        if target is None or target not in self.viewer.layers:
+        """Undo the last commit not undone yet in its target Labels layer (napari's undo of that layer: its last
+        change); pressed again, the commit before (only the last one was kept: 'no commit to undo' came next)."""
+        while self._commits and self._commits[-1][0] not in self.viewer.layers:
+            self._commits.pop()  # its target is gone
+        if not self._commits:
             show_warning("no commit to undo")
             return
+        target, change = self._commits[-1]
         now = _last_change(target)
         if UNREADABLE in (change, now):  # undone blindly, it might be the user's stroke painted since
             show_warning(
@@ -91,7 +98,7 @@ class CommitActions:
         if now is not change:  # painted (or undone) since: Labels' undo would undo that instead
             show_warning(f"'{target.name}' changed since the commit: undo there (select it, Ctrl+Z)")
             return
-        self._last_commit_target = None
+        self._commits.pop()
         target.undo()
         self.runner.widget.set_message(f"undid the last commit in '{target.name}'")
 

@@ -71,8 +71,9 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
         self.preview: Preview | None = None
         self._preview_layer: napari.layers.Labels | None = None
         self._version = 0  # bumped by every prompt edit; a preview computed for an older version is stale
-        self._last_commit_target: napari.layers.Labels | None = None  # what Ctrl+Z on a prompt layer undoes
-        self._last_commit_change = None  # its undo history's newest change right after the commit
+        # what Ctrl+Z on a prompt layer undoes, newest last: each commit's target and its undo history's newest change
+        # right after the commit
+        self._commits: list[tuple[napari.layers.Labels, object]] = []
         self._commit_after_preview = False
         # a commit's own preview (Shift-C before the preview came) is committed unless these changed meanwhile: its
         # plane's prompts (then the preview of the prompts as they are now is), or the image; not the plane shown
