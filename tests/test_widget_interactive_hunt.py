@@ -227,3 +227,24 @@ def test_ctrl_z_on_the_prompts_undoes_commits_one_after_another(make_viewer, qtb
     start = len(notification_manager.records)
     press_key(viewer, "Control-Z")
     assert any("no commit to undo" in m for m in messages_since(start, NotificationSeverity.WARNING))
+
+
+def test_a_click_off_the_image_is_named_with_its_layer(make_viewer, qtbot, sample):
+    """A negative click just off the image (the points layer takes clicks anywhere on the canvas) failed the preview
+    with 'negative point 1: (300, 260) lies outside the 256x256 image': neither the layer nor its row (the count
+    was among the plane's negative clicks). It is named as a box off the image is."""
+    image, _, (r0, c0, r1, c1) = sample
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei")
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    viewer.layers[BOXES_NAME].add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    points = viewer.layers[POINTS_NAME]
+    points.add(np.array([[(r0 + r1) / 2, (c0 + c1) / 2]]))  # positive
+    widget.negative_radio.setChecked(True)
+    start = len(notification_manager.records)
+    points.add(np.array([[260.0, 300.0]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    said = f"preview: point 2 of layer '{POINTS_NAME}' (a negative click): (300, 260) lies outside the 256x256 image"
+    errors = messages_since(start, NotificationSeverity.ERROR)
+    assert any(m.startswith(said) for m in errors), errors

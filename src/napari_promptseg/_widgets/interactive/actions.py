@@ -27,6 +27,7 @@ from .geometry import (
     PlaneGeometry,
     at_level,
     check_prompt_boxes,
+    check_prompt_clicks,
     extract_volume,
     gather_prompts,
     plane_source,
@@ -133,6 +134,7 @@ class NewLayerActions:
                         "layer whose objects on this plane seed the propagation"
                     )
                 check_prompt_boxes(prompts, self.shapes_picker.layer(), geom)
+                check_prompt_clicks(prompts, self.points_picker.layer(), geom)
             channels = self._channels()
             model, weights = self.model_combo.checked_choice()
         except PromptsegError as exc:

@@ -17,7 +17,7 @@ import napari.layers
 import numpy as np
 
 from ...errors import PromptsegError
-from ...methods.interactive import check_box
+from ...methods.interactive import check_box, check_point
 from ...tiling import choose_scale, full_to_level, level_to_full, pyramid_level, upsample_labels
 from .._common import _levels, check_channel_axis, is_preview, placement_over
 
@@ -386,6 +386,7 @@ class PlanePrompts:
     negative: list[tuple[float, float]]
     shape_indices: list[int]  # rows of the Shapes layer used
     point_indices: list[int]
+    point_positive: list[bool] = field(default_factory=list)  # each of ``point_indices``: a positive click
     #: the shapes' vertices and the clicks' coordinates as gathered: what a commit removes, found again then (while
     #: it waited for its preview, prompts removed on another plane moved these to other rows)
     shape_vertices: list[np.ndarray] = field(default_factory=list)
@@ -425,6 +426,7 @@ def gather_prompts(
             xy = (float(c[i, geom.col_axis]), float(c[i, geom.row_axis]))
             (prompts.positive if positive[i] else prompts.negative).append(xy)
             prompts.point_indices.append(int(i))
+            prompts.point_positive.append(bool(positive[i]))
             prompts.point_coords.append(np.array(points.data[i], copy=True))
     return prompts
 
@@ -472,3 +474,15 @@ def check_prompt_boxes(prompts: PlanePrompts, shapes: napari.layers.Shapes | Non
                 "prompt needs a width and a height; delete it, or draw a rectangle"
             )
         check_box((x0, y0, x1, y1), geom.plane_shape, name)
+
+
+def check_prompt_clicks(prompts: PlanePrompts, points: napari.layers.Points | None, geom: PlaneGeometry) -> None:
+    """The clicks of ``prompts`` refused as the methods refuse them (off the image), naming the click and its layer:
+    the methods' "negative point 1: ... lies outside" counted among the plane's negative clicks, and named no
+    layer."""
+    if points is None:
+        return
+    xy = {True: iter(prompts.positive), False: iter(prompts.negative)}
+    for row, positive in zip(prompts.point_indices, prompts.point_positive, strict=True):
+        name = f"point {row + 1} of layer '{points.name}' (a {'positive' if positive else 'negative'} click)"
+        check_point(next(xy[positive]), geom.plane_shape, name)

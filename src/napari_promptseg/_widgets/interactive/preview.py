@@ -24,6 +24,7 @@ from .geometry import (
     PlanePrompts,
     at_level,
     check_prompt_boxes,
+    check_prompt_clicks,
     gather_prompts,
     labels_geometry,
     level_geometry,
@@ -172,6 +173,7 @@ class PreviewActions:
                     show_warning("nothing to commit: draw a box or click a positive point on this plane")
                 return False
             check_prompt_boxes(prompts, shapes, geom)
+            check_prompt_clicks(prompts, points, geom)
             source = plane_source(image, geom)
             channels = self._channels()
             model, weights = self.model_combo.checked_choice()
