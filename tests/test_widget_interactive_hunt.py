@@ -248,3 +248,26 @@ def test_a_click_off_the_image_is_named_with_its_layer(make_viewer, qtbot, sampl
     said = f"preview: point 2 of layer '{POINTS_NAME}' (a negative click): (300, 260) lies outside the 256x256 image"
     errors = messages_since(start, NotificationSeverity.ERROR)
     assert any(m.startswith(said) for m in errors), errors
+
+
+def test_a_full_resolution_target_over_a_whole_slide_is_told_the_level_its_labels_lie_on(make_viewer, qtbot, sample):
+    """napari's 'New labels' over a whole slide (a pyramid past 4096 x 4096 px) is its full resolution, 5120 x 5120
+    here; the commit was refused as 'does not match image 'slide' (2560, 2560)', the size of the slide's labels
+    level said as the image's. It names the level now."""
+    image, _, (r0, c0, r1, c1) = sample
+    full = np.tile(image, (20, 20))  # 5120 x 5120: a whole slide for the widget
+    viewer = make_viewer()
+    slide = viewer.add_image([full, full[::2, ::2], full[::4, ::4]], name="slide", multiscale=True)
+    viewer.layers.selection.active = slide
+    viewer._new_labels()  # the layer list's 'New labels' button
+    made = viewer.layers[-1]
+    assert made.data.shape == full.shape
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    viewer.layers[BOXES_NAME].add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    widget.target_picker.set_layer(made)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.commit()
+    said = widget.runner.widget.details or widget.runner.widget.status.text()
+    assert "does not match the labels level of image 'slide' (2560, 2560)" in said, said
+    assert "choose the target 'new layer'" in said, said

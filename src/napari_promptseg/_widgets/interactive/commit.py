@@ -54,7 +54,14 @@ class CommitActions:
                 target = self._new_target(preview.geom)
             channel = shown_channel(self.viewer, target) if holds_channels(target, preview.geom) else None
             new_ids = commit_to_labels(
-                target, preview.labels, preview.geom, preview.offset, channel, advice=_fitting_target(preview)
+                target,
+                preview.labels,
+                preview.geom,
+                preview.offset,
+                channel,
+                advice=_fitting_target(preview),
+                # a whole slide's labels level, said as the image, was half the size the user saw it
+                image=f"the labels level of image '{preview.geom.image_name}'" if preview.whole_slide else None,
             )
         except PromptsegError as exc:
             self.runner.refuse(exc, "commit")

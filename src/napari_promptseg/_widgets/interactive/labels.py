@@ -14,18 +14,25 @@ from .geometry import PlaneGeometry
 
 
 def target_misfit(
-    target: napari.layers.Labels, geom: PlaneGeometry, *, over_channels: bool = False, plane_only: bool = False
+    target: napari.layers.Labels,
+    geom: PlaneGeometry,
+    *,
+    over_channels: bool = False,
+    plane_only: bool = False,
+    image: str | None = None,
 ) -> str | None:
     """Why a Labels layer cannot hold the objects of ``geom``'s image (another shape, or the same shape on another
     grid), or None when it can. ``over_channels``: the layer has the image's channel axis too, first (napari's 'New
     labels' over a multichannel layer); the other axes are compared. ``plane_only``: a 2D layer over the image's
-    last two axes (napari lays it over every plane), compared with those."""
+    last two axes (napari lays it over every plane), compared with those. ``image``: what ``geom`` is, in the message
+    (default: the image)."""
     name = f"labels layer '{target.name}'"
+    image = image or f"image '{geom.image_name}'"
     n = len(geom.labels_shape)
     kept = list(range(n - 2 if plane_only else 0, n))
     shape = tuple(target.data.shape)[1 if over_channels else 0 :]
     if shape != tuple(geom.labels_shape[a] for a in kept):
-        return f"{name}: shape {tuple(target.data.shape)} does not match image '{geom.image_name}' {geom.labels_shape}"
+        return f"{name}: shape {tuple(target.data.shape)} does not match {image} {geom.labels_shape}"
     # the same array shape on another grid puts the objects elsewhere in the world than the image shows them; the
     # whole data-to-world map counts (an unrotated layer over a rotated image showed the objects turned away)
     image_map = np.eye(n + 1)
@@ -37,7 +44,7 @@ def target_misfit(
         turned = " or another rotation/shear/affine" if geom.affine is not None or _turned(target) else ""
         return (
             f"{name} lies on another grid (scale {tuple(map(float, target.scale))}, translate "
-            f"{tuple(map(float, target.translate))}{turned}) than image '{geom.image_name}' (scale "
+            f"{tuple(map(float, target.translate))}{turned}) than {image} (scale "
             f"{tuple(geom.scale)}, translate {tuple(geom.translate)}): its pixels are not the image's"
         )
     return None
@@ -99,11 +106,13 @@ def commit_to_labels(
     channel: int | None = None,
     *,
     advice: str = "choose another target or a new layer",
+    image: str | None = None,
 ) -> list[int]:
     """Write the preview objects into ``target`` as new ids (max + 1, ...), only where ``target`` is 0. ``preview``
     covers the plane from (row, col) ``offset`` on (a crop of a whole slide's labels; default: the whole plane).
     ``channel``: the plane of a target that :func:`holds_channels` to write into (napari's 'New labels' over a
-    multichannel image was refused as not matching it). ``advice``: what a target that does not fit is told to do.
+    multichannel image was refused as not matching it). ``advice``: what a target that does not fit is told to do;
+    ``image``: what ``geom`` is, in that message (:func:`target_misfit`).
 
     Goes through ``Labels.data_setitem`` so the whole commit is one undo step (Ctrl+Z). Returns the new ids.
     """
@@ -112,7 +121,7 @@ def commit_to_labels(
     if unpaintable:
         raise PromptsegError(f"{name} {unpaintable}, which napari cannot paint into: choose the target 'new layer'")
     over_channels = holds_channels(target, geom)
-    misfit = target_misfit(target, geom, over_channels=over_channels)
+    misfit = target_misfit(target, geom, over_channels=over_channels, image=image)
     if misfit:
         raise PromptsegError(f"{misfit}; {advice}")
     if over_channels and channel is None:
