@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import PromptsegError
+from ..errors import NothingFoundError, PromptsegError
 from . import embedding_cache, sam_decoder_fast
 from .cache import EmbeddingCache, content_key
 from .checkpoint import load_state_dict
@@ -277,6 +277,7 @@ class SamFamilySegmenter:
         name: str = "image",
     ) -> Embedding:
         arr = in_memory(as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name), name)
+        self._check_enough_pixels(arr.shape[:2], name)
         check_unit_range(arr, normalize, name)
         key = content_key(arr, self.feature_name, normalize)
 
@@ -310,6 +311,24 @@ class SamFamilySegmenter:
         if not computed:
             self._offer_to_disk(embedding, normalize)
         return embedding
+
+    def _check_enough_pixels(self, shape: tuple[int, int], name: str) -> None:
+        """An image must have at least as many pixels along its longest side as the encoder's feature grid has
+        cells (64 for LiteMedSAM, SAM and MobileSAM). A smaller one is enlarged to fill the input (an 8 px image
+        32x at 256 px), each of its pixels spans several feature cells, and the decoder takes the interpolated
+        blobs for objects with full confidence (noise came back as 'objects' of score 1.0): no object then, and why
+        (:class:`NothingFoundError`: a batch records the input as empty with this reason)."""
+        grid = int(max(self.prompt_encoder.image_embedding_size))
+        h, w = int(shape[0]), int(shape[1])
+        if max(h, w) >= grid:
+            return
+        enlarged = self.input_size / max(h, w, 1)
+        raise NothingFoundError(
+            f"{name}: {w} x {h} px, smaller than the {grid} px along its longest side that {self.name} needs: "
+            f"enlarged {enlarged:.0f}x to its {self.input_size} px input, each pixel would span "
+            f"{enlarged * grid / self.input_size:.0f} of its feature cells and the blurred pixels would pass for "
+            "objects; nothing segmented (give the image at its full size)"
+        )
 
     def _offer_to_disk(self, embedding: Embedding, normalize: Normalization) -> None:
         """An embedding the memory answered, written to the disk cache when that lacks it: computed in this process
