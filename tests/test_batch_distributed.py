@@ -477,6 +477,50 @@ def _find_nothing(args, state, path, image):
     raise NothingFoundError(f"{path}: resembles nothing of the reference")
 
 
+def _threshold_labels(args, state, path, image):
+    from napari_promptseg.io import write_labels
+
+    grey = np.asarray(image)[..., 0]
+    output = write_labels(args.output / f"{path.stem}.tif", (grey > np.median(grey)).astype(np.uint16))
+    return {"input": str(path), "status": "ok", "output": str(output)}
+
+
+def test_ctrl_c_keeps_the_inputs_the_workers_had_finished(inputs, tmp_path, monkeypatch):
+    """Ctrl+C while the driver was taking in one worker's result lost the results that had already come back from
+    the other workers: their label files were written, yet report.json called them "interrupted" ("not recorded as
+    this run's result") and --resume made them again. What had come back when the run stopped is now recorded and
+    kept. The Ctrl+C lands as the first result is said, once every task has finished (no timing guessed)."""
+    import argparse
+
+    import distributed
+
+    import napari_promptseg.batch.engine as engine
+    from napari_promptseg.batch import BatchJob, run_batch
+
+    out = tmp_path / "out"
+    out.mkdir()
+    args = argparse.Namespace(output=out, threads=1)
+    announce = engine._announce
+
+    def ctrl_c_once_every_task_finished(record, progress):
+        monkeypatch.setattr(engine, "_announce", announce)
+        client = distributed.Client.current()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and any(f.status != "finished" for f in client.futures.values()):
+            time.sleep(0.02)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "_announce", ctrl_c_once_every_task_finished)
+    job = BatchJob(_float32_setup, _threshold_labels, args)
+    outcome = run_batch(job, inputs[:3], scheduler="local", workers=2, report_interrupted=True)
+    assert outcome.interrupted
+    assert [r["status"] for r in outcome.records] == ["ok"] * 3, outcome.records
+    journal = [json.loads(line)["record"] for line in (out / JOURNAL_NAME).read_text().splitlines() if "record" in line]
+    assert sorted(r["input"] for r in journal) == sorted(map(str, inputs[:3]))
+    resumed = run_batch(BatchJob(_float32_setup, _threshold_labels, args), inputs[:3], scheduler="none", resume=True)
+    assert resumed.summary["resumed"] == 3
+
+
 def test_a_default_typed_out_is_the_same_run():
     """--stop-iou 0.5 and no --stop-iou are one run (a resume of either is the other's), and what an earlier
     version (which stored the default) recorded still matches."""

@@ -68,31 +68,52 @@ def run_on_dask(
             )
             tasks[future] = (str(path), False)
         pending = as_completed(list(tasks))
-        for future in pending:
-            path, final = tasks.pop(future)
-            try:
-                result = future.result()
-            except (CancelledError, KeyboardInterrupt):
-                raise
-            except SetupError:
-                raise
-            except Exception as exc:
-                if not final:
-                    if first_error_is_the_runs(exc, single, str(path)):
-                        raise
-                    retry = client.submit(run_target, job, path, True, key=f"{future.key}-retry", pure=False)
-                    tasks[retry] = (path, True)
-                    pending.add(retry)
-                    continue
-                # the retry itself died (e.g. its worker was lost): no output, the reason in the report
-                result = {"record": failed_record(None, Path(path), None, exc), "meta": {}}
-                result["record"]["attempts"] = 2
-            deliver(path, result)
+        taken: set = set()  # the futures whose result was taken (delivered, or retried)
+        try:
+            for future in pending:
+                taken.add(future)
+                path, final = tasks[future]
+                try:
+                    result = future.result()
+                except (CancelledError, KeyboardInterrupt):
+                    raise
+                except SetupError:
+                    raise
+                except Exception as exc:
+                    if not final:
+                        if first_error_is_the_runs(exc, single, str(path)):
+                            raise
+                        retry = client.submit(run_target, job, path, True, key=f"{future.key}-retry", pure=False)
+                        tasks[retry] = (path, True)
+                        pending.add(retry)
+                        continue
+                    # the retry itself died (e.g. its worker was lost): no output, the reason in the report
+                    result = {"record": failed_record(None, Path(path), None, exc), "meta": {}}
+                    result["record"]["attempts"] = 2
+                deliver(path, result)
+        except KeyboardInterrupt:
+            _deliver_finished(tasks, taken, deliver)
+            raise
         return n_workers
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _deliver_finished(tasks: dict, taken: set, deliver: Callable[[str, dict], None]) -> None:
+    """Ctrl+C (SIGTERM) in the driver: the results that had come back from the workers but were not taken in yet
+    are delivered (journal, report) before the run stops; their label files are written, and a run that called them
+    "interrupted" made them again on --resume. A task that failed or still runs is left (not done)."""
+    for future, (path, _) in list(tasks.items()):
+        if future in taken or future.status != "finished":
+            continue
+        taken.add(future)
+        try:
+            result = future.result(timeout=5)
+        except Exception:  # noqa: BLE001 - gone with its worker meanwhile: not done, as if still running
+            continue
+        deliver(path, result)
 
 
 def largest_first(paths: Sequence[Path]) -> list[int]:
