@@ -192,6 +192,25 @@ def test_a_broken_link_in_a_folder_is_said_to_be_one(em, tmp_path, capsys):
     assert "a link to" in capsys.readouterr().err
 
 
+def test_a_link_that_leads_back_to_itself_is_one_failed_input_not_a_crash(em, tmp_path, capsys):
+    """A folder holding a loop of links (`ln -s loop.png loop.png`, or two links naming each other) stopped the
+    whole batch with a Python traceback ('RuntimeError: Symlink loop') before any image ran. The loop is now one
+    failed input that says what it is, and the folder's images are segmented."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    iio.imwrite(folder / "a.png", em)
+    (folder / "loop.png").symlink_to("loop.png")
+    out = tmp_path / "out"
+    assert main(["segment", str(folder), *BOX, "-o", str(out), "--scheduler", "none"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    records = {Path(r["input"]).name: r for r in report_of(out)["images"]}
+    assert records["a.png"]["status"] == "ok"
+    loop = records["loop.png"]
+    assert loop["status"] == "failed"
+    assert "a link that leads back to itself (a loop of links; it names loop.png)" in loop["reason"], loop
+
+
 def test_an_inputs_error_names_it_alone_and_when_every_input_failed(em, tmp_path, capsys):
     """`promptseg segment "scans/*.png" --box ...` where the box lies outside the image: 'error: box 1: (200, 200,
     240, 240) lies outside the 128x128 image' named no file, for one input (its error is the run's) and for the first

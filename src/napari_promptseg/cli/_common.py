@@ -181,7 +181,7 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
             )
     _make_output_dir(args.output)
     suffixes = [".tif"] + (["_overlay.png"] if getattr(args, "overlay", False) else [])
-    sources = {Path(p).resolve(): Path(p) for p in [*inputs, *also_read]}
+    sources = {_resolved(p): Path(p) for p in [*inputs, *also_read]}
     # inputs sharing a stem (slide.png, slide.ome.zarr) are the user's to keep both: each named after its whole name
     args.output_stems = distinct_output_stems(inputs)
     writers: dict[Path, list[Path]] = {}
@@ -246,6 +246,15 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
             file=sys.stderr,
         )
     _say_renamed(inputs, args.output_stems)
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    """``path`` with its links followed; a loop of links (``ln -s a.png a.png``) as it is named: its reading says
+    what it is, and a loop was the whole run's traceback here."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):  # RuntimeError: Python before 3.13 on a loop
+        return Path(path).absolute()
 
 
 def _own_report(path: Path) -> dict | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -166,6 +167,11 @@ def missing_file_why(path: str | Path) -> str:
     file' read as wrong), else no such file."""
     path = Path(path)
     if path.is_symlink():
+        try:
+            path.stat()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # `ln -s a.png a.png`, or two links naming each other
+                return f"a link that leads back to itself (a loop of links; it names {os.readlink(path)})"
         with contextlib.suppress(OSError):
             return f"a link to {os.readlink(path)}, which does not exist"
     return "no such file"
