@@ -191,6 +191,23 @@ def test_a_link_to_an_image_moved_away_is_no_silent_gap_in_a_folder(tmp_path):
         get_reader(str(folder))(str(folder))
 
 
+def test_a_named_pipe_among_the_images_is_said_to_be_one_not_a_missing_file(tmp_path):
+    """A named pipe named as an image (a FIFO a script left, `mkfifo frame.tif`) is listed with the folder's files
+    (`ls` shows it) and its reading failed with 'no such file'. It now says what it is, without opening it (an
+    open waits for a writer forever)."""
+    import os
+
+    from napari_promptseg.errors import PromptsegError
+    from napari_promptseg.io import read_image
+
+    folder = tmp_path / "frames"
+    camera_crops(folder, ["a.png"])
+    os.mkfifo(folder / "b.tif")
+    assert [p.name for p in _expand_images([folder])] == ["a.png", "b.tif"]
+    with pytest.raises(PromptsegError, match=r"b\.tif: a named pipe, not a file of pixels"):
+        read_image(folder / "b.tif")
+
+
 def test_a_subfolder_that_cannot_be_looked_into_is_skipped_not_the_whole_folder(tmp_path, monkeypatch, capsys):
     """A folder of images with a subfolder whose contents may not be read (another user's, a lost+found): looking
     for OME-Zarr metadata in it raised PermissionError, so the CLI refused the whole folder ('cannot be read as an

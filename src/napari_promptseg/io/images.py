@@ -7,6 +7,7 @@ import errno
 import hashlib
 import logging
 import os
+import stat
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -163,8 +164,8 @@ def distinct_output_stems(paths: Sequence[str | Path]) -> dict[str, str]:
 
 
 def missing_file_why(path: str | Path) -> str:
-    """Why ``path``, not a file, is not there: a link whose target is gone (a folder's listing shows it, so 'no such
-    file' read as wrong), else no such file."""
+    """Why ``path``, not a file, is not there: a link whose target is gone or that leads back to itself, a named
+    pipe or a device (a folder's listing shows each, so 'no such file' read as wrong), else no such file."""
     path = Path(path)
     if path.is_symlink():
         try:
@@ -174,6 +175,15 @@ def missing_file_why(path: str | Path) -> str:
                 return f"a link that leads back to itself (a loop of links; it names {os.readlink(path)})"
         with contextlib.suppress(OSError):
             return f"a link to {os.readlink(path)}, which does not exist"
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "no such file"
+    # there, but no file of data: never opened (a named pipe's open waits for a writer forever)
+    if stat.S_ISFIFO(mode):
+        return "a named pipe, not a file of pixels"
+    if stat.S_ISSOCK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a socket or a device, not a file of pixels"
     return "no such file"
 
 
