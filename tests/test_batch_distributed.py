@@ -526,6 +526,39 @@ def test_ctrl_c_keeps_the_inputs_the_workers_had_finished(inputs, tmp_path, monk
     assert resumed.summary["resumed"] == 3
 
 
+def _disk_full(args, state, path, image):
+    import errno
+
+    with open(args.calls, "a") as fh:
+        fh.write(f"{path.name}\n")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("scheduler", ["none", "local"])
+def test_a_full_output_disk_stops_the_run_at_the_first_input_that_meets_it(inputs, tmp_path, scheduler):
+    """With the output disk full, a run on Dask workers went on through the whole folder: every input segmented,
+    retried, segmented again and recorded 'no output: No space left on device' (2 x N segmentations for nothing),
+    where a run in this process stopped once the empty label image could not be written either. Both stop now at
+    the first input that meets it, without its retry; the journal keeps what was done for --resume."""
+    import argparse
+    import errno
+
+    from napari_promptseg.batch import BatchJob, run_batch
+
+    out = tmp_path / "out"
+    out.mkdir()
+    calls = tmp_path / "calls"
+    args = argparse.Namespace(output=out, threads=1, calls=calls)
+    with pytest.raises(OSError) as raised:
+        run_batch(BatchJob(_float32_setup, _disk_full, args), inputs, scheduler=scheduler, workers=2)
+    assert raised.value.errno == errno.ENOSPC
+    # the workers may have started other inputs before the first error came back (how many is timing): none twice
+    started = calls.read_text().split()
+    assert len(started) == len(set(started)), started
+    if scheduler == "none":
+        assert started == [inputs[0].name]
+
+
 def test_a_default_typed_out_is_the_same_run():
     """--stop-iou 0.5 and no --stop-iou are one run (a resume of either is the other's), and what an earlier
     version (which stored the default) recorded still matches."""

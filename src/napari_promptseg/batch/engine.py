@@ -188,6 +188,8 @@ def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool 
         record = _without_result(args, path, image, exc)
         record.update(status="empty", objects=0, _summary=f"empty: {record['reason']}")
     except Exception as exc:  # noqa: BLE001 - one bad input must not stop the batch
+        if stops_the_run(exc):  # the outputs' disk: not this input's fault, nor one a retry or the next input passes
+            raise
         # the input's own error once it was read (a box outside it), or its reading's (not an image, corrupt, empty):
         # a retry would only say it again; a file system's error (a network share's hiccup) may pass on a retry
         said_by_the_input = isinstance(exc, PromptsegError) and (image is not None or not _may_pass_on_retry(exc))
@@ -208,6 +210,17 @@ _TRANSIENT_ERRNOS = frozenset(
     for name in ("EIO", "ESTALE", "ETIMEDOUT", "EAGAIN", "EINTR", "EHOSTDOWN", "EHOSTUNREACH", "ECONNRESET", "ENOLINK")
     if hasattr(errno, name)
 )
+
+
+#: errors of the disk the outputs go to (full, over quota, read-only): every input after would meet them too
+_OUTPUT_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def stops_the_run(exc: BaseException) -> bool:
+    """Whether a task's error is the output disk's (full, over quota, read-only), raised or as the cause: the run
+    stops at the first input that meets it, without its retry (a run on Dask workers segmented every input twice to
+    record 'No space left on device' for each); the journal keeps what was done for --resume."""
+    return any(isinstance(e, OSError) and e.errno in _OUTPUT_DISK_ERRNOS for e in (exc, exc.__cause__))
 
 
 def _may_pass_on_retry(exc: BaseException) -> bool:
@@ -534,7 +547,7 @@ def _run_here(job: BatchJob, todo: Sequence[Path], single: bool, deliver: Callab
                 except (CancelledError, KeyboardInterrupt):
                     raise
                 except Exception as exc:
-                    if first_error_is_the_runs(exc, single, str(path)):
+                    if first_error_is_the_runs(exc, single, str(path)) or stops_the_run(exc):
                         raise
                     result = run_target(job, str(path), final=True)
                 deliver(str(path), result)

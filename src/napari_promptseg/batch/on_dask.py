@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import CancelledError, PromptsegError
-from .engine import BatchJob, SetupError, failed_record, first_error_is_the_runs, run_target
+from .engine import BatchJob, SetupError, failed_record, first_error_is_the_runs, run_target, stops_the_run
 
 #: how long a scheduler address may have no worker before the run gives up
 WORKER_WAIT_S = 60.0
@@ -80,6 +80,8 @@ def run_on_dask(
                 except SetupError:
                     raise
                 except Exception as exc:
+                    if stops_the_run(exc):
+                        raise
                     if not final:
                         if first_error_is_the_runs(exc, single, str(path)):
                             raise
