@@ -208,6 +208,32 @@ def test_a_named_pipe_among_the_images_is_said_to_be_one_not_a_missing_file(tmp_
         read_image(folder / "b.tif")
 
 
+def test_an_input_folder_that_cannot_be_looked_into_is_named_not_a_file_inside_it(tmp_path, monkeypatch):
+    """`promptseg segment private/ ...` on a folder without read permission said 'private/zarr.json: cannot be read
+    as an input (Permission denied)': a file the user never named nor has (the OME-Zarr probe's). The folder is
+    named, and what is wrong with it."""
+    import errno
+    import os
+
+    from napari_promptseg.errors import PromptsegError
+
+    locked = tmp_path / "private"
+    camera_crops(locked, ["a.png"])
+    is_file = Path.is_file
+
+    def refused(self):  # what stat does inside a folder without search permission (root passes it all the same)
+        if self.parent == locked:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return is_file(self)
+
+    monkeypatch.setattr(Path, "is_file", refused)
+    with pytest.raises(PromptsegError) as refused_run:
+        _expand_images([locked])
+    said = str(refused_run.value)
+    assert said.startswith(f"{locked}: its contents may not be read (Permission denied)"), said
+    assert "zarr" not in said, said
+
+
 def test_a_subfolder_that_cannot_be_looked_into_is_skipped_not_the_whole_folder(tmp_path, monkeypatch, capsys):
     """A folder of images with a subfolder whose contents may not be read (another user's, a lost+found): looking
     for OME-Zarr metadata in it raised PermissionError, so the CLI refused the whole folder ('cannot be read as an

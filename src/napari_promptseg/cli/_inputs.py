@@ -19,6 +19,14 @@ def _expand_images(paths: list[Path]) -> list[Path]:
         return _expanded(paths)
     except OSError as exc:
         where = exc.filename if exc.filename is not None else ", ".join(map(str, paths))
+        folder = Path(exc.filename).parent if exc.filename is not None else None
+        if isinstance(exc, PermissionError) and any(Path(p) == folder for p in paths):
+            # a look inside a folder given (its OME-Zarr metadata) refused: the folder may not be searched; the
+            # file looked for is not the user's
+            raise PromptsegError(
+                f"{folder}: its contents may not be read ({exc.strerror or exc}); ask for read access to the folder, "
+                "or copy its images into one you can read"
+            ) from exc
         raise PromptsegError(f"{where}: cannot be read as an input ({exc.strerror or exc})") from exc
 
 
