@@ -208,6 +208,42 @@ def test_cli_text_answers_from_the_library_and_reports_the_route(shared_data, tm
     assert "no entries" in err[0] and "promptseg library add" in err[0]
 
 
+def test_cli_text_report_names_its_timings_as_every_command_and_a_resume_reads_old_reports(
+    shared_data, tmp_path, lungs
+):
+    """`promptseg text` wrote each image's stage times as ``timings``, every other command as ``timings_s``; a
+    resume of a run written so keeps its records under today's name (beside new records, one name in one report)."""
+    import json
+
+    from napari_promptseg.cli import main
+
+    (ref, ref_mask), *_ = dataset_pairs(shared_data / "lungs_cxr_shenzhen")
+    library = tmp_path / "library"
+    assert (
+        main(["library", "add", "lung", "--image", str(ref), "--mask", str(ref_mask), "--library", str(library)]) == 0
+    )
+    images = []
+    for k in (1, 2):  # small X-rays: the report, not the segmentation, is under test
+        images.append(str(tmp_path / f"xray{k}.png"))
+        iio.imwrite(images[-1], lungs[k][0][::4, ::4])
+    out = tmp_path / "out"
+    command = ["text", "lungs", *images, "-o", str(out), "--library", str(library), "--device", "cpu"]
+    assert main(command) == 0
+    report = json.loads((out / "report.json").read_text())
+    for record in report["images"]:
+        assert set(record["timings_s"]) == {"load_s", "segment_s"} and "timings" not in record
+    # the report an earlier version wrote, and the second image to be done again
+    for record in report["images"]:
+        record["timings"] = record.pop("timings_s")
+    (out / "report.json").write_text(json.dumps(report))
+    (out / "xray2.tif").unlink()
+    assert main([*command, "--resume"]) == 0
+    resumed = json.loads((out / "report.json").read_text())
+    assert resumed["batch"]["resumed"] == 1
+    for record in resumed["images"]:
+        assert set(record["timings_s"]) == {"load_s", "segment_s"} and "timings" not in record
+
+
 def test_library_entry_saved_with_instances_answers_with_every_object(shared_data, litemedsam, empty_library):
     from skimage.measure import label
 

@@ -205,6 +205,14 @@ def moved_inputs(previous: dict[str, dict], paths: Sequence[Path]) -> dict[str, 
     return {**previous, **found}
 
 
+def current_record(record: dict) -> dict:
+    """An earlier run's record in this version's names: `promptseg text` wrote its stage times as ``timings`` (every
+    other command ``timings_s``); kept by a resume, they were copied under the old name beside new records."""
+    if "timings" in record and "timings_s" not in record:
+        record = {("timings_s" if key == "timings" else key): value for key, value in record.items()}
+    return record
+
+
 def is_done(record: dict, path: str | os.PathLike | None = None) -> bool:
     """A finished input: segmented (objects or none), every file it names still there (an OME-Zarr labels
     output is a directory), and, given its ``path``, the input's contents as they were (a record without their
@@ -239,7 +247,7 @@ class Journal:
         except (OSError, ValueError) as exc:
             raise PromptsegError(f"{report}: cannot be read to resume ({exc}); drop --resume") from exc
         batch = data.get("batch") or {}
-        records = {r["input"]: r for r in data.get("images", []) if "input" in r}
+        records = {r["input"]: current_record(r) for r in data.get("images", []) if "input" in r}
         meta = batch.get("meta") or {}
         self._check(batch.get("signature"), report, batch.get("options"), records, meta)
         return records, meta
@@ -257,7 +265,7 @@ class Journal:
                 elif "meta" in item:
                     meta = item["meta"]
                 elif "record" in item:
-                    records[item["record"]["input"]] = item["record"]
+                    records[item["record"]["input"]] = current_record(item["record"])
         # checked once all is read: where the run ran is in its meta and records, after the header
         if header:
             self._check(header["signature"], self.path, header.get("options"), records, meta)

@@ -51,5 +51,6 @@ class TextResult:
             "scores": [round(float(s), 4) for s in self.scores],
             "boxes": np.round(self.boxes, 1).tolist(),
             "warnings": self.warnings,
-            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            # as every other command's report.json names them (it was "timings" here alone)
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
