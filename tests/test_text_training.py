@@ -949,3 +949,35 @@ def test_a_training_image_tiff_of_several_images_says_only_its_first_is_trained_
         train_text_segmenter(tmp_path / "rows.csv", tmp_path / "taken", progress=lambda f, m: told.append(m))
     said = "holds 2 images (TIFF series: A1, A2); only the first (A1, (64, 64)) is read"
     assert any(m.startswith("warning: ") and "rows.csv: row 2: " in m and said in m for m in told), told
+
+
+def test_multichannel_images_given_their_channel_axis_train_as_their_channels(trained, kvasir, cache, tmp_path, capsys):
+    """A (C, Y, X) image (channels first, its axes unnamed) was a stack of C planes to train-text: refused in a CSV
+    ("a stack of 3 planes"), and from Python ("ambiguous; pass channel_axis", which no triplet took), with no way to
+    say its first axis holds channels. channel_axis (CLI --channel-axis) reads it as the colour frame it was made of:
+    the CLI's run finds every image's features in the cache the colour frames filled."""
+    from napari_promptseg.methods.text_training import train_text_model
+    from napari_promptseg.methods.text_training.data import training_triplets
+
+    rgb, mask = kvasir[0].load()
+    cyx = np.ascontiguousarray(rgb.transpose(2, 0, 1))
+    image, same = ArrayTriplet(cyx, mask, "polyp", channel_axis=0).load()
+    assert np.array_equal(image, rgb) and np.array_equal(same, mask)
+    [given] = training_triplets([(cyx, mask, "polyp")], channel_axis=0)  # a tuple, as train_text_model takes it
+    assert np.array_equal(given.load()[0], rgb)
+    green = ArrayTriplet(cyx, mask, "polyp", channel_axis=0, channels=(1,)).load()[0]
+    assert np.array_equal(green, rgb[..., 1:2])
+
+    rows = []
+    for k in (0, 4):  # one to train on, one to validate on (their colour frames' features are in the cache)
+        path = tmp_path / f"frame{k}.tif"
+        tifffile.imwrite(path, np.ascontiguousarray(kvasir[k].load()[0].transpose(2, 0, 1)), photometric="minisblack")
+        rows.append((path.name, str(kvasir[k].mask), "polyp", "train" if k == 0 else "val"))
+    _write_csv(tmp_path / "rows.csv", rows)
+    with pytest.raises(PromptsegError, match=r"row 2: .*frame0.tif is a stack of 3 planes.*--channel-axis 0"):
+        train_text_model(tmp_path / "rows.csv", tmp_path / "refused", cache_dir=cache, device="cpu")
+    out = tmp_path / "model"
+    argv = ["train-text", str(tmp_path / "rows.csv"), "-o", str(out), "--channel-axis", "0", "--epochs", "1"]
+    assert main([*argv, "--cache-dir", str(cache), "--device", "cpu"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["feature_cache"] == {"hits": 2, "misses": 0} and summary["epochs_run"] == 1

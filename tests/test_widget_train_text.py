@@ -263,6 +263,49 @@ def _comparable(call: tuple[str, tuple, dict]) -> tuple[str, tuple, dict]:
     return trainer, tuple(str(a) for a in args), kwargs
 
 
+def test_a_multichannel_layer_trains_as_its_channels_once_its_channel_axis_is_chosen(
+    make_viewer, qtbot, polyps, tmp_path, monkeypatch
+):
+    """A (C, Y, X) layer (one layer of channels, as napari opens a TIFF given no channel_axis) was C planes: with
+    its 2D labels, "3 image planes but 1 label planes", and no way to say its first axis holds channels. The refusal
+    names the pair and the choice; channel axis 0 (the CLI's --channel-axis 0) trains on the colour frame's pixels."""
+    calls = _trainer_calls(monkeypatch)
+    viewer = make_viewer()
+    rgb, mask = polyps[0]
+    image = viewer.add_image(np.ascontiguousarray(rgb.transpose(2, 0, 1)), name="frame")
+    widget = TrainTextWidget(viewer)
+    widget.set_row(0, image, viewer.add_labels(mask.astype(np.uint8), name="polyp"), "polyp")
+    widget.output.setText(str(tmp_path / "model"))
+
+    def trained_on():
+        widget.train()
+        qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
+        assert "trainer reached" in widget.runner.widget.status.text(), widget.runner.widget.status.text()
+        [triplet] = calls.pop()[1][0]
+        return triplet.load()
+
+    widget.train()
+    status = widget.runner.widget.status.text()
+    assert widget.runner.state == "failed" and "frame / polyp: the image is a stack of 3 planes" in status, status
+    assert "choose channel axis 0" in status and not calls
+    assert widget.channel_axis.itemText(1) == "axis 0 (3 channels)"
+    widget.channel_axis.setCurrentIndex(1)
+    read, target = trained_on()
+    assert np.array_equal(read, rgb) and np.array_equal(target, mask)
+    # napari's new Labels layer over it has its shape, channels too: painted on one channel, it marks those pixels
+    painted = np.zeros((3, *mask.shape), np.uint8)
+    painted[1] = mask
+    widget.set_row(0, image, viewer.add_labels(painted, name="painted"), "polyp")
+    assert np.array_equal(trained_on()[1], mask)
+    widget.channel_axis.channels_edit.setText("2")  # one channel, as the CLI's --channels 2
+    assert np.array_equal(trained_on()[0], rgb[..., 2:])
+    # a colour layer beside it has no channel axis: refused, naming its pair
+    widget.set_row(1, viewer.add_image(rgb, name="colour"), viewer.layers["polyp"], "polyp")
+    assert widget.channel_axis.channel_axis == 0  # still offered by the first pair's layer
+    widget.train()
+    assert "colour / polyp: an RGB image, with no channel axis" in widget.runner.widget.status.text()
+
+
 def test_the_cli_settings_reach_the_trainer_as_train_text_passes_them(make_viewer, qtbot, tmp_path, monkeypatch):
     """The widget had none of `promptseg train-text`'s --batch-size, --lr, --decoder-lr, --patience, --seed,
     --val-fraction, --cache-dir, --device, --clipseg and --clipseg-weights (and its epochs box started at 8 for

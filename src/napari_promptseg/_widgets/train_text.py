@@ -32,7 +32,9 @@ from ..errors import PromptsegError
 from ..methods.text_training.losses import LOSSES
 from ..methods.text_training.run import setting_defaults, train_text_model
 from ._common import (
+    CHANNEL_AXIS,
     AdvancedSection,
+    ChannelAxisBox,
     LayerPicker,
     TaskRunner,
     available_devices,
@@ -42,7 +44,7 @@ from ._common import (
     notify_warning,
     unproxied,
 )
-from .oneshot import target_planes
+from .oneshot.inputs import is_stack, read_planes
 
 #: model directories trained in this session, newest first; the Text prompt widget lists them
 TRAINED_MODELS: list[str] = []
@@ -93,22 +95,41 @@ def remember_model(path: str) -> None:
 
 
 def layer_triplets(
-    rows: list[tuple[np.ndarray, bool, np.ndarray, str, str]], left_out: list[str] | None = None
+    rows: list[tuple[np.ndarray, bool, np.ndarray, str, str]],
+    left_out: list[str] | None = None,
+    channel_axis: int | None = None,
+    channels: list[int] | None = None,
 ) -> list:
     """(image data, rgb, labels data, text, name) per table row -> one ArrayTriplet per 2D plane. Of a stack, only
     the planes its labels mark: a plane left unlabelled is one not labelled yet, far more often than one without
     the structure, and was trained as "absent" (``left_out`` gets a line per stack saying how many were left out;
-    absence is taught by the balance/negatives settings)."""
+    absence is taught by the balance/negatives settings). ``channel_axis`` 0 (and ``channels``, up to three of
+    them): each image's first axis holds channels, (C, Y, X) one image, (C, Z, Y, X) a stack; its labels are on
+    its planes (labels drawn over it with its channel axis too mark a pixel on any channel). Without it, a
+    (C, Y, X) image was C planes, and its 2D labels "3 image planes but 1 label planes"."""
     from ..methods.text_training import ArrayTriplet
 
+    picked = tuple(channels) if channels is not None else None
     triplets = []
     for image, rgb, labels, text, name in rows:
         if not text.strip():
             raise PromptsegError(f"{name}: type the text that names what the labels mark (e.g. 'polyp')")
-        planes, stacked = target_planes(image, rgb, name)
+        if channel_axis is not None and (rgb or np.ndim(image) < 3):
+            kind = "an RGB image" if rgb else "a 2D image"
+            raise PromptsegError(f"{name}: {kind}, with no channel axis; choose channel axis 'none' for it")
+        stacked = is_stack(image, rgb, name, channel_axis)
+        planes = read_planes(image, stacked, channel_axis=channel_axis)
         labels = np.asarray(labels)
+        if channel_axis is not None and labels.shape == np.shape(image):  # napari's new Labels over it: its shape
+            labels = np.any(labels != 0, axis=channel_axis)
         masks = [labels[i] for i in range(labels.shape[0])] if stacked and labels.ndim == 3 else [labels]
         if len(masks) != len(planes):
+            if channel_axis is None and not rgb and labels.ndim == 2:  # (C, Y, X) or (Z, Y, X): the user knows
+                raise PromptsegError(
+                    f"{name}: the image is a stack of {len(planes)} planes (shape {np.shape(image)}) and its labels "
+                    "one 2D plane: if its first axis holds channels, choose channel axis 0; if it is a stack, label "
+                    "its planes on a Labels layer of its shape"
+                )
             raise PromptsegError(f"{name}: {len(planes)} image planes but {len(masks)} label planes")
         marked = [k for k, mask in enumerate(masks) if mask.any()] if len(masks) > 1 else [0]
         if not marked:
@@ -118,7 +139,17 @@ def layer_triplets(
         for k in marked:
             where = f"{name} plane {k}" if stacked else name
             stack = dict(stack=name, plane=k) if stacked else {}  # planes split in blocks of neighbours
-            triplets.append(ArrayTriplet(planes[k], masks[k] > 0, text.strip(), name=where, **stack))
+            triplets.append(
+                ArrayTriplet(
+                    planes[k],
+                    masks[k] > 0,
+                    text.strip(),
+                    name=where,
+                    channel_axis=0 if channel_axis is not None else None,  # a plane's channels come first
+                    channels=picked,
+                    **stack,
+                )
+            )
     return triplets
 
 
@@ -160,6 +191,14 @@ class TrainTextWidget(QWidget):
             edit.setPlaceholderText(default)
             edit.setToolTip(f"CSV: {tip}; empty = '{default}'")
             self.csv_columns[key] = edit
+        # the CLI's --channel-axis and --channels, for every pair (or the CSV's images): a (C, Y, X) layer was a
+        # stack of C planes, with no way to say its first axis holds channels
+        self.channel_axis = ChannelAxisBox()
+        self.channel_axis.setToolTip(
+            "For multichannel images stored as one layer (or the CSV's (C, Y, X) images): their first axis holds "
+            "channels; every pair's image then has it"
+        )
+        self.source.currentTextChanged.connect(self._offer_channel_axis)
         self.output = QLineEdit()
         self.output.setPlaceholderText("model directory, e.g. ~/models/polyp-text")
         self.loss = QComboBox()
@@ -226,6 +265,7 @@ class TrainTextWidget(QWidget):
         for edit in self.csv_columns.values():
             columns_row.addWidget(edit)
         form.addRow("CSV columns", columns_row)
+        self.channel_axis.add_rows(form)
         form.addRow("output", out_row)
         form.addRow("loss", self.loss)
         form.addRow("epochs", self.epochs)
@@ -317,15 +357,29 @@ class TrainTextWidget(QWidget):
     def add_row(self) -> int:
         row = self.table.rowCount()
         self.table.insertRow(row)
-        self.table.setCellWidget(row, 0, self._pair_picker(napari.layers.Image))
+        image_picker = self._pair_picker(napari.layers.Image)
+        image_picker.layer_changed.connect(self._offer_channel_axis)
+        self.table.setCellWidget(row, 0, image_picker)
         self.table.setCellWidget(row, 1, self._pair_picker(napari.layers.Labels))
         text = QLineEdit()
         text.setPlaceholderText("e.g. polyp")
         self.table.setCellWidget(row, 2, text)
+        self._offer_channel_axis()
         for column in range(3):
             # a click or focus in a cell's widget selects its row: the table itself never sees those clicks
             self.table.cellWidget(row, column).installEventFilter(self)
         return row
+
+    def _offer_channel_axis(self, *_) -> None:
+        """The channel axis offered when a pair's image may have one (its channels counted on the first), or for a
+        CSV, whose images are not open: axis 0 (the CLI's --channel-axis 0); the choice stays while offered."""
+        if self.source.currentText() == "CSV":
+            self.channel_axis.offer([], keep=False)
+            self.channel_axis.addItem(f"axis {CHANNEL_AXIS} (channels first)", CHANNEL_AXIS)
+            self.channel_axis.channels_edit.setEnabled(True)
+            return
+        images = [self.table.cellWidget(r, 0) for r in range(self.table.rowCount())]
+        self.channel_axis.offer([picker.layer() for picker in images if picker is not None], keep=True)
 
     def _pair_picker(self, layer_type: type[napari.layers.Layer]) -> LayerPicker:
         """A pair's layer cell: the first layer of its type, as a new pair started; a layer that leaves the viewer
@@ -385,9 +439,14 @@ class TrainTextWidget(QWidget):
                 columns = {key: name for key, name in typed.items() if name}  # the others: the defaults
                 if columns.get("split_col", "").lower() == NO_SPLIT:  # as the CLI's --split-col ''
                     columns["split_col"] = ""
+                channel_axis, channels = self.channel_axis.channel_axis, self.channel_axis.channels()
             else:
                 left_out: list[str] = []
-                data = layer_triplets(self._layer_rows(), left_out)  # copies of the layers, taken on the main thread
+                # copies of the layers, taken on the main thread; each pair's channels read as the box says
+                data = layer_triplets(
+                    self._layer_rows(), left_out, self.channel_axis.channel_axis, self.channel_axis.channels()
+                )
+                channel_axis = channels = None
                 for line in left_out:
                     notify_warning(line, "train text model")
             # a resume continues the saved run with its own settings (only epochs may grow): passing the loss
@@ -408,6 +467,8 @@ class TrainTextWidget(QWidget):
             "cache_dir": Path(cache).expanduser() if cache and not clipseg else None,
             "device": self.device.currentText(),
             "columns": columns,
+            "channel_axis": channel_axis,
+            "channels": channels,
         }
 
         def task(progress, cancel):

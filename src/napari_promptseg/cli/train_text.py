@@ -33,6 +33,15 @@ def _add_train_text_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--mask-col", default="mask", help="column of the mask paths (%(default)s)")
     train.add_argument("--text-col", default="text", help="column of the texts (%(default)s)")
     train.add_argument("--split-col", help="column of train/val/test (default: split, when there is one; '' for none)")
+    train.add_argument(
+        "--channel-axis",
+        type=int,
+        help="axis of the channels of every image (e.g. 0 for (C, Y, X) multichannel TIFFs without axis names; "
+        "default: gray or colour, a Fiji composite's named channels)",
+    )
+    train.add_argument(
+        "--channels", type=int, nargs="+", help="up to three channels to train on (after --channel-axis; default: all)"
+    )
     # settings default to None ("not given"): a resume keeps the saved run's, and refuses others
     train.add_argument(
         "--loss",
@@ -112,6 +121,8 @@ def training_run(args: argparse.Namespace) -> dict[str, object]:
         "overwrite": args.overwrite,
         "cache_dir": args.cache_dir,
         "device": args.device,
+        "channel_axis": args.channel_axis,
+        "channels": args.channels,
         "columns": {
             "image_col": args.image_col,
             "mask_col": args.mask_col,
@@ -153,9 +164,12 @@ def cmd_train_text(args: argparse.Namespace) -> int:
         if clash:
             raise PromptsegError(f"--refit-presence refits the model in {args.output}; it does not go with {clash}")
 
-        record = refit_presence_head(
-            args.output, args.csv, cache_dir=args.cache_dir, device=args.device, columns=run["columns"]
-        )
+        from ..methods.text_training.data import training_triplets
+
+        data, columns = args.csv, run["columns"]
+        if args.channel_axis is not None or args.channels is not None:  # read as the run that trained it read them
+            data = training_triplets(data, columns, channel_axis=args.channel_axis, channels=args.channels)
+        record = refit_presence_head(args.output, data, cache_dir=args.cache_dir, device=args.device, columns=columns)
         print(json.dumps({"model": str(args.output), "presence_refit": record}))
         return 0
     started = time.time()

@@ -29,12 +29,11 @@ from ...models.text_segmenter import CONFIG_FILE, write_config
 from .data import (
     ArrayTriplet,
     Triplet,
-    as_triplets,
     files_left_out,
     format_eta,
-    read_triplets,
     refuse_fraction_beside_split,
     split_triplets,
+    training_triplets,
 )
 from .losses import dice_ce
 from .resume import drop_resume_state, refuse_inside_model
@@ -105,7 +104,7 @@ def finetune_clipseg(
             f"{out} already holds a model ({', '.join(held)}); choose another directory or overwrite it (CLI "
             "--overwrite; widget: overwrite)"
         )
-    triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else as_triplets(data)
+    triplets = training_triplets(data, columns)
     refuse_fraction_beside_split(triplets, val_fraction)  # as the fusion decoder: it was ignored without a word
     fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
     train_set, val_set = split_triplets(triplets, val_fraction=fraction, seed=seed)

@@ -17,7 +17,7 @@ import hashlib
 import io
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError
 from ...io import read_image
 from ...io.images import array_digest
-from ...io.multiscale import named_channels_last
+from ...io.multiscale import named_channels_last, read_channel_axis
 from ...models.cache import content_key
 from ...models.preprocessing import Normalization, ResizeTransform, as_channels_last, full_resolution
 from ...models.text_segmenter import FEATURE_VERSION, encode_levels, load_tensors, save_tensors
@@ -44,6 +44,9 @@ class Triplet:
     split: str  # "train" | "val" | "test" | "" (not given)
     row: int  # line of the CSV (header = 1); 0 for triplets built in memory
     source: str = ""  # the CSV, for messages
+    #: the image file's axis of channels, in the file's order (CLI --channel-axis); None: gray or colour
+    channel_axis: int | None = None
+    channels: tuple[int, ...] | None = None  # up to three of them fed to the model (--channels); None: all
 
     def where(self) -> str:
         return f"{self.source}: row {self.row}" if self.row else str(self.image)
@@ -51,12 +54,15 @@ class Triplet:
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, C) image and (H, W) bool mask; a size mismatch names the row."""
         try:
-            # a Fiji composite (C, Y, X): its named channel axis, as `promptseg text` reads it (train-text takes no
-            # channel axis, and the 2D functions refused it as ambiguous)
             raw = read_image(self.image)
-            pixels = named_channels_last(self.image, raw)  # read_image_named's reading, the move known
-            _refuse_stack(np.shape(pixels), self.image, channels_named=pixels is not raw)
-            image = as_channels_last(pixels, name=str(self.image))
+            if self.channel_axis is None:
+                # a Fiji composite (C, Y, X): its named channel axis, as `promptseg text` reads it
+                pixels = named_channels_last(self.image, raw)  # read_image_named's reading, the move known
+                _refuse_stack(np.shape(pixels), self.image, channels_named=pixels is not raw)
+                axis = None
+            else:  # given in the file's order, as every command takes it (a pyramid is read channels last)
+                pixels, axis = raw, read_channel_axis(self.image, self.channel_axis)
+            image = as_channels_last(pixels, channel_axis=axis, channels=self.channels, name=str(self.image))
             mask = read_image(self.mask)
         except PromptsegError as exc:  # the row, not only the file: the CSV is what the user edits
             raise PromptsegError(f"{self.where()}: {exc}") from exc
@@ -90,10 +96,11 @@ def _refuse_stack(shape: tuple[int, ...], path: Path, channels_named: bool = Fal
             "images of up to 4 channels: save the channels to train on (up to 3) as a colour image"
         )
     if len(shape) >= 3:
+        channels = " or, if its first axis holds channels, give --channel-axis 0 (Python: channel_axis=0);"
         raise PromptsegError(
-            f"{path} is a stack of {shape[0]} planes (shape {shape}); a triplet CSV takes 2D images: one row per "
-            "plane, each saved as an image with its mask (napari's Train text model widget trains on every plane of "
-            "a stack layer)"
+            f"{path} is a stack of {shape[0]} planes (shape {shape}); a triplet CSV takes 2D images:"
+            f"{channels if len(shape) == 3 else ''} one row per plane, each saved as an image with its mask (napari's "
+            "Train text model widget trains on every plane of a stack layer)"
         )
 
 
@@ -110,6 +117,8 @@ class ArrayTriplet:
     name: str = "layer"
     stack: str = ""
     plane: int = -1
+    channel_axis: int | None = None  # the image array's axis of channels; None: gray or colour (channels last)
+    channels: tuple[int, ...] | None = None  # up to three of them fed to the model; None: all
 
     def where(self) -> str:
         return self.name
@@ -117,7 +126,7 @@ class ArrayTriplet:
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         if not self.text.strip():
             raise PromptsegError(f"{self.name}: empty text; say what the mask shows (e.g. 'polyp')")
-        image = as_channels_last(self.image, name=self.name)
+        image = as_channels_last(self.image, channel_axis=self.channel_axis, channels=self.channels, name=self.name)
         mask = np.asarray(full_resolution(self.mask))  # a multiscale labels layer: numpy reads its coarsest level
         return image, _binary_mask(mask, image.shape[:2], self.name, "mask")
 
@@ -144,6 +153,29 @@ def as_triplets(items: Sequence[object]) -> list[Triplet | ArrayTriplet]:
         else:
             triplets.append(ArrayTriplet(image, mask, text, split, name=f"training data item {i + 1}"))
     return triplets
+
+
+def training_triplets(
+    data: str | Path | Sequence[object],
+    columns: dict[str, str] | None = None,
+    *,
+    channel_axis: int | None = None,
+    channels: Sequence[int] | None = None,
+) -> list[Triplet | ArrayTriplet]:
+    """The triplets of training ``data``: a triplet CSV (``columns``: :func:`read_triplets`' column names) or items
+    (:func:`as_triplets`). ``channel_axis`` and ``channels`` (the CLI's --channel-axis and --channels): how every
+    image given without its own is read, a file's axis in the file's order. Why: a (C, Y, X) image was a stack of C
+    planes to train-text, with no way to say its first axis holds channels. Every trainer reads its data here."""
+    triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else as_triplets(data)
+    if channel_axis is None and channels is None:
+        return triplets
+    picked = tuple(channels) if channels is not None else None
+    return [
+        t
+        if t.channel_axis is not None or t.channels is not None
+        else replace(t, channel_axis=channel_axis, channels=picked)
+        for t in triplets
+    ]
 
 
 def read_triplets(
@@ -348,6 +380,8 @@ def split_fingerprint(train: Sequence[Triplet | ArrayTriplet], val: Sequence[Tri
             for item in (t.image, t.mask):
                 digest.update(content_identity(item).encode())
             digest.update(t.text.encode())
+            if t.channel_axis is not None or t.channels is not None:  # the same file read otherwise (older runs: none)
+                digest.update(f"channels {t.channel_axis} {t.channels}".encode())
     return digest.hexdigest()
 
 

@@ -267,7 +267,7 @@ def refit_presence_head(
     Rewrites ``model.safetensors`` when the refit is kept (validation Dice did not fall, as in training) and records
     the refit in the JSON config; returns that record."""
     from ...models.text_segmenter import WEIGHTS_FILE, load_fusion_model, read_config, save_tensors, write_config
-    from .data import FeatureStore, as_triplets, read_triplets, split_fingerprint, split_triplets
+    from .data import FeatureStore, split_fingerprint, split_triplets, training_triplets
 
     out = Path(model_dir)
     info = read_config(out)
@@ -280,7 +280,7 @@ def refit_presence_head(
     decoder = model.decoder
     if not decoder.config.presence:
         raise PromptsegError(f"{out}: the model has no presence head (it was trained without negative pairs)")
-    triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else as_triplets(data)
+    triplets = training_triplets(data, columns)
     seed = int(training.get("seed", 0))
     train_set, val_set = split_triplets(triplets, val_fraction=training.get("val_fraction", 0.2), seed=seed)
     recorded = training.get("cache_dir")  # the training run's cache, if it is still there (else the model's own)

@@ -6,13 +6,14 @@ before anything loads, in the caller's words for its options (the CLI's flags, t
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ...callbacks import ProgressCallback
 from ...errors import PromptsegError
 from . import clipseg as clipseg_module
 from .clipseg import finetune_clipseg
+from .data import training_triplets
 from .trainer import DEFAULT_VAL_FRACTION, Data, TrainingConfig, TrainingResult, check_settings, train_text_segmenter
 
 #: the settings of a run a user sets (TrainingConfig's names, the CLI's options); passed on only when given
@@ -61,6 +62,8 @@ def train_text_model(
     cache_dir: str | Path | None = None,
     device: str = "auto",
     columns: dict[str, str] | None = None,
+    channel_axis: int | None = None,
+    channels: Sequence[int] | None = None,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
     name: Callable[[str], str] = cli_flag,
@@ -68,8 +71,10 @@ def train_text_model(
     """Train a text model in ``output_dir`` on ``data`` (a triplet CSV or triplets), as `promptseg train-text`
     does: ``settings`` (:data:`SETTINGS`; None or left out: the trainer's default), ``clipseg`` to fine-tune CLIPSeg
     (from ``clipseg_weights``, else the registry's) instead of training the fusion decoder; ``resume`` and
-    ``cache_dir`` are the fusion decoder's. A setting or option the chosen trainer does not take is refused, named
-    by ``name`` (the CLI's flags by default), before anything is read or loaded: it was ignored without a word."""
+    ``cache_dir`` are the fusion decoder's; ``channel_axis`` and ``channels`` say how every image given without its
+    own is read (a multichannel (C, Y, X) image: ``channel_axis=0``; a file's axis in the file's order). A setting or
+    option the chosen trainer does not take is refused, named by ``name`` (the CLI's flags by default), before
+    anything is read or loaded: it was ignored without a word."""
     given = {key: value for key, value in (settings or {}).items() if value is not None}
     unknown = sorted(set(given) - set(SETTINGS))
     if unknown:
@@ -88,6 +93,8 @@ def train_text_model(
             "too, or leave it out"
         )
     check_settings(given, name)  # as the trainers check them, in the caller's words for its options
+    if channel_axis is not None or channels is not None:  # the images read with them, whichever trainer reads
+        data, columns = training_triplets(data, columns, channel_axis=channel_axis, channels=channels), None
     if clipseg:
         return finetune_clipseg(
             data,

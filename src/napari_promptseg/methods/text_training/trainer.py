@@ -42,13 +42,12 @@ from .data import (
     FeatureStore,
     Sample,
     Triplet,
-    as_triplets,
     files_left_out,
     format_eta,
-    read_triplets,
     refuse_fraction_beside_split,
     split_fingerprint,
     split_triplets,
+    training_triplets,
 )
 from .losses import LOSSES, Batch, batch_loss, dice_ce
 from .presence import PresenceFit, refit_if_not_worse
@@ -205,7 +204,7 @@ def train_text_segmenter(
             f"{out} already holds a trained model; resume it (CLI --resume; widget: resume), overwrite it (CLI "
             "--overwrite; widget: overwrite) or choose another output directory"
         )
-    triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else as_triplets(data)
+    triplets = training_triplets(data, columns)
     if state is None:  # a resume keeps its run's split
         refuse_fraction_beside_split(triplets, overrides.get("val_fraction"))
     train_set, val_set = split_triplets(triplets, val_fraction=config.val_fraction, seed=config.seed)
