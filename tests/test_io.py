@@ -299,6 +299,75 @@ def test_a_cmyk_tiff_is_read_in_rgb(tmp_path):
     assert read16.dtype == np.uint16 and np.abs(read16 / 257 - rgb).max() <= 1
 
 
+def test_a_palette_tiff_is_read_in_its_colours_as_an_image_and_as_its_indices_as_labels(tmp_path):
+    """A palette (colour-map) TIFF was read as its indices: an image saved indexed reached the models as the palette's
+    arbitrary order of grey levels, and the plugin opened it so. As an image it is read in RGB as Pillow shows it
+    (whole, lazily as a pyramid, in napari, a folder of them as a stack); as labels (a label image saved with a
+    colour map, as Fiji's glasbey LUT) its indices stay the ids."""
+    from PIL import Image
+
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.io.folder_layers import folder_stack_layer_data
+    from napari_promptseg.io.layer_data import tiff_layer_data
+    from napari_promptseg.methods.text_training import Triplet
+
+    Image.fromarray(data.astronaut()[::4, ::4]).quantize(64).save(tmp_path / "palette.tif")
+    shown = np.asarray(Image.open(tmp_path / "palette.tif").convert("RGB"))
+    assert len(np.unique(shown.reshape(-1, 3), axis=0)) > 32  # a colour image, not a grey ramp
+    with tifffile.TiffFile(tmp_path / "palette.tif") as tif:
+        indices, colormap = tif.asarray(), tif.pages.first.colormap
+    np.testing.assert_array_equal(read_image(tmp_path / "palette.tif"), shown)
+    with tifffile.TiffWriter(tmp_path / "pyramid.tif") as tif:
+        tif.write(indices, tile=(64, 64), subifds=1, photometric="palette", colormap=colormap)
+        tif.write(indices[::2, ::2], tile=(64, 64), subfiletype=1, photometric="palette", colormap=colormap)
+    np.testing.assert_array_equal(np.asarray(read_image(tmp_path / "pyramid.tif")), shown)
+    [(image, kwargs, _)] = tiff_layer_data(tmp_path / "palette.tif")
+    assert kwargs.get("rgb") and "channel_axis" not in kwargs
+    np.testing.assert_array_equal(np.asarray(image), shown)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(2):
+        (folder / f"f{k}.tif").write_bytes((tmp_path / "palette.tif").read_bytes())
+    [(stack, _, _)] = folder_stack_layer_data(folder)
+    np.testing.assert_array_equal(np.asarray(stack), np.stack([shown] * 2))
+
+    (image, _, _), (labels, _, _) = nuclei()
+    glasbey = np.random.default_rng(0).integers(0, 65536, (3, 256)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "labels.tif", labels.astype(np.uint8), photometric="palette", colormap=glasbey)
+    np.testing.assert_array_equal(read_image(tmp_path / "labels.tif", role="labels"), labels)
+    # a training row's mask (train-text): the ids' pixels, not the colours' (whose channels were any non-zero)
+    iio.imwrite(tmp_path / "nuclei.png", image)
+    _, mask = Triplet(tmp_path / "nuclei.png", tmp_path / "labels.tif", "nuclei", "", 0).load()
+    np.testing.assert_array_equal(mask, labels > 0)
+
+
+def test_a_min_is_white_tiff_is_read_as_shown_as_an_image_and_as_stored_as_labels(tmp_path):
+    """A grey TIFF stored MinIsWhite (photometric 0: 0 is white, as scanners and ImageJ's inverted LUTs save) was
+    read as stored: inverted to the eye, and to the models. As an image it is read as Pillow shows it (whole, 8 and
+    16 bits, and as one bit per pixel); as labels (ImageJ's binary mask: objects 255, shown black) as stored."""
+    from PIL import Image
+
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.io import read_mask
+
+    camera = data.camera()[::4, ::4]
+    tifffile.imwrite(tmp_path / "scan.tif", 255 - camera, photometric="miniswhite")
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "scan.tif")), camera)  # what a viewer shows
+    np.testing.assert_array_equal(read_image(tmp_path / "scan.tif"), camera)
+    deep = camera.astype(np.uint16) * 257
+    tifffile.imwrite(tmp_path / "scan16.tif", 65535 - deep, photometric="miniswhite")
+    np.testing.assert_array_equal(read_image(tmp_path / "scan16.tif"), deep)
+    page = camera > 128
+    tifffile.imwrite(tmp_path / "bits.tif", ~page, photometric="miniswhite")  # one bit per pixel
+    np.testing.assert_array_equal(read_image(tmp_path / "bits.tif"), page)
+
+    _, (labels, _, _) = nuclei()
+    binary = np.where(labels > 0, 255, 0).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "mask.tif", binary, photometric="miniswhite")
+    np.testing.assert_array_equal(read_image(tmp_path / "mask.tif", role="labels"), binary)
+    np.testing.assert_array_equal(read_mask(tmp_path / "mask.tif"), labels > 0)
+
+
 def test_labels_of_one_plane_keep_their_unit_and_origin(tmp_path):
     """(1, Y, X) labels are written without ImageJ or OME axes (their readers drop an axis of one plane), and so
     lost what (Y, X) labels record: their origin was not written, and their µm pixel size went into centimetre

@@ -46,7 +46,12 @@ TEXT_EXAMPLES = [
 def _examples(shared: Path) -> Iterator[tuple[str, np.ndarray, np.ndarray, str]]:
     folder = files("napari_promptseg") / "sample_data"
     nuclei = read_image(str(folder / "nuclei_dsb2018.png"))[..., 0]
-    yield "nuclei_fluorescence", nuclei, read_image(str(folder / "nuclei_dsb2018_labels.tif")), "bundled DSB2018"
+    yield (
+        "nuclei_fluorescence",
+        nuclei,
+        read_image(str(folder / "nuclei_dsb2018_labels.tif"), role="labels"),
+        "bundled DSB2018",
+    )
     for name, dataset, image, mask in SHARED_EXAMPLES:
         root = shared / dataset
         if (root / image).is_file():

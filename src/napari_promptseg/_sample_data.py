@@ -34,7 +34,7 @@ def retina() -> list[tuple]:
 def nuclei() -> list[tuple]:
     folder = files("napari_promptseg") / "sample_data"
     image = read_image(str(folder / "nuclei_dsb2018.png"))[..., 0]
-    labels = read_image(str(folder / "nuclei_dsb2018_labels.tif"))
+    labels = read_image(str(folder / "nuclei_dsb2018_labels.tif"), role="labels")
     source = "DSB2018 / BBBC038 (CC0), Caicedo et al. 2019"
     return [
         _image(image, "nuclei", False, source),
@@ -47,7 +47,7 @@ def nuclei_for_text() -> list[tuple]:
     :func:`nuclei`) answers when the Text prompt widget is asked for "nuclei"."""
     folder = files("napari_promptseg") / "sample_data"
     image = read_image(str(folder / "nuclei_dsb2018_b.png"))[..., 0]
-    labels = read_image(str(folder / "nuclei_dsb2018_b_labels.tif"))
+    labels = read_image(str(folder / "nuclei_dsb2018_b_labels.tif"), role="labels")
     source = "DSB2018 / BBBC038 (CC0), Caicedo et al. 2019, image 912a679e4b9b"
     return [
         _image(image, "nuclei (text prompt)", False, source),

@@ -99,7 +99,13 @@ def cmd_library_add(args: argparse.Namespace) -> int:
     image = read_image_named(args.image, args.channel_axis)  # a Fiji composite by its named axes, as one-shot reads it
     _say_images_left_out([("--image", args.image), ("--mask", args.mask)])  # a TIFF's images after its first
     mask = _reference_labels(
-        read_image(args.mask), image, args.mask, args.image, args.channel_axis, args.channels, ("--image", "--mask")
+        read_image(args.mask, role="labels"),
+        image,
+        args.mask,
+        args.image,
+        args.channel_axis,
+        args.channels,
+        ("--image", "--mask"),
     )
     # the default library gets the starter exemplar on its first entry, as on its first text prompt and the Text
     # widget's "Add exemplar" (an add before any prompt left it without 'nucleus' for good)

@@ -227,7 +227,7 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
     reference_axes = [None if axis is None else -1 for axis in read_axes]
     # every pair is checked before the mode is chosen: a bad second mask is reported as such
     reference_labels = [
-        _reference_labels(read_image(m), r, m, p, axis, args.channels)
+        _reference_labels(read_image(m, role="labels"), r, m, p, axis, args.channels)
         for p, m, r, axis in zip(args.reference, args.reference_mask, references, reference_axes, strict=True)
     ]
     for mask, labels in zip(args.reference_mask, reference_labels, strict=True):

@@ -175,7 +175,7 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         if args.seed_labels is not None:
             from ..io.images import read_image
 
-            seed = read_image(args.seed_labels)
+            seed = read_image(args.seed_labels, role="labels")
             return _stack_record(args, path, image, plane_labels, segmenter, seed_labels=seed, axes=axes)
         if not args.propagate or args.find_all:  # the plane's own method (find-all) seeds the propagation
             return _stack_record(args, path, image, plane_labels, segmenter, axes=axes)

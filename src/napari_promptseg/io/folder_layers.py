@@ -27,6 +27,7 @@ from .images import (
 from .layer_data import _NAPARI_UNITS, LayerData, _ome_tiff_details, _refuse_complex, tiff_layer_data
 from .listing import image_files, is_image_name, list_images, natural_key, ome_zarr_left_out, store_images
 from .multiscale import named_channel_position, open_multiscale, read_image_named, tiff_axis_names
+from .tiff_colours import shown_shape
 
 
 def is_image_folder(path: str | Path) -> bool:
@@ -126,7 +127,7 @@ def _file_shape(file: Path) -> tuple[tuple[int, ...], str]:
             with tifffile.TiffFile(file) as tif:
                 if len(tif.series[0].levels) > 1:
                     raise PromptsegError(f"{file}: a pyramid (a whole slide), not one image of a stack; open it alone")
-                shape, dtype = tuple(tif.series[0].shape), tif.series[0].dtype
+                shape, dtype = shown_shape(tuple(tif.series[0].shape), tif.series[0].dtype, tif)  # a palette's RGB
                 cmyk = cmyk_sample_axis(tif, len(shape))
                 if _grey_and_alpha(tif, shape):  # read grey, its alpha dropped
                     shape = shape[:-1]

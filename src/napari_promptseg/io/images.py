@@ -19,6 +19,7 @@ import tifffile
 from ..errors import PromptsegError
 from ..models.preprocessing import full_resolution
 from ._files import replacing
+from .tiff_colours import ROLES, Role, as_shown, min_is_white_top, palette_colours
 from .tiff_metadata import ome_uuid, tiff_calibration, tiff_origin
 
 if TYPE_CHECKING:
@@ -187,13 +188,18 @@ def missing_file_why(path: str | Path) -> str:
     return "no such file"
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, *, role: Role = "image") -> np.ndarray:
     """Read an image file (TIFF, PNG, JPEG, BMP, ...) as a numpy array in its stored dtype.
+
+    ``role``: "image" reads a palette TIFF in its RGB colours and a MinIsWhite grey TIFF inverted, as viewers show
+    them; "labels" (a mask or label file) keeps their stored values, the ids (see :mod:`.tiff_colours`).
 
     OME-Zarr image directories and pyramidal TIFFs are opened lazily: their full-resolution level as a dask array in
     the order (Z, ) Y, X (, C) (see :mod:`.multiscale`); nothing is read until a tile or plane is asked for."""
     from .multiscale import bioformats2raw_series, is_lazy_image, not_ome_zarr_why, open_multiscale
 
+    if role not in ROLES:
+        raise PromptsegError(f"read_image: role {role!r}; expected one of {', '.join(ROLES)}")
     path = Path(path)
     if path.is_dir() or is_lazy_image(path):
         if bioformats2raw_series(path):
@@ -211,6 +217,8 @@ def read_image(path: str | Path) -> np.ndarray:
                 image = tif.asarray()
                 grey_alpha = _grey_and_alpha(tif, image.shape)
                 cmyk = cmyk_sample_axis(tif, image.ndim)
+                if role == "image":  # a palette's colours, MinIsWhite grey inverted; labels keep their ids
+                    image = as_shown(image, palette_colours(tif), min_is_white_top(tif))
             if cmyk is not None:  # ink channels, no RGBA: in RGB, as a CMYK JPEG is read
                 image = np.moveaxis(cmyk_to_rgb(image, cmyk), cmyk, -1)
         else:
@@ -392,7 +400,7 @@ def _unreadable_why(path: Path, exc: Exception) -> str:
 
 def read_mask(path: str | Path, threshold: int = 127) -> np.ndarray:
     """Binary mask from a file; JPEG masks are thresholded (compression blurs their edges)."""
-    mask = read_image(path)
+    mask = read_image(path, role="labels")
     if mask.ndim == 3:
         mask = mask[..., 0]
     return mask > threshold if mask.dtype == np.uint8 and mask.max() > 1 else mask > 0

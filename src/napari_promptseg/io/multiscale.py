@@ -27,6 +27,7 @@ from .images import (
     cmyk_to_rgb,
     read_image,
 )
+from .tiff_colours import as_shown, min_is_white_top, palette_colours
 
 #: tifffile's axis codes -> OME names (S = samples of an RGB pixel; I and Q = a sequence of unnamed planes)
 TIFF_AXES = {"X": "x", "Y": "y", "Z": "z", "T": "t", "C": "c", "S": "c", "I": "z", "Q": "z"}
@@ -515,6 +516,7 @@ def _open_tiff(path: Path) -> MultiscaleImage:
             colour = series.keyframe.photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
             grey_alpha = _grey_and_alpha(tif, series.shape)
             cmyk = cmyk_sample_axis(tif, len(codes))
+            colours, top = palette_colours(tif), min_is_white_top(tif)
         store = tifffile.imread(path, aszarr=True)  # owns its file handle for as long as the arrays live
         node = zarr.open(store, mode="r")
         arrays = [da.from_zarr(node[str(k)]) for k in range(n_levels)] if n_levels > 1 else [da.from_zarr(node)]
@@ -526,6 +528,10 @@ def _open_tiff(path: Path) -> MultiscaleImage:
         arrays = [a[(slice(None),) * (a.ndim - 1) + (slice(0, 1),)] for a in arrays]
     elif cmyk is not None:
         arrays, colour = [cmyk_to_rgb(a, cmyk) for a in arrays], True
+    elif colours is not None or top is not None:  # a palette's colours (last), MinIsWhite grey inverted
+        arrays = [as_shown(a, colours, top) for a in arrays]
+        if colours is not None:
+            codes, colour = codes + "S", True
     axes = []
     for code, size in zip(codes, arrays[0].shape, strict=True):
         name = TIFF_AXES.get(code)

@@ -108,7 +108,7 @@ def _checked_labels(path: Path, moving_shape: tuple[int, ...], channel_axis: int
     from ...io.images import file_labels
 
     # as oneshot's and the library's masks: a JPEG mask thresholded, a grey RGB one its first channel, colours ids
-    labels = _mask_file_labels(read_image(path), path, f"--moving-labels {path}")
+    labels = _mask_file_labels(read_image(path, role="labels"), path, f"--moving-labels {path}")
     if labels.dtype == bool:  # a JPEG mask: one object, id 1 (labels_warped.tif is an integer label image)
         labels = labels.astype(np.uint8)
     spatial = _spatial_shape(moving_shape, channel_axis)

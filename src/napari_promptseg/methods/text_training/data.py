@@ -63,7 +63,7 @@ class Triplet:
             else:  # given in the file's order, as every command takes it (a pyramid is read channels last)
                 pixels, axis = raw, read_channel_axis(self.image, self.channel_axis)
             image = as_channels_last(pixels, channel_axis=axis, channels=self.channels, name=str(self.image))
-            mask = read_image(self.mask)
+            mask = read_image(self.mask, role="labels")
         except PromptsegError as exc:  # the row, not only the file: the CSV is what the user edits
             raise PromptsegError(f"{self.where()}: {exc}") from exc
         return image, _binary_mask(mask, image.shape[:2], self.where(), self.mask.name)
