@@ -424,8 +424,8 @@ def test_a_csv_named_from_the_home_folder_is_read(kvasir, tmp_path, monkeypatch)
 
 def test_a_stack_in_the_csv_is_refused_in_train_texts_words(kvasir, tmp_path):
     """A (Z, Y, X) stack in a triplet CSV was refused with the console's advice ("pass channel_axis ... segment_stack
-    in napari_promptseg.methods.volume"), options train-text does not have; it says what a CSV takes and that the
-    Train text model widget trains on a stack's planes."""
+    in napari_promptseg.methods.volume"), options train-text does not have; it says what a CSV takes, that the
+    Train text model widget trains on a stack's planes, and train-text's own --channel-axis."""
     image, mask = kvasir[0].load()
     tifffile.imwrite(tmp_path / "stack.tif", np.stack([image[..., 0]] * 5))
     _write_csv(tmp_path / "rows.csv", [("stack.tif", str(kvasir[0].mask), "polyp", "train")])
@@ -433,7 +433,8 @@ def test_a_stack_in_the_csv_is_refused_in_train_texts_words(kvasir, tmp_path):
         read_triplets(tmp_path / "rows.csv")[0].load()
     message = str(info.value)
     assert "rows.csv: row 2: " in message and "stack.tif is a stack of 5 planes" in message
-    assert "one row per plane" in message and "channel_axis" not in message
+    assert "one row per plane" in message and "segment_stack" not in message
+    assert "if its first axis holds channels, give --channel-axis 0" in message  # train-text's option now
     # a Fiji composite of more channels than a colour image holds (its axes named): not "a stack of 64 planes"
     tifffile.imwrite(tmp_path / "five.tif", np.stack([image[:64, :64, 0]] * 5), imagej=True, metadata={"axes": "CYX"})
     _write_csv(tmp_path / "five.csv", [("five.tif", str(kvasir[0].mask), "polyp", "train")])
