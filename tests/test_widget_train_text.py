@@ -474,3 +474,17 @@ def test_a_stacks_planes_are_held_out_for_validation_in_runs_of_neighbours(share
     assert {t.stack for t in flat} == {""}
     before = [[2, 4, 6, 19], [1, 10, 16, 18]]  # the split of 2D layers, seeds 0 and 1, before stacks were split apart
     assert [sorted(int(t.name.split()[1]) for t in split_triplets(flat, seed=seed)[1]) for seed in (0, 1)] == before
+
+
+def test_a_pairs_labels_of_another_size_are_refused_before_anything_loads(polyps):
+    """A pair of a frame and the labels of another frame (531 x 622 over 528 x 622) was taken: the run loaded
+    LiteMedSAM and MiniLM (tens of seconds) before the worker said "mask is 531x622 but the image is 528x622".
+    Refused with the pair's name while the rows are read, on the main thread; a stack's labels too."""
+    from napari_promptseg._widgets.train_text import layer_triplets
+
+    (frame, _), (_, other_mask) = polyps[:2]
+    with pytest.raises(PromptsegError, match=r"^frame / polyp: the labels are 531x622 but the image 528x622"):
+        layer_triplets([(frame, True, other_mask, "polyp", "frame / polyp")])
+    grey = frame[..., 0]
+    with pytest.raises(PromptsegError, match=r"^stack / polyp: the labels are 531x622 but the image 528x622"):
+        layer_triplets([(np.stack([grey] * 2), False, np.stack([other_mask] * 2), "polyp", "stack / polyp")])

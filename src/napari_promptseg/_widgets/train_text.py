@@ -131,6 +131,14 @@ def layer_triplets(
                     "its planes on a Labels layer of its shape"
                 )
             raise PromptsegError(f"{name}: {len(planes)} image planes but {len(masks)} label planes")
+        # said now, naming the pair: the worker said it once LiteMedSAM and MiniLM had loaded (tens of seconds)
+        rows_cols = planes[0].shape[1:3] if channel_axis is not None else planes[0].shape[:2]
+        if masks[0].shape != rows_cols:
+            size = "x".join(map(str, masks[0].shape))
+            raise PromptsegError(
+                f"{name}: the labels are {size} but the image {rows_cols[0]}x{rows_cols[1]}: choose the Labels layer "
+                "drawn over this image"
+            )
         marked = [k for k, mask in enumerate(masks) if mask.any()] if len(masks) > 1 else [0]
         if not marked:
             raise PromptsegError(f"{name}: its labels mark no plane of the stack; label the structure on some planes")
