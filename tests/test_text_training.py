@@ -160,7 +160,7 @@ def test_cancelled_run_resumes_to_the_uninterrupted_weights(trained, kvasir, cac
     def cancel_in_epoch_two() -> bool:  # after its first step (two steps per epoch)
         return any(m.startswith("epoch 2/2, step 1/2") for m in messages)
 
-    with pytest.raises(CancelledError, match="resume"):
+    with pytest.raises(CancelledError, match="resume") as info:
         train_text_segmenter(
             kvasir,
             out,
@@ -170,6 +170,10 @@ def test_cancelled_run_resumes_to_the_uninterrupted_weights(trained, kvasir, cac
             device="cpu",
             **FAST,
         )
+    # the model kept is said (it said only where to resume from; the widget showed only that)
+    said = str(info.value)
+    assert "the best epoch so far (epoch 1, val Dice " in said and f"is the model in {out}" in said
+    assert load_text_segmenter(out, device="cpu") is not None
     assert any("ETA" in m for m in messages)
     assert "image features 6/6" in " ".join(messages)  # the validation images are counted too (4 + 2)
     state = json.loads((out / "last" / "state.json").read_text())

@@ -308,7 +308,11 @@ def train_text_segmenter(
                 save_resume_state(
                     out, decoder, optimizer, config, epoch, step, best, history, rows, parts_sum, cache=cache
                 )
-                raise CancelledError(f"cancelled at epoch {epoch + 1}, step {step}; resume from {out / 'last'}")
+                kept = ""  # the model a finished epoch saved is whole and answers: said, not only the resume
+                if best["epoch"]:
+                    dice_said = "" if best.get("val_dice") is None else f", val Dice {best['val_dice']:.3f}"
+                    kept = f"; the best epoch so far (epoch {best['epoch']}{dice_said}) is the model in {out}"
+                raise CancelledError(f"cancelled at epoch {epoch + 1}, step {step}{kept}; resume from {out / 'last'}")
             batch = make_batch(seen[step * config.batch_size : (step + 1) * config.batch_size], text, dev)
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 10_007 + step)
             loss, parts = batch_loss(config.loss, decoder, batch, generator)
