@@ -488,3 +488,22 @@ def test_a_pairs_labels_of_another_size_are_refused_before_anything_loads(polyps
     grey = frame[..., 0]
     with pytest.raises(PromptsegError, match=r"^stack / polyp: the labels are 531x622 but the image 528x622"):
         layer_triplets([(np.stack([grey] * 2), False, np.stack([other_mask] * 2), "polyp", "stack / polyp")])
+
+
+def test_a_pair_whose_labels_mark_nothing_is_said_to_train_as_an_image_without_its_text(polyps):
+    """A 2D pair with an empty Labels layer (made, never painted) was trained as the structure absent without a word,
+    where a stack's unlabelled planes are said to be left out. It is said, naming the pair and its text."""
+    from napari_promptseg._widgets.train_text import layer_triplets
+
+    (frame, mask), (other, _) = polyps[:2]
+    left_out: list[str] = []
+    rows = [(frame, True, mask, "polyp", "frame / polyp"), (other, True, np.zeros(other.shape[:2]), "polyp", "b / e")]
+    triplets = layer_triplets(rows, left_out)
+    assert [t.mask.any() for t in triplets] == [True, False]  # still taught (a deliberate negative example)
+    assert left_out == [
+        "b / e: its labels mark nothing: trained as an image without 'polyp' (paint it, or remove the pair)"
+    ]
+    # none marks anything: refused when Train is pressed (it was, once the models had loaded and encoded every image,
+    # as "check the mask column" of a CSV the user never gave)
+    with pytest.raises(PromptsegError, match=r"^no pair's labels mark anything \(2 pairs\): paint the structure"):
+        layer_triplets([rows[1], (frame, True, np.zeros(frame.shape[:2]), "polyp", "f / e")])

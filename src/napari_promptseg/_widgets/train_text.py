@@ -142,6 +142,11 @@ def layer_triplets(
         marked = [k for k, mask in enumerate(masks) if mask.any()] if len(masks) > 1 else [0]
         if not marked:
             raise PromptsegError(f"{name}: its labels mark no plane of the stack; label the structure on some planes")
+        if not stacked and not masks[0].any() and left_out is not None:  # a Labels layer made, never painted?
+            left_out.append(
+                f"{name}: its labels mark nothing: trained as an image without '{text.strip()}' (paint it, or "
+                "remove the pair)"
+            )
         if len(marked) < len(masks) and left_out is not None:
             left_out.append(f"{name}: {len(masks) - len(marked)} of {len(masks)} planes have no labels: left out")
         for k in marked:
@@ -158,6 +163,11 @@ def layer_triplets(
                     **stack,
                 )
             )
+    if triplets and not any(t.mask.any() for t in triplets):  # said before the models load and encode every image
+        raise PromptsegError(
+            f"no pair's labels mark anything ({len(rows)} pair{'s' if len(rows) > 1 else ''}): paint the structure "
+            "on the Labels layers (any non-zero label is the target)"
+        )
     return triplets
 
 

@@ -242,8 +242,8 @@ def train_text_segmenter(
     train, val = samples[: len(train_set)], samples[len(train_set) :]
     if not any(s.target.any() for s in train):
         raise PromptsegError(
-            f"every training mask is empty ({len(train)} rows): nothing to learn; check the mask column (masks are "
-            "read as non-zero = target)"
+            f"every training mask is empty ({len(train)} rows): nothing to learn; check the masks (a CSV's mask "
+            "column; napari: the Labels layers) (masks are read as non-zero = target)"
         )
     texts = sorted({s.text for s in train})
     paired = texts_per_image(triplets)  # a text paired with an image in any split is never its negative
