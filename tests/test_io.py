@@ -368,6 +368,27 @@ def test_a_min_is_white_tiff_is_read_as_shown_as_an_image_and_as_stored_as_label
     np.testing.assert_array_equal(read_mask(tmp_path / "mask.tif"), labels > 0)
 
 
+def test_read_mask_takes_every_id_of_an_8_bit_label_image_and_cuts_a_jpeg_mask_at_half_range(shared_data, tmp_path):
+    """read_mask cut every 8-bit mask at 127: the bundled 50 nuclei saved as an 8-bit label image gave an empty mask,
+    and a colour mask in green on black was empty too (its red channel was read). A 0/255 JPEG mask is still cut at
+    half range (its blurred edges), as train-text reads masks."""
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.io import read_mask
+
+    _, (labels, _, _) = nuclei()
+    tifffile.imwrite(tmp_path / "ids.tif", labels.astype(np.uint8))
+    np.testing.assert_array_equal(read_mask(tmp_path / "ids.tif"), labels > 0)
+    green = np.zeros((*labels.shape, 3), np.uint8)
+    green[..., 1] = np.where(labels > 0, 255, 0)
+    iio.imwrite(tmp_path / "green.png", green)
+    np.testing.assert_array_equal(read_mask(tmp_path / "green.png"), labels > 0)
+    jpeg = next((shared_data / "lungs_cxr_shenzhen" / "masks").glob("*.jpg"))
+    stored = read_image(jpeg, role="labels")
+    stored = stored[..., 0] if stored.ndim == 3 else stored
+    assert np.count_nonzero(stored[(stored > 0) & (stored <= 127)]) > 0  # blurred edges
+    np.testing.assert_array_equal(read_mask(jpeg), stored > 127)
+
+
 def test_labels_of_one_plane_keep_their_unit_and_origin(tmp_path):
     """(1, Y, X) labels are written without ImageJ or OME axes (their readers drop an axis of one plane), and so
     lost what (Y, X) labels record: their origin was not written, and their µm pixel size went into centimetre

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError
 from ...io import read_image
-from ...io.images import array_digest
+from ...io.images import array_digest, mask_foreground
 from ...io.multiscale import named_channels_last, read_channel_axis
 from ...models.cache import content_key
 from ...models.preprocessing import Normalization, ResizeTransform, as_channels_last, full_resolution
@@ -403,11 +403,7 @@ def _binary_mask(mask: np.ndarray, shape: tuple[int, ...], where: str, what: str
     # 8-bit masks (PNG 0/255, JPEG with blurred edges: most of the foreground in the upper half) at half range; 0/1
     # masks and label images (ids 1, 2, ... of an 8-bit label image too, which half range would empty or cut):
     # any id is the target
-    if mask.dtype == np.uint8 and mask.max() > 127:
-        foreground = mask[mask > 0]
-        if np.count_nonzero(foreground > 127) > foreground.size / 2:
-            return mask > 127
-    return mask > 0
+    return mask_foreground(mask)
 
 
 def mask_to_input(mask: np.ndarray, transform: ResizeTransform) -> tuple[torch.Tensor, torch.Tensor]:
