@@ -304,6 +304,12 @@ def test_a_multichannel_layer_trains_as_its_channels_once_its_channel_axis_is_ch
     assert widget.channel_axis.channel_axis == 0  # still offered by the first pair's layer
     widget.train()
     assert "colour / polyp: an RGB image, with no channel axis" in widget.runner.widget.status.text()
+    # the multichannel pair removed: no layer left offers a channel axis, and the colour pair trains as it is
+    widget.table.setCurrentCell(0, 0)
+    widget.remove_row()
+    assert widget.channel_axis.count() == 1 and widget.channel_axis.channel_axis is None
+    widget.channel_axis.channels_edit.setText("")
+    assert np.array_equal(trained_on()[0], rgb)
 
 
 def test_the_cli_settings_reach_the_trainer_as_train_text_passes_them(make_viewer, qtbot, tmp_path, monkeypatch):

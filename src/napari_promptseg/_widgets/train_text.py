@@ -413,6 +413,7 @@ class TrainTextWidget(QWidget):
             row = self.table.rowCount() - 1
         if row >= 0:
             self.table.removeRow(row)
+            self._offer_channel_axis()  # its layer may have been the one offering a channel axis
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
         if event.type() in (QEvent.Type.FocusIn, QEvent.Type.MouseButtonPress):
