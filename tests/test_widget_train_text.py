@@ -513,3 +513,34 @@ def test_a_pair_whose_labels_mark_nothing_is_said_to_train_as_an_image_without_i
     # as "check the mask column" of a CSV the user never gave)
     with pytest.raises(PromptsegError, match=r"^no pair's labels mark anything \(2 pairs\): paint the structure"):
         layer_triplets([rows[1], (frame, True, np.zeros(frame.shape[:2]), "polyp", "f / e")])
+
+
+def test_a_csvs_multichannel_images_are_read_with_the_channel_axis_chosen_as_the_cli_reads_them(
+    make_viewer, qtbot, polyps, tmp_path, monkeypatch
+):
+    """The CSV's (C, Y, X) images: the widget's channel axis 0 for a CSV (no layer to count its channels on) is the
+    CLI's --channel-axis 0: the same rows reach the trainer, read as the colour frame."""
+    import tifffile
+
+    from napari_promptseg.cli import main
+
+    calls = _trainer_calls(monkeypatch)
+    rgb, mask = polyps[0]
+    tifffile.imwrite(tmp_path / "frame.tif", np.ascontiguousarray(rgb.transpose(2, 0, 1)), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "mask.tif", mask.astype(np.uint8))
+    (tmp_path / "rows.csv").write_text("image,mask,text\nframe.tif,mask.tif,polyp\n")
+    widget = TrainTextWidget(make_viewer())
+    widget.source.setCurrentText("CSV")
+    widget.csv.setText(str(tmp_path / "rows.csv"))
+    widget.output.setText(str(tmp_path / "model"))
+    assert widget.channel_axis.itemText(1) == "axis 0 (channels first)"
+    widget.channel_axis.setCurrentIndex(1)
+    widget.train()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
+    assert "trainer reached" in widget.runner.widget.status.text(), widget.runner.widget.status.text()
+    [from_widget] = calls.pop()[1][0]
+    assert main(["train-text", str(tmp_path / "rows.csv"), "-o", str(tmp_path / "model"), "--channel-axis", "0"]) == 2
+    [from_cli] = calls.pop()[1][0]
+    assert from_widget == from_cli and from_cli.channel_axis == 0
+    image, target = from_cli.load()
+    assert np.array_equal(image, rgb) and np.array_equal(target, mask)
