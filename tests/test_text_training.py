@@ -986,3 +986,10 @@ def test_multichannel_images_given_their_channel_axis_train_as_their_channels(tr
     assert main([*argv, "--cache-dir", str(cache), "--device", "cpu"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["feature_cache"] == {"hits": 2, "misses": 0} and summary["epochs_run"] == 1
+    # the package's own function, given arrays
+    arrays = [
+        (np.ascontiguousarray(t.load()[0].transpose(2, 0, 1)), t.load()[1], "polyp", s)
+        for t, s in ((kvasir[0], "train"), (kvasir[4], "val"))
+    ]
+    result = train_text_segmenter(arrays, tmp_path / "python", channel_axis=0, cache_dir=cache, device="cpu", epochs=1)
+    assert result.feature_cache == {"hits": 2, "misses": 0}

@@ -523,6 +523,7 @@ def test_a_csvs_multichannel_images_are_read_with_the_channel_axis_chosen_as_the
     import tifffile
 
     from napari_promptseg.cli import main
+    from napari_promptseg.methods.text_training.data import training_triplets
 
     calls = _trainer_calls(monkeypatch)
     rgb, mask = polyps[0]
@@ -538,9 +539,10 @@ def test_a_csvs_multichannel_images_are_read_with_the_channel_axis_chosen_as_the
     widget.train()
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
     assert "trainer reached" in widget.runner.widget.status.text(), widget.runner.widget.status.text()
-    [from_widget] = calls.pop()[1][0]
+    from_widget = _comparable(calls.pop())
     assert main(["train-text", str(tmp_path / "rows.csv"), "-o", str(tmp_path / "model"), "--channel-axis", "0"]) == 2
-    [from_cli] = calls.pop()[1][0]
-    assert from_widget == from_cli and from_cli.channel_axis == 0
-    image, target = from_cli.load()
+    trainer, (data, _), kwargs = call = calls.pop()
+    assert from_widget == _comparable(call) and kwargs["channel_axis"] == 0
+    [row] = training_triplets(data, kwargs["columns"], channel_axis=0)
+    image, target = row.load()
     assert np.array_equal(image, rgb) and np.array_equal(target, mask)

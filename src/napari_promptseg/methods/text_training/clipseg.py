@@ -78,6 +78,8 @@ def finetune_clipseg(
     val_fraction: float | None = None,
     overwrite: bool = False,
     columns: dict[str, str] | None = None,
+    channel_axis: int | None = None,
+    channels: Sequence[int] | None = None,
     device: str = "auto",
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
@@ -86,7 +88,9 @@ def finetune_clipseg(
     """Fine-tune CLIPSeg (registry ``clipseg_rd64_refined``, or the checkpoint directory ``weights``).
     ``val_fraction``: the share of the images held out for validation when the data has no split of its own (None:
     :data:`~.trainer.DEFAULT_VAL_FRACTION`); given for data whose split marks val rows, it is refused.
-    ``weights_option`` names ``weights`` where missing weights are told (the CLI's flag, the widget's field)."""
+    ``weights_option`` names ``weights`` where missing weights are told (the CLI's flag, the widget's field).
+    ``channel_axis`` and ``channels``: how every image given without its own is read
+    (:func:`.data.training_triplets`)."""
     from ...models import download_progress, resolve_device, resolve_weights
     from ...models.clipseg import load_clipseg
 
@@ -104,7 +108,7 @@ def finetune_clipseg(
             f"{out} already holds a model ({', '.join(held)}); choose another directory or overwrite it (CLI "
             "--overwrite; widget: overwrite)"
         )
-    triplets = training_triplets(data, columns)
+    triplets = training_triplets(data, columns, channel_axis=channel_axis, channels=channels)
     refuse_fraction_beside_split(triplets, val_fraction)  # as the fusion decoder: it was ignored without a word
     fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
     train_set, val_set = split_triplets(triplets, val_fraction=fraction, seed=seed)

@@ -13,7 +13,6 @@ from ...callbacks import ProgressCallback
 from ...errors import PromptsegError
 from . import clipseg as clipseg_module
 from .clipseg import finetune_clipseg
-from .data import training_triplets
 from .trainer import DEFAULT_VAL_FRACTION, Data, TrainingConfig, TrainingResult, check_settings, train_text_segmenter
 
 #: the settings of a run a user sets (TrainingConfig's names, the CLI's options); passed on only when given
@@ -93,8 +92,10 @@ def train_text_model(
             "too, or leave it out"
         )
     check_settings(given, name)  # as the trainers check them, in the caller's words for its options
-    if channel_axis is not None or channels is not None:  # the images read with them, whichever trainer reads
-        data, columns = training_triplets(data, columns, channel_axis=channel_axis, channels=channels), None
+    # the images read with them, whichever trainer reads (not given: its call as before they existed)
+    channel = (
+        {"channel_axis": channel_axis, "channels": channels} if channel_axis is not None or channels is not None else {}
+    )
     if clipseg:
         return finetune_clipseg(
             data,
@@ -106,6 +107,7 @@ def train_text_model(
             device=device,
             progress=progress,
             cancel=cancel,
+            **channel,
             **given,
         )
     return train_text_segmenter(
@@ -118,5 +120,6 @@ def train_text_model(
         columns=columns,
         progress=progress,
         cancel=cancel,
+        **channel,
         **given,
     )

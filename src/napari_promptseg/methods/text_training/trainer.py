@@ -169,6 +169,8 @@ def train_text_segmenter(
     overwrite: bool = False,
     device: str = "auto",
     columns: dict[str, str] | None = None,
+    channel_axis: int | None = None,
+    channels: Sequence[int] | None = None,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
     **overrides,
@@ -177,7 +179,8 @@ def train_text_segmenter(
 
     ``data``: a triplet CSV (``columns`` maps ``image_col``/``mask_col``/``text_col``/``split_col`` to other
     names) or triplets (:class:`Triplet`, :class:`ArrayTriplet` for arrays such as napari layers, or plain
-    ``(image, mask, text[, split])`` tuples of arrays or of file paths). ``config``
+    ``(image, mask, text[, split])`` tuples of arrays or of file paths); ``channel_axis`` and ``channels`` read every
+    image given without its own (``channel_axis=0``: multichannel (C, Y, X) images; a file's in its order). ``config``
     and keyword ``overrides`` (e.g. ``loss="tmca", epochs=4``) set the run. ``resume`` continues from
     ``output_dir/last`` with the settings saved there. ``progress(fraction, message)`` reports with an ETA;
     ``cancel()`` returning True stops after the current step, keeping ``last/`` for a resume. ``overwrite``
@@ -204,7 +207,7 @@ def train_text_segmenter(
             f"{out} already holds a trained model; resume it (CLI --resume; widget: resume), overwrite it (CLI "
             "--overwrite; widget: overwrite) or choose another output directory"
         )
-    triplets = training_triplets(data, columns)
+    triplets = training_triplets(data, columns, channel_axis=channel_axis, channels=channels)
     if state is None:  # a resume keeps its run's split
         refuse_fraction_beside_split(triplets, overrides.get("val_fraction"))
     train_set, val_set = split_triplets(triplets, val_fraction=config.val_fraction, seed=config.seed)
