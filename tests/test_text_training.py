@@ -270,6 +270,15 @@ def test_a_resume_without_a_saved_state_says_how_to_train_again(trained, kvasir,
         train_text_segmenter(kvasir, out, resume=True, device="cpu")
 
 
+def test_a_resume_reading_the_images_with_other_channels_is_refused_before_anything_loads(trained, kvasir, tmp_path):
+    """The images of a run read with a channel axis or channels are other pixels than the same files read without:
+    a resume given them otherwise trained on other data unsaid (the fingerprint knew files by their paths only)."""
+    out = tmp_path / "model"
+    shutil.copytree(trained.path, out, ignore=shutil.ignore_patterns("cache"))
+    with pytest.raises(PromptsegError, match=r"other rows .*read with another channel axis or channels"):
+        train_text_segmenter(kvasir, out, resume=True, channels=[2, 1, 0], device="cpu", epochs=3)
+
+
 def test_ctrl_c_in_a_resumed_run_says_where_it_resumes_from(trained, tmp_path, capsys, monkeypatch):
     """Ctrl+C in a --resume run before its first new epoch was saved (while the images were read) said only
     "interrupted": the saved state was older than the run, so it was taken for another run's, though it is the one

@@ -199,8 +199,9 @@ def check_same_rows(out: Path, state: dict, rows: str) -> None:
     if state.get("rows", rows) != rows:  # runs saved before the fingerprint: not checked
         raise PromptsegError(
             f"{out}: the saved run trained and validated on other rows (another CSV, rows added, removed or "
-            "changed, or its files moved: files are known by their full path); a resume continues the same run on "
-            "the same data: give that data, or train a new model"
+            "changed, its files moved: files are known by their full path, or its images read with another channel "
+            "axis or channels); a resume continues the same run on the same data: give that data, or train a new "
+            "model"
         )
 
 
