@@ -277,12 +277,14 @@ def test_ctrl_c_while_the_presence_head_is_refitted_says_how_to_finish(
     csv_path = tmp_path / "pairs.csv"
     with open(csv_path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["image", "mask", "text", "split"])
+        writer.writerow(["image", "mask", "name", "split"])
         writer.writerows([t.image, t.mask, t.text, t.split] for t in two_targets)
     out = tmp_path / "model"
     argv = ["train-text", str(csv_path), "-o", str(out), "--epochs", "1", "--batch-size", "4", "--negatives", "1"]
-    assert main([*argv, "--cache-dir", str(cache), "--device", "cpu"]) == 130
+    reading = ["--text-col", "name", "--channels", "0", "1", "2"]  # the refit must read the rows alike
+    assert main([*argv, *reading, "--cache-dir", str(cache), "--device", "cpu"]) == 130
     error = capsys.readouterr().err
     assert f"training had finished: {out} holds the model (epoch 1, the best)" in error
-    assert f"-o {out} --refit-presence` refits the head" in error and "--resume continues" not in error
+    refit = f"-o {out} --text-col name --channels 0 1 2 --refit-presence` refits the head"
+    assert refit in error and "--resume continues" not in error
     assert load_text_segmenter(out, device="cpu").decoder.config.presence
