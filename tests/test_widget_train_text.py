@@ -8,6 +8,7 @@ Run under a display: ``xvfb-run -a python -m pytest tests/test_widget_train_text
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -547,3 +548,31 @@ def test_a_csvs_multichannel_images_are_read_with_the_channel_axis_chosen_as_the
     [row] = training_triplets(data, kwargs["columns"], channel_axis=0)
     image, target = row.load()
     assert np.array_equal(image, rgb) and np.array_equal(target, mask)
+
+
+def test_a_run_cancelled_after_an_epoch_offers_its_best_model_in_the_text_widget(make_viewer, qtbot, polyps, tmp_path):
+    """Cancel in the second epoch: the first epoch's model is in the folder (the trainer keeps it), but the widget
+    said only where to resume from, and the Text prompt widget did not list it (a finished run's model is). It says
+    the model kept, and offers it."""
+    viewer = make_viewer()
+    text_widget = TextPromptWidget(viewer)
+    widget = TrainTextWidget(viewer)
+    for k, (image, mask) in enumerate(polyps[:2]):
+        layer = viewer.add_image(image[::2, ::2], name=f"frame {k}")  # half size: the cancel, not the model, is tested
+        widget.set_row(k, layer, viewer.add_labels(mask[::2, ::2].astype(np.uint8), name=f"polyp {k}"), "polyp")
+    out = tmp_path / "model"
+    widget.output.setText(str(out))
+    widget.epochs.setValue(3)
+    widget.runner._progressed.connect(
+        lambda job, fraction, message: widget.runner.cancel() if message.startswith("epoch 2/3") else None
+    )
+    widget.train()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
+    assert widget.runner.state == "cancelled", widget.runner.widget.status.text()
+    # the cancel is seen where the next step starts: epoch 3's first (each epoch is one step of one frame)
+    said = widget.runner.widget.status.text()
+    kept = rf"the best epoch so far \(epoch [12], val Dice 0\.\d+\) is the model in {re.escape(str(out))}"
+    assert re.search(kept, said), said
+    assert TRAINED_MODELS[0] == str(out)
+    items = [text_widget.text_model.itemText(i) for i in range(text_widget.text_model.count())]
+    assert str(out) in items

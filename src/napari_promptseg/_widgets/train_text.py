@@ -8,6 +8,7 @@ and, when done, offers the model in every open Text prompt widget.
 
 from __future__ import annotations
 
+import time
 import weakref
 from pathlib import Path
 
@@ -313,6 +314,8 @@ class TrainTextWidget(QWidget):
         layout.addWidget(self.advanced)
         layout.addStretch(1)
         self.last_result = None
+        self._training_into: tuple[Path, float] | None = None  # the running run's model directory, and its start
+        self.runner.idle.connect(self._offer_kept_model)
         self.add_row()
 
     def _browse(self, edit: QLineEdit, *, directory: bool) -> QPushButton:
@@ -387,6 +390,17 @@ class TrainTextWidget(QWidget):
             # a click or focus in a cell's widget selects its row: the table itself never sees those clicks
             self.table.cellWidget(row, column).installEventFilter(self)
         return row
+
+    def _offer_kept_model(self) -> None:
+        """A run cancelled after an epoch saved its best model so far: offered in the Text prompt widgets as a
+        finished run's is (it was only said; choosing it meant browsing to the folder)."""
+        if self._training_into is None or self.runner.state != "cancelled":
+            return
+        output, started = self._training_into
+        self._training_into = None
+        config = output / "text_segmenter.json"
+        if config.is_file() and config.stat().st_mtime >= started:  # this run's model, not an older one
+            remember_model(str(output))
 
     def _offer_channel_axis(self, *_) -> None:
         """The channel axis offered when a pair's image may have one (its channels counted on the first), or for a
@@ -516,6 +530,7 @@ class TrainTextWidget(QWidget):
             summary = "; ".join([summary, *(f"warning: {w}" for w in result.warnings)])
             self.runner.widget.set_summary(summary)
 
+        self._training_into = (Path(output).expanduser().absolute(), time.time() - 1)  # coarse file times
         if clipseg:
             what = "fine-tuning CLIPSeg"
         elif resume:
