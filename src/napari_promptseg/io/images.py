@@ -19,7 +19,15 @@ import tifffile
 from ..errors import PromptsegError
 from ..models.preprocessing import full_resolution
 from ._files import replacing
-from .tiff_colours import ROLES, Role, as_shown, min_is_white_top, palette_colours
+from .tiff_colours import (  # noqa: F401 (cmyk_*: imported from here by the readers)
+    ROLES,
+    Role,
+    as_shown,
+    cmyk_sample_axis,
+    cmyk_to_rgb,
+    min_is_white_top,
+    palette_colours,
+)
 from .tiff_metadata import ome_uuid, tiff_calibration, tiff_origin
 
 if TYPE_CHECKING:
@@ -313,37 +321,6 @@ def _grey_and_alpha(tif: tifffile.TiffFile, shape: tuple[int, ...]) -> bool:
         and tif.series[0].axes.endswith("S")
         and shape[-1] == 2
     )
-
-
-def cmyk_sample_axis(tif: tifffile.TiffFile, ndim: int) -> int | None:
-    """The axis of the ink samples of a CMYK TIFF (photometric separated, four samples of CMYK ink, no alpha) whose
-    first series is read with ``ndim`` axes; None for any other TIFF (other inks, a float CMYK: left as they are)."""
-    if not len(tif.pages) or not tif.series:
-        return None
-    page, axes = tif.pages.first, tif.series[0].axes
-    ink = page.tags.get("InkSet")  # 1 (the default): CMYK; 2: other inks, named by the file
-    if (
-        page.photometric != tifffile.PHOTOMETRIC.SEPARATED
-        or page.samplesperpixel != 4
-        or len(page.extrasamples or ())
-        or (ink is not None and int(ink.value) != 1)
-        or not np.issubdtype(page.dtype, np.unsignedinteger)
-        or "S" not in axes
-        or len(axes) != ndim
-    ):
-        return None
-    return axes.index("S")
-
-
-def cmyk_to_rgb(image: np.ndarray, axis: int = -1) -> np.ndarray:
-    """CMYK ink values (unsigned integers, along ``axis``) as RGB of the same dtype and axis, as Pillow converts
-    them: each colour the white left by the black ink, less the share its own ink takes of it. A dask array stays
-    lazy."""
-    top = float(np.iinfo(image.dtype).max)
-    ink = [image[(slice(None),) * (axis % image.ndim) + (k,)].astype(np.float32) for k in range(4)]
-    white = top - ink[3]
-    rgb = np.stack([white - ink[k] * white / top for k in range(3)], axis=axis)
-    return rgb.round().astype(image.dtype)
 
 
 #: first bytes of the formats a file named .tif may hold instead, and their suffix

@@ -1,5 +1,5 @@
 """TIFFs whose stored samples are not what a viewer shows: palette (colour-map) images, whose samples are indices
-into the file's colour map, and MinIsWhite grey images (photometric 0), whose 0 is white.
+into the file's colour map, MinIsWhite grey images (photometric 0), whose 0 is white, and CMYK images (ink).
 
 An *image* is read as shown (Pillow's reading: the palette's RGB colours, the grey inverted), which is what the
 models and the eye must see; a *labels* or mask file keeps its stored values: a label image saved with a colour map
@@ -76,3 +76,34 @@ def shown_shape(shape: tuple[int, ...], dtype: np.dtype, tif: tifffile.TiffFile)
     if colours is None:
         return shape, dtype
     return (*shape, 3), colours.dtype
+
+
+def cmyk_sample_axis(tif: tifffile.TiffFile, ndim: int) -> int | None:
+    """The axis of the ink samples of a CMYK TIFF (photometric separated, four samples of CMYK ink, no alpha) whose
+    first series is read with ``ndim`` axes; None for any other TIFF (other inks, a float CMYK: left as they are)."""
+    if not len(tif.pages) or not tif.series:
+        return None
+    page, axes = tif.pages.first, tif.series[0].axes
+    ink = page.tags.get("InkSet")  # 1 (the default): CMYK; 2: other inks, named by the file
+    if (
+        page.photometric != tifffile.PHOTOMETRIC.SEPARATED
+        or page.samplesperpixel != 4
+        or len(page.extrasamples or ())
+        or (ink is not None and int(ink.value) != 1)
+        or not np.issubdtype(page.dtype, np.unsignedinteger)
+        or "S" not in axes
+        or len(axes) != ndim
+    ):
+        return None
+    return axes.index("S")
+
+
+def cmyk_to_rgb(image: np.ndarray, axis: int = -1) -> np.ndarray:
+    """CMYK ink values (unsigned integers, along ``axis``) as RGB of the same dtype and axis, as Pillow converts
+    them: each colour the white left by the black ink, less the share its own ink takes of it. A dask array stays
+    lazy."""
+    top = float(np.iinfo(image.dtype).max)
+    ink = [image[(slice(None),) * (axis % image.ndim) + (k,)].astype(np.float32) for k in range(4)]
+    white = top - ink[3]
+    rgb = np.stack([white - ink[k] * white / top for k in range(3)], axis=axis)
+    return rgb.round().astype(image.dtype)
