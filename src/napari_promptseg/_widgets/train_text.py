@@ -117,7 +117,10 @@ def layer_triplets(
             raise PromptsegError(f"{name}: type the text that names what the labels mark (e.g. 'polyp')")
         if channel_axis is not None and (rgb or np.ndim(image) < 3):
             kind = "an RGB image" if rgb else "a 2D image"
-            raise PromptsegError(f"{name}: {kind}, with no channel axis; choose channel axis 'none' for it")
+            raise PromptsegError(
+                f"{name}: {kind}, with no channel axis; the channel axis chosen applies to every pair: train "
+                "multichannel layers and the others apart, or choose 'none'"
+            )
         stacked = is_stack(image, rgb, name, channel_axis)
         planes = read_planes(image, stacked, channel_axis=channel_axis)
         labels = np.asarray(labels)
