@@ -1,8 +1,8 @@
 """Registration widget: fixed + moving Image layers (+ optional landmark Points, + an optional Labels layer and an
 optional Shapes layer drawn on the moving image) -> warped overlay, region pairs, deformation grid, mapped landmarks
 and TRE, warped labels, the shapes in the fixed frame. A package by job: ``planes`` (the inputs read from the
-layers), ``results`` (the result layers' data, computed in the worker), ``shapes`` (a Shapes layer carried across)
-and ``widget`` (the widget: controls, a run, the result layers).
+layers), ``results`` (the result layers' data, computed in the worker), ``shapes`` (a Shapes layer carried across),
+``layers`` (the result layers added, replacing the previous run's) and ``widget`` (the widget: controls, a run).
 
 Everything is shown in the fixed frame: the moving image and the moving regions are warped onto the fixed grid, so
 region pair k (same id, same colour on both sides) lies on its fixed partner where the registration is right. The

@@ -1,7 +1,7 @@
 """The registration widget's inputs, read from the layers on the main thread: the 2D plane registered from an
 Image layer (a pyramid's level by :data:`REGISTER_SIDE`; a (C, Y, X) layer's channels on its first axis when the
-channel axis is chosen), landmark Points as pixel x, y of their image, and a Labels layer as it lies over the moving
-plane (resampled in the worker)."""
+channel axis is chosen), landmark Points as pixel x, y of their image (their counts and places checked), and a
+Labels layer as it lies over the moving plane (resampled in the worker)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 
 from ...errors import CancelledError, PromptsegError
 from ...io.multiscale import REGISTER_SIDE, PyramidLevel
+from ...methods.registration import landmarks_outside
 from ...methods.registration.pipeline import MAX_CHANNELS
 from ...models.preprocessing import is_single_plane
 from .._common import (
@@ -23,6 +24,7 @@ from .._common import (
     layer_pyramid_level,
     level_to_layer_matrix,
     offers_channel_axis,
+    plane_shape,
 )
 
 
@@ -84,6 +86,52 @@ def _points_xy(layer: napari.layers.Points, image: napari.layers.Image) -> np.nd
     rows and columns are its last two axes)."""
     rows_cols = np.array([image.world_to_data(layer.data_to_world(p))[-2:] for p in layer.data]).reshape(-1, 2)
     return rows_cols[:, ::-1].astype(float)
+
+
+def _landmarks(
+    fixed_points: napari.layers.Points | None,
+    moving_points: napari.layers.Points | None,
+    fixed_layer: napari.layers.Image,
+    moving_layer: napari.layers.Image,
+) -> tuple[tuple[np.ndarray | None, np.ndarray] | None, str, list[str]]:
+    """The landmark layers chosen as (fixed, moving) x, y pixels of their images (None without landmarks; fixed None
+    when the moving points are only carried over, no TRE), what is said when their counts differ (the fixed ones
+    cut to the first min(n), as ANHIR and ``--truncate-landmarks``: every moving point is still mapped, as the
+    CLI's landmarks_warped.csv holds them) and the warnings for points off their image."""
+    landmarks = None
+    truncated = ""
+    if fixed_points is not None and moving_points is None:
+        raise PromptsegError(
+            f"fixed landmarks '{fixed_points.name}': choose the moving landmarks too (or no fixed ones)"
+        )
+    if moving_points is not None and fixed_points is None:  # carried over only: no TRE
+        carried = _points_xy(moving_points, moving_layer)
+        if len(carried) == 0:
+            raise PromptsegError(f"landmark layer '{moving_points.name}' has no points")
+        landmarks = (None, carried)
+    elif fixed_points is not None:
+        a = _points_xy(fixed_points, fixed_layer)
+        b = _points_xy(moving_points, moving_layer)
+        if min(len(a), len(b)) == 0:
+            empty = fixed_points if len(a) == 0 else moving_points
+            raise PromptsegError(f"landmark layer '{empty.name}' has no points")
+        if len(a) != len(b):
+            n = min(len(a), len(b))
+            truncated = (
+                f"landmarks: '{fixed_points.name}' has {len(a)} points, '{moving_points.name}' has "
+                f"{len(b)}; comparing the first {n}"
+            )
+            a = a[:n]
+        landmarks = (a, b)
+    # points off their image: another scale's pixels, or micrometres
+    checked = zip(landmarks or (), (fixed_points, moving_points), (fixed_layer, moving_layer), strict=False)
+    outside = [
+        w
+        for xy, points, image in checked
+        if xy is not None
+        and (w := landmarks_outside(xy, plane_shape(_levels(image)[0], image.rgb), f"landmarks '{points.name}'"))
+    ]
+    return landmarks, truncated, outside
 
 
 @dataclass

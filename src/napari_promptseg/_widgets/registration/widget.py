@@ -1,12 +1,10 @@
-"""The registration widget itself: its controls, a run (inputs read from the layers, :func:`register` and the
-result layers' data in the worker) and the result layers added on the main thread, replacing the previous run's."""
+"""The registration widget itself: its controls and a run (inputs read from the layers, :func:`register` and the
+result layers' data in the worker); :mod:`.layers` adds the result layers on the main thread."""
 
 from __future__ import annotations
 
 import napari
 import napari.layers
-import numpy as np
-from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -24,16 +22,12 @@ from ...methods.registration import (
     METHODS,
     RegistrationOptions,
     RegistrationResult,
-    image_diagonal,
-    landmark_errors,
-    landmarks_outside,
     register,
     resolve_method,
     text_prompt_options,
     user_options,
 )
 from ...methods.registration.options import level_record
-from ...methods.registration.quality import quality_line
 from ...methods.text import PROMPT_ROUTES
 from .._common import (
     AdvancedSection,
@@ -41,13 +35,11 @@ from .._common import (
     LayerPicker,
     SegmenterBox,
     TaskRunner,
-    _levels,
     available_devices,
     controls_layout,
     fraction_box,
     load_triton_safely,
     offers_channel_axis,
-    placement_over,
     plane_shape,
     task_segmenter,
     unproxied,
@@ -60,38 +52,15 @@ from .._common.text_route import (
     route_hint,
     text_route_box,
 )
-from .planes import _labels_on_plane, _plane, _points_xy, _read_plane, layer_channel_axis, spatial_axes
+from .layers import ResultLayers
+from .planes import _labels_on_plane, _landmarks, _plane, _read_plane, layer_channel_axis, spatial_axes
 from .results import _results_to_show, _Shown
-from .shapes import MovingShapes, add_registered_shapes, moving_shapes
+from .shapes import moving_shapes
 
 REGISTER_SHARE = 0.95
 
 
-def _digest(layer: napari.layers.Layer) -> str:
-    """A fingerprint of a layer's data (a Shapes layer's: its list of arrays), to notice an edit (a point added, a
-    label painted in place) that keeps the same array object."""
-    from ...io.images import array_digest
-
-    data = layer.data
-    return array_digest(*(data if isinstance(data, list) else [data]))
-
-
-def _with_channels(place: dict, moving_layer: napari.layers.Image) -> dict:
-    """``place`` (over the fixed image's rows and columns) for a warped (C, H, W) image: its channels first, on the
-    moving layer's channel axis, so that napari's channel slider shows the same channel of both."""
-    out = {
-        "scale": (moving_layer.scale[0], *place["scale"]),
-        "translate": (moving_layer.translate[0], *place["translate"]),
-        "units": (moving_layer.units[0], *place["units"]),
-    }
-    if "affine" in place:  # the channel axis left as it is
-        affine = np.eye(4)
-        affine[1:, 1:] = place["affine"]
-        out["affine"] = affine
-    return out
-
-
-class RegistrationWidget(QWidget):
+class RegistrationWidget(ResultLayers, QWidget):
     """Pick fixed/moving layers (and landmarks), register, and inspect the result as layers."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -284,42 +253,9 @@ class RegistrationWidget(QWidget):
                 name: level_record(at.index, at.factors) for name, at in (("fixed", fixed_at), ("moving", moving_at))
             }
             moving_channel_axis = layer_channel_axis(moving_layer, channel_axis)
-            lm_fixed_layer, lm_moving_layer = self.fixed_points.layer(), self.moving_points.layer()
-            landmarks = None
-            truncated = ""
-            if lm_fixed_layer is not None and lm_moving_layer is None:
-                raise PromptsegError(
-                    f"fixed landmarks '{lm_fixed_layer.name}': choose the moving landmarks too (or no fixed ones)"
-                )
-            if lm_moving_layer is not None and lm_fixed_layer is None:  # carried over only: no TRE
-                carried = _points_xy(lm_moving_layer, moving_layer)
-                if len(carried) == 0:
-                    raise PromptsegError(f"landmark layer '{lm_moving_layer.name}' has no points")
-                landmarks = (None, carried)
-            elif lm_fixed_layer is not None:
-                a = _points_xy(lm_fixed_layer, fixed_layer)
-                b = _points_xy(lm_moving_layer, moving_layer)
-                if min(len(a), len(b)) == 0:
-                    empty = lm_fixed_layer if len(a) == 0 else lm_moving_layer
-                    raise PromptsegError(f"landmark layer '{empty.name}' has no points")
-                if len(a) != len(b):  # as ANHIR / --truncate-landmarks: only the first min(n) correspond
-                    n = min(len(a), len(b))
-                    truncated = (
-                        f"landmarks: '{lm_fixed_layer.name}' has {len(a)} points, '{lm_moving_layer.name}' has "
-                        f"{len(b)}; comparing the first {n}"
-                    )
-                    a = a[:n]  # every moving point is still mapped, as the CLI's landmarks_warped.csv holds them
-                landmarks = (a, b)
-            # points off their image: another scale's pixels, or micrometres
-            checked = zip(landmarks or (), (lm_fixed_layer, lm_moving_layer), (fixed_layer, moving_layer), strict=False)
-            outside = [
-                w
-                for xy, points, image in checked
-                if xy is not None
-                and (
-                    w := landmarks_outside(xy, plane_shape(_levels(image)[0], image.rgb), f"landmarks '{points.name}'")
-                )
-            ]
+            landmarks, truncated, outside = _landmarks(
+                self.fixed_points.layer(), self.moving_points.layer(), fixed_layer, moving_layer
+            )
             labels_layer = self.moving_labels.layer()
             moving_labels = (
                 None
@@ -465,142 +401,3 @@ class RegistrationWidget(QWidget):
         """The text prompts typed (comma-separated), or None for automatic regions."""
         typed = [p.strip() for p in self.text_prompts.text().split(",")]
         return [p for p in typed if p] or None
-
-    def _remove_previous_results(self, pair: tuple, keep=()) -> None:
-        """Remove the layers this widget's previous run added that are still as it made them (same name, same
-        data), except those in ``keep`` (this run's inputs: a previous result picked as the fixed or moving image
-        stays). A renamed or edited result is the user's work now: it stays, and the new results come beside it;
-        so do all the results of another (fixed, moving) ``pair`` than this run's."""
-        kept = []
-        same_pair = self.result_pair is not None and all(a is b for a, b in zip(self.result_pair, pair, strict=True))
-        for layer, name, digest in self.result_layers if same_pair else ():
-            if not any(existing is layer for existing in self.viewer.layers) or any(k is layer for k in keep):
-                continue
-            if layer.name == name and _digest(layer) == digest:
-                self.viewer.layers.remove(layer)
-            else:
-                kept.append(layer.name)
-        self.result_layers, self.result_pair = [], pair
-        if kept:
-            show_info(f"kept {', '.join(map(repr, kept))} of the previous run: renamed or edited since")
-
-    def _track(self, layer: napari.layers.Layer) -> None:
-        """Remember a result layer as made, to tell at the next run whether the user changed it."""
-        self.result_layers.append((layer, layer.name, _digest(layer)))
-
-    def _show(
-        self,
-        shown: _Shown,
-        fixed_layer,
-        moving_layer,
-        labels_layer,
-        fixed_factors,
-        landmarks,
-        truncated="",
-        shapes: MovingShapes | None = None,
-        landmark_warnings: list[str] = (),
-        channel_axis: int | None = None,
-    ) -> None:
-        result = shown.result
-        self.last_result = result
-        fixed_axes = spatial_axes(fixed_layer, channel_axis)  # a (C, Y, X) fixed layer's rows and columns: its last two
-        place = placement_over(fixed_layer, fixed_axes, fixed_factors)
-        self._remove_previous_results(
-            (fixed_layer, moving_layer),
-            keep=(
-                fixed_layer,
-                moving_layer,
-                labels_layer,
-                self.fixed_points.layer(),
-                self.moving_points.layer(),
-                self.moving_shapes.layer(),
-            ),
-        )
-        layer = self.viewer.add_image(
-            shown.warped,
-            name=f"{moving_layer.name} registered",
-            rgb=moving_layer.rgb,
-            opacity=0.5,
-            blending="translucent",
-            contrast_limits=moving_layer.contrast_limits,
-            colormap=None if moving_layer.rgb else moving_layer.colormap,
-            **(
-                place if layer_channel_axis(moving_layer, channel_axis) is None else _with_channels(place, moving_layer)
-            ),
-        )
-        self._track(layer)
-        lines = [f"{result.method}: {len(result.pairs)} region pairs" if result.pairs else result.method]
-        if result.text_route:
-            route = f"text prompts answered by {result.text_route}: {result.text_reason}"
-            lines.append(route)
-            show_info(route)
-        if result.quality:  # readable without landmarks: did the images come to agree, does the field fold
-            lines.append(quality_line(result.quality))
-        if shown.pair_labels is not None:
-            lines.append(f"pair Dice {np.mean(result.pair_dice_before):.3f} -> {np.mean(result.pair_dice_after):.3f}")
-            fixed_labels, warped_labels = shown.pair_labels
-            visible = self.show_pairs.isChecked()
-            pairs_fixed = self.viewer.add_labels(
-                fixed_labels, name=f"{moving_layer.name} region pairs (fixed)", opacity=0.4, visible=visible, **place
-            )
-            pairs_moving = self.viewer.add_labels(
-                warped_labels,
-                name=f"{moving_layer.name} region pairs (warped)",
-                opacity=0.4,
-                visible=visible,
-                colormap=pairs_fixed.colormap,  # pair k: one colour on both sides
-                **place,
-            )
-            self._track(pairs_fixed)
-            self._track(pairs_moving)
-            if not visible:
-                lines.append("region pairs: hidden layers (fixed, moving warped into the fixed frame)")
-        if shown.labels is not None:
-            layer = self.viewer.add_labels(shown.labels, name=f"{labels_layer.name} registered", **place)
-            self._track(layer)
-            before, after = shown.label_counts
-            lines.append(f"labels '{labels_layer.name}': {after} of {before} ids inside the fixed image")
-        if shown.shapes is not None:
-            layer = add_registered_shapes(self.viewer, shapes, shown.shapes, fixed_layer, fixed_axes)
-            self._track(layer)
-            lines.append(f"shapes '{shapes.name}': {len(shown.shapes)} carried into the fixed frame")
-        if shown.grid is not None:
-            layer = self.viewer.add_shapes(
-                shown.grid,
-                shape_type="path",
-                edge_color="yellow",
-                edge_width=max(result.deformation.fixed_shape) / 400,  # the plane's (a warped (C, H, W) is no (H, W))
-                name=f"{moving_layer.name} deformation grid",
-                **place,
-            )
-            self._track(layer)
-        self.last_errors = {}
-        if shown.mapped is not None:
-            mapped = shown.mapped  # full-resolution pixels of the fixed layer, as the landmarks
-            layer = self.viewer.add_points(
-                mapped[:, ::-1],
-                name=f"{moving_layer.name} landmarks registered",
-                face_color="magenta",
-                size=8,
-                **placement_over(fixed_layer, fixed_axes),
-            )
-            self._track(layer)
-        if shown.mapped is not None and landmarks[0] is not None:  # fixed landmarks too: TRE
-            a = landmarks[0]
-            full_shape = plane_shape(_levels(fixed_layer)[0], fixed_layer.rgb)
-            diagonal = image_diagonal(full_shape)
-            n = len(a)  # the moving points past the fixed ones have no partner
-            self.last_errors = {
-                "before": landmark_errors(a, landmarks[1][:n], diagonal),
-                "after": landmark_errors(a, mapped[:n], diagonal),
-            }
-            before, after = self.last_errors["before"], self.last_errors["after"]
-            lines.append(
-                f"TRE {before['tre_mean']:.2f} -> {after['tre_mean']:.2f} px "
-                f"(rTRE {100 * before['rtre_mean']:.2f} % -> {100 * after['rtre_mean']:.2f} %)"
-                + (f" over the first {len(a)} landmarks" if truncated else "")
-            )
-            if truncated:
-                lines.append(truncated)
-        lines += [f"warning: {w}" for w in (*landmark_warnings, *result.warnings)]
-        self.runner.widget.set_summary("\n".join(lines))
