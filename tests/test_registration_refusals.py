@@ -1,0 +1,61 @@
+"""Registration refused before any work, saying what is wrong and with which input: a pair larger than the free
+memory, landmarks with a missing coordinate. Real pixels: BIRL's artificial pair at a quarter of its size."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from napari_promptseg.errors import PromptsegError
+from napari_promptseg.io import read_image
+from napari_promptseg.methods.registration import register
+
+
+def _short_of_memory(monkeypatch, free: int) -> None:
+    """The machine with ``free`` bytes of memory left (and no swap) as psutil tells it."""
+    import psutil
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: types.SimpleNamespace(available=free))
+    monkeypatch.setattr(psutil, "swap_memory", lambda: types.SimpleNamespace(free=0))
+
+
+def test_register_refuses_a_pair_larger_than_the_free_memory_before_any_work(birl_quarter, monkeypatch):
+    """A 6000 x 8000 px pair took 3.9 GB (about 90 bytes per fixed pixel: the gray copies, the field, the warp) and
+    nothing looked at the memory first: a 20000 x 20000 px grey PNG (a 0.4 GB read) ran for minutes until the
+    system killed the process, without a word of why. What the pair needs is estimated from its sizes and refused
+    before any work when more than is free, naming both images and what to do."""
+    fixed, moving = read_image(birl_quarter["fixed"]), read_image(birl_quarter["moving"])
+    pixels = fixed.shape[0] * fixed.shape[1]
+    _short_of_memory(monkeypatch, free=10 * pixels)  # far less than the ~90 bytes per pixel the run needs
+    told: list[str] = []
+    with pytest.raises(PromptsegError) as refused:
+        register(
+            fixed,
+            moving,
+            method="intensity",
+            fixed_name="fixed.tif",
+            moving_name="moving.tif",
+            progress=lambda fraction, message: told.append(message),
+        )
+    message = str(refused.value)
+    assert "fixed.tif" in message and "moving.tif" in message and "150 x 200 px" in message, message
+    assert "memory" in message and "nothing was done" in message and "pyramid" in message, message
+    assert told == []  # refused before any work
+    _short_of_memory(monkeypatch, free=1000 * pixels)  # what fits runs
+    assert register(fixed, moving, method="intensity").quality["verdict"] == "good"
+
+
+def test_the_cli_refuses_a_pair_larger_than_the_free_memory_naming_its_files(
+    birl_quarter, monkeypatch, tmp_path, capsys
+):
+    """The same through `promptseg register`: the files named, no output written."""
+    from napari_promptseg.cli import main
+
+    fixed = read_image(birl_quarter["fixed"])
+    _short_of_memory(monkeypatch, free=10 * fixed.shape[0] * fixed.shape[1])
+    out = tmp_path / "out"
+    assert main(["register", str(birl_quarter["fixed"]), str(birl_quarter["moving"]), "-o", str(out)]) == 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"{birl_quarter['fixed']} (150 x 200 px)" in said and str(birl_quarter["moving"]) in said, said
+    assert not out.exists()  # nothing written, no empty folder left
