@@ -59,3 +59,33 @@ def test_the_cli_refuses_a_pair_larger_than_the_free_memory_naming_its_files(
     said = " ".join(capsys.readouterr().err.split())
     assert f"{birl_quarter['fixed']} (150 x 200 px)" in said and str(birl_quarter["moving"]) in said, said
     assert not out.exists()  # nothing written, no empty folder left
+
+
+def test_a_landmark_without_coordinates_is_named_by_its_line(birl_quarter, tmp_path, capsys):
+    """A landmark file with a NaN row (a point not found on one section, exported from a spreadsheet) was refused as
+    '<file>: landmarks contain NaN or infinite coordinates': which of its 12 rows was left to find. The line is
+    named (as the file counts its lines, blank ones too), with what it holds."""
+    from napari_promptseg.cli import main
+
+    lines = birl_quarter["lm_fixed"].read_text().splitlines()
+    cells = lines[4].split(",")
+    lines[4] = ",".join([cells[0], "nan", "nan", *cells[3:]])
+    broken = tmp_path / "fixed nan.csv"
+    lines.insert(1, "")  # a blank line after the header: the point's line is 6 in the file
+    broken.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    code = main(
+        [
+            "register",
+            str(birl_quarter["fixed"]),
+            str(birl_quarter["moving"]),
+            "-o",
+            str(out),
+            "--landmarks-fixed",
+            str(broken),
+            "--landmarks-moving",
+            str(birl_quarter["lm_moving"]),
+        ]
+    )
+    said = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and f"{broken}: line 6: " in said and "nan" in said, said

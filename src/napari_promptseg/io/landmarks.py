@@ -166,7 +166,7 @@ def _parse_bigwarp(text: str, path: Path, role: str | None) -> Landmarks:
     rows = [(n, row) for n, row in enumerate(csv.reader(text.splitlines()), start=1) if any(c.strip() for c in row)]
     dims = (len(rows[0][1]) - 2) // 2
     start = 2 + dims * BIGWARP_ROLES.index(role)
-    xy, names = [], []
+    xy, names, read_lines = [], [], []
     plane: tuple[int, float] | None = None  # the first active point's line and z (3D)
     for line_no, row in rows:
         if len(row) != 2 + 2 * dims or not _all_numbers(row[2:]):
@@ -189,7 +189,8 @@ def _parse_bigwarp(text: str, path: Path, role: str | None) -> Landmarks:
                 )
         xy.append((float(row[start]), float(row[start + 1])))
         names.append(row[0].strip())
-    arr = _check_xy(np.asarray(xy, dtype=np.float64).reshape(-1, 2), path)
+        read_lines.append(line_no)
+    arr = _check_xy(np.asarray(xy, dtype=np.float64).reshape(-1, 2), path, read_lines)
     # written back (the warped moving set) as an ANHIR CSV named by BigWarp's point names
     return Landmarks(xy=arr, format="csv", index=tuple(names), bigwarp=True, plane=None if plane is None else plane[1])
 
@@ -224,7 +225,11 @@ def _parse_csv(text: str, path: Path) -> Landmarks:
     first = next((line for line in lines if line.strip()), "")
     # a spreadsheet saved in a locale with decimal commas separates its cells with ';' (or a tab)
     delimiter = next((d for d in (";", "\t") if d in first and "," not in first), ",")
-    rows = [row for row in csv.reader(lines, delimiter=delimiter) if any(cell.strip() for cell in row)]
+    # (line number in the file, cells) of each row that is not blank: a line named in a message is the file's
+    numbered = [
+        (n, row) for n, row in enumerate(csv.reader(lines, delimiter=delimiter), start=1) if any(c.strip() for c in row)
+    ]
+    rows = [row for _, row in numbered]
     if not rows:
         raise PromptsegError(f"{path}: empty landmark file")
     header = tuple(cell.strip() for cell in rows[0])
@@ -243,7 +248,7 @@ def _parse_csv(text: str, path: Path) -> Landmarks:
     planes = _plane_columns(upper)
     xy, index = [], []
     plane: tuple[int, tuple[float | None, ...]] | None = None  # the first point's line and plane
-    for line_no, row in enumerate(rows[1:], start=2):
+    for line_no, row in numbered[1:]:
         try:
             x, y = (row[ix].replace(",", "."), row[iy].replace(",", ".")) if decimal_comma else (row[ix], row[iy])
             xy.append((float(x), float(y)))
@@ -261,7 +266,7 @@ def _parse_csv(text: str, path: Path) -> Landmarks:
             )
         if has_index:
             index.append(row[0].strip())
-    arr = _check_xy(np.asarray(xy, dtype=np.float64).reshape(-1, 2), path)
+    arr = _check_xy(np.asarray(xy, dtype=np.float64).reshape(-1, 2), path, [n for n, _ in numbered[1:]])
     cells = tuple(tuple(row) for row in rows[1:])
     return Landmarks(
         xy=arr,
@@ -300,11 +305,21 @@ def _parse_pts(text: str, path: Path) -> Landmarks:
     return Landmarks(xy=arr, format="pts", pts_kind=kind)
 
 
-def _check_xy(xy: np.ndarray, path: Path) -> np.ndarray:
+def _check_xy(xy: np.ndarray, path: Path, lines: list[int] | None = None) -> np.ndarray:
+    """``xy`` read from ``path``, refused when empty or with a point without finite coordinates, named by its
+    line in the file (``lines``, one per point) or else by its number: in a file of 78 landmarks 'NaN or infinite
+    coordinates' left the row to be found."""
     if len(xy) == 0:
         raise PromptsegError(f"{path}: no landmarks in the file")
-    if not np.isfinite(xy).all():
-        raise PromptsegError(f"{path}: landmarks contain NaN or infinite coordinates")
+    bad = np.flatnonzero(~np.isfinite(xy).all(axis=1))
+    if len(bad):
+        k = int(bad[0])
+        where = f"line {lines[k]}" if lines is not None else f"point {k + 1}"
+        more = f" ({len(bad)} points in all)" if len(bad) > 1 else ""
+        raise PromptsegError(
+            f"{path}: {where}: landmark at X={xy[k, 0]:g}, Y={xy[k, 1]:g}, not a position{more}; give every point "
+            "its X and Y, or remove it (and its partner in the other image's file)"
+        )
     return xy
 
 
