@@ -1,10 +1,12 @@
 """Registration refused before any work, saying what is wrong and with which input: a pair larger than the free
-memory, landmarks with a missing coordinate. Real pixels: BIRL's artificial pair at a quarter of its size."""
+memory, landmarks with a missing coordinate, a channels-first image without a channel axis. Real pixels: BIRL's
+artificial pair at a quarter of its size."""
 
 from __future__ import annotations
 
 import types
 
+import numpy as np
 import pytest
 
 from napari_promptseg.errors import PromptsegError
@@ -89,3 +91,27 @@ def test_a_landmark_without_coordinates_is_named_by_its_line(birl_quarter, tmp_p
     )
     said = " ".join(capsys.readouterr().err.split())
     assert code == 2 and f"{broken}: line 6: " in said and "nan" in said, said
+
+
+def test_a_channels_first_image_without_a_channel_axis_is_named_with_the_way_on(birl_quarter, tmp_path, capsys):
+    """A two-channel moving TIFF saved channels first (2, H, W) beside a grey fixed one was refused as '<fixed> has
+    shape (150, 200) (2D) and <moving> has shape (2, 150, 200) (3D): ... pick one plane of a stack first': both
+    files named, the grey one as if at fault, and --channel-axis, the way on, left unsaid (the widget says 'choose
+    channel axis 0'). Only the image at fault is named now, with channel_axis=0 / --channel-axis 0."""
+    import tifffile
+
+    from napari_promptseg.cli import main
+
+    fixed, moving = read_image(birl_quarter["fixed"])[..., 0], read_image(birl_quarter["moving"])
+    two_channels = np.ascontiguousarray(np.moveaxis(moving[..., :2], -1, 0))
+    with pytest.raises(PromptsegError) as refused:
+        register(fixed, two_channels, method="intensity", fixed_name="fixed.tif", moving_name="moving.tif")
+    message = str(refused.value)
+    assert "moving.tif has shape (2, 150, 200)" in message and "fixed.tif" not in message, message
+    assert "channel_axis=0" in message, message
+    tifffile.imwrite(tmp_path / "fixed.tif", fixed)
+    tifffile.imwrite(tmp_path / "moving 2ch.tif", two_channels)
+    code = main(["register", str(tmp_path / "fixed.tif"), str(tmp_path / "moving 2ch.tif"), "-o", str(tmp_path / "o")])
+    said = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and f"{tmp_path / 'moving 2ch.tif'} has shape (2, 150, 200)" in said, said
+    assert "--channel-axis 0" in said and f"{tmp_path / 'fixed.tif'} has" not in said, said

@@ -391,11 +391,18 @@ def check_pair(
         flat = a.shape[-1] in (1, 3, 4) or two_last or is_single_plane(a.shape)
         return a.ndim == 2 or (a.ndim == 3 and (channel_axis is not None or flat))
 
-    if not (is_plane(f) and is_plane(m)):
+    # only the image at fault named (a grey fixed image was named beside a channels-first moving one, as if at
+    # fault too), with the way on for channels first
+    wrong = [(a, name) for a, name in ((f, fixed_name), (m, moving_name)) if not is_plane(a)]
+    if wrong:
+        hint = ""
+        if channel_axis is None and all(a.ndim == 3 for a, _ in wrong):
+            their = "its" if len(wrong) == 1 else "their"
+            hint = f"; if {their} first axis holds channels, give channel_axis=0 (CLI: --channel-axis 0)"
         raise PromptsegError(
-            f"{fixed_name} has shape {f.shape} ({f.ndim}D) and {moving_name} has shape {m.shape} ({m.ndim}D): "
-            "registration needs two 2D images (gray, RGB, or multichannel with channel_axis); "
-            "pick one plane of a stack first"
+            " and ".join(f"{name} has shape {a.shape} ({a.ndim}D)" for a, name in wrong)
+            + ": registration needs two 2D images (gray, RGB, or multichannel with channel_axis); pick one plane of a "
+            f"stack first{hint}"
         )
     if channel_axis is not None and f.ndim == m.ndim == 2:  # one of the pair may be gray, not both
         raise PromptsegError(
