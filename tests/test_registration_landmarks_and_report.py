@@ -128,6 +128,31 @@ def test_register_report_names_its_files_wherever_it_is_read_from(birl_quarter, 
     assert report["landmarks"]["landmarks_moving"] == str(birl_quarter["lm_moving"])
 
 
+def test_register_report_names_its_outputs_wherever_it_is_read_from(birl_quarter, tmp_path, monkeypatch, capsys):
+    """With -o typed relative to the working directory, report.json named the warped landmarks, labels and
+    annotations relative to it ('out/landmarks_warped.csv'), while it names the inputs absolutely: read from
+    another directory (a notebook, a later run's comparison), they were not found."""
+    import tifffile
+
+    monkeypatch.chdir(tmp_path)
+    labels = np.zeros((150, 200), np.uint8)
+    labels[40:80, 60:120] = 1
+    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    outline = [[60, 40], [120, 40], [120, 80], [60, 80], [60, 40]]
+    (tmp_path / "notes.geojson").write_text(
+        json.dumps({"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [outline]}})
+    )
+    lms = ["--landmarks-fixed", str(birl_quarter["lm_fixed"]), "--landmarks-moving", str(birl_quarter["lm_moving"])]
+    inputs = [str(birl_quarter["fixed"]), str(birl_quarter["moving"])]
+    extra = ["--moving-labels", "labels.tif", "--moving-annotations", "notes.geojson", *lms]
+    assert main(["register", *inputs, "-o", "out", "--method", "intensity", *extra]) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    out = tmp_path / "out"
+    assert report["landmarks"]["landmarks_warped"] == str(out / "landmarks_warped.csv")
+    assert report["labels"]["labels_warped"] == str(out / "labels_warped.tif")
+    assert report["annotations"]["annotations_warped"] == str(out / "annotations_warped.geojson")
+
+
 def test_intensity_route_refuses_prompts_and_reports_done(birl_half):
     fixed, moving = tifffile.imread(birl_half["fixed"]), tifffile.imread(birl_half["moving"])
     for prompts in ("lungs", ["gland", "nuclei"]):
