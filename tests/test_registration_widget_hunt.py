@@ -247,3 +247,29 @@ def test_moving_landmarks_beyond_the_fixed_ones_are_carried_over_too(make_viewer
     assert len(mapped) == len(lm_moving) == 12
     assert np.linalg.norm(mapped - lm_fixed, axis=1).max() < 3.0  # all of them, the three without a partner too
     assert widget.last_errors["after"]["n"] == 9 and "over the first 9 landmarks" in widget.summary.text()
+
+
+def test_the_mapped_landmarks_keep_the_moving_points_features(make_viewer, qtbot, pair):  # noqa: F811
+    """Moving landmarks with a name each (a napari Points layer's features, as its CSV export and reader keep them)
+    came back as a bare Points layer: which mapped point was which was lost, where `promptseg register` writes
+    landmarks_warped.csv with every column of the moving file, and the widget's registered shapes keep theirs."""
+    fixed, moving, lm_fixed, lm_moving = pair
+    viewer = make_viewer()
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(viewer.add_image(fixed, name="fixed", rgb=True))
+    widget.moving_picker.set_layer(viewer.add_image(moving, name="moving", rgb=True))
+    names = [f"gland {k}" for k in range(1, len(lm_moving) + 1)]
+    moving_points = viewer.add_points(
+        lm_moving[:, ::-1], name="lm moving", features={"name": names}, text={"string": "{name}"}
+    )
+    widget.moving_points.set_layer(moving_points)
+    widget.method.setCurrentText("intensity")
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    mapped = viewer.layers["moving landmarks registered"]
+    assert list(mapped.features["name"]) == names, mapped.features
+    assert mapped.text.string.format == "{name}"  # shown as on the moving points
+    assert np.linalg.norm(mapped.data[:, ::-1] - lm_fixed, axis=1).max() < 3.0
+    moving_points.features["name"] = "edited"  # the mapped layer's features are its own
+    assert list(mapped.features["name"]) == names

@@ -42,6 +42,15 @@ def _with_channels(place: dict, moving_layer: napari.layers.Image) -> dict:
     return out
 
 
+def points_look(layer: napari.layers.Points) -> dict:
+    """What the mapped landmarks keep of the moving Points ``layer`` (read on the main thread when a run starts):
+    its features and text, one row per point (every moving point is mapped), so that which mapped point is which
+    stays said, as landmarks_warped.csv keeps every column of the moving file. Copies: the two layers' are their
+    own."""
+    text = layer.text
+    return {"features": layer.features.copy(), "text": getattr(text, "model_dump", text.dict)()}
+
+
 class ResultLayers:
     """The result layers of the registration widget's runs: added, tracked, replaced by the next run's."""
 
@@ -79,6 +88,7 @@ class ResultLayers:
         shapes: MovingShapes | None = None,
         landmark_warnings: list[str] = (),
         channel_axis: int | None = None,
+        points_look: dict | None = None,
     ) -> None:
         result = shown.result
         self.last_result = result
@@ -161,6 +171,7 @@ class ResultLayers:
                 name=f"{moving_layer.name} landmarks registered",
                 face_color="magenta",
                 size=8,
+                **(points_look or {}),
                 **placement_over(fixed_layer, fixed_axes),
             )
             self._track(layer)

@@ -52,7 +52,7 @@ from .._common.text_route import (
     route_hint,
     text_route_box,
 )
-from .layers import ResultLayers
+from .layers import ResultLayers, points_look
 from .planes import _labels_on_plane, _landmarks, _plane, _read_plane, layer_channel_axis, spatial_axes
 from .results import _results_to_show, _Shown
 from .shapes import moving_shapes
@@ -253,9 +253,11 @@ class RegistrationWidget(ResultLayers, QWidget):
                 name: level_record(at.index, at.factors) for name, at in (("fixed", fixed_at), ("moving", moving_at))
             }
             moving_channel_axis = layer_channel_axis(moving_layer, channel_axis)
+            moving_points = self.moving_points.layer()
             landmarks, truncated, outside = _landmarks(
-                self.fixed_points.layer(), self.moving_points.layer(), fixed_layer, moving_layer
+                self.fixed_points.layer(), moving_points, fixed_layer, moving_layer
             )
+            look = None if moving_points is None else points_look(moving_points)
             labels_layer = self.moving_labels.layer()
             moving_labels = (
                 None
@@ -344,6 +346,7 @@ class RegistrationWidget(ResultLayers, QWidget):
                 shapes,
                 outside,
                 channel_axis,
+                look,
             )
 
         self.runner.submit(
