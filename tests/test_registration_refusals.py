@@ -1,6 +1,6 @@
 """Registration refused before any work, saying what is wrong and with which input: a pair larger than the free
-memory, landmarks with a missing coordinate, a channels-first image without a channel axis. Real pixels: BIRL's
-artificial pair at a quarter of its size."""
+memory, landmarks with a missing coordinate, a channels-first image without a channel axis, points of another
+shape. Real pixels: BIRL's artificial pair at a quarter of its size."""
 
 from __future__ import annotations
 
@@ -115,3 +115,17 @@ def test_a_channels_first_image_without_a_channel_axis_is_named_with_the_way_on(
     said = " ".join(capsys.readouterr().err.split())
     assert code == 2 and f"{tmp_path / 'moving 2ch.tif'} has shape (2, 150, 200)" in said, said
     assert "--channel-axis 0" in said and f"{tmp_path / 'fixed.tif'} has" not in said, said
+
+
+def test_points_of_another_shape_are_refused_by_the_result_as_by_its_deformation(birl_quarter):
+    """A napari Points layer's data of a 3D layer ((N, 3): plane, row, column) given to
+    RegistrationResult.moving_points_to_fixed failed inside numpy ('operands could not be broadcast together with
+    shapes (5,3) (2,)'), where Deformation.points_to_fixed says what it takes."""
+    fixed, moving = read_image(birl_quarter["fixed"]), read_image(birl_quarter["moving"])
+    result = register(fixed, moving, method="intensity")
+    points = np.ones((5, 3))
+    with pytest.raises(PromptsegError, match=r"moving points: expected \(N, 2\) x, y coordinates, got shape \(5, 3\)"):
+        result.moving_points_to_fixed(points)
+    with pytest.raises(PromptsegError, match=r"fixed points: expected \(N, 2\) x, y coordinates, got shape \(5, 3\)"):
+        result.fixed_points_to_moving(points)
+    assert result.moving_points_to_fixed([[10.0, 20.0]]).shape == (1, 2)  # a list of points still goes

@@ -17,7 +17,7 @@ from ..regions import (
     PairingReport,
     RegionPair,
 )
-from ..warp import Deformation
+from ..warp import Deformation, _points
 
 METHODS = ("auto", "prompts+intensity", "intensity", "prompts")
 #: Python, CLI and widget: "prompts+intensity" when prompts are given (text, a reference, regions or pairs), else
@@ -355,6 +355,7 @@ class RegistrationResult:
         :func:`~.pipeline.register` read, ``registered_level``): a pyramid registered at a level takes and gives
         full-resolution points, by the rule the registered layers are laid by
         (:func:`~napari_promptseg.tiling.level_to_full`: a level pixel over the centre of the block it stands for)."""
+        moving_xy = _points(moving_xy, "moving points")  # refused by name before full_to_level's broadcast
         moving_factors = self.moving_factors if moving_factors is None else moving_factors
         fixed_factors = self.fixed_factors if fixed_factors is None else fixed_factors
         on_moving_level = full_to_level(moving_xy, np.asarray(moving_factors, float)[1::-1])
@@ -362,7 +363,7 @@ class RegistrationResult:
 
     def fixed_points_to_moving(self, fixed_xy: np.ndarray) -> np.ndarray:
         """Fixed (x, y) pixels -> moving ones, in full-resolution pixels of both (as :meth:`moving_points_to_fixed`)."""
-        on_fixed_level = full_to_level(fixed_xy, self.fixed_factors[::-1])
+        on_fixed_level = full_to_level(_points(fixed_xy, "fixed points"), self.fixed_factors[::-1])
         return level_to_full(self.deformation.points_to_moving(on_fixed_level), self.moving_factors[::-1])
 
 
