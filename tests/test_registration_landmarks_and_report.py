@@ -205,3 +205,33 @@ def test_losing_starts_do_not_count_in_the_quality_report(shared_data):
     rejected = [*result.stages, _stage("bspline", "folds over 3 % of the image")]
     quality = quality_report(images, result.deformation, rejected)
     assert quality["verdict"] == "check" and quality["stages_rejected"] == ["bspline"], quality
+
+
+def test_report_model_load_is_the_model_loading_alone(birl_quarter, tmp_path, monkeypatch, capsys):
+    """report.json's timings_s.model_load of `promptseg register` counted from before the images were read: the
+    reading of both images, the labels and the landmarks were booked as the model's loading (the other commands'
+    model_load is the loading alone). Here reading each image takes 1.5 s (a slow network share) and the real LiteMedSAM
+    loading, timed as it runs."""
+    import napari_promptseg.models as models
+    from napari_promptseg.cli.register import command
+
+    read, load = command._registered_level, models.load_segmenter
+    loading: list[float] = []
+
+    def slow_read(*args, **kwargs):
+        time.sleep(1.5)
+        return read(*args, **kwargs)
+
+    def timed_load(*args, **kwargs):
+        t0 = time.perf_counter()
+        segmenter = load(*args, **kwargs)
+        loading.append(time.perf_counter() - t0)
+        return segmenter
+
+    monkeypatch.setattr(command, "_registered_level", slow_read)
+    monkeypatch.setattr(models, "load_segmenter", timed_load)
+    args = [str(birl_quarter["fixed"]), str(birl_quarter["moving"]), "-o", str(tmp_path / "out")]
+    assert main(["register", *args, "--method", "prompts", "--no-dense"]) == 0, capsys.readouterr().err
+    timings = json.loads((tmp_path / "out" / "report.json").read_text())["timings_s"]
+    assert len(loading) == 1 and abs(timings["model_load"] - loading[0]) < 0.5, (timings, loading)
+    assert timings["total"] >= 3.0 + timings["model_load"]  # the reading is in the run's total

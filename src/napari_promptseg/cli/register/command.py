@@ -264,10 +264,11 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
     if method != "intensity":
         from ...models import load_segmenter
 
+        t_load = time.perf_counter()  # the loading alone (t0 is before the images were read), as other commands'
         segmenter = load_segmenter(
             args.model, weights=args.weights, device=args.device, progress=weights_progress(args.model)
         )
-        load_s = time.perf_counter() - t0
+        load_s = time.perf_counter() - t_load
     result = register(
         fixed_at.array,
         moving_at.array,
