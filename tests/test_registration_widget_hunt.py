@@ -273,3 +273,23 @@ def test_the_mapped_landmarks_keep_the_moving_points_features(make_viewer, qtbot
     assert np.linalg.norm(mapped.data[:, ::-1] - lm_fixed, axis=1).max() < 3.0
     moving_points.features["name"] = "edited"  # the mapped layer's features are its own
     assert list(mapped.features["name"]) == names
+
+
+def test_one_points_layer_picked_as_both_landmark_sets_is_refused(make_viewer, qtbot, pair):  # noqa: F811
+    """The fixed landmarks' layer picked as the moving landmarks too (the two lists start on the first Points layer
+    alike): the run went on and said 'TRE 0.00 -> 18.49 px', a registration that made the landmarks worse, where
+    the images' pickers refuse one layer for both. Refused before any work, naming the layer."""
+    fixed, moving, lm_fixed, _ = pair
+    viewer = make_viewer()
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(viewer.add_image(fixed, name="fixed", rgb=True))
+    widget.moving_picker.set_layer(viewer.add_image(moving, name="moving", rgb=True))
+    points = viewer.add_points(lm_fixed[:, ::-1], name="lm fixed")
+    widget.fixed_points.set_layer(points)
+    widget.moving_points.set_layer(points)
+    widget.method.setCurrentText("intensity")
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
+    status = widget.runner.widget.status.text()
+    assert widget.runner.state == "failed" and "'lm fixed'" in status and "same" in status, status
+    assert "moving registered" not in viewer.layers and "TRE" not in widget.summary.text()

@@ -100,6 +100,11 @@ def _landmarks(
     CLI's landmarks_warped.csv holds them) and the warnings for points off their image."""
     landmarks = None
     truncated = ""
+    if fixed_points is not None and fixed_points is moving_points:  # a TRE of one set against itself means nothing
+        raise PromptsegError(
+            f"fixed and moving landmarks are the same layer '{fixed_points.name}': choose each image's own landmarks "
+            "(or only moving ones, to carry them over)"
+        )
     if fixed_points is not None and moving_points is None:
         raise PromptsegError(
             f"fixed landmarks '{fixed_points.name}': choose the moving landmarks too (or no fixed ones)"
