@@ -129,3 +129,18 @@ def test_points_of_another_shape_are_refused_by_the_result_as_by_its_deformation
     with pytest.raises(PromptsegError, match=r"fixed points: expected \(N, 2\) x, y coordinates, got shape \(5, 3\)"):
         result.fixed_points_to_moving(points)
     assert result.moving_points_to_fixed([[10.0, 20.0]]).shape == (1, 2)  # a list of points still goes
+
+
+def test_the_cli_refuses_one_landmark_file_given_for_both_images(birl_quarter, tmp_path, capsys):
+    """--landmarks-fixed and --landmarks-moving given the same ANHIR file (a copy-paste slip): the run went on and
+    said 'TRE 0.00 -> 18.49 px', the registration made to look as if it had spoilt aligned landmarks. Refused
+    before any work, naming the file; a BigWarp file, which holds both sets, still goes to both."""
+    from napari_promptseg.cli import main
+
+    landmarks = str(birl_quarter["lm_fixed"])
+    out = tmp_path / "out"
+    inputs = [str(birl_quarter["fixed"]), str(birl_quarter["moving"]), "-o", str(out), "--method", "intensity"]
+    code = main(["register", *inputs, "--landmarks-fixed", landmarks, "--landmarks-moving", landmarks])
+    said = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and f"{landmarks}" in said and "same file" in said, said
+    assert not out.exists()

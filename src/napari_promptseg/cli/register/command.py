@@ -143,6 +143,12 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
             setattr(args, other, path)  # a BigWarp landmark file holds both sets
     if (args.landmarks_fixed is None) != (args.landmarks_moving is None):
         raise PromptsegError("give both --landmarks-fixed and --landmarks-moving, or neither")
+    same_file = args.landmarks_fixed is not None and args.landmarks_fixed.resolve() == args.landmarks_moving.resolve()
+    if same_file and not is_bigwarp_csv(args.landmarks_fixed):  # a TRE of one set against itself means nothing
+        raise PromptsegError(
+            f"--landmarks-fixed and --landmarks-moving are the same file {args.landmarks_fixed}: give each image's own "
+            "landmarks (a BigWarp file, which holds both sets, may be given to both)"
+        )
     prompts = _checked_prompts(args.prompt)
     method = resolve_method(args.method, prompts or None)
     if prompts and method == "intensity":
