@@ -144,7 +144,9 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
     if (args.landmarks_fixed is None) != (args.landmarks_moving is None):
         raise PromptsegError("give both --landmarks-fixed and --landmarks-moving, or neither")
     same_file = args.landmarks_fixed is not None and args.landmarks_fixed.resolve() == args.landmarks_moving.resolve()
-    if same_file and not is_bigwarp_csv(args.landmarks_fixed):  # a TRE of one set against itself means nothing
+    # a TRE of one set against itself means nothing, unless the images are one too (an identity check)
+    same_images = args.fixed.resolve() == args.moving.resolve()
+    if same_file and not same_images and not is_bigwarp_csv(args.landmarks_fixed):
         raise PromptsegError(
             f"--landmarks-fixed and --landmarks-moving are the same file {args.landmarks_fixed}: give each image's own "
             "landmarks (a BigWarp file, which holds both sets, may be given to both)"
