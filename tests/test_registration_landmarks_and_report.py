@@ -235,3 +235,25 @@ def test_report_model_load_is_the_model_loading_alone(birl_quarter, tmp_path, mo
     timings = json.loads((tmp_path / "out" / "report.json").read_text())["timings_s"]
     assert len(loading) == 1 and abs(timings["model_load"] - loading[0]) < 0.5, (timings, loading)
     assert timings["total"] >= 3.0 + timings["model_load"]  # the reading is in the run's total
+
+
+def test_cli_summary_says_the_tre_is_over_the_first_landmarks_when_truncated(birl_quarter, tmp_path, capsys):
+    """With --truncate-landmarks (9 fixed landmarks, 12 moving ones) the printed line said 'TRE 19.89 -> 0.36 px'
+    as for all 12, where the widget's summary says 'over the first 9 landmarks'; only report.json's pairs_compared
+    told. The line says it now."""
+    lines = birl_quarter["lm_fixed"].read_text().splitlines()
+    nine = tmp_path / "fixed nine.csv"
+    nine.write_text("\n".join(lines[:10]) + "\n")  # the header and 9 points
+    args = [
+        str(birl_quarter["fixed"]),
+        str(birl_quarter["moving"]),
+        "-o",
+        str(tmp_path / "out"),
+        "--method",
+        "intensity",
+    ]
+    lms = ["--landmarks-fixed", str(nine), "--landmarks-moving", str(birl_quarter["lm_moving"]), "--truncate-landmarks"]
+    assert main(["register", *args, *lms]) == 0
+    printed = capsys.readouterr().out
+    assert "px over the first 9 of 12 landmarks)" in printed, printed
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["landmarks"]["pairs_compared"] == 9

@@ -429,6 +429,8 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
             summary += f", {len(result.pairs)} pairs"
         if record:
             summary += f", TRE {record['before']['tre_mean']:.2f} -> {record['after']['tre_mean']:.2f} px"
+            if record["pairs_compared"] < max(n_fixed, n_moving):  # --truncate-landmarks, as the widget says it
+                summary += f" over the first {record['pairs_compared']} of {max(n_fixed, n_moving)} landmarks"
         print(summary + ")")
         if fixed_at.index or moving_at.index:
             print(
