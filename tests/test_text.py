@@ -6,6 +6,8 @@ assert the plumbing; the offline library route runs real LiteMedSAM on real ches
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -275,11 +277,12 @@ def test_one_object_of_a_many_instances_entry_in_pieces_is_one_object(shared_dat
 
     def answer(hwc, phrase, library, **kwargs):
         match = LibraryMatch(entry, 1.0, entry.name, True)
-        return LibraryResult(pieces, pieces > 0, [match], "library entry 'nucleus', many-instances mode: 1", None)
+        found = SimpleNamespace(scores=np.array([0.8], np.float32))  # the instance pipeline's confidence of id 1
+        return LibraryResult(pieces, pieces > 0, [match], "library entry 'nucleus', many-instances mode: 1", found)
 
     monkeypatch.setattr(library_module, "segment_with_library", answer)
     result = segment_text(image, "nuclei", library=empty_library, route="library", segmenter=object())
-    assert result.labels.max() == 1 and len(result.boxes) == 1
+    assert result.labels.max() == 1 and len(result.boxes) == 1 and result.scores.tolist() == [np.float32(0.8)]
     np.testing.assert_array_equal(result.labels > 0, pieces > 0)
 
 
