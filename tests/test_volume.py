@@ -339,13 +339,15 @@ def test_oneshot_on_a_stack_by_the_cli_and_the_widgets_worker(litemedsam, tmp_pa
 def test_stacks_and_ome_zarr_through_dask_workers(litemedsam, mri, tmp_path):
     """A stack, an OME-Zarr and a stack too short for --plane on a LocalCluster: the workers write the stack's
     (Z, Y, X) labels and the OME-Zarr's labels/ group; the failed stack gets empty labels of its own (Z, Y, X) shape;
-    --resume keeps the written ones (an OME-Zarr labels output is a directory)."""
+    --resume keeps the written ones (an OME-Zarr labels output is a directory). Five of the MRI planes: this test is
+    about what the workers run and write; the propagation's accuracy through all nine is asserted by
+    test_propagation_through_real_mri_planes."""
     from .test_bigimage import write_ome_zarr
 
-    vol, truth = mri
+    vol, truth = (a[2:7] for a in mri)
     seed = len(vol) // 2
     tifffile.imwrite(tmp_path / "mri.tif", vol)
-    tifffile.imwrite(tmp_path / "short.tif", vol[:3], photometric="minisblack")
+    tifffile.imwrite(tmp_path / "short.tif", vol[:2], photometric="minisblack")
     write_ome_zarr(tmp_path / "plane.ome.zarr", vol[seed][None], FormatV04(), levels=2)
     rows, cols = np.nonzero(truth[seed])
     box = [str(v) for v in (cols.min(), rows.min(), cols.max(), rows.max())]
@@ -360,9 +362,9 @@ def test_stacks_and_ome_zarr_through_dask_workers(litemedsam, mri, tmp_path):
     assert plane["output"] == str(tmp_path / "plane.ome.zarr" / "labels" / "promptseg")
     written = np.asarray(read_image(tmp_path / "plane.ome.zarr" / "labels" / "promptseg"))
     assert dice(written > 0, truth[seed]) > 0.7
-    assert short["status"] == "failed" and "outside the stack's 3 planes" in short["reason"]
+    assert short["status"] == "failed" and "outside the stack's 2 planes" in short["reason"]
     empty = tifffile.imread(short["output"])
-    assert empty.shape == vol[:3].shape and not empty.any()
+    assert empty.shape == vol[:2].shape and not empty.any()
 
     assert main([*command, "--scheduler", "none", "--resume"]) == 0
     assert json.loads((out / "report.json").read_text())["batch"]["resumed"] == 2
