@@ -101,10 +101,13 @@ def test_a_stack_reference_is_the_plane_its_labels_mark(make_viewer, qtbot, shar
     for plane in (0, 1, 3, 4):  # the thalamus on the planes the user did not paint (SAT: 0.83-0.89)
         assert dice(result.data[plane] > 0, truth[plane]) > 0.75
     mri.axis_labels = ("t", "y", "x")  # the same stack as a time-lapse (a reader naming its axes): its frame
+    # (the summary's words are the reference's: one target plane is enough to read them)
+    widget.target.set_layer(viewer.add_image(vol[2], name="one plane"))
     widget.run()
     qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
     assert "reference: frame 2 of 'mri'" in widget.runner.widget.summary.text()
     mri.axis_labels = ("0", "1", "2")
+    widget.target.set_layer(mri)
 
     # labels on two planes, neither of them displayed: which one is meant is asked, nothing is segmented (the
     # worker reads the labels, and refuses before the model)
