@@ -480,6 +480,30 @@ def test_a_reference_image_removed_is_chosen_again_not_the_target(make_viewer, l
     assert "choose a reference image layer" in widget.runner.widget.status.text()
 
 
+def test_a_target_removed_is_chosen_again_not_another_image(make_viewer, lungs):
+    """The target image removed (to open another): the box took the next image that was not the reference, here
+    another target, and the next run segmented it unsaid. As the reference boxes, it is empty now ('(folder below)')
+    until a target is chosen, and Run asks for one; an image opened afterwards is not taken unasked."""
+    (ref, mask), (target, _), (other, _) = lungs[:3]
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    reference = viewer.add_image(ref, name="reference")
+    viewer.add_labels(mask.astype(np.uint8), name="lungs")
+    viewer.add_image(other, name="another")
+    target_layer = viewer.add_image(target, name="target")
+    widget.target.set_layer(target_layer)
+    viewer.layers.remove(target_layer)
+    assert widget.target.layer() is None and widget.target.currentText() == "(folder below)"
+    assert widget.reference.layer() is reference
+    widget.run()
+    assert not widget.runner.busy and widget.runner.state == "failed"
+    assert "choose a target image layer or a folder" in widget.runner.widget.status.text()
+    viewer.add_image(target, name="target again")
+    assert widget.target.layer() is None  # the user chooses it
+    widget.target.set_layer(viewer.layers["target again"])
+    assert widget.target.layer() is viewer.layers["target again"]
+
+
 def test_a_double_click_runs_once_and_a_target_replaced_meanwhile_gets_no_result(make_viewer, qtbot, lungs):
     """A double click on the run button ran the whole job twice (two identical result layers); a result made from
     a target whose pixels were replaced meanwhile was laid over the new pixels."""

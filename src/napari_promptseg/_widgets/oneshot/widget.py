@@ -69,8 +69,15 @@ class OneShotWidget(QWidget):
         self.reference_labels = LayerPicker(
             napari_viewer, napari.layers.Labels, none_text="(choose a Labels layer)", empty_when_removed=True
         )
-        # another image than the reference: the target started on the folder entry with a second image open
-        self.target = LayerPicker(napari_viewer, napari.layers.Image, none_text="(folder below)", unlike=self.reference)
+        # another image than the reference: the target started on the folder entry with a second image open. Removed,
+        # it is chosen again, as the reference is: it took the next image unsaid (another target, an earlier input)
+        self.target = LayerPicker(
+            napari_viewer,
+            napari.layers.Image,
+            none_text="(folder below)",
+            unlike=self.reference,
+            empty_when_removed=True,
+        )
         # a multichannel (C, Y, X) reference and target, as the CLI's --channel-axis (one axis for both)
         self.channel_axis = ChannelAxisBox()
         for picker in (self.reference, self.target):
