@@ -275,9 +275,9 @@ def _stack_record(
     from ..methods.volume import (
         as_stack,
         check_finite,
-        in_frames,
         object_extents,
         plane_warnings,
+        plane_word,
         propagate_through_stack,
         segment_stack,
     )
@@ -288,13 +288,17 @@ def _stack_record(
     volume, warnings = as_stack(image, channel_axis=args.channel_axis, name=str(path), axes=axes.read)
     n = int(np.shape(volume)[0])
     nothing: dict[int, str] = {}
+    scales: dict[int, dict] = {}  # the working scale each plane was decoded at, where its method has one
 
     def plane_or_nothing(plane, z: int):
         try:
-            return segment_plane(plane, z)
+            out = segment_plane(plane, z)
         except NothingFoundError as exc:  # a blank end plane must not empty the planes that matched
             nothing[z] = str(exc)
             return np.zeros(np.shape(plane)[:2], np.uint16)
+        if (scale := getattr(out, "scale", None)) is not None:
+            scales[z] = scale.summary()
+        return out
 
     plane = args.plane if args.plane is not None or not args.propagate else n // 2
     if plane is not None and not 0 <= plane < n:
@@ -306,11 +310,13 @@ def _stack_record(
     if args.propagate and not prompted:
         # the seed plane is segmented here, before propagate_through_stack checks (as segment_stack does itself):
         # refuse NaN before the first plane is segmented
-        check_finite(volume, str(path))
+        check_finite(volume, str(path), axes.planes)
     record: dict = {"input": str(path), "shape": list(np.shape(image)), "planes": n}
     # what the planes are: by the file's word, or a guess the report says (a time-lapse of RGB frames saved without
-    # axes reads as Z; the same segmentation, but the user must know what was assumed)
+    # axes reads as Z; the same segmentation, but the user must know what was assumed); a time-lapse's are frames in
+    # what the run says (report.json's mode keeps its value, which scripts read)
     stack_axis = axes.planes
+    word = plane_word(stack_axis)
     record["stack_axis"] = stack_axis or "unnamed"
     if stack_axis is None:
         record["stack_axis_note"] = _unnamed_stack_axis_note(n, np.shape(image), args.channel_axis)
@@ -325,12 +331,11 @@ def _stack_record(
             out = plane_or_nothing(to_numpy(volume[plane]), plane)
             if plane in nothing:  # the seed method's own reason, said to be the seed plane's
                 why = nothing[plane]
-                for named in (f"{path} plane {plane}: ", f"{path}: "):  # it names the file (and plane): once
+                for named in (f"{plane_name(path, plane, axes)}: ", f"{path}: "):  # it names the file (and plane): once
                     why = why.removeprefix(named)
-                said = in_frames(f"nothing to propagate from the seed plane {plane}", stack_axis)
-                raise NothingFoundError(f"{path}: {said}: {why}")
+                raise NothingFoundError(f"{path}: nothing to propagate from the seed {word} {plane}: {why}")
             seed, seed_scores = _plane_labels(out), _plane_scores(out)
-            seed_warnings = plane_warnings(((plane, w) for w in getattr(out, "warnings", [])), str(path))
+            seed_warnings = plane_warnings(((plane, w) for w in getattr(out, "warnings", [])), str(path), stack_axis)
             seed_scale = getattr(out, "scale", None)  # the scale the seed method worked at (find-all, one-shot)
         object_size = getattr(args, "object_size", None)
         if object_size is None and seed_scale is not None:
@@ -354,6 +359,7 @@ def _stack_record(
             **common,
         )
         labels, warnings = result.labels, result.warnings
+        said_mode = f"propagated from {word} {plane}"
         record.update(
             mode=f"propagated from plane {plane}",
             working_scale=scale.summary() if (scale := result.scale or seed_scale) is not None else None,
@@ -362,23 +368,30 @@ def _stack_record(
         )
     elif plane is not None:
         out = plane_or_nothing(to_numpy(volume[plane]), plane)
-        warnings = [*warnings, *plane_warnings(((plane, w) for w in getattr(out, "warnings", [])), str(path))]
+        per_plane = ((plane, w) for w in getattr(out, "warnings", []))
+        warnings = [*warnings, *plane_warnings(per_plane, str(path), stack_axis)]
         found = np.asarray(_plane_labels(out))
         labels = np.zeros((n, *found.shape), found.dtype)
         labels[plane] = found
-        record["mode"] = f"plane {plane} only"
+        record["mode"], said_mode = f"plane {plane} only", f"{word} {plane} only"
         # what the plane was decoded at, as a 2D input's record and a propagation's say
         scale, scores = getattr(out, "scale", None), _plane_scores(out)
         record["working_scale"] = scale.summary() if scale is not None else None
         if scores is not None:
             record["scores"] = {str(k): round(v, 4) for k, v in scores.items()}
     else:
-        result = segment_stack(image, plane_or_nothing, **common)
+        result = segment_stack(image, plane_or_nothing, stack_axis=stack_axis, **common)
         labels, warnings = result.labels, result.warnings
         record["mode"] = "plane by plane, ids linked across planes"
+        said_mode = f"{word} by {word}, ids linked across {word}s"
+        # as a 2D input's record says it (one-shot's planes share one size: one scale); planes that differ, each's
+        if scales and all(s == next(iter(scales.values())) for s in scales.values()):
+            record["working_scale"] = next(iter(scales.values()))
+        elif scales:
+            record["working_scales"] = {str(z): s for z, s in sorted(scales.items())}
     if nothing:
-        said = in_frames(f"nothing like the prompt on plane(s) {', '.join(map(str, sorted(nothing)))}", stack_axis)
-        warnings = [*warnings, f"{path}: {said}"]
+        listed = ", ".join(map(str, sorted(nothing)))
+        warnings = [*warnings, f"{path}: nothing like the prompt on {word}(s) {listed}"]
     if not args.propagate and getattr(args, "stop_iou_given", False):
         warnings = [*warnings, f"{path}: --stop-iou ignored: it ends objects carried by --propagate"]
     extents = object_extents(labels)
@@ -393,10 +406,18 @@ def _stack_record(
         record["reason"] = "; ".join(warnings) or "no object found"
     unnamed = f"{n} planes (first axis unnamed: Z or T)"
     planes = {"t": f"{n} frames (T)", "z": f"{n} planes (Z)"}.get(stack_axis, unnamed)
-    # a time-lapse's frames named so (report.json's mode keeps its value, which scripts read)
-    summary = f"{objects} object(s) in {planes}, {in_frames(record['mode'], stack_axis)}"
+    summary = f"{objects} object(s) in {planes}, {said_mode}"
     _finish_image(args, path, image, labels, record, summary, stack=volume)
     return record
+
+
+def plane_name(path: Path, z: int, axes: StackAxes) -> str:
+    """How plane ``z`` of stack ``path`` is named to the 2D method that segments it, which begins its warnings and
+    progress with it: "stack.tif plane 3", a time-lapse's "movie.tif frame 3" (:func:`_stack_record`'s warnings name
+    the stack's planes alike)."""
+    from ..methods.volume import plane_word
+
+    return f"{path} {plane_word(axes.planes)} {z}"
 
 
 def _plane_channel_axis(args: argparse.Namespace) -> int | None:

@@ -33,6 +33,7 @@ from ._stacks import (
     _plane_channel_axis,
     _stack_record,
     images_help,
+    plane_name,
 )
 
 
@@ -304,14 +305,16 @@ def _segment(
     channel_axis: int | None,
     factor=1.0,
     object_size: float | None = None,
+    stack_axis: str | None = None,
 ):
     """One 2D target (a pyramid level ``factor`` times smaller than full resolution); ``object_size``: the objects'
-    size when the caller measured it (a stack's planes share one)."""
+    size when the caller measured it (a stack's planes share one; ``stack_axis``: the stack's, "t" for a
+    time-lapse's frames)."""
     import numpy as np
 
     from ..batch.engine import method_progress
     from ..methods.instances import level_object_size, segment_with_exemplars
-    from ..methods.instances.exemplars import STACK_SIZE_SOURCE
+    from ..methods.instances.exemplars import stack_size_source
     from ..methods.oneshot import segment_like
     from ..models.preprocessing import as_channels_last
 
@@ -320,7 +323,9 @@ def _segment(
         hwc = as_channels_last(image, channel_axis=channel_axis, channels=args.channels, name=name)
         size = level_object_size(one.exemplars, object_size or args.object_size, factor)
         # where the size came from: a stack's measured one read as --object-size in report.json
-        source = "object size" if args.object_size else STACK_SIZE_SOURCE if object_size else "reference objects"
+        source = (
+            "object size" if args.object_size else stack_size_source(stack_axis) if object_size else "reference objects"
+        )
         return segment_with_exemplars(
             one.segmenter, one.exemplars, hwc, object_size=size, size_source=source, name=name, progress=progress
         )
@@ -370,7 +375,8 @@ def _process(args: argparse.Namespace, one: _OneShot, path: Path, image) -> dict
 
         def plane_labels(plane, z: int):
             # the result, with its warnings
-            return _segment(args, one, plane, f"{path} plane {z}", _plane_channel_axis(args), object_size=size)
+            name, channel_axis = plane_name(path, z, axes), _plane_channel_axis(args)
+            return _segment(args, one, plane, name, channel_axis, object_size=size, stack_axis=axes.planes)
 
         return _stack_record(args, path, image, plane_labels, one.segmenter, axes=axes)
     # a pyramid is read at the level of the objects' working scale (many instances), else of the whole image

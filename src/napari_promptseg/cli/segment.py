@@ -23,6 +23,7 @@ from ._stacks import (
     _level_record,
     _plane_channel_axis,
     _stack_record,
+    plane_name,
 )
 
 
@@ -170,7 +171,8 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
             )
 
         def plane_labels(plane, z: int):
-            return _segment(args, segmenter, plane, f"{path} plane {z}", _plane_channel_axis(args))  # with warnings
+            # with its warnings
+            return _segment(args, segmenter, plane, plane_name(path, z, axes), _plane_channel_axis(args))
 
         if args.seed_labels is not None:
             from ..io.images import read_image

@@ -32,6 +32,7 @@ from ._stacks import (
     _plane_channel_axis,
     _stack_record,
     images_help,
+    plane_name,
 )
 from ._types import fraction, positive_int, similarity, weights_path
 
@@ -280,7 +281,7 @@ def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
     if (stacked := _input_stack(args, image, path)) is not None:
 
         def plane_labels(plane, z: int):
-            return _segment(args, state, plane, f"{path} plane {z}", _plane_channel_axis(args))
+            return _segment(args, state, plane, plane_name(path, z, stacked[1]), _plane_channel_axis(args))
 
         return _stack_record(args, path, image, plane_labels, state[1], axes=stacked[1])
     # a pyramid: the level a text model sees, or the one the library's many-instances entries' objects need

@@ -11,6 +11,7 @@ import numpy as np
 from ...errors import CancelledError, PromptsegError
 from ...io.images import IMAGE_SUFFIXES, label_image_2d
 from ...io.listing import image_files, list_images, ome_zarr_left_out
+from ...methods.volume.stacks import plane_word
 from .._common import LayerPixels, level_factors, plane_shape, read_reference_plane
 
 
@@ -68,6 +69,7 @@ class OneShotInputs:
     channel_axis: int | None = None  # the layers' axis of channels (the CLI's --channel-axis); None: gray or RGB
     channels: list[int] | None = None  # the channels fed to the model (--channels); None: all
     left_out: str | None = None  # a target folder's OME-Zarr images, not read here: which, and how to run them
+    stack_axis: str | None = None  # "t": the target layer's planes are a time-lapse's frames (said so)
 
 
 @dataclass
@@ -121,8 +123,9 @@ def read_oneshot_inputs(inputs: OneShotInputs, input_size: int, progress, cancel
     stacked = is_stack(data, target.rgb, f"target layer '{target.name}'", inputs.channel_axis)
     progress(0.0, f"reading '{target.name}'")
     planes = read_planes(data, stacked, cancel, inputs.channel_axis)
-    # a plane named as the CLI names it: its warnings then name the plane once (methods.volume.plane_warnings)
-    names = [f"{target.name} plane {i}" for i in range(len(planes))] if stacked else [target.name]
+    # a plane named as the CLI names it (a time-lapse's a frame): its warnings then name it once (plane_warnings)
+    word = plane_word(inputs.stack_axis)
+    names = [f"{target.name} {word} {i}" for i in range(len(planes))] if stacked else [target.name]
     return OneShotPixels(reference, labels, plane, planes, names, stacked, level_factors(target, data))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import CancelledError, PromptsegError
+from ...methods.volume.stacks import plane_word
 
 #: the checkbox saying the reference labels only some of its objects (named in the advice when it is not ticked)
 PARTIAL_LABELS_TEXT = "reference labels only some objects"
@@ -33,6 +34,7 @@ class OneShotOutput:
     file_placements: list[dict] = field(default_factory=list)
     #: what ran: 'many instances' or 'one region, STRATEGY' (mode auto decides in the worker, from the labels)
     mode: str = ""
+    stack_axis: str | None = None  # "t": the stack's planes are a time-lapse's frames, said so
 
 
 def run_oneshot(
@@ -50,6 +52,7 @@ def run_oneshot(
     channel_axis: int | None = None,
     channels: list[int] | None = None,
     reference_name: str = "reference",
+    stack_axis: str | None = None,
     segmenter,
     progress,
     cancel,
@@ -61,8 +64,9 @@ def run_oneshot(
     here, each at the level the CLI reads (:func:`~napari_promptseg.methods.oneshot.target_file_level`). The planes
     of a stack share one object size and are linked into objects across planes. ``channel_axis``: the targets' axis
     of channels (the reference then has its channels last), ``channels`` those fed to the model, as the CLI's
-    --channel-axis and --channels. ``reference_name``: the reference as errors name it; ``segmenter``: the task's
-    (:func:`~.._common.task_segmenter`)."""
+    --channel-axis and --channels. ``reference_name``: the reference as errors name it; ``stack_axis``: "t" when
+    the planes are a time-lapse's frames (its progress and warnings say frame, as ``names`` do); ``segmenter``: the
+    task's (:func:`~.._common.task_segmenter`)."""
     from ...io.layer_data import file_placement
     from ...io.multiscale import read_channel_axis, read_image_named
     from ...methods.instances import (
@@ -74,7 +78,7 @@ def run_oneshot(
         segment_with_exemplars,
         stack_object_size,
     )
-    from ...methods.instances.exemplars import STACK_SIZE_SOURCE
+    from ...methods.instances.exemplars import stack_size_source
     from ...methods.labelling_advice import few_labels_warning
     from ...methods.oneshot import segment_like, target_file_level
     from ...methods.volume import segment_stack
@@ -84,7 +88,7 @@ def run_oneshot(
     ref_axis = None if channel_axis is None else -1
     # refused naming the layer (NaN...), not as 'reference'
     ref = as_channels_last(reference, channel_axis=ref_axis, channels=channels, name=reference_name)
-    out = OneShotOutput([], [], [], [], stacked)
+    out = OneShotOutput([], [], [], [], stacked, stack_axis=stack_axis)
     if stacked:  # one entry per plane, set as it is done: a plane where nothing is found keeps its empty one
         # (appended, the points of the planes after such a plane were drawn one plane too low, on the empty one)
         out.positives, out.negatives = [np.zeros((0, 2))] * len(targets), [np.zeros((0, 2))] * len(targets)
@@ -146,7 +150,7 @@ def run_oneshot(
         if exemplars is not None:
             hwc = as_channels_last(image, channel_axis=axis, channels=channels, name=name)
             # where the size came from: a stack's measured one read as the user's 'object size'
-            source = "object size" if object_size else STACK_SIZE_SOURCE if stacked else "reference objects"
+            source = "object size" if object_size else stack_size_source(stack_axis) if stacked else "reference objects"
             res = segment_with_exemplars(
                 segmenter, exemplars, hwc, object_size=size, size_source=source, name=name, progress=sub, cancel=cancel
             )
@@ -204,6 +208,7 @@ def run_oneshot(
             channel_axis=None if channel_axis is None else 1,
             name="target stack",
             cancel=cancel,
+            stack_axis=stack_axis,
         )
         out.labels, out.warnings = list(stack.labels), [*out.warnings, *stack.warnings]  # the settings ignored too
     else:
@@ -255,5 +260,8 @@ def result_summary(output: OneShotOutput) -> str:
         caution += f"\nskipped {len(output.skipped)} file(s): {output.skipped[0]}{more}"
     mode = f" ({output.mode})" if output.mode else ""
     # a stack's planes are one target, its objects linked across them (the CLI says 'in N planes' too)
-    where = f"{len(output.labels)} plane(s) of one stack" if output.stacked else f"{len(output.labels)} target(s)"
+    where = f"{len(output.labels)} target(s)"
+    if output.stacked:
+        stack = "time-lapse" if output.stack_axis == "t" else "stack"
+        where = f"{len(output.labels)} {plane_word(output.stack_axis)}(s) of one {stack}"
     return f"one-shot{mode}: {objects} object(s) in {where}{scale}{caution}"

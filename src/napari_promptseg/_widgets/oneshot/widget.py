@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
 )
 
 from ...errors import PromptsegError
-from ...methods.volume import in_frames
+from ...methods.volume.stacks import plane_word
 from .._common import (
     OBJECT_SIZE_KEY,
     ChannelAxisBox,
@@ -205,7 +205,9 @@ class OneShotWidget(QWidget):
             check_channel_axis(target, channel_axis, name)
             pixels = layer_pixels(target)
             is_stack(_levels(pixels)[0], target.rgb, name, channel_axis)  # its shape only
-            return OneShotInputs(*reference, pixels, [], **options)
+            # a time-lapse's planes are frames (its first axis, or the one after its channels)
+            stack_axis = stack_axis_of(target, 1 if channel_axis == 0 else 0)
+            return OneShotInputs(*reference, pixels, [], **options, stack_axis=stack_axis)
         folder = self.folder.text().strip()
         if not folder:
             raise PromptsegError("choose a target image layer or a folder of target images")
@@ -286,6 +288,7 @@ class OneShotWidget(QWidget):
                 channel_axis=inputs.channel_axis,
                 channels=inputs.channels,
                 reference_name=f"reference image layer '{reference_name}'",
+                stack_axis=inputs.stack_axis,
                 segmenter=segmenter,
                 progress=progress,
                 cancel=cancel,
@@ -299,8 +302,8 @@ class OneShotWidget(QWidget):
             self._add_layers(output, layer, pixels.factors if layer is not None else None, inputs.channel_axis)
             summary = self.runner.widget.summary
             if pixels.reference_plane is not None:  # which plane of the stack the reference was
-                said = in_frames(f"reference: plane {pixels.reference_plane} of", reference_axis)
-                summary.setText(f"{summary.text()}\n{said} '{reference_name}'")
+                plane = f"{plane_word(reference_axis)} {pixels.reference_plane}"
+                summary.setText(f"{summary.text()}\nreference: {plane} of '{reference_name}'")
             if inputs.left_out:  # said where the result is read too: the notification passes
                 summary.setText(f"{summary.text()}\nwarning: {inputs.left_out}")
 

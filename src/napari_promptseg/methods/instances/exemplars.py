@@ -509,8 +509,16 @@ def estimate_object_size(
     return proposed, f"reference objects, rescaled x{ratio:.2f} to the target's objects"
 
 
-#: the working scale's ``source`` for a stack's planes decoded at :func:`stack_object_size` (not a size the user gave)
-STACK_SIZE_SOURCE = "measured on the stack's middle plane"
+def stack_size_source(stack_axis: str | None = None) -> str:
+    """The working scale's ``source`` for a stack's planes decoded at :func:`stack_object_size` (not a size the user
+    gave); a time-lapse's (``stack_axis`` "t") in its words: "measured on the time-lapse's middle frame"."""
+    from ..volume.stacks import plane_word
+
+    return f"measured on the {'time-lapse' if stack_axis == 't' else 'stack'}'s middle {plane_word(stack_axis)}"
+
+
+#: :func:`stack_size_source` of a z-stack (or of a stack whose axis is not named)
+STACK_SIZE_SOURCE = stack_size_source()
 
 
 def stack_object_size(

@@ -21,6 +21,7 @@ from .stacks import (
     named_channel_axis,
     plane_list,
     plane_warnings,
+    plane_word,
 )
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "plane_function",
     "plane_list",
     "plane_warnings",
+    "plane_word",
     "propagate_through_stack",
     "segment_stack",
 ]

@@ -13,7 +13,7 @@ from scipy import ndimage
 from ...callbacks import ProgressCallback
 from ...errors import CancelledError, NothingFoundError, PromptsegError
 from ...models.preprocessing import to_numpy
-from .stacks import _as_ids, _stack, plane_warnings
+from .stacks import _as_ids, _stack, plane_warnings, plane_word
 
 #: plane by plane: objects of consecutive planes overlapping at least this much (IoU) are one object
 LINK_IOU = 0.3
@@ -43,6 +43,7 @@ def segment_stack(
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
     axes: str | None = None,
+    stack_axis: str | None = None,
 ) -> StackResult:
     """Segment every plane of a (Z, Y, X[, C]) stack with ``segment_plane(plane, z)``, or ``segment_plane(plane)``
     when it takes one required argument (any 2D method: it returns labels, or a result with ``.labels`` and
@@ -52,11 +53,16 @@ def segment_stack(
     ``volume`` may also be a list of planes; a float stack in memory with NaN/inf is refused before any work.
     ``axes``: the input's axis order when its file names it (:func:`~.stacks.as_stack`). A plane where the method finds
     nothing (:class:`~napari_promptseg.errors.NothingFoundError`) is left empty, its reason among the warnings.
+    ``stack_axis``: "t" when the planes are a time-lapse's frames (default: when ``axes`` begins with t), which the
+    progress and the warnings then call frames; ``segment_plane`` names a plane so too (``plane_word``).
 
     Example: ``segment_stack(vol, lambda plane: segment_text(plane, "nuclei"))``.
     """
     segment_plane = plane_function(segment_plane)
-    vol, warnings = _stack(volume, channel_axis, name, axes)
+    if stack_axis is None and (axes or "").startswith("t"):
+        stack_axis = "t"
+    word = plane_word(stack_axis)
+    vol, warnings = _stack(volume, channel_axis, name, axes, stack_axis)
     report = progress or (lambda fraction, message: None)
     n = vol.shape[0]
     labels = np.zeros(vol.shape[:3], np.uint32)
@@ -66,7 +72,7 @@ def segment_stack(
     for z in range(n):
         if cancel is not None and cancel():
             raise CancelledError("cancelled")
-        report(z / n, f"{name}: plane {z + 1}/{n}")
+        report(z / n, f"{name}: {word} {z + 1}/{n}")
         try:
             out = segment_plane(to_numpy(vol[z]), z)
         except NothingFoundError as exc:
@@ -77,14 +83,14 @@ def segment_stack(
         plane = np.asarray(getattr(out, "labels", out))
         if plane.shape != labels.shape[1:]:
             raise PromptsegError(
-                f"{name}: plane {z} gave labels of shape {plane.shape}, not the plane's {labels.shape[1:]}"
+                f"{name}: {word} {z} gave labels of shape {plane.shape}, not the {word}'s {labels.shape[1:]}"
             )
-        ids = _as_ids(plane, f"{name}: plane {z}", components=True)
+        ids = _as_ids(plane, f"{name}: {word} {z}", components=True)
         # ids 0..M: a method's sparse ids (e.g. 10**9) would otherwise size the lookup table of _link
         dense = np.unique(np.concatenate([[0], ids.ravel()]), return_inverse=True)[1][1:].reshape(ids.shape)
         labels[z], next_id = _link(labels[z - 1] if z else None, dense, next_id, link_iou)
     report(1.0, f"{name}: {next_id - 1} object(s)")
-    warnings += plane_warnings(per_plane, name)
+    warnings += plane_warnings(per_plane, name, stack_axis)
     return StackResult(_compact(labels), object_extents(labels), {"total_s": time.perf_counter() - t0}, warnings)
 
 

@@ -131,25 +131,29 @@ def labels_shape(image: object, *, channel_axis: int | None = None) -> tuple[int
     return tuple(np.shape(stack)[:3]) if stack is not None else tuple(np.shape(image)[:2])
 
 
-def _stack(volume: object, channel_axis: int | None, name: str, axes: str | None = None) -> tuple[object, list[str]]:
+def _stack(
+    volume: object, channel_axis: int | None, name: str, axes: str | None = None, stack_axis: str | None = None
+) -> tuple[object, list[str]]:
     vol, warnings = as_stack(volume, channel_axis=channel_axis, name=name, axes=axes)
     if vol is None:
         raise PromptsegError(f"{name}: a 2D image of shape {tuple(np.shape(volume))}; expected a (Z, Y, X[, C]) stack")
-    check_finite(vol, name)
+    check_finite(vol, name, stack_axis)
     return vol, warnings
 
 
-def check_finite(stack: object, name: str = "stack") -> None:
-    """Refuse an in-memory float stack with NaN or infinite values, naming the planes, before any plane is
-    segmented (found on the way, it would throw away the planes done before). A lazy stack is checked plane by
-    plane as it is read: reading it whole here would cost a second pass over the disk."""
+def check_finite(stack: object, name: str = "stack", stack_axis: str | None = None) -> None:
+    """Refuse an in-memory float stack with NaN or infinite values, naming the planes (a time-lapse's, ``stack_axis``
+    "t": frames), before any plane is segmented (found on the way, it would throw away the planes done before). A
+    lazy stack is checked plane by plane as it is read: reading it whole here would cost a second pass over the
+    disk."""
     if not isinstance(stack, np.ndarray) or stack.dtype.kind not in "fc":
         return
     bad = [z for z in range(stack.shape[0]) if not np.isfinite(stack[z]).all()]  # a plane at a time: memory
     if bad:
         shown = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
         raise PromptsegError(
-            f"{name}: NaN or infinite values on plane(s) {shown} of {stack.shape[0]}; fill or mask them first"
+            f"{name}: NaN or infinite values on {plane_word(stack_axis)}(s) {shown} of {stack.shape[0]}; fill or mask "
+            "them first"
         )
 
 
@@ -184,29 +188,37 @@ def _as_ids(plane: object, name: str, *, components: bool) -> np.ndarray:
     return np.where(arr > 0, arr, 0).astype(np.int64)
 
 
-def plane_warnings(per_plane: Iterable[tuple[int, str]], name: str = "") -> list[str]:
+def plane_warnings(per_plane: Iterable[tuple[int, str]], name: str = "", stack_axis: str | None = None) -> list[str]:
     """The warnings of a stack's planes, each naming its planes once: ``per_plane`` holds (plane, a 2D method's
-    warning). A method given the plane's name ("stack.tif plane 3") begins its warnings with it; that naming is taken
-    apart, so "stack.tif plane 3: box 1 ..." reads "stack.tif: plane 3: box 1 ...", not "plane 3: stack.tif plane
-    3: box 1 ...". A warning several planes gave alike is one, listing them ("stack.tif: planes 2, 5-7: ..."), in
-    the order the warnings first came. ``name``: the stack's, for methods that begin their warnings with it."""
+    warning). A method given the plane's name ("stack.tif plane 3", a time-lapse's "movie.tif frame 3") begins its
+    warnings with it; that naming is taken apart, so "stack.tif plane 3: box 1 ..." reads "stack.tif: plane 3: box 1
+    ...", not "plane 3: stack.tif plane 3: box 1 ...". A warning several planes gave alike is one, listing them
+    ("stack.tif: planes 2, 5-7: ..."), in the order the warnings first came. ``name``: the stack's, for methods that
+    begin their warnings with it; ``stack_axis``: "t" for a time-lapse, whose planes are said to be frames."""
+    word = plane_word(stack_axis)
     planes: dict[tuple[str, str], list[int]] = {}
     for z, message in per_plane:
-        planes.setdefault(_named_plane(z, message, name), []).append(z)
+        planes.setdefault(_named_plane(z, message, name, word), []).append(z)
     return [
-        f"{head}: {plane_list(zs)}: {rest}" if head else f"{plane_list(zs)}: {rest}"
+        f"{head}: {plane_list(zs, stack_axis)}: {rest}" if head else f"{plane_list(zs, stack_axis)}: {rest}"
         for (head, rest), zs in planes.items()
     ]
 
 
+def plane_word(stack_axis: str | None) -> str:
+    """What one plane of a stack is called: a time-lapse's (``stack_axis`` "t") a frame, any other's a plane."""
+    return "frame" if stack_axis == "t" else "plane"
+
+
 def in_frames(text: str, stack_axis: str | None) -> str:
     """``text`` about a stack's planes in a time-lapse's words (``stack_axis`` "t": its planes are frames, along T):
-    "propagated from frame 2", "frame 0 only"; any other stack's as it is. An option's name (--plane) stays."""
+    "propagated from frame 2", "frame 0 only"; any other stack's as it is. An option's name (--plane) stays. For text
+    composed elsewhere; text composed here takes its word from :func:`plane_word`."""
     return re.sub(r"(?<![-\w])plane(s?)\b", r"frame\1", text) if stack_axis == "t" else text
 
 
-def plane_list(planes: Iterable[int]) -> str:
-    """ "plane 3", "planes 2, 5-7" (runs of three or more as a range)."""
+def plane_list(planes: Iterable[int], stack_axis: str | None = None) -> str:
+    """ "plane 3", "planes 2, 5-7" (runs of three or more as a range); a time-lapse's "frame 3", "frames 2, 5-7"."""
     zs = sorted(set(planes))
     runs: list[list[int]] = []
     for z in zs:
@@ -215,13 +227,14 @@ def plane_list(planes: Iterable[int]) -> str:
         else:
             runs.append([z])
     parts = [f"{run[0]}-{run[-1]}" if len(run) >= 3 else ", ".join(map(str, run)) for run in runs]
-    return f"plane{'s' if len(zs) > 1 else ''} {', '.join(parts)}"
+    return f"{plane_word(stack_axis)}{'s' if len(zs) > 1 else ''} {', '.join(parts)}"
 
 
-def _named_plane(z: int, message: str, name: str) -> tuple[str, str]:
+def _named_plane(z: int, message: str, name: str, word: str = "plane") -> tuple[str, str]:
     """(whose, what): a plane's warning without its naming of plane ``z`` ("NAME plane Z: ", "NAME: plane Z: ",
-    "plane Z: ") or of the stack (``name``), and the name it began with ("" when none)."""
-    found = re.match(rf"(?:(?P<head>.*?)[:\s]\s*)?\bplane {z}: (?P<rest>.*)", message, re.S)
+    "plane Z: "; ``word`` "frame": a time-lapse's "NAME frame Z: ") or of the stack (``name``), and the name it
+    began with ("" when none)."""
+    found = re.match(rf"(?:(?P<head>.*?)[:\s]\s*)?\b{word} {z}: (?P<rest>.*)", message, re.S)
     if found:
         return (found["head"] or "").rstrip(": "), found["rest"]
     if name and message.startswith(f"{name}: "):

@@ -1,0 +1,102 @@
+"""One-shot on inputs beyond one 2D image, the same in Python, the CLI and the One-shot widget: time-lapses (T, Y, X)
+and z-stacks, with real LiteMedSAM on crops of the Cell Tracking Challenge's HeLa frames (shared data).
+
+Run under a display: ``xvfb-run -a python -m pytest tests/test_oneshot_stacks.py``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from napari.qt.threading import WorkerBase
+
+from napari_promptseg.io import read_image
+
+RUN_MS = 600_000
+CROP = (slice(100, 356), slice(200, 456))  # 256 x 256 px of a 700 x 1100 frame: 8 labelled nuclei in frame 13
+
+
+@pytest.fixture
+def make_viewer(make_napari_viewer):
+    yield make_napari_viewer
+    WorkerBase.await_workers(msecs=120_000)
+
+
+@pytest.fixture(scope="module")
+def hela(shared_data):
+    """The reference (frame 13 and its instance labels) and a time-lapse target: a frame with nothing like the
+    reference (the background's noise) then frame 52, as (T, Y, X)."""
+    folder = shared_data / "nuclei_ctc_fluo_instances"
+    reference = read_image(folder / "images" / "N2DL-HeLa_t13.tif")[CROP]
+    labels = read_image(folder / "labels" / "N2DL-HeLa_t13.tif")[CROP]
+    frame = read_image(folder / "images" / "N2DL-HeLa_t52.tif")[CROP]
+    background = reference[labels == 0]
+    blank = np.random.default_rng(0).normal(background.mean(), background.std(), reference.shape)
+    return reference, labels, np.stack([blank.astype(reference.dtype), frame])
+
+
+@pytest.fixture(scope="module")
+def cli_run(hela, tmp_path_factory):
+    """`promptseg oneshot` on the time-lapse written as an ImageJ TYX TIFF: (its report record, its labels, what it
+    wrote to stderr)."""
+    import contextlib
+    import io
+
+    from napari_promptseg.cli import main
+
+    reference, labels, frames = hela
+    folder = tmp_path_factory.mktemp("timelapse")
+    tifffile.imwrite(folder / "reference.tif", reference)
+    tifffile.imwrite(folder / "nuclei.tif", labels)
+    tifffile.imwrite(folder / "frames.tif", frames, imagej=True, metadata={"axes": "TYX"})
+    references = ["--reference", str(folder / "reference.tif"), "--reference-mask", str(folder / "nuclei.tif")]
+    out, said = folder / "out", io.StringIO()
+    with contextlib.redirect_stderr(said):
+        code = main(["oneshot", str(folder / "frames.tif"), *references, "-o", str(out), "--scheduler", "none"])
+    assert code == 0, said.getvalue()
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    return record, tifffile.imread(out / "frames.tif"), said.getvalue()
+
+
+def test_a_time_lapses_frames_are_frames_in_the_clis_warnings(cli_run):
+    """`promptseg oneshot` on a TYX time-lapse summed it up in frames but warned of 'frames.tif: plane 0: no object
+    like the exemplars' and showed 'frames.tif plane 0: 0 objects' as it went: a plane the file has none of. Its
+    report said no working scale (the widget's summary did: the size measured on the middle frame)."""
+    record, labels, said = cli_run
+    assert record["stack_axis"] == "t"
+    assert record["working_scale"]["source"] == "measured on the time-lapse's middle frame", record["working_scale"]
+    assert record["warnings"] == [f"{record['input']}: frame 0: no object like the exemplars was found"]
+    assert "plane" not in said.replace("--plane", ""), said  # the progress lines shown (a few) and the warnings
+    assert not labels[0].any() and len(np.unique(labels[1])) > 10
+
+
+@pytest.mark.gui
+def test_a_time_lapse_layers_frames_are_frames_in_the_widgets_progress_warnings_and_summary(
+    make_viewer, qtbot, hela, cli_run
+):
+    """The One-shot widget on a time-lapse layer (its first axis labelled t) said 'frames plane 1: tile 1/1',
+    'frames: plane 0: no object like the exemplars' and '2 plane(s) of one stack'; its frames are frames now, and
+    its labels are the CLI's for the same frames."""
+    from napari_promptseg._widgets.oneshot import OneShotWidget
+
+    reference, labels, frames = hela
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(viewer.add_image(reference, name="reference"))
+    widget.reference_labels.set_layer(viewer.add_labels(labels, name="nuclei"))
+    widget.target.set_layer(viewer.add_image(frames, name="frames", axis_labels=("t", "y", "x")))
+    messages: list[str] = []
+    widget.runner._progressed.connect(lambda job, fraction, message: messages.append(message))
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    warnings = widget.last_output.warnings
+    assert any("frame 0: no object like the exemplars was found" in w for w in warnings), warnings
+    summary = widget.runner.widget.summary.text()
+    assert "in 2 frame(s) of one time-lapse; working scale 1.0 (measured on the time-lapse's middle frame)" in summary
+    assert any(m.startswith("frames frame 1: ") for m in messages), messages
+    assert not [m for m in [*messages, *warnings, summary] if "plane" in m], (messages, warnings, summary)
+    np.testing.assert_array_equal(viewer.layers["frames one-shot"].data, cli_run[1])
