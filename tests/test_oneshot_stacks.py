@@ -100,3 +100,33 @@ def test_a_time_lapse_layers_frames_are_frames_in_the_widgets_progress_warnings_
     assert any(m.startswith("frames frame 1: ") for m in messages), messages
     assert not [m for m in [*messages, *warnings, summary] if "plane" in m], (messages, warnings, summary)
     np.testing.assert_array_equal(viewer.layers["frames one-shot"].data, cli_run[1])
+
+
+@pytest.mark.gui
+def test_a_target_folder_of_several_sizes_is_summed_up_with_every_working_scale(
+    make_viewer, qtbot, hela, shared_data, tmp_path
+):
+    """A target folder's images are each decoded at the working scale their size asks for (a 256 px crop whole at
+    scale 1, a taller one in 2 tiles at 0.74, as the CLI), but the summary gave the first image's alone: 'working
+    scale 1.0 (reference objects), 1 tile(s)' for them all. It gives the range now."""
+    from napari_promptseg._widgets.oneshot import OneShotWidget
+
+    reference, labels, frames = hela
+    folder = tmp_path / "targets"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a_crop.tif", frames[1])
+    frame = read_image(shared_data / "nuclei_ctc_fluo_instances" / "images" / "N2DL-HeLa_t79.tif")
+    tifffile.imwrite(folder / "b_tall.tif", frame[100:600, 300:556])
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(viewer.add_image(reference, name="reference"))
+    widget.reference_labels.set_layer(viewer.add_labels(labels, name="nuclei"))
+    widget.folder.setText(str(folder))
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    scales = widget.last_output.scales
+    assert [s["tiles"] for s in scales] == [1, 2] and scales[0]["scale"] > scales[1]["scale"], scales
+    summary = widget.runner.widget.summary.text()
+    said = f"working scale {scales[1]['scale']}-{scales[0]['scale']} (reference objects), 1-2 tile(s) per target"
+    assert said in summary, summary

@@ -244,9 +244,11 @@ def result_summary(output: OneShotOutput) -> str:
     groups = [np.stack(output.labels)] if output.stacked else output.labels
     objects = sum(int(len(np.unique(labels))) - int((labels == 0).any()) for labels in groups)
     scale = ""
-    if output.scales:
-        first = output.scales[0]
-        scale = f"; working scale {first['scale']} ({first['source']}), {first['tiles']} tile(s)"
+    if output.scales:  # a folder's images each at the scale its size asks for: every one said, not the first's
+        scales, tiles = sorted({s["scale"] for s in output.scales}), sorted({s["tiles"] for s in output.scales})
+        sources = "; ".join(dict.fromkeys(s["source"] for s in output.scales))
+        per_target = " per target" if len(scales) > 1 or len(tiles) > 1 else ""
+        scale = f"; working scale {_span(scales)} ({sources}), {_span(tiles)} tile(s){per_target}"
     # a reference that does not transfer is said where the result is read, not only in a passing notification
     untransferred = [w for w in dict.fromkeys(output.warnings) if "does not transfer" in w]
     caution = ""
@@ -265,3 +267,8 @@ def result_summary(output: OneShotOutput) -> str:
         stack = "time-lapse" if output.stack_axis == "t" else "stack"
         where = f"{len(output.labels)} {plane_word(output.stack_axis)}(s) of one {stack}"
     return f"one-shot{mode}: {objects} object(s) in {where}{scale}{caution}"
+
+
+def _span(values: list) -> str:
+    """ "1.0" for one value, "0.74-1.0" for several (sorted)."""
+    return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
