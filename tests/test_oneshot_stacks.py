@@ -130,3 +130,26 @@ def test_a_target_folder_of_several_sizes_is_summed_up_with_every_working_scale(
     summary = widget.runner.widget.summary.text()
     said = f"working scale {scales[1]['scale']}-{scales[0]['scale']} (reference objects), 1-2 tile(s) per target"
     assert said in summary, summary
+
+
+@pytest.mark.gui
+def test_a_time_lapse_references_labels_on_two_frames_are_refused_in_frames(make_viewer, qtbot, hela):
+    """A time-lapse reference (its first axis labelled t) whose labels mark two frames, neither of them shown: the
+    refusal said 'labels mark planes 0, 1 of 'movie', none of them the displayed plane 2'; it names frames now."""
+    from napari_promptseg._widgets.oneshot import OneShotWidget
+
+    reference, labels, frames = hela
+    movie = np.stack([reference, frames[1], frames[0]])
+    marks = np.zeros(movie.shape, labels.dtype)
+    marks[0], marks[1] = labels, labels
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    widget.reference.set_layer(viewer.add_image(movie, name="movie", axis_labels=("t", "y", "x")))
+    widget.reference_labels.set_layer(viewer.add_labels(marks, name="nuclei"))
+    widget.target.set_layer(viewer.add_image(frames, name="frames"))
+    viewer.dims.set_current_step(0, 2)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    status = widget.runner.widget.status.text()
+    assert widget.runner.state == "failed", status
+    assert "labels 'nuclei' mark frames 0, 1 of 'movie', none of them the displayed frame 2" in status, status

@@ -230,15 +230,20 @@ def displayed_plane(viewer: napari.viewer.Viewer, image: napari.layers.Image, ch
 
 
 def read_reference_plane(
-    image: LayerPixels, labels: LayerPixels, shown: float, channel_axis: int | None = None
+    image: LayerPixels,
+    labels: LayerPixels,
+    shown: float,
+    channel_axis: int | None = None,
+    stack_axis: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int | None]:
     """An image and the labels marking objects on it (a reference, an exemplar) read as one 2D plane each, and
     which plane of a stack that is (None for a 2D image). A stack's plane is the one its labels mark, else the one
     displayed (``shown``: :func:`displayed_plane`; labels on several planes, or 2D labels, which napari shows on
     every plane). An image with a ``channel_axis`` ((C, Y, X), (C, Z, Y, X)) comes back with its channels last, as
     the CLI reads a reference: (Y, X, C); labels over its channel axis too, its channels' objects together. Pairs
-    of other shapes come back as :func:`image_and_labels` reads them, for the caller's shape check to name. Reads
-    pixels: run it in a worker."""
+    of other shapes come back as :func:`image_and_labels` reads them, for the caller's shape check to name.
+    ``stack_axis``: the image's (:func:`stack_axis_of`), "t" for a time-lapse, whose planes a refusal calls frames.
+    Reads pixels: run it in a worker."""
     pixels, marks = image_and_labels(image, labels)
     if channel_axis is not None and marks.ndim == pixels.ndim >= 3:
         # napari's own 'New labels' over a (C, Y, X) layer has its every axis: the objects painted on any channel
@@ -259,9 +264,12 @@ def read_reference_plane(
             plane = int(marked[0])
         elif len(marked) > 1 and shown not in marked:
             listed = ", ".join(map(str, marked[:8])) + (", ..." if len(marked) > 8 else "")
+            from ...methods.volume.stacks import plane_word
+
+            word = plane_word(stack_axis)
             raise PromptsegError(
-                f"labels '{labels.name}' mark planes {listed} of '{image.name}', none of them the displayed plane "
-                f"{shown}: move the slider to the plane to use"
+                f"labels '{labels.name}' mark {word}s {listed} of '{image.name}', none of them the displayed {word} "
+                f"{shown}: move the slider to the {word} to use"
             )
         marks = marks[plane]
     return pixels[plane], marks, plane

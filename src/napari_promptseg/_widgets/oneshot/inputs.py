@@ -70,6 +70,7 @@ class OneShotInputs:
     channels: list[int] | None = None  # the channels fed to the model (--channels); None: all
     left_out: str | None = None  # a target folder's OME-Zarr images, not read here: which, and how to run them
     stack_axis: str | None = None  # "t": the target layer's planes are a time-lapse's frames (said so)
+    reference_stack_axis: str | None = None  # the same of the reference layer, a stack's
 
 
 @dataclass
@@ -92,7 +93,9 @@ def read_oneshot_inputs(inputs: OneShotInputs, input_size: int, progress, cancel
     ref, ref_labels = inputs.reference, inputs.reference_labels
     progress(0.0, f"reading '{ref.name}'")
     # a stack's reference is its labelled (or displayed) plane: the volume's other planes are the usual targets
-    reference, labels, plane = read_reference_plane(ref, ref_labels, inputs.shown, inputs.channel_axis)
+    reference, labels, plane = read_reference_plane(
+        ref, ref_labels, inputs.shown, inputs.channel_axis, inputs.reference_stack_axis
+    )
     if labels.shape != reference.shape[: labels.ndim] or labels.ndim != 2:
         spatial = reference.shape[:-1] if ref.rgb or inputs.channel_axis is not None else reference.shape
         if len(spatial) == 3:  # a stack was called 'the 2D reference image', and the shapes that fit went unsaid

@@ -187,6 +187,8 @@ class OneShotWidget(QWidget):
             raise PromptsegError("choose the Labels layer that marks the object in the reference image")
         channel_axis, channels = self.channel_axis.checked(ref, f"reference image layer '{ref.name}'")
         options = {
+            # a time-lapse reference's plane is a frame (its first axis, or the one after its channels)
+            "reference_stack_axis": stack_axis_of(ref, 1 if channel_axis == 0 else 0),
             "instances": MODES[self.mode.currentText()],
             "partial": self.partial_labels.isChecked(),
             "object_size": float(self.object_size.value()) or None,
@@ -267,8 +269,6 @@ class OneShotWidget(QWidget):
         strategy = self.strategy.currentText()
         layer = self.target.layer() if inputs.target is not None else None
         reference_name = inputs.reference.name
-        # a time-lapse reference's plane is a frame (its first axis, or the one after its channels)
-        reference_axis = stack_axis_of(self.reference.layer(), 1 if inputs.channel_axis == 0 else 0)
 
         def task(progress, cancel) -> tuple[OneShotOutput, OneShotPixels]:
             progress(0.0, "loading model")
@@ -302,7 +302,7 @@ class OneShotWidget(QWidget):
             self._add_layers(output, layer, pixels.factors if layer is not None else None, inputs.channel_axis)
             summary = self.runner.widget.summary
             if pixels.reference_plane is not None:  # which plane of the stack the reference was
-                plane = f"{plane_word(reference_axis)} {pixels.reference_plane}"
+                plane = f"{plane_word(inputs.reference_stack_axis)} {pixels.reference_plane}"
                 summary.setText(f"{summary.text()}\nreference: {plane} of '{reference_name}'")
             if inputs.left_out:  # said where the result is read too: the notification passes
                 summary.setText(f"{summary.text()}\nwarning: {inputs.left_out}")
