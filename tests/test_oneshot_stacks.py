@@ -7,6 +7,7 @@ Run under a display: ``xvfb-run -a python -m pytest tests/test_oneshot_stacks.py
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -135,7 +136,8 @@ def test_a_target_folder_of_several_sizes_is_summed_up_with_every_working_scale(
 @pytest.mark.gui
 def test_a_time_lapse_references_labels_on_two_frames_are_refused_in_frames(make_viewer, qtbot, hela):
     """A time-lapse reference (its first axis labelled t) whose labels mark two frames, neither of them shown: the
-    refusal said 'labels mark planes 0, 1 of 'movie', none of them the displayed plane 2'; it names frames now."""
+    refusal said 'labels mark planes 0, 1 of 'movie', none of them the displayed plane 2'; it names frames now, as
+    the refusal of labels of another frame count does ('a stack ... of one plane')."""
     from napari_promptseg._widgets.oneshot import OneShotWidget
 
     reference, labels, frames = hela
@@ -153,3 +155,11 @@ def test_a_time_lapse_references_labels_on_two_frames_are_refused_in_frames(make
     status = widget.runner.widget.status.text()
     assert widget.runner.state == "failed", status
     assert "labels 'nuclei' mark frames 0, 1 of 'movie', none of them the displayed frame 2" in status, status
+    # labels of another frame count: what fits is said in frames too
+    from napari_promptseg._widgets.oneshot import read_oneshot_inputs
+    from napari_promptseg.errors import PromptsegError
+
+    widget.reference_labels.set_layer(viewer.add_labels(marks[:2], name="two frames"))
+    fits = "a time-lapse of shape (3, 256, 256): give labels of the time-lapse's shape, or of one frame (256, 256)"
+    with pytest.raises(PromptsegError, match=re.escape(fits)):
+        read_oneshot_inputs(widget._inputs(), 256, progress=lambda *_: None, cancel=lambda: False)

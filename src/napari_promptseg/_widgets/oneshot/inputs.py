@@ -99,9 +99,10 @@ def read_oneshot_inputs(inputs: OneShotInputs, input_size: int, progress, cancel
     if labels.shape != reference.shape[: labels.ndim] or labels.ndim != 2:
         spatial = reference.shape[:-1] if ref.rgb or inputs.channel_axis is not None else reference.shape
         if len(spatial) == 3:  # a stack was called 'the 2D reference image', and the shapes that fit went unsaid
+            stack = "time-lapse" if inputs.reference_stack_axis == "t" else "stack"
             what = (
-                f"reference image '{ref.name}', a stack of shape {spatial}: give labels of the stack's shape, or of "
-                f"one plane {spatial[1:]}"
+                f"reference image '{ref.name}', a {stack} of shape {spatial}: give labels of the {stack}'s shape, or "
+                f"of one {plane_word(inputs.reference_stack_axis)} {spatial[1:]}"
             )
         else:
             what = f"2D reference image '{ref.name}' of shape {reference.shape}"
