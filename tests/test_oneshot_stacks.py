@@ -74,6 +74,27 @@ def test_a_time_lapses_frames_are_frames_in_the_clis_warnings(cli_run):
     assert not labels[0].any() and len(np.unique(labels[1])) > 10
 
 
+def test_a_time_lapses_objects_carried_from_frame_to_frame_stop_at_a_frame(tmp_path, hela, capsys):
+    """`promptseg oneshot --propagate` on a TYX time-lapse: the report's stops read 'vanished at plane 0' and 'IoU
+    with the previous plane ...', and the progress 'frames.tif: plane 0 (14 object(s), down from 1)'."""
+    from napari_promptseg.cli import main
+
+    reference, labels, frames = hela
+    tifffile.imwrite(tmp_path / "reference.tif", reference)
+    tifffile.imwrite(tmp_path / "nuclei.tif", labels)
+    tifffile.imwrite(tmp_path / "frames.tif", frames, imagej=True, metadata={"axes": "TYX"})
+    references = ["--reference", str(tmp_path / "reference.tif"), "--reference-mask", str(tmp_path / "nuclei.tif")]
+    out = tmp_path / "out"
+    command = ["oneshot", str(tmp_path / "frames.tif"), *references, "--propagate", "--plane", "1", "-o", str(out)]
+    assert main([*command, "--scheduler", "none"]) == 0
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    stops = [reason for sides in record["stops"].values() for reason in sides.values()]
+    assert any(reason.endswith(" at frame 0") for reason in stops), stops
+    assert not [reason for reason in stops if "plane" in reason], stops
+    said = capsys.readouterr().err
+    assert "plane" not in said.replace("--plane", ""), said
+
+
 @pytest.mark.gui
 def test_a_time_lapse_layers_frames_are_frames_in_the_widgets_progress_warnings_and_summary(
     make_viewer, qtbot, hela, cli_run

@@ -356,6 +356,7 @@ def _stack_record(
             channels=args.channels,
             normalize=args.normalize,
             stop_iou=args.stop_iou,
+            stack_axis=stack_axis,
             **common,
         )
         labels, warnings = result.labels, result.warnings

@@ -16,7 +16,7 @@ from ...models.preprocessing import Normalization, as_channels_last, full_resolu
 from ...models.protocols import PromptableSegmenter
 from ...tiling import WorkingScale, box_object_size
 from .planes import _compact, object_extents
-from .stacks import _as_ids, _plane_index, _stack, named_channel_axis, plane_warnings
+from .stacks import _as_ids, _plane_index, _stack, named_channel_axis, plane_warnings, plane_word
 
 #: an object stops where its mask overlaps the previous plane's by less than this (IoU)
 STOP_IOU = 0.5
@@ -69,6 +69,7 @@ def propagate_through_stack(
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
     axes: str | None = None,
+    stack_axis: str | None = None,
 ) -> PropagationResult:
     """Segment objects on ``plane`` of a (Z, Y, X[, C]) stack and carry each through the stack in both directions.
 
@@ -87,12 +88,17 @@ def propagate_through_stack(
     (a plane's objects are decoded together, and where their masks overlap the more confident takes the pixel). The
     working scale stays the seed's (``object_size`` or the boxes' size), so objects shrinking at their ends are seen
     alike.
-    ``axes``: the input's axis order when its file names it (:func:`~.stacks.as_stack`).
+    ``axes``: the input's axis order when its file names it (:func:`~.stacks.as_stack`). ``stack_axis``: "t" when
+    the planes are a time-lapse's frames (default: when ``axes`` begins with t): its progress, warnings and stops
+    say frame.
     """
     from ...models import load_segmenter
     from ..interactive import ObjectPrompt, check_box, segment_objects, segment_prompts
 
-    vol, warnings = _stack(volume, channel_axis, name, axes)
+    if stack_axis is None and (axes or "").startswith("t"):
+        stack_axis = "t"
+    word = plane_word(stack_axis)
+    vol, warnings = _stack(volume, channel_axis, name, axes, stack_axis)
     n = vol.shape[0]
     plane = _plane_index(plane, n, name)
     # None is no prompt, as for segment (boxes=None beside labels=...)
@@ -128,13 +134,13 @@ def propagate_through_stack(
                 channel_axis=plane_channels,
                 channels=channels,
                 normalize=normalize,
-                name=f"{name} plane {z}",
+                name=f"{name} {word} {z}",
             )
         )
 
     def read_plane(z: int) -> np.ndarray:
         return as_channels_last(
-            to_numpy(vol[z]), channel_axis=plane_channels, channels=channels, name=f"{name} plane {z}"
+            to_numpy(vol[z]), channel_axis=plane_channels, channels=channels, name=f"{name} {word} {z}"
         )
 
     def carry(plane: np.ndarray, z: int, masks: list[np.ndarray], size: float):
@@ -150,10 +156,10 @@ def propagate_through_stack(
             for box, mask in zip(boxes, masks, strict=True)
         ]
         return timed(
-            segment_objects(plane, segmenter, objects, object_size=size, normalize=normalize, name=f"{name} plane {z}")
+            segment_objects(plane, segmenter, objects, object_size=size, normalize=normalize, name=f"{name} {word} {z}")
         )
 
-    report(0.0, f"{name}: seed plane {plane}")
+    report(0.0, f"{name}: seed {word} {plane}")
     scale = None
     warnings += list(seed_warnings)
     if labels is not None:
@@ -165,11 +171,11 @@ def propagate_through_stack(
             seed = seed[plane]
             if others:
                 warnings.append(
-                    f"{name}: the labels of the whole stack were given: plane {plane}'s labels seed the propagation, "
+                    f"{name}: the labels of the whole stack were given: {word} {plane}'s labels seed the propagation, "
                     f"and the {others} labelled pixel(s) of other planes are not used"
                 )
         if seed.shape != tuple(vol.shape[1:3]):
-            raise PromptsegError(f"{name}: seed labels of shape {seed.shape} do not match a plane {vol.shape[1:3]}")
+            raise PromptsegError(f"{name}: seed labels of shape {seed.shape} do not match a {word} {vol.shape[1:3]}")
         seed = _as_ids(seed, f"{name}: seed labels", components=False)
         if seed.max(initial=0) > np.iinfo(np.uint32).max:  # would wrap onto other ids of the uint32 result
             raise PromptsegError(
@@ -184,22 +190,22 @@ def propagate_through_stack(
         result = segment(plane, boxes, points, object_size, negative_points)
         seed, scale = result.labels.astype(np.uint32), result.scale
         seed_scores = {k + 1: float(s) for k, s in enumerate(result.scores)}
-        seed_warnings = plane_warnings(((plane, w) for w in result.warnings), name)
+        seed_warnings = plane_warnings(((plane, w) for w in result.warnings), name, stack_axis)
         warnings += seed_warnings
     else:
         raise PromptsegError(
-            f"{name}: give boxes (or positive points) on plane {plane}, or that plane's labels, to propagate"
+            f"{name}: give boxes (or positive points) on {word} {plane}, or that {word}'s labels, to propagate"
         )
     ids = [int(k) for k in np.unique(seed[seed > 0])]
     empty = sorted(set(seed_scores) - set(ids))
     if empty:
-        warnings.append(f"{name}: object(s) {empty} have an empty mask on the seed plane and were not propagated")
+        warnings.append(f"{name}: object(s) {empty} have an empty mask on the seed {word} and were not propagated")
     if not ids:  # an answer (nothing there), not bad input: callers give an empty result, with this reason
-        said = [w.removeprefix(f"{name}: ").removeprefix(f"plane {plane}: ") for w in seed_warnings]  # named here
+        said = [w.removeprefix(f"{name}: ").removeprefix(f"{word} {plane}: ") for w in seed_warnings]  # named here
         why = f" ({'; '.join(said)})" if said else ""
         # labels with the seed method's warnings were a prompt's answer (the CLI's text, one-shot, find-all)
         found = "its labels are empty" if labels is not None and not said else "the prompts found nothing there"
-        raise NothingFoundError(f"{name}: nothing to propagate: the seed plane {plane} has no object: {found}{why}")
+        raise NothingFoundError(f"{name}: nothing to propagate: the seed {word} {plane} has no object: {found}{why}")
     # the seed's own working scale: boxes and the masks decoded from them differ in size (masks are tighter), and a
     # scale taken from the masks would decode the next plane at another scale than the seed (measured on identical
     # planes of a DSB image: 7 of 40 nuclei stopped at the first step, IoU 0.37-0.48)
@@ -211,7 +217,7 @@ def propagate_through_stack(
     stops: dict[int, dict[str, str]] = {k: {} for k in ids}
 
     def ends(previous: np.ndarray, mask: np.ndarray, score: float, k: int) -> str | None:
-        return _stop_reason(previous, mask, score, seed_area[k], stop_iou, min_score)
+        return _stop_reason(previous, mask, score, seed_area[k], stop_iou, min_score, word)
 
     def step(z: int, live: dict[int, np.ndarray]) -> tuple[dict[int, np.ndarray], dict[int, float], dict[int, str]]:
         """The objects ``live`` (id -> previous mask) on plane ``z``: the masks and scores of those carried on, and
@@ -248,10 +254,10 @@ def propagate_through_stack(
             if cancel is not None and cancel():
                 raise CancelledError("cancelled")
             done += 1
-            report(done / max(total, 1), f"{name}: plane {z} ({len(alive)} object(s), {side} from {plane})")
+            report(done / max(total, 1), f"{name}: {word} {z} ({len(alive)} object(s), {side} from {plane})")
             masks, plane_scores, ended = step(z, alive)
             for k, reason in ended.items():
-                stops[k][side] = f"{reason} at plane {z}"
+                stops[k][side] = f"{reason} at {word} {z}"
                 del alive[k]
             for k, mask in masks.items():
                 out[z][mask] = k
@@ -275,7 +281,13 @@ def propagate_through_stack(
 
 
 def _stop_reason(
-    previous: np.ndarray, mask: np.ndarray, score: float, seed_area: int, stop_iou: float, min_score: float
+    previous: np.ndarray,
+    mask: np.ndarray,
+    score: float,
+    seed_area: int,
+    stop_iou: float,
+    min_score: float,
+    word: str = "plane",
 ) -> str | None:
     area = int(mask.sum())
     if area == 0 or area < MIN_AREA_FRACTION * seed_area:
@@ -283,7 +295,7 @@ def _stop_reason(
     inter = int((previous & mask).sum())
     iou = inter / (int(previous.sum()) + area - inter)
     if iou < stop_iou:
-        return f"IoU with the previous plane {_floor3(iou)} < {stop_iou}"
+        return f"IoU with the previous {word} {_floor3(iou)} < {stop_iou}"
     if score < min_score:
         return f"score {_floor3(score)} < {min_score}"
     return None
