@@ -30,6 +30,15 @@ os.environ["NAPARI_CONFIG"] = str(Path(_NAPARI_SETTINGS) / "settings.yaml")
 atexit.register(shutil.rmtree, _NAPARI_SETTINGS, ignore_errors=True)
 
 
+@pytest.fixture
+def make_viewer(make_napari_viewer):
+    """make_napari_viewer, plus: no worker outlives the test (a failing test must not leave a thread behind)."""
+    from napari.qt.threading import WorkerBase
+
+    yield make_napari_viewer
+    WorkerBase.await_workers(msecs=120_000)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():  # CI lays ../shared beside the clone; its absence is a set-up error, not a skip

@@ -12,18 +12,11 @@ import re
 import numpy as np
 import pytest
 import tifffile
-from napari.qt.threading import WorkerBase
 
 from napari_promptseg.io import read_image
 
 RUN_MS = 600_000
 CROP = (slice(100, 356), slice(200, 456))  # 256 x 256 px of a 700 x 1100 frame: 8 labelled nuclei in frame 13
-
-
-@pytest.fixture
-def make_viewer(make_napari_viewer):
-    yield make_napari_viewer
-    WorkerBase.await_workers(msecs=120_000)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from napari.qt.threading import WorkerBase
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
 from napari_promptseg._widgets.registration import RegistrationWidget, deformation_grid, pair_labels
@@ -34,12 +33,6 @@ def pair(shared_data):
     moving = s.warp_image(fixed)
     moving_landmarks = s.points_to_fixed(landmarks)  # where the fixed landmarks are in the moving image
     return fixed, moving, landmarks, moving_landmarks
-
-
-@pytest.fixture
-def make_viewer(make_napari_viewer):
-    yield make_napari_viewer
-    WorkerBase.await_workers(msecs=120_000)
 
 
 def _wait(qtbot, widget, timeout=180_000):

@@ -10,7 +10,6 @@ import dask.array as da
 import napari.layers
 import numpy as np
 import pytest
-from napari.qt.threading import WorkerBase
 
 from napari_promptseg._widgets import registration as widget_module
 from napari_promptseg._widgets.registration import RegistrationWidget
@@ -19,12 +18,6 @@ from napari_promptseg.methods.registration import RegistrationResult
 from .test_registration_widget import pair  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def make_viewer(make_napari_viewer):
-    yield make_napari_viewer
-    WorkerBase.await_workers(msecs=120_000)
 
 
 def _world(layer: napari.layers.Layer, rows_cols: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ from napari_promptseg.models import MODELS, get_card, registry
 from .test_clipseg import tiny_clipseg_dir  # noqa: F401 (fixture)
 from .test_grounding import gdpy_checkpoint, hf_dir  # noqa: F401 (fixtures)
 from .test_registration_widget import pair  # noqa: F401 (fixture)
-from .test_registry import PAYLOAD, PAYLOAD_SHA, WeightsServer
+from .weights_server import PAYLOAD, PAYLOAD_SHA, WeightsServer
 
 SWINT = "groundingdino_swint_ogc"
 GDINO = get_card("grounding_dino_tiny")

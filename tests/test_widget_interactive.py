@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 import napari
 import numpy as np
 import pytest
-from napari.qt.threading import WorkerBase
 from napari.utils.notifications import NotificationSeverity, notification_manager
 from qtpy.QtCore import Qt
 from skimage.measure import regionprops
@@ -67,13 +66,6 @@ def sample():
     largest = max(regionprops(truth), key=lambda r: r.area)
     r0, c0, r1, c1 = largest.bbox
     return image, truth, largest.label, (r0, c0, r1 - 1, c1 - 1)
-
-
-@pytest.fixture
-def make_viewer(make_napari_viewer):
-    """make_napari_viewer, plus: no worker outlives the test (a failing test must not leave a thread behind)."""
-    yield make_napari_viewer
-    WorkerBase.await_workers(msecs=120_000)
 
 
 def add_widget(viewer) -> InteractiveWidget:

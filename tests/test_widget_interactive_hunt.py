@@ -6,23 +6,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from napari.qt.threading import WorkerBase
 from napari.utils.notifications import NotificationSeverity, notification_manager
 from skimage.measure import regionprops
 
 from napari_promptseg._sample_data import nuclei
-from napari_promptseg._widgets.interactive import BOXES_NAME, POINTS_NAME, TARGET_NAME, InteractiveWidget
+from napari_promptseg._widgets.interactive import BOXES_NAME, POINTS_NAME, TARGET_NAME
+
+from .test_widget_interactive import add_widget, dice, press_key, records_since, wait_idle
 
 pytestmark = pytest.mark.gui
 
 FIRST_RUN_MS = 240_000  # the first preview loads the model and encodes the image; the 2-core CPU is shared
 RUN_MS = 60_000
 MIN_DICE = 0.6
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(bool), b.astype(bool)
-    return 2.0 * (a & b).sum() / max(a.sum() + b.sum(), 1)
 
 
 @pytest.fixture(scope="module")
@@ -32,32 +28,6 @@ def sample():
     largest = max(regionprops(truth), key=lambda r: r.area)
     r0, c0, r1, c1 = largest.bbox
     return image, truth == largest.label, (r0, c0, r1 - 1, c1 - 1)
-
-
-@pytest.fixture
-def make_viewer(make_napari_viewer):
-    yield make_napari_viewer
-    WorkerBase.await_workers(msecs=120_000)
-
-
-def add_widget(viewer) -> InteractiveWidget:
-    widget = InteractiveWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="promptseg interactive")
-    return widget
-
-
-def wait_idle(qtbot, widget: InteractiveWidget, timeout: int = RUN_MS) -> None:
-    qtbot.waitUntil(lambda: widget.is_idle, timeout=timeout)
-
-
-def press_key(viewer, key: str) -> None:
-    handler = viewer.window._qt_viewer._key_map_handler
-    handler.press_key(key)
-    handler.release_key(key)
-
-
-def messages_since(start: int, severity: NotificationSeverity) -> list[str]:
-    return [n.message for n in notification_manager.records[start:] if n.severity == severity]
 
 
 def test_napari_new_labels_over_a_multichannel_image_takes_the_commit_on_the_channel_shown(make_viewer, qtbot, sample):
@@ -83,7 +53,7 @@ def test_napari_new_labels_over_a_multichannel_image_takes_the_commit_on_the_cha
     wait_idle(qtbot, widget, FIRST_RUN_MS)
     start = len(notification_manager.records)
     widget.commit()
-    assert not messages_since(start, NotificationSeverity.ERROR)
+    assert not records_since(start, NotificationSeverity.ERROR)
     assert not made.data[0].any()  # the channel not shown
     assert dice(made.data[1] > 0, nucleus) > MIN_DICE
     assert "channel 1" in widget.runner.widget.status.text()
@@ -129,7 +99,7 @@ def test_a_napari_whose_undo_history_cannot_be_read_leaves_commits_working_and_u
     start = len(notification_manager.records)
     widget.undo_commit()
     np.testing.assert_array_equal(target.data, committed)
-    warnings = messages_since(start, NotificationSeverity.WARNING)
+    warnings = records_since(start, NotificationSeverity.WARNING)
     assert any("undo it in 'mine' itself (select it, Ctrl+Z)" in m for m in warnings), warnings
     assert TARGET_NAME not in viewer.layers
 
@@ -152,7 +122,7 @@ def test_back_in_2d_after_a_change_made_in_3d_the_preview_comes_again(make_viewe
     start = len(notification_manager.records)
     widget.normalize_combo.setCurrentText("percentile")
     wait_idle(qtbot, widget)
-    assert not messages_since(start, NotificationSeverity.ERROR)
+    assert not records_since(start, NotificationSeverity.ERROR)
     assert "switch the viewer to 2D" in widget.runner.widget.status.text()
     viewer.dims.ndisplay = 2
     wait_idle(qtbot, widget, FIRST_RUN_MS)
@@ -194,7 +164,7 @@ def test_a_target_napari_made_over_the_boxes_says_how_to_make_one_that_fits(make
     wait_idle(qtbot, widget, FIRST_RUN_MS)
     start = len(notification_manager.records)
     widget.commit()
-    assert messages_since(start, NotificationSeverity.ERROR)
+    assert records_since(start, NotificationSeverity.ERROR)
     said = widget.runner.widget.details or widget.runner.widget.status.text()  # a long message's whole text
     assert "choose the target 'new layer', or select image 'nuclei' in the layer list, then 'New labels'" in said
     assert not made.data.any()
@@ -226,7 +196,7 @@ def test_ctrl_z_on_the_prompts_undoes_commits_one_after_another(make_viewer, qtb
     assert not target.data.any()
     start = len(notification_manager.records)
     press_key(viewer, "Control-Z")
-    assert any("no commit to undo" in m for m in messages_since(start, NotificationSeverity.WARNING))
+    assert any("no commit to undo" in m for m in records_since(start, NotificationSeverity.WARNING))
 
 
 def test_a_click_off_the_image_is_named_with_its_layer(make_viewer, qtbot, sample):
@@ -246,7 +216,7 @@ def test_a_click_off_the_image_is_named_with_its_layer(make_viewer, qtbot, sampl
     points.add(np.array([[260.0, 300.0]]))
     wait_idle(qtbot, widget, FIRST_RUN_MS)
     said = f"preview: point 2 of layer '{POINTS_NAME}' (a negative click): (300, 260) lies outside the 256x256 image"
-    errors = messages_since(start, NotificationSeverity.ERROR)
+    errors = records_since(start, NotificationSeverity.ERROR)
     assert any(m.startswith(said) for m in errors), errors
 
 

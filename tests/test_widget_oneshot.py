@@ -11,7 +11,6 @@ import re
 import napari
 import numpy as np
 import pytest
-from napari.qt.threading import WorkerBase
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
 from napari_promptseg._widgets._common.picker import LayerPicker
@@ -23,12 +22,6 @@ from .conftest import dataset_pairs, reads_only_in_the_worker, thread_recording_
 
 pytestmark = pytest.mark.gui
 RUN_MS = 600_000  # model load + 2 targets; the 2-core CPU is often shared
-
-
-@pytest.fixture
-def make_viewer(make_napari_viewer):
-    yield make_napari_viewer
-    WorkerBase.await_workers(msecs=120_000)
 
 
 @pytest.fixture(scope="module")

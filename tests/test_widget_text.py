@@ -10,7 +10,6 @@ import logging
 
 import numpy as np
 import pytest
-from napari.qt.threading import WorkerBase
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
 from napari_promptseg._widgets._common.tasks import is_deleted, runs_ended
@@ -34,12 +33,6 @@ from .test_grounding import hf_dir  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.gui
 RUN_MS = 600_000  # model load + SAT on a shared 2-core CPU
-
-
-@pytest.fixture
-def make_viewer(make_napari_viewer):
-    yield make_napari_viewer
-    WorkerBase.await_workers(msecs=120_000)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import re
 
 import numpy as np
 import pytest
-from napari.qt.threading import WorkerBase
 
 from napari_promptseg._widgets.text import TextPromptWidget
 from napari_promptseg._widgets.train_text import TRAINED_MODELS, TrainTextWidget
@@ -24,12 +23,6 @@ from .test_clipseg import tiny_clipseg_dir  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.gui
 RUN_MS = 600_000  # model load + encoding on a shared 2-core CPU
-
-
-@pytest.fixture
-def make_viewer(make_napari_viewer):
-    yield make_napari_viewer
-    WorkerBase.await_workers(msecs=120_000)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from napari.qt.threading import WorkerBase
 from napari.utils.notifications import NotificationSeverity, notification_manager
 from skimage.measure import regionprops
 
@@ -68,12 +67,6 @@ def _sampled_at(layer, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * (a & b).sum() / max(a.sum() + b.sum(), 1)
-
-
-@pytest.fixture
-def make_viewer(make_napari_viewer):
-    yield make_napari_viewer
-    WorkerBase.await_workers(msecs=120_000)
 
 
 def test_a_box_on_a_whole_slide_is_segmented_on_a_crop_and_committed_without_full_resolution_arrays(make_viewer, qtbot):

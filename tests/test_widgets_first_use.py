@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from napari.qt.threading import WorkerBase
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
 from napari_promptseg._sample_data import nuclei
@@ -22,12 +21,6 @@ pytestmark = pytest.mark.gui
 RUN_MS = 300_000
 TOAST_MAX = 240  # characters: a sentence, not a page of file lists
 WIDGETS = (InteractiveWidget, OneShotWidget, RegistrationWidget, TextPromptWidget)
-
-
-@pytest.fixture
-def make_viewer(make_napari_viewer):
-    yield make_napari_viewer
-    WorkerBase.await_workers(msecs=120_000)
 
 
 @pytest.fixture

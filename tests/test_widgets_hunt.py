@@ -7,7 +7,6 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
-from napari.qt.threading import WorkerBase
 from skimage.measure import regionprops
 
 from napari_promptseg._sample_data import nuclei
@@ -15,12 +14,6 @@ from napari_promptseg._widgets.interactive import PREVIEW_NAME, InteractiveWidge
 
 pytestmark = pytest.mark.gui
 RUN_MS = 240_000  # the first run loads the model; the 2-core CPU is often shared
-
-
-@pytest.fixture
-def make_viewer(make_napari_viewer):
-    yield make_napari_viewer
-    WorkerBase.await_workers(msecs=120_000)
 
 
 @pytest.fixture(scope="module")

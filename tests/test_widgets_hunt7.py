@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from napari.qt.threading import WorkerBase
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
 from napari_promptseg.io import read_image, read_mask
@@ -16,12 +15,6 @@ from .conftest import dataset_pairs
 
 pytestmark = pytest.mark.gui
 RUN_MS = 600_000  # the first run loads the model; the 2-core CPU is often shared
-
-
-@pytest.fixture
-def make_viewer(make_napari_viewer):
-    yield make_napari_viewer
-    WorkerBase.await_workers(msecs=120_000)
 
 
 def _messages_since(start: int, severity: NotificationSeverity) -> list[str]:
