@@ -435,9 +435,11 @@ MOVING_BYTES_PER_PIXEL = 24
 def check_memory(
     fixed_shape: tuple[int, ...], moving_shape: tuple[int, ...], fixed_name: str, moving_name: str
 ) -> None:
-    """Refuse, before any work, a pair whose registration and warp need more memory (and swap) than is free now: a
-    20000 x 20000 px grey PNG, a 0.4 GB read, ran for minutes until the system killed the process, without a word
-    of why. A pyramid is registered at one level (:func:`registered_level`), whose shapes are given here."""
+    """Refuse, before any work, a pair whose registration and warp need more memory (and swap) than is free now:
+    by the bytes per pixel above, a 20000 x 20000 px grey PNG (a 0.4 GB file) needs about 36 GB, and without this
+    check would run until the system killed the process, without a word of why (extrapolated from the 6000 x 8000
+    px pair's 3.9 GB, not run). A pyramid is registered at one level (:func:`registered_level`), whose shapes are
+    given here."""
     import psutil  # distributed's dependency
 
     needed = FIXED_BYTES_PER_PIXEL * int(np.prod(fixed_shape[:2])) + MOVING_BYTES_PER_PIXEL * int(
