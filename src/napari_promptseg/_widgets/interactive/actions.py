@@ -30,6 +30,7 @@ from .geometry import (
     check_prompt_clicks,
     extract_volume,
     gather_prompts,
+    held_axes,
     plane_source,
 )
 from .labels import commit_to_labels, seed_plane
@@ -179,14 +180,20 @@ class NewLayerActions:
                 cancel=cancel,
             )
 
+        held = held_axes(geom, z_axis)  # a time-lapse of volumes' time point shown (T of T, Z, Y, X)
+
         def done(result: PropagationResult) -> None:
             axes = [z_axis, geom.row_axis, geom.col_axis]  # the result's axes, in labels space
             labels = np.transpose(result.labels, np.argsort(axes))
+            if held:  # the volume shown, in labels of the image's shape (as find-all's), the others empty
+                volume_labels, labels = labels, np.zeros(geom.labels_shape, np.uint32)
+                labels[tuple(geom.index[a] if a in held else slice(None) for a in range(labels.ndim))] = volume_labels
             layer = self._add_result_layer(labels, geom, f"{name} propagated")
             for message in result.warnings:
                 notify_once(message, self._shown_warnings)
             spans = ", ".join(f"{k}: planes {a}-{b}" for k, (a, b) in result.extents.items())
             said = in_frames(f"{result.objects} object(s) propagated from plane {plane} ({spans})", stack_axis)
+            said += "".join(f" at {_held_position(image, a, geom.index[a])}" for a in held)
             self.runner.widget.set_summary(f"{said} -> '{layer.name}'")
 
         what = "the prompted object(s)" if seed is None else f"the objects of '{seed_layer.name}'"
@@ -251,3 +258,9 @@ class NewLayerActions:
         above = self.viewer.layers.index(image) + 1 if image in self.viewer.layers else len(self.viewer.layers)
         self.viewer.layers.insert(above, layer)
         return layer
+
+
+def _held_position(image: napari.layers.Image, axis: int, index: int) -> str:
+    """Where a held axis (labels space) stood, in a summary's words: "time point 1" on a time-lapse's T (by its
+    axis label), else "axis 0 = 1"."""
+    return f"time point {index}" if stack_axis_of(image, axis) == "t" else f"axis {axis} = {index}"

@@ -332,22 +332,29 @@ def prompt_bounds(prompts: PlanePrompts) -> tuple[float, float, float, float]:
 
 
 def extract_volume(layer: napari.layers.Image, geom: PlaneGeometry) -> tuple[object, int]:
-    """A 3D layer as a (Z, H, W[, C]) stack through the displayed plane (Z = the one labels axis not displayed,
-    channels last), without copying; and that axis in labels space."""
-    if len(geom.fixed_axes) != 1:
+    """A layer of 3 or more axes as a (Z, H, W[, C]) stack through the displayed plane (Z = the labels axis not
+    displayed next to the plane, channels last), without copying; and that axis in labels space. The axes before
+    Z are held at the position shown: a (T, Z, Y, X) time-lapse of volumes gives the volume of the time point shown
+    (it was refused, with no way round it in the widget)."""
+    if not geom.fixed_axes:
         raise PromptsegError(
-            f"image layer '{geom.image_name}': propagation runs along the one axis besides the displayed plane; "
+            f"image layer '{geom.image_name}': propagation runs along an axis besides the displayed plane; "
             f"this layer's planes are {geom.labels_shape} (axes without channels)"
         )
-    z = geom.fixed_axes[0]
+    *held, z = geom.fixed_axes
     data = _levels(layer)[0]
     offset = 0 if geom.channel_axis is None else 1  # the channel axis is always the first (see plane_geometry)
-    order = [z + offset, geom.row_axis + offset, geom.col_axis + offset]
+    order = [a + offset for a in (*held, z, geom.row_axis, geom.col_axis)]
     if geom.channel_axis is not None:
         order.append(0)
     elif layer.rgb:
         order.append(data.ndim - 1)
-    return data.transpose(order), z
+    return data.transpose(order)[tuple(geom.index[a] for a in held)], z
+
+
+def held_axes(geom: PlaneGeometry, z: int) -> tuple[int, ...]:
+    """The labels axes :func:`extract_volume` holds at the position shown (those besides the plane and ``z``)."""
+    return tuple(a for a in geom.fixed_axes if a != z)
 
 
 def to_labels_coords(
