@@ -127,3 +127,27 @@ def test_the_readme_lines_that_open_a_slide_with_the_plugin_in_napari_do(
     assert settings.plugins.extension2reader["*.ndpi"] == "napari-promptseg"
     [preferred] = eval(_readme_code("viewer.open(", "plugin=None"), {"viewer": viewer, "path": str(path)})  # noqa: S307
     assert preferred.multiscale and preferred.source.reader_plugin == "napari-promptseg"
+
+
+def test_a_box_at_the_right_border_of_a_slide_whose_levels_round_is_read_where_it_is_drawn(
+    litemedsam, tmp_path, capsys
+):
+    """A slide of 1201 x 1280 px: its 4x level is 301 x 320, rows 3.99 times fewer, columns 4.0. The boxes were
+    taken to the level by the rows' factor along both axes, so a box ending on the last column (1279) ended past the
+    level's (320.17 > 319): 'box 1 ... reaches past the 320x301 image: clipped', a warning about a box drawn inside
+    the slide, in level pixels the user never saw. Now each axis is taken to the level by its own factor."""
+    from napari_promptseg._sample_data import nuclei
+
+    (image, _, _), _ = nuclei()
+    grey = np.tile(255 - image, (5, 5))[:1201]  # dark nuclei on a bright field, as a stain's
+    path = write_svs(tmp_path / "rounded.svs", np.repeat(grey[..., None], 3, axis=2), levels=3)
+    out = tmp_path / "out"
+    box = ["--box", "1225", "1048", "1279", "1093"]  # a nucleus cut by the slide's right border
+    assert main(["segment", str(path), *box, "--object-size", "120", "-o", str(out)]) == 0, capsys.readouterr().err
+    [record] = json.loads((out / "report.json").read_text())["images"]
+    assert record["pyramid_level"] == 2, record  # read at the 4x level
+    assert not any("reaches past" in w for w in record["warnings"]), record["warnings"]
+    found = tifffile.imread(out / "rounded.tif") > 0
+    rows, cols = np.nonzero(found)
+    assert cols.max() == 1279, "the object reaches the slide's last column, as the nucleus does"
+    assert 1048 <= rows.mean() <= 1093 and 1225 <= cols.mean() <= 1279, (rows.mean(), cols.mean())  # in its box

@@ -109,9 +109,18 @@ def _setup(args: argparse.Namespace) -> tuple[object, dict]:
     return segmenter, _segmenter_meta(segmenter)
 
 
-def _segment(args: argparse.Namespace, segmenter, image, name: str, channel_axis: int | None, factor: float = 1.0):
+def _segment(
+    args: argparse.Namespace,
+    segmenter,
+    image,
+    name: str,
+    channel_axis: int | None,
+    factor: float = 1.0,
+    xy_factors: tuple[float, float] | None = None,
+):
     """The boxes and points (or find-all) on one 2D image (a pyramid level ``factor`` times smaller than full
-    resolution); prompts are given in full-resolution pixels."""
+    resolution; ``xy_factors``: along columns and rows, which differ where the level's sizes were rounded); prompts
+    are given in full-resolution pixels."""
     import numpy as np
 
     from ..batch.engine import method_progress
@@ -119,7 +128,8 @@ def _segment(args: argparse.Namespace, segmenter, image, name: str, channel_axis
     from ..methods.interactive import segment_prompts
     from ..tiling import full_to_level
 
-    boxes = full_to_level(np.asarray(args.box, np.float64).reshape(-1, 4), factor)
+    xy = np.asarray(xy_factors if xy_factors is not None else (factor, factor), np.float64)
+    boxes = full_to_level(np.asarray(args.box, np.float64).reshape(-1, 4), np.tile(xy, 2))
     size = None if args.object_size is None else args.object_size / factor
     options = {"channel_axis": channel_axis, "channels": args.channels, "normalize": args.normalize}
     if args.find_all:
@@ -130,8 +140,8 @@ def _segment(args: argparse.Namespace, segmenter, image, name: str, channel_axis
         image,
         segmenter,
         boxes=boxes,
-        positive_points=full_to_level(np.asarray(args.point, np.float64).reshape(-1, 2), factor),
-        negative_points=full_to_level(np.asarray(args.negative_point, np.float64).reshape(-1, 2), factor),
+        positive_points=full_to_level(np.asarray(args.point, np.float64).reshape(-1, 2), xy),
+        negative_points=full_to_level(np.asarray(args.negative_point, np.float64).reshape(-1, 2), xy),
         object_size=size,
         name=name,
         **options,
@@ -195,7 +205,12 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     # a pyramid is read at the level of the boxes' working scale
     scale = prompts_working_scale(np.shape(image), segmenter.input_size, args.box, args.object_size)
     level, index, factor = file_level(path, image, scale)
-    result = _segment(args, segmenter, level, str(path), args.channel_axis, factor)
+    # each axis by its own factor: a 1201 x 1280 slide's 4x level is 301 x 320 (rows 3.99, columns 4.0), and a box
+    # on its last column, taken by the rows' factor, ended past the level's ("clipped", of a box inside the slide)
+    plane = [a for a in range(np.ndim(image)) if args.channel_axis is None or a != args.channel_axis % np.ndim(image)]
+    rows, cols = plane[:2]
+    xy = (np.shape(image)[cols] / np.shape(level)[cols], np.shape(image)[rows] / np.shape(level)[rows])
+    result = _segment(args, segmenter, level, str(path), args.channel_axis, factor, xy)
     if args.find_all:
         return _instances_level_record(args, path, image, result, index, factor)
     record, labels = _level_record(args, path, image, result.labels, index, factor)
