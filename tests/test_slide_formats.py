@@ -5,6 +5,7 @@ images left out; in napari, and as inputs of the batch commands (named, or in a 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -129,25 +130,57 @@ def test_the_readme_lines_that_open_a_slide_with_the_plugin_in_napari_do(
     assert preferred.multiscale and preferred.source.reader_plugin == "napari-promptseg"
 
 
-def test_a_box_at_the_right_border_of_a_slide_whose_levels_round_is_read_where_it_is_drawn(
-    litemedsam, tmp_path, capsys
-):
-    """A slide of 1201 x 1280 px: its 4x level is 301 x 320, rows 3.99 times fewer, columns 4.0. The boxes were
-    taken to the level by the rows' factor along both axes, so a box ending on the last column (1279) ended past the
-    level's (320.17 > 319): 'box 1 ... reaches past the 320x301 image: clipped', a warning about a box drawn inside
-    the slide, in level pixels the user never saw. Now each axis is taken to the level by its own factor."""
+@pytest.fixture(scope="module")
+def rounded_slide(tmp_path_factory) -> Path:
+    """A slide of 1201 x 1280 px (the bundled nuclei tiled, dark on a bright field as a stain's): its 4x level is
+    301 x 320, rows 3.99 times fewer, columns 4.0."""
     from napari_promptseg._sample_data import nuclei
 
     (image, _, _), _ = nuclei()
-    grey = np.tile(255 - image, (5, 5))[:1201]  # dark nuclei on a bright field, as a stain's
-    path = write_svs(tmp_path / "rounded.svs", np.repeat(grey[..., None], 3, axis=2), levels=3)
+    grey = np.tile(255 - image, (5, 5))[:1201]
+    return write_svs(tmp_path_factory.mktemp("slide") / "rounded.svs", np.repeat(grey[..., None], 3, axis=2))
+
+
+#: a nucleus cut by the slide's right border (full-resolution pixels), and the working size that reads the 4x level
+BORDER_BOX, BORDER_SIZE = (1225, 1048, 1279, 1093), 120
+
+
+def _in_border_box(found: np.ndarray) -> None:
+    rows, cols = np.nonzero(found)
+    assert cols.max() == 1279, "the object reaches the slide's last column, as the nucleus does"
+    x0, y0, x1, y1 = BORDER_BOX
+    assert y0 <= rows.mean() <= y1 and x0 <= cols.mean() <= x1, (rows.mean(), cols.mean())
+
+
+def test_a_box_at_the_right_border_of_a_slide_whose_levels_round_is_read_where_it_is_drawn(
+    litemedsam, rounded_slide, tmp_path, capsys
+):
+    """The boxes were taken to the level by the rows' factor along both axes, so a box ending on the last column
+    (1279) ended past the level's (320.17 > 319): 'box 1 ... reaches past the 320x301 image: clipped', a warning
+    about a box drawn inside the slide, in level pixels the user never saw. Now each axis is taken to the level by
+    its own factor."""
     out = tmp_path / "out"
-    box = ["--box", "1225", "1048", "1279", "1093"]  # a nucleus cut by the slide's right border
-    assert main(["segment", str(path), *box, "--object-size", "120", "-o", str(out)]) == 0, capsys.readouterr().err
+    box = ["--box", *map(str, BORDER_BOX), "--object-size", str(BORDER_SIZE)]
+    assert main(["segment", str(rounded_slide), *box, "-o", str(out)]) == 0, capsys.readouterr().err
     [record] = json.loads((out / "report.json").read_text())["images"]
     assert record["pyramid_level"] == 2, record  # read at the 4x level
     assert not any("reaches past" in w for w in record["warnings"]), record["warnings"]
-    found = tifffile.imread(out / "rounded.tif") > 0
-    rows, cols = np.nonzero(found)
-    assert cols.max() == 1279, "the object reaches the slide's last column, as the nucleus does"
-    assert 1048 <= rows.mean() <= 1093 and 1225 <= cols.mean() <= 1279, (rows.mean(), cols.mean())  # in its box
+    _in_border_box(tifffile.imread(out / "rounded.tif") > 0)
+
+
+def test_the_console_takes_a_box_at_the_border_of_a_rounded_pyramid_to_its_level_by_each_axis(
+    litemedsam, rounded_slide
+):
+    """segment() on the slide's levels (as the console holds a multiscale layer's data) warned as the CLI did."""
+    import warnings
+
+    from napari_promptseg import segment
+    from napari_promptseg.io.multiscale import open_multiscale
+
+    levels = open_multiscale(rounded_slide).levels
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        labels = segment(levels, boxes=[BORDER_BOX], object_size=BORDER_SIZE, device="cpu")
+    assert not [w for w in said if "reaches past" in str(w.message)], [str(w.message) for w in said]
+    assert labels.shape == (1201, 1280)
+    _in_border_box(labels > 0)

@@ -242,20 +242,31 @@ class PyramidRead(NamedTuple):
     factor: float
     full_shape: tuple[int, int]
     index: int = 0
+    #: along columns and rows (x, y): they differ where the level's sizes were rounded (a 1201 x 1280 slide's 4x
+    #: level is 301 x 320: rows 3.99, columns 4.0); None: ``factor`` along both
+    xy_factors: tuple[float, float] | None = None
 
     def to_level(self, coords: object) -> np.ndarray:
         """Points (x, y) or boxes (x0, y0, x1, y1) in full-resolution pixels -> in the level's
-        (:func:`~napari_promptseg.tiling.full_to_level`)."""
+        (:func:`~napari_promptseg.tiling.full_to_level`), each axis by its own factor (by the rows' along both, a
+        box on a slide's last column ended past the level's, and was clipped with a warning)."""
         from ..tiling import full_to_level  # tiling imports this module
 
-        return full_to_level(coords, self.factor)
+        return full_to_level(coords, self._factors(coords))
 
     def to_full(self, coords: object) -> np.ndarray:
         """Points or boxes found on the level -> in full-resolution pixels
         (:func:`~napari_promptseg.tiling.level_to_full`, the rule the labels come back by)."""
         from ..tiling import level_to_full  # tiling imports this module
 
-        return level_to_full(coords, self.factor)
+        return level_to_full(coords, self._factors(coords))
+
+    def _factors(self, coords: object) -> float | np.ndarray:
+        """The factor of each value of a point (x, y) or box (x0, y0, x1, y1) of ``coords``."""
+        width = np.shape(coords)[-1] if np.ndim(coords) else 0
+        if self.xy_factors is None or width not in (2, 4):
+            return self.factor
+        return np.tile(np.asarray(self.xy_factors, np.float64), width // 2)
 
     def labels_to_full(self, labels: np.ndarray) -> np.ndarray:
         """Labels found on the level -> the full-resolution grid (as the CLI writes them)."""
@@ -287,7 +298,10 @@ def read_pyramid_level(
         return None
     shapes = [(int(np.shape(level)[plane[0]]), int(np.shape(level)[plane[1]])) for level in levels]
     index, factor = pyramid_level(shapes, scale_for(shapes[0]))
-    return PyramidRead(levels[index], factor, shapes[0], index) if index > 0 else None
+    if index == 0:
+        return None
+    xy = (shapes[0][1] / shapes[index][1], shapes[0][0] / shapes[index][0])
+    return PyramidRead(levels[index], factor, shapes[0], index, xy)
 
 
 def in_memory(image_hwc: object, name: str = "image") -> np.ndarray:
