@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from napari.qt.threading import WorkerBase
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
 from napari_promptseg.methods.metrics import dice
@@ -16,12 +15,6 @@ from napari_promptseg.methods.metrics import dice
 from .test_widget_interactive import FIRST_RUN_MS, add_widget, records_since, wait_idle
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def make_viewer(make_napari_viewer):
-    yield make_napari_viewer
-    WorkerBase.await_workers(msecs=120_000)  # no worker outlives the test
 
 
 def test_propagation_on_a_time_lapse_of_volumes_runs_through_the_z_of_the_time_point_shown(
