@@ -280,3 +280,36 @@ def test_the_weights_store_counts_stopped_downloads(tiny_model, capsys):
     assert "stopped downloads: sam_vit_h_4b8939.pth.part (3.0 kB; a run resumes it)" in store.note, store.note
     assert main(["cache"]) == 0
     assert "sam_vit_h_4b8939.pth.part" in capsys.readouterr().out
+
+
+def test_clearing_weights_takes_a_hub_models_stopped_downloads_but_not_a_running_one(capsys):
+    """huggingface_hub never resumes nor removes the ``blobs/*.incomplete`` a killed download leaves, and
+    `promptseg models` said to delete them; `promptseg cache clear --weights [MODEL]` left them. They go with the
+    model's weights (all: every model's; never another program's repository), except while a download of the
+    blob holds huggingface_hub's lock for it."""
+    from filelock import FileLock
+
+    from napari_promptseg.models import hub
+
+    def stopped(repo_id: str, etag: str, size: int) -> Path:
+        blobs = hub.repo_folder(repo_id) / "blobs"
+        blobs.mkdir(parents=True, exist_ok=True)
+        path = blobs / f"{etag}.0123abcd.incomplete"  # huggingface_hub >= 1.18's <etag>.<nonce>.incomplete
+        path.write_bytes(b"\0" * size)
+        return path
+
+    clipseg = stopped(registry.get_card("clipseg_rd64_refined").repo_id, "a" * 64, 1000)
+    dinov2 = stopped(registry.get_card("dinov2_small").repo_id, "b" * 64, 500)
+    others = stopped("someone/their-model", "c" * 64, 700)  # the cache is shared: not the project's to clear
+    lock = hub.hf_cache_dir() / ".locks" / hub.repo_folder(registry.get_card("dinov2_small").repo_id).name
+    lock.mkdir(parents=True)
+    with FileLock(lock / f"{'b' * 64}.lock"):  # a download of that blob now, as huggingface_hub holds it
+        assert main(["cache", "clear", "--weights", "--yes"]) == 0
+        out, err = capsys.readouterr()
+    assert not clipseg.exists() and dinov2.is_file() and others.is_file()
+    assert f"Hugging Face cache: freed 1.0 kB (1 file) in {hub.hf_cache_dir()}" in out, out
+    assert f"kept {dinov2}: a download is writing it now" in err, err
+
+    assert main(["cache", "clear", "--weights", "dinov2_small", "--yes"]) == 0
+    assert not dinov2.exists() and others.is_file()
+    assert f"Hugging Face cache: freed 500 B (1 file) in {dinov2.parent}" in capsys.readouterr().out

@@ -117,7 +117,7 @@ def how_to_get(card: ModelCard | str) -> str | None:
         run = run.replace(" downloads it", " downloads it again from the start")
         run += (
             " (huggingface_hub does not resume a stopped download; the stopped one's "
-            f"{size:,.1f} MB stay until you delete {leftovers[0].parent}/*.incomplete)"
+            f"{size:,.1f} MB stay until `promptseg cache clear --weights {card.name}` removes them)"
         )
     steps.append(f"downloads are off (${registry.hub.offline_variable()})" if registry.offline() else run)
     if card.repo_id is not None:

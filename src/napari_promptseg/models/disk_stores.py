@@ -213,6 +213,29 @@ def _clear_hub_model(card: ModelCard, dry_run: bool) -> Cleared | None:
     return cleared
 
 
+def _clear_hub_leftovers(card: ModelCard, cleared: Cleared, dry_run: bool) -> None:
+    """The files stopped downloads of ``card``'s repository left (:func:`.hub.stopped_downloads`: huggingface_hub
+    neither resumes nor removes them), except one a download is writing now (its lock is held)."""
+    from filelock import FileLock, Timeout
+
+    from .hub import download_lock_file, stopped_downloads
+
+    for part in stopped_downloads(card.repo_id):
+        try:
+            with FileLock(download_lock_file(part), timeout=0):  # huggingface_hub leaves its lock files: so do we
+                size = part.stat().st_size
+                if not dry_run:
+                    part.unlink(missing_ok=True)
+        except Timeout:
+            cleared.kept.append((part, "a download is writing it now"))
+            continue
+        except OSError as exc:  # a read-only cache, or the lock's folder cannot be made
+            cleared.kept.append((part, f"cannot be removed ({exc.strerror or exc})"))
+            continue
+        cleared.removed.append(part)
+        cleared.freed += size
+
+
 # -- listing -----------------------------------------------------------------------------------------------------
 def human_size(size: int) -> str:
     """Bytes in the largest decimal unit under which they are at least 1 (as `promptseg models` counts MB)."""
@@ -327,8 +350,10 @@ def clear_stores(
     """Delete the project's files from the chosen stores; returns what went (``dry_run``: what would go).
 
     ``embeddings``: every entry of the embedding cache (``embedding_cache``, default as :func:`disk_stores`).
-    ``weights=True``: every published checkpoint in our weights cache, its stamps and killed downloads' leftovers;
-    ``weights="MODEL"``: that model's checkpoint in our cache, and its snapshot in the Hugging Face cache.
+    ``weights=True``: every published checkpoint in our weights cache, its stamps and killed downloads' leftovers,
+    and the hub models' stopped downloads in the Hugging Face cache (not their snapshots: other programs use them);
+    ``weights="MODEL"``: that model's checkpoint in our cache, and its snapshot and stopped downloads in the Hugging
+    Face cache.
     Bundled weights (in an installed package) and the reference library are never touched."""
     if not embeddings and not weights:
         raise PromptsegError("nothing chosen to clear: give embeddings=True and/or weights=True or a model name")
@@ -352,11 +377,23 @@ def clear_stores(
                 if not dry_run:
                     stamp.unlink(missing_ok=True)
             results.append(stamps)
+            from .hub import hf_cache_dir
+
+            hub = Cleared("hf_cache", hf_cache_dir())
+            for card in cards:
+                if card.repo_id is not None:
+                    _clear_hub_leftovers(card, hub, dry_run)
+            if hub.removed or hub.kept:
+                results.append(hub)
         else:
             card = cards[0]
             if card.repo_id is not None:
-                hub = _clear_hub_model(card, dry_run)
-                if hub is not None:
+                from .hub import repo_folder
+
+                snapshot = _clear_hub_model(card, dry_run)
+                hub = snapshot or Cleared("hf_cache", repo_folder(card.repo_id) / "blobs")
+                _clear_hub_leftovers(card, hub, dry_run)
+                if snapshot is not None or hub.removed or hub.kept:
                     results.append(hub)
             if _package_path(card) is not None:
                 local.note = f"{card.name}'s bundled weights belong to an installed package: not cleared"

@@ -107,6 +107,13 @@ def stopped_downloads(repo_id: str) -> list[Path]:
         return []
 
 
+def download_lock_file(incomplete: Path) -> Path:
+    """The lock huggingface_hub holds while it writes ``incomplete`` (``<etag>[.<nonce>].incomplete`` in a
+    repository's blobs): ``.locks/<repository folder>/<etag>.lock`` in the cache."""
+    repo = incomplete.parent.parent
+    return repo.parent / ".locks" / repo.name / f"{incomplete.name.split('.')[0]}.lock"
+
+
 def resumes_stopped_downloads() -> bool:
     """Whether the installed huggingface_hub goes on from a stopped download's partial file: before 1.18 it resumed
     ``<etag>.incomplete``; since then each download writes a file of its own (``<etag>.<nonce>.incomplete``),
