@@ -481,8 +481,10 @@ def test_a_stopped_hub_download_is_listed_as_incomplete_with_what_to_do(fake_hub
         assert "a run with --heatmapper clipseg_rd64_refined downloads it again from the start" in row["get"]
         assert f"0.3 MB stay until `promptseg cache clear --weights {CLIPSEG.name}` removes them" in row["get"]
     assert cli.main(["models"]) == 0
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(f"{CLIPSEG.name} "))
-    assert f"{status} download (0.3 MB)" in line, line
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, x in enumerate(lines) if x.startswith(f"{CLIPSEG.name} "))
+    assert f"{status} download" in lines[at] and "0.3 MB" in lines[at], lines[at]
+    assert lines[at + 1].endswith(f"{blobs} (download stopped at 0.3 MB)"), lines[at + 1]
 
     fake_hub.add(CLIPSEG.repo_id, tiny_clipseg_dir, CLIPSEG.revision)
     assert registry.weights_status(CLIPSEG)[0] in registry.UNUSABLE_WEIGHTS  # nothing half-fetched is taken

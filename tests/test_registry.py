@@ -364,6 +364,31 @@ def test_cli_models_says_where_each_model_was_found_and_its_size(cache, monkeypa
     assert "missing" in sam_line and "(375 MB)" in sam_line
 
 
+def test_cli_models_keeps_its_columns_in_line_for_stopped_downloads(cache, capsys):
+    """A stopped download's 'partial download (0.0 of 2,565 MB)' / 'incomplete download (0.3 MB)' was longer than
+    its column and pushed the size, package and description of that row out of line with the others. The
+    columns stay in line; how far the download got is on the row's path line."""
+    from napari_promptseg.models import hub
+
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / f"{MODELS['sam_vit_h'].filename}.part").write_bytes(b"\0" * 3000)
+    blobs = hub.repo_folder(MODELS["clipseg_rd64_refined"].repo_id) / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / f"{'a' * 64}.0123abcd.incomplete").write_bytes(b"\0" * 300_000)
+
+    assert cli.main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(x for x in lines if x.startswith("model "))
+    column = header.index("package")
+    rows = {x.split()[0]: i for i, x in enumerate(lines) if x.split() and x.split()[0] in MODELS}
+    assert set(rows) == set(MODELS)
+    for at in rows.values():  # every row's package column where the header's is
+        assert lines[at][column - 2 : column] == "  " and lines[at][column] != " ", "\n".join([header, lines[at]])
+    assert "partial download" in lines[rows["sam_vit_h"]]
+    assert lines[rows["sam_vit_h"] + 1].endswith("(download stopped at 0.0 of 2,565 MB)")
+    assert lines[rows["clipseg_rd64_refined"] + 1].endswith("(download stopped at 0.3 MB)")
+
+
 def test_cli_models_says_how_to_get_each_missing_model(cache, monkeypatch, capsys):
     """`promptseg models` listed a missing model's path and nothing more: not that a run naming it downloads it, nor
     the command that fetches it where there is a network, nor (offline) that downloads are off. A cut download

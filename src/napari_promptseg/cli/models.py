@@ -88,17 +88,18 @@ def cmd_models(args: argparse.Namespace) -> int:
         if row["weights"] == "hf_cache" and row["revision"] and Path(row["path"]).name != row["revision"]:
             place += " (other rev.)"  # the cache's main, not the pinned commit
         size = _megabytes(row["size"])
-        if row["weights"] in ("partial", "incomplete"):  # how far it got
+        where = row["path"]
+        if row["weights"] in ("partial", "incomplete"):  # how far it got: on the path line, the columns stay in line
             card = MODELS[row["name"]]
-            place += f" ({_mb(row['size'])} of {_mb(card.size)} MB)" if card.size else f" ({size})"
-            size = ""
+            stopped_at = f"{_mb(row['size'])} of {_mb(card.size)} MB" if card.size else size
+            where += f" (download stopped at {stopped_at})"
         elif row["weights"] == "missing":
             size = f"({size})" if row["size"] else ""
         package = "-"
         if row["package"]:
             package = f"{row['package']} ({'installed' if row['package_installed'] else 'missing'})"
         print(f"{row['name']:<24} {row['role']:<17} {place:<23} {size:>10}  {package:<28} {row['description']}")
-        print(f"{'':<24} {row['path']}")
+        print(f"{'':<24} {where}")
         if row["install"]:  # first: weights fetched before the package load nothing
             print(f"{'':<24} not loadable here until its package is installed: {row['install']}")
         if row["get"]:
