@@ -300,6 +300,36 @@ def test_ctrl_c_in_a_rerun_writes_its_own_report_not_the_earlier_runs(em, tmp_pa
     assert not (out / JOURNAL_NAME).exists()
 
 
+def test_ctrl_c_once_an_images_labels_are_written_still_records_them(em, tmp_path, capsys, monkeypatch):
+    """Ctrl+C after an image's labels were written and before its record reached the journal left the file
+    written but not recorded: the report called it interrupted ('the em_1.tif there is not recorded as this run's
+    result') and --resume made it again. Writing the labels and recording them are one step to an interrupt: it
+    stops the run once the record is in."""
+    import signal
+
+    from napari_promptseg.batch.journal import Journal
+
+    inputs = em_folder(em, tmp_path)
+    out = tmp_path / "out"
+    command = ["segment", str(inputs), *BOX, "-o", str(out), "--scheduler", "none"]
+    add = Journal.add
+
+    def ctrl_c_before_the_second_record(self, **item):
+        if "em_1.png" in (item.get("record") or {}).get("input", ""):
+            assert (out / "em_1.tif").is_file()  # written, not yet recorded: the window
+            signal.raise_signal(signal.SIGINT)  # Ctrl+C, as the terminal sends it
+        return add(self, **item)
+
+    monkeypatch.setattr(Journal, "add", ctrl_c_before_the_second_record)
+    assert main(command) == 130
+    assert "interrupted; 2 input(s) finished are kept" in capsys.readouterr().err
+    status = {Path(r["input"]).name: r["status"] for r in report_of(out)["images"]}
+    assert status == {"em_0.png": "ok", "em_1.png": "ok", "em_2.png": "interrupted"}, status
+    monkeypatch.setattr(Journal, "add", add)
+    assert main([*command, "--resume"]) == 0
+    assert "resuming: 2 of 3 input(s) already done" in capsys.readouterr().err
+
+
 def test_sigterm_in_a_batch_stops_it_as_ctrl_c_does(em, tmp_path, capsys, monkeypatch):
     """SIGTERM (a cluster's time limit: SLURM sends it before SIGKILL; `timeout`, `kill`, a container stopped) ended
     the run at once without a word: no report.json, no hint that --resume goes on, the Dask cluster and a label file's

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._interrupts import held_once_published
 from ..errors import CancelledError, NothingFoundError, PromptsegError, WeightsError
 from .journal import (
     Journal,
@@ -542,15 +543,18 @@ def _run_here(job: BatchJob, todo: Sequence[Path], single: bool, deliver: Callab
         worker_state(job)  # a setup error is raised as itself (e.g. WeightsError), as before any input
         try:
             for path in todo:
-                try:
-                    result = run_target(job, str(path), final=False, record_input_errors=not single)
-                except (CancelledError, KeyboardInterrupt):
-                    raise
-                except Exception as exc:
-                    if first_error_is_the_runs(exc, single, str(path)) or stops_the_run(exc):
+                # once its labels take their name, an interrupt waits for their record to be in the journal: it
+                # came between the two and left a file written but not recorded, which --resume made again
+                with held_once_published():
+                    try:
+                        result = run_target(job, str(path), final=False, record_input_errors=not single)
+                    except (CancelledError, KeyboardInterrupt):
                         raise
-                    result = run_target(job, str(path), final=True)
-                deliver(str(path), result)
+                    except Exception as exc:
+                        if first_error_is_the_runs(exc, single, str(path)) or stops_the_run(exc):
+                            raise
+                        result = run_target(job, str(path), final=True)
+                    deliver(str(path), result)
         finally:
             with _states_lock:
                 _states.pop(job.run_id, None)

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from .._interrupts import publishing
 from ..errors import PromptsegError
 
 #: the name of :func:`replacing`'s temporary file: ``.<name>.<12 hex digits>.tmp``
@@ -41,6 +42,7 @@ def replacing(path: Path) -> Iterator[Path]:
     _create_like_open(tmp)
     try:
         yield Path(tmp)
+        publishing()  # a batch holds an interrupt from here until the file's record is in its journal
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):  # already renamed into place when the block succeeded

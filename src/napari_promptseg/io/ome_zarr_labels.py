@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._interrupts import publishing
 from ..errors import PromptsegError
 from ._files import contents_digest, files_under, listing_digest
 from .images import file_labels
@@ -109,6 +110,7 @@ def write_ome_zarr_labels(
         image_print = image_fingerprint(image.path)
         earlier = _stamp_of(labels_dir, name).get("output")
         _stamp_labels(labels_dir, name, [written, *before], earlier, contents=contents, image=image_print)
+        publishing()  # a batch holds an interrupt from here until the labels' record is in its journal
         if target.exists():
             target.rename(replaced)
         (scratch / "labels" / name).rename(target)
