@@ -288,3 +288,40 @@ def test_ctrl_c_while_the_presence_head_is_refitted_says_how_to_finish(
     refit = f"-o {out} --text-col name --channels 0 1 2 --refit-presence` refits the head"
     assert refit in error and "--resume continues" not in error
     assert load_text_segmenter(out, device="cpu").decoder.config.presence
+
+
+def test_a_cancel_while_the_presence_head_is_refitted_names_the_refit_that_reads_the_rows_alike(
+    two_targets, cache, tmp_path
+):
+    """The trainer's own cancel (the widget's Cancel, while the head was refitted) suggested `promptseg train-text
+    DATA -o OUT --refit-presence` without the CSV's column and channel options the training read it with (the
+    CLI's Ctrl+C note repeats them): that refit found "no column 'text'" or read other pixels. Both say one command."""
+    from napari_promptseg.errors import CancelledError
+
+    csv_path = tmp_path / "pairs.csv"
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", "mask", "name", "split"])
+        writer.writerows([t.image, t.mask, t.text, t.split] for t in two_targets)
+    out = tmp_path / "model"
+    refitting = []
+
+    def progress(done: float, message: str) -> None:
+        refitting.append(message.startswith("refitting the presence head"))
+
+    with pytest.raises(CancelledError) as info:
+        train_text_segmenter(
+            csv_path,
+            out,
+            columns={"text_col": "name", "split_col": "split"},
+            channels=[0, 1, 2],
+            epochs=1,
+            batch_size=4,
+            negatives=1,
+            cache_dir=cache,
+            device="cpu",
+            progress=progress,
+            cancel=lambda: any(refitting),  # Cancel pressed once the refit has begun
+        )
+    refit = f"`promptseg train-text {csv_path} -o {out} --text-col name --split-col split --channels 0 1 2 "
+    assert f"{refit}--refit-presence` finishes it" in str(info.value), str(info.value)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -180,10 +179,13 @@ def cmd_train_text(args: argparse.Namespace) -> int:
         if args.clipseg:
             note = _clipseg_interrupted_note(Path(args.output), started)
         else:
+            from ..methods.text_training.presence import refit_command
+
             resumed_to = (args.epochs or 0) if args.resume else None
-            note = _interrupted_note(
-                Path(args.output), args.csv, started, resumed_to=resumed_to, flags=_reading_flags(args)
+            refit = refit_command(
+                args.csv, args.output, columns=run["columns"], channel_axis=args.channel_axis, channels=args.channels
             )
+            note = _interrupted_note(Path(args.output), started, refit, resumed_to=resumed_to)
         if note:
             print(f"\n{note}", file=sys.stderr)
         raise
@@ -219,33 +221,13 @@ def _clipseg_interrupted_note(out: Path, started: float) -> str:
     )
 
 
-def _reading_flags(args: argparse.Namespace) -> str:
-    """The options given that say how the CSV's rows are read (columns, channels), as a command line repeats them:
-    a refit suggested without them read other columns or pixels ("no column 'text'", other rows)."""
-    flags = [
-        f"--{key.replace('_', '-')} {shlex.quote(value)}"
-        for key, value in (
-            ("image_col", args.image_col if args.image_col != "image" else None),
-            ("mask_col", args.mask_col if args.mask_col != "mask" else None),
-            ("text_col", args.text_col if args.text_col != "text" else None),
-            ("split_col", args.split_col),
-        )
-        if value is not None
-    ]
-    if args.channel_axis is not None:
-        flags.append(f"--channel-axis {args.channel_axis}")
-    if args.channels is not None:
-        flags.append("--channels " + " ".join(map(str, args.channels)))
-    return "".join(f" {flag}" for flag in flags)
-
-
-def _interrupted_note(out: Path, csv_path: Path, started: float, resumed_to: int | None = None, flags: str = "") -> str:
+def _interrupted_note(out: Path, started: float, refit: str, resumed_to: int | None = None) -> str:
     """What a Ctrl+C left in ``out``: the best epoch's model and where a resume starts, or, once every epoch had
     run (the presence head was being refitted), the finished model and how to refit its head. Why: it said
     "--resume continues" there too, and the resume was refused as having nothing left to train. A resumed run's
     state is its own however old (it said only "interrupted" before its first new epoch was saved), and its
-    ``resumed_to`` (--epochs; 0: not given) is the total it trains to; ``flags``: the CSV's reading options
-    (:func:`_reading_flags`), repeated in the refit it suggests."""
+    ``resumed_to`` (--epochs; 0: not given) is the total it trains to; ``refit``: the command that refits the head
+    (:func:`~..methods.text_training.presence.refit_command`)."""
     state_path = out / "last" / "state.json"
     if not (state_path.is_file() and (resumed_to is not None or state_path.stat().st_mtime >= started)):
         return ""
@@ -267,10 +249,7 @@ def _interrupted_note(out: Path, csv_path: Path, started: float, resumed_to: int
             presence = False
         if not presence:
             return finished
-        return (
-            f"{finished}, its presence head as trained; `promptseg train-text {csv_path} -o {out}{flags} "
-            "--refit-presence` refits the head"
-        )
+        return f"{finished}, its presence head as trained; `{refit}` refits the head"
     return (
         f"{out} holds the best epoch so far (epoch {best['epoch']}); the last finished epoch is saved in "
         f"{state_path.parent}: --resume continues"

@@ -335,3 +335,33 @@ def _saved_rows(model_dir: Path) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     return rows if isinstance(rows, str) else None
+
+
+#: how :func:`.data.read_triplets` names the columns when not told (a refit command repeats the others)
+_DEFAULT_COLUMNS = {"image_col": "image", "mask_col": "mask", "text_col": "text", "split_col": None}
+
+
+def refit_command(
+    data: object,
+    output_dir: str | Path,
+    *,
+    columns: Mapping[str, str | None] | None = None,
+    channel_axis: int | None = None,
+    channels: Sequence[int] | None = None,
+) -> str:
+    """The `promptseg train-text ... --refit-presence` that refits ``output_dir``'s presence head on ``data`` (a
+    CSV's path; else ``DATA``), reading its rows as the training did: its columns and channels repeated as options
+    (a refit suggested without them read other columns or pixels: "no column 'text'", other rows)."""
+    import shlex
+
+    source = shlex.quote(str(data)) if isinstance(data, (str, Path)) else "DATA"
+    flags = [
+        f"--{key.replace('_', '-')} {shlex.quote(value)}"
+        for key, value in (columns or {}).items()
+        if value is not None and value != _DEFAULT_COLUMNS.get(key)
+    ]
+    if channel_axis is not None:
+        flags.append(f"--channel-axis {channel_axis}")
+    if channels is not None:
+        flags.append("--channels " + " ".join(map(str, channels)))
+    return " ".join(["promptseg train-text", source, "-o", shlex.quote(str(output_dir)), *flags, "--refit-presence"])

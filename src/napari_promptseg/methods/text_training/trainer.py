@@ -50,7 +50,7 @@ from .data import (
     training_triplets,
 )
 from .losses import LOSSES, Batch, batch_loss, dice_ce
-from .presence import PresenceFit, refit_if_not_worse
+from .presence import PresenceFit, refit_command, refit_if_not_worse
 from .resume import (
     check_same_rows,
     held_model_files,
@@ -380,9 +380,10 @@ def train_text_segmenter(
                 cancel=stop,
             )
         except CancelledError:
+            command = refit_command(data, out, columns=columns, channel_axis=channel_axis, channels=channels)
             raise CancelledError(
                 f"cancelled while refitting the presence head; {out} holds the model as trained (its jointly "
-                f"trained head): `promptseg train-text DATA -o {out} --refit-presence` finishes it"
+                f"trained head): `{command}` finishes it"
             ) from None
         if refit.get("kept"):
             save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
