@@ -477,6 +477,25 @@ def test_an_input_the_system_refuses_to_look_at_is_an_error_naming_it(tmp_path, 
         assert not (tmp_path / "out").exists(), name
 
 
+def test_a_run_stopped_before_it_wrote_anything_leaves_no_empty_output_folder(tmp_path, capsys, monkeypatch):
+    """Ctrl+C (or SIGTERM) while a run starts (torch's import, the model's load) left the -o folder it had created,
+    empty; only a refused run removed it. A folder the run created and left empty goes, whatever ended the run; one
+    that was there before stays, as does one holding anything."""
+    import napari_promptseg.cli.segment as segment
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # as Ctrl+C arrives while the model loads
+
+    monkeypatch.setattr(segment, "_run_batch", stopped)
+    iio.imwrite(tmp_path / "a.png", np.zeros((16, 16), np.uint8))
+    command = ["segment", str(tmp_path / "a.png"), "--box", "1", "1", "9", "9", "-o"]
+    out = tmp_path / "out"
+    assert main([*command, str(out)]) == 130
+    assert "interrupted" in capsys.readouterr().err and not out.exists()
+    out.mkdir()  # the user's, empty: not the run's to remove
+    assert main([*command, str(out)]) == 130 and out.is_dir()
+
+
 @pytest.mark.parametrize("command", [[], ["segment"], ["oneshot"], ["text"]])
 def test_the_exit_codes_are_in_the_help(command, capsys):
     """The exit codes (1: an input without output; 2: the run stopped, or every input failed; 130: interrupted) were

@@ -284,9 +284,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if failed_input is not None and failed_input not in reason:  # 'box 1 lies outside the image': which one
             reason = f"{failed_input}: {reason}"
         print(f"promptseg {args.command}: error: {reason}", file=sys.stderr)
-        if new_output:  # a refused run leaves no empty -o folder behind
-            with contextlib.suppress(OSError):
-                Path(output).rmdir()
         return 2
     except CancelledError:
         print(f"promptseg {args.command}: cancelled", file=sys.stderr)
@@ -306,6 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\npromptseg {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
+    finally:
+        if new_output:  # a run refused, interrupted or failed leaves no empty -o folder of its making behind
+            with contextlib.suppress(OSError):  # rmdir: only an empty folder goes
+                Path(output).rmdir()
 
 
 class Terminated(KeyboardInterrupt):
