@@ -573,3 +573,24 @@ def test_embed_into_a_cache_that_cannot_be_written_says_so_not_the_size_cap(tmp_
     err = capsys.readouterr().err
     assert f"no embedding was kept in {cache}: it cannot be written ({cache / 'tmp'}: File exists)" in err, err
     assert "--cache-max-gb" not in err and (cache / "tmp").read_text() == "not a folder"
+
+
+def test_embed_into_a_cache_on_a_full_disk_says_so_not_the_size_cap(tmp_path, crop, capsys, monkeypatch):
+    """`promptseg embed --cache DIR` on a full disk said 'its size cap (10 GB, --cache-max-gb) holds no entry, or it
+    cannot be written' (its folder probe passed: an empty folder still fits), while `segment` said 'No space left on
+    device'. It says what the failed write met."""
+    import errno
+
+    import tifffile
+
+    path, cache = tmp_path / "crop.tif", tmp_path / "cache"
+    tifffile.imwrite(path, np.ascontiguousarray(crop[::-1, ::-1]))
+
+    def full(*args, **kwargs):  # where the entry's arrays are written: what a full disk raises there
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(DiskEmbeddingCache, "_store", full)
+    assert main(["embed", str(path), "--cache", str(cache), "--scheduler", "none"]) == 2
+    err = capsys.readouterr().err
+    assert f"no embedding was kept in {cache}: it cannot be written ({cache}: No space left on device)" in err, err
+    assert "--cache-max-gb" not in err

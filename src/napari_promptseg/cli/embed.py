@@ -60,7 +60,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     )
     if kept < total:
         # a cache that cannot be written is said so: the size cap was blamed for a read-only folder
-        problem = cache.write_problem()
+        problem = next((r["cache_problem"] for r in done if r.get("cache_problem")), None) or cache.write_problem()
         cap = f"its size cap ({cache.max_bytes / 1e9:g} GB, --cache-max-gb)"
         why = f"it cannot be written ({problem})" if problem else f"{cap} holds fewer, or it cannot be written"
         print(f"warning: {total - kept} of {total} embedding(s) are not in the cache: {why}", file=sys.stderr)
@@ -143,6 +143,9 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     }
     if kept < len(embeddings):
         warnings.append(f"{len(embeddings) - kept} of {len(embeddings)} embedding(s) not kept in the cache")
+        # what the writes met, known only to the cache that made them (a worker's; a full disk passes a later probe)
+        if disk is not None and (problem := disk.write_problem()):
+            record["cache_problem"] = problem
     if warnings:
         record["warnings"] = warnings
     return record

@@ -88,6 +88,8 @@ class DiskEmbeddingCache:
         self.context_refused = 0  # contexts made by another decoder (the features were served)
         self._written_since_scan: int | None = None  # None: scan on the next store
         self._write_warned = False
+        #: what the last failed write met (a full disk passes write_problem's probe: an empty folder still fits)
+        self._write_error: str | None = None
         self._lock = threading.Lock()
         if fit_cap:
             self._fit_cap_on_open()
@@ -170,6 +172,7 @@ class DiskEmbeddingCache:
         try:
             return self._store(embedding, signature, context, context_signature)
         except OSError as exc:
+            self._write_error = f"{self.root}: {exc.strerror or exc}"  # for the folder: the entry's name is random
             if not self._write_warned:
                 logger.warning("embedding cache %s cannot be written (%s); going on without storing", self.root, exc)
                 self._write_warned = True
@@ -227,7 +230,8 @@ class DiskEmbeddingCache:
 
     def write_problem(self) -> str | None:
         """Why nothing can be written here now (a read-only folder, its ``tmp`` taken by a file), else None: a
-        temporary folder made and removed where :meth:`store` writes its entries first."""
+        temporary folder made and removed where :meth:`store` writes its entries first; else what this process's
+        last failed :meth:`store` met (a full disk)."""
         import tempfile
 
         try:
@@ -236,7 +240,7 @@ class DiskEmbeddingCache:
                 pass
         except OSError as exc:  # said for the folder (the probe's own name is random)
             return f"{self.root / 'tmp'}: {exc.strerror or exc}"
-        return None
+        return self._write_error
 
     # -- size cap --------------------------------------------------------------------------------------------
     def entries(self) -> list[tuple[float, int, Path]]:
