@@ -313,3 +313,35 @@ def test_clearing_weights_takes_a_hub_models_stopped_downloads_but_not_a_running
     assert main(["cache", "clear", "--weights", "dinov2_small", "--yes"]) == 0
     assert not dinov2.exists() and others.is_file()
     assert f"Hugging Face cache: freed 500 B (1 file) in {dinov2.parent}" in capsys.readouterr().out
+
+
+def test_clearing_a_cache_whose_entries_cannot_be_moved_says_so_not_freed(tmp_path, capsys, monkeypatch):
+    """A cache that cannot be written (read-only, another user's) whose trash/ folder was there from an earlier
+    eviction: `promptseg cache clear --embeddings` said 'freed 2.0 kB (1 entry)' and exit 0 while every entry stayed
+    (a failed move was taken for another process's). The error is said, naming the entry, and nothing is claimed."""
+    import errno
+    import os
+
+    from napari_promptseg.models import embedding_cache
+    from napari_promptseg.models.preprocessing import ResizeTransform
+    from napari_promptseg.models.protocols import Embedding
+
+    root = tmp_path / "cache"
+    cache = DiskEmbeddingCache(root, 10**9)
+    key = "ab" * 16
+    cache.store(Embedding(torch.zeros(1, 4, 8, 8), ResizeTransform((64, 64), 256), "m", key), {"model": "m"})
+    entry = cache.entry_path(key)
+    (root / "trash").mkdir()  # an earlier eviction's
+    rename = os.rename
+
+    def read_only(source, target, *args, **kwargs):
+        if Path(source) == entry:
+            raise OSError(errno.EROFS, "Read-only file system", str(source))
+        return rename(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(embedding_cache.os, "rename", read_only)
+    code = main(["cache", "clear", "--embeddings", "--cache", str(root), "--yes"])
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    assert "freed" not in out and f"error: {entry}: Read-only file system" in err, (out, err)
+    assert (entry / "zarr.json").is_file()

@@ -318,7 +318,7 @@ class DiskEmbeddingCache:
             removed.append((size, path))
             if not dry_run:
                 # the emptied folders stay: a writer between its mkdir and its rename would lose its entry
-                self._discard(path)
+                self._discard(path, raise_errors=True)
         return removed
 
     def _after_write(self, nbytes: int) -> None:
@@ -329,13 +329,19 @@ class DiskEmbeddingCache:
         if scan:
             self.evict()
 
-    def _discard(self, path: Path) -> None:
-        """Move an entry out of the way (atomic), then delete it: a reader sees all of it or none."""
+    def _discard(self, path: Path, *, raise_errors: bool = False) -> None:
+        """Move an entry out of the way (atomic), then delete it: a reader sees all of it or none. A move that fails
+        other than for an entry already moved by another process is raised with ``raise_errors`` (a clear: it was
+        counted as freed in a read-only cache), else left (the size cap's eviction: a read-only cache is still read)."""
         trash = self.root / "trash" / f"{path.name}.{uuid.uuid4().hex}"
         trash.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(path, trash)
-        except OSError:  # already moved by another process
+        except FileNotFoundError:  # already moved by another process
+            return
+        except OSError:
+            if raise_errors:
+                raise
             return
         shutil.rmtree(trash, ignore_errors=True)
 
