@@ -594,3 +594,19 @@ def test_embed_into_a_cache_on_a_full_disk_says_so_not_the_size_cap(tmp_path, cr
     err = capsys.readouterr().err
     assert f"no embedding was kept in {cache}: it cannot be written ({cache}: No space left on device)" in err, err
     assert "--cache-max-gb" not in err
+
+
+def test_the_environments_cache_folder_has_its_variables_expanded_as_the_other_folders_do(tmp_path, monkeypatch):
+    """$PROMPTSEG_EMBEDDING_CACHE set in quotes or by a launcher that runs no shell ('$SCRATCH/cache') was taken
+    literally: every run wrote into a folder named '$SCRATCH' under the working directory, and `promptseg cache`
+    listed it there, while $PROMPTSEG_CACHE_DIR and $PROMPTSEG_LIBRARY are expanded as a shell would."""
+    from napari_promptseg.models.disk_stores import disk_stores
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("F35_SCRATCH", str(tmp_path / "scratch"))
+    monkeypatch.setenv(embedding_cache.CACHE_ENV, "$F35_SCRATCH/cache")
+    with embedding_cache.settings_restored():
+        embedding_cache.configure(None)
+        assert embedding_cache.active().root == tmp_path / "scratch" / "cache"
+    assert disk_stores()[0].path == tmp_path / "scratch" / "cache"
+    assert not (tmp_path / "$F35_SCRATCH").exists()

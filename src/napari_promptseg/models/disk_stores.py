@@ -73,7 +73,7 @@ def _embedding_cache(root: str | os.PathLike | None) -> tuple[ec.DiskEmbeddingCa
         root, max_bytes, source = ec._configured.root, ec._configured.max_bytes, "configured"
     else:
         if root is None:  # not ec.active(): it opens the environment's cache, which evicts down to the cap
-            root = os.environ.get(ec.CACHE_ENV, "").strip() or "default"
+            root = ec.environment_root() or "default"
         gigabytes, source = ec.cap_setting()
         max_bytes = int(gigabytes * 1e9)
     if str(root) == "default":

@@ -447,10 +447,19 @@ def active() -> DiskEmbeddingCache | None:
     with _config_lock:
         if _explicit:
             return _configured
-        env = (os.environ.get(CACHE_ENV, "").strip(), os.environ.get(MAX_GB_ENV, "").strip())
+        env = (environment_root(), os.environ.get(MAX_GB_ENV, "").strip())
         if _from_env is None or _from_env[0] != env:
             _from_env = (env, _open(env[0], None) if env[0] else None)
         return _from_env[1]
+
+
+def environment_root() -> str:
+    """``$PROMPTSEG_EMBEDDING_CACHE`` with ``~`` and ``$VARIABLES`` expanded as a shell would (a value set in quotes,
+    or by a launcher that runs no shell, named a folder '$SCRATCH' under the working directory); '' when unset."""
+    from ..io._files import path_from_environment
+
+    value = os.environ.get(CACHE_ENV, "").strip()
+    return str(path_from_environment(value)) if value else ""
 
 
 def cap_setting(max_gb: float | None = None) -> tuple[float, str]:
