@@ -78,8 +78,10 @@ def test_a_failed_download_is_resumed_by_the_next_run_and_listed_as_partial(
     resume = f"curl -L -C - -o {cache / PARTIAL} {server.url} && mv {cache / PARTIAL} {cache / FILENAME}"
     assert resume in row["get"], row["get"]
     assert cli.main(["models"]) == 0
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(f"{CARD_NAME} "))
-    assert f"partial download ({kept / 1e6:.1f} of {len(PAYLOAD) / 1e6:.1f} MB)" in line, line
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, x in enumerate(lines) if x.startswith(f"{CARD_NAME} "))
+    assert "partial download" in lines[at], lines[at]
+    assert f"(download stopped at {kept / 1e6:.1f} of {len(PAYLOAD) / 1e6:.1f} MB)" in lines[at + 1], lines[at + 1]
 
     server.mode = "ok"
     assert resolve_weights(CARD_NAME).read_bytes() == PAYLOAD
