@@ -1002,3 +1002,60 @@ def test_multichannel_images_given_their_channel_axis_train_as_their_channels(tr
     ]
     result = train_text_segmenter(arrays, tmp_path / "python", channel_axis=0, cache_dir=cache, device="cpu", epochs=1)
     assert result.feature_cache == {"hits": 2, "misses": 0}
+
+
+@pytest.fixture(scope="module")
+def multichannel_model(kvasir, cache, tmp_path_factory):
+    """A text model trained on (C, Y, X) frames (channel axis 0), one epoch on features the colour frames cached."""
+    arrays = [
+        (np.ascontiguousarray(t.load()[0].transpose(2, 0, 1)), t.load()[1], "polyp", s)
+        for t, s in ((kvasir[0], "train"), (kvasir[4], "val"))
+    ]
+    out = tmp_path_factory.mktemp("models") / "channels-first"
+    train_text_segmenter(arrays, out, channel_axis=0, cache_dir=cache, device="cpu", epochs=1)
+    return out
+
+
+def test_a_text_model_reads_images_as_it_was_trained_on_them(multichannel_model, kvasir, tmp_path, capsys):
+    """A model trained on (C, Y, X) images (--channel-axis 0) did not record it: at inference a (C, Y, X) image given
+    without the axis was refused as ambiguous (Python) or segmented as a stack of 3 planes (CLI). The model's
+    reading is recorded and applied by default; a choice contradicting it is refused naming both."""
+    config = json.loads((multichannel_model / "text_segmenter.json").read_text())
+    assert config["training"]["image_channels"] == {"channel_axis": 0, "channels": None, "count": 3}
+    rgb = kvasir[1].load()[0][::2, ::2]  # a frame not trained on, small
+    cyx = np.ascontiguousarray(rgb.transpose(2, 0, 1))
+    expected = segment_text(rgb, "polyp", text_model=multichannel_model, device="cpu", channel_axis=-1)
+    result = segment_text(cyx, "polyp", text_model=multichannel_model, device="cpu")
+    assert np.array_equal(result.labels, expected.labels)
+    assert np.array_equal(result.heatmap, expected.heatmap)
+    with pytest.raises(PromptsegError, match=r"trained on 3-channel images .*2 channel\(s\) given"):
+        segment_text(cyx, "polyp", text_model=multichannel_model, device="cpu", channels=[0, 1])
+    with pytest.raises(PromptsegError, match=r"trained on 3-channel images .*has 2 channels on axis 0"):
+        segment_text(cyx[:2], "polyp", text_model=multichannel_model, device="cpu", channel_axis=0)
+
+    frame = tmp_path / "frame.tif"
+    tifffile.imwrite(frame, cyx, photometric="minisblack")
+    out = tmp_path / "out"
+    argv = ["text", "polyp", str(frame), "-o", str(out), "--text-model", str(multichannel_model), "--device", "cpu"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    labels = tifffile.imread(out / "frame.tif")
+    assert labels.shape == rgb.shape[:2] and np.array_equal(labels > 0, expected.labels > 0)
+    assert main([*argv[:4], str(tmp_path / "two"), *argv[5:], "--channels", "0"]) != 0
+    assert "trained on 3-channel images" in capsys.readouterr().err
+
+
+def test_a_fine_tuned_clipseg_reads_images_as_it_was_trained_on_them(tiny_clipseg_dir, kvasir, tmp_path):  # noqa: F811
+    """CLIPSeg fine-tuned on (C, Y, X) images records their channel axis too, and its loaded model applies it: a
+    (C, Y, X) image given without it was refused as ambiguous."""
+    frames = [np.ascontiguousarray(t.load()[0][::4, ::4].transpose(2, 0, 1)) for t in kvasir[:2]]
+    masks = [t.load()[1][::4, ::4] for t in kvasir[:2]]
+    data = [(f, m, "polyp", s) for f, m, s in zip(frames, masks, ("train", "val"), strict=True)]
+    out = tmp_path / "clipseg"
+    finetune_clipseg(data, out, weights=tiny_clipseg_dir, epochs=1, device="cpu", channel_axis=0)
+    config = json.loads((out / "text_segmenter.json").read_text())
+    assert config["training"]["image_channels"] == {"channel_axis": 0, "channels": None, "count": 3}
+    model = load_text_segmenter(out, device="cpu")
+    first = segment_text(frames[0], "polyp", text_model=model, refine=False, device="cpu")
+    colour = segment_text(frames[0].transpose(1, 2, 0), "polyp", text_model=model, refine=False, device="cpu")
+    assert np.array_equal(first.heatmap, colour.heatmap)

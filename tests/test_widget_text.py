@@ -30,6 +30,7 @@ from .conftest import (
 )
 from .test_clipseg import tiny_clipseg_dir  # noqa: F401 (fixture)
 from .test_grounding import hf_dir  # noqa: F401 (fixture)
+from .test_text_training import cache, kvasir, multichannel_model  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.gui
 RUN_MS = 600_000  # model load + SAT on a shared 2-core CPU
@@ -827,3 +828,30 @@ def test_a_removed_image_is_chosen_again_not_the_next_image(make_viewer, lungs):
     widget.run()
     assert not widget.runner.busy and widget.runner.state == "failed"
     assert "choose an image layer to segment" in widget.runner.widget.status.text()
+
+
+def test_a_channels_first_layer_is_read_as_the_text_model_was_trained_on_it(
+    make_viewer,
+    qtbot,
+    multichannel_model,  # noqa: F811
+    kvasir,  # noqa: F811
+):
+    """A model trained on (C, Y, X) images: a (C, Y, X) layer with the channel axis left at 'none' was segmented as a
+    stack of 3 planes; it is read with the model's channel axis, as segment_text and the CLI read it, and a choice
+    feeding the model other channels is refused naming the layer."""
+    rgb = kvasir[1].load()[0][::2, ::2]
+    expected = segment_text(rgb, "polyp", text_model=multichannel_model, device="cpu", channel_axis=-1)
+    viewer = make_viewer()
+    layer = viewer.add_image(np.ascontiguousarray(rgb.transpose(2, 0, 1)), name="frame")
+    widget = _widget(viewer, layer)
+    widget.text_model.setCurrentText(str(multichannel_model))
+    widget.prompt.setText("polyp")
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    labels = viewer.layers["frame text: polyp"].data
+    assert labels.shape == rgb.shape[:2] and np.array_equal(labels > 0, expected.labels > 0)
+
+    widget.channel_axis.setCurrentIndex(widget.channel_axis.findData(0))
+    widget.channel_axis.channels_edit.setText("0")  # one channel of the three the model was trained on
+    widget.run()
+    assert "trained on 3-channel images" in widget.runner.widget.status.text()

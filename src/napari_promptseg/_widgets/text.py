@@ -36,6 +36,7 @@ from ..methods.library import DEFAULT_MIN_SIMILARITY, DEFAULT_TOP_K
 from ..methods.prompt_templates import LEVELS, PromptAttributes, expand_prompt
 from ..methods.text import ROUTES, split_phrases
 from ..methods.text.answers import text_working_scale
+from ..methods.text.trained_channels import recorded_channels, text_model_channels
 from ._common import (
     ChannelAxisBox,
     LayerPicker,
@@ -370,6 +371,24 @@ class TextPromptWidget(QWidget):
         except PromptsegError:
             self.expanded.setText("")
 
+    def _trained_reading(self, layer, data, channel_axis, channels) -> tuple[int | None, list[int] | None]:
+        """The layer's channels read as the trained text model chosen was trained on them (its channel axis when
+        'none' is chosen; a contradicting choice refused): the CLI's and segment_text's resolution. Reads the
+        model's config alone."""
+        route = self.route.currentText()
+        source = self.text_model.currentText().strip() or (
+            self.text_weights.weights() if route in WEIGHTS_ROUTES else None
+        )
+        if route not in ("auto", "trained") or not source:
+            return channel_axis, channels
+        recorded = recorded_channels(source)
+        axis, picked = text_model_channels(
+            recorded, np.shape(data), channel_axis, channels, f"image layer '{layer.name}'"
+        )
+        if layer.rgb and axis is not None and axis % np.ndim(data) == np.ndim(data) - 1:
+            axis = None  # an RGB layer's channels are last already: its placement has no channel axis
+        return axis, picked
+
     def run(self) -> None:
         layer = self.image.layer()
         prompt = self.prompt.text().strip()
@@ -381,6 +400,7 @@ class TextPromptWidget(QWidget):
             # a pyramid is read at the level a whole-image method needs; the layers come back at its pixel size.
             # Only its shape is looked at here: the worker reads it (a stack or a slide read here froze napari)
             data, factors = whole_image_level(layer)
+            channel_axis, channels = self._trained_reading(layer, data, channel_axis, channels)
             stacked = is_stack(data, layer.rgb, f"image layer '{layer.name}'", channel_axis)
             model, weights = self.model.checked_choice()
         except PromptsegError as exc:

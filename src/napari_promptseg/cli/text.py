@@ -270,6 +270,29 @@ def _attributes(args: argparse.Namespace):
     return PromptAttributes(shape=args.shape, colour=args.colour, description=args.description)
 
 
+def _trained_reading(args: argparse.Namespace, route, image, path: Path) -> argparse.Namespace:
+    """The run's options with this image's channels read as the trained text model was trained on them (its
+    --channel-axis when none is given; a contradicting choice refused), on a copy: the run's are every file's."""
+    import copy
+
+    import numpy as np
+
+    from ..methods.text.trained_channels import recorded_channels, text_model_channels
+    from ..models.preprocessing import full_resolution
+
+    recorded = recorded_channels(route)
+    if recorded is None:
+        return args
+    axis, channels = text_model_channels(
+        recorded, np.shape(full_resolution(image)), args.channel_axis, args.channels, str(path)
+    )
+    if (axis, channels) == (args.channel_axis, args.channels):
+        return args
+    mapped = copy.copy(args)
+    mapped.channel_axis, mapped.channels = axis, channels
+    return mapped
+
+
 def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
     import numpy as np
 
@@ -278,6 +301,7 @@ def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
     from ..models.preprocessing import is_lazy
     from ..tiling import level_to_full
 
+    args = _trained_reading(args, state[0], image, path)
     if (stacked := _input_stack(args, image, path)) is not None:
 
         def plane_labels(plane, z: int):

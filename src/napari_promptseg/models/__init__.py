@@ -212,6 +212,7 @@ def load_text_segmenter(path: str | os.PathLike, *, device: str = "auto") -> Tex
         from .clipseg import load_clipseg
 
         model = load_clipseg(directory, device=dev, name=directory.name)
+        model.info = config  # its training (the channels its images were read with), as a fusion model's
     else:
         from ..errors import WeightsError
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError
-from ...models.preprocessing import Normalization, as_channels_last, read_pyramid_level
+from ...models.preprocessing import Normalization, as_channels_last, full_resolution, read_pyramid_level
 from ...models.protocols import PromptableSegmenter, TextGrounder, TextHeatmapper, TextSegmenter
 from ..defaults import BOX_THRESHOLD, HEATMAP_THRESHOLD, TEXT_THRESHOLD
 from ..prompt_templates import PromptAttributes, expand_prompt
@@ -26,6 +26,7 @@ from .answers import (
 from .phrases import prompt_text, split_phrases
 from .result import TextResult
 from .routes import Route, TextRoute, choose_route
+from .trained_channels import recorded_channels, text_model_channels
 
 
 def segment_text(
@@ -84,6 +85,14 @@ def segment_text(
     phrases = split_phrases(prompt)  # bad input is refused before any model loads
     from ...io.multiscale import whole_image_scale
 
+    # a trained model's images read as it was trained on them (its channel axis when none is given)
+    channel_axis, channels = text_model_channels(
+        recorded_channels(_trained_source(route, text_model, weights)),
+        np.shape(full_resolution(image)),
+        channel_axis,
+        channels,
+        name,
+    )
     original, base_factor = image, factor
     level = read_pyramid_level(image, whole_image_scale, channel_axis)
     if level is not None:  # the CLI's whole-image level; labels and boxes come back in full-resolution pixels
@@ -161,3 +170,13 @@ def segment_text(
         result.boxes = level.to_full(result.boxes)
         result.heatmap_factor = level.factor
     return result
+
+
+def _trained_source(route: object, text_model: object, weights: str | None) -> object:
+    """The trained text model a run answers with, as given (a route, a model, its directory, or a directory given as
+    the text weights, which route auto and trained take as the model); None for the other routes."""
+    if isinstance(route, TextRoute):
+        return route
+    if route not in ("auto", "trained"):
+        return None
+    return text_model if text_model else weights

@@ -33,6 +33,7 @@ from .data import (
     format_eta,
     refuse_fraction_beside_split,
     split_triplets,
+    training_channels,
     training_triplets,
 )
 from .losses import dice_ce
@@ -109,6 +110,7 @@ def finetune_clipseg(
             "--overwrite; widget: overwrite)"
         )
     triplets = training_triplets(data, columns, channel_axis=channel_axis, channels=channels)
+    image_channels = training_channels(triplets)  # a multichannel run's reading, recorded for inference
     refuse_fraction_beside_split(triplets, val_fraction)  # as the fusion decoder: it was ignored without a word
     fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
     train_set, val_set = split_triplets(triplets, val_fraction=fraction, seed=seed)
@@ -188,6 +190,7 @@ def finetune_clipseg(
                     "train": len(train),
                     "val": len(val),
                     "base": str(source),
+                    "image_channels": image_channels,
                 },
                 "threshold": 0.5,
                 "best": best,

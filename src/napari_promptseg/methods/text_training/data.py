@@ -178,6 +178,27 @@ def training_triplets(
     ]
 
 
+def training_channels(triplets: Sequence[Triplet | ArrayTriplet]) -> dict | None:
+    """How a run's images were read when every one was given a channel axis (a multichannel run): the axis, the
+    channels picked and the channel count, recorded in the model so that inference reads its images alike
+    (:mod:`...text.trained_channels`); None for gray or colour images, or triplets read in several ways."""
+    readings = {(t.channel_axis, t.channels) for t in triplets}
+    if len(readings) != 1:
+        return None
+    [(axis, picked)] = readings
+    if axis is None:
+        return None
+    first = triplets[0]
+    try:
+        if isinstance(first, ArrayTriplet):
+            count = int(np.shape(full_resolution(first.image))[axis])
+        else:
+            count = int(np.shape(read_image(first.image))[read_channel_axis(first.image, axis)])
+    except (PromptsegError, IndexError, TypeError):  # its reading is refused with the row where it is loaded
+        return None
+    return {"channel_axis": int(axis), "channels": None if picked is None else list(picked), "count": count}
+
+
 def read_triplets(
     csv_path: str | Path,
     *,

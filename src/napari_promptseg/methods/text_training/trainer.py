@@ -47,6 +47,7 @@ from .data import (
     refuse_fraction_beside_split,
     split_fingerprint,
     split_triplets,
+    training_channels,
     training_triplets,
 )
 from .losses import LOSSES, Batch, batch_loss, dice_ce
@@ -283,6 +284,7 @@ def train_text_segmenter(
             # amplifies that (Kvasir, dicece: test Dice 0.854 at one thread, 0.832 at two; benchmarks/README.md)
             "torch_threads": torch.get_num_threads(),
             "encoder_precision": segmenter.precision,  # the features it learnt from (auto: bfloat16 if native)
+            "image_channels": training_channels(triplets),  # a multichannel run's reading, applied at inference
         },
         "threshold": config.threshold,
     }

@@ -1,0 +1,97 @@
+"""The channels a trained text model read its training images with, applied to the images it segments.
+
+A model trained on multichannel (C, Y, X) images (`promptseg train-text --channel-axis 0 [--channels ...]`) records
+that reading (``training.image_channels`` of its config: channel axis, channels picked, channel count). Why: the
+user had to say it again at every inference, and a (C, Y, X) image given without it was refused as ambiguous
+(Python) or segmented as a stack of C planes (CLI, widget). One resolution for all three (:func:`text_model_channels`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from ...errors import PromptsegError
+
+
+def recorded_channels(text_model: object) -> dict | None:
+    """``training.image_channels`` of a trained text model (its directory or weights file, a loaded model, or a
+    :class:`~.routes.TextRoute` of route "trained"); None for a model trained on gray or colour images, or any other
+    route or model (their loaders say what is wrong with a path)."""
+    from .routes import TextRoute
+
+    if isinstance(text_model, TextRoute):
+        if text_model.route != "trained":
+            return None
+        text_model = text_model.model
+    if text_model is None:
+        return None
+    if isinstance(text_model, (str, os.PathLike)):
+        from ...models.text_segmenter import is_text_model, read_config
+
+        if not str(text_model) or not is_text_model(text_model):
+            return None
+        info = read_config(text_model)
+    else:
+        info = getattr(text_model, "info", None) or {}
+    recorded = (info.get("training") or {}).get("image_channels")
+    return recorded if isinstance(recorded, dict) and recorded.get("count") else None
+
+
+def text_model_channels(
+    recorded: dict | None,
+    shape: Sequence[int],
+    channel_axis: int | None,
+    channels: Sequence[int] | None,
+    name: str = "image",
+) -> tuple[int | None, list[int] | None]:
+    """The ``channel_axis`` and ``channels`` to read an image of ``shape`` with for a model trained with the
+    ``recorded`` reading (:func:`recorded_channels`): those given, else the model's (its channel axis, or channels
+    already last as a named composite or a pyramid is read); a choice feeding the model another number of channels
+    than it was trained on, or an image with another channel count, is refused naming both. A stack (4D and more)
+    is left to its planes, each resolved in turn."""
+    if not recorded:
+        return channel_axis, None if channels is None else list(channels)
+    axis0, count = int(recorded["channel_axis"]), int(recorded["count"])
+    picked = list(recorded["channels"]) if recorded.get("channels") else None
+    fed = len(picked) if picked else count
+    trained = f"the text model was trained on {count}-channel images (channel axis {axis0}" + (
+        f", channels {picked} fed to it)" if picked else ")"
+    )
+    ways = "channel_axis and channels (CLI --channel-axis, --channels; widget: channel axis, channels)"
+    shape = tuple(int(s) for s in shape)
+    ndim = len(shape)
+    if channel_axis is None:
+        if ndim == 2:
+            raise PromptsegError(
+                f"{name}: {trained}; this is a 2D image of shape {shape}, with no channels: give it with its {count} "
+                "channels"
+            )
+        if ndim != 3:
+            return channel_axis, None if channels is None else list(channels)
+        if -3 <= axis0 < 3 and shape[axis0] == count:
+            channel_axis = axis0
+        elif shape[-1] == count:  # read channels last (a named composite, a pyramid)
+            channel_axis = -1
+        else:
+            raise PromptsegError(
+                f"{name}: {trained}; its shape {shape} has no axis of {count} channels: give its {ways}"
+            )
+    if ndim < 3 or not -ndim <= channel_axis < ndim:  # as_channels_last says what is wrong
+        return channel_axis, None if channels is None else list(channels)
+    have = shape[channel_axis]
+    if channels is None:
+        if have != count:
+            raise PromptsegError(
+                f"{name}: {trained}; this image has {have} channels on axis {channel_axis}: choose the {fed} to feed "
+                f"it with {ways}"
+            )
+        channels = picked
+    channels = None if channels is None else list(channels)
+    now = len(channels) if channels is not None else have
+    if now != fed:
+        given = f"channels {channels}" if channels is not None else f"all {have} on axis {channel_axis}"
+        raise PromptsegError(
+            f"{name}: {trained}, {fed} channel(s) fed to it; {now} channel(s) given ({given}): give {fed} with {ways}"
+        )
+    return channel_axis, channels
