@@ -851,6 +851,17 @@ def test_a_channels_first_layer_is_read_as_the_text_model_was_trained_on_it(
     labels = viewer.layers["frame text: polyp"].data
     assert labels.shape == rgb.shape[:2] and np.array_equal(labels > 0, expected.labels > 0)
 
+    # channels last in a layer napari does not show as RGB, scaled and moved: the results lie over it
+    last = viewer.add_image(rgb, name="last", rgb=False, scale=(2, 0.5, 1), translate=(0, 10, 20))
+    widget.image.set_layer(last)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    result = viewer.layers["last text: polyp"]
+    assert np.array_equal(result.data > 0, expected.labels > 0)
+    assert tuple(result.scale) == (2, 0.5) and tuple(result.translate) == (0, 10)
+    assert tuple(viewer.layers["last text: polyp heatmap"].scale) == (2, 0.5)
+
+    widget.image.set_layer(layer)
     widget.channel_axis.setCurrentIndex(widget.channel_axis.findData(0))
     widget.channel_axis.channels_edit.setText("0")  # one channel of the three the model was trained on
     widget.run()

@@ -385,9 +385,11 @@ class TextPromptWidget(QWidget):
         axis, picked = text_model_channels(
             recorded, np.shape(data), channel_axis, channels, f"image layer '{layer.name}'"
         )
-        if layer.rgb and axis is not None and axis % np.ndim(data) == np.ndim(data) - 1:
-            axis = None  # an RGB layer's channels are last already: its placement has no channel axis
-        return axis, picked
+        if axis is None:
+            return axis, picked
+        if layer.rgb and axis % np.ndim(data) == np.ndim(data) - 1:
+            return None, picked  # an RGB layer's channels are last already: its placement has no channel axis
+        return axis % np.ndim(data), picked  # counted from the front, as the layer's placement leaves it out
 
     def run(self) -> None:
         layer = self.image.layer()
