@@ -301,6 +301,12 @@ def read_config(path: str | os.PathLike) -> dict:
             raise WeightsError(
                 f"text model {directory}: a folder inside the text model {directory.parent}; give that directory"
             )
+        if (directory / "last" / "state.json").is_file():  # a run stopped (cancelled, failed) in its first epoch
+            raise WeightsError(
+                f"text model {directory}: its training stopped before its first epoch ended, so no model was saved "
+                f"yet (its state is in {directory / 'last'}); resume it: `promptseg train-text DATA -o {directory} "
+                "--resume` (widget: Train text model, resume)"
+            )
         raise WeightsError(
             f"text model {directory}: no {CONFIG_FILE}; is it the output directory of `promptseg train-text`?"
         )
