@@ -1059,3 +1059,34 @@ def test_a_fine_tuned_clipseg_reads_images_as_it_was_trained_on_them(tiny_clipse
     first = segment_text(frames[0], "polyp", text_model=model, refine=False, device="cpu")
     colour = segment_text(frames[0].transpose(1, 2, 0), "polyp", text_model=model, refine=False, device="cpu")
     assert np.array_equal(first.heatmap, colour.heatmap)
+
+
+def test_a_pasted_paragraph_as_the_prompt_is_named_by_its_start_in_the_warnings(multichannel_model, kvasir):
+    """A long prompt (a pasted description) was repeated whole, twice, in the warning that the model was not trained
+    on it, and again in 'nothing found for ...': a wall of text on the CLI's stderr, the widget's notifications and
+    report.json. It is named by its start, as the warning of the cut prompt names it."""
+    cyx = np.ascontiguousarray(kvasir[1].load()[0][::4, ::4].transpose(2, 0, 1))
+    paragraph = "a pink raised polyp with a smooth surface on the colon wall " * 40
+    result = segment_text(cyx, paragraph, text_model=multichannel_model, device="cpu", heatmap_threshold=1.0)
+    said = [w for w in result.warnings if "none of the 1 texts" in w or "nothing found" in w]
+    assert len(said) == 2, result.warnings
+    assert all(len(w) < 400 and "a pink raised polyp" in w for w in said), said
+
+
+def test_a_model_cancelled_before_its_first_epoch_says_to_resume_it(kvasir, cache, tmp_path):
+    """A run cancelled in its first epoch leaves its state (last/) and no model: given as the text model, the folder
+    was 'no text_segmenter.json; is it the output directory of `promptseg train-text`?', which it is. It says the
+    training stopped before a model was saved, and how to resume it."""
+    out = tmp_path / "stopped"
+    stepped = []  # cancelled once a training step was told (the features encoded)
+
+    def told(fraction, message):
+        stepped.extend(message.split(",")[:1] if message.startswith("epoch 1/") else [])
+
+    with pytest.raises(CancelledError, match="cancelled at epoch 1, step 1"):
+        train_text_segmenter(
+            kvasir, out, cache_dir=cache, device="cpu", progress=told, cancel=lambda: bool(stepped), **FAST
+        )
+    rgb = kvasir[1].load()[0][::4, ::4]
+    with pytest.raises(WeightsError, match=r"stopped before its first epoch ended.*--resume"):
+        segment_text(rgb, "polyp", text_model=out, device="cpu")

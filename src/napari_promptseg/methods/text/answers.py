@@ -15,7 +15,7 @@ from ...errors import CancelledError, PromptsegError, WeightsError
 from ...models.preprocessing import Normalization
 from ...models.protocols import PromptableSegmenter
 from ..prompt_templates import PromptAttributes, expand_prompt
-from .phrases import prompt_text, split_phrases
+from .phrases import prompt_text, said_prompt, split_phrases
 from .result import TextResult
 from .routes import TextRoute, download_advice
 
@@ -75,10 +75,11 @@ def prompt_vocabulary_warnings(route: TextRoute, prompt: str | Sequence[str]) ->
     if not vocabulary or text.casefold() in {" ".join(name.split()).casefold() for name in vocabulary}:
         return []
     names = ", ".join(map(repr, vocabulary[:8])) + (", ..." if len(vocabulary) > 8 else "")
+    said = said_prompt(text)  # a pasted paragraph is named by its start, not repeated whole
     return [
-        f"{text!r} is none of the {len(vocabulary)} texts the trained text model ({route.name}) was trained on "
+        f"{said} is none of the {len(vocabulary)} texts the trained text model ({route.name}) was trained on "
         f"({names}): it answers with what it learnt for the nearest of them; prompt with one of those, or train with "
-        f"{text!r}"
+        f"{'it' if said != repr(text) else said}"
     ]
 
 

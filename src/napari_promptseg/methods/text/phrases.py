@@ -22,6 +22,18 @@ def prompt_text(prompt: str | Sequence[str]) -> str:
     )
 
 
+#: longest prompt a message quotes whole: a pasted description made each warning a paragraph, repeated
+SAID_PROMPT_CHARS = 60
+
+
+def said_prompt(prompt: str | Sequence[str]) -> str:
+    """The prompt as a message quotes it (repr): whole when short, else its start and '...'."""
+    text = " ".join(prompt_text(prompt).split())
+    if len(text) <= SAID_PROMPT_CHARS:
+        return repr(text)
+    return repr(text[:SAID_PROMPT_CHARS].rstrip()) + f"... ({len(text)} characters)"
+
+
 def split_phrases(prompt: str) -> list[str]:
     """'gland, nuclei. stroma' -> ['gland', 'nuclei', 'stroma'] (GroundingDINO separates phrases with '.')."""
     prompt = prompt_text(prompt)

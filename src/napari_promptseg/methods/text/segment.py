@@ -23,7 +23,7 @@ from .answers import (
     prompt_vocabulary_warnings,
     text_working_scale,
 )
-from .phrases import prompt_text, split_phrases
+from .phrases import prompt_text, said_prompt, split_phrases
 from .result import TextResult
 from .routes import Route, TextRoute, choose_route
 from .trained_channels import recorded_channels, text_model_channels
@@ -163,7 +163,7 @@ def segment_text(
     result.timings = timings
     result.warnings[:0] = cut_warnings
     if not result.phrases:
-        result.warnings.append(f"{name}: nothing found for {prompt!r} ({result.reason})")
+        result.warnings.append(f"{name}: nothing found for {said_prompt(prompt)} ({result.reason})")
     report(1.0, "done")
     if level is not None:
         result.labels = level.labels_to_full(result.labels)
