@@ -8,6 +8,7 @@ import unicodedata
 import warnings
 import zipfile
 
+import imageio.v3 as imageio
 import numpy as np
 import pytest
 import tifffile
@@ -494,6 +495,7 @@ def test_a_name_in_either_unicode_form_is_the_same_name(tmp_path, cell, capsys):
 #: function of this module as its target it imported the test module, torch and all, and the add's own decision on
 #: ``instances`` imported torch too: 18.7 s for the test, now ~6 s; without the lock 1 entry of 6 is still kept)
 _ADD_WHEN_RELEASED = """
+import imageio.v3 as imageio
 import numpy as np
 from skimage import data as skdata
 from napari_promptseg.io.library import ReferenceLibrary
@@ -974,3 +976,31 @@ class _NoEmbedder:
 
 
 _no_embedder = _NoEmbedder()
+
+
+def test_one_phrase_answered_by_entries_of_two_names_says_they_were_ensembled(tmp_path, shared_data):
+    """'glands and stroma' (no comma) matched the entries 'stroma' and 'gland' and ensembled their exemplars into one
+    answer, a mix of both, without a word; it says so and how to ask for each ('glands, stroma')."""
+    from napari_promptseg.methods.text import segment_text
+
+    glas = shared_data / "glands_glas"
+    image, mask = read_image(glas / "images/testA_25.jpg")[::4, ::4], read_mask(glas / "masks/testA_25.jpg")[::4, ::4]
+    library = ReferenceLibrary.open(tmp_path / "library")
+    library.add("gland", image, mask)
+    library.add("stroma", image, ~mask.astype(bool))
+    target = read_image(glas / "images/testA_26.jpg")[::4, ::4]
+    result = segment_text(target, "glands and stroma", route="library", library=library, device="cpu")
+    said = [w for w in result.warnings if "ensembled" in w]
+    assert len(said) == 1 and "'stroma'" in said[0] and "'gland'" in said[0] and "commas" in said[0], result.warnings
+    one = segment_text(target, "gland", route="library", library=library, device="cpu")
+    assert not [w for w in one.warnings if "ensembled" in w]
+    # the CLI says it once for the run (report.json's warnings), not again for each image
+    out = tmp_path / "out"
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    for path in paths:
+        imageio.imwrite(path, target)
+    argv = ["text", "glands and stroma", *map(str, paths), "-o", str(out), "--library", str(library.path)]
+    assert main([*argv, "--device", "cpu"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert len([w for w in report["warnings"] if "ensembled" in w]) == 1
+    assert not [w for r in report["images"] for w in r.get("warnings", []) if "ensembled" in w]

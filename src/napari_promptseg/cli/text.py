@@ -191,7 +191,7 @@ def cmd_text(args: argparse.Namespace) -> int:
 def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
     """Once per worker: the text route (its models) and the segmenter."""
     from ..methods.text import choose_route, prompt_cut_warnings, split_phrases
-    from ..methods.text.answers import library_matches, prompt_vocabulary_warnings
+    from ..methods.text.answers import library_matches, mixed_names_warning, prompt_vocabulary_warnings
     from ..models import load_segmenter
 
     route = choose_route(
@@ -207,13 +207,16 @@ def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
     segmenter = load_segmenter(
         args.model, weights=args.weights, device=args.device, progress=weights_progress(args.model)
     )
-    if route.route == "library":
-        # a prompt the library cannot answer is the run's to say, once: every image failed with it in turn (after
-        # the models: a wrong --model or --weights is said first, as it was)
-        library_matches(split_phrases(args.prompt), route, args.top_k, args.min_similarity)
     # a prompt longer than the route's model reads is the run's to say, once (every worker finds the same): not each
     # worker's first image's
     cut = prompt_cut_warnings(route, args.prompt, template=args.template, attributes=_attributes(args))
+    if route.route == "library":
+        # a prompt the library cannot answer is the run's to say, once: every image failed with it in turn (after
+        # the models: a wrong --model or --weights is said first, as it was)
+        phrases = split_phrases(args.prompt)
+        chosen = library_matches(phrases, route, args.top_k, args.min_similarity)
+        for phrase, selected in zip(phrases, chosen, strict=True):  # entries of several names mixed: the run's too
+            cut += mixed_names_warning(phrase, selected)
     cut += prompt_vocabulary_warnings(route, args.prompt)  # a name the trained model was not trained on: the run's
     meta = {
         **_segmenter_meta(segmenter),

@@ -258,6 +258,7 @@ def _library_route(req: _Request, top_k: int, min_similarity: float | None) -> T
         matches.extend(answer.matches)
         reasons.append(answer.reason)
         warnings.extend(answer.warnings)
+        warnings.extend(mixed_names_warning(phrase, selected))
         # one-shot SAT answers with one mask: its connected components become the objects; an entry saved with
         # "many instances" answers with instance labels already (one object in pieces stays one: its reason counts it
         # once)
@@ -290,6 +291,21 @@ def _library_route(req: _Request, top_k: int, min_similarity: float | None) -> T
         matches=matches,
         warnings=warnings,
     )
+
+
+def mixed_names_warning(phrase: str, selected: Sequence[LibraryMatch]) -> list[str]:
+    """A warning when one phrase was answered by entries of several names ('glands and stroma': 'stroma' and
+    'gland'): their exemplars are ensembled into one answer, a mix of both, which was said nowhere. Exact (plural)
+    name matches alike ('nuclei': 'nucleus' and 'nuclei') are one thing and say nothing."""
+    names = {m.entry.name.casefold(): m for m in selected}
+    if len(names) < 2 or all(m.exact for m in selected):
+        return []
+    said = ", ".join(f"'{m.entry.name}' ({m.similarity:.2f})" for m in names.values())
+    return [
+        f"{said_prompt(phrase)} matched library entries of {len(names)} names ({said}): their exemplars were "
+        f"ensembled into one answer; to have each answered on its own, name them apart with commas (e.g. "
+        f"'{', '.join(m.entry.name for m in names.values())}')"
+    ]
 
 
 def _compact(labels: np.ndarray) -> np.ndarray:
