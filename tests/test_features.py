@@ -152,8 +152,9 @@ def test_cell_fraction_counts_pixels():
 def test_image_smaller_than_a_patch_is_refused(litemedsam, tiny_dinov2):
     with pytest.raises(PromptsegError, match=r"5x1000 pixels .* smaller than a patch .* spans 16 px"):
         SegmenterFeatures(litemedsam).features(np.zeros((1000, 5), np.uint8))
-    # upsampled to the model's input, a patch is under a pixel: "a 64x64 feature grid at 0.0x0.0 px per patch" was said
-    with pytest.raises(PromptsegError, match=r"3x3 pixels .* smaller than a patch .* spans 4 px"):
+    # upsampled to the model's input, a patch is under a pixel: "a 64x64 feature grid at 0.0x0.0 px per patch" was
+    # said; the segmenter refuses an image of fewer pixels than its feature grid's 64 cells before any feature
+    with pytest.raises(PromptsegError, match=r"3 x 3 px, smaller than the 64 px along its longest side"):
         SegmenterFeatures(litemedsam).features(np.zeros((3, 3), np.uint8))
     with pytest.raises(PromptsegError, match="smaller than a patch"):
         tiny_dinov2.features(np.zeros((10, 10), np.uint8))

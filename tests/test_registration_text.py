@@ -239,10 +239,11 @@ def test_text_prompt_with_an_empty_library_says_how_to_fill_it(known_pair, tmp_p
 
 
 def test_a_prompt_that_finds_nothing_in_one_image(known_pair, tiny_grounder, litemedsam):
-    """A 16 x 16 moving image: the tiny GroundingDINO's boxes there are under a pixel wide, so 'lung' finds nothing.
+    """A 16 x 128 moving image: the tiny GroundingDINO's boxes there are under a pixel tall, so 'lung' finds nothing
+    (128 px along: the segmenter's embedding of it, for the regions' prototypes, needs 64 along its longest side).
     Alone, that is an empty region set; beside another region source, a warning."""
     fixed, _, _ = known_pair
-    tiny = np.ascontiguousarray(fixed[::32, ::32])
+    tiny = np.ascontiguousarray(fixed[::32, ::4])
     threshold = top_k_threshold(tiny_grounder, (fixed,), "lung", 3)
     text_options = {"box_threshold": threshold, "text_threshold": 0.0}
     with pytest.raises(PromptsegError, match=r"empty region set: prompt 'lung' found no region in the moving image \("):
