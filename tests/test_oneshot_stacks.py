@@ -115,6 +115,25 @@ def test_a_time_lapse_layers_frames_are_frames_in_the_widgets_progress_warnings_
     assert any(m.startswith("frames frame 1: ") for m in messages), messages
     assert not [m for m in [*messages, *warnings, summary] if "plane" in m], (messages, warnings, summary)
     np.testing.assert_array_equal(viewer.layers["frames one-shot"].data, cli_run[1])
+    # its layers' axes are the time-lapse's t, y, x (they were -3, -2, -1)
+    assert viewer.layers["frames one-shot"].axis_labels == ("t", "y", "x")
+    assert viewer.layers["frames one-shot prompts"].axis_labels == ("t", "y", "x")
+
+
+def test_results_placed_over_a_layer_take_its_axis_labels_but_not_its_channel_axis(hela):
+    """Every widget's results are placed over the image layer with `placement`, which gave them its scale and units
+    but not its axis labels: a time-lapse's results had axes -3, -2, -1 beside its t, y, x. They take the labels of
+    the axes they have (a (T, C, Y, X) layer's labels: t, y, x); a layer of napari's default labels gives none."""
+    import napari.layers
+
+    from napari_promptseg._widgets._common import placement
+
+    _, _, frames = hela
+    tcyx = napari.layers.Image(np.stack([frames, frames], axis=1), axis_labels=("t", "c", "y", "x"), units="µm")
+    placed = placement(tcyx, 3, channel_axis=1)
+    assert placed["axis_labels"] == ("t", "y", "x") and placed["units"] == ("micrometer",) * 3, placed
+    napari.layers.Labels(np.zeros(frames.shape, np.uint32), **placed)  # napari takes them
+    assert "axis_labels" not in placement(napari.layers.Image(np.stack([frames, frames])), 3, channel_axis=0)
 
 
 @pytest.mark.gui

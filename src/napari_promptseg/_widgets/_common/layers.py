@@ -340,6 +340,11 @@ def placement_over(layer: napari.layers.Layer, axes: list[int], factors: np.ndar
     # the layer's units too (a slide's µm from the reader): a result in pixels made napari warn "Inconsistent units
     # across layers; units will not be used for rendering", and the scale bar lost its unit
     out = {"scale": scale, "translate": translate, "units": tuple(layer.units[a] for a in axes)}
+    # and its axis labels (a time-lapse's t): its results' axes were -3, -2, -1 beside the image's t, y, x. napari's
+    # default labels are left to napari, as a result's own defaults ((-2, -1) of a (C, Y, X) layer's (-3, -2, -1))
+    labels = tuple(str(label) for label in layer.axis_labels)
+    if labels != tuple(str(i) for i in range(-layer.ndim, 0)):
+        out["axis_labels"] = tuple(labels[a] for a in axes)
     if not _same_map(result, base):
         out["affine"] = result @ np.linalg.inv(base)
     return out

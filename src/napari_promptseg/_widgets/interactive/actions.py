@@ -214,6 +214,8 @@ class NewLayerActions:
         common = {"ndim": ndim, "scale": geom.scale, "translate": geom.translate, "units": geom.units}
         if geom.affine is not None:
             common["affine"] = geom.affine
+        if geom.axis_labels is not None:  # a time-lapse's t, as the image's
+            common["axis_labels"] = geom.axis_labels
         points = napari.layers.Points(
             None,
             name=POINTS_NAME,
@@ -253,6 +255,7 @@ class NewLayerActions:
             translate=geom.translate,
             units=geom.units,
             **({"affine": geom.affine} if geom.affine is not None else {}),
+            **({"axis_labels": geom.axis_labels} if geom.axis_labels is not None else {}),
         )
         image = self.image_picker.layer()
         above = self.viewer.layers.index(image) + 1 if image in self.viewer.layers else len(self.viewer.layers)

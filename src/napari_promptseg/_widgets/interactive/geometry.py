@@ -50,6 +50,9 @@ class PlaneGeometry:
     #: the image's units along the labels axes (a slide's µm from the reader), which the layers made over it take:
     #: in pixels, napari warned "Inconsistent units across layers" and its scale bar lost the unit
     units: tuple[str, ...] | None = None
+    #: the image's axis labels along the labels axes (a time-lapse's t), which its result layers take; None when
+    #: they are napari's defaults (:func:`~.._common.placement_over`)
+    axis_labels: tuple[str, ...] | None = None
 
     @property
     def plane_shape(self) -> tuple[int, int]:
@@ -119,7 +122,7 @@ def plane_geometry(
     labels_of = {a: i for i, a in enumerate(keep)}  # image-data axis -> labels axis
     index = tuple(0 if a in displayed else data_index[a] for a in keep)
     # rotate and shear too, not only the layer's affine: results of a rotated layer landed off it
-    affine = placement_over(layer, keep).get("affine")
+    placed = placement_over(layer, keep)
     return PlaneGeometry(
         image_name=layer.name,
         labels_shape=tuple(spatial[a] for a in keep),
@@ -129,8 +132,9 @@ def plane_geometry(
         channel_axis=channel_axis,
         scale=tuple(float(layer.scale[a]) for a in keep),
         translate=tuple(float(layer.translate[a]) for a in keep),
-        affine=affine,
+        affine=placed.get("affine"),
         units=tuple(str(layer.units[a]) for a in keep),
+        axis_labels=placed.get("axis_labels"),
     )
 
 
