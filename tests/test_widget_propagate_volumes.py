@@ -55,3 +55,38 @@ def test_propagation_on_a_time_lapse_of_volumes_runs_through_the_z_of_the_time_p
     assert dice(result.data[1] > 0, truth) > 0.75
     said = widget.runner.widget.summary.text()
     assert "propagated from plane 3" in said and "time point 1" in said, said
+
+
+def test_propagation_on_a_time_lapse_says_frames_and_its_labels_keep_the_time_axis(make_viewer, qtbot, shared_data):
+    """'Propagate through stack' on a time-lapse layer (its first axis labelled t): its progress and summary said
+    'plane 1', 'propagated from plane 1 (1: planes 0-2)', as if it were a z-stack, and its Labels layer's axes were
+    -3, -2, -1 beside the image's t, y, x. A time-lapse's planes are frames now, and its result keeps the axis
+    labels. (A HeLa nucleus of the Cell Tracking Challenge, moving 2 px right per frame.)"""
+    from napari_promptseg.io import read_image
+
+    folder = shared_data / "nuclei_ctc_fluo_instances"
+    image = read_image(folder / "images" / "N2DL-HeLa_t13.tif")[100:356, 200:456]
+    truth = read_image(folder / "labels" / "N2DL-HeLa_t13.tif")[100:356, 200:456]
+    ids, sizes = np.unique(truth[truth > 0], return_counts=True)
+    nucleus = truth == ids[sizes.argmax()]
+    frames = np.stack([np.roll(image, 2 * t, axis=1) for t in range(3)])
+    viewer = make_viewer()
+    viewer.add_image(frames, name="movie", axis_labels=("t", "y", "x"))
+    viewer.dims.set_current_step(0, 1)
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    rows, cols = np.nonzero(np.roll(nucleus, 2, axis=1))
+    r0, r1, c0, c1 = rows.min() - 2, rows.max() + 2, cols.min() - 2, cols.max() + 2
+    widget.shapes_picker.layer().add_rectangles(np.array([[1, r0, c0], [1, r0, c1], [1, r1, c1], [1, r1, c0]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    messages: list[str] = []
+    widget.runner._progressed.connect(lambda job, fraction, message: messages.append(message))
+    widget.propagate_button.click()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    said = widget.runner.widget.summary.text()
+    assert "1 object(s) propagated from frame 1 (1: frames 0-2)" in said, said
+    assert any(" frame " in m for m in messages), messages
+    assert not [m for m in [*messages, said] if "plane" in m], (messages, said)
+    result = viewer.layers["movie propagated"]
+    assert result.axis_labels == widget.shapes_picker.layer().axis_labels == ("t", "y", "x")
+    assert dice(result.data[1] > 0, np.roll(nucleus, 2, axis=1)) > 0.8

@@ -325,7 +325,9 @@ def _kept_ids(labels: np.ndarray, shift: int) -> float:
 
 def test_a_stack_keeps_each_nucleus_id_across_planes_and_counts_it_once(make_viewer, qtbot, bundled_nuclei, tmp_path):
     """The planes' labels were stacked as they came (of 68 nuclei, 7 kept their id from plane 0 to plane 1) and the
-    summary counted plane 0's objects; they are now linked as the CLI links them (methods.volume.segment_stack)."""
+    summary counted plane 0's objects; they are now linked as the CLI links them (methods.volume.segment_stack).
+    A time-lapse's progress said 'plane 1: ...' and 'nuclei stack: plane 2/3', its labels' axes -3, -2, -1: its
+    frames are frames there too, and its layers' axes t, y, x."""
     (image, truth), (target, _) = bundled_nuclei
     library = ReferenceLibrary.open(tmp_path / "library")
     library.add("nucleus", image, truth, instances=True)
@@ -337,9 +339,14 @@ def test_a_stack_keeps_each_nucleus_id_across_planes_and_counts_it_once(make_vie
     widget = _widget(viewer, stack)
     widget.library.setText(str(library.path))
     widget.prompt.setText("nuclei")
+    messages: list[str] = []
+    widget.runner._progressed.connect(lambda job, fraction, message: messages.append(message))
     widget.run()
     qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
 
+    assert any(m.startswith("frame 1: ") for m in messages), messages
+    assert not [m for m in messages if "plane" in m], messages
+    assert viewer.layers["nuclei stack text: nuclei"].axis_labels == ("t", "y", "x")
     labels = viewer.layers["nuclei stack text: nuclei"].data
     assert labels.shape == (3, *target.shape)
     assert _kept_ids(labels, shift) > 0.8

@@ -431,6 +431,8 @@ class TextPromptWidget(QWidget):
         layer_name = layer.name
 
         pixels = layer_pixels(layer)
+        # a time-lapse's planes are its frames, in the progress, warnings and summary (a (C, T, Y, X) layer's along 1)
+        stack_axis = stack_axis_of(layer, 1 if channel_axis == 0 else 0) if stacked else None
 
         def task(progress, cancel) -> tuple[TextOutput, np.ndarray]:
             route = load_text_route(options, progress, cancel)
@@ -459,12 +461,12 @@ class TextPromptWidget(QWidget):
                 factor=float(np.asarray(level_factors)[-1]),
                 stacked=stacked,
                 route=route,
+                stack_axis=stack_axis,
             )
             return output, level_factors
 
         def done(result: tuple[TextOutput, np.ndarray]) -> None:
             output, level_factors = result
-            output.stack_axis = stack_axis_of(layer) if stacked else None  # a time-lapse's planes: its frames
             self.last_output = output
             self._add_layers(output, layer, prompt, stacked, level_factors, channel_axis)
 

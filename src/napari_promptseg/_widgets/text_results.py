@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import CancelledError
 from ..methods.text import TextResult, TextRoute
-from ..methods.volume import in_frames
+from ..methods.volume import plane_word
 from ._common import task_segmenter
 from ._common.text_route import TEXT_WEIGHTS_FIELD
 
@@ -32,14 +32,15 @@ class TextOutput:
         '0 object(s)' read as the stack's, over a layer of objects found on other planes)."""
         if not self.results:
             return ""
-        whose = f" (plane 0 of {len(self.results)})" if self.stacked and len(self.results) > 1 else ""
-        return f"route: {self.results[0].route} — {self.results[0].reason}{in_frames(whose, self.stack_axis)}"
+        word = plane_word(self.stack_axis)
+        whose = f" ({word} 0 of {len(self.results)})" if self.stacked and len(self.results) > 1 else ""
+        return f"route: {self.results[0].route} — {self.results[0].reason}{whose}"
 
     @property
     def summary(self) -> str:
         """The route and why, then the objects found (a stack's once, however many planes they span)."""
-        where = f" in the stack's {len(self.results)} planes, ids linked across planes" if self.stacked else ""
-        where = in_frames(where, self.stack_axis)
+        word = plane_word(self.stack_axis)
+        where = f" in the stack's {len(self.results)} {word}s, ids linked across {word}s" if self.stacked else ""
         return f"{self.route_text}\n{self.objects} object(s){where}" if self.results else ""
 
     @property
@@ -86,10 +87,13 @@ def run_text(
     factor: float = 1.0,
     stacked: bool | None = None,
     route: TextRoute | None = None,
+    stack_axis: str | None = None,
 ) -> TextOutput:
     """The worker body (no Qt, no layers): choose the route once (``route``: chosen already, by
     :func:`load_text_route`), then segment every plane; a stack's objects keep their ids across planes (as the
-    CLI's). ``factor``: the planes are a pyramid level that many times coarser than full resolution."""
+    CLI's). ``factor``: the planes are a pyramid level that many times coarser than full resolution.
+    ``stack_axis``: "t" when the planes are a time-lapse's frames (``_common.stack_axis_of``), which the progress,
+    the warnings and the summary then call frames."""
     from ..methods.text import segment_text
     from ..methods.volume import segment_stack
 
@@ -97,13 +101,14 @@ def run_text(
         route = load_text_route(options, progress, cancel)
     channel_axis = options.pop("channel_axis", None)  # of the planes: (C, Y, X) with 0
     results: list[TextResult] = []
+    word = plane_word(stack_axis)
 
     def segment_one(plane: np.ndarray, k: int) -> TextResult:
         if cancel():
             raise CancelledError("cancelled")
 
         def sub(fraction: float, message: str) -> None:
-            progress((k + fraction) / len(planes), message if len(planes) == 1 else f"plane {k}: {message}")
+            progress((k + fraction) / len(planes), message if len(planes) == 1 else f"{word} {k}: {message}")
 
         # a stack's planes come channels last (segment_stack), a 2D layer as it is: (C, Y, X)
         axis = (None if channel_axis is None else -1) if in_stack else channel_axis
@@ -123,8 +128,9 @@ def run_text(
             channel_axis=None if channel_axis is None else 1,
             name=options.get("name", "stack"),
             cancel=cancel,
+            stack_axis=stack_axis,
         )
-        output = TextOutput(results, stacked=True, warnings=stack.warnings, stack_labels=stack.labels)
+        output = TextOutput(results, True, stack.warnings, stack.labels, stack_axis)
     else:
         segment_one(planes[0], 0)
         output = TextOutput(results, stacked=False, warnings=[w for r in results for w in r.warnings])

@@ -13,7 +13,7 @@ from napari.utils.notifications import show_info
 
 from ...errors import PromptsegError
 from ...methods.instances import InstanceResult, find_all_like
-from ...methods.volume import PropagationResult, in_frames, propagate_through_stack
+from ...methods.volume import PropagationResult, plane_word, propagate_through_stack
 from ...tiling import box_object_size
 from .._common import (
     OBJECT_SIZE_KEY,
@@ -176,6 +176,7 @@ class NewLayerActions:
                 stop_iou=stop_iou,
                 name=f"image layer '{name}'",
                 axes=axes,
+                stack_axis=stack_axis,
                 progress=progress,
                 cancel=cancel,
             )
@@ -191,8 +192,9 @@ class NewLayerActions:
             layer = self._add_result_layer(labels, geom, f"{name} propagated")
             for message in result.warnings:
                 notify_once(message, self._shown_warnings)
-            spans = ", ".join(f"{k}: planes {a}-{b}" for k, (a, b) in result.extents.items())
-            said = in_frames(f"{result.objects} object(s) propagated from plane {plane} ({spans})", stack_axis)
+            word = plane_word(stack_axis)
+            spans = ", ".join(f"{k}: {word}s {a}-{b}" for k, (a, b) in result.extents.items())
+            said = f"{result.objects} object(s) propagated from {word} {plane} ({spans})"
             said += "".join(f" at {_held_position(image, a, geom.index[a])}" for a in held)
             self.runner.widget.set_summary(f"{said} -> '{layer.name}'")
 

@@ -16,7 +16,6 @@ from .propagation import BOX_MARGIN, MIN_AREA_FRACTION, MIN_SCORE, STOP_IOU, Pro
 from .stacks import (
     as_stack,
     check_finite,
-    in_frames,
     labels_shape,
     named_channel_axis,
     plane_list,
@@ -34,7 +33,6 @@ __all__ = [
     "StackResult",
     "as_stack",
     "check_finite",
-    "in_frames",
     "labels_shape",
     "named_channel_axis",
     "object_extents",

@@ -210,13 +210,6 @@ def plane_word(stack_axis: str | None) -> str:
     return "frame" if stack_axis == "t" else "plane"
 
 
-def in_frames(text: str, stack_axis: str | None) -> str:
-    """``text`` about a stack's planes in a time-lapse's words (``stack_axis`` "t": its planes are frames, along T):
-    "propagated from frame 2", "frame 0 only"; any other stack's as it is. An option's name (--plane) stays. For text
-    composed elsewhere; text composed here takes its word from :func:`plane_word`."""
-    return re.sub(r"(?<![-\w])plane(s?)\b", r"frame\1", text) if stack_axis == "t" else text
-
-
 def plane_list(planes: Iterable[int], stack_axis: str | None = None) -> str:
     """ "plane 3", "planes 2, 5-7" (runs of three or more as a range); a time-lapse's "frame 3", "frames 2, 5-7"."""
     zs = sorted(set(planes))
