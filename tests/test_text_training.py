@@ -1090,3 +1090,16 @@ def test_a_model_cancelled_before_its_first_epoch_says_to_resume_it(kvasir, cach
     rgb = kvasir[1].load()[0][::4, ::4]
     with pytest.raises(WeightsError, match=r"stopped before its first epoch ended.*--resume"):
         segment_text(rgb, "polyp", text_model=out, device="cpu")
+
+
+def test_a_model_folder_without_its_weights_file_says_what_is_missing_and_what_to_do(multichannel_model, tmp_path):
+    """A model folder whose model.safetensors was deleted said only '.../model.safetensors does not exist': it says
+    it is a text model missing its weights file, and to copy it back or train again (its last epoch's in last/)."""
+    copy = tmp_path / "no-weights"
+    shutil.copytree(multichannel_model, copy, ignore=shutil.ignore_patterns("cache"))
+    (copy / "model.safetensors").unlink()
+    with pytest.raises(WeightsError) as raised:
+        load_text_segmenter(copy, device="cpu")
+    said = str(raised.value)
+    assert f"text model {copy}" in said and "model.safetensors" in said and "missing" in said, said
+    assert "copy it back" in said and "--overwrite" in said and str(copy / "last" / "model.safetensors") in said, said

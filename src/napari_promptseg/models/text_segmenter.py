@@ -342,11 +342,31 @@ def load_decoder_weights(decoder: TextPromptDecoder, path: Path, name: str) -> N
     decoder.load_state_dict(state)
 
 
+def missing_weights(directory: Path) -> None:
+    """Refuse a text model folder whose weights file is gone (its config still there), saying so and what to do;
+    it was only '.../model.safetensors does not exist'."""
+    if (directory / WEIGHTS_FILE).is_file():
+        return
+    last = directory / "last" / WEIGHTS_FILE
+    kept = (
+        f"; its last epoch's weights (not necessarily the best) are in {last}: copying that file into the folder "
+        "gives that epoch's model"
+        if last.is_file()
+        else ""
+    )
+    raise WeightsError(
+        f"text model {directory}: its weights file {WEIGHTS_FILE} is missing ({CONFIG_FILE} is there, the model "
+        f"is not): copy it back into the folder if you have it, or train the model again: `promptseg train-text "
+        f"DATA -o {directory} --overwrite` (widget: Train text model){kept}"
+    )
+
+
 def load_fusion_model(directory: Path, config: dict, *, device: str = "auto") -> TrainedTextSegmenter:
     from . import load_segmenter, load_text_embedder
 
     name = directory.name
     decoder = build_decoder(config, str(directory))
+    missing_weights(directory)
     load_decoder_weights(decoder, directory / WEIGHTS_FILE, str(directory))
     encoders = config.get("encoders", {})
     segmenter = load_segmenter(encoders.get("image", "litemedsam"), device=device)
