@@ -13,6 +13,7 @@ import csv
 import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -1103,3 +1104,39 @@ def test_a_model_folder_without_its_weights_file_says_what_is_missing_and_what_t
     said = str(raised.value)
     assert f"text model {copy}" in said and "model.safetensors" in said and "missing" in said, said
     assert "copy it back" in said and "--overwrite" in said and str(copy / "last" / "model.safetensors") in said, said
+
+
+def test_promptseg_text_records_the_channels_each_image_was_read_with(multichannel_model, kvasir, tmp_path, capsys):
+    """report.json said the channel axis typed (None) when the model's was applied, and no image's record said which
+    was used; a (Z, C, Y, X) stack given without --channel-axis got the generic '4D array ... time-lapse' refusal. Each
+    image records the channel axis and channels it was read with and where they came from; the stack's channel axis
+    is the model's (its planes' axis 0 is the stack's 1)."""
+    cyx = np.ascontiguousarray(kvasir[0].load()[0][::4, ::4].transpose(2, 0, 1))
+    frame, stack = tmp_path / "frame.tif", tmp_path / "stack.tif"
+    tifffile.imwrite(frame, cyx, photometric="minisblack")
+    tifffile.imwrite(stack, np.stack([cyx, cyx[:, ::-1]]), photometric="minisblack")
+    out = tmp_path / "out"
+    argv = ["text", "polyp", str(frame), str(stack), "-o", str(out), "--text-model", str(multichannel_model)]
+    argv += ["--heatmap-threshold", "0.1"]  # a model of one epoch: its faint answer, found
+    assert main([*argv, "--device", "cpu"]) == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    read = {Path(r["input"]).name: r.get("image_channels") for r in report["images"]}
+    model = "the text model's training"
+    assert read == {
+        "frame.tif": {"channel_axis": 0, "channels": None, "from": model},
+        "stack.tif": {"channel_axis": 1, "channels": None, "from": model},
+    }
+    labels, planes = tifffile.imread(out / "frame.tif"), tifffile.imread(out / "stack.tif")
+    assert labels.max() >= 1 and planes.shape == (2, *labels.shape) and np.array_equal(planes[0] > 0, labels > 0)
+
+    given = tmp_path / "given"
+    assert main([*argv[:4], "-o", str(given), *argv[6:], "--channel-axis", "0", "--device", "cpu"]) == 0
+    report = json.loads((given / "report.json").read_text())
+    assert report["images"][0]["image_channels"] == {"channel_axis": 0, "channels": None, "from": "given"}
+
+    four = tmp_path / "four.tif"  # no axis of 3: a time-lapse of stacks, or channels elsewhere; the model's axis said
+    tifffile.imwrite(four, np.stack([np.concatenate([cyx, cyx[:2]])] * 2), photometric="minisblack")
+    capsys.readouterr()
+    assert main([*argv[:2], str(four), "-o", str(tmp_path / "four"), *argv[6:], "--device", "cpu"]) != 0
+    said = capsys.readouterr().err
+    assert "trained on 3-channel images (channel axis 0)" in said and "(axis 1)" in said and "--channel-axis" in said

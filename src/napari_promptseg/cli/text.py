@@ -273,9 +273,10 @@ def _attributes(args: argparse.Namespace):
     return PromptAttributes(shape=args.shape, colour=args.colour, description=args.description)
 
 
-def _trained_reading(args: argparse.Namespace, route, image, path: Path) -> argparse.Namespace:
+def _trained_reading(args: argparse.Namespace, route, image, path: Path) -> tuple[argparse.Namespace, dict | None]:
     """The run's options with this image's channels read as the trained text model was trained on them (its
-    --channel-axis when none is given; a contradicting choice refused), on a copy: the run's are every file's."""
+    --channel-axis when none is given; a contradicting choice refused), on a copy: the run's are every file's. And
+    what its record says of them (:func:`_channels_record`)."""
     import copy
 
     import numpy as np
@@ -285,15 +286,29 @@ def _trained_reading(args: argparse.Namespace, route, image, path: Path) -> argp
 
     recorded = recorded_channels(route)
     if recorded is None:
-        return args
+        return args, _channels_record(args.channel_axis, args.channels, "given")
     axis, channels = text_model_channels(
         recorded, np.shape(full_resolution(image)), args.channel_axis, args.channels, str(path)
     )
     if (axis, channels) == (args.channel_axis, args.channels):
-        return args
+        return args, _channels_record(axis, channels, "given")
     mapped = copy.copy(args)
     mapped.channel_axis, mapped.channels = axis, channels
-    return mapped
+    given = args.channel_axis is not None or args.channels is not None
+    return mapped, _channels_record(axis, channels, "given, completed by " + MODEL_READING if given else MODEL_READING)
+
+
+#: where an image's channel axis and channels came from when the trained text model's were applied
+MODEL_READING = "the text model's training"
+
+
+def _channels_record(channel_axis: int | None, channels: list[int] | None, source: str) -> dict | None:
+    """An image record's ``image_channels``: the channel axis and channels it was read with and where they came from
+    (``source``: "given", or the text model's training). Why: report.json's parameters say what was typed, and a
+    model's axis applied to an image was nowhere. None when the image was read with neither (no channel axis)."""
+    if channel_axis is None and channels is None:
+        return None
+    return {"channel_axis": channel_axis, "channels": None if channels is None else list(channels), "from": source}
 
 
 def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
@@ -304,13 +319,14 @@ def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
     from ..models.preprocessing import is_lazy
     from ..tiling import level_to_full
 
-    args = _trained_reading(args, state[0], image, path)
+    args, read_with = _trained_reading(args, state[0], image, path)
     if (stacked := _input_stack(args, image, path)) is not None:
 
         def plane_labels(plane, z: int):
             return _segment(args, state, plane, plane_name(path, z, stacked[1]), _plane_channel_axis(args))
 
-        return _stack_record(args, path, image, plane_labels, state[1], axes=stacked[1])
+        record = _stack_record(args, path, image, plane_labels, state[1], axes=stacked[1])
+        return record | ({"image_channels": read_with} if read_with else {})
     # a pyramid: the level a text model sees, or the one the library's many-instances entries' objects need
     route, segmenter, _ = state
     scale = (
@@ -329,6 +345,8 @@ def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
     result = _segment(args, state, level, str(path), args.channel_axis, factor)
     record, labels = _level_record(args, path, image, result.labels, index, factor)
     record |= result.summary()
+    if read_with:
+        record["image_channels"] = read_with
     if factor != 1.0:
         record["boxes"] = np.round(level_to_full(result.boxes, factor), 1).tolist()
     if not record.get("objects"):

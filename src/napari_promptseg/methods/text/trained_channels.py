@@ -67,9 +67,13 @@ def text_model_channels(
                 f"{name}: {trained}; this is a 2D image of shape {shape}, with no channels: give it with its {count} "
                 "channels"
             )
-        if ndim != 3:
+        if ndim == 4:  # a stack of the model's images: its planes' channel axis, one further along
+            channel_axis = _stack_channel_axis(shape, axis0, count, name, trained, ways)
+            if channel_axis is None:  # channels or colours last: each plane reads them as its own
+                return channel_axis, None if channels is None else list(channels)
+        elif ndim != 3:
             return channel_axis, None if channels is None else list(channels)
-        if -3 <= axis0 < 3 and shape[axis0] == count:
+        elif -3 <= axis0 < 3 and shape[axis0] == count:
             channel_axis = axis0
         elif shape[-1] == count:  # read channels last (a named composite, a pyramid)
             channel_axis = -1
@@ -95,3 +99,22 @@ def text_model_channels(
             f"{name}: {trained}, {fed} channel(s) fed to it; {now} channel(s) given ({given}): give {fed} with {ways}"
         )
     return channel_axis, channels
+
+
+def _stack_channel_axis(
+    shape: tuple[int, ...], axis0: int, count: int, name: str, trained: str, ways: str
+) -> int | None:
+    """The channel axis of a (Z, ...) stack of images read with channel axis ``axis0``: that axis of its planes (the
+    stack's one further along, a (Z, C, Y, X) stack's 1 for a model of (C, Y, X) images); None when its last axis
+    holds channels or colours (a (Z, Y, X, C) stack, each plane resolved). A stack with neither was refused as a
+    4D array that may be a time-lapse, not naming the model's channel axis: refused naming it."""
+    stack_axis = axis0 + 1 if axis0 >= 0 else axis0
+    if -4 <= stack_axis < 4 and stack_axis % 4 != 0 and shape[stack_axis] == count:
+        return stack_axis
+    if shape[-1] <= 4:
+        return None
+    raise PromptsegError(
+        f"{name}: {trained}; this 4D array of shape {shape} has no axis of {count} channels where a stack of such "
+        f"images has them (axis {stack_axis % 4}): if it is a stack with its channels on another axis, give its "
+        f"{ways}; a time-lapse of 3D stacks is not taken whole: split it into one stack per time point"
+    )
