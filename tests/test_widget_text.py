@@ -873,3 +873,36 @@ def test_a_channels_first_layer_is_read_as_the_text_model_was_trained_on_it(
     widget.channel_axis.channels_edit.setText("0")  # one channel of the three the model was trained on
     widget.run()
     assert "trained on 3-channel images" in widget.runner.widget.status.text()
+
+
+def test_a_4d_layer_is_read_with_the_text_models_channel_axis_or_refused_naming_it(
+    make_viewer,
+    qtbot,
+    multichannel_model,  # noqa: F811
+    kvasir,  # noqa: F811
+):
+    """A 4D layer with the channel axis left at 'none' got the refusal of a layer of 4 dimensions, not a word of the
+    model's channel axis: a (C, Z, Y, X) layer (the widget's reading of a 4D layer's channels) is read with the model's
+    channels; a (Z, C, Y, X) one is refused naming the model's channel axis and the widget's."""
+    rgb = kvasir[0].load()[0][::4, ::4]
+    expected = segment_text(
+        rgb, "polyp", text_model=multichannel_model, device="cpu", channel_axis=-1, heatmap_threshold=0.1
+    )
+    cyx = np.ascontiguousarray(rgb.transpose(2, 0, 1))
+    viewer = make_viewer()
+    layer = viewer.add_image(np.stack([cyx, cyx], axis=1), name="czyx")
+    widget = _widget(viewer, layer)
+    widget.text_model.setCurrentText(str(multichannel_model))
+    widget.heatmap_threshold.setValue(0.1)  # a model of one epoch: its faint answer, found
+    widget.prompt.setText("polyp")
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    labels = viewer.layers["czyx text: polyp"].data
+    assert expected.labels.max() >= 1 and labels.shape == (2, *rgb.shape[:2])
+    assert np.array_equal(labels[0] > 0, expected.labels > 0)
+
+    zcyx = viewer.add_image(np.stack([cyx, cyx]), name="zcyx")
+    widget.image.set_layer(zcyx)
+    widget.run()
+    said = widget.runner.widget.details or widget.runner.widget.status.text()  # a long message's whole text
+    assert "trained on 3-channel images (channel axis 0)" in said and "(C, Z, Y, X)" in said, said

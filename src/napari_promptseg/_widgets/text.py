@@ -382,6 +382,8 @@ class TextPromptWidget(QWidget):
         if route not in ("auto", "trained") or not source:
             return channel_axis, channels
         recorded = recorded_channels(source)
+        if recorded and channel_axis is None and not layer.rgb and np.ndim(data) == 4:
+            channel_axis = _layer_stack_channel_axis(layer, np.shape(data), recorded)
         axis, picked = text_model_channels(
             recorded, np.shape(data), channel_axis, channels, f"image layer '{layer.name}'"
         )
@@ -523,3 +525,19 @@ class TextPromptWidget(QWidget):
             text={"string": "{phrase} {score}", "color": BOX_COLOUR, "anchor": "upper_left", "size": 9},
             **kw,
         )
+
+
+def _layer_stack_channel_axis(layer, shape: tuple[int, ...], recorded: dict) -> int:
+    """A 4D layer's channel axis, for a text model trained on multichannel images (``recorded``) with 'none' chosen:
+    its first, as the widget reads a 4D layer's channels (C, Z, Y, X), when it holds the model's channel count.
+    Other 4D layers were refused as 4-dimensional, not a word of the model's channel axis: refused naming it."""
+    count = int(recorded["count"])
+    if shape[0] == count:
+        return 0
+    raise PromptsegError(
+        f"image layer '{layer.name}': the text model was trained on {count}-channel images (channel axis "
+        f"{recorded['channel_axis']}); this 4D layer of shape {tuple(shape)} holds {shape[0]}, not {count}, on its "
+        "first axis, where this widget reads a stack's channels ((C, Z, Y, X), channel axis 0): give it in that "
+        "order (a (Z, C, Y, X) stack: `promptseg text --channel-axis 1`), or pick one stack (e.g. one time point: "
+        "Layers > Split Stack)"
+    )
