@@ -48,8 +48,9 @@ def text_model_channels(
     """The ``channel_axis`` and ``channels`` to read an image of ``shape`` with for a model trained with the
     ``recorded`` reading (:func:`recorded_channels`): those given, else the model's (its channel axis, or channels
     already last as a named composite or a pyramid is read); a choice feeding the model another number of channels
-    than it was trained on, or an image with another channel count, is refused naming both. A stack (4D and more)
-    is left to its planes, each resolved in turn."""
+    than it was trained on, or an image with another channel count, is refused naming both. A 4D stack of such
+    images has its channels one axis further along (a (Z, C, Y, X) stack's 1 for channel axis 0) or last (each
+    plane resolved in turn); more axes are left to the stack's refusal."""
     if not recorded:
         return channel_axis, None if channels is None else list(channels)
     axis0, count = int(recorded["channel_axis"]), int(recorded["count"])
