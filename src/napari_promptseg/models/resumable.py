@@ -23,6 +23,8 @@ PARTIAL_SUFFIX = ".part"
 CHUNK = 1 << 20
 #: seconds to wait for a connection, and for the next bytes of a stalled one
 TIMEOUTS = (10.0, 60.0)
+#: seconds before the first retry (doubling): a network that dropped needs a moment
+RETRY_WAIT_S = 1.0
 #: errors of a full disk (a quota counts as full)
 NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
@@ -81,10 +83,6 @@ def download(
         if attempt == retries:
             raise error
         time.sleep(min(2**attempt, 10) * RETRY_WAIT_S)
-
-
-#: seconds before the first retry (doubling): a network that dropped needs a moment
-RETRY_WAIT_S = 1.0
 
 
 def _fetch_rest(url: str, part: Path, size: int | None, progress: Progress | None, requests) -> None:

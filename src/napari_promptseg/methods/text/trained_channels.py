@@ -51,8 +51,9 @@ def text_model_channels(
     than it was trained on, or an image with another channel count, is refused naming both. A 4D stack of such
     images has its channels one axis further along (a (Z, C, Y, X) stack's 1 for channel axis 0) or last (each
     plane resolved in turn); more axes are left to the stack's refusal."""
+    channels = None if channels is None else list(channels)
     if not recorded:
-        return channel_axis, None if channels is None else list(channels)
+        return channel_axis, channels
     axis0, count = int(recorded["channel_axis"]), int(recorded["count"])
     picked = list(recorded["channels"]) if recorded.get("channels") else None
     fed = len(picked) if picked else count
@@ -71,9 +72,9 @@ def text_model_channels(
         if ndim == 4:  # a stack of the model's images: its planes' channel axis, one further along
             channel_axis = _stack_channel_axis(shape, axis0, count, name, trained, ways)
             if channel_axis is None:  # channels or colours last: each plane reads them as its own
-                return channel_axis, None if channels is None else list(channels)
+                return channel_axis, channels
         elif ndim != 3:
-            return channel_axis, None if channels is None else list(channels)
+            return channel_axis, channels
         elif -3 <= axis0 < 3 and shape[axis0] == count:
             channel_axis = axis0
         elif shape[-1] == count:  # read channels last (a named composite, a pyramid)
@@ -83,7 +84,7 @@ def text_model_channels(
                 f"{name}: {trained}; its shape {shape} has no axis of {count} channels: give its {ways}"
             )
     if ndim < 3 or not -ndim <= channel_axis < ndim:  # as_channels_last says what is wrong
-        return channel_axis, None if channels is None else list(channels)
+        return channel_axis, channels
     have = shape[channel_axis]
     if channels is None:
         if have != count:
@@ -92,7 +93,6 @@ def text_model_channels(
                 f"it with {ways}"
             )
         channels = picked
-    channels = None if channels is None else list(channels)
     now = len(channels) if channels is not None else have
     if now != fed:
         given = f"channels {channels}" if channels is not None else f"all {have} on axis {channel_axis}"
