@@ -118,12 +118,16 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
     }
     plan = clear_stores(**chosen, dry_run=True)
     for store in plan:
-        print(_summary(store, "to free"), file=sys.stderr)
+        # a read-only cache's entries are there but cannot go: "to free" them was a promise the clear then broke
+        if store.removed or not store.stuck:
+            print(_summary(store, "to free"), file=sys.stderr)
         for path, reason in store.kept:
             print(f"  kept {path}: {reason}", file=sys.stderr)
-        if store.note:
-            print(f"  {store.note}", file=sys.stderr)
+        _print_stuck(store)
     if not any(store.removed for store in plan):
+        if any(store.stuck for store in plan):  # asked to clear, and nothing could be: not a success
+            print("nothing can be deleted", file=sys.stderr)
+            return 1
         print("nothing to delete", file=sys.stderr)
         return 0
     if not args.yes:
@@ -137,7 +141,26 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
     done = clear_stores(**chosen)
     for store in done:
         print(_summary(store, "freed"))
+        if store.stuck:
+            _print_stuck(store)
     return 0
+
+
+def _print_stuck(store) -> None:
+    """What a clear cannot remove (a read-only cache) and why, on stderr; else the store's note."""
+    if not store.stuck:
+        if store.note:
+            print(f"  {store.note}", file=sys.stderr)
+        return
+    n = store.stuck
+    what = f"{n} {('entry', 'entries')[n != 1]} ({human_size(store.stuck_size)})"
+    if store.removed:
+        print(f"  {what} cannot be removed: {store.note}", file=sys.stderr)
+    else:
+        print(
+            f"{KINDS[store.kind]}: nothing can be freed in {store.path}: {what} there, but {store.note}",
+            file=sys.stderr,
+        )
 
 
 def _summary(store, verb: str) -> str:

@@ -62,6 +62,9 @@ class Cleared:
     freed: int = 0  # bytes
     kept: list[tuple[Path, str]] = field(default_factory=list)
     note: str = ""
+    #: entries that cannot be removed (a read-only cache): their number and bytes, and why; never counted as freed
+    stuck: int = 0
+    stuck_size: int = 0
 
 
 # -- the embedding cache -----------------------------------------------------------------------------------------
@@ -360,8 +363,16 @@ def clear_stores(
     results = []
     if embeddings:
         cache, _ = _embedding_cache(embedding_cache)
-        removed = cache.clear(dry_run=dry_run)
-        results.append(Cleared("embeddings", cache.root, [p for _, p in removed], sum(s for s, _ in removed)))
+        stuck: list[tuple[int, Path, str]] = []
+        removed = cache.clear(dry_run=dry_run, stuck=stuck)
+        cleared = Cleared("embeddings", cache.root, [p for _, p in removed], sum(s for s, _ in removed))
+        if stuck:
+            cleared.stuck, cleared.stuck_size = len(stuck), sum(size for size, _, _ in stuck)
+            reasons = sorted({why for _, _, why in stuck})
+            cleared.note = "; ".join(reasons[:3]) + (
+                f"; and {len(reasons) - 3} more folders" if len(reasons) > 3 else ""
+            )
+        results.append(cleared)
     if weights:
         cards = list(MODELS.values()) if weights is True else [get_card(str(weights))]
         local = Cleared("weights", cache_dir())

@@ -302,18 +302,26 @@ class DiskEmbeddingCache:
                     shutil.rmtree(temp, ignore_errors=True)
         return found
 
-    def clear(self, *, dry_run: bool = False) -> list[tuple[int, Path]]:
+    def clear(
+        self, *, dry_run: bool = False, stuck: list[tuple[int, Path, str]] | None = None
+    ) -> list[tuple[int, Path]]:
         """Remove every entry the cache wrote, and dead writers' leftovers; returns (bytes, path) of each (with
         ``dry_run``: what would go). An entry is the cache's by its name and by its ``zarr.json`` naming that key: a
         cache directory set where the user keeps other files loses none of them. Entries go as the size cap evicts
         them (renamed aside, then deleted): a reader in another process sees a whole entry or a miss, a writer's
-        temporary being written now is kept."""
+        temporary being written now is kept. An entry whose folder cannot be written (a read-only cache, another
+        user's) is neither removed nor counted: it goes to ``stuck`` as (bytes, path, why), so that a dry run does
+        not promise to free it."""
         removed = self._remove_dead_temporaries(dry_run=dry_run)
         for _, size, path in self.entries():
             try:
                 if _read_node(path, "group").get("attributes", {}).get("key") != path.name[: -len(".zarr")]:
                     continue
             except (OSError, ValueError):  # damaged or not ours: left (the size cap still evicts a damaged entry)
+                continue
+            if (why := self._cannot_discard(path)) is not None:
+                if stuck is not None:
+                    stuck.append((size, path, why))
                 continue
             removed.append((size, path))
             if not dry_run:
@@ -328,6 +336,15 @@ class DiskEmbeddingCache:
             self._written_since_scan = 0 if scan else written
         if scan:
             self.evict()
+
+    def _cannot_discard(self, path: Path) -> str | None:
+        """Why :meth:`_discard` could not move ``path`` (its folder, or the one ``trash/`` goes in, cannot be written),
+        else None. Asked of the folders (access(), which a read-only mount answers for root too), moving nothing."""
+        trash = self.root / "trash"
+        for folder in (path.parent, trash if trash.is_dir() else self.root):
+            if not os.access(folder, os.W_OK):
+                return f"{folder} cannot be written (read-only, or another user's)"
+        return None
 
     def _discard(self, path: Path, *, raise_errors: bool = False) -> None:
         """Move an entry out of the way (atomic), then delete it: a reader sees all of it or none. A move that fails
