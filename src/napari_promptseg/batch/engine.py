@@ -167,6 +167,7 @@ def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool 
     except Exception as exc:
         raise SetupError(_reason(exc)) from None
     image = None
+    read_before = _disk_cache_counts()
     # before reading: a file replaced meanwhile is done again by a resume; a run without an output directory has
     # no journal nor report a resume would compare it with
     digest = input_digest(path) if getattr(job.args, "output", None) is not None else None
@@ -200,9 +201,54 @@ def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool 
         record["attempts"] = 2 if final else 1
     if digest is not None:
         record["input_digest"] = digest
+    _note_cache_use(record, read_before, getattr(args, "command", None))
     # where it ran (a cluster's workers may differ): a resume with another --device naming it keeps it
     record.update({k: meta[k] for k in ("device", "encoder_precision") if k in meta})
     return {"record": record, "meta": meta}
+
+
+def _disk_cache_counts() -> tuple[int, int] | None:
+    """(embeddings read, embeddings computed) by this process's disk embedding cache so far; None without one. A
+    worker runs one input at a time: the difference over an input is that input's."""
+    from ..models import embedding_cache
+
+    disk = embedding_cache.active()
+    return None if disk is None else (disk.hits, disk.misses + disk.refused)
+
+
+def _note_cache_use(record: dict, before: tuple[int, int] | None, command: str | None) -> None:
+    """report.json's ``embedding_from_cache`` (every embedding the input needed was read from the disk cache) and
+    ``embeddings_from_cache`` (how many were read, how many computed: a tiled image or a stack has several), and the
+    input's line says it. None where the disk cache was not asked (no cache, or this process's memory answered)."""
+    after = _disk_cache_counts()
+    if before is None or after is None:
+        record["embedding_from_cache"] = False
+        return
+    read, computed = after[0] - before[0], after[1] - before[1]
+    record["embedding_from_cache"] = (read > 0 and computed == 0) if read + computed else None
+    record["embeddings_from_cache"] = {"read": read, "computed": computed}
+    if command == "embed" or "_summary" not in record or not read + computed:  # embed's line counts them already
+        return
+    if read + computed == 1:
+        said = "embedding from the disk cache" if read else "embedding computed"
+    else:
+        said = f"{read} of {read + computed} embeddings from the disk cache"
+    record["_summary"] += f", {said}"
+
+
+def cache_use_summary(records: Sequence[dict], cache: str | None) -> dict | None:
+    """report.json's run-level ``embedding_cache``: the disk cache's path, how many images read all their embeddings
+    from it, and the embeddings read and computed (None: the run had no disk cache)."""
+    if cache is None:
+        return None
+    counted = [r for r in records if "embeddings_from_cache" in r]
+    return {
+        "path": str(cache),
+        "images": len(counted),
+        "images_from_cache": sum(r.get("embedding_from_cache") is True for r in counted),
+        "embeddings_read": sum(r["embeddings_from_cache"]["read"] for r in counted),
+        "embeddings_computed": sum(r["embeddings_from_cache"]["computed"] for r in counted),
+    }
 
 
 #: errors of a file system, not of the file: a network share's lost connection or stale handle, a timeout
@@ -487,6 +533,10 @@ def run_batch(
         "signature": signature_of(options),
         "options": options,  # what the signature is a hash of: a refused --resume names the ones that changed
         "meta": meta,
+        # this run's inputs only: those kept by --resume read or computed theirs in the earlier run
+        "embedding_cache": cache_use_summary(
+            [results[str(p)] for p in todo if str(p) in results], getattr(args, "cache", None)
+        ),
         **({"interrupted": True} if interrupted else {}),
     }
     return BatchOutcome(records, meta, summary, journal, interruption=interruption)

@@ -453,6 +453,13 @@ def _run_batch(
     if outcome.interrupted:  # its report is written, then outcome.finish() goes on with the interruption
         return outcome, 130
     records = outcome.records
+    cache_use = outcome.summary.get("embedding_cache")
+    if cache_use and cache_use["images"] and getattr(args, "command", "") != "embed":  # embed says it per input
+        print(
+            f"embedding cache {cache_use['path']}: {cache_use['images_from_cache']} of {cache_use['images']} image(s) "
+            f"read from it ({cache_use['embeddings_computed']} embedding(s) computed)",
+            file=sys.stderr,
+        )
     failed = [r for r in records if r["status"] == "failed"]
     empty = [r for r in records if r["status"] == "empty"]
     unwritten = sum(1 for r in failed if "output" not in r)
