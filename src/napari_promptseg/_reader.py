@@ -12,14 +12,14 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .io.folder_layers import folder_stack_layer_data, is_image_folder
-from .io.images import TIFF_SUFFIXES
+from .io.folder_layers import files_stack_layer_data, folder_stack_layer_data, is_image_folder
+from .io.images import TIFF_SUFFIXES, output_stem
 from .io.layer_data import LayerData, tiff_layer_data
 
 
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
-    """The reader of ``path`` (a file, or several dropped together) when every file is a TIFF, or of a folder of
-    images; else None."""
+    """The reader of ``path`` (a file, or several napari opens as one stack) when every file is a TIFF, or of a
+    folder of images; else None."""
     paths = [path] if isinstance(path, str) else list(path)
     if len(paths) == 1 and is_image_folder(paths[0]):
         return read_folder
@@ -30,10 +30,15 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
 
 
 def read_tiffs(path: str | list[str]) -> list[LayerData]:
-    """The layers of each TIFF in ``path``, in order: pyramids lazily, other TIFFs whole; promptseg's label TIFFs as
-    Labels layers. The images a TIFF of several leaves out are said in a napari warning."""
+    """The layers of the TIFF ``path``: a pyramid lazily, another TIFF whole; promptseg's label TIFFs as Labels
+    layers. The images a TIFF of several leaves out are said in a napari warning. Several files are what napari's
+    Open Files as Stack (``viewer.open(paths, stack=True)``) gives a reader, the only way it gives a list: one stack
+    layer of them, in the order given, named after the first as napari's own reader names it (a layer each was not
+    the stack asked for)."""
     paths = [path] if isinstance(path, str) else list(path)
-    return _said([layer for p in paths for layer in tiff_layer_data(p)])
+    if len(paths) > 1:
+        return files_stack_layer_data([Path(p) for p in paths], output_stem(paths[0]))
+    return _said(tiff_layer_data(paths[0]))
 
 
 def read_folder(path: str | list[str]) -> list[LayerData]:

@@ -50,8 +50,6 @@ def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
     different sizes or types, or a pyramid among them, are refused up front with the file that differs (only their
     headers are read). A folder of no images but promptseg's outputs (a CLI run's -o) is their layers, each as it
     opens alone (:func:`.layer_data.tiff_layer_data`: labels as Labels layers)."""
-    import dask
-    import dask.array as da
 
     folder = Path(path)
     if not folder.is_dir():
@@ -65,32 +63,46 @@ def folder_stack_layer_data(path: str | Path) -> list[LayerData]:
         return [layer for file in outputs for layer in tiff_layer_data(file)]
     if not files:
         raise PromptsegError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it")
+    [(stack, kwargs, kind)] = files_stack_layer_data(files, folder.name, f"{folder}: a folder opens", "move")
+    kwargs["metadata"]["path"] = str(folder)
+    left_out = ome_zarr_left_out(
+        folder, images, "the stack", "open {it} alone (napari --plugin napari-ome-zarr PATH, or drag it in)"
+    )
+    if left_out:  # the CLI runs on them: the reader says so (napari shows it), not only the listing's caller
+        kwargs["metadata"]["left_out"] = left_out
+    return [(stack, kwargs, kind)]
+
+
+def files_stack_layer_data(
+    files: list[Path], name: str, opened: str = "files opened together open", leave: str = "leave"
+) -> list[LayerData]:
+    """``files`` (same-size images) as one stack layer named ``name``, in the order given, each read when napari
+    shows its plane: a folder's images, or the files napari's Open Files as Stack gives. ``opened`` and ``leave``
+    word the refusal of a file of another size (what was opened, what to do with the odd ones)."""
+    import dask
+    import dask.array as da
+
     first_shape, first_dtype = _file_shape(files[0])
     for file in files[1:]:
         shape, dtype = _file_shape(file)
         if (shape, dtype) != (first_shape, first_dtype):
             raise PromptsegError(
-                f"{folder}: a folder opens as one stack of same-size images, but {file.name} is {shape} {dtype} "
-                f"and {files[0].name} {first_shape} {first_dtype}; open the images one by one, or move the odd ones "
-                "out"
+                f"{opened} as one stack of same-size images, but {file.name} is {shape} {dtype} "
+                f"and {files[0].name} {first_shape} {first_dtype}; open the images one by one, or {leave} the odd "
+                "ones out"
             )
     _refuse_complex(files[0], first_dtype)
     # a plane napari would read whole, refused from its header now rather than in napari's slicing thread (all the
     # planes are of one size)
     _refuse_more_than_memory(files[0], PLUGIN_READ_WHOLE_ADVICE)
     planes = [da.from_delayed(dask.delayed(_read_plane)(file, first_shape), first_shape, first_dtype) for file in files]
-    kwargs: dict[str, Any] = {"name": folder.name, "metadata": {"path": str(folder), "files": [f.name for f in files]}}
-    left_out = ome_zarr_left_out(
-        folder, images, "the stack", "open {it} alone (napari --plugin napari-ome-zarr PATH, or drag it in)"
-    )
-    if left_out:  # the CLI runs on them: the reader says so (napari shows it), not only the listing's caller
-        kwargs["metadata"]["left_out"] = left_out
+    kwargs: dict[str, Any] = {"name": name, "metadata": {"files": [f.name for f in files]}}
     channels = len(first_shape) == 3 and not _is_colour(first_shape) and _channels_last(files[0])
     if channels:  # one stack per channel, as each file's channels open: napari showed (X, C) as the plane
         names, _ = _ome_tiff_details(files[0])
         if len(names) != first_shape[-1] or len(set(names)) != len(names):
             names = [f"channel {k}" for k in range(first_shape[-1])]
-        kwargs.update(channel_axis=3, name=[f"{folder.name} {name}" for name in names])
+        kwargs.update(channel_axis=3, name=[f"{name} {channel}" for channel in names])
     size = pixel_size(files[0])
     # a plane of (Y, X), colour (Y, X, RGB(A)) or channels; other shapes' axes are napari's guess, so no scale is put
     # on them
