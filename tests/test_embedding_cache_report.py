@@ -131,3 +131,27 @@ def test_a_dry_run_on_a_read_only_cache_does_not_promise_to_free_anything(
     assert "cannot be written" in err, err
     assert code == 1, (code, out, err)
     assert all((entry / "zarr.json").is_file() for entry in entries)
+
+
+def test_a_clear_where_some_entries_cannot_go_frees_the_others_and_says_which_stayed(
+    litemedsam, images, tmp_path, capsys, monkeypatch
+):
+    """One entry's folder read-only (another user's subfolder): the plan counts only what can go, the clear frees
+    that, says what stayed and why, and exits 1 (not everything asked for was done)."""
+    cache = tmp_path / "cache"
+    litemedsam.cache.clear()
+    _segment(images, tmp_path / "out", cache)
+    capsys.readouterr()
+    stuck, freed = sorted((path for _, _, path in DiskEmbeddingCache(cache, fit_cap=False).entries()), key=str)
+    access = os.access
+    monkeypatch.setattr(
+        embedding_cache.os,
+        "access",
+        lambda path, mode, *a, **k: False if Path(path) == stuck.parent and mode & os.W_OK else access(path, mode),
+    )
+    code = main(["cache", "clear", "--embeddings", "--cache", str(cache), "--yes"])
+    out, err = capsys.readouterr()
+    assert "to free" in err and "(1 entry)" in err and "1 entry (" in err and "cannot be removed" in err, err
+    assert "freed" in out and "(1 entry)" in out, out
+    assert code == 1, (code, out, err)
+    assert (stuck / "zarr.json").is_file() and not freed.exists()

@@ -54,7 +54,8 @@ def _add_cache_parser(sub: argparse._SubParsersAction) -> None:
         parents=[where],
         help="delete cached embeddings and/or downloaded weights",
         description="Deletes only files the project wrote (told by their names and contents: other files in the "
-        "folders are kept). Asks first unless --yes.",
+        "folders are kept). Asks first unless --yes. Entries in a folder that cannot be written (a read-only cache) "
+        "are said, not counted as freed; exit 1 when some or all of what was asked for stays.",
     )
     clear.add_argument("--embeddings", action="store_true", help="every entry of the embedding cache")
     clear.add_argument(
@@ -143,7 +144,7 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
         print(_summary(store, "freed"))
         if store.stuck:
             _print_stuck(store)
-    return 0
+    return 1 if any(store.stuck for store in done) else 0  # some of what was asked for stayed
 
 
 def _print_stuck(store) -> None:
