@@ -219,7 +219,7 @@ def _disk_cache_counts() -> tuple[int, int] | None:
 def _note_cache_use(record: dict, before: tuple[int, int] | None, command: str | None) -> None:
     """report.json's ``embedding_from_cache`` (every embedding the input needed was read from the disk cache) and
     ``embeddings_from_cache`` (how many were read, how many computed: a tiled image or a stack has several), and the
-    input's line says it. None where the disk cache was not asked (no cache, or this process's memory answered)."""
+    input's line says it. False without a disk cache; None where this process's memory answered."""
     after = _disk_cache_counts()
     if before is None or after is None:
         record["embedding_from_cache"] = False
