@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -354,6 +355,36 @@ def test_an_output_folder_that_cannot_be_written_or_fills_up_gives_one_line(lite
     said = f"error: {out / JOURNAL_NAME}: No space left on device; 1 input(s) finished are kept: run the same "
     assert "Traceback" not in err and err.strip().endswith(said + "command with --resume to go on from there"), err
     assert (out / JOURNAL_NAME).read_text().count('"record"') == 1  # what was done is kept for --resume
+
+
+@pytest.mark.parametrize("code", ["EROFS", "EDQUOT"])
+def test_an_output_disk_remounted_read_only_mid_batch_is_named(tmp_path, capsys, monkeypatch, code):
+    """A disk remounted read-only after an I/O error (ext4's errors=remount-ro) fails the journal's next write with
+    no file name: the run stopped (as for a full disk) but said only 'error: Read-only file system', where a full
+    disk's same error said 'writing into OUT'. Both name the output folder now (one errno set decides both)."""
+    import errno
+
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.batch.journal import Journal
+
+    (image, _, _), _ = nuclei()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(2):
+        tifffile.imwrite(folder / f"{k}.tif", image[k * 64 : k * 64 + 96, :96])
+    add = Journal.add
+
+    def refuses(self, **item):
+        if "record" in item and self._records >= 1:
+            raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))  # a write(): no file name
+        add(self, **item)
+
+    monkeypatch.setattr(Journal, "add", refuses)
+    out = tmp_path / "out"
+    argv = ["segment", str(folder), "--box", "10", "10", "40", "40", "--scheduler", "none", "-o", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"error: writing into {out}: {os.strerror(getattr(errno, code))}; 1 input(s) finished" in err, err
 
 
 def test_a_relative_weights_path_is_named_absolutely(tmp_path, capsys, monkeypatch):

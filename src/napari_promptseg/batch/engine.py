@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .._interrupts import held_once_published
+from ..disk_errors import OUTPUT_DISK_REFUSES
 from ..errors import CancelledError, NothingFoundError, PromptsegError, WeightsError
 from .journal import (
     Journal,
@@ -259,15 +260,11 @@ _TRANSIENT_ERRNOS = frozenset(
 )
 
 
-#: errors of the disk the outputs go to (full, over quota, read-only): every input after would meet them too
-_OUTPUT_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
-
-
 def stops_the_run(exc: BaseException) -> bool:
     """Whether a task's error is the output disk's (full, over quota, read-only), raised or as the cause: the run
     stops at the first input that meets it, without its retry (a run on Dask workers segmented every input twice to
     record 'No space left on device' for each); the journal keeps what was done for --resume."""
-    return any(isinstance(e, OSError) and e.errno in _OUTPUT_DISK_ERRNOS for e in (exc, exc.__cause__))
+    return any(isinstance(e, OSError) and e.errno in OUTPUT_DISK_REFUSES for e in (exc, exc.__cause__))
 
 
 def _may_pass_on_retry(exc: BaseException) -> bool:

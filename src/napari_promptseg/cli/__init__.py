@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import os
 import signal
 import sys
@@ -35,6 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .. import __version__
+from ..disk_errors import OUTPUT_DISK_REFUSES
 from ..errors import CancelledError, PromptsegError, WeightsError
 from ..methods.defaults import BOX_THRESHOLD, FIELD_SMOOTHNESS, HEATMAP_THRESHOLD, PAIR_SIMILARITY, TEXT_THRESHOLD
 from ..models.device import PRECISIONS
@@ -293,8 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # as a shell reports a command stopped by SIGPIPE
     except OSError as exc:  # the disk filled up, a folder became read-only: one line, and --resume goes on after
         where = f"{exc.filename}: " if exc.filename else ""
-        if not where and output is not None and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            where = f"writing into {output}: "  # a journal's or report's write names no file
+        if not where and output is not None and exc.errno in OUTPUT_DISK_REFUSES:
+            # a journal's or report's write names no file (nor one on a disk remounted read-only after an error)
+            where = f"writing into {output}: "
         print(f"promptseg {args.command}: error: {where}{exc.strerror or exc}{_resume_hint(args)}", file=sys.stderr)
         return 2
     except Terminated:

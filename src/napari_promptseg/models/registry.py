@@ -31,6 +31,7 @@ from pathlib import Path
 
 import platformdirs
 
+from ..disk_errors import NO_SPACE, READ_ONLY
 from ..errors import CancelledError, WeightsError
 from ..io._files import default_file_mode, path_from_environment
 from . import hub, resumable
@@ -245,7 +246,7 @@ def _from_hub(
         if exc.errno not in CACHE_ERRNOS:
             raise _hub_failure(card, repo_id, revisions[0], where, exc) from exc
         # the cache, not the network: it read 'download of ... failed ([Errno 20] Not a directory: ...)'
-        full = exc.errno in resumable.NO_SPACE
+        full = exc.errno in NO_SPACE
         raise WeightsError(
             f"{card.name}: the Hugging Face cache {hub.hf_cache_dir()} "
             + ("has no room left" if full else "cannot be written")
@@ -258,7 +259,7 @@ def _from_hub(
 
 
 #: errors of a cache folder, not of the network: no permission, read-only, a file in the way, no room left
-CACHE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, *resumable.NO_SPACE})
+CACHE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST}) | NO_SPACE | READ_ONLY
 
 
 def _hub_failure(card: ModelCard, repo_id: str, revision: str, where: str, exc: BaseException) -> WeightsError:

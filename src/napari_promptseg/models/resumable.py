@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+from ..disk_errors import NO_SPACE
 from .hub import Progress
 
 #: the partial download's name: the target's plus this
@@ -25,8 +26,6 @@ CHUNK = 1 << 20
 TIMEOUTS = (10.0, 60.0)
 #: seconds before the first retry (doubling): a network that dropped needs a moment
 RETRY_WAIT_S = 1.0
-#: errors of a full disk (a quota counts as full)
-NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 class CorruptDownload(ValueError):
