@@ -822,3 +822,69 @@ def test_a_resume_after_the_input_folder_moved_keeps_the_images_of_the_same_cont
     assert remade.stat().st_mtime_ns != stamps[remade]
     report = report_of(out)
     assert [Path(r["input"]) for r in report["images"]] == sorted(new.iterdir()) and report["batch"]["resumed"] == 2
+
+
+def _segment_then_linger(args, segmenter, path, image):
+    """The segment command's own work (LiteMedSAM; its labels written), then, for a file named ``lingers*``, 2 s
+    more before the result goes back: a worker past its outputs' publish and not yet heard by the driver."""
+    from napari_promptseg.cli.segment import _process
+
+    record = _process(args, segmenter, path, image)
+    if path.name.startswith("lingers"):
+        time.sleep(2.0)
+    return record
+
+
+def test_an_interrupt_while_a_worker_has_written_but_not_returned_keeps_its_result(tmp_path, monkeypatch):
+    """Ctrl+C (or SIGTERM) between a Dask worker writing an input's labels and the driver recording them: closing
+    the cluster let the worker finish, its labels were in -o, yet the journal and report.json called the input
+    "interrupted" ("not recorded as this run's result") and --resume segmented it again. The worker now leaves
+    its result beside its outputs; the driver takes it in once the cluster closed, and so does a resume after a
+    driver killed before it could."""
+    import argparse
+
+    from skimage import data as skdata
+
+    import napari_promptseg.batch.engine as engine
+    from napari_promptseg.batch import BatchJob, run_batch
+    from napari_promptseg.cli import build_parser
+    from napari_promptseg.cli.segment import _process, _setup
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    coins = skdata.coins()
+    tifffile.imwrite(folder / "first.tif", coins[:128, :160])  # the larger: its task is taken first
+    tifffile.imwrite(folder / "lingers.tif", coins[100:196, 100:196])
+    inputs = sorted(folder.iterdir())
+    out = tmp_path / "out"
+    args = build_parser().parse_args(["segment", str(folder), *BOX, "-o", str(out), "--device", "cpu"])
+    args.output, args.cache, args.cache_max_gb = out.absolute(), None, None
+    lingering = out / "lingers.tif"
+    announce = engine._announce
+
+    def ctrl_c_once_the_second_labels_are_written(record, progress):
+        monkeypatch.setattr(engine, "_announce", announce)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not lingering.exists():
+            time.sleep(0.01)
+        assert lingering.exists()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "_announce", ctrl_c_once_the_second_labels_are_written)
+    job = BatchJob(_setup, _segment_then_linger, args)
+    outcome = run_batch(job, inputs, scheduler="local", workers=1, report_interrupted=True)
+    assert outcome.interrupted
+    assert [r["status"] for r in outcome.records] == ["ok", "ok"], outcome.records
+    stamp = lingering.stat().st_mtime_ns
+    # a driver killed before it took the worker's result in (SIGKILL, a cluster's time limit): its journal lacks it
+    journal = out / JOURNAL_NAME
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text("".join(line for line in lines if "lingers.tif" not in line))
+
+    resumed = run_batch(
+        BatchJob(_setup, _process, argparse.Namespace(**vars(args))), inputs, scheduler="none", resume=True
+    )
+    assert resumed.summary["resumed"] == 2
+    assert lingering.stat().st_mtime_ns == stamp  # kept, not segmented again
+    resumed.finish()
+    assert sorted(p.name for p in out.iterdir()) == ["first.tif", "lingers.tif"]  # no journal, no workers' records

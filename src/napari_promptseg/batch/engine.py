@@ -34,6 +34,8 @@ from .journal import (
     Journal,
     input_digest,
     is_done,
+    leave_result,
+    left_results,
     made_on_another_device,
     moved_inputs,
     moved_with_output,
@@ -205,7 +207,10 @@ def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool 
     _note_cache_use(record, read_before, getattr(args, "command", None))
     # where it ran (a cluster's workers may differ): a resume with another --device naming it keeps it
     record.update({k: meta[k] for k in ("device", "encoder_precision") if k in meta})
-    return {"record": record, "meta": meta}
+    result = {"record": record, "meta": meta}
+    if getattr(job.args, "output", None) is not None and in_dask_worker():  # the driver may stop before it hears
+        leave_result(Path(job.args.output), job.run_id, result)
+    return result
 
 
 def _disk_cache_counts() -> tuple[int, int] | None:
@@ -421,13 +426,14 @@ def run_batch(
     args = job.args
     output: Path | None = getattr(args, "output", None)
     options = run_options(args)
-    journal = Journal(output, signature_of(options), options) if output is not None else None
+    journal = Journal(output, signature_of(options), options, job.run_id) if output is not None else None
     previous, meta = journal.previous() if (journal is not None and resume) else ({}, {})
     previous = {key: moved_with_output(record, output) for key, record in moved_inputs(previous, paths).items()}
     kept = {str(p): previous[str(p)] for p in paths if str(p) in previous and is_done(previous[str(p)], p)}
     for key in _made_on_another_device(args, kept, meta, scheduler):
         del kept[key]
     todo = [p for p in paths if str(p) not in kept]
+    todo_keys = {str(p) for p in todo}
     mode = resolve_scheduler(scheduler, len(todo))
     n_workers = max(1, min(workers or default_workers(), len(todo) or 1)) if mode == "local" else None  # tcp: seen
     if workers is not None and mode != "local" and todo:  # asked for and not given: said, not dropped
@@ -505,6 +511,11 @@ def run_batch(
         finished = True
     except KeyboardInterrupt as exc:
         interrupted = True  # tasks may be out (a worker still writing): the journal must stay, even without records
+        if mode != "none" and output is not None:
+            # the tasks running at the interrupt ran to their end as the cluster closed: their outputs are written
+            for path, result in left_results(output, job.run_id).items():
+                if path in todo_keys and path not in results:
+                    deliver(path, result)
         if not (report_interrupted and delivered):
             raise
         interruption = exc

@@ -1,14 +1,16 @@
 """What a batch has finished, kept on disk as it goes, so a killed run resumes without losing or redoing work.
 
 Beside ``report.json`` the driver appends one JSON line per finished input to ``report.partial.jsonl`` (flushed at
-once): a header with the run's signature, the run-level fields (``meta``), then the records. ``--resume`` takes
-the records of inputs whose outputs exist from the journal when there is one (a killed run), else from report.json
-(a finished one); an input that failed is run again. The signature (a hash of the options that change outputs)
-must match: results of other options are never mixed into one report. ``--device`` alone may differ when it names
-the device the earlier run ran on (each record says where it ran): ``auto`` and ``cpu`` are one run on a machine
-whose auto is the CPU (this check needs no torch). ``auto`` then keeps only the records made where auto runs now
-(:func:`made_on_another_device`: a GPU run resumed on a machine without one is made again on the CPU); knowing that
-imports torch in the driver of an in-process or local run, a tcp driver leaves it to its workers' records.
+once): a header with the run's signature and id, the run-level fields (``meta``), then the records; Dask workers
+leave each input's result beside its outputs too (:data:`WORKER_RESULTS`), for what the driver did not record
+before it stopped. ``--resume`` takes the records of inputs whose outputs exist from the journal when there is one
+(a killed run), else from report.json (a finished one); an input that failed is run again. The signature (a hash of
+the options that change outputs) must match: results of other options are never mixed into one report. ``--device``
+alone may differ when it names the device the earlier run ran on (each record says where it ran): ``auto`` and
+``cpu`` are one run on a machine whose auto is the CPU (this check needs no torch). ``auto`` then keeps only the
+records made where auto runs now (:func:`made_on_another_device`: a GPU run resumed on a machine without one is made
+again on the CPU); knowing that imports torch in the driver of an in-process or local run, a tcp driver leaves it
+to its workers' records.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +28,9 @@ from ..io._files import files_under, listing_digest, replacing
 from ..models.device import DEVICES
 
 JOURNAL_NAME = "report.partial.jsonl"
+#: beside the journal: the results Dask workers leave as they finish (``RUN_ID/<input's hash>.json``), so an input
+#: whose outputs a worker wrote is not lost when the driver stops (Ctrl+C, SIGTERM, killed) before it records it
+WORKER_RESULTS = "report.partial.d"
 #: options that do not make a run another run: where and how fast it runs, and the encoder precision (the
 #: precision the workers ran at is recorded per run; a resume at another one keeps the earlier run's beside it,
 #: ``resumed_encoder_precision``, as it does when $PROMPTSEG_PRECISION changed)
@@ -226,10 +232,12 @@ def is_done(record: dict, path: str | os.PathLike | None = None) -> bool:
 class Journal:
     """The append-only record of one run in ``output``."""
 
-    def __init__(self, output: Path, signature: str, options: dict | None = None) -> None:
+    def __init__(self, output: Path, signature: str, options: dict | None = None, run_id: str | None = None) -> None:
         self.output = output
         self.path = output / JOURNAL_NAME
         self.signature = signature
+        #: the run whose workers' results (:func:`leave_result`) a later --resume takes in with the journal's records
+        self.run_id = run_id
         #: what the signature is a hash of (:func:`run_options`), written beside it
         self.options = options
         self._file = None
@@ -266,6 +274,9 @@ class Journal:
                     meta = item["meta"]
                 elif "record" in item:
                     records[item["record"]["input"]] = current_record(item["record"])
+        # what its workers finished, their outputs written, that the driver did not record before it stopped
+        for key, result in left_results(self.output, header.get("run_id")).items():
+            records.setdefault(key, result["record"])
         # checked once all is read: where the run ran is in its meta and records, after the header
         if header:
             self._check(header["signature"], self.path, header.get("options"), records, meta)
@@ -305,10 +316,12 @@ class Journal:
         """A new journal holding the header and what is kept from earlier runs (written whole, then renamed)."""
         self.output.mkdir(parents=True, exist_ok=True)
         header = {"signature": self.signature, **({"options": self.options} if self.options else {})}
+        header.update({"run_id": self.run_id} if self.run_id else {})
         lines = [header, *([{"meta": meta}] if meta else []), *({"record": r} for r in kept)]
         self._records = len(kept)
         with replacing(self.path) as temp:
             temp.write_text("".join(json.dumps(item) + "\n" for item in lines))
+        shutil.rmtree(self.output / WORKER_RESULTS, ignore_errors=True)  # an earlier run's: now in the journal
         self._file = open(self.path, "a")  # noqa: SIM115 - appended to for the whole run, closed by close()
 
     def add(self, **item: dict) -> None:
@@ -327,3 +340,35 @@ class Journal:
             self._file = None
         if finished or not (self._records or started):
             self.path.unlink(missing_ok=True)
+            shutil.rmtree(self.output / WORKER_RESULTS, ignore_errors=True)
+
+
+def leave_result(output: Path, run_id: str, result: dict) -> None:
+    """A worker's finished input (``result``: its record and the run's meta), its outputs written, left in
+    :data:`WORKER_RESULTS` for the driver, which records it in the journal: an interrupt between the two left
+    the labels written and the input recorded as interrupted, made again by --resume. Written whole, then renamed;
+    a failure to write it is not the input's (the driver records it as always)."""
+    name = hashlib.blake2b(str(result["record"]["input"]).encode(), digest_size=12).hexdigest()
+    try:
+        with replacing(output / WORKER_RESULTS / run_id / f"{name}.json") as temp:
+            temp.write_text(json.dumps(result, default=str))
+    except OSError:
+        pass
+
+
+def left_results(output: Path, run_id: str | None) -> dict[str, dict]:
+    """The results the workers of run ``run_id`` left (:func:`leave_result`), by input."""
+    found: dict[str, dict] = {}
+    if not run_id:
+        return found
+    try:
+        files = sorted((output / WORKER_RESULTS / run_id).glob("*.json"))
+    except OSError:
+        return found
+    for file in files:
+        try:
+            result = json.loads(file.read_text())
+            found[result["record"]["input"]] = {**result, "record": current_record(result["record"])}
+        except (OSError, ValueError, KeyError, TypeError):  # one cut by a kill: not done
+            continue
+    return found
