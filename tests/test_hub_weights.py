@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -506,3 +508,59 @@ def test_a_hugging_face_cache_that_cannot_be_written_is_named(fake_hub, tiny_cli
         info.value
     )
     assert "set $HF_HUB_CACHE or $HF_HOME to a folder you can write" in info.value.details
+
+
+def _hold_lock(path: Path, seconds: float) -> threading.Event:
+    """Another download's hold of huggingface_hub's lock ``path`` for ``seconds``, in a thread of its own (a
+    FileLock is released by the thread that took it); the event is set once it is held, cleared once let go."""
+    from filelock import FileLock
+
+    held = threading.Event()
+
+    def hold() -> None:
+        with FileLock(path):
+            held.set()
+            time.sleep(seconds)
+            held.clear()
+
+    threading.Thread(target=hold, daemon=True).start()
+    assert held.wait(10)
+    return held
+
+
+def test_a_wait_for_another_processs_hub_download_is_told_and_can_be_cancelled(fake_hub, tiny_clipseg_dir):  # noqa: F811
+    """Another process downloading the same hub file (a batch's worker, napari beside a CLI run) holds
+    huggingface_hub's lock on it: ours waited on that lock without a word, and Cancel did not stop the wait. It is
+    now told as the single-file downloads tell theirs (the other's .incomplete bytes, of the file's size), and a
+    Cancel stops it while the lock is still held (flock: another open file's lock, here another thread's)."""
+    import hashlib
+
+    from napari_promptseg.errors import CancelledError
+    from napari_promptseg.models import download_progress, download_size
+    from napari_promptseg.models.hub import repo_folder
+
+    fake_hub.add(CLIPSEG.repo_id, tiny_clipseg_dir, CLIPSEG.revision)
+    weights = (tiny_clipseg_dir / "model.safetensors").read_bytes()
+    etag = hashlib.sha256(weights).hexdigest()  # the loopback hub's ETag: the name of huggingface_hub's lock
+    repo = repo_folder(CLIPSEG.repo_id)
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "blobs" / f"{etag}.0badc0de.incomplete").write_bytes(weights[:1000])  # the other's download, under way
+    lock = repo.parent / ".locks" / repo.name / f"{etag}.lock"
+    lock.parent.mkdir(parents=True)
+    told: list[str] = []
+    waiting = "waiting for another process's download of model.safetensors"
+
+    held = _hold_lock(lock, 2.5)  # bounded: the wait ends without a cancel too
+    cancel = lambda: any(m.startswith(waiting) for m in told)  # noqa: E731
+    with pytest.raises(CancelledError, match="download of clipseg cancelled"):
+        resolve_weights(CLIPSEG.name, progress=download_progress(lambda f, m: told.append(m), cancel, "clipseg"))
+    assert held.is_set()  # stopped in the wait, not after it
+    assert f"{waiting}: {download_size(1000, len(weights))}" in told, told
+    while held.is_set():
+        time.sleep(0.05)
+
+    _hold_lock(lock, 1.5)  # the other download ends: ours goes on, the wait told meanwhile
+    told.clear()
+    path = resolve_weights(CLIPSEG.name, progress=download_progress(lambda f, m: told.append(m), None, "clipseg"))
+    assert (path / "model.safetensors").read_bytes() == weights
+    assert any(m.startswith(waiting) for m in told), told

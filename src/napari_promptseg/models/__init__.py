@@ -89,7 +89,7 @@ def download_progress(report: Callable[[float, str], None], cancel: Callable[[],
 
 class _DownloadReport:
     """:func:`download_progress`'s ``progress``, with ``waiting(file, done, total)`` for a wait on another process's
-    download (:func:`~.single_file.tell_waiting`)."""
+    download (:func:`~.hub.tell_waiting`)."""
 
     def __init__(self, report: Callable[[float, str], None], cancel: Callable[[], bool] | None, name: str) -> None:
         self.report, self.cancel, self.name = report, cancel, name

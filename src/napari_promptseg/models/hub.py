@@ -19,6 +19,18 @@ from pathlib import Path
 #: progress(done_bytes, total_bytes or None)
 Progress = Callable[[int, int | None], None]
 
+
+def tell_waiting(progress: Progress, file: str, done: int, total: int | None) -> None:
+    """Another process's download of ``file`` (``done`` of ``total`` bytes) told to ``progress``: by its
+    ``waiting(file, done, total)`` when it has one (:func:`~napari_promptseg.models.download_progress`'s says
+    'waiting for another process's download of FILE'), else as bytes."""
+    waiting = getattr(progress, "waiting", None)
+    if waiting is not None:
+        waiting(file, done, total)
+    else:
+        progress(done, total)
+
+
 OFFLINE_ENV = "PROMPTSEG_OFFLINE"
 _TRUE = ("1", "on", "yes", "true")
 
@@ -186,6 +198,8 @@ def download_snapshot(
 
     snapshot = None
     for file in files:
+        if progress is not None:
+            wait_for_anothers_download(repo_id, revision, file, progress)
         try:
             path = hf_hub_download(
                 repo_id,
@@ -203,6 +217,64 @@ def download_snapshot(
     if snapshot is None:
         raise FileNotFoundError(f"none of {', '.join(files)} is in {repo_id}@{revision}")
     return snapshot
+
+
+def wait_for_anothers_download(repo_id: str, revision: str, file: str, progress: Progress) -> None:
+    """Wait here, telling ``progress`` once a second (:func:`tell_waiting`: the bytes of the other's
+    ``.incomplete`` file, of the file's size), while another process (a batch's worker, napari beside a CLI run)
+    downloads ``file`` into the cache: huggingface_hub waits for that download's lock itself, silently and past any
+    Cancel (a cancelled task's ``progress`` raises here). The hub is asked for the file's ETag (its lock's name)
+    only when a lock of the repository is held; the lock is let go at once, for hf_hub_download to take."""
+    from filelock import FileLock, Timeout
+    from huggingface_hub import try_to_load_from_cache
+
+    locks = hf_cache_dir() / ".locks" / repo_folder(repo_id).name
+    if not any(_held(lock) for lock in _listed(locks, "*.lock")):
+        return
+    if isinstance(try_to_load_from_cache(repo_id, file, cache_dir=hf_cache_dir(), revision=revision), str):
+        return  # here already: nothing to wait for
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    try:
+        metadata = get_hf_file_metadata(hf_hub_url(repo_id, file, revision=revision, endpoint=endpoint()))
+    except Exception:  # noqa: BLE001 - the download that follows says what is wrong
+        return
+    if not metadata.etag:
+        return
+    lock = FileLock(locks / f"{metadata.etag}.lock")
+    blobs = repo_folder(repo_id) / "blobs"
+    while True:
+        try:
+            lock.acquire(timeout=1.0)
+        except Timeout:
+            # <etag>.incomplete before huggingface_hub 1.18, <etag>.<nonce>.incomplete since
+            done = max((p.stat().st_size for p in _listed(blobs, f"{metadata.etag}*.incomplete")), default=0)
+            tell_waiting(progress, file, done, metadata.size)
+            continue
+        except OSError:  # a lock that cannot be opened here: huggingface_hub's own wait decides
+            return
+        lock.release()
+        return
+
+
+def _listed(folder: Path, pattern: str) -> list[Path]:
+    try:
+        return list(folder.glob(pattern))
+    except OSError:
+        return []
+
+
+def _held(lock_file: Path) -> bool:
+    """Whether another process (or another thread's lock) holds ``lock_file`` now."""
+    from filelock import FileLock, Timeout
+
+    try:
+        with FileLock(lock_file, timeout=0):
+            return False
+    except Timeout:
+        return True
+    except OSError:
+        return False
 
 
 def http_cause(exc: BaseException) -> BaseException:

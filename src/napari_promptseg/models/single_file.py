@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import platformdirs
 
 from ..errors import WeightsError
-from .hub import Progress
+from .hub import Progress, tell_waiting
 
 if TYPE_CHECKING:
     from .registry import ModelCard
@@ -77,17 +77,6 @@ def download_lock(target: Path, progress: Progress | None, card: ModelCard, wher
         lock.release()
         with contextlib.suppress(OSError):
             lock_file.unlink()
-
-
-def tell_waiting(progress: Progress, file: str, done: int, total: int | None) -> None:
-    """Another process's download of ``file`` (``done`` of ``total`` bytes) told to ``progress``: by its
-    ``waiting(file, done, total)`` when it has one (:func:`~napari_promptseg.models.download_progress`'s says
-    'waiting for another process's download of FILE'), else as bytes."""
-    waiting = getattr(progress, "waiting", None)
-    if waiting is not None:
-        waiting(file, done, total)
-    else:
-        progress(done, total)
 
 
 # -- checking single files ----------------------------------------------------------------------------------------
