@@ -1,0 +1,51 @@
+"""Label files users bring (references, ground truth, training masks): every object kept with its own id, or a clear
+refusal naming the file and what is wrong."""
+
+from __future__ import annotations
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from napari_promptseg.io import read_image, read_mask
+
+
+@pytest.fixture(scope="module")
+def hela(shared_data) -> tuple[np.ndarray, np.ndarray]:
+    """A real fluorescence image (HeLa, 700 x 1100) and its ground-truth nuclei (349 ids)."""
+    folder = shared_data / "nuclei_ctc_fluo_instances"
+    name = "N2DL-HeLa_t75.tif"
+    return tifffile.imread(folder / "images" / name), tifffile.imread(folder / "labels" / name)
+
+
+@pytest.fixture(scope="module")
+def ids_255(hela) -> np.ndarray:
+    """Its first 255 nuclei as an 8-bit label image: ids 1..255, the most a uint8 file holds."""
+    labels = hela[1]
+    return np.where(labels <= 255, labels, 0).astype(np.uint8)
+
+
+def test_an_8_bit_label_image_of_255_nuclei_keeps_every_id_through_every_reader(hela, ids_255, tmp_path):
+    """An 8-bit label image of 255 real nuclei (TIFF, PNG) read as a mask (read_mask, a train-text row's mask) lost
+    the nuclei of ids 1..127: an 8-bit mask whose foreground lay mostly above half range was cut there, as a blurred
+    JPEG mask is, and half of 255 ids lie above it. Every reader of labels keeps every nucleus, with its own id."""
+    from napari_promptseg.cli._common import _mask_file_labels, _reference_labels
+    from napari_promptseg.io.images import label_image_2d
+    from napari_promptseg.methods.text_training import Triplet
+
+    image = hela[0]
+    assert len(np.unique(ids_255)) - 1 == 255
+    iio.imwrite(tmp_path / "image.png", image)
+    for name in ("ids.tif", "ids.png"):
+        path = tmp_path / name
+        iio.imwrite(path, ids_255)
+        stored = read_image(path, role="labels")
+        assert stored.dtype == np.uint8
+        np.testing.assert_array_equal(stored, ids_255)
+        np.testing.assert_array_equal(read_mask(path), ids_255 > 0)
+        np.testing.assert_array_equal(label_image_2d(stored, name), ids_255)
+        np.testing.assert_array_equal(_reference_labels(stored, image, path, tmp_path / "image.png"), ids_255)
+        np.testing.assert_array_equal(_mask_file_labels(stored, path, f"--moving-labels {path}"), ids_255)
+        _, mask = Triplet(tmp_path / "image.png", path, "nuclei", "", 0).load()
+        np.testing.assert_array_equal(mask, ids_255 > 0)
