@@ -49,3 +49,46 @@ def test_an_8_bit_label_image_of_255_nuclei_keeps_every_id_through_every_reader(
         np.testing.assert_array_equal(_mask_file_labels(stored, path, f"--moving-labels {path}"), ids_255)
         _, mask = Triplet(tmp_path / "image.png", path, "nuclei", "", 0).load()
         np.testing.assert_array_equal(mask, ids_255 > 0)
+
+
+@pytest.fixture(scope="module")
+def small_nuclei(hela) -> tuple[np.ndarray, np.ndarray]:
+    """A 256 x 256 crop of the HeLa image and its nuclei, renumbered 1..N (8-bit ids)."""
+    from skimage.segmentation import relabel_sequential
+
+    image, labels = hela[0][:256, :256], relabel_sequential(hela[1][:256, :256])[0]
+    assert 10 < labels.max() < 256
+    return image, labels.astype(np.uint8)
+
+
+def _pyramid(path, array: np.ndarray, **tags) -> None:
+    """``array`` written as a tiled pyramid of two levels (its SubIFDs), every level with the same tags."""
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(array, tile=(64, 64), subifds=1, **tags)
+        tif.write(array[::2, ::2], tile=(64, 64), subfiletype=1, **tags)
+
+
+def test_a_pyramid_of_palette_or_min_is_white_labels_keeps_its_stored_ids(small_nuclei, tmp_path):
+    """A pyramidal label TIFF saved with a colour map (Fiji's glasbey LUT) or MinIsWhite (ImageJ's inverting LUT) was
+    read lazily as an image whatever the role: its ids came back as the colour map's RGB colours, or inverted (the
+    background 255), where the same file of one level kept them. Read as labels, lazily too, it keeps them."""
+    from napari_promptseg.io.multiscale import is_lazy_image, open_multiscale
+
+    _, labels = small_nuclei
+    glasbey = np.random.default_rng(0).integers(0, 65536, (3, 256)).astype(np.uint16)
+    _pyramid(tmp_path / "glasbey.tif", labels, photometric="palette", colormap=glasbey)
+    binary = np.where(labels > 0, 255, 0).astype(np.uint8)
+    _pyramid(tmp_path / "inverted.tif", binary, photometric="miniswhite")
+    for name, stored in (("glasbey.tif", labels), ("inverted.tif", binary)):
+        path = tmp_path / name
+        assert is_lazy_image(path)
+        lazy = read_image(path, role="labels")
+        assert not isinstance(lazy, np.ndarray)  # still read tile by tile
+        np.testing.assert_array_equal(np.asarray(lazy), stored)
+        levels = open_multiscale(path, role="labels").levels
+        np.testing.assert_array_equal(np.asarray(levels[1]), stored[::2, ::2])
+        np.testing.assert_array_equal(read_mask(path), labels > 0)
+        assert np.asarray(read_image(path)).dtype == np.uint8  # as an image: as shown, as before
+    shown = np.asarray(read_image(tmp_path / "glasbey.tif"))
+    assert shown.shape == (*labels.shape, 3)
+    np.testing.assert_array_equal(np.asarray(read_image(tmp_path / "inverted.tif")), 255 - binary)

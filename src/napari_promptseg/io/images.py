@@ -214,7 +214,7 @@ def read_image(path: str | Path, *, role: Role = "image") -> np.ndarray:
             open_multiscale(path)  # names the container's image series to open
         if not is_lazy_image(path):
             raise PromptsegError(f"{path}: a directory, not an image: {not_ome_zarr_why(path)}")
-        return open_multiscale(path).levels[0]
+        return open_multiscale(path, role=role).levels[0]
     if not path.is_file():
         raise PromptsegError(f"{path}: {missing_file_why(path)}")
     _refuse_more_than_memory(path)

@@ -27,7 +27,7 @@ from .images import (
     cmyk_to_rgb,
     read_image,
 )
-from .tiff_colours import as_shown, min_is_white_top, palette_colours
+from .tiff_colours import ROLES, Role, as_shown, min_is_white_top, palette_colours
 
 #: tifffile's axis codes -> OME names (S = samples of an RGB pixel; I and Q = a sequence of unnamed planes)
 TIFF_AXES = {"X": "x", "Y": "y", "Z": "z", "T": "t", "C": "c", "S": "c", "I": "z", "Q": "z"}
@@ -276,13 +276,17 @@ def is_lazy_image(path: str | Path) -> bool:
     return is_ome_zarr(path) or is_multiscale_tiff(path) or is_large_tiled_tiff(path)
 
 
-def open_multiscale(path: str | Path) -> MultiscaleImage:
-    """Open an OME-Zarr image directory or a (pyramidal) TIFF lazily; no pixel is read."""
+def open_multiscale(path: str | Path, *, role: Role = "image") -> MultiscaleImage:
+    """Open an OME-Zarr image directory or a (pyramidal) TIFF lazily; no pixel is read. ``role``: a TIFF's palette
+    and MinIsWhite samples read as shown ("image") or as stored ("labels"), as :func:`.images.read_image` reads them
+    (:mod:`.tiff_colours`)."""
+    if role not in ROLES:
+        raise PromptsegError(f"open_multiscale: role {role!r}; expected one of {', '.join(ROLES)}")
     path = Path(path)
     if path.is_dir():
         return _open_ome_zarr(path)
     if path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
-        return _open_tiff(path)
+        return _open_tiff(path, role)
     raise PromptsegError(f"{path}: not an OME-Zarr image directory or a TIFF file")
 
 
@@ -504,7 +508,7 @@ def read_image_named(path: str | Path, channel_axis: int | None = None) -> objec
     return named_channels_last(path, image) if channel_axis is None else image
 
 
-def _open_tiff(path: Path) -> MultiscaleImage:
+def _open_tiff(path: Path, role: Role = "image") -> MultiscaleImage:
     import dask.array as da
     import tifffile
     import zarr
@@ -516,7 +520,8 @@ def _open_tiff(path: Path) -> MultiscaleImage:
             colour = series.keyframe.photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
             grey_alpha = _grey_and_alpha(tif, series.shape)
             cmyk = cmyk_sample_axis(tif, len(codes))
-            colours, top = palette_colours(tif), min_is_white_top(tif)
+            # a label pyramid's palette indices and MinIsWhite values are its ids, kept (as the whole read keeps them)
+            colours, top = (palette_colours(tif), min_is_white_top(tif)) if role == "image" else (None, None)
         store = tifffile.imread(path, aszarr=True)  # owns its file handle for as long as the arrays live
         node = zarr.open(store, mode="r")
         arrays = [da.from_zarr(node[str(k)]) for k in range(n_levels)] if n_levels > 1 else [da.from_zarr(node)]
