@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io import read_image, read_mask
 
 
@@ -92,3 +93,105 @@ def test_a_pyramid_of_palette_or_min_is_white_labels_keeps_its_stored_ids(small_
     shown = np.asarray(read_image(tmp_path / "glasbey.tif"))
     assert shown.shape == (*labels.shape, 3)
     np.testing.assert_array_equal(np.asarray(read_image(tmp_path / "inverted.tif")), 255 - binary)
+
+
+def _reference(path, image: np.ndarray, tmp_path) -> np.ndarray:
+    """The label file ``path`` as `promptseg oneshot --reference-mask` (and `library add --mask`) reads it."""
+    from napari_promptseg.cli._common import _reference_labels
+
+    return _reference_labels(read_image(path, role="labels"), image, path, tmp_path / "image.png")
+
+
+def test_a_label_tiff_with_a_singleton_channel_or_plane_axis_is_read_as_its_plane(small_nuclei, tmp_path):
+    """A label image saved from numpy with an axis of one ((1, Y, X): a stack of one plane; (Y, X, 1): one channel)
+    was refused as a reference ('an array of shape (1, 256, 256)'), read by read_mask as a 3D mask, and refused as a
+    train-text row's mask; it is its plane to all of them."""
+    from napari_promptseg.io.images import label_image_2d
+    from napari_promptseg.methods.text_training import Triplet
+
+    image, labels = small_nuclei
+    iio.imwrite(tmp_path / "image.png", image)
+    for name, stored in (("plane.tif", labels[None]), ("channel.tif", labels[..., None])):
+        path = tmp_path / name
+        tifffile.imwrite(path, stored)
+        assert read_image(path, role="labels").shape == stored.shape  # the file as it is
+        np.testing.assert_array_equal(_reference(path, image, tmp_path), labels)
+        np.testing.assert_array_equal(label_image_2d(read_image(path, role="labels"), name), labels)
+        np.testing.assert_array_equal(read_mask(path), labels > 0)
+        _, mask = Triplet(tmp_path / "image.png", path, "nuclei", "", 0).load()
+        np.testing.assert_array_equal(mask, labels > 0)
+
+
+def test_float_labels_are_integer_ids_and_fractional_ones_are_refused_naming_the_file(small_nuclei, tmp_path):
+    """Labels saved as floats (0.0, 1.0, 2.0 ...: a float export) came back float, and the many-instances reference's
+    regionprops refused them ('Non-integer label_image types are ambiguous'). Whole numbers are integer ids; labels
+    resized with interpolation (1.5) are refused naming the file, not read as ids nobody drew."""
+    from skimage.measure import regionprops
+
+    from napari_promptseg.methods.instances.exemplars import reference_objects
+
+    image, labels = small_nuclei
+    tifffile.imwrite(tmp_path / "float.tif", labels.astype(np.float32))
+    ids = _reference(tmp_path / "float.tif", image, tmp_path)
+    assert ids.dtype.kind == "u"
+    np.testing.assert_array_equal(ids, labels)
+    assert len(regionprops(reference_objects(ids))) == labels.max()
+    blurred = labels.astype(np.float32)
+    blurred[labels > 0] += 0.5
+    tifffile.imwrite(tmp_path / "resized.tif", blurred)
+    with pytest.raises(PromptsegError, match=r"resized\.tif.*fractional"):
+        _reference(tmp_path / "resized.tif", image, tmp_path)
+    soft = (labels > 0) * np.float32(0.8)  # a soft mask (0..1) stays a mask
+    tifffile.imwrite(tmp_path / "soft.tif", soft)
+    assert _reference(tmp_path / "soft.tif", image, tmp_path).any()
+
+
+def test_a_colour_label_png_from_another_tool_keeps_each_object_apart(hela, tmp_path):
+    """A label image exported in colours (skimage's label2rgb, a viewer's screenshot) reuses its few colours: each
+    colour was one id, so 349 nuclei came back as 10 objects. Each colour's separate regions are objects of their
+    own; a nucleus is not split (one the ground truth drew in two regions is)."""
+    from skimage.color import label2rgb
+    from skimage.measure import label
+
+    image, labels = hela
+    rgb = (label2rgb(labels, bg_label=0) * 255).round().astype(np.uint8)
+    iio.imwrite(tmp_path / "colours.png", rgb)
+    ids = _reference(tmp_path / "colours.png", image, tmp_path)
+    np.testing.assert_array_equal(ids > 0, labels > 0)
+    truth = labels.ravel()
+    pairs = np.unique(np.stack([truth, ids.ravel()])[:, truth > 0], axis=1)
+    own_regions = label(labels, connectivity=1).max() - labels.max()  # an id of separate regions (1 here)
+    assert pairs.shape[1] - len(np.unique(pairs[0])) <= own_regions  # a nucleus of one region is never split
+    # nuclei that touch a nucleus of the same colour are one region: a few, not all but 10
+    assert len(np.unique(pairs[1])) > 0.95 * labels.max()
+
+
+def test_a_palette_png_of_labels_keeps_its_indices(ids_255, tmp_path):
+    """A palette PNG of labels (indices into a colour table, as VOC-style masks and many annotation tools save them)
+    was read in its colours even as labels: a table whose index 0 is not black made the background an object. As
+    labels it keeps its indices, as a palette TIFF does; as an image it is read in its colours."""
+    from PIL import Image
+
+    table = np.random.default_rng(1).integers(1, 256, (256, 3)).astype(np.uint8)  # no colour black, not even 0's
+    png = Image.fromarray(ids_255, mode="P")
+    png.putpalette(table.ravel().tolist())
+    png.save(tmp_path / "palette.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "palette.png", role="labels"), ids_255)
+    np.testing.assert_array_equal(read_mask(tmp_path / "palette.png"), ids_255 > 0)
+    np.testing.assert_array_equal(read_image(tmp_path / "palette.png"), table[ids_255])
+
+
+def test_label_files_that_cannot_be_ids_are_refused_naming_the_file(hela, small_nuclei, tmp_path):
+    """What a user's label file may be (16-bit PNG: read as ids) and what it must not be (negative ids, one pixel
+    short of the image): refused naming the file and what is wrong."""
+    image, labels = hela
+    iio.imwrite(tmp_path / "ids16.png", labels)
+    np.testing.assert_array_equal(_reference(tmp_path / "ids16.png", image, tmp_path), labels)
+    negative = labels.astype(np.int16)
+    negative[negative == 0] = -1  # background stored as -1
+    tifffile.imwrite(tmp_path / "negative.tif", negative)
+    with pytest.raises(PromptsegError, match=r"negative\.tif.*negative label id -1"):
+        _reference(tmp_path / "negative.tif", image, tmp_path)
+    tifffile.imwrite(tmp_path / "short.tif", labels[:-1])
+    with pytest.raises(PromptsegError, match=r"short\.tif: 1100 x 699 px, the reference image .* is 1100 x 700"):
+        _reference(tmp_path / "short.tif", image, tmp_path)

@@ -101,22 +101,28 @@ def label_objects(labels: np.ndarray) -> np.ndarray:
     return labels if labels.min() >= 0 else np.where(labels > 0, labels, 0)
 
 
+def label_plane(labels: np.ndarray) -> np.ndarray:
+    """A label image saved with axes of one dropped: (1, Y, X) (a stack of one plane, a channel axis of one), and
+    (Y, X, 1), as numpy arrays are saved by tifffile without naming their axes; any other array as it is (a colour
+    label image (Y, X, 3) stays one)."""
+    while labels.ndim > 2 and labels.shape[0] == 1 and not (labels.ndim == 3 and labels.shape[-1] in (3, 4)):
+        labels = labels[0]
+    if labels.ndim == 3 and labels.shape[-1] == 1:
+        labels = labels[..., 0]
+    return labels
+
+
 def label_image_2d(mask: np.ndarray, name: str = "labels") -> np.ndarray:
-    """A reference mask or label image as one 2D array of ids (0 = background). An RGB(A) image whose channels differ
-    is a colour label image: each distinct colour is one id (black or transparent: background); a grey one (equal
-    channels) is its first channel. Negative ids are refused: they are neither an object nor clearly background; so
-    are NaN and inf (NaN was read as background, inf as an object)."""
-    mask = np.asarray(full_resolution(mask))  # a multiscale labels layer: its full-resolution level
+    """A reference mask or label image as one 2D array of ids (0 = background); axes of one dropped
+    (:func:`label_plane`). An RGB(A) image whose channels differ is a colour label image: each separate region of one
+    colour is one id (black or transparent: background; an exporter's few colours are reused by many objects); a
+    grey one (equal channels) is its first channel. Whole-number float ids are integer ids; fractional ones above 1
+    (labels resized with interpolation) are refused, a soft mask (0..1) kept. Negative ids are refused: they are
+    neither an object nor clearly background; so are NaN and inf (NaN was read as background, inf as an object)."""
+    mask = label_plane(np.asarray(full_resolution(mask)))  # a multiscale labels layer: its full-resolution level
     if mask.ndim == 3 and mask.shape[-1] in (3, 4):
         rgb = mask[..., :3]
-        if (rgb == rgb[..., :1]).all():
-            mask = rgb[..., 0]
-        else:  # each colour one id 1..N, in np.unique's order of the packed colours
-            background = ~rgb.any(axis=-1) | ((mask[..., 3] == 0) if mask.shape[-1] == 4 else False)
-            packed = np.ascontiguousarray(rgb).view(np.dtype((np.void, rgb.dtype.itemsize * 3)))[..., 0]
-            colours, ids = np.unique(packed[~background], return_inverse=True)
-            mask = np.zeros(mask.shape[:2], np.uint16 if len(colours) < 2**16 else np.uint32)
-            mask[~background] = ids.ravel() + 1
+        mask = rgb[..., 0] if (rgb == rgb[..., :1]).all() else _colour_ids(mask)
     if mask.dtype.kind == "f" and not np.isfinite(mask).all():  # NaN read as background, inf as an object
         raise PromptsegError(
             f"{name}: the mask contains NaN or infinite values; set them to 0 (background) or to an object's id"
@@ -125,7 +131,31 @@ def label_image_2d(mask: np.ndarray, name: str = "labels") -> np.ndarray:
         raise PromptsegError(
             f"{name}: negative label id {mask.min():g}; ids are 0 (background) and positive numbers, one per object"
         )
+    if mask.dtype.kind == "f" and mask.size and mask.max() > 1:  # ids, not a soft mask
+        fractional = mask[mask != np.round(mask)]
+        if fractional.size:
+            raise PromptsegError(
+                f"{name}: fractional label id {fractional.flat[0]:g} (float labels); ids are whole numbers, one per "
+                "object: labels resized with interpolation? resize them with nearest neighbour"
+            )
+        mask = file_labels(mask, name)  # regionprops and the methods take integer ids
     return mask
+
+
+def _colour_ids(rgba: np.ndarray) -> np.ndarray:
+    """Ids of a colour label image (Y, X, 3 or 4): each 4-connected region of one colour one id, 1..N; black or
+    transparent pixels background. By region, not by colour: label2rgb's 7 colours and a viewer's palette are reused
+    by many objects (349 nuclei were read as 10)."""
+    from skimage.measure import label
+
+    rgb = rgba[..., :3]
+    background = ~rgb.any(axis=-1) | ((rgba[..., 3] == 0) if rgba.shape[-1] == 4 else False)
+    packed = np.ascontiguousarray(rgb).view(np.dtype((np.void, rgb.dtype.itemsize * 3)))[..., 0]
+    _, colour = np.unique(packed[~background], return_inverse=True)
+    colours = np.zeros(rgba.shape[:2], np.int64)
+    colours[~background] = colour.ravel() + 1
+    regions = label(colours, background=0, connectivity=1)  # neighbours of one colour only
+    return regions.astype(np.uint16 if regions.max() < 2**16 else np.uint32)
 
 
 def output_stem(path: str | Path, renamed: Mapping[str, str] | None = None) -> str:
@@ -235,7 +265,14 @@ def read_image(path: str | Path, *, role: Role = "image") -> np.ndarray:
             # a PNG or JPEG named .tif (renamed, or an exporter's choice) is read as what it holds, not refused as
             # "not a TIFF file"
             # a CMYK JPEG's ink channels are no RGBA (its colours came out inverted): read in RGB, as Pillow converts
-            image = np.asarray(iio.imread(path, extension=misnamed, **({"mode": "RGB"} if _is_cmyk(path) else {})))
+            mode = _pillow_mode(path)
+            if role == "labels" and mode in ("P", "PA"):  # a palette PNG or BMP of labels: its indices are the ids
+                from PIL import Image
+
+                with Image.open(path) as indexed:
+                    image = np.asarray(indexed)
+            else:
+                image = np.asarray(iio.imread(path, extension=misnamed, **({"mode": "RGB"} if mode == "CMYK" else {})))
             grey_alpha = image.ndim == 3 and image.shape[-1] == 2  # a PNG's only kind of two samples
     except Exception as exc:  # every reader has its own exception types; the user needs the file name
         raise PromptsegError(f"{path}: cannot be read as an image ({_unreadable_why(path, exc)})") from exc
@@ -298,13 +335,19 @@ def _declared_bytes(path: Path) -> int | None:
 
 def _is_cmyk(path: Path) -> bool:
     """Whether Pillow opens ``path`` as a CMYK image (a JPEG saved for print); only its header is read."""
+    return _pillow_mode(path) == "CMYK"
+
+
+def _pillow_mode(path: Path) -> str | None:
+    """The mode Pillow opens ``path`` in ("CMYK": a JPEG saved for print; "P": a palette PNG), None for a file it
+    does not open; only its header is read."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            return image.mode == "CMYK"
+            return image.mode
     except Exception:  # noqa: BLE001 - not an image Pillow opens: its reader says why
-        return False
+        return None
 
 
 def _grey_and_alpha(tif: tifffile.TiffFile, shape: tuple[int, ...]) -> bool:
@@ -384,7 +427,7 @@ MASK_NEAR_TOP_SHARE = 0.75
 def read_mask(path: str | Path, threshold: int = 127) -> np.ndarray:
     """Binary mask from a file (:func:`mask_foreground`: JPEG masks are thresholded, compression blurs their edges;
     a label image's every id is the target); a colour mask's target in any colour channel."""
-    mask = read_image(path, role="labels")
+    mask = label_plane(read_image(path, role="labels"))
     if mask.ndim == 3 and mask.shape[-1] in (2, 3, 4):
         mask = mask[..., : 3 if mask.shape[-1] == 4 else 1 if mask.shape[-1] == 2 else 3].max(axis=-1)
     return mask_foreground(mask, threshold)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError
 from ...io import read_image
-from ...io.images import array_digest, mask_foreground
+from ...io.images import array_digest, label_plane, mask_foreground
 from ...io.multiscale import named_channels_last, read_channel_axis
 from ...models.cache import content_key
 from ...models.preprocessing import Normalization, ResizeTransform, as_channels_last, full_resolution
@@ -412,6 +412,7 @@ def content_identity(item: Path | np.ndarray) -> str:
 
 
 def _binary_mask(mask: np.ndarray, shape: tuple[int, ...], where: str, what: str) -> np.ndarray:
+    mask = label_plane(np.asarray(mask))  # (1, Y, X) saved from numpy: its plane
     if mask.ndim == 3 and mask.shape[:2] == tuple(shape):
         # a colour mask: the target in any colour channel (green on black was read as empty from red); alpha,
         # opaque everywhere in most RGBA files, is not the target
@@ -421,9 +422,8 @@ def _binary_mask(mask: np.ndarray, shape: tuple[int, ...], where: str, what: str
         raise PromptsegError(
             f"{where}: {what} is {'x'.join(map(str, mask.shape))} but the image is {shape[0]}x{shape[1]}"
         )
-    # 8-bit masks (PNG 0/255, JPEG with blurred edges: most of the foreground in the upper half) at half range; 0/1
-    # masks and label images (ids 1, 2, ... of an 8-bit label image too, which half range would empty or cut):
-    # any id is the target
+    # 8-bit masks blurred by JPEG (most of the foreground near its top value) at half range; 0/1 and 0/255 masks and
+    # label images (ids 1, 2, ... of an 8-bit label image too, which half range would empty or cut): any id
     return mask_foreground(mask)
 
 
