@@ -31,8 +31,10 @@ def test_an_8_bit_label_image_of_255_nuclei_keeps_every_id_through_every_reader(
     """An 8-bit label image of 255 real nuclei (TIFF, PNG) read as a mask (read_mask, a train-text row's mask) lost
     the nuclei of ids 1..127: an 8-bit mask whose foreground lay mostly above half range was cut there, as a blurred
     JPEG mask is, and half of 255 ids lie above it. Every reader of labels keeps every nucleus, with its own id."""
+    from napari_promptseg.cli import main
     from napari_promptseg.cli._common import _mask_file_labels, _reference_labels
     from napari_promptseg.io.images import label_image_2d
+    from napari_promptseg.io.library import ReferenceLibrary
     from napari_promptseg.methods.text_training import Triplet
 
     image = hela[0]
@@ -50,6 +52,12 @@ def test_an_8_bit_label_image_of_255_nuclei_keeps_every_id_through_every_reader(
         np.testing.assert_array_equal(_mask_file_labels(stored, path, f"--moving-labels {path}"), ids_255)
         _, mask = Triplet(tmp_path / "image.png", path, "nuclei", "", 0).load()
         np.testing.assert_array_equal(mask, ids_255 > 0)
+    # the CLI: `promptseg library add --mask` stores the ids (a many-instances entry)
+    where = ["--image", str(tmp_path / "image.png"), "--no-crop", "--library", str(tmp_path / "library")]
+    assert main(["library", "add", "nuclei", "--mask", str(tmp_path / "ids.png"), *where]) == 0
+    [entry] = ReferenceLibrary.open(tmp_path / "library").entries
+    assert entry.instances
+    np.testing.assert_array_equal(entry.labels(), ids_255)
 
 
 @pytest.fixture(scope="module")
