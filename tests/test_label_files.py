@@ -203,3 +203,21 @@ def test_label_files_that_cannot_be_ids_are_refused_naming_the_file(hela, small_
     tifffile.imwrite(tmp_path / "short.tif", labels[:-1])
     with pytest.raises(PromptsegError, match=r"short\.tif: 1100 x 699 px, the reference image .* is 1100 x 700"):
         _reference(tmp_path / "short.tif", image, tmp_path)
+
+
+def test_a_signed_8_bit_label_image_is_refused_as_a_mask_naming_the_file(hela, ids_255, tmp_path):
+    """255 nuclei saved as signed 8-bit (a tool's int8: ids 128..255 wrap to -128..-1) lost those 128 nuclei
+    silently when read as a mask (read_mask, a train-text row): negatives were background. They are refused naming
+    the file, as a one-shot reference refuses them."""
+    from napari_promptseg.methods.text_training import Triplet
+
+    wrapped = ids_255.astype(np.int8)
+    assert np.count_nonzero(np.unique(wrapped) < 0) == 128
+    tifffile.imwrite(tmp_path / "signed.tif", wrapped)
+    iio.imwrite(tmp_path / "image.png", hela[0])
+    with pytest.raises(PromptsegError, match=r"signed\.tif: negative label id -128"):
+        read_mask(tmp_path / "signed.tif")
+    with pytest.raises(PromptsegError, match=r"signed\.tif.*negative label id -128"):
+        Triplet(tmp_path / "image.png", tmp_path / "signed.tif", "nuclei", "", 0).load()
+    with pytest.raises(PromptsegError, match=r"signed\.tif: negative label id -128"):
+        _reference(tmp_path / "signed.tif", hela[0], tmp_path)

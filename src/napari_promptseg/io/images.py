@@ -127,10 +127,7 @@ def label_image_2d(mask: np.ndarray, name: str = "labels") -> np.ndarray:
         raise PromptsegError(
             f"{name}: the mask contains NaN or infinite values; set them to 0 (background) or to an object's id"
         )
-    if mask.dtype.kind in "if" and mask.size and mask.min() < 0:
-        raise PromptsegError(
-            f"{name}: negative label id {mask.min():g}; ids are 0 (background) and positive numbers, one per object"
-        )
+    refuse_negative_ids(mask, name)
     if mask.dtype.kind == "f" and mask.size and mask.max() > 1:  # ids, not a soft mask
         fractional = mask[mask != np.round(mask)]
         if fractional.size:
@@ -140,6 +137,18 @@ def label_image_2d(mask: np.ndarray, name: str = "labels") -> np.ndarray:
             )
         mask = file_labels(mask, name)  # regionprops and the methods take integer ids
     return mask
+
+
+def refuse_negative_ids(labels: np.ndarray, name: str) -> None:
+    """Refuse labels or a mask holding negative values, naming ``name``: neither an object nor clearly background
+    (a signed 8-bit file holds ids above 127 as negatives: 255 nuclei read as a mask lost 128 of them)."""
+    if labels.dtype.kind in "if" and labels.size and labels.min() < 0:
+        signed_bytes = labels.dtype == np.int8
+        wrapped = "; a signed 8-bit file? its ids above 127 wrap to negative: save it unsigned" if signed_bytes else ""
+        raise PromptsegError(
+            f"{name}: negative label id {labels.min():g}; ids are 0 (background) and positive numbers, one per "
+            f"object{wrapped}"
+        )
 
 
 def _colour_ids(rgba: np.ndarray) -> np.ndarray:
@@ -428,6 +437,7 @@ def read_mask(path: str | Path, threshold: int = 127) -> np.ndarray:
     """Binary mask from a file (:func:`mask_foreground`: JPEG masks are thresholded, compression blurs their edges;
     a label image's every id is the target); a colour mask's target in any colour channel."""
     mask = label_plane(read_image(path, role="labels"))
+    refuse_negative_ids(mask, str(path))
     if mask.ndim == 3 and mask.shape[-1] in (2, 3, 4):
         mask = mask[..., : 3 if mask.shape[-1] == 4 else 1 if mask.shape[-1] == 2 else 3].max(axis=-1)
     return mask_foreground(mask, threshold)

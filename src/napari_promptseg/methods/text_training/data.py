@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError
 from ...io import read_image
-from ...io.images import array_digest, label_plane, mask_foreground
+from ...io.images import array_digest, label_plane, mask_foreground, refuse_negative_ids
 from ...io.multiscale import named_channels_last, read_channel_axis
 from ...models.cache import content_key
 from ...models.preprocessing import Normalization, ResizeTransform, as_channels_last, full_resolution
@@ -413,6 +413,7 @@ def content_identity(item: Path | np.ndarray) -> str:
 
 def _binary_mask(mask: np.ndarray, shape: tuple[int, ...], where: str, what: str) -> np.ndarray:
     mask = label_plane(np.asarray(mask))  # (1, Y, X) saved from numpy: its plane
+    refuse_negative_ids(mask, f"{where}: {what}")
     if mask.ndim == 3 and mask.shape[:2] == tuple(shape):
         # a colour mask: the target in any colour channel (green on black was read as empty from red); alpha,
         # opaque everywhere in most RGBA files, is not the target
