@@ -19,6 +19,15 @@ import tifffile
 from ..errors import PromptsegError
 from ..models.preprocessing import full_resolution
 from ._files import replacing
+from .label_ids import (  # noqa: F401 (imported from here by the readers and methods)
+    file_labels,
+    is_mask,
+    label_image_2d,
+    label_objects,
+    label_plane,
+    mask_foreground,
+    refuse_negative_ids,
+)
 from .tiff_colours import (  # noqa: F401 (cmyk_*: imported from here by the readers)
     ROLES,
     Role,
@@ -69,16 +78,6 @@ PYRAMID_TOP_SIDE = 2048
 PYRAMID_TILE = (512, 512)
 
 
-def is_mask(labels: np.ndarray) -> bool:
-    """Whether a label image is a mask (its objects are its connected components) rather than instance ids: bool,
-    values up to 1 (0/1, or a soft 0..1 map), or a single non-zero value (a 0/255 PNG). Values <= 0 are background."""
-    labels = np.asarray(full_resolution(labels))
-    if labels.dtype == bool:
-        return True
-    foreground = labels[labels > 0]
-    return foreground.size == 0 or foreground.max() <= 1 or foreground.min() == foreground.max()
-
-
 def array_digest(*arrays: np.ndarray) -> str:
     """SHA-256 of arrays' dtypes, shapes and bytes, in order: one image's identity (equal digests, equal pixels).
     Reads the bytes in place (no copy of a large layer)."""
@@ -88,83 +87,6 @@ def array_digest(*arrays: np.ndarray) -> str:
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(memoryview(array).cast("B") if array.size else b"")
     return digest.hexdigest()
-
-
-def label_objects(labels: np.ndarray) -> np.ndarray:
-    """Instance labels of a label image (its ids, kept; negatives are background) or of a mask (its connected
-    components; see :func:`is_mask`)."""
-    from scipy import ndimage
-
-    labels = np.asarray(full_resolution(labels))
-    if is_mask(labels):
-        return ndimage.label(labels > 0)[0]
-    return labels if labels.min() >= 0 else np.where(labels > 0, labels, 0)
-
-
-def label_plane(labels: np.ndarray) -> np.ndarray:
-    """A label image saved with axes of one dropped: (1, Y, X) (a stack of one plane, a channel axis of one), and
-    (Y, X, 1), as numpy arrays are saved by tifffile without naming their axes; any other array as it is (a colour
-    label image (Y, X, 3) stays one)."""
-    while labels.ndim > 2 and labels.shape[0] == 1 and not (labels.ndim == 3 and labels.shape[-1] in (3, 4)):
-        labels = labels[0]
-    if labels.ndim == 3 and labels.shape[-1] == 1:
-        labels = labels[..., 0]
-    return labels
-
-
-def label_image_2d(mask: np.ndarray, name: str = "labels") -> np.ndarray:
-    """A reference mask or label image as one 2D array of ids (0 = background); axes of one dropped
-    (:func:`label_plane`). An RGB(A) image whose channels differ is a colour label image: each separate region of one
-    colour is one id (black or transparent: background; an exporter's few colours are reused by many objects); a
-    grey one (equal channels) is its first channel. Whole-number float ids are integer ids; fractional ones above 1
-    (labels resized with interpolation) are refused, a soft mask (0..1) kept. Negative ids are refused: they are
-    neither an object nor clearly background; so are NaN and inf (NaN was read as background, inf as an object)."""
-    mask = label_plane(np.asarray(full_resolution(mask)))  # a multiscale labels layer: its full-resolution level
-    if mask.ndim == 3 and mask.shape[-1] in (3, 4):
-        rgb = mask[..., :3]
-        mask = rgb[..., 0] if (rgb == rgb[..., :1]).all() else _colour_ids(mask)
-    if mask.dtype.kind == "f" and not np.isfinite(mask).all():  # NaN read as background, inf as an object
-        raise PromptsegError(
-            f"{name}: the mask contains NaN or infinite values; set them to 0 (background) or to an object's id"
-        )
-    refuse_negative_ids(mask, name)
-    if mask.dtype.kind == "f" and mask.size and mask.max() > 1:  # ids, not a soft mask
-        fractional = mask[mask != np.round(mask)]
-        if fractional.size:
-            raise PromptsegError(
-                f"{name}: fractional label id {fractional.flat[0]:g} (float labels); ids are whole numbers, one per "
-                "object: labels resized with interpolation? resize them with nearest neighbour"
-            )
-        mask = file_labels(mask, name)  # regionprops and the methods take integer ids
-    return mask
-
-
-def refuse_negative_ids(labels: np.ndarray, name: str) -> None:
-    """Refuse labels or a mask holding negative values, naming ``name``: neither an object nor clearly background
-    (a signed 8-bit file holds ids above 127 as negatives: 255 nuclei read as a mask lost 128 of them)."""
-    if labels.dtype.kind in "if" and labels.size and labels.min() < 0:
-        signed_bytes = labels.dtype == np.int8
-        wrapped = "; a signed 8-bit file? its ids above 127 wrap to negative: save it unsigned" if signed_bytes else ""
-        raise PromptsegError(
-            f"{name}: negative label id {labels.min():g}; ids are 0 (background) and positive numbers, one per "
-            f"object{wrapped}"
-        )
-
-
-def _colour_ids(rgba: np.ndarray) -> np.ndarray:
-    """Ids of a colour label image (Y, X, 3 or 4): each 4-connected region of one colour one id, 1..N; black or
-    transparent pixels background. By region, not by colour: label2rgb's 7 colours and a viewer's palette are reused
-    by many objects (349 nuclei were read as 10)."""
-    from skimage.measure import label
-
-    rgb = rgba[..., :3]
-    background = ~rgb.any(axis=-1) | ((rgba[..., 3] == 0) if rgba.shape[-1] == 4 else False)
-    packed = np.ascontiguousarray(rgb).view(np.dtype((np.void, rgb.dtype.itemsize * 3)))[..., 0]
-    _, colour = np.unique(packed[~background], return_inverse=True)
-    colours = np.zeros(rgba.shape[:2], np.int64)
-    colours[~background] = colour.ravel() + 1
-    regions = label(colours, background=0, connectivity=1)  # neighbours of one colour only
-    return regions.astype(np.uint16 if regions.max() < 2**16 else np.uint32)
 
 
 def output_stem(path: str | Path, renamed: Mapping[str, str] | None = None) -> str:
@@ -427,12 +349,6 @@ def _unreadable_why(path: Path, exc: Exception) -> str:
         return str(exc)
 
 
-#: a blurred binary mask's foreground lies within this many grey levels of its top value (JPEG masks of GlaS, Shenzhen,
-#: Kvasir: at least 90 % of it within 31 of 255), a label image's ids do not (255 ids: 1/8 of them)
-MASK_TOP_BAND = 31
-MASK_NEAR_TOP_SHARE = 0.75
-
-
 def read_mask(path: str | Path, threshold: int = 127) -> np.ndarray:
     """Binary mask from a file (:func:`mask_foreground`: JPEG masks are thresholded, compression blurs their edges;
     a label image's every id is the target); a colour mask's target in any colour channel."""
@@ -441,41 +357,6 @@ def read_mask(path: str | Path, threshold: int = 127) -> np.ndarray:
     if mask.ndim == 3 and mask.shape[-1] in (2, 3, 4):
         mask = mask[..., : 3 if mask.shape[-1] == 4 else 1 if mask.shape[-1] == 2 else 3].max(axis=-1)
     return mask_foreground(mask, threshold)
-
-
-def mask_foreground(mask: np.ndarray, threshold: int = 127) -> np.ndarray:
-    """A mask's target: non-zero, but an 8-bit binary mask blurred by compression (a JPEG 0/255 mask: faint values
-    around its objects, grey edges) is cut at ``threshold``. Such a mask is told by its foreground lying mostly near
-    its top value (:data:`MASK_TOP_BAND`); the ids of a label image are spread over the range (an 8-bit label image
-    of 255 nuclei lost ids 1..127 when any foreground mostly above ``threshold`` was cut there)."""
-    if mask.dtype == np.uint8 and mask.max() > threshold:
-        foreground = mask[mask > 0]
-        near_top = foreground >= int(foreground.max()) - MASK_TOP_BAND
-        if np.count_nonzero(near_top) > MASK_NEAR_TOP_SHARE * foreground.size:
-            return mask > threshold
-    return mask > 0
-
-
-def file_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
-    """``labels`` as a label file stores them: uint16, or uint32 past 65535 ids. Ids a file cannot hold are refused,
-    not wrapped: a cast made a negative id 65535, id 2**32 + 1 object 1, and a float 1.7 object 1 (merged with it)."""
-    labels = np.asarray(full_resolution(labels))
-    if labels.dtype.kind not in "biuf":
-        raise PromptsegError(f"{name}: {labels.dtype} values; expected label ids (whole numbers) or a mask")
-    if labels.dtype.kind == "f" and labels.size:
-        if not np.isfinite(labels).all():
-            raise PromptsegError(f"{name}: NaN or infinite values; expected label ids (whole numbers)")
-        if not np.array_equal(labels, np.round(labels)):
-            raise PromptsegError(f"{name}: fractional values; expected label ids (whole numbers)")
-    low, high = (labels.min(), labels.max()) if labels.size else (0, 0)
-    if low < 0:
-        raise PromptsegError(f"{name}: negative id {low:g}; ids are 0 (background) and positive numbers")
-    if high >= 2**32:
-        raise PromptsegError(
-            f"{name}: id {high:g} is above the largest a label file holds ({2**32 - 1}); number the objects from 1 "
-            "(skimage.segmentation.relabel_sequential)"
-        )
-    return labels.astype(np.uint16 if high < 2**16 else np.uint32, copy=False)
 
 
 def needs_bigtiff(nbytes: int) -> bool:
