@@ -63,13 +63,7 @@ def label_image_2d(mask: np.ndarray, name: str = "labels") -> np.ndarray:
         )
     refuse_negative_ids(mask, name)
     if mask.dtype.kind == "f" and mask.size and mask.max() > 1:  # ids, not a soft mask
-        fractional = mask[mask != np.round(mask)]
-        if fractional.size:
-            raise PromptsegError(
-                f"{name}: fractional label id {fractional.flat[0]:g} (float labels); ids are whole numbers, one per "
-                "object: labels resized with interpolation? resize them with nearest neighbour"
-            )
-        mask = file_labels(mask, name)  # regionprops and the methods take integer ids
+        mask = file_labels(mask, name)  # integer ids (regionprops refuses float ones); fractions refused
     return mask
 
 
@@ -124,7 +118,10 @@ def file_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
         if not np.isfinite(labels).all():
             raise PromptsegError(f"{name}: NaN or infinite values; expected label ids (whole numbers)")
         if not np.array_equal(labels, np.round(labels)):
-            raise PromptsegError(f"{name}: fractional values; expected label ids (whole numbers)")
+            raise PromptsegError(
+                f"{name}: fractional values; expected label ids (whole numbers): labels resized with interpolation? "
+                "resize them with nearest neighbour"
+            )
     low, high = (labels.min(), labels.max()) if labels.size else (0, 0)
     if low < 0:
         raise PromptsegError(f"{name}: negative id {low:g}; ids are 0 (background) and positive numbers")
