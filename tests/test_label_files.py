@@ -221,3 +221,29 @@ def test_a_signed_8_bit_label_image_is_refused_as_a_mask_naming_the_file(hela, i
         Triplet(tmp_path / "image.png", tmp_path / "signed.tif", "nuclei", "", 0).load()
     with pytest.raises(PromptsegError, match=r"signed\.tif: negative label id -128"):
         _reference(tmp_path / "signed.tif", hela[0], tmp_path)
+
+
+def test_seed_labels_of_a_plane_saved_in_colours_or_with_an_axis_of_one_are_that_plane(small_nuclei, tmp_path):
+    """`promptseg segment STACK --propagate --seed-labels` refused a plane's labels saved as a colour PNG or with an
+    axis of one ('labels of shape (256, 256, 3)'), which a one-shot reference takes; they are that plane's objects
+    now. Negative ids are refused naming the file (they were background without a word)."""
+    from skimage.color import label2rgb
+
+    from napari_promptseg.cli._stacks import _checked_seed
+
+    image, labels = small_nuclei
+    volume = np.stack([image] * 3)
+    stack = tmp_path / "stack.tif"
+    iio.imwrite(tmp_path / "colours.png", (label2rgb(labels, bg_label=0) * 255).round().astype(np.uint8))
+    tifffile.imwrite(tmp_path / "plane.tif", labels[None])
+    for name in ("colours.png", "plane.tif"):
+        seed = _checked_seed(tmp_path / name, read_image(tmp_path / name, role="labels"), stack, volume)
+        np.testing.assert_array_equal(seed > 0, labels > 0)
+        assert len(np.unique(seed)) > 0.9 * len(np.unique(labels))
+    whole = np.stack([labels] * 3)  # the stack's own labels stay as they are
+    assert _checked_seed(tmp_path / "whole.tif", whole, stack, volume) is whole
+    tifffile.imwrite(tmp_path / "negative.tif", labels.astype(np.int16) - 1)
+    with pytest.raises(PromptsegError, match=r"--seed-labels \S*negative\.tif: negative label id -1"):
+        _checked_seed(tmp_path / "negative.tif", read_image(tmp_path / "negative.tif", role="labels"), stack, volume)
+    with pytest.raises(PromptsegError, match=r"--seed-labels \S*plane\.tif: labels of shape \(1, 256, 255\)"):
+        _checked_seed(tmp_path / "plane.tif", labels[None, :, :-1], stack, volume)

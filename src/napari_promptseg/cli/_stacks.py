@@ -233,19 +233,28 @@ def _instances_level_record(
     return {**_instances_record(args, path, image, found), "pyramid_level": index, "level_factor": factor}
 
 
-def _check_seed_shape(seed_path: Path, seed: object, path: Path, volume: object) -> None:
-    """--seed-labels must be a plane's (Y, X) labels or the stack's (Z, Y, X): refused naming that file and both
-    shapes (the propagation's own refusal named the stack alone, as 'seed labels')."""
+def _checked_seed(seed_path: Path, seed: object, path: Path, volume: object) -> object:
+    """--seed-labels as the propagation takes them: a plane's (Y, X) labels or the stack's (Z, Y, X); a plane's saved
+    with an axis of one, or in colours (a colour PNG), as a one-shot reference reads them
+    (:func:`..io.images.label_image_2d`: 'labels of shape (Y, X, 3)' was refused). Anything else is refused naming
+    that file and both shapes (the propagation's own refusal named the stack alone, as 'seed labels'), and so are a
+    plane's negative ids (they were background without a word)."""
     import numpy as np
 
+    from ..io.images import label_image_2d
     from ..models.preprocessing import full_resolution
 
     given, stack = tuple(np.shape(full_resolution(seed))), tuple(np.shape(volume)[:3])
-    if given not in (stack[1:], stack):
+    if given == stack:
+        return seed
+    # a plane behind an axis of one, or its colours (or a channel of one) after it
+    plane = given[1:] if given[0] == 1 else given[:2] if len(given) == 3 and given[-1] in (1, 3, 4) else given
+    if len(given) > 3 or plane != stack[1:]:
         raise PromptsegError(
             f"--seed-labels {seed_path}: labels of shape {given}; {path} is a stack of {stack[0]} planes of "
             f"{stack[1]} x {stack[2]} px: give the (Y, X) labels of --plane {stack[1:]} or the stack's {stack}"
         )
+    return label_image_2d(seed, f"--seed-labels {seed_path}")  # negative ids refused, float ids made integer
 
 
 def _stack_record(
@@ -306,7 +315,7 @@ def _stack_record(
         raise PromptsegError(f"{path}: --plane {plane} is outside the {planes} (0-{n - 1})")
     prompted = bool(len(boxes) or len(positive_points)) or seed_labels is not None
     if seed_labels is not None:
-        _check_seed_shape(args.seed_labels, seed_labels, path, volume)
+        seed_labels = _checked_seed(args.seed_labels, seed_labels, path, volume)
     if args.propagate and not prompted:
         # the seed plane is segmented here, before propagate_through_stack checks (as segment_stack does itself):
         # refuse NaN before the first plane is segmented
