@@ -72,6 +72,14 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, seeds: str, prompts_o
         + ", then carry each object plane by plane through the stack, both ways, until it ends",
     )
     parser.add_argument(
+        "--time",
+        type=int,
+        metavar="T",
+        help="a time-lapse of volumes (T, Z, Y, X[, C]): segment (or --propagate through Z) the volume of time point "
+        "T, as the Interactive widget does the time point shown; the labels keep the input's (T, Z, Y, X) shape, the "
+        "other time points empty",
+    )
+    parser.add_argument(
         "--stop-iou",
         type=fraction,
         default=STOP_IOU,
@@ -157,16 +165,39 @@ def _stack_for(
 
 def _input_stack(args: argparse.Namespace, image: object, path: Path) -> tuple[object, StackAxes] | None:
     """An input of more than two axes as a (Z, Y, X[, C]) stack, with the axes its metadata names (read once: they
-    plan its planes and name its labels' axes); None for a 2D image."""
+    plan its planes and name its labels' axes); None for a 2D image. With --time, the volume of that time point of
+    a time-lapse of volumes (any other input refused)."""
     import numpy as np
 
     from ..io.multiscale import stack_axes
 
+    image, axes = _at_time_point(args, image, path, None)
     if np.ndim(image) <= 2:
         return None
-    axes = stack_axes(path)
+    axes = stack_axes(path) if axes is None else axes
     stack = _stack_for(args, image, path, axes)
     return None if stack is None else (stack, axes)
+
+
+def _at_time_point(
+    args: argparse.Namespace, image: object, path: Path, axes: StackAxes | None
+) -> tuple[object, StackAxes | None]:
+    """--time T: the input's (Z, Y, X[, C]) volume at T (:func:`..methods.volume.time_point_volume`, which the
+    Python API's propagation shares) and the axes of that volume (its planes are Z); without --time the input and
+    ``axes`` as they are. A time-lapse's channels are last (--channel-axis -1, or read so): the one option then
+    names the volume's channel axis too."""
+    from ..io.multiscale import StackAxes
+    from ..methods.volume import time_point_volume
+
+    if getattr(args, "time", None) is None:
+        return image, axes
+    if args.channel_axis not in (None, -1):
+        raise PromptsegError(
+            f"{path}: --time takes a time-lapse of volumes with its channels last, (T, Z, Y, X, C): --channel-axis -1, "
+            f"not {args.channel_axis}"
+        )
+    volume, _ = time_point_volume(image, args.time, name=f"{path} (--time)", channel_axis=args.channel_axis)
+    return volume, StackAxes(None, "z")
 
 
 #: report.json's ``stack_axis`` note for a stack whose file does not name the axis its planes lie along
@@ -293,6 +324,8 @@ def _stack_record(
     from ..models.preprocessing import to_numpy
     from ._common import _finish_image
 
+    time_lapse = image  # --time: the input, whose shape the labels keep
+    image, axes = _at_time_point(args, image, path, axes)
     axes = stack_axes(path) if axes is None else axes
     volume, warnings = as_stack(image, channel_axis=args.channel_axis, name=str(path), axes=axes.read)
     n = int(np.shape(volume)[0])
@@ -320,7 +353,9 @@ def _stack_record(
         # the seed plane is segmented here, before propagate_through_stack checks (as segment_stack does itself):
         # refuse NaN before the first plane is segmented
         check_finite(volume, str(path), axes.planes)
-    record: dict = {"input": str(path), "shape": list(np.shape(image)), "planes": n}
+    record: dict = {"input": str(path), "shape": list(np.shape(time_lapse)), "planes": n}
+    if getattr(args, "time", None) is not None:
+        record["time_point"] = args.time
     # what the planes are: by the file's word, or a guess the report says (a time-lapse of RGB frames saved without
     # axes reads as Z; the same segmentation, but the user must know what was assumed); a time-lapse's are frames in
     # what the run says (report.json's mode keeps its value, which scripts read)
@@ -406,8 +441,13 @@ def _stack_record(
         warnings = [*warnings, f"{path}: --stop-iou ignored: it ends objects carried by --propagate"]
     extents = object_extents(labels)
     objects = len(extents)
+    written, labels_axes = labels, axes.labels
+    if getattr(args, "time", None) is not None:  # over the time-lapse, as the widget's layer: the others empty
+        written = np.zeros((np.shape(time_lapse)[0], *np.shape(labels)), np.asarray(labels).dtype)
+        written[args.time] = labels
+        labels_axes = "TZYX"
     record.update(
-        output=_write_output(args, path, labels, axes=axes.labels),
+        output=_write_output(args, path, written, axes=labels_axes),
         objects=objects,
         extents={str(k): list(v) for k, v in extents.items()},
         warnings=warnings,
@@ -417,6 +457,8 @@ def _stack_record(
     unnamed = f"{n} planes (first axis unnamed: Z or T)"
     planes = {"t": f"{n} frames (T)", "z": f"{n} planes (Z)"}.get(stack_axis, unnamed)
     summary = f"{objects} object(s) in {planes}, {said_mode}"
+    if getattr(args, "time", None) is not None:
+        summary += f", at time point {args.time} of {np.shape(time_lapse)[0]}"
     _finish_image(args, path, image, labels, record, summary, stack=volume)
     return record
 

@@ -161,6 +161,7 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
             "keep_largest": args.keep_largest,
             "use_points": args.use_points,
             "plane": args.plane,
+            "time": args.time,
             "propagate": args.propagate,
             "stop_iou": args.stop_iou,
             "output_format": args.output_format,

@@ -64,6 +64,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             "find_all": args.find_all,
             "object_size": args.object_size,
             "plane": args.plane,
+            "time": args.time,
             "propagate": args.propagate,
             "seed_labels": None if args.seed_labels is None else str(args.seed_labels),
             "stop_iou": args.stop_iou,

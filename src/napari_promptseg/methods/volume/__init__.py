@@ -21,6 +21,7 @@ from .stacks import (
     plane_list,
     plane_warnings,
     plane_word,
+    time_point_volume,
 )
 
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "plane_word",
     "propagate_through_stack",
     "segment_stack",
+    "time_point_volume",
 ]

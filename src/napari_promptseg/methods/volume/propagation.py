@@ -16,7 +16,15 @@ from ...models.preprocessing import Normalization, as_channels_last, full_resolu
 from ...models.protocols import PromptableSegmenter
 from ...tiling import WorkingScale, box_object_size
 from .planes import _compact, object_extents
-from .stacks import _as_ids, _plane_index, _stack, named_channel_axis, plane_warnings, plane_word
+from .stacks import (
+    _as_ids,
+    _plane_index,
+    _stack,
+    named_channel_axis,
+    plane_warnings,
+    plane_word,
+    time_point_volume,
+)
 
 #: an object stops where its mask overlaps the previous plane's by less than this (IoU)
 STOP_IOU = 0.5
@@ -70,6 +78,7 @@ def propagate_through_stack(
     cancel: Callable[[], bool] | None = None,
     axes: str | None = None,
     stack_axis: str | None = None,
+    time_point: int | None = None,
 ) -> PropagationResult:
     """Segment objects on ``plane`` of a (Z, Y, X[, C]) stack and carry each through the stack in both directions.
 
@@ -91,10 +100,17 @@ def propagate_through_stack(
     ``axes``: the input's axis order when its file names it (:func:`~.stacks.as_stack`). ``stack_axis``: "t" when
     the planes are a time-lapse's frames (default: when ``axes`` begins with t): its progress, warnings and stops
     say frame.
+    ``time_point``: ``volume`` is a (T, Z, Y, X[, C]) time-lapse of volumes, and the objects are carried through Z
+    of that time point's volume (:func:`~.stacks.time_point_volume`, as the Interactive widget takes the time point
+    shown; the CLI's --time).
     """
     from ...models import load_segmenter
     from ..interactive import ObjectPrompt, check_box, segment_objects, segment_prompts
 
+    if time_point is not None:
+        volume, channel_axis = time_point_volume(volume, time_point, name=name, channel_axis=channel_axis)
+        if axes is not None and len(axes) == np.ndim(volume) + 1:  # the file's names, without its time axis
+            axes = axes[1:]
     if stack_axis is None and (axes or "").startswith("t"):
         stack_axis = "t"
     word = plane_word(stack_axis)

@@ -75,6 +75,42 @@ def as_stack(
     )
 
 
+def time_point_volume(
+    image: object, time_point: object, *, name: str = "image", channel_axis: int | None = None
+) -> tuple[object, int | None]:
+    """The (Z, Y, X[, C]) volume at ``time_point`` of a (T, Z, Y, X) time-lapse of volumes ((T, Z, Y, X, C) with
+    channels last or at ``channel_axis``), as the Interactive widget holds the time point shown, and the channel
+    axis of that volume (``channel_axis`` one axis earlier). Nothing is read (a lazy array stays lazy). Refused
+    naming ``name``: an array of other dimensions, a 4D array whose last axis reads as channels (a (Z, Y, X, C)
+    stack, no time-lapse), or a time point outside the time-lapse."""
+    shape = tuple(np.shape(image))
+    ndim = len(shape)
+    try:
+        if isinstance(time_point, (bool, np.bool_)):
+            raise TypeError
+        t = operator.index(time_point)
+    except TypeError:
+        raise PromptsegError(f"{name}: the time point must be a whole number, got {time_point!r}") from None
+    channels_last = ndim == 4 and channel_axis is None and shape[-1] <= 4
+    if ndim not in (4, 5) or channels_last or (ndim == 4 and channel_axis is not None):
+        why = " (its last axis of <= 4 values reads as channels: a (Z, Y, X, C) stack)" if channels_last else ""
+        raise PromptsegError(
+            f"{name}: a time point ({t}) is taken from a time-lapse of volumes (T, Z, Y, X[, C]); this is a {ndim}D "
+            f"array of shape {shape}{why}, its axes read as {read_axes(shape)}: give it without a time point"
+        )
+    if channel_axis is not None and channel_axis % ndim == 0:
+        raise PromptsegError(
+            f"{name}: the first axis of a (T, Z, Y, X, C) time-lapse holds its time points, not channels"
+        )
+    if not 0 <= t < shape[0]:
+        raise PromptsegError(
+            f"{name}: time point {t} is outside the time-lapse's {shape[0]} time points (0-{shape[0] - 1})"
+        )
+    if channel_axis is not None:
+        channel_axis = channel_axis % ndim - 1
+    return image[t], channel_axis
+
+
 def _without_leading_singletons(
     image: object, channel_axis: int | None, axes: str | None
 ) -> tuple[object, int | None, str | None]:
