@@ -90,3 +90,44 @@ def test_propagation_on_a_time_lapse_says_frames_and_its_labels_keep_the_time_ax
     result = viewer.layers["movie propagated"]
     assert result.axis_labels == widget.shapes_picker.layer().axis_labels == ("t", "y", "x")
     assert dice(result.data[1] > 0, np.roll(nucleus, 2, axis=1)) > 0.8
+
+
+def test_a_cancelled_propagation_keeps_the_planes_done_as_a_layer_said_partial(make_viewer, qtbot, shared_data):
+    """Cancel pressed while 'Propagate through stack' ran kept nothing: the seed plane and the planes already
+    carried were thrown away. They are now a Labels layer named '... propagated (partial)', whose metadata and the
+    summary say which planes were not segmented (their labels empty)."""
+    from napari_promptseg._widgets.interactive.actions import PARTIAL_KEY
+
+    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
+    truth = scan["seg"] == 10  # the left thalamus
+    z = int(np.argmax(truth.sum((1, 2))))
+    crop = (slice(z - 3, z + 4), slice(40, 150), slice(40, 180))
+    vol, truth = scan["vol"][crop].astype(np.float32), truth[crop]
+    viewer = make_viewer()
+    viewer.add_image(vol, name="mri")
+    viewer.dims.set_current_step(0, 3)
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    rows, cols = np.nonzero(truth[3])
+    r0, r1, c0, c1 = rows.min(), rows.max(), cols.min(), cols.max()
+    widget.shapes_picker.layer().add_rectangles(np.array([[3, r0, c0], [3, r0, c1], [3, r1, c1], [3, r1, c0]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+
+    def cancel_on_the_first_carried_plane(job, fraction, message) -> None:
+        if "plane 4" in message:
+            widget.runner.cancel()
+
+    widget.runner._progressed.connect(cancel_on_the_first_carried_plane)
+    start = len(notification_manager.records)
+    widget.propagate_button.click()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert not records_since(start, NotificationSeverity.ERROR)
+    assert widget.runner.widget.state == "cancelled"
+    result = viewer.layers["mri propagated (partial)"]
+    said = result.metadata[PARTIAL_KEY]  # "partial: planes 0-2, 6 not segmented", the cancel seen before plane 6
+    assert said.startswith("partial: planes 0") and said.endswith(" not segmented"), said
+    assert not result.data[0].any() and not result.data[6].any()
+    assert dice(result.data[3] > 0, truth[3]) > 0.8, "the seed plane is kept"
+    summary = widget.runner.widget.summary.text()
+    assert summary.startswith("cancelled: 1 object(s) propagated from plane 3") and said in summary, summary
+    assert "'mri propagated (partial)'" in summary

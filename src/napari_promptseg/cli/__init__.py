@@ -299,10 +299,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"promptseg {args.command}: error: {where}{exc.strerror or exc}{_resume_hint(args)}", file=sys.stderr)
         return 2
     except Terminated:
-        print(f"\npromptseg {args.command}: terminated (SIGTERM){_resume_hint(args)}", file=sys.stderr)
+        said = f"terminated (SIGTERM){_resume_hint(args)}{_unwritten_note(args)}"
+        print(f"\npromptseg {args.command}: {said}", file=sys.stderr)
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print(f"\npromptseg {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
+        print(f"\npromptseg {args.command}: interrupted{_resume_hint(args)}{_unwritten_note(args)}", file=sys.stderr)
         return 130
     finally:
         if new_output:  # a run refused, interrupted or failed leaves no empty -o folder of its making behind
@@ -340,6 +341,19 @@ def _quiet_stdout() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
+
+
+def _unwritten_note(args: argparse.Namespace) -> str:
+    """What a batch stopped part-way (Ctrl+C, SIGTERM) did not write: the inputs it was working on ('' for commands
+    that write no labels per input). A propagation's planes done are not written either: labels of part of a stack,
+    in the file a whole result goes to, would pass for it (the Interactive widget and the Python function keep them,
+    said to be partial); users saw only 'interrupted' and looked for them."""
+    if getattr(args, "output", None) is None or not hasattr(args, "resume"):
+        return ""
+    note = "; the input(s) in progress were not written"
+    if getattr(args, "propagate", False):
+        note += " (nothing of a propagation stopped part-way is kept, not even the planes it had done)"
+    return note
 
 
 def _resume_hint(args: argparse.Namespace) -> str:

@@ -247,6 +247,8 @@ class _Job:
     on_done: Callable[[Any], None]
     on_error: Callable[[BaseException], None] | None = None
     inputs: tuple = ()  # the layers the task reads: its result is dropped if one was removed while it ran
+    #: a cancel whose error holds what was done before it (``.partial``, e.g. a propagation's planes): given it
+    on_partial: Callable[[Any], None] | None = None
     started: float = 0.0
     changed: list = field(default_factory=list)  # names of input layers whose data was replaced while it ran
     watchers: list = field(default_factory=list)  # (layer, callback) connected to the inputs' data events
@@ -322,6 +324,7 @@ class TaskRunner(QObject):
         inputs: tuple = (),
         queue: bool = False,
         repeat: bool = False,
+        on_partial: Callable[[Any], None] | None = None,
     ) -> bool:
         """``inputs``: the layers the task reads; a result whose input layer left the viewer, or whose pixels were
         replaced, meanwhile is not pushed back (it would lie over other pixels). A run button's task is refused
@@ -329,7 +332,8 @@ class TaskRunner(QObject):
         but not behind a running task of its own key unless ``repeat`` (a preview of prompts edited since). A
         later task under a waiting task's key replaces it: latest wins. A task given while the running one is being
         cancelled waits for it to stop (Cancel, then Run: the run was refused, 'press Cancel first'). Returns whether
-        the task was taken."""
+        the task was taken. ``on_partial``: a cancelled task whose error holds the work done before the cancel
+        (``.partial``) hands it to this, on the main thread, as a result (unless an input layer went or changed)."""
         if self._closed:  # the widget's dock was closed (e.g. a layer event of a closed Interactive widget)
             return False
         stopping = self._job is not None and self._cancel_event is not None and self._cancel_event.is_set()
@@ -337,7 +341,7 @@ class TaskRunner(QObject):
             running = self._job.description if self._job is not None else "a task"
             show_info(f"{running} is still running: wait for it, or press Cancel first")
             return False
-        job = _Job(key, description, task, on_done, on_error, tuple(inputs))
+        job = _Job(key, description, task, on_done, on_error, tuple(inputs), on_partial)
         for layer in job.inputs:
             token = data_token(layer)
 
@@ -464,6 +468,11 @@ class TaskRunner(QObject):
                 detail = said.partition("cancelled")[2].strip(" ,;:") if "cancelled" in said else said.strip()
                 self.widget.cancelled(job.description, detail)
                 show_info(f"{job.description}: cancelled" + (f" ({detail})" if detail else ""))
+                partial = getattr(error, "partial", None)
+                # the planes done lie over the pixels they came from: not once those went or changed
+                kept = not (job.changed or self._closed or self._removed_inputs(job))
+                if partial is not None and job.on_partial is not None and kept:
+                    job.on_partial(partial)
             elif error is not None:
                 self.widget.failed(job.description, error)
                 if job.on_error is not None:

@@ -13,7 +13,7 @@ from napari.utils.notifications import show_info
 
 from ...errors import PromptsegError
 from ...methods.instances import InstanceResult, find_all_like
-from ...methods.volume import PropagationResult, plane_word, propagate_through_stack
+from ...methods.volume import PropagationResult, plane_list, plane_word, propagate_through_stack
 from ...tiling import box_object_size
 from .._common import (
     OBJECT_SIZE_KEY,
@@ -35,6 +35,9 @@ from .geometry import (
 )
 from .labels import commit_to_labels, seed_plane
 from .layout import BOXES_NAME, COMMIT_KEY, POINTS_NAME, POLARITY_COLOURS, TOGGLE_KEY
+
+#: a Labels layer's metadata key saying its propagation was cancelled part-way, and which planes it lacks
+PARTIAL_KEY = "promptseg_partial"
 
 
 class NewLayerActions:
@@ -189,17 +192,30 @@ class NewLayerActions:
             if held:  # the volume shown, in labels of the image's shape (as find-all's), the others empty
                 volume_labels, labels = labels, np.zeros(geom.labels_shape, np.uint32)
                 labels[tuple(geom.index[a] if a in held else slice(None) for a in range(labels.ndim))] = volume_labels
-            layer = self._add_result_layer(labels, geom, f"{name} propagated")
+            word = plane_word(stack_axis)
+            # a cancelled run's planes done: said partial in the layer's name, its metadata and the summary
+            partial = f"partial: {plane_list(result.not_reached, stack_axis)} not segmented" if result.partial else ""
+            layer = self._add_result_layer(labels, geom, f"{name} propagated" + (" (partial)" if partial else ""))
+            if partial:
+                layer.metadata[PARTIAL_KEY] = partial
             for message in result.warnings:
                 notify_once(message, self._shown_warnings)
-            word = plane_word(stack_axis)
             spans = ", ".join(f"{k}: {word}s {a}-{b}" for k, (a, b) in result.extents.items())
             said = f"{result.objects} object(s) propagated from {word} {plane} ({spans})"
             said += "".join(f" at {_held_position(image, a, geom.index[a])}" for a in held)
+            said = f"cancelled: {said}, {partial}" if partial else said
             self.runner.widget.set_summary(f"{said} -> '{layer.name}'")
 
         what = "the prompted object(s)" if seed is None else f"the objects of '{seed_layer.name}'"
-        self.runner.submit("propagate", f"propagating {what} through '{name}'", task, done, inputs=(image,), queue=True)
+        self.runner.submit(
+            "propagate",
+            f"propagating {what} through '{name}'",
+            task,
+            done,
+            inputs=(image,),
+            queue=True,
+            on_partial=done,  # a cancel keeps the planes done, as a layer said to be partial
+        )
 
     def new_prompt_layers(self) -> None:
         """Add a Shapes layer (rectangle tool on) and a Points layer with positive/negative colours."""

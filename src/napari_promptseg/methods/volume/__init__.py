@@ -12,7 +12,15 @@ No Qt, no napari.
 """
 
 from .planes import LINK_IOU, StackResult, object_extents, plane_function, segment_stack
-from .propagation import BOX_MARGIN, MIN_AREA_FRACTION, MIN_SCORE, STOP_IOU, PropagationResult, propagate_through_stack
+from .propagation import (
+    BOX_MARGIN,
+    MIN_AREA_FRACTION,
+    MIN_SCORE,
+    STOP_IOU,
+    PropagationCancelled,
+    PropagationResult,
+    propagate_through_stack,
+)
 from .stacks import (
     as_stack,
     check_finite,
@@ -30,6 +38,7 @@ __all__ = [
     "MIN_AREA_FRACTION",
     "MIN_SCORE",
     "STOP_IOU",
+    "PropagationCancelled",
     "PropagationResult",
     "StackResult",
     "as_stack",

@@ -21,6 +21,7 @@ from .stacks import (
     _plane_index,
     _stack,
     named_channel_axis,
+    plane_list,
     plane_warnings,
     plane_word,
     time_point_volume,
@@ -50,10 +51,27 @@ class PropagationResult:
     scale: WorkingScale | None = None
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: the planes a cancel left unsegmented (empty: the propagation ran to its end); their labels are 0
+    not_reached: list[int] = field(default_factory=list)
 
     @property
     def objects(self) -> int:
         return len(self.extents)
+
+    @property
+    def partial(self) -> bool:
+        """Whether a cancel stopped the propagation part-way: the planes done are kept, ``not_reached`` are not."""
+        return bool(self.not_reached)
+
+
+class PropagationCancelled(CancelledError):
+    """A propagation cancelled part-way (its ``cancel`` returned True): ``partial`` holds the planes finished so far
+    (the seed plane and those carried to), a :class:`PropagationResult` whose ``not_reached`` lists the others. A
+    cancelled run threw them away: a user who cancels after 40 of 60 planes keeps those 40."""
+
+    def __init__(self, message: str, partial: PropagationResult) -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 def propagate_through_stack(
@@ -103,6 +121,8 @@ def propagate_through_stack(
     ``time_point``: ``volume`` is a (T, Z, Y, X[, C]) time-lapse of volumes, and the objects are carried through Z
     of that time point's volume (:func:`~.stacks.time_point_volume`, as the Interactive widget takes the time point
     shown; the CLI's --time).
+    A cancel (``cancel`` returning True, checked before each plane) raises :class:`PropagationCancelled`, a
+    :class:`CancelledError` holding the planes finished so far as a partial result.
     """
     from ...models import load_segmenter
     from ..interactive import ObjectPrompt, check_box, segment_objects, segment_prompts
@@ -262,13 +282,42 @@ def propagate_through_stack(
             if not keys:
                 return {}, {}, ended
 
+    def result(not_reached: list[int] = ()) -> PropagationResult:
+        return PropagationResult(
+            labels=_compact(out),
+            seed_plane=plane,
+            extents=object_extents(out),
+            stops=stops,
+            scores={k: float(np.mean(v)) if v else None for k, v in scores.items()},
+            scale=scale,
+            timings=timings,
+            warnings=warnings,
+            not_reached=list(not_reached),
+        )
+
+    def cancelled(z: int, direction: int, alive: Mapping[int, np.ndarray]) -> PropagationCancelled:
+        """The planes done when a cancel came before plane ``z`` (going ``direction``), as a partial result."""
+        not_reached = [*range(z, n), *range(plane)] if direction == 1 else list(range(z + 1))
+        for k in ids:  # the objects still carried, and every object on the side not begun (its first plane)
+            if "up" not in stops[k] and k in alive:
+                stops[k]["up"] = f"cancelled before {word} {z}"
+            if "down" not in stops[k] and (k in alive or direction == 1):
+                below = z if direction == -1 else plane - 1
+                stops[k]["down"] = f"cancelled before {word} {below}" if below >= 0 else "reached the end of the stack"
+        missing = plane_list(not_reached, stack_axis)
+        warnings.append(f"{name}: propagation cancelled: {missing} not segmented; the result is partial")
+        finished = n - len(not_reached)
+        return PropagationCancelled(
+            f"cancelled after {finished} of {n} {word}s ({missing} not segmented)", result(not_reached)
+        )
+
     done, total = 0, n - 1
     for direction, side in ((1, "up"), (-1, "down")):
         alive = {k: seed == k for k in ids}
         z = plane + direction
         while alive and 0 <= z < n:
             if cancel is not None and cancel():
-                raise CancelledError("cancelled")
+                raise cancelled(z, direction, alive)
             done += 1
             report(done / max(total, 1), f"{name}: {word} {z} ({len(alive)} object(s), {side} from {plane})")
             masks, plane_scores, ended = step(z, alive)
@@ -284,16 +333,7 @@ def propagate_through_stack(
             stops[k][side] = "reached the end of the stack"
         done = n - 1 - plane  # the planes above count as done, however early the objects ended there
     report(1.0, f"{name}: {len(ids)} object(s) propagated")
-    return PropagationResult(
-        labels=_compact(out),
-        seed_plane=plane,
-        extents=object_extents(out),
-        stops=stops,
-        scores={k: float(np.mean(v)) if v else None for k, v in scores.items()},
-        scale=scale,
-        timings=timings,
-        warnings=warnings,
-    )
+    return result()
 
 
 def _stop_reason(
