@@ -196,3 +196,42 @@ def test_a_time_lapse_references_labels_on_two_frames_are_refused_in_frames(make
     fits = "a time-lapse of shape (3, 256, 256): give labels of the time-lapse's shape, or of one frame (256, 256)"
     with pytest.raises(PromptsegError, match=re.escape(fits)):
         read_oneshot_inputs(widget._inputs(), 256, progress=lambda *_: None, cancel=lambda: False)
+
+
+def test_a_stack_reference_is_its_labelled_plane_by_the_cli_as_by_the_widget(hela, cli_run, tmp_path, capsys):
+    """`promptseg oneshot --reference STACK` was refused ('a reference is one 2D image ... save the plane as its own
+    file') while the One-shot widget took a stack layer's labelled plane. The CLI takes it the same way now (one
+    code path): the one plane its (Z, Y, X) mask labels, or --reference-plane for a plane's (Y, X) mask, and finds
+    what the 2D reference finds; a choice it cannot make, or one off the labels, is refused saying what to give."""
+    from napari_promptseg.cli import main
+
+    reference, labels, frames = hela
+    stack = np.stack([frames[1], reference, frames[0]])  # the reference is plane 1
+    marks = np.zeros(stack.shape, labels.dtype)
+    marks[1] = labels
+    for name, array in (("stack", stack), ("marks", marks), ("plane_marks", labels), ("frames", frames)):
+        tifffile.imwrite(tmp_path / f"{name}.tif", array, photometric="minisblack")
+    target, out = str(tmp_path / "frames.tif"), tmp_path / "out"
+
+    def oneshot(mask: str, *more: str) -> int:
+        reference_pair = ["--reference", str(tmp_path / "stack.tif"), "--reference-mask", str(tmp_path / mask)]
+        return main(["oneshot", target, *reference_pair, "-o", str(out), "--scheduler", "none", *more])
+
+    assert oneshot("marks.tif") == 0, capsys.readouterr().err
+    np.testing.assert_array_equal(tifffile.imread(out / "frames.tif"), cli_run[1])  # the 2D reference's labels
+    assert json.loads((out / "report.json").read_text())["parameters"]["reference_planes"] == [1]
+
+    assert oneshot("plane_marks.tif") == 2
+    err = capsys.readouterr().err
+    said = f"--reference-mask {tmp_path / 'plane_marks.tif'} are one plane's labels (256, 256) and --reference "
+    assert said + f"{tmp_path / 'stack.tif'} is a stack of 3 planes: give --reference-plane with the plane" in err, err
+    assert oneshot("marks.tif", "--reference-plane", "2") == 2
+    err = capsys.readouterr().err
+    assert "marks.tif mark plane 1 of --reference " in err and "none of them --reference-plane 2: give" in err, err
+
+    # the widget's reading of the same stack layer and labels: the same plane
+    from napari_promptseg._widgets._common import LayerPixels, read_reference_plane
+
+    layer, marked = LayerPixels("stack", stack, False, False, 3), LayerPixels("marks", marks, False, False, 3)
+    plane, plane_labels, z = read_reference_plane(layer, marked, shown=0)
+    assert z == 1 and np.array_equal(plane, reference) and np.array_equal(plane_labels, labels)

@@ -56,6 +56,14 @@ def _add_oneshot_parser(sub: argparse._SubParsersAction) -> None:
     one.add_argument(
         "--reference-mask", type=Path, action="append", required=True, help="its mask/labels (non-zero = object)"
     )
+    one.add_argument(
+        "--reference-plane",
+        type=int,
+        metavar="Z",
+        help="a stack reference (Z, Y, X[, C]; a time-lapse's frames): the plane its objects are taken from, as the "
+        "One-shot widget takes the plane shown (default: the one plane its (Z, Y, X) mask labels; needed for a "
+        "plane's (Y, X) mask, or a mask labelling several planes)",
+    )
     one.add_argument("--strategy", default="sat", choices=["sat", "persam", "matcher"])
     one.add_argument(
         "--features", default="segmenter", help="'segmenter' (the model's encoder) or 'dinov2:<dir or hub id>'"
@@ -128,6 +136,10 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
         said += ", and the many-instances mode ran (--no-instances for one region)"
         warnings.append(said)
         print(f"warning: {said}", file=sys.stderr)
+    if args.reference_plane is not None and not any(z is not None for z in meta.get("reference_planes") or [None]):
+        said = "--reference-plane ignored: it picks a stack reference's plane, and the references are 2D images"
+        warnings.append(said)
+        print(f"warning: {said}", file=sys.stderr)
     # SAT reads the whole image: the size was dropped unsaid (--propagate decodes its planes at it)
     if not instances and args.object_size is not None and not args.propagate:
         said = "--object-size ignored: it sets the many-instances mode's working scale, and one region ran"
@@ -143,6 +155,7 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
         parameters={
             "references": [str(p) for p in args.reference],
             "reference_masks": [str(p) for p in args.reference_mask],
+            "reference_planes": meta.get("reference_planes"),
             "mode": mode,
             "instances": instances,
             "instances_chosen_by": (
@@ -227,10 +240,18 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
         for r, axis in zip(references, read_axes, strict=True)
     ]
     reference_axes = [None if axis is None else -1 for axis in read_axes]
+    # a stack reference: its labelled plane (or --reference-plane), as the One-shot widget takes a stack layer's
+    planes = [
+        _reference_plane(args, p, m, r, read_image(m, role="labels"), axis)
+        for p, m, r, axis in zip(args.reference, args.reference_mask, references, reference_axes, strict=True)
+    ]
+    references = [r for r, _, _ in planes]
     # every pair is checked before the mode is chosen: a bad second mask is reported as such
     reference_labels = [
-        _reference_labels(read_image(m, role="labels"), r, m, p, axis, args.channels)
-        for p, m, r, axis in zip(args.reference, args.reference_mask, references, reference_axes, strict=True)
+        _reference_labels(mask, r, m, p, axis, args.channels)
+        for p, m, r, axis, (_, mask, _) in zip(
+            args.reference, args.reference_mask, references, reference_axes, planes, strict=True
+        )
     ]
     for mask, labels in zip(args.reference_mask, reference_labels, strict=True):
         if (labels > 0).all():  # no background to tell the object from; named here, the methods say 'reference'
@@ -267,6 +288,7 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
         )
     meta = {
         **_segmenter_meta(segmenter),
+        "reference_planes": [z for _, _, z in planes],  # None: a 2D reference
         "instances": bool(instances),
         "features": "pixel classifier" if instances else extractor.name,
         "exemplar_object_size_px": None if exemplars is None else round(exemplars.object_size, 2),
@@ -285,6 +307,47 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
         }
     masks = [labels > 0 for labels in reference_labels]
     return _OneShot(segmenter, extractor, references, masks, exemplars), meta
+
+
+def _reference_plane(
+    args: argparse.Namespace, path: Path, mask_path: Path, reference: object, mask: object, channel_axis: int | None
+) -> tuple[object, object, int | None]:
+    """A reference and its mask as read, or, for a stack reference (Z, Y, X[, C]), its plane the mask labels (or
+    --reference-plane) and that plane's mask, as the One-shot widget takes a stack layer's (one code path:
+    :func:`..methods.volume.reference_plane`); and which plane (None: a 2D reference). A stack was refused as
+    'a reference is one 2D image' while the widget took it."""
+    import numpy as np
+
+    from ..io.multiscale import stack_axes
+    from ..methods.volume import as_stack, reference_plane
+
+    axes = stack_axes(path)
+    stack, _ = as_stack(reference, channel_axis=channel_axis, name=f"--reference {path}", axes=axes.read)
+    if stack is None:
+        return reference, mask, None
+    mask, shape = np.asarray(mask), tuple(np.shape(stack)[:3])
+    word = "frame" if axes.planes == "t" else "plane"
+    if mask.shape not in (shape, shape[1:]):
+        raise PromptsegError(
+            f"--reference-mask {mask_path}: labels of shape {mask.shape}; --reference {path} is a stack of "
+            f"{shape[0]} {word}s of {shape[2]} x {shape[1]} px: give the stack's labels {shape} or one {word}'s "
+            f"{shape[1:]}"
+        )
+    if not (mask > 0).any():
+        raise PromptsegError(
+            f"--reference-mask {mask_path}: no labelled pixel (all 0); label the objects to find (non-zero pixels)"
+        )
+    z = reference_plane(
+        mask,
+        shape[0],
+        args.reference_plane,
+        labels_name=f"--reference-mask {mask_path}",
+        image_name=f"--reference {path}",
+        stack_axis=axes.planes,
+        chosen_as="--reference-plane {plane}",
+        to_choose="give --reference-plane with the {word} to use",
+    )
+    return np.asarray(stack[z]), mask[z] if mask.ndim == 3 else mask, z
 
 
 def _one_region_options(args: argparse.Namespace) -> list[str]:

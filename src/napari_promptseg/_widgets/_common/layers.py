@@ -257,20 +257,18 @@ def read_reference_plane(
     planes_axis = 1 if channel_axis == 0 else 0
     shown = shown * spatial[0] / _levels(image)[0].shape[planes_axis]
     shown = int(np.clip(np.round(shown), 0, spatial[0] - 1))
-    plane = shown
-    if marks.ndim == 3:
-        marked = np.flatnonzero(marks.reshape(len(marks), -1).any(axis=1))
-        if len(marked) == 1:
-            plane = int(marked[0])
-        elif len(marked) > 1 and shown not in marked:
-            listed = ", ".join(map(str, marked[:8])) + (", ..." if len(marked) > 8 else "")
-            from ...methods.volume.stacks import plane_word
+    from ...methods.volume.stacks import reference_plane
 
-            word = plane_word(stack_axis)
-            raise PromptsegError(
-                f"labels '{labels.name}' mark {word}s {listed} of '{image.name}', none of them the displayed {word} "
-                f"{shown}: move the slider to the {word} to use"
-            )
+    plane = reference_plane(
+        marks,
+        spatial[0],
+        shown,
+        labels_name=f"labels '{labels.name}'",
+        image_name=f"'{image.name}'",
+        stack_axis=stack_axis,
+        explicit=False,
+    )
+    if marks.ndim == 3:
         marks = marks[plane]
     return pixels[plane], marks, plane
 

@@ -29,6 +29,7 @@ from .stacks import (
     plane_list,
     plane_warnings,
     plane_word,
+    reference_plane,
     time_point_volume,
 )
 
@@ -51,6 +52,7 @@ __all__ = [
     "plane_warnings",
     "plane_word",
     "propagate_through_stack",
+    "reference_plane",
     "segment_stack",
     "time_point_volume",
 ]

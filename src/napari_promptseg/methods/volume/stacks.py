@@ -111,6 +111,49 @@ def time_point_volume(
     return image[t], channel_axis
 
 
+def reference_plane(
+    marks: np.ndarray,
+    planes: int,
+    chosen: int | None,
+    *,
+    labels_name: str,
+    image_name: str,
+    stack_axis: str | None = None,
+    chosen_as: str = "the displayed {word} {plane}",
+    to_choose: str = "move the slider to the {word} to use",
+    explicit: bool = True,
+) -> int:
+    """Which plane of a stack of ``planes`` planes a reference's labels ``marks`` ((Z, Y, X), or one plane's (Y, X))
+    mark as the one-shot reference: the one plane they mark, else ``chosen`` (the Interactive and One-shot widgets'
+    displayed plane, the CLI's --reference-plane), which must be one they mark (any, for a plane's labels). A choice
+    needed and not given, or outside the stack, or labels on other planes only, are refused naming the labels
+    (``labels_name``) and the image (``image_name``), the choice as ``chosen_as`` and the way on as ``to_choose``
+    ({word}: plane, a time-lapse's (``stack_axis`` "t") frame; {plane}: ``chosen``). ``explicit`` False: ``chosen``
+    is only where the user stands (a widget's slider), and labels on one plane mark that plane wherever it is."""
+    word = plane_word(stack_axis)
+    if chosen is not None and not 0 <= chosen < planes:
+        raise PromptsegError(
+            f"{chosen_as.format(word=word, plane=chosen)} is outside the {planes} {word}s of {image_name} "
+            f"(0-{planes - 1})"
+        )
+    marked = np.flatnonzero(marks.reshape(len(marks), -1).any(axis=1)) if marks.ndim == 3 else None
+    if marked is not None and len(marked) == 1 and (chosen in (None, int(marked[0])) or not explicit):
+        return int(marked[0])
+    if marked is not None and len(marked) and chosen not in marked:
+        listed = ", ".join(map(str, marked[:8])) + (", ..." if len(marked) > 8 else "")
+        which = "" if chosen is None else f", none of them {chosen_as.format(word=word, plane=chosen)}"
+        raise PromptsegError(
+            f"{labels_name} mark {word}{'s' if len(marked) > 1 else ''} {listed} of {image_name}{which}: "
+            f"{to_choose.format(word=word)}"
+        )
+    if chosen is None:  # a plane's labels over a stack (or no labelled plane): which plane they are is the user's
+        raise PromptsegError(
+            f"{labels_name} are one {word}'s labels {tuple(marks.shape[-2:])} and {image_name} is a stack of {planes} "
+            f"{word}s: {to_choose.format(word=word)}"
+        )
+    return chosen
+
+
 def _without_leading_singletons(
     image: object, channel_axis: int | None, axes: str | None
 ) -> tuple[object, int | None, str | None]:
