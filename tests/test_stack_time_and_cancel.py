@@ -94,7 +94,7 @@ def test_a_cancelled_propagation_keeps_the_planes_done_said_partial(litemedsam, 
     with pytest.raises(PropagationCancelled) as cancelled:
         propagate_through_stack(vol, 3, boxes=[box], segmenter=litemedsam, name="mri", cancel=cancel_after_two_planes)
     assert isinstance(cancelled.value, CancelledError)
-    assert "cancelled after 3 of 7 planes (planes 0-2, 6 not segmented)" in str(cancelled.value)
+    assert "cancelled after 3 of 7 planes; planes 0-2, 6 not segmented" in str(cancelled.value)
     partial = cancelled.value.partial
     assert partial.partial and partial.not_reached == [6, 0, 1, 2]
     done = [3, 4, 5]

@@ -123,6 +123,9 @@ def test_a_cancelled_propagation_keeps_the_planes_done_as_a_layer_said_partial(m
     wait_idle(qtbot, widget, FIRST_RUN_MS)
     assert not records_since(start, NotificationSeverity.ERROR)
     assert widget.runner.widget.state == "cancelled"
+    status = widget.runner.widget.status.text()
+    assert status.startswith("propagating the prompted object(s) through 'mri': cancelled (after "), status
+    assert " not segmented)" in status and "((" not in status and "))" not in status, status
     result = viewer.layers["mri propagated (partial)"]
     said = result.metadata[PARTIAL_KEY]  # "partial: planes 0-2, 6 not segmented", the cancel seen before plane 6
     assert said.startswith("partial: planes 0") and said.endswith(" not segmented"), said

@@ -308,7 +308,7 @@ def propagate_through_stack(
         warnings.append(f"{name}: propagation cancelled: {missing} not segmented; the result is partial")
         finished = n - len(not_reached)
         return PropagationCancelled(
-            f"cancelled after {finished} of {n} {word}s ({missing} not segmented)", result(not_reached)
+            f"cancelled after {finished} of {n} {word}s; {missing} not segmented", result(not_reached)
         )
 
     done, total = 0, n - 1
