@@ -229,6 +229,17 @@ def test_a_stack_reference_is_its_labelled_plane_by_the_cli_as_by_the_widget(hel
     err = capsys.readouterr().err
     assert "marks.tif mark plane 1 of --reference " in err and "none of them --reference-plane 2: give" in err, err
 
+    # `promptseg library add` takes such a stack as the Text widget's 'Add exemplar' does: its labelled plane
+    from napari_promptseg.io.starter import open_library
+
+    library = ["library", "add", "hela", "--image", str(tmp_path / "stack.tif"), "--no-crop"]
+    assert main([*library, "--mask", str(tmp_path / "marks.tif")]) == 0, capsys.readouterr().err
+    entry = open_library(None).get("hela")
+    np.testing.assert_array_equal(entry.image(), reference)
+    np.testing.assert_array_equal(entry.mask(), labels > 0)
+    assert main([*library, "--mask", str(tmp_path / "plane_marks.tif")]) == 2
+    assert "give --plane with the plane to use" in capsys.readouterr().err
+
     # the widget's reading of the same stack layer and labels: the same plane
     from napari_promptseg._widgets._common import LayerPixels, read_reference_plane
 

@@ -495,3 +495,52 @@ def _plane_scores(out: object) -> dict[int, float] | None:
         return None
     labels = np.asarray(_plane_labels(out))
     return {int(k): float(score) for k in np.unique(labels[labels > 0])}
+
+
+def stack_reference_plane(
+    path: Path,
+    mask_path: Path,
+    reference: object,
+    mask: object,
+    channel_axis: int | None,
+    chosen: int | None,
+    options: tuple[str, str, str] = ("--reference", "--reference-mask", "--reference-plane"),
+) -> tuple[object, object, int | None]:
+    """A reference and its mask as read, or, for a stack reference (Z, Y, X[, C]), its plane the mask labels (or
+    ``chosen``, the plane option) and that plane's mask, as the One-shot and Text widgets take a stack layer's (one
+    code path: :func:`..methods.volume.reference_plane`); and which plane (None: a 2D reference). ``options``: the
+    subcommand's names for the image, its mask and the plane. A stack was refused as 'a reference is one 2D image'
+    while the widgets took it."""
+    import numpy as np
+
+    from ..io.multiscale import stack_axes
+    from ..methods.volume import as_stack, reference_plane
+
+    image_option, mask_option, plane_option = options
+    axes = stack_axes(path)
+    stack, _ = as_stack(reference, channel_axis=channel_axis, name=f"{image_option} {path}", axes=axes.read)
+    if stack is None:
+        return reference, mask, None
+    mask, shape = np.asarray(mask), tuple(np.shape(stack)[:3])
+    word = "frame" if axes.planes == "t" else "plane"
+    if mask.shape not in (shape, shape[1:]):
+        raise PromptsegError(
+            f"{mask_option} {mask_path}: labels of shape {mask.shape}; {image_option} {path} is a stack of "
+            f"{shape[0]} {word}s of {shape[2]} x {shape[1]} px: give the stack's labels {shape} or one {word}'s "
+            f"{shape[1:]}"
+        )
+    if not (mask > 0).any():
+        raise PromptsegError(
+            f"{mask_option} {mask_path}: no labelled pixel (all 0); label the objects to find (non-zero pixels)"
+        )
+    z = reference_plane(
+        mask,
+        shape[0],
+        chosen,
+        labels_name=f"{mask_option} {mask_path}",
+        image_name=f"{image_option} {path}",
+        stack_axis=axes.planes,
+        chosen_as=plane_option + " {plane}",
+        to_choose=f"give {plane_option} with the {{word}} to use",
+    )
+    return np.asarray(stack[z]), mask[z] if mask.ndim == 3 else mask, z

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import PromptsegError
 from ._common import _reference_labels
 from ._inputs import _say_images_left_out
+from ._stacks import stack_reference_plane
 from ._types import positive_float
 
 
@@ -30,6 +31,13 @@ def _add_library_parser(sub: argparse._SubParsersAction) -> None:
     add.add_argument("name", help="what the structure is called, e.g. 'gland' (matched against text prompts)")
     add.add_argument("--image", type=Path, required=True, help="2D image file")
     add.add_argument("--mask", type=Path, required=True, help="its mask/labels (non-zero = the structure)")
+    add.add_argument(
+        "--plane",
+        type=int,
+        metavar="Z",
+        help="a stack image (Z, Y, X): the plane the exemplar is taken from, as the Text widget's 'Add exemplar' "
+        "takes the plane shown (default: the one plane its (Z, Y, X) mask labels)",
+    )
     add.add_argument("--description", default="", help="optional text; synonyms separated by ',' are matched too")
     add.add_argument("--channel-axis", type=int, help="axis of the channels in a multichannel image")
     add.add_argument("--channels", type=int, nargs="+", help="up to three channels to keep (after --channel-axis)")
@@ -98,8 +106,13 @@ def cmd_library_add(args: argparse.Namespace) -> int:
         raise PromptsegError("give --margin or --no-crop, not both")
     image = read_image_named(args.image, args.channel_axis)  # a Fiji composite by its named axes, as one-shot reads it
     _say_images_left_out([("--image", args.image), ("--mask", args.mask)])  # a TIFF's images after its first
+    mask = read_image(args.mask, role="labels")
+    if args.channel_axis is None:  # a stack's labelled plane, as the Text widget's 'Add exemplar' takes it
+        image, mask, _ = stack_reference_plane(
+            args.image, args.mask, image, mask, None, args.plane, ("--image", "--mask", "--plane")
+        )
     mask = _reference_labels(
-        read_image(args.mask, role="labels"),
+        mask,
         image,
         args.mask,
         args.image,

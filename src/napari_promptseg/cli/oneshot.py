@@ -34,6 +34,7 @@ from ._stacks import (
     _stack_record,
     images_help,
     plane_name,
+    stack_reference_plane,
 )
 
 
@@ -242,7 +243,7 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
     reference_axes = [None if axis is None else -1 for axis in read_axes]
     # a stack reference: its labelled plane (or --reference-plane), as the One-shot widget takes a stack layer's
     planes = [
-        _reference_plane(args, p, m, r, read_image(m, role="labels"), axis)
+        stack_reference_plane(p, m, r, read_image(m, role="labels"), axis, args.reference_plane)
         for p, m, r, axis in zip(args.reference, args.reference_mask, references, reference_axes, strict=True)
     ]
     references = [r for r, _, _ in planes]
@@ -307,47 +308,6 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
         }
     masks = [labels > 0 for labels in reference_labels]
     return _OneShot(segmenter, extractor, references, masks, exemplars), meta
-
-
-def _reference_plane(
-    args: argparse.Namespace, path: Path, mask_path: Path, reference: object, mask: object, channel_axis: int | None
-) -> tuple[object, object, int | None]:
-    """A reference and its mask as read, or, for a stack reference (Z, Y, X[, C]), its plane the mask labels (or
-    --reference-plane) and that plane's mask, as the One-shot widget takes a stack layer's (one code path:
-    :func:`..methods.volume.reference_plane`); and which plane (None: a 2D reference). A stack was refused as
-    'a reference is one 2D image' while the widget took it."""
-    import numpy as np
-
-    from ..io.multiscale import stack_axes
-    from ..methods.volume import as_stack, reference_plane
-
-    axes = stack_axes(path)
-    stack, _ = as_stack(reference, channel_axis=channel_axis, name=f"--reference {path}", axes=axes.read)
-    if stack is None:
-        return reference, mask, None
-    mask, shape = np.asarray(mask), tuple(np.shape(stack)[:3])
-    word = "frame" if axes.planes == "t" else "plane"
-    if mask.shape not in (shape, shape[1:]):
-        raise PromptsegError(
-            f"--reference-mask {mask_path}: labels of shape {mask.shape}; --reference {path} is a stack of "
-            f"{shape[0]} {word}s of {shape[2]} x {shape[1]} px: give the stack's labels {shape} or one {word}'s "
-            f"{shape[1:]}"
-        )
-    if not (mask > 0).any():
-        raise PromptsegError(
-            f"--reference-mask {mask_path}: no labelled pixel (all 0); label the objects to find (non-zero pixels)"
-        )
-    z = reference_plane(
-        mask,
-        shape[0],
-        args.reference_plane,
-        labels_name=f"--reference-mask {mask_path}",
-        image_name=f"--reference {path}",
-        stack_axis=axes.planes,
-        chosen_as="--reference-plane {plane}",
-        to_choose="give --reference-plane with the {word} to use",
-    )
-    return np.asarray(stack[z]), mask[z] if mask.ndim == 3 else mask, z
 
 
 def _one_region_options(args: argparse.Namespace) -> list[str]:
