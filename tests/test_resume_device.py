@@ -130,3 +130,19 @@ def test_auto_resumed_where_auto_means_another_device_makes_that_devices_images_
     assert again["batch"]["resumed"] == 1 and [r["device"] for r in again["images"]] == ["cpu", "cpu"]
     assert Path(again["images"][0]["output"]).stat().st_mtime_ns != stamps[0]  # made again
     assert Path(again["images"][1]["output"]).stat().st_mtime_ns == stamps[1]  # kept
+
+
+def test_a_run_of_a_version_before_an_option_was_added_resumes_when_it_is_not_given(tmp_path):
+    """A version that adds an option (--time, --reference-plane) puts it in every run's signature, given or not: a
+    run interrupted before the upgrade was refused as 'results of another run'. Options the earlier run did not
+    know, left unset, are the earlier run's; one given is another run."""
+    out = tmp_path / "out"
+    now = _options(out)
+    earlier = {k: v for k, v in now.items() if k not in ("time", "reference_plane")}
+    assert earlier != now  # this version has them
+    Journal(out, signature_of(earlier), earlier).start([], {})
+    Journal(out, signature_of(now), now).previous()
+
+    later = _options(out, "--time", "1")
+    with pytest.raises(PromptsegError, match=r"--time \(None, now 1\)"):
+        Journal(out, signature_of(later), later).previous()

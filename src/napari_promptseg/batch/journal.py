@@ -135,6 +135,12 @@ def changed_options(before: dict, now: dict) -> list[str]:
     return changed
 
 
+def _only_new_options_unset(before: dict, now: dict) -> bool:
+    """Whether ``now`` differs from ``before`` only by options ``before`` lacks (a newer version's) left unset."""
+    differing = {k for k in set(before) | set(now) if k not in before or k not in now or before[k] != now[k]}
+    return all(k not in before and now.get(k) in (None, False) for k in differing)
+
+
 def earlier_device(signature: str | None, before: dict | None, now: dict) -> str | None:
     """The --device of an earlier run whose ``signature`` differs from this one's (options ``now``) by --device
     alone, else None. ``before``: its options (None from an earlier version: its --device is found from its
@@ -295,6 +301,8 @@ class Journal:
         if signature == self.signature:
             return
         changed = changed_options(options, self.options) if options and self.options else []
+        if options and self.options and _only_new_options_unset(options, self.options):
+            return  # options a newer version added, not given: the outputs are the earlier run's
         earlier = earlier_device(signature, options, self.options) if self.options else None
         if earlier is not None:
             # where it ran, as its records and meta say (an explicit device is where it ran: an unavailable one is
