@@ -351,6 +351,25 @@ def full_to_level(coords: object, factor: float | np.ndarray) -> np.ndarray:
     return (np.asarray(coords, np.float64) - (np.asarray(factor, np.float64) - 1) / 2) / factor
 
 
+def level_factors(full_shape: Sequence[int], level_shape: Sequence[int]) -> tuple[float, float]:
+    """How many times coarser than the full-resolution plane of ``full_shape`` (rows, columns, ...) a pyramid level's
+    plane of ``level_shape`` is, along its rows and along its columns: they differ where the level's sizes were
+    rounded (10001 x 7003 -> 2500 x 1750: rows 4.0004, columns 4.0017), and napari displays each axis by its own."""
+    return float(full_shape[0]) / float(level_shape[0]), float(full_shape[1]) / float(level_shape[1])
+
+
+def prompts_to_level(
+    coords: object, width: int, xy_factors: Sequence[float], xy_shift: Sequence[float] = (0.0, 0.0)
+) -> np.ndarray:
+    """Full-resolution prompts (boxes x0, y0, x1, y1: ``width`` 4; points x, y: 2) -> on a pyramid level
+    ``xy_factors`` times coarser along x and y (:func:`full_to_level`, each axis by its own factor: by the rows',
+    a box at a slide's far column lay a few pixels right of its object), in a crop of the level whose top-left is
+    ``xy_shift`` there. The one rule of the CLI and the Interactive widget."""
+    factors = np.tile(np.asarray(xy_factors, np.float64), width // 2)
+    level = full_to_level(np.asarray(coords, np.float64).reshape(-1, width), factors)
+    return level - np.tile(np.asarray(xy_shift, np.float64), width // 2)
+
+
 def level_placement(factor: float | Sequence[float], ndim: int = 2) -> dict[str, tuple[float, ...]]:
     """``scale`` and ``translate`` that lay an array found on a pyramid level ``factor`` times coarser (per axis
     when a sequence: a level of an odd-sized image is not exactly half along both) over the full-resolution pixels

@@ -122,15 +122,14 @@ def _segment(
     """The boxes and points (or find-all) on one 2D image (a pyramid level ``factor`` times smaller than full
     resolution; ``xy_factors``: along columns and rows, which differ where the level's sizes were rounded); prompts
     are given in full-resolution pixels."""
-    import numpy as np
 
     from ..batch.engine import method_progress
     from ..methods.instances import find_all_like
     from ..methods.interactive import segment_prompts
-    from ..tiling import full_to_level
+    from ..tiling import prompts_to_level
 
-    xy = np.asarray(xy_factors if xy_factors is not None else (factor, factor), np.float64)
-    boxes = full_to_level(np.asarray(args.box, np.float64).reshape(-1, 4), np.tile(xy, 2))
+    xy = xy_factors if xy_factors is not None else (factor, factor)
+    boxes = prompts_to_level(args.box, 4, xy)
     size = None if args.object_size is None else args.object_size / factor
     options = {"channel_axis": channel_axis, "channels": args.channels, "normalize": args.normalize}
     if args.find_all:
@@ -141,8 +140,8 @@ def _segment(
         image,
         segmenter,
         boxes=boxes,
-        positive_points=full_to_level(np.asarray(args.point, np.float64).reshape(-1, 2), xy),
-        negative_points=full_to_level(np.asarray(args.negative_point, np.float64).reshape(-1, 2), xy),
+        positive_points=prompts_to_level(args.point, 2, xy),
+        negative_points=prompts_to_level(args.negative_point, 2, xy),
         object_size=size,
         name=name,
         **options,
@@ -155,6 +154,7 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
 
     from ..io.multiscale import file_level
     from ..methods.interactive import prompts_working_scale
+    from ..tiling import level_factors
 
     if (stacked := _input_stack(args, image, path)) is not None:
         stack, axes = stacked
@@ -209,8 +209,8 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     # each axis by its own factor: a 1201 x 1280 slide's 4x level is 301 x 320 (rows 3.99, columns 4.0), and a box
     # on its last column, taken by the rows' factor, ended past the level's ("clipped", of a box inside the slide)
     plane = [a for a in range(np.ndim(image)) if args.channel_axis is None or a != args.channel_axis % np.ndim(image)]
-    rows, cols = plane[:2]
-    xy = (np.shape(image)[cols] / np.shape(level)[cols], np.shape(image)[rows] / np.shape(level)[rows])
+    full_plane, level_plane = (tuple(np.shape(a)[k] for k in plane[:2]) for a in (image, level))
+    xy = level_factors(full_plane, level_plane)[::-1]
     result = _segment(args, segmenter, level, str(path), args.channel_axis, factor, xy)
     if args.find_all:
         return _instances_level_record(args, path, image, result, index, factor)

@@ -284,7 +284,7 @@ def read_pyramid_level(
     pyramid whose planes are not plain (a stack's, an ambiguous 3D one's: read whole, its error is
     :func:`as_channels_last`'s) and when that level is full resolution (read as such, refused naming its levels when
     too big)."""
-    from ..tiling import pyramid_level  # tiling imports this module
+    from ..tiling import level_factors, pyramid_level  # tiling imports this module
 
     levels = pyramid_levels(image)
     if levels is None:
@@ -300,8 +300,8 @@ def read_pyramid_level(
     index, factor = pyramid_level(shapes, scale_for(shapes[0]))
     if index == 0:
         return None
-    xy = (shapes[0][1] / shapes[index][1], shapes[0][0] / shapes[index][0])
-    return PyramidRead(levels[index], factor, shapes[0], index, xy)
+    rows, cols = level_factors(shapes[0], shapes[index])
+    return PyramidRead(levels[index], factor, shapes[0], index, (cols, rows))
 
 
 def in_memory(image_hwc: object, name: str = "image") -> np.ndarray:

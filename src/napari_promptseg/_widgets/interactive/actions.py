@@ -25,7 +25,6 @@ from .._common import (
 from .geometry import (
     POSITIVE,
     PlaneGeometry,
-    at_level,
     check_prompt_boxes,
     check_prompt_clicks,
     extract_volume,
@@ -81,9 +80,9 @@ class NewLayerActions:
             progress(0.0, f"loading {model}")
             segmenter = task_segmenter(progress, cancel, model, device, weights)
 
-            def on_level(plane, factor, shift, **level) -> InstanceResult:
-                levels_read.append(factor)
-                return find_all_like(plane, at_level(boxes, 4, factor, shift), segmenter=segmenter, **level)
+            def on_level(plane, crop, **level) -> InstanceResult:
+                levels_read.append(crop.factor)
+                return find_all_like(plane, crop.to_level(boxes, 4), segmenter=segmenter, **level)
 
             result, _ = source.segment_at_level(  # the whole plane (no whole slide): at full resolution
                 on_level,

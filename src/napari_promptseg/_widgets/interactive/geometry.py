@@ -18,7 +18,14 @@ import numpy as np
 
 from ...errors import PromptsegError
 from ...methods.interactive import check_box, check_point
-from ...tiling import choose_scale, full_to_level, level_to_full, pyramid_level, upsample_labels
+from ...tiling import (
+    choose_scale,
+    level_factors,
+    level_to_full,
+    prompts_to_level,
+    pyramid_level,
+    upsample_labels,
+)
 from .._common import _levels, check_channel_axis, is_preview, placement_over
 
 #: feature of the points layer: True for a positive click, False for a negative one
@@ -161,38 +168,57 @@ def _plane_of(data, geom: PlaneGeometry) -> tuple[np.ndarray, int | None]:
 
 @dataclass(frozen=True)
 class LevelCrop:
-    """Where labels computed on a crop of a pyramid level lie: the level's downsampling factor (1: full resolution)
-    and the crop's top-left (row, col) on that level."""
+    """Where labels computed on a crop of a pyramid level lie: the level's downsampling factors along rows and
+    columns (:func:`~napari_promptseg.tiling.level_factors`; 1: full resolution; one number: both) and the crop's
+    top-left (row, col) on that level."""
 
-    factor: float
+    factors: tuple[float, float] | float
     offset: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        rows, cols = np.broadcast_to(np.asarray(self.factors, np.float64), (2,))
+        object.__setattr__(self, "factors", (float(rows), float(cols)))
+
+    @property
+    def factor(self) -> float:
+        """The rows' factor: the one an object size (full-resolution pixels) is divided by, as
+        :func:`~napari_promptseg.tiling.pyramid_level` picks levels by."""
+        return self.factors[0]
+
+    def to_level(self, coords: object, width: int) -> np.ndarray:
+        """Full-resolution prompts (boxes: ``width`` 4, points: 2; x = column, y = row) on this crop of the level."""
+        return prompts_to_level(coords, width, self.factors[::-1], self.offset[::-1])
 
 
 def level_geometry(geom: PlaneGeometry, crop: LevelCrop, shape: tuple[int, int]) -> PlaneGeometry:
     """The geometry of 2D labels of ``shape`` on ``crop`` of a pyramid level of ``geom``'s image: each of their
-    pixels lies over the ``factor`` x ``factor`` full-resolution pixels it stands for (its centre at theirs)."""
-    f = crop.factor
+    pixels lies over the block of full-resolution pixels it stands for (its centre at theirs), each axis by its own
+    factor (by the rows' along both, a slide's labels level ended 2.3 px short of its last column)."""
+    factors = crop.factors
     translate = tuple(
-        t + s * float(level_to_full(o, f)) for t, s, o in zip(geom.translate, geom.scale, crop.offset, strict=True)
+        t + s * float(level_to_full(o, f))
+        for t, s, o, f in zip(geom.translate, geom.scale, crop.offset, factors, strict=True)
     )
-    return replace(
-        geom, labels_shape=tuple(shape), index=(0, 0), scale=tuple(s * f for s in geom.scale), translate=translate
-    )
+    scale = tuple(s * f for s, f in zip(geom.scale, factors, strict=True))
+    return replace(geom, labels_shape=tuple(shape), index=(0, 0), scale=scale, translate=translate)
 
 
 def resample_crop(labels: np.ndarray, crop: LevelCrop, to: LevelCrop, shape: tuple[int, int]) -> tuple:
     """Labels on ``crop`` of one pyramid level -> the same region of the level of ``to`` (whose plane has
-    ``shape``), nearest pixel centre: (labels there, LevelCrop of them). Only the region is allocated."""
-    ratio = to.factor / crop.factor
+    ``shape``), nearest pixel centre, each axis by its own factors: (labels there, LevelCrop of them). Only the
+    region is allocated."""
     h, w = labels.shape
     spans = []
-    for start, size, limit in ((crop.offset[0], h, shape[0]), (crop.offset[1], w, shape[1])):
+    for start, size, limit, ratio in (
+        (crop.offset[0], h, shape[0], to.factors[0] / crop.factors[0]),
+        (crop.offset[1], w, shape[1], to.factors[1] / crop.factors[1]),
+    ):
         first = max(0, int(np.floor(start / ratio)))
         last = min(limit, max(first + 1, int(np.ceil((start + size) / ratio))))
         index = np.clip(np.floor((np.arange(first, last) + 0.5) * ratio).astype(np.int64) - start, 0, size - 1)
         spans.append((first, index))
     (row0, rows), (col0, cols) = spans
-    return labels[np.ix_(rows, cols)], LevelCrop(to.factor, (row0, col0))
+    return labels[np.ix_(rows, cols)], LevelCrop(to.factors, (row0, col0))
 
 
 #: a core function's result: SegmentationResult or InstanceResult (both have ``labels``)
@@ -213,14 +239,16 @@ class PlaneSource:
         """(the plane's pixels, the channel axis for the core function, the level's downsampling factor) for
         objects of ``object_size`` full-resolution pixels (None: the whole plane) and a model of ``input_size``."""
         level, factor = self._level(input_size, object_size)
+        return (*self._read(level, input_size, object_size), factor)
+
+    def _read(self, level: int, input_size: int, object_size: float | None) -> tuple[np.ndarray, int | None]:
         if self.whole_slide and self.too_large(input_size, object_size):
             h, w = self._level_planes[level]
             raise PromptsegError(
                 f"image layer '{self.geom.image_name}': its level for this is {h} x {w} px, too large to read "
                 "whole; draw a box around the object (only its surroundings are read)"
             )
-        plane, channel_axis = _plane_of(self.levels[level], self.geom)
-        return plane, channel_axis, factor
+        return _plane_of(self.levels[level], self.geom)
 
     @property
     def _plain_pyramid(self) -> bool:
@@ -239,9 +267,14 @@ class PlaneSource:
         h, w = self._level_planes[self._level(input_size, object_size)[0]]
         return h * w > LABELS_MAX_PIXELS
 
-    def full_resolution(self, labels: np.ndarray, factor: float) -> np.ndarray:
-        """Labels of a plane read at a pyramid level -> the full-resolution plane."""
-        return labels if factor == 1.0 else upsample_labels(labels, self.geom.plane_shape)
+    def full_resolution(self, labels: np.ndarray, level: int) -> np.ndarray:
+        """Labels of a plane read at pyramid level ``level`` -> the full-resolution plane."""
+        return labels if level == 0 else upsample_labels(labels, self.geom.plane_shape)
+
+    def level_crop(self, level: int, offset: tuple[int, int] = (0, 0)) -> LevelCrop:
+        """A crop of pyramid level ``level`` from (row, col) ``offset``, with that level's factors per axis."""
+        planes = self._level_planes
+        return LevelCrop(level_factors(planes[0], planes[level]), offset)
 
     @property
     def _level_planes(self) -> list[tuple[int, int]]:
@@ -260,7 +293,7 @@ class PlaneSource:
         planes = self._level_planes
         fitting = [k for k, (h, w) in enumerate(planes) if h * w <= LABELS_MAX_PIXELS]
         k = fitting[0] if fitting else len(planes) - 1
-        return LevelCrop(planes[0][0] / planes[k][0]), planes[k]
+        return self.level_crop(k), planes[k]
 
     def segment_at_level(
         self,
@@ -271,29 +304,32 @@ class PlaneSource:
         prompt_bounds: tuple[float, float, float, float] | None = None,
         **options,
     ) -> tuple[Result, LevelCrop | None]:
-        """``method(plane, factor, shift, object_size=..., channel_axis=..., **options)`` on the plane read at the
-        level for objects of ``object_size`` full-resolution pixels (the user's setting; None: ``prompt_size``, what
-        the prompts suggest); ``method`` maps its prompts with :func:`at_level` (``factor``, ``shift``). The
+        """``method(plane, crop, object_size=..., channel_axis=..., **options)`` on the plane read at the level for
+        objects of ``object_size`` full-resolution pixels (the user's setting; None: ``prompt_size``, what the
+        prompts suggest); ``method`` maps its prompts with ``crop.to_level`` (:class:`LevelCrop`). The
         result's labels come back at full resolution (LevelCrop None), except on a :attr:`whole_slide`: there only
         a crop of the level around ``prompt_bounds`` (x0, y0, x1, y1 of every prompt, full-resolution pixels) is
         read, and the labels come back on that crop, with its LevelCrop."""
         if not self.whole_slide or prompt_bounds is None:
-            plane, channel_axis, factor = self.read(input_size, object_size or prompt_size)
-            level_size = None if object_size is None else object_size / factor
-            result = method(plane, factor, (0.0, 0.0), object_size=level_size, channel_axis=channel_axis, **options)
-            result.labels = self.full_resolution(result.labels, factor)
+            level, _ = self._level(input_size, object_size or prompt_size)
+            plane, channel_axis = self._read(level, input_size, object_size or prompt_size)
+            crop = self.level_crop(level) if self._plain_pyramid else LevelCrop(1.0)
+            level_size = None if object_size is None else object_size / crop.factor
+            result = method(plane, crop, object_size=level_size, channel_axis=channel_axis, **options)
+            result.labels = self.full_resolution(result.labels, level)
             return result, None
         size = object_size or prompt_size
         plane_shape = self.geom.plane_shape
         scale = choose_scale(plane_shape, input_size, size)
-        level, factor = pyramid_level(self._level_planes, scale.scale)
+        level, _ = pyramid_level(self._level_planes, scale.scale)
+        fy, fx = self.level_crop(level).factors
         # the prompts and a working tile of context on every side: what the method sees around an object on the
         # whole plane (the tile its centre falls in)
         margin = scale.tile if size is not None else max(plane_shape)
         x0, y0, x1, y1 = prompt_bounds
         h, w = self._level_planes[level]
-        rows = (max(0, int((y0 - margin) // factor)), min(h, int(np.ceil((y1 + 1 + margin) / factor))))
-        cols = (max(0, int((x0 - margin) // factor)), min(w, int(np.ceil((x1 + 1 + margin) / factor))))
+        rows = (max(0, int((y0 - margin) // fy)), min(h, int(np.ceil((y1 + 1 + margin) / fy))))
+        cols = (max(0, int((x0 - margin) // fx)), min(w, int(np.ceil((x1 + 1 + margin) / fx))))
         if (rows[1] - rows[0]) * (cols[1] - cols[0]) > LABELS_MAX_PIXELS:
             raise PromptsegError(
                 f"image layer '{self.geom.image_name}': these prompts would read {rows[1] - rows[0]} x "
@@ -302,16 +338,10 @@ class PlaneSource:
                 "or segment the slide with `promptseg segment`"
             )
         plane = np.asarray(self.levels[level][rows[0] : rows[1], cols[0] : cols[1]])
-        level_size = None if object_size is None else object_size / factor
-        result = method(plane, factor, (cols[0], rows[0]), object_size=level_size, channel_axis=None, **options)
-        return result, LevelCrop(factor, (rows[0], cols[0]))
-
-
-def at_level(coords, width: int, factor: float, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
-    """Full-resolution prompt coordinates (boxes: width 4, points: 2) on a pyramid level ``factor`` times smaller,
-    in a crop of it whose top-left is (x, y) = ``shift`` on that level
-    (:func:`~napari_promptseg.tiling.full_to_level`)."""
-    return full_to_level(np.asarray(coords, np.float64).reshape(-1, width), factor) - np.tile(shift, width // 2)
+        crop = self.level_crop(level, (rows[0], cols[0]))
+        level_size = None if object_size is None else object_size / crop.factor
+        result = method(plane, crop, object_size=level_size, channel_axis=None, **options)
+        return result, crop
 
 
 def plane_source(layer: napari.layers.Image, geom: PlaneGeometry) -> PlaneSource:

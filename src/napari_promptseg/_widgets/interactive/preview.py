@@ -22,7 +22,6 @@ from .geometry import (
     LevelCrop,
     PlaneGeometry,
     PlanePrompts,
-    at_level,
     check_prompt_boxes,
     check_prompt_clicks,
     gather_prompts,
@@ -190,13 +189,13 @@ class PreviewActions:
         def task(progress, cancel) -> tuple[SegmentationResult, LevelCrop | None]:
             segmenter = task_segmenter(progress, cancel, model, device, weights)
 
-            def at(plane: np.ndarray, factor: float, shift: tuple[float, float], **level) -> SegmentationResult:
+            def at(plane: np.ndarray, crop: LevelCrop, **level) -> SegmentationResult:
                 return segment_prompts(
                     plane,
                     segmenter,
-                    boxes=at_level(prompts.boxes, 4, factor, shift),
-                    positive_points=at_level(prompts.positive, 2, factor, shift),
-                    negative_points=at_level(prompts.negative, 2, factor, shift),
+                    boxes=crop.to_level(prompts.boxes, 4),
+                    positive_points=crop.to_level(prompts.positive, 2),
+                    negative_points=crop.to_level(prompts.negative, 2),
                     **level,
                 )
 

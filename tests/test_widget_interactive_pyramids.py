@@ -1,0 +1,167 @@
+"""The Interactive widget on pyramid (multiscale) image layers whose levels are not exactly 2x, 4x... coarser along both
+axes: a slide's level sizes are rounded (10001 x 7003 -> 5000 x 3501 -> 2500 x 1750), so its rows and its columns
+are downsampled by slightly different factors, as napari itself displays them. Real pixels (the bundled DSB2018
+nuclei tiled into the slide) and the real LiteMedSAM model.
+
+Run under a display: ``xvfb-run -a python -m pytest tests/test_widget_interactive_pyramids.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.measure import regionprops
+
+from napari_promptseg._sample_data import nuclei
+from napari_promptseg._widgets.interactive import PREVIEW_NAME, TARGET_NAME, InteractiveWidget
+
+pytestmark = pytest.mark.gui
+
+FIRST_RUN_MS = 240_000
+#: an SVS-like slide's level sizes, rounded: rows 4.0004x, columns 4.0017x coarser at the last level
+ROUNDED_LEVELS = ((10001, 7003), (5000, 3501), (2500, 1750))
+
+
+def _rounded_level(tile: np.ndarray, full: tuple[int, int], shape: tuple[int, int], chunk: int = 1024):
+    """A lazy level of ``shape`` of the slide that repeats ``tile`` over ``full`` pixels, its last copy ending at the
+    slide's bottom-right corner: each level pixel is the full-resolution pixel at the centre of the block it stands
+    for, per axis (as napari displays the level)."""
+    import dask.array as da
+
+    h, w = tile.shape[:2]
+
+    def fill(block: np.ndarray, block_info=None) -> np.ndarray:
+        (r0, r1), (c0, c1) = block_info[0]["array-location"][:2]
+        rows = np.floor((np.arange(r0, r1) + 0.5) * full[0] / shape[0]).astype(np.int64)
+        cols = np.floor((np.arange(c0, c1) + 0.5) * full[1] / shape[1]).astype(np.int64)
+        return tile[np.ix_((rows - full[0]) % h, (cols - full[1]) % w)]
+
+    blank = da.zeros(shape, dtype=tile.dtype, chunks=(chunk, chunk))
+    return blank.map_blocks(fill, dtype=tile.dtype)
+
+
+@pytest.fixture(scope="module")
+def magnified_nucleus():
+    """(the sample image magnified 4x, as a slide's nuclei are large: boxes around them read its 4x level; the mask
+    of its largest nucleus, that nucleus' (row0, col0, row1, col1) bbox, exclusive)."""
+    (image, _, _), (truth, _, _) = nuclei()
+    largest = max(regionprops(truth), key=lambda r: r.area)
+    block = np.ones((4, 4), np.uint8)
+    return np.kron(image, block), np.kron(truth == largest.label, block).astype(bool), np.multiply(largest.bbox, 4)
+
+
+def test_a_box_at_the_far_corner_of_a_slide_with_rounded_levels_is_committed_where_drawn(
+    make_viewer, qtbot, magnified_nucleus, litemedsam
+):
+    """The widget took one factor (the rows') for both axes of a pyramid level: on a slide whose columns are 4.0017x
+    coarser at its 4x level (rows 4.0004x), the box at its far corner reached that level 0.5 px right of where it was
+    drawn, the preview of the level's crop lay 2 px left of the level's pixels, and the committed Labels layer was
+    2.3 px narrower than the slide (its last columns could hold no object). Each axis has its own factor now: the
+    level's crop is segmented with the box where the console's rule puts it, and the preview and the committed
+    object lie over the level's pixels."""
+    from napari_promptseg.methods.interactive import segment_prompts
+
+    image, nucleus, (r0, c0, r1, c1) = magnified_nucleus
+    full = ROUNDED_LEVELS[0]
+    viewer = make_viewer()
+    levels = [_rounded_level(image, full, shape) for shape in ROUNDED_LEVELS]
+    viewer.add_image(levels, name="slide", multiscale=True, contrast_limits=(0, 255))
+    widget = InteractiveWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="promptseg interactive")
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=FIRST_RUN_MS)
+
+    side = image.shape[0]
+    top, left = full[0] - side, full[1] - side  # the sample's copy at the slide's bottom-right corner
+    box = (left + c0, top + r0, left + c1 - 1, top + r1 - 1)  # x0, y0, x1, y1
+    viewer.add_shapes(name="boxes").add_rectangles(np.array([[box[1], box[0]], [box[3], box[2]]], float))
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=FIRST_RUN_MS)
+
+    # the preview: the box's crop of the 4x level (the boxed nucleus is ~140 px), over the level's own pixels
+    preview = viewer.layers[PREVIEW_NAME]
+    factors = np.divide(full, ROUNDED_LEVELS[-1])  # rows 4.0004, columns 4.0017
+    np.testing.assert_allclose(preview.scale, factors)
+    offset = (np.asarray(preview.translate) - (factors - 1) / 2) / factors  # the crop's top-left on the level
+    np.testing.assert_allclose(offset, np.round(offset), atol=1e-6)
+    (row0, col0), (h, w) = np.round(offset).astype(int), preview.data.shape
+    # the same crop and the box by the console's rule (each axis by its factor) give the same objects
+    crop = np.asarray(levels[-1][row0 : row0 + h, col0 : col0 + w])
+    level_box = (np.array(box) - np.tile((factors[::-1] - 1) / 2, 2)) / np.tile(factors[::-1], 2)
+    expected = segment_prompts(crop, litemedsam, boxes=level_box[None] - (col0, row0, col0, row0)).labels
+    assert expected.any()
+    assert 2 * ((preview.data > 0) & (expected > 0)).sum() / ((preview.data > 0).sum() + (expected > 0).sum()) > 0.98
+    rows, cols = top + np.arange(side), left + np.arange(side)
+    previewed = _sampled_at(preview, rows, cols) > 0
+    assert 2 * (previewed & nucleus).sum() / (previewed.sum() + nucleus.sum()) > 0.6
+
+    widget.commit()
+    target = viewer.layers[TARGET_NAME]
+    assert target.data.shape == ROUNDED_LEVELS[-1]
+    # the labels level's far corner pixel lies over the centre of the block of slide pixels it stands for
+    corner = np.subtract(ROUNDED_LEVELS[-1], 1)
+    np.testing.assert_allclose(target.data_to_world(corner), corner * factors + (factors - 1) / 2, atol=0.01)
+    # and its pixels' edges are the slide's: it covers every slide pixel, the last columns too
+    scale, translate = np.asarray(target.scale), np.asarray(target.translate)
+    edges = np.stack([translate - scale / 2, translate + (np.array(target.data.shape) - 0.5) * scale])
+    np.testing.assert_allclose(edges, [[-0.5, -0.5], np.subtract(full, 0.5)], atol=0.01)
+    # the committed object is the preview's, where it was shown (same level: the same pixels of the slide)
+    committed = _sampled_at(target, rows, cols) > 0
+    np.testing.assert_array_equal(committed, previewed)
+
+
+def _sampled_at(layer, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The values of a Labels layer at the world points (rows x cols grid) of an image of scale 1, translate 0:
+    where it lies, whatever its own grid (0 off it)."""
+    data = np.asarray(layer.data)
+    r = np.round((rows - layer.translate[0]) / layer.scale[0]).astype(int)
+    c = np.round((cols - layer.translate[1]) / layer.scale[1]).astype(int)
+    inside = (r[:, None] >= 0) & (r[:, None] < data.shape[0]) & (c[None] >= 0) & (c[None] < data.shape[1])
+    values = data[np.clip(r, 0, data.shape[0] - 1)[:, None], np.clip(c, 0, data.shape[1] - 1)[None]]
+    return np.where(inside, values, 0)
+
+
+class _Found:
+    """What the methods return, as far as the plane source reads it: labels on the plane they were given."""
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self.labels = labels
+
+
+def test_prompts_reach_a_rounded_level_by_each_axis_factor(make_viewer, magnified_nucleus):
+    """A click on a pyramid read at a level: each axis divided by its own factor, as the CLI and the console map
+    them (the rows' factor along both put a click at the far column of a 1001 x 1023 image's 8x level, 125 x 129
+    px, 1.3 level px (10 px of the image) right of it), on a small pyramid's level read whole and on the crop of a
+    whole slide's level around the click, whose pixels are the level's there."""
+    from napari_promptseg._widgets.interactive.geometry import plane_geometry, plane_source
+
+    image = magnified_nucleus[0]
+    viewer = make_viewer()
+    small = ((1001, 1023), (501, 512), (125, 129))
+    # (the pyramid, the click, the model's input size, the object size): the small pyramid's 8x level read whole for
+    # a 64 px model, the slide's 4x level around the click for 200 px objects
+    for shapes, click, input_size, size in (
+        (small, (1020.0, 998.0), 64, None),
+        (ROUNDED_LEVELS, (6990.0, 9990.0), 64, 200),
+    ):
+        levels = [_rounded_level(image, shapes[0], shape) for shape in shapes]
+        layer = viewer.add_image(levels, multiscale=True, contrast_limits=(0, 255))
+        source = plane_source(layer, plane_geometry(viewer, layer))
+        seen = {}
+
+        def method(plane, crop, seen=seen, click=click, **_):
+            seen.update(plane=np.asarray(plane), crop=crop, click=crop.to_level([click], 2)[0])
+            return _Found(np.zeros(np.shape(plane)[:2], np.uint32))
+
+        bounds = (click[0] - 4, click[1] - 4, click[0] + 4, click[1] + 4)
+        source.segment_at_level(method, input_size, size, None, bounds)
+        level = next(
+            k for k, shape in enumerate(shapes) if np.isclose(shape[0] * seen["crop"].factors[0], shapes[0][0])
+        )
+        assert level == 2
+        fy, fx = np.divide(shapes[0], shapes[level])
+        x, y = (click[0] - (fx - 1) / 2) / fx, (click[1] - (fy - 1) / 2) / fy  # on the level
+        row0, col0 = seen["crop"].offset
+        assert (row0 > 0 and col0 > 0) == (size is not None)  # the slide's crop, the small pyramid's whole level
+        np.testing.assert_allclose(seen["click"] + (col0, row0), (x, y), atol=1e-9)
+        h, w = seen["plane"].shape
+        np.testing.assert_array_equal(seen["plane"], np.asarray(levels[level][row0 : row0 + h, col0 : col0 + w]))
+        viewer.layers.clear()
