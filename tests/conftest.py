@@ -166,6 +166,20 @@ def birl_quarter(shared_data, tmp_path_factory) -> dict[str, Path]:
     return _birl_pair(shared_data, tmp_path_factory.mktemp("birl-quarter"), 4)
 
 
+@pytest.fixture(scope="module")
+def nuclei_sample():
+    """The bundled DSB2018 nuclei: (image, ground truth, label and (row0, col0, row1, col1) inclusive bbox of the
+    largest nucleus), for the tests of the Interactive widget (tests/interactive_widget.py)."""
+    from skimage.measure import regionprops
+
+    from napari_promptseg._sample_data import nuclei
+
+    (image, _, _), (truth, _, _) = nuclei()
+    largest = max(regionprops(truth), key=lambda r: r.area)
+    r0, c0, r1, c1 = largest.bbox
+    return image, truth, largest.label, (r0, c0, r1 - 1, c1 - 1)
+
+
 @pytest.fixture(scope="session")
 def litemedsam():
     from napari_promptseg.models import load_segmenter

@@ -12,7 +12,7 @@ from skimage.measure import regionprops
 from napari_promptseg._sample_data import nuclei
 from napari_promptseg._widgets.interactive import BOXES_NAME, POINTS_NAME, TARGET_NAME
 
-from .test_widget_interactive import add_widget, dice, press_key, records_since, wait_idle
+from .interactive_widget import add_widget, dice, press_key, records_since, wait_idle
 
 pytestmark = pytest.mark.gui
 

@@ -1,23 +1,26 @@
-"""The Interactive widget on pyramid (multiscale) image layers whose levels are not exactly 2x, 4x... coarser along both
-axes: a slide's level sizes are rounded (10001 x 7003 -> 5000 x 3501 -> 2500 x 1750), so its rows and its columns
-are downsampled by slightly different factors, as napari itself displays them. Real pixels (the bundled DSB2018
-nuclei tiled into the slide) and the real LiteMedSAM model.
+"""The Interactive widget on pyramid (multiscale) image layers: read at the level the prompts need, its results over
+the full-resolution pixels they stand for, and levels not exactly 2x, 4x... coarser along both axes: a slide's level
+sizes are rounded (10001 x 7003 -> 5000 x 3501 -> 2500 x 1750), so its rows and its columns are downsampled by
+slightly different factors, as napari itself displays them. Real pixels (the bundled DSB2018 nuclei tiled into the
+slide) and the real LiteMedSAM model.
 
 Run under a display: ``xvfb-run -a python -m pytest tests/test_widget_interactive_pyramids.py``.
 """
 
 from __future__ import annotations
 
+import napari
 import numpy as np
 import pytest
 from skimage.measure import regionprops
 
 from napari_promptseg._sample_data import nuclei
-from napari_promptseg._widgets.interactive import PREVIEW_NAME, TARGET_NAME, InteractiveWidget
+from napari_promptseg._widgets.interactive import PREVIEW_NAME, TARGET_NAME, InteractiveWidget, plane_geometry
+
+from .interactive_widget import FIRST_RUN_MS, MIN_DICE, add_widget, dice, preview_layer, wait_idle
 
 pytestmark = pytest.mark.gui
 
-FIRST_RUN_MS = 240_000
 #: an SVS-like slide's level sizes, rounded: rows 4.0004x, columns 4.0017x coarser at the last level
 ROUNDED_LEVELS = ((10001, 7003), (5000, 3501), (2500, 1750))
 
@@ -165,3 +168,59 @@ def test_prompts_reach_a_rounded_level_by_each_axis_factor(make_viewer, magnifie
         h, w = seen["plane"].shape
         np.testing.assert_array_equal(seen["plane"], np.asarray(levels[level][row0 : row0 + h, col0 : col0 + w]))
         viewer.layers.clear()
+
+
+def test_multiscale_image_is_segmented_at_the_pyramid_level_of_the_boxes(make_viewer, qtbot, nuclei_sample):
+    """A pyramid layer (the sample magnified 4x, so its nuclei are 4x larger): a box is segmented on the coarse level
+    that has the boxes' working resolution, not on the full resolution, and the preview lies on the full-resolution
+    grid over the right nucleus."""
+    from napari_promptseg._widgets.interactive.geometry import plane_source
+    from napari_promptseg.tiling import box_object_size
+
+    image, truth, label, (r0, c0, r1, c1) = nuclei_sample
+    big = np.repeat(np.repeat(image, 4, axis=0), 4, axis=1)
+    nucleus = np.repeat(np.repeat(truth == label, 4, axis=0), 4, axis=1)
+    pyramid = [big, big[::2, ::2], big[::4, ::4]]
+    viewer = make_viewer()
+    layer = viewer.add_image(pyramid, name="slide", multiscale=True)
+    widget = add_widget(viewer)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    box = (4 * c0, 4 * r0, 4 * c1 + 3, 4 * r1 + 3)  # x0, y0, x1, y1 at full resolution
+
+    # the level read for this box: coarser than full resolution, and no coarser than the working scale needs
+    source = plane_source(layer, plane_geometry(viewer, layer))
+    plane, _, factor = source.read(256, box_object_size(np.array([box])))
+    assert factor > 1 and plane.shape == pyramid[int(np.log2(factor))].shape
+    assert source.read(256, None)[2] == 4.0  # the whole plane: the coarsest level still has 256 px per side
+
+    shapes = viewer.add_shapes(name="boxes")
+    shapes.add_rectangles(np.array([[box[1], box[0]], [box[3], box[2]]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    preview = preview_layer(viewer)
+    assert preview.data.shape == big.shape
+    assert dice(preview.data == 1, nucleus) > MIN_DICE
+
+
+def test_a_level_result_layer_lies_over_the_full_resolution_pixels_it_stands_for(make_viewer):
+    """placement() put a pyramid level's pixel i at full-resolution pixel i * factor (its top-left pixel), where the
+    whole-slide path and the labels the console and the CLI bring back put it at the centre of the block it
+    stands for: a 4x level's labels lay 1.5 px up and left of those, and of the objects. Both use one rule now: on
+    the real nuclei labels magnified 4x, every full-resolution pixel shows the label of its block."""
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg._widgets._common import data_to_world_matrix, placement
+    from napari_promptseg._widgets.interactive.geometry import LevelCrop, level_geometry, plane_geometry
+
+    (_, _, _), (truth, _, _) = nuclei()
+    full = np.kron(truth, np.ones((4, 4), truth.dtype))  # the labels at full resolution; the 1/4 level is truth
+    where = {"scale": (0.5, 0.25), "translate": (10.0, -3.0)}
+    viewer = make_viewer()
+    image = viewer.add_image([np.zeros(full.shape, np.uint8), np.zeros(truth.shape, np.uint8)], **where)
+    on_level = napari.layers.Labels(truth, **placement(image, 2, np.array([4.0, 4.0])))
+    geom = level_geometry(plane_geometry(viewer, image), LevelCrop(4.0), truth.shape)
+    whole_slide = napari.layers.Labels(truth, scale=geom.scale, translate=geom.translate)
+    rows, cols = np.meshgrid(np.arange(full.shape[0]), np.arange(full.shape[1]), indexing="ij")
+    pixels = np.stack([rows.ravel(), cols.ravel(), np.ones(rows.size)])
+    world = data_to_world_matrix(image, [0, 1]) @ pixels  # every full-resolution pixel centre
+    for layer in (on_level, whole_slide):
+        at = np.round(np.linalg.inv(data_to_world_matrix(layer, [0, 1])) @ world).astype(int)
+        np.testing.assert_array_equal(truth[at[0], at[1]].reshape(full.shape), full)

@@ -12,7 +12,7 @@ from napari.utils.notifications import NotificationSeverity, notification_manage
 
 from napari_promptseg.methods.metrics import dice
 
-from .test_widget_interactive import FIRST_RUN_MS, add_widget, records_since, wait_idle
+from .interactive_widget import FIRST_RUN_MS, add_widget, records_since, wait_idle
 
 pytestmark = pytest.mark.gui
 
