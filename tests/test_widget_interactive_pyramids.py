@@ -224,3 +224,31 @@ def test_a_level_result_layer_lies_over_the_full_resolution_pixels_it_stands_for
     for layer in (on_level, whole_slide):
         at = np.round(np.linalg.inv(data_to_world_matrix(layer, [0, 1])) @ world).astype(int)
         np.testing.assert_array_equal(truth[at[0], at[1]].reshape(full.shape), full)
+
+
+def test_an_object_smaller_than_a_pixel_of_a_slides_labels_level_is_said_not_committed(make_viewer, qtbot):
+    """A large slide's objects are held at its finest level within 4096 x 4096 px: 32x coarser than a 130k px slide
+    (here a 16k one whose pyramid has only that level besides). A small nucleus (8 x 10 px) falls between that
+    level's pixel centres: the preview showed it, and the commit said "nothing to commit: draw a box ..., and wait
+    for the preview". Now it says the object is smaller than a pixel of the labels level, and what to do instead."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    (image, _, _), (truth, _, _) = nuclei()
+    small = next(r for r in regionprops(truth) if r.label == 34)  # 49 px, rows 23-30, columns 52-61
+    side = 16384
+    levels = [_rounded_level(image, (side, side), (n, n)) for n in (side, side // 32)]
+    viewer = make_viewer()
+    viewer.add_image(levels, name="slide", multiscale=True, contrast_limits=(0, 255))
+    widget = add_widget(viewer)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    r0, c0, r1, c1 = np.add(small.bbox, 10 * 256)  # in the copy of the sample at (2560, 2560)
+    boxes = viewer.add_shapes(name="boxes")
+    boxes.add_rectangles(np.array([[r0, c0], [r1 - 1, c1 - 1]], float))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert preview_layer(viewer).data.any()  # the object previewed, on the slide's full resolution
+
+    start = len(notification_manager.records)
+    widget.commit()
+    said = [n.message for n in notification_manager.records[start:] if n.severity == NotificationSeverity.WARNING]
+    assert any("smaller than a pixel of the labels level" in m and "32x coarser" in m for m in said), said
+    assert TARGET_NAME not in viewer.layers and len(boxes.data) == 1  # nothing made, the box kept

@@ -44,6 +44,9 @@ class CommitActions:
         self._commit_preview(self.preview if fresh else None)
 
     def _commit_preview(self, preview: Preview | None) -> None:
+        if preview is not None and preview.lost and not preview.labels.any():
+            show_warning(f"nothing committed: {_lost(preview)}")
+            return
         if preview is None or not preview.labels.any():
             show_warning("nothing to commit: draw a box or click a positive point, and wait for the preview")
             return
@@ -78,6 +81,8 @@ class CommitActions:
         covered = int(np.count_nonzero(np.unique(preview.labels))) - len(new_ids)
         if covered > 0:  # their prompts go too: the count says why fewer objects came than were asked for
             message += f"; {covered} other(s) lay wholly on labels already there (never overwritten)"
+        if preview.lost:
+            message += f"; not committed: {_lost(preview)}"
         # a commit is the user's action done: the status no longer reads as an earlier refusal ("failed: ...")
         (self.runner.widget.set_message if self.runner.busy else self.runner.widget.done)(message)
         self._remove_prompts(preview)
@@ -147,6 +152,16 @@ def _fitting_target(preview: Preview) -> str:
     return (
         f"choose the target 'new layer', or select image '{preview.geom.image_name}' in the layer list, then 'New "
         "labels' (napari makes it like the layer selected)"
+    )
+
+
+def _lost(preview: Preview) -> str:
+    """What became of the objects of a whole slide's preview smaller than a pixel of its labels level."""
+    them = "the object previewed is" if preview.lost == 1 else f"{preview.lost} object(s) previewed are"
+    return (
+        f"{them} smaller than a pixel of the labels level of image '{preview.geom.image_name}' "
+        f"({preview.labels_factor:.3g}x coarser: a whole slide's objects are held at its finest level of at most "
+        "4096 x 4096 px); segment them at full resolution with `promptseg segment`, or open the region as an image"
     )
 
 

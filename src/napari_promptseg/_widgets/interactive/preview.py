@@ -46,6 +46,9 @@ class Preview:
     points: napari.layers.Points | None
     offset: tuple[int, int] = (0, 0)  # where ``labels`` start on the target's plane (row, col)
     whole_slide: bool = False  # its target lies on a whole slide's labels level, not on the image's own grid
+    #: objects previewed that cover no pixel centre of that labels level (smaller than its pixels): not committed
+    lost: int = 0
+    labels_factor: float = 1.0  # how many times coarser than the image the labels level is
 
 
 class PreviewActions:
@@ -236,7 +239,12 @@ class PreviewActions:
                 shown = geom
             else:  # a whole slide: shown on its crop of the level segmented, committed on the labels level
                 labels, where = resample_crop(result.labels, crop, *source.labels_level())
-                preview = Preview(target_geom, labels, version, prompts, shapes, points, where.offset, True)
+                # on a large slide's coarse labels level (32x on a 130k px slide) a nucleus can fall between its
+                # pixel centres: the commit said only "nothing to commit ... wait for the preview" of one shown
+                lost = len(np.setdiff1d(np.unique(result.labels), np.unique(labels)))
+                preview = Preview(
+                    target_geom, labels, version, prompts, shapes, points, where.offset, True, lost, where.factor
+                )
                 shown = level_geometry(geom, crop, result.labels.shape)
             if shown_now:
                 self.preview = preview
