@@ -252,3 +252,41 @@ def test_an_object_smaller_than_a_pixel_of_a_slides_labels_level_is_said_not_com
     said = [n.message for n in notification_manager.records[start:] if n.severity == NotificationSeverity.WARNING]
     assert any("smaller than a pixel of the labels level" in m and "32x coarser" in m for m in said), said
     assert TARGET_NAME not in viewer.layers and len(boxes.data) == 1  # nothing made, the box kept
+
+
+def test_a_multichannel_whole_slide_with_its_channel_axis_is_segmented_on_a_crop(make_viewer, qtbot, magnified_nucleus):
+    """A (C, Y, X) slide pyramid as one layer (a script's ``add_image(levels, multiscale=True)`` of a fluorescence
+    scan), its channel axis 0 chosen: it was not taken as a whole slide (only channel-less pyramids were), so a box
+    read both channels' full-resolution planes (2 x 16k x 16k) and made full-resolution labels (1 GB), as on a slide
+    before the whole-slide path. It is a whole slide now: read on a crop at its level, committed at its labels level,
+    on the nucleus boxed (its channel 0, the nuclear stain, given to the model: as a grey slide's)."""
+    import dask.array as da
+
+    from napari_promptseg._widgets.interactive.geometry import plane_source
+
+    image, nucleus, (r0, c0, r1, c1) = magnified_nucleus
+    side = 16384
+    shapes = [(side // f, side // f) for f in (1, 2, 4, 8)]
+    levels = [
+        da.stack([_rounded_level(image, (side, side), s), _rounded_level(255 - image, (side, side), s)]) for s in shapes
+    ]
+    viewer = make_viewer()
+    layer = viewer.add_image(levels, name="fluorescence", multiscale=True, contrast_limits=(0, 255))
+    assert plane_source(layer, plane_geometry(viewer, layer, channel_axis=0)).whole_slide
+    widget = add_widget(viewer)
+    widget.channel_combo.setCurrentIndex(1)  # axis 0 (2 channels)
+    assert widget.channel_combo.currentData() == 0
+    widget.channels_edit.setText("0")
+    widget.channels_edit.editingFinished.emit()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    top = left = 8 * 1024  # a copy of the magnified sample
+    viewer.add_shapes(name="boxes").add_rectangles(np.array([[top + r0, left + c0], [top + r1 - 1, left + c1 - 1]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    preview = preview_layer(viewer)
+    assert preview.data.size < 4096**2, preview.data.shape  # a crop, not the slide
+    rows, cols = top + np.arange(1024), left + np.arange(1024)
+    assert dice(_sampled_at(preview, rows, cols) > 0, nucleus) > MIN_DICE
+    widget.commit()
+    target = viewer.layers[TARGET_NAME]
+    assert target.data.shape == (4096, 4096)
+    assert dice(_sampled_at(target, rows, cols) > 0, nucleus) > MIN_DICE

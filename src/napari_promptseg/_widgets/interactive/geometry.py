@@ -252,8 +252,9 @@ class PlaneSource:
 
     @property
     def _plain_pyramid(self) -> bool:
-        """A pyramid of plain 2D planes (no stack, no channel axis): the kind read at a level."""
-        return len(self.levels) > 1 and len(self.geom.labels_shape) == 2 and self.geom.channel_axis is None
+        """A pyramid of 2D planes (no stack; grey, RGB or with a channel axis): the kind read at a level. A (C, Y, X)
+        slide with its channel axis chosen was read at full resolution, both channels, as no slide is."""
+        return len(self.levels) > 1 and len(self.geom.labels_shape) == 2
 
     def _level(self, input_size: int, object_size: float | None) -> tuple[int, float]:
         if self._plain_pyramid:
@@ -278,7 +279,8 @@ class PlaneSource:
 
     @property
     def _level_planes(self) -> list[tuple[int, int]]:
-        return [tuple(np.shape(data)[:2]) for data in self.levels]
+        first = 0 if self.geom.channel_axis is None else 1  # the channel axis is always the first (plane_geometry)
+        return [tuple(np.shape(data)[first : first + 2]) for data in self.levels]
 
     @property
     def whole_slide(self) -> bool:
@@ -337,10 +339,12 @@ class PlaneSource:
                 "time (commit, then the next), with a box around each object (clicks alone read the whole slide), "
                 "or segment the slide with `promptseg segment`"
             )
-        plane = np.asarray(self.levels[level][rows[0] : rows[1], cols[0] : cols[1]])
+        window = (slice(*rows), slice(*cols))
+        channel_axis = self.geom.channel_axis  # 0 or None: the crop keeps the image's axis order
+        plane = np.asarray(self.levels[level][window if channel_axis is None else (slice(None), *window)])
         crop = self.level_crop(level, (rows[0], cols[0]))
         level_size = None if object_size is None else object_size / crop.factor
-        result = method(plane, crop, object_size=level_size, channel_axis=None, **options)
+        result = method(plane, crop, object_size=level_size, channel_axis=channel_axis, **options)
         return result, crop
 
 
