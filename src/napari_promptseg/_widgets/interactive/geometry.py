@@ -252,8 +252,8 @@ class PlaneSource:
 
     @property
     def _plain_pyramid(self) -> bool:
-        """A pyramid of 2D planes (no stack; grey, RGB or with a channel axis): the kind read at a level. A (C, Y, X)
-        slide with its channel axis chosen was read at full resolution, both channels, as no slide is."""
+        """A pyramid of 2D planes (no stack; grey, RGB or with a channel axis): the kind read at a level (a (C, Y, X)
+        slide with its channel axis chosen was read at full resolution, every channel of it)."""
         return len(self.levels) > 1 and len(self.geom.labels_shape) == 2
 
     def _level(self, input_size: int, object_size: float | None) -> tuple[int, float]:
