@@ -255,5 +255,5 @@ def test_cli_summary_says_the_tre_is_over_the_first_landmarks_when_truncated(bir
     lms = ["--landmarks-fixed", str(nine), "--landmarks-moving", str(birl_quarter["lm_moving"]), "--truncate-landmarks"]
     assert main(["register", *args, *lms]) == 0
     printed = capsys.readouterr().out
-    assert "px over the first 9 of 12 landmarks)" in printed, printed
+    assert "px over the first 9 of 12 landmarks (pixels of the fixed image)" in printed, printed
     assert json.loads((tmp_path / "out" / "report.json").read_text())["landmarks"]["pairs_compared"] == 9

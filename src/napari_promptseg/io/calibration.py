@@ -96,6 +96,25 @@ def micrometres_per_unit(unit: str | None) -> float | None:
     return _OME_MICROMETRES.get(unit.strip()) or _NGFF_MICROMETRES.get(unit.strip().lower())
 
 
+def in_micrometres(size: PixelSize | None) -> tuple[float, float] | None:
+    """(x, y) of ``size`` in micrometres; None without a size, or for a unit that is no length known here."""
+    factor = None if size is None else micrometres_per_unit(size.unit)
+    return None if factor is None else (size.x * factor, size.y * factor)
+
+
+def pixel_sizes_in_one_unit(
+    fixed: PixelSize | None, moving: PixelSize | None
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Two images' pixel sizes, (x, y) each, in one unit (µm, or the unit both name alike): how their pixels
+    compare; None when either has none, or their units do not convert (no landmark is placed by a guess)."""
+    if fixed is None or moving is None:
+        return None
+    if fixed.unit == moving.unit:
+        return (fixed.x, fixed.y), (moving.x, moving.y)
+    both = in_micrometres(fixed), in_micrometres(moving)
+    return None if None in both else both
+
+
 def axis_micrometres(image: MultiscaleImage, axis: str) -> float | None:
     """An OME-Zarr's level-0 scale along ``axis`` in micrometres; None when its unit is no length known here."""
     factor = micrometres_per_unit(image.axis_info.get(axis, {}).get("unit"))

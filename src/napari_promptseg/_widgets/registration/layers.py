@@ -10,10 +10,11 @@ import napari.layers
 import numpy as np
 from napari.utils.notifications import show_info
 
-from ...methods.registration import image_diagonal, landmark_errors
+from ...methods.registration import image_diagonal, landmark_errors, placed_before
+from ...methods.registration.options import TRE_UNIT
 from ...methods.registration.quality import quality_line
 from .._common import _levels, placement_over, plane_shape
-from .planes import layer_channel_axis, spatial_axes
+from .planes import layer_channel_axis, layer_pixel_sizes, spatial_axes
 from .results import _Shown
 from .shapes import MovingShapes, add_registered_shapes
 
@@ -180,16 +181,28 @@ class ResultLayers:
             full_shape = plane_shape(_levels(fixed_layer)[0], fixed_layer.rgb)
             diagonal = image_diagonal(full_shape)
             n = len(a)  # the moving points past the fixed ones have no partner
+            # the moving points as the two layers lie unregistered, in the fixed layer's pixels (their own pixel
+            # coordinates put a half-size copy's landmarks 80 px "before" from the same points)
+            placed, placement = placed_before(
+                landmarks[1][:n],
+                full_shape,
+                plane_shape(_levels(moving_layer)[0], moving_layer.rgb),
+                pixel_sizes=layer_pixel_sizes(fixed_layer, moving_layer, channel_axis),
+            )
             self.last_errors = {
-                "before": landmark_errors(a, landmarks[1][:n], diagonal),
+                "unit": TRE_UNIT,
+                "before_placement": placement,
+                "before": landmark_errors(a, placed, diagonal),
                 "after": landmark_errors(a, mapped[:n], diagonal),
             }
             before, after = self.last_errors["before"], self.last_errors["after"]
             lines.append(
-                f"TRE {before['tre_mean']:.2f} -> {after['tre_mean']:.2f} px "
+                f"TRE {before['tre_mean']:.2f} -> {after['tre_mean']:.2f} px of the fixed image "
                 f"(rTRE {100 * before['rtre_mean']:.2f} % -> {100 * after['rtre_mean']:.2f} %)"
                 + (f" over the first {len(a)} landmarks" if truncated else "")
             )
+            if placement != "pixel for pixel":
+                lines.append(f"TRE before: moving landmarks {placement}")
             if truncated:
                 lines.append(truncated)
         lines += [f"warning: {w}" for w in (*landmark_warnings, *result.warnings)]

@@ -88,6 +88,29 @@ def _points_xy(layer: napari.layers.Points, image: napari.layers.Image) -> np.nd
     return rows_cols[:, ::-1].astype(float)
 
 
+def layer_pixel_sizes(
+    fixed_layer: napari.layers.Image, moving_layer: napari.layers.Image, channel_axis: int | None
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The two layers' pixel sizes, (x, y) each in the fixed layer's world unit, as napari lays them over each other
+    (their scales: a reader's µm, a scale typed in); None when neither is scaled (both of scale 1: uncalibrated,
+    placed by their sizes as the CLI places two files without a pixel size) or their units do not convert."""
+    sizes, units = [], []
+    for layer in (fixed_layer, moving_layer):
+        axes = spatial_axes(layer, channel_axis)
+        rows, columns = (float(layer.scale[a]) for a in axes)
+        sizes.append([columns, rows])
+        units.append(layer.units[axes[0]])
+    if all(np.allclose(size, 1.0) for size in sizes):
+        return None
+    if units[1] != units[0]:
+        try:
+            factor = float((1 * units[1]).to(units[0]).magnitude)  # pint units
+        except Exception:  # noqa: BLE001 (pint's DimensionalityError and kin: not comparable)
+            return None
+        sizes[1] = [v * factor for v in sizes[1]]
+    return (sizes[0][0], sizes[0][1]), (sizes[1][0], sizes[1][1])
+
+
 def _landmarks(
     fixed_points: napari.layers.Points | None,
     moving_points: napari.layers.Points | None,

@@ -71,8 +71,9 @@ class RegistrationWidget(ResultLayers, QWidget):
         #: the last run's result, in the pixels of the planes registered: a pyramid layer's level
         #: (:data:`~...io.multiscale.REGISTER_SIDE`), not its full resolution
         self.last_result: RegistrationResult | None = None
-        #: the last run's landmark errors ("before", "after"), in full-resolution pixels of the fixed layer
-        self.last_errors: dict[str, dict] = {}
+        #: the last run's landmark errors ("before", "after"), in full-resolution pixels of the fixed layer ("unit"),
+        #: and how the moving points were placed over it for "before" ("before_placement")
+        self.last_errors: dict[str, dict | str] = {}
         #: the layers the last successful run added, each with its name and data digest at creation: the next run
         #: removes those still as they were (and only those) before adding its own
         self.result_layers: list[tuple[napari.layers.Layer, str, str]] = []

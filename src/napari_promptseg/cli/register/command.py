@@ -108,7 +108,7 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
 
     from ...io._files import replacing_together, undo_interrupted_replacing
     from ...io.annotations import read_annotations, write_annotations
-    from ...io.calibration import level_pixel_size
+    from ...io.calibration import in_micrometres, level_pixel_size, pixel_size, pixel_sizes_in_one_unit
     from ...io.images import (
         DISPLACEMENT_FILE,
         REGISTER_LABELS_MARKER,
@@ -124,10 +124,11 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
         image_diagonal,
         landmark_errors,
         landmarks_outside,
+        placed_before,
         register,
         resolve_method,
     )
-    from ...methods.registration.options import level_record
+    from ...methods.registration.options import TRE_UNIT, level_record
     from ...methods.registration.pipeline import REGION_PRECISION, pair_channel_axis
     from ...methods.registration.quality import quality_line
     from ...tiling import upsample_labels
@@ -255,14 +256,14 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
                 f"{args.landmarks_fixed}",
                 file=sys.stderr,
             )
+        full_shapes = []  # rows, columns of each image at full resolution: the landmarks' pixels
         for points, path, image, image_path in (
             (lm_fixed, args.landmarks_fixed, fixed, args.fixed),
             (lm_moving, args.landmarks_moving, moving, args.moving),
         ):
             shape = np.shape(image)
-            warning = landmarks_outside(
-                points.xy, _spatial_shape(shape, pair_channel_axis(shape, channel_axis, str(image_path))), str(path)
-            )
+            full_shapes.append(_spatial_shape(shape, pair_channel_axis(shape, channel_axis, str(image_path))))
+            warning = landmarks_outside(points.xy, full_shapes[-1], str(path))
             if warning is not None:  # said before the work: a wrong file is worth stopping for
                 landmark_warnings.append(warning)
                 print(f"warning: {warning}", file=sys.stderr)
@@ -368,6 +369,14 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
             # every row of the moving file, in its order (unpaired extra points too): the file keeps every input row
             warped_csv = write_landmarks(temp("landmarks_warped.csv"), lm_moving.with_xy(to_fixed(lm_moving.xy)))
             diagonal = image_diagonal(np.multiply(result.deformation.fixed_shape, fixed_at.factors))  # full resolution
+            # the moving points as they lie over the fixed image unregistered, in its pixels (by the pixel sizes, or
+            # a rescaled copy's size): the moving image's own pixel coordinates made a 10 % copy over a 5 % one 14x off
+            fixed_size = pixel_size(args.fixed)
+            placed, placement = placed_before(
+                moving_xy, *full_shapes, pixel_sizes=pixel_sizes_in_one_unit(fixed_size, pixel_size(args.moving))
+            )
+            before, after = landmark_errors(fixed_xy, placed, diagonal), landmark_errors(fixed_xy, mapped, diagonal)
+            um = in_micrometres(fixed_size)
             record = {
                 "landmarks_fixed": str(args.landmarks_fixed),
                 "landmarks_moving": str(args.landmarks_moving),
@@ -378,8 +387,17 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
                 **({"bigwarp_pixel_size": bigwarp_pixel_sizes} if bigwarp_pixel_sizes else {}),
                 "pairs_compared": len(fixed_xy),
                 "image_diagonal": round(diagonal, 2),
-                "before": landmark_errors(fixed_xy, moving_xy, diagonal),
-                "after": landmark_errors(fixed_xy, mapped, diagonal),
+                "unit": TRE_UNIT,
+                "before_placement": placement,
+                "before": before,
+                "after": after,
+                **({"fixed_pixel_size": str(fixed_size)} if fixed_size is not None else {}),
+                # in µm too when the fixed image's pixel is one (its pixels' x and y sizes alike)
+                **(
+                    {"tre_mean_um": {k: v["tre_mean"] * um[0] for k, v in (("before", before), ("after", after))}}
+                    if um is not None and np.isclose(um[0], um[1])
+                    else {}
+                ),
             }
         else:
             csv_path = args.output / "landmarks_warped.csv"
@@ -431,6 +449,12 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
             summary += f", TRE {record['before']['tre_mean']:.2f} -> {record['after']['tre_mean']:.2f} px"
             if record["pairs_compared"] < max(n_fixed, n_moving):  # --truncate-landmarks, as the widget says it
                 summary += f" over the first {record['pairs_compared']} of {max(n_fixed, n_moving)} landmarks"
+            summary += " (pixels of the fixed image"
+            if "tre_mean_um" in record:
+                summary += f"; {record['tre_mean_um']['before']:.2f} -> {record['tre_mean_um']['after']:.2f} µm"
+            summary += ")"
+            if record["before_placement"] != "pixel for pixel":  # the moving points are not where their file has them
+                summary += f"; before: moving landmarks {record['before_placement']}"
         print(summary + ")")
         if fixed_at.index or moving_at.index:
             print(

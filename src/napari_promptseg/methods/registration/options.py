@@ -421,6 +421,38 @@ def landmark_errors(fixed_xy: np.ndarray, mapped_xy: np.ndarray, diagonal: float
     }
 
 
+#: what "before" and "after" TRE are measured in, said with them (CLI report, widget summary)
+TRE_UNIT = "pixels of the fixed image (full resolution)"
+
+
+def placed_before(
+    moving_xy: np.ndarray,
+    fixed_shape: Sequence[int],
+    moving_shape: Sequence[int],
+    pixel_sizes: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> tuple[np.ndarray, str]:
+    """The moving landmarks (x, y in full-resolution pixels of the moving image, of ``moving_shape`` rows and
+    columns) where they lie over the fixed image (``fixed_shape``) before registration, in full-resolution pixels of
+    the fixed image: the points the "before" TRE compares with the fixed landmarks; and how they were placed, said
+    with it. By ``pixel_sizes`` ((x, y) of the fixed image's pixel, of the moving's, in one unit) when both are known;
+    else, for images whose sizes are more than :data:`~.search.SIZE_RATIO_MIN` apart (a slide's 5 % and 10 % copies,
+    a rescaled copy), stretched by the ratio of their sizes along each axis; else pixel for pixel (ANHIR's initial
+    TRE). The moving pixels taken as the fixed image's made a 46 px misalignment of a 10 % image over a 5 % one a
+    "before" TRE of 636 px."""
+    from .search import SIZE_RATIO_MIN
+
+    xy = np.asarray(moving_xy, float).reshape(-1, 2)
+    if pixel_sizes is not None:
+        (fx, fy), (mx, my) = pixel_sizes
+        factor = np.array([mx / fx, my / fy])
+        return xy * factor, f"placed by the pixel sizes (moving pixel {factor[0]:.3g} x {factor[1]:.3g} fixed)"
+    ratio = size_ratio(fixed_shape, moving_shape)
+    if max(ratio, 1 / ratio) <= SIZE_RATIO_MIN:
+        return xy, "pixel for pixel"
+    factor = np.array([fixed_shape[1] / moving_shape[1], fixed_shape[0] / moving_shape[0]])
+    return xy * factor, f"placed by the image sizes (moving stretched {factor[0]:.3g} x {factor[1]:.3g})"
+
+
 def landmarks_outside(xy: np.ndarray, shape: Sequence[int], what: str) -> str | None:
     """A warning when landmarks lie outside the image they were placed on (``shape``: its full-resolution rows,
     columns), else None. Points in pixels of another scale of the slide, or in micrometres, are compared as pixels
