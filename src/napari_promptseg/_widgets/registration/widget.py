@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import napari
 import napari.layers
+import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -35,6 +36,7 @@ from .._common import (
     LayerPicker,
     SegmenterBox,
     TaskRunner,
+    _levels,
     available_devices,
     controls_layout,
     fraction_box,
@@ -58,6 +60,35 @@ from .results import _results_to_show, _Shown
 from .shapes import moving_shapes
 
 REGISTER_SHARE = 0.95
+
+
+def _same_pixels(a: napari.layers.Layer, b: napari.layers.Layer) -> bool:
+    """Whether two layers show one array (one object, or views of the same memory alike): nothing is read."""
+    x, y = _levels(a)[0], _levels(b)[0]
+    if x is y:
+        return True
+    if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)):
+        return False
+    same_start = x.__array_interface__["data"][0] == y.__array_interface__["data"][0]
+    return same_start and x.shape == y.shape and x.strides == y.strides
+
+
+def _check_roles(
+    fixed_layer: napari.layers.Image, moving_layer: napari.layers.Image, labels_layer: napari.layers.Labels | None
+) -> None:
+    """Refuse one array in two roles, as the CLI refuses one file: fixed and moving (the identity, a TRE of 0 that
+    says nothing) or an image layer's pixels as the moving labels (each grey level an object, carried over)."""
+    if _same_pixels(fixed_layer, moving_layer):
+        raise PromptsegError(
+            f"fixed '{fixed_layer.name}' and moving '{moving_layer.name}' are the same pixels: choose the image to "
+            "register onto the fixed one as the moving layer"
+        )
+    for role, image in (("moving", moving_layer), ("fixed", fixed_layer)):
+        if labels_layer is not None and _same_pixels(labels_layer, image):
+            raise PromptsegError(
+                f"moving labels '{labels_layer.name}' are the pixels of the {role} image '{image.name}': choose labels "
+                f"drawn on '{moving_layer.name}' (an id per object, 0 for none)"
+            )
 
 
 class RegistrationWidget(ResultLayers, QWidget):
@@ -238,6 +269,7 @@ class RegistrationWidget(ResultLayers, QWidget):
                 raise PromptsegError(f"choose the {' and the '.join(missing)} image layer{'s' * (len(missing) > 1)}")
             if fixed_layer is moving_layer:
                 raise PromptsegError(f"fixed and moving are the same layer '{fixed_layer.name}'")
+            _check_roles(fixed_layer, moving_layer, self.moving_labels.layer())
             channel_axis = self.channel_axis.channel_axis
             if channel_axis is not None and not any(map(offers_channel_axis, (fixed_layer, moving_layer))):
                 raise PromptsegError(

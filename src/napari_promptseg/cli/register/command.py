@@ -87,6 +87,27 @@ def unused_settings(args: argparse.Namespace, method: str, text_prompts: bool = 
     return said
 
 
+def _check_roles(args: argparse.Namespace) -> None:
+    """Refuse one file in two roles (by any name: a link is the file): fixed and moving (nothing to register; a
+    TRE of 0 that says nothing, as the widget refuses one layer for both), or an image as --moving-labels (a photo's
+    colours were read as thousands of object ids and carried over without a word)."""
+    fixed, moving = args.fixed.resolve(), args.moving.resolve()
+    if fixed == moving:
+        raise PromptsegError(
+            f"fixed and moving are the same file {args.fixed}: give the image to register onto it as the moving one "
+            "(a copy registers as the identity, if that is what is wanted)"
+        )
+    if args.moving_labels is not None:
+        labels = args.moving_labels.resolve()
+        for role, image in (("moving", moving), ("fixed", fixed)):
+            if labels == image:
+                raise PromptsegError(
+                    f"--moving-labels {args.moving_labels} is the {role} image: give a label image drawn on the moving "
+                    "image (an integer id per object, 0 for none); the moving image itself is warped to "
+                    "moving_warped.tif"
+                )
+
+
 #: the share of the run's steps shown on stderr that register() takes (the warp and the outputs come after)
 REGISTER_SHARE = 0.9
 
@@ -144,10 +165,10 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
             setattr(args, other, path)  # a BigWarp landmark file holds both sets
     if (args.landmarks_fixed is None) != (args.landmarks_moving is None):
         raise PromptsegError("give both --landmarks-fixed and --landmarks-moving, or neither")
+    _check_roles(args)
     same_file = args.landmarks_fixed is not None and args.landmarks_fixed.resolve() == args.landmarks_moving.resolve()
-    # a TRE of one set against itself means nothing, unless the images are one too (an identity check)
-    same_images = args.fixed.resolve() == args.moving.resolve()
-    if same_file and not same_images and not is_bigwarp_csv(args.landmarks_fixed):
+    # a TRE of one set against itself means nothing
+    if same_file and not is_bigwarp_csv(args.landmarks_fixed):
         raise PromptsegError(
             f"--landmarks-fixed and --landmarks-moving are the same file {args.landmarks_fixed}: give each image's own "
             "landmarks (a BigWarp file, which holds both sets, may be given to both)"
