@@ -53,6 +53,9 @@ def test_the_10pc_copy_of_a_slide_lies_over_its_5pc_copy_before_registration(cim
     # pixel sizes known: they place the points, whatever the images' sizes
     placed, how = placed_before(other, fixed_shape, fixed_shape, pixel_sizes=((2.0, 2.0), (1.0, 1.0)))
     assert np.allclose(placed, other / 2) and "pixel sizes" in how
+    # one pixel size: pixel for pixel, said as such (whatever the sizes of the images)
+    placed, how = placed_before(other, fixed_shape, (1472, 1789), pixel_sizes=((0.5, 0.5), (0.5, 0.5)))
+    assert how == "pixel for pixel" and np.array_equal(placed, other)
 
 
 def _rescaled_copy(cima, tmp_path, factor: float, fixed_um: float | None = None, moving_um: float | None = None):

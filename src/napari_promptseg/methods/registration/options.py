@@ -445,6 +445,8 @@ def placed_before(
     if pixel_sizes is not None:
         (fx, fy), (mx, my) = pixel_sizes
         factor = np.array([mx / fx, my / fy])
+        if np.allclose(factor, 1.0):  # one pixel size: nothing to say ("moving pixel 1 x 1 fixed" said nothing)
+            return xy, "pixel for pixel"
         return xy * factor, f"placed by the pixel sizes (moving pixel {factor[0]:.3g} x {factor[1]:.3g} fixed)"
     ratio = size_ratio(fixed_shape, moving_shape)
     if max(ratio, 1 / ratio) <= SIZE_RATIO_MIN:
