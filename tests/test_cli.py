@@ -122,6 +122,13 @@ def test_outputs_that_would_overwrite_an_input_or_each_other_are_refused_before_
     assert main(["segment", str(folder / "cells.tif"), "-o", str(tmp_path / "afile"), *box]) == 2
     err = capsys.readouterr().err
     assert "a file, not a directory" in err and len(err.strip().splitlines()) == 1
+    # '-o labels.tif' (a file meant) made a folder labels.tif/ holding labels.tif/cells.tif
+    assert main(["segment", str(folder / "cells.tif"), "-o", str(tmp_path / "labels.tif"), *box]) == 2
+    assert (
+        f"names a file (.tif), but a directory for the outputs is wanted; give a folder, e.g. {tmp_path / 'labels'}"
+        in (capsys.readouterr().err)
+    )
+    assert not (tmp_path / "labels.tif").exists()
 
 
 def test_existing_files_that_are_not_our_outputs_are_never_overwritten(litemedsam, tmp_path, capsys):

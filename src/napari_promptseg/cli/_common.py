@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..errors import PromptsegError, WeightsError
-from ..io._files import ensure_writable_dir, replacing
+from ..io._files import FILE_NAME_SUFFIXES, ensure_writable_dir, replacing
 from ._inputs import _say_renamed, _some_names
 from ._stacks import _plane_channel_axis, _write_output, _writes_into_zarr
 from ._types import positive_float, positive_int, weights_path
@@ -121,6 +121,9 @@ def _output_lock(args: argparse.Namespace) -> Iterator[None]:
         yield
         return
     output = Path(output)
+    if not output.exists() and output.suffix.lower() in FILE_NAME_SUFFIXES:  # a file meant: the subcommand says so
+        yield
+        return
     try:
         output.mkdir(parents=True, exist_ok=True)
         lock = FileLock(output / OUTPUT_LOCK)

@@ -266,6 +266,12 @@ def default_file_mode(folder: Path) -> int:
         os.unlink(probe)
 
 
+#: suffixes of a file, not a folder: an output directory not yet made under such a name was meant as a file
+FILE_NAME_SUFFIXES = frozenset(
+    {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".csv", ".json", ".npy", ".pt", ".pth", ".safetensors"}
+)
+
+
 def ensure_writable_dir(path: Path, what: str, label: str | None = None) -> None:
     """Create the directory ``path`` for ``what`` (e.g. "the outputs"), or say in one line why it cannot be one,
     before any work: a read-only folder says so now, not in a traceback after the first image or epoch. ``label``
@@ -273,6 +279,12 @@ def ensure_writable_dir(path: Path, what: str, label: str | None = None) -> None
     label = label or str(path)
     if path.exists() and not path.is_dir():
         raise PromptsegError(f"{label}: a file, not a directory; give a directory for {what}")
+    if not path.exists() and path.suffix.lower() in FILE_NAME_SUFFIXES:
+        # `-o result.tif` made a folder named result.tif holding result.tif/<stem>.tif: a file was meant
+        raise PromptsegError(
+            f"{label}: names a file ({path.suffix}), but a directory for {what} is wanted; give a folder, e.g. "
+            f"{path.with_suffix('')}"
+        )
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
