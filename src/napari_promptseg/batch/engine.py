@@ -177,7 +177,8 @@ def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool 
     try:
         # the file's named channel axis last where none was given (commands without the option: as the file is)
         args = _args_for_file(job.args, path)
-        image = read_image_named(path, getattr(args, "channel_axis", 0))
+        timed = getattr(args, "time", None) is not None  # --time: a time-lapse of volumes, one time point taken
+        image = read_image_named(path, getattr(args, "channel_axis", 0), keep_time=timed)
         record = job.process(args, state, Path(path), image)
         record.setdefault("status", "ok" if record.get("objects", 1) else "empty")
         if record["status"] == "empty" and not record.get("reason"):  # why, where the failed inputs' is

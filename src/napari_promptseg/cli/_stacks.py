@@ -185,8 +185,9 @@ def _at_time_point(
     """--time T: the input's (Z, Y, X[, C]) volume at T (:func:`..methods.volume.time_point_volume`, which the
     Python API's propagation shares) and the axes of that volume (its planes are Z); without --time the input and
     ``axes`` as they are. A time-lapse's channels are last (--channel-axis -1, or read so): the one option then
-    names the volume's channel axis too."""
-    from ..io.multiscale import StackAxes
+    names the volume's channel axis too. The batch reads a file's time-lapse so (batch.engine: an OME-Zarr's or
+    pyramid's levels (T, Z, Y, X[, C]), whose volume's axes are then named; a hyperstack's channels moved last)."""
+    from ..io.multiscale import StackAxes, is_lazy_image, open_multiscale
     from ..methods.volume import time_point_volume
 
     if getattr(args, "time", None) is None:
@@ -197,7 +198,8 @@ def _at_time_point(
             f"not {args.channel_axis}"
         )
     volume, _ = time_point_volume(image, args.time, name=f"{path} (--time)", channel_axis=args.channel_axis)
-    return volume, StackAxes(None, "z")
+    read = open_multiscale(path, keep_time=True).axes if is_lazy_image(path) else ""
+    return volume, StackAxes(read[1:] if read.startswith("tz") else None, "z")
 
 
 #: report.json's ``stack_axis`` note for a stack whose file does not name the axis its planes lie along

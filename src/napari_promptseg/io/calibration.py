@@ -127,7 +127,7 @@ def _zarr_pixel_size(path: Path) -> PixelSize | None:
     is on the grid of one in µm, and BigWarp's µm apply), else in the scale's own numbers (no unit: none)."""
     from .multiscale import open_multiscale
 
-    image = open_multiscale(path)
+    image = open_multiscale(path, keep_time=True)  # its metadata alone: a time-lapse of volumes' too (--time)
     x, y = axis_micrometres(image, "x"), axis_micrometres(image, "y")
     if x is not None and y is not None:
         return _valid(x, y, "µm")

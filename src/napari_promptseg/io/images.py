@@ -157,14 +157,16 @@ def missing_file_why(path: str | Path) -> str:
     return "no such file"
 
 
-def read_image(path: str | Path, *, role: Role = "image") -> np.ndarray:
+def read_image(path: str | Path, *, role: Role = "image", keep_time: bool = False) -> np.ndarray:
     """Read an image file (TIFF, PNG, JPEG, BMP, ...) as a numpy array in its stored dtype.
 
     ``role``: "image" reads a palette TIFF in its RGB colours and a MinIsWhite grey TIFF inverted, as viewers show
     them; "labels" (a mask or label file) keeps their stored values, the ids (see :mod:`.tiff_colours`).
 
     OME-Zarr image directories and pyramidal TIFFs are opened lazily: their full-resolution level as a dask array in
-    the order (Z, ) Y, X (, C) (see :mod:`.multiscale`); nothing is read until a tile or plane is asked for."""
+    the order (Z, ) Y, X (, C) (see :mod:`.multiscale`); nothing is read until a tile or plane is asked for.
+    ``keep_time``: such a time-lapse of volumes is opened whole, (T, Z, Y, X[, C]), for one time point to be taken
+    (:func:`.multiscale.open_multiscale`); refused without."""
     from .multiscale import bioformats2raw_series, is_lazy_image, not_ome_zarr_why, open_multiscale
 
     if role not in ROLES:
@@ -175,7 +177,7 @@ def read_image(path: str | Path, *, role: Role = "image") -> np.ndarray:
             open_multiscale(path)  # names the container's image series to open
         if not is_lazy_image(path):
             raise PromptsegError(f"{path}: a directory, not an image: {not_ome_zarr_why(path)}")
-        return open_multiscale(path, role=role).levels[0]
+        return open_multiscale(path, role=role, keep_time=keep_time).levels[0]
     if not path.is_file():
         raise PromptsegError(f"{path}: {missing_file_why(path)}")
     _refuse_more_than_memory(path)

@@ -203,7 +203,8 @@ def labels_calibration(path: str | Path, ndim: int) -> tuple[PixelSize | None, f
     if own is not None:
         image, unit = own
         size = PixelSize(image.pixel_size["x"], image.pixel_size["y"], unit)
-        z = float(image.pixel_size.get("z", 1.0)) if ndim == 3 and image.stack_axis == "z" else 1.0
+        # a stack's planes, and a time-lapse of volumes' (T, Z, Y, X)
+        z = float(image.pixel_size.get("z", 1.0)) if ndim in (3, 4) and image.stack_axis == "z" else 1.0
         return size, None if z == 1.0 else z
     size = pixel_size(path)
     if size is None or ndim != 3:
@@ -230,7 +231,7 @@ def _zarr_own_unit(path: str | Path) -> tuple[MultiscaleImage, str] | None:
     beside an electron micrograph's 500 nm) covered a thousandth of it. None for any other input (or unit)."""
     if not is_ome_zarr(path):
         return None
-    image = open_multiscale(path)
+    image = open_multiscale(path, keep_time=True)  # its metadata alone: a time-lapse of volumes' too (--time)
     units = {image.axis_info.get(a, {}).get("unit") for a in "yx"}
     unit = _NGFF_SHORT_UNITS.get(str(units.pop()).lower()) if len(units) == 1 else None
     if unit is None or not {"y", "x"} <= set(image.pixel_size):
@@ -247,7 +248,7 @@ def labels_origin(path: str | Path, ndim: int) -> tuple[float, ...] | None:
 
     if not is_ome_zarr(path):
         return None
-    image = open_multiscale(path)
+    image = open_multiscale(path, keep_time=True)
     translation = dict(zip(image.source_axes, image.level_transforms[0]["translation"], strict=True))
     # in the scale's own numbers where the labels keep them, else in µm when the pixel size is read in them
     in_micrometres = _zarr_own_unit(path) is None and (pixel_size(path) or PixelSize(1, 1)).unit == "µm"
@@ -257,8 +258,10 @@ def labels_origin(path: str | Path, ndim: int) -> tuple[float, ...] | None:
         return float(translation.get(axis, 0.0)) * (factor or 1.0)
 
     origin = (along("y"), along("x"))
-    if ndim == 3:
+    if ndim in (3, 4):
         origin = (along("z") if image.stack_axis == "z" else 0.0, *origin)
+    if ndim == 4:  # a time-lapse of volumes' labels (T, Z, Y, X): its time points start at 0
+        origin = (0.0, *origin)
     return origin if any(origin) else None
 
 

@@ -52,7 +52,7 @@ class MultiscaleImage:
 
     path: Path
     levels: list  # dask arrays, largest first
-    axes: str  # "yx", "yxc", "zyx" or "zyxc"
+    axes: str  # "yx", "yxc", "zyx" or "zyxc"; a time-lapse of volumes opened whole (keep_time): "tzyx[c]"
     source_axes: tuple[str, ...]  # the file's own axes (OME names), in the file's order
     stack_axis: str | None = None  # the source axis that became the first axis ("z" or "t"), None for 2D
     pixel_size: dict[str, float] = field(default_factory=dict)  # level-0 size per source axis (OME-Zarr scale)
@@ -276,17 +276,19 @@ def is_lazy_image(path: str | Path) -> bool:
     return is_ome_zarr(path) or is_multiscale_tiff(path) or is_large_tiled_tiff(path)
 
 
-def open_multiscale(path: str | Path, *, role: Role = "image") -> MultiscaleImage:
+def open_multiscale(path: str | Path, *, role: Role = "image", keep_time: bool = False) -> MultiscaleImage:
     """Open an OME-Zarr image directory or a (pyramidal) TIFF lazily; no pixel is read. ``role``: a TIFF's palette
     and MinIsWhite samples read as shown ("image") or as stored ("labels"), as :func:`.images.read_image` reads them
-    (:mod:`.tiff_colours`)."""
+    (:mod:`.tiff_colours`). ``keep_time``: a time-lapse of volumes (t and z of more than one) is opened whole, its
+    levels (T, Z, Y, X[, C]) (axes "tzyx[c]"), for the caller to take one time point's volume (the commands'
+    --time); without it, refused."""
     if role not in ROLES:
         raise PromptsegError(f"open_multiscale: role {role!r}; expected one of {', '.join(ROLES)}")
     path = Path(path)
     if path.is_dir():
-        return _open_ome_zarr(path)
+        return _open_ome_zarr(path, keep_time)
     if path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
-        return _open_tiff(path, role)
+        return _open_tiff(path, role, keep_time)
     raise PromptsegError(f"{path}: not an OME-Zarr image directory or a TIFF file")
 
 
@@ -317,7 +319,7 @@ def file_pyramid(path: str | Path, image: object) -> object:
     return levels if len(levels) > 1 else image
 
 
-def _open_ome_zarr(path: Path) -> MultiscaleImage:
+def _open_ome_zarr(path: Path, keep_time: bool = False) -> MultiscaleImage:
     import dask.array as da
     import zarr
 
@@ -359,7 +361,7 @@ def _open_ome_zarr(path: Path) -> MultiscaleImage:
                 "translation": [t * g + u for t, g, u in zip(translation, *overall, strict=True)],
             }
         )
-    levels, order, stack = _project_axes(arrays, axes, path)
+    levels, order, stack = _project_axes(arrays, axes, path, keep_time)
     # unversioned metadata: the layout tells (zarr v3 is NGFF 0.5)
     version = attrs.get("version") or multiscale.get("version") or ("0.5" if (path / "zarr.json").is_file() else "0.4")
     pixel_size = dict(zip(axes, transforms[0]["scale"], strict=True))
@@ -488,7 +490,7 @@ def read_channel_axis(path: str | Path, channel_axis: int | None) -> int | None:
     The one mapping of every command (segment, oneshot, text, register)."""
     if channel_axis is None or not is_lazy_image(path):
         return channel_axis
-    pyramid = open_multiscale(path)
+    pyramid = open_multiscale(path, keep_time=True)  # its axes alone: a time-lapse of volumes' are read too
     axes = pyramid.source_axes
     if not -len(axes) <= channel_axis < len(axes) or axes[channel_axis] != "c":
         named = ", ".join(f"{k}: {a}" for k, a in enumerate(axes))
@@ -499,16 +501,17 @@ def read_channel_axis(path: str | Path, channel_axis: int | None) -> int | None:
     return -1 if pyramid.axes.endswith("c") else None
 
 
-def read_image_named(path: str | Path, channel_axis: int | None = None) -> object:
+def read_image_named(path: str | Path, channel_axis: int | None = None, *, keep_time: bool = False) -> object:
     """:func:`.images.read_image`, with the channel axis an OME or ImageJ TIFF names moved last
     (:func:`named_channels_last`) when no ``channel_axis`` is given (a given one counts in the file's order): how every
     command reads an image file (batch targets, one-shot references, library entries, registration pairs, training
-    rows), so a Fiji composite (C, Y, X) is one multichannel image to all of them, not a stack of C planes to some."""
-    image = read_image(path)
+    rows), so a Fiji composite (C, Y, X) is one multichannel image to all of them, not a stack of C planes to some.
+    ``keep_time``: a lazily read time-lapse of volumes is opened whole (the commands' --time takes one time point)."""
+    image = read_image(path, keep_time=keep_time)
     return named_channels_last(path, image) if channel_axis is None else image
 
 
-def _open_tiff(path: Path, role: Role = "image") -> MultiscaleImage:
+def _open_tiff(path: Path, role: Role = "image", keep_time: bool = False) -> MultiscaleImage:
     import dask.array as da
     import tifffile
     import zarr
@@ -545,30 +548,38 @@ def _open_tiff(path: Path, role: Role = "image") -> MultiscaleImage:
                 raise PromptsegError(f"{path}: TIFF axes '{codes}' (shape {arrays[0].shape}) are not supported")
             name = f"drop{len(axes)}"  # a singleton axis of another kind: dropped below
         axes.append(name)
-    levels, order, stack = _project_axes(arrays, tuple(axes), path)
+    levels, order, stack = _project_axes(arrays, tuple(axes), path, keep_time)
     # colour samples (S) of 3 or 4 values; a YCbCr slide's are decoded to RGB
     rgb = colour and "S" in codes and order.endswith("c") and levels[0].shape[-1] in (3, 4)
     return MultiscaleImage(path, levels, order, tuple(axes), stack, rgb=bool(rgb))
 
 
-def _project_axes(arrays: list, axes: tuple[str, ...], path: Path) -> tuple[list, str, str | None]:
+def _project_axes(
+    arrays: list, axes: tuple[str, ...], path: Path, keep_time: bool = False
+) -> tuple[list, str, str | None]:
     """The levels in the project's axis order (stack axis z or t first, y, x, channels last; singletons dropped),
-    that order's name, and the source axis of the stack."""
+    that order's name, and the source axis of the stack. A time-lapse of volumes: (T, Z, Y, X[, C]), "tzyx[c]",
+    stack axis z, with ``keep_time``; refused without, naming the option that takes one time point."""
     size = dict(zip(axes, arrays[0].shape, strict=True))
     if "y" not in size or "x" not in size:
         raise PromptsegError(f"{path}: axes {axes} have no y and x")
     stack = [a for a in ("z", "t") if size.get(a, 1) > 1]
-    if len(stack) > 1:
+    time = []
+    if len(stack) > 1 and keep_time:
+        time, stack = ["t"], ["z"]
+    elif len(stack) > 1:
         raise PromptsegError(
-            f"{path}: a time-lapse of volumes (t={size['t']}, z={size['z']}); select one time point first"
+            f"{path}: a time-lapse of volumes (t={size['t']}, z={size['z']}); select one time point first: "
+            "promptseg segment, oneshot and text take --time T (that time point's volume is read alone)"
         )
-    keep = {"y", "x", *stack} | ({"c"} if size.get("c", 1) > 1 else set())
+    keep = {"y", "x", *time, *stack} | ({"c"} if size.get("c", 1) > 1 else set())
     index = tuple(slice(None) if a in keep else 0 for a in axes)
     kept = [a for a in axes if a in keep]
-    target = [*stack, "y", "x", *(["c"] if "c" in keep else [])]
+    target = [*time, *stack, "y", "x", *(["c"] if "c" in keep else [])]
     order = [kept.index(a) for a in target]
     levels = [array[index].transpose(order) for array in arrays]
-    return levels, "".join("z" if a == "t" else a for a in target), (stack[0] if stack else None)
+    named = "".join("z" if a == "t" and not time else a for a in target)
+    return levels, named, (stack[0] if stack else None)
 
 
 #: NGFF axis types of the standard axis names (ome-zarr refuses an axis dict without one)

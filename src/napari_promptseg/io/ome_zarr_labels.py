@@ -31,12 +31,12 @@ def _axis_metadata(name: str, info: dict) -> str | dict:
 def write_ome_zarr_labels(
     image_path: str | Path, labels: np.ndarray, name: str = "promptseg", output: str | Path | None = None
 ) -> Path:
-    """Write full-resolution instance labels ((Y, X) or (Z, Y, X), as the image's level 0 without channels) into
-    ``image_path/labels/<name>``: one level per image level, of that level's shape and coordinate transforms (scale
-    and translation), the image's axis units and NGFF version. An earlier labels image of the same name is
-    replaced only if promptseg wrote it and nothing changed it since (:func:`labels_not_replaceable`): labels a
-    user drew or corrected are refused, not lost; so are the labels of a CLI run into another ``output`` folder
-    (its -o) whose report still names them. Returns the labels group's path."""
+    """Write full-resolution instance labels ((Y, X), (Z, Y, X), or a time-lapse of volumes' (T, Z, Y, X): as the
+    image's level 0 without channels) into ``image_path/labels/<name>``: one level per image level, of that level's
+    shape and coordinate transforms (scale and translation), the image's axis units and NGFF version. An earlier
+    labels image of the same name is replaced only if promptseg wrote it and nothing changed it since
+    (:func:`labels_not_replaceable`): labels a user drew or corrected are refused, not lost; so are the labels of a
+    CLI run into another ``output`` folder (its -o) whose report still names them. Returns the labels group's path."""
     import zarr
 
     with warnings.catch_warnings():  # ome_zarr.writer's own defaults use its deprecated Scaler on import
@@ -45,7 +45,8 @@ def write_ome_zarr_labels(
         from ome_zarr.writer import add_metadata, get_metadata, write_multiscale_labels
 
     check_labels_name(name)
-    image = open_multiscale(image_path)
+    # a time-lapse of volumes' labels are (T, Z, Y, X): its levels opened so (one time point segmented, --time)
+    image = open_multiscale(image_path, keep_time=np.ndim(labels) == 4)
     if image.ome_version is None:
         raise PromptsegError(f"{image.path}: labels go into an OME-Zarr image; write a TIFF for this input")
     expected = tuple(n for n, a in zip(image.shape, image.axes, strict=True) if a != "c")
@@ -63,7 +64,9 @@ def write_ome_zarr_labels(
         shape = tuple(int(level.shape[k]) for k in spatial)
         sizes = {"y": shape[-2], "x": shape[-1]}
         if image.stack_axis is not None:
-            sizes[image.stack_axis] = shape[0]
+            sizes[image.stack_axis] = shape[-3]
+        if image.axes.startswith("t"):  # a time-lapse of volumes: (T, Z, Y, X)
+            sizes["t"] = shape[0]
         pyramid.append(_nearest(labels, shape).reshape([sizes.get(a, 1) for a in axes]))
         level_transform = [{"type": "scale", "scale": [transform["scale"][k] for k in keep]}]
         translation = [transform["translation"][k] for k in keep]
