@@ -117,3 +117,36 @@ def test_a_pyramidal_ome_tiff_time_lapse_of_volumes_by_time_point(movie, api_lab
     assert labels.shape == tz.shape and not labels[0].any()
     np.testing.assert_array_equal(labels[1], api_labels)
     assert tifffile.TiffFile(out / "tz.tif").series[0].axes == "TZYX"
+
+
+def test_a_hyperstack_with_channels_between_z_and_y_by_time_point_and_channel(movie, api_labels, tmp_path, capsys):
+    """An ImageJ hyperstack is (T, Z, C, Y, X); --time took only a time-lapse with its channels last, so Fiji's own
+    order was read as (Z, C, Y, X) planes and refused ('4D array of shape (7, 2, 110, 140) ... a time-lapse of 3D
+    stacks'). The file's axes now say where its channels are: --time and --channels compose (the MRI's channel gives
+    the Python function's labels of the grey MRI), --channel-axis given as the file has it is taken, another axis is
+    refused naming the file's axes. A file without axis names needs --channel-axis, and says so."""
+    tz, _, box = movie
+    two = np.stack([tz, tz.max() - tz], axis=2)  # (T, Z, C, Y, X): the MRI and its negative
+    path = tmp_path / "tzc.tif"
+    tifffile.imwrite(path, two, imagej=True, metadata={"axes": "TZCYX"})
+    out = tmp_path / "out"
+    assert main([*_prompt(path, out, box), "--time", "1", "--channels", "0"]) == 0, capsys.readouterr().err
+    labels = tifffile.imread(out / "tzc.tif")
+    assert labels.shape == tz.shape and not labels[0].any()
+    np.testing.assert_array_equal(labels[1], api_labels)
+
+    given = tmp_path / "given"
+    assert main([*_prompt(path, given, box), "--time", "1", "--channels", "0", "--channel-axis", "2"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(given / "tzc.tif"), labels)
+
+    assert main([*_prompt(path, tmp_path / "o3", box), "--time", "1", "--channel-axis", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: channel axis 1 is not its channel axis; its axes are (0: t, 1: z, 2: c, 3: y, 4: x)" in err, err
+
+    unnamed = tmp_path / "unnamed.tif"
+    tifffile.imwrite(unnamed, two)  # its shape kept, no axis named
+    assert main([*_prompt(unnamed, tmp_path / "o4", box), "--time", "1", "--channels", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"{unnamed}" in err and "--channel-axis" in err, err
+    assert main([*_prompt(unnamed, tmp_path / "o5", box), "--time", "1", "--channels", "0", "--channel-axis", "2"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "o5" / "unnamed.tif"), labels)

@@ -179,6 +179,8 @@ def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool 
         args = _args_for_file(job.args, path)
         timed = getattr(args, "time", None) is not None  # --time: a time-lapse of volumes, one time point taken
         image = read_image_named(path, getattr(args, "channel_axis", 0), keep_time=timed)
+        if timed:
+            args, image = _time_lapse_channels_last(args, path, image)
         record = job.process(args, state, Path(path), image)
         record.setdefault("status", "ok" if record.get("objects", 1) else "empty")
         if record["status"] == "empty" and not record.get("reason"):  # why, where the failed inputs' is
@@ -295,6 +297,19 @@ def _args_for_file(args: object, path: str) -> object:
     mapped = copy.copy(args)  # the run's options are every file's: this file's axis on its own copy
     mapped.channel_axis = axis
     return mapped
+
+
+def _time_lapse_channels_last(args: object, path: str, image: object) -> tuple[object, object]:
+    """--time's (T, Z, Y, X, C) reading of a 5-axis file (its channels where its axes or --channel-axis say, moved
+    last: :func:`..io.multiscale.time_lapse_channels_last`), with the run's options' channel axis as it is read."""
+    from ..io.multiscale import time_lapse_channels_last
+
+    image, axis = time_lapse_channels_last(path, image, args.channel_axis)
+    if axis == args.channel_axis:
+        return args, image
+    mapped = copy.copy(args)
+    mapped.channel_axis = axis
+    return mapped, image
 
 
 def _without_result(args: object, path: str, image: object, exc: BaseException) -> dict:

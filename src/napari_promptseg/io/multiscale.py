@@ -511,6 +511,44 @@ def read_image_named(path: str | Path, channel_axis: int | None = None, *, keep_
     return named_channels_last(path, image) if channel_axis is None else image
 
 
+def time_lapse_channels_last(path: str | Path, image: object, channel_axis: int | None) -> tuple[object, int | None]:
+    """A (T, Z, Y, X, C) time-lapse of volumes as the commands' --time takes it, from a 5-axis TIFF read whole in its
+    own order: the channel axis given (``channel_axis``, in the file's order) or the one its metadata names (an
+    ImageJ hyperstack's TZCYX) moved last. Returns the image and its channel axis as read (-1). Any other input as
+    it is (a pyramid's channels are last already). Refused naming the file: a given axis the file's names say is no
+    channel axis, the time axis, and an unnamed 5-axis array whose last axis holds more than 4 values."""
+    if not isinstance(image, np.ndarray) or image.ndim != 5:
+        return image, channel_axis
+    names = tiff_axis_names(path)
+    names = names if names is not None and len(names) == 5 else None
+    named = names.index("c") if names is not None and names.count("c") == 1 else None
+    if channel_axis is not None:
+        if not -5 <= channel_axis < 5:
+            raise PromptsegError(f"{path}: channel axis {channel_axis} is outside its 5 axes {image.shape}")
+        axis = channel_axis % 5
+        if names is not None and names[axis] != "c":
+            listed = ", ".join(f"{k}: {a}" for k, a in enumerate(names))
+            raise PromptsegError(
+                f"{path}: channel axis {channel_axis} is not its channel axis; its axes are ({listed})"
+                + (f": give {named}, or none (its channels are named)" if named is not None else ", no channels")
+            )
+        if axis == 0:
+            raise PromptsegError(
+                f"{path}: the first axis of a time-lapse of volumes holds its time points, not channels; its other "
+                "axes are read as Z, Y, X and the channel axis given"
+            )
+    elif named is not None:
+        axis = named
+    elif image.shape[-1] <= 4:  # channels last, as an unnamed (T, Z, Y, X, C) array is read
+        axis = 4
+    else:
+        raise PromptsegError(
+            f"{path}: a 5-axis array of shape {image.shape} whose file names no axis; give the axis of its channels "
+            "(--channel-axis, in the file's order): the others are read as T, Z, Y, X"
+        )
+    return (image if axis == 4 else np.moveaxis(image, axis, -1)), -1
+
+
 def _open_tiff(path: Path, role: Role = "image", keep_time: bool = False) -> MultiscaleImage:
     import dask.array as da
     import tifffile
