@@ -276,39 +276,22 @@ def _attributes(args: argparse.Namespace):
 def _trained_reading(args: argparse.Namespace, route, image, path: Path) -> tuple[argparse.Namespace, dict | None]:
     """The run's options with this image's channels read as the trained text model was trained on them (its
     --channel-axis when none is given; a contradicting choice refused), on a copy: the run's are every file's. And
-    what its record says of them (:func:`_channels_record`)."""
+    what its record says of them (segment_text's ``image_channels``: one resolution, one record)."""
     import copy
 
     import numpy as np
 
-    from ..methods.text.trained_channels import recorded_channels, text_model_channels
+    from ..methods.text.trained_channels import read_as_trained, recorded_channels
     from ..models.preprocessing import full_resolution
 
-    recorded = recorded_channels(route)
-    if recorded is None:
-        return args, _channels_record(args.channel_axis, args.channels, "given")
-    axis, channels = text_model_channels(
-        recorded, np.shape(full_resolution(image)), args.channel_axis, args.channels, str(path)
+    axis, channels, read_with = read_as_trained(
+        recorded_channels(route), np.shape(full_resolution(image)), args.channel_axis, args.channels, str(path)
     )
     if (axis, channels) == (args.channel_axis, args.channels):
-        return args, _channels_record(axis, channels, "given")
+        return args, read_with
     mapped = copy.copy(args)
     mapped.channel_axis, mapped.channels = axis, channels
-    given = args.channel_axis is not None or args.channels is not None
-    return mapped, _channels_record(axis, channels, "given, completed by " + MODEL_READING if given else MODEL_READING)
-
-
-#: where an image's channel axis and channels came from when the trained text model's were applied
-MODEL_READING = "the text model's training"
-
-
-def _channels_record(channel_axis: int | None, channels: list[int] | None, source: str) -> dict | None:
-    """An image record's ``image_channels``: the channel axis and channels it was read with and where they came from
-    (``source``: "given", or the text model's training). Why: report.json's parameters say what was typed, and a
-    model's axis applied to an image was nowhere. None when the image was read with neither (no channel axis)."""
-    if channel_axis is None and channels is None:
-        return None
-    return {"channel_axis": channel_axis, "channels": None if channels is None else list(channels), "from": source}
+    return mapped, read_with
 
 
 def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
@@ -321,11 +304,17 @@ def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
 
     args, read_with = _trained_reading(args, state[0], image, path)
     if (stacked := _input_stack(args, image, path)) is not None:
+        planes_read_with: list[dict] = []
 
         def plane_labels(plane, z: int):
-            return _segment(args, state, plane, plane_name(path, z, stacked[1]), _plane_channel_axis(args))
+            result = _segment(args, state, plane, plane_name(path, z, stacked[1]), _plane_channel_axis(args))
+            planes_read_with.append(result.image_channels)
+            return result
 
         record = _stack_record(args, path, image, plane_labels, state[1], axes=stacked[1])
+        # a stack read with its channels last (a hyperstack whose file names them) has its planes' reading resolved
+        # plane by plane: theirs is the stack's (it was said nowhere)
+        read_with = read_with or next((r for r in planes_read_with if r), None)
         return record | ({"image_channels": read_with} if read_with else {})
     # a pyramid: the level a text model sees, or the one the library's many-instances entries' objects need
     route, segmenter, _ = state

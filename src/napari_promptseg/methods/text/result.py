@@ -26,6 +26,9 @@ class TextResult:
     #: how many times coarser than ``labels`` the heatmap is: a pyramid is read at a level, and its labels come
     #: back at full resolution while the heatmap stays the level's (a slide's at full resolution: gigabytes)
     heatmap_factor: float = 1.0
+    #: the channel axis and channels the image was read with and where they came from ("given", or the trained
+    #: text model's training: :func:`~.trained_channels.read_as_trained`); None when read with neither
+    image_channels: dict | None = None
 
     @property
     def heatmap_placement(self) -> dict:
@@ -50,6 +53,7 @@ class TextResult:
             "phrases": self.phrases,
             "scores": [round(float(s), 4) for s in self.scores],
             "boxes": np.round(self.boxes, 1).tolist(),
+            **({"image_channels": self.image_channels} if self.image_channels else {}),
             "warnings": self.warnings,
             # as every other command's report.json names them (it was "timings" here alone)
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},

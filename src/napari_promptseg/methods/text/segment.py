@@ -26,7 +26,7 @@ from .answers import (
 from .phrases import prompt_text, said_prompt, split_phrases
 from .result import TextResult
 from .routes import Route, TextRoute, choose_route
-from .trained_channels import recorded_channels, text_model_channels
+from .trained_channels import read_as_trained, recorded_channels
 
 
 def segment_text(
@@ -86,7 +86,7 @@ def segment_text(
     from ...io.multiscale import whole_image_scale
 
     # a trained model's images read as it was trained on them (its channel axis when none is given)
-    channel_axis, channels = text_model_channels(
+    channel_axis, channels, read_with = read_as_trained(
         recorded_channels(_trained_source(route, text_model, weights)),
         np.shape(full_resolution(image)),
         channel_axis,
@@ -161,6 +161,7 @@ def segment_text(
         result = _library_route(request, top_k, min_similarity)
     timings["segment_s"] = time.perf_counter() - t0
     result.timings = timings
+    result.image_channels = read_with
     result.warnings[:0] = cut_warnings
     if not result.phrases:
         result.warnings.append(f"{name}: nothing found for {said_prompt(prompt)} ({result.reason})")

@@ -3,7 +3,8 @@
 A model trained on multichannel (C, Y, X) images (`promptseg train-text --channel-axis 0 [--channels ...]`) records
 that reading (``training.image_channels`` of its config: channel axis, channels picked, channel count). Why: the
 user had to say it again at every inference, and a (C, Y, X) image given without it was refused as ambiguous
-(Python) or segmented as a stack of C planes (CLI, widget). One resolution for all three (:func:`text_model_channels`).
+(Python) or segmented as a stack of C planes (CLI, widget). One resolution for all three (:func:`text_model_channels`),
+and one record of what was applied (:func:`read_as_trained`: ``TextResult.image_channels``, report.json's).
 """
 
 from __future__ import annotations
@@ -36,6 +37,37 @@ def recorded_channels(text_model: object) -> dict | None:
         info = getattr(text_model, "info", None) or {}
     recorded = (info.get("training") or {}).get("image_channels")
     return recorded if isinstance(recorded, dict) and recorded.get("count") else None
+
+
+#: where an image's channel axis and channels came from when the trained text model's were applied
+MODEL_READING = "the text model's training"
+
+
+def channels_record(channel_axis: int | None, channels: Sequence[int] | None, source: str) -> dict | None:
+    """What an image was read with: ``{"channel_axis", "channels", "from"}`` (``source``: "given", or the text
+    model's training, :data:`MODEL_READING`); None when it was read with neither (no channel axis). Why: a model's
+    axis applied to an image was said nowhere (report.json's parameters say what was typed)."""
+    if channel_axis is None and channels is None:
+        return None
+    return {"channel_axis": channel_axis, "channels": None if channels is None else list(channels), "from": source}
+
+
+def read_as_trained(
+    recorded: dict | None,
+    shape: Sequence[int],
+    channel_axis: int | None,
+    channels: Sequence[int] | None,
+    name: str = "image",
+) -> tuple[int | None, list[int] | None, dict | None]:
+    """:func:`text_model_channels`, and the :func:`channels_record` of its answer: given, completed by the model's
+    training, or the model's alone."""
+    axis, picked = text_model_channels(recorded, shape, channel_axis, channels, name)
+    given = channel_axis is not None or channels is not None
+    if (axis, picked) == (channel_axis, None if channels is None else list(channels)):
+        source = "given"
+    else:
+        source = f"given, completed by {MODEL_READING}" if given else MODEL_READING
+    return axis, picked, channels_record(axis, picked, source)
 
 
 def text_model_channels(
