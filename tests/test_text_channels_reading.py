@@ -1,5 +1,6 @@
 """Which channels a trained text model's images are read with, said alike by Python, the CLI and report.json, for
-arrays and for files whose metadata names their channel axis (ImageJ hyperstacks, OME-TIFF) wherever it lies.
+arrays and for files whose metadata names their channel axis (ImageJ hyperstacks, OME-TIFF) wherever it lies; and
+what a CLIPSeg fine-tune says of a weights folder with no model in it.
 
 One text model, trained one epoch on two real Kvasir frames given as (C, Y, X) with channels [2, 0] picked (blue,
 then red): a reading that feeds the wrong channels, or the right ones in the wrong order, changes the answer.
@@ -14,11 +15,12 @@ import pytest
 import tifffile
 
 from napari_promptseg.cli import main
+from napari_promptseg.errors import WeightsError
 from napari_promptseg.methods.text import segment_text
 from napari_promptseg.methods.text.trained_channels import MODEL_READING
-from napari_promptseg.methods.text_training import train_text_segmenter
+from napari_promptseg.methods.text_training import finetune_clipseg, train_text_segmenter
 
-from .test_text_training import cache, kvasir  # noqa: F401 (fixtures)
+from .test_text_training import _write_csv, cache, kvasir  # noqa: F401 (fixtures)
 
 PICKED = [2, 0]
 THRESHOLD = 0.1  # a model of one epoch: its faint answer, found
@@ -99,3 +101,26 @@ def test_a_hyperstack_whose_file_names_its_channel_axis_is_fed_the_models_channe
         assert np.array_equal(plane > 0, answer.labels > 0)
     [record] = json.loads((out / "report.json").read_text())["images"]
     assert record["image_channels"] == {"channel_axis": -1, "channels": PICKED, "from": MODEL_READING}, record
+
+
+def test_a_clipseg_fine_tune_given_an_empty_weights_folder_says_how_to_fill_it(kvasir, tmp_path, capsys):  # noqa: F811
+    """`train-text --clipseg --clipseg-weights FOLDER` with an empty folder (weights not there yet, offline) said
+    'clipseg: FOLDER is not a complete CLIPSeg model directory: missing config.json; ...': not the model it wants,
+    nor how to get it. It names clipseg_rd64_refined, the folder, and the `hf download` command that fills it, as
+    the registry's missing-weights message does, and where the model is published."""
+    empty = tmp_path / "clipseg-weights"
+    empty.mkdir()
+    with pytest.raises(WeightsError) as raised:
+        finetune_clipseg(kvasir, tmp_path / "m", weights=empty, epochs=1, device="cpu")
+    said = str(raised.value)
+    assert said.startswith(f"clipseg_rd64_refined: {empty} ") and "missing config.json" in said, said
+    assert "hf download CIDAS/clipseg-rd64-refined --revision " in said and f"--local-dir {empty}" in said, said
+    assert "https://huggingface.co/CIDAS/clipseg-rd64-refined" in said, said
+
+    csv_path = tmp_path / "pairs.csv"
+    _write_csv(csv_path, [(str(t.image), str(t.mask), t.text, t.split) for t in kvasir])
+    argv = ["train-text", str(csv_path), "-o", str(tmp_path / "cli"), "--clipseg", "--clipseg-weights", str(empty)]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert f"clipseg_rd64_refined: {empty} " in error and f"--local-dir {empty}" in error, error
+    assert "or leave --clipseg-weights out" in error, error

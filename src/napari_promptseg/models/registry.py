@@ -96,7 +96,7 @@ def resolve_weights(
     where the error says what to do: `train-text --clipseg` takes CLIPSeg's as --clipseg-weights, not --text-weights."""
     card = get_card(name)
     if path is not None:
-        return _explicit(card, path, progress, download)
+        return _explicit(card, path, progress, download, option)
     packaged = _package_path(card)
     if packaged is not None:
         if not card.is_directory:
@@ -403,8 +403,15 @@ def _megabytes(size: int) -> str:
     return f"{size / 1e6:,.0f} MB" if size >= 1e7 else f"{size / 1e6:.1f} MB"
 
 
-def _explicit(card: ModelCard, path: str | os.PathLike, progress: Progress | None, download: bool = True) -> Path:
-    """Weights the user named: not held to the published checksum (often fine-tuned)."""
+def _explicit(
+    card: ModelCard,
+    path: str | os.PathLike,
+    progress: Progress | None,
+    download: bool = True,
+    option: str | None = None,
+) -> Path:
+    """Weights the user named: not held to the published checksum (often fine-tuned). ``option``: how the user gave
+    them (:func:`resolve_weights`)."""
     explicit = Path(path).expanduser()
     ref = None if explicit.exists() else hub.parse_hub_id(os.fspath(path))
     if ref is not None and (ref.file is None) == card.is_directory:
@@ -422,12 +429,30 @@ def _explicit(card: ModelCard, path: str | os.PathLike, progress: Progress | Non
                 f"{card.name}: weights path {explicit} is not a directory; give the model directory "
                 f"(with {', '.join(card.files)}) or a hub id owner/name[@revision]"
             )
-        return _snapshot_in_repo_folder(card, explicit)
+        directory = _snapshot_in_repo_folder(card, explicit)
+        if card.repo_id is not None and not any((directory / f).is_file() for f in card.required):
+            raise WeightsError(_no_model_in_folder(card, directory, option))
+        return directory
     if explicit.is_dir():
         return _checkpoint_in_folder(card, _snapshot_in_repo_folder(card, explicit))
     if not explicit.is_file():
         raise WeightsError(f"{card.name}: weights file {explicit} does not exist")
     return explicit
+
+
+def _no_model_in_folder(card: ModelCard, directory: Path, option: str | None) -> str:
+    """A folder given as a directory model's weights that holds none of its files (made for them, not filled yet):
+    it was 'X is not a complete CLIPSeg model directory: missing config.json; ...', naming neither the model it
+    wants nor how to get it. Now as the registry's missing weights: the model, the folder, the command that fills
+    it, and the Hugging Face cache a run without the option reads."""
+    command = hf_download_command(card.repo_id, card.revision or "main", card.files)
+    fill = f"{command} --local-dir {shlex.quote(str(directory))}"
+    return (
+        f"{card.name}: {directory} is not a complete model directory: missing {', '.join(card.required)} (it holds "
+        f"no {card.name} model); where there is a network, run `{fill}` to fill it, or leave "
+        f"{option or weights_option(card)} out to use {card.repo_id} from the Hugging Face cache "
+        f"{hub.hf_cache_dir()}; it is published at {hub.endpoint()}/{card.repo_id}"
+    )
 
 
 #: file name endings of single-file checkpoints, named when a folder is given for one

@@ -127,7 +127,9 @@ def finetune_clipseg(
         option=weights_option,
     )
     dev = resolve_device(device)
-    base = load_clipseg(source, device=dev, name="clipseg")  # a private copy: the registry's stays untouched
+    base = load_clipseg(
+        source, device=dev, name="clipseg_rd64_refined"
+    )  # a private copy: the registry's stays untouched
     model, processor = base.model, base.processor
     max_length = base.max_text_length
     train, val = _prepare(model, processor, train_set), _prepare(model, processor, val_set)
