@@ -88,7 +88,7 @@ def test_library_route_on_a_stack_shows_labels_and_the_route(make_viewer, qtbot,
     # the route's answer is the first plane's (its counts were read as the stack's); the stack's objects follow
     route, objects = widget.route_label.text().split("\n")
     assert route.endswith("(plane 0 of 2)") and objects.endswith(
-        "object(s) in the stack's 2 planes, ids linked across planes"
+        "object(s) in 2 plane(s) of one stack, ids linked across them"
     )
     assert [layer.name for layer in viewer.layers][: len(before)] == before  # nothing the user made was replaced
 
@@ -354,7 +354,7 @@ def test_a_stack_keeps_each_nucleus_id_across_planes_and_counts_it_once(make_vie
     per_plane = [len(np.unique(plane)) - 1 for plane in labels]
     assert max(per_plane) <= objects < 1.5 * max(per_plane)  # each nucleus once, not once per plane
     said = widget.route_label.text()
-    assert f"(frame 0 of 3)\n{objects} object(s) in the stack's 3 frames, ids linked across frames" in said, said
+    assert f"(frame 0 of 3)\n{objects} object(s) in 3 frame(s) of one time-lapse, ids linked across them" in said, said
 
 
 def test_a_pyramid_level_seeks_the_objects_at_the_level_size(make_viewer, qtbot, bundled_nuclei, tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import CancelledError
 from ..methods.text import TextResult, TextRoute
-from ..methods.volume import plane_word
+from ..methods.volume import plane_word, stack_extent
 from ._common import task_segmenter
 from ._common.text_route import TEXT_WEIGHTS_FIELD
 
@@ -39,8 +39,10 @@ class TextOutput:
     @property
     def summary(self) -> str:
         """The route and why, then the objects found (a stack's once, however many planes they span)."""
-        word = plane_word(self.stack_axis)
-        where = f" in the stack's {len(self.results)} {word}s, ids linked across {word}s" if self.stacked else ""
+        # as the One-shot widget counts a stack's planes
+        where = (
+            f" in {stack_extent(len(self.results), self.stack_axis)}, ids linked across them" if self.stacked else ""
+        )
         return f"{self.route_text}\n{self.objects} object(s){where}" if self.results else ""
 
     @property

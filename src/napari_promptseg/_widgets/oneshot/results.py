@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import CancelledError, PromptsegError
-from ...methods.volume.stacks import plane_word
+from ...methods.volume.stacks import stack_extent
 
 #: the checkbox saying the reference labels only some of its objects (named in the advice when it is not ticked)
 PARTIAL_LABELS_TEXT = "reference labels only some objects"
@@ -264,8 +264,7 @@ def result_summary(output: OneShotOutput) -> str:
     # a stack's planes are one target, its objects linked across them (the CLI says 'in N planes' too)
     where = f"{len(output.labels)} target(s)"
     if output.stacked:
-        stack = "time-lapse" if output.stack_axis == "t" else "stack"
-        where = f"{len(output.labels)} {plane_word(output.stack_axis)}(s) of one {stack}"
+        where = stack_extent(len(output.labels), output.stack_axis)
     return f"one-shot{mode}: {objects} object(s) in {where}{scale}{caution}"
 
 

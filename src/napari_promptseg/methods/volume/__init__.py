@@ -30,6 +30,7 @@ from .stacks import (
     plane_warnings,
     plane_word,
     reference_plane,
+    stack_extent,
     time_point_volume,
 )
 
@@ -54,5 +55,6 @@ __all__ = [
     "propagate_through_stack",
     "reference_plane",
     "segment_stack",
+    "stack_extent",
     "time_point_volume",
 ]

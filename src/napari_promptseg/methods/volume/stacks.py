@@ -289,6 +289,12 @@ def plane_word(stack_axis: str | None) -> str:
     return "frame" if stack_axis == "t" else "plane"
 
 
+def stack_extent(count: int, stack_axis: str | None) -> str:
+    """ "3 plane(s) of one stack", a time-lapse's "3 frame(s) of one time-lapse": how the widgets' summaries count a
+    stack's planes (the One-shot's and the Text widget's said it in two ways)."""
+    return f"{count} {plane_word(stack_axis)}(s) of one {'time-lapse' if stack_axis == 't' else 'stack'}"
+
+
 def plane_list(planes: Iterable[int], stack_axis: str | None = None) -> str:
     """ "plane 3", "planes 2, 5-7" (runs of three or more as a range); a time-lapse's "frame 3", "frames 2, 5-7"."""
     zs = sorted(set(planes))
