@@ -65,6 +65,8 @@ class PreviewActions:
         if layer is None:
             restore = self._keep_active_layer()
             kwargs = {"affine": geom.affine} if geom.affine is not None else {}
+            if geom.axis_labels is not None:  # a time-lapse's t, as the image's and its result layers'
+                kwargs["axis_labels"] = geom.axis_labels
             layer = napari.layers.Labels(
                 data,
                 name=PREVIEW_NAME,
@@ -85,6 +87,8 @@ class PreviewActions:
             layer.units = geom.units  # a preview reused from an image in other units (pixels beside µm)
             # the image's rotate/shear/affine too: a preview reused from an unrotated image lay off a rotated one
             layer.affine = geom.affine if geom.affine is not None else np.eye(data.ndim + 1)
+            # and its axis labels: a preview reused from a time-lapse kept t, y, x over an image of napari's own
+            layer.axis_labels = geom.axis_labels or tuple(str(i) for i in range(-data.ndim, 0))
             layer.data = data
             image = self.image_picker.layer()
             if image in self.viewer.layers and self.viewer.layers.index(layer) < self.viewer.layers.index(image):
