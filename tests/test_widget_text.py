@@ -844,8 +844,8 @@ def test_a_channels_first_layer_is_read_as_the_text_model_was_trained_on_it(
     kvasir,  # noqa: F811
 ):
     """A model trained on (C, Y, X) images: a (C, Y, X) layer with the channel axis left at 'none' was segmented as a
-    stack of 3 planes; it is read with the model's channel axis, as segment_text and the CLI read it, and a choice
-    feeding the model other channels is refused naming the layer."""
+    stack of 3 planes; it is read with the model's channel axis, as segment_text and the CLI read it (and says so,
+    as they do), and a choice feeding the model other channels is refused naming the layer."""
     rgb = kvasir[1].load()[0][::2, ::2]
     expected = segment_text(rgb, "polyp", text_model=multichannel_model, device="cpu", channel_axis=-1)
     viewer = make_viewer()
@@ -857,6 +857,8 @@ def test_a_channels_first_layer_is_read_as_the_text_model_was_trained_on_it(
     qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
     labels = viewer.layers["frame text: polyp"].data
     assert labels.shape == rgb.shape[:2] and np.array_equal(labels > 0, expected.labels > 0)
+    # the channels the model's training applied are said, as segment_text's result and report.json say them
+    assert "\nchannels: axis 0 (from the text model's training)" in widget.route_label.text(), widget.route_label.text()
 
     # channels last in a layer napari does not show as RGB, scaled and moved: the results lie over it
     last = viewer.add_image(rgb, name="last", rgb=False, scale=(2, 0.5, 1), translate=(0, 10, 20))

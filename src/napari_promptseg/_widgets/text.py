@@ -36,7 +36,7 @@ from ..methods.library import DEFAULT_MIN_SIMILARITY, DEFAULT_TOP_K
 from ..methods.prompt_templates import LEVELS, PromptAttributes, expand_prompt
 from ..methods.text import ROUTES, split_phrases
 from ..methods.text.answers import text_working_scale
-from ..methods.text.trained_channels import recorded_channels, text_model_channels
+from ..methods.text.trained_channels import MODEL_READING, read_as_trained, recorded_channels
 from ._common import (
     ChannelAxisBox,
     LayerPicker,
@@ -371,27 +371,30 @@ class TextPromptWidget(QWidget):
         except PromptsegError:
             self.expanded.setText("")
 
-    def _trained_reading(self, layer, data, channel_axis, channels) -> tuple[int | None, list[int] | None]:
+    def _trained_reading(self, layer, data, channel_axis, channels) -> tuple[int | None, list[int] | None, dict | None]:
         """The layer's channels read as the trained text model chosen was trained on them (its channel axis when
-        'none' is chosen; a contradicting choice refused): the CLI's and segment_text's resolution. Reads the
-        model's config alone."""
+        'none' is chosen; a contradicting choice refused): the CLI's and segment_text's resolution, and its record
+        (``image_channels``). Reads the model's config alone."""
         route = self.route.currentText()
         source = self.text_model.currentText().strip() or (
             self.text_weights.weights() if route in WEIGHTS_ROUTES else None
         )
-        if route not in ("auto", "trained") or not source:
-            return channel_axis, channels
-        recorded = recorded_channels(source)
+        recorded = recorded_channels(source) if route in ("auto", "trained") and source else None
+        given = channel_axis is not None or channels is not None
         if recorded and channel_axis is None and not layer.rgb and np.ndim(data) == 4:
             channel_axis = _layer_stack_channel_axis(layer, np.shape(data), recorded)
-        axis, picked = text_model_channels(
+        axis, picked, read_with = read_as_trained(
             recorded, np.shape(data), channel_axis, channels, f"image layer '{layer.name}'"
         )
+        if read_with and not given:  # a 4D layer's axis above is the model's too
+            read_with["from"] = MODEL_READING
         if axis is None:
-            return axis, picked
+            return axis, picked, read_with
         if layer.rgb and axis % np.ndim(data) == np.ndim(data) - 1:
-            return None, picked  # an RGB layer's channels are last already: its placement has no channel axis
-        return axis % np.ndim(data), picked  # counted from the front, as the layer's placement leaves it out
+            # an RGB layer's channels are last already: its placement has no channel axis
+            return None, picked, read_with
+        axis %= np.ndim(data)  # counted from the front, as the layer's placement leaves it out
+        return axis, picked, read_with and {**read_with, "channel_axis": axis}
 
     def run(self) -> None:
         layer = self.image.layer()
@@ -404,7 +407,7 @@ class TextPromptWidget(QWidget):
             # a pyramid is read at the level a whole-image method needs; the layers come back at its pixel size.
             # Only its shape is looked at here: the worker reads it (a stack or a slide read here froze napari)
             data, factors = whole_image_level(layer)
-            channel_axis, channels = self._trained_reading(layer, data, channel_axis, channels)
+            channel_axis, channels, read_with = self._trained_reading(layer, data, channel_axis, channels)
             stacked = is_stack(data, layer.rgb, f"image layer '{layer.name}'", channel_axis)
             model, weights = self.model.checked_choice()
         except PromptsegError as exc:
@@ -465,6 +468,7 @@ class TextPromptWidget(QWidget):
                 route=route,
                 stack_axis=stack_axis,
             )
+            output.image_channels = read_with  # the layer's reading, which its planes' results do not know
             return output, level_factors
 
         def done(result: tuple[TextOutput, np.ndarray]) -> None:

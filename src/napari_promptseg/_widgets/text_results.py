@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import CancelledError
 from ..methods.text import TextResult, TextRoute
+from ..methods.text.trained_channels import channels_said
 from ..methods.volume import plane_word, stack_extent
 from ._common import task_segmenter
 from ._common.text_route import TEXT_WEIGHTS_FIELD
@@ -25,6 +26,9 @@ class TextOutput:
     stack_labels: np.ndarray | None = None
     #: "t" for a time-lapse, whose planes the summary calls frames (the layer's: _common.stack_axis_of)
     stack_axis: str | None = None
+    #: the layer's channel axis and channels and where they came from (the trained text model's training or given:
+    #: ``TextResult.image_channels``), said in the summary when the model's training chose them
+    image_channels: dict | None = None
 
     @property
     def route_text(self) -> str:
@@ -43,7 +47,10 @@ class TextOutput:
         where = (
             f" in {stack_extent(len(self.results), self.stack_axis)}, ids linked across them" if self.stacked else ""
         )
-        return f"{self.route_text}\n{self.objects} object(s){where}" if self.results else ""
+        if not self.results:
+            return ""
+        channels = channels_said(self.image_channels)
+        return f"{self.route_text}\n{self.objects} object(s){where}" + (f"\n{channels}" if channels else "")
 
     @property
     def labels(self) -> np.ndarray:

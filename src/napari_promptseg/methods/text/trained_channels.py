@@ -52,6 +52,15 @@ def channels_record(channel_axis: int | None, channels: Sequence[int] | None, so
     return {"channel_axis": channel_axis, "channels": None if channels is None else list(channels), "from": source}
 
 
+def channels_said(record: dict | None) -> str:
+    """A :func:`channels_record` in a line of a summary: "channels: axis 0, [2, 0] (from the text model's
+    training)"; empty for none or a reading the user gave alone (theirs, said already)."""
+    if not record or record["from"] == "given":
+        return ""
+    picked = "" if record["channels"] is None else f", {record['channels']}"
+    return f"channels: axis {record['channel_axis']}{picked} (from {record['from']})"
+
+
 def read_as_trained(
     recorded: dict | None,
     shape: Sequence[int],
