@@ -88,3 +88,16 @@ def test_bad_template_and_empty_prompt_are_refused():
 def test_phrases_split_like_groundingdino_captions():
     assert split_phrases("gland, nuclei. stroma;") == ["gland", "nuclei", "stroma"]
     assert split_phrases("Cell  nuclei") == ["Cell nuclei"]
+
+
+def test_a_number_or_an_abbreviation_keeps_its_dot_and_a_repeated_phrase_is_sought_once():
+    """'1.5 um nuclei' was split into the phrases '1' and '5 um nuclei', 'e.g. nuclei' into 'e', 'g' and 'nuclei':
+    each fragment sought as an object of its own (the library refused the run: no entry matches '1'). A dot between
+    digits or in a dotted abbreviation is kept; a phrase typed twice ('nuclei, Nuclei') was sought twice, its
+    answer said twice; a pasted control character stayed in the phrase; a CJK comma or full stop did not split."""
+    assert split_phrases("1.5 um nuclei, gland") == ["1.5 um nuclei", "gland"]
+    assert split_phrases("e.g. nuclei; i.e. the dark ones.") == ["e.g. nuclei", "i.e. the dark ones"]
+    assert split_phrases("nuclei, Nuclei. NUCLEI") == ["nuclei"]
+    assert split_phrases("nuclei\x00\x07 cells") == ["nuclei cells"]
+    assert split_phrases("细胞核，腺体。基质；血管、神经") == ["细胞核", "腺体", "基质", "血管", "神经"]
+    assert split_phrases("gland. nuclei.stroma") == ["gland", "nuclei", "stroma"]  # GroundingDINO's separator

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 
 from ...errors import PromptsegError
@@ -34,11 +35,26 @@ def said_prompt(prompt: str | Sequence[str]) -> str:
     return repr(text[:SAID_PROMPT_CHARS].rstrip()) + f"... ({len(text)} characters)"
 
 
+#: what separates phrases: GroundingDINO's '.', commas, semicolons, new lines, and their CJK forms (a Chinese or
+#: Japanese prompt's '，' or '。' left its phrases one)
+_SEPARATORS = re.compile(r"[.,;\n，。；、]+")
+#: dots that separate nothing: a number's ('1.5 um') and a dotted abbreviation's ('e.g.', 'i.e.')
+_KEPT_DOTS = re.compile(r"(?<=\d)\.(?=\d)|\b(?:[^\W\d_]\.){2,}")
+_KEPT_DOT = "\ue000"  # a private-use character: no prompt types it
+
+
 def split_phrases(prompt: str) -> list[str]:
-    """'gland, nuclei. stroma' -> ['gland', 'nuclei', 'stroma'] (GroundingDINO separates phrases with '.')."""
-    prompt = prompt_text(prompt)
-    phrases = [" ".join(p.split()) for p in re.split(r"[.,;\n]+", prompt)]
-    phrases = [p for p in phrases if p]
+    """'gland, nuclei. stroma' -> ['gland', 'nuclei', 'stroma'] (GroundingDINO separates phrases with '.'); a
+    number's or an abbreviation's dot is kept ('1.5 um nuclei', 'e.g. nuclei': they were split into '1' and '5 um
+    nuclei', 'e', 'g' and 'nuclei', each sought as an object); a phrase typed twice, whatever its case, is one."""
+    prompt = _KEPT_DOTS.sub(lambda m: m.group().replace(".", _KEPT_DOT), prompt_text(prompt))
+    phrases: dict[str, str] = {}
+    for part in _SEPARATORS.split(prompt):
+        # a pasted control character is a space (it stayed in the phrase the models saw)
+        spaced = "".join(" " if unicodedata.category(c) == "Cc" else c for c in part.replace(_KEPT_DOT, "."))
+        phrase = " ".join(spaced.split())
+        if phrase:
+            phrases.setdefault(phrase.casefold(), phrase)
     if not phrases:
         raise PromptsegError("the text prompt is empty; type what to segment, e.g. 'nuclei' or 'gland'")
-    return phrases
+    return list(phrases.values())
