@@ -160,6 +160,66 @@ def _not_loaded(route: str, names: Sequence[str], weights: str | None = None) ->
     return f"no {what} weights" if weights is None else f"{what} does not load the text weights {weights}"
 
 
+def _is_kind(value: object, attribute: str, *types: type) -> bool:
+    """None, an instance of ``types``, or an object with the ``attribute`` the route reads (a model's method, a
+    library's entries)."""
+    return value is None or (isinstance(value, types) and not isinstance(value, bool)) or hasattr(value, attribute)
+
+
+def check_model_kinds(
+    *,
+    grounder: object = None,
+    heatmapper: object = None,
+    library: object = None,
+    weights: object = None,
+    text_model: object = None,
+    segmenter: object = None,
+) -> None:
+    """Refuse a model argument of the wrong kind by name, before any model loads: a number, a list or a model's name
+    where a loaded model goes failed deep in a route ("'int' object has no attribute 'heatmap'")."""
+    path = (str, os.PathLike)
+    wanted = [
+        (
+            text_model,
+            "heatmap",
+            path,
+            "text_model",
+            "a trained text model's directory (or its model.safetensors) or a loaded one (load_text_segmenter)",
+        ),
+        (
+            grounder,
+            "boxes",
+            (str,),
+            "grounder",
+            "a GroundingDINO model's name (`promptseg models`) or a loaded grounder (load_grounder)",
+        ),
+        (
+            heatmapper,
+            "heatmap",
+            (str,),
+            "heatmapper",
+            "a CLIPSeg model's name (`promptseg models`) or a loaded heatmapper (load_heatmapper)",
+        ),
+        (library, "entries", path, "library", "a reference library (ReferenceLibrary) or its folder"),
+        (
+            weights,
+            "__fspath__",
+            path,
+            "weights",
+            "a path or a hub id owner/name of GroundingDINO's or CLIPSeg's weights",
+        ),
+    ]
+    for value, method, types, name, what in wanted:
+        if not _is_kind(value, method, *types):
+            raise PromptsegError(f"{name} must be {what}; got {type(value).__name__} {value!r}")
+    # a segmenter is any object a route may hand prompts to (a test's stand-in too): plain data is none
+    if isinstance(segmenter, (str, bytes, int, float, list, tuple, dict, set)):
+        load = f" (a model's name: load_segmenter({segmenter!r}) loads it)" if isinstance(segmenter, str) else ""
+        raise PromptsegError(
+            f"segmenter must be a loaded segmenter (load_segmenter); got {type(segmenter).__name__} {segmenter!r}{load}"
+        )
+
+
 def choose_route(
     route: Route = "auto",
     *,
@@ -183,6 +243,7 @@ def choose_route(
     CLI's --text-weights)."""
     if route not in ROUTES:
         raise PromptsegError(f"route must be one of {ROUTES}, got {route!r}")
+    check_model_kinds(grounder=grounder, heatmapper=heatmapper, library=library, weights=weights, text_model=text_model)
     skipped: list[str] = []
     details: list[str] = []
     if weights is not None and not text_model:

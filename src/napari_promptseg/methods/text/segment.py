@@ -25,7 +25,7 @@ from .answers import (
 )
 from .phrases import prompt_text, said_prompt, split_phrases
 from .result import TextResult
-from .routes import Route, TextRoute, choose_route
+from .routes import Route, TextRoute, check_model_kinds, choose_route
 from .trained_channels import read_as_trained, recorded_channels
 
 
@@ -80,6 +80,14 @@ def segment_text(
     from ..library import check_library_settings
 
     check_library_settings(top_k, min_similarity)  # as the thresholds: before any model loads
+    check_model_kinds(
+        grounder=grounder,
+        heatmapper=heatmapper,
+        library=library,
+        weights=weights,
+        text_model=text_model,
+        segmenter=segmenter,
+    )
     report = progress or (lambda fraction, message: None)
     prompt = prompt_text(prompt)
     phrases = split_phrases(prompt)  # bad input is refused before any model loads
