@@ -7,34 +7,29 @@ subcommand's options. Every mode runs the same :func:`run_target`, with the same
 the same byte for byte whichever runs them. A failed input is retried once (not for an error of the input and options
 themselves, e.g. a box outside it: the same again); the second failure writes its empty label image and a record with
 the reason, and the rest go on. The driver keeps the journal (resume), the progress bar and the order of the records.
+
+This module is the run loop (the driver); its parts: :mod:`.job` (what a run is), :mod:`.worker` (a process's state
+and settings), :mod:`.task` (one input run and recorded), :mod:`.failures` (which errors stop the run, which deserve
+the retry), :mod:`.cache_use` (the disk embedding cache's use), :mod:`.on_dask` (the tasks on Dask workers).
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
-import errno
 import os
 import sys
-import threading
-import time
-import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .._interrupts import held_once_published
-from ..disk_errors import OUTPUT_DISK_REFUSES
-from ..errors import CancelledError, NothingFoundError, PromptsegError, WeightsError
+from ..errors import CancelledError, PromptsegError
+from .cache_use import cache_use_summary
+from .failures import SetupError, first_error_is_the_runs, stops_the_run
+from .job import BatchJob, Process, Setup
 from .journal import (
     Journal,
-    input_digest,
     is_done,
-    leave_result,
     left_results,
     made_on_another_device,
     moved_inputs,
@@ -43,31 +38,41 @@ from .journal import (
     signature_of,
 )
 from .progress import BatchProgress, StepLine
+from .task import failed_record, run_target
+from .worker import (
+    DEFAULT_THREADS,
+    apply_process_settings,
+    forget_state,
+    in_dask_worker,
+    process_settings_restored,
+    worker_state,
+)
+
+# the batch's names where they were before its parts had modules of their own (cli and tests import them here)
+__all__ = [
+    "DEFAULT_THREADS",
+    "SCHEDULER_ENV",
+    "BatchJob",
+    "BatchOutcome",
+    "Process",
+    "Setup",
+    "SetupError",
+    "apply_process_settings",
+    "cache_use_summary",
+    "default_workers",
+    "failed_record",
+    "first_error_is_the_runs",
+    "in_dask_worker",
+    "method_progress",
+    "resolve_scheduler",
+    "run_batch",
+    "run_target",
+    "stops_the_run",
+    "worker_state",
+]
 
 #: ``--scheduler`` when not given: this variable, else ``local`` for several inputs and ``none`` for one
 SCHEDULER_ENV = "PROMPTSEG_SCHEDULER"
-#: torch threads of each process that segments (``--threads``); fixed, so results do not depend on the scheduler
-DEFAULT_THREADS = 1
-#: run states a long-lived worker keeps (one per run; models themselves are cached by ``load_segmenter``)
-KEPT_STATES = 2
-
-Setup = Callable[[argparse.Namespace], tuple[Any, dict]]
-Process = Callable[[argparse.Namespace, Any, Path, Any], dict]
-
-
-class SetupError(PromptsegError):
-    """A worker could not prepare the run (weights, references): the run stops, as it would in one process."""
-
-
-@dataclass(frozen=True)
-class BatchJob:
-    """Picklable description of a run: functions by reference, options as parsed (paths absolute)."""
-
-    setup: Setup  # args -> (state, meta): models loaded once per worker; meta = run-level fields of report.json
-    # (its "warnings": the run's, said once by the driver)
-    process: Process  # (args, state, path, image) -> record; writes the outputs
-    args: argparse.Namespace
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass
@@ -94,278 +99,6 @@ class BatchOutcome:
             self.journal.close(finished=True)
 
 
-# -- worker side ---------------------------------------------------------------------------------------------------
-_states: OrderedDict[str, tuple[Any, dict]] = OrderedDict()
-_states_lock = threading.Lock()
-
-
-def worker_state(job: BatchJob) -> tuple[Any, dict]:
-    """``job.setup`` run once per process and run (threads of one worker wait for the first to finish it)."""
-    with _states_lock:
-        if job.run_id not in _states:
-            apply_process_settings(job.args)
-            if in_dask_worker():
-                _keep_freed_memory()
-            t0 = time.perf_counter()
-            state, meta = job.setup(job.args)
-            _states[job.run_id] = (state, {**meta, "setup_s": round(time.perf_counter() - t0, 4)})
-            while len(_states) > KEPT_STATES:
-                _states.popitem(last=False)
-        return _states[job.run_id]
-
-
-def apply_process_settings(args: argparse.Namespace) -> None:
-    """What every process that segments shares: the torch thread count and the disk embedding cache."""
-    import torch
-
-    from ..models import embedding_cache
-
-    torch.set_num_threads(max(1, int(getattr(args, "threads", DEFAULT_THREADS) or DEFAULT_THREADS)))
-    embedding_cache.configure(getattr(args, "cache", None), getattr(args, "cache_max_gb", None))
-
-
-def in_dask_worker() -> bool:
-    """Whether this code runs in a task on a Dask distributed worker."""
-    if "distributed" not in sys.modules:
-        return False
-    from distributed import get_worker
-
-    try:
-        get_worker()
-    except ValueError:
-        return False
-    return True
-
-
-def _keep_freed_memory() -> None:
-    """glibc in a Dask worker process returns torch's freed buffers to the system after every image (5x the page
-    faults of the same work in a plain process, a third of the run in kernel time): keep up to 512 MB of freed
-    memory for reuse, and map only buffers over 256 MB on their own. Linux/glibc only; elsewhere nothing changes."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if sys.platform != "linux" or name is None:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-        libc.mallopt(m_mmap_threshold, 256 << 20)
-        libc.mallopt(m_trim_threshold, 512 << 20)
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        pass
-
-
-def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool = False) -> dict:
-    """One input: read, process, write. Raises on failure unless ``final`` (the retry), which records it.
-    ``record_input_errors``: an error of the input and options themselves (a :class:`PromptsegError` once the image
-    was read, e.g. a box outside it) is recorded at once, not raised for a retry that would only say it again."""
-    from ..io.multiscale import other_images_left_out, read_image_named
-
-    args = job.args
-    try:
-        state, meta = worker_state(job)
-    except (CancelledError, KeyboardInterrupt):
-        raise
-    except Exception as exc:
-        raise SetupError(_reason(exc)) from None
-    image = None
-    read_before = _disk_cache_counts()
-    # before reading: a file replaced meanwhile is done again by a resume; a run without an output directory has
-    # no journal nor report a resume would compare it with
-    digest = input_digest(path) if getattr(job.args, "output", None) is not None else None
-    try:
-        # the file's named channel axis last where none was given (commands without the option: as the file is)
-        args = _args_for_file(job.args, path)
-        timed = getattr(args, "time", None) is not None  # --time: a time-lapse of volumes, one time point taken
-        image = read_image_named(path, getattr(args, "channel_axis", 0), keep_time=timed)
-        if timed:
-            args, image = _time_lapse_channels_last(args, path, image)
-        record = job.process(args, state, Path(path), image)
-        record.setdefault("status", "ok" if record.get("objects", 1) else "empty")
-        if record["status"] == "empty" and not record.get("reason"):  # why, where the failed inputs' is
-            said = [str(w).removeprefix(f"{path}: ") for w in record.get("warnings") or []]
-            record["reason"] = "; ".join(said) or "no object found"
-        if left_out := other_images_left_out(path):  # a TIFF's images after its first: read by nothing
-            record.setdefault("warnings", []).append(left_out)
-    except (CancelledError, KeyboardInterrupt):
-        raise
-    except NothingFoundError as exc:
-        # an answer, not a failure: an empty label image and the reason, without a retry (the same inputs would
-        # give the same answer), and a single input's run does not stop on it
-        record = _without_result(args, path, image, exc)
-        record.update(status="empty", objects=0, _summary=f"empty: {record['reason']}")
-    except Exception as exc:  # noqa: BLE001 - one bad input must not stop the batch
-        if stops_the_run(exc):  # the outputs' disk: not this input's fault, nor one a retry or the next input passes
-            raise
-        # the input's own error once it was read (a box outside it), or its reading's (not an image, corrupt, empty):
-        # a retry would only say it again; a file system's error (a network share's hiccup) may pass on a retry
-        said_by_the_input = isinstance(exc, PromptsegError) and (image is not None or not _may_pass_on_retry(exc))
-        if not (final or (record_input_errors and said_by_the_input)):
-            raise
-        record = _without_result(args, path, image, exc)
-        record["attempts"] = 2 if final else 1
-    if digest is not None:
-        record["input_digest"] = digest
-    _note_cache_use(record, read_before, getattr(args, "command", None))
-    # where it ran (a cluster's workers may differ): a resume with another --device naming it keeps it
-    record.update({k: meta[k] for k in ("device", "encoder_precision") if k in meta})
-    result = {"record": record, "meta": meta}
-    if getattr(job.args, "output", None) is not None and in_dask_worker():  # the driver may stop before it hears
-        leave_result(Path(job.args.output), job.run_id, result)
-    return result
-
-
-def _disk_cache_counts() -> tuple[int, int] | None:
-    """(embeddings read, embeddings computed) by this process's disk embedding cache so far; None without one. A
-    worker runs one input at a time: the difference over an input is that input's."""
-    from ..models import embedding_cache
-
-    disk = embedding_cache.active()
-    return None if disk is None else (disk.hits, disk.misses + disk.refused)
-
-
-def _note_cache_use(record: dict, before: tuple[int, int] | None, command: str | None) -> None:
-    """report.json's ``embedding_from_cache`` (every embedding the input needed was read from the disk cache) and
-    ``embeddings_from_cache`` (how many were read, how many computed: a tiled image or a stack has several), and the
-    input's line says it. False without a disk cache; None where this process's memory answered."""
-    after = _disk_cache_counts()
-    if before is None or after is None:
-        record["embedding_from_cache"] = False
-        return
-    read, computed = after[0] - before[0], after[1] - before[1]
-    record["embedding_from_cache"] = (read > 0 and computed == 0) if read + computed else None
-    record["embeddings_from_cache"] = {"read": read, "computed": computed}
-    if command == "embed" or "_summary" not in record or not read + computed:  # embed's line counts them already
-        return
-    if read + computed == 1:
-        said = "embedding from the disk cache" if read else "embedding computed"
-    else:
-        said = f"{read} of {read + computed} embeddings from the disk cache"
-    record["_summary"] += f", {said}"
-
-
-def cache_use_summary(records: Sequence[dict], cache: str | None) -> dict | None:
-    """report.json's run-level ``embedding_cache``: the disk cache's path, how many images read all their embeddings
-    from it, and the embeddings read and computed (None: the run had no disk cache)."""
-    if cache is None:
-        return None
-    counted = [r for r in records if "embeddings_from_cache" in r]
-    return {
-        "path": str(cache),
-        "images": len(counted),
-        "images_from_cache": sum(r.get("embedding_from_cache") is True for r in counted),
-        "embeddings_read": sum(r["embeddings_from_cache"]["read"] for r in counted),
-        "embeddings_computed": sum(r["embeddings_from_cache"]["computed"] for r in counted),
-    }
-
-
-#: errors of a file system, not of the file: a network share's lost connection or stale handle, a timeout
-_TRANSIENT_ERRNOS = frozenset(
-    getattr(errno, name)
-    for name in ("EIO", "ESTALE", "ETIMEDOUT", "EAGAIN", "EINTR", "EHOSTDOWN", "EHOSTUNREACH", "ECONNRESET", "ENOLINK")
-    if hasattr(errno, name)
-)
-
-
-def stops_the_run(exc: BaseException) -> bool:
-    """Whether a task's error is the output disk's (full, over quota, read-only), raised or as the cause: the run
-    stops at the first input that meets it, without its retry (a run on Dask workers segmented every input twice to
-    record 'No space left on device' for each); the journal keeps what was done for --resume."""
-    return any(isinstance(e, OSError) and e.errno in OUTPUT_DISK_REFUSES for e in (exc, exc.__cause__))
-
-
-def _may_pass_on_retry(exc: BaseException) -> bool:
-    """Whether a read refused as no image (:func:`~..io.images.read_image` wraps every reader's error) failed on the
-    file system rather than on the file's contents: that one deserves the retry, a corrupt or empty file does not."""
-    cause = exc.__cause__
-    return isinstance(cause, (TimeoutError, ConnectionError)) or (
-        isinstance(cause, OSError) and cause.errno in _TRANSIENT_ERRNOS
-    )
-
-
-def _args_for_file(args: object, path: str) -> object:
-    """The run's options with its channel axis, given in the file's own order, counted as this file is read (a
-    pyramid's levels have their channels last: io.multiscale.read_channel_axis)."""
-    from ..io.multiscale import read_channel_axis
-
-    if not hasattr(args, "channel_axis"):
-        return args
-    axis = read_channel_axis(path, args.channel_axis)
-    if axis == args.channel_axis:
-        return args
-    mapped = copy.copy(args)  # the run's options are every file's: this file's axis on its own copy
-    mapped.channel_axis = axis
-    return mapped
-
-
-def _time_lapse_channels_last(args: object, path: str, image: object) -> tuple[object, object]:
-    """--time's (T, Z, Y, X, C) reading of a 5-axis file (its channels where its axes or --channel-axis say, moved
-    last: :func:`..io.multiscale.time_lapse_channels_last`), with the run's options' channel axis as it is read."""
-    from ..io.multiscale import time_lapse_channels_last
-
-    image, axis = time_lapse_channels_last(path, image, args.channel_axis)
-    if axis == args.channel_axis:
-        return args, image
-    mapped = copy.copy(args)
-    mapped.channel_axis = axis
-    return mapped, image
-
-
-def _without_result(args: object, path: str, image: object, exc: BaseException) -> dict:
-    """:func:`failed_record` with the run's output directory and channel axis (as this file was read)."""
-    return failed_record(
-        getattr(args, "output", None),
-        Path(path),
-        image,
-        exc,
-        channel_axis=getattr(args, "channel_axis", None),
-        output_stems=getattr(args, "output_stems", None),
-    )
-
-
-def failed_record(
-    output: Path | None,
-    path: Path,
-    image: object,
-    exc: BaseException | str,
-    *,
-    channel_axis: int | None = None,
-    output_stems: dict[str, str] | None = None,
-) -> dict:
-    """The record of an input without a result (it failed, or held nothing to find: the caller sets that status),
-    with an empty label image where its shape is known: (Y, X), or (Z, Y, X) for a stack (``channel_axis`` as the
-    run read it; ``output_stems``: the run's names of inputs that share a stem, io.images.distinct_output_stems)."""
-    import numpy as np
-
-    from ..io import output_stem, write_labels
-    from ..io.layer_data import labels_calibration, labels_frame_interval, labels_origin
-    from ..io.multiscale import labels_axes
-    from ..methods.volume import labels_shape
-
-    record = {"input": str(path), "status": "failed", "reason": exc if isinstance(exc, str) else _reason(exc)}
-    if output is not None and image is not None and np.ndim(image) >= 2:
-        empty = np.zeros(labels_shape(image, channel_axis=channel_axis), np.uint16)
-        try:  # a stack's empty labels name their axes and pixel size as a result's would (the metadata read before)
-            axes = labels_axes(path, empty.ndim)
-            size, z_spacing = labels_calibration(path, empty.ndim)
-            origin, interval = labels_origin(path, empty.ndim), labels_frame_interval(path, empty.ndim)
-        except Exception:  # noqa: BLE001 - the input's reading failed: its planes, unnamed and uncalibrated
-            axes, size, z_spacing, origin, interval = None, None, None, None, None
-        stem = output_stem(path, output_stems)
-        out = Path(output) / f"{stem}.tif"
-        placed = {"pixel_size": size, "z_spacing": z_spacing, "origin": origin, "frame_interval": interval}
-        record["output"] = str(write_labels(out, empty, axes=axes, **placed))
-        record["shape"] = list(np.shape(image))
-    return record
-
-
-def _reason(exc: BaseException) -> str:
-    reason = " ".join(str(exc).split()) or type(exc).__name__
-    return reason if isinstance(exc, (PromptsegError, WeightsError)) else f"{type(exc).__name__}: {reason}"
-
-
-# -- driver side ---------------------------------------------------------------------------------------------------
 def resolve_scheduler(scheduler: str | None, n_inputs: int) -> str:
     value = (scheduler or os.environ.get(SCHEDULER_ENV, "").strip() or ("local" if n_inputs > 1 else "none")).strip()
     if value not in ("none", "local") and not value.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
@@ -602,18 +335,9 @@ def _print(text: str, err: bool = False) -> None:
     print(text, file=sys.stderr if err else sys.stdout, flush=True)
 
 
-def first_error_is_the_runs(exc: BaseException, single: bool, path: str) -> bool:
-    """A single input's own error stops the run as itself; it names the input (``failed_input``), whose earlier
-    outputs then go (they would pass for this run's)."""
-    if single and isinstance(exc, (PromptsegError, WeightsError)) and not isinstance(exc, SetupError):
-        exc.failed_input = path
-        return True
-    return False
-
-
 def _run_here(job: BatchJob, todo: Sequence[Path], single: bool, deliver: Callable[[str, dict], None]) -> None:
     """Scheduler ``none``: the same tasks in this process, one after the other (settings restored after)."""
-    with _process_settings_restored():
+    with process_settings_restored():
         worker_state(job)  # a setup error is raised as itself (e.g. WeightsError), as before any input
         try:
             for path in todo:
@@ -630,20 +354,4 @@ def _run_here(job: BatchJob, todo: Sequence[Path], single: bool, deliver: Callab
                         result = run_target(job, str(path), final=True)
                     deliver(str(path), result)
         finally:
-            with _states_lock:
-                _states.pop(job.run_id, None)
-
-
-@contextmanager
-def _process_settings_restored() -> Iterator[None]:
-    """Scheduler ``none`` runs in the caller's process: its torch threads and disk cache are put back after."""
-    import torch
-
-    from ..models import embedding_cache
-
-    threads = torch.get_num_threads()
-    try:
-        with embedding_cache.settings_restored():
-            yield
-    finally:
-        torch.set_num_threads(threads)
+            forget_state(job.run_id)

@@ -8,7 +8,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import CancelledError, PromptsegError
-from .engine import BatchJob, SetupError, failed_record, first_error_is_the_runs, run_target, stops_the_run
+from .failures import SetupError, first_error_is_the_runs, stops_the_run
+from .job import BatchJob
+from .task import failed_record, run_target
 
 #: how long a scheduler address may have no worker before the run gives up
 WORKER_WAIT_S = 60.0

@@ -1,0 +1,150 @@
+"""One input on a worker (or in this process): read it, run the job's ``process``, record the result; an input
+without a result gets its record and an empty label image (:func:`failed_record`)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from ..errors import CancelledError, NothingFoundError, PromptsegError
+from .cache_use import disk_cache_counts, note_cache_use
+from .failures import SetupError, failure_reason, may_pass_on_retry, stops_the_run
+from .job import BatchJob
+from .journal import input_digest, leave_result
+from .worker import in_dask_worker, worker_state
+
+
+def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool = False) -> dict:
+    """One input: read, process, write. Raises on failure unless ``final`` (the retry), which records it.
+    ``record_input_errors``: an error of the input and options themselves (a :class:`PromptsegError` once the image
+    was read, e.g. a box outside it) is recorded at once, not raised for a retry that would only say it again."""
+    from ..io.multiscale import other_images_left_out, read_image_named
+
+    args = job.args
+    try:
+        state, meta = worker_state(job)
+    except (CancelledError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise SetupError(failure_reason(exc)) from None
+    image = None
+    read_before = disk_cache_counts()
+    # before reading: a file replaced meanwhile is done again by a resume; a run without an output directory has
+    # no journal nor report a resume would compare it with
+    digest = input_digest(path) if getattr(job.args, "output", None) is not None else None
+    try:
+        # the file's named channel axis last where none was given (commands without the option: as the file is)
+        args = _args_for_file(job.args, path)
+        timed = getattr(args, "time", None) is not None  # --time: a time-lapse of volumes, one time point taken
+        image = read_image_named(path, getattr(args, "channel_axis", 0), keep_time=timed)
+        if timed:
+            args, image = _time_lapse_channels_last(args, path, image)
+        record = job.process(args, state, Path(path), image)
+        record.setdefault("status", "ok" if record.get("objects", 1) else "empty")
+        if record["status"] == "empty" and not record.get("reason"):  # why, where the failed inputs' is
+            said = [str(w).removeprefix(f"{path}: ") for w in record.get("warnings") or []]
+            record["reason"] = "; ".join(said) or "no object found"
+        if left_out := other_images_left_out(path):  # a TIFF's images after its first: read by nothing
+            record.setdefault("warnings", []).append(left_out)
+    except (CancelledError, KeyboardInterrupt):
+        raise
+    except NothingFoundError as exc:
+        # an answer, not a failure: an empty label image and the reason, without a retry (the same inputs would
+        # give the same answer), and a single input's run does not stop on it
+        record = _without_result(args, path, image, exc)
+        record.update(status="empty", objects=0, _summary=f"empty: {record['reason']}")
+    except Exception as exc:  # noqa: BLE001 - one bad input must not stop the batch
+        if stops_the_run(exc):  # the outputs' disk: not this input's fault, nor one a retry or the next input passes
+            raise
+        # the input's own error once it was read (a box outside it), or its reading's (not an image, corrupt, empty):
+        # a retry would only say it again; a file system's error (a network share's hiccup) may pass on a retry
+        said_by_the_input = isinstance(exc, PromptsegError) and (image is not None or not may_pass_on_retry(exc))
+        if not (final or (record_input_errors and said_by_the_input)):
+            raise
+        record = _without_result(args, path, image, exc)
+        record["attempts"] = 2 if final else 1
+    if digest is not None:
+        record["input_digest"] = digest
+    note_cache_use(record, read_before, getattr(args, "command", None))
+    # where it ran (a cluster's workers may differ): a resume with another --device naming it keeps it
+    record.update({k: meta[k] for k in ("device", "encoder_precision") if k in meta})
+    result = {"record": record, "meta": meta}
+    if getattr(job.args, "output", None) is not None and in_dask_worker():  # the driver may stop before it hears
+        leave_result(Path(job.args.output), job.run_id, result)
+    return result
+
+
+def _args_for_file(args: object, path: str) -> object:
+    """The run's options with its channel axis, given in the file's own order, counted as this file is read (a
+    pyramid's levels have their channels last: io.multiscale.read_channel_axis)."""
+    from ..io.multiscale import read_channel_axis
+
+    if not hasattr(args, "channel_axis"):
+        return args
+    axis = read_channel_axis(path, args.channel_axis)
+    if axis == args.channel_axis:
+        return args
+    mapped = copy.copy(args)  # the run's options are every file's: this file's axis on its own copy
+    mapped.channel_axis = axis
+    return mapped
+
+
+def _time_lapse_channels_last(args: object, path: str, image: object) -> tuple[object, object]:
+    """--time's (T, Z, Y, X, C) reading of a 5-axis file (its channels where its axes or --channel-axis say, moved
+    last: :func:`..io.multiscale.time_lapse_channels_last`), with the run's options' channel axis as it is read."""
+    from ..io.multiscale import time_lapse_channels_last
+
+    image, axis = time_lapse_channels_last(path, image, args.channel_axis)
+    if axis == args.channel_axis:
+        return args, image
+    mapped = copy.copy(args)
+    mapped.channel_axis = axis
+    return mapped, image
+
+
+def _without_result(args: object, path: str, image: object, exc: BaseException) -> dict:
+    """:func:`failed_record` with the run's output directory and channel axis (as this file was read)."""
+    return failed_record(
+        getattr(args, "output", None),
+        Path(path),
+        image,
+        exc,
+        channel_axis=getattr(args, "channel_axis", None),
+        output_stems=getattr(args, "output_stems", None),
+    )
+
+
+def failed_record(
+    output: Path | None,
+    path: Path,
+    image: object,
+    exc: BaseException | str,
+    *,
+    channel_axis: int | None = None,
+    output_stems: dict[str, str] | None = None,
+) -> dict:
+    """The record of an input without a result (it failed, or held nothing to find: the caller sets that status),
+    with an empty label image where its shape is known: (Y, X), or (Z, Y, X) for a stack (``channel_axis`` as the
+    run read it; ``output_stems``: the run's names of inputs that share a stem, io.images.distinct_output_stems)."""
+    import numpy as np
+
+    from ..io import output_stem, write_labels
+    from ..io.layer_data import labels_calibration, labels_frame_interval, labels_origin
+    from ..io.multiscale import labels_axes
+    from ..methods.volume import labels_shape
+
+    record = {"input": str(path), "status": "failed", "reason": exc if isinstance(exc, str) else failure_reason(exc)}
+    if output is not None and image is not None and np.ndim(image) >= 2:
+        empty = np.zeros(labels_shape(image, channel_axis=channel_axis), np.uint16)
+        try:  # a stack's empty labels name their axes and pixel size as a result's would (the metadata read before)
+            axes = labels_axes(path, empty.ndim)
+            size, z_spacing = labels_calibration(path, empty.ndim)
+            origin, interval = labels_origin(path, empty.ndim), labels_frame_interval(path, empty.ndim)
+        except Exception:  # noqa: BLE001 - the input's reading failed: its planes, unnamed and uncalibrated
+            axes, size, z_spacing, origin, interval = None, None, None, None, None
+        stem = output_stem(path, output_stems)
+        out = Path(output) / f"{stem}.tif"
+        placed = {"pixel_size": size, "z_spacing": z_spacing, "origin": origin, "frame_interval": interval}
+        record["output"] = str(write_labels(out, empty, axes=axes, **placed))
+        record["shape"] = list(np.shape(image))
+    return record
