@@ -247,3 +247,71 @@ def test_seed_labels_of_a_plane_saved_in_colours_or_with_an_axis_of_one_are_that
         _checked_seed(tmp_path / "negative.tif", read_image(tmp_path / "negative.tif", role="labels"), stack, volume)
     with pytest.raises(PromptsegError, match=r"--seed-labels \S*plane\.tif: labels of shape \(1, 256, 255\)"):
         _checked_seed(tmp_path / "plane.tif", labels[None, :, :-1], stack, volume)
+
+
+@pytest.fixture(scope="module")
+def ids_1_and_250(small_nuclei) -> np.ndarray:
+    """Real nuclei as an 8-bit label image of two objects: one nucleus id 1, every other nucleus id 250 (most of the
+    foreground, as a large second object is): its values lie mostly near its top, as a blurred JPEG mask's do."""
+    labels = small_nuclei[1]
+    first = np.bincount(labels.ravel())[1:].argmax() + 1
+    two = np.where(labels == first, 1, np.where(labels > 0, 250, 0)).astype(np.uint8)
+    assert np.count_nonzero(two == 250) > 0.75 * np.count_nonzero(two)
+    return two
+
+
+def test_a_png_or_tiff_label_image_of_ids_1_and_250_keeps_object_1_as_a_mask(small_nuclei, ids_1_and_250, tmp_path):
+    """An 8-bit label image whose large object is id 250 and small one id 1, read as a mask (read_mask, a train-text
+    row's mask), lost object 1: its values were taken for a blurred JPEG mask's and cut at 127. A PNG or TIFF stores
+    its values exactly: they are never cut, whatever they are; only a lossy file (JPEG) is, and a plain array of
+    unknown origin is told by its values."""
+    from napari_promptseg.cli._common import _mask_file_labels
+    from napari_promptseg.io.label_ids import mask_foreground
+    from napari_promptseg.methods.text_training import ArrayTriplet, Triplet
+
+    image = small_nuclei[0]
+    iio.imwrite(tmp_path / "image.png", image)
+    for name in ("two.png", "two.tif"):
+        path = tmp_path / name
+        iio.imwrite(path, ids_1_and_250)
+        np.testing.assert_array_equal(read_mask(path), ids_1_and_250 > 0)
+        _, mask = Triplet(tmp_path / "image.png", path, "nuclei", "", 0).load()
+        np.testing.assert_array_equal(mask, ids_1_and_250 > 0)
+        np.testing.assert_array_equal(_mask_file_labels(read_image(path, role="labels"), path, name), ids_1_and_250)
+    # the ids of a napari Labels layer are exact too; an array of unknown origin is told by its values
+    layer = ArrayTriplet(image, ids_1_and_250, "nuclei", name="Labels", mask_source="exact")
+    np.testing.assert_array_equal(layer.load()[1], ids_1_and_250 > 0)
+    np.testing.assert_array_equal(mask_foreground(ids_1_and_250, source="exact"), ids_1_and_250 > 0)
+    np.testing.assert_array_equal(mask_foreground(ids_1_and_250), ids_1_and_250 > 127)
+
+
+def test_jpeg_masks_of_glas_kvasir_shenzhen_keep_their_foreground_and_a_jpeg_in_a_tiff_is_cut(shared_data, tmp_path):
+    """The rule of what a mask's values mean now goes by the file's format first (a JPEG's values are blurred: cut at
+    127; a PNG's or TIFF's exact). The JPEG masks of GlaS, Kvasir and Shenzhen give the foreground they gave before,
+    through every reader: the brightest colour channel above 127 (read_mask, a train-text row's mask), the first
+    channel above 127 as one object (a reference, --moving-labels). A mask stored JPEG-compressed in a TIFF is lossy
+    as well: read as ids, its blurred edges were hundreds of objects."""
+    from napari_promptseg.cli._common import _mask_file_labels
+    from napari_promptseg.methods.text_training import Triplet
+
+    checked = 0
+    for dataset in ("glands_glas", "polyps_kvasir_text", "lungs_cxr_shenzhen"):
+        for path in sorted((shared_data / dataset / "masks").glob("*.jpg"))[:4]:
+            stored = read_image(path, role="labels")
+            brightest = stored[..., :3].max(axis=-1) if stored.ndim == 3 else stored
+            first = stored[..., 0] if stored.ndim == 3 else stored
+            assert np.count_nonzero((brightest > 0) & (brightest <= 127)) > 0  # blurred edges: cut away
+            np.testing.assert_array_equal(read_mask(path), brightest > 127)
+            _, mask = Triplet(path, path, "x", "", 0).load()  # the mask's own pixels as the image: its shape
+            np.testing.assert_array_equal(mask, brightest > 127)
+            np.testing.assert_array_equal(_mask_file_labels(stored, path, path.name), first > 127)
+            checked += 1
+    assert checked == 12
+    lungs = read_image(next((shared_data / "lungs_cxr_shenzhen" / "masks").glob("*.jpg")), role="labels")
+    lungs = lungs[..., 0] if lungs.ndim == 3 else lungs
+    tifffile.imwrite(tmp_path / "lungs_jpeg.tif", lungs, compression="jpeg")
+    stored = read_image(tmp_path / "lungs_jpeg.tif", role="labels")
+    assert np.count_nonzero((stored > 0) & (stored <= 127)) > 0  # blurred by its compression
+    np.testing.assert_array_equal(read_mask(tmp_path / "lungs_jpeg.tif"), stored > 127)
+    labels = _mask_file_labels(stored, tmp_path / "lungs_jpeg.tif", "lungs_jpeg.tif")
+    np.testing.assert_array_equal(labels, stored > 127)

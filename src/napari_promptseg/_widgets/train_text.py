@@ -164,6 +164,7 @@ def layer_triplets(
                     name=where,
                     channel_axis=0 if channel_axis is not None else None,  # a plane's channels come first
                     channels=picked,
+                    mask_source="exact",  # a Labels layer's ids: never cut as a blurred JPEG mask's values
                     **stack,
                 )
             )

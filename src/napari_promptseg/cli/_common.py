@@ -550,17 +550,18 @@ def _remove_stale_outputs(args: argparse.Namespace, records: Sequence[dict]) -> 
 
 
 def _mask_file_labels(mask: np.ndarray, path: Path, name: str) -> np.ndarray:
-    """A mask or label image as read from the file ``path``, as 2D ids: a JPEG's thresholded at 127 (compression
-    blurs its edges and adds faint values; masks such as GlaS's and Kvasir's are grey JPEGs in three channels), as
-    one binary object; any other as :func:`..io.images.label_image_2d` reads it (a grey RGB image's first channel, a
-    colour label image's colours as ids)."""
+    """A mask or label image as read from the file ``path``, as 2D ids: a lossy file's (a JPEG: compression blurs
+    its edges and adds faint values; masks such as GlaS's and Kvasir's are grey JPEGs in three channels) its first
+    channel cut at 127 (:func:`..io.label_ids.mask_foreground`, the rule every reader of masks follows), as one
+    binary object; any other's exact values as :func:`..io.images.label_image_2d` reads them (a grey RGB image's
+    first channel, a colour label image's colours as ids)."""
     import numpy as np
 
-    from ..io.images import label_image_2d
+    from ..io.images import label_image_2d, mask_file_source, mask_foreground
 
     mask = np.asarray(mask)
-    if mask.dtype == np.uint8 and path.suffix.lower() in (".jpg", ".jpeg"):
-        return (mask[..., 0] if mask.ndim == 3 else mask) > 127
+    if mask.dtype == np.uint8 and mask_file_source(path) == "lossy":
+        return mask_foreground(mask[..., 0] if mask.ndim == 3 else mask, source="lossy")
     return label_image_2d(mask, name)
 
 

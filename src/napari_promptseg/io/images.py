@@ -20,12 +20,14 @@ from ..errors import PromptsegError
 from ..models.preprocessing import full_resolution
 from ._files import replacing
 from .label_ids import (  # noqa: F401 (imported from here by the readers and methods)
+    MaskSource,
     file_labels,
     is_mask,
     label_image_2d,
     label_objects,
     label_plane,
     mask_foreground,
+    mask_values,
     refuse_negative_ids,
 )
 from .tiff_colours import (  # noqa: F401 (cmyk_*: imported from here by the readers)
@@ -352,13 +354,40 @@ def _unreadable_why(path: Path, exc: Exception) -> str:
 
 
 def read_mask(path: str | Path, threshold: int = 127) -> np.ndarray:
-    """Binary mask from a file (:func:`mask_foreground`: JPEG masks are thresholded, compression blurs their edges;
-    a label image's every id is the target); a colour mask's target in any colour channel."""
+    """Binary mask from a file (:func:`mask_foreground`): a lossy file's (JPEG: compression blurs its edges) cut at
+    ``threshold``, any other's (PNG, TIFF: a label image's every id) every non-zero value; a colour mask's target in
+    any colour channel, none where it is transparent (:func:`mask_values`)."""
     mask = label_plane(read_image(path, role="labels"))
     refuse_negative_ids(mask, str(path))
-    if mask.ndim == 3 and mask.shape[-1] in (2, 3, 4):
-        mask = mask[..., : 3 if mask.shape[-1] == 4 else 1 if mask.shape[-1] == 2 else 3].max(axis=-1)
-    return mask_foreground(mask, threshold)
+    return mask_foreground(mask_values(mask), threshold, source=mask_file_source(path))
+
+
+#: TIFF compressions that may change the values they store (parts of tifffile's names: the JPEG and WebP families;
+#: some have a lossless mode too, which a label image hardly uses)
+_LOSSY_TIFF_CODECS = ("JPEG", "WEBP")
+
+
+def mask_file_source(path: str | Path) -> MaskSource:
+    """How the mask or label file ``path`` stores its values (:data:`MaskSource`): "lossy" for a JPEG (by its
+    contents: one named .tif too) and a TIFF compressed with JPEG (or another lossy codec), "exact" for any other (PNG,
+    TIFF, BMP, OME-Zarr). By the file, not by its values: a label image of ids 1 and 250 was cut at 127 as a blurred
+    JPEG mask."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return "exact"
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        if head.startswith(b"\xff\xd8\xff"):
+            return "lossy"
+        if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            with _only_looking(), tifffile.TiffFile(path) as tif:
+                compression = tif.pages.first.compression if len(tif.pages) else None
+            name = getattr(compression, "name", str(compression))
+            return "lossy" if any(codec in name for codec in _LOSSY_TIFF_CODECS) else "exact"
+    except Exception:  # noqa: BLE001 - unreadable here: its suffix says what it was saved as (its reader says why)
+        return "lossy" if path.suffix.lower() in (".jpg", ".jpeg") else "exact"
+    return "exact"
 
 
 def needs_bigtiff(nbytes: int) -> bool:

@@ -3,6 +3,8 @@ what ids a label file can hold. No file is read here (:mod:`.images` reads them)
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from ..errors import PromptsegError
@@ -12,6 +14,13 @@ from ..models.preprocessing import full_resolution
 #: Kvasir: at least 90 % of it within 31 of 255), a label image's ids do not (255 ids: 1/8 of them)
 MASK_TOP_BAND = 31
 MASK_NEAR_TOP_SHARE = 0.75
+
+#: where a mask's values come from, which decides what they mean (:func:`mask_foreground`): "lossy", a file stored
+#: with lossy compression (JPEG, a JPEG-compressed TIFF: blurred, cut at a threshold); "exact", stored as they were
+#: made (PNG, TIFF, BMP, a napari Labels layer: every non-zero value is an object's); "unknown", an array of unknown
+#: origin (given in a script), told by its values
+MaskSource = Literal["lossy", "exact", "unknown"]
+MASK_SOURCES: tuple[str, ...] = ("lossy", "exact", "unknown")
 
 
 def is_mask(labels: np.ndarray) -> bool:
@@ -95,17 +104,32 @@ def _colour_ids(rgba: np.ndarray) -> np.ndarray:
     return regions.astype(np.uint16 if regions.max() < 2**16 else np.uint32)
 
 
-def mask_foreground(mask: np.ndarray, threshold: int = 127) -> np.ndarray:
-    """A mask's target: non-zero, but an 8-bit binary mask blurred by compression (a JPEG 0/255 mask: faint values
-    around its objects, grey edges) is cut at ``threshold``. Such a mask is told by its foreground lying mostly near
-    its top value (:data:`MASK_TOP_BAND`); the ids of a label image are spread over the range (an 8-bit label image
-    of 255 nuclei lost ids 1..127 when any foreground mostly above ``threshold`` was cut there)."""
-    if mask.dtype == np.uint8 and mask.max() > threshold:
-        foreground = mask[mask > 0]
-        near_top = foreground >= int(foreground.max()) - MASK_TOP_BAND
-        if np.count_nonzero(near_top) > MASK_NEAR_TOP_SHARE * foreground.size:
-            return mask > threshold
-    return mask > 0
+def mask_foreground(mask: np.ndarray, threshold: int = 127, source: MaskSource = "unknown") -> np.ndarray:
+    """A mask's target, by what is known of where its values come from (``source``, :data:`MaskSource`): a lossy
+    file's 8-bit values are cut at ``threshold`` (JPEG compression blurs a 0/255 mask: faint values around its
+    objects, grey edges); exact values (a PNG or TIFF, a napari Labels layer) are every non-zero one, never cut (a
+    label image of ids 1 and 250 is two objects, not one); values of unknown origin (an array given in a script) are
+    told by themselves: a blurred mask's foreground lies mostly near its top value (:data:`MASK_TOP_BAND`), a label
+    image's ids are spread over the range (an 8-bit label image of 255 nuclei lost ids 1..127 when any foreground
+    mostly above ``threshold`` was cut there)."""
+    if source not in MASK_SOURCES:
+        raise ValueError(f"mask_foreground: source {source!r}; expected one of {', '.join(MASK_SOURCES)}")
+    if source == "exact" or mask.dtype != np.uint8 or not mask.size or mask.max() <= threshold:
+        return mask > 0
+    if source == "lossy":
+        return mask > threshold
+    foreground = mask[mask > 0]
+    near_top = foreground >= int(foreground.max()) - MASK_TOP_BAND
+    return mask > threshold if np.count_nonzero(near_top) > MASK_NEAR_TOP_SHARE * foreground.size else mask > 0
+
+
+def mask_values(mask: np.ndarray) -> np.ndarray:
+    """A colour mask (Y, X, 2..4) as one plane: its target in any colour channel (the brightest; green on black was
+    read as empty from red). Two samples are grey and alpha: the grey. A mask of one plane as it is."""
+    if mask.ndim != 3 or mask.shape[-1] not in (2, 3, 4):
+        return mask
+    values = mask[..., :3].max(axis=-1) if mask.shape[-1] != 2 else mask[..., 0]
+    return values
 
 
 def file_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:

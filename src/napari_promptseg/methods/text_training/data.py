@@ -27,7 +27,15 @@ import torch.nn.functional as F
 from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError
 from ...io import read_image
-from ...io.images import array_digest, label_plane, mask_foreground, refuse_negative_ids
+from ...io.images import (
+    MaskSource,
+    array_digest,
+    label_plane,
+    mask_file_source,
+    mask_foreground,
+    mask_values,
+    refuse_negative_ids,
+)
 from ...io.multiscale import named_channels_last, read_channel_axis
 from ...models.cache import content_key
 from ...models.preprocessing import Normalization, ResizeTransform, as_channels_last, full_resolution
@@ -66,7 +74,7 @@ class Triplet:
             mask = read_image(self.mask, role="labels")
         except PromptsegError as exc:  # the row, not only the file: the CSV is what the user edits
             raise PromptsegError(f"{self.where()}: {exc}") from exc
-        return image, _binary_mask(mask, image.shape[:2], self.where(), self.mask.name)
+        return image, _binary_mask(mask, image.shape[:2], self.where(), self.mask.name, mask_file_source(self.mask))
 
 
 def files_left_out(triplets: Sequence[object]) -> list[str]:
@@ -119,6 +127,9 @@ class ArrayTriplet:
     plane: int = -1
     channel_axis: int | None = None  # the image array's axis of channels; None: gray or colour (channels last)
     channels: tuple[int, ...] | None = None  # up to three of them fed to the model; None: all
+    #: where the mask's values come from (io.label_ids.MaskSource): "exact" for a napari Labels layer's ids (never
+    #: cut); "unknown" for an array given in a script, told by its values (a blurred JPEG mask's are cut at 127)
+    mask_source: MaskSource = "unknown"
 
     def where(self) -> str:
         return self.name
@@ -128,7 +139,7 @@ class ArrayTriplet:
             raise PromptsegError(f"{self.name}: empty text; say what the mask shows (e.g. 'polyp')")
         image = as_channels_last(self.image, channel_axis=self.channel_axis, channels=self.channels, name=self.name)
         mask = np.asarray(full_resolution(self.mask))  # a multiscale labels layer: numpy reads its coarsest level
-        return image, _binary_mask(mask, image.shape[:2], self.name, "mask")
+        return image, _binary_mask(mask, image.shape[:2], self.name, "mask", self.mask_source)
 
 
 def as_triplets(items: Sequence[object]) -> list[Triplet | ArrayTriplet]:
@@ -411,21 +422,19 @@ def content_identity(item: Path | np.ndarray) -> str:
     return str(item.resolve()) if isinstance(item, Path) else array_digest(np.asarray(item))
 
 
-def _binary_mask(mask: np.ndarray, shape: tuple[int, ...], where: str, what: str) -> np.ndarray:
+def _binary_mask(mask: np.ndarray, shape: tuple[int, ...], where: str, what: str, source: MaskSource) -> np.ndarray:
     mask = label_plane(np.asarray(mask))  # (1, Y, X) saved from numpy: its plane
     refuse_negative_ids(mask, f"{where}: {what}")
     if mask.ndim == 3 and mask.shape[:2] == tuple(shape):
-        # a colour mask: the target in any colour channel (green on black was read as empty from red); alpha,
-        # opaque everywhere in most RGBA files, is not the target
-        colour = mask[..., : 3 if mask.shape[-1] == 4 else 1 if mask.shape[-1] == 2 else mask.shape[-1]]
-        mask = colour.max(axis=-1)
+        # a colour mask: the target in any colour channel (as read_mask reads one)
+        mask = mask_values(mask) if mask.shape[-1] in (2, 3, 4) else mask.max(axis=-1)
     if mask.shape != tuple(shape):
         raise PromptsegError(
             f"{where}: {what} is {'x'.join(map(str, mask.shape))} but the image is {shape[0]}x{shape[1]}"
         )
-    # 8-bit masks blurred by JPEG (most of the foreground near its top value) at half range; 0/1 and 0/255 masks and
-    # label images (ids 1, 2, ... of an 8-bit label image too, which half range would empty or cut): any id
-    return mask_foreground(mask)
+    # a lossy file's 8-bit mask (JPEG: blurred edges) cut at half range; exact values (PNG, TIFF, a Labels layer):
+    # any id; an array of unknown origin told by its values (io.label_ids.mask_foreground, as every reader)
+    return mask_foreground(mask, source=source)
 
 
 def mask_to_input(mask: np.ndarray, transform: ResizeTransform) -> tuple[torch.Tensor, torch.Tensor]:
