@@ -315,3 +315,22 @@ def test_jpeg_masks_of_glas_kvasir_shenzhen_keep_their_foreground_and_a_jpeg_in_
     np.testing.assert_array_equal(read_mask(tmp_path / "lungs_jpeg.tif"), stored > 127)
     labels = _mask_file_labels(stored, tmp_path / "lungs_jpeg.tif", "lungs_jpeg.tif")
     np.testing.assert_array_equal(labels, stored > 127)
+
+
+def test_an_rgba_mask_is_background_where_it_is_transparent(small_nuclei, tmp_path):
+    """An RGBA PNG mask whose background is transparent but not black (white, as an editor leaves a layer's hidden
+    pixels) was all foreground to read_mask, a train-text row and a reference: its alpha was ignored. Transparent
+    pixels are background, as they are in a colour label image."""
+    from napari_promptseg.methods.text_training import ArrayTriplet, Triplet
+
+    image, labels = small_nuclei
+    rgba = np.full((*labels.shape, 4), 255, np.uint8)
+    rgba[..., 3] = np.where(labels > 0, 255, 0)
+    iio.imwrite(tmp_path / "image.png", image)
+    iio.imwrite(tmp_path / "rgba.png", rgba)
+    np.testing.assert_array_equal(read_mask(tmp_path / "rgba.png"), labels > 0)
+    _, mask = Triplet(tmp_path / "image.png", tmp_path / "rgba.png", "nuclei", "", 0).load()
+    np.testing.assert_array_equal(mask, labels > 0)
+    np.testing.assert_array_equal(ArrayTriplet(image, rgba, "nuclei").load()[1], labels > 0)
+    # as a reference (oneshot, library add) or --moving-labels: grey (equal colour channels), transparent around
+    np.testing.assert_array_equal(_reference(tmp_path / "rgba.png", image, tmp_path) > 0, labels > 0)

@@ -59,13 +59,17 @@ def label_image_2d(mask: np.ndarray, name: str = "labels") -> np.ndarray:
     """A reference mask or label image as one 2D array of ids (0 = background); axes of one dropped
     (:func:`label_plane`). An RGB(A) image whose channels differ is a colour label image: each separate region of one
     colour is one id (black or transparent: background; an exporter's few colours are reused by many objects); a
-    grey one (equal channels) is its first channel. Whole-number float ids are integer ids; fractional ones above 1
-    (labels resized with interpolation) are refused, a soft mask (0..1) kept. Negative ids are refused: they are
-    neither an object nor clearly background; so are NaN and inf (NaN was read as background, inf as an object)."""
+    grey one (equal channels) is its first channel, 0 where it is transparent. Whole-number float ids are integer
+    ids; fractional ones above 1 (labels resized with interpolation) are refused, a soft mask (0..1) kept. Negative
+    ids are refused: they are neither an object nor clearly background; so are NaN and inf (NaN was read as
+    background, inf as an object)."""
     mask = label_plane(np.asarray(full_resolution(mask)))  # a multiscale labels layer: its full-resolution level
     if mask.ndim == 3 and mask.shape[-1] in (3, 4):
         rgb = mask[..., :3]
-        mask = rgb[..., 0] if (rgb == rgb[..., :1]).all() else _colour_ids(mask)
+        if (rgb == rgb[..., :1]).all():  # grey: its first channel, none where it is transparent (as a colour one)
+            mask = mask_values(mask) if mask.shape[-1] == 4 else rgb[..., 0]
+        else:
+            mask = _colour_ids(mask)
     if mask.dtype.kind == "f" and not np.isfinite(mask).all():  # NaN read as background, inf as an object
         raise PromptsegError(
             f"{name}: the mask contains NaN or infinite values; set them to 0 (background) or to an object's id"
@@ -125,10 +129,13 @@ def mask_foreground(mask: np.ndarray, threshold: int = 127, source: MaskSource =
 
 def mask_values(mask: np.ndarray) -> np.ndarray:
     """A colour mask (Y, X, 2..4) as one plane: its target in any colour channel (the brightest; green on black was
-    read as empty from red). Two samples are grey and alpha: the grey. A mask of one plane as it is."""
+    read as empty from red), and background where an RGBA mask is transparent (a transparent background need not be
+    black). Two samples are grey and alpha: the grey. A mask of one plane as it is."""
     if mask.ndim != 3 or mask.shape[-1] not in (2, 3, 4):
         return mask
     values = mask[..., :3].max(axis=-1) if mask.shape[-1] != 2 else mask[..., 0]
+    if mask.shape[-1] == 4:
+        values = np.where(mask[..., 3] > 0, values, 0).astype(values.dtype, copy=False)
     return values
 
 

@@ -426,7 +426,7 @@ def _binary_mask(mask: np.ndarray, shape: tuple[int, ...], where: str, what: str
     mask = label_plane(np.asarray(mask))  # (1, Y, X) saved from numpy: its plane
     refuse_negative_ids(mask, f"{where}: {what}")
     if mask.ndim == 3 and mask.shape[:2] == tuple(shape):
-        # a colour mask: the target in any colour channel (as read_mask reads one)
+        # a colour mask: the target in any colour channel, none where it is transparent (as read_mask reads one)
         mask = mask_values(mask) if mask.shape[-1] in (2, 3, 4) else mask.max(axis=-1)
     if mask.shape != tuple(shape):
         raise PromptsegError(
