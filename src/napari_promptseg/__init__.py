@@ -5,6 +5,7 @@ From the napari console or a script::
     from napari_promptseg import (clear_stores, disk_stores, propagate_through_stack, register, segment,
                                   segment_like, segment_text, train_text_segmenter)
     labels = segment(image, boxes=[(x0, y0, x1, y1)])
+    labels = segment(viewer.layers["nuclei"], boxes=viewer.layers["Shapes"])  # napari layers too (help(segment))
     result = segment_text(image, "nuclei")  # result.labels, result.route, result.reason
     train_text_segmenter("triplets.csv", "my-model/")  # then segment_text(image, "polyp", text_model="my-model/")
     volume_result = propagate_through_stack(volume, 40, boxes=[(x0, y0, x1, y1)])  # 3D: .labels (Z, Y, X)
@@ -19,7 +20,11 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
+
+    from .callbacks import ProgressCallback
 
 __all__ = [
     "clear_stores",
@@ -64,11 +69,11 @@ def __dir__() -> list[str]:
 
 
 def segment(
-    image: np.ndarray,
+    image: np.ndarray | object,
     *,
-    boxes: Sequence[Sequence[float]] = (),
-    points: Sequence[Sequence[float]] = (),
-    negative_points: Sequence[Sequence[float]] = (),
+    boxes: Sequence[Sequence[float]] | object = (),
+    points: Sequence[Sequence[float]] | object = (),
+    negative_points: Sequence[Sequence[float]] | object = (),
     model: str = "litemedsam",
     weights: str | None = None,
     device: str = "auto",
@@ -76,6 +81,8 @@ def segment(
     channels: list[int] | None = None,
     normalize: str = "auto",
     object_size: float | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """Instance labels (0 = background, one id per object) for boxes and points in pixel x = column, y = row.
 
@@ -93,24 +100,56 @@ def segment(
     it are refused, naming their range).
     A pyramid (a multiscale layer's ``data``) is read at the coarsest level the working scale needs, as the CLI
     reads an OME-Zarr; prompts stay in full-resolution pixels and the labels come back at full resolution.
+
+    napari layers are taken as they are: an Image layer (RGB, multiscale) for ``image``, a Shapes layer for
+    ``boxes`` (each shape's bounding box), Points layers for ``points`` and ``negative_points`` (a point whose
+    ``positive`` feature is False, as the Interactive widget marks them, is a negative click). With an Image layer,
+    the prompt layers are read through each layer's scale and translate (world coordinates) into its pixels; with
+    an array, in their own data coordinates. An Image layer over a stack (Z, Y, X) is segmented on the plane its
+    prompt layers lie on, and the labels cover the whole layer (that plane segmented); the labels are the image's
+    pixels, so ``viewer.add_labels(labels, scale=layer.scale, translate=layer.translate)`` lies over it.
+    ``progress(fraction, message)`` is told how far it got; ``cancel()`` returning True stops it
+    (``CancelledError``).
+
+    Returns uint16/uint32 labels of the image's (rows, columns), or of the stack layer's shape.
+
+    Example (in napari's console, over the sample *Nuclei with ground truth*)::
+
+        labels = segment(viewer.layers["nuclei"], boxes=viewer.layers["Shapes"])
+        viewer.add_labels(labels, name="my nuclei")
     """
+    import numpy as np
+
+    from .io.layer_objects import is_layer, layer_pixels, layer_prompts, plane_pixels
     from .methods.interactive import segment_prompts
     from .models import load_segmenter
 
+    prompts = layer_prompts(image, boxes, points, negative_points)
+    pixels = layer_pixels(image)
+    if prompts.plane is not None:
+        pixels = plane_pixels(image, prompts.plane)
     segmenter = load_segmenter(model, weights=weights, device=device)
     result = segment_prompts(
-        image,
+        pixels,
         segmenter,
-        boxes=boxes,
-        positive_points=points,
-        negative_points=negative_points,
+        boxes=prompts.boxes,
+        positive_points=prompts.points,
+        negative_points=prompts.negative_points,
         channel_axis=channel_axis,
         channels=channels,
         normalize=normalize,  # type: ignore[arg-type]
         object_size=object_size,
+        name=f"image layer '{image.name}'" if is_layer(image) else "image",
+        progress=progress,
+        cancel=cancel,
     )
     for warning in result.warnings:
         import warnings
 
         warnings.warn(warning, stacklevel=2)
-    return result.labels
+    if prompts.plane is None or not is_layer(image):
+        return result.labels
+    levels = image.data[0] if getattr(image, "multiscale", False) else image.data
+    stack = np.zeros(tuple(levels.shape[: image.ndim]), result.labels.dtype)
+    stack[prompts.plane] = result.labels
+    return stack

@@ -260,6 +260,10 @@ def segment_instances_like(
     A pyramid target (a multiscale layer's data, levels largest first) is read at the coarsest level that still has
     the objects' working scale, as the CLI reads an OME-Zarr; the labels and boxes come back at full resolution.
     """
+    from ...io.layer_objects import layer_pixels
+
+    reference, target = layer_pixels(reference, "reference"), layer_pixels(target, "target")
+    reference_labels = layer_pixels(reference_labels, "reference_labels")
     if segmenter is None:
         from ...models import load_segmenter
 
@@ -340,8 +344,11 @@ def find_all_like(
     coarsest level that still has the boxes' working scale, as the CLI reads an OME-Zarr; the labels and boxes come
     back at full resolution.
     """
+    from ...io.layer_objects import layer_pixels, layer_prompts
     from ..interactive import NO_OBJECT, check_box, prompt_list, prompts_working_scale, segment_prompts
 
+    boxes = layer_prompts(image, boxes, (), ()).boxes  # a Shapes layer's rectangles, in the image's pixels
+    image = layer_pixels(image)
     if segmenter is None:
         from ...models import load_segmenter
 

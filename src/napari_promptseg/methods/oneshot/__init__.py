@@ -155,6 +155,14 @@ def segment_like(
     pixels, its probability map stays at that level's (``probability_factor``; in napari:
     ``viewer.add_image(result.probability, **result.probability_placement)`` lies over the labels).
     """
+    from ...io.layer_objects import is_layer, layers_pixels
+
+    if names is None and not isinstance(targets, (list, tuple)) and is_layer(targets):
+        names = [targets.name]
+    elif names is None and isinstance(targets, (list, tuple)) and all(is_layer(t) for t in targets):
+        names = [t.name for t in targets]
+    reference, reference_mask = layers_pixels(reference, "reference"), layers_pixels(reference_mask, "reference mask")
+    targets = layers_pixels(targets, "target")
     if strategy not in STRATEGIES:
         raise PromptsegError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if ensemble not in ("vote", "union"):

@@ -95,6 +95,11 @@ def register(
     (``viewer.add_image(result.warp_image(moving), **result.fixed_placement)``); points go in and come out in
     full-resolution pixels.
     """
+    from ...io.layer_objects import is_layer, layer_pixels
+
+    fixed_name = fixed.name if is_layer(fixed) and fixed_name == "fixed" else fixed_name
+    moving_name = moving.name if is_layer(moving) and moving_name == "moving" else moving_name
+    fixed, moving = layer_pixels(fixed, "fixed"), layer_pixels(moving, "moving")
     opts = options or RegistrationOptions()
     method = resolve_method(method, prompts)
     if method == "intensity" and not (prompts is None or (isinstance(prompts, str) and prompts == "auto")):

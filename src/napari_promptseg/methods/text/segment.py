@@ -75,6 +75,10 @@ def segment_text(
     boxes come back in full-resolution pixels, the heatmap stays at that level's (``heatmap_factor``,
     ``heatmap_placement``).
     """
+    from ...io.layer_objects import is_layer, layer_pixels
+
+    name = image.name if is_layer(image) and name == "image" else name
+    image = layer_pixels(image)
     if not 0 <= box_threshold <= 1 or not 0 <= text_threshold <= 1 or not 0 <= heatmap_threshold <= 1:
         raise PromptsegError("box, text and heatmap thresholds must lie in [0, 1]")
     from ..library import check_library_settings

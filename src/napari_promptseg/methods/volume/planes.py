@@ -58,6 +58,10 @@ def segment_stack(
 
     Example: ``segment_stack(vol, lambda plane: segment_text(plane, "nuclei"))``.
     """
+    from ...io.layer_objects import is_layer, layer_pixels
+
+    name = volume.name if is_layer(volume) and name == "stack" else name
+    volume = layer_pixels(volume, "volume")
     segment_plane = plane_function(segment_plane)
     if stack_axis is None and (axes or "").startswith("t"):
         stack_axis = "t"

@@ -124,6 +124,11 @@ def propagate_through_stack(
     A cancel (``cancel`` returning True, checked before each plane) raises :class:`PropagationCancelled`, a
     :class:`CancelledError` holding the planes finished so far as a partial result.
     """
+    from ...io.layer_objects import is_layer, layer_pixels, prompt_layers_on_plane
+
+    boxes, points, negative_points = prompt_layers_on_plane(volume, plane, boxes, points, negative_points)
+    name = volume.name if is_layer(volume) and name == "stack" else name
+    volume, labels = layer_pixels(volume, "volume"), layer_pixels(labels, "labels")
     from ...models import load_segmenter
     from ..interactive import ObjectPrompt, check_box, segment_objects, segment_prompts
 

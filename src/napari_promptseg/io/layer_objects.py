@@ -1,0 +1,227 @@
+"""napari layer objects as the console functions take them, told by what they hold (no napari import: the core
+library runs without it). An Image or Labels layer stands for its pixels (a multiscale layer's levels); a Shapes
+layer is boxes (each shape's bounding box) and a Points layer clicks, both read in the image's pixels through
+napari's world coordinates (each layer's own scale, translate, rotation) when the image is a layer too, else in
+their own data coordinates. Results stay the image's pixels: ``viewer.add_labels(labels, scale=layer.scale,
+translate=layer.translate)`` lies over the layer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import PromptsegError
+
+#: the layers that hold pixels; any other kind given as an image is refused, naming it
+PIXEL_KINDS = ("Image", "Labels")
+#: the Interactive widget's points feature: False marks a negative click
+POSITIVE_FEATURE = "positive"
+
+
+def is_layer(obj: object) -> bool:
+    """A napari layer (told by napari's public layer methods, without importing napari)."""
+    return not isinstance(obj, np.ndarray) and all(
+        hasattr(obj, attribute) for attribute in ("data", "data_to_world", "world_to_data", "name", "ndim")
+    )
+
+
+def _kind(layer: Any) -> str:
+    kind = type(layer).__name__
+    return f"{'an' if kind[:1] in 'AEIOU' else 'a'} {kind} layer"
+
+
+def layer_pixels(obj: object, what: str = "image") -> object:
+    """``obj``'s pixels: an Image or Labels layer's data (a multiscale layer's levels, which the functions read as a
+    pyramid), anything else as it is. A layer of another kind is refused, naming it."""
+    if not is_layer(obj):
+        return obj
+    if type(obj).__name__ not in PIXEL_KINDS:
+        raise PromptsegError(
+            f"{what}: layer '{obj.name}' is {_kind(obj)}, not an image; pass an Image layer (a mask: a Labels layer)"
+            + (
+                ", and this layer as the prompts (boxes=, points=)"
+                if type(obj).__name__ in ("Shapes", "Points")
+                else ""
+            )
+        )
+    return obj.data
+
+
+def layers_pixels(obj: object, what: str) -> object:
+    """:func:`layer_pixels` of one layer or of each of a list of them (one-shot's references and targets)."""
+    if isinstance(obj, (list, tuple)) and any(is_layer(item) for item in obj):
+        return [layer_pixels(item, f"{what} {k + 1}") for k, item in enumerate(obj)]
+    return layer_pixels(obj, what)
+
+
+@dataclass
+class LayerPrompts:
+    """Prompts in the library's convention (x = column, y = row, in the image's pixels) and, for an image layer of
+    more than two axes (a stack), the plane (its leading indices) the layers' prompts lie on."""
+
+    boxes: object
+    points: object
+    negative_points: object
+    plane: tuple[int, ...] | None = None
+    #: the layers that gave prompts, for what a refusal says
+    sources: list[str] = field(default_factory=list)
+
+
+def _image_axes(image_layer: Any) -> int:
+    return int(image_layer.ndim)  # an RGB layer's colour axis is not one of its ndim
+
+
+def _in_image(
+    layer: Any, coords: np.ndarray, image_layer: Any | None, plane: Sequence[int] | None = None
+) -> np.ndarray | None:
+    """``coords`` (N, layer.ndim) in ``layer``'s data -> (N, image axes) in the image layer's data (through world
+    coordinates); without an image layer, the layer's own data coordinates. A prompt layer of fewer axes than the
+    image (a 2D layer over a stack) lies on the image's ``plane`` (its leading indices); None without one."""
+    coords = np.asarray(coords, float).reshape(-1, int(layer.ndim))
+    if image_layer is None:
+        return coords
+    axes = _image_axes(image_layer)
+    missing = axes - coords.shape[1]
+    if missing > 0 and plane is None:
+        return None
+    lead = np.zeros(0)
+    if missing > 0:
+        origin = np.zeros(axes)
+        origin[axes - 2 - len(plane) : axes - 2] = plane
+        lead = np.asarray(image_layer.data_to_world(origin), float)[:missing]
+    out = np.empty((len(coords), axes))
+    for i, c in enumerate(coords):
+        world = np.r_[lead, np.asarray(layer.data_to_world(c), float)][-axes:]
+        out[i] = np.asarray(image_layer.world_to_data(world), float)[-axes:]
+    return out
+
+
+def _prompt_layer(obj: object, what: str, expected: str) -> Any | None:
+    """``obj`` when it is a layer of the ``expected`` kind; None when it is not a layer; refused otherwise."""
+    if not is_layer(obj):
+        return None
+    if type(obj).__name__ != expected:
+        hint = {"Points": "points=", "Shapes": "boxes="}.get(type(obj).__name__)
+        give = f"; give it as {hint}" if hint else ""
+        raise PromptsegError(f"{what}: layer '{obj.name}' is {_kind(obj)}; {what} are {_kind_of(expected)}{give}")
+    return obj
+
+
+def _kind_of(kind: str) -> str:
+    return {"Shapes": "a Shapes layer (rectangles)", "Points": "a Points layer (clicks)"}[kind]
+
+
+def layer_prompts(
+    image: object,
+    boxes: object,
+    points: object,
+    negative_points: object,
+    plane: Sequence[int] | None = None,
+) -> LayerPrompts:
+    """The prompts of ``segment`` with any Shapes (boxes) or Points (clicks) layer among them read as boxes and
+    points (x, y) in the image's pixels; ``image`` an Image layer or pixels. For an image layer of more than two
+    axes, the plane every layer prompt lies on (refused when there is none, or several); ``plane``: the one a
+    prompt layer of two axes lies on (the caller was given it)."""
+    image_layer = image if is_layer(image) else None
+    prompts = LayerPrompts(boxes, points, negative_points)
+    planes: dict[tuple[int, ...], list[str]] = {}
+    stacked = image_layer is not None and _image_axes(image_layer) > 2
+
+    def plane_of(coords: np.ndarray | None, layer: Any) -> np.ndarray:
+        if coords is None:  # a 2D prompt layer over a stack
+            raise _no_plane(image_layer, f"layer '{layer.name}' has {layer.ndim} axes")
+        if stacked:
+            for row in coords:
+                planes.setdefault(tuple(int(v) for v in np.round(row[:-2])), []).append(layer.name)
+        return coords[:, -2:][:, ::-1]  # (row, column) -> (x, y)
+
+    shapes = _prompt_layer(boxes, "boxes", "Shapes")
+    if shapes is not None:
+        prompts.sources.append(shapes.name)
+        found = []
+        for vertices in shapes.data:
+            xy = plane_of(_in_image(shapes, vertices, image_layer, plane), shapes)
+            found.append((*xy.min(axis=0), *xy.max(axis=0)))
+        prompts.boxes = found
+    for what in ("points", "negative_points"):
+        layer = _prompt_layer(getattr(prompts, what), what, "Points")
+        if layer is None:
+            continue
+        prompts.sources.append(layer.name)
+        coords = _in_image(layer, layer.data, image_layer, plane)
+        xy = plane_of(coords, layer) if len(layer.data) else np.zeros((0, 2))
+        positive = np.ones(len(xy), bool)
+        features = getattr(layer, "features", None)
+        if what == "points" and features is not None and POSITIVE_FEATURE in features and len(features) == len(xy):
+            positive = features[POSITIVE_FEATURE].to_numpy(dtype=bool)  # the Interactive widget's prompt layer
+        setattr(prompts, what, [tuple(p) for p in xy[positive]])
+        if not positive.all():
+            prompts.negative_points = [*_as_list(prompts.negative_points), *(tuple(p) for p in xy[~positive])]
+    if stacked:
+        if not planes:
+            raise _no_plane(image_layer, "the prompts are (x, y) pixels")
+        if len(planes) > 1:
+            names = sorted({name for layers in planes.values() for name in layers})
+            where = " and ".join(", ".join(map(str, plane)) for plane in sorted(planes))
+            raise PromptsegError(
+                f"{', '.join(repr(n) for n in names)}: prompts on planes {where} of image layer "
+                f"'{image_layer.name}'; segment one plane at a time (propagate_through_stack follows objects "
+                "through the stack)"
+            )
+        (prompts.plane,) = planes
+    return prompts
+
+
+def _as_list(values: object) -> list:
+    if values is None:
+        return []
+    array = np.asarray(values, float)
+    return [tuple(array)] if array.ndim == 1 and array.size else [tuple(p) for p in array.reshape(-1, 2)]
+
+
+def _no_plane(image_layer: Any, why: str) -> PromptsegError:
+    shape = tuple(int(s) for s in image_layer.data.shape[: _image_axes(image_layer)])
+    return PromptsegError(
+        f"image layer '{image_layer.name}' is a stack of {int(np.prod(shape[:-2]))} planes {shape}, and {why}: "
+        "which plane? Draw the prompts on a Shapes or Points layer of the stack's axes (plane, row, column), or "
+        "give the plane's pixels: segment(layer.data[z], ...)"
+    )
+
+
+def plane_pixels(image_layer: Any, plane: Sequence[int]) -> object:
+    """The pixels of one plane of a stack layer (a multiscale layer: of its full-resolution level)."""
+    data = image_layer.data
+    if getattr(image_layer, "multiscale", False):
+        data = data[0]
+    shape = data.shape[: _image_axes(image_layer)]
+    for axis, index in enumerate(plane):
+        if not 0 <= index < shape[axis]:
+            raise PromptsegError(
+                f"image layer '{image_layer.name}': the prompts lie on plane {tuple(plane)}, outside its "
+                f"{shape[:-2]} planes"
+            )
+    return data[tuple(plane)]
+
+
+def prompt_layers_on_plane(
+    volume: object, plane: int, boxes: object, points: object, negative_points: object
+) -> tuple[object, object, object]:
+    """The seed prompts of ``propagate_through_stack`` (``plane`` of ``volume``) with any Shapes or Points layer among
+    them read as boxes and points (x, y) in the stack's pixels, as :func:`layer_prompts` reads them; prompts drawn
+    on another plane than ``plane`` are refused, naming it."""
+    if not any(is_layer(value) for value in (boxes, points, negative_points)):
+        return boxes, points, negative_points
+    stacked = is_layer(volume) and _image_axes(volume) > 2
+    lead = None
+    if stacked:  # a prompt layer of two axes lies on the seed plane (a time-lapse's earlier axes at 0)
+        lead = [0] * (_image_axes(volume) - 3) + [int(plane)]
+    prompts = layer_prompts(volume, boxes, points, negative_points, plane=lead)
+    if stacked and prompts.plane is not None and prompts.plane[-1] != int(plane):
+        raise PromptsegError(
+            f"{', '.join(repr(n) for n in prompts.sources)}: prompts on plane {prompts.plane[-1]} of image layer "
+            f"'{volume.name}', not on the seed plane {plane}: give plane={prompts.plane[-1]}"
+        )
+    return prompts.boxes, prompts.points, prompts.negative_points

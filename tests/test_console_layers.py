@@ -1,0 +1,160 @@
+"""napari layer objects passed to the console functions as they are: their pixels, and their prompts in the image's
+pixels through each layer's own scale and translate (napari's world coordinates)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.layers import Image, Labels, Points, Shapes
+from skimage import data
+
+import napari_promptseg
+from napari_promptseg.errors import PromptsegError
+
+COINS = data.coins()  # real 303x384 uint8 greyscale photo of coins
+BOX = (40.0, 60.0, 120.0, 140.0)  # x0, y0, x1, y1 around the coins at the top left
+CLICK = (80.0, 100.0)  # x, y inside BOX's coin
+SCALE, TRANSLATE = np.array([0.5, 0.5]), np.array([10.0, -4.0])  # the image layer's (row, column)
+
+
+def rectangle(box, scale=1.0, translate=0.0) -> np.ndarray:
+    """The corners (row, column) of box (x0, y0, x1, y1) given in image pixels, in world coordinates."""
+    x0, y0, x1, y1 = box
+    corners = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], float)
+    return corners * scale + translate
+
+
+@pytest.fixture(scope="module")
+def expected(litemedsam):
+    labels = napari_promptseg.segment(COINS, boxes=[BOX], device="cpu")
+    assert 0 < (labels > 0).sum() < labels.size / 10
+    return labels
+
+
+def test_an_image_layer_and_a_shapes_layer_of_boxes_are_read_in_the_images_pixels(expected):
+    """An Image layer was refused as 'unsupported pixel type object', a Shapes layer as "'Shapes' object is not
+    iterable": the console's own objects had to be taken apart by hand, the rectangles' corners reordered."""
+    image = Image(COINS, name="coins", scale=SCALE, translate=TRANSLATE)
+    boxes = Shapes([rectangle(BOX, SCALE, TRANSLATE)], shape_type="rectangle", name="boxes")  # drawn over it
+    labels = napari_promptseg.segment(image, boxes=boxes, device="cpu")
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_a_points_layer_is_clicks_in_the_images_pixels(litemedsam):
+    """A Points layer's data is (row, column): given as points=layer.data it was read as (x, y), the click on
+    another object; the layer itself was refused."""
+    image = Image(COINS, name="coins", scale=SCALE, translate=TRANSLATE)
+    clicks = Points([np.array(CLICK[::-1]) * SCALE + TRANSLATE], name="clicks")
+    from_layers = napari_promptseg.segment(image, points=clicks, device="cpu")
+    from_xy = napari_promptseg.segment(COINS, points=[CLICK], device="cpu")
+    np.testing.assert_array_equal(from_layers, from_xy)
+    assert from_layers[int(CLICK[1]), int(CLICK[0])] > 0  # the object under the click
+
+
+def test_prompt_layers_over_a_plain_array_are_read_in_their_own_data_coordinates(expected):
+    boxes = Shapes([rectangle(BOX)], shape_type="rectangle")
+    np.testing.assert_array_equal(napari_promptseg.segment(COINS, boxes=boxes, device="cpu"), expected)
+
+
+def test_an_rgb_layer_and_a_multiscale_layer_are_their_pixels(litemedsam):
+    astronaut = data.astronaut()
+    box = (150.0, 30.0, 350.0, 260.0)  # her head
+    rgb = napari_promptseg.segment(Image(astronaut, rgb=True), boxes=[box], device="cpu")
+    np.testing.assert_array_equal(rgb, napari_promptseg.segment(astronaut, boxes=[box], device="cpu"))
+    pyramid = Image([COINS, COINS[::2, ::2]], multiscale=True, scale=SCALE)
+    boxes = Shapes([rectangle(BOX, SCALE)], shape_type="rectangle")
+    labels = napari_promptseg.segment(pyramid, boxes=boxes, device="cpu")
+    assert labels.shape == COINS.shape
+
+
+def test_a_stack_layer_is_segmented_on_the_plane_of_its_prompts(expected):
+    """A (Z, Y, X) layer with boxes drawn on one plane gives labels over the whole layer, that plane segmented, so
+    viewer.add_labels(labels, scale=layer.scale, translate=layer.translate) lies over it."""
+    stack = Image(np.stack([COINS] * 3), name="stack", scale=(2.0, *SCALE))
+    corners = np.c_[np.full(4, 2.0), rectangle(BOX, SCALE)]  # (plane, row, column) in world coordinates: plane 1
+    labels = napari_promptseg.segment(stack, boxes=Shapes([corners], shape_type="rectangle"), device="cpu")
+    assert labels.shape == (3, *COINS.shape)
+    np.testing.assert_array_equal(labels[1], expected)
+    assert not labels[[0, 2]].any()
+
+
+def test_a_stack_layer_without_a_plane_is_refused_naming_it():
+    stack = Image(np.stack([COINS] * 3), name="stack")
+    with pytest.raises(PromptsegError, match=r"image layer 'stack'.*3 planes.*which plane"):
+        napari_promptseg.segment(stack, boxes=[BOX], device="cpu")
+    on_two = Shapes([np.c_[np.full(4, z), rectangle(BOX)] for z in (0, 2)], shape_type="rectangle", name="boxes")
+    with pytest.raises(PromptsegError, match=r"'boxes'.*planes 0 and 2.*one plane at a time"):
+        napari_promptseg.segment(stack, boxes=on_two, device="cpu")
+
+
+def test_layers_of_the_wrong_kind_are_refused_naming_them():
+    clicks = Points([[100, 80]], name="clicks")
+    with pytest.raises(PromptsegError, match=r"image: layer 'clicks' is a Points layer, not an image"):
+        napari_promptseg.segment(clicks, points=clicks, device="cpu")
+    with pytest.raises(PromptsegError, match=r"boxes: layer 'clicks' is a Points layer.*points="):
+        napari_promptseg.segment(COINS, boxes=clicks, device="cpu")
+    with pytest.raises(PromptsegError, match=r"points: layer 'coins' is an Image layer"):
+        napari_promptseg.segment(COINS, points=Image(COINS, name="coins"), device="cpu")
+
+
+def test_the_other_functions_take_image_and_labels_layers(litemedsam, expected):
+    crop = (slice(20, 180), slice(0, 200))  # the box's coin and its neighbours: a small image keeps this fast
+    image = Image(COINS[crop], name="coins")
+    mask = Labels((expected[crop] > 0).astype(np.uint8), name="coin")
+    (result,) = napari_promptseg.segment_like(image, mask, image, segmenter=litemedsam, strategy="persam")
+    (plain,) = napari_promptseg.segment_like(
+        COINS[crop], mask.data, COINS[crop], segmenter=litemedsam, strategy="persam"
+    )
+    assert result.labels[mask.data > 0].any()
+    np.testing.assert_array_equal(result.labels, plain.labels)
+    stack = Image(np.stack([COINS[crop]] * 2), name="two planes")
+    planes = napari_promptseg.segment_stack(stack, lambda plane: (plane > 100).astype(np.uint16))
+    assert planes.labels.shape == stack.data.shape and planes.labels.any()
+    with pytest.raises(PromptsegError, match=r"image: layer 'clicks' is a Points layer, not an image"):
+        napari_promptseg.segment_text(Points([[10, 10]], name="clicks"), "nuclei", route="library")
+    with pytest.raises(PromptsegError, match=r"target: layer 'coin boxes' is a Shapes layer, not an image"):
+        napari_promptseg.segment_like(image, mask, Shapes(name="coin boxes"), segmenter=litemedsam)
+
+
+def test_segment_reports_progress_and_can_be_cancelled(litemedsam):
+    from napari_promptseg.errors import CancelledError
+
+    seen = []
+    napari_promptseg.segment(COINS, boxes=[BOX], device="cpu", progress=lambda f, m: seen.append(f))
+    assert seen and seen[-1] == pytest.approx(1.0)
+    with pytest.raises(CancelledError):
+        napari_promptseg.segment(COINS, boxes=[BOX], device="cpu", cancel=lambda: True)
+
+
+def test_propagation_takes_a_stack_layer_and_its_seed_boxes_layer(litemedsam):
+    crop = (slice(20, 180), slice(0, 200))
+    stack = Image(np.stack([COINS[crop]] * 3), name="stack", scale=(3.0, *SCALE), translate=(0.0, *TRANSLATE))
+    box = (BOX[0], BOX[1] - 20, BOX[2], BOX[3] - 20)  # BOX in the crop's pixels
+    on_plane_1 = np.c_[np.full(4, 3.0), rectangle(box, SCALE, TRANSLATE)]  # world coordinates
+    boxes = Shapes([on_plane_1], shape_type="rectangle", name="seed boxes")
+    result = napari_promptseg.propagate_through_stack(stack, 1, boxes=boxes, segmenter=litemedsam)
+    assert result.labels.shape == stack.data.shape
+    seed = napari_promptseg.segment(COINS[crop], boxes=[box], device="cpu")
+    assert seed.any()
+    np.testing.assert_array_equal(result.labels[1] > 0, seed > 0)
+    with pytest.raises(PromptsegError, match=r"'seed boxes': prompts on plane 1 of image layer 'stack'.*plane=1"):
+        napari_promptseg.propagate_through_stack(stack, 0, boxes=boxes, segmenter=litemedsam)
+
+
+def test_segments_docstring_example_runs_in_a_viewer_on_the_nuclei_sample(make_viewer, litemedsam):
+    """help(segment)'s example, as written, in a viewer holding the sample *Nuclei with ground truth* and a Shapes
+    layer with the README's box: one object, inside one nucleus of the ground truth."""
+    import textwrap
+
+    from napari_promptseg import _sample_data
+
+    viewer = make_viewer()
+    for data_, kwargs, kind in _sample_data.nuclei():
+        getattr(viewer, f"add_{kind}")(data_, **kwargs)
+    viewer.add_shapes([rectangle((17, 113, 41, 134))], shape_type="rectangle", name="Shapes")
+    doc = napari_promptseg.segment.__doc__
+    example = textwrap.dedent(doc.split("Example", 1)[1].split("::", 1)[1].strip("\n"))
+    exec(example, {"viewer": viewer, "segment": napari_promptseg.segment})  # noqa: S102 - the docstring's own code
+    labels = viewer.layers["my nuclei"].data
+    truth = viewer.layers["nuclei ground truth"].data[labels > 0]
+    assert labels.max() == 1 and (truth > 0).all() and len(set(truth.tolist())) == 1
