@@ -158,3 +158,18 @@ def test_segments_docstring_example_runs_in_a_viewer_on_the_nuclei_sample(make_v
     labels = viewer.layers["my nuclei"].data
     truth = viewer.layers["nuclei ground truth"].data[labels > 0]
     assert labels.max() == 1 and (truth > 0).all() and len(set(truth.tolist())) == 1
+
+
+def test_every_console_function_the_readme_lists_is_a_top_level_name():
+    """README's console section lists 'every console function (segment, segment_text, segment_like,
+    segment_instances_like, find_all_like)': `from napari_promptseg import find_all_like` was an ImportError."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    [listed] = re.findall(r"by every console function \(([^)]*)\)", readme)
+    names = re.findall(r"`(\w+)`", listed)
+    assert len(names) >= 5
+    for name in names:
+        assert name in napari_promptseg.__all__, name
+        assert callable(getattr(napari_promptseg, name)), name

@@ -29,10 +29,12 @@ if TYPE_CHECKING:
 __all__ = [
     "clear_stores",
     "disk_stores",
+    "find_all_like",
     "load_text_segmenter",
     "propagate_through_stack",
     "register",
     "segment",
+    "segment_instances_like",
     "segment_like",
     "segment_stack",
     "segment_text",
@@ -44,6 +46,8 @@ __all__ = [
 _LAZY = {
     "segment_text": "napari_promptseg.methods.text",
     "segment_like": "napari_promptseg.methods.oneshot",
+    "segment_instances_like": "napari_promptseg.methods.instances",
+    "find_all_like": "napari_promptseg.methods.instances",
     "register": "napari_promptseg.methods.registration",
     "train_text_segmenter": "napari_promptseg.methods.text_training",
     "load_text_segmenter": "napari_promptseg.models",
