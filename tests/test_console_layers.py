@@ -141,23 +141,52 @@ def test_propagation_takes_a_stack_layer_and_its_seed_boxes_layer(litemedsam):
         napari_promptseg.propagate_through_stack(stack, 0, boxes=boxes, segmenter=litemedsam)
 
 
-def test_segments_docstring_example_runs_in_a_viewer_on_the_nuclei_sample(make_viewer, litemedsam):
-    """help(segment)'s example, as written, in a viewer holding the sample *Nuclei with ground truth* and a Shapes
-    layer with the README's box: one object, inside one nucleus of the ground truth."""
+def docstring_example(function) -> str:
     import textwrap
 
+    return textwrap.dedent(function.__doc__.split("Example", 1)[1].split("::", 1)[1].split('"""')[0].strip("\n"))
+
+
+def console(viewer) -> dict:
+    """The names a console user has after ``from napari_promptseg import *``, and the viewer."""
+    return {"viewer": viewer, **{name: getattr(napari_promptseg, name) for name in napari_promptseg.__all__}}
+
+
+@pytest.fixture
+def nuclei_viewer(make_viewer):
+    """A viewer holding both nuclei samples and a Shapes layer with the README's box around one nucleus."""
     from napari_promptseg import _sample_data
 
     viewer = make_viewer()
-    for data_, kwargs, kind in _sample_data.nuclei():
+    for data_, kwargs, kind in [*_sample_data.nuclei(), *_sample_data.nuclei_for_text()]:
         getattr(viewer, f"add_{kind}")(data_, **kwargs)
     viewer.add_shapes([rectangle((17, 113, 41, 134))], shape_type="rectangle", name="Shapes")
-    doc = napari_promptseg.segment.__doc__
-    example = textwrap.dedent(doc.split("Example", 1)[1].split("::", 1)[1].strip("\n"))
-    exec(example, {"viewer": viewer, "segment": napari_promptseg.segment})  # noqa: S102 - the docstring's own code
+    return viewer
+
+
+def test_segments_docstring_example_runs_in_a_viewer_on_the_nuclei_sample(nuclei_viewer, litemedsam):
+    """help(segment)'s example, as written: one object, inside one nucleus of the ground truth."""
+    viewer = nuclei_viewer
+    exec(docstring_example(napari_promptseg.segment), console(viewer))  # noqa: S102
     labels = viewer.layers["my nuclei"].data
     truth = viewer.layers["nuclei ground truth"].data[labels > 0]
     assert labels.max() == 1 and (truth > 0).all() and len(set(truth.tolist())) == 1
+
+
+def test_the_instance_functions_docstring_examples_run_in_a_viewer_on_the_nuclei_samples(nuclei_viewer, litemedsam):
+    """help(find_all_like) and help(segment_instances_like) had no example; theirs, as written, find the nuclei of
+    the samples (each scored against its ground truth)."""
+    from napari_promptseg.methods.metrics import dice
+
+    viewer = nuclei_viewer
+    for function, added, truth in (
+        (napari_promptseg.find_all_like, "all nuclei", "nuclei ground truth"),
+        (napari_promptseg.segment_instances_like, "nuclei like the reference", "nuclei (text prompt) ground truth"),
+    ):
+        exec(docstring_example(function), console(viewer))  # noqa: S102
+        found = viewer.layers[added].data
+        assert found.max() > 20, function.__name__
+        assert dice(found > 0, viewer.layers[truth].data > 0) > 0.5, function.__name__
 
 
 def test_every_console_function_the_readme_lists_is_a_top_level_name():

@@ -93,10 +93,8 @@ def segment(
     Each box is one object; points inside a box refine it; points outside all boxes make one more object. Where
     objects overlap, a pixel goes to the more confident one (within a tile by the pixel's logit, across the tiles of a
     large image by the objects' predicted IoU; an object left without a pixel is warned of). One box or point may be
-    given alone (``boxes=(x0, y0, x1, y1)``). napari layers hold (row, column): a Points layer's
-    ``data`` is ``points=data[:, ::-1]``, a Shapes rectangle's corners ``c`` are the box
-    ``(c[:, -1].min(), c[:, -2].min(), c[:, -1].max(), c[:, -2].max())`` (over a stack, a layer's points and
-    corners are (plane, row, column): x y are their last two numbers reversed).
+    given alone (``boxes=(x0, y0, x1, y1)``). A napari layer's ``data`` holds (row, column), so pass the layer itself
+    (below), not ``points=layer.data``, which would be read as (x, y).
     ``object_size``: the objects' diameter in pixels, which sets the working scale (default: the boxes' size;
     the CLI's ``--object-size``, the Interactive widget's object size field).
     ``normalize``: "auto" (uint8 min-max, other types a percentile window), "percentile", "minmax", or "none" (the

@@ -259,6 +259,14 @@ def segment_instances_like(
 
     A pyramid target (a multiscale layer's data, levels largest first) is read at the coarsest level that still has
     the objects' working scale, as the CLI reads an OME-Zarr; the labels and boxes come back at full resolution.
+
+    Example (in napari's console: the sample *Nuclei with ground truth* as the reference, the sample *Nuclei for a
+    text prompt* as the target)::
+
+        result = segment_instances_like(
+            viewer.layers["nuclei"], viewer.layers["nuclei ground truth"], viewer.layers["nuclei (text prompt)"]
+        )
+        viewer.add_labels(result.labels, name="nuclei like the reference")
     """
     from ...io.layer_objects import layer_pixels
 
@@ -342,7 +350,14 @@ def find_all_like(
 
     A pyramid (a multiscale layer's data, levels largest first; boxes in full-resolution pixels) is read at the
     coarsest level that still has the boxes' working scale, as the CLI reads an OME-Zarr; the labels and boxes come
-    back at full resolution.
+    back at full resolution. napari layers are taken as they are: an Image layer, and a Shapes layer of boxes read
+    in its pixels (as :func:`napari_promptseg.segment` reads them).
+
+    Example (in napari's console, over the sample *Nuclei with ground truth*, a few nuclei boxed on a Shapes
+    layer)::
+
+        result = find_all_like(viewer.layers["nuclei"], viewer.layers["Shapes"])
+        viewer.add_labels(result.labels, name="all nuclei")
     """
     from ...io.layer_objects import layer_pixels, layer_prompts
     from ..interactive import NO_OBJECT, check_box, prompt_list, prompts_working_scale, segment_prompts
