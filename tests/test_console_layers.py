@@ -202,3 +202,23 @@ def test_every_console_function_the_readme_lists_is_a_top_level_name():
     for name in names:
         assert name in napari_promptseg.__all__, name
         assert callable(getattr(napari_promptseg, name)), name
+
+
+def test_empty_prompt_layers_are_named():
+    """An empty Shapes layer given as the boxes was refused as 'no prompt: give at least one box or positive point',
+    naming no layer: the user had drawn on another one."""
+    with pytest.raises(PromptsegError, match=r"no prompt: layer 'boxes' \(boxes\) holds no shapes"):
+        napari_promptseg.segment(Image(COINS), boxes=Shapes(name="boxes"), device="cpu")
+    with pytest.raises(PromptsegError, match=r"layer 'clicks' \(points\) holds no points"):
+        napari_promptseg.segment(COINS, points=Points(name="clicks"), device="cpu")
+
+
+def test_a_points_layers_negative_clicks_are_negative(litemedsam):
+    """The Interactive widget marks a negative click with the feature positive=False; given that layer, it was one
+    more object."""
+    box = Shapes([rectangle(BOX)], shape_type="rectangle")
+    clicks = Points([[100, 80], [10, 10]], features={"positive": [True, False]})
+    with_layer = napari_promptseg.segment(COINS, boxes=box, points=clicks, device="cpu")
+    by_hand = napari_promptseg.segment(COINS, boxes=[BOX], points=[(80, 100)], negative_points=[(10, 10)], device="cpu")
+    np.testing.assert_array_equal(with_layer, by_hand)
+    assert with_layer.max() == 1

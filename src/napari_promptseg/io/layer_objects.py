@@ -160,6 +160,16 @@ def layer_prompts(
         setattr(prompts, what, [tuple(p) for p in xy[positive]])
         if not positive.all():
             prompts.negative_points = [*_as_list(prompts.negative_points), *(tuple(p) for p in xy[~positive])]
+    given = [
+        (what, value) for what, value in (("boxes", boxes), ("points", points), ("negative_points", negative_points))
+    ]
+    empty = [(what, value) for what, value in given if is_layer(value) and not len(value.data)]
+    if empty and not any(_count(getattr(prompts, what)) for what, _ in given):
+        said = ", ".join(
+            f"layer '{layer.name}' ({what}) holds no {'shapes' if what == 'boxes' else 'points'}"
+            for what, layer in empty
+        )
+        raise PromptsegError(f"no prompt: {said}; draw on it, or give the layer you drew on")
     if stacked:
         if not planes:
             raise _no_plane(image_layer, "the prompts are (x, y) pixels")
@@ -173,6 +183,18 @@ def layer_prompts(
             )
         (prompts.plane,) = planes
     return prompts
+
+
+def _count(values: object) -> int:
+    """How many prompts ``values`` holds (a layer: its shapes or points; one prompt given alone counts one)."""
+    if values is None:
+        return 0
+    if is_layer(values):
+        return len(values.data)
+    try:
+        return int(np.asarray(values, float).size > 0)
+    except (TypeError, ValueError):  # malformed: the method refuses it, naming it
+        return 1
 
 
 def _as_list(values: object) -> list:
