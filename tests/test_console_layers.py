@@ -222,3 +222,22 @@ def test_a_points_layers_negative_clicks_are_negative(litemedsam):
     by_hand = napari_promptseg.segment(COINS, boxes=[BOX], points=[(80, 100)], negative_points=[(10, 10)], device="cpu")
     np.testing.assert_array_equal(with_layer, by_hand)
     assert with_layer.max() == 1
+
+
+def test_labels_added_with_the_layers_placement_lie_over_a_rotated_scaled_layer(make_viewer, litemedsam):
+    """viewer.add_labels(labels) put a scaled, translated or rotated layer's labels at the origin, unscaled: the user
+    had to know which of scale, translate, rotate, shear, affine and units to copy. layer_placement(layer) is them."""
+    viewer = make_viewer()
+    image = viewer.add_image(COINS, name="coins", scale=SCALE, translate=TRANSLATE, rotate=30, units="µm")
+    drawn = np.array([image.data_to_world(corner) for corner in rectangle(BOX)])  # the box, turned with the image
+    boxes = viewer.add_shapes([drawn], shape_type="polygon", name="boxes")
+    labels = napari_promptseg.segment(image, boxes=boxes, device="cpu")
+    added = viewer.add_labels(labels, name="coin", **napari_promptseg.layer_placement(image))
+    rows, cols = np.nonzero(added.data)
+    centre = (rows.mean(), cols.mean())
+    np.testing.assert_allclose(added.data_to_world(centre), image.data_to_world(centre))
+    assert tuple(map(str, added.units)) == tuple(map(str, image.units))
+    stack = viewer.add_image(np.stack([COINS] * 2), scale=(4.0, *SCALE), rgb=False)
+    assert napari_promptseg.layer_placement(stack)["scale"].tolist() == [4.0, *SCALE]
+    with pytest.raises(PromptsegError, match=r"layer_placement: .*not a napari layer"):
+        napari_promptseg.layer_placement(COINS)

@@ -30,6 +30,7 @@ __all__ = [
     "clear_stores",
     "disk_stores",
     "find_all_like",
+    "layer_placement",
     "load_text_segmenter",
     "propagate_through_stack",
     "register",
@@ -48,6 +49,7 @@ _LAZY = {
     "segment_like": "napari_promptseg.methods.oneshot",
     "segment_instances_like": "napari_promptseg.methods.instances",
     "find_all_like": "napari_promptseg.methods.instances",
+    "layer_placement": "napari_promptseg.io.layer_objects",
     "register": "napari_promptseg.methods.registration",
     "train_text_segmenter": "napari_promptseg.methods.text_training",
     "load_text_segmenter": "napari_promptseg.models",
@@ -109,7 +111,7 @@ def segment(
     the prompt layers are read through each layer's scale and translate (world coordinates) into its pixels; with
     an array, in their own data coordinates. An Image layer over a stack (Z, Y, X) is segmented on the plane its
     prompt layers lie on, and the labels cover the whole layer (that plane segmented); the labels are the image's
-    pixels, so ``viewer.add_labels(labels, scale=layer.scale, translate=layer.translate)`` lies over it.
+    pixels, so ``viewer.add_labels(labels, **layer_placement(layer))`` lies over it (scaled, moved, rotated).
     ``progress(fraction, message)`` is told how far it got; ``cancel()`` returning True stops it
     (``CancelledError``).
 
@@ -118,7 +120,7 @@ def segment(
     Example (in napari's console, over the sample *Nuclei with ground truth*)::
 
         labels = segment(viewer.layers["nuclei"], boxes=viewer.layers["Shapes"])
-        viewer.add_labels(labels, name="my nuclei")
+        viewer.add_labels(labels, name="my nuclei", **layer_placement(viewer.layers["nuclei"]))
     """
     import numpy as np
 

@@ -2,8 +2,8 @@
 library runs without it). An Image or Labels layer stands for its pixels (a multiscale layer's levels); a Shapes
 layer is boxes (each shape's bounding box) and a Points layer clicks, both read in the image's pixels through
 napari's world coordinates (each layer's own scale, translate, rotation) when the image is a layer too, else in
-their own data coordinates. Results stay the image's pixels: ``viewer.add_labels(labels, scale=layer.scale,
-translate=layer.translate)`` lies over the layer."""
+their own data coordinates. Results stay the image's pixels: ``viewer.add_labels(labels, **layer_placement(layer))``
+lies over the layer."""
 
 from __future__ import annotations
 
@@ -247,3 +247,21 @@ def prompt_layers_on_plane(
             f"'{volume.name}', not on the seed plane {plane}: give plane={prompts.plane[-1]}"
         )
     return prompts.boxes, prompts.points, prompts.negative_points
+
+
+def layer_placement(layer: Any) -> dict[str, Any]:
+    """Where a layer lies in napari's world: its ``scale``, ``translate``, ``rotate``, ``shear``, ``affine``,
+    ``units`` and ``axis_labels``, the keyword arguments that put a result of the layer's pixels over it.
+
+    The console functions return labels in the pixels of the image they were given (a stack layer's labels of the
+    whole stack), so ``viewer.add_labels(labels, **layer_placement(layer))`` lies over ``layer`` however it is
+    scaled, moved or rotated (an RGB layer's colour axis is not one of its axes)."""
+    if not is_layer(layer):
+        raise PromptsegError(
+            f"layer_placement: {type(layer).__name__} is not a napari layer; give the layer the image came from"
+        )
+    out = {name: getattr(layer, name) for name in ("scale", "translate", "rotate", "shear", "affine")}
+    for name in ("units", "axis_labels"):  # napari 0.5 and later
+        if hasattr(layer, name):
+            out[name] = getattr(layer, name)
+    return out
