@@ -241,3 +241,19 @@ def test_labels_added_with_the_layers_placement_lie_over_a_rotated_scaled_layer(
     assert napari_promptseg.layer_placement(stack)["scale"].tolist() == [4.0, *SCALE]
     with pytest.raises(PromptsegError, match=r"layer_placement: .*not a napari layer"):
         napari_promptseg.layer_placement(COINS)
+
+
+def test_training_takes_image_and_labels_layers_in_its_tuples(tmp_path):
+    """train_text_segmenter([(image_layer, labels_layer, "coin"), ...]) failed on the layer objects; their pixels
+    are the triplet's, named after the image layer; a Shapes layer as the mask is refused naming it."""
+    from napari_promptseg.methods.text_training.data import as_triplets
+
+    mask = (COINS > 150).astype(np.uint8)
+    (triplet,) = as_triplets([(Image(COINS, name="coins"), Labels(mask, name="coin mask"), "coin")])
+    image, target = triplet.load()
+    assert image.shape == (*COINS.shape, 1) and "coins" in triplet.name
+    np.testing.assert_array_equal(target, mask > 0)
+    with pytest.raises(PromptsegError, match=r"training data item 2 mask: layer 'outlines' is a Shapes layer"):
+        napari_promptseg.train_text_segmenter(
+            [(COINS, mask, "coin"), (Image(COINS), Shapes(name="outlines"), "coin")], tmp_path / "model"
+        )

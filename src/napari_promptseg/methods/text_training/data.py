@@ -144,7 +144,8 @@ class ArrayTriplet:
 
 def as_triplets(items: Sequence[object]) -> list[Triplet | ArrayTriplet]:
     """Triplets as a script gives them: :class:`Triplet` and :class:`ArrayTriplet` as they are, and an ``(image,
-    mask, text[, split])`` tuple as an :class:`ArrayTriplet` of its arrays (napari layers' data) or a
+    mask, text[, split])`` tuple as an :class:`ArrayTriplet` of its arrays (napari Image and Labels layers, or
+    their data) or a
     :class:`Triplet` of its file paths. Why: a plain tuple failed halfway, "'tuple' object has no attribute
     'split'"."""
     triplets: list[Triplet | ArrayTriplet] = []
@@ -162,7 +163,12 @@ def as_triplets(items: Sequence[object]) -> list[Triplet | ArrayTriplet]:
         if isinstance(image, (str, Path)) and isinstance(mask, (str, Path)):
             triplets.append(Triplet(Path(image), Path(mask), text, split, 0))
         else:
-            triplets.append(ArrayTriplet(image, mask, text, split, name=f"training data item {i + 1}"))
+            from ...io.layer_objects import is_layer, layer_pixels
+
+            name = f"training data item {i + 1}" + (f" ('{image.name}')" if is_layer(image) else "")
+            image = layer_pixels(image, f"training data item {i + 1} image")
+            mask = layer_pixels(mask, f"training data item {i + 1} mask")
+            triplets.append(ArrayTriplet(image, mask, text, split, name=name))
     return triplets
 
 
