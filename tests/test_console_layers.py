@@ -257,3 +257,18 @@ def test_training_takes_image_and_labels_layers_in_its_tuples(tmp_path):
         napari_promptseg.train_text_segmenter(
             [(COINS, mask, "coin"), (Image(COINS), Shapes(name="outlines"), "coin")], tmp_path / "model"
         )
+
+
+def test_a_results_own_placement_is_laid_over_a_rotated_scaled_layer(make_viewer):
+    """result.heatmap_placement (probability_placement, register's fixed_placement) lays a coarser map over the
+    image's pixels, not over a scaled, moved or rotated layer: added with it, the map lay elsewhere.
+    layer_placement(layer, result_placement) is both."""
+    from napari_promptseg.tiling import level_placement
+
+    viewer = make_viewer()
+    image = viewer.add_image(COINS, scale=SCALE, translate=TRANSLATE, rotate=30)
+    own = level_placement((4.0, 4.0))  # a map four times coarser than the image, as a text heatmap can be
+    coarse = viewer.add_image(COINS[::4, ::4], **napari_promptseg.layer_placement(image, own))
+    for pixel in ([0.0, 0.0], [10.0, 20.0], [75.0, 95.0]):
+        in_image = np.asarray(pixel) * own["scale"] + own["translate"]
+        np.testing.assert_allclose(coarse.data_to_world(pixel), image.data_to_world(in_image), atol=1e-9)

@@ -7,7 +7,7 @@ lies over the layer."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -249,19 +249,37 @@ def prompt_layers_on_plane(
     return prompts.boxes, prompts.points, prompts.negative_points
 
 
-def layer_placement(layer: Any) -> dict[str, Any]:
+def layer_placement(layer: Any, within: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Where a layer lies in napari's world: its ``scale``, ``translate``, ``rotate``, ``shear``, ``affine``,
     ``units`` and ``axis_labels``, the keyword arguments that put a result of the layer's pixels over it.
 
     The console functions return labels in the pixels of the image they were given (a stack layer's labels of the
     whole stack), so ``viewer.add_labels(labels, **layer_placement(layer))`` lies over ``layer`` however it is
-    scaled, moved or rotated (an RGB layer's colour axis is not one of its axes)."""
+    scaled, moved or rotated (an RGB layer's colour axis is not one of its axes). ``within``: a result's own
+    placement in the image's pixels (``result.heatmap_placement``, ``probability_placement``, register's
+    ``fixed_placement``: a coarser map's ``scale`` and ``translate``), laid over the layer with it:
+    ``viewer.add_image(result.heatmap, **layer_placement(layer, result.heatmap_placement))``."""
     if not is_layer(layer):
         raise PromptsegError(
             f"layer_placement: {type(layer).__name__} is not a napari layer; give the layer the image came from"
         )
-    out = {name: getattr(layer, name) for name in ("scale", "translate", "rotate", "shear", "affine")}
+    out = {name: np.array(getattr(layer, name), float) for name in ("scale", "translate", "rotate", "shear")}
+    out["affine"] = layer.affine
     for name in ("units", "axis_labels"):  # napari 0.5 and later
         if hasattr(layer, name):
             out[name] = getattr(layer, name)
+    if within is not None:
+        ndim = len(out["scale"])
+        inner_scale, inner_translate = np.ones(ndim), np.zeros(ndim)
+        k = len(within.get("scale", ()))  # the result's axes: the layer's last ones
+        inner_scale[ndim - k :] = within.get("scale", ())
+        inner_translate[ndim - k :] = within.get("translate", np.zeros(k))
+        if np.any(out["shear"]):
+            raise PromptsegError(
+                f"layer_placement: layer '{layer.name}' is sheared; a result's placement is laid over a scaled, "
+                "moved or rotated layer only"
+            )
+        # world = affine(rotate(scale * (inner_scale * x + inner_translate)) + translate)
+        out["translate"] = out["translate"] + out["rotate"] @ (out["scale"] * inner_translate)
+        out["scale"] = out["scale"] * inner_scale
     return out

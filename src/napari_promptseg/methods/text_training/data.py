@@ -144,10 +144,9 @@ class ArrayTriplet:
 
 def as_triplets(items: Sequence[object]) -> list[Triplet | ArrayTriplet]:
     """Triplets as a script gives them: :class:`Triplet` and :class:`ArrayTriplet` as they are, and an ``(image,
-    mask, text[, split])`` tuple as an :class:`ArrayTriplet` of its arrays (napari Image and Labels layers, or
-    their data) or a
-    :class:`Triplet` of its file paths. Why: a plain tuple failed halfway, "'tuple' object has no attribute
-    'split'"."""
+    mask, text[, split])`` tuple as an :class:`ArrayTriplet` of its arrays (napari Image and Labels layers, or their
+    data) or a :class:`Triplet` of its file paths. Why: a plain tuple failed halfway, "'tuple' object has no
+    attribute 'split'"."""
     triplets: list[Triplet | ArrayTriplet] = []
     for i, item in enumerate(items):
         if isinstance(item, (Triplet, ArrayTriplet)):
