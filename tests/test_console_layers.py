@@ -272,3 +272,28 @@ def test_a_results_own_placement_is_laid_over_a_rotated_scaled_layer(make_viewer
     for pixel in ([0.0, 0.0], [10.0, 20.0], [75.0, 95.0]):
         in_image = np.asarray(pixel) * own["scale"] + own["translate"]
         np.testing.assert_allclose(coarse.data_to_world(pixel), image.data_to_world(in_image), atol=1e-9)
+
+
+def test_propagations_docstring_example_runs_in_a_viewer_on_a_stack_of_the_nuclei_sample(make_viewer, litemedsam):
+    """help(propagate_through_stack) had no example; its own, as written, over a (Z, Y, X) stack of the nuclei
+    sample's spheroids (scaled along Z) with boxes drawn on plane 2 of a Shapes layer of the stack's axes."""
+    from napari_promptseg import _sample_data
+    from napari_promptseg.methods.metrics import dice
+
+    (image, _, _), (truth, _, _) = _sample_data.nuclei()
+    stack, truth3d = _sample_data.spheroid_stack(image[:128, :128], truth[:128, :128], planes=5, seed=0)
+    viewer = make_viewer()
+    viewer.add_image(stack, name="stack", scale=(3.0, 1.0, 1.0))
+    ids = [i for i in np.unique(truth3d[2]) if i][:3]
+    corners = []
+    for i in ids:
+        rows, cols = np.nonzero(truth3d[2] == i)
+        box = (cols.min() - 2, rows.min() - 2, cols.max() + 2, rows.max() + 2)
+        corners.append(np.c_[np.full(4, 2 * 3.0), rectangle(box)])  # world: plane 2 at z = 6
+    viewer.add_shapes(corners, shape_type="rectangle", name="Shapes")
+    exec(docstring_example(napari_promptseg.propagate_through_stack), console(viewer))  # noqa: S102
+    found = viewer.layers["objects in 3D"]
+    assert found.data.shape == stack.shape and tuple(found.scale) == (3.0, 1.0, 1.0)
+    assert len(np.unique(found.data[2])) - 1 == len(ids)
+    seeded = np.isin(truth3d, ids)
+    assert dice(found.data > 0, seeded) > 0.5

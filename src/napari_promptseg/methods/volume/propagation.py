@@ -123,6 +123,15 @@ def propagate_through_stack(
     shown; the CLI's --time).
     A cancel (``cancel`` returning True, checked before each plane) raises :class:`PropagationCancelled`, a
     :class:`CancelledError` holding the planes finished so far as a partial result.
+    napari layers are taken as they are: an Image layer of the stack, a Labels layer as ``labels``, and Shapes
+    (boxes) and Points (clicks) layers read into the stack's pixels as :func:`napari_promptseg.segment` reads them
+    (prompts drawn on another plane than ``plane`` are refused, naming it).
+
+    Example (in napari's console: an Image layer "stack" of (Z, Y, X) planes and a Shapes layer boxing a few
+    objects on its plane 2, drawn while the viewer showed that plane)::
+
+        result = propagate_through_stack(viewer.layers["stack"], 2, boxes=viewer.layers["Shapes"])
+        viewer.add_labels(result.labels, name="objects in 3D", **layer_placement(viewer.layers["stack"]))
     """
     from ...io.layer_objects import is_layer, layer_pixels, prompt_layers_on_plane
 
