@@ -297,3 +297,24 @@ def test_propagations_docstring_example_runs_in_a_viewer_on_a_stack_of_the_nucle
     assert len(np.unique(found.data[2])) - 1 == len(ids)
     seeded = np.isin(truth3d, ids)
     assert dice(found.data > 0, seeded) > 0.5
+
+
+def test_a_points_layers_negative_clicks_join_a_negative_points_layer(litemedsam):
+    """Negative clicks of the points layer (positive=False) beside a negative_points layer: the layer object was
+    read as coordinates, "float() argument must be ... not 'Points'"."""
+    clicks = Points([[100, 80], [10, 10]], features={"positive": [True, False]})
+    more = Points([[12, 300]], name="more negatives")
+    labels = napari_promptseg.segment(COINS, boxes=[BOX], points=clicks, negative_points=more, device="cpu")
+    by_hand = napari_promptseg.segment(
+        COINS, boxes=[BOX], points=[(80, 100)], negative_points=[(300, 12), (10, 10)], device="cpu"
+    )
+    np.testing.assert_array_equal(labels, by_hand)
+
+
+def test_propagation_seeded_by_labels_ignores_an_empty_boxes_layer(litemedsam):
+    stack = Image(np.stack([COINS[:160, :200]] * 2), name="stack")
+    seed = napari_promptseg.segment(COINS[:160, :200], boxes=[BOX], device="cpu")
+    result = napari_promptseg.propagate_through_stack(
+        stack, 0, boxes=Shapes(ndim=3, name="boxes"), labels=Labels(seed), segmenter=litemedsam
+    )
+    np.testing.assert_array_equal(result.labels[0] > 0, seed > 0)

@@ -146,7 +146,7 @@ def layer_prompts(
             xy = plane_of(_in_image(shapes, vertices, image_layer, plane), shapes)
             found.append((*xy.min(axis=0), *xy.max(axis=0)))
         prompts.boxes = found
-    for what in ("points", "negative_points"):
+    for what in ("negative_points", "points"):  # a points layer's negative clicks join the negative points read
         layer = _prompt_layer(getattr(prompts, what), what, "Points")
         if layer is None:
             continue
@@ -234,6 +234,12 @@ def prompt_layers_on_plane(
     """The seed prompts of ``propagate_through_stack`` (``plane`` of ``volume``) with any Shapes or Points layer among
     them read as boxes and points (x, y) in the stack's pixels, as :func:`layer_prompts` reads them; prompts drawn
     on another plane than ``plane`` are refused, naming it."""
+    if not any(is_layer(value) for value in (boxes, points, negative_points)):
+        return boxes, points, negative_points
+    # an empty prompt layer is no prompt (the seed may be labels= alone)
+    boxes, points, negative_points = (
+        () if is_layer(value) and not len(value.data) else value for value in (boxes, points, negative_points)
+    )
     if not any(is_layer(value) for value in (boxes, points, negative_points)):
         return boxes, points, negative_points
     stacked = is_layer(volume) and _image_axes(volume) > 2
