@@ -318,3 +318,12 @@ def test_propagation_seeded_by_labels_ignores_an_empty_boxes_layer(litemedsam):
         stack, 0, boxes=Shapes(ndim=3, name="boxes"), labels=Labels(seed), segmenter=litemedsam
     )
     np.testing.assert_array_equal(result.labels[0] > 0, seed > 0)
+
+
+def test_register_takes_image_layers_and_refuses_other_kinds_naming_them():
+    crop = COINS[:128, :160]
+    moved = np.roll(crop, (3, -2), axis=(0, 1))  # the moving image: 3 rows down, 2 columns left
+    result = napari_promptseg.register(Image(crop, name="day 1"), Image(moved, name="day 2"), method="intensity")
+    np.testing.assert_allclose(result.displacement[64, 80], (-2.0, 3.0), atol=0.25)  # dx, dy
+    with pytest.raises(PromptsegError, match=r"moving: layer 'landmarks' is a Points layer, not an image"):
+        napari_promptseg.register(Image(crop), Points([[1, 1]], name="landmarks"), method="intensity")
