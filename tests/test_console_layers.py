@@ -327,3 +327,15 @@ def test_register_takes_image_layers_and_refuses_other_kinds_naming_them():
     np.testing.assert_allclose(result.displacement[64, 80], (-2.0, 3.0), atol=0.25)  # dx, dy
     with pytest.raises(PromptsegError, match=r"moving: layer 'landmarks' is a Points layer, not an image"):
         napari_promptseg.register(Image(crop), Points([[1, 1]], name="landmarks"), method="intensity")
+
+
+def test_a_multiscale_stack_layer_is_segmented_on_the_plane_of_its_prompts_at_full_resolution(expected):
+    stack = np.stack([COINS] * 3)
+    layer = Image([stack, stack[:, ::2, ::2]], multiscale=True, name="pyramid")
+    corners = np.c_[np.full(4, 2.0), rectangle(BOX)]
+    labels = napari_promptseg.segment(layer, boxes=Shapes([corners], shape_type="rectangle"), device="cpu")
+    assert labels.shape == stack.shape
+    np.testing.assert_array_equal(labels[2], expected)
+    flat = Shapes([rectangle(BOX)], shape_type="rectangle", name="flat")
+    with pytest.raises(PromptsegError, match=r"'flat' has 2 axes: which plane\?.*segment\(layer\.data\[0\]\[z\]"):
+        napari_promptseg.segment(layer, boxes=flat, device="cpu")

@@ -206,10 +206,11 @@ def _as_list(values: object) -> list:
 
 def _no_plane(image_layer: Any, why: str) -> PromptsegError:
     shape = tuple(int(s) for s in image_layer.data.shape[: _image_axes(image_layer)])
+    level = "[0]" if getattr(image_layer, "multiscale", False) else ""  # a pyramid's full resolution
     return PromptsegError(
         f"image layer '{image_layer.name}' is a stack of {int(np.prod(shape[:-2]))} planes {shape}, and {why}: "
         "which plane? Draw the prompts on a Shapes or Points layer of the stack's axes (plane, row, column), or "
-        "give the plane's pixels: segment(layer.data[z], ...)"
+        f"give the plane's pixels: segment(layer.data{level}[z], ...)"
     )
 
 
