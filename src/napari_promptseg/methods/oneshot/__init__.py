@@ -154,6 +154,7 @@ def segment_like(
     longest side, as the CLI reads an OME-Zarr: its mask, labels, points and boxes come back in full-resolution
     pixels, its probability map stays at that level's (``probability_factor``; in napari:
     ``viewer.add_image(result.probability, **result.probability_placement)`` lies over the labels).
+    napari Image and Labels layers are taken as their pixels (targets named after their layers).
     """
     from ...io.layer_objects import is_layer, layers_pixels
 

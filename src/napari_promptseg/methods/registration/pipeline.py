@@ -93,7 +93,8 @@ def register(
     one; only that level is read. The result's ``registered_level`` says which level of each image and how many
     times coarser it is; the warped image, labels and displacement are on the fixed level's grid
     (``viewer.add_image(result.warp_image(moving), **result.fixed_placement)``); points go in and come out in
-    full-resolution pixels.
+    full-resolution pixels. ``fixed`` and ``moving`` may be napari Image layers (their pixels, named after them);
+    over a scaled or moved fixed layer: ``**layer_placement(fixed_layer, result.fixed_placement)``.
     """
     from ...io.layer_objects import is_layer, layer_pixels
 

@@ -73,7 +73,7 @@ def segment_text(
     with 1024 px along its longest side, as the CLI reads an OME-Zarr, or, when the library answers with
     many-instances entries, at the level their objects need (:func:`~.answers.text_working_scale`): the labels and
     boxes come back in full-resolution pixels, the heatmap stays at that level's (``heatmap_factor``,
-    ``heatmap_placement``).
+    ``heatmap_placement``). ``image`` may be a napari Image layer (its pixels; its name names it in messages).
     """
     from ...io.layer_objects import is_layer, layer_pixels
 

@@ -56,7 +56,8 @@ def segment_stack(
     ``stack_axis``: "t" when the planes are a time-lapse's frames (default: when ``axes`` begins with t), which the
     progress and the warnings then call frames; ``segment_plane`` names a plane so too (``plane_word``).
 
-    Example: ``segment_stack(vol, lambda plane: segment_text(plane, "nuclei"))``.
+    Example: ``segment_stack(vol, lambda plane: segment_text(plane, "nuclei"))``; ``vol`` may be a napari Image
+    layer (its pixels).
     """
     from ...io.layer_objects import is_layer, layer_pixels
 
