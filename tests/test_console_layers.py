@@ -325,6 +325,14 @@ def test_register_takes_image_layers_and_refuses_other_kinds_naming_them():
     moved = np.roll(crop, (3, -2), axis=(0, 1))  # the moving image: 3 rows down, 2 columns left
     result = napari_promptseg.register(Image(crop, name="day 1"), Image(moved, name="day 2"), method="intensity")
     np.testing.assert_allclose(result.displacement[64, 80], (-2.0, 3.0), atol=0.25)  # dx, dy
+    # its results take the moving image's layers too, as the console has them
+    np.testing.assert_array_equal(result.warp_image(Image(moved)), result.warp_image(moved))
+    mask = (moved > 150).astype(np.uint8)
+    np.testing.assert_array_equal(result.warp_labels(Labels(mask)), result.warp_labels(mask))
+    clicks = Points([[40.0, 60.0], [90.0, 100.0]])  # (row, column) on the moving image
+    np.testing.assert_array_equal(
+        result.moving_points_to_fixed(clicks), result.moving_points_to_fixed(clicks.data[:, ::-1])
+    )
     with pytest.raises(PromptsegError, match=r"moving: layer 'landmarks' is a Points layer, not an image"):
         napari_promptseg.register(Image(crop), Points([[1, 1]], name="landmarks"), method="intensity")
 

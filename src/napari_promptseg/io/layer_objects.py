@@ -57,6 +57,15 @@ def layers_pixels(obj: object, what: str) -> object:
     return layer_pixels(obj, what)
 
 
+def layer_xy(obj: object, what: str = "points") -> object:
+    """A Points layer's points as (x, y) pixels of its own data (its (row, column) reversed; a layer over a stack:
+    its last two numbers); anything else as it is. A layer of another kind is refused, naming it."""
+    layer = _prompt_layer(obj, what, "Points")
+    if layer is None:
+        return obj
+    return np.asarray(layer.data, float).reshape(-1, int(layer.ndim))[:, -2:][:, ::-1]
+
+
 @dataclass
 class LayerPrompts:
     """Prompts in the library's convention (x = column, y = row, in the image's pixels) and, for an image layer of

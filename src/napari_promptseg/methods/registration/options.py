@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import PromptsegError
+from ...io.layer_objects import layer_pixels, layer_xy
 from ...models.preprocessing import is_single_plane, pyramid_levels
 from ...tiling import full_to_level, level_placement, level_to_full, upsample_labels
 from ..defaults import BOX_THRESHOLD, FIELD_SMOOTHNESS, HEATMAP_THRESHOLD, PAIR_SIMILARITY, TEXT_THRESHOLD
@@ -278,6 +279,7 @@ class RegistrationResult:
         registered (``registered_level``), onto the fixed level's grid (``fixed_placement``)."""
         if order not in (0, 1):
             raise PromptsegError(f"warp_image: order must be 0 (nearest) or 1 (bilinear), got {order!r}")
+        moving = layer_pixels(moving, "warp_image")  # a napari Image layer: its pixels
         arr = np.asarray(self._moving_plane(moving, channel_axis, "warp_image"))
         if channel_axis is None and is_single_plane(arr.shape):  # a stack of one plane: given back as given
             return self.deformation.warp_image(arr[0], order=order)[None]
@@ -298,6 +300,7 @@ class RegistrationResult:
         """Labels of the moving image on the fixed grid (nearest: ids are never mixed). Labels drawn on the full
         resolution of a moving image registered at a pyramid level are first put on that level (nearest pixel, as
         the CLI's --moving-labels); a pyramid of labels is read at its level of the size registered."""
+        labels = layer_pixels(labels, "warp_labels")  # a napari Labels layer: its pixels
         shape = self.deformation.moving_shape
         full = self._moving_full_shape
         levels = pyramid_levels(labels)
@@ -355,7 +358,9 @@ class RegistrationResult:
         :func:`~.pipeline.register` read, ``registered_level``): a pyramid registered at a level takes and gives
         full-resolution points, by the rule the registered layers are laid by
         (:func:`~napari_promptseg.tiling.level_to_full`: a level pixel over the centre of the block it stands for)."""
-        moving_xy = _points(moving_xy, "moving points")  # refused by name before full_to_level's broadcast
+        moving_xy = _points(
+            layer_xy(moving_xy, "moving points"), "moving points"
+        )  # refused by name before full_to_level's broadcast
         moving_factors = self.moving_factors if moving_factors is None else moving_factors
         fixed_factors = self.fixed_factors if fixed_factors is None else fixed_factors
         on_moving_level = full_to_level(moving_xy, np.asarray(moving_factors, float)[1::-1])
@@ -363,6 +368,7 @@ class RegistrationResult:
 
     def fixed_points_to_moving(self, fixed_xy: np.ndarray) -> np.ndarray:
         """Fixed (x, y) pixels -> moving ones, in full-resolution pixels of both (as :meth:`moving_points_to_fixed`)."""
+        fixed_xy = layer_xy(fixed_xy, "fixed points")
         on_fixed_level = full_to_level(_points(fixed_xy, "fixed points"), self.fixed_factors[::-1])
         return level_to_full(self.deformation.points_to_moving(on_fixed_level), self.moving_factors[::-1])
 
