@@ -217,9 +217,9 @@ def test_a_points_layers_negative_clicks_are_negative(litemedsam):
     """The Interactive widget marks a negative click with the feature positive=False; given that layer, it was one
     more object."""
     box = Shapes([rectangle(BOX)], shape_type="rectangle")
-    clicks = Points([[100, 80], [10, 10]], features={"positive": [True, False]})
+    clicks = Points([[100, 80], [65, 45]], features={"positive": [True, False]})
     with_layer = napari_promptseg.segment(COINS, boxes=box, points=clicks, device="cpu")
-    by_hand = napari_promptseg.segment(COINS, boxes=[BOX], points=[(80, 100)], negative_points=[(10, 10)], device="cpu")
+    by_hand = napari_promptseg.segment(COINS, boxes=[BOX], points=[(80, 100)], negative_points=[(45, 65)], device="cpu")
     np.testing.assert_array_equal(with_layer, by_hand)
     assert with_layer.max() == 1
 
@@ -302,11 +302,11 @@ def test_propagations_docstring_example_runs_in_a_viewer_on_a_stack_of_the_nucle
 def test_a_points_layers_negative_clicks_join_a_negative_points_layer(litemedsam):
     """Negative clicks of the points layer (positive=False) beside a negative_points layer: the layer object was
     read as coordinates, "float() argument must be ... not 'Points'"."""
-    clicks = Points([[100, 80], [10, 10]], features={"positive": [True, False]})
-    more = Points([[12, 300]], name="more negatives")
+    clicks = Points([[100, 80], [65, 45]], features={"positive": [True, False]})
+    more = Points([[135, 115]], name="more negatives")
     labels = napari_promptseg.segment(COINS, boxes=[BOX], points=clicks, negative_points=more, device="cpu")
     by_hand = napari_promptseg.segment(
-        COINS, boxes=[BOX], points=[(80, 100)], negative_points=[(300, 12), (10, 10)], device="cpu"
+        COINS, boxes=[BOX], points=[(80, 100)], negative_points=[(115, 135), (45, 65)], device="cpu"
     )
     np.testing.assert_array_equal(labels, by_hand)
 
