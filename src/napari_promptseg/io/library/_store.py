@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import os
 import shutil
-import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,11 +181,15 @@ class ReferenceLibrary:
         _atomic_write(self.index_path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
         self._entries = entries
 
-    def _new_id(self, name: str, taken: set[str]) -> str:
-        while True:
-            entry_id = f"{_slug(name)}-{uuid.uuid4().hex[:8]}"
+    def _new_id(self, name: str, taken: set[str], digest: str) -> str:
+        """``<slug>-<digest[:8]>``: from what is saved, so the same adds give the same ids (library.json, the text
+        report's ``library_entries``) in every library; a suffix only when another entry holds it already."""
+        base = f"{_slug(name)}-{digest[:8]}"
+        for n in itertools.count(1):
+            entry_id = base if n == 1 else f"{base}-{n}"
             if entry_id not in taken and not (self.path / "entries" / entry_id).exists():
                 return entry_id
+        raise AssertionError("unreachable")
 
     def add(
         self,
@@ -305,7 +309,7 @@ class ReferenceLibrary:
                         f"(id {other.id}); to save it otherwise, remove that entry first (CLI: promptseg library "
                         f"remove {other.id})"
                     )
-            entry_id = self._new_id(name, {e.id for e in entries})
+            entry_id = self._new_id(name, {e.id for e in entries}, digest)
             folder = f"entries/{entry_id}"
             entry = LibraryEntry(
                 id=entry_id,
@@ -469,7 +473,7 @@ class ReferenceLibrary:
                     if (name_key(entry.name), entry.sha256) in known:
                         skipped.append(entry.name)
                         continue
-                    entry.id = library._new_id(entry.name, taken)
+                    entry.id = library._new_id(entry.name, taken, entry.sha256)
                     taken.add(entry.id)
                     entry.image_path, entry.mask_path = f"entries/{entry.id}/image.tif", f"entries/{entry.id}/mask.png"
                     entry.root = library.path
