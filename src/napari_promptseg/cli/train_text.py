@@ -75,6 +75,13 @@ def _add_train_text_parser(sub: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--seed", type=int, help="(default: 0)")
     train.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads of the training (default: 1; fixed, not the machine's: another count gives another model, "
+        "so a run repeats only at the same N)",
+    )
+    train.add_argument(
         "--val-fraction",
         type=fraction,
         help="share of the images held out for validation when the CSV has no split (0.2); 0 trains on every image "
@@ -96,8 +103,8 @@ def _add_train_text_parser(sub: argparse._SubParsersAction) -> None:
         "--clipseg",
         action="store_true",
         help="fine-tune CLIPSeg (medvlsm's recipe) instead: it takes --epochs, --batch-size, --lr, --patience, "
-        "--seed and --val-fraction; --loss, --decoder-lr, --balance, --negatives, --cache-dir and --resume are "
-        "refused with it",
+        "--seed and --val-fraction; --loss, --decoder-lr, --balance, --negatives, --threads, --cache-dir and --resume "
+        "are refused with it",
     )
     train.add_argument(
         "--clipseg-weights",

@@ -27,6 +27,7 @@ SETTINGS = (
     "negatives",
     "seed",
     "val_fraction",
+    "threads",
 )
 #: those CLIPSeg's fine-tuning (medvlsm's recipe) takes
 CLIPSEG_SETTINGS = frozenset({"epochs", "batch_size", "lr", "patience", "seed", "val_fraction"})
