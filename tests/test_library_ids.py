@@ -37,3 +37,24 @@ def test_an_id_taken_by_other_pixels_of_a_same_named_entry_is_not_reused(tmp_pat
     second = library.add("cell!", image, mask)  # another name, the same slug and pixels
     assert first.id != second.id
     assert ReferenceLibrary(tmp_path / "lib").entries[1].id == second.id
+
+
+def test_a_library_built_again_from_the_same_exemplars_is_the_same_run_for_resume(tmp_path):
+    """A text run's signature hashes its --library: library.json's 'created' dates made a library built again from
+    the same exemplars another run (--resume refused, report.json's signature another); what it holds still counts."""
+    import json
+
+    from napari_promptseg.batch.journal import _content_digest
+
+    image, mask = _cell()
+    library = ReferenceLibrary(tmp_path / "lib")
+    library.add("cell", image, mask)
+    before = _content_digest(tmp_path / "lib")
+    index_path = tmp_path / "lib" / "library.json"
+    index = json.loads(index_path.read_text())
+    index["entries"][0]["created"] = "2020-01-01T00:00:00+00:00"  # built again, another day
+    index_path.write_text(json.dumps(index, indent=1))
+    assert _content_digest(tmp_path / "lib") == before
+    index["entries"][0]["name"] = "nucleus"
+    index_path.write_text(json.dumps(index))
+    assert _content_digest(tmp_path / "lib") != before
