@@ -334,3 +334,28 @@ def test_an_rgba_mask_is_background_where_it_is_transparent(small_nuclei, tmp_pa
     np.testing.assert_array_equal(ArrayTriplet(image, rgba, "nuclei").load()[1], labels > 0)
     # as a reference (oneshot, library add) or --moving-labels: grey (equal colour channels), transparent around
     np.testing.assert_array_equal(_reference(tmp_path / "rgba.png", image, tmp_path) > 0, labels > 0)
+
+
+def test_a_grey_and_alpha_mask_is_background_where_it_is_transparent(small_nuclei, tmp_path):
+    """A grey+alpha PNG mask (mode LA, as an editor saves a grey layer with transparency) whose transparent
+    background is white was all foreground to read_mask, a train-text row and a reference: read_image dropped its
+    alpha before they saw it. Transparent pixels are background, as they are in an RGBA mask."""
+    from PIL import Image
+
+    from napari_promptseg.methods.text_training import ArrayTriplet, Triplet
+
+    image, labels = small_nuclei
+    grey_alpha = np.stack([np.full(labels.shape, 255, np.uint8), np.where(labels > 0, 255, 0).astype(np.uint8)], -1)
+    iio.imwrite(tmp_path / "image.png", image)
+    Image.fromarray(grey_alpha, mode="LA").save(tmp_path / "la.png")
+    with Image.open(tmp_path / "la.png") as saved:
+        assert saved.mode == "LA"
+    np.testing.assert_array_equal(read_mask(tmp_path / "la.png"), labels > 0)
+    _, mask = Triplet(tmp_path / "image.png", tmp_path / "la.png", "nuclei", "", 0).load()
+    np.testing.assert_array_equal(mask, labels > 0)
+    np.testing.assert_array_equal(ArrayTriplet(image, grey_alpha, "nuclei").load()[1], labels > 0)
+    np.testing.assert_array_equal(_reference(tmp_path / "la.png", image, tmp_path) > 0, labels > 0)
+    tifffile.imwrite(tmp_path / "la.tif", grey_alpha, photometric="minisblack", extrasamples=[2])
+    np.testing.assert_array_equal(read_mask(tmp_path / "la.tif"), labels > 0)
+    # as an image, its alpha is still no channel: the grey plane
+    np.testing.assert_array_equal(read_image(tmp_path / "la.png"), grey_alpha[..., 0])

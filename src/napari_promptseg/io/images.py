@@ -212,7 +212,8 @@ def read_image(path: str | Path, *, role: Role = "image", keep_time: bool = Fals
     except Exception as exc:  # every reader has its own exception types; the user needs the file name
         raise PromptsegError(f"{path}: cannot be read as an image ({_unreadable_why(path, exc)})") from exc
     if grey_alpha:  # its alpha is no second channel (the models took it for one), as an RGBA image's is not
-        image = image[..., 0]
+        # a mask or label file's transparent pixels are background (a white one was all foreground), as an RGBA one's
+        image = mask_values(image) if role == "labels" else image[..., 0]
     if image.ndim < 2 or not image.size:  # tifffile reads a TIFF without pages as an empty array, with a warning
         raise PromptsegError(f"{path}: cannot be read as an image (no pixels: shape {image.shape})")
     return image

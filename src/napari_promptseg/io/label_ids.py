@@ -130,12 +130,12 @@ def mask_foreground(mask: np.ndarray, threshold: int = 127, source: MaskSource =
 def mask_values(mask: np.ndarray) -> np.ndarray:
     """A colour mask (Y, X, 2..4) as one plane: its target in any colour channel (the brightest; green on black was
     read as empty from red), and background where an RGBA mask is transparent (a transparent background need not be
-    black). Two samples are grey and alpha: the grey. A mask of one plane as it is."""
+    black). Two samples are grey and alpha: the grey, background where transparent. A mask of one plane as it is."""
     if mask.ndim != 3 or mask.shape[-1] not in (2, 3, 4):
         return mask
     values = mask[..., :3].max(axis=-1) if mask.shape[-1] != 2 else mask[..., 0]
-    if mask.shape[-1] == 4:
-        values = np.where(mask[..., 3] > 0, values, 0).astype(values.dtype, copy=False)
+    if mask.shape[-1] in (2, 4):  # the last sample is alpha
+        values = np.where(mask[..., -1] > 0, values, 0).astype(values.dtype, copy=False)
     return values
 
 
