@@ -357,3 +357,31 @@ def test_whole_slide_coordinates_are_written_to_the_decimals_asked(tmp_path):
     for name in ("slide.csv", "slide.pts"):
         back = read_landmarks(write_landmarks(tmp_path / name, xy)).xy
         np.testing.assert_allclose(back, np.round(xy, 3), rtol=0, atol=1e-9)
+
+
+def test_tab_separated_landmarks_are_read_as_tsv_or_txt_and_other_txt_is_refused_saying_what_it_expects(
+    kidney, tmp_path
+):
+    """A tab-separated landmark table (a spreadsheet's "Text (tab-delimited)" export, saved as .tsv or .txt) was
+    refused: .tsv was an unknown format, and .txt was read as an elastix .pts ("first line must be 'point' or
+    'index'"). A .tsv is a table; a .txt is a .pts when its first line says so, else a table with a header; a .txt
+    that is neither is refused naming both."""
+    original = read_landmarks(kidney / "Rat-Kidney_HE.csv")
+    table = "\tX\tY\n" + "".join(f"{i}\t{x:g}\t{y:g}\n" for i, (x, y) in zip(original.index, original.xy, strict=True))
+    for name in ("landmarks.tsv", "landmarks.txt"):
+        (tmp_path / name).write_text(table)
+        read = read_landmarks(tmp_path / name)
+        np.testing.assert_allclose(read.xy, original.xy)
+        assert read.index == original.index
+    (tmp_path / "commas.txt").write_text((kidney / "Rat-Kidney_HE.csv").read_text())
+    np.testing.assert_allclose(read_landmarks(tmp_path / "commas.txt").xy, original.xy)
+    np.testing.assert_allclose(read_landmarks(write_landmarks(tmp_path / "elastix.txt", original.xy)).xy, original.xy)
+    (tmp_path / "notes.txt").write_text("landmarks of the kidney\n63 309\n")
+    with pytest.raises(PromptsegError, match=r"notes\.txt.*'point' or 'index'.*header.*X and Y"):
+        read_landmarks(tmp_path / "notes.txt")
+    (tmp_path / "nocolumns.tsv").write_text("a\tb\n1\t2\n")
+    with pytest.raises(PromptsegError, match=r"nocolumns\.tsv.*must contain X and Y"):
+        read_landmarks(tmp_path / "nocolumns.tsv")
+    (tmp_path / "landmarks.json").write_text("{}")
+    with pytest.raises(PromptsegError, match=r"landmarks\.json: unknown landmark format.*\.tsv"):
+        read_landmarks(tmp_path / "landmarks.json")

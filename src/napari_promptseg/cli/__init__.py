@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument(
         "--landmarks-fixed",
         type=Path,
-        help="fixed-image landmarks (ANHIR CSV ',X,Y', napari Points CSV, .pts, or a BigWarp landmark CSV, which "
+        help="fixed-image landmarks (ANHIR CSV ',X,Y' or such a table tab-separated (.tsv, .txt), napari Points "
+        "CSV, elastix .pts (or .txt), or a BigWarp landmark CSV, which "
         "holds both sets: given alone it is also --landmarks-moving)",
     )
     reg.add_argument("--landmarks-moving", type=Path, help="moving-image landmarks, same order as the fixed ones")

@@ -1,4 +1,5 @@
-"""Landmark files as used by ANHIR/BIRL: CSV with an index column and ``X``, ``Y`` columns, or ImageJ ``.pts``;
+"""Landmark files as used by ANHIR/BIRL: CSV (or tab-separated ``.tsv``, ``.txt``) with an index column and ``X``,
+``Y`` columns, or ImageJ/elastix ``.pts`` (or ``.txt``);
 also napari's Points layer CSV (``index,axis-0,axis-1``: row, column) and BigWarp's landmark CSV (no header; rows
 ``"Pt-0","true",moving x,moving y,fixed x,fixed y``: one file holding both sets, read with ``role``).
 
@@ -20,7 +21,9 @@ import numpy as np
 from ..errors import PromptsegError
 from .calibration import pixel_size
 
-LANDMARK_SUFFIXES = (".csv", ".pts", ".txt")
+LANDMARK_SUFFIXES = (".csv", ".tsv", ".pts", ".txt")
+#: the first line of an elastix/ImageJ .pts file (a .txt holding one is one: elastix's own suffix)
+PTS_KINDS = ("point", "index")
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,8 @@ def read_landmarks(path: str | Path, role: str | None = None) -> Landmarks:
     """Read an ANHIR/BIRL ``.csv`` (``,X,Y``), a napari Points ``.csv`` (``index,axis-0,axis-1``), a ``.pts``
     landmark file, or one set of a BigWarp landmark ``.csv`` (``role``: "moving" or "fixed"; its inactive rows,
     points placed in one image only, left out; its coordinates as written: :func:`read_landmark_pair` makes them
-    pixels)."""
+    pixels). A ``.tsv`` is a table as a CSV is (tab-separated); a ``.txt`` is a ``.pts`` when its first line is
+    'point' or 'index' (elastix saves them so), else a table with a header (a spreadsheet's tab-delimited text)."""
     path = Path(path)
     if not path.is_file():
         raise PromptsegError(f"{path}: no such landmark file")
@@ -71,6 +75,10 @@ def read_landmarks(path: str | Path, role: str | None = None) -> Landmarks:
     if suffix not in LANDMARK_SUFFIXES:
         raise PromptsegError(f"{path}: unknown landmark format {suffix!r}; expected one of {LANDMARK_SUFFIXES}")
     text = _landmark_text(path)
+    if suffix == ".txt":
+        return _parse_pts(text, path) if _first_line(text).lower() in PTS_KINDS else _parse_txt_table(text, path)
+    if suffix == ".tsv":
+        return _parse_csv(text, path)
     if suffix == ".csv":
         if _is_bigwarp_row(_first_row(text.splitlines())):  # the text read above: the file is opened once
             return _parse_bigwarp(text, path, role)
@@ -220,11 +228,34 @@ def _plane_columns(upper: list[str]) -> list[int]:
     return _napari_axes(upper)[:-2]
 
 
+def _first_line(text: str) -> str:
+    """The first line of ``text`` that is not blank, stripped ("" for none)."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def _delimiter(first: str) -> str:
+    """A table's delimiter, told by its first line: ',', else ';' (a spreadsheet saved in a locale with decimal
+    commas) or a tab (its "text, tab-delimited")."""
+    return next((d for d in (";", "\t") if d in first and "," not in first), ",")
+
+
+def _parse_txt_table(text: str, path: Path) -> Landmarks:
+    """A ``.txt`` that is no .pts: a table with a header naming its X and Y columns (tab, comma or ';' between
+    cells), or refused saying what either would look like."""
+    first = _first_line(text)
+    header = [cell.strip().upper() for cell in first.split(_delimiter(first))]
+    if _xy_columns(header) is None:
+        raise PromptsegError(
+            f"{path}: neither an elastix .pts (its first line 'point' or 'index', then the number of points) nor a "
+            "table with a header naming X and Y columns (or napari's axis-0, axis-1), cells separated by tabs, "
+            f"commas or ';'; its first line is {first[:80]!r}"
+        )
+    return _parse_csv(text, path)
+
+
 def _parse_csv(text: str, path: Path) -> Landmarks:
     lines = text.splitlines()
-    first = next((line for line in lines if line.strip()), "")
-    # a spreadsheet saved in a locale with decimal commas separates its cells with ';' (or a tab)
-    delimiter = next((d for d in (";", "\t") if d in first and "," not in first), ",")
+    delimiter = _delimiter(_first_line(text))
     # (line number in the file, cells) of each row that is not blank: a line named in a message is the file's
     numbered = [
         (n, row) for n, row in enumerate(csv.reader(lines, delimiter=delimiter), start=1) if any(c.strip() for c in row)
@@ -292,7 +323,7 @@ def _parse_pts(text: str, path: Path) -> Landmarks:
     if len(lines) < 2:
         raise PromptsegError(f"{path}: a .pts file starts with 'point' and the number of points")
     kind = lines[0].lower()
-    if kind not in ("point", "index"):
+    if kind not in PTS_KINDS:
         raise PromptsegError(f"{path}: first line must be 'point' or 'index', got {lines[0]!r}")
     try:
         count = int(lines[1])
