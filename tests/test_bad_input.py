@@ -680,6 +680,25 @@ def test_a_channel_axis_given_for_a_2d_image_is_refused_by_every_function_that_t
     assert fixed.shape == (303, 384, 1) and moving.shape == (303, 384, 2)
 
 
+def test_channels_given_for_a_2d_image_are_refused_naming_it_as_a_channel_axis_is(litemedsam, tmp_path, capsys):
+    """channels=[0] (CLI: --channels 0) with a gray (2D) image was taken without a word: the user who thought they
+    picked a channel of a multichannel image had a gray one (the wrong file or layer). It is refused, naming the
+    image and saying it has no channel axis, as channel_axis is; a channel of an image with channels is taken."""
+    import napari_promptseg
+
+    said = r"channels=\[0\] given for a 2D image of shape \(303, 384\) \(gray: it has no channel axis\)"
+    with pytest.raises(PromptsegError, match=rf"coins: {said}"):
+        as_channels_last(COINS, channels=[0], name="coins")
+    with pytest.raises(PromptsegError, match=said):
+        napari_promptseg.segment(COINS, boxes=[(40.0, 60.0, 120.0, 140.0)], channels=[0], device="cpu")
+    image = write_tif(tmp_path, "coins.tif", COINS)
+    box = ["--box", "40", "60", "120", "140"]
+    code, err = run_cli(capsys, str(image), *box, "--channels", "0", "-o", str(tmp_path / "out"))
+    assert code != 0 and re.search(rf"coins\.tif: {said}", err), err
+    negative = as_channels_last(np.stack([COINS, 255 - COINS], -1), channels=[1])
+    np.testing.assert_array_equal(negative[..., 0], 255 - COINS)
+
+
 def test_float_pixels_outside_0_1_with_normalize_none_are_refused_naming_their_range(litemedsam):
     """normalize="none" takes float pixels as they are; a float image of 0-255 values was clamped to [0, 1] without
     a word (white everywhere: the box's object was found in a blank image). It is refused, naming the values' range,

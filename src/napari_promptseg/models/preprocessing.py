@@ -71,11 +71,11 @@ def as_channels_last(
 
     ``(H, W)`` is gray, and ``(1, H, W)``; ``(H, W, 3|4)`` is RGB(A) (alpha dropped); ``(H, W, 2)`` is two channels.
     Any other 3D array needs ``channel_axis`` (refused for a 2D image: it has none); ``channels`` picks up to three
-    channels (e.g. nuclei + membrane) to feed the model's three colour inputs. A pyramid (a multiscale layer's data,
-    levels largest first) is read at its full resolution (:func:`full_resolution`). A dask array (an OME-Zarr or
-    pyramidal TIFF level) stays lazy: the tiled methods read it tile by tile (its values are checked for NaN tile by
-    tile, not here), so ``max_pixels`` does not apply to it: read whole, :func:`in_memory` refuses it past
-    :data:`DEFAULT_MAX_PIXELS`.
+    channels (e.g. nuclei + membrane) to feed the model's three colour inputs (refused for a 2D image too). A
+    pyramid (a multiscale layer's data, levels largest first) is read at its full resolution
+    (:func:`full_resolution`). A dask array (an OME-Zarr or pyramidal TIFF level) stays lazy: the tiled methods read
+    it tile by tile (its values are checked for NaN tile by tile, not here), so ``max_pixels`` does not apply to it:
+    read whole, :func:`in_memory` refuses it past :data:`DEFAULT_MAX_PIXELS`.
     """
     check_pixels(image, name)
     full = full_resolution(image)
@@ -101,6 +101,11 @@ def as_channels_last(
             raise PromptsegError(
                 f"{name}: channel_axis={channel_axis} given for a 2D image of shape {arr.shape} (gray: it has no "
                 "channel axis); drop channel_axis (CLI: --channel-axis), or pass the image with its channels"
+            )
+        if channels is not None:  # channels=[0] was taken: the user thought they picked a channel of another image
+            raise PromptsegError(
+                f"{name}: channels={list(channels)} given for a 2D image of shape {arr.shape} (gray: it has no "
+                "channel axis); drop channels (CLI: --channels), or pass the image with its channels"
             )
         arr = arr[..., None]
     elif arr.ndim == 3:
