@@ -5,6 +5,7 @@ MiniLM, one-epoch trainings (the fixtures of test_text_training)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 
@@ -217,3 +218,35 @@ def test_a_clipseg_fine_tune_over_a_fusion_model_leaves_no_fusion_run_to_resume(
     assert json.loads((out / "text_segmenter.json").read_text())["kind"] == "clipseg"
     with pytest.raises(PromptsegError, match="holds a fine-tuned CLIPSeg, which has no training state to resume"):
         train_text_segmenter(kvasir, out, cache_dir=cache, device="cpu", resume=True, epochs=2)
+
+
+def test_a_text_model_given_with_another_route_is_said_to_be_unused(litemedsam, tmp_path, capsys):
+    """`promptseg text nuclei IMG --route library --text-model MODEL` (and segment_text(route="clipseg",
+    text_model=...)) answered with the route chosen and never said the text model was not used: the user took the
+    labels for their model's. It is said, in the result's warnings and the CLI's (and its report's), naming the model
+    and the routes that use it; route auto and trained take the model and say nothing of it."""
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.io.library import ReferenceLibrary
+    from napari_promptseg.methods.text import segment_text
+
+    (image, _, _), (truth, _, _) = nuclei()
+    reference, target = image[:, :128], image[:, 128:]
+    library = ReferenceLibrary.open(tmp_path / "library")
+    library.add("nucleus", reference, truth[:, :128] > 0, "cell nuclei")
+    model = tmp_path / "my_polyp_model"
+    model.mkdir()
+    said = r"text model \S*my_polyp_model not used: route 'library' answers without it"
+    result = segment_text(target, "nucleus", route="library", library=library, segmenter=litemedsam, text_model=model)
+    assert result.labels.any()
+    assert sum(bool(re.search(said, w)) for w in result.warnings) == 1, result.warnings
+    quiet = segment_text(target, "nucleus", route="library", library=library, segmenter=litemedsam)
+    assert not any("not used" in w for w in quiet.warnings)
+
+    path = tmp_path / "target.tif"
+    tifffile.imwrite(path, target)
+    out = tmp_path / "out"
+    argv = ["text", "nucleus", str(path), "--route", "library", "--library", str(library.path), "-o", str(out)]
+    assert main([*argv, "--text-model", str(model), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(rf"warning: {said}.*--text-model", err), err
+    assert any(re.search(said, w) for w in json.loads((out / "report.json").read_text())["warnings"])

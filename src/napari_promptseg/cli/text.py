@@ -192,6 +192,7 @@ def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
     """Once per worker: the text route (its models) and the segmenter."""
     from ..methods.text import choose_route, prompt_cut_warnings, split_phrases
     from ..methods.text.answers import library_matches, mixed_names_warning, prompt_vocabulary_warnings
+    from ..methods.text.routes import unused_text_model_warnings
     from ..models import load_segmenter
 
     route = choose_route(
@@ -210,6 +211,7 @@ def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
     # a prompt longer than the route's model reads is the run's to say, once (every worker finds the same): not each
     # worker's first image's
     cut = prompt_cut_warnings(route, args.prompt, template=args.template, attributes=_attributes(args))
+    cut[:0] = unused_text_model_warnings(args.route, args.text_model)  # --route library beside --text-model
     if route.route == "library":
         # a prompt the library cannot answer is the run's to say, once: every image failed with it in turn (after
         # the models: a wrong --model or --weights is said first, as it was)
