@@ -491,6 +491,33 @@ def test_an_image_given_where_the_text_prompt_goes_is_said_with_the_corrected_co
     assert "the reference library has no entries" in err and "Traceback" not in err, err
 
 
+def test_a_text_prompt_starting_with_a_dash_is_said_to_need_a_double_dash_before_it(tmp_path, capsys, monkeypatch):
+    """`promptseg text -polyp a.png -o out` (a prompt starting with '-') said "the following arguments are required:
+    images": argparse read the prompt as an unknown option. It says the prompt is read as an option and to put `--`
+    before it, after the options; so given, the prompt is taken. Mistyped options and negative values are said as
+    before."""
+    monkeypatch.chdir(tmp_path)
+    iio.imwrite(tmp_path / "a.png", np.zeros((16, 16), np.uint8))
+    for argv in (
+        ["text", "-polyp", "a.png", "-o", "out"],
+        ["text", "-o", "out", "-polyp", "a.png", "b.png"],  # more images: "unrecognized arguments: -polyp"
+        ["--precision", "float32", "text", "--route", "library", "-large-polyp", "a.png", "-o", "out"],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "the prompt" in err and "starts with '-'" in err and "--" in err, err
+        assert "required: images" not in err and "unrecognized arguments" not in err, err
+        assert not (tmp_path / "out").exists()
+    # so given, the prompt is taken (the empty library is the next thing said)
+    argv = ["text", "-o", "out", "--route", "library", "--library", "empty", "--", "-polyp", "a.png"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "the reference library has no entries" in err and "starts with '-'" not in err, err
+    with pytest.raises(SystemExit):  # a mistyped option is argparse's to say
+        main(["text", "polyp", "a.png", "-o", "out", "--overlya"])
+    assert "unrecognized arguments: --overlya" in capsys.readouterr().err
+
+
 def test_an_input_the_system_refuses_to_look_at_is_an_error_naming_it(tmp_path, capsys, monkeypatch):
     """A folder whose listing is denied, or a name longer than a file name may be, raised OSError from the inputs'
     expansion (or, for oneshot's --reference, a traceback from the check that it exists): now an error names the

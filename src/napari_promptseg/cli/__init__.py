@@ -49,7 +49,7 @@ from .models import cmd_models
 from .oneshot import _add_oneshot_parser
 from .register import cmd_register
 from .segment import cmd_segment
-from .text import _add_text_parser, _refuse_swapped_prompt
+from .text import _add_text_parser, _refuse_dashed_prompt, _refuse_swapped_prompt
 from .train_text import _add_train_text_parser
 
 __all__ = ["build_parser", "main"]
@@ -259,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    try:  # said before argparse, which reads such a prompt as an unknown option and says "images" are missing
+        _refuse_dashed_prompt(sys.argv[1:] if argv is None else argv)
+    except PromptsegError as exc:
+        print(f"promptseg text: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     output = getattr(args, "output", None)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 import time
@@ -115,6 +116,41 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
     _add_model_options(text)
     _add_batch_options(text)
     text.set_defaults(func=cmd_text)
+
+
+#: a word typed with a leading dash ("-polyp"), as a prompt may start, not an option's form: options here are
+#: "--name" or a one-letter "-o" (a value may follow it, "-oout")
+_DASHED_WORD = re.compile(r"-[^\W\d_][\w-]+")
+
+
+def _refuse_dashed_prompt(argv: Sequence[str]) -> None:
+    """``promptseg text -polyp IMG -o OUT``: argparse reads a prompt starting with '-' as an unknown option and says
+    "the following arguments are required: images" (or "unrecognized arguments: -polyp"). Before parsing, a word
+    after ``text`` that starts with one dash and is no option of the command is said to be the prompt, with the way
+    to give it: ``--`` before it, after the options. Mistyped options ("--overlya") are argparse's to say."""
+    from ..models.device import PRECISIONS
+
+    tokens = list(argv)
+    # the subcommand: the first word that is no option of promptseg's own (--precision VALUE)
+    at = next((k for k, t in enumerate(tokens) if not t.startswith("-") and t not in PRECISIONS), None)
+    if at is None or tokens[at] != "text":
+        return
+    after = tokens[at + 1 :]
+    after = after[: after.index("--")] if "--" in after else after  # what follows "--" is read as it is
+    known = _text_options()
+    for token in after:
+        if _DASHED_WORD.fullmatch(token) and token not in known and token[:2] not in known:
+            raise PromptsegError(
+                f"the prompt {token} starts with '-' and is read as an option; put `--` before the prompt, after "
+                f"every option: promptseg text -o OUT [OPTIONS] -- {shlex.quote(token)} IMAGE ..."
+            )
+
+
+def _text_options() -> set[str]:
+    """The option strings of `promptseg text` (-o, --output, ...), from a parser of its own."""
+    text = argparse.ArgumentParser().add_subparsers()
+    _add_text_parser(text)
+    return {option for action in text.choices["text"]._actions for option in action.option_strings}
 
 
 def _refuse_swapped_prompt(args: argparse.Namespace, argv: Sequence[str]) -> None:
