@@ -357,5 +357,8 @@ def test_a_grey_and_alpha_mask_is_background_where_it_is_transparent(small_nucle
     np.testing.assert_array_equal(_reference(tmp_path / "la.png", image, tmp_path) > 0, labels > 0)
     tifffile.imwrite(tmp_path / "la.tif", grey_alpha, photometric="minisblack", extrasamples=[2])
     np.testing.assert_array_equal(read_mask(tmp_path / "la.tif"), labels > 0)
+    tifffile.imwrite(tmp_path / "stack_la.tif", np.stack([grey_alpha] * 2), extrasamples=["assocalpha"])
+    stack = read_image(tmp_path / "stack_la.tif", role="labels")  # every plane's transparency: background
+    np.testing.assert_array_equal(stack, np.stack([labels > 0] * 2) * 255)
     # as an image, its alpha is still no channel: the grey plane
     np.testing.assert_array_equal(read_image(tmp_path / "la.png"), grey_alpha[..., 0])

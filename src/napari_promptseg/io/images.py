@@ -213,7 +213,8 @@ def read_image(path: str | Path, *, role: Role = "image", keep_time: bool = Fals
         raise PromptsegError(f"{path}: cannot be read as an image ({_unreadable_why(path, exc)})") from exc
     if grey_alpha:  # its alpha is no second channel (the models took it for one), as an RGBA image's is not
         # a mask or label file's transparent pixels are background (a white one was all foreground), as an RGBA one's
-        image = mask_values(image) if role == "labels" else image[..., 0]
+        grey = image[..., 0]
+        image = np.where(image[..., 1] > 0, grey, 0).astype(grey.dtype, copy=False) if role == "labels" else grey
     if image.ndim < 2 or not image.size:  # tifffile reads a TIFF without pages as an empty array, with a warning
         raise PromptsegError(f"{path}: cannot be read as an image (no pixels: shape {image.shape})")
     return image
