@@ -241,6 +241,12 @@ def test_a_text_model_given_with_another_route_is_said_to_be_unused(litemedsam, 
     assert sum(bool(re.search(said, w)) for w in result.warnings) == 1, result.warnings
     quiet = segment_text(target, "nucleus", route="library", library=library, segmenter=litemedsam)
     assert not any("not used" in w for w in quiet.warnings)
+    # a route chosen already (the widget's, whose text model field is passed whatever route is picked): no word
+    from napari_promptseg.methods.text import choose_route
+
+    chosen = choose_route("library", library=library, text_model=model)
+    chosen_quiet = segment_text(target, "nucleus", route=chosen, segmenter=litemedsam, text_model=model)
+    assert not any("not used" in w for w in chosen_quiet.warnings)
 
     path = tmp_path / "target.tif"
     tifffile.imwrite(path, target)
