@@ -579,15 +579,14 @@ def test_the_cli_names_the_image_of_a_warning_once(tmp_path, capsys):
         ("empty-mask", r"--reference-mask \S*empty\.tif: no labelled pixel \(all 0\)"),
         (
             "stack-reference",
-            r"--reference \S*stack\.tif: 3D array of shape \(5, 256, 256\), its axes read as \(Z or T=5, Y=256, "
-            r"X=256\); .* --channel-axis",
+            r"--reference-mask \S*labels\.tif hold one plane's labels \(256, 256\) and --reference \S*stack\.tif is a "
+            r"stack of 5 planes: give --reference-plane with the plane to use",
         ),
-        # a time-lapse of RGB frames (T, Y, X, C)
+        # a time-lapse of RGB frames (T, Y, X, C): a stack of colour planes too
         (
             "time-lapse-reference",
-            r"--reference \S*frames\.tif: 4D array of shape \(3, 256, 256, 3\), its axes read as \(Z or T=3, "
-            r"Y=256, X=256, C=3\); a reference is one 2D image \(Y, X\) or \(Y, X, C\): save the plane \(of the "
-            r"time point\)",
+            r"--reference-mask \S*labels\.tif hold one plane's labels \(256, 256\) and --reference \S*frames\.tif is "
+            r"a stack of 3 planes: give --reference-plane",
         ),
         ("second-mask", r"--reference-mask \S*small\.tif: 200 x 200 px, the reference image \S*ref\.tif"),
         ("negative-id", r"--reference-mask \S*negative\.tif: negative label id -1; ids are 0 \(background\) and"),

@@ -223,7 +223,7 @@ def test_a_stack_reference_is_its_labelled_plane_by_the_cli_as_by_the_widget(hel
 
     assert oneshot("plane_marks.tif") == 2
     err = capsys.readouterr().err
-    said = f"--reference-mask {tmp_path / 'plane_marks.tif'} are one plane's labels (256, 256) and --reference "
+    said = f"--reference-mask {tmp_path / 'plane_marks.tif'} hold one plane's labels (256, 256) and --reference "
     assert said + f"{tmp_path / 'stack.tif'} is a stack of 3 planes: give --reference-plane with the plane" in err, err
     assert oneshot("marks.tif", "--reference-plane", "2") == 2
     err = capsys.readouterr().err

@@ -229,8 +229,9 @@ def test_text_prompt_with_an_empty_library_says_how_to_fill_it(known_pair, tmp_p
     assert message.startswith("text prompt 'gland', 'nuclei': no GroundingDINO weights; no CLIPSeg weights")
     assert "has no entries" in message and "promptseg library add" in message
     iio.imwrite(tmp_path / "f.png", fixed[::4, ::4])
+    iio.imwrite(tmp_path / "m.png", moving[::4, ::4])
     out = tmp_path / "out"
-    args = ["register", str(tmp_path / "f.png"), str(tmp_path / "f.png"), "-o", str(out), "--prompt", "gland"]
+    args = ["register", str(tmp_path / "f.png"), str(tmp_path / "m.png"), "-o", str(out), "--prompt", "gland"]
     assert main([*args, "--method", "prompts", "--library", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert "text prompt 'gland'" in err and "has no entries" in err and not (out / "report.json").exists()

@@ -737,7 +737,7 @@ def test_an_ome_zarr_whose_axes_say_z_is_a_stack_without_the_channels_caution(tm
     tifffile.imwrite(tmp_path / "stack_zyx.tif", planes, photometric="minisblack")
     box = ["--box", "10", "10", "60", "60", "--plane", "1"]
     for path in (zarr_path, tmp_path / "stack_zyx.tif"):
-        out = tmp_path / f"out_{path.suffix}"
+        out = tmp_path / f"out{path.suffix.replace('.', '_')}"
         assert main(["segment", str(path), *box, "-o", str(out), "--scheduler", "none"]) == 0
         record = json.loads((out / "report.json").read_text())["images"][0]
         assert record["objects"] >= 1
@@ -761,7 +761,7 @@ def test_propagated_and_linked_stacks_whose_files_name_z_get_no_channels_caution
     tifffile.imwrite(tmp_path / "plain.tif", planes, photometric="minisblack")
     box = ["--box", "10", "10", "60", "60", "--plane", "1", "--propagate", "--output-format", "tiff"]
     for name in ("stack.ome.zarr", "stack.ome.tif", "imagej.tif", "plain.tif"):
-        out = tmp_path / f"out_{name}"
+        out = tmp_path / f"out_{name.replace('.', '_')}"
         assert main(["segment", str(tmp_path / name), *box, "-o", str(out), "--scheduler", "none"]) == 0
         record = json.loads((out / "report.json").read_text())["images"][0]
         assert record["objects"] == 1 and record["mode"] == "propagated from plane 1"

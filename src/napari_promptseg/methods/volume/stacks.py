@@ -148,7 +148,7 @@ def reference_plane(
         )
     if chosen is None:  # a plane's labels over a stack (or no labelled plane): which plane they are is the user's
         raise PromptsegError(
-            f"{labels_name} are one {word}'s labels {tuple(marks.shape[-2:])} and {image_name} is a stack of {planes} "
+            f"{labels_name} hold one {word}'s labels {tuple(marks.shape[-2:])} and {image_name} is a stack of {planes} "
             f"{word}s: {to_choose.format(word=word)}"
         )
     return chosen
