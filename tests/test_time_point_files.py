@@ -25,6 +25,11 @@ THALAMUS = 10
 def movie(shared_data):
     """Two time points of seven planes of 110 x 140 px around the left thalamus (time point 0 flipped upside down:
     not the volume asked for), the thalamus of time point 1, and its box on plane 3 (x0, y0, x1, y1)."""
+    return thalamus_movie(shared_data)
+
+
+def thalamus_movie(shared_data):
+    """:func:`movie`'s time-lapse, thalamus and box (for other modules' fixtures)."""
     scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
     truth = scan["seg"] == THALAMUS
     z = int(np.argmax(truth.sum((1, 2))))

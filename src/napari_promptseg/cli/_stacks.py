@@ -314,6 +314,7 @@ def _stack_record(
 
     from ..batch.engine import method_progress
     from ..io.multiscale import stack_axes
+    from ..io.time_point_labels import said_kept
     from ..methods.volume import (
         as_stack,
         check_finite,
@@ -443,13 +444,11 @@ def _stack_record(
         warnings = [*warnings, f"{path}: --stop-iou ignored: it ends objects carried by --propagate"]
     extents = object_extents(labels)
     objects = len(extents)
-    written, labels_axes = labels, axes.labels
-    if getattr(args, "time", None) is not None:  # over the time-lapse, as the widget's layer: the others empty
-        written = np.zeros((np.shape(time_lapse)[0], *np.shape(labels)), np.asarray(labels).dtype)
-        written[args.time] = labels
-        labels_axes = "TZYX"
+    if getattr(args, "time", None) is not None:  # over the time-lapse, as the widget's layer
+        record["output"], record["kept_time_points"] = _write_time_point(args, path, labels, np.shape(time_lapse)[0])
+    else:
+        record["output"] = _write_output(args, path, labels, axes=axes.labels)
     record.update(
-        output=_write_output(args, path, written, axes=labels_axes),
         objects=objects,
         extents={str(k): list(v) for k, v in extents.items()},
         warnings=warnings,
@@ -461,8 +460,33 @@ def _stack_record(
     summary = f"{objects} object(s) in {planes}, {said_mode}"
     if getattr(args, "time", None) is not None:
         summary += f", at time point {args.time} of {np.shape(time_lapse)[0]}"
+        if record["kept_time_points"]:  # the others' labels, from earlier runs into these labels
+            summary += f" ({said_kept(args.time, record['kept_time_points'])})"
     _finish_image(args, path, image, labels, record, summary, stack=volume)
     return record
+
+
+def _write_time_point(args: argparse.Namespace, path: Path, labels: object, n_times: int) -> tuple[str, list[int]]:
+    """--time T: the (Z, Y, X) ``labels`` of time point T written over the time-lapse's (T, Z, Y, X), into the labels
+    an earlier run of ours wrote for this input (its TIFF in -o, its OME-Zarr labels/ image): the others' labels
+    kept, so a time-lapse segmented time point by time point keeps them all (each run replaced the whole file, the
+    others empty). Returns where, and the time points kept that hold labels."""
+    import numpy as np
+
+    from ..io import output_stem
+    from ..io.multiscale import is_ome_zarr
+    from ..io.time_point_labels import earlier_tiff_labels, kept_time_points, with_time_point, write_time_point
+
+    if _writes_into_zarr(args, path):
+        name = getattr(args, "labels_name", "promptseg")
+        if not is_ome_zarr(path):
+            return _write_output(args, path, labels), []  # refused there, naming the option
+        target, kept = write_time_point(path, np.asarray(labels), args.time, name, args.output)
+        return str(target), kept
+    out = args.output / f"{output_stem(path, getattr(args, 'output_stems', None))}.tif"
+    shape = (n_times, *np.shape(labels))
+    written = with_time_point(earlier_tiff_labels(out, path, shape), labels, args.time, n_times)
+    return _write_output(args, path, written, axes="TZYX"), kept_time_points(written, args.time)
 
 
 def plane_name(path: Path, z: int, axes: StackAxes) -> str:

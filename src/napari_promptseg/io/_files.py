@@ -311,23 +311,32 @@ def files_under(path: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, Path]
     return sorted(files)
 
 
-def listing_digest(path: Path, skip: tuple[str, ...] = ()) -> str:
-    """Hash of the names, sizes and modification times of every file under a directory, none of them opened."""
+def listing_digest(path: Path, skip: tuple[str, ...] = (), *, moved_in: dict[str, Path] | None = None) -> str:
+    """Hash of the names, sizes and modification times of every file under a directory, none of them opened.
+    ``moved_in``: the directory as it will be once these files (relative name -> file elsewhere) are renamed into it
+    (a rename keeps a file's size and time)."""
     digest = hashlib.blake2b(digest_size=12)
-    for name, file in files_under(path, skip):
+    for name, file in _with_moved_in(files_under(path, skip), moved_in):
         stat = file.stat()
         digest.update(f"{name}\0{stat.st_size}:{stat.st_mtime_ns}\0".encode())
     return digest.hexdigest()
 
 
-def contents_digest(path: Path) -> str:
+def contents_digest(path: Path, *, moved_in: dict[str, Path] | None = None) -> str:
     """Hash of the relative names and bytes of every file under a directory: what it holds, whatever its files'
-    times (a copy that keeps none)."""
+    times (a copy that keeps none). ``moved_in``: as :func:`listing_digest` takes it."""
     digest = hashlib.blake2b(digest_size=12)
-    for name, file in files_under(path):
+    for name, file in _with_moved_in(files_under(path), moved_in):
         digest.update(name.encode() + b"\0")
         with open(file, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def _with_moved_in(files: list[tuple[str, Path]], moved_in: dict[str, Path] | None) -> list[tuple[str, Path]]:
+    """:func:`files_under`'s listing with the files ``moved_in`` (relative name -> file) in place, sorted alike."""
+    if not moved_in:
+        return files
+    return sorted({**dict(files), **moved_in}.items())

@@ -45,34 +45,7 @@ def write_ome_zarr_labels(
         from ome_zarr.writer import add_metadata, get_metadata, write_multiscale_labels
 
     check_labels_name(name)
-    # a time-lapse of volumes' labels are (T, Z, Y, X): its levels opened so (one time point segmented, --time)
-    image = open_multiscale(image_path, keep_time=np.ndim(labels) == 4)
-    if image.ome_version is None:
-        raise PromptsegError(f"{image.path}: labels go into an OME-Zarr image; write a TIFF for this input")
-    expected = tuple(n for n, a in zip(image.shape, image.axes, strict=True) if a != "c")
-    labels = file_labels(labels, f"{image.path}: labels")
-    if labels.shape != expected:
-        raise PromptsegError(f"{image.path}: labels of shape {labels.shape} do not match the image {expected}")
-    # back to the file's axes (without channels): the dropped singleton axes return with size 1
-    keep = [k for k, a in enumerate(image.source_axes) if a != "c"]
-    axes = [image.source_axes[k] for k in keep]
-    spatial = [k for k, a in enumerate(image.axes) if a != "c"]
-    pyramid, transforms = [], []
-    for level, transform in zip(image.levels, image.level_transforms, strict=True):
-        # each level of the image's own shape (nearest sampling): a halving of its own would round odd sides
-        # otherwise than the image did (62 rows against 63)
-        shape = tuple(int(level.shape[k]) for k in spatial)
-        sizes = {"y": shape[-2], "x": shape[-1]}
-        if image.stack_axis is not None:
-            sizes[image.stack_axis] = shape[-3]
-        if image.axes.startswith("t"):  # a time-lapse of volumes: (T, Z, Y, X)
-            sizes["t"] = shape[0]
-        pyramid.append(_nearest(labels, shape).reshape([sizes.get(a, 1) for a in axes]))
-        level_transform = [{"type": "scale", "scale": [transform["scale"][k] for k in keep]}]
-        translation = [transform["translation"][k] for k in keep]
-        if any(translation):
-            level_transform.append({"type": "translation", "translation": translation})
-        transforms.append(level_transform)
+    image, labels, pyramid, transforms, axes = label_pyramid(image_path, labels)
     chunks = tuple(min(LABEL_CHUNK, n) if a in ("y", "x") else 1 for a, n in zip(axes, pyramid[0].shape, strict=True))
     labels_dir = image.path / "labels"
     scratch, replaced = labels_dir / f"{SCRATCH_PREFIX}{name}", labels_dir / f"{REPLACED_PREFIX}{name}"
@@ -128,11 +101,52 @@ def write_ome_zarr_labels(
     return target
 
 
+def label_pyramid(
+    image_path: str | Path, labels: np.ndarray
+) -> tuple[object, np.ndarray, list[np.ndarray], list[list[dict]], list[str]]:
+    """Full-resolution ``labels`` as :func:`write_ome_zarr_labels` writes them into the image: the opened image, the
+    labels checked, one array per image level (its shape, in the file's axes without channels), each level's
+    coordinate transforms, and those axes."""
+    # a time-lapse of volumes' labels are (T, Z, Y, X): its levels opened so (one time point segmented, --time)
+    image = open_multiscale(image_path, keep_time=np.ndim(labels) == 4)
+    if image.ome_version is None:
+        raise PromptsegError(f"{image.path}: labels go into an OME-Zarr image; write a TIFF for this input")
+    expected = tuple(n for n, a in zip(image.shape, image.axes, strict=True) if a != "c")
+    labels = file_labels(labels, f"{image.path}: labels")
+    if labels.shape != expected:
+        raise PromptsegError(f"{image.path}: labels of shape {labels.shape} do not match the image {expected}")
+    # back to the file's axes (without channels): the dropped singleton axes return with size 1
+    keep = [k for k, a in enumerate(image.source_axes) if a != "c"]
+    axes = [image.source_axes[k] for k in keep]
+    spatial = [k for k, a in enumerate(image.axes) if a != "c"]
+    pyramid, transforms = [], []
+    for level, transform in zip(image.levels, image.level_transforms, strict=True):
+        # each level of the image's own shape (nearest sampling): a halving of its own would round odd sides
+        # otherwise than the image did (62 rows against 63)
+        shape = tuple(int(level.shape[k]) for k in spatial)
+        sizes = {"y": shape[-2], "x": shape[-1]}
+        if image.stack_axis is not None:
+            sizes[image.stack_axis] = shape[-3]
+        if image.axes.startswith("t"):  # a time-lapse of volumes: (T, Z, Y, X)
+            sizes["t"] = shape[0]
+        pyramid.append(_nearest(labels, shape).reshape([sizes.get(a, 1) for a in axes]))
+        level_transform = [{"type": "scale", "scale": [transform["scale"][k] for k in keep]}]
+        translation = [transform["translation"][k] for k in keep]
+        if any(translation):
+            level_transform.append({"type": "translation", "translation": translation})
+        transforms.append(level_transform)
+    return image, labels, pyramid, transforms, axes
+
+
 #: a labels image being written goes into ``labels/<SCRATCH_PREFIX><name>`` (a zarr group that no labels list names;
 #: readers list only the names in ``labels/``' list) and is moved to ``labels/<name>`` when complete; the image it
 #: replaces waits as ``labels/<REPLACED_PREFIX><name>`` until then. The next write of that name removes both
 SCRATCH_PREFIX = ".promptseg-writing-"
 REPLACED_PREFIX = ".promptseg-replaced-"
+#: one time point's chunks of every level of ``labels/<name>`` (:func:`.time_point_labels.write_time_point`) are
+#: written under ``labels/<UPDATING_PREFIX><name>/<level>/`` and, once all are (:data:`UPDATE_READY` there), moved in
+UPDATING_PREFIX = ".promptseg-updating-"
+UPDATE_READY = ".promptseg-ready"
 #: ``labels/<WRITTEN_PREFIX><name>.json`` beside each labels image promptseg wrote: the listing (names, sizes and
 #: modification times of its files) it had when written, to tell our own unchanged output, which a rerun replaces,
 #: from labels someone else wrote or edited and saved since, which it must not; the hash of its contents (a copy of
@@ -164,6 +178,7 @@ def labels_not_replaceable(image_path: str | Path, name: str, output: str | Path
     CLI run into the folder ``output``, the labels a run into another -o wrote, while that folder's report names
     them), or None (absent, or promptseg's own as it wrote it)."""
     target = Path(image_path) / "labels" / name
+    finish_time_point_update(target.parent, name)  # a run killed while moving a time point's chunks in: done first
     if not target.exists():
         return None
     stamp = _stamp_of(target.parent, name)
@@ -221,8 +236,39 @@ def remove_own_labels(image_path: str | Path, name: str, output: str | Path) -> 
     return True
 
 
+def finish_time_point_update(labels_dir: Path, name: str) -> None:
+    """Complete the update of one time point of ``labels_dir/<name>`` that a killed run left: its chunks, all written
+    (:data:`UPDATE_READY`), are moved in (the stamp already names the labels as they are then); chunks not all
+    written are dropped, the labels untouched. Each chunk is moved by one rename: a reader sees its old or new file."""
+    import os
+
+    scratch = labels_dir / f"{UPDATING_PREFIX}{name}"
+    if not scratch.is_dir():
+        return
+    if (scratch / UPDATE_READY).is_file():
+        for relative, file in chunk_files(scratch):
+            (labels_dir / name / relative).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, labels_dir / name / relative)
+    _remove_tree(scratch)
+
+
+#: a zarr array's own metadata files: not chunks
+_ARRAY_METADATA = (".zarray", ".zattrs", "zarr.json")
+
+
+def chunk_files(scratch: Path) -> list[tuple[str, Path]]:
+    """The chunk files of the levels under ``scratch`` (``<level>/<chunk key>``), their metadata aside."""
+    return [(n, f) for n, f in files_under(scratch) if f.name not in (*_ARRAY_METADATA, UPDATE_READY)]
+
+
 def _run_names(folder: Path, target: Path) -> bool:
     """Whether the report.json, or the resume journal, of a CLI run into ``folder`` names ``target`` as an output."""
+    named = {r.get("output") for r in run_records(folder)}
+    return any(isinstance(n, str) and Path(n).resolve() == target.resolve() for n in named)
+
+
+def run_records(folder: Path) -> list[dict]:
+    """The input records of the report.json, and of the resume journal, of a CLI run into ``folder``."""
     from ..batch.journal import JOURNAL_NAME  # lazy: batch imports io
 
     records: list = []
@@ -232,8 +278,7 @@ def _run_names(folder: Path, target: Path) -> bool:
         for line in (folder / JOURNAL_NAME).read_text().splitlines():
             with contextlib.suppress(ValueError, AttributeError):  # the last line of a killed run, cut
                 records.append(json.loads(line).get("record"))
-    named = {r.get("output") for r in records if isinstance(r, dict)}
-    return any(isinstance(n, str) and Path(n).resolve() == target.resolve() for n in named)
+    return [r for r in records if isinstance(r, dict)]
 
 
 def _stamp_of(labels_dir: Path, name: str) -> dict:

@@ -1,0 +1,189 @@
+"""The labels of one time point of a time-lapse of volumes (T, Z, Y, X), written into the labels an earlier run of
+this package wrote for the same image (a TIFF in -o, an OME-Zarr's ``labels/<name>``): that time point replaced,
+the others kept, so a time-lapse segmented one time point per run keeps every run's. No Qt, no napari."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from .._interrupts import publishing
+from ..errors import PromptsegError
+from ._files import contents_digest, listing_digest
+from .images import is_own_output
+from .ome_zarr_labels import (
+    UPDATE_READY,
+    UPDATING_PREFIX,
+    _remove_tree,
+    _stamp_labels,
+    _stamp_of,
+    check_labels_name,
+    chunk_files,
+    finish_time_point_update,
+    image_fingerprint,
+    label_pyramid,
+    labels_not_replaceable,
+    run_records,
+    write_ome_zarr_labels,
+)
+
+
+def kept_time_points(labels: np.ndarray, time_point: int) -> list[int]:
+    """The time points of (T, Z, Y, X) ``labels`` other than ``time_point`` that hold labels."""
+    return [t for t in range(np.shape(labels)[0]) if t != time_point and np.any(labels[t])]
+
+
+def said_kept(time_point: int, kept: Sequence[int]) -> str:
+    """What a run says it did to a time-lapse's labels: "time point 1 written; time point 0 kept from an earlier
+    run"."""
+    said = f"time point {time_point} written"
+    if kept:
+        said += f"; time point{'s' if len(kept) > 1 else ''} {', '.join(map(str, kept))} kept from an earlier run"
+    return said
+
+
+def earlier_tiff_labels(out: Path, input_path: Path, shape: Sequence[int]) -> np.ndarray | None:
+    """The (T, Z, Y, X) labels of ``shape`` that a run into ``out``'s folder wrote to ``out`` for ``input_path`` (ours
+    by its mark, and that run's report, or its resume journal, names the pair), or None: a file of another shape,
+    or of another input (a run from another folder's image of the same name), is replaced whole as before, and one
+    not ours is refused before any work (cli._common._prepare_outputs)."""
+    if not out.is_file() or not is_own_output(out) or not _run_wrote(out.parent, Path(input_path), out):
+        return None
+    try:
+        with tifffile.TiffFile(out) as tif:
+            series = tif.series[0]
+            if tuple(series.shape) != tuple(shape):
+                return None
+            return series.asarray()
+    except (OSError, ValueError, IndexError):  # unreadable: replaced whole, as any of our outputs
+        return None
+
+
+def _run_wrote(folder: Path, input_path: Path, out: Path) -> bool:
+    """Whether the report.json, or the resume journal, of the CLI run into ``folder`` records ``out`` as the output
+    of ``input_path``."""
+    for record in run_records(folder):
+        given = record.get("input"), record.get("output")
+        if all(isinstance(p, str) for p in given) and (Path(given[0]).resolve(), Path(given[1]).resolve()) == (
+            input_path.resolve(),
+            out.resolve(),
+        ):
+            return True
+    return False
+
+
+def with_time_point(earlier: np.ndarray | None, labels: np.ndarray, time_point: int, n_times: int) -> np.ndarray:
+    """(T, Z, Y, X) labels: ``earlier`` (or nothing) with ``time_point``'s volume replaced by ``labels``."""
+    labels = np.asarray(labels)
+    dtype = labels.dtype if earlier is None else np.result_type(earlier.dtype, labels.dtype)
+    merged = np.zeros((n_times, *labels.shape), dtype) if earlier is None else earlier.astype(dtype, copy=False)
+    merged[time_point] = labels
+    return merged
+
+
+def write_time_point(
+    image_path: str | Path,
+    labels: np.ndarray,
+    time_point: int,
+    name: str = "promptseg",
+    output: str | Path | None = None,
+) -> tuple[Path, list[int]]:
+    """Write the (Z, Y, X) ``labels`` of ``time_point`` into the OME-Zarr time-lapse ``image_path``'s
+    ``labels/<name>``. When promptseg wrote those labels, unchanged since (:func:`.ome_zarr_labels.
+    labels_not_replaceable`), with the levels this image's labels have, only that time point's chunks are written,
+    at every level, and the others' kept; else the labels image is written whole (the other time points empty), or
+    refused as :func:`.ome_zarr_labels.write_ome_zarr_labels` refuses. Returns the labels group's path and the time
+    points kept that hold labels.
+
+    The chunks are written beside the labels (``labels/<UPDATING_PREFIX><name>``) and moved in, one rename each, only
+    once all are written; the stamp names the labels as they will be first, so a run killed while moving them leaves
+    labels that the next write or check completes (:func:`.ome_zarr_labels.finish_time_point_update`) and still
+    takes for ours; killed before, they are untouched."""
+    import zarr
+
+    check_labels_name(name)
+    n_times = _time_points(image_path)
+    if not 0 <= time_point < n_times:
+        raise PromptsegError(f"{image_path}: time point {time_point} is outside its {n_times} (0-{n_times - 1})")
+    whole = with_time_point(None, labels, time_point, n_times)
+    image, _, pyramid, _, axes = label_pyramid(image_path, whole)
+    labels_dir = image.path / "labels"
+    target = labels_dir / name
+    finish_time_point_update(labels_dir, name)
+    if not target.exists() or labels_not_replaceable(image.path, name, output) is not None:
+        return write_ome_zarr_labels(image.path, whole, name, output), []  # it refuses labels not ours
+    levels = _level_paths(target)
+    time_axis = axes.index("t")
+    try:
+        arrays = [zarr.open_array(str(target / level), mode="r") for level in levels]
+    except Exception:  # noqa: BLE001 - not arrays zarr reads: ours, so replaced whole
+        arrays = []
+    if [tuple(a.shape) for a in arrays] != [p.shape for p in pyramid]:  # another shape, or levels: replaced whole
+        return write_ome_zarr_labels(image.path, whole, name, output), []
+    at_t = [slice(None)] * len(axes)
+    at_t[time_axis] = time_point
+    kept = [t for t in range(n_times) if t != time_point and _any_at(arrays[0], time_axis, t)]
+    scratch = labels_dir / f"{UPDATING_PREFIX}{name}"
+    _remove_tree(scratch)
+    try:
+        for level, array, data in zip(levels, arrays, pyramid, strict=True):
+            # the level's own metadata (codec, chunks, fill value) beside it: its chunks encoded as the labels' are
+            (scratch / level).mkdir(parents=True)
+            for meta in (".zarray", ".zattrs", "zarr.json"):
+                if (target / level / meta).is_file():
+                    (scratch / level / meta).write_bytes((target / level / meta).read_bytes())
+            # every chunk of the time point written, empty ones too: each replaces the earlier file of its name
+            copy = zarr.open_array(str(scratch / level), mode="r+", config={"write_empty_chunks": True})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                copy[tuple(at_t)] = data[tuple(at_t)].astype(array.dtype, copy=False)
+        moves = {f"{relative}": file for relative, file in chunk_files(scratch)}
+        before = listing_digest(target)
+        after = listing_digest(target, moved_in=moves)
+        contents = contents_digest(target, moved_in=moves)
+        (scratch / UPDATE_READY).write_text("")
+        earlier_output = _stamp_of(labels_dir, name).get("output")
+        image_print = image_fingerprint(image.path)
+        _stamp_labels(labels_dir, name, [after, before], earlier_output, contents=contents, image=image_print)
+        publishing()  # a batch holds an interrupt from here until the labels' record is in its journal
+        for relative, file in moves.items():
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, target / relative)
+        _stamp_labels(labels_dir, name, [after], output, contents=contents, image=image_print)
+        _remove_tree(scratch)
+    except PermissionError as exc:
+        raise PromptsegError(f"{image.path}: cannot write its labels/ group ({exc}); write TIFF labels") from exc
+    return target, kept
+
+
+def _time_points(image_path: str | Path) -> int:
+    from .multiscale import open_multiscale
+
+    image = open_multiscale(image_path, keep_time=True)
+    if not image.axes.startswith("t"):
+        raise PromptsegError(f"{image.path}: not a time-lapse of volumes (its axes: {image.axes})")
+    return int(image.shape[0])
+
+
+def _level_paths(target: Path) -> list[str]:
+    """The paths of a labels image's levels, as its multiscales metadata lists them (NGFF 0.4 or 0.5)."""
+    for meta in (".zattrs", "zarr.json"):
+        with contextlib.suppress(OSError, ValueError):
+            attrs = json.loads((target / meta).read_text())
+            attrs = attrs.get("attributes", {}).get("ome", attrs) if meta == "zarr.json" else attrs
+            return [str(d["path"]) for d in attrs["multiscales"][0]["datasets"]]
+    return []
+
+
+def _any_at(array: object, axis: int, index: int) -> bool:
+    """Whether the labels ``array`` hold an object at ``index`` along ``axis``."""
+    at = [slice(None)] * len(array.shape)
+    at[axis] = index
+    return bool(np.any(array[tuple(at)]))

@@ -1,0 +1,120 @@
+"""A time-lapse of volumes segmented time point by time point, one ``--time`` run after another into the same
+labels (a TIFF in -o, an OME-Zarr's labels/<name>): each run writes its own time point and keeps the others an
+earlier run wrote. The real brain MRI and the real LiteMedSAM model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_promptseg.cli import main
+from napari_promptseg.io import write_labels
+from napari_promptseg.methods.volume import propagate_through_stack
+
+from .test_time_point_files import _prompt, _write_tzyx_ome_zarr, thalamus_movie
+
+
+@pytest.fixture(scope="module")
+def movie(shared_data):
+    """The MRI time-lapse of tests/test_time_point_files.py (time point 0 upside down), the box of each time point."""
+    tz, _, (x0, y0, x1, y1) = thalamus_movie(shared_data)
+    rows = tz.shape[2]
+    return tz, {0: (x0, rows - 1 - y1, x1, rows - 1 - y0), 1: (x0, y0, x1, y1)}
+
+
+@pytest.fixture(scope="module")
+def single_runs(movie, litemedsam):
+    """Each time point's labels by the Python function alone: what the runs one after another must keep."""
+    tz, boxes = movie
+    return {
+        t: propagate_through_stack(tz, 3, boxes=[box], segmenter=litemedsam, name="tz", time_point=t).labels
+        for t, box in boxes.items()
+    }
+
+
+def _run(path, out, boxes, t) -> list[str]:
+    return [*_prompt(path, out, boxes[t]), "--time", str(t)]
+
+
+def test_tiff_labels_keep_the_time_points_of_earlier_runs(movie, single_runs, tmp_path, capsys):
+    """--time 1 after --time 0 into one -o replaced the TIFF of labels whole: time point 0's labels were lost, only the
+    last run's time point kept. Now the second run replaces time point 1 alone and says time point 0 was kept."""
+    tz, boxes = movie
+    path = tmp_path / "tz.tif"
+    tifffile.imwrite(path, tz, imagej=True, metadata={"axes": "TZYX"})
+    out = tmp_path / "out"
+    assert main(_run(path, out, boxes, 0)) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(_run(path, out, boxes, 1)) == 0, capsys.readouterr().err
+    said = capsys.readouterr()
+    labels = tifffile.imread(out / "tz.tif")
+    assert labels.shape == tz.shape
+    np.testing.assert_array_equal(labels[0], single_runs[0])
+    np.testing.assert_array_equal(labels[1], single_runs[1])
+    assert tifffile.TiffFile(out / "tz.tif").series[0].axes == "TZYX"
+    assert "time point 1 written; time point 0 kept from an earlier run" in said.out + said.err
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    assert record["time_point"] == 1 and record["kept_time_points"] == [0]
+
+    # time point 0 again: replaced (a rerun replaces its own), time point 1 kept
+    assert main(_run(path, out, boxes, 0)) == 0
+    np.testing.assert_array_equal(tifffile.imread(out / "tz.tif"), labels)
+    # a TIFF of labels that is not ours is refused as before, and one of another shape is replaced whole
+    other = tmp_path / "other"
+    other.mkdir()
+    tifffile.imwrite(other / "tz.tif", np.ones(tz.shape, np.uint16))
+    assert main(_run(path, other, boxes, 1)) == 2
+    assert "not an earlier promptseg output" in capsys.readouterr().err
+    shaped = tmp_path / "shaped"
+    write_labels(shaped / "tz.tif", np.ones(tz.shape[1:], np.uint16))  # ours, a volume's (Z, Y, X)
+    assert main(_run(path, shaped, boxes, 1)) == 0
+    replaced = tifffile.imread(shaped / "tz.tif")
+    assert replaced.shape == tz.shape and not replaced[0].any()
+
+
+def _files_of_time_point(group, level: str, t: int) -> dict[str, int]:
+    """The chunk files of time point ``t`` of a labels level, with their modification times (ns)."""
+    root = group / level
+    files = {}
+    for chunk in root.rglob("*"):
+        key = chunk.relative_to(root).as_posix().replace("/", ".")
+        if chunk.is_file() and not chunk.name.startswith(".") and key.split(".")[0] == str(t):
+            files[key] = chunk.stat().st_mtime_ns
+    return files
+
+
+def test_ome_zarr_labels_keep_the_time_points_of_earlier_runs(movie, single_runs, tmp_path, capsys):
+    """The same into an OME-Zarr's labels/promptseg: the second run rewrote the labels image whole, time point 0 lost.
+    Now it writes only time point 1's chunks, at every level, and time point 0's files are not touched."""
+    tz, boxes = movie
+    path = tmp_path / "tz.ome.zarr"
+    _write_tzyx_ome_zarr(path, tz)
+    out = tmp_path / "out"
+    assert main(_run(path, out, boxes, 0)) == 0, capsys.readouterr().err
+    group = path / "labels" / "promptseg"
+    levels = [d["path"] for d in json.loads((group / ".zattrs").read_text())["multiscales"][0]["datasets"]]
+    before = {level: _files_of_time_point(group, level, 0) for level in levels}
+    assert all(before.values())
+    capsys.readouterr()
+    assert main(_run(path, out, boxes, 1)) == 0, capsys.readouterr().err
+    said = capsys.readouterr()
+    assert "time point 1 written; time point 0 kept from an earlier run" in said.out + said.err
+    assert {level: _files_of_time_point(group, level, 0) for level in levels} == before
+    labels = np.asarray(zarr.open_array(str(group / levels[0]), mode="r"))
+    np.testing.assert_array_equal(labels[0], single_runs[0])
+    np.testing.assert_array_equal(labels[1], single_runs[1])
+    level1 = np.asarray(zarr.open_array(str(group / levels[1]), mode="r"))
+    np.testing.assert_array_equal(level1, labels[..., ::2, ::2])
+    assert not list((path / "labels").glob(".promptseg-updating-*")), "no scratch left"
+    # still ours: a third run replaces time point 1 again; labels changed by hand since are refused, as before
+    assert main(_run(path, out, boxes, 1)) == 0, capsys.readouterr().err
+    np.testing.assert_array_equal(np.asarray(zarr.open_array(str(group / levels[0]), mode="r")), labels)
+    edited = zarr.open_array(str(group / levels[0]), mode="r+")
+    edited[0, 0, 0, 0] = 7
+    assert main(_run(path, out, boxes, 1)) == 2
+    assert "changed since it wrote them" in capsys.readouterr().err
