@@ -23,6 +23,8 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
     paths = [path] if isinstance(path, str) else list(path)
     if len(paths) == 1 and is_image_folder(paths[0]):
         return read_folder
+    if len(paths) == 1 and is_time_lapse_of_volumes(paths[0]):
+        return read_time_lapse
     # os.path.isfile: a name the system refuses (too long) is no file here, not an error out of napari's probe
     if not paths or not all(Path(p).suffix.lower() in TIFF_SUFFIXES and os.path.isfile(p) for p in paths):
         return None
@@ -39,6 +41,24 @@ def read_tiffs(path: str | list[str]) -> list[LayerData]:
     if len(paths) > 1:
         return files_stack_layer_data([Path(p) for p in paths], output_stem(paths[0]))
     return _said(tiff_layer_data(paths[0]))
+
+
+def is_time_lapse_of_volumes(path: str) -> bool:
+    """Whether ``path`` is an OME-Zarr time-lapse of volumes (T, Z, Y, X[, C]), which this reader opens as one lazy 4D
+    layer the widgets work on at the time point shown (other OME-Zarrs are napari-ome-zarr's). Only metadata is read."""
+    from .io.multiscale import is_ome_zarr, open_multiscale
+
+    try:
+        return is_ome_zarr(path) and open_multiscale(path, keep_time=True).axes.startswith("tz")
+    except Exception:  # noqa: BLE001 - napari's probe of every reader must get an answer: not ours
+        return False
+
+
+def read_time_lapse(path: str | list[str]) -> list[LayerData]:
+    """An OME-Zarr time-lapse of volumes as one lazy 4D image layer (t, z, y, x), each level a dask array."""
+    from .io.layer_data import image_layer_data
+
+    return image_layer_data(path if isinstance(path, str) else path[0])
 
 
 def read_folder(path: str | list[str]) -> list[LayerData]:

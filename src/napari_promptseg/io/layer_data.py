@@ -71,7 +71,9 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
     if _format_of_misnamed_tiff(path) is not None:  # a PNG or JPEG named .tif: read as what it holds, as the CLI does
         return _plain_layer(read_image(path), path)
     try:
-        pyramid = open_multiscale(path)
+        # a time-lapse of volumes as one 4D layer (T, Z, Y, X), napari's slider over its time points: the widgets
+        # work on the time point shown (the commands' --time T on one)
+        pyramid = open_multiscale(path, keep_time=True)
     except PromptsegError:
         if not whole_when_single_level or path.suffix.lower() not in TIFF_SUFFIXES:
             raise
@@ -96,14 +98,21 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
     kwargs: dict[str, Any] = {"name": name, "multiscale": multiscale, "metadata": metadata}
     channel_names, _ = _ome_tiff_details(path)
     size = layer_pixel_size(path)
+    timed = pyramid.axes.startswith("tz")  # a time-lapse of volumes
+    if timed:
+        kwargs["axis_labels"] = tuple(pyramid.axes.removesuffix("c"))
     if size is not None:
-        stacked = pyramid.axes.startswith("z")
+        stacked = pyramid.axes.startswith(("z", "tz"))
         z = plane_spacing(path, pyramid, size)
-        kwargs["scale"] = ([z] if stacked else []) + [size.y, size.x]
+        # a time point's step: the OME-Zarr's t scale, as napari-ome-zarr scales it; else 1
+        kwargs["scale"] = [float(pyramid.pixel_size.get("t", 1.0))] * timed + [z] * stacked + [size.y, size.x]
         metadata["pixel_size"] = str(size)
         unit = _NAPARI_UNITS.get(str(size.unit))
         if unit is not None:
-            kwargs["units"] = ["pixel" if stacked and pyramid.stack_axis == "t" else unit] * stacked + [unit] * 2
+            planes = "pixel" if stacked and pyramid.stack_axis == "t" else unit
+            kwargs["units"] = ["pixel"] * timed + [planes] * stacked + [unit] * 2
+    elif timed:
+        kwargs["scale"] = [float(pyramid.pixel_size.get("t", 1.0)), plane_spacing(path, pyramid), 1.0, 1.0]
     if pyramid.axes.endswith("c"):
         if pyramid.rgb:
             kwargs["rgb"] = True

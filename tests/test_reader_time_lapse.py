@@ -1,0 +1,75 @@
+"""A time-lapse of volumes (T, Z, Y, X), an OME-Zarr or a pyramidal OME-TIFF, opened by the plugin's reader as one
+lazy 4D layer (t, z, y, x), and the Interactive widget's propagation on it at the time point shown: the real brain MRI
+and the real LiteMedSAM model.
+
+Run under a display: ``xvfb-run -a python -m pytest tests/test_reader_time_lapse.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from napari.utils.notifications import NotificationSeverity, notification_manager
+
+from napari_promptseg.methods.volume import propagate_through_stack
+
+from .interactive_widget import FIRST_RUN_MS, add_widget, records_since, wait_idle
+from .test_time_point_files import _write_tzyx_ome_zarr, thalamus_movie
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(scope="module")
+def movie(shared_data, litemedsam):
+    """The MRI time-lapse (time point 0 upside down), the box on plane 3 of time point 1, and the Python function's
+    labels of time point 1 propagated from it."""
+    tz, _, box = thalamus_movie(shared_data)
+    labels = propagate_through_stack(tz, 3, boxes=[box], segmenter=litemedsam, name="tz", time_point=1).labels
+    return tz, box, labels
+
+
+def _ome_zarr(path, tz):
+    _write_tzyx_ome_zarr(path, tz)
+
+
+def _pyramidal_ome_tiff(path, tz):
+    with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tif:
+        tif.write(tz, subifds=1, tile=(64, 64), metadata={"axes": "TZYX"})
+        tif.write(tz[..., ::2, ::2], subfiletype=1, tile=(64, 64))
+
+
+@pytest.mark.parametrize(("name", "write"), [("tz.ome.zarr", _ome_zarr), ("tz.ome.tif", _pyramidal_ome_tiff)])
+def test_the_reader_opens_a_time_lapse_of_volumes_and_the_widget_propagates_at_the_time_point_shown(
+    make_viewer, qtbot, movie, tmp_path, name, write
+):
+    """The reader refused a time-lapse of volumes ('select one time point first', pointing to the CLI's --time; an
+    OME-Zarr one it did not take at all), while napari shows 4D lazily and the Interactive widget works at the time
+    point shown. It now opens as one lazy multiscale layer, axes t, z, y, x, and the widget's propagation at time
+    point 1 gives the Python function's labels there, time point 0 empty."""
+    tz, box, expected = movie
+    path = tmp_path / name
+    write(path, tz)
+    viewer = make_viewer()
+    layers = viewer.open(str(path), plugin="napari-promptseg")
+    assert len(layers) == 1
+    layer = layers[0]
+    assert layer.multiscale and layer.data[0].shape == tz.shape and layer.data[1].shape == (2, 7, 55, 70)
+    assert tuple(viewer.dims.axis_labels) == ("t", "z", "y", "x")
+    assert tuple(layer.scale) == (1.0, 1.0, 1.0, 1.0)
+    np.testing.assert_array_equal(np.asarray(layer.data[0][1, 3]), tz[1, 3])  # real pixels, read lazily
+    viewer.dims.set_current_step(0, 1)  # time point 1
+    viewer.dims.set_current_step(1, 3)  # plane 3
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    x0, y0, x1, y1 = box
+    corners = [(y0, x0), (y0, x1), (y1, x1), (y1, x0)]
+    widget.shapes_picker.layer().add_rectangles(np.array([[1, 3, r, c] for r, c in corners]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    start = len(notification_manager.records)
+    widget.propagate_button.click()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert not records_since(start, NotificationSeverity.ERROR)
+    propagated = np.asarray(viewer.layers[f"{layer.name} propagated"].data)
+    assert propagated.shape == tz.shape and not propagated[0].any()
+    np.testing.assert_array_equal(propagated[1], expected)
