@@ -44,12 +44,12 @@ def read_tiffs(path: str | list[str]) -> list[LayerData]:
 
 
 def is_time_lapse_of_volumes(path: str) -> bool:
-    """Whether ``path`` is an OME-Zarr time-lapse of volumes (T, Z, Y, X[, C]), which this reader opens as one lazy 4D
+    """Whether ``path`` is an OME-Zarr time-lapse of volumes (T, Z, Y, X), which this reader opens as one lazy 4D
     layer the widgets work on at the time point shown (other OME-Zarrs are napari-ome-zarr's). Only metadata is read."""
     from .io.multiscale import is_ome_zarr, open_multiscale
 
     try:
-        return is_ome_zarr(path) and open_multiscale(path, keep_time=True).axes.startswith("tz")
+        return is_ome_zarr(path) and open_multiscale(path, keep_time=True).axes == "tzyx"
     except Exception:  # noqa: BLE001 - napari's probe of every reader must get an answer: not ours
         return False
 

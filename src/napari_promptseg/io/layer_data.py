@@ -72,8 +72,11 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
         return _plain_layer(read_image(path), path)
     try:
         # a time-lapse of volumes as one 4D layer (T, Z, Y, X), napari's slider over its time points: the widgets
-        # work on the time point shown (the commands' --time T on one)
+        # work on the time point shown (the commands' --time T on one). One of channels is read as before (a plain
+        # TIFF hyperstack as napari's reader gives it; a pyramid refused)
         pyramid = open_multiscale(path, keep_time=True)
+        if pyramid.axes == "tzyxc":
+            pyramid = open_multiscale(path)
     except PromptsegError:
         if not whole_when_single_level or path.suffix.lower() not in TIFF_SUFFIXES:
             raise
