@@ -6,6 +6,7 @@ earlier run wrote. The real brain MRI and the real LiteMedSAM model.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,6 +65,11 @@ def test_tiff_labels_keep_the_time_points_of_earlier_runs(movie, single_runs, tm
     # time point 0 again: replaced (a rerun replaces its own), time point 1 kept
     assert main(_run(path, out, boxes, 0)) == 0
     np.testing.assert_array_equal(tifffile.imread(out / "tz.tif"), labels)
+    # nothing found at time point 0: its labels emptied, time point 1's kept (the empty labels were (T, Z), 2D)
+    assert main(_empty_run(path, out, tz, 0)) == 0
+    emptied = tifffile.imread(out / "tz.tif")
+    assert emptied.shape == tz.shape and not emptied[0].any()
+    np.testing.assert_array_equal(emptied[1], single_runs[1])
     # a TIFF of labels that is not ours is refused as before, and one of another shape is replaced whole
     other = tmp_path / "other"
     other.mkdir()
@@ -75,6 +81,20 @@ def test_tiff_labels_keep_the_time_points_of_earlier_runs(movie, single_runs, tm
     assert main(_run(path, shaped, boxes, 1)) == 0
     replaced = tifffile.imread(shaped / "tz.tif")
     assert replaced.shape == tz.shape and not replaced[0].any()
+
+
+def _empty_run(path, out, tz, t) -> list[str]:
+    """A --time run that finds nothing: propagated from empty seed labels."""
+    seed = out.parent / "empty_seed.tif"
+    tifffile.imwrite(seed, np.zeros(tz.shape[1:], np.uint16))
+    return ["segment", str(path), "-o", str(out), "--seed-labels", str(seed), "--plane", "3", "--propagate"] + [
+        "--time",
+        str(t),
+    ]
+
+
+class Killed(BaseException):
+    """A run killed there (SIGKILL: no handler runs)."""
 
 
 def _files_of_time_point(group, level: str, t: int) -> dict[str, int]:
@@ -114,7 +134,69 @@ def test_ome_zarr_labels_keep_the_time_points_of_earlier_runs(movie, single_runs
     # still ours: a third run replaces time point 1 again; labels changed by hand since are refused, as before
     assert main(_run(path, out, boxes, 1)) == 0, capsys.readouterr().err
     np.testing.assert_array_equal(np.asarray(zarr.open_array(str(group / levels[0]), mode="r")), labels)
+    # nothing found at time point 0: its chunks emptied, time point 1's kept (the labels image was removed)
+    assert main(_empty_run(path, out, tz, 0)) == 0
+    emptied = np.asarray(zarr.open_array(str(group / levels[0]), mode="r"))
+    assert not emptied[0].any()
+    np.testing.assert_array_equal(emptied[1], single_runs[1])
     edited = zarr.open_array(str(group / levels[0]), mode="r+")
     edited[0, 0, 0, 0] = 7
     assert main(_run(path, out, boxes, 1)) == 2
     assert "changed since it wrote them" in capsys.readouterr().err
+
+
+def test_a_time_point_update_killed_while_moving_its_chunks_in_is_completed_by_the_next_look(
+    movie, tmp_path, monkeypatch
+):
+    """A run killed between the renames of a time point's chunks (SIGKILL, here an interrupt at the second rename)
+    left labels half old, half new: the next check of them completes the update (every chunk was written before the
+    first rename), and they are still promptseg's own, so the next run may replace them."""
+    import os
+
+    from napari_promptseg.io import ome_zarr_labels, time_point_labels
+
+    tz, _ = movie
+    path = tmp_path / "tz.ome.zarr"
+    _write_tzyx_ome_zarr(path, tz)
+    first = np.zeros(tz.shape, np.uint16)
+    first[0, :, 10:30, 10:40] = 1
+    ome_zarr_labels.write_ome_zarr_labels(path, first)
+    second = np.zeros(tz.shape[1:], np.uint16)
+    second[:, 50:90, 60:100] = 2
+    group = path / "labels" / "promptseg"
+    rename = os.replace  # zarr writes each chunk by a rename too: those into the scratch folder go on
+
+    def killed_at(renames: int, into=group):
+        moved = []
+
+        def rename_or_die(src, dst):
+            if into in Path(dst).parents:  # a chunk written into the scratch folder, or moved into the labels
+                if len(moved) == renames:
+                    raise Killed
+                moved.append(dst)
+            rename(src, dst)
+
+        return rename_or_die, moved
+
+    # killed while writing the chunks beside the labels (zarr's second chunk): the labels as they were
+    with monkeypatch.context() as patched:
+        patched.setattr(
+            time_point_labels.os, "replace", killed_at(1, path / "labels" / ".promptseg-updating-promptseg")[0]
+        )
+        with pytest.raises(Killed):
+            time_point_labels.write_time_point(path, second, 1)
+    assert ome_zarr_labels.labels_not_replaceable(path, "promptseg") is None
+    np.testing.assert_array_equal(np.asarray(zarr.open_array(str(group / "s0"), mode="r")), first)
+    # killed while moving them in, one chunk in place: completed by the next look, and ours
+    rename_or_die, moved = killed_at(1)
+    with monkeypatch.context() as patched:
+        patched.setattr(time_point_labels.os, "replace", rename_or_die)
+        with pytest.raises(Killed):
+            time_point_labels.write_time_point(path, second, 1)
+    assert len(moved) == 1
+    assert ome_zarr_labels.labels_not_replaceable(path, "promptseg") is None
+    labels = np.asarray(zarr.open_array(str(group / "s0"), mode="r"))
+    np.testing.assert_array_equal(labels[0], first[0])
+    np.testing.assert_array_equal(labels[1], second)
+    np.testing.assert_array_equal(np.asarray(zarr.open_array(str(group / "s1"), mode="r"))[1], second[:, ::2, ::2])
+    assert not list((path / "labels").glob(".promptseg-updating-*"))

@@ -52,7 +52,9 @@ def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool 
         # an answer, not a failure: an empty label image and the reason, without a retry (the same inputs would
         # give the same answer), and a single input's run does not stop on it
         record = _without_result(args, path, image, exc)
-        record.update(status="empty", objects=0, _summary=f"empty: {record['reason']}")
+        kept = record.get("kept_time_points")  # --time: the labels of the others, from earlier runs
+        said = f" (time point(s) {', '.join(map(str, kept))} kept from an earlier run)" if kept else ""
+        record.update(status="empty", objects=0, _summary=f"empty: {record['reason']}{said}")
     except Exception as exc:  # noqa: BLE001 - one bad input must not stop the batch
         if stops_the_run(exc):  # the outputs' disk: not this input's fault, nor one a retry or the next input passes
             raise
@@ -103,7 +105,25 @@ def _time_lapse_channels_last(args: object, path: str, image: object) -> tuple[o
 
 
 def _without_result(args: object, path: str, image: object, exc: BaseException) -> dict:
-    """:func:`failed_record` with the run's output directory and channel axis (as this file was read)."""
+    """:func:`failed_record` with the run's output directory and channel axis (as this file was read). With --time,
+    a time-lapse of volumes' labels get that time point emptied and keep the others an earlier run wrote (its empty
+    labels were the first two axes' shape, (T, Z), and replaced the earlier runs' time points)."""
+    import numpy as np
+
+    time_point, output = getattr(args, "time", None), getattr(args, "output", None)
+    shape = np.shape(image) if image is not None else ()
+    if time_point is not None and output is not None and len(shape) in (4, 5) and 0 <= time_point < shape[0]:
+        from ..cli._stacks import _write_time_point  # lazy: the CLI's writing, as a result's labels are written
+
+        record = {
+            "input": str(path),
+            "status": "failed",
+            "reason": exc if isinstance(exc, str) else failure_reason(exc),
+        }
+        empty = np.zeros(shape[1:4], np.uint16)  # the volume's (Z, Y, X): channels, if any, last
+        record["output"], record["kept_time_points"] = _write_time_point(args, Path(path), empty, shape[0])
+        record.update(shape=list(shape), time_point=time_point)
+        return record
     return failed_record(
         getattr(args, "output", None),
         Path(path),

@@ -140,9 +140,10 @@ def write_time_point(
                 if (target / level / meta).is_file():
                     (scratch / level / meta).write_bytes((target / level / meta).read_bytes())
             # every chunk of the time point written, empty ones too: each replaces the earlier file of its name
-            copy = zarr.open_array(str(scratch / level), mode="r+", config={"write_empty_chunks": True})
-            with warnings.catch_warnings():
+            # (the global setting: zarr 3.1 ignores open_array's config for it)
+            with warnings.catch_warnings(), zarr.config.set({"array.write_empty_chunks": True}):
                 warnings.simplefilter("ignore", RuntimeWarning)
+                copy = zarr.open_array(str(scratch / level), mode="r+")
                 copy[tuple(at_t)] = data[tuple(at_t)].astype(array.dtype, copy=False)
         moves = {f"{relative}": file for relative, file in chunk_files(scratch)}
         before = listing_digest(target)
