@@ -76,8 +76,9 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, seeds: str, prompts_o
         type=int,
         metavar="T",
         help="a time-lapse of volumes (T, Z, Y, X[, C]): segment (or --propagate through Z) the volume of time point "
-        "T, as the Interactive widget does the time point shown; the labels keep the input's (T, Z, Y, X) shape, the "
-        "other time points empty",
+        "T, as the Interactive widget does the time point shown; the labels keep the input's (T, Z, Y, X) shape: "
+        "written into the labels an earlier --time run wrote for it (-o's TIFF, the OME-Zarr's labels/), time point T "
+        "replaced and the others kept; else the other time points empty",
     )
     parser.add_argument(
         "--stop-iou",
