@@ -307,10 +307,25 @@ def _stamp_labels(
 
 
 def _remove_tree(path: Path) -> None:
+    """Remove ``path`` and all under it. zarr's writer threads may still be finishing chunks of an update that
+    failed (their temporaries renamed or added while the tree is walked): a file gone meanwhile is fine, and a
+    folder that filled again is walked again."""
     import shutil
+    import time
 
-    if path.is_dir():
-        shutil.rmtree(path)
+    def gone_already(function, name, exc_info) -> None:
+        if not isinstance(exc_info[1], FileNotFoundError):
+            raise exc_info[1]
+
+    for attempt in range(20):
+        if not path.is_dir():
+            return
+        try:
+            shutil.rmtree(path, onerror=gone_already)
+        except OSError:
+            if attempt == 19:
+                raise
+            time.sleep(0.05)
 
 
 def check_labels_name(name: str) -> str:
