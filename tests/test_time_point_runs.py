@@ -200,3 +200,47 @@ def test_a_time_point_update_killed_while_moving_its_chunks_in_is_completed_by_t
     np.testing.assert_array_equal(labels[1], second)
     np.testing.assert_array_equal(np.asarray(zarr.open_array(str(group / "s1"), mode="r"))[1], second[:, ::2, ::2])
     assert not list((path / "labels").glob(".promptseg-updating-*"))
+
+
+def test_resume_with_another_time_point_runs_it_and_keeps_the_earlier_one(
+    movie, single_runs, tmp_path, monkeypatch, capsys
+):
+    """--time 0 interrupted, then --time 1 --resume into the same -o was refused ('results of another run (changed
+    since: --time (0, now 1))'): a time-lapse segmented with --resume throughout could not go on to its next time
+    point. Another --time is another time point's run: nothing of the earlier run is taken as done, time point 1 is
+    made, time point 0's labels are kept, and the user is told so."""
+    import napari_promptseg.methods.volume as volume
+
+    tz, boxes = movie
+    path = tmp_path / "tz.tif"
+    tifffile.imwrite(path, tz, imagej=True, metadata={"axes": "TZYX"})
+    out = tmp_path / "out"
+    assert main(_run(path, out, boxes, 0)) == 0, capsys.readouterr().err
+    capsys.readouterr()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:  # Ctrl+C while time point 1 is made: the journal of --time 1 stays
+        patched.setattr(volume, "propagate_through_stack", interrupted)
+        assert main([*_run(path, out, boxes, 1), "--resume"]) == 130, capsys.readouterr().err
+    assert (out / "report.partial.jsonl").is_file()
+    capsys.readouterr()
+    # back to time point 0 with --resume: the interrupted journal is time point 1's, so time point 0 is made again
+    assert main([*_run(path, out, boxes, 0), "--resume"]) == 0, capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "another time point" in said and "--time 1" in said
+    # on to time point 1 with --resume, from report.json of --time 0: made, not skipped nor refused
+    assert main([*_run(path, out, boxes, 1), "--resume"]) == 0, capsys.readouterr().err
+    said = capsys.readouterr()
+    assert "results of another run" not in said.err and "already done" not in said.err
+    assert "time point 1 written; time point 0 kept from an earlier run" in said.out + said.err
+    labels = tifffile.imread(out / "tz.tif")
+    np.testing.assert_array_equal(labels[0], single_runs[0])
+    np.testing.assert_array_equal(labels[1], single_runs[1])
+    # the same time point resumed is done already, as always
+    assert main([*_run(path, out, boxes, 1), "--resume"]) == 0
+    assert "already done" in capsys.readouterr().err
+    # another option than --time still refuses the resume
+    assert main([*_run(path, out, boxes, 1), "--resume", "--plane", "4"]) == 2
+    assert "results of another run" in capsys.readouterr().err

@@ -177,6 +177,13 @@ def run_batch(
     options = run_options(args)
     journal = Journal(output, signature_of(options), options, job.run_id) if output is not None else None
     previous, meta = journal.previous() if (journal is not None and resume) else ({}, {})
+    if journal is not None and journal.other_time_point is not None:
+        print(
+            f"resuming: the run in {output} segmented another time point (--time {journal.other_time_point}); "
+            f"this one, --time {args.time}, is made whole (nothing of that run is done already here), and the labels "
+            "keep the time points it and other runs wrote",
+            file=sys.stderr,
+        )
     previous = {key: moved_with_output(record, output) for key, record in moved_inputs(previous, paths).items()}
     kept = {str(p): previous[str(p)] for p in paths if str(p) in previous and is_done(previous[str(p)], p)}
     for key in _made_on_another_device(args, kept, meta, scheduler):

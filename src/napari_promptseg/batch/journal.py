@@ -156,6 +156,12 @@ def _only_new_options_unset(before: dict, now: dict) -> bool:
     return all(k not in before and now.get(k) in (None, False) for k in differing)
 
 
+def _other_time_point(before: dict, now: dict) -> bool:
+    """Whether both runs segmented one time point (--time) of a time-lapse, each another."""
+    earlier, later = before.get("time"), now.get("time")
+    return isinstance(earlier, int) and isinstance(later, int) and earlier != later
+
+
 def earlier_device(signature: str | None, before: dict | None, now: dict) -> str | None:
     """The --device of an earlier run whose ``signature`` differs from this one's (options ``now``) by --device
     alone, else None. ``before``: its options (None from an earlier version: its --device is found from its
@@ -263,6 +269,8 @@ class Journal:
         self.options = options
         self._file = None
         self._records = 0
+        #: the --time of an earlier run in ``output`` made at another time point (:meth:`previous`), else None
+        self.other_time_point: int | None = None
 
     def previous(self) -> tuple[dict[str, dict], dict]:
         """Records (by input) and run-level fields of earlier runs with this signature."""
@@ -279,7 +287,7 @@ class Journal:
         records = {r["input"]: current_record(r) for r in data.get("images", []) if "input" in r}
         meta = batch.get("meta") or {}
         self._check(batch.get("signature"), report, batch.get("options"), records, meta)
-        return records, meta
+        return ({}, {}) if self.other_time_point is not None else (records, meta)
 
     def _read_journal(self) -> tuple[dict[str, dict], dict]:
         header, records, meta = {}, {}, {}
@@ -301,7 +309,7 @@ class Journal:
         # checked once all is read: where the run ran is in its meta and records, after the header
         if header:
             self._check(header["signature"], self.path, header.get("options"), records, meta)
-        return records, meta
+        return ({}, {}) if self.other_time_point is not None else (records, meta)
 
     def _check(
         self,
@@ -314,6 +322,12 @@ class Journal:
         """Refuse another run's results, naming what changed when both runs' options are known (an earlier
         version's run has only its signature). --device alone may differ where it names where that run ran."""
         if signature == self.signature:
+            return
+        if options and self.options and _other_time_point(options, self.options):
+            # a time-lapse segmented time point by time point: another --time is another run, none of whose
+            # results are this one's, and refusing it stopped a --resume throughout at the second time point (its
+            # labels keep the other time points: io.time_point_labels)
+            self.other_time_point = options["time"]
             return
         changed = changed_options(options, self.options) if options and self.options else []
         if options and self.options and _only_new_options_unset(options, self.options):
