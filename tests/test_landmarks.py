@@ -385,3 +385,36 @@ def test_tab_separated_landmarks_are_read_as_tsv_or_txt_and_other_txt_is_refused
     (tmp_path / "landmarks.json").write_text("{}")
     with pytest.raises(PromptsegError, match=r"landmarks\.json: unknown landmark format.*\.tsv"):
         read_landmarks(tmp_path / "landmarks.json")
+
+
+def test_a_tsv_is_written_tab_separated_and_a_csv_comma_separated_whatever_was_read(kidney, tmp_path):
+    """write_landmarks to a .tsv wrote the delimiter the landmarks were read with: a bare array (or a CSV's
+    landmarks) gave a comma-separated .tsv, and landmarks read from a .tsv a tab-separated .csv (register's
+    landmarks_warped.csv of a .tsv moving file too). The name decides: a .tsv is tab-separated, a .csv
+    comma-separated (';' kept for a spreadsheet's ';' CSV with decimal commas), each read back the same."""
+    from napari_promptseg.io._files import replacing
+
+    original = read_landmarks(kidney / "Rat-Kidney_HE.csv")
+    for landmarks in (original.xy, original):
+        out = write_landmarks(tmp_path / "array.tsv", landmarks)
+        lines = out.read_text().splitlines()
+        assert lines[0] == "\tX\tY" and lines[1] == "1\t63\t309"
+        np.testing.assert_allclose(read_landmarks(out).xy, original.xy)
+    tabbed = read_landmarks(out)
+    assert tabbed.index == original.index
+    back = write_landmarks(tmp_path / "from_tsv.csv", tabbed.with_xy(tabbed.xy + 0.5))
+    assert back.read_text().splitlines()[:2] == [",X,Y", "1,63.5,309.5"]
+    np.testing.assert_allclose(read_landmarks(back).xy, original.xy + 0.5)
+    # written through a temporary file renamed in (register's landmarks_warped.csv): the final name decides
+    with replacing(tmp_path / "landmarks_warped.csv") as temp:
+        write_landmarks(temp, tabbed)
+    assert (tmp_path / "landmarks_warped.csv").read_text().splitlines()[1] == "1,63,309"
+    # a spreadsheet's ';' CSV with decimal commas: ';' in a .csv as before, tabs in a .tsv (its decimal commas kept)
+    pairs = zip(original.index, original.xy, strict=True)
+    rows = [";X;Y"] + [f"{i};{x + 0.5:g};{y:g}".replace(".", ",") for i, (x, y) in pairs]
+    (tmp_path / "excel.csv").write_text("\n".join(rows) + "\n")
+    excel = read_landmarks(tmp_path / "excel.csv")
+    assert write_landmarks(tmp_path / "excel_again.csv", excel).read_text().splitlines()[1] == "1;63,5;309"
+    as_tsv = write_landmarks(tmp_path / "excel.tsv", excel)
+    assert as_tsv.read_text().splitlines()[1] == "1\t63,5\t309"
+    np.testing.assert_allclose(read_landmarks(as_tsv).xy, original.xy + [0.5, 0])

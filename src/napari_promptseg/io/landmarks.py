@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PromptsegError
+from ._files import replacing_temp_of
 from .calibration import pixel_size
 
 LANDMARK_SUFFIXES = (".csv", ".tsv", ".pts", ".txt")
@@ -356,16 +357,19 @@ def _check_xy(xy: np.ndarray, path: Path, lines: list[int] | None = None) -> np.
 
 def write_landmarks(path: str | Path, landmarks: Landmarks | np.ndarray, *, decimals: int = 3) -> Path:
     """Write landmarks; a :class:`Landmarks` read from a CSV keeps its columns, index and other cells (only X and Y
-    change), a bare array gets ``,X,Y``."""
+    change), a bare array gets ``,X,Y``. The name decides the cells' separator: a ``.tsv`` is tab-separated, a
+    ``.csv`` comma-separated (';' kept for a spreadsheet's ';' CSV, whose decimals may be commas)."""
     path = Path(path)
+    # a temporary file renamed in (io._files.replacing) is written as the file it becomes
+    suffix = Path(replacing_temp_of(path.name) or path.name).suffix.lower()
     if not isinstance(landmarks, Landmarks):
         xy = np.asarray(landmarks, dtype=np.float64)
         if xy.ndim != 2 or xy.shape[1] != 2:
             raise PromptsegError(f"{path}: landmarks must be (N, 2) x, y; got shape {xy.shape}")
-        landmarks = Landmarks(xy=xy, format="pts" if path.suffix.lower() == ".pts" else "csv")
+        landmarks = Landmarks(xy=xy, format="pts" if suffix == ".pts" else "csv")
     path.parent.mkdir(parents=True, exist_ok=True)
     xy = np.round(landmarks.xy, decimals)
-    if path.suffix.lower() in (".pts", ".txt"):
+    if suffix in (".pts", ".txt"):
         lines = [landmarks.pts_kind, str(len(xy))] + [f"{_cell(x)} {_cell(y)}" for x, y in xy]
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -376,7 +380,7 @@ def write_landmarks(path: str | Path, landmarks: Landmarks | np.ndarray, *, deci
     copied = landmarks.rows if header == landmarks.header and len(landmarks.rows) == len(xy) else None
     with open(path, "w", newline="") as fh:
         # lines end as the .pts files' and ANHIR's own CSVs do; cells and decimals as the file read (a spreadsheet's)
-        writer = csv.writer(fh, delimiter=landmarks.delimiter, lineterminator="\n")
+        writer = csv.writer(fh, delimiter=_written_delimiter(suffix, landmarks), lineterminator="\n")
         writer.writerow(header)
         for i, (x, y) in enumerate(xy):
             if copied is not None:
@@ -388,6 +392,16 @@ def write_landmarks(path: str | Path, landmarks: Landmarks | np.ndarray, *, deci
             row[ix], row[iy] = (_cell(v).replace(".", ",") if landmarks.decimal_comma else _cell(v) for v in (x, y))
             writer.writerow(row)
     return path
+
+
+def _written_delimiter(suffix: str, landmarks: Landmarks) -> str:
+    """The cells' separator of a landmark table named with ``suffix``: the delimiter read was written whatever the
+    name (a bare array's comma in a .tsv, a .tsv's tabs in a .csv)."""
+    if suffix == ".tsv":
+        return "\t"
+    if suffix == ".csv":
+        return ";" if landmarks.delimiter == ";" or landmarks.decimal_comma else ","
+    return landmarks.delimiter
 
 
 def _cell(value: float) -> str:
