@@ -12,12 +12,13 @@ from __future__ import annotations
 import napari
 import numpy as np
 import pytest
+from napari.utils.notifications import NotificationSeverity, notification_manager
 from skimage.measure import regionprops
 
 from napari_promptseg._sample_data import nuclei
 from napari_promptseg._widgets.interactive import PREVIEW_NAME, TARGET_NAME, InteractiveWidget, plane_geometry
 
-from .interactive_widget import FIRST_RUN_MS, MIN_DICE, add_widget, dice, preview_layer, wait_idle
+from .interactive_widget import FIRST_RUN_MS, MIN_DICE, add_widget, dice, preview_layer, records_since, wait_idle
 
 pytestmark = pytest.mark.gui
 
@@ -290,3 +291,74 @@ def test_a_multichannel_whole_slide_with_its_channel_axis_is_segmented_on_a_crop
     target = viewer.layers[TARGET_NAME]
     assert target.data.shape == (4096, 4096)
     assert dice(_sampled_at(target, rows, cols) > 0, nucleus) > MIN_DICE
+
+
+def _box_on_plane(z: int, box: tuple) -> np.ndarray:
+    """The four corners of box (x0, y0, x1, y1) on plane ``z`` of a 3D Shapes layer."""
+    x0, y0, x1, y1 = box
+    return np.array([[z, y0, x0], [z, y0, x1], [z, y1, x1], [z, y1, x0]], float)
+
+
+def test_a_stack_pyramid_is_segmented_at_the_pyramid_level_of_the_boxes(make_viewer, qtbot, nuclei_sample):
+    """A (Z, Y, X) pyramid (a z-stack OME-Zarr's levels, Z kept at every level) was read at full resolution, as only
+    pyramids of one plane were read at a level: slower, and a stack of large planes refused as '... exceeds the
+    limit'. Its plane shown is read at the level the box needs, as a single plane's, and segmented there."""
+    from napari_promptseg._widgets.interactive.geometry import plane_source
+    from napari_promptseg.tiling import box_object_size
+
+    image, truth, label, (r0, c0, r1, c1) = nuclei_sample
+    big = np.repeat(np.repeat(image, 4, axis=0), 4, axis=1)
+    nucleus = np.repeat(np.repeat(truth == label, 4, axis=0), 4, axis=1)
+    stack = np.stack([255 - big, big])  # the nuclei on plane 1
+    pyramid = [stack, stack[:, ::2, ::2], stack[:, ::4, ::4]]
+    viewer = make_viewer()
+    layer = viewer.add_image(pyramid, name="zstack", multiscale=True)
+    viewer.dims.set_current_step(0, 1)
+    widget = add_widget(viewer)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    box = (4 * c0, 4 * r0, 4 * c1 + 3, 4 * r1 + 3)
+
+    source = plane_source(layer, plane_geometry(viewer, layer))
+    plane, _, factor = source.read(256, box_object_size(np.array([box])))
+    assert factor > 1 and plane.shape == pyramid[int(np.log2(factor))].shape[1:]
+    np.testing.assert_array_equal(plane, pyramid[int(np.log2(factor))][1])  # the plane shown, not plane 0
+
+    viewer.add_shapes(name="boxes", ndim=3).add_rectangles(_box_on_plane(1, box))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    preview = preview_layer(viewer)
+    assert preview.data.shape == (1, *big.shape)
+    assert dice(preview.data[0] == 1, nucleus) > MIN_DICE
+
+
+def test_a_stack_pyramid_of_whole_slide_planes_is_refused_pointing_to_the_channel_axis(
+    make_viewer, qtbot, magnified_nucleus
+):
+    """A (C, Y, X) slide pyramid of 16k planes before its channel axis is chosen is a stack of planes: a box on it
+    read a full-resolution plane and failed deep in the model ('16384x16384 = ... exceeds the limit'). Its levels are
+    its planes' (read at a level); labels of a whole slide's plane on a stack are not held, so the box is refused
+    naming the layer and saying to choose its channel axis (then it is a whole slide, segmented on a crop)."""
+    import dask.array as da
+
+    from napari_promptseg._widgets.interactive.geometry import plane_source
+
+    image, _, (r0, c0, r1, c1) = magnified_nucleus
+    side = 16384
+    shapes = [(side // f, side // f) for f in (1, 2, 4, 8)]
+    levels = [
+        da.stack([_rounded_level(image, (side, side), s), _rounded_level(255 - image, (side, side), s)]) for s in shapes
+    ]
+    viewer = make_viewer()
+    layer = viewer.add_image(levels, name="fluorescence", multiscale=True, contrast_limits=(0, 255))
+    source = plane_source(layer, plane_geometry(viewer, layer))
+    assert source.level_crop(2).factors == (4.0, 4.0)
+    widget = add_widget(viewer)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    top = left = 8 * 1024
+    start = len(notification_manager.records)
+    viewer.add_shapes(name="boxes", ndim=3).add_rectangles(
+        _box_on_plane(0, (left + c0, top + r0, left + c1 - 1, top + r1 - 1))
+    )
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    said = " ".join([widget.runner.widget.status.text(), *records_since(start, NotificationSeverity.ERROR)])
+    assert "exceeds the limit" not in said
+    assert "fluorescence" in said and "channel axis" in said and "16384 x 16384" in said, said

@@ -256,8 +256,27 @@ class PlaneSource:
         slide with its channel axis chosen was read at full resolution, every channel of it)."""
         return len(self.levels) > 1 and len(self.geom.labels_shape) == 2
 
-    def _level(self, input_size: int, object_size: float | None) -> tuple[int, float]:
+    @property
+    def _plane_pyramid(self) -> bool:
+        """A pyramid whose levels downsample only the plane (a z-stack OME-Zarr's, Z kept; a (C, Y, X) slide's
+        before its channel axis is chosen): its plane shown is read at a level as a 2D pyramid's (it was read at
+        full resolution, a 16k plane refused as exceeding the model's limit). A level that downsamples another axis
+        holds the plane shown elsewhere: such a pyramid is read at full resolution."""
         if self._plain_pyramid:
+            return True
+        if len(self.levels) < 2:
+            return False
+        shapes = [np.shape(data) for data in self.levels]
+        plane = {self._data_axis(self.geom.row_axis), self._data_axis(self.geom.col_axis)}
+        others = [a for a in range(len(shapes[0])) if a not in plane]  # Z, T, channels, RGB: kept at every level
+        return all(len(s) == len(shapes[0]) and all(s[a] == shapes[0][a] for a in others) for s in shapes)
+
+    def _data_axis(self, labels_axis: int) -> int:
+        """The layer data's axis of a labels axis (the channel axis, when chosen, is the data's first)."""
+        return labels_axis + (self.geom.channel_axis is not None)
+
+    def _level(self, input_size: int, object_size: float | None) -> tuple[int, float]:
+        if self._plane_pyramid:
             scale = choose_scale(self.geom.plane_shape, input_size, object_size).scale
             return pyramid_level(self._level_planes, scale)
         return 0, 1.0
@@ -279,8 +298,9 @@ class PlaneSource:
 
     @property
     def _level_planes(self) -> list[tuple[int, int]]:
-        first = 0 if self.geom.channel_axis is None else 1  # the channel axis is always the first (plane_geometry)
-        return [tuple(np.shape(data)[first : first + 2]) for data in self.levels]
+        # the plane's axes of each level (a stack's are not its first two; the channel axis is first when chosen)
+        rows, cols = self._data_axis(self.geom.row_axis), self._data_axis(self.geom.col_axis)
+        return [(np.shape(data)[rows], np.shape(data)[cols]) for data in self.levels]
 
     @property
     def whole_slide(self) -> bool:
@@ -312,10 +332,21 @@ class PlaneSource:
         result's labels come back at full resolution (LevelCrop None), except on a :attr:`whole_slide`: there only
         a crop of the level around ``prompt_bounds`` (x0, y0, x1, y1 of every prompt, full-resolution pixels) is
         read, and the labels come back on that crop, with its LevelCrop."""
+        if not self.whole_slide and self._plane_pyramid and np.prod(self.geom.plane_shape) > LABELS_MAX_PIXELS:
+            # a whole slide's plane on a stack: its full-resolution labels (1 GB a 16k plane) are not held, and its
+            # labels level is a single plane's (whole_slide)
+            h, w = self.geom.plane_shape
+            raise PromptsegError(
+                f"image layer '{self.geom.image_name}': {h} x {w} px planes on a stack; choose its channel axis if "
+                "an axis holds channels",
+                details=f"labels of a stack of {self.geom.labels_shape} (axes without channels) at full resolution "
+                "are too large to hold; a slide with its channel axis chosen is segmented on a crop around the "
+                "prompts; a stack of such planes is segmented by `promptseg segment --plane`",
+            )
         if not self.whole_slide or prompt_bounds is None:
             level, _ = self._level(input_size, object_size or prompt_size)
             plane, channel_axis = self._read(level, input_size, object_size or prompt_size)
-            crop = self.level_crop(level) if self._plain_pyramid else LevelCrop(1.0)
+            crop = self.level_crop(level) if self._plane_pyramid else LevelCrop(1.0)
             level_size = None if object_size is None else object_size / crop.factor
             result = method(plane, crop, object_size=level_size, channel_axis=channel_axis, **options)
             result.labels = self.full_resolution(result.labels, level)
