@@ -256,3 +256,12 @@ def test_a_text_model_given_with_another_route_is_said_to_be_unused(litemedsam, 
     err = capsys.readouterr().err
     assert re.search(rf"warning: {said}.*--text-model", err), err
     assert any(re.search(said, w) for w in json.loads((out / "report.json").read_text())["warnings"])
+
+    # text weights (GroundingDINO's, CLIPSeg's) beside route library: no text model loads there either
+    weights = tmp_path / "clipseg_weights"
+    weights.mkdir()
+    unused = r"text weights \S*clipseg_weights not used: route 'library' answers from the reference library"
+    result = segment_text(target, "nucleus", route="library", library=library, segmenter=litemedsam, weights=weights)
+    assert sum(bool(re.search(unused, w)) for w in result.warnings) == 1, result.warnings
+    assert main([*argv, "--text-weights", str(weights), "--device", "cpu"]) == 0
+    assert re.search(rf"warning: {unused}.*--text-weights", capsys.readouterr().err)

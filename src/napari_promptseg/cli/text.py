@@ -247,7 +247,7 @@ def _setup(args: argparse.Namespace) -> tuple[tuple, dict]:
     # a prompt longer than the route's model reads is the run's to say, once (every worker finds the same): not each
     # worker's first image's
     cut = prompt_cut_warnings(route, args.prompt, template=args.template, attributes=_attributes(args))
-    cut[:0] = unused_text_model_warnings(args.route, args.text_model)  # --route library beside --text-model
+    cut[:0] = unused_text_model_warnings(args.route, args.text_model, args.text_weights)  # --route library beside them
     if route.route == "library":
         # a prompt the library cannot answer is the run's to say, once: every image failed with it in turn (after
         # the models: a wrong --model or --weights is said first, as it was)

@@ -142,19 +142,29 @@ def available_route(route: Route = "auto", text_model: object | None = None) -> 
     return "library"
 
 
-def unused_text_model_warnings(route: object, text_model: object) -> list[str]:
-    """A line saying a trained ``text_model`` given with a route that does not read it (groundingdino, clipseg,
-    library) is not used; none otherwise. Why: the route answered and the user took its labels for their model's.
-    A route chosen already (a :class:`TextRoute`) says nothing: its caller chose it (the widget passes its text
-    model field whatever route is picked)."""
-    if not text_model or not isinstance(route, str) or route in ("auto", "trained"):
+def unused_text_model_warnings(route: object, text_model: object, weights: object = None) -> list[str]:
+    """Lines saying a trained ``text_model`` given with a route that does not read it (groundingdino, clipseg,
+    library), or text model ``weights`` given with the library route (which loads no text model), is not used; none
+    otherwise. Why: the route answered and the user took its labels for their model's. A route chosen already (a
+    :class:`TextRoute`) says nothing: its caller chose it (the widget passes its text model field whatever route is
+    picked)."""
+    if not isinstance(route, str) or route in ("auto", "trained"):
         return []
-    name = text_model if isinstance(text_model, (str, os.PathLike)) else getattr(text_model, "name", "given")
-    return [
-        f"text model {os.fspath(name) if isinstance(name, os.PathLike) else name} not used: route {route!r} answers "
-        "without it (a trained text model answers on route 'trained' or 'auto'); drop it (CLI --text-model) or "
-        "choose route 'trained' (CLI --route trained)"
-    ]
+    said = []
+    if text_model:
+        name = text_model if isinstance(text_model, (str, os.PathLike)) else getattr(text_model, "name", "given")
+        said.append(
+            f"text model {os.fspath(name) if isinstance(name, os.PathLike) else name} not used: route {route!r} "
+            "answers without it (a trained text model answers on route 'trained' or 'auto'); drop it (CLI "
+            "--text-model) or choose route 'trained' (CLI --route trained)"
+        )
+    if weights and route == "library":
+        said.append(
+            f"text weights {os.fspath(weights)} not used: route 'library' answers from the reference library, with no "
+            "text model; drop them (CLI --text-weights) or choose the route they are for (groundingdino, clipseg, "
+            "trained, or auto)"
+        )
+    return said
 
 
 def _not_loaded(route: str, names: Sequence[str], weights: str | None = None) -> str:

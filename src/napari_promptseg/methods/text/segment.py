@@ -174,7 +174,7 @@ def segment_text(
     timings["segment_s"] = time.perf_counter() - t0
     result.timings = timings
     result.image_channels = read_with
-    result.warnings[:0] = unused_text_model_warnings(route, text_model) + cut_warnings
+    result.warnings[:0] = unused_text_model_warnings(route, text_model, weights) + cut_warnings
     if not result.phrases:
         result.warnings.append(f"{name}: nothing found for {said_prompt(prompt)} ({result.reason})")
     report(1.0, "done")
