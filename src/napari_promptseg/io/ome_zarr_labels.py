@@ -59,7 +59,7 @@ def write_ome_zarr_labels(
         refused = labels_not_replaceable(image.path, name, output)
         if refused:
             raise PromptsegError(refused)
-        _remove_tree(scratch)  # what a killed run left: never listed, so no reader saw it
+        remove_tree(scratch)  # what a killed run left: never listed, so no reader saw it
         # the new labels image is written whole beside the old one, under a name the labels list does not hold (a
         # group of its own, whose labels/<name> is the image under its final name and metadata); the old one stays
         # readable until the new one is complete (an interrupted rewrite deleted it, and left levels missing or
@@ -78,24 +78,24 @@ def write_ome_zarr_labels(
             )
         # swapped in by two renames, the old one removed once the new one is in place; the list names it last.
         # The stamp accepts both while they swap places (a run killed in between leaves either one, ours)
-        _remove_tree(replaced)
+        remove_tree(replaced)
         target = labels_dir / name
         written = listing_digest(scratch / "labels" / name)  # renaming the folder keeps its files' names and times
         before = [listing_digest(target)] if target.exists() else []
         contents = contents_digest(scratch / "labels" / name)
         image_print = image_fingerprint(image.path)
-        earlier = _stamp_of(labels_dir, name).get("output")
-        _stamp_labels(labels_dir, name, [written, *before], earlier, contents=contents, image=image_print)
+        earlier = stamp_of(labels_dir, name).get("output")
+        stamp_labels(labels_dir, name, [written, *before], earlier, contents=contents, image=image_print)
         publishing()  # a batch holds an interrupt from here until the labels' record is in its journal
         if target.exists():
             target.rename(replaced)
         (scratch / "labels" / name).rename(target)
-        _stamp_labels(labels_dir, name, [written], output, contents=contents, image=image_print)
+        stamp_labels(labels_dir, name, [written], output, contents=contents, image=image_print)
         listed = get_metadata(labels_group).get("labels", [])
         if name not in listed:
             add_metadata(labels_group, {"labels": [*listed, name]}, fmt=fmt)
-        _remove_tree(replaced)
-        _remove_tree(scratch)
+        remove_tree(replaced)
+        remove_tree(scratch)
     except PermissionError as exc:
         raise PromptsegError(f"{image.path}: cannot write its labels/ group ({exc}); write TIFF labels") from exc
     return target
@@ -181,7 +181,7 @@ def labels_not_replaceable(image_path: str | Path, name: str, output: str | Path
     finish_time_point_update(target.parent, name)  # a run killed while moving a time point's chunks in: done first
     if not target.exists():
         return None
-    stamp = _stamp_of(target.parent, name)
+    stamp = stamp_of(target.parent, name)
     accepted, contents = stamp.get("listings"), stamp.get("contents")
     image = stamp.get("image")  # stamps of earlier versions have neither
     if isinstance(image, str) and image != image_fingerprint(image_path):
@@ -218,7 +218,7 @@ def remove_own_labels(image_path: str | Path, name: str, output: str | Path) -> 
         from ome_zarr.writer import add_metadata, get_metadata
 
     labels_dir = Path(image_path) / "labels"
-    owner = _stamp_of(labels_dir, name).get("output")
+    owner = stamp_of(labels_dir, name).get("output")
     if (
         not (labels_dir / name).exists()
         or not isinstance(owner, str)
@@ -231,7 +231,7 @@ def remove_own_labels(image_path: str | Path, name: str, output: str | Path) -> 
     listed = get_metadata(group).get("labels", [])
     if name in listed:  # out of the list first: a reader never lists labels that are not there
         add_metadata(group, {"labels": [n for n in listed if n != name]})
-    _remove_tree(labels_dir / name)
+    remove_tree(labels_dir / name)
     (labels_dir / f"{WRITTEN_PREFIX}{name}.json").unlink(missing_ok=True)
     return True
 
@@ -249,7 +249,7 @@ def finish_time_point_update(labels_dir: Path, name: str) -> None:
         for relative, file in chunk_files(scratch):
             (labels_dir / name / relative).parent.mkdir(parents=True, exist_ok=True)
             os.replace(file, labels_dir / name / relative)
-    _remove_tree(scratch)
+    remove_tree(scratch)
 
 
 #: a zarr array's own metadata files: not chunks
@@ -281,7 +281,7 @@ def run_records(folder: Path) -> list[dict]:
     return [r for r in records if isinstance(r, dict)]
 
 
-def _stamp_of(labels_dir: Path, name: str) -> dict:
+def stamp_of(labels_dir: Path, name: str) -> dict:
     """The stamp promptseg left beside the labels image ``name`` (:data:`WRITTEN_PREFIX`), or {}."""
     try:
         stamp = json.loads((labels_dir / f"{WRITTEN_PREFIX}{name}.json").read_text())
@@ -290,7 +290,7 @@ def _stamp_of(labels_dir: Path, name: str) -> dict:
     return stamp if isinstance(stamp, dict) else {}
 
 
-def _stamp_labels(
+def stamp_labels(
     labels_dir: Path,
     name: str,
     listings: list[str],
@@ -306,7 +306,7 @@ def _stamp_labels(
     (labels_dir / f"{WRITTEN_PREFIX}{name}.json").write_text(json.dumps(stamp))
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """Remove ``path`` and all under it. zarr's writer threads may still be finishing chunks of an update that
     failed (their temporaries renamed or added while the tree is walked): a file gone meanwhile is fine, and a
     folder that filled again is walked again."""

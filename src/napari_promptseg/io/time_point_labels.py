@@ -21,16 +21,16 @@ from .images import is_own_output
 from .ome_zarr_labels import (
     UPDATE_READY,
     UPDATING_PREFIX,
-    _remove_tree,
-    _stamp_labels,
-    _stamp_of,
     check_labels_name,
     chunk_files,
     finish_time_point_update,
     image_fingerprint,
     label_pyramid,
     labels_not_replaceable,
+    remove_tree,
     run_records,
+    stamp_labels,
+    stamp_of,
     write_ome_zarr_labels,
 )
 
@@ -131,7 +131,7 @@ def write_time_point(
     at_t[time_axis] = time_point
     kept = [t for t in range(n_times) if t != time_point and _any_at(arrays[0], time_axis, t)]
     scratch = labels_dir / f"{UPDATING_PREFIX}{name}"
-    _remove_tree(scratch)
+    remove_tree(scratch)
     try:
         for level, array, data in zip(levels, arrays, pyramid, strict=True):
             # the level's own metadata (codec, chunks, fill value) beside it: its chunks encoded as the labels' are
@@ -150,15 +150,15 @@ def write_time_point(
         after = listing_digest(target, moved_in=moves)
         contents = contents_digest(target, moved_in=moves)
         (scratch / UPDATE_READY).write_text("")
-        earlier_output = _stamp_of(labels_dir, name).get("output")
+        earlier_output = stamp_of(labels_dir, name).get("output")
         image_print = image_fingerprint(image.path)
-        _stamp_labels(labels_dir, name, [after, before], earlier_output, contents=contents, image=image_print)
+        stamp_labels(labels_dir, name, [after, before], earlier_output, contents=contents, image=image_print)
         publishing()  # a batch holds an interrupt from here until the labels' record is in its journal
         for relative, file in moves.items():
             (target / relative).parent.mkdir(parents=True, exist_ok=True)
             os.replace(file, target / relative)
-        _stamp_labels(labels_dir, name, [after], output, contents=contents, image=image_print)
-        _remove_tree(scratch)
+        stamp_labels(labels_dir, name, [after], output, contents=contents, image=image_print)
+        remove_tree(scratch)
     except PermissionError as exc:
         raise PromptsegError(f"{image.path}: cannot write its labels/ group ({exc}); write TIFF labels") from exc
     return target, kept
