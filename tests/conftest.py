@@ -113,6 +113,31 @@ def reads_only_in_the_worker(widget, start, reads: list, qtbot, timeout: int) ->
     assert any(t is not threading.main_thread() for t in reads)  # the worker read it
 
 
+#: the shared brain MRI's label of the left thalamus (FreeSurfer 10), the structure the stack tests carry
+THALAMUS = 10
+
+
+def box_of(mask) -> tuple[int, int, int, int]:
+    """The box (x0, y0, x1, y1) of a 2D mask's pixels, as ``--box`` and the console functions take it."""
+    import numpy as np
+
+    rows, cols = np.nonzero(mask)
+    return int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())
+
+
+def thalamus_planes(shared_data: Path, below: int = 3, above: int = 3):
+    """The shared brain MRI's planes from ``below`` under to ``above`` over the left thalamus' largest cross-section,
+    cropped to the 110 x 140 px around it (float32); the thalamus mask on them; and its box (x0, y0, x1, y1) on that
+    largest plane (plane ``below``)."""
+    import numpy as np
+
+    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
+    truth = scan["seg"] == THALAMUS
+    z = int(np.argmax(truth.sum((1, 2))))
+    crop = (slice(z - below, z + above + 1), slice(40, 150), slice(40, 180))
+    return scan["vol"][crop].astype(np.float32), truth[crop], box_of(truth[z, 40:150, 40:180])
+
+
 def some_dsb_nuclei(shared_data, prefix: str, keep: int = 8):
     """A shared DSB fluorescence image (grey, as its first channel) with ``keep`` of its labelled nuclei, spread over
     its id order, as a user labels a few examples of many; and the image's full labels."""

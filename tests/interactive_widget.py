@@ -49,3 +49,11 @@ def preview_layer(viewer):
 
 def records_since(start: int, severity: NotificationSeverity) -> list[str]:
     return [n.message for n in notification_manager.records[start:] if n.severity == severity]
+
+
+def add_box_on_plane(widget, box, *plane: int) -> None:
+    """Draw ``box`` (x0, y0, x1, y1) in the widget's boxes layer on the plane at the leading indices ``plane`` (the
+    image's grid: a (T, Z, Y, X) image's time point and plane)."""
+    x0, y0, x1, y1 = box
+    corners = [(y0, x0), (y0, x1), (y1, x1), (y1, x0)]
+    widget.shapes_picker.layer().add_rectangles(np.array([[*plane, r, c] for r, c in corners]))

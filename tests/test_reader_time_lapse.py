@@ -16,7 +16,7 @@ from napari_promptseg._widgets.oneshot import OneShotWidget
 from napari_promptseg._widgets.text import TextPromptWidget
 from napari_promptseg.methods.volume import propagate_through_stack
 
-from .interactive_widget import FIRST_RUN_MS, add_widget, records_since, wait_idle
+from .interactive_widget import FIRST_RUN_MS, add_box_on_plane, add_widget, records_since, wait_idle
 from .test_time_point_files import _write_tzyx_ome_zarr, thalamus_movie
 
 pytestmark = pytest.mark.gui
@@ -64,9 +64,7 @@ def test_the_reader_opens_a_time_lapse_of_volumes_and_the_widget_propagates_at_t
     viewer.dims.set_current_step(1, 3)  # plane 3
     widget = add_widget(viewer)
     widget.new_prompt_layers()
-    x0, y0, x1, y1 = box
-    corners = [(y0, x0), (y0, x1), (y1, x1), (y1, x0)]
-    widget.shapes_picker.layer().add_rectangles(np.array([[1, 3, r, c] for r, c in corners]))
+    add_box_on_plane(widget, box, 1, 3)
     wait_idle(qtbot, widget, FIRST_RUN_MS)
     start = len(notification_manager.records)
     widget.propagate_button.click()

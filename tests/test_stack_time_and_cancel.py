@@ -24,21 +24,14 @@ from napari_promptseg.errors import CancelledError
 from napari_promptseg.methods.metrics import dice
 from napari_promptseg.methods.volume import PropagationCancelled, propagate_through_stack
 
-#: the MRI structure used here: the left thalamus (FreeSurfer 10)
-THALAMUS = 10
+from .conftest import thalamus_planes
 
 
 @pytest.fixture(scope="module")
 def thalamus(shared_data):
     """Seven planes of 110 x 140 px around the left thalamus' largest cross-section, its truth, and the box of the
     thalamus on plane 3 (x0, y0, x1, y1)."""
-    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
-    truth = scan["seg"] == THALAMUS
-    z = int(np.argmax(truth.sum((1, 2))))
-    crop = (slice(z - 3, z + 4), slice(40, 150), slice(40, 180))
-    vol, truth = scan["vol"][crop].astype(np.float32), truth[crop]
-    rows, cols = np.nonzero(truth[3])
-    return vol, truth, (int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max()))
+    return thalamus_planes(shared_data)
 
 
 def test_cli_propagates_through_the_volume_of_the_time_point_given(litemedsam, thalamus, tmp_path, capsys):
@@ -113,13 +106,10 @@ def test_ctrl_c_during_a_cli_propagation_says_nothing_of_that_stack_was_written(
     """Ctrl+C while `promptseg segment --propagate` carried the objects through a stack said only 'interrupted':
     whether the planes done were written went unsaid (they were not). A part of a stack in the file its whole result
     goes to would pass for it, so nothing is written still, and the run says so."""
-    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
-    truth = scan["seg"] == THALAMUS
-    z = int(np.argmax(truth.sum((1, 2))))
+    vol, _, box = thalamus_planes(shared_data, 15, 14)  # the seed: plane 15
     path = tmp_path / "mri.tif"
-    tifffile.imwrite(path, scan["vol"][z - 15 : z + 15, 40:150, 40:180].astype(np.float32))
-    rows, cols = np.nonzero(truth[z, 40:150, 40:180])
-    box = map(str, (cols.min(), rows.min(), cols.max(), rows.max()))
+    tifffile.imwrite(path, vol)
+    box = map(str, box)
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), "OMP_NUM_THREADS": "1"}
     command = ["segment", str(path), "-o", str(out), "--box", *box, "--plane", "15", "--propagate"]

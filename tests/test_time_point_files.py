@@ -17,8 +17,7 @@ from napari_promptseg.cli import main
 from napari_promptseg.methods.metrics import dice
 from napari_promptseg.methods.volume import propagate_through_stack
 
-#: the MRI structure used here: the left thalamus (FreeSurfer 10)
-THALAMUS = 10
+from .conftest import thalamus_planes
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +29,8 @@ def movie(shared_data):
 
 def thalamus_movie(shared_data):
     """:func:`movie`'s time-lapse, thalamus and box (for other modules' fixtures)."""
-    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
-    truth = scan["seg"] == THALAMUS
-    z = int(np.argmax(truth.sum((1, 2))))
-    crop = (slice(z - 3, z + 4), slice(40, 150), slice(40, 180))
-    vol, truth = scan["vol"][crop].astype(np.float32), truth[crop]
-    rows, cols = np.nonzero(truth[3])
-    return np.stack([vol[:, ::-1], vol]), truth, (int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max()))
+    vol, truth, box = thalamus_planes(shared_data)
+    return np.stack([vol[:, ::-1], vol]), truth, box
 
 
 @pytest.fixture(scope="module")

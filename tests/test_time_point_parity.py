@@ -16,7 +16,8 @@ from napari_promptseg import propagate_through_stack
 from napari_promptseg.cli import main
 from napari_promptseg.methods.metrics import dice
 
-from .interactive_widget import FIRST_RUN_MS, add_widget, records_since, wait_idle
+from .conftest import box_of, thalamus_planes
+from .interactive_widget import FIRST_RUN_MS, add_box_on_plane, add_widget, records_since, wait_idle
 
 pytestmark = pytest.mark.gui
 
@@ -29,15 +30,10 @@ def test_cli_console_and_widget_give_one_time_points_labels_alike(
 ):
     """Every capability is one code path through the CLI, the console and the widget: for the volume of time point 1
     (the thalamus moved by SHIFT since time point 0) the three give the same labels, and time point 0 stays empty."""
-    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
-    truth = scan["seg"] == 10  # the left thalamus
-    z = int(np.argmax(truth.sum((1, 2))))
-    crop = (slice(z - 3, z + 4), slice(40, 150), slice(40, 180))
-    vol, truth = scan["vol"][crop].astype(np.float32), truth[crop]
+    vol, truth, _ = thalamus_planes(shared_data)
     tz = np.stack([vol, np.roll(vol, SHIFT, axis=(1, 2))])
     moved = np.roll(truth, SHIFT, axis=(1, 2))
-    rows, cols = np.nonzero(moved[3])
-    box = (int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max()))
+    box = box_of(moved[3])
 
     path = tmp_path / "tz.tif"
     tifffile.imwrite(path, tz, imagej=True, metadata={"axes": "TZYX"})
@@ -57,9 +53,7 @@ def test_cli_console_and_widget_give_one_time_points_labels_alike(
     viewer.dims.set_current_step(1, 3)  # plane 3
     widget = add_widget(viewer)
     widget.new_prompt_layers()
-    x0, y0, x1, y1 = box
-    corners = [(y0, x0), (y0, x1), (y1, x1), (y1, x0)]
-    widget.shapes_picker.layer().add_rectangles(np.array([[1, 3, r, c] for r, c in corners]))  # the image's grid
+    add_box_on_plane(widget, box, 1, 3)  # the image's grid
     wait_idle(qtbot, widget, FIRST_RUN_MS)
     start = len(notification_manager.records)
     widget.propagate_button.click()

@@ -18,9 +18,11 @@ from napari_promptseg._widgets.interactive import (
     InteractiveWidget,
 )
 
+from .conftest import box_of
 from .interactive_widget import (
     FIRST_RUN_MS,
     MIN_DICE,
+    add_box_on_plane,
     add_widget,
     dice,
     press_key,
@@ -180,10 +182,9 @@ def _mri_boxed_on_its_middle_plane(make_viewer, shared_data):
     viewer.dims.set_current_step(0, 2)
     widget = add_widget(viewer)
     widget.new_prompt_layers()
-    rows, cols = np.nonzero(truth[2])
-    r0, c0, r1, c1 = rows.min(), cols.min(), rows.max(), cols.max()
-    widget.shapes_picker.layer().add_rectangles(np.array([[2, r0, c0], [2, r0, c1], [2, r1, c1], [2, r1, c0]]))
-    return viewer, widget, vol, (float(c0), float(r0), float(c1), float(r1))
+    box = box_of(truth[2])
+    add_box_on_plane(widget, box, 2)
+    return viewer, widget, vol, tuple(map(float, box))
 
 
 def test_propagation_carries_the_previews_objects_clicks_included(make_viewer, qtbot, shared_data):

@@ -12,7 +12,8 @@ from napari.utils.notifications import NotificationSeverity, notification_manage
 
 from napari_promptseg.methods.metrics import dice
 
-from .interactive_widget import FIRST_RUN_MS, add_widget, records_since, wait_idle
+from .conftest import thalamus_planes
+from .interactive_widget import FIRST_RUN_MS, add_box_on_plane, add_widget, records_since, wait_idle
 
 pytestmark = pytest.mark.gui
 
@@ -24,11 +25,7 @@ def test_propagation_on_a_time_lapse_of_volumes_runs_through_the_z_of_the_time_p
     along the one axis besides the displayed plane; this layer's planes are (2, 7, 110, 140)', with no way round it
     in the widget. Now the object is carried through Z (the slider next to the plane) at the time point shown, into
     a Labels layer of the image's shape, on the image's grid; the other time point stays empty."""
-    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
-    truth = scan["seg"] == 10  # the left thalamus
-    z = int(np.argmax(truth.sum((1, 2))))
-    crop = (slice(z - 3, z + 4), slice(40, 150), slice(40, 180))
-    vol, truth = scan["vol"][crop].astype(np.float32), truth[crop]
+    vol, truth, box = thalamus_planes(shared_data)
     viewer = make_viewer()
     tz = np.stack([vol[:, ::-1], vol])  # time point 0 flipped: not the volume propagated
     viewer.add_image(tz, name="tz", scale=(1, 4, 0.5, 0.5), translate=(0, 100, 10, 20), axis_labels=tuple("tzyx"))
@@ -36,10 +33,7 @@ def test_propagation_on_a_time_lapse_of_volumes_runs_through_the_z_of_the_time_p
     viewer.dims.set_current_step(1, 3)  # plane 3 (world z = 112)
     widget = add_widget(viewer)
     widget.new_prompt_layers()
-    rows, cols = np.nonzero(truth[3])
-    corners = [(rows.min(), cols.min()), (rows.min(), cols.max()), (rows.max(), cols.max()), (rows.max(), cols.min())]
-    box = np.array([[1, 3, r, c] for r, c in corners])  # the prompt layer's data: the image's grid
-    widget.shapes_picker.layer().add_rectangles(box)
+    add_box_on_plane(widget, box, 1, 3)  # the prompt layer's data: the image's grid
     wait_idle(qtbot, widget, FIRST_RUN_MS)
     start = len(notification_manager.records)
     widget.propagate_button.click()
@@ -98,19 +92,13 @@ def test_a_cancelled_propagation_keeps_the_planes_done_as_a_layer_said_partial(m
     summary say which planes were not segmented (their labels empty)."""
     from napari_promptseg._widgets.interactive.actions import PARTIAL_KEY
 
-    scan = np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")
-    truth = scan["seg"] == 10  # the left thalamus
-    z = int(np.argmax(truth.sum((1, 2))))
-    crop = (slice(z - 3, z + 4), slice(40, 150), slice(40, 180))
-    vol, truth = scan["vol"][crop].astype(np.float32), truth[crop]
+    vol, truth, box = thalamus_planes(shared_data)
     viewer = make_viewer()
     viewer.add_image(vol, name="mri")
     viewer.dims.set_current_step(0, 3)
     widget = add_widget(viewer)
     widget.new_prompt_layers()
-    rows, cols = np.nonzero(truth[3])
-    r0, r1, c0, c1 = rows.min(), rows.max(), cols.min(), cols.max()
-    widget.shapes_picker.layer().add_rectangles(np.array([[3, r0, c0], [3, r0, c1], [3, r1, c1], [3, r1, c0]]))
+    add_box_on_plane(widget, box, 3)
     wait_idle(qtbot, widget, FIRST_RUN_MS)
 
     def cancel_on_the_first_carried_plane(job, fraction, message) -> None:
