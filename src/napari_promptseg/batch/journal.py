@@ -329,9 +329,9 @@ class Journal:
             # labels keep the other time points: io.time_point_labels)
             self.other_time_point = options["time"]
             return
-        changed = changed_options(options, self.options) if options and self.options else []
         if options and self.options and _only_new_options_unset(options, self.options):
             return  # options a newer version added, not given: the outputs are the earlier run's
+        changed = changed_options(options, self.options) if options and self.options else []
         earlier = earlier_device(signature, options, self.options) if self.options else None
         if earlier is not None:
             # where it ran, as its records and meta say (an explicit device is where it ran: an unavailable one is
