@@ -96,16 +96,27 @@ def _in_image(
     missing = axes - coords.shape[1]
     if missing > 0 and plane is None:
         return None
-    lead = np.zeros(0)
+    fill = np.zeros(0)
     if missing > 0:
         origin = np.zeros(axes)
         origin[axes - 2 - len(plane) : axes - 2] = plane
-        lead = np.asarray(image_layer.data_to_world(origin), float)[:missing]
-    out = np.empty((len(coords), axes))
-    for i, c in enumerate(coords):
-        world = np.r_[lead, np.asarray(layer.data_to_world(c), float)][-axes:]
-        out[i] = np.asarray(image_layer.world_to_data(world), float)[-axes:]
-    return out
+        fill = np.asarray(image_layer.data_to_world(origin), float)
+    return in_image_data(layer, coords, image_layer, fill)[:, -axes:]
+
+
+def in_image_data(layer: Any, coords: object, image_layer: Any, world_fill: object) -> np.ndarray:
+    """``coords`` (N, layer.ndim) in a prompt ``layer``'s data -> (N, image_layer.ndim) in the image layer's data,
+    through napari's world coordinates, so each layer's own scale, translate and rotation count. The world axes the
+    prompt layer lacks (a 2D layer over a stack) take ``world_fill``'s values (the widget's: the viewer's position;
+    the console's: the plane given). The one mapping of the console functions and the Interactive widget."""
+    fill = np.asarray(world_fill, float)
+    out = []
+    for c in np.asarray(coords, float).reshape(-1, int(layer.ndim)):
+        world = np.asarray(layer.data_to_world(c), float)
+        if len(world) < len(fill):
+            world = np.r_[fill[: len(fill) - len(world)], world]
+        out.append(np.asarray(image_layer.world_to_data(world), float))
+    return np.asarray(out, float).reshape(-1, int(image_layer.ndim))
 
 
 def _prompt_layer(obj: object, what: str, expected: str) -> Any | None:

@@ -17,6 +17,7 @@ import napari.layers
 import numpy as np
 
 from ...errors import PromptsegError
+from ...io.layer_objects import in_image_data
 from ...methods.interactive import check_box, check_point
 from ...tiling import (
     choose_scale,
@@ -434,15 +435,8 @@ def to_labels_coords(
     Through world coordinates, so each layer's own scale/translate counts. Axes a prompt layer lacks (a 2D layer
     over a stack) take the viewer's current position, i.e. the prompt applies to the displayed plane.
     """
-    out = np.empty((len(coords), len(geom.labels_shape)), dtype=float)
-    point = np.asarray(viewer.dims.point, dtype=float)
-    for i, c in enumerate(np.asarray(coords, dtype=float)):
-        world = point.copy()
-        w = np.asarray(layer.data_to_world(c), dtype=float)
-        world[len(world) - len(w) :] = w
-        data = np.asarray(image.world_to_data(world), dtype=float)
-        out[i] = np.delete(data, geom.channel_axis) if geom.channel_axis is not None else data
-    return out
+    data = in_image_data(layer, coords, image, viewer.dims.point)
+    return np.delete(data, geom.channel_axis, axis=1) if geom.channel_axis is not None else data
 
 
 def _on_plane(coords: np.ndarray, geom: PlaneGeometry) -> np.ndarray:
