@@ -276,11 +276,9 @@ def test_tiff_labels_of_an_ome_zarr_time_lapse_keep_its_frame_interval(tmp_path,
     its labels TIFF (--output-format tiff) opened with a scale of 1 along its frames, so past the first frame napari
     showed the labels of another frame, or none. The TIFF records the interval (ImageJ's finterval, OME's
     TimeIncrement) and the reader scales its frames by it."""
-    import argparse
-
     from napari_ome_zarr import napari_get_reader
 
-    from napari_promptseg.cli._stacks import _write_output
+    from napari_promptseg.io.input_labels import write_input_labels
     from napari_promptseg.io.layer_data import tiff_layer_data
 
     (image, _, _), _ = nuclei()
@@ -299,8 +297,9 @@ def test_tiff_labels_of_an_ome_zarr_time_lapse_keep_its_frame_interval(tmp_path,
         )
     labels = np.zeros((3, *image.shape), np.uint32)
     labels[1, 10:20, 10:20] = objects
-    args = argparse.Namespace(output_format="tiff", output=tmp_path / "out", labels_name="promptseg")
-    [(_, kwargs, kind)] = tiff_layer_data(_write_output(args, path, labels, axes="TYX"))
+    [(_, kwargs, kind)] = tiff_layer_data(
+        write_input_labels(path, labels, tmp_path / "out", output_format="tiff", axes="TYX")
+    )
     [(_, image_kwargs, _)] = napari_get_reader(str(path))(str(path))
     assert kind == "labels" and image_kwargs["scale"] == [5.0, 0.5, 0.5]
     np.testing.assert_allclose(kwargs["scale"], image_kwargs["scale"])

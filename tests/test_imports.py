@@ -83,3 +83,52 @@ def test_once_a_gui_toolkit_is_imported_triton_is_imported_with_its_own_llvm() -
         "print('triton' in sys.modules)\n"
     )
     assert _run(code) == "True"
+
+
+#: the core library: the Python API, the batch engine, the methods, models and I/O the CLI and widgets share
+CORE = ("batch", "io", "methods", "models", "__init__.py", "tiling.py", "errors.py", "callbacks.py", "disk_errors.py")
+#: what the core must not import: the front ends built on it, and the GUI toolkits (a batch on a cluster node has
+#: neither a display nor, often, napari installed)
+FRONT_ENDS = ("napari_promptseg.cli", "napari_promptseg._widgets", "napari_promptseg._reader", "napari_promptseg._demo")
+GUI_PACKAGES = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "vispy", "magicgui", "superqt")
+
+
+def _imported_modules(path: Path) -> list[tuple[int, str]]:
+    """Every module ``path`` imports (absolute names; lazy imports inside functions too)."""
+    parts = ("napari_promptseg", *path.relative_to(PACKAGE_DIR).with_suffix("").parts)
+    package = parts[:-1]  # what its relative imports resolve against (an __init__'s: its own package)
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(package[: len(package) - (node.level - 1)] + ((node.module,) if node.module else ()))
+            else:
+                base = node.module or ""
+            # "from .. import cli" names the module in the alias
+            found += [(node.lineno, base), *((node.lineno, f"{base}.{a.name}") for a in node.names)]
+    return found
+
+
+def _core_files() -> list[Path]:
+    files = []
+    for part in CORE:
+        where = PACKAGE_DIR / part
+        files += sorted(where.rglob("*.py")) if where.is_dir() else [where]
+    return [f for f in files if "_vendor" not in f.parts]
+
+
+def test_the_core_library_imports_no_front_end_nor_gui_toolkit() -> None:
+    """The batch engine once wrote a time point's labels with the CLI's private writer (batch -> cli): the core
+    (batch, io, methods, models) is what the CLI and widgets are built on, never the other way round, and it runs
+    where neither Qt nor napari is."""
+    files = _core_files()
+    assert len(files) > 80 and PACKAGE_DIR / "batch" / "task.py" in files
+    wrong = [
+        f"{path.relative_to(PACKAGE_DIR)}:{line}: {module}"
+        for path in files
+        for line, module in _imported_modules(path)
+        if any(module == bad or module.startswith(f"{bad}.") for bad in (*FRONT_ENDS, *GUI_PACKAGES))
+    ]
+    assert wrong == []

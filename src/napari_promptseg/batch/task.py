@@ -113,7 +113,7 @@ def _without_result(args: object, path: str, image: object, exc: BaseException) 
     time_point, output = getattr(args, "time", None), getattr(args, "output", None)
     shape = np.shape(image) if image is not None else ()
     if time_point is not None and output is not None and len(shape) in (4, 5) and 0 <= time_point < shape[0]:
-        from ..cli._stacks import _write_time_point  # lazy: the CLI's writing, as a result's labels are written
+        from ..io.time_point_labels import write_input_time_point
 
         record = {
             "input": str(path),
@@ -121,7 +121,16 @@ def _without_result(args: object, path: str, image: object, exc: BaseException) 
             "reason": exc if isinstance(exc, str) else failure_reason(exc),
         }
         empty = np.zeros(shape[1:4], np.uint16)  # the volume's (Z, Y, X): channels, if any, last
-        record["output"], record["kept_time_points"] = _write_time_point(args, Path(path), empty, shape[0])
+        record["output"], record["kept_time_points"] = write_input_time_point(
+            path,
+            empty,
+            time_point,
+            shape[0],
+            output,
+            output_format=getattr(args, "output_format", "auto"),
+            labels_name=getattr(args, "labels_name", "promptseg"),
+            output_stems=getattr(args, "output_stems", None),
+        )
         record.update(shape=list(shape), time_point=time_point)
         return record
     return failed_record(

@@ -111,42 +111,29 @@ class _GivenOption(argparse.Action):
         setattr(namespace, f"{self.dest}_given", True)
 
 
+def _labels_written_as(args: argparse.Namespace) -> dict:
+    """The run's options of where its labels go (--output-format, --labels-name; the names of inputs sharing a stem
+    :func:`_prepare_outputs` gave), as the core writers (:mod:`..io.input_labels`) take them."""
+    return {
+        "output_format": getattr(args, "output_format", "auto"),
+        "labels_name": getattr(args, "labels_name", "promptseg"),
+        "output_stems": getattr(args, "output_stems", None),
+    }
+
+
 def _writes_into_zarr(args: argparse.Namespace, path: Path) -> bool:
     """Whether --output-format puts this input's labels into its own OME-Zarr labels/ group."""
-    from ..io.multiscale import is_ome_zarr
+    from ..io.input_labels import writes_into_zarr
 
-    fmt = getattr(args, "output_format", "auto")
-    return fmt == "ome-zarr" or (fmt == "auto" and is_ome_zarr(path))
+    return writes_into_zarr(path, getattr(args, "output_format", "auto"))
 
 
 def _write_output(args: argparse.Namespace, path: Path, labels: object, *, axes: str | None = None) -> str:
-    """Write one input's labels where --output-format says; returns where. ``axes``: the labels' axes (a stack's,
-    :attr:`..io.multiscale.StackAxes.labels`) when the caller has read them; else the input's metadata is read."""
-    import numpy as np
+    """Write one input's labels into -o, or its OME-Zarr, as --output-format says (:func:`..io.input_labels.
+    write_input_labels`); returns where. ``axes``: the labels' axes when the caller has read them."""
+    from ..io.input_labels import write_input_labels
 
-    from ..io import output_stem, write_labels
-    from ..io.layer_data import labels_calibration, labels_frame_interval, labels_origin
-    from ..io.multiscale import is_ome_zarr, labels_axes
-    from ..io.ome_zarr_labels import write_ome_zarr_labels
-
-    if _writes_into_zarr(args, path):
-        if not is_ome_zarr(path):
-            raise PromptsegError(
-                f"{path}: --output-format ome-zarr writes into an OME-Zarr input's labels/ group; this input is not "
-                "one (use --output-format tiff)"
-            )
-        return str(write_ome_zarr_labels(path, labels, getattr(args, "labels_name", "promptseg"), args.output))
-    stem = output_stem(path, getattr(args, "output_stems", None))
-    axes = axes if axes is not None else labels_axes(path, np.ndim(labels))
-    # the input's pixel size (and plane spacing): napari opens the labels over the image, in its unit
-    size, z_spacing = labels_calibration(path, np.ndim(labels))
-    # an OME-Zarr's origin and frame interval, as its labels/ group would keep them
-    placed = {
-        "origin": labels_origin(path, np.ndim(labels)),
-        "frame_interval": labels_frame_interval(path, np.ndim(labels)),
-    }
-    out = args.output / f"{stem}.tif"
-    return str(write_labels(out, labels, axes=axes, pixel_size=size, z_spacing=z_spacing, **placed))
+    return write_input_labels(path, labels, args.output, axes=axes, **_labels_written_as(args))
 
 
 def _stack_for(
@@ -468,26 +455,12 @@ def _stack_record(
 
 
 def _write_time_point(args: argparse.Namespace, path: Path, labels: object, n_times: int) -> tuple[str, list[int]]:
-    """--time T: the (Z, Y, X) ``labels`` of time point T written over the time-lapse's (T, Z, Y, X), into the labels
-    an earlier run of ours wrote for this input (its TIFF in -o, its OME-Zarr labels/ image): the others' labels
-    kept, so a time-lapse segmented time point by time point keeps them all (each run replaced the whole file, the
-    others empty). Returns where, and the time points kept that hold labels."""
-    import numpy as np
+    """--time T: the (Z, Y, X) ``labels`` of time point T written over the time-lapse's (T, Z, Y, X) labels, the
+    other time points an earlier run wrote kept (:func:`..io.time_point_labels.write_input_time_point`, which the
+    batch engine writes a failed time point's empty labels with). Returns where, and the time points kept."""
+    from ..io.time_point_labels import write_input_time_point
 
-    from ..io import output_stem
-    from ..io.multiscale import is_ome_zarr
-    from ..io.time_point_labels import earlier_tiff_labels, kept_time_points, with_time_point, write_time_point
-
-    if _writes_into_zarr(args, path):
-        name = getattr(args, "labels_name", "promptseg")
-        if not is_ome_zarr(path):
-            return _write_output(args, path, labels), []  # refused there, naming the option
-        target, kept = write_time_point(path, np.asarray(labels), args.time, name, args.output)
-        return str(target), kept
-    out = args.output / f"{output_stem(path, getattr(args, 'output_stems', None))}.tif"
-    shape = (n_times, *np.shape(labels))
-    written = with_time_point(earlier_tiff_labels(out, path, shape), labels, args.time, n_times)
-    return _write_output(args, path, written, axes="TZYX"), kept_time_points(written, args.time)
+    return write_input_time_point(path, labels, args.time, n_times, args.output, **_labels_written_as(args))
 
 
 def plane_name(path: Path, z: int, axes: StackAxes) -> str:

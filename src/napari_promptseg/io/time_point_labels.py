@@ -8,7 +8,7 @@ import contextlib
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +86,40 @@ def with_time_point(earlier: np.ndarray | None, labels: np.ndarray, time_point: 
     merged = np.zeros((n_times, *labels.shape), dtype) if earlier is None else earlier.astype(dtype, copy=False)
     merged[time_point] = labels
     return merged
+
+
+def write_input_time_point(
+    path: str | Path,
+    labels: np.ndarray,
+    time_point: int,
+    n_times: int,
+    output: str | Path,
+    *,
+    output_format: str = "auto",
+    labels_name: str = "promptseg",
+    output_stems: Mapping[str, str] | None = None,
+) -> tuple[str, list[int]]:
+    """A batch run's (Z, Y, X) ``labels`` of ``time_point`` of the time-lapse of volumes ``path`` (``n_times`` time
+    points), written over its (T, Z, Y, X) labels where ``output_format`` says (:func:`.input_labels.
+    write_input_labels`): into the labels an earlier run of ours wrote for this input (its TIFF in ``output``, its
+    OME-Zarr labels/ image), the others' labels kept, so a time-lapse segmented time point by time point keeps them
+    all (each run replaced the whole file, the others empty). The CLI's --time and the batch engine's empty labels
+    of a time point that failed write through here. Returns where, and the time points kept that hold labels."""
+    from .images import output_stem
+    from .input_labels import write_input_labels, writes_into_zarr
+    from .multiscale import is_ome_zarr
+
+    path = Path(path)
+    written_as = {"output_format": output_format, "labels_name": labels_name, "output_stems": output_stems}
+    if writes_into_zarr(path, output_format):
+        if not is_ome_zarr(path):
+            return write_input_labels(path, labels, output, **written_as), []  # refused there, naming the option
+        target, kept = write_time_point(path, np.asarray(labels), time_point, labels_name, output)
+        return str(target), kept
+    out = Path(output) / f"{output_stem(path, output_stems)}.tif"
+    shape = (n_times, *np.shape(labels))
+    written = with_time_point(earlier_tiff_labels(out, path, shape), labels, time_point, n_times)
+    return write_input_labels(path, written, output, axes="TZYX", **written_as), kept_time_points(written, time_point)
 
 
 def write_time_point(
