@@ -715,7 +715,7 @@ def test_a_second_run_into_an_output_another_run_is_writing_is_refused(inputs, t
     """Two runs into one -o at once replaced each other's report.json and resume journal: the report of the run that
     ended last listed only its own images (the other's outputs were there, unlisted), and a killed run's journal was
     gone. The second run is now refused at once, before any work, and the first ends as if alone."""
-    from napari_promptseg.cli._common import OUTPUT_LOCK
+    from napari_promptseg.cli._outputs import OUTPUT_LOCK
 
     out = tmp_path / "shared out"
     command = [sys.executable, "-m", "napari_promptseg.cli", "segment", *map(str, inputs), *BOX, "-o", str(out)]

@@ -408,7 +408,7 @@ def test_the_output_folder_inside_the_input_folder_is_not_said_to_be_a_skipped_s
     assert main([*command[:-4], "-o", str(folder / "labels"), "--scheduler", "none"]) == 0
     err = capsys.readouterr().err
     assert "killed" not in err and "labels" not in err, err
-    from napari_promptseg.cli._common import OUTPUT_LOCK
+    from napari_promptseg.cli._outputs import OUTPUT_LOCK
     from napari_promptseg.io.listing import RUN_FILES
 
     assert {"report.json", JOURNAL_NAME, OUTPUT_LOCK} <= set(RUN_FILES)  # the listing's names are the run's

@@ -32,7 +32,7 @@ def test_an_8_bit_label_image_of_255_nuclei_keeps_every_id_through_every_reader(
     the nuclei of ids 1..127: an 8-bit mask whose foreground lay mostly above half range was cut there, as a blurred
     JPEG mask is, and half of 255 ids lie above it. Every reader of labels keeps every nucleus, with its own id."""
     from napari_promptseg.cli import main
-    from napari_promptseg.cli._common import _mask_file_labels, _reference_labels
+    from napari_promptseg.cli._reference import _mask_file_labels, _reference_labels
     from napari_promptseg.io.images import label_image_2d
     from napari_promptseg.io.library import ReferenceLibrary
     from napari_promptseg.methods.text_training import Triplet
@@ -105,7 +105,7 @@ def test_a_pyramid_of_palette_or_min_is_white_labels_keeps_its_stored_ids(small_
 
 def _reference(path, image: np.ndarray, tmp_path) -> np.ndarray:
     """The label file ``path`` as `promptseg oneshot --reference-mask` (and `library add --mask`) reads it."""
-    from napari_promptseg.cli._common import _reference_labels
+    from napari_promptseg.cli._reference import _reference_labels
 
     return _reference_labels(read_image(path, role="labels"), image, path, tmp_path / "image.png")
 
@@ -265,7 +265,7 @@ def test_a_png_or_tiff_label_image_of_ids_1_and_250_keeps_object_1_as_a_mask(sma
     row's mask), lost object 1: its values were taken for a blurred JPEG mask's and cut at 127. A PNG or TIFF stores
     its values exactly: they are never cut, whatever they are; only a lossy file (JPEG) is, and a plain array of
     unknown origin is told by its values."""
-    from napari_promptseg.cli._common import _mask_file_labels
+    from napari_promptseg.cli._reference import _mask_file_labels
     from napari_promptseg.io.label_ids import mask_foreground
     from napari_promptseg.methods.text_training import ArrayTriplet, Triplet
 
@@ -291,7 +291,7 @@ def test_jpeg_masks_of_glas_kvasir_shenzhen_keep_their_foreground_and_a_jpeg_in_
     through every reader: the brightest colour channel above 127 (read_mask, a train-text row's mask), the first
     channel above 127 as one object (a reference, --moving-labels). A mask stored JPEG-compressed in a TIFF is lossy
     as well: read as ids, its blurred edges were hundreds of objects."""
-    from napari_promptseg.cli._common import _mask_file_labels
+    from napari_promptseg.cli._reference import _mask_file_labels
     from napari_promptseg.methods.text_training import Triplet
 
     checked = 0

@@ -235,7 +235,7 @@ def test_a_colour_label_image_is_read_as_one_id_per_colour(tmp_path):
     import imageio.v3 as iio
 
     from napari_promptseg._sample_data import nuclei
-    from napari_promptseg.cli._common import _reference_labels
+    from napari_promptseg.cli._reference import _reference_labels
     from napari_promptseg.methods.instances.exemplars import _check_reference_labels
 
     (image, _, _), (truth, _, _) = nuclei()

@@ -39,8 +39,16 @@ from ..errors import CancelledError, PromptsegError, WeightsError
 from ..methods.defaults import BOX_THRESHOLD, FIELD_SMOOTHNESS, HEATMAP_THRESHOLD, PAIR_SIMILARITY, TEXT_THRESHOLD
 from ..models.device import PRECISIONS
 from . import _progress_line
-from ._common import _add_batch_options, _add_model_options, _output_lock
-from ._stacks import EXIT_CODES_HELP, OUTPUT_HELP, REGISTER_IMAGE_HELP, _add_stack_options, images_help
+from ._options import (
+    EXIT_CODES_HELP,
+    OUTPUT_HELP,
+    REGISTER_IMAGE_HELP,
+    _add_batch_options,
+    _add_model_options,
+    _add_stack_options,
+    images_help,
+)
+from ._outputs import _output_lock
 from ._types import fraction, non_negative_float, similarity, weights_path
 from .cache import _add_cache_parser
 from .embed import _add_embed_parser

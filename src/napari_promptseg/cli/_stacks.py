@@ -1,5 +1,5 @@
-"""Big images and 3D stacks in the segmenting subcommands: where labels go (TIFF, or an OME-Zarr input's labels/
-group), which pyramid level a lazy input is read at, and (Z, Y, X[, C]) inputs plane by plane or propagated."""
+"""Big images and 3D stacks in the segmenting subcommands: labels found on a pyramid level back at full resolution,
+(Z, Y, X[, C]) inputs plane by plane or propagated, and a time-lapse of volumes' time point (--time)."""
 
 from __future__ import annotations
 
@@ -9,131 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import NothingFoundError, PromptsegError
-from ._types import fraction, labels_name
+from ._outputs import _write_output, _write_time_point
 
 if TYPE_CHECKING:
     from ..io.multiscale import StackAxes
-
-#: = methods.volume.STOP_IOU (not imported here: that imports torch, slow for --help)
-STOP_IOU = 0.5
-#: -o of the segmenting subcommands
-OUTPUT_HELP = (
-    "output directory; an existing file there is replaced only when promptseg wrote it (label TIFFs and overlay PNGs "
-    "carry a 'napari-promptseg' Software mark), so a rerun replaces its own outputs and nothing else"
-)
-
-#: the exit codes of the subcommands that write labels into -o, at the end of their --help (and promptseg --help)
-EXIT_CODES_HELP = (
-    "exit codes: 0 every output was written (an input where nothing was found, or whose processing failed, "
-    "gets an empty label image and its status and reason in OUT/report.json); 1 some input could not be read, so it "
-    "has no output (the others do); 2 bad invocation, an input that stops the whole run (a single input's error: "
-    "one line, no report), or every input failed; 130 interrupted (Ctrl+C: --resume goes on from there); 143 "
-    "terminated (SIGTERM, e.g. a cluster's time limit: stopped as Ctrl+C stops it)"
-)
-
-
-def images_help(what: str) -> str:
-    """The help of a batch command's image inputs (``what``: "images", "targets"): every kind it reads, whole
-    slides too (a pathologist reading a help that named none took them to need converting first)."""
-    return (
-        f"{what}: 2D images (TIFF, PNG, JPEG, BMP), (Z, Y, X[, C]) stacks, OME-Zarr, pyramidal (OME-)TIFFs and "
-        "whole slides (Aperio .svs, Hamamatsu .ndpi): pyramids are read lazily, tile by tile, at the pyramid level "
-        "the working scale asks for; folders of them, or patterns like 'dir/*.tif'"
-    )
-
-
-#: the help of register's FIXED and MOVING
-REGISTER_IMAGE_HELP = (
-    "2D image (TIFF, PNG, JPEG, BMP); an OME-Zarr, pyramidal (OME-)TIFF or whole slide (Aperio .svs, Hamamatsu "
-    ".ndpi) is read lazily, only its coarsest pyramid level of at least 2048 px"
-)
-
-
-def _add_stack_options(parser: argparse.ArgumentParser, *, seeds: str, prompts_on_a_plane: bool = False) -> None:
-    """Options for 3D stacks and for where labels are written; ``seeds`` says what starts a propagation;
-    ``prompts_on_a_plane``: the prompts (boxes, points) were drawn on one plane, so a stack needs --plane."""
-    plane_default = (
-        "needed for a stack: the plane the prompts were drawn on"
-        if prompts_on_a_plane
-        else "default: every plane, ids linked across planes by overlap"
-    )
-    parser.add_argument(
-        "--plane",
-        type=int,
-        metavar="Z",
-        help=f"3D stacks (Z, Y, X[, C]) and time-lapses (T, Y, X[, C]): the plane (a time-lapse's frame) to segment "
-        f"(alone, or as the seed of --propagate); {plane_default}",
-    )
-    parser.add_argument(
-        "--propagate",
-        action="store_true",
-        help=f"3D stacks: {seeds} on --plane"
-        + ("" if prompts_on_a_plane else " (default: the middle plane)")
-        + ", then carry each object plane by plane through the stack, both ways, until it ends",
-    )
-    parser.add_argument(
-        "--time",
-        type=int,
-        metavar="T",
-        help="a time-lapse of volumes (T, Z, Y, X[, C]): segment (or --propagate through Z) the volume of time point "
-        "T, as the Interactive widget does the time point shown; the labels keep the input's (T, Z, Y, X) shape: "
-        "written into the labels an earlier --time run wrote for it (-o's TIFF, the OME-Zarr's labels/), time point T "
-        "replaced and the others kept; else the other time points empty",
-    )
-    parser.add_argument(
-        "--stop-iou",
-        type=fraction,
-        default=STOP_IOU,
-        action=_GivenOption,
-        metavar="IOU",
-        help="--propagate: an object ends where its mask overlaps the previous plane's by less than this "
-        f"(default: {STOP_IOU})",
-    )
-    parser.set_defaults(stop_iou_given=False)
-    parser.add_argument(
-        "--output-format",
-        default="auto",
-        choices=["auto", "tiff", "ome-zarr"],
-        help="labels as OUT/<stem>.tif, or into an OME-Zarr input's labels/<--labels-name> group with its levels and "
-        "pixel sizes (auto: ome-zarr for OME-Zarr inputs)",
-    )
-    parser.add_argument(
-        "--labels-name", type=labels_name, default="promptseg", help="name of the OME-Zarr labels image (%(default)s)"
-    )
-
-
-class _GivenOption(argparse.Action):
-    """Stores the value and ``<dest>_given``: a 2D input says which stack options it ignored, while the value (and
-    with it a resumed run's signature) stays the default's when not given."""
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        setattr(namespace, self.dest, values)
-        setattr(namespace, f"{self.dest}_given", True)
-
-
-def _labels_written_as(args: argparse.Namespace) -> dict:
-    """The run's options of where its labels go (--output-format, --labels-name; the names of inputs sharing a stem
-    :func:`_prepare_outputs` gave), as the core writers (:mod:`..io.input_labels`) take them."""
-    return {
-        "output_format": getattr(args, "output_format", "auto"),
-        "labels_name": getattr(args, "labels_name", "promptseg"),
-        "output_stems": getattr(args, "output_stems", None),
-    }
-
-
-def _writes_into_zarr(args: argparse.Namespace, path: Path) -> bool:
-    """Whether --output-format puts this input's labels into its own OME-Zarr labels/ group."""
-    from ..io.input_labels import writes_into_zarr
-
-    return writes_into_zarr(path, getattr(args, "output_format", "auto"))
-
-
-def _write_output(args: argparse.Namespace, path: Path, labels: object, *, axes: str | None = None) -> str:
-    """Write one input's labels into -o, or its OME-Zarr, as --output-format says (:func:`..io.input_labels.
-    write_input_labels`); returns where. ``axes``: the labels' axes when the caller has read them."""
-    from ..io.input_labels import write_input_labels
-
-    return write_input_labels(path, labels, args.output, axes=axes, **_labels_written_as(args))
 
 
 def _stack_for(
@@ -246,7 +125,7 @@ def _instances_level_record(
     import numpy as np
 
     from ..tiling import level_to_full
-    from ._common import _instances_record
+    from ._report import _instances_record
 
     found.labels = _full_resolution(found.labels, image, factor)
     found.boxes = level_to_full(found.boxes, factor).astype(np.float32)
@@ -313,7 +192,7 @@ def _stack_record(
         segment_stack,
     )
     from ..models.preprocessing import to_numpy
-    from ._common import _finish_image
+    from ._report import _finish_image
 
     time_lapse = image  # --time: the input, whose shape the labels keep
     image, axes = _at_time_point(args, image, path, axes)
@@ -454,15 +333,6 @@ def _stack_record(
     return record
 
 
-def _write_time_point(args: argparse.Namespace, path: Path, labels: object, n_times: int) -> tuple[str, list[int]]:
-    """--time T: the (Z, Y, X) ``labels`` of time point T written over the time-lapse's (T, Z, Y, X) labels, the
-    other time points an earlier run wrote kept (:func:`..io.time_point_labels.write_input_time_point`, which the
-    batch engine writes a failed time point's empty labels with). Returns where, and the time points kept."""
-    from ..io.time_point_labels import write_input_time_point
-
-    return write_input_time_point(path, labels, args.time, n_times, args.output, **_labels_written_as(args))
-
-
 def plane_name(path: Path, z: int, axes: StackAxes) -> str:
     """How plane ``z`` of stack ``path`` is named to the 2D method that segments it, which begins its warnings and
     progress with it: "stack.tif plane 3", a time-lapse's "movie.tif frame 3" (:func:`_stack_record`'s warnings name
@@ -495,52 +365,3 @@ def _plane_scores(out: object) -> dict[int, float] | None:
         return None
     labels = np.asarray(_plane_labels(out))
     return {int(k): float(score) for k in np.unique(labels[labels > 0])}
-
-
-def stack_reference_plane(
-    path: Path,
-    mask_path: Path,
-    reference: object,
-    mask: object,
-    channel_axis: int | None,
-    chosen: int | None,
-    options: tuple[str, str, str] = ("--reference", "--reference-mask", "--reference-plane"),
-) -> tuple[object, object, int | None]:
-    """A reference and its mask as read, or, for a stack reference (Z, Y, X[, C]), its plane the mask labels (or
-    ``chosen``, the plane option) and that plane's mask, as the One-shot and Text widgets take a stack layer's (one
-    code path: :func:`..methods.volume.reference_plane`); and which plane (None: a 2D reference). ``options``: the
-    subcommand's names for the image, its mask and the plane. A stack was refused as 'a reference is one 2D image'
-    while the widgets took it."""
-    import numpy as np
-
-    from ..io.multiscale import stack_axes
-    from ..methods.volume import as_stack, reference_plane
-
-    image_option, mask_option, plane_option = options
-    axes = stack_axes(path)
-    stack, _ = as_stack(reference, channel_axis=channel_axis, name=f"{image_option} {path}", axes=axes.read)
-    if stack is None:
-        return reference, mask, None
-    mask, shape = np.asarray(mask), tuple(np.shape(stack)[:3])
-    word = "frame" if axes.planes == "t" else "plane"
-    if mask.shape not in (shape, shape[1:]):
-        raise PromptsegError(
-            f"{mask_option} {mask_path}: labels of shape {mask.shape}; {image_option} {path} is a stack of "
-            f"{shape[0]} {word}s of {shape[2]} x {shape[1]} px: give the stack's labels {shape} or one {word}'s "
-            f"{shape[1:]}"
-        )
-    if not (mask > 0).any():
-        raise PromptsegError(
-            f"{mask_option} {mask_path}: no labelled pixel (all 0); label the objects to find (non-zero pixels)"
-        )
-    z = reference_plane(
-        mask,
-        shape[0],
-        chosen,
-        labels_name=f"{mask_option} {mask_path}",
-        image_name=f"{image_option} {path}",
-        stack_axis=axes.planes,
-        chosen_as=plane_option + " {plane}",
-        to_choose=f"give {plane_option} with the {{word}} to use",
-    )
-    return np.asarray(stack[z]), mask[z] if mask.ndim == 3 else mask, z

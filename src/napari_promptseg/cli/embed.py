@@ -6,14 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import (
-    _add_batch_options,
-    _add_model_options,
-    _run_batch,
-    _segmenter_meta,
-)
+from ._batch import _run_batch
 from ._inputs import _expand_images
+from ._options import _add_batch_options, _add_model_options
 from ._progress_line import weights_progress
+from ._report import _segmenter_meta
 
 
 def _add_embed_parser(sub: argparse._SubParsersAction) -> None:

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 from ..errors import PromptsegError
-from ._common import _reference_labels
 from ._inputs import _say_images_left_out
-from ._stacks import stack_reference_plane
+from ._reference import _reference_labels, stack_reference_plane
 from ._types import positive_float
 
 

@@ -10,31 +10,27 @@ from pathlib import Path
 
 from ..errors import PromptsegError
 from ..methods.labelling_advice import few_labels_warning
-from ._common import (
-    _add_batch_options,
-    _add_model_options,
-    _finish_image,
-    _model_parameters,
-    _prepare_outputs,
-    _reference_labels,
-    _run_batch,
-    _segmenter_meta,
-    _write_report,
-)
+from ._batch import _run_batch
 from ._inputs import _expand_images, _say_images_left_out
-from ._progress_line import weights_progress
-from ._stacks import (
+from ._options import (
     EXIT_CODES_HELP,
     OUTPUT_HELP,
+    _add_batch_options,
+    _add_model_options,
     _add_stack_options,
+    images_help,
+)
+from ._outputs import _prepare_outputs
+from ._progress_line import weights_progress
+from ._reference import _reference_labels, stack_reference_plane
+from ._report import _finish_image, _model_parameters, _segmenter_meta, _write_report
+from ._stacks import (
     _input_stack,
     _instances_level_record,
     _level_record,
     _plane_channel_axis,
     _stack_record,
-    images_help,
     plane_name,
-    stack_reference_plane,
 )
 
 

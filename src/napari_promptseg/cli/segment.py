@@ -7,16 +7,11 @@ import time
 from pathlib import Path
 
 from ..errors import PromptsegError
-from ._common import (
-    _finish_image,
-    _model_parameters,
-    _prepare_outputs,
-    _run_batch,
-    _segmenter_meta,
-    _write_report,
-)
+from ._batch import _run_batch
 from ._inputs import _expand_images
+from ._outputs import _prepare_outputs
 from ._progress_line import weights_progress
+from ._report import _finish_image, _model_parameters, _segmenter_meta, _write_report
 from ._stacks import (
     _input_stack,
     _instances_level_record,

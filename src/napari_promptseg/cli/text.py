@@ -13,28 +13,20 @@ from pathlib import Path
 
 from ..errors import PromptsegError
 from ..methods.defaults import BOX_THRESHOLD, HEATMAP_THRESHOLD, MIN_SIMILARITY, TEXT_THRESHOLD, TOP_K
-from ._common import (
-    _add_batch_options,
-    _add_model_options,
-    _finish_image,
-    _prepare_outputs,
-    _run_batch,
-    _segmenter_meta,
-    _write_report,
-)
+from ._batch import _run_batch
 from ._inputs import _expand_images
-from ._progress_line import route_progress, weights_progress
-from ._stacks import (
+from ._options import (
     EXIT_CODES_HELP,
     OUTPUT_HELP,
+    _add_batch_options,
+    _add_model_options,
     _add_stack_options,
-    _input_stack,
-    _level_record,
-    _plane_channel_axis,
-    _stack_record,
     images_help,
-    plane_name,
 )
+from ._outputs import _prepare_outputs
+from ._progress_line import route_progress, weights_progress
+from ._report import _finish_image, _segmenter_meta, _write_report
+from ._stacks import _input_stack, _level_record, _plane_channel_axis, _stack_record, plane_name
 from ._types import fraction, positive_int, similarity, weights_path
 
 

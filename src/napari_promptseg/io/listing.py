@@ -24,7 +24,7 @@ __all__ = [
 
 
 #: files that make a folder a promptseg run's output folder, not a subfolder of images left out: a finished run's
-#: report, a killed run's journal (batch.journal.JOURNAL_NAME), the lock of a run writing there (cli._common's
+#: report, a killed run's journal (batch.journal.JOURNAL_NAME), the lock of a run writing there (cli._outputs's
 #: OUTPUT_LOCK: an -o inside the input folder, made by this very run)
 RUN_FILES = ("report.json", "report.partial.jsonl", ".promptseg.lock")
 

@@ -53,7 +53,7 @@ def earlier_tiff_labels(out: Path, input_path: Path, shape: Sequence[int]) -> np
     """The (T, Z, Y, X) labels of ``shape`` that a run into ``out``'s folder wrote to ``out`` for ``input_path`` (ours
     by its mark, and that run's report, or its resume journal, names the pair), or None: a file of another shape,
     or of another input (a run from another folder's image of the same name), is replaced whole as before, and one
-    not ours is refused before any work (cli._common._prepare_outputs)."""
+    not ours is refused before any work (cli._outputs._prepare_outputs)."""
     if not out.is_file() or not is_own_output(out) or not _run_wrote(out.parent, Path(input_path), out):
         return None
     try:

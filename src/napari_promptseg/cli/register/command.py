@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...errors import PromptsegError
-from .._common import _make_output_dir, _mean_or_none, _write_report
 from .._inputs import _say_images_left_out
+from .._outputs import _make_output_dir
 from .._progress_line import route_progress, weights_progress
+from .._report import _mean_or_none, _write_report
 from .inputs import (
     _checked_labels,
     _checked_prompts,

@@ -10,7 +10,7 @@ import numpy as np
 
 from ...errors import PromptsegError
 from ...models.preprocessing import is_single_plane
-from .._common import _mask_file_labels
+from .._reference import _mask_file_labels
 
 if TYPE_CHECKING:
     from ...io.multiscale import PyramidLevel

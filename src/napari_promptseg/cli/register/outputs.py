@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...errors import PromptsegError
-from .._common import _own_report
+from .._outputs import _own_report
 
 if TYPE_CHECKING:
     from ...io._files import FilesReplacedTogether
