@@ -37,7 +37,6 @@ from .. import __version__
 from ..disk_errors import OUTPUT_DISK_REFUSES
 from ..errors import CancelledError, PromptsegError, WeightsError
 from ..methods.defaults import BOX_THRESHOLD, FIELD_SMOOTHNESS, HEATMAP_THRESHOLD, PAIR_SIMILARITY, TEXT_THRESHOLD
-from ..models.device import PRECISIONS
 from . import _progress_line
 from ._options import (
     EXIT_CODES_HELP,
@@ -45,6 +44,7 @@ from ._options import (
     REGISTER_IMAGE_HELP,
     _add_batch_options,
     _add_model_options,
+    _add_precision_option,
     _add_stack_options,
     images_help,
 )
@@ -70,13 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"segment, oneshot and text {EXIT_CODES_HELP}",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        help="the image encoder's numeric mode for this run (default: $PROMPTSEG_PRECISION, else auto): bfloat16 is "
-        "1.3-1.7x faster on CPUs with native bfloat16 (AMX: recent Intel Xeons; AVX512-BF16: AMD Zen 4 and later), "
-        "slower on others; auto takes it only on those",
-    )
+    _add_precision_option(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     models = sub.add_parser("models", help="list models and whether their weights are available")

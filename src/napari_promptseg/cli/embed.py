@@ -25,7 +25,9 @@ def _add_embed_parser(sub: argparse._SubParsersAction) -> None:
         "images",
         nargs="+",
         type=Path,
-        help="2D images, (Z, Y, X[, C]) stacks (every plane), folders of them, or patterns like 'dir/*.tif'",
+        help="2D images (TIFF, PNG, JPEG, BMP), (Z, Y, X[, C]) stacks (every plane), OME-Zarr, pyramidal "
+        "(OME-)TIFFs and whole slides (Aperio .svs, Hamamatsu .ndpi), embedded at the pyramid levels segment, "
+        "oneshot and text read them; folders of them, or patterns like 'dir/*.tif'",
     )
     embed.add_argument(
         "--object-size",

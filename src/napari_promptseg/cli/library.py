@@ -28,7 +28,7 @@ def _add_library_parser(sub: argparse._SubParsersAction) -> None:
 
     add = lib_sub.add_parser("add", parents=[where], help="save an exemplar: an image and the mask of one structure")
     add.add_argument("name", help="what the structure is called, e.g. 'gland' (matched against text prompts)")
-    add.add_argument("--image", type=Path, required=True, help="2D image file")
+    add.add_argument("--image", type=Path, required=True, help="2D image file, or a stack (Z, Y, X[, C]): see --plane")
     add.add_argument("--mask", type=Path, required=True, help="its mask/labels (non-zero = the structure)")
     add.add_argument(
         "--plane",

@@ -51,7 +51,11 @@ def _add_oneshot_parser(sub: argparse._SubParsersAction) -> None:
     one.add_argument("-o", "--output", type=Path, required=True, help=OUTPUT_HELP)
     one.add_argument("--reference", type=Path, action="append", required=True, help="reference image (repeatable)")
     one.add_argument(
-        "--reference-mask", type=Path, action="append", required=True, help="its mask/labels (non-zero = object)"
+        "--reference-mask",
+        type=Path,
+        action="append",
+        required=True,
+        help="the mask/labels of the --reference of the same rank (non-zero = object; repeatable, one per reference)",
     )
     one.add_argument(
         "--reference-plane",
@@ -61,13 +65,36 @@ def _add_oneshot_parser(sub: argparse._SubParsersAction) -> None:
         "One-shot widget takes the plane shown (default: the one plane its (Z, Y, X) mask labels; needed for a "
         "plane's (Y, X) mask, or a mask labelling several planes)",
     )
-    one.add_argument("--strategy", default="sat", choices=["sat", "persam", "matcher"])
     one.add_argument(
-        "--features", default="segmenter", help="'segmenter' (the model's encoder) or 'dinov2:<dir or hub id>'"
+        "--strategy",
+        default="sat",
+        choices=["sat", "persam", "matcher"],
+        help="the one-region method: sat (Segment Any Tissue: a bank of prompt schemes from the reference's matched "
+        "features, the best-scored mask kept), persam (PerSAM-style: a location prior from the reference's mean "
+        "feature, refined), matcher (Matcher-style: matched patches, sampled prompts, the top masks united) "
+        "(default: sat; the many-instances mode has none)",
     )
-    one.add_argument("--ensemble", default="vote", choices=["vote", "union"], help="combining several references")
+    one.add_argument(
+        "--features",
+        default="segmenter",
+        help="patch features matched between reference and target: 'segmenter' (the model's encoder) or "
+        "'dinov2:<dir or hub id>' (default: %(default)s)",
+    )
+    one.add_argument(
+        "--ensemble",
+        default="vote",
+        choices=["vote", "union"],
+        help="combining several references: vote keeps the pixels whose mean probability is above 0.5, union any "
+        "reference's mask (default: %(default)s)",
+    )
     one.add_argument("--keep-largest", action="store_true", help="keep only the largest connected component")
-    one.add_argument("--use-points", action=argparse.BooleanOptionalAction, default=None, help="add points to boxes")
+    one.add_argument(
+        "--use-points",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add the prompt schemes' points to their boxes (default: the model's: off for litemedsam, trained on "
+        "boxes only; on for SAM)",
+    )
     one.add_argument(
         "--instances",
         action=argparse.BooleanOptionalAction,

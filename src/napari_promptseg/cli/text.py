@@ -81,8 +81,13 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
     text.add_argument(
         "--template", default="p1", choices=[f"p{i}" for i in range(10)], help="medvlsm prompt level (%(default)s)"
     )
-    text.add_argument("--shape", help="prompt attribute for templates p2+, e.g. 'round'")
-    text.add_argument("--colour", "--color", dest="colour", help="prompt attribute for templates p3+, e.g. 'pink'")
+    text.add_argument("--shape", help="prompt attribute of templates p2-p6, p8 and p9, e.g. 'round'")
+    text.add_argument(
+        "--colour",
+        "--color",
+        dest="colour",
+        help="prompt attribute of templates p3-p6, p8 and p9, e.g. 'pink'",
+    )
     text.add_argument("--description", help="prompt attribute for templates p7-p9")
     text.add_argument(
         "--box-threshold", type=fraction, default=BOX_THRESHOLD, help="GroundingDINO box threshold (%(default)s)"

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from ._options import _add_precision_option
 from ._types import fraction, non_negative_float, positive_float, positive_int
 
 
@@ -112,6 +113,7 @@ def _add_train_text_parser(sub: argparse._SubParsersAction) -> None:
         help="with --clipseg: the CLIPSeg model directory it fine-tunes (default: from the registry)",
     )
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: %(default)s)")
+    _add_precision_option(train, subcommand=True)
     train.set_defaults(func=cmd_train_text)
 
 
