@@ -74,3 +74,11 @@ def test_text_help_names_the_templates_each_attribute_is_in(capsys):
     said = _help("text", capsys=capsys)
     assert "--shape SHAPE prompt attribute of templates p2-p6, p8 and p9" in said
     assert "--colour COLOUR, --color COLOUR prompt attribute of templates p3-p6, p8 and p9" in said
+
+
+def test_segment_help_says_what_it_writes(capsys):
+    """segment, alone of the commands that write into -o, had no description: its help did not say what it writes,
+    as oneshot's and text's do."""
+    said = _help("segment", capsys=capsys)
+    assert "Writes OUT/<stem>.tif (instance labels: an object per --box, one for the clicks outside every box" in said
+    assert "and OUT/report.json (objects, scores, working scale, warnings per image)" in said

@@ -78,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=cmd_models)
 
     seg = sub.add_parser(
-        "segment", help="segment images from boxes and points (pixel x = column, y = row)", epilog=EXIT_CODES_HELP
+        "segment",
+        help="segment images from boxes and points (pixel x = column, y = row)",
+        description="Writes OUT/<stem>.tif (instance labels: an object per --box, one for the clicks outside every "
+        "box; with --find-all every object like the boxed ones) per image and OUT/report.json (objects, scores, "
+        "working scale, warnings per image). The same prompts go to every image.",
+        epilog=EXIT_CODES_HELP,
     )
     seg.add_argument(
         "images",
