@@ -82,3 +82,10 @@ def test_segment_help_says_what_it_writes(capsys):
     said = _help("segment", capsys=capsys)
     assert "Writes OUT/<stem>.tif (instance labels: an object per --box, one for the clicks outside every box" in said
     assert "and OUT/report.json (objects, scores, working scale, warnings per image)" in said
+
+
+def test_register_help_says_which_files_in_its_output_it_replaces(capsys):
+    """register's -o said "output directory" alone, while it refuses to replace files it did not write (or another
+    pair's results), as the other commands' -o help says of theirs."""
+    said = _help("register", capsys=capsys)
+    assert "its files are replaced only when a promptseg register run of the same FIXED and MOVING wrote them" in said

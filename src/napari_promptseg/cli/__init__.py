@@ -163,7 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reg.add_argument("fixed", type=Path, help=f"fixed (target) {REGISTER_IMAGE_HELP}")
     reg.add_argument("moving", type=Path, help=f"moving (source) {REGISTER_IMAGE_HELP}; warped onto the fixed grid")
-    reg.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    reg.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output directory; its files are replaced only when a promptseg register run of the same FIXED and "
+        "MOVING wrote them, unchanged since, so a rerun replaces its own results and nothing else",
+    )
     reg.add_argument(
         "--prompt",
         action="append",
