@@ -89,3 +89,14 @@ def test_register_help_says_which_files_in_its_output_it_replaces(capsys):
     pair's results), as the other commands' -o help says of theirs."""
     said = _help("register", capsys=capsys)
     assert "its files are replaced only when a promptseg register run of the same FIXED and MOVING wrote them" in said
+
+
+@pytest.mark.parametrize("command", [["segment"], ["oneshot"], ["text"], ["embed"], ["register"], ["library", "add"]])
+def test_channel_axis_help_says_its_order_and_default(command, capsys):
+    """--channel-axis said "axis of the channels in a multichannel image" alone: not that it counts in the file's
+    order (a Fiji composite's C moved last only when it is not given), nor what is read without it."""
+    said = _help(*command, capsys=capsys)
+    assert (
+        "--channel-axis CHANNEL_AXIS axis of the channels in a multichannel image, counted in the file's order" in said
+    )
+    assert "(default: the axis an OME or ImageJ TIFF names as channels, else a last axis of 2-4 values" in said

@@ -38,6 +38,12 @@ def images_help(what: str) -> str:
     )
 
 
+#: --channel-axis of the commands that read image files (read as io.file_axes.read_image_named reads them)
+CHANNEL_AXIS_HELP = (
+    "axis of the channels in a multichannel image, counted in the file's order (default: the axis an OME or ImageJ "
+    "TIFF names as channels, else a last axis of 2-4 values: RGB(A) or two channels; else gray)"
+)
+
 #: the help of register's FIXED and MOVING
 REGISTER_IMAGE_HELP = (
     "2D image (TIFF, PNG, JPEG, BMP); an OME-Zarr, pyramidal (OME-)TIFF or whole slide (Aperio .svs, Hamamatsu "
@@ -71,7 +77,7 @@ def _add_model_options(
     parser.add_argument("--weights", type=weights_path, help="explicit weights file (e.g. a fine-tuned checkpoint)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: %(default)s)")
     _add_precision_option(parser, subcommand=True)
-    parser.add_argument("--channel-axis", type=int, help="axis of the channels in a multichannel image")
+    parser.add_argument("--channel-axis", type=int, help=CHANNEL_AXIS_HELP)
     if channel_choice:
         parser.add_argument(
             "--channels", type=int, nargs="+", help="up to three channels to use (after --channel-axis)"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import PromptsegError
 from ._inputs import _say_images_left_out
+from ._options import CHANNEL_AXIS_HELP
 from ._reference import _reference_labels, stack_reference_plane
 from ._types import positive_float
 
@@ -38,7 +39,7 @@ def _add_library_parser(sub: argparse._SubParsersAction) -> None:
         "takes the plane shown (default: the one plane its (Z, Y, X) mask labels)",
     )
     add.add_argument("--description", default="", help="optional text; synonyms separated by ',' are matched too")
-    add.add_argument("--channel-axis", type=int, help="axis of the channels in a multichannel image")
+    add.add_argument("--channel-axis", type=int, help=CHANNEL_AXIS_HELP)
     add.add_argument("--channels", type=int, nargs="+", help="up to three channels to keep (after --channel-axis)")
     add.add_argument("--pixel-size", type=positive_float, nargs=2, metavar=("DY", "DX"), help="physical pixel size")
     add.add_argument(
