@@ -100,3 +100,20 @@ def test_channel_axis_help_says_its_order_and_default(command, capsys):
         "--channel-axis CHANNEL_AXIS axis of the channels in a multichannel image, counted in the file's order" in said
     )
     assert "(default: the axis an OME or ImageJ TIFF names as channels, else a last axis of 2-4 values" in said
+
+
+@pytest.mark.parametrize("command", [["text"], ["register"]])
+def test_library_help_names_the_variable_that_sets_it(command, capsys):
+    """text's and register's --library said "default: the user library", while $PROMPTSEG_LIBRARY sets it, as
+    `promptseg library --help` says."""
+    assert "reference library directory (default: $PROMPTSEG_LIBRARY, else the user one)" in _help(
+        *command, capsys=capsys
+    )
+
+
+def test_text_weights_help_says_a_hub_id_is_taken(capsys):
+    """text's --text-weights named a checkpoint file or a model directory, while its description (and register's
+    --text-weights) take a hub id too."""
+    assert "weights of GroundingDINO or CLIPSeg (checkpoint file, model directory or hub id)" in _help(
+        "text", capsys=capsys
+    )

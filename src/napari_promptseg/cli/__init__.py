@@ -187,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s; auto takes only models on disk and downloads nothing, groundingdino or clipseg "
         "downloads a missing model)",
     )
-    reg.add_argument("--library", type=Path, help="reference library directory (default: the user library)")
+    reg.add_argument(
+        "--library", type=Path, help="reference library directory (default: $PROMPTSEG_LIBRARY, else the user one)"
+    )
     reg.add_argument(
         "--text-weights",
         type=weights_path,

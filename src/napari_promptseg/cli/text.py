@@ -74,10 +74,12 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
     text.add_argument(
         "--text-weights",
         type=weights_path,
-        help="weights of GroundingDINO or CLIPSeg (checkpoint file or model directory); a model of `promptseg "
+        help="weights of GroundingDINO or CLIPSeg (checkpoint file, model directory or hub id); a model of `promptseg "
         "train-text` given here answers as --text-model does",
     )
-    text.add_argument("--library", type=Path, help="reference library directory (default: the user library)")
+    text.add_argument(
+        "--library", type=Path, help="reference library directory (default: $PROMPTSEG_LIBRARY, else the user one)"
+    )
     text.add_argument(
         "--template", default="p1", choices=[f"p{i}" for i in range(10)], help="medvlsm prompt level (%(default)s)"
     )
