@@ -35,8 +35,8 @@ def _add_library_parser(sub: argparse._SubParsersAction) -> None:
         "--plane",
         type=int,
         metavar="Z",
-        help="a stack image (Z, Y, X): the plane the exemplar is taken from, as the Text widget's 'Add exemplar' "
-        "takes the plane shown (default: the one plane its (Z, Y, X) mask labels)",
+        help="a stack image (Z, Y, X[, C]; its channels on --channel-axis): the plane the exemplar is taken from, "
+        "as the Text widget's 'Add exemplar' takes the plane shown (default: the one plane its (Z, Y, X) mask labels)",
     )
     add.add_argument("--description", default="", help="optional text; synonyms separated by ',' are matched too")
     add.add_argument("--channel-axis", type=int, help=CHANNEL_AXIS_HELP)
@@ -93,9 +93,11 @@ def _add_library_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_library_add(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from ..io import read_image
     from ..io.library import DEFAULT_MARGIN
-    from ..io.multiscale import read_image_named
+    from ..io.multiscale import read_channel_axis, read_image_named
     from ..io.starter import open_library
     from ..methods.library import exemplar_advice
 
@@ -104,19 +106,24 @@ def cmd_library_add(args: argparse.Namespace) -> int:
             raise PromptsegError(f"input file not found: {path}")
     if args.no_crop and args.margin is not None:
         raise PromptsegError("give --margin or --no-crop, not both")
-    image = read_image_named(args.image, args.channel_axis)  # a Fiji composite by its named axes, as one-shot reads it
+    # a given --channel-axis counts in the file's order (a pyramid's is read channels last), as oneshot reads it
+    channel_axis = read_channel_axis(args.image, args.channel_axis)
+    image = read_image_named(args.image, channel_axis)  # a Fiji composite by its named axes, as one-shot reads it
+    if channel_axis not in (None, -1):  # channels last, as oneshot's references: a stack's planes are its first axis
+        image, channel_axis = np.ascontiguousarray(np.moveaxis(image, channel_axis, -1)), -1
     _say_images_left_out([("--image", args.image), ("--mask", args.mask)])  # a TIFF's images after its first
     mask = read_image(args.mask, role="labels")
-    if args.channel_axis is None:  # a stack's labelled plane, as the Text widget's 'Add exemplar' takes it
-        image, mask, _ = stack_reference_plane(
-            args.image, args.mask, image, mask, None, args.plane, ("--image", "--mask", "--plane")
-        )
+    # a stack's labelled plane (or --plane), as the Text widget's 'Add exemplar' takes it (a multichannel stack's
+    # too: it was refused as 'a reference is one 2D image' with --channel-axis given)
+    image, mask, _ = stack_reference_plane(
+        args.image, args.mask, image, mask, channel_axis, args.plane, ("--image", "--mask", "--plane")
+    )
     mask = _reference_labels(
         mask,
         image,
         args.mask,
         args.image,
-        args.channel_axis,
+        channel_axis,
         args.channels,
         ("--image", "--mask"),
     )
@@ -129,7 +136,7 @@ def cmd_library_add(args: argparse.Namespace) -> int:
         mask,
         args.description,
         source=str(args.image),
-        channel_axis=args.channel_axis,
+        channel_axis=channel_axis,
         channels=args.channels,
         pixel_size=args.pixel_size,
         instances=args.instances,
