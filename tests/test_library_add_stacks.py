@@ -28,3 +28,20 @@ def test_a_multichannel_stacks_plane_is_added_with_its_channels(tmp_path, capsys
     entry = open_library(library).get("coin")
     np.testing.assert_array_equal(entry.image(), np.moveaxis(planes[1], 0, -1))  # both channels, plane 1's
     np.testing.assert_array_equal(entry.mask(), mask > 0)
+
+
+def test_a_pyramids_channel_axis_counts_in_the_files_order(tmp_path, capsys):
+    """A pyramidal OME-TIFF (C, Y, X) is read lazily with its channels last; --channel-axis 0, in the file's order
+    as every other command counts it, was applied to that reading (its rows taken for channels)."""
+    from .conftest import two_channel_pyramid
+
+    coins = skdata.coins()[:256, :256]
+    cyx = np.stack([coins, 255 - coins])
+    path = two_channel_pyramid(cyx, tmp_path / "coins.ome.tif", "ome.tif")
+    mask = np.zeros(coins.shape, np.uint8)
+    mask[30:70, 40:80] = 1
+    tifffile.imwrite(tmp_path / "mask.tif", mask)
+    library = tmp_path / "library"
+    command = ["library", "add", "coin", "--image", str(path), "--mask", str(tmp_path / "mask.tif"), "--no-crop"]
+    assert main([*command, "--channel-axis", "0", "--library", str(library)]) == 0, capsys.readouterr().err
+    np.testing.assert_array_equal(open_library(library).get("coin").image(), np.moveaxis(cyx, 0, -1))
