@@ -1,7 +1,7 @@
 """Where a batch run's labels of one input go: ``<output>/<stem>.tif``, or into the input's own OME-Zarr
 ``labels/<name>`` group, as the run's output format says; the labels carry the input's axes, pixel size, origin and
-frame interval. The CLI's subcommands and the batch engine (an input without a result) write through here. No Qt, no
-napari."""
+frame interval. The CLI's subcommands write through here, and so does the batch engine for a --time input without a
+result (:func:`.time_point_labels.write_input_time_point`). No Qt, no napari."""
 
 from __future__ import annotations
 
