@@ -347,3 +347,81 @@ def test_a_multiscale_stack_layer_is_segmented_on_the_plane_of_its_prompts_at_fu
     flat = Shapes([rectangle(BOX)], shape_type="rectangle", name="flat")
     with pytest.raises(PromptsegError, match=r"'flat' has 2 axes: which plane\?.*segment\(layer\.data\[0\]\[z\]"):
         napari_promptseg.segment(layer, boxes=flat, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def gowt1_stack(shared_data):
+    """Three frames of the shared GOWT1 nuclei time-lapse (t01, t21, t31), a 128 x 128 px crop each, as a (Z, Y, X)
+    stack: real nuclei on every plane."""
+    from napari_promptseg.io import read_image
+
+    folder = shared_data / "nuclei_ctc_fluo_instances" / "images"
+    frames = [read_image(folder / f"N2DH-GOWT1_t{t}.tif")[220:348, 220:348] for t in ("01", "21", "31")]
+    return np.stack(frames)
+
+
+def test_segment_text_over_a_stack_layer_segments_every_plane_as_the_cli(gowt1_stack, litemedsam):
+    """A (Z, Y, X) Image layer was refused by segment_text as 'an ambiguous 3D array' while segment took its plane and
+    `promptseg text` a stack plane by plane: now the console's stack is the CLI's (methods.volume.segment_stack over
+    segment_text, ids linked across planes), each plane's own result kept."""
+    stack = gowt1_stack[:2]
+    layer = Image(stack, name="frames", scale=(4.0, 0.5, 0.5))
+    result = napari_promptseg.segment_text(layer, "nucleus", segmenter=litemedsam)
+    expected = napari_promptseg.segment_stack(
+        stack, lambda plane: napari_promptseg.segment_text(plane, "nucleus", segmenter=litemedsam)
+    )
+    assert result.labels.shape == stack.shape and result.objects >= 3
+    np.testing.assert_array_equal(result.labels, expected.labels)
+    assert [p.route for p in result.planes] == ["library"] * 2
+    for z, plane in enumerate(result.planes):
+        np.testing.assert_array_equal(plane.labels > 0, result.labels[z] > 0)
+
+
+def test_segment_like_takes_a_stack_layer_as_reference_and_as_target(gowt1_stack, litemedsam):
+    """segment_like refused a (Z, Y, X) reference or target layer as 'an ambiguous 3D array'. As the CLI's oneshot
+    and the One-shot widget: a stack reference gives the plane its labels mark; a stack target is segmented plane by
+    plane, its ids linked (its result a StackResult whose planes are each plane's OneShotResult)."""
+    from napari_promptseg.methods.volume import StackResult
+
+    labels = np.zeros(gowt1_stack.shape, np.uint8)
+    plane_labels = napari_promptseg.segment(gowt1_stack[1], boxes=[(60, 70, 100, 110)], device="cpu")
+    assert plane_labels.any()
+    labels[1] = plane_labels > 0
+    reference, mask = Image(gowt1_stack, name="frames"), Labels(labels, name="one nucleus")
+    result, plain = napari_promptseg.segment_like(
+        reference, mask, [reference, gowt1_stack[2]], segmenter=litemedsam, strategy="persam"
+    )
+    (expected,) = napari_promptseg.segment_like(
+        gowt1_stack[1], labels[1], gowt1_stack[2], segmenter=litemedsam, strategy="persam"
+    )
+    np.testing.assert_array_equal(plain.labels, expected.labels)
+    assert isinstance(result, StackResult) and result.labels.shape == gowt1_stack.shape
+    # plane 2 found from the labelled plane 1 (another reference plane finds another region)
+    assert expected.labels.any()
+    np.testing.assert_array_equal(result.planes[2].labels, expected.labels)
+    np.testing.assert_array_equal(result.labels[2] > 0, expected.labels > 0)
+
+
+def test_segment_texts_docstring_example_runs_in_a_viewer_on_a_stack(make_viewer, gowt1_stack, litemedsam):
+    """help(segment_text)'s stack example, as written: the labels over the scaled stack layer, its nuclei found on
+    both planes."""
+    viewer = make_viewer()
+    viewer.add_image(gowt1_stack[:2], name="stack", scale=(3.0, 0.5, 0.5))
+    exec(docstring_example(napari_promptseg.segment_text), console(viewer))  # noqa: S102
+    found = viewer.layers["nuclei in 3D"]
+    assert found.data.shape == (2, 128, 128) and tuple(found.scale) == (3.0, 0.5, 0.5)
+    assert found.data[0].any() and found.data[1].any()
+
+
+def test_segment_likes_docstring_example_runs_in_a_viewer_on_a_stack(make_viewer, gowt1_stack, litemedsam):
+    """help(segment_like)'s stack example, as written: a nucleus painted on plane 1 of the stack; the result over the
+    scaled layer, the painted plane's nucleus found again."""
+    viewer = make_viewer()
+    stack = viewer.add_image(gowt1_stack, name="stack", scale=(3.0, 0.5, 0.5))
+    painted = np.zeros(gowt1_stack.shape, np.uint8)
+    painted[1] = napari_promptseg.segment(gowt1_stack[1], boxes=[(60, 70, 100, 110)], device="cpu") > 0
+    viewer.add_labels(painted, name="one nucleus", scale=stack.scale)
+    exec(docstring_example(napari_promptseg.segment_like), console(viewer))  # noqa: S102
+    found = viewer.layers["like it"]
+    assert found.data.shape == gowt1_stack.shape and tuple(found.scale) == (3.0, 0.5, 0.5)
+    assert found.data.any()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from scipy import ndimage
@@ -46,6 +46,9 @@ from .correspondence import (
     transfer_confidence,
 )
 from .decoding import low_res_to_grid, score_mask
+
+if TYPE_CHECKING:
+    from ..volume import StackResult
 from .schemes import SchemeBuilder, build_scheme, exclusive_sampling, sparse_sampling
 from .settings import (
     BOX_MODES,
@@ -98,6 +101,31 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------------------------
+#: segment_like's options a stack target's planes are each segmented with, as given
+_OPTIONS = (
+    "segmenter",
+    "extractor",
+    "strategy",
+    "bank",
+    "use_points",
+    "ensemble",
+    "keep_largest",
+    "fg_purity",
+    "score_temperature",
+    "channels",
+    "normalize",
+    "cancel",
+    "diagnostics",
+    "warn_many",
+)
+
+
+def _default_segmenter() -> PromptableSegmenter:
+    from ...models import load_segmenter
+
+    return load_segmenter()
+
+
 def _as_list(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
@@ -139,7 +167,7 @@ def segment_like(
     cancel: Callable[[], bool] | None = None,
     diagnostics: bool = False,
     warn_many: bool = True,
-) -> list[OneShotResult]:
+) -> list[OneShotResult | StackResult]:
     """Segment in every target what the reference mask marks in the reference image(s).
 
     ``reference``/``reference_mask``: one image + mask, or lists of them (ensemble SAT: each reference segments the
@@ -154,24 +182,55 @@ def segment_like(
     longest side, as the CLI reads an OME-Zarr: its mask, labels, points and boxes come back in full-resolution
     pixels, its probability map stays at that level's (``probability_factor``; in napari:
     ``viewer.add_image(result.probability, **result.probability_placement)`` lies over the labels).
-    napari Image and Labels layers are taken as their pixels (targets named after their layers).
+    napari Image and Labels layers are taken as their pixels (targets named after their layers). A stack layer
+    ((Z, Y, X), an RGB (Z, Y, X, 3), with ``channel_axis`` a multichannel one) is taken as ``promptseg oneshot`` and
+    the One-shot widget take a stack: as a reference, the one plane its mask's (Z, Y, X) labels mark; as a target,
+    plane by plane with ids linked across planes (:func:`~..volume.segment_stack`): that target's result is then a
+    :class:`~..volume.StackResult`, ``labels`` the layer's (Z, Y, X) and ``planes`` each plane's
+    :class:`OneShotResult`.
+
+    Example (in napari's console: one nucleus painted on one plane of a (Z, Y, X) stack, its like sought plane
+    by plane)::
+
+        (result,) = segment_like(viewer.layers["stack"], viewer.layers["one nucleus"], viewer.layers["stack"])
+        viewer.add_labels(result.labels, name="like it", **layer_placement(viewer.layers["stack"]))
     """
-    from ...io.layer_objects import is_layer, layers_pixels
+    from ...io.layer_objects import is_layer, layer_pixels, layers_pixels
 
     if names is None and not isinstance(targets, (list, tuple)) and is_layer(targets):
         names = [targets.name]
     elif names is None and isinstance(targets, (list, tuple)) and all(is_layer(t) for t in targets):
         names = [t.name for t in targets]
+    from ..volume import is_stack_layer
+    from .stack_layers import over_stack_targets, reference_planes
+
+    given = {k: v for k, v in locals().items() if k in _OPTIONS}
+    reference, reference_mask, reference_axis = reference_planes(reference, reference_mask, channel_axis)
+    if any(is_stack_layer(t, channel_axis) for t in _as_list(targets)):
+        # the models loaded once for every plane of every target
+        segmenter = segmenter or _default_segmenter()
+        given |= {"segmenter": segmenter, "extractor": extractor or SegmenterFeatures(segmenter)}
+        target_list = _as_list(targets)
+        listed = [names] if isinstance(names, str) else names
+        target_names = list(listed) if listed is not None else [f"target {i + 1}" for i in range(len(target_list))]
+        if len(target_names) != len(target_list):
+            raise PromptsegError(f"{len(target_names)} names for {len(target_list)} targets; give one name per target")
+
+        def one_target(target: object, name: str, axis: int | None) -> OneShotResult:
+            if axis != reference_axis and axis is not None:  # one channel axis for references and targets: last
+                target, axis = np.moveaxis(np.asarray(layer_pixels(target, "target")), axis, -1), -1
+            options = {**given, "channel_axis": axis if axis is not None else reference_axis}
+            return segment_like(reference, reference_mask, target, names=[name], **options)[0]
+
+        return over_stack_targets(target_list, target_names, channel_axis, one_target, progress, cancel)
+    channel_axis = reference_axis
     reference, reference_mask = layers_pixels(reference, "reference"), layers_pixels(reference_mask, "reference mask")
     targets = layers_pixels(targets, "target")
     if strategy not in STRATEGIES:
         raise PromptsegError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if ensemble not in ("vote", "union"):
         raise PromptsegError(f"ensemble must be 'vote' or 'union', got {ensemble!r}")
-    if segmenter is None:
-        from ...models import load_segmenter
-
-        segmenter = load_segmenter()
+    segmenter = segmenter or _default_segmenter()
     extractor = extractor or SegmenterFeatures(segmenter)
     # GUESS(box-only): LiteMedSAM was trained on boxes, so by default its schemes are decoded from boxes only
     use_points = segmenter.points_reliable if use_points is None else use_points

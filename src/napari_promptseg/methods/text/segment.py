@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from .phrases import prompt_text, said_prompt, split_phrases
 from .result import TextResult
 from .routes import Route, TextRoute, check_model_kinds, choose_route, unused_text_model_warnings
 from .trained_channels import read_as_trained, recorded_channels
+
+if TYPE_CHECKING:
+    from ..volume import StackResult
 
 
 def segment_text(
@@ -57,7 +61,7 @@ def segment_text(
     factor: float = 1.0,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
-) -> TextResult:
+) -> TextResult | StackResult:
     """Instance labels of what ``prompt`` names in ``image`` ("nuclei"; "gland, stroma" or ["gland", "stroma"] for
     two).
 
@@ -74,11 +78,23 @@ def segment_text(
     many-instances entries, at the level their objects need (:func:`~.answers.text_working_scale`): the labels and
     boxes come back in full-resolution pixels, the heatmap stays at that level's (``heatmap_factor``,
     ``heatmap_placement``). ``image`` may be a napari Image layer (its pixels; its name names it in messages).
+    A stack layer ((Z, Y, X), an RGB (Z, Y, X, 3), with ``channel_axis`` a multichannel one) is segmented plane by
+    plane, its objects' ids linked across planes, as ``promptseg text`` and the Text widget segment a stack
+    (:func:`~..volume.segment_stack`, the models loaded once): a :class:`~..volume.StackResult` is returned, its
+    ``labels`` the layer's (Z, Y, X) and ``planes`` each plane's :class:`TextResult` (route, boxes, heatmap). A
+    bare 3D array is not taken for a stack: pass it to :func:`~..volume.segment_stack` as below, or a plane.
+
+    Example (in napari's console, over a (Z, Y, X) stack of nuclei)::
+
+        result = segment_text(viewer.layers["stack"], "nuclei")
+        viewer.add_labels(result.labels, name="nuclei in 3D", **layer_placement(viewer.layers["stack"]))
+        print(result.objects, "objects;", result.planes[0].route, "-", result.planes[0].reason)
     """
+    given = dict(locals())  # every argument as given: a stack layer's planes are each segmented with them
     from ...io.layer_objects import is_layer, layer_pixels
 
     name = image.name if is_layer(image) and name == "image" else name
-    image = layer_pixels(image)
+    layer, image = given["image"], layer_pixels(image)
     if not 0 <= box_threshold <= 1 or not 0 <= text_threshold <= 1 or not 0 <= heatmap_threshold <= 1:
         raise PromptsegError("box, text and heatmap thresholds must lie in [0, 1]")
     from ..library import check_library_settings
@@ -105,6 +121,10 @@ def segment_text(
         channels,
         name,
     )
+    from ..volume import is_stack_layer
+
+    if is_stack_layer(layer, channel_axis):
+        return _over_stack(layer, given, name, channel_axis)
     original, base_factor = image, factor
     level = read_pyramid_level(image, whole_image_scale, channel_axis)
     if level is not None:  # the CLI's whole-image level; labels and boxes come back in full-resolution pixels
@@ -193,3 +213,38 @@ def _trained_source(route: object, text_model: object, weights: str | None) -> o
     if route not in ("auto", "trained"):
         return None
     return text_model if text_model else weights
+
+
+def _over_stack(layer: object, given: dict, name: str, channel_axis: int | None) -> StackResult:
+    """A stack layer's planes each segmented by :func:`segment_text` with the arguments ``given`` (its channels
+    read as resolved: ``channel_axis``), the route chosen and the segmenter loaded once, ids linked across planes by
+    :func:`~..volume.segment_stack`, the one code path of the CLI's and the Text widget's stacks."""
+    from ..volume import segment_stack, stack_layer_data
+
+    options = {k: v for k, v in given.items() if k not in ("image", "progress")}
+    if not isinstance(options["route"], TextRoute):
+        options["route"] = choose_route(
+            options["route"],
+            grounder=options["grounder"],
+            heatmapper=options["heatmapper"],
+            library=options["library"],
+            weights=options["weights"],
+            device=options["device"],
+            text_model=options["text_model"],
+            progress=given["progress"],
+            cancel=given["cancel"],
+        )
+    if options["segmenter"] is None and options["route"].needs_segmenter(options["refine"]):
+        from ...models import load_segmenter
+
+        options["segmenter"] = load_segmenter(device=options["device"])
+    data, channel_axis = stack_layer_data(layer, channel_axis)
+    # segment_stack hands each plane over with its channels last
+    options["channel_axis"] = None if channel_axis is None else -1
+
+    def plane_result(plane: np.ndarray, z: int) -> TextResult:
+        return segment_text(plane, **{**options, "name": f"{name} plane {z}"})
+
+    return segment_stack(
+        data, plane_result, channel_axis=channel_axis, name=name, progress=given["progress"], cancel=given["cancel"]
+    )

@@ -11,7 +11,15 @@ must not end it), and the others again without those that end.
 No Qt, no napari.
 """
 
-from .planes import LINK_IOU, StackResult, object_extents, plane_function, segment_stack
+from .planes import (
+    LINK_IOU,
+    StackResult,
+    is_stack_layer,
+    object_extents,
+    plane_function,
+    segment_stack,
+    stack_layer_data,
+)
 from .propagation import (
     BOX_MARGIN,
     MIN_AREA_FRACTION,
@@ -43,6 +51,7 @@ __all__ = [
     "PropagationCancelled",
     "PropagationResult",
     "StackResult",
+    "is_stack_layer",
     "as_stack",
     "check_finite",
     "labels_shape",
@@ -55,6 +64,7 @@ __all__ = [
     "propagate_through_stack",
     "reference_plane",
     "segment_stack",
+    "stack_layer_data",
     "stack_extent",
     "time_point_volume",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -27,6 +28,9 @@ class StackResult:
     extents: dict[int, tuple[int, int]]  # id -> first and last plane
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: each plane's result as the 2D method returned it (a plane where it found nothing: None), e.g. a
+    #: ``TextResult`` with its route, boxes and heatmap; its labels are the plane's before the ids were linked
+    planes: list = field(default_factory=list)
 
     @property
     def objects(self) -> int:
@@ -73,6 +77,7 @@ def segment_stack(
     labels = np.zeros(vol.shape[:3], np.uint32)
     next_id = 1
     per_plane: list[tuple[int, str]] = []  # said once at the end: a warning every plane gives is one warning
+    outputs: list = []
     t0 = time.perf_counter()
     for z in range(n):
         if cancel is not None and cancel():
@@ -84,6 +89,7 @@ def segment_stack(
             # a plane with nothing like the prompt is empty, and says why, as the CLI's stacks: failing here threw away
             # the planes that matched (the One-shot and Text widgets' stacks, the console's)
             out = _Nothing(np.zeros(labels.shape[1:], np.uint8), [str(exc)])
+        outputs.append(None if isinstance(out, _Nothing) else out)
         per_plane += [(z, message) for message in getattr(out, "warnings", [])]
         plane = np.asarray(getattr(out, "labels", out))
         if plane.shape != labels.shape[1:]:
@@ -96,7 +102,32 @@ def segment_stack(
         labels[z], next_id = _link(labels[z - 1] if z else None, dense, next_id, link_iou)
     report(1.0, f"{name}: {next_id - 1} object(s)")
     warnings += plane_warnings(per_plane, name, stack_axis)
-    return StackResult(_compact(labels), object_extents(labels), {"total_s": time.perf_counter() - t0}, warnings)
+    timings = {"total_s": time.perf_counter() - t0}
+    return StackResult(_compact(labels), object_extents(labels), timings, warnings, outputs)
+
+
+def is_stack_layer(image: object, channel_axis: int | None = None) -> bool:
+    """Whether ``image`` is a napari Image layer over a stack of 2D planes, as napari shows it with a slider: (Z, Y,
+    X) grey, (Z, Y, X, 3) RGB, and, with ``channel_axis`` given, a multichannel (C, Z, Y, X) or (Z, Y, X, C). The
+    console's whole-image functions segment such a layer plane by plane (:func:`segment_stack`), as the CLI and the
+    widgets segment a stack; a bare 3D array stays theirs to ask about (planes or channels?)."""
+    from ...io.layer_objects import is_layer
+
+    if not is_layer(image) or type(image).__name__ != "Image":
+        return False
+    # napari's ndim leaves out an RGB layer's colours
+    return int(image.ndim) > 2 + (channel_axis is not None and not getattr(image, "rgb", False))
+
+
+def stack_layer_data(layer: Any, channel_axis: int | None) -> tuple[Any, int | None]:
+    """A stack layer's pixels as :func:`~..volume.segment_stack` takes them, and their channel axis: a (C, Z, Y, X)
+    layer's (channel axis 0, as the widgets read it) with its channels last."""
+    data = layer.data
+    if channel_axis is None or layer.rgb or channel_axis % (layer.ndim + 1) != 0:
+        return data, channel_axis
+    if layer.multiscale:
+        return [np.moveaxis(level, 0, -1) for level in data], -1
+    return np.moveaxis(data, 0, -1), -1
 
 
 @dataclass
