@@ -908,3 +908,49 @@ def test_a_4d_layer_is_read_with_the_text_models_channel_axis_or_refused_naming_
     widget.run()
     said = widget.runner.widget.details or widget.runner.widget.status.text()  # a long message's whole text
     assert "trained on 3-channel images (channel axis 0)" in said and "(C, Z, Y, X)" in said, said
+
+
+def test_a_multichannel_files_channel_layers_are_read_together_for_a_multichannel_text_model(
+    make_viewer,
+    qtbot,
+    tmp_path,
+    multichannel_model,  # noqa: F811
+    kvasir,  # noqa: F811
+):
+    """The plugin's reader opens an ImageJ hyperstack's (or an OME-TIFF's) channels one layer each, and a text model
+    trained on 3-channel images refused every one of them ('a 2D image ... with no channels'): no layer held the
+    image it was trained on. Any of the file's channel layers chosen now reads the file's channels together, in the
+    file's order (moving the layers in the list changes nothing), as segment_text reads the (C, Y, X) file, and the
+    summary says which layers; the labels lie over the layers. A (Z, C, Y, X) hyperstack's planes likewise."""
+    import tifffile
+
+    rgb = kvasir[1].load()[0][::4, ::4]
+    cyx = np.ascontiguousarray(rgb.transpose(2, 0, 1))
+    expected = segment_text(cyx, "polyp", text_model=multichannel_model, device="cpu", heatmap_threshold=0.1)
+    assert expected.labels.any()
+    tifffile.imwrite(tmp_path / "frame.tif", cyx, imagej=True, metadata={"axes": "CYX"})
+    viewer = make_viewer()
+    layers = viewer.open(tmp_path / "frame.tif", plugin="napari-promptseg")
+    assert len(layers) == 3
+    viewer.layers.move(0, 2)  # the file's channel 0 is now the last layer of the list
+    widget = _widget(viewer, viewer.layers["frame channel 1"])
+    widget.text_model.setCurrentText(str(multichannel_model))
+    widget.heatmap_threshold.setValue(0.1)  # a model of one epoch: its faint answer, found
+    widget.prompt.setText("polyp")
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    labels = viewer.layers["frame channel 1 text: polyp"]
+    np.testing.assert_array_equal(labels.data > 0, expected.labels > 0)
+    said = widget.route_label.text()
+    assert "'frame channel 0', 'frame channel 1', 'frame channel 2'" in said, said
+
+    tifffile.imwrite(tmp_path / "planes.tif", np.stack([cyx, cyx[:, ::-1]]), imagej=True, metadata={"axes": "ZCYX"})
+    viewer.open(tmp_path / "planes.tif", plugin="napari-promptseg")
+    widget.image.set_layer(viewer.layers["planes channel 2"])
+    widget.run()
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    stack = viewer.layers["planes channel 2 text: polyp"].data
+    assert stack.shape == (2, *rgb.shape[:2])
+    np.testing.assert_array_equal(stack[0] > 0, expected.labels > 0)

@@ -4,7 +4,8 @@ as one stack, its files checked up front (napari's own reader stacks every file 
 finds a different size only when it shows that plane). A TIFF without a pyramid is read too, whole, with its pixel
 size as the layer's scale: napari offers the user a choice of reader for every TIFF once two plugins accept the
 suffix, and a user who lets it remember this plugin must still open every TIFF. The label TIFFs promptseg writes open
-as Labels layers, over the image they came from. Thin wrappers over :mod:`.io.layer_data`."""
+as Labels layers, over the image they came from. A file's channels open one layer each, each knowing its channel
+(:func:`.io.layer_data.per_channel_metadata`). Thin wrappers over :mod:`.io.layer_data`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from .io.folder_layers import files_stack_layer_data, folder_stack_layer_data, is_image_folder
 from .io.images import TIFF_SUFFIXES, output_stem
-from .io.layer_data import LayerData, tiff_layer_data
+from .io.layer_data import LayerData, per_channel_metadata, tiff_layer_data
 
 
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
@@ -39,8 +40,8 @@ def read_tiffs(path: str | list[str]) -> list[LayerData]:
     the stack asked for)."""
     paths = [path] if isinstance(path, str) else list(path)
     if len(paths) > 1:
-        return files_stack_layer_data([Path(p) for p in paths], output_stem(paths[0]))
-    return _said(tiff_layer_data(paths[0]))
+        return per_channel_metadata(files_stack_layer_data([Path(p) for p in paths], output_stem(paths[0])))
+    return per_channel_metadata(_said(tiff_layer_data(paths[0])))
 
 
 def is_time_lapse_of_volumes(path: str) -> bool:
@@ -58,12 +59,12 @@ def read_time_lapse(path: str | list[str]) -> list[LayerData]:
     """An OME-Zarr time-lapse of volumes as one lazy 4D image layer (t, z, y, x), each level a dask array."""
     from .io.layer_data import image_layer_data
 
-    return image_layer_data(path if isinstance(path, str) else path[0])
+    return per_channel_metadata(image_layer_data(path if isinstance(path, str) else path[0]))
 
 
 def read_folder(path: str | list[str]) -> list[LayerData]:
     """The stack layer of a folder of images; the OME-Zarr images it leaves out are said in a napari warning."""
-    return _said(folder_stack_layer_data(path if isinstance(path, str) else path[0]))
+    return per_channel_metadata(_said(folder_stack_layer_data(path if isinstance(path, str) else path[0])))
 
 
 def _said(layers: list[LayerData]) -> list[LayerData]:

@@ -55,6 +55,7 @@ from ._common import (
     unproxied,
     whole_image_level,
 )
+from ._common.channels import channels_together, file_channel_layers
 from ._common.text_route import WEIGHTS_ANSWER, WEIGHTS_ROUTES, TextWeightsField, route_hint, text_route_box
 from .oneshot import is_stack, read_planes
 from .text_results import TextOutput, load_text_route, run_text
@@ -371,15 +372,32 @@ class TextPromptWidget(QWidget):
         except PromptsegError:
             self.expanded.setText("")
 
-    def _trained_reading(self, layer, data, channel_axis, channels) -> tuple[int | None, list[int] | None, dict | None]:
-        """The layer's channels read as the trained text model chosen was trained on them (its channel axis when
-        'none' is chosen; a contradicting choice refused): the CLI's and segment_text's resolution, and its record
-        (``image_channels``). Reads the model's config alone."""
+    def _recorded_channels(self) -> dict | None:
+        """The channels the trained text model chosen was trained on (None: gray or colour, or no such model)."""
         route = self.route.currentText()
         source = self.text_model.currentText().strip() or (
             self.text_weights.weights() if route in WEIGHTS_ROUTES else None
         )
-        recorded = recorded_channels(source) if route in ("auto", "trained") and source else None
+        return recorded_channels(source) if route in ("auto", "trained") and source else None
+
+    def _file_channels(self, layer, data, channel_axis, channels) -> tuple[object, list[str] | None]:
+        """For a text model trained on multichannel images, a layer that is one channel of a file the reader opened a
+        layer per channel (an ImageJ hyperstack, an OME-TIFF of channels) is read with its file's other channel
+        layers, in the file's order, as one (C, ...) array (channel axis 0): no single layer held the image the model
+        was trained on, and each was refused. The array and the layers' names; ``data`` and None otherwise."""
+        if channel_axis is not None or channels is not None or layer.rgb or not self._recorded_channels():
+            return data, None
+        siblings = file_channel_layers(self.viewer, layer)
+        if not siblings or len(siblings) < 2:
+            return data, None
+        levels = [data if other is layer else whole_image_level(other)[0] for other in siblings]
+        return channels_together(levels), [other.name for other in siblings]
+
+    def _trained_reading(self, layer, data, channel_axis, channels) -> tuple[int | None, list[int] | None, dict | None]:
+        """The layer's channels read as the trained text model chosen was trained on them (its channel axis when
+        'none' is chosen; a contradicting choice refused): the CLI's and segment_text's resolution, and its record
+        (``image_channels``). Reads the model's config alone."""
+        recorded = self._recorded_channels()
         given = channel_axis is not None or channels is not None
         if recorded and channel_axis is None and not layer.rgb and np.ndim(data) == 4:
             channel_axis = _layer_stack_channel_axis(layer, np.shape(data), recorded)
@@ -407,8 +425,18 @@ class TextPromptWidget(QWidget):
             # a pyramid is read at the level a whole-image method needs; the layers come back at its pixel size.
             # Only its shape is looked at here: the worker reads it (a stack or a slide read here froze napari)
             data, factors = whole_image_level(layer)
-            channel_axis, channels, read_with = self._trained_reading(layer, data, channel_axis, channels)
+            data, channel_layers = self._file_channels(layer, data, channel_axis, channels)
+            if channel_layers:
+                channel_axis, channels, read_with = read_as_trained(
+                    self._recorded_channels(), np.shape(data), 0, None, f"the channel layers of '{layer.name}'"
+                )
+                layers_said = ", ".join(f"'{name}'" for name in channel_layers)
+                read_with["from"] = f"{MODEL_READING}: the file's channel layers {layers_said}"
+            else:
+                channel_axis, channels, read_with = self._trained_reading(layer, data, channel_axis, channels)
             stacked = is_stack(data, layer.rgb, f"image layer '{layer.name}'", channel_axis)
+            # the layer's own channel axis, which its results leave out (none when its file's channel layers are read)
+            layer_channel_axis = None if channel_layers else channel_axis
             model, weights = self.model.checked_choice()
         except PromptsegError as exc:
             self.runner.refuse(exc, "text prompt")
@@ -437,7 +465,7 @@ class TextPromptWidget(QWidget):
 
         pixels = layer_pixels(layer)
         # a time-lapse's planes are its frames, in the progress, warnings and summary (a (C, T, Y, X) layer's along 1)
-        stack_axis = stack_axis_of(layer, 1 if channel_axis == 0 else 0) if stacked else None
+        stack_axis = stack_axis_of(layer, 1 if layer_channel_axis == 0 else 0) if stacked else None
 
         def task(progress, cancel) -> tuple[TextOutput, np.ndarray]:
             route = load_text_route(options, progress, cancel)
@@ -474,7 +502,7 @@ class TextPromptWidget(QWidget):
         def done(result: tuple[TextOutput, np.ndarray]) -> None:
             output, level_factors = result
             self.last_output = output
-            self._add_layers(output, layer, prompt, stacked, level_factors, channel_axis)
+            self._add_layers(output, layer, prompt, stacked, level_factors, layer_channel_axis)
 
         # named by its start: a pasted description made a status line (and activity-dock entry) of a paragraph
         self.runner.submit("text", f"text prompt {layer_prompt(prompt)!r}", task, done, inputs=(layer,))

@@ -133,6 +133,25 @@ def image_layer_data(path: str | Path, *, whole_when_single_level: bool = False)
     return [(data, kwargs, "image")]
 
 
+#: the layer metadata keys of one channel of a file the reader opened one layer per channel: its index in the file,
+#: and the file's channel count (with ``path``, the file's): the Text widget reads a file's channel layers together
+#: for a text model trained on multichannel images
+CHANNEL_KEY, CHANNELS_KEY = "channel", "channels"
+
+
+def per_channel_metadata(layers: list[LayerData]) -> list[LayerData]:
+    """``layers``, each one napari splits into a layer per channel (``channel_axis``) given a metadata dict per
+    channel: its own, with the channel's index and the channel count (napari gives every channel's layer a dict of
+    its own when given a list). The last step of the reader: the layer data's metadata stays one dict until then."""
+    for data, kwargs, _ in layers:
+        axis, metadata = kwargs.get("channel_axis"), kwargs.get("metadata")
+        if axis is None or not isinstance(metadata, dict):
+            continue
+        count = int(np.shape(data[0] if isinstance(data, list) else data)[axis])
+        kwargs["metadata"] = [{**metadata, CHANNEL_KEY: k, CHANNELS_KEY: count} for k in range(count)]
+    return layers
+
+
 def plane_spacing(path: str | Path, pyramid: MultiscaleImage | None = None, size: PixelSize | None = None) -> float:
     """The spacing of the planes of the stack ``path`` in the unit of its pixel size ``size`` (its
     :func:`.calibration.pixel_size`), as :func:`image_layer_data` scales its layer: an OME-TIFF's PhysicalSizeZ

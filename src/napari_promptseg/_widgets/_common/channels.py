@@ -5,7 +5,9 @@ against it. One control for the Interactive, One-shot and Text widgets, and the 
 
 from __future__ import annotations
 
+import napari
 import napari.layers
+import numpy as np
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLineEdit
 
 from ...errors import PromptsegError
@@ -93,3 +95,44 @@ class ChannelAxisBox(QComboBox):
         # an RGB layer's colours are channels too: the CLI's --channels picks them, and the field was disabled here
         self._rgb = any(layer is not None and layer.rgb for layer in layers)
         self.channels_edit.setEnabled(self.count() > 1 or self._rgb)
+
+
+def file_channel_layers(viewer: napari.Viewer, layer: napari.layers.Layer) -> list[napari.layers.Image] | None:
+    """The viewer's layers of the channels of the file ``layer`` is one channel of, in the file's channel order (the
+    plugin's reader opens a multichannel file one layer per channel, each knowing its channel:
+    :func:`~napari_promptseg.io.layer_data.per_channel_metadata`), whatever their order in the layer list; None for
+    a layer that is no file's channel. A channel whose layer was removed, a file opened twice, or channel layers of
+    different shapes are refused, naming the file."""
+    from ...io.layer_data import CHANNEL_KEY, CHANNELS_KEY
+
+    meta = layer.metadata
+    if not all(key in meta for key in ("path", CHANNEL_KEY, CHANNELS_KEY)):
+        return None
+    path, count = meta["path"], int(meta[CHANNELS_KEY])
+    found: dict[int, list[napari.layers.Image]] = {}
+    for other in viewer.layers:
+        theirs = other.metadata
+        if isinstance(other, napari.layers.Image) and theirs.get("path") == path and theirs.get(CHANNELS_KEY) == count:
+            found.setdefault(int(theirs.get(CHANNEL_KEY, -1)), []).append(other)
+    said = f"image layer '{layer.name}' is channel {meta[CHANNEL_KEY]} of the {count} of {path}"
+    missing = [k for k in range(count) if k not in found]
+    if missing:
+        raise PromptsegError(
+            f"{said}, which are read together here, and the layer of channel(s) {', '.join(map(str, missing))} is no "
+            "longer open: open the file again"
+        )
+    if any(len(layers) > 1 for layers in found.values()):
+        raise PromptsegError(f"{said}, and that file is open twice: remove one copy of its channel layers")
+    layers = [found[k][0] for k in range(count)]
+    shapes = {tuple(np.shape(other.data[0] if other.multiscale else other.data)) for other in layers}
+    if len(shapes) > 1:
+        raise PromptsegError(f"{said}, and its channel layers no longer have one shape ({sorted(shapes)})")
+    return layers
+
+
+def channels_together(levels: list) -> object:
+    """The channel layers' arrays (one level each) as one lazy (C, ...) array: nothing read here (napari's main
+    thread), each channel read when a plane is (the widgets' worker)."""
+    import dask.array as da
+
+    return da.stack([a if isinstance(a, da.Array) else da.from_array(a, chunks=np.shape(a)) for a in levels])
