@@ -398,6 +398,30 @@ def test_labels_that_fit_no_plane_of_a_stack_reference_are_refused_saying_what_f
         _read_inputs(widget)
 
 
+def test_a_time_lapse_of_volumes_as_reference_is_refused_as_a_target_is(make_viewer):
+    """A (T, Z, Y, X) reference layer with labels of its own shape was refused as "reference labels 'labels' of shape
+    (2, 5, 256, 256) do not match the 2D reference image 'movie' of shape (2, 5, 256, 256)": the shapes match, and a
+    time-lapse is no 2D image. It is refused as such a target layer is, saying what to pick instead."""
+    from napari_promptseg._sample_data import nuclei
+    from napari_promptseg.errors import PromptsegError
+
+    (image, _, _), (truth, _, _) = nuclei()
+    viewer = make_viewer()
+    widget = OneShotWidget(viewer)
+    movie = np.stack([np.stack([image] * 5)] * 2)
+    widget.reference.set_layer(viewer.add_image(movie, name="movie"))
+    labels = np.zeros(movie.shape, np.uint8)
+    labels[0, 2] = truth > 0
+    widget.reference_labels.set_layer(viewer.add_labels(labels, name="labels"))
+    widget.target.set_layer(viewer.add_image(image, name="target"))
+    expected = (
+        "reference layer 'movie' has 4 dimensions (shape (2, 5, 256, 256)); expected a 2D image or a stack of 2D "
+        "planes: pick one stack (e.g. one time point or channel: Layers > Split Stack)"
+    )
+    with pytest.raises(PromptsegError, match=re.escape(expected)):
+        _read_inputs(widget)
+
+
 def test_reference_of_another_modality_is_warned_in_the_summary(make_viewer, qtbot, lungs, shared_data):
     """A chest X-ray reference on an H&E gland image: the result comes with 'does not transfer' in the summary."""
     viewer = make_viewer()

@@ -91,6 +91,9 @@ def read_oneshot_inputs(inputs: OneShotInputs, input_size: int, progress, cancel
     """Read the reference, its labels and the target (a pyramid target at the level the CLI reads for a model of
     ``input_size`` px), refusing labels that do not fit or are empty, naming the layer. Runs in the worker."""
     ref, ref_labels = inputs.reference, inputs.reference_labels
+    # a time-lapse of volumes is refused as a target of its shape is, before its pixels are read: its labels were
+    # said not to match 'the 2D reference image' of their own shape
+    is_stack(ref.data[0] if ref.multiscale else ref.data, ref.rgb, f"reference layer '{ref.name}'", inputs.channel_axis)
     progress(0.0, f"reading '{ref.name}'")
     # a stack's reference is its labelled (or displayed) plane: the volume's other planes are the usual targets
     reference, labels, plane = read_reference_plane(
