@@ -928,7 +928,8 @@ def test_a_multichannel_files_channel_layers_are_read_together_for_a_multichanne
     cyx = np.ascontiguousarray(rgb.transpose(2, 0, 1))
     expected = segment_text(cyx, "polyp", text_model=multichannel_model, device="cpu", heatmap_threshold=0.1)
     assert expected.labels.any()
-    tifffile.imwrite(tmp_path / "frame.tif", cyx, imagej=True, metadata={"axes": "CYX"})
+    calibrated = {"resolution": (2.0, 2.0), "metadata": {"axes": "CYX", "unit": "um"}}  # 0.5 µm pixels
+    tifffile.imwrite(tmp_path / "frame.tif", cyx, imagej=True, **calibrated)
     viewer = make_viewer()
     layers = viewer.open(tmp_path / "frame.tif", plugin="napari-promptseg")
     assert len(layers) == 3
@@ -942,6 +943,7 @@ def test_a_multichannel_files_channel_layers_are_read_together_for_a_multichanne
     assert widget.runner.state == "done", widget.runner.widget.status.text()
     labels = viewer.layers["frame channel 1 text: polyp"]
     np.testing.assert_array_equal(labels.data > 0, expected.labels > 0)
+    assert tuple(labels.scale) == tuple(viewer.layers["frame channel 1"].scale) == (0.5, 0.5)  # over the channels
     said = widget.route_label.text()
     assert "'frame channel 0', 'frame channel 1', 'frame channel 2'" in said, said
 
