@@ -13,6 +13,7 @@ import napari.layers
 import numpy as np
 
 from ...errors import CancelledError, PromptsegError
+from ...io.layer_objects import in_image_data
 from ...io.multiscale import REGISTER_SIDE, PyramidLevel
 from ...methods.registration import landmarks_outside
 from ...methods.registration.pipeline import MAX_CHANNELS
@@ -82,9 +83,12 @@ def _read_plane(level: Any, role: str, progress, cancel) -> np.ndarray:
 
 
 def _points_xy(layer: napari.layers.Points, image: napari.layers.Image) -> np.ndarray:
-    """Points layer -> (N, 2) x, y pixel coordinates of ``image`` (through world coordinates; a (C, Y, X) image's
-    rows and columns are its last two axes)."""
-    rows_cols = np.array([image.world_to_data(layer.data_to_world(p))[-2:] for p in layer.data]).reshape(-1, 2)
+    """Points layer -> (N, 2) x, y pixel coordinates of ``image`` (its rows and columns: a (C, Y, X) image's last two
+    axes), through napari's world coordinates by :func:`~...io.layer_objects.in_image_data`, the console's and the
+    Interactive widget's one mapping: each layer's own scale, translate and rotation count; a layer of more axes
+    (clicked on a stack's view) gives its last ones, a 2D layer over a (C, Y, X) image lies on its first plane."""
+    first_plane = image.data_to_world(np.zeros(image.ndim))
+    rows_cols = in_image_data(layer, layer.data, image, first_plane)[:, -2:]
     return rows_cols[:, ::-1].astype(float)
 
 
@@ -140,9 +144,12 @@ def _landmarks(
     elif fixed_points is not None:
         a = _points_xy(fixed_points, fixed_layer)
         b = _points_xy(moving_points, moving_layer)
-        if min(len(a), len(b)) == 0:
-            empty = fixed_points if len(a) == 0 else moving_points
-            raise PromptsegError(f"landmark layer '{empty.name}' has no points")
+        empty = [points.name for points, xy in ((fixed_points, a), (moving_points, b)) if len(xy) == 0]
+        if empty:  # both named at once: emptying the other next refused the run again
+            said = " and ".join(f"'{name}'" for name in empty)
+            raise PromptsegError(
+                f"landmark layer{'s' * (len(empty) > 1)} {said} {'have' if len(empty) > 1 else 'has'} no points"
+            )
         if len(a) != len(b):
             n = min(len(a), len(b))
             truncated = (
