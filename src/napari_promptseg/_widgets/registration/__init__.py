@@ -8,12 +8,12 @@ Everything is shown in the fixed frame: the moving image and the moving regions 
 region pair k (same id, same colour on both sides) lies on its fixed partner where the registration is right. The
 region layers start hidden (they would cover the tissue). A rerun on the same pair replaces the layers the
 previous run of this widget added that are still as it made them (a renamed or edited one stays), and nothing else
-(a run on another pair keeps them all). Landmark layers with different counts are compared over their first
-min(n) points (as ANHIR and ``promptseg register --truncate-landmarks`` do), and the summary says so; every
-moving point is mapped, as the CLI's landmarks_warped.csv holds them. Moving
-landmarks without fixed ones are only carried over (no TRE). The moving labels are read where napari shows them over
-the moving image (any shape, scale or affine of their own) and warped with nearest neighbour: ids are kept, never
-mixed.
+(a run on another pair, or on the pair once its pixels were replaced, keeps them all). Landmark layers with
+different counts are compared over their first min(n) points (as ANHIR and ``promptseg register
+--truncate-landmarks`` do), and the summary says so; every moving point is mapped, as the CLI's
+landmarks_warped.csv holds them. Moving landmarks without fixed ones are only carried over (no TRE). The moving
+labels are read where napari shows them over the moving image (any shape, scale or affine of their own) and warped
+with nearest neighbour: ids are kept, never mixed.
 
 The work is :func:`napari_promptseg.methods.registration.register` in a thread worker (:class:`.._common.TaskRunner`).
 Layers hold (row, col) data coordinates; the core takes x = column, y = row, so points are flipped on the way in and

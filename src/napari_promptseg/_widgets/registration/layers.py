@@ -5,6 +5,8 @@ that are still as it made them."""
 
 from __future__ import annotations
 
+import weakref
+
 import napari
 import napari.layers
 import numpy as np
@@ -26,6 +28,26 @@ def _digest(layer: napari.layers.Layer) -> str:
 
     data = layer.data
     return array_digest(*(data if isinstance(data, list) else [data]))
+
+
+class _Pixels:
+    """Which arrays a layer held (its levels), told apart from arrays made since without keeping them alive (an id
+    may be reused once its array is freed; a weak reference is not)."""
+
+    def __init__(self, layer: napari.layers.Layer) -> None:
+        self.levels = []
+        for level in _levels(layer):
+            try:
+                self.levels.append(weakref.ref(level))
+            except TypeError:  # an array kind without weak references: held (one object, the layer's own)
+                self.levels.append(lambda level=level: level)
+
+    def held_by(self, layer: napari.layers.Layer) -> bool:
+        """Whether ``layer`` holds these arrays still (not replaced by others)."""
+        levels = _levels(layer)
+        return len(levels) == len(self.levels) and all(
+            ref() is level for ref, level in zip(self.levels, levels, strict=True)
+        )
 
 
 def _with_channels(place: dict, moving_layer: napari.layers.Image) -> dict:
@@ -59,10 +81,18 @@ class ResultLayers:
         """Remove the layers this widget's previous run added that are still as it made them (same name, same
         data), except those in ``keep`` (this run's inputs: a previous result picked as the fixed or moving image
         stays). A renamed or edited result is the user's work now: it stays, and the new results come beside it;
-        so do all the results of another (fixed, moving) ``pair`` than this run's."""
+        so do all the results of another (fixed, moving) ``pair`` than this run's, and of this pair while it held
+        other pixels (a layer's data replaced since: they show how those registered)."""
         kept = []
         same_pair = self.result_pair is not None and all(a is b for a, b in zip(self.result_pair, pair, strict=True))
-        for layer, name, digest in self.result_layers if same_pair else ():
+        changed = [
+            layer.name for layer, pixels in zip(pair, self.result_pixels, strict=False) if not pixels.held_by(layer)
+        ]
+        if same_pair and changed:  # the previous results show how the earlier pixels registered: the only record
+            show_info(
+                f"kept the previous run's results: layer {' and '.join(map(repr, changed))} holds other pixels since"
+            )
+        for layer, name, digest in self.result_layers if same_pair and not changed else ():
             if not any(existing is layer for existing in self.viewer.layers) or any(k is layer for k in keep):
                 continue
             if layer.name == name and _digest(layer) == digest:
@@ -70,6 +100,7 @@ class ResultLayers:
             else:
                 kept.append(layer.name)
         self.result_layers, self.result_pair = [], pair
+        self.result_pixels = [_Pixels(layer) for layer in pair]
         if kept:
             show_info(f"kept {', '.join(map(repr, kept))} of the previous run: renamed or edited since")
 

@@ -110,6 +110,8 @@ class RegistrationWidget(ResultLayers, QWidget):
         self.result_layers: list[tuple[napari.layers.Layer, str, str]] = []
         #: the (fixed, moving) layers those results register: a run on another pair keeps them (they are that pair's)
         self.result_pair: tuple[napari.layers.Layer, napari.layers.Layer] | None = None
+        #: the pixels that pair held then: a rerun after they were replaced keeps those results (another image's)
+        self.result_pixels: list = []
 
         # empty when their image leaves the viewer: they took the next image, the other role's or an earlier run's
         # warped result, and the next Register used it unsaid

@@ -1,0 +1,48 @@
+"""The Registration widget run again after an input changed, and cancelled midway. Run under a display:
+``xvfb-run -a python -m pytest tests/test_registration_widget_reruns.py``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_promptseg._widgets.registration import RegistrationWidget
+
+from .test_registration_widget_landmarks import lesion_pair  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.gui
+
+
+def _run(qtbot, widget) -> None:
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+
+
+def test_a_rerun_after_the_moving_pixels_changed_keeps_the_first_runs_results(
+    make_viewer,
+    qtbot,
+    lesion_pair,  # noqa: F811
+):
+    """The CC10 section registered, then its layer given other pixels (here mirrored, as a corrected scan) and
+    registered again: the second run removed the first one's results (no undo), the only record of how the earlier
+    pixels registered. They stay now, beside the new ones; a rerun on unchanged pixels still replaces its own."""
+    fixed, moving = (image[::2, ::2] for image in lesion_pair[:2])  # 184 x 223 px: only the layers are looked at
+    viewer = make_viewer()
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(viewer.add_image(fixed, name="HE", rgb=True))
+    moving_layer = viewer.add_image(moving, name="CC10", rgb=True)
+    widget.moving_picker.set_layer(moving_layer)
+    widget.method.setCurrentText("intensity")
+    _run(qtbot, widget)
+    first = viewer.layers["CC10 registered"]
+    first_pixels = first.data.copy()
+    moving_layer.data = np.ascontiguousarray(moving[:, ::-1])
+    _run(qtbot, widget)
+    assert first in viewer.layers and np.array_equal(first.data, first_pixels)
+    second = viewer.layers["CC10 registered [1]"]
+    assert not np.array_equal(second.data, first_pixels)
+    _run(qtbot, widget)  # the same pixels again: the second run's result is replaced, the first's stays
+    names = [layer.name for layer in viewer.layers]
+    assert first in viewer.layers and second not in viewer.layers
+    assert names.count("CC10 registered") == 1 and len([n for n in names if n.startswith("CC10 registered")]) == 2
