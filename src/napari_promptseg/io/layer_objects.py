@@ -57,13 +57,19 @@ def layers_pixels(obj: object, what: str) -> object:
     return layer_pixels(obj, what)
 
 
-def layer_xy(obj: object, what: str = "points") -> object:
-    """A Points layer's points as (x, y) pixels of its own data (its (row, column) reversed; a layer over a stack:
-    its last two numbers); anything else as it is. A layer of another kind is refused, naming it."""
+def layer_xy(obj: object, what: str = "points", image_layer: Any | None = None) -> object:
+    """A Points layer's points as (x, y) pixels (a layer over a stack: its last two numbers); anything else as it
+    is. Over ``image_layer`` (the layer of the image the points were clicked on): its pixels, through napari's world
+    coordinates (:func:`in_image_data`; a 2D Points layer over a (C, Y, X) image lies on its first plane), as
+    napari shows them; without one, the Points layer's own data coordinates. A layer of another kind is refused,
+    naming it."""
     layer = _prompt_layer(obj, what, "Points")
     if layer is None:
         return obj
-    return np.asarray(layer.data, float).reshape(-1, int(layer.ndim))[:, -2:][:, ::-1]
+    if image_layer is None:
+        return np.asarray(layer.data, float).reshape(-1, int(layer.ndim))[:, -2:][:, ::-1]
+    first_plane = image_layer.data_to_world(np.zeros(_image_axes(image_layer)))
+    return in_image_data(layer, layer.data, image_layer, first_plane)[:, -2:][:, ::-1]
 
 
 @dataclass

@@ -13,7 +13,7 @@ import napari.layers
 import numpy as np
 
 from ...errors import CancelledError, PromptsegError
-from ...io.layer_objects import in_image_data
+from ...io.layer_objects import layer_xy
 from ...io.multiscale import REGISTER_SIDE, PyramidLevel
 from ...methods.registration import landmarks_outside
 from ...methods.registration.pipeline import MAX_CHANNELS
@@ -84,12 +84,10 @@ def _read_plane(level: Any, role: str, progress, cancel) -> np.ndarray:
 
 def _points_xy(layer: napari.layers.Points, image: napari.layers.Image) -> np.ndarray:
     """Points layer -> (N, 2) x, y pixel coordinates of ``image`` (its rows and columns: a (C, Y, X) image's last two
-    axes), through napari's world coordinates by :func:`~...io.layer_objects.in_image_data`, the console's and the
-    Interactive widget's one mapping: each layer's own scale, translate and rotation count; a layer of more axes
-    (clicked on a stack's view) gives its last ones, a 2D layer over a (C, Y, X) image lies on its first plane."""
-    first_plane = image.data_to_world(np.zeros(image.ndim))
-    rows_cols = in_image_data(layer, layer.data, image, first_plane)[:, -2:]
-    return rows_cols[:, ::-1].astype(float)
+    axes), through napari's world coordinates as the console reads a Points layer over the layers given to
+    register() (:func:`~...io.layer_objects.layer_xy`, one mapping with the Interactive widget's): each layer's own
+    scale, translate and rotation count; a layer of more axes (clicked on a stack's view) gives its last ones."""
+    return np.asarray(layer_xy(layer, f"landmarks '{layer.name}'", image), float).reshape(-1, 2)
 
 
 def layer_pixel_sizes(

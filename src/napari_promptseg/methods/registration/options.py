@@ -218,6 +218,15 @@ class RegistrationResult:
     #: the pyramid level each image was registered at, as the CLI's report.json says it: ``{"fixed": {"level": 1,
     #: "factors": [2.0, 2.0]}, "moving": {...}}`` (level 0, factors 1: full resolution, or not a pyramid)
     registered_level: dict[str, dict[str, Any]] = field(default_factory=_full_resolution_levels)
+    #: the napari layers register() was given as ``fixed`` and ``moving`` (weak references, by role): a Points layer
+    #: given to :meth:`moving_points_to_fixed` or :meth:`fixed_points_to_moving` is read over its image's layer, as
+    #: napari shows it (the Registration widget reads its landmark layers so)
+    layers: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def _layer(self, role: str) -> Any | None:
+        """The ``role`` ("fixed", "moving") layer register() was given, while it lives; None for pixels given."""
+        ref = self.layers.get(role)
+        return None if ref is None else ref()
 
     @property
     def displacement(self) -> np.ndarray:
@@ -358,9 +367,8 @@ class RegistrationResult:
         :func:`~.pipeline.register` read, ``registered_level``): a pyramid registered at a level takes and gives
         full-resolution points, by the rule the registered layers are laid by
         (:func:`~napari_promptseg.tiling.level_to_full`: a level pixel over the centre of the block it stands for)."""
-        moving_xy = _points(
-            layer_xy(moving_xy, "moving points"), "moving points"
-        )  # refused by name before full_to_level's broadcast
+        # refused by name before full_to_level's broadcast
+        moving_xy = _points(layer_xy(moving_xy, "moving points", self._layer("moving")), "moving points")
         moving_factors = self.moving_factors if moving_factors is None else moving_factors
         fixed_factors = self.fixed_factors if fixed_factors is None else fixed_factors
         on_moving_level = full_to_level(moving_xy, np.asarray(moving_factors, float)[1::-1])
@@ -368,7 +376,7 @@ class RegistrationResult:
 
     def fixed_points_to_moving(self, fixed_xy: np.ndarray) -> np.ndarray:
         """Fixed (x, y) pixels -> moving ones, in full-resolution pixels of both (as :meth:`moving_points_to_fixed`)."""
-        fixed_xy = layer_xy(fixed_xy, "fixed points")
+        fixed_xy = layer_xy(fixed_xy, "fixed points", self._layer("fixed"))
         on_fixed_level = full_to_level(_points(fixed_xy, "fixed points"), self.fixed_factors[::-1])
         return level_to_full(self.deformation.points_to_moving(on_fixed_level), self.moving_factors[::-1])
 

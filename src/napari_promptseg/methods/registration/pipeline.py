@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -98,6 +99,9 @@ def register(
     """
     from ...io.layer_objects import is_layer, layer_pixels
 
+    # the layers given, to read Points layers over them (result.moving_points_to_fixed); weak: a result kept in the
+    # console does not hold a removed layer's pixels
+    layers = {role: weakref.ref(obj) for role, obj in (("fixed", fixed), ("moving", moving)) if is_layer(obj)}
     fixed_name = fixed.name if is_layer(fixed) and fixed_name == "fixed" else fixed_name
     moving_name = moving.name if is_layer(moving) and moving_name == "moving" else moving_name
     fixed, moving = layer_pixels(fixed, "fixed"), layer_pixels(moving, "moving")
@@ -179,6 +183,7 @@ def register(
             stages=stages,
             quality=quality_report(images, deformation, stages, start_scores=scores, mirrored=mirrored, start=start),
             registered_level=levels,
+            layers=layers,
         )
 
     if cancel is not None and is_text_prompts(prompts):  # the text routes stop inside long segmentations too
@@ -286,6 +291,7 @@ def register(
         stages=stages,
         quality=quality_report(images, deformation, stages, start_scores=scores, mirrored=mirrored, start=start),
         registered_level=levels,
+        layers=layers,
         **route_info,
     )
 
