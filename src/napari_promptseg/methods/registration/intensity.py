@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -138,16 +138,22 @@ class IntensityImages:
 
     @classmethod
     def from_images(
-        cls, fixed_hwc: np.ndarray, moving_hwc: np.ndarray, max_side: int, gray: str = "mean"
+        cls,
+        fixed_hwc: np.ndarray,
+        moving_hwc: np.ndarray,
+        max_side: int,
+        gray: str = "mean",
+        check_cancel: Callable[[], None] = lambda: None,
     ) -> IntensityImages:
+        """``check_cancel``: called before each image is greyed (raises to stop)."""
         fixed_shape, moving_shape = tuple(fixed_hwc.shape[:2]), tuple(moving_hwc.shape[:2])
         scale = min(1.0, max_side / max(*fixed_shape, *moving_shape))
-        return cls(
-            _downsample(to_gray(fixed_hwc, gray), scale),
-            _downsample(to_gray(moving_hwc, gray), scale),
-            fixed_shape,
-            moving_shape,
-        )
+        small = []
+        for image in (fixed_hwc, moving_hwc):
+            check_cancel()
+            small.append(_downsample(to_gray(image, gray), scale))
+        check_cancel()
+        return cls(small[0], small[1], fixed_shape, moving_shape)
 
     def score(self, deformation: Deformation) -> float:
         return alignment_score(self.fixed, self.moving, deformation)

@@ -135,7 +135,11 @@ def register(
     stages: list[dict[str, Any]] = []
     t0 = time.perf_counter()
 
-    images = IntensityImages.from_images(fixed_hwc, moving_hwc, opts.intensity_max_side, opts.gray)
+    # seconds on a large pair, before any stage: said, and stopped by a cancel between the two images
+    report(0.0, "preparing the grey images")
+    images = IntensityImages.from_images(
+        fixed_hwc, moving_hwc, opts.intensity_max_side, opts.gray, check_cancel=check_cancel
+    )
     for gray, name in ((images.fixed, fixed_name), (images.moving, moving_name)):
         if gray.min() == gray.max():  # a blank or one-colour image (SimpleITK's moments start divides by its mass)
             raise PromptsegError(f"{name} holds one value everywhere (in gray): nothing to register")
