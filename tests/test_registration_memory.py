@@ -50,8 +50,8 @@ def cima_pair(shared_data):
 
 def _images(he: np.ndarray, cc10: np.ndarray) -> dict[str, np.ndarray]:
     """The kinds of image register() greys: H&E and an immunostain (RGB, bright background), RGBA, a uint16
-    fluorescence channel (dark background), floats, two channels, and a few dark beads on a bright field (the
-    windowing's other branch, in float32)."""
+    fluorescence channel (dark background), floats, two channels, channels first, and a few dark beads on a bright
+    field (the windowing's other branch, in float32)."""
     alpha = np.random.default_rng(0).integers(0, 256, cc10.shape[:2] + (1,), dtype=np.uint8)
     beads = np.full((200, 300, 3), 240, np.uint8)
     beads[50:52, 60:62] = 10
@@ -61,6 +61,8 @@ def _images(he: np.ndarray, cc10: np.ndarray) -> dict[str, np.ndarray]:
         "uint16 fluorescence": (255 - cc10[..., 1:2]).astype(np.uint16) * 200,
         "float64": cc10.astype(np.float64) / 7.3,
         "two channels": np.ascontiguousarray(cc10[..., ::2]),
+        # as register() sees a (C, Y, X) image: its channels last through a view (a stride of a whole plane)
+        "channels first, viewed last": np.moveaxis(np.ascontiguousarray(np.moveaxis(cc10, -1, 0)), 0, -1),
         "beads": beads,
     }
 
