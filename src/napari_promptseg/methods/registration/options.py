@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ...errors import PromptsegError
+from ...errors import CancelledError, PromptsegError
 from ...io.layer_objects import layer_pixels, layer_xy
 from ...models.preprocessing import is_single_plane, pyramid_levels
 from ...tiling import full_to_level, level_placement, level_to_full, upsample_labels
@@ -281,29 +281,45 @@ class RegistrationResult:
             )
         return moving
 
-    def warp_image(self, moving: np.ndarray, *, order: int = 1, channel_axis: int | None = None) -> np.ndarray:
+    def warp_image(
+        self,
+        moving: np.ndarray,
+        *,
+        order: int = 1,
+        channel_axis: int | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
         """``moving`` on the fixed grid, in the axis order it was given: (H, W), (H, W, C), or with ``channel_axis``
         (as given to :func:`~.pipeline.register`) the channels where that axis puts them. ``order``: 1 = bilinear,
         0 = nearest neighbour (labels). A pyramid (a multiscale layer's data) is warped at its level of the size
-        registered (``registered_level``), onto the fixed level's grid (``fixed_placement``)."""
+        registered (``registered_level``), onto the fixed level's grid (``fixed_placement``). ``cancel``: as
+        register()'s, asked between bands of rows (a large image's warp takes seconds); True raises
+        :class:`~napari_promptseg.errors.CancelledError`."""
+
+        def check_cancel() -> None:
+            if cancel is not None and cancel():
+                raise CancelledError("warp cancelled")
+
         if order not in (0, 1):
             raise PromptsegError(f"warp_image: order must be 0 (nearest) or 1 (bilinear), got {order!r}")
         moving = layer_pixels(moving, "warp_image")  # a napari Image layer: its pixels
         arr = np.asarray(self._moving_plane(moving, channel_axis, "warp_image"))
         if channel_axis is None and is_single_plane(arr.shape):  # a stack of one plane: given back as given
-            return self.deformation.warp_image(arr[0], order=order)[None]
+            return self.deformation.warp_image(arr[0], order=order, check_cancel=check_cancel)[None]
         shape = self.deformation.moving_shape
         if channel_axis is not None and arr.ndim == 3:
             if not -3 <= channel_axis < 3:
                 raise PromptsegError(f"warp_image: channel_axis {channel_axis} out of range for shape {arr.shape}")
-            warped = self.deformation.warp_image(np.moveaxis(arr, channel_axis, -1), order=order)
+            warped = self.deformation.warp_image(
+                np.moveaxis(arr, channel_axis, -1), order=order, check_cancel=check_cancel
+            )
             return np.moveaxis(warped, -1, channel_axis)
         if arr.ndim == 3 and tuple(arr.shape[1:]) == shape and tuple(arr.shape[:2]) != shape:
             raise PromptsegError(
                 f"moving image of shape {arr.shape} has its channels first; the transform is for {shape[0]} x "
                 f"{shape[1]} px images: pass channel_axis=0 (as to register()) or np.moveaxis(image, 0, -1)"
             )
-        return self.deformation.warp_image(arr, order=order)
+        return self.deformation.warp_image(arr, order=order, check_cancel=check_cancel)
 
     def warp_labels(self, labels: np.ndarray) -> np.ndarray:
         """Labels of the moving image on the fixed grid (nearest: ids are never mixed). Labels drawn on the full
