@@ -61,6 +61,7 @@ def _images(he: np.ndarray, cc10: np.ndarray) -> dict[str, np.ndarray]:
         "cc10 rgba": np.concatenate([cc10, alpha], 2),
         "uint16 fluorescence": (255 - cc10[..., 1:2]).astype(np.uint16) * 200,
         "float64": cc10.astype(np.float64) / 7.3,
+        "float32 grey": cc10[..., 1:2].astype(np.float32) / 255,  # greyed in place of a copy, never of the image
         "two channels": np.ascontiguousarray(cc10[..., ::2]),
         # as register() sees a (C, Y, X) image: its channels last through a view (a stride of a whole plane)
         "channels first, viewed last": np.moveaxis(np.ascontiguousarray(np.moveaxis(cc10, -1, 0)), 0, -1),
@@ -72,7 +73,9 @@ def _images(he: np.ndarray, cc10: np.ndarray) -> dict[str, np.ndarray]:
 def test_the_lean_grey_is_the_grey_it_was_byte_for_byte(cima_pair, mode):
     for name, image in _images(*cima_pair).items():
         expected = _to_gray_as_it_was(image, mode)
+        given = image.copy()
         got = to_gray(image, mode)
+        assert np.array_equal(image, given), f"{name}: the image given was changed"
         assert got.dtype == np.float32 and got.shape == expected.shape, name
         assert np.array_equal(got, expected), (name, float(np.abs(got - expected).max()))
         assert got.tobytes() == expected.tobytes(), name
