@@ -46,3 +46,33 @@ def test_a_rerun_after_the_moving_pixels_changed_keeps_the_first_runs_results(
     names = [layer.name for layer in viewer.layers]
     assert first in viewer.layers and second not in viewer.layers
     assert names.count("CC10 registered") == 1 and len([n for n in names if n.startswith("CC10 registered")]) == 2
+
+
+def test_a_run_cancelled_midway_adds_nothing_and_keeps_the_previous_results(
+    make_viewer,
+    qtbot,
+    lesion_pair,  # noqa: F811
+):
+    """Cancel pressed while the SimpleITK stages of a second run work: no result layer of it (not a warped image
+    without its landmarks), and the first run's results as they were."""
+    fixed, moving, lm_fixed, lm_moving = lesion_pair
+    viewer = make_viewer()
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(viewer.add_image(fixed, name="HE", rgb=True))
+    widget.moving_picker.set_layer(viewer.add_image(moving, name="CC10", rgb=True))
+    widget.fixed_points.set_layer(viewer.add_points(lm_fixed[:, ::-1], name="lm HE"))
+    widget.moving_points.set_layer(viewer.add_points(lm_moving[:, ::-1], name="lm CC10"))
+    widget.method.setCurrentText("intensity")
+    widget.show_grid.setChecked(True)
+    _run(qtbot, widget)
+    before = list(viewer.layers)
+
+    def cancel_at_the_stages(job, fraction, message) -> None:
+        if message.startswith("intensity registration"):
+            widget.runner.cancel()
+
+    widget.runner._progressed.connect(cancel_at_the_stages)
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
+    assert widget.runner.state == "cancelled", widget.runner.widget.status.text()
+    assert list(viewer.layers) == before
