@@ -388,6 +388,32 @@ def upsample_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return labels[..., rows[:, None], cols[None, :]]
 
 
+def lazy_upsampled_labels(labels: np.ndarray, shape: Sequence[int], chunk: int = 4096) -> object:
+    """:func:`upsample_labels` as a lazy dask array of ``shape`` (..., H, W), computed a block of at most ``chunk`` x
+    ``chunk`` pixels of one plane at a time: a stack's labels found on a pyramid level, back at full resolution
+    without holding the full-resolution stack (5 planes of 16k x 16k: 2.5 GB as uint16). uint16 when the ids fit,
+    as a label file stores them."""
+    import dask.array as da
+
+    labels = np.asarray(labels)
+    if labels.max(initial=0) < 2**16:
+        labels = labels.astype(np.uint16, copy=False)
+    h, w = labels.shape[-2:]
+    full = (*labels.shape[:-2], *(int(n) for n in shape[-2:]))
+    lead = len(full) - 2
+
+    def block(block_info=None) -> np.ndarray:
+        where = block_info[None]["array-location"]
+        (r0, r1), (c0, c1) = where[-2:]
+        rows = np.minimum(((np.arange(r0, r1) + 0.5) * h / full[-2]).astype(np.int64), h - 1)
+        cols = np.minimum(((np.arange(c0, c1) + 0.5) * w / full[-1]).astype(np.int64), w - 1)
+        planes = labels[tuple(slice(a, b) for a, b in where[:lead])]
+        return planes[..., rows[:, None], cols[None, :]]
+
+    chunks = da.core.normalize_chunks((*(1,) * lead, min(chunk, full[-2]), min(chunk, full[-1])), full)
+    return da.map_blocks(block, dtype=labels.dtype, chunks=chunks)
+
+
 def read_tile(image_hwc: np.ndarray, tile: Tile, window: IntensityWindow) -> np.ndarray:
     """The tile's pixels, normalised with the image's window: (h, w, C) float32 in [0, 1]."""
     return window.apply(to_numpy(image_hwc[tile.slices]))

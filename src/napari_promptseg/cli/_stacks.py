@@ -169,6 +169,7 @@ def _stack_record(
     negative_points: Sequence[Sequence[float]] = (),
     seed_labels: object | None = None,
     axes: StackAxes | None = None,
+    plane_level: Callable[[list], object] | None = None,
 ) -> dict:
     """Segment a (Z, Y, X[, C]) input: one plane (--plane), every plane with linked ids, or objects propagated from
     a seed plane (--propagate; seeded by ``boxes`` and the points, refining them or objects of their own, when given,
@@ -176,11 +177,15 @@ def _stack_record(
     plane). Writes the
     (Z, Y, X) labels and returns the record for report.json. Nothing on the seed plane raises NothingFoundError (the
     batch writes empty labels, status "empty"). ``axes``: the input's :func:`..io.multiscale.stack_axes`, when the
-    caller has read them (:func:`_input_stack`); read here otherwise, once for the planes and the labels' axes."""
+    caller has read them (:func:`_input_stack`); read here otherwise, once for the planes and the labels' axes.
+    A stack pyramid (a z-stack OME-Zarr, a pyramidal OME-TIFF stack) is read at a level, as a slide is: a
+    propagation at the level of its prompts, and, given ``plane_level`` (the
+    :class:`~..methods.volume.levels.StackLevel` the plane's method reads, given the stack's levels: said in
+    report.json), a plane as its own pyramid, which that method reads at its level."""
     import numpy as np
 
     from ..batch.engine import method_progress
-    from ..io.multiscale import stack_axes
+    from ..io.multiscale import file_pyramid, stack_axes
     from ..io.time_point_labels import said_kept
     from ..methods.volume import (
         as_stack,
@@ -191,6 +196,7 @@ def _stack_record(
         propagate_through_stack,
         segment_stack,
     )
+    from ..methods.volume.levels import stack_pyramid
     from ..models.preprocessing import to_numpy
     from ._report import _finish_image
 
@@ -199,6 +205,16 @@ def _stack_record(
     axes = stack_axes(path) if axes is None else axes
     volume, warnings = as_stack(image, channel_axis=args.channel_axis, name=str(path), axes=axes.read)
     n = int(np.shape(volume)[0])
+    # a stack pyramid's levels (the file's; each as a (Z, Y, X[, C]) stack): read at a level, never whole at full
+    # resolution (5 planes of 16k x 16k were read, segmented and labelled whole); a time point's volume, at full
+    source = image if getattr(args, "time", None) is not None else file_pyramid(path, image)
+    pyramid = None if source is image else stack_pyramid(source, channel_axis=args.channel_axis, axes=axes.read)
+
+    def plane_pixels(z: int) -> object:
+        """Plane ``z``: of a stack pyramid, the plane's own pyramid, read by the plane's method at its level (the
+        methods whose level is known, ``plane_level``; the others' planes at full resolution, as before)."""
+        return to_numpy(volume[z]) if pyramid is None or plane_level is None else [level[z] for level in pyramid]
+
     nothing: dict[int, str] = {}
     scales: dict[int, dict] = {}  # the working scale each plane was decoded at, where its method has one
 
@@ -207,7 +223,7 @@ def _stack_record(
             out = segment_plane(plane, z)
         except NothingFoundError as exc:  # a blank end plane must not empty the planes that matched
             nothing[z] = str(exc)
-            return np.zeros(np.shape(plane)[:2], np.uint16)
+            return np.zeros(np.shape(volume)[1:3], np.uint16)
         if (scale := getattr(out, "scale", None)) is not None:
             scales[z] = scale.summary()
         return out
@@ -242,7 +258,7 @@ def _stack_record(
     if args.propagate:
         seed, seed_scores, seed_warnings, seed_scale = seed_labels, None, [], None
         if not prompted:
-            out = plane_or_nothing(to_numpy(volume[plane]), plane)
+            out = plane_or_nothing(plane_pixels(plane), plane)
             if plane in nothing:  # the seed method's own reason, said to be the seed plane's
                 why = nothing[plane]
                 for named in (f"{plane_name(path, plane, axes)}: ", f"{path}: "):  # it names the file (and plane): once
@@ -257,7 +273,7 @@ def _stack_record(
             # find-all's nuclei on a DSB stack, F1 0.42 at the masks' scale, 0.69 at the seed's
             object_size = seed_scale.object_size
         result = propagate_through_stack(
-            image,
+            source,
             plane,
             boxes=boxes,
             points=positive_points,
@@ -273,7 +289,9 @@ def _stack_record(
             stack_axis=stack_axis,
             **common,
         )
-        labels, warnings = result.labels, result.warnings
+        labels, warnings, extents = result.labels, result.warnings, result.extents
+        if pyramid is not None:  # the level the objects were carried at; the labels are at full resolution
+            record.update(pyramid_level=result.pyramid_level, level_factor=result.level_factors[0])
         said_mode = f"propagated from {word} {plane}"
         record.update(
             mode=f"propagated from plane {plane}",
@@ -282,7 +300,10 @@ def _stack_record(
             scores={str(k): None if v is None else round(v, 4) for k, v in result.scores.items()},
         )
     elif plane is not None:
-        out = plane_or_nothing(to_numpy(volume[plane]), plane)
+        out = plane_or_nothing(plane_pixels(plane), plane)
+        if pyramid is not None and plane_level is not None:  # the level the plane's method read
+            level = plane_level(pyramid)
+            record.update(pyramid_level=level.index, level_factor=level.factor)
         per_plane = ((plane, w) for w in getattr(out, "warnings", []))
         warnings = [*warnings, *plane_warnings(per_plane, str(path), stack_axis)]
         found = np.asarray(_plane_labels(out))
@@ -309,7 +330,8 @@ def _stack_record(
         warnings = [*warnings, f"{path}: nothing like the prompt on {word}(s) {listed}"]
     if not args.propagate and getattr(args, "stop_iou_given", False):
         warnings = [*warnings, f"{path}: --stop-iou ignored: it ends objects carried by --propagate"]
-    extents = object_extents(labels)
+    if not args.propagate:
+        extents = object_extents(labels)
     objects = len(extents)
     if getattr(args, "time", None) is not None:  # over the time-lapse, as the widget's layer
         record["output"], record["kept_time_points"] = _write_time_point(args, path, labels, np.shape(time_lapse)[0])

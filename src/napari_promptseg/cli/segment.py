@@ -149,6 +149,7 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
 
     from ..io.multiscale import file_level
     from ..methods.interactive import prompts_working_scale
+    from ..methods.volume.levels import StackLevel, choose_stack_level
     from ..tiling import level_factors
 
     if (stacked := _input_stack(args, image, path)) is not None:
@@ -177,22 +178,28 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
             )
 
         def plane_labels(plane, z: int):
-            # with its warnings
+            # with its warnings; a stack pyramid's plane is its own pyramid, read at the level of the boxes
             return _segment(args, segmenter, plane, plane_name(path, z, axes), _plane_channel_axis(args))
+
+        def plane_level(pyramid: list) -> StackLevel:
+            # the level segment_prompts and find_all_like read a plane's pyramid at (prompts_working_scale)
+            return choose_stack_level(pyramid, segmenter.input_size, object_size=args.object_size, boxes=args.box)
+
+        stack_options = {"axes": axes, "plane_level": plane_level}
 
         if args.seed_labels is not None:
             from ..io.images import read_image
 
             seed = read_image(args.seed_labels, role="labels")
-            return _stack_record(args, path, image, plane_labels, segmenter, seed_labels=seed, axes=axes)
+            return _stack_record(args, path, image, plane_labels, segmenter, seed_labels=seed, **stack_options)
         if not args.propagate or args.find_all:  # the plane's own method (find-all) seeds the propagation
-            return _stack_record(args, path, image, plane_labels, segmenter, axes=axes)
+            return _stack_record(args, path, image, plane_labels, segmenter, **stack_options)
         points = {
             "positive_points": np.asarray(args.point, np.float64).reshape(-1, 2),
             "negative_points": np.asarray(args.negative_point, np.float64).reshape(-1, 2),
         }
         boxes = np.asarray(args.box, np.float64).reshape(-1, 4)
-        return _stack_record(args, path, image, plane_labels, segmenter, boxes=boxes, axes=axes, **points)
+        return _stack_record(args, path, image, plane_labels, segmenter, boxes=boxes, **stack_options, **points)
     if args.seed_labels is not None:
         raise PromptsegError(
             f"{path}: a 2D image (shape {np.shape(image)}); --seed-labels and --propagate carry objects through the "

@@ -14,7 +14,8 @@ from ...callbacks import ProgressCallback
 from ...errors import CancelledError, NothingFoundError, PromptsegError
 from ...models.preprocessing import Normalization, as_channels_last, full_resolution, to_numpy
 from ...models.protocols import PromptableSegmenter
-from ...tiling import WorkingScale, box_object_size
+from ...tiling import WorkingScale, box_object_size, lazy_upsampled_labels
+from .levels import StackLevel, choose_stack_level, stack_pyramid
 from .planes import _compact, object_extents
 from .stacks import (
     _as_ids,
@@ -53,6 +54,11 @@ class PropagationResult:
     warnings: list[str] = field(default_factory=list)
     #: the planes a cancel left unsegmented (empty: the propagation ran to its end); their labels are 0
     not_reached: list[int] = field(default_factory=list)
+    #: a stack pyramid's level the objects were carried at (0: full resolution), its planes' factors (rows, columns)
+    #: and the labels found there; ``labels`` are then those labels at full resolution, a lazy dask array
+    pyramid_level: int = 0
+    level_factors: tuple[float, float] = (1.0, 1.0)
+    level_labels: np.ndarray | None = None
 
     @property
     def objects(self) -> int:
@@ -121,6 +127,10 @@ def propagate_through_stack(
     ``time_point``: ``volume`` is a (T, Z, Y, X[, C]) time-lapse of volumes, and the objects are carried through Z
     of that time point's volume (:func:`~.stacks.time_point_volume`, as the Interactive widget takes the time point
     shown; the CLI's --time).
+    A stack pyramid (a multiscale layer's data or a z-stack OME-Zarr's levels, largest first, Z kept at every level;
+    prompts and seed labels at full resolution) is read at the coarsest level that still has the working scale's
+    resolution, as a 2D slide is (:mod:`.levels`): ``labels`` come back at full resolution as a lazy dask array,
+    ``level_labels`` hold them at ``pyramid_level``.
     A cancel (``cancel`` returning True, checked before each plane) raises :class:`PropagationCancelled`, a
     :class:`CancelledError` holding the planes finished so far as a partial result.
     napari layers are taken as they are: an Image layer of the stack, a Labels layer as ``labels``, and Shapes
@@ -141,6 +151,55 @@ def propagate_through_stack(
     from ...models import load_segmenter
     from ..interactive import ObjectPrompt, check_box, segment_objects, segment_prompts
 
+    if segmenter is None:
+        segmenter = load_segmenter()
+    if stack_axis is None and time_point is None and (axes or "").startswith("t"):
+        stack_axis = "t"
+    pyramid = stack_pyramid(volume, channel_axis=channel_axis, axes=axes, time_point=time_point, name=name)
+    if pyramid is not None:
+        level = choose_stack_level(
+            pyramid,
+            segmenter.input_size,
+            object_size=object_size,
+            boxes=None if boxes is None else [b for b in boxes if np.size(b) == 4],
+            labels=None if labels is None else full_resolution(labels),
+        )
+        if level.index > 0:
+            at_level = (
+                () if p is None else level.prompts(p, w) for p, w in ((boxes, 4), (points, 2), (negative_points, 2))
+            )
+            level_boxes, level_points, level_negative = at_level
+            try:
+                result = propagate_through_stack(
+                    level.stack,
+                    plane,
+                    boxes=level_boxes,
+                    points=level_points,
+                    negative_points=level_negative,
+                    labels=None if labels is None else level.seed(full_resolution(labels)),
+                    seed_scores=seed_scores,
+                    seed_warnings=seed_warnings,
+                    segmenter=segmenter,
+                    object_size=None if object_size is None else object_size / level.factor,
+                    channel_axis=-1 if np.ndim(level.stack) == 4 else None,
+                    channels=channels,
+                    normalize=normalize,
+                    stop_iou=stop_iou,
+                    min_score=min_score,
+                    name=name,
+                    progress=progress,
+                    cancel=cancel,
+                    # the level's stack: planes first, channels last (as_stack)
+                    axes=None
+                    if axes is None
+                    else ("t" if stack_axis == "t" else "z") + "yx" + "c" * (np.ndim(level.stack) == 4),
+                    stack_axis=stack_axis,
+                )
+            except PropagationCancelled as exc:
+                _at_full_resolution(exc.partial, level)
+                raise
+            return _at_full_resolution(result, level)
+
     if time_point is not None:
         volume, channel_axis = time_point_volume(volume, time_point, name=name, channel_axis=channel_axis)
         if axes is not None and len(axes) == np.ndim(volume) + 1:  # the file's names, without its time axis
@@ -159,8 +218,6 @@ def propagate_through_stack(
             f"{name}: give the seed plane's objects as boxes and points, or as labels, not both (the prompts would "
             "not be used); to seed with both, segment the prompts and add their labels to yours"
         )
-    if segmenter is None:
-        segmenter = load_segmenter()
     report = progress or (lambda fraction, message: None)
     # as_stack moved the channels last (given, or named by the file)
     plane_channels = -1 if channel_axis is not None or named_channel_axis(axes) is not None else None
@@ -348,6 +405,17 @@ def propagate_through_stack(
         done = n - 1 - plane  # the planes above count as done, however early the objects ended there
     report(1.0, f"{name}: {len(ids)} object(s) propagated")
     return result()
+
+
+def _at_full_resolution(result: PropagationResult, level: StackLevel) -> PropagationResult:
+    """A propagation run on a stack pyramid's ``level``: its labels back at full resolution (lazily), those found
+    kept as ``level_labels``, and its working scale in full-resolution pixels."""
+    result.level_labels = result.labels
+    result.labels = lazy_upsampled_labels(result.labels, level.full_shape)
+    result.pyramid_level, result.level_factors = level.index, level.factors
+    if result.scale is not None:
+        result.scale = result.scale.at_full_resolution(level.factor)
+    return result
 
 
 def _stop_reason(

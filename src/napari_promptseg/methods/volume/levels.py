@@ -1,0 +1,110 @@
+"""A stack pyramid (a z-stack OME-Zarr's or pyramidal OME-TIFF's levels, the planes downsampled and Z kept at every
+level) read at the level the prompts need, as a 2D slide is (:func:`~...models.preprocessing.read_pyramid_level`):
+the prompts go to that level, and the labels found there come back at full resolution lazily
+(:func:`~...tiling.lazy_upsampled_labels`). No Qt, no napari."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ...errors import PromptsegError
+from ...models.preprocessing import pyramid_levels
+from ...tiling import choose_scale, level_factors, prompts_to_level, pyramid_level
+from .stacks import as_stack, time_point_volume
+
+
+@dataclass(frozen=True)
+class StackLevel:
+    """The level of a stack pyramid a propagation runs at: its (Z, Y, X[, C]) stack, its index (0: full
+    resolution), how many times coarser than full resolution its planes are along rows and columns, and the full
+    resolution's (Z, Y, X), which the labels come back to."""
+
+    stack: object
+    index: int
+    factors: tuple[float, float]
+    full_shape: tuple[int, int, int]
+
+    @property
+    def factor(self) -> float:
+        """The rows' factor: an object size (full-resolution pixels) is divided by it."""
+        return self.factors[0]
+
+    def prompts(self, coords: object, width: int) -> np.ndarray:
+        """Full-resolution boxes (``width`` 4) or points (2), x = column, y = row -> on this level."""
+        if coords is None or not np.size(coords):
+            return np.zeros((0, width))
+        return prompts_to_level(coords, width, self.factors[::-1])
+
+    def seed(self, labels: np.ndarray) -> np.ndarray:
+        """A seed plane's (Y, X) labels, or the stack's (Z, Y, X), at full resolution -> on this level: each level
+        pixel takes the full-resolution pixel at its centre."""
+        labels = np.asarray(labels)
+        h, w = np.shape(self.stack)[1:3]
+        rows = np.minimum(((np.arange(h) + 0.5) * self.factors[0]).astype(np.int64), labels.shape[-2] - 1)
+        cols = np.minimum(((np.arange(w) + 0.5) * self.factors[1]).astype(np.int64), labels.shape[-1] - 1)
+        return labels[..., rows[:, None], cols[None, :]]
+
+
+def stack_pyramid(
+    volume: object,
+    *,
+    channel_axis: int | None = None,
+    axes: str | None = None,
+    time_point: int | None = None,
+    name: str = "stack",
+) -> list | None:
+    """The levels of a stack pyramid ``volume`` (a multiscale layer's data, or :func:`~...io.multiscale.
+    open_multiscale`'s levels: largest first), each as a (Z, Y, X[, C]) stack (``time_point``: of that time point's
+    volume), when its levels downsample only the planes (Z and channels kept); None for anything else (a 2D
+    pyramid, one array, a pyramid that downsamples Z too: read at full resolution as before)."""
+    levels = pyramid_levels(volume)
+    if levels is None or np.ndim(levels[0]) < 3:
+        return None
+    stacks = []
+    for level in levels:
+        if time_point is not None:
+            level, _ = time_point_volume(level, time_point, name=name, channel_axis=channel_axis)
+        try:
+            stack, _ = as_stack(level, channel_axis=channel_axis if time_point is None else None, name=name, axes=axes)
+        except PromptsegError:
+            return None
+        if stack is None:
+            return None
+        stacks.append(stack)
+    first = np.shape(stacks[0])
+    if any(np.shape(s)[0] != first[0] or np.shape(s)[3:] != first[3:] for s in stacks):
+        return None
+    return stacks
+
+
+def choose_stack_level(
+    stacks: Sequence[object],
+    input_size: int,
+    *,
+    object_size: float | None = None,
+    boxes: object = (),
+    labels: np.ndarray | None = None,
+) -> StackLevel:
+    """The coarsest level of ``stacks`` (:func:`stack_pyramid`) that still has the working scale's resolution: the
+    scale of ``object_size`` (full-resolution pixels), else of the boxes' size, else of the seed ``labels``'
+    objects, else of the whole plane (:func:`~...tiling.choose_scale`, as a 2D slide's level is chosen)."""
+    from ...tiling import box_object_size
+
+    planes = [tuple(int(n) for n in np.shape(s)[1:3]) for s in stacks]
+    size = object_size
+    boxes = np.asarray(boxes if boxes is not None else (), np.float64).reshape(-1, 4)
+    if size is None and len(boxes):
+        size = box_object_size(boxes)
+    if size is None and labels is not None:
+        found = [s for s in ndimage.find_objects(np.asarray(labels).astype(np.int64, copy=False)) if s is not None]
+        if found:
+            size = box_object_size(
+                np.array([[s[-1].start, s[-2].start, s[-1].stop - 1, s[-2].stop - 1] for s in found])
+            )
+    index, _ = pyramid_level(planes, choose_scale(planes[0], input_size, size).scale)
+    full = (int(np.shape(stacks[0])[0]), *planes[0])
+    return StackLevel(stacks[index], index, level_factors(planes[0], planes[index]), full)
