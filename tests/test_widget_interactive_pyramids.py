@@ -330,35 +330,57 @@ def test_a_stack_pyramid_is_segmented_at_the_pyramid_level_of_the_boxes(make_vie
     assert dice(preview.data[0] == 1, nucleus) > MIN_DICE
 
 
-def test_a_stack_pyramid_of_whole_slide_planes_is_refused_pointing_to_the_channel_axis(
+def test_a_stack_pyramid_of_whole_slide_planes_is_segmented_on_a_crop_and_committed_at_its_labels_level(
     make_viewer, qtbot, magnified_nucleus
 ):
-    """A (C, Y, X) slide pyramid of 16k planes before its channel axis is chosen is a stack of planes: a box on it
-    read a full-resolution plane and failed deep in the model ('16384x16384 = ... exceeds the limit'). Its levels are
-    its planes' (read at a level); labels of a whole slide's plane on a stack are not held, so the box is refused
-    naming the layer and saying to choose its channel axis (then it is a whole slide, segmented on a crop)."""
+    """A (Z, Y, X) pyramid of planes larger than 4096 x 4096 px (a z-stack OME-Zarr of whole-slide planes) was
+    refused ('... px planes on a stack; choose its channel axis'): its full-resolution labels were too large to hold.
+    It is segmented as a whole slide is now: the box's surroundings on the plane shown, at the box's level (the
+    full resolution is not read), and committed into a Labels layer of the stack at its finest level whose planes,
+    and whole stack, fit the labels' limits, on that plane, over the pixels drawn on."""
+    from types import SimpleNamespace
+
     import dask.array as da
 
-    from napari_promptseg._widgets.interactive.geometry import plane_source
+    image, nucleus, (r0, c0, r1, c1) = magnified_nucleus
+    full = (5001, 5003)  # rounded level sizes, as a scanner's
+    shapes = [full, (2500, 2501), (1250, 1250)]
+    reads: list = []
 
-    image, _, (r0, c0, r1, c1) = magnified_nucleus
-    side = 16384
-    shapes = [(side // f, side // f) for f in (1, 2, 4, 8)]
+    def counted(level, k):
+        def read(block):
+            if k == 0 and block.size:
+                reads.append(block.shape)
+            return block
+
+        return level.map_blocks(read, dtype=level.dtype)
+
     levels = [
-        da.stack([_rounded_level(image, (side, side), s), _rounded_level(255 - image, (side, side), s)]) for s in shapes
+        counted(da.stack([_rounded_level(255 - image, full, s), _rounded_level(image, full, s)] * 2)[:3], k)
+        for k, s in enumerate(shapes)
     ]
     viewer = make_viewer()
-    layer = viewer.add_image(levels, name="fluorescence", multiscale=True, contrast_limits=(0, 255))
-    source = plane_source(layer, plane_geometry(viewer, layer))
-    assert source.level_crop(2).factors == (4.0, 4.0)
+    layer = viewer.add_image(levels, name="zstack", multiscale=True, contrast_limits=(0, 255))
+    viewer.dims.set_current_step(0, 1)  # the nuclei plane
     widget = add_widget(viewer)
     wait_idle(qtbot, widget, FIRST_RUN_MS)
-    top = left = 8 * 1024
+    side = image.shape[0]
+    top, left = full[0] - side, full[1] - side  # the sample's copy at the bottom-right corner
+    box = (left + c0, top + r0, left + c1 - 1, top + r1 - 1)
     start = len(notification_manager.records)
-    viewer.add_shapes(name="boxes", ndim=3).add_rectangles(
-        _box_on_plane(0, (left + c0, top + r0, left + c1 - 1, top + r1 - 1))
-    )
+    viewer.add_shapes(name="boxes", ndim=3).add_rectangles(_box_on_plane(1, box))
     wait_idle(qtbot, widget, FIRST_RUN_MS)
-    said = " ".join([widget.runner.widget.status.text(), *records_since(start, NotificationSeverity.ERROR)])
-    assert "exceeds the limit" not in said
-    assert "fluorescence" in said and "channel axis" in said and "16384 x 16384" in said, said
+    assert not records_since(start, NotificationSeverity.ERROR), widget.runner.widget.status.text()
+    preview = preview_layer(viewer)
+    assert preview.data.shape[0] == 1 and preview.data.any()
+    assert preview.translate[0] == 1  # on the plane shown
+    widget.commit()
+    assert not reads, "the full-resolution level was read"
+    target = viewer.layers[TARGET_NAME]
+    assert target.data.shape == (3, *shapes[1])  # 3 planes of 2500 x 2501: within both limits
+    np.testing.assert_allclose(target.scale[1:], np.divide(full, shapes[1]))
+    assert not target.data[[0, 2]].any(), "only the plane shown"
+    rows, cols = top + np.arange(side), left + np.arange(side)
+    plane = SimpleNamespace(data=target.data[1], scale=target.scale[1:], translate=target.translate[1:])
+    assert dice(_sampled_at(plane, rows, cols) > 0, nucleus) > MIN_DICE
+    assert layer.data[0].shape == (3, *full)

@@ -36,6 +36,10 @@ POSITIVE = "positive"
 #: napari cannot paint a multiscale Labels layer, and a slide's full-resolution plane as one array (16k x 16k:
 #: 1 GB of uint32 labels, more as floats) is what froze napari; 4096 x 4096 uint32 labels take 64 MB
 LABELS_MAX_PIXELS = 4096 * 4096
+#: a stack of such planes (a z-stack OME-Zarr of whole-slide planes) keeps its labels at its finest level whose
+#: planes fit :data:`LABELS_MAX_PIXELS` and whose whole stack of labels fits this many pixels (256 MB as uint32):
+#: 30 planes of 4096 x 4096 px would take 2 GB
+LABELS_MAX_VOXELS = 4 * LABELS_MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -192,16 +196,17 @@ class LevelCrop:
 
 
 def level_geometry(geom: PlaneGeometry, crop: LevelCrop, shape: tuple[int, int]) -> PlaneGeometry:
-    """The geometry of 2D labels of ``shape`` on ``crop`` of a pyramid level of ``geom``'s image: each of their
-    pixels lies over the block of full-resolution pixels it stands for (its centre at theirs), each axis by its own
-    factor (by the rows' along both, a slide's labels level ended 2.3 px short of its last column)."""
-    factors = crop.factors
-    translate = tuple(
-        t + s * float(level_to_full(o, f))
-        for t, s, o, f in zip(geom.translate, geom.scale, crop.offset, factors, strict=True)
-    )
-    scale = tuple(s * f for s, f in zip(geom.scale, factors, strict=True))
-    return replace(geom, labels_shape=tuple(shape), index=(0, 0), scale=scale, translate=translate)
+    """The geometry of labels whose planes are ``shape`` (rows, columns) on ``crop`` of a pyramid level of ``geom``'s
+    image: each of their pixels lies over the block of full-resolution pixels it stands for (its centre at theirs),
+    each axis by its own factor (by the rows' along both, a slide's labels level ended 2.3 px short of its last
+    column). A stack's other axes (Z, T) stay the image's, at the plane shown."""
+    labels_shape, scale, translate = list(geom.labels_shape), list(geom.scale), list(geom.translate)
+    for k, axis in enumerate((geom.row_axis, geom.col_axis)):
+        factor = crop.factors[k]
+        translate[axis] += geom.scale[axis] * float(level_to_full(crop.offset[k], factor))
+        scale[axis] *= factor
+        labels_shape[axis] = int(shape[k])
+    return replace(geom, labels_shape=tuple(labels_shape), scale=tuple(scale), translate=tuple(translate))
 
 
 def resample_crop(labels: np.ndarray, crop: LevelCrop, to: LevelCrop, shape: tuple[int, int]) -> tuple:
@@ -297,6 +302,14 @@ class PlaneSource:
         planes = self._level_planes
         return LevelCrop(level_factors(planes[0], planes[level]), offset)
 
+    def _window(self, rows: slice, cols: slice) -> tuple:
+        """The index of ``rows`` x ``cols`` of the plane shown in a level's data: a stack's plane at its position
+        (Z, T), the channels (the chosen channel axis, first) and an RGB axis (last) whole."""
+        index = [slice(None)] if self.geom.channel_axis is not None else []
+        for a in range(len(self.geom.labels_shape)):
+            index.append(rows if a == self.geom.row_axis else cols if a == self.geom.col_axis else self.geom.index[a])
+        return tuple(index)
+
     @property
     def _level_planes(self) -> list[tuple[int, int]]:
         # the plane's axes of each level (a stack's are not its first two; the channel axis is first when chosen)
@@ -305,16 +318,23 @@ class PlaneSource:
 
     @property
     def whole_slide(self) -> bool:
-        """A 2D pyramid too large to hold as one full-resolution array (:data:`LABELS_MAX_PIXELS`): it is segmented
-        on crops, and its labels live at :meth:`labels_level`."""
+        """A pyramid whose planes are too large to hold as full-resolution arrays (:data:`LABELS_MAX_PIXELS`): a 2D
+        slide, or a stack of such planes (a z-stack OME-Zarr of whole-slide planes, which was refused). It is
+        segmented on crops, and its labels live at :meth:`labels_level`."""
         h, w = self.geom.plane_shape
-        return self._plain_pyramid and h * w > LABELS_MAX_PIXELS
+        return self._plane_pyramid and h * w > LABELS_MAX_PIXELS
 
     def labels_level(self) -> tuple[LevelCrop, tuple[int, int]]:
-        """The level a whole slide's Labels layer holds its objects at: its finest level within
-        :data:`LABELS_MAX_PIXELS` (the coarsest when none is), and that level's plane shape."""
+        """The level a whole slide's Labels layer holds its objects at: its finest level whose planes fit
+        :data:`LABELS_MAX_PIXELS` and, on a stack, whose stack of planes fits :data:`LABELS_MAX_VOXELS` (the
+        coarsest when none does), and that level's plane shape."""
         planes = self._level_planes
-        fitting = [k for k, (h, w) in enumerate(planes) if h * w <= LABELS_MAX_PIXELS]
+        others = int(np.prod([n for a, n in enumerate(self.geom.labels_shape) if a in self.geom.fixed_axes]))
+        fitting = [
+            k
+            for k, (h, w) in enumerate(planes)
+            if h * w <= LABELS_MAX_PIXELS and others * h * w <= max(LABELS_MAX_VOXELS, LABELS_MAX_PIXELS)
+        ]
         k = fitting[0] if fitting else len(planes) - 1
         return self.level_crop(k), planes[k]
 
@@ -333,17 +353,6 @@ class PlaneSource:
         result's labels come back at full resolution (LevelCrop None), except on a :attr:`whole_slide`: there only
         a crop of the level around ``prompt_bounds`` (x0, y0, x1, y1 of every prompt, full-resolution pixels) is
         read, and the labels come back on that crop, with its LevelCrop."""
-        if not self.whole_slide and self._plane_pyramid and np.prod(self.geom.plane_shape) > LABELS_MAX_PIXELS:
-            # a whole slide's plane on a stack: its full-resolution labels (1 GB a 16k plane) are not held, and its
-            # labels level is a single plane's (whole_slide)
-            h, w = self.geom.plane_shape
-            raise PromptsegError(
-                f"image layer '{self.geom.image_name}': {h} x {w} px planes on a stack; choose its channel axis if "
-                "an axis holds channels",
-                details=f"labels of a stack of {self.geom.labels_shape} (axes without channels) at full resolution "
-                "are too large to hold; a slide with its channel axis chosen is segmented on a crop around the "
-                "prompts; a stack of such planes is segmented by `promptseg segment --plane`",
-            )
         if not self.whole_slide or prompt_bounds is None:
             level, _ = self._level(input_size, object_size or prompt_size)
             plane, channel_axis = self._read(level, input_size, object_size or prompt_size)
@@ -371,9 +380,8 @@ class PlaneSource:
                 "time (commit, then the next), with a box around each object (clicks alone read the whole slide), "
                 "or segment the slide with `promptseg segment`"
             )
-        window = (slice(*rows), slice(*cols))
         channel_axis = self.geom.channel_axis  # 0 or None: the crop keeps the image's axis order
-        plane = np.asarray(self.levels[level][window if channel_axis is None else (slice(None), *window)])
+        plane = np.asarray(self.levels[level][self._window(slice(*rows), slice(*cols))])
         crop = self.level_crop(level, (rows[0], cols[0]))
         level_size = None if object_size is None else object_size / crop.factor
         result = method(plane, crop, object_size=level_size, channel_axis=channel_axis, **options)
