@@ -122,3 +122,65 @@ def test_a_cancelled_propagation_keeps_the_planes_done_as_a_layer_said_partial(m
     summary = widget.runner.widget.summary.text()
     assert summary.startswith("cancelled: 1 object(s) propagated from plane 3") and said in summary, summary
     assert "'mri propagated (partial)'" in summary
+
+
+def _magnified_level(vol: np.ndarray, magnify: float, reads: list | None = None):
+    """``vol``'s planes magnified ``magnify`` times (bilinear, pixel centres aligned: a finer scan of the same
+    planes), as a lazy dask array computed block by block; the blocks read are counted in ``reads``."""
+    import dask.array as da
+    from scipy import ndimage
+
+    n, h, w = vol.shape
+    shape = (n, int(round(h * magnify)), int(round(w * magnify)))
+
+    def block(block_info=None) -> np.ndarray:
+        (z0, z1), (r0, r1), (c0, c1) = block_info[None]["array-location"]
+        if reads is not None:
+            reads.append((z0, r0, c0))
+        z, r, c = np.meshgrid(
+            np.arange(z0, z1),
+            (np.arange(r0, r1) + 0.5) / magnify - 0.5,
+            (np.arange(c0, c1) + 0.5) / magnify - 0.5,
+            indexing="ij",
+        )
+        return ndimage.map_coordinates(vol, [z, r, c], order=1, mode="nearest").astype(np.float32)
+
+    chunks = da.core.normalize_chunks((1, 1024, 1024), shape)
+    return da.map_blocks(block, dtype=np.float32, chunks=chunks)
+
+
+def test_propagation_through_a_stack_of_whole_slide_planes_runs_at_the_prompts_level(make_viewer, qtbot, shared_data):
+    """'Propagate through stack' on a (Z, Y, X) pyramid of planes larger than 4096 x 4096 px read its full
+    resolution, every plane of it, and made full-resolution labels of the stack (1 GB a 16k plane). It is carried at
+    the level of the box now (the full resolution is not read), into a Labels layer on the stack's labels level, as
+    its commits are, over the pixels it stands for."""
+    vol, truth, (x0, y0, x1, y1) = thalamus_planes(shared_data, 2, 2)
+    magnify = 38.0  # 4180 x 5320 px planes
+    reads: list = []
+    levels = [_magnified_level(vol, magnify / 2**k, reads if k == 0 else None) for k in range(6)]
+    box = tuple(magnify * v + (magnify - 1) / 2 for v in (x0, y0, x1, y1))  # the box's pixels' centres
+    viewer = make_viewer()
+    viewer.add_image(levels, name="scan", multiscale=True, contrast_limits=(0, 1))
+    viewer.dims.set_current_step(0, 2)
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    add_box_on_plane(widget, box, 2)
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    start = len(notification_manager.records)
+    widget.propagate_button.click()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert not records_since(start, NotificationSeverity.ERROR), widget.runner.widget.status.text()
+    assert not reads, "the full-resolution level was read"
+    result = viewer.layers["scan propagated"]
+    level = levels[1]  # the finest whose 5 planes fit the labels' limits
+    assert result.data.shape == level.shape
+    factors = np.divide(levels[0].shape[1:], level.shape[1:])
+    np.testing.assert_allclose(result.scale[1:], factors)
+    np.testing.assert_allclose(result.translate[1:], (factors - 1) / 2)
+    # the thalamus, sampled where each labels pixel's centre lies on the scan's own planes
+    rows = np.minimum(((np.arange(level.shape[1]) + 0.5) * factors[0] / magnify).astype(int), vol.shape[1] - 1)
+    cols = np.minimum(((np.arange(level.shape[2]) + 0.5) * factors[1] / magnify).astype(int), vol.shape[2] - 1)
+    expected = truth[:, rows[:, None], cols[None, :]]
+    assert dice(result.data > 0, expected) > 0.75
+    planes = np.nonzero(result.data.any(axis=(1, 2)))[0]
+    assert planes.min() < 2 < planes.max(), "carried above and below the boxed plane"

@@ -24,13 +24,17 @@ from .._common import (
 )
 from .geometry import (
     POSITIVE,
+    LevelCrop,
     PlaneGeometry,
+    PlaneSource,
     check_prompt_boxes,
     check_prompt_clicks,
     extract_volume,
     gather_prompts,
     held_axes,
+    labels_geometry,
     plane_source,
+    resample_crop,
 )
 from .labels import commit_to_labels, seed_plane
 from .layout import BOXES_NAME, COMMIT_KEY, POINTS_NAME, POLARITY_COLOURS, TOGGLE_KEY
@@ -124,10 +128,14 @@ class NewLayerActions:
         try:
             image, geom = self._geometry()
             volume, z_axis = extract_volume(image, geom)
+            # a stack of whole-slide planes: its objects go to a layer on its labels level, as its commits do, and a
+            # seed layer lies there too
+            source = plane_source(image, geom)
+            placed = labels_geometry(source)
             seed_layer = self.seed_picker.layer()
             prompts = gather_prompts(self.viewer, image, geom, self.shapes_picker.layer(), self.points_picker.layer())
             if seed_layer is not None:
-                seed, seed_size = seed_plane(seed_layer, geom), seed_layer.metadata.get(OBJECT_SIZE_KEY)
+                seed, seed_size = seed_plane(seed_layer, placed), seed_layer.metadata.get(OBJECT_SIZE_KEY)
                 unused = len(prompts.boxes) + len(prompts.positive) + len(prompts.negative)
             else:
                 seed, seed_size, unused = None, None, 0
@@ -187,14 +195,14 @@ class NewLayerActions:
 
         def done(result: PropagationResult) -> None:
             axes = [z_axis, geom.row_axis, geom.col_axis]  # the result's axes, in labels space
-            labels = np.transpose(result.labels, np.argsort(axes))
+            labels = np.transpose(_on_grid(result, source), np.argsort(axes))
             if held:  # the volume shown, in labels of the image's shape (as find-all's), the others empty
-                volume_labels, labels = labels, np.zeros(geom.labels_shape, np.uint32)
+                volume_labels, labels = labels, np.zeros(placed.labels_shape, np.uint32)
                 labels[tuple(geom.index[a] if a in held else slice(None) for a in range(labels.ndim))] = volume_labels
             word = plane_word(stack_axis)
             # a cancelled run's planes done: said partial in the layer's name, its metadata and the summary
             partial = f"partial: {plane_list(result.not_reached, stack_axis)} not segmented" if result.partial else ""
-            layer = self._add_result_layer(labels, geom, f"{name} propagated" + (" (partial)" if partial else ""))
+            layer = self._add_result_layer(labels, placed, f"{name} propagated" + (" (partial)" if partial else ""))
             if partial:
                 layer.metadata[PARTIAL_KEY] = partial
             for message in result.warnings:
@@ -278,6 +286,18 @@ class NewLayerActions:
         above = self.viewer.layers.index(image) + 1 if image in self.viewer.layers else len(self.viewer.layers)
         self.viewer.layers.insert(above, layer)
         return layer
+
+
+def _on_grid(result: PropagationResult, source: PlaneSource) -> np.ndarray:
+    """A propagation's (Z, Y, X) labels on the grid of the layer that shows them: the image's (full resolution),
+    or, for a stack of whole-slide planes, its labels level (:meth:`.geometry.PlaneSource.labels_level`), each plane
+    resampled from the level the objects were carried at (the full resolution is never made)."""
+    if not source.whole_slide:
+        return np.asarray(result.labels)
+    level_labels = result.labels if result.level_labels is None else result.level_labels
+    to, shape = source.labels_level()
+    carried = LevelCrop(result.level_factors)
+    return np.stack([resample_crop(np.asarray(plane), carried, to, shape)[0] for plane in level_labels])
 
 
 def _held_position(image: napari.layers.Image, axis: int, index: int) -> str:

@@ -411,7 +411,8 @@ def prompt_bounds(prompts: PlanePrompts) -> tuple[float, float, float, float]:
 
 def extract_volume(layer: napari.layers.Image, geom: PlaneGeometry) -> tuple[object, int]:
     """A layer of 3 or more axes as a (Z, H, W[, C]) stack through the displayed plane (Z = the labels axis not
-    displayed next to the plane, channels last), without copying; and that axis in labels space. The axes before
+    displayed next to the plane, channels last), without copying (a stack pyramid: each of its levels so, largest
+    first); and that axis in labels space. The axes before
     Z are held at the position shown: a (T, Z, Y, X) time-lapse of volumes gives the volume of the time point shown
     (it was refused, with no way round it in the widget)."""
     if not geom.fixed_axes:
@@ -420,14 +421,17 @@ def extract_volume(layer: napari.layers.Image, geom: PlaneGeometry) -> tuple[obj
             f"this layer's planes are {geom.labels_shape} (axes without channels)"
         )
     *held, z = geom.fixed_axes
-    data = _levels(layer)[0]
+    levels = _levels(layer)
     offset = 0 if geom.channel_axis is None else 1  # the channel axis is always the first (see plane_geometry)
     order = [a + offset for a in (*held, z, geom.row_axis, geom.col_axis)]
     if geom.channel_axis is not None:
         order.append(0)
     elif layer.rgb:
-        order.append(data.ndim - 1)
-    return data.transpose(order)[tuple(geom.index[a] for a in held)], z
+        order.append(levels[0].ndim - 1)
+    volumes = [data.transpose(order)[tuple(geom.index[a] for a in held)] for data in levels]
+    # a stack pyramid (Z kept at every level): its levels, which the propagation reads at the prompts' level (it
+    # read the full resolution, every plane of it)
+    return (volumes if PlaneSource(tuple(levels), geom)._plane_pyramid else volumes[0]), z
 
 
 def held_axes(geom: PlaneGeometry, z: int) -> tuple[int, ...]:

@@ -27,6 +27,7 @@ class StackLevel:
     index: int
     factors: tuple[float, float]
     full_shape: tuple[int, int, int]
+    planes: tuple[tuple[int, int], ...] = ()  # every level's (Y, X), largest first
 
     @property
     def factor(self) -> float:
@@ -40,12 +41,16 @@ class StackLevel:
         return prompts_to_level(coords, width, self.factors[::-1])
 
     def seed(self, labels: np.ndarray) -> np.ndarray:
-        """A seed plane's (Y, X) labels, or the stack's (Z, Y, X), at full resolution -> on this level: each level
-        pixel takes the full-resolution pixel at its centre."""
+        """A seed plane's (Y, X) labels, or the stack's (Z, Y, X), on the planes of one of the pyramid's levels
+        (:attr:`planes`: the full resolution's, or a level's, as the Interactive widget holds a stack of
+        whole-slide planes' labels) -> on this level: each level pixel takes the seed pixel at its centre. Labels
+        of another plane shape are given as they are (the propagation refuses them, naming both shapes)."""
         labels = np.asarray(labels)
+        if tuple(labels.shape[-2:]) not in self.planes:
+            return labels
         h, w = np.shape(self.stack)[1:3]
-        rows = np.minimum(((np.arange(h) + 0.5) * self.factors[0]).astype(np.int64), labels.shape[-2] - 1)
-        cols = np.minimum(((np.arange(w) + 0.5) * self.factors[1]).astype(np.int64), labels.shape[-1] - 1)
+        rows = np.minimum(((np.arange(h) + 0.5) * labels.shape[-2] / h).astype(np.int64), labels.shape[-2] - 1)
+        cols = np.minimum(((np.arange(w) + 0.5) * labels.shape[-1] / w).astype(np.int64), labels.shape[-1] - 1)
         return labels[..., rows[:, None], cols[None, :]]
 
 
@@ -100,11 +105,11 @@ def choose_stack_level(
     if size is None and len(boxes):
         size = box_object_size(boxes)
     if size is None and labels is not None:
-        found = [s for s in ndimage.find_objects(np.asarray(labels).astype(np.int64, copy=False)) if s is not None]
-        if found:
-            size = box_object_size(
-                np.array([[s[-1].start, s[-2].start, s[-1].stop - 1, s[-2].stop - 1] for s in found])
-            )
+        labels = np.asarray(labels)
+        found = [s for s in ndimage.find_objects(labels.astype(np.int64, copy=False)) if s is not None]
+        if found:  # in full-resolution pixels, from labels on any level's planes
+            boxes = np.array([[s[-1].start, s[-2].start, s[-1].stop - 1, s[-2].stop - 1] for s in found])
+            size = box_object_size(boxes) * planes[0][0] / max(labels.shape[-2], 1)
     index, _ = pyramid_level(planes, choose_scale(planes[0], input_size, size).scale)
     full = (int(np.shape(stacks[0])[0]), *planes[0])
-    return StackLevel(stacks[index], index, level_factors(planes[0], planes[index]), full)
+    return StackLevel(stacks[index], index, level_factors(planes[0], planes[index]), full, tuple(planes))
