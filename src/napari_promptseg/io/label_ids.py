@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import PromptsegError
-from ..models.preprocessing import full_resolution
+from ..models.preprocessing import full_resolution, is_lazy
 
 #: a blurred binary mask's foreground lies within this many grey levels of its top value (JPEG masks of GlaS, Shenzhen,
 #: Kvasir: at least 90 % of it within 31 of 255), a label image's ids do not (255 ids: 1/8 of them)
@@ -139,10 +139,18 @@ def mask_values(mask: np.ndarray) -> np.ndarray:
     return values
 
 
-def file_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
+def file_labels(labels: np.ndarray, name: str = "labels", *, lazy: bool = False) -> np.ndarray:
     """``labels`` as a label file stores them: uint16, or uint32 past 65535 ids. Ids a file cannot hold are refused,
     not wrapped: a cast made a negative id 65535, id 2**32 + 1 object 1, and a float 1.7 object 1 (merged with it)."""
-    labels = np.asarray(full_resolution(labels))
+    labels = full_resolution(labels)
+    if lazy and is_lazy(labels) and labels.dtype.kind in "biu":
+        # ``lazy``: lazy integer labels (a stack's found on a pyramid level, back at full resolution) checked and
+        # cast block by block for a writer that writes them so, never held whole (5 planes of 16k x 16k: 2.5 GB)
+        import dask
+
+        low, high = dask.compute(labels.min(), labels.max()) if labels.size else (0, 0)
+        return _checked_ids(labels, low, high, name)
+    labels = np.asarray(labels)
     if labels.dtype.kind not in "biuf":
         raise PromptsegError(f"{name}: {labels.dtype} values; expected label ids (whole numbers) or a mask")
     if labels.dtype.kind == "f" and labels.size:
@@ -154,6 +162,11 @@ def file_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
                 "resize them with nearest neighbour"
             )
     low, high = (labels.min(), labels.max()) if labels.size else (0, 0)
+    return _checked_ids(labels, low, high, name)
+
+
+def _checked_ids(labels: object, low: float, high: float, name: str) -> object:
+    """:func:`file_labels`' refusal of ids a file cannot hold (``low``, ``high``: the labels' extremes) and its cast."""
     if low < 0:
         raise PromptsegError(f"{name}: negative id {low:g}; ids are 0 (background) and positive numbers")
     if high >= 2**32:

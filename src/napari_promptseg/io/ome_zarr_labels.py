@@ -12,6 +12,7 @@ import numpy as np
 
 from .._interrupts import publishing
 from ..errors import PromptsegError
+from ..models.preprocessing import is_lazy
 from ._files import contents_digest, files_under, listing_digest
 from .images import file_labels
 from .multiscale import open_multiscale
@@ -112,7 +113,7 @@ def label_pyramid(
     if image.ome_version is None:
         raise PromptsegError(f"{image.path}: labels go into an OME-Zarr image; write a TIFF for this input")
     expected = tuple(n for n, a in zip(image.shape, image.axes, strict=True) if a != "c")
-    labels = file_labels(labels, f"{image.path}: labels")
+    labels = file_labels(labels, f"{image.path}: labels", lazy=True)  # lazy labels written block by block
     if labels.shape != expected:
         raise PromptsegError(f"{image.path}: labels of shape {labels.shape} do not match the image {expected}")
     # back to the file's axes (without channels): the dropped singleton axes return with size 1
@@ -352,4 +353,9 @@ def _nearest(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     index = [
         np.minimum((np.arange(m) * (n / m)).astype(np.int64), n - 1) for n, m in zip(labels.shape, shape, strict=True)
     ]
+    if is_lazy(labels):  # lazy labels stay lazy: dask takes one index array at a time
+        for axis, taken in enumerate(index):
+            if len(taken) != labels.shape[axis]:
+                labels = labels[(slice(None),) * axis + (taken,)]
+        return labels
     return labels[np.ix_(*index)]
