@@ -130,3 +130,21 @@ def test_the_cli_reads_a_stack_pyramid_at_the_level_of_the_boxes_and_says_which(
     else:
         assert not np.delete(labels, 3, axis=0).any()
         assert dice(labels[3] > 0, truth[3]) > 0.75
+
+
+def test_seed_labels_on_a_level_of_a_stack_pyramid_seed_its_propagation_there(magnified_thalamus, litemedsam):
+    """Seed labels of a stack pyramid on one of its levels' planes (the Interactive widget's labels level of a stack
+    of whole-slide planes), not only at full resolution: the objects' size is taken in full-resolution pixels (the
+    level of a box around them is read), and the seed plane's labels come back as given."""
+    from napari_promptseg.methods.volume import propagate_through_stack
+    from napari_promptseg.tiling import upsample_labels
+
+    levels, truth, box = magnified_thalamus
+    boxed = propagate_through_stack(levels, 3, boxes=[box], segmenter=litemedsam)
+    seed = boxed.level_labels[3]
+    result = propagate_through_stack(levels, 3, labels=seed, segmenter=litemedsam)
+    assert result.pyramid_level == boxed.pyramid_level
+    np.testing.assert_array_equal(np.asarray(result.labels[3]), upsample_labels(seed, truth.shape[1:]))
+    first, last = result.extents[1]
+    assert first < 3 < last
+    assert dice(np.asarray(result.labels) > 0, truth) > 0.75
