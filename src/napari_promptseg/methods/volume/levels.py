@@ -71,10 +71,13 @@ def stack_pyramid(
         return None
     stacks = []
     for level in levels:
-        if time_point is not None:
-            level, _ = time_point_volume(level, time_point, name=name, channel_axis=channel_axis)
+        level_channels, level_axes = channel_axis, axes
+        if time_point is not None:  # the time point's volume, its channel axis one earlier, its axes without t
+            if axes is not None and len(axes) == np.ndim(level):
+                level_axes = axes[1:]
+            level, level_channels = time_point_volume(level, time_point, name=name, channel_axis=channel_axis)
         try:
-            stack, _ = as_stack(level, channel_axis=channel_axis if time_point is None else None, name=name, axes=axes)
+            stack, _ = as_stack(level, channel_axis=level_channels, name=name, axes=level_axes)
         except PromptsegError:
             return None
         if stack is None:
