@@ -118,17 +118,19 @@ def test_the_cli_reads_a_stack_pyramid_at_the_level_of_the_boxes_and_says_which(
     levels, truth, box = magnified_thalamus
     path = write_stack_pyramid(levels, tmp_path / "thalamus.ome.zarr")
     out = tmp_path / "out"
-    options = ["--plane", "3", *(["--propagate"] if propagate else [])]
+    options = ["--plane", "3", "--overlay", *(["--propagate"] if propagate else [])]
     assert main(["segment", str(path), "--box", *map(str, box), *options, "-o", str(out)]) == 0, capsys.readouterr()
     record = json.loads((out / "report.json").read_text())["images"][0]
     assert record["pyramid_level"] > 0 and record["level_factor"] == 2.0 ** record["pyramid_level"], record
     labels = _zarr_labels(path)
     assert labels.shape == truth.shape
+    assert Path(record["overlay"]).exists()
     if propagate:
         assert dice(labels > 0, truth) > 0.75
         assert record["objects"] == 1 and record["extents"]["1"][0] < 3 < record["extents"]["1"][1]
     else:
         assert not np.delete(labels, 3, axis=0).any()
+        assert record["objects"] == 1 and record["extents"] == {"1": [3, 3]}
         assert dice(labels[3] > 0, truth[3]) > 0.75
 
 

@@ -307,8 +307,14 @@ def _stack_record(
         per_plane = ((plane, w) for w in getattr(out, "warnings", []))
         warnings = [*warnings, *plane_warnings(per_plane, str(path), stack_axis)]
         found = np.asarray(_plane_labels(out))
-        labels = np.zeros((n, *found.shape), found.dtype)
-        labels[plane] = found
+        if pyramid is None:
+            labels = np.zeros((n, *found.shape), found.dtype)
+            labels[plane] = found
+        else:  # the other planes empty, lazily: a stack of whole-slide planes is not made whole to be written
+            import dask.array as da
+
+            labels = da.stack([da.from_array(found) if z == plane else da.zeros_like(found) for z in range(n)])
+        extents = {k: (plane, plane) for k in object_extents(found[None])}
         record["mode"], said_mode = f"plane {plane} only", f"{word} {plane} only"
         # what the plane was decoded at, as a 2D input's record and a propagation's say
         scale, scores = getattr(out, "scale", None), _plane_scores(out)
@@ -330,7 +336,7 @@ def _stack_record(
         warnings = [*warnings, f"{path}: nothing like the prompt on {word}(s) {listed}"]
     if not args.propagate and getattr(args, "stop_iou_given", False):
         warnings = [*warnings, f"{path}: --stop-iou ignored: it ends objects carried by --propagate"]
-    if not args.propagate:
+    if not args.propagate and plane is None:
         extents = object_extents(labels)
     objects = len(extents)
     if getattr(args, "time", None) is not None:  # over the time-lapse, as the widget's layer
