@@ -388,30 +388,58 @@ def upsample_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return labels[..., rows[:, None], cols[None, :]]
 
 
-def lazy_upsampled_labels(labels: np.ndarray, shape: Sequence[int], chunk: int = 4096) -> object:
-    """:func:`upsample_labels` as a lazy dask array of ``shape`` (..., H, W), computed a block of at most ``chunk`` x
-    ``chunk`` pixels of one plane at a time: a stack's labels found on a pyramid level, back at full resolution
-    without holding the full-resolution stack (5 planes of 16k x 16k: 2.5 GB as uint16). uint16 when the ids fit,
-    as a label file stores them."""
+#: the attribute of a lazy array made by :func:`sampled_labels` that holds its source and index arrays
+SAMPLING = "promptseg_sampling"
+
+
+def sampled_labels(source: np.ndarray, index: Sequence[np.ndarray], chunk: int = 1024) -> object:
+    """Labels whose pixel (i, j, ...) is ``source[index[0][i], index[1][j], ...]`` (an index of -1: background), as
+    a lazy dask array computed a block of at most ``chunk`` x ``chunk`` pixels of one plane at a time (the OME-Zarr
+    labels' chunks). It keeps its source and index (:data:`SAMPLING`), so a nearest resampling of it (a labels
+    pyramid's level: :func:`sampled_again`) samples the source again rather than the large array. uint16 when the
+    ids fit."""
     import dask.array as da
 
-    labels = np.asarray(labels)
-    if labels.max(initial=0) < 2**16:
-        labels = labels.astype(np.uint16, copy=False)
-    h, w = labels.shape[-2:]
-    full = (*labels.shape[:-2], *(int(n) for n in shape[-2:]))
-    lead = len(full) - 2
+    source = np.asarray(source)
+    if source.dtype.kind in "iu" and source.size and source.min() >= 0 and source.max() < 2**16:
+        source = source.astype(np.uint16, copy=False)  # as a label file stores them: its cast is then no copy
+    index = tuple(np.asarray(i, np.int64) for i in index)
+    shape = tuple(len(i) for i in index)
 
     def block(block_info=None) -> np.ndarray:
-        where = block_info[None]["array-location"]
-        (r0, r1), (c0, c1) = where[-2:]
-        rows = np.minimum(((np.arange(r0, r1) + 0.5) * h / full[-2]).astype(np.int64), h - 1)
-        cols = np.minimum(((np.arange(c0, c1) + 0.5) * w / full[-1]).astype(np.int64), w - 1)
-        planes = labels[tuple(slice(a, b) for a, b in where[:lead])]
-        return planes[..., rows[:, None], cols[None, :]]
+        taken = [i[a:b] for i, (a, b) in zip(index, block_info[None]["array-location"], strict=True)]
+        values = source[np.ix_(*(np.maximum(t, 0) for t in taken))]
+        for axis, t in enumerate(taken):
+            if (t < 0).any():
+                values[(slice(None),) * axis + (t < 0,)] = 0
+        return values
 
-    chunks = da.core.normalize_chunks((*(1,) * lead, min(chunk, full[-2]), min(chunk, full[-1])), full)
-    return da.map_blocks(block, dtype=labels.dtype, chunks=chunks)
+    lead = len(shape) - 2
+    chunks = da.core.normalize_chunks((*(1,) * lead, min(chunk, shape[-2]), min(chunk, shape[-1])), shape)
+    labels = da.map_blocks(block, dtype=source.dtype, chunks=chunks)
+    setattr(labels, SAMPLING, (source, index))
+    return labels
+
+
+def sampled_again(labels: object, taken: Sequence[np.ndarray]) -> object | None:
+    """``labels`` made by :func:`sampled_labels`, sampled at ``taken`` (an index array per axis) from their source,
+    lazily; None for any other array."""
+    sampling = getattr(labels, SAMPLING, None)
+    if sampling is None:
+        return None
+    source, index = sampling
+    return sampled_labels(source, [i[np.asarray(t, np.int64)] for i, t in zip(index, taken, strict=True)])
+
+
+def lazy_upsampled_labels(labels: np.ndarray, shape: Sequence[int]) -> object:
+    """:func:`upsample_labels` as a lazy dask array (:func:`sampled_labels`): a stack's labels found on a pyramid
+    level, back at full resolution without holding the full-resolution stack (5 planes of 16k x 16k: 2.5 GB as
+    uint16). uint16 when the ids fit, as a label file stores them."""
+    labels = np.asarray(labels)
+    h, w = labels.shape[-2:]
+    rows = np.minimum(((np.arange(shape[-2]) + 0.5) * h / shape[-2]).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(shape[-1]) + 0.5) * w / shape[-1]).astype(np.int64), w - 1)
+    return sampled_labels(labels, [*(np.arange(n) for n in labels.shape[:-2]), rows, cols])
 
 
 def read_tile(image_hwc: np.ndarray, tile: Tile, window: IntensityWindow) -> np.ndarray:

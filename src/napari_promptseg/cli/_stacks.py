@@ -311,9 +311,10 @@ def _stack_record(
             labels = np.zeros((n, *found.shape), found.dtype)
             labels[plane] = found
         else:  # the other planes empty, lazily: a stack of whole-slide planes is not made whole to be written
-            import dask.array as da
+            from ..tiling import sampled_labels
 
-            labels = da.stack([da.from_array(found) if z == plane else da.zeros_like(found) for z in range(n)])
+            planes = np.where(np.arange(n) == plane, 0, -1)  # the others background
+            labels = sampled_labels(found[None], [planes, *(np.arange(k) for k in found.shape)])
         extents = {k: (plane, plane) for k in object_extents(found[None])}
         record["mode"], said_mode = f"plane {plane} only", f"{word} {plane} only"
         # what the plane was decoded at, as a 2D input's record and a propagation's say

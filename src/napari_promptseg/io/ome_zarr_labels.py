@@ -13,6 +13,7 @@ import numpy as np
 from .._interrupts import publishing
 from ..errors import PromptsegError
 from ..models.preprocessing import is_lazy
+from ..tiling import sampled_again
 from ._files import contents_digest, files_under, listing_digest
 from .images import file_labels
 from .multiscale import open_multiscale
@@ -353,7 +354,10 @@ def _nearest(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     index = [
         np.minimum((np.arange(m) * (n / m)).astype(np.int64), n - 1) for n, m in zip(labels.shape, shape, strict=True)
     ]
-    if is_lazy(labels):  # lazy labels stay lazy: dask takes one index array at a time
+    if is_lazy(labels):  # lazy labels stay lazy: sampled from their source, else one index array at a time
+        again = sampled_again(labels, index)
+        if again is not None:
+            return again
         for axis, taken in enumerate(index):
             if len(taken) != labels.shape[axis]:
                 labels = labels[(slice(None),) * axis + (taken,)]
