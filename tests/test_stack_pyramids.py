@@ -150,3 +150,28 @@ def test_seed_labels_on_a_level_of_a_stack_pyramid_seed_its_propagation_there(ma
     first, last = result.extents[1]
     assert first < 3 < last
     assert dice(np.asarray(result.labels) > 0, truth) > 0.75
+
+
+def test_lazy_labels_are_written_into_an_ome_zarr_as_the_same_labels_in_memory(magnified_thalamus, tmp_path):
+    """Labels found on a stack pyramid's level come back at full resolution lazily and are written into the OME-Zarr
+    block by block, each labels level sampled from the level they were found on: every level as the labels made
+    whole in memory are written (the MRI's thalamus, as labels on the pyramid's 2x level)."""
+    from napari_promptseg.io.multiscale import open_multiscale
+    from napari_promptseg.io.ome_zarr_labels import write_ome_zarr_labels
+    from napari_promptseg.tiling import lazy_upsampled_labels, upsample_labels
+
+    levels, truth, _ = magnified_thalamus
+    level_labels = truth[:, ::2, ::2].astype(np.uint16) * 7  # id 7, as found on the 2x level
+    written = {}
+    for kind, labels in (
+        ("memory", upsample_labels(level_labels, truth.shape)),
+        ("lazy", lazy_upsampled_labels(level_labels, truth.shape)),
+    ):
+        path = write_stack_pyramid(levels, tmp_path / f"{kind}.ome.zarr")
+        write_ome_zarr_labels(path, labels, output=tmp_path / kind)
+        written[kind] = [np.asarray(level) for level in open_multiscale(path / "labels" / "promptseg").levels]
+    assert [w.shape for w in written["lazy"]] == [w.shape for w in written["memory"]] and len(written["lazy"]) == 3
+    for lazy, memory in zip(written["lazy"], written["memory"], strict=True):
+        np.testing.assert_array_equal(lazy, memory)
+        assert lazy.dtype == memory.dtype == np.uint16
+    assert set(np.unique(written["lazy"][0])) == {0, 7}
