@@ -384,3 +384,10 @@ def test_a_stack_pyramid_of_whole_slide_planes_is_segmented_on_a_crop_and_commit
     plane = SimpleNamespace(data=target.data[1], scale=target.scale[1:], translate=target.translate[1:])
     assert dice(_sampled_at(plane, rows, cols) > 0, nucleus) > MIN_DICE
     assert layer.data[0].shape == (3, *full)
+    # "find all" on it is the command's, for the plane shown (the command refuses a stack without --plane)
+    viewer.layers["boxes"].add_rectangles(_box_on_plane(1, box))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    start = len(notification_manager.records)
+    widget.find_all()
+    said = " ".join([widget.runner.widget.status.text(), *records_since(start, NotificationSeverity.ERROR)])
+    assert "promptseg segment --find-all --plane 1" in said, said

@@ -59,11 +59,13 @@ class NewLayerActions:
             source = plane_source(image, geom)
             if source.whole_slide:  # every object of a whole slide: a batch job, not a Labels layer in memory
                 h, w = geom.plane_shape
+                # a stack of whole-slide planes: the plane shown, which the command needs
+                plane = "".join(f" --plane {geom.index[a]}" for a in geom.fixed_axes[-1:])
                 raise PromptsegError(
                     f"image layer '{image.name}' is a whole slide ({h} x {w} px): find all of it with "
-                    "`promptseg segment --find-all`",
-                    details="`promptseg segment SLIDE --find-all --box X0 Y0 X1 Y1 -o OUT` (full-resolution pixels) "
-                    "reads the slide's level tile by tile and writes labels napari opens",
+                    f"`promptseg segment --find-all{plane}`",
+                    details=f"`promptseg segment SLIDE --find-all{plane} --box X0 Y0 X1 Y1 -o OUT` (full-resolution "
+                    "pixels) reads the slide's level tile by tile and writes labels napari opens",
                 )
             channels = self._channels()
             model, weights = self.model_combo.checked_choice()
