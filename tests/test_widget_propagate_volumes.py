@@ -184,3 +184,15 @@ def test_propagation_through_a_stack_of_whole_slide_planes_runs_at_the_prompts_l
     assert dice(result.data > 0, expected) > 0.75
     planes = np.nonzero(result.data.any(axis=(1, 2)))[0]
     assert planes.min() < 2 < planes.max(), "carried above and below the boxed plane"
+
+    # that layer (on the labels level, as the commits' target) seeds a propagation: taken where it lies
+    widget.seed_picker.set_layer(result)
+    start = len(notification_manager.records)
+    widget.propagate_button.click()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert not records_since(start, NotificationSeverity.ERROR), widget.runner.widget.status.text()
+    assert not reads, "the full-resolution level was read"
+    seeded = viewer.layers["scan propagated [1]"]
+    assert seeded.data.shape == result.data.shape
+    np.testing.assert_array_equal(seeded.data[2] > 0, result.data[2] > 0)  # the seed plane's objects, as they were
+    assert dice(seeded.data > 0, expected) > 0.75
