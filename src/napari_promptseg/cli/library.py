@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -208,8 +209,19 @@ def cmd_library_import(args: argparse.Namespace) -> int:
 
     # a new default library gets the starter exemplar, as with `library add`
     result = ReferenceLibrary.import_zip(args.zip, into=open_library(args.library))
+    where = "" if args.library is None else f" --library {shlex.quote(str(args.library))}"
     for entry in result.added:
-        print(f"imported '{entry.name}' (id {entry.id})")
+        before = result.joined.get(entry.id)
+        if not before:
+            print(f"imported '{entry.name}' (id {entry.id})")
+            continue
+        # not overwritten, but a prompt of this name answers from every exemplar of it now: said, with the undo
+        name = result.library.get(before[0]).name
+        had = f"{len(before)} exemplar{'s' if len(before) > 1 else ''}"
+        print(
+            f"imported '{entry.name}' (id {entry.id}): '{name}' had {had} already, and a prompt '{name}' ensembles "
+            f"them all now; to take the imported one out: promptseg library remove {entry.id}{where}"
+        )
     if result.skipped:
         print(f"skipped (already in the library): {', '.join(result.skipped)}")
     print(f"{len(result.added)} entries added to {result.library.path}")

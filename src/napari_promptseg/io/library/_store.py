@@ -7,9 +7,10 @@ import io
 import itertools
 import json
 import os
+import shlex
 import shutil
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,21 @@ class ImportResult:
     library: ReferenceLibrary
     added: list[LibraryEntry]
     skipped: list[str]  # names of entries already present with identical content
+    #: id of an added entry -> the ids of the entries that had its name before: a prompt of that name ensembles them
+    #: all from now on (nothing is overwritten), which the import says, with how to take the added one out again
+    joined: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _zip_advice(path: Path) -> str:
+    """What to do with an exported library given where a library folder is expected (a colleague's lab.zip typed in
+    a library field or --library): it is imported into a folder, not read as one."""
+    if not zipfile.is_zipfile(path):
+        return ""
+    return (
+        " (a zip: an exported library? Import it into a library folder: promptseg library import "
+        f"{shlex.quote(str(path))} --library FOLDER; or ReferenceLibrary.import_zip(path, into=FOLDER); then use "
+        "FOLDER)"
+    )
 
 
 class ReferenceLibrary:
@@ -73,7 +89,7 @@ class ReferenceLibrary:
         """The library at ``path`` (default: ``$PROMPTSEG_LIBRARY`` or the user data dir); empty if it is new."""
         target = default_library_path() if path is None else Path(path).expanduser()
         if target.exists() and not target.is_dir():
-            raise PromptsegError(f"reference library {target} is a file, not a directory")
+            raise PromptsegError(f"reference library {target} is a file, not a directory{_zip_advice(target)}")
         return cls(target)
 
     # -- reading ---------------------------------------------------------------------------------------------------
@@ -407,7 +423,8 @@ class ReferenceLibrary:
         """Merge an exported library zip into ``into`` (default: the default library).
 
         Every imported entry gets a new id, so nothing is overwritten; an entry whose name and pixels equal an
-        existing one is skipped. The zip is validated first (format, version, paths, readable files that match
+        existing one is skipped; one whose name the library has already is another exemplar of it
+        (:attr:`ImportResult.joined`). The zip is validated first (format, version, paths, readable files that match
         their recorded shapes); a bad zip changes nothing.
         """
         source = Path(zip_path).expanduser()
@@ -468,12 +485,16 @@ class ReferenceLibrary:
             known = {(name_key(e.name), e.sha256) for e in existing}
             taken = {e.id for e in existing}
             added, skipped, written = [], [], []
+            joined: dict[str, list[str]] = {}
             try:
                 for entry, image_bytes, mask_bytes in incoming:
                     if (name_key(entry.name), entry.sha256) in known:
                         skipped.append(entry.name)
                         continue
                     entry.id = library._new_id(entry.name, taken, entry.sha256)
+                    before = [e.id for e in existing if name_key(e.name) == name_key(entry.name)]
+                    if before:
+                        joined[entry.id] = before
                     taken.add(entry.id)
                     entry.image_path, entry.mask_path = f"entries/{entry.id}/image.tif", f"entries/{entry.id}/mask.png"
                     entry.root = library.path
@@ -487,4 +508,4 @@ class ReferenceLibrary:
                 for folder in written:
                     shutil.rmtree(folder, ignore_errors=True)
                 raise
-            return ImportResult(library, added, skipped)
+            return ImportResult(library, added, skipped, joined)

@@ -1,0 +1,72 @@
+"""The reference library exchanged between users: an exported zip given where a library folder is expected, and an
+import that adds exemplars to names the library already has (they are ensembled from then on), on skimage's real
+`cell` image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import data as skdata
+
+from napari_promptseg.cli import main
+from napari_promptseg.errors import PromptsegError
+from napari_promptseg.io.library import ReferenceLibrary
+
+
+@pytest.fixture
+def cell():
+    """skimage's real fluorescence `cell` image (uint8) with a mask of its bright cell."""
+    image = skdata.cell()
+    mask = np.zeros(image.shape, bool)
+    mask[200:300, 250:400] = image[200:300, 250:400] > np.percentile(image, 60)
+    return image, mask
+
+
+def test_an_exported_zip_given_as_the_library_says_to_import_it(tmp_path, cell, capsys):
+    """A colleague's `lab.zip` given as the library (CLI --library, a widget's library field, library=) said only
+    "reference library lab.zip is a file, not a directory"; it says it is an exported library and how to use it."""
+    source = ReferenceLibrary.open(tmp_path / "lab")
+    source.add("cell", *cell)
+    archive = source.export(tmp_path / "lab.zip")
+    with pytest.raises(PromptsegError, match=r"lab.zip is a file.*exported library.*promptseg library import"):
+        ReferenceLibrary.open(archive)
+    assert main(["library", "list", "--library", str(archive)]) == 2
+    err = capsys.readouterr().err
+    assert f"promptseg library import {archive} --library FOLDER" in err
+    # another file than an export: said as before, nothing about importing it
+    other = tmp_path / "notes.txt"
+    other.write_text("mine")
+    with pytest.raises(PromptsegError, match="is a file, not a directory") as refused:
+        ReferenceLibrary.open(other)
+    assert "import" not in str(refused.value)
+
+
+def test_an_import_that_adds_exemplars_to_a_name_the_library_has_says_so_and_how_to_undo(tmp_path, cell, capsys):
+    """Importing a colleague's 'cell' into a library that has its own 'cell' added a second exemplar, which every
+    'cell' prompt ensembles from then on, and the CLI said only "imported 'cell' (id ...)". Nothing is overwritten
+    (both stay), and now the import says the name had exemplars, and the command that takes the imported one out."""
+    image, mask = cell
+    theirs = ReferenceLibrary.open(tmp_path / "theirs")
+    theirs.add("Cell", image, mask)
+    theirs.add("membrane", image, np.roll(mask, 40, axis=1))
+    archive = theirs.export(tmp_path / "theirs.zip")
+    mine = ReferenceLibrary.open(tmp_path / "mine")
+    own = mine.add("cell", image, np.roll(mask, 3, axis=0))  # the same name (case aside), other pixels
+
+    result = ReferenceLibrary.import_zip(archive, into=mine)
+    imported = {entry.name: entry for entry in result.added}
+    assert set(imported) == {"Cell", "membrane"}
+    assert result.joined == {imported["Cell"].id: [own.id]}  # the entries of that name it now ensembles with
+    assert [e.id for e in ReferenceLibrary.open(tmp_path / "mine").find("cell")] == [own.id, imported["Cell"].id]
+
+    mine2 = ReferenceLibrary.open(tmp_path / "mine2")
+    mine2.add("cell", image, np.roll(mask, 3, axis=0))
+    assert main(["library", "import", str(archive), "--library", str(mine2.path)]) == 0
+    out = capsys.readouterr().out
+    cell_id = imported["Cell"].id
+    assert f"imported 'Cell' (id {cell_id}): 'cell' had 1 exemplar already" in out
+    assert f"promptseg library remove {cell_id} --library {mine2.path}" in out
+    assert f"imported 'membrane' (id {imported['membrane'].id})\n" in out  # a new name: nothing more to say
+    # the undo it gives works, and leaves the library as it was
+    assert main(["library", "remove", cell_id, "--library", str(mine2.path)]) == 0
+    assert [e.name for e in ReferenceLibrary.open(mine2.path)] == ["cell", "membrane"]
