@@ -4,6 +4,8 @@ import that adds exemplars to names the library already has (they are ensembled 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from skimage import data as skdata
@@ -70,3 +72,23 @@ def test_an_import_that_adds_exemplars_to_a_name_the_library_has_says_so_and_how
     # the undo it gives works, and leaves the library as it was
     assert main(["library", "remove", cell_id, "--library", str(mine2.path)]) == 0
     assert [e.name for e in ReferenceLibrary.open(mine2.path)] == ["cell", "membrane"]
+
+
+def test_library_list_says_which_entries_lost_their_files(tmp_path, cell, capsys):
+    """A library folder copied without its entries/ folder (or an entry's folder deleted by hand) was listed as
+    whole, and the first prompt matched to such an entry failed; `library list` says which entries lost which
+    files, and the command that removes them, and --json lists them ("missing_files")."""
+    image, mask = cell
+    lib = ReferenceLibrary.open(tmp_path / "lib")
+    whole = lib.add("cell", image, mask)
+    broken = lib.add("membrane", image, np.roll(mask, 40, axis=1))
+    (lib.path / broken.image_path).unlink()
+    where = ["--library", str(lib.path)]
+    assert main(["library", "list", *where]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 2 entries lost files" in out and f"membrane ({broken.id}): {broken.image_path} missing" in out
+    assert f"promptseg library remove {broken.id} --library {lib.path}" in out
+    assert f"{whole.id}): " not in out  # the whole entry is not said to be damaged
+    assert main(["library", "list", "--json", *where]) == 0
+    listed = {e["id"]: e["missing_files"] for e in json.loads(capsys.readouterr().out)["entries"]}
+    assert listed == {whole.id: [], broken.id: [broken.image_path]}

@@ -159,16 +159,29 @@ def cmd_library_list(args: argparse.Namespace) -> int:
     from ..io.library import ReferenceLibrary
 
     library = ReferenceLibrary.open(args.library)
+    missing = {e.id: e.missing_files() for e in library.entries}
     rows = [{k: v for k, v in e.to_json().items() if k != "sha256"} for e in library.entries]
+    for row in rows:
+        row["missing_files"] = missing[row["id"]]
     if args.json:
         print(json.dumps({"library": str(library.path), "entries": rows}, indent=2))
         return 0
-    missing = "" if library.path.exists() else "; no such folder"  # a mistyped --library, not an emptied library
-    print(f"reference library: {library.path} ({len(rows)} entries{missing})")
+    absent = "" if library.path.exists() else "; no such folder"  # a mistyped --library, not an emptied library
+    print(f"reference library: {library.path} ({len(rows)} entries{absent})")
     for e in library.entries:
         size = "x".join(str(s) for s in e.shape[:2][::-1])
         described = f"  {e.description}" if e.description else ""
         print(f"{e.name:<20} {e.id:<28} {size:>9} px  {e.kind:<30}  {e.source or '-'}{described}")
+    # listed as whole, such an entry failed the first prompt matched to it
+    damaged = [e for e in library.entries if missing[e.id]]
+    if damaged:
+        where = "" if args.library is None else f" --library {shlex.quote(str(args.library))}"
+        print(f"{len(damaged)} of {len(rows)} entries lost files (a prompt matched to them fails):")
+        for e in damaged:
+            print(
+                f"  {e.name} ({e.id}): {', '.join(missing[e.id])} missing; copy it back, or remove the entry "
+                f"(promptseg library remove {e.id}{where}) and add the exemplar again"
+            )
     return 0
 
 

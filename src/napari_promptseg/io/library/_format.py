@@ -178,6 +178,11 @@ class LibraryEntry:
             raise PromptsegError(self._damaged(f"mask: {path} marks no pixel (all 0)"))
         return mask
 
+    def missing_files(self) -> list[str]:
+        """The entry's files (relative paths) that are not in its library folder: a folder copied without its
+        entries/, or an entry's folder deleted by hand (only looked for, not read)."""
+        return [rel for rel in (self.image_path, self.mask_path) if not self._file(rel).is_file()]
+
     @property
     def _what(self) -> str:
         return f"library entry '{self.name}' ({self.id})"
