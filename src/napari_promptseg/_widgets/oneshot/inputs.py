@@ -3,7 +3,7 @@ everything a run reads, gathered on napari's main thread without reading a pixel
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +71,9 @@ class OneShotInputs:
     left_out: str | None = None  # a target folder's OME-Zarr images, not read here: which, and how to run them
     stack_axis: str | None = None  # "t": the target layer's planes are a time-lapse's frames (said so)
     reference_stack_axis: str | None = None  # the same of the reference layer, a stack's
+    #: the references after the first (the widget's reference rows): image, labels, displayed plane, stack axis
+    more_references: list[tuple[LayerPixels, LayerPixels, float, str | None]] = field(default_factory=list)
+    ensemble: str = "vote"  # how several references' masks combine (the CLI's --ensemble)
 
 
 @dataclass
@@ -85,27 +88,60 @@ class OneShotPixels:
     names: list[str]
     stacked: bool
     factors: np.ndarray  # the downsampling of each axis of the target level read
+    more_references: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # image, labels, as the first
 
 
 def read_oneshot_inputs(inputs: OneShotInputs, input_size: int, progress, cancel) -> OneShotPixels:
     """Read the reference, its labels and the target (a pyramid target at the level the CLI reads for a model of
     ``input_size`` px), refusing labels that do not fit or are empty, naming the layer. Runs in the worker."""
-    ref, ref_labels = inputs.reference, inputs.reference_labels
+    reference, labels, plane = _read_reference(
+        inputs.reference,
+        inputs.reference_labels,
+        inputs.shown,
+        inputs.channel_axis,
+        inputs.reference_stack_axis,
+        progress,
+    )
+    more = [
+        _read_reference(image, marks, shown, inputs.channel_axis, stack_axis, progress)[:2]
+        for image, marks, shown, stack_axis in inputs.more_references
+    ]
+    target = inputs.target
+    if target is None:
+        files, names = inputs.files, [p.stem for p in inputs.files]
+        return OneShotPixels(reference, labels, plane, files, names, False, np.ones(2), more)
+    if cancel():
+        raise CancelledError("cancelled")
+    data = target.data
+    if target.multiscale:
+        data = _pyramid_level(target, labels, inputs, input_size)
+    stacked = is_stack(data, target.rgb, f"target layer '{target.name}'", inputs.channel_axis)
+    progress(0.0, f"reading '{target.name}'")
+    planes = read_planes(data, stacked, cancel, inputs.channel_axis)
+    # a plane named as the CLI names it (a time-lapse's a frame): its warnings then name it once (plane_warnings)
+    word = plane_word(inputs.stack_axis)
+    names = [f"{target.name} {word} {i}" for i in range(len(planes))] if stacked else [target.name]
+    return OneShotPixels(reference, labels, plane, planes, names, stacked, level_factors(target, data), more)
+
+
+def _read_reference(
+    ref: LayerPixels, ref_labels: LayerPixels, shown: float, channel_axis: int | None, stack_axis: str | None, progress
+) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """A reference image layer and its labels read (a stack's labelled or displayed plane, and which), refused
+    naming the layers when the labels do not fit or mark nothing or everything. Runs in the worker."""
     # a time-lapse of volumes is refused as a target of its shape is, before its pixels are read: its labels were
     # said not to match 'the 2D reference image' of their own shape
-    is_stack(ref.data[0] if ref.multiscale else ref.data, ref.rgb, f"reference layer '{ref.name}'", inputs.channel_axis)
+    is_stack(ref.data[0] if ref.multiscale else ref.data, ref.rgb, f"reference layer '{ref.name}'", channel_axis)
     progress(0.0, f"reading '{ref.name}'")
     # a stack's reference is its labelled (or displayed) plane: the volume's other planes are the usual targets
-    reference, labels, plane = read_reference_plane(
-        ref, ref_labels, inputs.shown, inputs.channel_axis, inputs.reference_stack_axis
-    )
+    reference, labels, plane = read_reference_plane(ref, ref_labels, shown, channel_axis, stack_axis)
     if labels.shape != reference.shape[: labels.ndim] or labels.ndim != 2:
-        spatial = reference.shape[:-1] if ref.rgb or inputs.channel_axis is not None else reference.shape
+        spatial = reference.shape[:-1] if ref.rgb or channel_axis is not None else reference.shape
         if len(spatial) == 3:  # a stack was called 'the 2D reference image', and the shapes that fit went unsaid
-            stack = "time-lapse" if inputs.reference_stack_axis == "t" else "stack"
+            stack = "time-lapse" if stack_axis == "t" else "stack"
             what = (
                 f"reference image '{ref.name}', a {stack} of shape {spatial}: give labels of the {stack}'s shape, or "
-                f"of one {plane_word(inputs.reference_stack_axis)} {spatial[1:]}"
+                f"of one {plane_word(stack_axis)} {spatial[1:]}"
             )
         else:
             what = f"2D reference image '{ref.name}' of shape {reference.shape}"
@@ -119,21 +155,7 @@ def read_oneshot_inputs(inputs: OneShotInputs, input_size: int, progress, cancel
         raise PromptsegError(
             f"reference labels '{ref_labels.name}' cover every pixel of '{ref.name}'; leave the background unlabelled"
         )
-    target = inputs.target
-    if target is None:
-        return OneShotPixels(reference, labels, plane, inputs.files, [p.stem for p in inputs.files], False, np.ones(2))
-    if cancel():
-        raise CancelledError("cancelled")
-    data = target.data
-    if target.multiscale:
-        data = _pyramid_level(target, labels, inputs, input_size)
-    stacked = is_stack(data, target.rgb, f"target layer '{target.name}'", inputs.channel_axis)
-    progress(0.0, f"reading '{target.name}'")
-    planes = read_planes(data, stacked, cancel, inputs.channel_axis)
-    # a plane named as the CLI names it (a time-lapse's a frame): its warnings then name it once (plane_warnings)
-    word = plane_word(inputs.stack_axis)
-    names = [f"{target.name} {word} {i}" for i in range(len(planes))] if stacked else [target.name]
-    return OneShotPixels(reference, labels, plane, planes, names, stacked, level_factors(target, data))
+    return reference, labels, plane
 
 
 def _pyramid_level(target: LayerPixels, labels: np.ndarray, inputs: OneShotInputs, input_size: int):

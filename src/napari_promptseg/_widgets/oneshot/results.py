@@ -3,6 +3,7 @@ runs one-shot, into a :class:`OneShotOutput` the widget adds as layers; and the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,9 @@ def run_oneshot(
     channels: list[int] | None = None,
     reference_name: str = "reference",
     stack_axis: str | None = None,
+    more_references: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    ensemble: str = "vote",
+    labels_name: str | None = None,
     segmenter,
     progress,
     cancel,
@@ -66,7 +70,10 @@ def run_oneshot(
     of channels (the reference then has its channels last), ``channels`` those fed to the model, as the CLI's
     --channel-axis and --channels. ``reference_name``: the reference as errors name it; ``stack_axis``: "t" when
     the planes are a time-lapse's frames (its progress and warnings say frame, as ``names`` do); ``segmenter``: the
-    task's (:func:`~.._common.task_segmenter`)."""
+    task's (:func:`~.._common.task_segmenter`). ``more_references``: (image, labels) of further references (read as
+    ``reference``), ensembled with it by ``ensemble`` ("vote" or "union") in one region, as the CLI's repeated
+    --reference; many instances take one reference (refused, ``labels_name`` naming the first reference's labels
+    when the mode was decided from them)."""
     from ...io.layer_data import file_placement
     from ...io.multiscale import read_channel_axis, read_image_named
     from ...methods.instances import (
@@ -93,9 +100,22 @@ def run_oneshot(
         # (appended, the points of the planes after such a plane were drawn one plane too low, on the empty one)
         out.positives, out.negatives = [np.zeros((0, 2))] * len(targets), [np.zeros((0, 2))] * len(targets)
         out.names = list(names)
+    decided = instances is None
     if instances is None:
         instances = partial or is_many_objects(reference_labels)
+    if instances and more_references:  # the exemplars are one reference's objects: the others were dropped unsaid
+        labels = f"reference labels '{labels_name}'" if labels_name else "the reference labels"
+        why = "mode 'many instances'"
+        if decided:
+            why = f"'{PARTIAL_LABELS_TEXT}'" if partial else f"mode auto ({labels} hold several objects)"
+        raise PromptsegError(
+            f"{why} finds many instances, which take one reference (with its instance labels), and "
+            f"{1 + len(more_references)} are given: remove the other references, or choose mode 'single region' to "
+            "ensemble one region from them all"
+        )
     out.mode = "many instances" if instances else f"one region, {strategy}"
+    if more_references:
+        out.mode += f", {1 + len(more_references)} references, {ensemble}"
     exemplars, target_size = None, None
     if instances and strategy != "sat":  # the instances pipeline has no strategy: it was dropped unsaid
         out.warnings.append(
@@ -162,14 +182,15 @@ def run_oneshot(
             if axis is not None:  # channels last, as the reference's: one axis for both
                 image, axis = np.moveaxis(image, axis, -1), -1
             res = segment_like(
-                reference,
-                reference_labels > 0,
+                [reference, *(other for other, _ in more_references)],
+                [reference_labels > 0, *(labels > 0 for _, labels in more_references)],
                 image,
                 segmenter=segmenter,
                 strategy=strategy,  # type: ignore[arg-type]
                 channel_axis=axis if axis is not None else ref_axis,
                 channels=channels,
                 warn_many=False,  # the mode chose one region
+                ensemble=ensemble,  # type: ignore[arg-type]
                 names=[name],
                 progress=sub,
                 cancel=cancel,

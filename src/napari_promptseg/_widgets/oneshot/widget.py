@@ -43,6 +43,7 @@ from .._common import (
     unproxied,
 )
 from .inputs import OneShotInputs, OneShotPixels, folder_targets, is_stack, read_oneshot_inputs
+from .more_references import MoreReferences
 from .results import PARTIAL_LABELS_TEXT, OneShotOutput, result_summary, run_oneshot
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ class OneShotWidget(QWidget):
             unlike=self.reference,
             empty_when_removed=True,
         )
+        # references after the first, ensembled in one region (the CLI's repeated --reference)
+        self.more_references = MoreReferences(napari_viewer)
         # a multichannel (C, Y, X) reference and target, as the CLI's --channel-axis (one axis for both)
         self.channel_axis = ChannelAxisBox()
         for picker in (self.reference, self.target):
@@ -129,13 +132,15 @@ class OneShotWidget(QWidget):
         self.save_button = QPushButton("Save reference to library…")
         self.save_button.setToolTip(
             "Save the reference image (cropped around its labels) and labels as a named exemplar; typed prompts "
-            "are matched to its name. Saving a name again adds another exemplar (nothing is overwritten)."
+            "are matched to its name. Saving a name again adds another exemplar (nothing is overwritten). The first "
+            "reference is saved: to save another, choose it as the reference image and labels"
         )
         self.save_button.clicked.connect(self.save_to_library)
 
         form = QFormLayout()
         form.addRow("reference image", self.reference)
         form.addRow("reference labels", self.reference_labels)
+        form.addRow(self.more_references)
         form.addRow("target", self.target)
         row = QHBoxLayout()
         row.addWidget(self.folder, 1)
@@ -200,6 +205,10 @@ class OneShotWidget(QWidget):
                 f"'{PARTIAL_LABELS_TEXT}' applies to the many-instances mode, and mode 'single region' asks for one "
                 "region; untick it, or choose mode 'auto' or 'many instances'"
             )
+        # partial labels find many instances too (auto), as run() decides
+        many = options["instances"] or (options["instances"] is None and options["partial"])
+        options["more_references"] = self._more_references(many, channel_axis)
+        options["ensemble"] = self.more_references.ensemble.currentText()
         reference = (layer_pixels(ref), layer_pixels(ref_labels), displayed_plane(self.viewer, ref, channel_axis))
         target = self.target.layer()
         if target is not None:
@@ -215,6 +224,25 @@ class OneShotWidget(QWidget):
             raise PromptsegError("choose a target image layer or a folder of target images")
         files, left_out = folder_targets(folder)
         return OneShotInputs(*reference, None, files, **options, left_out=left_out)
+
+    def _more_references(self, many: bool, channel_axis: int | None) -> list:
+        """The reference rows' layers as a run reads them (no pixel read), refused when a row lacks a layer or the
+        mode is many instances, which takes one reference (as the CLI refuses several --reference there)."""
+        pairs = self.more_references.pairs()
+        if pairs and many:
+            why = "mode 'many instances'" if self.mode.currentText() == "many instances" else f"'{PARTIAL_LABELS_TEXT}'"
+            raise PromptsegError(
+                f"{why} finds many instances, which take one reference (with its instance labels), and "
+                f"{1 + len(pairs)} are given: remove the other references, or choose mode 'single region' to "
+                "ensemble one region from them"
+            )
+        planes_axis = 1 if channel_axis == 0 else 0
+        more = []
+        for image, labels in pairs:
+            check_channel_axis(image, channel_axis, f"reference image layer '{image.name}'")
+            shown = displayed_plane(self.viewer, image, channel_axis)
+            more.append((layer_pixels(image), layer_pixels(labels), shown, stack_axis_of(image, planes_axis)))
+        return more
 
     def save_to_library(self) -> bool:
         """Save the reference layer + its labels as a named entry of the library in the library field (default: the
@@ -289,6 +317,9 @@ class OneShotWidget(QWidget):
                 channels=inputs.channels,
                 reference_name=f"reference image layer '{reference_name}'",
                 stack_axis=inputs.stack_axis,
+                more_references=pixels.more_references,
+                ensemble=inputs.ensemble,
+                labels_name=inputs.reference_labels.name,
                 segmenter=segmenter,
                 progress=progress,
                 cancel=cancel,
