@@ -338,3 +338,15 @@ def interrupt_at_first_record(command: list[str], env: dict, journal: Path) -> s
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     return subprocess.CompletedProcess(command, proc.returncode, None, stderr)
+
+
+@pytest.fixture
+def bright_cell():
+    """skimage's real fluorescence `cell` image (uint8) with a mask of its bright cell (a small library exemplar)."""
+    import numpy as np
+    from skimage import data as skdata
+
+    image = skdata.cell()
+    mask = np.zeros(image.shape, bool)
+    mask[200:300, 250:400] = image[200:300, 250:400] > np.percentile(image, 60)
+    return image, mask

@@ -8,27 +8,17 @@ import json
 
 import numpy as np
 import pytest
-from skimage import data as skdata
 
 from napari_promptseg.cli import main
 from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io.library import ReferenceLibrary
 
 
-@pytest.fixture
-def cell():
-    """skimage's real fluorescence `cell` image (uint8) with a mask of its bright cell."""
-    image = skdata.cell()
-    mask = np.zeros(image.shape, bool)
-    mask[200:300, 250:400] = image[200:300, 250:400] > np.percentile(image, 60)
-    return image, mask
-
-
-def test_an_exported_zip_given_as_the_library_says_to_import_it(tmp_path, cell, capsys):
+def test_an_exported_zip_given_as_the_library_says_to_import_it(tmp_path, bright_cell, capsys):
     """A colleague's `lab.zip` given as the library (CLI --library, a widget's library field, library=) said only
     "reference library lab.zip is a file, not a directory"; it says it is an exported library and how to use it."""
     source = ReferenceLibrary.open(tmp_path / "lab")
-    source.add("cell", *cell)
+    source.add("cell", *bright_cell)
     archive = source.export(tmp_path / "lab.zip")
     with pytest.raises(PromptsegError, match=r"lab.zip is a file.*exported library.*promptseg library import"):
         ReferenceLibrary.open(archive)
@@ -43,11 +33,11 @@ def test_an_exported_zip_given_as_the_library_says_to_import_it(tmp_path, cell, 
     assert "import" not in str(refused.value)
 
 
-def test_an_import_that_adds_exemplars_to_a_name_the_library_has_says_so_and_how_to_undo(tmp_path, cell, capsys):
+def test_an_import_that_adds_exemplars_to_a_name_the_library_has_says_so_and_how_to_undo(tmp_path, bright_cell, capsys):
     """Importing a colleague's 'cell' into a library that has its own 'cell' added a second exemplar, which every
     'cell' prompt ensembles from then on, and the CLI said only "imported 'cell' (id ...)". Nothing is overwritten
     (both stay), and now the import says the name had exemplars, and the command that takes the imported one out."""
-    image, mask = cell
+    image, mask = bright_cell
     theirs = ReferenceLibrary.open(tmp_path / "theirs")
     theirs.add("Cell", image, mask)
     theirs.add("membrane", image, np.roll(mask, 40, axis=1))
@@ -74,11 +64,11 @@ def test_an_import_that_adds_exemplars_to_a_name_the_library_has_says_so_and_how
     assert [e.name for e in ReferenceLibrary.open(mine2.path)] == ["cell", "membrane"]
 
 
-def test_library_list_says_which_entries_lost_their_files(tmp_path, cell, capsys):
+def test_library_list_says_which_entries_lost_their_files(tmp_path, bright_cell, capsys):
     """A library folder copied without its entries/ folder (or an entry's folder deleted by hand) was listed as
     whole, and the first prompt matched to such an entry failed; `library list` says which entries lost which
     files, and the command that removes them, and --json lists them ("missing_files")."""
-    image, mask = cell
+    image, mask = bright_cell
     lib = ReferenceLibrary.open(tmp_path / "lib")
     whole = lib.add("cell", image, mask)
     broken = lib.add("membrane", image, np.roll(mask, 40, axis=1))

@@ -57,6 +57,7 @@ from ._common import (
 )
 from ._common.channels import channels_together, file_channel_layers
 from ._common.text_route import WEIGHTS_ANSWER, WEIGHTS_ROUTES, TextWeightsField, route_hint, text_route_box
+from .library_panel import LibraryPanel
 from .oneshot import is_stack, read_planes
 from .text_results import TextOutput, load_text_route, run_text
 
@@ -226,6 +227,9 @@ class TextPromptWidget(QWidget):
         exemplar.addRow(self.exemplar_instances)
         exemplar.addRow(self.exemplar_partial)
         exemplar.addRow(self.add_exemplar_button)
+        # the library the field names: listed, an entry removed, exported and imported (`promptseg library ...`)
+        self.library_panel = LibraryPanel(self.runner, self.library)
+        exemplar.addRow("library entries", self.library_panel)
         layout = controls_layout(self, self.runner, self.run_button)
         layout.addLayout(form)
         layout.addLayout(exemplar)

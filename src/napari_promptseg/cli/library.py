@@ -224,17 +224,10 @@ def cmd_library_import(args: argparse.Namespace) -> int:
     result = ReferenceLibrary.import_zip(args.zip, into=open_library(args.library))
     where = "" if args.library is None else f" --library {shlex.quote(str(args.library))}"
     for entry in result.added:
-        before = result.joined.get(entry.id)
-        if not before:
-            print(f"imported '{entry.name}' (id {entry.id})")
-            continue
         # not overwritten, but a prompt of this name answers from every exemplar of it now: said, with the undo
-        name = result.library.get(before[0]).name
-        had = f"{len(before)} exemplar{'s' if len(before) > 1 else ''}"
-        print(
-            f"imported '{entry.name}' (id {entry.id}): '{name}' had {had} already, and a prompt '{name}' ensembles "
-            f"them all now; to take the imported one out: promptseg library remove {entry.id}{where}"
-        )
+        note = result.joined_note(entry.id)
+        undo = f": {note}; to take the imported one out: promptseg library remove {entry.id}{where}" if note else ""
+        print(f"imported '{entry.name}' (id {entry.id}){undo}")
     if result.skipped:
         print(f"skipped (already in the library): {', '.join(result.skipped)}")
     print(f"{len(result.added)} entries added to {result.library.path}")

@@ -58,6 +58,16 @@ class ImportResult:
     #: all from now on (nothing is overwritten), which the import says, with how to take the added one out again
     joined: dict[str, list[str]] = field(default_factory=dict)
 
+    def joined_note(self, entry_id: str) -> str | None:
+        """What an added entry joined, said to the user ("'gland' had 1 exemplar already, and a prompt 'gland'
+        ensembles them all now"), or None for a name new to the library."""
+        before = self.joined.get(entry_id)
+        if not before:
+            return None
+        name = self.library.get(before[0]).name
+        had = f"{len(before)} exemplar{'s' if len(before) > 1 else ''}"
+        return f"'{name}' had {had} already, and a prompt '{name}' ensembles them all now"
+
 
 def _zip_advice(path: Path) -> str:
     """What to do with an exported library given where a library folder is expected (a colleague's lab.zip typed in

@@ -1,0 +1,83 @@
+"""The Text prompt widget's library panel: the reference library its library field names listed, an entry removed,
+the library exported to a zip and a zip imported, as `promptseg library list/remove/export/import` do, in a real
+napari viewer on skimage's real `cell` image.
+
+Run under a display: ``xvfb-run -a python -m pytest tests/test_widget_library_panel.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_promptseg._widgets.text import TextPromptWidget
+from napari_promptseg.io.library import ReferenceLibrary
+
+pytestmark = pytest.mark.gui
+TASK_MS = 60_000  # a worker reading and writing a few small files, on a shared 2-core CPU
+
+
+def _finish(widget, qtbot) -> str:
+    qtbot.waitUntil(lambda: widget.runner.state != "running", timeout=TASK_MS)
+    return widget.runner.widget.status.text()
+
+
+def test_the_library_panel_lists_exports_imports_and_removes_as_the_cli(make_viewer, qtbot, tmp_path, bright_cell):
+    """The widgets could only add to a library: listing it, taking an entry out, or passing it to a colleague
+    needed the terminal (`promptseg library ...`). The Text widget's library panel does them on the library its
+    field names, in the worker, through the library's own functions; an import that joins a name says so."""
+    image, mask = bright_cell
+    theirs = ReferenceLibrary.open(tmp_path / "theirs")
+    theirs.add("cell", image, mask, "bright cell")
+    theirs.add("membrane", image, np.roll(mask, 40, axis=1))
+    mine = ReferenceLibrary.open(tmp_path / "mine")
+    own = mine.add("cell", image, np.roll(mask, 3, axis=0))
+
+    widget = TextPromptWidget(make_viewer())
+    panel = widget.library_panel
+    widget.library.setText(str(theirs.path))
+    assert panel.refresh()
+    assert "2 entries" in _finish(widget, qtbot)
+    assert panel.listed_ids() == [e.id for e in theirs.entries]
+    assert panel.export_to(tmp_path / "theirs.zip")
+    assert "exported 2 entries" in _finish(widget, qtbot) and (tmp_path / "theirs.zip").is_file()
+
+    widget.library.setText(str(mine.path))
+    assert panel.import_from(tmp_path / "theirs.zip")
+    status = _finish(widget, qtbot)
+    assert widget.runner.state == "done", status
+    assert "2 entries added" in status and "'cell' had 1 exemplar already" in status
+    imported = ReferenceLibrary.open(mine.path).entries[1]
+    assert panel.listed_ids() == [e.id for e in ReferenceLibrary.open(mine.path).entries]  # listed anew
+
+    panel.select(imported.id)
+    assert panel.remove_selected()
+    assert f"removed 'cell' (id {imported.id})" in _finish(widget, qtbot)
+    assert [e.id for e in ReferenceLibrary.open(mine.path).find("cell")] == [own.id]
+    assert imported.id not in panel.listed_ids()
+
+
+def test_the_panel_marks_an_entry_that_lost_its_files_and_says_what_a_zip_field_is(
+    make_viewer, qtbot, tmp_path, bright_cell
+):
+    image, mask = bright_cell
+    lib = ReferenceLibrary.open(tmp_path / "lib")
+    broken = lib.add("cell", image, mask)
+    (lib.path / broken.mask_path).unlink()
+    widget = TextPromptWidget(make_viewer())
+    widget.library.setText(str(lib.path))
+    assert widget.library_panel.refresh()
+    status = _finish(widget, qtbot)
+    assert "1 of 1 entries lost files" in status
+    assert "files missing" in widget.library_panel.entries.item(0).text()
+
+    archive = tmp_path / "lib.zip"
+    lib.add("membrane", image, np.roll(mask, 40, axis=1))
+    (lib.path / broken.mask_path).write_bytes((lib.path / lib.entries[1].mask_path).read_bytes())
+    lib.remove(broken.id)
+    lib.export(archive)
+    widget.library.setText(str(archive))
+    widget.library_panel.refresh()
+    _finish(widget, qtbot)
+    assert widget.runner.state == "failed"
+    assert "promptseg library import" in widget.runner.widget.status.text() + str(widget.runner.widget._details)
