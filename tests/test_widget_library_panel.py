@@ -81,3 +81,21 @@ def test_the_panel_marks_an_entry_that_lost_its_files_and_says_what_a_zip_field_
     _finish(widget, qtbot)
     assert widget.runner.state == "failed"
     assert "promptseg library import" in widget.runner.widget.status.text() + str(widget.runner.widget._details)
+
+
+def test_export_typed_without_zip_writes_a_zip_the_import_dialog_lists(
+    make_viewer, qtbot, tmp_path, monkeypatch, bright_cell
+):
+    """A name typed in the export dialog without '.zip' ("lab library") wrote a file of that name, which the import
+    dialog (zip files) did not list; the export writes "lab library.zip"."""
+    from qtpy.QtWidgets import QFileDialog
+
+    lib = ReferenceLibrary.open(tmp_path / "lib")
+    lib.add("cell", *bright_cell)
+    widget = TextPromptWidget(make_viewer())
+    widget.library.setText(str(lib.path))
+    typed = tmp_path / "lab library"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *args, **kwargs: (str(typed), "Zip files (*.zip)"))
+    widget.library_panel._export_clicked()
+    assert "exported 1 entries" in _finish(widget, qtbot)
+    assert (tmp_path / "lab library.zip").is_file() and not typed.exists()

@@ -173,8 +173,15 @@ class LibraryPanel(QWidget):
     def _export_clicked(self) -> None:
         # the dialog asked before replacing an existing file
         path, _ = QFileDialog.getSaveFileName(self, "Export the library", "library.zip", "Zip files (*.zip)")
-        if path:
-            self.export_to(path, overwrite=True)
+        if not path:
+            return
+        if Path(path).suffix.lower() != ".zip":  # else a file the import dialog (zip files) does not list
+            path = f"{path}.zip"
+            if Path(path).exists():  # the dialog asked about the name typed, not this one
+                answer = QMessageBox.question(self, "Export the library", f"{path} exists. Replace it?")
+                if answer != QMessageBox.StandardButton.Yes:
+                    return
+        self.export_to(path, overwrite=True)
 
     def _import_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import a library", "", "Zip files (*.zip)")
