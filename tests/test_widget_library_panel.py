@@ -99,3 +99,13 @@ def test_export_typed_without_zip_writes_a_zip_the_import_dialog_lists(
     widget.library_panel._export_clicked()
     assert "exported 1 entries" in _finish(widget, qtbot)
     assert (tmp_path / "lab library.zip").is_file() and not typed.exists()
+
+
+def test_listing_a_folder_that_does_not_exist_says_so(make_viewer, qtbot, tmp_path):
+    """A mistyped library field was listed as an empty library ("0 entries"), as if its entries were gone; the list
+    says there is no such folder, as `promptseg library list` does."""
+    widget = TextPromptWidget(make_viewer())
+    widget.library.setText(str(tmp_path / "lab librray"))
+    assert widget.library_panel.refresh()
+    assert "0 entries; no such folder" in _finish(widget, qtbot)
+    assert not (tmp_path / "lab librray").exists()

@@ -88,7 +88,8 @@ class LibraryPanel(QWidget):
 
         def task(library):
             damaged = [e for e in library.entries if e.missing_files()]
-            said = f"reference library {library.path}: {len(library)} entries"
+            absent = "" if library.path.exists() else "; no such folder"  # a mistyped field, not an emptied library
+            said = f"reference library {library.path}: {len(library)} entries{absent}"
             if damaged:
                 names = ", ".join(f"{e.name} ({e.id})" for e in damaged)
                 said += (
