@@ -64,7 +64,7 @@ def test_two_references_ensemble_as_segment_like_and_the_cli_do(make_viewer, qtb
     assert "2 references, union" in widget.runner.widget.summary.text()
 
 
-def test_reference_rows_are_checked_before_a_run_and_removed_rows_are_not_read(make_viewer, glands):
+def test_reference_rows_are_checked_before_a_run_and_removed_rows_are_not_read(make_viewer, qtbot, glands):
     """A row without its layers, or many instances (one reference with its instance labels, as the CLI says) with
     several references, is refused naming the row or the mode; a removed row is no reference any more."""
     viewer = make_viewer()
@@ -86,6 +86,12 @@ def test_reference_rows_are_checked_before_a_run_and_removed_rows_are_not_read(m
     widget.more_references.remove_row(1)
     widget.more_references.remove_row(0)
     assert widget._inputs().more_references == [] and not widget.more_references.ensemble.isEnabled()
+    qtbot.wait(50)  # the removed rows' pickers deleted: the viewer's layer events no longer reach them
+    viewer.layers["gland B"].name = "gland B renamed"
+    viewer.layers.remove("glands B")
+    viewer.add_image(glands[2][0], name="another")
+    picker, _ = widget.more_references.add_row()
+    assert picker.layer() is not None and picker.findText("gland B renamed") >= 0
 
 
 def test_many_objects_decided_from_the_labels_with_several_references_is_refused_saying_why(glands, litemedsam):
