@@ -5,6 +5,7 @@ import that adds exemplars to names the library already has (they are ensembled 
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -110,3 +111,33 @@ def test_a_large_exemplars_object_ids_are_numbered_in_a_pass_not_a_sort(bright_c
     assert numbered.max() == len(ids) - 1 and np.array_equal(
         numbered[: small.shape[0], : small.shape[1]], inverse.reshape(small.shape)
     )
+
+
+def test_library_list_names_exemplar_folders_no_entry_lists_and_how_to_add_them_back(tmp_path, bright_cell, capsys):
+    """A library whose library.json was lost or replaced (a folder copied without it, an older backup restored) was
+    listed as empty, or without some exemplars, though their files are in entries/; the list names those folders and
+    the `library add` that takes each back (its image and mask as they are)."""
+    image, mask = bright_cell
+    lib = ReferenceLibrary.open(tmp_path / "lib")
+    kept = lib.add("cell", image, mask)
+    lost = lib.add("membrane", image, np.roll(mask, 40, axis=1))
+    index = json.loads(lib.index_path.read_text())
+    index["entries"] = [e for e in index["entries"] if e["id"] == kept.id]  # an older backup of library.json
+    lib.index_path.write_text(json.dumps(index))
+    where = ["--library", str(lib.path)]
+    assert main(["library", "list", *where]) == 0
+    out = capsys.readouterr().out
+    assert "(1 entries)" in out and f"1 exemplar folder in {lib.path / 'entries'} is in no entry" in out
+    folder = lib.path / "entries" / lost.id
+    command = f"promptseg library add NAME --image {folder / 'image.tif'} --mask {folder / 'mask.png'} --no-crop"
+    assert command in out
+    # the command it gives takes the exemplar back, pixels and all
+    argv = command.split()[1:]
+    argv[2] = "membrane"
+    assert main([*argv, *where]) == 0
+    capsys.readouterr()
+    again = ReferenceLibrary.open(lib.path).get("membrane")
+    assert np.array_equal(again.image(), lost.image()) and np.array_equal(again.mask(), lost.mask())
+    assert main(["library", "list", *where]) == 0 and "then delete the folder" in capsys.readouterr().out
+    shutil.rmtree(folder)  # as the list says, once the exemplar is back
+    assert main(["library", "list", *where]) == 0 and "no entry" not in capsys.readouterr().out

@@ -7,6 +7,8 @@ Run under a display: ``xvfb-run -a python -m pytest tests/test_widget_library_pa
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -70,6 +72,13 @@ def test_the_panel_marks_an_entry_that_lost_its_files_and_says_what_a_zip_field_
     status = _finish(widget, qtbot)
     assert "1 of 1 entries lost files" in status
     assert "files missing" in widget.library_panel.entries.item(0).text()
+    orphan = lib.path / "entries" / "gland-0123abcd"  # an exemplar folder no entry lists
+    orphan.mkdir()
+    for name in ("image.tif", "mask.png"):
+        (orphan / name).write_bytes(b"kept")
+    assert widget.library_panel.refresh()
+    assert "1 exemplar folder(s)" in _finish(widget, qtbot)
+    shutil.rmtree(orphan)
 
     archive = tmp_path / "lib.zip"
     lib.add("membrane", image, np.roll(mask, 40, axis=1))

@@ -96,6 +96,12 @@ class LibraryPanel(QWidget):
                     f"; {len(damaged)} of {len(library)} entries lost files (a prompt matched to them fails): "
                     f"{names}; copy their files back, or remove them and add the exemplars again"
                 )
+            unlisted = library.unlisted_folders()
+            if unlisted:  # listed without them, though their files are there
+                said += (
+                    f"; {len(unlisted)} exemplar folder(s) in {library.path / 'entries'} in no entry (library.json "
+                    "replaced?): 'promptseg library list' says how to add them back"
+                )
             return said, library
 
         return self._submit("library", "list the library", task)

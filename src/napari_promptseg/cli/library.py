@@ -156,7 +156,7 @@ def cmd_library_add(args: argparse.Namespace) -> int:
 
 
 def cmd_library_list(args: argparse.Namespace) -> int:
-    from ..io.library import ReferenceLibrary
+    from ..io.library import INDEX, ReferenceLibrary
 
     library = ReferenceLibrary.open(args.library)
     missing = {e.id: e.missing_files() for e in library.entries}
@@ -173,9 +173,20 @@ def cmd_library_list(args: argparse.Namespace) -> int:
         described = f"  {e.description}" if e.description else ""
         print(f"{e.name:<20} {e.id:<28} {size:>9} px  {e.kind:<30}  {e.source or '-'}{described}")
     # listed as whole, such an entry failed the first prompt matched to it
+    where = "" if args.library is None else f" --library {shlex.quote(str(args.library))}"
+    unlisted = library.unlisted_folders()
+    if unlisted:  # listed as empty, or without them, though their files are there
+        many = len(unlisted) > 1
+        print(
+            f"{len(unlisted)} exemplar folder{'s' if many else ''} in {library.path / 'entries'} "
+            f"{'are' if many else 'is'} in no entry of {INDEX} (an "
+            f"add interrupted, or {INDEX} replaced by an older copy); to add one back, then delete the folder:"
+        )
+        for folder in unlisted:
+            image, mask = (shlex.quote(str(folder / name)) for name in ("image.tif", "mask.png"))
+            print(f"  promptseg library add NAME --image {image} --mask {mask} --no-crop{where}")
     damaged = [e for e in library.entries if missing[e.id]]
     if damaged:
-        where = "" if args.library is None else f" --library {shlex.quote(str(args.library))}"
         print(f"{len(damaged)} of {len(rows)} entries lost files (a prompt matched to them fails):")
         for e in damaged:
             print(

@@ -147,6 +147,17 @@ class ReferenceLibrary:
     def __iter__(self):
         return iter(list(self._entries))
 
+    def unlisted_folders(self) -> list[Path]:
+        """Exemplar folders under entries/ that no entry of library.json points at: an add killed between its files
+        and the index, or a library.json lost or replaced by an older copy. Their files are kept (never deleted
+        here): `promptseg library list` says how to add each back."""
+        listed = {(self.path / p).parent for e in self._entries for p in (e.image_path, e.mask_path)}
+        try:
+            folders = sorted(p for p in (self.path / "entries").iterdir() if p.is_dir())
+        except OSError:  # no entries/ yet
+            return []
+        return [f for f in folders if f not in listed and (f / "image.tif").is_file() and (f / "mask.png").is_file()]
+
     def names(self) -> list[str]:
         """Distinct entry names, in insertion order."""
         return list(dict.fromkeys(e.name for e in self._entries))
