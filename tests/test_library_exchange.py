@@ -120,7 +120,7 @@ def test_library_list_names_exemplar_folders_no_entry_lists_and_how_to_add_them_
     image, mask = bright_cell
     lib = ReferenceLibrary.open(tmp_path / "lib")
     kept = lib.add("cell", image, mask)
-    lost = lib.add("membrane", image, np.roll(mask, 40, axis=1))
+    lost = lib.add("membrane", image, np.roll(mask, 40, axis=1), instances=False)  # its components: one region
     index = json.loads(lib.index_path.read_text())
     index["entries"] = [e for e in index["entries"] if e["id"] == kept.id]  # an older backup of library.json
     lib.index_path.write_text(json.dumps(index))
@@ -129,7 +129,10 @@ def test_library_list_names_exemplar_folders_no_entry_lists_and_how_to_add_them_
     out = capsys.readouterr().out
     assert "(1 entries)" in out and f"1 exemplar folder in {lib.path / 'entries'} is in no entry" in out
     folder = lib.path / "entries" / lost.id
-    command = f"promptseg library add NAME --image {folder / 'image.tif'} --mask {folder / 'mask.png'} --no-crop"
+    command = (
+        f"promptseg library add NAME --image {folder / 'image.tif'} --mask {folder / 'mask.png'} --no-crop "
+        "--no-instances"  # its mask file is one region's (0/255), not instance ids
+    )
     assert command in out
     # the command it gives takes the exemplar back, pixels and all
     argv = command.split()[1:]
@@ -138,6 +141,7 @@ def test_library_list_names_exemplar_folders_no_entry_lists_and_how_to_add_them_
     capsys.readouterr()
     again = ReferenceLibrary.open(lib.path).get("membrane")
     assert np.array_equal(again.image(), lost.image()) and np.array_equal(again.mask(), lost.mask())
+    assert again.kind == "one region"
     assert main(["library", "list", *where]) == 0 and "then delete the folder" in capsys.readouterr().out
     shutil.rmtree(folder)  # as the list says, once the exemplar is back
     assert main(["library", "list", *where]) == 0 and "no entry" not in capsys.readouterr().out

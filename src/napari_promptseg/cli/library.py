@@ -184,7 +184,7 @@ def cmd_library_list(args: argparse.Namespace) -> int:
         )
         for folder in unlisted:
             image, mask = (shlex.quote(str(folder / name)) for name in ("image.tif", "mask.png"))
-            print(f"  promptseg library add NAME --image {image} --mask {mask} --no-crop{where}")
+            print(f"  promptseg library add NAME --image {image} --mask {mask} --no-crop{_kind_flag(folder)}{where}")
     damaged = [e for e in library.entries if missing[e.id]]
     if damaged:
         print(f"{len(damaged)} of {len(rows)} entries lost files (a prompt matched to them fails):")
@@ -194,6 +194,18 @@ def cmd_library_list(args: argparse.Namespace) -> int:
                 f"(promptseg library remove {e.id}{where}) and add the exemplar again"
             )
     return 0
+
+
+def _kind_flag(folder: Path) -> str:
+    """' --no-instances' for an exemplar folder whose mask is one region's (8-bit, 0/255), which `library add` would
+    take for many instances when it has several components; a many-instances entry's mask holds 16-bit ids."""
+    from PIL import Image
+
+    try:
+        with Image.open(folder / "mask.png") as mask:
+            return " --no-instances" if mask.mode in ("L", "1", "P") else ""
+    except OSError:  # unreadable: `library add` says why
+        return ""
 
 
 def cmd_library_starter(args: argparse.Namespace) -> int:
