@@ -118,3 +118,25 @@ def test_listing_a_folder_that_does_not_exist_says_so(make_viewer, qtbot, tmp_pa
     assert widget.library_panel.refresh()
     assert "0 entries; no such folder" in _finish(widget, qtbot)
     assert not (tmp_path / "lab librray").exists()
+
+
+def test_an_import_into_a_library_that_cannot_be_written_says_where_to_choose_another(
+    make_viewer, qtbot, tmp_path, bright_cell
+):
+    """A shared lab library mounted read-only: an import from the panel was refused pointing at the CLI's --library
+    and $PROMPTSEG_LIBRARY only; it names the widget's library field too, and nothing is written. (The tests run as
+    root, whom a read-only mode does not stop: the lock file's path is a folder, which opens as no lock file.)"""
+    from napari_promptseg.io.library._format import LOCK
+
+    source = ReferenceLibrary.open(tmp_path / "mine")
+    source.add("cell", *bright_cell)
+    archive = source.export(tmp_path / "mine.zip")
+    shared = tmp_path / "shared"
+    (shared / LOCK).mkdir(parents=True)
+    widget = TextPromptWidget(make_viewer())
+    widget.library.setText(str(shared))
+    assert widget.library_panel.import_from(archive)
+    said = _finish(widget, qtbot) + str(widget.runner.widget._details)  # the status line, and its details
+    assert widget.runner.state == "failed"
+    assert "cannot be written" in said and "a widget's library field" in said
+    assert [p.name for p in shared.iterdir()] == [LOCK]

@@ -205,7 +205,7 @@ class ReferenceLibrary:
             raise LibraryNotWritableError(
                 f"reference library {self.path}: the folder cannot be written ({exc.strerror or exc}{where}), so "
                 f"nothing can be added to or removed from it{readable}; save into a library folder you can write "
-                "(CLI: --library DIR; or $PROMPTSEG_LIBRARY)"
+                "(a widget's library field; CLI: --library DIR; or $PROMPTSEG_LIBRARY)"
             ) from exc
         try:
             self.reload()  # a damaged index raises here: it is never written over
