@@ -140,3 +140,27 @@ def test_an_import_into_a_library_that_cannot_be_written_says_where_to_choose_an
     assert widget.runner.state == "failed"
     assert "cannot be written" in said and "a widget's library field" in said
     assert [p.name for p in shared.iterdir()] == [LOCK]
+
+
+def test_the_list_follows_an_added_exemplar_and_is_cleared_for_another_library(
+    make_viewer, qtbot, tmp_path, bright_cell
+):
+    """The panel's list stayed as last listed: an exemplar just added was missing from it, and a library field typed
+    anew still showed the other library's entries (Remove would have taken one of them out of the wrong library)."""
+    image, mask = bright_cell
+    viewer = make_viewer()
+    widget = TextPromptWidget(viewer)
+    widget.image.set_layer(viewer.add_image(image, name="cell"))
+    widget.exemplar_labels.set_layer(viewer.add_labels(mask.astype(np.uint8), name="cell labels"))
+    widget.exemplar_name.setText("cell")
+    widget.library.setText(str(tmp_path / "lib"))
+    assert widget.library_panel.refresh()
+    _finish(widget, qtbot)
+    assert widget.library_panel.listed_ids() == []
+    assert widget.add_exemplar()
+    assert "saved exemplar 'cell'" in _finish(widget, qtbot)
+    assert widget.library_panel.listed_ids() == [widget.last_exemplar.id]
+    widget.library.setText(str(tmp_path / "other"))
+    assert widget.library_panel.listed_ids() == []
+    assert not widget.library_panel.remove_selected()  # nothing listed: nothing removed, from any library
+    assert [e.id for e in ReferenceLibrary.open(tmp_path / "lib")] == [widget.last_exemplar.id]

@@ -57,6 +57,8 @@ class LibraryPanel(QWidget):
         row = QHBoxLayout()
         for button in buttons:
             row.addWidget(button)
+        # another library typed: its list is not this one's (Remove would take an entry out of the wrong library)
+        field.textChanged.connect(self._field_changed)  # a bound method: a lambda would hold the widget
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.entries)
@@ -77,7 +79,8 @@ class LibraryPanel(QWidget):
 
         def finished(result) -> None:
             message, library = result
-            self._show(library)
+            if self._where() == where:  # not another library's list under a field typed anew meanwhile
+                self._show(library)
             self._runner.widget.done(message)
 
         return self._runner.submit(key, title, work, finished)
@@ -142,6 +145,22 @@ class LibraryPanel(QWidget):
         return self._submit("library", "import into the library", task)
 
     # -- the list ------------------------------------------------------------------------------------------------
+    def _field_changed(self, *_) -> None:
+        self.entries.clear()
+
+    def show_library(self, path: str | Path) -> None:
+        """List the library at ``path`` (an exemplar just saved there: its index, read on napari's main thread, is
+        small), when it is the one the field names."""
+        from ..io.library import ReferenceLibrary
+
+        try:
+            library = ReferenceLibrary.open(path)
+            if library.path != ReferenceLibrary.open(self._where()).path:
+                return
+            self._show(library)
+        except PromptsegError:  # damaged meanwhile: List says why
+            self.entries.clear()
+
     def _show(self, library) -> None:
         self.entries.clear()
         for entry in library.entries:

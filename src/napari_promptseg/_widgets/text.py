@@ -344,6 +344,7 @@ class TextPromptWidget(QWidget):
 
         def saved(entry) -> None:
             self.last_exemplar = entry
+            self.library_panel.show_library(entry.root)  # the list has the entry just added
 
         return submit_save_exemplar(
             self.runner,
