@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,9 +40,11 @@ from .progress import BatchProgress, StepLine
 from .task import failed_record, run_target
 from .worker import (
     DEFAULT_THREADS,
+    _method_progress,
     apply_process_settings,
     forget_state,
     in_dask_worker,
+    method_progress,
     process_settings_restored,
     worker_state,
 )
@@ -121,17 +122,6 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
-
-
-#: the steps of the method working on a run's one input in this process (a batch shows its bar of inputs instead)
-_method_progress: ContextVar[Callable[[float, str], None] | None] = ContextVar("method_progress", default=None)
-
-
-def method_progress() -> Callable[[float, str], None] | None:
-    """A reporter for the method the CLI calls (``progress=``): an in-process run shows the steps (tiles, planes) of
-    the input being segmented on stderr, so a large image is not minutes of silence (its own line for a run's one
-    input, beside the bar of a batch's); None on Dask workers (the driver's bar counts their inputs)."""
-    return _method_progress.get()
 
 
 def _made_on_another_device(args: object, kept: dict[str, dict], meta: dict, scheduler: str | None) -> list[str]:
@@ -268,7 +258,7 @@ def run_batch(
     except KeyboardInterrupt as exc:
         interrupted = True  # tasks may be out (a worker still writing): the journal must stay, even without records
         if mode != "none" and output is not None:
-            # the tasks running at the interrupt ran to their end as the cluster closed: their outputs are written
+            # the tasks were cancelled and waited for (on_dask): one past its method's last step wrote its outputs
             for path, result in left_results(output, job.run_id).items():
                 if path in todo_keys and path not in results:
                     deliver(path, result)

@@ -4,6 +4,8 @@ processes, or a scheduler's ``tcp://`` address; one task per input, largest firs
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -14,6 +16,8 @@ from .task import failed_record, run_target
 
 #: how long a scheduler address may have no worker before the run gives up
 WORKER_WAIT_S = 60.0
+#: how long Ctrl+C waits for the inputs in progress on the workers to stop (at their method's next step)
+STOP_WAIT_S = 60.0
 
 
 def run_on_dask(
@@ -96,7 +100,11 @@ def run_on_dask(
                     result["record"]["attempts"] = 2
                 deliver(path, result)
         except KeyboardInterrupt:
+            # a user's scheduler keeps its workers once the client goes: tasks left there went on computing and
+            # wrote labels after the run said they were not written
+            client.cancel([future for future in tasks if future.status != "finished"])
             _deliver_finished(tasks, taken, deliver)
+            _wait_for_the_workers(client, f"promptseg-{job.run_id}-")
             raise
         return n_workers
     finally:
@@ -118,6 +126,48 @@ def _deliver_finished(tasks: dict, taken: set, deliver: Callable[[str, dict], No
         except Exception:  # noqa: BLE001 - gone with its worker meanwhile: not done, as if still running
             continue
         deliver(path, result)
+
+
+def _wait_for_the_workers(client: object, prefix: str) -> None:
+    """After the tasks were cancelled: wait until no worker runs one (each stops at its method's next step, or ends
+    if it was past its last), so nothing of the run is written after its report; a second Ctrl+C stops waiting."""
+    deadline = time.monotonic() + STOP_WAIT_S
+    said = False
+    try:
+        while True:
+            running = sum(len(keys) for keys in client.run(running_tasks, prefix).values())
+            if not running:
+                return
+            if time.monotonic() > deadline:
+                print(
+                    f"warning: {running} input(s) still run on the workers after {STOP_WAIT_S:.0f} s; their labels "
+                    "may yet be written (a --resume takes them in)",
+                    file=sys.stderr,
+                )
+                return
+            if not said:
+                print(
+                    f"stopping: waiting for the {running} input(s) in progress on the workers to stop "
+                    "(Ctrl+C again not to wait)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                said = True
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        print("warning: not waiting for the workers: the input(s) in progress may yet be written", file=sys.stderr)
+    except Exception:  # noqa: BLE001 - the scheduler or a worker gone meanwhile: nothing of ours runs there now
+        return
+
+
+def running_tasks(prefix: str, dask_worker: object = None) -> list[str]:
+    """Run on every worker (``Client.run``): the keys starting with ``prefix`` of the tasks it still executes
+    (cancelled ones whose thread has not returned included)."""
+    tasks = dask_worker.state.tasks  # type: ignore[attr-defined]
+    return [str(key) for key, task in list(tasks.items()) if str(key).startswith(prefix) and task.state in _RUNNING]
+
+
+_RUNNING = frozenset({"executing", "long-running", "cancelled", "resumed"})
 
 
 def largest_first(paths: Sequence[Path]) -> list[int]:

@@ -11,13 +11,19 @@ from .cache_use import disk_cache_counts, note_cache_use
 from .failures import SetupError, failure_reason, may_pass_on_retry, stops_the_run
 from .job import BatchJob
 from .journal import input_digest, leave_result
-from .worker import in_dask_worker, worker_state
+from .worker import in_dask_worker, stopped_when_cancelled, worker_state
 
 
 def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool = False) -> dict:
     """One input: read, process, write. Raises on failure unless ``final`` (the retry), which records it.
     ``record_input_errors``: an error of the input and options themselves (a :class:`PromptsegError` once the image
-    was read, e.g. a box outside it) is recorded at once, not raised for a retry that would only say it again."""
+    was read, e.g. a box outside it) is recorded at once, not raised for a retry that would only say it again. On a
+    Dask worker, a task cancelled by the driver stops at its method's next step (:class:`CancelledError`)."""
+    with stopped_when_cancelled():
+        return _run_target(job, path, final, record_input_errors)
+
+
+def _run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool) -> dict:
     from ..io.multiscale import other_images_left_out, read_image_named
 
     args = job.args

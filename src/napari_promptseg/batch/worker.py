@@ -8,10 +8,12 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
+from ..errors import CancelledError
 from .job import BatchJob
 
 #: torch threads of each process that segments (``--threads``); fixed, so results do not depend on the scheduler
@@ -78,6 +80,44 @@ def _keep_freed_memory() -> None:
         libc.mallopt(m_trim_threshold, 512 << 20)
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         pass
+
+
+#: the steps of the method working on an input: a run's own display in this process (its bar of inputs, or the one
+#: input's line), a check for the task's cancelling on a Dask worker
+_method_progress: ContextVar[Callable[[float, str], None] | None] = ContextVar("method_progress", default=None)
+
+
+def method_progress() -> Callable[[float, str], None] | None:
+    """A reporter for the method the CLI calls (``progress=``): an in-process run shows the steps (tiles, planes) of
+    the input being segmented on stderr, so a large image is not minutes of silence (its own line for a run's one
+    input, beside the bar of a batch's); on a Dask worker, the step that finds the task cancelled (the driver's
+    Ctrl+C) raises :class:`CancelledError` there (the driver's bar counts the workers' inputs)."""
+    return _method_progress.get()
+
+
+@contextmanager
+def stopped_when_cancelled() -> Iterator[None]:
+    """In a Dask worker's task: its method stops at its next step once the task is cancelled (Ctrl+C in the driver
+    cancels its tasks; a worker thread cannot be stopped from outside, and a user's long-lived worker went on
+    segmenting, then wrote labels the run's report called not written). Elsewhere nothing changes."""
+    if not in_dask_worker() or _method_progress.get() is not None:
+        yield
+        return
+    from distributed import get_worker
+
+    worker = get_worker()
+    key = worker.get_current_task()
+
+    def stop_if_cancelled(fraction: float = 0.0, message: str = "") -> None:
+        task = worker.state.tasks.get(key)
+        if task is None or task.state == "cancelled":  # "resumed": cancelled, then asked for again: it goes on
+            raise CancelledError("cancelled: the run was stopped (Ctrl+C)")
+
+    token = _method_progress.set(stop_if_cancelled)
+    try:
+        yield
+    finally:
+        _method_progress.reset(token)
 
 
 def forget_state(run_id: str) -> None:
