@@ -85,3 +85,99 @@ def test_ctrl_c_with_a_users_scheduler_stops_the_workers_too(shared_data, users_
     assert records["slow.tif"]["status"] == "interrupted"
     time.sleep(0.5)
     assert not (out / "slow.tif").exists()
+
+
+#: a batch driver of one input on its own LocalCluster, whose worker kills the job's every process (driver,
+#: scheduler, workers: a cluster's time limit, the OOM killer) the moment the input's labels are under their name;
+#: between the labels and the result, a second of the work a worker does there (an overlay, a large file's flush)
+KILLED_AT_THE_LABELS = """
+import os, signal, sys, threading, time
+from pathlib import Path
+
+
+def segment_then_more_work(args, segmenter, path, image):
+    from napari_promptseg.cli.segment import _process
+
+    labels = args.output / f"{path.stem}.tif"
+
+    def kill_the_job_once_named():
+        while not labels.exists():
+            time.sleep(0.001)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    threading.Thread(target=kill_the_job_once_named, daemon=True).start()
+    record = _process(args, segmenter, path, image)
+    time.sleep(1.0)
+    return record
+
+
+if __name__ == "__main__":
+    from napari_promptseg.batch import BatchJob, run_batch
+    from napari_promptseg.cli import build_parser
+    from napari_promptseg.cli.segment import _setup
+
+    image, out = Path(sys.argv[1]), Path(sys.argv[2])
+    args = build_parser().parse_args(["segment", str(image), *sys.argv[3:], "-o", str(out), "--device", "cpu"])
+    args.cache, args.cache_max_gb = None, None
+    run_batch(BatchJob(_setup, segment_then_more_work, args), [image], scheduler="local", workers=1)
+"""
+
+
+def test_a_worker_killed_once_its_labels_are_named_keeps_them_for_the_resume(shared_data, tmp_path):
+    """A Dask worker killed (with the whole job: SIGKILL, the OOM killer) after writing an input's labels and before
+    leaving its result: the labels were in -o, but nothing said whose they were, and --resume segmented the input
+    again. The worker now writes its files under temporary names, leaves its result (with their digests), then
+    names them: labels under their name always have their result, and --resume (here in this process, another
+    scheduler) keeps them. A result whose files are not the ones it names (killed before the renames) is dropped."""
+    import argparse
+
+    from napari_promptseg.batch import BatchJob, run_batch
+    from napari_promptseg.cli import build_parser
+    from napari_promptseg.cli.segment import _process, _setup
+
+    image = tmp_path / "nuclei.tif"
+    tifffile.imwrite(image, read_image(sorted((shared_data / "nuclei_dsb2018" / "images").iterdir())[0])[:96, :96, :3])
+    out = tmp_path / "out"
+    script = tmp_path / "driver.py"
+    script.write_text(KILLED_AT_THE_LABELS)
+    driver = subprocess.run(
+        [sys.executable, str(script), str(image), str(out), *BOX],
+        env=subprocess_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the one the worker kills
+        timeout=180,
+    )
+    assert driver.returncode == -9, driver.stderr
+    labels = out / "nuclei.tif"
+    assert labels.is_file() and (out / JOURNAL_NAME).is_file() and not (out / "report.json").exists()
+    stamp = labels.stat().st_mtime_ns
+
+    args = build_parser().parse_args(["segment", str(image), *BOX, "-o", str(out), "--device", "cpu"])
+    args.cache, args.cache_max_gb = None, None
+    resumed = run_batch(BatchJob(_setup, _process, argparse.Namespace(**vars(args))), [image], resume=True)
+    assert resumed.summary["resumed"] == 1
+    assert resumed.records[0]["status"] == "ok" and resumed.records[0]["output"] == str(labels)
+    assert labels.stat().st_mtime_ns == stamp  # kept, not segmented again
+    assert tifffile.imread(labels).any()
+
+
+def test_a_workers_result_is_taken_only_with_the_files_it_names(shared_data, tmp_path):
+    """A worker killed between leaving its result and naming its files: under the labels' name is the earlier
+    run's file (or none), which the result's digests do not match: not taken (the input is made again)."""
+    from napari_promptseg.batch.journal import leave_result, left_results, output_digest
+    from napari_promptseg.io import write_labels
+
+    nuclei = read_image(sorted((shared_data / "nuclei_dsb2018" / "images").iterdir())[0])[:64, :64, 0]
+    labels = tmp_path / "nuclei.tif"
+    write_labels(labels, (nuclei > nuclei.mean()).astype("uint16"))  # an earlier run's
+    written = tmp_path / ".nuclei.tif.0123456789ab.tmp"  # this run's, not yet named
+    write_labels(written, (nuclei > 2 * nuclei.mean()).astype("uint16"))
+    record = {"input": "nuclei.png", "status": "ok", "output": str(labels)}
+    leave_result(tmp_path, "run", {"record": record, "meta": {}, "outputs": {str(labels): output_digest(written)}})
+    assert left_results(tmp_path, "run") == {}
+    written.replace(labels)
+    assert left_results(tmp_path, "run")["nuclei.png"]["record"] == record
+    labels.unlink()
+    assert left_results(tmp_path, "run") == {}

@@ -380,11 +380,28 @@ class Journal:
             shutil.rmtree(self.output / WORKER_RESULTS, ignore_errors=True)
 
 
+def output_digest(path: str | os.PathLike) -> str:
+    """What a file of an input's outputs holds (its bytes' hash; size and time above :data:`HASHED_BYTES`, which a
+    rename keeps; not its name): a worker's left result names its files' digests as written, under their
+    temporary names."""
+    stat = os.stat(path)
+    if stat.st_size > HASHED_BYTES:
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+    digest = hashlib.blake2b(digest_size=12)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def leave_result(output: Path, run_id: str, result: dict) -> None:
-    """A worker's finished input (``result``: its record and the run's meta), its outputs written, left in
-    :data:`WORKER_RESULTS` for the driver, which records it in the journal: an interrupt between the two left
-    the labels written and the input recorded as interrupted, made again by --resume. Written whole, then renamed;
-    a failure to write it is not the input's (the driver records it as always)."""
+    """A worker's finished input (``result``: its record, the run's meta, and ``outputs``: the digest of each file
+    it wrote, :func:`output_digest`), left in :data:`WORKER_RESULTS` for the driver, which records it in the
+    journal: an interrupt between the two left the labels written and the input recorded as interrupted, made
+    again by --resume. Left before the files take their names (:func:`..io._files.names_deferred`): a worker killed
+    between the labels and this result (SIGKILL, the OOM killer) made them again on --resume; one killed between
+    this result and the renames leaves files that are not these (:func:`left_results` drops it). Written whole,
+    then renamed; a failure to write it is not the input's (the driver records it as always)."""
     name = hashlib.blake2b(str(result["record"]["input"]).encode(), digest_size=12).hexdigest()
     try:
         with replacing(output / WORKER_RESULTS / run_id / f"{name}.json") as temp:
@@ -405,7 +422,18 @@ def left_results(output: Path, run_id: str | None) -> dict[str, dict]:
     for file in files:
         try:
             result = json.loads(file.read_text())
+            if not _outputs_as_left(result):  # its worker was killed before its files took their names
+                continue
             found[result["record"]["input"]] = {**result, "record": current_record(result["record"])}
-        except (OSError, ValueError, KeyError, TypeError):  # one cut by a kill: not done
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # one cut by a kill: not done
             continue
     return found
+
+
+def _outputs_as_left(result: dict) -> bool:
+    """Whether every file a worker's result lists holds what the worker wrote (an earlier run's file under the
+    name, or none, where the worker was killed before renaming it)."""
+    for path, digest in (result.get("outputs") or {}).items():
+        if not Path(path).is_file() or output_digest(path) != digest:
+            return False
+    return True

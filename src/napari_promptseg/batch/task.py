@@ -7,10 +7,11 @@ import copy
 from pathlib import Path
 
 from ..errors import CancelledError, NothingFoundError, PromptsegError
+from ..io._files import names_deferred
 from .cache_use import disk_cache_counts, note_cache_use
 from .failures import SetupError, failure_reason, may_pass_on_retry, stops_the_run
 from .job import BatchJob
-from .journal import input_digest, leave_result
+from .journal import input_digest, leave_result, output_digest
 from .worker import in_dask_worker, stopped_when_cancelled, worker_state
 
 
@@ -19,8 +20,17 @@ def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool 
     ``record_input_errors``: an error of the input and options themselves (a :class:`PromptsegError` once the image
     was read, e.g. a box outside it) is recorded at once, not raised for a retry that would only say it again. On a
     Dask worker, a task cancelled by the driver stops at its method's next step (:class:`CancelledError`)."""
-    with stopped_when_cancelled():
+    output = getattr(job.args, "output", None)
+    if output is None or not in_dask_worker():
         return _run_target(job, path, final, record_input_errors)
+    # the driver may stop before it hears (Ctrl+C, killed): the result is left beside the outputs, before they take
+    # their names (a worker killed between its labels and its result made the input again on --resume)
+    with stopped_when_cancelled(), names_deferred(Path(output)) as written:
+        result = _run_target(job, path, final, record_input_errors)
+        outputs = {str(name): output_digest(temp) for temp, name in written.pending}
+        leave_result(Path(output), job.run_id, {**result, "outputs": outputs})
+        written.publish()
+    return result
 
 
 def _run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool) -> dict:
@@ -76,10 +86,7 @@ def _run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool
     note_cache_use(record, read_before, getattr(args, "command", None))
     # where it ran (a cluster's workers may differ): a resume with another --device naming it keeps it
     record.update({k: meta[k] for k in ("device", "encoder_precision") if k in meta})
-    result = {"record": record, "meta": meta}
-    if getattr(job.args, "output", None) is not None and in_dask_worker():  # the driver may stop before it hears
-        leave_result(Path(job.args.output), job.run_id, result)
-    return result
+    return {"record": record, "meta": meta}
 
 
 def _args_for_file(args: object, path: str) -> object:

@@ -10,6 +10,7 @@ import re
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 from .._interrupts import publishing
@@ -40,13 +41,70 @@ def replacing(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
     _create_like_open(tmp)
+    deferred = _deferred.get()
     try:
         yield Path(tmp)
+        if deferred is not None and deferred.takes(path):
+            deferred.pending.append((tmp, path))  # its name taken later, by the caller that deferred it
+            tmp = None
+            return
         publishing()  # a batch holds an interrupt from here until the file's record is in its journal
         os.replace(tmp, path)
     finally:
-        with contextlib.suppress(OSError):  # already renamed into place when the block succeeded
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):  # already renamed into place when the block succeeded
+                os.unlink(tmp)
+
+
+class DeferredNames:
+    """The files :func:`replacing` wrote into ``folder`` within :func:`names_deferred`, each written whole under its
+    temporary name, waiting to take its own (:meth:`publish`)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.pending: list[tuple[Path, Path]] = []  # (temporary file, its name), in the order written
+
+    def takes(self, path: Path) -> bool:
+        # a dot file (a journal of replacing_together) is read back by its writer under its name: not deferred
+        return path.parent == self.folder and not path.name.startswith(".")
+
+    def publish(self) -> None:
+        """Each file takes its name (a name written twice: its last file), the first written last: an input's
+        labels, written before its overlay, under their name say that the others are in place too."""
+        latest: dict[Path, Path] = {}
+        for temp, path in self.pending:
+            if path in latest:
+                with contextlib.suppress(OSError):
+                    os.unlink(latest[path])
+            latest[path] = temp  # in its first place
+        self.pending = [(temp, path) for path, temp in latest.items()]
+        publishing()
+        while self.pending:
+            temp, path = self.pending.pop()
+            os.replace(temp, path)
+
+    def discard(self) -> None:
+        while self.pending:
+            with contextlib.suppress(OSError):
+                os.unlink(self.pending.pop(0)[0])
+
+
+_deferred: ContextVar[DeferredNames | None] = ContextVar("deferred_names", default=None)
+
+
+@contextlib.contextmanager
+def names_deferred(folder: Path) -> Iterator[DeferredNames]:
+    """Within the block, the files :func:`replacing` writes into ``folder`` (not into its subfolders) are written
+    whole but keep their temporary names until the caller calls ``publish()``: a Dask worker leaves an input's
+    result (with the files' digests) first, then names its labels, so a worker killed in between never leaves
+    labels without their result. Left unpublished, they go when the block ends."""
+    names = DeferredNames(folder)
+    token = _deferred.set(names)
+    try:
+        yield names
+    finally:
+        _deferred.reset(token)
+        names.discard()
 
 
 #: the journal of a :func:`replacing_together` in progress, in its folder: what to undo if the run is killed
