@@ -4,10 +4,14 @@ and its result, a resume on another scheduler. Real LiteMedSAM on small crops of
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,9 +39,8 @@ if __name__ == "__main__":
 """
 
 
-@pytest.fixture(scope="module")
-def users_scheduler(tmp_path_factory) -> str:
-    tmp = tmp_path_factory.mktemp("cluster")
+def users_cluster(tmp: Path) -> Iterator[str]:
+    """The cluster's address; resumed, it kills the cluster (scheduler and worker: its process group)."""
     script, address_file = tmp / "cluster.py", tmp / "address"
     script.write_text(CLUSTER)
     proc = subprocess.Popen(
@@ -45,6 +48,7 @@ def users_scheduler(tmp_path_factory) -> str:
         env=subprocess_env(tmp),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -53,12 +57,14 @@ def users_scheduler(tmp_path_factory) -> str:
             time.sleep(0.1)
         yield address_file.read_text()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def users_scheduler(tmp_path_factory) -> Iterator[str]:
+    yield from users_cluster(tmp_path_factory.mktemp("cluster"))
 
 
 def test_ctrl_c_with_a_users_scheduler_stops_the_workers_too(shared_data, users_scheduler, tmp_path):
@@ -181,3 +187,43 @@ def test_a_workers_result_is_taken_only_with_the_files_it_names(shared_data, tmp
     assert left_results(tmp_path, "run")["nuclei.png"]["record"] == record
     labels.unlink()
     assert left_results(tmp_path, "run") == {}
+
+
+def test_a_scheduler_that_goes_away_stops_the_run_without_calling_its_inputs_failed(shared_data, tmp_path, monkeypatch):
+    """The user's scheduler killed mid-run (its machine rebooted, the job that held it ended): after the client's
+    reconnect timeout every input left was recorded "failed" with "FutureCancelledError: promptseg-...-retry
+    cancelled for reason: unknown." (a retry submitted to the lost scheduler first) and the run ended with exit 1
+    as if they could not be read. The run now stops at once with one error naming the scheduler, the finished
+    inputs kept in its journal for --resume, the others not recorded as failed."""
+    import argparse
+
+    import napari_promptseg.batch.engine as engine
+    import napari_promptseg.batch.on_dask as on_dask
+    from napari_promptseg.batch import BatchJob, run_batch
+    from napari_promptseg.cli import build_parser
+    from napari_promptseg.cli.segment import _process, _setup
+    from napari_promptseg.errors import PromptsegError
+
+    sources = sorted((shared_data / "nuclei_dsb2018" / "images").iterdir())
+    quick, slow = tmp_path / "quick.tif", tmp_path / "slow.tif"
+    tifffile.imwrite(quick, read_image(sources[0])[..., :3])
+    tifffile.imwrite(slow, read_image(sources[4])[..., :3], compression="zlib")  # smaller on disk: second
+    out = tmp_path / "out"
+    args = build_parser().parse_args(["segment", str(quick), *BOX, "--find-all", "-o", str(out), "--device", "cpu"])
+    args.cache, args.cache_max_gb = None, None
+    monkeypatch.setattr(on_dask, "SCHEDULER_TIMEOUT_S", 2.0)  # the client's reconnect time (20 s)
+    cluster = users_cluster(tmp_path)
+    address = next(cluster)
+    announce = engine._announce
+
+    def scheduler_gone_after_the_first(record, progress):
+        monkeypatch.setattr(engine, "_announce", announce)
+        announce(record, progress)
+        next(cluster, None)  # killed, with its worker
+
+    monkeypatch.setattr(engine, "_announce", scheduler_gone_after_the_first)
+    with pytest.raises(PromptsegError, match=f"the Dask scheduler at {address} went away") as lost:
+        run_batch(BatchJob(_setup, _process, argparse.Namespace(**vars(args))), [quick, slow], scheduler=address)
+    assert "--resume" in str(lost.value)
+    journal = [json.loads(line) for line in (out / JOURNAL_NAME).read_text().splitlines()]
+    assert [item["record"]["input"] for item in journal if "record" in item] == [str(quick)]

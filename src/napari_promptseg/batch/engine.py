@@ -24,7 +24,7 @@ from pathlib import Path
 from .._interrupts import held_once_published
 from ..errors import CancelledError, PromptsegError
 from .cache_use import cache_use_summary
-from .failures import SetupError, first_error_is_the_runs, stops_the_run
+from .failures import SchedulerLost, SetupError, first_error_is_the_runs, stops_the_run
 from .job import BatchJob, Process, Setup
 from .journal import (
     Journal,
@@ -240,7 +240,7 @@ def run_batch(
             progress.update(record)
 
     single = len(paths) == 1
-    interrupted = False
+    interrupted = lost = False
     interruption = None
     steps = StepLine() if single and mode == "none" else None
     # several inputs in this process: the steps of each go beside the bar, one display (a line of their own wrote
@@ -255,6 +255,9 @@ def run_batch(
 
             n_workers = run_on_dask(job, todo, single, mode, n_workers, deliver)
         finished = True
+    except SchedulerLost:
+        lost = True  # tasks may be out on workers that outlive their scheduler: the journal stays
+        raise
     except KeyboardInterrupt as exc:
         interrupted = True  # tasks may be out (a worker still writing): the journal must stay, even without records
         if mode != "none" and output is not None:
@@ -272,7 +275,7 @@ def run_batch(
         if progress is not None:
             progress.close()
         if journal is not None and not finished:
-            journal.close(finished=False, started=interrupted and bool(todo))
+            journal.close(finished=False, started=(interrupted or lost) and bool(todo))
     for path in paths:
         if str(path) not in results:  # interrupted before it was done
             results[str(path)] = _interrupted_record(args, path)

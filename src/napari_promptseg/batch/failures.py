@@ -13,6 +13,11 @@ class SetupError(PromptsegError):
     """A worker could not prepare the run (weights, references): the run stops, as it would in one process."""
 
 
+class SchedulerLost(PromptsegError):
+    """The Dask scheduler went away (or cancelled the run's tasks) mid-run: not an error of the inputs left, which
+    are not recorded as failed; the run stops, its journal kept for --resume."""
+
+
 #: errors of a file system, not of the file: a network share's lost connection or stale handle, a timeout
 _TRANSIENT_ERRNOS = frozenset(
     getattr(errno, name)

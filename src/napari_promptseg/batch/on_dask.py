@@ -3,19 +3,23 @@ processes, or a scheduler's ``tcp://`` address; one task per input, largest firs
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..errors import CancelledError, PromptsegError
-from .failures import SetupError, first_error_is_the_runs, stops_the_run
+from .failures import SchedulerLost, SetupError, first_error_is_the_runs, stops_the_run
 from .job import BatchJob
 from .task import failed_record, run_target
 
 #: how long a scheduler address may have no worker before the run gives up
 WORKER_WAIT_S = 60.0
+#: how long the client tries to reach a scheduler, and to reach it again once the connection is lost
+SCHEDULER_TIMEOUT_S = 20.0
 #: how long Ctrl+C waits for the inputs in progress on the workers to stop (at their method's next step)
 STOP_WAIT_S = 60.0
 
@@ -55,9 +59,10 @@ def run_on_dask(
     else:
         try:
             _reachable(mode)  # a refused connection says so at once (the client would retry for its timeout)
-            client = Client(mode, timeout="20s")
+            client = Client(mode, timeout=f"{SCHEDULER_TIMEOUT_S}s")
         except OSError as exc:
             raise PromptsegError(f"cannot reach the Dask scheduler at {mode}: {exc}") from exc
+    lost = False
     try:
         if cluster is not None:
             client.register_plugin(ExitWithoutTeardown())
@@ -86,6 +91,9 @@ def run_on_dask(
                 except SetupError:
                     raise
                 except Exception as exc:
+                    if isinstance(exc, concurrent.futures.CancelledError):  # distributed's: not the task's error
+                        lost = True
+                        raise SchedulerLost(_scheduler_lost(client, mode, getattr(exc, "reason", ""))) from None
                     if stops_the_run(exc):
                         raise
                     if not final:
@@ -108,9 +116,38 @@ def run_on_dask(
             raise
         return n_workers
     finally:
-        client.close()
+        # a lost scheduler: closing cancels the client's attempts to reach it again, which distributed logs with
+        # its tracebacks below the run's error
+        with _quiet("distributed.client", "distributed.comm") if lost else contextlib.nullcontext():
+            client.close()
         if cluster is not None:
             cluster.close()
+
+
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _scheduler_lost(client: object, mode: str, reason: str) -> str:
+    """Why a task of the run was cancelled though the run did not cancel it, for the run's error."""
+    where = f"at {mode}" if mode != "local" else "of the run's LocalCluster"
+    if "connection" in str(reason) or getattr(client, "status", "running") != "running":
+        what = f"the Dask scheduler {where} went away (the connection to it was lost)"
+    else:
+        what = f"the Dask scheduler {where} cancelled the run's tasks ({reason or 'restarted, or another client'})"
+    return (
+        f"{what}; the inputs not done are not recorded as failed: run the same command with --resume to go on once "
+        "it is back"
+    )
 
 
 def _deliver_finished(tasks: dict, taken: set, deliver: Callable[[str, dict], None]) -> None:
