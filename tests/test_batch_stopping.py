@@ -19,6 +19,7 @@ import tifffile
 
 from napari_promptseg.batch import JOURNAL_NAME
 from napari_promptseg.batch.on_dask import running_tasks
+from napari_promptseg.cli import main
 from napari_promptseg.io import read_image
 
 from .conftest import interrupt_at_first_record
@@ -227,3 +228,21 @@ def test_a_scheduler_that_goes_away_stops_the_run_without_calling_its_inputs_fai
     assert "--resume" in str(lost.value)
     journal = [json.loads(line) for line in (out / JOURNAL_NAME).read_text().splitlines()]
     assert [item["record"]["input"] for item in journal if "record" in item] == [str(quick)]
+
+
+def test_a_setup_that_fails_on_the_users_worker_says_where(users_scheduler, tmp_path, capsys):
+    """A user's worker that cannot load the model (its machine has no weights, $PROMPTSEG_OFFLINE there): the
+    error was the worker's own, as if about this machine ("put sam_vit_b_01ec64.pth in <the worker's cache>"),
+    which holds them; it now names the worker it happened on."""
+    image = tmp_path / "coins.tif"
+    from skimage import data as skdata
+
+    tifffile.imwrite(image, skdata.coins()[:64, :64])
+    out = tmp_path / "out"
+    code = main(
+        ["segment", str(image), str(image), *BOX, "-o", str(out), "--model", "sam_vit_b"]
+        + ["--scheduler", users_scheduler]
+    )
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "weights not found" in err and "on the Dask worker at tcp://127.0.0.1:" in err, err

@@ -12,7 +12,7 @@ from .cache_use import disk_cache_counts, note_cache_use
 from .failures import SetupError, failure_reason, may_pass_on_retry, stops_the_run
 from .job import BatchJob
 from .journal import input_digest, leave_result, output_digest
-from .worker import in_dask_worker, stopped_when_cancelled, worker_state
+from .worker import in_dask_worker, stopped_when_cancelled, users_worker_named, worker_state
 
 
 def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool = False) -> dict:
@@ -42,7 +42,7 @@ def _run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool
     except (CancelledError, KeyboardInterrupt):
         raise
     except Exception as exc:
-        raise SetupError(failure_reason(exc)) from None
+        raise SetupError(failure_reason(exc) + users_worker_named()) from None
     image = None
     read_before = disk_cache_counts()
     # before reading: a file replaced meanwhile is done again by a resume; a run without an output directory has

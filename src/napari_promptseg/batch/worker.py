@@ -63,6 +63,20 @@ def in_dask_worker() -> bool:
     return True
 
 
+def users_worker_named() -> str:
+    """' (on the Dask worker at ADDRESS)' in a worker of a user's scheduler, else '': its error (no weights there, a
+    path its machine lacks) is said about its machine, not the driver's, which may well have them. The workers of
+    the run's own LocalCluster (which carry its exit plugin) are this machine's."""
+    if not in_dask_worker():
+        return ""
+    from distributed import get_worker
+
+    from ._exit import ExitWithoutTeardown
+
+    worker = get_worker()
+    return "" if ExitWithoutTeardown.name in worker.plugins else f" (on the Dask worker at {worker.address})"
+
+
 def _keep_freed_memory() -> None:
     """glibc in a Dask worker process returns torch's freed buffers to the system after every image (5x the page
     faults of the same work in a plain process, a third of the run in kernel time): keep up to 512 MB of freed
