@@ -246,3 +246,75 @@ def test_a_setup_that_fails_on_the_users_worker_says_where(users_scheduler, tmp_
     err = capsys.readouterr().err
     assert code == 2, err
     assert "weights not found" in err and "on the Dask worker at tcp://127.0.0.1:" in err, err
+
+
+def scheduler_and_worker(tmp: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`dask scheduler` and one `dask worker --no-nanny` (nothing restarts it) as subprocesses on loopback."""
+    env, address_file = subprocess_env(tmp), tmp / "scheduler.json"
+    dask = [sys.executable, "-m", "dask"]
+    quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+    procs = [
+        subprocess.Popen(
+            [*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
+            + ["--scheduler-file", str(address_file)],
+            **quiet,
+        )
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not address_file.is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.2)  # written whole
+        worker = [*dask, "worker", "--scheduler-file", str(address_file), "--nthreads", "1", "--no-nanny"]
+        procs.append(subprocess.Popen([*worker, "--no-dashboard", "--host", "127.0.0.1"], **quiet))
+        yield json.loads(address_file.read_text())["address"], procs[-1]
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_a_run_whose_workers_all_died_says_so_instead_of_waiting_forever(shared_data, tmp_path, monkeypatch):
+    """Every worker of the user's scheduler gone mid-run (killed by the OOM killer; nothing restarts a worker
+    without a nanny): the driver waited forever, its progress line still, without a word. It now says the scheduler
+    has no worker left, waits for one for as long as at the start, then stops with the finished inputs kept for
+    --resume, the others not recorded as failed."""
+    import argparse
+
+    import napari_promptseg.batch.engine as engine
+    import napari_promptseg.batch.on_dask as on_dask
+    from napari_promptseg.batch import BatchJob, run_batch
+    from napari_promptseg.cli import build_parser
+    from napari_promptseg.cli.segment import _process, _setup
+    from napari_promptseg.errors import PromptsegError
+
+    sources = sorted((shared_data / "nuclei_dsb2018" / "images").iterdir())
+    images = []
+    for i in (0, 1):
+        images.append(tmp_path / f"nuclei_{i}.tif")
+        tifffile.imwrite(images[-1], read_image(sources[i])[:96, :96, :3])
+    out = tmp_path / "out"
+    args = build_parser().parse_args(["segment", str(images[0]), *BOX, "-o", str(out), "--device", "cpu"])
+    args.cache, args.cache_max_gb = None, None
+    monkeypatch.setattr(on_dask, "WORKER_WAIT_S", 2.0)
+    cluster = scheduler_and_worker(tmp_path)
+    address, worker = next(cluster)
+    announce = engine._announce
+
+    def worker_killed_after_the_first(record, progress):
+        monkeypatch.setattr(engine, "_announce", announce)
+        announce(record, progress)
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+    monkeypatch.setattr(engine, "_announce", worker_killed_after_the_first)
+    try:
+        job = BatchJob(_setup, _process, argparse.Namespace(**vars(args)))
+        with pytest.raises(PromptsegError, match=f"the Dask scheduler at {address} has no worker left") as stopped:
+            run_batch(job, images, scheduler=address)
+    finally:
+        next(cluster, None)
+    assert "--resume" in str(stopped.value)
+    journal = [json.loads(line) for line in (out / JOURNAL_NAME).read_text().splitlines()]
+    assert len([item for item in journal if "record" in item]) == 1

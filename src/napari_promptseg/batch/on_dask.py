@@ -81,7 +81,7 @@ def run_on_dask(
         pending = as_completed(list(tasks))
         taken: set = set()  # the futures whose result was taken (delivered, or retried)
         try:
-            for future in pending:
+            for future in _as_workers_finish(pending, client, mode):
                 taken.add(future)
                 path, final = tasks[future]
                 try:
@@ -137,9 +137,49 @@ def _quiet(*names: str) -> Iterator[None]:
             logger.setLevel(level)
 
 
+def _as_workers_finish(pending: object, client: object, mode: str) -> Iterator[object]:
+    """The futures of ``pending`` (distributed's ``as_completed``) as they finish, while the scheduler has workers:
+    once it has none (they died, e.g. of the OOM killer; nothing restarts a worker without a nanny) the run said
+    nothing and waited forever. Said at once; none back within :data:`WORKER_WAIT_S` stops the run."""
+    none_since = None
+    checked = 0.0
+    while not pending.is_empty():
+        if pending.has_ready():
+            yield next(pending)
+            continue
+        now = time.monotonic()
+        if now - checked >= 1.0:
+            checked = now
+            try:
+                workers = len(client.nthreads())
+            except Exception:  # noqa: BLE001 - the scheduler gone: its futures are cancelled, and say so
+                workers = 1
+            if workers:
+                none_since = None
+            elif none_since is None:
+                none_since = now
+                print(
+                    f"warning: the Dask scheduler {_where(mode)} has no worker left (they died: out of memory?); "
+                    f"waiting {WORKER_WAIT_S:.0f} s for one",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            elif now - none_since > WORKER_WAIT_S:
+                raise SchedulerLost(
+                    f"the Dask scheduler {_where(mode)} has no worker left (none for {WORKER_WAIT_S:.0f} s: they died, "
+                    "or were stopped); the inputs not done are not recorded as failed: start workers, then run the "
+                    "same command with --resume to go on"
+                )
+        time.sleep(0.05)
+
+
+def _where(mode: str) -> str:
+    return f"at {mode}" if mode != "local" else "of the run's LocalCluster"
+
+
 def _scheduler_lost(client: object, mode: str, reason: str) -> str:
     """Why a task of the run was cancelled though the run did not cancel it, for the run's error."""
-    where = f"at {mode}" if mode != "local" else "of the run's LocalCluster"
+    where = _where(mode)
     if "connection" in str(reason) or getattr(client, "status", "running") != "running":
         what = f"the Dask scheduler {where} went away (the connection to it was lost)"
     else:
