@@ -23,7 +23,7 @@ from napari_promptseg.cli import main
 from napari_promptseg.io import read_image
 
 from .conftest import interrupt_at_first_record
-from .test_batch_distributed import BOX, subprocess_env
+from .test_batch_distributed import BOX, _float32_setup, subprocess_env
 
 #: a scheduler and one worker (one thread) of a LocalCluster in its own process: the user's, which outlives the run
 CLUSTER = """
@@ -318,3 +318,43 @@ def test_a_run_whose_workers_all_died_says_so_instead_of_waiting_forever(shared_
     assert "--resume" in str(stopped.value)
     journal = [json.loads(line) for line in (out / JOURNAL_NAME).read_text().splitlines()]
     assert len([item for item in journal if "record" in item]) == 1
+
+
+def _threshold_or_die(args, state, path, image):
+    """Labels of the image's bright half; for a file named ``dies*``, its worker process dies (as the OOM killer
+    kills it), every time."""
+    from napari_promptseg.io import write_labels
+
+    with open(args.calls, "a") as fh:
+        fh.write(f"{path.name}\n")
+    if path.name.startswith("dies"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    grey = read_image(path)[..., 0]
+    output = write_labels(args.output / f"{path.stem}.tif", (grey > grey.mean()).astype("uint16"))
+    return {"input": str(path), "status": "ok", "output": str(output)}
+
+
+def test_an_input_whose_worker_dies_every_time_is_not_run_again_by_the_retry(shared_data, tmp_path):
+    """An input that kills the worker running it (out of memory, a crash in a native library): Dask already ran it
+    on allowed-failures + 1 workers (4 by default), each death a worker restarted and its model loaded again; the
+    batch's own retry then did it all once more (8 deaths), to record "KilledWorker: Attempted to run task
+    'promptseg-...-retry' on 4 different workers...". Now recorded at once, in words, the rest going on."""
+    import argparse
+
+    import dask
+
+    from napari_promptseg.batch import BatchJob, run_batch
+
+    sources = sorted((shared_data / "nuclei_dsb2018" / "images").iterdir())
+    images = [tmp_path / "kept.tif", tmp_path / "dies.tif"]
+    for image, source in zip(images, sources, strict=False):
+        tifffile.imwrite(image, read_image(source)[:64, :64, :3])
+    out, calls = tmp_path / "out", tmp_path / "calls.txt"
+    args = argparse.Namespace(output=out, threads=1, calls=calls)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):  # Dask's own: one worker dies, not 4
+        outcome = run_batch(BatchJob(_float32_setup, _threshold_or_die, args), images, scheduler="local", workers=1)
+    kept, died = outcome.records
+    assert kept["status"] == "ok" and tifffile.imread(out / "kept.tif").any()
+    assert died["status"] == "failed" and "output" not in died
+    assert died["reason"].startswith("the worker running it died (on 1 worker"), died["reason"]
+    assert calls.read_text().split().count("dies.tif") == 1

@@ -96,16 +96,20 @@ def run_on_dask(
                         raise SchedulerLost(_scheduler_lost(client, mode, getattr(exc, "reason", ""))) from None
                     if stops_the_run(exc):
                         raise
-                    if not final:
+                    died = _workers_died(exc)
+                    if died is not None:  # Dask ran it on several workers already: a retry killed as many more
+                        result = {"record": failed_record(None, Path(path), None, died), "meta": {}}
+                        result["record"]["attempts"] = 2 if final else 1
+                    elif not final:
                         if first_error_is_the_runs(exc, single, str(path)):
                             raise
                         retry = client.submit(run_target, job, path, True, key=f"{future.key}-retry", pure=False)
                         tasks[retry] = (path, True)
                         pending.add(retry)
                         continue
-                    # the retry itself died (e.g. its worker was lost): no output, the reason in the report
-                    result = {"record": failed_record(None, Path(path), None, exc), "meta": {}}
-                    result["record"]["attempts"] = 2
+                    else:  # the retry itself failed where it records nothing: no output, the reason in the report
+                        result = {"record": failed_record(None, Path(path), None, exc), "meta": {}}
+                        result["record"]["attempts"] = 2
                 deliver(path, result)
         except KeyboardInterrupt:
             # a user's scheduler keeps its workers once the client goes: tasks left there went on computing and
@@ -171,6 +175,21 @@ def _as_workers_finish(pending: object, client: object, mode: str) -> Iterator[o
                     "same command with --resume to go on"
                 )
         time.sleep(0.05)
+
+
+def _workers_died(exc: BaseException) -> str | None:
+    """The reason for an input whose every worker died running it (distributed's ``KilledWorker``, after it ran the
+    task on ``allowed-failures`` + 1 workers), in words; None for another error."""
+    from distributed.scheduler import KilledWorker
+
+    if not isinstance(exc, KilledWorker):
+        return None
+    last, allowed = exc.last_worker, exc.allowed_failures
+    n = int(allowed) + 1
+    return (
+        f"the worker running it died (on {n} worker{'s' if n > 1 else ''} in turn): killed for using too much memory, "
+        f"or a crash in a native library; the last was {getattr(last, 'address', last)}, whose log may say which"
+    )
 
 
 def _where(mode: str) -> str:
