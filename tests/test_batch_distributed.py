@@ -826,7 +826,8 @@ def test_a_resume_after_the_input_folder_moved_keeps_the_images_of_the_same_cont
 
 def _segment_then_linger(args, segmenter, path, image):
     """The segment command's own work (LiteMedSAM; its labels written), then, for a file named ``lingers*``, 2 s
-    more before the result goes back: a worker past its outputs' publish and not yet heard by the driver."""
+    more before the result goes back (on a worker the labels take their name after these, once its result is left:
+    batch.task.run_target; the Ctrl+C lands then, the driver not yet having heard)."""
     from napari_promptseg.cli.segment import _process
 
     record = _process(args, segmenter, path, image)

@@ -2,9 +2,10 @@
 
 Beside ``report.json`` the driver appends one JSON line per finished input to ``report.partial.jsonl`` (flushed at
 once): a header with the run's signature and id, the run-level fields (``meta``), then the records; Dask workers
-leave each input's result beside its outputs too (:data:`WORKER_RESULTS`), for what the driver did not record
-before it stopped. ``--resume`` takes the records of inputs whose outputs exist from the journal when there is one
-(a killed run), else from report.json (a finished one); an input that failed is run again. The signature (a hash of
+leave each input's result beside its outputs too (:data:`WORKER_RESULTS`, before the outputs take their names), for
+what the driver did not record before it stopped. ``--resume`` takes the records of inputs whose outputs exist from
+the journal when there is one (a killed run), else from report.json (a finished one); an input that failed is run
+again. The signature (a hash of
 the options that change outputs) must match: results of other options are never mixed into one report. ``--device``
 alone may differ when it names the device the earlier run ran on (each record says where it ran): ``auto`` and
 ``cpu`` are one run on a machine whose auto is the CPU (this check needs no torch). ``auto`` then keeps only the
