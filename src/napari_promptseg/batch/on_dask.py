@@ -20,8 +20,9 @@ from .task import failed_record, run_target
 WORKER_WAIT_S = 60.0
 #: how long the client tries to reach a scheduler, and to reach it again once the connection is lost
 SCHEDULER_TIMEOUT_S = 20.0
-#: how long Ctrl+C waits for the inputs in progress on the workers to stop (at their method's next step)
+#: how long Ctrl+C waits for the inputs in progress on the workers to stop (at their method's next step), and SIGTERM
 STOP_WAIT_S = 60.0
+TERM_WAIT_S = 5.0
 
 
 def run_on_dask(
@@ -111,12 +112,15 @@ def run_on_dask(
                         result = {"record": failed_record(None, Path(path), None, exc), "meta": {}}
                         result["record"]["attempts"] = 2
                 deliver(path, result)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             # a user's scheduler keeps its workers once the client goes: tasks left there went on computing and
             # wrote labels after the run said they were not written
             client.cancel([future for future in tasks if future.status != "finished"])
             _deliver_finished(tasks, taken, deliver)
-            _wait_for_the_workers(client, f"promptseg-{job.run_id}-")
+            # SIGTERM (the CLI raises a KeyboardInterrupt of its own): a grace period runs (a container's 10 s),
+            # after which a SIGKILL would leave no report
+            limit = STOP_WAIT_S if type(exc) is KeyboardInterrupt else TERM_WAIT_S
+            _wait_for_the_workers(client, f"promptseg-{job.run_id}-", limit)
             raise
         return n_workers
     finally:
@@ -224,10 +228,10 @@ def _deliver_finished(tasks: dict, taken: set, deliver: Callable[[str, dict], No
         deliver(path, result)
 
 
-def _wait_for_the_workers(client: object, prefix: str) -> None:
+def _wait_for_the_workers(client: object, prefix: str, limit: float) -> None:
     """After the tasks were cancelled: wait until no worker runs one (each stops at its method's next step, or ends
     if it was past its last), so nothing of the run is written after its report; a second Ctrl+C stops waiting."""
-    deadline = time.monotonic() + STOP_WAIT_S
+    deadline = time.monotonic() + limit
     said = False
     try:
         while True:
@@ -236,7 +240,7 @@ def _wait_for_the_workers(client: object, prefix: str) -> None:
                 return
             if time.monotonic() > deadline:
                 print(
-                    f"warning: {running} input(s) still run on the workers after {STOP_WAIT_S:.0f} s; their labels "
+                    f"warning: {running} input(s) still run on the workers after {limit:.0f} s; their labels "
                     "may yet be written (a --resume takes them in)",
                     file=sys.stderr,
                 )
