@@ -358,3 +358,18 @@ def test_an_input_whose_worker_dies_every_time_is_not_run_again_by_the_retry(sha
     assert died["status"] == "failed" and "output" not in died
     assert died["reason"].startswith("the worker running it died (on 1 worker"), died["reason"]
     assert calls.read_text().split().count("dies.tif") == 1
+
+
+def test_a_workers_result_is_taken_in_a_moved_output_folder(shared_data, tmp_path):
+    """A run's -o moved (to a larger disk) before its --resume: its workers' results name their files where they
+    wrote them; the files are found under their names in the folder resumed."""
+    from napari_promptseg.batch.journal import leave_result, left_results, output_digest
+    from napari_promptseg.io import write_labels
+
+    nuclei = read_image(sorted((shared_data / "nuclei_dsb2018" / "images").iterdir())[0])[:64, :64, 0]
+    first = tmp_path / "first"
+    labels = write_labels(first / "nuclei.tif", (nuclei > nuclei.mean()).astype("uint16"))
+    record = {"input": "nuclei.png", "status": "ok", "output": str(labels)}
+    leave_result(first, "run", {"record": record, "meta": {}, "outputs": {str(labels): output_digest(labels)}})
+    moved = first.rename(tmp_path / "moved")
+    assert left_results(moved, "run")["nuclei.png"]["record"] == record

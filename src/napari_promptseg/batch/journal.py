@@ -423,7 +423,7 @@ def left_results(output: Path, run_id: str | None) -> dict[str, dict]:
     for file in files:
         try:
             result = json.loads(file.read_text())
-            if not _outputs_as_left(result):  # its worker was killed before its files took their names
+            if not _outputs_as_left(result, output):  # its worker was killed before its files took their names
                 continue
             found[result["record"]["input"]] = {**result, "record": current_record(result["record"])}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):  # one cut by a kill: not done
@@ -431,10 +431,12 @@ def left_results(output: Path, run_id: str | None) -> dict[str, dict]:
     return found
 
 
-def _outputs_as_left(result: dict) -> bool:
+def _outputs_as_left(result: dict, output: Path) -> bool:
     """Whether every file a worker's result lists holds what the worker wrote (an earlier run's file under the
-    name, or none, where the worker was killed before renaming it)."""
+    name, or none, where the worker was killed before renaming it). Each is looked for in ``output`` by its name
+    (the worker wrote them there: the folder may have been moved since, see :func:`moved_with_output`)."""
     for path, digest in (result.get("outputs") or {}).items():
-        if not Path(path).is_file() or output_digest(path) != digest:
+        here = output / Path(path).name
+        if not here.is_file() or output_digest(here) != digest:
             return False
     return True
