@@ -1,5 +1,7 @@
 """A batch's tasks on Dask distributed workers (:func:`.engine.run_batch` with a scheduler): a LocalCluster of worker
-processes, or a scheduler's ``tcp://`` address; one task per input, largest first, a failed task once more."""
+processes, or a scheduler's ``tcp://`` address; one task per input, largest first, a failed task once more (not one
+whose every worker died). Ctrl+C cancels the tasks and waits for the workers to stop them; a scheduler that goes
+away, or has no worker left, stops the run (:class:`.failures.SchedulerLost`), its journal kept for --resume."""
 
 from __future__ import annotations
 
