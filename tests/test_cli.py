@@ -518,6 +518,39 @@ def test_a_text_prompt_starting_with_a_dash_is_said_to_need_a_double_dash_before
     assert "unrecognized arguments: --overlya" in capsys.readouterr().err
 
 
+def test_a_text_prompt_starting_with_a_short_options_letter_is_said_to_be_read_as_that_option(
+    tmp_path, capsys, monkeypatch
+):
+    """`promptseg text -oily a.png -o out`: argparse read the prompt as `-o ily` (an output folder) and said "the
+    following arguments are required: images", or with two images took the first image's path as the prompt;
+    `-hairy` printed the help and exited 0. It is said which option the prompt is read as, and the two ways out:
+    `--` before the prompt, or `-o ily` for that folder."""
+    monkeypatch.chdir(tmp_path)
+    iio.imwrite(tmp_path / "a.png", np.zeros((16, 16), np.uint8))
+    iio.imwrite(tmp_path / "b.png", np.zeros((16, 16), np.uint8))
+    for argv, read_as in (
+        (["text", "-oily", "a.png", "-o", "out"], "-o ily"),
+        (["text", "-oily", "a.png", "b.png", "-o", "out"], "-o ily"),
+        (["text", "-oily", "a.png"], "-o ily"),
+        (["text", "-hairy", "a.png", "-o", "out"], "-h"),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"the prompt {argv[1]} starts with '-' and is read as the option {read_as}" in err, err
+        assert f"-- {argv[1]} IMAGE" in err and "required: images" not in err, err
+        assert not (tmp_path / "out").exists() and not (tmp_path / "ily").exists()
+    assert "for an output folder ily, write -o ily" in main_err(["text", "-oily", "a.png"], capsys)
+    # an output folder given in one word with a path's characters is no prompt: taken as argparse takes it
+    argv = ["text", "-oout/", "--route", "library", "--library", "empty", "nuclei", "a.png"]
+    assert "the reference library has no entries" in main_err(argv, capsys)
+
+
+def main_err(argv: list[str], capsys) -> str:
+    """What `promptseg ARGV` wrote to stderr (its exit code 2)."""
+    assert main(argv) == 2, argv
+    return capsys.readouterr().err
+
+
 def test_an_input_the_system_refuses_to_look_at_is_an_error_naming_it(tmp_path, capsys, monkeypatch):
     """A folder whose listing is denied, or a name longer than a file name may be, raised OSError from the inputs'
     expansion (or, for oneshot's --reference, a traceback from the check that it exists): now an error names the

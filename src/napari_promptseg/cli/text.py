@@ -118,7 +118,7 @@ def _add_text_parser(sub: argparse._SubParsersAction) -> None:
 
 
 #: a word typed with a leading dash ("-polyp"), as a prompt may start, not an option's form: options here are
-#: "--name" or a one-letter "-o" (a value may follow it, "-oout")
+#: "--name" or a one-letter "-o" (a value may follow it: "-oout/" is taken, "-oily" said to be ambiguous)
 _DASHED_WORD = re.compile(r"-[^\W\d_][\w-]+")
 
 
@@ -126,7 +126,9 @@ def _refuse_dashed_prompt(argv: Sequence[str]) -> None:
     """``promptseg text -polyp IMG -o OUT``: argparse reads a prompt starting with '-' as an unknown option and says
     "the following arguments are required: images" (or "unrecognized arguments: -polyp"). Before parsing, a word
     after ``text`` that starts with one dash and is no option of the command is said to be the prompt, with the way
-    to give it: ``--`` before it, after the options. Mistyped options ("--overlya") are argparse's to say."""
+    to give it: ``--`` before it, after the options; so is one that begins with a one-letter option ("-oily", read
+    as ``-o ily``; "-hairy" as ``-h``), with ``-o ily`` for that folder. Mistyped options ("--overlya") are
+    argparse's to say."""
     from ..models.device import PRECISIONS
 
     tokens = list(argv)
@@ -138,11 +140,22 @@ def _refuse_dashed_prompt(argv: Sequence[str]) -> None:
     after = after[: after.index("--")] if "--" in after else after  # what follows "--" is read as it is
     known = _text_options()
     for token in after:
-        if _DASHED_WORD.fullmatch(token) and token not in known and token[:2] not in known:
-            raise PromptsegError(
-                f"the prompt {token} starts with '-' and is read as an option; put `--` before the prompt, after "
-                f"every option: promptseg text -o OUT [OPTIONS] -- {shlex.quote(token)} IMAGE ..."
-            )
+        if not _DASHED_WORD.fullmatch(token) or token in known:
+            continue
+        quoted = shlex.quote(token)
+        way_out = (
+            f"put `--` before the prompt, after every option: promptseg text -o OUT [OPTIONS] -- {quoted} IMAGE ..."
+        )
+        if token[:2] not in known:
+            raise PromptsegError(f"the prompt {token} starts with '-' and is read as an option; {way_out}")
+        # "-oily" is argparse's "-o ily" (an output folder; then an image is taken for the prompt, or "images" are
+        # said to be missing), "-hairy" its "-h" (the help, exit 0): a word there is more likely a prompt
+        value = token[2:]
+        option = f"-o {value}" if token[:2] == "-o" else token[:2]
+        folder = f"; for an output folder {value}, write -o {value}" if token[:2] == "-o" else ""
+        raise PromptsegError(
+            f"the prompt {token} starts with '-' and is read as the option {option}; {way_out}{folder}"
+        )
 
 
 def _text_options() -> set[str]:
