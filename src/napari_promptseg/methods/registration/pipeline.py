@@ -96,6 +96,16 @@ def register(
     (``viewer.add_image(result.warp_image(moving), **result.fixed_placement)``); points go in and come out in
     full-resolution pixels. ``fixed`` and ``moving`` may be napari Image layers (their pixels, named after them);
     over a scaled or moved fixed layer: ``**layer_placement(fixed_layer, result.fixed_placement)``.
+
+    Example (in napari's console, over the sample *Registration pair with landmarks*)::
+
+        fixed, moving = viewer.layers["registration fixed"], viewer.layers["registration moving"]
+        result = register(fixed, moving)
+        placement = layer_placement(fixed, result.fixed_placement)  # the fixed level's grid, over the fixed layer
+        viewer.add_image(result.warp_image(moving), name="registration moving registered", rgb=True, **placement)
+        landmarks = result.moving_points_to_fixed(viewer.layers["registration moving landmarks"])  # (x, y), full res
+        viewer.add_points(landmarks[:, ::-1], name="registration moving landmarks registered", **layer_placement(fixed))
+        print(result.quality["verdict"])  # good / check / poor
     """
     from ...io.layer_objects import is_layer, layer_pixels
 
