@@ -1005,3 +1005,23 @@ def test_one_phrase_answered_by_entries_of_two_names_says_they_were_ensembled(tm
     report = json.loads((out / "report.json").read_text())
     assert len([w for w in report["warnings"] if "ensembled" in w]) == 1
     assert not [w for r in report["images"] for w in r.get("warnings", []) if "ensembled" in w]
+
+
+def test_the_library_add_command_an_unanswered_prompt_suggests_runs_as_written(tmp_path, cell, capsys):
+    """'no reference-library entry matches' suggested `promptseg library add '-oily' --image IMAGE --mask MASK`,
+    which argparse read as an unknown option ("the following arguments are required: name"), and
+    `'Crohn's lesion'` left the shell's quote open. The command as suggested, run, adds the prompt's entry."""
+    import re
+    import shlex
+
+    from napari_promptseg.methods.library import no_match_message
+
+    imageio.imwrite(tmp_path / "image.png", cell[0])
+    imageio.imwrite(tmp_path / "mask.png", cell[1].astype(np.uint8) * 255)
+    files = {"IMAGE": str(tmp_path / "image.png"), "MASK": str(tmp_path / "mask.png")}
+    library = ReferenceLibrary.open(tmp_path / "lib")
+    for prompt in ("-oily", "Crohn's lesion"):
+        [command] = re.findall(r"`(promptseg library add [^`]*)`", no_match_message(prompt, library))
+        words = [files.get(word, word) for word in shlex.split(command)[1:]]
+        assert main([*words[:2], "--library", str(library.path), *words[2:]]) == 0, capsys.readouterr().err
+    assert sorted(ReferenceLibrary.open(tmp_path / "lib").names()) == ["-oily", "Crohn's lesion"]

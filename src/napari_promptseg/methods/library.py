@@ -22,6 +22,7 @@ the ensemble.
 from __future__ import annotations
 
 import re
+import shlex
 import threading
 import time
 import unicodedata
@@ -278,10 +279,14 @@ def no_match_message(
     min_similarity: float = DEFAULT_MIN_SIMILARITY,
 ) -> str:
     """What to tell the user when the library cannot answer a prompt, and what to do about it."""
-    howto = (
-        "label the structure in the One-shot widget and press 'Save reference to library…', or run "
-        f"`promptseg library add '{prompt}' --image IMAGE --mask MASK`"
+    # a shell's quoting ("Crohn's lesion"); a name with a leading dash goes after "--", or argparse reads an option
+    name = shlex.quote(prompt)
+    command = (
+        f"promptseg library add --image IMAGE --mask MASK -- {name}"
+        if prompt.startswith("-")
+        else f"promptseg library add {name} --image IMAGE --mask MASK"
     )
+    howto = f"label the structure in the One-shot widget and press 'Save reference to library…', or run `{command}`"
     if not len(library):
         empty = "is empty" if library.path.exists() else "is empty: no such folder"  # a mistyped path
         return (
