@@ -286,3 +286,10 @@ def rule_table(out: dict) -> str:
         mark = " (chosen on dev)" if r == best else ""
         lines.append(f"| {r}{mark} | {100 * dev[r]:.1f} | {100 * test[r]:.1f} |")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    # a helper of eval_oneshot.py: run alone, it did nothing and exited 0
+    how = "python benchmarks/eval_oneshot.py --rotate 6 [--max-targets 8 --datasets ...]"
+    argparse.ArgumentParser(description=f"The reference-rotation run of eval_oneshot.py; run it as: {how}").parse_args()
+    raise SystemExit(f"oneshot_rotation_report.py is run by eval_oneshot.py: {how}")

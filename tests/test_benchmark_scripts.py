@@ -20,3 +20,20 @@ def test_benchmark_script_imports(script: str, monkeypatch: pytest.MonkeyPatch) 
         importlib.import_module(script)  # ImportError/NameError at module level fail the test
     finally:
         sys.modules.pop(script, None)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_benchmark_script_says_how_it_is_run(script: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """`python benchmarks/NAME.py --help` shows each script's usage; oneshot_rotation_report.py, a helper of
+    eval_oneshot.py's --rotate, did nothing and exited 0 (a new user could not tell it had not run)."""
+    import runpy
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--help"])
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            runpy.run_path(str(BENCHMARKS / f"{script}.py"), run_name="__main__")
+    finally:
+        sys.modules.pop(script, None)
+    said = capsys.readouterr()
+    assert stopped.value.code in (0, None) and "usage:" in said.out + said.err, (stopped.value.code, said)
