@@ -43,6 +43,39 @@ def test_cli_refuses_an_image_given_as_the_moving_labels(birl_quarter, tmp_path,
     assert not out.exists()
 
 
+def test_cli_refuses_a_colour_photo_given_as_the_moving_labels_and_takes_a_colour_label_image(
+    birl_quarter, tmp_path, capsys
+):
+    """A copy of the moving image (an earlier run's moving_warped.tif, any RGB picture) as --moving-labels was read
+    as a colour label image: its thousands of one-colour specks became object ids (109918 on the sample pair) and
+    were carried over without a word. Refused, naming the file; a colour label image (label2rgb's) is still ids."""
+    import tifffile
+    from skimage.color import label2rgb
+
+    out = tmp_path / "out"
+    args = [
+        "register",
+        str(birl_quarter["fixed"]),
+        str(birl_quarter["moving"]),
+        "-o",
+        str(out),
+        "--method",
+        "intensity",
+    ]
+    photo = shutil.copy(birl_quarter["moving"], tmp_path / "moving_warped.tif")
+    assert main([*args, "--moving-labels", str(photo)]) == 2
+    said = _said(capsys)
+    assert f"--moving-labels {photo}: " in said and "not a label image" in said, said
+    assert not out.exists()
+    height, width = tifffile.imread(birl_quarter["moving"]).shape[:2]
+    labels = np.zeros((height, width), np.uint8)
+    labels[10:40, 10:50], labels[60:100, 80:120] = 1, 2
+    colours = tmp_path / "colour_labels.tif"
+    tifffile.imwrite(colours, (label2rgb(labels, bg_label=0) * 255).round().astype(np.uint8))
+    assert main([*args, "--moving-labels", str(colours)]) == 0, _said(capsys)
+    assert tifffile.imread(out / "labels_warped.tif").max() == 2
+
+
 @pytest.mark.gui
 def test_widget_refuses_a_labels_layer_of_the_moving_images_own_pixels(make_viewer, qtbot):
     """A Labels layer made of the moving image's array (a grey image added as labels, or converted to labels

@@ -11,13 +11,17 @@ from ..errors import PromptsegError
 if TYPE_CHECKING:
     import numpy as np  # lazy at run time: the CLI starts without it
 
+#: below this many pixels per one-colour region on average, a colour "label image" is a photograph: a colour label
+#: image's regions are its objects (the sample nuclei's: 308 px), a photo's are specks (1-6 px)
+PHOTO_REGION_AREA = 8.0
+
 
 def _mask_file_labels(mask: np.ndarray, path: Path, name: str) -> np.ndarray:
     """A mask or label image as read from the file ``path``, as 2D ids: a lossy file's (a JPEG: compression blurs
     its edges and adds faint values; masks such as GlaS's and Kvasir's are grey JPEGs in three channels) its first
     channel cut at 127 (:func:`..io.label_ids.mask_foreground`, the rule every reader of masks follows), as one
     binary object; any other's exact values as :func:`..io.images.label_image_2d` reads them (a grey RGB image's
-    first channel, a colour label image's colours as ids)."""
+    first channel, a colour label image's colours as ids; a colour photograph, all specks of one colour, refused)."""
     import numpy as np
 
     from ..io.images import label_image_2d, mask_file_source, mask_foreground
@@ -25,7 +29,19 @@ def _mask_file_labels(mask: np.ndarray, path: Path, name: str) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.dtype == np.uint8 and mask_file_source(path) == "lossy":
         return mask_foreground(mask[..., 0] if mask.ndim == 3 else mask, source="lossy")
-    return label_image_2d(mask, name)
+    labels = label_image_2d(mask, name)
+    coloured = mask.ndim == 3 and mask.shape[-1] in (3, 4) and not (mask[..., :3] == mask[..., :1]).all()
+    if coloured and labels.max() > 0:
+        # a photo's one-colour regions are specks of a few pixels (109918 of them on the sample pair's moving image,
+        # all carried over as objects); a colour label image's are its objects
+        mean_area = np.count_nonzero(labels) / int(labels.max())
+        if mean_area < PHOTO_REGION_AREA:
+            raise PromptsegError(
+                f"{name}: a colour image of {int(labels.max())} one-colour regions of {mean_area:.1f} px on "
+                "average, a photograph or a rendered picture, not a label image; give a label image (an integer id "
+                "per object, 0 for none) or a colour one (one colour per object on black)"
+            )
+    return labels
 
 
 def _reference_labels(
