@@ -13,7 +13,6 @@ import numpy as np
 from .._interrupts import publishing
 from ..errors import PromptsegError
 from ..models.preprocessing import is_lazy
-from ..tiling import sampled_again
 from ._files import contents_digest, files_under, listing_digest
 from .images import file_labels
 from .multiscale import open_multiscale
@@ -355,6 +354,8 @@ def _nearest(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         np.minimum((np.arange(m) * (n / m)).astype(np.int64), n - 1) for n, m in zip(labels.shape, shape, strict=True)
     ]
     if is_lazy(labels):  # lazy labels stay lazy: sampled from their source, else one index array at a time
+        from ..tiling import sampled_again  # lazy: tiling imports torch, the CLI's start must not
+
         again = sampled_again(labels, index)
         if again is not None:
             return again
