@@ -66,6 +66,8 @@ def test_a_run_cancelled_midway_adds_nothing_and_keeps_the_previous_results(
     widget.show_grid.setChecked(True)
     _run(qtbot, widget)
     before = list(viewer.layers)
+    summary = widget.summary.text()
+    assert "TRE" in summary
 
     def cancel_at_the_stages(job, fraction, message) -> None:
         if message.startswith("intensity registration"):
@@ -76,3 +78,6 @@ def test_a_run_cancelled_midway_adds_nothing_and_keeps_the_previous_results(
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
     assert widget.runner.state == "cancelled", widget.runner.widget.status.text()
     assert list(viewer.layers) == before
+    # the previous run's layers stay, and so does what its summary says of them, said to be that run's
+    shown = widget.summary.text()
+    assert summary in shown and "cancelled" in shown.splitlines()[0], shown

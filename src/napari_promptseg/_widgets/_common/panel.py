@@ -84,18 +84,23 @@ def controls_layout(widget: QWidget, runner: TaskRunner, run_button: QWidget | N
 
 #: what a :class:`_ProgressPanel` shows: nothing run yet, running, and how the last run ended
 STATES = ("ready", "running", "done", "failed", "cancelled")
+#: the first line of the previous run's summary shown again after a cancelled run
+CANCELLED_PREFIX = "last run cancelled; the run before it:\n"
 
 
 class _ProgressPanel(QWidget):
     """The one run/status display of every promptseg widget: progress bar, Cancel, a status line that always says
     what is happening or how the last run ended (ready / running / done / failed / cancelled), a Details button
     after a failure with details, and a summary of the last successful run (cleared when a run starts, so a failed
-    run never shows the previous run's route or metrics)."""
+    run never shows the previous run's route or metrics; a cancelled run, which leaves the previous run's results
+    as they were, gives it back, said to be that run's)."""
 
     def __init__(self, runner: TaskRunner, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.state = "ready"
         self._details: tuple[str, str, str] | None = None
+        #: the summary shown when the running task started: given back if it is cancelled
+        self._previous_summary = ""
         self.bar = QProgressBar()
         self.bar.setRange(0, 100)
         self.bar.setTextVisible(False)
@@ -134,6 +139,7 @@ class _ProgressPanel(QWidget):
         self.status.setText(f"{description} ...")
         self.cancel_button.setEnabled(True)
         self._set_details(None)
+        self._previous_summary = self.summary.text()
         self.summary.setText("")
 
     set_busy = start
@@ -160,6 +166,9 @@ class _ProgressPanel(QWidget):
     def cancelled(self, description: str, detail: str = "") -> None:
         self.state = "cancelled"
         self.status.setText(f"{description}: cancelled" + (f" ({detail})" if detail else ""))
+        # the previous run's results stay (a cancelled run adds none): so does what its summary said of them
+        previous = self._previous_summary.removeprefix(CANCELLED_PREFIX)
+        self.summary.setText(f"{CANCELLED_PREFIX}{previous}" if previous else "")
 
     def set_message(self, message: str) -> None:
         """Replace the status text (e.g. a result handler's own 'done' line, or 'cancelling ...')."""
