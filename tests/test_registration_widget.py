@@ -260,6 +260,7 @@ def test_widget_compares_the_first_landmarks_of_the_kidney_pair(make_viewer, qtb
     assert widget.runner.state == "done", widget.runner.widget.status.text()
     text = widget.summary.text()
     assert "'Rat-Kidney_HE' has 71 points, 'Rat-Kidney_PanCytokeratin' has 69; comparing the first 69" in text, text
+    assert "the last 2 points of 'Rat-Kidney_HE' (data[69:]) have no partner: left out of the TRE" in text, text
     assert len(viewer.layers["moving landmarks registered"].data) == 69
     before, after = widget.last_errors["before"]["tre_mean"], widget.last_errors["after"]["tre_mean"]
     assert before > 20 and after < 0.5 * before, (before, after)

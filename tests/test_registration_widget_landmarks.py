@@ -100,3 +100,26 @@ def test_empty_landmark_layers_are_each_named(make_viewer, lesion_pair):
     widget.run()
     assert not widget.runner.busy and widget.runner.state == "failed"
     assert errors and "'lm HE'" in errors[-1] and "'lm CC10'" in errors[-1], errors
+
+
+def test_landmark_layers_of_unequal_counts_say_which_points_are_compared_and_which_not(shared_data):
+    """BIRL's rat-kidney landmarks, 71 on the H&E and 69 on the PanCytokeratin: the widget compared the first 69 and
+    said only "comparing the first 69", where the CLI refuses the pair unless --truncate-landmarks. It says which
+    points are left out of the TRE now (the fixed layer's last two: ignored; the moving layer's extra: mapped, not
+    compared), the matching rule unchanged (by order, the first min(n))."""
+    root = shared_data / "registration_birl" / "data-images" / "rat-kidney_" / "scale-5pc"
+    he, ck = (read_landmarks(root / f"Rat-Kidney_{stem}.csv").xy for stem in ("HE", "PanCytokeratin"))
+    image = napari.layers.Image(np.zeros((800, 900, 3), np.uint8), rgb=True)
+    fixed, moving = napari.layers.Points(he[:, ::-1], name="HE lm"), napari.layers.Points(ck[:, ::-1], name="CK lm")
+    (a, b), said, _ = _landmarks(fixed, moving, image, image)
+    assert (len(a), len(b)) == (69, 69)
+    np.testing.assert_allclose(a, he[:69])
+    assert "'HE lm' has 71 points, 'CK lm' has 69; comparing the first 69" in said, said
+    assert "the last 2 points of 'HE lm' (data[69:]) have no partner: left out of the TRE" in said, said
+    fewer = napari.layers.Points(he[:60, ::-1], name="HE first 60")
+    (a, b), said, _ = _landmarks(fewer, moving, image, image)
+    assert (len(a), len(b)) == (60, 69)  # every moving point is still mapped
+    assert "the last 9 points of 'CK lm' (data[60:]) have no partner: mapped, left out of the TRE" in said, said
+    one = napari.layers.Points(he[:70, ::-1], name="HE 70")
+    _, said, _ = _landmarks(one, moving, image, image)
+    assert "the last point of 'HE 70' (data[69:]) has no partner: left out of the TRE" in said, said

@@ -234,7 +234,8 @@ class ResultLayers:
             )
             if placement != "pixel for pixel":
                 lines.append(f"TRE before: moving landmarks {placement}")
-            if truncated:
+            if truncated:  # a notification too: the summary's line is easily missed under the TRE
                 lines.append(truncated)
+                show_info(truncated)
         lines += [f"warning: {w}" for w in (*landmark_warnings, *result.warnings)]
         self.runner.widget.set_summary("\n".join(lines))

@@ -122,7 +122,8 @@ def _landmarks(
     """The landmark layers chosen as (fixed, moving) x, y pixels of their images (None without landmarks; fixed None
     when the moving points are only carried over, no TRE), what is said when their counts differ (the fixed ones
     cut to the first min(n), as ANHIR and ``--truncate-landmarks``: every moving point is still mapped, as the
-    CLI's landmarks_warped.csv holds them) and the warnings for points off their image."""
+    CLI's landmarks_warped.csv holds them; which points of which layer are left out is said) and the warnings for
+    points off their image."""
     landmarks = None
     truncated = ""
     if fixed_points is not None and fixed_points is moving_points:  # a TRE of one set against itself means nothing
@@ -150,9 +151,14 @@ def _landmarks(
             )
         if len(a) != len(b):
             n = min(len(a), len(b))
+            longer, extra = (fixed_points, len(a) - n) if len(a) > n else (moving_points, len(b) - n)
+            which = "the last point" if extra == 1 else f"the last {extra} points"
+            # the moving ones past n are still mapped (every moving point is, as landmarks_warped.csv holds them)
+            fate = "left out of the TRE" if longer is fixed_points else "mapped, left out of the TRE"
             truncated = (
                 f"landmarks: '{fixed_points.name}' has {len(a)} points, '{moving_points.name}' has "
-                f"{len(b)}; comparing the first {n}"
+                f"{len(b)}; comparing the first {n} (paired by their order); {which} of '{longer.name}' "
+                f"(data[{n}:]) {'has' if extra == 1 else 'have'} no partner: {fate}"
             )
             a = a[:n]
         landmarks = (a, b)
