@@ -316,3 +316,101 @@ def layer_placement(layer: Any, within: Mapping[str, Any] | None = None) -> dict
         out["translate"] = out["translate"] + out["rotate"] @ (out["scale"] * inner_translate)
         out["scale"] = out["scale"] * inner_scale
     return out
+
+
+# -- a layer laid over another's pixels ---------------------------------------------------------------------------
+def data_to_world_matrix(layer: Any, axes: list[int]) -> np.ndarray:
+    """``layer``'s data-to-world map over its data ``axes`` as a homogeneous matrix, read through napari's public
+    ``data_to_world`` (scale, translate, rotate, shear and affine together)."""
+    d = layer.ndim
+    origin = np.asarray(layer.data_to_world(np.zeros(d)), float)
+    full = np.eye(d + 1)
+    full[:d, :d] = np.stack([np.asarray(layer.data_to_world(np.eye(d)[i]), float) - origin for i in range(d)], 1)
+    full[:d, d] = origin
+    kept = [*axes, d]
+    return full[np.ix_(kept, kept)]
+
+
+def level_to_layer_matrix(factors: np.ndarray) -> np.ndarray:
+    """The homogeneous map from the pixels of a pyramid level ``factors`` times coarser (per axis) to the layer's
+    full-resolution data coordinates: a level's pixel over the centre of the block of pixels it stands for (the
+    labels' and the CLI's rule, :func:`~napari_promptseg.tiling.level_to_full`)."""
+    from ..tiling import level_to_full  # torch's import: not for every reader of a layer
+
+    factor = np.asarray(factors, float)
+    matrix = np.diag([*factor, 1.0])
+    matrix[:-1, -1] = level_to_full(np.zeros(len(factor)), factor)
+    return matrix
+
+
+@dataclass
+class LabelsOnPlane:
+    """A Labels layer's data and the map from an image plane's pixels to its pixels (read where the layers live, on
+    napari's main thread for a widget); :meth:`resample` reads the pixels (a widget's worker)."""
+
+    data: Any
+    plane_to_labels: np.ndarray
+    shape: tuple[int, int]
+
+    def resample(self) -> np.ndarray:
+        """The labels on the plane's grid (nearest: ids are never mixed); outside the labels: 0."""
+        if tuple(self.data.shape) == self.shape and np.allclose(self.plane_to_labels, np.eye(3), atol=1e-6):
+            return np.asarray(self.data)  # drawn on the plane itself: no resampling
+        from scipy import ndimage
+
+        # pixel centres sit on integer data coordinates in napari, as in affine_transform; a labels pixel covers half
+        # a pixel each side of its centre ("grid-constant": "constant" left the first row and column of labels at
+        # half the plane's resolution empty, their centres 0.25 px before the first labels pixel's)
+        return ndimage.affine_transform(
+            np.asarray(self.data),
+            self.plane_to_labels[:2, :2],
+            offset=self.plane_to_labels[:2, 2],
+            output_shape=self.shape,
+            order=0,
+            mode="grid-constant",
+            cval=0,
+        )
+
+
+def labels_levels(labels_layer: Any) -> tuple[list, list[int], bool]:
+    """A Labels layer's 2D arrays (a multiscale layer's levels, largest first; a (1, Y, X) layer's plane), the data
+    axes they are of, and whether the layer is such a single plane. Refused, naming the layer, when not 2D."""
+    from ..models.preprocessing import is_single_plane
+
+    levels = list(labels_layer.data) if getattr(labels_layer, "multiscale", False) else [labels_layer.data]
+    single = is_single_plane(np.shape(levels[0]))
+    if single:  # painted over a (1, Y, X) image: its plane
+        levels = [level[0] for level in levels]
+    if np.ndim(levels[0]) != 2:
+        raise PromptsegError(
+            f"labels layer '{labels_layer.name}' has {np.ndim(levels[0])} dimensions (shape {np.shape(levels[0])}); "
+            "registration carries 2D labels over: pick one plane first"
+        )
+    return levels, ([1, 2] if single else [0, 1]), single
+
+
+def labels_on_plane(
+    labels_layer: Any,
+    image_layer: Any,
+    factors: Sequence[float],
+    shape: Sequence[int],
+    image_axes: list[int] | None = None,
+) -> LabelsOnPlane:
+    """How ``labels_layer`` lies over a plane of ``image_layer`` (``shape`` rows and columns, ``factors`` coarser than
+    its full resolution: a pyramid level registered), through the two layers' data-to-world maps: labels painted on
+    the image at any scale, offset or affine of their own land where napari shows them. ``image_axes``: the image
+    layer's data axes of its rows and columns (default: its last two). A pyramid of labels (an OME-Zarr's) is read at
+    its coarsest level still as fine as the plane (its full resolution, e.g. a slide's 10 GB, was read to be
+    resampled onto a plane of 2048 px). The one reading of the Registration widget's moving labels and of
+    ``RegistrationResult.warp_labels`` given a layer."""
+    levels, labels_axes, _ = labels_levels(labels_layer)
+    axes = list(image_axes) if image_axes is not None else [int(image_layer.ndim) - 2, int(image_layer.ndim) - 1]
+    plane_to_world = data_to_world_matrix(image_layer, axes) @ level_to_layer_matrix(np.asarray(factors, float))
+    plane_pixel = np.linalg.norm(plane_to_world[:2, :2], axis=0).min()  # the plane's finer pixel side, in the world
+    labels_to_world = data_to_world_matrix(labels_layer, labels_axes)
+    for data in reversed(levels):  # coarsest first; the full resolution at the latest
+        level_to_world = labels_to_world @ level_to_layer_matrix(np.divide(levels[0].shape, data.shape))
+        if np.linalg.norm(level_to_world[:2, :2], axis=0).max() <= plane_pixel * (1 + 1e-6) or data is levels[0]:
+            break
+    plane_to_labels = np.linalg.inv(level_to_world) @ plane_to_world
+    return LabelsOnPlane(data, plane_to_labels, (int(shape[0]), int(shape[1])))

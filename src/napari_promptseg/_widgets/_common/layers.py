@@ -12,8 +12,8 @@ import napari.layers
 import numpy as np
 
 from ...errors import CancelledError, PromptsegError
+from ...io.layer_objects import data_to_world_matrix, level_to_layer_matrix  # noqa: F401 - read by the widgets
 from ...io.multiscale import WHOLE_IMAGE_SIDE, PyramidLevel, level_for_side
-from ...tiling import level_to_full
 
 if TYPE_CHECKING:
     from ...io.library import LibraryEntry, ReferenceLibrary
@@ -314,16 +314,6 @@ def placement(
     return placement_over(layer, axes, None if factors is None else np.asarray(factors, float)[axes])
 
 
-def level_to_layer_matrix(factors: np.ndarray) -> np.ndarray:
-    """The homogeneous map from the pixels of a pyramid level ``factors`` times coarser (per axis) to the layer's
-    full-resolution data coordinates: a level's pixel over the centre of the block of pixels it stands for (the
-    labels' and the CLI's rule, :func:`~napari_promptseg.tiling.level_to_full`)."""
-    factor = np.asarray(factors, float)
-    matrix = np.diag([*factor, 1.0])
-    matrix[:-1, -1] = level_to_full(np.zeros(len(factor)), factor)
-    return matrix
-
-
 def placement_over(layer: napari.layers.Layer, axes: list[int], factors: np.ndarray | None = None) -> dict:
     """:func:`placement` over the data ``axes`` of ``layer`` (a channel axis left out). The layer's whole
     data-to-world map is read through napari's public ``data_to_world`` (scale and translate alone put a rotated
@@ -360,18 +350,6 @@ def _same_map(measured: np.ndarray, expected: np.ndarray) -> bool:
         np.allclose(measured[:-1, :-1], linear, rtol=0, atol=1e-9 * np.abs(linear).max(initial=0.0) + rounding)
         and np.allclose(measured[:-1, -1], shift, rtol=0, atol=1e-9 * size + rounding)
     )
-
-
-def data_to_world_matrix(layer: napari.layers.Layer, axes: list[int]) -> np.ndarray:
-    """``layer``'s data-to-world map over its data ``axes`` as a homogeneous matrix, read through napari's public
-    ``data_to_world`` (scale, translate, rotate, shear and affine together)."""
-    d = layer.ndim
-    origin = np.asarray(layer.data_to_world(np.zeros(d)), float)
-    full = np.eye(d + 1)
-    full[:d, :d] = np.stack([np.asarray(layer.data_to_world(np.eye(d)[i]), float) - origin for i in range(d)], 1)
-    full[:d, d] = origin
-    kept = [*axes, d]
-    return full[np.ix_(kept, kept)]
 
 
 def data_token(layer: napari.layers.Layer) -> tuple:

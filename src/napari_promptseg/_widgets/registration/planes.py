@@ -5,7 +5,6 @@ Labels layer as it lies over the moving plane (resampled in the worker)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import napari
@@ -13,7 +12,8 @@ import napari.layers
 import numpy as np
 
 from ...errors import CancelledError, PromptsegError
-from ...io.layer_objects import layer_xy
+from ...io.layer_objects import LabelsOnPlane as _LabelsOnPlane
+from ...io.layer_objects import labels_levels, labels_on_plane, layer_xy
 from ...io.multiscale import REGISTER_SIDE, PyramidLevel
 from ...methods.registration import landmarks_outside
 from ...methods.registration.pipeline import MAX_CHANNELS
@@ -21,9 +21,7 @@ from ...models.preprocessing import is_single_plane
 from .._common import (
     CHANNEL_AXIS,
     _levels,
-    data_to_world_matrix,
     layer_pyramid_level,
-    level_to_layer_matrix,
     offers_channel_axis,
     plane_shape,
 )
@@ -173,33 +171,6 @@ def _landmarks(
     return landmarks, truncated, outside
 
 
-@dataclass
-class _LabelsOnPlane:
-    """A Labels layer's data and the map from the registered moving plane's pixels to its pixels (read on the main
-    thread, where the layers live); :meth:`resample` runs in the worker."""
-
-    data: Any
-    plane_to_labels: np.ndarray
-    shape: tuple[int, int]
-
-    def resample(self) -> np.ndarray:
-        """The labels on the moving plane's grid (nearest: ids are never mixed); outside the labels: 0."""
-        if tuple(self.data.shape) == self.shape and np.allclose(self.plane_to_labels, np.eye(3), atol=1e-6):
-            return np.asarray(self.data)  # drawn on the registered plane itself: no resampling
-        from scipy import ndimage
-
-        # pixel centres sit on integer data coordinates in napari, as in affine_transform
-        return ndimage.affine_transform(
-            np.asarray(self.data),
-            self.plane_to_labels[:2, :2],
-            offset=self.plane_to_labels[:2, 2],
-            output_shape=self.shape,
-            order=0,
-            mode="constant",
-            cval=0,
-        )
-
-
 def _labels_on_plane(
     labels_layer: napari.layers.Labels,
     moving_layer: napari.layers.Image,
@@ -208,28 +179,10 @@ def _labels_on_plane(
     channel_axis: int | None = None,
 ) -> _LabelsOnPlane:
     """How ``labels_layer`` lies over the registered plane of ``moving_layer`` (``shape``, ``factors`` coarser than
-    its full resolution), through the two layers' data-to-world maps: labels painted on the moving image at any
-    scale, offset or affine of their own land where napari shows them. A pyramid of labels (an OME-Zarr's) is read
-    at its coarsest level still as fine as the plane (its full resolution, e.g. a slide's 10 GB, was read to be
-    resampled onto a plane of 2048 px)."""
-    levels = _levels(labels_layer)
-    labels_axes = [0, 1]
-    if is_single_plane(levels[0].shape):  # painted over a (1, Y, X) image: its plane
-        levels, labels_axes = [level[0] for level in levels], [1, 2]
-    if levels[0].ndim != 2:
-        raise PromptsegError(
-            f"labels layer '{labels_layer.name}' has {levels[0].ndim} dimensions (shape {levels[0].shape}); "
-            "registration carries 2D labels over: pick one plane first"
-        )
+    its full resolution): :func:`~...io.layer_objects.labels_on_plane`, the console's ``warp_labels`` reading of a
+    Labels layer, over the moving layer's rows and columns."""
+    labels_levels(labels_layer)  # a labels layer not 2D refused first, naming it
     axes = spatial_axes(moving_layer, channel_axis)
     if moving_layer.ndim != len(axes) + (axes[0] == 1):  # _plane refused it already; the matrices below assume it
         raise PromptsegError(f"moving layer '{moving_layer.name}' is not 2D")
-    plane_to_world = data_to_world_matrix(moving_layer, axes) @ level_to_layer_matrix(factors)
-    plane_pixel = np.linalg.norm(plane_to_world[:2, :2], axis=0).min()  # the plane's finer pixel side, in the world
-    labels_to_world = data_to_world_matrix(labels_layer, labels_axes)
-    for data in reversed(levels):  # coarsest first; the full resolution at the latest
-        level_to_world = labels_to_world @ level_to_layer_matrix(np.divide(levels[0].shape, data.shape))
-        if np.linalg.norm(level_to_world[:2, :2], axis=0).max() <= plane_pixel * (1 + 1e-6) or data is levels[0]:
-            break
-    plane_to_labels = np.linalg.inv(level_to_world) @ plane_to_world
-    return _LabelsOnPlane(data, plane_to_labels, (int(shape[0]), int(shape[1])))
+    return labels_on_plane(labels_layer, moving_layer, factors, shape, axes)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import CancelledError, PromptsegError
-from ...io.layer_objects import layer_pixels, layer_xy
+from ...io.layer_objects import is_layer, labels_levels, labels_on_plane, layer_pixels, layer_xy
 from ...models.preprocessing import is_single_plane, pyramid_levels
 from ...tiling import full_to_level, level_placement, level_to_full, upsample_labels
 from ..defaults import BOX_THRESHOLD, FIELD_SMOOTHNESS, HEATMAP_THRESHOLD, PAIR_SIMILARITY, TEXT_THRESHOLD
@@ -324,7 +324,16 @@ class RegistrationResult:
     def warp_labels(self, labels: np.ndarray) -> np.ndarray:
         """Labels of the moving image on the fixed grid (nearest: ids are never mixed). Labels drawn on the full
         resolution of a moving image registered at a pyramid level are first put on that level (nearest pixel, as
-        the CLI's --moving-labels); a pyramid of labels is read at its level of the size registered."""
+        the CLI's --moving-labels); a pyramid of labels is read at its level of the size registered. A napari Labels
+        layer, when register() was given the moving image's layer, is read where it lies over that layer (its own
+        scale, translate, rotation: :func:`~napari_promptseg.io.layer_objects.labels_on_plane`, as the Registration
+        widget reads its moving labels); else its pixels."""
+        moving_layer = self._layer("moving")
+        if is_layer(labels) and moving_layer is not None and type(labels).__name__ == "Labels":
+            _, _, single = labels_levels(labels)
+            placed = labels_on_plane(labels, moving_layer, self.moving_factors, self.deformation.moving_shape)
+            warped = self.deformation.warp_labels(placed.resample())
+            return warped[None] if single else warped  # a Labels layer over a (1, H, W) plane: given back so
         labels = layer_pixels(labels, "warp_labels")  # a napari Labels layer: its pixels
         shape = self.deformation.moving_shape
         full = self._moving_full_shape
