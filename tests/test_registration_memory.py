@@ -188,3 +188,24 @@ def test_the_warp_samples_each_channel_alone_and_gives_the_same_bytes(cima_pair)
     tracemalloc.stop()
     pixels = cc10.shape[0] * cc10.shape[1]
     assert peak < 5 * pixels, f"{peak / pixels:.1f} bytes per moving pixel"
+
+
+def test_the_memory_check_takes_what_a_registration_needs_now_not_twice_that():
+    """check_memory asked 64 bytes per fixed pixel and 24 per moving one, measured before the grey copies and the
+    warp were made lean: a pair of RGB images of free / 50 px each was refused as needing 1.8 times the memory free.
+    It asks what benchmarks/bench_registration_memory.py measures now, with a margin (0.44 of the memory free and
+    0.7 GB here); a pair that cannot fit is still refused, naming both images and the memory needed."""
+    import psutil
+
+    from napari_promptseg.errors import PromptsegError
+    from napari_promptseg.methods.registration.pipeline import check_memory
+
+    free = psutil.virtual_memory().available + psutil.swap_memory().free
+    side = int(np.sqrt(free / 50))  # a pair of side x side px RGB images: 50 bytes per pixel of each free
+    check_memory((side, side, 3), (side, side, 3), "fixed.tif", "moving.tif")  # fits: not refused
+    huge = 4 * int(np.sqrt(free))  # 16 pixels per free byte: no budget fits it
+    with pytest.raises(PromptsegError) as refused:
+        check_memory((huge, huge, 3), (side, side), "HE.ome.tif", "CD8.ome.tif")
+    said = str(refused.value)
+    assert "HE.ome.tif" in said and "CD8.ome.tif" in said and f"{huge} x {huge} px" in said, said
+    assert "needs about" in said and "GB of memory" in said, said

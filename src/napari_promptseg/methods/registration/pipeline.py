@@ -451,25 +451,34 @@ def check_pair(
     return pair
 
 
-#: what a registration holds per pixel of the fixed plane registered and per pixel of the moving one, the warped
-#: image and the displacement included: 91 and 39 bytes measured on grey and RGB pairs of 2400 x 3200 px (a 6000 x
-#: 8000 px pair peaked at 3.9 GB); taken lower, so that only a pair that cannot fit is refused
-FIXED_BYTES_PER_PIXEL = 64
-MOVING_BYTES_PER_PIXEL = 24
+#: what register() and the warp of the moving image hold beyond the two images, by the fixed plane's and the moving
+#: plane's pixels, and a part of any size (the stages' small images, the segmenter, torch's and SimpleITK's
+#: buffers), measured by benchmarks/bench_registration_memory.py (peak RSS above the RSS with both images read):
+#: method "intensity", RGB pairs of 1500 x 2000 to 6000 x 8000 px took 0.32-0.66 GB, a least-squares fit 9.7 bytes
+#: per fixed pixel, 4.5 per moving one and 0.28 GB (grey pairs: 5.4 per pixel of both), which over-predicts the
+#: 6000 x 8000 pair (0.96 GB for 0.66); "prompts+intensity" (LiteMedSAM regions) took 0.56 and 0.71 GB on the RGB
+#: pairs of 1500 x 2000 and 3000 x 4000 px: 8 bytes per pixel of both and 0.52 GB. Asked, with a margin of about a
+#: third over the larger of the two: 14 and 8 bytes per pixel and 0.7 GB, so that a pair is refused only when it
+#: cannot fit (64 and 24 bytes per pixel, from before the lean grey copies and the channel-by-channel warp,
+#: refused pairs that needed half the memory free)
+FIXED_BYTES_PER_PIXEL = 14
+MOVING_BYTES_PER_PIXEL = 8
+FIXED_PART_BYTES = 700_000_000
 
 
 def check_memory(
     fixed_shape: tuple[int, ...], moving_shape: tuple[int, ...], fixed_name: str, moving_name: str
 ) -> None:
     """Refuse, before any work, a pair whose registration and warp need more memory (and swap) than is free now:
-    by the bytes per pixel above, a 20000 x 20000 px grey PNG (a 0.4 GB file) needs about 36 GB, and without this
-    check would run until the system killed the process, without a word of why (extrapolated from the 6000 x 8000
-    px pair's 3.9 GB, not run). A pyramid is registered at one level (:func:`registered_level`), whose shapes are
-    given here."""
+    by the bytes per pixel above, a pair of 20000 x 20000 px images (a 0.4 GB grey PNG) is asked 9.5 GB, and
+    without this check would run until the system killed the process, without a word of why. A pyramid is registered
+    at one level (:func:`registered_level`), whose shapes are given here."""
     import psutil  # distributed's dependency
 
-    needed = FIXED_BYTES_PER_PIXEL * int(np.prod(fixed_shape[:2])) + MOVING_BYTES_PER_PIXEL * int(
-        np.prod(moving_shape[:2])
+    needed = (
+        FIXED_PART_BYTES
+        + FIXED_BYTES_PER_PIXEL * int(np.prod(fixed_shape[:2]))
+        + MOVING_BYTES_PER_PIXEL * int(np.prod(moving_shape[:2]))
     )
     # swap too: a run that fits there is slow, not killed
     free = psutil.virtual_memory().available + psutil.swap_memory().free
