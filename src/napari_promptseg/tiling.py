@@ -431,15 +431,17 @@ def sampled_again(labels: object, taken: Sequence[np.ndarray]) -> object | None:
     return sampled_labels(source, [i[np.asarray(t, np.int64)] for i, t in zip(index, taken, strict=True)])
 
 
-def lazy_upsampled_labels(labels: np.ndarray, shape: Sequence[int]) -> object:
+def lazy_upsampled_labels(labels: np.ndarray, shape: Sequence[int], lead: Sequence[np.ndarray] | None = None) -> object:
     """:func:`upsample_labels` as a lazy dask array (:func:`sampled_labels`): a stack's labels found on a pyramid
     level, back at full resolution without holding the full-resolution stack (5 planes of 16k x 16k: 2.5 GB as
-    uint16). uint16 when the ids fit, as a label file stores them."""
+    uint16). uint16 when the ids fit, as a label file stores them. ``lead``: an index array per leading axis (-1:
+    background), e.g. one plane's labels placed in a stack whose other planes are empty; default: as they are."""
     labels = np.asarray(labels)
     h, w = labels.shape[-2:]
     rows = np.minimum(((np.arange(shape[-2]) + 0.5) * h / shape[-2]).astype(np.int64), h - 1)
     cols = np.minimum(((np.arange(shape[-1]) + 0.5) * w / shape[-1]).astype(np.int64), w - 1)
-    return sampled_labels(labels, [*(np.arange(n) for n in labels.shape[:-2]), rows, cols])
+    lead = [np.arange(n) for n in labels.shape[:-2]] if lead is None else list(lead)
+    return sampled_labels(labels, [*lead, rows, cols])
 
 
 def read_tile(image_hwc: np.ndarray, tile: Tile, window: IntensityWindow) -> np.ndarray:

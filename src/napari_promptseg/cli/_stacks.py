@@ -91,6 +91,27 @@ def _unnamed_stack_axis_note(n: int, shape: Sequence[int], channel_axis: int | N
     return UNNAMED_STACK_AXIS.format(n=n, channels="", axes="".join(letters))
 
 
+def _pyramid_source(args: argparse.Namespace, path: Path, image: object, time_lapse: object) -> object:
+    """The levels of the input ``path`` as the stack ``image`` was read (largest first, in its axes), or ``image``
+    itself when it has none: the file's pyramid; with --time, the time point's volume of every level of a
+    time-lapse pyramid (T, Z, Y, X[, C]; ``time_lapse`` as read), which ran at full resolution."""
+    import numpy as np
+
+    from ..io.multiscale import file_pyramid, is_lazy_image, open_multiscale
+    from ..methods.volume import time_point_volume
+    from ..models.preprocessing import is_lazy
+
+    if getattr(args, "time", None) is None:
+        return file_pyramid(path, image)
+    if not is_lazy(time_lapse) or not is_lazy_image(path):
+        return image
+    levels = open_multiscale(path, keep_time=True).levels
+    if len(levels) < 2 or np.shape(levels[0]) != np.shape(time_lapse):
+        return image
+    name = f"{path} (--time)"
+    return [time_point_volume(level, args.time, name=name, channel_axis=args.channel_axis)[0] for level in levels]
+
+
 def _full_resolution(labels: object, image: object, factor: float) -> object:
     """Labels found on a pyramid level, back on the input's full-resolution grid."""
     import numpy as np
@@ -170,6 +191,7 @@ def _stack_record(
     seed_labels: object | None = None,
     axes: StackAxes | None = None,
     plane_level: Callable[[list], object] | None = None,
+    plane_scale: Callable[[tuple[int, int]], float] | None = None,
 ) -> dict:
     """Segment a (Z, Y, X[, C]) input: one plane (--plane), every plane with linked ids, or objects propagated from
     a seed plane (--propagate; seeded by ``boxes`` and the points, refining them or objects of their own, when given,
@@ -181,11 +203,15 @@ def _stack_record(
     A stack pyramid (a z-stack OME-Zarr, a pyramidal OME-TIFF stack) is read at a level, as a slide is: a
     propagation at the level of its prompts, and, given ``plane_level`` (the
     :class:`~..methods.volume.levels.StackLevel` the plane's method reads, given the stack's levels: said in
-    report.json), a plane as its own pyramid, which that method reads at its level."""
+    report.json), a plane as its own pyramid, which that method reads at its level. ``plane_scale``: the working
+    scale (model-input pixels per full-resolution pixel) a whole-plane method (one-shot, text) reads a plane of
+    full-resolution (rows, columns) at, as it reads a 2D pyramid: every plane of a stack pyramid is read at that
+    level (one level: the planes share one size) and ``segment_plane(plane, z, factor=...)`` told its factor; the
+    labels come back at full resolution lazily."""
     import numpy as np
 
     from ..batch.engine import method_progress
-    from ..io.multiscale import file_pyramid, stack_axes
+    from ..io.multiscale import stack_axes
     from ..io.time_point_labels import said_kept
     from ..methods.volume import (
         as_stack,
@@ -196,8 +222,9 @@ def _stack_record(
         propagate_through_stack,
         segment_stack,
     )
-    from ..methods.volume.levels import stack_pyramid
+    from ..methods.volume.levels import stack_level_for_scale, stack_pyramid
     from ..models.preprocessing import to_numpy
+    from ..tiling import lazy_upsampled_labels
     from ._report import _finish_image
 
     time_lapse = image  # --time: the input, whose shape the labels keep
@@ -205,27 +232,39 @@ def _stack_record(
     axes = stack_axes(path) if axes is None else axes
     volume, warnings = as_stack(image, channel_axis=args.channel_axis, name=str(path), axes=axes.read)
     n = int(np.shape(volume)[0])
-    # a stack pyramid's levels (the file's; each as a (Z, Y, X[, C]) stack): read at a level, never whole at full
-    # resolution (5 planes of 16k x 16k were read, segmented and labelled whole); a time point's volume, at full
-    source = image if getattr(args, "time", None) is not None else file_pyramid(path, image)
+    # a stack pyramid's levels (the file's, or a time point's of a time-lapse pyramid; each as a (Z, Y, X[, C])
+    # stack): read at a level, never whole at full resolution (5 planes of 16k x 16k were read, segmented and
+    # labelled whole)
+    source = _pyramid_source(args, path, image, time_lapse)
     pyramid = None if source is image else stack_pyramid(source, channel_axis=args.channel_axis, axes=axes.read)
+    # the one level a whole-plane method reads every plane at (one-shot and text read planes at full resolution)
+    read_level = None
+    if pyramid is not None and plane_scale is not None:
+        read_level = stack_level_for_scale(pyramid, plane_scale(tuple(np.shape(volume)[1:3])))
+    at_level = read_level is not None and read_level.index > 0
+    read_volume = read_level.stack if at_level else volume  # the planes as the method reads them
+    plane_factor = {"factor": read_level.factor} if at_level else {}
 
     def plane_pixels(z: int) -> object:
         """Plane ``z``: of a stack pyramid, the plane's own pyramid, read by the plane's method at its level (the
-        methods whose level is known, ``plane_level``; the others' planes at full resolution, as before)."""
-        return to_numpy(volume[z]) if pyramid is None or plane_level is None else [level[z] for level in pyramid]
+        methods whose level is known, ``plane_level``), or the plane of the level every plane is read at
+        (``plane_scale``); the others' planes at full resolution, as before."""
+        if pyramid is not None and plane_level is not None:
+            return [level[z] for level in pyramid]
+        return to_numpy(read_volume[z])
 
     nothing: dict[int, str] = {}
     scales: dict[int, dict] = {}  # the working scale each plane was decoded at, where its method has one
 
     def plane_or_nothing(plane, z: int):
         try:
-            out = segment_plane(plane, z)
+            out = segment_plane(plane, z, **plane_factor)
         except NothingFoundError as exc:  # a blank end plane must not empty the planes that matched
             nothing[z] = str(exc)
-            return np.zeros(np.shape(volume)[1:3], np.uint16)
+            return np.zeros(np.shape(read_volume)[1:3], np.uint16)
         if (scale := getattr(out, "scale", None)) is not None:
-            scales[z] = scale.summary()
+            # in the full-resolution pixels the labels and the record's shape are in
+            scales[z] = scale.at_full_resolution(plane_factor.get("factor", 1.0)).summary()
         return out
 
     plane = args.plane if args.plane is not None or not args.propagate else n // 2
@@ -267,6 +306,8 @@ def _stack_record(
             seed, seed_scores = _plane_labels(out), _plane_scores(out)
             seed_warnings = plane_warnings(((plane, w) for w in getattr(out, "warnings", [])), str(path), stack_axis)
             seed_scale = getattr(out, "scale", None)  # the scale the seed method worked at (find-all, one-shot)
+            if seed_scale is not None:  # on the level's plane: in full-resolution pixels, as the propagation's
+                seed_scale = seed_scale.at_full_resolution(plane_factor.get("factor", 1.0))
         object_size = getattr(args, "object_size", None)
         if object_size is None and seed_scale is not None:
             # the seed's objects decoded at the seed method's scale, not at one taken from its (tighter) masks:
@@ -304,6 +345,8 @@ def _stack_record(
         if pyramid is not None and plane_level is not None:  # the level the plane's method read
             level = plane_level(pyramid)
             record.update(pyramid_level=level.index, level_factor=level.factor)
+        elif read_level is not None:
+            record.update(pyramid_level=read_level.index, level_factor=read_level.factor)
         per_plane = ((plane, w) for w in getattr(out, "warnings", []))
         warnings = [*warnings, *plane_warnings(per_plane, str(path), stack_axis)]
         found = np.asarray(_plane_labels(out))
@@ -311,20 +354,26 @@ def _stack_record(
             labels = np.zeros((n, *found.shape), found.dtype)
             labels[plane] = found
         else:  # the other planes empty, lazily: a stack of whole-slide planes is not made whole to be written
-            from ..tiling import sampled_labels
-
             planes = np.where(np.arange(n) == plane, 0, -1)  # the others background
-            labels = sampled_labels(found[None], [planes, *(np.arange(k) for k in found.shape)])
+            # found on the level's plane (or at full resolution): back over the full-resolution planes
+            labels = lazy_upsampled_labels(found[None], np.shape(volume)[:3], [planes])
         extents = {k: (plane, plane) for k in object_extents(found[None])}
         record["mode"], said_mode = f"plane {plane} only", f"{word} {plane} only"
         # what the plane was decoded at, as a 2D input's record and a propagation's say
         scale, scores = getattr(out, "scale", None), _plane_scores(out)
-        record["working_scale"] = scale.summary() if scale is not None else None
+        record["working_scale"] = scales.get(plane) if scale is not None else None
         if scores is not None:
             record["scores"] = {str(k): round(v, 4) for k, v in scores.items()}
     else:
-        result = segment_stack(image, plane_or_nothing, stack_axis=stack_axis, **common)
+        # the level's planes, as the file holds them (its axes), or the input's
+        result = segment_stack(
+            source[read_level.index] if at_level else image, plane_or_nothing, **common, stack_axis=stack_axis
+        )
         labels, warnings = result.labels, result.warnings
+        extents = object_extents(labels)
+        if read_level is not None:  # the level every plane was read at; the labels back at full resolution, lazily
+            record.update(pyramid_level=read_level.index, level_factor=read_level.factor)
+            labels = lazy_upsampled_labels(labels, np.shape(volume)[:3]) if at_level else labels
         record["mode"] = "plane by plane, ids linked across planes"
         said_mode = f"{word} by {word}, ids linked across {word}s"
         # as a 2D input's record says it (one-shot's planes share one size: one scale); planes that differ, each's
@@ -337,8 +386,6 @@ def _stack_record(
         warnings = [*warnings, f"{path}: nothing like the prompt on {word}(s) {listed}"]
     if not args.propagate and getattr(args, "stop_iou_given", False):
         warnings = [*warnings, f"{path}: --stop-iou ignored: it ends objects carried by --propagate"]
-    if not args.propagate and plane is None:
-        extents = object_extents(labels)
     objects = len(extents)
     if getattr(args, "time", None) is not None:  # over the time-lapse, as the widget's layer
         record["output"], record["kept_time_points"] = _write_time_point(args, path, labels, np.shape(time_lapse)[0])

@@ -413,19 +413,28 @@ def _stack_object_size(args: argparse.Namespace, one: _OneShot, stack) -> float 
 def _process(args: argparse.Namespace, one: _OneShot, path: Path, image) -> dict:
     import numpy as np
 
-    from ..methods.oneshot import target_file_level
+    from ..methods.oneshot import target_file_level, target_scale
     from ..tiling import level_to_full
 
     if (stacked := _input_stack(args, image, path)) is not None:
         stack, axes = stacked
-        size = _stack_object_size(args, one, stack)
+        sizes: list = []  # the stack's one object size, measured on its first plane read at full resolution
 
-        def plane_labels(plane, z: int):
-            # the result, with its warnings
+        def plane_labels(plane, z: int, factor: float = 1.0):
+            # the result, with its warnings; on a stack pyramid's level, the objects sought at the reference's size
+            # there, as a 2D pyramid's level is (not measured on a full-resolution plane)
             name, channel_axis = plane_name(path, z, axes), _plane_channel_axis(args)
-            return _segment(args, one, plane, name, channel_axis, object_size=size, stack_axis=axes.planes)
+            if factor == 1.0 and not sizes:
+                sizes.append(_stack_object_size(args, one, stack))
+            size = sizes[0] if factor == 1.0 else None
+            return _segment(args, one, plane, name, channel_axis, factor, object_size=size, stack_axis=axes.planes)
 
-        return _stack_record(args, path, image, plane_labels, one.segmenter, axes=axes)
+        def plane_scale(plane_shape: tuple[int, int]) -> float:
+            # a stack pyramid's planes read at the level a 2D target pyramid of their size is read at
+            objects = one.exemplars.object_size if one.exemplars is not None else None
+            return target_scale(plane_shape, one.segmenter.input_size, objects)
+
+        return _stack_record(args, path, image, plane_labels, one.segmenter, axes=axes, plane_scale=plane_scale)
     # a pyramid is read at the level of the objects' working scale (many instances), else of the whole image
     size = one.exemplars.object_size if one.exemplars is not None else None  # --object-size, else the objects'
     level, index, factor = target_file_level(path, image, one.segmenter.input_size, size)

@@ -344,11 +344,21 @@ def _trained_reading(args: argparse.Namespace, route, image, path: Path) -> tupl
     return mapped, read_with
 
 
+def _text_scale(args: argparse.Namespace, state: tuple, plane_shape: tuple[int, int]) -> float:
+    """The working scale a pyramid whose full-resolution plane is ``plane_shape`` is read at: the whole image's, or
+    the finer one the library's many-instances entries' objects need (2D slides and a stack's planes alike)."""
+    from ..methods.text.answers import text_working_scale
+
+    route, segmenter, _ = state
+    return text_working_scale(
+        plane_shape, args.prompt, route, segmenter.input_size, top_k=args.top_k, min_similarity=args.min_similarity
+    )
+
+
 def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
     import numpy as np
 
     from ..io.multiscale import file_level
-    from ..methods.text.answers import text_working_scale
     from ..models.preprocessing import is_lazy
     from ..tiling import level_to_full
 
@@ -356,30 +366,23 @@ def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
     if (stacked := _input_stack(args, image, path)) is not None:
         planes_read_with: list[dict] = []
 
-        def plane_labels(plane, z: int):
-            result = _segment(args, state, plane, plane_name(path, z, stacked[1]), _plane_channel_axis(args))
+        def plane_labels(plane, z: int, factor: float = 1.0):
+            name = plane_name(path, z, stacked[1])
+            result = _segment(args, state, plane, name, _plane_channel_axis(args), factor)
             planes_read_with.append(result.image_channels)
             return result
 
-        record = _stack_record(args, path, image, plane_labels, state[1], axes=stacked[1])
+        def plane_scale(plane_shape: tuple[int, int]) -> float:
+            # a stack pyramid's planes read at the level a 2D pyramid of their size is read at
+            return _text_scale(args, state, plane_shape)
+
+        record = _stack_record(args, path, image, plane_labels, state[1], axes=stacked[1], plane_scale=plane_scale)
         # a stack read with its channels last (a hyperstack whose file names them) has its planes' reading resolved
         # plane by plane: theirs is the stack's (it was said nowhere)
         read_with = read_with or next((r for r in planes_read_with if r), None)
         return record | ({"image_channels": read_with} if read_with else {})
     # a pyramid: the level a text model sees, or the one the library's many-instances entries' objects need
-    route, segmenter, _ = state
-    scale = (
-        text_working_scale(
-            np.shape(image)[:2],
-            args.prompt,
-            route,
-            segmenter.input_size,
-            top_k=args.top_k,
-            min_similarity=args.min_similarity,
-        )
-        if is_lazy(image)  # read whole otherwise: no level to choose
-        else 1.0
-    )
+    scale = _text_scale(args, state, np.shape(image)[:2]) if is_lazy(image) else 1.0  # else read whole: no level
     level, index, factor = file_level(path, image, scale)
     result = _segment(args, state, level, str(path), args.channel_axis, factor)
     record, labels = _level_record(args, path, image, result.labels, index, factor)

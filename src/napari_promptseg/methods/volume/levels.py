@@ -113,6 +113,15 @@ def choose_stack_level(
         if found:  # in full-resolution pixels, from labels on any level's planes
             boxes = np.array([[s[-1].start, s[-2].start, s[-1].stop - 1, s[-2].stop - 1] for s in found])
             size = box_object_size(boxes) * planes[0][0] / max(labels.shape[-2], 1)
-    index, _ = pyramid_level(planes, choose_scale(planes[0], input_size, size).scale)
+    return stack_level_for_scale(stacks, choose_scale(planes[0], input_size, size).scale)
+
+
+def stack_level_for_scale(stacks: Sequence[object], scale: float) -> StackLevel:
+    """The coarsest level of ``stacks`` (:func:`stack_pyramid`) that still has the working ``scale`` (model-input
+    pixels per full-resolution pixel; :func:`~...tiling.pyramid_level`, the rule a 2D slide's level is read by): the
+    one level every plane of the stack is read at by a whole-plane method (one-shot, text), as each plane's own
+    pyramid would be."""
+    planes = [tuple(int(n) for n in np.shape(s)[1:3]) for s in stacks]
+    index, _ = pyramid_level(planes, scale)
     full = (int(np.shape(stacks[0])[0]), *planes[0])
     return StackLevel(stacks[index], index, level_factors(planes[0], planes[index]), full, tuple(planes))
