@@ -186,3 +186,37 @@ def test_time_on_a_time_lapse_pyramid_reads_the_time_points_volume_at_the_level_
     assert found["tl.ome"].shape == (2, *full.shape)
     assert not found["tl.ome"][0].any() and found["stack.ome"][3].any()
     np.testing.assert_array_equal(found["tl.ome"][1], found["stack.ome"])
+
+
+def test_lazy_labels_past_the_whole_size_are_written_to_a_tiff_tile_by_tile(tmp_path, monkeypatch):
+    """Lazy full-resolution labels (a stack pyramid's, found on a level) were made whole in memory to be written as
+    a TIFF (--output-format tiff: 5 planes of 16k x 16k, 2.5 GB). Past LAZY_WHOLE_ABOVE_BYTES they are written tile
+    by tile from the lazy labels: the same labels, tiled, and never held whole (the peak of memory allocated while
+    writing 64 MB of labels stays under half of that: a strip and its blocks; the limit lowered to keep it small)."""
+    import tracemalloc
+
+    import tifffile
+    from skimage import data
+
+    from napari_promptseg.io import images
+    from napari_promptseg.tiling import lazy_upsampled_labels, upsample_labels
+
+    coins = data.coins()  # real objects: the coins, labelled, as found on a level ~6x coarser than the labels
+    from skimage.measure import label
+
+    shape = (8, 2048, 2048)
+    level = np.stack([label(np.roll(coins, 40 * z, axis=1) > 120) for z in range(shape[0])]).astype(np.uint16)
+    monkeypatch.setattr(images, "LAZY_WHOLE_ABOVE_BYTES", 2**20)
+    lazy = lazy_upsampled_labels(level, shape)
+    tracemalloc.start()
+    try:
+        path = images.write_labels(tmp_path / "labels.tif", lazy, axes="ZYX")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < np.prod(shape) * 2 / 2, f"{peak / 1e6:.1f} MB allocated at the peak"
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].is_tiled and tif.series[0].axes == "ZYX"
+        written = tif.asarray()
+    np.testing.assert_array_equal(written, upsample_labels(level, shape))
+    assert images.is_own_output(path)
