@@ -220,3 +220,37 @@ def test_lazy_labels_past_the_whole_size_are_written_to_a_tiff_tile_by_tile(tmp_
         written = tif.asarray()
     np.testing.assert_array_equal(written, upsample_labels(level, shape))
     assert images.is_own_output(path)
+
+
+def test_a_slides_labels_past_the_whole_size_are_written_from_its_level_tile_by_tile(
+    shared_data, tmp_path, monkeypatch, capsys
+):
+    """`promptseg segment SLIDE.ome.zarr --box ... --output-format tiff`: the labels found on the slide's level were
+    made whole at full resolution in memory to be written (a 65k x 65k slide: 8.5 GB). Past LAZY_WHOLE_ABOVE_BYTES
+    they come back lazily and are written tile by tile: the labels written whole below it (the MRI's thalamus plane
+    magnified 4x, read at a level; the limit lowered to keep the test small)."""
+    import tifffile
+    from scipy import ndimage
+    from skimage.transform import downscale_local_mean
+
+    from napari_promptseg.cli import main
+    from napari_promptseg.io import images
+
+    vol, truth, (x0, y0, x1, y1) = thalamus_planes(shared_data)
+    full = ndimage.zoom(vol[3], 4, order=1)
+    levels = [full, *(downscale_local_mean(full, (f, f)).astype(np.float32) for f in (2, 4))]
+    slide = write_pyramid(levels, tmp_path / "slide.ome.zarr", "yx")
+    box = [str(v) for v in (4 * x0, 4 * y0, 4 * x1 + 3, 4 * y1 + 3)]
+    written = {}
+    for kind, limit in (("whole", images.LAZY_WHOLE_ABOVE_BYTES), ("tiles", 2**10)):
+        monkeypatch.setattr(images, "LAZY_WHOLE_ABOVE_BYTES", limit)
+        out = tmp_path / kind
+        argv = ["segment", str(slide), "--box", *box, "-o", str(out), "--output-format", "tiff", "--overlay"]
+        assert main(argv) == 0, capsys.readouterr()
+        record = record_of(out, slide.name)
+        assert record["pyramid_level"] > 0 and record["objects"] == 1 and Path(record["overlay"]).exists(), record
+        with tifffile.TiffFile(record["output"]) as tif:
+            written[kind] = (tif.asarray(), tif.pages[0].is_tiled)
+    assert written["whole"][0].shape == full.shape and written["whole"][0].any()
+    np.testing.assert_array_equal(written["tiles"][0], written["whole"][0])
+    assert written["tiles"][1] and not written["whole"][1]

@@ -113,12 +113,20 @@ def _pyramid_source(args: argparse.Namespace, path: Path, image: object, time_la
 
 
 def _full_resolution(labels: object, image: object, factor: float) -> object:
-    """Labels found on a pyramid level, back on the input's full-resolution grid."""
+    """Labels found on a pyramid level, back on the input's full-resolution grid: lazily past
+    :data:`..io.images.LAZY_WHOLE_ABOVE_BYTES` (a slide's, written block by block: a 65k x 65k slide's were made
+    whole, 8.5 GB)."""
     import numpy as np
 
-    from ..tiling import upsample_labels
+    from ..io import images
+    from ..tiling import lazy_upsampled_labels, upsample_labels
 
-    return labels if factor == 1.0 else upsample_labels(np.asarray(labels), np.shape(image)[:2])
+    if factor == 1.0:
+        return labels
+    shape = np.shape(image)[:2]
+    if np.prod(shape, dtype=np.float64) * 2 > images.LAZY_WHOLE_ABOVE_BYTES:
+        return lazy_upsampled_labels(np.asarray(labels), shape)
+    return upsample_labels(np.asarray(labels), shape)
 
 
 def _level_record(
