@@ -451,7 +451,9 @@ def write_labels(
         if is_lazy(checked):  # integer ids, checked and cast block by block
             axes = (axes or {2: "YX", 3: "ZYX"}.get(checked.ndim, "")).upper()
             placed = {"origin": origin, "frame_interval": frame_interval}
-            return _write_lazy_labels(path, checked, axes, pixel_size, z_spacing, **placed)
+            from .lazy_label_tiff import write_lazy_labels
+
+            return write_lazy_labels(path, checked, axes, pixel_size, z_spacing, **placed)
     labels = file_labels(labels, str(path))
     axes = (axes or {2: "YX", 3: "ZYX"}.get(labels.ndim, "")).upper()
     if axes and len(axes) != labels.ndim:
@@ -490,84 +492,6 @@ def write_labels(
         else:
             tifffile.imwrite(temp, labels, software=OUTPUT_MARKER, bigtiff=bigtiff, **options, **named, **calibration)
     return path
-
-
-def _write_lazy_labels(
-    path: Path,
-    labels: object,
-    axes: str,
-    pixel_size: PixelSize | None,
-    z_spacing: float | None,
-    *,
-    origin: Sequence[float] | None,
-    frame_interval: float | None,
-) -> Path:
-    """:func:`write_labels` of lazy labels past :data:`LAZY_WHOLE_ABOVE_BYTES`: a tiled OME-TIFF (a BigTIFF past its
-    size; a pyramid past :func:`needs_pyramid`'s), written from an iterator of tiles, a strip of tile rows of one
-    plane computed at a time, the pyramid's levels sampled from the labels' source (:func:`~..tiling.sampled_again`)
-    where they keep it."""
-    from ..tiling import sampled_again
-
-    if axes and len(axes) != labels.ndim:
-        raise PromptsegError(f"{path}: axes {axes!r} do not fit labels of shape {labels.shape}")
-    nbytes = int(np.prod(labels.shape, dtype=np.int64)) * labels.dtype.itemsize
-    bigtiff, pyramid = needs_bigtiff(nbytes), needs_pyramid(labels.shape, nbytes)
-    named: dict = {"ome": True, "metadata": {"axes": axes, "UUID": _lazy_uuid(path.name, labels)}} if axes else {}
-    stacked = len(axes) == 3 and axes[0] == "Z"
-    calibration = tiff_calibration(pixel_size, z_spacing if stacked else None, named)
-    tiff_origin(origin, labels.shape, pixel_size, z_spacing if stacked else None, named)
-    if frame_interval and "metadata" in named and axes.startswith("T"):
-        named["metadata"]["TimeIncrement"] = float(frame_interval)
-    levels = []
-    if pyramid:
-        for level in label_levels(labels):  # every other pixel: from the source where the labels keep it
-            taken = [np.arange(n) for n in level.shape[:-2]]
-            taken += [np.arange(0, 2 ** (len(levels) + 1) * n, 2 ** (len(levels) + 1)) for n in level.shape[-2:]]
-            again = sampled_again(labels, taken)
-            levels.append(level if again is None else again)
-    options = {"compression": "zlib", "photometric": "minisblack", "tile": PYRAMID_TILE}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ome = {"ome": named.pop("ome")} if "ome" in named else {}
-    with replacing(path) as temp, tifffile.TiffWriter(temp, bigtiff=bigtiff, **ome) as tif:
-        subifds = {"subifds": len(levels)} if levels else {}
-        tif.write(
-            _label_tiles(labels),
-            shape=labels.shape,
-            dtype=labels.dtype,
-            software=OUTPUT_MARKER,
-            **subifds,
-            **options,
-            **named,
-            **calibration,
-        )
-        for level in levels:
-            tif.write(_label_tiles(level), shape=level.shape, dtype=level.dtype, subfiletype=1, **options)
-    return path
-
-
-def _label_tiles(labels: object) -> Iterator[np.ndarray]:
-    """The tiles of lazy (..., Y, X) labels in a TIFF's order (plane by plane, row of tiles by row), each row of
-    tiles computed at once: one strip of :data:`PYRAMID_TILE` rows of one plane held at a time (a strip of a chunk's
-    height held 1.6x the memory, measured)."""
-    th, tw = PYRAMID_TILE
-    h, w = labels.shape[-2:]
-    for lead in np.ndindex(*labels.shape[:-2]):
-        for y in range(0, h, th):
-            strip = np.asarray(labels[(*lead, slice(y, y + th))])
-            for x in range(0, w, tw):
-                yield strip[:, x : x + tw]
-
-
-def _lazy_uuid(name: str, labels: object) -> str:
-    """:func:`~.tiff_metadata.ome_uuid` of lazy labels, from what they are sampled from (the level's labels and the
-    index: small) where they keep it, else from their shape: the same for a rerun, no pixel computed."""
-    from ..tiling import SAMPLING
-
-    sampling = getattr(labels, SAMPLING, None)
-    parts = [np.asarray(labels.shape, np.int64)]
-    if sampling is not None:
-        parts += [np.asarray(sampling[0]), *sampling[1]]
-    return ome_uuid(name, np.concatenate([np.ascontiguousarray(p).view(np.uint8).ravel() for p in parts]))
 
 
 def is_own_output(path: str | Path, marker: str | tuple[str, ...] = OUTPUT_MARKER) -> bool:
