@@ -1140,3 +1140,29 @@ def test_promptseg_text_records_the_channels_each_image_was_read_with(multichann
     assert main([*argv[:2], str(four), "-o", str(tmp_path / "four"), *argv[6:], "--device", "cpu"]) != 0
     said = capsys.readouterr().err
     assert "trained on 3-channel images (channel axis 0)" in said and "(axis 1)" in said and "--channel-axis" in said
+
+
+def test_the_validation_split_is_said_at_the_start_and_in_the_summary(trained, kvasir, cache, tmp_path, capsys):
+    """How many rows and images train and validate, and where the split came from: it was said nowhere (only the
+    model's JSON held the row counts), so a val Dice of one image held out at random read as the model's worth."""
+    data = tmp_path / "nosplit.csv"
+    _write_csv(data, [(t.image, t.mask, t.text) for t in kvasir], ("image", "mask", "text"))
+    argv = ["train-text", str(data), "-o", str(tmp_path / "model"), "--epochs", "1", "--batch-size", "5"]
+    assert main([*argv, "--cache-dir", str(cache), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    said = "data: 5 training rows of 5 images, 1 validation row of 1 image (a random 20% of the images, seed 0)"
+    assert said in captured.err, captured.err
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["split"] == {
+        "train_rows": 5,
+        "train_images": 5,
+        "val_rows": 1,
+        "val_images": 1,
+        "test_rows": 0,
+        "source": "a random 20% of the images, seed 0",
+    }
+    # the CSV's own split column (the module's run): said as such
+    assert trained.split["source"] == "the split column" and (
+        trained.split["train_rows"],
+        trained.split["val_rows"],
+    ) == (4, 2)

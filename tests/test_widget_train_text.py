@@ -406,6 +406,31 @@ def test_the_summary_gives_the_validation_dice_of_the_model_kept_after_its_prese
     assert "best validation Dice 0.500 at epoch 1 of 2, 0.773 with its presence head refitted" in summary, summary
 
 
+def test_the_summary_says_how_many_images_validated_and_where_the_split_came_from(
+    make_viewer, qtbot, tmp_path, monkeypatch
+):
+    """The summary gave a validation Dice without saying it was of one image held out at random (the trainer's
+    result stands in for a run: what the summary makes of it is checked)."""
+    from napari_promptseg.methods.text_training import run
+    from napari_promptseg.methods.text_training.trainer import TrainingResult
+
+    split = {"train_rows": 4, "train_images": 4, "val_rows": 1, "val_images": 1, "test_rows": 0}
+    split["source"] = "a random 20% of the images, seed 0"
+    result = TrainingResult(tmp_path / "model", 1, 0.5, 1, False, split=split)
+    monkeypatch.setattr(run, "train_text_segmenter", lambda *args, **kwargs: result)
+    csv = tmp_path / "triplets.csv"
+    csv.write_text("image,mask,text\n")  # read by no one: the trainer's result is given
+    widget = TrainTextWidget(make_viewer())
+    widget.source.setCurrentText("CSV")
+    widget.csv.setText(str(csv))
+    widget.output.setText(str(tmp_path / "model"))
+    widget.train()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
+    summary = widget.runner.widget.summary.text()
+    said = "best validation Dice 0.500 at epoch 1 of 1 on 1 image (a random 20% of the images, seed 0; 4 trained on)"
+    assert said in summary, summary
+
+
 def test_clipseg_is_fine_tuned_from_the_layers_with_the_weights_given(
     make_viewer,
     qtbot,

@@ -151,8 +151,8 @@ def cmd_train_text(args: argparse.Namespace) -> int:
         # one line per epoch and per tenth of the bar, so a log file stays readable
         if done < last[0]:  # a new phase (training after the base model's download) counts its own tenths
             last[0] = done
-        # an epoch's end, and every warning (several come at 0 %)
-        if done >= 1.0 or re.match(r"epoch \d+:|warning: ", message) or done - last[0] >= 0.1:
+        # an epoch's end, the split, and every warning (several come at 0 %)
+        if done >= 1.0 or re.match(r"epoch \d+:|warning: |data: ", message) or done - last[0] >= 0.1:
             last[0] = done
             print(f"[{100 * done:5.1f}%] {message}", file=sys.stderr, flush=True)
 
@@ -206,6 +206,7 @@ def cmd_train_text(args: argparse.Namespace) -> int:
         "stopped_early": result.stopped_early,
         "seconds": round(result.seconds, 1),
         "feature_cache": result.feature_cache,
+        "split": getattr(result, "split", None) or None,  # rows and images trained and validated on
     }
     if getattr(result, "presence_refit", None):
         summary["presence_refit"] = result.presence_refit

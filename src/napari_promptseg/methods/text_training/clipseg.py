@@ -32,6 +32,8 @@ from .data import (
     files_left_out,
     format_eta,
     refuse_fraction_beside_split,
+    split_record,
+    split_said,
     split_triplets,
     training_channels,
     training_triplets,
@@ -114,6 +116,8 @@ def finetune_clipseg(
     refuse_fraction_beside_split(triplets, val_fraction)  # as the fusion decoder: it was ignored without a word
     fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
     train_set, val_set = split_triplets(triplets, val_fraction=fraction, seed=seed)
+    split = split_record(triplets, train_set, val_set, val_fraction=fraction, seed=seed)
+    report(0.0, split_said(split))
     left_out = files_left_out(triplets)  # a TIFF's images after its first: trained on by nothing
     for warning in left_out:
         report(0.0, f"warning: {warning}")
@@ -212,6 +216,7 @@ def finetune_clipseg(
         history,
         time.perf_counter() - t_start,
         warnings=left_out,
+        split=split,
     )
 
 

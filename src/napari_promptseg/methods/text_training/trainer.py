@@ -48,6 +48,8 @@ from .data import (
     format_eta,
     refuse_fraction_beside_split,
     split_fingerprint,
+    split_record,
+    split_said,
     split_triplets,
     training_channels,
     training_triplets,
@@ -161,6 +163,7 @@ class TrainingResult:
     feature_cache: dict = field(default_factory=dict)  # hits / misses of the disk cache
     presence_refit: dict = field(default_factory=dict)  # the presence head's refit (.presence), if it ran
     warnings: list[str] = field(default_factory=list)  # what the run did that the user did not ask for
+    split: dict = field(default_factory=dict)  # rows and images trained and validated on (data.split_record)
 
 
 Data = str | Path | Sequence[Triplet | ArrayTriplet | tuple]
@@ -240,6 +243,8 @@ def train_text_segmenter(
     rows = split_fingerprint(train_set, val_set)
     if state is not None:
         check_same_rows(out, state, rows)
+    split = split_record(triplets, train_set, val_set, val_fraction=config.val_fraction, seed=config.seed)
+    report(0.0, split_said(split))
     left_out = files_left_out(triplets)  # a TIFF's images after its first: trained on by nothing
     for warning in left_out:
         report(0.0, f"warning: {warning}")
@@ -429,6 +434,7 @@ def train_text_segmenter(
         feature_cache={"hits": store.hits, "misses": store.misses},
         presence_refit=refit,
         warnings=warnings,
+        split=split,
     )
 
 
