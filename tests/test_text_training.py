@@ -1166,3 +1166,13 @@ def test_the_validation_split_is_said_at_the_start_and_in_the_summary(trained, k
         trained.split["train_rows"],
         trained.split["val_rows"],
     ) == (4, 2)
+
+
+def test_a_dataset_folder_given_for_the_csv_is_told_how_to_make_the_csv(kvasir, tmp_path, capsys):
+    """A folder of images/ and masks/ given where the CSV goes was "no such CSV file", which the folder plainly is
+    not missing: now it is named a folder, with the CSV's form and a row of it."""
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    code = main(["train-text", str(tmp_path / "data"), "-o", str(tmp_path / "model")])
+    err = capsys.readouterr().err
+    assert code != 0 and "is a folder, not a CSV" in err and "no such CSV" not in err, err
+    assert "images/0001.png,masks/0001.png,polyp" in err

@@ -229,6 +229,12 @@ def read_triplets(
     (and refuses a CSV whose split sits in a column of another name: its test rows would be trained on); a name
     must be a column; "" reads no split."""
     path = Path(csv_path).expanduser()  # '~/rows.csv' typed in the widget, as its output and cache fields
+    if path.is_dir():  # a dataset's folder (images/, masks/): its pairs and texts are what the CSV says
+        raise PromptsegError(
+            f"{path} is a folder, not a CSV; training reads a CSV of one row per triplet with columns {image_col}, "
+            f"{mask_col}, {text_col} (and optionally {split_col or 'split'}), paths relative to the CSV, e.g. a row "
+            "'images/0001.png,masks/0001.png,polyp'"
+        )
     if not path.is_file():
         raise PromptsegError(f"{path}: no such CSV file")
     try:
