@@ -1176,3 +1176,23 @@ def test_a_dataset_folder_given_for_the_csv_is_told_how_to_make_the_csv(kvasir, 
     err = capsys.readouterr().err
     assert code != 0 and "is a folder, not a CSV" in err and "no such CSV" not in err, err
     assert "images/0001.png,masks/0001.png,polyp" in err
+
+
+def test_every_bad_row_is_named_at_once_before_the_models_load(kvasir, tmp_path):
+    """A CSV row whose mask has another size (or whose file is not an image) was found when its image's turn came
+    to be encoded: after the models had loaded and every row before it was encoded, and one row at a time (fix one,
+    wait again, meet the next). Now every row is read first and the bad ones named together."""
+    rows = [(str(t.image), str(t.mask), "polyp", t.split) for t in kvasir]
+    rows[1] = (rows[1][0], str(kvasir[0].mask), "polyp", "train")  # another frame's mask: another size
+    (tmp_path / "not an image.png").write_text("text, not pixels")
+    rows[5] = (str(tmp_path / "not an image.png"), rows[5][1], "polyp", "val")
+    _write_csv(tmp_path / "bad.csv", rows)
+    messages: list[str] = []
+    with pytest.raises(PromptsegError) as info:
+        train_text_segmenter(
+            tmp_path / "bad.csv", tmp_path / "model", progress=lambda f, m: messages.append(m), device="cpu", epochs=1
+        )
+    said = str(info.value)
+    assert "row 3: " in said and "but the image is" in said and "row 7: " in said and "cannot be read" in said, said
+    assert not any(m.startswith("loading") for m in messages), messages
+    assert not (tmp_path / "model" / "text_segmenter.json").exists()

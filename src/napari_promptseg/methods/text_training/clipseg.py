@@ -29,6 +29,7 @@ from ...models.text_segmenter import CONFIG_FILE, write_config
 from .data import (
     ArrayTriplet,
     Triplet,
+    check_rows,
     files_left_out,
     format_eta,
     refuse_fraction_beside_split,
@@ -121,6 +122,7 @@ def finetune_clipseg(
     left_out = files_left_out(triplets)  # a TIFF's images after its first: trained on by nothing
     for warning in left_out:
         report(0.0, f"warning: {warning}")
+    check_rows([*train_set, *val_set], progress=report, cancel=stop)  # every bad row, before CLIPSeg loads
     t_start = time.perf_counter()
     report(0.0, "loading CLIPSeg")
     # a download is told (and cancelled) as every other step: huggingface_hub's own bars were all a user saw

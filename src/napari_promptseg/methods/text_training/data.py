@@ -498,6 +498,31 @@ def _binary_mask(mask: np.ndarray, shape: tuple[int, ...], where: str, what: str
     return mask_foreground(mask, source=source)
 
 
+def check_rows(
+    triplets: Sequence[Triplet | ArrayTriplet],
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> None:
+    """Read every row's image and mask once, before any model loads, and refuse the bad ones together (a mask of
+    another size, a file that is no image, a stack), each named by its row. Why: a bad row was found when its image
+    came to be encoded, after the models had loaded and every row before it was encoded, and one at a time. The
+    pixels are dropped after each row (they are read again to be encoded; a cached image only then)."""
+    problems: list[str] = []
+    for k, t in enumerate(triplets):
+        if cancel is not None and cancel():
+            raise CancelledError("cancelled")
+        try:
+            t.load()
+        except PromptsegError as exc:
+            problems.append(str(exc))
+        if progress is not None:
+            progress(0.0, f"reading the rows {k + 1}/{len(triplets)}")
+    if problems:
+        more = f" (and {len(problems) - 3} more rows)" if len(problems) > 3 else ""
+        raise PromptsegError(f"{len(problems)} row(s) cannot be trained on: {'; '.join(problems[:3])}{more}")
+
+
 def mask_to_input(mask: np.ndarray, transform: ResizeTransform) -> tuple[torch.Tensor, torch.Tensor]:
     """(s, s) float target (area-averaged where shrunk) and (s, s) valid-region mask in the padded model frame."""
     nh, nw = transform.resized_shape

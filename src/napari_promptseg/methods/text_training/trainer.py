@@ -44,6 +44,7 @@ from .data import (
     FeatureStore,
     Sample,
     Triplet,
+    check_rows,
     files_left_out,
     format_eta,
     refuse_fraction_beside_split,
@@ -249,6 +250,7 @@ def train_text_segmenter(
     for warning in left_out:
         report(0.0, f"warning: {warning}")
     ensure_writable_dir(out, "the model")  # said before the models load, not after an epoch
+    check_rows([*train_set, *val_set], progress=report, cancel=stop)  # every bad row, before the models load
     t_start = time.perf_counter()
 
     report(0.0, f"loading {config.image_encoder} and {config.text_encoder}")
