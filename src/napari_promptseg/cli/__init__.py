@@ -372,6 +372,8 @@ def _unwritten_note(args: argparse.Namespace) -> str:
     said to be partial); users saw only 'interrupted' and looked for them."""
     if getattr(args, "output", None) is None or not hasattr(args, "resume"):
         return ""
+    if getattr(args, "command", None) == "train-text":  # a model directory, not labels per input: it says its own
+        return ""
     note = "; the input(s) in progress were not written"
     if getattr(args, "propagate", False):
         note += " (nothing of a propagation stopped part-way is kept, not even the planes it had done)"
