@@ -1199,3 +1199,38 @@ def test_every_bad_row_is_named_at_once_before_the_models_load(kvasir, tmp_path)
     assert "row 3: " in said and "but the image is" in said and "row 7: " in said and "cannot be read" in said, said
     assert not any(m.startswith("loading") for m in messages), messages
     assert not (tmp_path / "model" / "text_segmenter.json").exists()
+
+
+def test_a_disk_that_fills_up_mid_run_says_which_epoch_is_kept_and_to_resume(
+    kvasir, cache, tmp_path, capsys, monkeypatch
+):
+    """The disk filling up at an epoch's end said only "out/last: No space left on device": not that the best epoch
+    so far is a whole model there, nor that --resume goes on once there is room (the Ctrl+C note says both). The
+    second epoch's state save stands in for the disk that filled up."""
+    import errno
+
+    from napari_promptseg.methods.text_training import trainer
+
+    real = trainer.save_resume_state
+    saves = []
+
+    def second_save_finds_the_disk_full(out, *args, **kwargs):
+        saves.append(out)
+        if len(saves) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(out / "last.tmp" / "model.safetensors"))
+        return real(out, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "save_resume_state", second_save_finds_the_disk_full)
+    data = tmp_path / "rows.csv"
+    _write_csv(data, [(t.image, t.mask, t.text, t.split) for t in kvasir])
+    out = tmp_path / "model"
+    argv = ["train-text", str(data), "-o", str(out), "--epochs", "2", "--batch-size", "4", "--cache-dir", str(cache)]
+    assert main([*argv, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "No space left on device at the end of epoch 2" in err and f"{out} holds the best epoch so far (epoch " in err
+    ), err
+    assert "--resume (widget: resume) goes on from the end of epoch 1" in err, err
+    monkeypatch.setattr(trainer, "save_resume_state", real)  # room again: the run goes on from its first epoch
+    assert main([*argv, "--device", "cpu", "--resume"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs_run"] == 2

@@ -16,6 +16,7 @@ uninterrupted one (same thread count assumed: CPU reductions depend on it).
 from __future__ import annotations
 
 import functools
+import json
 import math
 import numbers
 import time
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from ...callbacks import ProgressCallback
+from ...disk_errors import OUTPUT_DISK_REFUSES
 from ...errors import CancelledError, PromptsegError
 from ...io._files import ensure_writable_dir
 from ...models.text_decoder import DecoderConfig, TextPromptDecoder
@@ -369,17 +371,24 @@ def train_text_segmenter(
         history.append(record)
         # without validation images every epoch is the best so far: the last is kept and patience never stops it
         improved = not val or record["val_dice"] > best["val_dice"]
-        if improved:
-            if best["epoch"] == 0:
-                # this run's first model: an old one (--overwrite) stayed until now, so a run failed or cancelled
-                # before its first epoch ends still has a model; its description goes first, never to describe
-                # the new weights
-                (out / CONFIG_FILE).unlink(missing_ok=True)
-            best = {"epoch": epoch + 1, "val_dice": record.get("val_dice"), "val_loss": record.get("val_loss")}
-            save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
-            saved_here = True
-        write_config(out, {**model_info, "best": best, "history": history})
-        save_resume_state(out, decoder, optimizer, config, epoch + 1, 0, best, history, rows, cache=cache)
+        kept = best  # the model in out until this epoch's is saved
+        try:
+            if improved:
+                if best["epoch"] == 0:
+                    # this run's first model: an old one (--overwrite) stayed until now, so a run failed or cancelled
+                    # before its first epoch ends still has a model; its description goes first, never to describe
+                    # the new weights
+                    (out / CONFIG_FILE).unlink(missing_ok=True)
+                best = {"epoch": epoch + 1, "val_dice": record.get("val_dice"), "val_loss": record.get("val_loss")}
+                save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
+                saved_here = True
+            write_config(out, {**model_info, "best": best, "history": history})
+            kept = best  # the model in out is now this epoch's, whole and described
+            save_resume_state(out, decoder, optimizer, config, epoch + 1, 0, best, history, rows, cache=cache)
+        except OSError as exc:
+            if exc.errno not in OUTPUT_DISK_REFUSES:
+                raise
+            raise PromptsegError(_disk_refused(exc, out, epoch + 1, kept)) from exc
         report(
             FEATURE_SHARE + (1 - FEATURE_SHARE) * done_steps / total_steps,
             f"epoch {epoch + 1}: val Dice {record['val_dice']:.3f} (best {best['val_dice']:.3f} at epoch "
@@ -438,6 +447,24 @@ def train_text_segmenter(
         warnings=warnings,
         split=split,
     )
+
+
+def _disk_refused(exc: OSError, out: Path, epoch: int, kept: dict) -> str:
+    """What a disk that fills up (or turns read-only) at the end of ``epoch`` leaves: the best epoch so far, ``kept``,
+    is a whole model in ``out``, and ``out/last`` the last epoch saved, from which a resume goes on. Why: it said only
+    "No space left on device", as if the hours of training were lost."""
+    where = f"{exc.filename}: " if exc.filename else f"writing into {out}: "
+    said = f"{where}{exc.strerror or exc} at the end of epoch {epoch}"
+    if kept["epoch"]:
+        dice = "" if kept.get("val_dice") is None else f", val Dice {kept['val_dice']:.3f}"
+        said += f"; {out} holds the best epoch so far (epoch {kept['epoch']}{dice})"
+    try:
+        saved = json.loads((out / "last" / "state.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        saved = 0
+    if saved:
+        return f"{said}; make room, then --resume (widget: resume) goes on from the end of epoch {saved}"
+    return f"{said}; make room, then train again"
 
 
 def cut_texts_warning(embedder, name: str, texts: Sequence[str]) -> list[str]:
