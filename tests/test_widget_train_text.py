@@ -103,6 +103,21 @@ def test_training_can_be_cancelled_and_bad_input_is_reported(make_viewer, qtbot,
     assert "negative pairs need texts" in widget.runner.widget.status.text()
 
 
+def test_one_pair_is_told_the_widgets_setting_that_trains_without_validation(make_viewer, qtbot, polyps, tmp_path):
+    """One pair was refused with "or a validation fraction of 0": no control of the widget has that name (it is the
+    'validation share' of Advanced)."""
+    viewer = make_viewer()
+    image = viewer.add_image(polyps[0][0], name="frame")
+    labels = viewer.add_labels(polyps[0][1].astype(np.uint8), name="polyp")
+    widget = TrainTextWidget(viewer)
+    widget.set_row(0, image, labels, "polyp")
+    widget.output.setText(str(tmp_path / "model"))
+    widget.train()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=RUN_MS)
+    said = widget.runner.widget.details or widget.runner.widget.status.text()  # a long message's whole text
+    assert widget.runner.state == "failed" and "validation share 0" in said, said
+
+
 def test_resume_continues_the_saved_runs_loss_whatever_the_loss_box_shows(make_viewer, qtbot, polyps, tmp_path):
     """Bug hunt 24: 'resume' sent the loss box's value, at its default dicece, so every resume of a tmca run was
     refused ("loss='dicece' (saved: 'tmca') differ; leave them out"), which a widget user cannot do. A resume

@@ -363,7 +363,13 @@ def split_triplets(
     if len(group) < 2:
         raise PromptsegError(
             f"{len(usable)} training row(s) of {len(group)} image(s): need at least 2 images (one to train on, one to "
-            "validate on)" + (", or a validation fraction of 0 to train without validation" if group else "")
+            "validate on)"
+            + (
+                ", or a validation fraction of 0 to train without validation (CLI --val-fraction 0; widget: validation "
+                "share 0)"
+                if group
+                else ""
+            )
         )
     unit = _split_units(usable, keys, val_fraction)
     n_units = max(unit.values()) + 1
