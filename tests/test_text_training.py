@@ -1234,3 +1234,23 @@ def test_a_disk_that_fills_up_mid_run_says_which_epoch_is_kept_and_to_resume(
     monkeypatch.setattr(trainer, "save_resume_state", real)  # room again: the run goes on from its first epoch
     assert main([*argv, "--device", "cpu", "--resume"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs_run"] == 2
+
+
+def test_a_model_trained_on_colour_refuses_a_two_channel_image_naming_both(trained, kvasir, tmp_path, capsys):
+    """A model trained on colour frames answered a 2-channel image (two fluorescence stains) without a word, its
+    channels fed as red and green: the run's channel counts are recorded and another kind of image is refused, at
+    inference from Python, the CLI and the widget alike (one check, in the model). Gray stays a colour model's."""
+    model = load_text_segmenter(trained.path, device="cpu")
+    assert json.loads((trained.path / "text_segmenter.json").read_text())["training"]["image_channel_counts"] == [3]
+    image, _ = kvasir[0].load()
+    two = np.ascontiguousarray(image[..., :2])
+    refused = r"the image has 2 channels, but the text model .* was trained on gray or colour"
+    with pytest.raises(PromptsegError, match=refused):
+        model.mask_logits(two, ["polyp"])
+    assert model.mask_logits(image[..., 1], ["polyp"]).shape == (1, *image.shape[:2])  # gray: a colour model's
+    tifffile.imwrite(tmp_path / "two.tif", two)
+    code = main(
+        ["text", "polyp", str(tmp_path / "two.tif"), "--text-model", str(trained.path), "-o", str(tmp_path / "out")]
+    )
+    err = capsys.readouterr().err
+    assert code != 0 and "two.tif: the image has 2 channels" in err and "--channels 0" in err, err

@@ -213,6 +213,7 @@ class TrainedTextSegmenter:
         """(P, H, W) float32 logits on the original image grid; sigmoid > 0.5 (logit > 0) is the mask."""
         prompts = _check_prompts(prompts)
         hwc = in_memory(as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name), name)
+        refuse_other_channels(hwc.shape[-1], (self.info.get("training") or {}).get("image_channel_counts"), self, name)
         levels = self.levels(hwc, normalize)
         low_res = self.low_res_logits(levels, prompts)
         return np.stack(
@@ -226,6 +227,31 @@ class TrainedTextSegmenter:
 
     def heatmap(self, image: np.ndarray, prompt: str, **kwargs) -> np.ndarray:
         return self.heatmaps(image, [prompt], **kwargs)[0]
+
+
+def refuse_other_channels(fed: int, trained: Sequence[int] | None, model: object, name: str) -> None:
+    """Refuse an image fed with ``fed`` channels to a model ``trained`` on images of other channel counts (as
+    :func:`...methods.text_training.data.check_rows` recorded them; None: a model from before, not checked): 2
+    channels (two stains) against gray or colour (1 or 3, one kind: gray is fed as colour), either way. Why: a colour
+    model answered a 2-channel image without a word, its channels fed as red and green."""
+    if not trained:
+        return
+    two = fed == 2
+    if any((count == 2) == two for count in trained):
+        return
+    label = getattr(model, "name", "") or "trained"
+    where = "" if name == "image" else f"{name}: "  # the CLI and the widget name the file or layer before it
+    if two:
+        raise PromptsegError(
+            f"{where}the image has 2 channels, but the text model {label} was trained on gray or colour images: give "
+            "one channel to read as gray (CLI --channels 0; widget: channels; Python: channels=[0]), or train a model "
+            "on 2-channel images"
+        )
+    raise PromptsegError(
+        f"{where}{'a gray' if fed == 1 else 'a colour'} image, but the text model {label} was trained on 2-channel "
+        "images: give the image's two channels (CLI --channels A B; widget: channels; Python: channels=[a, b]), or "
+        "train a model on gray or colour images"
+    )
 
 
 def _check_prompts(prompts: Sequence[str]) -> list[str]:

@@ -509,17 +509,21 @@ def check_rows(
     *,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
-) -> None:
+) -> list[int]:
     """Read every row's image and mask once, before any model loads, and refuse the bad ones together (a mask of
     another size, a file that is no image, a stack), each named by its row. Why: a bad row was found when its image
     came to be encoded, after the models had loaded and every row before it was encoded, and one at a time. The
-    pixels are dropped after each row (they are read again to be encoded; a cached image only then)."""
+    pixels are dropped after each row (they are read again to be encoded; a cached image only then). Returns the
+    channel counts the images are fed with (1: gray, 2, 3: colour), recorded in the model so that inference refuses
+    another kind of image (:func:`...models.text_segmenter.refuse_other_channels`)."""
     problems: list[str] = []
+    counts: set[int] = set()
     for k, t in enumerate(triplets):
         if cancel is not None and cancel():
             raise CancelledError("cancelled")
         try:
-            t.load()
+            image, _ = t.load()
+            counts.add(int(image.shape[-1]))
         except PromptsegError as exc:
             problems.append(str(exc))
         if progress is not None:
@@ -527,6 +531,7 @@ def check_rows(
     if problems:
         more = f" (and {len(problems) - 3} more rows)" if len(problems) > 3 else ""
         raise PromptsegError(f"{len(problems)} row(s) cannot be trained on: {'; '.join(problems[:3])}{more}")
+    return sorted(counts)
 
 
 def mask_to_input(mask: np.ndarray, transform: ResizeTransform) -> tuple[torch.Tensor, torch.Tensor]:

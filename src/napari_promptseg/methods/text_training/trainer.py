@@ -252,7 +252,8 @@ def train_text_segmenter(
     for warning in left_out:
         report(0.0, f"warning: {warning}")
     ensure_writable_dir(out, "the model")  # said before the models load, not after an epoch
-    check_rows([*train_set, *val_set], progress=report, cancel=stop)  # every bad row, before the models load
+    # every bad row, before the models load; the channel counts fed, which inference holds images to
+    channel_counts = check_rows([*train_set, *val_set], progress=report, cancel=stop)
     t_start = time.perf_counter()
 
     report(0.0, f"loading {config.image_encoder} and {config.text_encoder}")
@@ -316,6 +317,7 @@ def train_text_segmenter(
             "torch_threads": torch.get_num_threads(),
             "encoder_precision": segmenter.precision,  # the features it learnt from (auto: bfloat16 if native)
             "image_channels": training_channels(triplets),  # a multichannel run's reading, applied at inference
+            "image_channel_counts": channel_counts,  # gray/colour or 2 channels: another kind is refused at inference
         },
         "threshold": config.threshold,
     }
