@@ -231,7 +231,7 @@ class TrainedTextSegmenter:
 
 def refuse_other_channels(fed: int, trained: Sequence[int] | None, model: object, name: str) -> None:
     """Refuse an image fed with ``fed`` channels to a model ``trained`` on images of other channel counts (as
-    :func:`...methods.text_training.data.check_rows` recorded them; None: a model from before, not checked): 2
+    :func:`...methods.text_training.row_checks.check_rows` recorded them; None: a model from before, not checked): 2
     channels (two stains) against gray or colour (1 or 3, one kind: gray is fed as colour), either way. Why: a colour
     model answered a 2-channel image without a word, its channels fed as red and green."""
     if not trained:

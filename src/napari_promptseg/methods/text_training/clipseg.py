@@ -29,18 +29,16 @@ from ...models.text_segmenter import CONFIG_FILE, write_config
 from .data import (
     ArrayTriplet,
     Triplet,
-    check_rows,
     files_left_out,
     format_eta,
     refuse_fraction_beside_split,
-    split_record,
-    split_said,
     split_triplets,
     training_channels,
     training_triplets,
 )
 from .losses import dice_ce
 from .resume import drop_resume_state, refuse_inside_model
+from .row_checks import check_rows, split_record, split_said
 from .trainer import DEFAULT_VAL_FRACTION, TrainingResult, check_settings
 
 #: what the fine-tune's save_pretrained writes over, besides the processor's files

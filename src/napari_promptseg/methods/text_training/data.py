@@ -380,56 +380,6 @@ def split_triplets(
     return [t for t, key in zip(usable, keys, strict=True) if unit[key] not in held], held_rows
 
 
-def split_record(
-    triplets: Sequence[Triplet | ArrayTriplet],
-    train: Sequence[Triplet | ArrayTriplet],
-    val: Sequence[Triplet | ArrayTriplet],
-    *,
-    val_fraction: float,
-    seed: int,
-) -> dict:
-    """What :func:`split_triplets` made of ``triplets``: the rows and images that train and validate, the test rows
-    left out, and where the split came from. Why: it was said nowhere, and a val Dice of the one image a random
-    split held out read as the model's worth."""
-
-    def images(rows: Sequence[Triplet | ArrayTriplet]) -> int:
-        return len({content_identity(t.image) for t in rows})
-
-    if any(t.split == "val" for t in triplets):
-        source = "the split column"
-    elif not val:
-        source = "none (validation fraction 0)"
-    else:
-        source = f"a random {val_fraction:.0%} of the images, seed {seed}"
-    return {
-        "train_rows": len(train),
-        "train_images": images(train),
-        "val_rows": len(val),
-        "val_images": images(val),
-        "test_rows": sum(t.split == "test" for t in triplets),
-        "source": source,
-    }
-
-
-def split_said(record: dict) -> str:
-    """:func:`split_record` in a line: "data: 5 training rows of 5 images, 1 validation row of 1 image (...)"."""
-
-    def rows(n: int, what: str) -> str:
-        return f"{n} {what} row{'s' if n != 1 else ''}"
-
-    def images(n: int) -> str:
-        return f"{n} image{'s' if n != 1 else ''}"
-
-    said = f"data: {rows(record['train_rows'], 'training')} of {images(record['train_images'])}, "
-    if record["val_rows"]:
-        said += f"{rows(record['val_rows'], 'validation')} of {images(record['val_images'])} ({record['source']})"
-    else:
-        said += "no validation (validation fraction 0: the last epoch is kept)"
-    if record["test_rows"]:
-        said += f"; {rows(record['test_rows'], 'test')} left out"
-    return said
-
-
 def _split_units(usable: Sequence[Triplet | ArrayTriplet], keys: Sequence[str], val_fraction: float) -> dict[str, int]:
     """Image key -> the unit a random split holds out or keeps whole, numbered in the order of first rows. An image
     is a unit of its own; the planes of a stack (ArrayTriplet.stack) are cut, in plane order, into blocks of
@@ -502,36 +452,6 @@ def _binary_mask(mask: np.ndarray, shape: tuple[int, ...], where: str, what: str
     # a lossy file's 8-bit mask (JPEG: blurred edges) cut at half range; exact values (PNG, TIFF, a Labels layer):
     # any id; an array of unknown origin told by its values (io.label_ids.mask_foreground, as every reader)
     return mask_foreground(mask, source=source)
-
-
-def check_rows(
-    triplets: Sequence[Triplet | ArrayTriplet],
-    *,
-    progress: ProgressCallback | None = None,
-    cancel: Callable[[], bool] | None = None,
-) -> list[int]:
-    """Read every row's image and mask once, before any model loads, and refuse the bad ones together (a mask of
-    another size, a file that is no image, a stack), each named by its row. Why: a bad row was found when its image
-    came to be encoded, after the models had loaded and every row before it was encoded, and one at a time. The
-    pixels are dropped after each row (they are read again to be encoded; a cached image only then). Returns the
-    channel counts the images are fed with (1: gray, 2, 3: colour), recorded in the model so that inference refuses
-    another kind of image (:func:`...models.text_segmenter.refuse_other_channels`)."""
-    problems: list[str] = []
-    counts: set[int] = set()
-    for k, t in enumerate(triplets):
-        if cancel is not None and cancel():
-            raise CancelledError("cancelled")
-        try:
-            image, _ = t.load()
-            counts.add(int(image.shape[-1]))
-        except PromptsegError as exc:
-            problems.append(str(exc))
-        if progress is not None:
-            progress(0.0, f"reading the rows {k + 1}/{len(triplets)}")
-    if problems:
-        more = f" (and {len(problems) - 3} more rows)" if len(problems) > 3 else ""
-        raise PromptsegError(f"{len(problems)} row(s) cannot be trained on: {'; '.join(problems[:3])}{more}")
-    return sorted(counts)
 
 
 def mask_to_input(mask: np.ndarray, transform: ResizeTransform) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,13 +46,10 @@ from .data import (
     FeatureStore,
     Sample,
     Triplet,
-    check_rows,
     files_left_out,
     format_eta,
     refuse_fraction_beside_split,
     split_fingerprint,
-    split_record,
-    split_said,
     split_triplets,
     training_channels,
     training_triplets,
@@ -69,6 +66,7 @@ from .resume import (
     save_resume_state,
     saved_cache_dir,
 )
+from .row_checks import check_rows, split_record, split_said
 from .sampling import (
     check_class_names,
     check_negatives_possible,
