@@ -87,6 +87,45 @@ def test_is_many_objects():
     assert is_many_objects(ids)
 
 
+def test_many_objects_is_decided_by_a_count_in_one_pass_with_the_same_decisions(shared_data):
+    """Deciding "many objects?" sorted every pixel (np.unique: 4 s of a 61 Mpx mask, and copies of it); the objects'
+    areas are counted in one pass now, in little memory, with the decisions the sort gave on real label images and
+    masks."""
+    from napari_promptseg.io.label_ids import label_objects
+    from napari_promptseg.methods.instances.exemplars import SPECK_FRACTION, SPECK_PX, object_areas
+
+    def sorted_decision(labels, min_objects):  # the rule as it was, on np.unique's sort
+        ids, areas = np.unique(label_objects(labels), return_counts=True)
+        areas = areas[ids > 0]
+        specks = (areas < SPECK_PX) & (areas < SPECK_FRACTION * areas.max(initial=0))
+        return int(np.count_nonzero(~specks)) >= min_objects
+
+    labels = [tifffile.imread(p) for p in sorted((shared_data / DSB / "labels").glob("*.tif"))[:6]]
+    labels += [iio.imread(p)[..., 0] > 127 for p in sorted((shared_data / "glands_glas" / "masks").glob("*"))[:4]]
+    labels.append(np.load(shared_data / "brain_mri_1vol" / "test_scan.npz")["seg"][65] == 16)  # a region + specks
+    for image in labels:
+        objects = label_objects(image)
+        ids, areas = np.unique(objects, return_counts=True)
+        assert np.array_equal(object_areas(objects), areas[ids > 0])
+        for min_objects in (2, 3, 5, 20):
+            assert is_many_objects(image, min_objects) == sorted_decision(image, min_objects)
+    assert np.array_equal(object_areas(np.array([[-1.0, 2.5], [2.5, 0.0]])), [2])  # float ids: sorted, as before
+
+    # ~17 Mpx of a mask's components, as label_objects numbers them (int32): counted in chunks, without the sort's
+    # copies of every pixel (np.unique held 1.5 times the image; its first call on a fresh array took seconds)
+    import tracemalloc
+
+    large = ndimage.label(np.tile(labels[0], (16, 16)) > 0)[0]
+    tracemalloc.start()
+    try:
+        many = is_many_objects(large)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.5 * large.nbytes, f"{peak / 1e6:.0f} MB held for a {large.nbytes / 1e6:.0f} MB label image"
+    assert many == sorted_decision(large, 3)
+
+
 def test_stray_pixels_of_a_mask_do_not_make_a_reference_of_many_objects(shared_data, tmp_path):
     """Two lungs with a 1-px speck (a Shenzhen mask as it is shipped) and a brain structure with three specks of
     1-6 px were read as references of many objects: oneshot searched for instances of a 2 px object size (the MRI
