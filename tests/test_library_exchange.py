@@ -145,3 +145,55 @@ def test_library_list_names_exemplar_folders_no_entry_lists_and_how_to_add_them_
     assert main(["library", "list", *where]) == 0 and "then delete the folder" in capsys.readouterr().out
     shutil.rmtree(folder)  # as the list says, once the exemplar is back
     assert main(["library", "list", *where]) == 0 and "no entry" not in capsys.readouterr().out
+
+
+def test_an_entry_too_large_for_an_import_is_refused_by_export_up_front(tmp_path, bright_cell, monkeypatch):
+    """A library entry with a file over MAX_FILE_BYTES was exported, and the zip could not be imported back
+    ('implausibly large'); export refuses it before writing, naming the entry and the limit, and what export writes
+    imports (a small limit stands for the 1 GiB)."""
+    from napari_promptseg.io.library import _store
+
+    image, mask = bright_cell
+    library = ReferenceLibrary(tmp_path / "lib")
+    small = library.add("bright cell", image, mask, min_crop=32)
+    large = library.add("whole cell", image, image > np.percentile(image, 60), margin=None)  # the whole image
+    sizes = {e.id: (library.path / e.image_path).stat().st_size for e in (small, large)}
+    assert sizes[large.id] > sizes[small.id]
+    monkeypatch.setattr(_store, "MAX_FILE_BYTES", (sizes[small.id] + sizes[large.id]) // 2)
+    zip_path = tmp_path / "lib.zip"
+    with pytest.raises(PromptsegError, match=rf"'whole cell' \({large.id}\).* over the .* MiB") as refused:
+        library.export(zip_path)
+    assert "import" in str(refused.value) and not zip_path.exists()  # nothing written
+    library.remove(large.id)
+    library.export(zip_path)
+    result = ReferenceLibrary.import_zip(zip_path, tmp_path / "other")
+    assert [e.name for e in result.added] == ["bright cell"]
+
+
+def test_an_import_holds_one_entrys_files_at_a_time(tmp_path, bright_cell):
+    """An import read every entry's files into memory before writing any (a library of many large exemplars held
+    them all at once); it checks and writes them one entry at a time: importing 8 entries takes no more memory than
+    importing 2, and imports the same entries."""
+    import tracemalloc
+
+    image, _ = bright_cell
+    rng = np.random.default_rng(0)
+    libraries = {n: ReferenceLibrary(tmp_path / f"lib{n}") for n in (2, 8)}
+    for k in range(8):  # noise compresses poorly: each entry's files are as large as its pixels
+        noisy = (image.astype(np.int16) + rng.integers(-40, 40, image.shape)).clip(0, 255).astype(np.uint8)
+        for n, library in libraries.items():
+            if k < n:
+                library.add(f"cell {k}", noisy, image > np.percentile(image, 60), margin=None)
+    one_entry = (libraries[8].path / libraries[8].entries[0].image_path).stat().st_size
+    peaks = {}
+    for n, library in libraries.items():
+        library.export(tmp_path / f"lib{n}.zip")
+        tracemalloc.start()
+        try:
+            result = ReferenceLibrary.import_zip(tmp_path / f"lib{n}.zip", tmp_path / f"other{n}")
+            peaks[n] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert sorted(e.name for e in result.added) == [f"cell {k}" for k in range(n)]
+        assert [e.sha256 for e in result.library.entries] == [e.sha256 for e in library.entries]
+    assert peaks[8] < peaks[2] + one_entry, f"8 entries held {(peaks[8] - peaks[2]) / one_entry:.1f} more entries"

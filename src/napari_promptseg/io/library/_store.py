@@ -419,22 +419,28 @@ class ReferenceLibrary:
             )
         if not self._entries:
             raise PromptsegError(f"reference library {self.path} is empty; nothing to export")
+        files = {}  # entries copied by hand in library.json share files: each goes in once
+        for entry in self._entries:  # checked before a byte is written: no zip that import would refuse
+            for relative in (entry.image_path, entry.mask_path):
+                source = self.path / relative
+                if not source.is_file():
+                    raise PromptsegError(
+                        f"library entry '{entry.name}' ({entry.id}): file {source} is missing; remove the "
+                        "entry before exporting"
+                    )
+                size = source.stat().st_size
+                if size > MAX_FILE_BYTES:
+                    raise PromptsegError(
+                        f"library entry '{entry.name}' ({entry.id}): file {source} is {size / 2**20:.0f} MiB, over "
+                        f"the {MAX_FILE_BYTES / 2**20:.0f} MiB a library zip may hold per file (an import refuses "
+                        "it); remove the entry and save a smaller crop of its image before exporting"
+                    )
+                files.setdefault(relative, source)
         with replacing(target) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             index = {"format": FORMAT, "version": VERSION, "entries": [e.to_json() for e in self._entries]}
             zf.writestr(INDEX, json.dumps(index, indent=2) + "\n")
-            written = set()  # entries copied by hand in library.json share files: each goes in once
-            for entry in self._entries:
-                for relative in (entry.image_path, entry.mask_path):
-                    if relative in written:
-                        continue
-                    written.add(relative)
-                    source = self.path / relative
-                    if not source.is_file():
-                        raise PromptsegError(
-                            f"library entry '{entry.name}' ({entry.id}): file {source} is missing; remove the "
-                            "entry before exporting"
-                        )
-                    zf.write(source, relative)
+            for relative, source in files.items():
+                zf.write(source, relative)
         return target
 
     @classmethod
@@ -467,7 +473,10 @@ class ReferenceLibrary:
             for info in zf.infolist():
                 _safe_relative(info.filename, f"{where}: member")
                 if info.file_size > MAX_FILE_BYTES:
-                    raise PromptsegError(f"{where}: member {info.filename} is implausibly large ({info.file_size} B)")
+                    raise PromptsegError(
+                        f"{where}: member {info.filename} is implausibly large ({info.file_size} B, over "
+                        f"{MAX_FILE_BYTES} B)"
+                    )
                 members[info.filename] = info
             if INDEX not in members:
                 raise PromptsegError(f"{where}: no {INDEX} inside; not an exported napari-promptseg library")
@@ -476,57 +485,68 @@ class ReferenceLibrary:
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise PromptsegError(f"{where}: {INDEX} is not valid JSON ({exc})") from exc
             records = _parse_index(data, f"{where}:{INDEX}")
-            incoming = []
-            for record in records:
-                entry = LibraryEntry.from_json(record, None, f"{where}:{INDEX}")
-                files = []
-                for relative in (entry.image_path, entry.mask_path):
-                    if relative not in members:
-                        raise PromptsegError(f"{where}: entry '{entry.name}' refers to {relative}, missing in the zip")
-                    files.append(zf.read(relative))
-                image_bytes, mask_bytes = files
-                what = f"{where}: entry '{entry.name}'"
-                try:
-                    image = tifffile.imread(io.BytesIO(image_bytes))
-                except Exception as exc:  # tifffile raises several types on corrupt data
-                    raise PromptsegError(f"{what}: image is not a readable TIFF ({exc})") from exc
-                mask = _read_png(mask_bytes, f"{what} mask")
-                if tuple(image.shape) != entry.shape or mask.shape != image.shape[:2]:
-                    raise PromptsegError(
-                        f"{what}: image {image.shape} / mask {mask.shape} do not match the recorded shape {entry.shape}"
-                    )
-                if not mask.any():  # as add() refuses it: every prompt the entry answered would fail
-                    raise PromptsegError(f"{what} mask: {entry.mask_path} marks no pixel (all 0); nothing imported")
-                ids = entry.instances and mask.dtype.itemsize > 1  # what add() hashed: the ids, else the mask
-                entry.sha256 = _content_hash(image, mask.astype(np.uint16) if ids else mask > 0, entry.partial_labels)
-                incoming.append((entry, image_bytes, mask_bytes))
+            # every entry checked first (a bad zip changes nothing), one at a time: its bytes are read again when
+            # written, so an import holds one entry's files, not the whole library's
+            incoming = [_checked_zip_entry(zf, record, members, where) for record in records]
+            return _merge_zip_entries(library, zf, incoming)
 
-        with library._changing():
-            existing = library.entries
-            known = {(name_key(e.name), e.sha256) for e in existing}
-            taken = {e.id for e in existing}
-            added, skipped, written = [], [], []
-            joined: dict[str, list[str]] = {}
-            try:
-                for entry, image_bytes, mask_bytes in incoming:
-                    if (name_key(entry.name), entry.sha256) in known:
-                        skipped.append(entry.name)
-                        continue
-                    entry.id = library._new_id(entry.name, taken, entry.sha256)
-                    before = [e.id for e in existing if name_key(e.name) == name_key(entry.name)]
-                    if before:
-                        joined[entry.id] = before
-                    taken.add(entry.id)
-                    entry.image_path, entry.mask_path = f"entries/{entry.id}/image.tif", f"entries/{entry.id}/mask.png"
-                    entry.root = library.path
-                    written.append(library.path / "entries" / entry.id)
-                    library._write_entry_files(entry, image_bytes, mask_bytes)
-                    known.add((name_key(entry.name), entry.sha256))
-                    added.append(entry)
-                if added:
-                    library._write_index([*existing, *added])
-            except BaseException:
-                for folder in written:
-                    shutil.rmtree(folder, ignore_errors=True)
-                raise
-            return ImportResult(library, added, skipped, joined)
+
+def _checked_zip_entry(zf: zipfile.ZipFile, record: dict, members: dict, where: str) -> LibraryEntry:
+    """An exported zip's entry, its files read and checked (readable, of the recorded shapes, a mask that marks
+    something) and its hash computed as add() does; its bytes are not kept."""
+    entry = LibraryEntry.from_json(record, None, f"{where}:{INDEX}")
+    for relative in (entry.image_path, entry.mask_path):
+        if relative not in members:
+            raise PromptsegError(f"{where}: entry '{entry.name}' refers to {relative}, missing in the zip")
+    what = f"{where}: entry '{entry.name}'"
+    # closed at once: the reader's reference cycles kept the file's bytes until the garbage collector ran
+    try:
+        with io.BytesIO(zf.read(entry.image_path)) as buffer:
+            image = tifffile.imread(buffer)
+    except Exception as exc:  # tifffile raises several types on corrupt data
+        raise PromptsegError(f"{what}: image is not a readable TIFF ({exc})") from exc
+    mask = _read_png(zf.read(entry.mask_path), f"{what} mask")
+    if tuple(image.shape) != entry.shape or mask.shape != image.shape[:2]:
+        raise PromptsegError(
+            f"{what}: image {image.shape} / mask {mask.shape} do not match the recorded shape {entry.shape}"
+        )
+    if not mask.any():  # as add() refuses it: every prompt the entry answered would fail
+        raise PromptsegError(f"{what} mask: {entry.mask_path} marks no pixel (all 0); nothing imported")
+    ids = entry.instances and mask.dtype.itemsize > 1  # what add() hashed: the ids, else the mask
+    entry.sha256 = _content_hash(image, mask.astype(np.uint16) if ids else mask > 0, entry.partial_labels)
+    return entry
+
+
+def _merge_zip_entries(library: ReferenceLibrary, zf: zipfile.ZipFile, incoming: list[LibraryEntry]) -> ImportResult:
+    """Write checked entries of ``zf`` (:func:`_checked_zip_entry`) into ``library`` under new ids, one entry's
+    bytes at a time; one the library holds already (same name and pixels) is skipped."""
+    with library._changing():
+        existing = library.entries
+        known = {(name_key(e.name), e.sha256) for e in existing}
+        taken = {e.id for e in existing}
+        added, skipped, written = [], [], []
+        joined: dict[str, list[str]] = {}
+        try:
+            for entry in incoming:
+                image_path, mask_path = entry.image_path, entry.mask_path  # in the zip
+                if (name_key(entry.name), entry.sha256) in known:
+                    skipped.append(entry.name)
+                    continue
+                entry.id = library._new_id(entry.name, taken, entry.sha256)
+                before = [e.id for e in existing if name_key(e.name) == name_key(entry.name)]
+                if before:
+                    joined[entry.id] = before
+                taken.add(entry.id)
+                entry.image_path, entry.mask_path = f"entries/{entry.id}/image.tif", f"entries/{entry.id}/mask.png"
+                entry.root = library.path
+                written.append(library.path / "entries" / entry.id)
+                library._write_entry_files(entry, zf.read(image_path), zf.read(mask_path))
+                known.add((name_key(entry.name), entry.sha256))
+                added.append(entry)
+            if added:
+                library._write_index([*existing, *added])
+        except BaseException:
+            for folder in written:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return ImportResult(library, added, skipped, joined)
