@@ -1025,3 +1025,29 @@ def test_the_library_add_command_an_unanswered_prompt_suggests_runs_as_written(t
         words = [files.get(word, word) for word in shlex.split(command)[1:]]
         assert main([*words[:2], "--library", str(library.path), *words[2:]]) == 0, capsys.readouterr().err
     assert sorted(ReferenceLibrary.open(tmp_path / "lib").names()) == ["-oily", "Crohn's lesion"]
+
+
+def test_a_two_channel_entry_answering_an_rgb_or_grey_image_says_the_channel_counts_differ(tmp_path, cell):
+    """A 2-channel library entry answering an RGB or a grey image said at most that the reference did not transfer;
+    report.json (and the result's warnings) say the entry's and the image's channel counts differ."""
+    image, mask = cell
+    library = ReferenceLibrary.open(tmp_path / "lib")
+    two = np.stack([image, 255 - image], axis=-1)
+    entry = library.add("bright cell", two, mask, channel_axis=-1, instances=False, margin=0.2, min_crop=128)
+    small = image[150:350, 200:450]
+    imageio.imwrite(tmp_path / "grey.png", small)
+    imageio.imwrite(tmp_path / "rgb.png", np.stack([small, small, 255 - small], axis=-1))
+    out = tmp_path / "out"
+    paths = [str(tmp_path / "grey.png"), str(tmp_path / "rgb.png")]
+    argv = ["text", "bright cell", *paths, "-o", str(out), "--library", str(library.path), "--device", "cpu"]
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    said = {
+        r["input"].rsplit("/", 1)[-1]: [w for w in r.get("warnings", []) if "channel counts differ" in w]
+        for r in report["images"]
+    }
+    assert said.keys() == {"grey.png", "rgb.png"}
+    for file, kind in {"grey.png": "1 channel (grey)", "rgb.png": "3 channels (RGB)"}.items():
+        assert len(said[file]) == 1, report
+        assert said[file][0].startswith(f"library entry 'bright cell' ({entry.id}) has 2 channels and ")
+        assert f"{file} has {kind}: the channel counts differ" in said[file][0]

@@ -432,6 +432,7 @@ def segment_with_library(
             as_channels_last(entry.image(), channel_axis=entry.channel_axis, name=f"library entry '{entry.name}'")
         )
         masks.append(entry.mask())
+    said = _channel_warnings([m.entry for m in matches], references, target.shape[-1], name)
 
     if matches[0].entry.instances:
         # the best entry marks many objects (saved with "many instances"): find every object like them, from that
@@ -463,7 +464,7 @@ def segment_with_library(
             reason=describe_matches(matches[:1]) + f", many-instances mode: {len(found.scores)} object(s)",
             oneshot_result=found,
             timings={"match_s": match_s, "fit_exemplars_s": fit_s, **found.timings},
-            warnings=list(found.warnings),
+            warnings=[*said, *found.warnings],
         )
     # every array is channels-last now; -1 is a no-op for them and ignored for 2D ones
     result = segment_like(
@@ -487,5 +488,22 @@ def segment_with_library(
         reason=reason,
         oneshot_result=result,
         timings={"match_s": match_s, **result.timings},
-        warnings=list(result.warnings),
+        warnings=[*said, *result.warnings],
     )
+
+
+def _channel_warnings(entries: list, references: list[np.ndarray], channels: int, name: str) -> list[str]:
+    """What to say when an entry of 2 channels answers an RGB or grey image (or the reverse): the model then sees
+    other channels than the exemplar taught, which only a "does not transfer" warning hinted at."""
+    kinds = {1: "1 channel (grey)", 2: "2 channels", 3: "3 channels (RGB)"}
+    said = []
+    for entry, reference in zip(entries, references, strict=False):  # only the entries read
+        count = reference.shape[-1]
+        if count != channels and 2 in (count, channels):
+            said.append(
+                f"library entry '{entry.name}' ({entry.id}) has {kinds.get(count, count)} and {name} has "
+                f"{kinds.get(channels, channels)}: the channel counts differ, so the "
+                "exemplar is compared with channels it was not saved with; the mask is a guess. Save an exemplar "
+                "of images like this one"
+            )
+    return said
