@@ -114,3 +114,33 @@ def test_many_objects_decided_from_the_labels_with_several_references_is_refused
             progress=lambda *_: None,
             cancel=lambda: False,
         )
+
+
+def test_save_reference_to_library_saves_every_reference_as_one_set(make_viewer, qtbot, glands, tmp_path):
+    """ "Save reference to library" with two references saved only the first; every reference is an exemplar of the
+    name now (a prompt ensembles them), all or none, said with how many and their ids. A reference whose labels
+    mark nothing leaves none of the others saved."""
+    from napari_promptseg.io.library import ReferenceLibrary
+
+    viewer = make_viewer()
+    widget = _widget_with_two_references(viewer, glands, second_gray=True)
+    widget.library.setText(str(tmp_path / "lib"))
+    widget.library_name.setText("gland")
+    image_picker, labels_picker = widget.more_references.add_row()  # a third reference, not labelled yet
+    image_picker.set_layer(viewer.layers["gland A"])
+    labels_picker.set_layer(viewer.add_labels(np.zeros(glands[0][1].shape, np.uint8), name="nothing yet"))
+    assert widget.save_to_library()
+    qtbot.waitUntil(lambda: widget.runner.state != "running", timeout=RUN_MS)
+    assert widget.runner.state != "done" and "nothing yet" in widget.runner.widget.status.text()
+    assert "gland" not in ReferenceLibrary.open(tmp_path / "lib").names()  # the two saved first were taken out
+
+    widget.more_references.remove_row(1)
+    assert widget.save_to_library()
+    qtbot.waitUntil(lambda: widget.runner.state != "running", timeout=RUN_MS)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    saved = [e for e in ReferenceLibrary.open(tmp_path / "lib").entries if e.name == "gland"]
+    assert [e.source for e in saved] == ["gland A", "gland B"]
+    assert [e.id for e in widget.last_saved_set] == [e.id for e in saved] and widget.last_saved.id == saved[0].id
+    assert saved[1].image().shape == saved[1].mask().shape  # the gray reference, as it is
+    status = widget.runner.widget.status.text()
+    assert "saved 2 exemplars of 'gland'" in status and all(e.id in status for e in saved), status

@@ -161,7 +161,7 @@ def save_exemplar(
 
 def submit_save_exemplar(
     runner: TaskRunner,
-    layers: ExemplarLayers,
+    layers: ExemplarLayers | list[ExemplarLayers],
     what: str,
     where: str | None,
     *,
@@ -169,21 +169,32 @@ def submit_save_exemplar(
     title: str,
     saved: Callable[[LibraryEntry], None],
     advice_fix: str,
+    saved_all: Callable[[list[LibraryEntry]], None] | None = None,
     **entry: Any,
 ) -> bool:
     """Save an exemplar to the library at ``where`` (None: the default one; a new library gets the starter exemplar)
     in ``runner``'s worker (:func:`save_exemplar` with ``what`` and ``entry``'s name, description, scale, instances
     and partial), then hand the entry to ``saved`` and say where it went and, when its labels teach little,
-    :func:`~napari_promptseg.methods.library.exemplar_advice` with ``advice_fix``. The one path of the One-shot
-    widget's "Save reference to library" and the Text prompt widget's "Add exemplar". Returns whether the task was
-    taken."""
+    :func:`~napari_promptseg.methods.library.exemplar_advice` with ``advice_fix``. A list of ``layers`` (several
+    references) is saved as exemplars of the one name, all or none (one that fails or a cancel takes the others out
+    again); ``saved`` gets the first, ``saved_all`` every one. The one path of the One-shot widget's "Save reference
+    to library" and the Text prompt widget's "Add exemplar". Returns whether the task was taken."""
+    several = list(layers) if isinstance(layers, list) else [layers]
 
     def task(progress, cancel):
         from ...io.starter import open_library
 
-        progress(0.0, f"reading '{layers.image.name}'")
         library = open_library(where)
-        return save_exemplar(layers, what, library, cancel=cancel, **entry), library.path
+        added: list[LibraryEntry] = []
+        try:
+            for k, exemplar in enumerate(several):
+                progress(k / len(several), f"reading '{exemplar.image.name}'")
+                added.append(save_exemplar(exemplar, what, library, cancel=cancel, **entry))
+        except BaseException:
+            for done_entry in added:  # one set: a reference that fails leaves none of the others half-saved
+                library.remove(done_entry.id)
+            raise
+        return added, library.path
 
     def done(result) -> None:
         from napari.utils.notifications import show_info, show_warning
@@ -191,9 +202,20 @@ def submit_save_exemplar(
         from ...methods.library import exemplar_advice
 
         added, path = result
-        saved(added)
-        message = f"saved exemplar '{added.name}' ({added.kind}) to the reference library {path} (id {added.id})"
-        advice = exemplar_advice(added, advice_fix)
+        saved(added[0])
+        if saved_all is not None:
+            saved_all(added)
+        first = added[0]
+        if len(added) == 1:
+            message = f"saved exemplar '{first.name}' ({first.kind}) to the reference library {path} (id {first.id})"
+        else:
+            kinds = ", ".join(dict.fromkeys(e.kind for e in added))
+            ids = ", ".join(e.id for e in added)
+            message = (
+                f"saved {len(added)} exemplars of '{first.name}' ({kinds}), one per reference, to the reference "
+                f"library {path} (ids {ids}); a prompt '{first.name}' ensembles them"
+            )
+        advice = "; ".join(dict.fromkeys(a for a in (exemplar_advice(e, advice_fix) for e in added) if a)) or None
         runner.widget.done(message if advice is None else f"{message}. Warning: {advice}")
         show_info(message)
         if advice:

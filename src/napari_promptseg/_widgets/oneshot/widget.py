@@ -132,8 +132,8 @@ class OneShotWidget(QWidget):
         self.save_button = QPushButton("Save reference to library…")
         self.save_button.setToolTip(
             "Save the reference image (cropped around its labels) and labels as a named exemplar; typed prompts "
-            "are matched to its name. Saving a name again adds another exemplar (nothing is overwritten). The first "
-            "reference is saved: to save another, choose it as the reference image and labels"
+            "are matched to its name. Every reference (the further ones too) is saved as an exemplar of the name, "
+            "which a prompt ensembles; saving a name again adds more exemplars (nothing is overwritten)"
         )
         self.save_button.clicked.connect(self.save_to_library)
 
@@ -164,6 +164,7 @@ class OneShotWidget(QWidget):
         layout.addStretch(1)
         self.last_output: OneShotOutput | None = None
         self.last_saved: LibraryEntry | None = None  # the library entry "Save reference to library" wrote last
+        self.last_saved_set: list[LibraryEntry] = []  # every entry it wrote last (one per reference)
 
     def _offer_channel_axis(self, *_) -> None:
         """Another reference or target: its first axis may hold planes, not channels ('none' chosen again)."""
@@ -245,8 +246,9 @@ class OneShotWidget(QWidget):
         return more
 
     def save_to_library(self) -> bool:
-        """Save the reference layer + its labels as a named entry of the library in the library field (default: the
-        user's), as the Text prompt widget's "Add exemplar" does. The layers are read and the entry written
+        """Save the reference layer + its labels, and every further reference's, as entries of one name in the
+        library in the library field (default: the user's), as the Text prompt widget's "Add exemplar" does: all or
+        none, said with their ids (:attr:`last_saved_set`). The layers are read and the entry written
         in the worker (a slide's or a stack's pixels read here froze napari); when done, the entry is
         :attr:`last_saved`. Returns whether the task was taken."""
         try:
@@ -259,8 +261,11 @@ class OneShotWidget(QWidget):
         except PromptsegError as exc:
             self.runner.refuse(exc, "save to library")
             return False
-        try:  # the reference's channels, as a run reads them
+        try:  # the references' channels, as a run reads them
             channel_axis, channels = self.channel_axis.checked(ref, f"reference image layer '{ref.name}'")
+            more = self.more_references.pairs()  # every reference is saved, as a run ensembles them
+            for image, _ in more:
+                check_channel_axis(image, channel_axis, f"reference image layer '{image.name}'")
         except PromptsegError as exc:
             self.runner.refuse(exc, "save to library")
             return False
@@ -268,17 +273,19 @@ class OneShotWidget(QWidget):
         # (mode "single region" saves one region, and its partial labels do not apply)
         many = MODES[self.mode.currentText()] is not False
 
-        def saved(entry) -> None:
-            self.last_saved = entry
+        def saved_all(entries: list[LibraryEntry]) -> None:
+            self.last_saved, self.last_saved_set = entries[0], entries
 
+        pairs = [(ref, ref_labels), *more]
         return submit_save_exemplar(
             self.runner,
-            exemplar_layers(self.viewer, ref, ref_labels, channel_axis, channels),
+            [exemplar_layers(self.viewer, image, labels, channel_axis, channels) for image, labels in pairs],
             "reference labels",
             self.library.text().strip() or None,
             task_name="library",
             title=f"save '{name}' to the library",
-            saved=saved,
+            saved=lambda entry: None,
+            saved_all=saved_all,
             advice_fix=f"remove it and save it again with '{PARTIAL_LABELS_TEXT}' ticked",
             name=name,
             description=self.library_description.text(),
