@@ -351,28 +351,21 @@ def _segment(
     name: str,
     channel_axis: int | None,
     factor=1.0,
-    object_size: float | None = None,
-    stack_axis: str | None = None,
 ):
-    """One 2D target (a pyramid level ``factor`` times smaller than full resolution); ``object_size``: the objects'
-    size when the caller measured it (a stack's planes share one; ``stack_axis``: the stack's, "t" for a
-    time-lapse's frames)."""
+    """One 2D target (a pyramid level ``factor`` times smaller than full resolution); a stack's planes in many-instances
+    mode are :func:`_stack_planes`'s."""
     import numpy as np
 
     from ..batch.engine import method_progress
     from ..methods.instances import level_object_size, segment_with_exemplars
-    from ..methods.instances.exemplars import stack_size_source
     from ..methods.oneshot import segment_like
     from ..models.preprocessing import as_channels_last
 
     progress = method_progress()
     if one.exemplars is not None:
         hwc = as_channels_last(image, channel_axis=channel_axis, channels=args.channels, name=name)
-        size = level_object_size(one.exemplars, object_size or args.object_size, factor)
-        # where the size came from: a stack's measured one read as --object-size in report.json
-        source = (
-            "object size" if args.object_size else stack_size_source(stack_axis) if object_size else "reference objects"
-        )
+        size = level_object_size(one.exemplars, args.object_size, factor)
+        source = "object size" if args.object_size else "reference objects"
         return segment_with_exemplars(
             one.segmenter, one.exemplars, hwc, object_size=size, size_source=source, name=name, progress=progress
         )
@@ -397,17 +390,20 @@ def _segment(
     )[0]
 
 
-def _stack_object_size(args: argparse.Namespace, one: _OneShot, stack) -> float | None:
-    """--object-size, else one size for the stack's planes (:func:`..methods.instances.stack_object_size`)."""
-    if one.exemplars is None or args.object_size:
-        return args.object_size
-    from ..methods.instances import stack_object_size
-    from ..models.preprocessing import as_channels_last, to_numpy
+def _stack_planes(args: argparse.Namespace, one: _OneShot, stack, stack_axis: str | None):
+    """Many instances over a stack's planes: --object-size, else one size for them all
+    (:func:`..methods.instances.stack_planes.stack_planes`, as the console's and the One-shot widget's stacks)."""
+    from ..methods.instances.stack_planes import stack_planes
 
-    def read(plane):  # a lazy plane -> (H, W, C)
-        return as_channels_last(to_numpy(plane), channel_axis=_plane_channel_axis(args), channels=args.channels)
-
-    return stack_object_size(one.exemplars, stack, one.segmenter.input_size, read)
+    return stack_planes(
+        one.segmenter,
+        one.exemplars,
+        stack,
+        object_size=args.object_size,
+        channel_axis=_plane_channel_axis(args),
+        channels=args.channels,
+        stack_axis=stack_axis,
+    )
 
 
 def _process(args: argparse.Namespace, one: _OneShot, path: Path, image) -> dict:
@@ -418,16 +414,19 @@ def _process(args: argparse.Namespace, one: _OneShot, path: Path, image) -> dict
 
     if (stacked := _input_stack(args, image, path)) is not None:
         stack, axes = stacked
-        sizes: list = []  # the stack's one object size, measured on its first plane read at full resolution
+        planes: list = []  # the stack's planes at full resolution: one object size, measured once
 
         def plane_labels(plane, z: int, factor: float = 1.0):
             # the result, with its warnings; on a stack pyramid's level, the objects sought at the reference's size
             # there, as a 2D pyramid's level is (not measured on a full-resolution plane)
-            name, channel_axis = plane_name(path, z, axes), _plane_channel_axis(args)
-            if factor == 1.0 and not sizes:
-                sizes.append(_stack_object_size(args, one, stack))
-            size = sizes[0] if factor == 1.0 else None
-            return _segment(args, one, plane, name, channel_axis, factor, object_size=size, stack_axis=axes.planes)
+            name = plane_name(path, z, axes)
+            if one.exemplars is not None and factor == 1.0:
+                from ..batch.engine import method_progress
+
+                if not planes:
+                    planes.append(_stack_planes(args, one, stack, axes.planes))
+                return planes[0].segment(plane, name, method_progress())
+            return _segment(args, one, plane, name, _plane_channel_axis(args), factor)
 
         def plane_scale(plane_shape: tuple[int, int]) -> float:
             # a stack pyramid's planes read at the level a 2D target pyramid of their size is read at

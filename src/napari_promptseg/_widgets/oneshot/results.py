@@ -83,9 +83,8 @@ def run_oneshot(
         known_near_labels,
         level_object_size,
         segment_with_exemplars,
-        stack_object_size,
     )
-    from ...methods.instances.exemplars import stack_size_source
+    from ...methods.instances.stack_planes import stack_planes
     from ...methods.labelling_advice import few_labels_warning
     from ...methods.oneshot import segment_like, target_file_level
     from ...methods.volume import segment_stack
@@ -116,7 +115,7 @@ def run_oneshot(
     out.mode = "many instances" if instances else f"one region, {strategy}"
     if more_references:
         out.mode += f", {1 + len(more_references)} references, {ensemble}"
-    exemplars, target_size = None, None
+    exemplars, target_size, planes = None, None, None
     if instances and strategy != "sat":  # the instances pipeline has no strategy: it was dropped unsaid
         out.warnings.append(
             f"strategy '{strategy}' ignored: it sets the one-region route, and the many-instances mode ran "
@@ -137,12 +136,17 @@ def run_oneshot(
             cancel=cancel,
         )
         target_size = level_object_size(exemplars, object_size, factor)
-        if stacked and target_size is None:  # the planes of one stack share one size (as the CLI's stacks)
-            target_size = stack_object_size(
+        if stacked:  # the planes of one stack share one size: the CLI's and the console's stacks' code
+            # (C, Y, X) planes are handed over channels last by segment_stack
+            plane_axis = None if channel_axis is None else -1
+            planes = stack_planes(
+                segmenter,
                 exemplars,
                 targets,
-                segmenter.input_size,
-                lambda plane: as_channels_last(plane, channel_axis=channel_axis, channels=channels),
+                object_size=target_size,
+                channel_axis=plane_axis,
+                channels=channels,
+                stack_axis=stack_axis,
             )
 
     def keep_points(k: int, positives: np.ndarray, negatives: np.ndarray) -> None:
@@ -168,12 +172,21 @@ def run_oneshot(
             progress((k + fraction) / len(targets), said)
 
         if exemplars is not None:
-            hwc = as_channels_last(image, channel_axis=axis, channels=channels, name=name)
-            # where the size came from: a stack's measured one read as the user's 'object size'
-            source = "object size" if object_size else stack_size_source(stack_axis) if stacked else "reference objects"
-            res = segment_with_exemplars(
-                segmenter, exemplars, hwc, object_size=size, size_source=source, name=name, progress=sub, cancel=cancel
-            )
+            if planes is not None:  # a stack's plane, at the stack's one size
+                res = planes.segment(image, name, sub, cancel)
+            else:
+                hwc = as_channels_last(image, channel_axis=axis, channels=channels, name=name)
+                source = "object size" if object_size else "reference objects"
+                res = segment_with_exemplars(
+                    segmenter,
+                    exemplars,
+                    hwc,
+                    object_size=size,
+                    size_source=source,
+                    name=name,
+                    progress=sub,
+                    cancel=cancel,
+                )
             centres = (res.boxes[:, :2] + res.boxes[:, 2:]) / 2 if len(res.boxes) else np.zeros((0, 2))
             keep_points(k, centres, np.zeros((0, 2)))
             if res.scale is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,6 +42,9 @@ from .exemplars import (
 from .tile_objects import DECODE_BATCH as DECODE_BATCH
 from .tile_objects import CandidateMode as CandidateMode
 from .tile_objects import Refinement, _reads_features, _segment_tile
+
+if TYPE_CHECKING:
+    from ..volume import StackResult
 
 REFINEMENTS: tuple[str, ...] = ("fused", "sam", "none")
 
@@ -249,7 +253,7 @@ def segment_instances_like(
     partial: bool = False,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
-) -> InstanceResult:
+) -> InstanceResult | StackResult:
     """Instance labels of every object in ``target`` like the labelled objects of ``reference``.
 
     ``object_size``: typical object diameter in pixels (default: the reference objects' median); it sets the
@@ -260,6 +264,12 @@ def segment_instances_like(
     A pyramid target (a multiscale layer's data, levels largest first) is read at the coarsest level that still has
     the objects' working scale, as the CLI reads an OME-Zarr; the labels and boxes come back at full resolution.
 
+    A stack layer ((Z, Y, X), an RGB (Z, Y, X, 3), with ``channel_axis`` a multichannel one) as the target is
+    segmented as ``promptseg oneshot`` segments a stack: plane by plane at one object size (``object_size``, else
+    measured on its middle plane), ids linked across planes (:mod:`.stack_planes`); a
+    :class:`~..volume.StackResult` is returned, its ``labels`` the layer's (Z, Y, X) and ``planes`` each plane's
+    :class:`InstanceResult`. A stack layer as the reference gives the plane its (Z, Y, X) labels mark.
+
     Example (in napari's console: the sample *Nuclei with ground truth* as the reference, the sample *Nuclei for a
     text prompt* as the target)::
 
@@ -267,9 +277,21 @@ def segment_instances_like(
             viewer.layers["nuclei"], viewer.layers["nuclei ground truth"], viewer.layers["nuclei (text prompt)"]
         )
         viewer.add_labels(result.labels, name="nuclei like the reference")
+
+    Example (in napari's console, over a (Z, Y, X) stack whose nuclei of one plane are labelled)::
+
+        stack = viewer.layers["stack"]
+        result = segment_instances_like(stack, viewer.layers["nuclei of plane 1"], stack)
+        viewer.add_labels(result.labels, name="nuclei in 3D", **layer_placement(stack))
     """
     from ...io.layer_objects import layer_pixels
+    from ..oneshot.stack_layers import reference_planes
+    from ..volume import is_stack_layer
 
+    # a stack reference layer: the plane its labels mark, as promptseg oneshot --reference STACK takes it
+    reference, reference_labels, reference_axis = reference_planes(reference, reference_labels, channel_axis)
+    stack = target if is_stack_layer(target, channel_axis) else None
+    name = target.name if stack is not None and name == "target" else name
     reference, target = layer_pixels(reference, "reference"), layer_pixels(target, "target")
     reference_labels = layer_pixels(reference_labels, "reference_labels")
     if segmenter is None:
@@ -279,7 +301,7 @@ def segment_instances_like(
     timer = _Timer()
     advice = None  # about the reference's labelling, when it is fitted here
     if model is None:
-        ref_hwc = as_channels_last(reference, channel_axis=channel_axis, channels=channels, name="reference")
+        ref_hwc = as_channels_last(reference, channel_axis=reference_axis, channels=channels, name="reference")
         ref_labels = _check_reference_labels(ref_hwc, reference_labels)
         model = fit_exemplars(
             segmenter,
@@ -292,6 +314,23 @@ def segment_instances_like(
             timer=timer,
         )
         advice = few_labels_warning(count_objects(ref_labels), partial, "pass partial=True")
+    if stack is not None:  # plane by plane at one size, ids linked: the CLI's oneshot on a stack
+        from .stack_planes import instances_over_stack, stack_planes
+
+        def planes_of(pixels: object, plane_axis: int | None):
+            return stack_planes(
+                segmenter,
+                model,
+                pixels,
+                object_size=object_size,
+                channel_axis=plane_axis,
+                channels=channels,
+                refine=refine,
+            )
+
+        result = instances_over_stack(planes_of, stack, channel_axis, name, progress, cancel)
+        result.warnings[:0] = [advice] if advice else []
+        return result
     # the level of the objects' size, known once the exemplars are fitted (the CLI's choice too)
     objects = object_size or model.object_size
     level = read_pyramid_level(
@@ -341,7 +380,7 @@ def find_all_like(
     name: str = "image",
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
-) -> InstanceResult:
+) -> InstanceResult | StackResult:
     """Every object in ``image`` like the few the user boxed ("find all like these"; SAM3's exemplar prompts).
 
     The boxed objects are segmented first (at the boxes' working scale) and become the exemplars. Unlabelled
@@ -353,21 +392,42 @@ def find_all_like(
     back at full resolution. napari layers are taken as they are: an Image layer, and a Shapes layer of boxes read
     in its pixels (as :func:`napari_promptseg.segment` reads them).
 
+    A stack layer ((Z, Y, X), an RGB (Z, Y, X, 3), with ``channel_axis`` a multichannel one) with boxes drawn on one
+    of its planes (a Shapes layer of the stack's axes): the boxed objects are learnt on that plane, and every plane
+    is segmented with them at the boxes' size, ids linked across planes, as ``promptseg oneshot`` segments a stack
+    (:mod:`.stack_planes`); a :class:`~..volume.StackResult` is returned, ``planes`` each plane's
+    :class:`InstanceResult`.
+
     Example (in napari's console, over the sample *Nuclei with ground truth*, a few nuclei boxed on a Shapes
     layer)::
 
         result = find_all_like(viewer.layers["nuclei"], viewer.layers["Shapes"])
         viewer.add_labels(result.labels, name="all nuclei")
+
+    Example (in napari's console, over a (Z, Y, X) stack, a few nuclei boxed on one plane)::
+
+        result = find_all_like(viewer.layers["stack"], viewer.layers["boxes on plane 1"])
+        viewer.add_labels(result.labels, name="all nuclei in 3D", **layer_placement(viewer.layers["stack"]))
     """
     from ...io.layer_objects import layer_pixels, layer_prompts
-    from ..interactive import NO_OBJECT, check_box, prompt_list, prompts_working_scale, segment_prompts
+    from ..interactive import prompt_list, prompts_working_scale
+    from ..volume import is_stack_layer
 
-    boxes = layer_prompts(image, boxes, (), ()).boxes  # a Shapes layer's rectangles, in the image's pixels
-    image = layer_pixels(image)
+    prompts = layer_prompts(image, boxes, (), ())  # a Shapes layer's rectangles, in the image's pixels
+    boxes = prompts.boxes
     if segmenter is None:
         from ...models import load_segmenter
 
         segmenter = load_segmenter()
+    if is_stack_layer(image, channel_axis):
+        from .stack_planes import find_all_over_stack
+
+        options = {"object_size": object_size, "refine": refine, "channels": channels, "normalize": normalize}
+        name = image.name if name == "image" else name
+        return find_all_over_stack(
+            segmenter, image, prompts.plane, boxes, channel_axis, name, progress, cancel, options
+        )
+    image = layer_pixels(image)
     boxes = prompt_list(boxes, 4, "boxes")
     level = read_pyramid_level(
         image,
@@ -379,13 +439,61 @@ def find_all_like(
         object_size = None if object_size is None else object_size / level.factor
     report = progress or (lambda fraction, message: None)
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
+    timer = _Timer()
+    examples = learn_examples(segmenter, hwc, boxes, object_size, normalize, name, report, cancel, timer)
+
+    def sub(fraction: float, message: str) -> None:
+        report(0.2 + 0.8 * fraction, message)
+
+    result = segment_with_exemplars(
+        segmenter,
+        examples.model,
+        hwc,
+        refine=refine,
+        object_size=examples.size,
+        size_source=examples.source,
+        name=name,
+        progress=sub,
+        cancel=cancel,
+        timer=timer,
+    )
+    result.warnings.extend(w for w in examples.warnings if w not in result.warnings)
+    return _instances_at_full_resolution(result, level)
+
+
+@dataclass
+class BoxedExamples:
+    """What find-all learns from the boxed objects: the exemplars, the size of the objects sought and where it came
+    from, and what to say of the boxes (clipped, outliers, repeats, boxes that gave nothing)."""
+
+    model: ExemplarModel
+    size: float
+    source: str
+    warnings: list[str]
+
+
+def learn_examples(
+    segmenter: PromptableSegmenter,
+    hwc: np.ndarray,
+    boxes: list,
+    object_size: float | None,
+    normalize: Normalization,
+    name: str,
+    report: ProgressCallback,
+    cancel: Callable[[], bool] | None,
+    timer: _Timer,
+) -> BoxedExamples:
+    """The boxed objects of ``hwc`` (H, W, C) segmented and learnt as exemplars, background learnt only near the
+    boxes (find-all's first 20 % of ``report``); a 2D image's and a stack's plane's (the planes then all segmented
+    with them, :mod:`.stack_planes`)."""
+    from ..interactive import NO_OBJECT, check_box, prompt_list, segment_prompts
+
     h, w = hwc.shape[:2]
     clipped: list[str] = []
     checked = [check_box(b, (h, w), f"box {i + 1}", clipped) for i, b in enumerate(prompt_list(boxes, 4, "boxes"))]
     checked = np.array(checked, np.float32).reshape(-1, 4)
     if len(checked) == 0:
         raise PromptsegError("find all: box at least one example object")
-    timer = _Timer()
     t0 = time.perf_counter()
     report(0.0, f"segmenting the {len(checked)} example(s)")
     examples = segment_prompts(
@@ -415,41 +523,25 @@ def find_all_like(
         progress=lambda fraction, message: report(0.1 + 0.1 * fraction, f"learning the examples: {message}"),
         cancel=cancel,
     )
-
-    def sub(fraction: float, message: str) -> None:
-        report(0.2 + 0.8 * fraction, message)
-
-    result = segment_with_exemplars(
-        segmenter,
-        model,
-        hwc,
-        refine=refine,
-        object_size=size,
-        size_source=examples.scale.source,
-        name=name,
-        progress=sub,
-        cancel=cancel,
-        timer=timer,
-    )
-    result.warnings.extend([f"{name}: {warning}" for warning in clipped] + _outlier_boxes(checked, object_size))
+    warnings = [f"{name}: {warning}" for warning in clipped] + _outlier_boxes(checked, object_size)
     # what the examples' segmentation said (e.g. a box over an empty canvas, left empty), and which examples gave
     # nothing to learn from: they were left out without a word
     # (an example without an object is said below, in find-all's words)
-    result.warnings.extend(w for w in examples.warnings if w not in result.warnings and NO_OBJECT not in w)
+    warnings.extend(w for w in examples.warnings if w not in warnings and NO_OBJECT not in w)
     found = {int(k) for k in np.unique(examples.labels)}
     empty = sorted(set(range(1, len(checked) + 1)) - found)
     # a box drawn twice (or nearly) gives its object to the first one: it repeats that box, it did not miss
     repeats = {k: _repeated_box(checked, k, found) for k in empty}
     for k, of in repeats.items():
         if of is not None:
-            result.warnings.append(f"{name}: example box {k} repeats box {of} (the same object): learned from once")
+            warnings.append(f"{name}: example box {k} repeats box {of} (the same object): learned from once")
     empty = [k for k in empty if repeats[k] is None]
     if empty:
-        result.warnings.append(
+        warnings.append(
             f"{name}: example box(es) {', '.join(map(str, empty))} gave no object and were not learned from; "
             "box objects like the others"
         )
-    return _instances_at_full_resolution(result, level)
+    return BoxedExamples(model, size, examples.scale.source, warnings)
 
 
 #: an example box overlapping one that gave an object by this much (intersection over union) is a repeat of it
