@@ -79,6 +79,10 @@ def image_and_labels(
     return np.asarray(image.data), np.asarray(labels.data)  # the caller's shape check names both
 
 
+#: labels plane z lies on image plane a * z + b (:func:`labels_plane_map`); the same planes
+SAME_PLANES = (1.0, 0.0)
+
+
 @dataclass(frozen=True)
 class ExemplarLayers:
     """An image layer and the Labels layer marking objects on it, to be saved to a reference library, gathered on
@@ -89,6 +93,7 @@ class ExemplarLayers:
     shown: float  # the displayed plane of a stack (full-resolution data coordinate)
     channel_axis: int | None = None  # the image layer's axis of channels (its labels have none)
     channels: list[int] | None = None  # the channels fed to the model (None: all)
+    plane_map: tuple[float, float] = SAME_PLANES  # where the labels' planes lie on the image's (labels_plane_map)
 
 
 def exemplar_layers(
@@ -100,7 +105,8 @@ def exemplar_layers(
 ) -> ExemplarLayers:
     """The references to an exemplar's layers and the displayed plane; no pixel is read."""
     shown = displayed_plane(viewer, image, channel_axis)
-    return ExemplarLayers(layer_pixels(image), layer_pixels(labels), shown, channel_axis, channels)
+    plane_map = labels_plane_map(viewer, image, labels, channel_axis)
+    return ExemplarLayers(layer_pixels(image), layer_pixels(labels), shown, channel_axis, channels, plane_map)
 
 
 def read_exemplar(layers: ExemplarLayers, what: str = "labels") -> tuple[np.ndarray, np.ndarray, str]:
@@ -108,7 +114,9 @@ def read_exemplar(layers: ExemplarLayers, what: str = "labels") -> tuple[np.ndar
     image's channels last), refused naming both layers when they do not fit, and its source (the image layer's name,
     with the plane of a stack). Reads pixels (a slide's, a stack's): run it in a worker, as "Save reference to
     library" and "Add exemplar" do."""
-    image, labels, plane = read_reference_plane(layers.image, layers.labels, layers.shown, layers.channel_axis)
+    image, labels, plane = read_reference_plane(
+        layers.image, layers.labels, layers.shown, layers.channel_axis, plane_map=layers.plane_map
+    )
     if labels.ndim != 2 or labels.shape != image.shape[:2]:
         raise PromptsegError(
             f"{what} '{layers.labels.name}' of shape {labels.shape} do not match the 2D image '{layers.image.name}' "
@@ -251,12 +259,50 @@ def displayed_plane(viewer: napari.viewer.Viewer, image: napari.layers.Image, ch
     return float(position[1 if channel_axis == 0 and len(position) > 1 else 0])
 
 
+def labels_plane_map(
+    viewer: napari.viewer.Viewer, image: napari.layers.Image, labels: napari.layers.Labels, channel_axis: int | None
+) -> tuple[float, float]:
+    """(a, b): the plane a * z + b of a stack ``image`` on which plane z of a (Z, Y, X) ``labels`` layer lies, through
+    napari's world coordinates (each layer's scale and translate along its planes' axis), as the user sees the labels
+    over the image; :data:`SAME_PLANES` for other layers. Read on the main thread, without a pixel."""
+    from ...io.layer_objects import in_image_data
+
+    planes_axis = 1 if channel_axis == 0 else 0
+    if int(labels.ndim) != 3 or int(image.ndim) - (channel_axis is not None and not image.rgb) != 3:
+        return SAME_PLANES
+    z0, z1 = in_image_data(labels, [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]], image, viewer.dims.point)[:, planes_axis]
+    return float(z1 - z0), float(z0)
+
+
+def _labels_on_image_planes(
+    marks: np.ndarray, planes: int, plane_map: tuple[float, float], labels_name: str, image_name: str, word: str
+) -> np.ndarray:
+    """(Z, Y, X) ``marks`` moved onto the image's ``planes`` as napari lays them over it (``plane_map``); a marked
+    plane between the image's planes or beyond them is refused, naming both layers (the user saw its labels over
+    another plane than any the run would use)."""
+    a, b = plane_map
+    moved = np.zeros((planes, *marks.shape[1:]), marks.dtype)
+    for z in np.flatnonzero(marks.reshape(len(marks), -1).any(axis=1)):
+        at = a * z + b
+        k = int(np.round(at))
+        if abs(at - k) > 1e-3 or not 0 <= k < planes:
+            where = f"beyond its {planes} {word}s" if abs(at - k) <= 1e-3 else f"between its {word}s"
+            raise PromptsegError(
+                f"labels {labels_name} mark their {word} {z}, which napari lays over {word} {at:g} of {image_name} "
+                f"({where}): the two layers' scale or translate along the {word}s differ; give the Labels layer the "
+                "image's scale and translate, or paint on a Labels layer made over the image"
+            )
+        moved[k] = np.maximum(moved[k], marks[z])
+    return moved
+
+
 def read_reference_plane(
     image: LayerPixels,
     labels: LayerPixels,
     shown: float,
     channel_axis: int | None = None,
     stack_axis: str | None = None,
+    plane_map: tuple[float, float] = SAME_PLANES,
 ) -> tuple[np.ndarray, np.ndarray, int | None]:
     """An image and the labels marking objects on it (a reference, an exemplar) read as one 2D plane each, and
     which plane of a stack that is (None for a 2D image). A stack's plane is the one its labels mark, else the one
@@ -264,7 +310,9 @@ def read_reference_plane(
     every plane). An image with a ``channel_axis`` ((C, Y, X), (C, Z, Y, X)) comes back with its channels last, as
     the CLI reads a reference: (Y, X, C); labels over its channel axis too, its channels' objects together. Pairs
     of other shapes come back as :func:`image_and_labels` reads them, for the caller's shape check to name.
-    ``stack_axis``: the image's (:func:`stack_axis_of`), "t" for a time-lapse, whose planes a refusal calls frames.
+    ``stack_axis``: the image's (:func:`stack_axis_of`), "t" for a time-lapse, whose planes a refusal calls frames;
+    ``plane_map``: where a (Z, Y, X) labels layer's planes lie on the image's (:func:`labels_plane_map`: another
+    scale or translate along Z puts the labels over another plane than the one of the same index).
     Reads pixels: run it in a worker."""
     pixels, marks = image_and_labels(image, labels)
     if channel_axis is not None and marks.ndim == pixels.ndim >= 3:
@@ -273,6 +321,12 @@ def read_reference_plane(
     if channel_axis is not None and pixels.ndim >= 3:
         pixels = np.moveaxis(pixels, channel_axis, -1)  # as the CLI reads a reference (the model reads it contiguous)
     spatial = pixels.shape[:-1] if image.rgb or channel_axis is not None else pixels.shape
+    if len(spatial) == 3 and marks.ndim == 3 and marks.shape[1:] == spatial[1:] and plane_map != SAME_PLANES:
+        from ...methods.volume.stacks import plane_word
+
+        marks = _labels_on_image_planes(
+            marks, spatial[0], plane_map, f"'{labels.name}'", f"'{image.name}'", plane_word(stack_axis)
+        )
     if len(spatial) != 3 or marks.shape not in (spatial, spatial[1:]):
         return pixels, marks, None
     # the displayed plane, on the level read (a pyramid's planes may be fewer than its full resolution's)

@@ -71,9 +71,14 @@ class OneShotInputs:
     left_out: str | None = None  # a target folder's OME-Zarr images, not read here: which, and how to run them
     stack_axis: str | None = None  # "t": the target layer's planes are a time-lapse's frames (said so)
     reference_stack_axis: str | None = None  # the same of the reference layer, a stack's
-    #: the references after the first (the widget's reference rows): image, labels, displayed plane, stack axis
-    more_references: list[tuple[LayerPixels, LayerPixels, float, str | None]] = field(default_factory=list)
+    #: the references after the first (the widget's reference rows): image, labels, displayed plane, stack axis and
+    #: where the labels' planes lie on the image's (labels_plane_map)
+    more_references: list[tuple[LayerPixels, LayerPixels, float, str | None, tuple[float, float]]] = field(
+        default_factory=list
+    )
     ensemble: str = "vote"  # how several references' masks combine (the CLI's --ensemble)
+    #: where the reference labels' planes lie on the reference stack's (napari's world: labels_plane_map)
+    plane_map: tuple[float, float] = (1.0, 0.0)
 
 
 @dataclass
@@ -101,10 +106,11 @@ def read_oneshot_inputs(inputs: OneShotInputs, input_size: int, progress, cancel
         inputs.channel_axis,
         inputs.reference_stack_axis,
         progress,
+        inputs.plane_map,
     )
     more = [
-        _read_reference(image, marks, shown, inputs.channel_axis, stack_axis, progress)[:2]
-        for image, marks, shown, stack_axis in inputs.more_references
+        _read_reference(image, marks, shown, inputs.channel_axis, stack_axis, progress, plane_map)[:2]
+        for image, marks, shown, stack_axis, plane_map in inputs.more_references
     ]
     target = inputs.target
     if target is None:
@@ -125,7 +131,13 @@ def read_oneshot_inputs(inputs: OneShotInputs, input_size: int, progress, cancel
 
 
 def _read_reference(
-    ref: LayerPixels, ref_labels: LayerPixels, shown: float, channel_axis: int | None, stack_axis: str | None, progress
+    ref: LayerPixels,
+    ref_labels: LayerPixels,
+    shown: float,
+    channel_axis: int | None,
+    stack_axis: str | None,
+    progress,
+    plane_map: tuple[float, float] = (1.0, 0.0),
 ) -> tuple[np.ndarray, np.ndarray, int | None]:
     """A reference image layer and its labels read (a stack's labelled or displayed plane, and which), refused
     naming the layers when the labels do not fit or mark nothing or everything. Runs in the worker."""
@@ -134,7 +146,7 @@ def _read_reference(
     is_stack(ref.data[0] if ref.multiscale else ref.data, ref.rgb, f"reference layer '{ref.name}'", channel_axis)
     progress(0.0, f"reading '{ref.name}'")
     # a stack's reference is its labelled (or displayed) plane: the volume's other planes are the usual targets
-    reference, labels, plane = read_reference_plane(ref, ref_labels, shown, channel_axis, stack_axis)
+    reference, labels, plane = read_reference_plane(ref, ref_labels, shown, channel_axis, stack_axis, plane_map)
     if labels.shape != reference.shape[: labels.ndim] or labels.ndim != 2:
         spatial = reference.shape[:-1] if ref.rgb or channel_axis is not None else reference.shape
         if len(spatial) == 3:  # a stack was called 'the 2D reference image', and the shapes that fit went unsaid

@@ -33,6 +33,7 @@ from .._common import (
     controls_layout,
     displayed_plane,
     exemplar_layers,
+    labels_plane_map,
     layer_pixels,
     load_triton_safely,
     notify_warning,
@@ -200,6 +201,8 @@ class OneShotWidget(QWidget):
             "object_size": float(self.object_size.value()) or None,
             "channel_axis": channel_axis,
             "channels": channels,
+            # the labels' planes as napari lays them over the reference's (another Z scale or translate)
+            "plane_map": labels_plane_map(self.viewer, ref, ref_labels, channel_axis),
         }
         if options["partial"] and options["instances"] is False:  # one region dropped it unsaid; the CLI refuses it
             raise PromptsegError(
@@ -242,7 +245,10 @@ class OneShotWidget(QWidget):
         for image, labels in pairs:
             check_channel_axis(image, channel_axis, f"reference image layer '{image.name}'")
             shown = displayed_plane(self.viewer, image, channel_axis)
-            more.append((layer_pixels(image), layer_pixels(labels), shown, stack_axis_of(image, planes_axis)))
+            plane_map = labels_plane_map(self.viewer, image, labels, channel_axis)
+            more.append(
+                (layer_pixels(image), layer_pixels(labels), shown, stack_axis_of(image, planes_axis), plane_map)
+            )
         return more
 
     def save_to_library(self) -> bool:
