@@ -144,7 +144,8 @@ def test_propagation_takes_a_stack_layer_and_its_seed_boxes_layer(litemedsam):
 def docstring_example(function) -> str:
     import textwrap
 
-    return textwrap.dedent(function.__doc__.split("Example", 1)[1].split("::", 1)[1].split('"""')[0].strip("\n"))
+    # the first example alone (a stack example may follow it)
+    return textwrap.dedent(function.__doc__.split("Example")[1].split("::", 1)[1].split('"""')[0].strip("\n"))
 
 
 def console(viewer) -> dict:

@@ -49,6 +49,7 @@ from ._common import (
     layer_pixels,
     load_triton_safely,
     placement,
+    placement_over,
     plane_shape,
     stack_axis_of,
     submit_save_exemplar,
@@ -57,6 +58,14 @@ from ._common import (
 )
 from ._common.channels import channels_together, file_channel_layers
 from ._common.text_route import WEIGHTS_ANSWER, WEIGHTS_ROUTES, TextWeightsField, route_hint, text_route_box
+from ._common.time_points import (
+    TimePoint,
+    at_time_point,
+    is_time_lapse,
+    shown_time_point,
+    time_point_words,
+    write_time_point,
+)
 from .library_panel import LibraryPanel
 from .oneshot import is_stack, read_planes
 from .text_results import TextOutput, load_text_route, run_text
@@ -439,6 +448,12 @@ class TextPromptWidget(QWidget):
                 read_with["from"] = f"{MODEL_READING}: the file's channel layers {layers_said}"
             else:
                 channel_axis, channels, read_with = self._trained_reading(layer, data, channel_axis, channels)
+            pixels, time_point = layer_pixels(layer), None
+            if not channel_layers and is_time_lapse(layer, channel_axis):
+                # the volume of the time point shown, as the Interactive widget and the CLI's --time T
+                time_point = shown_time_point(self.viewer, layer)
+                data, factors = data[time_point.index], np.asarray(factors)[1:]
+                pixels = at_time_point(pixels, time_point.index)
             stacked = is_stack(data, layer.rgb, f"image layer '{layer.name}'", channel_axis)
             # the layer's own channel axis, which its results leave out (none when its file's channel layers are read)
             layer_channel_axis = None if channel_layers else channel_axis
@@ -468,9 +483,9 @@ class TextPromptWidget(QWidget):
         }
         layer_name = layer.name
 
-        pixels = layer_pixels(layer)
         # a time-lapse's planes are its frames, in the progress, warnings and summary (a (C, T, Y, X) layer's along 1)
-        stack_axis = stack_axis_of(layer, 1 if layer_channel_axis == 0 else 0) if stacked else None
+        planes_axis = 1 if layer_channel_axis == 0 or time_point is not None else 0
+        stack_axis = stack_axis_of(layer, planes_axis) if stacked else None
 
         def task(progress, cancel) -> tuple[TextOutput, np.ndarray]:
             route = load_text_route(options, progress, cancel)
@@ -507,7 +522,7 @@ class TextPromptWidget(QWidget):
         def done(result: tuple[TextOutput, np.ndarray]) -> None:
             output, level_factors = result
             self.last_output = output
-            self._add_layers(output, layer, prompt, stacked, level_factors, layer_channel_axis)
+            self._add_layers(output, layer, prompt, stacked, level_factors, layer_channel_axis, time_point)
 
         # named by its start: a pasted description made a status line (and activity-dock entry) of a paragraph
         self.runner.submit("text", f"text prompt {layer_prompt(prompt)!r}", task, done, inputs=(layer,))
@@ -520,32 +535,49 @@ class TextPromptWidget(QWidget):
         stacked: bool,
         factors: np.ndarray | None = None,
         channel_axis: int | None = None,
+        time_point: TimePoint | None = None,
     ) -> None:
         """``factors``: the downsampling of each axis of the pyramid level that was segmented (default none);
-        ``channel_axis``: ``layer``'s, which its labels do not have."""
+        ``channel_axis``: ``layer``'s, which its labels do not have; ``time_point``: the one of a (T, Z, Y, X)
+        ``layer`` segmented (``factors`` then of its volume's axes), written into the labels of its earlier runs
+        (:func:`write_time_point`)."""
         from napari.utils.notifications import show_info, show_warning
 
         kw = placement(layer, 3 if stacked else 2, factors, channel_axis)
         name = f"{layer.name} text: {layer_prompt(prompt)}"
-        # napari's ' [1]' of a name taken (a rerun): the run's heatmap and boxes carry it too, to be told whose they are
-        name = self.viewer.add_labels(output.labels, name=name, **kw).name
+        at = ""
+        if time_point is not None:
+            volume_kw = placement_over(layer, [1, 2, 3], None if factors is None else np.r_[factors])
+            kw = placement(layer, 4, None if factors is None else np.r_[1.0, factors])
+            labels_layer, others = write_time_point(self.viewer, name, name, output.labels, time_point, kw)
+            name, at = labels_layer.name, f"\nat {time_point_words(time_point, others)} -> '{labels_layer.name}'"
+        else:
+            # napari's ' [1]' of a name taken (a rerun): the run's heatmap and boxes carry it too, to be told whose
+            name = self.viewer.add_labels(output.labels, name=name, **kw).name
         heatmaps = [r.heatmap for r in output.results]
         if all(h is not None for h in heatmaps):
             heat = np.stack(heatmaps) if stacked else heatmaps[0]
-            self.viewer.add_image(heat, name=f"{name} heatmap", colormap="magma", opacity=0.5, visible=False, **kw)
-        self._add_boxes(output, f"{name} boxes", stacked, kw)
-        self.runner.widget.set_summary(output.summary)
+            # a time point's heatmap over its volume, named after it (the labels layer holds every time point)
+            heat_name = f"{name} heatmap" + (f" (time point {time_point.index})" if time_point is not None else "")
+            heat_kw = volume_kw if time_point is not None else kw
+            self.viewer.add_image(heat, name=heat_name, colormap="magma", opacity=0.5, visible=False, **heat_kw)
+        self._add_boxes(output, f"{name} boxes", stacked, kw, time_point)
+        self.runner.widget.set_summary(output.summary + at)
         show_info(output.route_text)
         for warning in dict.fromkeys(output.warnings):
             show_warning(warning)
 
-    def _add_boxes(self, output: TextOutput, name: str, stacked: bool, kw: dict) -> None:
+    def _add_boxes(
+        self, output: TextOutput, name: str, stacked: bool, kw: dict, time_point: TimePoint | None = None
+    ) -> None:
         rectangles, phrases, scores = [], [], []
         for k, result in enumerate(output.results):
             for (x0, y0, x1, y1), phrase, score in zip(result.boxes, result.phrases, result.scores, strict=True):
                 corners = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
                 if stacked:
                     corners = np.column_stack([np.full(4, k), corners])
+                if time_point is not None:  # on the time point's volume
+                    corners = np.column_stack([np.full(4, time_point.index), corners])
                 rectangles.append(corners)
                 phrases.append(phrase)
                 scores.append(round(float(score), 2))

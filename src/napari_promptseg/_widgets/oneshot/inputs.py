@@ -13,6 +13,7 @@ from ...io.images import IMAGE_SUFFIXES, label_image_2d
 from ...io.listing import image_files, list_images, ome_zarr_left_out
 from ...methods.volume.stacks import plane_word
 from .._common import LayerPixels, level_factors, plane_shape, read_reference_plane
+from .._common.time_points import TimePoint
 
 
 def target_planes(data: np.ndarray, rgb: bool, name: str = "target layer") -> tuple[list[np.ndarray], bool]:
@@ -79,6 +80,7 @@ class OneShotInputs:
     ensemble: str = "vote"  # how several references' masks combine (the CLI's --ensemble)
     #: where the reference labels' planes lie on the reference stack's (napari's world: labels_plane_map)
     plane_map: tuple[float, float] = (1.0, 0.0)
+    time_point: TimePoint | None = None  # a (T, Z, Y, X) target's time point shown, whose volume ``target`` is
 
 
 @dataclass

@@ -43,6 +43,14 @@ from .._common import (
     task_segmenter,
     unproxied,
 )
+from .._common.time_points import (
+    TimePoint,
+    at_time_point,
+    is_time_lapse,
+    shown_time_point,
+    time_point_words,
+    write_time_point,
+)
 from .inputs import OneShotInputs, OneShotPixels, folder_targets, is_stack, read_oneshot_inputs
 from .more_references import MoreReferences
 from .results import PARTIAL_LABELS_TEXT, OneShotOutput, result_summary, run_oneshot
@@ -218,11 +226,14 @@ class OneShotWidget(QWidget):
         if target is not None:
             name = f"target layer '{target.name}'"
             check_channel_axis(target, channel_axis, name)
-            pixels = layer_pixels(target)
+            pixels, time_point = layer_pixels(target), None
+            if is_time_lapse(target, channel_axis):  # the volume of the time point shown, as the Interactive widget
+                time_point = shown_time_point(self.viewer, target)
+                pixels = at_time_point(pixels, time_point.index)
             is_stack(_levels(pixels)[0], target.rgb, name, channel_axis)  # its shape only
-            # a time-lapse's planes are frames (its first axis, or the one after its channels)
-            stack_axis = stack_axis_of(target, 1 if channel_axis == 0 else 0)
-            return OneShotInputs(*reference, pixels, [], **options, stack_axis=stack_axis)
+            # a time-lapse's planes are frames (its first axis, or the one after its channels or time)
+            stack_axis = stack_axis_of(target, 1 if channel_axis == 0 or time_point is not None else 0)
+            return OneShotInputs(*reference, pixels, [], **options, stack_axis=stack_axis, time_point=time_point)
         folder = self.folder.text().strip()
         if not folder:
             raise PromptsegError("choose a target image layer or a folder of target images")
@@ -343,7 +354,8 @@ class OneShotWidget(QWidget):
         def done(result: tuple[OneShotOutput, OneShotPixels]) -> None:
             output, pixels = result
             self.last_output = output
-            self._add_layers(output, layer, pixels.factors if layer is not None else None, inputs.channel_axis)
+            factors = pixels.factors if layer is not None else None
+            self._add_layers(output, layer, factors, inputs.channel_axis, inputs.time_point)
             summary = self.runner.widget.summary
             if pixels.reference_plane is not None:  # which plane of the stack the reference was
                 plane = f"{plane_word(inputs.reference_stack_axis)} {pixels.reference_plane}"
@@ -365,16 +377,25 @@ class OneShotWidget(QWidget):
         layer: napari.layers.Image | None,
         factors: np.ndarray | None = None,
         channel_axis: int | None = None,
+        time_point: TimePoint | None = None,
     ) -> None:
         """``factors``: the downsampling of each axis of the pyramid level of ``layer`` that was segmented (default
         none); ``channel_axis``: ``layer``'s, which its labels do not have; a target folder's files (no ``layer``)
-        each over the file as napari opens it (``output.file_placements``)."""
+        each over the file as napari opens it (``output.file_placements``); ``time_point``: the one of a (T, Z, Y,
+        X) ``layer`` segmented, written into the labels of its earlier runs (:func:`write_time_point`)."""
         from napari.utils.notifications import show_warning
 
         kw = {} if layer is None else placement(layer, 3 if output.stacked else 2, factors, channel_axis)
+        at = ""
         if output.stacked:
             data = np.stack(output.labels)
-            labels_layer = self.viewer.add_labels(data, name=f"{layer.name} one-shot", **kw)
+            if time_point is not None:
+                kw = placement(layer, 4, None if factors is None else np.r_[1.0, factors])
+                name, owner = f"{layer.name} one-shot", f"one-shot: {layer.name}"
+                labels_layer, others = write_time_point(self.viewer, name, owner, data, time_point, kw)
+                at = f" at {time_point_words(time_point, others)} -> '{labels_layer.name}'"
+            else:
+                labels_layer = self.viewer.add_labels(data, name=f"{layer.name} one-shot", **kw)
             if output.scales and output.scales[0].get("object_size"):  # many instances: the planes' one size
                 labels_layer.metadata[OBJECT_SIZE_KEY] = output.scales[0]["object_size"]  # full-resolution px
             points = [
@@ -385,8 +406,11 @@ class OneShotWidget(QWidget):
                 np.column_stack([np.full(len(p), k), p[:, 1], p[:, 0]]) if len(p) else np.zeros((0, 3))
                 for k, p in enumerate(output.negatives)
             ]
+            points, negatives = np.concatenate(points), np.concatenate(negatives)
+            if time_point is not None:  # on the time point's volume
+                points, negatives = (np.c_[np.full(len(p), time_point.index), p] for p in (points, negatives))
             # named after the labels (napari's ' [1]' of a rerun included): to be told whose prompts they are
-            self._add_points(np.concatenate(points), np.concatenate(negatives), f"{labels_layer.name} prompts", kw)
+            self._add_points(points, negatives, f"{labels_layer.name} prompts", kw)
         else:
             for k, (labels, pos, neg, name) in enumerate(
                 zip(output.labels, output.positives, output.negatives, output.names, strict=True)
@@ -395,7 +419,7 @@ class OneShotWidget(QWidget):
                     kw = output.file_placements[k]
                 added = self.viewer.add_labels(labels, name=f"{name} one-shot", **kw)
                 self._add_points(pos[:, ::-1], neg[:, ::-1], f"{added.name} prompts", kw)
-        summary = result_summary(output)
+        summary = result_summary(output) + at
         if output.labelling_advice:  # the likely reason few objects came back
             show_warning(output.labelling_advice)
         for reason in output.skipped:  # a folder's files that could not be done: the others' layers are there
