@@ -137,13 +137,16 @@ def run_oneshot(
         )
         target_size = level_object_size(exemplars, object_size, factor)
         if stacked:  # the planes of one stack share one size: the CLI's and the console's stacks' code
-            # (C, Y, X) planes are handed over channels last by segment_stack
+            # (C, Y, X) planes are handed over channels last by segment_stack, and measured so (views, not copies)
             plane_axis = None if channel_axis is None else -1
+            last = targets if channel_axis is None else [np.moveaxis(t, channel_axis, -1) for t in targets]
             planes = stack_planes(
                 segmenter,
                 exemplars,
-                targets,
+                last,
                 object_size=target_size,
+                # a pyramid level's size is the exemplars' (a level is not measured), unless one was given
+                size_source="object size" if object_size else "reference objects",
                 channel_axis=plane_axis,
                 channels=channels,
                 stack_axis=stack_axis,
