@@ -798,13 +798,15 @@ def test_a_multichannel_reference_takes_labels_napari_made_over_its_channels_too
     np.testing.assert_array_equal(pixels.reference, np.moveaxis(reference.data, 0, -1))
     assert pixels.reference_plane is None and not pixels.stacked and pixels.targets[0].shape == (2, *image.shape)
 
-    # a (C, Z, Y, X) target: refused as 4D with channel axis 'none' (saying which to choose), a stack with 0
-    from napari_promptseg.errors import PromptsegError
-
+    # a (C, Z, Y, X) target: with channel axis 'none' a time-lapse of volumes, segmented at the time point shown
+    # and said so, saying which axis to choose (the Interactive widget's reading); a stack with 0
     widget.target.set_layer(viewer.add_image(np.stack([reference.data] * 3, axis=1), name="czyx"))
     assert widget.channel_axis.channel_axis is None  # another target: its first axis may hold planes
-    with pytest.raises(PromptsegError, match="4 dimensions .* if its first axis holds channels, choose channel axis 0"):
-        widget._inputs()
+    caution = widget._inputs().time_point.caution
+    assert (
+        "read as a time-lapse of volumes (T, Z, Y, X), segmented at time point 0 shown; if its first axis holds "
+        "channels, choose channel axis 0" in caution
+    ), caution
     widget.channel_axis.setCurrentIndex(1)
     pixels = _read_inputs(widget)
     assert pixels.stacked and [p.shape for p in pixels.targets] == [(2, *image.shape)] * 3

@@ -121,8 +121,10 @@ def test_the_one_shot_widget_segments_a_time_lapse_of_volumes_at_the_time_point_
     viewer.window.add_dock_widget(widget, name="one-shot")
     widget.reference.set_layer(viewer.add_image(stack[0], name="reference"))
     widget.reference_labels.set_layer(viewer.add_labels(truth, name="reference nuclei"))
-    widget.target.set_layer(viewer.add_image(movie, name="movie", scale=(1.0, 2.0, 0.5, 0.5)))
+    axes = {"axis_labels": ("t", "z", "y", "x")}  # its first axis named time: no caution that it may be channels
+    widget.target.set_layer(viewer.add_image(movie, name="movie", scale=(1.0, 2.0, 0.5, 0.5), **axes))
     labels = _time_points_kept(viewer, qtbot, widget, "movie one-shot", movie)
+    assert "channel axis" not in widget.runner.widget.summary.text()
     assert tuple(viewer.layers["movie one-shot"].scale) == (1.0, 2.0, 0.5, 0.5)
     for t in range(2):  # the nuclei of each time point's planes (turned as the planes were)
         for z in range(2):
@@ -147,6 +149,9 @@ def test_the_text_widget_segments_a_time_lapse_of_volumes_at_the_time_point_show
     widget.library.setText(str(library.path))
     widget.prompt.setText("nuclei")
     labels = _time_points_kept(viewer, qtbot, widget, "movie text: nuclei", movie)
+    # its first axis not named time: said how it was read, and what to choose for a (C, Z, Y, X) layer
+    caution = "read as a time-lapse of volumes (T, Z, Y, X), segmented at time point 0 shown; if its first axis"
+    assert caution in widget.runner.widget.summary.text()
     for t in range(2):
         for z in range(2):
             assert _found(labels[t, z], truth, 2 * t + z) > 0.6, (t, z)

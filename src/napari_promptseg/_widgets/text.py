@@ -551,6 +551,9 @@ class TextPromptWidget(QWidget):
             kw = placement(layer, 4, None if factors is None else np.r_[1.0, factors])
             labels_layer, others = write_time_point(self.viewer, name, name, output.labels, time_point, kw)
             name, at = labels_layer.name, f"\nat {time_point_words(time_point, others)} -> '{labels_layer.name}'"
+            if time_point.caution:  # a (C, Z, Y, X) layer whose channel axis was not chosen, maybe
+                output.warnings.append(time_point.caution)
+                at += f"\nwarning: {time_point.caution}"
         else:
             # napari's ' [1]' of a name taken (a rerun): the run's heatmap and boxes carry it too, to be told whose
             name = self.viewer.add_labels(output.labels, name=name, **kw).name
@@ -561,26 +564,15 @@ class TextPromptWidget(QWidget):
             heat_name = f"{name} heatmap" + (f" (time point {time_point.index})" if time_point is not None else "")
             heat_kw = volume_kw if time_point is not None else kw
             self.viewer.add_image(heat, name=heat_name, colormap="magma", opacity=0.5, visible=False, **heat_kw)
-        self._add_boxes(output, f"{name} boxes", stacked, kw, time_point)
+        self._add_boxes(output, f"{name} boxes", kw, time_point)
         self.runner.widget.set_summary(output.summary + at)
         show_info(output.route_text)
         for warning in dict.fromkeys(output.warnings):
             show_warning(warning)
 
-    def _add_boxes(
-        self, output: TextOutput, name: str, stacked: bool, kw: dict, time_point: TimePoint | None = None
-    ) -> None:
-        rectangles, phrases, scores = [], [], []
-        for k, result in enumerate(output.results):
-            for (x0, y0, x1, y1), phrase, score in zip(result.boxes, result.phrases, result.scores, strict=True):
-                corners = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
-                if stacked:
-                    corners = np.column_stack([np.full(4, k), corners])
-                if time_point is not None:  # on the time point's volume
-                    corners = np.column_stack([np.full(4, time_point.index), corners])
-                rectangles.append(corners)
-                phrases.append(phrase)
-                scores.append(round(float(score), 2))
+    def _add_boxes(self, output: TextOutput, name: str, kw: dict, time_point: TimePoint | None = None) -> None:
+        # on the time point's volume (a time-lapse's), on each plane (a stack's)
+        rectangles, phrases, scores = output.box_corners(() if time_point is None else (time_point.index,))
         if not self.show_boxes.isChecked() or not rectangles:
             return
         self.viewer.add_shapes(

@@ -57,6 +57,19 @@ class TextOutput:
         """The labels layer's data: the linked stack, or the one plane's labels."""
         return self.stack_labels if self.stack_labels is not None else self.results[0].labels
 
+    def box_corners(self, leading: tuple[int, ...] = ()) -> tuple[list[np.ndarray], list[str], list[float]]:
+        """Every plane's boxes as rectangles of a Shapes layer over the labels (corners (row, column), after the
+        ``leading`` indices, e.g. a time point's, and a stack's plane), with their phrases and scores."""
+        rectangles, phrases, scores = [], [], []
+        for k, result in enumerate(self.results):
+            at = (*leading, k) if self.stacked else leading
+            for (x0, y0, x1, y1), phrase, score in zip(result.boxes, result.phrases, result.scores, strict=True):
+                corners = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
+                rectangles.append(np.column_stack([np.tile(np.asarray(at, float), (4, 1)), corners]))
+                phrases.append(phrase)
+                scores.append(round(float(score), 2))
+        return rectangles, phrases, scores
+
     @property
     def objects(self) -> int:
         """Objects found, a stack's counted once however many planes they span."""

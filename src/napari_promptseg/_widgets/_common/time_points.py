@@ -11,7 +11,7 @@ import napari
 import napari.layers
 import numpy as np
 
-from .layers import LayerPixels
+from .layers import LayerPixels, stack_axis_of
 
 #: a time-lapse's labels layer: metadata naming the widget and image layer whose runs write their time points there
 TIME_LAPSE_KEY = "promptseg_time_lapse"
@@ -24,6 +24,9 @@ class TimePoint:
 
     index: int
     shape: tuple[int, ...]
+    #: said with the result when the layer does not name its first axis time (napari's axis label, the file's axes):
+    #: a (C, Z, Y, X) layer whose channel axis was not chosen is segmented at one channel otherwise, unsaid
+    caution: str | None = None
 
 
 def is_time_lapse(layer: napari.layers.Image, channel_axis: int | None) -> bool:
@@ -37,7 +40,14 @@ def shown_time_point(viewer: napari.viewer.Viewer, layer: napari.layers.Image) -
     count = int(data.shape[0])
     shown = float(layer.world_to_data(viewer.dims.point)[0])
     shape = tuple(int(s) for s in data.shape[:4])
-    return TimePoint(int(np.clip(np.round(shown), 0, count - 1)), shape)
+    index = int(np.clip(np.round(shown), 0, count - 1))
+    caution = None
+    if stack_axis_of(layer, 0) != "t":
+        caution = (
+            f"'{layer.name}' {shape} was read as a time-lapse of volumes (T, Z, Y, X), segmented at time point "
+            f"{index} shown; if its first axis holds channels, choose channel axis 0"
+        )
+    return TimePoint(index, shape, caution)
 
 
 def at_time_point(pixels: LayerPixels, t: int) -> LayerPixels:

@@ -394,6 +394,9 @@ class OneShotWidget(QWidget):
                 name, owner = f"{layer.name} one-shot", f"one-shot: {layer.name}"
                 labels_layer, others = write_time_point(self.viewer, name, owner, data, time_point, kw)
                 at = f" at {time_point_words(time_point, others)} -> '{labels_layer.name}'"
+                if time_point.caution:  # a (C, Z, Y, X) layer whose channel axis was not chosen, maybe
+                    output.warnings.append(time_point.caution)
+                    at += f"\nwarning: {time_point.caution}"
             else:
                 labels_layer = self.viewer.add_labels(data, name=f"{layer.name} one-shot", **kw)
             if output.scales and output.scales[0].get("object_size"):  # many instances: the planes' one size
