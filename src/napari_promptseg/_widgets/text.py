@@ -36,7 +36,7 @@ from ..methods.library import DEFAULT_MIN_SIMILARITY, DEFAULT_TOP_K
 from ..methods.prompt_templates import LEVELS, PromptAttributes, expand_prompt
 from ..methods.text import ROUTES, split_phrases
 from ..methods.text.answers import text_working_scale
-from ..methods.text.trained_channels import MODEL_READING, read_as_trained, recorded_channels
+from ..methods.text.trained_channels import recorded_channels
 from ._common import (
     ChannelAxisBox,
     LayerPicker,
@@ -56,7 +56,6 @@ from ._common import (
     unproxied,
     whole_image_level,
 )
-from ._common.channels import channels_together, file_channel_layers
 from ._common.text_route import WEIGHTS_ANSWER, WEIGHTS_ROUTES, TextWeightsField, route_hint, text_route_box
 from ._common.time_points import (
     TimePoint,
@@ -68,6 +67,7 @@ from ._common.time_points import (
 )
 from .library_panel import LibraryPanel
 from .oneshot import is_stack, read_planes
+from .text_channels import read_for_text_model
 from .text_results import TextOutput, load_text_route, run_text
 
 if TYPE_CHECKING:
@@ -394,40 +394,6 @@ class TextPromptWidget(QWidget):
         )
         return recorded_channels(source) if route in ("auto", "trained") and source else None
 
-    def _file_channels(self, layer, data, channel_axis, channels) -> tuple[object, list[str] | None]:
-        """For a text model trained on multichannel images, a layer that is one channel of a file the reader opened a
-        layer per channel (an ImageJ hyperstack, an OME-TIFF of channels) is read with its file's other channel
-        layers, in the file's order, as one (C, ...) array (channel axis 0): no single layer held the image the model
-        was trained on, and each was refused. The array and the layers' names; ``data`` and None otherwise."""
-        if channel_axis is not None or channels is not None or layer.rgb or not self._recorded_channels():
-            return data, None
-        siblings = file_channel_layers(self.viewer, layer)
-        if not siblings or len(siblings) < 2:
-            return data, None
-        levels = [data if other is layer else whole_image_level(other)[0] for other in siblings]
-        return channels_together(levels), [other.name for other in siblings]
-
-    def _trained_reading(self, layer, data, channel_axis, channels) -> tuple[int | None, list[int] | None, dict | None]:
-        """The layer's channels read as the trained text model chosen was trained on them (its channel axis when
-        'none' is chosen; a contradicting choice refused): the CLI's and segment_text's resolution, and its record
-        (``image_channels``). Reads the model's config alone."""
-        recorded = self._recorded_channels()
-        given = channel_axis is not None or channels is not None
-        if recorded and channel_axis is None and not layer.rgb and np.ndim(data) == 4:
-            channel_axis = _layer_stack_channel_axis(layer, np.shape(data), recorded)
-        axis, picked, read_with = read_as_trained(
-            recorded, np.shape(data), channel_axis, channels, f"image layer '{layer.name}'"
-        )
-        if read_with and not given:  # a 4D layer's axis above is the model's too
-            read_with["from"] = MODEL_READING
-        if axis is None:
-            return axis, picked, read_with
-        if layer.rgb and axis % np.ndim(data) == np.ndim(data) - 1:
-            # an RGB layer's channels are last already: its placement has no channel axis
-            return None, picked, read_with
-        axis %= np.ndim(data)  # counted from the front, as the layer's placement leaves it out
-        return axis, picked, read_with and {**read_with, "channel_axis": axis}
-
     def run(self) -> None:
         layer = self.image.layer()
         prompt = self.prompt.text().strip()
@@ -439,15 +405,9 @@ class TextPromptWidget(QWidget):
             # a pyramid is read at the level a whole-image method needs; the layers come back at its pixel size.
             # Only its shape is looked at here: the worker reads it (a stack or a slide read here froze napari)
             data, factors = whole_image_level(layer)
-            data, channel_layers = self._file_channels(layer, data, channel_axis, channels)
-            if channel_layers:
-                channel_axis, channels, read_with = read_as_trained(
-                    self._recorded_channels(), np.shape(data), 0, None, f"the channel layers of '{layer.name}'"
-                )
-                layers_said = ", ".join(f"'{name}'" for name in channel_layers)
-                read_with["from"] = f"{MODEL_READING}: the file's channel layers {layers_said}"
-            else:
-                channel_axis, channels, read_with = self._trained_reading(layer, data, channel_axis, channels)
+            data, channel_axis, channels, read_with, channel_layers = read_for_text_model(
+                self.viewer, layer, data, channel_axis, channels, self._recorded_channels()
+            )
             pixels, time_point = layer_pixels(layer), None
             if not channel_layers and is_time_lapse(layer, channel_axis):
                 # the volume of the time point shown, as the Interactive widget and the CLI's --time T
@@ -586,19 +546,3 @@ class TextPromptWidget(QWidget):
             text={"string": "{phrase} {score}", "color": BOX_COLOUR, "anchor": "upper_left", "size": 9},
             **kw,
         )
-
-
-def _layer_stack_channel_axis(layer, shape: tuple[int, ...], recorded: dict) -> int:
-    """A 4D layer's channel axis, for a text model trained on multichannel images (``recorded``) with 'none' chosen:
-    its first, as the widget reads a 4D layer's channels (C, Z, Y, X), when it holds the model's channel count.
-    Other 4D layers were refused as 4-dimensional, not a word of the model's channel axis: refused naming it."""
-    count = int(recorded["count"])
-    if shape[0] == count:
-        return 0
-    raise PromptsegError(
-        f"image layer '{layer.name}': the text model was trained on {count}-channel images (channel axis "
-        f"{recorded['channel_axis']}); this 4D layer of shape {tuple(shape)} holds {shape[0]}, not {count}, on its "
-        "first axis, where this widget reads a stack's channels ((C, Z, Y, X), channel axis 0): give it in that "
-        "order (a (Z, C, Y, X) stack: `promptseg text --channel-axis 1`), or pick one stack (e.g. one time point: "
-        "Layers > Split Stack)"
-    )
