@@ -12,6 +12,7 @@ import pytest
 from napari_promptseg.errors import PromptsegError
 from napari_promptseg.io import read_image
 from napari_promptseg.methods.registration import register
+from napari_promptseg.methods.registration.pipeline import FIXED_PART_BYTES
 
 
 def _short_of_memory(monkeypatch, free: int) -> None:
@@ -44,7 +45,7 @@ def test_register_refuses_a_pair_larger_than_the_free_memory_before_any_work(bir
     assert "fixed.tif" in message and "moving.tif" in message and "150 x 200 px" in message, message
     assert "memory" in message and "nothing was done" in message and "pyramid" in message, message
     assert told == []  # refused before any work
-    _short_of_memory(monkeypatch, free=1000 * pixels)  # what fits runs
+    _short_of_memory(monkeypatch, free=FIXED_PART_BYTES + 1000 * pixels)  # what fits runs
     assert register(fixed, moving, method="intensity").quality["verdict"] == "good"
 
 

@@ -185,39 +185,48 @@ def test_the_one_shot_target_starts_on_another_image_than_the_reference(make_vie
     assert widget.target.layer() is reference
 
 
-def test_a_4d_layer_is_refused_naming_it_before_it_is_read(make_viewer, qtbot, sample, tmp_path):
-    """A time series of stacks (T, Z, Y, X) as the Text widget's image or the One-shot target was refused as
-    'target layer has 4 dimensions' (the Text widget's image is no 'target layer', and which layer was not said),
-    after the whole layer had been read into memory on napari's thread (a lazy one too)."""
+def test_a_4d_layer_is_read_by_the_worker_not_on_napaRis_thread(make_viewer, qtbot, sample, tmp_path):
+    """A time series of stacks (T, Z, Y, X) as the Text widget's image or the One-shot target was read whole into
+    memory on napari's thread (a lazy one too) before it was refused. Both widgets now segment the time point shown
+    (tests/test_widget_oneshot_text_stacks.py); napari's thread still reads none of it: the worker reads it."""
+    import threading
+
+    import dask
+
     from napari_promptseg._widgets.oneshot import OneShotWidget
     from napari_promptseg._widgets.text import TextPromptWidget
 
     image, truth, _ = sample
     viewer = make_viewer()
     series = da.broadcast_to(da.from_array(image), (2, 3, *image.shape))
-    computed = []
-    series = series.map_blocks(lambda block: computed.append(1) or block, dtype=image.dtype)
-    layer = viewer.add_image(series, name="time series", contrast_limits=(0, 255))
-    computed.clear()  # napari reads the displayed plane
-    text = TextPromptWidget(viewer)
-    viewer.window.add_dock_widget(text, name="text")
-    text.image.set_layer(layer)
-    text.prompt.setText("nuclei")
-    text.library.setText(str(tmp_path / "library"))
-    text.run()
-    status = text.runner.widget.status.text()
-    assert "image layer 'time series' has 4 dimensions (shape (2, 3, 256, 256))" in status, status
-    assert not computed
+    on_main_thread = []
+    series = series.map_blocks(
+        lambda block: on_main_thread.append(threading.current_thread() is threading.main_thread()) or block,
+        dtype=image.dtype,
+    )
+    with dask.config.set(scheduler="synchronous"):  # a block is read by the thread that asks for it
+        layer = viewer.add_image(series, name="time series", contrast_limits=(0, 255))
+        on_main_thread.clear()  # napari reads the displayed plane
+        text = TextPromptWidget(viewer)
+        viewer.window.add_dock_widget(text, name="text")
+        text.image.set_layer(layer)
+        text.prompt.setText("nuclei")
+        text.library.setText(str(tmp_path / "library"))
+        text.run()
+        qtbot.waitUntil(lambda: text.is_idle, timeout=RUN_MS)
+        status = text.runner.widget.status.text()
+        assert "dimensions" not in status and "text prompt 'nuclei'" in status, status  # the empty library's refusal
 
-    reference = viewer.add_image(image, name="nuclei")
-    oneshot = OneShotWidget(viewer)
-    viewer.window.add_dock_widget(oneshot, name="one-shot")
-    oneshot.reference.set_layer(reference)
-    oneshot.reference_labels.set_layer(viewer.add_labels(truth, name="nuclei labels"))
-    oneshot.target.set_layer(layer)
-    oneshot.run()
-    assert "target layer 'time series' has 4 dimensions" in oneshot.runner.widget.status.text()
-    assert not computed and not text.runner.busy and not oneshot.runner.busy
+        reference = viewer.add_image(image, name="nuclei")
+        oneshot = OneShotWidget(viewer)
+        viewer.window.add_dock_widget(oneshot, name="one-shot")
+        oneshot.reference.set_layer(reference)
+        oneshot.reference_labels.set_layer(viewer.add_labels(truth, name="nuclei labels"))
+        oneshot.target.set_layer(layer)
+        oneshot.run()
+        qtbot.waitUntil(lambda: oneshot.is_idle, timeout=RUN_MS)
+        assert oneshot.runner.state == "done", oneshot.runner.widget.status.text()
+    assert on_main_thread and not any(on_main_thread)  # read, by the worker alone
 
 
 def test_a_volume_shown_in_3d_gives_no_error_and_2d_embeds_it(make_viewer, qtbot, shared_data):
