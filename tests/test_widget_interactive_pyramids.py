@@ -208,8 +208,9 @@ def test_a_level_result_layer_lies_over_the_full_resolution_pixels_it_stands_for
     stands for: a 4x level's labels lay 1.5 px up and left of those, and of the objects. Both use one rule now: on
     the real nuclei labels magnified 4x, every full-resolution pixel shows the label of its block."""
     from napari_promptseg._sample_data import nuclei
-    from napari_promptseg._widgets._common import data_to_world_matrix, placement
+    from napari_promptseg._widgets._common import placement
     from napari_promptseg._widgets.interactive.geometry import LevelCrop, level_geometry, plane_geometry
+    from napari_promptseg.io.layer_objects import data_to_world_matrix
 
     (_, _, _), (truth, _, _) = nuclei()
     full = np.kron(truth, np.ones((4, 4), truth.dtype))  # the labels at full resolution; the 1/4 level is truth

@@ -12,7 +12,7 @@ import napari.layers
 import numpy as np
 
 from ...errors import CancelledError, PromptsegError
-from ...io.layer_objects import data_to_world_matrix, level_to_layer_matrix  # noqa: F401 - read by the widgets
+from ...io.layer_objects import data_to_world_matrix, level_to_layer_matrix
 from ...io.multiscale import WHOLE_IMAGE_SIDE, PyramidLevel, level_for_side
 
 if TYPE_CHECKING:

@@ -9,7 +9,8 @@ import napari.layers
 import numpy as np
 
 from ...errors import PromptsegError
-from .._common import _levels, _same_map, data_to_world_matrix, placement_over
+from ...io.layer_objects import data_to_world_matrix
+from .._common import _levels, _same_map, placement_over
 from .geometry import PlaneGeometry
 
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from ...errors import PromptsegError
 from ...io.annotations import map_paths
-from .._common import data_to_world_matrix, placement_over
+from ...io.layer_objects import data_to_world_matrix
+from .._common import placement_over
 
 #: vertices of an ellipse's outline (napari stores an ellipse as the four corners of its box)
 ELLIPSE_VERTICES = 64
