@@ -46,9 +46,6 @@ from .correspondence import (
     transfer_confidence,
 )
 from .decoding import low_res_to_grid, score_mask
-
-if TYPE_CHECKING:
-    from ..volume import StackResult
 from .schemes import SchemeBuilder, build_scheme, exclusive_sampling, sparse_sampling
 from .settings import (
     BOX_MODES,
@@ -62,6 +59,9 @@ from .settings import (
     default_bank,
 )
 from .strategies import DEFAULT_RULE, SELECTION_RULES, _Pair, run_matcher, run_persam, run_sat
+
+if TYPE_CHECKING:
+    from ..volume import StackResult
 
 __all__ = [
     "BOX_MODES",
