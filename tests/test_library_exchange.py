@@ -151,7 +151,7 @@ def test_an_entry_too_large_for_an_import_is_refused_by_export_up_front(tmp_path
     """A library entry with a file over MAX_FILE_BYTES was exported, and the zip could not be imported back
     ('implausibly large'); export refuses it before writing, naming the entry and the limit, and what export writes
     imports (a small limit stands for the 1 GiB)."""
-    from napari_promptseg.io.library import _store
+    from napari_promptseg.io.library import _format
 
     image, mask = bright_cell
     library = ReferenceLibrary(tmp_path / "lib")
@@ -159,7 +159,7 @@ def test_an_entry_too_large_for_an_import_is_refused_by_export_up_front(tmp_path
     large = library.add("whole cell", image, image > np.percentile(image, 60), margin=None)  # the whole image
     sizes = {e.id: (library.path / e.image_path).stat().st_size for e in (small, large)}
     assert sizes[large.id] > sizes[small.id]
-    monkeypatch.setattr(_store, "MAX_FILE_BYTES", (sizes[small.id] + sizes[large.id]) // 2)
+    monkeypatch.setattr(_format, "MAX_FILE_BYTES", (sizes[small.id] + sizes[large.id]) // 2)
     zip_path = tmp_path / "lib.zip"
     with pytest.raises(PromptsegError, match=rf"'whole cell' \({large.id}\).* over the .* MiB") as refused:
         library.export(zip_path)
@@ -168,6 +168,41 @@ def test_an_entry_too_large_for_an_import_is_refused_by_export_up_front(tmp_path
     library.export(zip_path)
     result = ReferenceLibrary.import_zip(zip_path, tmp_path / "other")
     assert [e.name for e in result.added] == ["bright cell"]
+
+
+def test_an_entry_too_large_for_an_export_is_refused_when_added(tmp_path, bright_cell, monkeypatch, capsys):
+    """`promptseg library add` (and a widget's save) wrote an entry with a file over the 1 GiB a library zip may hold
+    per file, which export then refused; add refuses it up front, by the same rule and words as export, and leaves
+    the library as it was (a small limit stands for the 1 GiB)."""
+    import tifffile
+
+    from napari_promptseg.io.library import _format
+
+    image, mask = bright_cell
+    library = ReferenceLibrary(tmp_path / "lib")
+    small = library.add("bright cell", image, mask, min_crop=32)
+    small_bytes = (library.path / small.image_path).stat().st_size
+    monkeypatch.setattr(_format, "MAX_FILE_BYTES", small_bytes + 1000)  # the whole image's file is larger
+    whole = image > np.percentile(image, 60)
+    with pytest.raises(PromptsegError, match=r"'whole cell'.* over the .* MiB a library file may hold") as refused:
+        library.add("whole cell", image, whole, margin=None)
+    assert "smaller crop" in str(refused.value)
+    assert [e.id for e in ReferenceLibrary(library.path).entries] == [small.id]
+    assert sorted(p.name for p in (library.path / "entries").iterdir()) == [small.id]  # no folder left behind
+    # the CLI says it, exit 2, nothing added
+    image_file, mask_file = tmp_path / "cell.tif", tmp_path / "whole.tif"
+    tifffile.imwrite(image_file, image)
+    tifffile.imwrite(mask_file, whole.astype(np.uint8))
+    argv = ["library", "add", "whole cell", "--image", str(image_file), "--mask", str(mask_file)]
+    assert main([*argv, "--no-crop", "--library", str(library.path)]) == 2
+    assert "a library file may hold" in capsys.readouterr().err
+    assert len(ReferenceLibrary(library.path)) == 1
+    # export words it alike (one rule): an entry written before the rule, or under a larger limit
+    monkeypatch.setattr(_format, "MAX_FILE_BYTES", 1 << 30)
+    library.add("whole cell", image, whole, margin=None)
+    monkeypatch.setattr(_format, "MAX_FILE_BYTES", small_bytes + 1000)
+    with pytest.raises(PromptsegError, match=r"'whole cell'.* over the .* MiB a library file may hold"):
+        library.export(tmp_path / "lib.zip")
 
 
 def test_an_import_holds_one_entrys_files_at_a_time(tmp_path, bright_cell):

@@ -31,7 +31,8 @@ LOCK_TIMEOUT_S = 120.0
 DEFAULT_MARGIN = 1.0
 #: ... but an entry keeps at least this many pixels per side of its source (all of a smaller source), see ``add``
 DEFAULT_MIN_CROP = 1024
-#: never trust a zip's own sizes beyond this many bytes per file (zip bombs)
+#: never trust a zip's own sizes beyond this many bytes per file (zip bombs); an entry's file larger than this is
+#: refused when added and when exported (:func:`oversized_file`), so every entry can go into a zip and back
 MAX_FILE_BYTES = 1 << 30
 
 _REQUIRED = ("id", "name", "image", "mask", "shape", "dtype")
@@ -55,6 +56,22 @@ def default_library_path() -> Path:
     if explicit:
         return path_from_environment(explicit)
     return Path(platformdirs.user_data_dir("napari-promptseg")) / "library"
+
+
+def _mebibytes(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB" if size >= 10 * 2**20 else f"{size / 2**20:.2f} MiB"
+
+
+def oversized_file(what: str, size: int) -> str | None:
+    """The one size rule of a library's files (add, export; an import refuses a zip member past it): None when a
+    file of ``size`` bytes may be kept, else what is wrong with it, ``what`` naming it ("library entry 'gland' (id):
+    file ...")."""
+    if size <= MAX_FILE_BYTES:  # read here, not imported by value: one limit for every caller
+        return None
+    return (
+        f"{what} is {_mebibytes(size)}, over the {_mebibytes(MAX_FILE_BYTES)} a library file may hold (a library "
+        "zip holds no larger file: an import refuses it)"
+    )
 
 
 def _slug(name: str) -> str:

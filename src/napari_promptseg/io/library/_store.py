@@ -27,7 +27,6 @@ from ._format import (
     INDEX,
     LOCK,
     LOCK_TIMEOUT_S,
-    MAX_FILE_BYTES,
     VERSION,
     DamagedIndexError,
     LibraryEntry,
@@ -46,6 +45,7 @@ from ._format import (
     default_library_path,
     instance_ids,
     name_key,
+    oversized_file,
 )
 
 
@@ -331,6 +331,16 @@ class ReferenceLibrary:
             _content_hash(stored, ids, True): "many instances, partial labels",
         }
 
+        # written as they are now, checked before the lock: an entry export could not write is not saved
+        image_bytes, mask_bytes = _tiff_bytes(stored), _png_bytes(stored_labels)
+        for kind, data in (("image", image_bytes), ("mask", mask_bytes)):
+            too_large = oversized_file(f"library entry '{name}' ({what}): its {kind} file", len(data))
+            if too_large:
+                raise PromptsegError(
+                    f"{too_large}; nothing saved: save a smaller crop of the image (a smaller margin or minimum crop "
+                    "side; CLI: --margin, --min-crop, not --no-crop)"
+                )
+
         with self._changing():
             entries = self.entries
             for other in entries:
@@ -371,7 +381,7 @@ class ReferenceLibrary:
                 root=self.path,
             )
             try:  # a disk that fills up at the mask (or the index) leaves no folder the index does not list
-                self._write_entry_files(entry, _tiff_bytes(stored), _png_bytes(stored_labels))
+                self._write_entry_files(entry, image_bytes, mask_bytes)
                 self._write_index([*entries, entry])
             except BaseException:
                 shutil.rmtree(self.path / folder, ignore_errors=True)
@@ -428,12 +438,12 @@ class ReferenceLibrary:
                         f"library entry '{entry.name}' ({entry.id}): file {source} is missing; remove the "
                         "entry before exporting"
                     )
-                size = source.stat().st_size
-                if size > MAX_FILE_BYTES:
+                too_large = oversized_file(
+                    f"library entry '{entry.name}' ({entry.id}): file {source}", source.stat().st_size
+                )
+                if too_large:
                     raise PromptsegError(
-                        f"library entry '{entry.name}' ({entry.id}): file {source} is {size / 2**20:.0f} MiB, over "
-                        f"the {MAX_FILE_BYTES / 2**20:.0f} MiB a library zip may hold per file (an import refuses "
-                        "it); remove the entry and save a smaller crop of its image before exporting"
+                        f"{too_large}; remove the entry and save a smaller crop of its image before exporting"
                     )
                 files.setdefault(relative, source)
         with replacing(target) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -472,11 +482,9 @@ class ReferenceLibrary:
             members = {}
             for info in zf.infolist():
                 _safe_relative(info.filename, f"{where}: member")
-                if info.file_size > MAX_FILE_BYTES:
-                    raise PromptsegError(
-                        f"{where}: member {info.filename} is implausibly large ({info.file_size} B, over "
-                        f"{MAX_FILE_BYTES} B)"
-                    )
+                too_large = oversized_file(f"{where}: member {info.filename}", info.file_size)
+                if too_large:  # a zip's own sizes are not trusted beyond it (zip bombs)
+                    raise PromptsegError(f"{too_large}; nothing imported")
                 members[info.filename] = info
             if INDEX not in members:
                 raise PromptsegError(f"{where}: no {INDEX} inside; not an exported napari-promptseg library")
