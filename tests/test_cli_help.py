@@ -117,3 +117,25 @@ def test_text_weights_help_says_a_hub_id_is_taken(capsys):
     assert "weights of GroundingDINO or CLIPSeg (checkpoint file, model directory or hub id)" in _help(
         "text", capsys=capsys
     )
+
+
+def test_top_level_help_says_the_exit_codes_of_every_subcommand(capsys, tmp_path):
+    """`promptseg --help` gave the exit codes of segment, oneshot and text only: not that `cache clear` exits 1 when
+    what was asked for stays, embed 1 when an image failed, train-text 130 keeping its epochs, nor what register,
+    models and library exit with. It names every subcommand now, and what it says holds for a run (a library remove
+    of no entry: 2; a cache clear of nothing asked for: 2)."""
+    parser = build_parser()
+    said = " ".join(parser.format_help().split())
+    codes = said[said.index("exit codes") :]
+    subcommands = next(a for a in parser._actions if a.dest == "command").choices
+    every = {"models", "segment", "register", "oneshot", "text", "train-text", "library", "embed", "cache"}
+    assert set(subcommands) == every  # a new one: its exit codes said in ALL_EXIT_CODES, and named here
+    for name in subcommands:
+        assert name in codes, name
+    assert "cache clear: 1 some or all of what was asked for stays" in codes
+    assert "embed: 1 some image failed (it has no embedding; the others do)" in codes
+    assert "train-text: 130 interrupted: MODEL_DIR keeps the best epoch so far" in codes
+    assert "141 its output's reader stopped reading" in codes
+    assert main(["library", "remove", "gland", "--library", str(tmp_path / "lib")]) == 2
+    assert main(["cache", "clear", "--cache", str(tmp_path / "cache")]) == 2
+    assert "error:" in capsys.readouterr().err

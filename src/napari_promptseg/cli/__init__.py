@@ -6,7 +6,7 @@ Output convention (all subcommands): ``-o OUT`` is a directory; each input image
 Exit codes: 0 every output was written (an input where nothing was found, or whose processing failed, gets an empty
 label image and its reason in report.json); 1 some input could not be read, so it has no output (the others do);
 2 bad invocation, input that stops the whole run, or every input failed (one-line reason); 130 cancelled; 143
-terminated (SIGTERM, stopped as Ctrl+C stops a run).
+terminated (SIGTERM, stopped as Ctrl+C stops a run). `promptseg --help` gives every subcommand's.
 
 Batches (segment, oneshot, text, embed): one task per image on Dask distributed. ``--scheduler local`` (the default
 for several inputs) starts a LocalCluster with ``--workers`` processes (one per core); ``tcp://HOST:PORT`` uses a
@@ -46,6 +46,7 @@ from ._options import (
     _add_model_options,
     _add_precision_option,
     _add_stack_options,
+    all_exit_codes_help,
     images_help,
 )
 from ._outputs import _output_lock
@@ -67,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="promptseg",
         description=__doc__.splitlines()[0],
-        epilog=f"segment, oneshot and text {EXIT_CODES_HELP}",
+        epilog=all_exit_codes_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the epilog's paragraphs, one per kind of subcommand
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _add_precision_option(parser)

@@ -28,6 +28,45 @@ EXIT_CODES_HELP = (
 )
 
 
+#: what every subcommand exits with (cli.main's handlers), then what some add, at the end of `promptseg --help`
+ALL_EXIT_CODES = (
+    (
+        "every subcommand",
+        "0 done; 2 bad invocation, or an error that stops it (one line on stderr: 'promptseg COMMAND: error: ...'); "
+        "130 interrupted (Ctrl+C); 143 terminated (SIGTERM: stopped as Ctrl+C stops it); 141 its output's reader "
+        "stopped reading (e.g. `promptseg library list --json | head`)",
+    ),
+    ("segment, oneshot, text", EXIT_CODES_HELP.removeprefix("exit codes: ")),
+    (
+        "embed",
+        "1 some image failed (it has no embedding; the others do); 2 also when every image failed, or when no "
+        "embedding could be kept in the cache",
+    ),
+    (
+        "train-text",
+        "130 interrupted: MODEL_DIR keeps the best epoch so far, and its last/ the run up to the step it stopped at "
+        "(--resume goes on from there; a CLIPSeg fine-tune keeps its best epoch and does not resume); stderr says "
+        "which",
+    ),
+    (
+        "cache clear",
+        "1 some or all of what was asked for stays (a folder that cannot be written), or the deletion was not "
+        "confirmed (no --yes, and not answered y)",
+    ),
+    ("models, register, library, cache (its listing)", "those of every subcommand alone"),
+)
+
+
+def all_exit_codes_help(width: int = 79) -> str:
+    """:data:`ALL_EXIT_CODES` as `promptseg --help` ends: one paragraph per kind of subcommand."""
+    import textwrap
+
+    lines = ["exit codes:"]
+    for who, codes in ALL_EXIT_CODES:
+        lines.append(textwrap.fill(f"{who}: {codes}", width, initial_indent="  ", subsequent_indent="      "))
+    return "\n".join(lines)
+
+
 def images_help(what: str) -> str:
     """The help of a batch command's image inputs (``what``: "images", "targets"): every kind it reads, whole
     slides too (a pathologist reading a help that named none took them to need converting first)."""
