@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import CancelledError
 from ._options import _add_precision_option
 from ._types import fraction, non_negative_float, positive_float, positive_int
 
@@ -149,6 +154,12 @@ def cmd_train_text(args: argparse.Namespace) -> int:
 
     def progress(done: float, message: str) -> None:
         # one line per epoch and per tenth of the bar, so a log file stays readable
+        counted = re.fullmatch(r"(reading the rows) (\d+)/(\d+)", message)
+        if counted:  # a pass before the bar's (every row read, for a CSV of thousands minutes): its own tenths
+            k, n = int(counted[2]), int(counted[3])
+            if k in (1, n) or 10 * k // n > 10 * (k - 1) // n:
+                print(f"[{100 * done:5.1f}%] {message}", file=sys.stderr, flush=True)
+            return
         if done < last[0]:  # a new phase (training after the base model's download) counts its own tenths
             last[0] = done
         # an epoch's end, the split, and every warning (several come at 0 %)
@@ -182,22 +193,33 @@ def cmd_train_text(args: argparse.Namespace) -> int:
         print(json.dumps({"model": str(args.output), "presence_refit": record}))
         return 0
     started = time.time()
-    try:
-        result = train_text_model(args.csv, args.output, progress=progress, **run)
-    except KeyboardInterrupt:
-        if args.clipseg:
-            note = _clipseg_interrupted_note(Path(args.output), started)
-        else:
-            from ..methods.text_training.presence import refit_command
 
-            resumed_to = (args.epochs or 0) if args.resume else None
-            refit = refit_command(
-                args.csv, args.output, columns=run["columns"], channel_axis=args.channel_axis, channels=args.channels
-            )
-            note = _interrupted_note(Path(args.output), started, refit, resumed_to=resumed_to)
-        if note:
+    def said_interrupted() -> str:
+        """What the run stopped by Ctrl+C left in -o, from what is saved there."""
+        if args.clipseg:
+            return _clipseg_interrupted_note(Path(args.output), started)
+        from ..methods.text_training.presence import refit_command
+
+        resumed_to = (args.epochs or 0) if args.resume else None
+        refit = refit_command(
+            args.csv, args.output, columns=run["columns"], channel_axis=args.channel_axis, channels=args.channels
+        )
+        return _interrupted_note(Path(args.output), started, refit, resumed_to=resumed_to)
+
+    with _ctrl_c_stops_at_a_step() as pressed:
+        try:
+            result = train_text_model(args.csv, args.output, progress=progress, cancel=pressed, **run)
+        except CancelledError as exc:  # the first Ctrl+C: stopped at a step, the run saved up to it
+            if not pressed():
+                raise
+            note = said_interrupted() or " ".join(str(exc).split())
             print(f"\n{note}", file=sys.stderr)
-        raise
+            raise KeyboardInterrupt from None  # exit 130, "interrupted", as every command stopped by Ctrl+C
+        except KeyboardInterrupt:  # a second Ctrl+C, at once: the run as the last step or epoch saved it
+            note = said_interrupted()
+            if note:
+                print(f"\n{note}", file=sys.stderr)
+            raise
     summary = {
         "model": str(result.path),
         "best_epoch": result.best_epoch,
@@ -214,6 +236,35 @@ def cmd_train_text(args: argparse.Namespace) -> int:
         summary["warnings"] = result.warnings
     print(json.dumps(summary))
     return 0
+
+
+@contextmanager
+def _ctrl_c_stops_at_a_step() -> Iterator[Callable[[], bool]]:
+    """The first Ctrl+C asks the training to stop at its next step (the fusion decoder saves the run up to it, as the
+    widget's Stop does; a CLIPSeg fine-tune keeps its best epoch), a second stops at once. Why: Ctrl+C raised at once,
+    anywhere, and the steps of the epoch it was in were lost (and a save could be cut short). Yields whether it was
+    pressed (the training's ``cancel``); the handler found is put back after."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield lambda: False
+        return
+    pressed = threading.Event()
+    before = signal.getsignal(signal.SIGINT)
+
+    def first(signum: int, frame: object) -> None:
+        pressed.set()
+        signal.signal(signal.SIGINT, before)  # a second Ctrl+C interrupts at once
+        print(
+            "\nCtrl+C: stopping at the next step, the run saved up to it (Ctrl+C again stops at once, keeping the "
+            "last epoch saved)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield pressed.is_set
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _clipseg_interrupted_note(out: Path, started: float) -> str:
@@ -260,7 +311,14 @@ def _interrupted_note(out: Path, started: float, refit: str, resumed_to: int | N
         if not presence:
             return finished
         return f"{finished}, its presence head as trained; `{refit}` refits the head"
-    return (
-        f"{out} holds the best epoch so far (epoch {best['epoch']}); the last finished epoch is saved in "
-        f"{state_path.parent}: --resume continues"
-    )
+    # a Ctrl+C stops at a step, the run saved up to it (state "step": the steps of its epoch done); a second one
+    # at once, the last finished epoch's
+    step = int(state.get("step") or 0)
+    if int(best["epoch"]):
+        kept = f"{out} holds the best epoch so far (epoch {best['epoch']})"
+    else:
+        kept = f"no epoch of this run had finished, so {out} holds no model of it yet"
+    if step:
+        saved = f"the run up to epoch {epoch + 1}, step {step} is saved in {state_path.parent}"
+        return f"{kept}; {saved}: --resume continues from there"
+    return f"{kept}; the last finished epoch (epoch {epoch}) is saved in {state_path.parent}: --resume continues"

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..errors import PromptsegError, WeightsError
 from .checkpoint import PROCESSOR_FILES, WEIGHT_FILES, check_model_directory, hub_load_errors
 from .preprocessing import Normalization, as_channels_last, in_memory, to_rgb_uint8
+from .text_segmenter import refuse_other_channels
 from .tokens import CutText, cut_text
 
 #: what a CLIPSeg directory needs besides config.json
@@ -50,6 +51,8 @@ class ClipSegHeatmapper:
         # CLIP's text encoder has 77 positions; longer prompts (medvlsm p8/p9) are cut, as in medvlsm's training
         self.max_text_length = int(model.config.text_config.max_position_embeddings)
         self._lock = threading.Lock()  # a tokenizer is not safe to share between threads (widget worker + console)
+        #: a fine-tune's text_segmenter.json (load_text_segmenter sets it): the channel counts it was trained on
+        self.info: dict = {}
 
     def cut_prompt(self, prompt: str) -> CutText | None:
         """What of ``prompt`` the text encoder reads when it is longer than :attr:`max_text_length` tokens, else
@@ -108,6 +111,8 @@ class ClipSegHeatmapper:
         if bad:
             raise PromptsegError(f"prompts must be strings, got {bad[0]!r}")
         hwc = in_memory(as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name), name)
+        # a fine-tune on colour answered two stains fed as red and green without a word, as a fusion model did
+        refuse_other_channels(hwc.shape[-1], (self.info.get("training") or {}).get("image_channel_counts"), self, name)
         rgb = to_rgb_uint8(hwc, normalize, name)
         logits = self.logits(rgb, prompts)  # (P, s, s) in the processor's square frame
         h, w = hwc.shape[:2]

@@ -120,7 +120,8 @@ def finetune_clipseg(
     left_out = files_left_out(triplets)  # a TIFF's images after its first: trained on by nothing
     for warning in left_out:
         report(0.0, f"warning: {warning}")
-    check_rows([*train_set, *val_set], progress=report, cancel=stop)  # every bad row, before CLIPSeg loads
+    # every bad row, before CLIPSeg loads; the channel counts fed, which inference holds images to (as a fusion model)
+    channel_counts = check_rows([*train_set, *val_set], progress=report, cancel=stop)
     t_start = time.perf_counter()
     report(0.0, "loading CLIPSeg")
     # a download is told (and cancelled) as every other step: huggingface_hub's own bars were all a user saw
@@ -150,7 +151,13 @@ def finetune_clipseg(
         total = 0.0
         for step in range(steps):
             if stop():
-                raise CancelledError(f"cancelled at epoch {epoch + 1}; the best epoch so far is in {out}")
+                # before its first epoch ends nothing of the fine-tune is saved: it said "the best epoch so far is in"
+                kept = (
+                    f"the best epoch so far (epoch {best['epoch']}) is the model in {out}"
+                    if best["epoch"]
+                    else f"no epoch had finished, so nothing of this fine-tune is saved in {out}"
+                )
+                raise CancelledError(f"cancelled at epoch {epoch + 1}; {kept} (a CLIPSeg fine-tune does not resume)")
             items = [train[i] for i in order[step * batch_size : (step + 1) * batch_size]]
             pixels = torch.stack([p for p, _, _ in items]).to(dev)
             target = torch.stack([m for _, m, _ in items]).unsqueeze(1).to(dev)
@@ -197,6 +204,7 @@ def finetune_clipseg(
                     "val": len(val),
                     "base": str(source),
                     "image_channels": image_channels,
+                    "image_channel_counts": channel_counts,  # gray/colour or 2 channels: the other refused
                 },
                 "threshold": 0.5,
                 "best": best,

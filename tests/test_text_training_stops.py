@@ -1,0 +1,130 @@
+"""What `promptseg train-text` says and keeps while it runs and when it is stopped, on real Kvasir triplets: the
+row-reading pass of a CSV said as it goes, Ctrl+C stopping at a step with the run saved up to it, and a CLIPSeg
+fine-tune recording the channel counts it was trained on (a tiny random-weight CLIPSeg: no weights download here)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from napari_promptseg.cli import main
+from napari_promptseg.errors import PromptsegError
+from napari_promptseg.methods.text_training import finetune_clipseg, read_triplets
+from napari_promptseg.models import load_text_segmenter
+
+from .test_clipseg import tiny_clipseg_dir  # noqa: F401 (fixture)
+
+
+@pytest.fixture(scope="module")
+def kvasir(shared_data):
+    """Six real Kvasir-SEG train triplets: four to train on, two to validate on."""
+    rows = [t for t in read_triplets(shared_data / "polyps_kvasir_triplets" / "pairs.csv") if t.split == "train"]
+    return [replace(t, split="train") for t in rows[:4]] + [replace(t, split="val") for t in rows[4:6]]
+
+
+def _write_csv(path, rows) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(("image", "mask", "text", "split"))
+        writer.writerows(rows)
+
+
+def test_the_row_reading_pass_of_a_csv_is_said_as_it_goes(kvasir, tmp_path, capsys):
+    """`promptseg train-text` read every row of a CSV (each image and mask) before a model loaded, and said nothing
+    while it did: a CSV of thousands of rows was minutes of silence. The pass is said as the other slow steps are,
+    by tenths (the first and last rows too), before the bad rows are refused together."""
+    rows = [(t.image, t.mask, t.text, "train") for t in kvasir[:4]] * 5  # 20 rows
+    rows.append((kvasir[0].image, kvasir[1].mask, "polyp", "train"))  # another frame's mask: the last row is bad
+    data = tmp_path / "rows.csv"
+    _write_csv(data, rows)
+    assert main(["train-text", str(data), "-o", str(tmp_path / "model"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "reading the rows" in line]
+    assert said[0].endswith("reading the rows 1/21") and said[-1].endswith("reading the rows 21/21"), err
+    assert 4 <= len(said) <= 12, said  # by tenths, not one line per row
+    assert "1 row(s) cannot be trained on" in err and "row 22" in err
+
+
+def test_ctrl_c_stops_training_at_a_step_and_keeps_the_run_up_to_it(kvasir, tmp_path, capsys, monkeypatch):
+    """Ctrl+C in `promptseg train-text` kept the last finished epoch only (the steps of the epoch it was in were lost,
+    and said nowhere): the first Ctrl+C now stops at the next step, the run saved up to it (as the widget's Stop
+    does), says so, and --resume goes on from that step. A real SIGINT, sent on the progress of a real training."""
+    from napari_promptseg.methods.text_training import run
+
+    real = run.train_text_model
+    sent = []
+
+    def interrupted(*args, progress, **kwargs):
+        def told(done, message):
+            progress(done, message)
+            if message.startswith("epoch 2/2, step 2/4") and not sent:
+                sent.append(message)
+                signal.raise_signal(signal.SIGINT)  # as the terminal's Ctrl+C
+
+        return real(*args, progress=told, **kwargs)
+
+    monkeypatch.setattr(run, "train_text_model", interrupted)
+    data = tmp_path / "rows.csv"
+    _write_csv(data, [(t.image, t.mask, t.text, t.split) for t in kvasir])
+    out = tmp_path / "model"
+    argv = ["train-text", str(data), "-o", str(out), "--epochs", "2", "--batch-size", "1", "--device", "cpu"]
+    assert main(argv) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    state = json.loads((out / "last" / "state.json").read_text())
+    assert (state["epoch"], state["step"]) == (1, 2), state  # epoch 2's first two steps are kept
+    assert "stopping at the next step" in err, err
+    assert f"{out} holds the best epoch so far (epoch 1)" in err, err
+    assert f"the run up to epoch 2, step 2 is saved in {out / 'last'}: --resume continues from there" in err, err
+    monkeypatch.setattr(run, "train_text_model", real)
+    assert main([*argv, "--resume"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["epochs_run"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the CLI's handler is gone
+
+
+def test_a_clipseg_fine_tune_records_its_channel_counts_and_refuses_other_images(tiny_clipseg_dir, kvasir, tmp_path):  # noqa: F811
+    """A fusion model records the channel counts it was trained on and refuses a 2-channel image if trained on
+    colour; a CLIPSeg fine-tune recorded none, and answered a 2-channel image (two stains fed as red and green)
+    without a word. It records them and refuses alike; gray stays a colour model's."""
+    result = finetune_clipseg(
+        kvasir, tmp_path / "clipseg", weights=tiny_clipseg_dir, epochs=1, batch_size=2, device="cpu"
+    )
+    config = json.loads((result.path / "text_segmenter.json").read_text())
+    assert config["training"]["image_channel_counts"] == [3]
+    model = load_text_segmenter(result.path, device="cpu")
+    image, _ = kvasir[0].load()
+    with pytest.raises(PromptsegError, match=r"the image has 2 channels, but the text model .* gray or colour"):
+        model.mask_logits(np.ascontiguousarray(image[..., :2]), ["polyp"])
+    assert model.mask_logits(image[..., 1], ["polyp"]).shape == (1, *image.shape[:2])
+
+
+@pytest.mark.parametrize(
+    ("at", "said"),
+    [
+        ("epoch 1/2", "no epoch had finished, so nothing of this fine-tune is saved"),
+        ("epoch 2/2", "the best epoch so far (epoch 1) is the model in"),
+    ],
+)
+def test_a_clipseg_fine_tune_stopped_says_what_it_saved(tiny_clipseg_dir, kvasir, tmp_path, at, said):  # noqa: F811
+    """A CLIPSeg fine-tune stopped (the widget's Stop, the CLI's Ctrl+C) before its first epoch ended said "the best
+    epoch so far is in MODEL_DIR", where nothing had been saved; it says nothing is, and after an epoch which one is."""
+    from napari_promptseg.errors import CancelledError
+
+    told: list[str] = []
+    with pytest.raises(CancelledError) as stopped:
+        finetune_clipseg(
+            kvasir,
+            tmp_path / "clipseg",
+            weights=tiny_clipseg_dir,
+            epochs=2,
+            batch_size=2,
+            device="cpu",
+            progress=lambda done, message: told.append(message),
+            cancel=lambda: any(m.startswith(at) for m in told),
+        )
+    assert said in str(stopped.value), str(stopped.value)
