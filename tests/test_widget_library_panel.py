@@ -164,3 +164,53 @@ def test_the_list_follows_an_added_exemplar_and_is_cleared_for_another_library(
     assert widget.library_panel.listed_ids() == []
     assert not widget.library_panel.remove_selected()  # nothing listed: nothing removed, from any library
     assert [e.id for e in ReferenceLibrary.open(tmp_path / "lib")] == [widget.last_exemplar.id]
+
+
+def test_a_saved_exemplar_can_be_taken_back_with_undo(make_viewer, qtbot, tmp_path, bright_cell):
+    """The "Add exemplar" (Text widget) and "Save reference to library" (One-shot) added to the library with no way back
+    in the widget: a save under a name the library had joined its exemplars (every prompt of the name ensembles them
+    from then on), said nowhere. The save says so now, and "Undo last save" takes what it added out again (the
+    library's own remove: nothing was overwritten, so the library is as before), once."""
+    from napari_promptseg._widgets.oneshot import OneShotWidget
+
+    image, mask = bright_cell
+    lib = ReferenceLibrary.open(tmp_path / "lib")
+    own = lib.add("cell", image, np.roll(mask, 3, axis=0))
+    index_before = (lib.path / "library.json").read_text()
+    viewer = make_viewer()
+    layer = viewer.add_image(image, name="cell")
+    labels = viewer.add_labels(mask.astype(np.uint8), name="cell labels")
+
+    text = TextPromptWidget(viewer)
+    text.image.set_layer(layer)
+    text.exemplar_labels.set_layer(labels)
+    text.exemplar_name.setText("cell")
+    text.library.setText(str(lib.path))
+    assert not text.undo_save_button.isEnabled()  # nothing saved yet
+    assert text.add_exemplar()
+    said = _finish(text, qtbot)
+    added = text.last_exemplar
+    assert "'cell' had 1 exemplar already, and a prompt 'cell' ensembles them all now" in said, said
+    assert "Undo last save" in said and text.undo_save_button.isEnabled()
+    assert [e.id for e in ReferenceLibrary.open(lib.path)] == [own.id, added.id]
+    text.library.setText(str(tmp_path / "another"))  # the undo is of the library the save went to
+    assert text.undo_last_save()
+    said = _finish(text, qtbot)
+    assert text.runner.state == "done", said
+    assert f"removed 'cell' (id {added.id})" in said and str(lib.path) in said
+    assert (lib.path / "library.json").read_text() == index_before  # as before the save
+    assert not (lib.path / "entries" / added.id).exists()
+    assert not text.undo_save_button.isEnabled() and not text.undo_last_save()  # once
+
+    oneshot = OneShotWidget(viewer)
+    oneshot.reference.set_layer(layer)
+    oneshot.reference_labels.set_layer(labels)
+    oneshot.library_name.setText("bright cell")
+    oneshot.library.setText(str(lib.path))
+    assert oneshot.save_to_library()
+    said = _finish(oneshot, qtbot)
+    assert "saved exemplar 'bright cell'" in said and "had" not in said  # a new name joins nothing
+    assert oneshot.undo_save_button.isEnabled()
+    assert oneshot.undo_last_save()
+    assert "removed 'bright cell'" in _finish(oneshot, qtbot)
+    assert (lib.path / "library.json").read_text() == index_before

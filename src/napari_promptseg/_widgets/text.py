@@ -40,6 +40,7 @@ from ..methods.text.trained_channels import recorded_channels
 from ._common import (
     ChannelAxisBox,
     LayerPicker,
+    SaveUndo,
     SegmenterBox,
     TaskRunner,
     controls_layout,
@@ -235,9 +236,14 @@ class TextPromptWidget(QWidget):
         exemplar.addRow("exemplar description", self.exemplar_description)
         exemplar.addRow(self.exemplar_instances)
         exemplar.addRow(self.exemplar_partial)
-        exemplar.addRow(self.add_exemplar_button)
         # the library the field names: listed, an entry removed, exported and imported (`promptseg library ...`)
         self.library_panel = LibraryPanel(self.runner, self.library)
+        self.save_undo = SaveUndo(self.runner, after=self.library_panel.show_library)  # the last add taken back
+        self.undo_save_button = self.save_undo.button
+        add_row = QHBoxLayout()
+        add_row.addWidget(self.add_exemplar_button, 1)
+        add_row.addWidget(self.undo_save_button)
+        exemplar.addRow(add_row)
         exemplar.addRow("library entries", self.library_panel)
         layout = controls_layout(self, self.runner, self.run_button)
         layout.addLayout(form)
@@ -369,7 +375,13 @@ class TextPromptWidget(QWidget):
             scale=tuple(float(s) for s in image_layer.scale[-2:]),  # the layer's pixel size
             instances=self.exemplar_mode,
             partial=self.exemplar_partial.isChecked(),
+            undo=self.save_undo,
         )
+
+    def undo_last_save(self) -> bool:
+        """Take what the last "Add exemplar" added out of the library it went to (:class:`SaveUndo`). Returns
+        whether the task was taken."""
+        return self.save_undo.undo()
 
     def _attributes(self) -> PromptAttributes:
         return PromptAttributes(

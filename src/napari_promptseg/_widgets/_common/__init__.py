@@ -38,6 +38,7 @@ from .layers import (
 )
 from .panel import STATES, _ProgressPanel, controls_layout, show_details
 from .picker import OBJECT_SIZE_KEY, ROLE_KEY, LayerPicker, is_preview
+from .save_undo import SaveUndo
 from .tasks import (
     Task,
     TaskRunner,
@@ -64,6 +65,7 @@ __all__ = [
     "ExemplarLayers",
     "LayerPixels",
     "STATES",
+    "SaveUndo",
     "SegmenterBox",
     "LayerPicker",
     "ProgressCallback",

@@ -17,6 +17,7 @@ from ...io.multiscale import WHOLE_IMAGE_SIDE, PyramidLevel, level_for_side
 
 if TYPE_CHECKING:
     from ...io.library import LibraryEntry, ReferenceLibrary
+    from .save_undo import SaveUndo
     from .tasks import TaskRunner
 
 
@@ -178,6 +179,7 @@ def submit_save_exemplar(
     saved: Callable[[LibraryEntry], None],
     advice_fix: str,
     saved_all: Callable[[list[LibraryEntry]], None] | None = None,
+    undo: SaveUndo | None = None,
     **entry: Any,
 ) -> bool:
     """Save an exemplar to the library at ``where`` (None: the default one; a new library gets the starter exemplar)
@@ -186,13 +188,18 @@ def submit_save_exemplar(
     :func:`~napari_promptseg.methods.library.exemplar_advice` with ``advice_fix``. A list of ``layers`` (several
     references) is saved as exemplars of the one name, all or none (one that fails or a cancel takes the others out
     again); ``saved`` gets the first, ``saved_all`` every one. The one path of the One-shot widget's "Save reference
-    to library" and the Text prompt widget's "Add exemplar". Returns whether the task was taken."""
+    to library" and the Text prompt widget's "Add exemplar". A save under a name the library has says that its
+    exemplars are ensembled now; ``undo`` (the widget's "Undo last save") is given what it added, to take it out
+    again. Returns whether the task was taken."""
     several = list(layers) if isinstance(layers, list) else [layers]
 
     def task(progress, cancel):
+        from ...io.library._format import clean_name, name_key
         from ...io.starter import open_library
 
         library = open_library(where)
+        key = name_key(clean_name(entry.get("name", "")))
+        had = sum(name_key(e.name) == key for e in library.entries)  # exemplars of the name before this save
         added: list[LibraryEntry] = []
         try:
             for k, exemplar in enumerate(several):
@@ -202,14 +209,15 @@ def submit_save_exemplar(
             for done_entry in added:  # one set: a reference that fails leaves none of the others half-saved
                 library.remove(done_entry.id)
             raise
-        return added, library.path
+        return added, library.path, had
 
     def done(result) -> None:
         from napari.utils.notifications import show_info, show_warning
 
+        from ...io.library import joined_said
         from ...methods.library import exemplar_advice
 
-        added, path = result
+        added, path, had = result
         saved(added[0])
         if saved_all is not None:
             saved_all(added)
@@ -223,6 +231,13 @@ def submit_save_exemplar(
                 f"saved {len(added)} exemplars of '{first.name}' ({kinds}), one per reference, to the reference "
                 f"library {path} (ids {ids}); a prompt '{first.name}' ensembles them"
             )
+        if had:  # not overwritten, but every prompt of the name answers from these too from now on
+            message += f"; {joined_said(first.name, had)}"
+        if undo is not None:
+            undo.saved(path, added)
+            from .save_undo import UNDO_TEXT
+
+            message += f" ({UNDO_TEXT} takes {'it' if len(added) == 1 else 'them'} out again)"
         advice = "; ".join(dict.fromkeys(a for a in (exemplar_advice(e, advice_fix) for e in added) if a)) or None
         runner.widget.done(message if advice is None else f"{message}. Warning: {advice}")
         show_info(message)

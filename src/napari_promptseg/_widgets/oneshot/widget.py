@@ -26,6 +26,7 @@ from .._common import (
     OBJECT_SIZE_KEY,
     ChannelAxisBox,
     LayerPicker,
+    SaveUndo,
     SegmenterBox,
     TaskRunner,
     _levels,
@@ -169,7 +170,12 @@ class OneShotWidget(QWidget):
         library_form.addRow("library name", self.library_name)
         library_form.addRow("description", self.library_description)
         layout.addLayout(library_form)
-        layout.addWidget(self.save_button)
+        save_row = QHBoxLayout()
+        save_row.addWidget(self.save_button, 1)
+        self.save_undo = SaveUndo(self.runner)  # what the last save added, taken out again
+        self.undo_save_button = self.save_undo.button
+        save_row.addWidget(self.undo_save_button)
+        layout.addLayout(save_row)
         layout.addStretch(1)
         self.last_output: OneShotOutput | None = None
         self.last_saved: LibraryEntry | None = None  # the library entry "Save reference to library" wrote last
@@ -303,6 +309,7 @@ class OneShotWidget(QWidget):
             title=f"save '{name}' to the library",
             saved=lambda entry: None,
             saved_all=saved_all,
+            undo=self.save_undo,
             advice_fix=f"remove it and save it again with '{PARTIAL_LABELS_TEXT}' ticked",
             name=name,
             description=self.library_description.text(),
@@ -310,6 +317,11 @@ class OneShotWidget(QWidget):
             instances=None if many else False,  # None: many objects, or some labelled (partial), as run() decides
             partial=many and self.partial_labels.isChecked(),
         )
+
+    def undo_last_save(self) -> bool:
+        """Take what the last "Save reference to library" added out of the library it went to (:class:`SaveUndo`).
+        Returns whether the task was taken."""
+        return self.save_undo.undo()
 
     def run(self) -> None:
         try:

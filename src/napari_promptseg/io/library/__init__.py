@@ -58,7 +58,7 @@ from ._format import (
     default_library_path,
     instance_ids,
 )
-from ._store import ImportResult, ReferenceLibrary
+from ._store import ImportResult, ReferenceLibrary, joined_said
 
 __all__ = [
     "DEFAULT_MARGIN",
@@ -75,4 +75,5 @@ __all__ = [
     "bounding_crop",
     "default_library_path",
     "instance_ids",
+    "joined_said",
 ]

@@ -64,9 +64,14 @@ class ImportResult:
         before = self.joined.get(entry_id)
         if not before:
             return None
-        name = self.library.get(before[0]).name
-        had = f"{len(before)} exemplar{'s' if len(before) > 1 else ''}"
-        return f"'{name}' had {had} already, and a prompt '{name}' ensembles them all now"
+        return joined_said(self.library.get(before[0]).name, len(before))
+
+
+def joined_said(name: str, count: int) -> str:
+    """What an exemplar added under a name the library had ``count`` exemplars of changed: every prompt of the name
+    answers from them all now (an import's and a widget's save say it alike)."""
+    had = f"{count} exemplar{'s' if count > 1 else ''}"
+    return f"'{name}' had {had} already, and a prompt '{name}' ensembles them all now"
 
 
 def _zip_advice(path: Path) -> str:
