@@ -87,6 +87,32 @@ def test_ctrl_c_stops_training_at_a_step_and_keeps_the_run_up_to_it(kvasir, tmp_
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the CLI's handler is gone
 
 
+def test_ctrl_c_while_the_rows_are_read_says_no_model_is_saved(kvasir, tmp_path, capsys, monkeypatch):
+    """The first Ctrl+C before training began (the rows being read) stops there and says no model of the run is in
+    MODEL_DIR, not a bare "cancelled"."""
+    from napari_promptseg.methods.text_training import run
+
+    real = run.train_text_model
+
+    def interrupted(*args, progress, **kwargs):
+        def told(done, message):
+            progress(done, message)
+            if message == "reading the rows 2/6":
+                signal.raise_signal(signal.SIGINT)
+
+        return real(*args, progress=told, **kwargs)
+
+    monkeypatch.setattr(run, "train_text_model", interrupted)
+    data = tmp_path / "rows.csv"
+    _write_csv(data, [(t.image, t.mask, t.text, t.split) for t in kvasir])
+    out = tmp_path / "model"
+    assert main(["train-text", str(data), "-o", str(out), "--device", "cpu"]) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"stopped before training began: no model of this run is in {out}" in err, err
+    assert "reading the rows 3/6" not in err  # stopped at the next row
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_a_clipseg_fine_tune_records_its_channel_counts_and_refuses_other_images(tiny_clipseg_dir, kvasir, tmp_path):  # noqa: F811
     """A fusion model records the channel counts it was trained on and refuses a 2-channel image if trained on
     colour; a CLIPSeg fine-tune recorded none, and answered a 2-channel image (two stains fed as red and green)

@@ -212,7 +212,11 @@ def cmd_train_text(args: argparse.Namespace) -> int:
         except CancelledError as exc:  # the first Ctrl+C: stopped at a step, the run saved up to it
             if not pressed():
                 raise
-            note = said_interrupted() or " ".join(str(exc).split())
+            said = " ".join(str(exc).split())
+            if said == "cancelled":  # stopped while the rows were read or the images encoded: nothing trained yet
+                cached = "" if args.clipseg else " (the image features computed so far stay in its feature cache)"
+                said = f"stopped before training began: no model of this run is in {args.output}{cached}"
+            note = said_interrupted() or said
             print(f"\n{note}", file=sys.stderr)
             raise KeyboardInterrupt from None  # exit 130, "interrupted", as every command stopped by Ctrl+C
         except KeyboardInterrupt:  # a second Ctrl+C, at once: the run as the last step or epoch saved it
@@ -249,6 +253,8 @@ def _ctrl_c_stops_at_a_step() -> Iterator[Callable[[], bool]]:
         return
     pressed = threading.Event()
     before = signal.getsignal(signal.SIGINT)
+    if before is None:  # a handler set outside Python: Python's own stands for it
+        before = signal.default_int_handler
 
     def first(signum: int, frame: object) -> None:
         pressed.set()
