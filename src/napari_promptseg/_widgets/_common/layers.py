@@ -14,6 +14,7 @@ import numpy as np
 from ...errors import CancelledError, PromptsegError
 from ...io.layer_objects import data_to_world_matrix, level_to_layer_matrix
 from ...io.multiscale import WHOLE_IMAGE_SIDE, PyramidLevel, level_for_side
+from .save_undo import UNDO_TEXT
 
 if TYPE_CHECKING:
     from ...io.library import LibraryEntry, ReferenceLibrary
@@ -235,8 +236,6 @@ def submit_save_exemplar(
             message += f"; {joined_said(first.name, had)}"
         if undo is not None:
             undo.saved(path, added)
-            from .save_undo import UNDO_TEXT
-
             message += f" ({UNDO_TEXT} takes {'it' if len(added) == 1 else 'them'} out again)"
         advice = "; ".join(dict.fromkeys(a for a in (exemplar_advice(e, advice_fix) for e in added) if a)) or None
         runner.widget.done(message if advice is None else f"{message}. Warning: {advice}")
