@@ -94,3 +94,29 @@ def _one_shot_reads_the_time_point_shown(viewer, layer, tz) -> None:
     read = read_oneshot_inputs(inputs, 256, progress=lambda *_: None, cancel=lambda: False)
     assert read.stacked and len(read.targets) == tz.shape[1]
     np.testing.assert_array_equal(np.stack(read.targets), tz[1])
+
+
+def test_a_time_lapse_ome_zarr_opens_with_the_labels_written_into_it(make_viewer, shared_data, tmp_path):
+    """`segment --time 1` writes its labels into the OME-Zarr's labels/promptseg, and the README opens a time-lapse with
+    this plugin's reader for the widgets: that reader gave the image alone, the labels of the run were nowhere (a
+    pyramidal OME-TIFF's labels TIFF opens over its image). They open now with it, as a lazy multiscale Labels layer
+    over the image: each level the file's, the same scale and axes."""
+    from napari_promptseg.io import write_ome_zarr_labels
+
+    from .test_time_point_files import thalamus_movie
+
+    tz, truth, _ = thalamus_movie(shared_data)
+    path = tmp_path / "tz.ome.zarr"
+    _ome_zarr(path, tz)
+    labels = np.zeros(tz.shape, np.uint16)
+    labels[1] = truth
+    write_ome_zarr_labels(path, labels)
+    viewer = make_viewer()
+    layers = viewer.open(str(path), plugin="napari-promptseg")
+    assert [type(layer).__name__ for layer in layers] == ["Image", "Labels"]
+    image, found = layers
+    assert found.name == "tz promptseg" and found.multiscale
+    assert [level.shape for level in found.data] == [level.shape for level in image.data]
+    assert not isinstance(found.data[0], np.ndarray)  # lazy: read where napari shows it
+    np.testing.assert_array_equal(np.asarray(found.data[0]), labels)
+    assert tuple(found.scale) == tuple(image.scale) and tuple(found.axis_labels) == ("t", "z", "y", "x")

@@ -56,10 +56,21 @@ def is_time_lapse_of_volumes(path: str) -> bool:
 
 
 def read_time_lapse(path: str | list[str]) -> list[LayerData]:
-    """An OME-Zarr time-lapse of volumes as one lazy 4D image layer (t, z, y, x), each level a dask array."""
+    """An OME-Zarr time-lapse of volumes as one lazy 4D image layer (t, z, y, x), each level a dask array; and over
+    it the labels images of its ``labels/`` group (what `segment --time T` wrote there), lazy Labels layers. A labels
+    image that cannot be opened so is said in a napari warning."""
     from .io.layer_data import image_layer_data
+    from .io.ome_zarr_label_layers import ome_zarr_label_layers
 
-    return per_channel_metadata(image_layer_data(path if isinstance(path, str) else path[0]))
+    path = path if isinstance(path, str) else path[0]
+    layers = per_channel_metadata(image_layer_data(path))
+    labels, problems = ome_zarr_label_layers(path, layers[0][1])
+    if problems:
+        from napari.utils.notifications import show_warning  # napari runs this reader: its notification area
+
+        for message in problems:
+            show_warning(message)
+    return [*layers, *labels]
 
 
 def read_folder(path: str | list[str]) -> list[LayerData]:
