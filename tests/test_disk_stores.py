@@ -345,3 +345,32 @@ def test_clearing_a_cache_whose_entries_cannot_be_moved_says_so_not_freed(tmp_pa
     assert code == 2, (out, err)
     assert "freed" not in out and f"error: {entry}: Read-only file system" in err, (out, err)
     assert (entry / "zarr.json").is_file()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing", "zeros"])
+def test_clearing_the_embedding_cache_removes_its_damaged_entries_too(litemedsam, tmp_path, capsys, damage):
+    """An entry whose zarr.json was cut short, is missing (a copy of the cache stopped part-way) or zeroed (a crash of
+    the filesystem): `promptseg cache clear --embeddings --yes` said 'nothing to delete' (or freed the others) and exit
+    0, while `promptseg cache` went on listing it and its megabytes (one without zarr.json was not even listed, nor
+    counted under the size cap): a cache cleared for being damaged kept the damage. Such an entry is the cache's by its
+    arrays, which name its key: it is listed and goes with the others."""
+    image = tmp_path / "coins.tif"
+    tifffile.imwrite(image, np.ascontiguousarray(data.coins()[::3, ::3].T))  # 128 x 101, seen by no other test
+    cache = tmp_path / "cache"
+    assert main(["embed", str(image), "--cache", str(cache)]) == 0
+    (entry,) = [path for _, _, path in DiskEmbeddingCache(cache).entries()]
+    meta = entry / "zarr.json"
+    if damage == "truncated":
+        meta.write_bytes(meta.read_bytes()[:100])
+    elif damage == "zeros":
+        meta.write_bytes(bytes(meta.stat().st_size))
+    else:
+        meta.unlink()
+    size = _size(entry)
+    listed = next(store for store in disk_stores(cache) if store.kind == "embeddings")
+    assert (listed.entries, listed.size) == (1, size)  # its bytes are on the disk: listed (and under the cap)
+    capsys.readouterr()
+    assert main(["cache", "clear", "--embeddings", "--cache", str(cache), "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert f"embedding cache: freed {size / 1e6:,.1f} MB (1 entry) in {cache}" in out, out
+    assert not entry.exists() and not DiskEmbeddingCache(cache).entries()

@@ -255,7 +255,10 @@ class DiskEmbeddingCache:
                 if match is None or match.group(1) != sub.name:
                     continue
                 try:
-                    used = (entry / "zarr.json").stat().st_mtime
+                    # a hit touches zarr.json; an entry without one (damaged, a copy cut short) by its folder's time:
+                    # its bytes are on the disk all the same, listed and under the cap
+                    meta = entry / "zarr.json"
+                    used = (meta if meta.is_file() else entry).stat().st_mtime
                     size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
                 except OSError:  # evicted or replaced by another process meanwhile
                     continue
@@ -306,18 +309,16 @@ class DiskEmbeddingCache:
         self, *, dry_run: bool = False, stuck: list[tuple[int, Path, str]] | None = None
     ) -> list[tuple[int, Path]]:
         """Remove every entry the cache wrote, and dead writers' leftovers; returns (bytes, path) of each (with
-        ``dry_run``: what would go). An entry is the cache's by its name and by its ``zarr.json`` naming that key: a
-        cache directory set where the user keeps other files loses none of them. Entries go as the size cap evicts
+        ``dry_run``: what would go). An entry is the cache's by its name and by its ``zarr.json`` naming that key (a
+        damaged one's, unreadable or missing, by an array naming it: :func:`_names_its_key`): a cache directory set
+        where the user keeps other files loses none of them. Entries go as the size cap evicts
         them (renamed aside, then deleted): a reader in another process sees a whole entry or a miss, a writer's
         temporary being written now is kept. An entry whose folder cannot be written (a read-only cache, another
         user's) is neither removed nor counted: it goes to ``stuck`` as (bytes, path, why), so that a dry run does
         not promise to free it."""
         removed = self._remove_dead_temporaries(dry_run=dry_run)
         for _, size, path in self.entries():
-            try:
-                if _read_node(path, "group").get("attributes", {}).get("key") != path.name[: -len(".zarr")]:
-                    continue
-            except (OSError, ValueError):  # damaged or not ours: left (the size cap still evicts a damaged entry)
+            if not _names_its_key(path):  # another zarr named as an entry is: the user's
                 continue
             if (why := self._cannot_discard(path)) is not None:
                 if stuck is not None:
@@ -373,7 +374,7 @@ def _as_array(tensor) -> np.ndarray:
 
 def _read_node(path: Path, node_type: str) -> dict:
     meta = json.loads((path / "zarr.json").read_text())
-    if meta.get("zarr_format") != 3 or meta.get("node_type") != node_type:
+    if not isinstance(meta, dict) or meta.get("zarr_format") != 3 or meta.get("node_type") != node_type:
         raise ValueError(f"{path}: not a zarr v3 {node_type}")
     return meta
 
@@ -400,6 +401,24 @@ def _read_array(path: Path, key: str | None = None) -> tuple[np.ndarray, dict]:
     if data.size != math.prod(shape) or data.nbytes != attrs.get("nbytes") or _crc(data) != attrs.get("crc32"):
         raise ValueError(f"{path}: damaged (size or CRC)")
     return data.reshape(shape), attrs
+
+
+def _names_its_key(path: Path) -> bool:
+    """Whether the folder ``path``, named as an entry, is one the cache wrote: its ``zarr.json`` names its key; that
+    ``zarr.json`` unreadable or missing (damaged, a copy of the cache stopped part-way), one of its arrays names it.
+    A zarr group that reads and names no such key is another's (the user's), whatever its arrays say."""
+    key = path.name[: -len(".zarr")]
+    try:
+        return _read_node(path, "group").get("attributes", {}).get("key") == key
+    except (OSError, ValueError):
+        pass
+    for array in _subdirs(path):
+        try:
+            if _read_node(array, "array").get("attributes", {}).get("key") == key:
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def _same_entry(path: Path, attrs: dict, array_attrs: dict[str, dict]) -> bool:
