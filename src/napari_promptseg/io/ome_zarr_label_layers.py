@@ -50,7 +50,7 @@ def ome_zarr_label_layers(path: str | Path, image_kwargs: dict[str, Any]) -> tup
             "name": f"{output_stem(path)} {name}",
             "multiscale": len(labels.levels) > 1,
             "scale": scale,
-            "metadata": {"path": str(where), "image_path": str(path)},
+            "metadata": {"path": str(where)},
         }
         if any(shift):
             kwargs["translate"] = shift
