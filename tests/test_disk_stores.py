@@ -374,3 +374,36 @@ def test_clearing_the_embedding_cache_removes_its_damaged_entries_too(litemedsam
     out = capsys.readouterr().out
     assert f"embedding cache: freed {size / 1e6:,.1f} MB (1 entry) in {cache}" in out, out
     assert not entry.exists() and not DiskEmbeddingCache(cache).entries()
+
+
+def test_the_listing_counts_what_stopped_writers_left_and_the_clear_says_them_apart(litemedsam, tmp_path, capsys):
+    """A writer killed mid-entry leaves its temporary in tmp/, a clear killed mid-delete its entry in trash/: both
+    are removed by the next clear (and by the next run's cap), but `promptseg cache` listed 21.0 MB in 2 entries
+    while the clear then said 'freed 29.0 MB (4 entries)'. The listing counts their bytes and says so; the clear
+    tells the entries from the leftovers."""
+    import os
+    import time
+
+    image = tmp_path / "moon.tif"
+    tifffile.imwrite(image, np.ascontiguousarray(data.moon()[::4, ::4][:, ::-1]))  # 128 x 128, seen by no other test
+    cache = tmp_path / "cache"
+    assert main(["embed", str(image), "--cache", str(cache)]) == 0
+    (entry,) = [path for _, _, path in DiskEmbeddingCache(cache).entries()]
+    temporary = cache / "tmp" / f"{'ab' * 16}.123.{'cd' * 16}.zarr"  # a writer killed two hours ago
+    (temporary / "features").mkdir(parents=True)
+    (temporary / "features" / "c").write_bytes(bytes(3_000_000))
+    os.utime(temporary, (time.time() - 7200,) * 2)
+    trashed = cache / "trash" / f"{'ef' * 16}.zarr.{'01' * 16}"  # a clear killed while it deleted
+    trashed.mkdir(parents=True)
+    (trashed / "c").write_bytes(bytes(5_000_000))
+    size = _size(entry)
+
+    listed = next(store for store in disk_stores(cache) if store.kind == "embeddings")
+    assert (listed.entries, listed.size) == (1, size + 8_000_000)
+    assert "8.0 MB left by stopped writes" in listed.note, listed.note
+    capsys.readouterr()
+    assert main(["cache", "clear", "--embeddings", "--cache", str(cache), "--yes"]) == 0
+    out = capsys.readouterr().out
+    freed = f"freed {(size + 8_000_000) / 1e6:,.1f} MB (1 entry, 2 leftovers of stopped writes) in {cache}"
+    assert f"embedding cache: {freed}" in out, out
+    assert not entry.exists() and not temporary.exists() and not trashed.exists()

@@ -165,6 +165,9 @@ def _print_stuck(store) -> None:
 
 
 def _summary(store, verb: str) -> str:
-    n = len(store.removed)
+    leftovers = store.leftovers
+    n = len(store.removed) - leftovers
     what = ("entry", "entries") if store.kind == "embeddings" else ("file", "files")
-    return f"{KINDS[store.kind]}: {verb} {human_size(store.freed)} ({n} {what[n != 1]}) in {store.path}"
+    # a killed writer's temporary is no entry: the listing counted entries only
+    left = f", {leftovers} {('leftover', 'leftovers')[leftovers != 1]} of stopped writes" if leftovers else ""
+    return f"{KINDS[store.kind]}: {verb} {human_size(store.freed)} ({n} {what[n != 1]}{left}) in {store.path}"

@@ -65,6 +65,8 @@ class Cleared:
     #: entries that cannot be removed (a read-only cache): their number and bytes, and why; never counted as freed
     stuck: int = 0
     stuck_size: int = 0
+    #: of ``removed``, the embedding cache's leftovers of stopped writes (tmp/, trash/), not entries
+    leftovers: int = 0
 
 
 # -- the embedding cache -----------------------------------------------------------------------------------------
@@ -264,16 +266,19 @@ def disk_stores(embedding_cache: str | os.PathLike | None = None) -> list[DiskSt
     stores = []
     cache, cap_source = _embedding_cache(embedding_cache)
     entries = cache.entries()
+    # what killed writers and clears left (tmp/, trash/): on the disk, and freed by the next clear, as the entries
+    leftovers = sum(size for size, _ in cache.leftovers())
+    note = f"{human_size(leftovers)} left by stopped writes (a clear removes them)" if leftovers else ""
     stores.append(
         DiskStore(
             "embeddings",
             cache.root,
-            sum(s for _, s, _ in entries),
+            sum(s for _, s, _ in entries) + leftovers,
             len(entries),
             cap=cache.max_bytes,
             cap_source=cap_source,
             # a --cache mistyped read as an empty cache at that path
-            note="" if cache.root.is_dir() else "no such folder (yet)",
+            note=note if cache.root.is_dir() else "no such folder (yet)",
         )
     )
     weights = cache_dir()
@@ -366,6 +371,9 @@ def clear_stores(
         stuck: list[tuple[int, Path, str]] = []
         removed = cache.clear(dry_run=dry_run, stuck=stuck)
         cleared = Cleared("embeddings", cache.root, [p for _, p in removed], sum(s for s, _ in removed))
+        cleared.leftovers = sum(
+            p.parent.name in ("tmp", "trash") and p.parent.parent == cache.root for p in cleared.removed
+        )
         if stuck:
             cleared.stuck, cleared.stuck_size = len(stuck), sum(size for size, _, _ in stuck)
             reasons = sorted({why for _, _, why in stuck})

@@ -284,6 +284,11 @@ class DiskEmbeddingCache:
         self._count("evicted", removed)
         return removed
 
+    def leftovers(self) -> list[tuple[int, Path]]:
+        """(bytes, path) of what writers and clears that were stopped left in ``tmp/`` and ``trash/``: no entries,
+        but the cache's files on the disk, which the next eviction or clear removes."""
+        return self._remove_dead_temporaries(dry_run=True)
+
     def _remove_dead_temporaries(self, *, dry_run: bool = False) -> list[tuple[int, Path]]:
         """(bytes, path) of the temporaries of writers that died (idle for :data:`STALE_TEMP_S`; a live writer's
         are left alone), removed unless ``dry_run``; and of what ``_discard`` left in ``trash/`` (a process killed
