@@ -91,3 +91,25 @@ def test_every_widget_of_the_plugins_menu_docks_with_its_title(viewer):
     for title in menu:
         dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, title)
         assert dock.windowTitle() == f"{title} ({PLUGIN})" and widget.isVisible() is not None
+
+
+def test_label_tiffs_promptseg_wrote_opened_as_a_stack_are_one_labels_layer(viewer, tmp_path, shared_data):
+    """A time-lapse kept as one file per frame, segmented frame by frame (`promptseg segment frames/*.tif -o OUT`):
+    each of OUT's label TIFFs opens as a Labels layer, but Open Files as Stack on them (this plugin chosen) gave an
+    Image layer of ids, drawn in grey over the frames' stack. They stack into one Labels layer now."""
+    from napari_promptseg.io import read_image, write_labels
+
+    folder = shared_data / "nuclei_ctc_fluo_instances"
+    frames = ["N2DH-GOWT1_t01.tif", "N2DH-GOWT1_t21.tif", "N2DH-GOWT1_t31.tif"]
+    truth = [read_image(folder / "labels" / frame, role="labels")[::4, ::4] for frame in frames]
+    out = tmp_path / "out"
+    out.mkdir()
+    files = [str(write_labels(out / frame, labels)) for frame, labels in zip(frames, truth, strict=True)]
+    [layer] = viewer.open(files, stack=True, plugin=PLUGIN)
+    assert type(layer).__name__ == "Labels" and layer.name == "N2DH-GOWT1_t01"
+    np.testing.assert_array_equal(np.asarray(layer.data), np.stack(truth))
+
+    viewer.layers.clear()  # images among them: an image stack, as before
+    tifffile.imwrite(tmp_path / "frame.tif", read_image(folder / "images" / frames[0])[::4, ::4].astype(np.uint16))
+    [layer] = viewer.open([*files, str(tmp_path / "frame.tif")], stack=True, plugin=PLUGIN)
+    assert type(layer).__name__ == "Image"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .io.folder_layers import files_stack_layer_data, folder_stack_layer_data, is_image_folder
-from .io.images import TIFF_SUFFIXES, output_stem
+from .io.images import LABELS_MARKERS, TIFF_SUFFIXES, output_marker, output_stem
 from .io.layer_data import LayerData, per_channel_metadata, tiff_layer_data
 
 
@@ -37,10 +37,13 @@ def read_tiffs(path: str | list[str]) -> list[LayerData]:
     layers. The images a TIFF of several leaves out are said in a napari warning. Several files are what napari's
     Open Files as Stack (``viewer.open(paths, stack=True)``) gives a reader, the only way it gives a list: one stack
     layer of them, in the order given, named after the first as napari's own reader names it (a layer each was not
-    the stack asked for)."""
+    the stack asked for). promptseg's label TIFFs stack into a Labels layer, as each opens alone."""
     paths = [path] if isinstance(path, str) else list(path)
     if len(paths) > 1:
-        return per_channel_metadata(files_stack_layer_data([Path(p) for p in paths], output_stem(paths[0])))
+        layers = per_channel_metadata(files_stack_layer_data([Path(p) for p in paths], output_stem(paths[0])))
+        if all(output_marker(p) in LABELS_MARKERS for p in paths):  # a frame-by-frame run's outputs (-o)
+            return [(data, kwargs, "labels") for data, kwargs, _ in layers]
+        return layers
     return per_channel_metadata(_said(tiff_layer_data(paths[0])))
 
 
