@@ -153,6 +153,8 @@ def _without_result(args: object, path: str, image: object, exc: BaseException) 
         exc,
         channel_axis=getattr(args, "channel_axis", None),
         output_stems=getattr(args, "output_stems", None),
+        output_format=getattr(args, "output_format", "auto"),
+        labels_name=getattr(args, "labels_name", "promptseg"),
     )
 
 
@@ -164,29 +166,34 @@ def failed_record(
     *,
     channel_axis: int | None = None,
     output_stems: dict[str, str] | None = None,
+    output_format: str = "auto",
+    labels_name: str = "promptseg",
 ) -> dict:
     """The record of an input without a result (it failed, or held nothing to find: the caller sets that status),
     with an empty label image where its shape is known: (Y, X), or (Z, Y, X) for a stack (``channel_axis`` as the
-    run read it; ``output_stems``: the run's names of inputs that share a stem, io.images.distinct_output_stems)."""
+    run read it), written where a result's would be (:func:`..io.input_labels.write_input_labels`: ``output_format``,
+    ``labels_name``; ``output_stems``: the run's names of inputs that share a stem). Labels there that are not the
+    run's to replace (a user's, in an OME-Zarr) are kept: the input then has no output, and its reason says why."""
     import numpy as np
 
-    from ..io import output_stem, write_labels
-    from ..io.layer_data import labels_calibration, labels_frame_interval, labels_origin
-    from ..io.multiscale import labels_axes
+    from ..io.input_labels import write_input_labels
     from ..methods.volume import labels_shape
 
     record = {"input": str(path), "status": "failed", "reason": exc if isinstance(exc, str) else failure_reason(exc)}
     if output is not None and image is not None and np.ndim(image) >= 2:
         empty = np.zeros(labels_shape(image, channel_axis=channel_axis), np.uint16)
-        try:  # a stack's empty labels name their axes and pixel size as a result's would (the metadata read before)
-            axes = labels_axes(path, empty.ndim)
-            size, z_spacing = labels_calibration(path, empty.ndim)
-            origin, interval = labels_origin(path, empty.ndim), labels_frame_interval(path, empty.ndim)
-        except Exception:  # noqa: BLE001 - the input's reading failed: its planes, unnamed and uncalibrated
-            axes, size, z_spacing, origin, interval = None, None, None, None, None
-        stem = output_stem(path, output_stems)
-        out = Path(output) / f"{stem}.tif"
-        placed = {"pixel_size": size, "z_spacing": z_spacing, "origin": origin, "frame_interval": interval}
-        record["output"] = str(write_labels(out, empty, axes=axes, **placed))
+        try:
+            record["output"] = write_input_labels(
+                path,
+                empty,
+                output,
+                output_format=output_format,
+                labels_name=labels_name,
+                output_stems=output_stems,
+                unplaced_if_unread=True,
+            )
+        except PromptsegError as refused:  # e.g. labels drawn since into the OME-Zarr: theirs are kept
+            record["reason"] += f"; its empty labels were not written: {failure_reason(refused)}"
+            return record
         record["shape"] = list(np.shape(image))
     return record

@@ -104,8 +104,9 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
     args.output_stems = distinct_output_stems(inputs)
     writers: dict[Path, list[Path]] = {}
     for path in inputs:
-        # an OME-Zarr input's labels go into its labels/ group, but a failed or empty one gets OUT/<stem>.tif too
-        for suffix in suffixes:
+        # an OME-Zarr input's labels go into its labels/ group (a failed one's empty labels too): its overlay alone
+        # is in -o
+        for suffix in suffixes[1:] if _writes_into_zarr(args, path) else suffixes:
             out = (args.output / f"{output_stem(path, args.output_stems)}{suffix}").resolve()
             if out in sources:
                 raise PromptsegError(

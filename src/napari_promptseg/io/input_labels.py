@@ -28,17 +28,18 @@ def write_input_labels(
     labels_name: str = "promptseg",
     output_stems: Mapping[str, str] | None = None,
     axes: str | None = None,
+    unplaced_if_unread: bool = False,
 ) -> str:
     """Write the labels of the input ``path`` where ``output_format`` says (:func:`writes_into_zarr`); returns where.
     ``output``: the run's output directory (the TIFF's folder; an OME-Zarr's labels are stamped with it).
     ``output_stems``: the run's names of inputs that share a stem (:func:`.images.distinct_output_stems`). ``axes``:
     the labels' axes (a stack's, :attr:`.multiscale.StackAxes.labels`) when the caller has read them; else the
-    input's metadata is read."""
+    input's metadata is read. ``unplaced_if_unread``: a TIFF whose input's metadata cannot be read (the empty labels
+    of an input that failed, maybe on that) is written without axes and calibration, its planes as they are."""
     import numpy as np
 
     from .images import output_stem, write_labels
-    from .layer_data import labels_calibration, labels_frame_interval, labels_origin
-    from .multiscale import is_ome_zarr, labels_axes
+    from .multiscale import is_ome_zarr
     from .ome_zarr_labels import write_ome_zarr_labels
 
     path = Path(path)
@@ -50,13 +51,28 @@ def write_input_labels(
             )
         return str(write_ome_zarr_labels(path, labels, labels_name, output))
     stem = output_stem(path, output_stems)
-    axes = axes if axes is not None else labels_axes(path, np.ndim(labels))
-    # the input's pixel size (and plane spacing): napari opens the labels over the image, in its unit
-    size, z_spacing = labels_calibration(path, np.ndim(labels))
-    # an OME-Zarr's origin and frame interval, as its labels/ group would keep them
-    placed = {
-        "origin": labels_origin(path, np.ndim(labels)),
-        "frame_interval": labels_frame_interval(path, np.ndim(labels)),
-    }
+    try:
+        placed = _placement(path, np.ndim(labels), axes)
+    except Exception:  # noqa: BLE001 - the input's metadata unreadable: only where the caller takes that
+        if not unplaced_if_unread:
+            raise
+        placed = {}
     out = Path(output) / f"{stem}.tif"
-    return str(write_labels(out, labels, axes=axes, pixel_size=size, z_spacing=z_spacing, **placed))
+    return str(write_labels(out, labels, **placed))
+
+
+def _placement(path: Path, ndim: int, axes: str | None) -> dict:
+    """The input's axes, pixel size (and plane spacing), origin and frame interval, as its labels' TIFF keeps them:
+    napari opens the labels over the image, in its unit (an OME-Zarr's origin and frame interval, as its labels/
+    group would keep them)."""
+    from .layer_data import labels_calibration, labels_frame_interval, labels_origin
+    from .multiscale import labels_axes
+
+    size, z_spacing = labels_calibration(path, ndim)
+    return {
+        "axes": axes if axes is not None else labels_axes(path, ndim),
+        "pixel_size": size,
+        "z_spacing": z_spacing,
+        "origin": labels_origin(path, ndim),
+        "frame_interval": labels_frame_interval(path, ndim),
+    }
