@@ -82,6 +82,7 @@ def _setup(args: argparse.Namespace) -> tuple[object, dict]:
 def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     import numpy as np
 
+    from ..batch.engine import method_progress
     from ..io.multiscale import file_pyramid, stack_axes
     from ..methods.precompute import precompute_embeddings, precompute_levels
     from ..methods.volume import as_stack, check_finite
@@ -96,6 +97,8 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         return (disk.hits if disk is not None else 0) + (memory.hits if memory is not None else 0)
 
     before = hits()
+    # the steps told to the batch (its display here, a cancelled Dask task's stop there), as the other commands
+    progress = method_progress()
     options = {
         "channel_axis": args.channel_axis,
         "channels": args.channels,
@@ -109,15 +112,19 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     if stack is not None:
         check_finite(stack, str(path))  # before any plane is encoded
         # a (Z, Y, X[, C]) stack plane by plane, as segment, oneshot and text read it (full resolution)
-        embeddings = []
-        for z in range(int(np.shape(stack)[0])):
+        embeddings, n_planes = [], int(np.shape(stack)[0])
+        for z in range(n_planes):
+            if progress is not None:  # a plane is a step: a cancelled Dask task stops here
+                progress(z / n_planes, f"{path}: plane {z + 1}/{n_planes}")
             plane = to_numpy(stack[z])
             plane_options = {**options, "channel_axis": _plane_channel_axis(args), "name": f"{path} plane {z}"}
             embeddings += precompute_embeddings(plane, segmenter, object_size=args.object_size, **plane_options)
     else:
         # a pyramid file as its napari layer holds it: the library embeds it at the levels every command reads
         pyramid = file_pyramid(path, image)
-        embeddings = precompute_embeddings(pyramid, segmenter, object_size=args.object_size, **options)
+        embeddings = precompute_embeddings(
+            pyramid, segmenter, object_size=args.object_size, progress=progress, **options
+        )
         levels = precompute_levels(
             pyramid, segmenter.input_size, object_size=args.object_size, channel_axis=args.channel_axis
         )

@@ -289,8 +289,12 @@ def _route_reason(route) -> str:
     return route.because(f"{answers} answers ({route.name})")
 
 
-def _segment(args: argparse.Namespace, state: tuple, image, name: str, channel_axis: int | None, factor=1.0):
-    """One 2D image, a pyramid level ``factor`` times coarser than full resolution."""
+def _segment(
+    args: argparse.Namespace, state: tuple, image, name: str, channel_axis: int | None, factor=1.0, progress=None
+):
+    """One 2D image, a pyramid level ``factor`` times coarser than full resolution. ``progress``: its steps, told
+    to the batch (:func:`..batch.engine.method_progress`: its display here, a cancelled Dask task's stop there);
+    a stack's planes are its steps, told by the stack's loop."""
     from ..methods.text import segment_text
 
     route, segmenter, run_warnings = state
@@ -312,6 +316,7 @@ def _segment(args: argparse.Namespace, state: tuple, image, name: str, channel_a
         normalize=args.normalize,
         name=name,
         factor=factor,
+        progress=progress,
     )
     result.warnings = [w for w in result.warnings if w not in run_warnings]  # the run's, said once (report.json too)
     return result
@@ -358,6 +363,7 @@ def _text_scale(args: argparse.Namespace, state: tuple, plane_shape: tuple[int, 
 def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
     import numpy as np
 
+    from ..batch.engine import method_progress
     from ..io.multiscale import file_level
     from ..models.preprocessing import is_lazy
     from ..tiling import level_to_full
@@ -384,7 +390,7 @@ def _process(args: argparse.Namespace, state: tuple, path: Path, image) -> dict:
     # a pyramid: the level a text model sees, or the one the library's many-instances entries' objects need
     scale = _text_scale(args, state, np.shape(image)[:2]) if is_lazy(image) else 1.0  # else read whole: no level
     level, index, factor = file_level(path, image, scale)
-    result = _segment(args, state, level, str(path), args.channel_axis, factor)
+    result = _segment(args, state, level, str(path), args.channel_axis, factor, method_progress())
     record, labels = _level_record(args, path, image, result.labels, index, factor)
     record |= result.summary()
     if read_with:

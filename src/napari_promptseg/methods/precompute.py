@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..callbacks import ProgressCallback
 from ..models.preprocessing import (
     Normalization,
     PyramidRead,
@@ -24,6 +25,7 @@ def precompute_embeddings(
     channels: list[int] | None = None,
     normalize: Normalization = "auto",
     name: str = "image",
+    progress: ProgressCallback | None = None,
 ) -> list[Embedding]:
     """The embeddings the methods ask for on this image, computed once (or found in the caches): the whole image,
     and with ``object_size`` (pixels) every tile at that working scale, as box prompts, find-all and one-shot
@@ -35,8 +37,9 @@ def precompute_embeddings(
     at the levels the console functions read it (`promptseg embed` gives it a pyramid file's levels): the whole image
     at the level of ``segment_text`` and SAT one-shot (>= 1024 px), the tiles at the level of their working scale
     (:func:`precompute_levels` says which). Its full resolution was embedded whole: entries no prompt asked for, and
-    all of a slide read into memory."""
+    all of a slide read into memory. ``progress`` is told before each embedding (a caller's cancel stops there)."""
     options = {"channel_axis": channel_axis, "channels": channels, "normalize": normalize, "name": name}
+    options["progress"] = progress or (lambda fraction, message: None)
     whole, tiles = _pyramid_reads(image, segmenter.input_size, object_size, channel_axis)
     out = []
     whole_factor = 1.0 if whole is None else whole.factor
@@ -85,14 +88,19 @@ def _embed_level(
     channels: list[int] | None,
     normalize: Normalization,
     name: str,
+    progress: ProgressCallback,
 ) -> list[Embedding]:
     """One array's embeddings: the whole of it, and with ``object_size`` (its pixels) its tiles at that scale."""
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name)
+    progress(0.0, f"{name}: whole image")
     out = [segmenter.embed(hwc, normalize=normalize, name=name)]
-    if object_size is not None:
-        scale = choose_scale(hwc.shape, segmenter.input_size, object_size)
-        window = IntensityWindow.measure(hwc, normalize, name=name)
-        for tile in TileGrid(hwc.shape[:2], scale.tile, scale.overlap):
-            pixels = read_tile(hwc, tile, window)
-            out.append(segmenter.embed(pixels, normalize="none", name=f"{name} tile {tile.index}"))
+    if object_size is None:
+        return out
+    scale = choose_scale(hwc.shape, segmenter.input_size, object_size)
+    grid = TileGrid(hwc.shape[:2], scale.tile, scale.overlap)
+    window = IntensityWindow.measure(hwc, normalize, name=name)
+    for k, tile in enumerate(grid, start=1):
+        progress(k / (len(grid) + 1), f"{name}: tile {k}/{len(grid)}")
+        pixels = read_tile(hwc, tile, window)
+        out.append(segmenter.embed(pixels, normalize="none", name=f"{name} tile {tile.index}"))
     return out
