@@ -87,3 +87,106 @@ def test_a_resumed_failed_ome_zarr_input_keeps_the_labels_a_user_drew_into_its_e
     failed = json.loads((out / "report.json").read_text())["images"][1]
     assert failed["status"] == "failed" and "output" not in failed
     assert "box" in failed["reason"] and "--labels-name" in failed["reason"], failed["reason"]
+
+
+#: a process writing labels into an OME-Zarr, killed (SIGKILL: nothing of it runs after) while their levels are made
+KILLED_WHILE_WRITING = """
+import os, signal, sys
+import dask.array as da
+import numpy as np
+from napari_promptseg.io.ome_zarr_labels import write_ome_zarr_labels
+
+blocks = []
+
+def block(pixels):
+    blocks.append(1)
+    if len(blocks) == 20:  # level 0's 16 blocks made, level 1's being made
+        os.kill(os.getpid(), signal.SIGKILL)
+    return pixels
+
+labels = da.from_array(np.ones((256, 256), np.uint16), chunks=64).map_blocks(block, dtype=np.uint16)
+write_ome_zarr_labels(sys.argv[1], labels, "promptseg")
+"""
+
+
+def readers_view(path: Path) -> tuple[list, dict]:
+    """What a reader finds in an OME-Zarr: the nodes ome-zarr-py's reader yields, and the labels group's list."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nodes = [str(node.zarr.path).removeprefix(str(path)).strip("/") for node in Reader(parse_url(str(path)))()]
+    root = zarr.open_group(str(path), mode="r")
+    return nodes, (dict(root["labels"].attrs) if "labels" in root else None)
+
+
+def test_a_run_killed_while_writing_ome_zarr_labels_leaves_the_image_as_it_was(em, tmp_path):
+    """A run killed (SIGKILL, the OOM killer) while writing an OME-Zarr input's first labels left a labels group
+    in the user's image, without the list of its labels: ome-zarr's reader listed it as a node of the image. The
+    labels are written under a name no reader lists, and the labels group is made only when they are swapped in."""
+    import subprocess
+    import sys
+
+    from napari_promptseg.io._files import files_under
+
+    from .test_batch_distributed import subprocess_env
+
+    image = write_zarr(em, tmp_path / "em.ome.zarr")
+    before = readers_view(image)
+    script = tmp_path / "writer.py"
+    script.write_text(KILLED_WHILE_WRITING)
+    run = subprocess.run(
+        [sys.executable, str(script), str(image)], env=subprocess_env(tmp_path), capture_output=True, timeout=120
+    )
+    assert run.returncode == -9, run.stderr.decode()
+    assert before[1] is None and readers_view(image) == before
+    assert [n for n, _ in files_under(image) if n.startswith("labels/") and n.count("/") == 1] == []  # no group
+
+    labels = np.zeros((256, 256), np.uint16)
+    labels[60:120, 60:120] = 1
+    from napari_promptseg.io.ome_zarr_labels import write_ome_zarr_labels
+
+    write_ome_zarr_labels(image, labels, "promptseg")  # the next write clears what the killed one left
+    assert readers_view(image)[1] == {"labels": ["promptseg"]}
+    np.testing.assert_array_equal(zarr_labels(image), labels)
+    assert [n for n in (image / "labels").iterdir() if n.name.startswith(".promptseg-writing")] == []
+
+
+def test_a_workers_ome_zarr_labels_take_their_name_after_its_result_is_left(em, tmp_path):
+    """On a Dask worker an input's files in -o keep temporary names until its result is left beside them (with
+    their digests), so a worker killed in between never leaves labels without their record; an OME-Zarr input's
+    labels were swapped into the image at once. They wait too now (the earlier labels readable until then), the
+    result names them by their listing, and it is taken only once they are in place."""
+    from napari_promptseg.batch.journal import leave_result, left_results, output_digest
+    from napari_promptseg.io._files import names_deferred
+    from napari_promptseg.io.ome_zarr_labels import write_ome_zarr_labels
+
+    image = write_zarr(em, tmp_path / "em.ome.zarr")
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier, labels = np.zeros((256, 256), np.uint16), np.zeros((256, 256), np.uint16)
+    earlier[:50, :50], labels[60:120, 60:120] = 1, 2
+    write_ome_zarr_labels(image, earlier, "promptseg", out)  # an earlier run's
+    with names_deferred(out) as written:  # as run_target on a Dask worker
+        target = write_ome_zarr_labels(image, labels, "promptseg", out)
+        outputs = {str(name): output_digest(temp) for temp, name in written.pending}
+        assert list(outputs) == [str(target)]
+        record = {"input": str(image), "status": "ok", "output": str(target)}
+        leave_result(out, "run", {"record": record, "meta": {}, "outputs": outputs})
+        np.testing.assert_array_equal(zarr_labels(image), earlier)  # not yet
+        assert left_results(out, "run") == {}  # a worker killed here: its result is not taken
+        written.publish()
+    np.testing.assert_array_equal(zarr_labels(image), labels)
+    assert left_results(out, "run")[str(image)]["record"] == record
+    assert readers_view(image)[1] == {"labels": ["promptseg"]}
+
+    with names_deferred(out):  # a task that failed after its labels: they go, the earlier ones stay
+        write_ome_zarr_labels(image, earlier, "promptseg", out)
+    np.testing.assert_array_equal(zarr_labels(image), labels)
+    assert sorted(p.name for p in (image / "labels").iterdir()) == [
+        ".promptseg-written-promptseg.json",
+        ".zattrs",
+        ".zgroup",
+        "promptseg",
+    ]

@@ -381,10 +381,16 @@ class Journal:
             shutil.rmtree(self.output / WORKER_RESULTS, ignore_errors=True)
 
 
+#: the start of :func:`output_digest`'s digest of a folder
+LISTING = "listing:"
+
+
 def output_digest(path: str | os.PathLike) -> str:
     """What a file of an input's outputs holds (its bytes' hash; size and time above :data:`HASHED_BYTES`, which a
     rename keeps; not its name): a worker's left result names its files' digests as written, under their
-    temporary names."""
+    temporary names. A folder (an OME-Zarr input's labels image) by its listing, which a rename keeps."""
+    if os.path.isdir(path):
+        return f"{LISTING}{listing_digest(Path(path))}"
     stat = os.stat(path)
     if stat.st_size > HASHED_BYTES:
         return f"{stat.st_size}:{stat.st_mtime_ns}"
@@ -434,9 +440,11 @@ def left_results(output: Path, run_id: str | None) -> dict[str, dict]:
 def _outputs_as_left(result: dict, output: Path) -> bool:
     """Whether every file a worker's result lists holds what the worker wrote (an earlier run's file under the
     name, or none, where the worker was killed before renaming it). Each is looked for in ``output`` by its name
-    (the worker wrote them there: the folder may have been moved since, see :func:`moved_with_output`)."""
+    (the worker wrote them there: the folder may have been moved since, see :func:`moved_with_output`); an OME-Zarr
+    input's labels image (a folder, known by its listing) where it was written."""
     for path, digest in (result.get("outputs") or {}).items():
-        here = output / Path(path).name
-        if not here.is_file() or output_digest(here) != digest:
+        folder = str(digest).startswith(LISTING)  # an OME-Zarr input's labels image: where it was written
+        here = Path(path) if folder else output / Path(path).name
+        if not (here.is_dir() if folder else here.is_file()) or output_digest(here) != digest:
             return False
     return True

@@ -9,7 +9,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
 
@@ -58,11 +58,28 @@ def replacing(path: Path) -> Iterator[Path]:
 
 class DeferredNames:
     """The files :func:`replacing` wrote into ``folder`` within :func:`names_deferred`, each written whole under its
-    temporary name, waiting to take its own (:meth:`publish`)."""
+    temporary name, waiting to take its own (:meth:`publish`), and the folders written whole elsewhere that wait
+    with them (:meth:`defer`: an OME-Zarr input's labels image)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.pending: list[tuple[Path, Path]] = []  # (temporary file, its name), in the order written
+        #: how a deferred folder (:meth:`defer`) takes its name, or goes, by its temporary path
+        self._actions: dict[Path, tuple[Callable[[], None], Callable[[], None]]] = {}
+
+    def defer(self, temp: Path, path: Path, publish: Callable[[], None], discard: Callable[[], None]) -> None:
+        """A folder written whole under ``temp`` (anywhere: an OME-Zarr input's labels image) that ``publish()``
+        gives the name ``path`` with :meth:`publish`'s files, or ``discard()`` drops."""
+        self.pending.append((temp, path))
+        self._actions[temp] = (publish, discard)
+
+    def _drop(self, temp: Path) -> None:
+        publish, discard = self._actions.pop(temp, (None, None))
+        if discard is not None:
+            discard()
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
 
     def takes(self, path: Path) -> bool:
         # a dot file (a journal of replacing_together) is read back by its writer under its name: not deferred
@@ -74,19 +91,26 @@ class DeferredNames:
         latest: dict[Path, Path] = {}
         for temp, path in self.pending:
             if path in latest:
-                with contextlib.suppress(OSError):
-                    os.unlink(latest[path])
+                self._drop(latest[path])
             latest[path] = temp  # in its first place
         self.pending = [(temp, path) for path, temp in latest.items()]
         publishing()
         while self.pending:
             temp, path = self.pending.pop()
-            os.replace(temp, path)
+            publish, _ = self._actions.pop(temp, (None, None))
+            if publish is not None:
+                publish()
+            else:
+                os.replace(temp, path)
 
     def discard(self) -> None:
         while self.pending:
-            with contextlib.suppress(OSError):
-                os.unlink(self.pending.pop(0)[0])
+            self._drop(self.pending.pop(0)[0])
+
+
+def deferred_names() -> DeferredNames | None:
+    """The :class:`DeferredNames` of the :func:`names_deferred` block this code runs in, else None."""
+    return _deferred.get()
 
 
 _deferred: ContextVar[DeferredNames | None] = ContextVar("deferred_names", default=None)

@@ -13,7 +13,7 @@ import numpy as np
 from .._interrupts import publishing
 from ..errors import PromptsegError
 from ..models.preprocessing import is_lazy
-from ._files import contents_digest, files_under, listing_digest
+from ._files import contents_digest, deferred_names, files_under, listing_digest
 from .images import file_labels
 from .multiscale import open_multiscale
 
@@ -37,69 +37,125 @@ def write_ome_zarr_labels(
     shape and coordinate transforms (scale and translation), the image's axis units and NGFF version. An earlier
     labels image of the same name is replaced only if promptseg wrote it and nothing changed it since
     (:func:`labels_not_replaceable`): labels a user drew or corrected are refused, not lost; so are the labels of a
-    CLI run into another ``output`` folder (its -o) whose report still names them. Returns the labels group's path."""
+    CLI run into another ``output`` folder (its -o) whose report still names them. Returns the labels group's path.
+
+    All or nothing: the labels image is written whole under a name no reader lists, then swapped in
+    (:func:`_swap_in`); a run killed before leaves the image as it was (no labels group is made for it before). Within
+    :func:`._files.names_deferred` (a Dask worker's task) the swap waits for the caller's ``publish()``, as its files
+    in -o do: the input's result is left first, so labels under their name always have their record."""
     import zarr
 
     with warnings.catch_warnings():  # ome_zarr.writer's own defaults use its deprecated Scaler on import
         warnings.simplefilter("ignore", DeprecationWarning)
         from ome_zarr.format import format_from_version
-        from ome_zarr.writer import add_metadata, get_metadata, write_multiscale_labels
+        from ome_zarr.writer import write_multiscale_labels
 
     check_labels_name(name)
     image, labels, pyramid, transforms, axes = label_pyramid(image_path, labels)
     chunks = tuple(min(LABEL_CHUNK, n) if a in ("y", "x") else 1 for a, n in zip(axes, pyramid[0].shape, strict=True))
     labels_dir = image.path / "labels"
-    scratch, replaced = labels_dir / f"{SCRATCH_PREFIX}{name}", labels_dir / f"{REPLACED_PREFIX}{name}"
+    scratch = labels_dir / f"{SCRATCH_PREFIX}{name}"
     try:
         fmt = format_from_version(image.ome_version)
-        root = zarr.open_group(str(image.path), mode="a")
-        labels_group = root.require_group("labels")
-        complete = any((replaced / meta).exists() for meta in (".zattrs", "zarr.json"))
-        if not (labels_dir / name).exists() and complete:
-            replaced.rename(labels_dir / name)  # killed between the two renames: the old labels back in place
-        refused = labels_not_replaceable(image.path, name, output)
+        refused = labels_not_replaceable(image.path, name, output)  # a swap a killed run left is completed first
         if refused:
             raise PromptsegError(refused)
+        # a plain folder until labels are swapped in: a zarr reader sees no labels group in it (a run killed while
+        # writing left an empty one, which readers listed, in the user's image)
+        made_dir = not labels_dir.exists()
+        labels_dir.mkdir(exist_ok=True)
         remove_tree(scratch)  # what a killed run left: never listed, so no reader saw it
         # the new labels image is written whole beside the old one, under a name the labels list does not hold (a
         # group of its own, whose labels/<name> is the image under its final name and metadata); the old one stays
         # readable until the new one is complete (an interrupted rewrite deleted it, and left levels missing or
         # zero)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            write_multiscale_labels(
-                pyramid,
-                zarr.open_group(str(scratch), mode="w", zarr_format=fmt.zarr_format),
-                name,
-                fmt=fmt,
-                # with their type and unit (micrometer...), so the labels lie on the image's physical grid
-                axes=[_axis_metadata(a, image.axis_info.get(a, {})) for a in axes],
-                coordinate_transformations=transforms,
-                storage_options={"chunks": chunks},
-            )
-        # swapped in by two renames, the old one removed once the new one is in place; the list names it last.
-        # The stamp accepts both while they swap places (a run killed in between leaves either one, ours)
-        remove_tree(replaced)
-        target = labels_dir / name
-        written = listing_digest(scratch / "labels" / name)  # renaming the folder keeps its files' names and times
-        before = [listing_digest(target)] if target.exists() else []
-        contents = contents_digest(scratch / "labels" / name)
-        image_print = image_fingerprint(image.path)
-        earlier = stamp_of(labels_dir, name).get("output")
-        stamp_labels(labels_dir, name, [written, *before], earlier, contents=contents, image=image_print)
-        publishing()  # a batch holds an interrupt from here until the labels' record is in its journal
-        if target.exists():
-            target.rename(replaced)
-        (scratch / "labels" / name).rename(target)
-        stamp_labels(labels_dir, name, [written], output, contents=contents, image=image_print)
-        listed = get_metadata(labels_group).get("labels", [])
-        if name not in listed:
-            add_metadata(labels_group, {"labels": [*listed, name]}, fmt=fmt)
-        remove_tree(replaced)
-        remove_tree(scratch)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                write_multiscale_labels(
+                    pyramid,
+                    zarr.open_group(str(scratch), mode="w", zarr_format=fmt.zarr_format),
+                    name,
+                    fmt=fmt,
+                    # with their type and unit (micrometer...), so the labels lie on the image's physical grid
+                    axes=[_axis_metadata(a, image.axis_info.get(a, {})) for a in axes],
+                    coordinate_transformations=transforms,
+                    storage_options={"chunks": chunks},
+                )
+        except BaseException:
+            _drop_scratch(scratch, labels_dir if made_dir else None)
+            raise
     except PermissionError as exc:
         raise PromptsegError(f"{image.path}: cannot write its labels/ group ({exc}); write TIFF labels") from exc
+
+    def swap_in() -> None:
+        try:
+            _swap_in(image.path, name, fmt, output)
+        except PermissionError as exc:
+            raise PromptsegError(f"{image.path}: cannot write its labels/ group ({exc}); write TIFF labels") from exc
+
+    def discard() -> None:
+        _drop_scratch(scratch, labels_dir if made_dir else None)
+
+    target = labels_dir / name
+    deferred = deferred_names()
+    if deferred is not None:
+        deferred.defer(scratch / "labels" / name, target, swap_in, discard)
+    else:
+        swap_in()
     return target
+
+
+def _drop_scratch(scratch: Path, made_dir: Path | None) -> None:
+    """A labels image written but not swapped in goes, and the labels folder made for it when it is empty."""
+    remove_tree(scratch)
+    if made_dir is not None:
+        with contextlib.suppress(OSError):
+            made_dir.rmdir()
+
+
+def _swap_in(image_path: Path, name: str, fmt: object, output: str | Path | None) -> None:
+    """The labels image written whole under ``labels/<SCRATCH_PREFIX><name>`` takes the name ``labels/<name>``:
+    two renames (the old one aside, the new one in), the old one removed once the new one is in place; then the
+    labels list names it (the labels group itself is made only now). The stamp accepts both while they swap places;
+    a run killed between the renames leaves the old one aside, put back by the next look at the labels
+    (:func:`_restore_replaced`)."""
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ome_zarr.writer import add_metadata, get_metadata
+
+    labels_dir = image_path / "labels"
+    scratch, replaced = labels_dir / f"{SCRATCH_PREFIX}{name}", labels_dir / f"{REPLACED_PREFIX}{name}"
+    target = labels_dir / name
+    remove_tree(replaced)
+    written = listing_digest(scratch / "labels" / name)  # renaming the folder keeps its files' names and times
+    before = [listing_digest(target)] if target.exists() else []
+    contents = contents_digest(scratch / "labels" / name)
+    image_print = image_fingerprint(image_path)
+    earlier = stamp_of(labels_dir, name).get("output")
+    stamp_labels(labels_dir, name, [written, *before], earlier, contents=contents, image=image_print)
+    publishing()  # a batch holds an interrupt from here until the labels' record is in its journal
+    if target.exists():
+        target.rename(replaced)
+    (scratch / "labels" / name).rename(target)
+    stamp_labels(labels_dir, name, [written], output, contents=contents, image=image_print)
+    labels_group = zarr.open_group(str(image_path), mode="a").require_group("labels")
+    listed = get_metadata(labels_group).get("labels", [])
+    if name not in listed:
+        add_metadata(labels_group, {"labels": [*listed, name]}, fmt=fmt)
+    remove_tree(replaced)
+    remove_tree(scratch)
+
+
+def _restore_replaced(labels_dir: Path, name: str) -> None:
+    """A run killed between :func:`_swap_in`'s two renames left the earlier labels image aside and none under its
+    name (which the labels list still names): it goes back."""
+    replaced = labels_dir / f"{REPLACED_PREFIX}{name}"
+    complete = any((replaced / meta).exists() for meta in (".zattrs", "zarr.json"))
+    if not (labels_dir / name).exists() and complete:
+        replaced.rename(labels_dir / name)
 
 
 def label_pyramid(
@@ -179,6 +235,7 @@ def labels_not_replaceable(image_path: str | Path, name: str, output: str | Path
     CLI run into the folder ``output``, the labels a run into another -o wrote, while that folder's report names
     them), or None (absent, or promptseg's own as it wrote it)."""
     target = Path(image_path) / "labels" / name
+    _restore_replaced(target.parent, name)  # a run killed while swapping labels in: the earlier ones back first
     finish_time_point_update(target.parent, name)  # a run killed while moving a time point's chunks in: done first
     if not target.exists():
         return None
