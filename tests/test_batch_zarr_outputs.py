@@ -190,3 +190,34 @@ def test_a_workers_ome_zarr_labels_take_their_name_after_its_result_is_left(em, 
         ".zgroup",
         "promptseg",
     ]
+
+
+def test_an_ome_zarr_input_on_a_read_only_disk_is_refused_before_any_work(em, tmp_path, capsys, monkeypatch):
+    """A folder of slides on a read-only share (the lab's archive), the default --output-format auto: the first
+    OME-Zarr input's write stopped the run after the inputs before it were segmented, saying 'Read-only file system;
+    run the same command with --resume', which met the same error again. Refused before any work now, naming the
+    input and the way out (--output-format tiff: its labels in -o)."""
+    import errno
+    import tempfile
+
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    import imageio.v3 as iio
+
+    iio.imwrite(folder / "a.png", em[:96, :96])
+    image = write_zarr(em, folder / "b.ome.zarr")
+    probe = tempfile.TemporaryFile
+
+    def read_only_share(*args, dir=None, **kwargs):  # noqa: A002 - tempfile's own name
+        if dir is not None and Path(dir).is_relative_to(folder):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return probe(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only_share)
+    out = tmp_path / "out"
+    assert main(["segment", str(folder), *BOX, "-o", str(out), "--scheduler", "none"]) == 2
+    err = capsys.readouterr().err
+    assert f"{image}: " in err and "Read-only file system" in err and "--output-format tiff" in err, err
+    assert not (out / "a.tif").exists() and not (image / "labels").exists()
+    assert main(["segment", str(folder), *BOX, "-o", str(out), "--scheduler", "none", "--output-format", "tiff"]) == 0
+    assert (out / "a.tif").is_file() and (out / "b.tif").is_file()

@@ -97,6 +97,16 @@ def _prepare_outputs(args: argparse.Namespace, inputs: Sequence[Path], also_read
                 + (f" (nor {len(not_zarr) - 1} more input(s))" if len(not_zarr) > 1 else "")
                 + " (use --output-format auto: OME-Zarr labels for OME-Zarr inputs, TIFFs for the others)"
             )
+    from ..io.input_labels import zarr_labels_not_writable
+
+    for path in inputs:  # a read-only OME-Zarr: each input before it was segmented, then the run stopped at it
+        refused = (
+            zarr_labels_not_writable(path, getattr(args, "output_format", "auto"))
+            if _writes_into_zarr(args, path)
+            else None
+        )
+        if refused:
+            raise PromptsegError(refused)
     _make_output_dir(args.output)
     suffixes = [".tif"] + (["_overlay.png"] if getattr(args, "overlay", False) else [])
     sources = {_resolved(p): Path(p) for p in [*inputs, *also_read]}

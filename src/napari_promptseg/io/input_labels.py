@@ -19,6 +19,22 @@ def writes_into_zarr(path: str | Path, output_format: str = "auto") -> bool:
     return output_format == "ome-zarr" or (output_format == "auto" and is_ome_zarr(path))
 
 
+def zarr_labels_not_writable(path: str | Path, output_format: str = "auto") -> str | None:
+    """Why the labels of the OME-Zarr input ``path`` cannot go into its labels/ group (its disk read-only: a lab's
+    archive share; a folder this user may not write), or None. Probed as a write is, the folder left as it was."""
+    import tempfile
+
+    folder = Path(path) / "labels" if (Path(path) / "labels").is_dir() else Path(path)
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        return (
+            f"{path}: its labels go into its own labels/ group (--output-format {output_format}), which cannot be "
+            f"written ({exc.strerror or exc}); give --output-format tiff to write them into -o instead"
+        )
+    return None
+
+
 def write_input_labels(
     path: str | Path,
     labels: object,
