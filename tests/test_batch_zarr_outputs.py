@@ -221,3 +221,22 @@ def test_an_ome_zarr_input_on_a_read_only_disk_is_refused_before_any_work(em, tm
     assert not (out / "a.tif").exists() and not (image / "labels").exists()
     assert main(["segment", str(folder), *BOX, "-o", str(out), "--scheduler", "none", "--output-format", "tiff"]) == 0
     assert (out / "a.tif").is_file() and (out / "b.tif").is_file()
+
+
+def test_a_rerun_into_the_ome_zarr_takes_out_the_earlier_runs_tiff_of_it(em, tmp_path, capsys):
+    """A run with --output-format tiff, then again with auto into the same -o (the labels wanted in the OME-Zarr):
+    the first run's OUT/em.tif stayed beside the new labels in the image, an older answer passing for this run's.
+    It goes (our own file, as written), and the record says so."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    image = write_zarr(em, folder / "em.ome.zarr")
+    out = tmp_path / "out"
+    command = ["segment", str(folder), *BOX, "-o", str(out), "--scheduler", "none"]
+    assert main([*command, "--output-format", "tiff"]) == 0
+    assert (out / "em.tif").is_file()
+    capsys.readouterr()
+    assert main(command) == 0
+    assert "removed 1 file(s) of an earlier run" in capsys.readouterr().err
+    assert not (out / "em.tif").exists() and zarr_labels(image).any()
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    assert "removed em.tif of an earlier run" in record["warnings"]

@@ -225,7 +225,8 @@ def _listed_outputs(output: Path, *, kept: bool = False) -> set[Path]:
 def _remove_stale_outputs(args: argparse.Namespace, records: Sequence[dict]) -> list[str]:
     """An input's files of an earlier run that this run did not write (a failed or empty input's labels when this
     run wrote none, any input's overlay when this run drew none: no --overlay, or its drawing failed; an OME-Zarr
-    input's labels image a run into this -o wrote; those under its stem when it is named after its whole name now,
+    input's labels TIFF when this run wrote its labels into the image, and its labels image a run into this -o wrote
+    when this run wrote none; those under its stem when it is named after its whole name now,
     a.tif beside a.png) would pass for this run's result: they go, and its record says so. Only our own files
     (marked; labels as written) are removed. Returns their names."""
     from ..io import output_stem
@@ -239,7 +240,9 @@ def _remove_stale_outputs(args: argparse.Namespace, records: Sequence[dict]) -> 
         stem = output_stem(record["input"], getattr(args, "output_stems", None))
         plain = output_stem(record["input"])  # its name before an input of its stem joined: a.tif, now a.tif.tif
         for key, suffix in (("overlay", "_overlay.png"), ("output", ".tif")):
-            earlier = [] if record.get(key) else [args.output / f"{stem}{suffix}"]  # this run wrote none
+            here = args.output / f"{stem}{suffix}"
+            # this run wrote none there (none at all, or an OME-Zarr input's labels into the image)
+            earlier = [] if record.get(key) and Path(record[key]).resolve() == here.resolve() else [here]
             earlier += [args.output / f"{plain}{suffix}"] if plain != stem else []
             for path in earlier:
                 if path.name not in named and is_own_output(path):
