@@ -74,11 +74,11 @@ class DeferredNames:
         self._actions[temp] = (publish, discard)
 
     def _drop(self, temp: Path) -> None:
-        publish, discard = self._actions.pop(temp, (None, None))
-        if discard is not None:
-            discard()
-        else:
-            with contextlib.suppress(OSError):
+        _, discard = self._actions.pop(temp, (None, None))
+        with contextlib.suppress(OSError):  # what is left goes with the next write of that name
+            if discard is not None:
+                discard()
+            else:
                 os.unlink(temp)
 
     def takes(self, path: Path) -> bool:
