@@ -121,18 +121,27 @@ def readers_view(path: Path) -> tuple[list, dict]:
     return nodes, (dict(root["labels"].attrs) if "labels" in root else None)
 
 
-def test_a_run_killed_while_writing_ome_zarr_labels_leaves_the_image_as_it_was(em, tmp_path):
+@pytest.mark.parametrize("held", ["nothing", "labels"])
+def test_a_run_killed_while_writing_ome_zarr_labels_leaves_the_image_as_it_was(em, tmp_path, held):
     """A run killed (SIGKILL, the OOM killer) while writing an OME-Zarr input's first labels left a labels group
     in the user's image, without the list of its labels: ome-zarr's reader listed it as a node of the image. The
-    labels are written under a name no reader lists, and the labels group is made only when they are swapped in."""
+    labels are written under a name no reader lists, and the labels group is made only when they are swapped in;
+    labels the image held (a user's, an earlier run's) stay as they were, listed."""
     import subprocess
     import sys
 
     from napari_promptseg.io._files import files_under
+    from napari_promptseg.io.ome_zarr_labels import write_ome_zarr_labels
 
     from .test_batch_distributed import subprocess_env
 
     image = write_zarr(em, tmp_path / "em.ome.zarr")
+    drawn, earlier = np.zeros((256, 256), np.uint16), np.zeros((256, 256), np.uint16)
+    drawn[:40, :40], earlier[100:150, 100:150] = 3, 1
+    if held == "labels":
+        write_ome_zarr_labels(image, drawn, "cells")
+        (image / "labels" / ".promptseg-written-cells.json").unlink()  # the user's
+        write_ome_zarr_labels(image, earlier, "promptseg")
     before = readers_view(image)
     script = tmp_path / "writer.py"
     script.write_text(KILLED_WHILE_WRITING)
@@ -140,15 +149,19 @@ def test_a_run_killed_while_writing_ome_zarr_labels_leaves_the_image_as_it_was(e
         [sys.executable, str(script), str(image)], env=subprocess_env(tmp_path), capture_output=True, timeout=120
     )
     assert run.returncode == -9, run.stderr.decode()
-    assert before[1] is None and readers_view(image) == before
-    assert [n for n, _ in files_under(image) if n.startswith("labels/") and n.count("/") == 1] == []  # no group
+    assert readers_view(image) == before
+    if held == "nothing":
+        assert before[1] is None
+        assert [n for n, _ in files_under(image) if n.startswith("labels/") and n.count("/") == 1] == []  # no group
+    else:
+        assert before[1] == {"labels": ["cells", "promptseg"]}
+        np.testing.assert_array_equal(zarr_labels(image, "cells"), drawn)
+        np.testing.assert_array_equal(zarr_labels(image), earlier)
 
     labels = np.zeros((256, 256), np.uint16)
     labels[60:120, 60:120] = 1
-    from napari_promptseg.io.ome_zarr_labels import write_ome_zarr_labels
-
     write_ome_zarr_labels(image, labels, "promptseg")  # the next write clears what the killed one left
-    assert readers_view(image)[1] == {"labels": ["promptseg"]}
+    assert readers_view(image)[1]["labels"][-1] == "promptseg"
     np.testing.assert_array_equal(zarr_labels(image), labels)
     assert [n for n in (image / "labels").iterdir() if n.name.startswith(".promptseg-writing")] == []
 
