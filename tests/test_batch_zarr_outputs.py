@@ -171,7 +171,7 @@ def test_a_workers_ome_zarr_labels_take_their_name_after_its_result_is_left(em, 
     their digests), so a worker killed in between never leaves labels without their record; an OME-Zarr input's
     labels were swapped into the image at once. They wait too now (the earlier labels readable until then), the
     result names them by their listing, and it is taken only once they are in place."""
-    from napari_promptseg.batch.journal import leave_result, left_results, output_digest
+    from napari_promptseg.batch.journal import deferred_outputs, leave_result, left_results
     from napari_promptseg.io._files import names_deferred
     from napari_promptseg.io.ome_zarr_labels import write_ome_zarr_labels
 
@@ -183,7 +183,7 @@ def test_a_workers_ome_zarr_labels_take_their_name_after_its_result_is_left(em, 
     write_ome_zarr_labels(image, earlier, "promptseg", out)  # an earlier run's
     with names_deferred(out) as written:  # as run_target on a Dask worker
         target = write_ome_zarr_labels(image, labels, "promptseg", out)
-        outputs = {str(name): output_digest(temp) for temp, name in written.pending}
+        outputs = deferred_outputs(written)
         assert list(outputs) == [str(target)]
         record = {"input": str(image), "status": "ok", "output": str(target)}
         leave_result(out, "run", {"record": record, "meta": {}, "outputs": outputs})
@@ -253,3 +253,40 @@ def test_a_rerun_into_the_ome_zarr_takes_out_the_earlier_runs_tiff_of_it(em, tmp
     assert not (out / "em.tif").exists() and zarr_labels(image).any()
     record = json.loads((out / "report.json").read_text())["images"][0]
     assert "removed em.tif of an earlier run" in record["warnings"]
+
+
+def test_a_workers_time_point_of_ome_zarr_labels_is_moved_in_after_its_result_is_left(em, tmp_path):
+    """--time on Dask workers: one time point's chunks were moved into the OME-Zarr's labels before the input's
+    result was left, so a worker killed in between left them with no record. They wait for the result too now, the
+    result names the labels as they will be, and it is taken only once they are."""
+    from ome_zarr.format import FormatV04
+
+    from napari_promptseg.batch.journal import deferred_outputs, leave_result, left_results
+    from napari_promptseg.io._files import names_deferred
+    from napari_promptseg.io.time_point_labels import write_time_point
+
+    image = tmp_path / "movie.ome.zarr"
+    movie = np.stack([np.stack([em[:64, :64]] * 3)] * 2)  # (T, Z, Y, X): two time points of three planes
+    root = zarr.open_group(str(image), mode="w", zarr_format=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        write_image(movie, root, axes="tzyx", fmt=FormatV04(), scale_factors=[2])
+    out = tmp_path / "out"
+    out.mkdir()
+    first, second = np.zeros((3, 64, 64), np.uint16), np.zeros((3, 64, 64), np.uint16)
+    first[:, :20, :20], second[:, 30:50, 30:50] = 1, 2
+    write_time_point(image, first, 0, "promptseg", out)  # an earlier run's time point 0
+    with names_deferred(out) as written:  # as run_target on a Dask worker
+        target, kept = write_time_point(image, second, 1, "promptseg", out)
+        assert kept == [0]
+        outputs = deferred_outputs(written)
+        assert list(outputs) == [str(target)]
+        record = {"input": str(image), "status": "ok", "output": str(target)}
+        leave_result(out, "run", {"record": record, "meta": {}, "outputs": outputs})
+        assert not np.asarray(open_multiscale(target, keep_time=True).levels[0])[1].any()  # not yet
+        assert left_results(out, "run") == {}  # a worker killed here: its result is not taken
+        written.publish()
+    labels = np.asarray(open_multiscale(target, keep_time=True).levels[0])
+    np.testing.assert_array_equal(labels[0], first)
+    np.testing.assert_array_equal(labels[1], second)
+    assert left_results(out, "run")[str(image)]["record"] == record

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import PromptsegError
-from ..io._files import files_under, listing_digest, replacing
+from ..io._files import FOLDER_DIGEST, DeferredNames, files_under, listing_digest, replacing
 from ..models.device import DEVICES
 
 JOURNAL_NAME = "report.partial.jsonl"
@@ -381,16 +381,12 @@ class Journal:
             shutil.rmtree(self.output / WORKER_RESULTS, ignore_errors=True)
 
 
-#: the start of :func:`output_digest`'s digest of a folder
-LISTING = "listing:"
-
-
 def output_digest(path: str | os.PathLike) -> str:
     """What a file of an input's outputs holds (its bytes' hash; size and time above :data:`HASHED_BYTES`, which a
     rename keeps; not its name): a worker's left result names its files' digests as written, under their
     temporary names. A folder (an OME-Zarr input's labels image) by its listing, which a rename keeps."""
     if os.path.isdir(path):
-        return f"{LISTING}{listing_digest(Path(path))}"
+        return f"{FOLDER_DIGEST}{listing_digest(Path(path))}"
     stat = os.stat(path)
     if stat.st_size > HASHED_BYTES:
         return f"{stat.st_size}:{stat.st_mtime_ns}"
@@ -399,6 +395,12 @@ def output_digest(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def deferred_outputs(written: DeferredNames) -> dict[str, str]:
+    """The files (and OME-Zarr labels images) a task wrote under temporary names, each with the digest it will have
+    under its own (:func:`output_digest`), for its left result (:func:`leave_result`)."""
+    return {str(name): written.digest_of(temp) or output_digest(temp) for temp, name in written.pending}
 
 
 def leave_result(output: Path, run_id: str, result: dict) -> None:
@@ -443,7 +445,7 @@ def _outputs_as_left(result: dict, output: Path) -> bool:
     (the worker wrote them there: the folder may have been moved since, see :func:`moved_with_output`); an OME-Zarr
     input's labels image (a folder, known by its listing) where it was written."""
     for path, digest in (result.get("outputs") or {}).items():
-        folder = str(digest).startswith(LISTING)  # an OME-Zarr input's labels image: where it was written
+        folder = str(digest).startswith(FOLDER_DIGEST)  # an OME-Zarr input's labels image: where it was written
         here = Path(path) if folder else output / Path(path).name
         if not (here.is_dir() if folder else here.is_file()) or output_digest(here) != digest:
             return False

@@ -11,7 +11,7 @@ from ..io._files import names_deferred
 from .cache_use import disk_cache_counts, note_cache_use
 from .failures import SetupError, failure_reason, may_pass_on_retry, stops_the_run
 from .job import BatchJob
-from .journal import input_digest, leave_result, output_digest
+from .journal import deferred_outputs, input_digest, leave_result
 from .worker import in_dask_worker, stopped_when_cancelled, users_worker_named, worker_state
 
 
@@ -27,8 +27,7 @@ def run_target(job: BatchJob, path: str, final: bool, record_input_errors: bool 
     # their names (a worker killed between its labels and its result made the input again on --resume)
     with stopped_when_cancelled(), names_deferred(Path(output)) as written:
         result = _run_target(job, path, final, record_input_errors)
-        outputs = {str(name): output_digest(temp) for temp, name in written.pending}
-        leave_result(Path(output), job.run_id, {**result, "outputs": outputs})
+        leave_result(Path(output), job.run_id, {**result, "outputs": deferred_outputs(written)})
         written.publish()
     return result
 

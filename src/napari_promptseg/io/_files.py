@@ -66,12 +66,28 @@ class DeferredNames:
         self.pending: list[tuple[Path, Path]] = []  # (temporary file, its name), in the order written
         #: how a deferred folder (:meth:`defer`) takes its name, or goes, by its temporary path
         self._actions: dict[Path, tuple[Callable[[], None], Callable[[], None]]] = {}
+        self._digests: dict[Path, str] = {}
 
-    def defer(self, temp: Path, path: Path, publish: Callable[[], None], discard: Callable[[], None]) -> None:
+    def defer(
+        self,
+        temp: Path,
+        path: Path,
+        publish: Callable[[], None],
+        discard: Callable[[], None],
+        digest: str | None = None,
+    ) -> None:
         """A folder written whole under ``temp`` (anywhere: an OME-Zarr input's labels image) that ``publish()``
-        gives the name ``path`` with :meth:`publish`'s files, or ``discard()`` drops."""
+        gives the name ``path`` with :meth:`publish`'s files, or ``discard()`` drops. ``digest``: what ``path``
+        will hold (:data:`FOLDER_DIGEST` and its listing) when ``temp`` is not moved there whole (chunks moved into
+        it); else ``temp``'s own is."""
         self.pending.append((temp, path))
         self._actions[temp] = (publish, discard)
+        if digest is not None:
+            self._digests[temp] = digest
+
+    def digest_of(self, temp: Path) -> str | None:
+        """The digest :meth:`defer` was given for ``temp``, else None (``temp`` holds what its name will)."""
+        return self._digests.get(temp)
 
     def _drop(self, temp: Path) -> None:
         _, discard = self._actions.pop(temp, (None, None))
@@ -106,6 +122,10 @@ class DeferredNames:
     def discard(self) -> None:
         while self.pending:
             self._drop(self.pending.pop(0)[0])
+
+
+#: the start of a folder's digest, its listing after it (a worker's left result names an OME-Zarr's labels so)
+FOLDER_DIGEST = "listing:"
 
 
 def deferred_names() -> DeferredNames | None:

@@ -16,7 +16,7 @@ import tifffile
 
 from .._interrupts import publishing
 from ..errors import PromptsegError
-from ._files import contents_digest, listing_digest
+from ._files import FOLDER_DIGEST, contents_digest, deferred_names, listing_digest
 from .images import is_own_output
 from .ome_zarr_labels import (
     UPDATE_READY,
@@ -183,18 +183,34 @@ def write_time_point(
         before = listing_digest(target)
         after = listing_digest(target, moved_in=moves)
         contents = contents_digest(target, moved_in=moves)
-        (scratch / UPDATE_READY).write_text("")
-        earlier_output = stamp_of(labels_dir, name).get("output")
-        image_print = image_fingerprint(image.path)
-        stamp_labels(labels_dir, name, [after, before], earlier_output, contents=contents, image=image_print)
-        publishing()  # a batch holds an interrupt from here until the labels' record is in its journal
-        for relative, file in moves.items():
-            (target / relative).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(file, target / relative)
-        stamp_labels(labels_dir, name, [after], output, contents=contents, image=image_print)
+    except BaseException as exc:
         remove_tree(scratch)
-    except PermissionError as exc:
-        raise PromptsegError(f"{image.path}: cannot write its labels/ group ({exc}); write TIFF labels") from exc
+        if isinstance(exc, PermissionError):
+            raise PromptsegError(f"{image.path}: cannot write its labels/ group ({exc}); write TIFF labels") from exc
+        raise
+
+    def move_in() -> None:
+        try:
+            (scratch / UPDATE_READY).write_text("")
+            earlier_output = stamp_of(labels_dir, name).get("output")
+            image_print = image_fingerprint(image.path)
+            stamp_labels(labels_dir, name, [after, before], earlier_output, contents=contents, image=image_print)
+            publishing()  # a batch holds an interrupt from here until the labels' record is in its journal
+            for relative, file in moves.items():
+                (target / relative).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(file, target / relative)
+            stamp_labels(labels_dir, name, [after], output, contents=contents, image=image_print)
+            remove_tree(scratch)
+        except PermissionError as exc:
+            raise PromptsegError(f"{image.path}: cannot write its labels/ group ({exc}); write TIFF labels") from exc
+
+    # on a Dask worker the chunks are moved in once the input's result is left (as its files in -o take their
+    # names): one killed before leaves the labels as they were (its chunks not marked ready are dropped)
+    deferred = deferred_names()
+    if deferred is not None:
+        deferred.defer(scratch, target, move_in, lambda: remove_tree(scratch), digest=f"{FOLDER_DIGEST}{after}")
+    else:
+        move_in()
     return target, kept
 
 
