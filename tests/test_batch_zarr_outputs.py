@@ -290,3 +290,19 @@ def test_a_workers_time_point_of_ome_zarr_labels_is_moved_in_after_its_result_is
     np.testing.assert_array_equal(labels[0], first)
     np.testing.assert_array_equal(labels[1], second)
     assert left_results(out, "run")[str(image)]["record"] == record
+
+
+def test_a_task_that_writes_an_ome_zarrs_labels_twice_publishes_the_last(em, tmp_path):
+    """A task whose labels were written, then failed after them (its empty labels written in their place): both
+    wait under one scratch name, and dropping the first deleted the second's, so nothing could be swapped in."""
+    from napari_promptseg.io._files import names_deferred
+    from napari_promptseg.io.ome_zarr_labels import write_ome_zarr_labels
+
+    image = write_zarr(em, tmp_path / "em.ome.zarr")
+    labels = np.zeros((256, 256), np.uint16)
+    labels[60:120, 60:120] = 1
+    with names_deferred(tmp_path) as written:
+        write_ome_zarr_labels(image, labels, "promptseg", tmp_path)
+        write_ome_zarr_labels(image, np.zeros_like(labels), "promptseg", tmp_path)
+        written.publish()
+    assert not zarr_labels(image).any() and zarr_labels(image).shape == labels.shape

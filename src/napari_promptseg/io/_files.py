@@ -85,6 +85,13 @@ class DeferredNames:
         if digest is not None:
             self._digests[temp] = digest
 
+    def withdraw(self, path: Path) -> None:
+        """Drop what waits to take the name ``path``: written again in this block (a folder rewritten under one
+        temporary name, which dropping the first at :meth:`publish` deleted), the last write counts."""
+        for temp, name in [entry for entry in self.pending if entry[1] == path]:
+            self.pending.remove((temp, name))
+            self._drop(temp)
+
     def digest_of(self, temp: Path) -> str | None:
         """The digest :meth:`defer` was given for ``temp``, else None (``temp`` holds what its name will)."""
         return self._digests.get(temp)

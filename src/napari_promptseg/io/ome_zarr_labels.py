@@ -54,7 +54,10 @@ def write_ome_zarr_labels(
     image, labels, pyramid, transforms, axes = label_pyramid(image_path, labels)
     chunks = tuple(min(LABEL_CHUNK, n) if a in ("y", "x") else 1 for a, n in zip(axes, pyramid[0].shape, strict=True))
     labels_dir = image.path / "labels"
-    scratch = labels_dir / f"{SCRATCH_PREFIX}{name}"
+    scratch, target = labels_dir / f"{SCRATCH_PREFIX}{name}", labels_dir / name
+    deferred = deferred_names()
+    if deferred is not None:  # written before in this task (then its empty labels): only this write counts
+        deferred.withdraw(target)
     try:
         fmt = format_from_version(image.ome_version)
         refused = labels_not_replaceable(image.path, name, output)  # a swap a killed run left is completed first
@@ -97,8 +100,6 @@ def write_ome_zarr_labels(
     def discard() -> None:
         _drop_scratch(scratch, labels_dir if made_dir else None)
 
-    target = labels_dir / name
-    deferred = deferred_names()
     if deferred is not None:
         deferred.defer(scratch / "labels" / name, target, swap_in, discard)
     else:

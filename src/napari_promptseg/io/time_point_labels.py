@@ -150,6 +150,9 @@ def write_time_point(
     image, _, pyramid, _, axes = label_pyramid(image_path, whole)
     labels_dir = image.path / "labels"
     target = labels_dir / name
+    deferred = deferred_names()
+    if deferred is not None:  # written before in this task (then its empty labels): only this write counts
+        deferred.withdraw(target)
     finish_time_point_update(labels_dir, name)
     if not target.exists() or labels_not_replaceable(image.path, name, output) is not None:
         return write_ome_zarr_labels(image.path, whole, name, output), []  # it refuses labels not ours
@@ -206,7 +209,6 @@ def write_time_point(
 
     # on a Dask worker the chunks are moved in once the input's result is left (as its files in -o take their
     # names): one killed before leaves the labels as they were (its chunks not marked ready are dropped)
-    deferred = deferred_names()
     if deferred is not None:
         deferred.defer(scratch, target, move_in, lambda: remove_tree(scratch), digest=f"{FOLDER_DIGEST}{after}")
     else:
