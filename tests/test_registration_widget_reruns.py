@@ -81,3 +81,46 @@ def test_a_run_cancelled_midway_adds_nothing_and_keeps_the_previous_results(
     # the previous run's layers stay, and so does what its summary says of them, said to be that run's
     shown = widget.summary.text()
     assert summary in shown and "cancelled" in shown.splitlines()[0], shown
+
+
+def test_a_rerun_whose_result_layers_fail_midway_adds_none_and_keeps_the_previous_results(
+    make_viewer,
+    qtbot,
+    lesion_pair,  # noqa: F811
+    monkeypatch,
+):
+    """A rerun whose deformation grid could not be added (napari refused it; here its add_shapes raises): the first
+    run's results were removed, the new warped image stayed without its grid and landmarks, and the widget kept the
+    new result as its last one. The layers are added all or none now: the viewer as before the rerun, the previous
+    result and its summary kept, the failure said."""
+    fixed, moving, lm_fixed, lm_moving = (x[::2, ::2] if x.ndim == 3 else x / 2 for x in lesion_pair)
+    viewer = make_viewer()
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(viewer.add_image(fixed, name="HE", rgb=True))
+    widget.moving_picker.set_layer(viewer.add_image(moving, name="CC10", rgb=True))
+    widget.fixed_points.set_layer(viewer.add_points(lm_fixed[:, ::-1], name="lm HE"))
+    widget.moving_points.set_layer(viewer.add_points(lm_moving[:, ::-1], name="lm CC10"))
+    widget.method.setCurrentText("intensity")
+    widget.show_grid.setChecked(True)
+    _run(qtbot, widget)
+    before = [(layer, layer.name) for layer in viewer.layers]
+    result, errors = widget.last_result, widget.last_errors
+    summary = widget.summary.text()
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("the grid could not be shown")
+
+    monkeypatch.setattr(type(viewer), "add_shapes", refused)  # the viewer's own attributes are not settable
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
+    assert widget.runner.state == "failed", widget.runner.widget.status.text()
+    assert "the grid could not be shown" in widget.runner.widget.status.text()
+    assert [(layer, layer.name) for layer in viewer.layers] == before
+    assert widget.last_result is result and widget.last_errors == errors
+    shown = widget.summary.text()
+    assert summary in shown and "failed, its results not added" in shown.splitlines()[0], shown
+    monkeypatch.undo()  # and the next run replaces the first run's results as if the failed one had not been
+    _run(qtbot, widget)
+    names = [layer.name for layer in viewer.layers]
+    assert names.count("CC10 registered") == 1 and "CC10 registered [1]" not in names, names
+    assert all(layer not in viewer.layers for layer, name in before if "registered" in name or "grid" in name)

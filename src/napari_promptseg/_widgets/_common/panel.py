@@ -86,6 +86,8 @@ def controls_layout(widget: QWidget, runner: TaskRunner, run_button: QWidget | N
 STATES = ("ready", "running", "done", "failed", "cancelled")
 #: the first line of the previous run's summary shown again after a cancelled run
 CANCELLED_PREFIX = "last run cancelled; the run before it:\n"
+#: the same after a run whose results could not be added (the previous run's put back)
+NOT_ADDED_PREFIX = "last run failed, its results not added; the run before it:\n"
 
 
 class _ProgressPanel(QWidget):
@@ -167,8 +169,15 @@ class _ProgressPanel(QWidget):
         self.state = "cancelled"
         self.status.setText(f"{description}: cancelled" + (f" ({detail})" if detail else ""))
         # the previous run's results stay (a cancelled run adds none): so does what its summary said of them
-        previous = self._previous_summary.removeprefix(CANCELLED_PREFIX)
-        self.summary.setText(f"{CANCELLED_PREFIX}{previous}" if previous else "")
+        self.previous_summary_back(CANCELLED_PREFIX)
+
+    def previous_summary_back(self, prefix: str = NOT_ADDED_PREFIX) -> None:
+        """The summary shown when the run started, given back under ``prefix``: the run left the previous run's
+        results as they were (cancelled, or its own results taken out again)."""
+        previous = self._previous_summary
+        for said in (CANCELLED_PREFIX, NOT_ADDED_PREFIX):
+            previous = previous.removeprefix(said)
+        self.summary.setText(f"{prefix}{previous}" if previous else "")
 
     def set_message(self, message: str) -> None:
         """Replace the status text (e.g. a result handler's own 'done' line, or 'cancelling ...')."""

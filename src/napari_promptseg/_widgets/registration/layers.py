@@ -122,8 +122,60 @@ class ResultLayers:
         channel_axis: int | None = None,
         points_look: dict | None = None,
     ) -> None:
+        """Add the run's result layers in place of the previous run's, all or none: a layer napari refuses midway
+        (its data, a plugin's listener) takes this run's others out and puts the previous results back as they were
+        (layers, the last result, errors and summary), and the failure is the run's."""
+        before = list(self.viewer.layers)
+        tracked = (self.result_layers, self.result_pair, self.result_pixels)
+        try:
+            said = self._add_results(
+                shown,
+                fixed_layer,
+                moving_layer,
+                labels_layer,
+                fixed_factors,
+                landmarks,
+                truncated,
+                shapes,
+                landmark_warnings,
+                channel_axis,
+                points_look,
+            )
+        except BaseException:
+            self._restore_layers(before)
+            self.result_layers, self.result_pair, self.result_pixels = tracked
+            self.runner.widget.previous_summary_back()
+            raise
+        for message in said:  # once the layers are there: not for a run whose results were taken out
+            show_info(message)
+
+    def _restore_layers(self, layers: list) -> None:
+        """The viewer's layer list as ``layers`` (in that order): those added since removed, those removed since
+        put back where they were."""
+        for layer in [x for x in self.viewer.layers if not any(x is y for y in layers)]:
+            self.viewer.layers.remove(layer)
+        for index, layer in enumerate(layers):
+            if not any(x is layer for x in self.viewer.layers):
+                self.viewer.layers.insert(index, layer)
+
+    def _add_results(
+        self,
+        shown: _Shown,
+        fixed_layer,
+        moving_layer,
+        labels_layer,
+        fixed_factors,
+        landmarks,
+        truncated,
+        shapes: MovingShapes | None,
+        landmark_warnings: list[str],
+        channel_axis: int | None,
+        points_look: dict | None,
+    ) -> list[str]:
+        """The result layers added (the previous run's removed first) and the widget's record of the run set; returns
+        what to notify once all are there."""
         result = shown.result
-        self.last_result = result
+        said: list[str] = []
         fixed_axes = spatial_axes(fixed_layer, channel_axis)  # a (C, Y, X) fixed layer's rows and columns: its last two
         place = placement_over(fixed_layer, fixed_axes, fixed_factors)
         self._remove_previous_results(
@@ -154,7 +206,7 @@ class ResultLayers:
         if result.text_route:
             route = f"text prompts answered by {result.text_route}: {result.text_reason}"
             lines.append(route)
-            show_info(route)
+            said.append(route)
         if result.quality:  # readable without landmarks: did the images come to agree, does the field fold
             lines.append(quality_line(result.quality))
         if shown.pair_labels is not None:
@@ -195,7 +247,7 @@ class ResultLayers:
                 **place,
             )
             self._track(layer)
-        self.last_errors = {}
+        errors: dict[str, dict | str] = {}
         if shown.mapped is not None:
             mapped = shown.mapped  # full-resolution pixels of the fixed layer, as the landmarks
             layer = self.viewer.add_points(
@@ -220,13 +272,13 @@ class ResultLayers:
                 plane_shape(_levels(moving_layer)[0], moving_layer.rgb),
                 pixel_sizes=layer_pixel_sizes(fixed_layer, moving_layer, channel_axis),
             )
-            self.last_errors = {
+            errors = {
                 "unit": TRE_UNIT,
                 "before_placement": placement,
                 "before": landmark_errors(a, placed, diagonal),
                 "after": landmark_errors(a, mapped[:n], diagonal),
             }
-            before, after = self.last_errors["before"], self.last_errors["after"]
+            before, after = errors["before"], errors["after"]
             lines.append(
                 f"TRE {before['tre_mean']:.2f} -> {after['tre_mean']:.2f} px of the fixed image "
                 f"(rTRE {100 * before['rtre_mean']:.2f} % -> {100 * after['rtre_mean']:.2f} %)"
@@ -236,6 +288,8 @@ class ResultLayers:
                 lines.append(f"TRE before: moving landmarks {placement}")
             if truncated:  # a notification too: the summary's line is easily missed under the TRE
                 lines.append(truncated)
-                show_info(truncated)
+                said.append(truncated)
         lines += [f"warning: {w}" for w in (*landmark_warnings, *result.warnings)]
+        self.last_result, self.last_errors = result, errors
         self.runner.widget.set_summary("\n".join(lines))
+        return said
