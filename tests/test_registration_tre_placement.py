@@ -141,3 +141,36 @@ def test_widget_before_tre_of_layers_at_two_pixel_sizes_goes_by_their_scales(mak
     assert widget.last_errors["before"]["tre_max"] < 1.5, widget.last_errors["before"]
     text = widget.summary.text()
     assert "px of the fixed image" in text and "placed by the pixel sizes" in text, text
+
+
+@pytest.mark.gui
+def test_widget_before_tre_reads_the_pixel_sizes_of_a_layer_placed_by_its_affine(make_viewer, qtbot, cima):
+    """The same two layers, the fixed one calibrated (2 µm/px) and turned 30° by its affine matrix (as a reader or
+    the user gives a layer an affine, its scale left at 1): the before TRE read the fixed pixel as 1 µm (its scale
+    alone) and placed the half-size copy's landmarks twice too far out (a TRE in the hundreds of px for the same
+    points). The registration sees the pixel grids: the turn of a layer in the viewer is not misalignment."""
+    from napari_promptseg._widgets.registration import RegistrationWidget
+
+    image = read_image(cima / "scale-5pc" / f"{HE}.jpg")[::2, ::2]
+    moving = (resize(image, (184, 222), anti_aliasing=True, preserve_range=True)).astype(np.uint8)
+    xy = read_landmarks(cima / "scale-5pc" / f"{HE}.csv").xy / 2
+    factor = np.array([222 / image.shape[1], 184 / image.shape[0]])
+    turn = np.deg2rad(30)
+    affine = np.array([[np.cos(turn), -np.sin(turn), 5.0], [np.sin(turn), np.cos(turn), -3.0], [0, 0, 1]])
+    affine[:2, :2] *= 2  # 2 µm per pixel, in the matrix
+    viewer = make_viewer()
+    fixed_layer = viewer.add_image(image, name="HE", rgb=True, affine=affine)
+    moving_layer = viewer.add_image(moving, name="HE half", rgb=True, scale=2 / factor[::-1])
+    fixed_points = viewer.add_points(xy[:, ::-1], name="lm HE", affine=affine)
+    moving_points = viewer.add_points((xy * factor)[:, ::-1], name="lm HE half", scale=2 / factor[::-1])
+    widget = RegistrationWidget(viewer)
+    widget.fixed_picker.set_layer(fixed_layer)
+    widget.moving_picker.set_layer(moving_layer)
+    widget.fixed_points.set_layer(fixed_points)
+    widget.moving_points.set_layer(moving_points)
+    widget.method.setCurrentText("intensity")
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
+    assert widget.runner.state == "done", widget.runner.widget.status.text()
+    assert widget.last_errors["before"]["tre_max"] < 1.5, widget.last_errors["before"]
+    assert "placed by the pixel sizes" in widget.summary.text(), widget.summary.text()

@@ -13,7 +13,7 @@ import numpy as np
 
 from ...errors import CancelledError, PromptsegError
 from ...io.layer_objects import LabelsOnPlane as _LabelsOnPlane
-from ...io.layer_objects import labels_levels, labels_on_plane, layer_xy
+from ...io.layer_objects import data_to_world_matrix, labels_levels, labels_on_plane, layer_xy
 from ...io.multiscale import REGISTER_SIDE, PyramidLevel
 from ...methods.registration import landmarks_outside
 from ...methods.registration.pipeline import MAX_CHANNELS
@@ -91,13 +91,17 @@ def _points_xy(layer: napari.layers.Points, image: napari.layers.Image) -> np.nd
 def layer_pixel_sizes(
     fixed_layer: napari.layers.Image, moving_layer: napari.layers.Image, channel_axis: int | None
 ) -> tuple[tuple[float, float], tuple[float, float]] | None:
-    """The two layers' pixel sizes, (x, y) each in the fixed layer's world unit, as napari lays them over each other
-    (their scales: a reader's µm, a scale typed in); None when neither is scaled (both of scale 1: uncalibrated,
-    placed by their sizes as the CLI places two files without a pixel size) or their units do not convert."""
+    """The two layers' pixel sizes, (x, y) each in the fixed layer's world unit, as napari lays them over each other:
+    the lengths of a pixel's column and row steps in world coordinates, through the whole data-to-world map (scale,
+    shear, rotate and affine together: a reader's µm, a scale typed in, a calibration given as an affine matrix);
+    None when neither is scaled (both of size 1: uncalibrated, placed by their sizes as the CLI places two files
+    without a pixel size) or their units do not convert. A layer's turn or shift in the viewer is no part of them:
+    the registration starts from the two pixel grids, not from how the layers are shown."""
     sizes, units = [], []
     for layer in (fixed_layer, moving_layer):
         axes = spatial_axes(layer, channel_axis)
-        rows, columns = (float(layer.scale[a]) for a in axes)
+        steps = data_to_world_matrix(layer, axes)[:-1, :-1]  # world offsets of one row step, one column step
+        rows, columns = (float(np.linalg.norm(steps[:, k])) for k in range(2))
         sizes.append([columns, rows])
         units.append(layer.units[axes[0]])
     if all(np.allclose(size, 1.0) for size in sizes):
