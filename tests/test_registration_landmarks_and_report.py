@@ -151,6 +151,15 @@ def test_register_report_names_its_outputs_wherever_it_is_read_from(birl_quarter
     assert report["landmarks"]["landmarks_warped"] == str(out / "landmarks_warped.csv")
     assert report["labels"]["labels_warped"] == str(out / "labels_warped.tif")
     assert report["annotations"]["annotations_warped"] == str(out / "annotations_warped.geojson")
+    # and printed so: the lines said 'labels.tif -> out/labels_warped.tif', where segment, oneshot and text print
+    # their inputs and outputs absolutely
+    printed = capsys.readouterr().out
+    for given, written in (
+        (birl_quarter["moving"], out / "moving_warped.tif"),
+        (tmp_path / "labels.tif", out / "labels_warped.tif"),
+        (tmp_path / "notes.geojson", out / "annotations_warped.geojson"),
+    ):
+        assert f"{given} -> {written} (" in printed, printed
 
 
 def test_intensity_route_refuses_prompts_and_reports_done(birl_half):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ..errors import PromptsegError, WeightsError
 from ..io._files import replacing
 from ._inputs import _some_names
-from ._outputs import _own_report, _remove_stale_outputs
+from ._outputs import _own_report, _remove_stale_outputs, absolute_output
 
 if TYPE_CHECKING:
     from ..batch import BatchOutcome
@@ -40,8 +40,7 @@ def _run_batch(
 
     # workers may run elsewhere (another cwd, a cluster node): absolute paths, and the disk cache this process uses
     paths = [Path(p).absolute() for p in paths]
-    if getattr(args, "output", None) is not None:
-        args.output = Path(args.output).absolute()
+    absolute_output(args)
     cache = embedding_cache.active()
     args.cache = str(cache.root) if cache is not None else None
     args.cache_max_gb = cache.max_bytes / 1e9 if cache is not None else None

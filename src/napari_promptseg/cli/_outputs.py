@@ -67,6 +67,13 @@ def _output_lock(args: argparse.Namespace) -> Iterator[None]:
         lock.release()
 
 
+def absolute_output(args: argparse.Namespace) -> None:
+    """``-o OUT`` made absolute, once, before any work: every subcommand prints and records its outputs (and names
+    ``-o`` in its messages) by absolute paths, wherever the run was started from, as it names its inputs."""
+    if getattr(args, "output", None) is not None:
+        args.output = Path(args.output).absolute()
+
+
 def _make_output_dir(output: Path) -> None:
     """Create ``-o OUT`` (a directory), or say in one line why it cannot be one."""
     ensure_writable_dir(output, "the outputs", label=f"-o {output}")

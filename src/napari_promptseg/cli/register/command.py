@@ -12,7 +12,7 @@ import numpy as np
 
 from ...errors import PromptsegError
 from .._inputs import _say_images_left_out
-from .._outputs import _make_output_dir
+from .._outputs import _make_output_dir, absolute_output
 from .._progress_line import route_progress, weights_progress
 from .._report import _mean_or_none, _write_report
 from .inputs import (
@@ -155,11 +155,11 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
     from ...methods.registration.quality import quality_line
     from ...tiling import upsample_labels
 
-    # report.json names its files wherever it is read from (as the other subcommands' reports do): the inputs here,
-    # the outputs in -o as typed (said so in messages) made absolute where recorded
+    # report.json and the lines printed name the files wherever they are read from, as the other subcommands do
     for key in ("fixed", "moving", "moving_labels", "moving_annotations", "landmarks_fixed", "landmarks_moving"):
         if getattr(args, key) is not None:
             setattr(args, key, getattr(args, key).absolute())
+    absolute_output(args)
     for given, other in (("landmarks_fixed", "landmarks_moving"), ("landmarks_moving", "landmarks_fixed")):
         path = getattr(args, given)
         if getattr(args, other) is None and path is not None and is_bigwarp_csv(path):
@@ -359,7 +359,7 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
             write_tiff(LABELS_WARPED, warped_labels, REGISTER_LABELS_MARKER, photometric="minisblack")
             labels_record = {
                 "moving_labels": str(args.moving_labels),
-                "labels_warped": str(args.output.absolute() / LABELS_WARPED),
+                "labels_warped": str(args.output / LABELS_WARPED),
                 # ids mapped outside the fixed image are lost: how many are left
                 "ids_before": int(np.count_nonzero(np.unique(moving_labels))),
                 "ids_after": int(np.count_nonzero(np.unique(warped_labels))),
@@ -402,7 +402,7 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
             record = {
                 "landmarks_fixed": str(args.landmarks_fixed),
                 "landmarks_moving": str(args.landmarks_moving),
-                "landmarks_warped": str(args.output.absolute() / "landmarks_warped.csv"),
+                "landmarks_warped": str(args.output / "landmarks_warped.csv"),
                 # a CSV carries no mark: a rerun replaces or removes it only while it still has these contents
                 "landmarks_warped_sha256": _file_sha256(warped_csv),
                 # a BigWarp file's sets divided by their image's pixel size (by role): its coordinates were in its units
@@ -441,7 +441,7 @@ def _run(args: argparse.Namespace, steps: StepLine) -> int:
             warped_annotations = write_annotations(temp(ANNOTATIONS_WARPED), mapped_annotations)
             annotations_record = {
                 "moving_annotations": str(args.moving_annotations),
-                "annotations_warped": str(annotations_path.absolute()),
+                "annotations_warped": str(annotations_path),
                 # a GeoJSON file carries no mark: a rerun replaces or removes it only while it has these contents
                 "annotations_warped_sha256": _file_sha256(warped_annotations),
                 **counts,
