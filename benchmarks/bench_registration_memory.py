@@ -9,6 +9,12 @@ per-pixel figures are a least-squares fit of that extra over the cases' fixed an
 
     python benchmarks/bench_registration_memory.py            # all cases, a table and the fit
     python benchmarks/bench_registration_memory.py --child FH FW MH MW C [--method prompts+intensity]
+    python benchmarks/bench_registration_memory.py --parts    # the part of any size: what a first run loads
+
+``--parts``: the part of any size is paid once per process. Each case, in a child process, runs what it says before
+(nothing, an "intensity" registration, loading LiteMedSAM), then resets the peak (``/proc/self/clear_refs``) and
+measures one registration and warp of a 300 x 400 px RGB pair (VmHWM minus VmRSS before it). The text routes'
+models (GroundingDINO, CLIPSeg) are not measured: ``check_memory`` does not count them.
 """
 
 from __future__ import annotations
@@ -60,11 +66,66 @@ def child(fh: int, fw: int, mh: int, mw: int, channels: int, method: str = "inte
     return {"case": [fh, fw, mh, mw, channels], "method": method, "extra_bytes": peak - before, "seconds": seconds}
 
 
+#: --parts: (name, method, what runs before the measured one)
+PARTS = [
+    ("intensity, first", "intensity", ()),
+    ("intensity, after one", "intensity", ("intensity",)),
+    ("prompts+intensity, first of both", "prompts+intensity", ()),
+    ("prompts+intensity, segmenter loaded", "prompts+intensity", ("load",)),
+    ("prompts+intensity, after an intensity run", "prompts+intensity", ("intensity",)),
+    ("prompts+intensity, after an intensity run, segmenter loaded", "prompts+intensity", ("intensity", "load")),
+    ("prompts+intensity, after one", "prompts+intensity", ("load", "prompts+intensity")),
+]
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
+
+
+def part_child(index: int) -> dict:
+    from PIL import Image
+
+    from napari_promptseg.methods.registration import register
+
+    name, method, before = PARTS[index]
+
+    def load(stem: str) -> np.ndarray:
+        return np.asarray(Image.open(BIRL / f"{stem}.jpg").convert("RGB").resize((400, 300), Image.BILINEAR))
+
+    fixed, moving = load("artificial_reference"), load("artificial_moving-affine")
+    segmenter = None
+    for step in before:
+        if step == "load":
+            from napari_promptseg.models import load_segmenter
+
+            segmenter = load_segmenter()
+        else:
+            register(fixed, moving, method=step, segmenter=segmenter).warp_image(moving)
+    with open("/proc/self/clear_refs", "w") as f:  # the peak so far forgotten: VmHWM starts again at VmRSS
+        f.write("5")
+    rss = _status("VmRSS")
+    register(fixed, moving, method=method, segmenter=segmenter).warp_image(moving)
+    return {"case": name, "extra_bytes": _status("VmHWM") - rss}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs=5, type=int)
     parser.add_argument("--method", default="intensity", help="a child's method (prompts+intensity: LiteMedSAM)")
+    parser.add_argument("--parts", action="store_true", help="the part of any size, paid once per process")
+    parser.add_argument("--part-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.part_child is not None:
+        print(json.dumps(part_child(args.part_child)))
+        return
+    if args.parts:
+        for index in range(len(PARTS)):
+            command = [sys.executable, __file__, "--part-child", str(index)]
+            out = subprocess.run(command, capture_output=True, text=True, check=True)
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"{row['case']}: {row['extra_bytes'] / 1e9:.2f} GB", flush=True)
+        return
     if args.child:
         print(json.dumps(child(*args.child, method=args.method)))
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -134,7 +135,7 @@ def register(
         registered_level(image, channel_axis, name) for image, name in ((fixed, fixed_name), (moving, moving_name))
     )
     fixed_hwc, moving_hwc = check_pair(fixed_at.array, moving_at.array, channel_axis, fixed_name, moving_name)
-    check_memory(fixed_hwc.shape, moving_hwc.shape, fixed_name, moving_name)
+    check_memory(fixed_hwc.shape, moving_hwc.shape, fixed_name, moving_name, method=method, segmenter=segmenter)
     levels = {
         "fixed": level_record(fixed_at.index, fixed_at.factors),
         "moving": level_record(moving_at.index, moving_at.factors),
@@ -186,6 +187,7 @@ def register(
                 fixed_hwc, moving_hwc, deformation, [], images, opts, check_cancel, stages, timings
             )
         report(1.0, "done")
+        _record_run(method, segmenter)
         return RegistrationResult(
             deformation,
             method,
@@ -289,6 +291,7 @@ def register(
         "prompt_sources": sources,
     }
     report(1.0, "done")
+    _record_run(method, segmenter)
     warnings.extend(_stage_warnings(stages))
     return RegistrationResult(
         deformation=deformation,
@@ -452,31 +455,80 @@ def check_pair(
 
 
 #: what register() and the warp of the moving image hold beyond the two images, by the fixed plane's and the moving
-#: plane's pixels, and a part of any size (the stages' small images, the segmenter, torch's and SimpleITK's
-#: buffers), measured by benchmarks/bench_registration_memory.py (peak RSS above the RSS with both images read):
+#: plane's pixels, measured by benchmarks/bench_registration_memory.py (peak RSS above the RSS with both images read):
 #: method "intensity", RGB pairs of 1500 x 2000 to 6000 x 8000 px took 0.32-0.66 GB, a least-squares fit 9.7 bytes
-#: per fixed pixel, 4.5 per moving one and 0.28 GB (grey pairs: 5.4 per pixel of both), which over-predicts the
-#: 6000 x 8000 pair (0.96 GB for 0.66); "prompts+intensity" (LiteMedSAM regions) took 0.56 and 0.71 GB on the RGB
-#: pairs of 1500 x 2000 and 3000 x 4000 px: 8 bytes per pixel of both and 0.52 GB. Asked, with a margin of about a
-#: third over the larger of the two: 14 and 8 bytes per pixel and 0.7 GB, so that a pair is refused only when it
-#: cannot fit (64 and 24 bytes per pixel, from before the lean grey copies and the channel-by-channel warp,
-#: refused pairs that needed half the memory free)
+#: per fixed pixel, 4.5 per moving one and 0.28 GB of any size (grey pairs: 5.4 per pixel of both), which
+#: over-predicts the 6000 x 8000 pair (0.96 GB for 0.66); "prompts+intensity" (LiteMedSAM regions) took 0.56 and
+#: 0.71 GB on the RGB pairs of 1500 x 2000 and 3000 x 4000 px: 8 bytes per pixel of both and 0.52 GB. Asked, with a
+#: margin of about a third over the larger of the two: 14 and 8 bytes per pixel (64 and 24, from before the lean grey
+#: copies and the channel-by-channel warp, refused pairs that needed half the memory free)
 FIXED_BYTES_PER_PIXEL = 14
 MOVING_BYTES_PER_PIXEL = 8
-FIXED_PART_BYTES = 700_000_000
+#: the part of any size is paid once per process (bench_registration_memory.py --parts, a 300 x 400 px RGB pair):
+#: a first "intensity" run took 0.18 GB (SimpleITK's import 0.09 GB, torch's and SimpleITK's first buffers); a first
+#: region run ("prompts+intensity", LiteMedSAM) 0.28 GB after an intensity run with the segmenter loaded, 0.41 GB
+#: loading it, 0.43 and 0.60 GB as the process's first run; a run after one of its kind, 0.03-0.04 GB. Asked: the
+#: parts this process has not paid yet, each with a margin (0.3 GB for a first run, 0.4 GB for a segmenter's first
+#: region run, 0.15 GB more to load the default one), else what a repeat run needs: a small pair is not refused for
+#: what is loaded already (0.7 GB was asked of every run)
+FIRST_RUN_BYTES = 300_000_000
+FIRST_REGION_RUN_BYTES = 400_000_000
+SEGMENTER_LOAD_BYTES = 150_000_000
+REPEAT_RUN_BYTES = 60_000_000
+#: a process's first registration, every first at once: the most the budget's part of any size asks
+FIXED_PART_BYTES = FIRST_RUN_BYTES + FIRST_REGION_RUN_BYTES + SEGMENTER_LOAD_BYTES
+#: what this process has run already: any registration, and the region route with each segmenter (None: the default
+#: one register() loads); weak: a segmenter dropped and loaded again pays its weights again
+_ran_before: dict[str, bool] = {"any": False, "default segmenter": False}
+_segmenters_run: weakref.WeakSet = weakref.WeakSet()
+
+
+def _first_run_bytes(method: str, segmenter: object | None) -> int:
+    """The one-off part of the memory budget this process has not paid yet for a run of ``method`` with
+    ``segmenter`` (None: the default one, loaded by the run unless a region run loaded it before)."""
+    needed = 0 if _ran_before["any"] else FIRST_RUN_BYTES
+    if method != "intensity":
+        if segmenter is None:
+            needed += 0 if _ran_before["default segmenter"] else FIRST_REGION_RUN_BYTES + SEGMENTER_LOAD_BYTES
+        else:
+            needed += 0 if segmenter in _segmenters_run else FIRST_REGION_RUN_BYTES
+    return needed
+
+
+def _record_run(method: str, segmenter: object | None) -> None:
+    """A registration of ``method`` ran to its end: its one-off part is paid in this process."""
+    _ran_before["any"] = True
+    if method == "intensity":
+        return
+    if segmenter is None:
+        _ran_before["default segmenter"] = True
+        return
+    with contextlib.suppress(TypeError):  # not weakly referable: asked again next time, as a first run
+        _segmenters_run.add(segmenter)
 
 
 def check_memory(
-    fixed_shape: tuple[int, ...], moving_shape: tuple[int, ...], fixed_name: str, moving_name: str
+    fixed_shape: tuple[int, ...],
+    moving_shape: tuple[int, ...],
+    fixed_name: str,
+    moving_name: str,
+    *,
+    method: str = "intensity",
+    segmenter: object | None = None,
 ) -> None:
     """Refuse, before any work, a pair whose registration and warp need more memory (and swap) than is free now:
     by the bytes per pixel above, a pair of 20000 x 20000 px images (a 0.4 GB grey PNG) is asked 9.5 GB, and
     without this check would run until the system killed the process, without a word of why. A pyramid is registered
-    at one level (:func:`registered_level`), whose shapes are given here."""
+    at one level (:func:`registered_level`), whose shapes are given here. ``method`` (resolved) and ``segmenter``
+    (None: the default one register() loads) say which one-off parts a first run of them still loads.
+
+    Not measured: the text routes' models (GroundingDINO, CLIPSeg) that text prompts load; their weights and
+    activations are not in this budget (a pair it lets run may still run out of memory there)."""
     import psutil  # distributed's dependency
 
+    first = _first_run_bytes(method, segmenter)
     needed = (
-        FIXED_PART_BYTES
+        max(first, REPEAT_RUN_BYTES)
         + FIXED_BYTES_PER_PIXEL * int(np.prod(fixed_shape[:2]))
         + MOVING_BYTES_PER_PIXEL * int(np.prod(moving_shape[:2]))
     )
@@ -484,10 +536,15 @@ def check_memory(
     free = psutil.virtual_memory().available + psutil.swap_memory().free
     if needed <= free:
         return
+    once = (
+        f" ({first / 1e9:.1f} GB of it once per process, the libraries and model a first {method} run loads)"
+        if first
+        else ""
+    )
     raise PromptsegError(
         f"{fixed_name} ({fixed_shape[0]} x {fixed_shape[1]} px) and {moving_name} ({moving_shape[0]} x "
         f"{moving_shape[1]} px): registering them and warping the moving image needs about {needed / 1e9:.1f} GB of "
-        f"memory, more than the {free / 1e9:.1f} GB (and swap) free (nothing was done); save them as pyramids "
+        f"memory{once}, more than the {free / 1e9:.1f} GB (and swap) free (nothing was done); save them as pyramids "
         f"(OME-TIFF, OME-Zarr: registered at a level of about {REGISTER_SIDE} px), or downsample them"
     )
 
