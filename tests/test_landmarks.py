@@ -418,3 +418,22 @@ def test_a_tsv_is_written_tab_separated_and_a_csv_comma_separated_whatever_was_r
     as_tsv = write_landmarks(tmp_path / "excel.tsv", excel)
     assert as_tsv.read_text().splitlines()[1] == "1\t63,5\t309"
     np.testing.assert_allclose(read_landmarks(as_tsv).xy, original.xy + [0.5, 0])
+
+
+def test_a_row_with_more_cells_than_the_header_is_refused_by_its_line(kidney, tmp_path):
+    """A point typed with a decimal comma in the comma-separated BIRL file ('2,122,750,108.280' for x 122.750) was
+    read as x 122, y 750, a point 640 px off, silently: the TRE took it. A row with more cells than the header is
+    refused now, naming its line and what it holds; empty cells past the header (a spreadsheet's trailing commas)
+    are no cells."""
+    lines = (kidney / "Rat-Kidney_HE.csv").read_text().splitlines()
+    index, x, y = lines[2].split(",")
+    lines[2] = f"{index},{x.replace('.', ',') if '.' in x else x + ',5'},{y}"
+    path = tmp_path / "decimal comma.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(PromptsegError) as refused:
+        read_landmarks(path)
+    said = str(refused.value)
+    assert "decimal comma.csv" in said and "line 3" in said and "4 cells" in said and "header has 3" in said, said
+    lines[2] = f"{index},{x},{y},,"
+    path.write_text("\n".join(lines) + "\n")
+    assert np.array_equal(read_landmarks(path).xy, read_landmarks(kidney / "Rat-Kidney_HE.csv").xy)

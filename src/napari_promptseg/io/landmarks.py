@@ -281,6 +281,15 @@ def _parse_csv(text: str, path: Path) -> Landmarks:
     xy, index = [], []
     plane: tuple[int, tuple[float | None, ...]] | None = None  # the first point's line and plane
     for line_no, row in numbered[1:]:
+        # cells past the header's: read by position, a decimal comma in a comma-separated file ('122,750' for
+        # 122.750) made x 122 and y 750, silently (empty ones are a spreadsheet's trailing delimiters)
+        if any(cell.strip() for cell in row[len(header) :]):
+            used = len(row) - next(k for k, cell in enumerate(reversed(row)) if cell.strip())
+            raise PromptsegError(
+                f"{path}: line {line_no}: {used} cells {row[:used]} where the header has {len(header)} "
+                f"{list(header)}: a decimal comma in a file separated by commas? Write decimal points there, or "
+                "save it separated by semicolons"
+            )
         try:
             x, y = (row[ix].replace(",", "."), row[iy].replace(",", ".")) if decimal_comma else (row[ix], row[iy])
             xy.append((float(x), float(y)))
