@@ -87,12 +87,12 @@ def test_a_rerun_whose_result_layers_fail_midway_adds_none_and_keeps_the_previou
     make_viewer,
     qtbot,
     lesion_pair,  # noqa: F811
-    monkeypatch,
 ):
-    """A rerun whose deformation grid could not be added (napari refused it; here its add_shapes raises): the first
-    run's results were removed, the new warped image stayed without its grid and landmarks, and the widget kept the
-    new result as its last one. The layers are added all or none now: the viewer as before the rerun, the previous
-    result and its summary kept, the failure said."""
+    """A rerun whose deformation grid failed as it was added (another plugin's listener on the layer list raised,
+    after napari had inserted it; it fails again when the previous grid is put back): the first run's results were
+    removed, the new warped image stayed without its grid and landmarks, and the widget kept the new result as its
+    last one. The layers are added all or none now: the viewer as before the rerun, the previous result and its
+    summary kept, the failure said."""
     fixed, moving, lm_fixed, lm_moving = (x[::2, ::2] if x.ndim == 3 else x / 2 for x in lesion_pair)
     viewer = make_viewer()
     widget = RegistrationWidget(viewer)
@@ -107,10 +107,11 @@ def test_a_rerun_whose_result_layers_fail_midway_adds_none_and_keeps_the_previou
     result, errors = widget.last_result, widget.last_errors
     summary = widget.summary.text()
 
-    def refused(*args, **kwargs):
-        raise RuntimeError("the grid could not be shown")
+    def refused(event) -> None:
+        if "grid" in event.value.name:
+            raise RuntimeError("the grid could not be shown")
 
-    monkeypatch.setattr(type(viewer), "add_shapes", refused)  # the viewer's own attributes are not settable
+    viewer.layers.events.inserted.connect(refused, position="last")
     widget.run()
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
     assert widget.runner.state == "failed", widget.runner.widget.status.text()
@@ -119,7 +120,7 @@ def test_a_rerun_whose_result_layers_fail_midway_adds_none_and_keeps_the_previou
     assert widget.last_result is result and widget.last_errors == errors
     shown = widget.summary.text()
     assert summary in shown and "failed, its results not added" in shown.splitlines()[0], shown
-    monkeypatch.undo()  # and the next run replaces the first run's results as if the failed one had not been
+    viewer.layers.events.inserted.disconnect(refused)  # the next run replaces the first run's results as ever
     _run(qtbot, widget)
     names = [layer.name for layer in viewer.layers]
     assert names.count("CC10 registered") == 1 and "CC10 registered [1]" not in names, names

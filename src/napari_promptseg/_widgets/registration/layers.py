@@ -5,6 +5,7 @@ that are still as it made them."""
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 import napari
@@ -142,9 +143,10 @@ class ResultLayers:
                 points_look,
             )
         except BaseException:
-            self._restore_layers(before)
+            # the record first: putting the layers back may fail again (the listener that refused one)
             self.result_layers, self.result_pair, self.result_pixels = tracked
             self.runner.widget.previous_summary_back()
+            self._restore_layers(before)
             raise
         for message in said:  # once the layers are there: not for a run whose results were taken out
             show_info(message)
@@ -152,11 +154,15 @@ class ResultLayers:
     def _restore_layers(self, layers: list) -> None:
         """The viewer's layer list as ``layers`` (in that order): those added since removed, those removed since
         put back where they were."""
+        # each step alone: a listener that fails on one layer's removal or insertion (napari has done it by then)
+        # must not leave the others out
         for layer in [x for x in self.viewer.layers if not any(x is y for y in layers)]:
-            self.viewer.layers.remove(layer)
+            with contextlib.suppress(Exception):
+                self.viewer.layers.remove(layer)
         for index, layer in enumerate(layers):
             if not any(x is layer for x in self.viewer.layers):
-                self.viewer.layers.insert(index, layer)
+                with contextlib.suppress(Exception):
+                    self.viewer.layers.insert(index, layer)
 
     def _add_results(
         self,
