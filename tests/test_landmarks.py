@@ -437,3 +437,20 @@ def test_a_row_with_more_cells_than_the_header_is_refused_by_its_line(kidney, tm
     lines[2] = f"{index},{x},{y},,"
     path.write_text("\n".join(lines) + "\n")
     assert np.array_equal(read_landmarks(path).xy, read_landmarks(kidney / "Rat-Kidney_HE.csv").xy)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("point\n3\n1 2\n3\n5 6\n", "line 4: one number ('3'), a point needs its x and y"),
+        ("point\n3\n1 2\n\n1,5 4\n5 6\n", "line 5: cannot read x, y from '1,5 4'"),
+    ],
+)
+def test_a_pts_point_without_its_two_numbers_is_named_by_its_line(tmp_path, text, said):
+    """A .pts point with one number said 'header says 3 points but 3 coordinate lines follow' (three there were),
+    and one with a decimal comma 'cannot parse the point count or coordinates': which line, left to find."""
+    path = tmp_path / "moving.pts"
+    path.write_text(text)
+    with pytest.raises(PromptsegError) as refused:
+        read_landmarks(path)
+    assert str(refused.value) == f"{path}: {said}"

@@ -329,7 +329,9 @@ def _number(cell: str, decimal_comma: bool) -> float | None:
 
 
 def _parse_pts(text: str, path: Path) -> Landmarks:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # (line number in the file, text) of each line that is not blank: a point is named by its line
+    numbered = [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    lines = [line for _, line in numbered]
     if len(lines) < 2:
         raise PromptsegError(f"{path}: a .pts file starts with 'point' and the number of points")
     kind = lines[0].lower()
@@ -337,10 +339,20 @@ def _parse_pts(text: str, path: Path) -> Landmarks:
         raise PromptsegError(f"{path}: first line must be 'point' or 'index', got {lines[0]!r}")
     try:
         count = int(lines[1])
-        xy = [tuple(float(v) for v in line.split()[:2]) for line in lines[2:]]
     except ValueError as exc:
-        raise PromptsegError(f"{path}: cannot parse the point count or coordinates ({exc})") from exc
-    if count != len(xy) or any(len(p) != 2 for p in xy):
+        raise PromptsegError(
+            f"{path}: line {numbered[1][0]}: cannot read the number of points from {lines[1]!r}"
+        ) from exc
+    xy = []
+    for line_no, line in numbered[2:]:
+        values = line.split()[:2]
+        if len(values) < 2:  # a point with one number was told as a count mismatch, its line left to find
+            raise PromptsegError(f"{path}: line {line_no}: one number ({line!r}), a point needs its x and y")
+        try:
+            xy.append((float(values[0]), float(values[1])))
+        except ValueError as exc:
+            raise PromptsegError(f"{path}: line {line_no}: cannot read x, y from {line!r}") from exc
+    if count != len(xy):
         raise PromptsegError(f"{path}: header says {count} points but {len(xy)} coordinate lines follow")
     arr = _check_xy(np.asarray(xy, dtype=np.float64).reshape(-1, 2), path)
     return Landmarks(xy=arr, format="pts", pts_kind=kind)
