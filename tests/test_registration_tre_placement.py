@@ -150,6 +150,7 @@ def test_widget_before_tre_reads_the_pixel_sizes_of_a_layer_placed_by_its_affine
     alone) and placed the half-size copy's landmarks twice too far out (a TRE in the hundreds of px for the same
     points). The registration sees the pixel grids: the turn of a layer in the viewer is not misalignment."""
     from napari_promptseg._widgets.registration import RegistrationWidget
+    from napari_promptseg._widgets.registration.planes import layers_turned
 
     image = read_image(cima / "scale-5pc" / f"{HE}.jpg")[::2, ::2]
     moving = (resize(image, (184, 222), anti_aliasing=True, preserve_range=True)).astype(np.uint8)
@@ -173,4 +174,7 @@ def test_widget_before_tre_reads_the_pixel_sizes_of_a_layer_placed_by_its_affine
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=180_000)
     assert widget.runner.state == "done", widget.runner.widget.status.text()
     assert widget.last_errors["before"]["tre_max"] < 1.5, widget.last_errors["before"]
-    assert "placed by the pixel sizes" in widget.summary.text(), widget.summary.text()
+    text = widget.summary.text()
+    assert "placed by the pixel sizes" in text and "turn between the layers in the viewer" in text, text
+    moving_layer.rotate = 30  # both turned alike: nothing to say
+    assert not layers_turned(fixed_layer, moving_layer, None)

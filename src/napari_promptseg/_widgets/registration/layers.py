@@ -17,7 +17,7 @@ from ...methods.registration import image_diagonal, landmark_errors, placed_befo
 from ...methods.registration.options import TRE_UNIT
 from ...methods.registration.quality import quality_line
 from .._common import _levels, placement_over, plane_shape
-from .planes import layer_channel_axis, layer_pixel_sizes, spatial_axes
+from .planes import layer_channel_axis, layer_pixel_sizes, layers_turned, spatial_axes
 from .results import _Shown
 from .shapes import MovingShapes, add_registered_shapes
 
@@ -292,6 +292,11 @@ class ResultLayers:
             )
             if placement != "pixel for pixel":
                 lines.append(f"TRE before: moving landmarks {placement}")
+            if layers_turned(fixed_layer, moving_layer, channel_axis):  # the registration starts from the grids
+                lines.append(
+                    "TRE before: the two images' pixel grids as stored; the turn between the layers in the viewer "
+                    "(their rotate, shear or affine) is not counted"
+                )
             if truncated:  # a notification too: the summary's line is easily missed under the TRE
                 lines.append(truncated)
                 said.append(truncated)

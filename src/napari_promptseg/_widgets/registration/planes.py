@@ -115,6 +115,19 @@ def layer_pixel_sizes(
     return (sizes[0][0], sizes[0][1]), (sizes[1][0], sizes[1][1])
 
 
+def layers_turned(
+    fixed_layer: napari.layers.Image, moving_layer: napari.layers.Image, channel_axis: int | None
+) -> bool:
+    """Whether napari shows the two layers' pixel grids turned, sheared or mirrored against each other (their
+    data-to-world maps differ by more than their pixel sizes): the 'before' TRE, which compares the grids as stored,
+    then differs from what the viewer shows."""
+    directions = []
+    for layer in (fixed_layer, moving_layer):
+        steps = data_to_world_matrix(layer, spatial_axes(layer, channel_axis))[:-1, :-1]
+        directions.append(steps / np.linalg.norm(steps, axis=0))
+    return not np.allclose(directions[0], directions[1], atol=1e-6)
+
+
 def _landmarks(
     fixed_points: napari.layers.Points | None,
     moving_points: napari.layers.Points | None,
