@@ -477,16 +477,17 @@ SEGMENTER_LOAD_BYTES = 150_000_000
 REPEAT_RUN_BYTES = 60_000_000
 #: a process's first registration, every first at once: the most the budget's part of any size asks
 FIXED_PART_BYTES = FIRST_RUN_BYTES + FIRST_REGION_RUN_BYTES + SEGMENTER_LOAD_BYTES
-#: what this process has run already: any registration, and the region route with each segmenter (None: the default
-#: one register() loads); weak: a segmenter dropped and loaded again pays its weights again
-_ran_before: dict[str, bool] = {"any": False, "default segmenter": False}
+#: what this process has run already: the intensity stages (SimpleITK; method "prompts" runs none), and the region
+#: route with each segmenter (None: the default one register() loads); weak: a segmenter dropped and loaded again
+#: pays its weights again
+_ran_before: dict[str, bool] = {"intensity": False, "default segmenter": False}
 _segmenters_run: weakref.WeakSet = weakref.WeakSet()
 
 
 def _first_run_bytes(method: str, segmenter: object | None) -> int:
     """The one-off part of the memory budget this process has not paid yet for a run of ``method`` with
     ``segmenter`` (None: the default one, loaded by the run unless a region run loaded it before)."""
-    needed = 0 if _ran_before["any"] else FIRST_RUN_BYTES
+    needed = 0 if _ran_before["intensity"] else FIRST_RUN_BYTES  # a first "prompts" run: counted as one too
     if method != "intensity":
         if segmenter is None:
             needed += 0 if _ran_before["default segmenter"] else FIRST_REGION_RUN_BYTES + SEGMENTER_LOAD_BYTES
@@ -497,7 +498,8 @@ def _first_run_bytes(method: str, segmenter: object | None) -> int:
 
 def _record_run(method: str, segmenter: object | None) -> None:
     """A registration of ``method`` ran to its end: its one-off part is paid in this process."""
-    _ran_before["any"] = True
+    if method != "prompts":
+        _ran_before["intensity"] = True
     if method == "intensity":
         return
     if segmenter is None:
