@@ -228,9 +228,8 @@ def _stack_record(
         plane_warnings,
         plane_word,
         propagate_through_stack,
-        segment_stack,
     )
-    from ..methods.volume.levels import stack_level_for_scale, stack_pyramid
+    from ..methods.volume.levels import segment_stack_at_level, stack_pyramid, stack_read_level
     from ..models.preprocessing import to_numpy
     from ..tiling import lazy_upsampled_labels
     from ._report import _finish_image
@@ -248,7 +247,7 @@ def _stack_record(
     # the one level a whole-plane method reads every plane at (one-shot and text read planes at full resolution)
     read_level = None
     if pyramid is not None and plane_scale is not None:
-        read_level = stack_level_for_scale(pyramid, plane_scale(tuple(np.shape(volume)[1:3])))
+        read_level = stack_read_level(source, plane_scale, channel_axis=args.channel_axis, axes=axes.read)
     at_level = read_level is not None and read_level.index > 0
     read_volume = read_level.stack if at_level else volume  # the planes as the method reads them
     plane_factor = {"factor": read_level.factor} if at_level else {}
@@ -373,15 +372,18 @@ def _stack_record(
         if scores is not None:
             record["scores"] = {str(k): round(v, 4) for k, v in scores.items()}
     else:
-        # the level's planes, as the file holds them (its axes), or the input's
-        result = segment_stack(
-            source[read_level.index] if at_level else image, plane_or_nothing, **common, stack_axis=stack_axis
+        # the level's planes, as the file holds them (its axes), or the input's; the labels back at full resolution,
+        # lazily (the console's stack layers take this path too)
+        result = segment_stack_at_level(
+            source if at_level else image,
+            read_level,
+            lambda plane, z, factor: plane_or_nothing(plane, z),
+            **common,
+            stack_axis=stack_axis,
         )
-        labels, warnings = result.labels, result.warnings
-        extents = object_extents(labels)
-        if read_level is not None:  # the level every plane was read at; the labels back at full resolution, lazily
+        labels, warnings, extents = result.labels, result.warnings, result.extents
+        if read_level is not None:  # the level every plane was read at
             record.update(pyramid_level=read_level.index, level_factor=read_level.factor)
-            labels = lazy_upsampled_labels(labels, np.shape(volume)[:3]) if at_level else labels
         record["mode"] = "plane by plane, ids linked across planes"
         said_mode = f"{word} by {word}, ids linked across {word}s"
         # as a 2D input's record says it (one-shot's planes share one size: one scale); planes that differ, each's

@@ -317,18 +317,24 @@ def segment_instances_like(
     if stack is not None:  # plane by plane at one size, ids linked: the CLI's oneshot on a stack
         from .stack_planes import instances_over_stack, stack_planes
 
-        def planes_of(pixels: object, plane_axis: int | None):
+        def planes_of(pixels: object, plane_axis: int | None, factor: float):
+            # on a stack pyramid's level the objects are sought at their size there (as the CLI's), not measured
             return stack_planes(
                 segmenter,
                 model,
                 pixels,
-                object_size=object_size,
+                object_size=level_object_size(model, object_size, factor),
+                size_source="object size" if object_size else "reference objects",
                 channel_axis=plane_axis,
                 channels=channels,
                 refine=refine,
             )
 
-        result = instances_over_stack(planes_of, stack, channel_axis, name, progress, cancel)
+        def plane_scale(plane_shape: tuple[int, int]) -> float:
+            # the level a 2D target pyramid is read at for these objects (the CLI's choice too)
+            return choose_scale(plane_shape, segmenter.input_size, object_size or model.object_size).scale
+
+        result = instances_over_stack(planes_of, stack, channel_axis, name, progress, cancel, plane_scale)
         result.warnings[:0] = [advice] if advice else []
         return result
     # the level of the objects' size, known once the exemplars are fitted (the CLI's choice too)

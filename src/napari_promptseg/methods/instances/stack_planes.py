@@ -12,7 +12,7 @@ import numpy as np
 
 from ...callbacks import ProgressCallback
 from ...errors import PromptsegError
-from ...models.preprocessing import as_channels_last, to_numpy
+from ...models.preprocessing import as_channels_last, full_resolution, to_numpy
 from ...models.protocols import PromptableSegmenter
 from .exemplars import ExemplarModel, stack_object_size, stack_size_source
 from .pipeline import InstanceResult, Refinement, segment_with_exemplars
@@ -83,25 +83,34 @@ def stack_planes(
 
 
 def instances_over_stack(
-    planes_of: Callable[[object, int | None], StackPlanes],
+    planes_of: Callable[[object, int | None, float], StackPlanes],
     layer: object,
     channel_axis: int | None,
     name: str,
     progress: ProgressCallback | None,
     cancel: Callable[[], bool] | None,
+    plane_scale: Callable[[tuple[int, int]], float] | None = None,
 ) -> StackResult:
-    """A stack layer's planes each segmented by ``planes_of(pixels, plane_channel_axis)``, its ids linked across
-    planes (:func:`~..volume.segment_stack`), as ``promptseg oneshot`` segments a stack in many-instances mode."""
-    from ..volume import segment_stack, stack_layer_data
+    """A stack layer's planes each segmented by ``planes_of(pixels, plane_channel_axis, factor)``, its ids linked
+    across planes (:func:`~..volume.segment_stack`), as ``promptseg oneshot`` segments a stack in many-instances mode.
+    A multiscale layer's planes are read at the level of ``plane_scale`` (the working scale of a full-resolution
+    plane of (rows, columns): the CLI's level, :func:`~..volume.levels.stack_read_level`), ``factor`` times coarser
+    than full resolution; the labels come back at full resolution."""
+    from ..volume import stack_layer_data
+    from ..volume.levels import level_volume, segment_stack_at_level, stack_read_level
 
     data, axis = stack_layer_data(layer, channel_axis)
-    pixels = data[0] if getattr(layer, "multiscale", False) else data  # a pyramid's planes at full resolution
-    planes = planes_of(pixels, None if axis is None else -1)  # segment_stack hands a plane over channels last
+    level = None if plane_scale is None else stack_read_level(data, plane_scale, channel_axis=axis, name=name)
+    factor = level.factor if level is not None and level.index > 0 else 1.0
+    pixels = full_resolution(level_volume(data, level), planes=True)  # a pyramid read at full resolution: its first
+    planes = planes_of(pixels, None if axis is None else -1, factor)  # segment_stack: a plane's channels last
 
-    def plane_result(plane: np.ndarray, z: int) -> InstanceResult:
+    def plane_result(plane: np.ndarray, z: int, factor: float) -> InstanceResult:
         return planes.segment(plane, f"{name} plane {z}", cancel=cancel)
 
-    return segment_stack(pixels, plane_result, channel_axis=axis, name=name, progress=progress, cancel=cancel)
+    return segment_stack_at_level(
+        data, level, plane_result, channel_axis=axis, name=name, progress=progress, cancel=cancel
+    )
 
 
 def find_all_over_stack(
@@ -118,15 +127,26 @@ def find_all_over_stack(
     """:func:`~.pipeline.find_all_like` over a stack layer: the objects boxed on one plane (``plane``, where the
     boxes' Shapes layer lies) learnt there, and every plane segmented with them at the boxes' size, ids linked
     across planes. ``options``: find_all_like's object_size, refine, channels and normalize."""
-    from ...models.preprocessing import to_numpy
+    from ..interactive import prompt_list, prompts_working_scale
     from ..volume import stack_layer_data
+    from ..volume.levels import level_volume, stack_read_level
     from .exemplars import _Timer
     from .pipeline import learn_examples
 
     if plane is None or len(plane) != 1:
         raise PromptsegError(f"find all: the boxes lie on no one plane of stack layer '{name}'")
+    full_boxes, object_size = boxes, options["object_size"]  # full-resolution pixels
+
+    def plane_scale(plane_shape: tuple[int, int]) -> float:
+        # the level find_all_like reads a 2D pyramid at for these boxes (the CLI's level of a stack's plane)
+        return prompts_working_scale(plane_shape, segmenter.input_size, full_boxes, options["object_size"])
+
     data, axis = stack_layer_data(layer, channel_axis)
-    pixels = data[0] if getattr(layer, "multiscale", False) else data
+    level = stack_read_level(data, plane_scale, channel_axis=axis, name=name)
+    pixels = full_resolution(level_volume(data, level), planes=True)
+    if level is not None and level.index > 0:  # the boxes and the object size in the level's pixels
+        boxes = list(level.prompts(prompt_list(boxes, 4, "boxes"), 4))
+        object_size = None if object_size is None else object_size / level.factor
     z, plane_axis = int(plane[0]), None if axis is None else -1
     hwc = as_channels_last(
         to_numpy(pixels[z]), channel_axis=plane_axis, channels=options["channels"], name=f"{name} plane {z}"
@@ -140,7 +160,7 @@ def find_all_over_stack(
         segmenter,
         hwc,
         boxes,
-        options["object_size"],
+        object_size,
         options["normalize"],
         f"{name} plane {z}",
         learning,
@@ -148,12 +168,12 @@ def find_all_over_stack(
         _Timer(),
     )
 
-    def planes_of(pixels: object, plane_axis: int | None) -> StackPlanes:
+    def planes_of(pixels: object, plane_axis: int | None, factor: float) -> StackPlanes:
         return stack_planes(
             segmenter,
             examples.model,
             pixels,
-            object_size=examples.size,  # the boxes' (or the given) size for every plane
+            object_size=examples.size,  # the boxes' (or the given) size for every plane, on the level learnt on
             size_source=examples.source,
             channel_axis=plane_axis,
             channels=options["channels"],
@@ -164,6 +184,6 @@ def find_all_over_stack(
         if progress is not None:
             progress(0.2 + 0.8 * fraction, message)
 
-    result = instances_over_stack(planes_of, layer, channel_axis, name, sub, cancel)
+    result = instances_over_stack(planes_of, layer, channel_axis, name, sub, cancel, plane_scale)
     result.warnings[:0] = examples.warnings
     return result

@@ -56,9 +56,12 @@ def over_stack_targets(
     cancel: Callable[[], bool] | None,
 ) -> list:
     """Each target's result: a stack layer's a :class:`~..volume.StackResult` of ``segment_target(plane, name,
-    channel_axis)`` over its planes (ids linked, as the CLI's and the One-shot widget's stacks), another's
+    channel_axis)`` over its planes (ids linked, as the CLI's and the One-shot widget's stacks; a multiscale layer's
+    planes at the level ``promptseg oneshot`` reads a stack pyramid's at for one region: the whole plane's), another's
     ``segment_target(target, name, channel_axis)``."""
-    from ..volume import is_stack_layer, segment_stack, stack_layer_data
+    from ...io.multiscale import whole_image_scale
+    from ..volume import is_stack_layer, stack_layer_data
+    from ..volume.levels import segment_stack_at_level, stack_read_level
 
     results = []
     for target, name in zip(targets, names, strict=True):
@@ -68,9 +71,14 @@ def over_stack_targets(
         data, axis = stack_layer_data(target, channel_axis)
         plane_axis = None if axis is None else -1  # segment_stack hands a plane over with its channels last
 
-        def plane_result(plane: np.ndarray, z: int, name: str = name, plane_axis: int | None = plane_axis) -> object:
+        def plane_result(
+            plane: np.ndarray, z: int, factor: float, name: str = name, plane_axis: int | None = plane_axis
+        ) -> object:
             return segment_target(plane, f"{name} plane {z}", plane_axis)
 
-        stack = segment_stack(data, plane_result, channel_axis=axis, name=name, progress=progress, cancel=cancel)
+        level = stack_read_level(data, whole_image_scale, channel_axis=axis, name=name)
+        stack = segment_stack_at_level(
+            data, level, plane_result, channel_axis=axis, name=name, progress=progress, cancel=cancel
+        )
         results.append(stack)
     return results

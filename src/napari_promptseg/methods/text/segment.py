@@ -219,7 +219,8 @@ def _over_stack(layer: object, given: dict, name: str, channel_axis: int | None)
     """A stack layer's planes each segmented by :func:`segment_text` with the arguments ``given`` (its channels
     read as resolved: ``channel_axis``), the route chosen and the segmenter loaded once, ids linked across planes by
     :func:`~..volume.segment_stack`, the one code path of the CLI's and the Text widget's stacks."""
-    from ..volume import segment_stack, stack_layer_data
+    from ..volume import stack_layer_data
+    from ..volume.levels import segment_stack_at_level, stack_read_level
 
     options = {k: v for k, v in given.items() if k not in ("image", "progress")}
     if not isinstance(options["route"], TextRoute):
@@ -241,10 +242,32 @@ def _over_stack(layer: object, given: dict, name: str, channel_axis: int | None)
     data, channel_axis = stack_layer_data(layer, channel_axis)
     # segment_stack hands each plane over with its channels last
     options["channel_axis"] = None if channel_axis is None else -1
+    input_size = options["segmenter"].input_size if options["segmenter"] is not None else 1024
 
-    def plane_result(plane: np.ndarray, z: int) -> TextResult:
-        return segment_text(plane, **{**options, "name": f"{name} plane {z}"})
+    def plane_scale(plane_shape: tuple[int, int]) -> float:
+        # a stack pyramid's planes read at the level promptseg text reads them at (a 2D pyramid's rule)
+        return text_working_scale(
+            plane_shape,
+            options["prompt"],
+            options["route"],
+            input_size,
+            top_k=options["top_k"],
+            min_similarity=options["min_similarity"],
+        )
 
-    return segment_stack(
-        data, plane_result, channel_axis=channel_axis, name=name, progress=given["progress"], cancel=given["cancel"]
+    level = stack_read_level(data, plane_scale, channel_axis=channel_axis, name=name)
+
+    def plane_result(plane: np.ndarray, z: int, factor: float) -> TextResult:
+        # on a level: the library's objects sought that many times smaller, as the CLI's planes
+        named = {**options, "name": f"{name} plane {z}", "factor": options["factor"] * factor}
+        return segment_text(plane, **named)
+
+    return segment_stack_at_level(
+        data,
+        level,
+        plane_result,
+        channel_axis=channel_axis,
+        name=name,
+        progress=given["progress"],
+        cancel=given["cancel"],
     )

@@ -5,16 +5,21 @@ the prompts go to that level, and the labels found there come back at full resol
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
+from ...callbacks import ProgressCallback
 from ...errors import PromptsegError
 from ...models.preprocessing import pyramid_levels
-from ...tiling import choose_scale, level_factors, prompts_to_level, pyramid_level
+from ...tiling import choose_scale, lazy_upsampled_labels, level_factors, prompts_to_level, pyramid_level
 from .stacks import as_stack, time_point_volume
+
+if TYPE_CHECKING:
+    from .planes import StackResult
 
 
 @dataclass(frozen=True)
@@ -125,3 +130,67 @@ def stack_level_for_scale(stacks: Sequence[object], scale: float) -> StackLevel:
     index, _ = pyramid_level(planes, scale)
     full = (int(np.shape(stacks[0])[0]), *planes[0])
     return StackLevel(stacks[index], index, level_factors(planes[0], planes[index]), full, tuple(planes))
+
+
+def stack_read_level(
+    source: object,
+    plane_scale: Callable[[tuple[int, int]], float],
+    *,
+    channel_axis: int | None = None,
+    axes: str | None = None,
+    name: str = "stack",
+) -> StackLevel | None:
+    """The level of stack pyramid ``source`` (a multiscale layer's data, a file's levels: largest first) every plane
+    is read at by a whole-plane method whose working scale for a full-resolution plane of (rows, columns) is
+    ``plane_scale`` (text, one-shot, find-all: each's own rule, as for a 2D pyramid); None for anything else (read
+    as it is). The one choice of ``promptseg text``/``oneshot`` and the console's stack layers."""
+    pyramid = stack_pyramid(source, channel_axis=channel_axis, axes=axes, name=name)
+    if pyramid is None:
+        return None
+    return stack_level_for_scale(pyramid, plane_scale(tuple(int(n) for n in np.shape(pyramid[0])[1:3])))
+
+
+def level_volume(source: object, level: StackLevel | None) -> object:
+    """The stack a method reads of ``source``: its level ``level`` in ``source``'s own axes (a coarser level), else
+    ``source`` itself (full resolution)."""
+    if level is None or level.index == 0:
+        return source
+    return pyramid_levels(source)[level.index]
+
+
+def segment_stack_at_level(
+    source: object,
+    level: StackLevel | None,
+    segment_plane: Callable[[object, int, float], object],
+    *,
+    channel_axis: int | None = None,
+    axes: str | None = None,
+    name: str = "stack",
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+    stack_axis: str | None = None,
+) -> StackResult:
+    """:func:`~.planes.segment_stack` over the planes of ``source`` at ``level`` (:func:`stack_read_level`; None:
+    ``source`` as it is), ``segment_plane(plane, z, factor)`` told how many times coarser than full resolution the
+    plane is. The labels come back at full resolution lazily (a stack of whole-slide planes is not made whole), the
+    level's kept as ``level_labels``, the level said (``pyramid_level``, ``level_factors``); each plane's result
+    stays in the level's pixels."""
+    from .planes import segment_stack
+
+    factor = level.factor if level is not None and level.index > 0 else 1.0
+    result = segment_stack(
+        level_volume(source, level),
+        lambda plane, z: segment_plane(plane, z, factor),
+        channel_axis=channel_axis,
+        axes=axes,
+        name=name,
+        progress=progress,
+        cancel=cancel,
+        stack_axis=stack_axis,
+    )
+    if level is not None:
+        result.pyramid_level, result.level_factors = level.index, level.factors
+        if level.index > 0:
+            result.level_labels = result.labels
+            result.labels = lazy_upsampled_labels(result.labels, level.full_shape)
+    return result

@@ -31,6 +31,12 @@ class StackResult:
     #: each plane's result as the 2D method returned it (a plane where it found nothing: None), e.g. a
     #: ``TextResult`` with its route, boxes and heatmap; its labels are the plane's before the ids were linked
     planes: list = field(default_factory=list)
+    #: a stack pyramid's level every plane was read at (0: full resolution; :func:`~.levels.segment_stack_at_level`),
+    #: its planes' factors (rows, columns) and the labels found there; ``labels`` are then those labels at full
+    #: resolution, a lazy dask array, and each of ``planes`` is in the level's pixels
+    pyramid_level: int = 0
+    level_factors: tuple[float, float] = (1.0, 1.0)
+    level_labels: np.ndarray | None = None
 
     @property
     def objects(self) -> int:
