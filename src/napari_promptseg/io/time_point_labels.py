@@ -16,6 +16,7 @@ import tifffile
 
 from .._interrupts import publishing
 from ..errors import PromptsegError
+from ..models.preprocessing import is_lazy
 from ._files import FOLDER_DIGEST, contents_digest, deferred_names, listing_digest
 from .images import is_own_output
 from .ome_zarr_labels import (
@@ -49,11 +50,12 @@ def said_kept(time_point: int, kept: Sequence[int]) -> str:
     return said
 
 
-def earlier_tiff_labels(out: Path, input_path: Path, shape: Sequence[int]) -> np.ndarray | None:
+def earlier_tiff_labels(out: Path, input_path: Path, shape: Sequence[int], *, lazy: bool = False) -> np.ndarray | None:
     """The (T, Z, Y, X) labels of ``shape`` that a run into ``out``'s folder wrote to ``out`` for ``input_path`` (ours
     by its mark, and that run's report, or its resume journal, names the pair), or None: a file of another shape,
     or of another input (a run from another folder's image of the same name), is replaced whole as before, and one
-    not ours is refused before any work (cli._outputs._prepare_outputs)."""
+    not ours is refused before any work (cli._outputs._prepare_outputs). ``lazy``: as a dask array read tile by tile
+    (a time-lapse of whole-slide volumes' labels are not read whole to keep its other time points)."""
     if not out.is_file() or not is_own_output(out) or not _run_wrote(out.parent, Path(input_path), out):
         return None
     try:
@@ -61,7 +63,12 @@ def earlier_tiff_labels(out: Path, input_path: Path, shape: Sequence[int]) -> np
             series = tif.series[0]
             if tuple(series.shape) != tuple(shape):
                 return None
-            return series.asarray()
+            if not lazy:
+                return series.asarray()
+        import dask.array as da
+        import zarr
+
+        return da.from_zarr(zarr.open(tifffile.imread(out, aszarr=True), mode="r"))
     except (OSError, ValueError, IndexError):  # unreadable: replaced whole, as any of our outputs
         return None
 
@@ -80,12 +87,43 @@ def _run_wrote(folder: Path, input_path: Path, out: Path) -> bool:
 
 
 def with_time_point(earlier: np.ndarray | None, labels: np.ndarray, time_point: int, n_times: int) -> np.ndarray:
-    """(T, Z, Y, X) labels: ``earlier`` (or nothing) with ``time_point``'s volume replaced by ``labels``."""
+    """(T, Z, Y, X) labels: ``earlier`` (or nothing) with ``time_point``'s volume replaced by ``labels``. Lazy
+    ``labels`` (found on a pyramid level, back at full resolution) or ``earlier`` give lazy labels: nothing is made
+    whole (a time point of 5 planes of 16k x 16k is 2.5 GB)."""
+    if is_lazy(labels) or is_lazy(earlier):
+        return _lazy_with_time_point(earlier, labels, time_point, n_times)
     labels = np.asarray(labels)
     dtype = labels.dtype if earlier is None else np.result_type(earlier.dtype, labels.dtype)
     merged = np.zeros((n_times, *labels.shape), dtype) if earlier is None else earlier.astype(dtype, copy=False)
     merged[time_point] = labels
     return merged
+
+
+def _lazy_with_time_point(earlier: object, labels: object, time_point: int, n_times: int) -> object:
+    """:func:`with_time_point` as a dask array: each time point's volume ``earlier``'s (or empty), ``labels`` at
+    ``time_point``, in the chunks of ``labels``."""
+    import dask.array as da
+
+    from ..tiling import SAMPLING, sampled_labels  # lazy: tiling imports torch, the CLI's start must not
+
+    sampling = getattr(labels, SAMPLING, None)
+    if earlier is None and sampling is not None:
+        # sampled from the level's labels as they are (the other time points background): a labels pyramid's levels
+        # and a TIFF's tiles are sampled from them again, not from the large array
+        source, index = sampling
+        times = np.where(np.arange(n_times) == time_point, 0, -1)
+        return sampled_labels(np.asarray(source)[None], [times, *index])
+    volume = labels if is_lazy(labels) else da.from_array(np.asarray(labels), chunks=(1, *np.shape(labels)[1:]))
+    dtype = volume.dtype if earlier is None else np.result_type(earlier.dtype, volume.dtype)
+    volumes = []
+    for t in range(n_times):
+        if t == time_point:
+            volumes.append(volume.astype(dtype))
+        elif earlier is None:
+            volumes.append(da.zeros(volume.shape, dtype, chunks=volume.chunks))
+        else:
+            volumes.append(da.asarray(earlier[t]).astype(dtype).rechunk(volume.chunks))
+    return da.stack(volumes)
 
 
 def write_input_time_point(
@@ -114,12 +152,17 @@ def write_input_time_point(
     if writes_into_zarr(path, output_format):
         if not is_ome_zarr(path):
             return write_input_labels(path, labels, output, **written_as), []  # refused there, naming the option
-        target, kept = write_time_point(path, np.asarray(labels), time_point, labels_name, output)
+        # lazy labels stay lazy: written block by block
+        target, kept = write_time_point(
+            path, labels if is_lazy(labels) else np.asarray(labels), time_point, labels_name, output
+        )
         return str(target), kept
     out = Path(output) / f"{output_stem(path, output_stems)}.tif"
     shape = (n_times, *np.shape(labels))
-    written = with_time_point(earlier_tiff_labels(out, path, shape), labels, time_point, n_times)
-    return write_input_labels(path, written, output, axes="TZYX", **written_as), kept_time_points(written, time_point)
+    earlier = earlier_tiff_labels(out, path, shape, lazy=is_lazy(labels))
+    written = with_time_point(earlier, labels, time_point, n_times)
+    kept = kept_time_points(written, time_point)  # read before the file they may come from is replaced
+    return write_input_labels(path, written, output, axes="TZYX", **written_as), kept
 
 
 def write_time_point(
@@ -164,13 +207,11 @@ def write_time_point(
         arrays = []
     if [tuple(a.shape) for a in arrays] != [p.shape for p in pyramid]:  # another shape, or levels: replaced whole
         return write_ome_zarr_labels(image.path, whole, name, output), []
-    at_t = [slice(None)] * len(axes)
-    at_t[time_axis] = time_point
     kept = [t for t in range(n_times) if t != time_point and _any_at(arrays[0], time_axis, t)]
     scratch = labels_dir / f"{UPDATING_PREFIX}{name}"
     remove_tree(scratch)
     try:
-        for level, array, data in zip(levels, arrays, pyramid, strict=True):
+        for level, data in zip(levels, pyramid, strict=True):
             # the level's own metadata (codec, chunks, fill value) beside it: its chunks encoded as the labels' are
             (scratch / level).mkdir(parents=True)
             for meta in (".zarray", ".zattrs", "zarr.json"):
@@ -181,7 +222,7 @@ def write_time_point(
             with warnings.catch_warnings(), zarr.config.set({"array.write_empty_chunks": True}):
                 warnings.simplefilter("ignore", RuntimeWarning)
                 copy = zarr.open_array(str(scratch / level), mode="r+")
-                copy[tuple(at_t)] = data[tuple(at_t)].astype(array.dtype, copy=False)
+                _write_at(copy, data, time_axis, time_point)
         moves = {f"{relative}": file for relative, file in chunk_files(scratch)}
         before = listing_digest(target)
         after = listing_digest(target, moved_in=moves)
@@ -236,7 +277,26 @@ def _level_paths(target: Path) -> list[str]:
 
 
 def _any_at(array: object, axis: int, index: int) -> bool:
-    """Whether the labels ``array`` hold an object at ``index`` along ``axis``."""
+    """Whether the labels ``array`` (a zarr array) hold an object at ``index`` along ``axis``, read chunk by chunk
+    (a time point of a whole-slide time-lapse is not read whole)."""
+    import dask.array as da
+
     at = [slice(None)] * len(array.shape)
     at[axis] = index
-    return bool(np.any(array[tuple(at)]))
+    return bool(da.from_zarr(array)[tuple(at)].any().compute(scheduler="synchronous"))
+
+
+def _write_at(target: object, data: object, axis: int, index: int) -> None:
+    """``data``'s (a level of the labels') slab at ``index`` along ``axis`` written into the zarr array ``target``:
+    lazy labels block by block in ``target``'s chunks, never the whole time point's volume at once."""
+    at = [slice(None)] * len(target.shape)
+    at[axis] = slice(index, index + 1)
+    slab = data[tuple(at)]
+    if not is_lazy(slab):
+        target[tuple(at)] = np.asarray(slab).astype(target.dtype, copy=False)
+        return
+    import dask.array as da
+
+    chunks = tuple(1 if a == axis else c for a, c in enumerate(target.chunks))
+    slab = slab.astype(target.dtype).rechunk(chunks)
+    da.store(slab, target, regions=tuple(at), lock=False, scheduler="synchronous")
