@@ -134,7 +134,8 @@ def test_a_box_on_an_rgb_whole_slide_lands_on_its_nucleus(make_viewer, qtbot):
 
 def test_find_all_on_a_whole_slide_is_refused_pointing_to_the_cli(make_viewer, qtbot):
     """Find all on a whole slide read the plane at the boxes' level (here its full resolution) and made a full-
-    resolution Labels layer: a job for the CLI, which reads the slide tile by tile. It is refused, saying so."""
+    resolution Labels layer: a job for the CLI, which reads the slide tile by tile. It is refused, saying so (a level
+    that fits a Labels layer is segmented: tests/test_widget_wholeslide_find_all.py)."""
     (image, _, _), _ = nuclei()
     viewer = make_viewer()
     _, widget = _slide_and_widget(viewer, qtbot, image)
@@ -143,12 +144,12 @@ def test_find_all_on_a_whole_slide_is_refused_pointing_to_the_cli(make_viewer, q
     qtbot.waitUntil(lambda: widget.is_idle, timeout=FIRST_RUN_MS)
     start = len(notification_manager.records)
     widget.find_all()
-    started = widget.runner.busy
-    widget.runner.cancel()  # a run that started is not left reading the slide
-    assert not started
+    qtbot.waitUntil(lambda: widget.is_idle, timeout=FIRST_RUN_MS)  # refused once the model says its input size
     errors = [n.message for n in notification_manager.records[start:] if n.severity == NotificationSeverity.ERROR]
-    assert any("is a whole slide" in m and "`promptseg segment --find-all`" in m for m in errors), errors
-    assert "--box X0 Y0 X1 Y1" in widget.runner.widget.details  # the command in full, one click away
+    assert any("16384 x 16384 px level, too large here: `promptseg segment --find-all`" in m for m in errors), errors
+    # the command in full, one click away
+    assert "--find-all --box 1000 1000 1030 1030 -o OUT" in widget.runner.widget.details
+    assert "slide find-all" not in [layer.name for layer in viewer.layers]
 
 
 def test_boxes_far_apart_on_a_whole_slide_are_refused_not_read_between(make_viewer, qtbot):

@@ -57,16 +57,9 @@ class NewLayerActions:
                 raise PromptsegError("draw boxes around a few example objects on this plane first")
             check_prompt_boxes(prompts, self.shapes_picker.layer(), geom)
             source = plane_source(image, geom)
-            if source.whole_slide:  # every object of a whole slide: a batch job, not a Labels layer in memory
-                h, w = geom.plane_shape
-                # a stack of whole-slide planes: the plane shown, which the command needs
-                plane = "".join(f" --plane {geom.index[a]}" for a in geom.fixed_axes[-1:])
-                raise PromptsegError(
-                    f"image layer '{image.name}' is a whole slide ({h} x {w} px): find all of it with "
-                    f"`promptseg segment --find-all{plane}`",
-                    details=f"`promptseg segment SLIDE --find-all{plane} --box X0 Y0 X1 Y1 -o OUT` (full-resolution "
-                    "pixels) reads the slide's level tile by tile and writes labels napari opens",
-                )
+            # a whole slide (or a stack of whole-slide planes): its objects go to a layer on its labels level, as its
+            # commits do
+            placed = labels_geometry(source)
             channels = self._channels()
             model, weights = self.model_combo.checked_choice()
         except PromptsegError as exc:
@@ -85,12 +78,15 @@ class NewLayerActions:
         def task(progress, cancel) -> InstanceResult:
             progress(0.0, f"loading {model}")
             segmenter = task_segmenter(progress, cancel, model, device, weights)
+            if source.whole_slide and source.too_large(segmenter.input_size, object_size or box_object_size(boxes)):
+                raise _whole_slide_refusal(image, geom, source, boxes, segmenter.input_size, object_size)
 
             def on_level(plane, crop, **level) -> InstanceResult:
-                levels_read.append(crop.factor)
+                levels_read.append(crop)
                 return find_all_like(plane, crop.to_level(boxes, 4), segmenter=segmenter, **level)
 
-            result, _ = source.segment_at_level(  # the whole plane (no whole slide): at full resolution
+            # the whole plane: at full resolution; a whole slide's at the boxes' level, its labels there
+            result, _ = source.segment_at_level(
                 on_level,
                 segmenter.input_size,
                 object_size,
@@ -104,11 +100,16 @@ class NewLayerActions:
             return result
 
         def done(result: InstanceResult) -> None:
-            target = self._add_result_layer(np.zeros(geom.labels_shape, dtype=np.uint32), geom, f"{name} find-all")
-            commit_to_labels(target, result.labels, geom)
+            target = self._add_result_layer(np.zeros(placed.labels_shape, dtype=np.uint32), placed, f"{name} find-all")
+            labels, offset = result.labels, (0, 0)
+            if source.whole_slide:  # found on the boxes' level: onto the labels level's plane
+                to, shape = source.labels_level()
+                labels, at = resample_crop(labels, levels_read[-1], to, shape)
+                offset = at.offset
+            commit_to_labels(target, labels, placed, offset)
             if result.scale is not None and result.scale.object_size is not None:
                 # the scale a propagation seeded by this layer decodes its objects at (full-resolution pixels)
-                target.metadata[OBJECT_SIZE_KEY] = result.scale.object_size * levels_read[-1]
+                target.metadata[OBJECT_SIZE_KEY] = result.scale.object_size * levels_read[-1].factor
             for message in result.warnings:
                 notify_once(message, self._shown_warnings)
             scale = result.scale
@@ -288,6 +289,41 @@ class NewLayerActions:
         above = self.viewer.layers.index(image) + 1 if image in self.viewer.layers else len(self.viewer.layers)
         self.viewer.layers.insert(above, layer)
         return layer
+
+
+def _whole_slide_refusal(
+    image: napari.layers.Image,
+    geom: PlaneGeometry,
+    source: PlaneSource,
+    boxes: list,
+    input_size: int,
+    object_size: float | None,
+) -> PromptsegError:
+    """Find all on a whole slide whose level for the boxes' objects is too large to hold as a Labels layer: what to
+    run instead (the CLI reads that level tile by tile), with the plane shown and the boxes drawn."""
+    h, w = geom.plane_shape
+    lh, lw = source.level_shape(input_size, object_size or box_object_size(boxes))
+    # a stack of whole-slide planes: the plane shown, which the command needs
+    plane = "".join(f" --plane {geom.index[a]}" for a in geom.fixed_axes[-1:])
+    boxed = " ".join("--box " + " ".join(f"{v:.0f}" for v in box) for box in boxes)
+    path = image.metadata.get("path") or "SLIDE"
+    return PromptsegError(
+        f"'{image.name}': objects like these are found on its {lh} x {lw} px level, too large here: "
+        f"`promptseg segment --find-all{plane}`",
+        details=f"image layer '{image.name}' is a whole slide ({h} x {w} px): every object like the boxed ones is "
+        f"sought on its {lh} x {lw} px level, too large for a Labels layer here. `promptseg segment {path} "
+        f"--find-all{plane} {boxed} -o OUT` (the boxes drawn, full-resolution pixels) reads that level tile by "
+        "tile and writes labels napari opens. Larger objects (boxes around objects over "
+        f"~{_fitting_size(source, input_size)} px) are found here, on a coarser level",
+    )
+
+
+def _fitting_size(source: PlaneSource, input_size: int) -> int:
+    """About the smallest object size (full-resolution pixels) whose level of a whole slide fits a Labels layer."""
+    size = 8.0
+    while source.too_large(input_size, size) and size < max(source.geom.plane_shape):
+        size *= 1.25
+    return int(round(size))
 
 
 def _on_grid(result: PropagationResult, source: PlaneSource) -> np.ndarray:

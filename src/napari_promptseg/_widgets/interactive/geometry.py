@@ -290,8 +290,12 @@ class PlaneSource:
     def too_large(self, input_size: int, object_size: float | None = None) -> bool:
         """Whether the whole plane, at the level :meth:`read` reads, has more than :data:`LABELS_MAX_PIXELS` (a
         slide whose pyramid stops at a large level)."""
-        h, w = self._level_planes[self._level(input_size, object_size)[0]]
+        h, w = self.level_shape(input_size, object_size)
         return h * w > LABELS_MAX_PIXELS
+
+    def level_shape(self, input_size: int, object_size: float | None = None) -> tuple[int, int]:
+        """The (rows, columns) of the plane at the level :meth:`read` reads for objects of ``object_size``."""
+        return self._level_planes[self._level(input_size, object_size)[0]]
 
     def full_resolution(self, labels: np.ndarray, level: int) -> np.ndarray:
         """Labels of a plane read at pyramid level ``level`` -> the full-resolution plane."""
@@ -352,13 +356,17 @@ class PlaneSource:
         prompts suggest); ``method`` maps its prompts with ``crop.to_level`` (:class:`LevelCrop`). The
         result's labels come back at full resolution (LevelCrop None), except on a :attr:`whole_slide`: there only
         a crop of the level around ``prompt_bounds`` (x0, y0, x1, y1 of every prompt, full-resolution pixels) is
-        read, and the labels come back on that crop, with its LevelCrop."""
+        read, and the labels come back on that crop, with its LevelCrop; without ``prompt_bounds`` (find all: every
+        object of the plane) the whole plane at the level, when it fits :data:`LABELS_MAX_PIXELS` (refused
+        otherwise), its labels on that level, with its LevelCrop (the full resolution is never made)."""
         if not self.whole_slide or prompt_bounds is None:
             level, _ = self._level(input_size, object_size or prompt_size)
             plane, channel_axis = self._read(level, input_size, object_size or prompt_size)
             crop = self.level_crop(level) if self._plane_pyramid else LevelCrop(1.0)
             level_size = None if object_size is None else object_size / crop.factor
             result = method(plane, crop, object_size=level_size, channel_axis=channel_axis, **options)
+            if self.whole_slide:
+                return result, crop
             result.labels = self.full_resolution(result.labels, level)
             return result, None
         size = object_size or prompt_size
