@@ -385,10 +385,18 @@ def test_a_stack_pyramid_of_whole_slide_planes_is_segmented_on_a_crop_and_commit
     plane = SimpleNamespace(data=target.data[1], scale=target.scale[1:], translate=target.translate[1:])
     assert dice(_sampled_at(plane, rows, cols) > 0, nucleus) > MIN_DICE
     assert layer.data[0].shape == (3, *full)
-    # "find all" on it is the command's, for the plane shown (the command refuses a stack without --plane)
+    # "find all" on it: the plane shown at the box's level (its 1250 px level: it fits a Labels layer), into a layer
+    # on the labels level as the commits (it was refused, the command's)
     viewer.layers["boxes"].add_rectangles(_box_on_plane(1, box))
     wait_idle(qtbot, widget, FIRST_RUN_MS)
     start = len(notification_manager.records)
     widget.find_all()
-    said = " ".join([widget.runner.widget.status.text(), *records_since(start, NotificationSeverity.ERROR)])
-    assert "promptseg segment --find-all --plane 1" in said, said
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert not records_since(start, NotificationSeverity.ERROR), widget.runner.widget.status.text()
+    assert not reads, "the full-resolution level was read"
+    found = viewer.layers["zstack find-all"]
+    assert found.data.shape == target.data.shape and not found.data[[0, 2]].any()
+    plane = SimpleNamespace(data=found.data[1], scale=found.scale[1:], translate=found.translate[1:])
+    sampled = _sampled_at(plane, rows, cols)
+    assert (sampled > 0)[nucleus].mean() > MIN_DICE  # the boxed nucleus among all found
+    assert len(np.unique(sampled)) > 10  # the others like it around it
