@@ -74,3 +74,28 @@ def test_a_tiff_time_point_is_written_tile_by_tile_keeping_the_earlier_ones(tmp_
     assert written.shape == (2, *SHAPE)
     for t in (0, 1):
         np.testing.assert_array_equal(written[t], upsample_labels(level_labels[t], SHAPE))
+
+
+def test_a_failed_time_points_empty_labels_are_not_made_whole(tmp_path, level_labels, monkeypatch):
+    """A batch's time point that failed writes empty labels over it, the earlier runs' time points kept: its empty
+    (Z, Y, X) volume was made whole at full resolution (2.5 GB for 5 planes of 16k x 16k) to be written."""
+    from types import SimpleNamespace
+
+    import dask.array as da
+
+    from napari_promptseg.batch.task import _without_result
+
+    levels = [np.zeros((2, SHAPE[0], 2048 // f, 2048 // f), np.uint8) for f in (1, 2, 4)]
+    movie = write_pyramid(levels, tmp_path / "movie.ome.zarr", "tzyx")
+    out = tmp_path / "out"
+    write_input_time_point(movie, lazy_upsampled_labels(level_labels[0], SHAPE), 0, 2, out)
+    image = da.zeros((2, *SHAPE), np.uint8, chunks=(1, 1, 1024, 1024))  # the time-lapse as read: its shape alone
+    monkeypatch.setattr(images, "LAZY_WHOLE_ABOVE_BYTES", 2**20)
+    args = SimpleNamespace(time=1, output=out)
+    record = {}
+    peak = peak_of(lambda: record.update(_without_result(args, str(movie), image, RuntimeError("the model failed"))))
+    assert peak < VOLUME_BYTES / 2, f"{peak / 1e6:.1f} MB allocated at the peak"
+    assert record["status"] == "failed" and record["kept_time_points"] == [0]
+    written = zarr_labels(movie)
+    assert not written[1].any()
+    np.testing.assert_array_equal(written[0], upsample_labels(level_labels[0], SHAPE))

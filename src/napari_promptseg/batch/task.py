@@ -132,7 +132,7 @@ def _without_result(args: object, path: str, image: object, exc: BaseException) 
             "status": "failed",
             "reason": exc if isinstance(exc, str) else failure_reason(exc),
         }
-        empty = np.zeros(shape[1:4], np.uint16)  # the volume's (Z, Y, X): channels, if any, last
+        empty = _empty_volume(shape[1:4])  # the volume's (Z, Y, X): channels, if any, last
         record["output"], record["kept_time_points"] = write_input_time_point(
             path,
             empty,
@@ -155,6 +155,21 @@ def _without_result(args: object, path: str, image: object, exc: BaseException) 
         output_format=getattr(args, "output_format", "auto"),
         labels_name=getattr(args, "labels_name", "promptseg"),
     )
+
+
+def _empty_volume(shape: tuple[int, ...]) -> object:
+    """Empty (Z, Y, X) labels of ``shape``: lazy past :data:`..io.images.LAZY_WHOLE_ABOVE_BYTES` (sampled from one
+    background pixel a plane, written block by block as a stack pyramid's labels are), not made whole (5 planes of
+    16k x 16k: 2.5 GB)."""
+    import numpy as np
+
+    from ..io import images
+
+    if np.prod(shape, dtype=np.float64) * 2 <= images.LAZY_WHOLE_ABOVE_BYTES:
+        return np.zeros(shape, np.uint16)
+    from ..tiling import lazy_upsampled_labels
+
+    return lazy_upsampled_labels(np.zeros((shape[0], 1, 1), np.uint16), shape)
 
 
 def failed_record(
