@@ -268,7 +268,8 @@ def segment_instances_like(
     segmented as ``promptseg oneshot`` segments a stack: plane by plane at one object size (``object_size``, else
     measured on its middle plane), ids linked across planes (:mod:`.stack_planes`); a
     :class:`~..volume.StackResult` is returned, its ``labels`` the layer's (Z, Y, X) and ``planes`` each plane's
-    :class:`InstanceResult`. A stack layer as the reference gives the plane its (Z, Y, X) labels mark.
+    :class:`InstanceResult`. A stack layer as the reference gives the plane its (Z, Y, X) labels mark. A multiscale
+    stack layer is read at the level ``promptseg oneshot`` reads it at (:class:`~..volume.StackResult`'s fields).
 
     Example (in napari's console: the sample *Nuclei with ground truth* as the reference, the sample *Nuclei for a
     text prompt* as the target)::
@@ -402,7 +403,8 @@ def find_all_like(
     of its planes (a Shapes layer of the stack's axes): the boxed objects are learnt on that plane, and every plane
     is segmented with them at the boxes' size, ids linked across planes, as ``promptseg oneshot`` segments a stack
     (:mod:`.stack_planes`); a :class:`~..volume.StackResult` is returned, ``planes`` each plane's
-    :class:`InstanceResult`.
+    :class:`InstanceResult`. A multiscale stack layer is read at the level the boxes' objects need
+    (:class:`~..volume.StackResult`'s ``pyramid_level``; its ``labels`` back at full resolution lazily).
 
     Example (in napari's console, over the sample *Nuclei with ground truth*, a few nuclei boxed on a Shapes
     layer)::

@@ -187,7 +187,9 @@ def segment_like(
     the One-shot widget take a stack: as a reference, the one plane its mask's (Z, Y, X) labels mark; as a target,
     plane by plane with ids linked across planes (:func:`~..volume.segment_stack`): that target's result is then a
     :class:`~..volume.StackResult`, ``labels`` the layer's (Z, Y, X) and ``planes`` each plane's
-    :class:`OneShotResult`.
+    :class:`OneShotResult`; a multiscale stack target's planes read at the one level ``promptseg oneshot`` reads a
+    stack pyramid at (the whole plane's; ``pyramid_level``, ``level_factors`` and ``level_labels`` on the result, its
+    ``labels`` back at full resolution lazily, ``planes`` in the level's pixels).
 
     Example (in napari's console: one nucleus painted on one plane of a (Z, Y, X) stack, its like sought plane
     by plane)::

@@ -82,7 +82,11 @@ def segment_text(
     plane, its objects' ids linked across planes, as ``promptseg text`` and the Text widget segment a stack
     (:func:`~..volume.segment_stack`, the models loaded once): a :class:`~..volume.StackResult` is returned, its
     ``labels`` the layer's (Z, Y, X) and ``planes`` each plane's :class:`TextResult` (route, boxes, heatmap). A
-    bare 3D array is not taken for a stack: pass it to :func:`~..volume.segment_stack` as below, or a plane.
+    multiscale stack layer (a z-stack OME-Zarr's levels) has every plane read at the one level ``promptseg text``
+    reads a stack pyramid at (:func:`~..volume.levels.segment_stack_at_level`): the result's ``pyramid_level`` and
+    ``level_factors`` say it, its ``labels`` come back at full resolution lazily (``level_labels``: the level's),
+    ``planes`` in the level's pixels. A bare 3D array is not taken for a stack: pass it to
+    :func:`~..volume.segment_stack` as below, or a plane.
 
     Example (in napari's console, over a (Z, Y, X) stack of nuclei)::
 
