@@ -55,7 +55,8 @@ def _reference_labels(
 ) -> np.ndarray:
     """Reference mask/labels (file ``path``) of the reference image ``image`` (file ``image_path``) as 2D (0 =
     background, ids kept, a colour label image's colours as ids); JPEG masks are thresholded at 127 (compression blurs
-    their edges), so they come back as one binary object. A bad pair is refused naming its file(s), in CLI terms:
+    their edges), so they come back as one binary object. A bad pair (a mask of another size, of nothing, of every
+    pixel) is refused naming its file(s), in CLI terms:
     ``options`` are the subcommand's names for the image and its mask."""
     import numpy as np
 
@@ -78,6 +79,8 @@ def _reference_labels(
         raise PromptsegError(
             f"{options[1]} {path}: no labelled pixel (all 0); label the objects to find (non-zero pixels)"
         )
+    if (mask > 0).all():  # no background to tell the object from; named here, the methods name no file
+        raise PromptsegError(f"{options[1]} {path}: every pixel is labelled; leave the background unlabelled (0)")
     return mask
 
 

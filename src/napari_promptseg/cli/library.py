@@ -102,9 +102,6 @@ def cmd_library_add(args: argparse.Namespace) -> int:
     from ..io.starter import open_library
     from ..methods.library import exemplar_advice
 
-    for path in (args.image, args.mask):
-        if not path.is_file():
-            raise PromptsegError(f"input file not found: {path}")
     if args.no_crop and args.margin is not None:
         raise PromptsegError("give --margin or --no-crop, not both")
     # a given --channel-axis counts in the file's order (a pyramid's is read channels last), as oneshot reads it

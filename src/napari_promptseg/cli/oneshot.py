@@ -277,11 +277,6 @@ def _setup(args: argparse.Namespace) -> tuple[_OneShot, dict]:
             args.reference, args.reference_mask, references, reference_axes, planes, strict=True
         )
     ]
-    for mask, labels in zip(args.reference_mask, reference_labels, strict=True):
-        if (labels > 0).all():  # no background to tell the object from; named here, the methods say 'reference'
-            raise PromptsegError(
-                f"--reference-mask {mask}: every pixel is labelled; leave the background unlabelled (0)"
-            )
     # a reference whose labels hold many objects asks for every such object: instances without a flag
     instances = (
         args.instances if args.instances is not None else args.partial_labels or is_many_objects(reference_labels[0])

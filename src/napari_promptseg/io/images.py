@@ -21,6 +21,7 @@ from ..models.preprocessing import full_resolution, is_lazy
 from ._files import replacing
 from .label_ids import (  # noqa: F401 (imported from here by the readers and methods)
     MaskSource,
+    check_label_values,
     file_labels,
     is_mask,
     label_image_2d,
@@ -360,10 +361,11 @@ def _unreadable_why(path: Path, exc: Exception) -> str:
 
 def read_mask(path: str | Path, threshold: int = 127) -> np.ndarray:
     """Binary mask from a file (:func:`mask_foreground`): a lossy file's (JPEG: compression blurs its edges) cut at
-    ``threshold``, any other's (PNG, TIFF: a label image's every id) every non-zero value; a colour mask's target in
+    ``threshold``, any other's (PNG, TIFF: a label image's every id) every non-zero value (a probability map's, from
+    0.5 up); a colour mask's target in
     any colour channel, none where it is transparent (:func:`mask_values`)."""
     mask = label_plane(read_image(path, role="labels"))
-    refuse_negative_ids(mask, str(path))
+    check_label_values(mask, str(path))
     return mask_foreground(mask_values(mask), threshold, source=mask_file_source(path))
 
 

@@ -23,6 +23,26 @@ MaskSource = Literal["lossy", "exact", "unknown"]
 MASK_SOURCES: tuple[str, ...] = ("lossy", "exact", "unknown")
 
 
+#: a soft mask's (a probability map's) foreground: its values from this one up
+SOFT_MASK_CUT = 0.5
+
+
+def is_soft_mask(mask: np.ndarray) -> bool:
+    """Whether ``mask`` is a soft one: floats in [0, 1] of which some lie between (a model's probability map, a mask
+    resized with interpolation)."""
+    if np.dtype(mask.dtype).kind != "f" or not mask.size:
+        return False
+    low, high = np.nanmin(mask), np.nanmax(mask)
+    return bool(low >= 0 and high <= 1 and np.any((mask > 0) & (mask < 1)))
+
+
+def mask_pixels(mask: np.ndarray) -> np.ndarray:
+    """A mask's foreground: its non-zero pixels; a soft mask's (:func:`is_soft_mask`) those of
+    :data:`SOFT_MASK_CUT` and up. Why: a probability map is above 0 nearly everywhere, and was read as a mask of
+    every pixel (a reference "labelling everything", a training row whose target was the whole image)."""
+    return mask >= SOFT_MASK_CUT if is_soft_mask(mask) else mask > 0
+
+
 def is_mask(labels: np.ndarray) -> bool:
     """Whether a label image is a mask (its objects are its connected components) rather than instance ids: bool,
     values up to 1 (0/1, or a soft 0..1 map), or a single non-zero value (a 0/255 PNG). Values <= 0 are background."""
@@ -66,12 +86,12 @@ def _blocks(array: np.ndarray):
 
 def label_objects(labels: np.ndarray) -> np.ndarray:
     """Instance labels of a label image (its ids, kept; negatives are background) or of a mask (its connected
-    components; see :func:`is_mask`)."""
+    components, :func:`mask_pixels`; see :func:`is_mask`)."""
     from scipy import ndimage
 
     labels = np.asarray(full_resolution(labels))
     if is_mask(labels):
-        return ndimage.label(labels > 0)[0]
+        return ndimage.label(mask_pixels(labels))[0]
     return labels if labels.min() >= 0 else np.where(labels > 0, labels, 0)
 
 
@@ -91,9 +111,9 @@ def label_image_2d(mask: np.ndarray, name: str = "labels") -> np.ndarray:
     (:func:`label_plane`). An RGB(A) image whose channels differ is a colour label image: each separate region of one
     colour is one id (black or transparent: background; an exporter's few colours are reused by many objects); a
     grey one (equal channels) is its first channel, 0 where it is transparent. Whole-number float ids are integer
-    ids; fractional ones above 1 (labels resized with interpolation) are refused, a soft mask (0..1) kept. Negative
-    ids are refused: they are neither an object nor clearly background; so are NaN and inf (NaN was read as
-    background, inf as an object)."""
+    ids; fractional ones above 1 (labels resized with interpolation) are refused, a soft mask (0..1, a probability
+    map) is its pixels of 0.5 and up (:func:`mask_pixels`), as uint8 0/1. Values that are no ids are refused
+    (:func:`check_label_values`)."""
     mask = label_plane(np.asarray(full_resolution(mask)))  # a multiscale labels layer: its full-resolution level
     if mask.ndim == 3 and mask.shape[-1] in (3, 4):
         rgb = mask[..., :3]
@@ -101,14 +121,25 @@ def label_image_2d(mask: np.ndarray, name: str = "labels") -> np.ndarray:
             mask = mask_values(mask) if mask.shape[-1] == 4 else rgb[..., 0]
         else:
             mask = _colour_ids(mask)
-    if mask.dtype.kind == "f" and not np.isfinite(mask).all():  # NaN read as background, inf as an object
-        raise PromptsegError(
-            f"{name}: the mask contains NaN or infinite values; set them to 0 (background) or to an object's id"
-        )
-    refuse_negative_ids(mask, name)
+    check_label_values(mask, name)
+    if is_soft_mask(mask):
+        return mask_pixels(mask).astype(np.uint8)
     if mask.dtype.kind == "f" and mask.size and mask.max() > 1:  # ids, not a soft mask
         mask = file_labels(mask, name)  # integer ids (regionprops refuses float ones); fractions refused
     return mask
+
+
+def check_label_values(labels: np.ndarray, name: str) -> None:
+    """Refuse a mask or label image whose values are no ids, naming ``name``: not numbers (complex ones were read
+    as a mask of every non-zero pixel), NaN or inf (NaN was read as background, inf as an object), negative
+    (:func:`refuse_negative_ids`)."""
+    if labels.dtype.kind not in "biuf":
+        raise PromptsegError(f"{name}: {labels.dtype} values; expected label ids (whole numbers) or a mask")
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        raise PromptsegError(
+            f"{name}: the mask contains NaN or infinite values; set them to 0 (background) or to an object's id"
+        )
+    refuse_negative_ids(labels, name)
 
 
 def refuse_negative_ids(labels: np.ndarray, name: str) -> None:
@@ -143,14 +174,15 @@ def mask_foreground(mask: np.ndarray, threshold: int = 127, source: MaskSource =
     """A mask's target, by what is known of where its values come from (``source``, :data:`MaskSource`): a lossy
     file's 8-bit values are cut at ``threshold`` (JPEG compression blurs a 0/255 mask: faint values around its
     objects, grey edges); exact values (a PNG or TIFF, a napari Labels layer) are every non-zero one, never cut (a
-    label image of ids 1 and 250 is two objects, not one); values of unknown origin (an array given in a script) are
+    label image of ids 1 and 250 is two objects, not one), a soft mask's (a probability map) those of 0.5 and up
+    (:func:`mask_pixels`); values of unknown origin (an array given in a script) are
     told by themselves: a blurred mask's foreground lies mostly near its top value (:data:`MASK_TOP_BAND`), a label
     image's ids are spread over the range (an 8-bit label image of 255 nuclei lost ids 1..127 when any foreground
     mostly above ``threshold`` was cut there)."""
     if source not in MASK_SOURCES:
         raise ValueError(f"mask_foreground: source {source!r}; expected one of {', '.join(MASK_SOURCES)}")
     if source == "exact" or mask.dtype != np.uint8 or not mask.size or mask.max() <= threshold:
-        return mask > 0
+        return mask_pixels(mask)
     if source == "lossy":
         return mask > threshold
     foreground = mask[mask > 0]

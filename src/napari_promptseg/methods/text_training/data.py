@@ -30,11 +30,11 @@ from ...io import read_image
 from ...io.images import (
     MaskSource,
     array_digest,
+    check_label_values,
     label_plane,
     mask_file_source,
     mask_foreground,
     mask_values,
-    refuse_negative_ids,
 )
 from ...io.multiscale import named_channels_last, read_channel_axis
 from ...models.cache import content_key
@@ -441,7 +441,7 @@ def content_identity(item: Path | np.ndarray) -> str:
 
 def _binary_mask(mask: np.ndarray, shape: tuple[int, ...], where: str, what: str, source: MaskSource) -> np.ndarray:
     mask = label_plane(np.asarray(mask))  # (1, Y, X) saved from numpy: its plane
-    refuse_negative_ids(mask, f"{where}: {what}")
+    check_label_values(mask, f"{where}: {what}")  # complex values were trained on, NaN read as background
     if mask.ndim == 3 and mask.shape[:2] == tuple(shape):
         # a colour mask: the target in any colour channel, none where it is transparent (as read_mask reads one)
         mask = mask_values(mask) if mask.shape[-1] in (2, 3, 4) else mask.max(axis=-1)

@@ -1,0 +1,104 @@
+"""Masks whose values are not label ids, read by one rule wherever a mask is taken (one-shot references, library
+entries, training rows): a probability map is its pixels of 0.5 and up, complex or NaN values are refused naming
+the mask; and the library's command refuses a bad --image or --mask as one-shot does, naming the file at fault."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from skimage import data
+from skimage.filters import threshold_otsu
+
+from napari_promptseg.cli import main
+from napari_promptseg.errors import PromptsegError
+from napari_promptseg.io.library import ReferenceLibrary
+from napari_promptseg.methods.oneshot import segment_like
+from napari_promptseg.methods.text_training.data import ArrayTriplet
+
+COINS = data.coins()
+REFERENCE = COINS[20:116, 20:116].copy()  # real coins, 96 x 96: two whole coins and parts of others
+TARGET = COINS[20:116, 116:212].copy()
+
+
+def probability_map(image: np.ndarray) -> np.ndarray:
+    """A model's output over ``image``: a sigmoid around Otsu's threshold, above 0 everywhere (no exact
+    background), above 0.5 on the coins."""
+    scaled = (image.astype(np.float32) - threshold_otsu(image)) / 12.0
+    return (1.0 / (1.0 + np.exp(-scaled))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def reference_probability():
+    probability = probability_map(REFERENCE)
+    assert probability.min() > 0 and 0.1 < (probability >= 0.5).mean() < 0.9  # soft everywhere, coins above half
+    return probability
+
+
+def test_a_probability_map_as_a_reference_mask_is_its_pixels_of_half_and_up(litemedsam, reference_probability):
+    # it was read as every pixel > 0, all of them: "everything is labelled; leave background unlabelled"
+    (soft,) = segment_like(REFERENCE, reference_probability, TARGET, segmenter=litemedsam)
+    (cut,) = segment_like(REFERENCE, reference_probability >= 0.5, TARGET, segmenter=litemedsam)
+    assert soft.labels.any()
+    np.testing.assert_array_equal(soft.labels, cut.labels)
+
+
+def test_a_probability_map_saved_in_the_library_is_its_pixels_of_half_and_up(tmp_path, reference_probability):
+    library = ReferenceLibrary.open(tmp_path / "lib")
+    entry = library.add("coin", REFERENCE, reference_probability, margin=None)
+    np.testing.assert_array_equal(library.get(entry.id).mask() > 0, reference_probability >= 0.5)
+
+
+def test_a_probability_map_as_a_training_mask_is_its_pixels_of_half_and_up(reference_probability):
+    # it trained on every pixel as the target, without a word
+    _, mask = ArrayTriplet(REFERENCE, reference_probability, "coin").load()
+    np.testing.assert_array_equal(mask, reference_probability >= 0.5)
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        (lambda m: m.astype(np.complex64), r"complex64 values; expected label ids"),
+        (lambda m: np.where(m, np.nan, 0).astype(np.float32), r"NaN or infinite values"),
+    ],
+    ids=["complex", "nan"],
+)
+def test_a_mask_of_values_that_are_no_ids_is_refused_wherever_a_mask_is_taken(litemedsam, tmp_path, values, problem):
+    mask = values(threshold_otsu(REFERENCE) < REFERENCE)
+    with pytest.raises(PromptsegError, match=rf"reference mask: .*{problem}"):  # complex: every pixel an object
+        segment_like(REFERENCE, mask, TARGET, segmenter=litemedsam)
+    with pytest.raises(PromptsegError, match=rf"reference image mask: .*{problem}"):
+        ReferenceLibrary.open(tmp_path / "lib").add("coin", REFERENCE, mask)
+    # training: complex was trained on, NaN read as background
+    with pytest.raises(PromptsegError, match=rf"training row: mask: .*{problem}"):
+        ArrayTriplet(REFERENCE, mask, "coin", name="training row").load()
+
+
+@pytest.fixture
+def files(tmp_path):
+    image = tmp_path / "coins.tif"
+    tifffile.imwrite(image, REFERENCE)
+    mask = tmp_path / "mask.tif"
+    tifffile.imwrite(mask, (threshold_otsu(REFERENCE) < REFERENCE).astype(np.uint8))
+    return image, mask
+
+
+def library_add(capsys, tmp_path, image, mask) -> tuple[int, str]:
+    code = main(["library", "add", "coin", "--image", str(image), "--mask", str(mask), "--library", str(tmp_path)])
+    return code, capsys.readouterr().err
+
+
+def test_library_add_refuses_a_folder_given_as_the_image_for_what_it_is(tmp_path, capsys, files):
+    folder = tmp_path / "scans.tif"
+    folder.mkdir()
+    code, err = library_add(capsys, tmp_path / "lib", folder, files[1])
+    # it was "input file not found: .../scans.tif", of a folder that is there
+    assert code == 2 and f"{folder}: a directory, not an image" in err, err
+
+
+def test_library_add_names_the_mask_file_that_labels_every_pixel(tmp_path, capsys, files):
+    everything = tmp_path / "everything.tif"
+    tifffile.imwrite(everything, np.ones(REFERENCE.shape, np.uint8))
+    code, err = library_add(capsys, tmp_path / "lib", files[0], everything)
+    # it named the image: "reference '.../coins.tif': the mask covers every pixel"
+    assert code == 2 and f"--mask {everything}: every pixel is labelled" in err, err
