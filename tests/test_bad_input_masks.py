@@ -102,3 +102,20 @@ def test_library_add_names_the_mask_file_that_labels_every_pixel(tmp_path, capsy
     code, err = library_add(capsys, tmp_path / "lib", files[0], everything)
     # it named the image: "reference '.../coins.tif': the mask covers every pixel"
     assert code == 2 and f"--mask {everything}: every pixel is labelled" in err, err
+
+
+def test_library_add_takes_an_ome_zarr_image_as_oneshot_does(tmp_path, capsys, files):
+    import warnings
+
+    import zarr
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image
+
+    image = tmp_path / "coins.ome.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        write_image(REFERENCE, zarr.open_group(str(image), mode="w", zarr_format=2), axes="yx", fmt=FormatV04())
+    code, err = library_add(capsys, tmp_path / "lib", image, files[1])
+    assert code == 0, err  # it was "input file not found" of the image folder
+    (entry,) = ReferenceLibrary.open(tmp_path / "lib").entries
+    assert entry.name == "coin"
