@@ -23,6 +23,7 @@ No module here imports Qt or napari.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 
@@ -144,8 +145,9 @@ def choose_scale(
     fit = input_size / max(h, w)
     if object_size is None:
         return WorkingScale(fit, None, "whole image", max(h, w), 0, 1)
-    if not np.isfinite(object_size) or object_size <= 0:
-        raise PromptsegError(f"object size must be a positive number of pixels, got {object_size}")
+    if not isinstance(object_size, numbers.Real) or not np.isfinite(object_size) or object_size <= 0:
+        shown = object_size if isinstance(object_size, numbers.Real) else repr(object_size)  # '20': text, not 20
+        raise PromptsegError(f"object size must be a positive number of pixels, got {shown}")
     fraction = OBJECT_FRACTION if object_fraction is None else object_fraction
     requested = max(fit, fraction * input_size / float(object_size))
     ideal = min(MAX_UPSCALE, requested)

@@ -64,7 +64,7 @@ def check_box(
         )
     if len(box) != 4:
         raise PromptsegError(f"{name}: expected 4 numbers x0 y0 x1 y1, got {len(box)}")
-    x0, y0, x1, y1 = (float(v) for v in box)
+    x0, y0, x1, y1 = _numbers(box, f"{name}: expected 4 numbers x0 y0 x1 y1")
     if not np.isfinite([x0, y0, x1, y1]).all():
         raise PromptsegError(f"{name}: coordinates must be finite, got {box}")
     if x1 <= x0 or y1 <= y0:
@@ -129,11 +129,20 @@ def check_point(point: Sequence[float], shape: tuple[int, int], name: str = "poi
             else ""
         )
         raise PromptsegError(f"{name}: expected 2 numbers x y, got {_count(point)}{hint}")
-    x, y = (float(v) for v in point)
+    x, y = _numbers(point, f"{name}: expected 2 numbers x y")
     h, w = shape
     if not (np.isfinite([x, y]).all() and -0.5 <= x < w and -0.5 <= y < h):
         raise PromptsegError(f"{name}: ({x:g}, {y:g}) lies outside the {w}x{h} image (width x height)")
     return max(x, 0.0), max(y, 0.0)
+
+
+def _numbers(values: Sequence, expected: str) -> list[float]:
+    """``values`` as floats; text or complex numbers refused, ``expected`` saying what was wanted (float() raised
+    "could not convert string to float: 'a'", naming no prompt)."""
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise PromptsegError(f"{expected}, got {tuple(values)}") from None
 
 
 def _count(value: object) -> str:
@@ -145,11 +154,16 @@ def prompt_list(values: Sequence | None, size: int, what: str) -> list:
     ``(x, y)``, as typed in the console (``boxes=(x0, y0, x1, y1)``), is that one prompt: taken as a list, each of
     its numbers was a box, and the error a bare TypeError; any other flat list of numbers is refused, naming it.
     None is no prompt (``boxes=None``: "'NoneType' object is not iterable")."""
-    items = [] if values is None else list(values)  # a (N, size) array: its rows
+    form, one = ("(x0, y0, x1, y1)", "box") if size == 4 else ("(x, y)", "point")
+    if isinstance(values, (str, bytes)):  # its characters were read as numbers: "boxes: 11 numbers"
+        raise PromptsegError(f"{what}: the text {values!r} is no list of {form}; give numbers, one {form} per {one}")
+    try:
+        items = [] if values is None else list(values)  # a (N, size) array: its rows
+    except TypeError:  # a number: "'int' object is not iterable"
+        raise PromptsegError(f"{what}: {values!r} is no list of {form}; give one {form} per {one}") from None
     if items and all(np.ndim(v) == 0 for v in items):
         if len(items) == size:
             return [items]
-        form, one = ("(x0, y0, x1, y1)", "box") if size == 4 else ("(x, y)", "point")
         raise PromptsegError(f"{what}: {len(items)} numbers; expected a list of {form}, one per {one}")
     return items
 

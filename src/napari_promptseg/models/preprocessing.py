@@ -6,6 +6,7 @@ input size; the :class:`ResizeTransform` maps prompts into that frame and masks 
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -145,6 +146,8 @@ def as_channels_last(
         arr = np.ascontiguousarray(arr)
     if channels is not None:
         channels = list(channels)
+        if not all(isinstance(ch, numbers.Integral) for ch in channels):  # compared with ints: a TypeError
+            raise PromptsegError(f"{name}: channels must be channel indices (whole numbers), got {channels}")
         if not 1 <= len(channels) <= 3:
             raise PromptsegError(f"{name}: choose 1 to 3 channels, got {channels}")
         bad = [ch for ch in channels if not -c <= ch < c]

@@ -416,6 +416,8 @@ def check_pair(
     def is_plane(a: np.ndarray) -> bool:
         # two channels last (an OME-Zarr's or a pyramidal TIFF's (Y, X, C)) as as_channels_last reads them: a stack
         # of two planes would be (2, H, W); a stack of one plane, (1, H, W), is that plane (as segment() reads it)
+        if a.ndim < 2:  # no image (None, a number): its shape's last axis was looked up, an IndexError
+            return False
         two_last = a.shape[-1] == 2 and min(a.shape[:2]) >= 8
         flat = a.shape[-1] in (1, 3, 4) or two_last or is_single_plane(a.shape)
         return a.ndim == 2 or (a.ndim == 3 and (channel_axis is not None or flat))

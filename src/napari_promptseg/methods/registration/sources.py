@@ -64,7 +64,7 @@ def region_pairs(
             segmenter = next(p.segmenter for p in prompts if isinstance(p, TextRegions))
     if isinstance(prompts, Sequence) and not isinstance(prompts, str) and not callable(prompts[0]):
         return _given_pairs(prompts, fixed.shape[:2], moving.shape[:2])
-    automatic = prompts is None or prompts == "auto"
+    automatic = prompts is None or (isinstance(prompts, str) and prompts == "auto")  # an array: compared by element
     if segmenter is None and automatic:
         from ...models import load_segmenter
 

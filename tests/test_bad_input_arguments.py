@@ -1,0 +1,60 @@
+"""Arguments of the console functions that are not what they take (text for numbers, a number for a list, an array
+where a list of region sources goes, no image at all): a PromptsegError naming the argument and what is wrong, not
+Python's own TypeError or IndexError from deep inside."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import data
+
+from napari_promptseg import find_all_like, register, segment
+from napari_promptseg.errors import PromptsegError
+
+COINS = data.coins()[100:196, 100:196].copy()  # real coins, 96 x 96
+BOX = (20, 20, 60, 60)
+
+
+@pytest.mark.parametrize(
+    ("prompts", "message"),
+    [
+        # "could not convert string to float: 'a'" and "float() argument must be ... not 'complex'"
+        ({"boxes": [("a", 20, 60, 60)]}, r"box 1: expected 4 numbers x0 y0 x1 y1, got \('a', 20, 60, 60\)"),
+        ({"boxes": [(1 + 1j, 20, 60, 60)]}, r"box 1: expected 4 numbers x0 y0 x1 y1, got \(\(1\+1j\), 20, 60, 60\)"),
+        ({"points": [("30", None)]}, r"positive point 1: expected 2 numbers x y, got \('30', None\)"),
+        # "'int' object is not iterable"
+        ({"points": 5}, r"positive points: 5 is no list of \(x, y\)"),
+        # a string was taken as a list of its characters: "boxes: 11 numbers"
+        ({"boxes": "20 20 60 60"}, r"boxes: the text '20 20 60 60' is no list of \(x0, y0, x1, y1\)"),
+        # "ufunc 'isfinite' not supported for the input types"
+        ({"boxes": [BOX], "object_size": "20"}, r"object size must be a positive number of pixels, got '20'"),
+    ],
+    ids=["box-text", "box-complex", "point-text", "points-number", "boxes-text", "object-size-text"],
+)
+def test_prompts_that_are_not_numbers_are_refused_naming_them(litemedsam, prompts, message):
+    with pytest.raises(PromptsegError, match=message):
+        segment(COINS, **prompts, device="cpu")
+
+
+def test_find_all_refuses_a_box_of_text_naming_it(litemedsam):
+    with pytest.raises(PromptsegError, match=r"box 1: expected 4 numbers x0 y0 x1 y1, got \('a', 20, 60, 60\)"):
+        find_all_like(COINS, [("a", 20, 60, 60)], segmenter=litemedsam)
+
+
+def test_channels_that_are_not_numbers_are_refused_naming_them(litemedsam):
+    # "'<=' not supported between instances of 'int' and 'str'"
+    with pytest.raises(PromptsegError, match=r"image: channels must be channel indices \(whole numbers\), got \['red'"):
+        segment(np.dstack([COINS] * 3), boxes=[BOX], channels=["red"], device="cpu")
+
+
+@pytest.mark.parametrize("fixed", [None, np.array(5)], ids=["none", "0d"])
+def test_register_refuses_a_fixed_image_that_is_no_image(fixed):
+    # IndexError: tuple index out of range (the shape's last axis looked up)
+    with pytest.raises(PromptsegError, match=r"fixed has shape \(\) \(0D\): registration needs two 2D images"):
+        register(fixed, COINS, method="intensity")
+
+
+def test_register_refuses_an_array_given_as_the_prompts_naming_them(litemedsam):
+    # "The truth value of an array with more than one element is ambiguous" (compared with "auto")
+    with pytest.raises(PromptsegError, match=r"prompts\[0\]: expected a callable image -> masks, got ndarray"):
+        register(COINS, COINS, prompts=np.zeros(3), segmenter=litemedsam)
