@@ -58,3 +58,38 @@ def test_register_refuses_an_array_given_as_the_prompts_naming_them(litemedsam):
     # "The truth value of an array with more than one element is ambiguous" (compared with "auto")
     with pytest.raises(PromptsegError, match=r"prompts\[0\]: expected a callable image -> masks, got ndarray"):
         register(COINS, COINS, prompts=np.zeros(3), segmenter=litemedsam)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        # every reference cell was background (the mask's own cells too) or foreground, without a word
+        ({"fg_purity": 2.0}, r"fg_purity must lie in \(0, 1\], got 2"),
+        ({"fg_purity": -1.0}, r"fg_purity must lie in \(0, 1\], got -1"),
+        # "divide by zero encountered in divide", and a result
+        ({"score_temperature": 0.0}, r"score_temperature must be a positive number, got 0"),
+    ],
+    ids=["purity-above-1", "purity-negative", "temperature-0"],
+)
+def test_one_shot_settings_out_of_range_are_refused_naming_them(litemedsam, settings, message):
+    mask = np.zeros(COINS.shape, np.uint8)
+    mask[30:50, 30:50] = 1
+    with pytest.raises(PromptsegError, match=message):
+        from napari_promptseg import segment_like
+
+        segment_like(COINS, mask, COINS, segmenter=litemedsam, **settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"stop_iou": 5.0}, r"stop_iou must lie in \[0, 1\], got 5"),  # no object could ever be carried on
+        ({"min_score": -0.5}, r"min_score must lie in \[0, 1\], got -0.5"),
+    ],
+    ids=["stop-iou", "min-score"],
+)
+def test_propagation_settings_out_of_range_are_refused_naming_them(litemedsam, settings, message):
+    from napari_promptseg import propagate_through_stack
+
+    with pytest.raises(PromptsegError, match=message):  # the CLI's --stop-iou refused it; Python took it
+        propagate_through_stack(np.stack([COINS] * 3), 1, boxes=[BOX], segmenter=litemedsam, **settings)

@@ -37,6 +37,19 @@ class CancelledError(RuntimeError):
     """Raised inside long work when the user asked to stop."""
 
 
+def check_fraction(value: object, name: str, *, zero: bool = True) -> None:
+    """Refuse a setting that is not a number in [0, 1] (``zero`` False: in (0, 1]), naming it: the CLI's options
+    refuse such values as they are parsed, the console functions took them (an overlap of 5 stopped every object)."""
+    import math
+    import numbers
+
+    low = "[" if zero else "("
+    number = isinstance(value, numbers.Real) and math.isfinite(value)
+    if not (number and (value >= 0 if zero else value > 0) and value <= 1):
+        shown = f"{value:g}" if isinstance(value, numbers.Real) else repr(value)
+        raise PromptsegError(f"{name} must lie in {low}0, 1], got {shown}")
+
+
 def split_message(exc: BaseException) -> tuple[str, str | None]:
     """``(short, details)`` for a notification: the error's own message and details when it has them; a message
     longer than :data:`SHORT_LIMIT` characters is cut at its last clause boundary ("; ", ". ", ": ") before the

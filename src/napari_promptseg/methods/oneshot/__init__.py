@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from ...callbacks import ProgressCallback
-from ...errors import CancelledError, PromptsegError
+from ...errors import CancelledError, PromptsegError, check_fraction
 from ...io.images import label_image_2d
 from ...io.multiscale import file_level, whole_image_scale
 from ...models.features import PatchFeatureExtractor, SegmenterFeatures
@@ -232,6 +232,9 @@ def segment_like(
         raise PromptsegError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if ensemble not in ("vote", "union"):
         raise PromptsegError(f"ensemble must be 'vote' or 'union', got {ensemble!r}")
+    check_fraction(fg_purity, "fg_purity", zero=False)  # the share of a reference cell inside the mask
+    if score_temperature is not None and not (np.isfinite(score_temperature) and score_temperature > 0):
+        raise PromptsegError(f"score_temperature must be a positive number, got {score_temperature:g}")
     segmenter = segmenter or _default_segmenter()
     extractor = extractor or SegmenterFeatures(segmenter)
     # GUESS(box-only): LiteMedSAM was trained on boxes, so by default its schemes are decoded from boxes only

@@ -11,7 +11,7 @@ import numpy as np
 from scipy import ndimage
 
 from ...callbacks import ProgressCallback
-from ...errors import CancelledError, NothingFoundError, PromptsegError
+from ...errors import CancelledError, NothingFoundError, PromptsegError, check_fraction
 from ...models.preprocessing import Normalization, as_channels_last, full_resolution, to_numpy
 from ...models.protocols import PromptableSegmenter
 from ...tiling import WorkingScale, box_object_size, lazy_upsampled_labels
@@ -145,6 +145,8 @@ def propagate_through_stack(
     """
     from ...io.layer_objects import is_layer, layer_pixels, prompt_layers_on_plane
 
+    check_fraction(stop_iou, "stop_iou")  # the CLI's --stop-iou is refused so as it is parsed
+    check_fraction(min_score, "min_score")
     boxes, points, negative_points = prompt_layers_on_plane(volume, plane, boxes, points, negative_points)
     name = volume.name if is_layer(volume) and name == "stack" else name
     volume, labels = layer_pixels(volume, "volume"), layer_pixels(labels, "labels")
