@@ -1,6 +1,7 @@
 """Masks whose values are not label ids, read by one rule wherever a mask is taken (one-shot references, library
 entries, training rows): a probability map is its pixels of 0.5 and up, complex or NaN values are refused naming
-the mask; and the library's command refuses a bad --image or --mask as one-shot does, naming the file at fault."""
+the mask; and the library's command and a training CSV take a folder as one-shot does (an OME-Zarr image, or
+refused for what it is), the library's command naming the file at fault."""
 
 from __future__ import annotations
 
@@ -119,3 +120,16 @@ def test_library_add_takes_an_ome_zarr_image_as_oneshot_does(tmp_path, capsys, f
     assert code == 0, err  # it was "input file not found" of the image folder
     (entry,) = ReferenceLibrary.open(tmp_path / "lib").entries
     assert entry.name == "coin"
+
+
+def test_a_training_row_naming_a_folder_is_refused_for_what_it_is(tmp_path, files):
+    from napari_promptseg.methods.text_training.data import read_triplets
+    from napari_promptseg.methods.text_training.row_checks import check_rows
+
+    folder = tmp_path / "scans.tif"
+    folder.mkdir()
+    rows = tmp_path / "rows.csv"
+    rows.write_text(f"image,mask,text\n{files[0].name},{files[1].name},coin\nscans.tif,{files[1].name},coin\n")
+    # it was "row 3: no image file .../scans.tif", of a folder that is there (an OME-Zarr image could not be a row)
+    with pytest.raises(PromptsegError, match=rf"row 3: {folder}: a directory, not an image"):
+        check_rows(read_triplets(rows))

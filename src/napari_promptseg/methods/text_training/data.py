@@ -279,7 +279,8 @@ def read_triplets(
             continue
         # relative to the CSV; '~/...' from the home folder (no shell expands a CSV's cells)
         image, mask = (path.parent / Path(cells[k]).expanduser() for k in ("image", "mask"))
-        absent = [f"{k} file {p}" for k, p in (("image", image), ("mask", mask)) if not p.is_file()]
+        # a folder is there: an OME-Zarr image, or refused for what it is when read (check_rows)
+        absent = [f"{k} file {p}" for k, p in (("image", image), ("mask", mask)) if not p.exists()]
         if absent:
             problems.append(f"row {line}: no {' and no '.join(absent)}")
             continue
