@@ -133,3 +133,13 @@ def test_a_training_row_naming_a_folder_is_refused_for_what_it_is(tmp_path, file
     # it was "row 3: no image file .../scans.tif", of a folder that is there (an OME-Zarr image could not be a row)
     with pytest.raises(PromptsegError, match=rf"row 3: {folder}: a directory, not an image"):
         check_rows(read_triplets(rows))
+
+
+def test_library_add_says_a_plane_given_for_a_2d_image_is_ignored(tmp_path, capsys, files):
+    code = main(
+        ["library", "add", "coin", "--image", str(files[0]), "--mask", str(files[1]), "--plane", "3"]
+        + ["--library", str(tmp_path / "lib")]
+    )
+    err = capsys.readouterr().err
+    # it was dropped without a word; `promptseg oneshot --reference-plane` says so
+    assert code == 0 and "warning: --plane ignored: it picks a stack image's plane, and --image is a 2D image" in err

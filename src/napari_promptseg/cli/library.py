@@ -113,9 +113,11 @@ def cmd_library_add(args: argparse.Namespace) -> int:
     mask = read_image(args.mask, role="labels")
     # a stack's labelled plane (or --plane), as the Text widget's 'Add exemplar' takes it (a multichannel stack's
     # too: it was refused as 'a reference is one 2D image' with --channel-axis given)
-    image, mask, _ = stack_reference_plane(
+    image, mask, plane = stack_reference_plane(
         args.image, args.mask, image, mask, channel_axis, args.plane, ("--image", "--mask", "--plane")
     )
+    if args.plane is not None and plane is None:  # dropped unsaid, as oneshot's --reference-plane was not
+        print("warning: --plane ignored: it picks a stack image's plane, and --image is a 2D image", file=sys.stderr)
     mask = _reference_labels(
         mask,
         image,
