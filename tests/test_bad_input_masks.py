@@ -143,3 +143,22 @@ def test_library_add_says_a_plane_given_for_a_2d_image_is_ignored(tmp_path, caps
     err = capsys.readouterr().err
     # it was dropped without a word; `promptseg oneshot --reference-plane` says so
     assert code == 0 and "warning: --plane ignored: it picks a stack image's plane, and --image is a 2D image" in err
+
+
+def test_a_reference_image_of_one_value_is_refused_as_one_shot_and_library_take_it(litemedsam, tmp_path):
+    blank, mask = np.zeros_like(REFERENCE), (threshold_otsu(REFERENCE) < REFERENCE).astype(np.uint8)
+    # one-shot gave a guessed mask, warning only that "this reference does not transfer"
+    with pytest.raises(PromptsegError, match=r"reference mask: the reference image holds one value everywhere"):
+        segment_like(blank, mask, TARGET, segmenter=litemedsam)
+    # the library saved it, and every prompt it answered was that guess
+    with pytest.raises(PromptsegError, match=r"reference image: the image holds one value everywhere"):
+        ReferenceLibrary.open(tmp_path / "lib").add("coin", blank, mask)
+
+
+def test_a_library_entry_named_none_is_refused(tmp_path):
+    library = ReferenceLibrary.open(tmp_path / "lib")
+    mask = (threshold_otsu(REFERENCE) < REFERENCE).astype(np.uint8)
+    with pytest.raises(PromptsegError, match=r"a library entry's name is text \(e.g. 'gland'\), got None"):
+        library.add(None, REFERENCE, mask)  # it was saved as an entry named 'None'
+    entry = library.add("coin", REFERENCE, mask, None)  # no description: none, not 'None'
+    assert entry.description == ""

@@ -187,6 +187,13 @@ def _refuse_non_finite(arr: np.ndarray, name: str) -> None:
         raise PromptsegError(f"{name}: contains NaN or infinite values; fill or mask them first")
 
 
+def is_blank(image_hwc: np.ndarray) -> bool:
+    """Whether an (H, W, C) image holds one value everywhere in every channel (an empty canvas, a blank plane of a
+    stack): no object to segment, nothing to tell an object from its background."""
+    flat = np.asarray(image_hwc).reshape(-1, np.shape(image_hwc)[-1])
+    return bool(np.all(flat.min(axis=0) == flat.max(axis=0)))
+
+
 def is_lazy(image: object) -> bool:
     """A dask array (read chunk by chunk when indexed), not an in-memory one."""
     return hasattr(image, "dask") and hasattr(image, "compute")

@@ -267,13 +267,15 @@ class ReferenceLibrary:
         --partial-labels` does, instead of teaching the unlabelled objects as background; it makes the entry many
         instances (one region with partial labels is refused). Raises :class:`PromptsegError` naming what is wrong.
         """
-        from ...models.preprocessing import as_channels_last
+        from ...models.preprocessing import as_channels_last, is_blank
 
         what = f"reference '{source}'" if source else "reference image"
+        if not isinstance(name, str):  # None was saved as an entry named 'None'
+            raise PromptsegError(f"a library entry's name is text (e.g. 'gland'), got {name!r}")
         name = clean_name(name)
         if not name:
             raise PromptsegError("a library entry needs a name (e.g. 'gland')")
-        description = clean_name(description)
+        description = clean_name(description or "")
         hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=what)
         if hwc.dtype.kind == "f" and not np.isfinite(hwc).all():
             raise PromptsegError(f"{what}: the image contains NaN or infinite values; fill or clip them first")
@@ -288,6 +290,10 @@ class ReferenceLibrary:
         if binary.all():  # refused when saved, not at every prompt it answers: no background, no object learned
             raise PromptsegError(
                 f"{what}: the mask covers every pixel; leave the background around the object unlabelled"
+            )
+        if is_blank(hwc):  # as one-shot refuses such a reference: every prompt it answered was a guess
+            raise PromptsegError(
+                f"{what}: the image holds one value everywhere: nothing tells the object from its background"
             )
         if margin is not None and margin < 0:
             raise PromptsegError(f"margin must be >= 0, got {margin}")

@@ -34,7 +34,14 @@ from ...errors import CancelledError, PromptsegError, check_fraction
 from ...io.images import label_image_2d
 from ...io.multiscale import file_level, whole_image_scale
 from ...models.features import PatchFeatureExtractor, SegmenterFeatures
-from ...models.preprocessing import Normalization, PyramidRead, as_channels_last, in_memory, read_pyramid_level
+from ...models.preprocessing import (
+    Normalization,
+    PyramidRead,
+    as_channels_last,
+    in_memory,
+    is_blank,
+    read_pyramid_level,
+)
 from ...models.protocols import PromptableSegmenter
 from ...tiling import choose_scale
 from .correspondence import (
@@ -142,6 +149,10 @@ def check_reference(image_hwc: np.ndarray, mask: np.ndarray, name: str) -> np.nd
         raise PromptsegError(f"{name}: the reference mask is empty; label the object to find (non-zero pixels)")
     if binary.all():  # no background to tell the object from: a whole-image "object" was found in half a target
         raise PromptsegError(f"{name}: everything is labelled; leave background unlabelled (0)")
+    if is_blank(image_hwc):  # its object looks like its background: the target's mask was a guess
+        raise PromptsegError(
+            f"{name}: the reference image holds one value everywhere: nothing tells the object from its background"
+        )
     return binary
 
 
@@ -290,7 +301,7 @@ def segment_like(
         if level is not None:
             target = level.array
         hwc = in_memory(as_channels_last(target, channel_axis=channel_axis, channels=channels, name=tname), tname)
-        if _is_blank(hwc):
+        if is_blank(hwc):
             # one value everywhere (an empty canvas, a blank plane of a stack) holds no object: the decoder's best
             # guess there was a mask all the same; segment and the instances pipeline leave such an image empty
             blank = _empty_result(
@@ -379,11 +390,6 @@ def _at_full_resolution(result: OneShotResult, level: PyramidRead | None) -> One
     result.boxes = level.to_full(result.boxes)
     result.probability_factor = level.factor
     return result
-
-
-def _is_blank(image_hwc: np.ndarray) -> bool:
-    flat = image_hwc.reshape(-1, image_hwc.shape[-1])
-    return bool(np.all(flat.min(axis=0) == flat.max(axis=0)))
 
 
 def _empty_result(shape: tuple[int, int], strategy: str, warning: str) -> OneShotResult:
