@@ -93,3 +93,23 @@ def test_propagation_settings_out_of_range_are_refused_naming_them(litemedsam, s
 
     with pytest.raises(PromptsegError, match=message):  # the CLI's --stop-iou refused it; Python took it
         propagate_through_stack(np.stack([COINS] * 3), 1, boxes=[BOX], segmenter=litemedsam, **settings)
+
+
+@pytest.mark.parametrize(
+    ("data", "settings", "message"),
+    [
+        # "'int' object is not iterable"
+        (5, {}, r"training data: 5 is neither a triplet CSV nor a list of \(image, mask, text\) items"),
+        # "'<' not supported between instances of 'int' and 'str'"
+        (None, {"lr": "fast"}, r"lr must be a finite number above 0, got 'fast'"),
+        (None, {"val_fraction": "half"}, r"val_fraction must lie from 0 to 1, got 'half'"),
+    ],
+    ids=["data-number", "lr-text", "val-fraction-text"],
+)
+def test_training_arguments_that_are_not_what_it_takes_are_refused_naming_them(tmp_path, data, settings, message):
+    from napari_promptseg import train_text_segmenter
+
+    mask = (COINS > 120).astype(np.uint8)
+    data = [(COINS, mask, "coin"), (COINS[::-1].copy(), mask[::-1].copy(), "coin")] if data is None else data
+    with pytest.raises(PromptsegError, match=message):
+        train_text_segmenter(data, tmp_path / "model", epochs=1, **settings)

@@ -182,6 +182,10 @@ def training_triplets(
     (:func:`as_triplets`). ``channel_axis`` and ``channels`` (the CLI's --channel-axis and --channels): how every
     image given without its own is read, a file's axis in the file's order. Why: a (C, Y, X) image was a stack of C
     planes to train-text, with no way to say its first axis holds channels. Every trainer reads its data here."""
+    if not isinstance(data, (str, Path, Sequence)):  # a number: "'int' object is not iterable"
+        raise PromptsegError(
+            f"training data: {data!r} is neither a triplet CSV nor a list of (image, mask, text) items"
+        )
     triplets = read_triplets(data, **(columns or {})) if isinstance(data, (str, Path)) else as_triplets(data)
     if channel_axis is None and channels is None:
         return triplets

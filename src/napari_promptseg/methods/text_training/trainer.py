@@ -83,7 +83,13 @@ FEATURE_SHARE = 0.2
 DEFAULT_VAL_FRACTION = 0.2
 #: whole-number settings and their least value
 _WHOLE = {"epochs": 1, "batch_size": 1, "patience": 1, "seed": 0, "threads": 1}
-_CHECKED = (*_WHOLE, "lr", "decoder_lr", "val_fraction")
+#: the other checked settings: what they must be, and the test (NaN fails every comparison)
+_RANGES = {
+    "lr": ("be a finite number above 0", lambda v: 0 < v < math.inf),
+    "decoder_lr": ("be a finite number from 0 up (0 freezes the decoder)", lambda v: 0 <= v < math.inf),
+    "val_fraction": ("lie from 0 to 1", lambda v: 0 <= v <= 1),
+}
+_CHECKED = (*_WHOLE, *_RANGES)
 
 
 def check_settings(given: Mapping[str, object], name: Callable[[str], str] = str) -> None:
@@ -95,12 +101,11 @@ def check_settings(given: Mapping[str, object], name: Callable[[str], str] = str
             least = _WHOLE[key]
             if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least):
                 raise PromptsegError(f"{name(key)} must be a whole number, at least {least}, got {value}")
-        elif key == "lr" and not 0 < value < math.inf:  # NaN fails every comparison
-            raise PromptsegError(f"{name(key)} must be a finite number above 0, got {value}")
-        elif key == "decoder_lr" and not 0 <= value < math.inf:
-            raise PromptsegError(f"{name(key)} must be a finite number from 0 up (0 freezes the decoder), got {value}")
-        elif key == "val_fraction" and not 0 <= value <= 1:
-            raise PromptsegError(f"{name(key)} must lie from 0 to 1, got {value}")
+        elif key in _RANGES:
+            said, within = _RANGES[key]
+            number = isinstance(value, numbers.Real)  # text was compared with a number: a TypeError
+            if not (number and within(value)):
+                raise PromptsegError(f"{name(key)} must {said}, got {value if number else repr(value)}")
 
 
 @dataclass(frozen=True)
