@@ -162,3 +162,14 @@ def test_a_library_entry_named_none_is_refused(tmp_path):
         library.add(None, REFERENCE, mask)  # it was saved as an entry named 'None'
     entry = library.add("coin", REFERENCE, mask, None)  # no description: none, not 'None'
     assert entry.description == ""
+
+
+def test_a_probability_map_as_seed_labels_is_its_pixels_of_half_and_up(litemedsam, reference_probability):
+    from napari_promptseg import propagate_through_stack
+
+    stack = np.stack([REFERENCE, REFERENCE[:, ::-1], REFERENCE])
+    # it was one object of every pixel > 0: the whole plane
+    soft = propagate_through_stack(stack, 1, labels=reference_probability[:, ::-1], segmenter=litemedsam)
+    cut = propagate_through_stack(stack, 1, labels=reference_probability[:, ::-1] >= 0.5, segmenter=litemedsam)
+    assert soft.labels[1].any() and not soft.labels[1].all()
+    np.testing.assert_array_equal(soft.labels, cut.labels)

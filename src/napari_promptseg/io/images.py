@@ -28,6 +28,7 @@ from .label_ids import (  # noqa: F401 (imported from here by the readers and me
     label_objects,
     label_plane,
     mask_foreground,
+    mask_pixels,
     mask_values,
     refuse_negative_ids,
 )

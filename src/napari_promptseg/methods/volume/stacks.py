@@ -253,7 +253,7 @@ def _as_ids(plane: object, name: str, *, components: bool) -> np.ndarray:
     """A 2D method's answer as object ids (int64, 0 background): integer labels keep their ids (values <= 0 are
     background); bool and float masks become their connected components when ``components`` (else a mask is
     object 1); float labels must hold whole numbers."""
-    from ...io.images import is_mask, label_objects
+    from ...io.images import is_mask, label_objects, mask_pixels
 
     arr = np.asarray(plane)
     if arr.dtype.kind not in "biuf":
@@ -261,7 +261,8 @@ def _as_ids(plane: object, name: str, *, components: bool) -> np.ndarray:
     if arr.dtype.kind in "bf":
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise PromptsegError(f"{name}: gave NaN or infinite values; expected labels or a mask")
-        arr = label_objects(arr) if components else (arr > 0) if is_mask(arr) else arr
+        # a soft mask (a probability map) is its pixels of 0.5 and up: every one above 0 was the whole plane
+        arr = label_objects(arr) if components else mask_pixels(arr) if is_mask(arr) else arr
         if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):
             raise PromptsegError(f"{name}: gave fractional values above 1; expected labels (whole numbers) or a mask")
     return np.where(arr > 0, arr, 0).astype(np.int64)
