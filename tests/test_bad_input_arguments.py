@@ -113,3 +113,24 @@ def test_training_arguments_that_are_not_what_it_takes_are_refused_naming_them(t
     data = [(COINS, mask, "coin"), (COINS[::-1].copy(), mask[::-1].copy(), "coin")] if data is None else data
     with pytest.raises(PromptsegError, match=message):
         train_text_segmenter(data, tmp_path / "model", epochs=1, **settings)
+
+
+def test_a_trained_text_model_refuses_an_image_too_small_for_its_encoder_as_every_route_does(litemedsam):
+    """A 30 x 20 px image was enlarged 8.5x to the encoder's input and answered (noise passes for objects there);
+    the SAM routes and the library refuse it, naming why. The decoder is untrained: this is about the refusal."""
+    import torch
+
+    from napari_promptseg import segment_text
+    from napari_promptseg.errors import NothingFoundError
+    from napari_promptseg.methods.text_training.trainer import TrainingConfig
+    from napari_promptseg.models import load_text_embedder
+    from napari_promptseg.models.text_decoder import TextPromptDecoder
+    from napari_promptseg.models.text_segmenter import TrainedTextSegmenter
+
+    torch.manual_seed(0)
+    decoder = TextPromptDecoder(TrainingConfig().decoder_config(384, 128))
+    decoder.init_from_segmenter(litemedsam)
+    model = TrainedTextSegmenter(decoder, litemedsam, load_text_embedder(device="cpu"))
+    assert segment_text(COINS, "coin", text_model=model).route == "trained"  # a whole image is answered
+    with pytest.raises(NothingFoundError, match=r"image: 30 x 20 px, smaller than the 64 px along its longest side"):
+        segment_text(COINS[:20, :30], "coin", text_model=model)

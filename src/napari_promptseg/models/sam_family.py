@@ -277,7 +277,7 @@ class SamFamilySegmenter:
         name: str = "image",
     ) -> Embedding:
         arr = in_memory(as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name), name)
-        self._check_enough_pixels(arr.shape[:2], name)
+        self.check_enough_pixels(arr.shape[:2], name)
         check_unit_range(arr, normalize, name)
         key = content_key(arr, self.feature_name, normalize)
 
@@ -312,7 +312,7 @@ class SamFamilySegmenter:
             self._offer_to_disk(embedding, normalize)
         return embedding
 
-    def _check_enough_pixels(self, shape: tuple[int, int], name: str) -> None:
+    def check_enough_pixels(self, shape: tuple[int, int], name: str) -> None:
         """An image must have at least as many pixels along its longest side as the encoder's feature grid has
         cells (64 for LiteMedSAM, SAM and MobileSAM). A smaller one is enlarged to fill the input (an 8 px image
         32x at 256 px), each of its pixels spans several feature cells, and the decoder takes the interpolated

@@ -214,6 +214,8 @@ class TrainedTextSegmenter:
         prompts = _check_prompts(prompts)
         hwc = in_memory(as_channels_last(image, channel_axis=channel_axis, channels=channels, name=name), name)
         refuse_other_channels(hwc.shape[-1], (self.info.get("training") or {}).get("image_channel_counts"), self, name)
+        # too small for the encoder's grid: refused as embed() refuses it (the encoder is called here, not embed)
+        self.segmenter.check_enough_pixels(hwc.shape[:2], name)
         levels = self.levels(hwc, normalize)
         low_res = self.low_res_logits(levels, prompts)
         return np.stack(
