@@ -134,3 +134,16 @@ def test_a_trained_text_model_refuses_an_image_too_small_for_its_encoder_as_ever
     assert segment_text(COINS, "coin", text_model=model).route == "trained"  # a whole image is answered
     with pytest.raises(NothingFoundError, match=r"image: 30 x 20 px, smaller than the 64 px along its longest side"):
         segment_text(COINS[:20, :30], "coin", text_model=model)
+
+
+def test_a_huge_image_refused_by_a_console_function_advises_nothing_it_cannot_do(litemedsam):
+    """segment() refused a huge array advising to "raise max_pixels if you have the memory": no console function,
+    command or widget takes max_pixels. Said only to a caller of as_channels_last that set it."""
+    from napari_promptseg.models.preprocessing import as_channels_last
+
+    huge = np.broadcast_to(np.uint8(7), (20_000, 20_000))  # 400 Mpx, one byte of memory
+    with pytest.raises(PromptsegError, match=r"exceeds the limit of 150,000,000; downsample or tile") as info:
+        segment(huge, boxes=[BOX], device="cpu")
+    assert "max_pixels" not in str(info.value)
+    with pytest.raises(PromptsegError, match=r"\(or raise max_pixels if you have the memory\)"):
+        as_channels_last(COINS, max_pixels=1_000)

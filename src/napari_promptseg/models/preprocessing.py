@@ -139,7 +139,8 @@ def as_channels_last(
     if min(h, w) < 2:
         raise PromptsegError(f"{name}: image of {h}x{w} pixels is too small (at least 2 pixels along each side)")
     if h * w > max_pixels and not lazy:  # a lazy one is read tile by tile; read whole, in_memory refuses it
-        _refuse_too_large(h, w, max_pixels, name, levels)
+        # raising max_pixels is advised to a caller that set it: no console function, command or widget takes it
+        _refuse_too_large(h, w, max_pixels, name, levels, raisable=max_pixels != DEFAULT_MAX_PIXELS)
     if channel_axis is not None and not lazy:
         # contiguous (once its size is checked): float sums over a strided view differ in their last bits, and so
         # did the labels of a (C, Y, X) image from those of the same image given channels last
