@@ -189,9 +189,10 @@ def _refuse_non_finite(arr: np.ndarray, name: str) -> None:
 
 
 def is_blank(image_hwc: np.ndarray) -> bool:
-    """Whether an (H, W, C) image holds one value everywhere in every channel (an empty canvas, a blank plane of a
-    stack): no object to segment, nothing to tell an object from its background."""
-    flat = np.asarray(image_hwc).reshape(-1, np.shape(image_hwc)[-1])
+    """Whether an (H, W, C) image (or a gray (H, W) one) holds one value everywhere in every channel (an empty
+    canvas, a blank plane of a stack): no object to segment, nothing to tell an object from its background."""
+    arr = np.asarray(image_hwc)
+    flat = arr.reshape(-1, arr.shape[-1] if arr.ndim == 3 else 1)
     return bool(np.all(flat.min(axis=0) == flat.max(axis=0)))
 
 

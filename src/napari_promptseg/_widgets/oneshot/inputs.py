@@ -12,6 +12,7 @@ from ...errors import CancelledError, PromptsegError
 from ...io.images import IMAGE_SUFFIXES, label_image_2d
 from ...io.listing import image_files, list_images, ome_zarr_left_out
 from ...methods.volume.stacks import plane_word
+from ...models.preprocessing import is_blank
 from .._common import LayerPixels, level_factors, plane_shape, read_reference_plane
 from .._common.time_points import TimePoint
 
@@ -168,6 +169,10 @@ def _read_reference(
     if labels.all():  # no background to tell the object from
         raise PromptsegError(
             f"reference labels '{ref_labels.name}' cover every pixel of '{ref.name}'; leave the background unlabelled"
+        )
+    if (np.ndim(reference) == 2 or ref.rgb) and is_blank(reference):  # as segment_like refuses it, the layer named
+        raise PromptsegError(
+            f"reference image '{ref.name}' holds one value everywhere: nothing tells the object from its background"
         )
     return reference, labels, plane
 
