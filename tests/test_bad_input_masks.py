@@ -173,3 +173,16 @@ def test_a_probability_map_as_seed_labels_is_its_pixels_of_half_and_up(litemedsa
     cut = propagate_through_stack(stack, 1, labels=reference_probability[:, ::-1] >= 0.5, segmenter=litemedsam)
     assert soft.labels[1].any() and not soft.labels[1].all()
     np.testing.assert_array_equal(soft.labels, cut.labels)
+
+
+@pytest.mark.parametrize("mode", [[], ["--instances"]], ids=["one-region", "instances"])
+def test_oneshot_command_names_the_reference_file_of_one_value(tmp_path, capsys, files, mode):
+    blank = tmp_path / "blank.tif"
+    tifffile.imwrite(blank, np.zeros_like(REFERENCE))
+    target = tmp_path / "target.tif"
+    tifffile.imwrite(target, TARGET)
+    argv = ["oneshot", str(target), "-o", str(tmp_path / "out"), "--reference", str(blank)]
+    code = main([*argv, "--reference-mask", str(files[1]), *mode])
+    err = capsys.readouterr().err
+    # one region: the target was named ("target.tif: reference mask: ..."); instances: it ran
+    assert code == 2 and f"--reference {blank}: the image holds one value everywhere" in err, err

@@ -56,11 +56,11 @@ def _reference_labels(
     """Reference mask/labels (file ``path``) of the reference image ``image`` (file ``image_path``) as 2D (0 =
     background, ids kept, a colour label image's colours as ids); JPEG masks are thresholded at 127 (compression blurs
     their edges), so they come back as one binary object. A bad pair (a mask of another size, of nothing, of every
-    pixel) is refused naming its file(s), in CLI terms:
+    pixel; an image of one value) is refused naming its file(s), in CLI terms:
     ``options`` are the subcommand's names for the image and its mask."""
     import numpy as np
 
-    from ..models.preprocessing import as_channels_last, read_axes
+    from ..models.preprocessing import as_channels_last, is_blank, read_axes
 
     shape = np.shape(image)
     if len(shape) > 3 or (len(shape) == 3 and channel_axis is None and shape[-1] not in (1, 2, 3, 4)):
@@ -81,6 +81,11 @@ def _reference_labels(
         )
     if (mask > 0).all():  # no background to tell the object from; named here, the methods name no file
         raise PromptsegError(f"{options[1]} {path}: every pixel is labelled; leave the background unlabelled (0)")
+    if is_blank(hwc):  # named here: segment_like's refusal came out under the target's name
+        raise PromptsegError(
+            f"{options[0]} {image_path}: the image holds one value everywhere: nothing tells the object from its "
+            "background"
+        )
     return mask
 
 
