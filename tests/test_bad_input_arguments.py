@@ -47,7 +47,7 @@ def test_channels_that_are_not_numbers_are_refused_naming_them(litemedsam):
         segment(np.dstack([COINS] * 3), boxes=[BOX], channels=["red"], device="cpu")
 
 
-@pytest.mark.parametrize("fixed", [None, np.array(5)], ids=["none", "0d"])
+@pytest.mark.parametrize("fixed", [np.array(5)], ids=["0d"])
 def test_register_refuses_a_fixed_image_that_is_no_image(fixed):
     # IndexError: tuple index out of range (the shape's last axis looked up)
     with pytest.raises(PromptsegError, match=r"fixed has shape \(\) \(0D\): registration needs two 2D images"):
@@ -147,3 +147,11 @@ def test_a_huge_image_refused_by_a_console_function_advises_nothing_it_cannot_do
     assert "max_pixels" not in str(info.value)
     with pytest.raises(PromptsegError, match=r"\(or raise max_pixels if you have the memory\)"):
         as_channels_last(COINS, max_pixels=1_000)
+
+
+def test_no_image_is_said_to_be_none(litemedsam):
+    # "image: unsupported pixel type object; expected integers or floats"; register: "fixed has shape () (0D)"
+    with pytest.raises(PromptsegError, match=r"^image: None, not pixels; give the image's array or napari layer"):
+        segment(None, boxes=[BOX], device="cpu")
+    with pytest.raises(PromptsegError, match=r"^moving: None, not pixels"):
+        register(COINS, None, method="intensity")

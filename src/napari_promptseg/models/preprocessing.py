@@ -202,8 +202,10 @@ def is_lazy(image: object) -> bool:
 
 
 def check_pixels(image: object, name: str = "image") -> None:
-    """Refuse a file name given for an image: numpy reads a path as a 0-d array of text, refused as 'unsupported
-    pixel type <U9' or 'shape () (0D)'."""
+    """Refuse a file name or None given for an image: numpy reads a path as a 0-d array of text, refused as
+    'unsupported pixel type <U9' or 'shape () (0D)', and None as one of 'pixel type object'."""
+    if image is None:
+        raise PromptsegError(f"{name}: None, not pixels; give the image's array or napari layer")
     if isinstance(image, (str, bytes, os.PathLike)):
         raise PromptsegError(
             f"{name}: a file name ({os.fsdecode(image)}), not pixels; read it first: "
