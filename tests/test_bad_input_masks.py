@@ -54,6 +54,8 @@ def test_a_probability_map_as_a_training_mask_is_its_pixels_of_half_and_up(refer
     # it trained on every pixel as the target, without a word
     _, mask = ArrayTriplet(REFERENCE, reference_probability, "coin").load()
     np.testing.assert_array_equal(mask, reference_probability >= 0.5)
+    one_value = np.where(reference_probability >= 0.5, np.float32(0.3), 0)  # one value on the object: its mask
+    np.testing.assert_array_equal(ArrayTriplet(REFERENCE, one_value, "coin").load()[1], one_value > 0)
 
 
 @pytest.mark.parametrize(

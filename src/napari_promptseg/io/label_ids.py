@@ -28,12 +28,13 @@ SOFT_MASK_CUT = 0.5
 
 
 def is_soft_mask(mask: np.ndarray) -> bool:
-    """Whether ``mask`` is a soft one: floats in [0, 1] of which some lie between (a model's probability map, a mask
-    resized with interpolation)."""
-    if np.dtype(mask.dtype).kind != "f" or not mask.size:
+    """Whether ``mask`` is a soft one: floats in [0, 1], their non-zero values of more than one, some between 0 and 1
+    (a model's probability map, a mask resized with interpolation). A mask of one non-zero value (0.3 or 0.8 on its
+    object) is a mask of that object, whatever the value."""
+    if np.dtype(mask.dtype).kind != "f" or not mask.size or np.nanmin(mask) < 0:
         return False
-    low, high = np.nanmin(mask), np.nanmax(mask)
-    return bool(low >= 0 and high <= 1 and np.any((mask > 0) & (mask < 1)))
+    foreground = mask[mask > 0]
+    return bool(foreground.size and foreground.max() <= 1 and foreground.min() < min(foreground.max(), 1))
 
 
 def mask_pixels(mask: np.ndarray) -> np.ndarray:
