@@ -68,8 +68,9 @@ def test_register_refuses_an_array_given_as_the_prompts_naming_them(litemedsam):
         ({"fg_purity": -1.0}, r"fg_purity must lie in \(0, 1\], got -1"),
         # "divide by zero encountered in divide", and a result
         ({"score_temperature": 0.0}, r"score_temperature must be a positive number, got 0"),
+        ({"score_temperature": "warm"}, r"score_temperature must be a positive number, got 'warm'"),
     ],
-    ids=["purity-above-1", "purity-negative", "temperature-0"],
+    ids=["purity-above-1", "purity-negative", "temperature-0", "temperature-text"],
 )
 def test_one_shot_settings_out_of_range_are_refused_naming_them(litemedsam, settings, message):
     mask = np.zeros(COINS.shape, np.uint8)

@@ -21,6 +21,7 @@ Where the paper leaves a detail open, the choice is marked ``GUESS(SAT)`` in a c
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -244,8 +245,9 @@ def segment_like(
     if ensemble not in ("vote", "union"):
         raise PromptsegError(f"ensemble must be 'vote' or 'union', got {ensemble!r}")
     check_fraction(fg_purity, "fg_purity", zero=False)  # the share of a reference cell inside the mask
-    if score_temperature is not None and not (np.isfinite(score_temperature) and score_temperature > 0):
-        raise PromptsegError(f"score_temperature must be a positive number, got {score_temperature:g}")
+    temperature_ok = isinstance(score_temperature, numbers.Real) and 0 < score_temperature < np.inf
+    if score_temperature is not None and not temperature_ok:
+        raise PromptsegError(f"score_temperature must be a positive number, got {score_temperature!r}")
     segmenter = segmenter or _default_segmenter()
     extractor = extractor or SegmenterFeatures(segmenter)
     # GUESS(box-only): LiteMedSAM was trained on boxes, so by default its schemes are decoded from boxes only
