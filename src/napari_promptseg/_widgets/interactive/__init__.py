@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from .geometry import POSITIVE, PlaneGeometry, extract_plane, gather_prompts, plane_geometry
 from .labels import commit_to_labels
-from .layout import BOXES_NAME, COMMIT_KEY, POINTS_NAME, PREVIEW_NAME, TARGET_NAME, TOGGLE_KEY
+from .layout import BOXES_NAME, CLEAR_KEY, COMMIT_KEY, POINTS_NAME, PREVIEW_NAME, TARGET_NAME, TOGGLE_KEY
 from .widget import InteractiveWidget
 
 __all__ = [
     "BOXES_NAME",
+    "CLEAR_KEY",
     "COMMIT_KEY",
     "POINTS_NAME",
     "POSITIVE",

@@ -37,7 +37,7 @@ from .geometry import (
     resample_crop,
 )
 from .labels import commit_to_labels, seed_plane
-from .layout import BOXES_NAME, COMMIT_KEY, POINTS_NAME, POLARITY_COLOURS, TOGGLE_KEY
+from .layout import BOXES_NAME, CLEAR_KEY, COMMIT_KEY, POINTS_NAME, POLARITY_COLOURS, TOGGLE_KEY
 
 #: a Labels layer's metadata key saying its propagation was cancelled part-way, and which planes it lacks
 PARTIAL_KEY = "promptseg_partial"
@@ -271,7 +271,7 @@ class NewLayerActions:
         self.viewer.layers.selection.active = shapes
         show_info(
             f"draw boxes on '{shapes.name}' (R), click on '{points.name}' (P; {TOGGLE_KEY} toggles positive/negative);"
-            f" {COMMIT_KEY} commits"
+            f" {COMMIT_KEY} commits, {CLEAR_KEY} clears the prompts"
         )
 
     def _add_result_layer(self, data: np.ndarray, geom: PlaneGeometry, name: str) -> napari.layers.Labels:

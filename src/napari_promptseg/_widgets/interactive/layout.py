@@ -47,6 +47,8 @@ POINTS_NAME = "promptseg points"
 POLARITY_COLOURS = {True: "lime", False: "red"}
 TOGGLE_KEY = "T"
 COMMIT_KEY = "Shift-C"
+#: clears every prompt (the button "Clear prompts"); micro-sam's Shift-C commits here, as this widget's always did
+CLEAR_KEY = "Shift-X"
 UNDO_KEY = "Control-Z"  # on the prompt layers: undo the last commit (they have no undo of their own)
 PREVIEW_DELAY_MS = 150  # prompt edits come in bursts (add + select + move events); decode once per burst
 PLANE_DELAY_MS = 300  # scrubbing a slider must not encode every plane it passes
@@ -81,8 +83,12 @@ def build_controls(widget: InteractiveWidget) -> None:
     polarity.addButton(widget.negative_radio)
     widget._polarity_group = polarity
     for button in (widget.positive_radio, widget.negative_radio):
-        button.setToolTip(f"Polarity of new clicks; '{TOGGLE_KEY}' on the points layer toggles (and flips selected)")
+        button.setToolTip(
+            f"Polarity of new clicks; {TOGGLE_KEY} toggles (and flips the selected clicks), whichever layer is "
+            "selected but the boxes layer (there it is napari's path tool)"
+        )
     widget.clear_button = QPushButton("Clear prompts")
+    widget.clear_button.setToolTip(f"Remove every box and click of the prompt layers, on every plane ({CLEAR_KEY})")
     widget.object_size_spin = QDoubleSpinBox()
     widget.object_size_spin.setRange(0, 100_000)
     widget.object_size_spin.setDecimals(0)
@@ -126,7 +132,8 @@ def build_controls(widget: InteractiveWidget) -> None:
     widget.target_picker.setToolTip("Labels layer that receives committed objects as new ids; existing labels stay")
     widget.commit_button = QPushButton(f"Commit ({COMMIT_KEY})")
     widget.commit_button.setToolTip(
-        "Write the preview into the target as new labels (undo: Ctrl+Z on the target or on the prompt layers)"
+        f"Write the preview into the target as new labels ({COMMIT_KEY}, whichever layer is selected; undo: Ctrl+Z on "
+        "the target or on the prompt layers)"
     )
 
     image_box = QGroupBox("Image")

@@ -153,7 +153,7 @@ class PreviewActions:
         """The preview of the prompts on the plane shown; ``for_commit``: a commit's own, committed when it comes
         (even once the user has moved to another plane) rather than shown only while its plane still is. Returns
         whether a preview was started."""
-        if self._no_image():
+        if self.runner.closed or self._no_image():  # a closed widget's prompt layers are the user's alone
             return False
         shapes, points = self.shapes_picker.layer(), self.points_picker.layer()
         if not self._has_prompt_layers():  # nothing to preview: not even a 3D view is worth an error

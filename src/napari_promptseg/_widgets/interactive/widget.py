@@ -15,6 +15,7 @@ import napari
 import napari.layers
 import numpy as np
 from napari.utils.notifications import show_info
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QWidget
 
 from ...errors import PromptsegError
@@ -38,6 +39,7 @@ from .geometry import (
 )
 from .labels import holds_channels, target_misfit
 from .layout import (
+    CLEAR_KEY,
     COMMIT_KEY,
     NO_IMAGE,
     PLACEMENT_EVENTS,
@@ -85,6 +87,8 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
         self._image_connected: napari.layers.Image | None = None
         self._last_plane: tuple | None = None
         self._boxes_hint_waits = False  # another Shapes layer edited while a task ran: looked at when it ends
+        # the viewer's keys while the widget is open: key -> (this widget's function, what the viewer had before)
+        self._viewer_keys: dict[str, tuple] = {}
         self._preview_timer = debounce_timer(self, PREVIEW_DELAY_MS, self._run_preview)
         self._plane_timer = debounce_timer(self, PLANE_DELAY_MS, self._on_plane_settled)
         build_controls(self)
@@ -100,6 +104,7 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         for layer in self.viewer.layers:
             self._listen_for_boxes(layer)
+        self._bind_viewer_keys()
 
     # -- state read from the controls --------------------------------------------------------------------------
     @property
@@ -186,6 +191,8 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
         self._commit_after_preview = False  # a commit asked for that preview is not one for the new image
         self._clear_preview()
         self._last_plane = None
+        if self.runner.closed:  # looked at again when the widget is opened again (_on_reopened)
+            return
         if self._no_image():
             return
         self._fit_target()
@@ -229,13 +236,10 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
         old = self._connected.pop(role, None)
         if old is not None:
             old.events.data.disconnect(self._on_prompts_edited)
-            if role == "points":
-                old.bind_key(TOGGLE_KEY, None)
-            old.bind_key(COMMIT_KEY, None)
             old.bind_key(UNDO_KEY, None)
         if layer is not None:
             layer.events.data.connect(self._on_prompts_edited)
-            self._bind_keys(role, layer)
+            self._bind_undo_key(layer)
             self._connected[role] = layer
             if role == "points":
                 self._apply_polarity_default(layer)
@@ -243,30 +247,64 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
         if role == "shapes":
             self._note_boxes_elsewhere()
 
-    def _bind_keys(self, role: str, layer) -> None:
+    def _bind_undo_key(self, layer) -> None:
         # the keymap would otherwise keep the whole widget alive after it is closed
         me = weakref.ref(self)
-
-        def commit(_layer) -> None:
-            widget = me()
-            if widget is not None and not widget.runner.closed:
-                widget.commit()
-
-        def toggle(_layer) -> None:
-            widget = me()
-            if widget is not None:
-                widget.toggle_polarity()
 
         def undo(_layer) -> None:
             widget = me()
             if widget is not None and not widget.runner.closed:
                 widget.undo_commit()
 
-        layer.bind_key(COMMIT_KEY, commit, overwrite=True)
-        # the prompt layer is the active one after a commit (to draw on): Ctrl+Z there undoes the commit
+        # the prompt layer is the active one after a commit (to draw on): Ctrl+Z there undoes the commit (a Labels
+        # layer's Ctrl+Z stays napari's own undo, so this is the prompt layers' only)
         layer.bind_key(UNDO_KEY, undo, overwrite=True)
-        if role == "points":
-            layer.bind_key(TOGGLE_KEY, toggle, overwrite=True)
+
+    # -- the viewer's keys while the widget is open --------------------------------------------------------------
+    def _bind_viewer_keys(self) -> None:
+        """Commit, clear the prompts and toggle the clicks' polarity from the keyboard whichever layer is selected
+        (bound to a prompt layer, Shift-C did nothing with the image or the committed labels selected). The
+        selected layer's own keys come first in napari: the boxes layer's T stays its path tool."""
+        me = weakref.ref(self)  # the viewer's keymap must not keep a closed widget alive
+        for key, action in ((COMMIT_KEY, "commit"), (CLEAR_KEY, "clear_prompts"), (TOGGLE_KEY, "toggle_polarity")):
+
+            def press(_viewer, action: str = action) -> None:
+                widget = me()
+                if widget is not None and not widget.runner.closed:
+                    getattr(widget, action)()
+
+            self._viewer_keys[key] = (press, self.viewer.bind_key(key, press, overwrite=True))
+
+    def _unbind_viewer_keys(self) -> None:
+        """The viewer's keys as they were before the widget took them (another plugin's, e.g. micro-sam's)."""
+        for key, (ours, before) in self._viewer_keys.items():
+            now = self.viewer.bind_key(key, before, overwrite=True)
+            if now is not ours:  # bound by someone else since: theirs stays
+                self.viewer.bind_key(key, now, overwrite=True)
+        self._viewer_keys.clear()
+
+    def event(self, event: QEvent) -> bool:
+        # the runner's event filter saw it first: ``runner.closed`` says whether the dock was closed or opened
+        if event.type() == QEvent.Type.ParentChange:
+            if self.runner.closed and self._viewer_keys:
+                self._on_closed()
+            elif not self.runner.closed and not self._viewer_keys:
+                self._on_reopened()
+        return super().event(event)
+
+    def _on_closed(self) -> None:
+        """The dock closed: the keys go back to the viewer and nothing waits to run (a closed widget reacted to every
+        prompt edit and image change: a line drawn on its boxes layer raised an error notification)."""
+        self._unbind_viewer_keys()
+        self._preview_timer.stop()
+        self._plane_timer.stop()
+        self._commit_after_preview = False
+
+    def _on_reopened(self) -> None:
+        """The dock opened again: the keys are the widget's, and the image and prompts as they are now are previewed
+        (or embedded)."""
+        self._bind_viewer_keys()
+        self._on_image_options_changed()
 
     def _on_layer_inserted(self, event) -> None:
         self._listen_for_boxes(event.value)
@@ -288,7 +326,12 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
         """While the prompt layers have nothing on this plane: rectangles on another Shapes layer are pointed to."""
         shapes, points = self.shapes_picker.layer(), self.points_picker.layer()
         self._boxes_hint_waits = self.runner.busy  # e.g. drawn while the image is embedded
-        if self.runner.busy or self.image_picker.layer() is None or self.viewer.dims.ndisplay != 2:
+        if (
+            self.runner.closed
+            or self.runner.busy
+            or self.image_picker.layer() is None
+            or self.viewer.dims.ndisplay != 2
+        ):
             return
         try:
             image, geom = self._geometry()
@@ -314,6 +357,8 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
         self._plane_timer.start()
 
     def _on_plane_settled(self) -> None:
+        if self.runner.closed:
+            return
         try:
             _, geom = self._geometry()
         except PromptsegError:

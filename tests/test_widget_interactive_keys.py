@@ -1,0 +1,106 @@
+"""The Interactive widget's keys and its closed dock, in a real napari viewer with the real LiteMedSAM model: commit,
+clear prompts and the clicks' polarity from the keyboard whichever layer is selected (as micro-sam's keys, bound to
+the viewer), only while the widget is open; a closed widget says nothing about the layers it no longer serves.
+
+Run under a display: ``xvfb-run -a python -m pytest tests/test_widget_interactive_keys.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.utils.notifications import NotificationSeverity, notification_manager
+
+from napari_promptseg._widgets.interactive import (
+    BOXES_NAME,
+    CLEAR_KEY,
+    COMMIT_KEY,
+    POINTS_NAME,
+    TARGET_NAME,
+    TOGGLE_KEY,
+)
+
+from .interactive_widget import FIRST_RUN_MS, MIN_DICE, add_widget, dice, press_key, preview_layer, wait_idle
+
+pytestmark = pytest.mark.gui
+
+
+def test_commit_clear_and_toggle_keys_work_whichever_layer_is_selected_while_the_widget_is_open(
+    make_viewer, qtbot, nuclei_sample
+):
+    """Shift-C committed only while a prompt layer was the selected layer: with the image selected (to set its
+    contrast) or the committed labels (to look at them) the key did nothing, without a word; and no key cleared the
+    prompts (micro-sam's users clear them from the keyboard). The keys are the viewer's while the widget is open,
+    said in its tooltips, and a key the viewer had before (another plugin's) is its own again once it is closed."""
+    image, truth, label, (r0, c0, r1, c1) = nuclei_sample
+    viewer = make_viewer()
+    theirs = []
+    viewer.bind_key(COMMIT_KEY, lambda _viewer: theirs.append(COMMIT_KEY))  # e.g. micro-sam's clear
+    viewer.add_image(image, name="nuclei")
+    widget = add_widget(viewer)
+    assert COMMIT_KEY in widget.commit_button.text()
+    assert CLEAR_KEY in widget.clear_button.toolTip()
+    assert TOGGLE_KEY in widget.positive_radio.toolTip()
+    widget.new_prompt_layers()
+    boxes, points = viewer.layers[BOXES_NAME], viewer.layers[POINTS_NAME]
+    boxes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+
+    viewer.layers.selection.active = viewer.layers["nuclei"]
+    press_key(viewer, COMMIT_KEY)
+    target = viewer.layers[TARGET_NAME]
+    assert dice(target.data > 0, truth == label) > MIN_DICE
+    assert not theirs
+
+    viewer.layers.selection.active = target  # the labels just committed, looked at
+    press_key(viewer, TOGGLE_KEY)
+    assert widget.negative_radio.isChecked()
+    points.add([r0 + 2, c0 + 2])
+    boxes.add_rectangles(np.array([[100, 100], [120, 125]]))
+    wait_idle(qtbot, widget)
+    assert points.features["positive"].tolist() == [False]
+    press_key(viewer, CLEAR_KEY)
+    assert len(boxes.data) == len(points.data) == 0
+    wait_idle(qtbot, widget)
+    assert not preview_layer(viewer).data.any()
+
+    viewer.window.remove_dock_widget(widget)
+    press_key(viewer, COMMIT_KEY)
+    assert theirs == [COMMIT_KEY]  # the viewer's own binding, back
+    boxes.add_rectangles(np.array([[100, 100], [120, 125]]))
+    press_key(viewer, CLEAR_KEY)
+    assert len(boxes.data) == 1  # a closed widget clears nothing
+
+
+def test_a_closed_widget_says_nothing_of_the_layers_and_previews_again_once_reopened(make_viewer, qtbot, nuclei_sample):
+    """With its dock closed, the widget still reacted to every edit of the prompt layers and every image change: a
+    line drawn on its old boxes layer raised 'preview: shape 1 ... spans no area' as an error, a new image 'commit
+    target: ...'. Closed, it is silent; opened again, it previews the prompts there are."""
+    image, truth, label, (r0, c0, r1, c1) = nuclei_sample
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei")
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    boxes = viewer.layers[BOXES_NAME]
+    boxes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.commit()  # a target made for this image: another image's switch would be said
+    wait_idle(qtbot, widget)
+
+    viewer.window.remove_dock_widget(widget)
+    start = len(notification_manager.records)
+    boxes.add_lines(np.array([[10, 10], [10, 40]]))
+    viewer.add_image(image[::2, ::2].copy(), name="half")
+    widget.image_picker.set_layer(viewer.layers["half"])
+    qtbot.wait(600)  # past the preview's and the plane's debounce
+    assert widget.is_idle
+    said = [n.message for n in notification_manager.records[start:] if n.severity >= NotificationSeverity.INFO]
+    assert not said, said
+
+    widget.image_picker.set_layer(viewer.layers["nuclei"])
+    boxes.remove(list(range(len(boxes.data))))
+    boxes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    viewer.window.add_dock_widget(widget, name="promptseg interactive")
+    qtbot.waitUntil(lambda: not widget.is_idle, timeout=5_000)
+    wait_idle(qtbot, widget)
+    assert dice(preview_layer(viewer).data > 0, truth == label) > MIN_DICE
