@@ -119,7 +119,59 @@ def test_ctrl_z_on_the_prompts_undoes_the_commit_and_never_a_later_paint_stroke(
     press_key(viewer, "Control-Z")
     np.testing.assert_array_equal(target.data, painted)  # the stroke stays
     warnings = records_since(first, NotificationSeverity.WARNING)
+    # the commit was undone in the layer, and the stroke took its place in napari's history: none is left to undo
+    assert any("no commit to undo" in m for m in warnings), warnings
+
+    boxes.add_rectangles(np.array([[r0, c0], [r1, c1]]))  # a commit, and a stroke painted over it at once
+    wait_idle(qtbot, widget)
+    widget.commit()
+    target.data_setitem((np.arange(3), np.arange(3) + 3), np.full(3, 9, target.data.dtype))
+    painted = target.data.copy()
+    first = len(notification_manager.records)
+    press_key(viewer, "Control-Z")
+    np.testing.assert_array_equal(target.data, painted)
+    warnings = records_since(first, NotificationSeverity.WARNING)
     assert any(f"'{TARGET_NAME}' changed since the commit" in m for m in warnings), warnings
+
+
+def test_ctrl_z_on_the_prompts_undoes_the_commit_left_after_an_undo_or_a_redo_in_the_labels_layer(
+    make_viewer, qtbot, nuclei_sample
+):
+    """Two commits; the second undone in the labels layer itself (its own Ctrl+Z), then Ctrl+Z on the prompts: it said
+    "'promptseg labels' changed since the commit" and undid nothing, the first commit being the layer's last change.
+    And a commit undone and redone there (napari keeps its change anew) was no longer the widget's to undo. The
+    commits undone in the layer are passed over, and a commit redone there is undone again."""
+    image, truth, label, (r0, c0, r1, c1) = nuclei_sample
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei")
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    boxes = viewer.layers[BOXES_NAME]
+    boxes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.commit()
+    target = viewer.layers[TARGET_NAME]
+    first = target.data.copy()
+    boxes.add_rectangles(np.array([[100, 100], [120, 125]]))
+    wait_idle(qtbot, widget)
+    widget.commit()
+    both = target.data.copy()
+    assert both.max() == 2
+
+    target.undo()  # the second commit, undone in the labels layer
+    viewer.layers.selection.active = boxes
+    press_key(viewer, "Control-Z")  # the first, undone from the prompts
+    assert not target.data.any()
+    target.redo()
+    target.redo()  # both back, redone in the labels layer
+    np.testing.assert_array_equal(target.data, both)
+    press_key(viewer, "Control-Z")
+    np.testing.assert_array_equal(target.data, first)
+    press_key(viewer, "Control-Z")
+    assert not target.data.any()
+    start = len(notification_manager.records)
+    press_key(viewer, "Control-Z")
+    assert any("no commit to undo" in m for m in records_since(start, NotificationSeverity.WARNING))
 
 
 def test_a_preview_of_pixels_since_replaced_is_never_committed(make_viewer, qtbot, nuclei_sample):

@@ -90,29 +90,33 @@ class CommitActions:
             self._clear_preview()
 
     def undo_commit(self) -> None:
-        """Undo the last commit not undone yet in its target Labels layer (napari's undo of that layer: its last
-        change); pressed again, the commit before (only the last one was kept: 'no commit to undo' came next)."""
-        while self._commits and self._commits[-1][0] not in self.viewer.layers:
-            self._commits.pop()  # its target is gone
-        if not self._commits:
-            show_warning("no commit to undo")
+        """Undo the newest commit still done in its target Labels layer (napari's undo of that layer: its last
+        change); pressed again, the commit before. Commits undone in the layer itself (its own Ctrl+Z, or this undo)
+        are passed over, and count again once redone there: after the second of two commits was undone in the layer,
+        the first was refused as 'changed since the commit'."""
+        for k in range(len(self._commits) - 1, -1, -1):
+            target, change = self._commits[k]
+            state = _commit_state(target, change) if target in self.viewer.layers else GONE
+            if state is GONE:  # its target removed, or its change dropped by napari: it cannot come back
+                del self._commits[k]
+                continue
+            if state is UNDONE:
+                continue
+            if state is UNREADABLE:  # undone blindly, it might be the user's stroke painted since
+                show_warning(
+                    f"cannot tell the commit from later changes of '{target.name}' (napari {napari.__version__} keeps "
+                    f"its undo history otherwise): undo it in '{target.name}' itself (select it, Ctrl+Z)"
+                )
+                return
+            # the commit's own change, not a count of changes: undone in the layer and painted again, the count was
+            # the same and the paint stroke was undone (as was any change past napari's 100 kept)
+            if state is not LAST:  # painted since: Labels' undo would undo that instead
+                show_warning(f"'{target.name}' changed since the commit: undo there (select it, Ctrl+Z)")
+                return
+            target.undo()
+            self.runner.widget.set_message(f"undid the last commit in '{target.name}'")
             return
-        target, change = self._commits[-1]
-        now = _last_change(target)
-        if UNREADABLE in (change, now):  # undone blindly, it might be the user's stroke painted since
-            show_warning(
-                f"cannot tell the commit from later changes of '{target.name}' (napari {napari.__version__} keeps "
-                f"its undo history otherwise): undo it in '{target.name}' itself (select it, Ctrl+Z)"
-            )
-            return
-        # the commit's own change, not a count of changes: undone in the layer and painted again, the count was the
-        # same and the paint stroke was undone (as was any change past napari's 100 kept)
-        if now is not change:  # painted (or undone) since: Labels' undo would undo that instead
-            show_warning(f"'{target.name}' changed since the commit: undo there (select it, Ctrl+Z)")
-            return
-        self._commits.pop()
-        target.undo()
-        self.runner.widget.set_message(f"undid the last commit in '{target.name}'")
+        show_warning("no commit to undo")
 
     def _new_target(self, geom: PlaneGeometry) -> napari.layers.Labels:
         target = self._add_result_layer(np.zeros(geom.labels_shape, dtype=np.uint32), geom, TARGET_NAME)
@@ -182,6 +186,10 @@ def _found_again(gathered: list[np.ndarray], now) -> list[int]:
 
 #: what :func:`_last_change` returns when napari's undo history cannot be read
 UNREADABLE = object()
+#: where a commit's change is in its target's undo history (:func:`_commit_state`): its last change, undone (in the
+#: redo history), under later changes, or in neither history (undone and its redo dropped by a later change, or
+#: past the changes napari keeps)
+LAST, UNDONE, BURIED, GONE = object(), object(), object(), object()
 
 
 def _last_change(layer: napari.layers.Labels) -> object | None:
@@ -195,3 +203,29 @@ def _last_change(layer: napari.layers.Labels) -> object | None:
         return history[-1] if len(history) else None
     except (TypeError, IndexError, KeyError):
         return UNREADABLE
+
+
+def _commit_state(layer: napari.layers.Labels, change: object) -> object:
+    """Where a commit's ``change`` (:func:`_last_change` right after it) is in ``layer``'s undo and redo histories:
+    :data:`LAST`, :data:`UNDONE`, :data:`BURIED`, :data:`GONE`, or :data:`UNREADABLE`."""
+    try:
+        undo = list(getattr(layer, "_undo_history", UNREADABLE))
+        redo = list(getattr(layer, "_redo_history", UNREADABLE))
+    except TypeError:  # not napari's lists (nor UNREADABLE, which no list holds)
+        return UNREADABLE
+    if change is UNREADABLE or change is None:
+        return UNREADABLE
+    if undo and _same_change(undo[-1], change):
+        return LAST
+    if any(_same_change(item, change) for item in redo):
+        return UNDONE
+    return BURIED if any(_same_change(item, change) for item in undo) else GONE
+
+
+def _same_change(item: object, change: object) -> bool:
+    """Whether two of napari's history items are one change: the same pieces (napari's undo and redo keep an item
+    anew, its pieces in reverse order: compared by identity, a commit undone and redone was 'changed since')."""
+    try:
+        return len(item) == len(change) and {id(piece) for piece in item} == {id(piece) for piece in change}
+    except TypeError:
+        return False
