@@ -275,6 +275,27 @@ def test_a_commit_says_the_objects_that_lay_on_painted_labels(make_viewer, qtbot
     assert "committed 1 object(s)" in status and "1 other(s) lay wholly on labels already there" in status, status
 
 
+def test_a_commit_says_an_object_it_added_only_in_part_beside_painted_labels(make_viewer, qtbot, nuclei_sample):
+    """A box on a nucleus whose upper half the user had painted: half the object was committed (the painted half is
+    never overwritten, as it must be) and the status read only "committed 1 object(s)", as for a whole one."""
+    image, truth, label, (r0, c0, r1, c1) = nuclei_sample
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei")
+    painted = np.zeros(truth.shape, dtype=np.int32)
+    painted[r0 : (r0 + r1) // 2, c0 : c1 + 1] = 4
+    target = viewer.add_labels(painted.copy(), name="my labels")
+    widget = add_widget(viewer)
+    widget.target_picker.set_layer(target)
+    widget.new_prompt_layers()
+    widget.shapes_picker.layer().add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    widget.commit()
+    assert (target.data[painted == 4] == 4).all()
+    assert dice(target.data == 5, (truth == label) & (painted == 0)) > MIN_DICE
+    status = widget.runner.widget.status.text()
+    assert "committed 1 object(s)" in status and "1 of them partly on labels already there" in status, status
+
+
 def test_cancel_drops_a_commit_waiting_for_its_preview(make_viewer, qtbot, nuclei_sample):
     """Shift-C before the preview came, a box added meanwhile (the commit then waits for the preview of the prompts
     as they are now), then Cancel: the commit stayed asked for, and the preview of the user's next edit committed

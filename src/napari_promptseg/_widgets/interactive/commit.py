@@ -56,6 +56,7 @@ class CommitActions:
             if target is None:
                 target = self._new_target(preview.geom)
             channel = shown_channel(self.viewer, target) if holds_channels(target, preview.geom) else None
+            partly: list[int] = []
             new_ids = commit_to_labels(
                 target,
                 preview.labels,
@@ -65,6 +66,7 @@ class CommitActions:
                 advice=_fitting_target(preview),
                 # a whole slide's labels level, said as the image, was half the size the user saw it
                 image=f"the labels level of image '{preview.geom.image_name}'" if preview.whole_slide else None,
+                partly=partly,
             )
         except PromptsegError as exc:
             self.runner.refuse(exc, "commit")
@@ -79,6 +81,8 @@ class CommitActions:
         on = f" on channel {channel}" if channel is not None else ""
         message = f"committed {len(new_ids)} object(s) to '{target.name}'{on} as id {ids}"
         covered = int(np.count_nonzero(np.unique(preview.labels))) - len(new_ids)
+        if partly:  # the pixels on labels there were left out: said, as an object cut short looks like a bad mask
+            message += f"; {len(partly)} of them partly on labels already there (kept: the rest added)"
         if covered > 0:  # their prompts go too: the count says why fewer objects came than were asked for
             message += f"; {covered} other(s) lay wholly on labels already there (never overwritten)"
         if preview.lost:

@@ -108,12 +108,14 @@ def commit_to_labels(
     *,
     advice: str = "choose another target or a new layer",
     image: str | None = None,
+    partly: list[int] | None = None,
 ) -> list[int]:
     """Write the preview objects into ``target`` as new ids (max + 1, ...), only where ``target`` is 0. ``preview``
     covers the plane from (row, col) ``offset`` on (a crop of a whole slide's labels; default: the whole plane).
     ``channel``: the plane of a target that :func:`holds_channels` to write into (napari's 'New labels' over a
     multichannel image was refused as not matching it). ``advice``: what a target that does not fit is told to do;
-    ``image``: what ``geom`` is, in that message (:func:`target_misfit`).
+    ``image``: what ``geom`` is, in that message (:func:`target_misfit`). ``partly``: when given, receives the new ids
+    of the objects written only in part (the rest of their pixels lay on labels there).
 
     Goes through ``Labels.data_setitem`` so the whole commit is one undo step (Ctrl+Z). Returns the new ids.
     """
@@ -142,6 +144,7 @@ def commit_to_labels(
     objects = [int(k) for k in np.unique(placed) if k != 0]
     if not objects:
         return []
+    cut = set(np.unique(preview[~free]).tolist())  # objects with pixels on labels there
     start = int(np.asarray(target.data).max()) + 1
     new_ids = list(range(start, start + len(objects)))
     if new_ids[-1] > np.iinfo(dtype).max:
@@ -157,6 +160,8 @@ def commit_to_labels(
     if over_channels:
         where = (np.full(rows.shape, channel, dtype=rows.dtype), *where)
     target.data_setitem(where, values)
+    if partly is not None:
+        partly.extend(new for old, new in zip(objects, new_ids, strict=True) if old in cut)
     return new_ids
 
 
