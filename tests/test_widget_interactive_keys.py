@@ -104,3 +104,40 @@ def test_a_closed_widget_says_nothing_of_the_layers_and_previews_again_once_reop
     qtbot.waitUntil(lambda: not widget.is_idle, timeout=5_000)
     wait_idle(qtbot, widget)
     assert dice(preview_layer(viewer).data > 0, truth == label) > MIN_DICE
+
+
+def test_shift_c_pressed_again_while_its_commit_waits_for_the_preview_is_no_refusal(make_viewer, qtbot, nuclei_sample):
+    """Shift-C pressed twice before the preview came (it seemed slow): the second press said 'preview to commit is
+    still running: wait for it, or press Cancel first', as if the commit were refused, and Cancel would have dropped
+    the commit asked for. The commit waits, once, and is done."""
+    image, truth, label, (r0, c0, r1, c1) = nuclei_sample
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei")
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    start = len(notification_manager.records)
+    viewer.layers[BOXES_NAME].add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    press_key(viewer, COMMIT_KEY)
+    qtbot.waitUntil(lambda: widget.runner.running_key == "commit", timeout=5_000)
+    press_key(viewer, COMMIT_KEY)
+    assert "commit waits for the preview" in widget.runner.widget.status.text()
+    wait_idle(qtbot, widget)
+    said = [n.message for n in notification_manager.records[start:]]
+    assert not said, said
+    target = viewer.layers[TARGET_NAME]
+    assert dice(target.data > 0, truth == label) > MIN_DICE and target.data.max() == 1
+
+    # a commit dropped because the image's pixels were replaced while it ran: the next Shift-C commits again (it must
+    # not take the dropped one for a commit still waiting)
+    boxes = viewer.layers[BOXES_NAME]
+    boxes.add_rectangles(np.array([[100, 100], [120, 125]]))
+    press_key(viewer, COMMIT_KEY)
+    qtbot.waitUntil(lambda: widget.runner.running_key == "commit", timeout=5_000)
+    viewer.layers["nuclei"].data = image.copy()
+    wait_idle(qtbot, widget)
+    assert target.data.max() == 1
+    boxes.add_rectangles(np.array([[160, 160], [185, 190]]))  # the preview is computed anew: the commit waits
+    press_key(viewer, COMMIT_KEY)
+    wait_idle(qtbot, widget)
+    assert target.data.max() > 1, widget.runner.widget.status.text()

@@ -31,6 +31,11 @@ class CommitActions:
     def commit(self) -> None:
         """Write the preview objects into the target Labels layer as new ids; existing labels are never replaced."""
         fresh = self.preview is not None and self.preview.version == self._version
+        if not fresh and self._commit_step == tuple(self.viewer.dims.current_step):
+            # pressed again while this plane's commit waits (it seemed slow): that commit is done when its preview
+            # comes; a second was refused as 'still running: ... press Cancel first', and Cancel dropped the first
+            self.runner.widget.set_message("commit waits for the preview ...")
+            return
         if not fresh and (self._preview_timer.isActive() or self.runner.busy):
             # the preview of the prompts on this plane is computed now and committed when it comes: waiting for the
             # live preview lost the commit when the user moved on to the next plane before it came

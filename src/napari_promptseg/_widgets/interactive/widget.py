@@ -141,6 +141,7 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
         return image, plane_geometry(self.viewer, image, self._channel_axis())
 
     def _on_runner_idle(self) -> None:
+        self._commit_step = None  # no commit waits any more (one whose image went or changed is dropped unsaid here)
         if self.image_picker.layer() is None:
             self.runner.widget.note(NO_IMAGE)
         elif self._boxes_hint_waits:
@@ -189,6 +190,7 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
         self._version += 1  # a preview still on its way was made from the image (or channels) as they were
         self._image_changes += 1
         self._commit_after_preview = False  # a commit asked for that preview is not one for the new image
+        self._commit_step = None  # nor is one waiting for its preview (a second Shift-C would wait for it in vain)
         self._clear_preview()
         self._last_plane = None
         if self.runner.closed:  # looked at again when the widget is opened again (_on_reopened)
