@@ -141,3 +141,27 @@ def test_shift_c_pressed_again_while_its_commit_waits_for_the_preview_is_no_refu
     press_key(viewer, COMMIT_KEY)
     wait_idle(qtbot, widget)
     assert target.data.max() > 1, widget.runner.widget.status.text()
+
+
+def test_the_polarity_of_clicks_on_the_users_own_points_layer_keeps_its_other_features(
+    make_viewer, qtbot, nuclei_sample
+):
+    """A points layer of the user's own with features of its own (a CSV's 'name' column) as the clicks layer:
+    'negative' chosen (or T) replaced its features with the polarity alone, the names lost; and a layer that had a
+    'positive' column beside others raised napari's 'Feature defaults is missing some columns' as it was picked."""
+    image, truth, label, (r0, c0, r1, c1) = nuclei_sample
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei")
+    named = viewer.add_points([[r0 + 3, c0 + 3]], name="my clicks", features={"name": ["first"]})
+    polar = viewer.add_points([[r1 - 3, c1 - 3]], name="their clicks", features={"name": ["a"], "positive": [True]})
+    widget = add_widget(viewer)
+    widget.points_picker.set_layer(named)
+    press_key(viewer, TOGGLE_KEY)  # negative
+    named.add([r0 + 5, c0 + 5])
+    assert named.features["name"].tolist()[:1] == ["first"]
+    assert named.features["positive"].tolist() == [True, False]
+    widget.points_picker.set_layer(polar)
+    polar.add([r1 - 5, c1 - 5])
+    assert polar.features["positive"].tolist() == [True, False]
+    assert polar.features["name"].tolist()[:1] == ["a"]
+    wait_idle(qtbot, widget, FIRST_RUN_MS)

@@ -56,8 +56,11 @@ from .preview import Preview, PreviewActions
 
 
 def _mark_polarity(points: napari.layers.Points) -> None:
-    """Give a user's own points layer the polarity feature (and its colours): its clicks so far count as positive."""
-    points.features = {POSITIVE: np.ones(len(points.data), dtype=bool)}
+    """Give a user's own points layer the polarity feature (and its colours): its clicks so far count as positive.
+    Its features of its own stay (they were replaced by the polarity alone: a CSV's names lost)."""
+    features = points.features.copy()
+    features[POSITIVE] = np.ones(len(points.data), dtype=bool)
+    points.features = features
     points.face_color_cycle = POLARITY_COLOURS
     points.face_color = POSITIVE
 
@@ -392,7 +395,10 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
             # while it was) left the next clicks positive, unlike what the widget showed
             _mark_polarity(points)
         if POSITIVE in points.features:
-            points.feature_defaults = {POSITIVE: self.positive_clicks}
+            # the layer's other features keep their defaults: napari refuses defaults that leave out a column
+            defaults = points.feature_defaults.copy()
+            defaults[POSITIVE] = self.positive_clicks
+            points.feature_defaults = defaults
 
     def toggle_polarity(self) -> None:
         """Switch new clicks between positive and negative; selected clicks flip too."""
