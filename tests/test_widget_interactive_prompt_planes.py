@@ -1,5 +1,6 @@
-"""The Interactive widget's prompts counted on the plane they are shown on, in a real napari viewer with the real
-LiteMedSAM model: prompt layers made over a stack, then a 2D image (a projection of it) chosen.
+"""The Interactive widget's prompts and what their preview holds, in a real napari viewer with the real LiteMedSAM
+model: prompts counted on the plane they are shown on (prompt layers made over a stack, then a 2D image, a projection
+of it, chosen), and a preview without objects.
 
 Run under a display: ``xvfb-run -a python -m pytest tests/test_widget_interactive_prompt_planes.py``.
 """
@@ -8,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from napari.utils.notifications import NotificationSeverity, notification_manager
 
 from napari_promptseg._widgets.interactive import BOXES_NAME, POINTS_NAME
 
-from .interactive_widget import FIRST_RUN_MS, MIN_DICE, add_widget, dice, preview_layer, wait_idle
+from .interactive_widget import FIRST_RUN_MS, MIN_DICE, add_widget, dice, preview_layer, records_since, wait_idle
 
 pytestmark = pytest.mark.gui
 
@@ -40,3 +42,20 @@ def test_prompts_on_other_planes_of_a_stack_are_not_used_on_a_2d_image(make_view
     widget.commit()
     assert int(widget.target_picker.layer().data.max()) == 1
     assert len(boxes.data) == 1 and len(points.data) == 1  # the other planes' prompts stay, for the stack
+
+
+def test_a_commit_of_a_preview_without_objects_says_the_preview_is_empty(make_viewer, qtbot):
+    """A box on a blank image (a stack's padding plane, a masked-out region): the preview came and held no object,
+    and Shift-C said 'nothing to commit: draw a box or click a positive point, and wait for the preview', which the
+    user had done. It says the preview of the prompts holds no object."""
+    viewer = make_viewer()
+    viewer.add_image(np.zeros((128, 128), np.uint8), name="blank")
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    viewer.layers[BOXES_NAME].add_rectangles(np.array([[30, 30], [60, 60]]))
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert widget.preview is not None and not widget.preview.labels.any()
+    start = len(notification_manager.records)
+    widget.commit()
+    said = records_since(start, NotificationSeverity.WARNING)
+    assert any("the preview of the 1 prompt(s) on this plane holds no object" in m for m in said), said

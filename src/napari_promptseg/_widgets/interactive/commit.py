@@ -52,8 +52,16 @@ class CommitActions:
         if preview is not None and preview.lost and not preview.labels.any():
             show_warning(f"nothing committed: {_lost(preview)}")
             return
-        if preview is None or not preview.labels.any():
+        if preview is None:
             show_warning("nothing to commit: draw a box or click a positive point, and wait for the preview")
+            return
+        if not preview.labels.any():  # it came, and it was said what to do before it: the prompts were there
+            prompts = preview.prompts
+            n = len(prompts.boxes) + len(prompts.positive) + len(prompts.negative)
+            show_warning(
+                f"nothing to commit: the preview of the {n} prompt(s) on this plane holds no object (the model found "
+                "none there): move or redraw the box around the object, or click on it"
+            )
             return
         restore = self._keep_active_layer()
         try:
