@@ -43,6 +43,17 @@ def test_prompts_on_other_planes_of_a_stack_are_not_used_on_a_2d_image(make_view
     assert int(widget.target_picker.layer().data.max()) == 1
     assert len(boxes.data) == 1 and len(points.data) == 1  # the other planes' prompts stay, for the stack
 
+    viewer.dims.set_current_step(0, 0)  # the plane of the click: its object is previewed
+    wait_idle(qtbot, widget)
+    assert preview_layer(viewer).data.reshape(truth.shape)[200, 60] == 1
+    viewer.dims.set_current_step(0, 2)  # the plane of the other box: its object is previewed, and committed
+    wait_idle(qtbot, widget)
+    shown = preview_layer(viewer).data.reshape(truth.shape)
+    assert int(shown.max()) == 1 and shown[100:121, 100:126].any() and shown[200, 60] == 0
+    widget.commit()
+    assert int(widget.target_picker.layer().data.max()) == 2
+    assert len(boxes.data) == 0 and len(points.data) == 1
+
 
 def test_a_commit_of_a_preview_without_objects_says_the_preview_is_empty(make_viewer, qtbot):
     """A box on a blank image (a stack's padding plane, a masked-out region): the preview came and held no object,

@@ -124,7 +124,7 @@ class PreviewActions:
             self.runner.refuse(exc, "embedding")
             return
         device, normalize, name = self.device, self.normalize_combo.currentText(), image.name
-        self._last_plane = (geom.image_name, geom.index)
+        self._last_plane = self._plane_key(geom)
 
         def task(progress, cancel) -> float | None:
             progress(0.0, f"loading {model}")

@@ -373,7 +373,7 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
                 # the preview stale, and none came on the plane shown before
                 self._last_plane = None
             return
-        plane = (geom.image_name, geom.index)
+        plane = self._plane_key(geom)
         if plane == self._last_plane:
             return
         self._last_plane = plane
@@ -382,6 +382,17 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
             self._schedule_preview()
         elif self.auto_embed_check.isChecked():
             self._auto_embed()
+
+    def _plane_key(self, geom: PlaneGeometry) -> tuple:
+        """What of the viewer's position a preview (or embedding) is for: the image's plane shown, and the position
+        along the axes the prompt layers have beyond the image's (a stack's prompt layers over a 2D image show, and
+        give, the prompts of one plane: moving to another plane left its prompts unpreviewed)."""
+        image = self.image_picker.layer()
+        layers = [layer for layer in (self.shapes_picker.layer(), self.points_picker.layer()) if layer is not None]
+        deepest = max((int(layer.ndim) for layer in layers), default=0)
+        step = tuple(self.viewer.dims.current_step)
+        beyond = step[len(step) - deepest : len(step) - int(image.ndim)] if image is not None else ()
+        return geom.image_name, geom.index, beyond
 
     # -- polarity ----------------------------------------------------------------------------------------------
     def _on_polarity_changed(self, *_) -> None:
