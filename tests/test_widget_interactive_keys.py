@@ -7,6 +7,8 @@ Run under a display: ``xvfb-run -a python -m pytest tests/test_widget_interactiv
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
@@ -20,7 +22,16 @@ from napari_promptseg._widgets.interactive import (
     TOGGLE_KEY,
 )
 
-from .interactive_widget import FIRST_RUN_MS, MIN_DICE, add_widget, dice, press_key, preview_layer, wait_idle
+from .interactive_widget import (
+    FIRST_RUN_MS,
+    MIN_DICE,
+    add_box_on_plane,
+    add_widget,
+    dice,
+    press_key,
+    preview_layer,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.gui
 
@@ -119,7 +130,7 @@ def test_shift_c_pressed_again_while_its_commit_waits_for_the_preview_is_no_refu
     start = len(notification_manager.records)
     viewer.layers[BOXES_NAME].add_rectangles(np.array([[r0, c0], [r1, c1]]))
     press_key(viewer, COMMIT_KEY)
-    qtbot.waitUntil(lambda: widget.runner.running_key == "commit", timeout=5_000)
+    qtbot.waitUntil(lambda: (widget.runner.running_key or "").startswith("commit"), timeout=5_000)
     press_key(viewer, COMMIT_KEY)
     assert "commit waits for the preview" in widget.runner.widget.status.text()
     wait_idle(qtbot, widget)
@@ -133,7 +144,7 @@ def test_shift_c_pressed_again_while_its_commit_waits_for_the_preview_is_no_refu
     boxes = viewer.layers[BOXES_NAME]
     boxes.add_rectangles(np.array([[100, 100], [120, 125]]))
     press_key(viewer, COMMIT_KEY)
-    qtbot.waitUntil(lambda: widget.runner.running_key == "commit", timeout=5_000)
+    qtbot.waitUntil(lambda: (widget.runner.running_key or "").startswith("commit"), timeout=5_000)
     viewer.layers["nuclei"].data = image.copy()
     wait_idle(qtbot, widget)
     assert target.data.max() == 1
@@ -165,3 +176,33 @@ def test_the_polarity_of_clicks_on_the_users_own_points_layer_keeps_its_other_fe
     assert polar.features["positive"].tolist() == [True, False]
     assert polar.features["name"].tolist()[:1] == ["a"]
     wait_idle(qtbot, widget, FIRST_RUN_MS)
+
+
+def test_shift_c_on_one_plane_then_on_the_next_before_the_first_preview_commits_both(make_viewer, qtbot, nuclei_sample):
+    """Plane by plane through a stack, faster than the previews (each plane's first one encodes it: seconds on a
+    CPU): Shift-C on a plane, the next plane, a box, Shift-C. The second commit took the first's place in the queue
+    (one key for every commit: latest wins) and the first plane's object was never committed, without a word; had
+    the first begun, the second was refused ('still running ... press Cancel first'). Each plane's commit is done."""
+    image, truth, label, (r0, c0, r1, c1) = nuclei_sample
+    w = image.shape[1]
+    viewer = make_viewer()
+    viewer.add_image(np.stack([image[::-1], image, image[:, ::-1]]), name="stack")
+    viewer.dims.set_current_step(0, 1)
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    release = threading.Event()  # the runner busy (an embedding of the plane before, say) while the user goes on
+    widget.runner.submit("hold", "a task before", lambda progress, cancel: release.wait(60), lambda _: None)
+    add_box_on_plane(widget, (c0, r0, c1, r1), 1)
+    press_key(viewer, COMMIT_KEY)
+    viewer.dims.set_current_step(0, 2)
+    add_box_on_plane(widget, (w - 1 - c1, r0, w - 1 - c0, r1), 2)
+    press_key(viewer, COMMIT_KEY)
+    release.set()
+    wait_idle(qtbot, widget)
+    target = viewer.layers[TARGET_NAME]
+    nucleus = truth == label
+    assert dice(target.data[1] > 0, nucleus) > MIN_DICE, widget.runner.widget.status.text()
+    assert dice(target.data[2] > 0, nucleus[:, ::-1]) > MIN_DICE, widget.runner.widget.status.text()
+    assert not target.data[0].any()
+    assert len(widget.shapes_picker.layer().data) == 0

@@ -31,7 +31,8 @@ class CommitActions:
     def commit(self) -> None:
         """Write the preview objects into the target Labels layer as new ids; existing labels are never replaced."""
         fresh = self.preview is not None and self.preview.version == self._version
-        if not fresh and self._commit_step == tuple(self.viewer.dims.current_step):
+        step = tuple(self.viewer.dims.current_step)
+        if not fresh and step in self._waiting_commits:
             # pressed again while this plane's commit waits (it seemed slow): that commit is done when its preview
             # comes; a second was refused as 'still running: ... press Cancel first', and Cancel dropped the first
             self.runner.widget.set_message("commit waits for the preview ...")
@@ -40,11 +41,11 @@ class CommitActions:
             # the preview of the prompts on this plane is computed now and committed when it comes: waiting for the
             # live preview lost the commit when the user moved on to the next plane before it came
             self._preview_timer.stop()
-            self._commit_step = tuple(self.viewer.dims.current_step)
+            self._waiting_commits.add(step)
             if self._run_preview(for_commit=True):
                 self.runner.widget.set_message("commit waits for the preview ...")
             else:  # nothing to preview (said why): the status line keeps what it said, and no commit waits
-                self._commit_step = None
+                self._waiting_commits.discard(step)
             return
         self._commit_preview(self.preview if fresh else None)
 
@@ -102,7 +103,11 @@ class CommitActions:
             message += f"; not committed: {_lost(preview)}"
         # a commit is the user's action done: the status no longer reads as an earlier refusal ("failed: ...")
         (self.runner.widget.set_message if self.runner.busy else self.runner.widget.done)(message)
-        self._remove_prompts(preview)
+        self._removing_committed = True  # not an edit of the prompts another plane's waiting commit has
+        try:
+            self._remove_prompts(preview)
+        finally:
+            self._removing_committed = False
         if self.preview is None or self.preview is preview:  # another plane's preview shown now stays
             self._clear_preview()
 

@@ -190,7 +190,8 @@ class PreviewActions:
             return False
         device, normalize, name = self.device, self.normalize_combo.currentText(), image.name
         version, object_size = self._version, self.object_size
-        edits, image_changes = self._prompt_edits, self._image_changes
+        step = tuple(self.viewer.dims.current_step)
+        edits, image_changes = self._plane_edits.get(step, 0), self._image_changes
         target_geom = labels_geometry(source)
 
         def task(progress, cancel) -> tuple[SegmentationResult, LevelCrop | None]:
@@ -223,8 +224,8 @@ class PreviewActions:
             result, crop = value
             shown_now = version == self._version  # else the prompts, the image or the plane shown changed meanwhile
             if for_commit:
-                self._commit_step = None
-            if for_commit and (edits, image_changes) != (self._prompt_edits, self._image_changes):
+                self._waiting_commits.discard(step)
+            if for_commit and (edits, image_changes) != (self._plane_edits.get(step, 0), self._image_changes):
                 # prompts edited since the commit was asked: the preview of the prompts as they are now is committed
                 # (none when the image changed: that preview would be of other pixels)
                 self._commit_after_preview = image_changes == self._image_changes
@@ -265,11 +266,13 @@ class PreviewActions:
         def failed(exc: BaseException) -> None:
             self._commit_after_preview = False
             if for_commit:
-                self._commit_step = None
+                self._waiting_commits.discard(step)
             if version == self._version:
                 self._clear_preview()
 
-        if for_commit:  # its own key: the previews of the next plane do not replace it while it waits
-            return self.runner.submit("commit", "preview to commit", task, done, failed, inputs=(image,), queue=True)
+        if for_commit:  # its own key, its plane's: the previews and commits of the next plane do not replace it
+            return self.runner.submit(
+                f"commit {step}", "preview to commit", task, done, failed, inputs=(image,), queue=True
+            )
         # no inputs: the version check above drops a preview of pixels or prompts that changed, without an error
         return self.runner.submit("preview", "preview", task, done, failed, queue=True, repeat=True)

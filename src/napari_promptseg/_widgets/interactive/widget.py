@@ -82,8 +82,11 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
         self._commit_after_preview = False
         # a commit's own preview (Shift-C before the preview came) is committed unless these changed meanwhile: its
         # plane's prompts (then the preview of the prompts as they are now is), or the image; not the plane shown
-        self._prompt_edits = 0  # prompt edits on the plane of a waiting commit (``_commit_step``)
-        self._commit_step: tuple | None = None
+        self._plane_edits: dict[tuple, int] = {}  # prompt edits by the plane shown when made (``current_step``)
+        # the planes (``current_step``) whose commit waits for its preview: one each, all done (the next plane's
+        # took the waiting one's place in the queue, and that plane's object was never committed)
+        self._waiting_commits: set[tuple] = set()
+        self._removing_committed = False  # a commit takes its prompts: no edit of the prompts of another plane
         self._image_changes = 0
         self._shown_warnings: set[str] = set()
         self._connected: dict[str, napari.layers.Layer] = {}
@@ -144,7 +147,7 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
         return image, plane_geometry(self.viewer, image, self._channel_axis())
 
     def _on_runner_idle(self) -> None:
-        self._commit_step = None  # no commit waits any more (one whose image went or changed is dropped unsaid here)
+        self._waiting_commits.clear()  # none waits any more (one whose image went or changed is dropped unsaid here)
         if self.image_picker.layer() is None:
             self.runner.widget.note(NO_IMAGE)
         elif self._boxes_hint_waits:
@@ -154,7 +157,7 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
         # Cancel stops a commit waiting for its preview too: it stayed asked for, and the preview of the next prompt
         # edit committed every prompt on the plane, unasked
         self._commit_after_preview = False
-        self._commit_step = None
+        self._waiting_commits.clear()
 
     def _no_image(self) -> bool:
         """No image layer is a normal state (an empty viewer, the image just removed): said in the status line."""
@@ -193,7 +196,7 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
         self._version += 1  # a preview still on its way was made from the image (or channels) as they were
         self._image_changes += 1
         self._commit_after_preview = False  # a commit asked for that preview is not one for the new image
-        self._commit_step = None  # nor is one waiting for its preview (a second Shift-C would wait for it in vain)
+        self._waiting_commits.clear()  # nor one waiting for its preview (a second Shift-C would wait for it in vain)
         self._clear_preview()
         self._last_plane = None
         if self.runner.closed:  # looked at again when the widget is opened again (_on_reopened)
@@ -351,8 +354,9 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
     def _on_prompts_edited(self, event=None) -> None:
         self._version += 1
         # boxes drawn on the next plane while a commit waits leave the prompts it commits as they were
-        if self._commit_step is None or tuple(self.viewer.dims.current_step) == self._commit_step:
-            self._prompt_edits += 1
+        if not self._removing_committed:
+            step = tuple(self.viewer.dims.current_step)
+            self._plane_edits[step] = self._plane_edits.get(step, 0) + 1
         self._schedule_preview()
 
     def _schedule_preview(self) -> None:
