@@ -86,7 +86,8 @@ def test_commit_clear_and_toggle_keys_work_whichever_layer_is_selected_while_the
 def test_a_closed_widget_says_nothing_of_the_layers_and_previews_again_once_reopened(make_viewer, qtbot, nuclei_sample):
     """With its dock closed, the widget still reacted to every edit of the prompt layers and every image change: a
     line drawn on its old boxes layer raised 'preview: shape 1 ... spans no area' as an error, a new image 'commit
-    target: ...'. Closed, it is silent; opened again, it previews the prompts there are."""
+    target: ...'; and its last preview stayed over the image, looking like labels. Closed, it is silent and its
+    preview is cleared; opened again, it previews the prompts there are."""
     image, truth, label, (r0, c0, r1, c1) = nuclei_sample
     viewer = make_viewer()
     viewer.add_image(image, name="nuclei")
@@ -96,9 +97,12 @@ def test_a_closed_widget_says_nothing_of_the_layers_and_previews_again_once_reop
     boxes.add_rectangles(np.array([[r0, c0], [r1, c1]]))
     wait_idle(qtbot, widget, FIRST_RUN_MS)
     widget.commit()  # a target made for this image: another image's switch would be said
+    boxes.add_rectangles(np.array([[100, 100], [120, 125]]))
     wait_idle(qtbot, widget)
+    assert preview_layer(viewer).data.any()
 
     viewer.window.remove_dock_widget(widget)
+    assert not preview_layer(viewer).data.any()  # no preview left that no widget will commit or update
     start = len(notification_manager.records)
     boxes.add_lines(np.array([[10, 10], [10, 40]]))
     viewer.add_image(image[::2, ::2].copy(), name="half")

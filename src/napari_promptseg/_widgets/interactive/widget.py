@@ -301,12 +301,15 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
         return super().event(event)
 
     def _on_closed(self) -> None:
-        """The dock closed: the keys go back to the viewer and nothing waits to run (a closed widget reacted to every
-        prompt edit and image change: a line drawn on its boxes layer raised an error notification)."""
+        """The dock closed: the keys go back to the viewer, nothing waits to run (a closed widget reacted to every
+        prompt edit and image change: a line drawn on its boxes layer raised an error notification), and its preview
+        is cleared (it stayed over the image, looking like labels, that no widget would commit or update)."""
         self._unbind_viewer_keys()
         self._preview_timer.stop()
         self._plane_timer.stop()
         self._commit_after_preview = False
+        self._version += 1  # a preview still on its way is not shown
+        self._clear_preview()
 
     def _on_reopened(self) -> None:
         """The dock opened again: the keys are the widget's, and the image and prompts as they are now are previewed
