@@ -50,7 +50,7 @@ def test_commit_clear_and_toggle_keys_work_whichever_layer_is_selected_while_the
     viewer.add_image(image, name="nuclei")
     widget = add_widget(viewer)
     assert COMMIT_KEY in widget.commit_button.text()
-    assert CLEAR_KEY in widget.clear_button.toolTip()
+    assert CLEAR_KEY in widget.clear_button.text() and CLEAR_KEY in widget.clear_button.toolTip()
     assert TOGGLE_KEY in widget.positive_radio.toolTip()
     widget.new_prompt_layers()
     boxes, points = viewer.layers[BOXES_NAME], viewer.layers[POINTS_NAME]

@@ -87,7 +87,7 @@ def build_controls(widget: InteractiveWidget) -> None:
             f"Polarity of new clicks; {TOGGLE_KEY} toggles (and flips the selected clicks), whichever layer is "
             "selected but the boxes layer (there it is napari's path tool)"
         )
-    widget.clear_button = QPushButton("Clear prompts")
+    widget.clear_button = QPushButton(f"Clear prompts ({CLEAR_KEY})")
     widget.clear_button.setToolTip(f"Remove every box and click of the prompt layers, on every plane ({CLEAR_KEY})")
     widget.object_size_spin = QDoubleSpinBox()
     widget.object_size_spin.setRange(0, 100_000)
