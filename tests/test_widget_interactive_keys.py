@@ -210,3 +210,25 @@ def test_shift_c_on_one_plane_then_on_the_next_before_the_first_preview_commits_
     assert dice(target.data[2] > 0, nucleus[:, ::-1]) > MIN_DICE, widget.runner.widget.status.text()
     assert not target.data[0].any()
     assert len(widget.shapes_picker.layer().data) == 0
+
+
+def test_a_click_made_negative_in_the_points_layers_features_is_previewed_as_negative(
+    make_viewer, qtbot, nuclei_sample
+):
+    """A click's polarity changed in its layer's features (napari's features table, the console) rather than with T:
+    the preview stayed that of the positive click, and Shift-C committed it as it was (the preview was fresh)."""
+    image, truth, label, (r0, c0, r1, c1) = nuclei_sample
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei")
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    points = viewer.layers[POINTS_NAME]
+    viewer.layers[BOXES_NAME].add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    points.add([(r0 + r1) // 2, (c0 + c1) // 2])
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    assert len(widget.preview.prompts.positive) == 1
+    features = points.features.copy()
+    features["positive"] = False
+    points.features = features
+    wait_idle(qtbot, widget)
+    assert len(widget.preview.prompts.negative) == 1 and not widget.preview.prompts.positive

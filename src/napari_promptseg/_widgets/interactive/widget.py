@@ -244,9 +244,13 @@ class InteractiveWidget(PreviewActions, CommitActions, NewLayerActions, QWidget)
         old = self._connected.pop(role, None)
         if old is not None:
             old.events.data.disconnect(self._on_prompts_edited)
+            old.events.features.disconnect(self._on_prompts_edited)
             old.bind_key(UNDO_KEY, None)
         if layer is not None:
             layer.events.data.connect(self._on_prompts_edited)
+            # a click's polarity set in the features (napari's features table, the console) is an edit too: the
+            # preview of the click as it was stayed, and was committed
+            layer.events.features.connect(self._on_prompts_edited)
             self._bind_undo_key(layer)
             self._connected[role] = layer
             if role == "points":
