@@ -232,3 +232,21 @@ def test_a_click_made_negative_in_the_points_layers_features_is_previewed_as_neg
     points.features = features
     wait_idle(qtbot, widget)
     assert len(widget.preview.prompts.negative) == 1 and not widget.preview.prompts.positive
+
+
+def test_prompts_cleared_right_after_shift_c_leave_the_commit_asked_for(make_viewer, qtbot, nuclei_sample):
+    """Shift-C, then at once Shift-X to start the next object (micro-sam's habit: commit, clear), before the
+    preview came: the commit, waiting for its preview, took the cleared prompts for the ones to commit now, and
+    committed nothing, without a word. The prompts the commit was asked for are committed."""
+    image, truth, label, (r0, c0, r1, c1) = nuclei_sample
+    viewer = make_viewer()
+    viewer.add_image(image, name="nuclei")
+    widget = add_widget(viewer)
+    widget.new_prompt_layers()
+    wait_idle(qtbot, widget, FIRST_RUN_MS)
+    viewer.layers[BOXES_NAME].add_rectangles(np.array([[r0, c0], [r1, c1]]))
+    press_key(viewer, COMMIT_KEY)
+    press_key(viewer, CLEAR_KEY)
+    wait_idle(qtbot, widget)
+    assert TARGET_NAME in viewer.layers, widget.runner.widget.status.text()
+    assert dice(viewer.layers[TARGET_NAME].data > 0, truth == label) > MIN_DICE

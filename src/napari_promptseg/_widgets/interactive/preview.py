@@ -149,6 +149,14 @@ class PreviewActions:
 
         self.runner.submit("embed", f"embedding '{name}'", task, done, queue=True, repeat=True)
 
+    def _prompts_left(self, image: napari.layers.Image, geom: PlaneGeometry) -> bool:
+        """Whether the prompt layers hold a prompt on ``geom``'s plane now (when that cannot be told: True)."""
+        try:
+            prompts = gather_prompts(self.viewer, image, geom, self.shapes_picker.layer(), self.points_picker.layer())
+        except PromptsegError:
+            return True
+        return bool(prompts)
+
     def _run_preview(self, for_commit: bool = False) -> bool:
         """The preview of the prompts on the plane shown; ``for_commit``: a commit's own, committed when it comes
         (even once the user has moved to another plane) rather than shown only while its plane still is. Returns
@@ -225,7 +233,13 @@ class PreviewActions:
             shown_now = version == self._version  # else the prompts, the image or the plane shown changed meanwhile
             if for_commit:
                 self._waiting_commits.discard(step)
-            if for_commit and (edits, image_changes) != (self._plane_edits.get(step, 0), self._image_changes):
+            edited = for_commit and (edits, image_changes) != (self._plane_edits.get(step, 0), self._image_changes)
+            if edited and image_changes == self._image_changes and not self._prompts_left(image, geom):
+                # every prompt cleared since (Shift-C, then Shift-X at once, to start the next object): what the
+                # commit was asked for is committed (it took the cleared plane for the prompts to commit, and
+                # committed nothing, without a word)
+                edited = False
+            if edited:
                 # prompts edited since the commit was asked: the preview of the prompts as they are now is committed
                 # (none when the image changed: that preview would be of other pixels)
                 self._commit_after_preview = image_changes == self._image_changes
