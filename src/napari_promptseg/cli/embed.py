@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import PromptsegError
 from ._batch import _run_batch
 from ._inputs import _expand_images
 from ._options import _add_batch_options, _add_model_options
@@ -37,10 +38,31 @@ def _add_embed_parser(sub: argparse._SubParsersAction) -> None:
         "same size reuse them: segment --object-size PX (with or without --find-all) and oneshot --object-size PX; "
         "without it, segment works at the boxes' size and oneshot at each target's measured object size",
     )
+    embed.add_argument(
+        "--time",
+        type=_time_point,
+        metavar="T|all",
+        help="a time-lapse of volumes (T, Z, Y, X[, C]): embed the volume of time point T (every plane, at the pyramid "
+        "levels they are read at), as segment, oneshot and text --time T and the Interactive widget at that time "
+        "point read it; 'all': every time point's, one after another (a time-lapse is refused without --time)",
+    )
     # embed exists to fill a cache: without one named it fills the user cache directory's (cmd_embed)
     _add_model_options(embed, cache_fallback="the user cache directory's embeddings/")
     _add_batch_options(embed, resume=False)
     embed.set_defaults(func=cmd_embed)
+
+
+def _time_point(text: str) -> int | str:
+    """--time: a time point's index (0 or more), or "all"."""
+    if text == "all":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a time point (0, 1, ...) or 'all', not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a time point counts from 0, not {value}")
+    return value
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -83,9 +105,8 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     import numpy as np
 
     from ..batch.engine import method_progress
-    from ..io.multiscale import file_pyramid, stack_axes
+    from ..io.multiscale import file_pyramid
     from ..methods.precompute import precompute_embeddings, precompute_levels
-    from ..methods.volume import as_stack, check_finite
     from ..models import embedding_cache
     from ..models.preprocessing import to_numpy
     from ._stacks import _plane_channel_axis
@@ -105,33 +126,53 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         "normalize": args.normalize,
         "name": str(path),
     }
-    stack, warnings = None, []
-    if np.ndim(image) > 2:
-        stack, warnings = as_stack(image, channel_axis=args.channel_axis, name=str(path), axes=stack_axes(path).read)
-    levels: dict[str, int] = {}  # a stack's planes are read at full resolution: no level to report
-    if stack is not None:
-        check_finite(stack, str(path))  # before any plane is encoded
-        # a (Z, Y, X[, C]) stack plane by plane, as segment, oneshot and text read it (full resolution)
-        embeddings, n_planes = [], int(np.shape(stack)[0])
-        for z in range(n_planes):
+    levels: dict[str, int] = {}  # the pyramid levels read, where coarser than full resolution
+    if getattr(args, "time", None) is None:
+        volumes = [(None, image)]
+    else:  # --time T, or every time point (--time all): each volume as `segment --time T` reads it
+        times = range(_time_points(path, image)) if args.time == "all" else [args.time]
+        volumes = [(t, image) for t in times]
+    embeddings, n_planes, warnings = [], 0, []
+    for t, source in volumes:
+        timed = args if t is None else argparse.Namespace(**{**vars(args), "time": t})
+        planes = _stack_planes(timed, path, source)
+        if planes is None:
+            # a pyramid file as its napari layer holds it: the library embeds it at the levels every command reads
+            pyramid = file_pyramid(path, image)
+            embeddings = precompute_embeddings(
+                pyramid, segmenter, object_size=args.object_size, progress=progress, **options
+            )
+            levels = precompute_levels(
+                pyramid, segmenter.input_size, object_size=args.object_size, channel_axis=args.channel_axis
+            )
+            break
+        stack_levels, stack_warnings = planes
+        warnings += stack_warnings
+        # plane by plane, as segment, oneshot and text read a stack: a stack pyramid's plane as its own pyramid
+        # (its levels' planes, largest first), embedded at the levels they read it, as a 2D pyramid is
+        n = int(np.shape(stack_levels[0])[0])
+        at = "" if t is None else f" time point {t}"
+        plane_options = {**options, "channel_axis": _plane_channel_axis(args)}
+        for z in range(n):
             if progress is not None:  # a plane is a step: a cancelled Dask task stops here
-                progress(z / n_planes, f"{path}: plane {z + 1}/{n_planes}")
-            plane = to_numpy(stack[z])
-            plane_options = {**options, "channel_axis": _plane_channel_axis(args), "name": f"{path} plane {z}"}
-            embeddings += precompute_embeddings(plane, segmenter, object_size=args.object_size, **plane_options)
-    else:
-        # a pyramid file as its napari layer holds it: the library embeds it at the levels every command reads
-        pyramid = file_pyramid(path, image)
-        embeddings = precompute_embeddings(
-            pyramid, segmenter, object_size=args.object_size, progress=progress, **options
-        )
-        levels = precompute_levels(
-            pyramid, segmenter.input_size, object_size=args.object_size, channel_axis=args.channel_axis
-        )
+                progress((n_planes + z) / (n * len(volumes)), f"{path}:{at} plane {z + 1}/{n}")
+            # a pyramid's plane lazily: only the levels its embeddings read are read (a slide's plane is not made whole)
+            plane = to_numpy(stack_levels[0][z]) if len(stack_levels) == 1 else [level[z] for level in stack_levels]
+            named = {**plane_options, "name": f"{path}{at} plane {z}"}
+            embeddings += precompute_embeddings(plane, segmenter, object_size=args.object_size, **named)
+            if z == 0 and len(stack_levels) > 1:
+                levels = precompute_levels(
+                    plane, segmenter.input_size, object_size=args.object_size, channel_axis=named["channel_axis"]
+                )
+        n_planes += n
     from_cache = hits() - before
-    n = 1 if stack is None else int(np.shape(stack)[0])
+    n = n_planes or 1
     tiles = f" + {len(embeddings) - n} tile(s)" if args.object_size is not None else ""
-    what = "whole image" if stack is None else f"{n} whole plane(s)"
+    what = "whole image" if not n_planes else f"{n} whole plane(s)"
+    if isinstance(getattr(args, "time", None), int):
+        what += f" at time point {args.time} of {np.shape(image)[0]}"
+    elif getattr(args, "time", None) == "all":
+        what += f" in {len(volumes)} time points"
     if any(levels.values()):  # a pyramid read at a coarser level than its full resolution
         tiles += f" (pyramid level {levels['whole_image']}"
         tiles += (f", tiles at level {levels['tiles']}" if "tiles" in levels else "") + ")"
@@ -155,3 +196,42 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     if warnings:
         record["warnings"] = warnings
     return record
+
+
+def _stack_planes(args: argparse.Namespace, path: Path, image: object) -> tuple[list, list[str]] | None:
+    """The (Z, Y, X[, C]) input (--time T: that time point's volume of a time-lapse of volumes) as the stack
+    subcommands read it (:func:`._stacks._stack_record`): its levels, each a (Z, Y, X[, C]) stack, largest first
+    (a stack pyramid's, the file's or, with --time, the time point's of every level of a time-lapse pyramid; else
+    the stack alone), and as_stack's warnings; None for an image of two axes (a 2D image, a slide)."""
+    import numpy as np
+
+    from ..io.multiscale import stack_axes
+    from ..methods.volume import as_stack, check_finite
+    from ..methods.volume.levels import stack_pyramid
+    from ._stacks import _at_time_point, _pyramid_source
+
+    time_lapse = image  # --time: the input, whose levels the time point is taken of
+    image, axes = _at_time_point(args, image, path, None)
+    if np.ndim(image) <= 2:
+        return None
+    axes = stack_axes(path) if axes is None else axes
+    stack, warnings = as_stack(image, channel_axis=args.channel_axis, name=str(path), axes=axes.read)
+    if stack is None:
+        return None
+    check_finite(stack, str(path))  # before any plane is encoded
+    source = _pyramid_source(args, path, image, time_lapse)
+    pyramid = None if source is image else stack_pyramid(source, channel_axis=args.channel_axis, axes=axes.read)
+    return (pyramid or [stack]), warnings
+
+
+def _time_points(path: Path, image: object) -> int:
+    """How many time points --time all embeds: the first axis of a time-lapse of volumes (T, Z, Y, X[, C]); any
+    other input refused naming the file (--time T refuses it alike: methods.volume.time_point_volume)."""
+    import numpy as np
+
+    if np.ndim(image) < 4:
+        raise PromptsegError(
+            f"{path}: --time all takes a time-lapse of volumes (T, Z, Y, X[, C]); this image has shape "
+            f"{tuple(np.shape(image))}"
+        )
+    return int(np.shape(image)[0])

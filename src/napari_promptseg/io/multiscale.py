@@ -449,7 +449,8 @@ def _project_axes(
     elif len(stack) > 1:
         raise PromptsegError(
             f"{path}: a time-lapse of volumes (t={size['t']}, z={size['z']}); select one time point first: "
-            "promptseg segment, oneshot and text take --time T (that time point's volume is read alone)"
+            "promptseg segment, oneshot, text and embed take --time T (that time point's volume is read alone; "
+            "embed --time all precomputes every time point's)"
         )
     keep = {"y", "x", *time, *stack} | ({"c"} if size.get("c", 1) > 1 else set())
     index = tuple(slice(None) if a in keep else 0 for a in axes)
