@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import tifffile
 
 from napari_promptseg.cli import main
 from napari_promptseg.models.embedding_cache import DiskEmbeddingCache
@@ -66,9 +67,13 @@ def test_embed_time_point_fills_the_cache_a_later_time_point_run_reads(movie, li
     used = _segment_reads(path, tmp_path / "out", flipped_box, 0, cache_dir, litemedsam)
     assert used["computed"] == 0 and used["read"] >= 3, used
 
-    # a time point the time-lapse has not: refused naming the file
+    # a time point the time-lapse has not, and every time point of a volume that is no time-lapse: refused naming it
     assert main(["embed", str(path), "--cache", str(cache_dir), "--time", "2", "--scheduler", "none"]) != 0
-    assert str(path) in capsys.readouterr().err
+    assert f"{path} (--time): time point 2 is outside the time-lapse's 2 time points" in capsys.readouterr().err
+    volume = tmp_path / "volume.tif"
+    tifffile.imwrite(volume, tz[1], photometric="minisblack")
+    assert main(["embed", str(volume), "--cache", str(cache_dir), "--time", "all", "--scheduler", "none"]) != 0
+    assert f"{volume}: --time all embeds every time point of a time-lapse" in capsys.readouterr().err
 
 
 def test_embed_time_point_of_a_time_lapse_pyramid_at_the_level_segment_reads(shared_data, litemedsam, tmp_path, capsys):
@@ -93,3 +98,36 @@ def test_embed_time_point_of_a_time_lapse_pyramid_at_the_level_segment_reads(sha
     record = json.loads((tmp_path / "out" / "report.json").read_text())["images"][0]
     assert record["objects"] == 1 and record["pyramid_level"] == 1
     assert record["embeddings_from_cache"]["computed"] == 0 and record["embeddings_from_cache"]["read"] >= 2, record
+
+
+@pytest.mark.gui
+def test_the_interactive_widget_at_the_time_point_finds_embeds_planes(
+    make_viewer, qtbot, movie, litemedsam, tmp_path, capsys
+):
+    """The Interactive widget on the time-lapse's layer at time point 1 (a box on plane 1, then propagate) reads
+    every plane it encodes from what embed --time 1 wrote: none computed."""
+    from napari_promptseg.models import embedding_cache
+
+    from .interactive_widget import FIRST_RUN_MS, add_box_on_plane, add_widget, wait_idle
+
+    tz, box = movie
+    path = tmp_path / "tz.ome.zarr"
+    _write_tzyx_ome_zarr(path, tz)
+    cache_dir = tmp_path / "cache"
+    litemedsam.cache.clear()
+    assert main(["embed", str(path), "--cache", str(cache_dir), "--time", "1", "--scheduler", "none"]) == 0
+    litemedsam.cache.clear()
+    with embedding_cache.settings_restored():
+        disk = embedding_cache.configure(cache_dir)
+        viewer = make_viewer()
+        (layer,) = viewer.open(str(path), plugin="napari-promptseg")
+        viewer.dims.set_current_step(0, 1)  # time point 1
+        viewer.dims.set_current_step(1, 1)  # plane 1
+        widget = add_widget(viewer)
+        widget.new_prompt_layers()
+        add_box_on_plane(widget, box, 1, 1)
+        wait_idle(qtbot, widget, FIRST_RUN_MS)
+        widget.propagate_button.click()
+        wait_idle(qtbot, widget, FIRST_RUN_MS)
+        assert np.asarray(viewer.layers[f"{layer.name} propagated"].data)[1].any()
+        assert disk.hits >= 3 and disk.misses == 0, (disk.hits, disk.misses)

@@ -26,7 +26,8 @@ def _add_embed_parser(sub: argparse._SubParsersAction) -> None:
         "images",
         nargs="+",
         type=Path,
-        help="2D images (TIFF, PNG, JPEG, BMP), (Z, Y, X[, C]) stacks (every plane), OME-Zarr, pyramidal "
+        help="2D images (TIFF, PNG, JPEG, BMP), (Z, Y, X[, C]) stacks (every plane), time-lapses of volumes "
+        "(T, Z, Y, X[, C]; with --time), OME-Zarr, pyramidal "
         "(OME-)TIFFs and whole slides (Aperio .svs, Hamamatsu .ndpi), embedded at the pyramid levels segment, "
         "oneshot and text read them; folders of them, or patterns like 'dir/*.tif'",
     )
@@ -127,15 +128,14 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         "name": str(path),
     }
     levels: dict[str, int] = {}  # the pyramid levels read, where coarser than full resolution
-    if getattr(args, "time", None) is None:
-        volumes = [(None, image)]
-    else:  # --time T, or every time point (--time all): each volume as `segment --time T` reads it
-        times = range(_time_points(path, image)) if args.time == "all" else [args.time]
-        volumes = [(t, image) for t in times]
+    # --time T, or every time point (--time all): each volume as `segment --time T` reads it
+    times: list[int | None] = [getattr(args, "time", None)]
+    if times[0] == "all":
+        times = list(range(_time_points(args, path, image)))
     embeddings, n_planes, warnings = [], 0, []
-    for t, source in volumes:
+    for t in times:
         timed = args if t is None else argparse.Namespace(**{**vars(args), "time": t})
-        planes = _stack_planes(timed, path, source)
+        planes = _stack_planes(timed, path, image)
         if planes is None:
             # a pyramid file as its napari layer holds it: the library embeds it at the levels every command reads
             pyramid = file_pyramid(path, image)
@@ -155,7 +155,7 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
         plane_options = {**options, "channel_axis": _plane_channel_axis(args)}
         for z in range(n):
             if progress is not None:  # a plane is a step: a cancelled Dask task stops here
-                progress((n_planes + z) / (n * len(volumes)), f"{path}:{at} plane {z + 1}/{n}")
+                progress((n_planes + z) / (n * len(times)), f"{path}:{at} plane {z + 1}/{n}")
             # a pyramid's plane lazily: only the levels its embeddings read are read (a slide's plane is not made whole)
             plane = to_numpy(stack_levels[0][z]) if len(stack_levels) == 1 else [level[z] for level in stack_levels]
             named = {**plane_options, "name": f"{path}{at} plane {z}"}
@@ -172,7 +172,7 @@ def _process(args: argparse.Namespace, segmenter, path: Path, image) -> dict:
     if isinstance(getattr(args, "time", None), int):
         what += f" at time point {args.time} of {np.shape(image)[0]}"
     elif getattr(args, "time", None) == "all":
-        what += f" in {len(volumes)} time points"
+        what += f" in {len(times)} time points"
     if any(levels.values()):  # a pyramid read at a coarser level than its full resolution
         tiles += f" (pyramid level {levels['whole_image']}"
         tiles += (f", tiles at level {levels['tiles']}" if "tiles" in levels else "") + ")"
@@ -224,14 +224,19 @@ def _stack_planes(args: argparse.Namespace, path: Path, image: object) -> tuple[
     return (pyramid or [stack]), warnings
 
 
-def _time_points(path: Path, image: object) -> int:
+def _time_points(args: argparse.Namespace, path: Path, image: object) -> int:
     """How many time points --time all embeds: the first axis of a time-lapse of volumes (T, Z, Y, X[, C]); any
-    other input refused naming the file (--time T refuses it alike: methods.volume.time_point_volume)."""
+    other input refused naming the file, as --time T refuses it (methods.volume.time_point_volume)."""
     import numpy as np
 
-    if np.ndim(image) < 4:
+    from ..methods.volume import time_point_volume
+
+    try:
+        time_point_volume(image, 0, name=str(path), channel_axis=args.channel_axis)
+    except PromptsegError as exc:
+        shape = tuple(np.shape(image))
         raise PromptsegError(
-            f"{path}: --time all takes a time-lapse of volumes (T, Z, Y, X[, C]); this image has shape "
-            f"{tuple(np.shape(image))}"
-        )
+            f"{path}: --time all embeds every time point of a time-lapse of volumes (T, Z, Y, X[, C]); this is an "
+            f"image of shape {shape}, no time-lapse: give it without --time"
+        ) from exc
     return int(np.shape(image)[0])
