@@ -20,9 +20,9 @@ from .test_time_point_files import _write_tzyx_ome_zarr
 @pytest.fixture(scope="module")
 def movie(shared_data):
     """The MRI time-lapse of tests/test_time_point_files.py, 3 planes (2 time points of 110 x 140 px; time point 0
-    upside down), and the box on plane 1."""
-    vol, _, box = thalamus_planes(shared_data, 1, 1)
-    return np.stack([vol[:, ::-1], vol]), box
+    upside down), the box on plane 1 and the thalamus there."""
+    vol, truth, box = thalamus_planes(shared_data, 1, 1)
+    return np.stack([vol[:, ::-1], vol]), box, truth[1]
 
 
 def _segment_reads(path, out, box, t, cache_dir, litemedsam) -> dict:
@@ -39,9 +39,9 @@ def _segment_reads(path, out, box, t, cache_dir, litemedsam) -> dict:
 def test_embed_time_point_fills_the_cache_a_later_time_point_run_reads(movie, litemedsam, tmp_path, capsys):
     """embed had no --time: a time-lapse of volumes was refused with 'segment, oneshot and text take --time T', no
     way to precompute it. embed --time T now encodes that time point's planes as `segment --time T` reads them (the
-    pyramid's time point: an OME-Zarr of two levels), and that run computes none; --time all encodes every time
-    point's; without --time the refusal names embed's own option."""
-    tz, box = movie
+    pyramid's time point: an OME-Zarr of two levels), and that run (and oneshot --time T) computes none; --time all
+    encodes every time point's; without --time the refusal names embed's own option."""
+    tz, box, thalamus = movie
     path = tmp_path / "tz.ome.zarr"
     _write_tzyx_ome_zarr(path, tz)
     cache_dir = tmp_path / "cache"
@@ -56,6 +56,16 @@ def test_embed_time_point_fills_the_cache_a_later_time_point_run_reads(movie, li
     assert len(DiskEmbeddingCache(cache_dir).entries()) == 3
     used = _segment_reads(path, tmp_path / "out", box, 1, cache_dir, litemedsam)
     assert used["computed"] == 0 and used["read"] >= 3, used
+    # oneshot --time 1 reads the planes alike (its 3 planes; its reference, plane 1, is read before them)
+    tifffile.imwrite(tmp_path / "reference.tif", tz[1, 1])
+    tifffile.imwrite(tmp_path / "reference_mask.tif", thalamus.astype(np.uint8))
+    litemedsam.cache.clear()
+    args = ["oneshot", str(path), "--reference", str(tmp_path / "reference.tif"), "--reference-mask"]
+    args += [str(tmp_path / "reference_mask.tif"), "-o", str(tmp_path / "oneshot"), "--time", "1"]
+    args += ["--labels-name", "oneshot"]  # beside segment's labels in the OME-Zarr
+    assert main([*args, "--cache", str(cache_dir), "--scheduler", "none"]) == 0
+    record = json.loads((tmp_path / "oneshot" / "report.json").read_text())["images"][0]
+    assert record["objects"] >= 1 and record["embeddings_from_cache"] == {"read": 3, "computed": 0}, record
 
     # every time point: time point 1's planes found, time point 0's encoded; then --time 0 computes none either
     litemedsam.cache.clear()
@@ -110,7 +120,7 @@ def test_the_interactive_widget_at_the_time_point_finds_embeds_planes(
 
     from .interactive_widget import FIRST_RUN_MS, add_box_on_plane, add_widget, wait_idle
 
-    tz, box = movie
+    tz, box, _ = movie
     path = tmp_path / "tz.ome.zarr"
     _write_tzyx_ome_zarr(path, tz)
     cache_dir = tmp_path / "cache"
