@@ -574,7 +574,7 @@ def test_the_cli_names_the_image_of_a_warning_once(tmp_path, capsys):
     [
         (
             "small-mask",
-            r"--reference-mask \S*small\.tif: 200 x 200 px, the reference image \S*ref\.tif is 256 x 256 px",
+            r"--reference-mask \S*small\.tif: 200 x 200 px does not match --reference \S*ref\.tif, 256 x 256 px",
         ),
         ("empty-mask", r"--reference-mask \S*empty\.tif: no labelled pixel \(all 0\)"),
         (
@@ -588,7 +588,7 @@ def test_the_cli_names_the_image_of_a_warning_once(tmp_path, capsys):
             r"--reference-mask \S*labels\.tif hold one plane's labels \(256, 256\) and --reference \S*frames\.tif is "
             r"a stack of 3 planes: give --reference-plane",
         ),
-        ("second-mask", r"--reference-mask \S*small\.tif: 200 x 200 px, the reference image \S*ref\.tif"),
+        ("second-mask", r"--reference-mask \S*small\.tif: 200 x 200 px does not match --reference \S*ref\.tif"),
         ("negative-id", r"--reference-mask \S*negative\.tif: negative label id -1; ids are 0 \(background\) and"),
         # two references for an ensemble, the first's nuclei choosing the many-instances mode unasked: said why
         (

@@ -150,7 +150,7 @@ def test_library_add_says_a_plane_given_for_a_2d_image_is_ignored(tmp_path, caps
 def test_a_reference_image_of_one_value_is_refused_as_one_shot_and_library_take_it(litemedsam, tmp_path):
     blank, mask = np.zeros_like(REFERENCE), (threshold_otsu(REFERENCE) < REFERENCE).astype(np.uint8)
     # one-shot gave a guessed mask, warning only that "this reference does not transfer"
-    with pytest.raises(PromptsegError, match=r"reference mask: the reference image holds one value everywhere"):
+    with pytest.raises(PromptsegError, match=r"reference: the image holds one value everywhere"):
         segment_like(blank, mask, TARGET, segmenter=litemedsam)
     # the library saved it, and every prompt it answered was that guess
     with pytest.raises(PromptsegError, match=r"reference image: the image holds one value everywhere"):

@@ -201,7 +201,7 @@ def test_label_files_that_cannot_be_ids_are_refused_naming_the_file(hela, small_
     with pytest.raises(PromptsegError, match=r"negative\.tif.*negative label id -1"):
         _reference(tmp_path / "negative.tif", image, tmp_path)
     tifffile.imwrite(tmp_path / "short.tif", labels[:-1])
-    with pytest.raises(PromptsegError, match=r"short\.tif: 1100 x 699 px, the reference image .* is 1100 x 700"):
+    with pytest.raises(PromptsegError, match=r"short\.tif: 1100 x 699 px does not match --reference .*, 1100 x 700"):
         _reference(tmp_path / "short.tif", image, tmp_path)
 
 

@@ -315,12 +315,12 @@ def test_crop_of_a_large_source_keeps_a_1024_window_around_the_object():
 def test_add_refuses_bad_input_and_versions_duplicates(tmp_path, cell):
     lib = ReferenceLibrary.open(tmp_path)
     image, mask = cell
-    with pytest.raises(PromptsegError, match="mask is empty"):
+    with pytest.raises(PromptsegError, match=r"reference image mask: no labelled pixel \(all 0\)"):
         lib.add("cell", image, np.zeros_like(mask))
     # no background: one-shot refuses such a reference, so every prompt the entry answered would fail
-    with pytest.raises(PromptsegError, match="mask covers every pixel"):
+    with pytest.raises(PromptsegError, match="reference image mask: every pixel is labelled"):
         lib.add("cell", image, np.ones_like(mask))
-    with pytest.raises(PromptsegError, match=r"mask of shape \(10, 10\) does not match"):
+    with pytest.raises(PromptsegError, match="reference image mask: 10 x 10 px does not match reference image"):
         lib.add("cell", image, mask[:10, :10])
     bad = image.astype(np.float32)
     bad[5, 5] = np.nan

@@ -77,7 +77,7 @@ def test_candidates_are_chosen_on_the_reference(glands, glands_model, litemedsam
 
 def test_bad_reference_labels(glands, litemedsam):
     (ref, ref_labels), (target, _), _ = glands
-    with pytest.raises(PromptsegError, match="empty"):
+    with pytest.raises(PromptsegError, match=r"reference labels: no labelled pixel \(all 0\)"):
         segment_instances_like(ref, np.zeros_like(ref_labels), target, segmenter=litemedsam)
     with pytest.raises(PromptsegError, match="does not match"):
         segment_instances_like(ref, ref_labels[:100], target, segmenter=litemedsam)
@@ -167,8 +167,20 @@ def test_labels_of_another_size_are_refused_by_name(glands, litemedsam):
     from napari_promptseg.methods.instances import fit_exemplars
 
     (ref, ref_labels), _, _ = glands
-    with pytest.raises(PromptsegError, match=r"reference: labels of shape \(200, 200\) do not match"):
+    with pytest.raises(PromptsegError, match="reference labels: 200 x 200 px does not match reference, "):
         fit_exemplars(litemedsam, ref, ref_labels[:200, :200])
+
+
+def test_fit_exemplars_refuses_a_blank_reference_by_name(glands, litemedsam):
+    """fit_exemplars called directly (the console's way to fit once for many targets) took a reference of one value
+    everywhere, which every other way of use refuses: its exemplars were learnt from nothing that tells the objects
+    from their background."""
+    from napari_promptseg.methods.instances import fit_exemplars
+
+    (ref, ref_labels), _, _ = glands
+    blank = np.full_like(ref[:256, :256], 128)
+    with pytest.raises(PromptsegError, match="reference: the image holds one value everywhere"):
+        fit_exemplars(litemedsam, blank, ref_labels[:256, :256])
 
 
 def _tiled_ctc(shared_data, n: int) -> tuple[np.ndarray, np.ndarray]:

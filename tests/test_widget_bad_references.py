@@ -28,5 +28,5 @@ def test_a_reference_layer_of_one_value_is_refused_naming_it(make_viewer, qtbot)
     status = widget.runner.widget.status.text()
     # a guessed mask came back, saying only that "this reference does not transfer"
     assert widget.runner.state == "failed", status
-    assert "reference image 'blank scan' holds one value everywhere" in status, status
+    assert "reference image 'blank scan': the image holds one value everywhere" in status, status
     assert "coins one-shot" not in [layer.name for layer in viewer.layers]

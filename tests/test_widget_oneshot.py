@@ -145,7 +145,7 @@ def test_negative_reference_labels_are_refused_naming_the_layer_and_labels_are_r
     assert read.labels.any() and not np.shares_memory(read.labels, painted.data)
     everything = viewer.add_labels(np.ones_like(ref_mask, np.uint8), name="bucket fill")
     widget.reference_labels.set_layer(everything)  # no background: SAT found half the target as "the object"
-    with pytest.raises(PromptsegError, match="'bucket fill' cover every pixel of 'reference'"):
+    with pytest.raises(PromptsegError, match="reference labels 'bucket fill': every pixel is labelled"):
         _read_inputs(widget)
 
 

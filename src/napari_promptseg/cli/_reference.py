@@ -60,7 +60,8 @@ def _reference_labels(
     ``options`` are the subcommand's names for the image and its mask."""
     import numpy as np
 
-    from ..models.preprocessing import as_channels_last, is_blank, read_axes
+    from ..io.reference_pair import check_reference
+    from ..models.preprocessing import as_channels_last, read_axes
 
     shape = np.shape(image)
     if len(shape) > 3 or (len(shape) == 3 and channel_axis is None and shape[-1] not in (1, 2, 3, 4)):
@@ -71,22 +72,8 @@ def _reference_labels(
         )
     hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=f"{options[0]} {image_path}")
     mask = _mask_file_labels(mask, path, f"{options[1]} {path}")
-    h, w = hwc.shape[:2]
-    if mask.shape != (h, w):
-        size = f"{mask.shape[1]} x {mask.shape[0]} px" if mask.ndim == 2 else f"an array of shape {mask.shape}"
-        raise PromptsegError(f"{options[1]} {path}: {size}, the reference image {image_path} is {w} x {h} px")
-    if not (mask > 0).any():
-        raise PromptsegError(
-            f"{options[1]} {path}: no labelled pixel (all 0); label the objects to find (non-zero pixels)"
-        )
-    if (mask > 0).all():  # no background to tell the object from; named here, the methods name no file
-        raise PromptsegError(f"{options[1]} {path}: every pixel is labelled; leave the background unlabelled (0)")
-    if is_blank(hwc):  # named here: segment_like's refusal came out under the target's name
-        raise PromptsegError(
-            f"{options[0]} {image_path}: the image holds one value everywhere: nothing tells the object from its "
-            "background"
-        )
-    return mask
+    # named here in CLI terms: segment_like's refusal came out under the target's name
+    return check_reference(hwc, mask, f"{options[0]} {image_path}", f"{options[1]} {path}")
 
 
 def stack_reference_plane(

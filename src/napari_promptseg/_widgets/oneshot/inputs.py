@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import CancelledError, PromptsegError
-from ...io.images import IMAGE_SUFFIXES, label_image_2d
+from ...io.images import IMAGE_SUFFIXES
 from ...io.listing import image_files, list_images, ome_zarr_left_out
+from ...io.reference_pair import check_reference
 from ...methods.volume.stacks import plane_word
-from ...models.preprocessing import is_blank
 from .._common import LayerPixels, level_factors, plane_shape, read_reference_plane
 from .._common.time_points import TimePoint
 
@@ -161,19 +161,11 @@ def _read_reference(
         else:
             what = f"2D reference image '{ref.name}' of shape {reference.shape}"
         raise PromptsegError(f"reference labels '{ref_labels.name}' of shape {labels.shape} do not match the {what}")
-    # negative ids refused naming the layer, as the CLI refuses such a mask (a run took them for background and
+    # checked by the rule of every reference, naming the layers (negative ids: a run took them for background and
     # said the layer was empty); a copy: labels painted while the run goes on do not change its reference midway
-    labels = np.array(label_image_2d(labels, f"reference labels '{ref_labels.name}'"))
-    if not labels.any():
-        raise PromptsegError(f"reference labels '{ref_labels.name}' are empty; paint the object first")
-    if labels.all():  # no background to tell the object from
-        raise PromptsegError(
-            f"reference labels '{ref_labels.name}' cover every pixel of '{ref.name}'; leave the background unlabelled"
-        )
-    if (np.ndim(reference) == 2 or ref.rgb) and is_blank(reference):  # as segment_like refuses it, the layer named
-        raise PromptsegError(
-            f"reference image '{ref.name}' holds one value everywhere: nothing tells the object from its background"
-        )
+    labels = np.array(
+        check_reference(reference, labels, f"reference image '{ref.name}'", f"reference labels '{ref_labels.name}'")
+    )
     return reference, labels, plane
 
 

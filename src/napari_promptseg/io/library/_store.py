@@ -19,7 +19,6 @@ import tifffile
 from ... import __version__
 from ...errors import PromptsegError
 from .._files import replacing
-from ..images import label_image_2d
 from ._format import (
     DEFAULT_MARGIN,
     DEFAULT_MIN_CROP,
@@ -267,7 +266,8 @@ class ReferenceLibrary:
         --partial-labels` does, instead of teaching the unlabelled objects as background; it makes the entry many
         instances (one region with partial labels is refused). Raises :class:`PromptsegError` naming what is wrong.
         """
-        from ...models.preprocessing import as_channels_last, is_blank
+        from ...models.preprocessing import as_channels_last
+        from ..reference_pair import check_reference
 
         what = f"reference '{source}'" if source else "reference image"
         if not isinstance(name, str):  # None was saved as an entry named 'None'
@@ -279,22 +279,9 @@ class ReferenceLibrary:
         hwc = as_channels_last(image, channel_axis=channel_axis, channels=channels, name=what)
         if hwc.dtype.kind == "f" and not np.isfinite(hwc).all():
             raise PromptsegError(f"{what}: the image contains NaN or infinite values; fill or clip them first")
-        mask = label_image_2d(mask, f"{what} mask")
-        if mask.shape != hwc.shape[:2]:
-            raise PromptsegError(
-                f"{what}: mask of shape {mask.shape} does not match the image's {hwc.shape[:2]} (rows, columns)"
-            )
+        # refused when saved, not at every prompt it answers, by the rule every reference is checked by
+        mask = check_reference(hwc, mask, what, f"{what} mask")
         binary = mask > 0
-        if not binary.any():
-            raise PromptsegError(f"{what}: the mask is empty; label the object to save (non-zero pixels)")
-        if binary.all():  # refused when saved, not at every prompt it answers: no background, no object learned
-            raise PromptsegError(
-                f"{what}: the mask covers every pixel; leave the background around the object unlabelled"
-            )
-        if is_blank(hwc):  # as one-shot refuses such a reference: every prompt it answered was a guess
-            raise PromptsegError(
-                f"{what}: the image holds one value everywhere: nothing tells the object from its background"
-            )
         if margin is not None and margin < 0:
             raise PromptsegError(f"margin must be >= 0, got {margin}")
         if min_crop < 0:

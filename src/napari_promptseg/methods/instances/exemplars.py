@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError
-from ...io.images import label_image_2d
+from ...io.reference_pair import check_reference
 from ...models.preprocessing import Normalization, ResizeTransform, as_channels_last, full_resolution
 from ...models.protocols import Embedding, PromptableSegmenter
 from ...tiling import (
@@ -298,14 +298,9 @@ def fit_exemplars(
         report(fraction, f"{name}: {message}")
 
     image = as_channels_last(image, name=name)  # (H, W) or (H, W, C): the console passes either
-    if np.shape(labels)[:2] != image.shape[:2]:
-        raise PromptsegError(
-            f"{name}: labels of shape {np.shape(labels)} do not match the image's {image.shape[:2]} (rows, columns)"
-        )
-    labels = reference_objects(labels)
+    # the rule every way of use checks a reference by: called directly, a blank image was fitted
+    labels = reference_objects(check_reference(image, labels, name, f"{name} labels"))
     ids, areas = np.unique(labels[labels > 0], return_counts=True)
-    if len(ids) == 0:
-        raise PromptsegError(f"{name}: no labelled object; label at least one object (non-zero pixels)")
     size = exemplar_object_size(labels, object_size)
     scale = choose_scale(image.shape, segmenter.input_size, size, source="reference objects")
     grid = TileGrid(image.shape, scale.tile, scale.overlap)
@@ -586,10 +581,6 @@ def _quick_width(
 
 
 def _check_reference_labels(ref_hwc: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Reference labels checked as one-shot checks a reference mask (shape, not empty, not all labelled); returned
-    as instance labels (ids kept, a mask's components numbered)."""
-    from ..oneshot import check_reference
-
-    check_reference(ref_hwc, labels, "reference labels")
-    labels = label_image_2d(labels, "reference labels")  # an RGB(A) label image, as check_reference accepts it
-    return reference_objects(labels)
+    """Reference labels checked as every reference is (:func:`~...io.reference_pair.check_reference`); returned as
+    instance labels (ids kept, a mask's components numbered)."""
+    return reference_objects(check_reference(ref_hwc, labels, "reference", "reference labels"))

@@ -32,8 +32,8 @@ from scipy import ndimage
 
 from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError, check_fraction
-from ...io.images import label_image_2d
 from ...io.multiscale import file_level, whole_image_scale
+from ...io.reference_pair import check_reference
 from ...models.features import PatchFeatureExtractor, SegmenterFeatures
 from ...models.preprocessing import (
     Normalization,
@@ -136,25 +136,6 @@ def _default_segmenter() -> PromptableSegmenter:
 
 def _as_list(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
-
-
-def check_reference(image_hwc: np.ndarray, mask: np.ndarray, name: str) -> np.ndarray:
-    mask = label_image_2d(mask, name)
-    if mask.shape != image_hwc.shape[:2]:
-        raise PromptsegError(
-            f"{name}: mask shape {mask.shape} does not match the reference image's {image_hwc.shape[:2]} "
-            "(rows, columns)"
-        )
-    binary = mask > 0
-    if not binary.any():
-        raise PromptsegError(f"{name}: the reference mask is empty; label the object to find (non-zero pixels)")
-    if binary.all():  # no background to tell the object from: a whole-image "object" was found in half a target
-        raise PromptsegError(f"{name}: everything is labelled; leave background unlabelled (0)")
-    if is_blank(image_hwc):  # its object looks like its background: the target's mask was a guess
-        raise PromptsegError(
-            f"{name}: the reference image holds one value everywhere: nothing tells the object from its background"
-        )
-    return binary
 
 
 def segment_like(
@@ -283,7 +264,7 @@ def segment_like(
     for i, (img, m) in enumerate(zip(refs, masks, strict=True)):
         rname = f"reference {i + 1}" if len(refs) > 1 else "reference"
         hwc = as_channels_last(img, channel_axis=channel_axis, channels=channels, name=rname)
-        ref_masks.append(check_reference(hwc, m, f"{rname} mask"))
+        ref_masks.append(check_reference(hwc, m, rname, f"{rname} mask") > 0)
         report(0.0, f"features of {rname}")
         ref_feats.append(extractor.features(hwc, normalize=normalize, name=rname))
         ref_self.append(self_affinity(ref_feats[-1]))
