@@ -40,11 +40,11 @@ from .exemplars import (
     reference_objects,
     stack_object_size,
 )
+from .find_all import find_all_like
 from .pipeline import (
     REFINEMENTS,
     InstanceResult,
     Refinement,
-    find_all_like,
     segment_instances_like,
     segment_with_exemplars,
 )

@@ -1,6 +1,6 @@
 """Many instances over the planes of a stack: one object size for every plane, each plane decoded with the same
 exemplars. The one code path of ``promptseg oneshot`` on a stack, the One-shot widget's stack and the console's
-stack layers (:func:`~.pipeline.segment_instances_like`, :func:`~.pipeline.find_all_like`). No Qt, no napari."""
+stack layers (:func:`~.pipeline.segment_instances_like`, :func:`~.find_all.find_all_like`). No Qt, no napari."""
 
 from __future__ import annotations
 
@@ -124,14 +124,14 @@ def find_all_over_stack(
     cancel: Callable[[], bool] | None,
     options: dict,
 ) -> StackResult:
-    """:func:`~.pipeline.find_all_like` over a stack layer: the objects boxed on one plane (``plane``, where the
+    """:func:`~.find_all.find_all_like` over a stack layer: the objects boxed on one plane (``plane``, where the
     boxes' Shapes layer lies) learnt there, and every plane segmented with them at the boxes' size, ids linked
     across planes. ``options``: find_all_like's object_size, refine, channels and normalize."""
     from ..interactive import prompt_list, prompts_working_scale
     from ..volume import stack_layer_data
     from ..volume.levels import level_volume, stack_read_level
     from .exemplars import _Timer
-    from .pipeline import learn_examples
+    from .find_all import learn_examples
 
     if plane is None or len(plane) != 1:
         raise PromptsegError(f"find all: the boxes lie on no one plane of stack layer '{name}'")
