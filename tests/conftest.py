@@ -214,7 +214,36 @@ def litemedsam():
     # third of the encoder's passes in the suite were images encoded before and evicted by the default 8 entries.
     # A test that needs an image encoded afresh clears the cache, as it would need to with 8
     segmenter.cache.maxsize = 64
+    _session_segmenters.append(segmenter)
     return segmenter
+
+
+#: the session's LiteMedSAM once a test asked for it (kept_embeddings reads it without loading it)
+_session_segmenters: list = []
+
+
+@pytest.fixture(autouse=True)
+def kept_embeddings():
+    """A test that clears the session model's embeddings (as in a new process, to count encoder passes) clears them
+    for itself: the entries it found are put back behind its own when it ends. One clear dropped the sample images
+    and MRI planes every later test of the process encoded again (4 of the 55 passes of test_volume.py). An entry
+    is a pure function of its key (pixels, the encoder weights' fingerprint, precision, normalisation), so one put
+    back answers as the encoder would."""
+    if not _session_segmenters:
+        yield
+        return
+    cache = _session_segmenters[0].cache
+    before = list(cache._items.items())
+    yield
+    with cache._lock:
+        if all(key in cache._items for key, _ in before):
+            return
+        current = dict(cache._items)
+        cache._items.clear()
+        cache._items.update((key, value) for key, value in before if key not in current)
+        cache._items.update(current)  # the test's own entries are the most recent
+        while len(cache._items) > cache.maxsize:
+            cache._items.popitem(last=False)
 
 
 @pytest.fixture(scope="session")
