@@ -154,3 +154,41 @@ def test_a_clipseg_fine_tune_stopped_says_what_it_saved(tiny_clipseg_dir, kvasir
             cancel=lambda: any(m.startswith(at) for m in told),
         )
     assert said in str(stopped.value), str(stopped.value)
+
+
+def test_sigterm_stops_training_at_a_step_and_keeps_the_run_up_to_it(kvasir, tmp_path, capsys, monkeypatch):
+    """SIGTERM (a cluster's time limit, `kill`) stopped `promptseg train-text` at once, the steps of the epoch it was
+    in lost, while Ctrl+C stops at the next step with the run saved up to it: SIGTERM now stops as Ctrl+C does,
+    exits 143 (terminated) and --resume goes on from that step. A real SIGTERM, sent on the progress of a real run."""
+    from napari_promptseg.methods.text_training import run
+
+    real = run.train_text_model
+    sent = []
+
+    def terminated(*args, progress, **kwargs):
+        def told(done, message):
+            progress(done, message)
+            if message.startswith("epoch 2/2, step 2/4") and not sent:
+                sent.append(message)
+                signal.raise_signal(signal.SIGTERM)  # as `kill` or the cluster's time limit
+
+        return real(*args, progress=told, **kwargs)
+
+    monkeypatch.setattr(run, "train_text_model", terminated)
+    data = tmp_path / "rows.csv"
+    _write_csv(data, [(t.image, t.mask, t.text, t.split) for t in kvasir])
+    out = tmp_path / "model"
+    argv = ["train-text", str(data), "-o", str(out), "--epochs", "2", "--batch-size", "1", "--device", "cpu"]
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(argv) == 143
+    err = " ".join(capsys.readouterr().err.split())
+    state = json.loads((out / "last" / "state.json").read_text())
+    assert (state["epoch"], state["step"]) == (1, 2), state  # epoch 2's first two steps are kept
+    assert "SIGTERM: stopping at the next step" in err, err
+    assert f"the run up to epoch 2, step 2 is saved in {out / 'last'}: --resume continues from there" in err, err
+    assert "terminated (SIGTERM)" in err, err
+    assert signal.getsignal(signal.SIGTERM) is before and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.setattr(run, "train_text_model", real)
+    assert main([*argv, "--resume"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs_run"] == 2
+

@@ -46,7 +46,7 @@ ALL_EXIT_CODES = (
         "train-text",
         "130 interrupted: MODEL_DIR keeps the best epoch so far, and its last/ the run up to the step it stopped at "
         "(--resume goes on from there; a CLIPSeg fine-tune keeps its best epoch and does not resume); stderr says "
-        "which",
+        "which; 143 terminated (SIGTERM, e.g. a cluster's time limit): stopped and kept as Ctrl+C stops it",
     ),
     (
         "cache clear",

@@ -206,11 +206,13 @@ def cmd_train_text(args: argparse.Namespace) -> int:
         )
         return _interrupted_note(Path(args.output), started, refit, resumed_to=resumed_to)
 
-    with _ctrl_c_stops_at_a_step() as pressed:
+    with _signals_stop_at_a_step() as stopped_by:
         try:
-            result = train_text_model(args.csv, args.output, progress=progress, cancel=pressed, **run)
-        except CancelledError as exc:  # the first Ctrl+C: stopped at a step, the run saved up to it
-            if not pressed():
+            result = train_text_model(
+                args.csv, args.output, progress=progress, cancel=lambda: stopped_by() is not None, **run
+            )
+        except CancelledError as exc:  # the first Ctrl+C or SIGTERM: stopped at a step, the run saved up to it
+            if stopped_by() is None:
                 raise
             said = " ".join(str(exc).split())
             if said == "cancelled":  # stopped while the rows were read or the images encoded: nothing trained yet
@@ -218,8 +220,12 @@ def cmd_train_text(args: argparse.Namespace) -> int:
                 said = f"stopped before training began: no model of this run is in {args.output}{cached}"
             note = said_interrupted() or said
             print(f"\n{note}", file=sys.stderr)
+            if stopped_by() == signal.SIGTERM:
+                from . import Terminated
+
+                raise Terminated from None  # exit 143, "terminated", as every command stopped by SIGTERM
             raise KeyboardInterrupt from None  # exit 130, "interrupted", as every command stopped by Ctrl+C
-        except KeyboardInterrupt:  # a second Ctrl+C, at once: the run as the last step or epoch saved it
+        except KeyboardInterrupt:  # a second Ctrl+C or SIGTERM, at once: the run as the last step or epoch saved it
             note = said_interrupted()
             if note:
                 print(f"\n{note}", file=sys.stderr)
@@ -242,35 +248,47 @@ def cmd_train_text(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the signals that stop a training at its next step: Ctrl+C, and SIGTERM (a cluster's time limit, `kill`)
+_STOPPING_SIGNALS = {signal.SIGINT: "Ctrl+C", signal.SIGTERM: "SIGTERM"}
+_OWN_HANDLERS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+
+
 @contextmanager
-def _ctrl_c_stops_at_a_step() -> Iterator[Callable[[], bool]]:
-    """The first Ctrl+C asks the training to stop at its next step (the fusion decoder saves the run up to it, as the
-    widget's Stop does; a CLIPSeg fine-tune keeps its best epoch), a second stops at once. Why: Ctrl+C raised at once,
-    anywhere, and the steps of the epoch it was in were lost (and a save could be cut short). Yields whether it was
-    pressed (the training's ``cancel``); the handler found is put back after."""
+def _signals_stop_at_a_step() -> Iterator[Callable[[], int | None]]:
+    """The first Ctrl+C or SIGTERM asks the training to stop at its next step (the fusion decoder saves the run up to
+    it, as the widget's Stop does; a CLIPSeg fine-tune keeps its best epoch), a second stops at once. Why: Ctrl+C
+    raised at once, anywhere, and the steps of the epoch it was in were lost (and a save could be cut short); SIGTERM
+    did so still, after Ctrl+C had stopped doing it. Yields the signal that came first (None: none; the training's
+    ``cancel``); the handlers found are put back after, and at the first signal (the second acts at once)."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield lambda: False
+        yield lambda: None
         return
-    pressed = threading.Event()
-    before = signal.getsignal(signal.SIGINT)
-    if before is None:  # a handler set outside Python: Python's own stands for it
-        before = signal.default_int_handler
+    came: list[int] = []
+    # a handler set outside Python (getsignal: None): Python's own stands for it (SIGTERM's default ends the process)
+    found = {signum: signal.getsignal(signum) for signum in _STOPPING_SIGNALS}
+    before = {signum: _OWN_HANDLERS[signum] if handler is None else handler for signum, handler in found.items()}
+
+    def restore() -> None:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
     def first(signum: int, frame: object) -> None:
-        pressed.set()
-        signal.signal(signal.SIGINT, before)  # a second Ctrl+C interrupts at once
+        came.append(signum)
+        restore()  # a second Ctrl+C or SIGTERM interrupts at once
+        name = _STOPPING_SIGNALS[signal.Signals(signum)]
         print(
-            "\nCtrl+C: stopping at the next step, the run saved up to it (Ctrl+C again stops at once, keeping the "
+            f"\n{name}: stopping at the next step, the run saved up to it ({name} again stops at once, keeping the "
             "last epoch saved)",
             file=sys.stderr,
             flush=True,
         )
 
-    signal.signal(signal.SIGINT, first)
+    for signum in _STOPPING_SIGNALS:
+        signal.signal(signum, first)
     try:
-        yield pressed.is_set
+        yield lambda: came[0] if came else None
     finally:
-        signal.signal(signal.SIGINT, before)
+        restore()
 
 
 def _clipseg_interrupted_note(out: Path, started: float) -> str:
