@@ -192,3 +192,40 @@ def test_sigterm_stops_training_at_a_step_and_keeps_the_run_up_to_it(kvasir, tmp
     assert main([*argv, "--resume"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs_run"] == 2
 
+
+def test_a_clipseg_save_stopped_midway_keeps_the_model_before(tiny_clipseg_dir, kvasir, tmp_path, monkeypatch):  # noqa: F811
+    """A CLIPSeg fine-tune saved its best epoch file by file into MODEL_DIR: a second Ctrl+C or a kill during the
+    save left the new epoch's weights beside the previous epoch's record and processor files, which a later load read
+    as the model. The save is written beside and renamed into place: stopped during it, MODEL_DIR is the previous
+    epoch's model, whole, and no temporary file stays. (The stop is a KeyboardInterrupt raised in the processor's
+    save, where a signal would arrive.)"""
+    from transformers import CLIPSegProcessor
+
+    real_save = CLIPSegProcessor.save_pretrained
+    saves = []
+
+    def save_then_stopped(self, *args, **kwargs):
+        saves.append(args)
+        if len(saves) == 2:  # epoch 2's save, its weights written
+            raise KeyboardInterrupt
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(CLIPSegProcessor, "save_pretrained", save_then_stopped)
+    out = tmp_path / "clipseg"
+    seen = {}
+
+    def told(done, message):
+        if message.startswith("epoch 2/2") and not seen:  # epoch 1 saved whole: what MODEL_DIR holds now
+            seen.update({p.name: p.read_bytes() for p in out.iterdir() if p.is_file()})
+
+    rows = [replace(t, split="train") for t in kvasir[:2]]  # no validation: every epoch is saved
+    with pytest.raises(KeyboardInterrupt):
+        finetune_clipseg(
+            rows, out, weights=tiny_clipseg_dir, epochs=2, batch_size=2, val_fraction=0.0, device="cpu", progress=told
+        )
+    assert len(saves) == 2 and "model.safetensors" in seen
+    left = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert left.keys() == seen.keys(), sorted(left)  # no temporary file or folder stays
+    assert left == seen  # epoch 1's weights, config and processor, not epoch 2's weights beside them
+    assert json.loads(left["text_segmenter.json"])["best"]["epoch"] == 1
+    assert load_text_segmenter(out, device="cpu").mask_logits(kvasir[0].load()[0], ["polyp"]).ndim == 3

@@ -268,10 +268,15 @@ def _check_prompts(prompts: Sequence[str]) -> list[str]:
 # -- model directories -----------------------------------------------------------------------------------------------
 
 
+def config_text(config: dict) -> str:
+    """The text of a model directory's :data:`CONFIG_FILE` describing ``config``."""
+    return json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **config}, indent=2)
+
+
 def write_config(directory: Path, config: dict) -> Path:
     path = Path(directory) / CONFIG_FILE
     with replacing(path) as tmp:  # a reader never sees half a file
-        tmp.write_text(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **config}, indent=2))
+        tmp.write_text(config_text(config))
     return path
 
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,9 +26,9 @@ import torch.nn.functional as F
 
 from ...callbacks import ProgressCallback
 from ...errors import CancelledError, PromptsegError
-from ...io._files import default_file_mode
+from ...io._files import default_file_mode, replacing_together
 from ...models.preprocessing import to_rgb_uint8
-from ...models.text_segmenter import CONFIG_FILE, write_config
+from ...models.text_segmenter import CONFIG_FILE, config_text, write_config
 from .data import (
     ArrayTriplet,
     Triplet,
@@ -183,34 +186,29 @@ def finetune_clipseg(
             if best["epoch"] == 0:  # this run's first model: an old fusion run's state goes with the old model
                 drop_resume_state(out)
             best = {"epoch": epoch + 1, "val_dice": record.get("val_dice")}
-            model.save_pretrained(out)
-            processor.save_pretrained(out)
-            # safetensors writes its files private (0600): as readable as the folder's others, for a lab's share
-            mode = default_file_mode(out)
-            for weights in out.glob("*.safetensors"):
-                os.chmod(weights, mode)
-        write_config(
-            out,
-            {
-                "kind": "clipseg",
-                "training": {
-                    "recipe": "medvlsm",
-                    "lr": lr,
-                    "weight_decay": weight_decay,
-                    "epochs": epochs,
-                    "batch_size": batch_size,
-                    "seed": seed,
-                    "train": len(train),
-                    "val": len(val),
-                    "base": str(source),
-                    "image_channels": image_channels,
-                    "image_channel_counts": channel_counts,  # gray/colour or 2 channels: the other refused
-                },
-                "threshold": 0.5,
-                "best": best,
-                "history": history,
+        config = {
+            "kind": "clipseg",
+            "training": {
+                "recipe": "medvlsm",
+                "lr": lr,
+                "weight_decay": weight_decay,
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "seed": seed,
+                "train": len(train),
+                "val": len(val),
+                "base": str(source),
+                "image_channels": image_channels,
+                "image_channel_counts": channel_counts,  # gray/colour or 2 channels: the other refused
             },
-        )
+            "threshold": 0.5,
+            "best": best,
+            "history": history,
+        }
+        if best["epoch"] == epoch + 1:
+            _save_model(model, processor, out, config)
+        else:
+            write_config(out, config)
         if epoch + 1 - best["epoch"] >= patience:
             stopped_early = epoch + 1 < epochs
             break
@@ -226,6 +224,40 @@ def finetune_clipseg(
         warnings=left_out,
         split=split,
     )
+
+
+#: the folder in MODEL_DIR a save writes into before its files are renamed into place
+_SAVE_FOLDER = re.compile(r"\.clipseg-save\.\w+\.tmp")
+
+
+def _save_model(model, processor, out: Path, config: dict) -> None:
+    """Save the fine-tuned model in ``out`` whole or not at all: transformers' files (config, weights, processor) are
+    written into a folder beside them, then renamed into place with ``config`` (:data:`CONFIG_FILE`, last) as one
+    replacement (:func:`~...io._files.replacing_together`). Why: save_pretrained wrote them one by one into ``out``,
+    so a second Ctrl+C or a kill during the save left the new epoch's weights beside the previous epoch's files and
+    record, which a later load took for the model. A model file of an earlier model this save has none of (a
+    ``pytorch_model.bin`` beside the new safetensors) goes with the replacement."""
+    out.mkdir(parents=True, exist_ok=True)
+    for left in out.iterdir():  # a save killed outright (SIGKILL: its cleanup never ran) left its folder
+        if _SAVE_FOLDER.fullmatch(left.name) and left.is_dir() and not left.is_symlink():
+            shutil.rmtree(left, ignore_errors=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".clipseg-save.", suffix=".tmp", dir=out))
+    try:
+        model.save_pretrained(scratch)
+        processor.save_pretrained(scratch)
+        # safetensors writes its files private (0600): as readable as the folder's others, for a lab's share
+        mode = default_file_mode(out)
+        for weights in scratch.glob("*.safetensors"):
+            os.chmod(weights, mode)
+        written = sorted(p for p in scratch.iterdir() if p.is_file())
+        with replacing_together(out, CONFIG_FILE) as temp:
+            for file in written:
+                os.replace(file, temp(file.name))
+            for name in set(MODEL_FILES) - {p.name for p in written}:
+                temp.remove(name)
+            temp(CONFIG_FILE).write_text(config_text(config))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @torch.no_grad()
