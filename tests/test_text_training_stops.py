@@ -14,7 +14,7 @@ import pytest
 
 from napari_promptseg.cli import main
 from napari_promptseg.errors import PromptsegError
-from napari_promptseg.methods.text_training import finetune_clipseg, read_triplets
+from napari_promptseg.methods.text_training import finetune_clipseg, read_triplets, train_text_segmenter
 from napari_promptseg.models import load_text_segmenter
 
 from .test_clipseg import tiny_clipseg_dir  # noqa: F401 (fixture)
@@ -229,3 +229,51 @@ def test_a_clipseg_save_stopped_midway_keeps_the_model_before(tiny_clipseg_dir, 
     assert left == seen  # epoch 1's weights, config and processor, not epoch 2's weights beside them
     assert json.loads(left["text_segmenter.json"])["best"]["epoch"] == 1
     assert load_text_segmenter(out, device="cpu").mask_logits(kvasir[0].load()[0], ["polyp"]).ndim == 3
+
+
+def test_a_fusion_model_save_stopped_midway_keeps_the_model_before(kvasir, tmp_path, monkeypatch):
+    """The text decoder's save wrote model.safetensors, then text_segmenter.json, each replaced on its own: a second
+    Ctrl+C or a kill between them left the new epoch's weights described by the previous epoch's record (and a run's
+    first save deleted the record before writing its weights: nothing described them), which a later load or
+    --resume read as the model. The two are replaced together: stopped while the record is written (the weights
+    already are), MODEL_DIR is the previous epoch's model, byte for byte, and loads and segments a real image."""
+    from napari_promptseg.models import text_segmenter
+
+    real_text = text_segmenter.config_text
+    described = []
+
+    def stopped_at_epoch_2(config):  # the record's writing, where a signal would arrive; the model is untouched
+        described.append(config["best"]["epoch"])
+        if config["best"]["epoch"] == 2:  # epoch 2's save, its weights written
+            raise KeyboardInterrupt
+        return real_text(config)
+
+    monkeypatch.setattr(text_segmenter, "config_text", stopped_at_epoch_2)
+    out = tmp_path / "fusion"
+    seen = {}
+
+    def told(done, message):
+        if message.startswith("epoch 2/2") and not seen:  # epoch 1 saved whole: what MODEL_DIR holds now
+            seen.update({p.name: p.read_bytes() for p in out.iterdir() if p.is_file()})
+
+    rows = kvasir[:2]  # two training images, no validation: every epoch is saved
+    with pytest.raises(KeyboardInterrupt):
+        train_text_segmenter(
+            rows, out, epochs=2, batch_size=2, val_fraction=0.0, presence_refit=False, device="cpu", progress=told
+        )
+    assert described == [1, 2] and {"model.safetensors", "text_segmenter.json"} <= seen.keys()
+    left = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert left.keys() == seen.keys(), sorted(left)  # no temporary file or journal stays
+    assert left == seen  # epoch 1's weights and record, not epoch 2's weights beside epoch 1's record
+    assert json.loads(left["text_segmenter.json"])["best"]["epoch"] == 1
+    image = kvasir[0].load()[0]
+    assert load_text_segmenter(out, device="cpu").mask_logits(image, ["polyp"]).shape[-2:] == image.shape[:2]
+
+    # an --overwrite run's first save deleted the old record first: stopped there, the old model stays whole
+    def stopped(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(text_segmenter, "config_text", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        train_text_segmenter(rows, out, overwrite=True, seed=1, epochs=1, val_fraction=0.0, device="cpu")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == seen

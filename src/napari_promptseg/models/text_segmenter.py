@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PromptsegError, WeightsError
-from ..io._files import replacing
+from ..io._files import replacing, replacing_together
 from .cache import content_key
 from .preprocessing import Normalization, ResizeTransform, as_channels_last, in_memory
 from .text_decoder import DecoderConfig, TextPromptDecoder
@@ -280,11 +280,30 @@ def write_config(directory: Path, config: dict) -> Path:
     return path
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+def save_model(directory: Path, config: dict, tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Save a trained text decoder in ``directory``: its weights ``tensors`` (:data:`WEIGHTS_FILE`; None: the
+    weights there stay) and ``config`` (:data:`CONFIG_FILE`) replace the earlier files as one replacement
+    (:func:`~..io._files.replacing_together`, the record last). Why: written one after the other, a second Ctrl+C or
+    a kill between them left new weights described by the earlier record, which a load or --resume took for the
+    model; now the folder holds the earlier model or this one, whole."""
+    directory = Path(directory)
+    data = None if tensors is None else _tensor_bytes(tensors)
+    with replacing_together(directory, CONFIG_FILE) as temp:
+        if data is not None:
+            temp(WEIGHTS_FILE).write_bytes(data)
+        temp(CONFIG_FILE).write_text(config_text(config))
+    return directory / CONFIG_FILE
+
+
+def _tensor_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
     from safetensors.torch import save
 
+    return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
     path = Path(path)
-    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    data = _tensor_bytes(tensors, metadata)
     with replacing(path) as tmp:
         # written into the file replacing() made (safetensors' save_file makes its own, private 0600: a model in
         # a lab's shared folder was unreadable to the others)

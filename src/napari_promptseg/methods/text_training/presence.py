@@ -266,7 +266,7 @@ def refit_presence_head(
     it was trained on; the train/val split is drawn again from its saved settings); the mask path is unchanged.
     Rewrites ``model.safetensors`` when the refit is kept (validation Dice did not fall, as in training) and records
     the refit in the JSON config; returns that record."""
-    from ...models.text_segmenter import WEIGHTS_FILE, load_fusion_model, read_config, save_tensors, write_config
+    from ...models.text_segmenter import load_fusion_model, read_config, save_model
     from .data import FeatureStore, split_fingerprint, split_triplets, training_triplets
 
     out = Path(model_dir)
@@ -318,10 +318,8 @@ def refit_presence_head(
     )
     if "skipped" in record:
         return record
-    if record["kept"]:
-        save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
     kept = {k: v for k, v in info.items() if k not in ("format", "format_version")}
-    write_config(out, {**kept, "presence_refit": record})
+    save_model(out, {**kept, "presence_refit": record}, decoder.state_dict() if record["kept"] else None)
     return record
 
 

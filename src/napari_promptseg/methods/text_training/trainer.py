@@ -34,12 +34,10 @@ from ...errors import CancelledError, PromptsegError
 from ...io._files import ensure_writable_dir
 from ...models.text_decoder import DecoderConfig, TextPromptDecoder
 from ...models.text_segmenter import (
-    CONFIG_FILE,
     WEIGHTS_FILE,
     TextTokens,
     load_decoder_weights,
-    save_tensors,
-    write_config,
+    save_model,
 )
 from .data import (
     ArrayTriplet,
@@ -378,16 +376,14 @@ def train_text_segmenter(
         improved = not val or record["val_dice"] > best["val_dice"]
         kept = best  # the model in out until this epoch's is saved
         try:
+            # an old model (--overwrite) stays until this run's first replaces it, weights and record together: a
+            # run failed, cancelled or killed before (or during) that save still has a whole model
+            weights = None  # not better: the weights there stay, the record gains this epoch
             if improved:
-                if best["epoch"] == 0:
-                    # this run's first model: an old one (--overwrite) stayed until now, so a run failed or cancelled
-                    # before its first epoch ends still has a model; its description goes first, never to describe
-                    # the new weights
-                    (out / CONFIG_FILE).unlink(missing_ok=True)
                 best = {"epoch": epoch + 1, "val_dice": record.get("val_dice"), "val_loss": record.get("val_loss")}
-                save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
-                saved_here = True
-            write_config(out, {**model_info, "best": best, "history": history})
+                weights = decoder.state_dict()
+            save_model(out, {**model_info, "best": best, "history": history}, weights)
+            saved_here = saved_here or improved
             kept = best  # the model in out is now this epoch's, whole and described
             save_resume_state(out, decoder, optimizer, config, epoch + 1, 0, best, history, rows, cache=cache)
         except OSError as exc:
@@ -430,9 +426,8 @@ def train_text_segmenter(
                 f"cancelled while refitting the presence head; {out} holds the model as trained (its jointly "
                 f"trained head): `{command}` finishes it"
             ) from None
-        if refit.get("kept"):
-            save_tensors(out / WEIGHTS_FILE, decoder.state_dict())
-        write_config(out, {**model_info, "best": best, "history": history, "presence_refit": refit})
+        kept_refit = decoder.state_dict() if refit.get("kept") else None
+        save_model(out, {**model_info, "best": best, "history": history, "presence_refit": refit}, kept_refit)
     report(
         1.0,
         f"done: best val Dice {best['val_dice']:.3f} at epoch {best['epoch']}"
