@@ -89,6 +89,7 @@ def segment(
     object_size: float | None = None,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
+    viewer: object | None = None,
 ) -> np.ndarray:
     """Instance labels (0 = background, one id per object) for boxes and points in pixel x = column, y = row.
 
@@ -112,6 +113,9 @@ def segment(
     an array, in their own data coordinates. An Image layer over a stack (Z, Y, X) is segmented on the plane its
     prompt layers lie on, and the labels cover the whole layer (that plane segmented); the labels are the image's
     pixels, so ``viewer.add_labels(labels, **layer_placement(layer))`` lies over it (scaled, moved, rotated).
+    A stack's prompt layers (plane, row, column) over a 2D image (a projection of the stack) give the prompts of one
+    plane, as napari shows them: with ``viewer`` (``viewer=viewer``), of the plane it shows; without, of their only
+    plane (prompts on several planes are refused, naming the layers and planes).
     ``progress(fraction, message)`` is told how far it got; ``cancel()`` returning True stops it
     (``CancelledError``).
 
@@ -128,7 +132,14 @@ def segment(
     from .methods.interactive import segment_prompts
     from .models import load_segmenter
 
-    prompts = layer_prompts(image, boxes, points, negative_points)
+    prompts = layer_prompts(
+        image,
+        boxes,
+        points,
+        negative_points,
+        world_point=None if viewer is None else viewer.dims.point,  # type: ignore[attr-defined]
+        viewer_hint=" Give the viewer (viewer=viewer) for the plane it shows.",
+    )
     pixels = layer_pixels(image)
     if prompts.plane is not None:
         pixels = plane_pixels(image, prompts.plane)

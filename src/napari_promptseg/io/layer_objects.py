@@ -146,12 +146,19 @@ def layer_prompts(
     points: object,
     negative_points: object,
     plane: Sequence[int] | None = None,
+    world_point: Sequence[float] | None = None,
+    viewer_hint: str = "",
 ) -> LayerPrompts:
     """The prompts of ``segment`` with any Shapes (boxes) or Points (clicks) layer among them read as boxes and
     points (x, y) in the image's pixels; ``image`` an Image layer or pixels. For an image layer of more than two
     axes, the plane every layer prompt lies on (refused when there is none, or several); ``plane``: the one a
-    prompt layer of two axes lies on (the caller was given it)."""
+    prompt layer of two axes lies on (the caller was given it). A prompt layer of more axes than a 2D image (a
+    stack's, over a projection of it) gives the prompts of one of its planes, as napari shows them: those on the
+    plane shown at ``world_point`` (the viewer's ``dims.point``) when given, else those of its only plane (refused,
+    naming the layers and planes, when they lie on several; ``viewer_hint``: how the caller can be given the
+    viewer)."""
     image_layer = image if is_layer(image) else None
+    shown = _rows_of_one_plane(image, (boxes, points, negative_points), world_point, viewer_hint)
     prompts = LayerPrompts(boxes, points, negative_points)
     planes: dict[tuple[int, ...], list[str]] = {}
     stacked = image_layer is not None and _image_axes(image_layer) > 2
@@ -168,7 +175,9 @@ def layer_prompts(
     if shapes is not None:
         prompts.sources.append(shapes.name)
         found = []
-        for vertices in shapes.data:
+        for i, vertices in enumerate(shapes.data):
+            if id(shapes) in shown and not shown[id(shapes)][i]:
+                continue  # on another plane than the one shown
             xy = plane_of(_in_image(shapes, vertices, image_layer, plane), shapes)
             found.append((*xy.min(axis=0), *xy.max(axis=0)))
         prompts.boxes = found
@@ -183,6 +192,8 @@ def layer_prompts(
         features = getattr(layer, "features", None)
         if what == "points" and features is not None and POSITIVE_FEATURE in features and len(features) == len(xy):
             positive = features[POSITIVE_FEATURE].to_numpy(dtype=bool)  # the Interactive widget's prompt layer
+        if id(layer) in shown:  # on the plane shown only
+            xy, positive = xy[shown[id(layer)]], positive[shown[id(layer)]]
         setattr(prompts, what, [tuple(p) for p in xy[positive]])
         if not positive.all():
             prompts.negative_points = [*_as_list(prompts.negative_points), *(tuple(p) for p in xy[~positive])]
@@ -209,6 +220,68 @@ def layer_prompts(
             )
         (prompts.plane,) = planes
     return prompts
+
+
+def on_shown_plane(layer: Any, coords: object, image_axes: int, world_point: Sequence[float]) -> np.ndarray:
+    """Which rows of a prompt layer's data ``coords`` (N, layer.ndim) lie on the plane napari shows at
+    ``world_point`` (the viewer's ``dims.point``) along the layer's leading axes an image of ``image_axes`` axes
+    lacks: a stack's prompt layer over a 2D image (a projection of the stack), shown on every plane with only the
+    plane's prompts over it. The one reading of the plane shown of the Interactive widget and the console."""
+    coords = np.asarray(coords, float).reshape(-1, int(layer.ndim))
+    extra = int(layer.ndim) - int(image_axes)
+    if extra <= 0:
+        return np.ones(len(coords), dtype=bool)
+    here = np.asarray(layer.world_to_data(np.asarray(world_point, float)[-int(layer.ndim) :]), float)[:extra]
+    return (np.round(coords[:, :extra]) == np.round(here)).all(axis=1)
+
+
+def _flat_image_axes(image: object) -> int | None:
+    """2 for a 2D image (a layer's, or a 2D array: the only array whose axes are known without its channel axis)."""
+    if is_layer(image):
+        return 2 if _image_axes(image) == 2 else None
+    return 2 if np.ndim(image) == 2 and not isinstance(image, (list, tuple)) else None
+
+
+def _rows_of_one_plane(
+    image: object, given: tuple[object, ...], world_point: Sequence[float] | None, viewer_hint: str
+) -> dict[int, np.ndarray]:
+    """For a stack's prompt layer among ``given`` over a 2D ``image``, by the layer's ``id``: which of its shapes or
+    points are read, those of one plane (:func:`layer_prompts`); every plane's were segmented on the image without
+    a word. Refused, naming the layers and planes, when there is no one plane."""
+    axes = _flat_image_axes(image)
+    stacked = [v for v in given if is_layer(v) and axes is not None and int(v.ndim) > axes and len(v.data)]
+    if not stacked:
+        return {}
+    names = ", ".join(repr(layer.name) for layer in stacked)
+    image_name = f"2D image layer '{image.name}'" if is_layer(image) else "the 2D image"
+    if world_point is not None:
+        rows = {}
+        for layer in stacked:
+            if type(layer).__name__ == "Shapes":
+                rows[id(layer)] = np.array([on_shown_plane(layer, v, axes, world_point).all() for v in layer.data])
+            else:
+                rows[id(layer)] = on_shown_plane(layer, layer.data, axes, world_point)
+        if not any(mask.any() for mask in rows.values()):
+            extra = int(stacked[0].ndim) - axes
+            here = stacked[0].world_to_data(np.asarray(world_point, float)[-int(stacked[0].ndim) :])[:extra]
+            raise PromptsegError(
+                f"{names}: prompts over {image_name}, none on the plane the viewer shows "
+                f"({', '.join(str(int(round(v))) for v in here)}); move to a plane of the prompts"
+            )
+        return rows
+    planes = set()
+    for layer in stacked:
+        extra = int(layer.ndim) - axes
+        for coords in layer.data if type(layer).__name__ == "Shapes" else [layer.data]:
+            lead = np.round(np.asarray(coords, float).reshape(-1, int(layer.ndim))[:, :extra]).astype(int)
+            planes.update(tuple(int(v) for v in row) for row in lead)
+    if len(planes) > 1:
+        where = " and ".join(", ".join(map(str, plane)) for plane in sorted(planes))
+        raise PromptsegError(
+            f"{names}: prompts on planes {where} of a stack's layer, over {image_name}, which napari shows with "
+            f"each plane's prompts only: which plane?{viewer_hint} Or draw the plane's prompts on a layer of two axes"
+        )
+    return {}
 
 
 def _count(values: object) -> int:

@@ -17,7 +17,7 @@ import napari.layers
 import numpy as np
 
 from ...errors import PromptsegError
-from ...io.layer_objects import in_image_data
+from ...io.layer_objects import in_image_data, on_shown_plane
 from ...methods.interactive import check_box, check_point
 from ...tiling import (
     choose_scale,
@@ -459,18 +459,6 @@ def to_labels_coords(
     return np.delete(data, geom.channel_axis, axis=1) if geom.channel_axis is not None else data
 
 
-def _shown(viewer: napari.viewer.Viewer, image: napari.layers.Image, layer, coords: np.ndarray) -> np.ndarray:
-    """Which rows of a prompt layer's data ``coords`` (N, layer.ndim) lie on the slice the viewer shows along the
-    layer's axes the image lacks: a stack's prompt layer over a 2D image (a projection of the stack), which napari
-    shows on every plane with only the plane's prompts over it (every plane's were segmented on it, unseen)."""
-    coords = np.asarray(coords, float).reshape(-1, int(layer.ndim))
-    extra = int(layer.ndim) - int(image.ndim)
-    if extra <= 0:
-        return np.ones(len(coords), dtype=bool)
-    here = np.asarray(layer.world_to_data(np.asarray(viewer.dims.point)[-int(layer.ndim) :]), float)[:extra]
-    return (np.round(coords[:, :extra]) == np.round(here)).all(axis=1)
-
-
 def _on_plane(coords: np.ndarray, geom: PlaneGeometry) -> np.ndarray:
     """Which rows of labels-space ``coords`` lie on the plane (rounding along the non-displayed axes)."""
     keep = np.ones(len(coords), dtype=bool)
@@ -510,7 +498,7 @@ def gather_prompts(
     if shapes is not None:
         for i, vertices in enumerate(shapes.data):
             c = to_labels_coords(viewer, image, geom, shapes, vertices)
-            if not (_on_plane(c, geom).all() and _shown(viewer, image, shapes, vertices).all()):
+            if not (_on_plane(c, geom).all() and on_shown_plane(shapes, vertices, image.ndim, viewer.dims.point).all()):
                 continue
             rows, cols = c[:, geom.row_axis], c[:, geom.col_axis]
             prompts.boxes.append((float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max())))
@@ -524,7 +512,9 @@ def gather_prompts(
             if POSITIVE in features and len(features) == len(c)
             else np.ones(len(c), dtype=bool)
         )
-        for i in np.flatnonzero(_on_plane(c, geom) & _shown(viewer, image, points, points.data)):
+        for i in np.flatnonzero(
+            _on_plane(c, geom) & on_shown_plane(points, points.data, image.ndim, viewer.dims.point)
+        ):
             xy = (float(c[i, geom.col_axis]), float(c[i, geom.row_axis]))
             (prompts.positive if positive[i] else prompts.negative).append(xy)
             prompts.point_indices.append(int(i))
