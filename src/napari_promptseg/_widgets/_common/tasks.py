@@ -284,6 +284,8 @@ class TaskRunner(QObject):
         self._docked = self._closed = False
         if parent is not None:
             parent.installEventFilter(self)
+        #: what the last failure's notification said (its message without the task's name), until a run succeeds
+        self._said: str | None = None
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         if event.type() == QEvent.Type.ParentChange and watched is self.parent():
@@ -368,6 +370,17 @@ class TaskRunner(QObject):
         if self._job is None:
             self.widget.summary.setText("")  # as when a run starts: no earlier route or metrics under a failure
             self.widget.failed(what, exc)
+        self._notify(exc, what)
+
+    def _notify(self, exc: BaseException, what: str) -> None:
+        """A failure's notification, unless the failure just said had the same cause (the same message): one cause
+        said once (an image with NaN refused by its embedding, then by its preview, gave two notifications). The
+        status line still tells each; a run that succeeds lets the cause be said again."""
+        short = split_message(exc)[0]
+        if short == self._said:
+            logger.info("%s: %s (said already)", what, short)
+            return
+        self._said = short
         notify_exception(exc, what)
 
     def cancel(self) -> None:
@@ -477,14 +490,14 @@ class TaskRunner(QObject):
                 self.widget.failed(job.description, error)
                 if job.on_error is not None:
                     job.on_error(error)
-                notify_exception(error, job.description)
+                self._notify(error, job.description)
             elif gone := self._removed_inputs(job):
                 error = PromptsegError(
                     f"{', '.join(gone)} {'was' if len(gone) == 1 else 'were'} removed while it ran: the result was "
                     "dropped (run it again)"
                 )
                 self.widget.failed(job.description, error)
-                notify_exception(error, job.description)
+                self._notify(error, job.description)
             elif job.changed:
                 names = ", ".join(f"layer '{name}'" for name in job.changed)
                 error = PromptsegError(
@@ -492,14 +505,15 @@ class TaskRunner(QObject):
                     "dropped (run it again)"
                 )
                 self.widget.failed(job.description, error)
-                notify_exception(error, job.description)
+                self._notify(error, job.description)
             else:
                 # the result handler may say more (``widget.done(...)``/``set_message``): it runs after this default
+                self._said = None
                 self.widget.done(f"{job.description}: done in {seconds:.1f} s")
                 job.on_done(outcome[0].value)
         except Exception as exc:  # a failing result handler must not leave the runner stuck
             self.widget.failed(job.description, exc)
-            notify_exception(exc, job.description)
+            self._notify(exc, job.description)
         finally:
             self._start_next()
 
