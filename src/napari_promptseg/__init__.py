@@ -138,7 +138,7 @@ def segment(
         points,
         negative_points,
         world_point=None if viewer is None else viewer.dims.point,  # type: ignore[attr-defined]
-        viewer_hint=" Give the viewer (viewer=viewer) for the plane it shows.",
+        viewer_hint="Give the viewer (viewer=viewer) for the plane it shows",
     )
     pixels = layer_pixels(image)
     if prompts.plane is not None:

@@ -279,7 +279,8 @@ def _rows_of_one_plane(
         where = " and ".join(", ".join(map(str, plane)) for plane in sorted(planes))
         raise PromptsegError(
             f"{names}: prompts on planes {where} of a stack's layer, over {image_name}, which napari shows with "
-            f"each plane's prompts only: which plane?{viewer_hint} Or draw the plane's prompts on a layer of two axes"
+            f"each plane's prompts only: which plane? {viewer_hint + ', or d' if viewer_hint else 'D'}raw the "
+            "plane's prompts on a layer of two axes"
         )
     return {}
 
