@@ -247,6 +247,7 @@ class _Job:
     on_done: Callable[[Any], None]
     on_error: Callable[[BaseException], None] | None = None
     inputs: tuple = ()  # the layers the task reads: its result is dropped if one was removed while it ran
+    once: bool = False  # a failure whose cause was just said is not said again (see TaskRunner._notify)
     #: a cancel whose error holds what was done before it (``.partial``, e.g. a propagation's planes): given it
     on_partial: Callable[[Any], None] | None = None
     started: float = 0.0
@@ -327,6 +328,7 @@ class TaskRunner(QObject):
         queue: bool = False,
         repeat: bool = False,
         on_partial: Callable[[Any], None] | None = None,
+        once: bool = False,
     ) -> bool:
         """``inputs``: the layers the task reads; a result whose input layer left the viewer, or whose pixels were
         replaced, meanwhile is not pushed back (it would lie over other pixels). A run button's task is refused
@@ -335,7 +337,9 @@ class TaskRunner(QObject):
         later task under a waiting task's key replaces it: latest wins. A task given while the running one is being
         cancelled waits for it to stop (Cancel, then Run: the run was refused, 'press Cancel first'). Returns whether
         the task was taken. ``on_partial``: a cancelled task whose error holds the work done before the cancel
-        (``.partial``) hands it to this, on the main thread, as a result (unless an input layer went or changed)."""
+        (``.partial``) hands it to this, on the main thread, as a result (unless an input layer went or changed).
+        ``once``: a task the widget starts by itself (an embedding, a preview): its failure is not notified again
+        when its cause (its message) is the one just said."""
         if self._closed:  # the widget's dock was closed (e.g. a layer event of a closed Interactive widget)
             return False
         stopping = self._job is not None and self._cancel_event is not None and self._cancel_event.is_set()
@@ -343,7 +347,7 @@ class TaskRunner(QObject):
             running = self._job.description if self._job is not None else "a task"
             show_info(f"{running} is still running: wait for it, or press Cancel first")
             return False
-        job = _Job(key, description, task, on_done, on_error, tuple(inputs), on_partial)
+        job = _Job(key, description, task, on_done, on_error, tuple(inputs), on_partial=on_partial, once=once)
         for layer in job.inputs:
             token = data_token(layer)
 
@@ -363,21 +367,22 @@ class TaskRunner(QObject):
             self.widget.set_message(f"cancelling {self._job.description} ...; {description} starts when it has stopped")
         return True
 
-    def refuse(self, exc: BaseException, what: str) -> None:
+    def refuse(self, exc: BaseException, what: str, once: bool = False) -> None:
         """A run refused on its inputs before it started: the status line says it failed (it must not keep showing
         how an earlier run ended) and a notification says why. While a task runs, its status stays (it is still
-        what is happening) and only the notification shows."""
+        what is happening) and only the notification shows. ``once``: as :meth:`submit`'s."""
         if self._job is None:
             self.widget.summary.setText("")  # as when a run starts: no earlier route or metrics under a failure
             self.widget.failed(what, exc)
-        self._notify(exc, what)
+        self._notify(exc, what, once)
 
-    def _notify(self, exc: BaseException, what: str) -> None:
-        """A failure's notification, unless the failure just said had the same cause (the same message): one cause
-        said once (an image with NaN refused by its embedding, then by its preview, gave two notifications). The
-        status line still tells each; a run that succeeds lets the cause be said again."""
+    def _notify(self, exc: BaseException, what: str, once: bool = False) -> None:
+        """A failure's notification. ``once`` (a task the widget started by itself): not when the failure said last
+        had the same cause (the same message), so one cause is said once (an image with NaN refused by its embedding,
+        then by its preview, gave two notifications). The status line still tells each; a run that succeeds lets
+        the cause be said again, and what the user asked for (a Run button) is always answered."""
         short = split_message(exc)[0]
-        if short == self._said:
+        if once and short == self._said:
             logger.info("%s: %s (said already)", what, short)
             return
         self._said = short
@@ -490,14 +495,14 @@ class TaskRunner(QObject):
                 self.widget.failed(job.description, error)
                 if job.on_error is not None:
                     job.on_error(error)
-                self._notify(error, job.description)
+                self._notify(error, job.description, job.once)
             elif gone := self._removed_inputs(job):
                 error = PromptsegError(
                     f"{', '.join(gone)} {'was' if len(gone) == 1 else 'were'} removed while it ran: the result was "
                     "dropped (run it again)"
                 )
                 self.widget.failed(job.description, error)
-                self._notify(error, job.description)
+                self._notify(error, job.description, job.once)
             elif job.changed:
                 names = ", ".join(f"layer '{name}'" for name in job.changed)
                 error = PromptsegError(
@@ -505,7 +510,7 @@ class TaskRunner(QObject):
                     "dropped (run it again)"
                 )
                 self.widget.failed(job.description, error)
-                self._notify(error, job.description)
+                self._notify(error, job.description, job.once)
             else:
                 # the result handler may say more (``widget.done(...)``/``set_message``): it runs after this default
                 self._said = None
@@ -513,7 +518,7 @@ class TaskRunner(QObject):
                 job.on_done(outcome[0].value)
         except Exception as exc:  # a failing result handler must not leave the runner stuck
             self.widget.failed(job.description, exc)
-            self._notify(exc, job.description)
+            self._notify(exc, job.description, job.once)
         finally:
             self._start_next()
 

@@ -121,7 +121,7 @@ class PreviewActions:
             channels = self._channels()
             model, weights = self.model_combo.checked_choice()
         except PromptsegError as exc:
-            self.runner.refuse(exc, "embedding")
+            self.runner.refuse(exc, "embedding", once=True)
             return
         device, normalize, name = self.device, self.normalize_combo.currentText(), image.name
         self._last_plane = self._plane_key(geom)
@@ -147,7 +147,7 @@ class PreviewActions:
                 return
             self.runner.widget.set_message(f"embedding of '{name}' ready ({seconds:.2f} s)")
 
-        self.runner.submit("embed", f"embedding '{name}'", task, done, queue=True, repeat=True)
+        self.runner.submit("embed", f"embedding '{name}'", task, done, queue=True, repeat=True, once=True)
 
     def _prompts_left(self, image: napari.layers.Image, geom: PlaneGeometry) -> bool:
         """Whether the prompt layers hold a prompt on ``geom``'s plane now (when that cannot be told: True)."""
@@ -194,7 +194,7 @@ class PreviewActions:
         except PromptsegError as exc:
             self._clear_preview()
             self._commit_after_preview = False
-            self.runner.refuse(exc, "preview")
+            self.runner.refuse(exc, "preview", once=not for_commit)
             return False
         device, normalize, name = self.device, self.normalize_combo.currentText(), image.name
         version, object_size = self._version, self.object_size
@@ -289,4 +289,4 @@ class PreviewActions:
                 f"commit {step}", "preview to commit", task, done, failed, inputs=(image,), queue=True
             )
         # no inputs: the version check above drops a preview of pixels or prompts that changed, without an error
-        return self.runner.submit("preview", "preview", task, done, failed, queue=True, repeat=True)
+        return self.runner.submit("preview", "preview", task, done, failed, queue=True, repeat=True, once=True)
