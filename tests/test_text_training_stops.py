@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from napari_promptseg.cli import main
-from napari_promptseg.errors import PromptsegError
+from napari_promptseg.errors import PromptsegError, WeightsError
 from napari_promptseg.methods.text_training import finetune_clipseg, read_triplets, train_text_segmenter
 from napari_promptseg.models import load_text_segmenter
 
@@ -277,3 +277,100 @@ def test_a_fusion_model_save_stopped_midway_keeps_the_model_before(kvasir, tmp_p
     with pytest.raises(KeyboardInterrupt):
         train_text_segmenter(rows, out, overwrite=True, seed=1, epochs=1, val_fraction=0.0, device="cpu")
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == seen
+
+
+# a save into MODEL_DIR killed (SIGKILL: nothing of it runs) as the weights have replaced the earlier ones and the
+# record not yet: the real save_model in a child process, killed by itself at the record's rename
+_KILLED_SAVE = """
+import json, os, signal, sys
+from pathlib import Path
+from safetensors.torch import load_file
+from napari_promptseg.models import text_segmenter
+
+out = Path(sys.argv[1])
+tensors = {k: v + 1 for k, v in load_file(out / "model.safetensors").items()}
+config = json.loads((out / "text_segmenter.json").read_text())
+config["best"]["epoch"] = 99
+real_replace = os.replace
+
+def killed_at_the_record(src, dst, *args, **kwargs):
+    if Path(dst).name == "text_segmenter.json" and Path(src).name.endswith(".tmp"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_replace(src, dst, *args, **kwargs)
+
+os.replace = killed_at_the_record
+text_segmenter.save_model(out, config, tensors)
+"""
+
+
+@pytest.fixture(scope="module")
+def fusion_model(kvasir, tmp_path_factory):
+    """A fusion text model trained one epoch on two real images, its files' bytes."""
+    out = tmp_path_factory.mktemp("fusion") / "model"
+    train_text_segmenter(kvasir[:2], out, epochs=1, batch_size=2, val_fraction=0.0, presence_refit=False, device="cpu")
+    return out, {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+
+def _killed_while_saving(model, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    out, before = model
+    folder = tmp_path / "model"
+    shutil.copytree(out, folder)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", _KILLED_SAVE, str(folder)], env=env, capture_output=True, text=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    left = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    # the mix the kill left: the new weights beside the earlier record, and the journal that says so
+    assert ".promptseg-replacing.json" in left and left["model.safetensors"] != before["model.safetensors"]
+    assert left["text_segmenter.json"] == before["text_segmenter.json"]
+    return folder
+
+
+def test_loading_a_model_whose_save_was_killed_puts_the_model_before_back(fusion_model, kvasir, tmp_path):
+    """A save into MODEL_DIR killed between its renames (SIGKILL, a power cut) left the new weights beside the
+    earlier record; only the next save into the folder undid it, so a load before it (the widget, `promptseg
+    segment --text-model`) read the mix as the model. The load undoes the stopped save first: the folder is the
+    model from before the save, byte for byte, and it segments a real image."""
+    folder = _killed_while_saving(fusion_model, tmp_path)
+    model = load_text_segmenter(folder, device="cpu")
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == fusion_model[1]
+    image = kvasir[0].load()[0]
+    logits = model.mask_logits(image, ["polyp"])
+    assert logits.shape[-2:] == image.shape[:2] and np.isfinite(np.asarray(logits)).all()
+
+
+def test_a_killed_save_in_a_folder_that_cannot_be_written_is_refused(fusion_model, tmp_path, monkeypatch):
+    """Where the stopped save cannot be undone (a read-only folder or share), the load refuses, naming the folder
+    and what happened, and leaves the files as they are, rather than load the mix."""
+    import errno
+    import os
+
+    folder = _killed_while_saving(fusion_model, tmp_path)
+    left = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    folder.chmod(0o555)
+    real_replace, real_unlink = os.replace, os.unlink
+
+    def read_only(real):  # root ignores the folder's mode: what the file system says to anyone else, for root too
+        def step(path, *args, **kwargs):
+            if str(folder) in str(path):
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real(path, *args, **kwargs)
+
+        return step
+
+    monkeypatch.setattr(os, "replace", read_only(real_replace))
+    monkeypatch.setattr(os, "unlink", read_only(real_unlink))
+    try:
+        with pytest.raises(WeightsError, match="stopped while replacing its files") as refused:
+            load_text_segmenter(folder, device="cpu")
+    finally:
+        monkeypatch.undo()
+        folder.chmod(0o755)
+    assert str(folder) in str(refused.value) and "writ" in str(refused.value)
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == left
+    load_text_segmenter(folder, device="cpu")  # writable again: the earlier model is put back and loads
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == fusion_model[1]

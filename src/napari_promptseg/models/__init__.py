@@ -189,10 +189,12 @@ def load_text_segmenter(path: str | os.PathLike, *, device: str = "auto") -> Tex
     from pathlib import Path
 
     from ._native import load_triton_safely
-    from .text_segmenter import load_fusion_model, model_directory, read_config
+    from .text_segmenter import load_fusion_model, model_directory, read_config, undo_stopped_save
 
     load_triton_safely()
     directory = model_directory(Path(path).expanduser().resolve())  # the model's weights file names it too
+    if directory.is_dir():
+        undo_stopped_save(directory)  # a save killed midway left two saves' files: the earlier model, whole
     config = read_config(directory)
     kind = config.get("kind")
     dev = resolve_device(device)

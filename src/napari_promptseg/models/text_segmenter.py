@@ -10,6 +10,7 @@ directory (:func:`~napari_promptseg.models.load_text_segmenter` loads both).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PromptsegError, WeightsError
-from ..io._files import replacing, replacing_together
+from ..io._files import REPLACING_JOURNAL, replacing, replacing_together, undo_interrupted_replacing
 from .cache import content_key
 from .preprocessing import Normalization, ResizeTransform, as_channels_last, in_memory
 from .text_decoder import DecoderConfig, TextPromptDecoder
@@ -293,6 +294,26 @@ def save_model(directory: Path, config: dict, tensors: dict[str, torch.Tensor] |
             temp(WEIGHTS_FILE).write_bytes(data)
         temp(CONFIG_FILE).write_text(config_text(config))
     return directory / CONFIG_FILE
+
+
+def undo_stopped_save(directory: Path) -> list[str]:
+    """Put back the model from before a save into ``directory`` that was killed between its renames (SIGKILL, a
+    power cut: its journal, :data:`~..io._files.REPLACING_JOURNAL`, stays) before the folder is read. Why: only the
+    next save undid it, so a load before that read the new weights beside the earlier record as the model. Returns
+    the names put back; raises WeightsError naming the folder where it cannot be written (a read-only share)."""
+    if not (directory / REPLACING_JOURNAL).exists():
+        return []
+    try:
+        if not os.access(directory, os.W_OK):
+            raise PermissionError(errno.EACCES, "the folder cannot be written", str(directory))
+        return undo_interrupted_replacing(directory)
+    except OSError as exc:
+        raise WeightsError(
+            f"text model {directory}: a save into it was stopped while replacing its files (its journal "
+            f"{REPLACING_JOURNAL} is there), so it may hold the new weights beside the earlier record; loading puts "
+            f"the earlier model back, but the folder cannot be written ({exc}). Make it writable (or copy it to a "
+            "folder that is) and load it again"
+        ) from exc
 
 
 def _tensor_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
