@@ -325,3 +325,21 @@ def test_a_cancel_while_the_presence_head_is_refitted_names_the_refit_that_reads
         )
     refit = f"`promptseg train-text {csv_path} -o {out} --text-col name --split-col split --channels 0 1 2 "
     assert f"{refit}--refit-presence` finishes it" in str(info.value), str(info.value)
+
+
+def test_a_refit_after_a_killed_save_refits_the_model_before_it(trained, two_targets, cache, tmp_path):
+    """A save killed between its renames left the new weights beside the earlier record; --refit-presence read that
+    mix as the model and saved it again, refitted, with the journal gone: the mix for good. The refit puts the
+    earlier model back first: its mask path (all but the presence head) is the earlier model's, unchanged."""
+    from safetensors.torch import load_file
+
+    from .test_text_training_stops import _killed_while_saving
+
+    before = {p.name: p.read_bytes() for p in trained.path.iterdir() if p.is_file()}
+    folder = _killed_while_saving((trained.path, before), tmp_path)
+    earlier = load_file(trained.path / WEIGHTS_FILE)
+    refit_presence_head(folder, two_targets, cache_dir=cache, device="cpu")
+    refitted = load_file(folder / WEIGHTS_FILE)
+    assert not (folder / ".promptseg-replacing.json").exists()
+    mask_path = [k for k in earlier if "presence" not in k]
+    assert mask_path and all(torch.equal(refitted[k], earlier[k]) for k in mask_path)

@@ -266,10 +266,12 @@ def refit_presence_head(
     it was trained on; the train/val split is drawn again from its saved settings); the mask path is unchanged.
     Rewrites ``model.safetensors`` when the refit is kept (validation Dice did not fall, as in training) and records
     the refit in the JSON config; returns that record."""
-    from ...models.text_segmenter import load_fusion_model, read_config, save_model
+    from ...models.text_segmenter import load_fusion_model, read_config, save_model, undo_stopped_save
     from .data import FeatureStore, split_fingerprint, split_triplets, training_triplets
 
     out = Path(model_dir)
+    if out.is_dir():
+        undo_stopped_save(out)  # a save killed midway: refit the earlier model, not its mix with the new weights
     info = read_config(out)
     training = info.get("training", {})
     if info.get("kind") != "fusion":
