@@ -236,10 +236,13 @@ def on_shown_plane(layer: Any, coords: object, image_axes: int, world_point: Seq
 
 
 def _flat_image_axes(image: object) -> int | None:
-    """2 for a 2D image (a layer's, or a 2D array: the only array whose axes are known without its channel axis)."""
+    """2 for a 2D image (a layer's, or a 2D array or pyramid: the only arrays whose axes are known without their
+    channel axis)."""
     if is_layer(image):
         return 2 if _image_axes(image) == 2 else None
-    return 2 if np.ndim(image) == 2 and not isinstance(image, (list, tuple)) else None
+    if isinstance(image, (list, tuple)):  # a pyramid's levels (np.ndim of levels of unequal sizes raises)
+        image = image[0] if image else None
+    return 2 if image is not None and len(np.shape(image)) == 2 else None
 
 
 def _rows_of_one_plane(
