@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from collections.abc import Iterator
 
 import napari
 import napari.layers
@@ -109,47 +110,21 @@ class ResultLayers:
         """Remember a result layer as made, to tell at the next run whether the user changed it."""
         self.result_layers.append((layer, layer.name, _digest(layer)))
 
-    def _show(
-        self,
-        shown: _Shown,
-        fixed_layer,
-        moving_layer,
-        labels_layer,
-        fixed_factors,
-        landmarks,
-        truncated="",
-        shapes: MovingShapes | None = None,
-        landmark_warnings: list[str] = (),
-        channel_axis: int | None = None,
-        points_look: dict | None = None,
-    ) -> None:
-        """Add the run's result layers in place of the previous run's, all or none: a layer napari refuses midway
-        (its data, a plugin's listener) takes this run's others out and puts the previous results back as they were
-        (layers, the last result, errors and summary), and the failure is the run's."""
+    @contextlib.contextmanager
+    def _all_or_none(self) -> Iterator[None]:
+        """Add the run's result layers in place of the previous run's (in the ``with`` block), all or none: a layer
+        napari refuses midway (its data, a plugin's listener) takes this run's others out and puts the previous
+        results back as they were (layers, the last result, errors and summary), and the failure is the run's."""
         before = list(self.viewer.layers)
         tracked = (self.result_layers, self.result_pair, self.result_pixels)
         try:
-            said = self._add_results(
-                shown,
-                fixed_layer,
-                moving_layer,
-                labels_layer,
-                fixed_factors,
-                landmarks,
-                truncated,
-                shapes,
-                landmark_warnings,
-                channel_axis,
-                points_look,
-            )
+            yield
         except BaseException:
             # the record first: putting the layers back may fail again (the listener that refused one)
             self.result_layers, self.result_pair, self.result_pixels = tracked
             self.runner.widget.previous_summary_back()
             self._restore_layers(before)
             raise
-        for message in said:  # once the layers are there: not for a run whose results were taken out
-            show_info(message)
 
     def _restore_layers(self, layers: list) -> None:
         """The viewer's layer list as ``layers`` (in that order): those added since removed, those removed since

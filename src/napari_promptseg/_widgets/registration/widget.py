@@ -6,6 +6,7 @@ from __future__ import annotations
 import napari
 import napari.layers
 import numpy as np
+from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -370,19 +371,22 @@ class RegistrationWidget(ResultLayers, QWidget):
             )
 
         def done(shown: _Shown) -> None:
-            self._show(
-                shown,
-                fixed_layer,
-                moving_layer,
-                labels_layer,
-                fixed_factors,
-                landmarks,
-                truncated,
-                shapes,
-                outside,
-                channel_axis,
-                look,
-            )
+            with self._all_or_none():
+                said = self._add_results(
+                    shown,
+                    fixed_layer,
+                    moving_layer,
+                    labels_layer,
+                    fixed_factors,
+                    landmarks,
+                    truncated,
+                    shapes,
+                    outside,
+                    channel_axis,
+                    look,
+                )
+            for message in said:  # once the layers are there: not for a run whose results were taken out
+                show_info(message)
 
         self.runner.submit(
             "register",
