@@ -16,6 +16,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def time_point_or_all(text: str) -> int | str:
+    """argparse type (embed --time): a time point's index (0 or more), or "all"."""
+    if text == "all":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a time point (0, 1, ...) or 'all', not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a time point counts from 0, not {value}")
+    return value
+
+
 def _float(text: str, expected: str) -> float:
     """``text`` as a number, or argparse's error saying what was ``expected``."""
     try:

@@ -12,6 +12,7 @@ from ._inputs import _expand_images
 from ._options import _add_batch_options, _add_model_options
 from ._progress_line import weights_progress
 from ._report import _segmenter_meta
+from ._types import time_point_or_all
 
 
 def _add_embed_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +42,7 @@ def _add_embed_parser(sub: argparse._SubParsersAction) -> None:
     )
     embed.add_argument(
         "--time",
-        type=_time_point,
+        type=time_point_or_all,
         metavar="T|all",
         help="a time-lapse of volumes (T, Z, Y, X[, C]): embed the volume of time point T (every plane, at the pyramid "
         "levels they are read at), as segment, oneshot and text --time T and the Interactive widget at that time "
@@ -51,19 +52,6 @@ def _add_embed_parser(sub: argparse._SubParsersAction) -> None:
     _add_model_options(embed, cache_fallback="the user cache directory's embeddings/")
     _add_batch_options(embed, resume=False)
     embed.set_defaults(func=cmd_embed)
-
-
-def _time_point(text: str) -> int | str:
-    """--time: a time point's index (0 or more), or "all"."""
-    if text == "all":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a time point (0, 1, ...) or 'all', not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a time point counts from 0, not {value}")
-    return value
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
