@@ -124,7 +124,7 @@ def label_image_2d(mask: np.ndarray, name: str = "labels") -> np.ndarray:
             mask = _colour_ids(mask)
     check_label_values(mask, name)
     if is_soft_mask(mask):
-        return mask_pixels(mask).astype(np.uint8)
+        return (mask >= SOFT_MASK_CUT).astype(np.uint8)  # mask_pixels without telling it soft again
     if mask.dtype.kind == "f" and mask.size and mask.max() > 1:  # ids, not a soft mask
         mask = file_labels(mask, name)  # integer ids (regionprops refuses float ones); fractions refused
     return mask
