@@ -45,9 +45,10 @@ def run_on_dask(
     cluster = None
     if mode == "local":
         # no dashboard, so no use for the workers' statistical profiler (it samples every thread 100 times a second);
-        # a worker is sent only the inputs it runs (saturation 1.0, distributed's default 1.1 sends one more ahead): an
-        # input queued on a worker killed by another input was counted as one that killed it (KilledWorker: recorded
-        # failed, no output, when it was never run)
+        # saturation 1.0 (distributed's default 1.1 sends one more ahead): an input queued on a worker killed by
+        # another input is counted as one that killed it (KilledWorker: recorded failed, no output, never run). Only
+        # queued tasks (distributed queues a batch of more than twice the workers' threads) are held back: a smaller
+        # batch's inputs all go to the workers at once and can still be counted so (known, not fixed)
         settings = {"distributed.worker.profile.enabled": False, "distributed.scheduler.worker-saturation": 1.0}
         with dask.config.set(settings):
             cluster = LocalCluster(
